@@ -1,0 +1,26 @@
+# Two commands on a fresh machine:  make demo   |   make test
+# Both create .venv and install edgecl (with the CPU-tested torch pair) when needed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.edgecl-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[torch,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	YOLO_OFFLINE=1 $(VENV)/bin/edgecl demo --state-dir state/demo
+
+test: $(STAMP)
+	YOLO_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,78 @@
+"""Crash-safe file writes: temp file, fsync, ``os.replace``, fsync of the directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry to disk so a rename survives power loss.
+
+    Args:
+        path: directory to flush.
+    """
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old or the new file.
+
+    Args:
+        path: destination file.
+        data: full new contents.
+
+    Raises:
+        OSError: when the disk is full or the directory is not writable; the old
+            file (if any) is left untouched and no temp file is left behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically write UTF-8 text (see :func:`atomic_write_bytes`).
+
+    Args:
+        path: destination file.
+        text: full new contents.
+    """
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
+    """Atomically write ``obj`` as indented JSON (see :func:`atomic_write_bytes`).
+
+    Args:
+        path: destination file.
+        obj: JSON-serialisable object.
+    """
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy a file atomically (the destination appears whole or not at all).
+
+    Args:
+        src: source file.
+        dst: destination file.
+    """
+    atomic_write_bytes(dst, Path(src).read_bytes())

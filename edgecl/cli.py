@@ -1,0 +1,93 @@
+"""The ``edgecl`` command: ``run | demo | learn | bench | models | memory | labels | scenario | monitor``.
+
+Dotted ``section.key=value`` arguments anywhere on the line override the config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import re
+import sys
+
+from edgecl import __version__
+from edgecl.errors import EdgeclError
+
+# INVARIANT: each name is a module in edgecl.commands exposing add_parser(subparsers).
+COMMAND_MODULES = ("run", "demo", "learn", "bench", "models", "memory", "labels", "scenario",
+                   "monitor")
+
+OVERRIDE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+=")
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate ``section.key=value`` overrides from ordinary arguments.
+
+    Args:
+        argv: command-line arguments (without the program name).
+
+    Returns:
+        ``(arguments, overrides)``.
+    """
+    args, overrides = [], []
+    for token in argv:
+        (overrides if OVERRIDE_RE.match(token) else args).append(token)
+    return args, overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every available command group.
+
+    Returns:
+        The top-level parser.
+    """
+    parser = argparse.ArgumentParser(
+        prog="edgecl", description="On-device continual learning for YOLO detectors.",
+        epilog="Any section.key=value argument overrides the config (e.g. memory.capacity=50).")
+    parser.add_argument("--version", action="version", version=f"edgecl {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"edgecl.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"edgecl.commands.{name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edgecl`` console script.
+
+    Args:
+        argv: arguments (defaults to ``sys.argv[1:]``).
+
+    Returns:
+        Process exit code: 0 success, 1 failure reported by a command, 2 usage or input
+        error, 130 interrupted.
+    """
+    args_list, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    args.overrides = overrides
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgeclError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Argument helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from edgecl.config import Config, load_config
+
+
+def add_config_args(parser: argparse.ArgumentParser, state_dir: bool = True) -> None:
+    """Add ``--config`` (and ``--state-dir``) to a command parser.
+
+    Args:
+        parser: the sub-command's parser.
+        state_dir: also add ``--state-dir``.
+    """
+    parser.add_argument("--config", help="deployment YAML (default: built-in defaults)")
+    if state_dir:
+        parser.add_argument("--state-dir", help="state directory (overrides state_dir)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Load the config named by ``--config`` with overrides and ``--state-dir`` applied.
+
+    Args:
+        args: parsed arguments (``config``, ``overrides``, optional ``state_dir``).
+
+    Returns:
+        The effective configuration.
+    """
+    cfg = load_config(getattr(args, "config", None), getattr(args, "overrides", ()))
+    if getattr(args, "state_dir", None):
+        cfg = dataclasses.replace(cfg, state_dir=args.state_dir)
+    return cfg
+
+
+def print_json_line(obj: object) -> None:
+    """Print one compact JSON object as the last stdout line."""
+    print(json.dumps(obj, sort_keys=True), file=sys.stdout, flush=True)

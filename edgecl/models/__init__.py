@@ -1,0 +1,1 @@
+"""Inference backends, export and the versioned model registry."""

@@ -1,0 +1,75 @@
+"""PyTorch backend: ``.pt`` checkpoints and ``.yaml`` model definitions (fresh weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.errors import ModelLoadError
+from edgecl.models.base import Backend, ModelMeta, sha256_file
+
+
+def _torch_device(requested: str):
+    import torch
+
+    if requested in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if "CUDA" in requested or requested == "cuda" else "cpu")
+
+
+class TorchBackend(Backend):
+    """Runs an ultralytics DetectionModel eagerly with torch."""
+
+    name = "torch"
+    suffixes = (".pt", ".yaml", ".yml")
+
+    def __init__(self, opts=None):
+        super().__init__(opts)
+        self._model = None
+        self._device = None
+
+    def _load(self, path: Path) -> ModelMeta:
+        import torch
+
+        if path.suffix in (".yaml", ".yml"):
+            model, names, imgsz, digest = self._from_yaml(path)
+        else:
+            from edgecl.models.checkpoint import load_checkpoint
+
+            model, meta = load_checkpoint(path)
+            names = {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
+            imgsz = int(meta.get("imgsz") or self.opts.imgsz or 640)
+            digest = sha256_file(path)
+        torch.set_num_threads(max(1, self.opts.threads))
+        self._device = _torch_device(self.opts.providers)
+        self._model = model.to(self._device).float().eval()
+        return ModelMeta(path=str(path), backend=self.name, names=names, imgsz=imgsz,
+                         sha256=digest, extra={"device": str(self._device)})
+
+    def _from_yaml(self, path: Path):
+        from edgecl.ultra import build_detection_model
+
+        try:
+            import yaml
+
+            spec = yaml.safe_load(path.read_text()) if path.is_file() else {}
+            nc = int(spec.get("nc", 80))
+            model = build_detection_model(nc, cfg=str(path))
+        except Exception as exc:  # ultralytics raises many kinds for a bad model yaml
+            raise ModelLoadError(f"cannot build model from {path}: {exc}") from None
+        imgsz = int(self.opts.imgsz or 640)
+        return model, dict(model.names), imgsz, sha256_file(path)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self._model(torch.from_numpy(batch).to(self._device))
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        return out.float().cpu().numpy()
+
+    def close(self) -> None:
+        """Free the torch model."""
+        self._model = None
+        super().close()

@@ -1,0 +1,137 @@
+"""Where detections go: JSON lines, annotated video, a periodic console summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.runtime.loop import FrameResult
+
+log = logging.getLogger(__name__)
+
+
+class JsonlSink:
+    """Appends one JSON object per frame to a file (flushed per line, fsynced on close).
+
+    Args:
+        path: output file (parent directories are created).
+        names: class index -> name, for readable records.
+    """
+
+    def __init__(self, path: str | Path, names: dict[int, str] | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.names = names
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, result: FrameResult) -> None:
+        """Write one frame's record."""
+        frame = result.frame
+        record = {"frame_id": frame.frame_id, "ts_s": round(frame.ts_s, 4), "source": frame.source,
+                  "name": frame.name, "model_version": result.model_version,
+                  "latency_ms": round(result.latency_ms, 2),
+                  "detections": result.detections.to_records(self.names)}
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Flush to disk and close."""
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+
+class VideoSink:
+    """Writes frames with their boxes drawn (ultralytics' Annotator) to a video file.
+
+    Args:
+        path: output video (``.mp4``: mp4v codec, ``.avi``: MJPG).
+        fps: frame rate written in the container.
+        names: class index -> name for labels.
+    """
+
+    def __init__(self, path: str | Path, fps: float = 10.0, names: dict[int, str] | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = fps
+        self.names = names or {}
+        self._writer = None
+        self._size: tuple[int, int] | None = None
+
+    def _open(self, width: int, height: int) -> None:
+        import cv2
+
+        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix == ".avi" else "mp4v"))
+        self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
+        if not self._writer.isOpened():
+            raise OSError(f"cannot open video writer for {self.path}")
+        self._size = (width, height)
+
+    def write(self, result: FrameResult) -> None:
+        """Draw and append one frame (resized to the first frame's size if it differs)."""
+        import cv2
+        from ultralytics.utils.plotting import Annotator, colors
+
+        image = np.ascontiguousarray(result.frame.image.copy())
+        if self._writer is None:
+            self._open(image.shape[1], image.shape[0])
+        annotator = Annotator(image, line_width=1, pil=False)
+        det = result.detections
+        for box, score, cls in zip(det.boxes_xyxy, det.scores, det.classes):
+            label = f"{self.names.get(int(cls), int(cls))} {score:.2f}"
+            annotator.box_label(box.tolist(), label, color=colors(int(cls), True))
+        out = annotator.result()
+        if (out.shape[1], out.shape[0]) != self._size:
+            out = cv2.resize(out, self._size)
+        self._writer.write(out)
+
+    def close(self) -> None:
+        """Finish the video file."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+class ProgressSink:
+    """Prints a one-line summary every ``every_s`` seconds to stderr.
+
+    Args:
+        every_s: period of the summary lines.
+        names: class index -> name.
+        stream: where to print (stderr by default, so ``--json`` stdout stays clean).
+    """
+
+    def __init__(self, every_s: float = 2.0, names: dict[int, str] | None = None, stream=None):
+        self.every_s = every_s
+        self.names = names or {}
+        self.stream = stream or sys.stderr
+        self._last_s = time.monotonic()
+        self._frames = 0
+        self._counts: dict[str, int] = {}
+
+    def write(self, result: FrameResult) -> None:
+        """Count detections; print when the period has passed."""
+        self._frames += 1
+        for cls in result.detections.classes:
+            name = self.names.get(int(cls), str(int(cls)))
+            self._counts[name] = self._counts.get(name, 0) + 1
+        now = time.monotonic()
+        if now - self._last_s >= self.every_s:
+            self._print(result.model_version)
+            self._last_s = now
+
+    def _print(self, version: str) -> None:
+        seen = ", ".join(f"{k}={v}" for k, v in sorted(self._counts.items())) or "nothing"
+        print(f"[edgecl] frames={self._frames} model={version} seen: {seen}", file=self.stream,
+              flush=True)
+
+    def close(self) -> None:
+        """Print the final summary."""
+        self._print("final")
