@@ -88,6 +88,8 @@ class LearnerConfig:
     trigger_new_class: bool = True
     budget_s: float = 120.0
     max_steps: int = 60
+    first_round_budget_s: float = 300.0
+    first_round_max_steps: int = 600
     epochs: int = 3
     batch: int = 8
     lr: float = 0.002
@@ -95,6 +97,10 @@ class LearnerConfig:
     device: str = "auto"
     torch_threads: int = 1
     nice: int = 10
+    # 0 merges replayed images into the training set; in (0, 1] each batch holds that share.
+    replay_fraction: float = 0.0
+    # training batches used to re-estimate BatchNorm statistics after a round (0: off)
+    bn_recalibration_batches: int = 8
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class LabelsConfig:
     pseudo_conf: float = 0.6
     uncertain_low: float = 0.3
     uncertain_high: float = 0.6
+    max_pending: int = 200
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,8 @@ def merge_bins(all_bins: Sequence[ReliabilityBins]) -> ReliabilityBins:
     conf_sum = np.zeros(edges.size - 1)
     tp_sum = np.zeros(edges.size - 1)
     for bins in all_bins:
-        if not np.allclose(bins.bin_edges, edges):
+        other = np.asarray(bins.bin_edges)
+        if other.shape != edges.shape or not np.allclose(other, edges):
             raise ValueError("cannot merge reliability bins with different edges")
         n = np.asarray(bins.counts, dtype=np.float64)
         conf_sum += np.nan_to_num(np.asarray(bins.conf_mean, dtype=np.float64)) * n

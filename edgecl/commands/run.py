@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgecl.commands.common import add_config_args, config_from_args, print_json_line
 from edgecl.config import Config
-from edgecl.errors import EdgeclError, ModelLoadError
+from edgecl.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -83,62 +83,37 @@ def stop_on_signals(stop):
             signal.signal(sig, old)
 
 
-def build_sinks(args, names: dict, cfg: Config) -> list:
-    """Create the sinks asked for on the command line."""
+def build_sinks(opts, names: dict) -> list:
+    """Create the output sinks a run asks for (JSON lines, video, progress lines).
+
+    Args:
+        opts: object with ``out``, ``save_video`` and ``quiet`` attributes.
+        names: class index -> name.
+
+    Returns:
+        The sinks.
+    """
     from edgecl.runtime.sinks import JsonlSink, ProgressSink, VideoSink
 
     sinks = []
-    if args.out:
-        sinks.append(JsonlSink(args.out, names))
-    if args.save_video:
-        sinks.append(VideoSink(args.save_video, names=names))
-    if not args.quiet:
+    if opts.out:
+        sinks.append(JsonlSink(opts.out, names))
+    if opts.save_video:
+        sinks.append(VideoSink(opts.save_video, names=names))
+    if not opts.quiet:
         sinks.append(ProgressSink(names=names))
-    sinks.extend(memory_sinks(cfg, args))
     return sinks
 
 
-def memory_sinks(cfg: Config, args) -> list:
-    """Sinks that feed labelled frames into the replay memory (when a state dir is used)."""
-    if not getattr(args, "state_dir", None) and not getattr(args, "config", None):
-        return []
-    try:
-        from edgecl.runtime.labels import MemorySink
-    except ImportError:
-        return []
-    return [MemorySink.from_config(cfg)]
-
-
 def run_command(args: argparse.Namespace) -> int:
-    """Run the loop as the command line asks; returns the exit code."""
-    from edgecl.models.backends import load_backend
-    from edgecl.models.registry import Registry
-    from edgecl.runtime.loop import InferenceLoop
-    from edgecl.runtime.sources import open_source
-    from edgecl.runtime.watcher import ModelWatcher
+    """Run the device runtime as the command line asks; returns the exit code."""
+    from edgecl.runtime.app import RunOptions, Runtime
 
     cfg = config_from_args(args)
-    use_state = bool(args.state_dir or args.config)
-    registry = Registry(Path(cfg.state_dir) / "models") if use_state else None
-    path, version = resolve_model(cfg, args.model, registry)
-    opts = inference_options(cfg)
-    backend = load_backend(path, opts, warmup_runs=cfg.runtime.warmup_runs)
-    source = open_source(args.source or cfg.source.uri, cfg.source)
-    watcher = None
-    if registry is not None:
-        watcher = ModelWatcher(registry, opts, registry.current() if not args.model else None,
-                               poll_s=cfg.runtime.swap_poll_s, warmup_runs=cfg.runtime.warmup_runs)
-        watcher.start()
-    loop = InferenceLoop(source, backend, version, sinks=build_sinks(args, backend.meta.names, cfg),
-                         back_pressure=cfg.runtime.back_pressure, watcher=watcher,
-                         max_frames=args.frames, sink_queue_size=cfg.runtime.sink_queue_size)
-    try:
-        with stop_on_signals(loop.request_stop):
-            report = loop.run()
-    finally:
-        if watcher is not None:
-            watcher.stop()
-        loop.backend.close()
+    opts = RunOptions(source_uri=args.source or cfg.source.uri, model=args.model,
+                      max_frames=args.frames, out=args.out, save_video=args.save_video,
+                      quiet=args.quiet, use_state=bool(args.state_dir or args.config))
+    report = Runtime(cfg, opts).run()
     if args.json:
         print_json_line(report.to_json())
     else:
@@ -146,6 +121,3 @@ def run_command(args: argparse.Namespace) -> int:
               f"p95={report.latency_ms_p95} dropped={report.dropped} skipped={report.skipped} "
               f"swaps={report.swaps} model={report.model_version}")
     return 0
-
-
-__all__ = ["add_parser", "run_command", "resolve_model", "inference_options", "EdgeclError"]

@@ -53,26 +53,7 @@ def load_backend(path: str | Path, opts: InferenceOptions | None = None, warmup_
         ModelLoadError: missing, corrupt or unsupported model.
     """
     backend = backend_class(path)(opts)
-    if not Path(path).is_file() and Path(path).suffix.lower() in (".yaml", ".yml"):
-        return _load_packaged_yaml(backend, path, warmup_runs)
     backend.load(path)
-    if warmup_runs:
-        backend.warmup(warmup_runs)
-    return backend
-
-
-def _load_packaged_yaml(backend: Backend, name: str | Path, warmup_runs: int) -> Backend:
-    """Load an ultralytics-packaged model yaml such as ``yolo11n.yaml`` by name."""
-    from edgecl.ultra import ensure_offline
-
-    ensure_offline()
-    from ultralytics.utils.checks import check_yaml
-
-    try:
-        resolved = check_yaml(str(name))
-    except FileNotFoundError:
-        raise ModelLoadError(f"model file not found: {name}") from None
-    backend.load(resolved)
     if warmup_runs:
         backend.warmup(warmup_runs)
     return backend

@@ -29,6 +29,44 @@ class TorchBackend(Backend):
         self._model = None
         self._device = None
 
+    @classmethod
+    def from_model(cls, model, names: dict[int, str], imgsz: int, opts=None) -> "TorchBackend":
+        """Wrap an in-memory DetectionModel (the learner evaluates candidates this way).
+
+        Args:
+            model: ultralytics DetectionModel (moved to eval mode; not copied).
+            names: class index -> name.
+            imgsz: input side in pixels.
+            opts: inference options (evaluation wants ``conf=0.001``).
+
+        Returns:
+            A ready backend.
+        """
+        backend = cls(opts)
+        backend._device = next(model.parameters()).device
+        backend._model = model.eval()
+        backend._meta = ModelMeta(path="<memory>", backend=cls.name, names=dict(names),
+                                  imgsz=int(imgsz), extra={"device": str(backend._device)})
+        return backend
+
+    def load(self, path: str | Path) -> "TorchBackend":
+        """Load a checkpoint, a model yaml file, or a packaged ultralytics yaml by name.
+
+        Args:
+            path: ``.pt`` checkpoint, ``.yaml`` file, or a name such as ``yolo11n.yaml``.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ModelLoadError: missing, corrupt or unknown model.
+        """
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml") and not path.is_file():
+            self._meta = self._load(path)
+            return self
+        return super().load(path)
+
     def _load(self, path: Path) -> ModelMeta:
         import torch
 
@@ -55,11 +93,11 @@ class TorchBackend(Backend):
 
             spec = yaml.safe_load(path.read_text()) if path.is_file() else {}
             nc = int(spec.get("nc", 80))
-            model = build_detection_model(nc, cfg=str(path))
+            model = build_detection_model(nc, cfg=str(path) if path.is_file() else path.name)
         except Exception as exc:  # ultralytics raises many kinds for a bad model yaml
             raise ModelLoadError(f"cannot build model from {path}: {exc}") from None
         imgsz = int(self.opts.imgsz or 640)
-        return model, dict(model.names), imgsz, sha256_file(path)
+        return model, dict(model.names), imgsz, sha256_file(path) if path.is_file() else ""
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         import torch

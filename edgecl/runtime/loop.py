@@ -69,6 +69,10 @@ class _SinkRunner:
     def put(self, result: FrameResult) -> None:
         self._q.put(result)
 
+    def idle(self) -> bool:
+        """True when every result handed over has been written."""
+        return self._q.unfinished_tasks == 0
+
     def close(self) -> None:
         self._q.put(CLOSED)
         self._thread.join()
@@ -88,9 +92,11 @@ class _SinkRunner:
         while True:
             item = self._q.get()
             if item is CLOSED:
+                self._q.task_done()
                 return
             for sink in list(self.sinks):
                 self._call(sink, "write", item)
+            self._q.task_done()
 
 
 class InferenceLoop:
@@ -124,6 +130,27 @@ class InferenceLoop:
         self._swap_stall_ms = 0.0
         self._frames = 0
         self._error: Exception | None = None
+        self._captured = 0
+
+    @property
+    def frames_done(self) -> int:
+        """Frames processed so far."""
+        return self._frames
+
+    def current_fps(self, window: int = 50) -> float:
+        """Inference rate over the last ``window`` frames (0 before two frames)."""
+        recent = self._infer_ms[-window:]
+        return round(1000.0 / float(np.mean(recent)), 2) if recent else 0.0
+
+    def latency_p50(self, window: int = 200) -> float:
+        """Median capture-to-detection latency over the last ``window`` frames, ms."""
+        recent = self._latencies_ms[-window:]
+        return round(float(np.median(recent)), 2) if recent else 0.0
+
+    def idle(self) -> bool:
+        """True when every captured frame has been processed and written by the sinks
+        (only meaningful while the capture thread is paused, e.g. between two tasks)."""
+        return self._captured == self._frames + self._buffer.dropped and self._sinks.idle()
 
     def request_stop(self) -> None:
         """Ask every thread to finish (safe from a signal handler)."""
@@ -135,6 +162,7 @@ class InferenceLoop:
                 frame = self.source.read()
                 if frame is None:
                     break
+                self._captured += 1
                 self._buffer.put(frame, self._stop)
         except Exception as exc:  # a dead camera must end the run cleanly, never hang it
             log.error("capture stopped: %s", exc)

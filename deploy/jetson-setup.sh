@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Prepare a Jetson for edgecl: power mode, clocks, swap, service user and systemd unit.
+# Safe to run again: every step checks what is already there.
+#
+# Usage: sudo deploy/jetson-setup.sh [-m POWER_MODE] [-s SWAP_SIZE] [-f SWAP_FILE] [-C] [-U]
+#   -m POWER_MODE  nvpmodel mode id (default 0, MAXN on most modules; list: nvpmodel -p --verbose)
+#   -s SWAP_SIZE   swap file size for fallocate, e.g. 8G (default 8G; 0 skips). Fine-tuning on
+#                  a Jetson is killed by the OOM killer without swap on 4-8 GB modules.
+#   -f SWAP_FILE   swap file path (default /swapfile)
+#   -C             do not run jetson_clocks (keep dynamic clocks)
+#   -U             do not install the systemd unit
+set -euo pipefail
+
+POWER_MODE=0
+SWAP_SIZE=8G
+SWAP_FILE=/swapfile
+RUN_CLOCKS=1
+INSTALL_UNIT=1
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SERVICE_USER=edgecl
+VENV_DIR=/opt/edgecl/venv
+
+usage() {
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+die() {
+    echo "jetson-setup: error: $*" >&2
+    exit 2
+}
+
+log() {
+    echo "jetson-setup: $*"
+}
+
+parse_args() {
+    while getopts ":m:s:f:CUh" opt; do
+        case "$opt" in
+            m) POWER_MODE="$OPTARG" ;;
+            s) SWAP_SIZE="$OPTARG" ;;
+            f) SWAP_FILE="$OPTARG" ;;
+            C) RUN_CLOCKS=0 ;;
+            U) INSTALL_UNIT=0 ;;
+            h) usage; exit 0 ;;
+            :) die "option -$OPTARG needs a value" ;;
+            *) die "unknown option -$OPTARG (see -h)" ;;
+        esac
+    done
+    [[ "$POWER_MODE" =~ ^[0-9]+$ ]] || die "power mode must be a number, got '$POWER_MODE'"
+    [[ "$SWAP_SIZE" =~ ^[0-9]+[KMG]?$ ]] || die "swap size must look like 8G or 4096M, got '$SWAP_SIZE'"
+}
+
+check_platform() {
+    [[ "$(id -u)" -eq 0 ]] || die "run as root (sudo $0)"
+    [[ -f /etc/nv_tegra_release ]] || die "/etc/nv_tegra_release not found: this is not a Jetson (L4T)"
+    log "L4T: $(head -n 1 /etc/nv_tegra_release)"
+}
+
+set_power_mode() {
+    command -v nvpmodel >/dev/null || die "nvpmodel not found (is JetPack installed?)"
+    local current
+    current="$(nvpmodel -q 2>/dev/null | tail -n 1 || true)"
+    if [[ "$current" == "$POWER_MODE" ]]; then
+        log "power mode already $POWER_MODE"
+        return
+    fi
+    log "setting power mode $POWER_MODE (was '${current:-unknown}')"
+    # Some modes ask to reboot interactively; answer no, the new mode applies after the next boot.
+    echo no | nvpmodel -m "$POWER_MODE" || die "nvpmodel -m $POWER_MODE failed (list modes: nvpmodel -p --verbose)"
+}
+
+lock_clocks() {
+    if [[ "$RUN_CLOCKS" -eq 0 ]]; then
+        log "leaving clocks dynamic (-C)"
+        return
+    fi
+    command -v jetson_clocks >/dev/null || die "jetson_clocks not found (is JetPack installed?)"
+    log "locking clocks at their maximum (jetson_clocks; lasts until reboot)"
+    jetson_clocks
+}
+
+setup_swap() {
+    if [[ "$SWAP_SIZE" == "0" ]]; then
+        log "no swap file requested"
+        return
+    fi
+    if swapon --show=NAME --noheadings | grep -qxF "$SWAP_FILE"; then
+        log "swap file $SWAP_FILE already active"
+    else
+        if [[ ! -f "$SWAP_FILE" ]]; then
+            log "creating $SWAP_SIZE swap file $SWAP_FILE"
+            fallocate -l "$SWAP_SIZE" "$SWAP_FILE"
+            chmod 600 "$SWAP_FILE"
+            mkswap "$SWAP_FILE" >/dev/null
+        fi
+        swapon "$SWAP_FILE"
+    fi
+    if ! awk -v f="$SWAP_FILE" '$1 == f && $3 == "swap" { found = 1 } END { exit !found }' /etc/fstab; then
+        log "adding $SWAP_FILE to /etc/fstab"
+        printf '%s none swap sw 0 0\n' "$SWAP_FILE" >> /etc/fstab
+    fi
+}
+
+install_unit() {
+    if [[ "$INSTALL_UNIT" -eq 0 ]]; then
+        log "skipping the systemd unit (-U)"
+        return
+    fi
+    if ! id "$SERVICE_USER" >/dev/null 2>&1; then
+        log "creating system user $SERVICE_USER"
+        useradd --system --home-dir /var/lib/edgecl --no-create-home --shell /usr/sbin/nologin \
+            --groups video "$SERVICE_USER"
+    fi
+    install -d -m 0755 /etc/edgecl
+    if [[ ! -f /etc/edgecl/edgecl.yaml ]]; then
+        install -m 0644 "$SCRIPT_DIR/edgecl.yaml" /etc/edgecl/edgecl.yaml
+        log "installed /etc/edgecl/edgecl.yaml (edit source.uri and model.path)"
+    fi
+    install -m 0644 "$SCRIPT_DIR/edgecl.service" /etc/systemd/system/edgecl.service
+    systemctl daemon-reload
+    systemctl enable edgecl.service
+    if [[ ! -x "$VENV_DIR/bin/edgecl" ]]; then
+        log "note: $VENV_DIR/bin/edgecl is missing; install edgecl there before starting (deploy/README.md)"
+    fi
+    log "start with: systemctl start edgecl   (logs: journalctl -u edgecl -f)"
+}
+
+main() {
+    parse_args "$@"
+    check_platform
+    set_power_mode
+    lock_clocks
+    setup_swap
+    install_unit
+    log "done"
+}
+
+main "$@"

@@ -1,0 +1,265 @@
+"""Plots and Markdown reports: the forgetting monitor's report and reusable plot helpers.
+
+Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend
+switch, safe from any thread) with its bundled DejaVu fonts, and written atomically as PNG.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.atomic import atomic_write_bytes, atomic_write_text
+from edgecl.calibration.dece import ReliabilityBins, dece_from_bins
+
+DPI = 120
+
+
+def _figure(width_in: float, height_in: float):
+    """A new Figure bound to an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Render ``fig`` to PNG and write it atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def plot_heatmap(R: np.ndarray, task_names: Sequence[str], path: str | Path,
+                 row_labels: Sequence[str] | None = None, title: str = "Accuracy matrix",
+                 value_label: str = "box mAP50-95") -> Path:
+    """Annotated heatmap of an accuracy matrix (rows: evaluation points, columns: tasks).
+
+    Args:
+        R: float (rows, tasks); NaN cells are shown blank.
+        task_names: column labels.
+        path: PNG to write.
+        row_labels: row labels (default ``0..rows-1``).
+        title: figure title.
+        value_label: colour-bar label.
+
+    Returns:
+        The written path.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    rows = [str(r) for r in (row_labels if row_labels is not None else range(R.shape[0]))]
+    fig = _figure(1.6 + 1.1 * max(len(task_names), 1), 1.4 + 0.55 * max(len(rows), 1))
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(R), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for (i, j), value in np.ndenumerate(R):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=9,
+                    color="black" if value > 0.6 else "white")
+    ax.set_xticks(range(len(task_names)), [str(t) for t in task_names], rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("task evaluated")
+    ax.set_ylabel("after")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=value_label)
+    return _save(fig, path)
+
+
+def plot_lines(series: Mapping[str, Sequence[float]], xlabels: Sequence[str], path: str | Path,
+               ylabel: str, title: str = "", ylim: tuple[float, float] | None = (0.0, 1.0)) -> Path:
+    """One line per series over shared x positions (NaN points are gaps).
+
+    Args:
+        series: name -> values, each as long as ``xlabels``.
+        xlabels: label of each x position.
+        path: PNG to write.
+        ylabel: y-axis label.
+        title: figure title.
+        ylim: y-axis limits, or None for automatic.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: when a series length differs from ``xlabels``.
+    """
+    fig = _figure(max(5.0, 0.7 * len(xlabels) + 2.5), 3.6)
+    ax = fig.add_subplot()
+    x = np.arange(len(xlabels))
+    for name, values in series.items():
+        if len(values) != len(xlabels):
+            raise ValueError(f"series {name!r} has {len(values)} values for {len(xlabels)} labels")
+        ax.plot(x, np.asarray(values, dtype=np.float64), marker="o", label=str(name))
+    ax.set_xticks(x, [str(v) for v in xlabels], rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    if series:
+        ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, ylabel: str,
+              title: str = "", annotate: bool = True) -> Path:
+    """Grouped bar chart, e.g. ``{"5%": {"ER": 0.61, "MIR": 0.78}, "10%": {...}}``.
+
+    Args:
+        groups: group label -> (series name -> value); missing values are left out.
+        path: PNG to write.
+        ylabel: y-axis label.
+        title: figure title.
+        annotate: print each bar's value above it.
+
+    Returns:
+        The written path.
+    """
+    names = list(dict.fromkeys(s for bars in groups.values() for s in bars))
+    fig = _figure(max(4.5, 0.5 * len(groups) * max(len(names), 1) + 2.0), 3.6)
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(groups))
+    for k, name in enumerate(names):
+        values = [groups[g].get(name, math.nan) for g in groups]
+        bars = ax.bar(x + (k - (len(names) - 1) / 2) * width, values, width, label=name)
+        if annotate:
+            ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.3g}" for v in values],
+                         fontsize=7, padding=1)
+    ax.set_xticks(x, [str(g) for g in groups])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    if names:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_reliability(bins: ReliabilityBins, path: str | Path, title: str = "Reliability") -> Path:
+    """Reliability diagram: precision per confidence bin against the diagonal, with counts.
+
+    Args:
+        bins: the reliability bins.
+        path: PNG to write.
+        title: figure title (the D-ECE is appended).
+
+    Returns:
+        The written path.
+    """
+    edges = np.asarray(bins.bin_edges, dtype=np.float64)
+    counts = np.asarray(bins.counts)
+    centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    precision = np.nan_to_num(np.asarray(bins.precision, dtype=np.float64))
+    fig = _figure(4.8, 5.4)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.bar(centres, precision, widths, edgecolor="black", label="precision")
+    conf = np.asarray(bins.conf_mean, dtype=np.float64)
+    gap_base = np.where(counts > 0, np.minimum(precision, conf), 0)
+    gap = np.where(counts > 0, np.abs(conf - precision), 0)
+    top.bar(centres, gap, widths, bottom=gap_base, color="tab:red", alpha=0.35, label="gap")
+    top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    top.set_ylim(0, 1)
+    top.set_ylabel("precision (IoU >= 0.5)")
+    top.set_title(f"{title} (D-ECE {dece_from_bins(bins):.3f})")
+    top.legend(fontsize=8, loc="upper left")
+    bottom.bar(centres, counts, widths, color="grey", edgecolor="black")
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("detections")
+    return _save(fig, path)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    """Format a number for a Markdown table (``-`` for missing)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
+    """Markdown table lines."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+
+
+def _summary_lines(summary: dict) -> list[str]:
+    """The report's summary table."""
+    rows = [("model version", summary["model_version"]), ("round", summary["round"]),
+            ("ACC (box mAP50-95)", summary["acc"]), ("BWT", summary["bwt"]),
+            ("mean forgetting", summary["mean_forgetting"]), ("D-ECE", summary["dece"]),
+            ("FPS", summary["fps"]), ("latency p50 (ms)", summary["latency_ms_p50"]),
+            ("replay memory (samples)", summary["memory_samples"]),
+            ("replay memory (bytes)", summary["memory_bytes"]),
+            ("rounds promoted / rejected", f"{summary['n_promoted']} / {summary['n_rejected']}")]
+    return ["## Summary", "", *_table(["metric", "value"], rows), ""]
+
+
+def _matrix_lines(view, out_dir: Path, forgetting: Mapping[str, float]) -> list[str]:
+    """Accuracy-matrix section: table, heatmap and per-task lines."""
+    row_labels = [f"r{r} {v}" for r, v in zip(view.rounds, view.versions)]
+    plot_heatmap(view.values, view.task_names, out_dir / "accuracy_matrix.png", row_labels,
+                 title="Accuracy matrix (promoted versions)")
+    series = {t: view.values[:, j].tolist() for j, t in enumerate(view.task_names)}
+    plot_lines(series, row_labels, out_dir / "task_map.png", "box mAP50-95",
+               title="Per-task mAP50-95 over rounds")
+    rows = [[label, *[float(v) for v in view.values[i]]] for i, label in enumerate(row_labels)]
+    return ["## Accuracy matrix (box mAP50-95 of each task after each promoted round)", "",
+            *_table(["after", *view.task_names], rows), "",
+            "![accuracy matrix](accuracy_matrix.png)", "",
+            "## Per-task mAP50-95 over rounds", "", "![per-task mAP](task_map.png)", "",
+            "## Forgetting per task (best earlier mAP minus latest)", "",
+            *_table(["task", "forgetting"], [[t, forgetting.get(t)] for t in view.task_names]), ""]
+
+
+def _round_lines(rounds: list[dict]) -> list[str]:
+    """Learning-rounds section."""
+    rows = [[r["round"], r["model_version"], r["status"], r["reason"] or "", r["acc"], r["bwt"],
+             r["mean_forgetting"], r["seconds"]] for r in rounds]
+    header = ["round", "version", "status", "reason", "ACC", "BWT", "forgetting", "seconds"]
+    return ["## Learning rounds", "", *_table(header, rows), ""]
+
+
+def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write ``report.md`` and its PNGs from the metrics database of a state directory.
+
+    Args:
+        state_dir: edgecl state directory holding ``metrics/metrics.sqlite``.
+        out_dir: where to write (default ``STATE/metrics/report``).
+
+    Returns:
+        Path of ``report.md``.
+
+    Raises:
+        MonitorError: when the metrics database is missing or damaged.
+    """
+    from edgecl.runtime.monitor import Monitor
+
+    monitor = Monitor(state_dir, create=False)
+    out = Path(out_dir) if out_dir is not None else monitor.db_path.parent / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = monitor.summary()
+    view = monitor.matrix_view("promoted")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    lines = ["# edgecl monitor report", "", f"State directory `{Path(state_dir)}`, written {stamp}.",
+             "", *_summary_lines(summary)]
+    if view.versions:
+        lines += _matrix_lines(view, out, summary["forgetting"])
+    else:
+        lines += ["No promoted evaluation recorded yet.", ""]
+    latest = monitor.latest_reliability("promoted")
+    if latest is not None and int(np.sum(latest[2].counts)) > 0:
+        round_no, version, bins = latest
+        plot_reliability(bins, out / "reliability.png", title=f"{version} (round {round_no})")
+        lines += ["## Calibration (all tasks of the latest promoted version)", "",
+                  "![reliability diagram](reliability.png)", ""]
+    lines += _round_lines(monitor.rounds())
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    return report

@@ -1,0 +1,37 @@
+"""``edgecl demo``: the built-in class-incremental demo, end to end on this machine."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgecl.commands.common import add_config_args, print_json_line
+
+
+def add_parser(sub) -> None:
+    """Register ``edgecl demo``."""
+    p = sub.add_parser("demo", help="learn the built-in scenario task by task on this device")
+    add_config_args(p, state_dir=False)
+    p.add_argument("--state-dir", default="state/demo",
+                   help="state directory for the demo (wiped first if a previous demo made it)")
+    p.add_argument("--tasks", type=int, default=5, help="scenario tasks (2 classes each)")
+    p.add_argument("--images-per-task", type=int, default=60, help="images per task, all splits")
+    p.add_argument("--imgsz", type=int, default=160, help="image size of scenario and model")
+    p.add_argument("--seed", type=int, default=0, help="scenario seed")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    p.set_defaults(func=demo_command)
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """Run the demo; returns 0 when at least one round promoted a model."""
+    import dataclasses
+
+    from edgecl.bench.demo import DEMO_OVERRIDES, demo_config, run_demo
+    from edgecl.config import load_config
+
+    cfg = load_config(args.config, [*DEMO_OVERRIDES, *args.overrides])
+    cfg = demo_config(dataclasses.replace(cfg, state_dir=args.state_dir), args.imgsz)
+    summary = run_demo(cfg, tasks=args.tasks, images_per_task=args.images_per_task,
+                       imgsz=args.imgsz, seed=args.seed)
+    if args.json:
+        print_json_line(summary)
+    return 0 if summary["promoted"] > 0 else 1

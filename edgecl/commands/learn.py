@@ -1,0 +1,44 @@
+"""``edgecl learn``: run one learning round now (on demand), then promote if the gate passed."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.errors import EdgeclError
+
+
+def add_parser(sub) -> None:
+    """Register ``edgecl learn``."""
+    p = sub.add_parser("learn", help="run one learning round on the replay memory now")
+    add_config_args(p)
+    p.add_argument("--no-promote", action="store_true",
+                   help="stage the candidate but leave the current version in place")
+    p.add_argument("--json", action="store_true", help="print the round's result as JSON")
+    p.set_defaults(func=learn_command)
+
+
+def learn_command(args: argparse.Namespace) -> int:
+    """Run a round in this process (holding the round lock) and promote what it staged."""
+    from pathlib import Path
+
+    from edgecl.continual.round import run_round
+    from edgecl.models.registry import Registry
+    from edgecl.runtime.learner import round_lock
+    from edgecl.runtime.monitor import Monitor
+
+    cfg = config_from_args(args)
+    with round_lock(cfg.state_dir) as held:
+        if not held:
+            raise EdgeclError(f"a learning round is already running on {cfg.state_dir}")
+        result = run_round(cfg, reason="on_demand")
+    if result["status"] == "staged" and not args.no_promote:
+        Registry(Path(cfg.state_dir) / "models").promote(result["version"])
+        Monitor(cfg.state_dir).set_round_status(result["round"], result["version"], "promoted")
+        result["status"] = "promoted"
+    if args.json:
+        print_json_line(result)
+    else:
+        print(f"round {result['round']}: {result['version']} {result['status']} "
+              f"({result['reason']})")
+    return 0 if result["status"] != "rejected" else 1

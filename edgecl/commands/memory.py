@@ -1,0 +1,115 @@
+"""``edgecl memory stats | verify | export``: inspect, check and export the replay memory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.errors import ReplayMemoryError
+
+
+def memory_from_config(cfg, names=None):
+    """Open the deployment's memory (see :func:`edgecl.continual.memory.memory_from_config`)."""
+    from edgecl.continual.memory import memory_from_config as open_memory
+
+    return open_memory(cfg, names)
+
+
+def add_parser(sub) -> None:
+    """Register the ``memory`` command group.
+
+    Args:
+        sub: the top-level sub-parsers object.
+    """
+    p = sub.add_parser("memory", help="inspect, verify or export the replay memory")
+    msub = p.add_subparsers(dest="memory_cmd", metavar="ACTION", required=True)
+    stats = msub.add_parser("stats", help="sample counts and sizes per class and task")
+    add_config_args(stats)
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    stats.set_defaults(func=stats_command)
+    verify = msub.add_parser("verify", help="check index and files agree; repair what can be")
+    add_config_args(verify)
+    verify.add_argument("--no-repair", action="store_true", help="only report")
+    verify.add_argument("--quick", action="store_true",
+                        help="skip decoding every image and label file")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.set_defaults(func=verify_command)
+    export = msub.add_parser("export", help="write the memory as a YOLO dataset")
+    add_config_args(export)
+    export.add_argument("--out", required=True, help="output folder (created; must be empty)")
+    export.set_defaults(func=export_command)
+
+
+def _open(args: argparse.Namespace, verify: bool = True):
+    from edgecl.continual.memory import ReplayMemory
+
+    cfg = config_from_args(args)
+    root = Path(cfg.state_dir) / "memory"
+    if not (root / "index.sqlite").is_file():
+        raise ReplayMemoryError(f"no replay memory at {root} (nothing stored yet?)")
+    return ReplayMemory(root, cfg.memory, verify_on_open=verify)
+
+
+def stats_command(args: argparse.Namespace) -> int:
+    """Print the memory's counts (``--json``: one JSON object as the last line)."""
+    with _open(args) as memory:
+        stats = memory.stats()
+    if args.json:
+        print_json_line(stats)
+        return 0
+    names = stats["names"] or {}
+    print(f"samples {stats['samples']}/{stats['capacity']} ({stats['held_out']} held out), "
+          f"{stats['bytes']} of {stats['sample_budget_bytes']} sample bytes "
+          f"(max_bytes {stats['max_bytes']}), policy {stats['policy']}, seen {stats['seen']}")
+    for cls, n in stats["per_class"].items():
+        print(f"  class {cls} {names.get(cls, '')}: {n}")
+    for task, n in stats["per_task"].items():
+        print(f"  task {task}: {n} training, {stats['per_task_held_out'].get(task, 0)} held out")
+    return 0
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    """Check (and repair) the memory; exit 1 only when damage could not be repaired."""
+    with _open(args, verify=False) as memory:
+        report = memory.verify(repair=not args.no_repair, deep=not args.quick)
+    for line in report.unrepaired:
+        print(f"not repaired: {line}")
+    if args.json:
+        print_json_line(report.to_json())
+    else:
+        print(report.summary())
+    return 0 if report.ok else 1
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """Write ``images/``, ``labels/``, ``train.txt``, ``val.txt`` and ``data.yaml``."""
+    from edgecl import atomic
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise ReplayMemoryError(f"export folder {out} is not empty")
+    with _open(args) as memory:
+        snap = memory.snapshot()
+        names = memory.class_names()
+    for sub in ("images", "labels"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    lists: dict[bool, list[str]] = {False: [], True: []}
+    for src in snap.get(snap.ids()):
+        for path, sub in ((src.image_path, "images"), (src.label_path, "labels")):
+            shutil.copyfile(path, out / sub / path.name)
+        lists[src.held_out].append(str((out / "images" / src.image_path.name).resolve()))
+    atomic.atomic_write_text(out / "train.txt", "".join(p + "\n" for p in lists[False]))
+    atomic.atomic_write_text(out / "val.txt", "".join(p + "\n" for p in lists[True]))
+    classes = sorted({c for r in snap.rows for c in r.classes})
+    nc = max([*classes, *(names or {}).keys(), -1]) + 1
+    all_names = {i: (names or {}).get(i, str(i)) for i in range(nc)}
+    val = "val.txt" if lists[True] else "train.txt"
+    atomic.atomic_write_text(out / "data.yaml", (
+        f"path: {json.dumps(str(out.resolve()))}\ntrain: train.txt\nval: {val}\n"
+        f"nc: {nc}\nnames:\n" + "".join(f"  {i}: {json.dumps(n)}\n" for i, n in all_names.items())))
+    print(f"exported {len(lists[False])} training and {len(lists[True])} held-out samples "
+          f"(snapshot {snap.snapshot_id}) to {out}")
+    return 0

@@ -1,0 +1,76 @@
+"""``edgecl monitor report | summary``: what was learnt, what was forgotten, how fast it runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+
+
+def add_parser(sub) -> None:
+    """Register the ``monitor`` command group.
+
+    Args:
+        sub: the top-level ``add_subparsers`` object.
+    """
+    p = sub.add_parser("monitor", help="forgetting monitor: report with plots, summary")
+    msub = p.add_subparsers(dest="monitor_cmd", metavar="ACTION", required=True)
+    rep = msub.add_parser("report", help="write report.md with accuracy matrix and plots")
+    add_config_args(rep)
+    rep.add_argument("--out", help="output folder (default STATE/metrics/report)")
+    rep.set_defaults(func=report_command)
+    summ = msub.add_parser("summary", help="print ACC, BWT, forgetting, D-ECE, FPS, memory")
+    add_config_args(summ)
+    summ.add_argument("--json", action="store_true", help="print one JSON object")
+    summ.set_defaults(func=summary_command)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Write the monitor report and print its path.
+
+    Args:
+        args: parsed arguments (``state_dir``/``config``, ``out``).
+
+    Returns:
+        0.
+
+    Raises:
+        MonitorError: when the state directory has no metrics database.
+    """
+    from edgecl.bench.report import write_monitor_report
+
+    print(write_monitor_report(config_from_args(args).state_dir, args.out))
+    return 0
+
+
+def summary_command(args: argparse.Namespace) -> int:
+    """Print the monitor summary as text or as one JSON object.
+
+    Args:
+        args: parsed arguments (``state_dir``/``config``, ``json``).
+
+    Returns:
+        0.
+
+    Raises:
+        MonitorError: when the state directory has no metrics database.
+    """
+    from edgecl.runtime.monitor import Monitor
+
+    summary = Monitor(config_from_args(args).state_dir, create=False).summary()
+    if args.json:
+        print_json_line(summary)
+        return 0
+    for key in ("model_version", "round", "acc", "bwt", "mean_forgetting", "dece", "fps",
+                "latency_ms_p50", "memory_samples", "memory_bytes", "n_promoted", "n_rejected"):
+        print(f"{key:<16} {_text(summary[key])}")
+    for task, value in summary["forgetting"].items():
+        print(f"forgetting[{task}] {_text(value)}")
+    return 0
+
+
+def _text(value) -> str:
+    """A summary value for humans (``-`` when missing)."""
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

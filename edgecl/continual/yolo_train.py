@@ -1,0 +1,367 @@
+"""Thin glue to ultralytics' training pieces: hyper-parameters, dataset, loader, loss.
+
+Everything that does real work here is ultralytics' own code: ``YOLODataset`` with its
+augmentation pipeline (mosaic, random perspective, HSV, flips), ``InfiniteDataLoader`` and
+``v8DetectionLoss`` with its ``TaskAlignedAssigner``.  This module only chooses settings
+that suit small on-device images and exposes the label assignment the loss computes, which
+IDER's second pass reuses.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecl.errors import LabelError
+from edgecl.ultra import ensure_offline
+
+# Augmentation for small (64-320 px) frames: ultralytics' defaults with a milder scale jitter
+# (objects in 160 px frames are already small) and no mixup/cutmix.
+AUGMENT_OVERRIDES = {
+    "mosaic": 1.0,
+    "scale": 0.3,
+    "translate": 0.1,
+    "fliplr": 0.5,
+    "flipud": 0.0,
+    "degrees": 0.0,
+    "hsv_h": 0.015,
+    "hsv_s": 0.5,
+    "hsv_v": 0.3,
+    "mixup": 0.0,
+    "cutmix": 0.0,
+    "copy_paste": 0.0,
+}
+GRAD_CLIP_NORM = 10.0  # ultralytics' trainer clips the gradient norm to 10
+
+
+def training_hyp(imgsz: int, lr: float, **overrides):
+    """Build ultralytics' training hyper-parameters for on-device fine-tuning.
+
+    Args:
+        imgsz: training image size in pixels.
+        lr: learning rate (recorded as ``lr0``).
+        **overrides: any other ultralytics ``default.yaml`` key.
+
+    Returns:
+        ``IterableSimpleNamespace`` usable as a dataset ``hyp`` and as ``model.args``
+        (the loss reads its gains ``box``, ``cls``, ``dfl`` from it).
+    """
+    ensure_offline()
+    from ultralytics.cfg import get_cfg
+
+    settings = {"imgsz": imgsz, "lr0": lr, "optimizer": "AdamW", "rect": False, "cache": False,
+                "workers": 0, "plots": False, "amp": False, "task": "detect", "mode": "train",
+                **AUGMENT_OVERRIDES, **overrides}
+    return get_cfg(overrides=settings)
+
+
+def _scratch_cache_dataset_class():
+    """Return a YOLODataset subclass that keeps its label cache out of the data folders."""
+    ensure_offline()
+    from ultralytics.data.dataset import YOLODataset
+
+    class ScratchCacheYOLODataset(YOLODataset):
+        """YOLODataset whose ``labels.cache`` goes to a throw-away folder.
+
+        ultralytics writes the cache next to the ``labels/`` folder; for a replay memory that
+        is shared with a running process, a rewritten cache file per round is noise.
+        """
+
+        def _load_or_scan_cache(self, cache_path: Path, cache_hash: str) -> tuple[dict, bool]:
+            with tempfile.TemporaryDirectory(prefix="edgecl-labels-") as tmp:
+                return self.cache_labels(Path(tmp) / cache_path.name), False
+
+    return ScratchCacheYOLODataset
+
+
+def build_dataset(images: Sequence[Path | str], names: dict[int, str], *, imgsz: int,
+                  augment: bool, hyp, batch: int = 8):
+    """Build an ultralytics ``YOLODataset`` over a list of image files.
+
+    Labels are found the ultralytics way (``/images/`` -> ``/labels/``, ``.txt``).
+
+    Args:
+        images: image files (duplicates are ignored).
+        names: the model's class names (labels with a larger class id are rejected).
+        imgsz: image size in pixels.
+        augment: use the training augmentation (mosaic etc.) from ``hyp``.
+        hyp: hyper-parameters from :func:`training_hyp`.
+        batch: batch size (sizes the mosaic buffer).
+
+    Returns:
+        The dataset; ``dataset.im_files`` lists the images that were readable, sorted.
+
+    Raises:
+        LabelError: no image in the list could be read with valid labels.
+    """
+    dataset_class = _scratch_cache_dataset_class()
+    files = sorted({str(Path(p).resolve()) for p in images})
+    data = {"names": dict(names), "nc": len(names), "channels": 3}
+    # ultralytics reads a list entry that is a file as a text list of images, so the
+    # image list goes through one such text file.
+    with tempfile.TemporaryDirectory(prefix="edgecl-images-") as tmp:
+        listing = Path(tmp) / "images.txt"
+        listing.write_text("\n".join(files) + "\n", encoding="utf-8")
+        try:
+            return dataset_class(img_path=str(listing), imgsz=imgsz, cache=False, augment=augment,
+                                 hyp=hyp, rect=False, batch_size=batch, stride=32, pad=0.0,
+                                 data=data, task="detect", prefix="edgecl: ")
+        except (FileNotFoundError, RuntimeError, ValueError, AssertionError) as exc:
+            cause = exc.__cause__ or exc
+            raise LabelError(f"no usable training image among {len(files)} file(s) "
+                             f"(first: {files[0] if files else '-'}): {_first_line(cause)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class MixedBatchSampler:
+    """Batches that each hold about ``replay_fraction`` replayed samples.
+
+    One epoch is one pass over the new samples; replayed samples are drawn from a
+    reshuffled cycle so every one of them is used before any repeats.
+
+    Args:
+        new_indices: dataset indices of new samples.
+        replay_indices: dataset indices of replayed samples.
+        batch: batch size.
+        replay_fraction: share of each batch taken from the replayed samples (0..1).
+        seed: shuffling seed.
+    """
+
+    def __init__(self, new_indices: Sequence[int], replay_indices: Sequence[int], batch: int,
+                 replay_fraction: float, seed: int = 0):
+        self.new = list(new_indices)
+        self.replay = list(replay_indices)
+        self.batch = max(1, int(batch))
+        n_replay = round(self.batch * min(max(replay_fraction, 0.0), 1.0))
+        if not self.replay:
+            n_replay = 0
+        elif not self.new:
+            n_replay = self.batch
+        # INVARIANT: a batch with new samples keeps at least one new sample.
+        self.n_replay = min(n_replay, self.batch - 1) if self.new else n_replay
+        self.n_new = self.batch - self.n_replay
+        self._rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        pool = self.new if self.new else self.replay
+        per_batch = self.n_new if self.new else self.n_replay
+        return math.ceil(len(pool) / max(1, per_batch)) if pool else 0
+
+    def _replay_cycle(self) -> Iterator[int]:
+        while True:
+            order = self.replay[:]
+            self._rng.shuffle(order)
+            yield from order
+
+    def __iter__(self) -> Iterator[list[int]]:
+        replay = self._replay_cycle() if self.replay else iter(())
+        if not self.new:
+            for _ in range(len(self)):
+                yield [next(replay) for _ in range(self.n_replay)]
+            return
+        order = self.new[:]
+        self._rng.shuffle(order)
+        for start in range(0, len(order), self.n_new):
+            chunk = order[start:start + self.n_new]
+            yield chunk + [next(replay) for _ in range(self.n_replay)]
+
+
+def build_loader(dataset, *, batch: int, replay_files: set[str], replay_fraction: float,
+                 device: str, seed: int = 0):
+    """Build the training loader over a dataset of new and replayed images.
+
+    Args:
+        dataset: dataset from :func:`build_dataset`.
+        batch: batch size.
+        replay_files: resolved paths of the replayed images.
+        replay_fraction: 0 shuffles the union (replay merged into the training set, the
+            drone paper's protocol); in (0, 1] each batch holds that share of replayed images.
+        device: training device (pinned memory only on CUDA).
+        seed: shuffling seed.
+
+    Returns:
+        An ultralytics ``InfiniteDataLoader`` with zero worker processes.
+    """
+    ensure_offline()
+    from ultralytics.data.build import InfiniteDataLoader, build_dataloader
+
+    if replay_fraction <= 0.0 or not replay_files:
+        return build_dataloader(dataset, batch=batch, workers=0, shuffle=True, rank=-1,
+                                device=device)
+    is_replay = replay_mask(dataset.im_files, replay_files)
+    new_idx = [i for i, r in enumerate(is_replay) if not r]
+    replay_idx = [i for i, r in enumerate(is_replay) if r]
+    sampler = MixedBatchSampler(new_idx, replay_idx, batch, replay_fraction, seed)
+    return InfiniteDataLoader(dataset, batch_sampler=sampler, num_workers=0,
+                              collate_fn=dataset.collate_fn)
+
+
+def resolve_files(paths: Sequence[Path | str]) -> set[str]:
+    """Resolve image paths for membership tests.
+
+    Args:
+        paths: image files.
+
+    Returns:
+        Set of absolute, normalised path strings.
+    """
+    return {str(Path(p).resolve()) for p in paths}
+
+
+def replay_mask(im_files: Sequence[str], replay_files: set[str]) -> list[bool]:
+    """Tell which dataset images are replayed.
+
+    Args:
+        im_files: image paths as the dataset lists them.
+        replay_files: resolved replayed paths (:func:`resolve_files`).
+
+    Returns:
+        One flag per image.
+    """
+    return [str(Path(f).resolve()) in replay_files for f in im_files]
+
+
+def preprocess_batch(batch: dict, device):
+    """Move a collated batch to the device and scale images to 0..1 (as DetectionTrainer does).
+
+    Args:
+        batch: collated batch from the loader.
+        device: torch device.
+
+    Returns:
+        The same dict, updated in place.
+    """
+    import torch
+
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            batch[key] = value.to(device, non_blocking=device.type == "cuda")
+    batch["img"] = batch["img"].float() / 255
+    return batch
+
+
+@dataclass
+class Assignment:
+    """Label assignment of the last loss call (TaskAlignedAssigner output, detached).
+
+    Attributes:
+        target_scores: (B, anchors, nc) soft class targets.
+        fg_mask: (B, anchors) anchors assigned to an object.
+    """
+
+    target_scores: object
+    fg_mask: object
+
+    @property
+    def target_scores_sum(self):
+        """Normaliser v8DetectionLoss divides its class loss by."""
+        return self.target_scores.sum().clamp(min=1)
+
+
+def make_criterion(model):
+    """Build ``v8DetectionLoss`` for a model, recording each call's label assignment.
+
+    Args:
+        model: DetectionModel with ``model.args`` set (:func:`training_hyp`).
+
+    Returns:
+        The loss object; ``criterion.last_assignment`` holds the latest :class:`Assignment`.
+    """
+    ensure_offline()
+    from ultralytics.utils.loss import v8DetectionLoss
+
+    criterion = v8DetectionLoss(model)
+    criterion.last_assignment = None
+
+    def record(_module, _inputs, outputs):
+        """Keep target_scores and fg_mask of the assigner's latest call."""
+        _, _, target_scores, fg_mask, _ = outputs
+        criterion.last_assignment = Assignment(target_scores.detach(), fg_mask.detach())
+
+    criterion.assigner.register_forward_hook(record)
+    return criterion
+
+
+def check_dropped_images(requested: Sequence[Path | str], dataset, nc: int) -> list[str]:
+    """Explain images that ultralytics' label scan left out of a dataset.
+
+    ultralytics silently drops an image whose label names a class id >= nc (and corrupt
+    images); a label for an unknown class means the head must grow first, so that case
+    is an error rather than a lost sample.
+
+    Args:
+        requested: the image files asked for.
+        dataset: dataset from :func:`build_dataset`.
+        nc: the model's class count.
+
+    Returns:
+        Image files that were dropped as unreadable or corrupt.
+
+    Raises:
+        LabelError: a dropped image's label names a class the model does not have.
+    """
+    import numpy as np
+    from ultralytics.data.utils import img2label_paths
+
+    kept = resolve_files(dataset.im_files)
+    dropped = sorted({str(Path(p)) for p in requested if str(Path(p).resolve()) not in kept})
+    for label_file in img2label_paths(dropped):
+        try:
+            rows = np.loadtxt(label_file, ndmin=2, dtype=np.float32)
+        except (OSError, ValueError):
+            continue
+        if rows.size and rows.shape[1] >= 1 and int(rows[:, 0].max()) >= nc:
+            raise LabelError(f"label class {int(rows[:, 0].max())} in {label_file} is not one "
+                             f"of the model's {nc} classes; grow the head first")
+    return dropped
+
+
+def recalibrate_batchnorm(model, loader, n_batches: int, device) -> int:
+    """Re-estimate BatchNorm running statistics for the current weights (no gradient).
+
+    Running statistics are reset and replaced by the exact average over ``n_batches``
+    training batches (``momentum=None``), then the layers' momentum is restored.
+
+    Args:
+        model: the model (left in eval mode).
+        loader: training loader (iterated afresh).
+        n_batches: batches to average over (>= 1).
+        device: torch device.
+
+    Returns:
+        Batches used.
+    """
+    import torch
+    from torch import nn
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    used = 0
+    model.train()
+    try:
+        with torch.no_grad():
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average
+            while used < n_batches:
+                before = used
+                for batch in loader:
+                    model(preprocess_batch(batch, device)["img"])
+                    used += 1
+                    if used >= n_batches:
+                        break
+                if used == before:
+                    break
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    return used

@@ -1,0 +1,137 @@
+"""Model checkpoints in ultralytics' ``.pt`` layout, written atomically.
+
+A checkpoint is the dict ultralytics saves (``model``, ``train_args``, ``date``,
+``version``, ...) plus an ``edgecl`` entry with our metadata (names, imgsz, ider flag,
+parent version ...).  ``model`` is a float32 CPU copy of the DetectionModel.  When IDER's
+prior adapter is attached it is saved with it (``edgecl.ider_adapter`` is then True) and
+loading needs ``edgecl`` importable (the adapter class lives in
+``edgecl.calibration.ider.adapter``); plain ultralytics can load it only after
+``fold_prior``.  Checkpoints are pickles: load only files this device wrote.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgecl.atomic import fsync_dir
+from edgecl.errors import ModelLoadError
+from edgecl.ultra import ensure_offline
+
+# Transient attributes a trained model may carry that must not be pickled.
+_TRANSIENT_ATTRS = ("criterion",)
+
+
+def _train_args(model) -> dict:
+    args = getattr(model, "args", None)
+    if args is None:
+        return {}
+    items = vars(args) if hasattr(args, "__dict__") else dict(args)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in items.items()}
+
+
+def _model_copy(model):
+    """Float32 CPU copy of a model, without transient state, in eval mode."""
+    from edgecl.calibration.ider.adapter import set_priors
+
+    clone = copy.deepcopy(model).cpu().float().eval()
+    for attr in _TRANSIENT_ATTRS:
+        if getattr(clone, attr, None) is not None:
+            setattr(clone, attr, None)
+    set_priors(clone, None)
+    return clone
+
+
+def save_checkpoint(model, path: str | os.PathLike, *, meta: dict) -> Path:
+    """Save a model as an ultralytics-compatible checkpoint, atomically.
+
+    Args:
+        model: ultralytics DetectionModel (not modified; a CPU float copy is saved).
+        path: destination ``.pt`` file.
+        meta: edgecl metadata (e.g. ``names``, ``imgsz``, ``parent``); ``names`` and
+            ``ider_adapter`` are filled in from the model when absent.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        OSError: the directory is not writable or the disk is full (nothing is replaced).
+    """
+    ensure_offline()
+    import torch
+    from ultralytics import __version__ as ultralytics_version
+
+    from edgecl import __version__
+    from edgecl.calibration.ider.adapter import has_prior_adapter
+
+    clone = _model_copy(model)
+    edgecl_meta = {"names": dict(getattr(clone, "names", {}) or {}),
+                   "ider_adapter": has_prior_adapter(clone), "edgecl_version": __version__, **meta}
+    ckpt = {"date": datetime.now(timezone.utc).isoformat(), "version": ultralytics_version,
+            "license": "AGPL-3.0 License (https://ultralytics.com/license)", "epoch": -1,
+            "best_fitness": None, "model": clone, "ema": None, "updates": None,
+            "optimizer": None, "train_args": _train_args(model), "train_metrics": None,
+            "edgecl": edgecl_meta}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(ckpt, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def _one_line(exc: BaseException, max_chars: int = 160) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if len(first) > max_chars:
+        first = first[: max_chars - 3] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def load_checkpoint(path: str | os.PathLike):
+    """Load a checkpoint saved by :func:`save_checkpoint` (or by ultralytics).
+
+    Args:
+        path: the ``.pt`` file.
+
+    Returns:
+        ``(model, meta)``: the DetectionModel (float32, CPU, eval mode) and the ``edgecl``
+        metadata (for a plain ultralytics checkpoint: ``names`` from the model).
+
+    Raises:
+        ModelLoadError: the file is missing, truncated, corrupt or not a model checkpoint.
+    """
+    ensure_offline()
+    import torch
+    from torch import nn
+
+    import ultralytics.nn.tasks  # noqa: F401  (pickled model classes live here)
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch.load raises many kinds for a damaged file
+        raise ModelLoadError(f"cannot read checkpoint {path}: {_one_line(exc)}") from None
+    if not isinstance(ckpt, dict):
+        raise ModelLoadError(f"{path} is not a model checkpoint (found {type(ckpt).__name__})")
+    model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+    if not isinstance(model, nn.Module) or not hasattr(model, "model"):
+        raise ModelLoadError(f"{path} is not a model checkpoint (no 'model' module)")
+    model = model.float().eval()
+    meta = dict(ckpt.get("edgecl") or {})
+    meta.setdefault("names", dict(getattr(model, "names", {}) or {}))
+    return model, meta

@@ -1,0 +1,317 @@
+"""The :class:`FrameSource` contract shared by every source, and URI/query helpers."""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+from urllib.parse import parse_qsl, unquote
+
+import numpy as np
+
+from edgecl.config import SourceConfig
+from edgecl.errors import SourceError
+from edgecl.frames import Frame, StreamState
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """Counters of a source (a snapshot; safe to read from any thread).
+
+    Attributes:
+        read: frames delivered.
+        skipped: unreadable images skipped (corrupt or undecodable files).
+        reconnects: reconnection attempts of a live source.
+        bad_labels: frames delivered unlabelled because their label file was malformed.
+    """
+
+    read: int = 0
+    skipped: int = 0
+    reconnects: int = 0
+    bad_labels: int = 0
+
+
+class RawFrame(NamedTuple):
+    """What a concrete source hands to :class:`FrameSource` (ids and time are added there)."""
+
+    image: np.ndarray
+    labels: np.ndarray | None = None
+    task: str | None = None
+    name: str = ""
+
+
+class FrameSource(abc.ABC):
+    """A stream of :class:`~edgecl.frames.Frame` objects.
+
+    Lifecycle: ``CREATED -> open() -> OPEN [<-> RECONNECTING] -> EXHAUSTED | CLOSED``.
+    ``read()`` returns ``None`` once the source is exhausted or closed. Iterating or entering
+    the context manager opens the source; leaving the context manager closes it.
+
+    Attributes:
+        uri: the URI the source was opened with (copied into every frame).
+        cfg: reconnection settings.
+        is_live: frames arrive in real time whether or not they are consumed (cameras,
+            paced streams): a consumer should drop rather than block.
+    """
+
+    is_live: bool = False
+
+    def __init__(self, uri: str, cfg: SourceConfig | None = None):
+        self.uri = uri
+        self.cfg = cfg or SourceConfig()
+        self._state = StreamState.CREATED
+        self._next_id = 0
+        self._counts = {"read": 0, "skipped": 0, "reconnects": 0, "bad_labels": 0}
+        self._closing = threading.Event()
+
+    @property
+    def state(self) -> StreamState:
+        """Current lifecycle state."""
+        return self._state
+
+    @property
+    def stats(self) -> SourceStats:
+        """A snapshot of the counters."""
+        return SourceStats(**self._counts)
+
+    def _transition(self, state: StreamState) -> None:
+        """Move to ``state`` unless the source was closed (``close`` may run on another thread)."""
+        if self._state is not StreamState.CLOSED:
+            self._state = state
+
+    def _count(self, counter: str) -> None:
+        self._counts[counter] += 1
+
+    def open(self) -> "FrameSource":
+        """Acquire the underlying device or files (a no-op when already open).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            SourceError: the device, stream or files cannot be opened.
+        """
+        if self._state in (StreamState.CREATED, StreamState.CLOSED):
+            self._closing.clear()
+            self._open()
+            self._state = StreamState.OPEN
+        return self
+
+    def read(self) -> Frame | None:
+        """Deliver the next frame.
+
+        Returns:
+            The frame (``frame_id`` counts delivered frames from 0; ``ts_s`` is ``time.time()``
+            at delivery), or ``None`` when the source is exhausted or closed.
+
+        Raises:
+            SourceError: read before :meth:`open`, or a live source gave up reconnecting.
+        """
+        if self._state is StreamState.CREATED:
+            raise SourceError(f"{self.uri}: read() before open()")
+        if self._state in (StreamState.EXHAUSTED, StreamState.CLOSED):
+            return None
+        raw = self._next()
+        if raw is None:
+            self._transition(StreamState.EXHAUSTED)
+            return None
+        frame = Frame(image=raw.image, frame_id=self._next_id, ts_s=time.time(), source=self.uri,
+                      labels=raw.labels, task=raw.task, name=raw.name)
+        self._next_id += 1
+        self._count("read")
+        return frame
+
+    def close(self) -> None:
+        """Release the device or files; safe to call twice and from another thread."""
+        self._closing.set()
+        if self._state is not StreamState.CLOSED:
+            self._state = StreamState.CLOSED
+            self._close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.open()
+        while (frame := self.read()) is not None:
+            yield frame
+
+    def __enter__(self) -> "FrameSource":
+        return self.open()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def _open(self) -> None:
+        """Acquire resources; raise SourceError when impossible."""
+
+    @abc.abstractmethod
+    def _next(self) -> RawFrame | None:
+        """Return the next frame, or ``None`` at the end of the stream."""
+
+    def _close(self) -> None:
+        """Release resources (default: nothing to release)."""
+
+
+def split_uri(uri: str, schemes: list[str]) -> tuple[str, str, str]:
+    """Split ``scheme://path?query`` (the path is percent-decoded; no netloc parsing).
+
+    Args:
+        uri: the source URI.
+        schemes: supported schemes (for the error message).
+
+    Returns:
+        ``(scheme, path, query)``.
+
+    Raises:
+        SourceError: no ``scheme://`` prefix or an unknown scheme.
+    """
+    supported = ", ".join(f"{s}://" for s in schemes)
+    if "://" not in uri:
+        raise SourceError(f"source '{uri}' has no scheme; supported: {supported}")
+    scheme, rest = uri.split("://", 1)
+    scheme = scheme.lower()
+    if scheme not in schemes:
+        raise SourceError(f"unknown source scheme '{scheme}://' in '{uri}'; supported: {supported}")
+    path, _, query = rest.partition("?")
+    return scheme, unquote(path), query
+
+
+class QueryParams:
+    """Typed access to a URI's query parameters; unknown names fail in :meth:`finish`.
+
+    Args:
+        uri: the URI (for error messages).
+        query: the raw query string.
+    """
+
+    def __init__(self, uri: str, query: str):
+        self.uri = uri
+        self._raw = dict(parse_qsl(query, keep_blank_values=True))
+        self._known: list[str] = []
+
+    def _take(self, name: str) -> str | None:
+        self._known.append(name)
+        return self._raw.get(name)
+
+    def _bad(self, name: str, value: str, kind: str) -> SourceError:
+        return SourceError(f"{self.uri}: parameter '{name}' must be {kind}, got '{value}'")
+
+    def get_int(self, name: str, default: int, minimum: int = 0) -> int:
+        """Integer parameter ``>= minimum``.
+
+        Args:
+            name: parameter name.
+            default: value when absent.
+            minimum: smallest accepted value.
+
+        Returns:
+            The value.
+
+        Raises:
+            SourceError: not an integer or below ``minimum``.
+        """
+        value = self._take(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise self._bad(name, value, f"an integer >= {minimum}") from None
+        if number < minimum:
+            raise self._bad(name, value, f"an integer >= {minimum}")
+        return number
+
+    def get_float(self, name: str, default: float) -> float:
+        """Non-negative float parameter.
+
+        Args:
+            name: parameter name.
+            default: value when absent.
+
+        Returns:
+            The value.
+
+        Raises:
+            SourceError: not a number or negative.
+        """
+        value = self._take(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise self._bad(name, value, "a number >= 0") from None
+        if not number >= 0:
+            raise self._bad(name, value, "a number >= 0")
+        return number
+
+    def get_bool(self, name: str, default: bool) -> bool:
+        """Boolean parameter (``1/0``, ``true/false``, ``yes/no``, ``on/off``).
+
+        Args:
+            name: parameter name.
+            default: value when absent.
+
+        Returns:
+            The value.
+
+        Raises:
+            SourceError: not a recognised boolean.
+        """
+        value = self._take(name)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise self._bad(name, value, "0 or 1")
+
+    def get_str(self, name: str, default: str) -> str:
+        """Free-form string parameter.
+
+        Args:
+            name: parameter name.
+            default: value when absent.
+
+        Returns:
+            The value.
+        """
+        value = self._take(name)
+        return default if value is None else value
+
+    def get_choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """String parameter restricted to ``choices``.
+
+        Args:
+            name: parameter name.
+            default: value when absent.
+            choices: accepted values.
+
+        Returns:
+            The value.
+
+        Raises:
+            SourceError: not one of ``choices``.
+        """
+        value = self._take(name)
+        if value is None:
+            return default
+        if value not in choices:
+            raise self._bad(name, value, "one of " + ", ".join(choices))
+        return value
+
+    def finish(self) -> None:
+        """Reject parameters that no getter asked for.
+
+        Raises:
+            SourceError: naming the first unknown parameter and the accepted ones.
+        """
+        for name in self._raw:
+            if name not in self._known:
+                allowed = ", ".join(self._known) or "none"
+                raise SourceError(f"{self.uri}: unknown parameter '{name}' (accepted: {allowed})")

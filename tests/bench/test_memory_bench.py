@@ -1,0 +1,20 @@
+"""``edgecl bench memory`` on a short stream: keys present, disk bound held."""
+
+import argparse
+import json
+
+from edgecl.bench import memory_bench
+
+
+def test_bench_memory_small(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    memory_bench.add_arguments(parser)
+    args = parser.parse_args(["--adds", "150", "--capacity", "40", "--pool", "4", "--k", "8",
+                              "--du-every", "10", "--json", "--state-dir", str(tmp_path)])
+    assert memory_bench.run(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("adds_per_s", "rss_mb_start", "rss_mb_end", "disk_bytes_max", "max_bytes"):
+        assert result[key] > 0, key
+    assert result["disk_bytes_max"] <= result["max_bytes"]
+    assert set(result["select_ms"]) == {"er", "mir", "mir-virtual", "far"}
+    assert result["samples_end"] <= 40 and result["verify_ok"]

@@ -1,0 +1,102 @@
+"""Monitor report and plot helpers: files are written, PNGs are valid, the CLI prints the path."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from edgecl.bench.report import plot_bars, plot_heatmap, plot_lines, plot_reliability, write_monitor_report
+from edgecl.calibration.dece import bins_from_flags
+from edgecl.commands import monitor as monitor_cmd
+from edgecl.continual.evaluate import EvalResult
+from edgecl.runtime.monitor import Monitor, MonitorError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TASKS = ["car_a", "car_b", "drone"]
+
+
+def png_size(path):
+    """(width, height) read from the PNG header."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def result(value, conf=(0.9, 0.8, 0.4), tp=(1, 0, 1)):
+    return EvalResult(value, value, 0.5, 0.5, {0: value}, 3, 3, 0.2,
+                      reliability=bins_from_flags(np.array(conf), np.array(tp, bool)))
+
+
+def state_with_rounds(tmp_path):
+    mon = Monitor(tmp_path)
+    history = [{"car_a": 0.7}, {"car_a": 0.5, "car_b": 0.8}, {"car_a": 0.6, "car_b": 0.7, "drone": 0.9}]
+    for k, evals in enumerate(history, start=1):
+        mon.record_evaluation(k, f"v{k:04d}", {t: result(v) for t, v in evals.items()}, TASKS)
+        mon.record_round(k, f"v{k:04d}", "promoted", seconds=10.0 * k)
+    mon.record_evaluation(4, "v0004", {t: result(0.1) for t in TASKS}, TASKS)
+    mon.record_round(4, "v0004", "rejected", "forgets car_a")
+    return mon
+
+
+def test_write_monitor_report(tmp_path):
+    state_with_rounds(tmp_path)
+    report = write_monitor_report(tmp_path)
+    assert report == tmp_path / "metrics" / "report" / "report.md"
+    text = report.read_text()
+    for png in ("accuracy_matrix.png", "task_map.png", "reliability.png"):
+        assert f"]({png})" in text
+        width, height = png_size(report.parent / png)
+        assert width > 300 and height > 200
+    # matrix row after round 3: 0.6, 0.7, 0.9; ACC (0.6 + 0.7 + 0.9) / 3 = 0.733
+    assert "| r3 v0003 | 0.600 | 0.700 | 0.900 |" in text
+    assert "| ACC (box mAP50-95) | 0.733 |" in text
+    # BWT ((0.6 - 0.7) + (0.7 - 0.8)) / 2 = -0.100; forgetting car_a max(0.7, 0.5) - 0.6 = 0.1
+    assert "| BWT | -0.100 |" in text
+    assert "| car_a | 0.100 |" in text
+    assert "| 4 | v0004 | rejected | forgets car_a |" in text
+
+
+def test_report_of_an_empty_database_and_of_a_missing_one(tmp_path):
+    Monitor(tmp_path)
+    text = write_monitor_report(tmp_path, tmp_path / "out").read_text()
+    assert "No promoted evaluation recorded yet." in text
+    assert not (tmp_path / "out" / "accuracy_matrix.png").exists()
+    with pytest.raises(MonitorError, match="no metrics database"):
+        write_monitor_report(tmp_path / "nothing")
+
+
+def test_plot_helpers_write_pngs(tmp_path):
+    R = np.array([[0.8, np.nan], [0.6, 0.9]])
+    png_size(plot_heatmap(R, ["a", "b"], tmp_path / "h.png"))
+    png_size(plot_lines({"ER": [0.5, 0.6], "FAR": [0.7, np.nan]}, ["t1", "t2"], tmp_path / "l.png",
+                        "ACC"))
+    png_size(plot_bars({"5%": {"ER": 0.61, "MIR": 0.78}, "10%": {"ER": 0.75}}, tmp_path / "b.png",
+                       "ACC"))
+    png_size(plot_reliability(bins_from_flags(np.array([0.9, 0.2]), np.array([1, 0])),
+                              tmp_path / "r.png"))
+    with pytest.raises(ValueError, match="3 labels"):
+        plot_lines({"ER": [0.5]}, ["a", "b", "c"], tmp_path / "x.png", "ACC")
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    monitor_cmd.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    args.overrides = []
+    return args
+
+
+def test_cli_report_and_summary(tmp_path, capsys):
+    state_with_rounds(tmp_path)
+    args = parse(["monitor", "report", "--state-dir", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "report.md")
+    args = parse(["monitor", "summary", "--state-dir", str(tmp_path), "--json"])
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["model_version"] == "v0003"
+    assert summary["bwt"] == pytest.approx(-0.1)
+    args = parse(["monitor", "summary", "--state-dir", str(tmp_path)])
+    assert args.func(args) == 0
+    assert "forgetting[car_a] 0.1000" in capsys.readouterr().out

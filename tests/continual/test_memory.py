@@ -1,0 +1,358 @@
+"""ReplayMemory storage: layout, bounds, held-out slice, snapshots, verify/repair, bad input."""
+
+import errno
+import sqlite3
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecl import atomic
+from edgecl.config import Config, MemoryConfig
+from edgecl.continual.memory import ReplayMemory, Sample, memory_from_config, overhead_reserve_bytes
+from edgecl.errors import LabelError, ReplayMemoryError
+from edgecl.frames import Frame
+
+BOX = np.array([[1, 0.5, 0.5, 0.25, 0.5]], np.float32)
+
+
+def sample(value=100, labels=BOX, task="t0", size=32, source="cam"):
+    return Sample(np.full((size, size, 3), value, np.uint8), labels, task=task, source=source,
+                  ts_s=1.5)
+
+
+def noise_sample(seed, size=32, task="t0"):
+    img = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    return Sample(img, BOX, task=task, source=f"noise{seed}")
+
+
+def cfg(**kw):
+    base = dict(capacity=20, max_bytes=64 * 2**20, holdout_fraction=0.0, policy="reservoir")
+    base.update(kw)
+    return MemoryConfig(**base)
+
+
+@pytest.fixture()
+def mem(tmp_path):
+    m = ReplayMemory(tmp_path / "memory", cfg(), names={0: "car", 1: "drone"})
+    yield m
+    m.close()
+
+
+def test_layout_follows_ultralytics_convention(mem):
+    from edgecl.ultra import ensure_offline
+
+    ensure_offline()
+    from ultralytics.data.utils import img2label_paths
+
+    sid = mem.add(sample())
+    img, lbl = mem.image_path(sid), mem.label_path(sid)
+    assert img.parent == mem.root / "images" and img.suffix == ".jpg"
+    assert img2label_paths([str(img)]) == [str(lbl)]
+    assert lbl.read_text() == "1 0.500000 0.500000 0.250000 0.500000\n"
+    cols = {r[1] for r in sqlite3.connect(mem.root / "index.sqlite").execute(
+        "PRAGMA table_info(samples)")}
+    assert {"id", "task", "classes", "source", "ts_s", "bytes", "held_out", "recall_baseline",
+            "last_recall", "last_loss", "times_replayed"} <= cols
+    mode = sqlite3.connect(mem.root / "index.sqlite").execute("PRAGMA journal_mode").fetchone()
+    assert mode[0] == "wal"
+
+
+def test_image_is_jpeg_at_configured_quality(tmp_path):
+    s = noise_sample(1)
+    for quality in (30, 95):
+        with ReplayMemory(tmp_path / f"q{quality}", cfg(jpeg_quality=quality)) as m:
+            sid = m.add(s)
+            ok, expected = cv2.imencode(".jpg", s.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            assert m.image_path(sid).read_bytes() == expected.tobytes()
+
+
+def test_get_roundtrip(mem):
+    labels = np.array([[0, .1, .2, .05, .1], [1, .9, .8, .2, .3]], np.float32)
+    sid = mem.add(sample(labels=labels, task="cars"))
+    (got,) = mem.get([sid])
+    np.testing.assert_allclose(got.labels, labels, atol=1e-6)
+    assert (got.task, got.classes, got.held_out, got.source) == ("cars", (0, 1), False, "cam")
+    assert got.recall_baseline is None and got.times_replayed == 0 and got.ts_s == 1.5
+    assert got.load_image().shape == (32, 32, 3)
+    assert mem.image_paths([sid]) == [got.image_path]
+
+
+def test_get_unknown_id_is_a_clear_error(mem):
+    with pytest.raises(ReplayMemoryError, match=r"no sample id\(s\) \[42\]"):
+        mem.get([42])
+
+
+def test_capacity_holds_after_every_add(tmp_path):
+    with ReplayMemory(tmp_path / "m", cfg(capacity=8)) as m:
+        for i in range(40):
+            m.add(sample(i))
+            assert len(m) <= 8
+        assert len(m) == 8 and m.stats()["seen"] == 40
+        assert len(list((m.root / "images").iterdir())) == 8
+
+
+def test_byte_bound_holds_and_evicts_first(tmp_path):
+    from edgecl.bench.memory_bench import du_bytes
+
+    with ReplayMemory(tmp_path / "probe", cfg()) as probe:
+        per_sample = probe.records([probe.add(noise_sample(0))])[0].bytes
+    max_bytes = overhead_reserve_bytes(50) + int(3.5 * per_sample)
+    with ReplayMemory(tmp_path / "m", cfg(capacity=50, max_bytes=max_bytes)) as m:
+        for i in range(20):
+            m.add(noise_sample(0))
+            assert m.stats()["bytes"] <= m.sample_budget_bytes
+            assert du_bytes(m.root) <= max_bytes
+        assert len(m) == 3
+
+
+def test_sample_bigger_than_budget_is_refused(tmp_path):
+    max_bytes = overhead_reserve_bytes(5) + 6 * 4096  # room for a few small samples
+    with ReplayMemory(tmp_path / "m", cfg(capacity=5, max_bytes=max_bytes)) as m:
+        small = m.add(sample())
+        with pytest.raises(ReplayMemoryError, match="more than the memory's sample budget"):
+            m.add(noise_sample(3, size=256))
+        assert m.ids() == [small] and m.get([small])[0].load_image().shape == (32, 32, 3)
+        assert len(list((m.root / "images").iterdir())) == 1
+
+
+def test_restart_keeps_everything(tmp_path):
+    with ReplayMemory(tmp_path / "m", cfg(capacity=5)) as m:
+        for i in range(12):
+            m.add(sample(i))
+        before, stats = m.ids(), m.stats()
+    with ReplayMemory(tmp_path / "m", cfg(capacity=5)) as m:
+        assert m.ids() == before and m.stats() == stats
+        assert m.last_verify.ok and m.last_verify.problems_found == 0
+        m.add(sample(99))
+        assert len(m) == 5 and m.stats()["seen"] == 13
+
+
+def test_smaller_bounds_on_reopen_evict(tmp_path):
+    with ReplayMemory(tmp_path / "m", cfg(capacity=10)) as m:
+        for i in range(10):
+            m.add(sample(i))
+    with ReplayMemory(tmp_path / "m", cfg(capacity=4)) as m:
+        assert len(m) == 4 and len(m.last_verify.bound_evictions) == 6
+        assert len(list((m.root / "images").iterdir())) == 4
+
+
+def test_held_out_slice_is_deterministic_and_never_for_training(tmp_path):
+    flags = []
+    for run in ("a", "b"):
+        with ReplayMemory(tmp_path / run, cfg(capacity=1000, holdout_fraction=0.2, seed=5)) as m:
+            for i in range(200):
+                m.add(sample(i % 250, task=f"t{i // 100}"))
+            flags.append([r.held_out for r in m.records()])
+            held = m.ids(held_out=True)
+            assert not set(held) & set(m.ids(held_out=False))
+            per_task = m.stats()["per_task_held_out"]
+    assert flags[0] == flags[1]
+    assert 8 <= per_task["t0"] <= 35 and 8 <= per_task["t1"] <= 35  # ~20% of 100 each
+    with ReplayMemory(tmp_path / "c", cfg(capacity=1000, holdout_fraction=0.2, seed=6)) as m:
+        for i in range(200):
+            m.add(sample(i % 250, task=f"t{i // 100}"))
+        assert [r.held_out for r in m.records()] != flags[0]
+
+
+def test_held_out_quota_is_shared_between_tasks(tmp_path):
+    with ReplayMemory(tmp_path / "m", cfg(capacity=20, holdout_fraction=0.5, seed=1)) as m:
+        for i in range(300):
+            m.add(sample(i % 250, task=f"t{i // 100}"))
+        held = m.stats()["per_task_held_out"]
+        assert m.holdout_capacity == 10 and sum(held.values()) <= 10
+        assert all(n <= 10 // 3 for n in held.values()) and set(held) == {"t0", "t1", "t2"}
+        assert len(m.ids(held_out=False)) <= m.train_capacity and len(m) <= 20
+
+
+def test_snapshot_is_immutable_and_survives_evictions(tmp_path):
+    with ReplayMemory(tmp_path / "m", cfg(capacity=4), keep_snapshots=2) as m:
+        for i in range(4):
+            m.add(sample(i * 10))
+        snap = m.snapshot()
+        for i in range(40):
+            m.add(sample(200))
+        assert len(snap) == 4 and set(snap.ids()) - set(m.ids())  # some were evicted
+        for s in snap.get(snap.ids()):
+            assert s.load_image().shape == (32, 32, 3) and s.labels.shape == (1, 5)
+        lines = snap.list_file().read_text().split()
+        assert sorted(lines) == sorted(str(p) for p in snap.image_paths(snap.ids()))
+        m.snapshot()
+        m.snapshot()
+        assert not snap.path.exists()  # pruned: only the 2 newest are kept
+        assert len([p for p in (m.root / "snapshots").iterdir()]) == 2
+
+
+def test_snapshot_feeds_an_ultralytics_dataset(tmp_path):
+    from edgecl.ultra import ensure_offline
+
+    ensure_offline()
+    from ultralytics.data.dataset import YOLODataset
+
+    with ReplayMemory(tmp_path / "m", cfg(), names={0: "car", 1: "drone"}) as m:
+        for i in range(3):
+            m.add(sample(i * 40))
+        snap = m.snapshot()
+    ds = YOLODataset(img_path=str(snap.list_file()), imgsz=64, augment=False,
+                     data={"names": snap.names, "nc": 2, "channels": 3}, task="detect")
+    assert len(ds) == 3
+    assert ds.labels[0]["cls"].ravel().tolist() == [1.0]
+
+
+def test_verify_repairs_orphans_and_missing_files(mem):
+    ids = [mem.add(sample(i)) for i in range(3)]
+    mem.image_path(ids[1]).unlink()
+    (mem.root / "images" / "00009999.jpg").write_bytes(b"x")
+    (mem.root / "labels" / ".00000007.txt.abc.tmp").write_bytes(b"x")
+    (mem.root / "snapshots" / ".tmp-123").mkdir()
+    check = mem.verify(repair=False)
+    assert not check.ok and check.missing_rows == (ids[1],) and len(mem) == 3
+    fixed = mem.verify(repair=True)
+    assert fixed.ok and fixed.missing_rows == (ids[1],)
+    assert len(fixed.temp_files) == 1 and len(fixed.stale_snapshot_dirs) == 1
+    assert mem.ids() == [ids[0], ids[2]]
+    assert sorted(p.name for p in (mem.root / "images").iterdir()) == \
+        [mem.image_path(ids[0]).name, mem.image_path(ids[2]).name]
+    assert sorted(p.name for p in (mem.root / "labels").iterdir()) == \
+        [mem.label_path(ids[0]).name, mem.label_path(ids[2]).name]
+    assert mem.verify().problems_found == 0
+
+
+def test_deep_verify_finds_truncated_jpeg_and_bad_label(mem):
+    ids = [mem.add(noise_sample(i)) for i in range(3)]
+    data = mem.image_path(ids[0]).read_bytes()
+    mem.image_path(ids[0]).write_bytes(data[: len(data) // 2])
+    mem.label_path(ids[1]).write_text("0 0.5 0.5\n")
+    assert mem.verify(repair=True, deep=False).problems_found == 0
+    report = mem.verify(repair=True, deep=True)
+    assert report.corrupt_rows == (ids[0], ids[1]) and report.ok
+    assert mem.ids() == [ids[2]]
+
+
+def test_verify_reports_what_it_cannot_repair(mem, monkeypatch):
+    mem.add(sample())
+    (mem.root / "images" / "stray.jpg").write_bytes(b"x")
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr("pathlib.Path.unlink", refuse)
+    report = mem.verify(repair=True)
+    assert not report.ok and "stray.jpg" in report.unrepaired[0]
+
+
+def test_metric_columns(mem):
+    a, b = mem.add(sample(1)), mem.add(sample(2))
+    assert mem.set_recall_baseline([a, b], [0.9, 0.8]) == 2
+    mem.update_recall([a], [0.4])
+    mem.update_loss([a, b], [1.5, float("nan")])
+    mem.record_replay([a, a, b])
+    ra, rb = mem.records([a, b])
+    assert (ra.recall_baseline, ra.last_recall, ra.last_loss, ra.times_replayed) == (0.9, 0.4, 1.5, 2)
+    assert (rb.recall_baseline, rb.last_recall, rb.last_loss, rb.times_replayed) == (0.8, None, None, 1)
+    with pytest.raises(ReplayMemoryError, match="2 ids but 1 values"):
+        mem.update_recall([a, b], [0.1])
+
+
+def test_stats(mem):
+    mem.add(sample(labels=np.array([[0, .5, .5, .1, .1], [1, .2, .2, .1, .1]]), task="a"))
+    mem.add(sample(labels=np.array([[1, .5, .5, .1, .1]]), task="b"))
+    mem.add(sample(labels=np.zeros((0, 5)), task="b"))
+    st = mem.stats()
+    assert st["samples"] == 3 and st["per_class"] == {"0": 1, "1": 2}
+    assert st["per_task"] == {"a": 1, "b": 2} and st["bytes"] == sum(r.bytes for r in mem.records())
+    assert st["names"] == {"0": "car", "1": "drone"}
+
+
+def test_memory_from_config(tmp_path):
+    m = memory_from_config(Config(state_dir=str(tmp_path / "state")))
+    assert m.root == tmp_path / "state" / "memory" and (m.root / "index.sqlite").is_file()
+    m.close()
+
+
+BAD_LABELS = [
+    (np.array([[0, .5, .5, .1]]), r"shape \(1, 4\)"),
+    (np.array([[0, .5, np.nan, .1, .1]]), "non-finite"),
+    (np.array([[0, 1.2, .5, .1, .1]]), "outside 0..1"),
+    (np.array([[0, .5, .5, -.1, .1]]), "outside 0..1"),
+    (np.array([[-1, .5, .5, .1, .1]]), "not a non-negative integer"),
+    (np.array([[0.5, .5, .5, .1, .1]]), "not a non-negative integer"),
+    (np.array([[2, .5, .5, .1, .1]]), r"class 2 out of range \(known classes: 2\)"),
+    ("garbage", "not numeric rows"),
+]
+
+
+@pytest.mark.parametrize("labels, message", BAD_LABELS)
+def test_bad_labels_are_refused_and_nothing_is_lost(mem, labels, message):
+    keep = mem.add(sample())
+    with pytest.raises(LabelError, match=message) as info:
+        mem.add(sample(labels=labels, source="cam7/frame12.jpg"))
+    text = str(info.value)
+    assert "\n" not in text and "cam7/frame12.jpg" in text
+    assert mem.ids() == [keep] and mem.get([keep])[0].labels.shape == (1, 5)
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((0, 0, 3), np.uint8), r"empty image \(size 0"),
+    (np.zeros((8, 8, 3), np.float32), "dtype float32"),
+    (np.zeros((8, 8, 4), np.uint8), "not \\(H, W\\)"),
+    (None, "expected a numpy array"),
+])
+def test_bad_images_are_refused(mem, image, message):
+    keep = mem.add(sample())
+    with pytest.raises(ReplayMemoryError, match=message):
+        mem.add(Sample(image, BOX, task="t0", source="cam"))
+    assert mem.ids() == [keep]
+
+
+def test_disk_full_refuses_the_sample_and_keeps_the_rest(mem, monkeypatch):
+    keep = [mem.add(sample(i)) for i in range(3)]
+    real = atomic.atomic_write_bytes
+    calls = []
+
+    def full_on_label(path, data):
+        calls.append(path)
+        if str(path).endswith(".txt"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(atomic, "atomic_write_bytes", full_on_label)
+    with pytest.raises(ReplayMemoryError, match="No space left on device") as info:
+        mem.add(sample(77))
+    assert "\n" not in str(info.value) and len(calls) == 2
+    monkeypatch.setattr(atomic, "atomic_write_bytes", real)
+    assert mem.ids() == keep
+    assert len(list((mem.root / "images").iterdir())) == 3
+    assert mem.verify(deep=True).problems_found == 0
+    assert mem.add(sample(78)) is not None
+
+
+def test_task_must_be_named(mem):
+    with pytest.raises(ReplayMemoryError, match="task must be a non-empty string"):
+        mem.add(Sample(np.zeros((4, 4, 3), np.uint8), BOX, task=""))
+
+
+def test_sample_from_unlabelled_frame():
+    frame = Frame(np.zeros((4, 4, 3), np.uint8), frame_id=3, ts_s=0.0, source="rtsp://x")
+    with pytest.raises(LabelError, match="frame 3 from rtsp://x has no labels"):
+        Sample.from_frame(frame)
+    labelled = Frame(np.zeros((4, 4, 3), np.uint8), 4, 2.0, "s", labels=BOX, task="t")
+    assert Sample.from_frame(labelled).task == "t"
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ReplayMemoryError, match="leaves no room"):
+        ReplayMemory(tmp_path / "m", cfg(max_bytes=1000))
+    with pytest.raises(ReplayMemoryError, match="jpeg_quality"):
+        ReplayMemory(tmp_path / "m", cfg(jpeg_quality=0))
+
+
+def test_damaged_index_is_a_clear_error(tmp_path):
+    root = tmp_path / "m"
+    with ReplayMemory(root, cfg()) as m:
+        m.add(sample())
+    (root / "index.sqlite").write_bytes(b"this is not a database" * 100)
+    for leftover in ("index.sqlite-wal", "index.sqlite-shm"):
+        (root / leftover).unlink(missing_ok=True)
+    with pytest.raises(ReplayMemoryError, match="index .*index.sqlite is unusable"):
+        ReplayMemory(root, cfg())

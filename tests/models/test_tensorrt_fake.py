@@ -1,0 +1,208 @@
+"""TensorRT glue exercised against a minimal stand-in ``tensorrt`` module (no GPU needed).
+
+The stand-in mimics the few TensorRT 10 calls edgecl makes, so these tests pin edgecl's own
+control flow: builder flags, optimisation profile, header contents, cache reuse, buffer binding
+and batch padding. The real API is exercised by the ``jetson`` tests in test_tensorrt.py.
+"""
+
+import sys
+import types
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edgecl.models import engine_file as ef
+from edgecl.models import tensorrt_backend as tbk
+from edgecl.models import tensorrt_build as tb
+
+
+class FakeNetwork:
+    def __init__(self, input_shape, nc):
+        self.num_inputs, self.num_layers = 1, 0
+        self._input = SimpleNamespace(name="images", shape=input_shape)
+        self._output = SimpleNamespace(name="output0", shape=(input_shape[0], 4 + nc, 84))
+
+    def get_input(self, i):
+        return self._input
+
+    def get_output(self, i):
+        return self._output
+
+
+class FakeBuilder:
+    builds = 0
+    fast_fp16 = True
+
+    def __init__(self, logger):
+        self.platform_has_fast_fp16 = FakeBuilder.fast_fp16
+        self.platform_has_fast_int8 = True
+        self.network_flags = None
+
+    def create_network(self, flags):
+        self.network_flags = flags
+        return FakeNetwork(FakeTRT.input_shape, nc=2)
+
+    def create_builder_config(self):
+        FakeTRT.last_config = SimpleNamespace(flags=set(), pools={}, profiles=[])
+        config = FakeTRT.last_config
+        config.set_flag = config.flags.add
+        config.set_memory_pool_limit = config.pools.__setitem__
+        config.add_optimization_profile = config.profiles.append
+        return config
+
+    def create_optimization_profile(self):
+        profile = SimpleNamespace(shapes={})
+        profile.set_shape = lambda name, lo, opt, hi: profile.shapes.__setitem__(name, (lo, opt, hi))
+        return profile
+
+    def build_serialized_network(self, network, config):
+        FakeBuilder.builds += 1
+        return b"SERIALIZED-PLAN"
+
+
+class FakeTRT(types.ModuleType):
+    input_shape = (1, 3, 64, 64)
+    last_config = None
+
+
+def _fake_trt() -> FakeTRT:
+    trt = FakeTRT("tensorrt")
+    trt.__version__ = "10.3.0"
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.Builder = FakeBuilder
+    trt.OnnxParser = lambda network, logger: SimpleNamespace(parse_from_file=lambda path: True, num_errors=0)
+    trt.NetworkDefinitionCreationFlag = SimpleNamespace(EXPLICIT_BATCH=0)
+    trt.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
+    trt.BuilderFlag = SimpleNamespace(FP16="FP16", INT8="INT8")
+    trt.TensorIOMode = SimpleNamespace(INPUT="in", OUTPUT="out")
+    trt.nptype = lambda dtype: np.dtype(dtype).type
+    return trt
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    trt = _fake_trt()
+    FakeTRT.input_shape = (1, 3, 64, 64)
+    FakeBuilder.builds = 0
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tb, "cuda_device_identity", lambda error_cls: "Orin sm_87")
+    monkeypatch.setattr(tb, "_onnx_metadata", lambda path: ({0: "car", 1: "drone"}, 64))
+    ef.tensorrt_logger.cache_clear()
+    yield trt
+    ef.tensorrt_logger.cache_clear()
+
+
+@pytest.fixture
+def onnx_file(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"onnx")
+    return path
+
+
+def test_build_writes_header_and_engine_then_reuses_the_cache(fake_trt, onnx_file, tmp_path):
+    cache = tmp_path / "cache"
+    engine = tb.build_engine(onnx_file, tmp_path / "v1" / "model.engine", precision="fp16", imgsz=64,
+                             workspace_mb=256, cache_dir=cache)
+    header, plan = ef.read_engine_file(engine)
+    assert plan == b"SERIALIZED-PLAN"
+    info = header["edgecl"]
+    assert (info["precision"], info["trt_version"], info["device"]) == ("fp16", "10.3.0", "Orin sm_87")
+    assert info["cache_key"] == tb.engine_cache_key(onnx_file, precision="fp16", imgsz=64, batch=1,
+                                                    device_name="Orin sm_87", trt_version="10.3.0")
+    assert header["names"] == {"0": "car", "1": "drone"} and header["imgsz"] == [64, 64]
+    assert FakeTRT.last_config.flags == {"FP16"}
+    assert FakeTRT.last_config.pools == {"workspace": 256 * 1024 * 1024}
+    assert (cache / f"{info['cache_key']}.engine").read_bytes() == engine.read_bytes()
+    again = tb.build_engine(onnx_file, tmp_path / "v2" / "model.engine", precision="fp16", imgsz=64,
+                            cache_dir=cache)
+    assert FakeBuilder.builds == 1 and again.read_bytes() == engine.read_bytes()
+    tb.build_engine(onnx_file, tmp_path / "v2" / "model.engine", precision="fp32", imgsz=64, cache_dir=cache)
+    assert FakeBuilder.builds == 2 and FakeTRT.last_config.flags == set()
+
+
+def test_build_falls_back_to_fp32_without_fast_fp16(fake_trt, onnx_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(FakeBuilder, "fast_fp16", False)
+    engine = tb.build_engine(onnx_file, tmp_path / "m.engine", precision="fp16", imgsz=64)
+    info = ef.read_engine_header(engine)["edgecl"]
+    assert (info["precision"], info["requested_precision"]) == ("fp32", "fp16")
+    assert FakeTRT.last_config.flags == set()
+
+
+def test_dynamic_onnx_input_gets_a_fixed_profile(fake_trt, onnx_file, tmp_path):
+    FakeTRT.input_shape = (-1, 3, -1, -1)
+    tb.build_engine(onnx_file, tmp_path / "m.engine", precision="fp32", imgsz=64, batch=2)
+    (profile,) = FakeTRT.last_config.profiles
+    assert profile.shapes == {"images": ((2, 3, 64, 64),) * 3}
+
+
+def test_static_onnx_input_of_another_batch_is_refused(fake_trt, onnx_file, tmp_path):
+    with pytest.raises(tb.EngineBuildError, match=r"\(1, 3, 64, 64\); expected \(2, 3, 64, 64\)"):
+        tb.build_engine(onnx_file, tmp_path / "m.engine", precision="fp32", imgsz=64, batch=2)
+    assert not (tmp_path / "m.engine").exists()
+
+
+class FakeEngine:
+    """Name-based I/O of a dynamic-batch engine whose profile maximum is batch 2."""
+
+    num_io_tensors = 2
+
+    def get_tensor_name(self, i):
+        return ["images", "output0"][i]
+
+    def get_tensor_mode(self, name):
+        return "in" if name == "images" else "out"
+
+    def get_tensor_shape(self, name):
+        return (-1, 3, 64, 64) if name == "images" else (-1, 6, 84)
+
+    def get_tensor_profile_shape(self, name, profile):
+        return [(1, 3, 64, 64), (2, 3, 64, 64), (2, 3, 64, 64)]
+
+    def get_tensor_dtype(self, name):
+        return "float16" if name == "images" else "float32"
+
+
+class FakeContext:
+    def __init__(self):
+        self.shapes, self.addresses = {}, {}
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+
+    def get_tensor_shape(self, name):
+        return self.shapes.get(name, (2, 6, 84))
+
+    def set_tensor_address(self, name, address):
+        self.addresses[name] = address
+
+
+def test_tensor_api_binding_allocates_every_io_tensor():
+    import torch
+
+    context = FakeContext()
+    io = tbk._bind_tensor_api(_fake_trt(), FakeEngine(), context, torch.device("cpu"))
+    assert (io.input_name, io.output_name, io.tensor_api) == ("images", "output0", True)
+    assert context.shapes == {"images": (2, 3, 64, 64)}
+    assert tuple(io.input.shape) == (2, 3, 64, 64) and io.input.dtype == torch.float16
+    assert tuple(io.output.shape) == (2, 6, 84) and io.output.dtype == torch.float32
+    assert context.addresses == {n: t.data_ptr() for n, t in io.tensors.items()}
+
+
+def test_forward_pads_the_last_chunk_to_the_engine_batch(monkeypatch):
+    import torch
+
+    backend = tbk.TensorRTBackend()
+    backend._io = tbk.EngineIO(tensors={"images": torch.zeros(2, 3, 4, 4), "output0": torch.zeros(2, 6, 5)},
+                               input_name="images", output_name="output0")
+    seen = []
+
+    def fake_run(chunk):
+        seen.append(chunk.copy())
+        return chunk[:, :1, 0, :1].repeat(6, axis=1).repeat(5, axis=2)
+
+    monkeypatch.setattr(backend, "_run", fake_run)
+    batch = np.stack([np.full((3, 4, 4), v, np.float32) for v in (1.0, 2.0, 3.0)])
+    out = backend._forward(batch)
+    assert [c.shape[0] for c in seen] == [2, 2] and seen[1][1].max() == 0.0
+    assert out.shape == (3, 6, 5) and out[:, 0, 0].tolist() == [1.0, 2.0, 3.0]

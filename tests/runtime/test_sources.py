@@ -1,0 +1,311 @@
+"""Frame sources: file://, dir://, synthetic://, live reconnection with a fake capture."""
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecl.config import SourceConfig
+from edgecl.errors import LabelError, SourceError
+from edgecl.frames import StreamState
+from edgecl.runtime.sources import SCHEMES, csi_pipeline, open_source, read_yolo_labels
+
+
+def _write_video(path: Path, n: int = 5) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    assert writer.isOpened()
+    for i in range(n):
+        writer.write(np.full((48, 64, 3), 20 + i * 40, np.uint8))
+    writer.release()
+
+
+def _png(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((8, 8, 3), value, np.uint8))
+
+
+# --- file:// -----------------------------------------------------------------------------
+
+def test_file_reads_all_frames_in_order(tmp_path):
+    _write_video(tmp_path / "clip.mp4")
+    source = open_source(f"file://{tmp_path}/clip.mp4")
+    before = time.time()
+    with source:
+        frames = list(source)
+    assert [f.frame_id for f in frames] == [0, 1, 2, 3, 4]
+    assert [round(float(f.image.mean()) / 40) for f in frames] == [0, 1, 2, 3, 4]  # 20 + 40 i
+    assert frames[0].image.shape == (48, 64, 3)
+    assert frames[2].name == "clip_000002" and frames[2].labels is None
+    assert before <= frames[0].ts_s <= frames[-1].ts_s <= time.time()
+    assert source.stats.read == 5 and source.state is StreamState.CLOSED
+    assert source.read() is None
+
+
+def test_file_loop_restarts(tmp_path):
+    _write_video(tmp_path / "clip.mp4", n=3)
+    source = open_source(f"file://{tmp_path}/clip.mp4?loop=1").open()
+    frames = [source.read() for _ in range(7)]
+    source.close()
+    assert [round(float(f.image.mean()) / 40) for f in frames] == [0, 1, 2, 0, 1, 2, 0]
+    assert [f.frame_id for f in frames] == list(range(7))
+
+
+def test_file_missing_directory_and_corrupt(tmp_path):
+    with pytest.raises(SourceError, match=f"no such file or directory: {tmp_path}/nope.mp4"):
+        open_source(f"file://{tmp_path}/nope.mp4")
+    with pytest.raises(SourceError, match="is a directory"):
+        open_source(f"file://{tmp_path}")
+    (tmp_path / "bad.mp4").write_bytes(b"not a video" * 10)
+    source = open_source(f"file://{tmp_path}/bad.mp4")
+    with pytest.raises(SourceError, match=f"cannot open video {tmp_path}/bad.mp4"):
+        source.open()
+
+
+# --- dir:// ------------------------------------------------------------------------------
+
+def test_dir_plain_images_in_name_order_recursive(tmp_path):
+    for name, value in (("b.png", 2), ("a.png", 1), ("sub/d.png", 4), ("c.bmp", 3)):
+        _png(tmp_path / name, value)
+    (tmp_path / "notes.txt").write_text("ignored")
+    source = open_source(f"dir://{tmp_path}")
+    frames = list(source)
+    assert [f.name for f in frames] == ["a", "b", "c", "d"]
+    assert [int(f.image[0, 0, 0]) for f in frames] == [1, 2, 3, 4]
+    assert all(f.labels is None for f in frames) and not source.labelled
+
+
+@pytest.fixture
+def yolo_dir(tmp_path) -> Path:
+    root = tmp_path / "ds"
+    for i, name in enumerate(("f1", "f2", "f3", "f4", "f6")):
+        _png(root / "images" / f"{name}.png", 10 * (i + 1))
+    (root / "images" / "f5.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    (root / "labels").mkdir()
+    (root / "labels" / "f1.txt").write_text("0 0.5 0.5 0.2 0.4\n3 0.25 0.75 0.1 0.1\n")
+    (root / "labels" / "f2.txt").write_text("")
+    (root / "labels" / "f3.txt").write_text("1 0.5 0.5\n")  # malformed: 3 values
+    (root / "labels" / "f6.txt").write_text("2 0.1 0.2 0.5 0.2 0.3 0.6\n")  # polygon
+    return root
+
+
+def test_dir_yolo_dataset_labels_skips_and_counts(yolo_dir):
+    source = open_source(f"dir://{yolo_dir}")
+    frames = {f.name: f for f in source}
+    assert list(frames) == ["f1", "f2", "f3", "f4", "f6"]
+    np.testing.assert_allclose(frames["f1"].labels, [[0, 0.5, 0.5, 0.2, 0.4], [3, 0.25, 0.75, 0.1, 0.1]])
+    assert frames["f2"].labels.shape == (0, 5)          # empty file: no objects
+    assert frames["f3"].labels is None                  # malformed: unlabelled, counted
+    assert frames["f4"].labels is None                  # no label file: unlabelled
+    np.testing.assert_allclose(frames["f6"].labels, [[2, 0.3, 0.4, 0.4, 0.4]], atol=1e-6)
+    assert source.stats.skipped == 1 and source.stats.bad_labels == 1 and source.stats.read == 5
+    assert [f.frame_id for f in frames.values()] == [0, 1, 2, 3, 4]
+
+
+def test_dir_images_folder_with_sibling_labels(yolo_dir):
+    frames = list(open_source(f"dir://{yolo_dir}/images"))
+    assert frames[0].labels.shape == (2, 5)
+
+
+def test_dir_loop_and_all_corrupt_ends(tmp_path):
+    _png(tmp_path / "ok" / "a.png", 1)
+    source = open_source(f"dir://{tmp_path}/ok?loop=true").open()
+    assert [source.read().frame_id for _ in range(3)] == [0, 1, 2]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"junk")
+    looping = open_source(f"dir://{tmp_path}/bad?loop=1").open()
+    assert looping.read() is None and looping.stats.skipped == 1
+    assert looping.state is StreamState.EXHAUSTED
+
+
+def test_dir_missing_and_empty(tmp_path):
+    with pytest.raises(SourceError, match=f"{tmp_path}/absent"):
+        open_source(f"dir://{tmp_path}/absent")
+    with pytest.raises(SourceError, match="no images"):
+        open_source(f"dir://{tmp_path}")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("0 0.5 0.5 0.2\n", "expected 'cls cx cy w h'"),
+    ("a 0.5 0.5 0.2 0.2\n", "non-numeric"),
+    ("-1 0.5 0.5 0.2 0.2\n", "class id"),
+    ("0 0.95 0.5 0.2 0.2\n", "normalised"),
+])
+def test_read_yolo_labels_rejects_with_file_and_line(tmp_path, text, match):
+    path = tmp_path / "x.txt"
+    path.write_text("0 0.5 0.5 0.1 0.1\n" + text)
+    with pytest.raises(LabelError, match=match) as info:
+        read_yolo_labels(path)
+    assert str(info.value).startswith(f"{path}:2:")
+
+
+# --- synthetic:// ------------------------------------------------------------------------
+
+URI = "synthetic://?tasks=2&images_per_task=5&imgsz=48&seed=4"
+
+
+def test_synthetic_labels_tasks_and_determinism():
+    first, second = list(open_source(URI)), list(open_source(URI))
+    assert len(first) == 10
+    assert [f.task for f in first] == ["t1"] * 5 + ["t2"] * 5
+    assert all(f.labels is not None and f.labels.shape[1] == 5 for f in first)
+    assert sum(len(f.labels) for f in first) > 0
+    digest = [hashlib.sha256(f.image.tobytes()).hexdigest() for f in first]
+    assert digest == [hashlib.sha256(f.image.tobytes()).hexdigest() for f in second]
+    assert first[0].image.shape == (48, 48, 3) and first[0].source == URI
+
+
+def test_synthetic_loop_split_and_pacing():
+    waits = []
+    uri = "synthetic://?tasks=2&images_per_task=14&imgsz=48&seed=4&loop=1&fps=50&split=test"
+    source = open_source(uri, sleep=lambda s: (waits.append(s), time.sleep(s))).open()
+    assert source.is_live
+    frames = [source.read() for _ in range(5)]  # 2 test frames per task: t1, t1, t2, t2, t1...
+    assert [f.name for f in frames] == ["t1_test_00000", "t1_test_00001", "t2_test_00000",
+                                        "t2_test_00001", "t1_test_00000"]
+    assert np.array_equal(frames[0].image, frames[4].image)
+    assert len(waits) >= 3 and all(0 < w <= 0.02 + 1e-6 for w in waits)
+
+
+@pytest.mark.parametrize("uri, match", [
+    ("synthetic://?tasks=7", "tasks x classes_per_task"),
+    ("synthetic://?fps=-1", "'fps' must be a number"),
+    ("synthetic://?speed=3", "unknown parameter 'speed'"),
+    ("synthetic://?split=dev", "'split' must be one of all, train, val, test"),
+])
+def test_synthetic_bad_parameters(uri, match):
+    with pytest.raises(SourceError, match=match):
+        open_source(uri)
+
+
+# --- schemes and lifecycle -------------------------------------------------------------------
+
+def test_unknown_scheme_lists_supported_and_missing_scheme():
+    with pytest.raises(SourceError) as info:
+        open_source("ftp://host/x")
+    for scheme in SCHEMES:
+        assert f"{scheme}://" in str(info.value)
+    assert set(SCHEMES) == {"file", "dir", "v4l2", "csi", "rtsp", "synthetic", "tasks"}
+    with pytest.raises(SourceError, match="has no scheme"):
+        open_source("/tmp/video.mp4")
+
+
+def test_read_before_open_and_after_close():
+    source = open_source(URI)
+    with pytest.raises(SourceError, match="before open"):
+        source.read()
+    source.open()
+    assert source.read().frame_id == 0
+    source.close()
+    source.close()
+    assert source.read() is None and source.state is StreamState.CLOSED
+
+
+# --- live sources with a fake capture ---------------------------------------------------------
+
+class FakeCamera:
+    """Shared script for the captures a factory creates: the first ``fail_reads`` reads fail."""
+
+    def __init__(self, fail_reads=0, fail_opens=0, fail_after=None):
+        self.fail_reads, self.fail_opens, self.fail_after = fail_reads, fail_opens, fail_after
+        self.reads = self.opens = self.released = 0
+
+    def factory(self):
+        self.opens += 1
+        return FakeCapture(self, opened=self.opens > self.fail_opens)
+
+
+class FakeCapture:
+    def __init__(self, camera, opened):
+        self.camera, self.opened = camera, opened
+
+    def isOpened(self):  # noqa: N802 (OpenCV's name)
+        return self.opened
+
+    def read(self):
+        cam = self.camera
+        cam.reads += 1
+        failing = cam.reads <= cam.fail_reads or (cam.fail_after is not None and cam.reads > cam.fail_after)
+        return (False, None) if failing else (True, np.full((4, 4, 3), cam.reads, np.uint8))
+
+    def release(self):
+        self.camera.released += 1
+
+
+CFG = SourceConfig(reconnect_initial_s=0.5, reconnect_max_s=2.0, max_consecutive_failures=10)
+
+
+@pytest.mark.parametrize("uri", ["rtsp://cam.local:554/stream", "v4l2://0", "csi://0?width=640&height=480"])
+def test_live_reconnects_with_exponential_backoff(uri):
+    camera, waits = FakeCamera(fail_reads=4), []
+    source = open_source(uri, CFG, capture_factory=camera.factory, sleep=waits.append).open()
+    assert source.is_live
+    frame = source.read()
+    assert frame is not None and frame.frame_id == 0 and int(frame.image[0, 0, 0]) == 5
+    assert waits == [0.5, 1.0, 2.0, 2.0]
+    assert source.stats.reconnects == 4 and camera.opens == 5
+    assert source.state is StreamState.OPEN
+    source.close()
+    assert camera.released == 5
+
+
+def test_live_backoff_resets_after_success_and_gives_up():
+    camera, waits = FakeCamera(fail_reads=2, fail_after=3), []
+    cfg = SourceConfig(reconnect_initial_s=0.5, reconnect_max_s=4.0, max_consecutive_failures=4)
+    source = open_source("rtsp://cam/x", cfg, capture_factory=camera.factory, sleep=waits.append).open()
+    assert source.read() is not None                  # after 2 failures: waits 0.5, 1.0
+    with pytest.raises(SourceError, match="giving up after 4 failed reads"):
+        source.read()                                  # fails forever: 0.5, 1.0, 2.0, then gives up
+    assert waits == [0.5, 1.0, 0.5, 1.0, 2.0]
+    assert source.stats.reconnects == 5 and source.state is StreamState.EXHAUSTED
+
+
+def test_live_reconnect_survives_failed_reopen():
+    camera, waits = FakeCamera(fail_reads=1, fail_opens=0), []
+    source = open_source("rtsp://cam/x", CFG, capture_factory=camera.factory, sleep=waits.append).open()
+    camera.fail_opens = 3  # opens 2 and 3 fail, open 4 works
+    assert source.read() is not None
+    assert waits == [0.5, 1.0, 2.0] and source.stats.reconnects == 3
+
+
+def test_live_open_fails_fast():
+    camera = FakeCamera(fail_opens=1)
+    source = open_source("rtsp://cam/x", CFG, capture_factory=camera.factory, sleep=lambda s: None)
+    with pytest.raises(SourceError, match="rtsp://cam/x: cannot open"):
+        source.open()
+
+
+def test_close_interrupts_backoff():
+    camera = FakeCamera(fail_reads=10**6)
+    cfg = SourceConfig(reconnect_initial_s=60.0, reconnect_max_s=60.0, max_consecutive_failures=5)
+    source = open_source("rtsp://cam/x", cfg, capture_factory=camera.factory).open()
+    result = []
+    reader = threading.Thread(target=lambda: result.append(source.read()))
+    reader.start()
+    time.sleep(0.2)
+    t0 = time.perf_counter()
+    source.close()
+    reader.join(timeout=5)
+    assert not reader.is_alive() and result == [None]
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_live_uri_errors():
+    with pytest.raises(SourceError, match="no such camera device /dev/video97"):
+        open_source("v4l2://97")
+    with pytest.raises(SourceError, match="'width' must be an integer"):
+        open_source("v4l2://0?width=wide", capture_factory=FakeCamera().factory)
+    with pytest.raises(SourceError, match="expected csi://"):
+        open_source("csi://front", capture_factory=FakeCamera().factory)
+    with pytest.raises(SourceError, match="no host"):
+        open_source("rtsp://")
+
+
+def test_csi_pipeline_string():
+    text = csi_pipeline(1, 640, 480, 15, 2)
+    assert text.startswith("nvarguscamerasrc sensor-id=1 ! ")
+    assert "width=640, height=480, framerate=15/1" in text and "flip-method=2" in text
+    assert text.endswith("appsink drop=true max-buffers=1 sync=false")
