@@ -7,6 +7,7 @@ stages the candidate in the registry; promoting it is the supervisor's job.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import shutil
 import time
@@ -40,19 +41,21 @@ class RoundContext:
     names: dict[int, str]
 
 
-def run_round(cfg: Config, reason: str = "on_demand") -> dict:
+def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None = None) -> dict:
     """Run one learning round and write its result to ``STATE/learner/last_round.json``.
 
     Args:
         cfg: configuration.
         reason: what triggered the round.
+        max_sample_id: learn only samples with ids up to this (those present when the round
+            was triggered); ``None``: everything in the memory.
 
     Returns:
         The result: ``round``, ``version``, ``status`` (``staged``, ``rejected`` or ``skipped``),
         ``reason``, ``acc``, ``per_task``, ``classes``, ``seconds``, ...
     """
     started_s = time.time()
-    ctx = _open_round(cfg)
+    ctx = _open_round(cfg, max_sample_id)
     if ctx is None:
         result = {"status": "skipped", "reason": "no new labelled samples", "round": None,
                   "version": None, "started_s": started_s}
@@ -71,7 +74,7 @@ def _write_result(cfg: Config, result: dict) -> None:
     atomic_write_json(learner_dir(cfg.state_dir) / "last_round.json", result)
 
 
-def _open_round(cfg: Config) -> RoundContext | None:
+def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
     from edgecl.continual.memory import memory_from_config
     from edgecl.models.registry import Registry
     from edgecl.runtime.learner import learner_dir
@@ -83,6 +86,10 @@ def _open_round(cfg: Config) -> RoundContext | None:
     finally:
         memory.close()
     state = load_state(cfg.state_dir)
+    if max_sample_id is not None:
+        # INVARIANT: a round sees only samples present when it was triggered
+        snapshot = dataclasses.replace(snapshot, rows=tuple(r for r in snapshot.rows
+                                                            if r.id <= max_sample_id))
     new = [r for r in snapshot.records(held_out=False) if r.id > state.last_sample_id]
     if not new:
         return None

@@ -79,7 +79,8 @@ class OperatorQueue:
         """Queue a frame with its detections as proposed labels; returns the item id."""
         import cv2
 
-        item_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        # INVARIANT: ids sort in arrival order (nanosecond clock first, random tail for uniqueness)
+        item_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
         ok, jpg = cv2.imencode(".jpg", frame.image)
         if not ok:
             raise EdgeclError(f"cannot encode frame {frame.frame_id} from {frame.source}")

@@ -52,15 +52,31 @@ def round_lock(state_dir: str | Path, wait: bool = False):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def learner_main(cfg: Config, reason: str) -> None:
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (no orphan learner keeps
+    writing to a state directory that nobody supervises). A no-op elsewhere."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None) -> None:
     """Entry point of the spawned learner process: one round, result written to disk.
 
     Args:
         cfg: the configuration (picklable frozen dataclass).
         reason: why the round was triggered (recorded in the manifest).
+        max_sample_id: learn only samples up to this memory id (those present at the trigger).
     """
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s learner: %(message)s")
+    die_with_parent()
     from edgecl.continual.finetune import apply_low_priority
     from edgecl.continual.round import run_round
 
@@ -69,7 +85,7 @@ def learner_main(cfg: Config, reason: str) -> None:
         if not held:
             log.warning("another learning round is running; this one is skipped")
             return
-        run_round(cfg, reason=reason)
+        run_round(cfg, reason=reason, max_sample_id=max_sample_id)
 
 
 @dataclass
@@ -145,7 +161,10 @@ class LearnerSupervisor:
     def start_round(self, reason: str) -> None:
         """Spawn a learner process for one round."""
         ctx = mp.get_context("spawn")
-        self._proc = ctx.Process(target=learner_main, args=(self.cfg, reason),
+        ceiling = None
+        if self.memory_sink is not None:
+            ceiling = max(self.memory_sink.memory.ids(), default=0)
+        self._proc = ctx.Process(target=learner_main, args=(self.cfg, reason, ceiling),
                                  name="edgecl-learner", daemon=True)
         self._proc.start()
         self._started_s = time.monotonic()

@@ -1,0 +1,82 @@
+"""The edgecl command line: run --json, models list --json, and one-line errors on bad input."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecl.cli import main, split_overrides
+
+RUN_KEYS = {"frames", "fps", "latency_ms_p50", "latency_ms_p95", "dropped", "skipped", "swaps",
+            "model_version"}
+
+
+@pytest.fixture()
+def image_dir(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"{i:03d}.jpg"), np.full((48, 64, 3), 40 * i, np.uint8))
+    (folder / "002b.jpg").write_bytes(b"this is not a jpeg")
+    return folder
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_split_overrides():
+    args, overrides = split_overrides(["run", "--json", "memory.capacity=5", "a=b", "x.y.z=1"])
+    assert args == ["run", "--json", "a=b"] and overrides == ["memory.capacity=5", "x.y.z=1"]
+
+
+def test_run_json_counts_skipped_corrupt_image(capsys, image_dir, tmp_path):
+    code, out, err = run_cli(capsys, "run", "--source", f"dir://{image_dir}", "--model", "yolo11n.yaml",
+                             "--json", "--quiet", "--out", str(tmp_path / "d.jsonl"), "model.imgsz=64")
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert RUN_KEYS <= set(summary)
+    assert summary["frames"] == 4 and summary["skipped"] == 1
+    lines = (tmp_path / "d.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and "detections" in json.loads(lines[0])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--source", "bogus://x", "--model", "yolo11n.yaml"], "unknown"),
+    (["run", "--source", "dir:///no/such/folder", "--model", "yolo11n.yaml"], "/no/such/folder"),
+    (["run", "--source", "synthetic://", "--model", "/no/model.onnx"], "model file not found"),
+    (["run", "--source", "synthetic://", "--model", "model.bin"], "unsupported model file"),
+    (["run", "--source", "synthetic://", "memory.capacty=3"], "did you mean 'memory.capacity'"),
+])
+def test_bad_input_is_one_clear_line(capsys, argv, message):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    error_lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], err
+
+
+def test_corrupt_model_is_refused(capsys, tmp_path):
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"\x00garbage")
+    code, _, err = run_cli(capsys, "run", "--source", "synthetic://", "--model", str(bad))
+    assert code == 2 and f"cannot load ONNX model {bad}" in err
+
+
+def test_models_cli(capsys, tmp_path):
+    state = tmp_path / "state"
+    code, out, _ = run_cli(capsys, "models", "list", "--state-dir", str(state), "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1]) == []
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"junk")
+    assert run_cli(capsys, "models", "add", str(bad), "--state-dir", str(state))[0] == 0
+    code, _, err = run_cli(capsys, "models", "promote", "v0001", "--state-dir", str(state))
+    assert code == 2 and "cannot load ONNX" in err
+    code, out, _ = run_cli(capsys, "models", "list", "--state-dir", str(state), "--json")
+    (entry,) = json.loads(out.strip().splitlines()[-1])
+    assert {"version", "status", "current", "created", "metrics"} <= set(entry)
+    assert entry["version"] == "v0001" and entry["status"] == "staged" and entry["current"] is False
+    code, _, err = run_cli(capsys, "models", "rollback", "--state-dir", str(state))
+    assert code == 2 and "no earlier" in err

@@ -1,0 +1,25 @@
+"""Learner bookkeeping: task order, classes introduced per task, atomic state file."""
+
+from collections import namedtuple
+
+from edgecl.continual.round_state import LearnerState, load_state, save_state, update_task_bookkeeping
+
+Rec = namedtuple("Rec", "id task classes")
+
+
+def test_task_order_and_introduced_classes():
+    st = LearnerState()
+    update_task_bookkeeping(st, [Rec(3, "t2", (2, 3)), Rec(1, "t1", (0, 1)), Rec(4, "t2", (0, 2))])
+    assert st.task_order == ["t1", "t2"]
+    # t2 also shows class 0, but t1 introduced it first
+    assert st.task_classes == {"t1": [0, 1], "t2": [2, 3]}
+
+
+def test_learnt_task_classes_are_frozen(tmp_path):
+    st = LearnerState(task_order=["t1"], learnt_tasks=["t1"], task_classes={"t1": [0, 1]})
+    update_task_bookkeeping(st, [Rec(9, "t1", (0, 1, 5)), Rec(10, "t2", (2,))])
+    assert st.task_classes == {"t1": [0, 1], "t2": [2]}
+    save_state(tmp_path, st)
+    assert load_state(tmp_path) == st
+    (tmp_path / "learner" / "state.json").write_text("{broken")
+    assert load_state(tmp_path) == LearnerState()

@@ -1,0 +1,73 @@
+"""onnxruntime and torch give the same detections for one trained model."""
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecl.bench.scenario import make_scenario
+from edgecl.bench.tasks import load_tasks
+from edgecl.config import IderConfig, LearnerConfig
+from edgecl.continual.finetune import FineTuner
+from edgecl.models.backends import load_backend
+from edgecl.models.base import InferenceOptions
+from edgecl.models.checkpoint import save_checkpoint
+from edgecl.models.export import export_onnx
+from edgecl.models.torch_backend import TorchBackend
+from edgecl.ultra import build_detection_model
+
+IMGSZ = 96
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("parity")
+    taskset = load_tasks(make_scenario(root / "scn", tasks=1, images_per_task=16, imgsz=IMGSZ, seed=1))
+    names = {c: taskset.names[c] for c in taskset.tasks[0].classes}
+    model = build_detection_model(len(names), names=names)
+    cfg = LearnerConfig(imgsz=IMGSZ, batch=4, lr=0.002, bn_recalibration_batches=2)
+    FineTuner(model, cfg, IderConfig()).run(list(taskset.tasks[0].train), [], budget_s=60,
+                                             max_steps=25, epochs=50, device="cpu")
+    onnx = export_onnx(model, root / "m.onnx", imgsz=IMGSZ, names=names)
+    pt = save_checkpoint(model, root / "m.pt", meta={"names": names, "imgsz": IMGSZ})
+    images = [cv2.imread(str(p)) for p in taskset.tasks[0].test]
+    return model, names, onnx, pt, images
+
+
+def _sorted(det):
+    order = np.lexsort((det.boxes_xyxy[:, 0], -np.round(det.scores, 3)))
+    return det.boxes_xyxy[order], det.scores[order], det.classes[order]
+
+
+def test_onnxruntime_matches_torch(trained):
+    model, names, onnx, pt, images = trained
+    opts = InferenceOptions(conf=0.02, iou=0.7, max_det=50, threads=1)
+    ort = load_backend(onnx, opts)
+    torch_file = load_backend(pt, InferenceOptions(conf=0.02, iou=0.7, max_det=50, threads=1, imgsz=IMGSZ))
+    in_memory = TorchBackend.from_model(model, names, IMGSZ, opts)
+    assert ort.meta.names == names and ort.meta.imgsz == IMGSZ
+    total = 0
+    for image in images:
+        a, b, c = ort.infer([image])[0], torch_file.infer([image])[0], in_memory.infer([image])[0]
+        assert len(a) == len(b) == len(c)
+        total += len(a)
+        for other in (b, c):
+            (ba, sa, ca), (bb, sb, cb) = _sorted(a), _sorted(other)
+            np.testing.assert_allclose(ba, bb, atol=0.5)
+            np.testing.assert_allclose(sa, sb, atol=2e-3)
+            np.testing.assert_array_equal(ca, cb)
+    assert total > 0, "the trained model detected nothing: parity would be vacuous"
+
+
+def test_boxes_are_in_original_pixels(trained):
+    _, _, onnx, _, images = trained
+    ort = load_backend(onnx, InferenceOptions(conf=0.02, threads=1))
+    big = cv2.resize(images[0], (IMGSZ * 3, IMGSZ * 2))
+    det = ort.infer([big])[0]
+    if len(det):
+        assert det.boxes_xyxy[:, [0, 2]].max() <= IMGSZ * 3 + 1
+        assert det.boxes_xyxy[:, [1, 3]].max() <= IMGSZ * 2 + 1
+    batch = ort.infer([images[0], big])
+    assert len(batch) == 2

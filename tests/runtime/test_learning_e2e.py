@@ -1,0 +1,122 @@
+"""End to end on a tiny model: stream -> memory -> round -> stage -> promote -> the loop uses it;
+a round the gate rejects; a corrupt version refused by the running loop."""
+
+import dataclasses
+import json
+import threading
+import time
+
+import pytest
+
+from edgecl.bench.scenario import make_scenario
+from edgecl.config import load_config
+from edgecl.continual.round import run_round
+from edgecl.models.registry import Registry
+from edgecl.runtime.app import RunOptions, Runtime
+
+IMGSZ = 64
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    return make_scenario(tmp_path_factory.mktemp("scn"), tasks=2, images_per_task=24, imgsz=IMGSZ, seed=3)
+
+
+def tiny_cfg(state, *extra):
+    return load_config(None, [f"state_dir={state}", f"model.imgsz={IMGSZ}", f"learner.imgsz={IMGSZ}",
+                              "learner.first_round_max_steps=6", "learner.max_steps=4",
+                              "learner.batch=4", "learner.bn_recalibration_batches=1",
+                              "memory.holdout_fraction=0.25", "learner.enabled=false",
+                              "runtime.warmup_runs=1", "replay.strategy=far", *extra])
+
+
+def stream(cfg, uri, model=None, frames=None, sinks=()):
+    opts = RunOptions(source_uri=uri, model=model, max_frames=frames, quiet=True, sinks=tuple(sinks))
+    return Runtime(cfg, opts).run()
+
+
+def untrained_model(tmp_path, scenario):
+    from edgecl.bench.demo import initial_model
+
+    return initial_model(scenario, tmp_path / "untrained.pt", IMGSZ)
+
+
+def test_round_promotes_a_version_the_loop_then_uses(tmp_path, scenario):
+    cfg = tiny_cfg(tmp_path / "state")
+    report = stream(cfg, f"tasks://{scenario}?task=t1", model=str(untrained_model(tmp_path, scenario)))
+    assert report.frames > 0 and report.model_version == "file:untrained.pt"
+    result = run_round(cfg, reason="test")
+    assert result["status"] == "staged" and result["version"] == "v0001"
+    registry = Registry(tmp_path / "state" / "models")
+    manifest = registry.manifest("v0001")
+    assert set(manifest["files"]) >= {"model.pt", "model.onnx"}
+    assert manifest["memory_snapshot"] and manifest["config_hash"] and "t1" in manifest["metrics"]["per_task_map50_95"]
+    assert registry.verify("v0001") == []
+    registry.promote("v0001")
+    report = stream(cfg, f"tasks://{scenario}?task=t2")
+    assert report.model_version == "v0001" and report.frames > 0
+    assert run_round(cfg, reason="again")["status"] in ("staged", "rejected")
+    again = run_round(cfg, reason="nothing new")
+    assert again["status"] == "skipped"
+
+
+def test_gate_rejects_and_keeps_the_version_with_its_reason(tmp_path, scenario):
+    cfg = tiny_cfg(tmp_path / "state")
+    stream(cfg, f"tasks://{scenario}?task=t1", model=str(untrained_model(tmp_path, scenario)))
+    first = run_round(cfg)
+    Registry(tmp_path / "state" / "models").promote(first["version"])
+    strict = tiny_cfg(tmp_path / "state", "gate.min_acc_delta=5.0")
+    stream(strict, f"tasks://{scenario}?task=t2")
+    result = run_round(strict)
+    assert result["status"] == "rejected" and "ACC" in result["reason"]
+    registry = Registry(tmp_path / "state" / "models")
+    assert registry.current() == first["version"]
+    rejected = registry.manifest(result["version"])
+    assert rejected["status"] == "rejected" and "ACC" in rejected["reason"]
+    assert (registry.root / result["version"] / "model.pt").is_file()
+
+
+class Collect:
+    def __init__(self):
+        self.results = []
+
+    def write(self, result):
+        self.results.append(result)
+
+    def close(self):
+        pass
+
+
+def test_hot_swap_in_running_loop_and_corrupt_version_refused(tmp_path, scenario):
+    cfg = tiny_cfg(tmp_path / "state", "runtime.swap_poll_s=0.05")
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, back_pressure="block"))
+    stream(cfg, f"tasks://{scenario}?task=t1", model=str(untrained_model(tmp_path, scenario)))
+    registry = Registry(tmp_path / "state" / "models")
+    good = run_round(cfg)["version"]
+    registry.promote(good)
+    onnx = registry.root / good / "model.onnx"
+    second = registry.add(onnx)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07not a model")
+    corrupt = registry.add(broken)
+    sink = Collect()
+    runtime = Runtime(cfg, RunOptions(source_uri=f"tasks://{scenario}?split=train&fps=40", quiet=True,
+                                      sinks=(sink,)))
+
+    def promote_later():
+        while len(sink.results) < 5:
+            time.sleep(0.01)
+        registry.promote(corrupt)
+        while corrupt not in runtime.watcher.refused:
+            time.sleep(0.01)
+        registry.promote(second)
+
+    threading.Thread(target=promote_later, daemon=True).start()
+    report = runtime.run()
+    ids = [r.frame.frame_id for r in sink.results]
+    assert ids == list(range(len(ids))), "frames lost or reordered"
+    versions = [r.model_version for r in sink.results]
+    assert versions[0] == good and versions[-1] == second and corrupt not in versions
+    assert report.swaps == 1 and "cannot load ONNX" in runtime.watcher.refused[corrupt]
+    assert report.swap_stall_ms_max < report.infer_ms_p50
+    json.dumps(report.to_json())
