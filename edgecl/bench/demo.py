@@ -161,10 +161,10 @@ def summarize(runtime, report, state: Path, seconds: float, stream) -> dict:
     from edgecl.runtime.monitor import Monitor
 
     monitor = Monitor(state)
-    view = monitor.matrix_view("promoted")
     rounds = runtime.supervisor.rounds
     summary = monitor.summary()
-    print(format_table(view), file=stream, flush=True)
+    statuses = {(r["round"], r["model_version"]): r["status"] for r in monitor.rounds()}
+    print(format_table(monitor.matrix_view(None), statuses), file=stream, flush=True)
     report_path = write_monitor_report(state)
     promoted = sum(r["status"] == "promoted" for r in rounds)
     result = {"rounds": len(rounds), "promoted": promoted, "rejected": len(rounds) - promoted,
@@ -181,11 +181,20 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def format_table(view) -> str:
-    """Markdown table: one row per promoted version, one column per task (mAP50-95)."""
-    head = "| round | version | " + " | ".join(view.task_names) + " |"
-    sep = "|---|---|" + "---|" * len(view.task_names)
-    rows = [f"| {r} | {v} | " + " | ".join("" if x != x else f"{x:.3f}" for x in view.values[i]) + " |"
+def format_table(view, statuses: dict) -> str:
+    """Markdown table: one row per round (promoted or rejected), one column per task (mAP50-95).
+
+    Args:
+        view: the monitor's matrix view over every evaluated version.
+        statuses: ``(round, version)`` -> status.
+
+    Returns:
+        The table, with a title line.
+    """
+    head = "| round | version | status | " + " | ".join(view.task_names) + " |"
+    sep = "|---|---|---|" + "---|" * len(view.task_names)
+    rows = [f"| {r} | {v} | {statuses.get((r, v), '?')} | "
+            + " | ".join("" if x != x else f"{x:.3f}" for x in view.values[i]) + " |"
             for i, (r, v) in enumerate(zip(view.rounds, view.versions))]
     return "\n".join(["per-task mAP50-95 after each round:", head, sep, *rows])
 

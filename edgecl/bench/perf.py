@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not measure ultralytics' predict")
     p.add_argument("--while-training", action="store_true",
                    help="also measure inference fps while a learning round trains")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (medians kept)")
     p.add_argument("--json", action="store_true", help="(kept for symmetry; output is JSON)")
 
 
@@ -86,24 +88,86 @@ def pipeline_run(backend, frames: list):
     return loop.run()
 
 
-def ultralytics_fps(model_path: str, frames: list, imgsz: int, conf: float) -> float | None:
-    """Frames per second of ultralytics' ``predict(stream=True)`` on the same frames."""
+def load_ultralytics(model_path: str):
+    """Load a model with ultralytics' own ``YOLO`` class (``None`` if it cannot)."""
     from edgecl.ultra import ensure_offline
 
     ensure_offline()
     from ultralytics import YOLO
 
     try:
-        model = YOLO(model_path, task="detect")
+        return YOLO(model_path, task="detect")
     except Exception as exc:  # ultralytics cannot open every file edgecl can (e.g. engines)
         log.warning("ultralytics could not load %s (%s); skipping its figure", model_path, exc)
         return None
+
+
+def ultralytics_stream_fps(model, frames: list, imgsz: int, conf: float) -> float:
+    """Frames per second of ``predict(frame, stream=True)`` called frame by frame, as a
+    camera loop calls it."""
     images = [f.image for f in frames]
-    list(model.predict(images[:2], stream=True, imgsz=imgsz, conf=conf, verbose=False))
+    t0 = time.perf_counter()
+    for image in images:
+        for _ in model.predict(image, stream=True, imgsz=imgsz, conf=conf, verbose=False):
+            pass
+    return len(images) / (time.perf_counter() - t0)
+
+
+def ultralytics_batch_fps(model, frames: list, imgsz: int, conf: float) -> float:
+    """Frames per second of one ``predict(list_of_frames, stream=True)`` call (all frames
+    known in advance: an offline upper bound, not possible on a live camera)."""
+    images = [f.image for f in frames]
     t0 = time.perf_counter()
     for _ in model.predict(images, stream=True, imgsz=imgsz, conf=conf, verbose=False):
         pass
     return len(images) / (time.perf_counter() - t0)
+
+
+def _median(values: list[float]) -> float:
+    return float(sorted(values)[len(values) // 2])
+
+
+def _ultralytics_pt(args, frames: list, imgsz: int, conf: float, pipeline_fps: float) -> dict:
+    """Ultralytics on the PyTorch checkpoint beside an exported model (``model.pt`` of a
+    registry version): what a device runs without edgecl's exported engine."""
+    pt = Path(args.model).with_suffix(".pt")
+    if args.skip_ultralytics or Path(args.model).suffix == ".pt" or not pt.is_file():
+        return {}
+    ultra = load_ultralytics(str(pt))
+    if ultra is None:
+        return {}
+    ultralytics_stream_fps(ultra, frames[:5], imgsz, conf)
+    fps = _median([ultralytics_stream_fps(ultra, frames, imgsz, conf)
+                   for _ in range(max(1, args.repeats))])
+    return {"ultralytics_pt_fps": round(fps, 2), "vs_ultralytics_pt": round(pipeline_fps / fps, 3)}
+
+
+def measure(backend, frames: list, args, imgsz: int, conf: float) -> dict:
+    """Interleave the measurements ``args.repeats`` times and keep each one's median."""
+    ultra = None if args.skip_ultralytics else load_ultralytics(args.model)
+    if ultra is not None:
+        ultralytics_stream_fps(ultra, frames[:5], imgsz, conf)
+    raw, pipe, p50, p95, infer, stream, batch = [], [], [], [], [], [], []
+    for _ in range(max(1, args.repeats)):
+        raw.append(raw_fps(backend, frames))
+        report = pipeline_run(backend, frames)
+        pipe.append(report.fps)
+        p50.append(report.latency_ms_p50)
+        p95.append(report.latency_ms_p95)
+        infer.append(report.infer_ms_p50)
+        if ultra is not None:
+            stream.append(ultralytics_stream_fps(ultra, frames, imgsz, conf))
+            batch.append(ultralytics_batch_fps(ultra, frames, imgsz, conf))
+    out = {"raw_fps": round(_median(raw), 2), "pipeline_fps": round(_median(pipe), 2),
+           "latency_ms_p50": _median(p50), "latency_ms_p95": _median(p95),
+           "infer_ms_p50": _median(infer), "repeats": max(1, args.repeats)}
+    out["ratio"] = round(out["pipeline_fps"] / out["raw_fps"], 3)
+    out.update(_ultralytics_pt(args, frames, imgsz, conf, out["pipeline_fps"]))
+    if stream:
+        out["ultralytics_fps"] = round(_median(stream), 2)
+        out["ultralytics_batch_fps"] = round(_median(batch), 2)
+        out["vs_ultralytics"] = round(out["pipeline_fps"] / out["ultralytics_fps"], 3)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,17 +179,9 @@ def run(args: argparse.Namespace) -> int:
     opts = InferenceOptions(threads=args.threads, imgsz=args.imgsz)
     backend = load_backend(args.model, opts, warmup_runs=5)
     frames = read_frames(args.source, args.frames)
-    raw = raw_fps(backend, frames)
-    report = pipeline_run(backend, frames)
     result = {"model": str(args.model), "backend": backend.meta.backend, "frames": len(frames),
-              "imgsz": backend.meta.imgsz, "raw_fps": round(raw, 2),
-              "pipeline_fps": report.fps, "ratio": round(report.fps / raw, 3),
-              "latency_ms_p50": report.latency_ms_p50, "latency_ms_p95": report.latency_ms_p95,
-              "infer_ms_p50": report.infer_ms_p50}
-    if not args.skip_ultralytics:
-        ufps = ultralytics_fps(args.model, frames, backend.meta.imgsz, opts.conf)
-        result["ultralytics_fps"] = round(ufps, 2) if ufps else None
-        result["vs_ultralytics"] = round(report.fps / ufps, 3) if ufps else None
+              "imgsz": backend.meta.imgsz, "threads": args.threads}
+    result.update(measure(backend, frames, args, backend.meta.imgsz, opts.conf))
     if args.while_training:
         from edgecl.bench.perf_training import fps_while_training
 

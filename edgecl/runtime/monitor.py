@@ -372,7 +372,9 @@ class Monitor:
             Dict with ``round``, ``model_version``, ``tasks``, ``acc``, ``bwt``,
             ``mean_forgetting``, ``forgetting`` (task -> value), ``map50_95`` (task -> latest),
             ``dece``, ``fps``, ``latency_ms_p50``, ``memory_bytes``, ``memory_samples``,
-            ``n_promoted``, ``n_rejected``; None where there is nothing to report.
+            ``n_promoted``, ``n_rejected``, ``serving_version`` (what the loop ran at the last
+            runtime sample); None where there is nothing to report. ``model_version`` is the
+            latest promoted version.
         """
         view = self.matrix_view("promoted")
         out = {"round": view.rounds[-1] if view.rounds else None, "tasks": view.task_names,
@@ -384,8 +386,9 @@ class Monitor:
         runtime = self.latest_runtime() or {}
         for key in ("fps", "latency_ms_p50", "memory_bytes", "memory_samples"):
             out[key] = runtime.get(key)
-        out["model_version"] = runtime.get("model_version") or (
-            view.versions[-1] if view.versions else None)
+        out["model_version"] = (view.versions[-1] if view.versions else None) or runtime.get(
+            "model_version")
+        out["serving_version"] = runtime.get("model_version")
         statuses = [r["status"] for r in self.rounds()]
         out["n_promoted"], out["n_rejected"] = statuses.count("promoted"), statuses.count("rejected")
         return out

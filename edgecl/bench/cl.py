@@ -1,0 +1,326 @@
+"""``edgecl bench cl``: the class-incremental benchmark (strategies x budgets x seeds).
+
+The protocol is in :mod:`edgecl.bench.cl_protocol`, the data view in
+:mod:`edgecl.bench.cl_data`, the tables and plots in :mod:`edgecl.bench.cl_report`.  This
+module parses the options, plans the runs, skips those already in ``OUT/results.json``
+(same strategy, budget, seed, data hash and settings), runs the others one by one (the file
+is rewritten atomically after each), then writes ``table.md`` and the PNGs and prints one
+JSON summary as the last stdout line.
+
+The default configuration (built-in scenario, 5 tasks x 60 images at 160 px, finetune, er,
+far and joint, budgets 5 % and 10 %, one seed, 40 steps per task and 120 for task 1) is sized
+to finish within about 30 minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from edgecl.atomic import atomic_write_json
+from edgecl.bench.cl_protocol import NO_BUDGET_STRATEGIES, ProtocolSettings, RunSpec
+from edgecl.errors import ConfigError
+
+DEFAULT_STRATEGIES = "finetune,er,far,joint"
+DEFAULT_BUDGETS = "0.05,0.10"
+RESULTS = "results.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the benchmark's options to ``parser``.
+
+    Args:
+        parser: the ``bench cl`` parser.
+    """
+    add = parser.add_argument
+    add("--data", default="scenario",
+        help="YOLO dataset folder with a tasks.yaml, the tasks.yaml itself, or 'scenario' "
+             "(generate the built-in scenario into OUT/scenario; default)")
+    add("--tasks", type=int, default=5, help="scenario: number of tasks (default 5)")
+    add("--images-per-task", type=int, default=60, help="scenario: images per task (default 60)")
+    add("--scenario-seed", type=int, default=0, help="scenario: generator seed (default 0)")
+    add("--strategies", default=DEFAULT_STRATEGIES,
+        help=f"comma list of finetune, joint, er, mir, mir-virtual, far (default {DEFAULT_STRATEGIES})")
+    add("--budgets", default=DEFAULT_BUDGETS,
+        help="comma list of replay budgets as fractions of the earlier tasks' training images "
+             f"(0.05 or 5%%; default {DEFAULT_BUDGETS}); finetune and joint ignore them")
+    add("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
+    add("--ider", choices=("on", "off"), default="off", help="train with IDER (default off)")
+    add("--steps-per-task", type=int, default=40, help="optimiser steps per task from task 2 on")
+    add("--first-task-steps", type=int, default=120,
+        help="optimiser steps for task 1, learnt from scratch (default 120)")
+    add("--epochs", type=int, default=0,
+        help="train this many epochs per task instead of a number of steps (0: use steps)")
+    add("--task-budget-s", type=float, default=0.0, help="wall-clock cap per task (0: none)")
+    add("--imgsz", type=int, default=160, help="image size for the scenario, training, evaluation")
+    add("--batch", type=int, default=8, help="training batch size (default 8)")
+    add("--lr", type=float, default=0.002, help="AdamW learning rate (default 0.002)")
+    add("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    add("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add("--out", required=True, help="output folder (results.json, table.md, PNGs, work/)")
+
+
+def parse_strategies(text: str) -> list[str]:
+    """Split and check a strategy list.
+
+    Args:
+        text: comma-separated names.
+
+    Returns:
+        The names in order, without duplicates.
+
+    Raises:
+        ConfigError: an unknown or empty list.
+    """
+    from edgecl.continual.strategies import STRATEGIES
+
+    valid = [*NO_BUDGET_STRATEGIES, *STRATEGIES]
+    names = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    if not names:
+        raise ConfigError("--strategies: no strategy given")
+    for name in names:
+        if name not in valid:
+            match = difflib.get_close_matches(name, valid, n=1)
+            hint = f"; did you mean '{match[0]}'?" if match else ""
+            raise ConfigError(f"--strategies: unknown strategy '{name}' "
+                              f"(choose from {', '.join(valid)}){hint}")
+    return names
+
+
+def parse_budgets(text: str) -> list[float]:
+    """Parse replay budgets: fractions (``0.05``) or percentages (``5%``), in (0, 1].
+
+    Args:
+        text: comma-separated budgets.
+
+    Returns:
+        Sorted distinct fractions.
+
+    Raises:
+        ConfigError: a value that is not a number in (0, 1] (or (0 %, 100 %]).
+    """
+    out = set()
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        try:
+            value = float(item[:-1]) / 100 if item.endswith("%") else float(item)
+        except ValueError:
+            raise ConfigError(f"--budgets: '{item}' is not a number") from None
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(f"--budgets: '{item}' must be a fraction in (0, 1] (e.g. 0.05 or 5%)")
+        out.add(round(value, 6))
+    return sorted(out)
+
+
+def plan_runs(strategies: list[str], budgets: list[float], seeds: int) -> list[RunSpec]:
+    """Every run, seed by seed; finetune and joint once per seed with budget None.
+
+    Raises:
+        ConfigError: a replay strategy without any budget, or fewer than one seed.
+    """
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if not budgets and any(s not in NO_BUDGET_STRATEGIES for s in strategies):
+        raise ConfigError("--budgets: replay strategies need at least one budget")
+    return [RunSpec(s, None if s in NO_BUDGET_STRATEGIES else b, seed)
+            for seed in range(seeds) for s in strategies
+            for b in ([None] if s in NO_BUDGET_STRATEGIES else budgets)]
+
+
+def resolve_data(args: argparse.Namespace, out: Path) -> Path:
+    """The ``tasks.yaml`` to use (generating the scenario when ``--data scenario``).
+
+    Raises:
+        ConfigError: no tasks.yaml at the given place, or bad scenario parameters.
+    """
+    if args.data != "scenario":
+        path = Path(args.data).expanduser()
+        path = path / "tasks.yaml" if path.is_dir() else path
+        if not path.is_file():
+            raise ConfigError(f"--data: no tasks.yaml at {path}")
+        return path
+    from edgecl.bench.scenario import MARKER_NAME, make_scenario
+
+    folder = out / "scenario"
+    wanted = {"tasks": args.tasks, "images_per_task": args.images_per_task,
+              "imgsz": args.imgsz, "seed": args.scenario_seed}
+    marker = folder / MARKER_NAME
+    if (folder / "tasks.yaml").is_file() and marker.is_file():
+        params = json.loads(marker.read_text())
+        if all(params.get(k) == v for k, v in wanted.items()):
+            return folder / "tasks.yaml"
+    return make_scenario(folder, **wanted)
+
+
+def load_results(path: Path) -> list[dict]:
+    """Read ``results.json`` (empty when absent).
+
+    Raises:
+        ConfigError: the file is not a JSON list (it is left untouched).
+    """
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); move it away to start afresh") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise ConfigError(f"{path}: expected a list of runs; move it away to start afresh")
+    return data
+
+
+def _finite(value) -> float | None:
+    """JSON has no NaN: map it to None."""
+    return None if value is None or not math.isfinite(float(value)) else float(value)
+
+
+def run_record(spec: RunSpec, settings: ProtocolSettings, view, outcome: dict) -> dict:
+    """The results.json entry of a finished run (metrics from the accuracy matrix).
+
+    Args:
+        spec: the run.
+        settings: protocol settings.
+        view: the :class:`~edgecl.bench.cl_data.DataView`.
+        outcome: what :func:`~edgecl.bench.cl_protocol.run_protocol` returned.
+
+    Returns:
+        JSON-ready dict.
+    """
+    import numpy as np
+
+    from edgecl.continual import metrics
+
+    matrix = outcome["matrix"]
+    dece = [v for v in outcome["dece"] if v is not None and math.isfinite(v)]
+    return {"strategy": spec.strategy, "budget": spec.budget, "seed": spec.seed,
+            "ider": settings.ider, "data_hash": view.data_hash, "settings": settings.key(),
+            "tasks": list(view.task_names),
+            "matrix": [[_finite(v) for v in row] for row in matrix],
+            "acc": _finite(metrics.acc(matrix)), "bwt": _finite(metrics.bwt(matrix)),
+            "forgetting": _finite(metrics.mean_forgetting(matrix)),
+            "forgetting_per_task": [_finite(v) for v in metrics.forgetting(matrix)],
+            "dece": _finite(np.mean(dece)) if dece else None,
+            "dece_per_task": [_finite(v) for v in outcome["dece"]],
+            "seconds": round(outcome["seconds"], 1), "log": outcome["tasks"]}
+
+
+def same_run(record: dict, spec: RunSpec, settings: ProtocolSettings, data_hash: str) -> bool:
+    """Whether a stored record is the run ``spec`` under these settings and data."""
+    return (record.get("strategy") == spec.strategy and record.get("budget") == spec.budget
+            and record.get("seed") == spec.seed and record.get("data_hash") == data_hash
+            and record.get("settings") == settings.key())
+
+
+def _settings(args: argparse.Namespace) -> ProtocolSettings:
+    for name in ("steps_per_task", "first_task_steps", "imgsz", "batch"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.epochs < 0 or args.lr <= 0:
+        raise ConfigError("--epochs must be >= 0 and --lr > 0")
+    return ProtocolSettings(imgsz=args.imgsz, batch=args.batch, lr=args.lr,
+                            steps_per_task=args.steps_per_task,
+                            first_task_steps=args.first_task_steps, epochs=args.epochs,
+                            task_budget_s=args.task_budget_s, ider=args.ider == "on",
+                            device=args.device)
+
+
+def _header(yaml_path: Path, view, settings: ProtocolSettings, seeds: int) -> list[str]:
+    training = (f"{settings.epochs} epoch(s) per task" if settings.epochs else
+                f"{settings.first_task_steps} steps for task 1, {settings.steps_per_task} per later task")
+    sizes = ", ".join(f"{n} {len(tr)}/{len(te)}" for n, tr, te in
+                      zip(view.task_names, view.train, view.test))
+    return [f"- data: `{yaml_path}` (hash {view.data_hash}); train/test images per task: {sizes}",
+            f"- classes per task: {[list(c) for c in view.task_classes]}",
+            f"- YOLO11n from scratch, {settings.imgsz} px, batch {settings.batch}, AdamW lr "
+            f"{settings.lr}, {training}; IDER {'on' if settings.ider else 'off'}; "
+            f"seeds 0..{seeds - 1}",
+            "- ACC: mean box mAP50-95 over all tasks after the last task; BWT: mean over earlier "
+            "tasks of (final mAP - mAP right after learning it); forgetting: mean of (best "
+            "earlier mAP - final mAP)"]
+
+
+def _execute(pending: list[RunSpec], done: list[dict], settings, view, results_path: Path) -> None:
+    from tqdm import tqdm
+
+    from edgecl.bench.cl_protocol import run_protocol
+    from edgecl.bench.cl_report import group_label
+
+    bar = tqdm(total=len(pending) * view.n_tasks, desc="bench cl", unit="task", file=sys.stderr,
+               mininterval=1.0, dynamic_ncols=True)
+    try:
+        for spec in pending:
+            label = f"{group_label(spec.strategy, spec.budget)} seed {spec.seed}"
+            bar.set_postfix_str(label)
+            outcome = run_protocol(view, spec, settings, on_task=lambda _t: bar.update(1))
+            record = run_record(spec, settings, view, outcome)
+            done.append(record)
+            atomic_write_json(results_path, done)
+            tqdm.write(_run_line(label, record), file=sys.stdout)
+    finally:
+        bar.close()
+
+
+def _run_line(label: str, record: dict) -> str:
+    """One human-readable line for a finished run."""
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.2f}%"
+
+    dece = "-" if record["dece"] is None else f"{record['dece']:.3f}"
+    return (f"{label}: ACC {pct(record['acc'])} BWT {pct(record['bwt'])} forgetting "
+            f"{pct(record['forgetting'])} D-ECE {dece} ({record['seconds']:.0f} s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark (see the module docstring).
+
+    Args:
+        args: parsed options.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        ConfigError: bad options, data or results file.
+    """
+    started = time.monotonic()
+    strategies, budgets = parse_strategies(args.strategies), parse_budgets(args.budgets)
+    plan = plan_runs(strategies, budgets, args.seeds)
+    settings = _settings(args)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from edgecl.bench.cl_data import prepare_view
+    from edgecl.bench.cl_report import write_report
+    from edgecl.bench.tasks import load_tasks
+
+    out = Path(args.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    yaml_path = resolve_data(args, out)
+    view = prepare_view(load_tasks(yaml_path), out / "work")
+    results_path = out / RESULTS
+    done = load_results(results_path)
+    pending = [s for s in plan if not any(same_run(r, s, settings, view.data_hash) for r in done)]
+    _execute(pending, done, settings, view, results_path)
+    mine = [r for r in done if any(same_run(r, s, settings, view.data_hash) for s in plan)]
+    table, pngs, summary = write_report(mine, view.task_names, out,
+                                        _header(yaml_path, view, settings, args.seeds))
+    print(json.dumps({
+        "out": str(out), "results": str(results_path), "table": str(table),
+        "plots": [str(p) for p in pngs], "data_hash": view.data_hash, "runs": len(mine),
+        "new_runs": len(pending), "skipped_runs": len(plan) - len(pending),
+        "wall_s": round(time.monotonic() - started, 1),
+        "summary": {label: {"strategy": e["strategy"], "budget": e["budget"], "seeds": e["seeds"],
+                            "acc_pct": _pct(e["acc"]), "bwt_pct": _pct(e["bwt"])}
+                    for label, e in summary.items()}}))
+    return 0
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 2)

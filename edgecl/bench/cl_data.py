@@ -1,0 +1,208 @@
+"""The benchmark's view of a class-incremental dataset: filtered label copies ultralytics reads.
+
+Class-incremental training must not see labels of classes that are introduced later, but a
+YOLO dataset's label files hold every class.  :func:`prepare_view` therefore writes a work
+copy of the dataset, once per dataset (keyed by :func:`data_hash`):
+
+* ``<root>/images/<task>/<split>/<k>_<stem><suffix>``: hard links to the original images
+  (a copy where a hard link is impossible).  Not symbolic links: ultralytics resolves image
+  paths, which would lead it back to the original, unfiltered labels.
+* ``<root>/labels/<task>/<split>/<k>_<stem>.txt``: the labels, class ids renumbered in order of
+  introduction (task 1's classes first), and for ``train`` images only the classes of tasks up
+  to the image's own task (what a memory would have stored when that task was learnt).
+  ``test`` labels keep every introduced class: evaluation restricts itself to the task's own
+  classes.
+
+Classes that no task introduces are dropped everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecl.atomic import atomic_write_json, atomic_write_text
+from edgecl.bench.tasks import TaskSet, label_path_for
+from edgecl.errors import LabelError
+
+VIEW_SPLITS = ("train", "test")
+MARKER = "view.json"
+VIEW_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DataView:
+    """Work copy of a task sequence, classes renumbered 0..nc-1 in order of introduction.
+
+    Attributes:
+        root: folder of the copy.
+        data_hash: :func:`data_hash` of the source (identifies it in results).
+        task_names: task names in order.
+        task_classes: renumbered class ids each task introduces.
+        names: renumbered class id -> name.
+        train: per task, the work-copy training images (labels filtered).
+        test: per task, the work-copy test images.
+    """
+
+    root: Path
+    data_hash: str
+    task_names: tuple[str, ...]
+    task_classes: tuple[tuple[int, ...], ...]
+    names: dict[int, str]
+    train: tuple[tuple[Path, ...], ...]
+    test: tuple[tuple[Path, ...], ...]
+
+    @property
+    def n_tasks(self) -> int:
+        """Number of tasks."""
+        return len(self.task_names)
+
+    def seen_names(self, t: int) -> dict[int, str]:
+        """Renumbered id -> name of the classes of tasks ``0..t``."""
+        seen = [c for classes in self.task_classes[:t + 1] for c in classes]
+        return {c: self.names[c] for c in sorted(seen)}
+
+
+def class_remap(task_set: TaskSet) -> dict[int, int]:
+    """Original class id -> id in order of introduction (task 1's classes are 0, 1, ...).
+
+    Args:
+        task_set: the loaded ``tasks.yaml``.
+
+    Returns:
+        The mapping for every class some task introduces.
+    """
+    order = [c for task in task_set.tasks for c in task.classes]
+    return {c: i for i, c in enumerate(order)}
+
+
+def filter_label_text(text: str, keep: dict[int, int], where: str = "labels") -> str:
+    """Keep the label rows whose class is in ``keep`` and renumber them.
+
+    Args:
+        text: YOLO label file contents (``cls cx cy w h`` rows).
+        keep: original class id -> new id; rows of other classes are dropped.
+        where: file name for error messages.
+
+    Returns:
+        The filtered label text (``""`` when no row is left).
+
+    Raises:
+        LabelError: a row that is not five numbers with an integer class.
+    """
+    out = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            cls = [float(v) for v in parts][0]
+        except ValueError:
+            raise LabelError(f"{where}:{line_no}: non-numeric label row {line.strip()!r}") from None
+        if len(parts) != 5 or cls != int(cls):
+            raise LabelError(f"{where}:{line_no}: expected 'cls cx cy w h', got {line.strip()!r}")
+        if int(cls) in keep:
+            out.append(" ".join([str(keep[int(cls)]), *parts[1:]]))
+    return "".join(row + "\n" for row in out)
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def data_hash(task_set: TaskSet) -> str:
+    """Fingerprint of a task sequence: names, tasks, listed images (path, size) and labels.
+
+    Args:
+        task_set: the loaded ``tasks.yaml``.
+
+    Returns:
+        16 hex digits.
+    """
+    digest = hashlib.sha256()
+    base = task_set.path.parent
+    digest.update(json.dumps(sorted(task_set.names.items())).encode())
+    for task in task_set.tasks:
+        digest.update(json.dumps([task.name, list(task.classes)]).encode())
+        for split in VIEW_SPLITS:
+            digest.update(split.encode())
+            for image in task.split(split):
+                label = label_path_for(image)
+                digest.update(f"{_rel(image, base)}:{image.stat().st_size}\n".encode())
+                digest.update(label.read_bytes() if label.is_file() else b"<none>")
+    return digest.hexdigest()[:16]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _view_paths(root: Path, task: str, split: str, index: int, image: Path) -> tuple[Path, Path]:
+    stem = f"{index:05d}_{image.stem}"
+    img = root / "images" / task / split / f"{stem}{image.suffix}"
+    return img, root / "labels" / task / split / f"{stem}.txt"
+
+
+def _write_split(root: Path, task_set: TaskSet, t: int, split: str, remap: dict[int, int],
+                 write: bool) -> tuple[Path, ...]:
+    task = task_set.tasks[t]
+    if split == "train":
+        allowed = set(task_set.seen_classes(t))
+        keep = {c: n for c, n in remap.items() if c in allowed}
+    else:
+        keep = remap
+    paths = []
+    for k, image in enumerate(task.split(split)):
+        img, lab = _view_paths(root, task.name, split, k, image)
+        if write:
+            src_label = label_path_for(image)
+            text = src_label.read_text(encoding="utf-8") if src_label.is_file() else ""
+            _link_or_copy(image, img)
+            atomic_write_text(lab, filter_label_text(text, keep, str(src_label)))
+        paths.append(img)
+    return tuple(paths)
+
+
+def prepare_view(task_set: TaskSet, work_dir: str | Path) -> DataView:
+    """Write (or reuse) the filtered work copy of a task sequence.
+
+    Args:
+        task_set: the loaded ``tasks.yaml``.
+        work_dir: parent folder; the copy goes to ``work_dir/data-<hash>``.
+
+    Returns:
+        The :class:`DataView`.
+
+    Raises:
+        LabelError: a malformed label row (naming file and line).
+    """
+    digest = data_hash(task_set)
+    root = Path(work_dir).expanduser().resolve() / f"data-{digest}"
+    marker = root / MARKER
+    expected = {"version": VIEW_VERSION, "data_hash": digest, "source": str(task_set.path)}
+    reuse = marker.is_file() and json.loads(marker.read_text()) == expected
+    if not reuse:
+        shutil.rmtree(root, ignore_errors=True)
+    remap = class_remap(task_set)
+    # INVARIANT: the marker is written last; a copy without it is rebuilt from scratch.
+    splits = {s: tuple(_write_split(root, task_set, t, s, remap, not reuse)
+                       for t in range(len(task_set.tasks))) for s in VIEW_SPLITS}
+    if not reuse:
+        atomic_write_json(marker, expected)
+    return DataView(root=root, data_hash=digest,
+                    task_names=tuple(t.name for t in task_set.tasks),
+                    task_classes=tuple(tuple(remap[c] for c in t.classes) for t in task_set.tasks),
+                    names={new: task_set.names[old] for old, new in remap.items()},
+                    train=splits["train"], test=splits["test"])

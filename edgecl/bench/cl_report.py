@@ -1,0 +1,201 @@
+"""Tables and plots of the continual-learning benchmark (``table.md`` and PNGs).
+
+Runs are grouped by (strategy, budget); every figure is a mean over seeds.  ACC, BWT and
+forgetting are shown in percent of box mAP50-95, as the drone paper reports them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.atomic import atomic_write_text
+
+NO_BUDGET_COLUMN = "no budget"
+BARS_PNG = "acc_by_strategy.png"
+CURVE_PNG = "acc_after_each_task.png"
+FINAL_PNG = "final_task_map.png"
+HEATMAP_PNG = "accuracy_matrix_best.png"
+
+
+def budget_label(budget: float | None) -> str:
+    """``0.05`` -> ``5%``; None -> ``no budget``."""
+    if budget is None:
+        return NO_BUDGET_COLUMN
+    return f"{budget * 100:g}%"
+
+
+def group_label(strategy: str, budget: float | None) -> str:
+    """Name of a (strategy, budget) group in plots, e.g. ``er 5%`` or ``joint``."""
+    return strategy if budget is None else f"{strategy} {budget_label(budget)}"
+
+
+def as_matrix(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
+    """A stored matrix (lists, null for NaN) as a float array."""
+    return np.array([[math.nan if v is None else float(v) for v in row] for row in rows],
+                    dtype=np.float64)
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float, float, int]:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return math.nan, math.nan, 0
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+    return float(np.mean(finite)), std, len(finite)
+
+
+def group_runs(runs: Sequence[dict]) -> dict[tuple[str, float | None], list[dict]]:
+    """Runs by (strategy, budget), in first-seen order."""
+    groups: dict[tuple[str, float | None], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["strategy"], run["budget"]), []).append(run)
+    return groups
+
+
+def summarise(runs: Sequence[dict]) -> dict[str, dict]:
+    """Mean and std over seeds of each group's figures.
+
+    Args:
+        runs: run records (see ``edgecl.bench.cl``).
+
+    Returns:
+        group label -> ``strategy``, ``budget``, ``seeds``, ``acc``/``bwt``/``forgetting``/
+        ``dece``/``seconds`` means with ``*_std`` (fractions, not percent).
+    """
+    out = {}
+    for (strategy, budget), members in group_runs(runs).items():
+        entry: dict = {"strategy": strategy, "budget": budget, "seeds": len(members)}
+        for field in ("acc", "bwt", "forgetting", "dece", "seconds"):
+            mean, std, _ = _mean_std([m.get(field) for m in members])
+            entry[field] = None if math.isnan(mean) else round(mean, 6)
+            entry[f"{field}_std"] = None if math.isnan(std) else round(std, 6)
+        out[group_label(strategy, budget)] = entry
+    return out
+
+
+def _pct(mean: float | None, std: float | None, seeds: int) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f}" if seeds < 2 else f"{100 * mean:.2f} ± {100 * (std or 0.0):.2f}"
+
+
+def _main_table(summary: dict[str, dict]) -> list[str]:
+    budgets = sorted({e["budget"] for e in summary.values() if e["budget"] is not None})
+    columns = [budget_label(b) for b in budgets]
+    if any(e["budget"] is None for e in summary.values()):
+        columns.append(NO_BUDGET_COLUMN)
+    strategies = list(dict.fromkeys(e["strategy"] for e in summary.values()))
+    lines = ["| strategy | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for strategy in strategies:
+        cells = []
+        for column in columns:
+            entry = next((e for e in summary.values() if e["strategy"] == strategy
+                          and budget_label(e["budget"]) == column), None)
+            cells.append("" if entry is None else
+                         f"{_pct(entry['acc'], entry['acc_std'], entry['seeds'])} / "
+                         f"{_pct(entry['bwt'], entry['bwt_std'], entry['seeds'])}")
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _detail_table(summary: dict[str, dict]) -> list[str]:
+    lines = ["| run group | seeds | ACC % | BWT % | forgetting % | D-ECE | seconds / run |",
+             "|---|---|---|---|---|---|---|"]
+    for label, e in summary.items():
+        dece = "-" if e["dece"] is None else f"{e['dece']:.3f}"
+        secs = "-" if e["seconds"] is None else f"{e['seconds']:.0f}"
+        lines.append(f"| {label} | {e['seeds']} | {_pct(e['acc'], e['acc_std'], e['seeds'])} | "
+                     f"{_pct(e['bwt'], e['bwt_std'], e['seeds'])} | "
+                     f"{_pct(e['forgetting'], e['forgetting_std'], e['seeds'])} | {dece} | {secs} |")
+    return lines
+
+
+def mean_matrix(members: Sequence[dict]) -> np.ndarray:
+    """Element-wise mean of the runs' accuracy matrices (NaN stays NaN)."""
+    stack = np.stack([as_matrix(m["matrix"]) for m in members])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells above the diagonal
+        return np.nanmean(stack, axis=0)
+
+
+def best_group(summary: dict[str, dict]) -> str | None:
+    """Group with the highest mean ACC, leaving out ``joint`` (an upper bound, not a
+    continual strategy) unless nothing else ran."""
+    ranked = [(e["acc"], label) for label, e in summary.items() if e["acc"] is not None]
+    others = [item for item in ranked if summary[item[1]]["strategy"] != "joint"]
+    pool = others or ranked
+    return max(pool)[1] if pool else None
+
+
+def _plots(runs: Sequence[dict], summary: dict[str, dict], task_names: Sequence[str],
+           out: Path) -> list[Path]:
+    from edgecl.bench.report import plot_bars, plot_heatmap, plot_lines
+    from edgecl.continual.metrics import acc
+
+    groups = group_runs(runs)
+    bars: dict[str, dict[str, float]] = {}
+    budgets = sorted({e["budget"] for e in summary.values() if e["budget"] is not None}) or [None]
+    for budget in budgets:
+        bars[budget_label(budget) if budget is not None else "all"] = {
+            e["strategy"]: 100 * e["acc"] for e in summary.values()
+            if e["acc"] is not None and e["budget"] in (budget, None)}
+    paths = [plot_bars(bars, out / BARS_PNG, "ACC (box mAP50-95, %)",
+                       title="ACC after the last task, by replay budget")]
+    curves, finals = {}, {}
+    for (strategy, budget), members in groups.items():
+        matrix = mean_matrix(members)
+        curves[group_label(strategy, budget)] = [acc(matrix, i) for i in range(matrix.shape[0])]
+        finals[group_label(strategy, budget)] = matrix[-1].tolist()
+    xlabels = [f"after {t}" for t in task_names]
+    paths.append(plot_lines(curves, xlabels, out / CURVE_PNG, "ACC (box mAP50-95)",
+                            title="Mean mAP50-95 over the tasks seen, after each task", ylim=None))
+    paths.append(plot_lines(finals, list(task_names), out / FINAL_PNG, "box mAP50-95",
+                            title="Per-task mAP50-95 after the last task", ylim=None))
+    best = best_group(summary)
+    if best is not None:
+        entry = summary[best]
+        matrix = mean_matrix(groups[(entry["strategy"], entry["budget"])])
+        paths.append(plot_heatmap(matrix, task_names, out / HEATMAP_PNG, row_labels=xlabels,
+                                  title=f"Accuracy matrix: {best} (mean of {entry['seeds']} seed(s))"))
+    return paths
+
+
+def write_report(runs: Sequence[dict], task_names: Sequence[str], out_dir: str | Path,
+                 header: Sequence[str] = ()) -> tuple[Path, list[Path], dict[str, dict]]:
+    """Write ``table.md`` and the PNGs for the runs of one benchmark configuration.
+
+    Args:
+        runs: run records of one configuration (same data and settings).
+        task_names: task names in order.
+        out_dir: output folder.
+        header: Markdown lines describing the configuration, put under the title.
+
+    Returns:
+        ``(table path, PNG paths, summary)`` (see :func:`summarise`).
+    """
+    out = Path(out_dir)
+    summary = summarise(runs)
+    pngs = _plots(runs, summary, task_names, out) if runs else []
+    best = best_group(summary)
+    lines = ["# Continual-learning benchmark", "", *header, "",
+             "## ACC / BWT (box mAP50-95, %; mean ± std over seeds)", "",
+             "Rows: strategy; columns: replay budget (share of the earlier tasks' training "
+             "images); finetune and joint use no budget.", "", *_main_table(summary), "",
+             "## Details", "", *_detail_table(summary), ""]
+    if best is not None:
+        matrix = mean_matrix(group_runs(runs)[(summary[best]["strategy"], summary[best]["budget"])])
+        lines += [f"## Accuracy matrix of the best strategy ({best}), box mAP50-95", "",
+                  "| after | " + " | ".join(task_names) + " |",
+                  "|---|" + "---|" * len(task_names)]
+        for name, row in zip(task_names, matrix):
+            cells = ["" if math.isnan(v) else f"{v:.3f}" for v in row]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [f"![{p.stem}]({p.name})" for p in pngs]
+    table = out / "table.md"
+    atomic_write_text(table, "\n".join(lines) + "\n")
+    return table, pngs, summary

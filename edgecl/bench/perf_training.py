@@ -1,0 +1,88 @@
+"""Inference fps while a learning round trains, as a fraction of idle fps (``bench perf --while-training``)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import tempfile
+import time
+from pathlib import Path
+
+
+class _ReadyHook:
+    """Signals once the first training batch has been processed."""
+
+    def __init__(self, event):
+        self.event = event
+
+    def on_round_start(self, tuner) -> None:
+        """Nothing to prepare."""
+
+    def on_batch_loss(self, batch, preds, loss_items):
+        """Signal readiness; adds no loss."""
+        self.event.set()
+        return None
+
+    def on_round_end(self, result) -> None:
+        """Nothing to finish."""
+
+
+def train_in_background(ready, imgsz: int, torch_threads: int, nice: int, budget_s: float) -> None:
+    """Spawned target: fine-tune a YOLO11n on a small scenario, as the device's learner does.
+
+    Args:
+        ready: event set after the first training batch.
+        imgsz: training image size.
+        torch_threads: learner torch threads.
+        nice: learner niceness.
+        budget_s: how long to train.
+    """
+    from edgecl.bench.scenario import make_scenario
+    from edgecl.bench.tasks import load_tasks
+    from edgecl.config import IderConfig, LearnerConfig
+    from edgecl.continual.finetune import FineTuner, apply_low_priority
+    from edgecl.ultra import build_detection_model
+
+    cfg = LearnerConfig(imgsz=imgsz, torch_threads=torch_threads, nice=nice, batch=8,
+                        bn_recalibration_batches=0)
+    apply_low_priority(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        taskset = load_tasks(make_scenario(Path(tmp), tasks=1, images_per_task=40, imgsz=imgsz, seed=0))
+        model = build_detection_model(taskset.nc, names=dict(taskset.names))
+        FineTuner(model, cfg, IderConfig(), hooks=[_ReadyHook(ready)]).run(
+            list(taskset.tasks[0].train), [], budget_s=budget_s, max_steps=10**6, epochs=10**6,
+            device="cpu")
+
+
+def fps_while_training(backend, frames: list, args) -> dict:
+    """Measure inference fps idle, then while a low-priority learner trains.
+
+    Args:
+        backend: loaded inference backend.
+        frames: decoded frames to infer on.
+        args: parsed ``bench perf`` arguments (``imgsz`` for training, optional).
+
+    Returns:
+        ``fps_idle``, ``fps_while_training``, ``training_fraction`` and the learner settings.
+    """
+    from edgecl.bench.perf import raw_fps
+    from edgecl.config import LearnerConfig
+
+    learner = LearnerConfig()
+    idle = raw_fps(backend, frames)
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    imgsz = int(getattr(args, "imgsz", None) or backend.meta.imgsz)
+    proc = ctx.Process(target=train_in_background, name="edgecl-bench-learner",
+                       args=(ready, imgsz, learner.torch_threads, learner.nice, 600.0), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(timeout=300):
+            raise RuntimeError("the background learner did not start training within 300 s")
+        time.sleep(1.0)
+        busy = raw_fps(backend, frames)
+    finally:
+        proc.terminate()
+        proc.join(10)
+    return {"fps_idle": round(idle, 2), "fps_while_training": round(busy, 2),
+            "training_fraction": round(busy / idle, 3),
+            "learner_torch_threads": learner.torch_threads, "learner_nice": learner.nice}
