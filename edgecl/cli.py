@@ -18,7 +18,7 @@ from edgecl.errors import EdgeclError
 COMMAND_MODULES = ("run", "demo", "learn", "bench", "models", "memory", "labels", "scenario",
                    "monitor")
 
-OVERRIDE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+=")
+OVERRIDE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:

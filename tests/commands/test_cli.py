@@ -29,8 +29,10 @@ def run_cli(capsys, *argv):
 
 
 def test_split_overrides():
-    args, overrides = split_overrides(["run", "--json", "memory.capacity=5", "a=b", "x.y.z=1"])
-    assert args == ["run", "--json", "a=b"] and overrides == ["memory.capacity=5", "x.y.z=1"]
+    args, overrides = split_overrides(["run", "--json", "memory.capacity=5", "state_dir=s",
+                                       "--source", "synthetic://?tasks=2", "x.y.z=1"])
+    assert args == ["run", "--json", "--source", "synthetic://?tasks=2"]
+    assert overrides == ["memory.capacity=5", "state_dir=s", "x.y.z=1"]
 
 
 def test_run_json_counts_skipped_corrupt_image(capsys, image_dir, tmp_path):

@@ -1,0 +1,72 @@
+"""kill -9 of the whole runtime in the middle of a learning round, then restart: same current
+version, same memory, and learning resumes."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgecl.bench.scenario import make_scenario
+from edgecl.config import load_config
+from edgecl.continual.memory import ReplayMemory
+from edgecl.continual.round import run_round
+from edgecl.models.registry import Registry
+from edgecl.runtime.app import RunOptions, Runtime
+
+IMGSZ = 64
+
+
+def overrides(state):
+    return [f"state_dir={state}", f"model.imgsz={IMGSZ}", f"learner.imgsz={IMGSZ}",
+            "learner.first_round_max_steps=4", "learner.batch=4", "learner.bn_recalibration_batches=1",
+            "memory.holdout_fraction=0.25", "runtime.warmup_runs=1"]
+
+
+def wait_for(predicate, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.timeout(300)
+def test_kill_minus_nine_mid_round_then_restart(tmp_path):
+    yaml_path = make_scenario(tmp_path / "scn", tasks=2, images_per_task=24, imgsz=IMGSZ, seed=5)
+    state = tmp_path / "state"
+    cfg = load_config(None, [*overrides(state), "learner.enabled=false"])
+    from edgecl.bench.demo import initial_model
+
+    init = initial_model(yaml_path, tmp_path / "init.pt", IMGSZ)
+    Runtime(cfg, RunOptions(source_uri=f"tasks://{yaml_path}?task=t1", model=str(init), quiet=True)).run()
+    first = run_round(cfg)
+    registry = Registry(state / "models")
+    registry.promote(first["version"])
+    shutil.rmtree(state / "learner" / "work")
+    cmd = [sys.executable, "-m", "edgecl.cli", "run", "--source", f"tasks://{yaml_path}?task=t2&fps=4",
+           "--state-dir", str(state), "--quiet", *overrides(state), "learner.trigger_new_samples=3",
+           "learner.trigger_new_class=false", "learner.budget_s=120", "learner.max_steps=100000"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=dict(os.environ, YOLO_OFFLINE="1"))
+    try:
+        started = wait_for(lambda: (state / "learner" / "work").is_dir(), 120)
+        assert started, proc.stderr.read1().decode() if proc.poll() is not None else "no round started"
+        time.sleep(2.0)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert wait_for(lambda: subprocess.run(["pgrep", "-f", "edgecl-learner|learner_main"],
+                                           capture_output=True).returncode != 0, 30)
+    assert registry.current() == first["version"]
+    with ReplayMemory(state / "memory", cfg.memory) as memory:
+        report = memory.verify(repair=True)
+        assert report.ok, report
+        assert len(memory) > 0
+    resumed = run_round(cfg, reason="after restart")
+    assert resumed["status"] in ("staged", "rejected") and resumed["round"] == first["round"] + 1
+    assert resumed["new_samples"] > 0
