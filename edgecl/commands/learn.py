@@ -20,12 +20,9 @@ def add_parser(sub) -> None:
 
 def learn_command(args: argparse.Namespace) -> int:
     """Run a round in this process (holding the round lock) and promote what it staged."""
-    from pathlib import Path
-
     from edgecl.continual.round import run_round
-    from edgecl.models.registry import Registry
     from edgecl.runtime.learner import round_lock
-    from edgecl.runtime.monitor import Monitor
+    from edgecl.runtime.promote import promote_version
 
     cfg = config_from_args(args)
     with round_lock(cfg.state_dir) as held:
@@ -33,8 +30,7 @@ def learn_command(args: argparse.Namespace) -> int:
             raise EdgeclError(f"a learning round is already running on {cfg.state_dir}")
         result = run_round(cfg, reason="on_demand")
     if result["status"] == "staged" and not args.no_promote:
-        Registry(Path(cfg.state_dir) / "models").promote(result["version"])
-        Monitor(cfg.state_dir).set_round_status(result["round"], result["version"], "promoted")
+        promote_version(cfg.state_dir, result["version"])
         result["status"] = "promoted"
     if args.json:
         print_json_line(result)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.runtime.promote import promote_version
 
 
 def add_parser(sub) -> None:
@@ -72,7 +73,7 @@ def add_command(args: argparse.Namespace) -> int:
     print(f"staged {version} from {args.path}")
     if args.promote:
         check_loadable(registry, version, args)
-        registry.promote(version)
+        promote_version(config_from_args(args).state_dir, version)
         print(f"promoted {version}")
     return 0
 
@@ -82,7 +83,7 @@ def promote_command(args: argparse.Namespace) -> int:
     registry = _registry(args)
     if not args.no_load_check:
         check_loadable(registry, args.version, args)
-    registry.promote(args.version)
+    promote_version(config_from_args(args).state_dir, args.version)
     print(f"promoted {args.version}")
     return 0
 

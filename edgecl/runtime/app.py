@@ -172,6 +172,8 @@ class Runtime:
         self._start_server()
         try:
             with stop_on_signals(self.loop.request_stop):
+                log.info("running: source %s, model %s (Ctrl-C or SIGTERM stops cleanly)",
+                         getattr(self.loop.source, "uri", "?"), self.loop.model_version)
                 report = self.loop.run(supervise=self.supervise)
                 if wait_for_learner and self.supervisor is not None:
                     self.supervisor.tick()

@@ -189,11 +189,9 @@ class LearnerSupervisor:
             log.info("learning round skipped: %s", result.get("reason"))
             return
         if result.get("status") == "staged":
-            from edgecl.runtime.monitor import Monitor
+            from edgecl.runtime.promote import promote_version
 
-            self.registry.promote(result["version"])
-            Monitor(self.cfg.state_dir).set_round_status(result["round"], result["version"],
-                                                         "promoted")
+            promote_version(self.cfg.state_dir, result["version"])
             result = dict(result, status="promoted")
             self.known_classes.update(int(c) for c in result.get("classes", []))
             log.info("promoted %s (acc %.3f)", result["version"], result.get("acc", float("nan")))

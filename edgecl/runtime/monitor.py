@@ -240,8 +240,10 @@ class Monitor:
             conn.execute("DELETE FROM runtime WHERE rowid <= (SELECT MAX(rowid) FROM runtime) - ?",
                          (self.max_runtime_rows,))
 
-    def set_round_status(self, round_no: int, model_version: str, status: str) -> None:
-        """Change a recorded round's status (``staged`` -> ``promoted`` once the supervisor promotes).
+    def set_version_status(self, model_version: str, status: str) -> None:
+        """Change the recorded status of a version's round (``staged`` -> ``promoted``).
+
+        A version that no round produced (added by hand) is not in the table: nothing changes.
 
         Raises:
             ValueError: on an unknown status.
@@ -249,8 +251,8 @@ class Monitor:
         if status not in STATUSES:
             raise ValueError(f"round status must be one of {STATUSES}, got {status!r}")
         with self._write() as conn:
-            conn.execute("UPDATE rounds SET status = ? WHERE round = ? AND model_version = ?",
-                         (status, int(round_no), str(model_version)))
+            conn.execute("UPDATE rounds SET status = ? WHERE model_version = ?",
+                         (status, str(model_version)))
 
     def matrix_view(self, status: str | None = "promoted",
                     extra: tuple[int, str] | None = None) -> MatrixView:

@@ -1,5 +1,7 @@
 """onnxruntime and torch give the same detections for one trained model."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -20,8 +22,12 @@ IMGSZ = 96
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    import random
+
     import torch
 
+    random.seed(0)
+    np.random.seed(0)
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("parity")
     taskset = load_tasks(make_scenario(root / "scn", tasks=1, images_per_task=16, imgsz=IMGSZ, seed=1))
@@ -29,41 +35,44 @@ def trained(tmp_path_factory):
     model = build_detection_model(len(names), names=names)
     cfg = LearnerConfig(imgsz=IMGSZ, batch=4, lr=0.002, bn_recalibration_batches=2)
     FineTuner(model, cfg, IderConfig()).run(list(taskset.tasks[0].train), [], budget_s=60,
-                                             max_steps=25, epochs=50, device="cpu")
+                                             max_steps=40, epochs=50, device="cpu")
     onnx = export_onnx(model, root / "m.onnx", imgsz=IMGSZ, names=names)
     pt = save_checkpoint(model, root / "m.pt", meta={"names": names, "imgsz": IMGSZ})
     images = [cv2.imread(str(p)) for p in taskset.tasks[0].test]
     return model, names, onnx, pt, images
 
 
-def _sorted(det):
-    order = np.lexsort((det.boxes_xyxy[:, 0], -np.round(det.scores, 3)))
-    return det.boxes_xyxy[order], det.scores[order], det.classes[order]
+def _assert_matched(a, b, min_score):
+    """Every detection of ``a`` scoring >= min_score has a twin in ``b``: same class, box within
+    0.5 px, score within 2e-3. (Boxes right at the confidence threshold may fall on either side
+    of it in two runtimes, so only those clearly above it are compared.)"""
+    for box, score, cls in zip(a.boxes_xyxy, a.scores, a.classes):
+        if score < min_score:
+            continue
+        close = ((np.abs(b.boxes_xyxy - box).max(axis=1) <= 0.5) & (np.abs(b.scores - score) <= 2e-3)
+                 & (b.classes == cls))
+        assert close.any(), f"no twin for box {box} score {score:.4f} class {cls}"
 
 
 def test_onnxruntime_matches_torch(trained):
     model, names, onnx, pt, images = trained
-    opts = InferenceOptions(conf=0.02, iou=0.7, max_det=50, threads=1)
+    opts = InferenceOptions(conf=0.005, iou=0.7, max_det=100, threads=1)
     ort = load_backend(onnx, opts)
-    torch_file = load_backend(pt, InferenceOptions(conf=0.02, iou=0.7, max_det=50, threads=1, imgsz=IMGSZ))
+    torch_file = load_backend(pt, dataclasses.replace(opts, imgsz=IMGSZ))
     in_memory = TorchBackend.from_model(model, names, IMGSZ, opts)
     assert ort.meta.names == names and ort.meta.imgsz == IMGSZ
-    total = 0
+    compared = 0
     for image in images:
         a, b, c = ort.infer([image])[0], torch_file.infer([image])[0], in_memory.infer([image])[0]
-        assert len(a) == len(b) == len(c)
-        total += len(a)
-        for other in (b, c):
-            (ba, sa, ca), (bb, sb, cb) = _sorted(a), _sorted(other)
-            np.testing.assert_allclose(ba, bb, atol=0.5)
-            np.testing.assert_allclose(sa, sb, atol=2e-3)
-            np.testing.assert_array_equal(ca, cb)
-    assert total > 0, "the trained model detected nothing: parity would be vacuous"
+        for x, y in ((a, b), (b, a), (a, c), (c, a)):
+            _assert_matched(x, y, min_score=0.02)
+        compared += int((a.scores >= 0.02).sum())
+    assert compared > 0, "the trained model detected nothing: parity would be vacuous"
 
 
 def test_boxes_are_in_original_pixels(trained):
     _, _, onnx, _, images = trained
-    ort = load_backend(onnx, InferenceOptions(conf=0.02, threads=1))
+    ort = load_backend(onnx, InferenceOptions(conf=0.01, threads=1))
     big = cv2.resize(images[0], (IMGSZ * 3, IMGSZ * 2))
     det = ort.infer([big])[0]
     if len(det):

@@ -16,6 +16,7 @@ from edgecl.continual.memory import ReplayMemory
 from edgecl.continual.round import run_round
 from edgecl.models.registry import Registry
 from edgecl.runtime.app import RunOptions, Runtime
+from edgecl.runtime.promote import promote_version
 
 IMGSZ = 64
 
@@ -46,7 +47,7 @@ def test_kill_minus_nine_mid_round_then_restart(tmp_path):
     Runtime(cfg, RunOptions(source_uri=f"tasks://{yaml_path}?task=t1", model=str(init), quiet=True)).run()
     first = run_round(cfg)
     registry = Registry(state / "models")
-    registry.promote(first["version"])
+    promote_version(state, first["version"])
     shutil.rmtree(state / "learner" / "work")
     cmd = [sys.executable, "-m", "edgecl.cli", "run", "--source", f"tasks://{yaml_path}?task=t2&fps=4",
            "--state-dir", str(state), "--quiet", *overrides(state), "learner.trigger_new_samples=3",
