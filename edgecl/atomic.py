@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 
 def fsync_dir(path: Path) -> None:
@@ -21,23 +22,25 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old or the new file.
+def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Let ``write(fh)`` fill a temp file, then fsync it and ``os.replace`` it onto ``path``.
+
+    Readers see either the old or the new file, never a partial one.
 
     Args:
         path: destination file.
-        data: full new contents.
+        write: callable writing the full contents into the binary file object it is given.
 
     Raises:
-        OSError: when the disk is full or the directory is not writable; the old
-            file (if any) is left untouched and no temp file is left behind.
+        OSError: when the disk is full or the directory is not writable; the old file (if
+            any) is left untouched and no temp file is left behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -46,6 +49,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write_with`).
+
+    Args:
+        path: destination file.
+        data: full new contents.
+    """
+    atomic_write_with(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

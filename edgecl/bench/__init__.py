@@ -1,0 +1,1 @@
+"""Scenario generator, demo, benchmarks (perf, memory, continual learning) and reports."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
 import math
 import sys
 import time
@@ -289,6 +290,9 @@ def run(args: argparse.Namespace) -> int:
         ConfigError: bad options, data or results file.
     """
     started = time.monotonic()
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # one line per finished run is the report; the fine-tuner's per-task INFO line is noise
+        logging.getLogger("edgecl.continual.finetune").setLevel(logging.WARNING)
     strategies, budgets = parse_strategies(args.strategies), parse_budgets(args.budgets)
     plan = plan_runs(strategies, budgets, args.seeds)
     settings = _settings(args)

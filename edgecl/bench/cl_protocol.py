@@ -36,6 +36,7 @@ from edgecl.config import IderConfig, LearnerConfig, ModelConfig, ReplayConfig
 from edgecl.continual.memory_records import SampleRecord, StoredSample
 
 NO_BUDGET_STRATEGIES = ("finetune", "joint")
+RECALL_STRATEGIES = ("mir", "far")  # rank by image recall under the current model
 RECALL_MAX_DET = 100
 EVAL_CONF = 0.001
 EVAL_MAX_DET = 300
@@ -209,7 +210,8 @@ def choose_replay(view: DataView, pool: ReplayPool, spec: RunSpec, model, t: int
         view: the data.
         pool: earlier tasks' training images.
         spec: the run.
-        model: the model about to learn task ``t`` (head already grown).
+        model: the model about to learn task ``t`` (head already grown); only ``mir``,
+            ``mir-virtual`` and ``far`` use it.
         t: task index.
         settings: protocol settings.
 
@@ -229,7 +231,9 @@ def choose_replay(view: DataView, pool: ReplayPool, spec: RunSpec, model, t: int
         context = dataclasses.replace(
             context, virtual_top_k=k, virtual_scorer=_virtual_scorer(model, view, pool, t, settings, seed),
             virtual_candidates=max(context.virtual_candidates, VIRTUAL_CANDIDATES_PER_PICK * k))
-    detector = _detector(model, view.seen_names(t), settings, ModelConfig().conf, RECALL_MAX_DET)
+    detector = None
+    if spec.strategy in RECALL_STRATEGIES:
+        detector = _detector(model, view.seen_names(t), settings, ModelConfig().conf, RECALL_MAX_DET)
     ids = get_strategy(spec.strategy).select(pool, k, model=detector, context=context)
     return pool.image_paths(list(ids))
 

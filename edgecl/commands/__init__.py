@@ -1,0 +1,1 @@
+"""Command-line sub-commands of ``edgecl`` (one module per command group)."""

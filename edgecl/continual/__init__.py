@@ -1,0 +1,1 @@
+"""Continual-learning algorithms: replay memory, strategies, fine-tuning, rounds, metrics."""

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgecl.atomic import fsync_dir
+from edgecl.atomic import atomic_write_with
 from edgecl.errors import ModelLoadError
 from edgecl.ultra import ensure_offline
 
@@ -76,19 +75,7 @@ def save_checkpoint(model, path: str | os.PathLike, *, meta: dict) -> Path:
             "optimizer": None, "train_args": _train_args(model), "train_metrics": None,
             "edgecl": edgecl_meta}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(ckpt, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    atomic_write_with(path, lambda fh: torch.save(ckpt, fh))
     return path
 
 

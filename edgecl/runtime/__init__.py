@@ -1,0 +1,1 @@
+"""Device runtime plumbing: sources, loop, hot swap, labels, learner process, monitor, server."""

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from fakes import CollectSink
 
 from edgecl.bench.scenario import make_scenario
 from edgecl.config import load_config
@@ -76,17 +77,6 @@ def test_gate_rejects_and_keeps_the_version_with_its_reason(tmp_path, scenario):
     assert (registry.root / result["version"] / "model.pt").is_file()
 
 
-class Collect:
-    def __init__(self):
-        self.results = []
-
-    def write(self, result):
-        self.results.append(result)
-
-    def close(self):
-        pass
-
-
 def test_hot_swap_in_running_loop_and_corrupt_version_refused(tmp_path, scenario):
     cfg = tiny_cfg(tmp_path / "state", "runtime.swap_poll_s=0.05")
     cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, back_pressure="block"))
@@ -99,7 +89,7 @@ def test_hot_swap_in_running_loop_and_corrupt_version_refused(tmp_path, scenario
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"\x08\x07not a model")
     corrupt = registry.add(broken)
-    sink = Collect()
+    sink = CollectSink()
     runtime = Runtime(cfg, RunOptions(source_uri=f"tasks://{scenario}?split=train&fps=40", quiet=True,
                                       sinks=(sink,)))
 

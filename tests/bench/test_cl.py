@@ -1,0 +1,227 @@
+"""``edgecl bench cl``: label filtering, replay sizing, metrics of a run, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgecl.bench import cl, cl_protocol
+from edgecl.bench.cl_data import DataView, filter_label_text, prepare_view
+from edgecl.bench.cl_protocol import ProtocolSettings, ReplayPool, RunSpec, choose_replay, replay_size
+from edgecl.bench.tasks import label_path_for, load_tasks
+from edgecl.errors import ConfigError, LabelError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/synthetic_yolo.py
+from synthetic_yolo import draw_dataset  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _classes(label_file: Path) -> list[int]:
+    return [int(line.split()[0]) for line in label_file.read_text().splitlines() if line.strip()]
+
+
+# --- label filtering -------------------------------------------------------------------------
+
+def test_filter_label_text_drops_future_classes_and_renumbers():
+    text = "0 0.5 0.5 0.1 0.1\n3 0.2 0.2 0.1 0.1\n\n1 0.3 0.3 0.2 0.2\n2 0.9 0.9 0.1 0.1\n"
+    assert filter_label_text(text, {0: 0, 1: 1}) == "0 0.5 0.5 0.1 0.1\n1 0.3 0.3 0.2 0.2\n"
+    assert filter_label_text(text, {2: 0, 0: 1}) == "1 0.5 0.5 0.1 0.1\n0 0.9 0.9 0.1 0.1\n"
+    assert filter_label_text(text, {}) == ""
+
+
+@pytest.mark.parametrize("row", ["x 0.5 0.5 0.1 0.1", "0 0.5 0.5 0.1", "1.5 0.5 0.5 0.1 0.1"])
+def test_filter_label_text_rejects_malformed_rows(row):
+    with pytest.raises(LabelError, match="f.txt:2"):
+        filter_label_text(f"0 0.1 0.1 0.1 0.1\n{row}\n", {0: 0}, "f.txt")
+
+
+@pytest.fixture()
+def two_task_data(tmp_path) -> Path:
+    """Task 'a' introduces class 1, task 'b' class 0; every image shows both classes."""
+    root = tmp_path / "data"
+    lists = root / "lists"
+    lists.mkdir(parents=True)
+    for task in ("a", "b"):
+        for split in ("train", "test"):
+            images = draw_dataset(root / task / split, 4, classes=(0, 1), prefix=f"{task}{split}",
+                                  seed=len(task + split))
+            (lists / f"{task}_{split}.txt").write_text("".join(f"{p}\n" for p in images))
+    (root / "tasks.yaml").write_text(
+        "names: {0: red, 1: green}\ntasks:\n"
+        + "".join(f"  - name: {t}\n    classes: [{c}]\n    train: lists/{t}_train.txt\n"
+                  f"    test: lists/{t}_test.txt\n" for t, c in (("a", 1), ("b", 0))))
+    return root / "tasks.yaml"
+
+
+def test_view_filters_train_labels_to_seen_classes_in_introduction_order(two_task_data, tmp_path):
+    task_set = load_tasks(two_task_data)
+    view = prepare_view(task_set, tmp_path / "work")
+    assert view.task_classes == ((0,), (1,))
+    assert view.names == {0: "green", 1: "red"}
+    for original, copy in zip(task_set.tasks[0].train, view.train[0]):
+        # task a knows only 'green' (original 1 -> 0); the 'red' boxes are dropped
+        kept = [c for c in _classes(label_path_for(original)) if c == 1]
+        assert _classes(label_path_for(copy)) == [0] * len(kept)
+        assert copy.stat().st_ino == original.stat().st_ino  # a hard link, not a symlink
+        assert not copy.is_symlink()
+    for original, copy in zip(task_set.tasks[1].train, view.train[1]):
+        assert _classes(label_path_for(copy)) == [1 - c for c in _classes(label_path_for(original))]
+    for original, copy in zip(task_set.tasks[0].test, view.test[0]):
+        # test labels keep every introduced class; evaluation picks the task's own
+        assert _classes(label_path_for(copy)) == [1 - c for c in _classes(label_path_for(original))]
+    stamp = label_path_for(view.train[0][0]).stat().st_mtime_ns
+    again = prepare_view(task_set, tmp_path / "work")
+    assert again == view
+    assert label_path_for(view.train[0][0]).stat().st_mtime_ns == stamp  # reused, not rewritten
+
+
+# --- replay-set sizing -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("budget, n, expected", [
+    (0.05, 42, 2),    # 2.1
+    (0.10, 42, 4),    # 4.2
+    (0.05, 168, 8),   # 8.4
+    (0.10, 45, 5),    # 4.5: halves round up
+    (0.05, 10, 1),    # 0.5 -> 1
+    (0.01, 10, 1),    # 0.1: a positive budget replays at least one image
+    (1.0, 7, 7),
+    (None, 42, 0),
+    (0.10, 0, 0),
+])
+def test_replay_size_hand_computed(budget, n, expected):
+    assert replay_size(budget, n) == expected
+
+
+def test_choose_replay_sizes_from_earlier_tasks(tmp_path):
+    tasks = [tuple(draw_dataset(tmp_path / f"t{i}", n, prefix=f"t{i}_", seed=i))
+             for i, n in enumerate((12, 9, 5))]
+    view = DataView(root=tmp_path, data_hash="x", task_names=("t0", "t1", "t2"),
+                    task_classes=((0,), (1,), (2,)), names={0: "a", 1: "b", 2: "c"},
+                    train=tuple(tasks), test=tuple(tasks))
+    pool = ReplayPool()
+    pool.add("t0", list(tasks[0]))
+    pool.add("t1", list(tasks[1]))
+    settings = ProtocolSettings(imgsz=64)
+    er = choose_replay(view, pool, RunSpec("er", 0.25, 0), None, 2, settings)
+    assert len(er) == 5  # round(0.25 * 21 = 5.25)
+    assert set(er) <= set(tasks[0]) | set(tasks[1]) and len(set(er)) == 5
+    assert choose_replay(view, pool, RunSpec("er", 0.25, 0), None, 2, settings) == er  # seeded
+    assert choose_replay(view, pool, RunSpec("joint", None, 0), None, 2, settings) == \
+        [*tasks[0], *tasks[1]]
+    assert choose_replay(view, pool, RunSpec("finetune", None, 0), None, 2, settings) == []
+    assert choose_replay(view, ReplayPool(), RunSpec("er", 0.25, 0), None, 0, settings) == []
+
+
+def test_pool_records_and_recall_updates(tmp_path):
+    images = draw_dataset(tmp_path / "d", 3, classes=(0, 1))
+    pool = ReplayPool()
+    assert pool.add("t0", images, baselines=[0.5, None, 1.0]) == [0, 1, 2]
+    records = pool.records()
+    assert [r.recall_baseline for r in records] == [0.5, None, 1.0]
+    assert records[0].classes == (0,) and records[1].classes == (0, 1)
+    assert pool.records(held_out=True) == [] and pool.records(task="other") == []
+    assert pool.update_recall([2, 7], [0.25, 0.0]) == 1
+    assert pool.records(ids=[2])[0].last_recall == 0.25
+    sample = pool.get([1])[0]
+    assert sample.image_path == images[1] and sample.labels.shape == (2, 5)
+    assert sample.load_image().shape == (64, 64, 3)
+
+
+# --- options and metrics ---------------------------------------------------------------------
+
+def test_parse_options_and_plan():
+    assert cl.parse_budgets("0.10, 5%,0.1") == [0.05, 0.1]
+    with pytest.raises(ConfigError, match="fraction"):
+        cl.parse_budgets("10")
+    with pytest.raises(ConfigError, match="did you mean 'far'"):
+        cl.parse_strategies("er,fra")
+    plan = cl.plan_runs(["finetune", "er", "joint"], [0.05, 0.1], 2)
+    assert len(plan) == 2 * (1 + 2 + 1)
+    assert RunSpec("finetune", None, 1) in plan and RunSpec("er", 0.1, 1) in plan
+    assert all(s.budget is None for s in plan if s.strategy in ("finetune", "joint"))
+
+
+def test_run_record_metrics_from_a_hand_matrix():
+    nan = math.nan
+    matrix = np.array([[0.5, nan, nan], [0.3, 0.6, nan], [0.2, 0.4, 0.7]])
+    view = DataView(root=Path("."), data_hash="h", task_names=("a", "b", "c"),
+                    task_classes=((0,), (1,), (2,)), names={0: "x", 1: "y", 2: "z"},
+                    train=((), (), ()), test=((), (), ()))
+    record = cl.run_record(RunSpec("er", 0.1, 3), ProtocolSettings(), view,
+                           {"matrix": matrix, "dece": [0.1, nan, 0.3], "tasks": [], "seconds": 12.34})
+    assert record["matrix"] == [[0.5, None, None], [0.3, 0.6, None], [0.2, 0.4, 0.7]]
+    assert record["acc"] == pytest.approx((0.2 + 0.4 + 0.7) / 3)
+    assert record["bwt"] == pytest.approx(((0.2 - 0.5) + (0.4 - 0.6)) / 2)
+    assert record["forgetting_per_task"][:2] == pytest.approx([0.3, 0.2])
+    assert record["forgetting_per_task"][2] is None  # the last task cannot be forgotten yet
+    assert record["forgetting"] == pytest.approx(0.25)
+    assert record["dece"] == pytest.approx(0.2)
+    assert (record["seed"], record["budget"], record["seconds"]) == (3, 0.1, 12.3)
+    json.dumps(record, allow_nan=False)
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+def _run(out: Path, capsys, *extra: str) -> dict:
+    parser = argparse.ArgumentParser()
+    cl.add_arguments(parser)
+    args = parser.parse_args(["--tasks", "2", "--images-per-task", "10", "--imgsz", "64",
+                              "--first-task-steps", "3", "--steps-per-task", "2", "--batch", "4",
+                              "--strategies", "finetune,er,far", "--threads", "1",
+                              "--out", str(out), *extra])
+    assert cl.run(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    return json.loads(lines[-1]) | {"_lines": lines}
+
+
+def test_end_to_end_tiny_run_is_complete_consistent_and_resumable(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "bench"
+    summary = _run(out, capsys, "--budgets", "0.2,0.5")
+    runs = json.loads((out / "results.json").read_text())
+    keys = {(r["strategy"], r["budget"], r["seed"]) for r in runs}
+    assert keys == {("finetune", None, 0), ("er", 0.2, 0), ("er", 0.5, 0), ("far", 0.2, 0),
+                    ("far", 0.5, 0)}
+    assert len(runs) == 5 and summary["runs"] == 5 and summary["new_runs"] == 5
+    assert len([line for line in summary["_lines"] if " seed 0: ACC " in line]) == 5
+    for run in runs:
+        matrix = np.array([[np.nan if v is None else v for v in row] for row in run["matrix"]])
+        assert matrix.shape == (2, 2) and run["matrix"][0][1] is None
+        assert np.isfinite(matrix[0, 0]) and np.isfinite(matrix[1]).all()
+        assert run["acc"] == pytest.approx(matrix[1].mean())
+        assert run["bwt"] == pytest.approx(matrix[1, 0] - matrix[0, 0])
+        assert run["forgetting"] == pytest.approx(matrix[0, 0] - matrix[1, 0])
+        assert [t["task"] for t in run["log"]] == ["t1", "t2"]
+        assert [t["steps"] for t in run["log"]] == [3, 2]
+        # t1 has 6 training images (10 - 2 val - 2 test): 20% -> 1, 50% -> 3
+        expected = {None: 0, 0.2: 1, 0.5: 3}[run["budget"]]
+        assert [t["replay"] for t in run["log"]] == [0, expected]
+        assert run["ider"] is False and run["settings"]["imgsz"] == 64
+    table = (out / "table.md").read_text()
+    assert "| strategy | 20% | 50% | no budget |" in table
+    assert all(f"| {s} |" in table for s in ("finetune", "er", "far"))
+    for png in summary["plots"]:
+        assert Path(png).is_file() and Path(png).read_bytes()[:4] == b"\x89PNG"
+    assert len(summary["plots"]) == 4
+
+    def must_not_run(*_args, **_kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(cl_protocol, "run_protocol", must_not_run)
+    again = _run(out, capsys, "--budgets", "0.5,0.2")
+    assert (again["new_runs"], again["skipped_runs"], again["runs"]) == (0, 5, 5)
+    assert json.loads((out / "results.json").read_text()) == runs
+    monkeypatch.undo()
+    more = _run(out, capsys, "--budgets", "0.2,0.5,1.0", "--strategies", "er")
+    assert (more["new_runs"], more["skipped_runs"], more["runs"]) == (1, 2, 3)
+    assert len(json.loads((out / "results.json").read_text())) == 6
