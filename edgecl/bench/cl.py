@@ -8,7 +8,7 @@ is rewritten atomically after each), then writes ``table.md`` and the PNGs and p
 JSON summary as the last stdout line.
 
 The default configuration (built-in scenario, 5 tasks x 60 images at 160 px, finetune, er,
-far and joint, budgets 5 % and 10 %, one seed, 40 steps per task and 120 for task 1) is sized
+far and joint, budgets 5 % and 10 %, one seed, 100 steps per task and 300 for task 1) is sized
 to finish within about 30 minutes on a 2-core CPU.
 """
 
@@ -52,9 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              f"(0.05 or 5%%; default {DEFAULT_BUDGETS}); finetune and joint ignore them")
     add("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
     add("--ider", choices=("on", "off"), default="off", help="train with IDER (default off)")
-    add("--steps-per-task", type=int, default=40, help="optimiser steps per task from task 2 on")
-    add("--first-task-steps", type=int, default=120,
-        help="optimiser steps for task 1, learnt from scratch (default 120)")
+    add("--steps-per-task", type=int, default=200,
+        help="optimiser steps per task from task 2 on (default 200)")
+    add("--first-task-steps", type=int, default=1000,
+        help="optimiser steps for task 1, learnt from scratch once per seed and shared by "
+             "every strategy (default 1000)")
     add("--epochs", type=int, default=0,
         help="train this many epochs per task instead of a number of steps (0: use steps)")
     add("--task-budget-s", type=float, default=0.0, help="wall-clock cap per task (0: none)")
@@ -238,12 +240,12 @@ def _header(yaml_path: Path, view, settings: ProtocolSettings, seeds: int) -> li
                       zip(view.task_names, view.train, view.test))
     return [f"- data: `{yaml_path}` (hash {view.data_hash}); train/test images per task: {sizes}",
             f"- classes per task: {[list(c) for c in view.task_classes]}",
-            f"- YOLO11n from scratch, {settings.imgsz} px, batch {settings.batch}, AdamW lr "
-            f"{settings.lr}, {training}; IDER {'on' if settings.ider else 'off'}; "
-            f"seeds 0..{seeds - 1}",
-            "- ACC: mean box mAP50-95 over all tasks after the last task; BWT: mean over earlier "
-            "tasks of (final mAP - mAP right after learning it); forgetting: mean of (best "
-            "earlier mAP - final mAP)"]
+            (f"- YOLO11n from scratch, {settings.imgsz} px, batch {settings.batch}, AdamW lr "
+             f"{settings.lr}, {training}; IDER {'on' if settings.ider else 'off'}; "
+             f"seeds 0..{seeds - 1}"),
+            ("- ACC: mean box mAP50-95 over all tasks after the last task; BWT: mean over earlier "
+             "tasks of (final mAP - mAP right after learning it); forgetting: mean of (best "
+             "earlier mAP - final mAP)")]
 
 
 def _execute(pending: list[RunSpec], done: list[dict], settings, view, results_path: Path) -> None:

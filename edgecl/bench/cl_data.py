@@ -100,13 +100,14 @@ def filter_label_text(text: str, keep: dict[int, int], where: str = "labels") ->
         if not parts:
             continue
         try:
-            cls = [float(v) for v in parts][0]
+            values = [float(v) for v in parts]
         except ValueError:
             raise LabelError(f"{where}:{line_no}: non-numeric label row {line.strip()!r}") from None
-        if len(parts) != 5 or cls != int(cls):
+        if len(values) != 5 or values[0] != int(values[0]):
             raise LabelError(f"{where}:{line_no}: expected 'cls cx cy w h', got {line.strip()!r}")
-        if int(cls) in keep:
-            out.append(" ".join([str(keep[int(cls)]), *parts[1:]]))
+        cls = int(values[0])
+        if cls in keep:
+            out.append(" ".join([str(keep[cls]), *parts[1:]]))
     return "".join(row + "\n" for row in out)
 
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -62,8 +64,8 @@ class ProtocolSettings:
     imgsz: int = 160
     batch: int = 8
     lr: float = 0.002
-    steps_per_task: int = 60
-    first_task_steps: int = 120
+    steps_per_task: int = 200
+    first_task_steps: int = 1000
     epochs: int = 0
     task_budget_s: float = 0.0
     ider: bool = False
@@ -281,6 +283,38 @@ def _baselines(model, view: DataView, t: int, settings: ProtocolSettings) -> lis
     return out
 
 
+def _first_task_cache(view: DataView, spec: RunSpec, settings: ProtocolSettings) -> Path:
+    """Where the model after task 1 is kept: every strategy trains task 1 identically (no
+    replay yet), so it is learnt once per seed and settings and shared by all runs."""
+    key = {k: v for k, v in settings.key().items() if k not in ("steps_per_task", "ider")}
+    blob = json.dumps({"seed": spec.seed, "data": view.data_hash, **key}, sort_keys=True)
+    return view.root / "first-task" / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.pt"
+
+
+def _learn_first_task(model, view: DataView, spec: RunSpec, settings: ProtocolSettings):
+    """Train task 1, or load the copy shared by earlier runs; returns ``(model, log entry)``."""
+    from edgecl.atomic import atomic_write_json
+    from edgecl.models.checkpoint import load_checkpoint, save_checkpoint
+
+    cache = _first_task_cache(view, spec, settings)
+    sidecar = cache.with_suffix(".json")
+    if cache.is_file() and sidecar.is_file():
+        cached, _ = load_checkpoint(cache)
+        return cached, dict(json.loads(sidecar.read_text()), shared=True)
+    seed_everything(spec.seed * 1000)
+    entry = _task_log(view.task_names[0], [], _train(model, view.train[0], [], settings, None,
+                                                     first=True))
+    save_checkpoint(model, cache, meta={"names": view.seen_names(0), "imgsz": settings.imgsz})
+    atomic_write_json(sidecar, entry)
+    return model, entry
+
+
+def _task_log(task: str, replay: list, ft) -> dict:
+    return {"task": task, "replay": len(replay), "steps": ft.steps, "train_s": round(ft.seconds, 2),
+            "stopped": ft.stopped_reason,
+            "final_loss": None if math.isnan(ft.final_loss) else round(ft.final_loss, 4)}
+
+
 def run_protocol(view: DataView, spec: RunSpec, settings: ProtocolSettings,
                  on_task: Callable[[int], None] | None = None) -> dict:
     """Learn every task in order under one strategy, budget and seed.
@@ -308,15 +342,17 @@ def run_protocol(view: DataView, spec: RunSpec, settings: ProtocolSettings,
         prev = copy.deepcopy(model) if settings.ider and t > 0 else None
         grow_head(model, view.seen_names(t))
         replay = choose_replay(view, pool, spec, model, t, settings)
-        seed_everything(spec.seed * 1000 + t)
-        ft = _train(model, view.train[t], replay, settings, prev, first=t == 0)
+        if t == 0:
+            model, entry = _learn_first_task(model, view, spec, settings)
+        else:
+            seed_everything(spec.seed * 1000 + t)
+            entry = _task_log(view.task_names[t], replay,
+                              _train(model, view.train[t], replay, settings, prev, first=False))
         results = _evaluate(model, view, t, settings)
         matrix[t, :t + 1] = [r.map50_95 for r in results]
         baselines = _baselines(model, view, t, settings) if spec.strategy == "far" else None
         pool.add(view.task_names[t], list(view.train[t]), baselines)
-        log.append({"task": view.task_names[t], "replay": len(replay), "steps": ft.steps,
-                    "train_s": round(ft.seconds, 2), "stopped": ft.stopped_reason,
-                    "final_loss": None if math.isnan(ft.final_loss) else round(ft.final_loss, 4)})
+        log.append(entry)
         if on_task is not None:
             on_task(t)
     return {"matrix": matrix, "dece": [r.dece for r in results], "tasks": log,

@@ -183,8 +183,8 @@ def write_report(runs: Sequence[dict], task_names: Sequence[str], out_dir: str |
     best = best_group(summary)
     lines = ["# Continual-learning benchmark", "", *header, "",
              "## ACC / BWT (box mAP50-95, %; mean ± std over seeds)", "",
-             "Rows: strategy; columns: replay budget (share of the earlier tasks' training "
-             "images); finetune and joint use no budget.", "", *_main_table(summary), "",
+             ("Rows: strategy; columns: replay budget (share of the earlier tasks' training "
+              "images); finetune and joint use no budget."), "", *_main_table(summary), "",
              "## Details", "", *_detail_table(summary), ""]
     if best is not None:
         matrix = mean_matrix(group_runs(runs)[(summary[best]["strategy"], summary[best]["budget"])])

@@ -14,12 +14,18 @@ import torch
 
 from edgecl.bench import cl, cl_protocol
 from edgecl.bench.cl_data import DataView, filter_label_text, prepare_view
-from edgecl.bench.cl_protocol import ProtocolSettings, ReplayPool, RunSpec, choose_replay, replay_size
+from edgecl.bench.cl_protocol import (
+    ProtocolSettings,
+    ReplayPool,
+    RunSpec,
+    choose_replay,
+    replay_size,
+)
 from edgecl.bench.tasks import label_path_for, load_tasks
 from edgecl.errors import ConfigError, LabelError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/synthetic_yolo.py
-from synthetic_yolo import draw_dataset  # noqa: E402
+from synthetic_yolo import draw_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -194,6 +200,9 @@ def test_end_to_end_tiny_run_is_complete_consistent_and_resumable(tmp_path, caps
                     ("far", 0.5, 0)}
     assert len(runs) == 5 and summary["runs"] == 5 and summary["new_runs"] == 5
     assert len([line for line in summary["_lines"] if " seed 0: ACC " in line]) == 5
+    # task 1 is learnt once per seed and shared: identical first row for every strategy
+    assert sum(bool(r["log"][0].get("shared")) for r in runs) == 4
+    assert len({r["matrix"][0][0] for r in runs}) == 1
     for run in runs:
         matrix = np.array([[np.nan if v is None else v for v in row] for row in run["matrix"]])
         assert matrix.shape == (2, 2) and run["matrix"][0][1] is None
