@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="YOLO dataset folder with a tasks.yaml, the tasks.yaml itself, or 'scenario' "
              "(generate the built-in scenario into OUT/scenario; default)")
     add("--tasks", type=int, default=5, help="scenario: number of tasks (default 5)")
-    add("--images-per-task", type=int, default=60, help="scenario: images per task (default 60)")
+    add("--images-per-task", type=int, default=200,
+        help="scenario: images per task, all splits (default 200: 140 train, 30 test)")
     add("--scenario-seed", type=int, default=0, help="scenario: generator seed (default 0)")
     add("--strategies", default=DEFAULT_STRATEGIES,
         help=f"comma list of finetune, joint, er, mir, mir-virtual, far (default {DEFAULT_STRATEGIES})")

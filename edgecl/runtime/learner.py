@@ -138,7 +138,7 @@ class LearnerSupervisor:
         self.state = TriggerState(last_round_s=time.monotonic())
         self.rounds: list[dict] = []
         self._proc: mp.Process | None = None
-        self._started_s = 0.0
+        self._started_wall_s = 0.0
 
     @property
     def busy(self) -> bool:
@@ -166,22 +166,20 @@ class LearnerSupervisor:
             ceiling = max(self.memory_sink.memory.ids(), default=0)
         self._proc = ctx.Process(target=learner_main, args=(self.cfg, reason, ceiling),
                                  name="edgecl-learner", daemon=True)
+        self._started_wall_s = time.time()
         self._proc.start()
-        self._started_s = time.monotonic()
         self.state = TriggerState(last_round_s=time.monotonic())
         log.info("learning round started (trigger: %s, pid %d)", reason, self._proc.pid)
 
     def _finish(self) -> None:
         proc, self._proc = self._proc, None
         result = read_last_round(self.cfg.state_dir)
-        if proc.exitcode != 0 or result is None or result.get("started_s", 0) < self._wall_start():
+        # INVARIANT: only a result written by the round this supervisor started is handled
+        if proc.exitcode != 0 or result is None or result.get("started_s", 0) < self._started_wall_s:
             log.error("learning round failed (exit code %s); detection goes on with %s",
                       proc.exitcode, self.registry.current())
             return
         self.handle_result(result)
-
-    def _wall_start(self) -> float:
-        return time.time() - (time.monotonic() - self._started_s) - 1.0
 
     def handle_result(self, result: dict) -> None:
         """Promote a staged version (or log a rejection) and report the round."""
