@@ -113,7 +113,7 @@ class Runtime:
     def _start_server(self) -> None:
         if not (self.opts.use_state and self.cfg.server.enabled):
             return
-        from edgecl.runtime.monitor import PrometheusExporter
+        from edgecl.runtime.prometheus import PrometheusExporter
         from edgecl.runtime.server import Routes, StatusServer
 
         exporter = PrometheusExporter(self.monitor)

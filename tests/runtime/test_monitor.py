@@ -7,7 +7,8 @@ import pytest
 
 from edgecl.calibration.dece import bins_from_flags
 from edgecl.continual.evaluate import EvalResult
-from edgecl.runtime.monitor import Monitor, MonitorError, PrometheusExporter, version_number
+from edgecl.runtime.monitor import Monitor, MonitorError
+from edgecl.runtime.prometheus import PrometheusExporter, version_number
 
 TASKS = ["cars", "drone", "person"]
 NAN = float("nan")
