@@ -286,7 +286,7 @@ def _baselines(model, view: DataView, t: int, settings: ProtocolSettings) -> lis
 def _first_task_cache(view: DataView, spec: RunSpec, settings: ProtocolSettings) -> Path:
     """Where the model after task 1 is kept: every strategy trains task 1 identically (no
     replay yet), so it is learnt once per seed and settings and shared by all runs."""
-    key = {k: v for k, v in settings.key().items() if k not in ("steps_per_task", "ider")}
+    key = {k: v for k, v in settings.key().items() if k != "steps_per_task"}
     blob = json.dumps({"seed": spec.seed, "data": view.data_hash, **key}, sort_keys=True)
     return view.root / "first-task" / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.pt"
 
