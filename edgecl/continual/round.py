@@ -102,6 +102,11 @@ def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
                         {int(k): str(v) for k, v in names.items()})
 
 
+def _top_class(ctx: RoundContext) -> int:
+    """Highest class id any sample of the round's snapshot carries (-1 when none)."""
+    return max((c for r in ctx.snapshot.records() for c in r.classes), default=-1)
+
+
 def _load_parent(ctx: RoundContext):
     """The current model (or a fresh one when nothing was promoted yet), as a DetectionModel."""
     from edgecl.models.checkpoint import load_checkpoint
@@ -114,7 +119,7 @@ def _load_parent(ctx: RoundContext):
             return model, {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
         log.warning("current version %s has no model.pt to fine-tune; starting fresh",
                     ctx.parent_version)
-    nc = 1 + max((c for r in ctx.snapshot.records() for c in r.classes), default=0)
+    nc = 1 + max(_top_class(ctx), 0)
     names = {i: ctx.names.get(i, f"class{i}") for i in range(nc)}
     return build_detection_model(nc, names=names), names
 
@@ -122,7 +127,7 @@ def _load_parent(ctx: RoundContext):
 def _grow_for_new_classes(model, names: dict[int, str], ctx: RoundContext):
     from edgecl.continual.head import grow_head
 
-    top = max((c for r in ctx.snapshot.records() for c in r.classes), default=-1)
+    top = _top_class(ctx)
     if top < len(names):
         return model, names
     grown = dict(names)

@@ -1,0 +1,30 @@
+"""The built-in demo end to end at toy size: rounds, promotion, table, report, JSON summary."""
+
+import json
+
+from edgecl.cli import main
+
+
+def test_demo_json_summary_and_report(tmp_path, capsys):
+    state = tmp_path / "demo"
+    code = main(["demo", "--state-dir", str(state), "--tasks", "2", "--images-per-task", "20",
+                 "--imgsz", "64", "--json", "learner.first_round_max_steps=4", "learner.max_steps=3",
+                 "learner.batch=4", "learner.bn_recalibration_batches=1", "learner.torch_threads=1",
+                 "gate.max_forgetting=1.0", "gate.min_acc_delta=-1.0"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert {"rounds", "promoted", "rejected", "acc", "bwt", "current_version"} <= set(summary)
+    assert summary["rounds"] == 2 and summary["promoted"] == 2 and summary["rejected"] == 0
+    assert summary["current_version"] == "v0002"
+    assert "[demo] round 1: v0001 promoted" in err and "[demo] round 2: v0002 promoted" in err
+    assert "| 2 | v0002 | promoted |" in err
+    assert (state / "metrics" / "report" / "report.md").is_file()
+    assert (state / "metrics" / "report" / "accuracy_matrix.png").is_file()
+
+
+def test_demo_refuses_a_foreign_state_dir(tmp_path, capsys):
+    (tmp_path / "precious.txt").write_text("keep me")
+    assert main(["demo", "--state-dir", str(tmp_path)]) == 2
+    assert "was not made by 'edgecl demo'" in capsys.readouterr().err
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
