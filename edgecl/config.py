@@ -8,7 +8,6 @@ effective configuration (recorded in manifests and metrics).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import typing
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from edgecl.errors import ConfigError
+from edgecl.errors import ConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -193,8 +192,7 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 
 
 def _unknown_key_error(dotted: str, where: str) -> ConfigError:
-    match = difflib.get_close_matches(dotted, all_keys(), n=1, cutoff=0.0)
-    hint = f"; did you mean '{match[0]}'?" if match else ""
+    hint = did_you_mean(dotted, all_keys(), cutoff=0.0)
     return ConfigError(f"unknown config key '{dotted}' in {where}{hint}")
 
 

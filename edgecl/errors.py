@@ -27,3 +27,20 @@ class ReplayMemoryError(EdgeclError):
 
 class LabelError(EdgeclError):
     """A label file or label row is malformed."""
+
+
+def did_you_mean(name: str, choices, cutoff: float = 0.6) -> str:
+    """A ``; did you mean 'X'?`` hint naming the closest valid choice (empty when none is close).
+
+    Args:
+        name: what the user wrote.
+        choices: the valid names.
+        cutoff: similarity threshold of :func:`difflib.get_close_matches` (0 always finds one).
+
+    Returns:
+        The hint, ready to append to a one-line error message.
+    """
+    import difflib
+
+    match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return f"; did you mean '{match[0]}'?" if match else ""

@@ -15,7 +15,6 @@ to finish within about 30 minutes on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import logging
 import math
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
 from edgecl.bench.cl_protocol import NO_BUDGET_STRATEGIES, ProtocolSettings, RunSpec
-from edgecl.errors import ConfigError
+from edgecl.errors import ConfigError, did_you_mean
 
 DEFAULT_STRATEGIES = "finetune,er,far,joint"
 DEFAULT_BUDGETS = "0.05,0.10"
@@ -89,8 +88,7 @@ def parse_strategies(text: str) -> list[str]:
         raise ConfigError("--strategies: no strategy given")
     for name in names:
         if name not in valid:
-            match = difflib.get_close_matches(name, valid, n=1)
-            hint = f"; did you mean '{match[0]}'?" if match else ""
+            hint = did_you_mean(name, valid)
             raise ConfigError(f"--strategies: unknown strategy '{name}' "
                               f"(choose from {', '.join(valid)}){hint}")
     return names

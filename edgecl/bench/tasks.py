@@ -15,13 +15,12 @@ Labels follow the ordinary YOLO rule: ``.../images/.../x.jpg`` -> ``.../labels/.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from edgecl.errors import ConfigError
+from edgecl.errors import ConfigError, did_you_mean
 
 SPLITS = ("train", "val", "test")
 _TOP_KEYS = ("names", "tasks")
@@ -121,8 +120,7 @@ def _fail(path: Path, what: str) -> ConfigError:
 def _check_keys(path: Path, where: str, data: dict, allowed: tuple[str, ...]) -> None:
     for key in data:
         if key not in allowed:
-            match = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean '{match[0]}'?" if match else ""
+            hint = did_you_mean(key, allowed)
             raise _fail(path, f"unknown key '{key}' in {where}{hint}")
     missing = [k for k in allowed if k not in data and k != "val"]
     if missing:

@@ -10,12 +10,11 @@ per-task quota, kept by the storage.
 from __future__ import annotations
 
 import abc
-import difflib
 import random
 from dataclasses import dataclass
 from typing import Protocol
 
-from edgecl.errors import ConfigError
+from edgecl.errors import ConfigError, did_you_mean
 
 BACKGROUND_CLASS = -1
 
@@ -226,8 +225,7 @@ def make_policy(name: str, task_budget_pct: float = 10.0) -> InsertionPolicy:
         ConfigError: unknown name (with the closest valid one).
     """
     if name not in POLICIES:
-        match = difflib.get_close_matches(name, list(POLICIES), n=1, cutoff=0.0)
-        hint = f"; did you mean '{match[0]}'?" if match else ""
+        hint = did_you_mean(name, POLICIES, cutoff=0.0)
         raise ConfigError(f"unknown memory.policy '{name}' (choose from "
                           f"{', '.join(POLICIES)}){hint}")
     if name == "task_budget":

@@ -23,7 +23,6 @@ use the stored ``last_recall`` instead (never-scored samples count as recall 1.0
 from __future__ import annotations
 
 import abc
-import difflib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -32,7 +31,7 @@ import numpy as np
 from edgecl.config import ReplayConfig
 from edgecl.continual.memory_records import SampleRecord, StoredSample
 from edgecl.continual.recall import DetectorLike, batch_recall
-from edgecl.errors import ConfigError, ReplayMemoryError
+from edgecl.errors import ConfigError, ReplayMemoryError, did_you_mean
 
 
 class ReplaySource(Protocol):
@@ -240,8 +239,7 @@ def get_strategy(name: str) -> ReplayStrategy:
         ConfigError: unknown name (with the closest valid one).
     """
     if name not in STRATEGIES:
-        match = difflib.get_close_matches(name, list(STRATEGIES), n=1, cutoff=0.0)
-        hint = f"; did you mean '{match[0]}'?" if match else ""
+        hint = did_you_mean(name, STRATEGIES, cutoff=0.0)
         raise ConfigError(f"unknown replay.strategy '{name}' (choose from "
                           f"{', '.join(STRATEGIES)}){hint}")
     return STRATEGIES[name]
