@@ -108,7 +108,7 @@ def initial_model(scenario_yaml: Path, out: Path, imgsz: int) -> Path:
 
 
 def run_demo(cfg: Config, *, tasks: int, images_per_task: int, imgsz: int, seed: int,
-             stream=sys.stderr) -> dict:
+             stream=None) -> dict:
     """Run the whole demo and return its summary.
 
     Args:
@@ -117,7 +117,7 @@ def run_demo(cfg: Config, *, tasks: int, images_per_task: int, imgsz: int, seed:
         images_per_task: images generated per task (all splits).
         imgsz: image size of the scenario, the model and training.
         seed: scenario seed.
-        stream: where progress lines go.
+        stream: where progress lines go (default: the current ``sys.stderr``).
 
     Returns:
         ``rounds``, ``promoted``, ``rejected``, ``acc``, ``bwt``, ``current_version``,
@@ -128,6 +128,7 @@ def run_demo(cfg: Config, *, tasks: int, images_per_task: int, imgsz: int, seed:
     from edgecl.runtime.app import RunOptions, Runtime
     from edgecl.runtime.sources.tasks import TasksSource
 
+    stream = stream or sys.stderr
     t0 = time.monotonic()
     state = Path(cfg.state_dir)
     prepare_state_dir(state)

@@ -58,7 +58,7 @@ def list_command(args: argparse.Namespace) -> int:
 
 def check_loadable(registry, version: str, args: argparse.Namespace) -> None:
     """Load a version's model once, raising ModelLoadError if it cannot serve."""
-    from edgecl.commands.run import inference_options
+    from edgecl.runtime.app import inference_options
     from edgecl.models.backends import load_backend
 
     opts = inference_options(config_from_args(args))

@@ -2,14 +2,91 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecl.config import Config
+from edgecl.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+
+
+def inference_options(cfg: Config):
+    """Build backend options from the config's model section."""
+    from edgecl.models.base import InferenceOptions
+
+    m = cfg.model
+    return InferenceOptions(conf=m.conf, iou=m.iou, max_det=m.max_det, threads=m.threads,
+                            providers=m.providers, imgsz=m.imgsz)
+
+
+def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, str]:
+    """Decide which model file the loop starts with.
+
+    Args:
+        cfg: configuration.
+        explicit: ``--model`` value, if given.
+        registry: the state directory's registry, or ``None``.
+
+    Returns:
+        ``(path, version_label)``.
+
+    Raises:
+        ModelLoadError: no model anywhere.
+    """
+    if explicit:
+        return Path(explicit), f"file:{Path(explicit).name}"
+    if registry is not None and registry.current():
+        version = registry.current()
+        return registry.model_path(version), version
+    if cfg.model.path:
+        return Path(cfg.model.path), f"file:{Path(cfg.model.path).name}"
+    raise ModelLoadError("no model: pass --model PATH, set model.path, or add and promote one "
+                         "with 'edgecl models add PATH' and 'edgecl models promote VERSION'")
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop):
+    """Route SIGINT and SIGTERM to ``stop()`` for the duration of the block."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, _frame):
+        log.info("received %s; shutting down cleanly", signal.Signals(signum).name)
+        stop()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def build_sinks(opts, names: dict) -> list:
+    """Create the output sinks a run asks for (JSON lines, video, progress lines).
+
+    Args:
+        opts: object with ``out``, ``save_video`` and ``quiet`` attributes.
+        names: class index -> name.
+
+    Returns:
+        The sinks.
+    """
+    from edgecl.runtime.sinks import JsonlSink, ProgressSink, VideoSink
+
+    sinks = []
+    if opts.out:
+        sinks.append(JsonlSink(opts.out, names))
+    if opts.save_video:
+        sinks.append(VideoSink(opts.save_video, names=names))
+    if not opts.quiet:
+        sinks.append(ProgressSink(names=names))
+    return sinks
 
 
 @dataclass(frozen=True)
@@ -75,7 +152,6 @@ class Runtime:
         Raises:
             EdgeclError: bad model, bad source URI, bad state directory.
         """
-        from edgecl.commands.run import build_sinks, inference_options, resolve_model
         from edgecl.models.backends import load_backend
         from edgecl.models.registry import Registry
         from edgecl.runtime.loop import InferenceLoop
@@ -163,8 +239,6 @@ class Runtime:
         Returns:
             The loop's :class:`LoopReport`.
         """
-        from edgecl.commands.run import stop_on_signals
-
         if self.loop is None:
             self.build()
         if self.watcher is not None:
