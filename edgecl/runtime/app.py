@@ -130,15 +130,13 @@ class Runtime:
         self._started_s = time.monotonic()
 
     def _build_state_parts(self, names: dict) -> list:
-        from edgecl.models.registry import Registry
+        """Memory sink, monitor and learner supervisor (the registry is already open)."""
         from edgecl.runtime.labels import MemorySink
         from edgecl.runtime.learner import LearnerSupervisor
         from edgecl.runtime.monitor import Monitor
 
-        state = Path(self.cfg.state_dir)
-        self.registry = self.registry or Registry(state / "models")
         self.memory_sink = MemorySink.from_config(self.cfg)
-        self.monitor = Monitor(state)
+        self.monitor = Monitor(self.cfg.state_dir)
         self.supervisor = LearnerSupervisor(self.cfg, self.registry, self.memory_sink,
                                             known_classes=names.keys(), on_round=self.on_round)
         return [self.memory_sink]
