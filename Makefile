@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgecl-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean-venv
+.PHONY: demo test install browser clean-venv
 
 install: $(STAMP)
 
@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	YOLO_OFFLINE=1 $(VENV)/bin/edgecl demo --state-dir state/demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	YOLO_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Headless Chromium for tests/web (apt-get as root when missing; the tests skip without it).
+browser:
+	.ci/install-browser
 
 clean-venv:
 	rm -rf $(VENV)

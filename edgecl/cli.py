@@ -16,7 +16,7 @@ from edgecl.errors import EdgeclError
 
 # INVARIANT: each name is a module in edgecl.commands exposing add_parser(subparsers).
 COMMAND_MODULES = ("run", "demo", "learn", "bench", "models", "memory", "labels", "scenario",
-                   "monitor")
+                   "monitor", "classes", "dataset", "fleet")
 
 OVERRIDE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
 
@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except EdgeclError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user named: missing, not writable, disk full
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,16 @@ class LearnerConfig:
     replay_fraction: float = 0.0
     # training batches used to re-estimate BatchNorm statistics after a round (0: off)
     bn_recalibration_batches: int = 8
+    # missing annotations (issue 11): old-class boxes of the previous model on new images
+    pseudo_old_classes: bool = False
+    pseudo_old_conf: float = 0.5
+    pseudo_old_iou: float = 0.3
+    # LwF-style distillation of the previous model's YOLO head (0: off)
+    distill_cls_weight: float = 0.0
+    distill_box_weight: float = 0.0
+    distill_conf: float = 0.25
+    # later rounds keep the first N layers fixed (ultralytics' freeze=N; 0: train all layers)
+    freeze_layers: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,7 @@ class GateConfig:
 
     max_forgetting: float = 0.15
     min_acc_delta: float = -0.02
+    min_instances: int = 5
 
 
 @dataclass(frozen=True)
@@ -130,17 +142,48 @@ class ExportConfig:
     precision: str = "fp16"
     int8_calibration_images: int = 300
     workspace_mb: int = 1024
+    keep_promoted: int = 5
+    keep_rejected: int = 3
+    engine_cache_entries: int = 4
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Weights of the selection policies that choose which frames a person sees.
+
+    Each field names one policy of ``edgecl.runtime.labels.selection.SELECTION_POLICIES``;
+    a frame's priority is the weighted sum of the policies' scores (0 switches a policy off).
+    """
+
+    uncertain: float = 1.0
+    novel: float = 1.0
+    disagreement: float = 0.5
+    forgetting: float = 1.0
+    random: float = 0.1
 
 
 @dataclass(frozen=True)
 class LabelsConfig:
-    """Where training labels come from."""
+    """Where training labels come from (see ARCHITECTURE.md, "Where labels come from")."""
 
-    mode: str = "ground_truth"
+    # ground_truth | pseudo | field (ground truth + operator queue + pseudo-labels) | off
+    mode: str = "field"
     pseudo_conf: float = 0.6
+    pseudo_precision: float = 0.9
+    pseudo_max_per_minute: int = 60
     uncertain_low: float = 0.3
     uncertain_high: float = 0.6
     max_pending: int = 200
+    min_priority: float = 0.1
+    max_per_minute: int = 6
+    dedup_window_s: float = 300.0
+    dedup_distance: float = 0.03
+    novel_distance: float = 0.2
+    novelty_ring: int = 512
+    random_share: float = 0.02
+    seed: int = 0
+    storage_retry_s: float = 30.0
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
 
 @dataclass(frozen=True)
@@ -150,6 +193,29 @@ class ServerConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 8765
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Fleet learning over Flower (see ``edgecl.fleet``): the server and the device sides."""
+
+    enabled: bool = False
+    server_address: str = "127.0.0.1:9092"
+    device_name: str = ""
+    rounds: int = 10
+    min_devices: int = 2
+    fraction_fit: float = 1.0
+    round_timeout_s: float = 1800.0
+    max_forgetting: float = 0.15
+    forgetting_action: str = "drop"
+    wire_dtype: str = "float16"
+    seed: int = 0
+    retry_s: float = 30.0
+    token: str = ""
+    ca_cert: str = ""
+    server_cert: str = ""
+    server_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -168,6 +234,218 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one config key accepts: a set of choices, or a numeric range.
+
+    Attributes:
+        choices: the valid values of an enum-like key (empty for a numeric key).
+        pattern: a regular expression a value may also match (e.g. ``cuda:N``).
+        lo: smallest valid value (``None``: unbounded).
+        hi: largest valid value (``None``: unbounded).
+        lo_open: ``lo`` itself is invalid (a strictly positive value, say).
+    """
+
+    choices: tuple[str, ...] = ()
+    pattern: str = ""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+
+    def problem(self, value: object) -> str | None:
+        """Describe why ``value`` is invalid, or return ``None`` when it is valid."""
+        if self.choices:
+            if value not in self.choices and not (self.pattern and re.fullmatch(self.pattern, str(value))):
+                hint = did_you_mean(str(value), self.choices)
+                return f"{value!r} is not one of {', '.join(self.choices)}{hint}"
+            return None
+        low_ok = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
+        if low_ok and (self.hi is None or value <= self.hi):
+            return None
+        return f"{value!r} is out of range ({self._describe()})"
+
+    def _describe(self) -> str:
+        if self.lo is not None and self.hi is not None and not self.lo_open:
+            return f"{_num(self.lo)}..{_num(self.hi)}"
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {_num(self.lo)}")
+        if self.hi is not None:
+            parts.append(f"<= {_num(self.hi)}")
+        return " and ".join(parts)
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def _choices(*names: str) -> Rule:
+    return Rule(choices=names)
+
+
+_FRACTION = Rule(lo=0.0, hi=1.0)
+_POSITIVE = Rule(lo=0.0, lo_open=True)
+_NON_NEGATIVE = Rule(lo=0.0)
+_COUNT = Rule(lo=1)
+_IMGSZ = Rule(lo=32, hi=4096)
+
+# INVARIANT: every numeric or enum-like key has a rule here (a test walks all_keys());
+# the choices agree with the registries that consume them (tests compare them).
+RULES: dict[str, Rule] = {
+    "source.reconnect_initial_s": _POSITIVE,
+    "source.reconnect_max_s": _POSITIVE,
+    "source.max_consecutive_failures": _COUNT,
+    "model.imgsz": _IMGSZ,
+    "model.conf": _FRACTION,
+    "model.iou": _FRACTION,
+    "model.max_det": _COUNT,
+    "model.threads": Rule(lo=1, hi=256),
+    "runtime.back_pressure": _choices("auto", "drop_oldest", "block"),
+    "runtime.sink_queue_size": _COUNT,
+    "runtime.swap_poll_s": _POSITIVE,
+    "runtime.warmup_runs": Rule(lo=0, hi=100),
+    "memory.capacity": _COUNT,
+    "memory.max_bytes": Rule(lo=1024 * 1024),
+    "memory.jpeg_quality": Rule(lo=1, hi=100),
+    "memory.policy": _choices("reservoir", "class_balanced", "task_budget"),
+    "memory.task_budget_pct": Rule(lo=0.0, hi=100.0, lo_open=True),
+    "memory.holdout_fraction": Rule(lo=0.0, hi=0.9, lo_open=True),
+    "memory.seed": _NON_NEGATIVE,
+    "replay.strategy": _choices("er", "mir", "mir-virtual", "far", "class_balanced"),
+    "replay.samples": _NON_NEGATIVE,
+    "replay.candidate_pool": _COUNT,
+    "replay.virtual_candidates": _COUNT,
+    "replay.virtual_top_k": _COUNT,
+    "learner.trigger_new_samples": _NON_NEGATIVE,
+    "learner.trigger_interval_s": _NON_NEGATIVE,
+    "learner.budget_s": _POSITIVE,
+    "learner.max_steps": _COUNT,
+    "learner.first_round_budget_s": _POSITIVE,
+    "learner.first_round_max_steps": _COUNT,
+    "learner.epochs": _COUNT,
+    "learner.batch": Rule(lo=1, hi=1024),
+    "learner.lr": Rule(lo=0.0, hi=1.0, lo_open=True),
+    "learner.imgsz": _IMGSZ,
+    "learner.device": Rule(choices=("auto", "cpu", "cuda", "cuda:N"), pattern=r"cuda:\d+"),
+    "learner.torch_threads": Rule(lo=1, hi=256),
+    "learner.nice": Rule(lo=0, hi=19),
+    "learner.replay_fraction": _FRACTION,
+    "learner.bn_recalibration_batches": _NON_NEGATIVE,
+    "learner.pseudo_old_conf": Rule(lo=0.0, hi=1.0, lo_open=True),
+    "learner.pseudo_old_iou": _FRACTION,
+    "learner.distill_cls_weight": _NON_NEGATIVE,
+    "learner.distill_box_weight": _NON_NEGATIVE,
+    "learner.distill_conf": Rule(lo=0.0, hi=1.0),
+    "learner.freeze_layers": Rule(lo=0, hi=1000),
+    "ider.second_pass_weight": _NON_NEGATIVE,
+    "ider.distill_memory_weight": _NON_NEGATIVE,
+    "ider.distill_current_weight": _NON_NEGATIVE,
+    "ider.distill_conf": _FRACTION,
+    "gate.max_forgetting": Rule(lo=0.0, hi=1.0, lo_open=True),
+    "gate.min_acc_delta": Rule(lo=-1.0, hi=1.0),
+    "gate.min_instances": Rule(lo=1),
+    "export.onnx_opset": Rule(lo=11, hi=23),
+    "export.tensorrt": _choices("auto", "on", "off"),
+    "export.precision": _choices("fp32", "fp16", "int8"),
+    "export.int8_calibration_images": _COUNT,
+    "export.workspace_mb": _COUNT,
+    "export.keep_promoted": Rule(lo=0),
+    "export.keep_rejected": Rule(lo=0),
+    "export.engine_cache_entries": _COUNT,
+    "labels.mode": _choices("ground_truth", "pseudo", "field", "off"),
+    "labels.pseudo_conf": _FRACTION,
+    "labels.pseudo_precision": Rule(lo=0.0, hi=1.0, lo_open=True),
+    "labels.pseudo_max_per_minute": _NON_NEGATIVE,
+    "labels.uncertain_low": _FRACTION,
+    "labels.uncertain_high": _FRACTION,
+    "labels.max_pending": _COUNT,
+    "labels.min_priority": _NON_NEGATIVE,
+    "labels.max_per_minute": _NON_NEGATIVE,
+    "labels.dedup_window_s": _NON_NEGATIVE,
+    "labels.dedup_distance": _FRACTION,
+    "labels.novel_distance": Rule(lo=0.0, hi=1.0, lo_open=True),
+    "labels.novelty_ring": _COUNT,
+    "labels.random_share": _FRACTION,
+    "labels.seed": _NON_NEGATIVE,
+    "labels.storage_retry_s": _POSITIVE,
+    "labels.selection.uncertain": _NON_NEGATIVE,
+    "labels.selection.novel": _NON_NEGATIVE,
+    "labels.selection.disagreement": _NON_NEGATIVE,
+    "labels.selection.forgetting": _NON_NEGATIVE,
+    "labels.selection.random": _NON_NEGATIVE,
+    "server.port": Rule(lo=0, hi=65535),
+    "fleet.rounds": _COUNT,
+    "fleet.min_devices": _COUNT,
+    "fleet.fraction_fit": Rule(lo=0.0, hi=1.0, lo_open=True),
+    "fleet.round_timeout_s": _POSITIVE,
+    "fleet.max_forgetting": Rule(lo=0.0, hi=1.0, lo_open=True),
+    "fleet.forgetting_action": _choices("drop", "downweight"),
+    "fleet.wire_dtype": _choices("float16", "float32"),
+    "fleet.seed": _NON_NEGATIVE,
+    "fleet.retry_s": _POSITIVE,
+}
+
+# Keys whose value is free text (paths, addresses, URIs): checked where they are used.
+FREE_KEYS = frozenset({"state_dir", "source.uri", "model.path", "model.providers", "server.host",
+                       "server.token", "fleet.server_address", "fleet.device_name", "fleet.token",
+                       "fleet.ca_cert", "fleet.server_cert", "fleet.server_key"})
+
+
+def _check_pairs(cfg: "Config", where: str) -> None:
+    """Checks that involve two keys at once."""
+    lab = cfg.labels
+    if lab.uncertain_low >= lab.uncertain_high:
+        raise ConfigError(f"config keys 'labels.uncertain_low' ({lab.uncertain_low}) and "
+                          f"'labels.uncertain_high' ({lab.uncertain_high}) in {where}: low must "
+                          f"be below high")
+    if cfg.source.reconnect_initial_s > cfg.source.reconnect_max_s:
+        raise ConfigError(f"config key 'source.reconnect_initial_s' ({cfg.source.reconnect_initial_s}) "
+                          f"in {where} must not exceed 'source.reconnect_max_s' "
+                          f"({cfg.source.reconnect_max_s})")
+    if cfg.replay.virtual_top_k > cfg.replay.virtual_candidates:
+        raise ConfigError(f"config key 'replay.virtual_top_k' ({cfg.replay.virtual_top_k}) in "
+                          f"{where} must not exceed 'replay.virtual_candidates' "
+                          f"({cfg.replay.virtual_candidates})")
+    if cfg.memory.capacity * cfg.memory.holdout_fraction < 1:
+        raise ConfigError(f"config keys 'memory.capacity' ({cfg.memory.capacity}) and "
+                          f"'memory.holdout_fraction' ({cfg.memory.holdout_fraction}) in {where} "
+                          f"leave no held-out slot: the gate could never pass")
+
+
+def validate(cfg: "Config", where: str = "config") -> "Config":
+    """Check every key's value against :data:`RULES` and the cross-key constraints.
+
+    Args:
+        cfg: a built configuration.
+        where: file or origin named in the error.
+
+    Returns:
+        ``cfg`` unchanged.
+
+    Raises:
+        ConfigError: one line naming the key, the value and what is valid.
+    """
+    flat = _flatten(config_to_dict(cfg))
+    for key, rule in RULES.items():
+        if key in flat:
+            problem = rule.problem(flat[key])
+            if problem is not None:
+                raise ConfigError(f"config key '{key}' in {where}: {problem}")
+    _check_pairs(cfg, where)
+    return cfg
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
@@ -201,6 +479,8 @@ def _coerce(value: object, kind: type, dotted: str, where: str) -> object:
         return float(value)
     if kind is bool and not isinstance(value, bool):
         raise ConfigError(f"config key '{dotted}' in {where} must be true or false, got {value!r}")
+    if kind in (int, float) and isinstance(value, str):
+        value = _number_from_text(value, dotted, where)
     if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise ConfigError(f"config key '{dotted}' in {where} must be a number, got {value!r}")
     if kind is int and isinstance(value, float):
@@ -209,6 +489,17 @@ def _coerce(value: object, kind: type, dotted: str, where: str) -> object:
         return int(value)
     if kind is str and not isinstance(value, str):
         return str(value)
+    return value
+
+
+def _number_from_text(text: str, dotted: str, where: str) -> float:
+    """YAML 1.1 reads ``1e6`` as text; accept any number Python can parse."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ConfigError(f"config key '{dotted}' in {where} must be a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"config key '{dotted}' in {where} must be a finite number, got {text!r}")
     return value
 
 
@@ -298,7 +589,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if key not in all_keys():
             raise _unknown_key_error(key, "command-line override")
         _set_dotted(tree, key, value)
-    return _build(Config, tree, "", where if not overrides else f"{where} (+ overrides)")
+    where = where if not overrides else f"{where} (+ overrides)"
+    return validate(_build(Config, tree, "", where), where)
 
 
 def config_to_dict(cfg: Config) -> dict:

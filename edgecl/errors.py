@@ -44,3 +44,15 @@ def did_you_mean(name: str, choices, cutoff: float = 0.6) -> str:
 
     match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=cutoff)
     return f"; did you mean '{match[0]}'?" if match else ""
+
+
+class NotFoundError(EdgeclError):
+    """An id (queue item, version, class) names nothing that exists (HTTP 404)."""
+
+
+class ConflictError(EdgeclError):
+    """The operation conflicts with the current state, e.g. an item already answered (HTTP 409)."""
+
+
+class StorageError(EdgeclError):
+    """The state directory cannot be written (read-only, full disk)."""

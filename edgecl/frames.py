@@ -18,6 +18,25 @@ class StreamState(enum.Enum):
     CLOSED = "closed"
 
 
+class LabelOrigin(str, enum.Enum):
+    """Where a stored sample's labels came from (one enum for memory, runtime, import, web).
+
+    ``ground_truth``: labels travelled with the frame (a labelled dataset or stream);
+    ``operator``: a person answered an operator-queue item; ``import``: ``edgecl labels import``;
+    ``pseudo``: confident detections of the model itself (never used for evaluation or the gate).
+    """
+
+    GROUND_TRUTH = "ground_truth"
+    OPERATOR = "operator"
+    IMPORT = "import"
+    PSEUDO = "pseudo"
+
+    @property
+    def human_verified(self) -> bool:
+        """True for labels a person or a dataset vouches for (eligible for held-out evaluation)."""
+        return self is not LabelOrigin.PSEUDO
+
+
 def empty_labels() -> np.ndarray:
     """Return an empty YOLO label array of shape (0, 5).
 

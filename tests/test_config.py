@@ -60,3 +60,61 @@ def test_bad_values_and_files(tmp_path):
         load_config(broken)
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["novalue"])
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("labels.mode=bogus", "'labels.mode'"),
+    ("learner.batch=-3", "'learner.batch'"),
+    ("server.port=70000", "'server.port'"),
+    ("model.conf=5", "'model.conf'"),
+    ("runtime.back_pressure=bogus", "'runtime.back_pressure'"),
+    ("learner.lr=1e6", "'learner.lr'"),
+    ("memory.holdout_fraction=0", "'memory.holdout_fraction'"),
+    ("export.precision=int4", "'export.precision'"),
+    ("export.tensorrt=maybe", "'export.tensorrt'"),
+    ("learner.device=gpu", "'learner.device'"),
+    ("replay.strategy=bogus", "'replay.strategy'"),
+    ("memory.capacity=0", "'memory.capacity'"),
+    ("memory.max_bytes=100", "'memory.max_bytes'"),
+    ("labels.uncertain_low=0.9", "'labels.uncertain_low'"),
+])
+def test_bad_values_fail_at_load_with_one_line(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    message = str(err.value)
+    assert fragment in message and "\n" not in message
+    value = override.split("=", 1)[1]
+    assert value.split("e")[0].lstrip("-") in message or "uncertain" in message
+
+
+def test_valid_edge_values_load():
+    cfg = load_config(None, ["learner.lr=1e-3", "learner.device=cuda:0", "server.port=0",
+                             "model.conf=1", "memory.holdout_fraction=0.5"])
+    assert cfg.learner.lr == pytest.approx(1e-3) and cfg.learner.device == "cuda:0"
+
+
+def test_every_key_has_a_rule_or_is_free_text():
+    import typing
+
+    from edgecl import config as config_mod
+
+    booleans = set()
+    for key in config_mod.all_keys():
+        section, _, name = key.rpartition(".")
+        cls = config_mod.Config
+        for part in filter(None, section.split(".")):
+            cls = typing.get_type_hints(cls)[part]
+        if typing.get_type_hints(cls)[name] is bool:
+            booleans.add(key)
+    unchecked = set(config_mod.all_keys()) - set(config_mod.RULES) - config_mod.FREE_KEYS - booleans
+    assert not unchecked, f"config keys without a validation rule: {sorted(unchecked)}"
+    assert set(config_mod.RULES) <= set(config_mod.all_keys())
+
+
+def test_choices_agree_with_the_registries_that_consume_them():
+    from edgecl.config import RULES
+    from edgecl.continual.strategies import STRATEGIES
+    from edgecl.runtime.buffers import POLICIES as BUFFERS
+
+    assert set(RULES["replay.strategy"].choices) == set(STRATEGIES)
+    assert set(RULES["runtime.back_pressure"].choices) == set(BUFFERS) | {"auto"}

@@ -7,9 +7,16 @@ module parses the options, plans the runs, skips those already in ``OUT/results.
 is rewritten atomically after each), then writes ``table.md`` and the PNGs and prints one
 JSON summary as the last stdout line.
 
-The default configuration (built-in scenario, 5 tasks x 60 images at 160 px, finetune, er,
-far and joint, budgets 5 % and 10 %, one seed, 100 steps per task and 300 for task 1) is sized
-to finish within about 30 minutes on a 2-core CPU.
+Strategies may carry modifiers (``er+lwf``, ``class_balanced+pl+lwf``, ``finetune+lwf``; see
+:mod:`edgecl.bench.cl_protocol`); every run also records the D-ECE after its last task, raw and
+after the post-hoc calibrator, with the protocol.  While it runs, a second progress bar shows
+the steps and loss of the current training (or the images of the current evaluation) with the
+time left.
+
+The default configuration (built-in scenario, 5 tasks x 200 images at 160 px, finetune, er,
+far and joint, budgets 5 % and 10 %, one seed, 200 steps per task and 1,000 for task 1) is the
+scenario's.  For real footage see docs/bench_hituav/README.md: there task 1's model was
+trained once by ultralytics' own trainer and is passed with ``--first-task-model``.
 """
 
 from __future__ import annotations
@@ -23,7 +30,13 @@ import time
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
-from edgecl.bench.cl_protocol import NO_BUDGET_STRATEGIES, ProtocolSettings, RunSpec
+from edgecl.bench.cl_protocol import (
+    MODIFIERS,
+    NO_BUDGET_STRATEGIES,
+    ProtocolSettings,
+    RunSpec,
+    split_strategy,
+)
 from edgecl.errors import ConfigError, did_you_mean
 
 DEFAULT_STRATEGIES = "finetune,er,far,joint"
@@ -46,7 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="scenario: images per task, all splits (default 200: 140 train, 30 test)")
     add("--scenario-seed", type=int, default=0, help="scenario: generator seed (default 0)")
     add("--strategies", default=DEFAULT_STRATEGIES,
-        help=f"comma list of finetune, joint, er, mir, mir-virtual, far (default {DEFAULT_STRATEGIES})")
+        help="comma list of finetune, joint, er, mir, mir-virtual, far, class_balanced, each "
+             "optionally with modifiers +lwf (distillation of the previous model), +pl "
+             "(pseudo-labels of old classes on new images), +ider (IDER from task 2 on), e.g. "
+             f"class_balanced+lwf (default {DEFAULT_STRATEGIES})")
     add("--budgets", default=DEFAULT_BUDGETS,
         help="comma list of replay budgets as fractions of the earlier tasks' training images "
              f"(0.05 or 5%%; default {DEFAULT_BUDGETS}); finetune and joint ignore them")
@@ -65,6 +81,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--lr", type=float, default=0.002, help="AdamW learning rate (default 0.002)")
     add("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     add("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add("--first-task-model", default="",
+        help="checkpoint to use as the model after task 1 instead of training it (its classes "
+             "must be task 1's; identified in results by its sha256)")
+    add("--distill-cls", type=float, default=1.0, help="+lwf: weight of the class term (default 1)")
+    add("--distill-box", type=float, default=1.0, help="+lwf: weight of the box term (default 1)")
+    add("--distill-conf", type=float, default=0.25,
+        help="+lwf: old-model score above which a box is distilled (default 0.25)")
+    add("--pseudo-conf", type=float, default=0.5,
+        help="+pl: score an old-class detection needs to become a label (default 0.5)")
+    add("--pseudo-iou", type=float, default=0.3,
+        help="+pl: largest IoU of a pseudo-label with a labelled box (default 0.3)")
+    add("--report-only", action="store_true",
+        help="run nothing: write table.md and the plots from the finished runs of the plan")
     add("--out", required=True, help="output folder (results.json, table.md, PNGs, work/)")
 
 
@@ -87,10 +116,18 @@ def parse_strategies(text: str) -> list[str]:
     if not names:
         raise ConfigError("--strategies: no strategy given")
     for name in names:
-        if name not in valid:
-            hint = did_you_mean(name, valid)
-            raise ConfigError(f"--strategies: unknown strategy '{name}' "
+        base, modifiers = split_strategy(name)
+        if base not in valid:
+            hint = did_you_mean(base, valid)
+            raise ConfigError(f"--strategies: unknown strategy '{base}' "
                               f"(choose from {', '.join(valid)}){hint}")
+        for modifier in modifiers:
+            if modifier not in MODIFIERS:
+                hint = did_you_mean(modifier, MODIFIERS)
+                raise ConfigError(f"--strategies: unknown modifier '+{modifier}' in '{name}' "
+                                  f"(choose from {', '.join(MODIFIERS)}){hint}")
+        if base == "joint" and modifiers:
+            raise ConfigError(f"--strategies: '{name}': joint (the upper bound) takes no modifier")
     return names
 
 
@@ -128,11 +165,14 @@ def plan_runs(strategies: list[str], budgets: list[float], seeds: int) -> list[R
     """
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    if not budgets and any(s not in NO_BUDGET_STRATEGIES for s in strategies):
+    def no_budget(name: str) -> bool:
+        return split_strategy(name)[0] in NO_BUDGET_STRATEGIES
+
+    if not budgets and not all(no_budget(s) for s in strategies):
         raise ConfigError("--budgets: replay strategies need at least one budget")
-    return [RunSpec(s, None if s in NO_BUDGET_STRATEGIES else b, seed)
+    return [RunSpec(s, None if no_budget(s) else b, seed)
             for seed in range(seeds) for s in strategies
-            for b in ([None] if s in NO_BUDGET_STRATEGIES else budgets)]
+            for b in ([None] if no_budget(s) else budgets)]
 
 
 def resolve_data(args: argparse.Namespace, out: Path) -> Path:
@@ -147,7 +187,7 @@ def resolve_data(args: argparse.Namespace, out: Path) -> Path:
         if not path.is_file():
             raise ConfigError(f"--data: no tasks.yaml at {path}")
         return path
-    from edgecl.bench.scenario import MARKER_NAME, make_scenario
+    from edgecl.data.scenario import MARKER_NAME, make_scenario
 
     folder = out / "scenario"
     wanted = {"tasks": args.tasks, "images_per_task": args.images_per_task,
@@ -209,7 +249,16 @@ def run_record(spec: RunSpec, settings: ProtocolSettings, view, outcome: dict) -
             "forgetting_per_task": [_finite(v) for v in metrics.forgetting(matrix)],
             "dece": _finite(np.mean(dece)) if dece else None,
             "dece_per_task": [_finite(v) for v in outcome["dece"]],
+            "calibration": _calibration_record(outcome.get("calibration")),
             "seconds": round(outcome["seconds"], 1), "log": outcome["tasks"]}
+
+
+def _calibration_record(report: dict | None) -> dict | None:
+    if not report:
+        return None
+    return {"dece_raw": _finite(report.get("dece_raw")),
+            "dece_posthoc": _finite(report.get("dece_posthoc")),
+            "n_detections": report.get("n_detections"), "protocol": report.get("protocol")}
 
 
 def same_run(record: dict, spec: RunSpec, settings: ProtocolSettings, data_hash: str) -> bool:
@@ -225,16 +274,32 @@ def _settings(args: argparse.Namespace) -> ProtocolSettings:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.epochs < 0 or args.lr <= 0:
         raise ConfigError("--epochs must be >= 0 and --lr > 0")
+    if min(args.distill_cls, args.distill_box) < 0:
+        raise ConfigError("--distill-cls and --distill-box must be >= 0")
+    for name in ("distill_conf", "pseudo_conf", "pseudo_iou"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    first = ""
+    if args.first_task_model:
+        path = Path(args.first_task_model).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"--first-task-model: no file at {path}")
+        first = str(path.resolve())
     return ProtocolSettings(imgsz=args.imgsz, batch=args.batch, lr=args.lr,
                             steps_per_task=args.steps_per_task,
                             first_task_steps=args.first_task_steps, epochs=args.epochs,
                             task_budget_s=args.task_budget_s, ider=args.ider == "on",
+                            distill_cls=args.distill_cls, distill_box=args.distill_box,
+                            distill_conf=args.distill_conf, pseudo_conf=args.pseudo_conf,
+                            pseudo_iou=args.pseudo_iou, first_task_model=first,
                             device=args.device)
 
 
 def _header(yaml_path: Path, view, settings: ProtocolSettings, seeds: int) -> list[str]:
     training = (f"{settings.epochs} epoch(s) per task" if settings.epochs else
                 f"{settings.first_task_steps} steps for task 1, {settings.steps_per_task} per later task")
+    if settings.first_task_model:
+        training += f"; task 1's model given: `{settings.first_task_model}`"
     sizes = ", ".join(f"{n} {len(tr)}/{len(te)}" for n, tr, te in
                       zip(view.task_names, view.train, view.test))
     return [f"- data: `{yaml_path}` (hash {view.data_hash}); train/test images per task: {sizes}",
@@ -244,7 +309,46 @@ def _header(yaml_path: Path, view, settings: ProtocolSettings, seeds: int) -> li
              f"seeds 0..{seeds - 1}"),
             ("- ACC: mean box mAP50-95 over all tasks after the last task; BWT: mean over earlier "
              "tasks of (final mAP - mAP right after learning it); forgetting: mean of (best "
-             "earlier mAP - final mAP)")]
+             "earlier mAP - final mAP)"),
+            (f"- modifiers: +lwf distillation (class weight {settings.distill_cls}, box weight "
+             f"{settings.distill_box}, box where the old score > {settings.distill_conf}); +pl "
+             f"pseudo-labels of old classes (score >= {settings.pseudo_conf}, IoU with a "
+             f"labelled box <= {settings.pseudo_iou}); +ider IDER from task 2 on")]
+
+
+class _Bars:
+    """Two tqdm bars: finished tasks over all runs, and steps/images within the current phase
+    (training steps with the loss, evaluation images), each with its time left."""
+
+    def __init__(self, total_tasks: int):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.tasks = tqdm(total=total_tasks, desc="bench cl", unit="task", file=sys.stderr,
+                          mininterval=1.0, dynamic_ncols=True, position=0)
+        self.inner = None
+        self.label = ""
+
+    def phase(self, desc: str, total: int, unit: str) -> None:
+        """Start a phase bar (``total`` 0: unknown)."""
+        if self.inner is not None:
+            self.inner.close()
+        self.inner = self._tqdm(total=total or None, desc=f"  {self.label}: {desc}", unit=unit,
+                                file=sys.stderr, mininterval=1.0, dynamic_ncols=True,
+                                position=1, leave=False)
+
+    def advance(self, n: int = 1, postfix: str = "") -> None:
+        """Advance the phase bar."""
+        if self.inner is not None:
+            self.inner.update(n)
+            if postfix:
+                self.inner.set_postfix_str(postfix, refresh=False)
+
+    def close(self) -> None:
+        """Close both bars."""
+        if self.inner is not None:
+            self.inner.close()
+        self.tasks.close()
 
 
 def _execute(pending: list[RunSpec], done: list[dict], settings, view, results_path: Path) -> None:
@@ -253,19 +357,20 @@ def _execute(pending: list[RunSpec], done: list[dict], settings, view, results_p
     from edgecl.bench.cl_protocol import run_protocol
     from edgecl.bench.cl_report import group_label
 
-    bar = tqdm(total=len(pending) * view.n_tasks, desc="bench cl", unit="task", file=sys.stderr,
-               mininterval=1.0, dynamic_ncols=True)
+    bars = _Bars(len(pending) * view.n_tasks)
     try:
         for spec in pending:
             label = f"{group_label(spec.strategy, spec.budget)} seed {spec.seed}"
-            bar.set_postfix_str(label)
-            outcome = run_protocol(view, spec, settings, on_task=lambda _t: bar.update(1))
+            bars.tasks.set_postfix_str(label)
+            bars.label = label
+            outcome = run_protocol(view, spec, settings, on_task=lambda _t: bars.tasks.update(1),
+                                   progress=bars)
             record = run_record(spec, settings, view, outcome)
             done.append(record)
             atomic_write_json(results_path, done)
             tqdm.write(_run_line(label, record), file=sys.stdout)
     finally:
-        bar.close()
+        bars.close()
 
 
 def _run_line(label: str, record: dict) -> str:
@@ -273,9 +378,13 @@ def _run_line(label: str, record: dict) -> str:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.2f}%"
 
-    dece = "-" if record["dece"] is None else f"{record['dece']:.3f}"
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    cal = record.get("calibration") or {}
     return (f"{label}: ACC {pct(record['acc'])} BWT {pct(record['bwt'])} forgetting "
-            f"{pct(record['forgetting'])} D-ECE {dece} ({record['seconds']:.0f} s)")
+            f"{pct(record['forgetting'])} D-ECE {num(cal.get('dece_raw'))} -> post-hoc "
+            f"{num(cal.get('dece_posthoc'))} ({record['seconds']:.0f} s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -303,7 +412,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from edgecl.bench.cl_data import prepare_view
     from edgecl.bench.cl_report import write_report
-    from edgecl.bench.tasks import load_tasks
+    from edgecl.data.tasks import load_tasks
 
     out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -312,6 +421,9 @@ def run(args: argparse.Namespace) -> int:
     results_path = out / RESULTS
     done = load_results(results_path)
     pending = [s for s in plan if not any(same_run(r, s, settings, view.data_hash) for r in done)]
+    finished_before = len(plan) - len(pending)
+    if args.report_only:
+        pending = []
     _execute(pending, done, settings, view, results_path)
     mine = [r for r in done if any(same_run(r, s, settings, view.data_hash) for s in plan)]
     table, pngs, summary = write_report(mine, view.task_names, out,
@@ -319,7 +431,7 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({
         "out": str(out), "results": str(results_path), "table": str(table),
         "plots": [str(p) for p in pngs], "data_hash": view.data_hash, "runs": len(mine),
-        "new_runs": len(pending), "skipped_runs": len(plan) - len(pending),
+        "new_runs": len(pending), "skipped_runs": finished_before,
         "wall_s": round(time.monotonic() - started, 1),
         "summary": {label: {"strategy": e["strategy"], "budget": e["budget"], "seeds": e["seeds"],
                             "acc_pct": _pct(e["acc"]), "bwt_pct": _pct(e["bwt"])}

@@ -25,8 +25,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edgecl.atomic import atomic_write_json, atomic_write_text
-from edgecl.bench.tasks import TaskSet, label_path_for
+from edgecl.data.labels import labels_to_text, parse_yolo_label_text
+from edgecl.data.tasks import TaskSet, label_path_for
 from edgecl.errors import LabelError
 
 VIEW_SPLITS = ("train", "test")
@@ -81,34 +84,26 @@ def class_remap(task_set: TaskSet) -> dict[int, int]:
 
 
 def filter_label_text(text: str, keep: dict[int, int], where: str = "labels") -> str:
-    """Keep the label rows whose class is in ``keep`` and renumber them.
+    """Keep the label rows whose class is in ``keep`` and renumber them (THE label rule reads them).
 
     Args:
-        text: YOLO label file contents (``cls cx cy w h`` rows).
+        text: YOLO label file contents (see :mod:`edgecl.data.labels`: BOM, polygons,
+            duplicates, clipping).
         keep: original class id -> new id; rows of other classes are dropped.
         where: file name for error messages.
 
     Returns:
-        The filtered label text (``""`` when no row is left).
+        The filtered label text in :func:`edgecl.data.labels.labels_to_text` format
+        (``""`` when no row is left).
 
     Raises:
-        LabelError: a row that is not five numbers with an integer class.
+        LabelError: the first refused row (``file:line: why``).
     """
-    out = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            values = [float(v) for v in parts]
-        except ValueError:
-            raise LabelError(f"{where}:{line_no}: non-numeric label row {line.strip()!r}") from None
-        if len(values) != 5 or values[0] != int(values[0]):
-            raise LabelError(f"{where}:{line_no}: expected 'cls cx cy w h', got {line.strip()!r}")
-        cls = int(values[0])
-        if cls in keep:
-            out.append(" ".join([str(keep[cls]), *parts[1:]]))
-    return "".join(row + "\n" for row in out)
+    parsed = parse_yolo_label_text(text, where)
+    if parsed.refused:
+        raise LabelError(parsed.refused[0])
+    rows = [[keep[int(r[0])], *r[1:]] for r in parsed.labels if int(r[0]) in keep]
+    return labels_to_text(np.array(rows, np.float32).reshape(-1, 5))
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -169,7 +164,7 @@ def _write_split(root: Path, task_set: TaskSet, t: int, split: str, remap: dict[
         img, lab = _view_paths(root, task.name, split, k, image)
         if write:
             src_label = label_path_for(image)
-            text = src_label.read_text(encoding="utf-8") if src_label.is_file() else ""
+            text = src_label.read_text(encoding="utf-8-sig") if src_label.is_file() else ""
             _link_or_copy(image, img)
             atomic_write_text(lab, filter_label_text(text, keep, str(src_label)))
         paths.append(img)

@@ -5,10 +5,16 @@ For a strategy, a replay budget and a seed: a freshly initialised YOLO11n (seede
 the replay set is chosen once (offline, as the paper does):
 
 * ``finetune``: nothing; ``joint``: every earlier task's training images;
-* ``er``, ``mir``, ``mir-virtual``, ``far``: :func:`replay_size` images chosen by the
-  strategy of ``edgecl.continual.strategies`` from an in-memory pool that holds the training
-  images of the tasks learnt so far (an image enters the pool once its task is learnt; FAR's
-  baseline is its recall at that moment).
+* ``er``, ``mir``, ``mir-virtual``, ``far``, ``class_balanced``: :func:`replay_size` images
+  chosen by the strategy of ``edgecl.continual.strategies`` from an in-memory pool that holds
+  the training images of the tasks learnt so far (an image enters the pool once its task is
+  learnt; FAR's baseline is its recall at that moment).
+
+A strategy name may carry modifiers after ``+`` (issue 11, missing annotations), in any order:
+``lwf`` adds LwF-style distillation of the previous task's model (``edgecl.continual.distill``),
+``pl`` adds the previous model's confident old-class boxes to the new task's training labels
+(``edgecl.continual.old_labels``), ``ider`` trains the later tasks with IDER; e.g.
+``class_balanced+lwf`` or ``finetune+lwf`` (LwF alone).
 
 The model then fine-tunes on task ``t``'s images plus the replay set (``FineTuner``, merged
 replay), and every task ``j <= t`` is evaluated on its test images on its own classes:
@@ -30,14 +36,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from edgecl.bench.cl_data import DataView
 from edgecl.config import IderConfig, LearnerConfig, ModelConfig, ReplayConfig
-from edgecl.continual.memory_records import SampleRecord, StoredSample
+from edgecl.continual.memory import SampleRecord, StoredSample
 
 NO_BUDGET_STRATEGIES = ("finetune", "joint")
+MODIFIERS = ("lwf", "pl", "ider")
 RECALL_STRATEGIES = ("mir", "far")  # rank by image recall under the current model
 RECALL_MAX_DET = 100
 EVAL_CONF = 0.001
@@ -69,13 +77,29 @@ class ProtocolSettings:
     epochs: int = 0
     task_budget_s: float = 0.0
     ider: bool = False
+    distill_cls: float = 1.0
+    distill_box: float = 1.0
+    distill_conf: float = 0.25
+    pseudo_conf: float = 0.5
+    pseudo_iou: float = 0.3
+    first_task_model: str = ""
     device: str = "cpu"
 
     def key(self) -> dict:
-        """The settings that decide a run's result (everything but the device)."""
+        """The settings that decide a run's result (everything but the device; the first
+        task's checkpoint by its content hash, not its path)."""
         out = dataclasses.asdict(self)
         out.pop("device")
+        path = out.pop("first_task_model")
+        if path:
+            out["first_task_sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
         return out
+
+    def first_task_key(self) -> dict:
+        """The settings that decide the model after task 1 (what later tasks use is left out)."""
+        later = ("steps_per_task", "distill_cls", "distill_box", "distill_conf", "pseudo_conf",
+                 "pseudo_iou")
+        return {k: v for k, v in self.key().items() if k not in later}
 
     def learner(self) -> LearnerConfig:
         """The ``LearnerConfig`` the fine-tuner runs with."""
@@ -84,11 +108,72 @@ class ProtocolSettings:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Which run: strategy, replay budget (fraction, None for finetune/joint) and seed."""
+    """Which run: strategy (with ``+`` modifiers), replay budget (fraction, None for
+    finetune/joint) and seed."""
 
     strategy: str
     budget: float | None
     seed: int
+
+    @property
+    def base(self) -> str:
+        """The strategy without modifiers (``er+lwf`` -> ``er``)."""
+        return split_strategy(self.strategy)[0]
+
+    @property
+    def modifiers(self) -> frozenset[str]:
+        """The modifiers (``er+lwf+pl`` -> ``{lwf, pl}``)."""
+        return frozenset(split_strategy(self.strategy)[1])
+
+
+def split_strategy(name: str) -> tuple[str, tuple[str, ...]]:
+    """``"er+lwf+pl"`` -> ``("er", ("lwf", "pl"))`` (no checking; see ``bench.cl``)."""
+    parts = [p.strip() for p in name.split("+")]
+    return parts[0], tuple(parts[1:])
+
+
+class Progress(Protocol):
+    """Progress within a run (``bench cl`` shows it as a bar): one phase at a time."""
+
+    def phase(self, desc: str, total: int, unit: str) -> None:
+        """Start a phase of ``total`` units (steps or images)."""
+
+    def advance(self, n: int = 1, postfix: str = "") -> None:
+        """``n`` units done; ``postfix`` shows e.g. the loss."""
+
+
+class _StepProgress:
+    """FineTuner hook advancing a :class:`Progress` by one step per batch, with the loss."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def on_round_start(self, tuner) -> None:
+        """Nothing to prepare."""
+
+    def on_batch_loss(self, batch: dict, preds: dict, loss_items: dict):
+        """Advance one step; show the criterion's loss items. Adds no loss."""
+        terms = " ".join(f"{k} {float(v):.2f}" for k, v in loss_items.items())
+        self.progress.advance(1, terms)
+        return None
+
+    def on_round_end(self, result) -> None:
+        """Nothing to release."""
+
+
+class _CountingDetector:
+    """A detector that advances a :class:`Progress` by the images it was given."""
+
+    def __init__(self, detector, progress: Progress | None):
+        self.detector = detector
+        self.progress = progress
+
+    def infer(self, images):
+        """Detect, then count the images."""
+        out = self.detector.infer(images)
+        if self.progress is not None:
+            self.progress.advance(len(images))
+        return out
 
 
 def replay_size(budget: float | None, n_earlier: int) -> int:
@@ -130,7 +215,7 @@ class ReplayPool:
         Returns:
             The new ids (ascending).
         """
-        from edgecl.bench.tasks import label_path_for
+        from edgecl.data.tasks import label_path_for
         from edgecl.continual.evaluate import read_label_file
 
         ids = []
@@ -156,7 +241,7 @@ class ReplayPool:
 
     def get(self, ids: list[int]) -> list[StoredSample]:
         """Samples with their image path and labels, in the order of ``ids``."""
-        from edgecl.bench.tasks import label_path_for
+        from edgecl.data.tasks import label_path_for
 
         return [StoredSample.from_record(self._records[i], self._paths[i],
                                          label_path_for(self._paths[i]), self._labels[i])
@@ -222,61 +307,113 @@ def choose_replay(view: DataView, pool: ReplayPool, spec: RunSpec, model, t: int
     """
     from edgecl.continual.strategies import ReplayContext, get_strategy
 
-    if spec.strategy == "finetune" or t == 0:
+    base = spec.base
+    if base == "finetune" or t == 0:
         return []
-    if spec.strategy == "joint":
+    if base == "joint":
         return [p for images in view.train[:t] for p in images]
     k = replay_size(spec.budget, len(pool))
     seed = spec.seed * 1000 + t
     context = ReplayContext.from_config(ReplayConfig(), current_task=view.task_names[t], seed=seed)
-    if spec.strategy == "mir-virtual":
+    if base == "mir-virtual":
         context = dataclasses.replace(
             context, virtual_top_k=k, virtual_scorer=_virtual_scorer(model, view, pool, t, settings, seed),
             virtual_candidates=max(context.virtual_candidates, VIRTUAL_CANDIDATES_PER_PICK * k))
     detector = None
-    if spec.strategy in RECALL_STRATEGIES:
+    if base in RECALL_STRATEGIES:
         detector = _detector(model, view.seen_names(t), settings, ModelConfig().conf, RECALL_MAX_DET)
-    ids = get_strategy(spec.strategy).select(pool, k, model=detector, context=context)
+    ids = get_strategy(base).select(pool, k, model=detector, context=context)
     return pool.image_paths(list(ids))
 
 
-def _train(model, images, replay, settings: ProtocolSettings, prev_model, first: bool):
+def _train(model, images, replay, settings: ProtocolSettings, *, first: bool, ider: bool,
+           prev_model=None, hooks=(), progress: Progress | None = None):
     from edgecl.continual.finetune import FineTuner
 
-    tuner = FineTuner(model, settings.learner(), IderConfig(enabled=settings.ider),
-                      prev_model=prev_model)
     if settings.epochs > 0:
         max_steps, epochs = 10**9, settings.epochs
     else:
         max_steps = settings.first_task_steps if first else settings.steps_per_task
         epochs = 10**6
+    hooks = list(hooks)
+    if progress is not None:
+        progress.phase("train", max_steps if settings.epochs == 0 else 0, "step")
+        hooks.append(_StepProgress(progress))
+    tuner = FineTuner(model, settings.learner(), IderConfig(enabled=ider),
+                      prev_model=prev_model if ider else None, hooks=hooks)
     budget_s = settings.task_budget_s if settings.task_budget_s > 0 else math.inf
     return tuner.run(list(images), list(replay), budget_s=budget_s, max_steps=max_steps,
                      epochs=epochs, device=settings.device)
 
 
-def _evaluate(model, view: DataView, t: int, settings: ProtocolSettings) -> list:
+def _evaluate(model, view: DataView, t: int, settings: ProtocolSettings,
+              progress: Progress | None = None) -> list:
     from edgecl.continual.evaluate import evaluate_model
 
-    backend = _detector(model, view.seen_names(t), settings, EVAL_CONF, EVAL_MAX_DET)
+    backend = _CountingDetector(_detector(model, view.seen_names(t), settings, EVAL_CONF,
+                                          EVAL_MAX_DET), progress)
+    if progress is not None:
+        progress.phase("evaluate", sum(len(view.test[j]) for j in range(t + 1)), "img")
     return [evaluate_model(backend, view.test[j], class_ids=view.task_classes[j])
             for j in range(t + 1)]
 
 
-def _baselines(model, view: DataView, t: int, settings: ProtocolSettings) -> list[float | None]:
+def _read_labels(image: Path) -> np.ndarray:
+    from edgecl.data.labels import label_path_for, read_yolo_labels
+
+    label = label_path_for(image)
+    return read_yolo_labels(label).labels if label.is_file() else np.zeros((0, 5), np.float32)
+
+
+def calibration_report(model, view: DataView, t: int, settings: ProtocolSettings,
+                       progress: Progress | None = None) -> dict:
+    """D-ECE of the model after task ``t`` on every seen task's test images: raw scores and
+    after edgecl's post-hoc per-class calibrator (cross-fitted by image), with the protocol.
+
+    The calibrator is monotone in each class's score, so it changes no ranking within a class
+    and the mAP stays the same (up to ties): the two D-ECE values are at equal mAP.
+
+    Returns:
+        ``dece_raw``, ``dece_posthoc`` (None when not measurable), ``n_detections`` and
+        ``protocol`` (IoU threshold, bins, score threshold, matching rule, cross-fitting).
+    """
+    from edgecl.calibration.posthoc import fit_for_version
+
+    images = [p for j in range(t + 1) for p in view.test[j]]
+    seen = set(view.seen_names(t))
+    labels = []
+    for image in images:
+        lab = _read_labels(image)
+        labels.append(lab[np.isin(lab[:, 0].astype(int), list(seen))])
+    backend = _CountingDetector(_detector(model, view.seen_names(t), settings, EVAL_CONF,
+                                          EVAL_MAX_DET), progress)
+    if progress is not None:
+        progress.phase("calibrate", len(images), "img")
+    _, report = fit_for_version(backend, images, labels, names=view.seen_names(t))
+    return {"dece_raw": report["dece_before"], "dece_posthoc": report["dece_after"],
+            "n_detections": report["n_detections"], "protocol": report["protocol"]}
+
+
+def _baselines(model, view: DataView, t: int, settings: ProtocolSettings,
+               progress: Progress | None = None) -> list[float | None]:
     """Recall of task ``t``'s training images right after it was learnt (FAR's baseline;
     None for an unreadable image, which FAR then treats as not forgotten)."""
-    import cv2
-
-    from edgecl.bench.tasks import label_path_for
-    from edgecl.continual.evaluate import read_label_file
     from edgecl.continual.recall import batch_recall
+    from edgecl.data.images import ImageError, read_image
 
-    detector = _detector(model, view.seen_names(t), settings, ModelConfig().conf, RECALL_MAX_DET)
-    images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in view.train[t]]
+    detector = _CountingDetector(_detector(model, view.seen_names(t), settings, ModelConfig().conf,
+                                           RECALL_MAX_DET), progress)
+    if progress is not None:
+        progress.phase("baselines", len(view.train[t]), "img")
+    images = []
+    for p in view.train[t]:
+        try:
+            images.append(read_image(p))
+        except ImageError:
+            images.append(None)
     readable = [i for i, image in enumerate(images) if image is not None]
     recalls = batch_recall(detector, [images[i] for i in readable],
-                           [read_label_file(label_path_for(view.train[t][i])) for i in readable])
+                           [_read_labels(view.train[t][i]) for i in readable])
     out: list[float | None] = [None] * len(images)
     for i, value in zip(readable, recalls.tolist()):
         out[i] = value
@@ -286,37 +423,86 @@ def _baselines(model, view: DataView, t: int, settings: ProtocolSettings) -> lis
 def _first_task_cache(view: DataView, spec: RunSpec, settings: ProtocolSettings) -> Path:
     """Where the model after task 1 is kept: every strategy trains task 1 identically (no
     replay yet), so it is learnt once per seed and settings and shared by all runs."""
-    key = {k: v for k, v in settings.key().items() if k != "steps_per_task"}
-    blob = json.dumps({"seed": spec.seed, "data": view.data_hash, **key}, sort_keys=True)
+    blob = json.dumps({"seed": spec.seed, "data": view.data_hash, **settings.first_task_key()},
+                      sort_keys=True)
     return view.root / "first-task" / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.pt"
 
 
-def _learn_first_task(model, view: DataView, spec: RunSpec, settings: ProtocolSettings):
+def load_first_task_model(path: str | Path, names: dict[int, str]):
+    """Load a given checkpoint as the model after task 1 (``--first-task-model``).
+
+    Raises:
+        ConfigError: the checkpoint's classes are not task 1's classes (same ids and names).
+    """
+    from edgecl.errors import ConfigError
+    from edgecl.models.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(path)
+    got = {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
+    if got != dict(names):
+        raise ConfigError(f"--first-task-model {path}: classes {got} are not task 1's {dict(names)}")
+    return model
+
+
+def _learn_first_task(model, view: DataView, spec: RunSpec, settings: ProtocolSettings,
+                      progress: Progress | None = None):
     """Train task 1, or load the copy shared by earlier runs; returns ``(model, log entry)``."""
     from edgecl.atomic import atomic_write_json
     from edgecl.models.checkpoint import load_checkpoint, save_checkpoint
 
+    if settings.first_task_model:
+        loaded = load_first_task_model(settings.first_task_model, view.seen_names(0))
+        return loaded, {"task": view.task_names[0], "replay": 0, "steps": 0, "train_s": 0.0,
+                        "stopped": "given", "final_loss": None,
+                        "model": str(settings.first_task_model), "shared": True}
     cache = _first_task_cache(view, spec, settings)
     sidecar = cache.with_suffix(".json")
     if cache.is_file() and sidecar.is_file():
         cached, _ = load_checkpoint(cache)
         return cached, dict(json.loads(sidecar.read_text()), shared=True)
     seed_everything(spec.seed * 1000)
-    entry = _task_log(view.task_names[0], [], _train(model, view.train[0], [], settings, None,
-                                                     first=True))
+    entry = _task_log(view.task_names[0], [], _train(model, view.train[0], [], settings, first=True,
+                                                     ider=settings.ider, progress=progress))
     save_checkpoint(model, cache, meta={"names": view.seen_names(0), "imgsz": settings.imgsz})
     atomic_write_json(sidecar, entry)
     return model, entry
 
 
-def _task_log(task: str, replay: list, ft) -> dict:
+def _task_log(task: str, replay: list, ft, extra: dict | None = None) -> dict:
     return {"task": task, "replay": len(replay), "steps": ft.steps, "train_s": round(ft.seconds, 2),
             "stopped": ft.stopped_reason,
-            "final_loss": None if math.isnan(ft.final_loss) else round(ft.final_loss, 4)}
+            "final_loss": None if math.isnan(ft.final_loss) else round(ft.final_loss, 4),
+            **(extra or {})}
+
+
+def _later_task_inputs(view: DataView, spec: RunSpec, settings: ProtocolSettings, t: int, prev,
+                       progress: Progress | None) -> tuple[list[Path], list, dict]:
+    """Task ``t``'s training images (pseudo-labelled copies with ``pl``) and hooks (``lwf``)."""
+    images, hooks, extra = list(view.train[t]), [], {}
+    if "lwf" in spec.modifiers:
+        from edgecl.continual.distill import DistillHook
+
+        hooks.append(DistillHook(prev, cls_weight=settings.distill_cls,
+                                 box_weight=settings.distill_box, conf=settings.distill_conf))
+    if "pl" in spec.modifiers:
+        from edgecl.continual.old_labels import pseudo_label_copies
+
+        old = view.seen_names(t - 1)
+        detector = _CountingDetector(_detector(prev, old, settings, settings.pseudo_conf,
+                                               EVAL_MAX_DET), progress)
+        if progress is not None:
+            progress.phase("pseudo-label", len(images), "img")
+        folder = view.root / "pseudo" / f"{spec.strategy}-{spec.budget}-s{spec.seed}" / view.task_names[t]
+        images, stats = pseudo_label_copies(images, detector, folder, old, conf=settings.pseudo_conf,
+                                            iou_thr=settings.pseudo_iou)
+        extra["pseudo_boxes"] = stats.added
+        extra["pseudo_images"] = stats.images_with_added
+    return images, hooks, extra
 
 
 def run_protocol(view: DataView, spec: RunSpec, settings: ProtocolSettings,
-                 on_task: Callable[[int], None] | None = None) -> dict:
+                 on_task: Callable[[int], None] | None = None,
+                 progress: Progress | None = None) -> dict:
     """Learn every task in order under one strategy, budget and seed.
 
     Args:
@@ -324,10 +510,12 @@ def run_protocol(view: DataView, spec: RunSpec, settings: ProtocolSettings,
         spec: the run.
         settings: protocol settings.
         on_task: called with the task index after each task (progress).
+        progress: shows steps, loss and images within each training and evaluation.
 
     Returns:
         ``matrix`` (T x T float array, NaN above the diagonal), ``dece`` (per task after the
-        last task), ``tasks`` (per-task training log) and ``seconds``.
+        last task), ``calibration`` (:func:`calibration_report` after the last task),
+        ``tasks`` (per-task training log) and ``seconds``.
     """
     from edgecl.continual.head import grow_head
     from edgecl.ultra import build_detection_model
@@ -338,22 +526,27 @@ def run_protocol(view: DataView, spec: RunSpec, settings: ProtocolSettings,
     model = build_detection_model(len(view.task_classes[0]), names=view.seen_names(0))
     pool, matrix, log = ReplayPool(), np.full((n, n), np.nan), []
     results = []
+    ider_later = settings.ider or "ider" in spec.modifiers
+    needs_prev = ider_later or bool({"lwf", "pl"} & spec.modifiers)
     for t in range(n):
-        prev = copy.deepcopy(model) if settings.ider and t > 0 else None
+        prev = copy.deepcopy(model).eval() if needs_prev and t > 0 else None
         grow_head(model, view.seen_names(t))
         replay = choose_replay(view, pool, spec, model, t, settings)
         if t == 0:
-            model, entry = _learn_first_task(model, view, spec, settings)
+            model, entry = _learn_first_task(model, view, spec, settings, progress)
         else:
+            images, hooks, extra = _later_task_inputs(view, spec, settings, t, prev, progress)
             seed_everything(spec.seed * 1000 + t)
             entry = _task_log(view.task_names[t], replay,
-                              _train(model, view.train[t], replay, settings, prev, first=False))
-        results = _evaluate(model, view, t, settings)
+                              _train(model, images, replay, settings, first=False, ider=ider_later,
+                                     prev_model=prev, hooks=hooks, progress=progress), extra)
+        results = _evaluate(model, view, t, settings, progress)
         matrix[t, :t + 1] = [r.map50_95 for r in results]
-        baselines = _baselines(model, view, t, settings) if spec.strategy == "far" else None
+        baselines = _baselines(model, view, t, settings, progress) if spec.base == "far" else None
         pool.add(view.task_names[t], list(view.train[t]), baselines)
         log.append(entry)
         if on_task is not None:
             on_task(t)
+    calibration = calibration_report(model, view, n - 1, settings, progress)
     return {"matrix": matrix, "dece": [r.dece for r in results], "tasks": log,
-            "seconds": time.monotonic() - start}
+            "calibration": calibration, "seconds": time.monotonic() - start}

@@ -56,6 +56,16 @@ def group_runs(runs: Sequence[dict]) -> dict[tuple[str, float | None], list[dict
     return groups
 
 
+CALIBRATION_FIELDS = ("dece_raw", "dece_posthoc")
+
+
+def _field(run: dict, field: str) -> float | None:
+    """A run's figure; the D-ECE pair lives in its ``calibration`` entry."""
+    if field in CALIBRATION_FIELDS:
+        return (run.get("calibration") or {}).get(field)
+    return run.get(field)
+
+
 def summarise(runs: Sequence[dict]) -> dict[str, dict]:
     """Mean and std over seeds of each group's figures.
 
@@ -64,13 +74,15 @@ def summarise(runs: Sequence[dict]) -> dict[str, dict]:
 
     Returns:
         group label -> ``strategy``, ``budget``, ``seeds``, ``acc``/``bwt``/``forgetting``/
-        ``dece``/``seconds`` means with ``*_std`` (fractions, not percent).
+        ``dece``/``seconds``/``dece_raw``/``dece_posthoc`` means with ``*_std`` (fractions,
+        not percent; ``dece_raw``/``dece_posthoc``: D-ECE after the last task on every test
+        image, raw and after the post-hoc calibrator).
     """
     out = {}
     for (strategy, budget), members in group_runs(runs).items():
         entry: dict = {"strategy": strategy, "budget": budget, "seeds": len(members)}
-        for field in ("acc", "bwt", "forgetting", "dece", "seconds"):
-            mean, std, _ = _mean_std([m.get(field) for m in members])
+        for field in ("acc", "bwt", "forgetting", "dece", "seconds", "dece_raw", "dece_posthoc"):
+            mean, std, _ = _mean_std([_field(m, field) for m in members])
             entry[field] = None if math.isnan(mean) else round(mean, 6)
             entry[f"{field}_std"] = None if math.isnan(std) else round(std, 6)
         out[group_label(strategy, budget)] = entry
@@ -103,15 +115,38 @@ def _main_table(summary: dict[str, dict]) -> list[str]:
 
 
 def _detail_table(summary: dict[str, dict]) -> list[str]:
-    lines = ["| run group | seeds | ACC % | BWT % | forgetting % | D-ECE | seconds / run |",
-             "|---|---|---|---|---|---|---|"]
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    def change(entry: dict) -> str:
+        raw, post = entry.get("dece_raw"), entry.get("dece_posthoc")
+        return "-" if raw is None or post is None or raw <= 0 else f"{100 * (post - raw) / raw:+.0f}%"
+
+    lines = ["| run group | seeds | ACC % | BWT % | forgetting % | D-ECE raw | D-ECE post-hoc "
+             "| change | seconds / run |", "|---|---|---|---|---|---|---|---|---|"]
     for label, e in summary.items():
-        dece = "-" if e["dece"] is None else f"{e['dece']:.3f}"
         secs = "-" if e["seconds"] is None else f"{e['seconds']:.0f}"
         lines.append(f"| {label} | {e['seeds']} | {_pct(e['acc'], e['acc_std'], e['seeds'])} | "
                      f"{_pct(e['bwt'], e['bwt_std'], e['seeds'])} | "
-                     f"{_pct(e['forgetting'], e['forgetting_std'], e['seeds'])} | {dece} | {secs} |")
+                     f"{_pct(e['forgetting'], e['forgetting_std'], e['seeds'])} | "
+                     f"{num(e.get('dece_raw'))} | {num(e.get('dece_posthoc'))} | {change(e)} | {secs} |")
     return lines
+
+
+def calibration_protocol(runs: Sequence[dict]) -> list[str]:
+    """Markdown lines stating the D-ECE protocol of the runs (empty when none recorded it)."""
+    proto = next(((r.get("calibration") or {}).get("protocol") for r in runs
+                  if (r.get("calibration") or {}).get("protocol")), None)
+    if not proto:
+        return []
+    return [("D-ECE after the last task, on the test images of every task, all classes: "
+             f"IoU >= {proto.get('iou_thr')} with a same-class box, {proto.get('n_bins')} "
+             f"{proto.get('binning', 'equal-width')} bins, detections with score >= "
+             f"{proto.get('min_conf')}, matching: {proto.get('matching')}. Post-hoc: edgecl's "
+             f"per-class calibrator ({proto.get('calibrator', 'isotonic/Platt')}), "
+             f"{proto.get('dece_after', 'cross-fitted by image')}. The calibrator is monotone per "
+             "class, so the mAP is the same with and without it (up to ties): raw and post-hoc "
+             "D-ECE are at equal mAP."), ""]
 
 
 def mean_matrix(members: Sequence[dict]) -> np.ndarray:
@@ -185,7 +220,7 @@ def write_report(runs: Sequence[dict], task_names: Sequence[str], out_dir: str |
              "## ACC / BWT (box mAP50-95, %; mean ± std over seeds)", "",
              ("Rows: strategy; columns: replay budget (share of the earlier tasks' training "
               "images); finetune and joint use no budget."), "", *_main_table(summary), "",
-             "## Details", "", *_detail_table(summary), ""]
+             "## Details", "", *_detail_table(summary), "", *calibration_protocol(runs)]
     if best is not None:
         matrix = mean_matrix(group_runs(runs)[(summary[best]["strategy"], summary[best]["budget"])])
         lines += [f"## Accuracy matrix of the best strategy ({best}), box mAP50-95", "",

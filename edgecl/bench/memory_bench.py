@@ -100,12 +100,9 @@ class _FakeDetector:
 
 
 def _auto_max_bytes(pool, capacity: int) -> int:
-    from edgecl.continual.memory import overhead_reserve_bytes
-    from edgecl.continual.memory_records import encode_jpeg, labels_to_text
+    from edgecl.continual.memory import estimate_sample_bytes, overhead_reserve_bytes
 
-    block = 4096
-    sizes = [-(-len(encode_jpeg(img, 90, "bench")) // block) * block
-             + -(-len(labels_to_text(lab).encode()) // block) * block for img, lab in pool]
+    sizes = [estimate_sample_bytes(img, lab, 90) for img, lab in pool]
     return overhead_reserve_bytes(capacity) + int(0.6 * capacity * float(np.mean(sizes)))
 
 

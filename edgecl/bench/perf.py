@@ -185,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
     if args.while_training:
         from edgecl.bench.perf_training import fps_while_training
 
-        result.update(fps_while_training(backend, frames, args))
+        imgsz = int(getattr(args, "imgsz", None) or backend.meta.imgsz)
+        result.update(fps_while_training(lambda: raw_fps(backend, frames), imgsz))
     backend.close()
     print_json_line(result)
     return 0

@@ -6,6 +6,7 @@ import multiprocessing as mp
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 
 class _ReadyHook:
@@ -36,8 +37,8 @@ def train_in_background(ready, imgsz: int, torch_threads: int, nice: int, budget
         nice: learner niceness.
         budget_s: how long to train.
     """
-    from edgecl.bench.scenario import make_scenario
-    from edgecl.bench.tasks import load_tasks
+    from edgecl.data.scenario import make_scenario
+    from edgecl.data.tasks import load_tasks
     from edgecl.config import IderConfig, LearnerConfig
     from edgecl.continual.finetune import FineTuner, apply_low_priority
     from edgecl.ultra import build_detection_model
@@ -53,25 +54,22 @@ def train_in_background(ready, imgsz: int, torch_threads: int, nice: int, budget
             device="cpu")
 
 
-def fps_while_training(backend, frames: list, args) -> dict:
+def fps_while_training(measure_fps: Callable[[], float], imgsz: int) -> dict:
     """Measure inference fps idle, then while a low-priority learner trains.
 
     Args:
-        backend: loaded inference backend.
-        frames: decoded frames to infer on.
-        args: parsed ``bench perf`` arguments (``imgsz`` for training, optional).
+        measure_fps: runs the inference measurement once and returns frames per second.
+        imgsz: training image size of the background learner, pixels.
 
     Returns:
         ``fps_idle``, ``fps_while_training``, ``training_fraction`` and the learner settings.
     """
-    from edgecl.bench.perf import raw_fps
     from edgecl.config import LearnerConfig
 
     learner = LearnerConfig()
-    idle = raw_fps(backend, frames)
+    idle = measure_fps()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    imgsz = int(getattr(args, "imgsz", None) or backend.meta.imgsz)
     proc = ctx.Process(target=train_in_background, name="edgecl-bench-learner",
                        args=(ready, imgsz, learner.torch_threads, learner.nice, 600.0), daemon=True)
     proc.start()
@@ -79,7 +77,7 @@ def fps_while_training(backend, frames: list, args) -> dict:
         if not ready.wait(timeout=300):
             raise RuntimeError("the background learner did not start training within 300 s")
         time.sleep(1.0)
-        busy = raw_fps(backend, frames)
+        busy = measure_fps()
     finally:
         proc.terminate()
         proc.join(10)

@@ -40,16 +40,17 @@ def _save(fig, path: str | Path) -> Path:
 
 def plot_heatmap(R: np.ndarray, task_names: Sequence[str], path: str | Path,
                  row_labels: Sequence[str] | None = None, title: str = "Accuracy matrix",
-                 value_label: str = "box mAP50-95") -> Path:
-    """Annotated heatmap of an accuracy matrix (rows: evaluation points, columns: tasks).
+                 value_label: str = "box mAP50-95", xlabel: str = "task evaluated") -> Path:
+    """Annotated heatmap of an accuracy matrix (rows: evaluation points, columns: tasks or classes).
 
     Args:
-        R: float (rows, tasks); NaN cells are shown blank.
+        R: float (rows, columns); NaN cells are shown blank.
         task_names: column labels.
         path: PNG to write.
         row_labels: row labels (default ``0..rows-1``).
         title: figure title.
         value_label: colour-bar label.
+        xlabel: x-axis label.
 
     Returns:
         The written path.
@@ -65,7 +66,7 @@ def plot_heatmap(R: np.ndarray, task_names: Sequence[str], path: str | Path,
                     color="black" if value > 0.6 else "white")
     ax.set_xticks(range(len(task_names)), [str(t) for t in task_names], rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
-    ax.set_xlabel("task evaluated")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("after")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label=value_label)
@@ -191,9 +192,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
 
 def _summary_lines(summary: dict) -> list[str]:
     """The report's summary table."""
+    calibration = summary.get("calibration") or {}
     rows = [("model version", summary["model_version"]), ("round", summary["round"]),
+            ("ACC, BWT, forgetting over", summary.get("kind", "tasks")),
             ("ACC (box mAP50-95)", summary["acc"]), ("BWT", summary["bwt"]),
             ("mean forgetting", summary["mean_forgetting"]), ("D-ECE", summary["dece"]),
+            ("D-ECE before / after calibration",
+             f"{_fmt(calibration.get('dece_before'))} / {_fmt(calibration.get('dece_after'))}"),
             ("FPS", summary["fps"]), ("latency p50 (ms)", summary["latency_ms_p50"]),
             ("replay memory (samples)", summary["memory_samples"]),
             ("replay memory (bytes)", summary["memory_bytes"]),
@@ -216,6 +221,44 @@ def _matrix_lines(view, out_dir: Path, forgetting: Mapping[str, float]) -> list[
             "## Per-task mAP50-95 over rounds", "", "![per-task mAP](task_map.png)", "",
             "## Forgetting per task (best earlier mAP minus latest)", "",
             *_table(["task", "forgetting"], [[t, forgetting.get(t)] for t in view.task_names]), ""]
+
+
+def _class_lines(view, out_dir: Path, forgetting: Mapping[str, float]) -> list[str]:
+    """Per-class section: AP50-95 heatmap, per-class AP over rounds, forgetting per class."""
+    row_labels = [f"r{r} {v}" for r, v in zip(view.rounds, view.versions)]
+    plot_heatmap(view.values, view.task_names, out_dir / "class_matrix.png", row_labels,
+                 title="Per-class AP50-95 (promoted versions)", value_label="box AP50-95",
+                 xlabel="class")
+    series = {c: view.values[:, j].tolist() for j, c in enumerate(view.task_names)}
+    plot_lines(series, row_labels, out_dir / "class_ap.png", "box AP50-95",
+               title="Per-class AP50-95 over rounds (held-out human/ground-truth labels)")
+    rows = [[label, *[float(v) for v in view.values[i]]] for i, label in enumerate(row_labels)]
+    return ["## Per-class AP50-95 after each promoted round", "",
+            *_table(["after", *view.task_names], rows), "",
+            "![per-class heatmap](class_matrix.png)", "",
+            "## Per-class AP50-95 over rounds", "", "![per-class AP](class_ap.png)", "",
+            "## Forgetting per class (best earlier AP minus latest)", "",
+            *_table(["class", "forgetting"], [[c, forgetting.get(c)] for c in view.task_names]), ""]
+
+
+def _calibration_lines(report: dict | None, version: str) -> list[str]:
+    """Post-hoc calibration section: D-ECE before and after with its protocol."""
+    if not report:
+        return []
+    proto = report.get("protocol") or {}
+    rows = [(key, proto.get(key)) for key in ("iou_thr", "n_bins", "min_conf", "matching",
+                                              "dece_after", "calibrator") if key in proto]
+    per_class = report.get("per_class") or {}
+    class_rows = [[v.get("name", k), v.get("method"), v.get("n"), v.get("n_tp"),
+                   v.get("dece_before"), v.get("dece_after"),
+                   (report.get("thresholds") or {}).get(k)] for k, v in per_class.items()]
+    return [f"## Post-hoc calibration of {version}", "",
+            f"D-ECE {_fmt(report.get('dece_before'))} before, "
+            f"{_fmt(report.get('dece_after'))} after calibration.", "",
+            *_table(["protocol", "value"], rows), "",
+            *_table(["class", "method", "detections", "TP", "D-ECE before", "D-ECE after",
+                     f"threshold at precision {_fmt(report.get('target_precision'), 2)}"],
+                    class_rows), ""]
 
 
 def _round_lines(rounds: list[dict]) -> list[str]:
@@ -253,6 +296,11 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
         lines += _matrix_lines(view, out, summary["forgetting"])
     else:
         lines += ["No promoted evaluation recorded yet.", ""]
+    classes = monitor.matrix_view("promoted", kind="classes")
+    if classes.versions and classes.task_names:
+        lines += _class_lines(classes, out, summary["class_forgetting"])
+    if view.versions:
+        lines += _calibration_lines(monitor.calibration(view.versions[-1]), view.versions[-1])
     latest = monitor.latest_reliability("promoted")
     if latest is not None and int(np.sum(latest[2].counts)) > 0:
         round_no, version, bins = latest

@@ -10,6 +10,10 @@ where ``precision_b`` is the fraction of true positives among the ``n_b`` detect
 (Küppers et al., 2020, confidence-only variant).  Detections below ``min_conf`` are left out;
 the usual choice for a low-threshold evaluation is 0.3, because the thousands of near-zero
 confidence boxes kept for mAP would otherwise dominate ``N`` and hide miscalibration.
+
+A D-ECE figure means nothing without its protocol (Küppers et al. 2020; Kuzucu et al. 2024):
+:func:`protocol` gives the dict to record beside every value (IoU threshold, bins, score
+threshold, matching rule).
 """
 
 from __future__ import annotations
@@ -19,10 +23,28 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edgecl.calibration.matching import MATCHING_RULE, match_detections
 from edgecl.frames import Detections
 
 DEFAULT_N_BINS = 15
 DEFAULT_IOU_THR = 0.5
+DEFAULT_MIN_CONF = 0.3  # score threshold of edgecl's evaluations (see the module docstring)
+
+
+def protocol(iou_thr: float = DEFAULT_IOU_THR, n_bins: int = DEFAULT_N_BINS,
+             min_conf: float = DEFAULT_MIN_CONF) -> dict:
+    """The D-ECE protocol to record with every D-ECE value.
+
+    Args:
+        iou_thr: IoU a detection needs with a same-class box to be a true positive.
+        n_bins: number of equal-width confidence bins over [0, 1].
+        min_conf: score threshold: detections below it are left out.
+
+    Returns:
+        JSON-ready dict with ``iou_thr``, ``n_bins``, ``binning``, ``min_conf`` and ``matching``.
+    """
+    return {"iou_thr": float(iou_thr), "n_bins": int(n_bins), "binning": "equal-width over [0, 1]",
+            "min_conf": float(min_conf), "matching": MATCHING_RULE}
 
 
 class ReliabilityBins(NamedTuple):
@@ -121,10 +143,28 @@ def merge_bins(all_bins: Sequence[ReliabilityBins]) -> ReliabilityBins:
         return ReliabilityBins(edges, conf_sum / counts, tp_sum / counts, counts.astype(np.int64))
 
 
+def bins_to_records(bins: ReliabilityBins) -> list[dict]:
+    """Reliability bins as JSON-ready records (the web console's and the monitor's shape).
+
+    Args:
+        bins: the reliability bins.
+
+    Returns:
+        One dict per bin: ``lo``, ``hi``, ``confidence`` (mean, None when empty), ``precision``
+        (None when empty), ``count``.
+    """
+    def num(value) -> float | None:
+        value = float(value)
+        return None if np.isnan(value) else value
+
+    edges = np.asarray(bins.bin_edges, dtype=np.float64)
+    return [{"lo": float(edges[b]), "hi": float(edges[b + 1]), "confidence": num(bins.conf_mean[b]),
+             "precision": num(bins.precision[b]), "count": int(bins.counts[b])}
+            for b in range(len(bins.counts))]
+
+
 def _confidence_and_hits(preds, gts, shapes, iou_thr: float, min_conf: float):
     """Match detections at one IoU threshold; return (conf, is_tp) above ``min_conf``."""
-    from edgecl.continual.evaluate import match_detections
-
     stats = match_detections(preds, gts, shapes, iou_thresholds=np.array([iou_thr]))
     keep = stats.conf >= min_conf
     return stats.conf[keep], stats.tp[keep, 0]

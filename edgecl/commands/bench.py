@@ -9,12 +9,15 @@ BENCHMARKS = {
     "perf": ("edgecl.bench.perf", "inference pipeline fps vs raw backend vs ultralytics"),
     "memory": ("edgecl.bench.memory_bench", "replay memory add rate, bounds and selection time"),
     "cl": ("edgecl.bench.cl", "continual-learning benchmark (strategies x budgets x seeds)"),
+    "soak": ("edgecl.bench.soak", "accelerated long run: RSS, open files and disk stay flat"),
+    "field": ("edgecl.bench.field", "field loop: learning from a few simulated operator labels"),
+    "learn": ("edgecl.bench.learn", "learning speed: an edgecl round's training vs ultralytics' trainer"),
 }
 
 
 def add_parser(sub) -> None:
     """Register the ``bench`` command group."""
-    p = sub.add_parser("bench", help="benchmarks (perf, memory, cl)")
+    p = sub.add_parser("bench", help="benchmarks (perf, memory, cl, soak, field)")
     bsub = p.add_subparsers(dest="bench_cmd", metavar="BENCH", required=True)
     for name, (module_name, help_text) in BENCHMARKS.items():
         try:

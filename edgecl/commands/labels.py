@@ -1,27 +1,50 @@
-"""``edgecl labels pending | accept ID | reject ID``: the operator label queue."""
+"""``edgecl labels pending | show ID | answer ID --boxes FILE.json | skip ID``: the operator queue.
+
+``accept ID`` answers with the proposed boxes unchanged, ``reject ID`` is ``skip ID``;
+``import`` (labelled folders) lives in :mod:`edgecl.commands.labels_import`. Every id is checked
+by :func:`edgecl.runtime.labels.valid_item_id` before it names a file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from edgecl.commands.common import add_config_args, config_from_args, print_json_line
-from edgecl.errors import EdgeclError
+from edgecl.commands.labels_import import add_import_parser
+from edgecl.errors import LabelError
 
 
 def add_parser(sub) -> None:
     """Register the ``labels`` command group."""
-    p = sub.add_parser("labels", help="review frames waiting for an operator's labels")
+    p = sub.add_parser("labels", help="label frames waiting for an operator, import labelled data")
     lsub = p.add_subparsers(dest="labels_cmd", metavar="ACTION", required=True)
-    pen = lsub.add_parser("pending", help="list frames waiting for review")
+    add_import_parser(lsub)
+    pen = lsub.add_parser("pending", help="list frames waiting for a person, by priority")
     add_config_args(pen)
-    pen.add_argument("--json", action="store_true")
+    pen.add_argument("--json", action="store_true", help="print one JSON list")
     pen.set_defaults(func=pending_command)
-    for name, func, help_text in (("accept", accept_command, "store the proposed labels"),
-                                  ("reject", reject_command, "drop the frame")):
+    show = lsub.add_parser("show", help="print one item and the path of its image")
+    add_config_args(show)
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.set_defaults(func=show_command)
+    ans = lsub.add_parser("answer", help="store an item with your final boxes")
+    add_config_args(ans)
+    ans.add_argument("id")
+    ans.add_argument("--boxes", required=True, metavar="FILE.json",
+                     help='[{"class": "name", "xyxy": [x1, y1, x2, y2]}] in pixels of the frame '
+                          '(or {"boxes": [...]}); [] = nothing to label here')
+    ans.add_argument("--json", action="store_true", help="print one JSON object")
+    ans.set_defaults(func=answer_command)
+    for name, func, help_text in (("skip", skip_command, "drop an item without storing it"),
+                                  ("accept", accept_command, "answer with the proposed boxes"),
+                                  ("reject", skip_command, "same as skip")):
         q = lsub.add_parser(name, help=help_text)
         add_config_args(q)
         q.add_argument("id")
+        q.add_argument("--json", action="store_true", help="print one JSON object")
         q.set_defaults(func=func)
 
 
@@ -32,41 +55,109 @@ def _queue(args):
     return cfg, OperatorQueue(Path(cfg.state_dir) / "labels", cfg.labels.max_pending)
 
 
+def _memory_and_classes(cfg):
+    from edgecl.continual.memory import memory_from_config
+    from edgecl.models.classes import ClassRegistry
+
+    return memory_from_config(cfg), ClassRegistry(cfg.state_dir)
+
+
+def _describe(item: dict) -> str:
+    reasons = ", ".join(f"{k} {v:.2f}" for k, v in item["reasons"].items()) or "-"
+    boxes = ", ".join(f"{p['class']}:{p['score']:.2f}" for p in item["proposed"]) or "no boxes"
+    return (f"{item['id']}  priority {item['priority']:.2f} ({reasons})  {item['width']}x"
+            f"{item['height']}  [{boxes}]  frame {item['frame_id']} from {item['source']}")
+
+
 def pending_command(args: argparse.Namespace) -> int:
-    """List pending items."""
+    """List pending items, highest priority first."""
     _, queue = _queue(args)
-    items = queue.list()
+    items = queue.pending()
     if args.json:
         print_json_line(items)
         return 0
     if not items:
-        print("no frames waiting for review")
+        print("no frames waiting for a person")
     for item in items:
-        scores = ", ".join(f"{d['cls']}:{d['score']:.2f}" for d in item["detections"])
-        print(f"{item['id']}  frame {item['frame_id']} from {item['source']}  [{scores}]")
+        print(_describe(item))
+    return 0
+
+
+def show_command(args: argparse.Namespace) -> int:
+    """Print one item and its image path."""
+    _, queue = _queue(args)
+    item = queue.item(args.id)
+    image = str(queue.image_path(args.id))
+    if args.json:
+        print_json_line({**item, "image": image})
+        return 0
+    print(_describe(item))
+    for box in item["proposed"]:
+        print(f"  proposed {box['class']} {box['xyxy']} score {box['score']:.2f}")
+    print(f"image: {image}")
+    return 0
+
+
+def _read_boxes(path: str) -> list:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LabelError(f"boxes file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelError(f"cannot read boxes file {p}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise LabelError(f"boxes file {p} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    if isinstance(data, dict):
+        if "boxes" not in data:
+            raise LabelError(f"boxes file {p}: expected a list or {{\"boxes\": [...]}}")
+        data = data["boxes"]
+    return data
+
+
+def _print_answer(args, result: dict) -> None:
+    if args.json:
+        print_json_line(result)
+        return
+    if result.get("skipped"):
+        print(f"skipped {result['id']}")
+        return
+    new = result["classes_added"]
+    added = f"; new classes: {', '.join(new)}" if new else ""
+    stored = (f"memory sample {result['sample']}" if result["sample"] is not None
+              else "declined by the memory's insertion policy")
+    print(f"answered {result['id']} with {result['boxes']} box(es) -> {stored}{added}")
+
+
+def answer_command(args: argparse.Namespace) -> int:
+    """Answer an item with the boxes of a JSON file."""
+    cfg, queue = _queue(args)
+    boxes = _read_boxes(args.boxes)
+    queue.item(args.id)
+    memory, classes = _memory_and_classes(cfg)
+    try:
+        result = queue.answer(args.id, boxes, memory, classes)
+    finally:
+        memory.close()
+    _print_answer(args, result)
     return 0
 
 
 def accept_command(args: argparse.Namespace) -> int:
-    """Accept an item into the replay memory."""
-    from edgecl.continual.memory import memory_from_config
-
+    """Answer an item with its proposed boxes."""
     cfg, queue = _queue(args)
-    memory = memory_from_config(cfg)
+    queue.item(args.id)
+    memory, classes = _memory_and_classes(cfg)
     try:
-        sample_id = queue.accept(args.id, memory)
-    except KeyError:
-        raise EdgeclError(f"no pending label '{args.id}' (see 'edgecl labels pending')") from None
-    print(f"accepted {args.id} -> memory sample {sample_id}")
+        result = queue.accept(args.id, memory, classes)
+    finally:
+        memory.close()
+    _print_answer(args, result)
     return 0
 
 
-def reject_command(args: argparse.Namespace) -> int:
-    """Reject an item."""
+def skip_command(args: argparse.Namespace) -> int:
+    """Drop an item."""
     _, queue = _queue(args)
-    try:
-        queue.reject(args.id)
-    except KeyError:
-        raise EdgeclError(f"no pending label '{args.id}' (see 'edgecl labels pending')") from None
-    print(f"rejected {args.id}")
+    _print_answer(args, queue.skip(args.id))
     return 0

@@ -20,21 +20,20 @@ def add_parser(sub) -> None:
 
 def learn_command(args: argparse.Namespace) -> int:
     """Run a round in this process (holding the round lock) and promote what it staged."""
-    from edgecl.continual.round import run_round
-    from edgecl.runtime.learner import round_lock
+    from edgecl.continual.round_state import RoundStatus
+    from edgecl.runtime.learner import round_lock, run_learning_round
     from edgecl.runtime.promote import promote_version
 
     cfg = config_from_args(args)
     with round_lock(cfg.state_dir) as held:
         if not held:
             raise EdgeclError(f"a learning round is already running on {cfg.state_dir}")
-        result = run_round(cfg, reason="on_demand")
-    if result["status"] == "staged" and not args.no_promote:
-        promote_version(cfg.state_dir, result["version"])
-        result["status"] = "promoted"
+        result = run_learning_round(cfg, reason="on_demand")
+    if result.status is RoundStatus.STAGED and not args.no_promote:
+        promote_version(cfg.state_dir, result.version)
+        result.status = RoundStatus.PROMOTED
     if args.json:
-        print_json_line(result)
+        print_json_line(result.to_json())
     else:
-        print(f"round {result['round']}: {result['version']} {result['status']} "
-              f"({result['reason']})")
-    return 0 if result["status"] != "rejected" else 1
+        print(f"round {result.round}: {result.version} {result.status.value} ({result.reason})")
+    return 0 if result.status in (RoundStatus.PROMOTED, RoundStatus.STAGED, RoundStatus.SKIPPED) else 1

@@ -11,13 +11,6 @@ from edgecl.commands.common import add_config_args, config_from_args, print_json
 from edgecl.errors import ReplayMemoryError
 
 
-def memory_from_config(cfg, names=None):
-    """Open the deployment's memory (see :func:`edgecl.continual.memory.memory_from_config`)."""
-    from edgecl.continual.memory import memory_from_config as open_memory
-
-    return open_memory(cfg, names)
-
-
 def add_parser(sub) -> None:
     """Register the ``memory`` command group.
 
@@ -26,7 +19,8 @@ def add_parser(sub) -> None:
     """
     p = sub.add_parser("memory", help="inspect, verify or export the replay memory")
     msub = p.add_subparsers(dest="memory_cmd", metavar="ACTION", required=True)
-    stats = msub.add_parser("stats", help="sample counts and sizes per class and task")
+    stats = msub.add_parser("stats",
+                            help="sample counts and sizes per class, task and label origin")
     add_config_args(stats)
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     stats.set_defaults(func=stats_command)
@@ -34,7 +28,8 @@ def add_parser(sub) -> None:
     add_config_args(verify)
     verify.add_argument("--no-repair", action="store_true", help="only report")
     verify.add_argument("--quick", action="store_true",
-                        help="skip decoding every image and label file")
+                        help="only check each image's size and JPEG markers, skip decoding "
+                             "every image and parsing every label file")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(func=verify_command)
     export = msub.add_parser("export", help="write the memory as a YOLO dataset")
@@ -44,11 +39,11 @@ def add_parser(sub) -> None:
 
 
 def _open(args: argparse.Namespace, verify: bool = True):
-    from edgecl.continual.memory import ReplayMemory
+    from edgecl.continual.memory import INDEX_FILE, ReplayMemory
 
     cfg = config_from_args(args)
     root = Path(cfg.state_dir) / "memory"
-    if not (root / "index.sqlite").is_file():
+    if not (root / INDEX_FILE).is_file():
         raise ReplayMemoryError(f"no replay memory at {root} (nothing stored yet?)")
     return ReplayMemory(root, cfg.memory, verify_on_open=verify)
 
@@ -66,8 +61,11 @@ def stats_command(args: argparse.Namespace) -> int:
           f"(max_bytes {stats['max_bytes']}), policy {stats['policy']}, seen {stats['seen']}")
     for cls, n in stats["per_class"].items():
         print(f"  class {cls} {names.get(cls, '')}: {n}")
-    for task, n in stats["per_task"].items():
-        print(f"  task {task}: {n} training, {stats['per_task_held_out'].get(task, 0)} held out")
+    for task in sorted({*stats["per_task"], *stats["per_task_held_out"]}):
+        print(f"  task {task}: {stats['per_task'].get(task, 0)} training, "
+              f"{stats['per_task_held_out'].get(task, 0)} held out")
+    print("  labels from: " + ", ".join(f"{origin} {n}"
+                                        for origin, n in stats["per_origin"].items()))
     return 0
 
 
@@ -75,6 +73,9 @@ def verify_command(args: argparse.Namespace) -> int:
     """Check (and repair) the memory; exit 1 only when damage could not be repaired."""
     with _open(args, verify=False) as memory:
         report = memory.verify(repair=not args.no_repair, deep=not args.quick)
+    if report.repaired:
+        for line in report.details:
+            print(f"dropped: {line}")
     for line in report.unrepaired:
         print(f"not repaired: {line}")
     if args.json:

@@ -1,4 +1,4 @@
-"""``edgecl models list | add | promote | rollback``: the versioned model registry."""
+"""``edgecl models list | add | promote | rollback | verify | prune``: the versioned model registry."""
 
 from __future__ import annotations
 
@@ -10,14 +10,18 @@ from edgecl.runtime.promote import promote_version
 
 
 def add_parser(sub) -> None:
-    """Register the ``models`` command group."""
-    p = sub.add_parser("models", help="list, add, promote or roll back model versions")
+    """Register the ``models`` command group.
+
+    Args:
+        sub: the top-level sub-parsers object.
+    """
+    p = sub.add_parser("models", help="list, add, promote, roll back, verify or prune model versions")
     msub = p.add_subparsers(dest="models_cmd", metavar="ACTION", required=True)
     lst = msub.add_parser("list", help="list versions")
     add_config_args(lst)
     lst.add_argument("--json", action="store_true", help="print one JSON list")
     lst.set_defaults(func=list_command)
-    add = msub.add_parser("add", help="stage a model file as a new version")
+    add = msub.add_parser("add", help="load, warm and stage a model file as a new version")
     add_config_args(add)
     add.add_argument("path", help="model file (.pt, .onnx, .engine)")
     add.add_argument("--promote", action="store_true", help="promote it right away")
@@ -31,12 +35,28 @@ def add_parser(sub) -> None:
     rb = msub.add_parser("rollback", help="return to the previously promoted version")
     add_config_args(rb)
     rb.set_defaults(func=rollback_command)
+    ver = msub.add_parser("verify", help="check a version's files against their manifest sha256")
+    add_config_args(ver)
+    ver.add_argument("version", nargs="?", help="version (default: the current one)")
+    ver.add_argument("--json", action="store_true", help="print one JSON object")
+    ver.set_defaults(func=verify_command)
+    prune = msub.add_parser("prune", help="apply the retention rule (export.keep_promoted, "
+                                          "export.keep_rejected) and bound the engine cache")
+    add_config_args(prune)
+    prune.add_argument("--json", action="store_true", help="print one JSON object")
+    prune.set_defaults(func=prune_command)
 
 
 def _registry(args):
     from edgecl.models.registry import Registry
 
     return Registry(Path(config_from_args(args).state_dir) / "models")
+
+
+def _options(args):
+    from edgecl.runtime.app import inference_options
+
+    return inference_options(config_from_args(args))
 
 
 def list_command(args: argparse.Namespace) -> int:
@@ -57,22 +77,25 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def check_loadable(registry, version: str, args: argparse.Namespace) -> None:
-    """Load a version's model once, raising ModelLoadError if it cannot serve."""
-    from edgecl.runtime.app import inference_options
+    """Verify a version's files, then load and warm its model once.
+
+    Raises:
+        RegistryError: a file fails its integrity check.
+        ModelLoadError: the model cannot load or run.
+    """
     from edgecl.models.backends import load_backend
 
-    opts = inference_options(config_from_args(args))
-    backend = load_backend(registry.model_path(version), opts, warmup_runs=1)
+    registry.check_integrity(version)
+    backend = load_backend(registry.model_path(version), _options(args), warmup_runs=1)
     backend.close()
 
 
 def add_command(args: argparse.Namespace) -> int:
-    """Stage a model file (and optionally promote it)."""
+    """Load and warm a model file, stage it (and optionally promote it)."""
     registry = _registry(args)
-    version = registry.add(args.path)
+    version = registry.add(args.path, opts=_options(args))
     print(f"staged {version} from {args.path}")
     if args.promote:
-        check_loadable(registry, version, args)
         promote_version(config_from_args(args).state_dir, version)
         print(f"promoted {version}")
     return 0
@@ -92,4 +115,36 @@ def rollback_command(args: argparse.Namespace) -> int:
     """Roll back to the previous promoted version."""
     version = _registry(args).rollback()
     print(f"rolled back to {version}")
+    return 0
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    """Check one version's files (default: current); exit 1 when a problem is found."""
+    from edgecl.errors import RegistryError
+
+    registry = _registry(args)
+    version = args.version or registry.current()
+    if version is None:
+        raise RegistryError("no current model version to verify; name one")
+    problems = registry.verify(version)
+    if args.json:
+        print_json_line({"version": version, "ok": not problems, "problems": problems})
+    else:
+        print(f"{version}: ok" if not problems else "\n".join(f"{version}: {p}" for p in problems))
+    return 1 if problems else 0
+
+
+def prune_command(args: argparse.Namespace) -> int:
+    """Apply the registry's retention rule and bound the engine cache."""
+    cfg = config_from_args(args)
+    result = _registry(args).prune(cfg.export.keep_promoted, cfg.export.keep_rejected,
+                                   engine_cache_entries=cfg.export.engine_cache_entries)
+    if args.json:
+        print_json_line(result)
+        return 0
+    print(f"kept {', '.join(result['kept']) or 'nothing'}; pruned {len(result['pruned'])} version(s)"
+          f"{' (' + ', '.join(result['pruned']) + ')' if result['pruned'] else ''}, "
+          f"{result['freed_bytes']} bytes freed")
+    for version, why in result["skipped"].items():
+        print(f"skipped {version}: {why}")
     return 0

@@ -15,11 +15,13 @@ def add_parser(sub) -> None:
     """
     p = sub.add_parser("monitor", help="forgetting monitor: report with plots, summary")
     msub = p.add_subparsers(dest="monitor_cmd", metavar="ACTION", required=True)
-    rep = msub.add_parser("report", help="write report.md with accuracy matrix and plots")
+    rep = msub.add_parser("report", help="write report.md with accuracy matrix, per-class AP "
+                                         "over rounds, per-class heatmap and calibration")
     add_config_args(rep)
     rep.add_argument("--out", help="output folder (default STATE/metrics/report)")
     rep.set_defaults(func=report_command)
-    summ = msub.add_parser("summary", help="print ACC, BWT, forgetting, D-ECE, FPS, memory")
+    summ = msub.add_parser("summary", help="print ACC, BWT, forgetting (per task and per class), "
+                                           "D-ECE, FPS, memory")
     add_config_args(summ)
     summ.add_argument("--json", action="store_true", help="print one JSON object")
     summ.set_defaults(func=summary_command)
@@ -61,11 +63,19 @@ def summary_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json_line(summary)
         return 0
-    for key in ("model_version", "round", "acc", "bwt", "mean_forgetting", "dece", "fps",
+    for key in ("model_version", "round", "kind", "acc", "bwt", "mean_forgetting", "dece", "fps",
                 "latency_ms_p50", "memory_samples", "memory_bytes", "n_promoted", "n_rejected"):
-        print(f"{key:<16} {_text(summary[key])}")
+        print(f"{key:<16} {_text(summary.get(key))}")
+    calibration = summary.get("calibration") or {}
+    if calibration:
+        print(f"{'dece_calibrated':<16} {_text(calibration.get('dece_after'))} "
+              f"(before {_text(calibration.get('dece_before'))})")
     for task, value in summary["forgetting"].items():
         print(f"forgetting[{task}] {_text(value)}")
+    for name, value in summary.get("class_ap50_95", {}).items():
+        print(f"class_ap50_95[{name}] {_text(value)}")
+    for name, value in summary.get("class_forgetting", {}).items():
+        print(f"class_forgetting[{name}] {_text(value)}")
     return 0
 
 

@@ -36,7 +36,7 @@ def summarize(yaml_path) -> str:
     Returns:
         The summary line.
     """
-    from edgecl.bench.tasks import load_tasks
+    from edgecl.data.tasks import load_tasks
 
     task_set = load_tasks(yaml_path)
     totals = {s: sum(len(t.split(s)) for t in task_set.tasks) for s in ("train", "val", "test")}
@@ -57,7 +57,7 @@ def run_make(args: argparse.Namespace) -> int:
     Raises:
         ConfigError: invalid parameters or output folder.
     """
-    from edgecl.bench.scenario import make_scenario
+    from edgecl.data.scenario import make_scenario
 
     yaml_path = make_scenario(args.out, tasks=args.tasks, images_per_task=args.images_per_task,
                               imgsz=args.imgsz, seed=args.seed, classes_per_task=args.classes_per_task)

@@ -18,18 +18,27 @@ import numpy as np
 
 from edgecl.calibration.dece import (
     DEFAULT_IOU_THR,
+    DEFAULT_MIN_CONF,
     DEFAULT_N_BINS,
     ReliabilityBins,
     bins_from_flags,
     dece_from_bins,
+    protocol,
 )
+from edgecl.calibration.matching import IOU_THRESHOLDS, MatchStats, match_detections
+from edgecl.data.images import ImageError, read_image
+from edgecl.data.labels import check_label_array, read_yolo_labels
 from edgecl.errors import LabelError
 from edgecl.frames import Detections, empty_labels
 
 LOG = logging.getLogger(__name__)
 
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO / ultralytics iouv
-DECE_MIN_CONF = 0.3  # see edgecl.calibration.dece: keeps near-zero boxes out of D-ECE
+__all__ = ["DECE_MIN_CONF", "DECE_PROTOCOL", "EvalResult", "IOU_THRESHOLDS", "MatchStats",
+           "check_labels", "evaluate_detections", "evaluate_model", "match_detections",
+           "read_label_file"]
+
+DECE_MIN_CONF = DEFAULT_MIN_CONF  # see edgecl.calibration.dece: keeps near-zero boxes out of D-ECE
+DECE_PROTOCOL = protocol(DEFAULT_IOU_THR, DEFAULT_N_BINS, DECE_MIN_CONF)  # behind EvalResult.dece
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,11 @@ class EvalResult:
         dece: detection ECE at IoU 0.5 over detections with conf >= ``DECE_MIN_CONF``
             (NaN when there is none).
         n_skipped: images that could not be read and were left out.
-        reliability: the reliability bins behind ``dece``.
+        reliability: the reliability bins behind ``dece`` (protocol :data:`DECE_PROTOCOL`).
+        per_class_recall: class index -> recall at the max-F1 confidence (ultralytics'), for
+            classes with ground truth.
+        per_class_instances: class index -> ground-truth boxes of that class (the gate ignores
+            classes with fewer than ``gate.min_instances``).
     """
 
     map50_95: float
@@ -60,142 +73,68 @@ class EvalResult:
     dece: float
     n_skipped: int = 0
     reliability: ReliabilityBins | None = field(default=None, compare=False, repr=False)
+    per_class_recall: dict[int, float] = field(default_factory=dict)
+    per_class_instances: dict[int, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (reliability bins as lists, class keys as strings).
 
         Returns:
-            The scalar fields, ``per_class_ap50_95`` and ``reliability`` (or None).
+            The scalar fields, the per-class dicts, ``reliability`` (or None) and
+            ``dece_protocol``.
         """
         out = {k: getattr(self, k) for k in ("map50_95", "map50", "recall", "precision",
                                              "n_images", "n_boxes", "dece", "n_skipped")}
-        out["per_class_ap50_95"] = {str(k): v for k, v in self.per_class_ap50_95.items()}
+        for name in ("per_class_ap50_95", "per_class_recall", "per_class_instances"):
+            out[name] = {str(k): v for k, v in getattr(self, name).items()}
+        out["dece_protocol"] = dict(DECE_PROTOCOL)
         rel = self.reliability
         out["reliability"] = None if rel is None else {k: np.asarray(v).tolist()
                                                        for k, v in rel._asdict().items()}
         return out
 
 
-class MatchStats(NamedTuple):
-    """Detections of a whole set matched against ground truth.
-
-    Attributes:
-        tp: bool (D, T) true positive at each IoU threshold.
-        conf: float (D,) confidences.
-        pred_cls: int (D,) predicted classes.
-        target_cls: int (G,) classes of all ground-truth boxes.
-        n_images: number of images.
-    """
-
-    tp: np.ndarray
-    conf: np.ndarray
-    pred_cls: np.ndarray
-    target_cls: np.ndarray
-    n_images: int
-
-
 def check_labels(labels: np.ndarray | None, where: str) -> np.ndarray:
-    """Validate a YOLO label array.
+    """Validate a YOLO label array with THE label rule (:func:`edgecl.data.labels.check_label_array`).
 
     Args:
         labels: (N, 5) ``cls, cx, cy, w, h`` normalised, or None for "no boxes".
         where: what the labels belong to, for the error message.
 
     Returns:
-        float32 (N, 5) array.
+        float32 (N, 5) array (boxes clipped to 0..1).
 
     Raises:
-        LabelError: on a wrong shape or a negative class.
+        LabelError: a wrong shape or a row the rule refuses.
     """
-    if labels is None:
-        return empty_labels()
-    arr = np.asarray(labels, dtype=np.float32)
-    if arr.size == 0:
-        return empty_labels()
-    if arr.ndim != 2 or arr.shape[1] != 5:
-        raise LabelError(f"{where}: labels must have shape (N, 5), got {arr.shape}")
-    if (arr[:, 0] < 0).any() or not np.isfinite(arr).all():
-        raise LabelError(f"{where}: labels hold a negative class or a non-finite value")
-    return arr
+    return check_label_array(labels, where)
 
 
-def _match_one(det: Detections, gt: np.ndarray, shape, iouv: np.ndarray, keep_cls):
-    """Match one image's detections (sorted by score) to its boxes; see :func:`match_detections`."""
-    from ultralytics.engine.validator import BaseValidator
-    from ultralytics.utils.metrics import box_iou
-    from ultralytics.utils.ops import xywhn2xyxy
-    import torch
+class _Scores(NamedTuple):
+    """Scores of one matched set (see :func:`_scores`)."""
 
-    pred_keep = keep_cls(det.classes)
-    order = np.argsort(-det.scores[pred_keep], kind="stable")
-    boxes = np.asarray(det.boxes_xyxy, np.float32)[pred_keep][order]
-    conf = np.asarray(det.scores, np.float32)[pred_keep][order]
-    pred_cls = np.asarray(det.classes, np.int64)[pred_keep][order]
-    gt = gt[keep_cls(gt[:, 0].astype(np.int64))]
-    target_cls = gt[:, 0].astype(np.int64)
-    tp = np.zeros((conf.size, iouv.size), dtype=bool)
-    if conf.size and target_cls.size:
-        height, width = shape
-        gt_xyxy = xywhn2xyxy(gt[:, 1:5].copy(), w=width, h=height)
-        iou = box_iou(torch.from_numpy(gt_xyxy), torch.from_numpy(boxes))
-        # BaseValidator.match_predictions only reads ``self.iouv``: the validator's exact matching.
-        holder = type("IouThresholds", (), {"iouv": torch.from_numpy(iouv.astype(np.float32))})()
-        tp = BaseValidator.match_predictions(holder, torch.from_numpy(pred_cls),
-                                             torch.from_numpy(target_cls), iou).numpy()
-    return tp, conf, pred_cls, target_cls
+    map50_95: float
+    map50: float
+    recall: float
+    precision: float
+    per_class_ap50_95: dict[int, float]
+    per_class_recall: dict[int, float]
+    per_class_instances: dict[int, int]
 
 
-def match_detections(
-    preds: Sequence[Detections],
-    gts: Sequence[np.ndarray],
-    shapes: Sequence[tuple[int, int]],
-    iou_thresholds: np.ndarray = IOU_THRESHOLDS,
-    class_ids: Sequence[int] | None = None,
-) -> MatchStats:
-    """Match every image's detections to its ground truth, as ultralytics' DetectionValidator does.
-
-    Args:
-        preds: detections per image in original pixels.
-        gts: YOLO labels per image (N, 5) normalised; None or empty for no boxes.
-        shapes: ``(height, width)`` per image.
-        iou_thresholds: IoU thresholds (default 0.50:0.05:0.95).
-        class_ids: when given, detections and boxes of other classes are dropped.
-
-    Returns:
-        :class:`MatchStats` over all images.
-
-    Raises:
-        ValueError: when the three sequences differ in length.
-        LabelError: on malformed labels.
-    """
-    if not len(preds) == len(gts) == len(shapes):
-        raise ValueError(f"{len(preds)} predictions, {len(gts)} label arrays, {len(shapes)} shapes")
-    allowed = None if class_ids is None else np.asarray(sorted(set(class_ids)), np.int64)
-
-    def keep_cls(classes: np.ndarray) -> np.ndarray:
-        classes = np.asarray(classes, np.int64)
-        return np.ones(classes.shape, bool) if allowed is None else np.isin(classes, allowed)
-
-    iouv = np.asarray(iou_thresholds, np.float64).reshape(-1)
-    parts = [_match_one(det, check_labels(gt, f"image {k}"), shape, iouv, keep_cls)
-             for k, (det, gt, shape) in enumerate(zip(preds, gts, shapes))]
-    if not parts:
-        return MatchStats(np.zeros((0, iouv.size), bool), np.zeros(0), np.zeros(0, np.int64),
-                          np.zeros(0, np.int64), 0)
-    tp, conf, pred_cls, target_cls = (np.concatenate(c) for c in zip(*parts))
-    return MatchStats(tp, conf, pred_cls, target_cls, len(parts))
-
-
-def _scores(stats: MatchStats) -> tuple[float, float, float, float, dict[int, float]]:
-    """(map50_95, map50, recall, precision, per-class AP50-95) via ultralytics' ap_per_class."""
+def _scores(stats: MatchStats) -> _Scores:
+    """mAP50-95, mAP50, recall, precision and per-class figures via ultralytics' ap_per_class."""
     from ultralytics.utils.metrics import ap_per_class
 
     if stats.target_cls.size == 0:
-        return 0.0, 0.0, 0.0, 0.0, {}
+        return _Scores(0.0, 0.0, 0.0, 0.0, {}, {}, {})
     _, _, p, r, _, ap, classes, *_ = ap_per_class(stats.tp, stats.conf, stats.pred_cls,
                                                   stats.target_cls)
-    per_class = {int(c): float(v) for c, v in zip(classes, ap.mean(1))}
-    return float(ap.mean()), float(ap[:, 0].mean()), float(r.mean()), float(p.mean()), per_class
+    counts = np.bincount(stats.target_cls)
+    return _Scores(float(ap.mean()), float(ap[:, 0].mean()), float(r.mean()), float(p.mean()),
+                   {int(c): float(v) for c, v in zip(classes, ap.mean(1))},
+                   {int(c): float(v) for c, v in zip(classes, r)},
+                   {int(c): int(counts[c]) for c in classes})
 
 
 def evaluate_detections(
@@ -226,44 +165,38 @@ def evaluate_detections(
         LabelError: on malformed labels.
     """
     stats = match_detections(preds, gts, shapes, IOU_THRESHOLDS, class_ids)
-    map50_95, map50, recall, precision, per_class = _scores(stats)
+    scores = _scores(stats)
     at_half = int(np.argmin(np.abs(IOU_THRESHOLDS - DEFAULT_IOU_THR)))
     confident = stats.conf >= DECE_MIN_CONF
     bins = bins_from_flags(stats.conf[confident], stats.tp[confident, at_half], DEFAULT_N_BINS)
-    return EvalResult(map50_95=map50_95, map50=map50, recall=recall, precision=precision,
-                      per_class_ap50_95=per_class, n_images=stats.n_images,
-                      n_boxes=int(stats.target_cls.size), dece=dece_from_bins(bins),
-                      n_skipped=n_skipped, reliability=bins)
+    return EvalResult(map50_95=scores.map50_95, map50=scores.map50, recall=scores.recall,
+                      precision=scores.precision, per_class_ap50_95=scores.per_class_ap50_95,
+                      n_images=stats.n_images, n_boxes=int(stats.target_cls.size),
+                      dece=dece_from_bins(bins), n_skipped=n_skipped, reliability=bins,
+                      per_class_recall=scores.per_class_recall,
+                      per_class_instances=scores.per_class_instances)
 
 
 def read_label_file(path: str | Path) -> np.ndarray:
-    """Read a YOLO label file; a missing file means an image without boxes.
+    """Read a YOLO label file with THE label rule; a missing file means an image without boxes.
 
     Args:
-        path: ``.txt`` file with rows ``cls cx cy w h``.
+        path: ``.txt`` file with rows ``cls cx cy w h`` (or polygons; see :mod:`edgecl.data.labels`).
 
     Returns:
         float32 (N, 5).
 
     Raises:
-        LabelError: on a malformed row (naming file and line).
+        LabelError: an unreadable file or a refused row (naming file and line).
     """
     path = Path(path)
     if not path.is_file():
         return empty_labels()
-    rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            values = [float(v) for v in parts]
-        except ValueError:
-            raise LabelError(f"{path}:{line_no}: non-numeric label row {line.strip()!r}") from None
-        if len(values) != 5:
-            raise LabelError(f"{path}:{line_no}: expected 5 values (cls cx cy w h), got {len(values)}")
-        rows.append(values)
-    return check_labels(np.array(rows, np.float32) if rows else None, str(path))
+    parsed = read_yolo_labels(path)
+    if parsed.refused:
+        more = f" (and {len(parsed.refused) - 1} more)" if len(parsed.refused) > 1 else ""
+        raise LabelError(parsed.refused[0] + more)
+    return parsed.labels
 
 
 def evaluate_model(model, image_paths: Sequence[str | Path], class_ids: Sequence[int] | None = None,
@@ -288,7 +221,6 @@ def evaluate_model(model, image_paths: Sequence[str | Path], class_ids: Sequence
         LabelError: on a malformed label file.
         ValueError: when ``batch`` < 1.
     """
-    import cv2
     from edgecl.ultra import ensure_offline
 
     ensure_offline()
@@ -302,9 +234,10 @@ def evaluate_model(model, image_paths: Sequence[str | Path], class_ids: Sequence
     for start in range(0, len(paths), batch):
         images = []
         for path, label_path in zip(paths[start:start + batch], label_paths[start:start + batch]):
-            image = cv2.imread(path, cv2.IMREAD_COLOR)
-            if image is None:
-                LOG.warning("evaluation: cannot read image %s, skipped", path)
+            try:
+                image = read_image(path)
+            except ImageError as exc:
+                LOG.warning("evaluation: skipped image: %s", exc)
                 skipped += 1
                 continue
             images.append(image)

@@ -1,11 +1,27 @@
-"""The acceptance gate: a candidate model ships only if it did not forget too much."""
+"""The acceptance gate: a candidate model ships only if it did not forget too much.
+
+Two views of "forgetting", chosen by :func:`judge_results`:
+
+* **tasks** (benchmark data, frames carry a task): a task learnt before this round may lose at
+  most ``gate.max_forgetting`` mAP50-95 (:func:`judge`).
+* **classes** (deployment, every frame is task :data:`STREAM_TASK`): every class with at least
+  ``gate.min_instances`` held-out ground-truth boxes may lose at most ``gate.max_forgetting``
+  AP50-95 against the parent on the same held-out samples (:func:`judge_classes`); classes with
+  fewer boxes are listed in ``not_gated`` (their AP is too noisy to veto a round on).
+
+Both compare the candidate with the parent evaluated on the same human-verified held-out
+samples, and both reject when ACC changes by less than ``gate.min_acc_delta``.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edgecl.config import GateConfig
+
+STREAM_TASK = "stream"  # the task of every frame that carries none (deployment)
 
 
 @dataclass(frozen=True)
@@ -15,9 +31,12 @@ class GateVerdict:
     Attributes:
         accepted: True when the candidate may be staged for promotion.
         reason: one line explaining the verdict.
-        acc_parent: mean mAP50-95 of the current model over all tasks seen (NaN if none).
+        acc_parent: mean mAP50-95 of the current model over all tasks (or classes) seen
+            (NaN if none).
         acc_candidate: the same for the candidate.
-        drops: task -> mAP drop (parent - candidate) for tasks learnt before this round.
+        drops: task (or class name) -> mAP drop (parent - candidate) for what was learnt before.
+        mode: ``tasks`` or ``classes``.
+        not_gated: class names left out of the forgetting bound (too few held-out boxes).
     """
 
     accepted: bool
@@ -25,6 +44,8 @@ class GateVerdict:
     acc_parent: float
     acc_candidate: float
     drops: dict
+    mode: str = "tasks"
+    not_gated: tuple[str, ...] = ()
 
 
 def _mean(values) -> float:
@@ -34,7 +55,7 @@ def _mean(values) -> float:
 
 def judge(parent: dict[str, float] | None, candidate: dict[str, float], learnt_before: list[str],
           cfg: GateConfig, training_failed: str = "") -> GateVerdict:
-    """Decide whether a candidate is accepted.
+    """Decide whether a candidate is accepted (per-task view).
 
     Rejects when training failed, when any task learnt before this round loses more than
     ``cfg.max_forgetting`` mAP50-95, or when ACC over every task seen changes by less than
@@ -54,16 +75,106 @@ def judge(parent: dict[str, float] | None, candidate: dict[str, float], learnt_b
     acc_p = _mean(parent.values()) if parent else float("nan")
     drops = {t: round(parent[t] - candidate[t], 4) for t in learnt_before
              if parent and t in parent and t in candidate}
+    return _verdict("task", "tasks", drops, acc_p, acc_c, cfg, training_failed, ())
+
+
+def _verdict(noun: str, mode: str, drops: dict, acc_p: float, acc_c: float, cfg: GateConfig,
+             training_failed: str, not_gated: tuple[str, ...]) -> GateVerdict:
+    """The shared decision once drops and ACCs are known."""
+    def verdict(accepted: bool, reason: str) -> GateVerdict:
+        return GateVerdict(accepted, reason, acc_p, acc_c, drops, mode, not_gated)
+
     if training_failed:
-        return GateVerdict(False, f"training failed: {training_failed}", acc_p, acc_c, drops)
+        return verdict(False, f"training failed: {training_failed}")
     if math.isnan(acc_c):
-        return GateVerdict(False, "candidate could not be evaluated (no held-out samples)",
-                           acc_p, acc_c, drops)
+        return verdict(False, "candidate could not be evaluated (no held-out samples)")
     worst = max(drops.items(), key=lambda kv: kv[1], default=None)
     if worst is not None and worst[1] > cfg.max_forgetting:
-        return GateVerdict(False, f"task {worst[0]} forgot {worst[1]:.3f} mAP50-95 "
-                                  f"(bound {cfg.max_forgetting})", acc_p, acc_c, drops)
+        return verdict(False, f"{noun} {worst[0]} forgot {worst[1]:.3f} mAP50-95 "
+                              f"(bound {cfg.max_forgetting})")
     if not math.isnan(acc_p) and acc_c - acc_p < cfg.min_acc_delta:
-        return GateVerdict(False, f"ACC fell from {acc_p:.3f} to {acc_c:.3f} "
-                                  f"(allowed change {cfg.min_acc_delta})", acc_p, acc_c, drops)
-    return GateVerdict(True, f"accepted: ACC {acc_p:.3f} -> {acc_c:.3f}", acc_p, acc_c, drops)
+        return verdict(False, f"ACC fell from {acc_p:.3f} to {acc_c:.3f} "
+                              f"(allowed change {cfg.min_acc_delta})")
+    return verdict(True, f"accepted: ACC {acc_p:.3f} -> {acc_c:.3f}")
+
+
+def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, float],
+                  instances: Mapping[int, int], cfg: GateConfig, training_failed: str = "",
+                  names: Mapping[int, str] | None = None) -> GateVerdict:
+    """Decide whether a candidate is accepted (per-class view, no tasks).
+
+    ACC is the mean AP50-95 over the classes with held-out boxes. A class is gated on when the
+    parent has an AP for it (it was evaluated before) and it has at least ``cfg.min_instances``
+    held-out boxes; its drop is ``parent AP - candidate AP``. A class the parent never predicted
+    has a parent AP of 0, so learning it never counts as forgetting.
+
+    Args:
+        parent: class id -> AP50-95 of the current model on the same held-out samples, or None.
+        candidate: class id -> AP50-95 of the candidate.
+        instances: class id -> held-out ground-truth boxes.
+        cfg: gate thresholds (``max_forgetting``, ``min_acc_delta``, ``min_instances``).
+        training_failed: non-empty when fine-tuning stopped abnormally.
+        names: class id -> name for the reason and ``drops`` (default the id as text).
+
+    Returns:
+        The verdict; ``drops`` and ``not_gated`` are keyed by class name.
+    """
+    names = names or {}
+
+    def name(cls: int) -> str:
+        return str(names.get(int(cls), int(cls)))
+
+    acc_c = _mean(candidate.values())
+    acc_p = _mean(parent.values()) if parent else float("nan")
+    drops, not_gated = {}, []
+    for cls in sorted(set(parent or {}) & set(candidate)):
+        if int(instances.get(cls, 0)) < cfg.min_instances:
+            not_gated.append(name(cls))
+            continue
+        drops[name(cls)] = round(parent[cls] - candidate[cls], 4)
+    return _verdict("class", "classes", drops, acc_p, acc_c, cfg, training_failed,
+                    tuple(not_gated))
+
+
+def is_taskless(task_names) -> bool:
+    """True when the only task is :data:`STREAM_TASK` (frames carried no task).
+
+    Args:
+        task_names: the tasks evaluated.
+
+    Returns:
+        Whether the per-class view applies.
+    """
+    tasks = set(task_names)
+    return bool(tasks) and tasks <= {STREAM_TASK}
+
+
+def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: list[str],
+                  cfg: GateConfig, training_failed: str = "",
+                  names: Mapping[int, str] | None = None) -> GateVerdict:
+    """Judge a candidate from evaluation results, in the view the data calls for.
+
+    Without tasks (:func:`is_taskless`) the per-class view (:func:`judge_classes`) on the
+    :data:`STREAM_TASK` result; otherwise the per-task view (:func:`judge`) on ``map50_95``.
+
+    Args:
+        parent: task -> :class:`~edgecl.continual.evaluate.EvalResult` of the current model on
+            the same held-out samples, or None for a first model.
+        candidate: task -> ``EvalResult`` of the candidate.
+        learnt_before: tasks the parent had already learnt (per-task view only).
+        cfg: gate thresholds.
+        training_failed: non-empty when fine-tuning stopped abnormally.
+        names: class id -> name (per-class view).
+
+    Returns:
+        The verdict.
+    """
+    if is_taskless(candidate):
+        cand = candidate[STREAM_TASK]
+        par = parent.get(STREAM_TASK) if parent else None
+        return judge_classes(None if par is None else par.per_class_ap50_95,
+                             cand.per_class_ap50_95, cand.per_class_instances, cfg,
+                             training_failed, names)
+    return judge({t: r.map50_95 for t, r in parent.items()} if parent else None,
+                 {t: r.map50_95 for t, r in candidate.items()}, learnt_before, cfg,
+                 training_failed)

@@ -1,5 +1,8 @@
 """Continual-learning metrics on an accuracy matrix (pure functions, numpy only).
 
+Columns are tasks (benchmark data) or, when frames carry no task, classes: ``R[i, c]`` is then
+the AP50-95 of class ``c`` on held-out human/ground-truth labels after round ``i``.
+
 The accuracy matrix ``R`` has one row per evaluation point and one column per task:
 ``R[i, j]`` is the box mAP50-95 of task ``j`` measured after training step ``i``.
 
@@ -206,3 +209,64 @@ def matrix_from_records(records: Iterable[tuple[int, int, float]]) -> RoundMatri
     for (round_no, task_index), value in cells.items():
         values[row_of[round_no], task_index] = value
     return RoundMatrix(values, rounds, first_learnt_rows(values))
+
+
+def row_drop(R: np.ndarray, i: int = -1, ref: int | None = None) -> np.ndarray:
+    """Per-column drop from row ``ref`` to row ``i``: ``R[ref, j] - R[i, j]``.
+
+    Used for "what fell in the last round" (e.g. the classes whose held-out AP fell, which the
+    ``forgetting`` selection policy shows a person). Positive values mean a drop.
+
+    Args:
+        R: accuracy matrix (rows x columns).
+        i: the later row (negative counts from the end); default the last row.
+        ref: the earlier row; default the row before ``i``.
+
+    Returns:
+        float array (columns,): the drops; NaN where either entry is NaN or there is no earlier
+        row.
+
+    Raises:
+        ValueError: on a non-2-D matrix or an out-of-range row.
+    """
+    matrix = _as_matrix(R)
+    n_rows = matrix.shape[0]
+    if not -n_rows <= i < n_rows:
+        raise ValueError(f"row {i} out of range for a matrix with {n_rows} rows")
+    if ref is not None and not -n_rows <= ref < n_rows:
+        raise ValueError(f"row {ref} out of range for a matrix with {n_rows} rows")
+    row = i % n_rows
+    earlier = row - 1 if ref is None else ref % n_rows
+    if earlier < 0 or earlier == row:
+        return np.full(matrix.shape[1], np.nan)
+    return matrix[earlier] - matrix[row]
+
+
+def summarize(R: np.ndarray, columns: Sequence[str]) -> dict:
+    """ACC, BWT, mean forgetting and per-column forgetting of a matrix (tasks or classes).
+
+    The columns may be tasks (benchmark data) or classes (deployment: per-class AP50-95 on
+    held-out samples after each round); the definitions are the same (see the module docstring).
+
+    Args:
+        R: accuracy matrix (rows x columns); may have no rows.
+        columns: name of each column.
+
+    Returns:
+        ``{"acc", "bwt", "mean_forgetting", "forgetting": {name: value}}``; ``acc`` is None when
+        undefined, the others are None only for a matrix without rows; ``forgetting`` holds the
+        columns where it is defined.
+
+    Raises:
+        ValueError: when ``columns`` does not match the matrix width.
+    """
+    matrix = _as_matrix(R)
+    if len(columns) != matrix.shape[1]:
+        raise ValueError(f"{len(columns)} column names for {matrix.shape[1]} columns")
+    if matrix.shape[0] == 0:
+        return {"acc": None, "bwt": None, "mean_forgetting": None, "forgetting": {}}
+    value = acc(matrix)
+    per_column = forgetting(matrix)
+    return {"acc": None if np.isnan(value) else value, "bwt": bwt(matrix),
+            "mean_forgetting": mean_forgetting(matrix),
+            "forgetting": {str(c): float(f) for c, f in zip(columns, per_column) if np.isfinite(f)}}

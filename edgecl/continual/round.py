@@ -1,11 +1,13 @@
 """One learning round: snapshot -> select replay -> fine-tune -> evaluate -> gate -> export -> stage.
 
-Runs inside the spawned learner process (or in the foreground for ``edgecl learn``). It
-stages the candidate in the registry; promoting it is the supervisor's job.
+A pure library function (no threads, no runtime imports): the runtime runs it inside the
+spawned learner process (or in the foreground for ``edgecl learn``), hands it a hook that
+records the evaluation, and promotes what it staged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -13,13 +15,22 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from edgecl.atomic import atomic_write_json
 from edgecl.config import Config, config_hash
-from edgecl.continual.gate import judge
-from edgecl.continual.round_state import LearnerState, load_state, save_state, update_task_bookkeeping
+from edgecl.continual.evaluate import DECE_PROTOCOL
+from edgecl.continual.gate import judge_results
+from edgecl.continual.round_state import (
+    LearnerState,
+    RoundResult,
+    RoundStatus,
+    learner_dir,
+    load_state,
+    save_state,
+    update_task_bookkeeping,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,52 +50,73 @@ class RoundContext:
     registry: object
     parent_version: str | None
     names: dict[int, str]
+    base_checkpoint: Path | None = None
+
+    @property
+    def first(self) -> bool:
+        """True when nothing was learnt yet: the round starts from a freshly built model."""
+        return self.parent_version is None and self.base_checkpoint is None
+
+    @property
+    def parent_label(self) -> str | None:
+        """The parent as the manifest names it: a version, ``checkpoint:NAME`` or ``None``."""
+        if self.parent_version is not None:
+            return self.parent_version
+        return f"checkpoint:{self.base_checkpoint.name}" if self.base_checkpoint else None
 
 
-def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None = None) -> dict:
-    """Run one learning round and write its result to ``STATE/learner/last_round.json``.
+RoundRecorder = Callable[..., dict]
+"""``record(round_no=, version=, status=, reason=, seconds=, evaluation=, columns=, class_names=,
+calibration=) -> dict``:
+stores a round's held-out evaluation (the runtime's monitor does) and returns the continual-
+learning figures it derives (``acc``, ``bwt``, ...), which go into the manifest."""
+
+
+def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None = None,
+              record: RoundRecorder | None = None) -> RoundResult:
+    """Run one learning round: snapshot -> replay -> fine-tune -> evaluate -> gate -> export -> stage.
+
+    Only a candidate the gate accepts is exported (ONNX, TensorRT engine); a rejected one is kept
+    in the registry with its checkpoint, manifest and reason, and nothing is built for it.
 
     Args:
         cfg: configuration.
         reason: what triggered the round.
         max_sample_id: learn only samples with ids up to this (those present when the round
             was triggered); ``None``: everything in the memory.
+        record: optional hook storing the evaluation (see :data:`RoundRecorder`).
 
     Returns:
-        The result: ``round``, ``version``, ``status`` (``staged``, ``rejected`` or ``skipped``),
-        ``reason``, ``acc``, ``per_task``, ``classes``, ``seconds``, ...
+        The :class:`RoundResult` (``staged``, ``rejected``, ``skipped`` or ``failed``).
     """
     started_s = time.time()
     ctx = _open_round(cfg, max_sample_id)
     if ctx is None:
-        result = {"status": "skipped", "reason": "no new labelled samples", "round": None,
-                  "version": None, "started_s": started_s}
-        _write_result(cfg, result)
-        return result
+        return RoundResult(RoundStatus.SKIPPED, reason="no new labelled samples", trigger=reason,
+                           started_s=started_s)
+    problems = ctx.registry.verify(ctx.parent_version) if ctx.parent_version else []
+    if problems:
+        # INVARIANT: a tampered parent is never fine-tuned (its result would be promoted)
+        return RoundResult(RoundStatus.FAILED, trigger=reason, started_s=started_s,
+                           reason=f"parent {ctx.parent_version} fails its integrity check: "
+                                  f"{problems[0]}")
     log.info("round %d: %d new samples of %s (trigger: %s)", ctx.state.round + 1,
              len(ctx.new_records), sorted({r.task for r in ctx.new_records}), reason)
-    result = _train_evaluate_stage(ctx, reason, started_s)
-    _write_result(cfg, result)
-    return result
-
-
-def _write_result(cfg: Config, result: dict) -> None:
-    from edgecl.runtime.learner import learner_dir
-
-    atomic_write_json(learner_dir(cfg.state_dir) / "last_round.json", result)
+    return _train_evaluate_stage(ctx, reason, started_s, record)
 
 
 def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
     from edgecl.continual.memory import memory_from_config
+    from edgecl.models.classes import ClassRegistry
     from edgecl.models.registry import Registry
-    from edgecl.runtime.learner import learner_dir
 
     memory = memory_from_config(cfg)
     try:
         snapshot = memory.snapshot()
-        names = memory.class_names() or {}
+        names = dict(memory.class_names() or {})
     finally:
         memory.close()
+    names.update(ClassRegistry(cfg.state_dir).names())  # INVARIANT: the class registry names ids
     state = load_state(cfg.state_dir)
     if max_sample_id is not None:
         # INVARIANT: a round sees only samples present when it was triggered
@@ -99,7 +131,14 @@ def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
     work.mkdir(parents=True)
     registry = Registry(Path(cfg.state_dir) / "models")
     return RoundContext(cfg, state, snapshot, new, work, registry, registry.current(),
-                        {int(k): str(v) for k, v in names.items()})
+                        {int(k): str(v) for k, v in names.items()}, base_checkpoint(cfg))
+
+
+def base_checkpoint(cfg: Config) -> Path | None:
+    """The user's own pretrained ultralytics checkpoint (``model.path`` ending in ``.pt``), which
+    the first round learns on top of instead of a freshly built model (``None`` when not set)."""
+    path = Path(cfg.model.path) if cfg.model.path else None
+    return path if path is not None and path.suffix == ".pt" and path.is_file() else None
 
 
 def _top_class(ctx: RoundContext) -> int:
@@ -108,17 +147,31 @@ def _top_class(ctx: RoundContext) -> int:
 
 
 def _load_parent(ctx: RoundContext):
-    """The current model (or a fresh one when nothing was promoted yet), as a DetectionModel."""
+    """The model a round starts from, as a DetectionModel with its names: the current version's
+    checkpoint, else the user's pretrained checkpoint, else a freshly built YOLO11n.
+
+    Raises:
+        EdgeclError: the current version has no ``model.pt`` (an ONNX-only version added by
+            hand) and no pretrained checkpoint is configured: there is nothing to fine-tune.
+    """
+    from edgecl.errors import EdgeclError, RegistryError
     from edgecl.models.checkpoint import load_checkpoint
     from edgecl.ultra import build_detection_model
 
+    pt = None
     if ctx.parent_version is not None:
-        pt = ctx.registry.root / ctx.parent_version / "model.pt"
-        if pt.is_file():
-            model, meta = load_checkpoint(pt)
-            return model, {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
-        log.warning("current version %s has no model.pt to fine-tune; starting fresh",
-                    ctx.parent_version)
+        try:
+            pt = ctx.registry.file_path(ctx.parent_version, "model.pt")
+        except RegistryError:
+            pt = ctx.base_checkpoint
+            if pt is None:
+                raise EdgeclError(f"current version {ctx.parent_version} has no model.pt to "
+                                  f"fine-tune; add an ultralytics .pt checkpoint as model.path")
+    elif ctx.base_checkpoint is not None:
+        pt = ctx.base_checkpoint
+    if pt is not None:
+        model, meta = load_checkpoint(pt)
+        return model, {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
     nc = 1 + max(_top_class(ctx), 0)
     names = {i: ctx.names.get(i, f"class{i}") for i in range(nc)}
     return build_detection_model(nc, names=names), names
@@ -193,18 +246,46 @@ def _fine_tune(ctx: RoundContext, model, parent_model, replay_ids: list[int]):
     from edgecl.continual.finetune import FineTuner
 
     cfg = ctx.cfg
-    first = ctx.parent_version is None
+    first = ctx.first
     prev = parent_model if (cfg.ider.enabled and not first) else None
-    tuner = FineTuner(model, cfg.learner, cfg.ider, prev_model=prev)
-    return tuner.run(ctx.snapshot.image_paths([r.id for r in ctx.new_records]),
+    learner = cfg.learner
+    hooks = []
+    new_images = ctx.snapshot.image_paths([r.id for r in ctx.new_records])
+    if not first and (learner.distill_cls_weight > 0 or learner.distill_box_weight > 0):
+        from edgecl.continual.distill import DistillHook
+
+        hooks.append(DistillHook(parent_model, cls_weight=learner.distill_cls_weight,
+                                 box_weight=learner.distill_box_weight, conf=learner.distill_conf))
+    if not first and learner.pseudo_old_classes:
+        from edgecl.continual.old_labels import pseudo_label_copies
+
+        old_nc = int(parent_model.model[-1].nc)
+        detector = _backend(parent_model, {i: str(i) for i in range(old_nc)}, cfg,
+                            learner.pseudo_old_conf, 300)
+        new_images, stats = pseudo_label_copies(new_images, detector, ctx.work / "pseudo-old",
+                                                range(old_nc), conf=learner.pseudo_old_conf,
+                                                iou_thr=learner.pseudo_old_iou)
+        log.info("pseudo-labels of old classes: %d box(es) added to %d of %d new image(s)",
+                 stats.added, stats.images_with_added, stats.images)
+    tuner = FineTuner(model, cfg.learner, cfg.ider, prev_model=prev, hooks=hooks)
+    return tuner.run(new_images,
                      ctx.snapshot.image_paths(replay_ids),
                      budget_s=cfg.learner.first_round_budget_s if first else cfg.learner.budget_s,
                      max_steps=cfg.learner.first_round_max_steps if first else cfg.learner.max_steps,
-                     epochs=cfg.learner.epochs * (10 if first else 1), device=cfg.learner.device)
+                     epochs=cfg.learner.epochs * (10 if first else 1), device=cfg.learner.device,
+                     freeze_layers=0 if first else cfg.learner.freeze_layers)
 
 
-def export_candidate(ctx: RoundContext, model, names: dict[int, str]) -> tuple[dict, dict]:
-    """Save the checkpoint, export ONNX and, where TensorRT exists, build an engine.
+def export_candidate(ctx: RoundContext, model, names: dict[int, str],
+                     accepted: bool = True) -> tuple[dict, dict]:
+    """Save the checkpoint and, for an accepted candidate, export ONNX and (where TensorRT
+    exists) build an engine.
+
+    Args:
+        ctx: the round.
+        model: the fine-tuned DetectionModel.
+        names: its class names.
+        accepted: the gate's verdict; a rejected candidate keeps only its checkpoint.
 
     Returns:
         ``(files, export_meta)``: registry file name -> path, and manifest fields.
@@ -215,7 +296,9 @@ def export_candidate(ctx: RoundContext, model, names: dict[int, str]) -> tuple[d
     cfg = ctx.cfg
     pt = save_checkpoint(model, ctx.work / "model.pt",
                          meta={"names": names, "imgsz": cfg.learner.imgsz,
-                               "parent": ctx.parent_version})
+                               "parent": ctx.parent_label})
+    if not accepted:
+        return {"model.pt": pt}, {"precision": "not exported (rejected by the gate)"}
     stats: dict = {}
     onnx = export_onnx(model, ctx.work / "model.onnx", imgsz=cfg.learner.imgsz,
                        opset=cfg.export.onnx_opset, names=names, stats=stats)
@@ -244,7 +327,8 @@ def _maybe_engine(ctx: RoundContext, onnx: Path, names: dict[int, str]) -> tuple
         engine = build_engine(onnx, ctx.work / "model.engine", precision=cfg.export.precision,
                               imgsz=cfg.learner.imgsz, workspace_mb=cfg.export.workspace_mb,
                               calibration_images=calib, names=names,
-                              cache_dir=Path(cfg.state_dir) / "models" / "engine-cache")
+                              cache_dir=Path(cfg.state_dir) / "models" / "engine-cache",
+                              cache_entries=cfg.export.engine_cache_entries)
     except EngineBuildError as exc:
         log.error("TensorRT engine not built (%s); the ONNX model is kept", exc)
         return None, {"engine": f"build failed: {exc}"}
@@ -278,45 +362,93 @@ def _set_far_baselines(ctx: RoundContext, model, names) -> None:
     ctx.snapshot.set_recall_baseline([samples[i].id for i in keep], recalls.tolist())
 
 
-def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float) -> dict:
-    from edgecl.runtime.monitor import Monitor
-
+def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
+                          record: RoundRecorder | None) -> RoundResult:
     cfg, state = ctx.cfg, ctx.state
     round_no = state.round + 1
+    clock = _PhaseClock()
     parent_model, parent_names = _load_parent(ctx)
     model, names = _grow_for_new_classes(copy.deepcopy(parent_model), parent_names, ctx)
-    replay_ids = select_replay(ctx, parent_model, parent_names, model)
-    ft = _fine_tune(ctx, model, parent_model, replay_ids)
+    with clock("select"):
+        replay_ids = select_replay(ctx, parent_model, parent_names, model)
+    with clock("train"):
+        ft = _fine_tune(ctx, model, parent_model, replay_ids)
     ctx.snapshot.record_replay(replay_ids)
-    candidate = evaluate_tasks(model, names, ctx)
-    parent = evaluate_tasks(parent_model, parent_names, ctx) if ctx.parent_version else None
+    with clock("evaluate"):
+        candidate = evaluate_tasks(model, names, ctx)
+        parent = None if ctx.first else evaluate_tasks(parent_model, parent_names, ctx)
     cand_map = {t: r.map50_95 for t, r in candidate.items()}
-    verdict = judge({t: r.map50_95 for t, r in parent.items()} if parent else None, cand_map,
-                    list(state.learnt_tasks), cfg.gate,
-                    training_failed=ft.stopped_reason if ft.stopped_reason in ("nan_loss", "no_data") else "")
-    files, export_meta = export_candidate(ctx, model, names)
-    status = "staged" if verdict.accepted else "rejected"
-    manifest = _manifest(ctx, names, ft, verdict, candidate, export_meta, reason, replay_ids)
-    version = ctx.registry.stage(files, manifest, status=status)
-    monitor = Monitor(cfg.state_dir)
-    monitor.record_evaluation(round_no, version, candidate, state.task_order)
-    monitor.record_round(round_no, version, status, reason=verdict.reason,
-                         seconds=round(time.time() - started_s, 1))
-    cl = monitor.candidate_metrics(round_no, version)
-    ctx.registry.update_manifest(version, {"metrics": dict(manifest["metrics"], **cl)})
+    failed = ft.stopped_reason if ft.stopped_reason in ("nan_loss", "no_data") else ""
+    verdict = judge_results(parent, candidate, list(state.learnt_tasks), cfg.gate,
+                            training_failed=failed, names=names)
+    status = RoundStatus.STAGED if verdict.accepted else RoundStatus.REJECTED
+    calibrator, cal_report = None, None
+    if verdict.accepted:
+        with clock("calibrate"):
+            calibrator, cal_report = _calibrate(ctx, model, names)
+    with clock("export"):
+        files, export_meta = export_candidate(ctx, model, names, accepted=verdict.accepted)
+    with clock("stage"):
+        manifest = _manifest(ctx, names, ft, verdict, candidate, export_meta, reason, replay_ids)
+        if calibrator is not None:
+            from edgecl.calibration.posthoc import CALIBRATOR_FILE, calibration_manifest
+
+            files[CALIBRATOR_FILE] = calibrator.save(ctx.work / CALIBRATOR_FILE)
+            manifest["calibration"] = calibration_manifest(cal_report)
+        version = ctx.registry.stage(files, manifest, status=status.value)
+    cl = {}
+    if record is not None:
+        cl = record(round_no=round_no, version=version, status=status, reason=verdict.reason,
+                    seconds=round(time.time() - started_s, 1), evaluation=candidate,
+                    columns=state.task_order, class_names=names, calibration=cal_report)
+        ctx.registry.update_manifest(version, {"metrics": dict(manifest["metrics"], **cl)})
     if verdict.accepted:
         _set_far_baselines(ctx, model, names)
         state.learnt_tasks = list(dict.fromkeys(state.learnt_tasks + [r.task for r in ctx.new_records]))
         state.last_sample_id = max(r.id for r in ctx.new_records)
     state.round = round_no
     save_state(cfg.state_dir, state)
-    log.info("round %d -> %s %s: %s", round_no, version, status, verdict.reason)
-    return {"round": round_no, "version": version, "status": status, "reason": verdict.reason,
-            "acc": cl.get("acc"), "bwt": cl.get("bwt"),
-            "per_task": {t: _finite(v) for t, v in cand_map.items()},
-            "classes": sorted(names), "steps": ft.steps, "train_s": round(ft.seconds, 1),
-            "replayed": len(replay_ids), "new_samples": len(ctx.new_records),
-            "started_s": started_s, "seconds": round(time.time() - started_s, 1)}
+    log.info("round %d -> %s %s: %s", round_no, version, status.value, verdict.reason)
+    return RoundResult(status, reason=verdict.reason, round=round_no, version=version,
+                       trigger=reason, started_s=started_s,
+                       seconds=round(time.time() - started_s, 1),
+                       acc=cl.get("acc"), bwt=cl.get("bwt"),
+                       per_task={t: _finite(v) for t, v in cand_map.items()},
+                       classes=sorted(names), steps=ft.steps, train_s=round(ft.seconds, 1),
+                       replayed=len(replay_ids), new_samples=len(ctx.new_records),
+                       timings_s=clock.seconds)
+
+
+def _calibrate(ctx: RoundContext, model, names: dict[int, str]):
+    """Fit the accepted candidate's per-class calibrator on the human-verified held-out slice.
+
+    Returns:
+        ``(calibrator, report)``, or ``(None, None)`` when there is no held-out sample.
+    """
+    from edgecl.calibration.posthoc import fit_for_version
+
+    ids = ctx.snapshot.ids(held_out=True)
+    if not ids:
+        return None, None
+    backend = _backend(model, names, ctx.cfg, EVAL_CONF, EVAL_MAX_DET)
+    return fit_for_version(backend, ctx.snapshot.image_paths(ids),
+                           [s.labels for s in ctx.snapshot.get(ids)],
+                           target_precision=ctx.cfg.labels.pseudo_precision, names=names)
+
+
+class _PhaseClock:
+    """Wall-clock seconds per named phase of a round (``with clock("train"): ...``)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - t0, 3)
 
 
 def _finite(value: float | None) -> float | None:
@@ -328,7 +460,7 @@ def _manifest(ctx: RoundContext, names, ft, verdict, candidate: dict, export_met
               reason: str, replay_ids: list[int]) -> dict:
     dece = [r.dece for r in candidate.values() if r.dece is not None and not np.isnan(r.dece)]
     return {
-        "parent": ctx.parent_version, "config_hash": config_hash(ctx.cfg),
+        "parent": ctx.parent_label, "config_hash": config_hash(ctx.cfg),
         "classes": {int(k): v for k, v in names.items()},
         "memory_snapshot": ctx.snapshot.snapshot_id, "trigger": reason,
         "reason": verdict.reason, "replay_strategy": ctx.cfg.replay.strategy,
@@ -339,7 +471,12 @@ def _manifest(ctx: RoundContext, names, ft, verdict, candidate: dict, export_met
                      "final_loss": ft.final_loss, "budget_s": ctx.cfg.learner.budget_s},
         "metrics": {"per_task_map50_95": {t: r.map50_95 for t, r in candidate.items()},
                     "per_task_recall": {t: r.recall for t, r in candidate.items()},
+                    "per_class_map50_95": {names.get(int(c), str(c)): _finite(v)
+                                           for r in candidate.values()
+                                           for c, v in (r.per_class_ap50_95 or {}).items()},
                     "dece": float(np.mean(dece)) if dece else None,
-                    "acc_parent": _finite(verdict.acc_parent), "gate_drops": verdict.drops},
+                    "dece_protocol": DECE_PROTOCOL,
+                    "acc_parent": _finite(verdict.acc_parent), "gate_drops": verdict.drops,
+                    "gate_mode": verdict.mode, "not_gated": list(verdict.not_gated)},
         **export_meta,
     }

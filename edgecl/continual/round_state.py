@@ -1,9 +1,11 @@
-"""What the learner remembers between rounds (``STATE/learner/state.json``, written atomically)."""
+"""What the learner remembers between rounds (``STATE/learner/state.json``, written atomically),
+and what one round returns (:class:`RoundResult` with its :class:`RoundStatus`)."""
 
 from __future__ import annotations
 
+import enum
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
@@ -26,6 +28,87 @@ class LearnerState:
     task_order: list[str] = field(default_factory=list)
     learnt_tasks: list[str] = field(default_factory=list)
     task_classes: dict[str, list[int]] = field(default_factory=dict)
+
+
+class RoundStatus(str, enum.Enum):
+    """Outcome of one learning round (shared by the learner, the supervisor and the monitor).
+
+    ``staged``: the gate accepted the candidate and it waits in the registry for promotion;
+    ``promoted``: the supervisor made it current; ``rejected``: the gate refused it (not exported);
+    ``skipped``: nothing new to learn; ``failed``: the round could not run (reason says why).
+    """
+
+    STAGED = "staged"
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass
+class RoundResult:
+    """What one round did, as written to ``STATE/learner/last_round.json``.
+
+    Attributes:
+        status: the outcome.
+        reason: the gate's verdict, or why the round was skipped or failed.
+        round: round number (``None`` when skipped before a round began).
+        version: registry version staged or rejected (``None`` when none was made).
+        trigger: what started the round.
+        started_s: wall-clock start, seconds since the epoch.
+        seconds: wall-clock duration.
+        acc: mean held-out mAP50-95 over the matrix columns after this round (``None``: unknown).
+        bwt: backward transfer after this round.
+        per_task: matrix column (task, or class name when frames carry no task) -> mAP50-95.
+        classes: class ids of the candidate model.
+        steps: optimiser steps taken.
+        train_s: seconds spent training.
+        replayed: replay samples used.
+        new_samples: new samples learnt.
+        timings_s: seconds per phase (select, train, evaluate, calibrate, export, stage).
+    """
+
+    status: RoundStatus
+    reason: str = ""
+    round: int | None = None
+    version: str | None = None
+    trigger: str = ""
+    started_s: float = 0.0
+    seconds: float = 0.0
+    acc: float | None = None
+    bwt: float | None = None
+    per_task: dict[str, float | None] = field(default_factory=dict)
+    classes: list[int] = field(default_factory=list)
+    steps: int = 0
+    train_s: float = 0.0
+    replayed: int = 0
+    new_samples: int = 0
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """Return a JSON-ready dict (``status`` as its string value)."""
+        out = asdict(self)
+        out["status"] = self.status.value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RoundResult":
+        """Build from :meth:`to_json` output (unknown keys are ignored).
+
+        Raises:
+            ValueError: missing or unknown status.
+        """
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["status"] = RoundStatus(data.get("status"))
+        return cls(**kwargs)
+
+
+def learner_dir(state_dir: str | Path) -> Path:
+    """Return ``STATE/learner`` (created)."""
+    path = Path(state_dir) / "learner"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def state_path(state_dir: str | Path) -> Path:

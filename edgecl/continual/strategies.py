@@ -2,7 +2,7 @@
 
 Every strategy has ``select(source, k, *, model, context) -> list[int]`` where ``source`` is
 a :class:`~edgecl.continual.memory.ReplayMemory` or a
-:class:`~edgecl.continual.memory_snapshot.MemorySnapshot`. Held-out samples are never
+:class:`~edgecl.continual.memory.MemorySnapshot`. Held-out samples are never
 returned. Definitions (see docs/REFERENCES):
 
 * ``er`` — a uniformly random subset of earlier-task samples.
@@ -12,9 +12,18 @@ returned. Definitions (see docs/REFERENCES):
 * ``mir-virtual`` (Aljundi et al. 2019) — from ``virtual_candidates`` random earlier-task
   samples, the top ``min(k, virtual_top_k)`` by loss(θ') − loss(θ), where θ' is a virtual SGD
   step; the fine-tuner supplies that difference as ``context.virtual_scorer``.
-* ``far`` — the k earlier-task samples with the largest recall drop
-  ``max(0, recall_baseline − recall_now)``; samples without a baseline count as drop 0.
-  Ties: lower current recall first, then a seeded random order.
+* ``far`` — forgetting-aware replay: earlier-task samples ranked by their recall drop
+  ``max(0, recall_baseline − recall_now)`` (samples without a baseline count as drop 0), picked
+  class-balanced (see below): each pick takes the largest drop among the samples showing the
+  class picked least so far.  Samples that did not drop (drop 0, most of them with a young
+  detector) are drawn in a seeded random order, as ER would, never "lowest recall first": that
+  tie-break drew FAR to images the model never learnt (baseline 0), the least useful replay
+  (issue 11: FAR below ER and below fine-tuning).
+* ``class_balanced`` — class-balanced selection (the greedy form of the idea of OCDM, Liang et
+  al. 2022; "Teach YOLO to Remember", arXiv 2503.04688): picks one sample at a time; each pick
+  takes, among the earlier-task samples not yet picked, the class with the fewest picked samples
+  so far (counting a sample once for every class it shows; ties: lower class id) and a random
+  sample (seeded) that shows it.  Samples without boxes come last, in random order.
 
 ``mir`` and ``far`` store the recall they measure as ``last_recall``. With ``model=None`` they
 use the stored ``last_recall`` instead (never-scored samples count as recall 1.0).
@@ -29,7 +38,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from edgecl.config import ReplayConfig
-from edgecl.continual.memory_records import SampleRecord, StoredSample
+from edgecl.continual.memory import SampleRecord, StoredSample
 from edgecl.continual.recall import DetectorLike, batch_recall
 from edgecl.errors import ConfigError, ReplayMemoryError, did_you_mean
 
@@ -193,13 +202,61 @@ class VirtualMIRStrategy(ReplayStrategy):
         return _top(ids, [(-float(s), i) for s, i in zip(scores, ids)], n)
 
 
+def balanced_order(records: list[SampleRecord], k: int, priority: list[tuple]) -> list[int]:
+    """Greedy class-balanced pick of ``k`` records (the rule of ``class_balanced`` and ``far``).
+
+    Each pick: the class with the fewest picked records so far among the classes some
+    unpicked record shows (ties: lower class id); of the unpicked records showing it, the one
+    with the smallest ``priority`` key.  A record counts once for each class it shows.  Records
+    without a class are picked last, by ``priority``.
+
+    Args:
+        records: candidate records (``classes`` holds the class ids each shows).
+        k: how many to pick.
+        priority: one sortable key per record (smaller first).
+
+    Returns:
+        The picked ids in pick order (at most ``k``).
+    """
+    order = sorted(range(len(records)), key=lambda i: priority[i])
+    remaining = list(order)
+    counts: dict[int, int] = {}
+    picked: list[int] = []
+    while remaining and len(picked) < max(0, int(k)):
+        present = {c for i in remaining for c in records[i].classes}
+        if not present:
+            choice = remaining[0]
+        else:
+            target = min(present, key=lambda c: (counts.get(c, 0), c))
+            choice = next(i for i in remaining if target in records[i].classes)
+        remaining.remove(choice)
+        for c in set(records[choice].classes):
+            counts[c] = counts.get(c, 0) + 1
+        picked.append(records[choice].id)
+    return picked
+
+
+class ClassBalancedStrategy(ReplayStrategy):
+    """Class-balanced replay: every earlier class about equally often in the replay set."""
+
+    name = "class_balanced"
+
+    def select(self, source, k, *, model=None, context=None) -> list[int]:
+        """Greedy class-balanced ids (see :func:`balanced_order`), random within a class."""
+        context = context or ReplayContext()
+        eligible = _eligible(source, context, True)
+        rank = context.generator().permutation(len(eligible))
+        return balanced_order(eligible, k, [(int(r),) for r in rank])
+
+
 class FARStrategy(ReplayStrategy):
-    """Forgetting-aware replay: the largest drops from each sample's recall baseline."""
+    """Forgetting-aware replay: the largest drops from each sample's recall baseline,
+    class-balanced, undropped samples in random order."""
 
     name = "far"
 
     def select(self, source, k, *, model=None, context=None) -> list[int]:
-        """The k earlier-task samples with the largest ``max(0, baseline - now)``."""
+        """Up to k earlier-task samples, largest ``max(0, baseline - now)`` first per class."""
         context = context or ReplayContext()
         rng = context.generator()
         eligible = _eligible(source, context, True)
@@ -208,13 +265,12 @@ class FARStrategy(ReplayStrategy):
         now = dict(zip([r.id for r in scored],
                        _current_recall(source, scored, model, context.batch_size)))
         tie = rng.permutation(len(eligible))
-        ids, keys = [], []
+        keys = []
         for rank, rec in zip(tie, eligible):
             recall_now = now.get(rec.id)
             drop = 0.0 if recall_now is None else max(0.0, rec.recall_baseline - recall_now)
-            ids.append(rec.id)
-            keys.append((-drop, 1.0 if recall_now is None else float(recall_now), int(rank)))
-        return _top(ids, keys, k)
+            keys.append((-drop, int(rank)))
+        return balanced_order(eligible, k, keys)
 
 
 # INVARIANT: the only place where strategy names are bound to implementations.
@@ -223,6 +279,7 @@ STRATEGIES: dict[str, ReplayStrategy] = {
     "mir": MIRStrategy(),
     "mir-virtual": VirtualMIRStrategy(),
     "far": FARStrategy(),
+    "class_balanced": ClassBalancedStrategy(),
 }
 
 

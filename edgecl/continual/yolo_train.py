@@ -324,17 +324,34 @@ def check_dropped_images(requested: Sequence[Path | str], dataset, nc: int) -> l
     return dropped
 
 
-def recalibrate_batchnorm(model, loader, n_batches: int, device) -> int:
+def train_mode(model, frozen: Sequence = ()) -> None:
+    """Put a model in training mode except its frozen layers, which stay in eval mode.
+
+    As ultralytics' trainer does for ``freeze``: a frozen layer's BatchNorm keeps its running
+    statistics (and normalises with them), so the layer computes exactly what it did before.
+
+    Args:
+        model: the model.
+        frozen: modules of the model kept in eval mode.
+    """
+    model.train()
+    for module in frozen:
+        module.eval()
+
+
+def recalibrate_batchnorm(model, loader, n_batches: int, device, frozen: Sequence = ()) -> int:
     """Re-estimate BatchNorm running statistics for the current weights (no gradient).
 
     Running statistics are reset and replaced by the exact average over ``n_batches``
-    training batches (``momentum=None``), then the layers' momentum is restored.
+    training batches (``momentum=None``), then the layers' momentum is restored.  BatchNorm
+    layers inside ``frozen`` modules are left as they are (in eval mode, statistics kept).
 
     Args:
         model: the model (left in eval mode).
         loader: training loader (iterated afresh).
         n_batches: batches to average over (>= 1).
         device: torch device.
+        frozen: modules whose BatchNorm statistics must not change.
 
     Returns:
         Batches used.
@@ -342,10 +359,12 @@ def recalibrate_batchnorm(model, loader, n_batches: int, device) -> int:
     import torch
     from torch import nn
 
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    kept = {id(m) for layer in frozen for m in layer.modules()}
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in kept]
     momenta = [m.momentum for m in norms]
     used = 0
-    model.train()
+    train_mode(model, frozen)
     try:
         with torch.no_grad():
             for m in norms:

@@ -1,1 +1,1 @@
-"""Inference backends, export and the versioned model registry."""
+"""Inference backends, export, the versioned model registry and the class registry."""

@@ -21,9 +21,13 @@ class ModelMeta:
         path: file it was loaded from.
         backend: backend name (``onnxruntime``, ``tensorrt``, ``torch``).
         names: class index -> name.
-        imgsz: square input size in pixels the model expects.
+        imgsz: the longer input side in pixels (the whole input when it is square).
         sha256: digest of the model file ("" for in-memory models).
         extra: backend-specific details (providers, precision, ...).
+        input_hw: network input ``(height, width)`` in pixels read from the file; ``None``
+            means square ``(imgsz, imgsz)``.
+        batch: the batch size the file fixes, or ``None`` when the batch is dynamic.
+        input_dtype: numpy name of the input element type (``float32`` or ``float16``).
     """
 
     path: str
@@ -32,11 +36,23 @@ class ModelMeta:
     imgsz: int
     sha256: str = ""
     extra: dict = field(default_factory=dict)
+    input_hw: tuple[int, int] | None = None
+    batch: int | None = None
+    input_dtype: str = "float32"
 
     @property
     def nc(self) -> int:
         """Number of classes."""
         return len(self.names)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """Network input ``(height, width)`` in pixels."""
+        return tuple(self.input_hw) if self.input_hw else (int(self.imgsz), int(self.imgsz))
+
+    def input_info(self) -> dict:
+        """The input as a manifest records it: ``{"hw": [h, w], "batch": n|None, "dtype": str}``."""
+        return {"hw": list(self.hw), "batch": self.batch, "dtype": self.input_dtype}
 
 
 @dataclass(frozen=True)
@@ -68,32 +84,61 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def letterbox_batch(images: list[np.ndarray], imgsz: int) -> np.ndarray:
+def _hw(imgsz: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of an input given as a square side or a pair."""
+    if isinstance(imgsz, (tuple, list)):
+        return int(imgsz[0]), int(imgsz[1])
+    return int(imgsz), int(imgsz)
+
+
+def one_line(exc: BaseException, max_chars: int = 200) -> str:
+    """The first line of an exception's message, for a one-line user error.
+
+    Args:
+        exc: the exception.
+        max_chars: longest text kept.
+
+    Returns:
+        ``"Type: first line"`` (or the type name alone when the message is empty).
+    """
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if len(first) > max_chars:
+        first = first[: max_chars - 3] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def letterbox_batch(images: list[np.ndarray], imgsz: int | tuple[int, int]) -> np.ndarray:
     """Letterbox BGR images to a float32 NCHW RGB batch in 0..1 (ultralytics' LetterBox).
 
     Args:
         images: BGR uint8 images of any size.
-        imgsz: square side of the network input.
+        imgsz: network input: a square side, or ``(height, width)`` for a rectangular one.
 
     Returns:
-        Array of shape (N, 3, imgsz, imgsz).
+        Array of shape (N, 3, height, width).
     """
     from ultralytics.data.augment import LetterBox
 
-    boxer = LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=32)
+    boxer = LetterBox(new_shape=_hw(imgsz), auto=False, stride=32)
     batch = np.stack([boxer(image=im) for im in images])
     batch = batch[..., ::-1].transpose(0, 3, 1, 2)
     return np.ascontiguousarray(batch, dtype=np.float32) / 255.0
 
 
-def postprocess(raw: np.ndarray, shapes: list[tuple[int, int]], imgsz: int, nc: int,
+def postprocess(raw: np.ndarray, shapes: list[tuple[int, int]], imgsz: int | tuple[int, int], nc: int,
                 opts: InferenceOptions) -> list[Detections]:
     """Run NMS on raw head output and map boxes back to original pixels.
 
+    An end-to-end output (NMS inside the model: ultralytics' ``nms=True`` / ``end2end`` exports,
+    YOLO26 one-to-one heads) is recognised by its last dimension of 6 (a raw head has at least
+    21 anchors) and only thresholded, as ultralytics' predictor does for those models.
+
     Args:
-        raw: (N, 4 + nc, anchors) head output in letterboxed pixels (``xywh`` + class scores).
+        raw: (N, 4 + nc, anchors) head output in letterboxed pixels (``xywh`` + class scores),
+            or (N, max_det, 6) end-to-end rows ``x1, y1, x2, y2, score, class``.
         shapes: original ``(height, width)`` of each image.
-        imgsz: network input side.
+        imgsz: network input: a square side or ``(height, width)``.
         nc: number of classes.
         opts: thresholds.
 
@@ -105,11 +150,15 @@ def postprocess(raw: np.ndarray, shapes: list[tuple[int, int]], imgsz: int, nc: 
     from ultralytics.utils.ops import scale_boxes
 
     pred = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
-    kept = non_max_suppression(pred, conf_thres=opts.conf, iou_thres=opts.iou,
-                               max_det=opts.max_det, nc=nc)
+    if pred.ndim == 3 and pred.shape[-1] == 6:
+        kept = [rows[rows[:, 4].argsort(descending=True)] for rows in pred]
+        kept = [rows[rows[:, 4] >= opts.conf][: opts.max_det] for rows in kept]
+    else:
+        kept = non_max_suppression(pred, conf_thres=opts.conf, iou_thres=opts.iou,
+                                   max_det=opts.max_det, nc=nc)
     out = []
     for det, shape in zip(kept, shapes):
-        boxes = scale_boxes((imgsz, imgsz), det[:, :4].clone(), shape).numpy()
+        boxes = scale_boxes(_hw(imgsz), det[:, :4].clone(), shape).numpy()
         out.append(Detections(boxes_xyxy=boxes.astype(np.float32),
                               scores=det[:, 4].numpy().astype(np.float32),
                               classes=det[:, 5].numpy().astype(np.int64)))
@@ -169,12 +218,23 @@ class Backend(abc.ABC):
 
         Returns:
             Seconds taken by the last pass.
+
+        Raises:
+            ModelLoadError: the model fails on a dummy frame (the backend's error in one line).
         """
-        dummy = np.full((self.meta.imgsz, self.meta.imgsz, 3), 114, np.uint8)
+        from edgecl.errors import ModelLoadError
+
+        dummy = np.full((*self.meta.hw, 3), 114, np.uint8)
         elapsed_s = 0.0
         for _ in range(max(1, runs)):
             t0 = time.perf_counter()
-            self.infer([dummy])
+            try:
+                self.infer([dummy])
+            except ModelLoadError:
+                raise
+            except Exception as exc:  # runtimes raise many unrelated types for a model that cannot run
+                raise ModelLoadError(f"{self.meta.path}: the model fails on a test frame: "
+                                     f"{one_line(exc)}") from None
             elapsed_s = time.perf_counter() - t0
         return elapsed_s
 
@@ -189,11 +249,28 @@ class Backend(abc.ABC):
         """
         if not images:
             return []
-        imgsz = self.meta.imgsz
-        batch = letterbox_batch(images, imgsz)
-        raw = self._forward(batch)
+        hw = self.meta.hw
+        batch = letterbox_batch(images, hw)
+        if self.meta.input_dtype != "float32":
+            batch = batch.astype(self.meta.input_dtype)
+        raw = self._forward_fixed(batch) if self.meta.batch else self._forward(batch)
         shapes = [im.shape[:2] for im in images]
-        return postprocess(raw, shapes, imgsz, self.meta.nc, self.opts)
+        return postprocess(raw, shapes, hw, self.meta.nc, self.opts)
+
+    def _forward_fixed(self, batch: np.ndarray) -> np.ndarray:
+        """Run a model whose file fixes the batch: chunks of that size, the last one padded.
+
+        Only the rows of real images are returned.
+        """
+        size = int(self.meta.batch)
+        outputs = []
+        for start in range(0, batch.shape[0], size):
+            chunk = batch[start:start + size]
+            real = chunk.shape[0]
+            if real < size:
+                chunk = np.concatenate([chunk, np.zeros((size - real, *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(np.asarray(self._forward(chunk))[:real])
+        return np.concatenate(outputs, axis=0)
 
     def close(self) -> None:
         """Release the model (sessions, contexts)."""

@@ -297,6 +297,23 @@ def header_imgsz(header: dict) -> int | None:
     return int(imgsz)
 
 
+def header_hw(header: dict) -> tuple[int, int] | None:
+    """Return the input ``(height, width)`` stored in a header, ``None`` when absent.
+
+    Args:
+        header: the engine's header (``imgsz`` as an int or as ``[h, w]``, ultralytics' layout).
+
+    Returns:
+        ``(height, width)`` in pixels, or ``None``.
+    """
+    imgsz = header.get("imgsz")
+    if imgsz is None:
+        return None
+    if isinstance(imgsz, (list, tuple)):
+        return (int(imgsz[0]), int(imgsz[-1]))
+    return (int(imgsz), int(imgsz))
+
+
 def import_tensorrt(error_cls: type[EdgeclError], hint: str) -> types.ModuleType:
     """Import the ``tensorrt`` Python bindings or raise a one-line error.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.errors import ModelLoadError
-from edgecl.models.base import Backend, ModelMeta, sha256_file
+from edgecl.models.base import Backend, ModelMeta, one_line, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -43,36 +43,110 @@ def choose_providers(requested: str, available: list[str]) -> list[str]:
     return wanted
 
 
-def read_onnx_metadata(custom: dict[str, str], input_shape: list, path: Path) -> tuple[dict, int]:
-    """Read class names and image size from ultralytics-style ONNX metadata.
+# onnxruntime element type -> numpy dtype name of the inputs a YOLO export can have.
+INPUT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
+
+
+def read_onnx_metadata(custom: dict[str, str], input_shape: list, path: Path,
+                       fallback_imgsz: int | None = None) -> tuple[dict, tuple[int, int]]:
+    """Read class names and the input ``(height, width)`` from the file (ultralytics metadata).
+
+    Static input dims win; a dynamic one is taken from the ``imgsz`` metadata (ultralytics
+    writes ``[h, w]``), else from ``fallback_imgsz``.
 
     Args:
         custom: the model's ``custom_metadata_map``.
         input_shape: shape of the first input (``[N, 3, H, W]``; entries may be symbolic).
         path: model path, for error messages.
+        fallback_imgsz: square side to use for a dynamic input without metadata.
 
     Returns:
-        ``(names, imgsz)``.
+        ``(names, (height, width))``.
 
     Raises:
-        ModelLoadError: metadata missing and not inferable.
+        ModelLoadError: unreadable metadata, not an NCHW 3-channel image input, or a dynamic
+            size with nothing to fill it.
     """
     names = {}
     if "names" in custom:
         try:
             names = {int(k): str(v) for k, v in ast.literal_eval(custom["names"]).items()}
-        except (ValueError, SyntaxError, AttributeError) as exc:
+        except (ValueError, SyntaxError, AttributeError, TypeError) as exc:
             raise ModelLoadError(f"{path}: unreadable 'names' metadata ({exc})") from None
-    imgsz = input_shape[-1] if isinstance(input_shape[-1], int) else None
-    if imgsz is None and "imgsz" in custom:
-        imgsz = int(ast.literal_eval(custom["imgsz"])[-1])
-    if imgsz is None:
-        raise ModelLoadError(f"{path}: input size is dynamic and no 'imgsz' metadata is present")
-    return names, int(imgsz)
+    if len(input_shape) != 4 or input_shape[1] not in (3, "3"):
+        raise ModelLoadError(f"{path}: input shape {input_shape} is not an image batch (N, 3, H, W)")
+    meta_hw: list = []
+    if "imgsz" in custom:
+        try:
+            value = ast.literal_eval(custom["imgsz"])
+            meta_hw = [int(v) for v in (value if isinstance(value, (list, tuple)) else [value, value])]
+        except (ValueError, SyntaxError, TypeError):
+            raise ModelLoadError(f"{path}: unreadable 'imgsz' metadata {custom['imgsz']!r}") from None
+        if len(meta_hw) == 1:
+            meta_hw = meta_hw * 2
+    hw = []
+    for axis, dim in ((0, input_shape[2]), (1, input_shape[3])):
+        if isinstance(dim, int) and dim > 0:
+            hw.append(dim)
+        elif len(meta_hw) == 2:
+            hw.append(meta_hw[axis])
+        elif fallback_imgsz:
+            hw.append(int(fallback_imgsz))
+        else:
+            raise ModelLoadError(f"{path}: input size is dynamic and no 'imgsz' metadata is present")
+    if min(hw) <= 0 or hw[0] % 32 or hw[1] % 32:
+        raise ModelLoadError(f"{path}: input size {hw[0]}x{hw[1]} is not a positive multiple of the stride 32")
+    return names, (int(hw[0]), int(hw[1]))
+
+
+def check_detect_output(out_shape: list, names: dict, path: Path) -> dict:
+    """Check that the first output is a YOLO detection output.
+
+    Either a raw head ``(N, 4 + nc, anchors)`` or end-to-end rows ``(N, max_det, 6)`` (NMS
+    inside the model; see :func:`edgecl.models.base.postprocess`).
+
+    Args:
+        out_shape: shape of the first output (entries may be symbolic).
+        names: class names from the metadata (may be empty).
+        path: model path, for error messages.
+
+    Returns:
+        The class names (``{i: "i"}`` filled in when the file has none).
+
+    Raises:
+        ModelLoadError: another kind of output (classifier, segmenter, ...), or an end-to-end
+            output without class names, with the reason.
+    """
+    if len(out_shape) != 3:
+        raise ModelLoadError(f"{path}: output shape {out_shape} is not a YOLO detection head "
+                             "(N, 4 + classes, anchors)")
+    channels, anchors = out_shape[1], out_shape[2]
+    if anchors == 6:  # a raw head has >= 21 anchors; (N, max_det, 6) is boxes+score+class after NMS
+        if not names:
+            raise ModelLoadError(f"{path}: end-to-end output {out_shape} without 'names' metadata; "
+                                 "cannot tell the classes (export it with ultralytics, or with nms=False)")
+        return names
+    if isinstance(channels, int):
+        if channels <= 4:
+            raise ModelLoadError(f"{path}: output shape {out_shape} is not a YOLO detection head "
+                                 "(N, 4 + classes, anchors)")
+        if names and channels != 4 + len(names):
+            raise ModelLoadError(f"{path}: output has {channels - 4} class channels but the metadata "
+                                 f"names {len(names)} classes (a segmentation or pose model?)")
+        if not names:
+            names = {i: str(i) for i in range(channels - 4)}
+    if not names:
+        raise ModelLoadError(f"{path}: neither class names nor a static output shape; cannot tell the classes")
+    return names
 
 
 class OnnxBackend(Backend):
-    """Runs an exported ONNX detector with onnxruntime."""
+    """Runs an exported ONNX detector with onnxruntime.
+
+    The input's shape and element type are read from the file: a rectangular input gets a
+    rectangular letterbox, a fixed batch is filled (and padded) chunk by chunk, a float16
+    input is fed float16. Anything else is refused at load with the reason.
+    """
 
     name = "onnxruntime"
     suffixes = (".onnx",)
@@ -81,7 +155,6 @@ class OnnxBackend(Backend):
         super().__init__(opts)
         self._session = None
         self._input_name = ""
-        self._fixed_batch: int | None = None
 
     def _load(self, path: Path) -> ModelMeta:
         import onnxruntime as ort
@@ -94,27 +167,31 @@ class OnnxBackend(Backend):
         try:
             session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as exc:  # onnxruntime raises several unrelated types for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"cannot load ONNX model {path}: {first}") from None
-        inp = session.get_inputs()[0]
+            raise ModelLoadError(f"cannot load ONNX model {path}: {one_line(exc)}") from None
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            raise ModelLoadError(f"{path}: {len(inputs)} inputs and {len(outputs)} outputs; expected "
+                                 "one image input and a detection output")
+        inp = inputs[0]
+        dtype = INPUT_DTYPES.get(inp.type)
+        if dtype is None:
+            raise ModelLoadError(f"{path}: input element type {inp.type} is not supported "
+                                 f"(expected one of {', '.join(INPUT_DTYPES)})")
         custom = session.get_modelmeta().custom_metadata_map
-        names, imgsz = read_onnx_metadata(custom, list(inp.shape), path)
-        out_shape = session.get_outputs()[0].shape
-        if not names and isinstance(out_shape[1], int):
-            names = {i: str(i) for i in range(out_shape[1] - 4)}
+        if custom.get("task", "detect") != "detect":
+            raise ModelLoadError(f"{path}: a '{custom['task']}' model; edgecl runs detection models only")
+        names, hw = read_onnx_metadata(custom, list(inp.shape), path, self.opts.imgsz)
+        names = check_detect_output(list(outputs[0].shape), names, path)
+        batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
         self._session = session
         self._input_name = inp.name
-        self._fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
-        return ModelMeta(path=str(path), backend=self.name, names=names, imgsz=imgsz,
-                         sha256=sha256_file(path),
+        return ModelMeta(path=str(path), backend=self.name, names=names, imgsz=max(hw),
+                         sha256=sha256_file(path), input_hw=hw, batch=batch, input_dtype=dtype,
                          extra={"providers": session.get_providers()})
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        if self._fixed_batch == 1 and batch.shape[0] > 1:
-            outs = [self._session.run(None, {self._input_name: batch[i:i + 1]})[0]
-                    for i in range(batch.shape[0])]
-            return np.concatenate(outs, axis=0)
-        return self._session.run(None, {self._input_name: batch})[0]
+        out = self._session.run(None, {self._input_name: batch})[0]
+        return out.astype(np.float32, copy=False)
 
     def close(self) -> None:
         """Drop the onnxruntime session."""

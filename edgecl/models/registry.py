@@ -1,32 +1,74 @@
-"""Versioned model registry in ``STATE/models``: stage, promote, rollback, list.
+"""Versioned model registry in ``STATE/models``: stage, promote, rollback, verify, prune.
 
 Layout::
 
     models/v0001/{model.pt, model.onnx, [model.engine], manifest.json}
     models/current -> v0001        (symlink, switched atomically with os.replace)
     models/history.json            promoted versions, oldest first (for rollback)
+    models/engine-cache/           TensorRT engines by cache key (bounded, LRU)
+
+Integrity and confinement (a model file is code the device runs): every file a manifest names
+must be a plain relative path inside its own version directory (no ``..``, no absolute path,
+no symlink anywhere on the way, the version directory itself not a symlink) and match the
+sha256 the manifest records. :meth:`Registry.check_integrity` raises on the first problem;
+promote and rollback run it before they change anything.
+
+Crash safety: the commit point of promote and rollback is ONE ``os.replace`` of ``current``.
+Everything written after it (history, manifest statuses) is derived from ``current`` when read
+(:meth:`Registry.status`, :meth:`Registry.history`) and repaired when a registry is opened, so
+a kill at any point leaves a consistent registry: the current version always reads
+``promoted`` and is always in the history. A failed promote or rollback raises before the
+commit point and changes nothing. Leftover ``.staging-*`` directories of a killed stage are
+removed when a registry is opened (an active stage in another process holds a lock on its
+staging directory and is left alone).
+
+Retention (:meth:`Registry.prune`): keep the current version, its parent, the last K promoted,
+the last K rejected and every staged version newer than current; the files of every other
+version are deleted and its manifest stays as a tombstone (status ``pruned``) so the history
+stays readable; tombstones beyond :data:`MAX_TOMBSTONES` are deleted entirely (oldest first).
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from edgecl.atomic import atomic_write_json, fsync_dir
-from edgecl.errors import RegistryError
+from edgecl.errors import ModelLoadError, RegistryError, StorageError
 from edgecl.models.base import sha256_file
+
+log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 MODEL_SUFFIXES = (".pt", ".onnx", ".engine")
-STATUSES = ("staged", "promoted", "rejected", "retired")
+STAGING_PREFIX = ".staging-"
+OWNER_FILE = ".owner"
+ENGINE_CACHE_DIR = "engine-cache"
+# Tombstones (manifests of pruned versions) kept for history; older ones are deleted entirely.
+MAX_TOMBSTONES = 100
+
+
+class VersionStatus(str, enum.Enum):
+    """The state of a model version (one enum for the registry, its CLI and the runtime)."""
+
+    STAGED = "staged"
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+    RETIRED = "retired"
+    PRUNED = "pruned"
+
+
+STATUSES = tuple(s.value for s in VersionStatus)
 
 
 @dataclass(frozen=True)
@@ -48,8 +90,33 @@ class VersionInfo:
                 "files": sorted(self.files), "reason": self.manifest.get("reason", "")}
 
 
+def check_file_name(name: object, where: str = "manifest") -> PurePosixPath:
+    """Check that a manifest file entry is a plain relative path that stays inside its directory.
+
+    Args:
+        name: the entry (e.g. ``model.onnx`` or ``openvino/model.xml``).
+        where: what names it, for the message.
+
+    Returns:
+        The entry as a relative POSIX path.
+
+    Raises:
+        RegistryError: empty, absolute, with ``..`` or ``.`` parts, a backslash or a NUL.
+    """
+    text = str(name) if isinstance(name, str) else ""
+    path = PurePosixPath(text)
+    if (not text or "\\" in text or "\x00" in text or path.is_absolute()
+            or any(part in ("..", ".", "") for part in text.split("/"))):
+        raise RegistryError(f"{where} names file {name!r}: not a plain relative path inside "
+                            "its version directory")
+    return path
+
+
 class Registry:
     """Model versions of one device.
+
+    Opening a registry removes leftovers of killed stages and repairs history and statuses
+    left half-written by a kill (see the module docstring).
 
     Args:
         root: the ``STATE/models`` directory (created if missing).
@@ -57,45 +124,111 @@ class Registry:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the model registry {self.root}: {exc.strerror}") from None
+        try:
+            with self._lock():
+                self._remove_leftovers()
+                self._repair()
+        except (OSError, StorageError) as exc:  # a read-only state directory: readable, not repaired
+            log.warning("model registry %s not repaired: %s", self.root, exc)
 
     @contextlib.contextmanager
     def _lock(self):
-        with open(self.root / ".lock", "a+") as fh:
+        """Hold the registry's inter-process lock.
+
+        Raises:
+            StorageError: the lock file cannot be opened (read-only state directory).
+        """
+        try:
+            fh = open(self.root / ".lock", "a+")  # noqa: SIM115  (closed below)
+        except OSError as exc:
+            raise StorageError(f"cannot lock the model registry {self.root}: {exc.strerror}") from None
+        with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    # ----------------------------------------------------------------- reading
+
     def versions(self) -> list[str]:
-        """Return all version names in ascending order."""
-        found = [p.name for p in self.root.iterdir() if p.is_dir() and VERSION_RE.match(p.name)]
+        """Return all version names in ascending order (symlinked ones included; they fail verify)."""
+        found = [p.name for p in self.root.iterdir() if VERSION_RE.match(p.name)
+                 and (p.is_dir() or p.is_symlink())]
         return sorted(found, key=lambda v: int(v[1:]))
 
     def current(self) -> str | None:
         """Return the current version name, or ``None`` when nothing is promoted."""
-        link = self.root / "current"
         try:
-            target = os.readlink(link)
-        except (FileNotFoundError, OSError):
+            target = os.readlink(self.root / "current")
+        except OSError:
             return None
         return target if VERSION_RE.match(target) else None
+
+    def _version_dir(self, version: str) -> Path:
+        """The real (not symlinked) directory of a version.
+
+        Raises:
+            RegistryError: malformed name, missing, or a symlink.
+        """
+        if not isinstance(version, str) or not VERSION_RE.match(version):
+            raise RegistryError(f"invalid model version name {version!r} (expected e.g. v0001)")
+        path = self.root / version
+        if path.is_symlink():
+            raise RegistryError(f"model version directory {path} is a symlink; refusing it")
+        if not path.is_dir():
+            raise RegistryError(f"unknown model version '{version}' in {self.root} "
+                                f"(have: {', '.join(self.versions()) or 'none'})")
+        return path
 
     def manifest(self, version: str) -> dict:
         """Read a version's manifest.
 
         Raises:
-            RegistryError: unknown version or unreadable manifest.
+            RegistryError: unknown or symlinked version, unreadable or symlinked manifest.
         """
-        path = self.root / version / "manifest.json"
+        path = self._version_dir(version) / "manifest.json"
+        if path.is_symlink():
+            raise RegistryError(f"manifest {path} is a symlink; refusing it")
         if not path.is_file():
-            raise RegistryError(f"unknown model version '{version}' in {self.root} "
-                                f"(have: {', '.join(self.versions()) or 'none'})")
+            raise RegistryError(f"model version {version} has no manifest ({path})")
         try:
-            return json.loads(path.read_text())
+            manifest = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RegistryError(f"corrupt manifest {path}: {exc}") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+            raise RegistryError(f"corrupt manifest {path}: expected an object with a 'files' object")
+        return manifest
+
+    def file_path(self, version: str, name: str) -> Path:
+        """Return the path of one file of a version, confined to the version directory.
+
+        Args:
+            version: version name.
+            name: file entry as the manifest names it (e.g. ``model.pt``).
+
+        Returns:
+            The path (not checked against its sha256; see :meth:`check_integrity`).
+
+        Raises:
+            RegistryError: bad version, a name leaving the directory, a symlink on the way,
+                or not a regular file.
+        """
+        vdir = self._version_dir(version)
+        rel = check_file_name(name, f"model version {version}")
+        path = vdir
+        for part in rel.parts:
+            path = path / part
+            if path.is_symlink():
+                raise RegistryError(f"{path} is a symlink; model files must be real files "
+                                    "inside their version directory")
+        if not path.is_file():
+            raise RegistryError(f"{path} is missing")
+        return path
 
     def model_path(self, version: str, prefer: tuple[str, ...] = (".engine", ".onnx", ".pt")) -> Path:
         """Return the inference file of a version, by preference of suffix.
@@ -105,14 +238,134 @@ class Registry:
             prefer: suffixes in order of preference.
 
         Raises:
-            RegistryError: the version has no usable model file.
+            RegistryError: the version has no usable model file, or its entry is unsafe.
         """
         files = self.manifest(version).get("files", {})
         for suffix in prefer:
-            for name in files:
+            for name in sorted(files):
                 if name.endswith(suffix):
-                    return self.root / version / name
+                    return self.file_path(version, name)
         raise RegistryError(f"model version {version} has no file among {prefer}")
+
+    def verify(self, version: str) -> list[str]:
+        """Check a version's confinement and every file against its manifest sha256.
+
+        Args:
+            version: version name.
+
+        Returns:
+            Problems found, one line each (empty when intact).
+        """
+        try:
+            manifest = self.manifest(version)
+        except RegistryError as exc:
+            return [str(exc)]
+        if manifest.get("status") == VersionStatus.PRUNED:
+            return [f"model version {version} was pruned (its files were deleted by retention)"]
+        files = manifest.get("files", {})
+        if not files:
+            return [f"model version {version} names no files"]
+        problems = []
+        for name, digest in sorted(files.items()):
+            try:
+                path = self.file_path(version, name)
+            except RegistryError as exc:
+                problems.append(str(exc))
+                continue
+            if sha256_file(path) != digest:
+                problems.append(f"{path} does not match its manifest sha256")
+        return problems
+
+    def check_integrity(self, version: str) -> None:
+        """Raise unless every file of a version is confined and matches its sha256.
+
+        The runtime calls this on the current version at start, and a learning round on its
+        parent version before fine-tuning from it.
+
+        Args:
+            version: version name.
+
+        Raises:
+            RegistryError: the first problem :meth:`verify` finds.
+        """
+        problems = self.verify(version)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise RegistryError(f"model version {version} failed its integrity check: {problems[0]}{more}")
+
+    def history(self) -> list[str]:
+        """Promoted versions, oldest first, as the ``current`` pointer implies.
+
+        A kill between switching ``current`` and writing ``history.json`` is read as if the
+        history had been written: the current version is always its last entry.
+
+        Returns:
+            Version names (existing directories only).
+        """
+        current = self.current()
+        if current is not None and not (self.root / current).is_dir():
+            current = None
+        return self._effective_history(self._stored_history(), current)
+
+    def status(self, version: str, manifest: dict | None = None) -> str:
+        """A version's status, derived from ``current`` and the history where they decide it.
+
+        Args:
+            version: version name.
+            manifest: the version's manifest if already read.
+
+        Returns:
+            A :class:`VersionStatus` value, or ``corrupt`` when the manifest is unreadable.
+        """
+        try:
+            manifest = manifest if manifest is not None else self.manifest(version)
+        except RegistryError:
+            return "corrupt"
+        return self._derive_status(version, manifest, self.current(), self.history())
+
+    @staticmethod
+    def _derive_status(version: str, manifest: dict, current: str | None, history: list[str]) -> str:
+        stored = str(manifest.get("status", VersionStatus.STAGED.value))
+        if version == current:
+            return VersionStatus.PROMOTED.value
+        if stored in (VersionStatus.REJECTED, VersionStatus.PRUNED):
+            return stored
+        if stored == VersionStatus.PROMOTED or version in history:
+            return VersionStatus.RETIRED.value
+        return stored
+
+    def staged_versions(self) -> list[str]:
+        """Versions staged after the current one and never promoted, oldest first.
+
+        A kill between a round's stage and its promotion leaves such a version. The runtime
+        calls this at start and promotes (after its checks) or re-stages each one; staged
+        versions OLDER than current are obsolete and left to :meth:`prune`.
+
+        Returns:
+            Version names.
+        """
+        current = self.current()
+        floor = int(current[1:]) if current else 0
+        return [v for v in self.versions() if int(v[1:]) > floor
+                and self.status(v) == VersionStatus.STAGED]
+
+    def list(self) -> list[VersionInfo]:
+        """Return every version with its status and metrics, oldest first."""
+        current, history = self.current(), self.history()
+        out = []
+        for version in self.versions():
+            try:
+                manifest = self.manifest(version)
+                status = self._derive_status(version, manifest, current, history)
+            except RegistryError as exc:
+                manifest, status = {"reason": str(exc)}, "corrupt"
+            out.append(VersionInfo(version=version, status=status,
+                                   current=version == current, created=manifest.get("created", ""),
+                                   metrics=manifest.get("metrics", {}),
+                                   files=manifest.get("files", {}), manifest=manifest))
+        return out
+
+    # ----------------------------------------------------------------- writing
 
     def stage(self, files: dict[str, str | Path], meta: dict | None = None, status: str = "staged") -> str:
         """Copy files into a new version directory with a manifest (atomic directory rename).
@@ -126,30 +379,41 @@ class Registry:
             The new version name.
 
         Raises:
-            RegistryError: a source file is missing or the status is invalid.
+            RegistryError: a source file is missing, a name is unsafe or the status is invalid.
         """
-        if status not in STATUSES:
-            raise RegistryError(f"invalid status '{status}'")
+        if status not in (VersionStatus.STAGED, VersionStatus.REJECTED):
+            raise RegistryError(f"invalid status '{status}' to stage (staged or rejected)")
+        if not files:
+            raise RegistryError("cannot stage a version without files")
         for name, src in files.items():
+            check_file_name(name, "stage")
             if not Path(src).is_file():
                 raise RegistryError(f"cannot stage {name}: file not found: {src}")
-        tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        with self._lock():
+            # INVARIANT: a staging directory exists only with its owner lock held (see _remove_leftovers)
+            tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
+            owner = open(tmp / OWNER_FILE, "w")  # noqa: SIM115  (held open: the lock lives with it)
+            fcntl.flock(owner, fcntl.LOCK_EX)
         try:
             digests = {}
             for name, src in files.items():
-                shutil.copyfile(src, tmp / name)
-                with open(tmp / name, "rb") as fh:
+                dst = tmp / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                with open(dst, "rb") as fh:
                     os.fsync(fh.fileno())
-                digests[name] = sha256_file(tmp / name)
+                digests[name] = sha256_file(dst)
             with self._lock():
                 version = self._next_version()
                 manifest = dict(meta or {})
-                manifest.update(version=version, status=status, files=digests,
+                manifest.update(version=version, status=str(VersionStatus(status).value), files=digests,
                                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
                 atomic_write_json(tmp / "manifest.json", manifest)
+                (tmp / OWNER_FILE).unlink()
                 os.replace(tmp, self.root / version)
                 fsync_dir(self.root)
         finally:
+            owner.close()
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return version
@@ -159,95 +423,111 @@ class Registry:
         number = int(versions[-1][1:]) + 1 if versions else 1
         return f"v{number:04d}"
 
-    def verify(self, version: str) -> list[str]:
-        """Check every file of a version against its manifest sha256.
-
-        Returns:
-            Problems found (empty when intact).
-        """
-        problems = []
-        for name, digest in self.manifest(version).get("files", {}).items():
-            path = self.root / version / name
-            if not path.is_file():
-                problems.append(f"{path} is missing")
-            elif sha256_file(path) != digest:
-                problems.append(f"{path} does not match its manifest sha256")
-        return problems
-
     def set_status(self, version: str, status: str, reason: str = "") -> None:
-        """Update a version's status (and reason) in its manifest, atomically."""
-        if status not in STATUSES:
-            raise RegistryError(f"invalid status '{status}'")
-        manifest = self.manifest(version)
-        manifest["status"] = status
-        if reason:
-            manifest["reason"] = reason
-        atomic_write_json(self.root / version / "manifest.json", manifest)
-
-    def update_manifest(self, version: str, fields: dict) -> None:
-        """Merge fields into a version's manifest, atomically."""
-        manifest = self.manifest(version)
-        manifest.update(fields)
-        atomic_write_json(self.root / version / "manifest.json", manifest)
-
-    def promote(self, version: str) -> None:
-        """Make ``version`` current (verified first; the switch is one ``os.replace``).
+        """Update a version's stored status (and reason) in its manifest, atomically.
 
         Raises:
-            RegistryError: unknown, rejected or corrupt version.
+            RegistryError: unknown version or invalid status.
+        """
+        if status not in STATUSES:
+            raise RegistryError(f"invalid status '{status}' (one of {', '.join(STATUSES)})")
+        manifest = self.manifest(version)
+        manifest["status"] = str(VersionStatus(status).value)
+        if reason:
+            manifest["reason"] = reason
+        atomic_write_json(self._version_dir(version) / "manifest.json", manifest)
+
+    def update_manifest(self, version: str, fields: dict) -> None:
+        """Merge fields into a version's manifest, atomically (``files`` and ``version`` never change).
+
+        Raises:
+            RegistryError: unknown version, or an attempt to change ``files`` or ``version``.
+        """
+        if {"files", "version"} & set(fields):
+            raise RegistryError("update_manifest cannot change 'files' or 'version'")
+        manifest = self.manifest(version)
+        manifest.update(fields)
+        atomic_write_json(self._version_dir(version) / "manifest.json", manifest)
+
+    def promote(self, version: str) -> None:
+        """Make ``version`` current, after checking it; a refusal changes nothing.
+
+        Order (each prefix is consistent): checks -> switch ``current`` (the commit point,
+        one ``os.replace``) -> history -> manifest statuses (best effort; derived when read).
+
+        Raises:
+            RegistryError: unknown, rejected, pruned, unconfined or corrupt version.
         """
         with self._lock():
             manifest = self.manifest(version)
-            if manifest.get("status") == "rejected":
+            if manifest.get("status") == VersionStatus.REJECTED:
                 raise RegistryError(f"model version {version} was rejected "
                                     f"({manifest.get('reason', 'no reason recorded')}); not promoting")
-            problems = self.verify(version)
-            if problems:
-                raise RegistryError(f"refusing to promote {version}: {problems[0]}")
+            self.check_integrity(version)
             previous = self.current()
+            history = self.history()
             self._point_current(version)
-            history = self._history()
             if not history or history[-1] != version:
                 history.append(version)
-            atomic_write_json(self.root / "history.json", history)
-            if previous and previous != version:
-                self.set_status(previous, "retired")
-            self.set_status(version, "promoted")
+            self._after_commit(history, retire=previous if previous != version else None,
+                               retire_reason="", promoted=version)
 
     def rollback(self) -> str:
-        """Return to the previously promoted intact version.
+        """Return to the previously promoted intact version; a refusal changes nothing.
 
         Returns:
             The version now current.
 
         Raises:
-            RegistryError: nothing to roll back to.
+            RegistryError: nothing intact to roll back to.
         """
         with self._lock():
-            history = self._history()
+            history = self.history()
             current = self.current()
             if current in history:
-                history = history[:history.index(current)]
+                history = history[:len(history) - 1 - history[::-1].index(current)]
             while history and self.verify(history[-1]):
                 history.pop()
             if not history:
                 raise RegistryError("no earlier intact version to roll back to")
             target = history[-1]
             self._point_current(target)
-            atomic_write_json(self.root / "history.json", history)
-            if current:
-                self.set_status(current, "retired", reason="rolled back")
-            self.set_status(target, "promoted")
+            self._after_commit(history, retire=current, retire_reason="rolled back", promoted=target)
             return target
 
-    def _history(self) -> list[str]:
+    def _after_commit(self, history: list[str], *, retire: str | None, retire_reason: str,
+                      promoted: str) -> None:
+        """Write what follows a switch of ``current``; failures are logged (all of it is derivable)."""
+        try:
+            atomic_write_json(self.root / "history.json", history)
+            if retire and (self.root / retire).is_dir() and not (self.root / retire).is_symlink():
+                self.set_status(retire, VersionStatus.RETIRED.value, reason=retire_reason)
+            self.set_status(promoted, VersionStatus.PROMOTED.value)
+        except (OSError, RegistryError) as exc:
+            log.warning("registry bookkeeping after switching to %s incomplete (%s); "
+                        "repaired at the next open", promoted, exc)
+
+    def _stored_history(self) -> list[str]:
         path = self.root / "history.json"
         if not path.is_file():
             return []
         try:
-            return [v for v in json.loads(path.read_text()) if (self.root / v).is_dir()]
-        except json.JSONDecodeError:
-            return [self.current()] if self.current() else []
+            stored = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return []
+        if not isinstance(stored, list):
+            return []
+        return [v for v in stored if isinstance(v, str) and VERSION_RE.match(v)
+                and (self.root / v).is_dir() and not (self.root / v).is_symlink()]
+
+    @staticmethod
+    def _effective_history(stored: list[str], current: str | None) -> list[str]:
+        if current is None:
+            return list(stored)
+        if current not in stored:
+            return stored + [current]
+        # a rollback killed after its switch: what follows the last `current` was rolled back
+        return stored[:len(stored) - stored[::-1].index(current)]
 
     def _point_current(self, version: str) -> None:
         tmp = self.root / f".current-{os.getpid()}"
@@ -257,30 +537,198 @@ class Registry:
         os.replace(tmp, self.root / "current")
         fsync_dir(self.root)
 
-    def list(self) -> list[VersionInfo]:
-        """Return every version with its status and metrics, oldest first."""
+    def _remove_leftovers(self) -> None:
+        """Delete staging directories of killed stages and stray ``current`` temp links."""
+        for path in self.root.iterdir():
+            if path.name.startswith(".current-") and path.is_symlink():
+                path.unlink()
+            elif path.name.startswith(STAGING_PREFIX) and path.is_dir() and not path.is_symlink():
+                if not _owner_alive(path / OWNER_FILE):
+                    shutil.rmtree(path, ignore_errors=True)
+                    log.info("removed %s left by an interrupted stage", path)
+
+    def _repair(self) -> None:
+        """Rewrite history and statuses a kill left half-written (only when they differ)."""
         current = self.current()
-        out = []
+        stored = self._stored_history()
+        effective = self._effective_history(stored, current)
+        if effective != stored and (current is None or (self.root / current).is_dir()):
+            atomic_write_json(self.root / "history.json", effective)
+        for version in self.versions():
+            try:
+                manifest = self.manifest(version)
+            except RegistryError:
+                continue
+            stored_status = manifest.get("status")
+            if version == current and stored_status != VersionStatus.PROMOTED:
+                self.set_status(version, VersionStatus.PROMOTED.value)
+            elif version != current and stored_status == VersionStatus.PROMOTED:
+                self.set_status(version, VersionStatus.RETIRED.value)
+
+    # ----------------------------------------------------------------- adding and pruning
+
+    def add(self, path: str | Path, meta: dict | None = None, opts=None, check: bool = True) -> str:
+        """Stage an existing model file (``.pt``, ``.onnx`` or ``.engine``) as a new version.
+
+        The file is loaded and warmed with the backend its suffix selects first (its input
+        shape, element type and outputs read from the file); a model that cannot serve is
+        refused and nothing is staged.
+
+        Args:
+            path: the model file.
+            meta: extra manifest fields.
+            opts: :class:`edgecl.models.base.InferenceOptions` for the test load.
+            check: load and warm the model before accepting it.
+
+        Returns:
+            The new version name.
+
+        Raises:
+            RegistryError: missing file, unsupported suffix, or a model that cannot load or run.
+        """
+        path = Path(path)
+        if path.suffix.lower() not in MODEL_SUFFIXES:
+            raise RegistryError(f"cannot add {path}: expected one of {', '.join(MODEL_SUFFIXES)}")
+        if not path.is_file():
+            raise RegistryError(f"cannot add {path}: file not found")
+        info: dict = {}
+        if check:
+            from edgecl.models.backends import load_backend
+
+            try:
+                backend = load_backend(path, opts, warmup_runs=1)
+            except ModelLoadError as exc:
+                raise RegistryError(f"cannot add {path}: {exc}") from None
+            meta_ = backend.meta
+            info = {"classes": {int(k): v for k, v in meta_.names.items()},
+                    "input": meta_.input_info()}
+            backend.close()
+        return self.stage({f"model{path.suffix.lower()}": path}, dict(info, **(meta or {}), source=str(path)))
+
+    def prune(self, keep_promoted: int = 5, keep_rejected: int = 3,
+              engine_cache_entries: int | None = None) -> dict:
+        """Apply the retention rule; delete the files of versions it does not keep.
+
+        Kept: the current version, its parent, the ``keep_promoted`` newest versions ever
+        promoted (current or retired), the last ``keep_rejected`` rejected versions and every staged version newer
+        than current. Every other version keeps only a tombstone manifest (status ``pruned``,
+        its file digests moved to ``pruned_files``); tombstones beyond :data:`MAX_TOMBSTONES`
+        are deleted (oldest first). Corrupt or symlinked versions are left alone and reported.
+
+        Args:
+            keep_promoted: promoted versions to keep (>= 0).
+            keep_rejected: rejected versions to keep (>= 0).
+            engine_cache_entries: also bound ``engine-cache/`` to this many engines (LRU);
+                ``None`` leaves the cache alone.
+
+        Returns:
+            ``{"kept": [...], "pruned": [...], "deleted": [...], "skipped": {...},
+            "freed_bytes": n, "engine_cache": {...}}``.
+
+        Raises:
+            RegistryError: a negative count.
+        """
+        if keep_promoted < 0 or keep_rejected < 0:
+            raise RegistryError("keep_promoted and keep_rejected must be >= 0")
+        with self._lock():
+            keep, skipped = self._retained(keep_promoted, keep_rejected)
+            pruned, freed_bytes = [], 0
+            for version in self.versions():
+                if version in keep or version in skipped:
+                    continue
+                manifest = self.manifest(version)
+                if manifest.get("status") == VersionStatus.PRUNED:
+                    continue
+                freed_bytes += self._tombstone(version, manifest)
+                pruned.append(version)
+            deleted = self._drop_old_tombstones(keep)
+        result = {"kept": sorted(keep, key=lambda v: int(v[1:])), "pruned": pruned, "deleted": deleted,
+                  "skipped": skipped, "freed_bytes": freed_bytes}
+        if engine_cache_entries is not None:
+            from edgecl.models.tensorrt_build import prune_engine_cache
+
+            result["engine_cache"] = prune_engine_cache(self.root / ENGINE_CACHE_DIR, engine_cache_entries)
+        if pruned or deleted:
+            log.info("registry retention pruned %s, deleted tombstones %s (%d bytes freed)",
+                     pruned, deleted, freed_bytes)
+        return result
+
+    def _retained(self, keep_promoted: int, keep_rejected: int) -> tuple[set[str], dict[str, str]]:
+        current, history = self.current(), self.history()
+        keep: set[str] = set()
+        skipped: dict[str, str] = {}
+        statuses = {}
         for version in self.versions():
             try:
                 manifest = self.manifest(version)
             except RegistryError as exc:
-                manifest = {"status": "corrupt", "reason": str(exc)}
-            out.append(VersionInfo(version=version, status=manifest.get("status", "unknown"),
-                                   current=version == current, created=manifest.get("created", ""),
-                                   metrics=manifest.get("metrics", {}),
-                                   files=manifest.get("files", {}), manifest=manifest))
-        return out
+                skipped[version] = str(exc)
+                continue
+            statuses[version] = (self._derive_status(version, manifest, current, history), manifest)
+        if current in statuses:
+            keep.add(current)
+            parent = statuses[current][1].get("parent")
+            if isinstance(parent, str) and parent in statuses:
+                keep.add(parent)
+        # ever promoted: current and retired versions (a rolled-back version counts too)
+        promoted = [v for v, (s, _) in statuses.items() if s in (VersionStatus.PROMOTED, VersionStatus.RETIRED)]
+        keep.update(promoted[-keep_promoted:] if keep_promoted else [])
+        rejected = [v for v, (s, _) in statuses.items() if s == VersionStatus.REJECTED]
+        keep.update(rejected[-keep_rejected:] if keep_rejected else [])
+        floor = int(current[1:]) if current else 0
+        keep.update(v for v, (s, _) in statuses.items() if s == VersionStatus.STAGED and int(v[1:]) > floor)
+        return keep, skipped
 
-    def add(self, path: str | Path, meta: dict | None = None) -> str:
-        """Stage an existing model file (``.pt``, ``.onnx`` or ``.engine``) as a new version.
+    def _tombstone(self, version: str, manifest: dict) -> int:
+        """Delete a version's files, keep its manifest with status ``pruned``; return bytes freed."""
+        vdir = self._version_dir(version)
+        tomb = dict(manifest, status=VersionStatus.PRUNED.value, pruned_files=manifest.get("files", {}),
+                    files={}, pruned=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    status_before_prune=manifest.get("status"))
+        atomic_write_json(vdir / "manifest.json", tomb)
+        freed = 0
+        for entry in vdir.iterdir():
+            if entry.name == "manifest.json":
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                freed += sum(f.stat().st_size for f in entry.rglob("*") if f.is_file() and not f.is_symlink())
+                shutil.rmtree(entry)
+            else:
+                freed += entry.lstat().st_size
+                entry.unlink()
+        fsync_dir(vdir)
+        return freed
 
-        Raises:
-            RegistryError: missing file or unsupported suffix.
-        """
-        path = Path(path)
-        if path.suffix not in MODEL_SUFFIXES:
-            raise RegistryError(f"cannot add {path}: expected one of {', '.join(MODEL_SUFFIXES)}")
-        if not path.is_file():
-            raise RegistryError(f"cannot add {path}: file not found")
-        return self.stage({f"model{path.suffix}": path}, dict(meta or {}, source=str(path)))
+    def _drop_old_tombstones(self, keep: set[str]) -> list[str]:
+        versions = self.versions()
+        tombs = []
+        for version in versions[:-1]:  # INVARIANT: the newest directory stays (version numbering)
+            if version in keep or (self.root / version).is_symlink():
+                continue
+            try:
+                if self.manifest(version).get("status") == VersionStatus.PRUNED:
+                    tombs.append(version)
+            except RegistryError:
+                continue
+        doomed = tombs[:max(0, len(tombs) - MAX_TOMBSTONES)]
+        for version in doomed:
+            shutil.rmtree(self.root / version)
+        if doomed:
+            history = [v for v in self._stored_history() if v not in doomed]
+            atomic_write_json(self.root / "history.json", history)
+        return doomed
+
+
+def _owner_alive(owner: Path) -> bool:
+    """True while the process that created a staging directory still holds its lock."""
+    try:
+        fh = open(owner, "r")  # noqa: SIM115
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False

@@ -1,37 +1,73 @@
-"""Build TensorRT engines from ONNX on the device: FP32/FP16/INT8, cached by what invalidates them.
+"""Build TensorRT engines from ONNX on the device, cached by what invalidates them.
 
-Works with TensorRT 8.x (JetPack 5) and 10.x (JetPack 6). INT8 uses implicit quantization
-with an entropy calibrator fed from replay-memory images; TensorRT releases without precision
-builder flags (strongly typed only) build FP32 engines and refuse FP16/INT8 with a clear error.
-Device buffers are torch CUDA tensors (torch ships with JetPack), so no pycuda is needed.
+The build itself is ultralytics' (``ultralytics.utils.export.engine.onnx2engine``, what
+``yolo export format=engine`` runs and ultralytics tests on Jetsons): TensorRT 8.x / 10.x builder
+flags, TensorRT 11 strongly typed networks through ModelOpt, INT8 calibration with the head's
+sigmoids kept in FP32. edgecl adds only what is ours: the cache key and the engine cache, the
+precision decision recorded in the header, INT8 calibration images from the replay memory
+(letterboxed like inference), checks of the ONNX input before TensorRT starts, and the
+stale-engine header (see :mod:`edgecl.models.engine_file`).
 """
 
 from __future__ import annotations
 
 import ast
 import logging
-import re
-import types
-from functools import lru_cache
+import os
+import tempfile
 from pathlib import Path
 
 from edgecl.atomic import atomic_copy, atomic_write_bytes
 from edgecl.errors import ModelLoadError
-from edgecl.models.base import letterbox_batch, sha256_file
+from edgecl.models.base import letterbox_batch, one_line, sha256_file
 from edgecl.models.engine_file import (BUILD_HINT, EngineBuildError, check_build_args,
                                        cuda_device_identity, encode_engine_file, engine_cache_key,
                                        import_tensorrt, make_engine_header, read_engine_header,
                                        tensorrt_available, tensorrt_logger)
+from edgecl.ultra import ensure_offline
 
-__all__ = ["MIN_INT8_CALIBRATION_IMAGES", "CalibrationBatches", "EngineBuildError", "build_engine",
-           "engine_cache_key", "make_memory_calibrator", "resolve_precision", "reuse_cached_engine",
-           "tensorrt_available"]
+__all__ = ["DEFAULT_ENGINE_CACHE_ENTRIES", "MIN_INT8_CALIBRATION_IMAGES", "CalibrationBatches",
+           "EngineBuildError", "UltralyticsCalibrationData", "build_engine", "engine_cache_key",
+           "prune_engine_cache", "resolve_precision", "reuse_cached_engine", "tensorrt_available"]
 
 log = logging.getLogger(__name__)
 
 # INT8 with a handful of calibration images collapses mAP (ultralytics' Orin Nano benchmark);
 # the replay memory holds hundreds of representative frames, so demand at least this many.
 MIN_INT8_CALIBRATION_IMAGES = 100
+# Engines kept in the cache (a few per model precision/batch the device switches between).
+DEFAULT_ENGINE_CACHE_ENTRIES = 4
+
+
+def prune_engine_cache(cache_dir: Path, max_entries: int = DEFAULT_ENGINE_CACHE_ENTRIES) -> dict:
+    """Bound the engine cache to its ``max_entries`` most recently used engines (LRU by mtime).
+
+    A reused engine has its mtime refreshed (:func:`reuse_cached_engine`), so the least recently
+    used go first; each goes with its ``<key>.calib`` INT8 calibration cache where an older
+    build left one.
+
+    Args:
+        cache_dir: the cache folder (``<key>.engine`` files); may be missing.
+        max_entries: engines to keep (>= 0).
+
+    Returns:
+        ``{"kept": n, "removed": n, "freed_bytes": n}``.
+    """
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return {"kept": 0, "removed": 0, "freed_bytes": 0}
+    engines = sorted((p for p in cache_dir.glob("*.engine") if p.is_file()),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    doomed = engines[max(0, int(max_entries)):]
+    freed = 0
+    for engine in doomed:
+        for path in (engine, engine.with_suffix(".calib")):
+            if path.is_file():
+                freed += path.stat().st_size
+                path.unlink()
+    if doomed:
+        log.info("engine cache %s: removed %d least recently used engines", cache_dir, len(doomed))
+    return {"kept": len(engines) - len(doomed), "removed": len(doomed), "freed_bytes": freed}
 
 
 class CalibrationBatches:
@@ -72,58 +108,30 @@ class CalibrationBatches:
                 pending = []
 
 
-@lru_cache(maxsize=1)
-def _memory_calibrator_class(trt: types.ModuleType) -> type:
-    """Define the calibrator class once TensorRT is imported (its base lives in ``tensorrt``)."""
+class UltralyticsCalibrationData:
+    """:class:`CalibrationBatches` in the form ultralytics' INT8 calibrator reads.
 
-    class MemoryCalibrator(trt.IInt8EntropyCalibrator2):
-        """Entropy calibrator fed from replay-memory images, with an on-disk cache."""
-
-        def __init__(self, batches: CalibrationBatches, cache_path: Path):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            import torch
-
-            self.batches = batches
-            self.cache_path = Path(cache_path)
-            self._iterator = iter(batches)
-            # INVARIANT: the device buffer outlives every pointer handed to TensorRT.
-            self._device_input = torch.empty((batches.batch, 3, batches.imgsz, batches.imgsz),
-                                             dtype=torch.float32, device="cuda")
-
-        def get_batch_size(self) -> int:
-            return self.batches.batch
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            import torch
-
-            host = next(self._iterator, None)
-            if host is None:
-                return None
-            self._device_input.copy_(torch.from_numpy(host))
-            torch.cuda.current_stream().synchronize()
-            return [int(self._device_input.data_ptr())]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return self.cache_path.read_bytes() if self.cache_path.is_file() else None
-
-        def write_calibration_cache(self, cache) -> None:
-            atomic_write_bytes(self.cache_path, bytes(cache))
-
-    return MemoryCalibrator
-
-
-def make_memory_calibrator(trt: types.ModuleType, batches: CalibrationBatches, cache_path: Path):
-    """Create a ``MemoryCalibrator`` (a ``trt.IInt8EntropyCalibrator2``).
+    ``onnx2engine`` reads ``batch_size`` and iterates dicts whose ``img`` is an NCHW RGB tensor
+    in 0..255 (it divides by 255 itself), as its dataloaders yield.
 
     Args:
-        trt: the imported ``tensorrt`` module.
-        batches: calibration batches.
-        cache_path: calibration cache file, read if present and written after calibrating.
-
-    Returns:
-        The calibrator, ready for ``config.int8_calibrator``.
+        batches: letterboxed calibration batches (0..1).
     """
-    return _memory_calibrator_class(trt)(batches, cache_path)
+
+    def __init__(self, batches: CalibrationBatches):
+        self.batches = batches
+        self.batch_size = batches.batch
+
+    def __len__(self) -> int:
+        """Number of full batches."""
+        return len(self.batches)
+
+    def __iter__(self):
+        """Yield ``{"img": float32 tensor (batch, 3, imgsz, imgsz) in 0..255}``."""
+        import torch
+
+        for batch in self.batches:
+            yield {"img": torch.from_numpy(batch * 255.0)}
 
 
 def resolve_precision(requested: str, *, fast_fp16: bool, fast_int8: bool, has_precision_flags: bool) -> str:
@@ -174,6 +182,7 @@ def reuse_cached_engine(engine_path: Path, cache_dir: Path | None, cache_key: st
     if _cached_key(cached) != cache_key:
         return False
     atomic_copy(cached, engine_path)
+    os.utime(cached)  # LRU: prune_engine_cache keeps the most recently used
     log.info("reused cached TensorRT engine %s", cached)
     return True
 
@@ -190,19 +199,21 @@ def _cached_key(path: Path) -> str | None:
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: str = "fp16", imgsz: int,
                  workspace_mb: int = 1024, calibration_images: list[Path] | None = None,
-                 cache_dir: Path | None = None, names: dict[int, str] | None = None, batch: int = 1) -> Path:
+                 cache_dir: Path | None = None, names: dict[int, str] | None = None, batch: int = 1,
+                 cache_entries: int = DEFAULT_ENGINE_CACHE_ENTRIES) -> Path:
     """Build (or reuse from the cache) a TensorRT engine for an ONNX detector.
 
     Args:
         onnx_path: ONNX model exported from the detector.
         engine_path: destination ``.engine`` file (written atomically, header + engine).
         precision: ``fp16`` (FP32 where FP16 is not fast), ``int8`` or ``fp32``.
-        imgsz: square input side; must match a static ONNX input.
+        imgsz: square input side; must match a static ONNX input (a dynamic one gets a profile).
         workspace_mb: TensorRT builder workspace limit.
         calibration_images: INT8 only: at least :data:`MIN_INT8_CALIBRATION_IMAGES` images.
-        cache_dir: engine cache folder (``<key>.engine``, ``<key>.calib``); ``None``: no cache.
+        cache_dir: engine cache folder (``<key>.engine``); ``None``: no cache.
         names: class names; default: the ONNX metadata, else ``{i: "i"}``.
-        batch: static batch size.
+        batch: batch size (the profile maximum for a dynamic ONNX input).
+        cache_entries: engines the cache keeps (LRU, see :func:`prune_engine_cache`).
 
     Returns:
         ``engine_path``.
@@ -213,20 +224,18 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     check_build_args(precision, imgsz, batch)
     _check_calibration_images(precision, calibration_images)
-    onnx_names, onnx_imgsz = _onnx_metadata(onnx_path)
-    if onnx_imgsz is not None and onnx_imgsz != imgsz:
-        raise EngineBuildError(f"{onnx_path}: ONNX input is {onnx_imgsz} px but imgsz={imgsz} was asked")
+    onnx_names, input_shape, nc = _onnx_io(onnx_path)
+    _check_onnx_input(onnx_path, input_shape, imgsz=imgsz, batch=batch)
     trt = import_tensorrt(EngineBuildError, BUILD_HINT)
     device = cuda_device_identity(EngineBuildError)
     key = engine_cache_key(onnx_path, precision=precision, imgsz=imgsz, batch=batch,
                            device_name=device, trt_version=trt.__version__)
     if reuse_cached_engine(engine_path, cache_dir, key):
         return engine_path
-    calib_cache = (Path(cache_dir) if cache_dir else engine_path.parent) / f"{key}.calib"
-    plan, built_precision, nc = _build_plan(trt, onnx_path, precision=precision, imgsz=imgsz, batch=batch,
-                                            workspace_mb=workspace_mb, calibration_images=calibration_images,
-                                            calib_cache=calib_cache)
-    header = make_engine_header(names=names or onnx_names or {i: str(i) for i in range(nc)}, imgsz=imgsz,
+    plan, built_precision = _build_plan(trt, onnx_path, precision=precision, imgsz=imgsz, batch=batch,
+                                        workspace_mb=workspace_mb, calibration_images=calibration_images,
+                                        dynamic=-1 in input_shape)
+    header = make_engine_header(names=names or onnx_names or {i: str(i) for i in range(nc or 0)}, imgsz=imgsz,
                                 batch=batch, cache_key=key, onnx_sha256=sha256_file(onnx_path),
                                 precision=built_precision, requested_precision=precision,
                                 trt_version=trt.__version__, device=device, engine_bytes=plan)
@@ -234,6 +243,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     atomic_write_bytes(engine_path, data)
     if cache_dir is not None:
         atomic_write_bytes(Path(cache_dir) / f"{key}.engine", data)
+        prune_engine_cache(Path(cache_dir), cache_entries)
     log.info("built %s TensorRT engine %s (%d bytes)", built_precision, engine_path, len(data))
     return engine_path
 
@@ -249,8 +259,8 @@ def _check_calibration_images(precision: str, calibration_images: list[Path] | N
             "tiny calibration sets collapse mAP; let the replay memory fill up or use precision fp16")
 
 
-def _onnx_metadata(onnx_path: Path) -> tuple[dict[int, str], int | None]:
-    """Return ``(names, static input side or None)`` of an ONNX model."""
+def _onnx_io(onnx_path: Path) -> tuple[dict[int, str], tuple[int, ...], int | None]:
+    """Return ``(names, input shape with -1 for dynamic dims, nc from a static output or None)``."""
     import onnx
 
     if not onnx_path.is_file():
@@ -258,114 +268,63 @@ def _onnx_metadata(onnx_path: Path) -> tuple[dict[int, str], int | None]:
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # onnx and protobuf raise several unrelated types for damaged files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EngineBuildError(f"unreadable ONNX model {onnx_path}: {first}") from None
+        raise EngineBuildError(f"unreadable ONNX model {onnx_path}: {one_line(exc)}") from None
     custom = {p.key: p.value for p in model.metadata_props}
     try:
         names = {int(k): str(v) for k, v in ast.literal_eval(custom.get("names", "{}")).items()}
     except (ValueError, SyntaxError, AttributeError):
         raise EngineBuildError(f"{onnx_path}: unreadable 'names' metadata") from None
-    dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
-    side = dims[-1].dim_value if len(dims) == 4 and dims[-1].HasField("dim_value") else None
-    return names, side
+
+    def dims(value_info) -> tuple[int, ...]:
+        return tuple(d.dim_value if d.HasField("dim_value") else -1
+                     for d in value_info.type.tensor_type.shape.dim)
+
+    if not model.graph.input or not model.graph.output:
+        raise EngineBuildError(f"{onnx_path}: the graph has no input or no output")
+    out = dims(model.graph.output[0])
+    nc = out[1] - 4 if len(out) == 3 and out[1] > 4 else None
+    return names, dims(model.graph.input[0]), nc
+
+
+def _check_onnx_input(onnx_path: Path, shape: tuple[int, ...], *, imgsz: int, batch: int) -> None:
+    """Refuse an ONNX input whose static dims disagree with the engine asked for."""
+    if len(shape) != 4:
+        raise EngineBuildError(f"{onnx_path}: input shape {shape} is not an image batch (N, 3, H, W)")
+    if shape[-1] != -1 and shape[-1] != imgsz:
+        raise EngineBuildError(f"{onnx_path}: ONNX input is {shape[-1]} px but imgsz={imgsz} was asked")
+    wanted = (batch, 3, imgsz, imgsz)
+    if any(d not in (-1, w) for d, w in zip(shape, wanted)):
+        shown = tuple("?" if d == -1 else d for d in shape)
+        raise EngineBuildError(f"ONNX input of {onnx_path.name} is {shown}; expected {wanted} "
+                               f"(imgsz={imgsz}, batch={batch})")
 
 
 def _build_plan(trt, onnx_path: Path, *, precision: str, imgsz: int, batch: int, workspace_mb: int,
-                calibration_images: list[Path] | None, calib_cache: Path) -> tuple[bytes, str, int]:
-    """Parse the ONNX file and build a serialized engine; return ``(plan, precision, nc)``."""
-    logger = tensorrt_logger()
-    builder = trt.Builder(logger)
-    trt_major = int(trt.__version__.split(".", 1)[0])
-    # EXPLICIT_BATCH is the only mode (and the flag deprecated) from TensorRT 10 on.
-    flags = 0 if trt_major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        first = str(parser.get_error(0)) if parser.num_errors else "unknown error"
-        raise EngineBuildError(f"TensorRT cannot parse {onnx_path}: {first}")
-    config = builder.create_builder_config()
-    _set_workspace(trt, config, workspace_mb)
-    profile = _input_profile(trt, builder, network, imgsz=imgsz, batch=batch)
-    if profile is not None:
-        config.add_optimization_profile(profile)
-    built = resolve_precision(precision, fast_fp16=getattr(builder, "platform_has_fast_fp16", True),
-                              fast_int8=getattr(builder, "platform_has_fast_int8", True),
-                              has_precision_flags=hasattr(trt.BuilderFlag, "FP16"))
-    calibrator = None
-    if built in ("fp16", "int8") and getattr(builder, "platform_has_fast_fp16", True):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if built == "int8":
-        calibrator = make_memory_calibrator(
-            trt, CalibrationBatches(calibration_images or [], batch=batch, imgsz=imgsz), calib_cache)
-        _enable_int8(trt, config, network, calibrator, profile, trt_major)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
-    if calibrator is not None and calibrator.batches.skipped:
-        log.warning("INT8 calibration skipped %d unreadable images", calibrator.batches.skipped)
-    nc = int(network.get_output(0).shape[1]) - 4
-    return bytes(plan), built, nc
+                calibration_images: list[Path] | None, dynamic: bool) -> tuple[bytes, str]:
+    """Build a serialized engine with ultralytics' ``onnx2engine``; return ``(plan, precision built)``.
 
-
-def _set_workspace(trt, config, workspace_mb: int) -> None:
-    """Limit the builder workspace (``set_memory_pool_limit`` from 8.4; older attribute before)."""
-    workspace_bytes = int(workspace_mb) * (1 << 20)
-    if hasattr(config, "set_memory_pool_limit"):
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    else:
-        config.max_workspace_size = workspace_bytes
-
-
-def _input_profile(trt, builder, network, *, imgsz: int, batch: int):
-    """Pin dynamic input dims to ``(batch, 3, imgsz, imgsz)``; check static ones. ``None`` if static."""
-    wanted = (batch, 3, imgsz, imgsz)
-    profile = None
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        shape = tuple(tensor.shape)
-        if -1 in shape:
-            profile = profile or builder.create_optimization_profile()
-            profile.set_shape(tensor.name, wanted, wanted, wanted)
-        elif shape != wanted:
-            raise EngineBuildError(f"ONNX input {tensor.name!r} is {shape}; expected {wanted} "
-                                   f"(imgsz={imgsz}, batch={batch})")
-    return profile
-
-
-def _enable_int8(trt, config, network, calibrator, profile, trt_major: int) -> None:
-    """Turn on INT8 with the calibrator, keeping the detection head's precision-critical layers out."""
-    config.set_flag(trt.BuilderFlag.INT8)
-    config.int8_calibrator = calibrator
-    if profile is not None and trt_major < 10:
-        config.set_calibration_profile(profile)
-    if _keep_head_out_of_int8(trt, network):
-        flag = getattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS", None) or trt.BuilderFlag.STRICT_TYPES
-        config.set_flag(flag)
-
-
-def _keep_head_out_of_int8(trt, network) -> int:
-    """Keep the head's sigmoids in FP32 (score calibration) and its output convs in FP16.
-
-    Returns:
-        Number of constrained layers.
+    A dynamic ONNX input gets ultralytics' optimisation profile (batch 1..``batch``, optimum
+    ``(batch, 3, imgsz, imgsz)``); the backend binds each call's actual batch.
     """
-    layer_names = [network.get_layer(i).name for i in range(network.num_layers)]
-    indices = [int(m.group(1)) for n in layer_names if (m := re.search(r"/model\.(\d+)/", n))]
-    head = f"/model.{max(indices)}/" if indices else None
-    constrained = 0
-    for i in range(network.num_layers if head else 0):
-        layer = network.get_layer(i)
-        if head not in layer.name:
-            continue
-        if layer.type == trt.LayerType.ACTIVATION and "sigmoid" in layer.name.lower():
-            dtype = trt.float32
-        elif layer.type == trt.LayerType.CONVOLUTION and (layer.name.endswith(".2/Conv") or "/dfl/" in layer.name):
-            dtype = trt.float16
-        else:
-            continue
-        layer.precision = dtype
-        for j in range(layer.num_outputs):
-            layer.set_output_type(j, dtype)
-        constrained += 1
-    return constrained
+    ensure_offline()
+    from ultralytics.utils.export.engine import onnx2engine
 
+    probe = trt.Builder(tensorrt_logger())
+    built = resolve_precision(precision, fast_fp16=getattr(probe, "platform_has_fast_fp16", True),
+                              fast_int8=getattr(probe, "platform_has_fast_int8", True),
+                              has_precision_flags=hasattr(trt.BuilderFlag, "FP16"))
+    data = None
+    if built == "int8":
+        data = UltralyticsCalibrationData(CalibrationBatches(calibration_images or [], batch=batch, imgsz=imgsz))
+    with tempfile.TemporaryDirectory(prefix="edgecl-engine-") as tmp:
+        try:
+            produced = onnx2engine(str(onnx_path), Path(tmp) / "plan.engine", workspace=workspace_mb / 1024,
+                                   quantize={"fp16": 16, "int8": 8}.get(built), dynamic=dynamic,
+                                   shape=(batch, 3, imgsz, imgsz), dataset=data, metadata=None,
+                                   prefix="TensorRT:")
+        except Exception as exc:  # onnx2engine raises RuntimeError, ValueError and TensorRT's own types
+            raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path}: {one_line(exc)}") from None
+        plan = Path(produced).read_bytes()
+    if data is not None and data.batches.skipped:
+        log.warning("INT8 calibration skipped %d unreadable images", data.batches.skipped)
+    return plan, built

@@ -9,8 +9,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgecl.atomic import atomic_write_bytes
 from edgecl.config import Config
-from edgecl.errors import ModelLoadError
+from edgecl.errors import ConfigError, EdgeclError, ModelLoadError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,22 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
         return Path(cfg.model.path), f"file:{Path(cfg.model.path).name}"
     raise ModelLoadError("no model: pass --model PATH, set model.path, or add and promote one "
                          "with 'edgecl models add PATH' and 'edgecl models promote VERSION'")
+
+
+def ensure_writable(state_dir: str | Path) -> None:
+    """Create the state directory and prove it can be written (a probe file, then removed).
+
+    Raises:
+        StorageError: one line naming the directory and the reason (read-only, full, no rights).
+    """
+    path = Path(state_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path / ".write-probe", b"ok")
+        (path / ".write-probe").unlink()
+    except OSError as exc:
+        raise StorageError(f"state directory {path} is not writable: "
+                           f"{exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager
@@ -104,8 +121,8 @@ class RunOptions:
 
 
 class Runtime:
-    """One running device: owns the loop and, with a state directory, registry, memory,
-    learner supervisor, monitor and HTTP server.
+    """One running device: owns the loop and, with a state directory, its lock, the registry,
+    class registry, memory, learner supervisor, monitor, watchdog and the web console.
 
     Args:
         cfg: configuration.
@@ -115,31 +132,118 @@ class Runtime:
     """
 
     def __init__(self, cfg: Config, opts: RunOptions, on_round=None, supervise_hook=None):
+        from edgecl.runtime.watchdog import Watchdog
+
         self.cfg = cfg
         self.opts = opts
         self.on_round = on_round
         self.supervise_hook = supervise_hook
         self.registry = None
+        self.classes = None
+        self.lock = None
         self.memory_sink = None
         self.supervisor = None
         self.monitor = None
         self.server = None
         self.loop = None
         self.watcher = None
+        self.live_view = None
+        self.calibration = None
+        self.previous_detector = None
+        self.watchdog = Watchdog()
         self._last_runtime_record_s = 0.0
         self._started_s = time.monotonic()
+        self.step_errors: dict[str, dict] = {}
+        self.step_error_total = 0
+
+    def _serving_version(self) -> str | None:
+        return self.loop.model_version if self.loop is not None else None
+
+    def _serving_names(self) -> dict:
+        return self.loop.backend.meta.names if self.loop is not None else {}
 
     def _build_state_parts(self, names: dict) -> list:
-        """Memory sink, monitor and learner supervisor (the registry is already open)."""
+        """Memory sink (labelling pipeline), monitor and learner supervisor."""
         from edgecl.runtime.labels import MemorySink
         from edgecl.runtime.learner import LearnerSupervisor
         from edgecl.runtime.monitor import Monitor
+        from edgecl.runtime.versions import CalibrationCache, PreviousVersionDetector, TimedCache
 
-        self.memory_sink = MemorySink.from_config(self.cfg)
-        self.monitor = Monitor(self.cfg.state_dir)
-        self.supervisor = LearnerSupervisor(self.cfg, self.registry, self.memory_sink,
+        cfg = self.cfg
+        self.monitor = Monitor(cfg.state_dir)
+        self.calibration = CalibrationCache(self.registry, self._serving_version,
+                                            cfg.labels.pseudo_precision)
+        self.previous_detector = PreviousVersionDetector(self.registry, self._serving_version,
+                                                         inference_options(cfg))
+        known = lambda: set(self._serving_names())  # noqa: E731 (a tiny closure)
+        forgetting = TimedCache(lambda: self.monitor.forgetting_classes(cfg.gate.max_forgetting / 2),
+                                ttl_s=30.0, default=set())
+        self.memory_sink = MemorySink.from_config(
+            cfg, classes=self.classes, thresholds=lambda: self.calibration.thresholds(known()),
+            previous_detector=self.previous_detector, forgetting_classes=forgetting,
+            known_classes=known)
+        self.supervisor = LearnerSupervisor(cfg, self.registry, self.memory_sink,
                                             known_classes=names.keys(), on_round=self.on_round)
         return [self.memory_sink]
+
+    def _check_current_version(self) -> None:
+        """Verify the current version's files (sha256, confinement) before serving it; when it is
+        damaged, fall back to the newest intact earlier version.
+
+        Raises:
+            ModelLoadError: the current version is damaged and no earlier one is intact.
+        """
+        registry = self.registry
+        current = registry.current()
+        while current is not None:
+            problems = registry.verify(current)
+            if not problems:
+                return
+            log.error("current model version %s fails its integrity check (%s); rolling back",
+                      current, problems[0])
+            try:
+                current = registry.rollback()
+            except EdgeclError as exc:
+                raise ModelLoadError(f"current model version {current} fails its integrity check "
+                                     f"({problems[0]}) and no earlier version can serve: {exc}") from None
+
+    def _open_state(self) -> None:
+        """Lock the state directory and open the registries (before the model is chosen)."""
+        from edgecl.models.classes import ClassRegistry
+        from edgecl.models.registry import Registry
+        from edgecl.runtime.lock import RuntimeLock
+        from edgecl.runtime.server import check_bind, resolve_token
+
+        cfg = self.cfg
+        if cfg.server.enabled:
+            check_bind(cfg.server.host, resolve_token(cfg.server.token))
+        ensure_writable(cfg.state_dir)
+        self.lock = RuntimeLock(cfg.state_dir).acquire()
+        self.registry = Registry(Path(cfg.state_dir) / "models")
+        self.classes = ClassRegistry(cfg.state_dir)
+        if not self.opts.model:
+            from edgecl.runtime.learner import promote_leftover_staged
+
+            promote_leftover_staged(cfg, self.registry)
+            self._check_current_version()
+
+    def _seed_classes(self, model_names: dict, source) -> None:
+        """Give the class registry the serving model's names, and a labelled source's names.
+
+        Raises:
+            ConfigError: the source's class ids name other classes than the registry's (its
+                labels would be stored under the wrong classes).
+        """
+        self.classes.seed(model_names)
+        names = getattr(source, "names", None)
+        if names and getattr(source, "labelled", True):
+            try:
+                self.classes.seed(names)
+            except EdgeclError as exc:
+                raise ConfigError(f"the labels of {getattr(source, 'uri', 'the source')} use class "
+                                  f"ids that the device names differently ({exc}); import the "
+                                  f"folder with 'edgecl labels import', which maps classes by "
+                                  f"name") from None
 
     def build(self, source=None) -> None:
         """Open the model, the source and every part the options ask for.
@@ -148,78 +252,207 @@ class Runtime:
             source: an already-built frame source (default: open ``opts.source_uri``).
 
         Raises:
-            EdgeclError: bad model, bad source URI, bad state directory.
+            EdgeclError: bad model, bad source URI, bad state directory, a state directory
+                another runtime holds.
         """
+        try:
+            self._build(source)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, source) -> None:
         from edgecl.models.backends import load_backend
-        from edgecl.models.registry import Registry
+        from edgecl.runtime.console import LiveViewSink
+        from edgecl.runtime.labels import describe_labelling
         from edgecl.runtime.loop import InferenceLoop
         from edgecl.runtime.sources import open_source
         from edgecl.runtime.watcher import ModelWatcher
 
         cfg, opts = self.cfg, self.opts
         if opts.use_state:
-            self.registry = Registry(Path(cfg.state_dir) / "models")
+            self._open_state()
         path, version = resolve_model(cfg, opts.model, self.registry)
         infer_opts = inference_options(cfg)
         backend = load_backend(path, infer_opts, warmup_runs=cfg.runtime.warmup_runs)
-        source = source or open_source(opts.source_uri, cfg.source)
-        sinks = build_sinks(opts, backend.meta.names) + list(opts.sinks)
-        if opts.use_state:
-            sinks += self._build_state_parts(backend.meta.names)
-            self.watcher = ModelWatcher(self.registry, infer_opts,
-                                        self.registry.current() if not opts.model else None,
-                                        poll_s=cfg.runtime.swap_poll_s,
-                                        warmup_runs=cfg.runtime.warmup_runs)
+        try:
+            source = source or open_source(opts.source_uri, cfg.source)
+            sinks = build_sinks(opts, backend.meta.names) + list(opts.sinks)
+            if opts.use_state:
+                self._seed_classes(backend.meta.names, source)
+                sinks += self._build_state_parts(backend.meta.names)
+                if cfg.server.enabled:
+                    self.live_view = LiveViewSink(self._serving_names, calibrate=self._calibrated)
+                    sinks.append(self.live_view)
+                self.watcher = ModelWatcher(self.registry, infer_opts,
+                                            self.registry.current() if not opts.model else None,
+                                            poll_s=cfg.runtime.swap_poll_s,
+                                            warmup_runs=cfg.runtime.warmup_runs)
+                log.info("%s", describe_labelling(cfg, bool(getattr(source, "labelled", False))))
+        except BaseException:
+            backend.close()
+            raise
         self.loop = InferenceLoop(source, backend, version, sinks=sinks,
                                   back_pressure=cfg.runtime.back_pressure, watcher=self.watcher,
                                   max_frames=opts.max_frames,
-                                  sink_queue_size=cfg.runtime.sink_queue_size)
+                                  sink_queue_size=cfg.runtime.sink_queue_size,
+                                  watchdog=self.watchdog)
+        self.watchdog.register("supervisor")
+        if self.supervisor is not None:
+            self.watchdog.register("learner")
+
+    def _calibrated(self, detections):
+        calibrator = self.calibration.calibrator if self.calibration is not None else None
+        return calibrator.calibrate_detections(detections) if calibrator is not None else detections
 
     def health(self) -> dict:
-        """Status for ``/healthz``."""
+        """Status for ``/healthz``: the watchdog's per-stage view plus what the parts report.
+
+        ``status`` is ``stuck`` when a stage is stuck (``/healthz`` answers 503), ``degraded``
+        when a stage or part reports a fault (storing paused, learner backing off, a supervisor
+        step failing), else ``ok``.
+        """
+        snap = self.watchdog.snapshot()
+        status = snap["status"]
+        status = getattr(status, "value", status)
         loop = self.loop
-        return {"status": "ok", "model_version": loop.model_version if loop else None,
-                "frames": loop.frames_done if loop else 0,
-                "uptime_s": round(time.monotonic() - self._started_s, 1),
-                "learner_busy": bool(self.supervisor and self.supervisor.busy),
-                "rounds": len(self.supervisor.rounds) if self.supervisor else 0}
+        out = {"status": status, "stages": snap.get("stages", {}),
+               "model_version": loop.model_version if loop else None,
+               "frames": loop.frames_done if loop else 0,
+               "uptime_s": round(time.monotonic() - self._started_s, 1)}
+        if self.supervisor is not None:
+            out["learner"] = self.supervisor.health()
+            out["learner_busy"] = self.supervisor.busy
+            out["rounds"] = len(self.supervisor.rounds)
+        if self.memory_sink is not None:
+            out["storing"] = self.memory_sink.stats()
+        if self.step_errors:
+            out["step_errors"] = dict(self.step_errors)
+        degraded = (self.step_errors or (self.memory_sink and self.memory_sink.paused_reason)
+                    or (self.supervisor and self.supervisor.health()["state"] == "backoff"))
+        if status == "ok" and degraded:
+            out["status"] = "degraded"
+        return out
+
+    def live(self) -> dict:
+        """Figures for the console's Live page (fps, latency, version, memory, learner, alerts)."""
+        loop = self.loop
+        out = {"fps": loop.current_fps() if loop else 0.0,
+               "latency_ms_p50": loop.latency_p50() if loop else 0.0,
+               "latency_ms_p95": loop.latency_p95() if loop else 0.0,
+               "model_version": loop.model_version if loop else None,
+               "frames": loop.frames_done if loop else 0, "alerts": self._alerts()}
+        if self.memory_sink is not None:
+            stats = self.memory_sink.memory.stats()
+            out["memory"] = {"samples": stats.get("samples", 0), "capacity": self.cfg.memory.capacity,
+                             "bytes": stats.get("bytes", 0), "max_bytes": self.cfg.memory.max_bytes,
+                             "per_origin": stats.get("per_origin", {})}
+            out["queue"] = len(self.memory_sink.queue.pending())
+        if self.supervisor is not None:
+            learner = self.supervisor.health()
+            progress = None
+            if learner["state"] == "training":
+                budget = max(self.cfg.learner.budget_s, 1.0)
+                progress = min(1.0, learner.get("round_running_s", 0.0) / budget)
+            out["learner"] = {"state": learner["state"], "round": learner["rounds"] + 1
+                              if learner["state"] == "training" else learner["rounds"],
+                              "progress": progress}
+        return out
+
+    def _alerts(self) -> list[str]:
+        alerts = []
+        stages = self.watchdog.snapshot().get("stages", {})
+        capture = stages.get("capture", {})
+        if getattr(capture.get("state"), "value", capture.get("state")) in ("degraded", "stuck"):
+            alerts.append(f"camera: {capture.get('detail') or capture.get('state')}")
+        if self.memory_sink is not None and self.memory_sink.paused_reason:
+            alerts.append(f"storing paused: {self.memory_sink.paused_reason}")
+        if self.supervisor is not None:
+            learner = self.supervisor.health()
+            if learner["state"] == "backoff":
+                alerts.append(f"learner backing off: {learner.get('reason')}")
+            if learner.get("last_error"):
+                alerts.append(learner["last_error"])
+            last = self.supervisor.rounds[-1] if self.supervisor.rounds else None
+            if last and last.get("status") == "rejected":
+                alerts.append(f"round {last.get('round')} rejected: {last.get('reason')}")
+        alerts += [f"{name}: {err['error']}" for name, err in self.step_errors.items()]
+        return alerts
 
     def _start_server(self) -> None:
         if not (self.opts.use_state and self.cfg.server.enabled):
             return
-        from edgecl.runtime.prometheus import PrometheusExporter
-        from edgecl.runtime.server import Routes, StatusServer
+        from edgecl.runtime.console import build_console_hooks
+        from edgecl.runtime.server import StatusServer, resolve_token
+        from edgecl.web import create_app
 
-        exporter = PrometheusExporter(self.monitor)
-        queue = self.memory_sink.queue
-        routes = Routes(health=self.health, metrics=exporter.render,
-                        models=lambda: [v.to_json() for v in self.registry.list()],
-                        pending=queue.list, label_action=self._label_action)
-        self.server = StatusServer(routes, self.cfg.server.host, self.cfg.server.port)
+        token = resolve_token(self.cfg.server.token) or None
+        app = create_app(build_console_hooks(self), token=token)
+        self.server = StatusServer(app, self.cfg.server.host, self.cfg.server.port)
         try:
             self.server.start()
         except OSError as exc:
             log.error("HTTP server not started on %s:%d (%s); detection goes on",
                       self.cfg.server.host, self.cfg.server.port, exc)
             self.server = None
+            return
+        self.watchdog.register("server", probe=self._server_probe)
 
-    def _label_action(self, item_id: str, action: str) -> dict:
-        queue = self.memory_sink.queue
-        if action == "accept":
-            return {"id": item_id, "sample": queue.accept(item_id, self.memory_sink.memory)}
-        queue.reject(item_id)
-        return {"id": item_id, "rejected": True}
+    def _server_probe(self):
+        from edgecl.runtime.watchdog import StageState
+
+        if self.server is None or not self.server.alive:
+            return StageState.DEGRADED, "server thread not running"
+        return StageState.IDLE, f"serving on {self.cfg.server.host}:{self.server.port}"
 
     def supervise(self) -> None:
-        """Periodic main-thread work: learning triggers and runtime metrics."""
-        if self.supervisor is not None:
-            self.supervisor.tick()
-        if self.supervise_hook is not None:
-            self.supervise_hook(self)
+        """Periodic main-thread work: learning triggers, the caller's hook, runtime metrics.
+
+        Each step is contained: whatever it raises is logged (once per kind of error), counted
+        and shown on ``/healthz``; detection never stops for it.
+        """
+        self.watchdog.beat("supervisor")
+        steps = (("learner", self._tick_learner if self.supervisor is not None else None),
+                 ("hook", (lambda: self.supervise_hook(self)) if self.supervise_hook else None),
+                 ("metrics", self._maybe_record_runtime if self.monitor is not None else None))
+        for name, step in steps:
+            if step is None:
+                continue
+            try:
+                did_work = step()
+            except Exception as exc:  # a supervisor step: contained, logged and counted
+                self._step_failed(name, exc)
+            else:
+                if did_work is not False:  # INVARIANT: only a step that ran clears its error
+                    self.step_errors.pop(name, None)
+
+    def _tick_learner(self) -> None:
+        was_busy = self.supervisor.busy
+        self.supervisor.tick()
+        learner = self.supervisor.health()
+        if learner["state"] == "backoff":
+            self.watchdog.fault("learner", learner.get("reason", "backing off"), waiting=True)
+        elif self.supervisor.busy and not was_busy:
+            self.watchdog.beat("learner", "round started")
+        elif not self.supervisor.busy:
+            self.watchdog.idle("learner", "no round running")
+
+    def _step_failed(self, name: str, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        previous = self.step_errors.get(name)
+        self.step_errors[name] = {"count": (previous or {}).get("count", 0) + 1, "error": message}
+        self.step_error_total += 1
+        if previous is None or previous["error"] != message:
+            log.error("supervisor step '%s' failed (%s); detection goes on", name, message)
+
+    def _maybe_record_runtime(self) -> bool:
+        """Record runtime figures every 10 s; returns whether it was due."""
         now = time.monotonic()
-        if self.monitor is not None and now - self._last_runtime_record_s >= 10.0:
-            self._last_runtime_record_s = now
-            self._record_runtime()
+        if now - self._last_runtime_record_s < 10.0:
+            return False
+        self._last_runtime_record_s = now
+        self._record_runtime()
+        return True
 
     def _record_runtime(self) -> None:
         stats = self.memory_sink.memory.stats() if self.memory_sink else {}
@@ -255,7 +488,7 @@ class Runtime:
         return report
 
     def close(self) -> None:
-        """Stop every part (idempotent)."""
+        """Stop every part and release the state directory (idempotent)."""
         if self.supervisor is not None:
             self.supervisor.stop()
         if self.watcher is not None:
@@ -265,3 +498,10 @@ class Runtime:
             self.server = None
         if self.loop is not None:
             self.loop.backend.close()
+        elif self.memory_sink is not None:
+            self.memory_sink.close()
+        if self.previous_detector is not None:
+            self.previous_detector.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None

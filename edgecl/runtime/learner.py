@@ -17,16 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecl.atomic import atomic_write_json
 from edgecl.config import Config, LearnerConfig
+from edgecl.continual.round_state import RoundResult, RoundStatus, learner_dir
+from edgecl.errors import EdgeclError
 
 log = logging.getLogger(__name__)
-
-
-def learner_dir(state_dir: str | Path) -> Path:
-    """Return ``STATE/learner`` (created)."""
-    path = Path(state_dir) / "learner"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @contextlib.contextmanager
@@ -66,6 +62,60 @@ def die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def monitor_recorder(state_dir: str | Path):
+    """The round's recording hook: write the evaluation and the round to the metrics database.
+
+    Args:
+        state_dir: the state directory.
+
+    Returns:
+        A :data:`edgecl.continual.round.RoundRecorder`.
+    """
+    from edgecl.runtime.monitor import Monitor
+
+    def record(*, round_no, version, status, reason, seconds, evaluation, columns,
+               class_names=None, calibration=None) -> dict:
+        monitor = Monitor(state_dir)
+        monitor.record_evaluation(round_no, version, evaluation, columns, class_names=class_names)
+        monitor.record_round(round_no, version, getattr(status, "value", status), reason=reason,
+                             seconds=seconds)
+        if calibration is not None:
+            monitor.record_calibration(round_no, version, calibration)
+        return monitor.candidate_metrics(round_no, version)
+
+    return record
+
+
+def run_learning_round(cfg: Config, reason: str = "on_demand",
+                       max_sample_id: int | None = None) -> RoundResult:
+    """Run one round with the monitor recording it, and write ``last_round.json``.
+
+    A fault inside the round is contained here: it becomes a ``failed`` result whose reason
+    names the error (the supervisor backs off when the same failure repeats).
+
+    Args:
+        cfg: configuration.
+        reason: what triggered the round.
+        max_sample_id: learn only samples up to this memory id.
+
+    Returns:
+        The round's result.
+    """
+    from edgecl.continual.round import run_round
+
+    started_s = time.time()
+    try:
+        result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
+                           record=monitor_recorder(cfg.state_dir))
+    except Exception as exc:  # a round's fault must never escape the learner; it is reported
+        log.exception("learning round failed")
+        result = RoundResult(RoundStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",
+                             trigger=reason, started_s=started_s,
+                             seconds=round(time.time() - started_s, 1))
+    atomic_write_json(learner_dir(cfg.state_dir) / "last_round.json", result.to_json())
+    return result
+
+
 def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None) -> None:
     """Entry point of the spawned learner process: one round, result written to disk.
 
@@ -78,14 +128,13 @@ def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None) -> 
                         format="%(asctime)s %(levelname)s learner: %(message)s")
     die_with_parent()
     from edgecl.continual.finetune import apply_low_priority
-    from edgecl.continual.round import run_round
 
     apply_low_priority(cfg.learner)
     with round_lock(cfg.state_dir) as held:
         if not held:
             log.warning("another learning round is running; this one is skipped")
             return
-        run_round(cfg, reason=reason, max_sample_id=max_sample_id)
+        run_learning_round(cfg, reason=reason, max_sample_id=max_sample_id)
 
 
 @dataclass
@@ -118,8 +167,63 @@ def should_learn(state: TriggerState, cfg: LearnerConfig, now_s: float) -> str |
     return None
 
 
+def promote_leftover_staged(cfg: Config, registry) -> str | None:
+    """At start: promote a version that a kill left ``staged`` after its round passed the gate.
+
+    The round had already moved the learner's state past its samples, so leaving the version
+    staged would lose them. The newest staged version that is intact and loads is promoted;
+    one that fails is marked ``rejected`` with the reason, and older staged versions are
+    marked ``retired`` (superseded).
+
+    Args:
+        cfg: configuration (state directory, inference options).
+        registry: the state directory's model registry.
+
+    Returns:
+        The version promoted, or ``None``.
+
+    Raises:
+        EdgeclError: the promotion itself failed (the caller decides whether that stops the start).
+    """
+    from edgecl.models.backends import load_backend
+    from edgecl.runtime.app import inference_options
+    from edgecl.runtime.promote import promote_version
+
+    promoted = None
+    # INVARIANT: only versions a learning round staged (its manifest names the memory snapshot
+    # it learnt) are promoted here; a version added by hand waits for 'models promote'
+    from_rounds = [v for v in registry.staged_versions()
+                   if registry.manifest(v).get("memory_snapshot")]
+    for version in reversed(from_rounds):
+        if promoted is not None:
+            registry.set_status(version, "retired", reason=f"superseded by {promoted}")
+            continue
+        try:
+            registry.check_integrity(version)
+            load_backend(registry.model_path(version), inference_options(cfg), warmup_runs=1).close()
+        except EdgeclError as exc:
+            log.error("staged version %s cannot serve (%s); marked rejected", version, exc)
+            registry.set_status(version, "rejected", reason=f"could not serve after a restart: {exc}")
+            continue
+        promote_version(cfg.state_dir, version)
+        log.info("promoted %s, staged by a round before the last shutdown", version)
+        promoted = version
+    return promoted
+
+
+BACKOFF_AFTER = 3
+BACKOFF_INITIAL_S = 30.0
+BACKOFF_MAX_S = 1800.0
+APPLY_ATTEMPTS = 3
+
+
 class LearnerSupervisor:
     """Schedules learning rounds in a spawned process and promotes what they stage.
+
+    Every step that applies a result (promotion, monitor writes) is contained: a failure is
+    logged, counted, shown by :meth:`health` and retried on the next ticks (then dropped).
+    When rounds fail the same way :data:`BACKOFF_AFTER` times in a row, the supervisor waits
+    (30 s, doubling up to 30 min) before the next round, and says so in :meth:`health`.
 
     Args:
         cfg: configuration.
@@ -137,13 +241,34 @@ class LearnerSupervisor:
         self.on_round = on_round
         self.state = TriggerState(last_round_s=time.monotonic())
         self.rounds: list[dict] = []
+        self.apply_errors = 0
+        self.last_error = ""
         self._proc: mp.Process | None = None
         self._started_wall_s = 0.0
+        self._round_started_mono_s = 0.0
+        self._pending: RoundResult | None = None
+        self._pending_attempts = 0
+        self._same_failures = 0
+        self._last_failure = ""
+        self._backoff_until_s = 0.0
 
     @property
     def busy(self) -> bool:
         """True while a learner process is alive."""
         return self._proc is not None and self._proc.is_alive()
+
+    def health(self) -> dict:
+        """Learner state for ``/healthz``: ``idle``, ``training``, ``backoff`` or ``error``."""
+        now = time.monotonic()
+        out = {"state": "idle", "rounds": len(self.rounds), "apply_errors": self.apply_errors}
+        if self.busy:
+            out.update(state="training", round_running_s=round(now - self._round_started_mono_s, 1))
+        elif now < self._backoff_until_s:
+            out.update(state="backoff", retry_in_s=round(self._backoff_until_s - now, 1),
+                       reason=f"{self._same_failures} rounds in a row failed: {self._last_failure}")
+        if self.last_error:
+            out["last_error"] = self.last_error
+        return out
 
     def tick(self) -> None:
         """Called periodically from the main thread: collect results, start a round if due."""
@@ -153,7 +278,10 @@ class LearnerSupervisor:
             self.state.new_classes |= bool(classes - self.known_classes)
         if self._proc is not None and not self._proc.is_alive():
             self._finish()
-        if self._proc is None and self.cfg.learner.enabled:
+        if self._pending is not None:
+            self._apply_pending()
+        if (self._proc is None and self._pending is None and self.cfg.learner.enabled
+                and time.monotonic() >= self._backoff_until_s):
             reason = should_learn(self.state, self.cfg.learner, time.monotonic())
             if reason:
                 self.start_round(reason)
@@ -167,6 +295,7 @@ class LearnerSupervisor:
         self._proc = ctx.Process(target=learner_main, args=(self.cfg, reason, ceiling),
                                  name="edgecl-learner", daemon=True)
         self._started_wall_s = time.time()
+        self._round_started_mono_s = time.monotonic()
         self._proc.start()
         self.state = TriggerState(last_round_s=time.monotonic())
         log.info("learning round started (trigger: %s, pid %d)", reason, self._proc.pid)
@@ -175,29 +304,84 @@ class LearnerSupervisor:
         proc, self._proc = self._proc, None
         result = read_last_round(self.cfg.state_dir)
         # INVARIANT: only a result written by the round this supervisor started is handled
-        if proc.exitcode != 0 or result is None or result.get("started_s", 0) < self._started_wall_s:
-            log.error("learning round failed (exit code %s); detection goes on with %s",
-                      proc.exitcode, self.registry.current())
+        if result is None or result.started_s < self._started_wall_s:
+            self._note_failure(f"learner process ended with exit code {proc.exitcode} "
+                               f"and no result")
             return
-        self.handle_result(result)
+        self._pending, self._pending_attempts = result, 0
+        self._apply_pending()
 
-    def handle_result(self, result: dict) -> None:
-        """Promote a staged version (or log a rejection) and report the round."""
-        if result.get("status") == "skipped":
-            log.info("learning round skipped: %s", result.get("reason"))
+    def _note_failure(self, reason: str) -> None:
+        self._same_failures = self._same_failures + 1 if reason == self._last_failure else 1
+        self._last_failure = reason
+        log.error("learning round failed: %s; detection goes on with %s", reason,
+                  self.registry.current())
+        if self._same_failures >= BACKOFF_AFTER:
+            delay_s = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** (self._same_failures - BACKOFF_AFTER))
+            self._backoff_until_s = time.monotonic() + delay_s
+            log.warning("%d learning rounds in a row failed the same way (%s); next round in %.0f s",
+                        self._same_failures, reason, delay_s)
+
+    def _apply_pending(self) -> None:
+        result = self._pending
+        if result is None:
             return
-        if result.get("status") == "staged":
-            from edgecl.runtime.promote import promote_version
+        try:
+            self.handle_result(result)
+        except Exception as exc:  # a supervisor step: contained, logged, counted and retried
+            self._pending_attempts += 1
+            self._record_apply_error(f"applying round {result.round} ({result.version}) failed "
+                                     f"(attempt {self._pending_attempts}/{APPLY_ATTEMPTS}): {exc}")
+            if self._pending_attempts >= APPLY_ATTEMPTS:
+                log.error("round %s result dropped after %d attempts", result.round, APPLY_ATTEMPTS)
+                self._pending, self._pending_attempts = None, 0
+            return
+        self._pending, self._pending_attempts = None, 0
 
-            promote_version(self.cfg.state_dir, result["version"])
-            result = dict(result, status="promoted")
-            self.known_classes.update(int(c) for c in result.get("classes", []))
-            log.info("promoted %s (acc %.3f)", result["version"], result.get("acc", float("nan")))
+    def _record_apply_error(self, message: str) -> None:
+        self.apply_errors += 1
+        self.last_error = message
+        log.error("%s; detection goes on", message)
+
+    def _promote(self, version: str) -> None:
+        from edgecl.runtime.promote import promote_version
+
+        promote_version(self.cfg.state_dir, version)
+        exp = self.cfg.export
+        try:
+            self.registry.prune(exp.keep_promoted, exp.keep_rejected,
+                                engine_cache_entries=exp.engine_cache_entries)
+        except (EdgeclError, OSError) as exc:
+            self._record_apply_error(f"pruning old model versions failed: {exc}")
+
+    def handle_result(self, result: RoundResult | dict) -> None:
+        """Promote a staged version (or log a rejection or failure) and report the round.
+
+        Raises:
+            EdgeclError, OSError, sqlite3.Error: promotion or monitor write failed (the caller
+                contains it and retries).
+        """
+        if isinstance(result, dict):
+            result = RoundResult.from_json(result)
+        if result.status is RoundStatus.SKIPPED:
+            log.info("learning round skipped: %s", result.reason)
+            return
+        if result.status is RoundStatus.FAILED:
+            self._note_failure(result.reason)
+            return
+        if result.status is RoundStatus.STAGED:
+            self._promote(result.version)
+            result.status = RoundStatus.PROMOTED
+            self.known_classes.update(int(c) for c in result.classes)
+            log.info("promoted %s (acc %s)", result.version, result.acc)
+            self._same_failures, self._last_failure, self._backoff_until_s = 0, "", 0.0
         else:
-            log.warning("round rejected %s: %s", result.get("version"), result.get("reason"))
-        self.rounds.append(result)
+            log.warning("round rejected %s: %s", result.version, result.reason)
+            if result.reason.startswith("training failed"):
+                self._note_failure(result.reason)
+        self.rounds.append(result.to_json())
         if self.on_round is not None:
-            self.on_round(result)
+            self.on_round(result.to_json())
 
     def wait(self, timeout_s: float | None = None) -> None:
         """Wait for a running round to finish and handle its result."""
@@ -216,12 +400,12 @@ class LearnerSupervisor:
         self._proc = None
 
 
-def read_last_round(state_dir: str | Path) -> dict | None:
-    """Read the result of the most recent finished round, if any."""
+def read_last_round(state_dir: str | Path) -> RoundResult | None:
+    """Read the result of the most recent finished round, if any (``None`` when unreadable)."""
     path = learner_dir(state_dir) / "last_round.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        return RoundResult.from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValueError, TypeError):
         return None

@@ -4,6 +4,21 @@ Writers (the learner process, the inference loop) and readers (the HTTP server, 
 different threads or processes: every call opens its own short-lived connection, the database
 runs in WAL mode, and every write is one ``BEGIN IMMEDIATE ... COMMIT`` transaction.
 
+Two views of the accuracy matrix (``kind``): ``tasks`` (columns are tasks; benchmark data) and
+``classes`` (columns are classes: per-class AP50-95 on the held-out human/ground-truth samples
+after each round). ``auto`` picks ``classes`` when frames carry no task (the only task is
+``stream``, :func:`edgecl.continual.gate.is_taskless`), else ``tasks``. ACC, BWT and forgetting
+come from the chosen matrix through :func:`edgecl.continual.metrics.summarize`.
+
+Bounds: every round's rows are kept; runtime samples are kept at full resolution for the newest
+``max_runtime_rows`` and thinned to one per ``runtime_downsample_s`` before that, at most
+``max_downsampled_rows`` of those (so the table never exceeds the sum of the two).
+
+Faults: a write that fails (full disk, locked or read-only database, I/O error) raises
+:class:`~edgecl.errors.StorageError`, and nothing of that write is kept (one transaction), so the
+supervisor can contain it and retry later; a damaged database met on a read raises
+:class:`MonitorError`.
+
 Prometheus: :class:`PrometheusExporter` owns a private ``CollectorRegistry`` whose collector
 reads :meth:`Monitor.summary` at scrape time; call :meth:`PrometheusExporter.render` from the
 ``/metrics`` handler and send it with :attr:`PrometheusExporter.content_type`.
@@ -12,6 +27,7 @@ reads :meth:`Monitor.summary` at scrape time; call :meth:`PrometheusExporter.ren
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sqlite3
 import time
@@ -21,13 +37,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edgecl.calibration.dece import ReliabilityBins, dece_from_bins, merge_bins
+from edgecl.calibration.dece import ReliabilityBins, bins_to_records, dece_from_bins, merge_bins
 from edgecl.continual import metrics
-from edgecl.errors import EdgeclError
+from edgecl.continual.evaluate import DECE_PROTOCOL
+from edgecl.continual.gate import is_taskless
+from edgecl.errors import EdgeclError, StorageError
 
 
 DB_RELPATH = Path("metrics") / "metrics.sqlite"
 STATUSES = ("staged", "promoted", "rejected")
+KINDS = ("auto", "tasks", "classes")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -37,8 +56,12 @@ CREATE TABLE IF NOT EXISTS evaluations (
     PRIMARY KEY (round, model_version, task));
 CREATE TABLE IF NOT EXISTS class_ap (
     round INTEGER NOT NULL, model_version TEXT NOT NULL, task TEXT NOT NULL,
-    cls INTEGER NOT NULL, ap50_95 REAL,
+    cls INTEGER NOT NULL, ap50_95 REAL, recall REAL, n_instances INTEGER,
     PRIMARY KEY (round, model_version, task, cls));
+CREATE TABLE IF NOT EXISTS class_names (cls INTEGER PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS calibration (
+    round INTEGER NOT NULL, model_version TEXT NOT NULL, dece_before REAL, dece_after REAL,
+    report TEXT NOT NULL, ts_s REAL NOT NULL, PRIMARY KEY (round, model_version));
 CREATE TABLE IF NOT EXISTS reliability (
     round INTEGER NOT NULL, model_version TEXT NOT NULL, task TEXT NOT NULL, bin INTEGER NOT NULL,
     lo REAL NOT NULL, hi REAL NOT NULL, conf_mean REAL, precision REAL, count INTEGER NOT NULL,
@@ -59,20 +82,28 @@ class MonitorError(EdgeclError):
     """The metrics database is missing, damaged, or was given inconsistent records."""
 
 
+_MIGRATIONS = (("class_ap", "recall", "REAL"), ("class_ap", "n_instances", "INTEGER"))
+
+
 class MatrixView(NamedTuple):
     """An accuracy matrix with its labels.
 
     Attributes:
-        values: float (rows, tasks) mAP50-95; NaN where a task was not evaluated.
-        task_names: column labels, in task order.
+        values: float (rows, columns) mAP50-95 of a task or AP50-95 of a class; NaN where a
+            column was not evaluated.
+        task_names: column labels: tasks in task order, or class names by class id.
         versions: model version of each row.
         rounds: round number of each row.
+        kind: ``tasks`` or ``classes``.
+        class_ids: for ``classes``, the class id of each column.
     """
 
     values: np.ndarray
     task_names: list[str]
     versions: list[str]
     rounds: list[int]
+    kind: str = "tasks"
+    class_ids: tuple[int, ...] = ()
 
 
 def _nan_to_none(value: float | None) -> float | None:
@@ -91,30 +122,45 @@ class Monitor:
     Args:
         state_dir: the edgecl state directory (the database lives in ``metrics/metrics.sqlite``).
         create: create the database when missing; with False a missing one raises.
-        max_runtime_rows: runtime samples kept (older ones are deleted; at one sample every
-            10 s the default keeps about 11 days).
+        max_runtime_rows: newest runtime samples kept at full resolution (at one sample every
+            10 s the default keeps about one day).
+        runtime_downsample_s: older runtime samples are thinned to one per this many seconds.
+        max_downsampled_rows: thinned samples kept (the default keeps a year of hourly samples).
+        busy_timeout_s: how long a write waits for another writer's lock before it fails.
 
     Raises:
         MonitorError: when the database is missing (``create=False``) or damaged.
+        StorageError: when the database cannot be created or written (read-only, full disk).
     """
 
     def __init__(self, state_dir: str | Path, create: bool = True,
-                 max_runtime_rows: int = 100_000) -> None:
+                 max_runtime_rows: int = 8_640, runtime_downsample_s: float = 3600.0,
+                 max_downsampled_rows: int = 8_760, busy_timeout_s: float = 10.0) -> None:
         self.state_dir = Path(state_dir)
+        self.busy_timeout_s = float(busy_timeout_s)
         self.max_runtime_rows = max(1, int(max_runtime_rows))
+        self.runtime_downsample_s = max(1e-3, float(runtime_downsample_s))
+        self.max_downsampled_rows = max(0, int(max_downsampled_rows))
         self.db_path = self.state_dir / DB_RELPATH
         if not create and not self.db_path.is_file():
             raise MonitorError(f"no metrics database at {self.db_path}")
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
+        try:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.db_path.parent}: {exc.strerror or exc}") from exc
+        with self._write(transaction=False) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            for table, column, sql_type in _MIGRATIONS:
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """One short-lived connection in autocommit mode; damage becomes :class:`MonitorError`."""
+        """One short-lived reading connection in autocommit mode; damage becomes :class:`MonitorError`."""
         try:
-            conn = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None)
+            conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s, isolation_level=None)
         except sqlite3.Error as exc:
             raise MonitorError(f"cannot open metrics database {self.db_path}: {exc}") from exc
         try:
@@ -126,30 +172,54 @@ class Monitor:
             conn.close()
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside one immediate transaction: all of the block or nothing."""
-        with self._connect() as conn:
+    def _write(self, transaction: bool = True) -> Iterator[sqlite3.Connection]:
+        """A connection inside one immediate transaction: all of the block or nothing.
+
+        Raises:
+            StorageError: when SQLite cannot write (full disk, locked, read-only, I/O error).
+            MonitorError: when the file is not a database.
+        """
+        try:
+            conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open metrics database {self.db_path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            if not transaction:
+                yield conn
+                return
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            if _is_damage(exc):
+                raise MonitorError(f"metrics database {self.db_path}: {exc}") from exc
+            raise StorageError(f"metrics database {self.db_path} cannot be written: {exc}") from exc
+        finally:
+            conn.close()
 
     def record_evaluation(self, round_no: int, model_version: str, results: Mapping,
-                          task_order: Sequence[str], ts_s: float | None = None) -> None:
+                          task_order: Sequence[str], ts_s: float | None = None,
+                          class_names: Mapping[int, str] | None = None) -> None:
         """Store one version's evaluation on every task (replaces a previous identical key).
 
         Args:
             round_no: learning round the version came from.
             model_version: registry version name, e.g. ``v0003``.
-            results: task name -> :class:`~edgecl.continual.evaluate.EvalResult`.
+            results: task name -> :class:`~edgecl.continual.evaluate.EvalResult` (its per-class
+                AP50-95, recall and instance counts are stored too).
             task_order: all task names in the order they are learnt (gives the column index).
             ts_s: time of the evaluation (default now).
+            class_names: class id -> name (the class registry's), stored for the class view.
 
         Raises:
             MonitorError: when a task of ``results`` is missing from ``task_order``.
+            StorageError: when the database cannot be written (nothing is kept).
         """
         unknown = sorted(set(results) - set(task_order))
         if unknown:
@@ -165,6 +235,8 @@ class Monitor:
                      _nan_to_none(res.precision), _nan_to_none(res.dece), res.n_images,
                      res.n_boxes, ts_s))
                 self._replace_details(conn, key, task, res)
+            if class_names:
+                _write_names(conn, class_names)
 
     @staticmethod
     def _replace_details(conn: sqlite3.Connection, key: tuple[int, str], task: str, res) -> None:
@@ -172,9 +244,15 @@ class Monitor:
         for table in ("class_ap", "reliability"):
             conn.execute(f"DELETE FROM {table} WHERE round=? AND model_version=? AND task=?",
                          (*key, task))
-        conn.executemany("INSERT INTO class_ap VALUES (?,?,?,?,?)",
-                         [(*key, task, int(c), _nan_to_none(float(v)))
-                          for c, v in res.per_class_ap50_95.items()])
+        recall = getattr(res, "per_class_recall", {}) or {}
+        instances = getattr(res, "per_class_instances", {}) or {}
+        conn.executemany(
+            "INSERT INTO class_ap (round, model_version, task, cls, ap50_95, recall, n_instances) "
+            "VALUES (?,?,?,?,?,?,?)",
+            [(*key, task, int(c), _nan_to_none(float(v)),
+              _nan_to_none(None if recall.get(c) is None else float(recall[c])),
+              None if instances.get(c) is None else int(instances[c]))
+             for c, v in res.per_class_ap50_95.items()])
         bins = res.reliability
         if bins is None:
             return
@@ -184,25 +262,79 @@ class Monitor:
               _nan_to_none(float(bins.conf_mean[b])), _nan_to_none(float(bins.precision[b])),
               int(bins.counts[b])) for b in range(len(bins.counts))])
 
+    def set_class_names(self, names: Mapping[int, str]) -> None:
+        """Store class names (the class registry's) for the class view; a renamed class follows.
+
+        Args:
+            names: class id -> name.
+
+        Raises:
+            StorageError: when the database cannot be written.
+        """
+        with self._write() as conn:
+            _write_names(conn, names)
+
+    def class_names(self) -> dict[int, str]:
+        """Class id -> name as last stored.
+
+        Returns:
+            The names (empty when none was stored).
+        """
+        with self._connect() as conn:
+            return {int(c): str(n) for c, n in conn.execute("SELECT cls, name FROM class_names")}
+
+    def record_calibration(self, round_no: int, model_version: str, report: Mapping) -> None:
+        """Store a version's post-hoc calibration report (D-ECE before/after with its protocol).
+
+        Args:
+            round_no: the version's round.
+            model_version: the version.
+            report: the report of :func:`edgecl.calibration.posthoc.fit_for_version`
+                (JSON-serialisable; ``dece_before``, ``dece_after``, ``protocol``, ...).
+
+        Raises:
+            StorageError: when the database cannot be written.
+        """
+        text = json.dumps(report, allow_nan=False, default=_json_default)
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO calibration VALUES (?,?,?,?,?,?)",
+                         (int(round_no), str(model_version), _nan_to_none(report.get("dece_before")),
+                          _nan_to_none(report.get("dece_after")), text, time.time()))
+
+    def calibration(self, model_version: str) -> dict | None:
+        """The calibration report stored for a version.
+
+        Args:
+            model_version: the version.
+
+        Returns:
+            The report dict, or None when none was recorded.
+        """
+        with self._connect() as conn:
+            row = conn.execute("SELECT report FROM calibration WHERE model_version=? "
+                               "ORDER BY round DESC LIMIT 1", (str(model_version),)).fetchone()
+        return None if row is None else json.loads(row[0])
+
     def record_round(self, round_no: int, model_version: str, status: str, reason: str = "",
                      acc: float | None = None, bwt: float | None = None,
                      mean_forgetting: float | None = None, seconds: float | None = None) -> None:
-        """Store the outcome of a learning round.
+        """Store the outcome of a learning round (every round is kept).
 
         ACC, BWT and mean forgetting default to :meth:`candidate_metrics` of the version.
 
         Args:
             round_no: learning round.
             model_version: the candidate version.
-            status: ``promoted`` or ``rejected``.
+            status: ``staged``, ``promoted`` or ``rejected``.
             reason: why (gate verdict), free text.
-            acc: average mAP50-95 over the tasks seen.
+            acc: average mAP50-95 over the tasks (or classes) seen.
             bwt: backward transfer.
-            mean_forgetting: mean forgetting over earlier tasks.
+            mean_forgetting: mean forgetting over earlier tasks (or classes).
             seconds: wall time of the round.
 
         Raises:
             ValueError: on an unknown status.
+            StorageError: when the database cannot be written.
         """
         if status not in STATUSES:
             raise ValueError(f"round status must be one of {STATUSES}, got {status!r}")
@@ -221,6 +353,9 @@ class Monitor:
                        memory_samples: int, model_version: str, ts_s: float | None = None) -> None:
         """Store one runtime sample of the inference loop and the replay memory.
 
+        Older samples are thinned in the same transaction (see the class docstring), so the
+        table stays bounded however long the device runs.
+
         Args:
             fps: frames per second over the last window.
             latency_ms_p50: median inference latency in milliseconds.
@@ -228,14 +363,35 @@ class Monitor:
             memory_samples: samples held by the replay memory.
             model_version: version being served.
             ts_s: time of the sample (default now).
+
+        Raises:
+            StorageError: when the database cannot be written (the sample is dropped).
         """
         with self._write() as conn:
             conn.execute("INSERT INTO runtime VALUES (?,?,?,?,?,?)",
                          (time.time() if ts_s is None else ts_s, fps, latency_ms_p50,
                           int(memory_bytes), int(memory_samples), str(model_version)))
-            # INVARIANT: the runtime table holds at most max_runtime_rows samples.
-            conn.execute("DELETE FROM runtime WHERE rowid <= (SELECT MAX(rowid) FROM runtime) - ?",
-                         (self.max_runtime_rows,))
+            self._thin_runtime(conn)
+
+    def _thin_runtime(self, conn: sqlite3.Connection) -> None:
+        """Keep the newest rows whole, one row per bucket before them, at most a bounded number.
+
+        INVARIANT: the runtime table holds at most ``max_runtime_rows + max_downsampled_rows``
+        rows after every write.
+        """
+        row = conn.execute("SELECT rowid FROM runtime ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+                           (self.max_runtime_rows - 1,)).fetchone()
+        if row is None:
+            return
+        cutoff = int(row[0])
+        conn.execute(
+            "DELETE FROM runtime WHERE rowid < :cut AND rowid NOT IN (SELECT MIN(rowid) FROM runtime "
+            "WHERE rowid < :cut GROUP BY CAST(ts_s / :bucket AS INTEGER))",
+            {"cut": cutoff, "bucket": self.runtime_downsample_s})
+        conn.execute(
+            "DELETE FROM runtime WHERE rowid < :cut AND rowid NOT IN (SELECT rowid FROM runtime "
+            "WHERE rowid < :cut ORDER BY rowid DESC LIMIT :keep)",
+            {"cut": cutoff, "keep": self.max_downsampled_rows})
 
     def set_version_status(self, model_version: str, status: str) -> None:
         """Change the recorded status of a version's round (``staged`` -> ``promoted``).
@@ -244,6 +400,7 @@ class Monitor:
 
         Raises:
             ValueError: on an unknown status.
+            StorageError: when the database cannot be written.
         """
         if status not in STATUSES:
             raise ValueError(f"round status must be one of {STATUSES}, got {status!r}")
@@ -251,22 +408,48 @@ class Monitor:
             conn.execute("UPDATE rounds SET status = ? WHERE model_version = ?",
                          (status, str(model_version)))
 
+    def resolve_kind(self, kind: str = "auto") -> str:
+        """The matrix view ``auto`` stands for: ``classes`` when frames carry no task, else ``tasks``.
+
+        Args:
+            kind: ``auto``, ``tasks`` or ``classes``.
+
+        Returns:
+            ``tasks`` or ``classes``.
+
+        Raises:
+            ValueError: on an unknown kind.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if kind != "auto":
+            return kind
+        with self._connect() as conn:
+            tasks = [r[0] for r in conn.execute("SELECT DISTINCT task FROM evaluations")]
+        return "classes" if is_taskless(tasks) else "tasks"
+
     def matrix_view(self, status: str | None = "promoted",
-                    extra: tuple[int, str] | None = None) -> MatrixView:
-        """Accuracy matrix (rows: evaluated versions by round; columns: tasks by task index).
+                    extra: tuple[int, str] | None = None, kind: str = "tasks") -> MatrixView:
+        """Accuracy matrix (rows: evaluated versions by round; columns: tasks or classes).
 
         Args:
             status: keep only versions whose round has this status; None keeps every evaluation.
             extra: one more ``(round, version)`` to keep whatever its status (a candidate).
+            kind: ``tasks`` (columns by task index), ``classes`` (per-class AP50-95, columns by
+                class id; a class evaluated in several tasks of one round is pooled, weighted by
+                its held-out boxes) or ``auto`` (:meth:`resolve_kind`).
 
         Returns:
             The :class:`MatrixView`.
 
         Raises:
-            ValueError: on an unknown status.
+            ValueError: on an unknown status or kind.
         """
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES} or None, got {status!r}")
+        kind = self.resolve_kind(kind)
+        if kind == "classes":
+            return self._class_matrix(status, extra, "ap50_95")
         rows = self._evaluation_rows(status, extra)
         tasks = sorted({(idx, name) for _, _, name, idx, _ in rows})
         task_names = list(dict.fromkeys(name for _, name in tasks))
@@ -278,50 +461,163 @@ class Monitor:
         keys = list(row_of)
         return MatrixView(values, task_names, [v for _, v in keys], [r for r, _ in keys])
 
+    def _status_filter(self, status: str | None, extra: tuple[int, str] | None,
+                       alias: str) -> tuple[str, list]:
+        """SQL ``WHERE`` clause keeping rows of versions with ``status`` (plus ``extra``)."""
+        if status is None:
+            return "", []
+        sql, params = " WHERE r.status = ?", [status]
+        if extra is not None:
+            sql += f" OR ({alias}.round = ? AND {alias}.model_version = ?)"
+            params.extend([int(extra[0]), str(extra[1])])
+        return sql, params
+
     def _evaluation_rows(self, status: str | None, extra: tuple[int, str] | None) -> list[tuple]:
         """(round, version, task, task_index, map50_95) rows ordered by round then time."""
+        where, params = self._status_filter(status, extra, "e")
         sql = ("SELECT e.round, e.model_version, e.task, e.task_index, e.map50_95, e.ts_s "
                "FROM evaluations e LEFT JOIN rounds r "
-               "ON r.round = e.round AND r.model_version = e.model_version")
-        params: list = []
-        if status is not None:
-            sql += " WHERE r.status = ?"
-            params.append(status)
-            if extra is not None:
-                sql += " OR (e.round = ? AND e.model_version = ?)"
-                params.extend([int(extra[0]), str(extra[1])])
+               "ON r.round = e.round AND r.model_version = e.model_version" + where)
         with self._connect() as conn:
             rows = conn.execute(sql, params).fetchall()
-        first_ts = {}
-        for r, v, *_, ts in rows:
-            first_ts[(r, v)] = min(ts, first_ts.get((r, v), ts))
-        rows.sort(key=lambda row: (row[0], first_ts[(row[0], row[1])], row[1]))
+        order = _row_order([(r, v, ts) for r, v, *_, ts in rows])
+        rows.sort(key=lambda row: order[(row[0], row[1])])
         return [row[:5] for row in rows]
 
-    def accuracy_matrix(self, status: str | None = "promoted") -> tuple[np.ndarray, list[str], list[str]]:
-        """Accuracy matrix ``R`` (see :mod:`edgecl.continual.metrics`) and its labels.
+    def _class_matrix(self, status: str | None, extra: tuple[int, str] | None,
+                      column: str) -> MatrixView:
+        """Per-class matrix of ``column`` (``ap50_95``, ``recall`` or ``n_instances``)."""
+        where, params = self._status_filter(status, extra, "e")
+        sql = (f"SELECT e.round, e.model_version, c.cls, c.{column}, c.n_instances, e.ts_s "
+               "FROM class_ap c JOIN evaluations e ON e.round = c.round "
+               "AND e.model_version = c.model_version AND e.task = c.task "
+               "LEFT JOIN rounds r ON r.round = e.round AND r.model_version = e.model_version"
+               + where)
+        with self._connect() as conn:
+            rows = conn.execute(sql, params).fetchall()
+            names = {int(c): str(n) for c, n in conn.execute("SELECT cls, name FROM class_names")}
+        order = _row_order([(r, v, ts) for r, v, *_, ts in rows])
+        keys = sorted(order, key=order.get)
+        class_ids = sorted({int(row[2]) for row in rows})
+        row_of = {key: i for i, key in enumerate(keys)}
+        col_of = {cls: j for j, cls in enumerate(class_ids)}
+        total = np.zeros((len(keys), len(class_ids)))
+        weight = np.zeros_like(total)
+        for round_no, version, cls, value, n, _ in rows:
+            if value is None:
+                continue
+            cell = (row_of[(round_no, version)], col_of[int(cls)])
+            # counts add up over tasks; AP and recall are pooled, weighted by held-out boxes
+            w = 1.0 if column == "n_instances" or n is None else max(float(n), 1e-9)
+            total[cell] += float(value) if column == "n_instances" else w * float(value)
+            weight[cell] += 1.0 if column == "n_instances" else w
+        divisor = np.ones_like(weight) if column == "n_instances" else np.where(weight > 0, weight, 1)
+        values = np.where(weight > 0, total / divisor, np.nan)
+        return MatrixView(values, [names.get(c, str(c)) for c in class_ids],
+                          [v for _, v in keys], [r for r, _ in keys], "classes", tuple(class_ids))
+
+    def accuracy_matrix(self, kind: str = "auto", status: str | None = "promoted") -> dict:
+        """Accuracy matrix for display (the web console's shape).
 
         Args:
-            status: ``promoted`` (default), ``rejected``, or None for every evaluation.
+            kind: ``auto``, ``tasks`` or ``classes`` (see :meth:`matrix_view`).
+            status: ``promoted`` (default), ``staged``, ``rejected``, or None for every
+                evaluation.
 
         Returns:
-            ``(R, task_names, versions)``.
-        """
-        view = self.matrix_view(status)
-        return view.values, view.task_names, view.versions
+            ``{"kind", "rows": ["r3 v0003", ...], "columns": [task or class names],
+            "values": [[float | None]], "versions", "rounds"}`` (None where not evaluated).
 
-    def candidate_metrics(self, round_no: int, model_version: str) -> dict:
+        Raises:
+            ValueError: on an unknown kind or status.
+        """
+        view = self.matrix_view(status, kind=kind)
+        return {"kind": view.kind, "rows": _row_labels(view), "columns": list(view.task_names),
+                "values": [[_nan_to_none(float(v)) for v in row] for row in view.values],
+                "versions": list(view.versions), "rounds": list(view.rounds)}
+
+    def per_class_ap_over_rounds(self, status: str | None = "promoted") -> dict[str, list]:
+        """AP50-95 of every class after each round (the rows of :meth:`accuracy_matrix` ``classes``).
+
+        Args:
+            status: as for :meth:`matrix_view`.
+
+        Returns:
+            class name -> one value per row (None where the class was not evaluated).
+        """
+        view = self.matrix_view(status, kind="classes")
+        return {name: [_nan_to_none(float(v)) for v in view.values[:, j]]
+                for j, name in enumerate(view.task_names)}
+
+    def forgetting_classes(self, threshold: float, min_instances: int = 1) -> set[int]:
+        """Classes whose held-out AP50-95 or recall fell by more than ``threshold`` in the last round.
+
+        The last round is the latest evaluated version, whatever its status; it is compared with
+        the latest promoted version evaluated before it (for a rejected candidate: the model it
+        was trained from, still serving). Used by the ``forgetting`` selection policy.
+
+        Args:
+            threshold: drop (AP50-95 or recall, 0..1) above which a class counts as forgotten.
+            min_instances: held-out boxes a class needs in the last round to count.
+
+        Returns:
+            Class ids (empty when fewer than two versions were evaluated).
+        """
+        ap = self._class_matrix(None, None, "ap50_95")
+        if len(ap.versions) < 2:
+            return set()
+        with self._connect() as conn:
+            statuses = dict(((r, v), s) for r, v, s in conn.execute(
+                "SELECT round, model_version, status FROM rounds"))
+        keys = list(zip(ap.rounds, ap.versions))
+        earlier = [i for i in range(len(keys) - 1) if statuses.get(keys[i]) == "promoted"]
+        if not earlier:
+            return set()
+        recall = self._class_matrix(None, None, "recall")
+        counts = self._class_matrix(None, None, "n_instances")
+        ref = earlier[-1]
+        fell = (np.nan_to_num(metrics.row_drop(ap.values, -1, ref), nan=-1.0) > threshold) | (
+            np.nan_to_num(metrics.row_drop(recall.values, -1, ref), nan=-1.0) > threshold)
+        enough = np.nan_to_num(counts.values[-1], nan=float(min_instances)) >= min_instances
+        return {cls for cls, hit in zip(ap.class_ids, fell & enough) if hit}
+
+    def class_ap(self, model_version: str) -> dict[str, float | None]:
+        """Held-out AP50-95 per class of one evaluated version (e.g. for the console's model list).
+
+        Args:
+            model_version: the version.
+
+        Returns:
+            class name -> AP50-95 (None where not evaluated); empty when the version has no
+            stored evaluation.
+        """
+        view = self.matrix_view(None, kind="classes")
+        rows = [i for i, v in enumerate(view.versions) if v == str(model_version)]
+        if not rows:
+            return {}
+        return {name: _nan_to_none(float(v)) for name, v in zip(view.task_names, view.values[rows[-1]])}
+
+    def candidate_metrics(self, round_no: int, model_version: str, kind: str = "auto") -> dict:
         """ACC, BWT and forgetting if this version were promoted after the promoted ones.
 
         Args:
             round_no: the candidate's round.
             model_version: the candidate's version.
+            kind: matrix view of ``acc``, ``bwt``, ``mean_forgetting`` and ``forgetting``.
 
         Returns:
-            ``{"acc", "bwt", "mean_forgetting", "forgetting": {task: value}}`` (None for NaN).
+            ``{"kind", "acc", "bwt", "mean_forgetting", "forgetting": {column: value},
+            "class_forgetting": {name: value}, "class_ap50_95": {name: value}}`` (None for NaN);
+            the ``class_*`` entries come from the class view whatever ``kind`` is.
         """
-        view = self.matrix_view("promoted", extra=(round_no, model_version))
-        return _cl_metrics(view)
+        kind = self.resolve_kind(kind)
+        view = self.matrix_view("promoted", extra=(round_no, model_version), kind=kind)
+        classes = view if kind == "classes" else self.matrix_view(
+            "promoted", extra=(round_no, model_version), kind="classes")
+        out = {"kind": kind, **metrics.summarize(view.values, view.task_names)}
+        out["class_forgetting"] = metrics.summarize(classes.values, classes.task_names)["forgetting"]
+        out["class_ap50_95"] = _last_row(classes)
+        return out
 
     def latest_reliability(self, status: str | None = "promoted") -> tuple[int, str, ReliabilityBins] | None:
         """Reliability bins of the latest evaluated version, pooled over its tasks.
@@ -335,16 +631,58 @@ class Monitor:
         view = self.matrix_view(status)
         if not view.versions:
             return None
-        key = (view.rounds[-1], view.versions[-1])
+        bins = self._version_bins(view.rounds[-1], view.versions[-1])
+        return None if bins is None else (view.rounds[-1], view.versions[-1], bins)
+
+    def _version_bins(self, round_no: int, version: str) -> ReliabilityBins | None:
+        """Reliability bins of one evaluated version pooled over its tasks (None if none)."""
         with self._connect() as conn:
             rows = conn.execute("SELECT task, lo, hi, conf_mean, precision, count FROM reliability "
-                                "WHERE round=? AND model_version=? ORDER BY task, bin", key).fetchall()
+                                "WHERE round=? AND model_version=? ORDER BY task, bin",
+                                (int(round_no), str(version))).fetchall()
         per_task: dict[str, list] = {}
         for task, *rest in rows:
             per_task.setdefault(task, []).append(rest)
         if not per_task:
             return None
-        return (*key, merge_bins([_bins_from_rows(r) for r in per_task.values()]))
+        return merge_bins([_bins_from_rows(r) for r in per_task.values()])
+
+    def reliability(self, version: str | None = None) -> dict:
+        """Reliability diagram data of a version (the web console's shape).
+
+        Args:
+            version: a model version; None for the latest promoted one.
+
+        Returns:
+            ``{"version", "round", "bins": [{"lo", "hi", "confidence", "precision", "count"}],
+            "dece", "protocol", "calibration"}``: the raw confidences of the version's held-out
+            evaluation (pooled over its tasks) under ``protocol``; ``calibration`` is the stored
+            post-hoc calibration (``dece_before``, ``dece_after``, ``protocol``, ``bins`` after
+            calibration) or None. A version without a stored evaluation (or no promoted version)
+            gets ``round`` None and no bins.
+        """
+        if version is None:
+            view = self.matrix_view("promoted")
+            round_no, version = (view.rounds[-1], view.versions[-1]) if view.versions else (None, None)
+        else:
+            with self._connect() as conn:
+                row = conn.execute("SELECT MAX(round) FROM evaluations WHERE model_version=?",
+                                   (str(version),)).fetchone()
+            round_no = None if row is None or row[0] is None else int(row[0])
+        if round_no is None:
+            return {"version": version, "round": None, "bins": [], "dece": None,
+                    "protocol": dict(DECE_PROTOCOL), "calibration": None}
+        bins = self._version_bins(round_no, version)
+        report = self.calibration(version)
+        calibration = None if report is None else {
+            "dece_before": report.get("dece_before"), "dece_after": report.get("dece_after"),
+            "protocol": report.get("protocol"), "bins": report.get("reliability_after"),
+            "thresholds": report.get("thresholds"),
+            "target_precision": report.get("target_precision")}
+        return {"version": version, "round": round_no,
+                "bins": [] if bins is None else bins_to_records(bins),
+                "dece": None if bins is None else _nan_to_none(dece_from_bins(bins)),
+                "protocol": dict(DECE_PROTOCOL), "calibration": calibration}
 
     def rounds(self) -> list[dict]:
         """All recorded rounds, oldest first.
@@ -368,20 +706,33 @@ class Monitor:
         """Current state of learning and serving, computed from the promoted versions.
 
         Returns:
-            Dict with ``round``, ``model_version``, ``tasks``, ``acc``, ``bwt``,
+            Dict with ``round``, ``model_version``, ``kind`` (the view of ``acc``, ``bwt`` and
+            ``mean_forgetting``: ``tasks`` or ``classes``), ``tasks``, ``acc``, ``bwt``,
             ``mean_forgetting``, ``forgetting`` (task -> value), ``map50_95`` (task -> latest),
-            ``dece``, ``fps``, ``latency_ms_p50``, ``memory_bytes``, ``memory_samples``,
+            ``class_ap50_95`` and ``class_forgetting`` (class name -> value), ``dece``,
+            ``calibration`` (``dece_before``/``dece_after`` of the latest promoted version or
+            None), ``fps``, ``latency_ms_p50``, ``memory_bytes``, ``memory_samples``,
             ``n_promoted``, ``n_rejected``, ``serving_version`` (what the loop ran at the last
             runtime sample); None where there is nothing to report. ``model_version`` is the
             latest promoted version.
         """
         view = self.matrix_view("promoted")
-        out = {"round": view.rounds[-1] if view.rounds else None, "tasks": view.task_names,
-               **_cl_metrics(view)}
-        out["map50_95"] = {} if not view.versions else {
-            t: _nan_to_none(float(v)) for t, v in zip(view.task_names, view.values[-1])}
+        kind = self.resolve_kind("auto")
+        classes = self.matrix_view("promoted", kind="classes")
+        chosen = metrics.summarize(*((classes.values, classes.task_names) if kind == "classes"
+                                     else (view.values, view.task_names)))
+        out = {"round": view.rounds[-1] if view.rounds else None, "kind": kind,
+               "tasks": view.task_names, "acc": chosen["acc"], "bwt": chosen["bwt"],
+               "mean_forgetting": chosen["mean_forgetting"],
+               "forgetting": metrics.summarize(view.values, view.task_names)["forgetting"]}
+        out["map50_95"] = _last_row(view)
+        out["class_ap50_95"] = _last_row(classes)
+        out["class_forgetting"] = metrics.summarize(classes.values, classes.task_names)["forgetting"]
         latest = self.latest_reliability("promoted")
         out["dece"] = None if latest is None else _nan_to_none(dece_from_bins(latest[2]))
+        report = self.calibration(view.versions[-1]) if view.versions else None
+        out["calibration"] = None if report is None else {
+            "dece_before": report.get("dece_before"), "dece_after": report.get("dece_after")}
         runtime = self.latest_runtime() or {}
         for key in ("fps", "latency_ms_p50", "memory_bytes", "memory_samples"):
             out[key] = runtime.get(key)
@@ -393,22 +744,50 @@ class Monitor:
         return out
 
 
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """True when SQLite says the file is not (or no longer) a database."""
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text
+
+
+def _json_default(value):
+    """JSON encoder fallback for numpy scalars and arrays in a calibration report."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _write_names(conn: sqlite3.Connection, names: Mapping[int, str]) -> None:
+    """Insert or rename classes in the ``class_names`` table."""
+    conn.executemany("INSERT OR REPLACE INTO class_names VALUES (?, ?)",
+                     [(int(c), str(n)) for c, n in names.items()])
+
+
+def _row_order(keys: list[tuple[int, str, float]]) -> dict[tuple[int, str], tuple]:
+    """Sort key of each (round, version): round, then its first evaluation time, then name."""
+    first_ts: dict[tuple[int, str], float] = {}
+    for round_no, version, ts in keys:
+        first_ts[(round_no, version)] = min(ts, first_ts.get((round_no, version), ts))
+    return {key: (key[0], ts, key[1]) for key, ts in first_ts.items()}
+
+
+def _row_labels(view: MatrixView) -> list[str]:
+    """Row labels ``r<round> <version>``."""
+    return [f"r{r} {v}" for r, v in zip(view.rounds, view.versions)]
+
+
+def _last_row(view: MatrixView) -> dict[str, float | None]:
+    """Column name -> value of the last row (empty without rows)."""
+    if not view.versions:
+        return {}
+    return {name: _nan_to_none(float(v)) for name, v in zip(view.task_names, view.values[-1])}
+
+
 def _bins_from_rows(rows: list) -> ReliabilityBins:
     """Rebuild :class:`ReliabilityBins` from ``(lo, hi, conf_mean, precision, count)`` rows."""
     edges = np.array([rows[0][0]] + [r[1] for r in rows])
     return ReliabilityBins(edges, np.array([_num(r[2]) for r in rows]),
                            np.array([_num(r[3]) for r in rows]),
                            np.array([int(r[4]) for r in rows], np.int64))
-
-
-def _cl_metrics(view: MatrixView) -> dict:
-    """ACC, BWT and forgetting of a matrix view (None where undefined)."""
-    if not view.versions:
-        return {"acc": None, "bwt": None, "mean_forgetting": None, "forgetting": {}}
-    per_task = metrics.forgetting(view.values)
-    return {
-        "acc": _nan_to_none(metrics.acc(view.values)),
-        "bwt": metrics.bwt(view.values),
-        "mean_forgetting": metrics.mean_forgetting(view.values),
-        "forgetting": {t: float(f) for t, f in zip(view.task_names, per_task) if np.isfinite(f)},
-    }

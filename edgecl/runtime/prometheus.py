@@ -1,11 +1,19 @@
 """Prometheus exposition of the monitor: gauges read from :meth:`Monitor.summary` at scrape time,
-in a private registry (never the process-global one)."""
+in a private registry (never the process-global one).
+
+Per task: ``edgecl_map50_95{task=...}``, ``edgecl_forgetting{task=...}``. Per class (held-out
+AP50-95 of the latest promoted version, and its forgetting over the promoted rounds):
+``edgecl_class_ap50_95{class="car"}``, ``edgecl_class_forgetting{class="car"}``.
+``edgecl_acc``, ``edgecl_bwt`` and ``edgecl_mean_forgetting`` come from the class view when
+frames carry no task (see :mod:`edgecl.runtime.monitor`).
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 
+from edgecl.errors import StorageError
 from edgecl.runtime.monitor import Monitor, MonitorError
 
 LOG = logging.getLogger(__name__)
@@ -29,6 +37,8 @@ _GAUGES = (
     ("edgecl_bwt", "bwt", "Backward transfer of box mAP50-95 (negative: forgetting)"),
     ("edgecl_mean_forgetting", "mean_forgetting", "Mean forgetting over earlier tasks"),
     ("edgecl_dece", "dece", "Detection expected calibration error of the latest promoted version"),
+    ("edgecl_dece_calibrated", "dece_calibrated",
+     "D-ECE after post-hoc calibration (cross-fitted) of the latest promoted version"),
     ("edgecl_fps", "fps", "Inference frames per second"),
     ("edgecl_latency_ms_p50", "latency_ms_p50", "Median inference latency in milliseconds"),
     ("edgecl_memory_bytes", "memory_bytes", "Bytes held by the replay memory"),
@@ -48,20 +58,26 @@ class _SummaryCollector:
 
         try:
             summary = self._monitor.summary()
-        except MonitorError as exc:
+        except (MonitorError, StorageError) as exc:
             LOG.warning("metrics scrape: %s", exc)
             yield GaugeMetricFamily("edgecl_monitor_up", "Metrics database readable", value=0)
             return
         yield GaugeMetricFamily("edgecl_monitor_up", "Metrics database readable", value=1)
+        summary["dece_calibrated"] = (summary.get("calibration") or {}).get("dece_after")
         for name, key, doc in _GAUGES:
             if summary.get(key) is not None:
                 yield GaugeMetricFamily(name, doc, value=float(summary[key]))
-        for name, key, doc in (("edgecl_forgetting", "forgetting", "Forgetting per task"),
-                               ("edgecl_map50_95", "map50_95", "Box mAP50-95 per task")):
-            family = GaugeMetricFamily(name, doc, labels=["task"])
-            for task, value in summary[key].items():
+        for name, key, label, doc in (
+                ("edgecl_forgetting", "forgetting", "task", "Forgetting per task"),
+                ("edgecl_map50_95", "map50_95", "task", "Box mAP50-95 per task"),
+                ("edgecl_class_ap50_95", "class_ap50_95", "class",
+                 "Held-out box AP50-95 per class (latest promoted version)"),
+                ("edgecl_class_forgetting", "class_forgetting", "class",
+                 "Forgetting per class: best earlier AP50-95 minus latest")):
+            family = GaugeMetricFamily(name, doc, labels=[label])
+            for column, value in summary.get(key, {}).items():
                 if value is not None:
-                    family.add_metric([task], float(value))
+                    family.add_metric([str(column)], float(value))
             yield family
         version = summary.get("model_version")
         if version is not None:

@@ -20,3 +20,4 @@ def promote_version(state_dir: str | Path, version: str) -> None:
 
     Registry(Path(state_dir) / "models").promote(version)
     Monitor(state_dir).set_version_status(version, "promoted")
+

@@ -1,129 +1,219 @@
-"""Local HTTP server: ``/healthz``, ``/metrics`` (Prometheus), ``/api/...`` and a small dashboard.
+"""The console's HTTP server: uvicorn in one daemon thread, started and stopped by the runtime.
 
-Binds 127.0.0.1 by default. Runs in its own daemon thread; handlers only read state
-through the callables they are given, so the server never blocks the loop.
+The app (:func:`edgecl.web.create_app`) only reads state through the runtime's hooks, so serving
+never blocks the inference loop. Bounds (issue 10, point 11): at most ``max_connections``
+connections and requests at once (uvicorn's ``limit_concurrency``; beyond it a request gets 503),
+and a connection that has not sent a complete request head within ``timeout_s`` seconds (idle
+after connecting, a header trickle, or idle keep-alive) is closed.
+
+Binds 127.0.0.1 by default; :func:`check_bind` refuses any other address without a token.
 """
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import logging
+import os
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+import time
+
+from edgecl.errors import ConfigError
+from edgecl.web import ConsoleHooks, create_app
 
 log = logging.getLogger(__name__)
 
-DASHBOARD = """<!doctype html><html><head><meta charset="utf-8"><title>edgecl</title>
-<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:left}</style>
-</head><body><h1>edgecl</h1><pre id="h">loading...</pre><h2>Models</h2><pre id="m"></pre>
-<h2>Pending labels</h2><pre id="p"></pre><script>
-async function r(){for(const [id,u] of [["h","/healthz"],["m","/api/models"],["p","/api/labels/pending"]]){
- try{document.getElementById(id).textContent=JSON.stringify(await (await fetch(u)).json(),null,1)}
- catch(e){document.getElementById(id).textContent=String(e)}}}
-r();setInterval(r,2000);</script></body></html>"""
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+TOKEN_ENV = "EDGECL_TOKEN"
 
 
-class Routes:
-    """What the server can show; each callable returns JSON-ready data (or bytes for metrics).
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine.
 
     Args:
-        health: current status of the runtime.
-        metrics: Prometheus exposition text.
-        models: registry listing.
-        pending: operator label queue.
-        label_action: ``(item_id, "accept"|"reject") -> dict``.
+        host: a bind address or ``localhost``.
+
+    Returns:
+        True for ``localhost``, 127.0.0.0/8 and ``::1``.
     """
-
-    def __init__(self, health: Callable[[], dict], metrics: Callable[[], bytes] | None = None,
-                 models: Callable[[], list] | None = None, pending: Callable[[], list] | None = None,
-                 label_action: Callable[[str, str], dict] | None = None):
-        self.health = health
-        self.metrics = metrics
-        self.models = models or (lambda: [])
-        self.pending = pending or (lambda: [])
-        self.label_action = label_action
+    if host.strip().lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
-def _make_handler(routes: Routes):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "edgecl"
+def resolve_token(configured: str = "") -> str:
+    """The console token: ``$EDGECL_TOKEN`` when set (keeps secrets out of YAML), else config.
 
-        def log_message(self, fmt, *args):  # route access logs to logging at debug level
-            log.debug("http: " + fmt, *args)
+    Args:
+        configured: ``server.token`` from the config.
 
-        def _send(self, code: int, body: bytes, ctype: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    Returns:
+        The token, stripped; empty when none is set.
+    """
+    return (os.environ.get(TOKEN_ENV, "").strip() or (configured or "").strip())
 
-        def _json(self, code: int, obj) -> None:
-            self._send(code, json.dumps(obj).encode(), "application/json")
 
-        def do_GET(self):  # noqa: N802 (http.server naming)
-            path = self.path.split("?")[0]
-            if path == "/healthz":
-                self._json(200, routes.health())
-            elif path == "/metrics" and routes.metrics is not None:
-                self._send(200, routes.metrics(), "text/plain; version=0.0.4; charset=utf-8")
-            elif path == "/api/models":
-                self._json(200, routes.models())
-            elif path == "/api/labels/pending":
-                self._json(200, routes.pending())
-            elif path in ("/", "/dashboard"):
-                self._send(200, DASHBOARD.encode(), "text/html; charset=utf-8")
-            else:
-                self._json(404, {"error": f"no such path: {path}"})
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to serve beyond loopback without a token (called once at runtime start).
 
-        def do_POST(self):  # noqa: N802
-            parts = self.path.strip("/").split("/")
-            if (len(parts) == 4 and parts[:2] == ["api", "labels"] and parts[3] in ("accept", "reject")
-                    and routes.label_action is not None):
-                try:
-                    self._json(200, routes.label_action(parts[2], parts[3]))
-                except KeyError:
-                    self._json(404, {"error": f"no pending label {parts[2]}"})
-            else:
-                self._json(404, {"error": f"no such path: {self.path}"})
+    Args:
+        host: ``server.host``.
+        token: the resolved token (:func:`resolve_token`).
 
-    return Handler
+    Raises:
+        ConfigError: ``host`` is not a loopback address and ``token`` is empty.
+    """
+    if not is_loopback(host) and not (token or "").strip():
+        raise ConfigError(f"server.host={host} is reachable from the network: set server.token "
+                          f"or ${TOKEN_ENV} (or bind server.host=127.0.0.1)")
+
+
+def _timed_protocol(timeout_s: float):
+    """An h11 protocol class that closes a connection without a request head in ``timeout_s``."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11Protocol(H11Protocol):
+        """uvicorn's h11 protocol plus a request-head deadline per connection."""
+
+        def connection_made(self, transport) -> None:  # noqa: D102 - asyncio protocol hook
+            super().connection_made(transport)
+            self._arm_head_deadline()
+
+        def on_response_complete(self) -> None:  # noqa: D102 - uvicorn hook
+            super().on_response_complete()
+            self._arm_head_deadline()
+
+        def _arm_head_deadline(self) -> None:
+            waiting_after = self.cycle
+
+            def expire() -> None:
+                if self.cycle is waiting_after and not self.transport.is_closing():
+                    self.transport.close()
+
+            self.loop.call_later(timeout_s, expire)
+
+    return TimedH11Protocol
 
 
 class StatusServer:
-    """The HTTP server thread.
+    """uvicorn serving one ASGI app in a daemon thread.
 
     Args:
-        routes: what to serve.
+        app: the ASGI app (:func:`edgecl.web.create_app`, which sets the token), or
+            :class:`~edgecl.web.ConsoleHooks` served without a token.
         host: bind address (127.0.0.1 by default: not reachable from the network).
-        port: TCP port (0 picks a free one; see :attr:`port` after :meth:`start`).
+        port: TCP port (0 picks a free one; read :attr:`port` after :meth:`start`).
+        max_connections: cap on open connections and in-flight requests (uvicorn
+            ``limit_concurrency``; a request beyond it is answered 503).
+        timeout_s: seconds a connection may stay without sending a complete request head
+            (after connecting or between keep-alive requests) before it is closed.
     """
 
-    def __init__(self, routes: Routes, host: str = "127.0.0.1", port: int = 8765):
-        self.routes = routes
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 8765, *,
+                 max_connections: int = 64, timeout_s: float = 5.0):
+        self.app = create_app(app) if isinstance(app, ConsoleHooks) else app
         self.host = host
         self.port = port
-        self._httpd: ThreadingHTTPServer | None = None
+        self.max_connections = max_connections
+        self.timeout_s = timeout_s
+        self._server = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Bind and serve in a daemon thread.
+    @property
+    def alive(self) -> bool:
+        """True while the server thread runs and accepts connections (for the watchdog)."""
+        return bool(self._thread and self._thread.is_alive() and self._server
+                    and self._server.started)
+
+    def _bind(self) -> socket.socket:
+        infos = socket.getaddrinfo(self.host.strip("[]"), self.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def start(self, ready_timeout_s: float = 10.0) -> None:
+        """Bind, then serve in a daemon thread; returns once the server accepts connections.
+
+        Args:
+            ready_timeout_s: how long to wait for uvicorn's start-up.
 
         Raises:
-            OSError: the port is taken or the address is invalid.
+            OSError: the port is taken, the address is invalid, or the server did not start.
         """
-        self._httpd = ThreadingHTTPServer((self.host, self.port), _make_handler(self.routes))
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="edgecl-http",
-                                        daemon=True)
-        self._thread.start()
-        log.info("serving http://%s:%d/ (healthz, metrics, api)", self.host, self.port)
+        import uvicorn
 
-    def stop(self) -> None:
-        """Shut the server down."""
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        sock = self._bind()
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_config=None, log_level="warning", access_log=False,
+                                lifespan="off", ws="none", http=_timed_protocol(self.timeout_s),
+                                limit_concurrency=self.max_connections,
+                                timeout_keep_alive=self.timeout_s, timeout_graceful_shutdown=2)
+        self._server = server = uvicorn.Server(config)
+
+        def serve() -> None:
+            try:
+                server.run(sockets=[sock])
+            except Exception:  # noqa: BLE001 - the server thread must not take the runtime down
+                log.exception("console server thread ended with an error")
+            finally:
+                sock.close()
+
+        self._thread = threading.Thread(target=serve, name="edgecl-http", daemon=True)
+        self._thread.start()
+        deadline_s = time.monotonic() + ready_timeout_s
+        while not server.started and self._thread.is_alive() and time.monotonic() < deadline_s:
+            time.sleep(0.02)
+        if not server.started:
+            self.stop()
+            raise OSError(f"console server did not start on {self.host}:{self.port}")
+        log.info("console on http://%s:%d/ (healthz, metrics, api, pages)", self.host, self.port)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop serving: close idle connections, give in-flight requests up to 2 s (idempotent).
+
+        Args:
+            timeout_s: how long to wait for the server thread.
+        """
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(timeout_s)
+                if self._thread.is_alive():
+                    log.warning("console server thread did not stop within %.0f s", 2 * timeout_s)
+        self._thread = None
+        self._server = None
+
+
+def Routes(health, metrics=None, models=None, pending=None, label_action=None) -> ConsoleHooks:  # noqa: N802
+    """Transitional: the pre-console constructor ``runtime/app.py`` still calls.
+
+    Remove once the runtime builds :class:`~edgecl.web.ConsoleHooks` itself. ``label_action``
+    (the old accept/reject) has no route any more: answers go through ``ConsoleHooks.answer``.
+
+    Args:
+        health: ``() -> dict``.
+        metrics: ``() -> bytes`` or None.
+        models: ``() -> list`` or None.
+        pending: ``() -> list`` or None.
+        label_action: ignored.
+
+    Returns:
+        The hooks, for :class:`StatusServer`.
+    """
+    del label_action
+    return ConsoleHooks(health=health, metrics=metrics or (lambda: b""),
+                        models=models or (lambda: []), pending=pending or (lambda: []))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -13,6 +14,9 @@ from edgecl.models.base import Backend, InferenceOptions
 from edgecl.models.registry import Registry
 
 log = logging.getLogger(__name__)
+
+# Refused versions remembered (with their reasons) so that they are not reloaded every poll.
+MAX_REFUSED = 32
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,8 @@ class ModelWatcher:
 
     When it changes, the new version is verified, loaded and warmed up aside; the inference
     thread then takes it with :meth:`take_ready` between two frames. A corrupt or unloadable
-    version is refused (logged once, remembered in :attr:`refused`) and the loop keeps its model.
+    version is refused (logged once, remembered in :attr:`refused`, the last :data:`MAX_REFUSED`)
+    and the loop keeps its model.
 
     Args:
         registry: the model registry.
@@ -47,7 +52,7 @@ class ModelWatcher:
         self.poll_s = poll_s
         self.warmup_runs = warmup_runs
         self.prefer = prefer
-        self.refused: dict[str, str] = {}
+        self.refused: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._seen = current_version
         self._ready: queue.Queue[ReadyModel] = queue.Queue(maxsize=1)
         self._retired: queue.Queue[Backend] = queue.Queue()
@@ -93,7 +98,18 @@ class ModelWatcher:
             if ready is None:
                 continue
             self._seen = version
-            self._ready.put(ready)
+            self._offer(ready)
+
+    def _offer(self, ready: ReadyModel) -> None:
+        """Hand a loaded model to the inference thread, waiting while the previous one is
+        still untaken; on stop the model is closed instead (stop never waits on a put)."""
+        while not self._stop.is_set():
+            try:
+                self._ready.put(ready, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        ready.backend.close()
 
     def load_version(self, version: str) -> ReadyModel | None:
         """Verify, load and warm one version; on failure record the reason and return None.
@@ -110,9 +126,12 @@ class ModelWatcher:
                 raise EdgeclError(problems[0])
             path = self.registry.model_path(version, self.prefer)
             backend = load_backend(path, self.opts, warmup_runs=self.warmup_runs)
-        except EdgeclError as exc:
-            self.refused[version] = str(exc)
-            log.error("refusing model version %s: %s; keeping the current model", version, exc)
+        except Exception as exc:  # any load failure refuses the version, never the loader thread
+            reason = str(exc) if isinstance(exc, EdgeclError) else f"{type(exc).__name__}: {exc}"
+            self.refused[version] = reason
+            while len(self.refused) > MAX_REFUSED:  # bounded: the oldest refusals are forgotten
+                self.refused.popitem(last=False)
+            log.error("refusing model version %s: %s; keeping the current model", version, reason)
             return None
         log.info("model version %s loaded and warmed; swapping at the next frame", version)
         return ReadyModel(version=version, backend=backend)

@@ -21,7 +21,7 @@ from edgecl.bench.cl_protocol import (
     choose_replay,
     replay_size,
 )
-from edgecl.bench.tasks import label_path_for, load_tasks
+from edgecl.data.tasks import label_path_for, load_tasks
 from edgecl.errors import ConfigError, LabelError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/synthetic_yolo.py
@@ -41,8 +41,10 @@ def _classes(label_file: Path) -> list[int]:
 
 def test_filter_label_text_drops_future_classes_and_renumbers():
     text = "0 0.5 0.5 0.1 0.1\n3 0.2 0.2 0.1 0.1\n\n1 0.3 0.3 0.2 0.2\n2 0.9 0.9 0.1 0.1\n"
-    assert filter_label_text(text, {0: 0, 1: 1}) == "0 0.5 0.5 0.1 0.1\n1 0.3 0.3 0.2 0.2\n"
-    assert filter_label_text(text, {2: 0, 0: 1}) == "1 0.5 0.5 0.1 0.1\n0 0.9 0.9 0.1 0.1\n"
+    assert filter_label_text(text, {0: 0, 1: 1}) == ("0 0.500000 0.500000 0.100000 0.100000\n"
+                                                     "1 0.300000 0.300000 0.200000 0.200000\n")
+    assert filter_label_text(text, {2: 0, 0: 1}) == ("1 0.500000 0.500000 0.100000 0.100000\n"
+                                                     "0 0.900000 0.900000 0.100000 0.100000\n")
     assert filter_label_text(text, {}) == ""
 
 
@@ -234,3 +236,35 @@ def test_end_to_end_tiny_run_is_complete_consistent_and_resumable(tmp_path, caps
     more = _run(out, capsys, "--budgets", "0.2,0.5,1.0", "--strategies", "er")
     assert (more["new_runs"], more["skipped_runs"], more["runs"]) == (1, 2, 3)
     assert len(json.loads((out / "results.json").read_text())) == 6
+
+
+def test_parse_strategies_with_modifiers():
+    assert cl.parse_strategies("er+lwf, class_balanced+pl+lwf,finetune+lwf") == [
+        "er+lwf", "class_balanced+pl+lwf", "finetune+lwf"]
+    with pytest.raises(ConfigError, match="did you mean 'lwf'"):
+        cl.parse_strategies("er+lfw")
+    with pytest.raises(ConfigError, match="joint"):
+        cl.parse_strategies("joint+lwf")
+    plan = cl.plan_runs(["finetune+lwf", "er+pl"], [0.1], 1)
+    assert plan == [RunSpec("finetune+lwf", None, 0), RunSpec("er+pl", 0.1, 0)]
+    assert plan[1].base == "er" and plan[1].modifiers == {"pl"}
+
+
+def test_end_to_end_tiny_run_with_the_new_methods(tmp_path, capsys):
+    out = tmp_path / "bench"
+    summary = _run(out, capsys, "--budgets", "0.5", "--strategies",
+                   "class_balanced,er+lwf,class_balanced+pl+lwf,finetune+lwf",
+                   "--pseudo-conf", "0.001")
+    runs = {r["strategy"]: r for r in json.loads((out / "results.json").read_text())}
+    assert set(runs) == {"class_balanced", "er+lwf", "class_balanced+pl+lwf", "finetune+lwf"}
+    for run in runs.values():
+        assert np.isfinite(run["acc"]) and [t["steps"] for t in run["log"]] == [3, 2]
+        cal = run["calibration"]
+        assert cal["protocol"]["iou_thr"] == 0.5 and "matching" in cal["protocol"]
+    assert runs["class_balanced+pl+lwf"]["log"][1]["pseudo_boxes"] >= 0
+    assert runs["class_balanced"]["log"][1]["replay"] == 3
+    table = (out / "table.md").read_text()
+    assert "D-ECE raw | D-ECE post-hoc" in table and "| class_balanced+pl+lwf |" in table
+    again = _run(out, capsys, "--budgets", "0.5", "--strategies", "class_balanced,er",
+                 "--pseudo-conf", "0.001", "--report-only")
+    assert (again["new_runs"], again["runs"]) == (0, 1)

@@ -100,3 +100,38 @@ def test_cli_report_and_summary(tmp_path, capsys):
     args = parse(["monitor", "summary", "--state-dir", str(tmp_path)])
     assert args.func(args) == 0
     assert "forgetting[car_a] 0.1000" in capsys.readouterr().out
+
+
+def stream_result(ap):
+    return EvalResult(float(np.mean(list(ap.values()))), 0.5, 0.5, 0.5, ap, 4, 8, 0.2,
+                      reliability=bins_from_flags(np.array([0.9, 0.4]), np.array([1, 0], bool)),
+                      per_class_instances={c: 10 for c in ap})
+
+
+def test_report_without_tasks_shows_classes_and_calibration(tmp_path, capsys):
+    mon = Monitor(tmp_path)
+    names = {0: "car", 1: "drone"}
+    for k, ap in enumerate([{0: 0.6}, {0: 0.5, 1: 0.4}, {0: 0.55, 1: 0.45}], start=1):
+        mon.record_evaluation(k, f"v{k:04d}", {"stream": stream_result(ap)}, ["stream"],
+                              class_names=names)
+        mon.record_round(k, f"v{k:04d}", "promoted")
+    mon.record_calibration(3, "v0003", {
+        "dece_before": 0.31, "dece_after": 0.04, "target_precision": 0.9,
+        "protocol": {"iou_thr": 0.5, "n_bins": 15, "min_conf": 0.3, "matching": "greedy"},
+        "per_class": {"0": {"name": "car", "method": "isotonic", "n": 80, "n_tp": 50,
+                            "dece_before": 0.3, "dece_after": 0.05}},
+        "thresholds": {"0": 0.72}})
+    text = write_monitor_report(tmp_path).read_text()
+    for png in ("class_matrix.png", "class_ap.png"):
+        assert f"]({png})" in text
+        png_size(tmp_path / "metrics" / "report" / png)
+    assert "| r3 v0003 | 0.550 | 0.450 |" in text
+    assert "| car | 0.050 |" in text  # forgetting max(0.6, 0.5) - 0.55
+    assert "| ACC, BWT, forgetting over | classes |" in text
+    assert "D-ECE 0.310 before, 0.040 after calibration." in text
+    assert "| car | isotonic | 80 | 50 | 0.300 | 0.050 | 0.720 |" in text
+    args = parse(["monitor", "summary", "--state-dir", str(tmp_path)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "class_forgetting[car] 0.0500" in out and "class_ap50_95[drone] 0.4500" in out
+    assert "dece_calibrated  0.0400 (before 0.3100)" in out

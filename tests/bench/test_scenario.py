@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecl.bench.scenario import (JPEG_QUALITY, MARKER_NAME, generate_frames, iter_scenario_frames, make_scenario,
+from edgecl.data.scenario import (JPEG_QUALITY, MARKER_NAME, generate_frames, iter_scenario_frames, make_scenario,
                                    split_counts)
-from edgecl.bench.tasks import label_path_for, load_tasks
+from edgecl.data.tasks import label_path_for, load_tasks
 from edgecl.commands import scenario as scenario_cmd
 from edgecl.errors import ConfigError
-from edgecl.runtime.sources import read_yolo_labels
+from edgecl.data.labels import read_yolo_labels
 
 SMALL = dict(tasks=3, images_per_task=12, imgsz=64)
 
@@ -60,7 +60,7 @@ def test_layout_every_image_labelled_and_classes_seen(small):
             for image in task.split(split):
                 assert image.parent == small.parent / "images" / task.name / split
                 assert cv2.imread(str(image)).shape == (64, 64, 3)
-                labels = read_yolo_labels(label_path_for(image))
+                labels = read_yolo_labels(label_path_for(image)).labels
                 assert set(labels[:, 0].astype(int)) <= allowed
     first = (small.parent / "tasks" / "t1" / "train.txt").read_text().splitlines()[0]
     assert first == "images/t1/train/t1_train_00000.jpg"
@@ -85,7 +85,7 @@ def test_in_memory_frames_match_written_files(small):
     for image, labels, task, name in frames:
         split = name.split("_")[1]
         assert name.startswith(task + "_")
-        written = read_yolo_labels(root / "labels" / task / split / f"{name}.txt")
+        written = read_yolo_labels(root / "labels" / task / split / f"{name}.txt").labels
         np.testing.assert_allclose(written, labels, atol=1e-6)
         ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         assert ok and encoded.tobytes() == (root / "images" / task / split / f"{name}.jpg").read_bytes()

@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from edgecl.calibration.dece import bins_from_flags, dece, dece_from_bins, merge_bins, reliability_bins
+from edgecl.calibration.dece import (
+    bins_from_flags,
+    bins_to_records,
+    dece,
+    dece_from_bins,
+    merge_bins,
+    protocol,
+    reliability_bins,
+)
 from edgecl.frames import Detections
 
 SHAPE = (100, 100)  # (h, w)
@@ -77,3 +85,14 @@ def test_merge_bins_equals_binning_everything_at_once():
     assert dece_from_bins(merged) == pytest.approx(dece_from_bins(whole))
     with pytest.raises(ValueError, match="edges"):
         merge_bins([bins_from_flags(conf_a, tp_a), bins_from_flags(conf_a, tp_a, n_bins=3)])
+
+
+def test_protocol_and_bin_records():
+    proto = protocol(0.5, 10, 0.3)
+    assert proto["iou_thr"] == 0.5 and proto["n_bins"] == 10 and proto["min_conf"] == 0.3
+    assert "match_predictions" in proto["matching"] and "equal-width" in proto["binning"]
+    records = bins_to_records(bins_from_flags(np.array([0.95, 0.91, 0.15]), np.array([1, 0, 1]), 10))
+    assert len(records) == 10 and records[1]["count"] == 1 and records[1]["precision"] == 1.0
+    assert records[9] == {"lo": 0.9, "hi": 1.0, "confidence": pytest.approx(0.93),
+                          "precision": 0.5, "count": 2}
+    assert records[5]["confidence"] is None and records[5]["count"] == 0

@@ -9,6 +9,7 @@ import yaml
 from edgecl.cli import main
 from edgecl.config import MemoryConfig
 from edgecl.continual.memory import ReplayMemory, Sample
+from edgecl.frames import LabelOrigin
 
 BOX = np.array([[1, 0.5, 0.5, 0.25, 0.5]], np.float32)
 
@@ -18,7 +19,10 @@ def state(tmp_path):
     cfg = MemoryConfig(holdout_fraction=0.3, seed=2)
     with ReplayMemory(tmp_path / "state" / "memory", cfg, names={0: "car", 1: "drone"}) as m:
         for i in range(10):
-            m.add(Sample(np.full((24, 24, 3), i * 20, np.uint8), BOX, task=f"t{i // 5}"))
+            origin = LabelOrigin.PSEUDO if i in (2, 7) else LabelOrigin.GROUND_TRUTH
+            origin = LabelOrigin.OPERATOR if i == 9 else origin
+            m.add(Sample(np.full((24, 24, 3), i * 20, np.uint8), BOX, task=f"t{i // 5}",
+                         origin=origin))
     return tmp_path / "state"
 
 
@@ -27,11 +31,14 @@ def test_stats_json_is_the_last_line(state, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["samples"] == 10 and out["per_class"] == {"1": 10}
     assert sum(out["per_task"].values()) + out["held_out"] == 10 and out["bytes"] > 0
+    assert out["per_origin"] == {"ground_truth": 7, "operator": 1, "import": 0, "pseudo": 2}
 
 
 def test_stats_text(state, capsys):
     assert main(["memory", "stats", "--state-dir", str(state)]) == 0
-    assert "class 1 drone: 10" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "class 1 drone: 10" in out
+    assert "labels from: ground_truth 7, operator 1, import 0, pseudo 2" in out
 
 
 def test_verify_exit_codes(state, capsys):
@@ -41,6 +48,31 @@ def test_verify_exit_codes(state, capsys):
     assert main(["memory", "verify", "--json", "--state-dir", str(state)]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["missing_rows"] == [3] and report["ok"]
+
+
+def test_verify_drops_a_stored_image_that_does_not_decode(state, capsys):
+    image = state / "memory" / "images" / "00000004.jpg"
+    data = image.read_bytes()
+    image.write_bytes(data[:2] + bytes(len(data) - 4) + data[-2:])  # size and markers intact
+    assert main(["memory", "verify", "--quick", "--no-repair", "--state-dir", str(state)]) == 0
+    capsys.readouterr()
+    assert main(["memory", "verify", "--no-repair", "--json", "--state-dir", str(state)]) == 1
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["corrupt_rows"] == [4] and not report["ok"]
+    assert "does not decode" in report["details"][0]
+    assert main(["memory", "verify", "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "dropped: row 4:" in out and "1 corrupt" in out and not image.exists()
+    assert main(["memory", "stats", "--json", "--state-dir", str(state)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["samples"] == 9
+
+
+def test_verify_quick_finds_a_truncated_image(state, capsys):
+    image = state / "memory" / "images" / "00000005.jpg"
+    image.write_bytes(image.read_bytes()[:100])
+    assert main(["memory", "verify", "--quick", "--json", "--state-dir", str(state)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["corrupt_rows"] == [5] and report["ok"] and not image.exists()
 
 
 def test_export_writes_a_yolo_dataset(state, tmp_path, capsys):

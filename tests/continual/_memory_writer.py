@@ -34,15 +34,15 @@ def die(*_args, **_kwargs) -> None:
 
 def arm_crash(point: str) -> None:
     """Make the next add/eviction/snapshot stop dead at ``point``."""
-    from edgecl.continual import memory, memory_index, memory_snapshot
+    from edgecl.continual.memory import index, snapshot, store
 
     if point == "before_commit":  # files written, victims' rows deleted, not committed
-        memory_index.IndexDB.insert = die
+        index.IndexDB.insert = die
     elif point == "after_commit":  # committed, victims' files not yet unlinked
-        original = memory.ReplayMemory._unlink_samples
-        memory.ReplayMemory._unlink_samples = lambda self, ids: die() if ids else original(self, ids)
+        original = store.ReplayMemory._unlink_samples
+        store.ReplayMemory._unlink_samples = lambda self, ids: die() if ids else original(self, ids)
     elif point == "mid_snapshot":  # links made in the .tmp- folder, not renamed into place
-        memory_snapshot._write_snapshot_meta = die
+        snapshot._write_snapshot_meta = die
 
 
 def main() -> None:

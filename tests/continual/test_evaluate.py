@@ -78,6 +78,20 @@ def test_class_restriction_drops_other_classes():
     assert only0.dece == pytest.approx(0.5, abs=1e-6)  # class-2 detection dropped
 
 
+def test_per_class_recall_instances_and_protocol():
+    # class 0: 2 boxes, 1 found; class 1: 1 box, found
+    gt = np.array([GT_A, GT_B, yolo(1, 0, 60, 40, 99)])
+    preds = [dets([[10, 10, 60, 50], [0, 60, 40, 99]], [0.9, 0.8], [0, 1])]
+    res = evaluate_detections(preds, [gt], [SHAPE])
+    assert res.per_class_instances == {0: 2, 1: 1}
+    assert res.per_class_recall == {0: pytest.approx(0.5, abs=1e-3), 1: pytest.approx(1.0, abs=1e-3)}
+    assert res.per_class_ap50_95 == {0: pytest.approx(HALF_AP, abs=1e-6),
+                                     1: pytest.approx(PERFECT_AP, abs=1e-6)}
+    out = res.to_dict()
+    assert out["per_class_instances"] == {"0": 2, "1": 1}
+    assert out["dece_protocol"]["iou_thr"] == 0.5 and out["dece_protocol"]["min_conf"] == 0.3
+
+
 def test_low_confidence_detections_stay_out_of_dece_but_count_for_map():
     preds = [dets([[10, 10, 60, 50], [100, 40, 180, 90]], [0.9, 0.01], [0, 0])]
     res = evaluate_detections(preds, [np.array([GT_A, GT_B])], [SHAPE])

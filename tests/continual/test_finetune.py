@@ -251,3 +251,46 @@ def test_finetune_with_augmentation_reduces_loss(data):
     cfg = LearnerConfig(imgsz=64, batch=6, lr=CFG.lr)
     FineTuner(model, cfg, OFF).run(new, [], budget_s=300, max_steps=80, epochs=1000, device="cpu")
     assert _fixed_batch_loss(model, new, hyp, train_mode=True) < 0.85 * start  # measured 0.68-0.74x
+
+
+def _layer_state(model, layers):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if any(k.startswith(f"model.{i}.") for i in layers)}
+
+
+def test_frozen_layers_do_not_change(data):
+    """freeze_layers=N: weights and BatchNorm statistics of model.model[:N] stay bit-identical
+    (recalibration included); the layers after them do train."""
+    new, mem = data
+    model = _model()
+    frozen_before = _layer_state(model, range(10))
+    head_before = _layer_state(model, [len(model.model) - 1])
+    cfg = LearnerConfig(imgsz=64, batch=4, lr=0.002, bn_recalibration_batches=2)
+    tuner = FineTuner(model, cfg, OFF)
+    result = tuner.run(new, mem, budget_s=120, max_steps=3, epochs=10, device="cpu",
+                       freeze_layers=10)
+    assert result.steps == 3 and len(tuner.frozen) == 10
+    after = _layer_state(model, range(10))
+    assert all(torch.equal(frozen_before[k], after[k]) for k in frozen_before)
+    head_after = _layer_state(model, [len(model.model) - 1])
+    assert any(not torch.equal(head_before[k], head_after[k]) for k in head_before)
+    assert not any(p.requires_grad for layer in tuner.frozen for p in layer.parameters())
+
+
+def test_freeze_layers_must_leave_the_head(data):
+    from edgecl.errors import ConfigError
+
+    new, mem = data
+    model = _model()
+    with pytest.raises(ConfigError, match="freeze_layers"):
+        FineTuner(model, CFG, OFF).run(new, mem, budget_s=120, max_steps=1, epochs=1,
+                                       device="cpu", freeze_layers=len(model.model))
+
+
+def test_freeze_zero_trains_every_layer(data):
+    new, mem = data
+    model = _model()
+    before = _layer_state(model, [0])
+    FineTuner(model, CFG, OFF).run(new, mem, budget_s=120, max_steps=2, epochs=10, device="cpu")
+    after = _layer_state(model, [0])
+    assert any(not torch.equal(before[k], after[k]) for k in before)

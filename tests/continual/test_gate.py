@@ -3,7 +3,8 @@
 import math
 
 from edgecl.config import GateConfig
-from edgecl.continual.gate import judge
+from edgecl.continual.evaluate import EvalResult
+from edgecl.continual.gate import STREAM_TASK, is_taskless, judge, judge_classes, judge_results
 
 CFG = GateConfig(max_forgetting=0.10, min_acc_delta=-0.02)
 
@@ -36,3 +37,55 @@ def test_new_task_learnt_with_small_forgetting_is_accepted():
 def test_training_failure_rejects():
     v = judge({"t1": 0.6}, {"t1": 0.6}, ["t1"], CFG, training_failed="nan_loss")
     assert not v.accepted and "nan_loss" in v.reason
+
+
+# --- per-class view (no tasks: every frame is task "stream") ---------------------------------
+
+CLS_CFG = GateConfig(max_forgetting=0.10, min_acc_delta=-0.02, min_instances=5)
+NAMES = {0: "car", 1: "drone", 2: "person"}
+
+
+def test_class_forgetting_beyond_bound_rejects_naming_the_class():
+    # car 0.6 -> 0.45 (drop 0.15 > 0.10, 20 boxes); drone 0.5 -> 0.48 (0.02); person new
+    v = judge_classes({0: 0.6, 1: 0.5}, {0: 0.45, 1: 0.48, 2: 0.7}, {0: 20, 1: 8, 2: 9},
+                      CLS_CFG, names=NAMES)
+    assert not v.accepted and v.mode == "classes"
+    assert "class car forgot 0.150" in v.reason
+    assert v.drops == {"car": 0.15, "drone": 0.02}
+
+
+def test_class_with_too_few_instances_is_not_gated_on():
+    # car drops 0.4 but has only 3 held-out boxes (< min_instances 5): not gated on;
+    # ACC parent (0.6 + 0.5) / 2 = 0.55, candidate (0.2 + 0.95) / 2 = 0.575: accepted
+    v = judge_classes({0: 0.6, 1: 0.5}, {0: 0.2, 1: 0.95}, {0: 3, 1: 12}, CLS_CFG, names=NAMES)
+    assert v.accepted and v.not_gated == ("car",) and v.drops == {"drone": -0.45}
+    assert v.acc_parent == 0.55 and abs(v.acc_candidate - 0.575) < 1e-12
+
+
+def test_class_acc_fall_rejects_and_first_model_needs_finite_acc():
+    # parent ACC 0.5, candidate (0.48 + 0.47) / 2 = 0.475: change -0.025 < -0.02
+    v = judge_classes({0: 0.5, 1: 0.5}, {0: 0.48, 1: 0.47}, {0: 10, 1: 10}, CLS_CFG)
+    assert not v.accepted and "ACC fell" in v.reason and v.drops == {"0": 0.02, "1": 0.03}
+    assert judge_classes(None, {0: 0.3}, {0: 10}, CLS_CFG).accepted
+    assert not judge_classes(None, {}, {}, CLS_CFG).accepted
+
+
+def _res(per_class, instances, map50_95=None):
+    values = list(per_class.values())
+    return EvalResult(map50_95=map50_95 if map50_95 is not None else sum(values) / len(values),
+                      map50=0.0, recall=0.0, precision=0.0, per_class_ap50_95=per_class,
+                      n_images=4, n_boxes=sum(instances.values()), dece=0.0,
+                      per_class_instances=instances)
+
+
+def test_judge_results_picks_the_view():
+    assert is_taskless([STREAM_TASK]) and not is_taskless(["t1", "t2"]) and not is_taskless([])
+    parent = {STREAM_TASK: _res({0: 0.6, 1: 0.5}, {0: 20, 1: 20})}
+    cand = {STREAM_TASK: _res({0: 0.3, 1: 0.9}, {0: 20, 1: 20})}
+    # stream mAP rises (0.55 -> 0.6) but car forgets 0.3: the class view rejects
+    v = judge_results(parent, cand, [STREAM_TASK], CLS_CFG, names=NAMES)
+    assert not v.accepted and v.mode == "classes" and "class car" in v.reason
+    # with tasks, the per-task view is unchanged
+    v = judge_results({"t1": _res({0: 0.5}, {0: 5})}, {"t1": _res({0: 0.35}, {0: 5})}, ["t1"],
+                      CLS_CFG)
+    assert v.mode == "tasks" and not v.accepted and "task t1 forgot 0.150" in v.reason

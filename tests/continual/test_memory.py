@@ -10,7 +10,7 @@ import pytest
 from edgecl import atomic
 from edgecl.config import Config, MemoryConfig
 from edgecl.continual.memory import ReplayMemory, Sample, memory_from_config, overhead_reserve_bytes
-from edgecl.errors import LabelError, ReplayMemoryError
+from edgecl.errors import LabelError, ReplayMemoryError, StorageError
 from edgecl.frames import Frame
 
 BOX = np.array([[1, 0.5, 0.5, 0.25, 0.5]], np.float32)
@@ -218,15 +218,47 @@ def test_verify_repairs_orphans_and_missing_files(mem):
     assert mem.verify().problems_found == 0
 
 
-def test_deep_verify_finds_truncated_jpeg_and_bad_label(mem):
+def test_quick_verify_finds_a_truncated_jpeg_and_drops_its_sample(mem):
     ids = [mem.add(noise_sample(i)) for i in range(3)]
     data = mem.image_path(ids[0]).read_bytes()
+    assert mem.records([ids[0]])[0].image_bytes == len(data)
     mem.image_path(ids[0]).write_bytes(data[: len(data) // 2])
+    check = mem.verify(repair=False, deep=False)
+    expected = f"row {ids[0]}: image {mem.image_path(ids[0]).name} has {len(data) // 2} bytes, " \
+               f"{len(data)} were stored"
+    assert check.corrupt_rows == (ids[0],) and check.details == (expected,)
+    assert not check.ok and expected in check.unrepaired and mem.ids() == ids
+    fixed = mem.verify(repair=True, deep=False)
+    assert fixed.ok and fixed.corrupt_rows == (ids[0],)
+    assert mem.ids() == ids[1:] and not mem.image_path(ids[0]).exists()
+    assert not mem.label_path(ids[0]).exists()
+    assert mem.verify(repair=False, deep=True).problems_found == 0
+
+
+def test_quick_verify_finds_missing_end_marker_at_the_recorded_size(mem):
+    sid = mem.add(noise_sample(4))
+    data = bytearray(mem.image_path(sid).read_bytes())
+    data[-2:] = b"\x00\x00"  # same length, no end-of-image marker
+    mem.image_path(sid).write_bytes(bytes(data))
+    report = mem.verify(repair=True, deep=False)
+    assert report.corrupt_rows == (sid,) and "end marker" in report.details[0]
+    assert mem.ids() == []
+
+
+def test_deep_verify_finds_undecodable_image_and_bad_label(mem):
+    ids = [mem.add(noise_sample(i)) for i in range(3)]
+    data = mem.image_path(ids[0]).read_bytes()
+    garbage = data[:2] + bytes(len(data) - 4) + data[-2:]  # size and markers intact
+    mem.image_path(ids[0]).write_bytes(garbage)
     mem.label_path(ids[1]).write_text("0 0.5 0.5\n")
     assert mem.verify(repair=True, deep=False).problems_found == 0
     report = mem.verify(repair=True, deep=True)
     assert report.corrupt_rows == (ids[0], ids[1]) and report.ok
+    assert "does not decode" in report.details[0] and ":1: 3 values" in report.details[1]
     assert mem.ids() == [ids[2]]
+    assert sorted(p.name for p in (mem.root / "images").iterdir()) == [mem.image_path(ids[2]).name]
+    assert mem.verify(repair=False, deep=True).problems_found == 0
+    assert mem.add(noise_sample(9)) is not None
 
 
 def test_verify_reports_what_it_cannot_repair(mem, monkeypatch):
@@ -272,13 +304,15 @@ def test_memory_from_config(tmp_path):
 
 BAD_LABELS = [
     (np.array([[0, .5, .5, .1]]), r"shape \(1, 4\)"),
-    (np.array([[0, .5, np.nan, .1, .1]]), "non-finite"),
-    (np.array([[0, 1.2, .5, .1, .1]]), "outside 0..1"),
-    (np.array([[0, .5, .5, -.1, .1]]), "outside 0..1"),
-    (np.array([[-1, .5, .5, .1, .1]]), "not a non-negative integer"),
-    (np.array([[0.5, .5, .5, .1, .1]]), "not a non-negative integer"),
-    (np.array([[2, .5, .5, .1, .1]]), r"class 2 out of range \(known classes: 2\)"),
+    (np.array([[0, .5, np.nan, .1, .1]]), "label row 0: non-finite"),
+    (np.array([[0, 1.2, .5, .1, .1]]), "label row 0: coordinates .* exceed 1"),
+    (np.array([[0, .5, .5, -.1, .1]]), "label row 0: negative coordinate"),
+    (np.array([[-1, .5, .5, .1, .1]]), r"class -1 is not an integer >= 0"),
+    (np.array([[0.5, .5, .5, .1, .1]]), r"class 0.5 is not an integer >= 0"),
+    (np.array([[0, .5, .5, .1, .1], [2, .5, .5, .1, .1]]),
+     r"label row 1: class 2 exceeds the class count 2"),
     ("garbage", "not numeric rows"),
+    (None, "labels are None"),
 ]
 
 
@@ -305,6 +339,17 @@ def test_bad_images_are_refused(mem, image, message):
     assert mem.ids() == [keep]
 
 
+def test_labels_follow_the_project_rule_when_stored(mem):
+    overshoot = np.array([[0, .5, .5, .1, .1], [1, 0.995, .5, .02, .1], [0, .5, .5, .1, .1]])
+    sid = mem.add(sample(labels=overshoot))
+    (got,) = mem.get([sid])
+    # the overshooting box (x 0.985..1.005) is clipped to 0.985..1.0; the duplicate row goes
+    np.testing.assert_allclose(got.labels, [[0, .5, .5, .1, .1], [1, .9925, .5, .015, .1]],
+                               atol=1e-6)
+    second_line = mem.label_path(sid).read_text().splitlines()[1]
+    assert second_line == "1 0.992500 0.500000 0.015000 0.100000"
+
+
 def test_disk_full_refuses_the_sample_and_keeps_the_rest(mem, monkeypatch):
     keep = [mem.add(sample(i)) for i in range(3)]
     real = atomic.atomic_write_bytes
@@ -317,7 +362,7 @@ def test_disk_full_refuses_the_sample_and_keeps_the_rest(mem, monkeypatch):
         real(path, data)
 
     monkeypatch.setattr(atomic, "atomic_write_bytes", full_on_label)
-    with pytest.raises(ReplayMemoryError, match="No space left on device") as info:
+    with pytest.raises(StorageError, match="No space left on device") as info:
         mem.add(sample(77))
     assert "\n" not in str(info.value) and len(calls) == 2
     monkeypatch.setattr(atomic, "atomic_write_bytes", real)
@@ -354,5 +399,5 @@ def test_damaged_index_is_a_clear_error(tmp_path):
     (root / "index.sqlite").write_bytes(b"this is not a database" * 100)
     for leftover in ("index.sqlite-wal", "index.sqlite-shm"):
         (root / leftover).unlink(missing_ok=True)
-    with pytest.raises(ReplayMemoryError, match="index .*index.sqlite is unusable"):
+    with pytest.raises(ReplayMemoryError, match=r"memory index is unusable: .*index\.sqlite"):
         ReplayMemory(root, cfg())

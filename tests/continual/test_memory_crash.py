@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecl.continual.memory import ReplayMemory, disk_bytes
-from edgecl.continual.memory_snapshot import MemorySnapshot
+from edgecl.continual.memory import MemorySnapshot, ReplayMemory
+from edgecl.continual.memory.store import disk_bytes
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))

@@ -12,6 +12,8 @@ from edgecl.continual.metrics import (
     forgetting,
     matrix_from_records,
     mean_forgetting,
+    row_drop,
+    summarize,
 )
 
 NAN = float("nan")
@@ -131,3 +133,36 @@ def test_bad_input():
     assert math.isnan(acc(np.full((1, 2), NAN)))
     empty = matrix_from_records([])
     assert empty.values.shape == (0, 0) and bwt(empty.values) == 0.0
+
+
+# Class columns (deployment, no tasks): rows are rounds, columns car, drone, person.
+# person first has held-out boxes in round 2; drone is not evaluated in round 2.
+RC = np.array([
+    [0.6, 0.4, NAN],
+    [0.5, NAN, 0.3],
+    [0.55, 0.2, 0.5],
+])
+
+
+def test_class_matrix_hand_computed():
+    # ACC after round 3: (0.55 + 0.2 + 0.5) / 3; BWT over classes learnt before the last row:
+    # car 0.55 - 0.6 = -0.05, drone 0.2 - 0.4 = -0.2, person 0.5 - 0.3 = +0.2 -> -0.05 / 3
+    # forgetting: car max(0.6, 0.5) - 0.55 = 0.05; drone 0.4 - 0.2 = 0.2; person 0.3 - 0.5 = -0.2
+    s = summarize(RC, ["car", "drone", "person"])
+    assert s["acc"] == pytest.approx(1.25 / 3)
+    assert s["bwt"] == pytest.approx(-0.05 / 3)
+    assert s["forgetting"] == pytest.approx({"car": 0.05, "drone": 0.2, "person": -0.2})
+    assert s["mean_forgetting"] == pytest.approx(0.05 / 3)
+    assert summarize(np.zeros((0, 2)), ["a", "b"])["acc"] is None
+    with pytest.raises(ValueError, match="column names"):
+        summarize(RC, ["car"])
+
+
+def test_row_drop():
+    # last round vs the one before: car 0.5 - 0.55, drone NaN (not evaluated), person 0.3 - 0.5
+    np.testing.assert_allclose(row_drop(RC), [-0.05, NAN, -0.2])
+    # explicit reference row 0: car 0.6 - 0.55, drone 0.4 - 0.2, person NaN
+    np.testing.assert_allclose(row_drop(RC, -1, ref=0), [0.05, 0.2, NAN])
+    assert np.isnan(row_drop(RC[:1])).all()
+    with pytest.raises(ValueError, match="out of range"):
+        row_drop(RC, ref=5)

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from edgecl.continual.policies import (
+from edgecl.continual.memory.policies import (
     BACKGROUND_CLASS,
     POLICIES,
     ClassBalancedPolicy,

@@ -6,14 +6,14 @@ import pytest
 
 from edgecl.config import MemoryConfig, ReplayConfig
 from edgecl.continual.memory import ReplayMemory, Sample
-from edgecl.continual.memory_records import SampleRecord
+from edgecl.continual.memory import SampleRecord
 from edgecl.continual.strategies import STRATEGIES, ReplayContext, get_strategy
 from edgecl.errors import ConfigError, ReplayMemoryError
 from edgecl.frames import Detections
 
 
-def record(i, task="old", held_out=False, baseline=None, last=None):
-    return SampleRecord(id=i, task=task, classes=(0,), source="", ts_s=0.0, bytes=1,
+def record(i, task="old", held_out=False, baseline=None, last=None, classes=(0,)):
+    return SampleRecord(id=i, task=task, classes=tuple(classes), source="", ts_s=0.0, bytes=1,
                         held_out=held_out, recall_baseline=baseline, last_recall=last,
                         last_loss=None, times_replayed=0, width=8, height=8)
 
@@ -38,7 +38,7 @@ class FakeSource:
 
 
 def test_registry_is_one_explicit_dict():
-    assert list(STRATEGIES) == ["er", "mir", "mir-virtual", "far"]
+    assert list(STRATEGIES) == ["er", "mir", "mir-virtual", "far", "class_balanced"]
     with pytest.raises(ConfigError, match="did you mean 'far'"):
         get_strategy("fra")
 
@@ -102,6 +102,52 @@ def test_far_tie_break_is_deterministic():
     a = STRATEGIES["far"].select(FakeSource(rows), 4, context=ReplayContext(seed=3))
     b = STRATEGIES["far"].select(FakeSource(rows), 4, context=ReplayContext(seed=3))
     assert a == b and len(set(a)) == 4
+
+
+def test_class_balanced_hand_computed():
+    # 8 earlier samples: class 0 on ids 0-5, class 1 on ids 4 and 6, class 2 on id 7 only;
+    # id 8 has no box; id 9 is the current task.
+    rows = [record(i, classes=(0,)) for i in range(4)] + \
+        [record(4, classes=(0, 1)), record(5, classes=(0,)), record(6, classes=(1,)),
+         record(7, classes=(2,)), record(8, classes=()), record(9, task="now", classes=(3,))]
+    ctx = ReplayContext(current_task="now", seed=0)
+    picked = STRATEGIES["class_balanced"].select(FakeSource(rows), 3, context=ctx)
+    # pick 1: all counts 0 -> class 0 (lowest id), some id of 0..5;
+    # pick 2: class 1 (count 0 < class 0's 1, unless pick 1 was id 4 which showed class 1 too);
+    # pick 3: class 2 -> id 7. Every class is covered by 3 picks.
+    assert 7 in picked and 9 not in picked and 8 not in picked
+    shown = [c for r in rows if r.id in picked for c in r.classes]
+    assert {0, 1, 2} <= set(shown)
+    # with k = all 9 earlier samples, the box-less id 8 comes last
+    every = STRATEGIES["class_balanced"].select(FakeSource(rows), 20, context=ctx)
+    assert sorted(every) == list(range(9)) and every[-1] == 8
+
+
+def test_balanced_order_exact_sequence():
+    from edgecl.continual.strategies import balanced_order
+
+    rows = [record(0, classes=(0,)), record(1, classes=(0,)), record(2, classes=(1,)),
+            record(3, classes=(0, 1)), record(4, classes=(2,))]
+    # priority = id order: class 0 -> id 0; class 1 (0 picks) -> id 2; class 2 -> id 4;
+    # counts 0:1 1:1 2:1, class 2 has no unpicked sample left -> class 0 -> id 1; then 3
+    assert balanced_order(rows, 5, [(i,) for i in range(5)]) == [0, 2, 4, 1, 3]
+    # reversed priority within classes
+    assert balanced_order(rows, 3, [(-i,) for i in range(5)]) == [3, 4, 1]
+
+
+def test_far_is_class_balanced_and_ignores_low_recall_among_undropped():
+    # class 0: ids 0,1 dropped (.5, .4); class 1: id 2 dropped .1, ids 3-5 not dropped;
+    # id 6 never learnt (baseline 0, recall 0): the old tie-break (lowest recall) picked it
+    # first among the undropped; now it is one random draw among them.
+    rows = [record(0, baseline=.9, last=.4), record(1, baseline=.8, last=.4),
+            record(2, baseline=.6, last=.5, classes=(1,)),
+            record(3, baseline=.6, last=.6, classes=(1,)), record(4, baseline=.6, last=.7, classes=(1,)),
+            record(5, baseline=.5, last=.5, classes=(1,)), record(6, baseline=0.0, last=0.0, classes=(1,))]
+    ctx = ReplayContext(seed=0, candidate_pool=0)
+    assert STRATEGIES["far"].select(FakeSource(rows), 3, context=ctx) == [0, 2, 1]
+    fourth = [STRATEGIES["far"].select(FakeSource(rows), 4, context=ReplayContext(seed=s))[3]
+              for s in range(60)]
+    assert set(fourth) == {3, 4, 5, 6}  # a random undropped sample, not always the hardest
 
 
 def test_mir_virtual_takes_top_scores_of_earlier_tasks():

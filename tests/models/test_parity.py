@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecl.bench.scenario import make_scenario
-from edgecl.bench.tasks import load_tasks
+from edgecl.data.scenario import make_scenario
+from edgecl.data.tasks import load_tasks
 from edgecl.config import IderConfig, LearnerConfig
 from edgecl.continual.finetune import FineTuner
 from edgecl.models.backends import load_backend

@@ -374,7 +374,31 @@ def test_int8_engine_with_memory_calibration(trt_gpu, tiny_onnx, tmp_path):
     engine = tb.build_engine(tiny_onnx, tmp_path / "m.engine", precision="int8", imgsz=64,
                              calibration_images=images, cache_dir=cache)
     key = ef.read_engine_header(engine)["edgecl"]["cache_key"]
-    assert (cache / f"{key}.calib").stat().st_size > 0
+    assert (cache / f"{key}.engine").read_bytes() == engine.read_bytes()
     backend = TensorRTBackend().load(engine)
     assert backend.meta.extra["precision"] == "int8"
     assert len(backend.infer(_frames(2))) == 2
+
+
+@pytest.mark.jetson
+def test_dynamic_batch_engine_binds_the_actual_batch(trt_gpu, tmp_path):
+    import onnx
+
+    from edgecl.models.base import letterbox_batch
+
+    dynamic = _export_tiny_onnx(tmp_path / "dyn.onnx", imgsz=64)
+    proto = onnx.load(str(dynamic))
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(proto, str(dynamic))
+    engine = tb.build_engine(dynamic, tmp_path / "m.engine", precision="fp32", imgsz=64, batch=4)
+    backend = TensorRTBackend().load(engine)
+    assert (backend.meta.extra["batch"], backend.meta.extra["min_batch"], backend.meta.extra["dynamic_batch"]) == (
+        4, 1, True)
+    for count in (1, 3, 6):
+        batch = letterbox_batch(_frames(count), 64)
+        ours = backend._forward(batch)
+        assert ours.shape == (count, 6, 84)
+        np.testing.assert_allclose(ours, _onnx_raw(dynamic, batch), atol=0.05)
+        assert backend._io.bound_batch == (count if count <= 4 else 2)
+    backend.close()

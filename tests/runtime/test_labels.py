@@ -1,60 +1,460 @@
-"""Label decisions (ground truth, pseudo-labels, uncertain band) and the operator queue."""
+"""Labelling pipeline (ground truth, operator queue, pseudo-labels), the queue's answer API,
+id confinement, storage pauses and crash consistency."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+from labels_fakes import FakeClasses, FakeMemory, dets, result, textured
 
-from edgecl.config import LabelsConfig
-from edgecl.frames import Detections, Frame
-from edgecl.runtime.labels import OperatorQueue, decide_labels
+from edgecl.config import Config, LabelsConfig, SelectionConfig, ServerConfig
+from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError
+from edgecl.frames import Frame, LabelOrigin
+from edgecl.runtime.labels import (LabelPipeline, MemorySink, OperatorQueue, PseudoLabeler,
+                                   decide_labels, describe_labelling, valid_item_id)
 
-IMG = np.zeros((100, 200, 3), np.uint8)
-
-
-def dets(scores):
-    n = len(scores)
-    return Detections(np.tile(np.array([[20, 10, 60, 50]], np.float32), (n, 1)),
-                      np.array(scores, np.float32), np.zeros(n, np.int64))
+IMG = textured(0)
+GT = np.array([[0, 0.5, 0.5, 0.1, 0.1]], np.float32)
+NO_SELECTION = SelectionConfig(uncertain=0, novel=0, disagreement=0, forgetting=0, random=0)
 
 
-def test_ground_truth_wins():
-    gt = np.array([[1, 0.5, 0.5, 0.1, 0.1]], np.float32)
-    d = decide_labels(Frame(IMG, 0, 0.0, "x", labels=gt), dets([0.9]), LabelsConfig(mode="pseudo"))
-    assert d.origin == "ground_truth" and d.labels is gt
+def frame(image=IMG, i=0, labels=None):
+    return Frame(image, i, float(i), "cam://0", labels=labels)
+
+
+def cfg_(**kw):
+    return LabelsConfig(**kw)
+
+
+# --- decisions ---------------------------------------------------------------------------------
+
+def test_ground_truth_wins_in_every_mode_but_off():
+    for mode in ("ground_truth", "pseudo", "field"):
+        d = decide_labels(frame(labels=GT), dets([0.45]), cfg_(mode=mode))
+        assert d.origin is LabelOrigin.GROUND_TRUTH and d.labels is GT
+    assert decide_labels(frame(labels=GT), dets([0.9]), cfg_(mode="off")).labels is None
+
+
+def test_ground_truth_mode_ignores_unlabelled_frames():
+    d = decide_labels(frame(), dets([0.95]), cfg_(mode="ground_truth"))
+    assert d.labels is None and not d.queue_for_operator and d.why == "unlabelled"
 
 
 def test_pseudo_labels_from_confident_detections():
-    cfg = LabelsConfig(mode="pseudo", pseudo_conf=0.6, uncertain_low=0.3, uncertain_high=0.6)
-    d = decide_labels(Frame(IMG, 0, 0.0, "x"), dets([0.9, 0.1]), cfg)
+    cfg = cfg_(mode="pseudo", pseudo_conf=0.6, uncertain_low=0.3, uncertain_high=0.6)
+    d = decide_labels(frame(), dets([0.9, 0.1]), cfg)
     # box 20..60 x 10..50 in a 200x100 image -> cx 0.2, cy 0.3, w 0.2, h 0.4
-    assert d.origin == "pseudo"
+    assert d.origin is LabelOrigin.PSEUDO and not d.queue_for_operator
     np.testing.assert_allclose(d.labels, [[0, 0.2, 0.3, 0.2, 0.4]], atol=1e-6)
 
 
-def test_uncertain_band_goes_to_operator_and_ground_truth_mode_ignores_detections():
-    cfg = LabelsConfig(mode="pseudo", pseudo_conf=0.6, uncertain_low=0.3, uncertain_high=0.6)
-    assert decide_labels(Frame(IMG, 0, 0.0, "x"), dets([0.9, 0.45]), cfg).queue_for_operator
-    d = decide_labels(Frame(IMG, 0, 0.0, "x"), dets([0.9]), LabelsConfig(mode="ground_truth"))
-    assert d.labels is None and not d.queue_for_operator
+def test_uncertain_detection_blocks_pseudo_and_goes_to_queue_in_field_mode():
+    cfg = cfg_(mode="pseudo", uncertain_low=0.3, uncertain_high=0.6)
+    d = decide_labels(frame(), dets([0.9, 0.45]), cfg)
+    assert d.labels is None and d.why == "uncertain"
+    d = decide_labels(frame(), dets([0.9, 0.45]), dataclasses.replace(cfg, mode="field"))
+    assert d.queue_for_operator and d.candidate.reasons["uncertain"] == pytest.approx(1.0)
 
 
-def test_operator_queue_bounded_accept_reject(tmp_path):
-    q = OperatorQueue(tmp_path, max_pending=2)
-    ids = [q.push(Frame(IMG, i, float(i), "cam", task="t1"), dets([0.5])) for i in range(3)]
-    pending = q.list()
-    assert len(pending) == 2 and pending[0]["frame_id"] == 1
+def test_field_mode_falls_back_to_pseudo_when_not_selected():
+    cfg = cfg_(mode="field", selection=NO_SELECTION)
+    d = decide_labels(frame(), dets([0.9]), cfg)
+    assert d.origin is LabelOrigin.PSEUDO
 
-    class FakeMemory:
-        def __init__(self):
-            self.samples = []
 
-        def add(self, sample):
-            self.samples.append(sample)
-            return len(self.samples)
+def test_pseudo_per_class_thresholds_and_known_classes():
+    table = {0: 0.8, 1: 0.95, 2: None}
+    pl = PseudoLabeler(lambda: table, default_conf=0.7, uncertain_low=0.3, uncertain_high=0.6,
+                       known_classes=lambda: {0, 1, 2, 3})
+    assert pl.label(dets([0.85], classes=[0]), 200, 100)[1] == "pseudo"
+    # class 1 at 0.9: above the band but under its threshold -> the whole frame is refused
+    assert pl.label(dets([0.85, 0.9], classes=[0, 1]), 200, 100) == (None, "below_threshold")
+    assert pl.label(dets([0.99], classes=[2]), 200, 100) == (None, "not_calibrated")
+    assert pl.label(dets([0.75], classes=[3]), 200, 100)[1] == "pseudo"      # default 0.7
+    assert pl.label(dets([0.99], classes=[7]), 200, 100) == (None, "unknown_class")
+    assert pl.label(dets([0.1], classes=[0]), 200, 100) == (None, "no_detections")
+    labels, why = pl.label(dets([0.85, 0.2], classes=[0, 5]), 200, 100)  # 0.2: noise, ignored
+    assert why == "pseudo" and labels.shape == (1, 5)
+    # a calibrated threshold under the band's top is lifted to it
+    low = PseudoLabeler({0: 0.1}, 0.7, 0.3, 0.6)
+    assert low.threshold(0) == 0.6
 
+
+def test_pipeline_pseudo_duplicates_and_rate_limit():
+    now = [0.0]
+    from edgecl.runtime.labels import Selector
+
+    cfg = cfg_(mode="pseudo", pseudo_max_per_minute=1, dedup_window_s=60)
+    pipe = LabelPipeline(cfg, Selector(cfg, clock=lambda: now[0], monotonic=lambda: now[0]))
+    d = pipe.decide(frame(), dets([0.9]))
+    assert d.why == "pseudo"
+    pipe.selector.stored(d.embedding)
+    pipe.selector.pseudo_limit.take()
+    assert pipe.decide(frame(), dets([0.9])).why == "pseudo_duplicate"
+    assert pipe.decide(frame(textured(3)), dets([0.9])).why == "pseudo_rate_limited"
+
+
+# --- the sink ----------------------------------------------------------------------------------
+
+def make_sink(tmp_path, classes=None, **kw):
+    cfg = cfg_(**kw)
     mem = FakeMemory()
-    assert q.accept(ids[1], mem) == 1
+    sink = MemorySink(mem, cfg, OperatorQueue(tmp_path / "labels", cfg.max_pending),
+                      classes=classes or FakeClasses({0: "car", 1: "person"}))
+    return sink, mem
+
+
+def test_sink_stores_ground_truth_and_pseudo_with_origin_and_queues_selected(tmp_path):
+    sink, mem = make_sink(tmp_path, mode="field", selection=SelectionConfig(
+        uncertain=1.0, novel=0, disagreement=0, forgetting=0, random=0))
+    sink.write(result(IMG, dets([0.9]), 0, labels=GT))
+    sink.write(result(textured(1), dets([0.9]), 1))
+    sink.write(result(textured(2), dets([0.45]), 2))
+    assert [s.origin for s in mem.samples] == [LabelOrigin.GROUND_TRUTH, LabelOrigin.PSEUDO]
+    assert mem.samples[1].task == "stream"
+    pending = sink.queue.pending()
+    assert len(pending) == 1 and pending[0]["proposed"][0]["class"] == "car"
+    assert pending[0]["reasons"] == {"uncertain": 1.0}    # 0.45: the middle of [0.3, 0.6)
+    counts = sink.stats()["counts"]
+    assert counts["stored_ground_truth"] == 1 and counts["stored_pseudo"] == 1
+    assert counts["queued_items"] == 1
+    assert sink.take_counters() == (2, {0})
+
+
+def test_sink_refuses_class_ids_the_registry_does_not_know(tmp_path, caplog):
+    sink, mem = make_sink(tmp_path, mode="ground_truth")
+    stray = np.array([[79, 0.5, 0.5, 0.1, 0.1]], np.float32)
+    sink.write(result(IMG, dets([]), 0, labels=stray))
+    assert mem.samples == [] and sink.stats()["counts"]["refused_class"] == 1
+    assert "class id 79" in caplog.text and len(caplog.records) == 1
+
+
+def test_storage_fault_pauses_then_resumes(tmp_path, caplog):
+    t = [0.0]
+    sink, mem = make_sink(tmp_path, mode="ground_truth", storage_retry_s=10)
+    sink.clock = lambda: t[0]
+    mem.fail = StorageError("memory: no space left on device")
+    sink.write(result(IMG, dets([]), 0, labels=GT))
+    assert sink.paused_reason and "no space" in sink.paused_reason
+    for i in range(5):                                 # no retry before 10 s: not hammered
+        sink.write(result(IMG, dets([]), i, labels=GT))
+    assert mem.attempts == 1 and sink.stats()["counts"]["not_stored"] == 6
+    mem.fail = None
+    t[0] = 11.0
+    sink.write(result(IMG, dets([]), 7, labels=GT))
+    assert sink.paused_reason is None and len(mem.samples) == 1
+    assert "storing paused" in caplog.text and "storing resumed" in caplog.text
+
+
+def test_queue_disk_fault_pauses_storing_too(tmp_path, monkeypatch):
+    sink, mem = make_sink(tmp_path, mode="field", selection=SelectionConfig(
+        uncertain=1.0, novel=0, disagreement=0, forgetting=0, random=0))
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sink.queue, "push", full)
+    sink.write(result(IMG, dets([0.45]), 0))
+    assert sink.paused_reason is not None and sink.stats()["counts"]["not_stored"] == 1
+
+
+# --- the queue's answer API ----------------------------------------------------------------------
+
+def queued(tmp_path, n=1, max_pending=10):
+    q = OperatorQueue(tmp_path / "labels", max_pending)
+    ids = [q.push(frame(textured(i), i), dets([0.5]), priority=0.5, reasons={"uncertain": 0.8},
+                  names={0: "car"}) for i in range(n)]
+    return q, ids
+
+
+def test_pending_item_shape_and_image(tmp_path):
+    q, (item_id,) = queued(tmp_path)
+    (item,) = q.pending()
+    assert set(item) >= {"id", "priority", "reasons", "width", "height", "created_s", "proposed"}
+    assert item["proposed"] == [{"class": "car", "xyxy": [20.0, 10.0, 60.0, 50.0], "score": 0.5}]
+    assert (item["width"], item["height"]) == (200, 100)
+    assert q.image_path(item_id).is_file()
+
+
+def test_answer_edits_boxes_adds_new_class_and_conflicts(tmp_path):
+    q, (item_id,) = queued(tmp_path)
+    mem, classes = FakeMemory(), FakeClasses({0: "car"})
+    boxes = [{"class": "car", "xyxy": [22, 12, 58, 50]},
+             {"class": "drone", "xyxy": [100, 0, 200, 100]}]
+    out = q.answer(item_id, boxes, mem, classes)
+    assert out == {"id": item_id, "sample": 1, "boxes": 2, "classes_added": ["drone"]}
+    (sample,) = mem.samples
+    assert sample.origin is LabelOrigin.OPERATOR and sample.source == f"operator:{item_id}"
+    np.testing.assert_allclose(sample.labels,
+                               [[0, 0.2, 0.31, 0.18, 0.38], [1, 0.75, 0.5, 0.5, 1.0]], atol=1e-5)
+    assert classes.names() == {0: "car", 1: "drone"} and q.pending() == []
+    with pytest.raises(ConflictError, match="already answered"):
+        q.answer(item_id, [], mem, classes)
+    with pytest.raises(ConflictError):
+        q.skip(item_id)
+
+
+def test_empty_answer_is_a_negative_sample_and_skip_stores_nothing(tmp_path):
+    q, (a, b) = queued(tmp_path, 2)
+    mem = FakeMemory()
+    q.answer(a, [], mem, FakeClasses())
+    assert mem.samples[0].labels.shape == (0, 5) and mem.samples[0].origin is LabelOrigin.OPERATOR
+    assert q.skip(b) == {"id": b, "skipped": True} and len(mem.samples) == 1
+    with pytest.raises(ConflictError, match="already skipped"):
+        q.answer(b, [], mem, FakeClasses())
+
+
+@pytest.mark.parametrize("boxes, match", [
+    ([{"class": "car", "xyxy": [0, 0, 250, 50]}], "outside the 200x100 frame"),
+    ([{"class": "car", "xyxy": [50, 10, 40, 50]}], "x2 must exceed x1"),
+    ([{"class": "car", "xyxy": [1, 2, 3]}], "4 finite numbers"),
+    ([{"class": "car", "xyxy": [1, 2, 3, float("nan")]}], "4 finite numbers"),
+    ([{"class": "", "xyxy": [1, 2, 3, 4]}], "class name is empty"),
+    ([{"class": "ok", "xyxy": [1, 2, 3, 4]}, {"class": "a\nb", "xyxy": [1, 2, 3, 4]}],
+     "control characters"),
+    ([{"xyxy": [1, 2, 3, 4]}], "'class' and 'xyxy'"),
+    ({"class": "car"}, "JSON list"),
+    ([{"class": "car", "xyxy": [1, 1, 2, 2]}] * 1001, "at most 1000"),
+])
+def test_bad_boxes_change_nothing(tmp_path, boxes, match):
+    q, (item_id,) = queued(tmp_path)
+    mem, classes = FakeMemory(), FakeClasses()
+    with pytest.raises(LabelError, match=match):
+        q.answer(item_id, boxes, mem, classes)
+    assert mem.samples == [] and len(q.pending()) == 1 and classes.names() == {0: "car"}
+
+
+def test_unknown_class_refused_when_new_classes_not_allowed(tmp_path):
+    q, (item_id,) = queued(tmp_path)
+    with pytest.raises(LabelError, match="unknown class 'bus'"):
+        q.answer(item_id, [{"class": "bus", "xyxy": [1, 1, 9, 9]}], FakeMemory(), FakeClasses(),
+                 allow_new_classes=False)
+
+
+def test_box_overshoot_within_a_pixel_is_clipped(tmp_path):
+    q, (item_id,) = queued(tmp_path)
+    mem = FakeMemory()
+    q.answer(item_id, [{"class": "car", "xyxy": [-0.5, 0, 200.4, 100]}], mem, FakeClasses())
+    np.testing.assert_allclose(mem.samples[0].labels, [[0, 0.5, 0.5, 1.0, 1.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", ["../../../outside/x", "a/b", "", ".hidden", "x" * 65, "a\x00b",
+                                 "..", 42, None])
+def test_ids_are_validated_before_any_path(tmp_path, bad):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.json").write_text("{}")
+    (outside / "x.jpg").write_bytes(b"x")
+    q, _ = queued(tmp_path)
+    for call in (lambda: q.skip(bad), lambda: q.image_path(bad), lambda: q.item(bad),
+                 lambda: q.answer(bad, [], FakeMemory(), FakeClasses())):
+        with pytest.raises(NotFoundError):
+            call()
+    assert (outside / "x.json").exists() and (outside / "x.jpg").exists()
+    with pytest.raises(NotFoundError):
+        valid_item_id(bad)
+    assert valid_item_id("00000000000000000001-abc123") == "00000000000000000001-abc123"
+
+
+def test_unknown_id_is_not_found(tmp_path):
+    q, _ = queued(tmp_path)
+    with pytest.raises(NotFoundError, match="no label item 'nope'"):
+        q.skip("nope")
+
+
+def test_malformed_items_are_skipped_with_one_line(tmp_path, caplog):
+    q, (good,) = queued(tmp_path)
+    pend = tmp_path / "labels" / "pending"
+    (pend / "broken.json").write_text("{not json")
+    (pend / "nokeys.json").write_text(json.dumps({"id": "nokeys"}))
+    (pend / "wrongid.json").write_text(json.dumps({"id": "other", "width": 4, "height": 4}))
+    (pend / "list.json").write_text("[]")
+    assert [i["id"] for i in q.pending()] == [good]
+    assert [i["id"] for i in q.pending()] == [good]
+    warnings = [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(warnings) == 4                                   # once per file, not per call
+    with pytest.raises(NotFoundError, match="malformed"):
+        q.skip("nokeys")
+
+
+def test_queue_survives_restart_and_answered_record_is_bounded(tmp_path):
+    q, ids = queued(tmp_path, 3)
+    q2 = OperatorQueue(tmp_path / "labels", 10, answered_keep=2)
+    assert sorted(i["id"] for i in q2.pending()) == sorted(ids)
+    for item_id in ids:
+        q2.skip(item_id)
+    record = json.loads((tmp_path / "labels" / "answered.json").read_text())
+    assert [e["id"] for e in record] == ids[1:]
+    with pytest.raises(NotFoundError):
+        q2.skip(ids[0])                      # forgotten: too old to say "already answered"
+
+
+def test_answer_after_interrupted_answer_does_not_store_twice(tmp_path):
+    q, (item_id,) = queued(tmp_path)
+    mem, classes = FakeMemory(), FakeClasses()
+    q._record = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)   # "killed" here
+    with pytest.raises(KeyboardInterrupt):
+        q.answer(item_id, [{"class": "car", "xyxy": [1, 1, 9, 9]}], mem, classes)
+    q = OperatorQueue(tmp_path / "labels", 10)
+    assert len(q.pending()) == 1 and len(mem.samples) == 1
+    assert q.answer(item_id, [{"class": "car", "xyxy": [1, 1, 9, 9]}], mem, classes)["sample"] == 1
+    assert len(mem.samples) == 1 and q.pending() == []
+
+
+def test_recover_finishes_interrupted_answers(tmp_path):
+    q, (a, b) = queued(tmp_path, 2)
+    mem = FakeMemory()
+    mem.samples.append(SimpleSample(f"operator:{a}"))
+    assert q.recover(mem) == 1
+    assert [i["id"] for i in q.pending()] == [b]
+    with pytest.raises(ConflictError):
+        q.skip(a)
+
+
+class SimpleSample:
+    def __init__(self, source):
+        self.source = source
+        self.origin = LabelOrigin.OPERATOR
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from labels_fakes import FakeClasses
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory
+    from edgecl.runtime.labels import OperatorQueue
+
+    class KillAfterAdd(ReplayMemory):
+        def add(self, sample):
+            out = super().add(sample)
+            if {kill_after_add!r}:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return out
+
+    class KillInRegistry(FakeClasses):
+        def id_for(self, name, create=True):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    mem = KillAfterAdd({mem!r}, MemoryConfig(capacity=50, holdout_fraction=0.1))
+    q = OperatorQueue({labels!r}, 10)
+    classes = KillInRegistry() if {kill_in_registry!r} else FakeClasses()
+    q.answer(sys.argv[1], [{{"class": "{cls}", "xyxy": [1, 1, 50, 40]}}], mem, classes)
+""")
+
+
+@pytest.mark.parametrize("window", ["after_memory_add", "in_class_registry"])
+def test_kill9_during_answer_leaves_memory_and_queue_consistent(tmp_path, window):
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory
+
+    q, (item_id,) = queued(tmp_path)
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), mem=str(tmp_path / "memory"),
+                                labels=str(tmp_path / "labels"),
+                                kill_after_add=window == "after_memory_add",
+                                kill_in_registry=window == "in_class_registry",
+                                cls="car" if window == "after_memory_add" else "drone")
+    proc = subprocess.run([sys.executable, "-c", script, item_id], capture_output=True, text=True,
+                          env={**os.environ, "YOLO_OFFLINE": "1"}, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    mem = ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50, holdout_fraction=0.1))
+    try:
+        report = mem.verify(repair=False, deep=True)
+        assert not (report.missing_rows or report.corrupt_rows or report.unrepaired)
+        stored = [r for r in mem.records() if r.source == f"operator:{item_id}"]
+        assert len(stored) == (1 if window == "after_memory_add" else 0)
+        q = OperatorQueue(tmp_path / "labels", 10)
+        q.recover(mem)
+        if window == "after_memory_add":
+            assert q.pending() == []
+            with pytest.raises(ConflictError):
+                q.answer(item_id, [], mem, FakeClasses())
+        else:
+            assert len(q.pending()) == 1
+            out = q.answer(item_id, [{"class": "car", "xyxy": [1, 1, 50, 40]}], mem, FakeClasses())
+            assert out["sample"] is not None
+        assert len([r for r in mem.records() if r.source == f"operator:{item_id}"]) == 1
+    finally:
+        mem.close()
+
+
+# --- start-up message ----------------------------------------------------------------------------
+
+def test_describe_labelling_says_how_labels_come():
+    cfg = Config(labels=LabelsConfig(mode="ground_truth"), state_dir="/s")
+    line = describe_labelling(cfg, source_is_labelled=False)
+    assert "nothing will be stored and nothing learnt" in line and "labels.mode: field" in line
+    assert "\n" not in line
+    assert "ground truth" in describe_labelling(cfg, source_is_labelled=True)
+    field = Config(labels=LabelsConfig(mode="field"), state_dir="/s",
+                   server=ServerConfig(enabled=True, host="0.0.0.0", port=8765))
+    line = describe_labelling(field, source_is_labelled=False)
+    assert "http://0.0.0.0:8765/" in line and "edgecl labels import" in line
+    assert "pseudo-labels" in line and "precision 0.9" in line and "pending" in line
+    assert "nothing will be learnt" in describe_labelling(Config(labels=LabelsConfig(mode="off")),
+                                                          True)
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(Exception, match="labels.mode 'bogus'"):
+        LabelPipeline(cfg_(mode="bogus"))
+
+
+def test_sink_answer_counts_operator_samples_for_the_learner(tmp_path):
+    sink, mem = make_sink(tmp_path, mode="field", selection=SelectionConfig(
+        uncertain=1.0, novel=0, disagreement=0, forgetting=0, random=0))
+    sink.write(result(IMG, dets([0.45]), 0))
+    (item,) = sink.queue.pending()
+    assert sink.take_counters() == (0, set())
+    out = sink.answer(item["id"], [{"class": "bike", "xyxy": [1, 1, 30, 30]}])
+    assert out["classes_added"] == ["bike"] and mem.samples[0].origin is LabelOrigin.OPERATOR
+    assert sink.take_counters() == (1, {2})
+    assert sink.stats()["counts"]["stored_operator"] == 1
+
+
+def test_from_config_field_loop_with_real_memory_and_registry(tmp_path):
+    from edgecl.config import MemoryConfig
+    from edgecl.models.classes import ClassRegistry
+
+    ClassRegistry(tmp_path).seed({0: "car"})
+    cfg = Config(state_dir=str(tmp_path), memory=MemoryConfig(capacity=50, holdout_fraction=0.2),
+                 labels=LabelsConfig(mode="field", max_per_minute=0))
+    sink = MemorySink.from_config(cfg, classes=ClassRegistry(tmp_path), thresholds=lambda: {0: 0.8})
+    try:
+        sink.write(result(textured(0), dets([0.45]), 0))          # uncertain -> queue
+        sink.write(result(textured(1), dets([0.9]), 1))           # novel -> queue
+        sink.selector.weights = {}                                # selection off: pseudo path
+        sink.write(result(textured(2), dets([0.9]), 2))
+        sink.write(result(textured(3), dets([0.7]), 3))           # under class 0's 0.8: refused
+        pending = sink.queue.pending()
+        assert len(pending) == 2 and pending[0]["reasons"].get("novel") == 1.0
+        sink.answer(pending[0]["id"], [{"class": "truck", "xyxy": [0, 0, 100, 50]}])
+        sink.skip(pending[1]["id"])
+        per_origin = sink.memory.stats()["per_origin"]
+        assert per_origin["pseudo"] == 1 and per_origin["operator"] == 1
+        assert ClassRegistry(tmp_path).names() == {0: "car", 1: "truck"}
+        assert sink.stats()["counts"]["below_threshold"] == 1
+    finally:
+        sink.close()
+    reopened = MemorySink.from_config(cfg, classes=ClassRegistry(tmp_path))
+    try:
+        assert reopened.queue.pending() == [] and len(reopened.selector.ring) == 0
+    finally:
+        reopened.close()
+
+
+def test_accept_stores_proposed_boxes_with_the_state_registry(tmp_path):
+    from edgecl.models.classes import ClassRegistry
+
+    ClassRegistry(tmp_path).seed({0: "car"})
+    q, (item_id,) = queued(tmp_path)
+    mem = FakeMemory()
+    assert q.accept(item_id, mem)["boxes"] == 1
     np.testing.assert_allclose(mem.samples[0].labels, [[0, 0.2, 0.3, 0.2, 0.4]], atol=1e-6)
-    q.reject(ids[2])
-    assert q.list() == []
-    with pytest.raises(KeyError):
-        q.reject(ids[2])

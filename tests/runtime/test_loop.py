@@ -1,10 +1,18 @@
 """The capture -> inference -> sink loop, hot swap and back-pressure."""
 
+import json
+import logging
+import sqlite3
 import threading
 import time
+from types import SimpleNamespace
 
-from edgecl.runtime.buffers import CLOSED, DropOldest, make_buffer
-from edgecl.runtime.loop import InferenceLoop
+import cv2
+import pytest
+
+from edgecl.runtime.buffers import CLOSED, Block, DropOldest, make_buffer
+from edgecl.runtime.loop import STATS_WINDOW, InferenceLoop, SampleRing
+from edgecl.runtime.watchdog import Watchdog
 from edgecl.runtime.watcher import ReadyModel
 from fakes import CollectSink, ListSource, SleepBackend
 
@@ -65,17 +73,220 @@ def test_max_frames_and_request_stop():
     assert time.perf_counter() - t0 < 5 and 0 < report.frames < 10_000
 
 
-def test_failing_sink_is_disabled_not_fatal():
-    class Broken:
+class Raising:
+    """A sink whose first ``fail_first`` writes raise ``exc`` (forever when None)."""
+
+    def __init__(self, exc, fail_first=None, name=None):
+        self.exc, self.fail_first, self.calls, self.written = exc, fail_first, 0, 0
+        if name:
+            self.name = name
+
+    def write(self, result):
+        self.calls += 1
+        if self.fail_first is None or self.calls <= self.fail_first:
+            raise self.exc
+        self.written += 1
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("exc", [
+    OSError(28, "No space left on device"), sqlite3.OperationalError("database is locked"),
+    cv2.error("OpenCV(4.x) error: (-215:Assertion failed)"), MemoryError(), KeyError("boxes"),
+    ZeroDivisionError("division by zero")], ids=lambda e: type(e).__name__)
+def test_a_sink_raising_anything_is_counted_and_kept(exc):
+    good = CollectSink()
+    report = InferenceLoop(ListSource(5), SleepBackend(delay_s=0), "v",
+                           sinks=[Raising(exc), good]).run()
+    assert report.frames == 5 and len(good.results) == 5
+    assert report.sink_errors == 5 and report.sink_errors_by_sink == {"Raising": 5, "CollectSink": 0}
+
+
+def test_a_transiently_failing_sink_works_again_and_names_are_unique(caplog):
+    caplog.set_level(logging.INFO, logger="edgecl.runtime.loop")
+    flaky = Raising(OSError(28, "No space left on device"), fail_first=3, name="memory")
+    other = Raising(KeyError("x"), fail_first=0, name="memory")
+    report = InferenceLoop(ListSource(10), SleepBackend(delay_s=0), "v", sinks=[flaky, other]).run()
+    assert flaky.written == 7 and other.written == 10
+    assert report.sink_errors_by_sink == {"memory": 3, "memory#2": 0}
+    assert "works again after 3 failures" in caplog.text
+    assert caplog.text.count("Traceback") == 1, "only the first failure is logged in full"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_sink_failing_in_close_or_dying_never_hangs_shutdown():
+    class BadClose(CollectSink):
+        def close(self):
+            raise RuntimeError("flush failed")
+
+    class Dies(CollectSink):
         def write(self, result):
-            raise OSError(28, "No space left on device")
+            raise SystemExit("a library called sys.exit")
+
+    good = CollectSink()
+    t0 = time.perf_counter()
+    report = InferenceLoop(ListSource(50), SleepBackend(delay_s=0), "v",
+                           sinks=[BadClose(), Dies(), good], sink_queue_size=2).run()
+    assert time.perf_counter() - t0 < 5
+    assert report.frames == 50 and len(good.results) == 50
+    assert report.sink_errors_by_sink["BadClose"] == 1
+    assert report.sink_dropped >= 40, "results for the dead sink are dropped, never waited on"
+
+
+def test_a_hung_sink_stalls_only_itself_and_shutdown_stays_bounded(caplog):
+    release = threading.Event()
+
+    class Hangs:
+        def write(self, result):
+            release.wait(30)
 
         def close(self):
             pass
 
     good = CollectSink()
-    report = InferenceLoop(ListSource(5), SleepBackend(delay_s=0), "v", sinks=[Broken(), good]).run()
-    assert report.frames == 5 and len(good.results) == 5 and report.sink_errors == 1
+    loop = InferenceLoop(ListSource(30), SleepBackend(delay_s=0), "v", sinks=[Hangs(), good],
+                         sink_queue_size=2, sink_stall_timeout_s=0.3, stop_timeout_s=0.5)
+    t0 = time.perf_counter()
+    report = loop.run()
+    assert time.perf_counter() - t0 < 4
+    release.set()
+    assert report.frames == 30 and len(good.results) == 30
+    assert report.sink_dropped >= 25
+    assert "Hangs has not taken a result" in caplog.text
+    assert "did not finish within" in caplog.text
+
+
+class BlockingSource(ListSource):
+    """Delivers ``n`` frames, then blocks in read() until closed (a stalled camera)."""
+
+    def __init__(self, n, honour_close=True):
+        super().__init__(n)
+        self.honour_close = honour_close
+        self.closed = threading.Event()
+        self.never = threading.Event()
+
+    def read(self):
+        if self.i < self.n:
+            return super().read()
+        (self.closed if self.honour_close else self.never).wait(60)
+        return None
+
+    def close(self):
+        self.closed.set()
+
+
+def test_max_frames_ends_promptly_when_the_source_blocks():
+    source = BlockingSource(1)
+    loop = InferenceLoop(source, SleepBackend(delay_s=0), "v", max_frames=1, back_pressure="block")
+    t0 = time.perf_counter()
+    report = loop.run()
+    assert report.frames == 1 and time.perf_counter() - t0 < 1.0
+    assert source.closed.is_set()
+    assert not any(t.name == "edgecl-capture" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_read_that_ignores_close_is_left_behind_and_logged(caplog):
+    source = BlockingSource(0, honour_close=False)
+    loop = InferenceLoop(source, SleepBackend(delay_s=0), "v", stop_timeout_s=1.0)
+    threading.Timer(0.2, loop.request_stop).start()
+    t0 = time.perf_counter()
+    loop.run()
+    assert time.perf_counter() - t0 < 4
+    assert "capture thread still blocked in BlockingSource.read()" in caplog.text
+    source.never.set()
+
+
+def test_full_block_buffer_never_blocks_close_or_stop():
+    buf = Block(maxsize=2)
+    assert buf.put(1) and buf.put(2)
+    stop = threading.Event()
+    threading.Timer(0.1, stop.set).start()
+    t0 = time.perf_counter()
+    assert buf.put(3, stop) is False and time.perf_counter() - t0 < 1
+    buf.close()
+    assert buf.put(4) is False
+    assert [buf.get(0.1), buf.get(0.1), buf.get(0.1)] == [1, 2, CLOSED]
+
+
+def test_latency_samples_are_a_ring_and_figures_come_from_it():
+    ring = SampleRing(8)
+    for i in range(20):
+        ring.append(float(i))
+    assert len(ring) == 8 and ring.recent().tolist() == [float(i) for i in range(12, 20)]
+    assert ring.recent(3).tolist() == [17.0, 18.0, 19.0] and len(SampleRing(4).recent(10)) == 0
+    loop = InferenceLoop(ListSource(STATS_WINDOW + 500, shape=(8, 8, 3)), SleepBackend(delay_s=0),
+                         "v")
+    report = loop.run()
+    assert report.frames == STATS_WINDOW + 500
+    assert len(loop._latencies_ms) == STATS_WINDOW and len(loop._infer_ms) == STATS_WINDOW
+    assert loop.current_fps() > 0 and loop.latency_p50() > 0
+    assert report.latency_ms_p95 >= report.latency_ms_p50 > 0
+
+
+def test_refused_labels_come_from_the_source_stats_and_json_keeps_old_keys():
+    class Counted(ListSource):
+        stats = SimpleNamespace(skipped=2, refused_labels=3)
+
+    report = InferenceLoop(Counted(4), SleepBackend(delay_s=0), "v").run()
+    out = report.to_json()
+    assert out["refused_labels"] == 3 and out["skipped"] == 2
+    old_keys = {"frames", "fps", "latency_ms_p50", "latency_ms_p95", "infer_ms_p50", "dropped",
+                "skipped", "swaps", "swap_stall_ms_max", "model_version", "elapsed_s", "sink_errors"}
+    assert old_keys <= set(out) and isinstance(out["sink_errors"], int)
+    json.dumps(out)
+
+
+def test_the_loop_beats_its_watchdog_and_a_hung_inference_is_stuck():
+    class Hangs(SleepBackend):
+        def infer(self, images):
+            if self.calls_left == 0:
+                time.sleep(0.6)
+            self.calls_left -= 1
+            return super().infer(images)
+
+    backend = Hangs(delay_s=0)
+    backend.calls_left = 3
+    watchdog = Watchdog(stuck_after_s={"inference": 0.3})
+    seen = []
+    loop = InferenceLoop(ListSource(6), backend, "v", watchdog=watchdog, sinks=[CollectSink()])
+    report = loop.run(supervise=lambda: seen.append(watchdog.snapshot()), tick_s=0.05)
+    assert report.frames == 6
+    assert any(s["stages"]["inference"]["state"] == "stuck" and s["status"] == "stuck" for s in seen)
+    end = watchdog.snapshot()
+    assert end["status"] == "ok"
+    assert {n: st["state"] for n, st in end["stages"].items()} == {
+        "capture": "stopped", "inference": "stopped", "sinks": "stopped"}
+    assert end["stages"]["sinks"]["parts"]["CollectSink"]["state"] == "stopped"
+
+
+def test_a_paused_source_is_idle_not_stuck():
+    release = threading.Event()
+
+    class Paused(ListSource):
+        paused = False
+
+        def read(self):
+            if self.i == 2 and not release.is_set():
+                self.paused = True
+                release.wait(5)
+                self.paused = False
+            return super().read()
+
+    source = Paused(4)
+    watchdog = Watchdog(stuck_after_s={"capture": 0.2, "inference": 0.2})
+    seen = []
+
+    def supervise():
+        seen.append(watchdog.snapshot())
+        if len(seen) == 10:
+            release.set()
+
+    InferenceLoop(source, SleepBackend(delay_s=0), "v", watchdog=watchdog).run(
+        supervise=supervise, tick_s=0.05)
+    paused = [s for s in seen[5:10]]
+    assert all(s["stages"]["capture"]["state"] == "idle" for s in paused), paused
+    assert all(s["status"] == "ok" for s in seen)
 
 
 def test_drop_oldest_counts_drops():
@@ -87,3 +298,35 @@ def test_drop_oldest_counts_drops():
     assert buf.get(0.1) is CLOSED
     assert make_buffer("auto", source_is_live=True).name == "drop_oldest"
     assert make_buffer("auto", source_is_live=False).name == "block"
+
+
+def test_watcher_refusals_are_bounded_and_any_load_error_refuses_the_version():
+    from edgecl.runtime import watcher as watcher_mod
+
+    class Registry:
+        def verify(self, version):
+            return [] if version == "boom" else [f"{version}: sha256 mismatch"]
+
+        def model_path(self, version, prefer):
+            raise RuntimeError("onnxruntime: invalid graph")
+
+    w = watcher_mod.ModelWatcher(Registry(), opts=None, current_version=None)
+    for i in range(watcher_mod.MAX_REFUSED + 10):
+        assert w.load_version(f"v{i:04d}") is None
+    assert len(w.refused) == watcher_mod.MAX_REFUSED and "v0000" not in w.refused
+    assert w.load_version("boom") is None
+    assert w.refused["boom"] == "RuntimeError: onnxruntime: invalid graph"
+
+
+def test_watcher_stop_never_waits_on_an_untaken_model():
+    from edgecl.runtime.watcher import ModelWatcher, ReadyModel
+
+    w = ModelWatcher(registry=None, opts=None, current_version=None)
+    first, second = SleepBackend(), SleepBackend()
+    w._offer(ReadyModel("v1", first))
+    threading.Timer(0.2, w._stop.set).start()
+    t0 = time.perf_counter()
+    w._offer(ReadyModel("v2", second))
+    assert time.perf_counter() - t0 < 2 and second.closed
+    w.stop()
+    assert first.closed

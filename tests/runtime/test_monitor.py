@@ -49,16 +49,19 @@ def filled(state_dir):
 
 def test_accuracy_matrix_of_promoted_versions(tmp_path):
     mon = filled(tmp_path)
-    R, names, versions = mon.accuracy_matrix()
-    assert names == TASKS
-    assert versions == ["v0001", "v0002", "v0004"]
-    np.testing.assert_allclose(R, [[0.8, NAN, NAN], [0.6, 0.9, NAN], [0.5, 0.7, 0.85]])
-    R_all, _, all_versions = mon.accuracy_matrix(status=None)
-    assert all_versions == ["v0001", "v0002", "v0003", "v0004"]
-    assert R_all[2].tolist() == pytest.approx([0.1, 0.9, 0.2])
-    assert mon.accuracy_matrix("rejected")[2] == ["v0003"]
+    m = mon.accuracy_matrix()  # several tasks: auto is the per-task view
+    assert m["kind"] == "tasks" and m["columns"] == TASKS
+    assert m["versions"] == ["v0001", "v0002", "v0004"]
+    assert m["rows"] == ["r1 v0001", "r2 v0002", "r4 v0004"]
+    assert m["values"] == [[0.8, None, None], [0.6, 0.9, None], [0.5, 0.7, 0.85]]
+    m_all = mon.accuracy_matrix("tasks", status=None)
+    assert m_all["versions"] == ["v0001", "v0002", "v0003", "v0004"]
+    assert m_all["values"][2] == pytest.approx([0.1, 0.9, 0.2])
+    assert mon.accuracy_matrix("tasks", "rejected")["versions"] == ["v0003"]
     with pytest.raises(ValueError, match="status"):
-        mon.accuracy_matrix("pending")
+        mon.accuracy_matrix("tasks", "pending")
+    with pytest.raises(ValueError, match="kind"):
+        mon.accuracy_matrix("rows")
 
 
 def test_rounds_store_computed_metrics(tmp_path):
@@ -100,7 +103,7 @@ def test_empty_summary_and_missing_database(tmp_path):
 def test_database_is_wal_and_rerecording_replaces(tmp_path):
     mon = filled(tmp_path)
     mon.record_evaluation(4, "v0004", {"cars": result(0.55)}, TASKS, ts_s=4.5)
-    assert mon.accuracy_matrix()[0][2, 0] == pytest.approx(0.55)
+    assert mon.accuracy_matrix("tasks")["values"][2][0] == pytest.approx(0.55)
     with sqlite3.connect(mon.db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         n = conn.execute("SELECT COUNT(*) FROM class_ap WHERE model_version='v0004' AND task='cars'")
@@ -111,7 +114,8 @@ def test_unknown_task_is_refused_and_nothing_is_written(tmp_path):
     mon = Monitor(tmp_path)
     with pytest.raises(MonitorError, match="not in the task order"):
         mon.record_evaluation(1, "v0001", {"cars": result(0.5), "boats": result(0.4)}, TASKS)
-    assert mon.accuracy_matrix(None)[0].shape == (0, 0)
+    assert mon.accuracy_matrix("tasks", None)["values"] == []
+    assert mon.matrix_view(None).values.shape == (0, 0)
 
 
 def test_damaged_database_is_reported(tmp_path):
@@ -164,12 +168,20 @@ def test_prometheus_reports_a_broken_database_instead_of_failing(tmp_path):
 
 
 def test_runtime_samples_are_bounded(tmp_path):
-    mon = Monitor(tmp_path, max_runtime_rows=3)
+    # newest 3 rows whole; before them one row per 10 s bucket, at most 2 such rows
+    mon = Monitor(tmp_path, max_runtime_rows=3, runtime_downsample_s=10.0, max_downsampled_rows=2)
+    for k in range(40):
+        mon.record_runtime(float(k), 10.0, 100 * k, k, f"v{k:04d}", ts_s=float(k))
+    with sqlite3.connect(mon.db_path) as conn:
+        ts = [r[0] for r in conn.execute("SELECT ts_s FROM runtime ORDER BY ts_s")]
+    # buckets before ts 37: [0,10), [10,20), [20,30), [30,37): the two newest buckets' first rows
+    assert ts == [20.0, 30.0, 37.0, 38.0, 39.0]
+    assert mon.latest_runtime()["model_version"] == "v0039"
+    mon = Monitor(tmp_path / "plain", max_runtime_rows=3, max_downsampled_rows=0)
     for k in range(5):
         mon.record_runtime(float(k), 10.0, 100 * k, k, f"v{k:04d}", ts_s=float(k))
     with sqlite3.connect(mon.db_path) as conn:
         assert [r[0] for r in conn.execute("SELECT fps FROM runtime ORDER BY ts_s")] == [2.0, 3.0, 4.0]
-    assert mon.latest_runtime()["model_version"] == "v0004"
 
 
 def test_version_number():
@@ -194,3 +206,192 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         t.join()
     with sqlite3.connect(mon.db_path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM runtime").fetchone()[0] == 40
+
+
+# --- no tasks: the class view ----------------------------------------------------------------
+
+STREAM = ["stream"]
+NAMES = {0: "car", 1: "drone", 2: "person"}
+
+
+def stream_result(ap, recall=None, instances=None):
+    """EvalResult of the single ``stream`` task with per-class AP, recall and instance counts."""
+    recall = recall or {c: 0.5 for c in ap}
+    instances = instances or {c: 10 for c in ap}
+    return EvalResult(map50_95=float(np.mean(list(ap.values()))), map50=0.5, recall=0.5,
+                      precision=0.5, per_class_ap50_95=ap, n_images=8,
+                      n_boxes=sum(instances.values()), dece=0.0, per_class_recall=recall,
+                      per_class_instances=instances)
+
+
+def stream_filled(state_dir):
+    """Class matrix of the promoted rounds (columns car, drone, person):
+        r1 v0001 [0.6, 0.4, nan]
+        r2 v0002 [0.5, nan, 0.3]   (no held-out drone box in round 2)
+        r4 v0004 [0.55, 0.2, 0.5]
+    Round 3 (v0003) was rejected: car 0.1.
+    """
+    mon = Monitor(state_dir)
+    rows = [(1, {0: 0.6, 1: 0.4}, "promoted"), (2, {0: 0.5, 2: 0.3}, "promoted"),
+            (3, {0: 0.1, 1: 0.4, 2: 0.3}, "rejected"), (4, {0: 0.55, 1: 0.2, 2: 0.5}, "promoted")]
+    for k, ap, status in rows:
+        mon.record_evaluation(k, f"v{k:04d}", {"stream": stream_result(ap)}, STREAM,
+                              ts_s=float(k), class_names=NAMES)
+        mon.record_round(k, f"v{k:04d}", status)
+    return mon
+
+
+def test_class_matrix_acc_bwt_forgetting_hand_computed(tmp_path):
+    mon = stream_filled(tmp_path)
+    m = mon.accuracy_matrix()  # only task "stream": auto is the class view
+    assert m["kind"] == "classes" and m["columns"] == ["car", "drone", "person"]
+    assert m["rows"] == ["r1 v0001", "r2 v0002", "r4 v0004"]
+    assert m["values"] == [[0.6, 0.4, None], [0.5, None, 0.3], [0.55, 0.2, 0.5]]
+    assert mon.accuracy_matrix("tasks")["columns"] == ["stream"]
+    s = mon.summary()
+    # ACC (0.55 + 0.2 + 0.5) / 3; BWT (-0.05 - 0.2 + 0.2) / 3; forgetting car 0.05, drone 0.2,
+    # person -0.2 (mean 0.05 / 3)
+    assert s["kind"] == "classes"
+    assert s["acc"] == pytest.approx(1.25 / 3) and s["bwt"] == pytest.approx(-0.05 / 3)
+    assert s["mean_forgetting"] == pytest.approx(0.05 / 3)
+    assert s["class_forgetting"] == pytest.approx({"car": 0.05, "drone": 0.2, "person": -0.2})
+    assert s["class_ap50_95"] == pytest.approx({"car": 0.55, "drone": 0.2, "person": 0.5})
+    rounds = {r["model_version"]: r for r in mon.rounds()}
+    assert rounds["v0004"]["acc"] == pytest.approx(1.25 / 3)
+    # the rejected v0003 as a candidate after v0001, v0002 (recorded then): car forgot
+    # max(0.6, 0.5) - 0.1 = 0.5, drone 0.4 - 0.4 = 0, person 0.3 - 0.3 = 0
+    assert rounds["v0003"]["mean_forgetting"] == pytest.approx(0.5 / 3)
+    cand = mon.candidate_metrics(4, "v0004")
+    assert cand["kind"] == "classes" and cand["forgetting"]["drone"] == pytest.approx(0.2)
+    assert cand["class_ap50_95"]["car"] == pytest.approx(0.55)
+    assert mon.class_ap("v0003") == {"car": 0.1, "drone": 0.4, "person": 0.3}
+    assert mon.class_ap("v0099") == {}
+    assert mon.per_class_ap_over_rounds() == {"car": [0.6, 0.5, 0.55], "drone": [0.4, None, 0.2],
+                                             "person": [None, 0.3, 0.5]}
+
+
+def test_class_renamed_and_classes_pooled_over_tasks(tmp_path):
+    mon = Monitor(tmp_path)
+    # class 0 in two tasks of one round: AP pooled by held-out boxes (0.2 * 10 + 0.8 * 30) / 40
+    mon.record_evaluation(1, "v0001", {"a": stream_result({0: 0.2}, instances={0: 10}),
+                                       "b": stream_result({0: 0.8}, instances={0: 30})},
+                          ["a", "b"], class_names={0: "car"})
+    mon.record_round(1, "v0001", "promoted")
+    mon.set_class_names({0: "sedan"})
+    m = mon.accuracy_matrix("classes")
+    assert m["columns"] == ["sedan"] and m["values"] == [[pytest.approx(0.65)]]
+    assert mon.class_names() == {0: "sedan"}
+
+
+def test_forgetting_classes(tmp_path):
+    mon = Monitor(tmp_path)
+    mon.record_evaluation(1, "v0001", {"stream": stream_result(
+        {0: 0.6, 1: 0.5, 2: 0.4}, recall={0: 0.8, 1: 0.7, 2: 0.6}, instances={0: 10, 1: 10, 2: 2})},
+        STREAM)
+    mon.record_round(1, "v0001", "promoted")
+    assert mon.forgetting_classes(0.05) == set()  # one version: nothing to compare
+    # round 2 promoted: class 0 AP falls 0.2; class 1 AP steady but recall falls 0.3;
+    # class 2 falls too but has 2 held-out boxes (< min_instances 5)
+    mon.record_evaluation(2, "v0002", {"stream": stream_result(
+        {0: 0.4, 1: 0.5, 2: 0.1}, recall={0: 0.8, 1: 0.4, 2: 0.1}, instances={0: 10, 1: 10, 2: 2})},
+        STREAM)
+    mon.record_round(2, "v0002", "promoted")
+    assert mon.forgetting_classes(0.1, min_instances=5) == {0, 1}
+    assert mon.forgetting_classes(0.1) == {0, 1, 2}
+    assert mon.forgetting_classes(0.25) == {1, 2}
+    # round 3 rejected: compared with the serving v0002; only class 1 falls (0.5 -> 0.3)
+    mon.record_evaluation(3, "v0003", {"stream": stream_result(
+        {0: 0.45, 1: 0.3, 2: 0.1}, recall={0: 0.8, 1: 0.4, 2: 0.1})}, STREAM)
+    mon.record_round(3, "v0003", "rejected")
+    assert mon.forgetting_classes(0.1) == {1}
+
+
+def test_reliability_and_calibration(tmp_path):
+    mon = filled(tmp_path)
+    rel = mon.reliability()  # latest promoted: v0004, bins pooled over its tasks
+    assert rel["version"] == "v0004" and rel["round"] == 4 and rel["calibration"] is None
+    assert rel["protocol"]["iou_thr"] == 0.5 and rel["protocol"]["min_conf"] == 0.3
+    assert rel["protocol"]["n_bins"] == 15 and "match_predictions" in rel["protocol"]["matching"]
+    full = [b for b in rel["bins"] if b["count"]]
+    assert [(b["count"], b["precision"]) for b in full] == [(1, 1.0), (2, 0.5)]
+    assert set(full[0]) == {"lo", "hi", "confidence", "precision", "count"}
+    assert rel["dece"] == pytest.approx(1.55 / 3)
+    assert mon.reliability("v0003")["round"] == 3
+    assert mon.reliability("v0099")["bins"] == [] and mon.reliability("v0099")["round"] is None
+    assert Monitor(tmp_path / "empty").reliability()["protocol"]["iou_thr"] == 0.5
+    report = {"dece_before": 0.3, "dece_after": np.float64(0.05), "protocol": {"iou_thr": 0.5},
+              "reliability_after": [{"lo": 0.0, "hi": 1.0, "confidence": 0.5, "precision": 0.5,
+                                     "count": 4}], "thresholds": {"0": 0.8},
+              "target_precision": 0.9}
+    mon.record_calibration(4, "v0004", report)
+    cal = mon.reliability("v0004")["calibration"]
+    assert cal["dece_before"] == 0.3 and cal["dece_after"] == 0.05 and cal["bins"][0]["count"] == 4
+    assert cal["thresholds"] == {"0": 0.8}
+    assert mon.summary()["calibration"] == {"dece_before": 0.3, "dece_after": 0.05}
+
+
+def test_prometheus_exposes_per_class_ap_and_forgetting(tmp_path):
+    got = samples(PrometheusExporter(stream_filled(tmp_path)).render().decode())
+    assert got[("edgecl_class_ap50_95", (("class", "car"),))] == pytest.approx(0.55)
+    assert got[("edgecl_class_ap50_95", (("class", "drone"),))] == pytest.approx(0.2)
+    assert got[("edgecl_class_forgetting", (("class", "drone"),))] == pytest.approx(0.2)
+    assert got[("edgecl_class_forgetting", (("class", "person"),))] == pytest.approx(-0.2)
+    assert got[("edgecl_acc", ())] == pytest.approx(1.25 / 3)
+
+
+def test_old_database_gains_the_new_columns(tmp_path):
+    db = tmp_path / "metrics" / "metrics.sqlite"
+    db.parent.mkdir()
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE class_ap (round INTEGER NOT NULL, model_version TEXT NOT NULL, "
+                     "task TEXT NOT NULL, cls INTEGER NOT NULL, ap50_95 REAL, "
+                     "PRIMARY KEY (round, model_version, task, cls))")
+        conn.execute("INSERT INTO class_ap VALUES (1, 'v0001', 'stream', 0, 0.5)")
+    mon = Monitor(tmp_path)
+    mon.record_evaluation(2, "v0002", {"stream": stream_result({0: 0.7})}, STREAM)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT n_instances FROM class_ap WHERE round=2").fetchone() == (10,)
+
+
+def test_a_locked_database_raises_storage_error_and_keeps_nothing(tmp_path):
+    from edgecl.errors import StorageError
+
+    mon = Monitor(tmp_path, busy_timeout_s=0.05)
+    holder = sqlite3.connect(mon.db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StorageError, match="cannot be written: database is locked"):
+            mon.record_runtime(1.0, 1.0, 1, 1, "v0001")
+        with pytest.raises(StorageError):
+            mon.record_evaluation(1, "v0001", {"stream": stream_result({0: 0.5})}, STREAM)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert mon.latest_runtime() is None and mon.accuracy_matrix()["values"] == []
+
+
+def test_a_full_disk_raises_storage_error(tmp_path, monkeypatch):
+    from edgecl.errors import StorageError
+    from edgecl.runtime import monitor as monitor_module
+
+    mon = Monitor(tmp_path)
+    real_connect = sqlite3.connect
+
+    class FullDisk:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def execute(self, sql, *args):
+            if sql.startswith("INSERT"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    monkeypatch.setattr(monitor_module.sqlite3, "connect",
+                        lambda *a, **k: FullDisk(real_connect(*a, **k)))
+    with pytest.raises(StorageError, match="disk is full"):
+        mon.record_round(1, "v0001", "promoted", acc=0.5, bwt=0.0, mean_forgetting=0.0)
+    monkeypatch.setattr(monitor_module.sqlite3, "connect", real_connect)
+    assert mon.rounds() == []

@@ -11,13 +11,19 @@ import urllib.request
 
 import pytest
 
-from edgecl.bench.scenario import make_scenario
+from edgecl.data.scenario import make_scenario
 from edgecl.config import load_config
-from edgecl.continual.round import run_round
+from edgecl.runtime.learner import run_learning_round
 from edgecl.models.registry import Registry
 from edgecl.runtime.app import RunOptions, Runtime
 from edgecl.runtime.promote import promote_version
 from edgecl.runtime.learner import LearnerSupervisor
+
+
+def run_round(cfg, **kwargs):
+    """One round through the runtime's entry point (monitor recording included), as a dict."""
+    return run_learning_round(cfg, **kwargs).to_json()
+
 
 IMGSZ = 64
 

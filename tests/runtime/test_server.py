@@ -1,52 +1,160 @@
-"""The local HTTP server: health, metrics, API, operator actions; binds loopback."""
+"""The console server thread: binds loopback, refuses a taken port, bounds connections, stops fast."""
 
 import json
+import socket
+import sys
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from edgecl.runtime.server import Routes, StatusServer
+from edgecl.errors import ConfigError
+from edgecl.runtime.server import Routes, StatusServer, check_bind, is_loopback, resolve_token
+from edgecl.web import create_app
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
+from console_fakes import FakeConsole  # noqa: E402
 
 
 @pytest.fixture()
-def server():
-    actions = []
-
-    def act(item, action):
-        if item == "missing":
-            raise KeyError(item)
-        actions.append((item, action))
-        return {"id": item, "action": action}
-
-    srv = StatusServer(Routes(health=lambda: {"status": "ok", "frames": 3},
-                              metrics=lambda: b"edgecl_fps 12.5\n",
-                              models=lambda: [{"version": "v0001"}],
-                              pending=lambda: [{"id": "a"}], label_action=act), port=0)
-    srv.start()
-    srv.actions = actions
-    yield srv
-    srv.stop()
+def fake(tmp_path):
+    return FakeConsole(tmp_path / "queue", items=1)
 
 
-def get(srv, path, method="GET"):
-    req = urllib.request.Request(f"http://127.0.0.1:{srv.port}{path}", method=method)
-    with urllib.request.urlopen(req, timeout=5) as resp:
+def serve(fake, **kwargs) -> StatusServer:
+    server = StatusServer(create_app(fake.hooks(), token=kwargs.pop("token", None)), "127.0.0.1", 0,
+                          **kwargs)
+    server.start()
+    return server
+
+
+def get(server, path, method="GET", headers=None, timeout=5):
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", method=method,
+                                 headers=headers or {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return resp.status, resp.read()
 
 
-def test_endpoints(server):
-    assert server.host == "127.0.0.1"
-    assert json.loads(get(server, "/healthz")[1]) == {"status": "ok", "frames": 3}
-    assert get(server, "/metrics")[1] == b"edgecl_fps 12.5\n"
-    assert json.loads(get(server, "/api/models")[1]) == [{"version": "v0001"}]
-    assert b"<title>edgecl</title>" in get(server, "/")[1]
-    status, body = get(server, "/api/labels/a/accept", "POST")
-    assert status == 200 and server.actions == [("a", "accept")]
+def status_of(server, path, **kwargs) -> int:
+    try:
+        return get(server, path, **kwargs)[0]
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
-def test_unknown_paths_are_404(server):
-    for path, method in (("/nope", "GET"), ("/api/labels/missing/accept", "POST")):
-        with pytest.raises(urllib.error.HTTPError) as info:
-            get(server, path, method)
-        assert info.value.code == 404
+def test_serves_api_metrics_and_pages(fake):
+    server = serve(fake)
+    try:
+        assert server.host == "127.0.0.1" and server.port > 0 and server.alive
+        assert json.loads(get(server, "/healthz")[1])["status"] == "ok"
+        assert b"edgecl_fps" in get(server, "/metrics")[1]
+        assert b"<nav" in get(server, "/label")[1]
+        assert status_of(server, "/nope") == 404
+    finally:
+        server.stop()
+    assert not server.alive
+
+
+def test_token_over_real_http(fake):
+    server = serve(fake, token="tok")
+    try:
+        assert status_of(server, "/api/live") == 401
+        assert status_of(server, "/api/live", headers={"Authorization": "Bearer tok"}) == 200
+    finally:
+        server.stop()
+
+
+def test_taken_port_raises_oserror(fake):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        server = StatusServer(create_app(fake.hooks()), "127.0.0.1", holder.getsockname()[1])
+        with pytest.raises(OSError):
+            server.start()
+        assert not server.alive
+    finally:
+        holder.close()
+
+
+def test_stop_is_prompt_with_an_open_keepalive_connection(fake):
+    server = serve(fake, timeout_s=30)
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"200 OK" in conn.recv(4096)
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 3.0
+    conn.close()
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"])
+def test_idle_or_trickling_connection_is_closed(fake, sent):
+    server = serve(fake, timeout_s=0.5)
+    try:
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        conn.sendall(sent)
+        started = time.monotonic()
+        assert conn.recv(4096) == b""  # closed by the server, no answer to a half request
+        assert time.monotonic() - started < 3.0
+        conn.close()
+    finally:
+        server.stop()
+
+
+def test_connection_cap(fake):
+    server = serve(fake, max_connections=3, timeout_s=10)
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+    try:
+        time.sleep(0.2)
+        assert status_of(server, "/healthz") == 503
+        for conn in idle:
+            conn.close()
+        time.sleep(0.3)
+        assert status_of(server, "/healthz") == 200
+    finally:
+        server.stop()
+
+
+def test_over_long_and_traversal_ids_over_real_http(fake):
+    server = serve(fake)
+    try:
+        assert status_of(server, "/api/labels/" + "a" * 5000 + "/image") == 400
+        assert status_of(server, "/api/labels/" + "a" * 20000 + "/image") in (400, 414, 431)
+        assert status_of(server, "/api/labels/..%2F..%2Fetc%2Fpasswd/image") in (400, 404)
+        assert status_of(server, "/api/labels/%2E%2E/image") in (400, 404)
+        assert status_of(server, "/healthz") == 200  # still serving
+    finally:
+        server.stop()
+
+
+def test_check_bind():
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        check_bind(host, "")
+        assert is_loopback(host)
+    for host in ("0.0.0.0", "::", "192.168.1.20", "robot.local"):
+        with pytest.raises(ConfigError, match="server.token"):
+            check_bind(host, "")
+        with pytest.raises(ConfigError):
+            check_bind(host, "   ")
+        check_bind(host, "tok")
+
+
+def test_resolve_token(monkeypatch):
+    monkeypatch.delenv("EDGECL_TOKEN", raising=False)
+    assert resolve_token("") == ""
+    assert resolve_token(" cfg ") == "cfg"
+    monkeypatch.setenv("EDGECL_TOKEN", "env")
+    assert resolve_token("cfg") == "env"
+
+
+def test_transitional_routes_still_serve():
+    server = StatusServer(Routes(health=lambda: {"status": "ok"}, metrics=lambda: b"m 1\n",
+                                 models=lambda: [{"version": "v0001"}]), port=0)
+    server.start()
+    try:
+        assert json.loads(get(server, "/api/models")[1]) == [{"version": "v0001"}]
+    finally:
+        server.stop()

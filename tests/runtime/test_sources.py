@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from edgecl.config import SourceConfig
-from edgecl.errors import LabelError, SourceError
+from edgecl.errors import SourceError
 from edgecl.frames import StreamState
-from edgecl.runtime.sources import SCHEMES, csi_pipeline, open_source, read_yolo_labels
+from edgecl.runtime.sources import SCHEMES, csi_pipeline, open_source
 
 
 def _write_video(path: Path, n: int = 5) -> None:
@@ -102,6 +102,7 @@ def test_dir_yolo_dataset_labels_skips_and_counts(yolo_dir):
     assert frames["f4"].labels is None                  # no label file: unlabelled
     np.testing.assert_allclose(frames["f6"].labels, [[2, 0.3, 0.4, 0.4, 0.4]], atol=1e-6)
     assert source.stats.skipped == 1 and source.stats.bad_labels == 1 and source.stats.read == 5
+    assert source.stats.refused_labels == 1
     assert [f.frame_id for f in frames.values()] == [0, 1, 2, 3, 4]
 
 
@@ -128,18 +129,110 @@ def test_dir_missing_and_empty(tmp_path):
         open_source(f"dir://{tmp_path}")
 
 
-@pytest.mark.parametrize("text, match", [
-    ("0 0.5 0.5 0.2\n", "expected 'cls cx cy w h'"),
-    ("a 0.5 0.5 0.2 0.2\n", "non-numeric"),
-    ("-1 0.5 0.5 0.2 0.2\n", "class id"),
-    ("0 0.95 0.5 0.2 0.2\n", "normalised"),
-])
-def test_read_yolo_labels_rejects_with_file_and_line(tmp_path, text, match):
-    path = tmp_path / "x.txt"
-    path.write_text("0 0.5 0.5 0.1 0.1\n" + text)
-    with pytest.raises(LabelError, match=match) as info:
-        read_yolo_labels(path)
-    assert str(info.value).startswith(f"{path}:2:")
+def _roboflow(root: Path, with_yaml: bool = True) -> Path:
+    for split, n in (("train", 3), ("valid", 2), ("test", 1)):
+        for i in range(n):
+            _png(root / split / "images" / f"{split}{i}.jpg", 10 + i)
+            (root / split / "labels").mkdir(parents=True, exist_ok=True)
+            (root / split / "labels" / f"{split}{i}.txt").write_text(f"{i % 2} 0.5 0.5 0.2 0.2\n")
+    if with_yaml:  # what Roboflow writes: paths relative to a folder above the yaml
+        (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\n"
+                                        "test: ../test/images\nnc: 2\nnames: ['car', 'person']\n")
+    return root
+
+
+def test_dir_other_formats_read_any_case_and_non_images_counted(tmp_path, caplog):
+    img = np.full((16, 16, 3), 90, np.uint8)
+    for name in ("a.tif", "b.TIF", "c.TIFF", "d.webp", "e.JPG"):
+        ok, data = cv2.imencode("." + name.rsplit(".", 1)[1].lower(), img)
+        (tmp_path / name).write_bytes(data.tobytes())
+    (tmp_path / "clip.gif").write_bytes(b"GIF89a")
+    (tmp_path / "notes.txt").write_text("not a frame")
+    source = open_source(f"dir://{tmp_path}")
+    assert [f.name for f in source] == ["a", "b", "c", "d", "e"]
+    assert source.stats.read == 5 and source.stats.ignored_files == 1 and source.stats.skipped == 0
+    assert "1 files are not images" in caplog.text and ".gif: 1" in caplog.text
+
+
+def test_dir_label_rule_bom_clip_and_refused_count(tmp_path, caplog):
+    for name in ("a", "b"):
+        _png(tmp_path / "images" / f"{name}.png", 50)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_bytes("\ufeff0 0.5 0.5 1.0000001 0.2\n".encode())
+    (tmp_path / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 3 0.2\n1 x 0.5 0.2 0.2\n")
+    source = open_source(f"dir://{tmp_path}")
+    frames = {f.name: f for f in source}
+    np.testing.assert_allclose(frames["a"].labels, [[0, 0.5, 0.5, 1.0, 0.2]], atol=1e-6)
+    assert frames["b"].labels is None
+    assert source.stats.refused_labels == 2 and source.stats.bad_labels == 1
+    assert f"{tmp_path / 'labels' / 'b.txt'}:2: coordinates" in caplog.text
+
+
+def test_dir_data_yaml_streams_splits_with_labels(tmp_path):
+    root = _roboflow(tmp_path / "rf")
+    for uri in (f"dir://{root}/data.yaml", f"dir://{root}"):
+        source = open_source(uri)
+        frames = list(source)
+        assert [f.name for f in frames] == ["train0", "train1", "train2", "valid0", "valid1", "test0"]
+        assert all(f.labels is not None and f.labels.shape == (1, 5) for f in frames)
+        assert source.names == {0: "car", 1: "person"} and source.labelled
+    valid = list(open_source(f"dir://{root}?split=val"))
+    assert [f.name for f in valid] == ["valid0", "valid1"]
+
+
+def test_dir_data_yaml_with_path_and_list_file(tmp_path):
+    root = tmp_path / "ds"
+    for i in range(3):
+        _png(root / "images" / "train" / f"t{i}.png", i)
+        (root / "labels" / "train").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / "train" / f"t{i}.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (root / "val.txt").write_text("./images/train/t2.png\n")
+    yaml_path = tmp_path / "elsewhere" / "my.yaml"
+    yaml_path.parent.mkdir()
+    yaml_path.write_text(f"path: {root}\ntrain: images/train\nval: val.txt\nnames: {{0: boat}}\n")
+    source = open_source(f"dir://{yaml_path}?split=val")
+    frames = list(source)
+    assert [f.name for f in frames] == ["t2"] and frames[0].labels.shape == (1, 5)
+    with pytest.raises(SourceError, match="'val' path not found"):
+        yaml_path.write_text(f"path: {root}\ntrain: images/train\nval: nowhere\nnames: [boat]\n")
+        open_source(f"dir://{yaml_path}")
+
+
+def test_dir_roboflow_layout_without_yaml(tmp_path):
+    root = _roboflow(tmp_path / "rf", with_yaml=False)
+    frames = list(open_source(f"dir://{root}"))
+    assert len(frames) == 6 and all(f.labels is not None for f in frames)
+    assert [f.name for f in open_source(f"dir://{root}?split=test")] == ["test0"]
+
+
+def test_dir_missing_labels_warning_names_path(tmp_path, caplog):
+    _png(tmp_path / "ds" / "images" / "a.png", 1)
+    _png(tmp_path / "ds" / "images" / "b.png", 2)
+    source = open_source(f"dir://{tmp_path}/ds/images")
+    assert not source.labelled
+    assert f"looked for {tmp_path / 'ds' / 'labels' / 'a.txt'}" in caplog.text
+    (tmp_path / "ds" / "labels").mkdir()
+    (tmp_path / "ds" / "labels" / "a.txt").write_text("")
+    caplog.clear()
+    source = open_source(f"dir://{tmp_path}/ds")
+    assert source.labelled
+    assert f"1 of 2 images have no label file (e.g. looked for {tmp_path / 'ds' / 'labels' / 'b.txt'})" in caplog.text
+
+
+def test_dir_voc_folder_hints_import(tmp_path, caplog):
+    _png(tmp_path / "JPEGImages" / "a.jpg", 1)
+    (tmp_path / "Annotations").mkdir()
+    open_source(f"dir://{tmp_path}")
+    assert "no YOLO labels found" in caplog.text and "edgecl dataset import" in caplog.text
+
+
+def test_tasks_accepts_data_yaml_as_one_task(tmp_path):
+    root = _roboflow(tmp_path / "rf")
+    source = open_source(f"tasks://{root}/data.yaml?split=val")
+    frames = list(source)
+    assert [f.task for f in frames] == ["all", "all"] and all(f.labels is not None for f in frames)
+    assert source.names == {0: "car", 1: "person"}
+    assert len(list(open_source(f"tasks://{root}"))) == 3  # a folder: train split by default
 
 
 # --- synthetic:// ------------------------------------------------------------------------

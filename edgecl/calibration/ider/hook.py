@@ -12,7 +12,6 @@ from edgecl.calibration.ider.losses import distillation_loss, second_pass_cls_lo
 
 if TYPE_CHECKING:
     from edgecl.config import IderConfig
-    from edgecl.continual.finetune import FineTuner, FineTuneResult
 
 
 class IderHook:
@@ -41,7 +40,7 @@ class IderHook:
         self.tuner = None
         self.last_terms: dict[str, float] = {}
 
-    def on_round_start(self, tuner: FineTuner) -> None:
+    def on_round_start(self, tuner) -> None:
         """Attach the adapter to the trained model and prepare the frozen previous version.
 
         Args:
@@ -82,7 +81,7 @@ class IderHook:
             extra = extra + distill
         return extra
 
-    def on_round_end(self, result: FineTuneResult) -> None:
+    def on_round_end(self, result) -> None:
         """Release the previous version's copy.
 
         Args:

@@ -1,15 +1,15 @@
 """Frame sources chosen by URI scheme (one explicit table: :data:`SCHEMES`).
 
 - ``file://PATH[?loop=1]``: a video file (OpenCV/FFmpeg).
-- ``dir://PATH[?loop=1]``: images in name order; YOLO labels travel with the frames when
-  PATH is a dataset folder.
+- ``dir://PATH[?loop=1&split=all]``: images in name order; YOLO labels travel with the frames
+  when PATH is a dataset (images/ + labels/, an ultralytics data.yaml, a Roboflow export).
 - ``v4l2://N`` or ``v4l2:///dev/videoN`` ``[?width=&height=&fps=&fourcc=MJPG]``: a USB camera.
 - ``csi://N[?width=1280&height=720&fps=30&flip=0]``: a Jetson CSI camera (GStreamer).
 - ``rtsp://HOST[:PORT]/PATH``: a network stream (FFmpeg).
 - ``synthetic://?tasks=5&images_per_task=60&imgsz=160&seed=0[&loop=0][&fps=0][&split=all]``:
   the built-in labelled scenario.
 - ``tasks://DIR/tasks.yaml[?task=t2,t3&split=train&fps=0]``: a class-incremental dataset,
-  task by task, with labels and task names.
+  task by task, with labels and task names (a data.yaml or dataset folder is one task).
 
 Relative paths are fine (``file://clip.mp4``); absolute ones take three slashes
 (``file:///data/clip.mp4``). Live sources (cameras, streams) reconnect with back-off.
@@ -21,7 +21,8 @@ from typing import Callable
 
 from edgecl.config import SourceConfig
 from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame, SourceStats, split_uri
-from edgecl.runtime.sources.files import IMAGE_SUFFIXES, ImageDirSource, VideoFileSource, read_yolo_labels
+from edgecl.data.images import IMAGE_SUFFIXES
+from edgecl.runtime.sources.files import ImageDirSource, ImageListSource, VideoFileSource
 from edgecl.runtime.sources.live import CaptureSource, csi_pipeline, csi_source, rtsp_source, v4l2_source
 from edgecl.runtime.sources.synthetic import SyntheticSource
 from edgecl.runtime.sources.tasks import TasksSource
@@ -79,5 +80,5 @@ def open_source(uri: str, cfg: SourceConfig | None = None, *, capture_factory=No
 __all__ = [
     "SCHEMES", "open_source", "FrameSource", "SourceStats", "RawFrame", "QueryParams",
     "VideoFileSource", "ImageDirSource", "CaptureSource", "SyntheticSource", "TasksSource",
-    "read_yolo_labels", "csi_pipeline", "IMAGE_SUFFIXES",
+    "ImageListSource", "csi_pipeline", "IMAGE_SUFFIXES",
 ]

@@ -27,13 +27,19 @@ class SourceStats:
         read: frames delivered.
         skipped: unreadable images skipped (corrupt or undecodable files).
         reconnects: reconnection attempts of a live source.
-        bad_labels: frames delivered unlabelled because their label file was malformed.
+        bad_labels: frames delivered unlabelled because their label file was unreadable or
+            held a refused row.
+        refused_labels: label rows refused by the YOLO label rule (each logged as
+            ``file:line: why``).
+        ignored_files: files of an image folder that are not images ultralytics reads.
     """
 
     read: int = 0
     skipped: int = 0
     reconnects: int = 0
     bad_labels: int = 0
+    refused_labels: int = 0
+    ignored_files: int = 0
 
 
 class RawFrame(NamedTuple):
@@ -66,7 +72,8 @@ class FrameSource(abc.ABC):
         self.cfg = cfg or SourceConfig()
         self._state = StreamState.CREATED
         self._next_id = 0
-        self._counts = {"read": 0, "skipped": 0, "reconnects": 0, "bad_labels": 0}
+        self._counts = {"read": 0, "skipped": 0, "reconnects": 0, "bad_labels": 0, "refused_labels": 0,
+                        "ignored_files": 0}
         self._closing = threading.Event()
 
     @property
@@ -84,8 +91,8 @@ class FrameSource(abc.ABC):
         if self._state is not StreamState.CLOSED:
             self._state = state
 
-    def _count(self, counter: str) -> None:
-        self._counts[counter] += 1
+    def _count(self, counter: str, n: int = 1) -> None:
+        self._counts[counter] += n
 
     def open(self) -> "FrameSource":
         """Acquire the underlying device or files (a no-op when already open).

@@ -1,4 +1,8 @@
-"""File-backed sources: ``file://`` (a video) and ``dir://`` (images, optionally a YOLO dataset)."""
+"""File-backed sources: ``file://`` (a video) and ``dir://`` (images, optionally a YOLO dataset).
+
+Images and labels follow THE rules of :mod:`edgecl.data.images` and :mod:`edgecl.data.labels`
+(ultralytics'); dataset layouts are found by :func:`edgecl.data.yolo_dataset.find_dataset`.
+"""
 
 from __future__ import annotations
 
@@ -7,59 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl.bench.tasks import label_path_for
 from edgecl.config import SourceConfig
-from edgecl.errors import LabelError, SourceError
-from edgecl.frames import empty_labels
+from edgecl.data.images import IMAGE_SUFFIXES, ImageError, read_image
+from edgecl.data.labels import label_path_for, read_yolo_labels
+from edgecl.data.yolo_dataset import find_dataset, labels_report
+from edgecl.errors import ConfigError, LabelError, SourceError
 from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-_COORD_TOLERANCE = 1e-6
-
-
-def _row_to_box(values: list[float], where: str) -> list[float]:
-    if len(values) == 5:
-        cls, cx, cy, w, h = values
-    elif len(values) >= 7 and len(values) % 2 == 1:
-        xy = np.asarray(values[1:], np.float64).reshape(-1, 2)  # polygon -> enclosing box
-        lo, hi = xy.min(axis=0), xy.max(axis=0)
-        cls, (cx, cy), (w, h) = values[0], (lo + hi) / 2, hi - lo
-    else:
-        raise LabelError(f"{where}: expected 'cls cx cy w h' (or a polygon), got {len(values)} values")
-    if cls < 0 or not float(cls).is_integer():
-        raise LabelError(f"{where}: class id must be an integer >= 0, got {cls}")
-    coords = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-    if w <= 0 or h <= 0 or coords.min() < -_COORD_TOLERANCE or coords.max() > 1 + _COORD_TOLERANCE:
-        raise LabelError(f"{where}: box must be normalised to 0..1 with w, h > 0")
-    return [cls, cx, cy, w, h]
-
-
-def read_yolo_labels(path: str | Path) -> np.ndarray:
-    """Read a YOLO label file (boxes ``cls cx cy w h``; polygons become their enclosing box).
-
-    Args:
-        path: the ``.txt`` file.
-
-    Returns:
-        float32 (N, 5) array; ``(0, 5)`` for an empty file.
-
-    Raises:
-        LabelError: ``file:line: what`` for a malformed row.
-        OSError: the file cannot be read.
-    """
-    rows = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            values = [float(v) for v in line.split()]
-        except ValueError:
-            raise LabelError(f"{where}: non-numeric value in '{line.strip()}'") from None
-        rows.append(_row_to_box(values, where))
-    return np.array(rows, np.float32).reshape(-1, 5) if rows else empty_labels()
 
 
 def _require_path(uri: str, path: str) -> Path:
@@ -146,52 +105,161 @@ class VideoFileSource(FrameSource):
             self._cap = None
 
 
-def _labels_dir_for(root: Path) -> Path | None:
-    """The labels folder that pairs with an image folder, or ``None`` if there is none."""
-    if (root / "images").is_dir() and (root / "labels").is_dir():
-        return root / "labels"
-    parts = list(root.resolve().parts)
-    if "images" in parts:
-        i = len(parts) - 1 - parts[::-1].index("images")
-        labels = Path(*parts[:i], "labels", *parts[i + 1:])
-        return labels if labels.is_dir() else None
-    return None
+_MAX_REFUSED_SHOWN = 3
 
 
-class ImageDirSource(FrameSource):
-    """``dir://PATH[?loop=1]``: images under a folder, recursively, in name order.
+class ImageListSource(FrameSource):
+    """Frames from a list of image files, each with the YOLO labels of its label file.
 
-    If the folder is a YOLO dataset (``PATH/images`` beside ``PATH/labels``, or ``PATH`` lies
-    under an ``images`` folder with a sibling ``labels`` folder), each frame carries the labels
-    of ``label_path_for(image)``: an empty file gives ``(0, 5)``; a missing file gives
-    ``None`` (unlabelled, not background); a malformed file gives ``None``, a warning and
-    ``stats.bad_labels + 1``. An unreadable image is skipped with a warning and
-    ``stats.skipped + 1`` (never fatal).
+    Each frame carries the labels of ``label_path_for(image)``: an empty file gives
+    ``(0, 5)``; a missing file gives ``None`` (unlabelled, not background); a file with a
+    refused row (see :mod:`edgecl.data.labels`) gives ``None``, one warning naming
+    ``file:line`` and why, ``stats.bad_labels + 1`` and ``stats.refused_labels + rows``.
+    An image that does not decode (truncated JPEG, corrupt file) is skipped with a warning
+    giving the reason and ``stats.skipped + 1`` (never fatal).
 
     Args:
         uri: the URI.
-        path: the folder.
+        images: the image files, in delivery order (non-empty).
         loop: start again after the last image (only if a pass delivered a frame).
         cfg: source settings.
-
-    Raises:
-        SourceError: the folder does not exist or holds no images.
     """
 
-    def __init__(self, uri: str, path: str, loop: bool = False, cfg: SourceConfig | None = None):
+    labelled: bool = False
+    """True when some image has a label file (set by the subclass that finds the images)."""
+    names: dict[int, str] | None = None
+    """Class id -> name, when the dataset names its classes."""
+
+    def __init__(self, uri: str, images: list[Path], loop: bool = False, cfg: SourceConfig | None = None):
         super().__init__(uri, cfg)
-        root = _require_path(uri, path).resolve()
-        if not root.is_dir():
-            raise SourceError(f"{uri}: {root} is not a directory (use file:// for videos)")
-        self.root = root / "images" if (root / "images").is_dir() and (root / "labels").is_dir() else root
-        self.labels_dir = _labels_dir_for(root)
-        self.images = sorted((p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                              and p.is_file()), key=lambda p: p.relative_to(self.root).as_posix())
-        if not self.images:
-            raise SourceError(f"{uri}: no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
+        self.images = list(images)
         self.loop = loop
         self._index = 0
         self._delivered_this_pass = False
+
+    def _open(self) -> None:
+        self._index = 0
+        self._delivered_this_pass = False
+
+    def _labels(self, image_path: Path) -> np.ndarray | None:
+        label_path = label_path_for(image_path)
+        if not label_path.is_file():
+            return None
+        try:
+            parsed = read_yolo_labels(label_path)
+        except LabelError as exc:
+            self._count("bad_labels")
+            log.warning("delivering %s unlabelled: %s", image_path, exc)
+            return None
+        if parsed.refused:
+            self._count("bad_labels")
+            self._count("refused_labels", len(parsed.refused))
+            shown = "; ".join(parsed.refused[:_MAX_REFUSED_SHOWN])
+            more = len(parsed.refused) - _MAX_REFUSED_SHOWN
+            log.warning("delivering %s unlabelled: refused label row(s): %s%s", image_path, shown,
+                        f" (and {more} more)" if more > 0 else "")
+            return None
+        return parsed.labels
+
+    def _next(self) -> RawFrame | None:
+        while not self._closing.is_set():
+            if self._index >= len(self.images):
+                if not (self.loop and self._delivered_this_pass):
+                    return None
+                self._index, self._delivered_this_pass = 0, False
+            path = self.images[self._index]
+            self._index += 1
+            try:
+                image = read_image(path)
+            except ImageError as exc:
+                self._count("skipped")
+                log.warning("skipping image: %s", exc)
+                continue
+            self._delivered_this_pass = True
+            return RawFrame(image, self._labels(path), name=path.stem)
+        return None
+
+
+def _label_hint(root: Path) -> str:
+    if (root / "Annotations").is_dir() or any(root.glob("*.xml")):
+        return "; Pascal VOC annotations? convert them with `edgecl dataset import`"
+    if any(root.glob("*.json")):
+        return "; COCO annotations? convert them with `edgecl dataset import`"
+    return ""
+
+
+def warn_about_labels(uri: str, root: Path, images: list[Path]) -> int:
+    """Log where labels were looked for when some or all images have none; count them.
+
+    Args:
+        uri: the source URI (starts the message).
+        root: the dataset's root folder (for a hint about other annotation formats).
+        images: the images that will be streamed.
+
+    Returns:
+        How many of ``images`` have a label file.
+    """
+    found, first_missing = labels_report(images)
+    if found == 0:
+        log.warning("%s: no YOLO labels found, frames stream unlabelled (looked for %s)%s", uri,
+                    first_missing, _label_hint(root))
+    elif found < len(images):
+        log.warning("%s: %d of %d images have no label file (e.g. looked for %s); they stream unlabelled",
+                    uri, len(images) - found, len(images), first_missing)
+    return found
+
+
+class ImageDirSource(ImageListSource):
+    """``dir://PATH[?loop=1&split=all|train|val|test]``: images of a folder or dataset, in name order.
+
+    ``PATH`` is any folder of images (recursive), a YOLO dataset (``images/`` beside
+    ``labels/``), an ultralytics ``data.yaml`` (or a folder holding one) or a Roboflow export
+    (``train/ valid/ test/``); see :func:`edgecl.data.yolo_dataset.find_dataset`. ``split``
+    picks one split of a dataset (default: all, train then val then test). Every image format
+    ultralytics reads is streamed (any case of the suffix); other files are counted in
+    ``stats.ignored_files`` and named by suffix in one warning. When images have no label
+    file where the YOLO rule puts it, one warning names the path looked at. Labels as in
+    :class:`ImageListSource`; ``names`` holds the yaml's class names (``None`` without one).
+
+    Args:
+        uri: the URI.
+        path: the folder or yaml.
+        loop: start again after the last image (only if a pass delivered a frame).
+        cfg: source settings.
+        split: ``all``, ``train``, ``val`` or ``test``.
+
+    Raises:
+        SourceError: the path does not exist, is an unreadable yaml, has no such split, or
+            holds no images.
+    """
+
+    def __init__(self, uri: str, path: str, loop: bool = False, cfg: SourceConfig | None = None,
+                 split: str = "all"):
+        root = _require_path(uri, path).resolve()
+        if root.is_file() and root.suffix.lower() not in (".yaml", ".yml"):
+            raise SourceError(f"{uri}: {root} is not a directory or a data.yaml (use file:// for videos)")
+        try:
+            dataset = find_dataset(root)
+        except ConfigError as exc:
+            raise SourceError(f"{uri}: {exc}") from None
+        if split != "all" and split not in dataset.splits:
+            raise SourceError(f"{uri}: {dataset.layout} {dataset.yaml_path or root} has no '{split}' split "
+                              f"(it has: {', '.join(dataset.splits)})")
+        images = dataset.images(split)
+        if not images:
+            raise SourceError(f"{uri}: no images ({', '.join(IMAGE_SUFFIXES)}, any case) under "
+                              f"{dataset.yaml_path or root}")
+        super().__init__(uri, images, loop, cfg)
+        self.root = dataset.root
+        self.dataset = dataset
+        self.names = dataset.names
+        ignored = sum(dataset.ignored.values())
+        if ignored:
+            self._count("ignored_files", ignored)
+            kinds = ", ".join(f"{suffix or '(no suffix)'}: {n}" for suffix, n in dataset.ignored.most_common())
+            log.warning("%s: %d files are not images ultralytics reads and are not streamed (%s)",
+                        uri, ignored, kinds)
+        self.labelled = warn_about_labels(uri, dataset.root, images) > 0
 
     @classmethod
     def from_uri(cls, uri: str, path: str, params: QueryParams, cfg: SourceConfig | None) -> "ImageDirSource":
@@ -210,46 +278,6 @@ class ImageDirSource(FrameSource):
             SourceError: missing path or bad parameter.
         """
         loop = params.get_bool("loop", False)
+        split = params.get_choice("split", "all", ("all", "train", "val", "test"))
         params.finish()
-        return cls(uri, path, loop, cfg)
-
-    @property
-    def labelled(self) -> bool:
-        """True when the folder is a YOLO dataset whose labels travel with the frames."""
-        return self.labels_dir is not None
-
-    def _open(self) -> None:
-        self._index = 0
-        self._delivered_this_pass = False
-
-    def _labels(self, image_path: Path) -> np.ndarray | None:
-        if self.labels_dir is None:
-            return None
-        label_path = label_path_for(image_path)
-        if not label_path.is_file():
-            return None
-        try:
-            return read_yolo_labels(label_path)
-        except (LabelError, OSError, UnicodeDecodeError) as exc:
-            self._count("bad_labels")
-            log.warning("delivering %s unlabelled: %s", image_path, exc)
-            return None
-
-    def _next(self) -> RawFrame | None:
-        import cv2
-
-        while not self._closing.is_set():
-            if self._index >= len(self.images):
-                if not (self.loop and self._delivered_this_pass):
-                    return None
-                self._index, self._delivered_this_pass = 0, False
-            path = self.images[self._index]
-            self._index += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                self._count("skipped")
-                log.warning("skipping unreadable image %s", path)
-                continue
-            self._delivered_this_pass = True
-            return RawFrame(image, self._labels(path), name=path.stem)
-        return None
+        return cls(uri, path, loop, cfg, split)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterator
 
-from edgecl.bench.scenario import ScenarioFrame, check_params, generate_frames
+from edgecl.data.scenario import ScenarioFrame, check_params, generate_frames
 from edgecl.config import SourceConfig
 from edgecl.errors import ConfigError, SourceError
 from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame
 
 
 class SyntheticSource(FrameSource):
-    """Frames of :func:`edgecl.bench.scenario.generate_frames`, task by task, with labels.
+    """Frames of :func:`edgecl.data.scenario.generate_frames`, task by task, with labels.
 
     ``synthetic://?tasks=5&images_per_task=60&imgsz=160&seed=0[&loop=0][&fps=0][&split=all]``
     yields the same frames (and names) that ``edgecl scenario make`` writes with those

@@ -2,7 +2,9 @@
 
 ``tasks://DIR/tasks.yaml?task=t2,t3&split=train[&fps=0]`` delivers the images of the named
 tasks (default: all, in the yaml's order) with their YOLO labels and ``Frame.task`` set,
-so the replay memory knows which task each sample belongs to.
+so the replay memory knows which task each sample belongs to. An ultralytics ``data.yaml``,
+a Roboflow export (``train/ valid/ test/``) or a YOLO folder is read as one task named
+``all`` (see :func:`edgecl.data.tasks.load_task_source`).
 """
 
 from __future__ import annotations
@@ -13,19 +15,20 @@ from pathlib import Path
 from typing import Callable
 
 from edgecl.config import SourceConfig
+from edgecl.data.tasks import load_task_source
 from edgecl.errors import ConfigError, SourceError
 from edgecl.runtime.sources.base import QueryParams, RawFrame
-from edgecl.runtime.sources.files import ImageDirSource
+from edgecl.runtime.sources.files import ImageListSource, warn_about_labels
 
 log = logging.getLogger(__name__)
 
 
-class TasksSource(ImageDirSource):
+class TasksSource(ImageListSource):
     """Images of selected tasks of a ``tasks.yaml`` dataset, in task order.
 
     Args:
         uri: the URI.
-        yaml_path: the dataset's ``tasks.yaml``.
+        yaml_path: the dataset's ``tasks.yaml`` (or a dataset read as one task).
         tasks: task names to stream (empty: all).
         split: ``train``, ``val`` or ``test``.
         fps: delivery rate (0: as fast as read).
@@ -40,10 +43,8 @@ class TasksSource(ImageDirSource):
     def __init__(self, uri: str, yaml_path: str, tasks: list[str], split: str = "train",
                  fps: float = 0.0, cfg: SourceConfig | None = None,
                  on_task_end: Callable[[str], None] | None = None):
-        from edgecl.bench.tasks import load_tasks
-
         try:
-            taskset = load_tasks(yaml_path)
+            taskset = load_task_source(yaml_path)
         except ConfigError as exc:
             raise SourceError(f"{uri}: {exc}") from None
         known = [t.name for t in taskset.tasks]
@@ -53,25 +54,17 @@ class TasksSource(ImageDirSource):
         chosen = [t for t in taskset.tasks if not tasks or t.name in tasks]
         self.task_of = {Path(p): t.name for t in chosen for p in t.split(split)}
         self.names = dict(taskset.names)
-        self._init_list(uri, cfg, [Path(p) for t in chosen for p in t.split(split)])
+        images = [Path(p) for t in chosen for p in t.split(split)]
+        if not images:
+            raise SourceError(f"{uri}: the selected tasks have no images in this split")
+        super().__init__(uri, images, False, cfg)
+        self.root = images[0].parent
+        self.labelled = warn_about_labels(uri, Path(taskset.path).parent, images) > 0
         self.fps = fps
         self.is_live = fps > 0
         self.on_task_end = on_task_end
         self._last_task: str | None = None
         self._due_s = 0.0
-
-    def _init_list(self, uri: str, cfg: SourceConfig | None, images: list[Path]) -> None:
-        from edgecl.runtime.sources.base import FrameSource
-
-        FrameSource.__init__(self, uri, cfg)
-        if not images:
-            raise SourceError(f"{uri}: the selected tasks have no images in this split")
-        self.root = images[0].parent
-        self.labels_dir = self.root  # labels always travel: label_path_for() finds them
-        self.images = images
-        self.loop = False
-        self._index = 0
-        self._delivered_this_pass = False
 
     @classmethod
     def from_uri(cls, uri: str, path: str, params: QueryParams, cfg: SourceConfig | None) -> "TasksSource":
@@ -80,8 +73,8 @@ class TasksSource(ImageDirSource):
         Raises:
             SourceError: missing yaml or bad parameter.
         """
-        if not path or not Path(path).is_file():
-            raise SourceError(f"{uri}: tasks.yaml not found: {path or '(empty path)'}")
+        if not path or not Path(path).exists():
+            raise SourceError(f"{uri}: tasks.yaml (or dataset) not found: {path or '(empty path)'}")
         raw_tasks = params.get_str("task", "")
         split = params.get_choice("split", "train", ("train", "val", "test"))
         fps = params.get_float("fps", 0.0)

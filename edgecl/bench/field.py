@@ -1,0 +1,492 @@
+"""``edgecl bench field``: does the field loop learn from few human labels?
+
+A class-incremental dataset streams task after task through the real runtime with its labels
+HIDDEN (the frames carry neither labels nor task names, as a camera's would). A simulated
+operator answers operator-queue items from the hidden truth: exact boxes of every class of the
+frame that is known so far (classes of the tasks streamed up to now), at most ``P`` % of the
+frames streamed so far, each answer given ``delay_frames`` frames after its frame was seen. It
+is the only source of non-pseudo labels; pseudo-labels come from the runtime's own pipeline.
+Rounds start from the runtime's own triggers, never at task boundaries; while a round trains,
+the stream waits (a file plays as fast as it can be read, so without the wait the whole stream
+would pass during the first round on a slow machine: the wait makes the result independent of
+the machine's speed).
+
+Runs: ``random`` (selection weights: random only), ``default`` (the configured weights) and
+``ground_truth`` (every frame labelled: the upper bound). After the stream, the current model
+is evaluated on every task's test split: per-class box mAP50-95 (classes matched by NAME, since
+the device's class registry numbers classes in the order it learnt them), ACC = their mean
+(a class never learnt counts 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.errors import EdgeclError
+
+log = logging.getLogger(__name__)
+
+SELECTIONS = ("random", "default", "ground_truth")
+
+# Settings of every run (any can be overridden on the command line as section.key=value).
+FIELD_OVERRIDES = (
+    "learner.trigger_new_samples=40", "learner.trigger_new_class=true",
+    "learner.trigger_interval_s=0", "learner.first_round_budget_s=900",
+    "learner.first_round_max_steps=300", "learner.budget_s=600", "learner.max_steps=120",
+    "learner.epochs=100", "learner.torch_threads=2", "memory.holdout_fraction=0.2",
+    "server.enabled=false", "labels.max_per_minute=0", "labels.pseudo_max_per_minute=0",
+    "labels.dedup_window_s=0", "labels.max_pending=400",
+)
+
+
+class HiddenLabelsSource:
+    """Wraps a labelled source: frames come out with no labels and no task; the truth stays here.
+
+    The stream also waits while ``hold()`` returns True (a learning round is training).
+
+    Args:
+        inner: a labelled frame source (``open``, ``read``, ``close``).
+        hide: strip labels and tasks (False for the ``ground_truth`` run, which keeps labels
+            but still strips the task).
+        hold: ``callable() -> bool``; while True, ``read`` waits.
+    """
+
+    def __init__(self, inner, hide: bool = True, hold=None):
+        self.inner = inner
+        self.hide = hide
+        self.hold = hold
+        self.uri = getattr(inner, "uri", "hidden")
+        self.is_live = False
+        self.truth: dict[int, tuple[np.ndarray, int, int, str | None]] = {}
+        self.frame_of_ts: dict[float, int] = {}
+        self.tasks_seen: list[str] = []
+        self.closed = threading.Event()
+
+    @property
+    def stats(self):
+        """The wrapped source's counters."""
+        return getattr(self.inner, "stats", None)
+
+    def open(self) -> None:
+        """Open the wrapped source."""
+        if hasattr(self.inner, "open"):
+            self.inner.open()
+
+    def read(self):
+        """Next frame with its labels and task hidden (``None`` at the end)."""
+        while self.hold is not None and self.hold() and not self.closed.is_set():
+            time.sleep(0.05)
+        frame = self.inner.read()
+        if frame is None:
+            return None
+        height, width = frame.image.shape[:2]
+        labels = frame.labels if frame.labels is not None else np.zeros((0, 5), np.float32)
+        self.truth[frame.frame_id] = (labels, width, height, frame.task)
+        self.frame_of_ts[frame.ts_s] = frame.frame_id
+        if frame.task and (not self.tasks_seen or self.tasks_seen[-1] != frame.task):
+            self.tasks_seen.append(frame.task)
+        return dataclasses.replace(frame, labels=None if self.hide else frame.labels, task=None)
+
+    def close(self) -> None:
+        """Close the wrapped source."""
+        self.closed.set()
+        if hasattr(self.inner, "close"):
+            self.inner.close()
+
+
+def yolo_rows_to_xyxy(labels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """YOLO rows ``cls, cx, cy, w, h`` (normalised) -> float32 (N, 4) pixel boxes ``x1 y1 x2 y2``."""
+    if labels.shape[0] == 0:
+        return np.zeros((0, 4), np.float32)
+    cx, cy = labels[:, 1] * width, labels[:, 2] * height
+    w, h = labels[:, 3] * width, labels[:, 4] * height
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of float (N, 4) and (M, 4) ``xyxy`` boxes -> (N, M)."""
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        return np.zeros((a.shape[0], b.shape[0]), np.float32)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def matched_boxes(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> int:
+    """Predicted YOLO rows that match a distinct true row of the same class at IoU >= ``iou``
+    (greedy, highest IoU first; rows are in the same normalised coordinates).
+
+    Args:
+        pred: float (N, 5) predicted rows.
+        truth: float (M, 5) true rows.
+        iou: IoU threshold.
+
+    Returns:
+        Number of true-positive predicted rows.
+    """
+    if pred.shape[0] == 0 or truth.shape[0] == 0:
+        return 0
+    ious = box_iou(yolo_rows_to_xyxy(pred, 1, 1), yolo_rows_to_xyxy(truth, 1, 1))
+    ious[pred[:, 0][:, None] != truth[:, 0][None, :]] = 0.0
+    hits, used = 0, set()
+    for flat in np.argsort(-ious, axis=None):
+        i, j = divmod(int(flat), truth.shape[0])
+        if ious[i, j] < iou:
+            break
+        if i in used or ("t", j) in used:
+            continue
+        used.update({i, ("t", j)})
+        hits += 1
+    return hits
+
+
+class SimulatedOperator:
+    """Answers operator-queue items from the hidden truth, within a label budget.
+
+    Args:
+        source: the :class:`HiddenLabelsSource` (truth by frame id).
+        dataset_names: dataset class id -> name.
+        task_classes: task name -> dataset class ids it introduces.
+        budget_pct: most answers, as a percentage of the frames streamed so far.
+        delay_frames: an item is answered only once this many frames came after its frame.
+    """
+
+    def __init__(self, source: HiddenLabelsSource, dataset_names: dict[int, str],
+                 task_classes: dict[str, tuple[int, ...]], budget_pct: float, delay_frames: int):
+        self.source = source
+        self.names = dataset_names
+        self.task_classes = task_classes
+        self.budget_pct = budget_pct
+        self.delay_frames = delay_frames
+        self.answered = 0
+        self.skipped = 0
+
+    def known_classes(self) -> set[int]:
+        """Dataset class ids of the tasks streamed so far."""
+        return {c for t in self.source.tasks_seen for c in self.task_classes.get(t, ())}
+
+    def boxes_for(self, frame_id: int) -> list[dict]:
+        """The exact boxes of a frame's known classes, as an operator answer."""
+        labels, width, height, _ = self.source.truth[frame_id]
+        known = self.known_classes()
+        keep = np.array([int(c) in known for c in labels[:, 0]], bool)
+        rows = labels[keep] if labels.shape[0] else labels
+        xyxy = yolo_rows_to_xyxy(rows, width, height)
+        return [{"class": self.names[int(c)], "xyxy": [float(v) for v in box]}
+                for c, box in zip(rows[:, 0], xyxy)]
+
+    def tick(self, runtime) -> None:
+        """Supervisor hook: answer the highest-priority items the budget and delay allow."""
+        seen = len(self.source.truth)
+        allowed = math.floor(self.budget_pct / 100.0 * seen) - self.answered
+        if allowed <= 0 or runtime.memory_sink is None:
+            return
+        for item in runtime.memory_sink.queue.pending():
+            if allowed <= 0:
+                break
+            frame_id = item.get("frame_id")
+            if frame_id not in self.source.truth:
+                continue
+            if seen - int(frame_id) < self.delay_frames:
+                continue
+            runtime.memory_sink.answer(item["id"], self.boxes_for(int(frame_id)))
+            self.answered += 1
+            allowed -= 1
+
+
+class PseudoPrecision:
+    """Observer of stored frames: precision of pseudo-labels against the hidden truth.
+
+    Args:
+        source: the :class:`HiddenLabelsSource`.
+        to_dataset_id: device class id -> dataset class id (by name), called at store time.
+    """
+
+    def __init__(self, source: HiddenLabelsSource, to_dataset_id):
+        self.source = source
+        self.to_dataset_id = to_dataset_id
+        self.boxes = 0
+        self.correct = 0
+
+    def __call__(self, frame, labels: np.ndarray, origin) -> None:
+        """Count the pseudo-labelled boxes of one stored frame and how many are right."""
+        if getattr(origin, "value", origin) != "pseudo":
+            return
+        frame_id = self.source.frame_of_ts.get(frame.ts_s)
+        if frame_id is None:
+            return
+        truth = self.source.truth[frame_id][0]
+        mapped = labels.copy()
+        mapped[:, 0] = [self.to_dataset_id(int(c)) for c in labels[:, 0]]
+        self.boxes += int(labels.shape[0])
+        self.correct += matched_boxes(mapped, truth)
+
+    @property
+    def precision(self) -> float | None:
+        """Share of pseudo-labelled boxes that match a true box (``None`` before any)."""
+        return round(self.correct / self.boxes, 4) if self.boxes else None
+
+
+class RemappedBackend:
+    """A backend whose class ids are translated (device registry -> dataset ids, by name);
+    detections of classes the dataset lacks are dropped."""
+
+    def __init__(self, backend, mapping: dict[int, int]):
+        self.backend = backend
+        self.mapping = mapping
+
+    def infer(self, images):
+        """Run the wrapped backend and translate its class ids."""
+        from edgecl.frames import Detections
+
+        out = []
+        for det in self.backend.infer(images):
+            keep = np.array([int(c) in self.mapping for c in det.classes], bool)
+            classes = np.array([self.mapping[int(c)] for c in det.classes[keep]], np.int64)
+            out.append(Detections(det.boxes_xyxy[keep], det.scores[keep], classes))
+        return out
+
+
+def evaluate_current(state_dir: Path, taskset, imgsz: int) -> dict[str, float]:
+    """Per-class box mAP50-95 of the registry's current model on every task's test split.
+
+    Returns:
+        Dataset class name -> AP (0.0 for a class the model does not have).
+    """
+    from edgecl.continual.evaluate import evaluate_model
+    from edgecl.models.backends import load_backend
+    from edgecl.models.base import InferenceOptions
+    from edgecl.models.registry import Registry
+
+    registry = Registry(state_dir / "models")
+    names = {name: cid for cid, name in taskset.names.items()}
+    out = {name: 0.0 for name in names}
+    current = registry.current()
+    if current is None:
+        return out
+    opts = InferenceOptions(conf=0.001, iou=0.7, max_det=300, threads=2, imgsz=imgsz)
+    backend = load_backend(registry.model_path(current, prefer=(".onnx", ".pt")), opts,
+                           warmup_runs=1)
+    try:
+        mapping = {cid: names[n] for cid, n in backend.meta.names.items() if n in names}
+        model = RemappedBackend(backend, mapping)
+        test = [p for t in taskset.tasks for p in t.test]
+        for dataset_id in sorted(set(mapping.values())):
+            result = evaluate_model(model, test, class_ids=[dataset_id])
+            value = result.map50_95
+            out[taskset.names[dataset_id]] = 0.0 if value is None or value != value else float(value)
+    finally:
+        backend.close()
+    return out
+
+
+def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: float, seed: int,
+            imgsz: int, out_dir: Path, delay_frames: int, progress=None) -> dict:
+    """Stream the dataset once through the runtime in one labelling set-up and score it.
+
+    Args:
+        base_cfg: configuration (field overrides applied).
+        taskset: the loaded tasks.
+        yaml_path: its ``tasks.yaml``.
+        selection: ``random``, ``default`` or ``ground_truth``.
+        budget_pct: the operator's label budget, percent of frames.
+        seed: seed of the memory, the selection and the learner.
+        imgsz: image size of the model and training.
+        out_dir: where the run's state directory goes.
+        delay_frames: the operator's answer delay, frames.
+        progress: optional ``callable(str)`` for progress lines.
+
+    Returns:
+        The run's record (see the module docstring).
+    """
+    from edgecl.bench.demo import initial_model
+    from edgecl.runtime.app import RunOptions, Runtime
+    from edgecl.runtime.learner import run_learning_round
+    from edgecl.runtime.promote import promote_version
+    from edgecl.runtime.sources.tasks import TasksSource
+
+    t0 = time.monotonic()
+    state = out_dir / f"{selection}-b{budget_pct:g}-s{seed}"
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    cfg = _run_config(base_cfg, state, selection, seed, imgsz)
+    init = initial_model(yaml_path, state / "untrained.pt", imgsz)
+    runtime_box: list = []
+    inner = TasksSource(f"tasks://{yaml_path}", str(yaml_path), [], "train", cfg=cfg.source)
+    source = HiddenLabelsSource(inner, hide=selection != "ground_truth",
+                                hold=lambda: bool(runtime_box and runtime_box[0].supervisor
+                                                  and runtime_box[0].supervisor.busy))
+    task_classes = {t.name: tuple(t.classes) for t in taskset.tasks}
+    operator = SimulatedOperator(source, dict(taskset.names), task_classes, budget_pct, delay_frames)
+    hook = operator.tick if selection != "ground_truth" else None
+    runtime = Runtime(cfg, RunOptions(source_uri=source.uri, model=str(init), quiet=True),
+                      supervise_hook=hook,
+                      on_round=(lambda r: progress(_round_line(selection, r))) if progress else None)
+    runtime_box.append(runtime)
+    runtime.build(source=source)
+    by_name = {n: c for c, n in taskset.names.items()}
+    classes = runtime.memory_sink.classes
+    precision = PseudoPrecision(source, lambda c: by_name.get(classes.names().get(c, ""), -1))
+    runtime.memory_sink.observers.append(precision)
+    report = runtime.run(wait_for_learner=True)
+    final = run_learning_round(cfg, reason="end of stream")
+    if final.status.value == "staged":
+        promote_version(cfg.state_dir, final.version)
+    counts = runtime.memory_sink.stats()["counts"] if runtime.memory_sink else {}
+    per_class = evaluate_current(state, taskset, imgsz)
+    acc = float(np.mean(list(per_class.values()))) if per_class else 0.0
+    record = {"selection": selection, "budget_pct": budget_pct, "seed": seed,
+              "acc": round(acc, 4), "per_class_ap": {k: round(v, 4) for k, v in per_class.items()},
+              "human_labels": operator.answered if selection != "ground_truth"
+              else counts.get("stored_ground_truth", 0),
+              "pseudo_labels": counts.get("stored_pseudo", 0),
+              "pseudo_precision": precision.precision, "fps": report.fps, "frames": report.frames,
+              "rounds": len(runtime.supervisor.rounds) + (final.status.value == "staged"),
+              "seconds": round(time.monotonic() - t0, 1)}
+    if progress:
+        progress(f"{selection} b={budget_pct:g}% seed={seed}: ACC {record['acc']:.3f}, "
+                 f"{record['human_labels']} human labels, {record['pseudo_labels']} pseudo "
+                 f"(precision {record['pseudo_precision']}), {record['seconds']} s")
+    return record
+
+
+def _round_line(selection: str, result: dict) -> str:
+    return (f"  [{selection}] round {result.get('round')}: {result.get('version')} "
+            f"{result.get('status')} ({result.get('reason')})")
+
+
+def _run_config(base_cfg, state: Path, selection: str, seed: int, imgsz: int):
+    labels = base_cfg.labels
+    if selection == "ground_truth":
+        labels = dataclasses.replace(labels, mode="ground_truth")
+    elif selection == "random":
+        zero = {f.name: 0.0 for f in dataclasses.fields(labels.selection)}
+        labels = dataclasses.replace(labels, mode="field",
+                                     selection=dataclasses.replace(labels.selection,
+                                                                   **dict(zero, random=1.0)))
+    else:
+        labels = dataclasses.replace(labels, mode="field")
+    return dataclasses.replace(
+        base_cfg, state_dir=str(state), labels=dataclasses.replace(labels, seed=seed),
+        memory=dataclasses.replace(base_cfg.memory, seed=seed),
+        model=dataclasses.replace(base_cfg.model, imgsz=imgsz, path=""),
+        learner=dataclasses.replace(base_cfg.learner, imgsz=imgsz))
+
+
+def write_table(runs: list[dict], path: Path) -> None:
+    """Markdown table: one row per run (mean over seeds is left to the reader: seeds are rows)."""
+    classes = sorted({c for r in runs for c in r["per_class_ap"]})
+    head = ("| selection | budget % | seed | ACC | human labels | pseudo labels | pseudo precision "
+            "| fps | " + " | ".join(classes) + " |")
+    sep = "|---|---|---|---|---|---|---|---|" + "---|" * len(classes)
+    rows = [f"| {r['selection']} | {r['budget_pct']:g} | {r['seed']} | {r['acc']:.3f} | "
+            f"{r['human_labels']} | {r['pseudo_labels']} | {r['pseudo_precision']} | {r['fps']} | "
+            + " | ".join(f"{r['per_class_ap'].get(c, 0.0):.3f}" for c in classes) + " |"
+            for r in runs]
+    path.write_text("\n".join([head, sep, *rows]) + "\n")
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Means over seeds per selection, and the ratios the targets name."""
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        by.setdefault(r["selection"], []).append(r)
+    mean = {s: round(float(np.mean([r["acc"] for r in rs])), 4) for s, rs in by.items()}
+    prec = [r["pseudo_precision"] for r in runs if r["pseudo_precision"] is not None]
+    out = {"acc": mean, "runs": len(runs),
+           "pseudo_precision": round(float(np.mean(prec)), 4) if prec else None}
+    if mean.get("ground_truth"):
+        out["default_over_ground_truth"] = (round(mean["default"] / mean["ground_truth"], 3)
+                                            if "default" in mean else None)
+    if "default" in mean and "random" in mean:
+        out["default_beats_random"] = mean["default"] > mean["random"]
+    return out
+
+
+def add_arguments(parser) -> None:
+    """Arguments of ``edgecl bench field``."""
+    parser.add_argument("--data", default="scenario",
+                        help="DIR/tasks.yaml of a class-incremental dataset, or 'scenario' (built in)")
+    parser.add_argument("--label-budget-pct", type=float, default=10.0,
+                        help="the simulated operator labels at most this percent of the frames")
+    parser.add_argument("--selection", default="random,default",
+                        help="comma list of random, default (ground_truth always runs too)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per selection")
+    parser.add_argument("--imgsz", type=int, default=160, help="model and training image size")
+    parser.add_argument("--delay-frames", type=int, default=10,
+                        help="frames between a frame and the operator's answer to it")
+    parser.add_argument("--tasks", type=int, default=3, help="scenario tasks (with --data scenario)")
+    parser.add_argument("--images-per-task", type=int, default=120,
+                        help="scenario images per task (with --data scenario)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    parser.add_argument("--config", help="deployment YAML whose settings the runs start from")
+
+
+def run(args) -> int:
+    """Run the field benchmark as the command line asks."""
+    from edgecl.commands.common import print_json_line
+    from edgecl.config import load_config
+    from edgecl.data.tasks import load_tasks
+    from edgecl.ultra import ensure_offline
+
+    ensure_offline()
+    selections = [s.strip() for s in args.selection.split(",") if s.strip()]
+    bad = [s for s in selections if s not in SELECTIONS]
+    if bad:
+        raise EdgeclError(f"--selection: unknown {bad}; choose from random, default")
+    if "ground_truth" not in selections:
+        selections.append("ground_truth")
+    if not 0 < args.label_budget_pct <= 100:
+        raise EdgeclError(f"--label-budget-pct must be in (0, 100], got {args.label_budget_pct}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(args.config, list(FIELD_OVERRIDES) + list(getattr(args, "overrides", []) or []))
+    yaml_path = _dataset(args, out)
+    taskset = load_tasks(yaml_path)
+    runs = []
+
+    def progress(line: str) -> None:
+        print(f"[field] {line}", file=sys.stderr, flush=True)
+
+    for seed in range(args.seeds):
+        for selection in selections:
+            progress(f"run {selection} budget {args.label_budget_pct:g}% seed {seed} ...")
+            runs.append(run_one(cfg, taskset, yaml_path, selection, args.label_budget_pct, seed,
+                                args.imgsz, out / "runs", args.delay_frames, progress))
+            (out / "results.json").write_text(json.dumps(runs, indent=1))
+    write_table(runs, out / "table.md")
+    summary = dict(summarize(runs), results=str(out / "results.json"))
+    if args.json:
+        print_json_line(summary)
+    else:
+        print((out / "table.md").read_text())
+        print(json.dumps(summary))
+    return 0
+
+
+def _dataset(args, out: Path) -> Path:
+    if args.data != "scenario":
+        path = Path(args.data)
+        if not path.is_file():
+            raise EdgeclError(f"--data: {path} is not a tasks.yaml file")
+        return path
+    from edgecl.data.scenario import make_scenario
+
+    return make_scenario(out / "scenario", tasks=args.tasks, images_per_task=args.images_per_task,
+                         imgsz=args.imgsz, seed=0)

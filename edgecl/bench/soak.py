@@ -1,0 +1,251 @@
+"""``edgecl bench soak``: an accelerated long run, to show that nothing grows.
+
+The full device runtime (:class:`edgecl.runtime.app.Runtime`: capture, inference, sinks, replay
+memory, learner supervisor, hot swap, monitor) runs at full speed over a looping labelled
+``dir://`` source (the built-in scenario written to disk) with a tiny detector (the scenario's
+initial YOLO11n at a small input size, exported to ONNX by default), while learning rounds run
+every ``--learn-every-s`` seconds with small budgets. Every ``--sample-every-s`` seconds it records
+the process's resident memory, open file descriptors, threads and the bytes of the state
+directory; the JSON summary compares the end with the start and with the first sample taken
+after warm-up (a quarter of the frames), where a flat run shows ~0 growth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the soak benchmark's options."""
+    p.add_argument("--frames", type=int, default=200_000, help="frames to run (default 200000)")
+    p.add_argument("--imgsz", type=int, default=64, help="scenario, model and training size")
+    p.add_argument("--tasks", type=int, default=2, help="scenario tasks (looped)")
+    p.add_argument("--images-per-task", type=int, default=30, help="scenario images per task")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
+                   help="initial model file type (onnx: exported once, ~1.5 ms a frame at 64)")
+    p.add_argument("--learn-every-s", type=float, default=60.0,
+                   help="start a learning round every N seconds (0: no learning)")
+    p.add_argument("--capacity", type=int, default=300, help="replay memory capacity, samples")
+    p.add_argument("--sample-every-s", type=float, default=30.0,
+                   help="seconds between two resource samples")
+    p.add_argument("--work-dir", help="where the scenario, the initial model and the state go "
+                                      "(default: a temporary folder, removed at the end)")
+    p.add_argument("--json", action="store_true", help="(kept for symmetry; output is JSON)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process in bytes (``VmRSS`` of ``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def open_fds() -> int:
+    """Open file descriptors of this process (``/proc/self/fd``; -1 where unavailable)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
+
+
+class ResourceSampler:
+    """Takes resource samples at most every ``every_s`` seconds (from the supervise tick).
+
+    Args:
+        state_dir: the state directory whose disk bytes are measured.
+        every_s: seconds between two samples.
+        stream: where progress lines go (``None``: silent).
+    """
+
+    def __init__(self, state_dir: Path, every_s: float, stream=None):
+        self.state_dir = state_dir
+        self.every_s = every_s
+        self.stream = stream
+        self.samples: list[dict] = []
+        self._t0 = time.monotonic()
+        self._last_s = -float("inf")
+
+    def sample(self, frames: int, rounds: int) -> dict:
+        """Record one sample now.
+
+        Args:
+            frames: frames processed so far.
+            rounds: learning rounds finished so far.
+
+        Returns:
+            ``{"t_s", "frames", "rounds", "rss_bytes", "fds", "threads", "disk_bytes"}``.
+        """
+        from edgecl.bench.memory_bench import du_bytes
+
+        point = {"t_s": round(time.monotonic() - self._t0, 1), "frames": frames, "rounds": rounds,
+                 "rss_bytes": rss_bytes(), "fds": open_fds(), "threads": threading.active_count(),
+                 "disk_bytes": du_bytes(self.state_dir) if self.state_dir.exists() else 0}
+        self.samples.append(point)
+        self._last_s = time.monotonic()
+        if self.stream is not None:
+            print(f"[soak] t={point['t_s']:.0f}s frames={frames} rounds={rounds} "
+                  f"rss={point['rss_bytes'] / 2**20:.1f}MiB fds={point['fds']} "
+                  f"threads={point['threads']} disk={point['disk_bytes'] / 2**20:.1f}MiB",
+                  file=self.stream, flush=True)
+        return point
+
+    def maybe_sample(self, frames: int, rounds: int) -> None:
+        """Sample if ``every_s`` has passed since the last sample."""
+        if time.monotonic() - self._last_s >= self.every_s:
+            self.sample(frames, rounds)
+
+
+def growth(samples: list[dict], frames: int) -> dict:
+    """The last sample taken while running minus the first one at or after a quarter of the
+    frames (after warm-up: imports, first round, memory filled).
+
+    Args:
+        samples: resource samples in time order, taken while the runtime ran.
+        frames: frames asked for.
+
+    Returns:
+        ``{"from_frames", "to_frames", "rss_bytes", "fds", "threads", "disk_bytes"}``, the
+        last four as differences (0 when fewer than two samples qualify).
+    """
+    base = next((s for s in samples if s["frames"] >= frames // 4), samples[-1])
+    end = samples[-1]
+    return {"from_frames": base["frames"], "to_frames": end["frames"],
+            **{k: end[k] - base[k] for k in ("rss_bytes", "fds", "threads", "disk_bytes")}}
+
+
+def soak_config(state_dir: Path, imgsz: int, learn_every_s: float, capacity: int):
+    """The configuration of the soak: a tiny model, small memory, small learning budgets.
+
+    Args:
+        state_dir: the state directory.
+        imgsz: model and training image size.
+        learn_every_s: seconds between rounds (0: learner disabled).
+        capacity: replay memory capacity.
+
+    Returns:
+        The validated :class:`~edgecl.config.Config`.
+    """
+    from edgecl.config import load_config
+
+    learn = learn_every_s > 0
+    return load_config(None, [
+        f"state_dir={state_dir}", f"model.imgsz={imgsz}", "model.threads=1",
+        "runtime.warmup_runs=1", f"memory.capacity={capacity}", f"memory.max_bytes={64 * 2**20}",
+        "memory.holdout_fraction=0.25", f"learner.enabled={'true' if learn else 'false'}",
+        "learner.trigger_new_samples=0", f"learner.trigger_interval_s={learn_every_s if learn else 0}",
+        "learner.trigger_new_class=false", f"learner.imgsz={imgsz}", "learner.batch=4",
+        "learner.max_steps=3", "learner.first_round_max_steps=5", "learner.budget_s=30",
+        "learner.first_round_budget_s=60", "learner.bn_recalibration_batches=1",
+        "learner.device=cpu", "replay.strategy=er", "replay.samples=8", "export.tensorrt='off'",
+        "labels.mode=ground_truth", "server.enabled=false"])
+
+
+def prepare(work: Path, args: argparse.Namespace) -> tuple[str, Path]:
+    """Write the scenario and the initial model (once per work folder).
+
+    Args:
+        work: the work folder.
+        args: parsed options.
+
+    Returns:
+        ``(source_uri, model_path)``.
+    """
+    from edgecl.bench.demo import initial_model
+    from edgecl.data.scenario import make_scenario
+
+    yaml_path = make_scenario(work / "scenario", tasks=args.tasks,
+                              images_per_task=args.images_per_task, imgsz=args.imgsz, seed=0)
+    model = initial_model(yaml_path, work / "initial.pt", args.imgsz)
+    if args.backend == "onnx":
+        from edgecl.models.checkpoint import load_checkpoint
+        from edgecl.models.export import export_onnx
+
+        net, meta = load_checkpoint(model)
+        model = export_onnx(net, work / "initial.onnx", imgsz=args.imgsz, names=meta.get("names"))
+    return f"dir://{work / 'scenario' / 'images'}?loop=1", model
+
+
+def _rounds(runtime) -> int:
+    supervisor = getattr(runtime, "supervisor", None)
+    return len(getattr(supervisor, "rounds", ()) or ()) if supervisor is not None else 0
+
+
+def run_soak(args: argparse.Namespace, work: Path) -> dict:
+    """Run the soak in ``work`` and return its summary.
+
+    Args:
+        args: parsed options.
+        work: the work folder (scenario, initial model, ``state/``).
+
+    Returns:
+        The JSON-ready summary (see :func:`run`).
+    """
+    from edgecl.runtime.app import RunOptions, Runtime
+
+    uri, model = prepare(work, args)
+    state_dir = work / "state"
+    cfg = soak_config(state_dir, args.imgsz, args.learn_every_s, args.capacity)
+    sampler = ResourceSampler(state_dir, args.sample_every_s, None if args.quiet else sys.stderr)
+    runtime = Runtime(cfg, RunOptions(source_uri=uri, model=str(model), max_frames=args.frames,
+                                      quiet=True),
+                      supervise_hook=lambda rt: sampler.maybe_sample(rt.loop.frames_done, _rounds(rt)))
+    runtime.build()
+    start = sampler.sample(0, 0)
+    report = runtime.run()
+    running = sampler.samples[1:] or [start]
+    end = sampler.sample(report.frames, _rounds(runtime))  # after shutdown: nothing left behind
+    versions = runtime.registry.list() if runtime.registry is not None else []
+    return {"frames": report.frames, "fps": report.fps, "elapsed_s": report.elapsed_s,
+            "backend": args.backend, "imgsz": args.imgsz, "learn_every_s": args.learn_every_s,
+            "rounds": _rounds(runtime), "versions": len(versions),
+            "model_version": report.model_version, "start": start, "end": end,
+            "growth_after_warmup": growth(running, args.frames),
+            "samples": sampler.samples, "loop": report.to_json()}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the soak and print its summary as one JSON line.
+
+    The summary has ``frames``, ``fps``, ``elapsed_s``, ``rounds``, ``versions``, ``start``
+    (before the loop starts) and ``end`` (after shutdown) samples (``rss_bytes``, ``fds``,
+    ``threads``, ``disk_bytes``), ``samples`` (every sample, in time order),
+    ``growth_after_warmup`` (see :func:`growth`) and the loop's report.
+
+    Returns:
+        0.
+    """
+    from edgecl.errors import ConfigError
+
+    if args.frames < 1 or args.imgsz < 32 or args.imgsz % 32:
+        raise ConfigError("bench soak: --frames must be >= 1 and --imgsz a multiple of 32")
+    if args.work_dir:
+        work = Path(args.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        summary = run_soak(args, work)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="edgecl-soak-"))
+        try:
+            summary = run_soak(args, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return 0

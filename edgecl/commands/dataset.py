@@ -1,0 +1,85 @@
+"""``edgecl dataset import | split-tasks``: bring your own data (YOLO, VOC, COCO) and split it."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgecl.commands.common import print_json_line
+
+
+def add_parser(sub) -> None:
+    """Register the ``dataset`` command group.
+
+    Args:
+        sub: the top-level sub-parsers object.
+    """
+    p = sub.add_parser("dataset", help="import a labelled dataset (YOLO, VOC, COCO) and split it into tasks")
+    dsub = p.add_subparsers(dest="dataset_cmd", metavar="ACTION", required=True)
+    imp = dsub.add_parser("import", help="write an ultralytics YOLO dataset from a YOLO, VOC or COCO one")
+    imp.add_argument("src", help="dataset folder, data.yaml or COCO json")
+    imp.add_argument("--out", required=True, help="output folder (new or empty)")
+    imp.add_argument("--format", default="auto", choices=("auto", "yolo", "voc", "coco"),
+                     help="source format (default: auto-detect)")
+    imp.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    imp.set_defaults(func=import_command)
+    split = dsub.add_parser("split-tasks", help="write a class-incremental tasks.yaml over a YOLO dataset")
+    split.add_argument("dataset", help="YOLO dataset folder or data.yaml (with class names)")
+    split.add_argument("--tasks", required=True,
+                       help='classes of each task, tasks separated by ";" (e.g. "car,other_vehicle;bicycle;person")')
+    split.add_argument("--group-by", metavar="REGEX",
+                       help="images whose names give the same first group land in the same split "
+                            r"(e.g. '^(\d+_\d+)_' for day and altitude)")
+    split.add_argument("--ratios", default="0.7,0.1,0.2", help="train,val,test (default 0.7,0.1,0.2)")
+    split.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
+    split.add_argument("--out", required=True, metavar="FILE.yaml", help="the tasks.yaml to write")
+    split.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    split.set_defaults(func=split_command)
+
+
+def import_command(args: argparse.Namespace) -> int:
+    """Run ``edgecl dataset import``.
+
+    Args:
+        args: parsed arguments.
+
+    Returns:
+        Exit status 0.
+    """
+    from edgecl.data.convert import write_yolo_dataset
+
+    result = write_yolo_dataset(args.src, args.out, args.format)
+    if args.json:
+        print_json_line({k: v for k, v in result.items() if k != "messages"})
+        return 0
+    for message in result["messages"]:
+        print(f"skipped: {message}")
+    reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items()) or "none"
+    boxes = ", ".join(f"{k} {v}" for k, v in result["boxes"].items())
+    print(f"imported {result['imported']} image(s) from {args.src} ({result['format']}) -> {result['data_yaml']}")
+    print(f"skipped {result['skipped']} ({reasons}); ignore regions dropped {result['ignored_regions']}")
+    print(f"boxes: {boxes}")
+    return 0
+
+
+def split_command(args: argparse.Namespace) -> int:
+    """Run ``edgecl dataset split-tasks``.
+
+    Args:
+        args: parsed arguments.
+
+    Returns:
+        Exit status 0.
+    """
+    from edgecl.data.splits import split_tasks
+
+    result = split_tasks(args.dataset, args.tasks, args.out, group_by=args.group_by,
+                         ratios=args.ratios, seed=args.seed)
+    if args.json:
+        print_json_line(result)
+        return 0
+    for task in result["tasks"]:
+        print(f"{task['name']} ({', '.join(task['classes'])}): train {task['train']} / val {task['val']} "
+              f"/ test {task['test']}")
+    print(f"{result['groups']} group(s); {result['unassigned']} image(s) hold no task's class; "
+          f"{result['bad_labels']} with missing or refused labels -> {result['tasks_yaml']}")
+    return 0

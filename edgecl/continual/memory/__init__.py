@@ -1,0 +1,37 @@
+"""The replay memory: a bounded, crash-safe store of labelled images on the device.
+
+One public interface; the modules behind it are the package's own business:
+
+- :mod:`.store`: :class:`ReplayMemory` (add, get, records, snapshot, verify, stats) and
+  :func:`memory_from_config`;
+- :mod:`.records`: what goes in (:class:`Sample`) and comes out (:class:`SampleRecord`,
+  :class:`StoredSample`);
+- :mod:`.snapshot`: :class:`MemorySnapshot`, the learner's immutable view;
+- :mod:`.verify`: the checks behind :meth:`ReplayMemory.verify` and its :class:`VerifyReport`;
+- :mod:`.admission` and :mod:`.policies`: which offered samples enter and which leave
+  (reservoir, class-balanced, task-budget insertion policies);
+- :mod:`.index`: the SQLite index; :mod:`.faults`: storage faults as one-line errors.
+
+Example::
+
+    from edgecl.continual.memory import ReplayMemory, Sample
+    with ReplayMemory("state/memory") as memory:
+        memory.add(Sample(image, labels, task="stream", origin=LabelOrigin.OPERATOR))
+        snap = memory.snapshot()
+"""
+
+from edgecl.continual.memory.policies import POLICIES, InsertionPolicy, make_policy
+from edgecl.continual.memory.records import Sample, SampleRecord, StoredSample
+from edgecl.continual.memory.snapshot import MemorySnapshot
+from edgecl.continual.memory.store import (
+    INDEX_FILE,
+    ReplayMemory,
+    estimate_sample_bytes,
+    memory_from_config,
+    overhead_reserve_bytes,
+)
+from edgecl.continual.memory.verify import VerifyReport
+
+__all__ = ["ReplayMemory", "Sample", "StoredSample", "SampleRecord", "MemorySnapshot",
+           "VerifyReport", "memory_from_config", "overhead_reserve_bytes",
+           "estimate_sample_bytes", "INDEX_FILE", "POLICIES", "InsertionPolicy", "make_policy"]

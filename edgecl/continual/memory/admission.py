@@ -1,0 +1,239 @@
+"""Admission and eviction for the replay memory: the glue between the insertion policy, the
+held-out slice and the index, keeping the count and byte bounds in every committed state.
+
+Stream counters (``frames/...``, ``train/...``, ``holdout/...``) are kept in memory and
+handed to the storage as pending deltas, committed with the next add (or by a flush).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from edgecl.continual.memory.index import IndexDB
+from edgecl.continual.memory.policies import (
+    InsertionPolicy,
+    ItemInfo,
+    make_slot,
+    primary_class,
+    seen_keys,
+)
+from edgecl.frames import LabelOrigin
+
+DEFAULT_SAMPLE_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An admitted sample: which slice it joins, what the policy knows, its random source."""
+
+    held_out: bool
+    item: ItemInfo
+    rng: random.Random
+
+
+class TrainView:
+    """PolicyView over the index's training rows (used under the memory's lock).
+
+    Full means: ``capacity`` training rows, or the committed bytes plus ``new_bytes`` (the
+    incoming sample: an estimate before encoding, exact once written) exceed ``budget``.
+    """
+
+    def __init__(self, admission: "Admission", new_bytes: int):
+        """Args:
+            admission: owner of the index, counters and bounds.
+            new_bytes: bytes of the incoming sample.
+        """
+        self.db = admission.db
+        self.capacity = admission.train_capacity
+        self.budget = admission.budget_bytes
+        self.new_bytes = new_bytes
+        self._admission = admission
+
+    def is_full(self) -> bool:
+        """True when one more sample would break the count or the byte bound."""
+        return self.size() >= self.capacity or self.db.total_bytes() + self.new_bytes > self.budget
+
+    def size(self, *, task=None, primary_class=None) -> int:
+        """Stored training rows matching the filter."""
+        return self.db.count(held_out=False, task=task, primary_class=primary_class)
+
+    def class_counts(self) -> dict[int, int]:
+        """Training rows per primary class."""
+        return self.db.group_counts("primary_class", held_out=False)
+
+    def task_counts(self) -> dict[str, int]:
+        """Training rows per task."""
+        return self.db.group_counts("task", held_out=False)
+
+    def nth_id(self, index, *, task=None, primary_class=None) -> int:
+        """The ``index``-th training id (ascending) matching the filter."""
+        return self.db.nth_id(index, held_out=False, task=task, primary_class=primary_class)
+
+    def n_seen(self, key: str) -> int:
+        """Training-stream counter."""
+        return self._admission.counters.get(f"train/{key}", 0)
+
+    def remove(self, sample_id: int) -> None:
+        """Delete a row in the open transaction."""
+        self.db.delete(sample_id)
+
+    def is_marked(self, key: str) -> bool:
+        """Whether a persistent policy flag is set."""
+        return self._admission.counters.get(f"train/mark:{key}", 0) > 0
+
+    def mark(self, key: str) -> None:
+        """Set a persistent policy flag (committed with the next write)."""
+        if not self.is_marked(key):
+            self._admission.bump(f"train/mark:{key}")
+
+
+class Admission:
+    """Decides which offered samples enter and which stored ones leave.
+
+    Attributes:
+        db: the index.
+        policy: the insertion policy of the training slots.
+        train_capacity: training slots.
+        holdout_capacity: held-out slots, split evenly between the tasks seen.
+        budget_bytes: bytes the committed sample files may use.
+        counters: stream counters including pending (uncommitted) increments.
+        pending: increments not yet committed.
+    """
+
+    def __init__(self, db: IndexDB, policy: InsertionPolicy, *, train_capacity: int,
+                 holdout_capacity: int, holdout_fraction: float, budget_bytes: int, seed: int):
+        """Args:
+            db: the open index (counters are loaded from it).
+            policy: insertion policy.
+            train_capacity: training slots.
+            holdout_capacity: held-out slots.
+            holdout_fraction: probability that a frame joins the held-out stream.
+            budget_bytes: byte budget of the sample files.
+            seed: seed of every random draw.
+        """
+        self.db, self.policy = db, policy
+        self.train_capacity, self.holdout_capacity = train_capacity, holdout_capacity
+        self.holdout_fraction, self.budget_bytes, self.seed = holdout_fraction, budget_bytes, seed
+        self.counters = db.load_counters()
+        self.pending: dict[str, int] = {}
+
+    def bump(self, key: str) -> int:
+        """Increment a counter; returns its new value."""
+        self.counters[key] = self.counters.get(key, 0) + 1
+        self.pending[key] = self.pending.get(key, 0) + 1
+        return self.counters[key]
+
+    def holdout_quota(self) -> int:
+        """Held-out slots per task now (``holdout_capacity`` over the tasks seen)."""
+        n_tasks = sum(1 for k in self.counters if k.startswith("frames/task:"))
+        return self.holdout_capacity // max(1, n_tasks)
+
+    def view(self, new_bytes: int = 0) -> TrainView:
+        """The policy's view of the training rows."""
+        return TrainView(self, new_bytes)
+
+    def _typical_bytes(self) -> int:
+        n = self.db.count()
+        return self.db.total_bytes() // n if n else DEFAULT_SAMPLE_BYTES
+
+    def decide(self, task: str, classes: tuple[int, ...],
+               origin: LabelOrigin = LabelOrigin.GROUND_TRUTH) -> Decision | None:
+        """Count an offered sample and decide whether it enters (no rows change yet).
+
+        Args:
+            task: its task.
+            classes: its distinct class ids.
+            origin: where its labels came from; a sample that is not human-verified
+                (``pseudo``) never joins the held-out slice: had the draw chosen it, it is
+                offered to the training slots instead.
+
+        Returns:
+            The decision, or None when declined.
+        """
+        n_all = self.bump("frames/all")
+        n_task = self.bump(f"frames/task:{task}")
+        rng = random.Random(f"{self.seed}/{n_all}")
+        draw = random.Random(f"{self.seed}/holdout/{task}/{n_task}").random()
+        held_out = (origin.human_verified and self.holdout_capacity > 0
+                    and draw < self.holdout_fraction)
+        counts = self.db.group_counts("primary_class", held_out=False)
+        item = ItemInfo(task, classes, primary_class(classes, counts))
+        if held_out:
+            n_held = self.bump(f"holdout/task:{task}")
+            quota = self.holdout_quota()
+            stored = self.db.count(held_out=True, task=task)
+            admit = quota > 0 and (stored < quota or rng.random() < quota / n_held)
+        else:
+            for key in seen_keys(item):
+                self.bump(f"train/{key}")
+            admit = self.train_capacity > 0 and self.policy.admit(
+                item, self.view(self._typical_bytes()), rng)
+        return Decision(held_out, item, rng) if admit else None
+
+    def make_room(self, decision: Decision, new_bytes: int) -> list[int]:
+        """Delete rows (in the open transaction) so the new sample fits every bound.
+
+        Returns:
+            Evicted ids.
+        """
+        rng, item = decision.rng, decision.item
+        victims = self._trim_holdout(rng, self.holdout_quota())
+        if decision.held_out:
+            while self.db.count(held_out=True, task=item.task) >= self.holdout_quota():
+                victims.append(self._delete_random(rng, held_out=True, task=item.task))
+        else:
+            victims += make_slot(self.policy, item, self.view(new_bytes), rng)
+        victims += self._evict_for_bytes(item, rng, self.budget_bytes - new_bytes)
+        return victims
+
+    def enforce_bounds(self) -> list[int]:
+        """Evict (in the open transaction) until the hard bounds hold (after a restart with
+        smaller bounds). Per-task held-out quotas are left to the next add, so a restart
+        never evicts what was committed within the bounds.
+
+        Returns:
+            Evicted ids.
+        """
+        rng = random.Random(f"{self.seed}/bounds/{self.counters.get('frames/all', 0)}")
+        victims = []
+        while self.db.count(held_out=True) > self.holdout_capacity:
+            victims.append(self._delete_random(rng, held_out=True, task=self._largest_holdout()))
+        view = self.view()
+        filler = ItemInfo("", (), -1)
+        while view.size() > self.train_capacity:
+            victim = self.policy.victim(filler, view, rng)
+            view.remove(victim)
+            victims.append(victim)
+        return victims + self._evict_for_bytes(filler, rng, self.budget_bytes)
+
+    def _largest_holdout(self) -> str:
+        counts = self.db.group_counts("task", held_out=True)
+        return min(counts, key=lambda t: (-counts[t], t))
+
+    def _trim_holdout(self, rng: random.Random, quota: int) -> list[int]:
+        victims = []
+        for task, n in sorted(self.db.group_counts("task", held_out=True).items()):
+            for _ in range(n - quota):
+                victims.append(self._delete_random(rng, held_out=True, task=task))
+        return victims
+
+    def _evict_for_bytes(self, item: ItemInfo, rng: random.Random, budget: int) -> list[int]:
+        victims = []
+        view = self.view()
+        # INVARIANT: committed sample bytes never exceed budget_bytes.
+        while self.db.total_bytes() > budget:
+            victim = self.policy.victim(item, view, rng) if view.size() else None
+            if victim is None:
+                victims.append(self._delete_random(rng, held_out=True,
+                                                   task=self._largest_holdout()))
+                continue
+            view.remove(victim)
+            victims.append(victim)
+        return victims
+
+    def _delete_random(self, rng: random.Random, held_out: bool, task: str) -> int:
+        n = self.db.count(held_out=held_out, task=task)
+        victim = self.db.nth_id(rng.randrange(n), held_out=held_out, task=task)
+        self.db.delete(victim)
+        return victim

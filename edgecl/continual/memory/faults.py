@@ -1,0 +1,56 @@
+"""How the replay memory reports storage faults: one :class:`~edgecl.errors.StorageError` line
+(what failed and where) for a full disk or an unwritable directory, a
+:class:`~edgecl.errors.ReplayMemoryError` for everything else (damage, missing files)."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+
+from edgecl.errors import EdgeclError, ReplayMemoryError, StorageError
+
+# errno values that mean "the disk or the directory refused", not "the data is damaged".
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                            errno.EIO, errno.EFBIG})
+# sqlite3 error names (prefixes) with the same meaning.
+STORAGE_SQLITE_NAMES = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN",
+                        "SQLITE_PERM")
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """True when an OSError or sqlite3 error means a full disk or an unwritable file/directory.
+
+    Args:
+        exc: the error raised.
+
+    Returns:
+        Whether it is a storage fault (as opposed to damage or a programming error).
+    """
+    if isinstance(exc, OSError):
+        return exc.errno in STORAGE_ERRNOS
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        text = str(exc).lower()
+        return (name.startswith(STORAGE_SQLITE_NAMES) or "disk is full" in text
+                or "readonly" in text or "unable to open" in text)
+    return False
+
+
+def fault_error(exc: OSError | sqlite3.Error, what: str, where: object,
+                note: str = "") -> EdgeclError:
+    """The one-line error to raise for ``exc``.
+
+    Args:
+        exc: the OSError or sqlite3 error.
+        what: what was being done, e.g. ``"cannot store sample from cam0"``.
+        where: the path involved when the error names none.
+        note: appended after ``"; "`` when given (e.g. what was kept).
+
+    Returns:
+        A StorageError for a storage fault, else a ReplayMemoryError; the message reads
+        ``"<what>: <reason> (<path>)[; <note>]"``.
+    """
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    at = getattr(exc, "filename", None) or where
+    cls = StorageError if is_storage_fault(exc) else ReplayMemoryError
+    return cls(f"{what}: {reason} ({at})" + (f"; {note}" if note else ""))

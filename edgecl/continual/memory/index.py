@@ -1,0 +1,297 @@
+"""The SQLite index of the replay memory: one row per stored sample, stream counters, meta.
+
+WAL journal with ``synchronous=FULL``: a committed transaction survives power loss, and an
+interrupted one leaves no trace. Writers take the database lock up front
+(``BEGIN IMMEDIATE``), so whoever holds it may also touch the sample files.
+
+Held out means: flagged ``held_out`` AND of a human-verified origin (not ``pseudo``). The
+store never flags a pseudo-labelled row, and every query applies the same definition, so even
+a hand-edited index never evaluates a model on pseudo labels.
+
+Schema migrations run on open, in the schema transaction: an index written before a column
+existed gets it with its default (``origin``: ``ground_truth``; ``image_bytes``: NULL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+from edgecl.continual.memory.faults import fault_error, is_storage_fault
+from edgecl.continual.memory.records import SampleRecord, classes_from_text, origin_from_text
+from edgecl.frames import LabelOrigin
+
+WAL_AUTOCHECKPOINT_PAGES = 64
+WAL_LIMIT_BYTES = 512 * 1024
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task TEXT NOT NULL,
+    classes TEXT NOT NULL,
+    primary_class INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    ts_s REAL NOT NULL,
+    bytes INTEGER NOT NULL,
+    held_out INTEGER NOT NULL,
+    recall_baseline REAL,
+    last_recall REAL,
+    last_loss REAL,
+    times_replayed INTEGER NOT NULL DEFAULT 0,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    origin TEXT NOT NULL DEFAULT 'ground_truth',
+    image_bytes INTEGER
+);
+CREATE INDEX IF NOT EXISTS samples_by_task ON samples(held_out, task, id);
+CREATE INDEX IF NOT EXISTS samples_by_class ON samples(held_out, primary_class, id);
+CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# Columns added after the first release: name -> definition used by ALTER TABLE.
+MIGRATED_COLUMNS = {
+    "origin": f"TEXT NOT NULL DEFAULT '{LabelOrigin.GROUND_TRUTH.value}'",
+    "image_bytes": "INTEGER",
+}
+RECORD_COLUMNS = ("id, task, classes, source, ts_s, bytes, held_out, recall_baseline, "
+                  "last_recall, last_loss, times_replayed, width, height, origin, image_bytes")
+UPDATABLE_COLUMNS = ("recall_baseline", "last_recall", "last_loss")
+GROUPABLE_COLUMNS = ("task", "primary_class", "origin")
+# The effective held-out flag (see the module docstring).
+HELD_OUT_SQL = f"(held_out = 1 AND origin != '{LabelOrigin.PSEUDO.value}')"
+def record_from_row(row: tuple) -> SampleRecord:
+    """Build a :class:`SampleRecord` from a row selected with :data:`RECORD_COLUMNS`."""
+    (sid, task, classes, source, ts_s, nbytes, held_out, baseline, last_recall, last_loss,
+     replayed, width, height, origin, image_bytes) = row
+    origin = origin_from_text(origin)
+    return SampleRecord(id=int(sid), task=task, classes=classes_from_text(classes), source=source,
+                        ts_s=float(ts_s), bytes=int(nbytes),
+                        held_out=bool(held_out) and origin.human_verified,
+                        recall_baseline=baseline, last_recall=last_recall, last_loss=last_loss,
+                        times_replayed=int(replayed), width=int(width), height=int(height),
+                        origin=origin,
+                        image_bytes=None if image_bytes is None else int(image_bytes))
+
+
+def _where(held_out: bool | None, task: str | None, primary_class: int | None) -> tuple[str, list]:
+    clauses, params = [], []
+    if held_out is not None:
+        clauses.append(f"{HELD_OUT_SQL} = ?")
+        params.append(int(held_out))
+    if task is not None:
+        clauses.append("task = ?")
+        params.append(task)
+    if primary_class is not None:
+        clauses.append("primary_class = ?")
+        params.append(int(primary_class))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+class IndexDB:
+    """Thin wrapper over the memory's SQLite file.
+
+    Attributes:
+        path: the database file.
+    """
+
+    def __init__(self, path: Path, timeout_s: float = 30.0):
+        """Open (and create) the index.
+
+        Args:
+            path: database file.
+            timeout_s: how long to wait for another process's lock.
+
+        Raises:
+            StorageError: the file or its directory cannot be written (read-only, disk full).
+            ReplayMemoryError: the file is not a usable SQLite database.
+        """
+        self.path = Path(path)
+        self.conn: sqlite3.Connection | None = None
+        try:
+            self.conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            self.conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            with self.write():
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self._migrate()
+        except sqlite3.Error as exc:
+            self.close()
+            what = ("cannot open the memory index" if is_storage_fault(exc)
+                    else "memory index is unusable")
+            raise fault_error(exc, what, self.path) from None
+
+    def _migrate(self) -> list[str]:
+        """Add the columns an older index lacks (inside the schema transaction).
+
+        Returns:
+            Names of the columns added.
+        """
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(samples)")}
+        added = [name for name in MIGRATED_COLUMNS if name not in have]
+        for name in added:
+            self.conn.execute(f"ALTER TABLE samples ADD COLUMN {name} {MIGRATED_COLUMNS[name]}")
+        return added
+
+    def close(self) -> None:
+        """Close the connection (a second call does nothing)."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the database lock (``BEGIN IMMEDIATE``).
+
+        Yields:
+            The connection; everything done inside commits together or not at all.
+        """
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT (disk full) leaves the transaction open: roll it back too.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every query inside sees the same committed state.
+
+        Yields:
+            The connection.
+        """
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self.conn
+        finally:
+            self.conn.execute("COMMIT")
+
+    def next_id(self) -> int:
+        """The id the next insert gets (ids are never reused once committed)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
+        top = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()[0]
+        return max(int(row[0]) if row else 0, int(top)) + 1
+
+    def insert(self, values: dict) -> None:
+        """Insert one sample row (column -> value)."""
+        cols = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        self.conn.execute(f"INSERT INTO samples({cols}) VALUES({marks})", list(values.values()))
+
+    def delete(self, sample_id: int) -> None:
+        """Delete one sample row."""
+        self.conn.execute("DELETE FROM samples WHERE id = ?", (int(sample_id),))
+
+    def count(self, held_out: bool | None = None, task: str | None = None,
+              primary_class: int | None = None) -> int:
+        """Number of rows matching the filter."""
+        where, params = _where(held_out, task, primary_class)
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM samples{where}", params).fetchone()[0])
+
+    def total_bytes(self) -> int:
+        """Sum of the ``bytes`` column."""
+        return int(self.conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM samples").fetchone()[0])
+
+    def group_counts(self, column: str, held_out: bool | None = None) -> dict:
+        """Rows per value of ``column`` (``task``, ``primary_class`` or ``origin``)."""
+        if column not in GROUPABLE_COLUMNS:
+            raise ValueError(f"cannot group by {column}")
+        where, params = _where(held_out, None, None)
+        rows = self.conn.execute(f"SELECT {column}, COUNT(*) FROM samples{where} "
+                                 f"GROUP BY {column}", params)
+        return {key: int(n) for key, n in rows}
+
+    def nth_id(self, index: int, held_out: bool | None = None, task: str | None = None,
+               primary_class: int | None = None) -> int:
+        """The ``index``-th id (ascending) among rows matching the filter."""
+        where, params = _where(held_out, task, primary_class)
+        row = self.conn.execute(f"SELECT id FROM samples{where} ORDER BY id LIMIT 1 OFFSET ?",
+                                params + [int(index)]).fetchone()
+        if row is None:
+            raise IndexError(f"no sample at position {index}")
+        return int(row[0])
+
+    def ids(self, held_out: bool | None = None, task: str | None = None) -> list[int]:
+        """Ids matching the filter, ascending."""
+        where, params = _where(held_out, task, None)
+        return [int(r[0]) for r in self.conn.execute(f"SELECT id FROM samples{where} ORDER BY id",
+                                                     params)]
+
+    def records(self, ids: list[int] | None = None, held_out: bool | None = None,
+                task: str | None = None) -> list[SampleRecord]:
+        """Rows as records: the given ids (in that order, unknown ones skipped) or all
+        rows matching the filter (ascending id)."""
+        if ids is None:
+            where, params = _where(held_out, task, None)
+            rows = self.conn.execute(f"SELECT {RECORD_COLUMNS} FROM samples{where} ORDER BY id",
+                                     params)
+            return [record_from_row(r) for r in rows]
+        found = {}
+        for chunk_start in range(0, len(ids), 500):
+            chunk = [int(i) for i in ids[chunk_start:chunk_start + 500]]
+            marks = ", ".join("?" for _ in chunk)
+            for row in self.conn.execute(f"SELECT {RECORD_COLUMNS} FROM samples "
+                                         f"WHERE id IN ({marks})", chunk):
+                found[int(row[0])] = record_from_row(row)
+        return [found[int(i)] for i in ids if int(i) in found]
+
+    def update_column(self, column: str, ids: list[int], values: list[float | None]) -> int:
+        """Set one metric column for several rows (missing ids are ignored).
+
+        Returns:
+            Number of rows updated.
+        """
+        if column not in UPDATABLE_COLUMNS:
+            raise ValueError(f"column {column} is not updatable")
+        with self.write() as conn:
+            cur = conn.executemany(f"UPDATE samples SET {column} = ? WHERE id = ?",
+                                   [(v, int(i)) for i, v in zip(ids, values)])
+            return int(cur.rowcount)
+
+    def increment_replayed(self, ids: list[int]) -> int:
+        """Add one to ``times_replayed`` of each id (once per occurrence)."""
+        with self.write() as conn:
+            cur = conn.executemany("UPDATE samples SET times_replayed = times_replayed + 1 "
+                                   "WHERE id = ?", [(int(i),) for i in ids])
+            return int(cur.rowcount)
+
+    def load_counters(self) -> dict[str, int]:
+        """All stream counters."""
+        return {name: int(v) for name, v in self.conn.execute("SELECT name, value FROM counters")}
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        """Add deltas to counters (inside the caller's transaction)."""
+        self.conn.executemany(
+            "INSERT INTO counters(name, value) VALUES(?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            list(deltas.items()))
+
+    def get_meta(self, key: str) -> object | None:
+        """A JSON value from the meta table (None when absent)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: object) -> None:
+        """Store a JSON value in the meta table (its own transaction)."""
+        with self.write() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)",
+                         (key, json.dumps(value, sort_keys=True)))
+
+    def integrity_problems(self) -> list[str]:
+        """Problems reported by ``PRAGMA quick_check`` (empty when healthy)."""
+        rows = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
+        return [] if rows == ["ok"] else rows

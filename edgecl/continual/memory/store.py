@@ -1,0 +1,645 @@
+"""The bounded, crash-safe replay memory.
+
+Layout of ``STATE/memory/``: ``images/<id>.jpg`` (JPEG), ``labels/<id>.txt`` (YOLO rows; the
+ultralytics ``/images/`` -> ``/labels/`` convention), ``index.sqlite`` (one row per sample,
+stream counters, class names) and ``snapshots/`` (see :mod:`.snapshot`).
+
+Bounds. At most ``capacity`` samples, and the committed sample files use at most
+``max_bytes - overhead_reserve_bytes(capacity)`` bytes on disk (allocated blocks), so the
+whole folder (samples + index + journal + directory entries) stays within ``max_bytes``.
+Both hold in every committed state, across restarts (a smaller bound on re-open evicts).
+During one add, the new files exist before the victims' files are unlinked, so the folder
+may exceed the bound by that one sample for the duration of the add. Snapshots hard-link
+files; an evicted file stays on disk until the (at most ``keep_snapshots``) snapshots that
+reference it are pruned.
+
+Held-out slice. ``holdout_fraction`` of each task's frames (a deterministic draw from the
+seed, the task and the frame's position in that task's stream) is held out: never returned
+for training, used to measure forgetting. Only human-verified samples are held out: a
+``pseudo``-labelled sample is always offered to the training slots (see
+:class:`~edgecl.frames.LabelOrigin`). Held-out samples do not pass through the insertion
+policy: they live in ``holdout_capacity = floor(capacity * holdout_fraction)`` slots, split
+evenly between the tasks seen (a uniform reservoir within each task; when a new task shrinks
+the per-task share, the next add trims the surplus). The policy governs the remaining
+``train_capacity`` slots.
+
+Crash safety (one adding process; others may read, snapshot and update metrics). An add
+writes the image and label files atomically, then deletes the victims' rows and inserts the
+new row in one transaction, then unlinks the victims' files. A kill at any instant leaves
+either the old or the new committed state plus, at worst, files no row refers to;
+:meth:`ReplayMemory.verify` (run on open) removes those. Stream counters of declined samples
+are committed in batches of :data:`COUNTER_FLUSH_EVERY`: a crash may forget that many
+declined offers, which only nudges later admission probabilities.
+
+Storage faults. A full disk or an unwritable directory (during an add, a flush, a snapshot, a
+metric update, or at open) raises :class:`~edgecl.errors.StorageError` with one line (what and
+where); the transaction is rolled back and the files of the refused sample removed, so the
+memory stays consistent and usable once space returns.
+
+Other bounds. Every structure the memory keeps is bounded: rows by ``capacity``, files by
+``max_bytes``, snapshots by ``keep_snapshots`` (pruned at each snapshot), the SQLite WAL by
+:data:`~.index.WAL_LIMIT_BYTES`, a row's text by :data:`MAX_TASK_CHARS` /
+:data:`MAX_SOURCE_CHARS` (the per-row reserve of :func:`overhead_reserve_bytes` assumes it),
+stream counters by the number of tasks and classes seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from edgecl import atomic
+from edgecl.config import Config, MemoryConfig
+from edgecl.continual.memory import verify as checks
+from edgecl.continual.memory.admission import Admission, Decision
+from edgecl.continual.memory.faults import fault_error
+from edgecl.continual.memory.index import WAL_LIMIT_BYTES, IndexDB
+from edgecl.continual.memory.policies import make_policy
+from edgecl.continual.memory.records import (
+    IMAGE_SUFFIX,
+    LABEL_SUFFIX,
+    Sample,
+    SampleRecord,
+    StoredSample,
+    check_image,
+    check_labels,
+    classes_of,
+    classes_to_text,
+    encode_jpeg,
+    file_stem,
+    nan_to_none,
+    parse_label_file,
+)
+from edgecl.continual.memory.snapshot import MemorySnapshot, build_snapshot, prune_snapshots
+from edgecl.continual.memory.verify import VerifyReport
+from edgecl.data.labels import labels_to_text
+from edgecl.errors import ReplayMemoryError, StorageError
+from edgecl.frames import LabelOrigin
+
+INDEX_FILE = "index.sqlite"
+"""Name of the index inside the memory folder (its presence means a memory exists)."""
+COUNTER_FLUSH_EVERY = 64
+DEFAULT_KEEP_SNAPSHOTS = 2
+MAX_TASK_CHARS = 128
+MAX_SOURCE_CHARS = 256
+_OVERHEAD_FIXED_BYTES = 512 * 1024
+_OVERHEAD_PER_SAMPLE_BYTES = 640
+_BLOCK_BYTES = 4096
+
+
+def overhead_reserve_bytes(capacity: int) -> int:
+    """Bytes of ``max_bytes`` kept for the index, its WAL and the directory entries.
+
+    Args:
+        capacity: the memory's sample capacity.
+
+    Returns:
+        The reserve in bytes.
+    """
+    return _OVERHEAD_FIXED_BYTES + WAL_LIMIT_BYTES + _OVERHEAD_PER_SAMPLE_BYTES * int(capacity)
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes a file occupies on disk (allocated blocks, at least its length)."""
+    st = os.stat(path)
+    return max(int(st.st_size), int(getattr(st, "st_blocks", 0)) * 512)
+
+
+def _rounded(n_bytes: int) -> int:
+    return int(math.ceil(max(1, n_bytes) / _BLOCK_BYTES) * _BLOCK_BYTES)
+
+
+def estimate_sample_bytes(image: np.ndarray, labels: np.ndarray, jpeg_quality: int = 90) -> int:
+    """Bytes a sample would occupy in the memory (its JPEG and label file, rounded to blocks).
+
+    Args:
+        image: BGR uint8 (H, W, 3) or grayscale (H, W) array.
+        labels: float32 (N, 5) YOLO rows.
+        jpeg_quality: JPEG quality 1..100.
+
+    Returns:
+        The estimate in bytes (what the byte bound charges on a 4 KiB-block file system).
+    """
+    blob = encode_jpeg(check_image(image, "sample"), jpeg_quality, "sample")
+    text = labels_to_text(check_labels(labels, "sample")).encode("utf-8")
+    return _rounded(len(blob)) + _rounded(len(text))
+
+
+def _short_source(source: object) -> str:
+    text = str(source)
+    if len(text) <= MAX_SOURCE_CHARS:
+        return text
+    return "..." + text[-(MAX_SOURCE_CHARS - 3):]
+
+
+class ReplayMemory:
+    """Bounded, persisted replay memory of labelled images (see the module docstring).
+
+    Attributes:
+        root: the memory folder.
+        cfg: its configuration.
+        policy: the insertion policy chosen by ``cfg.policy``.
+        last_verify: report of the check run on open (None if skipped).
+    """
+
+    def __init__(self, root: str | Path, cfg: MemoryConfig | None = None,
+                 names: dict[int, str] | None = None, *, verify_on_open: bool = True,
+                 keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS):
+        """Open or create a memory.
+
+        Args:
+            root: the memory folder (``STATE/memory``).
+            cfg: bounds, policy, JPEG quality, held-out fraction, seed.
+            names: class id -> name, stored in the index when given.
+            verify_on_open: run a quick :meth:`verify` (repairing) before use.
+            keep_snapshots: how many snapshots to keep on disk.
+
+        Raises:
+            StorageError: the folder cannot be written (read-only, disk full).
+            ReplayMemoryError: unusable configuration or index.
+            ConfigError: unknown policy name.
+        """
+        self.root = Path(root)
+        self.cfg = cfg or MemoryConfig()
+        _check_config(self.cfg)
+        self.policy = make_policy(self.cfg.policy, self.cfg.task_budget_pct)
+        self.keep_snapshots = max(1, int(keep_snapshots))
+        self._lock = threading.RLock()
+        with self._faults(f"cannot open the replay memory {self.root}"):
+            for sub in ("images", "labels", "snapshots"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK):
+            raise StorageError(f"cannot open the replay memory {self.root}: the folder is not "
+                               f"writable (read-only file system or permissions)")
+        self._db = IndexDB(self.root / INDEX_FILE)
+        try:
+            self._admission = Admission(
+                self._db, self.policy, train_capacity=self.train_capacity,
+                holdout_capacity=self.holdout_capacity, holdout_fraction=self.cfg.holdout_fraction,
+                budget_bytes=self.sample_budget_bytes, seed=self.cfg.seed)
+            if names:
+                self.set_class_names(names)
+            self.last_verify = self.verify(repair=True) if verify_on_open else None
+        except BaseException:
+            self._db.close()
+            raise
+
+    @contextlib.contextmanager
+    def _faults(self, what: str, note: str = "") -> Iterator[None]:
+        """Turn OSError / sqlite3 errors raised inside into one-line memory errors."""
+        try:
+            yield
+        except (OSError, sqlite3.Error) as exc:
+            raise fault_error(exc, what, self.root, note) from None
+
+    @property
+    def capacity(self) -> int:
+        """Maximum number of samples (training + held-out)."""
+        return int(self.cfg.capacity)
+
+    @property
+    def holdout_capacity(self) -> int:
+        """Slots reserved for the held-out slice."""
+        if self.cfg.holdout_fraction <= 0:
+            return 0
+        return min(self.capacity - 1, max(1, int(self.capacity * self.cfg.holdout_fraction)))
+
+    @property
+    def train_capacity(self) -> int:
+        """Slots governed by the insertion policy."""
+        return self.capacity - self.holdout_capacity
+
+    @property
+    def sample_budget_bytes(self) -> int:
+        """Bytes the committed sample files may occupy."""
+        return int(self.cfg.max_bytes) - overhead_reserve_bytes(self.capacity)
+
+    def image_path(self, sample_id: int) -> Path:
+        """The memory's image file of a sample id."""
+        return self.root / "images" / f"{file_stem(int(sample_id))}{IMAGE_SUFFIX}"
+
+    def label_path(self, sample_id: int) -> Path:
+        """The memory's label file of a sample id."""
+        return self.root / "labels" / f"{file_stem(int(sample_id))}{LABEL_SUFFIX}"
+
+    def class_names(self) -> dict[int, str] | None:
+        """Class id -> name stored in the index, or None."""
+        with self._lock:
+            names = self._db.get_meta("names")
+        return {int(k): v for k, v in names.items()} if names else None
+
+    def set_class_names(self, names: dict[int, str]) -> None:
+        """Store class names (they also bound the class ids accepted by :meth:`add`).
+
+        Raises:
+            StorageError: the index cannot be written.
+        """
+        clean = {str(int(k)): str(v) for k, v in names.items()}
+        with self._lock, self._faults("cannot store class names in the memory index"):
+            self._db.set_meta("names", clean)
+
+    def _known_nc(self) -> int | None:
+        names = self.class_names()
+        return max(names) + 1 if names else None
+
+    def add(self, sample: Sample) -> int | None:
+        """Offer a labelled sample.
+
+        Args:
+            sample: image, YOLO labels, task, source, time, origin of the labels.
+
+        Returns:
+            The new sample id, or None when the policy (or the held-out quota) declines it.
+
+        Raises:
+            StorageError: full disk or unwritable folder; nothing is half-stored and nothing
+                stored before is lost, the memory stays usable.
+            ReplayMemoryError: empty or malformed image, bad task or origin, sample larger than
+                the byte budget, index failure (nothing stored is lost).
+            LabelError: malformed label rows or class out of range.
+        """
+        source = _short_source(sample.source or "<unknown source>")
+        where = f"sample from {source} (task {str(sample.task)[:MAX_TASK_CHARS]!r})"
+        if not isinstance(sample.task, str) or not sample.task:
+            raise ReplayMemoryError(f"{where}: task must be a non-empty string")
+        if len(sample.task) > MAX_TASK_CHARS:
+            raise ReplayMemoryError(f"{where}: task name has {len(sample.task)} characters, "
+                                    f"at most {MAX_TASK_CHARS} are allowed")
+        try:
+            origin = LabelOrigin(sample.origin)
+        except ValueError:
+            raise ReplayMemoryError(f"{where}: unknown label origin {sample.origin!r} (choose "
+                                    f"from {', '.join(o.value for o in LabelOrigin)})") from None
+        image = check_image(sample.image, where)
+        labels = check_labels(sample.labels, where, self._known_nc())
+        classes = classes_of(labels)
+        with self._lock:
+            decision = self._admission.decide(sample.task, classes, origin)
+            if decision is None:
+                self._flush_if_due()
+                return None
+            blob = encode_jpeg(image, self.cfg.jpeg_quality, where)
+            text = labels_to_text(labels).encode("utf-8")
+            self._check_fits(_rounded(len(blob)) + _rounded(len(text)), where)
+            row = {"task": sample.task, "classes": classes_to_text(classes),
+                   "primary_class": decision.item.primary_class,
+                   "source": _short_source(sample.source),
+                   "ts_s": float(sample.ts_s), "held_out": int(decision.held_out),
+                   "width": int(image.shape[1]), "height": int(image.shape[0]),
+                   "origin": origin.value, "image_bytes": len(blob)}
+            return self._store(decision, blob, text, row, where)
+
+    def _check_fits(self, n_bytes: int, where: str) -> None:
+        if n_bytes > self.sample_budget_bytes:
+            raise ReplayMemoryError(
+                f"{where}: needs {n_bytes} bytes on disk, more than the memory's sample budget "
+                f"of {self.sample_budget_bytes} bytes (memory.max_bytes={self.cfg.max_bytes})")
+
+    def _store(self, decision: Decision, blob: bytes, text: bytes, row: dict, where: str) -> int:
+        written: list[Path] = []
+        at = self._db.path  # what the disk refused, when the error names no file
+        try:
+            with self._db.write():
+                new_id = self._db.next_id()
+                for path, data in ((self.image_path(new_id), blob), (self.label_path(new_id), text)):
+                    written.append(path)
+                    at = path
+                    atomic.atomic_write_bytes(path, data)
+                at = self._db.path
+                n_bytes = sum(disk_bytes(p) for p in written)
+                self._check_fits(n_bytes, where)
+                victims = self._admission.make_room(decision, n_bytes)
+                self._db.insert({"id": new_id, **row, "bytes": n_bytes})
+                self._db.add_counters(self._admission.pending)
+        except (OSError, sqlite3.Error) as exc:
+            self._unlink(written)
+            raise fault_error(exc, f"cannot store {where}", at,
+                              "nothing stored was lost") from None
+        except BaseException:
+            self._unlink(written)
+            raise
+        self._admission.pending = {}
+        self._unlink_samples(victims)
+        return new_id
+
+    def _unlink(self, paths: list[Path]) -> list[str]:
+        failed = []
+        for path in paths:
+            try:
+                Path(path).unlink(missing_ok=True)
+            except OSError as exc:
+                failed.append(f"{path}: {exc.strerror or exc}")
+        return failed
+
+    def _unlink_samples(self, ids: list[int]) -> list[str]:
+        paths = [p for i in ids for p in (self.image_path(i), self.label_path(i))]
+        return self._unlink(paths)
+
+    def _flush_if_due(self) -> None:
+        if self._admission.pending.get("frames/all", 0) >= COUNTER_FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit pending stream counters (declined offers).
+
+        Raises:
+            StorageError: the index cannot be written (the counters stay pending).
+        """
+        with self._lock:
+            if self._admission.pending:
+                with self._faults("cannot update the memory's stream counters"):
+                    with self._db.write():
+                        self._db.add_counters(self._admission.pending)
+                self._admission.pending = {}
+
+    def close(self) -> None:
+        """Flush counters and close the index (the index is closed even when the flush fails).
+
+        Raises:
+            StorageError: the counters could not be written (at most
+                :data:`COUNTER_FLUSH_EVERY` declined offers are forgotten).
+        """
+        with self._lock:
+            try:
+                self.flush()
+            finally:
+                self._db.close()
+
+    def __enter__(self) -> "ReplayMemory":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.count()
+
+    def ids(self, held_out: bool | None = None, task: str | None = None) -> list[int]:
+        """Stored ids (ascending), filtered by held-out flag and task."""
+        with self._lock:
+            return self._db.ids(held_out=held_out, task=task)
+
+    def records(self, ids: list[int] | None = None, held_out: bool | None = None,
+                task: str | None = None) -> list[SampleRecord]:
+        """Index rows: of ``ids`` (order kept, unknown skipped) or of all matching rows."""
+        with self._lock:
+            return self._db.records(ids, held_out=held_out, task=task)
+
+    def get(self, ids: list[int]) -> list[StoredSample]:
+        """Load samples (labels parsed) in the given order.
+
+        Raises:
+            ReplayMemoryError: an id is not (or no longer) stored.
+            LabelError: a label file is malformed.
+        """
+        records = self.records(list(ids))
+        if len(records) != len(ids):
+            known = {r.id for r in records}
+            missing = [int(i) for i in ids if int(i) not in known]
+            raise ReplayMemoryError(f"memory {self.root} has no sample id(s) {missing[:5]} "
+                                    f"(evicted? train from a snapshot)")
+        return [StoredSample.from_record(r, self.image_path(r.id), self.label_path(r.id),
+                                         parse_label_file(self.label_path(r.id)))
+                for r in records]
+
+    def image_paths(self, ids: list[int]) -> list[Path]:
+        """The memory's image files of the given ids."""
+        return [self.image_path(i) for i in ids]
+
+    def snapshot(self) -> MemorySnapshot:
+        """Take a consistent, immutable snapshot (hard links; older ones beyond
+        ``keep_snapshots`` are pruned).
+
+        Raises:
+            StorageError: the disk refused the snapshot (the memory is unchanged).
+            ReplayMemoryError: a sample file is missing (run verify).
+        """
+        with self._lock:
+            with self._faults("cannot take a memory snapshot"), self._db.write():
+                snap = build_snapshot(self.root, self._db.records(), self.class_names())
+            prune_snapshots(self.root, self.keep_snapshots)
+        return snap
+
+    def set_recall_baseline(self, ids: list[int], values: list[float]) -> int:
+        """Store each sample's recall right after its task was learnt (FAR's baseline).
+
+        Args:
+            ids: sample ids (evicted ones are skipped).
+            values: one value per id (NaN is stored as NULL).
+
+        Returns:
+            Rows updated.
+
+        Raises:
+            ReplayMemoryError: ``ids`` and ``values`` differ in length.
+            StorageError: the index cannot be written.
+        """
+        return self._update("recall_baseline", ids, values)
+
+    def update_recall(self, ids: list[int], values: list[float]) -> int:
+        """Store each sample's latest recall.
+
+        Args:
+            ids: sample ids (evicted ones are skipped).
+            values: one value per id (NaN is stored as NULL).
+
+        Returns:
+            Rows updated.
+
+        Raises:
+            ReplayMemoryError: ``ids`` and ``values`` differ in length.
+            StorageError: the index cannot be written.
+        """
+        return self._update("last_recall", ids, values)
+
+    def update_loss(self, ids: list[int], values: list[float]) -> int:
+        """Store each sample's latest training loss.
+
+        Args:
+            ids: sample ids (evicted ones are skipped).
+            values: one value per id (NaN is stored as NULL).
+
+        Returns:
+            Rows updated.
+
+        Raises:
+            ReplayMemoryError: ``ids`` and ``values`` differ in length.
+            StorageError: the index cannot be written.
+        """
+        return self._update("last_loss", ids, values)
+
+    def _update(self, column: str, ids: list[int], values: list[float]) -> int:
+        if len(ids) != len(values):
+            raise ReplayMemoryError(f"{column}: {len(ids)} ids but {len(values)} values")
+        with self._lock, self._faults(f"cannot update {column} in the memory index"):
+            return self._db.update_column(column, list(ids), [nan_to_none(v) for v in values])
+
+    def record_replay(self, ids: list[int]) -> int:
+        """Count one replay of each id.
+
+        Raises:
+            StorageError: the index cannot be written.
+        """
+        with self._lock, self._faults("cannot count replays in the memory index"):
+            return self._db.increment_replayed(list(ids))
+
+    def verify(self, repair: bool = True, deep: bool = False) -> VerifyReport:
+        """Check that index and files agree and the bounds hold; optionally repair.
+
+        Runs under the index write lock, so no add (in any process) is half-way through: every
+        file without a row is an orphan, every temp file a leftover. The checks themselves are
+        in :mod:`.verify`.
+
+        Args:
+            repair: drop rows whose files are missing or broken (and their files), remove
+                orphans, temp files and stale snapshot folders, evict over bounds. Without it,
+                every problem found is reported as unrepaired.
+            deep: also decode every image and parse every label file (the quick check only
+                compares each image's length and JPEG markers).
+
+        Returns:
+            What was found, what was repaired, what could not be.
+
+        Raises:
+            StorageError: the index cannot be written (read-only or full disk).
+        """
+        with self._lock, self._faults("cannot verify the replay memory"):
+            integrity = self._db.integrity_problems()
+            if integrity:
+                return VerifyReport(repaired=repair, unrepaired=tuple(
+                    f"index {self._db.path} is damaged: {p}" for p in integrity[:5]))
+            return self._verify(repair, deep)
+
+    def _verify(self, repair: bool, deep: bool) -> VerifyReport:
+        unrepaired: list[str] = []
+        with self._db.write():
+            records = self._db.records()
+            verdicts = {r.id: checks.row_problem(r, self.image_path(r.id), self.label_path(r.id),
+                                                 deep) for r in records}
+            broken = {i: v for i, v in verdicts.items() if v is not None}
+            missing = sorted(i for i, v in broken.items() if v[0] == "missing")
+            corrupt = sorted(i for i, v in broken.items() if v[0] == "corrupt")
+            orphans, temps = checks.scan_files(self.root, set(verdicts) - set(broken))
+            stale = checks.stale_snapshot_dirs(self.root)
+            evicted: list[int] = []
+            if repair:
+                for sample_id in missing + corrupt:
+                    self._db.delete(sample_id)
+                evicted = self.enforce_bounds()
+                unrepaired += self._unlink(orphans + temps) + _remove_dirs(stale)
+            else:
+                unrepaired += self._bound_problems()
+        details = tuple(broken[i][1] for i in sorted(broken))
+        if repair:
+            unrepaired += self._unlink_samples(missing + corrupt + evicted)
+        else:
+            unrepaired += (list(details) + [f"orphan file {p}" for p in orphans + temps]
+                           + [f"stale snapshot folder {p}" for p in stale])
+        return VerifyReport(rows_checked=len(records), missing_rows=tuple(missing),
+                            corrupt_rows=tuple(corrupt), orphan_files=tuple(map(str, orphans)),
+                            temp_files=tuple(map(str, temps)),
+                            stale_snapshot_dirs=tuple(map(str, stale)),
+                            bound_evictions=tuple(evicted), repaired=repair,
+                            unrepaired=tuple(unrepaired), details=details)
+
+    def _bound_problems(self) -> list[str]:
+        db, out = self._db, []
+        if db.count(held_out=False) > self.train_capacity:
+            out.append(f"{db.count(held_out=False)} training samples exceed "
+                       f"{self.train_capacity} slots")
+        if db.count(held_out=True) > self.holdout_capacity:
+            out.append(f"{db.count(held_out=True)} held-out samples exceed "
+                       f"{self.holdout_capacity} slots")
+        if db.total_bytes() > self.sample_budget_bytes:
+            out.append(f"{db.total_bytes()} sample bytes exceed the budget of "
+                       f"{self.sample_budget_bytes}")
+        return out
+
+    def enforce_bounds(self) -> list[int]:
+        """Evict (inside the caller's write transaction) until every hard bound holds.
+
+        Returns:
+            Evicted ids (their files are the caller's to unlink after commit).
+        """
+        return self._admission.enforce_bounds()
+
+    def stats(self) -> dict:
+        """Counts and sizes.
+
+        Returns:
+            ``samples``, ``bytes``, ``held_out``, ``capacity``, ``max_bytes``,
+            ``sample_budget_bytes``, ``per_class`` (images containing each class id),
+            ``per_task``, ``per_task_held_out``, ``per_origin`` (samples per label origin,
+            every origin present, zeros included), ``seen``, ``policy``, ``names``.
+        """
+        records = self.records()
+        per_class: dict[str, int] = {}
+        per_task: dict[str, int] = {}
+        held: dict[str, int] = {}
+        per_origin = {o.value: 0 for o in LabelOrigin}
+        for r in records:
+            for c in r.classes:
+                per_class[str(c)] = per_class.get(str(c), 0) + 1
+            target = held if r.held_out else per_task
+            target[r.task] = target.get(r.task, 0) + 1
+            per_origin[r.origin.value] += 1
+        names = self.class_names()
+        return {"samples": len(records), "bytes": sum(r.bytes for r in records),
+                "held_out": sum(held.values()), "capacity": self.capacity,
+                "max_bytes": int(self.cfg.max_bytes),
+                "sample_budget_bytes": self.sample_budget_bytes,
+                "per_class": dict(sorted(per_class.items(), key=lambda kv: int(kv[0]))),
+                "per_task": per_task, "per_task_held_out": held, "per_origin": per_origin,
+                "seen": self._admission.counters.get("frames/all", 0), "policy": self.policy.name,
+                "names": {str(k): v for k, v in names.items()} if names else None}
+
+
+def _check_config(cfg: MemoryConfig) -> None:
+    if cfg.capacity < 1:
+        raise ReplayMemoryError(f"memory.capacity must be >= 1, got {cfg.capacity}")
+    if not 1 <= cfg.jpeg_quality <= 100:
+        raise ReplayMemoryError(f"memory.jpeg_quality must be in 1..100, got {cfg.jpeg_quality}")
+    if not 0.0 <= cfg.holdout_fraction < 1.0:
+        raise ReplayMemoryError(f"memory.holdout_fraction must be in [0, 1), "
+                                f"got {cfg.holdout_fraction}")
+    reserve = overhead_reserve_bytes(cfg.capacity)
+    if cfg.max_bytes <= reserve:
+        raise ReplayMemoryError(f"memory.max_bytes={cfg.max_bytes} leaves no room for samples: "
+                                f"the index and directories of {cfg.capacity} samples need "
+                                f"{reserve} bytes")
+
+
+def _remove_dirs(folders: list[Path]) -> list[str]:
+    failed = []
+    for folder in folders:
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            failed.append(f"{folder}: {exc.strerror or exc}")
+    return failed
+
+
+def memory_from_config(cfg: Config, names: dict[int, str] | None = None) -> ReplayMemory:
+    """Open the memory of a deployment (``Path(cfg.state_dir) / "memory"``).
+
+    Args:
+        cfg: the deployment configuration.
+        names: class names to record, if known.
+
+    Returns:
+        The opened (and verified) memory.
+
+    Raises:
+        StorageError: the state directory is read-only or full.
+        ReplayMemoryError: the index is damaged beyond use or the configuration is unusable.
+    """
+    return ReplayMemory(Path(cfg.state_dir) / "memory", cfg.memory, names)

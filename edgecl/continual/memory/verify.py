@@ -1,0 +1,185 @@
+"""Consistency checks of the replay memory: each index row against its files, the folders
+against the index. Pure checks over paths and records: the store
+(:meth:`~edgecl.continual.memory.ReplayMemory.verify`) runs them inside its write transaction
+and applies the repairs, so this module needs nothing of the store and the store owns its index.
+
+Two depths. The quick check (run on every open) costs one ``stat`` and two 2-byte reads per
+image: the file exists, its length equals the length recorded at store time, it starts with the
+JPEG start-of-image marker and ends with the end-of-image marker (a truncated or overwritten
+JPEG fails it). The deep check also decodes every image with the project's image rule and parses
+every label file with its label rule.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecl.continual.memory.records import (
+    IMAGE_SUFFIX,
+    LABEL_SUFFIX,
+    SampleRecord,
+    decode_image_file,
+    file_stem,
+    parse_label_file,
+)
+from edgecl.continual.memory.snapshot import TMP_PREFIX, TRASH_PREFIX
+from edgecl.errors import EdgeclError
+
+JPEG_START = b"\xff\xd8"
+JPEG_END = b"\xff\xd9"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`ReplayMemory.verify` found and did.
+
+    Attributes:
+        rows_checked: index rows examined.
+        missing_rows: ids whose image or label file was missing.
+        corrupt_rows: ids whose image failed the quick check (size, JPEG markers) or did not
+            decode, or whose label file was malformed (the last two: deep check only).
+        orphan_files: sample files no index row refers to.
+        temp_files: leftovers of interrupted atomic writes.
+        stale_snapshot_dirs: unfinished or half-deleted snapshot folders.
+        bound_evictions: ids evicted because a bound (capacity, bytes, held-out quota) was
+            exceeded, e.g. after the configuration shrank.
+        repaired: whether repairs were attempted.
+        unrepaired: one line per problem left in place.
+        details: one line per broken row, saying what is wrong with it.
+    """
+
+    rows_checked: int = 0
+    missing_rows: tuple[int, ...] = ()
+    corrupt_rows: tuple[int, ...] = ()
+    orphan_files: tuple[str, ...] = ()
+    temp_files: tuple[str, ...] = ()
+    stale_snapshot_dirs: tuple[str, ...] = ()
+    bound_evictions: tuple[int, ...] = ()
+    repaired: bool = False
+    unrepaired: tuple[str, ...] = ()
+    details: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is left broken."""
+        return not self.unrepaired
+
+    @property
+    def problems_found(self) -> int:
+        """Number of problems found (repaired or not)."""
+        return (len(self.missing_rows) + len(self.corrupt_rows) + len(self.orphan_files)
+                + len(self.temp_files) + len(self.stale_snapshot_dirs) + len(self.bound_evictions))
+
+    def to_json(self) -> dict:
+        """JSON-ready dict with lists instead of tuples, plus ``ok``."""
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        out["ok"] = self.ok
+        return out
+
+    def summary(self) -> str:
+        """One line for humans."""
+        state = "ok" if self.ok else f"{len(self.unrepaired)} problem(s) NOT repaired"
+        return (f"{state}: {self.rows_checked} rows checked, {len(self.missing_rows)} with missing "
+                f"files, {len(self.corrupt_rows)} corrupt, {len(self.orphan_files)} orphan files, "
+                f"{len(self.temp_files)} temp files, {len(self.stale_snapshot_dirs)} stale "
+                f"snapshot dirs, {len(self.bound_evictions)} evicted over bounds"
+                + (" (repaired)" if self.repaired and self.problems_found else ""))
+
+
+def quick_image_problem(path: Path, expected_bytes: int | None) -> str | None:
+    """The cheap check of a stored JPEG: length as recorded, start and end markers.
+
+    Args:
+        path: the image file (known to exist).
+        expected_bytes: its length when stored (None for rows older than that column).
+
+    Returns:
+        What is wrong, or None.
+    """
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if expected_bytes is not None and size != expected_bytes:
+                return f"image {path.name} has {size} bytes, {expected_bytes} were stored"
+            if size < len(JPEG_START) + len(JPEG_END):
+                return f"image {path.name} has only {size} bytes"
+            start = fh.read(len(JPEG_START))
+            fh.seek(-len(JPEG_END), os.SEEK_END)
+            end = fh.read(len(JPEG_END))
+    except OSError as exc:
+        return f"image {path.name} is unreadable: {exc.strerror or exc}"
+    if start != JPEG_START or end != JPEG_END:
+        return f"image {path.name} is not a complete JPEG (start/end marker missing)"
+    return None
+
+
+def row_problem(record: SampleRecord, image_path: Path, label_path: Path,
+                deep: bool) -> tuple[str, str] | None:
+    """Check one index row against its files.
+
+    Args:
+        record: the row.
+        image_path: its image file.
+        label_path: its label file.
+        deep: also decode the image and parse the labels.
+
+    Returns:
+        None when healthy, else ``(kind, why)`` with kind ``"missing"`` or ``"corrupt"``.
+    """
+    if not image_path.is_file() or not label_path.is_file():
+        gone = [p.name for p in (image_path, label_path) if not p.is_file()]
+        return "missing", f"row {record.id}: {', '.join(gone)} missing"
+    why = quick_image_problem(image_path, record.image_bytes)
+    if why is None and deep:
+        try:
+            decode_image_file(image_path)
+            parse_label_file(label_path)
+        except EdgeclError as exc:
+            why = str(exc)
+    return None if why is None else ("corrupt", f"row {record.id}: {why}")
+
+
+def scan_files(root: Path, good_ids: set[int]) -> tuple[list[Path], list[Path]]:
+    """Files in ``images/`` and ``labels/`` that no healthy row owns.
+
+    Args:
+        root: the memory folder.
+        good_ids: ids of the healthy rows.
+
+    Returns:
+        ``(orphans, temps)``: sample files without a healthy row, leftovers of interrupted
+        atomic writes (``.<name>.<random>.tmp``), each sorted.
+    """
+    orphans, temps = [], []
+    for sub, suffix in (("images", IMAGE_SUFFIX), ("labels", LABEL_SUFFIX)):
+        folder = root / sub
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            path = Path(entry.path)
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                temps.append(path)
+                continue
+            stem, ext = os.path.splitext(entry.name)
+            known = ext == suffix and stem.isdigit() and file_stem(int(stem)) == stem
+            if not (known and int(stem) in good_ids):
+                orphans.append(path)
+    return sorted(orphans), sorted(temps)
+
+
+def stale_snapshot_dirs(root: Path) -> list[Path]:
+    """Unfinished (``.tmp-``) or half-deleted (``.trash-``) snapshot folders.
+
+    Args:
+        root: the memory folder.
+
+    Returns:
+        Their paths, sorted.
+    """
+    snaps = root / "snapshots"
+    if not snaps.is_dir():
+        return []
+    return sorted(p for p in snaps.iterdir()
+                  if p.name.startswith(TMP_PREFIX) or p.name.startswith(TRASH_PREFIX))

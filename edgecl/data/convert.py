@@ -1,0 +1,106 @@
+"""``edgecl dataset import``: write any supported dataset as an ultralytics YOLO dataset.
+
+Output layout (what ultralytics trains on, and what ``dir://`` and ``split-tasks`` read)::
+
+    OUT/images/<name>.<ext>     the original image files, byte for byte
+    OUT/labels/<name>.txt       YOLO rows (THE label rule's text format)
+    OUT/data.yaml               train: images, val: images, names: {id: name} (root: its folder)
+
+Class ids: a YOLO source keeps its ids and names; VOC and COCO names get ids in the order
+of the COCO categories (ignore names left out), then of first appearance. Ignore regions
+are dropped and counted (see :mod:`edgecl.data.importers`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import yaml
+
+from edgecl.atomic import atomic_write_bytes, atomic_write_text
+from edgecl.data.importers import ImportTally, Skip, detect_format, is_ignore_name, iter_labelled
+from edgecl.data.labels import labels_to_text
+from edgecl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _seed_names(src: Path, fmt: str) -> dict[str, int]:
+    """Class name -> id known before reading the boxes (YOLO names, COCO categories)."""
+    if fmt == "yolo":
+        from edgecl.data.yolo_dataset import find_dataset
+
+        names = find_dataset(src).names or {}
+        return {n: i for i, n in sorted(names.items()) if not is_ignore_name(n)}
+    if fmt == "coco":
+        from edgecl.data.importers import find_coco_json, load_coco
+
+        json_path = src if src.is_file() else find_coco_json(src)
+        if json_path is None:
+            return {}
+        cats = [c for c in load_coco(json_path).get("categories") or [] if isinstance(c, dict) and "id" in c]
+        ordered = [str(c.get("name", c["id"])).strip() for c in sorted(cats, key=lambda c: str(c["id"]))
+                   if not is_ignore_name(str(c.get("name", "")))]
+        return {n: i for i, n in enumerate(dict.fromkeys(ordered))}
+    return {}
+
+
+def _unique_name(stem: str, suffix: str, used: set[str]) -> str:
+    name, k = f"{stem}{suffix}", 1
+    while name.lower() in used:
+        name, k = f"{stem}_{k}{suffix}", k + 1
+    used.add(name.lower())
+    return name
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"output folder {out} exists and is not empty")
+
+
+def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> dict:
+    """Convert a YOLO / VOC / COCO dataset into an ultralytics YOLO dataset (module docstring).
+
+    Args:
+        src: the source dataset (folder, ``data.yaml`` or COCO json).
+        out: the output folder (new or empty).
+        fmt: ``auto``, ``yolo``, ``voc`` or ``coco``.
+
+    Returns:
+        ``{"imported", "skipped", "reasons", "ignored_regions", "boxes", "names", "format",
+        "data_yaml", "messages"}`` (``messages``: the first skip reasons).
+
+    Raises:
+        ConfigError: unknown format, missing source, non-empty output, or nothing imported.
+    """
+    src = Path(src).expanduser()
+    out = Path(out).expanduser()
+    if not src.exists():
+        raise ConfigError(f"no such file or directory: {src}")
+    _check_out(out)
+    fmt = detect_format(src) if fmt == "auto" else fmt
+    items = iter_labelled(src, fmt)
+    ids = _seed_names(src.resolve(), fmt)
+    tally = ImportTally()
+    used: set[str] = set()
+    for item in items:
+        if isinstance(item, Skip):
+            tally.skip(item.reason, item.message)
+            log.warning("skipped %s", item.message)
+            continue
+        for name in item.names:
+            ids.setdefault(name, max(ids.values(), default=-1) + 1)
+        name = _unique_name(item.source.stem, item.source.suffix, used)
+        atomic_write_bytes(out / "images" / name, item.source.read_bytes())
+        atomic_write_text(out / "labels" / f"{Path(name).stem}.txt", labels_to_text(item.yolo_labels(ids)))
+        tally.done(item)
+    if tally.imported == 0:
+        raise ConfigError(f"nothing imported from {src} ({fmt}): {tally.skipped} file(s) skipped"
+                          + (f", e.g. {tally.messages[0]}" if tally.messages else ""))
+    names = {i: n for n, i in sorted(ids.items(), key=lambda kv: kv[1])}
+    data = {"train": "images", "val": "images", "names": names}  # no 'path': the yaml's folder
+    atomic_write_text(out / "data.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return {**tally.to_dict(), "names": names, "format": fmt, "data_yaml": str(out / "data.yaml"),
+            "messages": tally.messages}
+

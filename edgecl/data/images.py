@@ -1,0 +1,148 @@
+"""THE image rule of edgecl: which files are images, and how one is read (ultralytics' rule).
+
+- :data:`IMAGE_SUFFIXES`: every format ultralytics reads (``ultralytics.data.utils.IMG_FORMATS``),
+  matched in any case (``.JPG``, ``.Tif``, ...).
+- :func:`read_image` decodes like ``ultralytics.utils.patches.imread``: OpenCV, the first
+  colour page of a TIFF, Pillow for AVIF/HEIC/HEIF; 16-bit images keep their high byte;
+  grayscale becomes 3-channel BGR. A JPEG that does not end with its end-of-image marker
+  (``FF D9``) is checked as ultralytics' ``check_image`` does: if Pillow cannot decode it
+  completely it is truncated and refused (OpenCV would decode it with grey fill); if it
+  decodes (only trailing bytes after the marker) it is accepted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.errors import EdgeclError
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".avif", ".bmp", ".dng", ".heic", ".heif", ".jp2", ".jpeg",
+                                   ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp")
+"""Lower-case suffixes of ``ultralytics.data.utils.IMG_FORMATS`` (a test keeps them equal)."""
+
+_PIL_SUFFIXES = (".avif", ".heic", ".heif")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_EOI = b"\xff\xd9"
+
+
+class ImageError(EdgeclError):
+    """An image file cannot be read or decoded (message: path and reason)."""
+
+
+def is_image(path: str | Path) -> bool:
+    """Whether a file name has an image suffix ultralytics reads (any case).
+
+    Args:
+        path: file path or name.
+
+    Returns:
+        True for ``.jpg``, ``.JPEG``, ``.tif``, ``.webp``, ... (see :data:`IMAGE_SUFFIXES`).
+    """
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _jpeg_truncated(data: bytes) -> str | None:
+    """Why a JPEG byte string is truncated, or ``None`` when it decodes completely."""
+    if data.endswith(_JPEG_EOI):
+        return None
+    import io
+
+    from PIL import JpegImagePlugin
+
+    try:  # the plugin class itself: Image.open may be patched (ultralytics installs HEIF on demand)
+        with JpegImagePlugin.JpegImageFile(io.BytesIO(data)) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError, IndexError) as exc:
+        return f"truncated JPEG (no end-of-image marker; {str(exc).splitlines()[0]})"
+    return None
+
+
+def _decode_tiff(data: np.ndarray) -> np.ndarray | None:
+    import cv2
+
+    ok, pages = cv2.imdecodemulti(data, cv2.IMREAD_UNCHANGED)
+    if ok and pages and pages[0].ndim == 3:
+        return pages[0][..., :3]
+    return None
+
+
+def _decode_pil(data: bytes) -> np.ndarray | None:
+    import io
+
+    import cv2
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except (OSError, SyntaxError, ValueError, ImportError):  # ImportError: no HEIF plugin here
+        return None
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode an encoded image (the bytes of a file) into BGR uint8.
+
+    Args:
+        data: the file's bytes.
+        name: file name or description; its suffix chooses the TIFF / Pillow paths, and it
+            starts the error message.
+
+    Returns:
+        uint8 array (H, W, 3), BGR.
+
+    Raises:
+        ImageError: empty, truncated JPEG, or not decodable.
+    """
+    import cv2
+
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    if data.startswith(_JPEG_SOI):
+        why = _jpeg_truncated(data)
+        if why:
+            raise ImageError(f"{name}: {why}")
+    suffix = Path(name).suffix.lower()
+    buf = np.frombuffer(data, np.uint8)
+    image = _decode_tiff(buf) if suffix in _TIFF_SUFFIXES else None
+    if image is None and suffix in _PIL_SUFFIXES:
+        image = _decode_pil(data)
+    if image is None:
+        image = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # EXIF-upright, 8-bit, 3 channels
+    if image is None:
+        raise ImageError(f"{name}: does not decode as an image (corrupt or unsupported format)")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise ImageError(f"{name}: unsupported pixel type {image.dtype}")
+    if image.ndim == 2 or image.shape[2] == 1:
+        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] != 3:
+        image = np.ascontiguousarray(image[..., :3])
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"{name}: image has no pixels")
+    return np.ascontiguousarray(image)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file into BGR uint8 with ultralytics' rule (module docstring).
+
+    Args:
+        path: the file (any suffix of :data:`IMAGE_SUFFIXES`; others are tried by content).
+
+    Returns:
+        uint8 array (H, W, 3), BGR.
+
+    Raises:
+        ImageError: one line with the path and the reason: missing or unreadable file, empty
+            file, truncated JPEG, undecodable data.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_image_bytes(data, str(path))

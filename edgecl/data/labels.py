@@ -1,0 +1,242 @@
+"""THE YOLO label rule of edgecl: one parser, ultralytics' semantics.
+
+Every module that reads or checks YOLO label rows (``cls cx cy w h``, normalised to 0..1)
+goes through this one: frame sources, the replay memory, evaluation, training views,
+importers. The rule follows ultralytics ``ultralytics.data.utils.verify_image_label``:
+
+- the file is UTF-8, with or without a byte-order mark (``encoding="utf-8-sig"``);
+- a row is ``cls cx cy w h`` or a polygon ``cls x1 y1 x2 y2 x3 y3 ...`` (a segment row, at
+  least three points), which becomes its enclosing box (``segments2boxes``);
+- the class is an integer ``>= 0`` (and ``< nc`` when the class count is known);
+- ``cx, cy, w, h`` may overshoot 0..1 by ultralytics' 1 % tolerance (``<= 1.01``,
+  ``>= -0.01``); the box is then clipped to the image, as ultralytics' ``Instances.clip``
+  does before training. Beyond the tolerance the row is refused;
+- identical rows are dropped (``np.unique`` in ultralytics), keeping the first.
+
+Where edgecl differs, on purpose: ultralytics refuses a whole file for one bad row, edgecl
+refuses only that row (with ``file:line: why``) and keeps the others, so a frame is never
+dropped for one rounding error; each row is judged on its own, so a file mixing box and
+polygon rows is accepted; a box with no area (``w`` or ``h`` <= 0 after clipping) is
+refused, where ultralytics drops it later during augmentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.errors import LabelError
+
+COORD_TOLERANCE = 0.01
+"""How far ``cx, cy, w, h`` may leave 0..1 before a row is refused (ultralytics: 1 %)."""
+
+_UTF8_BOM = "\ufeff"
+
+
+@dataclass(frozen=True)
+class LabelParse:
+    """The outcome of parsing one YOLO label file or text.
+
+    Attributes:
+        labels: float32 (N, 5) rows ``cls, cx, cy, w, h`` normalised to 0..1 (clipped);
+            ``(0, 5)`` for an empty file (a background image).
+        refused: one ``file:line: why`` message per refused row.
+        duplicates: identical rows dropped.
+        clipped: rows whose box was clipped to 0..1 (an overshoot within the tolerance).
+    """
+
+    labels: np.ndarray
+    refused: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    clipped: int = 0
+
+
+class _Refused(Exception):
+    """One row refused; the message says why (without the file:line prefix)."""
+
+
+def _empty() -> np.ndarray:
+    return np.zeros((0, 5), np.float32)
+
+
+def _check_class(cls: float, nc: int | None) -> int:
+    if not np.isfinite(cls) or cls < 0 or not float(cls).is_integer():
+        raise _Refused(f"class {cls:g} is not an integer >= 0")
+    if nc is not None and cls >= nc:
+        raise _Refused(f"class {int(cls)} exceeds the class count {nc} (valid: 0..{nc - 1})")
+    return int(cls)
+
+
+def _check_box(cls: float, xywh: np.ndarray, nc: int | None) -> tuple[np.ndarray, bool]:
+    """Check one row's class and box with ultralytics' tolerance, then clip the box.
+
+    Returns:
+        The float64 (5,) row after clipping and whether clipping changed it.
+    """
+    if not np.all(np.isfinite(xywh)):
+        raise _Refused(f"non-finite coordinate in {xywh.tolist()}")
+    cls_id = _check_class(cls, nc)
+    if xywh.max() > 1 + COORD_TOLERANCE:
+        raise _Refused(f"coordinates {xywh.tolist()} exceed 1 (not normalised, or beyond the "
+                       f"{COORD_TOLERANCE:.0%} tolerance)")
+    if xywh.min() < -COORD_TOLERANCE or xywh[2:].min() < 0:
+        raise _Refused(f"negative coordinate in {xywh.tolist()}")
+    cx, cy, w, h = xywh
+    corners = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    clipped = np.clip(corners, 0.0, 1.0)
+    x1, y1, x2, y2 = clipped
+    if x2 - x1 <= 0 or y2 - y1 <= 0:
+        raise _Refused(f"box {xywh.tolist()} has no area inside the image")
+    row = np.array([cls_id, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+    return row, bool(np.any(np.abs(clipped - corners) > 0))
+
+
+def _parse_row(values: list[float], nc: int | None) -> tuple[np.ndarray, bool]:
+    n = len(values)
+    if n == 5:
+        return _check_box(values[0], np.asarray(values[1:], np.float64), nc)
+    if n >= 7 and n % 2 == 1:
+        xy = np.asarray(values[1:], np.float64).reshape(-1, 2)  # polygon -> enclosing box
+        if not np.all(np.isfinite(xy)):
+            raise _Refused("non-finite polygon coordinate")
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
+        xywh = np.concatenate([(lo + hi) / 2, hi - lo])
+        return _check_box(values[0], xywh, nc)
+    raise _Refused(f"{n} values; expected 5 'cls cx cy w h' or a polygon "
+                   f"'cls x1 y1 x2 y2 x3 y3 ...' (odd count, at least 7)")
+
+
+def parse_yolo_label_text(text: str, where: str, nc: int | None = None) -> LabelParse:
+    """Parse the text of a YOLO label file (see the module docstring for the rule).
+
+    Args:
+        text: file contents; a leading UTF-8 byte-order mark is ignored.
+        where: the file name (or another description) used in ``file:line`` messages.
+        nc: class count; class ids must be below it (``None``: not checked).
+
+    Returns:
+        The :class:`LabelParse`: accepted rows (float32 (N, 5), clipped to 0..1, duplicates
+        dropped) and one message per refused row.
+    """
+    if text.startswith(_UTF8_BOM):
+        text = text[1:]
+    rows: list[np.ndarray] = []
+    refused: list[str] = []
+    seen: set[tuple[float, ...]] = set()
+    duplicates = clipped = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            try:
+                values = [float(p) for p in parts]
+            except ValueError:
+                raise _Refused(f"non-numeric value in '{line.strip()[:80]}'") from None
+            key = tuple(values)
+            if key in seen:
+                duplicates += 1
+                continue
+            row, was_clipped = _parse_row(values, nc)
+        except _Refused as exc:
+            refused.append(f"{where}:{lineno}: {exc}")
+            continue
+        seen.add(key)
+        clipped += was_clipped
+        rows.append(row)
+    labels = np.stack(rows).astype(np.float32) if rows else _empty()
+    return LabelParse(labels=labels, refused=refused, duplicates=duplicates, clipped=clipped)
+
+
+def read_yolo_labels(path: str | Path, nc: int | None = None) -> LabelParse:
+    """Read and parse a YOLO label file (UTF-8, byte-order mark accepted).
+
+    Args:
+        path: the ``.txt`` file.
+        nc: class count; class ids must be below it (``None``: not checked).
+
+    Returns:
+        The :class:`LabelParse` (see :func:`parse_yolo_label_text`).
+
+    Raises:
+        LabelError: the file is missing, cannot be read, or is not UTF-8 text (one line
+            naming the file). A caller for whom a missing file means "unlabelled" checks
+            ``path.is_file()`` first.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise LabelError(f"cannot read label file {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LabelError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    return parse_yolo_label_text(text, str(path), nc)
+
+
+def check_label_array(labels: object, where: str, nc: int | None = None) -> np.ndarray:
+    """Check label rows held in memory with the same rule, and return them clipped.
+
+    Args:
+        labels: (N, 5) rows ``cls, cx, cy, w, h`` (any numeric array-like); ``None`` or an
+            empty array means no boxes.
+        where: what the labels belong to, for the error message.
+        nc: class count; class ids must be below it (``None``: not checked).
+
+    Returns:
+        float32 (N, 5) copy, each box clipped to 0..1 (overshoot within the tolerance).
+
+    Raises:
+        LabelError: ``where: label row i: why`` for the first bad row, or a wrong shape.
+    """
+    if labels is None:
+        return _empty()
+    try:
+        arr = np.asarray(labels, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise LabelError(f"{where}: labels are not numeric rows") from None
+    if arr.size == 0:
+        return _empty()
+    if arr.ndim != 2 or arr.shape[1] != 5:
+        raise LabelError(f"{where}: labels have shape {arr.shape}, expected (N, 5) rows 'cls cx cy w h'")
+    out = np.empty_like(arr)
+    for i, row in enumerate(arr):
+        try:
+            out[i], _ = _check_box(row[0], row[1:], nc)
+        except _Refused as exc:
+            raise LabelError(f"{where}: label row {i}: {exc}") from None
+    return out.astype(np.float32)
+
+
+def labels_to_text(labels: np.ndarray) -> str:
+    """Format label rows as a YOLO label file (one ``cls cx cy w h`` line per box).
+
+    Args:
+        labels: checked (N, 5) rows (see :func:`check_label_array`).
+
+    Returns:
+        The file text: ``"%d %.6f %.6f %.6f %.6f"`` lines; empty for a background image.
+    """
+    return "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n"
+                   for r in np.asarray(labels).reshape(-1, 5))
+
+
+def label_path_for(image: str | Path) -> Path:
+    """Map an image path to its YOLO label path (last ``/images/`` -> ``/labels/``, ``.txt``).
+
+    This is the rule ultralytics applies to YOLO datasets (``img2label_paths``).
+
+    Args:
+        image: image file path.
+
+    Returns:
+        The label file path (which may not exist).
+    """
+    parts = list(Path(image).parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")

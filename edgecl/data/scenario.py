@@ -1,0 +1,353 @@
+"""The built-in class-incremental scenario: drone-camera-like sequences in YOLO format.
+
+Each task introduces ``classes_per_task`` new classes. A task's frames come as short,
+temporally coherent sequences: the camera pans over a procedurally textured ground map,
+objects move smoothly, and each sequence has its own lighting, haze, sensor noise and blur.
+Objects are small (about 5-25 % of the image side), partly hidden by tree canopies or each
+other, among unlabelled clutter; rarely an object of an earlier task appears (labelled).
+
+The same generator feeds :func:`make_scenario` (files) and :func:`iter_scenario_frames`
+(in memory, used by ``synthetic://``). For a given seed the output is identical, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from edgecl.atomic import atomic_write_bytes, atomic_write_text
+from edgecl.data import scenery, sprites
+from edgecl.data.labels import label_path_for, labels_to_text
+from edgecl.data.tasks import SPLITS, format_tasks_yaml
+from edgecl.errors import ConfigError
+from edgecl.frames import empty_labels
+
+MARKER_NAME = "scenario.json"
+JPEG_QUALITY = 95
+SEQUENCE_FRAMES = (8, 16)          # min, max frames per sequence
+OBJECTS_PER_SEQUENCE = (1, 7)      # min, max (exclusive) objects of the task's classes
+EARLIER_CLASS_PROB = 0.15          # chance that a sequence also shows an earlier-task object
+MIN_VISIBLE_FRACTION = 0.35        # less visible than this (occluded or out of frame): no label
+
+
+@dataclass(frozen=True)
+class ScenarioFrame:
+    """One generated frame.
+
+    Attributes:
+        image: uint8 BGR (imgsz, imgsz, 3).
+        labels: float32 (N, 5) YOLO rows ``cls, cx, cy, w, h`` (normalised).
+        task: task name (``t1``, ``t2``, ...).
+        split: ``train``, ``val`` or ``test``.
+        name: stable file stem, e.g. ``t1_train_00007``.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    task: str
+    split: str
+    name: str
+
+
+@dataclass
+class _Actor:
+    cls: int
+    bgr: np.ndarray
+    alpha: np.ndarray
+    x: float
+    y: float
+    heading: float
+    speed: float
+    turn: float
+    flies: bool
+
+
+def class_names(tasks: int, classes_per_task: int = 2) -> dict[int, str]:
+    """Class names used by a scenario with this many tasks.
+
+    Args:
+        tasks: number of tasks.
+        classes_per_task: classes each task introduces.
+
+    Returns:
+        ``{id: name}`` for ids ``0 .. tasks * classes_per_task - 1``.
+    """
+    return {i: sprites.CLASSES[i].name for i in range(tasks * classes_per_task)}
+
+
+def split_counts(images_per_task: int, splits: tuple[float, float, float]) -> dict[str, int]:
+    """Number of images per split for one task (train and test get at least one).
+
+    Args:
+        images_per_task: images of one task over all splits.
+        splits: fractions for train, val, test (sum 1).
+
+    Returns:
+        ``{"train": n, "val": n, "test": n}`` summing to ``images_per_task``.
+    """
+    n_val = int(round(splits[1] * images_per_task))
+    n_test = max(1, int(round(splits[2] * images_per_task)))
+    return {"train": images_per_task - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def check_params(tasks: int, images_per_task: int, imgsz: int, seed: int,
+                 splits: tuple[float, float, float] = (0.7, 0.15, 0.15), classes_per_task: int = 2) -> None:
+    """Validate scenario parameters.
+
+    Args:
+        tasks: number of tasks.
+        images_per_task: images per task over all splits.
+        imgsz: square image side in pixels.
+        seed: non-negative seed.
+        splits: train, val, test fractions.
+        classes_per_task: classes each task introduces.
+
+    Raises:
+        ConfigError: one line naming the bad parameter.
+    """
+    limit = len(sprites.CLASSES)
+    if tasks < 1 or classes_per_task < 1 or tasks * classes_per_task > limit:
+        raise ConfigError(f"scenario: tasks x classes_per_task must be 1..{limit}, "
+                          f"got {tasks} x {classes_per_task}")
+    if imgsz < 32:
+        raise ConfigError(f"scenario: imgsz must be >= 32, got {imgsz}")
+    if seed < 0:
+        raise ConfigError(f"scenario: seed must be >= 0, got {seed}")
+    if len(splits) != 3 or min(splits) < 0 or splits[0] <= 0 or splits[2] <= 0 \
+            or not math.isclose(sum(splits), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"scenario: splits must be 3 fractions (train, val, test) summing to 1 "
+                          f"with train and test > 0, got {tuple(splits)}")
+    if split_counts(images_per_task, splits)["train"] < 1:
+        raise ConfigError(f"scenario: images_per_task={images_per_task} is too small for splits {splits}")
+
+
+def _spawn_actor(rng: np.random.Generator, cls: int, imgsz: int, scale: float, view_xy: tuple[float, float]
+                 ) -> _Actor:
+    kind = sprites.CLASSES[cls]
+    lo, hi = kind.size_frac
+    length_px = float(np.clip(rng.uniform(lo, hi) * scale, 0.05, 0.25)) * imgsz
+    bgr, alpha = sprites.render_sprite(kind, length_px, rng)
+    x, y = (view_xy[i] + float(rng.uniform(0.05, 0.95)) * imgsz for i in range(2))
+    speed = float(rng.uniform(*kind.speed_frac)) * imgsz
+    return _Actor(cls, bgr, alpha, x, y, float(rng.uniform(0, 2 * np.pi)), speed, kind.turn_rad, kind.flies)
+
+
+def _draw_actor(frame: np.ndarray, owner: np.ndarray, ident: int, actor: _Actor, cam: tuple[int, int],
+                shadow_px: float, sun: tuple[float, float]) -> tuple[np.ndarray, int, int]:
+    cx, cy = actor.x - cam[0], actor.y - cam[1]
+    bgr, alpha, x0, y0 = scenery.place_sprite(actor.bgr, actor.alpha, cx, cy, -math.degrees(actor.heading))
+    shadow = cv2.GaussianBlur(alpha, (0, 0), 1.5) if actor.flies else alpha
+    scenery.blend_patch(frame, None, shadow, x0 + int(round(sun[0] * shadow_px)),
+                        y0 + int(round(sun[1] * shadow_px)), opacity=0.45)
+    hit = scenery.blend_patch(frame, bgr, alpha, x0, y0)
+    if hit is not None:
+        rows, cols, a = hit
+        owner[rows, cols][a > 0.5] = ident
+    return alpha, x0, y0
+
+
+def _label_for(cls: int, alpha: np.ndarray, x0: int, y0: int, owner: np.ndarray, ident: int) -> list | None:
+    solid = alpha > 0.5
+    total = int(solid.sum())
+    if total == 0 or (owner == ident).sum() < MIN_VISIBLE_FRACTION * total:
+        return None
+    ys, xs = np.nonzero(solid)
+    h, w = owner.shape
+    bx0, by0 = max(0, x0 + xs.min()), max(0, y0 + ys.min())
+    bx1, by1 = min(w, x0 + xs.max() + 1), min(h, y0 + ys.max() + 1)
+    if bx1 - bx0 < 2 or by1 - by0 < 2:
+        return None
+    return [cls, (bx0 + bx1) / 2 / w, (by0 + by1) / 2 / h, (bx1 - bx0) / w, (by1 - by0) / h]
+
+
+def _render_frame(ground: np.ndarray, cam: tuple[int, int], actors: list[_Actor], canopies: list,
+                  imgsz: int, look: scenery.Look) -> tuple[np.ndarray, np.ndarray]:
+    frame = ground[cam[1]:cam[1] + imgsz, cam[0]:cam[0] + imgsz].astype(np.float32)
+    owner = np.zeros((imgsz, imgsz), np.int16)
+    placed = {}
+    numbered = list(enumerate(actors, start=1))
+    layers = [p for p in numbered if not p[1].flies], [p for p in numbered if p[1].flies]
+    for layer_index, layer in enumerate(layers):
+        for ident, actor in layer:
+            shadow_px = (0.12 if actor.flies else 0.02) * imgsz
+            placed[ident] = _draw_actor(frame, owner, ident, actor, cam, shadow_px, look.sun_dir)
+        if layer_index == 0:
+            for bgr, alpha, wx, wy in canopies:
+                hit = scenery.blend_patch(frame, bgr, alpha, wx - cam[0], wy - cam[1])
+                if hit is not None:
+                    owner[hit[0], hit[1]][hit[2] > 0.5] = 0
+    rows = [_label_for(actors[i - 1].cls, *placed[i], owner, i) for i in sorted(placed)]
+    rows = [r for r in rows if r is not None]
+    labels = np.array(rows, np.float32).reshape(-1, 5) if rows else empty_labels()
+    return frame, labels
+
+
+def _sequence(rng: np.random.Generator, n_frames: int, imgsz: int, new_classes: list[int],
+              old_classes: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    look = scenery.random_look(rng)
+    direction = float(rng.uniform(0, 2 * np.pi))
+    speed_px = float(rng.uniform(0.004, 0.02)) * imgsz
+    vx, vy = speed_px * math.cos(direction), speed_px * math.sin(direction)
+    margin = imgsz // 4
+    span_x, span_y = int(abs(vx) * n_frames) + 1, int(abs(vy) * n_frames) + 1
+    map_w, map_h = imgsz + span_x + 2 * margin, imgsz + span_y + 2 * margin
+    start = (margin + (span_x if vx < 0 else 0), margin + (span_y if vy < 0 else 0))
+    clutter = int(rng.integers(6, 16) * map_w * map_h / imgsz ** 2)
+    ground = scenery.make_ground_map(rng, map_h, map_w, clutter)
+    cams = [(int(round(start[0] + vx * f)), int(round(start[1] + vy * f))) for f in range(n_frames)]
+    scale = float(rng.uniform(0.8, 1.2))
+    chosen = list(rng.choice(new_classes, size=int(rng.integers(*OBJECTS_PER_SEQUENCE))))
+    if old_classes and rng.random() < EARLIER_CLASS_PROB:
+        chosen.append(int(rng.choice(old_classes)))
+    actors = [_spawn_actor(rng, int(c), imgsz, scale, cams[int(rng.integers(n_frames))]) for c in chosen]
+    canopies = []
+    for _ in range(int(rng.integers(0, 4))):
+        bgr, alpha = sprites.canopy_sprite(rng, float(rng.uniform(0.1, 0.25)) * imgsz)
+        view = cams[int(rng.integers(n_frames))]
+        canopies.append((bgr, alpha, view[0] + int(rng.integers(0, imgsz)) - alpha.shape[1] // 2,
+                         view[1] + int(rng.integers(0, imgsz)) - alpha.shape[0] // 2))
+    for f in range(n_frames):
+        frame, labels = _render_frame(ground, cams[f], actors, canopies, imgsz, look)
+        yield scenery.finish_frame(frame, look, (vx, vy), rng), labels
+        for a in actors:
+            a.heading += float(rng.normal(0.0, a.turn)) if a.turn > 0 else 0.0
+            a.x += a.speed * math.cos(a.heading)
+            a.y += a.speed * math.sin(a.heading)
+
+
+def generate_frames(tasks: int = 5, images_per_task: int = 60, imgsz: int = 160, seed: int = 0,
+                    splits: tuple[float, float, float] = (0.7, 0.15, 0.15), classes_per_task: int = 2,
+                    only_split: str | None = None) -> Iterator[ScenarioFrame]:
+    """Generate the scenario frame by frame: task by task, splits train, val, test.
+
+    Every (task, split) pair has its own random stream seeded by ``(seed, task, split)``, so a
+    task's frames do not depend on how many tasks follow it.
+
+    Args:
+        tasks: number of tasks.
+        images_per_task: images per task over all splits.
+        imgsz: square image side in pixels.
+        seed: non-negative seed.
+        splits: train, val, test fractions.
+        classes_per_task: classes each task introduces.
+        only_split: generate only this split (``train``, ``val`` or ``test``).
+
+    Yields:
+        :class:`ScenarioFrame` objects.
+
+    Raises:
+        ConfigError: invalid parameters.
+    """
+    check_params(tasks, images_per_task, imgsz, seed, tuple(splits), classes_per_task)
+    if only_split not in (None,) + SPLITS:
+        raise ConfigError(f"scenario: unknown split '{only_split}'; expected one of {', '.join(SPLITS)}")
+    counts = split_counts(images_per_task, tuple(splits))
+    for t in range(tasks):
+        new = list(range(t * classes_per_task, (t + 1) * classes_per_task))
+        old = list(range(t * classes_per_task))
+        for s, split in enumerate(SPLITS):
+            if only_split is not None and split != only_split:
+                continue
+            rng = np.random.default_rng([seed, t, s])
+            done = 0
+            while done < counts[split]:
+                n = min(counts[split] - done, int(rng.integers(SEQUENCE_FRAMES[0], SEQUENCE_FRAMES[1] + 1)))
+                for image, labels in _sequence(rng, n, imgsz, new, old):
+                    yield ScenarioFrame(image, labels, f"t{t + 1}", split, f"t{t + 1}_{split}_{done:05d}")
+                    done += 1
+
+
+def iter_scenario_frames(tasks: int = 5, images_per_task: int = 60, imgsz: int = 160, seed: int = 0,
+                         **options) -> Iterator[tuple[np.ndarray, np.ndarray, str, str]]:
+    """Generate the scenario in memory (no files), as ``make_scenario`` would write it.
+
+    Args:
+        tasks: number of tasks.
+        images_per_task: images per task over all splits.
+        imgsz: square image side in pixels.
+        seed: non-negative seed.
+        **options: ``splits``, ``classes_per_task``, ``only_split`` (see :func:`generate_frames`).
+
+    Yields:
+        ``(image_bgr, labels (N, 5) float32, task_name, name)``.
+    """
+    for f in generate_frames(tasks, images_per_task, imgsz, seed, **options):
+        yield f.image, f.labels, f.task, f.name
+
+
+def _write_frame(out: Path, frame: ScenarioFrame) -> str:
+    rel = Path("images") / frame.task / frame.split / f"{frame.name}.jpg"
+    ok, jpg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ConfigError(f"scenario: JPEG encoding failed for {out / rel}")
+    atomic_write_bytes(out / rel, jpg.tobytes())
+    atomic_write_text(out / label_path_for(rel), labels_to_text(frame.labels))
+    return rel.as_posix()
+
+
+def _prepare_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"scenario output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER_NAME).is_file():
+            raise ConfigError(f"refusing to write a scenario into non-empty directory {out} "
+                              f"(no {MARKER_NAME}: not a previous scenario)")
+        (out / "tasks.yaml").unlink(missing_ok=True)
+        for sub in ("images", "labels", "tasks"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60, imgsz: int = 160,
+                  seed: int = 0, splits: tuple[float, float, float] = (0.7, 0.15, 0.15),
+                  classes_per_task: int = 2) -> Path:
+    """Write the scenario as a YOLO dataset with a ``tasks.yaml``.
+
+    Layout: ``images/<task>/<split>/<name>.jpg``, ``labels/<task>/<split>/<name>.txt``,
+    ``tasks/<task>/<split>.txt`` and ``tasks.yaml`` (written last: a dataset without it is
+    incomplete). A directory holding an earlier scenario (``scenario.json``) is regenerated;
+    any other non-empty directory is refused.
+
+    Args:
+        out_dir: output folder.
+        tasks: number of tasks.
+        images_per_task: images per task over all splits.
+        imgsz: square image side in pixels.
+        seed: non-negative seed.
+        splits: train, val, test fractions.
+        classes_per_task: classes each task introduces.
+
+    Returns:
+        Path of the written ``tasks.yaml``.
+
+    Raises:
+        ConfigError: invalid parameters or an unsuitable output directory.
+    """
+    splits = tuple(float(v) for v in splits)
+    check_params(tasks, images_per_task, imgsz, seed, splits, classes_per_task)
+    out = Path(out_dir).expanduser().resolve()
+    _prepare_out_dir(out)
+    params = {"tasks": tasks, "images_per_task": images_per_task, "imgsz": imgsz, "seed": seed,
+              "splits": list(splits), "classes_per_task": classes_per_task, "jpeg_quality": JPEG_QUALITY}
+    atomic_write_text(out / MARKER_NAME, json.dumps(params, indent=2, sort_keys=True) + "\n")
+    lists: dict[tuple[str, str], list[str]] = {}
+    for f in generate_frames(tasks, images_per_task, imgsz, seed, splits, classes_per_task):
+        lists.setdefault((f.task, f.split), []).append(_write_frame(out, f))
+    task_defs = []
+    for t in range(tasks):
+        name = f"t{t + 1}"
+        for split in SPLITS:
+            atomic_write_text(out / "tasks" / name / f"{split}.txt",
+                              "".join(p + "\n" for p in lists.get((name, split), [])))
+        task_defs.append((name, tuple(range(t * classes_per_task, (t + 1) * classes_per_task))))
+    yaml_path = out / "tasks.yaml"
+    # INVARIANT: tasks.yaml is written last; a folder without it is an incomplete scenario.
+    atomic_write_text(yaml_path, format_tasks_yaml(class_names(tasks, classes_per_task), task_defs))
+    return yaml_path

@@ -1,0 +1,210 @@
+"""``edgecl dataset split-tasks``: a YOLO dataset -> a class-incremental ``tasks.yaml``.
+
+Each image goes to the FIRST task whose classes it holds (an image showing a car and a
+person goes to the vehicles task when vehicles come first; its person box is then an
+earlier-unseen class, which is what class-incremental learning faces). Images holding no
+class of any task are left out and counted (``unassigned``).
+
+Splits are drawn by GROUP: with ``group_by`` (a regular expression), images whose names give
+the same value for its first group (e.g. flight and altitude of
+``D_ALT_ANG_W_FRAME.jpg``: ``^(\\d+_\\d+)_``) always land in the same split, in every task,
+so near-identical frames never sit on both sides of a split. Without it each image is its
+own group. Groups are shuffled with the seed, then taken largest first and each given to
+the split that brings every task's train/val/test counts closest to ``ratios``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from edgecl.atomic import atomic_write_text
+from edgecl.data.labels import label_path_for, read_yolo_labels
+from edgecl.data.tasks import SPLITS, format_tasks_yaml, load_tasks
+from edgecl.data.yolo_dataset import find_dataset
+from edgecl.errors import ConfigError, LabelError, did_you_mean
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def parse_task_spec(spec: str, names: dict[int, str]) -> list[tuple[int, ...]]:
+    """Parse ``"car,other_vehicle;bicycle;person"`` into class ids per task.
+
+    Names match the dataset's in any case and spelling of separators (``other_vehicle``
+    matches ``OtherVehicle``); a class id is accepted too.
+
+    Args:
+        spec: tasks separated by ``;``, classes by ``,``.
+        names: the dataset's class id -> name.
+
+    Returns:
+        Class ids of each task, in order.
+
+    Raises:
+        ConfigError: an empty task, an unknown name (with the closest one), a class twice.
+    """
+    by_norm = {_norm(n): i for i, n in names.items()}
+    tasks, seen = [], set()
+    for k, part in enumerate(spec.split(";"), start=1):
+        ids = []
+        for raw in (x.strip() for x in part.split(",")):
+            if not raw:
+                continue
+            if raw.isdigit() and int(raw) in names:
+                cid = int(raw)
+            elif _norm(raw) in by_norm:
+                cid = by_norm[_norm(raw)]
+            else:
+                raise ConfigError(f"--tasks: task {k}: unknown class '{raw}'"
+                                  f"{did_you_mean(raw, names.values())} (dataset classes: "
+                                  f"{', '.join(names.values())})")
+            if cid in seen:
+                raise ConfigError(f"--tasks: class '{names[cid]}' appears in more than one task")
+            seen.add(cid)
+            ids.append(cid)
+        if not ids:
+            raise ConfigError(f"--tasks: task {k} names no class (expected e.g. \"car,truck;person\")")
+        tasks.append(tuple(ids))
+    return tasks
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    """Parse ``"0.7,0.1,0.2"`` (train, val, test; normalised to sum 1).
+
+    Args:
+        text: three non-negative numbers.
+
+    Returns:
+        The normalised ratios.
+
+    Raises:
+        ConfigError: not three numbers >= 0 with train and test > 0.
+    """
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3 or min(values) < 0 or values[0] <= 0 or values[2] <= 0:
+        raise ConfigError(f"--ratios must be three numbers train,val,test >= 0 with train and test > 0, "
+                          f"got '{text}'")
+    total = sum(values)
+    return values[0] / total, values[1] / total, values[2] / total
+
+
+def _group_of(pattern: re.Pattern | None, image: Path) -> tuple[str, bool]:
+    if pattern is None:
+        return image.name, True
+    match = pattern.search(image.name)
+    if match is None:
+        return image.name, False
+    return (match.group(1) if pattern.groups else match.group(0)), True
+
+
+def _assign_splits(groups: dict[str, Counter], task_totals: Counter, ratios: tuple[float, float, float],
+                   seed: int) -> dict[str, str]:
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda g: -sum(groups[g].values()))  # stable: ties keep the shuffled order
+    filled: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    split_of = {}
+    for g in order:
+        best, best_cost = None, None
+        for s, ratio in zip(SPLITS, ratios):
+            if ratio <= 0:
+                continue
+            cost = 0.0
+            for t, n in groups[g].items():
+                target = ratio * task_totals[t]
+                cost += ((filled[s][t] + n - target) ** 2 - (filled[s][t] - target) ** 2) / task_totals[t]
+            if best_cost is None or cost < best_cost:
+                best, best_cost = s, cost
+        split_of[g] = best
+        filled[best].update(groups[g])
+    return split_of
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str | None = None,
+                ratios: str | tuple[float, float, float] = (0.7, 0.1, 0.2), seed: int = 0) -> dict:
+    """Write a class-incremental ``tasks.yaml`` over a YOLO dataset (module docstring).
+
+    Args:
+        dataset: a YOLO dataset with class names (a ``data.yaml`` or its folder).
+        tasks: ``"car,other_vehicle;bicycle;person"``.
+        out: the ``tasks.yaml`` to write; its image lists go to ``tasks/<task>/<split>.txt``
+            beside it.
+        group_by: regular expression whose first group names an image's group.
+        ratios: train, val, test fractions (``"0.7,0.1,0.2"`` or a tuple).
+        seed: shuffling seed.
+
+    Returns:
+        ``{"tasks": [{"name", "classes", "train", "val", "test"}], "unassigned", "groups",
+        "ungrouped", "bad_labels", "tasks_yaml"}``.
+
+    Raises:
+        ConfigError: no class names, a bad ``--tasks``, ``--ratios`` or ``--group-by``, or a
+            task left with an empty train or test split (too few groups).
+    """
+    ds = find_dataset(dataset)
+    if not ds.names:
+        raise ConfigError(f"{ds.yaml_path or ds.root}: no class names (needs a data.yaml with 'names')")
+    task_classes = parse_task_spec(tasks, ds.names)
+    ratio = parse_ratios(ratios) if isinstance(ratios, str) else tuple(ratios)
+    try:
+        pattern = re.compile(group_by) if group_by else None
+    except re.error as exc:
+        raise ConfigError(f"--group-by '{group_by}' is not a regular expression: {exc}") from None
+    task_of_class = {c: t for t, classes in enumerate(task_classes) for c in classes}
+    assigned: dict[int, list[tuple[Path, str]]] = defaultdict(list)
+    groups: dict[str, Counter] = defaultdict(Counter)
+    unassigned = ungrouped = bad = 0
+    for image in ds.images():
+        label_path = label_path_for(image)
+        try:
+            parsed = read_yolo_labels(label_path, len(ds.names)) if label_path.is_file() else None
+        except LabelError:
+            parsed = None
+        if parsed is None or parsed.refused:
+            bad += 1
+            continue
+        present = [task_of_class[int(c)] for c in parsed.labels[:, 0] if int(c) in task_of_class]
+        if not present:
+            unassigned += 1
+            continue
+        group, matched = _group_of(pattern, image)
+        ungrouped += not matched
+        t = min(present)
+        assigned[t].append((image, group))
+        groups[group][t] += 1
+    totals = Counter({t: len(v) for t, v in assigned.items()})
+    split_of = _assign_splits(groups, totals, ratio, seed)
+    out = Path(out).expanduser().resolve()
+    base = out.parent
+    task_names = [f"t{t + 1}" for t in range(len(task_classes))]
+    report = []
+    for t, (name, classes) in enumerate(zip(task_names, task_classes)):
+        lists = {s: sorted(img for img, g in assigned.get(t, []) if split_of[g] == s) for s in SPLITS}
+        for s in ("train", "test"):
+            if not lists[s]:
+                raise ConfigError(f"task {name} ({', '.join(ds.names[c] for c in classes)}) gets no {s} "
+                                  f"images: {len(assigned.get(t, []))} image(s) in "
+                                  f"{len({g for _, g in assigned.get(t, [])})} group(s) are too few")
+        for s in SPLITS:
+            atomic_write_text(base / "tasks" / name / f"{s}.txt",
+                              "".join(_rel(p, base) + "\n" for p in lists[s]))
+        report.append({"name": name, "classes": [ds.names[c] for c in classes],
+                       **{s: len(lists[s]) for s in SPLITS}})
+    atomic_write_text(out, format_tasks_yaml(ds.names, list(zip(task_names, task_classes))))
+    load_tasks(out)  # the contract every consumer reads it through
+    return {"tasks": report, "unassigned": unassigned, "groups": len(groups), "ungrouped": ungrouped,
+            "bad_labels": bad, "tasks_yaml": str(out)}

@@ -1,0 +1,288 @@
+"""The ``tasks.yaml`` contract: a class-incremental sequence of tasks over a YOLO dataset.
+
+Format (image lists hold one image path a line, relative to the yaml's folder or absolute)::
+
+    names: {0: car, 1: truck, 2: person}
+    tasks:
+      - name: t1
+        classes: [0, 1]
+        train: tasks/t1/train.txt
+        val: tasks/t1/val.txt
+        test: tasks/t1/test.txt
+
+Labels follow the ordinary YOLO rule: ``.../images/.../x.jpg`` -> ``.../labels/.../x.txt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from edgecl.data.labels import label_path_for
+from edgecl.errors import ConfigError, did_you_mean
+
+__all__ = ["SPLITS", "TaskSpec", "TaskSet", "label_path_for", "load_tasks", "format_tasks_yaml"]
+
+SPLITS = ("train", "val", "test")
+_TOP_KEYS = ("names", "tasks")
+_TASK_KEYS = ("name", "classes") + SPLITS
+_NONEMPTY_SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a class-incremental sequence.
+
+    Attributes:
+        name: task name (unique within the set).
+        classes: class ids this task introduces.
+        train: absolute image paths of the training split.
+        val: absolute image paths of the validation split (may be empty).
+        test: absolute image paths of the test split.
+    """
+
+    name: str
+    classes: tuple[int, ...]
+    train: tuple[Path, ...]
+    val: tuple[Path, ...]
+    test: tuple[Path, ...]
+
+    def split(self, split: str) -> tuple[Path, ...]:
+        """Return the image paths of one split.
+
+        Args:
+            split: ``train``, ``val`` or ``test``.
+
+        Returns:
+            The absolute image paths.
+
+        Raises:
+            ValueError: unknown split name.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+        return getattr(self, split)
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    """All tasks of a scenario, in order, with the class names.
+
+    Attributes:
+        names: class id -> name for every class of the sequence (ids 0..nc-1).
+        tasks: the tasks in the order they are learnt.
+        path: the ``tasks.yaml`` they were loaded from.
+    """
+
+    names: dict[int, str]
+    tasks: tuple[TaskSpec, ...]
+    path: Path
+
+    @property
+    def nc(self) -> int:
+        """Number of classes over all tasks."""
+        return len(self.names)
+
+    def seen_classes(self, index: int) -> tuple[int, ...]:
+        """Classes introduced by tasks ``0..index`` (inclusive).
+
+        Args:
+            index: task position in :attr:`tasks`.
+
+        Returns:
+            Sorted class ids.
+        """
+        return tuple(sorted(c for t in self.tasks[:index + 1] for c in t.classes))
+
+
+def _fail(path: Path, what: str) -> ConfigError:
+    return ConfigError(f"{path}: {what}")
+
+
+def _check_keys(path: Path, where: str, data: dict, allowed: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in allowed:
+            hint = did_you_mean(key, allowed)
+            raise _fail(path, f"unknown key '{key}' in {where}{hint}")
+    missing = [k for k in allowed if k not in data and k != "val"]
+    if missing:
+        raise _fail(path, f"{where} is missing '{missing[0]}'")
+
+
+def _parse_names(path: Path, raw: object) -> dict[int, str]:
+    if isinstance(raw, list):
+        raw = dict(enumerate(raw))
+    if not isinstance(raw, dict) or not raw:
+        raise _fail(path, "'names' must be a non-empty mapping {id: name} or list of names")
+    names: dict[int, str] = {}
+    for key, value in raw.items():
+        if isinstance(key, bool) or not isinstance(key, int) or key < 0:
+            raise _fail(path, f"class id {key!r} in 'names' must be an integer >= 0")
+        if not isinstance(value, str) or not value.strip():
+            raise _fail(path, f"class {key} in 'names' needs a non-empty name, got {value!r}")
+        names[key] = value.strip()
+    if sorted(names) != list(range(len(names))):
+        raise _fail(path, f"class ids in 'names' must be 0..{len(names) - 1} without gaps")
+    return dict(sorted(names.items()))
+
+
+def _read_list(yaml_path: Path, task: str, split: str, rel: object) -> tuple[Path, ...]:
+    if not isinstance(rel, str) or not rel.strip():
+        raise _fail(yaml_path, f"task '{task}': '{split}' must be a path to an image list")
+    list_path = Path(rel).expanduser()
+    list_path = list_path if list_path.is_absolute() else yaml_path.parent / list_path
+    if not list_path.is_file():
+        raise _fail(yaml_path, f"task '{task}': {split} list not found: {list_path}")
+    images = []
+    for lineno, line in enumerate(list_path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        image = Path(line).expanduser()
+        image = image if image.is_absolute() else yaml_path.parent / image
+        if not image.is_file():
+            raise ConfigError(f"{list_path}:{lineno}: image not found: {image}")
+        images.append(image.resolve())
+    if not images and split in _NONEMPTY_SPLITS:
+        raise _fail(yaml_path, f"task '{task}': {split} list {list_path} has no images")
+    return tuple(images)
+
+
+def _parse_task(path: Path, index: int, raw: object, names: dict[int, str], seen: set[int]) -> TaskSpec:
+    where = f"tasks[{index}]"
+    if not isinstance(raw, dict):
+        raise _fail(path, f"{where} must be a mapping with name, classes, train, val, test")
+    _check_keys(path, where, raw, _TASK_KEYS)
+    name = raw["name"]
+    if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name).strip():
+        raise _fail(path, f"{where}: 'name' must be a non-empty string")
+    name = str(name).strip()
+    classes = raw["classes"]
+    if isinstance(classes, int) and not isinstance(classes, bool):
+        classes = [classes]
+    if not isinstance(classes, list) or not classes:
+        raise _fail(path, f"task '{name}': 'classes' must be a non-empty list of class ids")
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, int) or c not in names:
+            raise _fail(path, f"task '{name}': class id {c!r} is not in 'names' (0..{len(names) - 1})")
+        if c in seen:
+            raise _fail(path, f"task '{name}': class {c} ({names[c]}) was already introduced")
+        seen.add(c)
+    lists = {s: _read_list(path, name, s, raw[s]) if s in raw else () for s in SPLITS}
+    return TaskSpec(name=name, classes=tuple(classes), **lists)
+
+
+def load_tasks(yaml_path: str | Path) -> TaskSet:
+    """Load and validate a ``tasks.yaml`` (the contract every dataset goes through).
+
+    Args:
+        yaml_path: the file.
+
+    Returns:
+        The validated :class:`TaskSet` with absolute image paths.
+
+    Raises:
+        ConfigError: one line naming the file and what is wrong: missing or unparsable file,
+            unknown or missing key, class id not in ``names``, a class introduced twice, a
+            duplicate task name, a missing image list or listed image, an empty train/test list.
+    """
+    path = Path(yaml_path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"tasks file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise _fail(path, f"cannot parse YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise _fail(path, "must be a mapping with 'names' and 'tasks'")
+    _check_keys(path, "the top level", data, _TOP_KEYS)
+    names = _parse_names(path, data["names"])
+    if not isinstance(data["tasks"], list) or not data["tasks"]:
+        raise _fail(path, "'tasks' must be a non-empty list")
+    seen: set[int] = set()
+    tasks = []
+    for i, raw in enumerate(data["tasks"]):
+        task = _parse_task(path, i, raw, names, seen)
+        if any(t.name == task.name for t in tasks):
+            raise _fail(path, f"task name '{task.name}' is used twice")
+        tasks.append(task)
+    return TaskSet(names=names, tasks=tuple(tasks), path=path)
+
+
+def format_tasks_yaml(names: dict[int, str], tasks: list[tuple[str, tuple[int, ...]]]) -> str:
+    """Render a ``tasks.yaml`` whose lists live at ``tasks/<name>/<split>.txt``.
+
+    Args:
+        names: class id -> name.
+        tasks: ``(task name, classes introduced)`` in order.
+
+    Returns:
+        The YAML text.
+    """
+    lines = ["names: {" + ", ".join(f"{i}: {n}" for i, n in sorted(names.items())) + "}", "tasks:"]
+    for name, classes in tasks:
+        lines.append(f"  - name: {name}")
+        lines.append(f"    classes: [{', '.join(str(c) for c in classes)}]")
+        lines.extend(f"    {s}: tasks/{name}/{s}.txt" for s in SPLITS)
+    return "\n".join(lines) + "\n"
+
+
+def taskset_from_dataset(path: str | Path, task_name: str = "all") -> TaskSet:
+    """A YOLO dataset (``data.yaml``, Roboflow export, images/labels folder) as a one-task set.
+
+    Every class of the dataset is introduced by the single task; its splits are the
+    dataset's ``train``/``val``/``test`` (a folder without splits is all ``train``).
+
+    Args:
+        path: what :func:`edgecl.data.yolo_dataset.find_dataset` accepts.
+        task_name: the task's name.
+
+    Returns:
+        The :class:`TaskSet` (``path`` is the yaml, or the folder).
+
+    Raises:
+        ConfigError: unreadable dataset, no class names (a ``data.yaml`` with ``names`` is
+            needed), or no training images.
+    """
+    from edgecl.data.yolo_dataset import find_dataset
+
+    dataset = find_dataset(path)
+    where = dataset.yaml_path or dataset.root
+    if not dataset.names:
+        raise ConfigError(f"{where}: no class names; add a data.yaml with 'names' (ultralytics format)")
+    train = dataset.images("train") or dataset.images("all")
+    if not train:
+        raise ConfigError(f"{where}: no training images")
+    task = TaskSpec(name=task_name, classes=tuple(sorted(dataset.names)), train=tuple(train),
+                    val=tuple(dataset.images("val")), test=tuple(dataset.images("test")))
+    return TaskSet(names=dict(dataset.names), tasks=(task,), path=Path(where))
+
+
+def load_task_source(path: str | Path) -> TaskSet:
+    """Load a ``tasks.yaml``, or read a plain YOLO dataset as one task (what ``tasks://`` takes).
+
+    Args:
+        path: a ``tasks.yaml`` (a yaml with ``tasks``), a folder holding one, or anything
+            :func:`taskset_from_dataset` accepts.
+
+    Returns:
+        The :class:`TaskSet`.
+
+    Raises:
+        ConfigError: as :func:`load_tasks` or :func:`taskset_from_dataset`.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir() and (path / "tasks.yaml").is_file():
+        return load_tasks(path / "tasks.yaml")
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            data = None
+        if not isinstance(data, dict) or "tasks" in data or "train" not in data:
+            return load_tasks(path)
+    return taskset_from_dataset(path)

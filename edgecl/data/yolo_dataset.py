@@ -1,0 +1,282 @@
+"""Find the images (and where their labels are) of the YOLO dataset layouts users have.
+
+Layouts, tried in this order (ultralytics' rules, ``check_det_dataset`` / ``get_img_files``):
+
+1. an ultralytics ``data.yaml`` (the file, or a folder holding exactly one dataset yaml):
+   ``path`` (the root; default the yaml's folder), ``train``/``val``/``test`` (``validation``
+   is read as ``val``) each a folder, an image-list ``.txt`` or a list of those, relative to
+   the root; Roboflow's ``../train/images`` entries are tried without their ``../`` too, as
+   ultralytics does; ``names`` a list or ``{id: name}`` mapping;
+2. the Roboflow export without a yaml: ``train/``, ``valid/`` (or ``val/``), ``test/`` each
+   holding ``images/`` (and ``labels/``);
+3. any other folder: its images, recursively (only those under ``images/`` when it has one).
+
+Labels always follow :func:`edgecl.data.labels.label_path_for` (last ``/images/`` ->
+``/labels/``, ``.txt``; with no ``images`` folder in the path, the ``.txt`` beside the image).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from edgecl.data.images import is_image
+from edgecl.data.labels import label_path_for
+from edgecl.errors import ConfigError
+
+SPLIT_NAMES = ("train", "val", "test")
+_ROBOFLOW_SPLITS = {"train": ("train",), "val": ("valid", "val", "validation"), "test": ("test",)}
+_COMPANION_SUFFIXES = frozenset({".txt", ".xml", ".json", ".yaml", ".yml", ".md", ".cache", ".csv",
+                                 ".npy", ""})
+"""Suffixes that belong to a dataset without being frames: not reported as ignored files."""
+
+
+@dataclass
+class YoloDataset:
+    """The images of a dataset, by split, and what was learnt while finding them.
+
+    Attributes:
+        root: the dataset's root folder.
+        layout: ``data.yaml``, ``roboflow`` or ``folder``.
+        splits: split name (``train``, ``val``, ``test``; ``all`` for a plain folder) ->
+            image paths in name order.
+        names: class id -> name from the yaml (``None`` when the layout names no classes).
+        yaml_path: the ``data.yaml`` read, if any.
+        ignored: suffix -> count of files that are neither images nor dataset companions
+            (labels, annotations, yaml, ...), e.g. ``{".gif": 2}``.
+    """
+
+    root: Path
+    layout: str
+    splits: dict[str, list[Path]]
+    names: dict[int, str] | None = None
+    yaml_path: Path | None = None
+    ignored: Counter = field(default_factory=Counter)
+
+    def images(self, split: str = "all") -> list[Path]:
+        """The image paths of one split, or of every split in order (``all``).
+
+        Args:
+            split: a key of :attr:`splits` or ``all``.
+
+        Returns:
+            The paths (a split the dataset lacks gives an empty list); with ``all``, an image
+            listed by two splits (``val: images`` equal to ``train: images``) appears once.
+        """
+        if split == "all":
+            return list(dict.fromkeys(p for paths in self.splits.values() for p in paths))
+        return list(self.splits.get(split, []))
+
+    def describe(self) -> str:
+        """A short description: layout and image count per split."""
+        counts = ", ".join(f"{s} {len(p)}" for s, p in self.splits.items())
+        where = self.yaml_path or self.root
+        return f"{self.layout} {where} ({counts})"
+
+
+def _scan_dir(folder: Path, ignored: Counter) -> list[Path]:
+    images = []
+    for p in folder.rglob("*"):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        if is_image(p):
+            images.append(p)
+        elif p.suffix.lower() not in _COMPANION_SUFFIXES and p.name.upper() not in ("LICENSE", "README"):
+            ignored[p.suffix.lower()] += 1
+    return sorted(images, key=lambda q: q.relative_to(folder).as_posix())
+
+
+def _read_image_list(list_path: Path) -> list[Path]:
+    try:
+        text = list_path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read image list {list_path}: {exc}") from None
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line).expanduser()
+        out.append(p if p.is_absolute() else (list_path.parent / p))
+    return [p.resolve() for p in out if is_image(p)]
+
+
+def _yaml_root(yaml_path: Path, data: dict) -> Path:
+    raw = data.get("path")
+    if not raw:
+        return yaml_path.parent
+    root = Path(str(raw)).expanduser()
+    if root.is_absolute():
+        return root
+    for candidate in (yaml_path.parent / root, Path.cwd() / root):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return (yaml_path.parent / root).resolve()
+
+
+def _resolve_entry(yaml_path: Path, root: Path, split: str, entry: object) -> list[Path]:
+    if not isinstance(entry, str) or not entry.strip():
+        raise ConfigError(f"{yaml_path}: '{split}' must be a path or a list of paths, got {entry!r}")
+    p = Path(entry).expanduser()
+    p = p if p.is_absolute() else root / p
+    if not p.exists() and entry.startswith("../"):
+        p = root / entry[3:]  # Roboflow writes ../train/images next to the yaml (ultralytics' fix)
+    if not p.exists():
+        raise ConfigError(f"{yaml_path}: '{split}' path not found: {p.resolve()}")
+    return [p.resolve()]
+
+
+def _parse_names(yaml_path: Path, data: dict) -> dict[int, str] | None:
+    raw = data.get("names")
+    if raw is None:
+        nc = data.get("nc")
+        return {i: f"class_{i}" for i in range(int(nc))} if isinstance(nc, int) and nc > 0 else None
+    if isinstance(raw, list):
+        raw = dict(enumerate(raw))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{yaml_path}: 'names' must be a list or a mapping {{id: name}}")
+    names = {}
+    for key, value in raw.items():
+        try:
+            names[int(key)] = str(value).strip()
+        except (TypeError, ValueError):
+            raise ConfigError(f"{yaml_path}: class id {key!r} in 'names' is not an integer") from None
+    return dict(sorted(names.items()))
+
+
+def load_data_yaml(yaml_path: str | Path) -> YoloDataset:
+    """Read an ultralytics ``data.yaml`` (detection) and list its images per split.
+
+    Args:
+        yaml_path: the yaml file.
+
+    Returns:
+        The :class:`YoloDataset` (layout ``data.yaml``).
+
+    Raises:
+        ConfigError: unreadable yaml, no ``train`` key, a split path that does not exist
+            (naming it), a malformed ``names``.
+    """
+    yaml_path = Path(yaml_path).expanduser().resolve()
+    try:
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read dataset yaml {yaml_path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or "train" not in data:
+        raise ConfigError(f"{yaml_path}: not an ultralytics data.yaml (needs 'train', 'val' and 'names')")
+    if "val" not in data and "validation" in data:
+        data["val"] = data["validation"]
+    root = _yaml_root(yaml_path, data)
+    ignored: Counter = Counter()
+    splits: dict[str, list[Path]] = {}
+    for split in SPLIT_NAMES:
+        entry = data.get(split)
+        if not entry:
+            continue
+        images: list[Path] = []
+        for item in entry if isinstance(entry, list) else [entry]:
+            for p in _resolve_entry(yaml_path, root, split, item):
+                if p.is_dir():
+                    images += _scan_dir(p, ignored)
+                elif is_image(p):
+                    images.append(p)
+                else:
+                    images += _read_image_list(p)
+        splits[split] = images
+    return YoloDataset(root=root, layout="data.yaml", splits=splits, names=_parse_names(yaml_path, data),
+                       yaml_path=yaml_path, ignored=ignored)
+
+
+def find_data_yaml(folder: Path) -> Path | None:
+    """The dataset yaml at the top of a folder (``data.yaml``, else the only yaml with ``train``).
+
+    Args:
+        folder: the folder.
+
+    Returns:
+        Its path, or ``None`` when the folder holds none (a ``tasks.yaml`` is not one).
+    """
+    if (folder / "data.yaml").is_file():
+        return folder / "data.yaml"
+    found = []
+    for p in sorted(folder.glob("*.y*ml")):
+        if p.suffix not in (".yaml", ".yml") or not p.is_file():
+            continue
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and "train" in data and "tasks" not in data:
+            found.append(p)
+    return found[0] if len(found) == 1 else None
+
+
+def roboflow_splits(folder: Path) -> dict[str, Path]:
+    """The split folders of a Roboflow-style export (``train/``, ``valid/``, ``test/``).
+
+    Args:
+        folder: the dataset folder.
+
+    Returns:
+        Split name (``train``, ``val``, ``test``) -> folder; empty when ``train/`` is missing.
+    """
+    found = {}
+    for split, candidates in _ROBOFLOW_SPLITS.items():
+        for name in candidates:
+            if (folder / name).is_dir():
+                found[split] = folder / name
+                break
+    return found if "train" in found else {}
+
+
+def find_dataset(path: str | Path) -> YoloDataset:
+    """Find the images of a dataset in any of the layouts of the module docstring.
+
+    Args:
+        path: a ``data.yaml``, a Roboflow export folder, or any folder of images.
+
+    Returns:
+        The :class:`YoloDataset`.
+
+    Raises:
+        ConfigError: a yaml that is not a readable ``data.yaml``, or a missing path.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"no such file or directory: {path}")
+    path = path.resolve()
+    if path.is_file():
+        if path.suffix.lower() in (".yaml", ".yml"):
+            return load_data_yaml(path)
+        raise ConfigError(f"{path} is a file; expected a dataset folder or a data.yaml")
+    yaml_path = find_data_yaml(path)
+    if yaml_path is not None:
+        return load_data_yaml(yaml_path)
+    ignored: Counter = Counter()
+    splits = roboflow_splits(path)
+    if splits:
+        return YoloDataset(root=path, layout="roboflow",
+                           splits={s: _scan_dir(d, ignored) for s, d in splits.items()}, ignored=ignored)
+    folder = path / "images" if (path / "images").is_dir() else path
+    return YoloDataset(root=path, layout="folder", splits={"all": _scan_dir(folder, ignored)}, ignored=ignored)
+
+
+def labels_report(images: list[Path]) -> tuple[int, Path | None]:
+    """How many images have a label file where the YOLO rule puts it.
+
+    Args:
+        images: image paths.
+
+    Returns:
+        ``(count with a label file, the label path looked at for the first image without one)``.
+    """
+    found, first_missing = 0, None
+    for image in images:
+        if label_path_for(image).is_file():
+            found += 1
+        elif first_missing is None:
+            first_missing = label_path_for(image)
+    return found, first_missing

@@ -1,0 +1,347 @@
+"""A device's side of a fleet round: learn on the global model, then adopt the next one.
+
+``fit``: the server's global model is mapped onto the device's class ids by name (global classes
+the device has never seen join its class registry), evaluated on the device's human-verified
+held-out slice, fine-tuned on the device's replay memory with the learner's settings and time
+budget (``learner.*``, the first-round budget while the global model knows no class, as a local
+first round), evaluated again; the update goes back with its sample count, per-class AP50-95
+and per-class forgetting (AP lost against the global model, classes with at least
+``gate.min_instances`` held-out boxes).
+
+``adopt``: the aggregated global model is mapped the same way, judged against the device's
+current version by the local gate (:func:`edgecl.continual.gate.judge_results`, same held-out
+samples), calibrated and exported when accepted (the round's
+:func:`~edgecl.continual.round.export_candidate`), staged with ``origin: fleet round N`` and
+promoted; the running loop's model watcher swaps it in between two frames.
+
+Both hold the device's one-round-at-a-time lock: a device whose learner is busy skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.config import Config
+from edgecl.continual.round_state import learner_dir
+
+log = logging.getLogger(__name__)
+
+EVAL_CONF = 0.001
+EVAL_MAX_DET = 300
+
+
+@dataclass
+class FitOutcome:
+    """A device's update (or why it skipped the round).
+
+    Attributes:
+        arrays: key -> float32 array of the fine-tuned model (class rows in ``names`` order).
+        names: class names of the update's head rows.
+        samples: training images used.
+        per_class_ap: class name -> AP50-95 of the update on the held-out slice.
+        forgetting: class name -> AP50-95 lost against the global model (gated classes only).
+        steps: optimiser steps.
+        train_s: fine-tuning seconds.
+        skipped: non-empty when the device skipped the round (busy, no data); then the rest is empty.
+    """
+
+    arrays: dict = field(default_factory=dict)
+    names: list = field(default_factory=list)
+    samples: int = 0
+    per_class_ap: dict = field(default_factory=dict)
+    forgetting: dict = field(default_factory=dict)
+    steps: int = 0
+    train_s: float = 0.0
+    skipped: str = ""
+
+
+@dataclass
+class AdoptOutcome:
+    """What a device did with a new global model.
+
+    Attributes:
+        status: ``promoted``, ``rejected`` or ``skipped``.
+        reason: the gate's one line (or why it skipped).
+        version: the registry version staged ("" when skipped).
+        per_class_ap: class name -> AP50-95 of the device's current model after the decision,
+            on its held-out slice.
+    """
+
+    status: str
+    reason: str
+    version: str = ""
+    per_class_ap: dict = field(default_factory=dict)
+
+
+def _finite(value) -> float | None:
+    return None if value is None or not math.isfinite(float(value)) else round(float(value), 4)
+
+
+class FleetDevice:
+    """The fleet side of one device's state directory.
+
+    Args:
+        cfg: the device's configuration (state directory, learner, gate, export settings).
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    # ----------------------------------------------------------------- shared steps
+
+    def local_names(self, global_names: list[str]) -> dict[int, str]:
+        """The device's class ids after merging the fleet's classes into its registry by name.
+
+        Args:
+            global_names: the global model's class names.
+
+        Returns:
+            class id -> name (ids 0..n-1, stable for the device's life).
+        """
+        from edgecl.models.classes import ClassRegistry
+
+        registry = ClassRegistry(self.cfg.state_dir)
+        added = registry.add(list(global_names))
+        if added:
+            log.info("fleet classes joined the class registry: %s", added)
+        return registry.names()
+
+    def _open(self):
+        """Snapshot of the memory and a RoundContext-like view for the round's helpers."""
+        from edgecl.continual.memory import memory_from_config
+        from edgecl.continual.round import RoundContext
+        from edgecl.continual.round_state import load_state, update_task_bookkeeping
+        from edgecl.models.registry import Registry
+
+        memory = memory_from_config(self.cfg)
+        try:
+            snapshot = memory.snapshot()
+        finally:
+            memory.close()
+        state = load_state(self.cfg.state_dir)
+        update_task_bookkeeping(state, snapshot.records())
+        work = learner_dir(self.cfg.state_dir) / "fleet-work"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        registry = Registry(Path(self.cfg.state_dir) / "models")
+        return RoundContext(self.cfg, state, snapshot, [], work, registry, registry.current(), {})
+
+    def _evaluate(self, model, names: dict[int, str], ctx) -> dict:
+        from edgecl.continual.round import evaluate_tasks
+
+        model.names = dict(names)
+        return evaluate_tasks(model, names, ctx)
+
+    @staticmethod
+    def _per_class(results: dict, names: dict[int, str]) -> tuple[dict, dict]:
+        """Per-class AP50-95 and held-out boxes by class name over every task's result."""
+        ap, boxes = {}, {}
+        for res in results.values():
+            for cls, value in (res.per_class_ap50_95 or {}).items():
+                ap[names.get(int(cls), str(cls))] = _finite(value)
+            for cls, count in (getattr(res, "per_class_instances", None) or {}).items():
+                key = names.get(int(cls), str(cls))
+                boxes[key] = boxes.get(key, 0) + int(count)
+        return ap, boxes
+
+    # ----------------------------------------------------------------- fit
+
+    def fit(self, global_arrays: dict, global_names: list[str], round_no: int) -> FitOutcome:
+        """Fine-tune the global model on this device's memory (see the module docstring).
+
+        Args:
+            global_arrays: the global model's arrays.
+            global_names: its class names.
+            round_no: the fleet round (for the log).
+
+        Returns:
+            The :class:`FitOutcome` (``skipped`` set when the learner is busy or the memory
+            holds no training sample).
+        """
+        from edgecl.continual.finetune import FineTuner
+        from edgecl.fleet.weights import build_model, model_arrays
+        from edgecl.runtime.learner import round_lock
+
+        with round_lock(self.cfg.state_dir) as held:
+            if not held:
+                return FitOutcome(skipped="busy: a learning round is running")
+            ctx = self._open()
+            train_ids = ctx.snapshot.ids(held_out=False)
+            if not train_ids:
+                return FitOutcome(skipped="no training sample in the memory")
+            names = self.local_names(global_names)
+            model = build_model(global_arrays, global_names, names, seed=self.cfg.fleet.seed)
+            before = self._evaluate(model, names, ctx) if global_names else {}
+            first = not global_names
+            lc = self.cfg.learner
+            tuner = FineTuner(model, lc, self.cfg.ider)
+            ft = tuner.run(ctx.snapshot.image_paths(train_ids), [],
+                           budget_s=lc.first_round_budget_s if first else lc.budget_s,
+                           max_steps=lc.first_round_max_steps if first else lc.max_steps,
+                           epochs=lc.epochs * (10 if first else 1), device=lc.device)
+            after = self._evaluate(model, names, ctx)
+        ap_after, boxes = self._per_class(after, names)
+        ap_before, _ = self._per_class(before, names)
+        forgetting = {}
+        for name, ap in ap_before.items():
+            if name in global_names and boxes.get(name, 0) >= self.cfg.gate.min_instances:
+                forgetting[name] = _finite((ap or 0.0) - (ap_after.get(name) or 0.0))
+        order = [names[i] for i in sorted(names)]
+        log.info("fleet round %d: fine-tuned %d steps on %d images in %.1f s", round_no, ft.steps,
+                 len(train_ids), ft.seconds)
+        if ft.stopped_reason in ("nan_loss", "no_data"):
+            return FitOutcome(skipped=f"training failed: {ft.stopped_reason}")
+        return FitOutcome(model_arrays(model), order, len(train_ids), ap_after, forgetting,
+                          ft.steps, round(ft.seconds, 2))
+
+    # ----------------------------------------------------------------- adopt
+
+    def adopt(self, global_arrays: dict, global_names: list[str], round_no: int,
+              server: str = "") -> AdoptOutcome:
+        """Gate the new global model on the held-out slice; stage and promote it if accepted.
+
+        Args:
+            global_arrays: the aggregated global model's arrays.
+            global_names: its class names.
+            round_no: the fleet round (recorded as ``origin: fleet round N``).
+            server: the server's address (recorded in the manifest).
+
+        Returns:
+            The :class:`AdoptOutcome`.
+
+        Raises:
+            EdgeclError: staging or promotion failed (the client contains it and reports it).
+        """
+        from edgecl.continual.gate import judge_results
+        from edgecl.continual.round import export_candidate
+        from edgecl.fleet.weights import build_model
+        from edgecl.models.checkpoint import load_checkpoint
+        from edgecl.runtime.learner import round_lock
+        from edgecl.runtime.promote import promote_version
+
+        if not global_names:
+            return AdoptOutcome("skipped", "the global model knows no class yet")
+        with round_lock(self.cfg.state_dir) as held:
+            if not held:
+                return AdoptOutcome("skipped", "busy: a learning round is running")
+            ctx = self._open()
+            names = self.local_names(global_names)
+            model = build_model(global_arrays, global_names, names, seed=self.cfg.fleet.seed)
+            candidate = self._evaluate(model, names, ctx)
+            parent = None
+            pt = ctx.registry.root / ctx.parent_version / "model.pt" if ctx.parent_version else None
+            if pt is not None and pt.is_file():
+                parent_model, meta = load_checkpoint(pt)
+                pnames = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
+                parent = self._evaluate(parent_model, pnames, ctx)
+            verdict = judge_results(parent, candidate, list(ctx.state.learnt_tasks), self.cfg.gate,
+                                    names=names)
+            status = "staged" if verdict.accepted else "rejected"
+            calibrator, cal_report = (self._calibrate(model, names, ctx) if verdict.accepted
+                                      else (None, None))
+            files, export_meta = export_candidate(ctx, model, names, accepted=verdict.accepted)
+            ap, _ = self._per_class(candidate, names)
+            manifest = {"parent": ctx.parent_version, "origin": f"fleet round {round_no}",
+                        "trigger": "fleet", "reason": verdict.reason,
+                        "classes": {int(k): v for k, v in names.items()},
+                        "memory_snapshot": ctx.snapshot.snapshot_id,
+                        "fleet": {"round": round_no, "server": server,
+                                  "global_classes": list(global_names)},
+                        "metrics": {"per_class_map50_95": ap, "gate_drops": verdict.drops,
+                                    "gate_mode": verdict.mode,
+                                    "acc_parent": _finite(verdict.acc_parent)},
+                        **export_meta}
+            if calibrator is not None:
+                from edgecl.calibration.posthoc import CALIBRATOR_FILE, calibration_manifest
+
+                files[CALIBRATOR_FILE] = calibrator.save(ctx.work / CALIBRATOR_FILE)
+                manifest["calibration"] = calibration_manifest(cal_report)
+            version = ctx.registry.stage(files, manifest, status=status)
+            if verdict.accepted:
+                promote_version(self.cfg.state_dir, version)
+                log.info("fleet round %d: adopted as %s (%s)", round_no, version, verdict.reason)
+                return AdoptOutcome("promoted", verdict.reason, version, ap)
+        log.warning("fleet round %d: global model rejected as %s: %s", round_no, version,
+                    verdict.reason)
+        kept = self._per_class(parent, pnames)[0] if parent is not None else {}
+        return AdoptOutcome("rejected", verdict.reason, version, kept)
+
+    def _calibrate(self, model, names, ctx):
+        from edgecl.calibration.posthoc import fit_for_version
+        from edgecl.models.base import InferenceOptions
+        from edgecl.models.torch_backend import TorchBackend
+
+        ids = ctx.snapshot.ids(held_out=True)
+        if not ids:
+            return None, None
+        opts = InferenceOptions(conf=EVAL_CONF, iou=self.cfg.model.iou, max_det=EVAL_MAX_DET,
+                                threads=self.cfg.learner.torch_threads)
+        backend = TorchBackend.from_model(model, names, self.cfg.learner.imgsz, opts)
+        return fit_for_version(backend, ctx.snapshot.image_paths(ids),
+                               [s.labels for s in ctx.snapshot.get(ids)],
+                               target_precision=self.cfg.labels.pseudo_precision, names=names)
+
+    # ----------------------------------------------------------------- scoring
+
+    def current_model(self):
+        """The device's current version as ``(model, names)``, or ``(None, {})``."""
+        from edgecl.models.checkpoint import load_checkpoint
+        from edgecl.models.registry import Registry
+
+        registry = Registry(Path(self.cfg.state_dir) / "models")
+        version = registry.current()
+        pt = registry.root / version / "model.pt" if version else None
+        if pt is None or not pt.is_file():
+            return None, {}
+        model, meta = load_checkpoint(pt)
+        return model, {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
+
+
+def score_by_name(model, names: dict[int, str], test_names: dict[int, str], paths: list,
+                  imgsz: int, seed: int = 0) -> dict[str, float | None]:
+    """Per-class AP50-95 of a model on a labelled test set whose class ids differ from its own.
+
+    The model's rows are mapped onto the test set's ids by name; a class the model lacks is
+    silenced (it scores 0, not noise).
+
+    Args:
+        model: DetectionModel, or ``None`` (every class scores 0).
+        names: the model's class id -> name.
+        test_names: the test labels' class id -> name.
+        paths: test image paths (labels where ultralytics looks for them).
+        imgsz: evaluation input size.
+        seed: seed of the fresh rows (irrelevant for silenced ones).
+
+    Returns:
+        test class name -> AP50-95 (``None`` for a class without a test box).
+    """
+    from edgecl.continual.evaluate import evaluate_model
+    from edgecl.fleet.weights import build_model, model_arrays
+    from edgecl.models.base import InferenceOptions
+    from edgecl.models.torch_backend import TorchBackend
+
+    if model is None:
+        return {n: 0.0 for n in test_names.values()}
+    order = [names[i] for i in sorted(names)]
+    aligned = build_model(model_arrays(model), order, test_names, absent="silent", seed=seed)
+    opts = InferenceOptions(conf=EVAL_CONF, iou=0.7, max_det=EVAL_MAX_DET, threads=1)
+    backend = TorchBackend.from_model(aligned, test_names, imgsz, opts)
+    t0 = time.monotonic()
+    res = evaluate_model(backend, paths)
+    log.debug("scored %d images in %.1f s", len(paths), time.monotonic() - t0)
+    per = res.per_class_ap50_95 or {}
+    return {name: _finite(per.get(cls, 0.0)) if cls in per else None
+            for cls, name in sorted(test_names.items())}
+
+
+def mean_ap(per_class: dict) -> float:
+    """Mean of the finite values of a per-class dict (NaN when none)."""
+    vals = [v for v in per_class.values() if v is not None]
+    return float(np.mean(vals)) if vals else float("nan")

@@ -1,0 +1,109 @@
+"""The fleet server: Flower's server with the fleet strategy (``edgecl fleet server``).
+
+Uses Flower's ``flwr.server.start_server`` (gRPC, bidirectional streaming). Flower 1.13+ marks
+it deprecated in favour of the SuperLink/SuperNode deployment with ``flwr run``; it is kept
+here because it runs the whole server in one process we control (no app bundle to build and
+submit, no extra daemons), and the network side is confined to this module and
+:mod:`edgecl.fleet.client`, so moving to ServerApp/ClientApp touches these two files only.
+
+The global model lives in ``STATE/fleet`` (:class:`~edgecl.fleet.store.GlobalStore`): a
+restarted server resumes after its last finished round and runs the rounds left of
+``fleet.rounds``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edgecl.config import Config
+from edgecl.errors import ConfigError, EdgeclError
+from edgecl.fleet import wire
+from edgecl.fleet.store import GlobalStore
+
+log = logging.getLogger(__name__)
+
+GRPC_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+
+
+def require_flower():
+    """Import Flower or fail with one line saying how to install it.
+
+    Returns:
+        The ``flwr`` module.
+
+    Raises:
+        EdgeclError: Flower is not installed.
+    """
+    try:
+        import flwr
+    except ImportError:
+        raise EdgeclError("fleet learning needs Flower: pip install 'edgecl[fleet]'") from None
+    return flwr
+
+
+def fleet_dir(cfg: Config) -> Path:
+    """Where the server keeps its global model and round log (``STATE/fleet``)."""
+    return Path(cfg.state_dir) / "fleet"
+
+
+def server_certificates(cfg: Config) -> tuple[bytes, bytes, bytes] | None:
+    """The server's TLS material (CA, certificate, key), or ``None`` when none is configured.
+
+    Raises:
+        ConfigError: only some of the three paths are set, or a file is missing.
+    """
+    fc = cfg.fleet
+    paths = {"fleet.ca_cert": fc.ca_cert, "fleet.server_cert": fc.server_cert,
+             "fleet.server_key": fc.server_key}
+    wire.check_security(fc.server_address, certs=paths, token=wire.resolve_token(fc.token),
+                        role="server")
+    given = [k for k, v in paths.items() if v]
+    if not given:
+        return None
+    if len(given) != len(paths):
+        missing = sorted(set(paths) - set(given))
+        raise ConfigError(f"fleet TLS needs all of fleet.ca_cert, fleet.server_cert, "
+                          f"fleet.server_key; missing {', '.join(missing)}")
+    return tuple(Path(paths[k]).read_bytes() for k in paths)  # type: ignore[return-value]
+
+
+def run_server(cfg: Config, on_round=None) -> list[dict]:
+    """Run the fleet server until ``fleet.rounds`` rounds are done (resuming after a restart).
+
+    Args:
+        cfg: the server's configuration (``state_dir`` and the ``fleet`` section).
+        on_round: optional callback with each finished round's record.
+
+    Returns:
+        The records of the rounds this call ran.
+
+    Raises:
+        ConfigError: off loopback without TLS and a token, incomplete TLS settings.
+        EdgeclError: Flower is not installed.
+    """
+    certificates = server_certificates(cfg)
+    require_flower()
+    from flwr.server import ServerConfig, start_server
+
+    from edgecl.fleet.strategy import make_strategy
+
+    fc = cfg.fleet
+    store = GlobalStore(fleet_dir(cfg))
+    loaded = store.load()
+    done = loaded[0] if loaded else 0
+    left = fc.rounds - done
+    if left <= 0:
+        log.info("fleet: all %d rounds already done (global model of round %d in %s)",
+                 fc.rounds, done, store.root)
+        return []
+    before = len(store.rounds())
+    strategy = make_strategy(fc, store, initial=loaded, on_round=on_round)
+    log.info("fleet server on %s: rounds %d..%d, TLS %s, authentication %s", fc.server_address,
+             done + 1, fc.rounds, "on" if certificates else "off",
+             "on" if wire.resolve_token(fc.token) else "off (loopback)")
+    start_server(server_address=fc.server_address,
+                 config=ServerConfig(num_rounds=left, round_timeout=fc.round_timeout_s),
+                 strategy=strategy, certificates=certificates,
+                 grpc_max_message_length=GRPC_MAX_MESSAGE_BYTES)
+    return store.rounds()[before:]

@@ -1,0 +1,301 @@
+"""``edgecl fleet simulate``: a fleet server and N devices as local processes on loopback.
+
+Each device gets its own state directory and a different share of the data (task ``j`` of the
+``tasks.yaml`` goes to device ``j mod N``, so devices see different classes); its memory is
+filled with the train and val images of its tasks (ground truth, the memory holds some out).
+The server and the devices then run ``R`` fleet rounds over Flower on ``127.0.0.1``.
+
+Yardsticks, all scored per class on the test splits of every task (by class name):
+
+* **fleet**: each device's current model after each round's adoption;
+* **alone**: each device fine-tuning on its own memory only, round after round, with the same
+  per-round training (same code, budget and steps, from the same initial model);
+* **joint**: one model fine-tuned the same way on all devices' data together (the target's
+  reference: every device should reach >= 0.8 x its AP on every class).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecl.config import Config, load_config
+from edgecl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TARGET_RATIO = 0.8
+
+
+@dataclass(frozen=True)
+class SimSize:
+    """How big a simulation is.
+
+    Attributes:
+        imgsz: image and model input side (pixels).
+        images_per_task: scenario images per task (all splits) when ``--data scenario``.
+        steps: optimiser steps per device and round (first round too).
+        batch: training batch.
+        budget_s: time budget per device and round (seconds).
+        holdout: memory share held out for evaluation and the gate.
+        seed: scenario and model seed.
+    """
+
+    imgsz: int = 64
+    images_per_task: int = 40
+    steps: int = 30
+    batch: int = 8
+    budget_s: float = 300.0
+    holdout: float = 0.2
+    seed: int = 0
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def device_config(base: Config | None, state: Path, size: SimSize, address: str, name: str,
+                  devices: int, rounds: int) -> Config:
+    """A simulated device's (or the server's) configuration."""
+    overrides = [f"state_dir={state}", f"model.imgsz={size.imgsz}", f"learner.imgsz={size.imgsz}",
+                 f"learner.max_steps={size.steps}", f"learner.first_round_max_steps={size.steps}",
+                 f"learner.budget_s={size.budget_s}", f"learner.first_round_budget_s={size.budget_s}",
+                 f"learner.batch={size.batch}", "learner.device=cpu", "learner.epochs=1000",
+                 "learner.bn_recalibration_batches=2", f"memory.holdout_fraction={size.holdout}",
+                 f"memory.seed={size.seed}", "export.tensorrt='off'", "learner.enabled=false",
+                 "ider.enabled=false", f"fleet.server_address={address}",
+                 f"fleet.device_name={name}", f"fleet.min_devices={devices}",
+                 f"fleet.rounds={rounds}", f"fleet.seed={size.seed}", "fleet.round_timeout_s=1800", "fleet.retry_s=1"]
+    cfg = load_config(None, overrides)
+    if base is not None:  # keep the user's gate and fleet policy, our sizes and addresses
+        import dataclasses
+
+        fleet = dataclasses.replace(base.fleet, server_address=address, device_name=name,
+                                    min_devices=devices, rounds=rounds, seed=size.seed, retry_s=1.0)
+        cfg = dataclasses.replace(cfg, gate=base.gate, fleet=fleet)
+    return cfg
+
+
+def fill_memory(cfg: Config, taskset, tasks) -> int:
+    """Store the train and val images of some tasks in a device's memory (ground truth).
+
+    Class ids are the device's own: each scenario class name is looked up (or added) in the
+    device's class registry.
+
+    Returns:
+        Samples stored.
+    """
+    import numpy as np
+
+    from edgecl.continual.memory import Sample, memory_from_config
+    from edgecl.data.images import read_image
+    from edgecl.data.labels import label_path_for, read_yolo_labels
+    from edgecl.models.classes import ClassRegistry
+
+    registry = ClassRegistry(cfg.state_dir)
+    ids = {c: registry.id_for(taskset.names[c]) for t in tasks for c in t.classes}
+    memory = memory_from_config(cfg)
+    stored = 0
+    try:
+        for task in tasks:
+            for path in (*task.train, *task.val):
+                lp = label_path_for(path)
+                labels = read_yolo_labels(lp).labels if lp.is_file() else np.zeros((0, 5), np.float32)
+                labels = labels.copy()
+                if len(labels):
+                    labels[:, 0] = [ids[int(c)] for c in labels[:, 0]]
+                if memory.add(Sample(read_image(path), labels, task="stream", source=str(path))) is not None:
+                    stored += 1
+    finally:
+        memory.close()
+    return stored
+
+
+def _server_main(cfg: Config) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s fleet server: %(message)s")
+    from edgecl.fleet.server import run_server
+    from edgecl.runtime.learner import die_with_parent
+
+    logging.getLogger("flwr").propagate = False  # Flower logs through its own handler
+    die_with_parent()
+    run_server(cfg)
+
+
+def _train_alone(cfg: Config, rounds: int, taskset, test_paths) -> list[dict]:
+    """Fine-tune alone, round after round, with the fleet's per-round training; scores per round."""
+    from edgecl.fleet.device import FleetDevice, score_by_name
+    from edgecl.fleet.weights import build_model, initial_global
+
+    arrays, names, out = initial_global(cfg.fleet.seed), [], []
+    device = FleetDevice(cfg)
+    for rnd in range(1, rounds + 1):
+        fit = device.fit(arrays, names, rnd)
+        if not fit.skipped:
+            arrays, names = fit.arrays, fit.names
+        model = build_model(arrays, names, dict(enumerate(names)), seed=cfg.fleet.seed) if names else None
+        out.append(score_by_name(model, dict(enumerate(names)), taskset.names, test_paths,
+                                 cfg.learner.imgsz, cfg.fleet.seed))
+    return out
+
+
+def _ratio(fleet: dict, joint: dict) -> dict:
+    out = {}
+    for name, ref in joint.items():
+        if ref is None:
+            continue
+        out[name] = None if ref <= 0 else round((fleet.get(name) or 0.0) / ref, 3)
+    return out
+
+
+def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSize | None = None,
+             base: Config | None = None, progress=print, timeout_s: float = 24 * 3600) -> dict:
+    """Run a fleet simulation on this machine (see the module docstring).
+
+    Args:
+        data: a ``tasks.yaml`` (or a folder holding one), or ``scenario`` to generate one
+            task per device.
+        devices: number of devices (>= 2).
+        rounds: fleet rounds (>= 1).
+        out: output folder (device states, server state, scenario, ``summary.json``).
+        size: sizes (default :class:`SimSize`).
+        base: a configuration whose ``gate`` and ``fleet`` policies to use (default: defaults).
+        progress: callable printing one report line.
+        timeout_s: give up when the fleet has not finished after this many seconds.
+
+    Returns:
+        The summary (the ``--json`` line's fields, plus ``rounds_detail``).
+
+    Raises:
+        ConfigError: bad counts, fewer tasks than devices, or the fleet processes failed.
+    """
+    from edgecl.atomic import atomic_write_json
+    from edgecl.data.tasks import load_task_source
+    from edgecl.fleet.store import GlobalStore
+
+    size = size or SimSize()
+    if devices < 2:
+        raise ConfigError(f"fleet simulate needs at least 2 devices, got {devices}")
+    if rounds < 1:
+        raise ConfigError(f"fleet simulate needs at least 1 round, got {rounds}")
+    out = Path(out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if data == "scenario":
+        from edgecl.data.scenario import make_scenario
+
+        data = str(make_scenario(out / "scenario", tasks=devices, images_per_task=size.images_per_task,
+                                 imgsz=size.imgsz, seed=size.seed))
+    taskset = load_task_source(data)
+    yaml_path = str(taskset.path)
+    if len(taskset.tasks) < devices:
+        raise ConfigError(f"{yaml_path} has {len(taskset.tasks)} tasks for {devices} devices: each "
+                          f"device needs at least one")
+    shares = [[t for j, t in enumerate(taskset.tasks) if j % devices == i] for i in range(devices)]
+    test_paths = [p for t in taskset.tasks for p in t.test]
+    address = f"127.0.0.1:{free_port()}"
+    names = [f"device{i}" for i in range(devices)]
+    fleet_cfgs = [device_config(base, _fresh(out / n), size, address, n, devices, rounds) for n in names]
+    for cfg, share, n in zip(fleet_cfgs, shares, names):
+        stored = fill_memory(cfg, taskset, share)
+        progress(f"{n}: {stored} samples of classes "
+                 f"{sorted(taskset.names[c] for t in share for c in t.classes)}")
+    server_cfg = device_config(base, _fresh(out / "server"), size, address, "server", devices, rounds)
+    started = time.monotonic()
+    records = _run_fleet(server_cfg, fleet_cfgs, yaml_path, timeout_s)
+    fleet_s = time.monotonic() - started
+    if len(records) < rounds:
+        raise ConfigError(f"the fleet finished {len(records)} of {rounds} rounds; see the logs above")
+    progress(f"fleet: {rounds} rounds in {fleet_s:.0f} s")
+    alone = []
+    for cfg, share, n in zip(fleet_cfgs, shares, names):
+        acfg = device_config(base, _fresh(out / f"alone-{n}"), size, address, n, devices, rounds)
+        fill_memory(acfg, taskset, share)
+        alone.append(_train_alone(acfg, rounds, taskset, test_paths))
+    jcfg = device_config(base, _fresh(out / "joint"), size, address, "joint", devices, rounds)
+    fill_memory(jcfg, taskset, list(taskset.tasks))
+    joint = _train_alone(jcfg, rounds, taskset, test_paths)
+    detail = []
+    for r, rec in enumerate(records):
+        adopt = rec.get("adoption", {})
+        row = {"round": rec["round"], "bytes": rec.get("bytes", 0), "joint": joint[r], "devices": []}
+        for i, n in enumerate(names):
+            fleet_ap = (adopt.get(n) or {}).get("test_ap") or {}
+            row["devices"].append({"device": i, "status": (adopt.get(n) or {}).get("status", "absent"),
+                                   "update": (rec.get("devices", {}).get(n) or {}).get("update", "absent"),
+                                   "per_class_ap": fleet_ap, "alone_per_class_ap": alone[i][r]})
+        detail.append(row)
+        _print_round(row, progress)
+    last = detail[-1]
+    summary = {"devices": devices, "rounds": rounds, "joint_per_class_ap": joint[-1],
+               "per_device": [{"device": d["device"], "per_class_ap": d["per_class_ap"],
+                               "alone_per_class_ap": d["alone_per_class_ap"]} for d in last["devices"]],
+               "bytes_per_round": int(round(sum(r["bytes"] for r in detail) / len(detail)))}
+    ratios = [_ratio(d["per_class_ap"], joint[-1]) for d in last["devices"]]
+    flat = [v for r in ratios for v in r.values() if v is not None]
+    summary["target"] = {"ratio": TARGET_RATIO, "min_ratio": min(flat) if flat else None,
+                         "met": bool(flat) and min(flat) >= TARGET_RATIO}
+    atomic_write_json(out / "summary.json", {**summary, "rounds_detail": detail,
+                                             "fleet_seconds": round(fleet_s, 1),
+                                             "server_rounds": GlobalStore(out / "server" / "fleet").rounds()})
+    return summary
+
+
+def _fresh(path: Path) -> Path:
+    """An empty state directory (an earlier run's is removed)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _run_fleet(server_cfg: Config, device_cfgs: list[Config], yaml_path: str,
+               timeout_s: float) -> list[dict]:
+    """Start the server and the devices as processes, wait for the server, collect its rounds."""
+    from edgecl.fleet.client import client_main
+    from edgecl.fleet.server import fleet_dir, require_flower
+    from edgecl.fleet.store import GlobalStore
+
+    require_flower()
+    ctx = mp.get_context("spawn")
+    server = ctx.Process(target=_server_main, args=(server_cfg,), name="edgecl-fleet-server", daemon=True)
+    server.start()
+    clients = [ctx.Process(target=client_main, args=(cfg, yaml_path, True, 300.0),
+                           name=f"edgecl-fleet-{cfg.fleet.device_name}", daemon=True)
+               for cfg in device_cfgs]
+    for proc in clients:
+        proc.start()
+    try:
+        server.join(timeout_s)
+        if server.is_alive():
+            raise ConfigError(f"fleet simulation did not finish within {timeout_s:.0f} s")
+        for proc in clients:
+            proc.join(60)
+    finally:
+        for proc in [server, *clients]:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(10)
+    return GlobalStore(fleet_dir(server_cfg)).rounds()
+
+
+def _fmt(ap) -> str:
+    return "  -  " if ap is None else f"{ap:.3f}"
+
+
+def _print_round(row: dict, progress) -> None:
+    classes = list(row["joint"])
+    progress(f"round {row['round']}: {row['bytes'] / 1e6:.1f} MB on the wire; per-class AP50-95 "
+             f"fleet / alone (joint)")
+    progress("  " + " ".join(f"{c[:10]:>17}" for c in classes))
+    for d in row["devices"]:
+        cells = " ".join(f"{_fmt(d['per_class_ap'].get(c)):>8}/{_fmt(d['alone_per_class_ap'].get(c)):<8}"
+                         for c in classes)
+        progress(f"  device{d['device']} ({d['update']}, {d['status']}): {cells}")
+    progress("  joint: " + " ".join(f"{_fmt(row['joint'].get(c)):>17}" for c in classes))

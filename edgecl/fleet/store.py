@@ -1,0 +1,108 @@
+"""The server's global model on disk: a restarted server resumes from its last round.
+
+Layout (``STATE/fleet``; every file written through :mod:`edgecl.atomic`)::
+
+    global-NNNNNN.npz  the global model of round N (float32 arrays by state-dict key)
+    global.json        {"round": N, "names": [...], "file": "global-NNNNNN.npz", "npz_sha256": ...}
+    rounds.jsonl       one JSON line per finished round (the server's log, as data)
+
+The commit point of a save is the replacement of ``global.json``: the new npz is written
+first under its own name, the pointer then names it, and only then is the old npz deleted, so a
+kill at any moment leaves a pointer naming an intact npz (checked by its sha256 when loaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.atomic import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+class GlobalStore:
+    """Load and save the fleet's global model.
+
+    Args:
+        root: the directory (created on the first save).
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def save(self, round_no: int, arrays: dict[str, np.ndarray], names: list[str]) -> None:
+        """Save the global model of a finished round, atomically.
+
+        Args:
+            round_no: the round that produced it.
+            arrays: key -> array.
+            names: the global class list.
+
+        Raises:
+            OSError: the disk is full or the directory is not writable (the previous model
+                stays readable).
+        """
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v, np.float32) for k, v in arrays.items()})
+        data = buf.getvalue()
+        npz = self.root / f"global-{round_no:06d}.npz"
+        atomic_write_bytes(npz, data)
+        atomic_write_json(self.root / "global.json",
+                          {"round": int(round_no), "names": list(names), "file": npz.name,
+                           "npz_sha256": hashlib.sha256(data).hexdigest(),
+                           "saved_s": round(time.time(), 3)})
+        for old in self.root.glob("global-*.npz"):
+            if old.name != npz.name:
+                old.unlink(missing_ok=True)
+
+    def load(self) -> tuple[int, dict[str, np.ndarray], list[str]] | None:
+        """Load the last saved global model.
+
+        Returns:
+            ``(round, arrays, names)``, or ``None`` when nothing (intact) was saved.
+        """
+        meta_path = self.root / "global.json"
+        if not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            data = (self.root / meta["file"]).read_bytes()
+        except (OSError, ValueError, KeyError) as exc:
+            log.error("fleet global model in %s unreadable (%s); starting afresh", self.root, exc)
+            return None
+        if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
+            log.error("fleet global model %s fails its checksum; starting afresh", meta["file"])
+            return None
+        with np.load(io.BytesIO(data)) as npz:
+            arrays = {k: npz[k].astype(np.float32) for k in npz.files}
+        return int(meta["round"]), arrays, [str(n) for n in meta.get("names", [])]
+
+    def append_round(self, record: dict) -> None:
+        """Append one round's record to ``rounds.jsonl`` (fsynced; a torn last line is skipped
+        by :meth:`rounds`)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "rounds.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def rounds(self) -> list[dict]:
+        """The recorded rounds, oldest first (unparsable lines skipped)."""
+        path = self.root / "rounds.jsonl"
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out

@@ -1,0 +1,141 @@
+"""What travels between the fleet server and a device, and how a device proves it belongs.
+
+A model crosses the wire as a list of arrays in a fixed key order (the keys, the class names
+and the round travel beside it as JSON text in Flower's config / metrics dicts), cast to
+``fleet.wire_dtype`` (float16 halves the bytes; the server averages in float64 and stores
+float32).
+
+Authentication: when a fleet token is set (``fleet.token`` or ``$EDGECL_FLEET_TOKEN``, the
+environment wins), every round carries a fresh random nonce and a device signs its reply
+with ``HMAC-SHA256(token, "nonce:round:device")``; the server refuses (drops and logs) any
+reply whose signature does not verify. Off loopback the server and the device refuse to start
+without TLS certificates and a token (:func:`check_security`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.errors import ConfigError
+
+TOKEN_ENV = "EDGECL_FLEET_TOKEN"
+WIRE_DTYPES = ("float16", "float32")
+
+
+def to_wire(arrays: dict[str, np.ndarray], dtype: str = "float16") -> tuple[list[str], list[np.ndarray]]:
+    """Split named arrays into a key list and an array list in that order, cast for the wire.
+
+    Args:
+        arrays: key -> array.
+        dtype: ``float16`` or ``float32``.
+
+    Returns:
+        ``(keys, arrays)``.
+    """
+    keys = list(arrays)
+    return keys, [np.ascontiguousarray(arrays[k], dtype=np.dtype(dtype)) for k in keys]
+
+
+def from_wire(keys: list[str], arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Rebuild named float32 arrays from the wire.
+
+    Args:
+        keys: the key of each array.
+        arrays: the arrays.
+
+    Returns:
+        key -> float32 array.
+
+    Raises:
+        ValueError: the lengths differ.
+    """
+    if len(keys) != len(arrays):
+        raise ValueError(f"{len(keys)} keys for {len(arrays)} arrays")
+    return {k: np.asarray(a, dtype=np.float32) for k, a in zip(keys, arrays)}
+
+
+def dumps(obj) -> str:
+    """Compact JSON text for Flower's scalar-valued config and metrics dicts."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+def loads(text, default=None):
+    """Parse JSON text from a config/metrics dict (``default`` when absent or empty)."""
+    if text is None or text == "":
+        return default
+    return json.loads(text if isinstance(text, str) else bytes(text).decode())
+
+
+def resolve_token(configured: str) -> str:
+    """The fleet token: ``$EDGECL_FLEET_TOKEN`` when set, else the configured one."""
+    return os.environ.get(TOKEN_ENV) or configured or ""
+
+
+def new_nonce() -> str:
+    """A fresh random nonce for one round (128 bits, hex)."""
+    return secrets.token_hex(16)
+
+
+def sign(token: str, nonce: str, round_no: int, device: str) -> str:
+    """A device's signature of its reply (empty when there is no token)."""
+    if not token:
+        return ""
+    msg = f"{nonce}:{int(round_no)}:{device}".encode()
+    return hmac.new(token.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def verify(token: str, nonce: str, round_no: int, device: str, signature: str) -> bool:
+    """Check a reply's signature in constant time (always true when the server has no token)."""
+    if not token:
+        return True
+    return hmac.compare_digest(sign(token, nonce, round_no, device), str(signature or ""))
+
+
+def is_loopback(address: str) -> bool:
+    """True for ``127.x.x.x``, ``::1`` and ``localhost`` addresses (``host:port``).
+
+    Args:
+        address: ``host:port`` or ``[v6]:port``.
+
+    Returns:
+        Whether traffic to/from it stays on this machine.
+    """
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_security(address: str, *, certs: dict[str, str], token: str, role: str) -> None:
+    """Refuse to run off loopback without TLS certificates and a fleet token.
+
+    Args:
+        address: the server address (``host:port``).
+        certs: role's certificate paths by config key (``fleet.ca_cert``, ...); all are
+            required off loopback and each must be a readable file when given.
+        token: the resolved fleet token.
+        role: ``server`` or ``device`` (for the message).
+
+    Raises:
+        ConfigError: one line naming what is missing.
+    """
+    for key, path in certs.items():
+        if path and not Path(path).is_file():
+            raise ConfigError(f"config key '{key}': certificate file not found: {path}")
+    if is_loopback(address):
+        return
+    missing = [k for k, v in certs.items() if not v] + ([] if token else ["fleet.token"])
+    if missing:
+        raise ConfigError(f"fleet {role} on {address} (not loopback) needs TLS and a token: "
+                          f"set {', '.join(missing)} (or ${TOKEN_ENV})")

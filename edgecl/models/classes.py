@@ -1,0 +1,313 @@
+"""The device's class registry ``STATE/classes.json``: one id per class name for the device's life.
+
+A class id is what a model's head outputs and what a YOLO label row starts with; the registry
+is the one place that maps ids to names. Ids are never reused or renumbered: a new name gets
+the next id (so the ids stay ``0..n-1``, the layout of a YOLO head), a rename keeps the id,
+and nothing is ever deleted. A pretrained checkpoint's names seed it (ultralytics' ``names``
+dict, e.g. the 80 COCO classes).
+
+File (written atomically through :mod:`edgecl.atomic`)::
+
+    {"format": 1, "classes": [{"id": 0, "name": "car", "first_seen": "2026-11-29T16:00:00+00:00"}, ...]}
+
+Every change is a read-modify-write under an exclusive ``fcntl`` lock on
+``STATE/classes.lock``, so ``edgecl labels import`` may grow the registry while the runtime
+runs; readers need no lock (the file is replaced whole).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import unicodedata
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgecl.atomic import atomic_write_json
+from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError
+
+FILE_NAME = "classes.json"
+LOCK_NAME = "classes.lock"
+FORMAT_VERSION = 1
+MAX_NAME_CHARS = 100
+
+
+class ClassRegistryError(LabelError):
+    """``classes.json`` is unreadable or inconsistent (one line naming the file and the fault)."""
+
+
+def clean_name(name: object) -> str:
+    """Return a class name stripped of surrounding white space, or raise.
+
+    Args:
+        name: the name as given (label file, operator answer, CLI, checkpoint).
+
+    Returns:
+        The name to store.
+
+    Raises:
+        LabelError: not a string, empty, longer than :data:`MAX_NAME_CHARS`, or containing
+            control characters (a newline would break every text format the names go to).
+    """
+    if not isinstance(name, str):
+        raise LabelError(f"class name must be text, got {type(name).__name__} {name!r}")
+    text = name.strip()
+    if not text:
+        raise LabelError("class name is empty")
+    if len(text) > MAX_NAME_CHARS:
+        raise LabelError(f"class name {text[:20]!r}... is longer than {MAX_NAME_CHARS} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise LabelError(f"class name {text!r} contains control characters")
+    return text
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ClassRegistry:
+    """Class id <-> name of one device, persisted in ``STATE/classes.json``.
+
+    Args:
+        state_dir: the state directory (the file is created on the first change).
+    """
+
+    def __init__(self, state_dir: str | Path):
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / FILE_NAME
+
+    # ----------------------------------------------------------------- storage
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Hold the registry's inter-process lock; yield the entries read under it."""
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fh = open(self.state_dir / LOCK_NAME, "a+")  # noqa: SIM115  (closed below)
+        except OSError as exc:
+            raise StorageError(f"cannot write the class registry in {self.state_dir}: {exc.strerror}") from None
+        with fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield self._read()
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _read(self) -> list[dict]:
+        """Entries sorted by id (empty when the file does not exist yet).
+
+        Raises:
+            ClassRegistryError: unreadable JSON, wrong layout, duplicate ids or names, gaps.
+        """
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ClassRegistryError(f"cannot read the class registry {self.path}: {exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ClassRegistryError(f"corrupt class registry {self.path}: {exc.msg} at line {exc.lineno}; "
+                                     "restore it from a backup (class ids must not change)") from None
+        entries = data.get("classes") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("id"), int) and isinstance(e.get("name"), str)
+                for e in entries):
+            raise ClassRegistryError(f"corrupt class registry {self.path}: expected "
+                                     '{"classes": [{"id": int, "name": str, ...}]}')
+        entries = sorted(entries, key=lambda e: e["id"])
+        ids = [e["id"] for e in entries]
+        names = [e["name"] for e in entries]
+        if ids != list(range(len(ids))) or len(set(names)) != len(names):
+            raise ClassRegistryError(f"corrupt class registry {self.path}: ids must be 0..n-1 and names "
+                                     "unique")
+        return entries
+
+    def _write(self, entries: list[dict]) -> None:
+        try:
+            atomic_write_json(self.path, {"format": FORMAT_VERSION, "classes": entries})
+        except OSError as exc:
+            raise StorageError(f"cannot write the class registry {self.path}: {exc.strerror}") from None
+
+    # ----------------------------------------------------------------- reading
+
+    def names(self) -> dict[int, str]:
+        """Return class id -> name (ids ``0..n-1``).
+
+        Raises:
+            ClassRegistryError: the file is corrupt.
+        """
+        return {e["id"]: e["name"] for e in self._read()}
+
+    def __len__(self) -> int:
+        """Number of classes."""
+        return len(self._read())
+
+    def list(self, sample_counts: dict | None = None) -> list[dict]:
+        """Return every class as ``{"id", "name", "samples", "first_seen"}``, by id.
+
+        Args:
+            sample_counts: class id (int or str) -> samples holding it (e.g. the replay
+                memory's ``stats()["per_class"]``); missing ids count 0.
+
+        Returns:
+            The rows ``edgecl classes list --json`` prints.
+        """
+        counts = {str(k): int(v) for k, v in (sample_counts or {}).items()}
+        return [{"id": e["id"], "name": e["name"], "samples": counts.get(str(e["id"]), 0),
+                 "first_seen": e.get("first_seen", "")} for e in self._read()]
+
+    def check_ids(self, ids, where: str) -> None:
+        """Refuse class ids the registry does not know.
+
+        Args:
+            ids: class ids of a label (ints or integral floats, e.g. a YOLO label's column 0).
+            where: what the ids come from (``file:line``, a queue item), for the message.
+
+        Raises:
+            LabelError: an id that is not an integer in ``0..n-1``, with one line naming it.
+        """
+        known = self.names()
+        for raw in ids:
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                raise LabelError(f"{where}: class id {raw!r} is not a number") from None
+            if not value.is_integer() or int(value) not in known:
+                shown = ", ".join(f"{i} {n}" for i, n in list(known.items())[:5])
+                more = ", ..." if len(known) > 5 else ""
+                raise LabelError(f"{where}: class id {value:g} is not in the class registry "
+                                 f"({len(known)} class{'es' if len(known) != 1 else ''}"
+                                 f"{': ' + shown + more if known else ''})")
+
+    # ----------------------------------------------------------------- changing
+
+    def id_for(self, name: str, create: bool = True) -> int:
+        """Return the id of a class name, giving a new name the next id.
+
+        Args:
+            name: the class name (surrounding white space ignored).
+            create: add an unknown name; when False, raise instead.
+
+        Returns:
+            The class id.
+
+        Raises:
+            NotFoundError: unknown name and ``create`` is False.
+            LabelError: an invalid name.
+        """
+        name = clean_name(name)
+        for entry in self._read():
+            if entry["name"] == name:
+                return entry["id"]
+        if not create:
+            raise NotFoundError(f"unknown class {name!r}{self._hint(name)}")
+        self.add([name])
+        return self.names_to_ids()[name]
+
+    def names_to_ids(self) -> dict[str, int]:
+        """Return name -> id."""
+        return {e["name"]: e["id"] for e in self._read()}
+
+    def add(self, names) -> list[str]:
+        """Add the names the registry does not have yet, in order, each with the next id.
+
+        Args:
+            names: class names.
+
+        Returns:
+            The names added (already known ones are left out).
+
+        Raises:
+            LabelError: an invalid name (nothing is added then).
+        """
+        wanted = list(dict.fromkeys(clean_name(n) for n in names))
+        with self._locked() as entries:
+            known = {e["name"] for e in entries}
+            added = [n for n in wanted if n not in known]
+            if added:
+                stamp = _now_iso()
+                entries += [{"id": len(entries) + i, "name": n, "first_seen": stamp} for i, n in enumerate(added)]
+                self._write(entries)
+        return added
+
+    def seed(self, names: dict[int, str]) -> list[str]:
+        """Adopt a pretrained checkpoint's class names (``model.names``) with their ids.
+
+        Ids the registry already has must carry the same names; new ids must extend the
+        registry without gaps.
+
+        Args:
+            names: class id -> name of the checkpoint's head.
+
+        Returns:
+            The names added.
+
+        Raises:
+            ConflictError: an id named differently, or a name under another id, in the registry.
+            LabelError: invalid names or ids, or ids that would leave a gap.
+        """
+        try:
+            wanted = {int(k): clean_name(v) for k, v in names.items()}
+        except (TypeError, ValueError):
+            raise LabelError(f"checkpoint class ids must be integers, got {sorted(names)[:5]}") from None
+        if len(set(wanted.values())) != len(wanted):
+            raise LabelError("checkpoint class names are not unique")
+        with self._locked() as entries:
+            by_id = {e["id"]: e["name"] for e in entries}
+            by_name = {e["name"]: e["id"] for e in entries}
+            for cid, name in sorted(wanted.items()):
+                if cid in by_id and by_id[cid] != name:
+                    raise ConflictError(f"class id {cid} is {by_id[cid]!r} in the class registry but {name!r} "
+                                        "in the checkpoint")
+                if name in by_name and by_name[name] != cid:
+                    raise ConflictError(f"class {name!r} has id {by_name[name]} in the class registry but "
+                                        f"{cid} in the checkpoint")
+            new = {cid: n for cid, n in wanted.items() if cid not in by_id}
+            if sorted(new) != list(range(len(entries), len(entries) + len(new))):
+                raise LabelError(f"checkpoint class ids {sorted(wanted)[:8]} would leave a gap after the "
+                                 f"registry's {len(entries)} classes (ids must stay 0..n-1)")
+            if new:
+                stamp = _now_iso()
+                entries += [{"id": cid, "name": new[cid], "first_seen": stamp} for cid in sorted(new)]
+                self._write(entries)
+        return [new[c] for c in sorted(new)]
+
+    def rename(self, old: str, new: str) -> int:
+        """Rename a class; its id stays.
+
+        Args:
+            old: the current name.
+            new: the new name.
+
+        Returns:
+            The class id.
+
+        Raises:
+            NotFoundError: ``old`` is not a class.
+            ConflictError: ``new`` already names another class.
+            LabelError: an invalid new name.
+        """
+        old, new = clean_name(old), clean_name(new)
+        with self._locked() as entries:
+            by_name = {e["name"]: e for e in entries}
+            if old not in by_name:
+                raise NotFoundError(f"unknown class {old!r}{self._hint(old, entries)}")
+            if new == old:
+                return by_name[old]["id"]
+            if new in by_name:
+                raise ConflictError(f"cannot rename {old!r} to {new!r}: {new!r} is already class "
+                                    f"{by_name[new]['id']}")
+            entry = by_name[old]
+            entry["name"] = new
+            entry.setdefault("renamed_from", []).append(old)
+            self._write(entries)
+            return entry["id"]
+
+    def _hint(self, name: str, entries: list[dict] | None = None) -> str:
+        from edgecl.errors import did_you_mean
+
+        names = [e["name"] for e in (entries if entries is not None else self._read())]
+        return did_you_mean(name, names) or f" (known: {', '.join(names[:10]) or 'none'})"

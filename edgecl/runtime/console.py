@@ -1,0 +1,123 @@
+"""The runtime's side of the web console: the narrow callables (:class:`~edgecl.web.ConsoleHooks`)
+built from the running parts, and the sink that keeps the latest annotated frame."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+
+class LiveViewSink:
+    """Loop sink keeping the latest frame as a JPEG with boxes and names, at most ``max_hz``.
+
+    Encoding runs in the sink thread, never on the inference thread, and only when a frame is
+    due, so a viewer costs at most ``max_hz`` encodes a second.
+
+    Args:
+        names: ``callable() -> {class id: name}`` of the serving model.
+        max_hz: most encodes per second.
+        calibrate: optional ``callable(Detections) -> Detections`` giving calibrated scores.
+    """
+
+    def __init__(self, names: Callable[[], dict], max_hz: float = 5.0, calibrate=None):
+        self.names = names
+        self.period_s = 1.0 / max_hz
+        self.calibrate = calibrate
+        self._jpeg: bytes | None = None
+        self._last_s = float("-inf")
+        self._lock = threading.Lock()
+
+    def write(self, result) -> None:
+        """Encode the frame when one is due."""
+        now = time.monotonic()
+        if now - self._last_s < self.period_s:
+            return
+        self._last_s = now
+        from edgecl.web.frame import render_jpeg
+
+        detections = result.detections
+        if self.calibrate is not None:
+            detections = self.calibrate(detections)
+        jpeg = render_jpeg(result.frame.image, detections, self.names())
+        with self._lock:
+            self._jpeg = jpeg
+
+    def latest(self) -> bytes | None:
+        """The latest annotated JPEG (``None`` before the first frame)."""
+        with self._lock:
+            return self._jpeg
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def model_rows(registry) -> list[dict]:
+    """Registry versions for the Models page, newest first.
+
+    Returns:
+        Dicts with ``version, status, current, created, reason, per_class_ap, dece,
+        size_bytes, parent, origin``.
+    """
+    rows = []
+    for info in reversed(registry.list()):
+        manifest, metrics = info.manifest, info.metrics or {}
+        size = 0
+        for name in info.files:
+            path = registry.root / info.version / name
+            if path.is_file():
+                size += path.stat().st_size
+        calibration = manifest.get("calibration") or {}
+        rows.append(dict(info.to_json(), per_class_ap=metrics.get("per_class_map50_95")
+                         or metrics.get("per_task_map50_95") or {},
+                         dece=metrics.get("dece"), dece_calibrated=calibration.get("dece_after"),
+                         size_bytes=size, parent=manifest.get("parent"),
+                         origin=manifest.get("origin") or manifest.get("trigger", "")))
+    return rows
+
+
+def build_console_hooks(runtime):
+    """The console's callables for a built :class:`~edgecl.runtime.app.Runtime`.
+
+    Args:
+        runtime: the runtime (state directory in use: registry, memory sink, monitor).
+
+    Returns:
+        The :class:`~edgecl.web.ConsoleHooks`.
+    """
+    from edgecl.runtime.prometheus import PrometheusExporter
+    from edgecl.runtime.promote import promote_version
+    from edgecl.web import ConsoleHooks
+
+    exporter = PrometheusExporter(runtime.monitor)
+    sink = runtime.memory_sink
+    state_dir = runtime.cfg.state_dir
+
+    def promote(version: str) -> dict:
+        promote_version(state_dir, version)
+        return {"current": version}
+
+    def rollback() -> dict:
+        return {"current": runtime.registry.rollback()}
+
+    def answer(item_id: str, boxes: list, skip: bool) -> dict:
+        return sink.skip(item_id) if skip else sink.answer(item_id, boxes)
+
+    def classes() -> list[dict]:
+        stats = sink.memory.stats()
+        return runtime.classes.list(sample_counts=stats.get("per_class", {}))
+
+    def forgetting() -> dict:
+        monitor = runtime.monitor
+        return {"matrix": monitor.accuracy_matrix(), "per_class_ap": monitor.per_class_ap_over_rounds(),
+                "reliability": monitor.reliability(runtime.registry.current())}
+
+    return ConsoleHooks(
+        health=runtime.health, metrics=exporter.render, live=runtime.live,
+        latest_jpeg=runtime.live_view.latest if runtime.live_view else (lambda: None),
+        models=lambda: model_rows(runtime.registry), promote=promote, rollback=rollback,
+        pending=sink.queue.pending, label_image=sink.queue.image_path, answer=answer,
+        classes=classes, forgetting=forgetting)

@@ -1,0 +1,25 @@
+"""Where training labels come from: ground truth travelling with frames, an operator queue fed
+by selection policies, pseudo-labels from calibrated confident detections (ARCHITECTURE.md,
+"Where labels come from").
+
+Public interface:
+    - :class:`MemorySink` (the loop sink), :class:`LabelPipeline`, :func:`decide_labels`,
+      :func:`describe_labelling`;
+    - :class:`OperatorQueue` (``pending``, ``item``, ``image_path``, ``answer``, ``skip``),
+      :func:`valid_item_id`, :func:`boxes_to_labels`;
+    - :class:`PseudoLabeler`;
+    - :data:`SELECTION_POLICIES`, :class:`Selector`, :class:`SelectionContext`.
+"""
+
+from edgecl.runtime.labels.pipeline import (MODES, LabelDecision, LabelPipeline, MemorySink,
+                                            decide_labels, describe_labelling)
+from edgecl.runtime.labels.pseudo import PseudoLabeler
+from edgecl.runtime.labels.queue import OperatorQueue, boxes_to_labels, valid_item_id
+from edgecl.runtime.labels.selection import (SELECTION_POLICIES, Candidate, NoveltyRing,
+                                             RateLimiter, SelectionContext, Selector,
+                                             embedding_distance, thumbnail_embedding)
+
+__all__ = ["MODES", "LabelDecision", "LabelPipeline", "MemorySink", "decide_labels",
+           "describe_labelling", "PseudoLabeler", "OperatorQueue", "boxes_to_labels",
+           "valid_item_id", "SELECTION_POLICIES", "Candidate", "NoveltyRing", "RateLimiter",
+           "SelectionContext", "Selector", "embedding_distance", "thumbnail_embedding"]

@@ -1,0 +1,432 @@
+"""The labelling pipeline, run in the loop's sink thread (never on the inference thread).
+
+For each frame (ARCHITECTURE.md, "Where labels come from"):
+
+1. ground truth travels with the frame -> store it (origin ``ground_truth``);
+2. else (mode ``field``) the selection policies score the frame -> the operator queue;
+3. else (modes ``pseudo`` and ``field``) confident detections of known classes above their
+   per-class calibrated thresholds -> store them (origin ``pseudo``).
+
+``labels.mode``: ``field`` (1 + 2 + 3; ``edgecl labels import`` works in every mode),
+``pseudo`` (1 + 3), ``ground_truth`` (1 only), ``off`` (nothing is stored or queued).
+
+A storage fault (full disk, read-only directory: :class:`~edgecl.errors.StorageError` or any
+``OSError`` from the memory or the queue) pauses storing with one warning; detection goes on;
+storing is retried every ``labels.storage_retry_s`` and resumes by itself. Frames not stored
+meanwhile are counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgecl.config import Config, LabelsConfig
+from edgecl.errors import EdgeclError, StorageError
+from edgecl.frames import Detections, Frame, LabelOrigin
+from edgecl.models.classes import clean_name
+from edgecl.runtime.labels.pseudo import PseudoLabeler, Thresholds
+from edgecl.runtime.labels.queue import OperatorQueue
+from edgecl.runtime.labels.selection import Candidate, Selector
+
+log = logging.getLogger(__name__)
+
+MODES = ("ground_truth", "pseudo", "field", "off")
+WARN_FIRST = 5
+WARN_EVERY = 1000
+
+
+@dataclass(frozen=True)
+class LabelDecision:
+    """What to do with one frame.
+
+    Attributes:
+        labels: YOLO rows to store (float32 (N, 5)) or ``None``.
+        queue_for_operator: True when the frame goes to the operator queue.
+        origin: origin of ``labels`` (``None`` when nothing is stored).
+        why: short reason, counted by the sink (``ground_truth``, ``queued``, ``pseudo``,
+            ``uncertain``, ``duplicate``, ``rate_limited``, ``no_detections``, ...).
+        candidate: priority, reasons and embedding of a queued frame.
+        embedding: the frame's thumbnail embedding when it was computed.
+        selection: what the selection said in ``field`` mode (``selected``, ``not_selected``,
+            ``duplicate``, ``rate_limited``; empty when it was not asked).
+    """
+
+    labels: np.ndarray | None
+    queue_for_operator: bool
+    origin: LabelOrigin | None
+    why: str
+    candidate: Candidate | None = None
+    embedding: np.ndarray | None = field(default=None, repr=False)
+    selection: str = ""
+
+
+class LabelPipeline:
+    """The decision part of labelling: ground truth, then selection, then pseudo-labels.
+
+    Args:
+        cfg: labelling settings.
+        selector: selection policies and their state (built from ``cfg`` when ``None``).
+        pseudo: pseudo-labeler (``labels.pseudo_conf`` for every class when ``None``).
+    """
+
+    def __init__(self, cfg: LabelsConfig, selector: Selector | None = None,
+                 pseudo: PseudoLabeler | None = None):
+        if cfg.mode not in MODES:
+            raise EdgeclError(f"labels.mode {cfg.mode!r} is not one of {', '.join(MODES)}")
+        self.cfg = cfg
+        self.selector = selector or Selector(cfg)
+        self.pseudo = pseudo or PseudoLabeler(None, cfg.pseudo_conf, cfg.uncertain_low,
+                                              cfg.uncertain_high)
+
+    def decide(self, frame: Frame, detections: Detections) -> LabelDecision:
+        """Choose what happens to one frame (the caller stores or queues it).
+
+        Args:
+            frame: the frame (with ``labels`` when ground truth travels with it).
+            detections: the detector's output for it.
+
+        Returns:
+            The decision. A queued frame is only *offered*: call
+            ``selector.queued(candidate)`` once it is in the queue.
+        """
+        mode = self.cfg.mode
+        if mode == "off":
+            return LabelDecision(None, False, None, "mode_off")
+        if frame.labels is not None:
+            return LabelDecision(frame.labels, False, LabelOrigin.GROUND_TRUTH, "ground_truth")
+        if mode == "ground_truth":
+            return LabelDecision(None, False, None, "unlabelled")
+        emb = self.selector.embed(frame.image)
+        selection = ""
+        if mode == "field":
+            candidate, selection = self.selector.consider(frame, detections, emb)
+            if candidate is not None:
+                return LabelDecision(None, True, None, "queued", candidate, emb, selection)
+        height, width = frame.image.shape[:2]
+        labels, why = self.pseudo.label(detections, width, height)
+        if labels is not None and self.selector.is_duplicate(emb):
+            labels, why = None, "pseudo_duplicate"
+        if labels is not None and not self.selector.pseudo_limit.allowed():
+            labels, why = None, "pseudo_rate_limited"
+        origin = LabelOrigin.PSEUDO if labels is not None else None
+        return LabelDecision(labels, False, origin, why, embedding=emb, selection=selection)
+
+
+def decide_labels(frame: Frame, detections: Detections, cfg: LabelsConfig,
+                  pseudo: PseudoLabeler | None = None) -> LabelDecision:
+    """One-shot decision for a frame with a fresh (stateless) pipeline.
+
+    Useful for tests and tools; the runtime keeps one :class:`LabelPipeline` (its novelty ring,
+    duplicates and rate limits live across frames).
+
+    Args:
+        frame: the frame.
+        detections: its detections.
+        cfg: labelling settings.
+        pseudo: pseudo-labeler with per-class thresholds (``pseudo_conf`` for all when ``None``).
+
+    Returns:
+        The decision.
+    """
+    return LabelPipeline(cfg, pseudo=pseudo).decide(frame, detections)
+
+
+class MemorySink:
+    """Loop sink: the labelling pipeline, storing into the replay memory and the operator queue.
+
+    Keeps the counters the learner supervisor uses to trigger rounds. A refused sample (bad
+    label, class id the registry does not know) is logged and counted; a storage fault pauses
+    storing (``paused_reason``) until a retry succeeds; the stream always goes on.
+
+    Args:
+        memory: the replay memory (``add(Sample)``, ``records()``, ``close()``).
+        cfg: labelling settings.
+        queue: the operator queue.
+        classes: the class registry (``check_ids(ids, where)``, ``names()``); ``None`` skips
+            the id check and shows class ids in queue items.
+        pseudo: pseudo-labeler with the per-class thresholds.
+        selector: selection policies and state.
+        clock: monotonic seconds clock of the storage retry.
+
+    Attributes:
+        observers: callables ``(frame, labels, origin)`` told of every frame the sink stored
+            (benchmarks measure pseudo-label precision with it); whatever one raises is logged
+            and counted, never propagated.
+    """
+
+    def __init__(self, memory, cfg: LabelsConfig, queue: OperatorQueue, *, classes=None,
+                 pseudo: PseudoLabeler | None = None, selector: Selector | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.memory = memory
+        self.cfg = cfg
+        self.queue = queue
+        self.classes = classes
+        self.pipeline = LabelPipeline(cfg, selector, pseudo)
+        self.selector = self.pipeline.selector
+        self.clock = clock
+        self.paused_reason: str | None = None
+        self._retry_at = 0.0
+        self.added = 0
+        self.classes_seen: set[int] = set()
+        self.counts: Counter[str] = Counter()
+        self.observers: list[Callable] = []
+        self._lock = threading.Lock()
+        for created_s, emb in queue.embeddings():
+            self.selector.ring.add(emb, created_s)
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, memory=None, classes=None, thresholds: Thresholds = None,
+                    previous_detector=None, forgetting_classes=None,
+                    known_classes=None) -> "MemorySink":
+        """Build the sink on the state directory named by the config.
+
+        Args:
+            cfg: the configuration.
+            memory: an open replay memory (opened from the config when ``None``).
+            classes: the class registry (``edgecl.models.classes.ClassRegistry``).
+            thresholds: per-class pseudo-label thresholds: a mapping or a cheap
+                ``callable() -> {class_id: threshold}`` (the current version's calibrator at
+                ``labels.pseudo_precision``).
+            previous_detector: ``callable(image BGR) -> Detections | None``: the previous
+                version on the same frame (``disagreement`` policy).
+            forgetting_classes: ``callable() -> set[int]``: classes whose held-out recall fell
+                in the last round (``forgetting`` policy).
+            known_classes: ``callable() -> set[int]``: class ids the current model knows
+                (pseudo-labels only for those).
+
+        Returns:
+            The sink (interrupted operator answers already finished).
+        """
+        lab = cfg.labels
+        if memory is None:
+            from edgecl.continual.memory import memory_from_config
+
+            memory = memory_from_config(cfg)
+        queue = OperatorQueue(Path(cfg.state_dir) / "labels", lab.max_pending)
+        queue.recover(memory)
+        selector = Selector(lab, previous_detector=previous_detector,
+                            forgetting_classes=forgetting_classes)
+        pseudo = PseudoLabeler(thresholds, lab.pseudo_conf, lab.uncertain_low, lab.uncertain_high,
+                               known_classes=known_classes)
+        return cls(memory, lab, queue, classes=classes, pseudo=pseudo, selector=selector)
+
+    # --- counters -------------------------------------------------------------------------
+
+    def _count(self, key: str, n: int = 1) -> int:
+        with self._lock:
+            self.counts[key] += n
+            return self.counts[key]
+
+    def _warn(self, key: str, msg: str, *args) -> None:
+        """Warn on the first few occurrences of a kind, then every WARN_EVERY-th."""
+        n = self._count("warn_" + key)
+        if n <= WARN_FIRST or n % WARN_EVERY == 0:
+            log.warning(msg + (f" ({n} so far)" if n > WARN_FIRST else ""), *args)
+
+    def stats(self) -> dict:
+        """Counters for ``/healthz`` and ``/metrics``.
+
+        Returns:
+            ``{"paused_reason": str | None, "counts": {name: n}}`` with counts such as
+            ``stored_ground_truth``, ``stored_pseudo``, ``queued``, ``not_stored``,
+            ``refused_label``, ``refused_class``, ``declined`` and the decision reasons.
+        """
+        with self._lock:
+            counts = {k: v for k, v in self.counts.items() if not k.startswith("warn_")}
+        return {"paused_reason": self.paused_reason, "counts": counts}
+
+    # --- storage pause --------------------------------------------------------------------
+
+    def _may_store(self) -> bool:
+        if self.paused_reason is None or self.clock() >= self._retry_at:
+            return True
+        self._count("not_stored")
+        return False
+
+    def _storage_failed(self, exc: BaseException, frame: Frame) -> None:
+        self._count("not_stored")
+        self._retry_at = self.clock() + self.cfg.storage_retry_s
+        if self.paused_reason is None:
+            log.warning("storing paused: frame %s from %s could not be written (%s); detection "
+                        "goes on, retrying every %.0f s", frame.frame_id, frame.source, exc,
+                        self.cfg.storage_retry_s)
+        self.paused_reason = f"storage fault: {exc}"
+
+    def _storage_ok(self) -> None:
+        if self.paused_reason is not None:
+            log.warning("storing resumed (%d frame(s) were not stored while paused)",
+                        self.counts["not_stored"])
+            self.paused_reason = None
+
+    # --- the sink -------------------------------------------------------------------------
+
+    def write(self, result) -> None:
+        """Label, store or queue the frame of one loop result."""
+        frame, detections = result.frame, result.detections
+        decision = self.pipeline.decide(frame, detections)
+        self._count(decision.why)
+        if decision.selection and decision.selection != "selected":
+            self._count("selection_" + decision.selection)
+        if decision.queue_for_operator:
+            self._push(frame, detections, decision.candidate)
+        elif decision.labels is not None:
+            self._store(frame, decision)
+
+    def _push(self, frame: Frame, detections: Detections, candidate: Candidate) -> None:
+        if not self._may_store():
+            return
+        names = None
+        if self.classes is not None:
+            names = self.classes.names()
+        try:
+            item_id = self.queue.push(frame, detections, priority=candidate.priority,
+                                      reasons=candidate.reasons, embedding=candidate.embedding,
+                                      names=names)
+        except OSError as exc:
+            self._storage_failed(exc, frame)
+            return
+        self._storage_ok()
+        if item_id is None:
+            self._count("queue_full")
+            return
+        self.selector.queued(candidate)
+        self._count("queued_items")
+
+    def _store(self, frame: Frame, decision: LabelDecision) -> None:
+        from edgecl.continual.memory import Sample
+
+        labels, origin = decision.labels, decision.origin
+        where = f"frame {frame.frame_id} from {frame.source}"
+        if self.classes is not None and labels.shape[0]:
+            try:
+                self.classes.check_ids(sorted({int(c) for c in labels[:, 0]}), where)
+            except EdgeclError as exc:
+                self._count("refused_class")
+                self._warn("class", "%s not stored: %s", where, exc)
+                return
+        if not self._may_store():
+            return
+        sample = Sample(image=frame.image, labels=labels, task=frame.task or "stream",
+                        source=frame.name or frame.source, ts_s=frame.ts_s, origin=origin)
+        try:
+            sample_id = self.memory.add(sample)
+        except (StorageError, OSError) as exc:
+            self._storage_failed(exc, frame)
+            return
+        except EdgeclError as exc:
+            self._count("refused_label")
+            self._warn("label", "%s not stored: %s", where, exc)
+            return
+        self._storage_ok()
+        if origin is LabelOrigin.PSEUDO:
+            self.selector.pseudo_limit.take()
+        if decision.embedding is not None:
+            self.selector.stored(decision.embedding)
+        if sample_id is None:
+            self._count("declined")
+            return
+        self._count(f"stored_{origin.value}")
+        with self._lock:
+            self.added += 1
+            self.classes_seen.update(int(c) for c in labels[:, 0])
+        for observer in self.observers:
+            try:
+                observer(frame, labels, origin)
+            except Exception as exc:  # an observer must never stop storing
+                self._count("observer_errors")
+                self._warn("observer", "observer of stored frames failed: %s", exc)
+
+    def answer(self, item_id: str, boxes: object) -> dict:
+        """Answer a queue item (see :meth:`OperatorQueue.answer`) and count the new sample.
+
+        The runtime's HTTP handler calls this, so operator labels (and a new class) count
+        towards the learner's triggers like any stored frame.
+
+        Args:
+            item_id: the queue item.
+            boxes: ``[{"class": "name", "xyxy": [x1, y1, x2, y2]}]`` in original-frame pixels.
+
+        Returns:
+            The answer's summary (``id, sample, boxes, classes_added``).
+
+        Raises:
+            NotFoundError, ConflictError, LabelError, StorageError: as the queue raises them.
+            EdgeclError: no class registry was given to the sink.
+        """
+        if self.classes is None:
+            raise EdgeclError("operator answers need the class registry")
+        out = self.queue.answer(item_id, boxes, self.memory, self.classes)
+        if out["sample"] is not None:
+            names = {name: cid for cid, name in self.classes.names().items()}
+            self._count("stored_operator")
+            with self._lock:
+                self.added += 1
+                self.classes_seen.update(names[clean_name(b["class"])] for b in boxes)
+        return out
+
+    def skip(self, item_id: str) -> dict:
+        """Skip a queue item (see :meth:`OperatorQueue.skip`)."""
+        return self.queue.skip(item_id)
+
+    def take_counters(self) -> tuple[int, set[int]]:
+        """Return and reset ``(new samples, classes seen)`` since the last call."""
+        with self._lock:
+            added, classes = self.added, set(self.classes_seen)
+            self.added = 0
+            self.classes_seen.clear()
+        return added, classes
+
+    def close(self) -> None:
+        """Close the memory's index."""
+        close = getattr(self.memory, "close", None)
+        if close is not None:
+            close()
+
+
+def describe_labelling(cfg: Config, source_is_labelled: bool) -> str:
+    """One log line saying, at start, where this run's labels will come from.
+
+    Args:
+        cfg: the configuration (``labels``, ``server``, ``state_dir``).
+        source_is_labelled: whether the source delivers ground truth with its frames.
+
+    Returns:
+        The line (no trailing newline).
+    """
+    lab = cfg.labels
+    state = cfg.state_dir
+    answer_cli = f"'edgecl labels pending|show|answer|skip --state-dir {state}'"
+    import_cli = f"'edgecl labels import --state-dir {state} FOLDER'"
+    page = (f"the console page http://{cfg.server.host}:{cfg.server.port}/"
+            if cfg.server.enabled else "the console page (now off: set server.enabled: true)")
+    if lab.mode == "off":
+        return "labels.mode is off: no frame is stored or queued, so nothing will be learnt"
+    if lab.mode == "ground_truth":
+        if source_is_labelled:
+            return ("labels: ground truth delivered with the frames is stored "
+                    "(labels.mode: ground_truth)")
+        return ("labels: this source carries no labels and labels.mode is ground_truth, so nothing "
+                "will be stored and nothing learnt; set labels.mode: field to have a person label "
+                f"chosen frames ({page} or {answer_cli}) with confident detections "
+                f"pseudo-labelled, "
+                f"or add labelled images with {import_cli}")
+    gt = "ground truth delivered with the frames is stored; " if source_is_labelled else ""
+    pseudo = (f"confident detections of known classes become pseudo-labels (per-class calibrated "
+              f"thresholds at precision {lab.pseudo_precision:g})")
+    if lab.mode == "pseudo":
+        return (f"labels: {gt}{pseudo}; no frame is queued for a person (labels.mode: pseudo), so "
+                f"a new class is learnt only from {import_cli}")
+    weights = ", ".join(f"{k} {v:g}" for k, v in dataclasses.asdict(lab.selection).items()
+                        if v > 0) or "none"
+    return (f"labels: {gt}frames chosen by selection ({weights}; at most {lab.max_per_minute}/min) "
+            f"wait for a person's boxes on {page} or with {answer_cli}; {import_cli} adds labelled "
+            f"folders; {pseudo}")

@@ -1,0 +1,505 @@
+"""The operator queue: frames waiting for a person's boxes, on disk under ``STATE/labels/``.
+
+Layout: ``pending/<id>.jpg`` + ``pending/<id>.json`` (each written atomically, the JSON last, so
+an item without its JSON does not exist), ``answered.json`` (a bounded record of the last ids
+answered, skipped or evicted, so a second answer is a conflict, not a 404) and ``lock`` (an
+inter-process lock: the runtime and ``edgecl labels`` may work on the queue at the same time).
+
+The queue is a bounded priority queue: when full, the item with the LOWEST priority goes (ties:
+the oldest). An answer stores the sample in the replay memory first, with source
+``operator:<id>``, then records the id as answered and removes the item; after a kill -9 in
+between, the next answer (or :meth:`OperatorQueue.recover`) finds the stored sample and only
+finishes the bookkeeping, so no sample is stored twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.atomic import atomic_write_bytes, atomic_write_json
+from edgecl.errors import ConflictError, EdgeclError, LabelError, NotFoundError
+from edgecl.frames import Detections, Frame, LabelOrigin
+from edgecl.models.classes import ClassRegistry, clean_name
+
+log = logging.getLogger(__name__)
+
+MAX_ITEM_ID_LEN = 64
+ITEM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+MAX_BOXES = 1000
+ANSWERED_KEEP = 500
+ORPHAN_AGE_S = 60.0
+SOURCE_PREFIX = "operator:"
+# a box may overshoot the frame by this many pixels (rounding in a drawing tool); it is clipped
+EDGE_TOLERANCE_PX = 1.0
+
+
+def valid_item_id(item_id: object) -> str:
+    """Check a queue item id before it is used in any path.
+
+    Args:
+        item_id: the id as received (CLI argument, URL segment).
+
+    Returns:
+        The id, unchanged.
+
+    Raises:
+        NotFoundError: not a string of 1..64 letters, digits, ``-`` or ``_`` starting with a
+            letter or digit (so ``..``, ``/``, NUL and over-long ids never reach the disk).
+    """
+    if not isinstance(item_id, str) or not ITEM_ID_RE.fullmatch(item_id):
+        shown = repr(item_id)[:40] + ("..." if len(repr(item_id)) > 40 else "")
+        raise NotFoundError(f"no label item {shown}: an id is 1-{MAX_ITEM_ID_LEN} letters, "
+                            f"digits, '-' or '_' (see 'edgecl labels pending')")
+    return item_id
+
+
+def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str, int],
+                    ) -> tuple[np.ndarray, list[str]]:
+    """Validate an operator's final boxes and convert them to YOLO rows.
+
+    Args:
+        boxes: ``[{"class": "name", "xyxy": [x1, y1, x2, y2]}, ...]`` in pixels of the original
+            frame; an empty list means "nothing to label here". Other keys (``score``) are
+            ignored.
+        width: frame width in pixels.
+        height: frame height in pixels.
+        class_ids: known class name -> id.
+
+    Returns:
+        ``(labels, new_names)``: float32 (N, 5) ``cls cx cy w h`` normalised, where the rows of
+        classes not in ``class_ids`` carry a placeholder id -1 (the caller assigns ids once every
+        box is valid), and the new class names in order of first use.
+
+    Raises:
+        LabelError: not a list of such objects, a non-numeric or non-finite coordinate, a box
+            outside the frame, ``x2 <= x1`` or ``y2 <= y1``, a class name the registry would
+            refuse (empty, over-long, control characters: ``edgecl.models.classes.clean_name``),
+            more than :data:`MAX_BOXES` boxes.
+    """
+    if not isinstance(boxes, list):
+        raise LabelError(f"boxes must be a JSON list of {{\"class\": name, \"xyxy\": [x1, y1, x2, "
+                         f"y2]}}, got {type(boxes).__name__}")
+    if len(boxes) > MAX_BOXES:
+        raise LabelError(f"{len(boxes)} boxes: at most {MAX_BOXES} per frame")
+    rows, new_names = [], []
+    for i, box in enumerate(boxes):
+        if not isinstance(box, dict) or "class" not in box or "xyxy" not in box:
+            raise LabelError(f"box {i}: must be an object with 'class' and 'xyxy'")
+        try:
+            name = clean_name(box["class"])
+        except LabelError as exc:
+            raise LabelError(f"box {i}: {exc}") from None
+        xyxy = box["xyxy"]
+        if (not isinstance(xyxy, list) or len(xyxy) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xyxy)
+                or not all(math.isfinite(v) for v in xyxy)):
+            raise LabelError(f"box {i}: xyxy must be 4 finite numbers [x1, y1, x2, y2] in pixels")
+        x1, y1, x2, y2 = (float(v) for v in xyxy)
+        tol = EDGE_TOLERANCE_PX
+        if min(x1, y1) < -tol or max(x1, x2) > width + tol or max(y1, y2) > height + tol:
+            raise LabelError(f"box {i}: {[x1, y1, x2, y2]} lies outside the {width}x{height} frame")
+        x1, x2 = np.clip([x1, x2], 0, width)
+        y1, y2 = np.clip([y1, y2], 0, height)
+        if x2 <= x1 or y2 <= y1:
+            raise LabelError(f"box {i}: x2 must exceed x1 and y2 exceed y1, got "
+                             f"{[float(v) for v in xyxy]}")
+        if name not in class_ids and name not in new_names:
+            new_names.append(name)
+        cls = class_ids.get(name, -1)
+        rows.append([cls, (x1 + x2) / 2 / width, (y1 + y2) / 2 / height,
+                     (x2 - x1) / width, (y2 - y1) / height])
+    return np.asarray(rows, np.float32).reshape(-1, 5), new_names
+
+
+class OperatorQueue:
+    """Bounded, persistent priority queue of frames for an operator.
+
+    Args:
+        root: ``STATE/labels``.
+        max_pending: most items held; beyond it the lowest priority goes.
+        answered_keep: how many answered/skipped/evicted ids are remembered (for conflicts).
+    """
+
+    def __init__(self, root: str | Path, max_pending: int = 200,
+                 answered_keep: int = ANSWERED_KEEP):
+        self.root = Path(root)
+        self.dir = self.root / "pending"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.max_pending = int(max_pending)
+        self.answered_keep = int(answered_keep)
+        self._answered_path = self.root / "answered.json"
+        self._thread_lock = threading.Lock()
+        self._warned: set[str] = set()
+        self._clean_orphans()
+
+    # --- locking, bookkeeping ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with self._thread_lock, open(self.root / "lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _clean_orphans(self) -> None:
+        """Remove images without metadata and temp files left by a kill (older than a minute)."""
+        now = time.time()
+        for path in self.dir.iterdir():
+            orphan = (path.suffix == ".jpg" and not path.with_suffix(".json").exists()) or \
+                path.name.endswith(".tmp")
+            try:
+                if orphan and now - path.stat().st_mtime > ORPHAN_AGE_S:
+                    path.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue
+
+    def _answered(self) -> list[dict]:
+        try:
+            data = json.loads(self._answered_path.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("answered-label record %s unreadable (%s); starting a new one",
+                        self._answered_path, exc)
+            return []
+        if not isinstance(data, list):
+            return []
+        return [e for e in data if isinstance(e, dict) and "id" in e]
+
+    def _record(self, item_id: str, action: str, **extra) -> None:
+        entries = [e for e in self._answered() if e.get("id") != item_id]
+        entries.append({"id": item_id, "action": action, "ts_s": round(time.time(), 3), **extra})
+        atomic_write_json(self._answered_path, entries[-self.answered_keep:])
+
+    def _remove(self, item_id: str) -> None:
+        (self.dir / f"{item_id}.json").unlink(missing_ok=True)
+        (self.dir / f"{item_id}.jpg").unlink(missing_ok=True)
+
+    def _read_meta(self, path: Path) -> dict | None:
+        """One item's metadata, normalised, or ``None`` (one warning) when malformed."""
+        why = None
+        try:
+            meta = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            meta, why = None, f"unreadable ({type(exc).__name__})"
+        if why is None:
+            why = _meta_problem(meta, path.stem)
+        if why is not None:
+            if path.name not in self._warned:
+                self._warned.add(path.name)
+                log.warning("label item %s is malformed (%s); skipped", path, why)
+            return None
+        return _normalise(meta)
+
+    def _get(self, item_id: str) -> dict:
+        item_id = valid_item_id(item_id)
+        meta = self._read_meta(self.dir / f"{item_id}.json")
+        if meta is not None:
+            return meta
+        for entry in reversed(self._answered()):
+            if entry["id"] == item_id:
+                if entry.get("action") == "evicted":
+                    raise NotFoundError(f"label item '{item_id}' was dropped for frames of "
+                                        f"higher priority")
+                raise ConflictError(f"label item '{item_id}' was already {entry.get('action')}")
+        if (self.dir / f"{item_id}.json").exists():
+            raise NotFoundError(f"label item '{item_id}' is malformed on disk and cannot be used")
+        raise NotFoundError(f"no label item '{item_id}' (see 'edgecl labels pending')")
+
+    # --- producer side ------------------------------------------------------------------------
+
+    def push(self, frame: Frame, detections: Detections, *, priority: float = 0.0,
+             reasons: dict[str, float] | None = None, embedding: np.ndarray | None = None,
+             names: dict[int, str] | None = None) -> str | None:
+        """Queue a frame with its detections as the proposed boxes.
+
+        Args:
+            frame: the frame (its image is stored as JPEG).
+            detections: the model's detections, proposed to the operator.
+            priority: higher is shown first and kept longer.
+            reasons: policy name -> score that chose it.
+            embedding: its thumbnail embedding (float32 (256,)), for novelty after a restart.
+            names: class id -> name of the model that saw it (ids shown when missing).
+
+        Returns:
+            The item id, or ``None`` when the queue is full of items of at least this priority.
+
+        Raises:
+            OSError: the disk is full or read-only (nothing half-written is left).
+            EdgeclError: the frame cannot be encoded.
+        """
+        import cv2
+
+        with self._locked():
+            metas = self._metas()
+            if metas and len(metas) >= self.max_pending and \
+                    float(priority) < min(float(m["priority"]) for m in metas):
+                return None
+            item_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
+            ok, jpg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            if not ok:
+                raise EdgeclError(f"cannot encode frame {frame.frame_id} from {frame.source}")
+            height, width = frame.image.shape[:2]
+            names = names or {}
+            proposed = [{"class": names.get(int(c), str(int(c))),
+                         "xyxy": [round(float(v), 2) for v in box], "score": round(float(s), 4)}
+                        for box, s, c in zip(detections.boxes_xyxy, detections.scores,
+                                             detections.classes)]
+            meta = {"id": item_id, "priority": round(float(priority), 6),
+                    "reasons": dict(reasons or {}), "width": int(width), "height": int(height),
+                    "created_s": round(time.time(), 3), "source": frame.source,
+                    "frame_id": int(frame.frame_id), "task": frame.task, "ts_s": frame.ts_s,
+                    "proposed": proposed}
+            if embedding is not None:
+                meta["embedding"] = [round(float(v), 4) for v in embedding]
+            atomic_write_bytes(self.dir / f"{item_id}.jpg", jpg.tobytes())
+            atomic_write_json(self.dir / f"{item_id}.json", meta)
+            metas.append(meta)
+            while len(metas) > self.max_pending:
+                lowest = min(metas, key=_eviction_key)
+                metas.remove(lowest)
+                self._remove(lowest["id"])
+                self._record(lowest["id"], "evicted")
+            return item_id
+
+    # --- operator side ------------------------------------------------------------------------
+
+    def _metas(self) -> list[dict]:
+        out = []
+        for path in self.dir.glob("*.json"):
+            meta = self._read_meta(path)
+            if meta is not None:
+                out.append(meta)
+        return out
+
+    def pending(self) -> list[dict]:
+        """Items waiting for an answer, highest priority first (ties: oldest first).
+
+        Returns:
+            One dict per item: ``id, priority, reasons, width, height, created_s, proposed``
+            (``[{"class": name, "xyxy": [x1, y1, x2, y2], "score": s}]``, pixels of the frame),
+            ``source, frame_id, task``. Malformed items are skipped with one warning each.
+        """
+        return [_public(m) for m in sorted(self._metas(), key=_display_key)]
+
+    def list(self) -> list[dict]:
+        """Same as :meth:`pending` (the name the runtime's server used first)."""
+        return self.pending()
+
+    def item(self, item_id: str) -> dict:
+        """One pending item (as in :meth:`pending`).
+
+        Raises:
+            NotFoundError: invalid or unknown id (or evicted).
+            ConflictError: already answered or skipped.
+        """
+        return _public(self._get(item_id))
+
+    def image_path(self, item_id: str) -> Path:
+        """Path of a pending item's JPEG (the original frame).
+
+        Raises:
+            NotFoundError: invalid or unknown id.
+            ConflictError: already answered or skipped.
+        """
+        self._get(item_id)
+        path = self.dir / f"{item_id}.jpg"
+        if not path.is_file():
+            raise NotFoundError(f"label item '{item_id}' has no image")
+        return path
+
+    def embeddings(self) -> list[tuple[float, np.ndarray]]:
+        """``(created_s, embedding)`` of pending items that recorded one (to seed novelty)."""
+        out = []
+        for meta in self._metas():
+            emb = meta.get("embedding")
+            if isinstance(emb, list) and len(emb) > 0:
+                out.append((float(meta["created_s"]), np.asarray(emb, np.float32)))
+        return out
+
+    def answer(self, item_id: str, boxes: object, memory, classes,
+               allow_new_classes: bool = True) -> dict:
+        """Store an item with the operator's final boxes and take it off the queue.
+
+        Args:
+            item_id: the item.
+            boxes: ``[{"class": "name", "xyxy": [x1, y1, x2, y2]}]`` in original-frame pixels
+                (kept, moved, added or re-classed boxes; deleted ones left out); ``[]`` stores
+                the frame as a negative sample ("nothing to label here").
+            memory: the replay memory (``add(Sample)``, ``records()``).
+            classes: the class registry (``names()``, ``id_for(name, create)``); a name never
+                seen gets the next id when ``allow_new_classes``.
+            allow_new_classes: refuse unknown names instead.
+
+        Returns:
+            ``{"id", "sample": memory id or None (declined by the memory), "boxes": N,
+            "classes_added": [names]}``.
+
+        Raises:
+            NotFoundError: invalid or unknown id.
+            ConflictError: already answered or skipped.
+            LabelError: bad boxes (nothing is changed).
+            StorageError: the memory cannot write (the item stays pending).
+        """
+        from edgecl.continual.memory import Sample
+
+        with self._locked():
+            meta = self._get(item_id)
+            known = {name: int(cid) for cid, name in classes.names().items()}
+            labels, new_names = boxes_to_labels(boxes, meta["width"], meta["height"], known)
+            if new_names and not allow_new_classes:
+                raise LabelError(f"unknown class '{new_names[0]}' (known: "
+                                 f"{', '.join(sorted(known)) or 'none'})")
+            source = SOURCE_PREFIX + item_id
+            sample_id = _stored_sample(memory, source)
+            if sample_id is None:
+                image = self._image(item_id)
+                for name in new_names:
+                    known[name] = int(classes.id_for(name, create=True))
+                for row, box in zip(labels, boxes):
+                    row[0] = known[clean_name(box["class"])]
+                sample_id = memory.add(Sample(
+                    image=image, labels=labels, task=meta.get("task") or "stream", source=source,
+                    ts_s=float(meta.get("ts_s") or meta["created_s"]), origin=LabelOrigin.OPERATOR))
+            self._record(item_id, "answered", sample=sample_id)
+            self._remove(item_id)
+        return {"id": item_id, "sample": sample_id, "boxes": int(labels.shape[0]),
+                "classes_added": new_names}
+
+    def accept(self, item_id: str, memory, classes=None) -> dict:
+        """Answer an item with its proposed boxes unchanged (see :meth:`answer`).
+
+        ``classes`` defaults to the registry of the state directory holding this queue
+        (``STATE/classes.json`` beside ``STATE/labels``).
+        """
+        if classes is None:
+            classes = ClassRegistry(self.root.parent)
+        proposed = self.item(item_id)["proposed"]
+        return self.answer(item_id, [{"class": p["class"], "xyxy": p["xyxy"]} for p in proposed],
+                           memory, classes)
+
+    def skip(self, item_id: str) -> dict:
+        """Drop an item without storing anything.
+
+        Returns:
+            ``{"id", "skipped": True}``.
+
+        Raises:
+            NotFoundError: invalid or unknown id.
+            ConflictError: already answered or skipped.
+        """
+        with self._locked():
+            self._get(item_id)
+            self._record(item_id, "skipped")
+            self._remove(item_id)
+        return {"id": item_id, "skipped": True}
+
+    def recover(self, memory) -> int:
+        """Finish answers a kill interrupted: items whose sample is already stored.
+
+        Args:
+            memory: the replay memory.
+
+        Returns:
+            How many items were finished.
+        """
+        done = 0
+        with self._locked():
+            pending = {m["id"] for m in self._metas()}
+            if not pending:
+                return 0
+            stored = {r.source: r.id for r in memory.records()
+                      if str(r.source).startswith(SOURCE_PREFIX)}
+            for item_id in pending:
+                sample_id = stored.get(SOURCE_PREFIX + item_id)
+                if sample_id is not None:
+                    self._record(item_id, "answered", sample=int(sample_id))
+                    self._remove(item_id)
+                    done += 1
+        if done:
+            log.info("finished %d operator answer(s) interrupted before a restart", done)
+        return done
+
+    def _image(self, item_id: str) -> np.ndarray:
+        import cv2
+
+        path = self.dir / f"{item_id}.jpg"
+        image = cv2.imread(str(path)) if path.is_file() else None
+        if image is None:
+            raise NotFoundError(f"label item '{item_id}': its image is missing or unreadable; "
+                                f"skip it")
+        return image
+
+
+def _stored_sample(memory, source: str) -> int | None:
+    """Id of a memory sample whose source is ``source`` (an answer stored before a kill)."""
+    for record in memory.records():
+        if record.source == source:
+            return int(record.id)
+    return None
+
+
+def _meta_problem(meta: object, stem: str) -> str | None:
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    if meta.get("id") != stem:
+        return f"its id {str(meta.get('id'))[:40]!r} does not match the file name"
+    for key in ("width", "height"):
+        value = meta.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            return f"'{key}' must be a positive integer"
+    if not isinstance(meta.get("priority", 0.0), (int, float)):
+        return "'priority' must be a number"
+    if not isinstance(meta.get("reasons", {}), dict):
+        return "'reasons' must be an object"
+    proposed = meta.get("proposed", [])
+    if not isinstance(proposed, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("xyxy"), list) and len(p["xyxy"]) == 4
+            and "class" in p for p in proposed):
+        return "'proposed' must be a list of {class, xyxy, score}"
+    return None
+
+
+def _normalise(meta: dict) -> dict:
+    meta = dict(meta)
+    meta["priority"] = float(meta.get("priority", 0.0))
+    meta.setdefault("reasons", {})
+    created = meta.get("created_s")
+    if not isinstance(created, (int, float)):
+        created = int(meta["id"].split("-")[0]) / 1e9 if meta["id"].split("-")[0].isdigit() else 0.0
+    meta["created_s"] = float(created)
+    meta["proposed"] = [{"class": str(p["class"]), "xyxy": [float(v) for v in p["xyxy"]],
+                         "score": float(p.get("score", 0.0))} for p in meta.get("proposed", [])]
+    return meta
+
+
+PUBLIC_KEYS = ("id", "priority", "reasons", "width", "height", "created_s", "proposed", "source",
+               "frame_id", "task")
+
+
+def _public(meta: dict) -> dict:
+    return {k: meta.get(k) for k in PUBLIC_KEYS}
+
+
+def _eviction_key(meta: dict) -> tuple[float, float]:
+    """Smallest = evicted first: lowest priority, then oldest."""
+    return (float(meta["priority"]), float(meta["created_s"]))
+
+
+def _display_key(meta: dict) -> tuple[float, float]:
+    return (-float(meta["priority"]), float(meta["created_s"]))

@@ -1,0 +1,432 @@
+"""Which frames a person sees: named selection policies combined by weights from config.
+
+Each policy is ``score(frame, detections, context) -> float`` in 0..1, registered in
+:data:`SELECTION_POLICIES`; a frame's priority is ``sum(weight[p] * score_p)`` over the policies
+whose weight (``labels.selection.<name>``) is above zero. A frame is offered to the operator
+queue when its priority reaches ``labels.min_priority``, it is not a near-duplicate of a frame
+queued or stored within ``labels.dedup_window_s``, and fewer than ``labels.max_per_minute``
+frames were queued in the last minute.
+
+The policies follow the usual pool-based active-learning families (Settles, "Active Learning
+Literature Survey", 2009): uncertainty sampling (``uncertain``), density/diversity (``novel``),
+query by committee with the previous model version as the second member (``disagreement``),
+plus ``forgetting`` (classes whose held-out recall fell in the last round) and a small unbiased
+``random`` share. The cheap embedding for novelty and duplicates is a 16x16 grey thumbnail with
+its mean removed (robust to exposure changes), compared by RMS difference in 0..1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from edgecl.config import LabelsConfig
+from edgecl.frames import Detections, Frame
+
+log = logging.getLogger(__name__)
+
+THUMB_SIDE = 16
+EMBEDDING_DIM = THUMB_SIDE * THUMB_SIDE
+AGREE_IOU = 0.5
+
+
+def thumbnail_embedding(image: np.ndarray) -> np.ndarray:
+    """Compute the cheap embedding of an image.
+
+    Args:
+        image: BGR uint8 (H, W, 3) or grey (H, W).
+
+    Returns:
+        float32 (256,): the 16x16 grey thumbnail in 0..1 with its mean removed.
+    """
+    import cv2
+
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    small = cv2.resize(grey, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32) / 255.0
+    return (small - small.mean()).ravel()
+
+
+def embedding_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """RMS difference of two embeddings (0: identical, about 0.2-0.4: different scenes).
+
+    Args:
+        a: float32 (256,).
+        b: float32 (256,).
+
+    Returns:
+        Distance in 0..1.
+    """
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+class NoveltyRing:
+    """Bounded ring of embeddings of frames queued or stored, with the time each was last seen.
+
+    Args:
+        capacity: most embeddings kept; the oldest is overwritten beyond it.
+    """
+
+    def __init__(self, capacity: int = 512):
+        self.capacity = max(1, int(capacity))
+        self._emb = np.zeros((self.capacity, EMBEDDING_DIM), np.float32)
+        self._ts = np.full(self.capacity, -np.inf)
+        self._n = 0
+        self._next = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _distances(self, emb: np.ndarray) -> np.ndarray:
+        diff = self._emb[: self._n] - emb[None, :]
+        return np.sqrt(np.mean(diff * diff, axis=1))
+
+    def nearest(self, emb: np.ndarray, since_s: float | None = None) -> float:
+        """Distance to the closest embedding held (seen at or after ``since_s`` when given).
+
+        Args:
+            emb: float32 (256,).
+            since_s: only entries seen at or after this time (seconds, ``time.time()`` clock).
+
+        Returns:
+            The distance in 0..1, or 1.0 when nothing qualifies.
+        """
+        if self._n == 0:
+            return 1.0
+        dist = self._distances(emb)
+        if since_s is not None:
+            dist = dist[self._ts[: self._n] >= since_s]
+        return float(dist.min()) if dist.size else 1.0
+
+    def add(self, emb: np.ndarray, ts_s: float, merge_distance: float = 0.0) -> None:
+        """Remember an embedding; one within ``merge_distance`` of a held one only refreshes it.
+
+        Merging keeps the ring diverse (a static scene at 30 fps does not fill it).
+
+        Args:
+            emb: float32 (256,).
+            ts_s: when it was seen (``time.time()`` clock).
+            merge_distance: refresh the nearest entry instead when closer than this.
+        """
+        if self._n and merge_distance > 0:
+            dist = self._distances(emb)
+            i = int(dist.argmin())
+            if dist[i] < merge_distance:
+                self._ts[i] = max(self._ts[i], ts_s)
+                return
+        self._emb[self._next] = emb
+        self._ts[self._next] = ts_s
+        self._next = (self._next + 1) % self.capacity
+        self._n = min(self._n + 1, self.capacity)
+
+
+class RateLimiter:
+    """At most ``per_minute`` events in any sliding 60 s window (0: no limit).
+
+    Args:
+        per_minute: the bound.
+        clock: seconds clock (injectable for tests).
+    """
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
+        self.per_minute = int(per_minute)
+        self.clock = clock
+        self._times: deque[float] = deque()
+
+    def allowed(self) -> bool:
+        """True when one more event fits in the window."""
+        if self.per_minute <= 0:
+            return True
+        now = self.clock()
+        while self._times and now - self._times[0] >= 60.0:
+            self._times.popleft()
+        return len(self._times) < self.per_minute
+
+    def take(self) -> None:
+        """Record one event."""
+        if self.per_minute > 0:
+            self._times.append(self.clock())
+
+
+@dataclass
+class SelectionContext:
+    """What the policies may use besides the frame and its detections.
+
+    Attributes:
+        cfg: labelling settings (uncertain band, novelty distance, random share).
+        embedding: the frame's :func:`thumbnail_embedding`.
+        ring: embeddings of what the queue and memory hold.
+        rng: seeded generator of the ``random`` policy.
+        previous_detector: ``callable(image BGR) -> Detections | None``: the previous model
+            version on the same frame (``None`` or a ``None`` result: no opinion).
+        forgetting_classes: ``callable() -> set[int]``: classes whose held-out recall fell in
+            the last round.
+    """
+
+    cfg: LabelsConfig
+    embedding: np.ndarray
+    ring: NoveltyRing
+    rng: np.random.Generator
+    previous_detector: Callable[[np.ndarray], Detections | None] | None = None
+    forgetting_classes: Callable[[], set[int]] | None = None
+
+
+SelectionPolicy = Callable[[Frame, Detections, SelectionContext], float]
+
+
+def uncertain_score(frame: Frame, detections: Detections, context: SelectionContext) -> float:
+    """Uncertainty sampling: 0.5 at the band's edges up to 1.0 at its middle; 0 outside it.
+
+    Args:
+        frame: the frame (unused).
+        detections: its detections.
+        context: gives the band ``[uncertain_low, uncertain_high)``.
+
+    Returns:
+        The best score of a detection in the band, else 0.
+    """
+    low, high = context.cfg.uncertain_low, context.cfg.uncertain_high
+    scores = detections.scores
+    inside = scores[(scores >= low) & (scores < high)]
+    if inside.size == 0 or high <= low:
+        return 0.0
+    half = (high - low) / 2
+    closeness = 1.0 - np.abs(inside - (low + half)) / half
+    return float(np.clip(0.5 + 0.5 * closeness.max(), 0.0, 1.0))
+
+
+def novel_score(frame: Frame, detections: Detections, context: SelectionContext) -> float:
+    """Novelty: distance to the nearest held embedding over ``labels.novel_distance``, capped at 1.
+
+    Args:
+        frame: the frame (its embedding is in the context).
+        detections: unused.
+        context: embedding, ring and the novelty scale.
+
+    Returns:
+        0 (seen before) .. 1 (unlike anything held; also when nothing is held yet).
+    """
+    dist = context.ring.nearest(context.embedding)
+    return float(min(1.0, dist / max(context.cfg.novel_distance, 1e-6)))
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of boxes ``a`` (N, 4) and ``b`` (M, 4), xyxy pixels."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def disagreement_score(frame: Frame, detections: Detections, context: SelectionContext) -> float:
+    """Query by committee: 1 - F1 agreement of the current and previous versions' detections.
+
+    Detections below ``uncertain_low`` are ignored on both sides; a pair agrees when its IoU is
+    at least 0.5 and the classes match (greedy matching, best IoU first).
+
+    Args:
+        frame: the frame the previous version is run on.
+        detections: the current version's detections.
+        context: gives ``previous_detector``.
+
+    Returns:
+        0 (same boxes and classes, or no previous version) .. 1 (nothing in common).
+    """
+    if context.previous_detector is None:
+        return 0.0
+    previous = context.previous_detector(frame.image)
+    if previous is None:
+        return 0.0
+    low = context.cfg.uncertain_low
+    cur_keep, prev_keep = detections.scores >= low, previous.scores >= low
+    a, ca = detections.boxes_xyxy[cur_keep], detections.classes[cur_keep]
+    b, cb = previous.boxes_xyxy[prev_keep], previous.classes[prev_keep]
+    total = len(a) + len(b)
+    if total == 0:
+        return 0.0
+    matched = 0
+    if len(a) and len(b):
+        iou = _box_iou(np.asarray(a, np.float32), np.asarray(b, np.float32))
+        iou[ca[:, None] != cb[None, :]] = 0.0
+        while True:
+            i, j = np.unravel_index(int(iou.argmax()), iou.shape)
+            if iou[i, j] < AGREE_IOU:
+                break
+            matched += 1
+            iou[i, :] = 0.0
+            iou[:, j] = 0.0
+    return float(1.0 - 2.0 * matched / total)
+
+
+def forgetting_score(frame: Frame, detections: Detections, context: SelectionContext) -> float:
+    """Forgetting: 1 when a detection (at least ``uncertain_low``) shows a forgotten class.
+
+    Args:
+        frame: unused.
+        detections: the frame's detections.
+        context: gives ``forgetting_classes``.
+
+    Returns:
+        1.0 or 0.0.
+    """
+    if context.forgetting_classes is None or len(detections) == 0:
+        return 0.0
+    classes = context.forgetting_classes()
+    if not classes:
+        return 0.0
+    seen = detections.classes[detections.scores >= context.cfg.uncertain_low]
+    return 1.0 if any(int(c) in classes for c in seen) else 0.0
+
+
+def random_score(frame: Frame, detections: Detections, context: SelectionContext) -> float:
+    """A small unbiased share: 1 for a seeded ``labels.random_share`` of the frames, else 0.
+
+    Args:
+        frame: unused.
+        detections: unused.
+        context: gives the seeded generator and the share.
+
+    Returns:
+        1.0 or 0.0.
+    """
+    return 1.0 if context.rng.random() < context.cfg.random_share else 0.0
+
+
+# INVARIANT: the names equal the fields of edgecl.config.SelectionConfig (a test compares them).
+SELECTION_POLICIES: dict[str, SelectionPolicy] = {
+    "uncertain": uncertain_score,
+    "novel": novel_score,
+    "disagreement": disagreement_score,
+    "forgetting": forgetting_score,
+    "random": random_score,
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A frame the policies chose for the operator queue.
+
+    Attributes:
+        priority: weighted sum of the policies' scores.
+        reasons: policy name -> score, for the policies that scored above zero.
+        embedding: the frame's thumbnail embedding (kept with the queue item).
+    """
+
+    priority: float
+    reasons: dict[str, float] = field(default_factory=dict)
+    embedding: np.ndarray | None = None
+
+
+class Selector:
+    """Stateful part of frame selection: policies, novelty ring, duplicates, rate limits.
+
+    Runs in the sink thread. ``previous_detector`` and ``forgetting_classes`` may be set or
+    replaced at any time (the runtime rewires them after a promotion).
+
+    Args:
+        cfg: labelling settings.
+        previous_detector: see :class:`SelectionContext`.
+        forgetting_classes: see :class:`SelectionContext`.
+        clock: wall clock in seconds (``time.time``; queue items record the same clock).
+        monotonic: clock of the rate limits.
+    """
+
+    def __init__(self, cfg: LabelsConfig, *, previous_detector=None, forgetting_classes=None,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.cfg = cfg
+        self.weights = {name: float(w) for name, w in dataclasses.asdict(cfg.selection).items()
+                        if float(w) > 0}
+        unknown = set(self.weights) - set(SELECTION_POLICIES)
+        if unknown:
+            raise ValueError(f"no selection policy named {sorted(unknown)}")
+        self.previous_detector = previous_detector
+        self.forgetting_classes = forgetting_classes
+        self.clock = clock
+        self.ring = NoveltyRing(cfg.novelty_ring)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.queue_limit = RateLimiter(cfg.max_per_minute, monotonic)
+        self.pseudo_limit = RateLimiter(cfg.pseudo_max_per_minute, monotonic)
+        self.policy_errors: dict[str, int] = {}
+
+    def embed(self, image: np.ndarray) -> np.ndarray:
+        """The cheap embedding of a frame (see :func:`thumbnail_embedding`)."""
+        return thumbnail_embedding(image)
+
+    def is_duplicate(self, emb: np.ndarray) -> bool:
+        """True when ``emb`` is within ``dedup_distance`` of an entry seen in the window."""
+        if self.cfg.dedup_window_s <= 0:
+            return False
+        since = self.clock() - self.cfg.dedup_window_s
+        return self.ring.nearest(emb, since_s=since) < self.cfg.dedup_distance
+
+    def score(self, frame: Frame, detections: Detections, emb: np.ndarray) -> Candidate:
+        """Score a frame with every weighted policy.
+
+        Args:
+            frame: the frame.
+            detections: its detections.
+            emb: its embedding.
+
+        Returns:
+            The candidate (its priority may be below ``min_priority``). A policy that raises
+            (e.g. a failing previous-version detector) scores 0; the fault is logged (first
+            time and every 1000th) and counted in ``policy_errors``.
+        """
+        context = SelectionContext(self.cfg, emb, self.ring, self.rng, self.previous_detector,
+                                   self.forgetting_classes)
+        reasons = {}
+        priority = 0.0
+        for name, weight in self.weights.items():
+            try:
+                value = float(np.clip(SELECTION_POLICIES[name](frame, detections, context), 0, 1))
+            except Exception as exc:  # noqa: BLE001 - one policy's fault must not stop labelling
+                n = self.policy_errors[name] = self.policy_errors.get(name, 0) + 1
+                if n == 1 or n % 1000 == 0:
+                    log.warning("selection policy %s failed (%s: %s); it scores 0 (%d failure(s))",
+                                name, type(exc).__name__, exc, n)
+                continue
+            if value > 0:
+                reasons[name] = round(value, 4)
+                priority += weight * value
+        return Candidate(round(priority, 6), reasons, emb)
+
+    def consider(self, frame: Frame, detections: Detections,
+                 emb: np.ndarray) -> tuple[Candidate | None, str]:
+        """Decide whether a frame goes to the operator queue.
+
+        Args:
+            frame: the frame.
+            detections: its detections.
+            emb: its embedding.
+
+        Returns:
+            ``(candidate, "selected")`` or ``(None, why)`` with why one of ``not_selected``,
+            ``duplicate``, ``rate_limited``.
+        """
+        candidate = self.score(frame, detections, emb)
+        if not candidate.reasons or candidate.priority < self.cfg.min_priority:
+            return None, "not_selected"
+        if self.is_duplicate(emb):
+            return None, "duplicate"
+        if not self.queue_limit.allowed():
+            return None, "rate_limited"
+        return candidate, "selected"
+
+    def queued(self, candidate: Candidate) -> None:
+        """Record that a candidate entered the queue (rate limit, ring)."""
+        self.queue_limit.take()
+        if candidate.embedding is not None:
+            self.ring.add(candidate.embedding, self.clock())
+
+    def stored(self, emb: np.ndarray) -> None:
+        """Record that a frame was stored in memory (near-duplicates only refresh the ring)."""
+        self.ring.add(emb, self.clock(), merge_distance=self.cfg.dedup_distance)

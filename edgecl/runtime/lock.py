@@ -1,0 +1,143 @@
+"""One runtime per state directory: an ``fcntl.flock`` on ``STATE/lock`` held for the runtime's life.
+
+The lock file holds the holder's pid (for the message a second runtime prints). The kernel
+releases an ``flock`` when its holder dies, even on ``kill -9``, so a stale file never blocks a
+restart; the pid in it is only informative. The file is written in place, not through
+:mod:`edgecl.atomic`: replacing it would give it a new inode and defeat the lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+from edgecl.errors import EdgeclError, StorageError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "lock"
+
+
+class StateLockedError(EdgeclError):
+    """Another runtime holds the state directory."""
+
+
+class RuntimeLock:
+    """The exclusive lock of one state directory.
+
+    Use as ``with RuntimeLock(state_dir): ...`` or call :meth:`acquire` / :meth:`release`.
+    The file descriptor is close-on-exec, so a spawned learner process does not inherit it.
+
+    Args:
+        state_dir: the state directory (created if missing).
+    """
+
+    def __init__(self, state_dir: str | Path):
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock."""
+        return self._fd is not None
+
+    def acquire(self) -> "RuntimeLock":
+        """Take the lock without waiting and write this process's pid into the lock file.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            StateLockedError: another process (or another RuntimeLock in this one) holds it;
+                the message names the holder's pid.
+            StorageError: the state directory or the lock file cannot be created or written
+                (read-only file system, permissions).
+        """
+        if self._fd is not None:
+            return self
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot create the lock file {self.path}: "
+                               f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f"pid {holder}" if holder else "another process (pid not yet written)"
+            raise StateLockedError(f"state directory {self.state_dir} is in use by another edgecl "
+                                   f"runtime ({who}); stop it or use another --state-dir") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(f"cannot write the lock file {self.path}: "
+                               f"{exc.strerror or exc}") from None
+        self._fd = fd
+        log.debug("holding %s (pid %d)", self.path, os.getpid())
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (idempotent). The file stays; its pid is cleared."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+        except OSError as exc:  # a read-only or full disk must not stop a clean shutdown
+            log.warning("could not clear %s: %s", self.path, exc)
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def __del__(self) -> None:
+        # a runtime dropped without close() (a test, an exception in build) frees its directory;
+        # closing the descriptor is enough (the stale pid in the file is only informative)
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> "RuntimeLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    """The pid written in a lock file, or ``None`` when empty or unreadable."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def holder_pid(state_dir: str | Path) -> int | None:
+    """The pid of the runtime holding ``state_dir``, or ``None`` when no one holds it.
+
+    Args:
+        state_dir: the state directory.
+
+    Returns:
+        The holder's pid while the lock is held; ``None`` when it is free or absent.
+    """
+    path = Path(state_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_pid(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

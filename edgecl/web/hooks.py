@@ -1,0 +1,89 @@
+"""What the field console may read and change: narrow callables the runtime hands to the app.
+
+The web layer owns no threads and no state. Every page and API route calls exactly one of these
+callables; the runtime (``edgecl.runtime``) builds them from its loop, memory, registry, operator
+queue and monitor. Each callable must be cheap and must not block the inference loop (read a
+snapshot, take a short lock). Errors are raised as :mod:`edgecl.errors` types and mapped to HTTP
+status codes by :func:`edgecl.web.app.create_app`:
+
+* :class:`~edgecl.errors.NotFoundError` -> 404
+* :class:`~edgecl.errors.ConflictError` -> 409
+* :class:`~edgecl.errors.LabelError`, :class:`~edgecl.errors.RegistryError`, any other
+  :class:`~edgecl.errors.EdgeclError` -> 400
+* anything else -> 500 (logged and counted, never a traceback to the client).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+def _empty_list() -> list:
+    return []
+
+
+def _no_frame() -> bytes | None:
+    return None
+
+
+def _empty_metrics() -> bytes:
+    return b""
+
+
+def _empty_live() -> dict:
+    return {}
+
+
+def _empty_forgetting() -> dict:
+    return {"matrix": {"rows": [], "columns": [], "values": []}, "per_class_ap": {},
+            "reliability": {"bins": [], "protocol": {}}}
+
+
+@dataclass(frozen=True)
+class ConsoleHooks:
+    """The callables behind the console's routes (all run on the server thread).
+
+    Attributes:
+        health: ``() -> dict`` with ``"status"``: ``"ok" | "degraded" | "stuck"`` and per-stage
+            detail; ``/healthz`` answers 503 when the status is ``"stuck"``.
+        metrics: ``() -> bytes``, Prometheus text exposition format 0.0.4.
+        live: ``() -> dict`` with ``fps`` (float), ``latency_ms_p50``, ``latency_ms_p95`` (float,
+            milliseconds), ``model_version`` (str), ``memory`` (``{"samples", "capacity",
+            "bytes", "max_bytes"}``), ``learner`` (``{"state": "idle" | "training", "round": int,
+            "progress": 0..1}``), ``alerts`` (list of one-line strings).
+        latest_jpeg: ``() -> bytes | None``, the latest frame as JPEG with boxes and class names
+            drawn (encoded by the runtime a few times a second, off the inference thread);
+            ``None`` before the first frame.
+        models: ``() -> list[dict]``, each with ``version``, ``status``, ``reason`` (the gate's
+            verdict), ``per_class_ap`` (``{name: ap}``), ``dece``, ``size_bytes``, ``created``
+            (ISO 8601 or epoch seconds), newest first.
+        promote: ``(version) -> dict``, make ``version`` current.
+        rollback: ``() -> dict``, make the previous current version current again.
+        pending: ``() -> list[dict]``, the operator queue by priority, each with ``id``,
+            ``priority``, ``reasons`` (``{policy: score}``), ``width``, ``height`` (pixels) and
+            ``proposed`` (``[{"class": name, "xyxy": [x1, y1, x2, y2], "score": s}]``).
+        label_image: ``(id) -> Path``, the queued frame's image file (JPEG or PNG).
+        answer: ``(id, boxes, skip) -> dict``; ``boxes`` is ``[{"class": name, "xyxy":
+            [x1, y1, x2, y2]}]`` in pixels of the original frame (empty: "nothing here"),
+            ``skip`` drops the item without a label.
+        classes: ``() -> list[dict]``, each ``{"id", "name", "samples", "first_seen"}``.
+        forgetting: ``() -> dict`` with ``matrix`` (``{"rows": [round labels], "columns":
+            [class or task names], "values": [[ap | None]]}``), ``per_class_ap`` (``{name: [ap
+            per round]}``) and ``reliability`` (``{"bins": [{"lo", "hi", "confidence",
+            "precision", "count"}], "protocol": {...}}``) of the current version.
+    """
+
+    health: Callable[[], dict]
+    metrics: Callable[[], bytes] = _empty_metrics
+    live: Callable[[], dict] = _empty_live
+    latest_jpeg: Callable[[], bytes | None] = _no_frame
+    models: Callable[[], list[dict]] = _empty_list
+    promote: Callable[[str], dict] | None = None
+    rollback: Callable[[], dict] | None = None
+    pending: Callable[[], list[dict]] = _empty_list
+    label_image: Callable[[str], Path] | None = None
+    answer: Callable[[str, list[dict], bool], dict] | None = None
+    classes: Callable[[], list[dict]] = _empty_list
+    forgetting: Callable[[], dict] = _empty_forgetting

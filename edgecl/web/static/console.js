@@ -1,0 +1,238 @@
+/* edgecl field console: shared helpers (token, API calls, dialogs, formatting). No dependencies. */
+"use strict";
+
+const EC = (() => {
+  const TOKEN_KEY = "edgecl.token";
+  let tokenRequired = null;
+  let tokenAsk = null;
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null) continue;
+      if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children.flat()) if (child) node.append(child);
+    return node;
+  }
+
+  function dialogShell(id) {
+    let dialog = document.getElementById(id);
+    if (!dialog) {
+      dialog = el("dialog", {id, class: "dialog"});
+      document.body.append(dialog);
+    }
+    dialog.replaceChildren();
+    return dialog;
+  }
+
+  /** Ask for the console token once; every caller waiting at that moment shares the answer. */
+  function askToken(message) {
+    if (tokenAsk) return tokenAsk;
+    tokenAsk = new Promise((resolve) => {
+      const dialog = dialogShell("token-dialog");
+      const input = el("input", {type: "password", id: "token-input", autocomplete: "off",
+                                 placeholder: "token", required: true});
+      const form = el("form", {method: "dialog"},
+        el("h2", {text: "Console token"}),
+        el("p", {text: message}),
+        input,
+        el("div", {class: "actions"}, el("button", {class: "primary", id: "token-ok", text: "Open"})));
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        const token = input.value.trim();
+        if (!token) return;
+        sessionStorage.setItem(TOKEN_KEY, token);
+        dialog.close();
+        tokenAsk = null;
+        resolve(token);
+      });
+      dialog.addEventListener("cancel", (event) => event.preventDefault());
+      dialog.append(form);
+      dialog.showModal();
+      input.focus();
+    });
+    return tokenAsk;
+  }
+
+  async function needsToken() {
+    if (tokenRequired === null) {
+      const response = await fetch("/api/auth", {cache: "no-store"});
+      tokenRequired = response.ok ? Boolean((await response.json()).token_required) : false;
+    }
+    return tokenRequired;
+  }
+
+  async function authHeaders() {
+    if (!(await needsToken())) return {};
+    const token = sessionStorage.getItem(TOKEN_KEY) ||
+      await askToken("This device asks for its console token (kept for this browser session).");
+    return {Authorization: "Bearer " + token};
+  }
+
+  /** fetch() with the token; throws ApiError with the server's one-line message on 4xx/5xx. */
+  async function api(path, options) {
+    const opts = options || {};
+    for (;;) {
+      const headers = Object.assign({}, opts.headers || {}, await authHeaders());
+      const response = await fetch(path, Object.assign({}, opts, {headers, cache: "no-store"}));
+      if (response.status === 401 && tokenRequired) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        await askToken("That token was refused; enter the device's console token.");
+        continue;
+      }
+      if (!response.ok) {
+        let message = response.statusText || "request failed";
+        try {
+          message = (await response.json()).error || message;
+        } catch (_) { /* not JSON: keep the status text */ }
+        throw new ApiError(response.status, message);
+      }
+      return response;
+    }
+  }
+
+  const getJSON = async (path) => (await api(path)).json();
+  const postJSON = async (path, body) => (await api(path, {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body || {}),
+  })).json();
+
+  /** A blob: URL of an image fetched with the token (img tags cannot send headers). */
+  async function imageURL(path) {
+    const response = await api(path);
+    if (response.status === 204) return null;
+    return URL.createObjectURL(await response.blob());
+  }
+
+  function toast(message, kind) {
+    let box = document.getElementById("toasts");
+    if (!box) {
+      box = el("div", {id: "toasts", "aria-live": "polite"});
+      document.body.append(box);
+    }
+    const item = el("div", {class: "toast " + (kind || "info"), text: message});
+    box.append(item);
+    setTimeout(() => item.remove(), kind === "error" ? 8000 : 3500);
+  }
+
+  /** A modal confirmation; resolves true when the operator confirms. */
+  function confirmDialog(title, message, okLabel) {
+    return new Promise((resolve) => {
+      const dialog = dialogShell("confirm-dialog");
+      const done = (value) => { dialog.close(); resolve(value); };
+      dialog.append(
+        el("h2", {text: title}),
+        el("p", {text: message}),
+        el("div", {class: "actions"},
+          el("button", {id: "confirm-cancel", text: "Cancel", onclick: () => done(false)}),
+          el("button", {id: "confirm-ok", class: "primary", text: okLabel || "Confirm",
+                        onclick: () => done(true)})));
+      dialog.addEventListener("cancel", () => resolve(false), {once: true});
+      dialog.showModal();
+      dialog.querySelector("#confirm-ok").focus();
+    });
+  }
+
+  function markNav() {
+    const here = location.pathname === "/" ? "/live" : location.pathname;
+    for (const link of document.querySelectorAll("nav.top a[data-path]")) {
+      if (link.dataset.path === here) link.classList.add("active");
+    }
+  }
+
+  /** Run fn now and every periodMs after it settles; skipped while the tab is hidden. */
+  function every(periodMs, fn) {
+    const tick = async () => {
+      if (!document.hidden) {
+        try {
+          await fn();
+        } catch (err) {
+          report(err);
+        }
+      }
+      setTimeout(tick, periodMs);
+    };
+    tick();
+  }
+
+  let lastReport = "";
+  function report(err) {
+    const message = err instanceof ApiError ? `${err.message} (HTTP ${err.status})` : String(err.message || err);
+    if (message !== lastReport) toast(message, "error");
+    lastReport = message;
+    setTimeout(() => { if (lastReport === message) lastReport = ""; }, 10000);
+  }
+
+  const fmt = {
+    num: (v, digits) => (v === null || v === undefined || Number.isNaN(v)) ? "—" : Number(v).toFixed(digits ?? 1),
+    pct: (v) => (v === null || v === undefined) ? "—" : Math.round(v * 100) + "%",
+    bytes: (v) => {
+      if (v === null || v === undefined) return "—";
+      const units = ["B", "kB", "MB", "GB", "TB"];
+      let i = 0;
+      let x = Number(v);
+      while (x >= 1000 && i < units.length - 1) { x /= 1000; i += 1; }
+      return (i ? x.toFixed(x < 10 ? 1 : 0) : x) + " " + units[i];
+    },
+    time: (v) => {
+      if (v === null || v === undefined || v === "") return "—";
+      const date = typeof v === "number" ? new Date(v * 1000) : new Date(v);
+      if (Number.isNaN(date.getTime())) return String(v);
+      return date.toISOString().replace("T", " ").slice(0, 16) + " UTC";
+    },
+  };
+
+  /** Perceptual-ish colour scale for 0..1 (dark blue -> teal -> yellow). */
+  function heat(v) {
+    const stops = [[0, [48, 18, 59]], [0.25, [50, 101, 176]], [0.5, [32, 164, 134]],
+                   [0.75, [148, 202, 67]], [1, [249, 231, 33]]];
+    const x = Math.max(0, Math.min(1, v));
+    for (let i = 1; i < stops.length; i += 1) {
+      if (x <= stops[i][0]) {
+        const [a, ca] = stops[i - 1];
+        const [b, cb] = stops[i];
+        const t = (x - a) / (b - a);
+        const c = ca.map((ch, k) => Math.round(ch + t * (cb[k] - ch)));
+        return `rgb(${c[0]},${c[1]},${c[2]})`;
+      }
+    }
+    return "rgb(249,231,33)";
+  }
+
+  const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+  function classColor(name) {
+    let h = 0;
+    for (const ch of String(name)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+    return PALETTE[h % PALETTE.length];
+  }
+
+  document.addEventListener("DOMContentLoaded", markNav);
+  return {ApiError, el, svg, api, getJSON, postJSON, imageURL, toast, confirmDialog, every,
+          report, fmt, heat, classColor, PALETTE};
+})();

@@ -1,0 +1,447 @@
+/* Label page: the operator queue; draw, move, resize, delete and name boxes on a canvas. */
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const NEW_CLASS = "__new__";
+  const MIN_BOX_PX = 4;        // smallest box drawn by a drag, in screen pixels
+  const HANDLE_PX = 9;         // corner grab tolerance, in screen pixels
+  const QUEUE_PERIOD_MS = 4000;
+
+  const state = {
+    queue: [],                 // items from /api/labels/pending, minus answered ones
+    answered: new Set(),       // ids answered here whose removal the server may not show yet
+    inFlight: new Set(),
+    images: new Map(),         // id -> Promise<HTMLImageElement>
+    current: null,
+    image: null,
+    boxes: [],                 // {cls, x1, y1, x2, y2, proposed, score} in original-frame pixels
+    selected: -1,
+    classes: [],
+    defaultClass: "",
+    scale: 1,
+    drag: null,
+  };
+
+  // ---- classes ------------------------------------------------------------------------------
+  function addClass(name) {
+    if (name && !state.classes.includes(name)) state.classes.push(name);
+  }
+
+  function colorOf(name) {
+    if (!name) return "#ffffff";
+    const index = state.classes.indexOf(name);
+    return index >= 0 ? EC.PALETTE[index % EC.PALETTE.length] : EC.classColor(name);
+  }
+
+  function renderPicker() {
+    const select = $("class-select");
+    const options = state.classes.map((name, i) => EC.el("option", {value: name, text: i < 9 ? `${i + 1} · ${name}` : name}));
+    options.push(EC.el("option", {value: NEW_CLASS, text: "new class…"}));
+    select.replaceChildren(...options);
+    if (!state.defaultClass && state.classes.length) state.defaultClass = state.classes[0];
+    select.value = state.defaultClass || NEW_CLASS;
+  }
+
+  function setClass(name) {
+    state.defaultClass = name;
+    $("class-select").value = name;
+    if (state.selected >= 0) {
+      state.boxes[state.selected].cls = name;
+      state.boxes[state.selected].proposed = false;
+    }
+    draw();
+  }
+
+  function openNewClass() {
+    const input = $("new-class");
+    $("class-select").value = NEW_CLASS;
+    input.hidden = false;
+    input.value = "";
+    input.focus();
+  }
+
+  function closeNewClass(accept) {
+    const input = $("new-class");
+    const name = input.value.trim();
+    if (accept) {
+      if (!name || name.length > 64 || /[\/\\]/.test(name)) {
+        EC.toast("A class name is 1–64 characters, without / or \\", "error");
+        return;
+      }
+      addClass(name);
+      renderPicker();
+    }
+    input.hidden = true;
+    input.blur();
+    if (accept) setClass(name);
+    else $("class-select").value = state.defaultClass || NEW_CLASS;
+  }
+
+  // ---- queue --------------------------------------------------------------------------------
+  function reasonChips(item) {
+    return Object.entries(item.reasons || {})
+      .sort((a, b) => b[1] - a[1])
+      .map(([policy, score]) => EC.el("span", {class: "chip", text: `${policy} ${EC.fmt.num(score, 2)}`}));
+  }
+
+  function renderQueue() {
+    $("queue-count").textContent = state.queue.length ? `(${state.queue.length})` : "";
+    $("queue").replaceChildren(...state.queue.map((item) => EC.el("li", {
+      class: state.current && state.current.id === item.id ? "active" : "",
+      "data-id": item.id,
+      onclick: () => openItem(item),
+    }, EC.el("div", {class: "head"}, EC.el("span", {text: item.id}),
+                    EC.el("span", {class: "small muted", text: "priority " + EC.fmt.num(item.priority, 2)})),
+       EC.el("div", {}, reasonChips(item)))));
+  }
+
+  async function refreshQueue() {
+    const pending = await EC.getJSON("/api/labels/pending");
+    const listed = new Set(pending.map((item) => item.id));
+    for (const id of [...state.answered]) {
+      if (!listed.has(id) && !state.inFlight.has(id)) state.answered.delete(id);
+    }
+    state.queue = pending.filter((item) => !state.answered.has(item.id));
+    for (const proposed of state.queue.flatMap((item) => item.proposed || [])) addClass(proposed.class);
+    if (state.current && !state.queue.some((item) => item.id === state.current.id)) state.current = null;
+    if (!state.current && state.queue.length) await openItem(state.queue[0]);
+    else if (!state.current) showEmpty();
+    renderPicker();
+    renderQueue();
+  }
+
+  function loadImage(item) {
+    if (!state.images.has(item.id)) {
+      state.images.set(item.id, (async () => {
+        const url = await EC.imageURL(`/api/labels/${encodeURIComponent(item.id)}/image`);
+        const img = new Image();
+        img.src = url;
+        await img.decode();
+        return img;
+      })());
+    }
+    return state.images.get(item.id);
+  }
+
+  function forgetImage(id) {
+    const promise = state.images.get(id);
+    state.images.delete(id);
+    if (promise) promise.then((img) => URL.revokeObjectURL(img.src)).catch(() => {});
+  }
+
+  function showEmpty() {
+    state.current = null;
+    state.image = null;
+    state.boxes = [];
+    $("canvas").hidden = true;
+    $("label-empty").hidden = false;
+    $("why").replaceChildren();
+  }
+
+  async function openItem(item) {
+    state.current = item;
+    state.boxes = (item.proposed || []).map((p) => ({
+      cls: p.class, x1: p.xyxy[0], y1: p.xyxy[1], x2: p.xyxy[2], y2: p.xyxy[3], proposed: true, score: p.score,
+    }));
+    state.selected = -1;
+    renderQueue();
+    $("why").replaceChildren(
+      EC.el("strong", {text: item.id}), ` · priority ${EC.fmt.num(item.priority, 2)} · ${item.width}×${item.height} · chosen for `,
+      ...reasonChips(item));
+    try {
+      const img = await loadImage(item);
+      if (state.current !== item) return;
+      state.image = img;
+      $("canvas").hidden = false;
+      $("label-empty").hidden = true;
+      layout();
+    } catch (err) {
+      forgetImage(item.id);
+      EC.report(err);
+    }
+    const index = state.queue.indexOf(item);
+    for (const next of state.queue.slice(index + 1, index + 3)) loadImage(next).catch(() => forgetImage(next.id));
+  }
+
+  // ---- answers ------------------------------------------------------------------------------
+  async function send(skip, boxes) {
+    const item = state.current;
+    if (!item) return;
+    const payload = {skip, boxes: skip ? [] : boxes.map((b) => ({
+      class: b.cls, xyxy: [b.x1, b.y1, b.x2, b.y2].map((v) => Math.round(v * 10) / 10),
+    }))};
+    state.answered.add(item.id);
+    state.inFlight.add(item.id);
+    const index = state.queue.indexOf(item);
+    state.queue = state.queue.filter((q) => q.id !== item.id);
+    forgetImage(item.id);
+    const next = state.queue[Math.min(Math.max(index, 0), state.queue.length - 1)];
+    if (next) openItem(next);
+    else showEmpty();
+    renderQueue();
+    try {
+      await EC.postJSON(`/api/labels/${encodeURIComponent(item.id)}`, payload);
+      EC.toast(skip ? `skipped ${item.id}` : `saved ${item.id}: ${payload.boxes.length} box(es)`, "ok");
+    } catch (err) {
+      state.answered.delete(item.id);
+      EC.report(err);
+    } finally {
+      state.inFlight.delete(item.id);
+    }
+    if (!state.queue.length) refreshQueue().catch(EC.report);
+  }
+
+  function submit() {
+    const unnamed = state.boxes.findIndex((b) => !b.cls);
+    if (unnamed >= 0) {
+      state.selected = unnamed;
+      draw();
+      EC.toast("Choose a class for every box first", "error");
+      return;
+    }
+    send(false, state.boxes);
+  }
+
+  // ---- canvas -------------------------------------------------------------------------------
+  function layout() {
+    if (!state.image) return;
+    const wrap = $("canvas-wrap");
+    const canvas = $("canvas");
+    const maxW = wrap.clientWidth;
+    const maxH = Math.max(280, window.innerHeight - 250);
+    const w = state.image.naturalWidth;
+    const h = state.image.naturalHeight;
+    state.scale = Math.min(maxW / w, maxH / h);
+    const dpr = window.devicePixelRatio || 1;
+    canvas.style.width = Math.round(w * state.scale) + "px";
+    canvas.style.height = Math.round(h * state.scale) + "px";
+    canvas.width = Math.round(w * state.scale * dpr);
+    canvas.height = Math.round(h * state.scale * dpr);
+    draw();
+  }
+
+  function draw() {
+    const canvas = $("canvas");
+    if (!state.image || canvas.hidden) return;
+    const ctx = canvas.getContext("2d");
+    const dpr = window.devicePixelRatio || 1;
+    const s = state.scale;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.drawImage(state.image, 0, 0, state.image.naturalWidth * s, state.image.naturalHeight * s);
+    const all = state.drag && state.drag.kind === "draw" && state.drag.box ? [...state.boxes, state.drag.box] : state.boxes;
+    all.forEach((b, i) => {
+      const color = colorOf(b.cls);
+      const x = Math.min(b.x1, b.x2) * s;
+      const y = Math.min(b.y1, b.y2) * s;
+      const w = Math.abs(b.x2 - b.x1) * s;
+      const h = Math.abs(b.y2 - b.y1) * s;
+      const selected = i === state.selected;
+      ctx.setLineDash(b.proposed ? [7, 5] : []);
+      ctx.lineWidth = selected ? 3 : 2;
+      ctx.strokeStyle = color;
+      ctx.strokeRect(x, y, w, h);
+      ctx.setLineDash([]);
+      const text = (b.cls || "?") + (b.proposed && b.score !== undefined ? ` ${b.score.toFixed(2)}` : "");
+      ctx.font = "600 13px system-ui, sans-serif";
+      const tw = ctx.measureText(text).width + 8;
+      const ty = y >= 18 ? y - 18 : y;
+      ctx.fillStyle = color;
+      ctx.fillRect(x - (selected ? 1.5 : 1), ty, tw, 18);
+      ctx.fillStyle = "#fff";
+      ctx.fillText(text, x + 3, ty + 13);
+      if (selected) {
+        for (const [cx, cy] of corners(b)) {
+          ctx.fillStyle = "#fff";
+          ctx.fillRect(cx * s - 5, cy * s - 5, 10, 10);
+          ctx.strokeStyle = color;
+          ctx.lineWidth = 2;
+          ctx.strokeRect(cx * s - 5, cy * s - 5, 10, 10);
+        }
+      }
+    });
+  }
+
+  function corners(b) {
+    return [[b.x1, b.y1, "tl"], [b.x2, b.y1, "tr"], [b.x1, b.y2, "bl"], [b.x2, b.y2, "br"]];
+  }
+
+  function toImage(event) {
+    const rect = $("canvas").getBoundingClientRect();
+    const w = state.image.naturalWidth;
+    const h = state.image.naturalHeight;
+    return {
+      x: Math.max(0, Math.min(w, (event.clientX - rect.left) / state.scale)),
+      y: Math.max(0, Math.min(h, (event.clientY - rect.top) / state.scale)),
+    };
+  }
+
+  function normalize(b) {
+    const [x1, x2] = [Math.min(b.x1, b.x2), Math.max(b.x1, b.x2)];
+    const [y1, y2] = [Math.min(b.y1, b.y2), Math.max(b.y1, b.y2)];
+    Object.assign(b, {x1, y1, x2, y2});
+  }
+
+  function hitBox(p) {
+    let best = -1;
+    let bestArea = Infinity;
+    state.boxes.forEach((b, i) => {
+      if (p.x >= b.x1 && p.x <= b.x2 && p.y >= b.y1 && p.y <= b.y2) {
+        const area = (b.x2 - b.x1) * (b.y2 - b.y1);
+        if (area < bestArea) { best = i; bestArea = area; }
+      }
+    });
+    return best;
+  }
+
+  function onPointerDown(event) {
+    if (!state.image || event.button > 0) return;
+    event.preventDefault();
+    $("canvas").setPointerCapture(event.pointerId);
+    const p = toImage(event);
+    const tol = HANDLE_PX / state.scale;
+    if (state.selected >= 0) {
+      const b = state.boxes[state.selected];
+      const corner = corners(b).find(([cx, cy]) => Math.abs(cx - p.x) <= tol && Math.abs(cy - p.y) <= tol);
+      if (corner) {
+        state.drag = {kind: "resize", corner: corner[2], box: b};
+        return;
+      }
+    }
+    const hit = hitBox(p);
+    if (hit >= 0) {
+      state.selected = hit;
+      const b = state.boxes[hit];
+      if (b.cls && state.classes.includes(b.cls)) {
+        state.defaultClass = b.cls;
+        $("class-select").value = b.cls;
+      }
+      state.drag = {kind: "move", box: b, start: p, orig: {...b}};
+    } else {
+      state.selected = -1;
+      state.drag = {kind: "draw", start: p, box: null};
+    }
+    draw();
+  }
+
+  function onPointerMove(event) {
+    const drag = state.drag;
+    if (!drag || !state.image) return;
+    const p = toImage(event);
+    const w = state.image.naturalWidth;
+    const h = state.image.naturalHeight;
+    if (drag.kind === "draw") {
+      drag.box = {cls: state.defaultClass, x1: drag.start.x, y1: drag.start.y, x2: p.x, y2: p.y, proposed: false};
+    } else if (drag.kind === "move") {
+      const bw = drag.orig.x2 - drag.orig.x1;
+      const bh = drag.orig.y2 - drag.orig.y1;
+      const x1 = Math.max(0, Math.min(w - bw, drag.orig.x1 + p.x - drag.start.x));
+      const y1 = Math.max(0, Math.min(h - bh, drag.orig.y1 + p.y - drag.start.y));
+      Object.assign(drag.box, {x1, y1, x2: x1 + bw, y2: y1 + bh, proposed: false});
+    } else if (drag.kind === "resize") {
+      const b = drag.box;
+      if (drag.corner.includes("l")) b.x1 = p.x; else b.x2 = p.x;
+      if (drag.corner.includes("t")) b.y1 = p.y; else b.y2 = p.y;
+      b.proposed = false;
+    }
+    draw();
+  }
+
+  function onPointerUp() {
+    const drag = state.drag;
+    state.drag = null;
+    if (!drag) return;
+    if (drag.kind === "draw" && drag.box) {
+      const b = drag.box;
+      normalize(b);
+      if ((b.x2 - b.x1) * state.scale >= MIN_BOX_PX && (b.y2 - b.y1) * state.scale >= MIN_BOX_PX) {
+        state.boxes.push(b);
+        state.selected = state.boxes.length - 1;
+        if (!b.cls) openNewClass();
+      }
+    } else if (drag.box) {
+      normalize(drag.box);
+    }
+    draw();
+  }
+
+  function deleteSelected() {
+    if (state.selected < 0) return;
+    state.boxes.splice(state.selected, 1);
+    state.selected = -1;
+    draw();
+  }
+
+  function nudge(dx, dy) {
+    if (state.selected < 0 || !state.image) return;
+    const b = state.boxes[state.selected];
+    const w = state.image.naturalWidth;
+    const h = state.image.naturalHeight;
+    const mx = Math.max(-b.x1, Math.min(w - b.x2, dx));
+    const my = Math.max(-b.y1, Math.min(h - b.y2, dy));
+    Object.assign(b, {x1: b.x1 + mx, x2: b.x2 + mx, y1: b.y1 + my, y2: b.y2 + my, proposed: false});
+    draw();
+  }
+
+  function onKey(event) {
+    const tag = event.target && event.target.tagName;
+    if (document.querySelector("dialog[open]")) return;
+    if (tag === "INPUT") {
+      if (event.target.id === "new-class" && event.key === "Enter") { event.preventDefault(); closeNewClass(true); }
+      if (event.target.id === "new-class" && event.key === "Escape") { event.preventDefault(); closeNewClass(false); }
+      return;
+    }
+    if (tag === "SELECT" || tag === "TEXTAREA" || event.ctrlKey || event.metaKey || event.altKey) return;
+    const key = event.key;
+    const step = event.shiftKey ? 10 : 1;
+    const actions = {
+      Enter: submit,
+      n: () => send(false, []), N: () => send(false, []),
+      s: () => send(true, []), S: () => send(true, []),
+      Delete: deleteSelected, Backspace: deleteSelected,
+      c: openNewClass, C: openNewClass,
+      Escape: () => { state.selected = -1; draw(); },
+      Tab: () => {
+        if (!state.boxes.length) return;
+        state.selected = (state.selected + (event.shiftKey ? state.boxes.length - 1 : 1)) % state.boxes.length;
+        draw();
+      },
+      ArrowLeft: () => nudge(-step, 0), ArrowRight: () => nudge(step, 0),
+      ArrowUp: () => nudge(0, -step), ArrowDown: () => nudge(0, step),
+    };
+    if (/^[1-9]$/.test(key)) {
+      const name = state.classes[Number(key) - 1];
+      if (name) setClass(name);
+      event.preventDefault();
+    } else if (actions[key]) {
+      event.preventDefault();
+      actions[key]();
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", async () => {
+    const canvas = $("canvas");
+    canvas.addEventListener("pointerdown", onPointerDown);
+    canvas.addEventListener("pointermove", onPointerMove);
+    canvas.addEventListener("pointerup", onPointerUp);
+    canvas.addEventListener("pointercancel", onPointerUp);
+    document.addEventListener("keydown", onKey);
+    window.addEventListener("resize", layout);
+    $("class-select").addEventListener("change", (event) => {
+      if (event.target.value === NEW_CLASS) openNewClass();
+      else { setClass(event.target.value); event.target.blur(); }
+    });
+    $("new-class").addEventListener("blur", () => { if (!$("new-class").hidden) closeNewClass(Boolean($("new-class").value.trim())); });
+    $("delete-box").addEventListener("click", deleteSelected);
+    $("nothing").addEventListener("click", () => send(false, []));
+    $("skip").addEventListener("click", () => send(true, []));
+    $("submit").addEventListener("click", submit);
+    try {
+      for (const c of await EC.getJSON("/api/classes")) addClass(c.name);
+    } catch (err) {
+      EC.report(err);
+    }
+    renderPicker();
+    EC.every(QUEUE_PERIOD_MS, refreshQueue);
+  });
+})();

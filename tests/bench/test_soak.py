@@ -1,0 +1,35 @@
+"""``edgecl bench soak`` at toy size: the full runtime over a looping source, resources sampled,
+nothing left behind after shutdown."""
+
+import argparse
+import json
+
+from edgecl.bench import soak
+
+
+def test_bench_soak_small(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    soak.add_arguments(parser)
+    args = parser.parse_args(["--frames", "120", "--images-per-task", "6", "--backend", "torch",
+                              "--learn-every-s", "0", "--sample-every-s", "0.2", "--quiet",
+                              "--json", "--work-dir", str(tmp_path)])
+    assert soak.run(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["frames"] == 120 and summary["fps"] > 0 and summary["loop"]["frames"] == 120
+    start, end = summary["start"], summary["end"]
+    for point in (start, end):
+        assert point["rss_bytes"] > 0 and point["fds"] > 0 and point["threads"] >= 1
+    assert end["disk_bytes"] > start["disk_bytes"], "the replay memory stored samples"
+    assert end["threads"] <= start["threads"], "a thread outlived the runtime"
+    assert end["fds"] <= start["fds"] + 2, "a file descriptor outlived the runtime"
+    assert summary["samples"][0] == start and summary["samples"][-1] == end
+    assert {"rss_bytes", "fds", "threads", "disk_bytes", "from_frames"} <= set(summary["growth_after_warmup"])
+    assert summary["loop"]["sink_errors"] == 0 and summary["loop"]["refused_labels"] == 0
+
+
+def test_growth_compares_the_end_with_the_first_sample_after_warm_up():
+    samples = [{"frames": f, "rss_bytes": 100 + f, "fds": 10, "threads": 5, "disk_bytes": 7}
+               for f in (0, 10, 30, 60, 100)]
+    out = soak.growth(samples, 100)
+    assert out == {"from_frames": 30, "to_frames": 100, "rss_bytes": 70, "fds": 0, "threads": 0,
+                   "disk_bytes": 0}

@@ -1,0 +1,59 @@
+"""``edgecl classes list [--json] | rename OLD NEW``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from edgecl.cli import main
+from edgecl.models.classes import ClassRegistry
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_json_with_sample_counts_from_memory(capsys, tmp_path):
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+
+    state = tmp_path / "state"
+    ClassRegistry(state).add(["car", "drone", "boat"])
+    memory = ReplayMemory(state / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0))
+    image = np.full((32, 32, 3), 90, np.uint8)
+    for classes in ([0], [0, 1], [0]):
+        labels = np.array([[c, 0.5, 0.5, 0.2, 0.2] for c in classes], np.float32)
+        memory.add(Sample(image=image, labels=labels, task="stream"))
+    memory.close()
+    code, out, err = run_cli(capsys, "classes", "list", "--json", "--state-dir", state)
+    assert code == 0, err
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert [(r["id"], r["name"], r["samples"]) for r in rows] == [(0, "car", 3), (1, "drone", 1), (2, "boat", 0)]
+    assert all(r["first_seen"].startswith("20") for r in rows)
+    code, out, _ = run_cli(capsys, "classes", "list", "--state-dir", state)
+    assert code == 0 and "car" in out and "3 samples" in out
+
+
+def test_list_without_anything_yet(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "classes", "list", "--json", "--state-dir", tmp_path)
+    assert code == 0 and json.loads(out) == []
+
+
+def test_rename_and_its_one_line_errors(capsys, tmp_path):
+    ClassRegistry(tmp_path).add(["car", "truck"])
+    code, out, _ = run_cli(capsys, "classes", "rename", "truck", "lorry", "--state-dir", tmp_path)
+    assert code == 0 and out.strip() == "class 1: truck -> lorry"
+    code, _, err = run_cli(capsys, "classes", "rename", "lorry", "car", "--state-dir", tmp_path)
+    assert code == 2 and err == "error: cannot rename 'lorry' to 'car': 'car' is already class 0\n"
+    code, _, err = run_cli(capsys, "classes", "rename", "bus", "van", "--state-dir", tmp_path)
+    assert code == 2 and err.startswith("error: unknown class 'bus'") and err.count("\n") == 1
+    assert ClassRegistry(tmp_path).names() == {0: "car", 1: "lorry"}
+
+
+def test_corrupt_registry_gives_one_line(capsys, tmp_path):
+    (tmp_path / "classes.json").write_text("{oops")
+    code, _, err = run_cli(capsys, "classes", "list", "--state-dir", tmp_path)
+    assert code == 2 and err.startswith("error: corrupt class registry") and err.count("\n") == 1

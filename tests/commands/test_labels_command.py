@@ -1,0 +1,114 @@
+"""``edgecl labels pending | show | answer | skip`` through the real CLI entry point."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecl.cli import main
+from edgecl.continual.memory import ReplayMemory
+from edgecl.frames import Detections, Frame, LabelOrigin
+from edgecl.models.classes import ClassRegistry
+from edgecl.runtime.labels import OperatorQueue
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
+from labels_fakes import textured  # noqa: E402
+
+
+def _dets(score=0.5):
+    return Detections(np.array([[20, 10, 60, 50]], np.float32), np.array([score], np.float32),
+                      np.array([0]))
+
+
+@pytest.fixture()
+def state(tmp_path):
+    state = tmp_path / "state"
+    ClassRegistry(state).seed({0: "car"})
+    q = OperatorQueue(state / "labels")
+    ids = [q.push(Frame(textured(i), i, float(i), "cam://0"), _dets(), priority=p,
+                  reasons={"uncertain": 0.9}, names={0: "car"}) for i, p in enumerate([0.3, 0.8])]
+    return state, ids
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_pending_json_by_priority_and_text(state, capsys):
+    root, (low, high) = state
+    code, out, _ = run(capsys, "labels", "pending", "--json", "--state-dir", str(root))
+    items = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and [i["id"] for i in items] == [high, low]
+    assert items[0]["proposed"][0]["class"] == "car" and items[0]["reasons"] == {"uncertain": 0.9}
+    code, out, _ = run(capsys, "labels", "pending", "--state-dir", str(root))
+    assert code == 0 and out.index(high) < out.index(low) and "priority 0.80" in out
+
+
+def test_show_prints_item_and_image_path(state, capsys):
+    root, (low, _) = state
+    code, out, _ = run(capsys, "labels", "show", low, "--state-dir", str(root))
+    image = out.strip().splitlines()[-1].removeprefix("image: ")
+    assert code == 0 and Path(image).is_file() and "proposed car" in out
+
+
+def test_answer_skip_and_one_line_errors(state, capsys, tmp_path):
+    root, (low, high) = state
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"boxes": [{"class": "drone", "xyxy": [10, 10, 90, 60]}]}))
+    code, out, _ = run(capsys, "labels", "answer", high, "--boxes", str(boxes), "--json",
+                       "--state-dir", str(root))
+    result = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and result["boxes"] == 1 and result["classes_added"] == ["drone"]
+    assert ClassRegistry(root).names() == {0: "car", 1: "drone"}
+    with ReplayMemory(root / "memory") as mem:
+        (rec,) = mem.records()
+        assert rec.origin is LabelOrigin.OPERATOR or rec.origin == "operator"
+    code, _, err = run(capsys, "labels", "answer", high, "--boxes", str(boxes),
+                       "--state-dir", str(root))
+    assert code == 2 and err.count("\n") == 1 and "already answered" in err
+    code, out, _ = run(capsys, "labels", "skip", low, "--state-dir", str(root))
+    assert code == 0 and f"skipped {low}" in out
+    code, _, err = run(capsys, "labels", "skip", "nope", "--state-dir", str(root))
+    assert code == 2 and "no label item 'nope'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "boxes file not found"),
+    ("{oops", "is not JSON"),
+    (json.dumps([{"class": "car", "xyxy": [0, 0, 999, 10]}]), "outside the 200x100 frame"),
+    (json.dumps({"nope": []}), "expected a list"),
+])
+def test_bad_boxes_file_is_one_line(state, capsys, tmp_path, content, match):
+    root, (low, _) = state
+    boxes = tmp_path / "b.json"
+    if content is not None:
+        boxes.write_text(content)
+    code, _, err = run(capsys, "labels", "answer", low, "--boxes", str(boxes), "--state-dir",
+                       str(root))
+    assert code == 2 and match in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_path_escape_ids_touch_nothing(state, capsys, tmp_path):
+    root, _ = state
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.json").write_text("{}")
+    (outside / "x.jpg").write_bytes(b"x")
+    for action in ("skip", "reject", "show", "accept"):
+        code, _, err = run(capsys, "labels", action, "../../../outside/x", "--state-dir", str(root))
+        assert code == 2 and err.startswith("error: no label item")
+    code, _, err = run(capsys, "labels", "skip", "x" * 5000, "--state-dir", str(root))
+    assert code == 2 and len(err) < 300
+    assert (outside / "x.json").exists() and (outside / "x.jpg").exists()
+
+
+def test_malformed_item_gives_one_line_not_keyerror(state, capsys):
+    root, (low, high) = state
+    (root / "labels" / "pending" / "bad.json").write_text(json.dumps({"id": "bad"}))
+    code, out, err = run(capsys, "labels", "pending", "--json", "--state-dir", str(root))
+    assert code == 0 and len(json.loads(out.strip().splitlines()[-1])) == 2
+    assert "KeyError" not in err

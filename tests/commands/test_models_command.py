@@ -1,0 +1,153 @@
+"""``edgecl models``: add loads and warms (or refuses with one line), promote/rollback, verify, prune."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgecl.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """ONNX files as ``yolo export`` writes them: fixed batch 4, rectangular 160x256."""
+    from ultralytics.engine.exporter import Exporter
+
+    from edgecl.ultra import build_detection_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = build_detection_model(2, names={0: "car", 1: "drone"})
+    model.task = "detect"
+    out = tmp_path_factory.mktemp("exports")
+    made = {}
+    for name, overrides in (("batch4", {"batch": 4, "imgsz": 64}), ("rect", {"batch": 1, "imgsz": (160, 256)})):
+        with tempfile.TemporaryDirectory() as tmp:
+            model.pt_path = str(Path(tmp) / "model.pt")
+            produced = Exporter(overrides=dict(format="onnx", device="cpu", simplify=False, **overrides))(
+                model=model)
+            made[name] = out / f"{name}.onnx"
+            made[name].write_bytes(Path(produced).read_bytes())
+    return made
+
+
+def _versions(capsys, state):
+    code, out, _ = run_cli(capsys, "models", "list", "--json", "--state-dir", state)
+    assert code == 0
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "text", "yaml", "engine", "classifier"])
+def test_bad_model_files_are_refused_with_one_line(capsys, tmp_path, exports, kind):
+    state = tmp_path / "state"
+    path = tmp_path / ("m.yaml" if kind == "yaml" else "m.engine" if kind == "engine" else "m.onnx")
+    if kind in ("garbage", "engine"):
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes())
+    elif kind == "truncated":
+        path.write_bytes(exports["batch4"].read_bytes()[:40_000])
+    elif kind in ("text", "yaml"):
+        path.write_text("nc: 2\nthis is not a model\n")
+    else:
+        import onnx
+        from onnx import TensorProto, helper
+
+        shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 10])
+        graph = helper.make_graph(
+            [helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
+             helper.make_node("Expand", ["m", "shape"], ["output0"])], "g",
+            [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+            [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 10])], initializer=[shape])
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        proto.ir_version = 8
+        onnx.save(proto, str(path))
+    code, out, err = run_cli(capsys, "models", "add", path, "--state-dir", state)
+    assert code == 2
+    assert err.startswith("error: cannot add") and err.count("\n") == 1, err
+    assert {"yaml": "expected one of .pt, .onnx, .engine",
+            "classifier": "not a YOLO detection head"}.get(kind, "") in err
+    assert _versions(capsys, state) == []
+
+
+def test_no_traceback_from_the_real_command(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("definitely not protobuf")
+    proc = subprocess.run([sys.executable, "-m", "edgecl.cli", "models", "add", str(bad),
+                           "--state-dir", str(tmp_path / "s")], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, YOLO_OFFLINE="1"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error: cannot add")
+
+
+def test_fixed_batch_and_rectangular_exports_are_added_and_promoted(capsys, tmp_path, exports):
+    state = tmp_path / "state"
+    code, out, err = run_cli(capsys, "models", "add", exports["batch4"], "--state-dir", state)
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "models", "add", exports["rect"], "--promote", "--state-dir", state)
+    assert code == 0 and "promoted v0002" in out, err
+    code, out, err = run_cli(capsys, "models", "promote", "v0001", "--state-dir", state)
+    assert code == 0, err
+    listed = {v["version"]: v["status"] for v in _versions(capsys, state)}
+    assert listed == {"v0001": "promoted", "v0002": "retired"}
+    manifests = {v: json.loads((state / "models" / v / "manifest.json").read_text()) for v in listed}
+    assert manifests["v0001"]["input"] == {"hw": [64, 64], "batch": 4, "dtype": "float32"}
+    assert manifests["v0002"]["input"] == {"hw": [160, 256], "batch": 1, "dtype": "float32"}
+    assert manifests["v0001"]["classes"] == {"0": "car", "1": "drone"}
+
+
+def test_promote_and_rollback_with_a_dangling_current(capsys, tmp_path, exports):
+    state = tmp_path / "state"
+    for _ in range(2):
+        assert run_cli(capsys, "models", "add", exports["batch4"], "--promote", "--state-dir", state)[0] == 0
+    current = state / "models" / "current"
+    os.remove(current)
+    os.symlink("v0009", current)
+    code, out, err = run_cli(capsys, "models", "promote", "v0009", "--state-dir", state)
+    assert code == 2 and err.count("\n") == 1 and os.readlink(current) == "v0009"
+    code, out, err = run_cli(capsys, "models", "rollback", "--state-dir", state)
+    assert code == 0 and "rolled back to v0002" in out and os.readlink(current) == "v0002"
+
+
+def test_verify_detects_flipped_bytes(capsys, tmp_path, exports):
+    state = tmp_path / "state"
+    assert run_cli(capsys, "models", "add", exports["batch4"], "--promote", "--state-dir", state)[0] == 0
+    code, out, _ = run_cli(capsys, "models", "verify", "--json", "--state-dir", state)
+    assert code == 0 and json.loads(out)["ok"] is True
+    model = state / "models" / "v0001" / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    code, out, _ = run_cli(capsys, "models", "verify", "--json", "--state-dir", state)
+    assert code == 1 and "does not match its manifest sha256" in json.loads(out)["problems"][0]
+    code, out, err = run_cli(capsys, "models", "promote", "v0001", "--state-dir", state)
+    assert code == 2 and "integrity" in err
+
+
+def test_prune_json(capsys, tmp_path):
+    from edgecl.models.registry import Registry
+
+    reg = Registry(tmp_path / "state" / "models")
+    src = tmp_path / "m.onnx"
+    for i in range(4):
+        src.write_bytes(bytes([i]) * 100)
+        reg.promote(reg.stage({"model.onnx": src}, {"parent": reg.current()}))
+    code, out, err = run_cli(capsys, "models", "prune", "--json", "--state-dir", tmp_path / "state",
+                             "export.keep_promoted=1")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["kept"] == ["v0003", "v0004"] and result["pruned"] == ["v0001", "v0002"]
+    assert result["freed_bytes"] == 200
+    assert result["engine_cache"] == {"kept": 0, "removed": 0, "freed_bytes": 0}

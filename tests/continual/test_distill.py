@@ -1,0 +1,86 @@
+"""LwF distillation terms on hand-made tensors, and the hook on a tiny YOLO."""
+
+import math
+
+import pytest
+import torch
+
+from edgecl.continual.distill import DistillHook, lwf_terms
+
+
+def _boxes(b, a, reg_max, value=0.0):
+    return torch.full((b, 4 * reg_max, a), value)
+
+
+def test_terms_are_zero_when_student_equals_teacher():
+    t = torch.tensor([[[2.0, -3.0, 0.5]]])  # (B=1, nc=1, A=3)
+    boxes = torch.randn(1, 8, 3)
+    cls, box = lwf_terms(t.clone(), t, boxes.clone(), boxes, reg_max=2, conf=0.1)
+    assert cls.shape == (1,) and box.shape == (1,)
+    assert cls.item() == pytest.approx(0.0, abs=1e-6) and box.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_class_term_hand_computed():
+    # one anchor, one old class: teacher p = sigmoid(0) = 0.5, student q = sigmoid(log 3) = 0.75
+    # KL(0.5 || 0.75) = 0.5 ln(0.5/0.75) + 0.5 ln(0.5/0.25); normaliser max(1, 0.5) = 1
+    t = torch.zeros(1, 1, 1)
+    s = torch.full((1, 2, 1), math.log(3.0))  # the student's head grew to 2 classes
+    cls, box = lwf_terms(s, t, _boxes(1, 1, 2), _boxes(1, 1, 2), reg_max=2, conf=0.9)
+    expected = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert cls.item() == pytest.approx(expected, rel=1e-5)
+    assert box.item() == 0.0  # teacher not confident (0.5 < 0.9): no box term
+
+
+def test_class_term_is_normalised_by_teacher_soft_count():
+    # two anchors with teacher prob ~1 -> normaliser ~2; the KL of each anchor ~ -ln q
+    t = torch.full((1, 1, 2), 20.0)
+    s = torch.zeros(1, 1, 2)  # q = 0.5
+    cls, _ = lwf_terms(s, t, _boxes(1, 2, 1), _boxes(1, 2, 1), reg_max=1, conf=0.5)
+    assert cls.item() == pytest.approx(math.log(2.0), rel=1e-4)
+
+
+def test_box_term_hand_computed_on_confident_anchor_only():
+    reg_max = 2
+    t_scores = torch.tensor([[[5.0, -5.0]]])  # anchor 0 confident (p ~ .993), anchor 1 not
+    tb = torch.zeros(1, 4 * reg_max, 2)  # teacher bins uniform: (0.5, 0.5)
+    sb = torch.zeros(1, 4 * reg_max, 2)
+    sb.view(1, 4, reg_max, 2)[:, :, 0, :] = math.log(3.0)  # student bins (0.75, 0.25)
+    _, box = lwf_terms(t_scores.clone(), t_scores, sb, tb, reg_max=reg_max, conf=0.5)
+    expected = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    assert box.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_gradient_pulls_student_towards_teacher():
+    t = torch.tensor([[[3.0]]])
+    s = torch.tensor([[[-1.0]]], requires_grad=True)
+    cls, _ = lwf_terms(s, t, _boxes(1, 1, 1), _boxes(1, 1, 1), reg_max=1, conf=0.5)
+    cls.sum().backward()
+    assert s.grad.item() < 0  # descending the loss raises the student's logit
+
+
+def test_shape_mismatch_is_refused():
+    with pytest.raises(ValueError, match="do not cover"):
+        lwf_terms(torch.zeros(1, 1, 3), torch.zeros(1, 2, 3), _boxes(1, 3, 1), _boxes(1, 3, 1),
+                  reg_max=1, conf=0.5)
+
+
+def test_hook_on_tiny_yolo_is_zero_against_itself_and_positive_after_change():
+    from types import SimpleNamespace
+
+    from edgecl.ultra import build_detection_model
+
+    torch.manual_seed(0)
+    model = build_detection_model(2, names={0: "a", 1: "b"}).eval()
+    hook = DistillHook(model, cls_weight=1.0, box_weight=1.0, conf=0.0)
+    hook.on_round_start(SimpleNamespace(device=torch.device("cpu")))
+    img = torch.rand(2, 3, 64, 64)
+    _, preds = model(img)
+    loss = hook.on_batch_loss({"img": img}, preds, {})
+    assert loss.item() == pytest.approx(0.0, abs=1e-5)
+    with torch.no_grad():
+        model.model[-1].cv3[0][-1].bias.add_(2.0)
+    _, preds = model(img)
+    assert hook.on_batch_loss({"img": img}, preds, {}).item() > 0
+    assert set(hook.last_terms) == {"distill_cls", "distill_box"}
+    hook.on_round_end(None)
+    assert hook.teacher is None

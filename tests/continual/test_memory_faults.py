@@ -1,0 +1,250 @@
+"""Storage faults (full disk, read-only folder) and the memory's own bounds (row text, WAL,
+counters): one-line StorageError, nothing half-stored, the memory usable afterwards."""
+
+import errno
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecl.config import MemoryConfig
+from edgecl.continual.memory import ReplayMemory, Sample
+from edgecl.continual.memory.index import WAL_LIMIT_BYTES, IndexDB
+from edgecl.continual.memory.store import MAX_SOURCE_CHARS
+from edgecl.errors import ReplayMemoryError, StorageError
+
+REPO = Path(__file__).resolve().parents[2]
+BOX = np.array([[0, 0.5, 0.5, 0.25, 0.5]], np.float32)
+
+
+def cfg(**kw):
+    base = dict(capacity=20, max_bytes=64 * 2**20, holdout_fraction=0.0, policy="reservoir")
+    base.update(kw)
+    return MemoryConfig(**base)
+
+
+def sample(i, task="t0", source=None, cls=0):
+    labels = BOX.copy()
+    labels[:, 0] = cls
+    return Sample(np.full((16, 16, 3), i % 250, np.uint8), labels, task=task,
+                  source=source or f"s{i}")
+
+
+def files(root):
+    return sorted(p.name for sub in ("images", "labels") for p in (root / sub).iterdir())
+
+
+def test_enospc_at_fsync_leaves_nothing_half_stored(tmp_path, monkeypatch):
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        keep = [m.add(sample(i)) for i in range(3)]
+        before = files(m.root)
+
+        def full(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", full)
+        with pytest.raises(StorageError) as info:
+            m.add(sample(7, source="cam0/frame7.jpg"))
+        message = str(info.value)
+        assert "\n" not in message and "No space left on device" in message
+        assert message.startswith("cannot store sample from cam0/frame7.jpg (task 't0')")
+        assert f"({m.root / 'images' / '00000004.jpg'})" in message
+        assert message.endswith("; nothing stored was lost")
+        monkeypatch.undo()
+        assert m.ids() == keep and files(m.root) == before  # no temp file, no orphan
+        assert m.verify(repair=False, deep=True).problems_found == 0
+        assert m.add(sample(8)) == 4  # the refused id 4 was never committed
+        assert m.stats()["seen"] == 5
+
+
+def test_full_index_rolls_back_the_evictions(tmp_path, monkeypatch):
+    with ReplayMemory(tmp_path / "m", cfg(capacity=3)) as m:
+        keep = [m.add(sample(i)) for i in range(3)]
+        before = files(m.root)
+        real_insert = IndexDB.insert
+
+        def full(self, values):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(IndexDB, "insert", full)
+        refused = 0
+        for i in range(3, 40):  # reservoir: some offers are declined, the admitted ones fail
+            try:
+                assert m.add(sample(i)) is None
+            except StorageError as exc:
+                assert "database or disk is full" in str(exc) and "\n" not in str(exc)
+                refused += 1
+            assert m.ids() == keep and files(m.root) == before  # victims restored
+        assert refused >= 1
+        monkeypatch.setattr(IndexDB, "insert", real_insert)
+        assert m.verify(repair=False, deep=True).problems_found == 0
+        assert len(m) == 3
+    with ReplayMemory(tmp_path / "m", cfg(capacity=3)) as m:
+        assert m.last_verify.problems_found == 0 and m.ids() == keep
+
+
+def test_full_disk_during_snapshot_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch):
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        m.add(sample(1))
+
+        def full(src, dst):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+        monkeypatch.setattr(os, "link", full)
+        monkeypatch.setattr(shutil, "copy2", full)
+        with pytest.raises(StorageError, match="No space left on device"):
+            m.snapshot()
+        assert list((m.root / "snapshots").iterdir()) == []
+        monkeypatch.undo()
+        assert len(m.snapshot()) == 1
+
+
+def test_read_only_folder_simulated(tmp_path, monkeypatch, capsys):
+    """The same faults as the bind-mount tests below, simulated (runs everywhere)."""
+    import tempfile
+
+    from edgecl.cli import main
+
+    root = tmp_path / "state" / "memory"
+    with ReplayMemory(root, cfg()) as m:
+        keep = [m.add(sample(1)), m.add(sample(2))]
+
+        def read_only(*args, dir=None, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system", dir)
+
+        monkeypatch.setattr(tempfile, "mkstemp", read_only)
+        with pytest.raises(StorageError, match=r"Read-only file system \(.*images\)"):
+            m.add(sample(3))
+        monkeypatch.undo()
+        assert m.ids() == keep and m.add(sample(4)) == 3
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == root
+                        else real_access(path, mode))
+    with pytest.raises(StorageError, match="the folder is not writable"):
+        ReplayMemory(root, cfg())
+    assert main(["memory", "stats", "--state-dir", str(root.parent)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: cannot open the replay memory {root}: the folder is not writable "
+                   f"(read-only file system or permissions)"]
+
+
+# -- read-only folder: as root chmod does not stop writes, so the folder is bind-mounted
+# read-only inside a private mount namespace of a child process (gone when it exits).
+
+CHILD = r"""
+import json, subprocess, sys
+import numpy as np
+from edgecl.config import MemoryConfig
+from edgecl.continual.memory import ReplayMemory, Sample
+from edgecl.errors import EdgeclError
+
+root, mode = sys.argv[1], sys.argv[2]
+if mode == "cli":
+    from edgecl.cli import main
+    sys.exit(main(["memory", "stats", "--state-dir", str(__import__("pathlib").Path(root).parent)]))
+out = {}
+box = np.array([[0, .5, .5, .25, .5]], np.float32)
+offer = lambda v: Sample(np.full((16, 16, 3), v, np.uint8), box, task="t0", source=f"v{v}")
+cfg = MemoryConfig(capacity=20, holdout_fraction=0.0, policy="reservoir")
+with ReplayMemory(root, cfg) as m:
+    out["before"] = m.ids()
+    for sub in ("images", "labels"):  # the index stays open for writing: its folder cannot
+        subprocess.run(["mount", "-o", "remount,bind,ro", f"{root}/{sub}"], check=True)
+    try:
+        m.add(offer(50))
+    except EdgeclError as exc:
+        out["error"] = [type(exc).__name__, str(exc)]
+    out["after_error"] = m.ids()
+    for sub in ("images", "labels"):
+        subprocess.run(["mount", "-o", "remount,bind,rw", f"{root}/{sub}"], check=True)
+    out["added"] = m.add(offer(60))
+    out["verify"] = m.verify(repair=False, deep=True).problems_found
+    out["final"] = m.ids()
+print(json.dumps(out))
+"""
+
+
+def run_with_bind_mount(root: Path, mode: str, read_only: bool) -> subprocess.CompletedProcess:
+    """Run CHILD with ``root`` (read_only) or its images/ and labels/ (else) bind-mounted."""
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("needs unshare and mount to make a folder read-only for root")
+    if read_only:
+        mounts = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1"'
+    else:
+        mounts = 'mount --bind "$1/images" "$1/images" && mount --bind "$1/labels" "$1/labels"'
+    script = f'{mounts} || exit 77; exec "$2" -c "$3" "$1" "$4"'
+    env = dict(os.environ, PYTHONPATH=str(REPO), YOLO_OFFLINE="1")
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+                           str(root), sys.executable, CHILD, mode],
+                          capture_output=True, text=True, env=env, timeout=120)
+    if proc.returncode == 77 or "unshare failed" in proc.stderr:
+        pytest.skip(f"cannot bind-mount read-only here (needs CAP_SYS_ADMIN): {proc.stderr[-200:]}")
+    return proc
+
+
+def test_opening_on_a_read_only_state_dir_is_one_error_line(tmp_path):
+    root = tmp_path / "state" / "memory"
+    with ReplayMemory(root, cfg()) as m:
+        m.add(sample(1))
+    proc = run_with_bind_mount(root, "cli", read_only=True)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0] == f"error: cannot open the replay memory {root}: the folder is not " \
+                       f"writable (read-only file system or permissions)"
+    with ReplayMemory(root, cfg()) as m:  # nothing changed
+        assert m.ids() == [1] and m.last_verify.problems_found == 0
+
+
+def test_add_into_a_folder_turned_read_only(tmp_path):
+    root = tmp_path / "memory"
+    with ReplayMemory(root, cfg()) as m:
+        m.add(sample(1))
+        m.add(sample(2))
+    proc = run_with_bind_mount(root, "add", read_only=False)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["before"] == [1, 2] and out["after_error"] == [1, 2]
+    kind, message = out["error"]
+    assert kind == "StorageError" and "Read-only file system" in message and "\n" not in message
+    assert out["added"] == 3 and out["verify"] == 0 and out["final"] == [1, 2, 3]
+
+
+# -- bounds of the memory's own structures
+
+def test_long_source_is_cut_and_long_task_refused(tmp_path):
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        source = "rtsp://camera/" + "x" * 5000 + "/frame.jpg"
+        sid = m.add(sample(1, source=source))
+        stored = m.records([sid])[0].source
+        assert len(stored) == MAX_SOURCE_CHARS
+        assert stored == "..." + source[-(MAX_SOURCE_CHARS - 3):]
+        with pytest.raises(ReplayMemoryError, match="task name has 129 characters, at most 128"):
+            m.add(sample(2, task="t" * 129))
+        assert m.ids() == [sid]
+
+
+def test_wal_and_counters_stay_bounded(tmp_path):
+    root = tmp_path / "m"
+    wal = root / "index.sqlite-wal"
+    counters = []
+    with ReplayMemory(root, cfg(capacity=10, holdout_fraction=0.2), keep_snapshots=2) as m:
+        for i in range(400):
+            m.add(sample(i, task=f"t{i % 2}", cls=i % 3))
+            if i % 50 == 49:
+                m.snapshot()
+                m.update_recall(m.ids(), [0.5] * len(m))
+                m.flush()
+                counters.append(sqlite3.connect(root / "index.sqlite").execute(
+                    "SELECT COUNT(*) FROM counters").fetchone()[0])
+            assert not wal.exists() or wal.stat().st_size <= WAL_LIMIT_BYTES
+        assert len(m) <= 10
+    # 2 tasks x 3 classes: the counter keys stop growing once each was seen
+    assert counters[1:] == counters[:1] * (len(counters) - 1)
+    assert len([p for p in (root / "snapshots").iterdir()]) == 2

@@ -1,0 +1,177 @@
+"""Label origin per sample: stored, counted, migrated; pseudo labels are never held out."""
+
+import sqlite3
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecl.config import MemoryConfig
+from edgecl.continual.memory import MemorySnapshot, ReplayMemory, Sample
+from edgecl.errors import ReplayMemoryError
+from edgecl.frames import Frame, LabelOrigin
+
+BOX = np.array([[0, 0.5, 0.5, 0.25, 0.5]], np.float32)
+ALL_ZERO = {"ground_truth": 0, "operator": 0, "import": 0, "pseudo": 0}
+
+
+def cfg(**kw):
+    base = dict(capacity=1000, max_bytes=64 * 2**20, holdout_fraction=0.0, policy="reservoir",
+                seed=3)
+    base.update(kw)
+    return MemoryConfig(**base)
+
+
+def sample(i, origin=LabelOrigin.GROUND_TRUTH, task="t0"):
+    return Sample(np.full((16, 16, 3), i % 250, np.uint8), BOX, task=task, source=f"s{i}",
+                  origin=origin)
+
+
+def test_origin_is_stored_counted_and_returned(tmp_path):
+    plan = [LabelOrigin.GROUND_TRUTH] * 2 + [LabelOrigin.OPERATOR] + [LabelOrigin.PSEUDO] * 3
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        ids = [m.add(sample(i, origin)) for i, origin in enumerate(plan)]
+        assert m.stats()["per_origin"] == {"ground_truth": 2, "operator": 1, "import": 0,
+                                           "pseudo": 3}
+        assert [r.origin for r in m.records()] == plan
+        assert [s.origin for s in m.get(ids)] == plan
+        assert m.records()[0].origin is LabelOrigin.GROUND_TRUTH
+        snap = m.snapshot()
+    assert [r.origin for r in MemorySnapshot.load(snap.path).rows] == plan
+    with ReplayMemory(tmp_path / "m", cfg()) as m:  # persisted in the index
+        assert m.stats()["per_origin"]["pseudo"] == 3
+        stored = sqlite3.connect(m.root / "index.sqlite").execute(
+            "SELECT origin FROM samples ORDER BY id").fetchall()
+    assert [o for (o,) in stored] == ["ground_truth"] * 2 + ["operator"] + ["pseudo"] * 3
+
+
+def test_empty_memory_counts_every_origin_as_zero(tmp_path):
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        assert m.stats()["per_origin"] == ALL_ZERO
+
+
+def test_origin_given_as_text_and_from_frame(tmp_path):
+    frame = Frame(np.zeros((8, 8, 3), np.uint8), 1, 0.0, "cam", labels=BOX, task="t")
+    assert Sample.from_frame(frame).origin is LabelOrigin.GROUND_TRUTH
+    assert Sample.from_frame(frame, origin="import").origin is LabelOrigin.IMPORT
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        sid = m.add(Sample(frame.image, BOX, task="t", origin="operator"))
+        assert m.records([sid])[0].origin is LabelOrigin.OPERATOR
+        with pytest.raises(ReplayMemoryError, match="unknown label origin 'robot'"):
+            m.add(Sample(frame.image, BOX, task="t", origin="robot"))
+        assert m.ids() == [sid]
+
+
+def test_pseudo_samples_are_never_held_out(tmp_path):
+    # holdout_fraction 0.5, capacity 1000: 500 held-out and 500 training slots, so nothing
+    # is evicted and every offer is kept; a pseudo sample drawn for the held-out slice joins
+    # the training slots instead.
+    with ReplayMemory(tmp_path / "m", cfg(holdout_fraction=0.5)) as m:
+        for i in range(100):
+            m.add(sample(i, LabelOrigin.PSEUDO))
+        assert len(m) == 100 and m.ids(held_out=True) == []
+        assert len(m.ids(held_out=False)) == 100
+        assert m.stats()["held_out"] == 0 and m.stats()["per_task_held_out"] == {}
+        for i in range(100, 200):
+            m.add(sample(i, LabelOrigin.OPERATOR))
+        held = m.ids(held_out=True)
+        assert 25 <= len(held) <= 75  # about half of the 100 human-verified samples
+        assert {r.origin for r in m.records(held)} == {LabelOrigin.OPERATOR}
+        assert min(held) > 100  # ids 1..100 are the pseudo ones
+        snap = m.snapshot()
+        assert snap.ids(held_out=True) == held
+        assert not {r.origin for r in snap.records(held_out=True)} & {LabelOrigin.PSEUDO}
+        assert "\n".join(str(p) for p in snap.image_paths(held)) + "\n" == \
+            snap.list_file(held_out=True).read_text()
+
+
+def test_same_stream_draws_the_same_held_out_positions_for_human_labels(tmp_path):
+    flags = {}
+    for origin in (LabelOrigin.GROUND_TRUTH, LabelOrigin.IMPORT):
+        with ReplayMemory(tmp_path / origin.value, cfg(holdout_fraction=0.3)) as m:
+            for i in range(60):
+                m.add(sample(i, origin))
+            flags[origin] = [r.held_out for r in m.records()]
+    assert flags[LabelOrigin.GROUND_TRUTH] == flags[LabelOrigin.IMPORT]
+    assert any(flags[LabelOrigin.IMPORT])
+
+
+def test_a_pseudo_row_flagged_held_out_by_hand_is_never_evaluated(tmp_path):
+    root = tmp_path / "m"
+    with ReplayMemory(root, cfg(holdout_fraction=0.5)) as m:
+        a = m.add(sample(1, LabelOrigin.PSEUDO))
+        b = m.add(sample(2, LabelOrigin.GROUND_TRUTH))
+    with sqlite3.connect(root / "index.sqlite") as db:
+        db.execute("UPDATE samples SET held_out = 1")
+    with ReplayMemory(root, cfg(holdout_fraction=0.5)) as m:
+        assert m.ids(held_out=True) == [b] and m.ids(held_out=False) == [a]
+        assert [r.held_out for r in m.records([a, b])] == [False, True]
+        snap = m.snapshot()
+        assert snap.ids(held_out=True) == [b] and snap.ids(held_out=False) == [a]
+
+
+OLD_SCHEMA = """
+CREATE TABLE samples(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, task TEXT NOT NULL, classes TEXT NOT NULL,
+    primary_class INTEGER NOT NULL, source TEXT NOT NULL, ts_s REAL NOT NULL,
+    bytes INTEGER NOT NULL, held_out INTEGER NOT NULL, recall_baseline REAL, last_recall REAL,
+    last_loss REAL, times_replayed INTEGER NOT NULL DEFAULT 0, width INTEGER NOT NULL,
+    height INTEGER NOT NULL);
+CREATE INDEX samples_by_task ON samples(held_out, task, id);
+CREATE INDEX samples_by_class ON samples(held_out, primary_class, id);
+CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def write_old_memory(root, n=3, held=(2,)):
+    """A memory as the release before ``origin`` wrote it: ids 1..n, held-out ids ``held``."""
+    for sub in ("images", "labels", "snapshots"):
+        (root / sub).mkdir(parents=True)
+    db = sqlite3.connect(root / "index.sqlite")
+    db.executescript(OLD_SCHEMA)
+    for i in range(1, n + 1):
+        ok, jpg = cv2.imencode(".jpg", np.full((16, 16, 3), 40 * i, np.uint8))
+        (root / "images" / f"{i:08d}.jpg").write_bytes(jpg.tobytes())
+        (root / "labels" / f"{i:08d}.txt").write_text("0 0.500000 0.500000 0.250000 0.500000\n")
+        db.execute("INSERT INTO samples(task, classes, primary_class, source, ts_s, bytes, "
+                   "held_out, width, height) VALUES('t0', '[0]', 0, ?, 1.0, 8192, ?, 16, 16)",
+                   (f"old{i}", int(i in held)))
+    db.execute("INSERT INTO counters VALUES('frames/all', ?), ('frames/task:t0', ?)", (n, n))
+    db.commit()
+    db.close()
+
+
+def test_an_index_without_origin_is_migrated_to_ground_truth(tmp_path):
+    root = tmp_path / "m"
+    write_old_memory(root)
+    with ReplayMemory(root, cfg(holdout_fraction=0.5)) as m:
+        assert m.last_verify.ok and m.last_verify.problems_found == 0
+        assert m.ids() == [1, 2, 3] and m.ids(held_out=True) == [2]
+        records = m.records()
+        assert [r.origin for r in records] == [LabelOrigin.GROUND_TRUTH] * 3
+        assert [r.image_bytes for r in records] == [None, None, None]
+        assert m.stats()["per_origin"] == {**ALL_ZERO, "ground_truth": 3}
+        assert m.stats()["seen"] == 3
+        new = m.add(sample(9, LabelOrigin.PSEUDO))
+        assert new == 4 and m.records([new])[0].origin is LabelOrigin.PSEUDO
+        assert m.verify(repair=False, deep=True).problems_found == 0
+    cols = [r[1] for r in sqlite3.connect(root / "index.sqlite").execute(
+        "PRAGMA table_info(samples)")]
+    assert cols[-2:] == ["origin", "image_bytes"]
+    with ReplayMemory(root, cfg(holdout_fraction=0.5)) as m:  # migrating twice is harmless
+        assert m.stats()["per_origin"] == {**ALL_ZERO, "ground_truth": 3, "pseudo": 1}
+
+
+def test_an_old_snapshot_without_origin_loads_as_ground_truth(tmp_path):
+    import json
+
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        m.add(sample(1, LabelOrigin.OPERATOR))
+        snap = m.snapshot()
+    data = json.loads((snap.path / "records.json").read_text())
+    for rec in data["records"]:
+        del rec["origin"], rec["image_bytes"]
+    (snap.path / "records.json").write_text(json.dumps(data))
+    (old,) = MemorySnapshot.load(snap.path).rows
+    assert old.origin is LabelOrigin.GROUND_TRUTH and old.image_bytes is None

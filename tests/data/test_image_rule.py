@@ -1,0 +1,71 @@
+"""THE image rule (edgecl.data.images): formats, suffix case, truncated JPEG refused."""
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecl.data.images import IMAGE_SUFFIXES, ImageError, decode_image_bytes, is_image, read_image
+from edgecl.errors import EdgeclError
+
+IMG = np.tile(np.arange(48, dtype=np.uint8)[None, :, None], (32, 1, 3))
+
+
+def test_suffixes_are_ultralytics_img_formats():
+    from ultralytics.data.utils import IMG_FORMATS
+
+    assert set(IMAGE_SUFFIXES) == {f".{f}" for f in IMG_FORMATS}
+    assert is_image("a.TIF") and is_image("b.Jpeg") and is_image("c.webp") and is_image("d.tiff")
+    assert not is_image("e.txt") and not is_image("f.gif") and not is_image("g")
+
+
+@pytest.mark.parametrize("name", ["a.tif", "b.TIF", "c.TIFF", "d.webp", "e.PNG", "f.bmp", "g.JPG", "h.jp2"])
+def test_formats_and_suffix_case_read(tmp_path, name):
+    ok, data = cv2.imencode("." + name.rsplit(".", 1)[1].lower(), IMG)
+    assert ok
+    path = tmp_path / name
+    path.write_bytes(data.tobytes())
+    image = read_image(path)
+    assert image.shape == (32, 48, 3) and image.dtype == np.uint8
+
+
+def test_grayscale_and_16bit_become_bgr_uint8(tmp_path):
+    ok, data = cv2.imencode(".png", (IMG[..., 0].astype(np.uint16) * 256))
+    path = tmp_path / "g16.png"
+    path.write_bytes(data.tobytes())
+    image = read_image(path)
+    assert image.shape == (32, 48, 3) and image.dtype == np.uint8 and image[0, 47, 0] == 47
+
+
+def test_truncated_jpeg_refused_not_grey_filled(tmp_path):
+    ok, data = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    data = data.tobytes()
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    assert cv2.imread(str(path)) is not None  # what OpenCV alone would do: decode with grey fill
+    with pytest.raises(ImageError, match=r"cut.jpg: truncated JPEG"):
+        read_image(path)
+    assert issubclass(ImageError, EdgeclError)
+
+
+def test_jpeg_with_trailing_bytes_after_end_marker_accepted():
+    ok, data = cv2.imencode(".jpg", IMG)
+    assert decode_image_bytes(data.tobytes() + b"\x00\x00", "pad.jpg").shape == (32, 48, 3)
+
+
+@pytest.mark.parametrize("content, why", [(b"", "empty file"), (b"junk", "does not decode")])
+def test_unreadable_names_path_and_reason(tmp_path, content, why):
+    path = tmp_path / "x.png"
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=f"{path}: {why}"):
+        read_image(path)
+    with pytest.raises(ImageError, match="cannot read"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_truncated_jpeg_refused_after_ultralytics_patched_pil(tmp_path):
+    import ultralytics.utils.patches  # noqa: F401  (patches PIL.Image.open to install HEIF on demand)
+
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(b"\xff\xd8 truncated jpeg")
+    with pytest.raises(ImageError, match="truncated JPEG"):
+        read_image(path)

@@ -1,0 +1,233 @@
+"""Importers (YOLO, VOC, COCO), `edgecl dataset import`, `labels import` and split-tasks."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from edgecl.cli import main
+from edgecl.data.convert import write_yolo_dataset
+from edgecl.data.importers import ImportItem, Skip, detect_format, is_ignore_name, iter_labelled
+from edgecl.data.splits import parse_task_spec, split_tasks
+from edgecl.data.tasks import load_tasks
+from edgecl.errors import ConfigError
+
+W, H = 64, 48
+
+
+def _jpg(path: Path, value: int = 80) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(".jpg", np.full((H, W, 3), value, np.uint8))
+    path.write_bytes(data.tobytes())
+
+
+def _truncated(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(".jpg", np.random.default_rng(1).integers(0, 255, (H, W, 3), dtype=np.uint8))
+    path.write_bytes(data.tobytes()[:300])
+
+
+def _voc_xml(filename: str, objects: list[tuple[str, tuple[int, int, int, int]]]) -> str:
+    objs = "".join(f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin>"
+                   f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+                   for n, b in objects)
+    return (f"<annotation><filename>{filename}</filename><size><width>{W}</width><height>{H}</height>"
+            f"<depth>3</depth></size>{objs}</annotation>")
+
+
+@pytest.fixture()
+def voc(tmp_path) -> Path:
+    """5 annotations: 2 good (one with a DontCare), 1 broken XML, 1 missing image, 1 truncated JPEG."""
+    root = tmp_path / "voc"
+    (root / "Annotations").mkdir(parents=True)
+    _jpg(root / "JPEGImages" / "a.jpg")
+    _jpg(root / "JPEGImages" / "b.jpg")
+    _truncated(root / "JPEGImages" / "e.jpg")
+    (root / "Annotations" / "a.xml").write_text(_voc_xml("a.jpg", [("Car", (11, 11, 31, 21)),
+                                                                  ("DontCare", (1, 1, 5, 5))]))
+    (root / "Annotations" / "b.xml").write_text(_voc_xml("b.jpg", [("Person", (41, 1, 51, 41))]))
+    (root / "Annotations" / "c.xml").write_text("<annotation><object>")
+    (root / "Annotations" / "d.xml").write_text(_voc_xml("d.jpg", [("Car", (1, 1, 9, 9))]))
+    (root / "Annotations" / "e.xml").write_text(_voc_xml("e.jpg", [("Car", (1, 1, 9, 9))]))
+    return root
+
+
+@pytest.fixture()
+def coco(tmp_path) -> Path:
+    """CVAT layout: annotations/instances_default.json + images/; crowd, ignore and broken entries."""
+    root = tmp_path / "coco"
+    for name in ("x.jpg", "y.jpg", "z.jpg"):
+        _jpg(root / "images" / name)
+    _truncated(root / "images" / "t.jpg")
+    data = {
+        "images": [{"id": 1, "file_name": "x.jpg"}, {"id": 2, "file_name": "y.jpg"},
+                   {"id": 3, "file_name": "missing.jpg"}, {"id": 4, "file_name": "z.jpg"},
+                   {"id": 5, "file_name": "t.jpg"}, {"id": 6, "file_name": "images/x.jpg"}],
+        "categories": [{"id": 7, "name": "truck"}, {"id": 8, "name": "ignore"}, {"id": 9, "name": "dog"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 10, 20, 10], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [0, 0, 64, 48], "iscrowd": 1},
+            {"id": 3, "image_id": 1, "category_id": 8, "bbox": [1, 1, 4, 4]},
+            {"id": 4, "image_id": 2, "category_id": 9, "bbox": [30, 5, 10, 30]},
+            {"id": 5, "image_id": 4, "category_id": 9, "bbox": [5, 5, "x", 3]},
+            {"id": 6, "image_id": 6, "category_id": 9, "bbox": [70, 5, 10, 10]},
+        ]}
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_default.json").write_text(json.dumps(data))
+    return root
+
+
+@pytest.fixture()
+def yolo(tmp_path) -> Path:
+    """Roboflow export: data.yaml + train/valid; a class-9 row, a missing label, a truncated image."""
+    root = tmp_path / "yolo"
+    for split, stems in (("train", ("p", "q", "r", "s")), ("valid", ("v",))):
+        (root / split / "labels").mkdir(parents=True)
+        for stem in stems:
+            _jpg(root / split / "images" / f"{stem}.jpg")
+    _truncated(root / "train" / "images" / "t.jpg")
+    (root / "train" / "labels" / "p.txt").write_text("\ufeff0 0.5 0.5 0.25 0.5\n0 0.5 0.5 0.25 0.5\n")
+    (root / "train" / "labels" / "q.txt").write_text("9 0.5 0.5 0.2 0.2\n")  # class beyond names
+    (root / "train" / "labels" / "r.txt").write_text("")  # background
+    (root / "train" / "labels" / "t.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    (root / "valid" / "labels" / "v.txt").write_text("1 0.1 0.1 0.3 0.1 0.2 0.4\n")  # polygon
+    (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 2\n"
+                                    "names: ['bike', 'DontCare']\n")
+    return root
+
+
+def _collect(path, fmt="auto"):
+    out = list(iter_labelled(path, fmt))
+    return [i for i in out if isinstance(i, ImportItem)], [s for s in out if isinstance(s, Skip)]
+
+
+def test_detect_format(voc, coco, yolo):
+    assert detect_format(voc) == "voc" and detect_format(coco) == "coco"
+    assert detect_format(coco / "annotations" / "instances_default.json") == "coco"
+    assert detect_format(yolo) == "yolo" and detect_format(yolo / "data.yaml") == "yolo"
+    assert is_ignore_name("DontCare") and is_ignore_name("ignored_regions") and not is_ignore_name("car")
+
+
+def test_voc_import_counts_ignore_and_broken(voc):
+    items, skips = _collect(voc)
+    assert [i.source.name for i in items] == ["a.jpg", "b.jpg"]
+    a, b = items
+    assert a.names == ["Car"] and a.ignored == 1
+    np.testing.assert_allclose(a.xyxy, [[10, 10, 30, 20]])  # 1-based VOC pixels, like ultralytics
+    np.testing.assert_allclose(a.yolo_labels({"Car": 3}), [[3, 20 / W, 15 / H, 20 / W, 10 / H]], rtol=1e-6)
+    assert b.names == ["Person"]
+    assert sorted(s.reason for s in skips) == ["bad annotation", "missing image", "unreadable image"]
+    assert any("e.jpg: truncated JPEG" in s.message for s in skips)
+
+
+def test_coco_import_crowd_ignore_broken(coco):
+    items, skips = _collect(coco)
+    assert [i.source.name for i in items] == ["x.jpg", "y.jpg"]
+    x, y = items
+    assert x.names == ["truck"] and x.ignored == 2  # iscrowd + "ignore" category
+    np.testing.assert_allclose(x.xyxy, [[10, 10, 30, 20]])
+    assert y.names == ["dog"]
+    assert sorted(s.reason for s in skips) == ["bad annotation", "bad box", "missing image", "unreadable image"]
+
+
+def test_yolo_import_roboflow_yaml(yolo):
+    items, skips = _collect(yolo)
+    by_name = {i.source.name: i for i in items}
+    assert sorted(by_name) == ["p.jpg", "r.jpg", "v.jpg"]
+    assert by_name["p.jpg"].names == ["bike"]  # BOM read, duplicate row dropped
+    np.testing.assert_allclose(by_name["p.jpg"].xyxy, [[24, 12, 40, 36]])
+    assert by_name["r.jpg"].names == []  # empty label file: background
+    assert by_name["v.jpg"].names == [] and by_name["v.jpg"].ignored == 1  # DontCare polygon dropped
+    reasons = sorted(s.reason for s in skips)
+    assert reasons == ["no label file", "refused label", "unreadable image"]
+    assert any("q.txt:1: class 9 exceeds" in s.message for s in skips)
+
+
+def test_unknown_format_and_missing_path(tmp_path):
+    with pytest.raises(ConfigError, match="unknown dataset format"):
+        iter_labelled(tmp_path, "kitti")
+    with pytest.raises(ConfigError, match="no such file"):
+        iter_labelled(tmp_path / "absent")
+    with pytest.raises(ConfigError, match="no Pascal VOC annotations"):
+        iter_labelled(tmp_path, "voc")
+
+
+def test_dataset_import_writes_yolo_dataset(voc, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["dataset", "import", str(voc), "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["imported"] == 2 and result["skipped"] == 3 and result["ignored_regions"] == 1
+    assert result["reasons"] == {"bad annotation": 1, "missing image": 1, "unreadable image": 1}
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data["names"] == {0: "Car", 1: "Person"} and data["train"] == "images"
+    assert (out / "images" / "a.jpg").read_bytes() == (voc / "JPEGImages" / "a.jpg").read_bytes()
+    assert (out / "labels" / "a.txt").read_text() == "0 0.312500 0.312500 0.312500 0.208333\n"
+    assert main(["dataset", "import", str(voc), "--out", str(out)]) == 2  # not empty: one line
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_dataset_import_coco_keeps_category_order(coco, tmp_path):
+    result = write_yolo_dataset(coco / "annotations" / "instances_default.json", tmp_path / "o")
+    assert result["names"] == {0: "truck", 1: "dog"} and result["imported"] == 2
+
+
+def _flights(root: Path) -> Path:
+    """18 images of 6 flights: F1/F2 show cars, F3/F5 bikes, F4/F6 people (F4_000 a car too)."""
+    content = {"F1": "0", "F2": "0", "F3": "1", "F5": "1", "F4": "2", "F6": "2"}
+    for f, cls in content.items():
+        for k in range(3):
+            _jpg(root / "images" / f"{f}_{k:03d}.jpg")
+            rows = f"{cls} 0.5 0.5 0.2 0.2\n" + ("0 0.2 0.2 0.1 0.1\n" if f == "F4" and k == 0 else "")
+            (root / "labels").mkdir(parents=True, exist_ok=True)
+            (root / "labels" / f"{f}_{k:03d}.txt").write_text(rows)
+    _jpg(root / "images" / "bg.jpg")
+    (root / "labels" / "bg.txt").write_text("")
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: {0: car, 1: Bicycle, 2: person}\n")
+    return root
+
+
+def test_split_tasks_first_task_wins_and_groups_stay_together(tmp_path):
+    root = _flights(tmp_path / "ds")
+    out = tmp_path / "cl" / "tasks.yaml"
+    report = split_tasks(root, "car;bicycle;person", out, group_by=r"^(F\d)_", ratios="0.5,0,0.5", seed=3)
+    assert report["unassigned"] == 1 and report["groups"] == 6
+    task_set = load_tasks(out)
+    assert [t.classes for t in task_set.tasks] == [(0,), (1,), (2,)]
+    t1, t2, t3 = task_set.tasks
+    assert {p.name for p in t1.train + t1.test} == {f"{f}_{k:03d}.jpg" for f in ("F1", "F2") for k in range(3)} | {
+        "F4_000.jpg"}  # F4_000 shows a car: it goes to the first task holding its classes
+    split_of = {}
+    for t in task_set.tasks:
+        for s in ("train", "val", "test"):
+            for p in t.split(s):
+                split_of.setdefault(p.name[:2], set()).add(s)
+    assert all(len(s) == 1 for s in split_of.values())  # one flight, one split, across tasks
+    assert split_of["F1"] != split_of["F2"] and split_of["F3"] != split_of["F5"]
+
+
+def test_split_tasks_bad_input_one_line(tmp_path):
+    root = _flights(tmp_path / "ds")
+    with pytest.raises(ConfigError, match="unknown class 'cat'"):
+        split_tasks(root, "car;cat", tmp_path / "t.yaml")
+    with pytest.raises(ConfigError, match="more than one task"):
+        split_tasks(root, "car;car", tmp_path / "t.yaml")
+    with pytest.raises(ConfigError, match="--ratios"):
+        split_tasks(root, "car", tmp_path / "t.yaml", ratios="0.5,0.5")
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        split_tasks(root, "car", tmp_path / "t.yaml", group_by="(")
+    with pytest.raises(ConfigError, match="gets no test images"):  # one group for all
+        split_tasks(root, "car;bicycle", tmp_path / "t.yaml", group_by=r"^(F)")
+    assert parse_task_spec("car,OTHER-vehicle;2", {0: "car", 1: "OtherVehicle", 2: "p"}) == [(0, 1), (2,)]
+
+
+def test_split_tasks_cli_json(tmp_path, capsys):
+    root = _flights(tmp_path / "ds")
+    out = tmp_path / "t.yaml"
+    assert main(["dataset", "split-tasks", str(root), "--tasks", "car,bicycle;person", "--ratios", "0.5,0,0.5",
+                 "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [t["classes"] for t in result["tasks"]] == [["car", "Bicycle"], ["person"]]
+    assert sum(t["train"] + t["val"] + t["test"] for t in result["tasks"]) == 18

@@ -1,0 +1,120 @@
+"""`edgecl labels import`: imported samples in the replay memory with origin import, classes mapped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgecl.cli import main
+from edgecl.config import MemoryConfig
+from edgecl.continual.ingest import ingest
+from edgecl.continual.memory import ReplayMemory
+from edgecl.data.importers import ImportItem, Skip, iter_labelled
+from edgecl.frames import LabelOrigin
+from edgecl.models.classes import ClassRegistry
+
+
+def _item(name: str, names: list[str], value: int = 90) -> ImportItem:
+    image = np.full((40, 50, 3), value, np.uint8)
+    xyxy = np.array([[5, 5, 25, 20]] * len(names), np.float32).reshape(-1, 4)
+    return ImportItem(image, names, xyxy, Path(f"/data/{name}.jpg"))
+
+
+def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
+    classes = ClassRegistry(tmp_path)
+    classes.add(["car"])
+    items = [_item("a", ["car", "person"]), Skip(Path("/data/b.xml"), "bad annotation", "b.xml: not XML"),
+             _item("c", ["person"], 30), _item("d", [], 60)]
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0)) as memory:
+        report = ingest(items, memory, classes)
+        records = memory.records()
+        stored = memory.get([r.id for r in records])
+    assert report.to_dict() == {"imported": 3, "skipped": 1, "reasons": {"bad annotation": 1},
+                                "classes_added": ["person"], "classes_matched": {}, "ignored_regions": 0,
+                                "boxes": {"car": 1, "person": 2}}
+    assert classes.names() == {0: "car", 1: "person"}
+    assert all(r.origin == LabelOrigin.IMPORT for r in records)
+    assert sorted(r.classes for r in records) == [(), (0, 1), (1,)]
+    a = next(s for s in stored if s.source.endswith("a.jpg"))
+    np.testing.assert_allclose(a.labels, [[0, 0.3, 12.5 / 40, 0.4, 15 / 40], [1, 0.3, 12.5 / 40, 0.4, 15 / 40]],
+                               atol=1e-5)
+
+
+def test_ingest_matches_case_and_separators_to_registry(tmp_path):
+    classes = ClassRegistry(tmp_path)
+    classes.add(["car", "other_vehicle"])
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50)) as memory:
+        report = ingest([_item("a", ["Car", "OtherVehicle", "Bicycle"])], memory, classes)
+        labels = memory.get(memory.ids())[0].labels
+    assert report.classes_matched == {"Car": "car", "OtherVehicle": "other_vehicle"}
+    assert report.classes_added == ["Bicycle"] and classes.names() == {0: "car", 1: "other_vehicle", 2: "Bicycle"}
+    assert sorted(labels[:, 0].astype(int).tolist()) == [0, 1, 2]
+
+
+def _voc(root: Path, n: int) -> Path:
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    for k in range(n):
+        ok, data = cv2.imencode(".jpg", np.full((48, 64, 3), k, np.uint8))
+        (root / "JPEGImages" / f"{k:03d}.jpg").write_bytes(data.tobytes())
+        (root / "Annotations" / f"{k:03d}.xml").write_text(
+            f"<annotation><filename>{k:03d}.jpg</filename><object><name>{'cat' if k % 2 else 'DontCare'}</name>"
+            f"<bndbox><xmin>2</xmin><ymin>2</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object>"
+            f"<object><name>boat</name><bndbox><xmin>30</xmin><ymin>10</ymin><xmax>60</xmax><ymax>40</ymax>"
+            f"</bndbox></object></annotation>")
+    (root / "Annotations" / "zz.xml").write_text("<annotation>")
+    return root
+
+
+def test_labels_import_cli_json(tmp_path, capsys):
+    src = _voc(tmp_path / "voc", 4)
+    state = tmp_path / "state"
+    assert main(["labels", "import", "--state-dir", str(state), str(src), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["imported"] == 4 and result["skipped"] == 1
+    assert result["reasons"] == {"bad annotation": 1} and result["ignored_regions"] == 2
+    assert result["classes_added"] == ["boat", "cat"]
+    assert main(["memory", "stats", "--state-dir", str(state), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["per_origin"]["import"] == 4
+    assert main(["labels", "import", "--state-dir", str(state), str(tmp_path / "nope")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_iter_labelled_into_ingest_end_to_end(tmp_path):
+    src = _voc(tmp_path / "voc", 3)
+    classes = ClassRegistry(tmp_path / "state")
+    with ReplayMemory(tmp_path / "state" / "memory", MemoryConfig(capacity=50)) as memory:
+        report = ingest(iter_labelled(src), memory, classes)
+        assert len(memory) == 3
+    assert report.tally.ignored_regions == 2 and report.classes_added == ["boat", "cat"]
+
+
+def test_kill_during_import_leaves_whole_samples(tmp_path):
+    src = _voc(tmp_path / "voc", 40)
+    state = tmp_path / "state"
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgecl.cli", "labels", "import", "--state-dir", str(state),
+                             str(src)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    images = state / "memory" / "images"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if images.is_dir() and len(list(images.iterdir())) >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with ReplayMemory(state / "memory", MemoryConfig(), verify_on_open=False) as memory:
+        first = memory.verify(repair=True, deep=True)  # what the next start does
+        after = memory.verify(repair=False, deep=True)
+        n = len(memory)
+    assert not first.missing_rows and not first.corrupt_rows, first  # no half-stored sample
+    assert after.ok, after
+    assert 0 < n <= 40
+    assert set(ClassRegistry(state).names().values()) <= {"boat", "cat"}

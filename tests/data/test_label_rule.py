@@ -1,0 +1,116 @@
+"""THE YOLO label rule (edgecl.data.labels): each example with its right value."""
+
+import numpy as np
+import pytest
+
+from edgecl.data.labels import (COORD_TOLERANCE, check_label_array, label_path_for, labels_to_text,
+                                parse_yolo_label_text, read_yolo_labels)
+from edgecl.errors import LabelError
+
+
+def test_bom_file_is_read(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes("\ufeff0 0.5 0.5 0.2 0.4\n1 0.25 0.75 0.1 0.1\n".encode("utf-8"))
+    parsed = read_yolo_labels(path)
+    assert parsed.refused == []
+    np.testing.assert_allclose(parsed.labels, [[0, 0.5, 0.5, 0.2, 0.4], [1, 0.25, 0.75, 0.1, 0.1]])
+    assert parsed.labels.dtype == np.float32 and parsed.labels.shape == (2, 5)
+
+
+def test_bom_in_decoded_text_is_ignored():
+    parsed = parse_yolo_label_text("\ufeff2 0.5 0.5 0.2 0.2\n", "x.txt")
+    assert parsed.refused == [] and parsed.labels[0, 0] == 2
+
+
+def test_rounding_overshoot_is_clipped_not_refused():
+    parsed = parse_yolo_label_text("0 0.5 0.5 1.0000001 0.2\n0 0.9500001 0.5 0.1 0.2\n", "x.txt")
+    assert parsed.refused == [] and parsed.clipped == 2
+    np.testing.assert_allclose(parsed.labels[0], [0, 0.5, 0.5, 1.0, 0.2], atol=1e-7)
+    np.testing.assert_allclose(parsed.labels[1], [0, 0.95, 0.5, 0.1, 0.2], atol=1e-7)  # 0.9..1.0
+    box = parsed.labels[1]
+    assert box[1] + box[3] / 2 <= 1.0
+
+
+def test_corner_overshoot_is_clipped_like_ultralytics():
+    parsed = parse_yolo_label_text("0 0.98 0.5 0.1 0.2\n", "x.txt")  # x2 = 1.03: clipped to 1
+    np.testing.assert_allclose(parsed.labels[0], [0, 0.965, 0.5, 0.07, 0.2], atol=1e-6)
+
+
+@pytest.mark.parametrize("row, why", [
+    ("0 0.5 0.5 1.02 0.2", "exceed 1"),
+    ("0 -0.02 0.5 0.1 0.2", "negative coordinate"),
+    ("0 0.5 0.5 -0.001 0.2", "negative coordinate"),
+    ("0 0.5 0.5 0 0.2", "no area"),
+    ("0 0.5 0.5 0.2", "4 values"),
+    ("0 0.5 0.5 0.2 0.2 0.3", "6 values"),
+    ("a 0.5 0.5 0.2 0.2", "non-numeric"),
+    ("1.5 0.5 0.5 0.2 0.2", "class 1.5 is not an integer"),
+    ("-1 0.5 0.5 0.2 0.2", "class -1 is not an integer"),
+    ("0 nan 0.5 0.2 0.2", "non-finite"),
+])
+def test_bad_row_is_refused_with_file_line_and_why(row, why):
+    parsed = parse_yolo_label_text(f"0 0.5 0.5 0.1 0.1\n\n{row}\n", "dir/x.txt")
+    assert len(parsed.refused) == 1
+    assert parsed.refused[0].startswith("dir/x.txt:3: ") and why in parsed.refused[0]
+    np.testing.assert_allclose(parsed.labels, [[0, 0.5, 0.5, 0.1, 0.1]])  # the good row stays
+
+
+def test_tolerance_is_ultralytics_one_percent():
+    assert COORD_TOLERANCE == 0.01
+    assert parse_yolo_label_text("0 0.5 0.5 1.0099 0.2\n", "x").refused == []
+
+
+def test_class_beyond_nc_refused():
+    parsed = parse_yolo_label_text("0 0.5 0.5 0.1 0.1\n3 0.5 0.5 0.1 0.1\n", "x.txt", nc=3)
+    assert parsed.refused == ["x.txt:2: class 3 exceeds the class count 3 (valid: 0..2)"]
+
+
+def test_polygon_becomes_enclosing_box():
+    parsed = parse_yolo_label_text("2 0.1 0.2 0.5 0.2 0.3 0.6\n1 0.2 0.2 0.4 0.2 0.4 0.4 0.2 0.4\n", "x")
+    assert parsed.refused == []
+    np.testing.assert_allclose(parsed.labels, [[2, 0.3, 0.4, 0.4, 0.4], [1, 0.3, 0.3, 0.2, 0.2]], atol=1e-6)
+
+
+def test_duplicate_rows_removed_first_kept():
+    parsed = parse_yolo_label_text("0 0.5 0.5 0.1 0.1\n1 0.2 0.2 0.1 0.1\n0 0.5 0.5 0.1 0.1\n", "x")
+    assert parsed.duplicates == 1 and parsed.refused == []
+    np.testing.assert_allclose(parsed.labels[:, 0], [0, 1])
+
+
+def test_empty_file_is_background_and_unreadable_raises(tmp_path):
+    empty = tmp_path / "e.txt"
+    empty.write_text("\n  \n")
+    parsed = read_yolo_labels(empty)
+    assert parsed.labels.shape == (0, 5) and parsed.refused == []
+    bad = tmp_path / "b.txt"
+    bad.write_bytes(b"0 0.5 0.5 0.1 0.1\xff\n")
+    with pytest.raises(LabelError, match=r"b.txt: not UTF-8"):
+        read_yolo_labels(bad)
+    with pytest.raises(LabelError, match="cannot read label file"):
+        read_yolo_labels(tmp_path / "missing.txt")
+
+
+def test_check_label_array_clips_and_names_row():
+    out = check_label_array([[0, 0.5, 0.5, 1.0000001, 0.2]], "sample 3")
+    assert out.dtype == np.float32 and out[0, 3] == pytest.approx(1.0)
+    assert check_label_array(None, "x").shape == (0, 5)
+    assert check_label_array(np.zeros((0, 5)), "x").shape == (0, 5)
+    with pytest.raises(LabelError, match=r"sample 3: label row 1: class 2 exceeds"):
+        check_label_array([[0, 0.5, 0.5, 0.1, 0.1], [2, 0.5, 0.5, 0.1, 0.1]], "sample 3", nc=2)
+    with pytest.raises(LabelError, match=r"shape \(5,\)"):
+        check_label_array([0, 0.5, 0.5, 0.1, 0.1], "x")
+
+
+def test_labels_to_text_round_trips():
+    labels = np.array([[1, 0.25, 0.5, 0.125, 0.2]], np.float32)
+    text = labels_to_text(labels)
+    assert text == "1 0.250000 0.500000 0.125000 0.200000\n"
+    np.testing.assert_allclose(parse_yolo_label_text(text, "x").labels, labels)
+    assert labels_to_text(np.zeros((0, 5))) == ""
+
+
+def test_label_path_for_is_ultralytics_rule(tmp_path):
+    from ultralytics.data.utils import img2label_paths
+
+    for image in ("/d/images/train/a.jpg", "/d/images/x/images/b.PNG", "/d/frames/c.tif"):
+        assert str(label_path_for(image)) == img2label_paths([image])[0]

@@ -1,0 +1,116 @@
+"""Class registry: stable ids, growth, persistence, rename, seed, unknown ids, corruption, two writers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from edgecl.errors import ConflictError, LabelError, NotFoundError
+from edgecl.models.classes import ClassRegistry, ClassRegistryError
+
+
+def test_new_names_get_the_next_id_and_survive_a_reopen(tmp_path):
+    reg = ClassRegistry(tmp_path)
+    assert reg.names() == {} and not (tmp_path / "classes.json").exists()
+    assert reg.id_for("car") == 0
+    assert reg.add(["truck", "car", " drone ", "truck"]) == ["truck", "drone"]
+    assert reg.id_for("drone") == 2 and reg.id_for("car") == 0
+    reopened = ClassRegistry(tmp_path)
+    assert reopened.names() == {0: "car", 1: "truck", 2: "drone"}
+    assert reopened.id_for("person") == 3
+    with pytest.raises(NotFoundError, match="unknown class 'bus'"):
+        reopened.id_for("bus", create=False)
+    assert len(reopened) == 4
+    stored = json.loads((tmp_path / "classes.json").read_text())
+    assert [c["id"] for c in stored["classes"]] == [0, 1, 2, 3]
+    assert all(c["first_seen"].endswith("+00:00") for c in stored["classes"])
+
+
+def test_invalid_names_are_refused_and_nothing_is_added(tmp_path):
+    reg = ClassRegistry(tmp_path)
+    for bad, match in (("", "empty"), ("   ", "empty"), ("a\nb", "control characters"),
+                       ("x" * 101, "longer than 100"), (7, "must be text")):
+        with pytest.raises(LabelError, match=match):
+            reg.add(["ok", bad])
+    assert reg.names() == {}
+
+
+def test_rename_keeps_the_id_and_refuses_conflicts(tmp_path):
+    reg = ClassRegistry(tmp_path)
+    reg.add(["car", "truck"])
+    assert reg.rename("truck", "lorry") == 1
+    assert ClassRegistry(tmp_path).names() == {0: "car", 1: "lorry"}
+    assert reg.id_for("truck") == 2  # the old name is free again: a new class
+    with pytest.raises(ConflictError, match="'car' is already class 0"):
+        reg.rename("lorry", "car")
+    with pytest.raises(NotFoundError, match="unknown class 'lory'; did you mean 'lorry'"):
+        reg.rename("lory", "van")
+    assert reg.names() == {0: "car", 1: "lorry", 2: "truck"}
+
+
+def test_seed_from_a_checkpoint(tmp_path):
+    reg = ClassRegistry(tmp_path)
+    assert reg.seed({0: "person", 1: "bicycle"}) == ["person", "bicycle"]
+    assert reg.seed({0: "person", 1: "bicycle", 2: "car"}) == ["car"]
+    assert reg.seed({"0": "person"}) == []
+    with pytest.raises(ConflictError, match="class id 0 is 'person' in the class registry but 'car'"):
+        reg.seed({0: "car"})
+    with pytest.raises(ConflictError, match="class 'car' has id 2"):
+        reg.seed({3: "car"})
+    with pytest.raises(LabelError, match="would leave a gap"):
+        reg.seed({5: "bus"})
+    assert reg.names() == {0: "person", 1: "bicycle", 2: "car"}
+
+
+def test_check_ids_refuses_a_stray_id_with_one_line(tmp_path):
+    reg = ClassRegistry(tmp_path)
+    reg.add(["car"])
+    reg.check_ids([0, 0.0, "0"], "labels/a.txt:1")
+    with pytest.raises(LabelError) as info:
+        reg.check_ids([0, 79], "labels/a.txt:2")
+    assert str(info.value) == "labels/a.txt:2: class id 79 is not in the class registry (1 class: 0 car)"
+    for bad in (1.5, -1, "x"):
+        with pytest.raises(LabelError, match="labels/a.txt:3: class id"):
+            reg.check_ids([bad], "labels/a.txt:3")
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"classes": [{"id": "0", "name": "car"}]}',
+                                     '{"classes": [{"id": 0, "name": "a"}, {"id": 2, "name": "b"}]}',
+                                     '{"classes": [{"id": 0, "name": "a"}, {"id": 1, "name": "a"}]}', "[]"])
+def test_corrupt_file_gives_one_line(tmp_path, content):
+    (tmp_path / "classes.json").write_text(content)
+    reg = ClassRegistry(tmp_path)
+    with pytest.raises(ClassRegistryError, match="corrupt class registry") as info:
+        reg.names()
+    assert "\n" not in str(info.value)
+    with pytest.raises(ClassRegistryError):
+        reg.add(["x"])
+    assert (tmp_path / "classes.json").read_text() == content  # never overwritten
+
+
+WRITER = textwrap.dedent("""
+    import json, sys
+    from edgecl.models.classes import ClassRegistry
+    reg = ClassRegistry(sys.argv[1])
+    got = {}
+    for i in range(40):
+        name = f"shared{i}" if i % 2 else f"{sys.argv[2]}{i}"
+        got[name] = reg.id_for(name)
+    print(json.dumps(got))
+""")
+
+
+def test_two_processes_growing_the_registry_at_once(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), tag], stdout=subprocess.PIPE,
+                              text=True) for tag in ("a", "b")]
+    results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    final = ClassRegistry(tmp_path).names()
+    assert sorted(final) == list(range(60))  # 20 + 20 own names, 20 shared, no id lost or doubled
+    by_name = {n: i for i, n in final.items()}
+    for got in results:
+        assert all(by_name[name] == cid for name, cid in got.items())

@@ -1,0 +1,257 @@
+"""Model files as ultralytics exports them: fixed batch, rectangular input, float16 input, bad files.
+
+Every input shape and element type is read from the file and adapted to (or refused with one
+line). Tiny YOLO11n models (random weights, 2 classes) are exported with ultralytics' own
+Exporter, exactly as a user would with ``yolo export``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgecl.errors import ModelLoadError
+from edgecl.models.backends import load_backend
+from edgecl.models.base import InferenceOptions, ModelMeta, letterbox_batch, postprocess
+from edgecl.ultra import build_detection_model
+
+NAMES = {0: "car", 1: "drone"}
+LOW_CONF = InferenceOptions(conf=1e-4, iou=0.7, max_det=5, threads=1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    net = build_detection_model(2, names=dict(NAMES))
+    net.task = "detect"
+    return net
+
+
+def export(model, out_dir: Path, name: str, **overrides) -> Path:
+    """Export with ultralytics' Exporter (as ``yolo export format=onnx ...`` does)."""
+    from ultralytics.engine.exporter import Exporter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.pt_path = str(Path(tmp) / "model.pt")
+        args = dict(format="onnx", device="cpu", simplify=False, batch=1, imgsz=64)
+        args.update(overrides)
+        produced = Path(Exporter(overrides=args)(model=model))
+        target = out_dir / name
+        target.write_bytes(produced.read_bytes())
+    return target
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports")
+    return {
+        "batch4": export(model, out, "batch4.onnx", batch=4),
+        "rect": export(model, out, "rect.onnx", imgsz=(160, 256)),
+        "dynamic": export(model, out, "dynamic.onnx", dynamic=True),
+    }
+
+
+def _frames(n: int, h: int = 120, w: int = 200) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for da, db in zip(a, b):
+        np.testing.assert_allclose(da.boxes_xyxy, db.boxes_xyxy, atol=1e-2)
+        np.testing.assert_allclose(da.scores, db.scores, atol=1e-4)
+        assert da.classes.tolist() == db.classes.tolist()
+
+
+def test_fixed_batch_4_is_padded_and_only_real_outputs_kept(exported):
+    fixed = load_backend(exported["batch4"], LOW_CONF, warmup_runs=1)
+    dyn = load_backend(exported["dynamic"], LOW_CONF)
+    assert (fixed.meta.batch, fixed.meta.hw, fixed.meta.input_dtype) == (4, (64, 64), "float32")
+    assert dyn.meta.batch is None
+    frames = _frames(5)
+    got = fixed.infer(frames)
+    assert len(got) == 5
+    assert sum(len(d) for d in got) > 0
+    _same(got, dyn.infer(frames))
+    _same(fixed.infer(frames[:1]), dyn.infer(frames[:1]))
+
+
+def test_rectangular_input_gets_a_rectangular_letterbox(exported, model):
+    rect = load_backend(exported["rect"], LOW_CONF, warmup_runs=1)
+    assert rect.meta.hw == (160, 256) and rect.meta.imgsz == 256 and rect.meta.batch == 1
+    assert rect.meta.input_info() == {"hw": [160, 256], "batch": 1, "dtype": "float32"}
+    frames = _frames(2, h=320, w=512)
+    batch = letterbox_batch(frames, (160, 256))
+    assert batch.shape == (2, 3, 160, 256)
+    got = rect.infer(frames)
+    model.eval()
+    with torch.no_grad():
+        raw = model(torch.from_numpy(batch))[0].numpy()
+    _same(got, postprocess(raw, [f.shape[:2] for f in frames], (160, 256), 2, LOW_CONF))
+
+
+def test_rectangular_boxes_map_back_to_original_pixels():
+    raw = np.zeros((2, 5, 1), np.float32)
+    raw[:, :4, 0] = (128, 80, 64, 32)  # xywh in the 160x256 letterboxed input
+    raw[:, 4, 0] = 0.9
+    one, two = postprocess(raw, [(320, 512), (100, 400)], (160, 256), 1, InferenceOptions())
+    np.testing.assert_allclose(one.boxes_xyxy, [[192, 128, 320, 192]], atol=1e-3)
+    # gain min(160/100, 256/400) = 0.64, vertical padding (160 - 64) / 2 = 48
+    np.testing.assert_allclose(two.boxes_xyxy, [[150, 25, 250, 75]], atol=1e-3)
+
+
+def _float16_input(src: Path, dst: Path) -> Path:
+    """The same graph with a float16 input (a Cast to float32 in front), as a half export has."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    proto = onnx.load(str(src))
+    graph = proto.graph
+    name = graph.input[0].name
+    for node in graph.node:
+        for i, value in enumerate(node.input):
+            if value == name:
+                node.input[i] = name + "_f32"
+    graph.node.insert(0, helper.make_node("Cast", [name], [name + "_f32"], to=TensorProto.FLOAT))
+    graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_float16_input_is_fed_float16(exported, tmp_path):
+    half = load_backend(_float16_input(exported["dynamic"], tmp_path / "half.onnx"), LOW_CONF, warmup_runs=1)
+    assert half.meta.input_dtype == "float16"
+    full = load_backend(exported["dynamic"], LOW_CONF)
+    frames = _frames(2)
+    got, want = half.infer(frames), full.infer(frames)
+    assert len(got) == 2
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.scores, b.scores, atol=2e-3)
+
+
+def _tiny_graph(path: Path, *, out_shape, elem=None, in_shape=(1, 3, 64, 64), metadata=None) -> Path:
+    """A hand-made ONNX graph: images -> Cast -> ReduceMean -> Expand to ``out_shape``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    elem = TensorProto.FLOAT if elem is None else elem
+    shape = helper.make_tensor("shape", TensorProto.INT64, [len(out_shape)], list(out_shape))
+    nodes = [helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
+             helper.make_node("Expand", ["m", "shape"], ["output0"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", elem, list(in_shape))],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(out_shape))],
+                              initializer=[shape])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    for key, value in (metadata or {}).items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.parametrize("case,match", [
+    ("garbage", "cannot load ONNX model"),
+    ("truncated", "cannot load ONNX model"),
+    ("text", "cannot load ONNX model"),
+    ("classifier", r"output shape \[1, 10\] is not a YOLO detection head"),
+    ("end2end", "end-to-end"),
+    ("uint8", r"input element type tensor\(uint8\) is not supported"),
+    ("grey", r"not an image batch \(N, 3, H, W\)"),
+    ("segment", "a 'segment' model"),
+    ("class_mismatch", "output has 3 class channels but the metadata names 2 classes"),
+])
+def test_bad_onnx_files_are_refused_with_one_line(case, match, exported, tmp_path):
+    from onnx import TensorProto
+
+    path = tmp_path / f"{case}.onnx"
+    if case == "garbage":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif case == "truncated":
+        path.write_bytes(exported["dynamic"].read_bytes()[:50_000])
+    elif case == "text":
+        path.write_text("this is not a model\n")
+    elif case == "classifier":
+        _tiny_graph(path, out_shape=(1, 10))
+    elif case == "end2end":
+        _tiny_graph(path, out_shape=(1, 300, 6))
+    elif case == "uint8":
+        _tiny_graph(path, out_shape=(1, 6, 84), elem=TensorProto.UINT8)
+    elif case == "grey":
+        _tiny_graph(path, out_shape=(1, 6, 84), in_shape=(1, 1, 64, 64))
+    elif case == "segment":
+        _tiny_graph(path, out_shape=(1, 6, 84), metadata={"task": "segment"})
+    else:
+        _tiny_graph(path, out_shape=(1, 7, 84), metadata={"names": str(NAMES)})
+    with pytest.raises(ModelLoadError, match=match) as info:
+        load_backend(path, warmup_runs=1)
+    assert "\n" not in str(info.value)
+
+
+def test_model_that_fails_at_run_time_is_refused_at_warmup(tmp_path):
+    """A graph that loads but cannot run (mismatched static shapes) fails warm-up with one line."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], [1, 6, 84])
+    nodes = [helper.make_node("Reshape", ["images", "shape"], ["output0"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                         [1, 3, 64, 64])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, 84])],
+                              initializer=[shape])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    with pytest.raises(ModelLoadError, match="fails on a test frame") as info:
+        load_backend(tmp_path / "m.onnx", warmup_runs=1)
+    assert "\n" not in str(info.value)
+
+
+def test_square_meta_defaults_stay_compatible():
+    meta = ModelMeta(path="x", backend="fake", names={0: "a"}, imgsz=64)
+    assert meta.hw == (64, 64) and meta.batch is None and meta.input_dtype == "float32"
+
+
+def test_pt_checkpoint_and_yaml_load_and_warm(model, tmp_path):
+    from edgecl.models.checkpoint import save_checkpoint
+
+    pt = save_checkpoint(model, tmp_path / "m.pt", meta={"names": NAMES, "imgsz": 64})
+    backend = load_backend(pt, LOW_CONF, warmup_runs=1)
+    assert backend.meta.names == NAMES and backend.meta.hw == (64, 64)
+    yaml_backend = load_backend("yolo11n.yaml", InferenceOptions(imgsz=64, threads=1), warmup_runs=1)
+    assert yaml_backend.meta.hw == (64, 64)
+    (tmp_path / "bad.pt").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(ModelLoadError, match="cannot read checkpoint"):
+        load_backend(tmp_path / "bad.pt")
+
+
+def test_end_to_end_rows_are_thresholded_sorted_and_mapped_back():
+    raw = np.zeros((1, 4, 6), np.float32)
+    raw[0, 0] = (96, 64, 160, 96, 0.5, 1)   # letterboxed 160x256 pixels
+    raw[0, 1] = (0, 0, 32, 32, 0.9, 0)
+    raw[0, 2] = (0, 0, 8, 8, 0.1, 0)       # below conf
+    (det,) = postprocess(raw, [(320, 512)], (160, 256), 2, InferenceOptions(conf=0.25, max_det=5))
+    assert det.scores.tolist() == pytest.approx([0.9, 0.5]) and det.classes.tolist() == [0, 1]
+    np.testing.assert_allclose(det.boxes_xyxy, [[0, 0, 64, 64], [192, 128, 320, 192]], atol=1e-3)
+    (top,) = postprocess(raw, [(320, 512)], (160, 256), 2, InferenceOptions(conf=0.25, max_det=1))
+    assert top.scores.tolist() == pytest.approx([0.9])
+
+
+def test_yolo26_end_to_end_export_loads_and_detects(tmp_path):
+    torch.manual_seed(0)
+    net = build_detection_model(2, cfg="yolo26n.yaml", names=dict(NAMES))
+    net.task = "detect"
+    path = export(net, tmp_path, "e2e.onnx", end2end=True)
+    backend = load_backend(path, LOW_CONF, warmup_runs=1)
+    assert backend.meta.names == NAMES
+    (det,) = backend.infer(_frames(1))
+    assert len(det) == 5 and (np.diff(det.scores) <= 0).all()
+    assert det.boxes_xyxy.min() >= 0 and det.boxes_xyxy[:, [0, 2]].max() <= 200
+    assert set(det.classes.tolist()) <= {0, 1}

@@ -1,0 +1,149 @@
+"""Faults around the runtime: one runtime per state directory, an unwritable state directory,
+a version staged before a kill, tampered model files, and supervisor steps that fail."""
+
+import errno
+
+import pytest
+
+from edgecl.config import load_config
+from edgecl.data.scenario import make_scenario
+from edgecl.errors import ModelLoadError, StorageError
+from edgecl.models.registry import Registry
+from edgecl.runtime.app import RunOptions, Runtime, ensure_writable
+from edgecl.runtime.learner import run_learning_round
+from edgecl.runtime.lock import StateLockedError
+
+IMGSZ = 64
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    return make_scenario(tmp_path_factory.mktemp("scn"), tasks=2, images_per_task=24, imgsz=IMGSZ, seed=5)
+
+
+@pytest.fixture(scope="module")
+def learnt(tmp_path_factory, scenario):
+    """A state directory whose memory holds task t1 and whose registry holds one round's
+    version, staged and NOT promoted (what a kill between stage and promotion leaves)."""
+    from edgecl.bench.demo import initial_model
+
+    root = tmp_path_factory.mktemp("learnt")
+    cfg = tiny_cfg(root / "state")
+    init = initial_model(scenario, root / "untrained.pt", IMGSZ)
+    Runtime(cfg, RunOptions(source_uri=f"tasks://{scenario}?task=t1", model=str(init), quiet=True)).run()
+    result = run_learning_round(cfg, reason="test")
+    assert result.status.value == "staged", result.reason
+    return root / "state", result.version
+
+
+def tiny_cfg(state, *extra):
+    return load_config(None, [f"state_dir={state}", f"model.imgsz={IMGSZ}", f"learner.imgsz={IMGSZ}",
+                              "learner.first_round_max_steps=4", "learner.max_steps=2",
+                              "learner.batch=4", "learner.bn_recalibration_batches=1",
+                              "memory.holdout_fraction=0.25", "learner.enabled=false",
+                              "runtime.warmup_runs=1", "replay.strategy=er",
+                              "gate.max_forgetting=1.0", "gate.min_acc_delta=-1.0", *extra])
+
+
+def copy_state(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def test_a_round_staged_before_a_kill_is_promoted_at_the_next_start(learnt, scenario, tmp_path):
+    state = copy_state(learnt[0], tmp_path / "state")
+    registry = Registry(state / "models")
+    assert registry.current() is None and registry.staged_versions() == [learnt[1]]
+    hand_added = registry.add(registry.root / learnt[1] / "model.onnx")
+    report = Runtime(tiny_cfg(state), RunOptions(source_uri=f"tasks://{scenario}?task=t2",
+                                                 max_frames=3, quiet=True)).run()
+    assert registry.current() == learnt[1] == report.model_version
+    assert hand_added in registry.staged_versions(), "a version added by hand waits for promote"
+
+
+def test_a_tampered_parent_is_never_fine_tuned(learnt, scenario, tmp_path):
+    state = copy_state(learnt[0], tmp_path / "state")
+    registry = Registry(state / "models")
+    registry.promote(learnt[1])
+    cfg = tiny_cfg(state)
+    Runtime(cfg, RunOptions(source_uri=f"tasks://{scenario}?task=t2", quiet=True)).run()
+    pt = registry.root / learnt[1] / "model.pt"
+    data = bytearray(pt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pt.write_bytes(bytes(data))
+    result = run_learning_round(cfg, reason="after tampering")
+    assert result.status.value == "failed" and "integrity" in result.reason
+    assert registry.current() == learnt[1] and len(registry.versions()) == 1
+
+
+def test_tampered_current_engine_rolls_back_or_refuses_with_one_line(learnt, scenario, tmp_path):
+    state = copy_state(learnt[0], tmp_path / "state")
+    registry = Registry(state / "models")
+    registry.promote(learnt[1])
+    onnx = registry.root / learnt[1] / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[-100] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    runtime = Runtime(tiny_cfg(state), RunOptions(source_uri=f"tasks://{scenario}?task=t2",
+                                                  max_frames=2, quiet=True))
+    with pytest.raises(ModelLoadError) as err:
+        runtime.build()
+    assert "integrity" in str(err.value) and "\n" not in str(err.value)
+    assert runtime.lock is None, "a failed start releases the state directory"
+
+
+def test_second_runtime_on_the_same_state_dir_is_refused(learnt, scenario, tmp_path):
+    state = copy_state(learnt[0], tmp_path / "state")
+    first = Runtime(tiny_cfg(state), RunOptions(source_uri=f"tasks://{scenario}?task=t2", quiet=True))
+    first.build()
+    try:
+        second = Runtime(tiny_cfg(state), RunOptions(source_uri=f"tasks://{scenario}?task=t2",
+                                                     quiet=True))
+        with pytest.raises(StateLockedError) as err:
+            second.build()
+        import os
+
+        assert str(os.getpid()) in str(err.value)
+    finally:
+        first.close()
+    again = Runtime(tiny_cfg(state), RunOptions(source_uri=f"tasks://{scenario}?task=t2", quiet=True))
+    again.build()
+    again.close()
+
+
+def test_unwritable_state_dir_is_one_line(tmp_path, monkeypatch):
+    def refuse(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr("edgecl.runtime.app.atomic_write_bytes", refuse)
+    with pytest.raises(StorageError) as err:
+        ensure_writable(tmp_path / "state")
+    assert "not writable" in str(err.value) and "Read-only" in str(err.value)
+
+
+def test_failing_supervisor_steps_never_stop_detection(learnt, scenario, tmp_path):
+    state = copy_state(learnt[0], tmp_path / "state")
+    runtime = Runtime(tiny_cfg(state), RunOptions(source_uri=f"tasks://{scenario}?split=train&fps=50",
+                                                  max_frames=30, quiet=True),
+                      supervise_hook=lambda rt: 1 / 0)
+    runtime.build()
+
+    def full_disk(**kwargs):
+        raise StorageError("cannot write the metrics database: database or disk is full")
+
+    runtime.monitor.record_runtime = full_disk
+    seen = {}
+    original = runtime.supervise
+
+    def supervise():
+        original()
+        seen.update(runtime.health())
+
+    runtime.supervise = supervise
+    report = runtime.run()
+    assert report.frames + report.dropped >= 30, "the stream went on to its end"
+    assert seen["status"] == "degraded"
+    assert seen["step_errors"]["hook"]["error"].startswith("ZeroDivisionError")
+    assert "disk is full" in seen["step_errors"]["metrics"]["error"]

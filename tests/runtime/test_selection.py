@@ -1,0 +1,186 @@
+"""Selection policies on hand-made inputs, their combination, duplicates, rate limit, eviction."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from labels_fakes import dets, textured
+
+from edgecl.config import LabelsConfig, SelectionConfig
+from edgecl.frames import Detections, Frame
+from edgecl.runtime.labels import (SELECTION_POLICIES, NoveltyRing, OperatorQueue, RateLimiter,
+                                   SelectionContext, Selector, embedding_distance,
+                                   thumbnail_embedding)
+from edgecl.runtime.labels.selection import (disagreement_score, forgetting_score, novel_score,
+                                             random_score, uncertain_score)
+
+IMG = textured(0)
+
+
+def ctx(cfg=None, image=IMG, ring=None, **kw):
+    cfg = cfg or LabelsConfig()
+    return SelectionContext(cfg, thumbnail_embedding(image), ring or NoveltyRing(8),
+                            np.random.default_rng(0), **kw)
+
+
+def frame(image=IMG, i=0):
+    return Frame(image, i, float(i), "cam://0")
+
+
+def only(**weights):
+    zero = {f.name: 0.0 for f in dataclasses.fields(SelectionConfig)}
+    return SelectionConfig(**{**zero, **weights})
+
+
+def test_registry_names_match_config_fields():
+    assert set(SELECTION_POLICIES) == {f.name for f in dataclasses.fields(SelectionConfig)}
+
+
+def test_uncertain_scores_band_only_peaks_in_middle():
+    c = ctx(LabelsConfig(uncertain_low=0.3, uncertain_high=0.6))
+    assert uncertain_score(frame(), dets([0.9, 0.1]), c) == 0.0
+    assert uncertain_score(frame(), dets([]), c) == 0.0
+    assert uncertain_score(frame(), dets([0.45]), c) == pytest.approx(1.0)
+    edge = uncertain_score(frame(), dets([0.3]), c)
+    assert edge == pytest.approx(0.5) and uncertain_score(frame(), dets([0.9, 0.4]), c) > edge
+
+
+def test_embedding_distance_same_scene_small_other_scene_large():
+    a, b = thumbnail_embedding(IMG), thumbnail_embedding(textured(1))
+    brighter = thumbnail_embedding(np.clip(IMG.astype(int) + 30, 0, 255).astype(np.uint8))
+    assert embedding_distance(a, a) == 0.0
+    assert embedding_distance(a, brighter) < 0.03          # exposure change: same scene
+    assert embedding_distance(a, b) > 0.15
+
+
+def test_novel_empty_ring_is_novel_and_held_scene_is_not():
+    cfg = LabelsConfig(novel_distance=0.2)
+    ring = NoveltyRing(4)
+    assert novel_score(frame(), dets([]), ctx(cfg, ring=ring)) == 1.0
+    ring.add(thumbnail_embedding(IMG), 0.0)
+    assert novel_score(frame(), dets([]), ctx(cfg, ring=ring)) == 0.0
+    assert novel_score(frame(textured(5)), dets([]), ctx(cfg, textured(5), ring)) > 0.8
+
+
+def test_novelty_ring_is_bounded_and_merges_near_duplicates():
+    ring = NoveltyRing(3)
+    for s in range(5):
+        ring.add(thumbnail_embedding(textured(s)), float(s))
+    assert len(ring) == 3
+    assert ring.nearest(thumbnail_embedding(textured(0))) > 0.1   # overwritten
+    ring = NoveltyRing(3)
+    for t in range(10):
+        ring.add(thumbnail_embedding(IMG), float(t), merge_distance=0.03)
+    assert len(ring) == 1
+    assert ring.nearest(thumbnail_embedding(IMG), since_s=9.0) == 0.0   # time refreshed
+
+
+def test_disagreement_same_partial_and_none():
+    same = dets([0.9, 0.8], classes=[0, 1])
+    c = ctx(previous_detector=lambda image: same)
+    assert disagreement_score(frame(), same, c) == 0.0
+    other_class = dets([0.9], classes=[1])
+    c = ctx(previous_detector=lambda i: other_class)
+    assert disagreement_score(frame(), dets([0.9]), c) == 1.0
+    moved = Detections(np.array([[150, 60, 190, 95]], np.float32), np.array([0.9], np.float32),
+                       np.array([0]))
+    assert disagreement_score(frame(), dets([0.9]), ctx(previous_detector=lambda i: moved)) == 1.0
+    half = disagreement_score(frame(), dets([0.9]), ctx(previous_detector=lambda i: same))
+    assert half == pytest.approx(1 - 2 * 1 / 3)
+    assert disagreement_score(frame(), dets([0.9]), ctx()) == 0.0               # no previous
+    assert disagreement_score(frame(), dets([0.9]), ctx(previous_detector=lambda i: None)) == 0.0
+    low_noise = dets([0.1], classes=[3])
+    assert disagreement_score(frame(), dets([]), ctx(previous_detector=lambda i: low_noise)) == 0.0
+
+
+def test_forgetting_fires_on_forgotten_class_only():
+    c = ctx(forgetting_classes=lambda: {2})
+    assert forgetting_score(frame(), dets([0.9], classes=[2]), c) == 1.0
+    assert forgetting_score(frame(), dets([0.9], classes=[1]), c) == 0.0
+    assert forgetting_score(frame(), dets([0.05], classes=[2]), c) == 0.0     # below the band
+    assert forgetting_score(frame(), dets([0.9], classes=[2]), ctx()) == 0.0
+
+
+def test_random_share_is_seeded_and_about_right():
+    cfg = LabelsConfig(random_share=0.1, seed=3)
+    rng = np.random.default_rng(3)
+    c = SelectionContext(cfg, thumbnail_embedding(IMG), NoveltyRing(1), rng)
+    draws = [random_score(frame(), dets([]), c) for _ in range(2000)]
+    assert 150 < sum(draws) < 250 and set(draws) <= {0.0, 1.0}
+    again = SelectionContext(cfg, thumbnail_embedding(IMG), NoveltyRing(1),
+                             np.random.default_rng(3))
+    assert [random_score(frame(), dets([]), again) for _ in range(2000)] == draws
+
+
+def test_selector_combines_weights_and_records_reasons():
+    cfg = LabelsConfig(selection=SelectionConfig(uncertain=1.0, novel=0.5, disagreement=0.0,
+                                                 forgetting=2.0, random=0.0), novel_distance=0.2)
+    sel = Selector(cfg, forgetting_classes=lambda: {0})
+    cand = sel.score(frame(), dets([0.45]), sel.embed(IMG))
+    assert cand.reasons == {"uncertain": 1.0, "novel": 1.0, "forgetting": 1.0}
+    assert cand.priority == pytest.approx(1.0 + 0.5 + 2.0)
+
+
+def test_selector_threshold_duplicates_and_rate_limit():
+    now = [1000.0]
+    cfg = LabelsConfig(selection=only(novel=1.0), min_priority=0.5, dedup_window_s=60,
+                       dedup_distance=0.03, max_per_minute=2)
+    sel = Selector(cfg, clock=lambda: now[0], monotonic=lambda: now[0])
+    first, why = sel.consider(frame(), dets([]), sel.embed(IMG))
+    assert why == "selected"
+    sel.queued(first)
+    assert sel.consider(frame(), dets([]), sel.embed(IMG)) == (None, "not_selected")  # seen
+    for s in (1, 2):
+        cand, why = sel.consider(frame(textured(s)), dets([]), sel.embed(textured(s)))
+        if s == 1:
+            sel.queued(cand)
+    assert why == "rate_limited"
+    now[0] += 61
+    cand, why = sel.consider(frame(textured(2)), dets([]), sel.embed(textured(2)))
+    assert why == "selected"
+    # duplicate: high priority (uncertain) but the same scene was queued within the window
+    cfg2 = dataclasses.replace(cfg, selection=only(uncertain=1.0))
+    sel2 = Selector(cfg2, clock=lambda: now[0], monotonic=lambda: now[0])
+    c1, _ = sel2.consider(frame(), dets([0.45]), sel2.embed(IMG))
+    sel2.queued(c1)
+    assert sel2.consider(frame(), dets([0.45]), sel2.embed(IMG)) == (None, "duplicate")
+    now[0] += 61                                      # window over: may be queued again
+    assert sel2.consider(frame(), dets([0.45]), sel2.embed(IMG))[1] == "selected"
+
+
+def test_rate_limiter_sliding_window_and_unlimited():
+    t = [0.0]
+    lim = RateLimiter(3, clock=lambda: t[0])
+    for _ in range(3):
+        assert lim.allowed()
+        lim.take()
+        t[0] += 1
+    assert not lim.allowed()
+    t[0] = 60.5
+    assert lim.allowed()
+    assert all(RateLimiter(0).allowed() for _ in range(100))
+
+
+def test_queue_evicts_lowest_priority_not_oldest(tmp_path):
+    q = OperatorQueue(tmp_path, max_pending=3)
+    ids = {p: q.push(frame(textured(i), i), dets([0.5]), priority=p)
+           for i, p in enumerate([0.9, 0.2, 0.5])}
+    assert [it["id"] for it in q.pending()] == [ids[0.9], ids[0.5], ids[0.2]]
+    assert q.push(frame(textured(7), 7), dets([0.5]), priority=0.1) is None   # lower than all
+    new = q.push(frame(textured(8), 8), dets([0.5]), priority=0.7)
+    kept = [it["id"] for it in q.pending()]
+    assert kept == [ids[0.9], new, ids[0.5]]                  # 0.2 went, the oldest stayed
+    with pytest.raises(Exception, match="dropped for frames of higher priority"):
+        q.image_path(ids[0.2])
+
+
+def test_failing_policy_scores_zero_and_is_counted(caplog):
+    def broken(image):
+        raise RuntimeError("previous model unloaded")
+
+    cfg = LabelsConfig(selection=only(disagreement=1.0, uncertain=1.0))
+    sel = Selector(cfg, previous_detector=broken)
+    for _ in range(3):
+        cand = sel.score(frame(), dets([0.45]), sel.embed(IMG))
+    assert cand.reasons == {"uncertain": 1.0} and sel.policy_errors == {"disagreement": 3}
+    assert caplog.text.count("previous model unloaded") == 1

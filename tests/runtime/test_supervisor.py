@@ -1,0 +1,102 @@
+"""The learner supervisor's containment: failures back off, a failing promotion is retried and
+then dropped, a round staged before a kill is promoted at the next start, and the runtime's
+supervisor steps never stop detection."""
+
+import time
+
+import pytest
+
+from edgecl.config import load_config
+from edgecl.continual.round_state import RoundResult, RoundStatus
+from edgecl.errors import RegistryError
+from edgecl.runtime import learner as learner_mod
+from edgecl.runtime.learner import BACKOFF_AFTER, LearnerSupervisor
+
+
+class FakeRegistry:
+    def __init__(self, fail_promotions=0):
+        self.fail_promotions = fail_promotions
+        self.promoted = []
+        self.pruned = 0
+
+    def current(self):
+        return self.promoted[-1] if self.promoted else None
+
+    def prune(self, *args, **kwargs):
+        self.pruned += 1
+
+
+@pytest.fixture
+def supervisor(tmp_path, monkeypatch):
+    def make(registry):
+        cfg = load_config(None, [f"state_dir={tmp_path}"])
+        sup = LearnerSupervisor(cfg, registry)
+
+        def promote(state_dir, version):
+            if registry.fail_promotions > 0:
+                registry.fail_promotions -= 1
+                raise RegistryError("disk hiccup")
+            registry.promoted.append(version)
+
+        monkeypatch.setattr("edgecl.runtime.promote.promote_version", promote)
+        return sup
+
+    return make
+
+
+def failed(reason="ValueError: lr too high"):
+    return RoundResult(RoundStatus.FAILED, reason=reason, round=1, started_s=time.time())
+
+
+def test_same_failure_three_times_backs_off_and_says_so(supervisor):
+    sup = supervisor(FakeRegistry())
+    for _ in range(BACKOFF_AFTER - 1):
+        sup.handle_result(failed())
+    assert sup.health()["state"] == "idle"
+    sup.handle_result(failed())
+    health = sup.health()
+    assert health["state"] == "backoff" and "lr too high" in health["reason"]
+    assert 0 < health["retry_in_s"] <= learner_mod.BACKOFF_INITIAL_S
+
+
+def test_different_failures_do_not_back_off(supervisor):
+    sup = supervisor(FakeRegistry())
+    for i in range(BACKOFF_AFTER + 2):
+        sup.handle_result(failed(f"error {i}"))
+    assert sup.health()["state"] == "idle"
+
+
+def test_backoff_doubles_and_a_promotion_clears_it(supervisor):
+    sup = supervisor(FakeRegistry())
+    for _ in range(BACKOFF_AFTER + 1):
+        sup.handle_result(failed())
+    assert sup.health()["retry_in_s"] > learner_mod.BACKOFF_INITIAL_S
+    sup.handle_result(RoundResult(RoundStatus.STAGED, version="v0001", round=2))
+    assert sup.health()["state"] == "idle" and sup.rounds[-1]["status"] == "promoted"
+
+
+def test_a_failing_promotion_is_contained_retried_then_dropped(supervisor):
+    registry = FakeRegistry(fail_promotions=1)
+    sup = supervisor(registry)
+    sup._pending = RoundResult(RoundStatus.STAGED, version="v0001", round=1)
+    sup._apply_pending()
+    assert registry.promoted == [] and sup.apply_errors == 1 and "disk hiccup" in sup.last_error
+    sup._apply_pending()
+    assert registry.promoted == ["v0001"] and sup._pending is None and registry.pruned == 1
+    registry.fail_promotions = 10
+    sup._pending = RoundResult(RoundStatus.STAGED, version="v0002", round=2)
+    for _ in range(learner_mod.APPLY_ATTEMPTS):
+        sup._apply_pending()
+    assert sup._pending is None and registry.promoted == ["v0001"]
+    assert sup.apply_errors == 1 + learner_mod.APPLY_ATTEMPTS
+
+
+def test_result_file_round_trip(tmp_path):
+    from edgecl.atomic import atomic_write_json
+
+    result = RoundResult(RoundStatus.REJECTED, reason="forgot", round=3, version="v0003",
+                         per_task={"t1": 0.5}, timings_s={"train": 1.5})
+    atomic_write_json(learner_mod.learner_dir(tmp_path) / "last_round.json", result.to_json())
+    assert learner_mod.read_last_round(tmp_path) == result
+    (learner_mod.learner_dir(tmp_path) / "last_round.json").write_text("{not json")
+    assert learner_mod.read_last_round(tmp_path) is None

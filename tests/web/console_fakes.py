@@ -1,0 +1,184 @@
+"""A deterministic fake of the runtime's console hooks: records every state change it receives."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgecl.errors import ConflictError, LabelError, NotFoundError, RegistryError
+from edgecl.web import ConsoleHooks
+
+CLASSES = ["person", "car", "bicycle", "dog"]
+
+
+def _scene(width: int, height: int, seed: int) -> np.ndarray:
+    """A synthetic street-ish frame: sky, road, a few coloured blocks (BGR uint8)."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((height, width, 3), np.uint8)
+    img[: height // 2] = (200, 170, 120)
+    img[height // 2:] = (90, 95, 100)
+    cv2.line(img, (0, height * 3 // 4), (width, height * 3 // 4), (230, 230, 230), 3)
+    for _ in range(4):
+        x, y = int(rng.integers(10, width - 90)), int(rng.integers(height // 3, height - 70))
+        color = tuple(int(c) for c in rng.integers(40, 220, 3))
+        cv2.rectangle(img, (x, y), (x + int(rng.integers(30, 80)), y + int(rng.integers(30, 60))),
+                      color, -1)
+    return img
+
+
+class FakeConsole:
+    """State behind :meth:`hooks`; ``answers``, ``promoted`` and ``rollbacks`` record calls.
+
+    Args:
+        folder: where the queued frames' images are written.
+        items: how many frames wait in the operator queue.
+    """
+
+    def __init__(self, folder: Path, items: int = 3):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self.answers: list[dict] = []
+        self.promoted: list[str] = []
+        self.rollbacks = 0
+        self.history = ["v0001"]  # earlier current versions, most recent last
+        self.health_status = "ok"
+        self.fail_live = False
+        self.queue = []
+        for i in range(items):
+            item_id = f"f{i:04d}"
+            cv2.imwrite(str(self.folder / f"{item_id}.jpg"), _scene(640, 480, i))
+            self.queue.append({
+                "id": item_id, "priority": round(0.9 - 0.2 * i, 2),
+                "reasons": {"uncertain": round(0.8 - 0.2 * i, 2), "novel": round(0.3 + 0.1 * i, 2)},
+                "width": 640, "height": 480, "created_s": 1_780_000_000.0 + i,
+                "proposed": [{"class": "car", "xyxy": [60.0, 250.0, 200.0, 330.0], "score": 0.41},
+                             {"class": "person", "xyxy": [400.0, 200.0, 450.0, 330.0],
+                              "score": 0.33}]})
+        frame = _scene(640, 480, 99)
+        cv2.rectangle(frame, (60, 250), (200, 330), (0, 200, 0), 2)
+        cv2.putText(frame, "car 0.91", (60, 244), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 200, 0), 2)
+        self.jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
+        self.versions = [
+            {"version": "v0003", "status": "rejected", "reason": "gate: person AP fell 0.12 > 0.05",
+             "per_class_ap": {"person": 0.52, "car": 0.71, "bicycle": 0.40}, "dece": 0.081,
+             "size_bytes": 12_400_000, "created": "2026-11-29T15:40:00Z", "parent": "v0002"},
+            {"version": "v0002", "status": "current", "reason": "gate: accepted (+0.04 mAP)",
+             "per_class_ap": {"person": 0.64, "car": 0.69, "bicycle": 0.38}, "dece": 0.052,
+             "size_bytes": 12_390_000, "created": "2026-11-29T14:10:00Z", "parent": "v0001"},
+            {"version": "v0001", "status": "promoted", "reason": "initial model",
+             "per_class_ap": {"person": 0.61, "car": 0.65}, "dece": 0.066,
+             "size_bytes": 12_380_000, "created": "2026-11-28T09:00:00Z", "parent": None},
+        ]
+
+    # hooks -----------------------------------------------------------------------------------
+    def health(self) -> dict:
+        return {"status": self.health_status, "stages": {"capture": "ok", "inference": "ok"}}
+
+    def metrics(self) -> bytes:
+        return b"# TYPE edgecl_fps gauge\nedgecl_fps 29.5\n"
+
+    def live(self) -> dict:
+        if self.fail_live:
+            raise RuntimeError("boom: a hook fault")
+        current = next(v["version"] for v in self.versions if v["status"] == "current")
+        return {"fps": 29.5, "latency_ms_p50": 21.3, "latency_ms_p95": 34.8,
+                "model_version": current,
+                "memory": {"samples": 412, "capacity": 1000, "bytes": 61_000_000,
+                           "max_bytes": 200_000_000},
+                "learner": {"state": "training", "round": 4, "progress": 0.35},
+                "alerts": ["round 3 rejected: person AP fell 0.12 > 0.05"]}
+
+    def latest_jpeg(self) -> bytes | None:
+        return self.jpeg
+
+    def models(self) -> list[dict]:
+        with self.lock:
+            return [dict(v) for v in self.versions]
+
+    def promote(self, version: str) -> dict:
+        with self.lock:
+            target = next((v for v in self.versions if v["version"] == version), None)
+            if target is None:
+                raise NotFoundError(f"no model version {version}")
+            if target["status"] == "current":
+                raise ConflictError(f"{version} is already current")
+            if target["status"] == "rejected" and version == "v0099":
+                raise RegistryError("refused")
+            for v in self.versions:
+                if v["status"] == "current":
+                    v["status"] = "promoted"
+                    self.history.append(v["version"])
+            target["status"] = "current"
+            self.promoted.append(version)
+            return {"current": version}
+
+    def rollback(self) -> dict:
+        with self.lock:
+            if not self.history:
+                raise ConflictError("nothing to roll back to")
+            previous = self.history.pop()
+            for v in self.versions:
+                if v["status"] == "current":
+                    v["status"] = "promoted"
+                if v["version"] == previous:
+                    v["status"] = "current"
+            self.rollbacks += 1
+            return {"current": previous}
+
+    def pending(self) -> list[dict]:
+        with self.lock:
+            return [dict(q) for q in self.queue]
+
+    def label_image(self, item_id: str) -> Path:
+        if not any(q["id"] == item_id for q in self.queue):
+            raise NotFoundError(f"no queued item {item_id}")
+        return self.folder / f"{item_id}.jpg"
+
+    def answer(self, item_id: str, boxes: list[dict], skip: bool) -> dict:
+        with self.lock:
+            if any(a["id"] == item_id for a in self.answers):
+                raise ConflictError(f"item {item_id} already answered")
+            if not any(q["id"] == item_id for q in self.queue):
+                raise NotFoundError(f"no queued item {item_id}")
+            for box in boxes:
+                x1, y1, x2, y2 = box["xyxy"]
+                if x2 <= x1 or y2 <= y1:
+                    raise LabelError(f"empty box {box['xyxy']}")
+            self.answers.append({"id": item_id, "boxes": boxes, "skip": skip})
+            self.queue = [q for q in self.queue if q["id"] != item_id]
+            return {"id": item_id, "stored": not skip, "boxes": len(boxes)}
+
+    def classes(self) -> list[dict]:
+        return [{"id": i, "name": n, "samples": 120 - 25 * i, "first_seen": "2026-11-28T09:00:00Z"}
+                for i, n in enumerate(CLASSES)]
+
+    def forgetting(self) -> dict:
+        rows = ["v0001", "v0002", "v0003", "v0004"]
+        cols = CLASSES
+        values = [[0.61, 0.65, None, None], [0.64, 0.69, 0.38, None],
+                  [0.52, 0.71, 0.40, None], [0.60, 0.70, 0.45, 0.22]]
+        per_class = {c: [r[j] for r in values] for j, c in enumerate(cols)}
+        bins = []
+        for k in range(10):
+            lo, hi = k / 10, (k + 1) / 10
+            conf = lo + 0.05
+            bins.append({"lo": lo, "hi": hi, "confidence": conf,
+                         "precision": max(0.0, min(1.0, conf - 0.08 + 0.02 * (k % 3))),
+                         "count": 40 + 13 * k})
+        return {"matrix": {"rows": rows, "columns": cols, "values": values},
+                "per_class_ap": per_class,
+                "reliability": {"bins": bins, "protocol": {"version": "v0002", "dece": 0.052,
+                                                           "iou": 0.5, "bins": 10,
+                                                           "samples": 512}}}
+
+    def hooks(self) -> ConsoleHooks:
+        """The hooks, as the runtime would hand them to :func:`edgecl.web.create_app`."""
+        return ConsoleHooks(health=self.health, metrics=self.metrics, live=self.live,
+                            latest_jpeg=self.latest_jpeg, models=self.models,
+                            promote=self.promote, rollback=self.rollback, pending=self.pending,
+                            label_image=self.label_image, answer=self.answer,
+                            classes=self.classes, forgetting=self.forgetting)

@@ -1,0 +1,209 @@
+"""The console's HTTP API on a fake runtime: routes, token, bounds, id checks, error mapping."""
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from edgecl.web import ConsoleHooks, create_app
+from edgecl.web.app import MAX_BODY_BYTES, check_id
+from edgecl.errors import EdgeclError
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture()
+def client(fake):
+    return TestClient(create_app(fake.hooks()), raise_server_exceptions=False)
+
+
+@pytest.fixture()
+def locked(fake):
+    return TestClient(create_app(fake.hooks(), token=TOKEN), raise_server_exceptions=False)
+
+
+def test_read_routes(client, fake):
+    assert client.get("/healthz").json()["status"] == "ok"
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    assert b"edgecl_fps 29.5" in metrics.content
+    live = client.get("/api/live").json()
+    assert live["fps"] == 29.5 and live["memory"]["capacity"] == 1000
+    frame = client.get("/api/frame.jpg")
+    assert frame.headers["content-type"] == "image/jpeg" and frame.content[:2] == b"\xff\xd8"
+    assert [m["version"] for m in client.get("/api/models").json()] == ["v0003", "v0002", "v0001"]
+    pending = client.get("/api/labels/pending").json()
+    assert pending[0]["id"] == "f0000" and pending[0]["reasons"]["uncertain"] == 0.8
+    image = client.get("/api/labels/f0000/image")
+    assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"
+    assert client.get("/api/classes").json()[1]["name"] == "car"
+    assert client.get("/api/forgetting").json()["matrix"]["columns"][0] == "person"
+    assert "/api/labels/{item_id}" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/api/auth").json() == {"token_required": False}
+
+
+def test_pages_and_assets_are_served_from_the_package(client):
+    for path in ("/", "/live", "/label", "/models", "/forgetting", "/api-docs"):
+        page = client.get(path)
+        assert page.status_code == 200 and "<nav" in page.text, path
+        assert "http://" not in page.text and "https://" not in page.text, path  # no CDN
+    for asset in ("/static/console.js", "/static/console.css", "/favicon.ico"):
+        assert client.get(asset).status_code == 200, asset
+    assert client.get("/docs").status_code == 404  # Swagger UI needs a CDN: not served
+
+
+def test_health_stuck_is_503(client, fake):
+    fake.health_status = "stuck"
+    assert client.get("/healthz").status_code == 503
+    fake.health_status = "degraded"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_no_frame_yet_is_204():
+    app = create_app(ConsoleHooks(health=lambda: {"status": "ok"}))
+    response = TestClient(app).get("/api/frame.jpg")
+    assert response.status_code == 204 and response.content == b""
+
+
+def test_answer_reaches_the_runtime(client, fake):
+    body = {"boxes": [{"class": "forklift", "xyxy": [10, 20, 110, 220]}], "skip": False}
+    response = client.post("/api/labels/f0001", json=body)
+    assert response.status_code == 200, response.text
+    assert fake.answers == [{"id": "f0001", "boxes": [{"class": "forklift",
+                                                        "xyxy": [10.0, 20.0, 110.0, 220.0]}],
+                             "skip": False}]
+    assert client.post("/api/labels/f0002", json={"boxes": []}).status_code == 200  # nothing here
+    assert client.post("/api/labels/f0000", json={"skip": True}).json()["stored"] is False
+
+
+def test_error_mapping(client):
+    assert client.post("/api/labels/nope", json={"boxes": []}).status_code == 404
+    assert client.get("/api/labels/nope/image").status_code == 404
+    assert client.post("/api/labels/f0000", json={"boxes": []}).status_code == 200
+    again = client.post("/api/labels/f0000", json={"boxes": []})
+    assert again.status_code == 409 and "already answered" in again.json()["error"]
+    bad = client.post("/api/labels/f0001", json={"boxes": [{"class": "car", "xyxy": [5, 5, 1, 1]}]})
+    assert bad.status_code == 400 and "empty box" in bad.json()["error"]
+    assert client.post("/api/models/v0002/promote").status_code == 409
+    assert client.post("/api/models/v0042/promote").status_code == 404
+    assert client.post("/api/models/v0001/promote").json() == {"current": "v0001"}
+    assert client.post("/api/models/rollback").json() == {"current": "v0002"}
+
+
+@pytest.mark.parametrize("body", [
+    {"boxes": [{"class": "car", "xyxy": [1, 2, 3]}]},
+    {"boxes": [{"class": "", "xyxy": [1, 2, 3, 4]}]},
+    {"boxes": [{"class": "a/b", "xyxy": [1, 2, 3, 4]}]},
+    {"boxes": [{"class": "x" * 65, "xyxy": [1, 2, 3, 4]}]},
+    {"boxes": [{"class": "car", "xyxy": [1, 2, 3, "x"]}]},
+    {"boxes": "car"},
+    {"boxes": [], "extra": 1},
+])
+def test_bad_bodies_are_4xx_json(client, fake, body):
+    response = client.post("/api/labels/f0000", json=body)
+    assert 400 <= response.status_code < 500 and "error" in response.json()
+    assert fake.answers == []
+
+
+def test_non_json_and_nan_bodies(client, fake):
+    response = client.post("/api/labels/f0000", content=b"{not json",
+                           headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500 and "error" in response.json()
+    nan = b'{"boxes": [{"class": "car", "xyxy": [NaN, 1, 2, 3]}]}'
+    response = client.post("/api/labels/f0000", content=nan,
+                           headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500 and fake.answers == []
+
+
+def test_state_changes_are_post_only(client, fake):
+    assert client.get("/api/models/v0001/promote").status_code == 405
+    assert client.get("/api/models/rollback").status_code == 405
+    assert client.put("/api/labels/f0000", json={"boxes": []}).status_code == 405
+    assert fake.promoted == [] and fake.answers == []
+
+
+def test_body_over_2mb_is_413(client, fake):
+    big = b'{"boxes": [], "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    response = client.post("/api/labels/f0000", content=big,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "error" in response.json()
+
+    def chunks():
+        for _ in range(3):
+            yield b"x" * (MAX_BODY_BYTES // 2)
+
+    streamed = client.post("/api/labels/f0000", content=chunks(),
+                           headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert fake.answers == []
+
+
+@pytest.mark.parametrize("item_id", ["..", "..%2F..%2Fetc%2Fpasswd", "%2E%2E", ".hidden",
+                                     "a..b", "x" * 129, "a%00b", "a b", "%5C..%5Cx"])
+def test_traversal_and_bad_ids_are_refused(client, fake, item_id):
+    for method, path in (("get", f"/api/labels/{item_id}/image"),
+                         ("post", f"/api/labels/{item_id}"),
+                         ("post", f"/api/models/{item_id}/promote")):
+        response = getattr(client, method)(path, **({"json": {"boxes": []}} if method == "post" else {}))
+        assert response.status_code in (400, 404, 405), (path, response.status_code)
+        assert "error" in response.json()
+    assert fake.answers == [] and fake.promoted == []
+
+
+def test_check_id():
+    assert check_id("v0001") == "v0001"
+    assert check_id("a" * 128)
+    for bad in ("", "..", "../x", "a/b", ".x", "a" * 129, "é"):
+        with pytest.raises(EdgeclError):
+            check_id(bad)
+
+
+def test_token_required_everywhere_but_page_shells(locked):
+    for path in ("/healthz", "/metrics", "/api/live", "/api/models", "/api/frame.jpg",
+                 "/api/labels/pending", "/openapi.json"):
+        assert locked.get(path).status_code == 401, path
+        wrong = locked.get(path, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "token" in wrong.json()["error"], path
+        assert locked.get(path, headers={"Authorization": TOKEN}).status_code == 401, path
+        ok = locked.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200, path
+    assert locked.post("/api/models/rollback").status_code == 401
+    assert locked.get("/api/auth").json() == {"token_required": True}
+    for path in ("/", "/label", "/static/console.js"):
+        assert locked.get(path).status_code == 200, path
+
+
+def test_hook_fault_is_contained(client, fake, caplog):
+    fake.fail_live = True
+    with caplog.at_level(logging.ERROR, logger="edgecl.web.app"):
+        response = client.get("/api/live")
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error (logged on the device)"}
+    assert "boom" not in response.text and "Traceback" not in response.text
+    assert "boom" in caplog.text
+    assert client.app.state.counters["faults"] == 1
+    assert client.get("/healthz").status_code == 200  # the server goes on
+
+
+def test_missing_hooks_are_404():
+    app = create_app(ConsoleHooks(health=lambda: {"status": "ok"}))
+    client = TestClient(app)
+    assert client.post("/api/models/rollback").status_code == 404
+    assert client.post("/api/labels/a1", json={"boxes": []}).status_code == 404
+    assert client.get("/api/forgetting").json()["matrix"]["values"] == []
+
+
+def test_nan_in_hook_output_becomes_null():
+    app = create_app(ConsoleHooks(health=lambda: {"status": "ok"},
+                                  live=lambda: {"fps": float("nan"), "x": [float("inf")]}))
+    assert TestClient(app).get("/api/live").json() == {"fps": None, "x": [None]}
+
+
+def test_browser_lookup_says_why_it_skips(monkeypatch):
+    import console_browser
+
+    monkeypatch.setattr(console_browser, "CHROMIUM_CANDIDATES", ("/nonexistent/chromium",))
+    monkeypatch.setattr(console_browser.shutil, "which", lambda name: None)
+    monkeypatch.delenv("EDGECL_CHROMIUM", raising=False)
+    reason = console_browser.find_browser()
+    assert isinstance(reason, str) and "apt-get install chromium chromium-driver" in reason
