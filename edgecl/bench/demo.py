@@ -31,7 +31,7 @@ MARKER = ".edgecl-demo"
 DEMO_OVERRIDES = (
     "learner.trigger_new_samples=0", "learner.trigger_new_class=false",
     "learner.first_round_max_steps=500", "learner.first_round_budget_s=3600",
-    "learner.max_steps=150", "learner.budget_s=1800", "learner.epochs=100",
+    "learner.max_steps=250", "learner.budget_s=1800", "learner.epochs=100",
     "learner.torch_threads=1", "memory.holdout_fraction=0.2", "replay.strategy=far",
     "server.enabled=false",
 )

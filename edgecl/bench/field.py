@@ -59,18 +59,23 @@ class HiddenLabelsSource:
         hide: strip labels and tasks (False for the ``ground_truth`` run, which keeps labels
             but still strips the task).
         hold: ``callable() -> bool``; while True, ``read`` waits.
+        fps: delivery rate, frames per second of stream time (0: as fast as read); the
+            simulated operator answers between frames as a person would while the camera runs.
     """
 
-    def __init__(self, inner, hide: bool = True, hold=None):
+    def __init__(self, inner, hide: bool = True, hold=None, fps: float = 0.0):
         self.inner = inner
         self.hide = hide
         self.hold = hold
+        self.period_s = 1.0 / fps if fps > 0 else 0.0
+        self._next_s = 0.0
         self.uri = getattr(inner, "uri", "hidden")
         self.is_live = False
         self.truth: dict[int, tuple[np.ndarray, int, int, str | None]] = {}
         self.frame_of_ts: dict[float, int] = {}
         self.tasks_seen: list[str] = []
         self.closed = threading.Event()
+        self.paused = False
 
     @property
     def stats(self):
@@ -85,7 +90,14 @@ class HiddenLabelsSource:
     def read(self):
         """Next frame with its labels and task hidden (``None`` at the end)."""
         while self.hold is not None and self.hold() and not self.closed.is_set():
+            self.paused = True  # the watchdog shows capture idle by design while a round trains
             time.sleep(0.05)
+        self.paused = False
+        if self.period_s:
+            delay_s = self._next_s - time.monotonic()
+            if delay_s > 0:
+                time.sleep(delay_s)
+            self._next_s = max(self._next_s, time.monotonic()) + self.period_s
         frame = self.inner.read()
         if frame is None:
             return None
@@ -296,7 +308,7 @@ def evaluate_current(state_dir: Path, taskset, imgsz: int) -> dict[str, float]:
 
 
 def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: float, seed: int,
-            imgsz: int, out_dir: Path, delay_frames: int, progress=None) -> dict:
+            imgsz: int, out_dir: Path, delay_frames: int, progress=None, fps: float = 10.0) -> dict:
     """Stream the dataset once through the runtime in one labelling set-up and score it.
 
     Args:
@@ -310,6 +322,7 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
         out_dir: where the run's state directory goes.
         delay_frames: the operator's answer delay, frames.
         progress: optional ``callable(str)`` for progress lines.
+        fps: stream time, frames per second (the operator answers between frames).
 
     Returns:
         The run's record (see the module docstring).
@@ -328,7 +341,7 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
     init = initial_model(yaml_path, state / "untrained.pt", imgsz)
     runtime_box: list = []
     inner = TasksSource(f"tasks://{yaml_path}", str(yaml_path), [], "train", cfg=cfg.source)
-    source = HiddenLabelsSource(inner, hide=selection != "ground_truth",
+    source = HiddenLabelsSource(inner, hide=selection != "ground_truth", fps=fps,
                                 hold=lambda: bool(runtime_box and runtime_box[0].supervisor
                                                   and runtime_box[0].supervisor.busy))
     task_classes = {t.name: tuple(t.classes) for t in taskset.tasks}
@@ -356,7 +369,7 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
               else counts.get("stored_ground_truth", 0),
               "pseudo_labels": counts.get("stored_pseudo", 0),
               "pseudo_precision": precision.precision, "fps": report.fps, "frames": report.frames,
-              "rounds": len(runtime.supervisor.rounds) + (final.status.value == "staged"),
+              "rounds": runtime.supervisor.rounds_done + (final.status.value == "staged"),
               "seconds": round(time.monotonic() - t0, 1)}
     if progress:
         progress(f"{selection} b={budget_pct:g}% seed={seed}: ACC {record['acc']:.3f}, "
@@ -430,6 +443,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--imgsz", type=int, default=160, help="model and training image size")
     parser.add_argument("--delay-frames", type=int, default=10,
                         help="frames between a frame and the operator's answer to it")
+    parser.add_argument("--fps", type=float, default=10.0,
+                        help="stream time: frames per second of the simulated camera")
     parser.add_argument("--tasks", type=int, default=3, help="scenario tasks (with --data scenario)")
     parser.add_argument("--images-per-task", type=int, default=120,
                         help="scenario images per task (with --data scenario)")
@@ -468,7 +483,8 @@ def run(args) -> int:
         for selection in selections:
             progress(f"run {selection} budget {args.label_budget_pct:g}% seed {seed} ...")
             runs.append(run_one(cfg, taskset, yaml_path, selection, args.label_budget_pct, seed,
-                                args.imgsz, out / "runs", args.delay_frames, progress))
+                                args.imgsz, out / "runs", args.delay_frames, progress,
+                                args.fps))
             (out / "results.json").write_text(json.dumps(runs, indent=1))
     write_table(runs, out / "table.md")
     summary = dict(summarize(runs), results=str(out / "results.json"))

@@ -49,8 +49,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of both trainers (default learner.torch_threads)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved throughput repeats")
-    parser.add_argument("--seconds", type=float, default=60.0,
+    parser.add_argument("--seconds", type=float, default=120.0,
                         help="equal wall time each trainer gets before the held-out mAP, s")
+    parser.add_argument("--map-repeats", type=int, default=1,
+                        help="equal-time runs per trainer (interleaved; the median is reported)")
     parser.add_argument("--parent-steps", type=int, default=300,
                         help="steps of the parent model on the first task (cached)")
     parser.add_argument("--skip", default="",
@@ -125,6 +127,7 @@ def load_taskset(data: str, cache_dir: Path, imgsz: int):
 
 
 def _key(*parts) -> str:
+    """Short stable hash of settings (cache key of the parent checkpoint)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -368,7 +371,18 @@ def round_split(setup: Setup, taskset, steps: int) -> dict:
 
 
 def make_setup(args, progress) -> tuple[Setup, object]:
-    """Build the configuration, dataset, parent and image lists the runs share."""
+    """Build the configuration, dataset, parent and image lists the runs share.
+
+    Args:
+        args: parsed command-line arguments.
+        progress: ``callable(str)`` for progress lines.
+
+    Returns:
+        ``(Setup, TaskSet)``.
+
+    Raises:
+        ConfigError: a bad configuration or a dataset with fewer than two tasks.
+    """
     from edgecl.config import load_config
 
     cfg = load_config(args.config, list(args.overrides))
@@ -392,6 +406,7 @@ def make_setup(args, progress) -> tuple[Setup, object]:
 
 
 def _median(values: list[float]) -> float:
+    """Median rounded to 3 decimals (NaN for no values)."""
     return round(statistics.median(values), 3) if values else float("nan")
 
 
@@ -437,12 +452,20 @@ def run_benchmark(args, progress=None) -> dict:
                    ratio_per_repeat_median=_median(ratios))
     if "map" not in skip:
         out["equal_time_s"] = args.seconds
-        for name, fn in (("edgecl", edgecl_train), ("ultralytics", ultralytics_train)):
-            res = fn(setup, steps=10**9, budget_s=args.seconds)
-            out[f"{name}_map50_95"] = round(held_out_map(res["model"], setup), 4)
-            out[f"{name}_equal_time_steps"] = res["steps"]
-            progress(f"{name}: {res['steps']} steps in {res['seconds']} s -> held-out mAP50-95 "
-                     f"{out[f'{name}_map50_95']}")
+        trainers = (("edgecl", edgecl_train), ("ultralytics", ultralytics_train))
+        maps: dict[str, list[float]] = {"edgecl": [], "ultralytics": []}
+        steps: dict[str, list[int]] = {"edgecl": [], "ultralytics": []}
+        for i in range(max(1, args.map_repeats)):
+            for name, fn in trainers if i % 2 == 0 else trainers[::-1]:
+                res = fn(setup, steps=10**9, budget_s=args.seconds)
+                maps[name].append(held_out_map(res["model"], setup))
+                steps[name].append(res["steps"])
+                progress(f"{name}: {res['steps']} steps in {res['seconds']} s -> held-out "
+                         f"mAP50-95 {maps[name][-1]:.4f}")
+        for name in maps:
+            out[f"{name}_map50_95"] = round(statistics.median(maps[name]), 4)
+            out[f"{name}_equal_time_steps"] = statistics.median(steps[name])
+            out[f"{name}_map50_95_runs"] = [round(m, 4) for m in maps[name]]
         out["parent_map50_95"] = round(held_out_map(load_parent(setup.parent), setup), 4)
     if "round" not in skip:
         progress(f"one real round on a scratch state directory ({args.steps} steps)")

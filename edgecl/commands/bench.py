@@ -12,6 +12,7 @@ BENCHMARKS = {
     "soak": ("edgecl.bench.soak", "accelerated long run: RSS, open files and disk stay flat"),
     "field": ("edgecl.bench.field", "field loop: learning from a few simulated operator labels"),
     "learn": ("edgecl.bench.learn", "learning speed: an edgecl round's training vs ultralytics' trainer"),
+    "console": ("edgecl.bench.console_load", "web console: pipeline fps under API load and a live viewer"),
 }
 
 

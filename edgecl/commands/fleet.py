@@ -28,6 +28,10 @@ def add_parser(sub) -> None:
     sim.add_argument("--images-per-task", type=int, default=40,
                      help="scenario images per task, all splits (default 40)")
     sim.add_argument("--steps", type=int, default=30, help="training steps per device and round (default 30)")
+    sim.add_argument("--first-steps", type=int, default=0,
+                     help="training steps of the first round, from a fresh model (default: --steps)")
+    sim.add_argument("--budget-s", type=float, default=600.0,
+                     help="time budget per device and round, seconds (default 600)")
     sim.add_argument("--batch", type=int, default=8, help="training batch (default 8)")
     sim.add_argument("--seed", type=int, default=0, help="scenario and model seed (default 0)")
     sim.add_argument("--json", action="store_true", help="print the summary as the last stdout line")
@@ -39,6 +43,9 @@ def server_command(args: argparse.Namespace) -> int:
     """Run the fleet server until ``fleet.rounds`` are done; print one line per round."""
     from edgecl.fleet.server import run_server
 
+    from edgecl.fleet.server import quiet_flower_logs
+
+    quiet_flower_logs()
     cfg = config_from_args(args)
     records = run_server(cfg, on_round=_print_record)
     print(f"fleet server: {len(records)} round(s) run; global model in {cfg.state_dir}/fleet")
@@ -66,7 +73,7 @@ def simulate_command(args: argparse.Namespace) -> int:
 
     base = load_config(args.config, args.overrides) if (args.config or args.overrides) else None
     size = SimSize(imgsz=args.imgsz, images_per_task=args.images_per_task, steps=args.steps,
-                   batch=args.batch, seed=args.seed)
+                   first_steps=args.first_steps, budget_s=args.budget_s, batch=args.batch, seed=args.seed)
     quiet = args.json
     summary = simulate(args.data, args.devices, args.rounds, args.out, size=size, base=base,
                        progress=(lambda line: None) if quiet else print)

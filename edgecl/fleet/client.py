@@ -112,10 +112,10 @@ def make_client(cfg: Config, test_yaml: str | None = None):
 
 def score_current(cfg: Config, test_yaml: str) -> dict:
     """Per-class AP50-95 of the device's current model on a tasks.yaml's test splits, by name."""
-    from edgecl.data.tasks import load_tasks
+    from edgecl.data.tasks import load_task_source
     from edgecl.fleet.device import FleetDevice, score_by_name
 
-    taskset = load_tasks(test_yaml)
+    taskset = load_task_source(test_yaml)
     model, names = FleetDevice(cfg).current_model()
     paths = [p for t in taskset.tasks for p in t.test]
     return score_by_name(model, names, taskset.names, paths, cfg.learner.imgsz, cfg.fleet.seed)
@@ -164,10 +164,14 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
     from edgecl.continual.finetune import apply_low_priority
     from edgecl.runtime.learner import die_with_parent
 
-    logging.getLogger("flwr").propagate = False  # Flower logs through its own handler
+    from edgecl.fleet.server import quiet_flower_logs
+
+    quiet_flower_logs()
     die_with_parent()
     apply_low_priority(cfg.learner)
     started = time.monotonic()
+    if once:
+        _wait_for_server(cfg.fleet.server_address, max_wait_s or 300.0)
     while True:
         try:
             connect(cfg, test_yaml=test_yaml, max_wait_s=max_wait_s)
@@ -184,6 +188,27 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
         log.info("fleet server %s ended the session; reconnecting in %.0f s",
                  cfg.fleet.server_address, cfg.fleet.retry_s)
         time.sleep(cfg.fleet.retry_s)
+
+
+def _wait_for_server(address: str, max_wait_s: float) -> None:
+    """Import the heavy modules, then wait until the server's port accepts connections (a
+    simulated device started beside its server connects at the first try, without gRPC's
+    connection-refused noise)."""
+    import torch  # noqa: F401  (imported now, while the server starts)
+
+    from edgecl.fleet.server import require_flower
+
+    require_flower()
+    import flwr.client  # noqa: F401
+
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + max_wait_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.5)
 
 
 def start_fleet_client(cfg: Config) -> mp.Process:

@@ -14,6 +14,7 @@ restarted server resumes after its last finished round and runs the rounds left 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from edgecl.config import Config
@@ -29,17 +30,29 @@ GRPC_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 def require_flower():
     """Import Flower or fail with one line saying how to install it.
 
+    Flower's usage telemetry (an HTTPS call to telemetry.flower.ai at every start and stop,
+    which also stalls shutdown by minutes on a device without internet) is switched off unless
+    ``FLWR_TELEMETRY_ENABLED`` is set explicitly; it is read when Flower is first imported.
+
     Returns:
         The ``flwr`` module.
 
     Raises:
         EdgeclError: Flower is not installed.
     """
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     try:
         import flwr
     except ImportError:
         raise EdgeclError("fleet learning needs Flower: pip install 'edgecl[fleet]'") from None
     return flwr
+
+
+def quiet_flower_logs() -> None:
+    """Let Flower log through its own handler only (no duplicate lines through the root
+    logger) and keep its database migrations (alembic) out of the INFO log."""
+    logging.getLogger("flwr").propagate = False
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def fleet_dir(cfg: Config) -> Path:

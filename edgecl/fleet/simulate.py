@@ -20,6 +20,7 @@ import logging
 import multiprocessing as mp
 import socket
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,9 @@ class SimSize:
     Attributes:
         imgsz: image and model input side (pixels).
         images_per_task: scenario images per task (all splits) when ``--data scenario``.
-        steps: optimiser steps per device and round (first round too).
+        steps: optimiser steps per device and round.
+        first_steps: steps of the first round, which starts from a freshly built model
+            (0: ``steps``), as a local first round gets more.
         batch: training batch.
         budget_s: time budget per device and round (seconds).
         holdout: memory share held out for evaluation and the gate.
@@ -48,6 +51,7 @@ class SimSize:
     imgsz: int = 64
     images_per_task: int = 40
     steps: int = 30
+    first_steps: int = 0
     batch: int = 8
     budget_s: float = 300.0
     holdout: float = 0.2
@@ -65,7 +69,7 @@ def device_config(base: Config | None, state: Path, size: SimSize, address: str,
                   devices: int, rounds: int) -> Config:
     """A simulated device's (or the server's) configuration."""
     overrides = [f"state_dir={state}", f"model.imgsz={size.imgsz}", f"learner.imgsz={size.imgsz}",
-                 f"learner.max_steps={size.steps}", f"learner.first_round_max_steps={size.steps}",
+                 f"learner.max_steps={size.steps}", f"learner.first_round_max_steps={size.first_steps or size.steps}",
                  f"learner.budget_s={size.budget_s}", f"learner.first_round_budget_s={size.budget_s}",
                  f"learner.batch={size.batch}", "learner.device=cpu", "learner.epochs=1000",
                  "learner.bn_recalibration_batches=2", f"memory.holdout_fraction={size.holdout}",
@@ -86,8 +90,9 @@ def device_config(base: Config | None, state: Path, size: SimSize, address: str,
 def fill_memory(cfg: Config, taskset, tasks) -> int:
     """Store the train and val images of some tasks in a device's memory (ground truth).
 
-    Class ids are the device's own: each scenario class name is looked up (or added) in the
-    device's class registry.
+    Only the boxes of each task's own classes are kept (a later task's frames may show earlier
+    classes; as in ``edgecl bench cl``, a task labels its own classes only). Class ids are the
+    device's own: each scenario class name is looked up (or added) in its class registry.
 
     Returns:
         Samples stored.
@@ -108,7 +113,7 @@ def fill_memory(cfg: Config, taskset, tasks) -> int:
             for path in (*task.train, *task.val):
                 lp = label_path_for(path)
                 labels = read_yolo_labels(lp).labels if lp.is_file() else np.zeros((0, 5), np.float32)
-                labels = labels.copy()
+                labels = labels[np.isin(labels[:, 0].astype(int), list(task.classes))].copy()
                 if len(labels):
                     labels[:, 0] = [ids[int(c)] for c in labels[:, 0]]
                 if memory.add(Sample(read_image(path), labels, task="stream", source=str(path))) is not None:
@@ -123,9 +128,23 @@ def _server_main(cfg: Config) -> None:
     from edgecl.fleet.server import run_server
     from edgecl.runtime.learner import die_with_parent
 
-    logging.getLogger("flwr").propagate = False  # Flower logs through its own handler
+    from edgecl.fleet.server import quiet_flower_logs
+
+    quiet_flower_logs()
     die_with_parent()
     run_server(cfg)
+
+
+def _baseline_main(job) -> list[dict]:
+    """A baseline in a worker process at the learner's priority: fill its memory, train, score."""
+    from edgecl.continual.finetune import apply_low_priority
+    from edgecl.data.tasks import load_task_source
+
+    cfg, yaml_path, task_names, rounds = job
+    apply_low_priority(cfg.learner)
+    taskset = load_task_source(yaml_path)
+    fill_memory(cfg, taskset, [t for t in taskset.tasks if t.name in task_names])
+    return _train_alone(cfg, rounds, taskset, [p for t in taskset.tasks for p in t.test])
 
 
 def _train_alone(cfg: Config, rounds: int, taskset, test_paths) -> list[dict]:
@@ -206,20 +225,24 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
         progress(f"{n}: {stored} samples of classes "
                  f"{sorted(taskset.names[c] for t in share for c in t.classes)}")
     server_cfg = device_config(base, _fresh(out / "server"), size, address, "server", devices, rounds)
+    jobs = [(device_config(base, _fresh(out / f"alone-{n}"), size, address, n, devices, rounds), share)
+            for share, n in zip(shares, names)]
+    jobs.append((device_config(base, _fresh(out / "joint"), size, address, "joint", devices, rounds),
+                 list(taskset.tasks)))
+    progress(f"fleet: server and {devices} devices on {address}; baselines (alone x {devices}, "
+             f"joint) in a worker beside them")
     started = time.monotonic()
-    records = _run_fleet(server_cfg, fleet_cfgs, yaml_path, timeout_s)
-    fleet_s = time.monotonic() - started
-    if len(records) < rounds:
-        raise ConfigError(f"the fleet finished {len(records)} of {rounds} rounds; see the logs above")
-    progress(f"fleet: {rounds} rounds in {fleet_s:.0f} s")
-    alone = []
-    for cfg, share, n in zip(fleet_cfgs, shares, names):
-        acfg = device_config(base, _fresh(out / f"alone-{n}"), size, address, n, devices, rounds)
-        fill_memory(acfg, taskset, share)
-        alone.append(_train_alone(acfg, rounds, taskset, test_paths))
-    jcfg = device_config(base, _fresh(out / "joint"), size, address, "joint", devices, rounds)
-    fill_memory(jcfg, taskset, list(taskset.tasks))
-    joint = _train_alone(jcfg, rounds, taskset, test_paths)
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        pending = pool.map(_baseline_main, [(c, yaml_path, [t.name for t in s], rounds)
+                                            for c, s in jobs])
+        records = _run_fleet(server_cfg, fleet_cfgs, yaml_path, timeout_s)
+        fleet_s = time.monotonic() - started
+        if len(records) < rounds:
+            raise ConfigError(f"the fleet finished {len(records)} of {rounds} rounds; see the log above")
+        progress(f"fleet: {rounds} rounds in {fleet_s:.0f} s")
+        runs = list(pending)
+    alone, joint = runs[:-1], runs[-1]
+    progress(f"baselines done after {time.monotonic() - started:.0f} s")
     detail = []
     for r, rec in enumerate(records):
         adopt = rec.get("adoption", {})

@@ -224,7 +224,7 @@ class Runtime:
         if not self.opts.model:
             from edgecl.runtime.learner import promote_leftover_staged
 
-            promote_leftover_staged(cfg, self.registry)
+            promote_leftover_staged(cfg, self.registry, inference_options(cfg))
             self._check_current_version()
 
     def _seed_classes(self, model_names: dict, source) -> None:
@@ -299,7 +299,9 @@ class Runtime:
                                   watchdog=self.watchdog)
         self.watchdog.register("supervisor")
         if self.supervisor is not None:
-            self.watchdog.register("learner")
+            lrn = cfg.learner
+            self.watchdog.register("learner", stuck_after_s=max(lrn.budget_s, lrn.first_round_budget_s)
+                                   + 1800.0)
 
     def _calibrated(self, detections):
         calibrator = self.calibration.calibrator if self.calibration is not None else None
@@ -323,7 +325,7 @@ class Runtime:
         if self.supervisor is not None:
             out["learner"] = self.supervisor.health()
             out["learner_busy"] = self.supervisor.busy
-            out["rounds"] = len(self.supervisor.rounds)
+            out["rounds"] = self.supervisor.rounds_done
         if self.memory_sink is not None:
             out["storing"] = self.memory_sink.stats()
         if self.step_errors:

@@ -59,8 +59,8 @@ def model_rows(registry) -> list[dict]:
     """Registry versions for the Models page, newest first.
 
     Returns:
-        Dicts with ``version, status, current, created, reason, per_class_ap, dece,
-        size_bytes, parent, origin``.
+        Dicts with ``version, status`` (``current`` for the serving version), ``current,
+        created, reason, per_class_ap, dece, size_bytes, parent, origin``.
     """
     rows = []
     for info in reversed(registry.list()):
@@ -71,7 +71,9 @@ def model_rows(registry) -> list[dict]:
             if path.is_file():
                 size += path.stat().st_size
         calibration = manifest.get("calibration") or {}
-        rows.append(dict(info.to_json(), per_class_ap=metrics.get("per_class_map50_95")
+        # the page marks the serving row by status "current" (the registry says "promoted")
+        rows.append(dict(info.to_json(), status="current" if info.current else info.status,
+                         per_class_ap=metrics.get("per_class_map50_95")
                          or metrics.get("per_task_map50_95") or {},
                          dece=metrics.get("dece"), dece_calibrated=calibration.get("dece_after"),
                          size_bytes=size, parent=manifest.get("parent"),

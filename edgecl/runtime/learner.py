@@ -8,6 +8,7 @@ capture down), and promotes the version the round staged. The round itself lives
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import json
@@ -167,7 +168,7 @@ def should_learn(state: TriggerState, cfg: LearnerConfig, now_s: float) -> str |
     return None
 
 
-def promote_leftover_staged(cfg: Config, registry) -> str | None:
+def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     """At start: promote a version that a kill left ``staged`` after its round passed the gate.
 
     The round had already moved the learner's state past its samples, so leaving the version
@@ -176,8 +177,9 @@ def promote_leftover_staged(cfg: Config, registry) -> str | None:
     marked ``retired`` (superseded).
 
     Args:
-        cfg: configuration (state directory, inference options).
+        cfg: configuration (state directory).
         registry: the state directory's model registry.
+        infer_opts: inference options to load-check a staged version with.
 
     Returns:
         The version promoted, or ``None``.
@@ -186,7 +188,6 @@ def promote_leftover_staged(cfg: Config, registry) -> str | None:
         EdgeclError: the promotion itself failed (the caller decides whether that stops the start).
     """
     from edgecl.models.backends import load_backend
-    from edgecl.runtime.app import inference_options
     from edgecl.runtime.promote import promote_version
 
     promoted = None
@@ -200,7 +201,7 @@ def promote_leftover_staged(cfg: Config, registry) -> str | None:
             continue
         try:
             registry.check_integrity(version)
-            load_backend(registry.model_path(version), inference_options(cfg), warmup_runs=1).close()
+            load_backend(registry.model_path(version), infer_opts, warmup_runs=1).close()
         except EdgeclError as exc:
             log.error("staged version %s cannot serve (%s); marked rejected", version, exc)
             registry.set_status(version, "rejected", reason=f"could not serve after a restart: {exc}")
@@ -211,6 +212,7 @@ def promote_leftover_staged(cfg: Config, registry) -> str | None:
     return promoted
 
 
+ROUNDS_KEPT = 100  # results kept in memory for /healthz and the console; the monitor keeps all
 BACKOFF_AFTER = 3
 BACKOFF_INITIAL_S = 30.0
 BACKOFF_MAX_S = 1800.0
@@ -240,7 +242,8 @@ class LearnerSupervisor:
         self.known_classes = set(known_classes)
         self.on_round = on_round
         self.state = TriggerState(last_round_s=time.monotonic())
-        self.rounds: list[dict] = []
+        self.rounds: collections.deque[dict] = collections.deque(maxlen=ROUNDS_KEPT)
+        self.rounds_done = 0
         self.apply_errors = 0
         self.last_error = ""
         self._proc: mp.Process | None = None
@@ -260,7 +263,7 @@ class LearnerSupervisor:
     def health(self) -> dict:
         """Learner state for ``/healthz``: ``idle``, ``training``, ``backoff`` or ``error``."""
         now = time.monotonic()
-        out = {"state": "idle", "rounds": len(self.rounds), "apply_errors": self.apply_errors}
+        out = {"state": "idle", "rounds": self.rounds_done, "apply_errors": self.apply_errors}
         if self.busy:
             out.update(state="training", round_running_s=round(now - self._round_started_mono_s, 1))
         elif now < self._backoff_until_s:
@@ -380,6 +383,7 @@ class LearnerSupervisor:
             if result.reason.startswith("training failed"):
                 self._note_failure(result.reason)
         self.rounds.append(result.to_json())
+        self.rounds_done += 1
         if self.on_round is not None:
             self.on_round(result.to_json())
 

@@ -406,6 +406,11 @@ class InferenceLoop:
         recent = self._latencies_ms.recent(window)
         return round(float(np.median(recent)), 2) if len(recent) else 0.0
 
+    def latency_p95(self, window: int = 200) -> float:
+        """95th percentile of the capture-to-detection latency over the last ``window`` frames, ms."""
+        recent = self._latencies_ms.recent(window)
+        return round(float(np.percentile(recent, 95)), 2) if len(recent) else 0.0
+
     def idle(self) -> bool:
         """True when every captured frame has been processed and written by the sinks
         (only meaningful while the capture thread is paused, e.g. between two tasks)."""

@@ -110,8 +110,9 @@ class PreviousVersionDetector:
         self.close()
         self._for_version = version
         try:
-            parent = self.registry.manifest(version).get("parent") if version else None
-            if parent and parent in set(self.registry.versions()):
+            versions = set(self.registry.versions())  # a model served from a file has none
+            parent = self.registry.manifest(version).get("parent") if version in versions else None
+            if parent and parent in versions:
                 from edgecl.models.backends import load_backend
 
                 self._backend = load_backend(self.registry.model_path(parent), self.opts,

@@ -63,6 +63,7 @@ class TasksSource(ImageListSource):
         self.fps = fps
         self.is_live = fps > 0
         self.on_task_end = on_task_end
+        self.paused = False
         self._last_task: str | None = None
         self._due_s = 0.0
 
@@ -82,16 +83,25 @@ class TasksSource(ImageListSource):
         tasks = [t for t in raw_tasks.split(",") if t]
         return cls(uri, path, tasks, split, fps, cfg)
 
+    def _task_ended(self, task: str) -> None:
+        """Call ``on_task_end``; while it blocks the source reports itself paused (the
+        watchdog shows capture as idle by design, not stuck)."""
+        self.paused = True
+        try:
+            self.on_task_end(task)
+        finally:
+            self.paused = False
+
     def _next(self) -> RawFrame | None:
         if self._index < len(self.images):
             task = self.task_of[self.images[self._index]]
             if self._last_task is not None and task != self._last_task and self.on_task_end:
-                self.on_task_end(self._last_task)
+                self._task_ended(self._last_task)
             self._last_task = task
         raw = super()._next()
         if raw is None:
             if self._last_task is not None and self.on_task_end:
-                self.on_task_end(self._last_task)
+                self._task_ended(self._last_task)
                 self._last_task = None
             return None
         self._pace()

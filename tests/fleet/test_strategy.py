@@ -1,0 +1,144 @@
+"""The fleet strategy on hand-made Flower replies: gating and its log, refused and failed devices,
+the global model kept on disk and a restarted server resuming from it; wire and security rules."""
+
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays  # noqa: E402
+
+from edgecl.config import FleetConfig  # noqa: E402
+from edgecl.errors import ConfigError  # noqa: E402
+from edgecl.fleet import wire  # noqa: E402
+from edgecl.fleet.store import GlobalStore  # noqa: E402
+from edgecl.fleet.strategy import make_strategy  # noqa: E402
+
+ROWS = "model.23.cv3.0.2.bias"
+SHARED = "model.0.conv.weight"
+OK = Status(Code.OK, "")
+
+
+class FakeManager:
+    """Stands in for Flower's ClientManager with a fixed set of connected clients."""
+
+    def __init__(self, n):
+        self.clients = {f"c{i}": SimpleNamespace(cid=f"c{i}") for i in range(n)}
+
+    def num_available(self):
+        return len(self.clients)
+
+    def sample(self, num_clients, min_num_clients=None):
+        return list(self.clients.values())[:num_clients]
+
+    def all(self):
+        return dict(self.clients)
+
+
+def reply(config, device, arrays, names, samples, forgetting=None, token="", skipped=""):
+    rnd = int(config["round"])
+    metrics = {"device": device, "auth": wire.sign(token, config["nonce"], rnd, device)}
+    if skipped:
+        return SimpleNamespace(cid=device), FitRes(OK, ndarrays_to_parameters([]), 0,
+                                                   {**metrics, "skipped": skipped})
+    keys, arrs = wire.to_wire(arrays, "float16")
+    metrics.update(keys=wire.dumps(keys), names=wire.dumps(names),
+                   forgetting=wire.dumps(forgetting or {}), per_class_ap=wire.dumps({}))
+    return SimpleNamespace(cid=device), FitRes(OK, ndarrays_to_parameters(arrs), samples, metrics)
+
+
+def start(tmp_path, token="", **kw):
+    cfg = FleetConfig(min_devices=1, token=token, **kw)
+    store = GlobalStore(tmp_path / "fleet")
+    initial = (0, {SHARED: np.zeros(2, np.float32), ROWS: np.zeros(0, np.float32)}, [])
+    strategy = make_strategy(cfg, store, initial=initial)
+    return strategy, store
+
+
+def test_a_round_gates_refuses_and_drops_with_reasons_in_the_log(tmp_path, caplog, monkeypatch):
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path, token="s3cret")
+    (_, ins), *_ = strategy.configure_fit(1, None, FakeManager(4))
+    cfg = ins.config
+    assert cfg["round"] == 1 and wire.loads(cfg["names"]) == [] and len(cfg["nonce"]) == 32
+    results = [
+        reply(cfg, "a", {SHARED: np.ones(2), ROWS: np.array([1.0, 2.0])}, ["car", "dog"], 10, token="s3cret"),
+        reply(cfg, "b", {SHARED: np.full(2, 9.0), ROWS: np.array([9.0])}, ["cat"], 10,
+              forgetting={"cat": 0.5}, token="s3cret"),
+        reply(cfg, "intruder", {SHARED: np.full(2, 50.0), ROWS: np.array([5.0])}, ["cow"], 99, token="guess"),
+        reply(cfg, "busy", {}, [], 0, token="s3cret", skipped="busy: a learning round is running"),
+    ]
+    failures = [ConnectionResetError("device went away mid-round")]
+    with caplog.at_level(logging.INFO, logger="edgecl.fleet.strategy"):
+        params, metrics = strategy.aggregate_fit(1, results, failures)
+    text = caplog.text
+    assert "update b dropped: class cat forgot 0.500 AP50-95 (bound 0.15)" in text
+    assert "update from intruder refused" in text and "busy skipped the round" in text
+    assert "dropped out of the round (ConnectionResetError" in text
+    assert strategy.names == ["car", "dog"] and metrics == {"devices": 2}
+    np.testing.assert_allclose(strategy.arrays[SHARED], 1.0)
+    assert len(parameters_to_ndarrays(params)) == 2
+    saved = store.load()
+    assert saved[0] == 1 and saved[2] == ["car", "dog"]
+    np.testing.assert_allclose(saved[1][ROWS], [1.0, 2.0])
+    # a restarted server resumes: round numbers continue, the model is the saved one
+    again = make_strategy(FleetConfig(min_devices=1), store)
+    assert again.fleet_round(1) == 2 and again.names == ["car", "dog"]
+
+
+def test_without_a_usable_update_the_global_model_stays(tmp_path, monkeypatch):
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path)
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    assert strategy.aggregate_fit(1, [], [TimeoutError("round timeout")]) == (None, {})
+    assert strategy.configure_evaluate(1, None, FakeManager(1)) == []  # nothing new to adopt
+    assert store.load() is None and store.rounds()[0]["failures"]
+
+
+def test_store_refuses_a_damaged_model(tmp_path):
+    store = GlobalStore(tmp_path)
+    store.save(3, {"w": np.arange(4, dtype=np.float32)}, ["car"])
+    rnd, arrays, names = store.load()
+    assert rnd == 3 and names == ["car"] and arrays["w"].tolist() == [0, 1, 2, 3]
+    npz = next(tmp_path.glob("global-*.npz"))
+    npz.write_bytes(npz.read_bytes()[:-3] + b"xyz")
+    assert store.load() is None
+
+
+def test_wire_signature_and_loopback_rules(monkeypatch, tmp_path):
+    sig = wire.sign("tok", "n1", 3, "dev")
+    assert wire.verify("tok", "n1", 3, "dev", sig)
+    assert not wire.verify("tok", "n1", 4, "dev", sig) and not wire.verify("tok", "n2", 3, "dev", sig)
+    assert wire.verify("", "n1", 3, "dev", "")  # no token configured: loopback only
+    assert wire.is_loopback("127.0.0.1:9092") and wire.is_loopback("[::1]:1") and wire.is_loopback("localhost:1")
+    assert not wire.is_loopback("10.0.0.5:9092") and not wire.is_loopback("0.0.0.0:9092")
+    wire.check_security("127.0.0.1:9092", certs={"fleet.ca_cert": ""}, token="", role="device")
+    with pytest.raises(ConfigError, match="not loopback.*fleet.ca_cert, fleet.token"):
+        wire.check_security("10.0.0.5:9092", certs={"fleet.ca_cert": ""}, token="", role="device")
+    with pytest.raises(ConfigError, match="certificate file not found"):
+        wire.check_security("10.0.0.5:9092", certs={"fleet.ca_cert": str(tmp_path / "no.pem")},
+                            token="t", role="device")
+    monkeypatch.setenv(wire.TOKEN_ENV, "from-env")
+    assert wire.resolve_token("from-config") == "from-env"
+    keys, arrays = wire.to_wire({"a": np.ones((2, 2)), "b": np.zeros(3)}, "float16")
+    assert keys == ["a", "b"] and arrays[0].dtype == np.float16
+    assert wire.from_wire(keys, arrays)["a"].dtype == np.float32
+
+
+def test_server_refuses_off_loopback_without_tls_and_incomplete_tls(tmp_path, monkeypatch):
+    from edgecl.config import load_config
+    from edgecl.fleet.server import server_certificates
+
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    cfg = load_config(None, [f"state_dir={tmp_path}", "fleet.server_address=0.0.0.0:9092"])
+    with pytest.raises(ConfigError, match="needs TLS and a token"):
+        server_certificates(cfg)
+    pem = tmp_path / "ca.pem"
+    pem.write_text("x")
+    cfg = load_config(None, [f"state_dir={tmp_path}", f"fleet.ca_cert={pem}"])
+    with pytest.raises(ConfigError, match="missing fleet.server_cert, fleet.server_key"):
+        server_certificates(cfg)
+    assert server_certificates(load_config(None, [f"state_dir={tmp_path}"])) is None

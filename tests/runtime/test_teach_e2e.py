@@ -1,0 +1,141 @@
+"""Issue 8, point 8: a class taught ONLY through ``POST /api/labels/ID`` answers is learnt.
+
+A real runtime (tiny YOLO11n at imgsz 64 knowing only ``car``) watches an unlabelled camera-like
+stream (:class:`~edgecl.bench.console_load.ObjectSource`: one big orange crate a frame) with
+``labels.mode: field``; the selection policies queue frames; the test, acting as the operator over
+HTTP, answers queued frames with a box of a NEW class ``crate``; the runtime's own trigger
+(``learner.trigger_new_samples``) starts a round, the gate passes it, the supervisor promotes it;
+the promoted version then detects a crate on a fresh frame with the new class's id.
+"""
+
+import json
+import threading
+import time
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecl.bench.console_load import ObjectSource, object_box, object_frame, tiny_model
+from edgecl.config import load_config
+from edgecl.runtime.app import RunOptions, Runtime
+
+IMGSZ = 64
+ANSWERS = 8
+pytestmark = pytest.mark.timeout(240)
+
+
+def http(base, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method="POST" if data else "GET",
+                                 headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(req, timeout=10) as response:
+        raw = response.read()
+        return json.loads(raw) if response.headers.get_content_type() == "application/json" else raw
+
+
+def teach_cfg(state, model):
+    """Field labelling with every frame offered to the operator and no pseudo-label (the new
+    class must come from the HTTP answers alone); a round after ANSWERS new samples, 16 steps."""
+    return load_config(None, [
+        f"state_dir={state}", f"model.path={model}", f"model.imgsz={IMGSZ}", "model.threads=1",
+        "runtime.warmup_runs=1", "runtime.swap_poll_s=0.1",
+        "server.enabled=true", "server.port=0",
+        "labels.mode=field", "labels.max_per_minute=0", "labels.dedup_window_s=0",
+        "labels.selection.random=1.0", "labels.random_share=1.0", "labels.pseudo_conf=1.0",
+        "learner.enabled=true", f"learner.trigger_new_samples={ANSWERS}",
+        "learner.trigger_new_class=false", "learner.trigger_interval_s=0",
+        f"learner.imgsz={IMGSZ}", "learner.batch=4", "learner.max_steps=16",
+        "learner.budget_s=120", "learner.epochs=100", "learner.lr=0.01", "learner.device=cpu",
+        "learner.bn_recalibration_batches=1", "memory.holdout_fraction=0.25",
+        "replay.strategy=er", "gate.max_forgetting=1.0", "gate.min_acc_delta=-1.0",
+        "export.tensorrt='off'"])
+
+
+def test_a_class_taught_only_by_http_answers_is_detected_by_the_promoted_version(tmp_path):
+    model = tiny_model(tmp_path / "car.pt", {0: "car"}, IMGSZ)
+    cfg = teach_cfg(tmp_path / "state", model)
+    source = ObjectSource(width=160, height=120, fps=10.0, seed=1)
+    runtime = Runtime(cfg, RunOptions(source_uri=source.uri, quiet=True))
+    runtime.build(source=source)
+    # no current version yet: the loop serves the file; the first round starts from model.path
+    outcome: dict = {}
+
+    def operator():
+        try:
+            deadline = time.monotonic() + 200
+            while runtime.server is None or not runtime.server.port:
+                time.sleep(0.05)
+            base = f"http://127.0.0.1:{runtime.server.port}"
+            answered = []
+            while len(answered) < ANSWERS and time.monotonic() < deadline:
+                for item in http(base, "/api/labels/pending")[:ANSWERS - len(answered)]:
+                    jpeg = http(base, f"/api/labels/{item['id']}/image")
+                    box = object_box(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
+                    assert box is not None, f"no crate found in queued frame {item['id']}"
+                    out = http(base, f"/api/labels/{item['id']}",
+                               {"boxes": [{"class": "crate", "xyxy": box}], "skip": False})
+                    answered.append(out)
+                time.sleep(0.1)
+            outcome["answered"] = answered
+            while runtime.registry.current() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            outcome["classes"] = http(base, "/api/classes")
+            outcome["models"] = http(base, "/api/models")
+            while runtime.loop.model_version != runtime.registry.current() \
+                    and time.monotonic() < deadline:
+                time.sleep(0.1)  # the watcher swaps the promoted version in
+            outcome["serving"] = runtime.loop.model_version
+        except BaseException as exc:  # re-raised on the test's thread
+            outcome["error"] = exc
+        finally:
+            runtime.loop.request_stop()
+
+    thread = threading.Thread(target=operator, daemon=True)
+    thread.start()
+    runtime.run()
+    thread.join(30)
+    if "error" in outcome:
+        raise outcome["error"]
+
+    assert len(outcome["answered"]) == ANSWERS
+    assert all(a["classes_added"] == ["crate"] for a in outcome["answered"][:1])
+    crate = next(c for c in outcome["classes"] if c["name"] == "crate")
+    assert crate["id"] == 1 and crate["samples"] == ANSWERS
+    current = runtime.registry.current()
+    assert current is not None, "no round was promoted"
+    assert outcome["serving"] == current, "the loop did not swap to the promoted version"
+    rounds = runtime.supervisor.rounds
+    assert rounds and rounds[-1]["status"] == "promoted" and rounds[-1]["trigger"] == "new_samples"
+    manifest = runtime.registry.manifest(current)
+    assert manifest["classes"] == {"0": "car", "1": "crate"}
+
+    from edgecl.continual.memory import memory_from_config
+
+    memory = memory_from_config(cfg)
+    try:
+        records = memory.records()
+        assert len(records) == ANSWERS
+        assert {r.origin.value for r in records} == {"operator"}
+        assert all(list(r.classes) == [1] for r in records)
+    finally:
+        memory.close()
+
+    from edgecl.models.backends import load_backend
+    from edgecl.models.base import InferenceOptions
+
+    backend = load_backend(runtime.registry.model_path(current),
+                           InferenceOptions(conf=0.25, imgsz=IMGSZ, threads=1))
+    try:
+        rng = np.random.default_rng(123)
+        found = []
+        for _ in range(4):
+            image, (x1, y1, x2, y2) = object_frame(rng, 160, 120)
+            det = backend.infer([image])[0]
+            centres = (det.boxes_xyxy[:, :2] + det.boxes_xyxy[:, 2:]) / 2
+            found.append(any(int(c) == 1 and x1 <= cx <= x2 and y1 <= cy <= y2
+                             for c, (cx, cy) in zip(det.classes, centres)))
+        assert sum(found) >= 3, f"the promoted version found the crate in {sum(found)}/4 frames"
+    finally:
+        backend.close()

@@ -1,0 +1,197 @@
+"""Issue 9, point 3: the console in headless Chromium against a REAL running runtime.
+
+A tiny YOLO11n (imgsz 64, knows ``car``) runs in :class:`~edgecl.runtime.app.Runtime` with the
+console on a free 127.0.0.1 port, on an endless unlabelled camera-like stream
+(:class:`~edgecl.bench.console_load.ObjectSource`) in ``labels.mode: field``, so the operator
+queue fills by itself. The browser opens every page; on Label it draws a box around the frame's
+object, names a NEW class and submits (the sample must be in the replay memory with that class);
+on Models it promotes and rolls back, each after the confirmation (the registry's ``current``
+must follow); the browser console must hold no SEVERE entry. Saves ``runtime-<page>.png`` of
+each page into ``$EDGECL_SCREENSHOT_DIR`` (default ``docs/console``).
+"""
+
+import json
+import re
+import threading
+import time
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+from console_browser import screenshot, severe_console_entries
+from edgecl.bench.console_load import ObjectSource, object_box, tiny_model
+from edgecl.config import load_config
+from edgecl.models.registry import Registry
+from edgecl.runtime.app import RunOptions, Runtime
+
+pytest.importorskip("selenium")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
+
+IMGSZ = 64
+pytestmark = pytest.mark.timeout(180)
+
+
+def wait_for(predicate, timeout_s=15.0, what="condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def get(base, path):
+    with urllib.request.urlopen(base + path, timeout=10) as response:
+        raw = response.read()
+        return json.loads(raw) if response.headers.get_content_type() == "application/json" else raw
+
+
+def text_of(browser, css):
+    return browser.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : ''", css)
+
+
+@pytest.fixture()
+def device(tmp_path):
+    """A state directory whose registry holds two hand-added versions of a tiny model, v0001
+    current, and the config of a runtime serving it with the console on a free port."""
+    model = tiny_model(tmp_path / "car.pt", {0: "car"}, IMGSZ)
+    registry = Registry(tmp_path / "state" / "models")
+    first = registry.add(model)
+    second = registry.add(model)
+    registry.promote(first)
+    cfg = load_config(None, [
+        f"state_dir={tmp_path / 'state'}", f"model.imgsz={IMGSZ}", "model.threads=1",
+        "runtime.warmup_runs=1", "runtime.swap_poll_s=0.1", "server.enabled=true",
+        "server.port=0", "learner.enabled=false", "labels.mode=field",
+        "labels.max_per_minute=30", "labels.dedup_window_s=0"])
+    return cfg, registry, first, second
+
+
+def test_every_page_against_a_real_runtime(device, browser):
+    cfg, registry, first, second = device
+    source = ObjectSource(width=320, height=240, fps=8.0, seed=2)
+    runtime = Runtime(cfg, RunOptions(source_uri=source.uri, quiet=True))
+    runtime.build(source=source)
+    seen: dict = {}
+
+    def drive():
+        try:
+            drive_browser(runtime, browser, registry, first, second, seen)
+        except BaseException as exc:  # re-raised on the test's thread
+            seen["error"] = exc
+        finally:
+            runtime.loop.request_stop()
+
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+    report = runtime.run()  # the runtime owns the main thread (signal handlers)
+    thread.join(30)
+    if "error" in seen:
+        raise seen["error"]
+    assert report.frames > 0
+    assert seen["errors"] == [], seen["errors"]
+
+    from edgecl.continual.memory import memory_from_config
+
+    memory = memory_from_config(cfg)
+    try:
+        records = [r for r in memory.records() if r.origin.value == "operator"]
+    finally:
+        memory.close()
+    crate = seen["crate_id"]
+    assert len(records) == 1 and crate in records[0].classes, records
+
+
+def drive_browser(runtime, browser, registry, first, second, seen):
+    errors: list[str] = []
+    seen["errors"] = errors
+
+    def check_console(page):
+        errors.extend(f"{page}: {e['message']}" for e in severe_console_entries(browser))
+
+    base = "http://127.0.0.1:{}".format(wait_for(lambda: runtime.server and runtime.server.port,
+                                                 60, "the console"))
+
+    # Live: the real frame, fps, the serving version
+    browser.get(base + "/")
+    wait_for(lambda: browser.execute_script("const i=document.getElementById('frame');"
+                                            "return !i.hidden && i.naturalWidth === 320"),
+             what="live frame")
+    wait_for(lambda: text_of(browser, "#model") == first, what="model version")
+    fps = wait_for(lambda: re.match(r"\d+(\.\d+)?", text_of(browser, "#fps").strip()), what="fps")
+    assert float(fps.group()) > 0, fps
+    time.sleep(1.2)  # the vital signs refresh once a second
+    assert "NaN" not in browser.find_element(By.TAG_NAME, "body").text
+    screenshot(browser, "runtime-live", full_page=False)
+    check_console("live")
+
+    # Label: the queue filled by the selection policies; draw a box on the object, new class
+    wait_for(lambda: get(base, "/api/labels/pending"), 30, "a queued frame")
+    browser.get(base + "/label")
+    canvas = wait_for(lambda: next((c for c in browser.find_elements(By.ID, "canvas")
+                                    if c.is_displayed()), None), what="canvas")
+    item_id = wait_for(lambda: text_of(browser, "#why strong"), what="an item")
+    item = next(i for i in get(base, "/api/labels/pending") if i["id"] == item_id)
+    image = cv2.imdecode(np.frombuffer(get(base, f"/api/labels/{item_id}/image"), np.uint8),
+                         cv2.IMREAD_COLOR)
+    x1, y1, x2, y2 = object_box(image)
+    scale = canvas.size["width"] / item["width"]
+    width, height = canvas.size["width"], canvas.size["height"]
+
+    def at(x, y):  # selenium offsets are from the element's centre, in CSS pixels
+        return round(x * scale - width / 2), round(y * scale - height / 2)
+
+    a, b = at(x1, y1), at(x2, y2)
+    (ActionChains(browser).move_to_element_with_offset(canvas, *a).click_and_hold()
+     .move_to_element_with_offset(canvas, (a[0] + b[0]) // 2, (a[1] + b[1]) // 2)
+     .move_to_element_with_offset(canvas, *b).release().perform())
+    Select(browser.find_element(By.ID, "class-select")).select_by_value("__new__")
+    name_box = browser.find_element(By.ID, "new-class")
+    wait_for(name_box.is_displayed, what="new class input")
+    name_box.send_keys("crate", Keys.ENTER)
+    wait_for(lambda: Select(browser.find_element(By.ID, "class-select"))
+             .first_selected_option.get_attribute("value") == "crate", what="class picked")
+    screenshot(browser, "runtime-label", full_page=False)
+    browser.find_element(By.ID, "submit").click()
+    classes = wait_for(lambda: [c for c in get(base, "/api/classes")
+                                if c["name"] == "crate" and c["samples"] == 1], what="crate stored")
+    seen["crate_id"] = classes[0]["id"]
+    assert item_id not in {i["id"] for i in get(base, "/api/labels/pending")}
+    wait_for(lambda: text_of(browser, "#why strong") not in ("", item_id), what="next item")
+    check_console("label")
+
+    # Models: promote the other version, then roll back, each after the confirmation
+    browser.get(base + "/models")
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]")) == 2,
+             what="model rows")
+    screenshot(browser, "runtime-models")
+    browser.find_element(By.CSS_SELECTOR, f"button.promote[data-version='{second}']").click()
+    wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
+    browser.find_element(By.ID, "confirm-ok").click()
+    wait_for(lambda: registry.current() == second, what="promotion in the registry")
+    wait_for(lambda: text_of(browser, f"tr[data-version='{second}'] .badge") == "current",
+             what="promoted row")
+    wait_for(lambda: runtime.loop.model_version == second, what="the loop serving it")
+    browser.find_element(By.ID, "rollback").click()
+    wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
+    browser.find_element(By.ID, "confirm-ok").click()
+    wait_for(lambda: registry.current() == first, what="rollback in the registry")
+    wait_for(lambda: text_of(browser, f"tr[data-version='{first}'] .badge") == "current",
+             what="rolled back row")
+    check_console("models")
+
+    # Forgetting: a device with no round yet shows its empty charts without error
+    browser.get(base + "/forgetting")
+    wait_for(lambda: browser.execute_script("return document.readyState") == "complete",
+             what="forgetting page")
+    time.sleep(1.0)
+    assert "NaN" not in browser.find_element(By.TAG_NAME, "body").text
+    screenshot(browser, "runtime-forgetting")
+    check_console("forgetting")
