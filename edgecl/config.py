@@ -212,6 +212,7 @@ class FleetConfig:
     forgetting_action: str = "drop"
     wire_dtype: str = "float16"
     seed: int = 0
+    initial_model: str = ""
     retry_s: float = 30.0
     token: str = ""
     ca_cert: str = ""
@@ -392,6 +393,7 @@ RULES: dict[str, Rule] = {
 # Keys whose value is free text (paths, addresses, URIs): checked where they are used.
 FREE_KEYS = frozenset({"state_dir", "source.uri", "model.path", "model.providers", "server.host",
                        "server.token", "fleet.server_address", "fleet.device_name", "fleet.token",
+                       "fleet.initial_model",
                        "fleet.ca_cert", "fleet.server_cert", "fleet.server_key"})
 
 

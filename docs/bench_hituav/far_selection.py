@@ -1,6 +1,6 @@
 """Why FAR fell below ER (issue 11, point 3): what each rule replays before task 2.
 
-Usage: YOLO_OFFLINE=1 python docs/bench_hituav/far_selection.py TASKS_YAML FIRST_TASK_MODEL OUT_JSON
+Usage: YOLO_OFFLINE=1 python docs/bench_hituav/far_selection.py TASKS_YAML FIRST_TASK_MODEL OUT_JSON [IMGSZ]
 
 Before task 2 the pool holds task 1's images and the model is the one that set their FAR
 baselines a moment ago, so every drop ``baseline - now`` is 0: FAR's choice is its tie-break
@@ -25,7 +25,7 @@ from edgecl.continual.strategies import STRATEGIES, ReplayContext
 from edgecl.data.tasks import load_tasks
 
 
-def main(tasks_yaml: str, model_path: str, out_json: str, imgsz: int = 384) -> None:
+def main(tasks_yaml: str, model_path: str, out_json: str, imgsz: int = 320) -> None:
     view = prepare_view(load_tasks(Path(tasks_yaml)), Path(out_json).parent / "work")
     settings = ProtocolSettings(imgsz=imgsz)
     model = load_first_task_model(model_path, view.seen_names(0))
@@ -61,4 +61,4 @@ def main(tasks_yaml: str, model_path: str, out_json: str, imgsz: int = 384) -> N
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:4], *(int(v) for v in sys.argv[4:5]))

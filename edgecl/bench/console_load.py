@@ -45,14 +45,16 @@ OBJECT_BGR = (0, 140, 255)
 """Colour of :class:`ObjectSource`'s object (BGR orange): nothing else in its frames has it."""
 
 
-def object_frame(rng: np.random.Generator, width: int,
-                 height: int) -> tuple[np.ndarray, list[float]]:
+def object_frame(rng: np.random.Generator, width: int, height: int,
+                 spread: float = 1.0) -> tuple[np.ndarray, list[float]]:
     """One synthetic camera frame: a grey, slightly noisy background with one big orange box.
 
     Args:
         rng: random generator (position, size, noise).
         width: frame width in pixels.
         height: frame height in pixels.
+        spread: how far the box may wander from the centre, as a share of the free room
+            (1: anywhere in the frame; 0: always centred).
 
     Returns:
         ``(image, xyxy)``: BGR uint8 (height, width, 3) and the object's box in pixels
@@ -63,8 +65,8 @@ def object_frame(rng: np.random.Generator, width: int,
     image += rng.integers(0, 12, size=image.shape, dtype=np.uint8)
     bw = int(rng.integers(int(0.35 * width), int(0.6 * width) + 1))
     bh = int(rng.integers(int(0.35 * height), int(0.6 * height) + 1))
-    x1 = int(rng.integers(0, width - bw + 1))
-    y1 = int(rng.integers(0, height - bh + 1))
+    x1 = int(round((width - bw) * (0.5 + spread * (rng.random() - 0.5))))
+    y1 = int(round((height - bh) * (0.5 + spread * (rng.random() - 0.5))))
     image[y1:y1 + bh, x1:x1 + bw] = OBJECT_BGR
     edge = max(2, min(bw, bh) // 12)
     image[y1:y1 + bh, x1:x1 + edge] = (0, 70, 140)
@@ -102,17 +104,20 @@ class ObjectSource(FrameSource):
         fps: delivery rate (0: as fast as read; > 0 paces it like a camera and makes it live).
         frames: frames to deliver (``None``: until closed).
         seed: random seed of the frames.
+        spread: how far the object wanders from the centre (see :func:`object_frame`).
         cfg: source settings.
     """
 
     def __init__(self, width: int = 160, height: int = 120, fps: float = 0.0,
-                 frames: int | None = None, seed: int = 0, cfg: SourceConfig | None = None):
+                 frames: int | None = None, seed: int = 0, spread: float = 1.0,
+                 cfg: SourceConfig | None = None):
         super().__init__(f"object://?width={width}&height={height}&fps={fps}&seed={seed}", cfg)
         self.width, self.height = width, height
         self.fps = fps
         self.is_live = fps > 0
         self.frames = frames
         self.seed = seed
+        self.spread = spread
         self.labelled = False
         self._rng = np.random.default_rng(seed)
         self._delivered = 0
@@ -133,7 +138,7 @@ class ObjectSource(FrameSource):
                 return None
             if wait_s <= 0:
                 self._due_s = time.monotonic()
-        image, _box = object_frame(self._rng, self.width, self.height)
+        image, _box = object_frame(self._rng, self.width, self.height, self.spread)
         self._delivered += 1
         return RawFrame(image, None, None, f"object-{self._delivered - 1:06d}")
 
@@ -503,8 +508,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, sort_keys=True), flush=True)
     else:
         load = summary["load"]
-        print(f"idle {summary['idle_fps']:.1f} fps | {load['requests']} requests from "
-              f"{load['threads']} threads: {summary['load_fps']:.1f} fps "
+        print(f"idle {summary['idle_fps']:.1f} fps | {args.repeats} x {args.requests} requests "
+              f"from {load['threads']} threads: {summary['load_fps']:.1f} fps "
               f"(x{summary['load_ratio']}, target >= {LOAD_TARGET}), {load['errors']} errors, "
               f"p95 {load['p95_ms']} ms | live viewer at {args.viewer_hz:g} Hz: "
               f"{summary['viewer_fps']:.1f} fps (x{summary['viewer_ratio']}, target >= "

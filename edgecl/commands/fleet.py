@@ -82,6 +82,8 @@ def simulate_command(args: argparse.Namespace) -> int:
                                                  "per_device", "bytes_per_round")})
     else:
         t = summary["target"]
-        print(f"target (every device, every class >= {t['ratio']} x joint): "
-              f"{'met' if t['met'] else 'not met'} (lowest ratio {t['min_ratio']})")
+        verdict = {True: "met", False: "not met", None: "not measurable"}[t["met"]]
+        print(f"target (every device, every class >= {t['ratio']} x joint): {verdict} "
+              f"(lowest ratio {t['min_ratio']}; joint AP too low to compare on: "
+              f"{', '.join(t['unmeasurable']) or 'none'})")
     return 0

@@ -5,7 +5,8 @@ crash or out-of-memory there never takes capture down; it dies with its parent).
 lowers its priority with the learner's settings (``learner.nice``, ``learner.torch_threads``),
 connects to ``fleet.server_address`` (TLS with ``fleet.ca_cert`` when set) and answers the
 server's rounds through :class:`~edgecl.fleet.device.FleetDevice`; when the server goes away
-it reconnects after ``fleet.retry_s``. Every fit and adoption takes the device's
+it reconnects after ``fleet.retry_s`` (doubling while it stays away, up to
+:data:`MAX_RETRY_S`). Every fit and adoption takes the device's
 one-round-at-a-time lock, so it never runs beside a local learning round (it skips instead).
 """
 
@@ -21,6 +22,9 @@ from edgecl.config import Config
 from edgecl.fleet import wire
 
 log = logging.getLogger(__name__)
+
+# A device whose server stays away retries after fleet.retry_s, doubling up to this.
+MAX_RETRY_S = 600.0
 
 
 def device_name(cfg: Config) -> str:
@@ -172,6 +176,7 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
     started = time.monotonic()
     if once:
         _wait_for_server(cfg.fleet.server_address, max_wait_s or 300.0)
+    failures = 0
     while True:
         try:
             connect(cfg, test_yaml=test_yaml, max_wait_s=max_wait_s)
@@ -179,10 +184,14 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
             waited = time.monotonic() - started
             if once and max_wait_s is not None and waited > max_wait_s:
                 raise
-            log.warning("fleet server %s unreachable or gone (%s); retrying in %.0f s",
-                        cfg.fleet.server_address, type(exc).__name__, cfg.fleet.retry_s)
-            time.sleep(cfg.fleet.retry_s)
+            delay_s = min(cfg.fleet.retry_s * 2 ** failures, MAX_RETRY_S)
+            (log.warning if failures == 0 else log.debug)(
+                "fleet server %s unreachable or gone (%s); retrying in %.0f s (backing off up "
+                "to %.0f s)", cfg.fleet.server_address, type(exc).__name__, delay_s, MAX_RETRY_S)
+            failures += 1
+            time.sleep(delay_s)
             continue
+        failures = 0
         if once:
             return
         log.info("fleet server %s ended the session; reconnecting in %.0f s",

@@ -26,8 +26,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from edgecl.config import Config
 from edgecl.continual.round_state import learner_dir
 
@@ -340,8 +338,3 @@ def score_by_name(model, names: dict[int, str], test_names: dict[int, str], path
     return {name: _finite(per.get(cls, 0.0)) if cls in per else None
             for cls, name in sorted(test_names.items())}
 
-
-def mean_ap(per_class: dict) -> float:
-    """Mean of the finite values of a per-class dict (NaN when none)."""
-    vals = [v for v in per_class.values() if v is not None]
-    return float(np.mean(vals)) if vals else float("nan")

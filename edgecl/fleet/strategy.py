@@ -38,7 +38,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
         fleet_cfg: the ``fleet`` config section.
         store: where the global model is kept.
         initial: ``(round, arrays, names)`` to start from (default: the store's last model,
-            else a fresh model, see :func:`edgecl.fleet.weights.initial_global`).
+            else ``fleet.initial_model``, else a fresh model, see
+            :func:`edgecl.fleet.weights.initial_global`).
         on_round: optional callback with each finished round's record (dict).
 
     Returns:
@@ -57,7 +58,13 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
 
         def __init__(self):
             loaded = initial if initial is not None else store.load()
-            if loaded is None:
+            if loaded is None and fleet_cfg.initial_model:
+                from edgecl.fleet.weights import global_from_checkpoint
+
+                loaded = (0, *global_from_checkpoint(fleet_cfg.initial_model))
+                log.info("fleet: starting from %s (%d classes)", fleet_cfg.initial_model,
+                         len(loaded[2]))
+            elif loaded is None:
                 from edgecl.fleet.weights import initial_global
 
                 loaded = (0, initial_global(fleet_cfg.seed), [])
@@ -172,7 +179,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             clients = list(client_manager.all().values())
             keys, params, nbytes = self._ins_parameters()
             self.record["bytes_down"] = self.record.get("bytes_down", 0) + nbytes * len(clients)
-            return [(c, EvaluateIns(params, self._config(rnd, keys))) for c in clients]
+            ins = EvaluateIns(params, self._config(rnd, keys))  # one nonce for the round
+            return [(c, ins) for c in clients]
 
         def aggregate_evaluate(self, server_round, results, failures):
             rnd = self.fleet_round(server_round)

@@ -112,6 +112,22 @@ def initial_global(seed: int = 0) -> dict[str, np.ndarray]:
     return {k: (v[:0].copy() if is_class_row_key(k) else v) for k, v in arrays.items()}
 
 
-def payload_bytes(arrays: dict[str, np.ndarray]) -> int:
-    """Bytes of the tensors' data (what a transfer of them costs, framing aside)."""
-    return int(sum(a.nbytes for a in arrays.values()))
+def global_from_checkpoint(path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """A fleet's first global model from a pretrained ultralytics checkpoint (``fleet.initial_model``).
+
+    Args:
+        path: a ``.pt`` file (e.g. a COCO-pretrained yolo11n); its ``names`` become the fleet's
+            first classes, in id order.
+
+    Returns:
+        ``(arrays, names)``.
+
+    Raises:
+        ModelLoadError: the file is missing or not a model checkpoint.
+    """
+    from edgecl.models.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(path)
+    names = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
+    return model_arrays(model), [names[i] for i in sorted(names)]
+

@@ -339,7 +339,8 @@ class Runtime:
     def live(self) -> dict:
         """Figures for the console's Live page (fps, latency, version, memory, learner, alerts)."""
         loop = self.loop
-        out = {"fps": loop.current_fps() if loop else 0.0,
+        out = {"fps": loop.delivered_fps() if loop else 0.0,
+               "inference_fps": loop.current_fps() if loop else 0.0,
                "latency_ms_p50": loop.latency_p50() if loop else 0.0,
                "latency_ms_p95": loop.latency_p95() if loop else 0.0,
                "model_version": loop.model_version if loop else None,

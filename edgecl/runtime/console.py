@@ -92,6 +92,7 @@ def build_console_hooks(runtime):
     """
     from edgecl.runtime.prometheus import PrometheusExporter
     from edgecl.runtime.promote import promote_version
+    from edgecl.runtime.versions import TimedCache
     from edgecl.web import ConsoleHooks
 
     exporter = PrometheusExporter(runtime.monitor)
@@ -117,9 +118,15 @@ def build_console_hooks(runtime):
         return {"matrix": monitor.accuracy_matrix(), "per_class_ap": monitor.per_class_ap_over_rounds(),
                 "reliability": monitor.reliability(runtime.registry.current())}
 
+    # INVARIANT: the heaviest reads are cached briefly, so a busy console or scraper costs the
+    # 2-core device a bounded share of CPU instead of one database walk per request
+    metrics = TimedCache(exporter.render, ttl_s=1.0, default=b"")
+    empty = {"matrix": {"rows": [], "columns": [], "values": []}, "per_class_ap": {},
+             "reliability": {"bins": [], "protocol": {}}}
+    forgetting_cached = TimedCache(forgetting, ttl_s=2.0, default=empty)
     return ConsoleHooks(
-        health=runtime.health, metrics=exporter.render, live=runtime.live,
+        health=runtime.health, metrics=metrics, live=runtime.live,
         latest_jpeg=runtime.live_view.latest if runtime.live_view else (lambda: None),
         models=lambda: model_rows(runtime.registry), promote=promote, rollback=rollback,
         pending=sink.queue.pending, label_image=sink.queue.image_path, answer=answer,
-        classes=classes, forgetting=forgetting)
+        classes=classes, forgetting=forgetting_cached)

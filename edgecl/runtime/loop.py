@@ -381,6 +381,7 @@ class InferenceLoop:
         self._stop = threading.Event()
         self._latencies_ms = SampleRing()
         self._infer_ms = SampleRing()
+        self._done_s = SampleRing()
         self._swaps = 0
         self._swap_stall_ms = 0.0
         self._frames = 0
@@ -400,6 +401,16 @@ class InferenceLoop:
         recent = self._infer_ms.recent(window)
         mean_ms = float(np.mean(recent)) if len(recent) else 0.0
         return round(1000.0 / mean_ms, 2) if mean_ms > 0 else 0.0
+
+    def delivered_fps(self, window_s: float = 5.0) -> float:
+        """Frames actually processed per second over the last ``window_s`` seconds (what a
+        camera delivers, as opposed to :meth:`current_fps`, the inference rate); 0 when idle."""
+        done = self._done_s.recent()
+        now = time.monotonic()
+        recent = done[done >= now - window_s]
+        if len(recent) < 2:
+            return 0.0
+        return round((len(recent) - 1) / max(now - float(recent[0]), 1e-6), 2)
 
     def latency_p50(self, window: int = 200) -> float:
         """Median capture-to-detection latency over the last ``window`` frames, ms."""
@@ -467,6 +478,7 @@ class InferenceLoop:
         latency_ms = max(0.0, (time.time() - frame.ts_s) * 1000)
         self._infer_ms.append(infer_ms)
         self._latencies_ms.append(latency_ms)
+        self._done_s.append(time.monotonic())
         self._frames += 1
         self._sinks.put(FrameResult(frame, detections, self.model_version, latency_ms, infer_ms),
                         self._stop)

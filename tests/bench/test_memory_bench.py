@@ -16,5 +16,5 @@ def test_bench_memory_small(tmp_path, capsys):
     for key in ("adds_per_s", "rss_mb_start", "rss_mb_end", "disk_bytes_max", "max_bytes"):
         assert result[key] > 0, key
     assert result["disk_bytes_max"] <= result["max_bytes"]
-    assert set(result["select_ms"]) == {"er", "mir", "mir-virtual", "far"}
+    assert set(result["select_ms"]) == {"er", "mir", "mir-virtual", "far", "class_balanced"}
     assert result["samples_end"] <= 40 and result["verify_ok"]

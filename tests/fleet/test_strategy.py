@@ -142,3 +142,23 @@ def test_server_refuses_off_loopback_without_tls_and_incomplete_tls(tmp_path, mo
     with pytest.raises(ConfigError, match="missing fleet.server_cert, fleet.server_key"):
         server_certificates(cfg)
     assert server_certificates(load_config(None, [f"state_dir={tmp_path}"])) is None
+
+
+def test_every_device_signs_its_adoption_report_with_the_round_nonce(tmp_path, caplog, monkeypatch):
+    from flwr.common import EvaluateRes
+
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path, token="t")
+    strategy.names, strategy.changed, strategy.record = ["car"], True, {"round": 1}
+    instructions = strategy.configure_evaluate(1, None, FakeManager(3))
+    replies = []
+    for i, (proxy, ins) in enumerate(instructions):
+        device = f"device{i}"
+        signed = wire.sign("t" if i < 2 else "wrong", ins.config["nonce"], ins.config["round"], device)
+        replies.append((proxy, EvaluateRes(OK, 0.0, 0, {"device": device, "auth": signed,
+                                                       "status": "promoted", "reason": "accepted"})))
+    with caplog.at_level(logging.INFO, logger="edgecl.fleet.strategy"):
+        strategy.aggregate_evaluate(1, replies, [])
+    adoption = store.rounds()[-1]["adoption"]
+    assert set(adoption) == {"device0", "device1"}
+    assert "adoption report from device2 refused" in caplog.text

@@ -98,7 +98,7 @@ def test_hot_swap_in_running_loop_and_corrupt_version_refused(tmp_path, scenario
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"\x08\x07not a model")
     sink = CollectSink()
-    runtime = Runtime(cfg, RunOptions(source_uri=f"tasks://{scenario}?split=train&fps=40", quiet=True,
+    runtime = Runtime(cfg, RunOptions(source_uri=f"tasks://{scenario}?split=train&fps=12", quiet=True,
                                       sinks=(sink,)))
 
     corrupt = "v0003"

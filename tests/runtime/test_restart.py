@@ -55,7 +55,7 @@ def test_kill_minus_nine_mid_round_then_restart(tmp_path):
     registry = Registry(state / "models")
     promote_version(state, first["version"])
     shutil.rmtree(state / "learner" / "work")
-    cmd = [sys.executable, "-m", "edgecl.cli", "run", "--source", f"tasks://{yaml_path}?task=t2&fps=4",
+    cmd = [sys.executable, "-m", "edgecl.cli", "run", "--source", f"tasks://{yaml_path}?task=t2&fps=1",
            "--state-dir", str(state), "--quiet", *overrides(state), "learner.trigger_new_samples=3",
            "learner.trigger_new_class=false", "learner.budget_s=120", "learner.max_steps=100000"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,

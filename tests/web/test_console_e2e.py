@@ -125,8 +125,11 @@ def drive_browser(runtime, browser, registry, first, second, seen):
                                             "return !i.hidden && i.naturalWidth === 320"),
              what="live frame")
     wait_for(lambda: text_of(browser, "#model") == first, what="model version")
-    fps = wait_for(lambda: re.match(r"\d+(\.\d+)?", text_of(browser, "#fps").strip()), what="fps")
-    assert float(fps.group()) > 0, fps
+    def fps_shown():
+        match = re.match(r"\d+(\.\d+)?", text_of(browser, "#fps").strip())
+        return match is not None and float(match.group()) > 0
+
+    wait_for(fps_shown, what="a positive fps")
     time.sleep(1.2)  # the vital signs refresh once a second
     assert "NaN" not in browser.find_element(By.TAG_NAME, "body").text
     screenshot(browser, "runtime-live", full_page=False)
