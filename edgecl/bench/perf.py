@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--while-training", action="store_true",
                    help="also measure inference fps while a learning round trains")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (medians kept)")
+    p.add_argument("--selection", action="store_true",
+                   help="also measure pipeline fps with the field labelling pipeline on vs off")
     p.add_argument("--json", action="store_true", help="(kept for symmetry; output is JSON)")
 
 
@@ -72,8 +74,17 @@ def raw_fps(backend, frames: list) -> float:
     return len(frames) / (time.perf_counter() - t0)
 
 
-def pipeline_run(backend, frames: list):
-    """Run the full loop (capture -> inference -> sink threads) over the frames."""
+def pipeline_run(backend, frames: list, sinks=None):
+    """Run the full loop (capture -> inference -> sink threads) over the frames.
+
+    Args:
+        backend: loaded inference backend.
+        frames: decoded frames.
+        sinks: the loop's sinks (default: one that does nothing).
+
+    Returns:
+        The loop's report.
+    """
     from edgecl.runtime.loop import InferenceLoop
 
     class CountSink:
@@ -83,9 +94,42 @@ def pipeline_run(backend, frames: list):
         def close(self):
             pass
 
-    loop = InferenceLoop(ReplaySource(frames), backend, "bench", sinks=[CountSink()],
+    loop = InferenceLoop(ReplaySource(frames), backend, "bench", sinks=sinks or [CountSink()],
                          back_pressure="block")
     return loop.run()
+
+
+def selection_fps(backend, frames: list, repeats: int) -> dict:
+    """Pipeline fps on unlabelled frames with the field labelling pipeline (selection policies,
+    operator queue, pseudo-labels, replay memory on a scratch state directory) vs without it.
+
+    Returns:
+        ``pipeline_fps_selection_off``, ``pipeline_fps_selection_on`` (medians of interleaved
+        runs) and ``selection_ratio`` (on / off; the target is >= 0.95).
+    """
+    import dataclasses
+    import tempfile
+
+    from edgecl.config import load_config
+    from edgecl.models.classes import ClassRegistry
+    from edgecl.runtime.labels import MemorySink
+
+    unlabelled = [dataclasses.replace(f, labels=None, task=None) for f in frames]
+    names = backend.meta.names
+    off, on = [], []
+    for _ in range(max(1, repeats)):
+        off.append(pipeline_run(backend, unlabelled).fps)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = load_config(None, [f"state_dir={tmp}", "labels.mode=field"])
+            classes = ClassRegistry(tmp)
+            classes.seed(names)
+            sink = MemorySink.from_config(cfg, classes=classes, known_classes=lambda: set(names))
+            on.append(pipeline_run(backend, unlabelled, sinks=[sink]).fps)
+    out = {"pipeline_fps_selection_off": round(_median(off), 2),
+           "pipeline_fps_selection_on": round(_median(on), 2)}
+    out["selection_ratio"] = round(out["pipeline_fps_selection_on"]
+                                   / max(out["pipeline_fps_selection_off"], 1e-9), 3)
+    return out
 
 
 def load_ultralytics(model_path: str):
@@ -182,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
     result = {"model": str(args.model), "backend": backend.meta.backend, "frames": len(frames),
               "imgsz": backend.meta.imgsz, "threads": args.threads}
     result.update(measure(backend, frames, args, backend.meta.imgsz, opts.conf))
+    if getattr(args, "selection", False):
+        result.update(selection_fps(backend, frames, args.repeats))
     if args.while_training:
         from edgecl.bench.perf_training import fps_while_training
 

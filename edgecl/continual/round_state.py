@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
+from edgecl.models.registry import VersionStatus
 
 
 @dataclass
@@ -38,9 +39,10 @@ class RoundStatus(str, enum.Enum):
     ``skipped``: nothing new to learn; ``failed``: the round could not run (reason says why).
     """
 
-    STAGED = "staged"
-    PROMOTED = "promoted"
-    REJECTED = "rejected"
+    # INVARIANT: the outcomes that leave a version carry the registry's own status values
+    STAGED = VersionStatus.STAGED.value
+    PROMOTED = VersionStatus.PROMOTED.value
+    REJECTED = VersionStatus.REJECTED.value
     SKIPPED = "skipped"
     FAILED = "failed"
 

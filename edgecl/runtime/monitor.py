@@ -41,11 +41,13 @@ from edgecl.calibration.dece import ReliabilityBins, bins_to_records, dece_from_
 from edgecl.continual import metrics
 from edgecl.continual.evaluate import DECE_PROTOCOL
 from edgecl.continual.gate import is_taskless
+from edgecl.continual.round_state import RoundStatus
 from edgecl.errors import EdgeclError, StorageError
 
 
 DB_RELPATH = Path("metrics") / "metrics.sqlite"
-STATUSES = ("staged", "promoted", "rejected")
+# INVARIANT: the round outcomes that name a model version (one enum, shared with the learner)
+STATUSES = tuple(s.value for s in (RoundStatus.STAGED, RoundStatus.PROMOTED, RoundStatus.REJECTED))
 KINDS = ("auto", "tasks", "classes")
 
 _SCHEMA = """

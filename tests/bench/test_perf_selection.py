@@ -1,0 +1,31 @@
+"""``bench perf --selection``: pipeline fps with the field labelling pipeline on vs off."""
+
+import time
+
+import numpy as np
+
+from edgecl.bench.perf import selection_fps
+from edgecl.frames import Detections, Frame
+from edgecl.models.base import ModelMeta
+
+
+class TinyBackend:
+    """A detector that answers one box per frame after a short fixed delay."""
+
+    meta = ModelMeta(path="fake", backend="fake", names={0: "car"}, imgsz=32)
+
+    def infer(self, images):
+        time.sleep(0.002)
+        return [Detections(np.array([[4, 4, 20, 20]], np.float32), np.array([0.45], np.float32),
+                           np.array([0])) for _ in images]
+
+
+def test_selection_fps_reports_both_runs_and_their_ratio():
+    rng = np.random.default_rng(0)
+    frames = [Frame(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), i, time.time(), "test://",
+                    labels=np.zeros((0, 5), np.float32), task="t1") for i in range(30)]
+    out = selection_fps(TinyBackend(), frames, repeats=1)
+    assert set(out) == {"pipeline_fps_selection_off", "pipeline_fps_selection_on", "selection_ratio"}
+    assert out["pipeline_fps_selection_off"] > 0 and out["pipeline_fps_selection_on"] > 0
+    assert out["selection_ratio"] == round(out["pipeline_fps_selection_on"]
+                                           / out["pipeline_fps_selection_off"], 3)
