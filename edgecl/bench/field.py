@@ -389,7 +389,9 @@ def _run_config(base_cfg, state: Path, selection: str, seed: int, imgsz: int):
         labels = dataclasses.replace(labels, mode="ground_truth")
     elif selection == "random":
         zero = {f.name: 0.0 for f in dataclasses.fields(labels.selection)}
-        labels = dataclasses.replace(labels, mode="field",
+        # every frame is a candidate with a random priority, so the operator can spend the
+        # whole budget on an unbiased sample (the default random_share would offer only ~2 %)
+        labels = dataclasses.replace(labels, mode="field", random_share=1.0,
                                      selection=dataclasses.replace(labels.selection,
                                                                    **dict(zero, random=1.0)))
     else:

@@ -27,6 +27,7 @@ def test_bench_learn_json(tmp_path, capsys):
     assert result["repeats"][0]["edgecl"]["steps"] == 2
     assert result["repeats"][0]["ultralytics"]["steps"] == 2
     assert result["freeze_layers"] == 10 and result["round_steps"] == 2
+    assert result["round_status"] == "staged" and result["export_s"] > 0
     assert all(result[k] >= 0 for k in KEYS if k.endswith("_s"))
     assert list((tmp_path / "cache").glob("parent-*.pt")), "the parent is cached for the next run"
 
