@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.bench.cl_data import prepare_view
-from edgecl.bench.cl_protocol import (RECALL_MAX_DET, ProtocolSettings, ReplayPool, RunSpec,
-                                      _baselines, _detector, load_first_task_model, replay_size)
+from edgecl.bench.cl_protocol import (ProtocolSettings, ReplayPool, _baselines,
+                                      load_first_task_model, replay_size)
 from edgecl.config import ModelConfig
 from edgecl.continual.head import grow_head
 from edgecl.continual.strategies import STRATEGIES, ReplayContext
@@ -44,10 +44,10 @@ def main(tasks_yaml: str, model_path: str, out_json: str, imgsz: int = 320) -> N
         tie = rng.permutation(len(records))
         old = [records[i].id for i in sorted(range(len(records)), key=lambda i: (recall[i], tie[i]))[:k]]
         ctx = ReplayContext(current_task=view.task_names[1], seed=1)
-        detector = _detector(model, view.seen_names(1), settings, ModelConfig().conf, RECALL_MAX_DET)
+        # the model that set the baselines is the model now: model=None reuses them (drops 0)
         picks = {"er": STRATEGIES["er"].select(pool, k, context=ctx),
                  "far (old tie-break)": old,
-                 "far (fixed)": STRATEGIES["far"].select(pool, k, model=detector, context=ctx),
+                 "far (fixed)": STRATEGIES["far"].select(pool, k, model=None, context=ctx),
                  "class_balanced": STRATEGIES["class_balanced"].select(pool, k, context=ctx)}
         by_id = {r.id: r for r in records}
         out["picks"][f"{budget:.0%}"] = {

@@ -162,6 +162,10 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
         once: return when the server ends its session instead of reconnecting.
         max_wait_s: with ``once``, give up (raise) when no session succeeded after this many
             seconds (``None``: keep trying).
+
+    Raises:
+        ConfigError: off loopback without TLS and a token (before any connection attempt).
+        EdgeclError: Flower is not installed.
     """
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s %(levelname)s fleet {device_name(cfg)}: %(message)s")
@@ -173,6 +177,10 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
     quiet_flower_logs()
     die_with_parent()
     apply_low_priority(cfg.learner)
+    from edgecl.fleet.server import require_flower
+
+    check_client_security(cfg)  # a configuration fault is not retried: it fails at once
+    require_flower()
     started = time.monotonic()
     if once:
         _wait_for_server(cfg.fleet.server_address, max_wait_s or 300.0)

@@ -150,6 +150,7 @@ class Runtime:
         self.live_view = None
         self.calibration = None
         self.previous_detector = None
+        self.fleet_proc = None
         self.watchdog = Watchdog()
         self._last_runtime_record_s = 0.0
         self._started_s = time.monotonic()
@@ -328,6 +329,8 @@ class Runtime:
             out["rounds"] = self.supervisor.rounds_done
         if self.memory_sink is not None:
             out["storing"] = self.memory_sink.stats()
+        if self.fleet_proc is not None:
+            out["fleet"] = {"alive": self.fleet_proc.is_alive(), "pid": self.fleet_proc.pid}
         if self.step_errors:
             out["step_errors"] = dict(self.step_errors)
         degraded = (self.step_errors or (self.memory_sink and self.memory_sink.paused_reason)
@@ -478,6 +481,10 @@ class Runtime:
         if self.watcher is not None:
             self.watcher.start()
         self._start_server()
+        if self.opts.use_state and self.cfg.fleet.enabled and self.fleet_proc is None:
+            from edgecl.fleet.client import start_fleet_client
+
+            self.fleet_proc = start_fleet_client(self.cfg)
         try:
             with stop_on_signals(self.loop.request_stop):
                 log.info("running: source %s, model %s (Ctrl-C or SIGTERM stops cleanly)",
@@ -494,6 +501,12 @@ class Runtime:
         """Stop every part and release the state directory (idempotent)."""
         if self.supervisor is not None:
             self.supervisor.stop()
+        if self.fleet_proc is not None:
+            self.fleet_proc.terminate()
+            self.fleet_proc.join(5)
+            if self.fleet_proc.is_alive():
+                self.fleet_proc.kill()
+            self.fleet_proc = None
         if self.watcher is not None:
             self.watcher.stop()
         if self.server is not None:

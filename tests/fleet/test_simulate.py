@@ -1,8 +1,9 @@
 """A tiny two-device fleet end to end: server and devices as processes on loopback, one round,
 adoption through the gate and the registry (origin recorded), the --json summary line.
 
-Slow: about 30 s of CPU, but 90-120 s of wall time on the shared 2-core machine (three spawned
-processes each import torch, ultralytics and Flower; each device exports ONNX once)."""
+Marked slow: about 30 s of CPU, 50 s of wall time on the 2-core machine when lightly loaded and
+up to 220 s under load (three spawned processes each import torch, ultralytics and Flower;
+each device exports ONNX once; alone and joint baselines run in a fourth)."""
 
 import json
 
