@@ -287,7 +287,10 @@ def forgetting_score(frame: Frame, detections: Detections, context: SelectionCon
 
 
 def random_score(frame: Frame, detections: Detections, context: SelectionContext) -> float:
-    """A small unbiased share: 1 for a seeded ``labels.random_share`` of the frames, else 0.
+    """A small unbiased share: a seeded ``labels.random_share`` of the frames get a score drawn
+    uniformly from (0, 1], the others 0. The uniform score matters when the queue holds more
+    chosen frames than a person answers: answering by priority is then a random sample, not
+    the oldest frames first.
 
     Args:
         frame: unused.
@@ -295,9 +298,10 @@ def random_score(frame: Frame, detections: Detections, context: SelectionContext
         context: gives the seeded generator and the share.
 
     Returns:
-        1.0 or 0.0.
+        A score in (0, 1], or 0.0.
     """
-    return 1.0 if context.rng.random() < context.cfg.random_share else 0.0
+    draw, share = context.rng.random(), context.cfg.random_share
+    return 1.0 - draw / share if draw < share else 0.0
 
 
 # INVARIANT: the names equal the fields of edgecl.config.SelectionConfig (a test compares them).
