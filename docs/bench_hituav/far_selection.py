@@ -20,7 +20,6 @@ from edgecl.bench.cl_data import prepare_view
 from edgecl.bench.cl_protocol import (ProtocolSettings, ReplayPool, _baselines,
                                       load_first_task_model, replay_size)
 from edgecl.config import ModelConfig
-from edgecl.continual.head import grow_head
 from edgecl.continual.strategies import STRATEGIES, ReplayContext
 from edgecl.data.tasks import load_tasks
 
@@ -32,7 +31,6 @@ def main(tasks_yaml: str, model_path: str, out_json: str, imgsz: int = 320) -> N
     base = _baselines(model, view, 0, settings)
     pool = ReplayPool()
     pool.add(view.task_names[0], list(view.train[0]), base)
-    grow_head(model, view.seen_names(1))
     recall = np.array([1.0 if b is None else b for b in base])
     records = pool.records()
     out = {"images": len(records), "share_recall_0": float((recall == 0).mean()),
