@@ -85,7 +85,7 @@ def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport) -> d
 
 
 def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
-           origin: LabelOrigin = LabelOrigin.IMPORT, task: str = "import") -> ImportReport:
+           origin: LabelOrigin = LabelOrigin.IMPORT, task: str = "stream") -> ImportReport:
     """Store imported images in the replay memory, mapping class names onto the registry.
 
     Args:
@@ -93,7 +93,8 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
         memory: the open :class:`~edgecl.continual.memory.ReplayMemory`.
         classes: the class registry (``names()``, ``id_for(name, create=True)``).
         origin: the samples' label origin (``import``).
-        task: the samples' task name.
+        task: the samples' task name (``stream`` by default, like a camera's frames: the
+            monitor and the gate then judge every class on its own, mixed with operator labels).
 
     Returns:
         The :class:`ImportReport`. A sample the memory refuses (bad labels, too large) or

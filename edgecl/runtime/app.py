@@ -228,23 +228,44 @@ class Runtime:
             promote_leftover_staged(cfg, self.registry, inference_options(cfg))
             self._check_current_version()
 
-    def _seed_classes(self, model_names: dict, source) -> None:
-        """Give the class registry the serving model's names, and a labelled source's names.
+    def _seed_classes(self, model_names: dict, model_path: Path, source) -> None:
+        """Give the class registry a labelled source's class names, then the model file's.
+
+        The source's ids are the ids of its ground truth, so they must name the same classes
+        as the device. A model file the user named (``--model`` or ``model.path``: a pretrained
+        checkpoint, say) seeds its names too; a registry version is not re-read (its names came
+        from the registry, which a rename may have changed since), and neither is a ``.yaml``
+        model (a fresh network whose class "names" are only numbers).
 
         Raises:
-            ConfigError: the source's class ids name other classes than the registry's (its
-                labels would be stored under the wrong classes).
+            ConfigError: the source's or the model file's ids name other classes than the
+                device's (checked before anything is written).
         """
-        self.classes.seed(model_names)
         names = getattr(source, "names", None)
         if names and getattr(source, "labelled", True):
-            try:
-                self.classes.seed(names)
-            except EdgeclError as exc:
-                raise ConfigError(f"the labels of {getattr(source, 'uri', 'the source')} use class "
-                                  f"ids that the device names differently ({exc}); import the "
-                                  f"folder with 'edgecl labels import', which maps classes by "
-                                  f"name") from None
+            self._seed_from(names, f"the labels of {getattr(source, 'uri', 'the source')}",
+                            "import the folder with 'edgecl labels import', which maps classes "
+                            "by name")
+        from_file = not self.registry or self.registry.current() is None or self.opts.model
+        if from_file and model_path.suffix.lower() != ".yaml":
+            self._seed_from(model_names, f"the model {model_path.name}",
+                            "use a model trained with these class ids, or another --state-dir")
+
+    def _seed_from(self, names: dict, what: str, advice: str) -> None:
+        known = self.classes.names()
+        by_name = {v: k for k, v in known.items()}
+        for cid, name in sorted((int(k), str(v)) for k, v in names.items()):
+            other = by_name.get(name)
+            if (cid in known and known[cid] != name) or (other is not None and other != cid):
+                device = f"'{known[cid]}'" if cid in known else "no class"
+                raise ConfigError(f"{what} call class id {cid} '{name}', but this device's class "
+                                  f"registry has {device} there"
+                                  + (f" and '{name}' as id {other}" if other is not None else "")
+                                  + f"; {advice}")
+        try:
+            self.classes.seed(names)
+        except EdgeclError as exc:
+            raise ConfigError(f"{what}: {exc}; {advice}") from None
 
     def build(self, source=None) -> None:
         """Open the model, the source and every part the options ask for.
@@ -280,7 +301,7 @@ class Runtime:
             source = source or open_source(opts.source_uri, cfg.source)
             sinks = build_sinks(opts, backend.meta.names) + list(opts.sinks)
             if opts.use_state:
-                self._seed_classes(backend.meta.names, source)
+                self._seed_classes(backend.meta.names, Path(path), source)
                 sinks += self._build_state_parts(backend.meta.names)
                 if cfg.server.enabled:
                     self.live_view = LiveViewSink(self._serving_names, calibrate=self._calibrated)

@@ -402,3 +402,30 @@ def test_csi_pipeline_string():
     assert text.startswith("nvarguscamerasrc sensor-id=1 ! ")
     assert "width=640, height=480, framerate=15/1" in text and "flip-method=2" in text
     assert text.endswith("appsink drop=true max-buffers=1 sync=false")
+
+
+def test_tasks_source_keeps_only_the_classes_introduced_so_far(tmp_path):
+    """A t1 frame that also shows a t2 object carries only t1's box (class-incremental)."""
+    import cv2
+    import numpy as np
+
+    from edgecl.runtime.sources import open_source
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for name, rows in (("a", "0 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1\n"),
+                       ("b", "1 0.5 0.5 0.2 0.2\n0 0.3 0.3 0.1 0.1\n")):
+        cv2.imwrite(str(images / f"{name}.jpg"), np.full((32, 32, 3), 128, np.uint8))
+        (labels / f"{name}.txt").write_text(rows)
+    (tmp_path / "t1.txt").write_text(str(images / "a.jpg") + "\n")
+    (tmp_path / "t2.txt").write_text(str(images / "b.jpg") + "\n")
+    (tmp_path / "tasks.yaml").write_text(
+        "names: {0: car, 1: person}\ntasks:\n"
+        "  - {name: t1, classes: [0], train: t1.txt, val: t1.txt, test: t1.txt}\n"
+        "  - {name: t2, classes: [1], train: t2.txt, val: t2.txt, test: t2.txt}\n")
+    with open_source(f"tasks://{tmp_path / 'tasks.yaml'}") as source:
+        frames = list(source)
+    assert [f.task for f in frames] == ["t1", "t2"]
+    assert frames[0].labels[:, 0].tolist() == [0.0]
+    assert sorted(frames[1].labels[:, 0].tolist()) == [0.0, 1.0]

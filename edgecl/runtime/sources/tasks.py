@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from edgecl.config import SourceConfig
 from edgecl.data.tasks import load_task_source
 from edgecl.errors import ConfigError, SourceError
@@ -53,6 +55,10 @@ class TasksSource(ImageListSource):
             raise SourceError(f"{uri}: unknown task(s) {unknown}; {yaml_path} has {known}")
         chosen = [t for t in taskset.tasks if not tasks or t.name in tasks]
         self.task_of = {Path(p): t.name for t in chosen for p in t.split(split)}
+        # INVARIANT: class-incremental: a task's frames carry only the classes introduced by it
+        # and the tasks before it (a later task's objects in an early frame stay unlabelled)
+        self.allowed = {t.name: frozenset(taskset.seen_classes(i))
+                        for i, t in enumerate(taskset.tasks)}
         self.names = dict(taskset.names)
         images = [Path(p) for t in chosen for p in t.split(split)]
         if not images:
@@ -105,7 +111,11 @@ class TasksSource(ImageListSource):
                 self._last_task = None
             return None
         self._pace()
-        return RawFrame(raw.image, raw.labels, self.task_of[self.images[self._index - 1]], raw.name)
+        task = self.task_of[self.images[self._index - 1]]
+        labels = raw.labels
+        if labels is not None and labels.shape[0]:
+            labels = labels[np.isin(labels[:, 0].astype(int), list(self.allowed[task]))]
+        return RawFrame(raw.image, labels, task, raw.name)
 
     def _pace(self) -> None:
         if self.fps <= 0:

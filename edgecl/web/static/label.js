@@ -91,7 +91,7 @@
       class: state.current && state.current.id === item.id ? "active" : "",
       "data-id": item.id,
       onclick: () => openItem(item),
-    }, EC.el("div", {class: "head"}, EC.el("span", {text: item.id}),
+    }, EC.el("div", {class: "head"}, EC.el("span", {text: "…" + item.id.slice(-10), title: item.id}),
                     EC.el("span", {class: "small muted", text: "priority " + EC.fmt.num(item.priority, 2)})),
        EC.el("div", {}, reasonChips(item)))));
   }

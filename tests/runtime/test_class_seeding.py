@@ -1,0 +1,65 @@
+"""Which class names a runtime gives the device's class registry at start."""
+
+import json
+
+import pytest
+
+from edgecl.config import load_config
+from edgecl.data.scenario import make_scenario
+from edgecl.errors import ConfigError
+from edgecl.models.classes import ClassRegistry
+from edgecl.runtime.app import RunOptions, Runtime
+
+IMGSZ = 64
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    return make_scenario(tmp_path_factory.mktemp("scn"), tasks=2, images_per_task=8, imgsz=IMGSZ, seed=2)
+
+
+def run(state, uri, model, *extra):
+    cfg = load_config(None, [f"state_dir={state}", f"model.imgsz={IMGSZ}", "learner.enabled=false",
+                             "runtime.warmup_runs=1", *extra])
+    return Runtime(cfg, RunOptions(source_uri=uri, model=model, max_frames=2, quiet=True)).run()
+
+
+def test_a_fresh_yaml_model_does_not_name_classes_but_the_labelled_source_does(tmp_path, scenario):
+    run(tmp_path / "state", f"tasks://{scenario}", "yolo11n.yaml")
+    names = ClassRegistry(tmp_path / "state").names()
+    assert names == {0: "car", 1: "truck", 2: "person", 3: "bicycle"}
+
+
+def test_a_renamed_class_does_not_stop_the_next_start(tmp_path, scenario):
+    import cv2
+    import numpy as np
+
+    from edgecl.bench.demo import initial_model
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    init = initial_model(scenario, tmp_path / "init.pt", IMGSZ)
+    run(state, f"tasks://{scenario}?task=t1", str(init))
+    registry = Registry(state / "models")
+    registry.promote(registry.add(init))
+    ClassRegistry(state).rename("truck", "lorry")
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(camera / f"{i}.jpg"), np.full((48, 64, 3), 90 + i, np.uint8))
+    report = run(state, f"dir://{camera}", None)  # the current version still says 'truck'
+    assert report.frames == 2 and ClassRegistry(state).names()[1] == "lorry"
+    with pytest.raises(ConfigError) as err:  # the dataset's labels still call id 1 'truck'
+        run(state, f"tasks://{scenario}?task=t1", None)
+    assert "id 1 'truck'" in str(err.value) and "'lorry'" in str(err.value)
+
+
+def test_a_conflicting_source_is_refused_before_anything_is_written(tmp_path, scenario):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "classes.json").write_text(json.dumps(
+        {"format": 1, "classes": [{"id": 0, "name": "boat", "first_seen": "2026-01-01T00:00:00+00:00"}]}))
+    with pytest.raises(ConfigError) as err:
+        run(state, f"tasks://{scenario}", "yolo11n.yaml")
+    assert "class id 0 'car'" in str(err.value) and "'boat'" in str(err.value)
+    assert ClassRegistry(state).names() == {0: "boat"}
