@@ -582,11 +582,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            tree = yaml.safe_load(p.read_text()) or {}
+            tree = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"cannot parse config {p}{at}: {getattr(exc, 'problem', exc)}") from None
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(f"cannot read config {p}: {getattr(exc, 'reason', None) or exc}") from None
     for text in overrides:
         key, value = parse_override(text)
         if key not in all_keys():

@@ -118,3 +118,11 @@ def test_choices_agree_with_the_registries_that_consume_them():
 
     assert set(RULES["replay.strategy"].choices) == set(STRATEGIES)
     assert set(RULES["runtime.back_pressure"].choices) == set(BUFFERS) | {"auto"}
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "cannot read config" in str(err.value) and "\n" not in str(err.value)

@@ -31,9 +31,13 @@ def run_command(args: argparse.Namespace) -> int:
     opts = RunOptions(source_uri=args.source or cfg.source.uri, model=args.model,
                       max_frames=args.frames, out=args.out, save_video=args.save_video,
                       quiet=args.quiet, use_state=bool(args.state_dir or args.config))
-    report = Runtime(cfg, opts).run()
+    runtime = Runtime(cfg, opts)
+    report = runtime.run()
     if args.json:
-        print_json_line(report.to_json())
+        out = report.to_json()
+        if runtime.memory_sink is not None:  # what the labelling pipeline stored, queued, refused
+            out["labels"] = runtime.memory_sink.stats()["counts"]
+        print_json_line(out)
     else:
         print(f"frames={report.frames} fps={report.fps} latency_ms_p50={report.latency_ms_p50} "
               f"p95={report.latency_ms_p95} dropped={report.dropped} skipped={report.skipped} "

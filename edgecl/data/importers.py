@@ -380,7 +380,12 @@ def _voc_items(root: Path, xmls: list[Path]) -> Iterator[ImportItem | Skip]:
 
 
 def _coco_image(json_path: Path, file_name: str) -> Path | None:
+    """The image a COCO ``file_name`` names, looked up beside the JSON (or in ``images/``, or
+    one folder up); a name that climbs out with ``..`` or is absolute matches by its base name
+    only, so an annotation file can never point the import at files outside the dataset."""
     rel = Path(file_name.replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts:
+        rel = Path(rel.name)
     base = json_path.parent
     roots = [base, base / "images", base.parent, base.parent / "images"]
     for r in roots:

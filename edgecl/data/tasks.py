@@ -136,7 +136,12 @@ def _read_list(yaml_path: Path, task: str, split: str, rel: object) -> tuple[Pat
     if not list_path.is_file():
         raise _fail(yaml_path, f"task '{task}': {split} list not found: {list_path}")
     images = []
-    for lineno, line in enumerate(list_path.read_text().splitlines(), start=1):
+    try:
+        text = list_path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise _fail(yaml_path, f"task '{task}': cannot read {list_path}: "
+                               f"{getattr(exc, 'reason', None) or exc}") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -192,11 +197,13 @@ def load_tasks(yaml_path: str | Path) -> TaskSet:
     if not path.is_file():
         raise ConfigError(f"tasks file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise _fail(path, f"cannot parse YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise _fail(path, f"cannot read it: {getattr(exc, 'reason', None) or exc}") from None
     if not isinstance(data, dict):
         raise _fail(path, "must be a mapping with 'names' and 'tasks'")
     _check_keys(path, "the top level", data, _TOP_KEYS)

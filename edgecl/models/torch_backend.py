@@ -95,7 +95,9 @@ class TorchBackend(Backend):
             nc = int(spec.get("nc", 80))
             model = build_detection_model(nc, cfg=str(path) if path.is_file() else path.name)
         except Exception as exc:  # ultralytics raises many kinds for a bad model yaml
-            raise ModelLoadError(f"cannot build model from {path}: {exc}") from None
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"cannot build model from {path}: {type(exc).__name__}: "
+                                 f"{first_line}") from None
         imgsz = int(self.opts.imgsz or 640)
         return model, dict(model.names), imgsz, sha256_file(path) if path.is_file() else ""
 

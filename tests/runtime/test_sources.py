@@ -429,3 +429,20 @@ def test_tasks_source_keeps_only_the_classes_introduced_so_far(tmp_path):
     assert [f.task for f in frames] == ["t1", "t2"]
     assert frames[0].labels[:, 0].tolist() == [0.0]
     assert sorted(frames[1].labels[:, 0].tolist()) == [0.0, 1.0]
+
+
+def test_a_tasks_yaml_that_is_not_utf8_is_one_line(tmp_path):
+    from edgecl.errors import SourceError
+    from edgecl.runtime.sources import open_source
+
+    (tmp_path / "tasks.yaml").write_bytes(b"\xff\xfe")
+    with pytest.raises(SourceError) as err:
+        open_source(f"tasks://{tmp_path / 'tasks.yaml'}")
+    assert "cannot read" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_synthetic_source_names_its_classes():
+    from edgecl.runtime.sources import open_source
+
+    source = open_source("synthetic://?tasks=2&images_per_task=4&imgsz=64&seed=0")
+    assert source.labelled and source.names == {0: "car", 1: "truck", 2: "person", 3: "bicycle"}

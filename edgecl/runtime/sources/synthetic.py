@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterator
 
-from edgecl.data.scenario import ScenarioFrame, check_params, generate_frames
+from edgecl.data.scenario import ScenarioFrame, check_params, class_names, generate_frames
 from edgecl.config import SourceConfig
 from edgecl.errors import ConfigError, SourceError
 from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame
@@ -43,6 +43,8 @@ class SyntheticSource(FrameSource):
                          classes_per_task=options["classes_per_task"])
         except ConfigError as exc:
             raise SourceError(f"{uri}: {exc}") from None
+        self.labelled = True
+        self.names = class_names(options["tasks"], options["classes_per_task"])
 
     @classmethod
     def from_uri(cls, uri: str, path: str, params: QueryParams, cfg: SourceConfig | None,
