@@ -366,17 +366,26 @@ def _voc_items(root: Path, xmls: list[Path]) -> Iterator[ImportItem | Skip]:
             yield Skip(xml_path, "missing image",
                        f"{xml_path}: image {filename or xml_path.stem + '.*'} not found in {root / 'JPEGImages'}")
             continue
-        image = _read(image_path)
-        if isinstance(image, Skip):
-            yield image
-            continue
-        xyxy = _clip_boxes(np.array(boxes, np.float32), image.shape)
-        bad = _degenerate(xyxy)
-        if bad is not None:
-            yield Skip(xml_path, "bad box", f"{xml_path}: box {boxes[bad]} ({names[bad]}) has no area "
-                                            f"inside the {image.shape[1]}x{image.shape[0]} image")
-            continue
-        yield ImportItem(image, names, xyxy, image_path, ignored=ignored)
+        yield _labelled_item(xml_path, str(xml_path), image_path, boxes, names, ignored)
+
+
+def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, names: list[str],
+                   ignored: int) -> ImportItem | Skip:
+    """Read an annotated image and clip its pixel boxes (VOC and COCO alike).
+
+    Returns:
+        The item, or a :class:`Skip` naming ``where`` when the image does not read or a box
+        has no area inside it.
+    """
+    image = _read(image_path)
+    if isinstance(image, Skip):
+        return image
+    xyxy = _clip_boxes(np.array(boxes, np.float32), image.shape)
+    bad = _degenerate(xyxy)
+    if bad is not None:
+        return Skip(source, "bad box", f"{where}: box {boxes[bad]} ({names[bad]}) has no area "
+                                       f"inside the {image.shape[1]}x{image.shape[0]} image")
+    return ImportItem(image, names, xyxy, image_path, ignored=ignored)
 
 
 def _coco_image(json_path: Path, file_name: str) -> Path | None:
@@ -478,17 +487,8 @@ def _coco_items(json_path: Path, data: dict) -> Iterator[ImportItem | Skip]:
         if problem:
             yield Skip(json_path, "bad annotation", f"{where} ({info['file_name']}): {problem}")
             continue
-        image = _read(image_path)
-        if isinstance(image, Skip):
-            yield image
-            continue
-        xyxy = _clip_boxes(np.array(boxes, np.float32), image.shape)
-        bad = _degenerate(xyxy)
-        if bad is not None:
-            yield Skip(json_path, "bad box", f"{where} ({info['file_name']}): box {boxes[bad]} ({names[bad]}) "
-                                             f"has no area inside the {image.shape[1]}x{image.shape[0]} image")
-            continue
-        yield ImportItem(image, names, xyxy, image_path, ignored=ignored)
+        yield _labelled_item(json_path, f"{where} ({info['file_name']})", image_path, boxes, names,
+                             ignored)
 
 
 _READERS = {"yolo": iter_yolo, "voc": iter_voc, "coco": iter_coco}
