@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecl.continual.old_labels import box_iou_np
+from edgecl.continual.recall import yolo_to_xyxy
 from edgecl.errors import EdgeclError
 
 log = logging.getLogger(__name__)
@@ -116,29 +118,6 @@ class HiddenLabelsSource:
             self.inner.close()
 
 
-def yolo_rows_to_xyxy(labels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """YOLO rows ``cls, cx, cy, w, h`` (normalised) -> float32 (N, 4) pixel boxes ``x1 y1 x2 y2``."""
-    if labels.shape[0] == 0:
-        return np.zeros((0, 4), np.float32)
-    cx, cy = labels[:, 1] * width, labels[:, 2] * height
-    w, h = labels[:, 3] * width, labels[:, 4] * height
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of float (N, 4) and (M, 4) ``xyxy`` boxes -> (N, M)."""
-    if a.shape[0] == 0 or b.shape[0] == 0:
-        return np.zeros((a.shape[0], b.shape[0]), np.float32)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def matched_boxes(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> int:
     """Predicted YOLO rows that match a distinct true row of the same class at IoU >= ``iou``
     (greedy, highest IoU first; rows are in the same normalised coordinates).
@@ -153,7 +132,7 @@ def matched_boxes(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> int:
     """
     if pred.shape[0] == 0 or truth.shape[0] == 0:
         return 0
-    ious = box_iou(yolo_rows_to_xyxy(pred, 1, 1), yolo_rows_to_xyxy(truth, 1, 1))
+    ious = box_iou_np(yolo_to_xyxy(pred, 1, 1), yolo_to_xyxy(truth, 1, 1))
     ious[pred[:, 0][:, None] != truth[:, 0][None, :]] = 0.0
     hits, used = 0, set()
     for flat in np.argsort(-ious, axis=None):
@@ -198,7 +177,7 @@ class SimulatedOperator:
         known = self.known_classes()
         keep = np.array([int(c) in known for c in labels[:, 0]], bool)
         rows = labels[keep] if labels.shape[0] else labels
-        xyxy = yolo_rows_to_xyxy(rows, width, height)
+        xyxy = yolo_to_xyxy(rows, width, height)
         return [{"class": self.names[int(c)], "xyxy": [float(v) for v in box]}
                 for c, box in zip(rows[:, 0], xyxy)]
 

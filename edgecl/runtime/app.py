@@ -355,7 +355,7 @@ class Runtime:
         if self.step_errors:
             out["step_errors"] = dict(self.step_errors)
         degraded = (self.step_errors or (self.memory_sink and self.memory_sink.paused_reason)
-                    or (self.supervisor and self.supervisor.health()["state"] == "backoff"))
+                    or out.get("learner", {}).get("state") == "backoff")
         if status == "ok" and degraded:
             out["status"] = "degraded"
         return out

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from edgecl.config import LabelsConfig
+from edgecl.continual.old_labels import box_iou_np
 from edgecl.frames import Detections, Frame
 
 log = logging.getLogger(__name__)
@@ -216,16 +217,6 @@ def novel_score(frame: Frame, detections: Detections, context: SelectionContext)
     return float(min(1.0, dist / max(context.cfg.novel_distance, 1e-6)))
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of boxes ``a`` (N, 4) and ``b`` (M, 4), xyxy pixels."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def disagreement_score(frame: Frame, detections: Detections, context: SelectionContext) -> float:
     """Query by committee: 1 - F1 agreement of the current and previous versions' detections.
 
@@ -254,7 +245,7 @@ def disagreement_score(frame: Frame, detections: Detections, context: SelectionC
         return 0.0
     matched = 0
     if len(a) and len(b):
-        iou = _box_iou(np.asarray(a, np.float32), np.asarray(b, np.float32))
+        iou = box_iou_np(a, b)
         iou[ca[:, None] != cb[None, :]] = 0.0
         while True:
             i, j = np.unravel_index(int(iou.argmax()), iou.shape)
