@@ -1,12 +1,15 @@
-"""Crash-safe file writes: temp file, fsync, ``os.replace``, fsync of the directory."""
+"""Crash-safe file writes: temp file, fsync, ``os.replace``, fsync of the directory (and the
+same for a whole new folder: :func:`atomic_dir`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 
 def fsync_dir(path: Path) -> None:
@@ -89,3 +92,33 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         dst: destination file.
     """
     atomic_write_bytes(dst, Path(src).read_bytes())
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder in a hidden temp folder beside ``path``, then rename it onto ``path``.
+
+    Readers (and a failure half-way) see either no folder (or the old empty one) or the whole
+    new folder. ``path`` must not exist or be an empty folder (``os.replace`` of a folder
+    only replaces an empty one).
+
+    Args:
+        path: the folder to create.
+
+    Yields:
+        The temp folder to fill (files written there keep their final relative paths).
+
+    Raises:
+        OSError: the parent is not writable, the disk is full, or ``path`` is not empty; the
+            temp folder is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(path.parent)

@@ -36,13 +36,21 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return args, overrides
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit 2), like every other
+    user mistake: ``error: <what>; see 'edgecl labels import --help'``. Sub-parsers inherit it."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every available command group.
 
     Returns:
         The top-level parser.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="edgecl", description="On-device continual learning for YOLO detectors.",
         epilog="Any section.key=value argument overrides the config (e.g. memory.capacity=50).")
     parser.add_argument("--version", action="version", version=f"edgecl {__version__}")

@@ -33,6 +33,7 @@ DEMO_OVERRIDES = (
     "learner.first_round_max_steps=500", "learner.first_round_budget_s=3600",
     "learner.max_steps=250", "learner.budget_s=1800", "learner.epochs=100",
     "learner.torch_threads=1", "memory.holdout_fraction=0.2", "replay.strategy=far",
+    "learner.distill_cls_weight=0", "learner.distill_box_weight=0",
     "server.enabled=false",
 )
 
@@ -157,6 +158,8 @@ def run_demo(cfg: Config, *, tasks: int, images_per_task: int, imgsz: int, seed:
         report = runtime.run(wait_for_learner=True)
     finally:
         gate.release()
+    if runtime.interrupted:
+        raise KeyboardInterrupt
     return summarize(runtime, report, state, time.monotonic() - t0, stream)
 
 

@@ -80,6 +80,17 @@ class HiddenLabelsSource:
         self.paused = False
 
     @property
+    def labelled(self) -> bool:
+        """True when frames come out with their labels (the ``ground_truth`` run)."""
+        return not self.hide and bool(getattr(self.inner, "labelled", True))
+
+    @property
+    def names(self) -> dict | None:
+        """The dataset's class names when labels come out (``ground_truth``: the device's class
+        registry must know the ids its labels carry), else ``None`` (a camera names nothing)."""
+        return None if self.hide else getattr(self.inner, "names", None)
+
+    @property
     def stats(self):
         """The wrapped source's counters."""
         return getattr(self.inner, "stats", None)
@@ -286,8 +297,51 @@ def evaluate_current(state_dir: Path, taskset, imgsz: int) -> dict[str, float]:
     return out
 
 
+def starting_model(taskset, yaml_path: Path, cfg, choice: str, steps: int, cache_dir: Path,
+                   progress) -> Path | None:
+    """The model every run starts from, as a team starts from its own pretrained checkpoint.
+
+    Args:
+        taskset: the loaded tasks.
+        yaml_path: their ``tasks.yaml`` (part of the cache key).
+        cfg: configuration (``learner`` section: image size, batch, lr).
+        choice: ``first-task`` (train a detector on the first task's training images, labels
+            visible, cached), ``scratch`` (an untrained detector for the first task's classes)
+            or the path of an ultralytics/edgecl ``.pt`` checkpoint.
+        steps: training steps of the ``first-task`` model.
+        cache_dir: where the ``first-task`` model is kept between runs.
+        progress: ``callable(str)`` for progress lines.
+
+    Returns:
+        A checkpoint path, or ``None`` for ``scratch`` (each run builds its own).
+
+    Raises:
+        EdgeclError: the path does not exist, or the first task's class ids are not 0..k-1
+            (its model could not keep the dataset's ids; pass a checkpoint instead).
+    """
+    if choice == "scratch":
+        return None
+    if choice != "first-task":
+        path = Path(choice)
+        if not path.is_file():
+            raise EdgeclError(f"--initial-model: {path} is not a file")
+        return path
+    first = sorted(taskset.tasks[0].classes)
+    if first != list(range(len(first))):
+        raise EdgeclError(f"--initial-model first-task: the first task's class ids {first} are not "
+                          f"0..{len(first) - 1}; pass a checkpoint trained on them instead")
+    from edgecl.bench.trained_model import cached_trained_model
+
+    return cached_trained_model(list(taskset.tasks[0].train), {c: taskset.names[c] for c in first},
+                                cfg.learner, cache_dir, steps=steps, prefix="first-task",
+                                key_parts=(str(Path(yaml_path).resolve()),), progress=progress,
+                                what=f"on task {taskset.tasks[0].name} "
+                                     f"({', '.join(taskset.names[c] for c in first)})")
+
+
 def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: float, seed: int,
-            imgsz: int, out_dir: Path, delay_frames: int, progress=None, fps: float = 10.0) -> dict:
+            imgsz: int, out_dir: Path, delay_frames: int, progress=None, fps: float = 10.0,
+            initial: Path | None = None) -> dict:
     """Stream the dataset once through the runtime in one labelling set-up and score it.
 
     Args:
@@ -302,6 +356,8 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
         delay_frames: the operator's answer delay, frames.
         progress: optional ``callable(str)`` for progress lines.
         fps: stream time, frames per second (the operator answers between frames).
+        initial: checkpoint every run starts from (``None``: an untrained detector for the
+            first task's classes).
 
     Returns:
         The run's record (see the module docstring).
@@ -317,7 +373,8 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     cfg = _run_config(base_cfg, state, selection, seed, imgsz)
-    init = initial_model(yaml_path, state / "untrained.pt", imgsz)
+    init = initial if initial is not None else initial_model(yaml_path, state / "untrained.pt",
+                                                             imgsz)
     runtime_box: list = []
     inner = TasksSource(f"tasks://{yaml_path}", str(yaml_path), [], "train", cfg=cfg.source)
     source = HiddenLabelsSource(inner, hide=selection != "ground_truth", fps=fps,
@@ -336,7 +393,9 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
     precision = PseudoPrecision(source, lambda c: by_name.get(classes.names().get(c, ""), -1))
     runtime.memory_sink.observers.append(precision)
     report = runtime.run(wait_for_learner=True)
-    final = run_learning_round(cfg, reason="end of stream")
+    if runtime.interrupted:
+        raise KeyboardInterrupt  # Ctrl-C stops the whole benchmark, not only this run
+    final = run_learning_round(runtime.cfg, reason="end of stream")
     if final.status.value == "staged":
         promote_version(cfg.state_dir, final.version)
     counts = runtime.memory_sink.stats()["counts"] if runtime.memory_sink else {}
@@ -429,9 +488,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tasks", type=int, default=3, help="scenario tasks (with --data scenario)")
     parser.add_argument("--images-per-task", type=int, default=120,
                         help="scenario images per task (with --data scenario)")
+    parser.add_argument("--initial-model", default="first-task",
+                        help="what every run starts from: 'first-task' (a detector trained on the "
+                             "first task, labels visible, cached: the team's own pretrained "
+                             "model), 'scratch', or a .pt checkpoint")
+    parser.add_argument("--initial-steps", type=int, default=600,
+                        help="training steps of the 'first-task' starting model")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.add_argument("--config", help="deployment YAML whose settings the runs start from")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="settings applied after the benchmark's own (e.g. learner.max_steps=60)")
 
 
 def run(args) -> int:
@@ -460,12 +527,16 @@ def run(args) -> int:
     def progress(line: str) -> None:
         print(f"[field] {line}", file=sys.stderr, flush=True)
 
+    run_cfg = _run_config(cfg, out, "ground_truth", 0, args.imgsz)
+    initial = starting_model(taskset, yaml_path, run_cfg, args.initial_model, args.initial_steps,
+                             out / "starting-model", progress)
+
     for seed in range(args.seeds):
         for selection in selections:
             progress(f"run {selection} budget {args.label_budget_pct:g}% seed {seed} ...")
             runs.append(run_one(cfg, taskset, yaml_path, selection, args.label_budget_pct, seed,
                                 args.imgsz, out / "runs", args.delay_frames, progress,
-                                args.fps))
+                                args.fps, initial))
             (out / "results.json").write_text(json.dumps(runs, indent=1))
     write_table(runs, out / "table.md")
     summary = dict(summarize(runs), results=str(out / "results.json"))

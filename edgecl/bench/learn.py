@@ -22,7 +22,6 @@ Medians over the repeats are reported; per-repeat figures are kept in ``repeats`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -126,11 +125,6 @@ def load_taskset(data: str, cache_dir: Path, imgsz: int):
     return taskset, yaml_path
 
 
-def _key(*parts) -> str:
-    """Short stable hash of settings (cache key of the parent checkpoint)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def train_parent(taskset, yaml_path: Path, cfg, cache_dir: Path, steps: int, threads: int,
                  progress) -> Path:
     """Train (or reuse) the parent: YOLO11n for every class of the dataset, on the first task.
@@ -147,28 +141,12 @@ def train_parent(taskset, yaml_path: Path, cfg, cache_dir: Path, steps: int, thr
     Returns:
         Path of the parent checkpoint.
     """
-    import torch
+    from edgecl.bench.trained_model import cached_trained_model
 
-    from edgecl.config import IderConfig
-    from edgecl.continual.finetune import FineTuner
-    from edgecl.models.checkpoint import save_checkpoint
-    from edgecl.ultra import build_detection_model
-
-    lc = cfg.learner
-    key = _key(str(Path(yaml_path).resolve()), lc.imgsz, lc.batch, lc.lr, steps)
-    path = cache_dir / f"parent-{key}.pt"
-    if path.is_file():
-        return path
-    progress(f"training the parent on task {taskset.tasks[0].name}: {steps} steps (cached after)")
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    names = dict(taskset.names)
-    model = build_detection_model(len(names), names=names)
-    parent_cfg = replace(lc, bn_recalibration_batches=max(lc.bn_recalibration_batches, 8))
-    FineTuner(model, parent_cfg, IderConfig()).run(
-        list(taskset.tasks[0].train), [], budget_s=1e9, max_steps=steps, epochs=10**6,
-        device="cpu")
-    return save_checkpoint(model, path, meta={"names": names, "imgsz": lc.imgsz, "parent": None})
+    return cached_trained_model(list(taskset.tasks[0].train), dict(taskset.names), cfg.learner,
+                                cache_dir, steps=steps, prefix="parent",
+                                key_parts=(str(Path(yaml_path).resolve()),), threads=threads,
+                                progress=progress, what=f"on task {taskset.tasks[0].name}")
 
 
 def load_parent(path: Path):

@@ -13,20 +13,27 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the perf benchmark's options."""
-    p.add_argument("--model", required=True, help="model file (.onnx, .engine, .pt)")
+    from edgecl.commands.common import image_size, positive_int
+
+    p.add_argument("--model", default=None,
+                   help="model file (.onnx, .engine, .xml, .pt); required without --backends")
     p.add_argument("--source", default="synthetic://?tasks=5&images_per_task=40&imgsz=160&seed=0",
                    help="frame source URI")
-    p.add_argument("--frames", type=int, default=200, help="frames per measurement")
-    p.add_argument("--imgsz", type=int, default=None, help="input size for .pt/.yaml models")
-    p.add_argument("--threads", type=int, default=2, help="inference threads")
+    p.add_argument("--frames", type=positive_int, default=200, help="frames per measurement")
+    p.add_argument("--imgsz", type=image_size, default=None, help="input size for .pt/.yaml models")
+    p.add_argument("--threads", type=positive_int, default=2, help="inference threads")
     p.add_argument("--skip-ultralytics", action="store_true",
                    help="do not measure ultralytics' predict")
     p.add_argument("--while-training", action="store_true",
                    help="also measure inference fps while a learning round trains")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (medians kept)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="interleaved repetitions (medians kept)")
     p.add_argument("--selection", action="store_true",
                    help="also measure pipeline fps with the field labelling pipeline on vs off")
-    p.add_argument("--json", action="store_true", help="(kept for symmetry; output is JSON)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON line (always JSON without --backends)")
+    from edgecl.bench.perf_backends import add_backend_arguments
+
+    add_backend_arguments(p)
 
 
 def read_frames(uri: str, n: int) -> list:
@@ -132,6 +139,10 @@ def selection_fps(backend, frames: list, repeats: int) -> dict:
     return out
 
 
+# files ultralytics' YOLO() opens by themselves (an OpenVINO IR needs its *_openvino_model/ folder)
+ULTRALYTICS_FILE_SUFFIXES = (".pt", ".onnx", ".engine", ".yaml", ".yml")
+
+
 def load_ultralytics(model_path: str):
     """Load a model with ultralytics' own ``YOLO`` class (``None`` if it cannot)."""
     from edgecl.ultra import ensure_offline
@@ -139,6 +150,10 @@ def load_ultralytics(model_path: str):
     ensure_offline()
     from ultralytics import YOLO
 
+    if Path(model_path).suffix.lower() not in ULTRALYTICS_FILE_SUFFIXES:
+        log.warning("ultralytics does not load a %s file on its own; skipping its figure",
+                    Path(model_path).suffix)
+        return None
     try:
         return YOLO(model_path, task="detect")
     except Exception as exc:  # ultralytics cannot open every file edgecl can (e.g. engines)
@@ -215,7 +230,16 @@ def measure(backend, frames: list, args, imgsz: int, conf: float) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the perf benchmark and print one JSON object."""
+    """Run the perf benchmark and print one JSON object (``--backends``: see
+    :mod:`edgecl.bench.perf_backends`)."""
+    if getattr(args, "backends", None) is not None:
+        from edgecl.bench import perf_backends
+
+        return perf_backends.run(args)
+    if not args.model:
+        from edgecl.errors import ConfigError
+
+        raise ConfigError("edgecl bench perf needs --model (or --backends to compare CPU engines)")
     from edgecl.commands.common import print_json_line
     from edgecl.models.backends import load_backend
     from edgecl.models.base import InferenceOptions

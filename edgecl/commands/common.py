@@ -40,3 +40,30 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def print_json_line(obj: object) -> None:
     """Print one compact JSON object as the last stdout line."""
     print(json.dumps(obj, sort_keys=True), file=sys.stdout, flush=True)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a usage error, one line, otherwise).
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or below 1.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def image_size(text: str) -> int:
+    """argparse type: an image size in pixels, a positive multiple of 32 (the YOLO stride).
+
+    Raises:
+        argparse.ArgumentTypeError: not a positive multiple of 32.
+    """
+    value = positive_int(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"expected a multiple of 32 (the model stride), got {value}")
+    return value

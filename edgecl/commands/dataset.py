@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     split.add_argument("--group-by", metavar="REGEX",
                        help="images whose names give the same first group land in the same split "
                             r"(e.g. '^(\d+_\d+)_' for day and altitude)")
-    split.add_argument("--ratios", default="0.7,0.1,0.2", help="train,val,test (default 0.7,0.1,0.2)")
+    split.add_argument("--ratios", default="0.7,0.1,0.2", help="train,val,test weights, normalised to sum 1 (default 0.7,0.1,0.2)")
     split.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
     split.add_argument("--out", required=True, metavar="FILE.yaml", help="the tasks.yaml to write")
     split.add_argument("--json", action="store_true", help="print one JSON object as the last line")

@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     ans.add_argument("id")
     ans.add_argument("--boxes", required=True, metavar="FILE.json",
                      help='[{"class": "name", "xyxy": [x1, y1, x2, y2]}] in pixels of the frame '
-                          '(or {"boxes": [...]}); [] = nothing to label here')
+                          '(or {"boxes": [...]}); [] = nothing to label here; {"skip": true} '
+                          '= skip it')
     ans.add_argument("--json", action="store_true", help="print one JSON object")
     ans.set_defaults(func=answer_command)
     for name, func, help_text in (("skip", skip_command, "drop an item without storing it"),
@@ -98,7 +99,9 @@ def show_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_boxes(path: str) -> list:
+def _read_answer(path: str) -> tuple[list, bool]:
+    from edgecl.runtime.labels import parse_answer
+
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
@@ -108,11 +111,10 @@ def _read_boxes(path: str) -> list:
         raise LabelError(f"cannot read boxes file {p}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise LabelError(f"boxes file {p} is not JSON: {exc.msg} at line {exc.lineno}") from None
-    if isinstance(data, dict):
-        if "boxes" not in data:
-            raise LabelError(f"boxes file {p}: expected a list or {{\"boxes\": [...]}}")
-        data = data["boxes"]
-    return data
+    try:
+        return parse_answer(data)
+    except LabelError as exc:
+        raise LabelError(f"boxes file {p}: {exc}") from None
 
 
 def _print_answer(args, result: dict) -> None:
@@ -132,8 +134,11 @@ def _print_answer(args, result: dict) -> None:
 def answer_command(args: argparse.Namespace) -> int:
     """Answer an item with the boxes of a JSON file."""
     cfg, queue = _queue(args)
-    boxes = _read_boxes(args.boxes)
+    boxes, skip = _read_answer(args.boxes)
     queue.item(args.id)
+    if skip:
+        _print_answer(args, queue.skip(args.id))
+        return 0
     memory, classes = _memory_and_classes(cfg)
     try:
         result = queue.answer(args.id, boxes, memory, classes)

@@ -1,7 +1,11 @@
 """``edgecl labels import --state-dir DIR PATH``: add a labelled dataset to a device's memory.
 
 Works whether the device's runtime runs or not (the memory and the class registry take
-their own locks; each sample is stored atomically).
+their own locks; each sample is stored atomically). Running it again on the same folder
+imports nothing twice: images already in memory are skipped and counted under
+``"already in memory"`` (see :mod:`edgecl.continual.ingest`). A folder without class names
+takes the device registry's names for its ids, else keeps ``class_<id>`` and says so
+(``unnamed_classes``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ def add_import_parser(lsub) -> None:
     imp.add_argument("--format", default="auto", choices=("auto", "yolo", "voc", "coco"),
                      help="dataset format (default: auto-detect)")
     imp.add_argument("--json", action="store_true",
-                     help='print {"imported", "skipped", "reasons", "classes_added", ...} as the last line')
+                     help='print {"imported", "skipped", "reasons", "classes_added", '
+                          '"unnamed_classes", ...} as the last line')
     imp.set_defaults(func=import_command)
 
 
@@ -54,6 +59,12 @@ def import_command(args: argparse.Namespace) -> int:
         print(f"skipped: {message}")
     reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items()) or "none"
     added = ", ".join(result["classes_added"]) or "none"
+    mapped = ", ".join(f"{src} -> {dst}" for src, dst in result["named_from_registry"].items())
+    named = f"; unnamed class ids named as the device's classes: {mapped}" if mapped else ""
+    unnamed = (f"; unnamed classes kept as {', '.join(result['unnamed_classes'])} (the dataset names "
+               f"no classes: add a data.yaml with names, or 'edgecl classes rename')"
+               if result["unnamed_classes"] else "")
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
-          f"({reasons}); ignore regions dropped {result['ignored_regions']}; new classes: {added}")
+          f"({reasons}); ignore regions dropped {result['ignored_regions']}; new classes: {added}"
+          f"{named}{unnamed}")
     return 0

@@ -95,22 +95,24 @@ def export_command(args: argparse.Namespace) -> int:
     with _open(args) as memory:
         snap = memory.snapshot()
         names = memory.class_names()
-    for sub in ("images", "labels"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    final = out.resolve()
     lists: dict[bool, list[str]] = {False: [], True: []}
-    for src in snap.get(snap.ids()):
-        for path, sub in ((src.image_path, "images"), (src.label_path, "labels")):
-            shutil.copyfile(path, out / sub / path.name)
-        lists[src.held_out].append(str((out / "images" / src.image_path.name).resolve()))
-    atomic.atomic_write_text(out / "train.txt", "".join(p + "\n" for p in lists[False]))
-    atomic.atomic_write_text(out / "val.txt", "".join(p + "\n" for p in lists[True]))
-    classes = sorted({c for r in snap.rows for c in r.classes})
-    nc = max([*classes, *(names or {}).keys(), -1]) + 1
-    all_names = {i: (names or {}).get(i, str(i)) for i in range(nc)}
-    val = "val.txt" if lists[True] else "train.txt"
-    atomic.atomic_write_text(out / "data.yaml", (
-        f"path: {json.dumps(str(out.resolve()))}\ntrain: train.txt\nval: {val}\n"
-        f"nc: {nc}\nnames:\n" + "".join(f"  {i}: {json.dumps(n)}\n" for i, n in all_names.items())))
+    with atomic.atomic_dir(out) as tmp:  # all or nothing: a failure leaves no partial export
+        for sub in ("images", "labels"):
+            (tmp / sub).mkdir(parents=True, exist_ok=True)
+        for src in snap.get(snap.ids()):
+            for path, sub in ((src.image_path, "images"), (src.label_path, "labels")):
+                shutil.copyfile(path, tmp / sub / path.name)
+            lists[src.held_out].append(str(final / "images" / src.image_path.name))
+        atomic.atomic_write_text(tmp / "train.txt", "".join(p + "\n" for p in lists[False]))
+        atomic.atomic_write_text(tmp / "val.txt", "".join(p + "\n" for p in lists[True]))
+        classes = sorted({c for r in snap.rows for c in r.classes})
+        nc = max([*classes, *(names or {}).keys(), -1]) + 1
+        all_names = {i: (names or {}).get(i, str(i)) for i in range(nc)}
+        val = "val.txt" if lists[True] else "train.txt"
+        atomic.atomic_write_text(tmp / "data.yaml", (
+            f"path: {json.dumps(str(final))}\ntrain: train.txt\nval: {val}\n"
+            f"nc: {nc}\nnames:\n" + "".join(f"  {i}: {json.dumps(n)}\n" for i, n in all_names.items())))
     print(f"exported {len(lists[False])} training and {len(lists[True])} held-out samples "
           f"(snapshot {snap.snapshot_id}) to {out}")
     return 0

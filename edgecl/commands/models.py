@@ -71,7 +71,7 @@ def list_command(args: argparse.Namespace) -> int:
         mark = "*" if v.current else " "
         acc = v.metrics.get("acc")
         acc_text = f" acc={acc:.3f}" if isinstance(acc, (int, float)) else ""
-        reason = f" ({v.manifest.get('reason')})" if v.manifest.get("reason") else ""
+        reason = f" ({v.reason})" if v.reason else ""  # derived: consistent with the status
         print(f"{mark} {v.version} {v.status:<9} {v.created}{acc_text}{reason}")
     return 0
 
@@ -126,6 +126,7 @@ def verify_command(args: argparse.Namespace) -> int:
     version = args.version or registry.current()
     if version is None:
         raise RegistryError("no current model version to verify; name one")
+    registry.check_version(version)  # a typo is one error line, not a failed check
     problems = registry.verify(version)
     if args.json:
         print_json_line({"version": version, "ok": not problems, "problems": problems})

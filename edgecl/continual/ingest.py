@@ -6,16 +6,30 @@ else the one registry name that differs only in case and separators (``Car`` -> 
 else a new class. ``memory.add`` is atomic per sample, so an
 import killed half-way leaves whole samples only; a class registered just before the kill
 simply has no sample yet.
+
+Importing twice. An image already in the memory (the same content hash of its file's bytes,
+see :func:`edgecl.data.images.content_hash`) is skipped and counted under the reason
+``already in memory``: running an import again, or importing a folder that overlaps an
+earlier one, adds only the new images. (Samples stored before content hashes were recorded
+carry none, so they are not recognised; an evicted sample is no longer in memory and comes back.)
+
+Unnamed classes. A YOLO folder without class names gives ``class_<id>`` names with the
+folder's own ids (:attr:`ImportItem.dataset_ids`): where the device's class registry already
+has that id, its name is used (a folder exported from, or labelled for, this device);
+otherwise ``class_<id>`` stays and is listed in ``unnamed_classes`` (rename it later with
+``edgecl classes rename``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
-from edgecl.continual.memory import Sample
+from edgecl.continual.memory import DuplicateSampleError, Sample
+from edgecl.data.images import pixels_hash
 from edgecl.data.importers import ImportItem, ImportTally, Skip
 from edgecl.errors import LabelError, ReplayMemoryError
 from edgecl.frames import LabelOrigin
@@ -44,22 +58,58 @@ class ImportReport:
             differ only in case or separators (``Car`` -> ``car``, ``OtherVehicle`` ->
             ``other_vehicle``).
         declined: images the memory's insertion policy declined (counted as skipped too).
+        duplicates: images already in the memory (counted as skipped, reason
+            :data:`ALREADY_IN_MEMORY`).
+        unnamed_classes: ``class_<id>`` names of a dataset without class names that the
+            registry had no class for, so they were kept (sorted by id).
+        named_from_registry: ``class_<id>`` -> the registry's name for that id, where the
+            dataset named no classes and the registry has the id.
     """
 
     tally: ImportTally = field(default_factory=ImportTally)
     classes_added: list[str] = field(default_factory=list)
     classes_matched: dict[str, str] = field(default_factory=dict)
     declined: int = 0
+    duplicates: int = 0
+    unnamed_classes: list[str] = field(default_factory=list)
+    named_from_registry: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """``{"imported", "skipped", "reasons", "classes_added", "classes_matched",
-        "ignored_regions", "boxes"}``."""
+        "ignored_regions", "boxes", "unnamed_classes", "named_from_registry"}``."""
         return {**self.tally.to_dict(), "classes_added": list(self.classes_added),
-                "classes_matched": dict(self.classes_matched)}
+                "classes_matched": dict(self.classes_matched),
+                "unnamed_classes": list(self.unnamed_classes),
+                "named_from_registry": dict(self.named_from_registry)}
+
+
+ALREADY_IN_MEMORY = "already in memory"
+"""Skip reason of an image whose content the memory already holds."""
 
 
 def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _name_unnamed(item: ImportItem, known: dict[int, str], report: ImportReport) -> ImportItem:
+    """Give the ``class_<id>`` boxes of a dataset without names the registry's name for the id.
+
+    ``known`` is the registry as it was before the import: a class this import created (say
+    ``class_3``, given the next free id 0) never names the dataset's own id 0.
+    """
+    if item.dataset_ids is None:
+        return item
+    names = []
+    for name, cid in zip(item.names, item.dataset_ids):
+        if cid in known and known[cid] != name:
+            names.append(known[cid])
+            report.named_from_registry[name] = known[cid]
+        else:  # no class with that id, or the registry itself still calls it class_<id>
+            names.append(name)
+            if name not in report.unnamed_classes:
+                report.unnamed_classes.append(name)
+                report.unnamed_classes.sort(key=lambda n: int(n.rsplit("_", 1)[-1]))
+    return dataclasses.replace(item, names=names, dataset_ids=None)
 
 
 def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport) -> dict[str, int]:
@@ -97,8 +147,9 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
             monitor and the gate then judge every class on its own, mixed with operator labels).
 
     Returns:
-        The :class:`ImportReport`. A sample the memory refuses (bad labels, too large) or
-        declines (insertion policy) is counted as skipped with its reason.
+        The :class:`ImportReport`. A sample the memory refuses (bad labels, too large),
+        declines (insertion policy) or already holds (:data:`ALREADY_IN_MEMORY`, the same
+        content hash) is counted as skipped with its reason.
 
     Raises:
         StorageError: the memory cannot write (full disk, read-only); every sample stored
@@ -106,11 +157,17 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
     """
     report = ImportReport()
     bound = set((memory.class_names() or {}).keys())
+    device_classes = dict(classes.names())  # names ids of unnamed datasets (see _name_unnamed)
     for item in items:
         if isinstance(item, Skip):
             report.tally.skip(item.reason, item.message)
             log.warning("skipped %s", item.message)
             continue
+        digest = item.content_hash or pixels_hash(item.image)
+        if memory.find_content(digest) is not None:  # before any class is registered for it
+            _duplicate(report)
+            continue
+        item = _name_unnamed(item, device_classes, report)
         try:
             ids = _class_ids(item, classes, report)
         except LabelError as exc:
@@ -121,9 +178,12 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
             memory.set_class_names(names)
             bound = set(names)
         sample = Sample(image=item.image, labels=item.yolo_labels(ids), task=task,
-                        source=str(item.source), origin=LabelOrigin(origin))
+                        source=str(item.source), origin=LabelOrigin(origin), content_hash=digest)
         try:
             sample_id = memory.add(sample)
+        except DuplicateSampleError:  # stored meanwhile by another import
+            _duplicate(report)
+            continue
         except (LabelError, ReplayMemoryError) as exc:
             report.tally.skip("refused by memory", f"{item.source}: {exc}")
             log.warning("skipped %s: %s", item.source, exc)
@@ -134,3 +194,9 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
             continue
         report.tally.done(item)
     return report
+
+
+def _duplicate(report: ImportReport) -> None:
+    # counted, not listed: re-running an import would otherwise print one line per image
+    report.duplicates += 1
+    report.tally.skip(ALREADY_IN_MEMORY)

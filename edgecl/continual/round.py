@@ -278,8 +278,9 @@ def _fine_tune(ctx: RoundContext, model, parent_model, replay_ids: list[int]):
 
 def export_candidate(ctx: RoundContext, model, names: dict[int, str],
                      accepted: bool = True) -> tuple[dict, dict]:
-    """Save the checkpoint and, for an accepted candidate, export ONNX and (where TensorRT
-    exists) build an engine.
+    """Save the checkpoint and, for an accepted candidate, export ONNX, the CPU engines
+    (OpenVINO, INT8 behind its gate; see :mod:`edgecl.continual.cpu_engines`) and (where
+    TensorRT exists) build an engine.
 
     Args:
         ctx: the round.
@@ -305,6 +306,12 @@ def export_candidate(ctx: RoundContext, model, names: dict[int, str],
     files = {"model.pt": pt, "model.onnx": onnx}
     meta = {"export_s": stats.get("export_s"), "ider_folded": stats.get("ider_folded", False),
             "precision": "fp32 (onnx)"}
+    from edgecl.continual.cpu_engines import export_cpu_engines
+
+    cpu_files, cpu_meta = export_cpu_engines(cfg, model, names, onnx, ctx.work, ctx.snapshot,
+                                             eval_conf=EVAL_CONF, eval_max_det=EVAL_MAX_DET)
+    files.update(cpu_files)
+    meta.update(cpu_meta)
     engine, engine_meta = _maybe_engine(ctx, onnx, names)
     if engine is not None:
         files["model.engine"] = engine
@@ -321,8 +328,9 @@ def _maybe_engine(ctx: RoundContext, onnx: Path, names: dict[int, str]) -> tuple
         return None, {"engine": "not built (TensorRT not available)"}
     calib = None
     if cfg.export.precision == "int8":
-        calib = ctx.snapshot.image_paths(ctx.snapshot.ids(held_out=False)
-                                         )[: cfg.export.int8_calibration_images]
+        from edgecl.continual.int8_calibration import calibration_images
+
+        calib = calibration_images(ctx.snapshot, cfg.export.int8_calibration_images)
     try:
         engine = build_engine(onnx, ctx.work / "model.engine", precision=cfg.export.precision,
                               imgsz=cfg.learner.imgsz, workspace_mb=cfg.export.workspace_mb,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from edgecl.atomic import atomic_write_bytes, atomic_write_text
+from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from edgecl.data.importers import ImportTally, Skip, detect_format, is_ignore_name, iter_labelled
 from edgecl.data.labels import labels_to_text
 from edgecl.errors import ConfigError
@@ -73,6 +73,9 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
 
     Raises:
         ConfigError: unknown format, missing source, non-empty output, or nothing imported.
+        OSError: the disk refused a write.
+        In every case ``out`` is left as it was (absent or empty): the dataset is written in
+        a hidden folder beside it and renamed onto it at the end.
     """
     src = Path(src).expanduser()
     out = Path(out).expanduser()
@@ -84,23 +87,25 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     ids = _seed_names(src.resolve(), fmt)
     tally = ImportTally()
     used: set[str] = set()
-    for item in items:
-        if isinstance(item, Skip):
-            tally.skip(item.reason, item.message)
-            log.warning("skipped %s", item.message)
-            continue
-        for name in item.names:
-            ids.setdefault(name, max(ids.values(), default=-1) + 1)
-        name = _unique_name(item.source.stem, item.source.suffix, used)
-        atomic_write_bytes(out / "images" / name, item.source.read_bytes())
-        atomic_write_text(out / "labels" / f"{Path(name).stem}.txt", labels_to_text(item.yolo_labels(ids)))
-        tally.done(item)
-    if tally.imported == 0:
-        raise ConfigError(f"nothing imported from {src} ({fmt}): {tally.skipped} file(s) skipped"
-                          + (f", e.g. {tally.messages[0]}" if tally.messages else ""))
-    names = {i: n for n, i in sorted(ids.items(), key=lambda kv: kv[1])}
-    data = {"train": "images", "val": "images", "names": names}  # no 'path': the yaml's folder
-    atomic_write_text(out / "data.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    with atomic_dir(out) as tmp:  # all or nothing: a failure half-way leaves no partial dataset
+        for item in items:
+            if isinstance(item, Skip):
+                tally.skip(item.reason, item.message)
+                log.warning("skipped %s", item.message)
+                continue
+            for name in item.names:
+                ids.setdefault(name, max(ids.values(), default=-1) + 1)
+            name = _unique_name(item.source.stem, item.source.suffix, used)
+            atomic_write_bytes(tmp / "images" / name, item.source.read_bytes())
+            atomic_write_text(tmp / "labels" / f"{Path(name).stem}.txt",
+                              labels_to_text(item.yolo_labels(ids)))
+            tally.done(item)
+        if tally.imported == 0:
+            raise ConfigError(f"nothing imported from {src} ({fmt}): {tally.skipped} file(s) skipped"
+                              + (f", e.g. {tally.messages[0]}" if tally.messages else ""))
+        names = {i: n for n, i in sorted(ids.items(), key=lambda kv: kv[1])}
+        data = {"train": "images", "val": "images", "names": names}  # no 'path': the yaml's folder
+        atomic_write_text(tmp / "data.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return {**tally.to_dict(), "names": names, "format": fmt, "data_yaml": str(out / "data.yaml"),
             "messages": tally.messages}
 

@@ -127,6 +127,53 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+CONTENT_HASH_CHARS = 32
+"""Hex digits kept of an image's sha256 (128 bits: collisions are out of reach)."""
+
+
+def content_hash(data: bytes) -> str:
+    """The content hash of an image file's bytes: how an image imported twice is recognised.
+
+    Args:
+        data: the file's bytes, as read.
+
+    Returns:
+        The first :data:`CONTENT_HASH_CHARS` hex digits of their sha256.
+    """
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:CONTENT_HASH_CHARS]
+
+
+def pixels_hash(image: np.ndarray) -> str:
+    """The content hash of decoded pixels (for an image that has no file), same format as
+    :func:`content_hash`: the shape and dtype are hashed with the bytes."""
+    import hashlib
+
+    arr = np.ascontiguousarray(image)
+    digest = hashlib.sha256(f"{arr.shape}|{arr.dtype}|".encode())
+    digest.update(arr.tobytes())
+    return digest.hexdigest()[:CONTENT_HASH_CHARS]
+
+
+def read_image_and_hash(path: str | Path) -> tuple[np.ndarray, str]:
+    """Read an image like :func:`read_image` and hash its bytes (:func:`content_hash`), from
+    one read of the file.
+
+    Raises:
+        ImageError: as :func:`read_image`.
+    """
+    data = _read_bytes(Path(path))
+    return decode_image_bytes(data, str(path)), content_hash(data)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file into BGR uint8 with ultralytics' rule (module docstring).
 
@@ -141,8 +188,4 @@ def read_image(path: str | Path) -> np.ndarray:
             file, truncated JPEG, undecodable data.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return decode_image_bytes(data, str(path))
+    return decode_image_bytes(_read_bytes(path), str(path))

@@ -11,7 +11,8 @@ Formats:
 - ``yolo``: what :func:`edgecl.data.yolo_dataset.find_dataset` finds (a folder, a
   ``data.yaml``, the Roboflow ``train/valid/test`` export); class names from the yaml, else a
   ``classes.txt`` / ``obj.names`` file beside the images (labelImg, CVAT "YOLO 1.1"), else
-  ``class_<id>``. An image without a label file is skipped (``no label file``); an empty
+  ``class_<id>`` (such items carry their ``dataset_ids``, so the caller may name them). An
+  image without a label file is skipped (``no label file``); an empty
   label file is a background image.
 - ``voc``: ``Annotations/*.xml`` beside ``JPEGImages/`` (the image named by ``<filename>``,
   else the one with the xml's stem). Boxes follow ultralytics' VOC conversion
@@ -40,7 +41,7 @@ from typing import Iterator
 
 import numpy as np
 
-from edgecl.data.images import IMAGE_SUFFIXES, ImageError, is_image, read_image
+from edgecl.data.images import IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash
 from edgecl.data.labels import label_path_for, read_yolo_labels
 from edgecl.data.yolo_dataset import find_dataset
 from edgecl.errors import ConfigError, LabelError
@@ -63,6 +64,11 @@ class ImportItem:
         xyxy: float32 (N, 4) boxes ``x1, y1, x2, y2`` in pixels of ``image`` (inside it).
         source: the image file.
         ignored: ignore regions dropped from this image.
+        content_hash: hash of the image file's bytes (:func:`edgecl.data.images.content_hash`);
+            ``""`` when unknown (the pixels are hashed then).
+        dataset_ids: the dataset's own class id of each box when the dataset names no classes
+            (a YOLO folder without ``data.yaml`` names: ``names`` are then ``class_<id>``);
+            ``None`` when the dataset names its classes.
     """
 
     image: np.ndarray
@@ -70,6 +76,8 @@ class ImportItem:
     xyxy: np.ndarray
     source: Path
     ignored: int = 0
+    content_hash: str = ""
+    dataset_ids: tuple[int, ...] | None = None
 
     def yolo_labels(self, class_ids: dict[str, int]) -> np.ndarray:
         """The boxes as YOLO rows with the given class ids.
@@ -128,16 +136,16 @@ class ImportTally:
     messages: list[str] = field(default_factory=list)
     max_messages: int = 20
 
-    def skip(self, reason: str, message: str) -> None:
+    def skip(self, reason: str, message: str = "") -> None:
         """Count one skipped file.
 
         Args:
             reason: its category.
-            message: the one-line reason.
+            message: the one-line reason (``""``: counted only, nothing to print).
         """
         self.skipped += 1
         self.reasons[reason] += 1
-        if len(self.messages) < self.max_messages:
+        if message and len(self.messages) < self.max_messages:
             self.messages.append(message)
 
     def done(self, item: ImportItem) -> None:
@@ -214,9 +222,10 @@ def find_coco_json(folder: Path) -> Path | None:
     return None
 
 
-def _read(path: Path) -> np.ndarray | Skip:
+def _read(path: Path) -> tuple[np.ndarray, str] | Skip:
+    """The image and the hash of its file's bytes, or a :class:`Skip`."""
     try:
-        return read_image(path)
+        return read_image_and_hash(path)
     except ImageError as exc:
         return Skip(path, "unreadable image", str(exc))
 
@@ -261,10 +270,16 @@ def iter_yolo(path: str | Path) -> Iterator[ImportItem | Skip]:
     if not images:
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {dataset.yaml_path or dataset.root}")
     names = dataset.names or _names_file(images[0].parent) or _names_file(dataset.root)
-    return _yolo_items(images, names)
+    return _yolo_items(images, names, unnamed=not names or _placeholder_names(names))
 
 
-def _yolo_items(images: list[Path], names: dict[int, str] | None) -> Iterator[ImportItem | Skip]:
+def _placeholder_names(names: dict[int, str]) -> bool:
+    """True for the ``class_<id>`` names a yaml with only ``nc`` gets: no real names."""
+    return all(n == f"class_{i}" for i, n in names.items())
+
+
+def _yolo_items(images: list[Path], names: dict[int, str] | None,
+                unnamed: bool = False) -> Iterator[ImportItem | Skip]:
     nc = len(names) if names else None
     for image_path in images:
         label_path = label_path_for(image_path)
@@ -279,10 +294,11 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None) -> Iterator[Im
         if parsed.refused:
             yield Skip(label_path, "refused label", parsed.refused[0])
             continue
-        image = _read(image_path)
-        if isinstance(image, Skip):
-            yield image
+        read = _read(image_path)
+        if isinstance(read, Skip):
+            yield read
             continue
+        image, digest = read
         h, w = image.shape[:2]
         rows = parsed.labels.astype(np.float64)
         xyxy = np.stack([(rows[:, 1] - rows[:, 3] / 2) * w, (rows[:, 2] - rows[:, 4] / 2) * h,
@@ -290,7 +306,8 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None) -> Iterator[Im
         box_names = [names[int(c)] if names else f"class_{int(c)}" for c in rows[:, 0]]
         keep = [i for i, n in enumerate(box_names) if not is_ignore_name(n)]
         yield ImportItem(image, [box_names[i] for i in keep], _clip_boxes(xyxy[keep], image.shape),
-                         image_path, ignored=len(box_names) - len(keep))
+                         image_path, ignored=len(box_names) - len(keep), content_hash=digest,
+                         dataset_ids=tuple(int(rows[i, 0]) for i in keep) if unnamed else None)
 
 
 def _voc_image(xml_path: Path, root: Path, filename: str | None) -> Path | None:
@@ -377,15 +394,16 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
         The item, or a :class:`Skip` naming ``where`` when the image does not read or a box
         has no area inside it.
     """
-    image = _read(image_path)
-    if isinstance(image, Skip):
-        return image
+    read = _read(image_path)
+    if isinstance(read, Skip):
+        return read
+    image, digest = read
     xyxy = _clip_boxes(np.array(boxes, np.float32), image.shape)
     bad = _degenerate(xyxy)
     if bad is not None:
         return Skip(source, "bad box", f"{where}: box {boxes[bad]} ({names[bad]}) has no area "
                                        f"inside the {image.shape[1]}x{image.shape[0]} image")
-    return ImportItem(image, names, xyxy, image_path, ignored=ignored)
+    return ImportItem(image, names, xyxy, image_path, ignored=ignored, content_hash=digest)
 
 
 def _coco_image(json_path: Path, file_name: str) -> Path | None:

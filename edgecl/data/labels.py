@@ -7,7 +7,10 @@ importers. The rule follows ultralytics ``ultralytics.data.utils.verify_image_la
 - the file is UTF-8, with or without a byte-order mark (``encoding="utf-8-sig"``);
 - a row is ``cls cx cy w h`` or a polygon ``cls x1 y1 x2 y2 x3 y3 ...`` (a segment row, at
   least three points), which becomes its enclosing box (``segments2boxes``);
-- the class is an integer ``>= 0`` (and ``< nc`` when the class count is known);
+- the class is an integer ``>= 0`` (and ``< nc`` when the class count is known), written as
+  digits; like ultralytics (which reads rows as floats, checks ``cls % 1 == 0`` and casts),
+  an integral decimal such as ``2.0`` is read as class 2. Any other spelling (``1e3``,
+  ``2.5``, ``0x1``, ``nan``) is refused: ``file:line: class id '1e3' is not an integer``;
 - ``cx, cy, w, h`` may overshoot 0..1 by ultralytics' 1 % tolerance (``<= 1.01``,
   ``>= -0.01``); the box is then clipped to the image, as ultralytics' ``Instances.clip``
   does before training. Beyond the tolerance the row is refused;
@@ -22,6 +25,7 @@ refused, where ultralytics drops it later during augmentation.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +63,21 @@ class _Refused(Exception):
 
 def _empty() -> np.ndarray:
     return np.zeros((0, 5), np.float32)
+
+
+_CLASS_TOKEN = re.compile(r"[+-]?\d+(\.0*)?")
+"""How a class id may be written in a label file: digits, optionally ``.0`` (``2``, ``2.0``)."""
+
+
+def _check_class_token(token: str) -> None:
+    """Refuse a class id not written as an integer (``1e3``, ``2.5``, ``nan``).
+
+    ultralytics reads a row as floats, so ``2.0`` is class 2 there and here; an exponent or a
+    fraction is refused (``1e3`` would silently become class 1000).
+    """
+    if not _CLASS_TOKEN.fullmatch(token):
+        shown = token if len(token) <= 20 else token[:20] + "..."
+        raise _Refused(f"class id '{shown}' is not an integer")
 
 
 def _check_class(cls: float, nc: int | None) -> int:
@@ -135,6 +154,7 @@ def parse_yolo_label_text(text: str, where: str, nc: int | None = None) -> Label
                 values = [float(p) for p in parts]
             except ValueError:
                 raise _Refused(f"non-numeric value in '{line.strip()[:80]}'") from None
+            _check_class_token(parts[0])
             key = tuple(values)
             if key in seen:
                 duplicates += 1

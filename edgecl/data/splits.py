@@ -11,16 +11,24 @@ the same value for its first group (e.g. flight and altitude of
 so near-identical frames never sit on both sides of a split. Without it each image is its
 own group. Groups are shuffled with the seed, then taken largest first and each given to
 the split that brings every task's train/val/test counts closest to ``ratios``.
+
+Output is all or nothing: every list is computed and checked before anything is written, then
+written in a staging folder and swapped in (see :func:`_write_all`); a failure leaves the
+previous ``tasks.yaml`` and lists (or nothing) in place.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import random
 import re
+import shutil
+import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from edgecl.atomic import atomic_write_text
+from edgecl.atomic import atomic_write_text, fsync_dir
 from edgecl.data.labels import label_path_for, read_yolo_labels
 from edgecl.data.tasks import SPLITS, format_tasks_yaml, load_tasks
 from edgecl.data.yolo_dataset import find_dataset
@@ -88,9 +96,10 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
         values = [float(x) for x in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 3 or min(values) < 0 or values[0] <= 0 or values[2] <= 0:
-        raise ConfigError(f"--ratios must be three numbers train,val,test >= 0 with train and test > 0, "
-                          f"got '{text}'")
+    if (len(values) != 3 or not all(math.isfinite(v) for v in values) or min(values) < 0
+            or values[0] <= 0 or values[2] <= 0):
+        raise ConfigError(f"--ratios must be three finite numbers train,val,test >= 0 with train "
+                          f"and test > 0, got '{text}'")
     total = sum(values)
     return values[0] / total, values[1] / total, values[2] / total
 
@@ -152,9 +161,13 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
         "ungrouped", "bad_labels", "tasks_yaml"}``.
 
     Raises:
-        ConfigError: no class names, a bad ``--tasks``, ``--ratios`` or ``--group-by``, or a
-            task left with an empty train or test split (too few groups).
+        ConfigError: no class names, a bad ``--tasks``, ``--ratios`` or ``--group-by``, a
+            task left with an empty train or test split (too few groups), or ``out`` a folder.
+            Nothing is written then.
+        OSError: the disk refused a write; what was there before is left as it was.
     """
+    if Path(out).expanduser().is_dir():
+        raise ConfigError(f"--out {out} is a folder; name the tasks.yaml file to write")
     ds = find_dataset(dataset)
     if not ds.names:
         raise ConfigError(f"{ds.yaml_path or ds.root}: no class names (needs a data.yaml with 'names')")
@@ -191,7 +204,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     out = Path(out).expanduser().resolve()
     base = out.parent
     task_names = [f"t{t + 1}" for t in range(len(task_classes))]
-    report = []
+    report, texts = [], {}
     for t, (name, classes) in enumerate(zip(task_names, task_classes)):
         lists = {s: sorted(img for img, g in assigned.get(t, []) if split_of[g] == s) for s in SPLITS}
         for s in ("train", "test"):
@@ -199,12 +212,64 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
                 raise ConfigError(f"task {name} ({', '.join(ds.names[c] for c in classes)}) gets no {s} "
                                   f"images: {len(assigned.get(t, []))} image(s) in "
                                   f"{len({g for _, g in assigned.get(t, [])})} group(s) are too few")
-        for s in SPLITS:
-            atomic_write_text(base / "tasks" / name / f"{s}.txt",
-                              "".join(_rel(p, base) + "\n" for p in lists[s]))
+        texts[name] = {s: "".join(_rel(p, base) + "\n" for p in lists[s]) for s in SPLITS}
         report.append({"name": name, "classes": [ds.names[c] for c in classes],
                        **{s: len(lists[s]) for s in SPLITS}})
-    atomic_write_text(out, format_tasks_yaml(ds.names, list(zip(task_names, task_classes))))
-    load_tasks(out)  # the contract every consumer reads it through
+    _write_all(base, out, texts, format_tasks_yaml(ds.names, list(zip(task_names, task_classes))))
     return {"tasks": report, "unassigned": unassigned, "groups": len(groups), "ungrouped": ungrouped,
             "bad_labels": bad, "tasks_yaml": str(out)}
+
+
+def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_text: str) -> None:
+    """Write every task's lists and the ``tasks.yaml``, all or nothing.
+
+    Everything is written in a hidden staging folder beside ``out`` first; then each
+    ``tasks/<task>/`` folder and the yaml are swapped in with ``os.replace`` (what was there
+    moved aside) and the yaml is checked with :func:`load_tasks`. A failure at any step (full
+    disk, a check failing) renames back what was there before and removes the staging folder,
+    so no half-written split is ever left; the swaps and their undoing are renames only, which
+    need no free space.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".split-tasks.", suffix=".tmp", dir=str(base)))
+    tasks_dir = base / "tasks"
+    created_tasks_dir = not tasks_dir.exists()
+    moved: list[str] = []
+    placed: list[str] = []
+    old_yaml = staging / "old.yaml"
+    yaml_swapped = False
+    try:
+        for name, per_split in texts.items():
+            for s, text in per_split.items():
+                atomic_write_text(staging / "new" / name / f"{s}.txt", text)
+        atomic_write_text(staging / "new.yaml", yaml_text)
+        (staging / "old").mkdir()
+        tasks_dir.mkdir(exist_ok=True)
+        for name in texts:
+            dst = tasks_dir / name
+            if dst.exists() or dst.is_symlink():
+                os.replace(dst, staging / "old" / name)
+                moved.append(name)
+            os.replace(staging / "new" / name, dst)
+            placed.append(name)
+        if out.exists():
+            os.replace(out, old_yaml)
+        yaml_swapped = True
+        os.replace(staging / "new.yaml", out)
+        fsync_dir(base)
+        load_tasks(out)  # the contract every consumer reads it through
+    except BaseException:
+        if yaml_swapped:
+            if old_yaml.exists():
+                os.replace(old_yaml, out)
+            elif out.exists():
+                out.unlink()
+        for name in placed:
+            shutil.rmtree(tasks_dir / name, ignore_errors=True)
+        for name in moved:
+            os.replace(staging / "old" / name, tasks_dir / name)
+        if created_tasks_dir and tasks_dir.is_dir() and not any(tasks_dir.iterdir()):
+            tasks_dir.rmdir()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -17,6 +17,7 @@ Labels always follow :func:`edgecl.data.labels.label_path_for` (last ``/images/`
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,11 +141,25 @@ def _parse_names(yaml_path: Path, data: dict) -> dict[int, str] | None:
         raise ConfigError(f"{yaml_path}: 'names' must be a list or a mapping {{id: name}}")
     names = {}
     for key, value in raw.items():
-        try:
-            names[int(key)] = str(value).strip()
-        except (TypeError, ValueError):
-            raise ConfigError(f"{yaml_path}: class id {key!r} in 'names' is not an integer") from None
+        cid = _class_id_key(key)
+        if cid is None:
+            raise ConfigError(f"{yaml_path}: class id {key!r} in 'names' is not an integer >= 0")
+        names[cid] = str(value).strip()
     return dict(sorted(names.items()))
+
+
+def _class_id_key(key: object) -> int | None:
+    """A ``names`` key as a class id: an int, digits, or an integral float (``2.0``, as the
+    label rule reads a class id); ``None`` for anything else (``2.5``, ``1e3``, ``true``)."""
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, int):
+        return key if key >= 0 else None
+    if isinstance(key, float):
+        return int(key) if key.is_integer() and key >= 0 else None
+    if isinstance(key, str) and re.fullmatch(r"\d+(\.0*)?", key.strip()):
+        return int(float(key))
+    return None
 
 
 def load_data_yaml(yaml_path: str | Path) -> YoloDataset:

@@ -12,6 +12,7 @@ from edgecl.models.base import Backend, InferenceOptions
 BACKENDS: dict[str, str] = {
     ".onnx": "edgecl.models.onnx_backend:OnnxBackend",
     ".engine": "edgecl.models.tensorrt_backend:TensorRTBackend",
+    ".xml": "edgecl.models.openvino_backend:OpenVinoBackend",
     ".pt": "edgecl.models.torch_backend:TorchBackend",
     ".yaml": "edgecl.models.torch_backend:TorchBackend",
     ".yml": "edgecl.models.torch_backend:TorchBackend",
@@ -42,7 +43,7 @@ def load_backend(path: str | Path, opts: InferenceOptions | None = None, warmup_
     """Load a model with the backend its suffix selects, optionally warmed up.
 
     Args:
-        path: model file (``.onnx``, ``.engine``, ``.pt``, ``.yaml``).
+        path: model file (``.onnx``, ``.engine``, ``.xml`` with its ``.bin``, ``.pt``, ``.yaml``).
         opts: inference thresholds and threads.
         warmup_runs: dummy passes to run after loading.
 

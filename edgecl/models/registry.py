@@ -44,13 +44,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from edgecl.atomic import atomic_write_json, fsync_dir
-from edgecl.errors import ModelLoadError, RegistryError, StorageError
+from edgecl.errors import ModelLoadError, NotFoundError, RegistryError, StorageError
 from edgecl.models.base import sha256_file
 
 log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 MODEL_SUFFIXES = (".pt", ".onnx", ".engine")
+# Default order of Registry.model_path (a manifest's ``serve`` entry wins over all but .engine).
+MODEL_PREFERENCE = (".engine", ".onnx", ".xml", ".pt")
 STAGING_PREFIX = ".staging-"
 OWNER_FILE = ".owner"
 ENGINE_CACHE_DIR = "engine-cache"
@@ -69,6 +71,22 @@ class VersionStatus(str, enum.Enum):
 
 
 STATUSES = tuple(s.value for s in VersionStatus)
+ROLLED_BACK = "rolled back"
+"""The status reason of a version retired by a rollback (shown by ``models list``)."""
+
+
+def _runnable_here(name: str) -> bool:
+    """False for an OpenVINO IR where the ``openvino`` package is missing (the version's ONNX
+    model serves instead); every other file is tried by its backend."""
+    if not name.lower().endswith(".xml"):
+        return True
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+class UnknownVersionError(RegistryError, NotFoundError):
+    """A version name that names no version of this registry (HTTP 404)."""
 
 
 @dataclass(frozen=True)
@@ -82,12 +100,14 @@ class VersionInfo:
     metrics: dict
     files: dict
     manifest: dict
+    reason: str = ""
+    """Why the version has its status, consistent with it (see :meth:`Registry.reason`)."""
 
     def to_json(self) -> dict:
         """Return the JSON shape used by ``models list --json``."""
         return {"version": self.version, "status": self.status, "current": self.current,
                 "created": self.created, "metrics": self.metrics,
-                "files": sorted(self.files), "reason": self.manifest.get("reason", "")}
+                "files": sorted(self.files), "reason": self.reason}
 
 
 def check_file_name(name: object, where: str = "manifest") -> PurePosixPath:
@@ -169,21 +189,38 @@ class Registry:
             return None
         return target if VERSION_RE.match(target) else None
 
+    def _known(self) -> str:
+        versions = self.versions()
+        if len(versions) > 12:
+            versions = versions[:3] + ["..."] + versions[-8:]
+        return ", ".join(versions) or "none"
+
     def _version_dir(self, version: str) -> Path:
         """The real (not symlinked) directory of a version.
 
         Raises:
-            RegistryError: malformed name, missing, or a symlink.
+            UnknownVersionError: malformed name, or no such version.
+            RegistryError: the version directory is a symlink.
         """
         if not isinstance(version, str) or not VERSION_RE.match(version):
-            raise RegistryError(f"invalid model version name {version!r} (expected e.g. v0001)")
+            raise UnknownVersionError(f"invalid model version name {str(version)[:40]!r} (expected "
+                                      f"e.g. v0001; known: {self._known()})")
         path = self.root / version
         if path.is_symlink():
             raise RegistryError(f"model version directory {path} is a symlink; refusing it")
         if not path.is_dir():
-            raise RegistryError(f"unknown model version '{version}' in {self.root} "
-                                f"(have: {', '.join(self.versions()) or 'none'})")
+            raise UnknownVersionError(f"unknown version {version} (known: {self._known()})")
         return path
+
+    def check_version(self, version: str) -> None:
+        """Raise unless ``version`` names a version of this registry (checked before anything
+        about its files, so a typo reads as a typo, not as an integrity failure).
+
+        Raises:
+            UnknownVersionError: ``unknown version v0009 (known: v0001, v0002)`` or an invalid name.
+            RegistryError: the version directory is a symlink.
+        """
+        self._version_dir(version)
 
     def manifest(self, version: str) -> dict:
         """Read a version's manifest.
@@ -230,8 +267,12 @@ class Registry:
             raise RegistryError(f"{path} is missing")
         return path
 
-    def model_path(self, version: str, prefer: tuple[str, ...] = (".engine", ".onnx", ".pt")) -> Path:
+    def model_path(self, version: str, prefer: tuple[str, ...] = MODEL_PREFERENCE) -> Path:
         """Return the inference file of a version, by preference of suffix.
+
+        A TensorRT ``.engine`` comes first where one was built (and ``prefer`` names it); then
+        the file the manifest's ``serve`` entry names (the CPU engine chosen at export, e.g.
+        ``openvino-int8/model.xml``) when its suffix is in ``prefer``; then ``prefer``'s order.
 
         Args:
             version: version name.
@@ -240,7 +281,13 @@ class Registry:
         Raises:
             RegistryError: the version has no usable model file, or its entry is unsafe.
         """
-        files = self.manifest(version).get("files", {})
+        manifest = self.manifest(version)
+        files = [name for name in manifest.get("files", {}) if _runnable_here(name)]
+        served = manifest.get("serve")
+        has_engine = ".engine" in prefer and any(name.endswith(".engine") for name in files)
+        if (not has_engine and isinstance(served, str) and served in files
+                and any(served.endswith(suffix) for suffix in prefer)):
+            return self.file_path(version, served)
         for suffix in prefer:
             for name in sorted(files):
                 if name.endswith(suffix):
@@ -286,8 +333,10 @@ class Registry:
             version: version name.
 
         Raises:
+            UnknownVersionError: no such version (see :meth:`check_version`).
             RegistryError: the first problem :meth:`verify` finds.
         """
+        self.check_version(version)
         problems = self.verify(version)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -334,6 +383,42 @@ class Registry:
             return VersionStatus.RETIRED.value
         return stored
 
+    @staticmethod
+    def _derive_reason(manifest: dict, status: str) -> str:
+        """Why a version has its (derived) status, consistent with it.
+
+        A status reason (``rolled back``, ``superseded by v0007``, why it was rejected) is
+        shown only while the stored status it was written with is still the derived one, so
+        a version rolled back and later promoted again no longer reads "rolled back";
+        otherwise the reason recorded when the version was staged (the gate's verdict).
+        """
+        stored = str(manifest.get("status", VersionStatus.STAGED.value))
+        if "status_reason" in manifest:
+            status_reason = str(manifest.get("status_reason") or "")
+            if status_reason and stored == status:
+                return status_reason
+            return str(manifest.get("reason", "") or "")
+        legacy = str(manifest.get("reason", "") or "")  # written before status_reason existed
+        if legacy == ROLLED_BACK and status != VersionStatus.RETIRED:
+            return ""
+        return legacy
+
+    def reason(self, version: str, manifest: dict | None = None) -> str:
+        """Why a version has its status (see :meth:`status`), consistent with it.
+
+        Args:
+            version: version name.
+            manifest: the version's manifest if already read.
+
+        Returns:
+            The reason, or ``""``.
+        """
+        try:
+            manifest = manifest if manifest is not None else self.manifest(version)
+        except RegistryError as exc:
+            return str(exc)
+        return self._derive_reason(manifest, self.status(version, manifest))
+
     def staged_versions(self) -> list[str]:
         """Versions staged after the current one and never promoted, oldest first.
 
@@ -357,12 +442,14 @@ class Registry:
             try:
                 manifest = self.manifest(version)
                 status = self._derive_status(version, manifest, current, history)
+                reason = self._derive_reason(manifest, status)
             except RegistryError as exc:
-                manifest, status = {"reason": str(exc)}, "corrupt"
+                manifest, status, reason = {"reason": str(exc)}, "corrupt", str(exc)
             out.append(VersionInfo(version=version, status=status,
                                    current=version == current, created=manifest.get("created", ""),
                                    metrics=manifest.get("metrics", {}),
-                                   files=manifest.get("files", {}), manifest=manifest))
+                                   files=manifest.get("files", {}), manifest=manifest,
+                                   reason=reason))
         return out
 
     # ----------------------------------------------------------------- writing
@@ -424,7 +511,11 @@ class Registry:
         return f"v{number:04d}"
 
     def set_status(self, version: str, status: str, reason: str = "") -> None:
-        """Update a version's stored status (and reason) in its manifest, atomically.
+        """Update a version's stored status and its status reason in its manifest, atomically.
+
+        The status reason (``status_reason``) belongs to this status: a new status replaces
+        it (an empty ``reason`` clears it). The reason the version was staged with
+        (``reason``, e.g. the gate's verdict) is kept.
 
         Raises:
             RegistryError: unknown version or invalid status.
@@ -432,9 +523,10 @@ class Registry:
         if status not in STATUSES:
             raise RegistryError(f"invalid status '{status}' (one of {', '.join(STATUSES)})")
         manifest = self.manifest(version)
+        if manifest.get("reason") == ROLLED_BACK and "status_reason" not in manifest:
+            manifest.pop("reason")  # a legacy marker: it described the old status only
         manifest["status"] = str(VersionStatus(status).value)
-        if reason:
-            manifest["reason"] = reason
+        manifest["status_reason"] = reason
         atomic_write_json(self._version_dir(version) / "manifest.json", manifest)
 
     def update_manifest(self, version: str, fields: dict) -> None:
@@ -461,8 +553,8 @@ class Registry:
         with self._lock():
             manifest = self.manifest(version)
             if manifest.get("status") == VersionStatus.REJECTED:
-                raise RegistryError(f"model version {version} was rejected "
-                                    f"({manifest.get('reason', 'no reason recorded')}); not promoting")
+                why = self._derive_reason(manifest, VersionStatus.REJECTED.value) or "no reason recorded"
+                raise RegistryError(f"model version {version} was rejected ({why}); not promoting")
             self.check_integrity(version)
             previous = self.current()
             history = self.history()
@@ -492,7 +584,7 @@ class Registry:
                 raise RegistryError("no earlier intact version to roll back to")
             target = history[-1]
             self._point_current(target)
-            self._after_commit(history, retire=current, retire_reason="rolled back", promoted=target)
+            self._after_commit(history, retire=current, retire_reason=ROLLED_BACK, promoted=target)
             return target
 
     def _after_commit(self, history: list[str], *, retire: str | None, retire_reason: str,
@@ -563,7 +655,9 @@ class Registry:
             if version == current and stored_status != VersionStatus.PROMOTED:
                 self.set_status(version, VersionStatus.PROMOTED.value)
             elif version != current and stored_status == VersionStatus.PROMOTED:
-                self.set_status(version, VersionStatus.RETIRED.value)
+                # not in the history any more: a rollback switched away from it before a kill
+                self.set_status(version, VersionStatus.RETIRED.value,
+                                reason="" if version in effective else ROLLED_BACK)
 
     # ----------------------------------------------------------------- adding and pruning
 

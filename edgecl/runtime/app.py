@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -134,10 +135,16 @@ class Runtime:
     def __init__(self, cfg: Config, opts: RunOptions, on_round=None, supervise_hook=None):
         from edgecl.runtime.watchdog import Watchdog
 
+        if opts.model and Path(opts.model).suffix.lower() == ".pt" and not cfg.model.path:
+            # a pretrained checkpoint named with --model is also what the first round learns on
+            # top of (the learner reads model.path), not only what serves until then
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+                cfg.model, path=str(Path(opts.model).resolve())))
         self.cfg = cfg
         self.opts = opts
         self.on_round = on_round
         self.supervise_hook = supervise_hook
+        self.interrupted = False  # set when SIGINT/SIGTERM stopped the run
         self.registry = None
         self.classes = None
         self.lock = None
@@ -218,6 +225,10 @@ class Runtime:
         cfg = self.cfg
         if cfg.server.enabled:
             check_bind(cfg.server.host, resolve_token(cfg.server.token))
+        if cfg.learner.enabled:
+            from edgecl.continual.cpu_engines import check_export_settings
+
+            check_export_settings(cfg)
         ensure_writable(cfg.state_dir)
         self.lock = RuntimeLock(cfg.state_dir).acquire()
         self.registry = Registry(Path(cfg.state_dir) / "models")
@@ -507,16 +518,21 @@ class Runtime:
 
             self.fleet_proc = start_fleet_client(self.cfg)
         try:
-            with stop_on_signals(self.loop.request_stop):
+            with stop_on_signals(self._interrupt):
                 log.info("running: source %s, model %s (Ctrl-C or SIGTERM stops cleanly)",
                          getattr(self.loop.source, "uri", "?"), self.loop.model_version)
                 report = self.loop.run(supervise=self.supervise)
-                if wait_for_learner and self.supervisor is not None:
+                if wait_for_learner and self.supervisor is not None and not self.interrupted:
                     self.supervisor.tick()
                     self.supervisor.wait()
         finally:
             self.close()
         return report
+
+    def _interrupt(self) -> None:
+        """A signal asked the run to stop: end the loop; a running round is abandoned."""
+        self.interrupted = True
+        self.loop.request_stop()
 
     def close(self) -> None:
         """Stop every part and release the state directory (idempotent)."""

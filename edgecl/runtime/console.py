@@ -107,7 +107,9 @@ def build_console_hooks(runtime):
         return {"current": runtime.registry.rollback()}
 
     def answer(item_id: str, boxes: list, skip: bool) -> dict:
-        return sink.skip(item_id) if skip else sink.answer(item_id, boxes)
+        from edgecl.runtime.labels import check_skip
+
+        return sink.skip(item_id) if check_skip(skip) else sink.answer(item_id, boxes)
 
     def classes() -> list[dict]:
         stats = sink.memory.stats()

@@ -240,6 +240,11 @@ class LearnerSupervisor:
         self.registry = registry
         self.memory_sink = memory_sink
         self.known_classes = set(known_classes)
+        # INVARIANT: a class fires the new-class trigger once; when the round that tried it was
+        # rejected, the next round waits for the new-samples trigger (more labels of it), so a
+        # camera that keeps seeing the new object does not start round after round
+        self.tried_classes: set[int] = set()
+        self._stored_classes: set[int] = set()
         self.on_round = on_round
         self.state = TriggerState(last_round_s=time.monotonic())
         self.rounds: collections.deque[dict] = collections.deque(maxlen=ROUNDS_KEPT)
@@ -278,7 +283,8 @@ class LearnerSupervisor:
         if self.memory_sink is not None:
             added, classes = self.memory_sink.take_counters()
             self.state.new_samples += added
-            self.state.new_classes |= bool(classes - self.known_classes)
+            self._stored_classes |= set(classes)
+            self.state.new_classes |= bool(set(classes) - self.known_classes - self.tried_classes)
         if self._proc is not None and not self._proc.is_alive():
             self._finish()
         if self._pending is not None:
@@ -290,18 +296,25 @@ class LearnerSupervisor:
                 self.start_round(reason)
 
     def start_round(self, reason: str) -> None:
-        """Spawn a learner process for one round."""
-        ctx = mp.get_context("spawn")
+        """Start one round in a learner process and reset the trigger counters."""
         ceiling = None
         if self.memory_sink is not None:
             ceiling = max(self.memory_sink.memory.ids(), default=0)
-        self._proc = ctx.Process(target=learner_main, args=(self.cfg, reason, ceiling),
-                                 name="edgecl-learner", daemon=True)
         self._started_wall_s = time.time()
         self._round_started_mono_s = time.monotonic()
-        self._proc.start()
+        self._proc = self._spawn(reason, ceiling)
         self.state = TriggerState(last_round_s=time.monotonic())
-        log.info("learning round started (trigger: %s, pid %d)", reason, self._proc.pid)
+        self.tried_classes |= self._stored_classes - self.known_classes
+        log.info("learning round started (trigger: %s, pid %s)", reason,
+                 getattr(self._proc, "pid", None))
+
+    def _spawn(self, reason: str, ceiling: int | None):
+        """The learner process (spawned, so the loop's threads are not inherited)."""
+        proc = mp.get_context("spawn").Process(target=learner_main,
+                                               args=(self.cfg, reason, ceiling),
+                                               name="edgecl-learner", daemon=True)
+        proc.start()
+        return proc
 
     def _finish(self) -> None:
         proc, self._proc = self._proc, None

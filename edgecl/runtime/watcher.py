@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from edgecl.errors import EdgeclError
 from edgecl.models.backends import load_backend
 from edgecl.models.base import Backend, InferenceOptions
-from edgecl.models.registry import Registry
+from edgecl.models.registry import MODEL_PREFERENCE, Registry
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,13 @@ class ModelWatcher:
         current_version: the version the loop runs now (not reloaded).
         poll_s: how often to check the pointer.
         warmup_runs: dummy passes before a backend is offered.
-        prefer: model-file suffixes in order of preference.
+        prefer: model-file suffixes in order of preference (a version's manifest ``serve``
+            entry wins over all but ``.engine``; see :meth:`Registry.model_path`).
     """
 
     def __init__(self, registry: Registry, opts: InferenceOptions, current_version: str | None,
                  poll_s: float = 0.5, warmup_runs: int = 2,
-                 prefer: tuple[str, ...] = (".engine", ".onnx", ".pt")):
+                 prefer: tuple[str, ...] = MODEL_PREFERENCE):
         self.registry = registry
         self.opts = opts
         self.poll_s = poll_s

@@ -34,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgecl.errors import ConflictError, EdgeclError, NotFoundError
@@ -81,7 +81,7 @@ class BoxIn(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
     cls: str = Field(alias="class", min_length=1, max_length=MAX_CLASS_NAME)
-    xyxy: Annotated[list[Annotated[float, Field(allow_inf_nan=False)]],
+    xyxy: Annotated[list[Annotated[float, Field(allow_inf_nan=False, strict=True)]],  # "1" refused
                     Field(min_length=4, max_length=4)]
 
     @field_validator("cls")
@@ -94,11 +94,15 @@ class BoxIn(BaseModel):
 
 
 class AnswerIn(BaseModel):
-    """An operator's answer: boxes (empty means "nothing here") or skip."""
+    """An operator's answer: boxes (empty means "nothing here") or skip.
+
+    ``skip`` must be a JSON boolean: ``"yes"``, ``"false"``, ``1`` or ``null`` are a 422 and
+    change nothing (a lax parser would read ``"no"`` as false but ``"yes"`` as a skip).
+    """
 
     model_config = ConfigDict(extra="forbid")
     boxes: Annotated[list[BoxIn], Field(max_length=MAX_BOXES)] = []
-    skip: bool = False
+    skip: StrictBool = False
 
 
 def _error(status: int, message: str) -> JSONResponse:

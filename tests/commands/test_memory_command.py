@@ -93,3 +93,26 @@ def test_export_writes_a_yolo_dataset(state, tmp_path, capsys):
 def test_missing_memory_is_a_clear_error(tmp_path, capsys):
     assert main(["memory", "stats", "--state-dir", str(tmp_path / "nothing")]) == 2
     assert "no replay memory at" in capsys.readouterr().err
+
+
+def test_verify_counts_each_damaged_sample_once(state, capsys):
+    mem = state / "memory"
+    image4 = mem / "images" / "00000004.jpg"
+    image4.write_bytes(image4.read_bytes()[:100])          # sample 4: corrupt (truncated)
+    (mem / "labels" / "00000006.txt").unlink()             # sample 6: label missing
+    (mem / "images" / "00000099.jpg").write_bytes(b"x")    # a file no row owns: 1 orphan
+    assert main(["memory", "verify", "--no-repair", "--json", "--state-dir", str(state)]) == 1
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # 2 damaged samples + 1 orphan = 3 problems; the damaged samples' own files are not orphans
+    assert report["missing_rows"] == [6] and report["corrupt_rows"] == [4]
+    assert report["orphan_files"] == [str(mem / "images" / "00000099.jpg")]
+    assert len(report["unrepaired"]) == 3 and len(report["details"]) == 2
+    assert main(["memory", "verify", "--no-repair", "--state-dir", str(state)]) == 1
+    out = capsys.readouterr().out
+    assert "3 problem(s) NOT repaired: 10 rows checked, 1 with missing files, 1 corrupt, 1 orphan files" in out
+    assert main(["memory", "verify", "--json", "--state-dir", str(state)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["ok"] and len(report["orphan_files"]) == 1
+    assert not image4.exists() and not (mem / "images" / "00000006.jpg").exists()
+    assert main(["memory", "verify", "--no-repair", "--json", "--state-dir", str(state)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["unrepaired"] == []

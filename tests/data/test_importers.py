@@ -216,6 +216,9 @@ def test_split_tasks_bad_input_one_line(tmp_path):
         split_tasks(root, "car;car", tmp_path / "t.yaml")
     with pytest.raises(ConfigError, match="--ratios"):
         split_tasks(root, "car", tmp_path / "t.yaml", ratios="0.5,0.5")
+    for bad in ("nan,0.1,0.2", "0.7,0.1,inf"):
+        with pytest.raises(ConfigError, match="three finite numbers"):
+            split_tasks(root, "car", tmp_path / "t.yaml", ratios=bad)
     with pytest.raises(ConfigError, match="not a regular expression"):
         split_tasks(root, "car", tmp_path / "t.yaml", group_by="(")
     with pytest.raises(ConfigError, match="gets no test images"):  # one group for all

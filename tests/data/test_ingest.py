@@ -37,7 +37,8 @@ def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
         stored = memory.get([r.id for r in records])
     assert report.to_dict() == {"imported": 3, "skipped": 1, "reasons": {"bad annotation": 1},
                                 "classes_added": ["person"], "classes_matched": {}, "ignored_regions": 0,
-                                "boxes": {"car": 1, "person": 2}}
+                                "boxes": {"car": 1, "person": 2}, "unnamed_classes": [],
+                                "named_from_registry": {}}
     assert classes.names() == {0: "car", 1: "person"}
     assert all(r.origin == LabelOrigin.IMPORT for r in records)
     assert sorted(r.classes for r in records) == [(), (0, 1), (1,)]

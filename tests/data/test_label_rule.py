@@ -44,8 +44,8 @@ def test_corner_overshoot_is_clipped_like_ultralytics():
     ("0 0.5 0.5 0.2", "4 values"),
     ("0 0.5 0.5 0.2 0.2 0.3", "6 values"),
     ("a 0.5 0.5 0.2 0.2", "non-numeric"),
-    ("1.5 0.5 0.5 0.2 0.2", "class 1.5 is not an integer"),
-    ("-1 0.5 0.5 0.2 0.2", "class -1 is not an integer"),
+    ("1.5 0.5 0.5 0.2 0.2", "class id '1.5' is not an integer"),
+    ("-1 0.5 0.5 0.2 0.2", "class -1 is not an integer >= 0"),
     ("0 nan 0.5 0.2 0.2", "non-finite"),
 ])
 def test_bad_row_is_refused_with_file_line_and_why(row, why):
@@ -114,3 +114,33 @@ def test_label_path_for_is_ultralytics_rule(tmp_path):
 
     for image in ("/d/images/train/a.jpg", "/d/images/x/images/b.PNG", "/d/frames/c.tif"):
         assert str(label_path_for(image)) == img2label_paths([image])[0]
+
+
+@pytest.mark.parametrize("token", ["1e3", "2e0", "1.5", "nan", "inf", "1_0"])
+def test_class_id_not_written_as_an_integer_is_refused(token):
+    # ultralytics would read 1e3 as class 1000; a class id in exponent form is a damaged file
+    parsed = parse_yolo_label_text(f"0 0.5 0.5 0.1 0.1\n{token} 0.5 0.5 0.2 0.2\n", "d/x.txt")
+    assert parsed.refused == [f"d/x.txt:2: class id '{token}' is not an integer"]
+    np.testing.assert_allclose(parsed.labels, [[0, 0.5, 0.5, 0.1, 0.1]])
+
+
+def test_integral_decimal_class_id_is_read_like_ultralytics():
+    # ultralytics: rows are read as floats, cls % 1 == 0 is checked, then cast to int
+    parsed = parse_yolo_label_text("2.0 0.5 0.5 0.2 0.2\n3. 0.25 0.25 0.1 0.1\n", "x.txt", nc=4)
+    assert parsed.refused == []
+    np.testing.assert_allclose(parsed.labels, [[2, 0.5, 0.5, 0.2, 0.2], [3, 0.25, 0.25, 0.1, 0.1]])
+    assert parse_yolo_label_text("4.0 0.5 0.5 0.2 0.2\n", "x.txt", nc=4).refused == [
+        "x.txt:1: class 4 exceeds the class count 4 (valid: 0..3)"]
+
+
+def test_data_yaml_names_keys_must_be_integers(tmp_path):
+    from edgecl.data.yolo_dataset import load_data_yaml
+    from edgecl.errors import ConfigError
+
+    (tmp_path / "images").mkdir()
+    yaml_path = tmp_path / "data.yaml"
+    yaml_path.write_text("train: images\nval: images\nnames: {0: car, 1.0: person, '2': bus}\n")
+    assert load_data_yaml(yaml_path).names == {0: "car", 1: "person", 2: "bus"}
+    yaml_path.write_text("train: images\nval: images\nnames: {0: car, 1.5: person}\n")
+    with pytest.raises(ConfigError, match=r"class id 1\.5 in 'names' is not an integer >= 0"):
+        load_data_yaml(yaml_path)

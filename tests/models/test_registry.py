@@ -70,7 +70,7 @@ def test_bad_inputs(tmp_path):
         reg.add(tmp_path / "nope.onnx", check=False)
     with pytest.raises(RegistryError, match="expected one of"):
         reg.add(tmp_path / "x.txt", check=False)
-    with pytest.raises(RegistryError, match="unknown model version"):
+    with pytest.raises(RegistryError, match="unknown version v0042"):
         reg.promote("v0042")
 
 

@@ -118,7 +118,7 @@ def test_failed_promote_and_rollback_change_nothing(reg, tmp_path):
     before = _files(reg.root)
     with pytest.raises(RegistryError, match="integrity"):
         reg.promote(v3)
-    with pytest.raises(RegistryError, match="unknown model version"):
+    with pytest.raises(RegistryError, match="unknown version v0042"):
         reg.promote("v0042")
     with pytest.raises(RegistryError, match="invalid model version name"):
         reg.promote("../v0001")

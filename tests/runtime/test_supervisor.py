@@ -100,3 +100,50 @@ def test_result_file_round_trip(tmp_path):
     assert learner_mod.read_last_round(tmp_path) == result
     (learner_mod.learner_dir(tmp_path) / "last_round.json").write_text("{not json")
     assert learner_mod.read_last_round(tmp_path) is None
+
+
+class FakeSink:
+    """Memory sink counters: each call to take_counters hands out the next (added, classes)."""
+
+    def __init__(self, batches):
+        self.batches = list(batches)
+
+    def take_counters(self):
+        return self.batches.pop(0) if self.batches else (0, set())
+
+
+def test_rejected_new_class_does_not_refire_until_new_samples(tmp_path, monkeypatch):
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_new_samples=5",
+                             "learner.trigger_interval_s=0"])
+    # class 0 known; class 3 appears, a round tries it and is rejected; the camera keeps seeing
+    # class 3 (one new sample per tick): the next round must wait for 5 new samples
+    sink = FakeSink([(1, {3})] * 6)
+    sink.memory = type("M", (), {"ids": lambda self: [1]})()
+    sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
+    started = []
+
+    class DoneProcess:
+        pid = 0
+
+        def is_alive(self):
+            return False
+
+    def fake_spawn(reason, ceiling):
+        started.append(reason)
+        return DoneProcess()
+
+    monkeypatch.setattr(sup, "_spawn", fake_spawn)
+    monkeypatch.setattr(sup, "_finish", lambda: setattr(sup, "_proc", None))
+    sup.tick()
+    assert started == ["new_class"]
+    sup.handle_result(RoundResult(RoundStatus.REJECTED, reason="ACC fell", round=1,
+                                  started_s=time.time()))
+    for _ in range(4):
+        sup.tick()
+    assert started == ["new_class"]  # 4 new samples of the tried class: no new round
+    sup.tick()
+    assert started == ["new_class", "new_samples"]
+    # a class never tried still fires at once
+    sink.batches = [(1, {7})]
+    sup.tick()
+    assert started[-1] == "new_class"

@@ -21,7 +21,7 @@ Example::
 """
 
 from edgecl.continual.memory.policies import POLICIES, InsertionPolicy, make_policy
-from edgecl.continual.memory.records import Sample, SampleRecord, StoredSample
+from edgecl.continual.memory.records import DuplicateSampleError, Sample, SampleRecord, StoredSample
 from edgecl.continual.memory.snapshot import MemorySnapshot
 from edgecl.continual.memory.store import (
     INDEX_FILE,
@@ -33,5 +33,6 @@ from edgecl.continual.memory.store import (
 from edgecl.continual.memory.verify import VerifyReport
 
 __all__ = ["ReplayMemory", "Sample", "StoredSample", "SampleRecord", "MemorySnapshot",
+           "DuplicateSampleError",
            "VerifyReport", "memory_from_config", "overhead_reserve_bytes",
            "estimate_sample_bytes", "INDEX_FILE", "POLICIES", "InsertionPolicy", "make_policy"]

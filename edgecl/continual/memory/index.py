@@ -9,7 +9,11 @@ store never flags a pseudo-labelled row, and every query applies the same defini
 a hand-edited index never evaluates a model on pseudo labels.
 
 Schema migrations run on open, in the schema transaction: an index written before a column
-existed gets it with its default (``origin``: ``ground_truth``; ``image_bytes``: NULL).
+existed gets it with its default (``origin``: ``ground_truth``; ``image_bytes``,
+``content_hash``: NULL).
+
+``content_hash`` (the hash of an imported image's file bytes, NULL for camera frames) is indexed
+for the rows that have one, so ``labels import`` recognises an image already in memory.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ CREATE TABLE IF NOT EXISTS samples(
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     origin TEXT NOT NULL DEFAULT 'ground_truth',
-    image_bytes INTEGER
+    image_bytes INTEGER,
+    content_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS samples_by_task ON samples(held_out, task, id);
 CREATE INDEX IF NOT EXISTS samples_by_class ON samples(held_out, primary_class, id);
@@ -56,7 +61,13 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 MIGRATED_COLUMNS = {
     "origin": f"TEXT NOT NULL DEFAULT '{LabelOrigin.GROUND_TRUTH.value}'",
     "image_bytes": "INTEGER",
+    "content_hash": "TEXT",
 }
+# Indexes over migrated columns: created after the migration added their column.
+MIGRATED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS samples_by_content ON samples(content_hash) "
+    "WHERE content_hash IS NOT NULL",
+)
 RECORD_COLUMNS = ("id, task, classes, source, ts_s, bytes, held_out, recall_baseline, "
                   "last_recall, last_loss, times_replayed, width, height, origin, image_bytes")
 UPDATABLE_COLUMNS = ("recall_baseline", "last_recall", "last_loss")
@@ -123,6 +134,8 @@ class IndexDB:
                     if statement.strip():
                         self.conn.execute(statement)
                 self._migrate()
+                for statement in MIGRATED_INDEXES:
+                    self.conn.execute(statement)
         except sqlite3.Error as exc:
             self.close()
             what = ("cannot open the memory index" if is_storage_fault(exc)
@@ -191,6 +204,12 @@ class IndexDB:
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         self.conn.execute(f"INSERT INTO samples({cols}) VALUES({marks})", list(values.values()))
+
+    def find_content(self, digest: str) -> int | None:
+        """The id of a sample stored with this content hash, or None."""
+        row = self.conn.execute("SELECT id FROM samples WHERE content_hash = ? LIMIT 1",
+                                (str(digest),)).fetchone()
+        return None if row is None else int(row[0])
 
     def delete(self, sample_id: int) -> None:
         """Delete one sample row."""

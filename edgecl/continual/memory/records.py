@@ -34,6 +34,9 @@ class Sample:
         ts_s: capture time in seconds.
         origin: where its labels came from; only human-verified origins (everything but
             ``pseudo``) may join the held-out slice used for evaluation and the gate.
+        content_hash: hash of the image's source bytes (an imported file,
+            :func:`edgecl.data.images.content_hash`); the memory refuses a second sample with
+            the same hash (:class:`DuplicateSampleError`). ``None`` for camera frames.
     """
 
     image: np.ndarray
@@ -42,6 +45,7 @@ class Sample:
     source: str = ""
     ts_s: float = field(default_factory=time.time)
     origin: LabelOrigin = LabelOrigin.GROUND_TRUTH
+    content_hash: str | None = None
 
     @classmethod
     def from_frame(cls, frame: Frame, task: str | None = None,
@@ -63,6 +67,18 @@ class Sample:
             raise LabelError(f"frame {frame.frame_id} from {frame.source} has no labels")
         return cls(image=frame.image, labels=frame.labels, task=task or frame.task or "default",
                    source=frame.name or frame.source, ts_s=frame.ts_s, origin=LabelOrigin(origin))
+
+
+class DuplicateSampleError(ReplayMemoryError):
+    """The memory already holds a sample with this content hash (an image imported twice).
+
+    Attributes:
+        sample_id: the id of the sample already stored.
+    """
+
+    def __init__(self, message: str, sample_id: int):
+        super().__init__(message)
+        self.sample_id = sample_id
 
 
 @dataclass(frozen=True)

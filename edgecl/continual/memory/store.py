@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -65,6 +66,7 @@ from edgecl.continual.memory.index import WAL_LIMIT_BYTES, IndexDB
 from edgecl.continual.memory.policies import make_policy
 from edgecl.continual.memory.records import (
     IMAGE_SUFFIX,
+    DuplicateSampleError,
     LABEL_SUFFIX,
     Sample,
     SampleRecord,
@@ -91,7 +93,9 @@ DEFAULT_KEEP_SNAPSHOTS = 2
 MAX_TASK_CHARS = 128
 MAX_SOURCE_CHARS = 256
 _OVERHEAD_FIXED_BYTES = 512 * 1024
-_OVERHEAD_PER_SAMPLE_BYTES = 640
+# row text at its bounds (task, source), numbers, the task/class index entries and, for an
+# imported sample, its 32-character content hash with its index entry
+_OVERHEAD_PER_SAMPLE_BYTES = 720
 _BLOCK_BYTES = 4096
 
 
@@ -262,8 +266,10 @@ class ReplayMemory:
         Raises:
             StorageError: full disk or unwritable folder; nothing is half-stored and nothing
                 stored before is lost, the memory stays usable.
-            ReplayMemoryError: empty or malformed image, bad task or origin, sample larger than
-                the byte budget, index failure (nothing stored is lost).
+            DuplicateSampleError: a sample with the same ``content_hash`` is stored (checked
+                inside the write transaction, so two importers cannot both store it).
+            ReplayMemoryError: empty or malformed image, bad task, origin or content hash,
+                sample larger than the byte budget, index failure (nothing stored is lost).
             LabelError: malformed label rows or class out of range.
         """
         source = _short_source(sample.source or "<unknown source>")
@@ -278,6 +284,11 @@ class ReplayMemory:
         except ValueError:
             raise ReplayMemoryError(f"{where}: unknown label origin {sample.origin!r} (choose "
                                     f"from {', '.join(o.value for o in LabelOrigin)})") from None
+        digest = sample.content_hash
+        if digest is not None and (not isinstance(digest, str)
+                                   or not re.fullmatch(r"[0-9a-f]{8,64}", digest)):
+            raise ReplayMemoryError(f"{where}: content hash must be 8-64 lower-case hex digits, "
+                                    f"got {str(digest)[:70]!r}")
         image = check_image(sample.image, where)
         labels = check_labels(sample.labels, where, self._known_nc())
         classes = classes_of(labels)
@@ -294,8 +305,20 @@ class ReplayMemory:
                    "source": _short_source(sample.source),
                    "ts_s": float(sample.ts_s), "held_out": int(decision.held_out),
                    "width": int(image.shape[1]), "height": int(image.shape[0]),
-                   "origin": origin.value, "image_bytes": len(blob)}
+                   "origin": origin.value, "image_bytes": len(blob), "content_hash": digest}
             return self._store(decision, blob, text, row, where)
+
+    def find_content(self, digest: str) -> int | None:
+        """The id of the stored sample with this content hash (see :class:`Sample`), or None.
+
+        Args:
+            digest: a content hash (:func:`edgecl.data.images.content_hash`).
+
+        Returns:
+            The sample id, or None when no stored sample has it.
+        """
+        with self._lock, self._faults("cannot read the memory index"):
+            return self._db.find_content(digest)
 
     def _check_fits(self, n_bytes: int, where: str) -> None:
         if n_bytes > self.sample_budget_bytes:
@@ -308,6 +331,11 @@ class ReplayMemory:
         at = self._db.path  # what the disk refused, when the error names no file
         try:
             with self._db.write():
+                if row.get("content_hash"):
+                    held = self._db.find_content(row["content_hash"])
+                    if held is not None:
+                        raise DuplicateSampleError(f"{where}: already in memory as sample {held} "
+                                                   f"(same image content)", held)
                 new_id = self._db.next_id()
                 for path, data in ((self.image_path(new_id), blob), (self.label_path(new_id), text)):
                     written.append(path)
@@ -528,7 +556,9 @@ class ReplayMemory:
             broken = {i: v for i, v in verdicts.items() if v is not None}
             missing = sorted(i for i, v in broken.items() if v[0] == "missing")
             corrupt = sorted(i for i, v in broken.items() if v[0] == "corrupt")
-            orphans, temps = checks.scan_files(self.root, set(verdicts) - set(broken))
+            # a broken row's files are that row's problem (missing/corrupt), not orphans as well:
+            # each damaged sample is counted once
+            orphans, temps = checks.scan_files(self.root, set(verdicts))
             stale = checks.stale_snapshot_dirs(self.root)
             evicted: list[int] = []
             if repair:

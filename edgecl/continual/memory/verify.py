@@ -141,15 +141,18 @@ def row_problem(record: SampleRecord, image_path: Path, label_path: Path,
     return None if why is None else ("corrupt", f"row {record.id}: {why}")
 
 
-def scan_files(root: Path, good_ids: set[int]) -> tuple[list[Path], list[Path]]:
-    """Files in ``images/`` and ``labels/`` that no healthy row owns.
+def scan_files(root: Path, row_ids: set[int]) -> tuple[list[Path], list[Path]]:
+    """Files in ``images/`` and ``labels/`` that no index row owns.
+
+    The files of a broken row (missing or corrupt) are that row's: they are reported (and
+    removed) with the row, never as orphans too, so each damaged sample counts once.
 
     Args:
         root: the memory folder.
-        good_ids: ids of the healthy rows.
+        row_ids: ids of every index row (healthy or broken).
 
     Returns:
-        ``(orphans, temps)``: sample files without a healthy row, leftovers of interrupted
+        ``(orphans, temps)``: sample files without a row, leftovers of interrupted
         atomic writes (``.<name>.<random>.tmp``), each sorted.
     """
     orphans, temps = [], []
@@ -164,7 +167,7 @@ def scan_files(root: Path, good_ids: set[int]) -> tuple[list[Path], list[Path]]:
                 continue
             stem, ext = os.path.splitext(entry.name)
             known = ext == suffix and stem.isdigit() and file_stem(int(stem)) == stem
-            if not (known and int(stem) in good_ids):
+            if not (known and int(stem) in row_ids):
                 orphans.append(path)
     return sorted(orphans), sorted(temps)
 

@@ -64,6 +64,56 @@ def valid_item_id(item_id: object) -> str:
     return item_id
 
 
+ANSWER_KEYS = ("boxes", "skip")
+
+
+def check_skip(skip: object) -> bool:
+    """Check an answer's ``skip`` flag: only a real boolean (JSON ``true``/``false``) counts.
+
+    Args:
+        skip: the flag as received.
+
+    Returns:
+        ``skip`` unchanged.
+
+    Raises:
+        LabelError: anything but ``True``/``False`` (``"yes"``, ``"false"``, ``1``, ``None``):
+            a string would otherwise be "truthy" and skip the item.
+    """
+    if not isinstance(skip, bool):
+        shown = repr(skip) if len(repr(skip)) <= 40 else repr(skip)[:40] + "..."
+        raise LabelError(f"'skip' must be true or false (a JSON boolean), got {shown}")
+    return skip
+
+
+def parse_answer(answer: object) -> tuple[list, bool]:
+    """Read an operator's answer: a list of boxes, or ``{"boxes": [...], "skip": bool}``.
+
+    Args:
+        answer: the decoded JSON (a boxes file of ``edgecl labels answer``, an API call).
+
+    Returns:
+        ``(boxes, skip)``; with ``skip`` true the boxes are ignored (as over HTTP).
+
+    Raises:
+        LabelError: not a list or an object, an unknown key, an object with neither
+            ``boxes`` nor ``skip``, or a ``skip`` that is not a boolean (see :func:`check_skip`).
+    """
+    if isinstance(answer, list):
+        return answer, False
+    if not isinstance(answer, dict):
+        raise LabelError(f"an answer is a list of boxes or {{\"boxes\": [...], \"skip\": false}}, "
+                         f"got {type(answer).__name__}")
+    unknown = sorted(str(k) for k in answer if k not in ANSWER_KEYS)
+    if unknown:
+        raise LabelError(f"expected a list or {{\"boxes\": [...], \"skip\": false}}, got unknown "
+                         f"key(s) {', '.join(repr(k[:20]) for k in unknown[:3])}")
+    if not answer:
+        raise LabelError("expected a list or {\"boxes\": [...]} (or {\"skip\": true})")
+    skip = check_skip(answer.get("skip", False))
+    return answer.get("boxes", []), skip
+
+
 def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str, int],
                     ) -> tuple[np.ndarray, list[str]]:
     """Validate an operator's final boxes and convert them to YOLO rows.

@@ -116,7 +116,9 @@ class ImageListSource(FrameSource):
     refused row (see :mod:`edgecl.data.labels`) gives ``None``, one warning naming
     ``file:line`` and why, ``stats.bad_labels + 1`` and ``stats.refused_labels + rows``.
     An image that does not decode (truncated JPEG, corrupt file) is skipped with a warning
-    giving the reason and ``stats.skipped + 1`` (never fatal).
+    giving the reason and ``stats.skipped + 1`` (never fatal). With ``loop`` the same files
+    come back every pass: the counters count every pass, but each file is warned about once
+    per run (the first time; later passes log at DEBUG).
 
     Args:
         uri: the URI.
@@ -136,6 +138,16 @@ class ImageListSource(FrameSource):
         self.loop = loop
         self._index = 0
         self._delivered_this_pass = False
+        self._warned: set[tuple[str, Path]] = set()  # bounded: at most 2 per image of the list
+
+    def _warn_once(self, kind: str, path: Path, msg: str, *args) -> None:
+        """Log a warning about a file the first time only (DEBUG on later loop passes)."""
+        key = (kind, path)
+        if key in self._warned:
+            log.debug(msg, *args)
+            return
+        self._warned.add(key)
+        log.warning(msg, *args)
 
     def _open(self) -> None:
         self._index = 0
@@ -149,15 +161,15 @@ class ImageListSource(FrameSource):
             parsed = read_yolo_labels(label_path)
         except LabelError as exc:
             self._count("bad_labels")
-            log.warning("delivering %s unlabelled: %s", image_path, exc)
+            self._warn_once("label", image_path, "delivering %s unlabelled: %s", image_path, exc)
             return None
         if parsed.refused:
             self._count("bad_labels")
             self._count("refused_labels", len(parsed.refused))
             shown = "; ".join(parsed.refused[:_MAX_REFUSED_SHOWN])
             more = len(parsed.refused) - _MAX_REFUSED_SHOWN
-            log.warning("delivering %s unlabelled: refused label row(s): %s%s", image_path, shown,
-                        f" (and {more} more)" if more > 0 else "")
+            self._warn_once("label", image_path, "delivering %s unlabelled: refused label row(s): %s%s",
+                            image_path, shown, f" (and {more} more)" if more > 0 else "")
             return None
         return parsed.labels
 
@@ -173,7 +185,7 @@ class ImageListSource(FrameSource):
                 image = read_image(path)
             except ImageError as exc:
                 self._count("skipped")
-                log.warning("skipping image: %s", exc)
+                self._warn_once("image", path, "skipping image: %s", exc)
                 continue
             self._delivered_this_pass = True
             return RawFrame(image, self._labels(path), name=path.stem)

@@ -1,0 +1,338 @@
+"""``edgecl bench perf --backends``: CPU engines side by side (speed and held-out accuracy).
+
+One run exports one checkpoint to every requested engine and measures each the same way:
+
+* ``onnx``: onnxruntime FP32 (the baseline of ``ratio``);
+* ``openvino``: OpenVINO FP32 IR (``INFERENCE_PRECISION_HINT=f32``);
+* ``openvino-int8``: NNCF post-training INT8 of that IR;
+* ``onnx-int8``: onnxruntime static QDQ INT8 of the ONNX model.
+
+INT8 engines are calibrated on up to ``--calibration-images`` training images spread over
+classes (:func:`edgecl.continual.int8_calibration.spread_over_classes`), the Detect head's
+decode kept in float. Per engine:
+
+* ``fps``: frames per second of ``backend.infer([frame])`` frame by frame on one thread
+  (letterbox + network + NMS, what the inference loop calls), ``--threads`` inference threads,
+  at the runtime's thresholds; medians of ``--repeats`` interleaved passes over ``--frames`` frames;
+* ``latency_ms_p50``: median time of one ``infer`` call;
+* ``map50_95``: held-out (test split) mAP50-95 with edgecl's evaluator (conf 0.001, 300 boxes);
+* ``ratio``: ``fps`` / onnxruntime FP32 ``fps``.
+
+The INT8 gate (:func:`edgecl.continual.int8_gate.judge_int8`) is applied to each INT8 engine
+against its FP32 original, and ``serve`` names the engine a version would serve (the first of
+:data:`edgecl.continual.cpu_engines.SERVE_ORDER` measured here that passed).
+
+With no ``--model`` the built-in scenario is written (``--cache-dir``) and a YOLO11n trained on
+every task's training images first (``--train-steps``, cached), so the run needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from edgecl.bench.trained_model import cache_key
+from edgecl.errors import ConfigError
+
+BACKEND_NAMES = ("onnx", "openvino", "openvino-int8", "onnx-int8")
+DEFAULT_IMGSZ = 320
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "edgecl" / "bench-perf"
+# FP32 original of each INT8 engine (what the gate compares it with).
+FP32_OF = {"openvino-int8": "openvino", "onnx-int8": "onnx"}
+
+
+def add_backend_arguments(p) -> None:
+    """Add the ``--backends`` options to ``edgecl bench perf``'s parser."""
+    from edgecl.commands.common import positive_int
+
+    p.add_argument("--backends", default=None,
+                   help=f"compare CPU engines: comma list of {', '.join(BACKEND_NAMES)} "
+                        "(--model: a .pt checkpoint, or none: trained on the built-in scenario)")
+    p.add_argument("--data", default="scenario",
+                   help="with --backends: tasks.yaml whose test split scores mAP, or 'scenario'")
+    p.add_argument("--train-steps", type=positive_int, default=300,
+                   help="with --backends and no --model: training steps of the scenario model (cached)")
+    p.add_argument("--images-per-task", type=positive_int, default=150,
+                   help="with --backends: images per task of the built-in scenario")
+    p.add_argument("--calibration-images", type=positive_int, default=None,
+                   help="with --backends: INT8 calibration images (default export.int8_calibration_images)")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR),
+                   help="with --backends: where the scenario, its model and the exports are kept")
+
+
+def parse_backends(text: str) -> list[str]:
+    """Parse ``--backends``.
+
+    Args:
+        text: comma list, e.g. ``onnx,openvino-int8``.
+
+    Returns:
+        The names, in order, without duplicates.
+
+    Raises:
+        ConfigError: an unknown name or an empty list.
+    """
+    names = list(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in BACKEND_NAMES]
+    if unknown or not names:
+        raise ConfigError(f"--backends: unknown backend(s) {unknown or text!r}; choose from "
+                          f"{', '.join(BACKEND_NAMES)}")
+    return names
+
+
+def _progress(line: str) -> None:
+    print(f"[bench perf] {line}", file=sys.stderr, flush=True)
+
+
+def load_data(data: str, cache_dir: Path, imgsz: int, images_per_task: int):
+    """The dataset: the built-in scenario (written once per size) or a ``tasks.yaml``.
+
+    Returns:
+        The :class:`edgecl.data.tasks.TaskSet`.
+    """
+    from edgecl.data.scenario import make_scenario
+    from edgecl.data.tasks import load_task_source
+
+    if data == "scenario":
+        out = cache_dir / f"scenario-{imgsz}-{images_per_task}"
+        if not (out / "tasks.yaml").is_file():
+            make_scenario(out, tasks=2, images_per_task=images_per_task, imgsz=imgsz, seed=0)
+        return load_task_source(out / "tasks.yaml")
+    return load_task_source(data)
+
+
+def train_model(taskset, cfg, cache_dir: Path, steps: int, threads: int) -> Path:
+    """Train (or reuse) a YOLO11n on every task's training images at ``cfg.learner.imgsz``.
+
+    Args:
+        taskset: the dataset.
+        cfg: configuration (learner settings).
+        cache_dir: where the checkpoint is cached (keyed by data and settings).
+        steps: optimiser steps.
+        threads: torch threads.
+
+    Returns:
+        The checkpoint path.
+    """
+    from edgecl.bench.trained_model import cached_trained_model
+
+    images = [p for task in taskset.tasks for p in task.train]
+    return cached_trained_model(images, dict(taskset.names), cfg.learner, cache_dir, steps=steps,
+                                prefix="model", key_parts=(str(Path(taskset.path).resolve()),),
+                                threads=threads, progress=_progress, what="on the scenario")
+
+
+def calibration_paths(taskset, limit: int) -> list[Path]:
+    """Up to ``limit`` training images spread over classes (the round's rule)."""
+    from edgecl.continual.int8_calibration import spread_over_classes
+    from edgecl.data.labels import label_path_for, read_yolo_labels
+
+    images = [Path(p) for task in taskset.tasks for p in task.train]
+    items = []
+    for path in images:
+        labels = read_yolo_labels(label_path_for(path)).labels
+        items.append((path, sorted({int(c) for c in labels[:, 0]})))
+    return spread_over_classes(items, limit)
+
+
+def export_engines(pt: Path, names_wanted: list[str], out: Path, imgsz: int, calib: list[Path]) -> tuple[dict, dict]:
+    """Export a checkpoint to the requested engines.
+
+    Returns:
+        ``(paths, seconds)``: engine name -> file, and engine name -> export/quantise seconds.
+
+    Raises:
+        ExportError: an engine cannot be built (e.g. ``openvino`` missing), in one line.
+    """
+    from edgecl.models.checkpoint import load_checkpoint
+    from edgecl.models.export import export_onnx
+    from edgecl.models.export_openvino import export_openvino
+    from edgecl.models.quantize import quantize_onnx, quantize_openvino
+
+    model, meta = load_checkpoint(pt)
+    names = {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
+    paths: dict[str, Path] = {}
+    seconds: dict[str, float] = {}
+    need = set(names_wanted) | {FP32_OF[n] for n in names_wanted if n in FP32_OF}
+    for name in ("onnx", "openvino", "openvino-int8", "onnx-int8"):
+        if name not in need:
+            continue
+        t0 = time.perf_counter()
+        if name == "onnx":
+            paths[name] = export_onnx(model, out / "model.onnx", imgsz=imgsz, names=names)
+        elif name == "openvino":
+            paths[name] = export_openvino(model, out / "openvino", imgsz=imgsz, names=names)
+        elif name == "openvino-int8":
+            paths[name] = quantize_openvino(paths["openvino"], out / "openvino-int8", calib)
+        else:
+            paths[name] = quantize_onnx(paths["onnx"], out / "model-int8.onnx", calib)
+        seconds[name] = round(time.perf_counter() - t0, 2)
+        _progress(f"{name}: built in {seconds[name]} s")
+    return paths, seconds
+
+
+def _speed(backend, images: list) -> tuple[float, float]:
+    """``(fps, median ms)`` of ``infer([image])`` over the images, one call per image."""
+    times = []
+    t0 = time.perf_counter()
+    for image in images:
+        t = time.perf_counter()
+        backend.infer([image])
+        times.append(time.perf_counter() - t)
+    total = time.perf_counter() - t0
+    return len(images) / total, statistics.median(times) * 1000.0
+
+
+def measure_engines(paths: dict, order: list[str], frames: list, held_out: list[Path], *,
+                    threads: int, conf: float, iou: float, repeats: int) -> list[dict]:
+    """Speed (interleaved repeats, medians) and held-out accuracy of each engine.
+
+    Returns:
+        One row per engine: ``name``, ``file``, ``fps``, ``latency_ms_p50``, ``map50_95``,
+        ``per_class_map50_95`` (class id -> value) and ``ratio`` (None without ``onnx``).
+    """
+    from edgecl.continual.evaluate import evaluate_model
+    from edgecl.models.backends import load_backend
+    from edgecl.models.base import InferenceOptions
+
+    serve_opts = InferenceOptions(conf=conf, iou=iou, threads=threads)
+    eval_opts = InferenceOptions(conf=0.001, iou=iou, max_det=300, threads=threads)
+    backends = {name: load_backend(paths[name], serve_opts, warmup_runs=5) for name in order}
+    fps: dict[str, list[float]] = {n: [] for n in order}
+    p50: dict[str, list[float]] = {n: [] for n in order}
+    try:
+        for i in range(max(1, repeats)):
+            for name in order if i % 2 == 0 else order[::-1]:
+                f, ms = _speed(backends[name], frames)
+                fps[name].append(f)
+                p50[name].append(ms)
+            _progress(f"repeat {i + 1}: " + ", ".join(f"{n} {fps[n][-1]:.1f} fps" for n in order))
+    finally:
+        for backend in backends.values():
+            backend.close()
+    rows = []
+    for name in order:
+        backend = load_backend(paths[name], eval_opts)
+        try:
+            result = evaluate_model(backend, held_out)
+        finally:
+            backend.close()
+        rows.append({"name": name, "file": str(paths[name]),
+                     "fps": round(statistics.median(fps[name]), 2),
+                     "latency_ms_p50": round(statistics.median(p50[name]), 3),
+                     "map50_95": round(result.map50_95, 4),
+                     "per_class_map50_95": {int(c): round(v, 4)
+                                            for c, v in result.per_class_ap50_95.items()},
+                     "fps_runs": [round(v, 2) for v in fps[name]]})
+    base = next((r["fps"] for r in rows if r["name"] == "onnx"), None)
+    for row in rows:
+        row["ratio"] = round(row["fps"] / base, 3) if base else None
+    return rows
+
+
+def gate_and_serve(rows: list[dict], max_drop: float, names: dict[int, str]) -> tuple[dict, str | None]:
+    """Apply the INT8 gate to each INT8 row against its FP32 original; pick what would serve.
+
+    Returns:
+        ``(gate, serve)``: INT8 engine -> ``{accepted, reason}``, and the first engine of
+        :data:`edgecl.continual.cpu_engines.SERVE_ORDER` measured here that may serve.
+    """
+    from edgecl.continual.cpu_engines import SERVE_ORDER
+    from edgecl.continual.int8_gate import judge_int8
+
+    by_name = {r["name"]: r for r in rows}
+    gate = {}
+    for name, fp32 in FP32_OF.items():
+        if name in by_name and fp32 in by_name:
+            verdict = judge_int8(by_name[fp32]["per_class_map50_95"],
+                                 by_name[name]["per_class_map50_95"], max_drop, names)
+            gate[name] = {"accepted": verdict.accepted, "reason": verdict.reason}
+    serve = next((n for n in SERVE_ORDER if n in by_name
+                  and (n not in FP32_OF or gate.get(n, {}).get("accepted"))), None)
+    return gate, serve
+
+
+def run_backends(args) -> dict:
+    """Run the comparison and return its JSON-ready result (see the module docstring).
+
+    Raises:
+        ConfigError: bad arguments (unknown backend, a non-``.pt`` model, no held-out image).
+        ExportError: an engine cannot be built here (e.g. ``openvino`` missing).
+    """
+    import torch
+
+    from edgecl.config import load_config
+    from edgecl.data.images import read_image
+    from edgecl.ultra import ensure_offline
+
+    ensure_offline()
+    order = parse_backends(args.backends)
+    imgsz = int(args.imgsz or DEFAULT_IMGSZ)
+    cfg = load_config(None, [f"learner.imgsz={imgsz}", f"model.imgsz={imgsz}"])
+    cache_dir = Path(args.cache_dir).expanduser()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    taskset = load_data(args.data, cache_dir, imgsz, args.images_per_task)
+    if args.model:
+        pt = Path(args.model)
+        if pt.suffix != ".pt":
+            raise ConfigError(f"--backends exports every engine from a PyTorch checkpoint; "
+                              f"--model {pt} is not a .pt file")
+    else:
+        pt = train_model(taskset, cfg, cache_dir, args.train_steps, args.threads)
+    held_out = [Path(p) for task in taskset.tasks for p in task.test]
+    if not held_out:
+        raise ConfigError(f"--backends: {args.data} has no test images to score mAP on")
+    limit = args.calibration_images or cfg.export.int8_calibration_images
+    calib = calibration_paths(taskset, limit)
+    out = cache_dir / "exports" / cache_key(str(pt.resolve()), pt.stat().st_mtime, imgsz, limit)
+    paths, export_s = export_engines(pt, order, out, imgsz, calib)
+    pool = [*held_out, *[Path(p) for task in taskset.tasks for p in task.train]]
+    frames = [read_image(pool[i % len(pool)]) for i in range(max(1, args.frames))]
+    torch.set_num_threads(args.threads)
+    rows = measure_engines(paths, order, frames, held_out, threads=args.threads,
+                           conf=cfg.model.conf, iou=cfg.model.iou, repeats=args.repeats)
+    gate, serve = gate_and_serve(rows, cfg.export.int8_max_drop, dict(taskset.names))
+    return {"benchmark": "perf --backends", "model": str(pt), "data": args.data, "imgsz": imgsz,
+            "threads": args.threads, "frames": len(frames), "repeats": max(1, args.repeats),
+            "held_out_images": len(held_out), "calibration_images": len(calib),
+            "backends": [{k: v for k, v in r.items() if k != "per_class_map50_95"} for r in rows],
+            "per_class_map50_95": {r["name"]: {taskset.names.get(c, str(c)): v
+                                               for c, v in r["per_class_map50_95"].items()}
+                                   for r in rows},
+            "int8_gate": gate, "int8_max_drop": cfg.export.int8_max_drop, "serve": serve,
+            "build_s": export_s}
+
+
+def format_table(result: dict) -> str:
+    """The result as a small text table, the gate's decisions and what serves.
+
+    Args:
+        result: what :func:`run_backends` returns.
+
+    Returns:
+        Lines of text (no trailing newline).
+    """
+    lines = [f"{'name':<14} {'fps':>8} {'p50 ms':>8} {'mAP50-95':>9} {'ratio':>6}"]
+    for row in result["backends"]:
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        lines.append(f"{row['name']:<14} {row['fps']:>8.1f} {row['latency_ms_p50']:>8.2f} "
+                     f"{row['map50_95']:>9.4f} {ratio:>6}")
+    for name, verdict in result["int8_gate"].items():
+        lines.append(f"INT8 gate {name}: {'accepted' if verdict['accepted'] else 'refused'}: "
+                     f"{verdict['reason']}")
+    lines.append(f"serves: {result['serve']}  ({result['imgsz']} px, {result['threads']} threads, "
+                 f"{result['frames']} frames x {result['repeats']} repeats)")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    """Run ``edgecl bench perf --backends`` and print a table (one JSON line with ``--json``)."""
+    result = run_backends(args)
+    if args.json:
+        print(json.dumps(result, sort_keys=True), flush=True)
+    else:
+        print(format_table(result), flush=True)
+    return 0

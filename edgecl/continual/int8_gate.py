@@ -1,0 +1,84 @@
+"""The INT8 accuracy gate: an INT8 engine serves only if no class loses more than a set mAP.
+
+Both engines (FP32 and its INT8 quantisation) are scored by the same evaluator on the round's
+held-out images; the INT8 one is accepted when, on EVERY class the FP32 one was scored on, its
+mAP50-95 is at most ``export.int8_max_drop`` lower. A class the INT8 evaluation lacks, or no
+class at all (no held-out image), is a refusal: an unmeasured engine never serves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Float noise allowance on the comparison (mAP is a mean of ratios).
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Int8Verdict:
+    """The gate's decision.
+
+    Attributes:
+        accepted: True when the INT8 engine may serve.
+        reason: one line, e.g. ``class car: mAP50-95 0.412 -> 0.391 (drop 0.021 > 0.01)``.
+        drops: class name -> FP32 minus INT8 mAP50-95 (positive: INT8 is worse), rounded to 4 places.
+        max_drop: the allowance used.
+    """
+
+    accepted: bool
+    reason: str
+    drops: dict[str, float] = field(default_factory=dict)
+    max_drop: float = 0.0
+
+    def to_manifest(self) -> dict:
+        """JSON-ready fields for the version's manifest (``accepted``, ``reason``, ``drops``,
+        ``max_drop``)."""
+        return {"accepted": self.accepted, "reason": self.reason, "drops": dict(self.drops),
+                "max_drop": self.max_drop}
+
+
+def judge_int8(fp32: Mapping[int, float], int8: Mapping[int, float], max_drop: float,
+               names: Mapping[int, str] | None = None) -> Int8Verdict:
+    """Decide whether an INT8 engine may serve instead of its FP32 original.
+
+    Args:
+        fp32: class id -> held-out mAP50-95 of the FP32 engine (classes with ground truth).
+        int8: class id -> held-out mAP50-95 of the INT8 engine on the same images.
+        max_drop: largest allowed per-class drop (``export.int8_max_drop``, mAP units 0..1).
+        names: class id -> name, for the reason (ids are shown when absent).
+
+    Returns:
+        The :class:`Int8Verdict`. When several classes fail, the reason names the largest drop
+        and counts the others.
+    """
+    names = names or {}
+
+    def label(cls: int) -> str:
+        """A class as the reason shows it: its name, else its id."""
+        return str(names.get(int(cls), cls))
+
+    if not fp32:
+        return Int8Verdict(False, "no held-out class to measure INT8 accuracy on; FP32 serves",
+                           max_drop=max_drop)
+    drops: dict[str, float] = {}
+    failing: list[tuple[float, str]] = []
+    for cls in sorted(fp32):
+        ref = float(fp32[cls])
+        got = int8.get(cls)
+        if got is None or math.isnan(float(got)):
+            return Int8Verdict(False, f"class {label(cls)}: missing from the INT8 evaluation",
+                               drops, max_drop)
+        drop = ref - float(got)
+        drops[label(cls)] = round(drop, 4)
+        if drop > max_drop + _EPS:
+            failing.append((drop, f"class {label(cls)}: mAP50-95 {ref:.3f} -> {float(got):.3f} "
+                                  f"(drop {drop:.3f} > {max_drop:g})"))
+    if failing:
+        failing.sort(key=lambda pair: -pair[0])
+        more = f" (and {len(failing) - 1} more class(es))" if len(failing) > 1 else ""
+        return Int8Verdict(False, failing[0][1] + more, drops, max_drop)
+    worst = max(drops.items(), key=lambda kv: kv[1])
+    return Int8Verdict(True, f"every class within {max_drop:g} of FP32 (largest drop "
+                             f"{worst[1]:.3f}, class {worst[0]})", drops, max_drop)

@@ -1,0 +1,200 @@
+"""OpenVINO backend for ``.xml`` models (an OpenVINO IR: ``model.xml`` + ``model.bin`` beside it).
+
+The IR is what :func:`edgecl.models.export_openvino.export_openvino` writes (FP32, or INT8 after
+:func:`edgecl.models.quantize.quantize_openvino`); ultralytics' own ``format="openvino"`` exports
+load too (their ``metadata.yaml`` beside the ``.xml`` gives the class names). Letterbox and NMS
+are the shared ones of :mod:`edgecl.models.base`, so the outputs match the ONNX backend's.
+
+Inference runs on the CPU plugin with ``threads`` threads, one stream, the latency hint, and
+``INFERENCE_PRECISION_HINT=f32``: OpenVINO would otherwise run FP32 layers in bfloat16 on CPUs
+that have it (AVX512-BF16, AMX), which is faster but no longer the FP32 model the accuracy gate
+measured. Threads are not pinned to cores (``ENABLE_CPU_PINNING=False``): the capture and sink
+threads and the learner process share those cores, and on the 2-core reference machine, shared
+with other work, pinned inference ran at 142 fps against 175-190 unpinned (YOLO11n, 160 px). ``openvino`` is imported only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgecl.errors import ModelLoadError
+from edgecl.models.base import Backend, ModelMeta, one_line, sha256_file
+from edgecl.models.onnx_backend import check_detect_output, read_onnx_metadata
+
+# rt_info section of an IR where edgecl records its metadata (same keys as the ONNX metadata).
+RT_SECTION = "edgecl"
+RT_KEYS = ("names", "imgsz", "stride", "task", "precision", "edgecl_version", "edgecl_ider_folded")
+# OpenVINO element type name -> numpy dtype name of the inputs a YOLO export can have.
+INPUT_DTYPES = {"f32": "float32", "f16": "float16"}
+INSTALL_HINT = "pip install openvino (or serve the .onnx model)"
+
+
+def import_openvino():
+    """Import the ``openvino`` package or raise a one-line error.
+
+    Returns:
+        The ``openvino`` module.
+
+    Raises:
+        ModelLoadError: ``openvino`` is not installed (or cannot be imported here).
+    """
+    try:
+        import openvino
+    except ImportError as exc:
+        raise ModelLoadError(f"OpenVINO is not available ({one_line(exc)}); {INSTALL_HINT}") from None
+    return openvino
+
+
+def openvino_reason(exc: BaseException, max_chars: int = 200) -> str:
+    """The line of an OpenVINO exception that says what is wrong.
+
+    OpenVINO's messages start with ``Exception from <source file>:<line>:`` and ``Check '...'
+    failed at ...`` lines; the cause (``Unable to read the model ...``, ``Incorrect weights in
+    bin file!``) comes last.
+
+    Args:
+        exc: the exception.
+        max_chars: longest text kept.
+
+    Returns:
+        The last line that is not source-location noise (the first line when all are).
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from ", "Check '"))]
+    text = (useful or lines or [type(exc).__name__])[-1]
+    text = text.replace(" Available frontends:", "; available frontends:")
+    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+
+
+def openvino_available() -> bool:
+    """True when the ``openvino`` package imports."""
+    try:
+        import_openvino()
+    except ModelLoadError:
+        return False
+    return True
+
+
+def read_ir_metadata(ov_model, xml_path: Path) -> dict[str, str]:
+    """Metadata of an IR as strings, like an ONNX ``custom_metadata_map``.
+
+    edgecl's exports carry it in the model's ``rt_info`` under ``edgecl``; ultralytics' exports
+    write a ``metadata.yaml`` beside the ``.xml`` instead, which is read when the former is absent.
+
+    Args:
+        ov_model: the ``openvino.Model`` read from ``xml_path``.
+        xml_path: the ``.xml`` file, for the ``metadata.yaml`` beside it and error messages.
+
+    Returns:
+        Key -> value (``names`` as a Python dict literal, ``imgsz`` as ``[h, w]`` ...); may be empty.
+
+    Raises:
+        ModelLoadError: an unreadable ``metadata.yaml``.
+    """
+    custom = {}
+    for key in RT_KEYS:
+        if ov_model.has_rt_info([RT_SECTION, key]):
+            custom[key] = str(ov_model.get_rt_info([RT_SECTION, key]).astype(str))
+    if custom:
+        return custom
+    yaml_path = xml_path.parent / "metadata.yaml"
+    if not yaml_path.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ModelLoadError(f"{yaml_path}: unreadable metadata ({one_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{yaml_path}: metadata is not a mapping")
+    for key in ("names", "imgsz", "stride", "task"):
+        if key in data:
+            custom[key] = repr(data[key]) if key in ("names", "imgsz") else str(data[key])
+    return custom
+
+
+def _shape(partial_shape) -> list:
+    """A partial shape as a list: ints for static dims, ``"?"`` for dynamic ones."""
+    return [d.get_length() if d.is_static else "?" for d in partial_shape]
+
+
+class OpenVinoBackend(Backend):
+    """Runs an OpenVINO IR (FP32 or INT8) on the CPU.
+
+    The input's shape and element type are read from the IR (a fixed batch is filled chunk by
+    chunk, as for ONNX); class names and the input size from its metadata.
+    """
+
+    name = "openvino"
+    suffixes = (".xml",)
+
+    def __init__(self, opts=None):
+        super().__init__(opts)
+        self._request = None
+        self._compiled = None
+
+    def _load(self, path: Path) -> ModelMeta:
+        ov = import_openvino()
+        bin_path = path.with_suffix(".bin")
+        if not bin_path.is_file():
+            raise ModelLoadError(f"cannot load OpenVINO model {path}: its weights {bin_path.name} "
+                                 "are missing beside it")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path), str(bin_path))
+        except Exception as exc:  # OpenVINO raises RuntimeError and others for bad IR files
+            raise ModelLoadError(f"cannot load OpenVINO model {path}: {openvino_reason(exc)}") from None
+        if len(model.inputs) != 1 or not model.outputs:
+            raise ModelLoadError(f"{path}: {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                                 "expected one image input and a detection output")
+        inp = model.inputs[0]
+        etype = inp.get_element_type().get_type_name()
+        dtype = INPUT_DTYPES.get(etype)
+        if dtype is None:
+            raise ModelLoadError(f"{path}: input element type {etype} is not supported "
+                                 f"(expected one of {', '.join(INPUT_DTYPES)})")
+        custom = read_ir_metadata(model, path)
+        if custom.get("task", "detect") != "detect":
+            raise ModelLoadError(f"{path}: a '{custom['task']}' model; edgecl runs detection models only")
+        in_shape = _shape(inp.get_partial_shape())
+        names, hw = read_onnx_metadata(custom, in_shape, path, self.opts.imgsz)
+        names = check_detect_output(_shape(model.outputs[0].get_partial_shape()), names, path)
+        if not inp.get_partial_shape().is_static:
+            batch0 = in_shape[0] if isinstance(in_shape[0], int) else 1
+            model.reshape([batch0, 3, hw[0], hw[1]])
+        config = {"INFERENCE_NUM_THREADS": max(1, int(self.opts.threads)),
+                  "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
+        try:
+            compiled = core.compile_model(model, "CPU", config)
+            request = compiled.create_infer_request()
+        except Exception as exc:  # compilation errors come as RuntimeError and others
+            raise ModelLoadError(f"cannot compile OpenVINO model {path}: {openvino_reason(exc)}") from None
+        batch = in_shape[0] if isinstance(in_shape[0], int) and in_shape[0] > 0 else None
+        self._compiled, self._request = compiled, request
+        precision = custom.get("precision") or ("int8" if _has_fake_quantize(model) else "fp32")
+        return ModelMeta(path=str(path), backend=self.name, names=names, imgsz=max(hw),
+                         sha256=sha256_file(path), input_hw=hw, batch=batch, input_dtype=dtype,
+                         extra={"device": "CPU", "precision": precision,
+                                "bin_sha256": sha256_file(bin_path),
+                                "openvino_version": str(ov.__version__)})
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        self._request.infer({0: batch})
+        out = self._request.get_output_tensor(0).data
+        return np.array(out, dtype=np.float32, copy=True)  # the request reuses its buffer
+
+    def close(self) -> None:
+        """Drop the compiled model and its infer request."""
+        self._request = None
+        self._compiled = None
+        super().close()
+
+
+def _has_fake_quantize(model) -> bool:
+    """True when an IR holds quantisation nodes (an INT8 model without edgecl metadata)."""
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+

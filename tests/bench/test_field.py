@@ -1,0 +1,151 @@
+"""``edgecl bench field``: the hidden-label stream, the simulated operator's budget and delay,
+pseudo-label precision, the summary's ratios, the starting model, and a toy end-to-end run."""
+
+import json
+import types
+
+import numpy as np
+import pytest
+
+from edgecl.bench import field
+from edgecl.errors import EdgeclError
+from edgecl.frames import Frame
+
+
+class ListSource:
+    names = {0: "car", 1: "truck", 2: "person"}
+
+    def __init__(self, frames):
+        self.frames = list(frames)
+
+    def read(self):
+        return self.frames.pop(0) if self.frames else None
+
+
+def frame(i, labels, task):
+    return Frame(image=np.zeros((100, 200, 3), np.uint8), frame_id=i, ts_s=float(i), source="t",
+                 labels=np.array(labels, np.float32).reshape(-1, 5), task=task)
+
+
+def test_hidden_source_strips_labels_and_tasks_and_keeps_the_truth():
+    src = field.HiddenLabelsSource(ListSource([frame(0, [[0, .5, .5, .2, .2]], "t1"),
+                                               frame(1, [], "t2")]))
+    first = src.read()
+    assert first.labels is None and first.task is None
+    assert src.read().labels is None and src.read() is None
+    assert src.tasks_seen == ["t1", "t2"]
+    assert src.truth[0][1:] == (200, 100, "t1")
+    assert not src.labelled and src.names is None
+    kept = field.HiddenLabelsSource(ListSource([frame(0, [[1, .5, .5, .2, .2]], "t1")]), hide=False)
+    out = kept.read()
+    assert out.labels.shape == (1, 5) and out.task is None
+    assert kept.labelled and kept.names == {0: "car", 1: "truck", 2: "person"}
+
+
+def test_matched_boxes_same_class_one_to_one():
+    truth = np.array([[0, .5, .5, .2, .2], [1, .2, .2, .1, .1]], np.float32)
+    pred = np.array([[0, .5, .5, .2, .2],      # hit
+                     [0, .5, .5, .2, .2],      # duplicate of the same truth: not a second hit
+                     [0, .2, .2, .1, .1],      # right place, wrong class
+                     [1, .8, .8, .1, .1]], np.float32)  # wrong place
+    assert field.matched_boxes(pred, truth) == 1
+    assert field.matched_boxes(pred[:0], truth) == 0
+
+
+class FakeQueue:
+    def __init__(self, items):
+        self.items = items
+
+    def pending(self):
+        return list(self.items)
+
+
+class FakeSink:
+    def __init__(self, items):
+        self.queue = FakeQueue(items)
+        self.answers = []
+
+    def answer(self, item_id, boxes):
+        self.answers.append((item_id, boxes))
+        self.queue.items = [i for i in self.queue.items if i["id"] != item_id]
+
+
+def test_operator_answers_within_budget_and_delay_with_known_classes_only():
+    frames = [frame(i, [[0, .5, .5, .2, .2], [2, .25, .25, .1, .2]], "t1") for i in range(40)]
+    src = field.HiddenLabelsSource(ListSource(frames))
+    for _ in range(40):
+        src.read()
+    # 10 % of 40 frames = 4 answers; frames newer than 5 frames (ids 35..39) are not answered yet
+    items = [{"id": f"q{i}", "frame_id": i} for i in (39, 36, 30, 20, 10, 5, 1)]
+    sink = FakeSink(items)
+    op = field.SimulatedOperator(src, {0: "car", 2: "person"}, {"t1": (0,), "t2": (2,)},
+                                 budget_pct=10, delay_frames=5)
+    op.tick(types.SimpleNamespace(memory_sink=sink))
+    assert [a[0] for a in sink.answers] == ["q30", "q20", "q10", "q5"]
+    assert op.answered == 4
+    # class 2 belongs to a task not streamed yet: only the car box, in pixels of the 200x100 frame
+    assert sink.answers[0][1] == [{"class": "car", "xyxy": [80.0, 40.0, 120.0, 60.0]}]
+    op.tick(types.SimpleNamespace(memory_sink=sink))
+    assert op.answered == 4  # budget spent
+
+
+def test_pseudo_precision_counts_only_pseudo_boxes():
+    src = field.HiddenLabelsSource(ListSource([frame(0, [[0, .5, .5, .2, .2]], "t1")]))
+    stored = src.read()
+    prec = field.PseudoPrecision(src, lambda c: {5: 0}.get(c, -1))  # device id 5 is dataset 0
+    boxes = np.array([[5, .5, .5, .2, .2], [5, .1, .1, .05, .05]], np.float32)
+    prec(stored, boxes, "ground_truth")
+    assert prec.precision is None
+    prec(stored, boxes, types.SimpleNamespace(value="pseudo"))
+    assert (prec.boxes, prec.correct, prec.precision) == (2, 1, 0.5)
+
+
+def test_summary_ratios():
+    runs = [{"selection": "ground_truth", "acc": 0.4, "pseudo_precision": None},
+            {"selection": "default", "acc": 0.3, "pseudo_precision": 0.9},
+            {"selection": "default", "acc": 0.34, "pseudo_precision": 0.96},
+            {"selection": "random", "acc": 0.2, "pseudo_precision": None}]
+    out = field.summarize(runs)
+    assert out["acc"] == {"ground_truth": 0.4, "default": 0.32, "random": 0.2}
+    assert out["default_over_ground_truth"] == 0.8
+    assert out["default_beats_random"] is True
+    assert out["pseudo_precision"] == 0.93
+
+
+def test_starting_model_choices(tmp_path):
+    taskset = types.SimpleNamespace(tasks=[types.SimpleNamespace(classes=(1, 2), name="t1")],
+                                    names={0: "a", 1: "b", 2: "c"})
+    assert field.starting_model(taskset, tmp_path / "t.yaml", None, "scratch", 1, tmp_path,
+                                print) is None
+    with pytest.raises(EdgeclError, match="is not a file"):
+        field.starting_model(taskset, tmp_path / "t.yaml", None, str(tmp_path / "no.pt"), 1,
+                             tmp_path, print)
+    with pytest.raises(EdgeclError, match=r"class ids \[1, 2\] are not 0..1"):
+        field.starting_model(taskset, tmp_path / "t.yaml", None, "first-task", 1, tmp_path, print)
+
+
+@pytest.mark.timeout(600)
+def test_toy_field_benchmark_end_to_end(tmp_path, capsys):
+    from edgecl.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["bench", "field", "--data", "scenario", "--tasks", "2", "--images-per-task", "16",
+               "--imgsz", "64", "--initial-steps", "4", "--selection", "default",
+               "--label-budget-pct", "20", "--fps", "0", "--out", str(out), "--json",
+               "learner.first_round_max_steps=3", "learner.max_steps=3",
+               "learner.trigger_new_samples=8", "learner.bn_recalibration_batches=1",
+               "export.openvino=off", "export.cpu_int8=off"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["acc"]) == {"default", "ground_truth"}
+    runs = json.loads((out / "results.json").read_text())
+    assert [r["selection"] for r in runs] == ["default", "ground_truth"]
+    default, truth = runs
+    streamed = default["frames"]
+    assert 0 < default["human_labels"] <= 0.2 * streamed
+    assert truth["human_labels"] > default["human_labels"]
+    # the ground-truth run stores frames of every task (its labels' ids are known classes)
+    assert truth["human_labels"] > 0.5 * truth["frames"]
+    assert set(default["per_class_ap"]) == {"car", "truck", "person", "bicycle"}
+    assert (out / "table.md").read_text().startswith("| selection |")
+    assert list((out / "starting-model").glob("first-task-*.pt"))

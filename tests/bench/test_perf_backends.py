@@ -1,0 +1,62 @@
+"""``edgecl bench perf --backends`` on a tiny setup: one row per engine, the gate, what serves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgecl.bench.perf_backends import format_table, gate_and_serve, parse_backends
+from edgecl.cli import main
+from edgecl.errors import ConfigError
+
+TINY = ["--imgsz", "64", "--train-steps", "1", "--images-per-task", "16", "--frames", "3",
+        "--repeats", "1", "--calibration-images", "4"]
+
+
+def test_parse_backends():
+    assert parse_backends("onnx, openvino-int8,onnx") == ["onnx", "openvino-int8"]
+    with pytest.raises(ConfigError, match="unknown backend"):
+        parse_backends("onnx,tflite")
+
+
+def test_gate_and_serve_pick_the_fastest_that_passed():
+    rows = [{"name": "onnx", "per_class_map50_95": {0: 0.5, 1: 0.4}},
+            {"name": "openvino", "per_class_map50_95": {0: 0.5, 1: 0.4}},
+            {"name": "openvino-int8", "per_class_map50_95": {0: 0.45, 1: 0.4}},
+            {"name": "onnx-int8", "per_class_map50_95": {0: 0.495, 1: 0.4}}]
+    gate, serve = gate_and_serve(rows, 0.01, {0: "car", 1: "person"})
+    assert not gate["openvino-int8"]["accepted"] and gate["onnx-int8"]["accepted"]
+    assert gate["openvino-int8"]["reason"].startswith("class car: mAP50-95 0.500 -> 0.450")
+    assert serve == "openvino"
+
+
+def test_bench_perf_backends_tiny(tmp_path, capsys):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    pytest.importorskip("nncf", reason="nncf is not installed")
+    names = ["onnx", "openvino", "openvino-int8", "onnx-int8"]
+    assert main(["bench", "perf", "--backends", ",".join(names), "--json",
+                 "--cache-dir", str(tmp_path), *TINY]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["name"] for r in result["backends"]] == names
+    for row in result["backends"]:
+        assert row["fps"] > 0 and row["latency_ms_p50"] > 0 and 0.0 <= row["map50_95"] <= 1.0
+        assert row["ratio"] == pytest.approx(row["fps"] / result["backends"][0]["fps"], rel=1e-2)
+    assert result["backends"][0]["ratio"] == 1.0
+    assert set(result["int8_gate"]) == {"openvino-int8", "onnx-int8"}
+    assert result["serve"] in names and result["imgsz"] == 64 and result["threads"] == 2
+    assert result["calibration_images"] == 4 and result["held_out_images"] > 0
+    assert len(list(tmp_path.glob("model-*.pt"))) == 1  # cached for the next run
+    table = format_table(result)
+    assert table.splitlines()[0].split() == ["name", "fps", "p50", "ms", "mAP50-95", "ratio"]
+    assert f"serves: {result['serve']}" in table and "INT8 gate openvino-int8" in table
+
+
+def test_bench_perf_refuses_a_non_pt_model_and_needs_a_model_without_backends(tmp_path, capsys):
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x")
+    assert main(["bench", "perf", "--backends", "onnx", "--model", str(onnx),
+                 "--cache-dir", str(tmp_path), *TINY]) == 2
+    assert "not a .pt file" in capsys.readouterr().err
+    assert main(["bench", "perf"]) == 2
+    assert "needs --model" in capsys.readouterr().err

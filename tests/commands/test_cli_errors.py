@@ -1,0 +1,63 @@
+"""Every CLI command given a user's mistake prints one line to stderr and exits non-zero,
+with no traceback; argparse's own usage errors included (they printed usage + error before)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgecl.cli import main
+
+
+def _run(capsys, argv):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse exits from inside parse_args
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["labels"], "error: the following arguments are required: ACTION; see 'edgecl labels --help'"),
+    (["labels", "import"], "error: the following arguments are required: path; "
+                           "see 'edgecl labels import --help'"),
+    (["labels", "import", "x", "--format", "yaml"],
+     "error: argument --format: invalid choice: 'yaml' (choose from 'auto', 'yolo', 'voc', 'coco'); "
+     "see 'edgecl labels import --help'"),
+    (["models", "verify", "--bogus"], "error: unrecognized arguments: --bogus; see 'edgecl --help'"),
+    (["dataset", "split-tasks", "ds"], "error: the following arguments are required: --tasks, --out; "
+                                      "see 'edgecl dataset split-tasks --help'"),
+])
+def test_usage_errors_are_one_line(capsys, argv, expected):
+    code, out, err = _run(capsys, argv)
+    assert code == 2 and out == "" and err == expected + "\n"
+
+
+@pytest.mark.parametrize("argv, start", [
+    (["labels", "import", "{tmp}/nope"], "error: no such file or directory: "),
+    (["memory", "stats"], "error: no replay memory at "),
+    (["models", "promote", "v0003"], "error: unknown version v0003 (known: none)"),
+    (["models", "verify", "v3"], "error: invalid model version name 'v3'"),
+    (["classes", "rename", "a", "b"], "error: unknown class 'a'"),
+    (["dataset", "split-tasks", "{tmp}/nope", "--tasks", "a", "--out", "{tmp}/t.yaml"],
+     "error: no such file or directory: "),
+    (["dataset", "split-tasks", "{tmp}", "--tasks", "a", "--out", "{tmp}"],
+     "error: --out "),
+    (["labels", "answer", "x1", "--boxes", "{tmp}/nope.json"], "error: boxes file not found: "),
+])
+def test_mistakes_are_one_line(capsys, tmp_path, argv, start):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if argv[0] in ("labels", "memory", "models", "classes"):
+        argv += ["--state-dir", str(tmp_path / "state")]
+    code, _, err = _run(capsys, argv)
+    assert code == 2 and err.startswith(start) and err.count("\n") == 1, err
+
+
+def test_usage_error_of_the_real_command_has_no_usage_block():
+    proc = subprocess.run([sys.executable, "-m", "edgecl.cli", "labels", "import"], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, YOLO_OFFLINE="1"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("error: the following arguments are required: path; "
+                           "see 'edgecl labels import --help'\n")

@@ -1,0 +1,157 @@
+"""``edgecl dataset split-tasks | import`` and ``memory export`` are all or nothing: a failure
+half-way leaves no partial folder or file, and what was there before stays as it was."""
+
+import errno
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecl.cli import main
+
+
+def _jpg(path: Path, value: int = 80) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cv2.imencode(".jpg", np.full((48, 64, 3), value, np.uint8))[1].tobytes())
+
+
+def _flights(root: Path) -> Path:
+    """18 images of 6 flights: F1/F2 cars, F3/F5 bicycles, F4/F6 people."""
+    for f, cls in {"F1": 0, "F2": 0, "F3": 1, "F5": 1, "F4": 2, "F6": 2}.items():
+        for k in range(3):
+            _jpg(root / "images" / f"{f}_{k:03d}.jpg")
+            (root / "labels").mkdir(parents=True, exist_ok=True)
+            (root / "labels" / f"{f}_{k:03d}.txt").write_text(f"{cls} 0.5 0.5 0.2 0.2\n")
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: {0: car, 1: bicycle, 2: person}\n")
+    return root
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_split_tasks_failing_on_a_later_task_writes_nothing(tmp_path, capsys):
+    root = _flights(tmp_path / "ds")
+    out = tmp_path / "cl" / "tasks.yaml"
+    # F3 and F5 (the bicycle task) fall in one group "F": task t2 gets no test images, after t1
+    # (cars: groups F1, F2) was fine; before the fix t1's lists were already on disk
+    code = main(["dataset", "split-tasks", str(root), "--tasks", "car;bicycle", "--ratios", "0.5,0,0.5",
+                 "--group-by", r"^(F(?=[35])|F\d)", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "task t2 (bicycle) gets no" in err and err.count("\n") == 1
+    assert not (tmp_path / "cl").exists()  # not even the folder
+
+
+def test_split_tasks_disk_failure_keeps_the_previous_split(tmp_path, capsys, monkeypatch):
+    import edgecl.data.splits as splits
+
+    root = _flights(tmp_path / "ds")
+    out = tmp_path / "cl" / "tasks.yaml"
+    argv = ["dataset", "split-tasks", str(root), "--ratios", "0.5,0,0.5", "--out", str(out)]
+    assert main(argv + ["--tasks", "car;bicycle;person"]) == 0
+    before = _tree(tmp_path / "cl")
+    assert sorted(before) == ["tasks.yaml"] + [f"tasks/t{t}/{s}.txt" for t in (1, 2, 3)
+                                               for s in ("test", "train", "val")]
+    real = splits.atomic_write_text
+
+    def full_disk(path, text):
+        if Path(path).name == "new.yaml":  # the last file written: every list is already staged
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, text)
+
+    monkeypatch.setattr(splits, "atomic_write_text", full_disk)
+    capsys.readouterr()
+    assert main(argv + ["--tasks", "person;car"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert _tree(tmp_path / "cl") == before  # old yaml and all three old tasks, nothing staged left
+    assert not [p for p in (tmp_path / "cl").iterdir() if p.name.startswith(".")]
+
+
+def test_split_tasks_check_failure_after_the_swap_restores_everything(tmp_path, monkeypatch):
+    import edgecl.data.splits as splits
+    from edgecl.errors import ConfigError
+
+    root = _flights(tmp_path / "ds")
+    out = tmp_path / "cl" / "tasks.yaml"
+    splits.split_tasks(root, "car;bicycle;person", out, ratios="0.5,0,0.5")
+    before = _tree(tmp_path / "cl")
+
+    def broken(path):
+        raise ConfigError(f"{path}: checked and refused")
+
+    monkeypatch.setattr(splits, "load_tasks", broken)
+    with pytest.raises(ConfigError, match="checked and refused"):
+        splits.split_tasks(root, "person;car", out, ratios="0.5,0,0.5")
+    assert _tree(tmp_path / "cl") == before
+    monkeypatch.undo()
+    (tmp_path / "fresh").mkdir()
+    monkeypatch.setattr(splits, "load_tasks", broken)
+    with pytest.raises(ConfigError):
+        splits.split_tasks(root, "car", tmp_path / "fresh" / "t.yaml", ratios="0.5,0,0.5")
+    assert list((tmp_path / "fresh").iterdir()) == []
+
+
+def test_dataset_import_failing_half_way_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    import edgecl.data.convert as convert
+
+    root = _flights(tmp_path / "ds")
+    out = tmp_path / "out"
+    real, calls = convert.atomic_write_bytes, []
+
+    def full_disk_on_third(path, data):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(convert, "atomic_write_bytes", full_disk_on_third)
+    assert main(["dataset", "import", str(root), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and err.count("\n") == 1
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    monkeypatch.undo()
+    assert main(["dataset", "import", str(root), "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["imported"] == 18
+    assert len(list((out / "images").iterdir())) == 18 and (out / "data.yaml").is_file()
+
+
+def test_dataset_import_with_nothing_to_import_leaves_no_folder(tmp_path, capsys):
+    root = tmp_path / "ds"
+    _jpg(root / "images" / "a.jpg")
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: {0: car}\n")
+    assert main(["dataset", "import", str(root), "--out", str(tmp_path / "out")]) == 2
+    assert "nothing imported" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_memory_export_failing_half_way_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+
+    state = tmp_path / "state"
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.0), names={0: "car"}) as m:
+        for i in range(4):
+            m.add(Sample(np.full((24, 24, 3), i * 40, np.uint8),
+                         np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32), task="t"))
+    real, calls = shutil.copyfile, []
+
+    def full_disk_on_fifth(src, dst, *a, **k):
+        calls.append(dst)
+        if len(calls) == 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(shutil, "copyfile", full_disk_on_fifth)
+    out = tmp_path / "export"
+    assert main(["memory", "export", "--out", str(out), "--state-dir", str(state)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]
+    monkeypatch.undo()
+    assert main(["memory", "export", "--out", str(out), "--state-dir", str(state)]) == 0
+    train = (out / "train.txt").read_text().split()
+    assert len(train) == 4 and all(Path(p).is_file() and Path(p).parent == out.resolve() / "images"
+                                   for p in train)

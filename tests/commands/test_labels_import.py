@@ -1,0 +1,161 @@
+"""``edgecl labels import``: an image already in memory (same file content) is skipped and
+counted under "already in memory"; a folder without class names takes the registry's name for
+an id it knows and says which classes stay ``class_<id>``."""
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecl.cli import main
+from edgecl.config import MemoryConfig
+from edgecl.continual.memory import DuplicateSampleError, ReplayMemory, Sample
+from edgecl.models.classes import ClassRegistry
+
+
+def _jpg(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.full((48, 64, 3), value, np.uint8)
+    image[10:20, 10:30] = 255 - value
+    path.write_bytes(cv2.imencode(".jpg", image)[1].tobytes())
+
+
+def _voc(root: Path, n: int) -> Path:
+    (root / "Annotations").mkdir(parents=True)
+    for k in range(n):
+        _jpg(root / "JPEGImages" / f"{k:03d}.jpg", 20 + 30 * k)
+        (root / "Annotations" / f"{k:03d}.xml").write_text(
+            f"<annotation><filename>{k:03d}.jpg</filename><object><name>boat</name><bndbox><xmin>2</xmin>"
+            f"<ymin>2</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object></annotation>")
+    (root / "Annotations" / "zz.xml").write_text("<annotation>")  # 1 bad annotation each run
+    return root
+
+
+def _import(capsys, state, src, *extra):
+    code = main(["labels", "import", "--state-dir", str(state), str(src), *extra])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out.strip().splitlines()[-1]) if "--json" in extra else out.strip().splitlines()[-1]
+
+
+def _samples(state) -> int:
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        return len(memory)
+
+
+def test_import_twice_skips_what_is_already_in_memory(tmp_path, capsys):
+    src = _voc(tmp_path / "voc", 4)
+    state = tmp_path / "state"
+    first = _import(capsys, state, src, "--json")
+    assert (first["imported"], first["skipped"], first["reasons"]) == (4, 1, {"bad annotation": 1})
+    second = _import(capsys, state, src, "--json")
+    assert second["imported"] == 0 and second["skipped"] == 5
+    assert second["reasons"] == {"bad annotation": 1, "already in memory": 4}
+    assert second["classes_added"] == [] and second["boxes"] == {}
+    assert _samples(state) == 4 and ClassRegistry(state).names() == {0: "boat"}
+    # one new image in the folder: only it is imported; the text line says why the rest were skipped
+    _jpg(src / "JPEGImages" / "004.jpg", 200)
+    shutil.copy(src / "Annotations" / "000.xml", src / "Annotations" / "004.xml")
+    (src / "Annotations" / "004.xml").write_text(
+        (src / "Annotations" / "000.xml").read_text().replace("000.jpg", "004.jpg"))
+    line = _import(capsys, state, src)
+    assert line.startswith(f"imported 1 sample(s) from {src}; skipped 5 (")
+    assert "already in memory 4" in line and "bad annotation 1" in line
+    assert _samples(state) == 5
+
+
+def test_the_same_image_twice_in_one_folder_is_stored_once(tmp_path, capsys):
+    src = _voc(tmp_path / "voc", 2)
+    shutil.copy(src / "JPEGImages" / "000.jpg", src / "JPEGImages" / "copy.jpg")  # same bytes
+    (src / "Annotations" / "copy.xml").write_text(
+        (src / "Annotations" / "000.xml").read_text().replace("000.jpg", "copy.jpg"))
+    result = _import(capsys, tmp_path / "state", src, "--json")
+    assert result["imported"] == 2 and result["reasons"] == {"bad annotation": 1, "already in memory": 1}
+    assert _samples(tmp_path / "state") == 2
+
+
+def test_memory_refuses_a_second_sample_with_the_same_content_hash(tmp_path):
+    labels = np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32)
+    with ReplayMemory(tmp_path / "m", MemoryConfig(holdout_fraction=0.0), names={0: "car"}) as memory:
+        first = memory.add(Sample(np.full((16, 16, 3), 9, np.uint8), labels, task="t",
+                                  content_hash="ab" * 16))
+        with pytest.raises(DuplicateSampleError, match=f"already in memory as sample {first}") as info:
+            memory.add(Sample(np.full((16, 16, 3), 9, np.uint8), labels, task="t", content_hash="ab" * 16))
+        assert info.value.sample_id == first and len(memory) == 1
+        assert memory.find_content("ab" * 16) == first and memory.find_content("cd" * 16) is None
+        assert memory.add(Sample(np.full((16, 16, 3), 9, np.uint8), labels, task="t")) is not None
+        with pytest.raises(Exception, match="content hash must be 8-64 lower-case hex digits"):
+            memory.add(Sample(np.zeros((16, 16, 3), np.uint8), labels, task="t", content_hash="yes"))
+        assert len(memory) == 2
+
+
+def test_an_index_written_before_content_hashes_is_migrated(tmp_path):
+    labels = np.zeros((0, 5), np.float32)
+    with ReplayMemory(tmp_path / "m", MemoryConfig(holdout_fraction=0.0)) as memory:
+        memory.add(Sample(np.full((16, 16, 3), 1, np.uint8), labels, task="t"))
+    conn = sqlite3.connect(tmp_path / "m" / "index.sqlite")
+    conn.execute("DROP INDEX samples_by_content")
+    conn.execute("ALTER TABLE samples DROP COLUMN content_hash")
+    conn.commit()
+    conn.close()
+    with ReplayMemory(tmp_path / "m", MemoryConfig(holdout_fraction=0.0)) as memory:
+        assert memory.last_verify.ok and len(memory) == 1
+        new = memory.add(Sample(np.full((16, 16, 3), 2, np.uint8), labels, task="t", content_hash="0f" * 16))
+        assert memory.find_content("0f" * 16) == new
+
+
+def _unnamed_yolo(root: Path, labels=("0 0.5 0.5 0.2 0.2\n", "3 0.5 0.5 0.2 0.2\n0 0.2 0.2 0.1 0.1\n")) -> Path:
+    """A YOLO folder without data.yaml or classes.txt: ids 0 and 3, no names."""
+    for k, rows in enumerate(labels):
+        _jpg(root / "images" / f"{k}.jpg", 40 + 80 * k)
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / f"{k}.txt").write_text(rows)
+    return root
+
+
+def test_unnamed_classes_take_the_registry_name_of_their_id(tmp_path, capsys):
+    src = _unnamed_yolo(tmp_path / "yolo")
+    state = tmp_path / "state"
+    ClassRegistry(state).seed({0: "car", 1: "person"})
+    result = _import(capsys, state, src, "--json")
+    assert result["imported"] == 2
+    assert result["named_from_registry"] == {"class_0": "car"}
+    assert result["unnamed_classes"] == ["class_3"] and result["classes_added"] == ["class_3"]
+    assert result["boxes"] == {"car": 2, "class_3": 1}
+    assert ClassRegistry(state).names() == {0: "car", 1: "person", 2: "class_3"}
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        ids = sorted(int(c) for s in memory.get(memory.ids()) for c in s.labels[:, 0])
+    assert ids == [0, 0, 2]
+
+
+def test_unnamed_classes_without_a_registry_entry_are_reported(tmp_path, capsys):
+    src = _unnamed_yolo(tmp_path / "yolo")
+    line = _import(capsys, tmp_path / "state", src)
+    assert line.endswith("new classes: class_0, class_3; unnamed classes kept as class_0, class_3 (the "
+                         "dataset names no classes: add a data.yaml with names, or 'edgecl classes rename')")
+    assert ClassRegistry(tmp_path / "state").names() == {0: "class_0", 1: "class_3"}
+    # a second run: nothing new, and nothing named anew
+    result = _import(capsys, tmp_path / "state", src, "--json")
+    assert result["imported"] == 0 and result["reasons"] == {"already in memory": 2}
+    assert result["unnamed_classes"] == [] and result["named_from_registry"] == {}
+
+
+def test_a_named_folder_reports_no_unnamed_classes(tmp_path, capsys):
+    src = _unnamed_yolo(tmp_path / "yolo")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: {0: car, 1: a, 2: b, 3: truck}\n")
+    result = _import(capsys, tmp_path / "state", src, "--json")
+    assert result["unnamed_classes"] == [] and result["named_from_registry"] == {}
+    assert result["boxes"] == {"car": 2, "truck": 1}
+
+
+def test_a_class_created_by_the_import_never_names_a_dataset_id(tmp_path, capsys):
+    # class_3 comes first and gets the free id 0; the dataset's own id 0 is still class_0
+    src = _unnamed_yolo(tmp_path / "yolo", ("3 0.5 0.5 0.2 0.2\n", "0 0.5 0.5 0.2 0.2\n"))
+    result = _import(capsys, tmp_path / "state", src, "--json")
+    assert result["boxes"] == {"class_3": 1, "class_0": 1} and result["named_from_registry"] == {}
+    assert result["unnamed_classes"] == ["class_0", "class_3"]
+    assert ClassRegistry(tmp_path / "state").names() == {0: "class_3", 1: "class_0"}

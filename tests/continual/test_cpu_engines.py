@@ -1,0 +1,118 @@
+"""A tiny learning round exports the CPU engines, gates the INT8 one and records what serves."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from edgecl.config import load_config
+from edgecl.continual.cpu_engines import ENGINE_FILES
+from edgecl.continual.round import run_round
+from edgecl.models.registry import Registry
+
+IMGSZ = 64
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    from edgecl.data.scenario import make_scenario
+
+    return make_scenario(tmp_path_factory.mktemp("scn"), tasks=1, images_per_task=20, imgsz=IMGSZ,
+                         seed=1)
+
+
+def fill_memory(cfg, yaml_path):
+    """Put a scenario's images (train + test, the memory picks held-out ones) into the memory."""
+    from edgecl.continual.memory import Sample, memory_from_config
+    from edgecl.data.images import read_image
+    from edgecl.data.labels import label_path_for, read_yolo_labels
+    from edgecl.data.tasks import load_task_source
+
+    taskset = load_task_source(yaml_path)
+    memory = memory_from_config(cfg, dict(taskset.names))
+    try:
+        for task in taskset.tasks:
+            for path in [*task.train, *task.test]:
+                labels = read_yolo_labels(label_path_for(path)).labels
+                memory.add(Sample(image=read_image(path), labels=labels, task=task.name,
+                                  source=str(path)))
+    finally:
+        memory.close()
+
+
+def tiny_round(state, scenario, *extra):
+    cfg = load_config(None, [f"state_dir={state}", f"model.imgsz={IMGSZ}", f"learner.imgsz={IMGSZ}",
+                             "learner.first_round_max_steps=2", "learner.batch=4",
+                             "learner.bn_recalibration_batches=1", "memory.holdout_fraction=0.3",
+                             "export.tensorrt=off", "export.int8_calibration_images=8", *extra])
+    fill_memory(cfg, scenario)
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    result = run_round(cfg, reason="test")
+    return result, time.perf_counter() - t0
+
+
+def test_round_exports_openvino_and_records_what_serves(tmp_path, scenario):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    pytest.importorskip("nncf", reason="nncf is not installed")
+    result, _ = tiny_round(tmp_path / "state", scenario)
+    assert result.status.value == "staged", result.reason
+    registry = Registry(tmp_path / "state" / "models")
+    manifest = registry.manifest(result.version)
+    files = set(manifest["files"])
+    assert {"model.onnx", "openvino/model.xml", "openvino/model.bin"} <= files
+    int8 = manifest["int8"]
+    assert int8["engine"] == "openvino-int8" and isinstance(int8["accepted"], bool) and int8["reason"]
+    assert int8["calibration_images"] == 8 and int8["held_out_images"] > 0
+    if int8["accepted"]:
+        assert manifest["serve"] == ENGINE_FILES["openvino-int8"]
+        assert {"openvino-int8/model.xml", "openvino-int8/model.bin"} <= files
+    else:  # an untrained 2-step model may well lose a class: FP32 serves, the reason says why
+        assert manifest["serve"] == ENGINE_FILES["openvino"] and "openvino-int8/model.xml" not in files
+        assert "class" in int8["reason"] or "no held-out" in int8["reason"]
+    assert manifest["serve"] in files and manifest["serve_engine"] in ENGINE_FILES
+    assert set(manifest["cpu_export_s"]) >= {"openvino", "quantize", "int8_gate"}
+    assert registry.verify(result.version) == []
+    assert registry.model_path(result.version) == registry.root / result.version / manifest["serve"]
+    assert registry.model_path(result.version, (".onnx", ".pt")).name == "model.onnx"
+    assert (tmp_path / "state" / "models" / result.version / "openvino" / "model.bin").is_file()
+    from edgecl.models.backends import load_backend
+
+    backend = load_backend(registry.model_path(result.version), warmup_runs=1)
+    assert backend.meta.backend == "openvino" and backend.meta.hw == (IMGSZ, IMGSZ)
+    backend.close()
+
+
+def test_round_with_openvino_off_quantises_onnx(tmp_path, scenario):
+    result, _ = tiny_round(tmp_path / "state", scenario, "export.openvino=off",
+                           "export.int8_max_drop=1.0")
+    manifest = Registry(tmp_path / "state" / "models").manifest(result.version)
+    assert manifest["openvino"] == "not exported (export.openvino: off)"
+    assert manifest["int8"]["engine"] == "onnx-int8" and manifest["int8"]["accepted"]
+    assert manifest["serve"] == "model-int8.onnx" and "model-int8.onnx" in manifest["files"]
+
+
+def test_round_with_cpu_engines_off_serves_onnx(tmp_path, scenario):
+    result, _ = tiny_round(tmp_path / "state", scenario, "export.openvino=off", "export.cpu_int8=off")
+    manifest = Registry(tmp_path / "state" / "models").manifest(result.version)
+    assert manifest["serve"] == "model.onnx" and manifest["int8"]["accepted"] is False
+    assert "export.cpu_int8: off" in manifest["int8"]["reason"]
+    assert set(manifest["files"]) >= {"model.pt", "model.onnx"}
+    assert not any("openvino" in name or "int8" in name for name in manifest["files"])
+
+
+def test_an_explicit_on_that_cannot_apply_is_refused_at_start(monkeypatch):
+    from edgecl.config import load_config
+    from edgecl.continual.cpu_engines import check_export_settings
+    from edgecl.errors import ConfigError
+    from edgecl.models import openvino_backend, quantize
+
+    monkeypatch.setattr(openvino_backend, "openvino_available", lambda: False)
+    monkeypatch.setattr(quantize, "onnx_quantization_available", lambda: False)
+    with pytest.raises(ConfigError, match="export.openvino is 'on' but the openvino package"):
+        check_export_settings(load_config(None, ["export.openvino=on"]))
+    with pytest.raises(ConfigError, match="export.cpu_int8 is 'on' but onnxruntime.quantization"):
+        check_export_settings(load_config(None, ["export.cpu_int8=on"]))
+    check_export_settings(load_config(None, []))  # auto adapts: nothing to refuse

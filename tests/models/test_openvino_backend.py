@@ -1,0 +1,135 @@
+"""OpenVINO backend: parity with onnxruntime on the same image, and odd files refused in one line."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from edgecl.errors import ModelLoadError
+from edgecl.models.backends import backend_class, load_backend
+from edgecl.models.base import InferenceOptions
+
+pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino)")
+
+IMGSZ = 64
+NAMES = {0: "car", 1: "truck", 2: "drone"}
+
+
+def varied_model():
+    """A tiny untrained YOLO11n whose scores vary over an image (no ties for NMS to break by
+    float noise): BatchNorm statistics estimated on random images, class logits scaled down."""
+    from edgecl.ultra import build_detection_model
+
+    torch.manual_seed(0)
+    model = build_detection_model(3, names=NAMES)
+    for bn in model.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.reset_running_stats()
+            bn.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(4, 3, IMGSZ, IMGSZ))
+        for seq in model.model[-1].cv3:
+            seq[-1].weight.mul_(0.1)
+            seq[-1].bias.zero_()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny untrained YOLO11n exported to ONNX and to an OpenVINO IR (same weights)."""
+    from edgecl.models.export import export_onnx
+    from edgecl.models.export_openvino import export_openvino
+
+    torch.set_num_threads(1)
+    model = varied_model()
+    out = tmp_path_factory.mktemp("ov")
+    onnx = export_onnx(model, out / "model.onnx", imgsz=IMGSZ, names=NAMES)
+    xml = export_openvino(model, out / "openvino", imgsz=IMGSZ, names=NAMES)
+    return onnx, xml
+
+
+def _image(seed=0, shape=(48, 80, 3)):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, shape, dtype=np.uint8)
+
+
+def test_xml_suffix_selects_openvino():
+    from edgecl.models.openvino_backend import OpenVinoBackend
+
+    assert backend_class("a/model.XML") is OpenVinoBackend
+
+
+def test_ir_written_as_a_pair_with_metadata(exported):
+    _, xml = exported
+    assert sorted(p.name for p in xml.parent.iterdir()) == ["model.bin", "model.xml"]
+    assert not [p for p in xml.parent.parent.iterdir() if p.name.startswith(".")]  # no temp left
+    backend = load_backend(xml, InferenceOptions(threads=1), warmup_runs=1)
+    meta = backend.meta
+    assert meta.backend == "openvino" and meta.names == NAMES and meta.hw == (IMGSZ, IMGSZ)
+    assert meta.batch == 1 and meta.input_dtype == "float32" and meta.extra["precision"] == "fp32"
+    backend.close()
+
+
+def test_parity_with_onnxruntime(exported):
+    onnx, xml = exported
+    opts = InferenceOptions(conf=0.25, iou=0.7, max_det=50, threads=1)
+    a, b = load_backend(onnx, opts), load_backend(xml, opts)
+    batch = np.random.default_rng(1).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
+    np.testing.assert_allclose(b._forward(batch), a._forward(batch), rtol=1e-3, atol=1e-3)
+    images = [_image(0), _image(1, (64, 64, 3))]
+    for da, db in zip(a.infer(images), b.infer(images)):
+        assert len(da) == len(db) > 0
+        np.testing.assert_array_equal(da.classes, db.classes)
+        np.testing.assert_allclose(db.scores, da.scores, atol=1e-3)
+        np.testing.assert_allclose(db.boxes_xyxy, da.boxes_xyxy, atol=0.05)
+    a.close()
+    b.close()
+
+
+def test_xml_without_its_bin_is_one_line_error(exported, tmp_path):
+    _, xml = exported
+    lone = tmp_path / "model.xml"
+    lone.write_bytes(xml.read_bytes())
+    with pytest.raises(ModelLoadError) as err:
+        load_backend(lone)
+    assert "model.bin" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_garbage_xml_is_one_line_error(tmp_path):
+    xml = tmp_path / "model.xml"
+    xml.write_text("<net><layers><garbage")
+    (tmp_path / "model.bin").write_bytes(b"\x00" * 16)
+    with pytest.raises(ModelLoadError) as err:
+        load_backend(xml)
+    text = str(err.value)
+    assert text.startswith("cannot load OpenVINO model") and "\n" not in text
+
+
+def test_missing_openvino_is_one_line_error(exported, monkeypatch):
+    _, xml = exported
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with pytest.raises(ModelLoadError) as err:
+        load_backend(xml)
+    assert "OpenVINO is not available" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_openvino_reason_keeps_the_cause_not_the_source_location():
+    from edgecl.models.openvino_backend import openvino_reason
+
+    unreadable = RuntimeError(
+        'Exception from src/inference/src/cpp/core.cpp:84:\nException from src/inference/src/'
+        'model_reader.cpp:148:\nUnable to read the model: "m.xml" Please check that model format: '
+        '".xml" is supported and the model is correct. Available frontends: ir onnx \n\n')
+    assert openvino_reason(unreadable) == ('Unable to read the model: "m.xml" Please check that '
+                                           'model format: ".xml" is supported and the model is '
+                                           'correct.; available frontends: ir onnx')
+    truncated = RuntimeError("Exception from src/inference/src/cpp/core.cpp:84:\nCheck "
+                             "'is_valid_weights_range(a, b, c)' failed at src/core/x.cpp:900:\n"
+                             "Incorrect weights in bin file!\n\n")
+    assert openvino_reason(truncated) == "Incorrect weights in bin file!"
+    assert openvino_reason(RuntimeError("")) == "RuntimeError"

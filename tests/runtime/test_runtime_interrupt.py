@@ -1,0 +1,38 @@
+"""Ctrl-C during a run that would wait for its learner: the run ends at once, the runtime says
+it was interrupted (the benchmarks built on it then stop instead of going on), and a ``.pt``
+named with ``--model`` is what the first round learns on."""
+
+from edgecl.config import load_config
+from edgecl.runtime.app import RunOptions, Runtime
+
+
+def test_interrupt_marks_the_run_and_skips_waiting(tmp_path):
+    cfg = load_config(None, [f"state_dir={tmp_path}", "model.imgsz=64", "server.enabled=false",
+                             "learner.enabled=false"])
+    ticks = []
+
+    def hook(runtime):
+        ticks.append(1)
+        if len(ticks) == 2:
+            runtime._interrupt()  # what the SIGINT/SIGTERM handler calls (stop_on_signals)
+
+    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64&loop=1&fps=50",
+                                      model="yolo11n.yaml", quiet=True), supervise_hook=hook)
+    report = runtime.run(wait_for_learner=True)
+    assert runtime.interrupted
+    assert report.frames >= 1
+
+
+def test_a_pt_named_with_model_is_what_the_first_round_learns_on(tmp_path):
+    from edgecl.continual.round import base_checkpoint
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    pt = save_checkpoint(build_detection_model(2, names={0: "car", 1: "boat"}), tmp_path / "mine.pt",
+                         meta={"names": {0: "car", 1: "boat"}, "imgsz": 64})
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}", "model.imgsz=64"])
+    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64",
+                                      model=str(pt), quiet=True))
+    assert base_checkpoint(runtime.cfg) == pt.resolve()
+    onnx_only = Runtime(cfg, RunOptions(source_uri="synthetic://", model="x.onnx", quiet=True))
+    assert base_checkpoint(onnx_only.cfg) is None
