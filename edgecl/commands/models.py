@@ -60,19 +60,26 @@ def _options(args):
 
 
 def list_command(args: argparse.Namespace) -> int:
-    """Print the registry's versions."""
-    versions = _registry(args).list()
+    """Print the registry's versions, each with the engine that serves it and the INT8 gate's say."""
+    from edgecl.runtime.console import int8_gate, serving_engine
+
+    registry = _registry(args)
+    versions = registry.list()
+    rows = [(v, serving_engine(registry, v), int8_gate(v.manifest)) for v in versions]
     if args.json:
-        print_json_line([v.to_json() for v in versions])
+        print_json_line([dict(v.to_json(), **engine, int8=gate) for v, engine, gate in rows])
         return 0
     if not versions:
         print("no model versions yet")
-    for v in versions:
+    width = max([len(engine["engine_label"] or "-") for _, engine, _ in rows] + [6])
+    for v, engine, gate in rows:
         mark = "*" if v.current else " "
         acc = v.metrics.get("acc")
         acc_text = f" acc={acc:.3f}" if isinstance(acc, (int, float)) else ""
         reason = f" ({v.reason})" if v.reason else ""  # derived: consistent with the status
-        print(f"{mark} {v.version} {v.status:<9} {v.created}{acc_text}{reason}")
+        refused = f" [INT8 refused: {gate['reason']}]" if gate and gate["refused"] else ""
+        label = engine["engine_label"] or "-"
+        print(f"{mark} {v.version} {v.status:<9} {label:<{width}} {v.created}{acc_text}{reason}{refused}")
     return 0
 
 

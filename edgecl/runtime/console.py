@@ -55,12 +55,97 @@ class LiveViewSink:
         """Nothing to release."""
 
 
+# What the console and ``edgecl models list`` call each serving engine. The CPU ones are the
+# manifest's ``serve_engine`` names (see edgecl.continual.cpu_engines.ENGINE_FILES).
+ENGINE_LABELS = {
+    "openvino-int8": "OpenVINO INT8",
+    "openvino": "OpenVINO FP32",
+    "onnx-int8": "ONNX Runtime INT8",
+    "onnx": "ONNX Runtime FP32",
+    "tensorrt": "TensorRT",
+    "pt": "PyTorch",
+}
+# A version exported before CPU engines were chosen (no ``serve_engine``): named by the suffix of
+# the file it serves; its precision is not recorded, so none is claimed.
+_SUFFIX_ENGINES = {".engine": ("tensorrt", "TensorRT"), ".onnx": ("onnx", "ONNX Runtime"),
+                   ".xml": ("openvino", "OpenVINO"), ".pt": ("pt", "PyTorch")}
+# Statuses whose model does not serve and is not exported (a rejected version keeps model.pt only).
+_NOT_SERVING = ("rejected", "pruned", "corrupt")
+
+
+def int8_gate(manifest: dict) -> dict | None:
+    """The INT8 gate's record of a version, as the console and ``models list --json`` show it.
+
+    Args:
+        manifest: the version's manifest.
+
+    Returns:
+        ``{"accepted", "reason", "refused"}`` (``refused``: the gate measured the INT8 engine and
+        turned it down, as opposed to it not being built), or ``None`` where the manifest has no
+        ``int8`` record (a version from before the gate, or a rejected one).
+    """
+    record = manifest.get("int8")
+    if not isinstance(record, dict):
+        return None
+    accepted = record.get("accepted") is True
+    return {"accepted": accepted, "reason": str(record.get("reason") or ""),
+            "refused": not accepted and isinstance(record.get("drops"), dict)}
+
+
+def serving_engine(registry, info) -> dict:
+    """Which inference engine serves a version: the file :meth:`Registry.model_path` picks.
+
+    A TensorRT ``.engine`` wins over the manifest's ``serve`` entry, and an OpenVINO IR gives way
+    to the ONNX model where ``openvino`` is missing, exactly as the loop loads it.
+
+    Args:
+        registry: the :class:`~edgecl.models.registry.Registry`.
+        info: the version's :class:`~edgecl.models.registry.VersionInfo`.
+
+    Returns:
+        ``{"engine", "engine_label", "engine_file"}``: the engine's name (``openvino-int8``,
+        ``openvino``, ``onnx-int8``, ``onnx``, ``tensorrt``, ``pt``), what to show
+        (``OpenVINO INT8``, ``TensorRT FP16``, ...) and the registry file name; all ``None`` for
+        a version that does not serve (rejected, pruned, corrupt) or has no usable model file.
+    """
+    from edgecl.errors import RegistryError
+
+    none = {"engine": None, "engine_label": None, "engine_file": None}
+    if info.status in _NOT_SERVING:
+        return none
+    try:
+        path = registry.model_path(info.version)
+    except RegistryError:
+        return none
+    name = path.relative_to(registry.root / info.version).as_posix()
+    manifest = info.manifest
+    chosen = manifest.get("serve_engine")
+    if path.suffix == ".engine":
+        engine, label = "tensorrt", "TensorRT"
+        precision = str(manifest.get("precision") or "").lower()
+        if precision in ("fp32", "fp16", "int8"):
+            label += " " + precision.upper()
+    elif chosen in ENGINE_LABELS:  # exported with a CPU engine choice: names follow ENGINE_FILES
+        from edgecl.continual.cpu_engines import ENGINE_FILES
+
+        engine = next((key for key, file in ENGINE_FILES.items() if file == name), None)
+        if engine is None:
+            engine, label = _SUFFIX_ENGINES.get(path.suffix, (path.suffix.lstrip("."), name))
+        else:
+            label = ENGINE_LABELS[engine]
+    else:
+        engine, label = _SUFFIX_ENGINES.get(path.suffix, (path.suffix.lstrip("."), name))
+    return {"engine": engine, "engine_label": label, "engine_file": name}
+
+
 def model_rows(registry) -> list[dict]:
     """Registry versions for the Models page, newest first.
 
     Returns:
         Dicts with ``version, status`` (``current`` for the serving version), ``current,
-        created, reason, per_class_ap, dece, size_bytes, parent, origin``.
+        created, reason, per_class_ap, dece, size_bytes, parent, origin``, the serving engine
+        (``engine, engine_label, engine_file``: :func:`serving_engine`) and ``int8`` (the INT8
+        gate's ``accepted, reason, refused``, or ``None``: :func:`int8_gate`).
     """
     rows = []
     for info in reversed(registry.list()):
@@ -77,7 +162,8 @@ def model_rows(registry) -> list[dict]:
                          or metrics.get("per_task_map50_95") or {},
                          dece=metrics.get("dece"), dece_calibrated=calibration.get("dece_after"),
                          size_bytes=size, parent=manifest.get("parent"),
-                         origin=manifest.get("origin") or manifest.get("trigger", "")))
+                         origin=manifest.get("origin") or manifest.get("trigger", ""),
+                         **serving_engine(registry, info), int8=int8_gate(manifest)))
     return rows
 
 

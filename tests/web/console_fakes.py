@@ -68,10 +68,17 @@ class FakeConsole:
              "size_bytes": 12_400_000, "created": "2026-11-29T15:40:00Z", "parent": "v0002"},
             {"version": "v0002", "status": "current", "reason": "gate: accepted (+0.04 mAP)",
              "per_class_ap": {"person": 0.64, "car": 0.69, "bicycle": 0.38}, "dece": 0.052,
-             "size_bytes": 12_390_000, "created": "2026-11-29T14:10:00Z", "parent": "v0001"},
+             "size_bytes": 12_390_000, "created": "2026-11-29T14:10:00Z", "parent": "v0001",
+             "engine": "openvino-int8", "engine_label": "OpenVINO INT8",
+             "engine_file": "openvino-int8/model.xml",
+             "int8": {"accepted": True, "refused": False,
+                      "reason": "every class within 0.01 of FP32 (largest drop 0.004, class car)"}},
             {"version": "v0001", "status": "promoted", "reason": "initial model",
              "per_class_ap": {"person": 0.61, "car": 0.65}, "dece": 0.066,
-             "size_bytes": 12_380_000, "created": "2026-11-28T09:00:00Z", "parent": None},
+             "size_bytes": 12_380_000, "created": "2026-11-28T09:00:00Z", "parent": None,
+             "engine": "openvino", "engine_label": "OpenVINO FP32", "engine_file": "openvino/model.xml",
+             "int8": {"accepted": False, "refused": True,
+                      "reason": "class car: mAP50-95 0.650 -> 0.612 (drop 0.038 > 0.01)"}},
         ]
 
     # hooks -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-/* Models page: versions with status, gate verdict, per-class AP; promote and roll back. */
+/* Models page: versions with status, serving engine, gate verdict, per-class AP; promote and roll back. */
 "use strict";
 
 (() => {
@@ -12,6 +12,19 @@
       EC.el("div", {class: "bar"}, EC.el("span", {style: `width:${Math.round((ap || 0) * 100)}%`})),
       EC.el("span", {text: EC.fmt.num(ap, 2)}),
     ]));
+  }
+
+  /** Which engine serves the version; the INT8 gate's reason as the tooltip (text only). */
+  function engineCell(m) {
+    const gate = m.int8 || null;
+    const tip = [];
+    if (gate) tip.push(`INT8 gate: ${gate.reason || (gate.accepted ? "accepted" : "not used")}`);
+    else if (m.engine_label) tip.push("INT8 gate: no record (exported before the gate)");
+    else tip.push("no serving engine (not exported)");
+    if (m.engine_file) tip.push(`serves ${m.engine_file}`);
+    return EC.el("td", {class: "engine", title: tip.join("\n")},
+      EC.el("span", {class: m.engine_label ? "engine-name" : "muted", text: m.engine_label || "—"}),
+      gate && gate.refused ? EC.el("div", {class: "small muted int8-note", text: "INT8 refused"}) : null);
   }
 
   async function promote(model) {
@@ -45,6 +58,7 @@
     const rows = models.map((m) => EC.el("tr", {class: m.status === "current" ? "current" : "", "data-version": m.version},
       EC.el("td", {}, EC.el("strong", {text: m.version}), m.parent ? EC.el("div", {class: "small muted", text: "from " + m.parent}) : null),
       EC.el("td", {}, EC.el("span", {class: "badge " + (m.status || ""), text: m.status || "?"})),
+      engineCell(m),
       EC.el("td", {class: "reason small", text: m.reason || "—"}),
       EC.el("td", {}, apCell(m.per_class_ap)),
       EC.el("td", {class: "nowrap", text: EC.fmt.num(m.dece, 3)}),
@@ -52,8 +66,9 @@
       EC.el("td", {class: "small", text: EC.fmt.time(m.created)}),
       EC.el("td", {}, m.status === "current" ? EC.el("span", {class: "small muted", text: "running"})
         : EC.el("button", {class: "promote", "data-version": m.version, text: "Promote", onclick: () => promote(m)}))));
+    const columns = document.querySelectorAll("table.models thead th").length || 9;
     $("models").replaceChildren(...(rows.length ? rows
-      : [EC.el("tr", {}, EC.el("td", {colspan: 8, class: "muted", text: "no model versions yet"}))]));
+      : [EC.el("tr", {}, EC.el("td", {colspan: columns, class: "muted", text: "no model versions yet"}))]));
   }
 
   document.addEventListener("DOMContentLoaded", () => {

@@ -1,0 +1,96 @@
+"""The Models page's rows (edgecl.runtime.console.model_rows): which engine serves each version and
+the INT8 gate's say, from hand-made manifests (new keys, an old manifest without them, rejected)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgecl.runtime.console import ENGINE_LABELS, int8_gate, model_rows
+from engine_registry import ACCEPTED_REASON, NOT_BUILT_REASON, REFUSED_REASON, build_engine_registry
+
+
+@pytest.fixture()
+def rows(tmp_path, monkeypatch):
+    """Rows by version, with OpenVINO importable (as on the reference device)."""
+    monkeypatch.setattr("edgecl.models.registry._runnable_here", lambda name: True)
+    reg = build_engine_registry(tmp_path / "state" / "models")
+    return {row["version"]: row for row in model_rows(reg)}
+
+
+def test_rows_are_newest_first_and_json_ready(tmp_path, monkeypatch):
+    monkeypatch.setattr("edgecl.models.registry._runnable_here", lambda name: True)
+    reg = build_engine_registry(tmp_path / "state" / "models")
+    rows = model_rows(reg)
+    assert [r["version"] for r in rows] == ["v0006", "v0005", "v0004", "v0003", "v0002", "v0001"]
+    assert json.loads(json.dumps(rows)) == rows
+
+
+def test_openvino_int8_accepted_serves_it(rows):
+    row = rows["v0004"]
+    assert row["status"] == "current"
+    assert (row["engine"], row["engine_label"], row["engine_file"]) == (
+        "openvino-int8", "OpenVINO INT8", "openvino-int8/model.xml")
+    assert row["int8"] == {"accepted": True, "reason": ACCEPTED_REASON, "refused": False}
+
+
+def test_int8_refused_by_the_gate_serves_fp32_onnx(rows):
+    row = rows["v0002"]
+    assert (row["engine"], row["engine_label"], row["engine_file"]) == (
+        "onnx", "ONNX Runtime FP32", "model.onnx")
+    assert row["int8"] == {"accepted": False, "reason": REFUSED_REASON, "refused": True}
+
+
+def test_int8_not_built_is_not_a_refusal(rows):
+    row = rows["v0005"]
+    assert (row["engine"], row["engine_label"]) == ("openvino", "OpenVINO FP32")
+    assert row["int8"] == {"accepted": False, "reason": NOT_BUILT_REASON, "refused": False}
+
+
+def test_old_manifest_is_named_by_the_served_file_suffix(rows):
+    row = rows["v0001"]
+    assert row["status"] == "retired"
+    assert (row["engine"], row["engine_label"], row["engine_file"]) == ("onnx", "ONNX Runtime", "model.onnx")
+    assert row["int8"] is None
+
+
+def test_rejected_version_has_no_engine(rows):
+    row = rows["v0003"]
+    assert row["status"] == "rejected"
+    assert (row["engine"], row["engine_label"], row["engine_file"], row["int8"]) == (None, None, None, None)
+
+
+def test_tensorrt_engine_serves_before_the_chosen_cpu_engine(rows):
+    row = rows["v0006"]
+    assert (row["engine"], row["engine_label"], row["engine_file"]) == (
+        "tensorrt", "TensorRT FP16", "model.engine")
+    assert row["int8"]["accepted"] is True  # the CPU gate's record is still shown
+
+
+def test_openvino_missing_falls_back_to_onnx_as_the_loop_does(tmp_path, monkeypatch):
+    monkeypatch.setattr("edgecl.models.registry._runnable_here", lambda name: not name.endswith(".xml"))
+    reg = build_engine_registry(tmp_path / "state" / "models")
+    row = next(r for r in model_rows(reg) if r["version"] == "v0004")
+    assert (row["engine"], row["engine_label"], row["engine_file"]) == (
+        "onnx", "ONNX Runtime FP32", "model.onnx")
+    assert row["engine_file"] == reg.model_path("v0004").name
+
+
+def test_every_serve_engine_has_a_label():
+    from edgecl.continual.cpu_engines import ENGINE_FILES, SERVE_ORDER
+
+    assert set(SERVE_ORDER) == set(ENGINE_FILES) <= set(ENGINE_LABELS)
+
+
+@pytest.mark.parametrize(("record", "expected"), [
+    (None, None),
+    ("garbage", None),
+    ({"accepted": True, "reason": "ok", "drops": {}}, {"accepted": True, "reason": "ok", "refused": False}),
+    ({"accepted": False, "reason": "class x", "drops": {"x": 0.2}},
+     {"accepted": False, "reason": "class x", "refused": True}),
+    ({"accepted": False, "reason": "quantisation failed: boom"},
+     {"accepted": False, "reason": "quantisation failed: boom", "refused": False}),
+])
+def test_int8_gate_record(record, expected):
+    assert int8_gate({} if record is None else {"int8": record}) == expected

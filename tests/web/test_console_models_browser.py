@@ -1,0 +1,91 @@
+"""The Models page's Engine column in headless Chromium: rows built by the real
+``model_rows`` from a hand-made registry, served by the real app (fake runtime otherwise)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from console_browser import severe_console_entries
+from engine_registry import ACCEPTED_REASON, REFUSED_REASON, build_engine_registry
+
+pytest.importorskip("selenium")
+from selenium.webdriver.common.by import By  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _wait_for(predicate, timeout_s=10.0, what="condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _cells(browser) -> dict:
+    """version -> (engine text, note text, tooltip) read in one script call."""
+    return browser.execute_script("""
+        const out = {};
+        for (const tr of document.querySelectorAll('#models tr[data-version]')) {
+          const td = tr.querySelector('td.engine');
+          const note = td.querySelector('.int8-note');
+          out[tr.dataset.version] = [td.firstChild.textContent, note ? note.textContent : null,
+                                     td.getAttribute('title')];
+        }
+        return out;""")
+
+
+def test_engine_column_shows_the_serving_engine_and_the_int8_gate(served, browser, tmp_path, monkeypatch):
+    from edgecl.runtime.console import model_rows
+
+    base, fake = served
+    monkeypatch.setattr("edgecl.models.registry._runnable_here", lambda name: True)
+    rows = model_rows(build_engine_registry(tmp_path / "state" / "models"))
+    with fake.lock:
+        fake.versions = rows
+    browser.get(base + "/models")
+    _wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]")) == 6,
+              what="model rows")
+    heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "table.models thead th")]
+    assert heads[:4] == ["VERSION", "STATUS", "ENGINE", "GATE VERDICT"]  # CSS upper-cases them
+    assert all(len(tr.find_elements(By.TAG_NAME, "td")) == len(heads)
+               for tr in browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]"))
+
+    cells = _cells(browser)
+    assert cells["v0004"][:2] == ["OpenVINO INT8", None]
+    assert cells["v0004"][2] == f"INT8 gate: {ACCEPTED_REASON}\nserves openvino-int8/model.xml"
+    assert cells["v0002"][:2] == ["ONNX Runtime FP32", "INT8 refused"]
+    assert cells["v0002"][2] == f"INT8 gate: {REFUSED_REASON}\nserves model.onnx"
+    assert cells["v0005"][:2] == ["OpenVINO FP32", None]  # not built is not a refusal
+    assert cells["v0006"][0] == "TensorRT FP16"
+    assert cells["v0003"][:2] == ["—", None]
+    assert cells["v0001"][0] == "ONNX Runtime"
+    # the reason's markup stayed text: nothing was injected into the page
+    assert browser.find_elements(By.CSS_SELECTOR, "#models img") == []
+
+    # within the page at 1280 px: no horizontal scrolling of the page or the table
+    widths = browser.execute_script("""
+        const box = document.querySelector('.table-scroll');
+        return [document.documentElement.scrollWidth, window.innerWidth,
+                box.scrollWidth, box.clientWidth];""")
+    assert widths[1] == 1280
+    assert widths[0] <= widths[1] and widths[2] <= widths[3], widths
+    assert severe_console_entries(browser) == []
+
+
+def test_rows_without_engine_fields_still_render(served, browser):
+    """Rows without engine keys (as an older runtime serves them) show a dash."""
+    base, fake = served
+    for row in fake.versions:
+        for key in ("engine", "engine_label", "engine_file", "int8"):
+            row.pop(key, None)
+    browser.get(base + "/models")
+    _wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]")) == 3,
+              what="model rows")
+    assert {v: c[:2] for v, c in _cells(browser).items()} == {
+        "v0003": ["—", None], "v0002": ["—", None], "v0001": ["—", None]}
+    assert severe_console_entries(browser) == []
