@@ -180,12 +180,17 @@ def quantize_openvino(fp32_xml: str | os.PathLike, dest_dir: str | os.PathLike,
         raise ExportError(f"NNCF INT8 quantisation failed: {one_line(exc)}") from None
     set_ir_metadata(quantized, {"precision": "int8", "int8_calibration_images": len(data)})
     xml = save_ir(quantized, dest_dir)
+    _report("OpenVINO IR", xml, start, data, keep, stats)
+    return xml
+
+
+def _report(kind: str, path: Path, start: float, data, keep: list, stats: dict | None) -> None:
+    """Log a finished quantisation and fill ``stats`` (seconds, images, float-kept ops)."""
     elapsed = time.monotonic() - start
     if stats is not None:
         stats.update({"quantize_s": elapsed, "calibration_images": len(data),
                       "unreadable_images": data.unreadable, "kept_float_ops": len(keep)})
-    LOG.info("INT8 OpenVINO IR %s in %.2f s (%d calibration images)", xml, elapsed, len(data))
-    return xml
+    LOG.info("INT8 %s %s in %.2f s (%d calibration images)", kind, path, elapsed, len(data))
 
 
 def require_nncf():
@@ -300,11 +305,7 @@ def quantize_onnx(fp32_onnx: str | os.PathLike, dest: str | os.PathLike,
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    elapsed = time.monotonic() - start
-    if stats is not None:
-        stats.update({"quantize_s": elapsed, "calibration_images": len(data),
-                      "unreadable_images": data.unreadable, "kept_float_ops": len(keep)})
-    LOG.info("INT8 ONNX %s in %.2f s (%d calibration images)", dest, elapsed, len(data))
+    _report("ONNX", dest, start, data, keep, stats)
     return dest
 
 
