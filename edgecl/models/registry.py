@@ -50,7 +50,7 @@ from edgecl.models.base import sha256_file
 log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
-MODEL_SUFFIXES = (".pt", ".onnx", ".engine")
+MODEL_SUFFIXES = (".pt", ".onnx", ".engine", ".xml")  # .xml: an OpenVINO IR with its .bin
 # Default order of Registry.model_path (a manifest's ``serve`` entry wins over all but .engine).
 MODEL_PREFERENCE = (".engine", ".onnx", ".xml", ".pt")
 STAGING_PREFIX = ".staging-"
@@ -662,7 +662,8 @@ class Registry:
     # ----------------------------------------------------------------- adding and pruning
 
     def add(self, path: str | Path, meta: dict | None = None, opts=None, check: bool = True) -> str:
-        """Stage an existing model file (``.pt``, ``.onnx`` or ``.engine``) as a new version.
+        """Stage an existing model file (``.pt``, ``.onnx``, ``.engine``, or an OpenVINO ``.xml``
+        with its ``.bin`` beside it) as a new version.
 
         The file is loaded and warmed with the backend its suffix selects first (its input
         shape, element type and outputs read from the file); a model that cannot serve is
@@ -697,7 +698,16 @@ class Registry:
             info = {"classes": {int(k): v for k, v in meta_.names.items()},
                     "input": meta_.input_info()}
             backend.close()
-        return self.stage({f"model{path.suffix.lower()}": path}, dict(info, **(meta or {}), source=str(path)))
+        files = {f"model{path.suffix.lower()}": path}
+        manifest = dict(info, **(meta or {}), source=str(path))
+        if path.suffix.lower() == ".xml":
+            weights = path.with_suffix(".bin")
+            if not weights.is_file():
+                raise RegistryError(f"cannot add {path}: its weights {weights.name} are missing "
+                                    "beside it")
+            files["model.bin"] = weights
+            manifest.setdefault("serve", "model.xml")
+        return self.stage(files, manifest)
 
     def prune(self, keep_promoted: int = 5, keep_rejected: int = 3,
               engine_cache_entries: int | None = None) -> dict:

@@ -133,3 +133,21 @@ def test_openvino_reason_keeps_the_cause_not_the_source_location():
                              "Incorrect weights in bin file!\n\n")
     assert openvino_reason(truncated) == "Incorrect weights in bin file!"
     assert openvino_reason(RuntimeError("")) == "RuntimeError"
+
+
+def test_an_ir_is_added_to_the_registry_with_its_weights_and_served(exported, tmp_path):
+    from edgecl.errors import RegistryError
+    from edgecl.models.registry import Registry
+
+    _, xml = exported
+    reg = Registry(tmp_path / "models")
+    version = reg.add(xml)
+    assert sorted(reg.manifest(version)["files"]) == ["model.bin", "model.xml"]
+    assert reg.model_path(version) == reg.root / version / "model.xml"
+    assert reg.verify(version) == []
+    lone = tmp_path / "lone" / "model.xml"
+    lone.parent.mkdir()
+    lone.write_bytes(xml.read_bytes())
+    with pytest.raises(RegistryError, match="weights model.bin are missing"):
+        reg.add(lone, check=False)
+    assert reg.versions() == [version]
