@@ -174,6 +174,7 @@ class LabelsConfig:
     mode: str = "field"
     pseudo_conf: float = 0.6
     pseudo_precision: float = 0.9
+    pseudo_min_true_positives: int = 10
     pseudo_max_per_minute: int = 60
     uncertain_low: float = 0.3
     uncertain_high: float = 0.6
@@ -366,6 +367,7 @@ RULES: dict[str, Rule] = {
     "labels.mode": _choices("ground_truth", "pseudo", "field", "off"),
     "labels.pseudo_conf": _FRACTION,
     "labels.pseudo_precision": Rule(lo=0.0, hi=1.0, lo_open=True),
+    "labels.pseudo_min_true_positives": Rule(lo=0),
     "labels.pseudo_max_per_minute": _NON_NEGATIVE,
     "labels.uncertain_low": _FRACTION,
     "labels.uncertain_high": _FRACTION,

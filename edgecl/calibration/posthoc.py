@@ -266,16 +266,19 @@ class Calibrator:
         """
         return replace(detections, scores=self.calibrate(detections.classes, detections.scores))
 
-    def thresholds_at_precision(self, target: float = 0.9) -> dict[int, float]:
+    def thresholds_at_precision(self, target: float = 0.9,
+                                min_true_positives: int = 0) -> dict[int, float]:
         """Per class, the lowest raw confidence at which the calibrated precision reaches ``target``.
 
         These are the pseudo-label thresholds: a calibrator is monotone, so every detection at or
         above its class's threshold has a calibrated confidence >= ``target``. A class that never
-        reaches the target within the confidences it was fitted on, and a class without a
-        calibrator, gets no entry (no pseudo-labels for it).
+        reaches the target within the confidences it was fitted on, a class fitted on fewer than
+        ``min_true_positives`` true positives (too little evidence for any precision claim), and
+        a class without a calibrator, get no entry (no pseudo-labels for it).
 
         Args:
             target: precision to reach, in (0, 1].
+            min_true_positives: true positives a class's calibrator must have been fitted on.
 
         Returns:
             class id -> raw confidence threshold.
@@ -287,6 +290,8 @@ class Calibrator:
             raise ValueError(f"target precision must be in (0, 1], got {target}")
         out = {}
         for cls, calib in sorted(self.classes.items()):
+            if calib.n_tp < min_true_positives:
+                continue
             threshold = calib.threshold(target)
             if threshold is not None:
                 out[cls] = threshold

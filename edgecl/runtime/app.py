@@ -180,7 +180,8 @@ class Runtime:
         cfg = self.cfg
         self.monitor = Monitor(cfg.state_dir)
         self.calibration = CalibrationCache(self.registry, self._serving_version,
-                                            cfg.labels.pseudo_precision)
+                                            cfg.labels.pseudo_precision,
+                                            cfg.labels.pseudo_min_true_positives)
         self.previous_detector = PreviousVersionDetector(self.registry, self._serving_version,
                                                          inference_options(cfg))
         known = lambda: set(self._serving_names())  # noqa: E731 (a tiny closure)

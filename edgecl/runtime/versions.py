@@ -23,12 +23,16 @@ class CalibrationCache:
         registry: the model registry.
         serving_version: ``callable() -> str | None``, the version the loop serves now.
         target_precision: ``labels.pseudo_precision``.
+        min_true_positives: ``labels.pseudo_min_true_positives``: a class whose calibrator was
+            fitted on fewer true positives gets no pseudo-labels.
     """
 
-    def __init__(self, registry, serving_version: Callable[[], str | None], target_precision: float):
+    def __init__(self, registry, serving_version: Callable[[], str | None], target_precision: float,
+                 min_true_positives: int = 0):
         self.registry = registry
         self.serving_version = serving_version
         self.target_precision = target_precision
+        self.min_true_positives = min_true_positives
         self._version: str | None = None
         self._calibrator = None
         self._thresholds: dict[int, float | None] = {}
@@ -49,7 +53,8 @@ class CalibrationCache:
                 except CalibratorFileError as exc:
                     log.warning("version %s: calibrator not used (%s)", version, exc)
         self._version, self._calibrator = version, calibrator
-        self._thresholds = (calibrator.thresholds_at_precision(self.target_precision)
+        self._thresholds = (calibrator.thresholds_at_precision(self.target_precision,
+                                                               self.min_true_positives)
                             if calibrator is not None else {})
 
     @property

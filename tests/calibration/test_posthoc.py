@@ -62,6 +62,10 @@ def test_thresholds_at_precision_per_class():
     assert set(thresholds) == {0, 2}
     assert thresholds[0] == pytest.approx(0.81) and thresholds[2] == pytest.approx(0.7)
     assert calib.classes[2].value == pytest.approx(21 / 22)
+    # evidence floor: class 0 was fitted on 5 + 16 + 20 = 41 true positives, class 2 on 20
+    assert set(calib.thresholds_at_precision(0.9, min_true_positives=20)) == {0, 2}
+    assert set(calib.thresholds_at_precision(0.9, min_true_positives=21)) == {0}
+    assert calib.thresholds_at_precision(0.9, min_true_positives=42) == {}
     with pytest.raises(ValueError, match="target"):
         calib.thresholds_at_precision(0.0)
 
