@@ -159,7 +159,8 @@ def tiny_model(out: Path, names: dict[int, str], imgsz: int = 64, onnx: bool = F
     from edgecl.ultra import build_detection_model
 
     model = build_detection_model(len(names), names=dict(names))
-    path = save_checkpoint(model, out, meta={"names": dict(names), "imgsz": imgsz, "parent": None})
+    path = save_checkpoint(model, out, meta={"names": dict(names), "imgsz": imgsz, "parent": None,
+                                                "untrained": True})
     if not onnx:
         return path
     from edgecl.models.export import export_onnx

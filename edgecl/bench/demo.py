@@ -109,7 +109,8 @@ def initial_model(scenario_yaml: Path, out: Path, imgsz: int) -> Path:
     first = taskset.tasks[0].classes
     names = {c: taskset.names[c] for c in range(max(first) + 1)}
     model = build_detection_model(len(names), names=names)
-    return save_checkpoint(model, out, meta={"names": names, "imgsz": imgsz, "parent": None})
+    return save_checkpoint(model, out, meta={"names": names, "imgsz": imgsz, "parent": None,
+                                             "untrained": True})
 
 
 def run_demo(cfg: Config, *, tasks: int, images_per_task: int, imgsz: int, seed: int,

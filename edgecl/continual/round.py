@@ -136,9 +136,24 @@ def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
 
 def base_checkpoint(cfg: Config) -> Path | None:
     """The user's own pretrained ultralytics checkpoint (``model.path`` ending in ``.pt``), which
-    the first round learns on top of instead of a freshly built model (``None`` when not set)."""
+    the first round learns on top of instead of a freshly built model.
+
+    ``None`` when not set, and for a checkpoint saved as untrained (``"untrained": true`` in
+    its edgecl metadata: a fresh detector that only names the first classes, as the demo
+    serves until its first round): such a start is a first round (no frozen layers, the first
+    round's step budget), not a later one.
+    """
     path = Path(cfg.model.path) if cfg.model.path else None
-    return path if path is not None and path.suffix == ".pt" and path.is_file() else None
+    if path is None or path.suffix != ".pt" or not path.is_file():
+        return None
+    from edgecl.errors import ModelLoadError
+    from edgecl.models.checkpoint import load_checkpoint
+
+    try:
+        _, meta = load_checkpoint(path)
+    except ModelLoadError:
+        return path  # the round's own load reports what is wrong with it
+    return None if meta.get("untrained") else path
 
 
 def _top_class(ctx: RoundContext) -> int:

@@ -36,3 +36,10 @@ def test_a_pt_named_with_model_is_what_the_first_round_learns_on(tmp_path):
     assert base_checkpoint(runtime.cfg) == pt.resolve()
     onnx_only = Runtime(cfg, RunOptions(source_uri="synthetic://", model="x.onnx", quiet=True))
     assert base_checkpoint(onnx_only.cfg) is None
+    # an untrained detector saved only to name the first classes (the demo's) is no base to
+    # learn on: its first round is a first round (fresh training, nothing frozen)
+    fresh = save_checkpoint(build_detection_model(2, names={0: "car", 1: "boat"}),
+                            tmp_path / "fresh.pt",
+                            meta={"names": {0: "car", 1: "boat"}, "imgsz": 64, "untrained": True})
+    demo = Runtime(cfg, RunOptions(source_uri="synthetic://", model=str(fresh), quiet=True))
+    assert base_checkpoint(demo.cfg) is None
