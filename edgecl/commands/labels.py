@@ -50,9 +50,18 @@ def add_parser(sub) -> None:
 
 
 def _queue(args):
+    """The state directory's operator queue.
+
+    Raises:
+        EdgeclError: the state directory does not exist (a typo must not create one).
+    """
+    from edgecl.errors import EdgeclError
     from edgecl.runtime.labels import OperatorQueue
 
     cfg = config_from_args(args)
+    if not Path(cfg.state_dir).is_dir():
+        raise EdgeclError(f"{cfg.state_dir}: no such state directory (run 'edgecl run --state-dir "
+                          f"{cfg.state_dir} ...' first, or check --state-dir)")
     return cfg, OperatorQueue(Path(cfg.state_dir) / "labels", cfg.labels.max_pending)
 
 

@@ -112,3 +112,14 @@ def test_malformed_item_gives_one_line_not_keyerror(state, capsys):
     code, out, err = run(capsys, "labels", "pending", "--json", "--state-dir", str(root))
     assert code == 0 and len(json.loads(out.strip().splitlines()[-1])) == 2
     assert "KeyError" not in err
+
+
+@pytest.mark.parametrize("cmd", [["pending"], ["show", "x"], ["skip", "x"]])
+def test_a_missing_state_dir_is_one_line_and_not_created(tmp_path, capsys, cmd):
+    from edgecl.cli import main
+
+    missing = tmp_path / "typo"
+    assert main(["labels", *cmd, "--state-dir", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no such state directory" in err
+    assert not missing.exists()
