@@ -264,11 +264,15 @@ class RemappedBackend:
         return out
 
 
-def evaluate_current(state_dir: Path, taskset, imgsz: int) -> dict[str, float]:
-    """Per-class box mAP50-95 of the registry's current model on every task's test split.
+def evaluate_current(state_dir: Path, taskset, imgsz: int,
+                     served_file: Path | None = None) -> dict[str, float]:
+    """Per-class box mAP50-95 of the model the device serves at the end, on every task's test
+    split: the registry's current version, else (no round was promoted) ``served_file``, the
+    model the run started from.
 
     Returns:
-        Dataset class name -> AP (0.0 for a class the model does not have).
+        Dataset class name -> AP (0.0 for a class the model does not have, and for every class
+        when there is no model at all).
     """
     from edgecl.continual.evaluate import evaluate_model
     from edgecl.models.backends import load_backend
@@ -279,11 +283,14 @@ def evaluate_current(state_dir: Path, taskset, imgsz: int) -> dict[str, float]:
     names = {name: cid for cid, name in taskset.names.items()}
     out = {name: 0.0 for name in names}
     current = registry.current()
-    if current is None:
+    if current is not None:
+        path = registry.model_path(current, prefer=(".onnx", ".pt"))
+    elif served_file is not None:
+        path = Path(served_file)
+    else:
         return out
     opts = InferenceOptions(conf=0.001, iou=0.7, max_det=300, threads=2, imgsz=imgsz)
-    backend = load_backend(registry.model_path(current, prefer=(".onnx", ".pt")), opts,
-                           warmup_runs=1)
+    backend = load_backend(path, opts, warmup_runs=1)
     try:
         mapping = {cid: names[n] for cid, n in backend.meta.names.items() if n in names}
         model = RemappedBackend(backend, mapping)
@@ -399,7 +406,7 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
     if final.status.value == "staged":
         promote_version(cfg.state_dir, final.version)
     counts = runtime.memory_sink.stats()["counts"] if runtime.memory_sink else {}
-    per_class = evaluate_current(state, taskset, imgsz)
+    per_class = evaluate_current(state, taskset, imgsz, served_file=init)
     acc = float(np.mean(list(per_class.values()))) if per_class else 0.0
     record = {"selection": selection, "budget_pct": budget_pct, "seed": seed,
               "acc": round(acc, 4), "per_class_ap": {k: round(v, 4) for k, v in per_class.items()},

@@ -149,3 +149,21 @@ def test_toy_field_benchmark_end_to_end(tmp_path, capsys):
     assert set(default["per_class_ap"]) == {"car", "truck", "person", "bicycle"}
     assert (out / "table.md").read_text().startswith("| selection |")
     assert list((out / "starting-model").glob("first-task-*.pt"))
+
+
+def test_without_a_promoted_round_the_starting_model_is_scored(tmp_path, monkeypatch):
+    from edgecl.continual import evaluate
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    pt = save_checkpoint(build_detection_model(2, names={0: "car", 1: "truck"}), tmp_path / "s.pt",
+                         meta={"names": {0: "car", 1: "truck"}, "imgsz": 64})
+    monkeypatch.setattr(evaluate, "evaluate_model",
+                        lambda model, images, class_ids: types.SimpleNamespace(map50_95=0.5))
+    taskset = types.SimpleNamespace(names={0: "car", 1: "truck", 2: "person"},
+                                    tasks=[types.SimpleNamespace(test=[])])
+    state = tmp_path / "state"
+    (state / "models").mkdir(parents=True)
+    assert field.evaluate_current(state, taskset, 64) == {"car": 0.0, "truck": 0.0, "person": 0.0}
+    assert field.evaluate_current(state, taskset, 64, served_file=pt) == {
+        "car": 0.5, "truck": 0.5, "person": 0.0}
