@@ -297,8 +297,8 @@ class LearnerSupervisor:
 
     def start_round(self, reason: str) -> None:
         """Start one round in a learner process and reset the trigger counters."""
-        ceiling = None
-        if self.memory_sink is not None:
+        ceiling = None  # learn every stored sample: also when the stream ended and the sink closed
+        if self.memory_sink is not None and not getattr(self.memory_sink, "closed", False):
             ceiling = max(self.memory_sink.memory.ids(), default=0)
         self._started_wall_s = time.time()
         self._round_started_mono_s = time.monotonic()

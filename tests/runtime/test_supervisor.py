@@ -147,3 +147,21 @@ def test_rejected_new_class_does_not_refire_until_new_samples(tmp_path, monkeypa
     sink.batches = [(1, {7})]
     sup.tick()
     assert started[-1] == "new_class"
+
+
+def test_a_round_due_after_the_stream_closed_the_sink_starts_without_reading_memory(tmp_path,
+                                                                                 monkeypatch):
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_new_samples=1",
+                             "learner.trigger_interval_s=0"])
+    sink = FakeSink([(3, {0})])
+
+    class ClosedMemory:
+        def ids(self):
+            raise AssertionError("a closed memory was read")
+
+    sink.memory, sink.closed = ClosedMemory(), True
+    sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
+    spawned = []
+    monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: spawned.append((reason, ceiling)))
+    sup.tick()
+    assert spawned == [("new_samples", None)]

@@ -176,6 +176,7 @@ class MemorySink:
         self.paused_reason: str | None = None
         self._retry_at = 0.0
         self.added = 0
+        self.closed = False
         self.classes_seen: set[int] = set()
         self.counts: Counter[str] = Counter()
         self.observers: list[Callable] = []
@@ -386,7 +387,8 @@ class MemorySink:
         return added, classes
 
     def close(self) -> None:
-        """Close the memory's index."""
+        """Close the memory's index (the sink stores nothing after this)."""
+        self.closed = True
         close = getattr(self.memory, "close", None)
         if close is not None:
             close()
