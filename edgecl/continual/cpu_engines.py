@@ -36,6 +36,9 @@ ENGINE_FILES = {
 }
 # Fastest first (measured by `edgecl bench perf --backends`); a version serves the first it has.
 SERVE_ORDER = ("openvino-int8", "openvino", "onnx-int8", "onnx")
+# Held-out images a round needs before its INT8 engine is even built: on fewer, the per-class gate
+# compares noise (a toy round's INT8 engine once passed on 2 images and found nothing elsewhere).
+MIN_HELD_OUT_FOR_INT8 = 10
 
 
 def _wanted(setting: str, available) -> bool:
@@ -155,9 +158,12 @@ def export_cpu_engines(cfg: Config, model, names: dict[int, str], onnx: Path, wo
     if not _wanted(ex.cpu_int8, available):
         why = "export.cpu_int8: off" if ex.cpu_int8 == "off" else "quantiser not installed"
         meta["int8"] = {"accepted": False, "engine": int8_engine, "reason": f"not built ({why})"}
-    elif not snapshot.ids(held_out=True):  # the gate could not pass: spare the quantisation
+    elif len(snapshot.ids(held_out=True)) < MIN_HELD_OUT_FOR_INT8:
+        # too few held-out images to measure INT8 accuracy: an unmeasured engine never serves
+        n_held = len(snapshot.ids(held_out=True))
         meta["int8"] = {"accepted": False, "engine": int8_engine,
-                        "reason": "not built (no held-out image to measure INT8 accuracy on)"}
+                        "reason": f"not built ({n_held} held-out images; at least "
+                                  f"{MIN_HELD_OUT_FOR_INT8} are needed to measure INT8 accuracy)"}
     else:
         accepted, int8_meta, int8_files = _int8(cfg, fp32_engine, fp32_path, work, snapshot,
                                                 names, seconds, eval_conf, eval_max_det)

@@ -19,7 +19,7 @@ IMGSZ = 64
 def scenario(tmp_path_factory):
     from edgecl.data.scenario import make_scenario
 
-    return make_scenario(tmp_path_factory.mktemp("scn"), tasks=1, images_per_task=20, imgsz=IMGSZ,
+    return make_scenario(tmp_path_factory.mktemp("scn"), tasks=1, images_per_task=40, imgsz=IMGSZ,
                          seed=1)
 
 
