@@ -166,7 +166,9 @@ def drive_browser(runtime, browser, registry, first, second, seen):
     classes = wait_for(lambda: [c for c in get(base, "/api/classes")
                                 if c["name"] == "crate" and c["samples"] == 1], what="crate stored")
     seen["crate_id"] = classes[0]["id"]
-    assert item_id not in {i["id"] for i in get(base, "/api/labels/pending")}
+    # the answer stores the sample first, then closes the item (the crash-safe order): wait
+    wait_for(lambda: item_id not in {i["id"] for i in get(base, "/api/labels/pending")},
+             what="answered item left the queue")
     wait_for(lambda: text_of(browser, "#why strong") not in ("", item_id), what="next item")
     check_console("label")
 
