@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,3 +112,18 @@ def screenshot(driver, name: str, full_page: bool = True) -> Path:
         driver.set_window_size(size["width"], size["height"])
     os.replace(tmp, path)
     return path
+
+
+def wait_for(predicate, timeout_s=10.0, what="condition"):
+    """Poll ``predicate`` every 50 ms until it returns something truthy; return that.
+
+    Raises:
+        AssertionError: still falsy after ``timeout_s`` seconds (names ``what``).
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

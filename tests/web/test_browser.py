@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from console_browser import screenshot, severe_console_entries
+from console_browser import screenshot, severe_console_entries, wait_for
 
 pytest.importorskip("selenium")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -20,14 +20,6 @@ from selenium.webdriver.support.ui import Select  # noqa: E402
 pytestmark = pytest.mark.timeout(120)
 
 
-def wait_for(predicate, timeout_s=10.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def js(browser, script, *args):

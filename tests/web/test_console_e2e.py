@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from console_browser import screenshot, severe_console_entries
+from console_browser import wait_for as browser_wait_for
 from edgecl.bench.console_load import ObjectSource, object_box, tiny_model
 from edgecl.config import load_config
 from edgecl.models.registry import Registry
@@ -37,13 +38,8 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def wait_for(predicate, timeout_s=15.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    """The shared poll with this file's longer default (a real runtime answers slower)."""
+    return browser_wait_for(predicate, timeout_s, what)
 
 
 def get(base, path):

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from console_browser import severe_console_entries
+from console_browser import severe_console_entries, wait_for
 from engine_registry import ACCEPTED_REASON, REFUSED_REASON, build_engine_registry
 
 pytest.importorskip("selenium")
@@ -16,14 +14,6 @@ from selenium.webdriver.common.by import By  # noqa: E402
 pytestmark = pytest.mark.timeout(120)
 
 
-def _wait_for(predicate, timeout_s=10.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _cells(browser) -> dict:
@@ -48,7 +38,7 @@ def test_engine_column_shows_the_serving_engine_and_the_int8_gate(served, browse
     with fake.lock:
         fake.versions = rows
     browser.get(base + "/models")
-    _wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]")) == 6,
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]")) == 6,
               what="model rows")
     heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "table.models thead th")]
     assert heads[:4] == ["VERSION", "STATUS", "ENGINE", "GATE VERDICT"]  # CSS upper-cases them
@@ -84,7 +74,7 @@ def test_rows_without_engine_fields_still_render(served, browser):
         for key in ("engine", "engine_label", "engine_file", "int8"):
             row.pop(key, None)
     browser.get(base + "/models")
-    _wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]")) == 3,
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]")) == 3,
               what="model rows")
     assert {v: c[:2] for v, c in _cells(browser).items()} == {
         "v0003": ["—", None], "v0002": ["—", None], "v0001": ["—", None]}
