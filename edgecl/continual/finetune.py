@@ -213,7 +213,8 @@ class FineTuner:
         reason = loop.run(_batches(loader, epochs), start, budget_s, max_steps)
         if loop.losses and recal_batches and reason != "nan_loss":
             yolo_train.recalibrate_batchnorm(self.model, loader, recal_batches, self.device,
-                                             frozen=self.frozen)
+                                             frozen=self.frozen,
+                                             min_images=min(int(self.cfg.batch), len(dataset)))
         n_replay = sum(yolo_train.replay_mask(dataset.im_files, replay_set))
         return self._finish(loop.result(reason, time.monotonic() - start, len(dataset), n_replay),
                             started=True)

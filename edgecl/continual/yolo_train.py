@@ -339,12 +339,19 @@ def train_mode(model, frozen: Sequence = ()) -> None:
         module.eval()
 
 
-def recalibrate_batchnorm(model, loader, n_batches: int, device, frozen: Sequence = ()) -> int:
+def recalibrate_batchnorm(model, loader, n_batches: int, device, frozen: Sequence = (),
+                          min_images: int = 1) -> int:
     """Re-estimate BatchNorm running statistics for the current weights (no gradient).
 
     Running statistics are reset and replaced by the exact average over ``n_batches``
     training batches (``momentum=None``), then the layers' momentum is restored.  BatchNorm
     layers inside ``frozen`` modules are left as they are (in eval mode, statistics kept).
+
+    Batches with fewer than ``min_images`` images are passed over: an epoch's last, partial
+    batch can hold one image, and ultralytics' ``InfiniteDataLoader`` goes on from where
+    training stopped, so it can be the batch drawn.  One image at a small input size leaves the
+    deepest layers 2 x 2 positions to estimate a variance from, and a model recalibrated on it
+    blew its activations up to scores of exactly 0 on every other image.
 
     Args:
         model: the model (left in eval mode).
@@ -352,6 +359,7 @@ def recalibrate_batchnorm(model, loader, n_batches: int, device, frozen: Sequenc
         n_batches: batches to average over (>= 1).
         device: torch device.
         frozen: modules whose BatchNorm statistics must not change.
+        min_images: smallest batch used (callers pass ``min(batch, dataset size)``).
 
     Returns:
         Batches used.
@@ -373,6 +381,8 @@ def recalibrate_batchnorm(model, loader, n_batches: int, device, frozen: Sequenc
             while used < n_batches:
                 before = used
                 for batch in loader:
+                    if len(batch["img"]) < min_images:
+                        continue
                     model(preprocess_batch(batch, device)["img"])
                     used += 1
                     if used >= n_batches:
