@@ -57,7 +57,7 @@ def teach_cfg(state, model, *extra):
         f"learner.imgsz={IMGSZ}", "learner.batch=4", "learner.max_steps=32",
         "learner.first_round_max_steps=32",
         "learner.budget_s=900", "learner.epochs=100", "learner.lr=0.02", "learner.device=cpu",
-        "learner.bn_recalibration_batches=1", "memory.holdout_fraction=0.25",
+        "learner.bn_recalibration_batches=4", "memory.holdout_fraction=0.25",
         "replay.strategy=er", "gate.max_forgetting=1.0", "gate.min_acc_delta=-1.0",
         "export.tensorrt='off'", *extra])
 
