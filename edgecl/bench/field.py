@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecl.atomic import atomic_write_text
 from edgecl.continual.old_labels import box_iou_np
 from edgecl.continual.recall import yolo_to_xyxy
 from edgecl.errors import EdgeclError
@@ -63,11 +64,16 @@ class HiddenLabelsSource:
         hold: ``callable() -> bool``; while True, ``read`` waits.
         fps: delivery rate, frames per second of stream time (0: as fast as read); the
             simulated operator answers between frames as a person would while the camera runs.
+        device_ids: for the ``ground_truth`` run, ``(device_names, dataset_to_device)`` from
+            :func:`device_class_ids`: labels come out in the device's class ids and ``names``
+            are the device's (the truth kept here stays in dataset ids).
     """
 
-    def __init__(self, inner, hide: bool = True, hold=None, fps: float = 0.0):
+    def __init__(self, inner, hide: bool = True, hold=None, fps: float = 0.0,
+                 device_ids: tuple[dict[int, str], dict[int, int]] | None = None):
         self.inner = inner
         self.hide = hide
+        self.device_ids = device_ids
         self.hold = hold
         self.period_s = 1.0 / fps if fps > 0 else 0.0
         self._next_s = 0.0
@@ -88,7 +94,9 @@ class HiddenLabelsSource:
     def names(self) -> dict | None:
         """The dataset's class names when labels come out (``ground_truth``: the device's class
         registry must know the ids its labels carry), else ``None`` (a camera names nothing)."""
-        return None if self.hide else getattr(self.inner, "names", None)
+        if self.hide:
+            return None
+        return self.device_ids[0] if self.device_ids else getattr(self.inner, "names", None)
 
     @property
     def stats(self):
@@ -120,13 +128,47 @@ class HiddenLabelsSource:
         self.frame_of_ts[frame.ts_s] = frame.frame_id
         if frame.task and (not self.tasks_seen or self.tasks_seen[-1] != frame.task):
             self.tasks_seen.append(frame.task)
-        return dataclasses.replace(frame, labels=None if self.hide else frame.labels, task=None)
+        if self.hide:
+            return dataclasses.replace(frame, labels=None, task=None)
+        shown = labels
+        if self.device_ids and len(labels):
+            to_device = self.device_ids[1]
+            shown = labels.copy()
+            shown[:, 0] = [to_device[int(c)] for c in labels[:, 0]]
+        return dataclasses.replace(frame, labels=shown, task=None)
 
     def close(self) -> None:
         """Close the wrapped source."""
         self.closed.set()
         if hasattr(self.inner, "close"):
             self.inner.close()
+
+
+def device_class_ids(model_names: dict, dataset_names: dict) -> tuple[dict[int, str], dict[int, int]]:
+    """The ids a device that starts from a model gives a dataset's classes.
+
+    The device's class registry is seeded from the starting model's names; a dataset class of
+    the same name keeps the model's id, the others get the next free ids in dataset-id order,
+    as the registry would number them (a team's own checkpoint need not number classes as the
+    dataset does).
+
+    Args:
+        model_names: starting model's class id -> name.
+        dataset_names: dataset class id -> name.
+
+    Returns:
+        ``(device_names, dataset_to_device)``: device class id -> name for every class, and
+        dataset class id -> device class id.
+    """
+    device = {int(k): str(v) for k, v in model_names.items()}
+    by_name = {v: k for k, v in device.items()}
+    to_device = {}
+    for cid, name in sorted((int(k), str(v)) for k, v in dataset_names.items()):
+        if name not in by_name:
+            by_name[name] = max(device, default=-1) + 1
+            device[by_name[name]] = name
+        to_device[cid] = by_name[name]
+    return device, to_device
 
 
 def matched_boxes(pred: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> int:
@@ -384,9 +426,15 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
                                                              imgsz)
     runtime_box: list = []
     inner = TasksSource(f"tasks://{yaml_path}", str(yaml_path), [], "train", cfg=cfg.source)
+    device_ids = None
+    if selection == "ground_truth":
+        from edgecl.models.checkpoint import load_checkpoint
+
+        device_ids = device_class_ids(load_checkpoint(init)[1]["names"], taskset.names)
     source = HiddenLabelsSource(inner, hide=selection != "ground_truth", fps=fps,
                                 hold=lambda: bool(runtime_box and runtime_box[0].supervisor
-                                                  and runtime_box[0].supervisor.busy))
+                                                  and runtime_box[0].supervisor.busy),
+                                device_ids=device_ids)
     task_classes = {t.name: tuple(t.classes) for t in taskset.tasks}
     operator = SimulatedOperator(source, dict(taskset.names), task_classes, budget_pct, delay_frames)
     hook = operator.tick if selection != "ground_truth" else None
@@ -458,7 +506,7 @@ def write_table(runs: list[dict], path: Path) -> None:
             f"{r['human_labels']} | {r['pseudo_labels']} | {r['pseudo_precision']} | {r['fps']} | "
             + " | ".join(f"{r['per_class_ap'].get(c, 0.0):.3f}" for c in classes) + " |"
             for r in runs]
-    path.write_text("\n".join([head, sep, *rows]) + "\n")
+    atomic_write_text(path, "\n".join([head, sep, *rows]) + "\n")
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -544,7 +592,7 @@ def run(args) -> int:
             runs.append(run_one(cfg, taskset, yaml_path, selection, args.label_budget_pct, seed,
                                 args.imgsz, out / "runs", args.delay_frames, progress,
                                 args.fps, initial))
-            (out / "results.json").write_text(json.dumps(runs, indent=1))
+            atomic_write_text(out / "results.json", json.dumps(runs, indent=1))
     write_table(runs, out / "table.md")
     summary = dict(summarize(runs), results=str(out / "results.json"))
     if args.json:

@@ -42,6 +42,29 @@ def test_hidden_source_strips_labels_and_tasks_and_keeps_the_truth():
     assert kept.labelled and kept.names == {0: "car", 1: "truck", 2: "person"}
 
 
+def test_device_class_ids_follow_the_starting_model_then_the_dataset():
+    # hit-uav: the task-1 model names {0: Car, 1: OtherVehicle}; the dataset numbers
+    # {0: Car, 1: Person, 2: OtherVehicle, 3: Bicycle}
+    names, to_device = field.device_class_ids({0: "Car", 1: "OtherVehicle"},
+                                              {0: "Car", 1: "Person", 2: "OtherVehicle",
+                                               3: "Bicycle"})
+    assert names == {0: "Car", 1: "OtherVehicle", 2: "Person", 3: "Bicycle"}
+    assert to_device == {0: 0, 1: 2, 2: 1, 3: 3}
+    # a model that knows none of them (COCO): the dataset's classes follow its own
+    names, to_device = field.device_class_ids({0: "person", 1: "bicycle"}, {0: "car", 1: "bicycle"})
+    assert names == {0: "person", 1: "bicycle", 2: "car"} and to_device == {0: 2, 1: 1}
+
+
+def test_ground_truth_labels_come_out_in_the_device_ids_and_the_truth_stays():
+    device_ids = field.device_class_ids({0: "person"}, ListSource.names)
+    src = field.HiddenLabelsSource(ListSource([frame(0, [[0, .5, .5, .2, .2], [2, .1, .1, .1, .1]],
+                                                     "t1")]), hide=False, device_ids=device_ids)
+    out = src.read()
+    assert out.labels[:, 0].tolist() == [1, 0]  # car -> 1 (after person), person -> 0
+    assert src.truth[0][0][:, 0].tolist() == [0, 2]  # scoring reads dataset ids
+    assert src.names == {0: "person", 1: "car", 2: "truck"}
+
+
 def test_matched_boxes_same_class_one_to_one():
     truth = np.array([[0, .5, .5, .2, .2], [1, .2, .2, .1, .1]], np.float32)
     pred = np.array([[0, .5, .5, .2, .2],      # hit
