@@ -270,7 +270,7 @@ class Runtime:
             other = by_name.get(name)
             if (cid in known and known[cid] != name) or (other is not None and other != cid):
                 device = f"'{known[cid]}'" if cid in known else "no class"
-                raise ConfigError(f"{what} call class id {cid} '{name}', but this device's class "
+                raise ConfigError(f"{what}: class id {cid} is '{name}', but this device's class "
                                   f"registry has {device} there"
                                   + (f" and '{name}' as id {other}" if other is not None else "")
                                   + f"; {advice}")

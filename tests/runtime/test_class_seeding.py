@@ -51,7 +51,7 @@ def test_a_renamed_class_does_not_stop_the_next_start(tmp_path, scenario):
     assert report.frames == 2 and ClassRegistry(state).names()[1] == "lorry"
     with pytest.raises(ConfigError) as err:  # the dataset's labels still call id 1 'truck'
         run(state, f"tasks://{scenario}?task=t1", None)
-    assert "id 1 'truck'" in str(err.value) and "'lorry'" in str(err.value)
+    assert "class id 1 is 'truck'" in str(err.value) and "'lorry'" in str(err.value)
 
 
 def test_a_conflicting_source_is_refused_before_anything_is_written(tmp_path, scenario):
@@ -61,5 +61,5 @@ def test_a_conflicting_source_is_refused_before_anything_is_written(tmp_path, sc
         {"format": 1, "classes": [{"id": 0, "name": "boat", "first_seen": "2026-01-01T00:00:00+00:00"}]}))
     with pytest.raises(ConfigError) as err:
         run(state, f"tasks://{scenario}", "yolo11n.yaml")
-    assert "class id 0 'car'" in str(err.value) and "'boat'" in str(err.value)
+    assert "class id 0 is 'car'" in str(err.value) and "'boat'" in str(err.value)
     assert ClassRegistry(state).names() == {0: "boat"}
