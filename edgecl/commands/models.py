@@ -66,8 +66,10 @@ def list_command(args: argparse.Namespace) -> int:
     registry = _registry(args)
     versions = registry.list()
     rows = [(v, serving_engine(registry, v), int8_gate(v.manifest)) for v in versions]
+    problems = {v.version: serve_problem(registry, v, engine) for v, engine, _ in rows}
     if args.json:
-        print_json_line([dict(v.to_json(), **engine, int8=gate) for v, engine, gate in rows])
+        print_json_line([dict(v.to_json(), **engine, int8=gate, serve_problem=problems[v.version])
+                         for v, engine, gate in rows])
         return 0
     if not versions:
         print("no model versions yet")
@@ -79,8 +81,33 @@ def list_command(args: argparse.Namespace) -> int:
         reason = f" ({v.reason})" if v.reason else ""  # derived: consistent with the status
         refused = f" [INT8 refused: {gate['reason']}]" if gate and gate["refused"] else ""
         label = engine["engine_label"] or "-"
-        print(f"{mark} {v.version} {v.status:<9} {label:<{width}} {v.created}{acc_text}{reason}{refused}")
+        broken = f" [cannot serve: {problems[v.version]}]" if problems[v.version] else ""
+        print(f"{mark} {v.version} {v.status:<9} {label:<{width}} {v.created}{acc_text}{reason}"
+              f"{refused}{broken}")
     return 0
+
+
+def serve_problem(registry, info, engine: dict) -> str | None:
+    """Why a version that should serve has no engine to serve (a deleted or unsafe model file).
+
+    Args:
+        registry: the :class:`~edgecl.models.registry.Registry`.
+        info: the version's :class:`~edgecl.models.registry.VersionInfo`.
+        engine: what :func:`edgecl.runtime.console.serving_engine` found for it.
+
+    Returns:
+        One line saying what is wrong and what to do, or ``None`` when the version serves (or is
+        not meant to: rejected, pruned, corrupt).
+    """
+    from edgecl.errors import RegistryError
+
+    if engine.get("engine") is not None or info.status in ("rejected", "pruned", "corrupt"):
+        return None
+    try:
+        registry.model_path(info.version)
+    except RegistryError as exc:
+        return f"{exc}; see 'edgecl models verify {info.version}'"
+    return None
 
 
 def check_loadable(registry, version: str, args: argparse.Namespace) -> None:

@@ -2,8 +2,9 @@
 
 Both engines (FP32 and its INT8 quantisation) are scored by the same evaluator on the round's
 held-out images; the INT8 one is accepted when, on EVERY class the FP32 one was scored on, its
-mAP50-95 is at most ``export.int8_max_drop`` lower. A class the INT8 evaluation lacks, or no
-class at all (no held-out image), is a refusal: an unmeasured engine never serves.
+mAP50-95 is at most ``export.int8_max_drop`` lower. A class the INT8 evaluation lacks, a
+non-finite score on either side, or no class at all (no held-out image), is a refusal: an
+unmeasured engine never serves.
 """
 
 from __future__ import annotations
@@ -62,12 +63,18 @@ def judge_int8(fp32: Mapping[int, float], int8: Mapping[int, float], max_drop: f
     if not fp32:
         return Int8Verdict(False, "no held-out class to measure INT8 accuracy on; FP32 serves",
                            max_drop=max_drop)
+    if not (math.isfinite(float(max_drop)) and max_drop >= 0):
+        return Int8Verdict(False, f"export.int8_max_drop {max_drop!r} is not a number >= 0; FP32 "
+                                  "serves", max_drop=max_drop)
     drops: dict[str, float] = {}
     failing: list[tuple[float, str]] = []
     for cls in sorted(fp32):
         ref = float(fp32[cls])
+        if not math.isfinite(ref):  # a NaN drop compares False with every bound: it would pass
+            return Int8Verdict(False, f"class {label(cls)}: FP32 mAP50-95 is {ref} (not measured)",
+                               drops, max_drop)
         got = int8.get(cls)
-        if got is None or math.isnan(float(got)):
+        if got is None or not math.isfinite(float(got)):
             return Int8Verdict(False, f"class {label(cls)}: missing from the INT8 evaluation",
                                drops, max_drop)
         drop = ref - float(got)

@@ -70,6 +70,20 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+def _save_model(ov, ov_model, tmp: Path, dest_dir: Path) -> None:
+    """``openvino.save_model`` into ``tmp``, its failures (C++ exceptions surfacing as
+    ``RuntimeError``, not ``OSError``) turned into one-line :class:`ExportError`."""
+    from edgecl.models.openvino_backend import openvino_reason
+
+    try:
+        ov.save_model(ov_model, str(tmp / IR_XML), compress_to_fp16=False)
+    except OSError:
+        raise
+    except Exception as exc:  # OpenVINO's writer raises RuntimeError for a full disk and others
+        raise ExportError(f"cannot write OpenVINO IR {dest_dir}: {openvino_reason(exc)} "
+                          "(is the disk full?)") from None
+
+
 def save_ir(ov_model, dest_dir: str | os.PathLike) -> Path:
     """Write an IR (``model.xml`` + ``model.bin``) into ``dest_dir``, both files or neither.
 
@@ -84,8 +98,9 @@ def save_ir(ov_model, dest_dir: str | os.PathLike) -> Path:
         Path of ``dest_dir/model.xml``.
 
     Raises:
-        ExportError: ``openvino`` is missing.
-        OSError: the disk is full or the folder not writable (nothing is left half-written).
+        ExportError: ``openvino`` is missing, or OpenVINO cannot write the files (a full disk:
+            OpenVINO reports it as ``RuntimeError: basic_ios::clear``); nothing is left half-written.
+        OSError: the folder cannot be created, synced or renamed (nothing is left half-written).
     """
     ov = require_openvino()
     dest_dir = Path(dest_dir)
@@ -94,7 +109,7 @@ def save_ir(ov_model, dest_dir: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=str(parent)))
     old = parent / f".{dest_dir.name}.old-{uuid.uuid4().hex[:8]}"
     try:
-        ov.save_model(ov_model, str(tmp / IR_XML), compress_to_fp16=False)
+        _save_model(ov, ov_model, tmp, dest_dir)
         for name in (IR_XML, IR_BIN):
             _fsync_file(tmp / name)
         fsync_dir(tmp)

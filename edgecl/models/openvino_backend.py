@@ -82,6 +82,8 @@ def read_ir_metadata(ov_model, xml_path: Path) -> dict[str, str]:
 
     edgecl's exports carry it in the model's ``rt_info`` under ``edgecl``; ultralytics' exports
     write a ``metadata.yaml`` beside the ``.xml`` instead, which is read when the former is absent.
+    Without either (an ultralytics IR copied without its ``metadata.yaml``, e.g. into a registry
+    version), the class names come from ultralytics' ``rt_info`` entry ``model_info/labels``.
 
     Args:
         ov_model: the ``openvino.Model`` read from ``xml_path``.
@@ -101,7 +103,7 @@ def read_ir_metadata(ov_model, xml_path: Path) -> dict[str, str]:
         return custom
     yaml_path = xml_path.parent / "metadata.yaml"
     if not yaml_path.is_file():
-        return {}
+        return _ultralytics_rt_labels(ov_model)
     import yaml
 
     try:
@@ -114,6 +116,19 @@ def read_ir_metadata(ov_model, xml_path: Path) -> dict[str, str]:
         if key in data:
             custom[key] = repr(data[key]) if key in ("names", "imgsz") else str(data[key])
     return custom
+
+
+def _ultralytics_rt_labels(ov_model) -> dict[str, str]:
+    """Class names from the ``rt_info`` entry ``model_info/labels`` that ultralytics' exporter
+    writes for a YOLO model: one space-separated string (its exporter turns spaces inside a name
+    into ``_``). Empty when absent or not from a YOLO export."""
+    if not (ov_model.has_rt_info(["model_info", "labels"])
+            and ov_model.has_rt_info(["model_info", "model_type"])):
+        return {}
+    if str(ov_model.get_rt_info(["model_info", "model_type"]).astype(str)) != "YOLO":
+        return {}
+    labels = str(ov_model.get_rt_info(["model_info", "labels"]).astype(str)).split()
+    return {"names": repr(dict(enumerate(labels)))} if labels else {}
 
 
 def _shape(partial_shape) -> list:
@@ -161,10 +176,15 @@ class OpenVinoBackend(Backend):
             raise ModelLoadError(f"{path}: a '{custom['task']}' model; edgecl runs detection models only")
         in_shape = _shape(inp.get_partial_shape())
         names, hw = read_onnx_metadata(custom, in_shape, path, self.opts.imgsz)
-        names = check_detect_output(_shape(model.outputs[0].get_partial_shape()), names, path)
         if not inp.get_partial_shape().is_static:
             batch0 = in_shape[0] if isinstance(in_shape[0], int) else 1
-            model.reshape([batch0, 3, hw[0], hw[1]])
+            try:
+                model.reshape([batch0, 3, hw[0], hw[1]])
+            except Exception as exc:  # shape inference fails with RuntimeError and others
+                raise ModelLoadError(f"{path}: cannot set its dynamic input to {batch0}x3x{hw[0]}x{hw[1]} "
+                                     f"({openvino_reason(exc)}); export it with a fixed input size "
+                                     "or give the right 'imgsz' metadata") from None
+        names = check_detect_output(_shape(model.outputs[0].get_partial_shape()), names, path)
         config = {"INFERENCE_NUM_THREADS": max(1, int(self.opts.threads)),
                   "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}

@@ -151,3 +151,26 @@ def test_prune_json(capsys, tmp_path):
     assert result["kept"] == ["v0003", "v0004"] and result["pruned"] == ["v0001", "v0002"]
     assert result["freed_bytes"] == 200
     assert result["engine_cache"] == {"kept": 0, "removed": 0, "freed_bytes": 0}
+
+
+def test_list_says_why_a_version_whose_served_file_is_gone_cannot_serve(capsys, tmp_path):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    files = {}
+    for name in ("model.onnx", "openvino/model.xml", "openvino/model.bin"):
+        files[name] = tmp_path / name.replace("/", "_")
+        files[name].write_bytes(name.encode())
+    registry = Registry(state / "models")
+    version = registry.stage(files, {"serve": "openvino/model.xml", "serve_engine": "openvino"})
+    registry.promote(version)
+    (state / "models" / version / "openvino" / "model.xml").unlink()
+    code, out, err = run_cli(capsys, "models", "list", "--state-dir", state)
+    assert code == 0 and out.count("\n") == 1, out
+    assert "[cannot serve: " in out and "openvino/model.xml is missing" in out
+    assert f"see 'edgecl models verify {version}'" in out
+    row = _versions(capsys, state)[0]
+    assert row["engine"] is None and "model.xml is missing" in row["serve_problem"]
+    code, out, err = run_cli(capsys, "models", "verify", "--state-dir", state)
+    assert code == 1 and "openvino/model.xml is missing" in out

@@ -116,3 +116,16 @@ def test_an_explicit_on_that_cannot_apply_is_refused_at_start(monkeypatch):
     with pytest.raises(ConfigError, match="export.cpu_int8 is 'on' but onnxruntime.quantization"):
         check_export_settings(load_config(None, ["export.cpu_int8=on"]))
     check_export_settings(load_config(None, []))  # auto adapts: nothing to refuse
+
+
+def test_int8_gate_refuses_a_score_that_is_not_a_number():
+    """A NaN drop compares False with every bound: a NaN FP32 score (or an infinite INT8 one)
+    must refuse the INT8 engine, not pass it unmeasured."""
+    from edgecl.continual.int8_gate import judge_int8
+
+    names = {0: "car", 1: "truck"}
+    verdict = judge_int8({0: 0.5, 1: float("nan")}, {0: 0.5, 1: 0.4}, 0.01, names)
+    assert not verdict.accepted and verdict.reason.startswith("class truck: FP32 mAP50-95 is nan")
+    assert not judge_int8({0: 0.5}, {0: float("inf")}, 0.01, names).accepted
+    assert not judge_int8({0: 0.5}, {0: 0.5}, float("nan"), names).accepted
+    assert judge_int8({0: 0.5}, {0: 0.495}, 0.01, names).accepted

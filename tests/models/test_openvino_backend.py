@@ -151,3 +151,43 @@ def test_an_ir_is_added_to_the_registry_with_its_weights_and_served(exported, tm
     with pytest.raises(RegistryError, match="weights model.bin are missing"):
         reg.add(lone, check=False)
     assert reg.versions() == [version]
+
+
+def _tiny_ir(tmp_path, name, in_shape, *, reshape_to=None, rt=None):
+    """A tiny detector-shaped IR: one 1x1 stride-32 convolution to 6 channels (2 classes),
+    flattened to (N, 6, anchors) or reshaped to the fixed ``reshape_to``."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    param = ops.parameter(in_shape, ov.Type.f32, name="images")
+    weights = ops.constant(np.random.default_rng(0).random((6, 3, 1, 1), dtype=np.float32))
+    conv = ops.convolution(param, weights, [32, 32], [0, 0], [0, 0], [1, 1])
+    target = reshape_to if reshape_to is not None else [0, 6, -1]
+    out = ops.reshape(conv, ops.constant(np.array(target, np.int64)), reshape_to is None)
+    model = ov.Model([out], [param], "tiny")
+    for keys, value in (rt or {}).items():
+        model.set_rt_info(value, list(keys))
+    xml = tmp_path / name / "model.xml"
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    return xml
+
+
+def test_dynamic_input_that_cannot_take_the_size_is_one_line_error(tmp_path):
+    xml = _tiny_ir(tmp_path, "hard", [1, 3, -1, -1], reshape_to=[1, 6, 4],
+                   rt={("edgecl", "imgsz"): "[128, 128]"})
+    with pytest.raises(ModelLoadError) as err:
+        load_backend(xml)
+    text = str(err.value)
+    assert "cannot set its dynamic input to 1x3x128x128" in text and "\n" not in text
+
+
+def test_ultralytics_ir_without_its_metadata_yaml_keeps_its_class_names(tmp_path):
+    """An ultralytics IR staged into a registry version travels without its metadata.yaml;
+    the names then come from the labels ultralytics writes into rt_info."""
+    rt = {("model_info", "model_type"): "YOLO", ("model_info", "labels"): ["car", "traffic_light"]}
+    xml = _tiny_ir(tmp_path, "ultra", [1, 3, 64, 64], rt=rt)
+    backend = load_backend(xml, InferenceOptions(threads=1), warmup_runs=1)
+    assert backend.meta.names == {0: "car", 1: "traffic_light"}
+    backend.close()
+    plain = _tiny_ir(tmp_path, "plain", [1, 3, 64, 64])
+    assert load_backend(plain).meta.names == {0: "0", 1: "1"}

@@ -157,3 +157,30 @@ def test_save_ir_replaces_a_folder_whole(tiny):
     assert out == dest / "model.xml"
     assert sorted(p.name for p in dest.iterdir()) == ["model.bin", "model.xml"]
     assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_save_ir_on_a_full_disk_is_one_line_export_error(tmp_path, monkeypatch):
+    """OpenVINO's writer reports a full disk as RuntimeError('basic_ios::clear: iostream error'),
+    which the round's containment (ExportError, OSError) did not catch: the round failed."""
+    ov = pytest.importorskip("openvino", reason="openvino is not installed")
+    from openvino import opset13 as ops
+
+    from edgecl.models.export_openvino import save_ir
+
+    param = ops.parameter([1, 3, 32, 32], ov.Type.f32, name="images")
+    model = ov.Model([ops.relu(param)], [param], "tiny")
+    dest = tmp_path / "openvino"
+    dest.mkdir()
+    (dest / "model.xml").write_text("the previous IR")
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("Exception from src/core/src/pass/serialize.cpp:1:\nbasic_ios::clear: "
+                           "iostream error\n")
+
+    monkeypatch.setattr(ov, "save_model", full_disk)
+    with pytest.raises(ExportError) as err:
+        save_ir(model, dest)
+    text = str(err.value)
+    assert "basic_ios::clear" in text and "disk full" in text and "\n" not in text
+    assert (dest / "model.xml").read_text() == "the previous IR"  # nothing stored is lost
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
