@@ -81,14 +81,14 @@ def list_command(args: argparse.Namespace) -> int:
         reason = f" ({v.reason})" if v.reason else ""  # derived: consistent with the status
         refused = f" [INT8 refused: {gate['reason']}]" if gate and gate["refused"] else ""
         label = engine["engine_label"] or "-"
-        broken = f" [cannot serve: {problems[v.version]}]" if problems[v.version] else ""
+        broken = f" [{problems[v.version]}]" if problems[v.version] else ""
         print(f"{mark} {v.version} {v.status:<9} {label:<{width}} {v.created}{acc_text}{reason}"
               f"{refused}{broken}")
     return 0
 
 
 def serve_problem(registry, info, engine: dict) -> str | None:
-    """Why a version that should serve has no engine to serve (a deleted or unsafe model file).
+    """What keeps a version from serving the engine its manifest chose (a deleted or unsafe file).
 
     Args:
         registry: the :class:`~edgecl.models.registry.Registry`.
@@ -96,17 +96,27 @@ def serve_problem(registry, info, engine: dict) -> str | None:
         engine: what :func:`edgecl.runtime.console.serving_engine` found for it.
 
     Returns:
-        One line saying what is wrong and what to do, or ``None`` when the version serves (or is
-        not meant to: rejected, pruned, corrupt).
+        One line saying what is wrong, what serves instead and what to do, or ``None`` when the
+        version serves what it chose (or is not meant to serve: rejected, pruned, corrupt).
     """
     from edgecl.errors import RegistryError
 
-    if engine.get("engine") is not None or info.status in ("rejected", "pruned", "corrupt"):
+    if info.status in ("rejected", "pruned", "corrupt"):
+        return None
+    see = f"see 'edgecl models verify {info.version}'"
+    if engine.get("engine") is None:
+        try:
+            registry.model_path(info.version)
+        except RegistryError as exc:
+            return f"cannot serve: {exc}; {see}"
+        return None
+    chosen = info.manifest.get("serve")
+    if not isinstance(chosen, str) or chosen == engine.get("engine_file"):
         return None
     try:
-        registry.model_path(info.version)
+        registry.file_path(info.version, chosen)
     except RegistryError as exc:
-        return f"{exc}; see 'edgecl models verify {info.version}'"
+        return f"{exc}: {engine['engine_label']} serves instead; {see}"
     return None
 
 
@@ -120,7 +130,7 @@ def check_loadable(registry, version: str, args: argparse.Namespace) -> None:
     from edgecl.models.backends import load_backend
 
     registry.check_integrity(version)
-    backend = load_backend(registry.model_path(version), _options(args), warmup_runs=1)
+    backend = load_backend(registry.model_path(version, verify=True), _options(args), warmup_runs=1)
     backend.close()
 
 
@@ -162,10 +172,14 @@ def verify_command(args: argparse.Namespace) -> int:
         raise RegistryError("no current model version to verify; name one")
     registry.check_version(version)  # a typo is one error line, not a failed check
     problems = registry.verify(version)
+    essential = set(registry.verify(version, essential_only=True))
     if args.json:
-        print_json_line({"version": version, "ok": not problems, "problems": problems})
+        print_json_line({"version": version, "ok": not problems, "problems": problems,
+                         "can_serve": not essential})
     else:
-        print(f"{version}: ok" if not problems else "\n".join(f"{version}: {p}" for p in problems))
+        note = " (an engine built from the version's model: the next intact engine serves)"
+        print(f"{version}: ok" if not problems else
+              "\n".join(f"{version}: {p}{'' if p in essential else note}" for p in problems))
     return 1 if problems else 0
 
 

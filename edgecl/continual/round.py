@@ -94,7 +94,8 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
     if ctx is None:
         return RoundResult(RoundStatus.SKIPPED, reason="no new labelled samples", trigger=reason,
                            started_s=started_s)
-    problems = ctx.registry.verify(ctx.parent_version) if ctx.parent_version else []
+    problems = (ctx.registry.verify(ctx.parent_version, essential_only=True)
+                if ctx.parent_version else [])
     if problems:
         # INVARIANT: a tampered parent is never fine-tuned (its result would be promoted)
         return RoundResult(RoundStatus.FAILED, trigger=reason, started_s=started_s,

@@ -13,6 +13,12 @@ no symlink anywhere on the way, the version directory itself not a symlink) and 
 sha256 the manifest records. :meth:`Registry.check_integrity` raises on the first problem;
 promote and rollback run it before they change anything.
 
+Engines derived from a version's own model (its OpenVINO IRs ``openvino/`` and
+``openvino-int8/``, ``model-int8.onnx``, a TensorRT ``.engine``) are optional: a missing or
+damaged one is skipped for the next engine in the serving order, down to the version's ONNX
+model, and never refuses or rolls back a version whose model itself is intact
+(:meth:`Registry.verify` with ``essential_only``, :meth:`Registry.model_path` with ``verify``).
+
 Crash safety: the commit point of promote and rollback is ONE ``os.replace`` of ``current``.
 Everything written after it (history, manifest statuses) is derived from ``current`` when read
 (:meth:`Registry.status`, :meth:`Registry.history`) and repaired when a registry is opened, so
@@ -73,6 +79,28 @@ class VersionStatus(str, enum.Enum):
 STATUSES = tuple(s.value for s in VersionStatus)
 ROLLED_BACK = "rolled back"
 """The status reason of a version retired by a rollback (shown by ``models list``)."""
+
+
+def is_derived_engine(name: str, files) -> bool:
+    """Whether a manifest entry is an engine built from the version's own model, so that the
+    version can serve without it.
+
+    Args:
+        name: the file entry (``openvino-int8/model.xml``, ``model-int8.onnx``, ...).
+        files: every entry of the manifest.
+
+    Returns:
+        True for ``openvino/*``, ``openvino-int8/*``, ``*-int8.onnx`` and ``*.engine`` entries
+        when the manifest also holds a model that is none of these (a ``.onnx`` or ``.pt``); a
+        version added as a bare engine has nothing to fall back to, so its engine is essential.
+    """
+    def derived(entry: str) -> bool:
+        lower = entry.lower()
+        return (lower.startswith(("openvino/", "openvino-int8/")) or lower.endswith("-int8.onnx")
+                or lower.endswith(".engine"))
+
+    return derived(name) and any(not derived(other) and other.lower().endswith((".onnx", ".pt"))
+                                 for other in files)
 
 
 def _runnable_here(name: str) -> bool:
@@ -267,38 +295,66 @@ class Registry:
             raise RegistryError(f"{path} is missing")
         return path
 
-    def model_path(self, version: str, prefer: tuple[str, ...] = MODEL_PREFERENCE) -> Path:
+    def model_path(self, version: str, prefer: tuple[str, ...] = MODEL_PREFERENCE,
+                   verify: bool = False) -> Path:
         """Return the inference file of a version, by preference of suffix.
 
         A TensorRT ``.engine`` comes first where one was built (and ``prefer`` names it); then
         the file the manifest's ``serve`` entry names (the CPU engine chosen at export, e.g.
         ``openvino-int8/model.xml``) when its suffix is in ``prefer``; then ``prefer``'s order.
+        A derived engine (:func:`is_derived_engine`) whose files are missing, or with
+        ``verify`` do not match their sha256, is skipped with a warning for the next one.
 
         Args:
             version: version name.
             prefer: suffixes in order of preference.
+            verify: also check the sha256 of a derived engine's files before choosing it (what
+                loading for serving does; listing only checks that they exist).
 
         Raises:
             RegistryError: the version has no usable model file, or its entry is unsafe.
         """
         manifest = self.manifest(version)
-        files = [name for name in manifest.get("files", {}) if _runnable_here(name)]
+        entries = manifest.get("files", {})
+        files = [name for name in entries if _runnable_here(name)]
         served = manifest.get("serve")
         has_engine = ".engine" in prefer and any(name.endswith(".engine") for name in files)
+        order = []
         if (not has_engine and isinstance(served, str) and served in files
                 and any(served.endswith(suffix) for suffix in prefer)):
-            return self.file_path(version, served)
-        for suffix in prefer:
-            for name in sorted(files):
-                if name.endswith(suffix):
-                    return self.file_path(version, name)
-        raise RegistryError(f"model version {version} has no file among {prefer}")
+            order.append(served)
+        order += [name for suffix in prefer for name in sorted(files)
+                  if name.endswith(suffix) and name not in order]
+        for name in order:
+            if not is_derived_engine(name, entries):
+                return self.file_path(version, name)
+            problem = self._engine_problem(version, name, entries, verify)
+            if problem is None:
+                return self.file_path(version, name)
+            log.warning("model version %s: engine %s skipped (%s); trying the next one",
+                        version, name, problem)
+        raise RegistryError(f"model version {version} has no intact file among {prefer}")
 
-    def verify(self, version: str) -> list[str]:
+    def _engine_problem(self, version: str, name: str, entries: dict, verify: bool) -> str | None:
+        """What is wrong with a derived engine's files (an IR's ``.xml`` and ``.bin`` together)."""
+        folder = name.rsplit("/", 1)[0] + "/" if "/" in name else None
+        group = sorted(e for e in entries if e == name or (folder and e.startswith(folder)))
+        for entry in group:
+            try:
+                path = self.file_path(version, entry)
+            except RegistryError as exc:
+                return str(exc)
+            if verify and sha256_file(path) != entries[entry]:
+                return f"{path} does not match its manifest sha256"
+        return None
+
+    def verify(self, version: str, essential_only: bool = False) -> list[str]:
         """Check a version's confinement and every file against its manifest sha256.
 
         Args:
             version: version name.
+            essential_only: leave out derived engines (:func:`is_derived_engine`): what decides
+                whether the version can serve at all (a damaged engine is skipped when serving).
 
         Returns:
             Problems found, one line each (empty when intact).
@@ -314,6 +370,8 @@ class Registry:
             return [f"model version {version} names no files"]
         problems = []
         for name, digest in sorted(files.items()):
+            if essential_only and is_derived_engine(name, files):
+                continue
             try:
                 path = self.file_path(version, name)
             except RegistryError as exc:
@@ -324,20 +382,20 @@ class Registry:
         return problems
 
     def check_integrity(self, version: str) -> None:
-        """Raise unless every file of a version is confined and matches its sha256.
+        """Raise unless every essential file of a version is confined and matches its sha256.
 
-        The runtime calls this on the current version at start, and a learning round on its
-        parent version before fine-tuning from it.
+        Promote, rollback and a restart's promotion of a staged version call this; derived
+        engines are left out (a damaged one is skipped when the version serves).
 
         Args:
             version: version name.
 
         Raises:
             UnknownVersionError: no such version (see :meth:`check_version`).
-            RegistryError: the first problem :meth:`verify` finds.
+            RegistryError: the first problem :meth:`verify` finds (``essential_only``).
         """
         self.check_version(version)
-        problems = self.verify(version)
+        problems = self.verify(version, essential_only=True)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise RegistryError(f"model version {version} failed its integrity check: {problems[0]}{more}")
@@ -578,7 +636,7 @@ class Registry:
             current = self.current()
             if current in history:
                 history = history[:len(history) - 1 - history[::-1].index(current)]
-            while history and self.verify(history[-1]):
+            while history and self.verify(history[-1], essential_only=True):
                 history.pop()
             if not history:
                 raise RegistryError("no earlier intact version to roll back to")

@@ -201,7 +201,8 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
             continue
         try:
             registry.check_integrity(version)
-            load_backend(registry.model_path(version), infer_opts, warmup_runs=1).close()
+            load_backend(registry.model_path(version, verify=True), infer_opts,
+                         warmup_runs=1).close()
         except EdgeclError as exc:
             log.error("staged version %s cannot serve (%s); marked rejected", version, exc)
             registry.set_status(version, "rejected", reason=f"could not serve after a restart: {exc}")

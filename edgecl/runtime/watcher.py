@@ -122,10 +122,10 @@ class ModelWatcher:
             The ready model, or ``None`` when refused.
         """
         try:
-            problems = self.registry.verify(version)
+            problems = self.registry.verify(version, essential_only=True)
             if problems:
                 raise EdgeclError(problems[0])
-            path = self.registry.model_path(version, self.prefer)
+            path = self.registry.model_path(version, self.prefer, verify=True)
             backend = load_backend(path, self.opts, warmup_runs=self.warmup_runs)
         except Exception as exc:  # any load failure refuses the version, never the loader thread
             reason = str(exc) if isinstance(exc, EdgeclError) else f"{type(exc).__name__}: {exc}"

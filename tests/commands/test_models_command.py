@@ -153,7 +153,7 @@ def test_prune_json(capsys, tmp_path):
     assert result["engine_cache"] == {"kept": 0, "removed": 0, "freed_bytes": 0}
 
 
-def test_list_says_why_a_version_whose_served_file_is_gone_cannot_serve(capsys, tmp_path):
+def test_a_version_whose_served_engine_is_gone_serves_its_onnx_model_and_says_so(capsys, tmp_path):
     pytest.importorskip("openvino", reason="openvino is not installed")
     from edgecl.models.registry import Registry
 
@@ -166,11 +166,28 @@ def test_list_says_why_a_version_whose_served_file_is_gone_cannot_serve(capsys, 
     version = registry.stage(files, {"serve": "openvino/model.xml", "serve_engine": "openvino"})
     registry.promote(version)
     (state / "models" / version / "openvino" / "model.xml").unlink()
+    assert registry.model_path(version).name == "model.onnx"
     code, out, err = run_cli(capsys, "models", "list", "--state-dir", state)
     assert code == 0 and out.count("\n") == 1, out
-    assert "[cannot serve: " in out and "openvino/model.xml is missing" in out
+    assert "openvino/model.xml is missing: ONNX Runtime FP32 serves instead" in out
     assert f"see 'edgecl models verify {version}'" in out
     row = _versions(capsys, state)[0]
-    assert row["engine"] is None and "model.xml is missing" in row["serve_problem"]
+    assert row["engine"] == "onnx" and "model.xml is missing" in row["serve_problem"]
     code, out, err = run_cli(capsys, "models", "verify", "--state-dir", state)
-    assert code == 1 and "openvino/model.xml is missing" in out
+    assert code == 1 and "openvino/model.xml is missing (an engine built from" in out
+    code, out, err = run_cli(capsys, "models", "verify", "--state-dir", state, "--json")
+    assert code == 1 and json.loads(out.strip().splitlines()[-1])["can_serve"] is True
+
+
+def test_a_version_with_nothing_left_to_serve_says_why(capsys, tmp_path):
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    registry = Registry(state / "models")
+    version = registry.stage({"model.onnx": onnx}, {})
+    registry.promote(version)
+    (state / "models" / version / "model.onnx").unlink()
+    code, out, err = run_cli(capsys, "models", "list", "--state-dir", state)
+    assert code == 0 and "[cannot serve: " in out and "model.onnx is missing" in out, out

@@ -280,3 +280,58 @@ def test_read_only_registry_lists_and_refuses_changes_with_one_line(reg, tmp_pat
     finally:
         os.chmod(reg.root, 0o755)
         os.chmod(reg.root / ".lock", 0o644)
+
+
+def _stage_with_engines(reg: Registry, tmp_path: Path) -> str:
+    """A round's version: model.onnx + model.pt, two OpenVINO IRs (the INT8 one serves) and an
+    INT8 ONNX model."""
+    files = {}
+    for name in ("model.onnx", "model.pt", "model-int8.onnx", "openvino/model.xml",
+                 "openvino/model.bin", "openvino-int8/model.xml", "openvino-int8/model.bin"):
+        files[name] = tmp_path / ("src-" + name.replace("/", "_"))
+        files[name].write_bytes(name.encode())
+    return reg.stage(files, {"serve": "openvino-int8/model.xml", "serve_engine": "openvino-int8"})
+
+
+def test_a_damaged_derived_engine_is_skipped_for_the_next_one(reg, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("edgecl.models.registry._runnable_here", lambda name: True)
+    v1 = _stage_with_engines(reg, tmp_path)
+    prefer = (".onnx", ".xml", ".pt")
+    assert reg.model_path(v1, prefer, verify=True) == reg.root / v1 / "openvino-int8" / "model.xml"
+    # the INT8 IR's weights flipped: same size, wrong sha256; only a verifying lookup sees it
+    (reg.root / v1 / "openvino-int8" / "model.bin").write_bytes(b"XXXXXXXX-int8/model.bin")
+    assert reg.model_path(v1, prefer).parent.name == "openvino-int8"
+    assert reg.model_path(v1, prefer, verify=True) == reg.root / v1 / "model-int8.onnx"
+    assert "engine openvino-int8/model.xml skipped" in caplog.text
+    (reg.root / v1 / "model-int8.onnx").unlink()
+    assert reg.model_path(v1, prefer, verify=True) == reg.root / v1 / "model.onnx"
+    # the version itself stays intact: promote and rollback do not refuse it
+    assert reg.verify(v1, essential_only=True) == []
+    assert len(reg.verify(v1)) == 2
+    reg.check_integrity(v1)
+    reg.promote(v1)
+    assert reg.current() == v1
+
+
+def test_a_damaged_model_is_not_skipped(reg, tmp_path, monkeypatch):
+    monkeypatch.setattr("edgecl.models.registry._runnable_here", lambda name: True)
+    v1 = _stage_with_engines(reg, tmp_path)
+    (reg.root / v1 / "model.onnx").write_bytes(b"tampered")
+    assert reg.verify(v1, essential_only=True) != []
+    with pytest.raises(RegistryError, match="model.onnx does not match"):
+        reg.check_integrity(v1)
+
+
+def test_a_bare_engine_is_the_model(reg, tmp_path):
+    from edgecl.models.registry import is_derived_engine
+
+    assert is_derived_engine("openvino/model.bin", ["model.onnx", "openvino/model.bin"])
+    assert is_derived_engine("model.engine", ["model.engine", "model.pt"])
+    assert not is_derived_engine("model.engine", ["model.engine"])  # nothing to fall back to
+    assert not is_derived_engine("model.onnx", ["model.onnx", "model-int8.onnx"])
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    v1 = reg.stage({"model.engine": engine}, {})
+    engine_path = reg.root / v1 / "model.engine"
+    engine_path.write_bytes(b"damaged")
+    assert reg.verify(v1, essential_only=True) != []

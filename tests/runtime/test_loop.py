@@ -304,10 +304,10 @@ def test_watcher_refusals_are_bounded_and_any_load_error_refuses_the_version():
     from edgecl.runtime import watcher as watcher_mod
 
     class Registry:
-        def verify(self, version):
+        def verify(self, version, essential_only=False):
             return [] if version == "boom" else [f"{version}: sha256 mismatch"]
 
-        def model_path(self, version, prefer):
+        def model_path(self, version, prefer, verify=False):
             raise RuntimeError("onnxruntime: invalid graph")
 
     w = watcher_mod.ModelWatcher(Registry(), opts=None, current_version=None)

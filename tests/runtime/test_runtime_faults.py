@@ -94,6 +94,25 @@ def test_tampered_current_engine_rolls_back_or_refuses_with_one_line(learnt, sce
     assert runtime.lock is None, "a failed start releases the state directory"
 
 
+def test_a_damaged_served_engine_falls_back_to_the_versions_onnx_model(learnt, scenario, tmp_path,
+                                                                      caplog):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    state = copy_state(learnt[0], tmp_path / "state")
+    registry = Registry(state / "models")
+    registry.promote(learnt[1])
+    assert registry.manifest(learnt[1])["serve"] == "openvino/model.xml"
+    weights = registry.root / learnt[1] / "openvino" / "model.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    report = Runtime(tiny_cfg(state), RunOptions(source_uri=f"tasks://{scenario}?task=t2",
+                                                 max_frames=2, quiet=True)).run()
+    assert report.frames == 2 and report.model_version == learnt[1]
+    assert registry.current() == learnt[1], "an intact model is not rolled back for its engine"
+    assert "engine openvino/model.xml skipped" in caplog.text
+    assert registry.model_path(learnt[1], verify=True).name == "model.onnx"
+
+
 def test_second_runtime_on_the_same_state_dir_is_refused(learnt, scenario, tmp_path):
     state = copy_state(learnt[0], tmp_path / "state")
     first = Runtime(tiny_cfg(state), RunOptions(source_uri=f"tasks://{scenario}?task=t2", quiet=True))
