@@ -205,9 +205,11 @@ def _int8(cfg: Config, fp32_engine: str, fp32_path: Path, work: Path, snapshot, 
     try:
         ref = per_class_map(fp32_path, held_out, cfg, conf=eval_conf, max_det=eval_max_det) if held_out else {}
         got = per_class_map(path, held_out, cfg, conf=eval_conf, max_det=eval_max_det) if held_out else {}
-    except EdgeclError as exc:  # an engine that cannot load or a bad label: the INT8 one does not serve
-        log.error("INT8 gate could not evaluate (%s); FP32 serves", exc)
-        return False, {"accepted": False, "engine": engine, "reason": f"evaluation failed: {exc}"}, {}
+    except Exception as exc:  # contained: an engine that cannot load, fails at inference
+        # (OpenVINO raises RuntimeError) or a bad label; the INT8 one then does not serve
+        why = str(exc) if isinstance(exc, EdgeclError) else f"{type(exc).__name__}: {exc}"
+        log.error("INT8 gate could not evaluate (%s); FP32 serves", why)
+        return False, {"accepted": False, "engine": engine, "reason": f"evaluation failed: {why}"}, {}
     seconds["int8_gate"] = round(time.perf_counter() - t0, 2)
     verdict = judge_int8(ref, got, ex.int8_max_drop, names)
     log.info("INT8 gate (%s): %s -> %s", engine, "accepted" if verdict.accepted else "refused",

@@ -721,7 +721,8 @@ class Registry:
 
     def add(self, path: str | Path, meta: dict | None = None, opts=None, check: bool = True) -> str:
         """Stage an existing model file (``.pt``, ``.onnx``, ``.engine``, or an OpenVINO ``.xml``
-        with its ``.bin`` beside it) as a new version.
+        with its ``.bin``, and the ``metadata.yaml`` of an ultralytics export, beside it) as a
+        new version.
 
         The file is loaded and warmed with the backend its suffix selects first (its input
         shape, element type and outputs read from the file); a model that cannot serve is
@@ -764,6 +765,9 @@ class Registry:
                 raise RegistryError(f"cannot add {path}: its weights {weights.name} are missing "
                                     "beside it")
             files["model.bin"] = weights
+            meta_yaml = path.parent / "metadata.yaml"  # ultralytics' export keeps names there
+            if meta_yaml.is_file():
+                files["metadata.yaml"] = meta_yaml
             manifest.setdefault("serve", "model.xml")
         return self.stage(files, manifest)
 

@@ -103,6 +103,24 @@ def test_round_with_cpu_engines_off_serves_onnx(tmp_path, scenario):
     assert not any("openvino" in name or "int8" in name for name in manifest["files"])
 
 
+def test_an_int8_engine_failing_at_inference_leaves_fp32_serving(tmp_path, scenario, monkeypatch):
+    from edgecl.continual import cpu_engines
+
+    real = cpu_engines.per_class_map
+
+    def failing(path, *args, **kwargs):
+        if "int8" in str(path):
+            raise RuntimeError("Exception from src/inference/src/cpp/infer_request.cpp")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(cpu_engines, "per_class_map", failing)
+    result, _ = tiny_round(tmp_path / "state", scenario, "export.openvino=off")
+    assert result.status.value == "staged", result.reason
+    manifest = Registry(tmp_path / "state" / "models").manifest(result.version)
+    assert manifest["int8"]["accepted"] is False and manifest["serve"] == "model.onnx"
+    assert manifest["int8"]["reason"].startswith("evaluation failed: RuntimeError: Exception from")
+
+
 def test_an_explicit_on_that_cannot_apply_is_refused_at_start(monkeypatch):
     from edgecl.config import load_config
     from edgecl.continual.cpu_engines import check_export_settings

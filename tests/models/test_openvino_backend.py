@@ -191,3 +191,20 @@ def test_ultralytics_ir_without_its_metadata_yaml_keeps_its_class_names(tmp_path
     backend.close()
     plain = _tiny_ir(tmp_path, "plain", [1, 3, 64, 64])
     assert load_backend(plain).meta.names == {0: "0", 1: "1"}
+
+
+def test_an_ultralytics_ir_is_added_with_its_metadata_yaml(tmp_path):
+    """Names with spaces survive only in metadata.yaml (rt_info turns them into '_')."""
+    from edgecl.models.registry import Registry
+
+    rt = {("model_info", "model_type"): "YOLO", ("model_info", "labels"): ["car", "traffic_light"]}
+    xml = _tiny_ir(tmp_path, "ultra", [1, 3, 64, 64], rt=rt)
+    (xml.parent / "metadata.yaml").write_text("task: detect\nimgsz: [64, 64]\n"
+                                              "names: {0: car, 1: traffic light}\n")
+    reg = Registry(tmp_path / "state" / "models")
+    version = reg.add(xml, opts=InferenceOptions(threads=1))
+    assert sorted(reg.manifest(version)["files"]) == ["metadata.yaml", "model.bin", "model.xml"]
+    assert reg.manifest(version)["classes"] == {"0": "car", "1": "traffic light"}
+    backend = load_backend(reg.model_path(version, verify=True), InferenceOptions(threads=1))
+    assert backend.meta.names == {0: "car", 1: "traffic light"}
+    backend.close()
