@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
     lst.set_defaults(func=list_command)
     add = msub.add_parser("add", help="load, warm and stage a model file as a new version")
     add_config_args(add)
-    add.add_argument("path", help="model file (.pt, .onnx, .engine, or an OpenVINO .xml with its .bin beside it)")
+    add.add_argument("path", help="model file (.pt, .onnx, .engine, or an OpenVINO .xml with "
+                                  "its .bin beside it)")
     add.add_argument("--promote", action="store_true", help="promote it right away")
     add.set_defaults(func=add_command)
     pro = msub.add_parser("promote", help="make a version current (the running loop swaps to it)")
