@@ -128,10 +128,8 @@ def check_loadable(registry, version: str, args: argparse.Namespace) -> None:
         RegistryError: a file fails its integrity check.
         ModelLoadError: the model cannot load or run.
     """
-    from edgecl.models.backends import load_backend
-
     registry.check_integrity(version)
-    backend = load_backend(registry.model_path(version, verify=True), _options(args), warmup_runs=1)
+    backend = registry.load_serving(version, _options(args), warmup_runs=1)
     backend.close()
 
 

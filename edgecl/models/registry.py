@@ -296,7 +296,7 @@ class Registry:
         return path
 
     def model_path(self, version: str, prefer: tuple[str, ...] = MODEL_PREFERENCE,
-                   verify: bool = False) -> Path:
+                   verify: bool = False, skip: tuple[str, ...] = ()) -> Path:
         """Return the inference file of a version, by preference of suffix.
 
         A TensorRT ``.engine`` comes first where one was built (and ``prefer`` names it); then
@@ -310,6 +310,7 @@ class Registry:
             prefer: suffixes in order of preference.
             verify: also check the sha256 of a derived engine's files before choosing it (what
                 loading for serving does; listing only checks that they exist).
+            skip: derived engine entries to pass over (ones that failed to load).
 
         Raises:
             RegistryError: the version has no usable model file, or its entry is unsafe.
@@ -328,12 +329,49 @@ class Registry:
         for name in order:
             if not is_derived_engine(name, entries):
                 return self.file_path(version, name)
+            if name in skip:
+                continue
             problem = self._engine_problem(version, name, entries, verify)
             if problem is None:
                 return self.file_path(version, name)
             log.warning("model version %s: engine %s skipped (%s); trying the next one",
                         version, name, problem)
         raise RegistryError(f"model version {version} has no intact file among {prefer}")
+
+    def load_serving(self, version: str, opts=None, warmup_runs: int = 1,
+                     prefer: tuple[str, ...] = MODEL_PREFERENCE):
+        """Load and warm the engine a version serves (:meth:`model_path` with ``verify``); a
+        derived engine that fails to load (an IR a newer OpenVINO cannot read, say) is skipped
+        with a warning for the next one, down to the version's own model.
+
+        Args:
+            version: version name.
+            opts: :class:`edgecl.models.base.InferenceOptions`.
+            warmup_runs: dummy passes after loading.
+            prefer: suffixes in order of preference.
+
+        Returns:
+            The loaded :class:`~edgecl.models.base.Backend`.
+
+        Raises:
+            RegistryError: no usable file.
+            ModelLoadError: the version's own model cannot load.
+        """
+        from edgecl.models.backends import load_backend
+
+        entries = self.manifest(version).get("files", {})
+        skipped: list[str] = []
+        while True:
+            path = self.model_path(version, prefer, verify=True, skip=tuple(skipped))
+            name = path.relative_to(self._version_dir(version)).as_posix()
+            try:
+                return load_backend(path, opts, warmup_runs=warmup_runs)
+            except Exception as exc:  # contained for derived engines only: the next one serves
+                if not is_derived_engine(name, entries):
+                    raise
+                log.warning("model version %s: engine %s does not load (%s); trying the next one",
+                            version, name, exc)
+                skipped.append(name)
 
     def _engine_problem(self, version: str, name: str, entries: dict, verify: bool) -> str | None:
         """What is wrong with a derived engine's files (an IR's ``.xml`` and ``.bin`` together)."""

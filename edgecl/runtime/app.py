@@ -308,7 +308,10 @@ class Runtime:
             self._open_state()
         path, version = resolve_model(cfg, opts.model, self.registry)
         infer_opts = inference_options(cfg)
-        backend = load_backend(path, infer_opts, warmup_runs=cfg.runtime.warmup_runs)
+        if version.startswith("file:"):
+            backend = load_backend(path, infer_opts, warmup_runs=cfg.runtime.warmup_runs)
+        else:  # a registry version: an engine that does not load leaves the next one serving
+            backend = self.registry.load_serving(version, infer_opts, cfg.runtime.warmup_runs)
         try:
             source = source or open_source(opts.source_uri, cfg.source)
             sinks = build_sinks(opts, backend.meta.names) + list(opts.sinks)

@@ -187,7 +187,6 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     Raises:
         EdgeclError: the promotion itself failed (the caller decides whether that stops the start).
     """
-    from edgecl.models.backends import load_backend
     from edgecl.runtime.promote import promote_version
 
     promoted = None
@@ -201,8 +200,7 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
             continue
         try:
             registry.check_integrity(version)
-            load_backend(registry.model_path(version, verify=True), infer_opts,
-                         warmup_runs=1).close()
+            registry.load_serving(version, infer_opts, warmup_runs=1).close()
         except EdgeclError as exc:
             log.error("staged version %s cannot serve (%s); marked rejected", version, exc)
             registry.set_status(version, "rejected", reason=f"could not serve after a restart: {exc}")

@@ -9,7 +9,6 @@ import threading
 from dataclasses import dataclass
 
 from edgecl.errors import EdgeclError
-from edgecl.models.backends import load_backend
 from edgecl.models.base import Backend, InferenceOptions
 from edgecl.models.registry import MODEL_PREFERENCE, Registry
 
@@ -125,8 +124,7 @@ class ModelWatcher:
             problems = self.registry.verify(version, essential_only=True)
             if problems:
                 raise EdgeclError(problems[0])
-            path = self.registry.model_path(version, self.prefer, verify=True)
-            backend = load_backend(path, self.opts, warmup_runs=self.warmup_runs)
+            backend = self.registry.load_serving(version, self.opts, self.warmup_runs, self.prefer)
         except Exception as exc:  # any load failure refuses the version, never the loader thread
             reason = str(exc) if isinstance(exc, EdgeclError) else f"{type(exc).__name__}: {exc}"
             self.refused[version] = reason

@@ -307,7 +307,7 @@ def test_watcher_refusals_are_bounded_and_any_load_error_refuses_the_version():
         def verify(self, version, essential_only=False):
             return [] if version == "boom" else [f"{version}: sha256 mismatch"]
 
-        def model_path(self, version, prefer, verify=False):
+        def load_serving(self, version, opts, warmup_runs, prefer):
             raise RuntimeError("onnxruntime: invalid graph")
 
     w = watcher_mod.ModelWatcher(Registry(), opts=None, current_version=None)

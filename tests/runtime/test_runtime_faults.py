@@ -166,3 +166,31 @@ def test_failing_supervisor_steps_never_stop_detection(learnt, scenario, tmp_pat
     assert seen["status"] == "degraded"
     assert seen["step_errors"]["hook"]["error"].startswith("ZeroDivisionError")
     assert "disk is full" in seen["step_errors"]["metrics"]["error"]
+
+
+def test_an_engine_that_does_not_load_leaves_the_versions_onnx_model_serving(learnt, scenario,
+                                                                            tmp_path, caplog):
+    """An IR whose sha256 matches but that OpenVINO cannot read (written by an older exporter,
+    say): the version serves its ONNX model; the watcher and `models promote` do the same."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    import json
+
+    from edgecl.models.base import sha256_file
+
+    state = copy_state(learnt[0], tmp_path / "state")
+    registry = Registry(state / "models")
+    weights = registry.root / learnt[1] / "openvino" / "model.bin"
+    weights.write_bytes(b"not weights")
+    manifest_path = registry.root / learnt[1] / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["openvino/model.bin"] = sha256_file(weights)
+    manifest_path.write_text(json.dumps(manifest))
+    assert registry.verify(learnt[1]) == []
+    registry.promote(learnt[1])
+    report = Runtime(tiny_cfg(state), RunOptions(source_uri=f"tasks://{scenario}?task=t2",
+                                                 max_frames=2, quiet=True)).run()
+    assert report.frames == 2 and report.model_version == learnt[1] == registry.current()
+    assert "engine openvino/model.xml does not load" in caplog.text
+    backend = registry.load_serving(learnt[1])
+    assert backend.meta.backend == "onnxruntime"
+    backend.close()
