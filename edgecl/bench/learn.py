@@ -158,7 +158,10 @@ def load_parent(path: Path):
 
 
 def edgecl_train(setup: Setup, *, steps: int, budget_s: float) -> dict:
-    """Train the parent as a later learning round does (``FineTuner``, ``learner`` settings).
+    """Train the parent as a later learning round does (``FineTuner``, ``learner`` settings,
+    with LwF distillation against the parent when ``learner.distill_cls_weight`` or
+    ``distill_box_weight`` is above 0, as the runtime's rounds do by default; the parent is
+    loaded before the clock starts, as a round has it loaded for the gate already).
 
     Args:
         setup: the benchmark's shared setup.
@@ -176,8 +179,15 @@ def edgecl_train(setup: Setup, *, steps: int, budget_s: float) -> dict:
     torch.set_num_threads(setup.threads)
     torch.manual_seed(0)
     model = load_parent(setup.parent)
+    lc = setup.cfg.learner
+    hooks = []
+    if lc.distill_cls_weight > 0 or lc.distill_box_weight > 0:
+        from edgecl.continual.distill import DistillHook
+
+        hooks.append(DistillHook(load_parent(setup.parent), cls_weight=lc.distill_cls_weight,
+                                 box_weight=lc.distill_box_weight, conf=lc.distill_conf))
     t0 = time.perf_counter()
-    result = FineTuner(model, setup.cfg.learner, IderConfig()).run(
+    result = FineTuner(model, setup.cfg.learner, IderConfig(), hooks=hooks).run(
         list(setup.new), list(setup.replay), budget_s=budget_s, max_steps=steps, epochs=10**6,
         device="cpu", freeze_layers=setup.cfg.learner.freeze_layers)
     seconds = time.perf_counter() - t0

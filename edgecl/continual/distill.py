@@ -20,17 +20,60 @@ previous model's classes (the student's head may have grown; the new rows are fr
 
 Scale: like ``v8DetectionLoss`` (whose loss the fine-tuner sums over the batch), the hook
 returns a sum over the batch's images of the per-image terms times their weights.
+
+Cost: when the round freezes the first layers (``learner.freeze_layers``) and they are the
+previous model's own (the usual later round), the teacher does not run them again: it takes the
+student's outputs of those layers for the same batch (frozen, in eval mode, so identical) and
+runs only the rest of its network.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["DistillHook", "lwf_terms"]
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_output_class():
+    """The module that stands in for a teacher layer whose output the student computed."""
+    from torch import nn
+
+    class SharedOutput(nn.Module):
+        """Returns the student's output of the same frozen layer for the current batch; keeps
+        the attributes ultralytics' forward loop reads (``f``, ``i``, ``type``, ``np``)."""
+
+        def __init__(self, original, store: dict, index: int):
+            super().__init__()
+            self.f, self.i = original.f, original.i
+            self.type, self.np = getattr(original, "type", ""), getattr(original, "np", 0)
+            self._store, self._index = store, index
+
+        def forward(self, x):
+            return self._store[self._index]
+
+    return SharedOutput
+
+
+def _same_layers(student_layers, teacher_layers) -> bool:
+    """True when two layer lists have the same types and bit-identical weights and buffers."""
+    import torch
+
+    for a, b in zip(student_layers, teacher_layers):
+        if type(a) is not type(b):
+            return False
+        sa, sb = a.state_dict(), b.state_dict()
+        if sa.keys() != sb.keys() or not all(torch.equal(sa[k], sb[k]) for k in sa):
+            return False
+    return len(student_layers) == len(teacher_layers)
 
 
 def lwf_terms(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
@@ -103,6 +146,9 @@ class DistillHook:
         self.box_weight = float(box_weight)
         self.conf = float(conf)
         self.last_terms: dict[str, float] = {}
+        self.shared_layers = 0
+        self._store: dict = {}
+        self._handles: list = []
 
     def on_round_start(self, tuner) -> None:
         """Copy the previous model to the tuner's device, frozen and in eval mode.
@@ -114,6 +160,15 @@ class DistillHook:
         for p in teacher.parameters():
             p.requires_grad_(False)
         self.teacher = teacher
+        frozen = list(getattr(tuner, "frozen", []) or [])
+        if frozen and _same_layers(frozen, list(teacher.model[:len(frozen)])):
+            shared = _shared_output_class()
+            for i, layer in enumerate(frozen):
+                self._handles.append(layer.register_forward_hook(
+                    lambda _module, _inputs, output, i=i: self._store.__setitem__(i, output)))
+                teacher.model[i] = shared(teacher.model[i], self._store, i)
+            self.shared_layers = len(frozen)
+            log.debug("LwF teacher shares the student's %d frozen layers", self.shared_layers)
 
     def on_batch_loss(self, batch: dict, preds: dict, loss_items: dict):
         """The weighted distillation loss of one batch (sum over its images).
@@ -130,6 +185,8 @@ class DistillHook:
 
         if self.teacher is None or (self.cls_weight <= 0 and self.box_weight <= 0):
             return None
+        if self.shared_layers and len(self._store) < self.shared_layers:
+            raise RuntimeError("LwF teacher: the student's frozen layers did not run on this batch")
         with torch.no_grad():
             out = self.teacher(batch["img"])
             raw = out[1] if isinstance(out, (tuple, list)) else out
@@ -148,4 +205,7 @@ class DistillHook:
         Args:
             result: the round's result (unused).
         """
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._store, self.shared_layers = [], {}, 0
         self.teacher = None

@@ -84,3 +84,61 @@ def test_hook_on_tiny_yolo_is_zero_against_itself_and_positive_after_change():
     assert set(hook.last_terms) == {"distill_cls", "distill_box"}
     hook.on_round_end(None)
     assert hook.teacher is None
+
+
+def _frozen_student(parent, freeze: int):
+    """A student as a later round builds it: the parent's copy, its first layers frozen."""
+    import copy
+    from types import SimpleNamespace
+
+    from edgecl.continual.yolo_train import train_mode
+
+    student = copy.deepcopy(parent)
+    frozen = list(student.model[:freeze])
+    for layer in frozen:
+        for p in layer.parameters():
+            p.requires_grad_(False)
+    train_mode(student, frozen)
+    return student, SimpleNamespace(device=torch.device("cpu"), frozen=frozen)
+
+
+def test_teacher_shares_the_students_frozen_layers_with_the_same_outputs():
+    import copy
+
+    from edgecl.ultra import build_detection_model
+
+    torch.manual_seed(0)
+    parent = build_detection_model(2, names={0: "a", 1: "b"}).eval()
+    reference = copy.deepcopy(parent).eval()
+    student, tuner = _frozen_student(parent, 10)
+    hook = DistillHook(parent, cls_weight=1.0, box_weight=1.0, conf=0.0)
+    hook.on_round_start(tuner)
+    assert hook.shared_layers == 10
+    calls = []
+    hook.teacher.model[11].register_forward_hook(lambda *_: calls.append(1))
+    for seed in (1, 2):  # two batches: the teacher follows the student's latest one
+        img = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+        student(img)
+        with torch.no_grad():
+            shared = hook.teacher(img)[1]
+            full = reference(img)[1]
+        for key in ("boxes", "scores"):
+            assert torch.allclose(shared[key], full[key], atol=1e-5), key
+    assert len(calls) == 2  # the unshared layers still run
+    hook.on_round_end(None)
+    assert hook.shared_layers == 0 and not student.model[0]._forward_hooks
+
+
+def test_teacher_runs_in_full_when_the_frozen_layers_differ():
+    from edgecl.ultra import build_detection_model
+
+    torch.manual_seed(0)
+    parent = build_detection_model(2, names={0: "a", 1: "b"}).eval()
+    student, tuner = _frozen_student(parent, 4)
+    with torch.no_grad():
+        next(student.model[2].parameters()).add_(0.1)  # not the parent's weights any more
+    hook = DistillHook(parent, cls_weight=1.0, box_weight=1.0, conf=0.0)
+    hook.on_round_start(tuner)
+    assert hook.shared_layers == 0
+    hook.on_round_start(type(tuner)(device=tuner.device, frozen=[]))  # nothing frozen
+    assert hook.shared_layers == 0
