@@ -134,7 +134,8 @@ class HiddenLabelsSource:
         if self.device_ids and len(labels):
             to_device = self.device_ids[1]
             shown = labels.copy()
-            shown[:, 0] = [to_device[int(c)] for c in labels[:, 0]]
+            # an id the dataset does not name stays as it is: the device refuses it in one line
+            shown[:, 0] = [to_device.get(int(c), int(c)) for c in labels[:, 0]]
         return dataclasses.replace(frame, labels=shown, task=None)
 
     def close(self) -> None:

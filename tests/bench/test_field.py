@@ -63,6 +63,9 @@ def test_ground_truth_labels_come_out_in_the_device_ids_and_the_truth_stays():
     assert out.labels[:, 0].tolist() == [1, 0]  # car -> 1 (after person), person -> 0
     assert src.truth[0][0][:, 0].tolist() == [0, 2]  # scoring reads dataset ids
     assert src.names == {0: "person", 1: "car", 2: "truck"}
+    stray = field.HiddenLabelsSource(ListSource([frame(1, [[7, .5, .5, .2, .2]], "t1")]),
+                                     hide=False, device_ids=device_ids)
+    assert stray.read().labels[:, 0].tolist() == [7]  # left for the device to refuse
 
 
 def test_matched_boxes_same_class_one_to_one():
