@@ -217,6 +217,7 @@ class FleetConfig:
     wire_dtype: str = "float16"
     seed: int = 0
     initial_model: str = ""
+    proximal_mu: float = 0.0
     retry_s: float = 30.0
     token: str = ""
     ca_cert: str = ""
@@ -396,6 +397,7 @@ RULES: dict[str, Rule] = {
     "fleet.wire_dtype": _choices("float16", "float32"),
     "fleet.seed": _NON_NEGATIVE,
     "fleet.retry_s": _POSITIVE,
+    "fleet.proximal_mu": _NON_NEGATIVE,
 }
 
 # Keys whose value is free text (paths, addresses, URIs): checked where they are used.

@@ -4,8 +4,9 @@
 the device has never seen join its class registry), evaluated on the device's human-verified
 held-out slice, fine-tuned on the device's replay memory with the learner's settings and time
 budget (``learner.*``, the first-round budget while the global model knows no class, as a local
-first round), evaluated again; the update goes back with its sample count, per-class AP50-95
-and per-class forgetting (AP lost against the global model, classes with at least
+first round; with ``fleet.proximal_mu`` above 0, FedProx's proximal term keeps the update near
+the global model, :mod:`edgecl.continual.proximal`), evaluated again; the update goes back with
+its sample count, per-class AP50-95 and per-class forgetting (AP lost against the global model, classes with at least
 ``gate.min_instances`` held-out boxes).
 
 ``adopt``: the aggregated global model is mapped the same way, judged against the device's
@@ -179,7 +180,12 @@ class FleetDevice:
             before = self._evaluate(model, names, ctx) if global_names else {}
             first = not global_names
             lc = self.cfg.learner
-            tuner = FineTuner(model, lc, self.cfg.ider)
+            hooks = []
+            if not first and self.cfg.fleet.proximal_mu > 0:
+                from edgecl.continual.proximal import ProximalHook
+
+                hooks.append(ProximalHook(self.cfg.fleet.proximal_mu))
+            tuner = FineTuner(model, lc, self.cfg.ider, hooks=hooks)
             ft = tuner.run(ctx.snapshot.image_paths(train_ids), [],
                            budget_s=lc.first_round_budget_s if first else lc.budget_s,
                            max_steps=lc.first_round_max_steps if first else lc.max_steps,

@@ -13,6 +13,9 @@ Yardsticks, all scored per class on the test splits of every task (by class name
 * **joint**: one model fine-tuned the same way on all devices' data together (the target's
   reference: every device should reach >= 0.8 x its AP on every class; a class whose joint AP
   is below :data:`JOINT_FLOOR` is reported as unmeasurable rather than as a ratio of noise).
+
+The baselines train without FedProx's proximal term (``fleet.proximal_mu``): it belongs to
+federated training only.
 """
 
 from __future__ import annotations
@@ -88,6 +91,15 @@ def device_config(base: Config | None, state: Path, size: SimSize, address: str,
                                     min_devices=devices, rounds=rounds, seed=size.seed, retry_s=1.0)
         cfg = dataclasses.replace(cfg, gate=base.gate, fleet=fleet)
     return cfg
+
+
+def _baseline_config(*args) -> Config:
+    """A baseline's configuration (:func:`device_config`), without FedProx's proximal term: the
+    alone and joint models are not federated, so nothing anchors them to a global model."""
+    import dataclasses
+
+    cfg = device_config(*args)
+    return dataclasses.replace(cfg, fleet=dataclasses.replace(cfg.fleet, proximal_mu=0.0))
 
 
 def fill_memory(cfg: Config, taskset, tasks) -> int:
@@ -229,10 +241,10 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
         progress(f"{n}: {stored} samples of classes "
                  f"{sorted(taskset.names[c] for t in share for c in t.classes)}")
     server_cfg = device_config(base, _fresh(out / "server"), size, address, "server", devices, rounds)
-    jobs = [(device_config(base, _fresh(out / f"alone-{n}"), size, address, n, devices, rounds), share)
-            for share, n in zip(shares, names)]
-    jobs.append((device_config(base, _fresh(out / "joint"), size, address, "joint", devices, rounds),
-                 list(taskset.tasks)))
+    jobs = [(_baseline_config(base, _fresh(out / f"alone-{n}"), size, address, n, devices, rounds),
+             share) for share, n in zip(shares, names)]
+    jobs.append((_baseline_config(base, _fresh(out / "joint"), size, address, "joint", devices,
+                                  rounds), list(taskset.tasks)))
     progress(f"fleet: server and {devices} devices on {address}; baselines (alone x {devices}, "
              f"joint) in a worker beside them")
     started = time.monotonic()

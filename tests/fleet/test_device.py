@@ -1,0 +1,52 @@
+"""A device's fleet fit adds FedProx's proximal term when ``fleet.proximal_mu`` is above 0, and
+only once the global model knows classes (a fresh model's weights are no anchor)."""
+
+import dataclasses
+
+import pytest
+
+pytest.importorskip("flwr")
+
+from edgecl.data.scenario import make_scenario  # noqa: E402
+from edgecl.data.tasks import load_task_source  # noqa: E402
+from edgecl.fleet.device import FleetDevice  # noqa: E402
+from edgecl.fleet.simulate import SimSize, device_config, fill_memory  # noqa: E402
+from edgecl.fleet.weights import initial_global  # noqa: E402
+
+
+def test_fit_adds_the_proximal_term_after_the_first_round(tmp_path, monkeypatch):
+    from edgecl.continual import finetune
+    from edgecl.continual.proximal import ProximalHook
+
+    yaml_path = make_scenario(tmp_path / "scn", tasks=1, images_per_task=12, imgsz=64, seed=3)
+    size = SimSize(imgsz=64, steps=2, first_steps=2, batch=4)
+    cfg = device_config(None, tmp_path / "device", size, "127.0.0.1:1", "d0", 2, 2)
+    cfg = dataclasses.replace(cfg, fleet=dataclasses.replace(cfg.fleet, proximal_mu=0.01))
+    taskset = load_task_source(yaml_path)
+    assert fill_memory(cfg, taskset, taskset.tasks) > 0
+    terms = []
+    real_step = finetune._Loop.step
+
+    def spy(self, batch):
+        out = real_step(self, batch)
+        terms.append([h for h in self.tuner.hooks if isinstance(h, ProximalHook)])
+        return out
+
+    monkeypatch.setattr(finetune._Loop, "step", spy)
+    device = FleetDevice(cfg)
+    first = device.fit(initial_global(0), [], 1)
+    assert not first.skipped and terms and all(not hooks for hooks in terms)
+    terms.clear()
+    second = device.fit(first.arrays, first.names, 2)
+    assert not second.skipped and terms and all(len(hooks) == 1 for hooks in terms)
+    assert terms[-1][0].mu == 0.01 and terms[-1][0].last_terms["proximal"] > 0
+
+
+def test_baselines_train_without_the_proximal_term(tmp_path):
+    from edgecl.config import load_config
+    from edgecl.fleet.simulate import _baseline_config
+
+    base = load_config(None, ["fleet.proximal_mu=0.01"])
+    args = (base, tmp_path, SimSize(), "127.0.0.1:1")
+    assert device_config(*args, "device0", 2, 1).fleet.proximal_mu == 0.01
+    assert _baseline_config(*args, "joint", 2, 1).fleet.proximal_mu == 0.0
