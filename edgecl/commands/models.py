@@ -101,8 +101,9 @@ def serve_problem(registry, info, engine: dict) -> str | None:
         version serves what it chose (or is not meant to serve: rejected, pruned, corrupt).
     """
     from edgecl.errors import RegistryError
+    from edgecl.runtime.console import NOT_SERVING
 
-    if info.status in ("rejected", "pruned", "corrupt"):
+    if info.status in NOT_SERVING:
         return None
     see = f"see 'edgecl models verify {info.version}'"
     if engine.get("engine") is None:

@@ -155,12 +155,12 @@ def export_cpu_engines(cfg: Config, model, names: dict[int, str], onnx: Path, wo
     int8_engine = f"{fp32_engine}-int8"
     available = nncf_available if fp32_engine == "openvino" else onnx_quantization_available
     serve = fp32_engine
+    n_held = len(snapshot.ids(held_out=True))
     if not _wanted(ex.cpu_int8, available):
         why = "export.cpu_int8: off" if ex.cpu_int8 == "off" else "quantiser not installed"
         meta["int8"] = {"accepted": False, "engine": int8_engine, "reason": f"not built ({why})"}
-    elif len(snapshot.ids(held_out=True)) < MIN_HELD_OUT_FOR_INT8:
+    elif n_held < MIN_HELD_OUT_FOR_INT8:
         # too few held-out images to measure INT8 accuracy: an unmeasured engine never serves
-        n_held = len(snapshot.ids(held_out=True))
         meta["int8"] = {"accepted": False, "engine": int8_engine,
                         "reason": f"not built ({n_held} held-out images; at least "
                                   f"{MIN_HELD_OUT_FOR_INT8} are needed to measure INT8 accuracy)"}

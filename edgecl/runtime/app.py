@@ -44,7 +44,7 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
         return Path(explicit), f"file:{Path(explicit).name}"
     if registry is not None and registry.current():
         version = registry.current()
-        return registry.model_path(version, verify=True), version
+        return registry.model_path(version), version
     if cfg.model.path:
         return Path(cfg.model.path), f"file:{Path(cfg.model.path).name}"
     raise ModelLoadError("no model: pass --model PATH, set model.path, or add and promote one "

@@ -70,7 +70,7 @@ ENGINE_LABELS = {
 _SUFFIX_ENGINES = {".engine": ("tensorrt", "TensorRT"), ".onnx": ("onnx", "ONNX Runtime"),
                    ".xml": ("openvino", "OpenVINO"), ".pt": ("pt", "PyTorch")}
 # Statuses whose model does not serve and is not exported (a rejected version keeps model.pt only).
-_NOT_SERVING = ("rejected", "pruned", "corrupt")
+NOT_SERVING = ("rejected", "pruned", "corrupt")
 
 
 def int8_gate(manifest: dict) -> dict | None:
@@ -111,7 +111,7 @@ def serving_engine(registry, info) -> dict:
     from edgecl.errors import RegistryError
 
     none = {"engine": None, "engine_label": None, "engine_file": None}
-    if info.status in _NOT_SERVING:
+    if info.status in NOT_SERVING:
         return none
     try:
         path = registry.model_path(info.version)
@@ -125,16 +125,16 @@ def serving_engine(registry, info) -> dict:
         precision = str(manifest.get("precision") or "").lower()
         if precision in ("fp32", "fp16", "int8"):
             label += " " + precision.upper()
-    elif chosen in ENGINE_LABELS:  # exported with a CPU engine choice: names follow ENGINE_FILES
-        from edgecl.continual.cpu_engines import ENGINE_FILES
-
-        engine = next((key for key, file in ENGINE_FILES.items() if file == name), None)
-        if engine is None:
-            engine, label = _SUFFIX_ENGINES.get(path.suffix, (path.suffix.lstrip("."), name))
-        else:
-            label = ENGINE_LABELS[engine]
     else:
-        engine, label = _SUFFIX_ENGINES.get(path.suffix, (path.suffix.lstrip("."), name))
+        engine = None
+        if chosen in ENGINE_LABELS:  # exported with a CPU engine choice: names follow ENGINE_FILES
+            from edgecl.continual.cpu_engines import ENGINE_FILES
+
+            engine = next((key for key, file in ENGINE_FILES.items() if file == name), None)
+        if engine is not None:
+            label = ENGINE_LABELS[engine]
+        else:
+            engine, label = _SUFFIX_ENGINES.get(path.suffix, (path.suffix.lstrip("."), name))
     return {"engine": engine, "engine_label": label, "engine_file": name}
 
 
