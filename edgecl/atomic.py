@@ -84,6 +84,27 @@ def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make ``dst`` the same file as ``src``: a hard link, or a copy where links fail (another
+    file system). Not atomic: for work copies that a crash may leave half-made and that are
+    rebuilt, never for state.
+
+    Args:
+        src: an existing file.
+        dst: the new path (its folder is created; a file already there is replaced).
+
+    Raises:
+        OSError: neither a link nor a copy could be made.
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Copy a file atomically (the destination appears whole or not at all).
 

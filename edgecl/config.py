@@ -64,6 +64,7 @@ class MemoryConfig:
     policy: str = "class_balanced"
     task_budget_pct: float = 10.0
     holdout_fraction: float = 0.1
+    holdout_block_s: float = 0.0
     seed: int = 0
 
 
@@ -320,6 +321,7 @@ RULES: dict[str, Rule] = {
     "memory.policy": _choices("reservoir", "class_balanced", "task_budget"),
     "memory.task_budget_pct": Rule(lo=0.0, hi=100.0, lo_open=True),
     "memory.holdout_fraction": Rule(lo=0.0, hi=0.9, lo_open=True),
+    "memory.holdout_block_s": Rule(lo=0.0, hi=86400.0),
     "memory.seed": _NON_NEGATIVE,
     "replay.strategy": _choices("er", "mir", "mir-virtual", "far", "class_balanced"),
     "replay.samples": _NON_NEGATIVE,

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgecl.atomic import atomic_write_json, atomic_write_text
+from edgecl.atomic import atomic_write_json, atomic_write_text, link_or_copy
 from edgecl.data.labels import labels_to_text, parse_yolo_label_text
 from edgecl.data.tasks import TaskSet, label_path_for
 from edgecl.errors import LabelError
@@ -136,14 +135,6 @@ def data_hash(task_set: TaskSet) -> str:
     return digest.hexdigest()[:16]
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
 
 def _view_paths(root: Path, task: str, split: str, index: int, image: Path) -> tuple[Path, Path]:
     stem = f"{index:05d}_{image.stem}"
@@ -165,7 +156,7 @@ def _write_split(root: Path, task_set: TaskSet, t: int, split: str, remap: dict[
         if write:
             src_label = label_path_for(image)
             text = src_label.read_text(encoding="utf-8-sig") if src_label.is_file() else ""
-            _link_or_copy(image, img)
+            link_or_copy(image, img)
             atomic_write_text(lab, filter_label_text(text, keep, str(src_label)))
         paths.append(img)
     return tuple(paths)

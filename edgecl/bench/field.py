@@ -12,10 +12,15 @@ would pass during the first round on a slow machine: the wait makes the result i
 the machine's speed).
 
 Runs: ``random`` (selection weights: random only), ``default`` (the configured weights) and
-``ground_truth`` (every frame labelled: the upper bound). After the stream, the current model
-is evaluated on every task's test split: per-class box mAP50-95 (classes matched by NAME, since
-the device's class registry numbers classes in the order it learnt them), ACC = their mean
-(a class never learnt counts 0).
+``ground_truth`` (every frame labelled: the upper bound). Every run starts from the same model;
+the default one is trained on the first part of the first task's training images, and only the
+rest streams (:func:`split_first_task`: a model must not be judged on frames it learnt). After
+the stream, the current model is evaluated on every task's test split: per-class box mAP50-95
+(classes matched by NAME, since the device's class registry numbers classes in the order it
+learnt them), ACC = their mean (a class never learnt counts 0). ``held_out_acc`` is the device's
+own estimate of the same ACC, from its held-out slice of the stream (the forgetting monitor's
+last promoted row): the gap between the two shows how far in-stream held-out frames resemble
+training frames.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ FIELD_OVERRIDES = (
     "learner.trigger_interval_s=0", "learner.first_round_budget_s=900",
     "learner.first_round_max_steps=300", "learner.budget_s=600", "learner.max_steps=120",
     "learner.epochs=100", "learner.torch_threads=2", "memory.holdout_fraction=0.2",
+    "memory.holdout_block_s=2",
     "server.enabled=false", "labels.max_per_minute=0", "labels.pseudo_max_per_minute=0",
     "labels.dedup_window_s=0", "labels.max_pending=400",
 )
@@ -76,6 +82,7 @@ class HiddenLabelsSource:
         self.device_ids = device_ids
         self.hold = hold
         self.period_s = 1.0 / fps if fps > 0 else 0.0
+        self.real_time = fps > 0  # frames come at a camera's pace: capture time is stream time
         self._next_s = 0.0
         self.uri = getattr(inner, "uri", "hidden")
         self.is_live = False
@@ -347,27 +354,104 @@ def evaluate_current(state_dir: Path, taskset, imgsz: int,
     return out
 
 
+def split_first_task(taskset, out_dir: Path, share: float) -> tuple[list[Path], Path]:
+    """Keep the ``first-task`` starting model's training images out of the stream.
+
+    A team's pretrained model was trained on other pictures than its camera's; a starting model
+    trained on frames the stream then replays would score them as memorised (its held-out AP on
+    them starts several times above its test AP), and every round's gate would be measured
+    against that. The first task's training images are cut in two in list order (contiguous,
+    so that a sequence stays on one side): the first ``share`` train the starting model, the
+    rest stream.
+
+    Args:
+        taskset: the loaded tasks.
+        out_dir: where the stream's ``tasks.yaml`` and image lists are written.
+        share: fraction of the first task's training images for the starting model, in (0, 1).
+
+    Returns:
+        ``(pretraining images, the stream's tasks.yaml)``; every other list is unchanged
+        (absolute paths).
+
+    Raises:
+        EdgeclError: too few first-task training images to leave some on each side.
+    """
+    from edgecl.data.tasks import SPLITS, format_tasks_yaml
+
+    first = list(taskset.tasks[0].train)
+    cut = int(round(len(first) * share))
+    if not 0 < cut < len(first):
+        raise EdgeclError(f"--pretrain-share {share:g}: the first task has {len(first)} training "
+                          f"image(s), too few to train the starting model on some and stream "
+                          f"the rest")
+    for index, task in enumerate(taskset.tasks):
+        for split in SPLITS:
+            images = task.split(split)
+            if index == 0 and split == "train":
+                images = first[cut:]
+            atomic_write_text(out_dir / "tasks" / task.name / f"{split}.txt",
+                              "".join(f"{Path(p).resolve()}\n" for p in images))
+    yaml_path = out_dir / "tasks.yaml"
+    atomic_write_text(yaml_path, format_tasks_yaml(
+        dict(taskset.names), [(t.name, tuple(t.classes)) for t in taskset.tasks]))
+    return first[:cut], yaml_path
+
+
+def renumbered_copies(images: list[Path], remap: dict[int, int], out_dir: Path) -> list[Path]:
+    """Work copies of ``images`` (hard links) whose labels carry new class ids.
+
+    A first task whose classes are, say, 0 and 2 of the dataset trains a model that numbers
+    them 0 and 1 (its names carry the dataset's names; runs match classes by name).
+
+    Args:
+        images: images with YOLO labels beside them (none: no boxes).
+        remap: dataset class id -> new id; rows of other classes are dropped.
+        out_dir: folder for ``images/`` and ``labels/`` (files named ``<k>_<name>``).
+
+    Returns:
+        The copies, in the order of ``images``.
+
+    Raises:
+        LabelError: a malformed label file.
+    """
+    from edgecl.atomic import link_or_copy
+    from edgecl.bench.cl_data import filter_label_text
+    from edgecl.data.labels import label_path_for
+
+    paths = []
+    for k, image in enumerate(images):
+        dst = Path(out_dir) / "images" / f"{k:05d}_{Path(image).name}"
+        link_or_copy(image, dst)
+        src = label_path_for(image)
+        text = src.read_text(encoding="utf-8-sig") if src.is_file() else ""
+        atomic_write_text(label_path_for(dst), filter_label_text(text, remap, str(src)))
+        paths.append(dst)
+    return paths
+
+
 def starting_model(taskset, yaml_path: Path, cfg, choice: str, steps: int, cache_dir: Path,
-                   progress) -> Path | None:
+                   progress, images: list[Path] | None = None) -> Path | None:
     """The model every run starts from, as a team starts from its own pretrained checkpoint.
 
     Args:
         taskset: the loaded tasks.
         yaml_path: their ``tasks.yaml`` (part of the cache key).
         cfg: configuration (``learner`` section: image size, batch, lr).
-        choice: ``first-task`` (train a detector on the first task's training images, labels
-            visible, cached), ``scratch`` (an untrained detector for the first task's classes)
-            or the path of an ultralytics/edgecl ``.pt`` checkpoint.
+        choice: ``first-task`` (train a detector on the first task's training images,
+            labels visible, classes numbered 0..k-1 in the dataset's order, cached),
+            ``scratch`` (an untrained detector for the first task's classes) or the path of
+            an ultralytics/edgecl ``.pt`` checkpoint.
         steps: training steps of the ``first-task`` model.
         cache_dir: where the ``first-task`` model is kept between runs.
         progress: ``callable(str)`` for progress lines.
+        images: the ``first-task`` model's training images (None: all of the first task's;
+            see :func:`split_first_task`).
 
     Returns:
         A checkpoint path, or ``None`` for ``scratch`` (each run builds its own).
 
     Raises:
-        EdgeclError: the path does not exist, or the first task's class ids are not 0..k-1
-            (its model could not keep the dataset's ids; pass a checkpoint instead).
+        EdgeclError: the path does not exist.
     """
     if choice == "scratch":
         return None
@@ -376,15 +460,17 @@ def starting_model(taskset, yaml_path: Path, cfg, choice: str, steps: int, cache
         if not path.is_file():
             raise EdgeclError(f"--initial-model: {path} is not a file")
         return path
-    first = sorted(taskset.tasks[0].classes)
-    if first != list(range(len(first))):
-        raise EdgeclError(f"--initial-model first-task: the first task's class ids {first} are not "
-                          f"0..{len(first) - 1}; pass a checkpoint trained on them instead")
     from edgecl.bench.trained_model import cached_trained_model
 
-    return cached_trained_model(list(taskset.tasks[0].train), {c: taskset.names[c] for c in first},
+    first = sorted(taskset.tasks[0].classes)
+    images = list(taskset.tasks[0].train) if images is None else list(images)
+    key_parts = (str(Path(yaml_path).resolve()), [str(p) for p in images])
+    if first != list(range(len(first))):  # the model numbers its classes 0..k-1
+        images = renumbered_copies(images, {c: i for i, c in enumerate(first)},
+                                   Path(cache_dir) / "first-task-data")
+    return cached_trained_model(images, {i: taskset.names[c] for i, c in enumerate(first)},
                                 cfg.learner, cache_dir, steps=steps, prefix="first-task",
-                                key_parts=(str(Path(yaml_path).resolve()),), progress=progress,
+                                key_parts=key_parts, progress=progress,
                                 what=f"on task {taskset.tasks[0].name} "
                                      f"({', '.join(taskset.names[c] for c in first)})")
 
@@ -457,8 +543,10 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
     counts = runtime.memory_sink.stats()["counts"] if runtime.memory_sink else {}
     per_class = evaluate_current(state, taskset, imgsz, served_file=init)
     acc = float(np.mean(list(per_class.values()))) if per_class else 0.0
+    held_out_acc = _held_out_acc(state)
     record = {"selection": selection, "budget_pct": budget_pct, "seed": seed,
               "acc": round(acc, 4), "per_class_ap": {k: round(v, 4) for k, v in per_class.items()},
+              "held_out_acc": None if held_out_acc is None else round(held_out_acc, 4),
               "human_labels": operator.answered if selection != "ground_truth"
               else counts.get("stored_ground_truth", 0),
               "pseudo_labels": counts.get("stored_pseudo", 0),
@@ -470,6 +558,14 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
                  f"{record['human_labels']} human labels, {record['pseudo_labels']} pseudo "
                  f"(precision {record['pseudo_precision']}), {record['seconds']} s")
     return record
+
+
+def _held_out_acc(state: Path) -> float | None:
+    """The device's own ACC on its held-out slice after its last promoted round, or None."""
+    from edgecl.runtime.monitor import Monitor
+
+    value = Monitor(state, create=False).summary()["acc"]
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _round_line(selection: str, result: dict) -> str:
@@ -500,10 +596,13 @@ def _run_config(base_cfg, state: Path, selection: str, seed: int, imgsz: int):
 def write_table(runs: list[dict], path: Path) -> None:
     """Markdown table: one row per run (mean over seeds is left to the reader: seeds are rows)."""
     classes = sorted({c for r in runs for c in r["per_class_ap"]})
-    head = ("| selection | budget % | seed | ACC | human labels | pseudo labels | pseudo precision "
-            "| fps | " + " | ".join(classes) + " |")
-    sep = "|---|---|---|---|---|---|---|---|" + "---|" * len(classes)
+    head = ("| selection | budget % | seed | ACC | held-out ACC (device) | human labels "
+            "| pseudo labels | pseudo precision | fps | " + " | ".join(classes) + " |")
+    sep = "|---|---|---|---|---|---|---|---|---|" + "---|" * len(classes)
+    held = {id(r): "-" if r.get("held_out_acc") is None else f"{r['held_out_acc']:.3f}"
+            for r in runs}
     rows = [f"| {r['selection']} | {r['budget_pct']:g} | {r['seed']} | {r['acc']:.3f} | "
+            f"{held[id(r)]} | "
             f"{r['human_labels']} | {r['pseudo_labels']} | {r['pseudo_precision']} | {r['fps']} | "
             + " | ".join(f"{r['per_class_ap'].get(c, 0.0):.3f}" for c in classes) + " |"
             for r in runs]
@@ -548,6 +647,9 @@ def add_arguments(parser) -> None:
                         help="what every run starts from: 'first-task' (a detector trained on the "
                              "first task, labels visible, cached: the team's own pretrained "
                              "model), 'scratch', or a .pt checkpoint")
+    parser.add_argument("--pretrain-share", type=float, default=0.5,
+                        help="with --initial-model first-task: the share of the first task's "
+                             "training images that train it; the stream holds the rest")
     parser.add_argument("--initial-steps", type=int, default=600,
                         help="training steps of the 'first-task' starting model")
     parser.add_argument("--out", required=True, help="output directory")
@@ -578,6 +680,12 @@ def run(args) -> int:
     cfg = load_config(args.config, list(FIELD_OVERRIDES) + list(getattr(args, "overrides", []) or []))
     yaml_path = _dataset(args, out)
     taskset = load_tasks(yaml_path)
+    pretrain = None
+    if args.initial_model == "first-task":
+        if not 0 < args.pretrain_share < 1:
+            raise EdgeclError(f"--pretrain-share must be in (0, 1), got {args.pretrain_share}")
+        pretrain, yaml_path = split_first_task(taskset, out / "stream", args.pretrain_share)
+        taskset = load_tasks(yaml_path)
     runs = []
 
     def progress(line: str) -> None:
@@ -585,7 +693,7 @@ def run(args) -> int:
 
     run_cfg = _run_config(cfg, out, "ground_truth", 0, args.imgsz)
     initial = starting_model(taskset, yaml_path, run_cfg, args.initial_model, args.initial_steps,
-                             out / "starting-model", progress)
+                             out / "starting-model", progress, images=pretrain)
 
     for seed in range(args.seeds):
         for selection in selections:

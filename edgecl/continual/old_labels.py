@@ -14,15 +14,13 @@ label files hold the merged labels, in the ultralytics layout (``images/`` -> ``
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgecl.atomic import atomic_write_text
+from edgecl.atomic import atomic_write_text, link_or_copy
 from edgecl.continual.recall import DetectorLike, yolo_to_xyxy
 from edgecl.data.images import ImageError, read_image
 from edgecl.data.labels import label_path_for, labels_to_text, read_yolo_labels
@@ -114,14 +112,6 @@ def merge_old_class_boxes(labels: np.ndarray, det: Detections, width: int, heigh
     return merged.astype(np.float32), len(added)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
 
 def pseudo_label_copies(images: Sequence[Path], detector: DetectorLike, out_dir: str | Path,
                         old_classes: Iterable[int], *, conf: float, iou_thr: float,
@@ -172,7 +162,7 @@ def pseudo_label_copies(images: Sequence[Path], detector: DetectorLike, out_dir:
                                                       iou_thr=iou_thr)
             name = f"{start + k:05d}_{image.name}"
             dst = out / "images" / name
-            _link_or_copy(image, dst)
+            link_or_copy(image, dst)
             atomic_write_text(label_path_for(dst), labels_to_text(merged))
             paths.append(dst)
             added_total += added

@@ -326,6 +326,13 @@ class Runtime:
                                             poll_s=cfg.runtime.swap_poll_s,
                                             warmup_runs=cfg.runtime.warmup_runs)
                 log.info("%s", describe_labelling(cfg, bool(getattr(source, "labelled", False))))
+                if cfg.memory.holdout_block_s > 0 and not (getattr(source, "is_live", False)
+                                                           or getattr(source, "real_time", False)):
+                    log.warning("memory.holdout_block_s=%g holds out labelled frames by blocks of "
+                                "capture time; %s is read from files faster than a camera "
+                                "delivers, so one block may hold many frames (set it to 0 to "
+                                "draw each frame alone)", cfg.memory.holdout_block_s,
+                                getattr(source, "uri", "this source"))
         except BaseException:
             backend.close()
             raise

@@ -146,8 +146,22 @@ def test_starting_model_choices(tmp_path):
     with pytest.raises(EdgeclError, match="is not a file"):
         field.starting_model(taskset, tmp_path / "t.yaml", None, str(tmp_path / "no.pt"), 1,
                              tmp_path, print)
-    with pytest.raises(EdgeclError, match=r"class ids \[1, 2\] are not 0..1"):
-        field.starting_model(taskset, tmp_path / "t.yaml", None, "first-task", 1, tmp_path, print)
+
+
+def test_a_first_task_of_classes_1_and_2_trains_on_copies_numbered_0_and_1(tmp_path):
+    images = tmp_path / "ds" / "images"
+    images.mkdir(parents=True)
+    (tmp_path / "ds" / "labels").mkdir()
+    for name, text in (("a", "2 0.5 0.5 0.2 0.2\n1 0.25 0.25 0.1 0.1\n"), ("b", "")):
+        (images / f"{name}.jpg").write_bytes(b"jpeg")
+        (tmp_path / "ds" / "labels" / f"{name}.txt").write_text(text)
+    (images / "c.jpg").write_bytes(b"jpeg")  # no label file: a background image
+    copies = field.renumbered_copies(sorted(images.iterdir()), {1: 0, 2: 1}, tmp_path / "w")
+    assert [p.name for p in copies] == ["00000_a.jpg", "00001_b.jpg", "00002_c.jpg"]
+    assert copies[0].read_bytes() == b"jpeg"
+    labels = [(tmp_path / "w" / "labels" / f"{p.stem}.txt").read_text() for p in copies]
+    assert labels == ["1 0.500000 0.500000 0.200000 0.200000\n"
+                      "0 0.250000 0.250000 0.100000 0.100000\n", "", ""]
 
 
 @pytest.mark.timeout(600)
@@ -174,7 +188,34 @@ def test_toy_field_benchmark_end_to_end(tmp_path, capsys):
     assert truth["human_labels"] > 0.5 * truth["frames"]
     assert set(default["per_class_ap"]) == {"car", "truck", "person", "bicycle"}
     assert (out / "table.md").read_text().startswith("| selection |")
+    assert all(r["held_out_acc"] is None or 0.0 <= r["held_out_acc"] <= 1.0 for r in runs)
     assert list((out / "starting-model").glob("first-task-*.pt"))
+    # the runs streamed every training image but those the starting model was trained on
+    from edgecl.data.tasks import load_tasks
+
+    full, stream = (load_tasks(out / sub / "tasks.yaml") for sub in ("scenario", "stream"))
+    n_full, n_stream = (sum(len(t.train) for t in ts.tasks) for ts in (full, stream))
+    assert n_stream < n_full and truth["frames"] == default["frames"] == n_stream
+    assert not set(stream.tasks[0].train) & set(full.tasks[0].train[:n_full - n_stream])
+
+
+def test_the_starting_models_images_are_kept_out_of_the_stream(tmp_path):
+    from edgecl.data.scenario import make_scenario
+    from edgecl.data.tasks import load_tasks
+
+    taskset = load_tasks(make_scenario(tmp_path / "scn", tasks=2, images_per_task=20, imgsz=32,
+                                       seed=1))
+    first = list(taskset.tasks[0].train)
+    pretrain, yaml_path = field.split_first_task(taskset, tmp_path / "stream", 0.5)
+    stream = load_tasks(yaml_path)
+    # the first half (list order) trains the model, the second half streams; nothing else moves
+    assert pretrain == first[:round(len(first) / 2)]
+    assert list(stream.tasks[0].train) == first[len(pretrain):]
+    assert stream.tasks[1].train == taskset.tasks[1].train
+    assert [t.test for t in stream.tasks] == [t.test for t in taskset.tasks]
+    assert stream.names == taskset.names and stream.tasks[1].classes == taskset.tasks[1].classes
+    with pytest.raises(EdgeclError, match="too few to train the starting model"):
+        field.split_first_task(taskset, tmp_path / "s2", 0.01)
 
 
 def test_without_a_promoted_round_the_starting_model_is_scored(tmp_path, monkeypatch):
@@ -193,3 +234,13 @@ def test_without_a_promoted_round_the_starting_model_is_scored(tmp_path, monkeyp
     assert field.evaluate_current(state, taskset, 64) == {"car": 0.0, "truck": 0.0, "person": 0.0}
     assert field.evaluate_current(state, taskset, 64, served_file=pt) == {
         "car": 0.5, "truck": 0.5, "person": 0.0}
+
+
+@pytest.mark.parametrize("share", ["0", "1", "1.5", "-0.2"])
+def test_a_pretrain_share_outside_0_1_is_one_line(tmp_path, capsys, share):
+    from edgecl.cli import main
+
+    code = main(["bench", "field", "--data", "scenario", "--tasks", "2", "--images-per-task", "8",
+                 "--imgsz", "32", "--pretrain-share", share, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--pretrain-share must be in (0, 1)" in err and "\n" not in err

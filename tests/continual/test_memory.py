@@ -155,6 +155,55 @@ def test_held_out_slice_is_deterministic_and_never_for_training(tmp_path):
         assert [r.held_out for r in m.records()] != flags[0]
 
 
+def test_held_out_blocks_are_chosen_systematically_by_capture_time():
+    import random
+
+    from edgecl.continual.memory.admission import draws_held_out
+    from edgecl.frames import LabelOrigin as O
+
+    def held(t_s, fraction=0.2, origin=O.OPERATOR, n=1):
+        return draws_held_out(3, "stream", n, origin, t_s, 10.0, fraction)
+
+    # 10 s blocks: 19.9 s and 10.0 s are block 1, 20.0 s block 2 (floor(t / 10))
+    assert held(10.0) == held(19.9) and held(10.0, origin=O.GROUND_TRUTH) == held(19.9)
+    # fraction 0.2: exactly one block in five, every fifth block (100 blocks -> 20)
+    blocks = [b for b in range(100) if held(b * 10.0 + 5.0)]
+    assert len(blocks) == 20 and {b2 - b1 for b1, b2 in zip(blocks, blocks[1:])} == {5}
+    # fraction 0.3: 30 of 100 blocks, gaps of 3 or 4 blocks (1 / 0.3 = 3.33)
+    blocks = [b for b in range(100) if held(b * 10.0 + 5.0, 0.3)]
+    assert len(blocks) == 30 and {b2 - b1 for b1, b2 in zip(blocks, blocks[1:])} <= {3, 4}
+    # an imported folder, a block length of 0 and a capture time that is no number: one
+    # seeded draw per offer, as without blocks
+    per_offer = [random.Random(f"3/holdout/stream/{n}").random() < 0.2 for n in range(1, 41)]
+    assert [held(15.0, origin=O.IMPORT, n=n) for n in range(1, 41)] == per_offer
+    assert [held(float("nan"), n=n) for n in range(1, 41)] == per_offer
+    assert [draws_held_out(3, "stream", n, O.OPERATOR, 15.0, 0.0, 0.2)
+            for n in range(1, 41)] == per_offer
+    assert 0 < sum(per_offer) < 40
+
+
+def test_frames_of_one_time_block_are_held_out_or_trained_on_together(tmp_path):
+    # 300 streamed frames at 10 fps in 2 s blocks (20 frames each, 15 blocks), 1000 slots: a
+    # block is held out as a whole; with a per-frame draw (block 0) the same stream mixes.
+    def flags(block_s, origin="ground_truth"):
+        config = cfg(capacity=1000, holdout_fraction=0.3, seed=2, holdout_block_s=block_s)
+        with ReplayMemory(tmp_path / f"{block_s}-{origin}", config) as m:
+            for i in range(300):
+                img = np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+                m.add(Sample(img, BOX, task="stream", source=f"cam{i}", ts_s=1000.0 + i / 10,
+                             origin=origin))
+            return [r.held_out for r in sorted(m.records(), key=lambda r: r.ts_s)]
+
+    blocked = flags(2.0)
+    blocks = [blocked[i:i + 20] for i in range(0, 300, 20)]
+    assert all(len(set(b)) == 1 for b in blocks)
+    assert sum(b[0] for b in blocks) in (4, 5)  # 30 % of 15 blocks (4.5), none cut in two
+    per_frame = flags(0.0)
+    assert any(len(set(per_frame[i:i + 20])) == 2 for i in range(0, 300, 20))
+    imported = flags(2.0, origin="import")  # an import's clock says nothing about the scene
+    assert any(len(set(imported[i:i + 20])) == 2 for i in range(0, 300, 20))
+
+
 def test_held_out_quota_is_shared_between_tasks(tmp_path):
     with ReplayMemory(tmp_path / "m", cfg(capacity=20, holdout_fraction=0.5, seed=1)) as m:
         for i in range(300):

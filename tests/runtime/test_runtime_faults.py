@@ -194,3 +194,16 @@ def test_an_engine_that_does_not_load_leaves_the_versions_onnx_model_serving(lea
     backend = registry.load_serving(learnt[1])
     assert backend.meta.backend == "onnxruntime"
     backend.close()
+
+
+def test_held_out_blocks_on_a_file_source_are_warned_about_at_start(learnt, scenario, tmp_path,
+                                                                     caplog):
+    # a tasks:// source reads as fast as it can: 10 s of capture time may hold hundreds of frames
+    state = copy_state(learnt[0], tmp_path / "state")
+    uri = f"tasks://{scenario}?task=t2"
+    Runtime(tiny_cfg(state, "memory.holdout_block_s=10"),
+            RunOptions(source_uri=uri, max_frames=1, quiet=True)).run()
+    assert "memory.holdout_block_s=10 holds out labelled frames by blocks" in caplog.text
+    caplog.clear()
+    Runtime(tiny_cfg(state), RunOptions(source_uri=uri, max_frames=1, quiet=True)).run()
+    assert "holdout_block_s" not in caplog.text

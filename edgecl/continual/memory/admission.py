@@ -7,6 +7,7 @@ handed to the storage as pending deltas, committed with the next add (or by a fl
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -21,6 +22,46 @@ from edgecl.continual.memory.policies import (
 from edgecl.frames import LabelOrigin
 
 DEFAULT_SAMPLE_BYTES = 8192
+
+# Origins whose samples are consecutive frames of one camera: near-duplicates of their
+# neighbours in time, so the held-out draw is made per block of capture time (an imported
+# folder's samples keep one draw each: their capture times are only the import's clock).
+STREAM_ORIGINS = frozenset({LabelOrigin.GROUND_TRUTH, LabelOrigin.OPERATOR})
+
+
+def draws_held_out(seed: int, task: str, n_task: int, origin: LabelOrigin, ts_s: float | None,
+                   block_s: float, fraction: float) -> bool:
+    """Whether an offered sample's draw puts it in the held-out stream.
+
+    Held-out frames must not be near-duplicates of training frames, or the held-out mAP
+    (the gate, the calibrator, the forgetting monitor) measures memorisation: at 30 fps two
+    consecutive frames are nearly the same picture. With ``block_s`` > 0, streamed samples
+    (:data:`STREAM_ORIGINS`) are drawn per block of ``block_s`` seconds of capture time, so a
+    block is held out or trained on as a whole (a blocked hold-out split, as for time series).
+    Blocks are chosen systematically: of every run of blocks, the share ``fraction`` (exactly,
+    in the long run; a per-task phase from the seed), so a held-out block comes at least once
+    every ``ceil(1 / fraction)`` blocks, and the choice needs no state: answers that arrive out
+    of order and restarts see the same choice. Other samples are drawn one by one.
+
+    Args:
+        seed: the memory's seed.
+        task: the sample's task.
+        n_task: its position in its task's stream of offers (1-based).
+        origin: where its labels came from.
+        ts_s: its capture time in seconds since the epoch (None or not finite: drawn alone).
+        block_s: block length in seconds; 0 draws for every sample.
+        fraction: the held-out share, in [0, 1).
+
+    Returns:
+        True when the sample belongs to the held-out stream.
+    """
+    if (block_s > 0 and origin in STREAM_ORIGINS and isinstance(ts_s, (int, float))
+            and math.isfinite(ts_s)):
+        block = math.floor(ts_s / block_s)
+        phase = random.Random(f"{seed}/holdout-phase/{task}").random()
+        before = math.floor(block * fraction + phase)
+        return math.floor((block + 1) * fraction + phase) - before == 1
+    return random.Random(f"{seed}/holdout/{task}/{n_task}").random() < fraction
 
 
 @dataclass(frozen=True)
@@ -102,7 +143,8 @@ class Admission:
     """
 
     def __init__(self, db: IndexDB, policy: InsertionPolicy, *, train_capacity: int,
-                 holdout_capacity: int, holdout_fraction: float, budget_bytes: int, seed: int):
+                 holdout_capacity: int, holdout_fraction: float, budget_bytes: int, seed: int,
+                 holdout_block_s: float = 0.0):
         """Args:
             db: the open index (counters are loaded from it).
             policy: insertion policy.
@@ -111,8 +153,11 @@ class Admission:
             holdout_fraction: probability that a frame joins the held-out stream.
             budget_bytes: byte budget of the sample files.
             seed: seed of every random draw.
+            holdout_block_s: seconds of capture time that share one held-out draw (see
+                :func:`draws_held_out`); 0 draws for every sample.
         """
         self.db, self.policy = db, policy
+        self.holdout_block_s = holdout_block_s
         self.train_capacity, self.holdout_capacity = train_capacity, holdout_capacity
         self.holdout_fraction, self.budget_bytes, self.seed = holdout_fraction, budget_bytes, seed
         self.counters = db.load_counters()
@@ -138,7 +183,8 @@ class Admission:
         return self.db.total_bytes() // n if n else DEFAULT_SAMPLE_BYTES
 
     def decide(self, task: str, classes: tuple[int, ...],
-               origin: LabelOrigin = LabelOrigin.GROUND_TRUTH) -> Decision | None:
+               origin: LabelOrigin = LabelOrigin.GROUND_TRUTH,
+               ts_s: float | None = None) -> Decision | None:
         """Count an offered sample and decide whether it enters (no rows change yet).
 
         Args:
@@ -147,6 +193,8 @@ class Admission:
             origin: where its labels came from; a sample that is not human-verified
                 (``pseudo``) never joins the held-out slice: had the draw chosen it, it is
                 offered to the training slots instead.
+            ts_s: its capture time in seconds (used by the held-out draw when
+                ``holdout_block_s`` > 0).
 
         Returns:
             The decision, or None when declined.
@@ -154,9 +202,9 @@ class Admission:
         n_all = self.bump("frames/all")
         n_task = self.bump(f"frames/task:{task}")
         rng = random.Random(f"{self.seed}/{n_all}")
-        draw = random.Random(f"{self.seed}/holdout/{task}/{n_task}").random()
         held_out = (origin.human_verified and self.holdout_capacity > 0
-                    and draw < self.holdout_fraction)
+                    and draws_held_out(self.seed, task, n_task, origin, ts_s,
+                                       self.holdout_block_s, self.holdout_fraction))
         counts = self.db.group_counts("primary_class", held_out=False)
         item = ItemInfo(task, classes, primary_class(classes, counts))
         if held_out:

@@ -179,12 +179,6 @@ def new_snapshot_id() -> str:
     return f"{stamp}.{now_ns % 1_000_000_000:09d}-{uuid.uuid4().hex[:6]}"
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
 
 def build_snapshot(memory_root: Path, records: list[SampleRecord],
                    names: dict[int, str] | None) -> MemorySnapshot:
@@ -212,7 +206,8 @@ def build_snapshot(memory_root: Path, records: list[SampleRecord],
         for rec in records:
             stem = file_stem(rec.id)
             for sub, suffix in (("images", IMAGE_SUFFIX), ("labels", LABEL_SUFFIX)):
-                _link_or_copy(memory_root / sub / f"{stem}{suffix}", tmp / sub / f"{stem}{suffix}")
+                atomic.link_or_copy(memory_root / sub / f"{stem}{suffix}",
+                                    tmp / sub / f"{stem}{suffix}")
         _write_snapshot_meta(tmp, final, sid, records, names)
         os.replace(tmp, final)
         atomic.fsync_dir(snaps)

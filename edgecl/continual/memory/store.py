@@ -14,7 +14,9 @@ files; an evicted file stays on disk until the (at most ``keep_snapshots``) snap
 reference it are pruned.
 
 Held-out slice. ``holdout_fraction`` of each task's frames (a deterministic draw from the
-seed, the task and the frame's position in that task's stream) is held out: never returned
+seed, the task and the frame's position in that task's stream; with ``holdout_block_s`` > 0,
+one draw per block of that many seconds of capture time for streamed frames, so that held-out
+frames are not near-duplicates of training frames) is held out: never returned
 for training, used to measure forgetting. Only human-verified samples are held out: a
 ``pseudo``-labelled sample is always offered to the training slots (see
 :class:`~edgecl.frames.LabelOrigin`). Held-out samples do not pass through the insertion
@@ -188,7 +190,8 @@ class ReplayMemory:
             self._admission = Admission(
                 self._db, self.policy, train_capacity=self.train_capacity,
                 holdout_capacity=self.holdout_capacity, holdout_fraction=self.cfg.holdout_fraction,
-                budget_bytes=self.sample_budget_bytes, seed=self.cfg.seed)
+                budget_bytes=self.sample_budget_bytes, seed=self.cfg.seed,
+                holdout_block_s=self.cfg.holdout_block_s)
             if names:
                 self.set_class_names(names)
             self.last_verify = self.verify(repair=True) if verify_on_open else None
@@ -293,7 +296,7 @@ class ReplayMemory:
         labels = check_labels(sample.labels, where, self._known_nc())
         classes = classes_of(labels)
         with self._lock:
-            decision = self._admission.decide(sample.task, classes, origin)
+            decision = self._admission.decide(sample.task, classes, origin, sample.ts_s)
             if decision is None:
                 self._flush_if_due()
                 return None
