@@ -135,7 +135,6 @@ def data_hash(task_set: TaskSet) -> str:
     return digest.hexdigest()[:16]
 
 
-
 def _view_paths(root: Path, task: str, split: str, index: int, image: Path) -> tuple[Path, Path]:
     stem = f"{index:05d}_{image.stem}"
     img = root / "images" / task / split / f"{stem}{image.suffix}"

@@ -112,7 +112,6 @@ def merge_old_class_boxes(labels: np.ndarray, det: Detections, width: int, heigh
     return merged.astype(np.float32), len(added)
 
 
-
 def pseudo_label_copies(images: Sequence[Path], detector: DetectorLike, out_dir: str | Path,
                         old_classes: Iterable[int], *, conf: float, iou_thr: float,
                         batch: int = 8) -> tuple[list[Path], PseudoLabelStats]:

@@ -179,7 +179,6 @@ def new_snapshot_id() -> str:
     return f"{stamp}.{now_ns % 1_000_000_000:09d}-{uuid.uuid4().hex[:6]}"
 
 
-
 def build_snapshot(memory_root: Path, records: list[SampleRecord],
                    names: dict[int, str] | None) -> MemorySnapshot:
     """Write a snapshot folder for ``records`` (caller holds the index write lock).
