@@ -54,6 +54,11 @@ class RuntimeConfig:
     realtime: bool = False
 
 
+# Smallest ``memory.holdout_block_s`` above 0 (seconds): block indices of epoch times then
+# stay exact integers, far within float precision.
+MIN_HOLDOUT_BLOCK_S = 0.01
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
     """The bounded replay memory."""
@@ -337,7 +342,8 @@ RULES: dict[str, Rule] = {
     "learner.epochs": _COUNT,
     "learner.batch": Rule(lo=1, hi=1024),
     "learner.lr": Rule(lo=0.0, hi=1.0, lo_open=True),
-    "learner.imgsz": _IMGSZ,
+    # a 1-image batch below 64 px leaves BatchNorm 1 x 1 maps at stride 32: training fails
+    "learner.imgsz": Rule(lo=64, hi=4096),
     "learner.device": Rule(choices=("auto", "cpu", "cuda", "cuda:N"), pattern=r"cuda:\d+"),
     "learner.torch_threads": Rule(lo=1, hi=256),
     "learner.nice": Rule(lo=0, hi=19),
@@ -424,6 +430,10 @@ def _check_pairs(cfg: "Config", where: str) -> None:
         raise ConfigError(f"config key 'replay.virtual_top_k' ({cfg.replay.virtual_top_k}) in "
                           f"{where} must not exceed 'replay.virtual_candidates' "
                           f"({cfg.replay.virtual_candidates})")
+    if 0 < cfg.memory.holdout_block_s < MIN_HOLDOUT_BLOCK_S:
+        raise ConfigError(f"config key 'memory.holdout_block_s' ({cfg.memory.holdout_block_s}) in "
+                          f"{where} must be 0 (a draw per frame) or at least "
+                          f"{MIN_HOLDOUT_BLOCK_S:g} s")
     if cfg.memory.capacity * cfg.memory.holdout_fraction < 1:
         raise ConfigError(f"config keys 'memory.capacity' ({cfg.memory.capacity}) and "
                           f"'memory.holdout_fraction' ({cfg.memory.holdout_fraction}) in {where} "

@@ -77,6 +77,9 @@ def test_bad_values_and_files(tmp_path):
     ("memory.capacity=0", "'memory.capacity'"),
     ("memory.max_bytes=100", "'memory.max_bytes'"),
     ("labels.uncertain_low=0.9", "'labels.uncertain_low'"),
+    ("memory.holdout_block_s=-1", "'memory.holdout_block_s'"),
+    ("memory.holdout_block_s=1e-300", "'memory.holdout_block_s'"),
+    ("learner.imgsz=32", "'learner.imgsz'"),
 ])
 def test_bad_values_fail_at_load_with_one_line(override, fragment):
     with pytest.raises(ConfigError) as err:

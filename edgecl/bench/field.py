@@ -381,9 +381,9 @@ def split_first_task(taskset, out_dir: Path, share: float) -> tuple[list[Path], 
     first = list(taskset.tasks[0].train)
     cut = int(round(len(first) * share))
     if not 0 < cut < len(first):
-        raise EdgeclError(f"--pretrain-share {share:g}: the first task has {len(first)} training "
-                          f"image(s), too few to train the starting model on some and stream "
-                          f"the rest")
+        raise EdgeclError(f"--pretrain-share {share:g} gives the starting model {cut} of the first "
+                          f"task's {len(first)} training image(s); it needs at least 1, and 1 "
+                          f"left to stream")
     for index, task in enumerate(taskset.tasks):
         for split in SPLITS:
             images = task.split(split)
@@ -673,11 +673,17 @@ def run(args) -> int:
         raise EdgeclError(f"--selection: unknown {bad}; choose from random, default")
     if "ground_truth" not in selections:
         selections.append("ground_truth")
+    if args.imgsz < 64:
+        raise EdgeclError(f"--imgsz must be at least 64 (training at {args.imgsz} px fails on a "
+                          f"batch of one image), got {args.imgsz}")
     if not 0 < args.label_budget_pct <= 100:
         raise EdgeclError(f"--label-budget-pct must be in (0, 100], got {args.label_budget_pct}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(args.config, list(FIELD_OVERRIDES) + list(getattr(args, "overrides", []) or []))
+    # at --fps 0 the stream's capture times say nothing of a camera's: held out frame by frame
+    paced = [] if args.fps > 0 else ["memory.holdout_block_s=0"]
+    cfg = load_config(args.config, list(FIELD_OVERRIDES) + paced
+                      + list(getattr(args, "overrides", []) or []))
     yaml_path = _dataset(args, out)
     taskset = load_tasks(yaml_path)
     pretrain = None

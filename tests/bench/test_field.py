@@ -214,7 +214,7 @@ def test_the_starting_models_images_are_kept_out_of_the_stream(tmp_path):
     assert stream.tasks[1].train == taskset.tasks[1].train
     assert [t.test for t in stream.tasks] == [t.test for t in taskset.tasks]
     assert stream.names == taskset.names and stream.tasks[1].classes == taskset.tasks[1].classes
-    with pytest.raises(EdgeclError, match="too few to train the starting model"):
+    with pytest.raises(EdgeclError, match="gives the starting model 0 of the first task's"):
         field.split_first_task(taskset, tmp_path / "s2", 0.01)
 
 
@@ -241,6 +241,14 @@ def test_a_pretrain_share_outside_0_1_is_one_line(tmp_path, capsys, share):
     from edgecl.cli import main
 
     code = main(["bench", "field", "--data", "scenario", "--tasks", "2", "--images-per-task", "8",
-                 "--imgsz", "32", "--pretrain-share", share, "--out", str(tmp_path / "out")])
+                 "--imgsz", "64", "--pretrain-share", share, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--pretrain-share must be in (0, 1)" in err and "\n" not in err
+
+
+def test_an_image_size_below_64_is_one_line(tmp_path, capsys):
+    from edgecl.cli import main
+
+    code = main(["bench", "field", "--data", "scenario", "--imgsz", "32", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--imgsz must be at least 64" in err and "\n" not in err

@@ -38,29 +38,37 @@ def draws_held_out(seed: int, task: str, n_task: int, origin: LabelOrigin, ts_s:
     consecutive frames are nearly the same picture. With ``block_s`` > 0, streamed samples
     (:data:`STREAM_ORIGINS`) are drawn per block of ``block_s`` seconds of capture time, so a
     block is held out or trained on as a whole (a blocked hold-out split, as for time series).
-    Blocks are chosen systematically: of every run of blocks, the share ``fraction`` (exactly,
-    in the long run; a per-task phase from the seed), so a held-out block comes at least once
-    every ``ceil(1 / fraction)`` blocks, and the choice needs no state: answers that arrive out
-    of order and restarts see the same choice. Other samples are drawn one by one.
+    Blocks come in groups of ``n = ceil(1 / fraction)``; each group holds out ``m`` of its
+    blocks (1 or more; ``m`` over the groups follows ``fraction`` exactly in the long run, with
+    a per-task phase from the seed) at random positions drawn from the seed, the task and the
+    group. So a held-out block comes in every group, samples that arrive at a regular interval
+    cannot fall on held-out blocks only (or never), and the choice needs no state: answers that
+    arrive out of order and restarts see the same choice. Other samples are drawn one by one.
 
     Args:
         seed: the memory's seed.
         task: the sample's task.
         n_task: its position in its task's stream of offers (1-based).
         origin: where its labels came from.
-        ts_s: its capture time in seconds since the epoch (None or not finite: drawn alone).
-        block_s: block length in seconds; 0 draws for every sample.
+        ts_s: its capture time in seconds since the epoch (None, not finite or beyond float
+            precision for ``block_s``: drawn alone).
+        block_s: block length in seconds (0 draws for every sample; otherwise at least
+            :data:`edgecl.config.MIN_HOLDOUT_BLOCK_S`).
         fraction: the held-out share, in [0, 1).
 
     Returns:
         True when the sample belongs to the held-out stream.
     """
+    if fraction <= 0:
+        return False
     if (block_s > 0 and origin in STREAM_ORIGINS and isinstance(ts_s, (int, float))
-            and math.isfinite(ts_s)):
-        block = math.floor(ts_s / block_s)
+            and math.isfinite(ts_s) and abs(ts_s / block_s) < 2 ** 52):
+        n = math.ceil(1.0 / fraction)
+        group, position = divmod(math.floor(ts_s / block_s), n)
         phase = random.Random(f"{seed}/holdout-phase/{task}").random()
-        before = math.floor(block * fraction + phase)
-        return math.floor((block + 1) * fraction + phase) - before == 1
+        m = (math.floor((group + 1) * n * fraction + phase)
+             - math.floor(group * n * fraction + phase))
+        return position in random.Random(f"{seed}/holdout/{task}/group{group}").sample(range(n), m)
     return random.Random(f"{seed}/holdout/{task}/{n_task}").random() < fraction
 
 
