@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the ``bench cl`` parser.
     """
+    from edgecl.commands.common import train_image_size
+
     add = parser.add_argument
     add("--data", default="scenario",
         help="YOLO dataset folder with a tasks.yaml, the tasks.yaml itself, or 'scenario' "
@@ -76,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--epochs", type=int, default=0,
         help="train this many epochs per task instead of a number of steps (0: use steps)")
     add("--task-budget-s", type=float, default=0.0, help="wall-clock cap per task (0: none)")
-    add("--imgsz", type=int, default=160, help="image size for the scenario, training, evaluation")
+    add("--imgsz", type=train_image_size, default=160,
+        help="image size for the scenario, training, evaluation")
     add("--batch", type=int, default=8, help="training batch size (default 8)")
     add("--lr", type=float, default=0.002, help="AdamW learning rate (default 0.002)")
     add("--device", default="cpu", help="cpu, cuda or auto (default cpu)")

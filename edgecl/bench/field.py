@@ -628,6 +628,8 @@ def summarize(runs: list[dict]) -> dict:
 
 def add_arguments(parser) -> None:
     """Arguments of ``edgecl bench field``."""
+    from edgecl.commands.common import train_image_size
+
     parser.add_argument("--data", default="scenario",
                         help="DIR/tasks.yaml of a class-incremental dataset, or 'scenario' (built in)")
     parser.add_argument("--label-budget-pct", type=float, default=10.0,
@@ -635,7 +637,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--selection", default="random,default",
                         help="comma list of random, default (ground_truth always runs too)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per selection")
-    parser.add_argument("--imgsz", type=int, default=160, help="model and training image size")
+    parser.add_argument("--imgsz", type=train_image_size, default=160,
+                        help="model and training image size")
     parser.add_argument("--delay-frames", type=int, default=10,
                         help="frames between a frame and the operator's answer to it")
     parser.add_argument("--fps", type=float, default=10.0,
@@ -673,9 +676,6 @@ def run(args) -> int:
         raise EdgeclError(f"--selection: unknown {bad}; choose from random, default")
     if "ground_truth" not in selections:
         selections.append("ground_truth")
-    if args.imgsz < 64:
-        raise EdgeclError(f"--imgsz must be at least 64 (training at {args.imgsz} px fails on a "
-                          f"batch of one image), got {args.imgsz}")
     if not 0 < args.label_budget_pct <= 100:
         raise EdgeclError(f"--label-budget-pct must be in (0, 100], got {args.label_budget_pct}")
     out = Path(args.out)

@@ -40,10 +40,13 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "edgecl" / "bench-learn"
 
 def add_arguments(parser) -> None:
     """Arguments of ``edgecl bench learn``."""
+    from edgecl.commands.common import train_image_size
+
     parser.add_argument("--data", default="scenario",
                         help="DIR/tasks.yaml with at least 2 tasks, or 'scenario' (built in)")
     parser.add_argument("--steps", type=int, default=30, help="training steps per throughput run")
-    parser.add_argument("--imgsz", type=int, default=None, help="image size (default learner.imgsz)")
+    parser.add_argument("--imgsz", type=train_image_size, default=None,
+                        help="image size (default learner.imgsz)")
     parser.add_argument("--batch", type=int, default=None, help="batch (default learner.batch)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of both trainers (default learner.torch_threads)")

@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the soak benchmark's options."""
+    from edgecl.commands.common import train_image_size
+
     p.add_argument("--frames", type=int, default=200_000, help="frames to run (default 200000)")
-    p.add_argument("--imgsz", type=int, default=64, help="scenario, model and training size")
+    p.add_argument("--imgsz", type=train_image_size, default=64,
+                   help="scenario, model and training size")
     p.add_argument("--tasks", type=int, default=2, help="scenario tasks (looped)")
     p.add_argument("--images-per-task", type=int, default=30, help="scenario images per task")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",

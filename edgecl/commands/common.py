@@ -67,3 +67,16 @@ def image_size(text: str) -> int:
     if value % 32:
         raise argparse.ArgumentTypeError(f"expected a multiple of 32 (the model stride), got {value}")
     return value
+
+
+def train_image_size(text: str) -> int:
+    """argparse type: an image size to train at, a multiple of 32 and at least 64 pixels (at 32
+    a batch of one image leaves BatchNorm 1 x 1 maps and training fails).
+
+    Raises:
+        argparse.ArgumentTypeError: not a multiple of 32, or below 64.
+    """
+    value = image_size(text)
+    if value < 64:
+        raise argparse.ArgumentTypeError(f"expected at least 64 to train at, got {value}")
+    return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgecl.commands.common import add_config_args, print_json_line
+from edgecl.commands.common import add_config_args, print_json_line, train_image_size
 
 
 def add_parser(sub) -> None:
@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
                    help="state directory for the demo (wiped first if a previous demo made it)")
     p.add_argument("--tasks", type=int, default=5, help="scenario tasks (2 classes each)")
     p.add_argument("--images-per-task", type=int, default=60, help="images per task, all splits")
-    p.add_argument("--imgsz", type=int, default=160, help="image size of scenario and model")
+    p.add_argument("--imgsz", type=train_image_size, default=160,
+                   help="image size of scenario and model")
     p.add_argument("--seed", type=int, default=0, help="scenario seed")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(func=demo_command)

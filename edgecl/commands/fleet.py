@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
+                                    train_image_size)
 
 
 def add_parser(sub) -> None:
@@ -24,7 +25,8 @@ def add_parser(sub) -> None:
                      help="a tasks.yaml (or its folder), or 'scenario' (one generated task per device)")
     sim.add_argument("--rounds", type=int, default=3, help="fleet rounds (default 3)")
     sim.add_argument("--out", required=True, help="output folder (states, logs, summary.json)")
-    sim.add_argument("--imgsz", type=int, default=64, help="image and model size (default 64)")
+    sim.add_argument("--imgsz", type=train_image_size, default=64,
+                     help="image and model size (default 64)")
     sim.add_argument("--images-per-task", type=int, default=40,
                      help="scenario images per task, all splits (default 40)")
     sim.add_argument("--steps", type=int, default=30, help="training steps per device and round (default 30)")

@@ -249,6 +249,8 @@ def test_a_pretrain_share_outside_0_1_is_one_line(tmp_path, capsys, share):
 def test_an_image_size_below_64_is_one_line(tmp_path, capsys):
     from edgecl.cli import main
 
-    code = main(["bench", "field", "--data", "scenario", "--imgsz", "32", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "field", "--data", "scenario", "--imgsz", "32", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "--imgsz must be at least 64" in err and "\n" not in err
+    assert exit_info.value.code == 2 and "--imgsz: expected at least 64 to train at, got 32" in err
+    assert "\n" not in err
