@@ -401,7 +401,8 @@ def renumbered_copies(images: list[Path], remap: dict[int, int], out_dir: Path) 
     """Work copies of ``images`` (hard links) whose labels carry new class ids.
 
     A first task whose classes are, say, 0 and 2 of the dataset trains a model that numbers
-    them 0 and 1 (its names carry the dataset's names; runs match classes by name).
+    them 0 and 1 (its names carry the dataset's names; runs match classes by name), and a row
+    of a class outside the task is not a label of that model.
 
     Args:
         images: images with YOLO labels beside them (none: no boxes).
@@ -465,9 +466,10 @@ def starting_model(taskset, yaml_path: Path, cfg, choice: str, steps: int, cache
     first = sorted(taskset.tasks[0].classes)
     images = list(taskset.tasks[0].train) if images is None else list(images)
     key_parts = (str(Path(yaml_path).resolve()), [str(p) for p in images])
-    if first != list(range(len(first))):  # the model numbers its classes 0..k-1
-        images = renumbered_copies(images, {c: i for i, c in enumerate(first)},
-                                   Path(cache_dir) / "first-task-data")
+    # the model numbers its classes 0..k-1; rows of other classes (an image of the first task
+    # may also show a later task's object) are dropped, or ultralytics would refuse the image
+    images = renumbered_copies(images, {c: i for i, c in enumerate(first)},
+                               Path(cache_dir) / "first-task-data")
     return cached_trained_model(images, {i: taskset.names[c] for i, c in enumerate(first)},
                                 cfg.learner, cache_dir, steps=steps, prefix="first-task",
                                 key_parts=key_parts, progress=progress,

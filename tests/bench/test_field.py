@@ -190,6 +190,7 @@ def test_toy_field_benchmark_end_to_end(tmp_path, capsys):
     assert (out / "table.md").read_text().startswith("| selection |")
     assert all(r["held_out_acc"] is None or 0.0 <= r["held_out_acc"] <= 1.0 for r in runs)
     assert list((out / "starting-model").glob("first-task-*.pt"))
+    assert list((out / "starting-model" / "first-task-data" / "labels").glob("*.txt"))
     # the runs streamed every training image but those the starting model was trained on
     from edgecl.data.tasks import load_tasks
 
