@@ -135,10 +135,26 @@ def data_hash(task_set: TaskSet) -> str:
     return digest.hexdigest()[:16]
 
 
-def _view_paths(root: Path, task: str, split: str, index: int, image: Path) -> tuple[Path, Path]:
-    stem = f"{index:05d}_{image.stem}"
-    img = root / "images" / task / split / f"{stem}{image.suffix}"
-    return img, root / "labels" / task / split / f"{stem}.txt"
+def filtered_copy(image: Path, dst: Path, keep: dict[int, int]) -> None:
+    """Link ``image`` to ``dst`` and write its labels beside it (ultralytics layout), keeping and
+    renumbering the rows of the classes in ``keep`` (:func:`filter_label_text`).
+
+    Args:
+        image: an image with its YOLO label file beside it (none: no boxes).
+        dst: the copy's path (under an ``images/`` folder).
+        keep: original class id -> new id; rows of other classes are dropped.
+
+    Raises:
+        LabelError: a malformed label row.
+    """
+    src_label = label_path_for(image)
+    text = src_label.read_text(encoding="utf-8-sig") if src_label.is_file() else ""
+    link_or_copy(image, dst)
+    atomic_write_text(label_path_for(dst), filter_label_text(text, keep, str(src_label)))
+
+
+def _view_path(root: Path, task: str, split: str, index: int, image: Path) -> Path:
+    return root / "images" / task / split / f"{index:05d}_{image.stem}{image.suffix}"
 
 
 def _write_split(root: Path, task_set: TaskSet, t: int, split: str, remap: dict[int, int],
@@ -151,12 +167,9 @@ def _write_split(root: Path, task_set: TaskSet, t: int, split: str, remap: dict[
         keep = remap
     paths = []
     for k, image in enumerate(task.split(split)):
-        img, lab = _view_paths(root, task.name, split, k, image)
+        img = _view_path(root, task.name, split, k, image)
         if write:
-            src_label = label_path_for(image)
-            text = src_label.read_text(encoding="utf-8-sig") if src_label.is_file() else ""
-            link_or_copy(image, img)
-            atomic_write_text(lab, filter_label_text(text, keep, str(src_label)))
+            filtered_copy(image, img, keep)
         paths.append(img)
     return tuple(paths)
 

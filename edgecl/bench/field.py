@@ -415,17 +415,12 @@ def renumbered_copies(images: list[Path], remap: dict[int, int], out_dir: Path) 
     Raises:
         LabelError: a malformed label file.
     """
-    from edgecl.atomic import link_or_copy
-    from edgecl.bench.cl_data import filter_label_text
-    from edgecl.data.labels import label_path_for
+    from edgecl.bench.cl_data import filtered_copy
 
     paths = []
     for k, image in enumerate(images):
         dst = Path(out_dir) / "images" / f"{k:05d}_{Path(image).name}"
-        link_or_copy(image, dst)
-        src = label_path_for(image)
-        text = src.read_text(encoding="utf-8-sig") if src.is_file() else ""
-        atomic_write_text(label_path_for(dst), filter_label_text(text, remap, str(src)))
+        filtered_copy(Path(image), dst, remap)
         paths.append(dst)
     return paths
 

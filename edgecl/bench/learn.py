@@ -163,8 +163,8 @@ def load_parent(path: Path):
 def edgecl_train(setup: Setup, *, steps: int, budget_s: float) -> dict:
     """Train the parent as a later learning round does (``FineTuner``, ``learner`` settings,
     with LwF distillation against the parent when ``learner.distill_cls_weight`` or
-    ``distill_box_weight`` is above 0, as the runtime's rounds do by default; the parent is
-    loaded before the clock starts, as a round has it loaded for the gate already).
+    ``distill_box_weight`` is above 0, as the runtime's rounds do by default; the teacher is
+    copied from the parent at round start, inside the clock, as in a round).
 
     Args:
         setup: the benchmark's shared setup.
@@ -187,7 +187,8 @@ def edgecl_train(setup: Setup, *, steps: int, budget_s: float) -> dict:
     if lc.distill_cls_weight > 0 or lc.distill_box_weight > 0:
         from edgecl.continual.distill import DistillHook
 
-        hooks.append(DistillHook(load_parent(setup.parent), cls_weight=lc.distill_cls_weight,
+        # the hook copies the model at round start, before the first step: the parent itself
+        hooks.append(DistillHook(model, cls_weight=lc.distill_cls_weight,
                                  box_weight=lc.distill_box_weight, conf=lc.distill_conf))
     t0 = time.perf_counter()
     result = FineTuner(model, setup.cfg.learner, IderConfig(), hooks=hooks).run(

@@ -6,8 +6,8 @@ held-out slice, fine-tuned on the device's replay memory with the learner's sett
 budget (``learner.*``, the first-round budget while the global model knows no class, as a local
 first round; with ``fleet.proximal_mu`` above 0, FedProx's proximal term keeps the update near
 the global model, :mod:`edgecl.continual.proximal`), evaluated again; the update goes back with
-its sample count, per-class AP50-95 and per-class forgetting (AP lost against the global model, classes with at least
-``gate.min_instances`` held-out boxes).
+its sample count, per-class AP50-95 and per-class forgetting (AP lost against the global model,
+classes with at least ``gate.min_instances`` held-out boxes).
 
 ``adopt``: the aggregated global model is mapped the same way, judged against the device's
 current version by the local gate (:func:`edgecl.continual.gate.judge_results`, same held-out
