@@ -21,7 +21,7 @@ import numpy as np
 
 from edgecl.config import Config, config_hash
 from edgecl.continual.evaluate import DECE_PROTOCOL
-from edgecl.continual.gate import judge_results
+from edgecl.continual.gate import is_taskless, judge_results
 from edgecl.continual.round_state import (
     LearnerState,
     RoundResult,
@@ -223,6 +223,10 @@ def select_replay(ctx: RoundContext, parent_model, parent_names, model_for_virtu
     if not ctx.state.learnt_tasks or ctx.cfg.replay.samples <= 0:
         return []
     current = max(ctx.new_records, key=lambda r: r.id).task
+    if is_taskless([current]):
+        # INVARIANT: in deployment every frame has one task; "earlier" then means the samples
+        # learnt in earlier rounds, not none at all
+        current = None
     scorer = None
     if ctx.cfg.replay.strategy == "mir-virtual":
         from edgecl.continual.finetune import make_virtual_scorer
@@ -233,6 +237,7 @@ def select_replay(ctx: RoundContext, parent_model, parent_names, model_for_virtu
         scorer = make_virtual_scorer(model_for_virtual, batch, ctx.cfg.learner.lr, by_id,
                                      imgsz=ctx.cfg.learner.imgsz)
     rctx = ReplayContext.from_config(ctx.cfg.replay, current_task=current,
+                                     new_ids=frozenset(r.id for r in ctx.new_records),
                                      seed=ctx.cfg.memory.seed + ctx.state.round,
                                      virtual_scorer=scorer)
     detector = _backend(parent_model, parent_names, ctx.cfg, ctx.cfg.model.conf, 100)
@@ -373,11 +378,16 @@ def _load_or_none(sample):
 
 
 def _set_far_baselines(ctx: RoundContext, model, names) -> None:
-    """FAR's baseline: each sample's recall right after its task was learnt."""
+    """FAR's baseline: each sample's recall right after its task was learnt (in deployment,
+    where every frame has one task, right after the round that learnt it: the round's new
+    samples, not the whole memory again)."""
     from edgecl.continual.recall import batch_recall
 
     current = {r.task for r in ctx.new_records}
-    ids = [r.id for r in ctx.snapshot.records(held_out=False) if r.task in current]
+    if is_taskless(current):
+        ids = [r.id for r in ctx.new_records]
+    else:
+        ids = [r.id for r in ctx.snapshot.records(held_out=False) if r.task in current]
     samples = ctx.snapshot.get(ids)
     images = [_load_or_none(s) for s in samples]
     keep = [i for i, im in enumerate(images) if im is not None]

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
+from edgecl.continual.gate import STREAM_TASK
 from edgecl.models.registry import VersionStatus
 
 
@@ -138,7 +139,12 @@ def save_state(state_dir: str | Path, state: LearnerState) -> None:
 def update_task_bookkeeping(state: LearnerState, records) -> None:
     """Extend the task order and per-task classes with tasks seen in ``records``.
 
-    A task's classes are those its samples carry that no earlier task introduced.
+    A task's classes are those its samples carry that no earlier task introduced; a task
+    learnt before keeps the classes it had then (benchmarks: a later task's classes are not
+    its own).  The stream task of a deployment (frames that carry no task) is the exception:
+    it is the only task, so every class its samples show is its own, including classes first
+    labelled after it was learnt (else a class taught in the field would never be evaluated,
+    gated or shown by the forgetting monitor).
 
     Args:
         state: learner state (modified in place).
@@ -155,6 +161,7 @@ def update_task_bookkeeping(state: LearnerState, records) -> None:
     introduced: set[int] = set()
     for task in state.task_order:
         known = set(state.task_classes.get(task, []))
-        new = (classes.get(task, set()) | known) - introduced if task not in state.learnt_tasks else known
+        growing = task not in state.learnt_tasks or task == STREAM_TASK
+        new = (classes.get(task, set()) | known) - introduced if growing else known
         state.task_classes[task] = sorted(new)
         introduced |= set(state.task_classes[task])

@@ -63,7 +63,10 @@ class ReplayContext:
 
     Attributes:
         current_task: task being learnt now (excluded where the definition says "earlier
-            tasks"); None excludes nothing.
+            tasks"); None excludes no task (frames that carry no task: deployment).
+        new_ids: the round's new samples; never replayed (the round trains on them anyway),
+            whatever their task. In deployment, where every frame has the same task, this is
+            what leaves the earlier samples to replay.
         seed: seeds the random draws when ``rng`` is None.
         rng: random generator to use (takes precedence over ``seed``).
         candidate_pool: cap on the samples ``mir`` and ``far`` score (<= 0: no cap).
@@ -74,6 +77,7 @@ class ReplayContext:
     """
 
     current_task: str | None = None
+    new_ids: frozenset[int] = frozenset()
     seed: int = 0
     rng: np.random.Generator | None = field(default=None, compare=False)
     candidate_pool: int = 256
@@ -95,7 +99,7 @@ class ReplayContext:
 
 
 def _eligible(source: ReplaySource, context: ReplayContext, earlier_only: bool) -> list[SampleRecord]:
-    records = source.records(held_out=False)
+    records = [r for r in source.records(held_out=False) if r.id not in context.new_ids]
     if earlier_only and context.current_task is not None:
         records = [r for r in records if r.task != context.current_task]
     return records

@@ -23,3 +23,11 @@ def test_learnt_task_classes_are_frozen(tmp_path):
     assert load_state(tmp_path) == st
     (tmp_path / "learner" / "state.json").write_text("{broken")
     assert load_state(tmp_path) == LearnerState()
+
+
+def test_the_stream_task_gains_classes_taught_after_it_was_learnt():
+    # a deployment: one task, learnt at round 1 with car and truck; a person then labels a
+    # bicycle (class 3): it must be evaluated (held-out), gated and monitored from now on
+    st = LearnerState(task_order=["stream"], learnt_tasks=["stream"], task_classes={"stream": [0, 1]})
+    update_task_bookkeeping(st, [Rec(1, "stream", (0,)), Rec(7, "stream", (3, 1))])
+    assert st.task_classes == {"stream": [0, 1, 3]}

@@ -258,3 +258,18 @@ def test_no_strategy_returns_held_out_samples(tmp_path):
             model = LevelModel() if name in ("mir", "far") else None
             picked = strategy.select(mem, 100, model=model, context=ctx)
             assert picked and not held & set(picked), name
+
+
+@pytest.mark.parametrize("name", ["er", "mir", "far", "class_balanced"])
+def test_new_samples_are_never_replayed_and_one_task_leaves_the_rest(name):
+    # deployment: every frame has the stream task; ids 5-7 are this round's new samples.
+    # Before the fix the caller passed the stream task as current task and nothing was left.
+    rows = [record(i, task="stream", baseline=.9, last=.1 * i, classes=(i % 2,)) for i in range(8)]
+    ctx = ReplayContext(current_task=None, new_ids=frozenset({5, 6, 7}), seed=1)
+    picked = STRATEGIES[name].select(FakeSource(rows), 10, context=ctx)
+    assert sorted(picked) == [0, 1, 2, 3, 4]
+    # with tasks, the current task still goes as well as the new ids
+    rows[0] = record(0, task="now", baseline=.9, last=0.0)
+    ctx = ReplayContext(current_task="now", new_ids=frozenset({5, 6, 7}), seed=1)
+    picked = STRATEGIES[name].select(FakeSource(rows), 10, context=ctx)
+    assert sorted(picked) == ([0, 1, 2, 3, 4] if name == "mir" else [1, 2, 3, 4])

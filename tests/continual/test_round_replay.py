@@ -1,0 +1,61 @@
+"""A round of a deployment (every frame has the task ``stream``) replays the samples of earlier
+rounds, and baselines FAR's recall on the samples it learnt."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from edgecl.config import load_config
+from edgecl.continual import round as round_mod
+from edgecl.continual.memory import SampleRecord
+
+
+def _record(i, task="stream", classes=(0,)):
+    return SampleRecord(id=i, task=task, classes=tuple(classes), source="", ts_s=0.0, bytes=1,
+                        held_out=False, recall_baseline=None, last_recall=None,
+                        last_loss=None, times_replayed=0, width=8, height=8)
+
+
+class _Snapshot:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def records(self, ids=None, held_out=None, task=None):
+        return [r for r in self.rows if task is None or r.task == task]
+
+    def get(self, ids):
+        return [SimpleNamespace(id=i, labels=None, load_image=lambda: "pixels") for i in ids]
+
+    def set_recall_baseline(self, ids, values):
+        self.baselined = list(ids)
+
+
+@pytest.mark.parametrize("task, expected", [("stream", [0, 1, 2, 3]), ("t2", [])])
+def test_a_deployment_round_replays_the_samples_of_earlier_rounds(task, expected):
+    from edgecl.ultra import build_detection_model
+
+    # ids 0-3 were learnt by earlier rounds, 4-5 are new; in deployment all share one task.
+    # With tasks (benchmarks), samples of the task being learnt are not replayed.
+    rows = [_record(i, task=task) for i in range(6)]
+    cfg = load_config(None, ["replay.strategy=class_balanced", "replay.samples=10"])
+    ctx = SimpleNamespace(cfg=cfg, snapshot=_Snapshot(rows), new_records=rows[4:],
+                          state=SimpleNamespace(learnt_tasks=[task], round=1))
+    model = build_detection_model(1, names={0: "car"})
+    assert sorted(round_mod.select_replay(ctx, model, {0: "car"}, model)) == expected
+
+
+@pytest.mark.parametrize("task, expected", [("stream", [4, 5]), ("t2", [0, 1, 2, 3, 4, 5])])
+def test_far_baselines_in_a_deployment_are_the_round_s_new_samples(task, expected, monkeypatch):
+    import numpy as np
+
+    from edgecl.continual import recall
+
+    monkeypatch.setattr(recall, "batch_recall", lambda det, images, labels: np.ones(len(images)))
+    monkeypatch.setattr(round_mod, "_backend", lambda *a, **k: None)
+    rows = [_record(i, task=task) for i in range(6)]
+    snapshot = _Snapshot(rows)
+    ctx = SimpleNamespace(cfg=load_config(None, []), snapshot=snapshot, new_records=rows[4:])
+    round_mod._set_far_baselines(ctx, None, {0: "car"})
+    # in a deployment the whole memory is one task: re-measuring it all at every accepted
+    # round would cost a pass over memory and overwrite older samples' baselines
+    assert snapshot.baselined == expected
