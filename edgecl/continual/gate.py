@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edgecl.config import GateConfig
+from edgecl.continual.memory.records import STREAM_TASK
 
-STREAM_TASK = "stream"  # the task of every frame that carries none (deployment)
+__all__ = ["STREAM_TASK", "GateVerdict", "is_taskless", "judge", "judge_classes", "judge_results"]
 
 
 @dataclass(frozen=True)

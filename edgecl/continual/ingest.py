@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
-from edgecl.continual.memory import DuplicateSampleError, Sample
+from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample
 from edgecl.data.images import pixels_hash
 from edgecl.data.importers import ImportItem, ImportTally, Skip
 from edgecl.errors import LabelError, ReplayMemoryError
@@ -135,7 +135,7 @@ def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport) -> d
 
 
 def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
-           origin: LabelOrigin = LabelOrigin.IMPORT, task: str = "stream") -> ImportReport:
+           origin: LabelOrigin = LabelOrigin.IMPORT, task: str = STREAM_TASK) -> ImportReport:
     """Store imported images in the replay memory, mapping class names onto the registry.
 
     Args:

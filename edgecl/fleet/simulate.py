@@ -114,7 +114,7 @@ def fill_memory(cfg: Config, taskset, tasks) -> int:
     """
     import numpy as np
 
-    from edgecl.continual.memory import Sample, memory_from_config
+    from edgecl.continual.memory import STREAM_TASK, Sample, memory_from_config
     from edgecl.data.images import read_image
     from edgecl.data.labels import label_path_for, read_yolo_labels
     from edgecl.models.classes import ClassRegistry
@@ -131,7 +131,7 @@ def fill_memory(cfg: Config, taskset, tasks) -> int:
                 labels = labels[np.isin(labels[:, 0].astype(int), list(task.classes))].copy()
                 if len(labels):
                     labels[:, 0] = [ids[int(c)] for c in labels[:, 0]]
-                if memory.add(Sample(read_image(path), labels, task="stream", source=str(path))) is not None:
+                if memory.add(Sample(read_image(path), labels, task=STREAM_TASK, source=str(path))) is not None:
                     stored += 1
     finally:
         memory.close()

@@ -440,6 +440,10 @@ def test_sample_from_unlabelled_frame():
         Sample.from_frame(frame)
     labelled = Frame(np.zeros((4, 4, 3), np.uint8), 4, 2.0, "s", labels=BOX, task="t")
     assert Sample.from_frame(labelled).task == "t"
+    # a camera frame carries no task: it joins the deployment's one task, as every other path
+    # that stores frames does (the round and the gate treat that task as "no tasks")
+    untasked = Frame(np.zeros((4, 4, 3), np.uint8), 5, 3.0, "s", labels=BOX)
+    assert Sample.from_frame(untasked).task == "stream"
 
 
 def test_config_errors(tmp_path):

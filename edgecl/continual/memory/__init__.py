@@ -14,14 +14,20 @@ One public interface; the modules behind it are the package's own business:
 
 Example::
 
-    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.continual.memory import STREAM_TASK, ReplayMemory, Sample
     with ReplayMemory("state/memory") as memory:
-        memory.add(Sample(image, labels, task="stream", origin=LabelOrigin.OPERATOR))
+        memory.add(Sample(image, labels, task=STREAM_TASK, origin=LabelOrigin.OPERATOR))
         snap = memory.snapshot()
 """
 
 from edgecl.continual.memory.policies import POLICIES, InsertionPolicy, make_policy
-from edgecl.continual.memory.records import DuplicateSampleError, Sample, SampleRecord, StoredSample
+from edgecl.continual.memory.records import (
+    STREAM_TASK,
+    DuplicateSampleError,
+    Sample,
+    SampleRecord,
+    StoredSample,
+)
 from edgecl.continual.memory.snapshot import MemorySnapshot
 from edgecl.continual.memory.store import (
     INDEX_FILE,
@@ -32,7 +38,7 @@ from edgecl.continual.memory.store import (
 )
 from edgecl.continual.memory.verify import VerifyReport
 
-__all__ = ["ReplayMemory", "Sample", "StoredSample", "SampleRecord", "MemorySnapshot",
+__all__ = ["STREAM_TASK", "ReplayMemory", "Sample", "StoredSample", "SampleRecord", "MemorySnapshot",
            "DuplicateSampleError",
            "VerifyReport", "memory_from_config", "overhead_reserve_bytes",
            "estimate_sample_bytes", "INDEX_FILE", "POLICIES", "InsertionPolicy", "make_policy"]

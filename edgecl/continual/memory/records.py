@@ -17,6 +17,7 @@ from edgecl.data.labels import check_label_array, read_yolo_labels
 from edgecl.errors import LabelError, ReplayMemoryError
 from edgecl.frames import Frame, LabelOrigin
 
+STREAM_TASK = "stream"  # the task of every frame that carries none (deployment)
 IMAGE_SUFFIX = ".jpg"
 LABEL_SUFFIX = ".txt"
 
@@ -54,7 +55,7 @@ class Sample:
 
         Args:
             frame: the frame; its ``labels`` must not be ``None``.
-            task: task name; defaults to ``frame.task`` or ``"default"``.
+            task: task name; defaults to ``frame.task`` or :data:`STREAM_TASK`.
             origin: where the frame's labels came from.
 
         Returns:
@@ -65,7 +66,7 @@ class Sample:
         """
         if frame.labels is None:
             raise LabelError(f"frame {frame.frame_id} from {frame.source} has no labels")
-        return cls(image=frame.image, labels=frame.labels, task=task or frame.task or "default",
+        return cls(image=frame.image, labels=frame.labels, task=task or frame.task or STREAM_TASK,
                    source=frame.name or frame.source, ts_s=frame.ts_s, origin=LabelOrigin(origin))
 
 

@@ -303,7 +303,7 @@ class MemorySink:
         self._count("queued_items")
 
     def _store(self, frame: Frame, decision: LabelDecision) -> None:
-        from edgecl.continual.memory import Sample
+        from edgecl.continual.memory import STREAM_TASK, Sample
 
         labels, origin = decision.labels, decision.origin
         where = f"frame {frame.frame_id} from {frame.source}"
@@ -316,7 +316,7 @@ class MemorySink:
                 return
         if not self._may_store():
             return
-        sample = Sample(image=frame.image, labels=labels, task=frame.task or "stream",
+        sample = Sample(image=frame.image, labels=labels, task=frame.task or STREAM_TASK,
                         source=frame.name or frame.source, ts_s=frame.ts_s, origin=origin)
         try:
             sample_id = self.memory.add(sample)

@@ -406,7 +406,7 @@ class OperatorQueue:
             LabelError: bad boxes (nothing is changed).
             StorageError: the memory cannot write (the item stays pending).
         """
-        from edgecl.continual.memory import Sample
+        from edgecl.continual.memory import STREAM_TASK, Sample
 
         with self._locked():
             meta = self._get(item_id)
@@ -424,7 +424,7 @@ class OperatorQueue:
                 for row, box in zip(labels, boxes):
                     row[0] = known[clean_name(box["class"])]
                 sample_id = memory.add(Sample(
-                    image=image, labels=labels, task=meta.get("task") or "stream", source=source,
+                    image=image, labels=labels, task=meta.get("task") or STREAM_TASK, source=source,
                     ts_s=float(meta.get("ts_s") or meta["created_s"]), origin=LabelOrigin.OPERATOR))
             self._record(item_id, "answered", sample=sample_id)
             self._remove(item_id)
