@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The task of every frame that carries none (a camera: deployment). A dataset streamed as one
+# task has it too: the learner then has no tasks, only classes.
+STREAM_TASK = "stream"
+
 
 class StreamState(enum.Enum):
     """Lifecycle of a frame source or of the inference loop."""

@@ -292,10 +292,10 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     lines = ["# edgecl monitor report", "", f"State directory `{Path(state_dir)}`, written {stamp}.",
              "", *_summary_lines(summary)]
-    if view.versions:
-        lines += _matrix_lines(view, out, summary["forgetting"])
-    else:
+    if not view.versions:
         lines += ["No promoted evaluation recorded yet.", ""]
+    elif summary["kind"] == "tasks":  # frames without tasks: the class sections are the matrix
+        lines += _matrix_lines(view, out, summary["forgetting"])
     classes = monitor.matrix_view("promoted", kind="classes")
     if classes.versions and classes.task_names:
         lines += _class_lines(classes, out, summary["class_forgetting"])

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edgecl.config import GateConfig
-from edgecl.continual.memory.records import STREAM_TASK
+from edgecl.frames import STREAM_TASK
 
 __all__ = ["STREAM_TASK", "GateVerdict", "is_taskless", "judge", "judge_classes", "judge_results"]
 

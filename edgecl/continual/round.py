@@ -31,6 +31,7 @@ from edgecl.continual.round_state import (
     save_state,
     update_task_bookkeeping,
 )
+from edgecl.frames import STREAM_TASK
 
 log = logging.getLogger(__name__)
 
@@ -384,10 +385,9 @@ def _set_far_baselines(ctx: RoundContext, model, names) -> None:
     from edgecl.continual.recall import batch_recall
 
     current = {r.task for r in ctx.new_records}
-    if is_taskless(current):
-        ids = [r.id for r in ctx.new_records]
-    else:
-        ids = [r.id for r in ctx.snapshot.records(held_out=False) if r.task in current]
+    new_ids = {r.id for r in ctx.new_records}
+    ids = [r.id for r in ctx.snapshot.records(held_out=False)
+           if r.task in current and (r.task != STREAM_TASK or r.id in new_ids)]
     samples = ctx.snapshot.get(ids)
     images = [_load_or_none(s) for s in samples]
     keep = [i for i, im in enumerate(images) if im is not None]

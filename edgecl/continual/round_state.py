@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
-from edgecl.continual.gate import STREAM_TASK
+from edgecl.frames import STREAM_TASK
 from edgecl.models.registry import VersionStatus
 
 
@@ -159,7 +159,8 @@ def update_task_bookkeeping(state: LearnerState, records) -> None:
         if task not in state.task_order:
             state.task_order.append(task)
     introduced: set[int] = set()
-    for task in state.task_order:
+    # the stream task last: its classes grow, and must not take a class a task introduced
+    for task in sorted(state.task_order, key=lambda t: t == STREAM_TASK):
         known = set(state.task_classes.get(task, []))
         growing = task not in state.learnt_tasks or task == STREAM_TASK
         new = (classes.get(task, set()) | known) - introduced if growing else known

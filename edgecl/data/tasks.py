@@ -22,6 +22,7 @@ import yaml
 
 from edgecl.data.labels import label_path_for
 from edgecl.errors import ConfigError, did_you_mean
+from edgecl.frames import STREAM_TASK
 
 __all__ = ["SPLITS", "TaskSpec", "TaskSet", "label_path_for", "load_tasks", "format_tasks_yaml"]
 
@@ -238,7 +239,7 @@ def format_tasks_yaml(names: dict[int, str], tasks: list[tuple[str, tuple[int, .
     return "\n".join(lines) + "\n"
 
 
-def taskset_from_dataset(path: str | Path, task_name: str = "all") -> TaskSet:
+def taskset_from_dataset(path: str | Path, task_name: str = STREAM_TASK) -> TaskSet:
     """A YOLO dataset (``data.yaml``, Roboflow export, images/labels folder) as a one-task set.
 
     Every class of the dataset is introduced by the single task; its splits are the
@@ -246,7 +247,9 @@ def taskset_from_dataset(path: str | Path, task_name: str = "all") -> TaskSet:
 
     Args:
         path: what :func:`edgecl.data.yolo_dataset.find_dataset` accepts.
-        task_name: the task's name.
+        task_name: the task's name; by default :data:`edgecl.frames.STREAM_TASK`, the task of
+            a camera's frames: one dataset has no tasks, so the learner treats its frames as a
+            deployment's (replay of earlier rounds, per-class evaluation and gate).
 
     Returns:
         The :class:`TaskSet` (``path`` is the yaml, or the folder).

@@ -6,9 +6,11 @@ runs in WAL mode, and every write is one ``BEGIN IMMEDIATE ... COMMIT`` transact
 
 Two views of the accuracy matrix (``kind``): ``tasks`` (columns are tasks; benchmark data) and
 ``classes`` (columns are classes: per-class AP50-95 on the held-out human/ground-truth samples
-after each round). ``auto`` picks ``classes`` when frames carry no task (the only task is
-``stream``, :func:`edgecl.continual.gate.is_taskless`), else ``tasks``. ACC, BWT and forgetting
-come from the chosen matrix through :func:`edgecl.continual.metrics.summarize`.
+after each round). ``auto`` picks ``classes`` as soon as frames that carry no task were
+evaluated (task :data:`~edgecl.frames.STREAM_TASK`), else ``tasks``. ACC, BWT and forgetting
+come from the chosen matrix through :func:`edgecl.continual.metrics.summarize`. The stream
+task's column of the task view is an mAP over the classes taught so far, a set that grows, so
+a fall in it is not forgetting: per-task forgetting leaves it out.
 
 Bounds: every round's rows are kept; runtime samples are kept at full resolution for the newest
 ``max_runtime_rows`` and thinned to one per ``runtime_downsample_s`` before that, at most
@@ -40,9 +42,9 @@ import numpy as np
 from edgecl.calibration.dece import ReliabilityBins, bins_to_records, dece_from_bins, merge_bins
 from edgecl.continual import metrics
 from edgecl.continual.evaluate import DECE_PROTOCOL
-from edgecl.continual.gate import is_taskless
 from edgecl.continual.round_state import RoundStatus
 from edgecl.errors import EdgeclError, StorageError
+from edgecl.frames import STREAM_TASK
 
 
 DB_RELPATH = Path("metrics") / "metrics.sqlite"
@@ -411,7 +413,8 @@ class Monitor:
                          (status, str(model_version)))
 
     def resolve_kind(self, kind: str = "auto") -> str:
-        """The matrix view ``auto`` stands for: ``classes`` when frames carry no task, else ``tasks``.
+        """The matrix view ``auto`` stands for: ``classes`` once frames that carry no task were
+        evaluated (also after benchmark tasks: the stream's classes grow), else ``tasks``.
 
         Args:
             kind: ``auto``, ``tasks`` or ``classes``.
@@ -428,7 +431,7 @@ class Monitor:
             return kind
         with self._connect() as conn:
             tasks = [r[0] for r in conn.execute("SELECT DISTINCT task FROM evaluations")]
-        return "classes" if is_taskless(tasks) else "tasks"
+        return "classes" if STREAM_TASK in tasks else "tasks"
 
     def matrix_view(self, status: str | None = "promoted",
                     extra: tuple[int, str] | None = None, kind: str = "tasks") -> MatrixView:
@@ -710,7 +713,7 @@ class Monitor:
         Returns:
             Dict with ``round``, ``model_version``, ``kind`` (the view of ``acc``, ``bwt`` and
             ``mean_forgetting``: ``tasks`` or ``classes``), ``tasks``, ``acc``, ``bwt``,
-            ``mean_forgetting``, ``forgetting`` (task -> value), ``map50_95`` (task -> latest),
+            ``mean_forgetting``, ``forgetting`` (task -> value; not the stream task), ``map50_95`` (task -> latest),
             ``class_ap50_95`` and ``class_forgetting`` (class name -> value), ``dece``,
             ``calibration`` (``dece_before``/``dece_after`` of the latest promoted version or
             None), ``fps``, ``latency_ms_p50``, ``memory_bytes``, ``memory_samples``,
@@ -726,7 +729,7 @@ class Monitor:
         out = {"round": view.rounds[-1] if view.rounds else None, "kind": kind,
                "tasks": view.task_names, "acc": chosen["acc"], "bwt": chosen["bwt"],
                "mean_forgetting": chosen["mean_forgetting"],
-               "forgetting": metrics.summarize(view.values, view.task_names)["forgetting"]}
+               "forgetting": _task_forgetting(view)}
         out["map50_95"] = _last_row(view)
         out["class_ap50_95"] = _last_row(classes)
         out["class_forgetting"] = metrics.summarize(classes.values, classes.task_names)["forgetting"]
@@ -744,6 +747,13 @@ class Monitor:
         statuses = [r["status"] for r in self.rounds()]
         out["n_promoted"], out["n_rejected"] = statuses.count("promoted"), statuses.count("rejected")
         return out
+
+
+def _task_forgetting(view: MatrixView) -> dict[str, float]:
+    """Per-task forgetting of the task view, without the stream task (see the module docstring)."""
+    out = metrics.summarize(view.values, view.task_names)["forgetting"]
+    out.pop(STREAM_TASK, None)
+    return out
 
 
 def _is_damage(exc: sqlite3.DatabaseError) -> bool:

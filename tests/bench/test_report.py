@@ -57,6 +57,23 @@ def test_write_monitor_report(tmp_path):
     assert "| 4 | v0004 | rejected | forgets car_a |" in text
 
 
+def test_monitor_report_of_a_deployment_shows_the_class_view(tmp_path):
+    from edgecl.continual.evaluate import EvalResult
+
+    mon = Monitor(tmp_path)
+    for k, ap in ((1, {0: 0.6}), (2, {0: 0.5, 1: 0.2})):
+        res = EvalResult(map50_95=float(np.mean(list(ap.values()))), map50=0.5, recall=0.5,
+                         precision=0.5, per_class_ap50_95=ap, n_images=8, n_boxes=20, dece=0.0,
+                         per_class_recall={c: 0.5 for c in ap},
+                         per_class_instances={c: 10 for c in ap})
+        mon.record_evaluation(k, f"v{k:04d}", {"stream": res}, ["stream"], ts_s=float(k),
+                              class_names={0: "car", 1: "person"})
+        mon.record_round(k, f"v{k:04d}", "promoted")
+    text = write_monitor_report(tmp_path).read_text()
+    assert "| stream |" not in text  # no task matrix of one growing column
+    assert "| car | 0.100 |" in text  # car forgot 0.6 - 0.5
+
+
 def test_report_of_an_empty_database_and_of_a_missing_one(tmp_path):
     Monitor(tmp_path)
     text = write_monitor_report(tmp_path, tmp_path / "out").read_text()

@@ -222,6 +222,28 @@ def test_held_out_quota_is_shared_between_tasks(tmp_path):
         assert len(m.ids(held_out=False)) <= m.train_capacity and len(m) <= 20
 
 
+def test_held_out_shares_of_a_deployment_are_per_class(tmp_path):
+    # a camera (one task for the device's life): 400 car frames, then a person is taught on
+    # 40 frames, 12 of which the seed draws for the held-out slice. One reservoir over the
+    # stream would keep about 20 x 12 / 92 ~ 3 of them; per class, each class has
+    # 20 // 2 = 10 slots and the person fills its 10.
+    from edgecl.continual.memory.admission import draws_held_out
+    from edgecl.frames import LabelOrigin
+
+    car = np.array([[0, 0.5, 0.5, 0.25, 0.5]], np.float32)
+    person = np.array([[1, 0.5, 0.5, 0.25, 0.5]], np.float32)
+    with ReplayMemory(tmp_path / "m", cfg(capacity=100, holdout_fraction=0.2, seed=4,
+                                          policy="class_balanced")) as m:
+        for i in range(440):
+            m.add(sample(i % 250, labels=car if i < 400 else person, task="stream"))
+        held = [r.classes for r in m.records(held_out=True)]
+        draws = sum(draws_held_out(4, "stream", n, LabelOrigin.GROUND_TRUTH, 1.5, 0.0, 0.2)
+                    for n in range(401, 441))
+        assert m.holdout_capacity == 20 and draws == 12
+        assert held.count((1,)) == 10 and held.count((0,)) == 10
+        assert m.verify().problems_found == 0
+
+
 def test_snapshot_is_immutable_and_survives_evictions(tmp_path):
     with ReplayMemory(tmp_path / "m", cfg(capacity=4), keep_snapshots=2) as m:
         for i in range(4):

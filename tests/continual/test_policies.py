@@ -131,6 +131,14 @@ def test_task_budget_percentage_per_task():
     assert abs(counts["b"] - 100) < 4.5 * math.sqrt(1000 * 0.09)
 
 
+def test_task_budget_offers_every_frame_without_a_task_a_slot():
+    # an operator's 30 answers (task "stream") all enter; a benchmark task keeps its 10 %
+    stream = [("stream", (0,))] * 30 + [("a", (1,))] * 1000
+    counts = run_stream(TaskBudgetPolicy(10.0), 10_000, stream, seed=0).task_counts()
+    assert counts["stream"] == 30
+    assert abs(counts["a"] - 100) < 4.5 * math.sqrt(1000 * 0.09)
+
+
 def test_task_budget_full_memory_evicts_from_largest_task():
     stream = [("a", (0,))] * 100 + [("b", (1,))] * 100
     view = run_stream(TaskBudgetPolicy(50.0), 60, stream, seed=0)

@@ -59,3 +59,20 @@ def test_far_baselines_in_a_deployment_are_the_round_s_new_samples(task, expecte
     # in a deployment the whole memory is one task: re-measuring it all at every accepted
     # round would cost a pass over memory and overwrite older samples' baselines
     assert snapshot.baselined == expected
+
+
+def test_far_baselines_with_stream_and_task_samples_in_one_round(monkeypatch):
+    import numpy as np
+
+    from edgecl.continual import recall
+
+    monkeypatch.setattr(recall, "batch_recall", lambda det, images, labels: np.ones(len(images)))
+    monkeypatch.setattr(round_mod, "_backend", lambda *a, **k: None)
+    # ids 0-2 old stream frames, 3-4 a task's frames, 5 (stream) and 4 (t2) new this round
+    rows = [_record(i) for i in range(3)] + [_record(3, task="t2"), _record(4, task="t2"),
+                                             _record(5)]
+    snapshot = _Snapshot(rows)
+    ctx = SimpleNamespace(cfg=load_config(None, []), snapshot=snapshot,
+                          new_records=[rows[4], rows[5]])
+    round_mod._set_far_baselines(ctx, None, {0: "car"})
+    assert snapshot.baselined == [3, 4, 5]

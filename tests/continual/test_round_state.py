@@ -31,3 +31,12 @@ def test_the_stream_task_gains_classes_taught_after_it_was_learnt():
     st = LearnerState(task_order=["stream"], learnt_tasks=["stream"], task_classes={"stream": [0, 1]})
     update_task_bookkeeping(st, [Rec(1, "stream", (0,)), Rec(7, "stream", (3, 1))])
     assert st.task_classes == {"stream": [0, 1, 3]}
+
+
+def test_the_stream_task_does_not_take_a_class_a_task_introduced():
+    # a camera's frames came first (stream learnt: car); then a benchmark task t2 introduces
+    # bicycle (2), which a later camera frame also shows: bicycle stays t2's
+    st = LearnerState(task_order=["stream", "t2"], learnt_tasks=["stream"],
+                      task_classes={"stream": [0]})
+    update_task_bookkeeping(st, [Rec(1, "stream", (0,)), Rec(5, "t2", (2,)), Rec(9, "stream", (2, 3))])
+    assert st.task_classes == {"stream": [0, 3], "t2": [2]}

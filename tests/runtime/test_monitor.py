@@ -270,6 +270,38 @@ def test_class_matrix_acc_bwt_forgetting_hand_computed(tmp_path):
                                              "person": [None, 0.3, 0.5]}
 
 
+def test_a_class_taught_later_is_not_forgetting_of_the_stream_task(tmp_path):
+    # the stream task's mAP falls from 0.6 (car alone) to 0.35 (car 0.6, person 0.1 just
+    # taught): no class forgot anything, so neither the summary nor /metrics may say so
+    mon = Monitor(tmp_path)
+    for k, ap in ((1, {0: 0.6}), (2, {0: 0.6, 2: 0.1})):
+        mon.record_evaluation(k, f"v{k:04d}", {"stream": stream_result(ap)}, STREAM, ts_s=float(k),
+                              class_names=NAMES)
+        mon.record_round(k, f"v{k:04d}", "promoted")
+    s = mon.summary()
+    assert s["kind"] == "classes" and s["forgetting"] == {}
+    assert s["class_forgetting"] == pytest.approx({"car": 0.0})  # person: one round, undefined
+    assert s["map50_95"] == pytest.approx({"stream": 0.35})
+    assert s["bwt"] == pytest.approx(0.0)
+    assert 'edgecl_forgetting{task="stream"}' not in PrometheusExporter(mon).render().decode()
+
+
+def test_frames_without_tasks_after_benchmark_tasks_switch_to_the_class_view(tmp_path):
+    # a demo (task cars) then a camera: the task view would average a growing class set
+    mon = Monitor(tmp_path)
+    mon.record_evaluation(1, "v0001", {"cars": result(0.8)}, ["cars"], ts_s=1.0,
+                          class_names=NAMES)
+    mon.record_round(1, "v0001", "promoted")
+    assert mon.resolve_kind() == "tasks"
+    mon.record_evaluation(2, "v0002", {"cars": result(0.7), "stream": stream_result({2: 0.1})},
+                          ["cars", "stream"], ts_s=2.0, class_names=NAMES)
+    mon.record_round(2, "v0002", "promoted")
+    assert mon.resolve_kind() == "classes"
+    s = mon.summary()
+    assert s["kind"] == "classes" and "stream" not in s["forgetting"]
+    assert s["forgetting"] == pytest.approx({"cars": 0.1})
+
+
 def test_class_renamed_and_classes_pooled_over_tasks(tmp_path):
     mon = Monitor(tmp_path)
     # class 0 in two tasks of one round: AP pooled by held-out boxes (0.2 * 10 + 0.8 * 30) / 40

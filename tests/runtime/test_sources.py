@@ -230,7 +230,7 @@ def test_tasks_accepts_data_yaml_as_one_task(tmp_path):
     root = _roboflow(tmp_path / "rf")
     source = open_source(f"tasks://{root}/data.yaml?split=val")
     frames = list(source)
-    assert [f.task for f in frames] == ["all", "all"] and all(f.labels is not None for f in frames)
+    assert [f.task for f in frames] == ["stream", "stream"] and all(f.labels is not None for f in frames)
     assert source.names == {0: "car", 1: "person"}
     assert len(list(open_source(f"tasks://{root}"))) == 3  # a folder: train split by default
 

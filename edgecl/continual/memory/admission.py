@@ -19,9 +19,35 @@ from edgecl.continual.memory.policies import (
     primary_class,
     seen_keys,
 )
-from edgecl.frames import LabelOrigin
+from edgecl.frames import STREAM_TASK, LabelOrigin
 
 DEFAULT_SAMPLE_BYTES = 8192
+STREAM_GROUP_PREFIX = f"holdout/task:{STREAM_TASK}/class:"
+
+HoldoutGroup = tuple[str, "int | None"]
+"""A share of the held-out slots: ``(task, None)``, or ``(STREAM_TASK, primary class)``."""
+
+
+def holdout_group(task: str, primary: int) -> HoldoutGroup:
+    """The held-out share a sample belongs to: its task; frames without a task (one task for
+    the device's whole life) by their primary class instead, so that a class first taught
+    after thousands of frames still gets its share of the held-out slots (one uniform
+    reservoir over the whole stream would keep about ``holdout_capacity / frames seen`` of
+    its few held-out draws, too few boxes to gate on).
+
+    Args:
+        task: the sample's task.
+        primary: its primary class (:func:`~edgecl.continual.memory.policies.primary_class`).
+
+    Returns:
+        The group.
+    """
+    return (task, int(primary)) if task == STREAM_TASK else (task, None)
+
+
+def _group_counter(group: HoldoutGroup) -> str:
+    task, cls = group
+    return f"holdout/task:{task}" if cls is None else f"{STREAM_GROUP_PREFIX}{cls}"
 
 # Origins whose samples are consecutive frames of one camera: near-duplicates of their
 # neighbours in time, so the held-out draw is made per block of capture time (an imported
@@ -178,9 +204,26 @@ class Admission:
         return self.counters[key]
 
     def holdout_quota(self) -> int:
-        """Held-out slots per task now (``holdout_capacity`` over the tasks seen)."""
-        n_tasks = sum(1 for k in self.counters if k.startswith("frames/task:"))
+        """Held-out slots per group now (``holdout_capacity`` over the groups seen: the tasks,
+        with the stream task counted once per class it held out; see :func:`holdout_group`)."""
+        n_tasks = sum(1 for k in self.counters
+                      if k.startswith("frames/task:") and k != f"frames/task:{STREAM_TASK}")
+        stream = {k for k in self.counters if k.startswith(STREAM_GROUP_PREFIX)}
+        stream |= {_group_counter(g) for g in self._stored_groups() if g[0] == STREAM_TASK}
+        if f"frames/task:{STREAM_TASK}" in self.counters:
+            n_tasks += max(1, len(stream))
         return self.holdout_capacity // max(1, n_tasks)
+
+    def _stored_groups(self) -> dict[HoldoutGroup, int]:
+        """Held-out rows per group."""
+        out: dict[HoldoutGroup, int] = {}
+        for (task, cls), n in self.db.group_counts(("task", "primary_class"), held_out=True).items():
+            group = holdout_group(task, cls)
+            out[group] = out.get(group, 0) + n
+        return out
+
+    def _count_group(self, group: HoldoutGroup) -> int:
+        return self.db.count(held_out=True, task=group[0], primary_class=group[1])
 
     def view(self, new_bytes: int = 0) -> TrainView:
         """The policy's view of the training rows."""
@@ -216,9 +259,10 @@ class Admission:
         counts = self.db.group_counts("primary_class", held_out=False)
         item = ItemInfo(task, classes, primary_class(classes, counts))
         if held_out:
-            n_held = self.bump(f"holdout/task:{task}")
+            group = holdout_group(task, item.primary_class)
+            n_held = self.bump(_group_counter(group))
             quota = self.holdout_quota()
-            stored = self.db.count(held_out=True, task=task)
+            stored = self._count_group(group)
             admit = quota > 0 and (stored < quota or rng.random() < quota / n_held)
         else:
             for key in seen_keys(item):
@@ -236,8 +280,9 @@ class Admission:
         rng, item = decision.rng, decision.item
         victims = self._trim_holdout(rng, self.holdout_quota())
         if decision.held_out:
-            while self.db.count(held_out=True, task=item.task) >= self.holdout_quota():
-                victims.append(self._delete_random(rng, held_out=True, task=item.task))
+            group = holdout_group(item.task, item.primary_class)
+            while self._count_group(group) >= self.holdout_quota():
+                victims.append(self._delete_random(rng, held_out=True, group=group))
         else:
             victims += make_slot(self.policy, item, self.view(new_bytes), rng)
         victims += self._evict_for_bytes(item, rng, self.budget_bytes - new_bytes)
@@ -254,7 +299,7 @@ class Admission:
         rng = random.Random(f"{self.seed}/bounds/{self.counters.get('frames/all', 0)}")
         victims = []
         while self.db.count(held_out=True) > self.holdout_capacity:
-            victims.append(self._delete_random(rng, held_out=True, task=self._largest_holdout()))
+            victims.append(self._delete_random(rng, held_out=True, group=self._largest_holdout()))
         view = self.view()
         filler = ItemInfo("", (), -1)
         while view.size() > self.train_capacity:
@@ -263,15 +308,16 @@ class Admission:
             victims.append(victim)
         return victims + self._evict_for_bytes(filler, rng, self.budget_bytes)
 
-    def _largest_holdout(self) -> str:
-        counts = self.db.group_counts("task", held_out=True)
-        return min(counts, key=lambda t: (-counts[t], t))
+    def _largest_holdout(self) -> HoldoutGroup:
+        counts = self._stored_groups()
+        return min(counts, key=lambda g: (-counts[g], g[0], -1 if g[1] is None else g[1]))
 
     def _trim_holdout(self, rng: random.Random, quota: int) -> list[int]:
         victims = []
-        for task, n in sorted(self.db.group_counts("task", held_out=True).items()):
-            for _ in range(n - quota):
-                victims.append(self._delete_random(rng, held_out=True, task=task))
+        groups = self._stored_groups()
+        for group in sorted(groups, key=lambda g: (g[0], -1 if g[1] is None else g[1])):
+            for _ in range(groups[group] - quota):
+                victims.append(self._delete_random(rng, held_out=True, group=group))
         return victims
 
     def _evict_for_bytes(self, item: ItemInfo, rng: random.Random, budget: int) -> list[int]:
@@ -282,14 +328,15 @@ class Admission:
             victim = self.policy.victim(item, view, rng) if view.size() else None
             if victim is None:
                 victims.append(self._delete_random(rng, held_out=True,
-                                                   task=self._largest_holdout()))
+                                                   group=self._largest_holdout()))
                 continue
             view.remove(victim)
             victims.append(victim)
         return victims
 
-    def _delete_random(self, rng: random.Random, held_out: bool, task: str) -> int:
-        n = self.db.count(held_out=held_out, task=task)
-        victim = self.db.nth_id(rng.randrange(n), held_out=held_out, task=task)
+    def _delete_random(self, rng: random.Random, held_out: bool, group: HoldoutGroup) -> int:
+        task, cls = group
+        n = self.db.count(held_out=held_out, task=task, primary_class=cls)
+        victim = self.db.nth_id(rng.randrange(n), held_out=held_out, task=task, primary_class=cls)
         self.db.delete(victim)
         return victim

@@ -15,9 +15,8 @@ import numpy as np
 from edgecl.data.images import ImageError, read_image
 from edgecl.data.labels import check_label_array, read_yolo_labels
 from edgecl.errors import LabelError, ReplayMemoryError
-from edgecl.frames import Frame, LabelOrigin
+from edgecl.frames import STREAM_TASK, Frame, LabelOrigin
 
-STREAM_TASK = "stream"  # the task of every frame that carries none (deployment)
 IMAGE_SUFFIX = ".jpg"
 LABEL_SUFFIX = ".txt"
 

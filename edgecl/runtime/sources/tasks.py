@@ -4,7 +4,7 @@
 tasks (default: all, in the yaml's order) with their YOLO labels and ``Frame.task`` set,
 so the replay memory knows which task each sample belongs to. An ultralytics ``data.yaml``,
 a Roboflow export (``train/ valid/ test/``) or a YOLO folder is read as one task named
-``all`` (see :func:`edgecl.data.tasks.load_task_source`).
+``stream``, as a camera's frames (see :func:`edgecl.data.tasks.load_task_source`).
 """
 
 from __future__ import annotations
