@@ -138,6 +138,9 @@ class GateConfig:
     max_forgetting: float = 0.15
     min_acc_delta: float = -0.02
     min_instances: int = 5
+    # without tasks: a class's drop is measured from its best held-out AP among the last N
+    # promoted versions (and the parent), so small per-round losses cannot add up; 0: the parent
+    forgetting_window: int = 5
 
 
 @dataclass(frozen=True)
@@ -362,6 +365,7 @@ RULES: dict[str, Rule] = {
     "gate.max_forgetting": Rule(lo=0.0, hi=1.0, lo_open=True),
     "gate.min_acc_delta": Rule(lo=-1.0, hi=1.0),
     "gate.min_instances": Rule(lo=1),
+    "gate.forgetting_window": Rule(lo=0, hi=1000),
     "export.onnx_opset": Rule(lo=11, hi=23),
     "export.tensorrt": _choices("auto", "on", "off"),
     "export.precision": _choices("fp32", "fp16", "int8"),

@@ -6,8 +6,12 @@ Two views of "forgetting", chosen by :func:`judge_results`:
   most ``gate.max_forgetting`` mAP50-95 (:func:`judge`).
 * **classes** (deployment, every frame is task :data:`STREAM_TASK`): every class with at least
   ``gate.min_instances`` held-out ground-truth boxes may lose at most ``gate.max_forgetting``
-  AP50-95 against the parent on the same held-out samples (:func:`judge_classes`); classes with
-  fewer boxes are listed in ``not_gated`` (their AP is too noisy to veto a round on).
+  AP50-95 against the parent on the same held-out samples (:func:`judge_classes`), and against
+  its best AP among the last ``gate.forgetting_window`` promoted versions (the forgetting
+  monitor's definition, max earlier minus now): bounding only the step from the parent let a
+  class slide by less than the bound per round, 0.17 -> 0.001 over six accepted rounds on real
+  footage. Classes with fewer boxes are listed in ``not_gated`` (their AP is too noisy to veto
+  a round on).
 
 Both compare the candidate with the parent evaluated on the same human-verified held-out
 samples, and both reject when ACC changes by less than ``gate.min_acc_delta``.
@@ -101,13 +105,14 @@ def _verdict(noun: str, mode: str, drops: dict, acc_p: float, acc_c: float, cfg:
 
 def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, float],
                   instances: Mapping[int, int], cfg: GateConfig, training_failed: str = "",
-                  names: Mapping[int, str] | None = None) -> GateVerdict:
+                  names: Mapping[int, str] | None = None,
+                  reference: Mapping[int, float] | None = None) -> GateVerdict:
     """Decide whether a candidate is accepted (per-class view, no tasks).
 
     ACC is the mean AP50-95 over the classes with held-out boxes. A class is gated on when the
     parent has an AP for it (it was evaluated before) and it has at least ``cfg.min_instances``
-    held-out boxes; its drop is ``parent AP - candidate AP``. A class the parent never predicted
-    has a parent AP of 0, so learning it never counts as forgetting.
+    held-out boxes; its drop is ``max(parent AP, reference AP) - candidate AP``. A class the
+    parent never predicted has a parent AP of 0, so learning it never counts as forgetting.
 
     Args:
         parent: class id -> AP50-95 of the current model on the same held-out samples, or None.
@@ -116,6 +121,8 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
         cfg: gate thresholds (``max_forgetting``, ``min_acc_delta``, ``min_instances``).
         training_failed: non-empty when fine-tuning stopped abnormally.
         names: class id -> name for the reason and ``drops`` (default the id as text).
+        reference: class id -> best held-out AP50-95 of recent promoted versions (see
+            ``gate.forgetting_window``; the runtime's monitor supplies it), or None.
 
     Returns:
         The verdict; ``drops`` and ``not_gated`` are keyed by class name.
@@ -132,7 +139,8 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
         if int(instances.get(cls, 0)) < cfg.min_instances:
             not_gated.append(name(cls))
             continue
-        drops[name(cls)] = round(parent[cls] - candidate[cls], 4)
+        best = max(parent[cls], (reference or {}).get(cls, parent[cls]))
+        drops[name(cls)] = round(best - candidate[cls], 4)
     return _verdict("class", "classes", drops, acc_p, acc_c, cfg, training_failed,
                     tuple(not_gated))
 
@@ -152,7 +160,8 @@ def is_taskless(task_names) -> bool:
 
 def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: list[str],
                   cfg: GateConfig, training_failed: str = "",
-                  names: Mapping[int, str] | None = None) -> GateVerdict:
+                  names: Mapping[int, str] | None = None,
+                  reference: Mapping[int, float] | None = None) -> GateVerdict:
     """Judge a candidate from evaluation results, in the view the data calls for.
 
     Without tasks (:func:`is_taskless`) the per-class view (:func:`judge_classes`) on the
@@ -166,6 +175,7 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
         cfg: gate thresholds.
         training_failed: non-empty when fine-tuning stopped abnormally.
         names: class id -> name (per-class view).
+        reference: class id -> best AP50-95 of recent promoted versions (per-class view).
 
     Returns:
         The verdict.
@@ -175,7 +185,7 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
         par = parent.get(STREAM_TASK) if parent else None
         return judge_classes(None if par is None else par.per_class_ap50_95,
                              cand.per_class_ap50_95, cand.per_class_instances, cfg,
-                             training_failed, names)
+                             training_failed, names, reference)
     return judge({t: r.map50_95 for t, r in parent.items()} if parent else None,
                  {t: r.map50_95 for t, r in candidate.items()}, learnt_before, cfg,
                  training_failed)

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -74,11 +75,14 @@ learning figures it derives (``acc``, ``bwt``, ...), which go into the manifest.
 
 
 def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None = None,
-              record: RoundRecorder | None = None) -> RoundResult:
+              record: RoundRecorder | None = None,
+              reference: Mapping[int, float] | None = None) -> RoundResult:
     """Run one learning round: snapshot -> replay -> fine-tune -> evaluate -> gate -> export -> stage.
 
     Only a candidate the gate accepts is exported (ONNX, TensorRT engine); a rejected one is kept
-    in the registry with its checkpoint, manifest and reason, and nothing is built for it.
+    in the registry with its checkpoint, manifest and reason, and nothing is built for it. A
+    round is skipped while the memory holds no new training sample, or no held-out sample at
+    all (the gate could not judge its candidate).
 
     Args:
         cfg: configuration.
@@ -86,6 +90,8 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
         max_sample_id: learn only samples with ids up to this (those present when the round
             was triggered); ``None``: everything in the memory.
         record: optional hook storing the evaluation (see :data:`RoundRecorder`).
+        reference: class id -> best held-out AP50-95 of recent promoted versions, which the
+            gate also measures forgetting from (frames without tasks; ``gate.forgetting_window``).
 
     Returns:
         The :class:`RoundResult` (``staged``, ``rejected``, ``skipped`` or ``failed``).
@@ -95,6 +101,12 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
     if ctx is None:
         return RoundResult(RoundStatus.SKIPPED, reason="no new labelled samples", trigger=reason,
                            started_s=started_s)
+    if not ctx.snapshot.ids(held_out=True):
+        # INVARIANT: a candidate is trained only when the gate can judge it (else the round's
+        # training, 300 steps for a first one, would end rejected and be thrown away)
+        return RoundResult(RoundStatus.SKIPPED, trigger=reason, started_s=started_s,
+                           reason="no held-out sample yet: the gate could not judge a candidate; "
+                                  "the round waits for more labelled frames")
     problems = (ctx.registry.verify(ctx.parent_version, essential_only=True)
                 if ctx.parent_version else [])
     if problems:
@@ -104,7 +116,7 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
                                   f"{problems[0]}")
     log.info("round %d: %d new samples of %s (trigger: %s)", ctx.state.round + 1,
              len(ctx.new_records), sorted({r.task for r in ctx.new_records}), reason)
-    return _train_evaluate_stage(ctx, reason, started_s, record)
+    return _train_evaluate_stage(ctx, reason, started_s, record, reference)
 
 
 def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
@@ -397,7 +409,8 @@ def _set_far_baselines(ctx: RoundContext, model, names) -> None:
 
 
 def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
-                          record: RoundRecorder | None) -> RoundResult:
+                          record: RoundRecorder | None,
+                          reference: Mapping[int, float] | None = None) -> RoundResult:
     cfg, state = ctx.cfg, ctx.state
     round_no = state.round + 1
     clock = _PhaseClock()
@@ -414,7 +427,7 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
     cand_map = {t: r.map50_95 for t, r in candidate.items()}
     failed = ft.stopped_reason if ft.stopped_reason in ("nan_loss", "no_data") else ""
     verdict = judge_results(parent, candidate, list(state.learnt_tasks), cfg.gate,
-                            training_failed=failed, names=names)
+                            training_failed=failed, names=names, reference=reference)
     status = RoundStatus.STAGED if verdict.accepted else RoundStatus.REJECTED
     calibrator, cal_report = None, None
     if verdict.accepted:

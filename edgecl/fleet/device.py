@@ -227,7 +227,7 @@ class FleetDevice:
         from edgecl.continual.round import export_candidate
         from edgecl.fleet.weights import build_model
         from edgecl.models.checkpoint import load_checkpoint
-        from edgecl.runtime.learner import round_lock
+        from edgecl.runtime.learner import gate_reference, round_lock
         from edgecl.runtime.promote import promote_version
 
         if not global_names:
@@ -246,7 +246,7 @@ class FleetDevice:
                 pnames = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
                 parent = self._evaluate(parent_model, pnames, ctx)
             verdict = judge_results(parent, candidate, list(ctx.state.learnt_tasks), self.cfg.gate,
-                                    names=names)
+                                    names=names, reference=gate_reference(self.cfg))
             status = "staged" if verdict.accepted else "rejected"
             calibrator, cal_report = (self._calibrate(model, names, ctx) if verdict.accepted
                                       else (None, None))

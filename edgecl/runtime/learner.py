@@ -87,6 +87,30 @@ def monitor_recorder(state_dir: str | Path):
     return record
 
 
+def gate_reference(cfg: Config) -> dict[int, float] | None:
+    """Each class's best held-out AP50-95 among the last ``gate.forgetting_window`` promoted
+    versions (the monitor's record), which the gate measures forgetting from besides the parent.
+
+    Args:
+        cfg: configuration (state directory, ``gate``).
+
+    Returns:
+        class id -> AP50-95, or None when the window is 0 or the metrics database cannot be
+        read (logged; the gate then compares with the parent alone, as before).
+    """
+    from edgecl.runtime.monitor import Monitor
+
+    if cfg.gate.forgetting_window <= 0:
+        return None
+    try:
+        return Monitor(cfg.state_dir).best_class_ap(cfg.gate.forgetting_window,
+                                                    cfg.gate.min_instances)
+    except (EdgeclError, OSError) as exc:
+        log.warning("gate: no per-class reference from the metrics database (%s); forgetting "
+                    "is measured from the current model alone", exc)
+        return None
+
+
 def run_learning_round(cfg: Config, reason: str = "on_demand",
                        max_sample_id: int | None = None) -> RoundResult:
     """Run one round with the monitor recording it, and write ``last_round.json``.
@@ -107,7 +131,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
     started_s = time.time()
     try:
         result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
-                           record=monitor_recorder(cfg.state_dir))
+                           record=monitor_recorder(cfg.state_dir), reference=gate_reference(cfg))
     except Exception as exc:  # a round's fault must never escape the learner; it is reported
         log.exception("learning round failed")
         result = RoundResult(RoundStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",

@@ -54,6 +54,19 @@ def test_class_forgetting_beyond_bound_rejects_naming_the_class():
     assert v.drops == {"car": 0.15, "drone": 0.02}
 
 
+def test_class_forgetting_counts_from_its_best_recent_version():
+    # the field run that slid: car 0.174 (two versions ago) -> 0.072 (parent) -> 0.001. The step
+    # from the parent (0.071) is within the bound 0.10, the fall from the best (0.173) is not
+    v = judge_classes({0: 0.072, 1: 0.10}, {0: 0.001, 1: 0.30}, {0: 30, 1: 30}, CLS_CFG,
+                      names=NAMES, reference={0: 0.174, 1: 0.05})
+    assert not v.accepted and "class car forgot 0.173" in v.reason
+    # drone's reference (0.05) is below its parent (0.10): the parent counts
+    assert v.drops == {"car": 0.173, "drone": -0.2}
+    # without a reference (window 0), the same candidate passes: ACC 0.086 -> 0.1505
+    assert judge_classes({0: 0.072, 1: 0.10}, {0: 0.001, 1: 0.30}, {0: 30, 1: 30}, CLS_CFG,
+                         names=NAMES).accepted
+
+
 def test_class_with_too_few_instances_is_not_gated_on():
     # car drops 0.4 but has only 3 held-out boxes (< min_instances 5): not gated on;
     # ACC parent (0.6 + 0.5) / 2 = 0.55, candidate (0.2 + 0.95) / 2 = 0.575: accepted

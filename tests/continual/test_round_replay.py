@@ -1,5 +1,5 @@
 """A round of a deployment (every frame has the task ``stream``) replays the samples of earlier
-rounds, and baselines FAR's recall on the samples it learnt."""
+rounds and baselines FAR's recall on the samples it learnt; a round waits for a held-out sample."""
 
 from types import SimpleNamespace
 
@@ -76,3 +76,22 @@ def test_far_baselines_with_stream_and_task_samples_in_one_round(monkeypatch):
                           new_records=[rows[4], rows[5]])
     round_mod._set_far_baselines(ctx, None, {0: "car"})
     assert snapshot.baselined == [3, 4, 5]
+
+
+def test_a_round_waits_until_the_gate_has_a_held_out_sample(tmp_path):
+    import numpy as np
+
+    from edgecl.continual.memory import Sample, memory_from_config
+    from edgecl.continual.round_state import RoundStatus
+    from edgecl.models.registry import Registry
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "memory.capacity=20",
+                             "memory.holdout_fraction=0.05"])
+    box = np.array([[0, 0.5, 0.5, 0.25, 0.5]], np.float32)
+    with memory_from_config(cfg) as memory:
+        for i in range(3):
+            memory.add(Sample(np.full((32, 32, 3), 40 * i, np.uint8), box, task="stream"))
+        assert len(memory.ids(held_out=False)) == 3 and not memory.ids(held_out=True)
+    result = round_mod.run_round(cfg, "new_samples")
+    assert result.status is RoundStatus.SKIPPED and "no held-out sample yet" in result.reason
+    assert Registry(tmp_path / "models").versions() == []  # nothing trained, nothing staged
