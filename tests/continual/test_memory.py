@@ -223,10 +223,11 @@ def test_held_out_quota_is_shared_between_tasks(tmp_path):
 
 
 def test_held_out_shares_of_a_deployment_are_per_class(tmp_path):
-    # a camera (one task for the device's life): 400 car frames, then a person is taught on
-    # 40 frames, 12 of which the seed draws for the held-out slice. One reservoir over the
-    # stream would keep about 20 x 12 / 92 ~ 3 of them; per class, each class has
-    # 20 // 2 = 10 slots and the person fills its 10.
+    # a camera (one task for the device's life): 400 car frames fill the 20 held-out slots,
+    # then a person is taught on 40 frames, 12 of which the seed draws for the held-out slice.
+    # One reservoir over the stream would keep about 20 x 12 / 92 ~ 3 of them; class-balanced,
+    # each person draw evicts a car while the person has fewer rows (10 draws), then the person
+    # replaces its own: 10 and 10.
     from edgecl.continual.memory.admission import draws_held_out
     from edgecl.frames import LabelOrigin
 
@@ -241,6 +242,23 @@ def test_held_out_shares_of_a_deployment_are_per_class(tmp_path):
                     for n in range(401, 441))
         assert m.holdout_capacity == 20 and draws == 12
         assert held.count((1,)) == 10 and held.count((0,)) == 10
+        assert m.verify().problems_found == 0
+
+
+def test_more_classes_than_held_out_slots_keep_the_slice_full(tmp_path):
+    # 15 classes taught one after another, 10 held-out slots: every slot stays filled, no class
+    # holds two while another holds none, and the last class taught has its slot
+    with ReplayMemory(tmp_path / "m", cfg(capacity=100, holdout_fraction=0.1, seed=0,
+                                          policy="class_balanced")) as m:
+        full = False
+        for i in range(1500):
+            labels = np.array([[i // 100, 0.5, 0.5, 0.25, 0.5]], np.float32)
+            m.add(sample(i % 250, labels=labels, task="stream"))
+            n_held = len(m.ids(held_out=True))
+            full = full or n_held == 10
+            assert n_held == 10 or not full  # once full, never emptied (rounds need it)
+        held = [r.classes[0] for r in m.records(held_out=True)]
+        assert len(held) == 10 and max(held.count(c) for c in set(held)) == 1 and 14 in held
         assert m.verify().problems_found == 0
 
 

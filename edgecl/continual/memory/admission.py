@@ -1,8 +1,19 @@
 """Admission and eviction for the replay memory: the glue between the insertion policy, the
 held-out slice and the index, keeping the count and byte bounds in every committed state.
 
-Stream counters (``frames/...``, ``train/...``, ``holdout/...``) are kept in memory and
-handed to the storage as pending deltas, committed with the next add (or by a flush).
+Stream counters (``frames/...``, ``train/...``, ``holdout/...``, ``holdout_class/...``) are
+kept in memory and handed to the storage as pending deltas, committed with the next add (or by
+a flush).
+
+Held-out slots: split evenly between the tasks seen (a uniform reservoir within each task).
+Frames without a task (:data:`~edgecl.frames.STREAM_TASK`: a camera's, one task for the device's
+whole life) share their task's slots between classes instead, with a class-balanced reservoir
+(CBRS, Chrysakis & Moens, ICML 2020, as the ``class_balanced`` policy does for the training
+slots): while the share is not full every draw enters; once full, a draw of a class smaller than
+the largest takes the place of a random row of a largest class, and a draw of a largest class
+replaces one of its own with probability stored / seen. So a class first taught after thousands
+of frames still gets its share, however many classes there are (one reservoir over the stream
+would keep about ``share / draws seen`` of its few draws, too few boxes to gate on).
 """
 
 from __future__ import annotations
@@ -22,32 +33,8 @@ from edgecl.continual.memory.policies import (
 from edgecl.frames import STREAM_TASK, LabelOrigin
 
 DEFAULT_SAMPLE_BYTES = 8192
-STREAM_GROUP_PREFIX = f"holdout/task:{STREAM_TASK}/class:"
-
-HoldoutGroup = tuple[str, "int | None"]
-"""A share of the held-out slots: ``(task, None)``, or ``(STREAM_TASK, primary class)``."""
-
-
-def holdout_group(task: str, primary: int) -> HoldoutGroup:
-    """The held-out share a sample belongs to: its task; frames without a task (one task for
-    the device's whole life) by their primary class instead, so that a class first taught
-    after thousands of frames still gets its share of the held-out slots (one uniform
-    reservoir over the whole stream would keep about ``holdout_capacity / frames seen`` of
-    its few held-out draws, too few boxes to gate on).
-
-    Args:
-        task: the sample's task.
-        primary: its primary class (:func:`~edgecl.continual.memory.policies.primary_class`).
-
-    Returns:
-        The group.
-    """
-    return (task, int(primary)) if task == STREAM_TASK else (task, None)
-
-
-def _group_counter(group: HoldoutGroup) -> str:
-    task, cls = group
-    return f"holdout/task:{task}" if cls is None else f"{STREAM_GROUP_PREFIX}{cls}"
+# per-class held-out draws of the stream task (a prefix no task's counter can take)
+STREAM_CLASS_COUNTER = "holdout_class/"
 
 # Origins whose samples are consecutive frames of one camera: near-duplicates of their
 # neighbours in time, so the held-out draw is made per block of capture time (an imported
@@ -204,26 +191,9 @@ class Admission:
         return self.counters[key]
 
     def holdout_quota(self) -> int:
-        """Held-out slots per group now (``holdout_capacity`` over the groups seen: the tasks,
-        with the stream task counted once per class it held out; see :func:`holdout_group`)."""
-        n_tasks = sum(1 for k in self.counters
-                      if k.startswith("frames/task:") and k != f"frames/task:{STREAM_TASK}")
-        stream = {k for k in self.counters if k.startswith(STREAM_GROUP_PREFIX)}
-        stream |= {_group_counter(g) for g in self._stored_groups() if g[0] == STREAM_TASK}
-        if f"frames/task:{STREAM_TASK}" in self.counters:
-            n_tasks += max(1, len(stream))
+        """Held-out slots per task now (``holdout_capacity`` over the tasks seen)."""
+        n_tasks = sum(1 for k in self.counters if k.startswith("frames/task:"))
         return self.holdout_capacity // max(1, n_tasks)
-
-    def _stored_groups(self) -> dict[HoldoutGroup, int]:
-        """Held-out rows per group."""
-        out: dict[HoldoutGroup, int] = {}
-        for (task, cls), n in self.db.group_counts(("task", "primary_class"), held_out=True).items():
-            group = holdout_group(task, cls)
-            out[group] = out.get(group, 0) + n
-        return out
-
-    def _count_group(self, group: HoldoutGroup) -> int:
-        return self.db.count(held_out=True, task=group[0], primary_class=group[1])
 
     def view(self, new_bytes: int = 0) -> TrainView:
         """The policy's view of the training rows."""
@@ -259,17 +229,47 @@ class Admission:
         counts = self.db.group_counts("primary_class", held_out=False)
         item = ItemInfo(task, classes, primary_class(classes, counts))
         if held_out:
-            group = holdout_group(task, item.primary_class)
-            n_held = self.bump(_group_counter(group))
+            n_held = self.bump(f"holdout/task:{task}")
             quota = self.holdout_quota()
-            stored = self._count_group(group)
-            admit = quota > 0 and (stored < quota or rng.random() < quota / n_held)
+            stored = self.db.count(held_out=True, task=task)
+            if task == STREAM_TASK:
+                n_class = self.bump(f"{STREAM_CLASS_COUNTER}{item.primary_class}")
+                admit = quota > 0 and (stored < quota
+                                       or self._stream_class_admits(item, n_class, rng))
+            else:
+                admit = quota > 0 and (stored < quota or rng.random() < quota / n_held)
         else:
             for key in seen_keys(item):
                 self.bump(f"train/{key}")
             admit = self.train_capacity > 0 and self.policy.admit(
                 item, self.view(self._typical_bytes()), rng)
         return Decision(held_out, item, rng) if admit else None
+
+    def _stream_class_admits(self, item: ItemInfo, n_seen: int, rng: random.Random) -> bool:
+        """CBRS for a held-out draw of the stream task whose share is full (module docstring);
+        ``n_seen``: the held-out draws of the item's class so far, this one included."""
+        counts = self._stream_class_counts()
+        own = counts.get(item.primary_class, 0)
+        if own < max(counts.values(), default=0):
+            return True
+        return rng.random() < own / n_seen
+
+    def _stream_class_counts(self) -> dict[int, int]:
+        """Held-out rows of the stream task per primary class."""
+        rows = self.db.group_counts(("task", "primary_class"), held_out=True)
+        return {int(cls): n for (task, cls), n in rows.items() if task == STREAM_TASK}
+
+    def _holdout_victim(self, rng: random.Random, task: str, item: ItemInfo | None = None) -> int:
+        """Delete a random held-out row of ``task``; of the stream task, one of its largest
+        class (the item's own when that is one of the largest), as CBRS evicts."""
+        if task != STREAM_TASK:
+            return self._delete_random(rng, held_out=True, task=task)
+        counts = self._stream_class_counts()
+        top = max(counts.values())
+        largest = sorted(c for c, n in counts.items() if n == top)
+        own = None if item is None else item.primary_class
+        target = own if own in largest else rng.choice(largest)
+        return self._delete_random(rng, held_out=True, task=task, primary_class=target)
 
     def make_room(self, decision: Decision, new_bytes: int) -> list[int]:
         """Delete rows (in the open transaction) so the new sample fits every bound.
@@ -280,9 +280,8 @@ class Admission:
         rng, item = decision.rng, decision.item
         victims = self._trim_holdout(rng, self.holdout_quota())
         if decision.held_out:
-            group = holdout_group(item.task, item.primary_class)
-            while self._count_group(group) >= self.holdout_quota():
-                victims.append(self._delete_random(rng, held_out=True, group=group))
+            while self.db.count(held_out=True, task=item.task) >= self.holdout_quota():
+                victims.append(self._holdout_victim(rng, item.task, item))
         else:
             victims += make_slot(self.policy, item, self.view(new_bytes), rng)
         victims += self._evict_for_bytes(item, rng, self.budget_bytes - new_bytes)
@@ -299,7 +298,7 @@ class Admission:
         rng = random.Random(f"{self.seed}/bounds/{self.counters.get('frames/all', 0)}")
         victims = []
         while self.db.count(held_out=True) > self.holdout_capacity:
-            victims.append(self._delete_random(rng, held_out=True, group=self._largest_holdout()))
+            victims.append(self._holdout_victim(rng, self._largest_holdout()))
         view = self.view()
         filler = ItemInfo("", (), -1)
         while view.size() > self.train_capacity:
@@ -308,16 +307,15 @@ class Admission:
             victims.append(victim)
         return victims + self._evict_for_bytes(filler, rng, self.budget_bytes)
 
-    def _largest_holdout(self) -> HoldoutGroup:
-        counts = self._stored_groups()
-        return min(counts, key=lambda g: (-counts[g], g[0], -1 if g[1] is None else g[1]))
+    def _largest_holdout(self) -> str:
+        counts = self.db.group_counts("task", held_out=True)
+        return min(counts, key=lambda t: (-counts[t], t))
 
     def _trim_holdout(self, rng: random.Random, quota: int) -> list[int]:
         victims = []
-        groups = self._stored_groups()
-        for group in sorted(groups, key=lambda g: (g[0], -1 if g[1] is None else g[1])):
-            for _ in range(groups[group] - quota):
-                victims.append(self._delete_random(rng, held_out=True, group=group))
+        for task, n in sorted(self.db.group_counts("task", held_out=True).items()):
+            for _ in range(n - quota):
+                victims.append(self._holdout_victim(rng, task))
         return victims
 
     def _evict_for_bytes(self, item: ItemInfo, rng: random.Random, budget: int) -> list[int]:
@@ -327,16 +325,16 @@ class Admission:
         while self.db.total_bytes() > budget:
             victim = self.policy.victim(item, view, rng) if view.size() else None
             if victim is None:
-                victims.append(self._delete_random(rng, held_out=True,
-                                                   group=self._largest_holdout()))
+                victims.append(self._holdout_victim(rng, self._largest_holdout()))
                 continue
             view.remove(victim)
             victims.append(victim)
         return victims
 
-    def _delete_random(self, rng: random.Random, held_out: bool, group: HoldoutGroup) -> int:
-        task, cls = group
-        n = self.db.count(held_out=held_out, task=task, primary_class=cls)
-        victim = self.db.nth_id(rng.randrange(n), held_out=held_out, task=task, primary_class=cls)
+    def _delete_random(self, rng: random.Random, held_out: bool, task: str,
+                       primary_class: int | None = None) -> int:
+        n = self.db.count(held_out=held_out, task=task, primary_class=primary_class)
+        victim = self.db.nth_id(rng.randrange(n), held_out=held_out, task=task,
+                                primary_class=primary_class)
         self.db.delete(victim)
         return victim

@@ -23,9 +23,10 @@ for training, used to measure forgetting. Only human-verified samples are held o
 policy: they live in ``holdout_capacity = floor(capacity * holdout_fraction)`` slots, split
 evenly between the tasks seen (a uniform reservoir within each task; when a new task shrinks
 the per-task share, the next add trims the surplus). Frames without a task (a camera's: one
-task for the device's life) are split by primary class instead, so a class taught late still
-gets its share (:func:`~edgecl.continual.memory.admission.holdout_group`). The policy governs
-the remaining ``train_capacity`` slots.
+task for the device's life) share their task's slots between classes with a class-balanced
+reservoir instead, so a class taught late still gets its share, however many classes there are
+(see :mod:`~edgecl.continual.memory.admission`). The policy governs the remaining
+``train_capacity`` slots.
 
 Crash safety (one adding process; others may read, snapshot and update metrics). An add
 writes the image and label files atomically, then deletes the victims' rows and inserts the
