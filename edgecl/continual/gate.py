@@ -6,12 +6,15 @@ Two views of "forgetting", chosen by :func:`judge_results`:
   most ``gate.max_forgetting`` mAP50-95 (:func:`judge`).
 * **classes** (deployment, every frame is task :data:`STREAM_TASK`): every class with at least
   ``gate.min_instances`` held-out ground-truth boxes may lose at most ``gate.max_forgetting``
-  AP50-95 against the parent on the same held-out samples (:func:`judge_classes`), and against
-  its best AP among the last ``gate.forgetting_window`` promoted versions (the forgetting
-  monitor's definition, max earlier minus now): bounding only the step from the parent let a
+  AP50-95 (:func:`judge_classes`), counted from its best point among the last
+  ``gate.forgetting_window`` promoted versions: bounding only the step from the parent let a
   class slide by less than the bound per round, 0.17 -> 0.001 over six accepted rounds on real
-  footage. Classes with fewer boxes are listed in ``not_gated`` (their AP is too noisy to veto
-  a round on).
+  footage. The loss since that point is the sum of the per-round steps (parent minus candidate,
+  each measured on the held-out samples of its own round, so a held-out slice that changes
+  between rounds adds no bias), as recorded in the promoted versions' manifests
+  (:func:`prior_class_loss`); a candidate no worse than its parent on a class always passes on
+  that class. Classes with fewer boxes are listed in ``not_gated`` (their AP is too noisy to
+  veto a round on).
 
 Both compare the candidate with the parent evaluated on the same human-verified held-out
 samples, and both reject when ACC changes by less than ``gate.min_acc_delta``.
@@ -19,14 +22,16 @@ samples, and both reject when ACC changes by less than ``gate.min_acc_delta``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from edgecl.config import GateConfig
 from edgecl.frames import STREAM_TASK
 
-__all__ = ["STREAM_TASK", "GateVerdict", "is_taskless", "judge", "judge_classes", "judge_results"]
+__all__ = ["STREAM_TASK", "GateVerdict", "is_taskless", "judge", "judge_classes", "judge_results",
+           "prior_class_loss"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class GateVerdict:
         drops: task (or class name) -> mAP drop (parent - candidate) for what was learnt before.
         mode: ``tasks`` or ``classes``.
         not_gated: class names left out of the forgetting bound (too few held-out boxes).
+        steps: per-class view: class name -> parent AP minus candidate AP on this round's
+            held-out samples (the step the manifest records as ``gate_steps``).
     """
 
     accepted: bool
@@ -51,6 +58,7 @@ class GateVerdict:
     drops: dict
     mode: str = "tasks"
     not_gated: tuple[str, ...] = ()
+    steps: dict = dataclasses.field(default_factory=dict)
 
 
 def _mean(values) -> float:
@@ -106,13 +114,13 @@ def _verdict(noun: str, mode: str, drops: dict, acc_p: float, acc_c: float, cfg:
 def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, float],
                   instances: Mapping[int, int], cfg: GateConfig, training_failed: str = "",
                   names: Mapping[int, str] | None = None,
-                  reference: Mapping[int, float] | None = None) -> GateVerdict:
+                  prior_loss: Mapping[str, float] | None = None) -> GateVerdict:
     """Decide whether a candidate is accepted (per-class view, no tasks).
 
     ACC is the mean AP50-95 over the classes with held-out boxes. A class is gated on when the
     parent has an AP for it (it was evaluated before) and it has at least ``cfg.min_instances``
-    held-out boxes; its drop is ``max(parent AP, reference AP) - candidate AP``. A class the
-    parent never predicted has a parent AP of 0, so learning it never counts as forgetting.
+    held-out boxes; its drop is ``prior loss + parent AP - candidate AP``. A class the parent
+    never predicted has a parent AP of 0, so learning it never counts as forgetting.
 
     Args:
         parent: class id -> AP50-95 of the current model on the same held-out samples, or None.
@@ -121,8 +129,8 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
         cfg: gate thresholds (``max_forgetting``, ``min_acc_delta``, ``min_instances``).
         training_failed: non-empty when fine-tuning stopped abnormally.
         names: class id -> name for the reason and ``drops`` (default the id as text).
-        reference: class id -> best held-out AP50-95 of recent promoted versions (see
-            ``gate.forgetting_window``; the runtime's monitor supplies it), or None.
+        prior_loss: class name -> AP lost since its best point among recent promoted
+            versions (:func:`prior_class_loss`), or None.
 
     Returns:
         The verdict; ``drops`` and ``not_gated`` are keyed by class name.
@@ -134,15 +142,41 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
 
     acc_c = _mean(candidate.values())
     acc_p = _mean(parent.values()) if parent else float("nan")
-    drops, not_gated = {}, []
+    drops, steps, not_gated = {}, {}, []
     for cls in sorted(set(parent or {}) & set(candidate)):
         if int(instances.get(cls, 0)) < cfg.min_instances:
             not_gated.append(name(cls))
             continue
-        best = max(parent[cls], (reference or {}).get(cls, parent[cls]))
-        drops[name(cls)] = round(best - candidate[cls], 4)
-    return _verdict("class", "classes", drops, acc_p, acc_c, cfg, training_failed,
-                    tuple(not_gated))
+        step = parent[cls] - candidate[cls]
+        steps[name(cls)] = round(step, 4)
+        drops[name(cls)] = round(step + (prior_loss or {}).get(name(cls), 0.0), 4)
+    verdict = _verdict("class", "classes", drops, acc_p, acc_c, cfg, training_failed,
+                       tuple(not_gated))
+    return dataclasses.replace(verdict, steps=steps)
+
+
+def prior_class_loss(step_history: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """AP each class lost since its best point in a chain of promoted versions.
+
+    The loss is the largest sum of consecutive steps ending at the newest version (a
+    drawdown), never below 0: steps ``+0.05, -0.02, +0.06`` give 0.09; ``+0.05, -0.08`` give 0.
+
+    Args:
+        step_history: per promoted version, oldest first, class name -> its gate step (parent
+            AP minus its own AP on its round's held-out samples; manifests' ``gate_steps``).
+
+    Returns:
+        class name -> AP lost (classes never stepped are absent).
+    """
+    out: dict[str, float] = {}
+    for name in {n for steps in step_history for n in steps}:
+        running = worst = 0.0
+        for steps in reversed(step_history):
+            step = float(steps.get(name, 0.0))
+            running += step if math.isfinite(step) else 0.0
+            worst = max(worst, running)
+        out[name] = round(worst, 4)
+    return out
 
 
 def is_taskless(task_names) -> bool:
@@ -161,7 +195,7 @@ def is_taskless(task_names) -> bool:
 def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: list[str],
                   cfg: GateConfig, training_failed: str = "",
                   names: Mapping[int, str] | None = None,
-                  reference: Mapping[int, float] | None = None) -> GateVerdict:
+                  prior_loss: Mapping[str, float] | None = None) -> GateVerdict:
     """Judge a candidate from evaluation results, in the view the data calls for.
 
     Without tasks (:func:`is_taskless`) the per-class view (:func:`judge_classes`) on the
@@ -175,7 +209,8 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
         cfg: gate thresholds.
         training_failed: non-empty when fine-tuning stopped abnormally.
         names: class id -> name (per-class view).
-        reference: class id -> best AP50-95 of recent promoted versions (per-class view).
+        prior_loss: class name -> AP lost since its best recent point (per-class view;
+            :func:`prior_class_loss`).
 
     Returns:
         The verdict.
@@ -185,7 +220,7 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
         par = parent.get(STREAM_TASK) if parent else None
         return judge_classes(None if par is None else par.per_class_ap50_95,
                              cand.per_class_ap50_95, cand.per_class_instances, cfg,
-                             training_failed, names, reference)
+                             training_failed, names, prior_loss)
     return judge({t: r.map50_95 for t, r in parent.items()} if parent else None,
                  {t: r.map50_95 for t, r in candidate.items()}, learnt_before, cfg,
                  training_failed)

@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -75,8 +74,7 @@ learning figures it derives (``acc``, ``bwt``, ...), which go into the manifest.
 
 
 def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None = None,
-              record: RoundRecorder | None = None,
-              reference: Mapping[int, float] | None = None) -> RoundResult:
+              record: RoundRecorder | None = None) -> RoundResult:
     """Run one learning round: snapshot -> replay -> fine-tune -> evaluate -> gate -> export -> stage.
 
     Only a candidate the gate accepts is exported (ONNX, TensorRT engine); a rejected one is kept
@@ -90,8 +88,6 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
         max_sample_id: learn only samples with ids up to this (those present when the round
             was triggered); ``None``: everything in the memory.
         record: optional hook storing the evaluation (see :data:`RoundRecorder`).
-        reference: class id -> best held-out AP50-95 of recent promoted versions, which the
-            gate also measures forgetting from (frames without tasks; ``gate.forgetting_window``).
 
     Returns:
         The :class:`RoundResult` (``staged``, ``rejected``, ``skipped`` or ``failed``).
@@ -116,7 +112,7 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
                                   f"{problems[0]}")
     log.info("round %d: %d new samples of %s (trigger: %s)", ctx.state.round + 1,
              len(ctx.new_records), sorted({r.task for r in ctx.new_records}), reason)
-    return _train_evaluate_stage(ctx, reason, started_s, record, reference)
+    return _train_evaluate_stage(ctx, reason, started_s, record)
 
 
 def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
@@ -409,8 +405,7 @@ def _set_far_baselines(ctx: RoundContext, model, names) -> None:
 
 
 def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
-                          record: RoundRecorder | None,
-                          reference: Mapping[int, float] | None = None) -> RoundResult:
+                          record: RoundRecorder | None) -> RoundResult:
     cfg, state = ctx.cfg, ctx.state
     round_no = state.round + 1
     clock = _PhaseClock()
@@ -427,7 +422,8 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
     cand_map = {t: r.map50_95 for t, r in candidate.items()}
     failed = ft.stopped_reason if ft.stopped_reason in ("nan_loss", "no_data") else ""
     verdict = judge_results(parent, candidate, list(state.learnt_tasks), cfg.gate,
-                            training_failed=failed, names=names, reference=reference)
+                            training_failed=failed, names=names,
+                            prior_loss=recent_class_loss(ctx.registry, cfg.gate.forgetting_window))
     status = RoundStatus.STAGED if verdict.accepted else RoundStatus.REJECTED
     calibrator, cal_report = None, None
     if verdict.accepted:
@@ -464,6 +460,37 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
                        classes=sorted(names), steps=ft.steps, train_s=round(ft.seconds, 1),
                        replayed=len(replay_ids), new_samples=len(ctx.new_records),
                        timings_s=clock.seconds)
+
+
+def recent_class_loss(registry, window: int) -> dict[str, float]:
+    """AP each class lost since its best point among the last ``window`` promoted versions
+    (``gate.forgetting_window``), from the ``gate_steps`` their manifests recorded (see
+    :func:`edgecl.continual.gate.prior_class_loss`). The registry's history is the promoted
+    chain as it stands: a rolled-back version is no longer in it, a fleet version is.
+
+    Args:
+        registry: the model registry.
+        window: promoted versions to look back over (0: none).
+
+    Returns:
+        class name -> AP lost (empty when nothing was recorded).
+    """
+    from edgecl.continual.gate import prior_class_loss
+    from edgecl.errors import RegistryError
+
+    if window <= 0:
+        return {}
+    steps = []
+    for version in registry.history()[-int(window):]:
+        try:
+            metrics = registry.manifest(version).get("metrics") or {}
+        except RegistryError:
+            metrics = {}
+        recorded = metrics.get("gate_steps")
+        recorded = recorded if isinstance(recorded, dict) else {}
+        steps.append({str(k): float(v) for k, v in recorded.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return prior_class_loss(steps)
 
 
 def _calibrate(ctx: RoundContext, model, names: dict[int, str]):
@@ -524,6 +551,7 @@ def _manifest(ctx: RoundContext, names, ft, verdict, candidate: dict, export_met
                     "dece": float(np.mean(dece)) if dece else None,
                     "dece_protocol": DECE_PROTOCOL,
                     "acc_parent": _finite(verdict.acc_parent), "gate_drops": verdict.drops,
+                    "gate_steps": verdict.steps,
                     "gate_mode": verdict.mode, "not_gated": list(verdict.not_gated)},
         **export_meta,
     }

@@ -224,10 +224,10 @@ class FleetDevice:
             EdgeclError: staging or promotion failed (the client contains it and reports it).
         """
         from edgecl.continual.gate import judge_results
-        from edgecl.continual.round import export_candidate
+        from edgecl.continual.round import export_candidate, recent_class_loss
         from edgecl.fleet.weights import build_model
         from edgecl.models.checkpoint import load_checkpoint
-        from edgecl.runtime.learner import gate_reference, round_lock
+        from edgecl.runtime.learner import round_lock
         from edgecl.runtime.promote import promote_version
 
         if not global_names:
@@ -246,7 +246,8 @@ class FleetDevice:
                 pnames = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
                 parent = self._evaluate(parent_model, pnames, ctx)
             verdict = judge_results(parent, candidate, list(ctx.state.learnt_tasks), self.cfg.gate,
-                                    names=names, reference=gate_reference(self.cfg))
+                                    names=names, prior_loss=recent_class_loss(
+                                        ctx.registry, self.cfg.gate.forgetting_window))
             status = "staged" if verdict.accepted else "rejected"
             calibrator, cal_report = (self._calibrate(model, names, ctx) if verdict.accepted
                                       else (None, None))
@@ -259,6 +260,7 @@ class FleetDevice:
                         "fleet": {"round": round_no, "server": server,
                                   "global_classes": list(global_names)},
                         "metrics": {"per_class_map50_95": ap, "gate_drops": verdict.drops,
+                                    "gate_steps": verdict.steps,
                                     "gate_mode": verdict.mode,
                                     "acc_parent": _finite(verdict.acc_parent)},
                         **export_meta}

@@ -87,30 +87,6 @@ def monitor_recorder(state_dir: str | Path):
     return record
 
 
-def gate_reference(cfg: Config) -> dict[int, float] | None:
-    """Each class's best held-out AP50-95 among the last ``gate.forgetting_window`` promoted
-    versions (the monitor's record), which the gate measures forgetting from besides the parent.
-
-    Args:
-        cfg: configuration (state directory, ``gate``).
-
-    Returns:
-        class id -> AP50-95, or None when the window is 0 or the metrics database cannot be
-        read (logged; the gate then compares with the parent alone, as before).
-    """
-    from edgecl.runtime.monitor import Monitor
-
-    if cfg.gate.forgetting_window <= 0:
-        return None
-    try:
-        return Monitor(cfg.state_dir).best_class_ap(cfg.gate.forgetting_window,
-                                                    cfg.gate.min_instances)
-    except (EdgeclError, OSError) as exc:
-        log.warning("gate: no per-class reference from the metrics database (%s); forgetting "
-                    "is measured from the current model alone", exc)
-        return None
-
-
 def run_learning_round(cfg: Config, reason: str = "on_demand",
                        max_sample_id: int | None = None) -> RoundResult:
     """Run one round with the monitor recording it, and write ``last_round.json``.
@@ -131,7 +107,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
     started_s = time.time()
     try:
         result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
-                           record=monitor_recorder(cfg.state_dir), reference=gate_reference(cfg))
+                           record=monitor_recorder(cfg.state_dir))
     except Exception as exc:  # a round's fault must never escape the learner; it is reported
         log.exception("learning round failed")
         result = RoundResult(RoundStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",
@@ -267,6 +243,7 @@ class LearnerSupervisor:
         # rejected, the next round waits for the new-samples trigger (more labels of it), so a
         # camera that keeps seeing the new object does not start round after round
         self.tried_classes: set[int] = set()
+        self._waiting_for_held_out = False
         self._stored_classes: set[int] = set()
         self.on_round = on_round
         self.state = TriggerState(last_round_s=time.monotonic())
@@ -315,8 +292,27 @@ class LearnerSupervisor:
         if (self._proc is None and self._pending is None and self.cfg.learner.enabled
                 and time.monotonic() >= self._backoff_until_s):
             reason = should_learn(self.state, self.cfg.learner, time.monotonic())
-            if reason:
+            if reason and self._no_held_out_yet():
+                # the trigger stays armed: the round starts once a held-out sample exists
+                if not self._waiting_for_held_out:
+                    log.info("learning round due (%s) waits: the memory holds no held-out sample "
+                             "yet, so the gate could not judge a candidate", reason)
+                self._waiting_for_held_out = True
+            elif reason:
+                self._waiting_for_held_out = False
                 self.start_round(reason)
+
+    def _no_held_out_yet(self) -> bool:
+        """True while the running memory holds no held-out sample (False when it cannot tell:
+        the round itself then skips, see :func:`edgecl.continual.round.run_round`)."""
+        sink = self.memory_sink
+        if sink is None or getattr(sink, "closed", False):
+            return False
+        try:
+            return not sink.memory.ids(held_out=True)
+        except (EdgeclError, OSError) as exc:
+            log.warning("learner: cannot read the memory's held-out slice: %s", exc)
+            return False
 
     def start_round(self, reason: str) -> None:
         """Start one round in a learner process and reset the trigger counters."""

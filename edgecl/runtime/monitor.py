@@ -602,30 +602,6 @@ class Monitor:
             return {}
         return {name: _nan_to_none(float(v)) for name, v in zip(view.task_names, view.values[rows[-1]])}
 
-    def best_class_ap(self, window: int, min_instances: int = 1) -> dict[int, float]:
-        """Each class's best held-out AP50-95 among the last ``window`` promoted versions, the
-        reference the gate measures forgetting from (``gate.forgetting_window``).
-
-        Args:
-            window: promoted versions to look back over (0: none).
-            min_instances: an AP measured on fewer held-out boxes is left out (too noisy to
-                hold later versions to).
-
-        Returns:
-            class id -> AP50-95 (classes without such a measurement are absent).
-        """
-        if window <= 0:
-            return {}
-        ap = self._class_matrix("promoted", None, "ap50_95")
-        boxes = self._class_matrix("promoted", None, "n_instances")
-        best: dict[int, float] = {}
-        for row in range(max(0, len(ap.versions) - int(window)), len(ap.versions)):
-            for j, cls in enumerate(ap.class_ids):
-                value, n = ap.values[row, j], boxes.values[row, j]
-                if np.isfinite(value) and np.isfinite(n) and n >= min_instances:
-                    best[int(cls)] = max(best.get(int(cls), 0.0), float(value))
-        return best
-
     def candidate_metrics(self, round_no: int, model_version: str, kind: str = "auto") -> dict:
         """ACC, BWT and forgetting if this version were promoted after the promoted ones.
 

@@ -54,17 +54,31 @@ def test_class_forgetting_beyond_bound_rejects_naming_the_class():
     assert v.drops == {"car": 0.15, "drone": 0.02}
 
 
-def test_class_forgetting_counts_from_its_best_recent_version():
-    # the field run that slid: car 0.174 (two versions ago) -> 0.072 (parent) -> 0.001. The step
-    # from the parent (0.071) is within the bound 0.10, the fall from the best (0.173) is not
+def test_class_forgetting_counts_from_its_best_recent_point():
+    # the field run that slid: car lost 0.055 and 0.047 in the two promoted rounds before this
+    # one (prior loss 0.102); this round's step 0.072 -> 0.001 (0.071) is within the bound 0.10,
+    # the loss since the best point (0.173) is not
     v = judge_classes({0: 0.072, 1: 0.10}, {0: 0.001, 1: 0.30}, {0: 30, 1: 30}, CLS_CFG,
-                      names=NAMES, reference={0: 0.174, 1: 0.05})
+                      names=NAMES, prior_loss={"car": 0.102})
     assert not v.accepted and "class car forgot 0.173" in v.reason
-    # drone's reference (0.05) is below its parent (0.10): the parent counts
     assert v.drops == {"car": 0.173, "drone": -0.2}
-    # without a reference (window 0), the same candidate passes: ACC 0.086 -> 0.1505
+    assert v.steps == {"car": 0.071, "drone": -0.2}  # what the manifest records
+    # a candidate no worse than its parent always passes on that class, whatever came before
+    assert judge_classes({0: 0.072}, {0: 0.08}, {0: 30}, CLS_CFG, names=NAMES,
+                         prior_loss={"car": 0.099}).accepted
+    # without a prior loss (window 0), the same sliding candidate passes: ACC 0.086 -> 0.1505
     assert judge_classes({0: 0.072, 1: 0.10}, {0: 0.001, 1: 0.30}, {0: 30, 1: 30}, CLS_CFG,
                          names=NAMES).accepted
+
+
+def test_prior_class_loss_is_the_drawdown_of_recorded_steps():
+    from edgecl.continual.gate import prior_class_loss
+
+    history = [{"car": 0.05}, {"car": -0.02, "person": 0.04}, {"car": 0.06, "person": -0.1}]
+    # car: suffix sums 0.06, 0.04, 0.09 -> 0.09; person: -0.1, -0.06 -> 0 (recovered)
+    assert prior_class_loss(history) == {"car": 0.09, "person": 0.0}
+    assert prior_class_loss([]) == {}
+    assert prior_class_loss([{"car": float("nan")}, {"car": 0.03}]) == {"car": 0.03}
 
 
 def test_class_with_too_few_instances_is_not_gated_on():

@@ -95,3 +95,20 @@ def test_a_round_waits_until_the_gate_has_a_held_out_sample(tmp_path):
     result = round_mod.run_round(cfg, "new_samples")
     assert result.status is RoundStatus.SKIPPED and "no held-out sample yet" in result.reason
     assert Registry(tmp_path / "models").versions() == []  # nothing trained, nothing staged
+
+
+def test_recent_class_loss_follows_the_promoted_chain(tmp_path):
+    from edgecl.models.registry import Registry
+
+    reg = Registry(tmp_path / "models")
+    for i, steps in enumerate([{"car": 0.5}, {"car": 0.05}, {"car": 0.04, "person": "x"},
+                               {"car": 0.03}]):
+        pt = tmp_path / f"m{i}.pt"
+        pt.write_bytes(b"w%d" % i)
+        reg.promote(reg.stage({"model.pt": pt}, {"metrics": {"gate_steps": steps}}))
+    # window 3: the last three promoted versions' steps sum to 0.12 (0.5 is outside the window;
+    # the tampered "x" is ignored)
+    assert round_mod.recent_class_loss(reg, 3) == pytest.approx({"car": 0.12})
+    assert round_mod.recent_class_loss(reg, 0) == {}
+    reg.rollback()  # the user rolls back v0004: its step no longer counts
+    assert round_mod.recent_class_loss(reg, 3) == pytest.approx({"car": 0.59})

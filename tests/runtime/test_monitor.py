@@ -270,27 +270,6 @@ def test_class_matrix_acc_bwt_forgetting_hand_computed(tmp_path):
                                              "person": [None, 0.3, 0.5]}
 
 
-def test_best_class_ap_over_the_last_promoted_versions(tmp_path):
-    mon = stream_filled(tmp_path)  # promoted rows r1, r2, r4 (10 held-out boxes each)
-    assert mon.best_class_ap(2) == pytest.approx({0: 0.55, 1: 0.2, 2: 0.5})  # r2, r4
-    assert mon.best_class_ap(3) == pytest.approx({0: 0.6, 1: 0.4, 2: 0.5})
-    assert mon.best_class_ap(0) == {}
-    assert mon.best_class_ap(3, min_instances=11) == {}  # too few boxes to hold anyone to
-
-
-def test_the_gate_reference_comes_from_the_monitor(tmp_path):
-    from edgecl.config import load_config
-    from edgecl.runtime.learner import gate_reference
-
-    stream_filled(tmp_path)
-    cfg = load_config(None, [f"state_dir={tmp_path}", "gate.forgetting_window=2"])
-    assert gate_reference(cfg) == pytest.approx({0: 0.55, 1: 0.2, 2: 0.5})
-    off = load_config(None, [f"state_dir={tmp_path}", "gate.forgetting_window=0"])
-    assert gate_reference(off) is None
-    (tmp_path / "metrics" / "metrics.sqlite").write_bytes(b"not a database" * 100)
-    assert gate_reference(cfg) is None  # damaged: logged, the parent alone is the reference
-
-
 def test_a_class_taught_later_is_not_forgetting_of_the_stream_task(tmp_path):
     # the stream task's mAP falls from 0.6 (car alone) to 0.35 (car 0.6, person 0.1 just
     # taught): no class forgot anything, so neither the summary nor /metrics may say so

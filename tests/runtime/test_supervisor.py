@@ -118,7 +118,7 @@ def test_rejected_new_class_does_not_refire_until_new_samples(tmp_path, monkeypa
     # class 0 known; class 3 appears, a round tries it and is rejected; the camera keeps seeing
     # class 3 (one new sample per tick): the next round must wait for 5 new samples
     sink = FakeSink([(1, {3})] * 6)
-    sink.memory = type("M", (), {"ids": lambda self: [1]})()
+    sink.memory = type("M", (), {"ids": lambda self, held_out=None: [1]})()
     sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
     started = []
 
@@ -147,6 +147,24 @@ def test_rejected_new_class_does_not_refire_until_new_samples(tmp_path, monkeypa
     sink.batches = [(1, {7})]
     sup.tick()
     assert started[-1] == "new_class"
+
+
+def test_a_due_round_waits_for_a_held_out_sample_and_keeps_its_trigger(tmp_path, monkeypatch):
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_new_samples=0",
+                             "learner.trigger_interval_s=0", "learner.trigger_new_class=true"])
+    # only the new-class trigger: a new class arrives while no sample is held out yet
+    sink = FakeSink([(1, {3})])
+    held = []
+    sink.memory = type("M", (), {"ids": lambda self, held_out=None: list(held) if held_out else [1]})()
+    sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
+    spawned = []
+    monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: spawned.append(reason))
+    sup.tick()
+    sup.tick()
+    assert spawned == []  # the gate could not judge a candidate: nothing spawned
+    held.append(9)  # a held-out sample arrives (no new class, no new sample counted)
+    sup.tick()
+    assert spawned == ["new_class"]
 
 
 def test_a_round_due_after_the_stream_closed_the_sink_starts_without_reading_memory(tmp_path,

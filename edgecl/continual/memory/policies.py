@@ -178,8 +178,9 @@ class TaskBudgetPolicy(InsertionPolicy):
     when a bound is reached, the task with the most stored samples gives one up.
 
     Frames that carry no task (:data:`~edgecl.frames.STREAM_TASK`: a camera's, an operator's
-    answers, imports) have no task to budget: each is offered a slot, as it would be without a
-    budget, instead of 90 % of a person's answers being thrown away at the default 10 %."""
+    answers, imports) have no task to budget: each is kept (a full memory then gives up a
+    random sample of the largest task), instead of 90 % of a person's answers being thrown away
+    at the default 10 %."""
 
     name = "task_budget"
 
