@@ -138,8 +138,9 @@ class GateConfig:
     max_forgetting: float = 0.15
     min_acc_delta: float = -0.02
     min_instances: int = 5
-    # without tasks: a class's drop is measured from its best held-out AP among the last N
-    # promoted versions (and the parent), so small per-round losses cannot add up; 0: the parent
+    # without tasks: a class's loss counts from its best point among the last N promoted
+    # versions (the sum of their recorded per-round steps), so small losses cannot add up;
+    # 0: from the current model only
     forgetting_window: int = 5
 
 
