@@ -596,14 +596,16 @@ def write_table(runs: list[dict], path: Path) -> None:
     head = ("| selection | budget % | seed | ACC | held-out ACC (device) | human labels "
             "| pseudo labels | pseudo precision | fps | " + " | ".join(classes) + " |")
     sep = "|---|---|---|---|---|---|---|---|---|" + "---|" * len(classes)
-    held = {id(r): "-" if r.get("held_out_acc") is None else f"{r['held_out_acc']:.3f}"
-            for r in runs}
     rows = [f"| {r['selection']} | {r['budget_pct']:g} | {r['seed']} | {r['acc']:.3f} | "
-            f"{held[id(r)]} | "
+            f"{_held_out_cell(r.get('held_out_acc'))} | "
             f"{r['human_labels']} | {r['pseudo_labels']} | {r['pseudo_precision']} | {r['fps']} | "
             + " | ".join(f"{r['per_class_ap'].get(c, 0.0):.3f}" for c in classes) + " |"
             for r in runs]
     atomic_write_text(path, "\n".join([head, sep, *rows]) + "\n")
+
+
+def _held_out_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def summarize(runs: list[dict]) -> dict:

@@ -37,7 +37,8 @@ class RoundStatus(str, enum.Enum):
 
     ``staged``: the gate accepted the candidate and it waits in the registry for promotion;
     ``promoted``: the supervisor made it current; ``rejected``: the gate refused it (not exported);
-    ``skipped``: nothing new to learn, or no held-out sample to judge a candidate on; ``failed``: the round could not run (reason says why).
+    ``skipped``: nothing new to learn, or no held-out sample to judge a candidate on;
+    ``failed``: the round could not run (reason says why).
     """
 
     # INVARIANT: the outcomes that leave a version carry the registry's own status values

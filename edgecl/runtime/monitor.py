@@ -713,7 +713,8 @@ class Monitor:
         Returns:
             Dict with ``round``, ``model_version``, ``kind`` (the view of ``acc``, ``bwt`` and
             ``mean_forgetting``: ``tasks`` or ``classes``), ``tasks``, ``acc``, ``bwt``,
-            ``mean_forgetting``, ``forgetting`` (task -> value; not the stream task), ``map50_95`` (task -> latest),
+            ``mean_forgetting``, ``forgetting`` (task -> value; not the stream task),
+            ``map50_95`` (task -> latest),
             ``class_ap50_95`` and ``class_forgetting`` (class name -> value), ``dece``,
             ``calibration`` (``dece_before``/``dece_after`` of the latest promoted version or
             None), ``fps``, ``latency_ms_p50``, ``memory_bytes``, ``memory_samples``,

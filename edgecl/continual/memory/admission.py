@@ -256,8 +256,8 @@ class Admission:
 
     def _stream_class_counts(self) -> dict[int, int]:
         """Held-out rows of the stream task per primary class."""
-        rows = self.db.group_counts(("task", "primary_class"), held_out=True)
-        return {int(cls): n for (task, cls), n in rows.items() if task == STREAM_TASK}
+        rows = self.db.group_counts("primary_class", held_out=True, task=STREAM_TASK)
+        return {int(cls): n for cls, n in rows.items()}
 
     def _holdout_victim(self, rng: random.Random, task: str, item: ItemInfo | None = None) -> int:
         """Delete a random held-out row of ``task``; of the stream task, one of its largest

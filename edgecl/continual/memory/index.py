@@ -225,19 +225,16 @@ class IndexDB:
         """Sum of the ``bytes`` column."""
         return int(self.conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM samples").fetchone()[0])
 
-    def group_counts(self, column: str | tuple[str, ...], held_out: bool | None = None) -> dict:
-        """Rows per value of ``column`` (``task``, ``primary_class`` or ``origin``), or per
-        tuple of values of several such columns (keys are then tuples)."""
-        columns = (column,) if isinstance(column, str) else tuple(column)
-        if not columns or any(c not in GROUPABLE_COLUMNS for c in columns):
+    def group_counts(self, column: str, held_out: bool | None = None,
+                     task: str | None = None) -> dict:
+        """Rows per value of ``column`` (``task``, ``primary_class`` or ``origin``), among the
+        rows matching the filter."""
+        if column not in GROUPABLE_COLUMNS:
             raise ValueError(f"cannot group by {column}")
-        where, params = _where(held_out, None, None)
-        names = ", ".join(columns)
-        rows = self.conn.execute(f"SELECT {names}, COUNT(*) FROM samples{where} "
-                                 f"GROUP BY {names}", params)
-        if isinstance(column, str):
-            return {key: int(n) for key, n in rows}
-        return {tuple(row[:-1]): int(row[-1]) for row in rows}
+        where, params = _where(held_out, task, None)
+        rows = self.conn.execute(f"SELECT {column}, COUNT(*) FROM samples{where} "
+                                 f"GROUP BY {column}", params)
+        return {key: int(n) for key, n in rows}
 
     def nth_id(self, index: int, held_out: bool | None = None, task: str | None = None,
                primary_class: int | None = None) -> int:
