@@ -41,6 +41,7 @@ from edgecl.atomic import atomic_write_text
 from edgecl.continual.old_labels import box_iou_np
 from edgecl.continual.recall import yolo_to_xyxy
 from edgecl.errors import EdgeclError
+from edgecl.runtime.labels.pipeline import DECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -547,7 +548,9 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
               "human_labels": operator.answered if selection != "ground_truth"
               else counts.get("stored_ground_truth", 0),
               "pseudo_labels": counts.get("stored_pseudo", 0),
-              "pseudo_precision": precision.precision, "fps": report.fps, "frames": report.frames,
+              "pseudo_precision": precision.precision,
+              "label_decisions": {k: counts[k] for k in DECISIONS if counts.get(k)},
+              "fps": report.fps, "frames": report.frames,
               "rounds": runtime.supervisor.rounds_done + (final.status.value == "staged"),
               "seconds": round(time.monotonic() - t0, 1)}
     if progress:
@@ -601,7 +604,16 @@ def write_table(runs: list[dict], path: Path) -> None:
             f"{r['human_labels']} | {r['pseudo_labels']} | {r['pseudo_precision']} | {r['fps']} | "
             + " | ".join(f"{r['per_class_ap'].get(c, 0.0):.3f}" for c in classes) + " |"
             for r in runs]
-    atomic_write_text(path, "\n".join([head, sep, *rows]) + "\n")
+    reasons = [k for k in DECISIONS if any(r.get("label_decisions", {}).get(k) for r in runs)]
+    decisions = [
+        "", "What happened to each streamed frame (the labelling pipeline's decision; a frame "
+        "that was neither labelled nor queued shows why it was not pseudo-labelled):", "",
+        "| selection | budget % | seed | " + " | ".join(reasons) + " |",
+        "|---|---|---|" + "---|" * len(reasons),
+        *(f"| {r['selection']} | {r['budget_pct']:g} | {r['seed']} | "
+          + " | ".join(str(r.get("label_decisions", {}).get(k, 0)) for k in reasons) + " |"
+          for r in runs)] if reasons else []
+    atomic_write_text(path, "\n".join([head, sep, *rows, *decisions]) + "\n")
 
 
 def _held_out_cell(value: float | None) -> str:

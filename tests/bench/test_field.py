@@ -187,7 +187,13 @@ def test_toy_field_benchmark_end_to_end(tmp_path, capsys):
     # the ground-truth run stores frames of every task (its labels' ids are known classes)
     assert truth["human_labels"] > 0.5 * truth["frames"]
     assert set(default["per_class_ap"]) == {"car", "truck", "person", "bicycle"}
-    assert (out / "table.md").read_text().startswith("| selection |")
+    table = (out / "table.md").read_text()
+    assert table.startswith("| selection |") and "| ground_truth | 20 | 0 | " in table
+    # one decision per streamed frame: the operator's share was queued, every frame of the
+    # ground-truth run carried its labels
+    assert sum(default["label_decisions"].values()) == streamed
+    assert default["label_decisions"]["queued"] >= default["human_labels"]
+    assert truth["label_decisions"] == {"ground_truth": truth["frames"]}
     assert all(r["held_out_acc"] is None or 0.0 <= r["held_out_acc"] <= 1.0 for r in runs)
     assert list((out / "starting-model").glob("first-task-*.pt"))
     assert list((out / "starting-model" / "first-task-data" / "labels").glob("*.txt"))

@@ -33,13 +33,16 @@ from edgecl.config import Config, LabelsConfig
 from edgecl.errors import EdgeclError, StorageError
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.models.classes import clean_name
-from edgecl.runtime.labels.pseudo import PseudoLabeler, Thresholds
+from edgecl.runtime.labels.pseudo import REFUSALS, PseudoLabeler, Thresholds
 from edgecl.runtime.labels.queue import OperatorQueue
 from edgecl.runtime.labels.selection import Candidate, Selector
 
 log = logging.getLogger(__name__)
 
 MODES = ("ground_truth", "pseudo", "field", "off")
+DECISIONS = ("mode_off", "ground_truth", "unlabelled", "queued", "pseudo", *REFUSALS,
+             "pseudo_duplicate", "pseudo_rate_limited")
+"""Every ``LabelDecision.why``: what happened to a frame, or why it was not pseudo-labelled."""
 WARN_FIRST = 5
 WARN_EVERY = 1000
 
@@ -52,8 +55,8 @@ class LabelDecision:
         labels: YOLO rows to store (float32 (N, 5)) or ``None``.
         queue_for_operator: True when the frame goes to the operator queue.
         origin: origin of ``labels`` (``None`` when nothing is stored).
-        why: short reason, counted by the sink (``ground_truth``, ``queued``, ``pseudo``,
-            ``uncertain``, ``duplicate``, ``rate_limited``, ``no_detections``, ...).
+        why: short reason, one of :data:`DECISIONS`, counted by the sink (``ground_truth``,
+            ``queued``, ``pseudo``, ``uncertain``, ``pseudo_duplicate``, ...).
         candidate: priority, reasons and embedding of a queued frame.
         embedding: the frame's thumbnail embedding when it was computed.
         selection: what the selection said in ``field`` mode (``selected``, ``not_selected``,

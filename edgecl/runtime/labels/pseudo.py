@@ -20,6 +20,9 @@ import numpy as np
 
 from edgecl.frames import Detections
 
+REFUSALS = ("no_detections", "uncertain", "below_threshold", "unknown_class", "not_calibrated")
+"""Why :meth:`PseudoLabeler.label` declines a frame, in the order it checks."""
+
 Thresholds = Callable[[], Mapping[int, float | None]] | Mapping[int, float | None] | None
 
 
