@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
+                                    require_state_dir)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ def add_parser(sub) -> None:
 def _registry(args):
     from edgecl.models.classes import ClassRegistry
 
-    return ClassRegistry(config_from_args(args).state_dir)
+    cfg = config_from_args(args)
+    require_state_dir(cfg)
+    return ClassRegistry(cfg.state_dir)
 
 
 def sample_counts(cfg) -> dict[str, int]:

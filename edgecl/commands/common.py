@@ -37,6 +37,24 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def require_state_dir(cfg: Config) -> None:
+    """Refuse a state directory that does not exist (a typo must not create one).
+
+    Args:
+        cfg: the configuration.
+
+    Raises:
+        EdgeclError: the folder does not exist.
+    """
+    from pathlib import Path
+
+    from edgecl.errors import EdgeclError
+
+    if not Path(cfg.state_dir).is_dir():
+        raise EdgeclError(f"{cfg.state_dir}: no such state directory (run 'edgecl run --state-dir "
+                          f"{cfg.state_dir} ...' first, or check --state-dir)")
+
+
 def print_json_line(obj: object) -> None:
     """Print one compact JSON object as the last stdout line."""
     print(json.dumps(obj, sort_keys=True), file=sys.stdout, flush=True)

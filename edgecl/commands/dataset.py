@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from edgecl.commands.common import print_json_line
+from edgecl.errors import StorageError
 
 
 def add_parser(sub) -> None:
@@ -36,6 +38,18 @@ def add_parser(sub) -> None:
     split.set_defaults(func=split_command)
 
 
+@contextlib.contextmanager
+def _writing(out: str):
+    """Name the output in a write failure that names no file (a full disk: ``ENOSPC``)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise StorageError(f"cannot write {out}: {exc.strerror or exc}; nothing was "
+                           f"written") from None
+
+
 def import_command(args: argparse.Namespace) -> int:
     """Run ``edgecl dataset import``.
 
@@ -47,7 +61,8 @@ def import_command(args: argparse.Namespace) -> int:
     """
     from edgecl.data.convert import write_yolo_dataset
 
-    result = write_yolo_dataset(args.src, args.out, args.format)
+    with _writing(args.out):
+        result = write_yolo_dataset(args.src, args.out, args.format)
     if args.json:
         print_json_line({k: v for k, v in result.items() if k != "messages"})
         return 0
@@ -72,8 +87,9 @@ def split_command(args: argparse.Namespace) -> int:
     """
     from edgecl.data.splits import split_tasks
 
-    result = split_tasks(args.dataset, args.tasks, args.out, group_by=args.group_by,
-                         ratios=args.ratios, seed=args.seed)
+    with _writing(args.out):
+        result = split_tasks(args.dataset, args.tasks, args.out, group_by=args.group_by,
+                             ratios=args.ratios, seed=args.seed)
     if args.json:
         print_json_line(result)
         return 0

@@ -11,7 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
+                                    require_state_dir)
 from edgecl.commands.labels_import import add_import_parser
 from edgecl.errors import LabelError
 
@@ -55,13 +56,10 @@ def _queue(args):
     Raises:
         EdgeclError: the state directory does not exist (a typo must not create one).
     """
-    from edgecl.errors import EdgeclError
     from edgecl.runtime.labels import OperatorQueue
 
     cfg = config_from_args(args)
-    if not Path(cfg.state_dir).is_dir():
-        raise EdgeclError(f"{cfg.state_dir}: no such state directory (run 'edgecl run --state-dir "
-                          f"{cfg.state_dir} ...' first, or check --state-dir)")
+    require_state_dir(cfg)
     return cfg, OperatorQueue(Path(cfg.state_dir) / "labels", cfg.labels.max_pending)
 
 
@@ -120,6 +118,9 @@ def _read_answer(path: str) -> tuple[list, bool]:
         raise LabelError(f"cannot read boxes file {p}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise LabelError(f"boxes file {p} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    except (ValueError, RecursionError) as exc:  # a number of over 4300 digits, deep nesting
+        raise LabelError(f"boxes file {p} is not usable JSON: {str(exc) or 'nested too deeply'}"
+                         ) from None
     try:
         return parse_answer(data)
     except LabelError as exc:

@@ -40,18 +40,31 @@ def add_parser(sub) -> None:
 
 def _open(args: argparse.Namespace, verify: bool = True):
     from edgecl.continual.memory import INDEX_FILE, ReplayMemory
+    from edgecl.continual.memory.store import refuse_lost_index
 
     cfg = config_from_args(args)
     root = Path(cfg.state_dir) / "memory"
     if not (root / INDEX_FILE).is_file():
+        refuse_lost_index(root)
         raise ReplayMemoryError(f"no replay memory at {root} (nothing stored yet?)")
     return ReplayMemory(root, cfg.memory, verify_on_open=verify)
+
+
+def _registry_names(args: argparse.Namespace) -> dict[int, str]:
+    """The device's class names (``STATE/classes.json``): newer than the memory's own copy,
+    which follows them only when a sample is stored; empty without a registry."""
+    from edgecl.models.classes import ClassRegistry
+
+    return ClassRegistry(config_from_args(args).state_dir).names()
 
 
 def stats_command(args: argparse.Namespace) -> int:
     """Print the memory's counts (``--json``: one JSON object as the last line)."""
     with _open(args) as memory:
         stats = memory.stats()
+    names = _registry_names(args)
+    if names:
+        stats["names"] = {str(k): v for k, v in names.items()}
     if args.json:
         print_json_line(stats)
         return 0
@@ -94,7 +107,7 @@ def export_command(args: argparse.Namespace) -> int:
         raise ReplayMemoryError(f"export folder {out} is not empty")
     with _open(args) as memory:
         snap = memory.snapshot()
-        names = memory.class_names()
+        names = _registry_names(args) or memory.class_names()
     final = out.resolve()
     lists: dict[bool, list[str]] = {False: [], True: []}
     with atomic.atomic_dir(out) as tmp:  # all or nothing: a failure leaves no partial export

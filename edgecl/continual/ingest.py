@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample
+from edgecl.continual.memory.records import check_image, check_labels
 from edgecl.data.images import pixels_hash
 from edgecl.data.importers import ImportItem, ImportTally, Skip
 from edgecl.errors import LabelError, ReplayMemoryError
@@ -168,6 +169,14 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
             _duplicate(report)
             continue
         item = _name_unnamed(item, device_classes, report)
+        try:  # the memory's own checks, before a new class is registered for the sample
+            provisional = {n: i for i, n in enumerate(dict.fromkeys(item.names))}
+            check_image(item.image, str(item.source))
+            check_labels(item.yolo_labels(provisional), str(item.source))
+        except (LabelError, ReplayMemoryError) as exc:
+            report.tally.skip("refused by memory", f"{item.source}: {exc}")
+            log.warning("skipped %s: %s", item.source, exc)
+            continue
         try:
             ids = _class_ids(item, classes, report)
         except LabelError as exc:

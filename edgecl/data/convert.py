@@ -21,7 +21,8 @@ import yaml
 from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from edgecl.data.importers import ImportTally, Skip, detect_format, is_ignore_name, iter_labelled
 from edgecl.data.labels import labels_to_text
-from edgecl.errors import ConfigError
+from edgecl.errors import ConfigError, LabelError
+from edgecl.models.classes import clean_name
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,14 @@ def _seed_names(src: Path, fmt: str) -> dict[str, int]:
         names = find_dataset(src).names or {}
         return {n: i for i, n in sorted(names.items()) if not is_ignore_name(n)}
     if fmt == "coco":
-        from edgecl.data.importers import find_coco_json, load_coco
+        from edgecl.data.importers import coco_categories, find_coco_json, load_coco
 
         json_path = src if src.is_file() else find_coco_json(src)
         if json_path is None:
             return {}
-        cats = [c for c in load_coco(json_path).get("categories") or [] if isinstance(c, dict) and "id" in c]
-        ordered = [str(c.get("name", c["id"])).strip() for c in sorted(cats, key=lambda c: str(c["id"]))
-                   if not is_ignore_name(str(c.get("name", "")))]
+        categories = coco_categories(json_path, load_coco(json_path))
+        order = sorted(categories, key=lambda k: (isinstance(k, str), k))  # ids 7 before 10
+        ordered = [categories[k] for k in order if not is_ignore_name(categories[k])]
         return {n: i for i, n in enumerate(dict.fromkeys(ordered))}
     return {}
 
@@ -85,6 +86,11 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     fmt = detect_format(src) if fmt == "auto" else fmt
     items = iter_labelled(src, fmt)
     ids = _seed_names(src.resolve(), fmt)
+    for name in ids:
+        try:
+            clean_name(name)
+        except LabelError as exc:
+            raise ConfigError(f"{src}: {exc}") from None
     tally = ImportTally()
     used: set[str] = set()
     with atomic_dir(out) as tmp:  # all or nothing: a failure half-way leaves no partial dataset
@@ -92,6 +98,12 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             if isinstance(item, Skip):
                 tally.skip(item.reason, item.message)
                 log.warning("skipped %s", item.message)
+                continue
+            try:  # the class registry's rule: a name a device could not learn is no class
+                for name in item.names:
+                    clean_name(name)
+            except LabelError as exc:
+                tally.skip("bad class name", f"{item.source}: {exc}")
                 continue
             for name in item.names:
                 ids.setdefault(name, max(ids.values(), default=-1) + 1)

@@ -13,15 +13,21 @@ Formats:
   ``classes.txt`` / ``obj.names`` file beside the images (labelImg, CVAT "YOLO 1.1"), else
   ``class_<id>`` (such items carry their ``dataset_ids``, so the caller may name them). An
   image without a label file is skipped (``no label file``); an empty
-  label file is a background image.
+  label file is a background image; a row whose class id the names lack (``names: {0: car,
+  5: dog}`` and class ``1``) refuses its file (``refused label``).
 - ``voc``: ``Annotations/*.xml`` beside ``JPEGImages/`` (the image named by ``<filename>``,
-  else the one with the xml's stem). Boxes follow ultralytics' VOC conversion
-  (``VOC.yaml``: pixel coordinates are 1-based, so 1 is subtracted).
+  else the one with the xml's stem; a ``<filename>`` outside the dataset, absolute or with
+  ``..``, is looked up by its base name only, as COCO's). Boxes follow ultralytics' VOC
+  conversion (``VOC.yaml``: pixel coordinates are 1-based, so 1 is subtracted); a non-finite
+  coordinate (``nan``, ``inf``, ``1e400``) refuses its image (``bad annotation``).
 - ``coco``: one COCO JSON (CVAT and Label Studio exports: ``annotations/instances_*.json``
   or ``result.json``); images resolved beside the json or in an ``images/`` folder next to
   it. Boxes follow ultralytics ``convert_coco``: ``bbox`` is ``[x, y, w, h]`` from the
   top-left corner, ``iscrowd`` annotations are ignore regions. An image listed without
-  annotations is a background image.
+  annotations is a background image. Ids are integers (or strings); an annotation of a wrong
+  type or with no usable ``image_id`` is skipped (``bad annotation``), images sharing an id
+  are all skipped (``duplicate image id``: whose boxes are they?), and a malformed
+  ``categories`` (no id, no name) or a section that is not a list is a one-line error.
 
 Ignore regions are not classes: VOC/COCO names such as ``DontCare`` or ``ignore`` (see
 :data:`IGNORE_NAMES`) and COCO ``iscrowd`` annotations are dropped and counted in
@@ -31,7 +37,9 @@ as a refused YOLO row refuses its frame.
 
 from __future__ import annotations
 
+import glob
 import json
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
@@ -43,7 +51,7 @@ import numpy as np
 
 from edgecl.data.images import IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash
 from edgecl.data.labels import label_path_for, read_yolo_labels
-from edgecl.data.yolo_dataset import find_dataset
+from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_is_file
 from edgecl.errors import ConfigError, LabelError
 
 FORMATS = ("auto", "yolo", "voc", "coco")
@@ -105,7 +113,8 @@ class Skip:
     Attributes:
         source: the file (image or annotation).
         reason: short category used to count skips (``unreadable image``, ``missing image``,
-            ``bad annotation``, ``bad box``, ``refused label``, ``no label file``).
+            ``bad annotation``, ``bad box``, ``refused label``, ``no label file``,
+            ``duplicate image id``).
         message: one line: path and why.
     """
 
@@ -243,12 +252,25 @@ def _degenerate(xyxy: np.ndarray) -> int | None:
     return int(bad[0]) if bad.size else None
 
 
+def _short(value: object, limit: int = 80) -> str:
+    """A value read from a file for a one-line message: printable text as is, anything else
+    (a newline or NUL inside, a list, ...) as its ``repr``; cut to ``limit`` characters."""
+    text = value if isinstance(value, str) and value.isprintable() else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _names_file(folder: Path) -> dict[int, str] | None:
     for candidate in (folder, folder.parent):
         for name in _NAMES_FILES:
             p = candidate / name
             if p.is_file():
-                lines = [x.strip() for x in p.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
+                try:
+                    text = p.read_bytes().decode("utf-8-sig")
+                except OSError as exc:
+                    raise ConfigError(f"cannot read class names file {p}: {exc.strerror or exc}") from None
+                except UnicodeDecodeError as exc:
+                    raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+                lines = [x.strip() for x in text.splitlines() if x.strip()]
                 return dict(enumerate(lines))
     return None
 
@@ -263,7 +285,8 @@ def iter_yolo(path: str | Path) -> Iterator[ImportItem | Skip]:
         An iterator of :class:`ImportItem` or :class:`Skip`, in split then name order.
 
     Raises:
-        ConfigError: an unreadable ``data.yaml`` or a dataset with no images.
+        ConfigError: an unreadable ``data.yaml`` or class names file (``classes.txt``, ...),
+            or a dataset with no images.
     """
     dataset = find_dataset(path)
     images = dataset.images()
@@ -280,10 +303,10 @@ def _placeholder_names(names: dict[int, str]) -> bool:
 
 def _yolo_items(images: list[Path], names: dict[int, str] | None,
                 unnamed: bool = False) -> Iterator[ImportItem | Skip]:
-    nc = len(names) if names else None
+    nc = max(names) + 1 if names else None
     for image_path in images:
         label_path = label_path_for(image_path)
-        if not label_path.is_file():
+        if not path_is_file(label_path):
             yield Skip(image_path, "no label file", f"{image_path}: no label file (looked for {label_path})")
             continue
         try:
@@ -293,6 +316,12 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
             continue
         if parsed.refused:
             yield Skip(label_path, "refused label", parsed.refused[0])
+            continue
+        unnamed_id = next((int(c) for c in parsed.labels[:, 0] if names and int(c) not in names), None)
+        if unnamed_id is not None:  # names with gaps ({0: car, 5: dog}): class 1 has no name
+            ids = ", ".join(str(i) for i in list(names)[:10]) + (", ..." if len(names) > 10 else "")
+            yield Skip(label_path, "refused label",
+                       f"{label_path}: class {unnamed_id} has no name (the dataset names ids {ids})")
             continue
         read = _read(image_path)
         if isinstance(read, Skip):
@@ -310,14 +339,26 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
                          dataset_ids=tuple(int(rows[i, 0]) for i in keep) if unnamed else None)
 
 
+def _inside_name(file_name: str) -> Path:
+    """An annotation's image name as a path inside the dataset (``\\`` read as ``/``); a name
+    that climbs out with ``..`` or is absolute keeps its base name only, so an annotation file
+    can never point the import at files outside the dataset (VOC and COCO alike)."""
+    rel = Path(file_name.replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts:
+        rel = Path(rel.name)
+    return rel
+
+
 def _voc_image(xml_path: Path, root: Path, filename: str | None) -> Path | None:
     folders = [root / "JPEGImages", root / "images", xml_path.parent]
     if filename:
-        for folder in folders:
-            if (folder / filename).is_file():
-                return folder / filename
+        rel = _inside_name(filename)
+        for name in dict.fromkeys((rel, Path(rel.name))):
+            for folder in folders:
+                if name.name and path_is_file(folder / name):
+                    return folder / name
     for folder in folders:
-        for p in sorted(folder.glob(xml_path.stem + ".*")):
+        for p in sorted(folder.glob(glob.escape(xml_path.stem) + ".*")):
             if is_image(p):
                 return p
     return None
@@ -334,11 +375,14 @@ def _voc_boxes(xml_path: Path, tree: ET.ElementTree) -> tuple[list[str], list[li
             continue
         bnd = obj.find("bndbox")
         if bnd is None:
-            raise LabelError(f"{xml_path}: object {k} ({name}) has no <bndbox>")
+            raise LabelError(f"{xml_path}: object {k} ({_short(name)}) has no <bndbox>")
         try:
             xmin, ymin, xmax, ymax = (float(bnd.findtext(t) or "") for t in ("xmin", "ymin", "xmax", "ymax"))
         except ValueError:
-            raise LabelError(f"{xml_path}: object {k} ({name}) has a non-numeric <bndbox>") from None
+            raise LabelError(f"{xml_path}: object {k} ({_short(name)}) has a non-numeric <bndbox>") from None
+        if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
+            raise LabelError(f"{xml_path}: object {k} ({_short(name)}) has a non-finite <bndbox> value "
+                             f"({xmin}, {ymin}, {xmax}, {ymax})")
         names.append(name)
         boxes.append([xmin - 1, ymin - 1, xmax - 1, ymax - 1])  # VOC is 1-based (ultralytics VOC.yaml)
     return names, boxes, ignored
@@ -374,14 +418,20 @@ def _voc_items(root: Path, xmls: list[Path]) -> Iterator[ImportItem | Skip]:
         except ET.ParseError as exc:
             yield Skip(xml_path, "bad annotation", f"{xml_path}: not valid XML ({exc})")
             continue
+        except OSError as exc:
+            yield Skip(xml_path, "bad annotation", f"cannot read {xml_path}: {exc.strerror or exc}")
+            continue
         except LabelError as exc:
             yield Skip(xml_path, "bad annotation", str(exc))
             continue
         filename = (tree.getroot().findtext("filename") or "").strip() or None
         image_path = _voc_image(xml_path, root, filename)
         if image_path is None:
+            outside = " (a name outside the dataset is looked up by its base name only)" if (
+                filename and _inside_name(filename) != Path(filename.replace("\\", "/"))) else ""
+            wanted = _short(filename or xml_path.stem + ".*", 200)
             yield Skip(xml_path, "missing image",
-                       f"{xml_path}: image {filename or xml_path.stem + '.*'} not found in {root / 'JPEGImages'}")
+                       f"{xml_path}: image {wanted} not found in {root / 'JPEGImages'}{outside}")
             continue
         yield _labelled_item(xml_path, str(xml_path), image_path, boxes, names, ignored)
 
@@ -409,17 +459,15 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
 def _coco_image(json_path: Path, file_name: str) -> Path | None:
     """The image a COCO ``file_name`` names, looked up beside the JSON (or in ``images/``, or
     one folder up); a name that climbs out with ``..`` or is absolute matches by its base name
-    only, so an annotation file can never point the import at files outside the dataset."""
-    rel = Path(file_name.replace("\\", "/"))
-    if rel.is_absolute() or ".." in rel.parts:
-        rel = Path(rel.name)
+    only (see :func:`_inside_name`)."""
+    rel = _inside_name(file_name)
     base = json_path.parent
     roots = [base, base / "images", base.parent, base.parent / "images"]
     for r in roots:
-        if not rel.is_absolute() and (r / rel).is_file():
+        if path_is_file(r / rel):
             return r / rel
     for r in roots:
-        if (r / rel.name).is_file():
+        if rel.name and path_is_file(r / rel.name):
             return r / rel.name
     return None
 
@@ -431,10 +479,13 @@ def load_coco(json_path: Path) -> dict:
         json_path: the file.
 
     Returns:
-        The parsed object (a dict with an ``images`` list).
+        The parsed object: a dict with an ``images`` list, ``annotations`` and ``categories``
+        lists when present, each category a ``{"id", "name"}`` object (see
+        :func:`coco_categories`).
 
     Raises:
-        ConfigError: unreadable, not JSON, or no ``images`` list.
+        ConfigError: unreadable, not JSON (nesting too deep included), no ``images`` list, an
+            ``annotations`` or ``categories`` that is not a list, or a malformed category.
     """
     try:
         data = json.loads(json_path.read_text(encoding="utf-8-sig"))
@@ -442,9 +493,62 @@ def load_coco(json_path: Path) -> dict:
         raise ConfigError(f"cannot read COCO file {json_path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{json_path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise ConfigError(f"{json_path}: not a COCO file (JSON nested too deep)") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ConfigError(f"{json_path}: not a COCO file ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ConfigError(f"{json_path}: not a COCO file (no 'images' list)")
+        got = f", got {type(data.get('images')).__name__}" if isinstance(data, dict) and "images" in data else ""
+        raise ConfigError(f"{json_path}: not a COCO file (no 'images' list{got})")
+    for key in ("annotations", "categories"):
+        if key in data and not isinstance(data[key], list):
+            raise ConfigError(f"{json_path}: '{key}' must be a list, got {type(data[key]).__name__}")
+    coco_categories(json_path, data)
     return data
+
+
+def _coco_id(value: object) -> int | str | None:
+    """A COCO id (image, category) as a key: an int or a string, an integral float as its int;
+    ``None`` for anything else (a list, an object, a boolean, null)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def coco_categories(json_path: Path, data: dict) -> dict[int | str, str]:
+    """The category id -> name mapping of a COCO json's ``categories``.
+
+    Args:
+        json_path: the file (named in errors).
+        data: its parsed object.
+
+    Returns:
+        Category id -> class name (stripped; a number is read as its text).
+
+    Raises:
+        ConfigError: a category that is not an object, has no int or string ``id``, has no
+            name (missing, null, empty), or reuses the id of a category of another name.
+    """
+    categories: dict[int | str, str] = {}
+    for k, cat in enumerate(data.get("categories") or []):
+        where = f"{json_path}: categories[{k}]"
+        if not isinstance(cat, dict):
+            raise ConfigError(f"{where} is not an object {{\"id\", \"name\"}}")
+        cid = _coco_id(cat.get("id"))
+        if cid is None:
+            raise ConfigError(f"{where} has no valid id (an integer): {_short(cat.get('id'))}")
+        name = class_name_text(cat.get("name"))
+        if name is None:
+            raise ConfigError(f"{where} (id {_short(cid)}) needs a name, got {_short(cat.get('name'))}")
+        if categories.get(cid, name) != name:
+            raise ConfigError(f"{where}: category id {_short(cid)} is used for both "
+                              f"'{_short(categories[cid])}' and '{_short(name)}'")
+        categories[cid] = name
+    return categories
 
 
 def iter_coco(path: str | Path) -> Iterator[ImportItem | Skip]:
@@ -466,47 +570,78 @@ def iter_coco(path: str | Path) -> Iterator[ImportItem | Skip]:
     return _coco_items(json_path, load_coco(json_path))
 
 
+def _coco_bbox(bbox: object) -> list[float] | None:
+    """A COCO ``bbox`` as four finite floats, or ``None`` (not a list of 4 numbers, a boolean,
+    NaN, infinity, or an integer beyond the float range)."""
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        return None
+    out = []
+    for v in bbox:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        try:
+            f = float(v)
+        except OverflowError:
+            return None
+        if not math.isfinite(f):
+            return None
+        out.append(f)
+    return out
+
+
 def _coco_items(json_path: Path, data: dict) -> Iterator[ImportItem | Skip]:
-    categories = {}
-    for cat in data.get("categories") or []:
-        if isinstance(cat, dict) and "id" in cat:
-            categories[cat["id"]] = str(cat.get("name", cat["id"])).strip()
-    per_image: dict[object, list[dict]] = defaultdict(list)
-    for ann in data.get("annotations") or []:
-        if isinstance(ann, dict):
-            per_image[ann.get("image_id")].append(ann)
+    categories = coco_categories(json_path, data)
+    per_image: dict[int | str, list[dict]] = defaultdict(list)
+    for j, ann in enumerate(data.get("annotations") or []):
+        image_id = _coco_id(ann.get("image_id")) if isinstance(ann, dict) else None
+        if image_id is None:  # belongs to no image: counted, so that nothing is lost unsaid
+            what = f"image_id {_short(ann.get('image_id'))}" if isinstance(ann, dict) else "object"
+            yield Skip(json_path, "bad annotation", f"{json_path}: annotations[{j}] has no valid {what}")
+            continue
+        per_image[image_id].append(ann)
+    id_count = Counter(_coco_id(info.get("id")) for info in data["images"] if isinstance(info, dict))
     for k, info in enumerate(data["images"]):
         where = f"{json_path}: images[{k}]"
-        if not isinstance(info, dict) or not info.get("file_name"):
+        if not isinstance(info, dict) or not isinstance(info.get("file_name"), str) or not info["file_name"]:
             yield Skip(json_path, "bad annotation", f"{where} has no file_name")
             continue
-        image_path = _coco_image(json_path, str(info["file_name"]))
+        where = f"{where} ({_short(info['file_name'], 200)})"
+        image_id = _coco_id(info.get("id"))
+        if image_id is None:
+            yield Skip(json_path, "bad annotation", f"{where} has no valid id: {_short(info.get('id'))}")
+            continue
+        if id_count[image_id] > 1:  # whose boxes are they? neither image may get the other's
+            yield Skip(json_path, "duplicate image id",
+                       f"{where}: image id {image_id!r} is used by {id_count[image_id]} images")
+            continue
+        image_path = _coco_image(json_path, info["file_name"])
         if image_path is None:
-            yield Skip(json_path, "missing image", f"{where}: image {info['file_name']} not found "
+            yield Skip(json_path, "missing image", f"{where}: image not found "
                                                    f"beside {json_path.name} or in images/")
             continue
         names, boxes, ignored, problem = [], [], 0, None
-        for ann in per_image.get(info.get("id"), []):
-            name = categories.get(ann.get("category_id"))
+        for ann in per_image.get(image_id, []):
+            category_id = _coco_id(ann.get("category_id"))
+            name = categories.get(category_id) if category_id is not None else None
             if name is None:
-                problem = f"annotation {ann.get('id')} has unknown category_id {ann.get('category_id')}"
+                problem = (f"annotation {_short(ann.get('id'))} has unknown category_id "
+                           f"{_short(ann.get('category_id'))}")
                 break
             if ann.get("iscrowd") or is_ignore_name(name):
                 ignored += 1
                 continue
-            bbox = ann.get("bbox")
-            if (not isinstance(bbox, list) or len(bbox) != 4
-                    or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)):
-                problem = f"annotation {ann.get('id')} has no valid bbox [x, y, w, h]: {bbox!r}"
+            bbox = _coco_bbox(ann.get("bbox"))
+            if bbox is None:
+                problem = (f"annotation {_short(ann.get('id'))} has no valid bbox [x, y, w, h] "
+                           f"(four finite numbers): {_short(ann.get('bbox'))}")
                 break
-            x, y, w, h = (float(v) for v in bbox)
+            x, y, w, h = bbox
             names.append(name)
             boxes.append([x, y, x + w, y + h])
         if problem:
-            yield Skip(json_path, "bad annotation", f"{where} ({info['file_name']}): {problem}")
+            yield Skip(json_path, "bad annotation", f"{where}: {problem}")
             continue
-        yield _labelled_item(json_path, f"{where} ({info['file_name']})", image_path, boxes, names,
-                             ignored)
+        yield _labelled_item(json_path, where, image_path, boxes, names, ignored)
 
 
 _READERS = {"yolo": iter_yolo, "voc": iter_voc, "coco": iter_coco}

@@ -172,6 +172,8 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     if not ds.names:
         raise ConfigError(f"{ds.yaml_path or ds.root}: no class names (needs a data.yaml with 'names')")
     task_classes = parse_task_spec(tasks, ds.names)
+    task_names = [f"t{t + 1}" for t in range(len(task_classes))]
+    _refuse_foreign_output(Path(out).expanduser(), task_names)
     ratio = parse_ratios(ratios) if isinstance(ratios, str) else tuple(ratios)
     try:
         pattern = re.compile(group_by) if group_by else None
@@ -203,7 +205,6 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     split_of = _assign_splits(groups, totals, ratio, seed)
     out = Path(out).expanduser().resolve()
     base = out.parent
-    task_names = [f"t{t + 1}" for t in range(len(task_classes))]
     report, texts = [], {}
     for t, (name, classes) in enumerate(zip(task_names, task_classes)):
         lists = {s: sorted(img for img, g in assigned.get(t, []) if split_of[g] == s) for s in SPLITS}
@@ -218,6 +219,44 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     _write_all(base, out, texts, format_tasks_yaml(ds.names, list(zip(task_names, task_classes))))
     return {"tasks": report, "unassigned": unassigned, "groups": len(groups), "ungrouped": ungrouped,
             "bad_labels": bad, "tasks_yaml": str(out)}
+
+
+def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
+    """Refuse an ``--out`` that would replace something this command did not write.
+
+    An existing ``out`` must be a tasks.yaml (a mapping with a ``tasks`` list), and each
+    existing ``tasks/<t>/`` folder the split will replace may hold only split lists: a
+    data.yaml, a dataset's own folders or any other file are never overwritten.
+
+    Args:
+        out: the tasks.yaml to write.
+        task_names: the task folders the split writes beside it.
+
+    Raises:
+        ConfigError: naming the file or folder that would be replaced.
+    """
+    import yaml
+
+    if out.exists() or out.is_symlink():
+        try:
+            data = yaml.safe_load(out.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            data = None
+        if not (isinstance(data, dict) and isinstance(data.get("tasks"), list)):
+            raise ConfigError(f"--out {out} exists and is not a tasks.yaml: it would be "
+                              f"overwritten; name a new file")
+    lists = {f"{s}.txt" for s in SPLITS}
+    for name in task_names:
+        task = out.parent / "tasks" / name
+        if task.is_symlink() or (task.exists() and not task.is_dir()):
+            raise ConfigError(f"{task} is not a folder of split lists: it would be replaced; "
+                              f"write the tasks.yaml in another folder")
+        if not task.is_dir():
+            continue
+        foreign = sorted(p.name for p in task.iterdir() if p.name not in lists or not p.is_file())
+        if foreign:
+            raise ConfigError(f"{task} holds {foreign[0]}, not only split lists: it would be "
+                              f"replaced; write the tasks.yaml in another folder")
 
 
 def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_text: str) -> None:

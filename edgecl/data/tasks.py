@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from edgecl.data.labels import label_path_for
+from edgecl.data.yolo_dataset import path_from_text, path_is_file
 from edgecl.errors import ConfigError, did_you_mean
 from edgecl.frames import STREAM_TASK
 
@@ -132,9 +133,9 @@ def _parse_names(path: Path, raw: object) -> dict[int, str]:
 def _read_list(yaml_path: Path, task: str, split: str, rel: object) -> tuple[Path, ...]:
     if not isinstance(rel, str) or not rel.strip():
         raise _fail(yaml_path, f"task '{task}': '{split}' must be a path to an image list")
-    list_path = Path(rel).expanduser()
+    list_path = path_from_text(rel, f"{yaml_path}: task '{task}': '{split}'")
     list_path = list_path if list_path.is_absolute() else yaml_path.parent / list_path
-    if not list_path.is_file():
+    if not path_is_file(list_path):
         raise _fail(yaml_path, f"task '{task}': {split} list not found: {list_path}")
     images = []
     try:
@@ -146,9 +147,9 @@ def _read_list(yaml_path: Path, task: str, split: str, rel: object) -> tuple[Pat
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        image = Path(line).expanduser()
+        image = path_from_text(line, f"{list_path}:{lineno}")
         image = image if image.is_absolute() else yaml_path.parent / image
-        if not image.is_file():
+        if not path_is_file(image):
             raise ConfigError(f"{list_path}:{lineno}: image not found: {image}")
         images.append(image.resolve())
     if not images and split in _NONEMPTY_SPLITS:
@@ -205,6 +206,8 @@ def load_tasks(yaml_path: str | Path) -> TaskSet:
         raise _fail(path, f"cannot parse YAML{at}: {getattr(exc, 'problem', exc)}") from None
     except (UnicodeDecodeError, OSError) as exc:
         raise _fail(path, f"cannot read it: {getattr(exc, 'reason', None) or exc}") from None
+    except (ValueError, RecursionError) as exc:  # an integer beyond the digit limit, nesting too deep
+        raise _fail(path, f"cannot parse YAML: {exc}") from None
     if not isinstance(data, dict):
         raise _fail(path, "must be a mapping with 'names' and 'tasks'")
     _check_keys(path, "the top level", data, _TOP_KEYS)
@@ -291,7 +294,7 @@ def load_task_source(path: str | Path) -> TaskSet:
     if path.is_file():
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        except (OSError, yaml.YAMLError, ValueError, RecursionError):  # load_tasks says what
             data = None
         if not isinstance(data, dict) or "tasks" in data or "train" not in data:
             return load_tasks(path)

@@ -6,7 +6,9 @@ Layouts, tried in this order (ultralytics' rules, ``check_det_dataset`` / ``get_
    ``path`` (the root; default the yaml's folder), ``train``/``val``/``test`` (``validation``
    is read as ``val``) each a folder, an image-list ``.txt`` or a list of those, relative to
    the root; Roboflow's ``../train/images`` entries are tried without their ``../`` too, as
-   ultralytics does; ``names`` a list or ``{id: name}`` mapping;
+   ultralytics does; ``names`` a list or ``{id: name}`` mapping (every class a name; ids,
+   and ``nc`` without ``names``, below :data:`MAX_CLASSES`); a path written in the yaml or
+   an image list may not hold a NUL byte (a one-line error naming the file and line);
 2. the Roboflow export without a yaml: ``train/``, ``valid/`` (or ``val/``), ``test/`` each
    holding ``images/`` (and ``labels/``);
 3. any other folder: its images, recursively (only those under ``images/`` when it has one).
@@ -33,6 +35,12 @@ _ROBOFLOW_SPLITS = {"train": ("train",), "val": ("valid", "val", "validation"), 
 _COMPANION_SUFFIXES = frozenset({".txt", ".xml", ".json", ".yaml", ".yml", ".md", ".cache", ".csv",
                                  ".npy", ""})
 """Suffixes that belong to a dataset without being frames: not reported as ignored files."""
+MAX_CLASSES = 10_000
+"""Largest class count a dataset may declare (``nc``) and bound of its class ids: a typo such as
+``nc: 1000000000`` is refused in one line instead of building a billion placeholder names."""
+_YAML_ERRORS = (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError)
+"""What reading a yaml file may raise: ValueError for an integer beyond Python's digit limit,
+RecursionError for nesting deeper than the parser's stack."""
 
 
 @dataclass
@@ -90,17 +98,62 @@ def _scan_dir(folder: Path, ignored: Counter) -> list[Path]:
     return sorted(images, key=lambda q: q.relative_to(folder).as_posix())
 
 
+def path_from_text(text: str, where: str) -> Path:
+    """A path written in a dataset file, ``~`` expanded (kept as written for an unknown user).
+
+    Args:
+        text: the path as written.
+        where: the file and line or field it comes from (named in the error).
+
+    Returns:
+        The path (relative paths stay relative).
+
+    Raises:
+        ConfigError: the text holds a NUL byte, which no file name can.
+    """
+    if "\0" in text:
+        raise ConfigError(f"{where}: path {text!r} contains a NUL byte")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "~someone" with no such user: a literal folder name, as in a shell
+        return Path(text)
+
+
+def path_is_file(path: Path) -> bool:
+    """``path.is_file()`` that is also False where the system refuses the name itself.
+
+    Args:
+        path: the path (e.g. built from a dataset file's text).
+
+    Returns:
+        True for an existing regular file; False for anything else, a name too long for the
+        file system or holding a NUL byte included.
+    """
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _path_exists(path: Path, folder: bool = False) -> bool:
+    """``path.exists()`` (``is_dir()`` with ``folder``), False for a name the system refuses."""
+    try:
+        return path.is_dir() if folder else path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _read_image_list(list_path: Path) -> list[Path]:
     try:
         text = list_path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read image list {list_path}: {exc}") from None
     out = []
-    for line in text.splitlines():
+    for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        p = Path(line).expanduser()
+        p = path_from_text(line, f"{list_path}:{lineno}")
         out.append(p if p.is_absolute() else (list_path.parent / p))
     return [p.resolve() for p in out if is_image(p)]
 
@@ -109,11 +162,13 @@ def _yaml_root(yaml_path: Path, data: dict) -> Path:
     raw = data.get("path")
     if not raw:
         return yaml_path.parent
-    root = Path(str(raw)).expanduser()
+    if not isinstance(raw, str):
+        raise ConfigError(f"{yaml_path}: 'path' must be a folder path, got {raw!r:.80}")
+    root = path_from_text(raw, f"{yaml_path}: 'path'")
     if root.is_absolute():
         return root
     for candidate in (yaml_path.parent / root, Path.cwd() / root):
-        if candidate.is_dir():
+        if _path_exists(candidate, folder=True):
             return candidate.resolve()
     return (yaml_path.parent / root).resolve()
 
@@ -121,11 +176,11 @@ def _yaml_root(yaml_path: Path, data: dict) -> Path:
 def _resolve_entry(yaml_path: Path, root: Path, split: str, entry: object) -> list[Path]:
     if not isinstance(entry, str) or not entry.strip():
         raise ConfigError(f"{yaml_path}: '{split}' must be a path or a list of paths, got {entry!r}")
-    p = Path(entry).expanduser()
+    p = path_from_text(entry, f"{yaml_path}: '{split}'")
     p = p if p.is_absolute() else root / p
-    if not p.exists() and entry.startswith("../"):
+    if not _path_exists(p) and entry.startswith("../"):
         p = root / entry[3:]  # Roboflow writes ../train/images next to the yaml (ultralytics' fix)
-    if not p.exists():
+    if not _path_exists(p):
         raise ConfigError(f"{yaml_path}: '{split}' path not found: {p.resolve()}")
     return [p.resolve()]
 
@@ -134,7 +189,11 @@ def _parse_names(yaml_path: Path, data: dict) -> dict[int, str] | None:
     raw = data.get("names")
     if raw is None:
         nc = data.get("nc")
-        return {i: f"class_{i}" for i in range(int(nc))} if isinstance(nc, int) and nc > 0 else None
+        if isinstance(nc, bool) or not isinstance(nc, int) or nc <= 0:
+            return None
+        if nc > MAX_CLASSES:
+            raise ConfigError(f"{yaml_path}: 'nc' {nc} is above the limit of {MAX_CLASSES} classes")
+        return {i: f"class_{i}" for i in range(nc)}
     if isinstance(raw, list):
         raw = dict(enumerate(raw))
     if not isinstance(raw, dict):
@@ -144,8 +203,30 @@ def _parse_names(yaml_path: Path, data: dict) -> dict[int, str] | None:
         cid = _class_id_key(key)
         if cid is None:
             raise ConfigError(f"{yaml_path}: class id {key!r} in 'names' is not an integer >= 0")
-        names[cid] = str(value).strip()
+        if cid >= MAX_CLASSES:
+            raise ConfigError(f"{yaml_path}: class id {str(cid)[:40]} in 'names' is above the limit of "
+                              f"{MAX_CLASSES} classes")
+        name = class_name_text(value)
+        if name is None:
+            raise ConfigError(f"{yaml_path}: class {cid} in 'names' needs a name, got {value!r:.80}")
+        names[cid] = name
     return dict(sorted(names.items()))
+
+
+def class_name_text(value: object) -> str | None:
+    """A class name as a dataset file wrote it, as text: a string or a number (ultralytics
+    applies ``str``), stripped.
+
+    Args:
+        value: the value read (yaml, json, text file).
+
+    Returns:
+        The name; ``None`` for no usable name (null, empty, a boolean such as yaml's ``no``,
+        a list or a mapping), which the caller refuses naming the class.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    return str(value).strip() or None
 
 
 def _class_id_key(key: object) -> int | None:
@@ -158,7 +239,7 @@ def _class_id_key(key: object) -> int | None:
     if isinstance(key, float):
         return int(key) if key.is_integer() and key >= 0 else None
     if isinstance(key, str) and re.fullmatch(r"\d+(\.0*)?", key.strip()):
-        return int(float(key))
+        return int(key.strip().split(".")[0])  # not via float: 400 digits would overflow it
     return None
 
 
@@ -178,8 +259,9 @@ def load_data_yaml(yaml_path: str | Path) -> YoloDataset:
     yaml_path = Path(yaml_path).expanduser().resolve()
     try:
         data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read dataset yaml {yaml_path}: {str(exc).splitlines()[0]}") from None
+    except _YAML_ERRORS as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"cannot read dataset yaml {yaml_path}: {first}") from None
     if not isinstance(data, dict) or "train" not in data:
         raise ConfigError(f"{yaml_path}: not an ultralytics data.yaml (needs 'train', 'val' and 'names')")
     if "val" not in data and "validation" in data:
@@ -222,7 +304,7 @@ def find_data_yaml(folder: Path) -> Path | None:
             continue
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        except _YAML_ERRORS:
             continue
         if isinstance(data, dict) and "train" in data and "tasks" not in data:
             found.append(p)
@@ -290,7 +372,7 @@ def labels_report(images: list[Path]) -> tuple[int, Path | None]:
     """
     found, first_missing = 0, None
     for image in images:
-        if label_path_for(image).is_file():
+        if path_is_file(label_path_for(image)):
             found += 1
         elif first_missing is None:
             first_missing = label_path_for(image)

@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import unicodedata
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def clean_name(name: object) -> str:
 
     Raises:
         LabelError: not a string, empty, longer than :data:`MAX_NAME_CHARS`, or containing
-            control characters (a newline would break every text format the names go to).
+            control characters (a newline would break every text format the names go to) or
+            lone surrogates (no UTF-8 file can hold them).
     """
     if not isinstance(name, str):
         raise LabelError(f"class name must be text, got {type(name).__name__} {name!r}")
@@ -59,7 +61,29 @@ def clean_name(name: object) -> str:
         raise LabelError(f"class name {text[:20]!r}... is longer than {MAX_NAME_CHARS} characters")
     if any(unicodedata.category(ch) == "Cc" for ch in text):
         raise LabelError(f"class name {text!r} contains control characters")
+    if any(unicodedata.category(ch) == "Cs" for ch in text):
+        raise LabelError(f"class name {text!r} is not valid Unicode text (a lone surrogate)")
     return text
+
+
+def known_spelling(name: str, known: Iterable[str]) -> str | None:
+    """The spelling under which a class name is already known, if it is.
+
+    The name itself when known; else the one known name that differs from it only in case
+    ("WHEEL" from an import or an answer is the class "wheel"); else ``None``.
+
+    Args:
+        name: a cleaned class name (:func:`clean_name`).
+        known: the known names.
+
+    Returns:
+        The known spelling, or ``None`` for a new name.
+    """
+    known = list(known)
+    if name in known:
+        return name
+    folded = name.casefold()
+    return next((k for k in known if k.casefold() == folded), None)
 
 
 def _now_iso() -> str:
@@ -111,12 +135,21 @@ class ClassRegistry:
         except json.JSONDecodeError as exc:
             raise ClassRegistryError(f"corrupt class registry {self.path}: {exc.msg} at line {exc.lineno}; "
                                      "restore it from a backup (class ids must not change)") from None
+        except (ValueError, RecursionError) as exc:  # a number of over 4300 digits, deep nesting
+            raise ClassRegistryError(f"corrupt class registry {self.path}: "
+                                     f"{str(exc) or 'nested too deeply'}") from None
         entries = data.get("classes") if isinstance(data, dict) else None
         if not isinstance(entries, list) or not all(
                 isinstance(e, dict) and isinstance(e.get("id"), int) and isinstance(e.get("name"), str)
                 for e in entries):
             raise ClassRegistryError(f"corrupt class registry {self.path}: expected "
                                      '{"classes": [{"id": int, "name": str, ...}]}')
+        for entry in entries:
+            try:
+                clean_name(entry["name"])
+            except LabelError as exc:
+                raise ClassRegistryError(f"corrupt class registry {self.path}: class "
+                                         f"{entry['id']}: {exc}") from None
         entries = sorted(entries, key=lambda e: e["id"])
         ids = [e["id"] for e in entries]
         names = [e["name"] for e in entries]
@@ -187,6 +220,9 @@ class ClassRegistry:
     def id_for(self, name: str, create: bool = True) -> int:
         """Return the id of a class name, giving a new name the next id.
 
+        A name that differs from a class's only in case is that class (when no class has
+        exactly that name).
+
         Args:
             name: the class name (surrounding white space ignored).
             create: add an unknown name; when False, raise instead.
@@ -199,9 +235,10 @@ class ClassRegistry:
             LabelError: an invalid name.
         """
         name = clean_name(name)
-        for entry in self._read():
-            if entry["name"] == name:
-                return entry["id"]
+        by_name = self.names_to_ids()
+        spelling = known_spelling(name, by_name)
+        if spelling is not None:
+            return by_name[spelling]
         if not create:
             raise NotFoundError(f"unknown class {name!r}{self._hint(name)}")
         self.add([name])
@@ -287,7 +324,7 @@ class ClassRegistry:
 
         Raises:
             NotFoundError: ``old`` is not a class.
-            ConflictError: ``new`` already names another class.
+            ConflictError: ``new`` already names another class (in any case).
             LabelError: an invalid new name.
         """
         old, new = clean_name(old), clean_name(new)
@@ -297,9 +334,11 @@ class ClassRegistry:
                 raise NotFoundError(f"unknown class {old!r}{self._hint(old, entries)}")
             if new == old:
                 return by_name[old]["id"]
-            if new in by_name:
-                raise ConflictError(f"cannot rename {old!r} to {new!r}: {new!r} is already class "
-                                    f"{by_name[new]['id']}")
+            clash = next((e for e in entries if e["name"].casefold() == new.casefold()
+                          and e["name"] != old), None)
+            if clash is not None:
+                raise ConflictError(f"cannot rename {old!r} to {new!r}: {clash['name']!r} is "
+                                    f"already class {clash['id']}")
             entry = by_name[old]
             entry["name"] = new
             entry.setdefault("renamed_from", []).append(old)

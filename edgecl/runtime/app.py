@@ -245,9 +245,11 @@ class Runtime:
 
         The source's ids are the ids of its ground truth, so they must name the same classes
         as the device. A model file the user named (``--model`` or ``model.path``: a pretrained
-        checkpoint, say) seeds its names too; a registry version is not re-read (its names came
-        from the registry, which a rename may have changed since), and neither is a ``.yaml``
-        model (a fresh network whose class "names" are only numbers).
+        checkpoint, say) seeds its names too, and so does a version staged from such a file
+        (``edgecl models add``: no parent version) while the registry has no class yet; a learnt
+        registry version is not re-read (its names came from the registry, which a rename may
+        have changed since), and neither is a ``.yaml`` model (a fresh network whose class
+        "names" are only numbers).
 
         Raises:
             ConfigError: the source's or the model file's ids name other classes than the
@@ -258,9 +260,17 @@ class Runtime:
             self._seed_from(names, f"the labels of {getattr(source, 'uri', 'the source')}",
                             "import the folder with 'edgecl labels import', which maps classes "
                             "by name")
-        from_file = not self.registry or self.registry.current() is None or self.opts.model
-        if from_file and model_path.suffix.lower() != ".yaml":
+        current = self.registry.current() if self.registry else None
+        from_file = current is None or self.opts.model
+        if model_path.suffix.lower() == ".yaml":
+            return
+        if from_file:
             self._seed_from(model_names, f"the model {model_path.name}",
+                            "use a model trained with these class ids, or another --state-dir")
+        elif not self.classes.names() and "parent" not in self.registry.manifest(current):
+            # a version staged from a user's file ('edgecl models add'), on a device that has no
+            # class yet: its names are the device's first classes, as a --model file's would be
+            self._seed_from(model_names, f"version {current} ({model_path.name})",
                             "use a model trained with these class ids, or another --state-dir")
 
     def _seed_from(self, names: dict, what: str, advice: str) -> None:

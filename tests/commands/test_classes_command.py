@@ -51,6 +51,11 @@ def test_rename_and_its_one_line_errors(capsys, tmp_path):
     code, _, err = run_cli(capsys, "classes", "rename", "bus", "van", "--state-dir", tmp_path)
     assert code == 2 and err.startswith("error: unknown class 'bus'") and err.count("\n") == 1
     assert ClassRegistry(tmp_path).names() == {0: "car", 1: "lorry"}
+    typo = tmp_path / "typo"
+    for cmd in (["rename", "car", "auto"], ["list"]):
+        code, _, err = run_cli(capsys, "classes", *cmd, "--state-dir", typo)
+        assert code == 2 and "no such state directory" in err and err.count("\n") == 1
+    assert not typo.exists()  # before: the rename created it and an empty registry
 
 
 def test_corrupt_registry_gives_one_line(capsys, tmp_path):

@@ -51,8 +51,8 @@ def test_mistakes_are_one_line(capsys, tmp_path, argv, start):
     argv = [a.format(tmp=tmp_path) for a in argv]
     if argv[0] in ("labels", "memory", "models", "classes"):
         argv += ["--state-dir", str(tmp_path / "state")]
-    if argv[0] == "labels":
-        (tmp_path / "state").mkdir()  # the queue commands refuse a missing state directory first
+    if argv[0] in ("labels", "classes"):
+        (tmp_path / "state").mkdir()  # these refuse a missing state directory first
     code, _, err = _run(capsys, argv)
     assert code == 2 and err.startswith(start) and err.count("\n") == 1, err
 

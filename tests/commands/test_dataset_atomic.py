@@ -111,6 +111,14 @@ def test_dataset_import_failing_half_way_leaves_no_folder(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert "No space left on device" in err and err.count("\n") == 1
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+    def full_disk_unnamed(path, data):  # write() fails without naming the file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(convert, "atomic_write_bytes", full_disk_unnamed)
+    assert main(["dataset", "import", str(root), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: cannot write {out}: No space left on device; "
+                                       f"nothing was written\n")
     monkeypatch.undo()
     assert main(["dataset", "import", str(root), "--out", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["imported"] == 18
@@ -155,3 +163,22 @@ def test_memory_export_failing_half_way_leaves_no_folder(tmp_path, capsys, monke
     train = (out / "train.txt").read_text().split()
     assert len(train) == 4 and all(Path(p).is_file() and Path(p).parent == out.resolve() / "images"
                                    for p in train)
+
+
+def test_split_tasks_never_replaces_a_file_or_folder_it_did_not_write(tmp_path, capsys):
+    root = _flights(tmp_path / "ds")
+    before = _tree(root)
+    argv = ["dataset", "split-tasks", str(root), "--tasks", "car;bicycle", "--ratios", "0.5,0,0.5"]
+    assert main(argv + ["--out", str(root / "data.yaml")]) == 2  # the dataset's own yaml
+    assert "data.yaml exists and is not a tasks.yaml" in capsys.readouterr().err
+    mine = tmp_path / "cl" / "tasks" / "t2" / "notes.md"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    assert main(argv + ["--out", str(tmp_path / "cl" / "tasks.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "t2 holds notes.md, not only split lists" in err and err.count("\n") == 1
+    assert _tree(root) == before and mine.read_text() == "mine"
+    assert not (tmp_path / "cl" / "tasks.yaml").exists()
+    mine.unlink()  # a split's own folders and yaml are replaced by the next split
+    assert main(argv + ["--out", str(tmp_path / "cl" / "tasks.yaml")]) == 0
+    assert main(argv + ["--out", str(tmp_path / "cl" / "tasks.yaml")]) == 0

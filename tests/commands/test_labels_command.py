@@ -81,6 +81,10 @@ def test_answer_skip_and_one_line_errors(state, capsys, tmp_path):
     ("{oops", "is not JSON"),
     (json.dumps([{"class": "car", "xyxy": [0, 0, 999, 10]}]), "outside the 200x100 frame"),
     (json.dumps({"nope": []}), "expected a list"),
+    ('[{"class": "car", "xyxy": [1, 2, 3, ' + "9" * 400 + "]}]", "xyxy must be 4 finite"),
+    ('[{"class": "car", "xyxy": [1, 2, 3, ' + "9" * 5000 + "]}]", "is not usable JSON"),
+    ("[" * 100_000 + "]" * 100_000, "is not usable JSON"),
+    (json.dumps([{"class": "bad\ud800", "xyxy": [1, 2, 30, 30]}]), "lone surrogate"),
 ])
 def test_bad_boxes_file_is_one_line(state, capsys, tmp_path, content, match):
     root, (low, _) = state

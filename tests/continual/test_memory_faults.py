@@ -248,3 +248,61 @@ def test_wal_and_counters_stay_bounded(tmp_path):
     # 2 tasks x 3 classes: the counter keys stop growing once each was seen
     assert counters[1:] == counters[:1] * (len(counters) - 1)
     assert len([p for p in (root / "snapshots").iterdir()]) == 2
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty"])
+def test_a_lost_index_is_refused_and_its_samples_are_kept(tmp_path, damage):
+    root = tmp_path / "memory"
+    with ReplayMemory(root, cfg()) as memory:
+        for i in range(3):
+            memory.add(sample(i))
+    before = files(root)
+    index = root / "index.sqlite"
+    for extra in root.glob("index.sqlite-*"):
+        extra.unlink()
+    if damage == "missing":
+        index.unlink()
+    else:
+        index.write_bytes(b"")
+    for _ in range(2):  # a new index would own none of them: its check would delete all six files
+        with pytest.raises(ReplayMemoryError, match=f"holds 3 samples on disk but its index .* is "
+                                                    f"{damage}: nothing was changed"):
+            ReplayMemory(root, cfg())
+    assert files(root) == before and len(before) == 6
+
+
+def test_an_index_emptied_of_rows_keeps_the_samples_on_disk(tmp_path):
+    root = tmp_path / "memory"
+    with ReplayMemory(root, cfg()) as memory:
+        for i in range(6):
+            memory.add(sample(i))
+    conn = sqlite3.connect(root / "index.sqlite")
+    conn.execute("DELETE FROM samples")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ReplayMemoryError, match="holds 6 samples on disk but its index .* has no "
+                                                "row"):
+        ReplayMemory(root, cfg())
+    assert len(files(root)) == 12
+
+
+def test_a_damaged_row_is_one_line_and_the_repairing_check_drops_it_alone(tmp_path):
+    root = tmp_path / "memory"
+    with ReplayMemory(root, cfg(), names={0: "car"}) as memory:
+        ids = [memory.add(sample(i)) for i in range(3)]
+    conn = sqlite3.connect(root / "index.sqlite")
+    conn.execute("UPDATE samples SET classes = 'garbage' WHERE id = ?", (ids[1],))
+    conn.execute("UPDATE samples SET ts_s = 'x' WHERE id = ?", (ids[2],))
+    conn.execute("UPDATE meta SET value = '{\"0\": ' WHERE key = 'names'")
+    conn.commit()
+    conn.close()
+    with ReplayMemory(root, cfg(), verify_on_open=False) as memory:
+        with pytest.raises(ReplayMemoryError, match=f"row {ids[1]} of the memory index is damaged"):
+            memory.records()
+        report = memory.verify(repair=False)
+        assert report.corrupt_rows == (ids[1], ids[2]) and report.rows_checked == 3
+        assert memory.class_names() is None  # damaged names are ignored, not fatal
+        report = memory.verify(repair=True)
+        assert report.corrupt_rows == (ids[1], ids[2]) and not report.unrepaired
+        assert [r.id for r in memory.records()] == [ids[0]]
+    assert files(root) == [f"{ids[0]:08d}.jpg", f"{ids[0]:08d}.txt"]

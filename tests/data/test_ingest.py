@@ -58,6 +58,18 @@ def test_ingest_matches_case_and_separators_to_registry(tmp_path):
     assert sorted(labels[:, 0].astype(int).tolist()) == [0, 1, 2]
 
 
+def test_a_sample_the_memory_refuses_registers_no_class(tmp_path):
+    classes = ClassRegistry(tmp_path)
+    broken = _item("a", ["zebra"])
+    broken.xyxy[0, 2] = np.nan  # a box the memory's label rule refuses
+    empty = ImportItem(np.zeros((0, 0, 3), np.uint8), ["yak"], np.zeros((1, 4), np.float32),
+                       Path("/data/b.jpg"))
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50)) as memory:
+        report = ingest([broken, empty, _item("c", ["car"])], memory, classes)
+    assert report.to_dict()["reasons"] == {"refused by memory": 2}
+    assert report.classes_added == ["car"] and classes.names() == {0: "car"}  # no zebra, no yak
+
+
 def _voc(root: Path, n: int) -> Path:
     (root / "Annotations").mkdir(parents=True)
     (root / "JPEGImages").mkdir()

@@ -33,7 +33,8 @@ def test_new_names_get_the_next_id_and_survive_a_reopen(tmp_path):
 def test_invalid_names_are_refused_and_nothing_is_added(tmp_path):
     reg = ClassRegistry(tmp_path)
     for bad, match in (("", "empty"), ("   ", "empty"), ("a\nb", "control characters"),
-                       ("x" * 101, "longer than 100"), (7, "must be text")):
+                       ("x" * 101, "longer than 100"), (7, "must be text"),
+                       ("bad\ud800", "lone surrogate")):
         with pytest.raises(LabelError, match=match):
             reg.add(["ok", bad])
     assert reg.names() == {}
@@ -50,6 +51,16 @@ def test_rename_keeps_the_id_and_refuses_conflicts(tmp_path):
     with pytest.raises(NotFoundError, match="unknown class 'lory'; did you mean 'lorry'"):
         reg.rename("lory", "van")
     assert reg.names() == {0: "car", 1: "lorry", 2: "truck"}
+    with pytest.raises(ConflictError, match="'car' is already class 0"):
+        reg.rename("lorry", "CAR")  # a later "Car" from an import would not know which one
+    assert reg.rename("lorry", "Lorry") == 1  # a class's own case may change
+
+
+def test_a_name_differing_only_in_case_is_the_same_class(tmp_path):
+    reg = ClassRegistry(tmp_path)
+    reg.add(["wheel"])
+    assert reg.id_for("WHEEL") == reg.id_for(" Wheel ") == 0
+    assert reg.names() == {0: "wheel"}
 
 
 def test_seed_from_a_checkpoint(tmp_path):
@@ -80,7 +91,8 @@ def test_check_ids_refuses_a_stray_id_with_one_line(tmp_path):
 
 @pytest.mark.parametrize("content", ["{not json", '{"classes": [{"id": "0", "name": "car"}]}',
                                      '{"classes": [{"id": 0, "name": "a"}, {"id": 2, "name": "b"}]}',
-                                     '{"classes": [{"id": 0, "name": "a"}, {"id": 1, "name": "a"}]}', "[]"])
+                                     '{"classes": [{"id": 0, "name": "a"}, {"id": 1, "name": "a"}]}', "[]",
+                                     '{"classes": [{"id": 0, "name": "\\ud800"}]}'])
 def test_corrupt_file_gives_one_line(tmp_path, content):
     (tmp_path / "classes.json").write_text(content)
     reg = ClassRegistry(tmp_path)

@@ -40,6 +40,10 @@ class FakeMemory:
         self.samples = []
         self.fail = None
         self.attempts = 0
+        self.names = None
+
+    def sync_class_names(self, names):
+        self.names = dict(names)
 
     def add(self, sample):
         self.attempts += 1

@@ -63,3 +63,26 @@ def test_a_conflicting_source_is_refused_before_anything_is_written(tmp_path, sc
         run(state, f"tasks://{scenario}", "yolo11n.yaml")
     assert "class id 0 is 'car'" in str(err.value) and "'boat'" in str(err.value)
     assert ClassRegistry(state).names() == {0: "boat"}
+
+
+def test_a_pretrained_model_added_to_the_registry_names_the_first_classes(tmp_path, scenario,
+                                                                          capsys):
+    import cv2
+    import numpy as np
+
+    from edgecl.bench.demo import initial_model
+    from edgecl.cli import main
+
+    state = tmp_path / "state"
+    init = initial_model(scenario, tmp_path / "init.pt", IMGSZ)
+    assert main(["models", "add", str(init), "--promote", "--state-dir", str(state),
+                 f"model.imgsz={IMGSZ}"]) == 0
+    assert ClassRegistry(state).names() == {}
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(camera / f"{i}.jpg"), np.full((48, 64, 3), 90 + i, np.uint8))
+    report = run(state, f"dir://{camera}", None)  # no --model: the registry's version serves
+    assert report.frames == 2
+    assert ClassRegistry(state).names() == {0: "car", 1: "truck"}  # before: none, and the
+    # operator queue proposed classes by number

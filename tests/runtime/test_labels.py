@@ -189,7 +189,8 @@ def test_answer_edits_boxes_adds_new_class_and_conflicts(tmp_path):
     boxes = [{"class": "car", "xyxy": [22, 12, 58, 50]},
              {"class": "drone", "xyxy": [100, 0, 200, 100]}]
     out = q.answer(item_id, boxes, mem, classes)
-    assert out == {"id": item_id, "sample": 1, "boxes": 2, "classes_added": ["drone"]}
+    assert out == {"id": item_id, "sample": 1, "boxes": 2, "classes_added": ["drone"],
+                   "class_ids": [0, 1]}
     (sample,) = mem.samples
     assert sample.origin is LabelOrigin.OPERATOR and sample.source == f"operator:{item_id}"
     np.testing.assert_allclose(sample.labels,
@@ -199,6 +200,26 @@ def test_answer_edits_boxes_adds_new_class_and_conflicts(tmp_path):
         q.answer(item_id, [], mem, classes)
     with pytest.raises(ConflictError):
         q.skip(item_id)
+
+
+def test_a_new_class_is_taught_after_an_import_named_the_memory_s_classes(tmp_path):
+    from edgecl.continual.memory import ReplayMemory
+    from edgecl.models.classes import ClassRegistry
+
+    q, ids = queued(tmp_path, 2)
+    classes = ClassRegistry(tmp_path)
+    classes.add(["car"])
+    # an import stores the registry's names in the memory, and they bound the ids it accepts:
+    # before, the answer below failed with "class 1 exceeds the class count 1"
+    with ReplayMemory(tmp_path / "memory", names=classes.names()) as mem:
+        out = q.answer(ids[0], [{"class": "Forklift", "xyxy": [1, 1, 30, 30]},
+                                {"class": "forklift", "xyxy": [40, 1, 90, 30]}], mem, classes)
+        assert out["classes_added"] == ["Forklift"] and out["class_ids"] == [1]
+        out = q.answer(ids[1], [{"class": "FORKLIFT", "xyxy": [1, 1, 30, 30]},
+                                {"class": "CAR", "xyxy": [40, 1, 90, 30]}], mem, classes)
+        assert out["classes_added"] == [] and out["class_ids"] == [0, 1]
+        assert mem.class_names() == classes.names() == {0: "car", 1: "Forklift"}
+        assert mem.stats()["per_class"] == {"0": 1, "1": 2}
 
 
 def test_empty_answer_is_a_negative_sample_and_skip_stores_nothing(tmp_path):
@@ -276,10 +297,16 @@ def test_malformed_items_are_skipped_with_one_line(tmp_path, caplog):
     (pend / "nokeys.json").write_text(json.dumps({"id": "nokeys"}))
     (pend / "wrongid.json").write_text(json.dumps({"id": "other", "width": 4, "height": 4}))
     (pend / "list.json").write_text("[]")
+    meta = json.loads((pend / f"{good}.json").read_text())
+    damaged = {"reasons": {"novel": "high"}, "proposed": [{"class": "x", "xyxy": ["a", 1, 2, 3]}],
+               "priority": 10 ** 400, "created_s": [1]}
+    for n, (key, value) in enumerate(damaged.items()):
+        (pend / f"d{n}.json").write_text(json.dumps(dict(meta, id=f"d{n}", **{key: value})))
+    (pend / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     assert [i["id"] for i in q.pending()] == [good]
     assert [i["id"] for i in q.pending()] == [good]
     warnings = [r for r in caplog.records if "malformed" in r.getMessage()]
-    assert len(warnings) == 4                                   # once per file, not per call
+    assert len(warnings) == 9                                   # once per file, not per call
     with pytest.raises(NotFoundError, match="malformed"):
         q.skip("nokeys")
 

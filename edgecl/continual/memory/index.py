@@ -26,6 +26,7 @@ from typing import Iterator
 
 from edgecl.continual.memory.faults import fault_error, is_storage_fault
 from edgecl.continual.memory.records import SampleRecord, classes_from_text, origin_from_text
+from edgecl.errors import ReplayMemoryError
 from edgecl.frames import LabelOrigin
 
 WAL_AUTOCHECKPOINT_PAGES = 64
@@ -74,18 +75,52 @@ UPDATABLE_COLUMNS = ("recall_baseline", "last_recall", "last_loss")
 GROUPABLE_COLUMNS = ("task", "primary_class", "origin")
 # The effective held-out flag (see the module docstring).
 HELD_OUT_SQL = f"(held_out = 1 AND origin != '{LabelOrigin.PSEUDO.value}')"
+class DamagedRowError(ReplayMemoryError):
+    """An index row whose values cannot be read (a hand-edited or damaged index).
+
+    Attributes:
+        sample_id: the row's id.
+    """
+
+    def __init__(self, message: str, sample_id: int):
+        super().__init__(message)
+        self.sample_id = sample_id
+
+
 def record_from_row(row: tuple) -> SampleRecord:
-    """Build a :class:`SampleRecord` from a row selected with :data:`RECORD_COLUMNS`."""
+    """Build a :class:`SampleRecord` from a row selected with :data:`RECORD_COLUMNS`.
+
+    Raises:
+        DamagedRowError: a value has the wrong type (the message names the row and the value).
+    """
     (sid, task, classes, source, ts_s, nbytes, held_out, baseline, last_recall, last_loss,
      replayed, width, height, origin, image_bytes) = row
     origin = origin_from_text(origin)
-    return SampleRecord(id=int(sid), task=task, classes=classes_from_text(classes), source=source,
-                        ts_s=float(ts_s), bytes=int(nbytes),
-                        held_out=bool(held_out) and origin.human_verified,
-                        recall_baseline=baseline, last_recall=last_recall, last_loss=last_loss,
-                        times_replayed=int(replayed), width=int(width), height=int(height),
-                        origin=origin,
-                        image_bytes=None if image_bytes is None else int(image_bytes))
+    try:
+        return SampleRecord(id=int(sid), task=str(task), classes=classes_from_text(classes),
+                            source=str(source), ts_s=float(ts_s), bytes=int(nbytes),
+                            held_out=bool(held_out) and origin.human_verified,
+                            recall_baseline=_metric(baseline), last_recall=_metric(last_recall),
+                            last_loss=_metric(last_loss), times_replayed=int(replayed),
+                            width=int(width), height=int(height), origin=origin,
+                            image_bytes=None if image_bytes is None else int(image_bytes))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DamagedRowError(f"row {sid} of the memory index is damaged ({exc})",
+                              sid if isinstance(sid, int) else -1) from None
+
+
+def _metric(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _read_row(row: tuple, damaged: list[DamagedRowError] | None) -> SampleRecord | None:
+    try:
+        return record_from_row(row)
+    except DamagedRowError as exc:
+        if damaged is None:
+            raise
+        damaged.append(exc)
+        return None
 
 
 def _where(held_out: bool | None, task: str | None, primary_class: int | None) -> tuple[str, list]:
@@ -253,21 +288,35 @@ class IndexDB:
                                                      params)]
 
     def records(self, ids: list[int] | None = None, held_out: bool | None = None,
-                task: str | None = None) -> list[SampleRecord]:
+                task: str | None = None,
+                damaged: list[DamagedRowError] | None = None) -> list[SampleRecord]:
         """Rows as records: the given ids (in that order, unknown ones skipped) or all
-        rows matching the filter (ascending id)."""
+        rows matching the filter (ascending id).
+
+        Args:
+            ids: the rows to read (all rows matching the filter when ``None``).
+            held_out: filter on the effective held-out flag.
+            task: filter on the task.
+            damaged: when given, unreadable rows are appended to it and left out instead of
+                raising (the repairing check).
+
+        Raises:
+            DamagedRowError: a row's values cannot be read and ``damaged`` is ``None``.
+        """
         if ids is None:
             where, params = _where(held_out, task, None)
             rows = self.conn.execute(f"SELECT {RECORD_COLUMNS} FROM samples{where} ORDER BY id",
                                      params)
-            return [record_from_row(r) for r in rows]
+            return [r for r in (_read_row(row, damaged) for row in rows) if r is not None]
         found = {}
         for chunk_start in range(0, len(ids), 500):
             chunk = [int(i) for i in ids[chunk_start:chunk_start + 500]]
             marks = ", ".join("?" for _ in chunk)
             for row in self.conn.execute(f"SELECT {RECORD_COLUMNS} FROM samples "
                                          f"WHERE id IN ({marks})", chunk):
-                found[int(row[0])] = record_from_row(row)
+                record = _read_row(row, damaged)
+                if record is not None:
+                    found[record.id] = record
         return [found[int(i)] for i in ids if int(i) in found]
 
     def update_column(self, column: str, ids: list[int], values: list[float | None]) -> int:
@@ -304,7 +353,13 @@ class IndexDB:
     def get_meta(self, key: str) -> object | None:
         """A JSON value from the meta table (None when absent)."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        if not row:
+            return None
+        try:
+            return json.loads(row[0])
+        except (TypeError, ValueError) as exc:
+            raise ReplayMemoryError(f"memory index {self.path}: meta value {key!r} is damaged "
+                                    f"({exc})") from None
 
     def set_meta(self, key: str, value: object) -> None:
         """Store a JSON value in the meta table (its own transaction)."""

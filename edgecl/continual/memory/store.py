@@ -51,6 +51,7 @@ stream counters by the number of tasks and classes seen.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -67,7 +68,7 @@ from edgecl.config import Config, MemoryConfig
 from edgecl.continual.memory import verify as checks
 from edgecl.continual.memory.admission import Admission, Decision
 from edgecl.continual.memory.faults import fault_error
-from edgecl.continual.memory.index import WAL_LIMIT_BYTES, IndexDB
+from edgecl.continual.memory.index import WAL_LIMIT_BYTES, DamagedRowError, IndexDB
 from edgecl.continual.memory.policies import make_policy
 from edgecl.continual.memory.records import (
     IMAGE_SUFFIX,
@@ -91,6 +92,8 @@ from edgecl.data.labels import labels_to_text
 from edgecl.errors import ReplayMemoryError, StorageError
 from edgecl.frames import LabelOrigin
 
+log = logging.getLogger(__name__)
+
 INDEX_FILE = "index.sqlite"
 """Name of the index inside the memory folder (its presence means a memory exists)."""
 COUNTER_FLUSH_EVERY = 64
@@ -102,6 +105,10 @@ _OVERHEAD_FIXED_BYTES = 512 * 1024
 # imported sample, its 32-character content hash with its index entry
 _OVERHEAD_PER_SAMPLE_BYTES = 720
 _BLOCK_BYTES = 4096
+# An index without a single row may own a few orphans (an add in flight in each process when the
+# device lost power during its first adds); more than this means the index itself was lost, and
+# the files are the only copy of the samples: repair then refuses instead of deleting them.
+MAX_ORPHANS_WITHOUT_ROWS = 4
 
 
 def overhead_reserve_bytes(capacity: int) -> int:
@@ -140,6 +147,32 @@ def estimate_sample_bytes(image: np.ndarray, labels: np.ndarray, jpeg_quality: i
     blob = encode_jpeg(check_image(image, "sample"), jpeg_quality, "sample")
     text = labels_to_text(check_labels(labels, "sample")).encode("utf-8")
     return _rounded(len(blob)) + _rounded(len(text))
+
+
+def refuse_lost_index(root: Path) -> None:
+    """Refuse to create an index beside samples that an earlier index owned.
+
+    The index is created when a memory is first opened, before any sample is written, so sample
+    files without an index file (or with an empty one) mean the index was lost: a new one would
+    own none of them, and the repairing check would delete them all.
+
+    Args:
+        root: the memory folder.
+
+    Raises:
+        ReplayMemoryError: the index file is missing or empty and sample files exist.
+        OSError: the folder cannot be listed.
+    """
+    index = Path(root) / INDEX_FILE
+    if index.is_file() and index.stat().st_size > 0:
+        return
+    stems = checks.sample_stems(checks.scan_files(Path(root), set())[0])
+    if stems:
+        state = "empty" if index.is_file() else "missing"
+        raise ReplayMemoryError(
+            f"the replay memory {root} holds {len(stems)} samples on disk but its index {index} "
+            f"is {state}: nothing was changed; restore the index, or move the folder away to "
+            f"start an empty memory")
 
 
 def _short_source(source: object) -> str:
@@ -188,6 +221,8 @@ class ReplayMemory:
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"cannot open the replay memory {self.root}: the folder is not "
                                f"writable (read-only file system or permissions)")
+        with self._faults(f"cannot open the replay memory {self.root}"):
+            refuse_lost_index(self.root)
         self._db = IndexDB(self.root / INDEX_FILE)
         try:
             self._admission = Admission(
@@ -243,8 +278,13 @@ class ReplayMemory:
     def class_names(self) -> dict[int, str] | None:
         """Class id -> name stored in the index, or None."""
         with self._lock:
-            names = self._db.get_meta("names")
-        return {int(k): v for k, v in names.items()} if names else None
+            try:
+                names = self._db.get_meta("names")
+                return {int(k): str(v) for k, v in names.items()} if names else None
+            except (ReplayMemoryError, AttributeError, TypeError, ValueError) as exc:
+                log.warning("memory index %s: the stored class names are damaged and are "
+                            "ignored (%s)", self._db.path, exc)
+                return None
 
     def set_class_names(self, names: dict[int, str]) -> None:
         """Store class names (they also bound the class ids accepted by :meth:`add`).
@@ -255,6 +295,19 @@ class ReplayMemory:
         clean = {str(int(k)): str(v) for k, v in names.items()}
         with self._lock, self._faults("cannot store class names in the memory index"):
             self._db.set_meta("names", clean)
+
+    def sync_class_names(self, names: dict[int, str]) -> None:
+        """Store the class registry's names when the memory's differ (a class taught or renamed
+        since), so that :meth:`add` accepts the new ids and exports name every class.
+
+        Args:
+            names: class id -> name (the device's class registry).
+
+        Raises:
+            StorageError: the index cannot be written.
+        """
+        if names and self.class_names() != {int(k): str(v) for k, v in names.items()}:
+            self.set_class_names(names)
 
     def _known_nc(self) -> int | None:
         names = self.class_names()
@@ -556,9 +609,11 @@ class ReplayMemory:
     def _verify(self, repair: bool, deep: bool) -> VerifyReport:
         unrepaired: list[str] = []
         with self._db.write():
-            records = self._db.records()
+            damaged: list[DamagedRowError] = []
+            records = self._db.records(damaged=damaged)
             verdicts = {r.id: checks.row_problem(r, self.image_path(r.id), self.label_path(r.id),
                                                  deep) for r in records}
+            verdicts.update({d.sample_id: ("corrupt", str(d)) for d in damaged})
             broken = {i: v for i, v in verdicts.items() if v is not None}
             missing = sorted(i for i, v in broken.items() if v[0] == "missing")
             corrupt = sorted(i for i, v in broken.items() if v[0] == "corrupt")
@@ -567,6 +622,13 @@ class ReplayMemory:
             orphans, temps = checks.scan_files(self.root, set(verdicts))
             stale = checks.stale_snapshot_dirs(self.root)
             evicted: list[int] = []
+            lost = checks.sample_stems(orphans) if not verdicts else set()
+            if repair and len(lost) > MAX_ORPHANS_WITHOUT_ROWS:
+                raise ReplayMemoryError(
+                    f"the replay memory {self.root} holds {len(lost)} samples on disk but its "
+                    f"index {self._db.path} has no row (missing, emptied or replaced?): nothing "
+                    f"was deleted; restore the index, or move the folder away to start an empty "
+                    f"memory")
             if repair:
                 for sample_id in missing + corrupt:
                     self._db.delete(sample_id)
@@ -580,7 +642,7 @@ class ReplayMemory:
         else:
             unrepaired += (list(details) + [f"orphan file {p}" for p in orphans + temps]
                            + [f"stale snapshot folder {p}" for p in stale])
-        return VerifyReport(rows_checked=len(records), missing_rows=tuple(missing),
+        return VerifyReport(rows_checked=len(verdicts), missing_rows=tuple(missing),
                             corrupt_rows=tuple(corrupt), orphan_files=tuple(map(str, orphans)),
                             temp_files=tuple(map(str, temps)),
                             stale_snapshot_dirs=tuple(map(str, stale)),

@@ -172,6 +172,18 @@ def scan_files(root: Path, row_ids: set[int]) -> tuple[list[Path], list[Path]]:
     return sorted(orphans), sorted(temps)
 
 
+def sample_stems(paths: list[Path]) -> set[str]:
+    """The sample ids (file stems in the memory's numbering) among some files.
+
+    Args:
+        paths: files of ``images/`` or ``labels/``.
+
+    Returns:
+        The stems that name a sample (an image and its label file count once).
+    """
+    return {p.stem for p in paths if p.suffix in (IMAGE_SUFFIX, LABEL_SUFFIX) and p.stem.isdigit()}
+
+
 def stale_snapshot_dirs(root: Path) -> list[Path]:
     """Unfinished (``.tmp-``) or half-deleted (``.trash-``) snapshot folders.
 

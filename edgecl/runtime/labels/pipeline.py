@@ -32,7 +32,6 @@ import numpy as np
 from edgecl.config import Config, LabelsConfig
 from edgecl.errors import EdgeclError, StorageError
 from edgecl.frames import Detections, Frame, LabelOrigin
-from edgecl.models.classes import clean_name
 from edgecl.runtime.labels.pseudo import REFUSALS, PseudoLabeler, Thresholds
 from edgecl.runtime.labels.queue import OperatorQueue
 from edgecl.runtime.labels.selection import Candidate, Selector
@@ -322,6 +321,8 @@ class MemorySink:
         sample = Sample(image=frame.image, labels=labels, task=frame.task or STREAM_TASK,
                         source=frame.name or frame.source, ts_s=frame.ts_s, origin=origin)
         try:
+            if self.classes is not None:
+                self.memory.sync_class_names(self.classes.names())
             sample_id = self.memory.add(sample)
         except (StorageError, OSError) as exc:
             self._storage_failed(exc, frame)
@@ -370,11 +371,10 @@ class MemorySink:
             raise EdgeclError("operator answers need the class registry")
         out = self.queue.answer(item_id, boxes, self.memory, self.classes)
         if out["sample"] is not None:
-            names = {name: cid for cid, name in self.classes.names().items()}
             self._count("stored_operator")
             with self._lock:
                 self.added += 1
-                self.classes_seen.update(names[clean_name(b["class"])] for b in boxes)
+                self.classes_seen.update(out["class_ids"])
         return out
 
     def skip(self, item_id: str) -> dict:

@@ -30,7 +30,7 @@ import numpy as np
 from edgecl.atomic import atomic_write_bytes, atomic_write_json
 from edgecl.errors import ConflictError, EdgeclError, LabelError, NotFoundError
 from edgecl.frames import Detections, Frame, LabelOrigin
-from edgecl.models.classes import ClassRegistry, clean_name
+from edgecl.models.classes import ClassRegistry, clean_name, known_spelling
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +150,9 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
             name = clean_name(box["class"])
         except LabelError as exc:
             raise LabelError(f"box {i}: {exc}") from None
+        name = known_spelling(name, class_ids) or known_spelling(name, new_names) or name
         xyxy = box["xyxy"]
-        if (not isinstance(xyxy, list) or len(xyxy) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xyxy)
-                or not all(math.isfinite(v) for v in xyxy)):
+        if not isinstance(xyxy, list) or len(xyxy) != 4 or not all(map(_finite_number, xyxy)):
             raise LabelError(f"box {i}: xyxy must be 4 finite numbers [x1, y1, x2, y2] in pixels")
         x1, y1, x2, y2 = (float(v) for v in xyxy)
         tol = EDGE_TOLERANCE_PX
@@ -245,7 +244,7 @@ class OperatorQueue:
             meta = json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             meta, why = None, f"unreadable ({type(exc).__name__})"
         if why is None:
             why = _meta_problem(meta, path.stem)
@@ -422,14 +421,17 @@ class OperatorQueue:
                 for name in new_names:
                     known[name] = int(classes.id_for(name, create=True))
                 for row, box in zip(labels, boxes):
-                    row[0] = known[clean_name(box["class"])]
+                    if row[0] < 0:
+                        row[0] = known[known_spelling(clean_name(box["class"]), known)]
+                memory.sync_class_names(classes.names())
                 sample_id = memory.add(Sample(
                     image=image, labels=labels, task=meta.get("task") or STREAM_TASK, source=source,
                     ts_s=float(meta.get("ts_s") or meta["created_s"]), origin=LabelOrigin.OPERATOR))
             self._record(item_id, "answered", sample=sample_id)
             self._remove(item_id)
         return {"id": item_id, "sample": sample_id, "boxes": int(labels.shape[0]),
-                "classes_added": new_names}
+                "classes_added": new_names,
+                "class_ids": sorted({int(c) for c in labels[:, 0]})}
 
     def accept(self, item_id: str, memory, classes=None) -> dict:
         """Answer an item with its proposed boxes unchanged (see :meth:`answer`).
@@ -513,16 +515,30 @@ def _meta_problem(meta: object, stem: str) -> str | None:
         value = meta.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             return f"'{key}' must be a positive integer"
-    if not isinstance(meta.get("priority", 0.0), (int, float)):
+    if not _finite_number(meta.get("priority", 0.0)):
         return "'priority' must be a number"
-    if not isinstance(meta.get("reasons", {}), dict):
-        return "'reasons' must be an object"
+    if "created_s" in meta and not _finite_number(meta["created_s"]):
+        return "'created_s' must be a number"
+    reasons = meta.get("reasons", {})
+    if not isinstance(reasons, dict) or not all(_finite_number(v) for v in reasons.values()):
+        return "'reasons' must be an object of policy -> score"
     proposed = meta.get("proposed", [])
     if not isinstance(proposed, list) or not all(
             isinstance(p, dict) and isinstance(p.get("xyxy"), list) and len(p["xyxy"]) == 4
-            and "class" in p for p in proposed):
-        return "'proposed' must be a list of {class, xyxy, score}"
+            and all(_finite_number(v) for v in p["xyxy"]) and isinstance(p.get("class"), str)
+            and _finite_number(p.get("score", 0.0)) for p in proposed):
+        return "'proposed' must be a list of {class: text, xyxy: 4 numbers, score: number}"
     return None
+
+
+def _finite_number(value: object) -> bool:
+    """A JSON number (not a bool) that converts to a finite float."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _normalise(meta: dict) -> dict:

@@ -1,0 +1,287 @@
+"""Malformed datasets (wrong JSON types, null names, gapped ids, odd paths, non-finite boxes) give
+a counted skip or a one-line error, never a traceback, in all three formats (YOLO, VOC, COCO)."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecl.cli import main
+from edgecl.data.importers import ImportItem, Skip, iter_labelled
+from edgecl.data.tasks import load_tasks
+from edgecl.data.yolo_dataset import MAX_CLASSES, find_dataset
+from edgecl.errors import ConfigError
+from edgecl.models.classes import ClassRegistry
+
+W, H = 64, 48
+
+
+def _jpg(path: Path, value: int = 80) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cv2.imencode(".jpg", np.full((H, W, 3), value, np.uint8))[1].tobytes())
+
+
+def _collect(path, fmt="auto"):
+    out = list(iter_labelled(path, fmt))
+    return [i for i in out if isinstance(i, ImportItem)], [s for s in out if isinstance(s, Skip)]
+
+
+def _coco(root: Path, images=None, categories=None, annotations=None, raw: str | None = None) -> Path:
+    """a.jpg and b.jpg beside c.json; a category ``car`` (id 1) and one box on image 1 by default."""
+    _jpg(root / "a.jpg", 60)
+    _jpg(root / "b.jpg", 120)
+    data = {"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}] if images is None else images,
+            "categories": [{"id": 1, "name": "car"}] if categories is None else categories,
+            "annotations": [_ann()] if annotations is None else annotations}
+    (root / "c.json").write_text(raw if raw is not None else json.dumps(data))
+    return root / "c.json"
+
+
+def _ann(**kw) -> dict:
+    return {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], **kw}
+
+
+def _yolo(root: Path, yaml_text: str, rows: str = "0 0.5 0.5 0.2 0.2\n") -> Path:
+    _jpg(root / "images" / "a.jpg")
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    (root / "labels" / "a.txt").write_text(rows)
+    (root / "data.yaml").write_text(yaml_text)
+    return root
+
+
+def _voc(root: Path, filename: str, box: tuple, xml_name: str = "a.xml", cls: str = "zebra") -> Path:
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    _jpg(root / "JPEGImages" / "a.jpg")
+    (root / "Annotations" / xml_name).write_text(
+        f"<annotation><filename>{filename}</filename><object><name>{cls}</name><bndbox><xmin>{box[0]}</xmin>"
+        f"<ymin>{box[1]}</ymin><xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object></annotation>")
+    return root
+
+
+def _one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+# --- COCO --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, expected", [
+    ("image_id list", "annotations[0] has no valid image_id [1]"),
+    ("image id list", "images[0] (a.jpg) has no valid id: [1]"),
+    ("category_id object", "unknown category_id {'a': 1}"),
+    ("bbox beyond float", "no valid bbox"),
+    ("bbox boolean", "no valid bbox"),
+    ("bbox string", "no valid bbox"),
+    ("file_name number", "images[0] has no file_name"),
+    ("annotation not an object", "annotations[0] has no valid object"),
+])
+def test_coco_wrong_types_skip_with_bad_annotation(tmp_path, kind, expected):
+    images = {"image id list": [{"id": [1], "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
+              "file_name number": [{"id": 1, "file_name": 7}, {"id": 2, "file_name": "b.jpg"}]}.get(kind)
+    ann = {"image_id list": _ann(image_id=[1]), "category_id object": _ann(category_id={"a": 1}),
+           "bbox beyond float": _ann(bbox=[0, 0, 10 ** 400, 20]), "bbox boolean": _ann(bbox=[True, 0, 10, 10]),
+           "bbox string": _ann(bbox="1 1 10 10"), "annotation not an object": [1]}.get(kind, _ann())
+    items, skips = _collect(_coco(tmp_path, images=images, annotations=[ann]))
+    assert [s.reason for s in skips] == ["bad annotation"]
+    assert expected in skips[0].message and "\n" not in skips[0].message
+    # an annotation that names no image is counted; its image cannot be known (imported as is)
+    unattributed = kind in ("image_id list", "annotation not an object")
+    assert [i.source.name for i in items] == (["a.jpg", "b.jpg"] if unattributed else ["b.jpg"])
+
+
+@pytest.mark.parametrize("categories, expected", [
+    ([{"id": [1], "name": "car"}], r"categories\[0\] has no valid id"),
+    ([{"id": True, "name": "car"}], r"categories\[0\] has no valid id"),
+    ([{"id": 1, "name": None}], r"categories\[0\] \(id 1\) needs a name, got None"),
+    ([{"id": 1}], r"categories\[0\] \(id 1\) needs a name"),
+    ([{"id": 1, "name": " "}], r"needs a name"),
+    ([{"id": 1, "name": ["car"]}], r"needs a name"),
+    (["car"], r"categories\[0\] is not an object"),
+    ([{"id": 1, "name": "car"}, {"id": 1, "name": "dog"}], r"category id 1 is used for both 'car' and 'dog'"),
+])
+def test_coco_bad_category_is_a_one_line_error(tmp_path, capsys, categories, expected):
+    json_path = _coco(tmp_path / "ds", categories=categories)
+    with pytest.raises(ConfigError, match=expected):
+        iter_labelled(json_path)
+    err = _one_line_error(capsys, ["labels", "import", "--state-dir", str(tmp_path / "s"), str(json_path)])
+    assert "c.json: categories[" in err
+    err = _one_line_error(capsys, ["dataset", "import", str(json_path), "--out", str(tmp_path / "o")])
+    assert "c.json: categories[" in err and not (tmp_path / "o").exists()
+
+
+def test_coco_number_name_and_string_ids_still_import(tmp_path):
+    json_path = _coco(tmp_path, images=[{"id": "a", "file_name": "a.jpg"}], categories=[{"id": 1.0, "name": 7}],
+                      annotations=[_ann(image_id="a")])
+    items, skips = _collect(json_path)
+    assert skips == [] and items[0].names == ["7"]
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("[" * 100_000, "JSON nested too deep"),
+    ('{"images": [], "x": ' + "9" * 5000 + "}", "not a COCO file"),
+    (json.dumps({"images": [], "annotations": {"0": _ann()}}), "'annotations' must be a list, got dict"),
+    (json.dumps({"images": [], "annotations": None}), "'annotations' must be a list, got NoneType"),
+    (json.dumps({"images": [], "categories": {"1": "car"}}), "'categories' must be a list, got dict"),
+    (json.dumps({"images": {"1": {"file_name": "a.jpg"}}}), r"no 'images' list, got dict"),
+])
+def test_coco_malformed_file_is_a_one_line_error(tmp_path, capsys, raw, expected):
+    json_path = _coco(tmp_path / "ds", raw=raw)
+    with pytest.raises(ConfigError, match=expected):
+        iter_labelled(json_path)
+    _one_line_error(capsys, ["labels", "import", "--state-dir", str(tmp_path / "s"), str(json_path)])
+    _one_line_error(capsys, ["dataset", "import", str(json_path), "--out", str(tmp_path / "o")])
+
+
+def test_coco_duplicate_image_id_skips_every_image_with_it(tmp_path):
+    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.jpg"}, {"id": 2, "file_name": "b.jpg"}]
+    items, skips = _collect(_coco(tmp_path, images=images, annotations=[_ann(), _ann(id=2, image_id=2)]))
+    assert [s.reason for s in skips] == ["duplicate image id", "duplicate image id"]
+    assert "images[1] (b.jpg): image id 1 is used by 2 images" in skips[1].message
+    assert len(items) == 1 and items[0].names == ["car"]
+
+
+def test_coco_cli_counts_wrong_types(tmp_path, capsys):
+    json_path = _coco(tmp_path / "ds", annotations=[_ann(bbox=[0, 0, 10 ** 400, 20]), _ann(id=2, image_id=[2])])
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "s"), str(json_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["reasons"] == {"bad annotation": 2} and result["imported"] == 1
+    assert result["classes_added"] == []
+
+
+# --- YOLO --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("names", ["{0: car, 1: null}", "[car, ~]", "[car, '']", "[car, no]", "{0: car, 1: [a, b]}"])
+def test_yolo_class_without_a_name_is_a_one_line_error(tmp_path, capsys, names):
+    root = _yolo(tmp_path / "ds", f"train: images\nnames: {names}\n")
+    with pytest.raises(ConfigError, match=r"data.yaml: class 1 in 'names' needs a name"):
+        iter_labelled(root)
+    _one_line_error(capsys, ["labels", "import", "--state-dir", str(tmp_path / "s"), str(root)])
+
+
+def test_yolo_gapped_names_skip_an_unnamed_class_and_keep_named_ones(tmp_path):
+    root = _yolo(tmp_path / "gap", "train: images\nnames: {0: car, 5: dog}\n", "1 0.5 0.5 0.2 0.2\n")
+    items, skips = _collect(root)
+    assert items == [] and [s.reason for s in skips] == ["refused label"]
+    assert "a.txt: class 1 has no name (the dataset names ids 0, 5)" in skips[0].message
+    root = _yolo(tmp_path / "gap5", "train: images\nnames: {0: car, 5: dog}\n", "5 0.5 0.5 0.2 0.2\n")
+    items, skips = _collect(root)
+    assert skips == [] and items[0].names == ["dog"]  # id 5 is named: not "beyond the class count 2"
+
+
+def test_yolo_class_count_above_the_limit_is_a_one_line_error(tmp_path, capsys):
+    root = _yolo(tmp_path / "ds", "train: images\nnc: 1000000000\n")
+    with pytest.raises(ConfigError, match=f"'nc' 1000000000 is above the limit of {MAX_CLASSES} classes"):
+        iter_labelled(root)
+    (root / "data.yaml").write_text(f"train: images\nnames: {{{MAX_CLASSES}: car}}\n")
+    with pytest.raises(ConfigError, match=f"class id {MAX_CLASSES} in 'names' is above the limit"):
+        iter_labelled(root)
+    (root / "data.yaml").write_text("train: images\nnames: {'" + "9" * 400 + "': car}\n")
+    with pytest.raises(ConfigError, match="is above the limit"):
+        iter_labelled(root)
+    _one_line_error(capsys, ["dataset", "import", str(root), "--out", str(tmp_path / "o")])
+
+
+def test_yolo_names_file_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys):
+    root = tmp_path / "plain"
+    _jpg(root / "a.png")
+    (root / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "classes.txt").write_bytes(b"\xff\xfecar\n")
+    with pytest.raises(ConfigError, match=r"classes.txt: not UTF-8 text \(byte 0"):
+        iter_labelled(root)
+    _one_line_error(capsys, ["labels", "import", "--state-dir", str(tmp_path / "s"), str(root)])
+
+
+def test_image_list_with_a_nul_byte_is_a_one_line_error_naming_file_and_line(tmp_path, capsys):
+    root = _yolo(tmp_path / "ds", "train: train.txt\nnames: [car]\n")
+    (root / "train.txt").write_bytes(b"images/a.jpg\nima\0ges/a.jpg\n")
+    with pytest.raises(ConfigError, match=r"train.txt:2: path 'ima\\x00ges/a.jpg' contains a NUL byte"):
+        find_dataset(root)
+    _one_line_error(capsys, ["labels", "import", "--state-dir", str(tmp_path / "s"), str(root)])
+    _one_line_error(capsys, ["dataset", "import", str(root), "--out", str(tmp_path / "o")])
+    (root / "data.yaml").write_text('train: "ima\\0ges"\nnames: [car]\n')
+    with pytest.raises(ConfigError, match=r"data.yaml: 'train': path .* contains a NUL byte"):
+        find_dataset(root)
+    (root / "tasks.yaml").write_text("names: {0: car}\ntasks:\n  - {name: t1, classes: [0], train: train.txt, "
+                                     "test: train.txt}\n")
+    with pytest.raises(ConfigError, match=r"train.txt:2: path .* contains a NUL byte"):
+        load_tasks(root / "tasks.yaml")
+
+
+def test_names_the_file_system_refuses_are_missing_files_not_crashes(tmp_path):
+    root = _yolo(tmp_path / "ds", "train: train.txt\nnames: [car]\n")
+    (root / "train.txt").write_text("images/a.jpg\n" + "x" * 300 + ".jpg\n~nosuchuser-edgecl/b.jpg\n")
+    items, skips = _collect(root)
+    assert len(items) == 1 and [s.reason for s in skips] == ["no label file", "no label file"]
+    (root / "tasks.yaml").write_text("names: {0: car}\ntasks:\n  - {name: t1, classes: [0], train: train.txt, "
+                                     "test: train.txt}\n")
+    with pytest.raises(ConfigError, match=r"train.txt:2: image not found"):
+        load_tasks(root / "tasks.yaml")
+    voc = _voc(tmp_path / "voc", "y" * 300 + ".jpg", (2, 2, 20, 20), xml_name="z.xml")
+    items, skips = _collect(voc)
+    assert items == [] and [s.reason for s in skips] == ["missing image"]
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, "train: images\nnc: " + "9" * 5000 + "\n"])
+def test_unparsable_data_yaml_is_a_one_line_error(tmp_path, text):
+    root = _yolo(tmp_path, "")
+    (root / "data.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="cannot read dataset yaml"):
+        iter_labelled(root / "data.yaml")
+
+
+# --- VOC ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["../../outside.jpg", "absolute"])
+def test_voc_filename_outside_the_dataset_is_never_read(tmp_path, where):
+    _jpg(tmp_path / "outside.jpg", 200)
+    filename = str(tmp_path / "outside.jpg") if where == "absolute" else where
+    root = _voc(tmp_path / "ds" / "voc", filename, (2, 2, 20, 20), xml_name="z.xml")
+    items, skips = _collect(root)
+    assert items == [] and [s.reason for s in skips] == ["missing image"]
+    assert "looked up by its base name only" in skips[0].message
+    _jpg(root / "JPEGImages" / "outside.jpg", 30)  # the base name inside the dataset is what it names
+    items, skips = _collect(root)
+    assert skips == [] and items[0].source == root / "JPEGImages" / "outside.jpg"
+
+
+@pytest.mark.parametrize("box", [("-inf", "-inf", "inf", "inf"), ("1", "1", "1e400", "20"), ("nan", "1", "10", "20")])
+def test_voc_non_finite_box_skips_its_image_and_adds_no_class(tmp_path, capsys, box):
+    root = _voc(tmp_path / "voc", "a.jpg", box)
+    items, skips = _collect(root)
+    assert items == [] and [s.reason for s in skips] == ["bad annotation"]
+    assert "object 1 (zebra) has a non-finite <bndbox> value" in skips[0].message
+    state = tmp_path / "state"
+    assert main(["labels", "import", "--state-dir", str(state), str(root), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["reasons"] == {"bad annotation": 1} and result["classes_added"] == []
+    assert ClassRegistry(state).names() == {}
+
+
+def test_voc_xml_stem_is_not_a_glob_pattern(tmp_path):
+    root = _voc(tmp_path / "voc", "", (2, 2, 20, 20), xml_name="b[1].xml")
+    _jpg(root / "JPEGImages" / "b1.jpg")
+    items, skips = _collect(root)
+    assert items == [] and [s.reason for s in skips] == ["missing image"]
+
+
+def test_dataset_import_numbers_coco_categories_by_id_and_refuses_unlearnable_names(tmp_path,
+                                                                                  capsys):
+    import yaml
+
+    cats = [{"id": 10, "name": "ten"}, {"id": 7, "name": "seven"}]
+    anns = [dict(_ann(), id=1, category_id=10), dict(_ann(), id=2, category_id=7)]
+    src = _coco(tmp_path / "a", categories=cats, annotations=anns)
+    assert main(["dataset", "import", str(src), "--out", str(tmp_path / "o1")]) == 0
+    data = yaml.safe_load((tmp_path / "o1" / "data.yaml").read_text())
+    assert data["names"] == {0: "seven", 1: "ten"}  # before: "10" sorted before "7" as text
+    src = _coco(tmp_path / "b", categories=[*cats, {"id": 3, "name": "bad\nname"}],
+                annotations=anns)
+    capsys.readouterr()
+    assert main(["dataset", "import", str(src), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "class name 'bad\\nname' contains control characters" in err and err.count("\n") == 1
+    assert not (tmp_path / "o2").exists()
