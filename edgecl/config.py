@@ -228,6 +228,7 @@ class FleetConfig:
     seed: int = 0
     initial_model: str = ""
     proximal_mu: float = 0.0
+    restrict_class_loss: bool = True
     retry_s: float = 30.0
     token: str = ""
     ca_cert: str = ""
@@ -520,8 +521,11 @@ def _coerce(value: object, kind: type, dotted: str, where: str) -> object:
     if kind is str and isinstance(value, bool) and {"on", "off"} <= set(RULES[dotted].choices
                                                                          if dotted in RULES else ()):
         return "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
+    if kind is str and (value is None or isinstance(value, (list, dict))):
+        got = "null" if value is None else f"{type(value).__name__} {value!r}"
+        raise ConfigError(f"config key '{dotted}' in {where} must be text, got {got}")
     if kind is str and not isinstance(value, str):
-        return str(value)
+        return str(value)  # a number, e.g. a device name 7
     return value
 
 

@@ -1,5 +1,6 @@
 """Configuration loading, overrides, unknown keys and hashing."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,12 @@ def test_bad_values_and_files(tmp_path):
         load_config(broken)
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["novalue"])
+    for text, got in (("state_dir:\n", "null"), ("state_dir: [1, 2]\n", "list [1, 2]"),
+                      ("fleet:\n  token: {a: 1}\n", "dict {'a': 1}")):
+        broken.write_text(text)  # before: the state went to ./None or './[1, 2]'
+        with pytest.raises(ConfigError, match=f"must be text, got {re.escape(got)}$"):
+            load_config(broken)
+    assert load_config(None, ["fleet.device_name=7"]).fleet.device_name == "7"
 
 
 @pytest.mark.parametrize("override, fragment", [

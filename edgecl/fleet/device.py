@@ -5,7 +5,9 @@ the device has never seen join its class registry), evaluated on the device's hu
 held-out slice, fine-tuned on the device's replay memory with the learner's settings and time
 budget (``learner.*``, the first-round budget while the global model knows no class, as a local
 first round; with ``fleet.proximal_mu`` above 0, FedProx's proximal term keeps the update near
-the global model, :mod:`edgecl.continual.proximal`), evaluated again; the update goes back with
+the global model, :mod:`edgecl.continual.proximal`; with ``fleet.restrict_class_loss`` the
+class loss covers only the classes the device holds boxes of, :mod:`edgecl.continual.restricted`),
+evaluated again; the update goes back with
 its sample count, per-class AP50-95 and per-class forgetting (AP lost against the global model,
 classes with at least ``gate.min_instances`` held-out boxes).
 
@@ -185,6 +187,10 @@ class FleetDevice:
                 from edgecl.continual.proximal import ProximalHook
 
                 hooks.append(ProximalHook(self.cfg.fleet.proximal_mu))
+            if self.cfg.fleet.restrict_class_loss:
+                from edgecl.continual.restricted import RestrictedClassLoss
+
+                hooks.append(RestrictedClassLoss(held_classes(ctx.snapshot.get(train_ids))))
             tuner = FineTuner(model, lc, self.cfg.ider, hooks=hooks)
             ft = tuner.run(ctx.snapshot.image_paths(train_ids), [],
                            budget_s=lc.first_round_budget_s if first else lc.budget_s,
@@ -308,6 +314,19 @@ class FleetDevice:
             return None, {}
         model, meta = load_checkpoint(pt)
         return model, {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
+
+
+def held_classes(samples) -> set[int]:
+    """Class ids that have at least one box among some samples' labels.
+
+    Args:
+        samples: replay-memory samples (``labels`` float32 (N, 5) or ``None``).
+
+    Returns:
+        The class ids.
+    """
+    return {int(c) for s in samples if s.labels is not None and len(s.labels)
+            for c in s.labels[:, 0]}
 
 
 def score_by_name(model, names: dict[int, str], test_names: dict[int, str], paths: list,

@@ -14,8 +14,8 @@ Yardsticks, all scored per class on the test splits of every task (by class name
   reference: every device should reach >= 0.8 x its AP on every class; a class whose joint AP
   is below :data:`JOINT_FLOOR` is reported as unmeasurable rather than as a ratio of noise).
 
-The baselines train without FedProx's proximal term (``fleet.proximal_mu``): it belongs to
-federated training only.
+The baselines train without FedProx's proximal term (``fleet.proximal_mu``) and with the full
+class loss (``fleet.restrict_class_loss``): both belong to federated training only.
 """
 
 from __future__ import annotations
@@ -94,12 +94,13 @@ def device_config(base: Config | None, state: Path, size: SimSize, address: str,
 
 
 def _baseline_config(*args) -> Config:
-    """A baseline's configuration (:func:`device_config`), without FedProx's proximal term: the
-    alone and joint models are not federated, so nothing anchors them to a global model."""
+    """A baseline's configuration (:func:`device_config`), without FedProx's proximal term or the
+    restricted class loss: the alone and joint models are not federated."""
     import dataclasses
 
     cfg = device_config(*args)
-    return dataclasses.replace(cfg, fleet=dataclasses.replace(cfg.fleet, proximal_mu=0.0))
+    return dataclasses.replace(cfg, fleet=dataclasses.replace(cfg.fleet, proximal_mu=0.0,
+                                                              restrict_class_loss=False))
 
 
 def fill_memory(cfg: Config, taskset, tasks) -> int:

@@ -46,7 +46,51 @@ def test_baselines_train_without_the_proximal_term(tmp_path):
     from edgecl.config import load_config
     from edgecl.fleet.simulate import _baseline_config
 
-    base = load_config(None, ["fleet.proximal_mu=0.01"])
+    base = load_config(None, ["fleet.proximal_mu=0.01", "fleet.restrict_class_loss=true"])
     args = (base, tmp_path, SimSize(), "127.0.0.1:1")
-    assert device_config(*args, "device0", 2, 1).fleet.proximal_mu == 0.01
-    assert _baseline_config(*args, "joint", 2, 1).fleet.proximal_mu == 0.0
+    device, joint = device_config(*args, "device0", 2, 1), _baseline_config(*args, "joint", 2, 1)
+    assert device.fleet.proximal_mu == 0.01 and device.fleet.restrict_class_loss
+    assert joint.fleet.proximal_mu == 0.0 and not joint.fleet.restrict_class_loss
+
+
+def test_a_restricted_fit_trains_the_class_loss_of_the_held_classes_only(tmp_path, monkeypatch):
+    from edgecl.continual import finetune
+    from edgecl.continual.restricted import RestrictedClassLoss
+
+    yaml_path = make_scenario(tmp_path / "scn", tasks=2, images_per_task=8, imgsz=64, seed=3)
+    size = SimSize(imgsz=64, steps=1, first_steps=1, batch=4)
+    cfg = device_config(None, tmp_path / "device", size, "127.0.0.1:1", "d0", 2, 2)
+    cfg = dataclasses.replace(cfg, fleet=dataclasses.replace(cfg.fleet, restrict_class_loss=True))
+    taskset = load_task_source(yaml_path)
+    assert fill_memory(cfg, taskset, taskset.tasks[1:]) > 0  # the second task's classes only
+    seen = []
+    real_step = finetune._Loop.step
+
+    def spy(self, batch):
+        seen.extend(h for h in self.tuner.hooks if isinstance(h, RestrictedClassLoss))
+        return real_step(self, batch)
+
+    monkeypatch.setattr(finetune._Loop, "step", spy)
+    from edgecl.fleet.weights import model_arrays
+    from edgecl.ultra import build_detection_model
+
+    names = [taskset.names[c] for t in taskset.tasks for c in t.classes]  # first task's first
+    global_model = build_detection_model(len(names), names=dict(enumerate(names)))
+    fit = FleetDevice(cfg).fit(model_arrays(global_model), names, 2)
+    assert not fit.skipped and seen
+    held = sorted(fit.names.index(taskset.names[c]) for c in taskset.tasks[1].classes)
+    assert seen[-1].class_ids == held and seen[-1].weights.flatten().sum() == len(held)
+
+
+def test_held_classes_are_read_from_the_samples_boxes():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from edgecl.fleet.device import held_classes
+
+    samples = [SimpleNamespace(labels=np.array([[2, .5, .5, .1, .1], [0, .2, .2, .1, .1]],
+                                                np.float32)),
+               SimpleNamespace(labels=np.zeros((0, 5), np.float32)),
+               SimpleNamespace(labels=None)]
+    assert held_classes(samples) == {0, 2}
