@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from edgecl.commands.common import add_config_args, config_from_args, print_json_line
@@ -52,10 +53,15 @@ def _open(args: argparse.Namespace, verify: bool = True):
 
 def _registry_names(args: argparse.Namespace) -> dict[int, str]:
     """The device's class names (``STATE/classes.json``): newer than the memory's own copy,
-    which follows them only when a sample is stored; empty without a registry."""
-    from edgecl.models.classes import ClassRegistry
+    which follows them only when a sample is stored; empty without a registry (or with a
+    corrupt one: the memory's commands must work without it)."""
+    from edgecl.models.classes import ClassRegistry, ClassRegistryError
 
-    return ClassRegistry(config_from_args(args).state_dir).names()
+    try:
+        return ClassRegistry(config_from_args(args).state_dir).names()
+    except ClassRegistryError as exc:
+        print(f"warning: {exc}; showing the memory's own class names", file=sys.stderr)
+        return {}
 
 
 def stats_command(args: argparse.Namespace) -> int:

@@ -90,6 +90,22 @@ def test_export_writes_a_yolo_dataset(state, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+def test_names_come_from_the_class_registry_and_a_corrupt_one_is_a_warning(state, tmp_path,
+                                                                           capsys):
+    from edgecl.models.classes import ClassRegistry
+
+    ClassRegistry(state).add(["car", "drone"])
+    ClassRegistry(state).rename("drone", "quadcopter")  # the memory still says "drone"
+    assert main(["memory", "stats", "--state-dir", str(state)]) == 0
+    assert "class 1 quadcopter: 10" in capsys.readouterr().out
+    assert main(["memory", "export", "--out", str(tmp_path / "e"), "--state-dir", str(state)]) == 0
+    assert yaml.safe_load((tmp_path / "e" / "data.yaml").read_text())["names"][1] == "quadcopter"
+    (state / "classes.json").write_text("{oops")
+    assert main(["memory", "stats", "--state-dir", str(state)]) == 0
+    out, err = capsys.readouterr()
+    assert "class 1 drone: 10" in out and err.startswith("warning: corrupt class registry")
+
+
 def test_missing_memory_is_a_clear_error(tmp_path, capsys):
     assert main(["memory", "stats", "--state-dir", str(tmp_path / "nothing")]) == 2
     assert "no replay memory at" in capsys.readouterr().err

@@ -75,6 +75,8 @@ UPDATABLE_COLUMNS = ("recall_baseline", "last_recall", "last_loss")
 GROUPABLE_COLUMNS = ("task", "primary_class", "origin")
 # The effective held-out flag (see the module docstring).
 HELD_OUT_SQL = f"(held_out = 1 AND origin != '{LabelOrigin.PSEUDO.value}')"
+
+
 class DamagedRowError(ReplayMemoryError):
     """An index row whose values cannot be read (a hand-edited or damaged index).
 
