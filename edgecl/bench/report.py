@@ -30,6 +30,13 @@ def _figure(width_in: float, height_in: float):
     return fig
 
 
+def _title(ax, title: str, width_in: float) -> None:
+    """Set a title wrapped to the figure's width (a one-class heatmap is under 3 inches wide)."""
+    import textwrap
+
+    ax.set_title(textwrap.fill(title, max(16, int(width_in * 8))) if title else "")
+
+
 def _save(fig, path: str | Path) -> Path:
     """Render ``fig`` to PNG and write it atomically."""
     buffer = io.BytesIO()
@@ -57,7 +64,8 @@ def plot_heatmap(R: np.ndarray, task_names: Sequence[str], path: str | Path,
     """
     R = np.asarray(R, dtype=np.float64)
     rows = [str(r) for r in (row_labels if row_labels is not None else range(R.shape[0]))]
-    fig = _figure(1.6 + 1.1 * max(len(task_names), 1), 1.4 + 0.55 * max(len(rows), 1))
+    width_in = 1.6 + 1.1 * max(len(task_names), 1)
+    fig = _figure(width_in, 1.4 + 0.55 * max(len(rows), 1) + 0.2 * (len(title) // 24))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(R), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     for (i, j), value in np.ndenumerate(R):
@@ -68,7 +76,7 @@ def plot_heatmap(R: np.ndarray, task_names: Sequence[str], path: str | Path,
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("after")
-    ax.set_title(title)
+    _title(ax, title, width_in)
     fig.colorbar(image, ax=ax, label=value_label)
     return _save(fig, path)
 
@@ -91,7 +99,8 @@ def plot_lines(series: Mapping[str, Sequence[float]], xlabels: Sequence[str], pa
     Raises:
         ValueError: when a series length differs from ``xlabels``.
     """
-    fig = _figure(max(5.0, 0.7 * len(xlabels) + 2.5), 3.6)
+    width_in = max(5.0, 0.7 * len(xlabels) + 2.5)
+    fig = _figure(width_in, 3.6)
     ax = fig.add_subplot()
     x = np.arange(len(xlabels))
     for name, values in series.items():
@@ -103,7 +112,7 @@ def plot_lines(series: Mapping[str, Sequence[float]], xlabels: Sequence[str], pa
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    ax.set_title(title)
+    _title(ax, title, width_in)
     if series:
         ax.legend(fontsize=8, loc="best")
     return _save(fig, path)

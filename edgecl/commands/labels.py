@@ -74,7 +74,8 @@ def _describe(item: dict) -> str:
     reasons = ", ".join(f"{k} {v:.2f}" for k, v in item["reasons"].items()) or "-"
     boxes = ", ".join(f"{p['class']}:{p['score']:.2f}" for p in item["proposed"]) or "no boxes"
     return (f"{item['id']}  priority {item['priority']:.2f} ({reasons})  {item['width']}x"
-            f"{item['height']}  [{boxes}]  frame {item['frame_id']} from {item['source']}")
+            f"{item['height']}  [{boxes}]  frame {item['frame_id']}"
+            + (f" ({item['name']})" if item.get("name") else "") + f" from {item['source']}")
 
 
 def pending_command(args: argparse.Namespace) -> int:

@@ -35,5 +35,9 @@ def learn_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json_line(result.to_json())
     else:
-        print(f"round {result.round}: {result.version} {result.status.value} ({result.reason})")
+        if result.round is None:  # skipped before a round number or version was given
+            print(f"no round: {result.status.value} ({result.reason})")
+        else:
+            version = f"{result.version} " if result.version else ""
+            print(f"round {result.round}: {version}{result.status.value} ({result.reason})")
     return 0 if result.status in (RoundStatus.PROMOTED, RoundStatus.STAGED, RoundStatus.SKIPPED) else 1

@@ -108,6 +108,8 @@ def _verdict(noun: str, mode: str, drops: dict, acc_p: float, acc_c: float, cfg:
     if not math.isnan(acc_p) and acc_c - acc_p < cfg.min_acc_delta:
         return verdict(False, f"ACC fell from {acc_p:.3f} to {acc_c:.3f} "
                               f"(allowed change {cfg.min_acc_delta})")
+    if math.isnan(acc_p):  # nothing to compare with: the first model, or a class-less parent
+        return verdict(True, f"accepted: ACC {acc_c:.3f} (no earlier model to compare)")
     return verdict(True, f"accepted: ACC {acc_p:.3f} -> {acc_c:.3f}")
 
 

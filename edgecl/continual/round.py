@@ -172,8 +172,9 @@ def _top_class(ctx: RoundContext) -> int:
 
 
 def _load_parent(ctx: RoundContext):
-    """The model a round starts from, as a DetectionModel with its names: the current version's
-    checkpoint, else the user's pretrained checkpoint, else a freshly built YOLO11n.
+    """The model a round starts from, as a DetectionModel with its names (the class registry's,
+    by id): the current version's checkpoint, else the user's pretrained checkpoint, else a
+    freshly built YOLO11n.
 
     Raises:
         EdgeclError: the current version has no ``model.pt`` (an ONNX-only version added by
@@ -196,7 +197,12 @@ def _load_parent(ctx: RoundContext):
         pt = ctx.base_checkpoint
     if pt is not None:
         model, meta = load_checkpoint(pt)
-        return model, {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
+        stored = {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
+        # INVARIANT: the class registry names ids: a class renamed since the parent was made
+        # (edgecl classes rename) carries its new name into the candidate
+        names = {i: ctx.names.get(i, name) for i, name in stored.items()}
+        model.names = names
+        return model, names
     nc = 1 + max(_top_class(ctx), 0)
     names = {i: ctx.names.get(i, f"class{i}") for i in range(nc)}
     return build_detection_model(nc, names=names), names

@@ -330,6 +330,7 @@ class ClassRegistry:
         old, new = clean_name(old), clean_name(new)
         with self._locked() as entries:
             by_name = {e["name"]: e for e in entries}
+            old = known_spelling(old, by_name) or old  # 'FORKLIFT' names the class 'forklift'
             if old not in by_name:
                 raise NotFoundError(f"unknown class {old!r}{self._hint(old, entries)}")
             if new == old:

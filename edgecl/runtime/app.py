@@ -85,12 +85,12 @@ def stop_on_signals(stop):
             signal.signal(sig, old)
 
 
-def build_sinks(opts, names: dict) -> list:
+def build_sinks(opts, names) -> list:
     """Create the output sinks a run asks for (JSON lines, video, progress lines).
 
     Args:
         opts: object with ``out``, ``save_video`` and ``quiet`` attributes.
-        names: class index -> name.
+        names: class index -> name, or a callable returning the current mapping.
 
     Returns:
         The sinks.
@@ -147,6 +147,7 @@ class Runtime:
         self.interrupted = False  # set when SIGINT/SIGTERM stopped the run
         self.registry = None
         self.classes = None
+        self._registry_names = None
         self.lock = None
         self.memory_sink = None
         self.supervisor = None
@@ -169,6 +170,14 @@ class Runtime:
 
     def _serving_names(self) -> dict:
         return self.loop.backend.meta.names if self.loop is not None else {}
+
+    def _display_names(self) -> dict:
+        """Class id -> name as a person should see it: the class registry's (a class renamed
+        since the serving version was made shows its new name), over the serving model's."""
+        names = dict(self._serving_names())
+        if self._registry_names is not None:
+            names.update(self._registry_names())
+        return names
 
     def _build_state_parts(self, names: dict) -> list:
         """Memory sink (labelling pipeline), monitor and learner supervisor."""
@@ -324,12 +333,17 @@ class Runtime:
             backend = self.registry.load_serving(version, infer_opts, cfg.runtime.warmup_runs)
         try:
             source = source or open_source(opts.source_uri, cfg.source)
-            sinks = build_sinks(opts, backend.meta.names) + list(opts.sinks)
+            if opts.use_state:
+                from edgecl.runtime.versions import TimedCache
+
+                self._registry_names = TimedCache(self.classes.names, ttl_s=2.0, default={})
+            names = self._display_names if opts.use_state else backend.meta.names
+            sinks = build_sinks(opts, names) + list(opts.sinks)
             if opts.use_state:
                 self._seed_classes(backend.meta.names, Path(path), source)
                 sinks += self._build_state_parts(backend.meta.names)
                 if cfg.server.enabled:
-                    self.live_view = LiveViewSink(self._serving_names, calibrate=self._calibrated)
+                    self.live_view = LiveViewSink(self._display_names, calibrate=self._calibrated)
                     sinks.append(self.live_view)
                 self.watcher = ModelWatcher(self.registry, infer_opts,
                                             self.registry.current() if not opts.model else None,

@@ -18,7 +18,7 @@ class LiveViewSink:
     due, so a viewer costs at most ``max_hz`` encodes a second.
 
     Args:
-        names: ``callable() -> {class id: name}`` of the serving model.
+        names: ``callable() -> {class id: name}`` (the runtime's display names).
         max_hz: most encodes per second.
         calibrate: optional ``callable(Detections) -> Detections`` giving calibrated scores.
     """

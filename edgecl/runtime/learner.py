@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
 from edgecl.config import Config, LearnerConfig
-from edgecl.continual.round_state import RoundResult, RoundStatus, learner_dir
+from edgecl.continual.round_state import RoundResult, RoundStatus, learner_dir, load_state
 from edgecl.errors import EdgeclError
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,19 @@ def should_learn(state: TriggerState, cfg: LearnerConfig, now_s: float) -> str |
     return None
 
 
+SCAN_EVERY_S = 2.0
+"""How often the supervisor looks for samples other processes stored (seconds)."""
+
+
+def _learnt_up_to(cfg: Config) -> int:
+    """Highest sample id the learner has learnt (newer samples are new to it); 0 when unknown."""
+    try:
+        return int(load_state(cfg.state_dir).last_sample_id)
+    except (EdgeclError, OSError, TypeError, ValueError) as exc:
+        log.warning("learner: cannot read its state (%s); counting samples from now on", exc)
+        return 0
+
+
 def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     """At start: promote a version that a kill left ``staged`` after its round passed the gate.
 
@@ -259,6 +272,10 @@ class LearnerSupervisor:
         self._same_failures = 0
         self._last_failure = ""
         self._backoff_until_s = 0.0
+        # samples other processes store (edgecl labels import, CLI answers) count as well
+        self._seen_max_id = _learnt_up_to(cfg)
+        self._own_ids: set[int] = set()
+        self._next_scan_s = 0.0
 
     @property
     def busy(self) -> bool:
@@ -282,9 +299,8 @@ class LearnerSupervisor:
         """Called periodically from the main thread: collect results, start a round if due."""
         if self.memory_sink is not None:
             added, classes = self.memory_sink.take_counters()
-            self.state.new_samples += added
-            self._stored_classes |= set(classes)
-            self.state.new_classes |= bool(set(classes) - self.known_classes - self.tried_classes)
+            self._count_new(added, classes)
+            self._count_other_writers()
         if self._proc is not None and not self._proc.is_alive():
             self._finish()
         if self._pending is not None:
@@ -301,6 +317,34 @@ class LearnerSupervisor:
             elif reason:
                 self._waiting_for_held_out = False
                 self.start_round(reason)
+
+    def _count_new(self, added: int, classes) -> None:
+        self.state.new_samples += added
+        self._stored_classes |= set(classes)
+        self.state.new_classes |= bool(set(classes) - self.known_classes - self.tried_classes)
+
+    def _count_other_writers(self) -> None:
+        """Count samples that other processes stored in the memory since the last look (an
+        import or a CLI answer while the runtime runs), at most every :data:`SCAN_EVERY_S`."""
+        sink, now = self.memory_sink, time.monotonic()
+        if now < self._next_scan_s or getattr(sink, "closed", False):
+            return
+        self._next_scan_s = now + SCAN_EVERY_S
+        take = getattr(sink, "take_own_ids", None)
+        self._own_ids.update(take() if take is not None else ())
+        try:
+            ids = sink.memory.ids()
+            new = [i for i in ids if i > self._seen_max_id and i not in self._own_ids]
+            records = sink.memory.records(new) if new else []
+        except (EdgeclError, OSError) as exc:
+            log.warning("learner: cannot read the memory for samples stored elsewhere: %s", exc)
+            return
+        self._seen_max_id = max([self._seen_max_id, *ids])
+        self._own_ids = {i for i in self._own_ids if i > self._seen_max_id}
+        if new:
+            log.info("%d sample(s) stored outside the runtime (labels import or answer) count "
+                     "towards the next round", len(new))
+            self._count_new(len(new), {c for r in records for c in r.classes})
 
     def _no_held_out_yet(self) -> bool:
         """True while the running memory holds no held-out sample (False when it cannot tell:

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,24 @@ from edgecl.runtime.loop import FrameResult
 log = logging.getLogger(__name__)
 
 
+Names = dict[int, str] | Callable[[], dict[int, str]] | None
+"""Class index -> name, or a cheap callable returning the current mapping (the runtime's: a
+class renamed or learnt since start is shown by its current name)."""
+
+
+def _names_now(names: Names) -> dict[int, str]:
+    return (names() if callable(names) else names) or {}
+
+
 class JsonlSink:
     """Appends one JSON object per frame to a file (flushed per line, fsynced on close).
 
     Args:
         path: output file (parent directories are created).
-        names: class index -> name, for readable records.
+        names: class index -> name (or a callable returning it), for readable records.
     """
 
-    def __init__(self, path: str | Path, names: dict[int, str] | None = None):
+    def __init__(self, path: str | Path, names: Names = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.names = names
@@ -36,7 +46,7 @@ class JsonlSink:
         record = {"frame_id": frame.frame_id, "ts_s": round(frame.ts_s, 4), "source": frame.source,
                   "name": frame.name, "model_version": result.model_version,
                   "latency_ms": round(result.latency_ms, 2),
-                  "detections": result.detections.to_records(self.names)}
+                  "detections": result.detections.to_records(_names_now(self.names))}
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
 
@@ -54,14 +64,14 @@ class VideoSink:
     Args:
         path: output video (``.mp4``: mp4v codec, ``.avi``: MJPG).
         fps: frame rate written in the container.
-        names: class index -> name for labels.
+        names: class index -> name (or a callable returning it) for labels.
     """
 
-    def __init__(self, path: str | Path, fps: float = 10.0, names: dict[int, str] | None = None):
+    def __init__(self, path: str | Path, fps: float = 10.0, names: Names = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = fps
-        self.names = names or {}
+        self.names = names
         self._writer = None
         self._size: tuple[int, int] | None = None
 
@@ -83,9 +93,9 @@ class VideoSink:
         if self._writer is None:
             self._open(image.shape[1], image.shape[0])
         annotator = Annotator(image, line_width=1, pil=False)
-        det = result.detections
+        det, names = result.detections, _names_now(self.names)
         for box, score, cls in zip(det.boxes_xyxy, det.scores, det.classes):
-            label = f"{self.names.get(int(cls), int(cls))} {score:.2f}"
+            label = f"{names.get(int(cls), int(cls))} {score:.2f}"
             annotator.box_label(box.tolist(), label, color=colors(int(cls), True))
         out = annotator.result()
         if (out.shape[1], out.shape[0]) != self._size:
@@ -104,13 +114,13 @@ class ProgressSink:
 
     Args:
         every_s: period of the summary lines.
-        names: class index -> name.
+        names: class index -> name (or a callable returning it).
         stream: where to print (stderr by default, so ``--json`` stdout stays clean).
     """
 
-    def __init__(self, every_s: float = 2.0, names: dict[int, str] | None = None, stream=None):
+    def __init__(self, every_s: float = 2.0, names: Names = None, stream=None):
         self.every_s = every_s
-        self.names = names or {}
+        self.names = names
         self.stream = stream or sys.stderr
         self._last_s = time.monotonic()
         self._frames = 0
@@ -119,8 +129,9 @@ class ProgressSink:
     def write(self, result: FrameResult) -> None:
         """Count detections; print when the period has passed."""
         self._frames += 1
+        names = _names_now(self.names) if len(result.detections) else {}
         for cls in result.detections.classes:
-            name = self.names.get(int(cls), str(int(cls)))
+            name = names.get(int(cls), str(int(cls)))
             self._counts[name] = self._counts.get(name, 0) + 1
         now = time.monotonic()
         if now - self._last_s >= self.every_s:

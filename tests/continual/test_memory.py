@@ -156,8 +156,6 @@ def test_held_out_slice_is_deterministic_and_never_for_training(tmp_path):
 
 
 def test_held_out_blocks_come_in_every_group_at_random_positions():
-    import random
-
     from edgecl.continual.memory.admission import draws_held_out
     from edgecl.frames import LabelOrigin as O
 
@@ -179,13 +177,17 @@ def test_held_out_blocks_come_in_every_group_at_random_positions():
         share = sum(held(b * 10.0 + 5.0, seed=seed) for b in range(0, 2000, 5)) / 400
         assert 0.12 < share < 0.28
     # an imported folder, a block length of 0, a capture time that is no number and one beyond
-    # float precision for the block length: one seeded draw per offer, as without blocks
-    per_offer = [random.Random(f"3/holdout/stream/{n}").random() < 0.2 for n in range(1, 41)]
-    assert [held(15.0, origin=O.IMPORT, n=n) for n in range(1, 41)] == per_offer
+    # float precision for the block length: drawn per offer, in groups of 5 consecutive offers
+    # with exactly one held out in each (so a folder of 5 images already has one)
+    per_offer = [held(15.0, origin=O.IMPORT, n=n) for n in range(1, 41)]
+    assert [sum(per_offer[g:g + 5]) for g in range(0, 40, 5)] == [1] * 8
+    assert len({per_offer[g:g + 5].index(True) for g in range(0, 40, 5)}) > 1
     assert [held(float("nan"), n=n) for n in range(1, 41)] == per_offer
     assert [held(1e300, n=n) for n in range(1, 41)] == per_offer
     assert [held(15.0, n=n, block_s=0.0) for n in range(1, 41)] == per_offer
-    assert 0 < sum(per_offer) < 40
+    assert per_offer != [held(b * 10.0 + 5.0) for b in range(40)]  # its own draws, not blocks'
+    for seed in range(20):  # any seed: the first 10 imports at 10 % hold one out
+        assert sum(held(15.0, 0.1, O.IMPORT, n, seed=seed) for n in range(1, 11)) == 1
 
 
 def test_frames_of_one_time_block_are_held_out_or_trained_on_together(tmp_path):
@@ -224,10 +226,9 @@ def test_held_out_quota_is_shared_between_tasks(tmp_path):
 
 def test_held_out_shares_of_a_deployment_are_per_class(tmp_path):
     # a camera (one task for the device's life): 400 car frames fill the 20 held-out slots,
-    # then a person is taught on 40 frames, 12 of which the seed draws for the held-out slice.
-    # One reservoir over the stream would keep about 20 x 12 / 92 ~ 3 of them; class-balanced,
-    # each person draw evicts a car while the person has fewer rows (10 draws), then the person
-    # replaces its own: 10 and 10.
+    # then a person is taught on 40 frames, 8 of which are drawn for the held-out slice (one in
+    # every 5 offers). One reservoir over the stream would keep about 20 x 8 / 88 ~ 2 of them;
+    # class-balanced, each person draw evicts a car while the person has fewer rows: 8 and 12.
     from edgecl.continual.memory.admission import draws_held_out
     from edgecl.frames import LabelOrigin
 
@@ -240,8 +241,8 @@ def test_held_out_shares_of_a_deployment_are_per_class(tmp_path):
         held = [r.classes for r in m.records(held_out=True)]
         draws = sum(draws_held_out(4, "stream", n, LabelOrigin.GROUND_TRUTH, 1.5, 0.0, 0.2)
                     for n in range(401, 441))
-        assert m.holdout_capacity == 20 and draws == 12
-        assert held.count((1,)) == 10 and held.count((0,)) == 10
+        assert m.holdout_capacity == 20 and draws == 8
+        assert held.count((1,)) == 8 and held.count((0,)) == 12
         assert m.verify().problems_found == 0
 
 

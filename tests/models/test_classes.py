@@ -54,6 +54,7 @@ def test_rename_keeps_the_id_and_refuses_conflicts(tmp_path):
     with pytest.raises(ConflictError, match="'car' is already class 0"):
         reg.rename("lorry", "CAR")  # a later "Car" from an import would not know which one
     assert reg.rename("lorry", "Lorry") == 1  # a class's own case may change
+    assert reg.rename("LORRY", "van") == 1 and reg.names()[1] == "van"
 
 
 def test_a_name_differing_only_in_case_is_the_same_class(tmp_path):

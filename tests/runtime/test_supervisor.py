@@ -105,11 +105,16 @@ def test_result_file_round_trip(tmp_path):
 class FakeSink:
     """Memory sink counters: each call to take_counters hands out the next (added, classes)."""
 
-    def __init__(self, batches):
+    def __init__(self, batches, own_ids=()):
         self.batches = list(batches)
+        self.own_ids = list(own_ids)
 
     def take_counters(self):
         return self.batches.pop(0) if self.batches else (0, set())
+
+    def take_own_ids(self):
+        ids, self.own_ids = self.own_ids, []
+        return ids
 
 
 def test_rejected_new_class_does_not_refire_until_new_samples(tmp_path, monkeypatch):
@@ -117,7 +122,7 @@ def test_rejected_new_class_does_not_refire_until_new_samples(tmp_path, monkeypa
                              "learner.trigger_interval_s=0"])
     # class 0 known; class 3 appears, a round tries it and is rejected; the camera keeps seeing
     # class 3 (one new sample per tick): the next round must wait for 5 new samples
-    sink = FakeSink([(1, {3})] * 6)
+    sink = FakeSink([(1, {3})] * 6, own_ids=[1])  # the counted samples are the sink's own
     sink.memory = type("M", (), {"ids": lambda self, held_out=None: [1]})()
     sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
     started = []
@@ -153,7 +158,7 @@ def test_a_due_round_waits_for_a_held_out_sample_and_keeps_its_trigger(tmp_path,
     cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_new_samples=0",
                              "learner.trigger_interval_s=0", "learner.trigger_new_class=true"])
     # only the new-class trigger: a new class arrives while no sample is held out yet
-    sink = FakeSink([(1, {3})])
+    sink = FakeSink([(1, {3})], own_ids=[1])
     held = []
     sink.memory = type("M", (), {"ids": lambda self, held_out=None: list(held) if held_out else [1]})()
     sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
@@ -183,3 +188,39 @@ def test_a_round_due_after_the_stream_closed_the_sink_starts_without_reading_mem
     monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: spawned.append((reason, ceiling)))
     sup.tick()
     assert spawned == [("new_samples", None)]
+
+
+def test_samples_stored_by_other_processes_count_once(tmp_path, monkeypatch):
+    import numpy as np
+
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.continual.round_state import LearnerState, save_state
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_new_samples=4",
+                             "learner.trigger_interval_s=0", "learner.trigger_new_class=true"])
+    memory = ReplayMemory(tmp_path / "memory", cfg.memory)
+
+    def add(i, cls):
+        labels = np.array([[cls, 0.5, 0.5, 0.2, 0.2]], np.float32)
+        return memory.add(Sample(np.full((16, 16, 3), i, np.uint8), labels, task="stream",
+                                 source=f"s{i}", ts_s=float(i) * 100))
+
+    learnt = [add(i, 0) for i in range(2)]
+    save_state(tmp_path, LearnerState(last_sample_id=max(learnt)))  # a round learnt these two
+    own = add(2, 0)  # stored by the runtime's own sink: counted by its counters only
+    sink = FakeSink([(1, {0})], own_ids=[own])
+    sink.memory = memory
+    sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
+    spawned = []
+    monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: spawned.append(reason))
+    monkeypatch.setattr(learner_mod, "SCAN_EVERY_S", 0.0)
+    sup.tick()
+    assert sup.state.new_samples == 1 and spawned == []
+    add(3, 0)  # 'edgecl labels import' or a CLI answer while the runtime runs
+    sup.tick()
+    assert sup.state.new_samples == 2 and not sup.state.new_classes
+    add(4, 5)  # an answer naming a new class (id 5) starts a round at once
+    monkeypatch.setattr(sup, "_no_held_out_yet", lambda: False)
+    sup.tick()
+    assert spawned == ["new_class"]
+    memory.close()

@@ -180,6 +180,7 @@ class MemorySink:
         self.added = 0
         self.closed = False
         self.classes_seen: set[int] = set()
+        self._own_ids: list[int] = []
         self.counts: Counter[str] = Counter()
         self.observers: list[Callable] = []
         self._lock = threading.Lock()
@@ -342,6 +343,7 @@ class MemorySink:
         self._count(f"stored_{origin.value}")
         with self._lock:
             self.added += 1
+            self._own_ids.append(sample_id)
             self.classes_seen.update(int(c) for c in labels[:, 0])
         for observer in self.observers:
             try:
@@ -374,12 +376,20 @@ class MemorySink:
             self._count("stored_operator")
             with self._lock:
                 self.added += 1
+                self._own_ids.append(out["sample"])
                 self.classes_seen.update(out["class_ids"])
         return out
 
     def skip(self, item_id: str) -> dict:
         """Skip a queue item (see :meth:`OperatorQueue.skip`)."""
         return self.queue.skip(item_id)
+
+    def take_own_ids(self) -> list[int]:
+        """Return and forget the ids of the samples this sink stored since the last call (the
+        learner tells them from samples other processes stored: imports, CLI answers)."""
+        with self._lock:
+            ids, self._own_ids = self._own_ids, []
+        return ids
 
     def take_counters(self) -> tuple[int, set[int]]:
         """Return and reset ``(new samples, classes seen)`` since the last call."""
@@ -432,6 +442,7 @@ def describe_labelling(cfg: Config, source_is_labelled: bool) -> str:
                 f"a new class is learnt only from {import_cli}")
     weights = ", ".join(f"{k} {v:g}" for k, v in dataclasses.asdict(lab.selection).items()
                         if v > 0) or "none"
-    return (f"labels: {gt}frames chosen by selection ({weights}; at most {lab.max_per_minute}/min) "
+    rate = f"at most {lab.max_per_minute}/min" if lab.max_per_minute > 0 else "no rate limit"
+    return (f"labels: {gt}frames chosen by selection ({weights}; {rate}) "
             f"wait for a person's boxes on {page} or with {answer_cli}; {import_cli} adds labelled "
             f"folders; {pseudo}")

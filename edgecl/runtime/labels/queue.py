@@ -312,7 +312,8 @@ class OperatorQueue:
             meta = {"id": item_id, "priority": round(float(priority), 6),
                     "reasons": dict(reasons or {}), "width": int(width), "height": int(height),
                     "created_s": round(time.time(), 3), "source": frame.source,
-                    "frame_id": int(frame.frame_id), "task": frame.task, "ts_s": frame.ts_s,
+                    "name": frame.name, "frame_id": int(frame.frame_id), "task": frame.task,
+                    "ts_s": frame.ts_s,
                     "proposed": proposed}
             if embedding is not None:
                 meta["embedding"] = [round(float(v), 4) for v in embedding]
@@ -555,7 +556,7 @@ def _normalise(meta: dict) -> dict:
 
 
 PUBLIC_KEYS = ("id", "priority", "reasons", "width", "height", "created_s", "proposed", "source",
-               "frame_id", "task")
+               "name", "frame_id", "task")
 
 
 def _public(meta: dict) -> dict:

@@ -1,0 +1,39 @@
+"""Output sinks show classes by their current names (a rename or a class learnt since start)."""
+
+import io
+import json
+
+import numpy as np
+
+from edgecl.frames import Detections, Frame
+from edgecl.runtime.loop import FrameResult
+from edgecl.runtime.sinks import JsonlSink, ProgressSink
+
+
+def _result(cls: int) -> FrameResult:
+    frame = Frame(image=np.zeros((8, 8, 3), np.uint8), frame_id=1, ts_s=0.0, source="cam")
+    det = Detections(np.array([[1, 1, 4, 4]], np.float32), np.array([0.9], np.float32),
+                     np.array([cls]))
+    return FrameResult(frame, det, "v0002", 1.0, 1.0)
+
+
+def test_sinks_read_the_names_at_each_frame(tmp_path):
+    names = {0: "forklift"}
+    jsonl = JsonlSink(tmp_path / "d.jsonl", lambda: names)
+    stream = io.StringIO()
+    progress = ProgressSink(every_s=0.0, names=lambda: names, stream=stream)
+    for sink in (jsonl, progress):
+        sink.write(_result(0))
+    names = {0: "lift_truck", 1: "pallet"}  # renamed, and a class learnt by a round since
+    for sink in (jsonl, progress):
+        sink.write(_result(0))
+        sink.write(_result(1))
+    jsonl.close()
+    shown = [json.loads(line)["detections"][0]["name"]
+             for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert shown == ["forklift", "lift_truck", "pallet"]  # before: 'forklift', 'forklift', '1'
+    assert "pallet" in stream.getvalue() and "lift_truck" in stream.getvalue()
+    static = JsonlSink(tmp_path / "s.jsonl", {0: "car"})  # a plain mapping still works
+    static.write(_result(0))
+    static.close()
+    assert '"name": "car"' in (tmp_path / "s.jsonl").read_text()
