@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +324,25 @@ def test_queue_survives_restart_and_answered_record_is_bounded(tmp_path):
         q2.skip(ids[0])                      # forgotten: too old to say "already answered"
 
 
+def test_answered_frames_still_suppress_near_duplicates_after_a_restart(tmp_path):
+    from edgecl.runtime.labels import queue as queue_mod
+
+    q = OperatorQueue(tmp_path / "labels", 10)
+    embedding = np.linspace(0, 1, 256, dtype=np.float32)
+    item = q.push(frame(textured(1), 1), dets([0.5]), priority=0.5, embedding=embedding)
+    other = q.push(frame(textured(2), 2), dets([0.5]), priority=0.4)  # no embedding recorded
+    q.answer(item, [], FakeMemory(), FakeClasses())
+    q.answer(other, [], FakeMemory(), FakeClasses())
+    # before: a restart seeded the selector from pending items only, so the same picture
+    # was queued again within seconds of its answer
+    (created_s, emb), = OperatorQueue(tmp_path / "labels", 10).embeddings()
+    np.testing.assert_allclose(emb, embedding, atol=1e-4)
+    assert abs(created_s - time.time()) < 60
+    for i in range(queue_mod.RECENT_KEEP + 5):  # bounded
+        q._remember_embedding({"id": f"x{i}", "created_s": 1.0, "embedding": [0.0]})
+    assert len(OperatorQueue(tmp_path / "labels", 10).embeddings()) == queue_mod.RECENT_KEEP
+
+
 def test_answer_after_interrupted_answer_does_not_store_twice(tmp_path):
     q, (item_id,) = queued(tmp_path)
     mem, classes = FakeMemory(), FakeClasses()
@@ -472,7 +492,8 @@ def test_from_config_field_loop_with_real_memory_and_registry(tmp_path):
         sink.close()
     reopened = MemorySink.from_config(cfg, classes=ClassRegistry(tmp_path))
     try:
-        assert reopened.queue.pending() == [] and len(reopened.selector.ring) == 0
+        # the answered frame still counts for near-duplicates; the skipped one does not
+        assert reopened.queue.pending() == [] and len(reopened.selector.ring) == 1
     finally:
         reopened.close()
 

@@ -38,6 +38,9 @@ MAX_ITEM_ID_LEN = 64
 ITEM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MAX_BOXES = 1000
 ANSWERED_KEEP = 500
+RECENT_KEEP = 64
+"""Embeddings of the last answered frames kept on disk, so that near-duplicate suppression
+(``labels.dedup_window_s``) also covers frames stored before a restart."""
 ORPHAN_AGE_S = 60.0
 SOURCE_PREFIX = "operator:"
 # a box may overshoot the frame by this many pixels (rounding in a drawing tool); it is clipped
@@ -188,6 +191,7 @@ class OperatorQueue:
         self.max_pending = int(max_pending)
         self.answered_keep = int(answered_keep)
         self._answered_path = self.root / "answered.json"
+        self._recent_path = self.root / "recent_embeddings.json"
         self._thread_lock = threading.Lock()
         self._warned: set[str] = set()
         self._clean_orphans()
@@ -232,6 +236,27 @@ class OperatorQueue:
         entries = [e for e in self._answered() if e.get("id") != item_id]
         entries.append({"id": item_id, "action": action, "ts_s": round(time.time(), 3), **extra})
         atomic_write_json(self._answered_path, entries[-self.answered_keep:])
+
+    def _remember_embedding(self, meta: dict) -> None:
+        """Keep an answered frame's embedding (the last :data:`RECENT_KEEP`) for dedup."""
+        emb = meta.get("embedding")
+        if not isinstance(emb, list) or not emb:
+            return
+        recent = [e for e in self._recent() if e.get("id") != meta["id"]]
+        recent.append({"id": meta["id"], "created_s": float(meta["created_s"]), "embedding": emb})
+        atomic_write_json(self._recent_path, recent[-RECENT_KEEP:])
+
+    def _recent(self) -> list[dict]:
+        try:
+            data = json.loads(self._recent_path.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, RecursionError) as exc:
+            log.warning("recent-embedding record %s unreadable (%s); starting a new one",
+                        self._recent_path, exc)
+            return []
+        return [e for e in data if isinstance(e, dict) and isinstance(e.get("embedding"), list)
+                and isinstance(e.get("created_s"), (int, float))] if isinstance(data, list) else []
 
     def _remove(self, item_id: str) -> None:
         (self.dir / f"{item_id}.json").unlink(missing_ok=True)
@@ -374,12 +399,16 @@ class OperatorQueue:
         return path
 
     def embeddings(self) -> list[tuple[float, np.ndarray]]:
-        """``(created_s, embedding)`` of pending items that recorded one (to seed novelty)."""
+        """``(created_s, embedding)`` of pending items and of the last answered ones that
+        recorded one (to seed novelty and near-duplicate suppression after a restart)."""
         out = []
-        for meta in self._metas():
+        for meta in [*self._metas(), *self._recent()]:
             emb = meta.get("embedding")
             if isinstance(emb, list) and len(emb) > 0:
-                out.append((float(meta["created_s"]), np.asarray(emb, np.float32)))
+                try:
+                    out.append((float(meta["created_s"]), np.asarray(emb, np.float32)))
+                except (TypeError, ValueError):
+                    continue  # a hand-damaged entry: novelty simply does not know that frame
         return out
 
     def answer(self, item_id: str, boxes: object, memory, classes,
@@ -429,6 +458,7 @@ class OperatorQueue:
                     image=image, labels=labels, task=meta.get("task") or STREAM_TASK, source=source,
                     ts_s=float(meta.get("ts_s") or meta["created_s"]), origin=LabelOrigin.OPERATOR))
             self._record(item_id, "answered", sample=sample_id)
+            self._remember_embedding(meta)
             self._remove(item_id)
         return {"id": item_id, "sample": sample_id, "boxes": int(labels.shape[0]),
                 "classes_added": new_names,
