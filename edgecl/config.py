@@ -272,18 +272,26 @@ class Rule:
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
+    multiple_of: int = 0
+    meaning: str = ""
 
     def problem(self, value: object) -> str | None:
         """Describe why ``value`` is invalid, or return ``None`` when it is valid."""
+        if self.pattern and not self.choices:  # a text value of a fixed form
+            if re.fullmatch(self.pattern, str(value)):
+                return None
+            return f"{value!r} is not {self.meaning or 'of the form ' + self.pattern}"
         if self.choices:
             if value not in self.choices and not (self.pattern and re.fullmatch(self.pattern, str(value))):
                 hint = did_you_mean(str(value), self.choices)
                 return f"{value!r} is not one of {', '.join(self.choices)}{hint}"
             return None
         low_ok = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
-        if low_ok and (self.hi is None or value <= self.hi):
-            return None
-        return f"{value!r} is out of range ({self._describe()})"
+        if not (low_ok and (self.hi is None or value <= self.hi)):
+            return f"{value!r} is out of range ({self._describe()})"
+        if self.multiple_of and value % self.multiple_of:
+            return f"{value!r} is not a multiple of {self.multiple_of} ({self.meaning})"
+        return None
 
     def _describe(self) -> str:
         if self.lo is not None and self.hi is not None and not self.lo_open:
@@ -308,7 +316,7 @@ _FRACTION = Rule(lo=0.0, hi=1.0)
 _POSITIVE = Rule(lo=0.0, lo_open=True)
 _NON_NEGATIVE = Rule(lo=0.0)
 _COUNT = Rule(lo=1)
-_IMGSZ = Rule(lo=32, hi=4096)
+_IMGSZ = Rule(lo=32, hi=4096, multiple_of=32, meaning="the detector's largest stride")
 
 # INVARIANT: every numeric or enum-like key has a rule here (a test walks all_keys());
 # the choices agree with the registries that consume them (tests compare them).
@@ -348,7 +356,7 @@ RULES: dict[str, Rule] = {
     "learner.batch": Rule(lo=1, hi=1024),
     "learner.lr": Rule(lo=0.0, hi=1.0, lo_open=True),
     # a 1-image batch below 64 px leaves BatchNorm 1 x 1 maps at stride 32: training fails
-    "learner.imgsz": Rule(lo=64, hi=4096),
+    "learner.imgsz": Rule(lo=64, hi=4096, multiple_of=32, meaning="the detector's largest stride"),
     "learner.device": Rule(choices=("auto", "cpu", "cuda", "cuda:N"), pattern=r"cuda:\d+"),
     "learner.torch_threads": Rule(lo=1, hi=256),
     "learner.nice": Rule(lo=0, hi=19),
@@ -412,11 +420,15 @@ RULES: dict[str, Rule] = {
     "fleet.seed": _NON_NEGATIVE,
     "fleet.retry_s": _POSITIVE,
     "fleet.proximal_mu": _NON_NEGATIVE,
+    "fleet.server_address": Rule(
+        pattern=r"([^\s/:\[\]]+|\[[0-9A-Fa-f:.]+\]):(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}"
+                r"|[1-5]\d{4}|[1-9]\d{0,3})",
+        meaning="HOST:PORT with a port in 1..65535 (e.g. 127.0.0.1:9092)"),
 }
 
 # Keys whose value is free text (paths, addresses, URIs): checked where they are used.
 FREE_KEYS = frozenset({"state_dir", "source.uri", "model.path", "model.providers", "server.host",
-                       "server.token", "fleet.server_address", "fleet.device_name", "fleet.token",
+                       "server.token", "fleet.device_name", "fleet.token",
                        "fleet.initial_model",
                        "fleet.ca_cert", "fleet.server_cert", "fleet.server_key"})
 
@@ -518,8 +530,8 @@ def _coerce(value: object, kind: type, dotted: str, where: str) -> object:
         if not value.is_integer():
             raise ConfigError(f"config key '{dotted}' in {where} must be an integer, got {value!r}")
         return int(value)
-    if kind is str and isinstance(value, bool) and {"on", "off"} <= set(RULES[dotted].choices
-                                                                         if dotted in RULES else ()):
+    choices = set(RULES[dotted].choices if dotted in RULES else ())
+    if kind is str and isinstance(value, bool) and ("on" if value else "off") in choices:
         return "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
     if kind is str and (value is None or isinstance(value, (list, dict))):
         got = "null" if value is None else f"{type(value).__name__} {value!r}"

@@ -67,6 +67,9 @@ def test_bad_values_and_files(tmp_path):
         with pytest.raises(ConfigError, match=f"must be text, got {re.escape(got)}$"):
             load_config(broken)
     assert load_config(None, ["fleet.device_name=7"]).fleet.device_name == "7"
+    broken.write_text("labels:\n  mode: off\n")  # YAML 1.1 reads an unquoted off as false
+    assert load_config(broken).labels.mode == "off" == load_config(None, ["labels.mode=off"]).labels.mode
+    assert load_config(None, ["fleet.server_address=[::1]:9092"]).fleet.server_address == "[::1]:9092"
 
 
 @pytest.mark.parametrize("override, fragment", [
@@ -87,6 +90,12 @@ def test_bad_values_and_files(tmp_path):
     ("memory.holdout_block_s=-1", "'memory.holdout_block_s'"),
     ("memory.holdout_block_s=1e-300", "'memory.holdout_block_s'"),
     ("learner.imgsz=32", "'learner.imgsz'"),
+    ("learner.imgsz=65", "not a multiple of 32"),
+    ("model.imgsz=33", "not a multiple of 32"),
+    ("fleet.server_address=127.0.0.1:70000", "HOST:PORT"),
+    ("fleet.server_address=127.0.0.1:0", "HOST:PORT"),
+    ("fleet.server_address=localhost", "HOST:PORT"),
+    ("fleet.server_address=http://127.0.0.1:9092", "HOST:PORT"),
 ])
 def test_bad_values_fail_at_load_with_one_line(override, fragment):
     with pytest.raises(ConfigError) as err:

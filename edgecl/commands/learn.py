@@ -25,6 +25,10 @@ def learn_command(args: argparse.Namespace) -> int:
     from edgecl.runtime.promote import promote_version
 
     cfg = config_from_args(args)
+    if cfg.learner.device.startswith("cuda"):  # one line now, not a failed round's traceback
+        from edgecl.continual.finetune import resolve_device
+
+        resolve_device(cfg.learner.device)
     with round_lock(cfg.state_dir) as held:
         if not held:
             raise EdgeclError(f"a learning round is already running on {cfg.state_dir}")

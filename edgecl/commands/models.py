@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.errors import ConfigError
 from edgecl.runtime.promote import promote_version
 
 
@@ -136,8 +137,16 @@ def check_loadable(registry, version: str, args: argparse.Namespace) -> None:
 
 def add_command(args: argparse.Namespace) -> int:
     """Load and warm a model file, stage it (and optionally promote it)."""
+    from edgecl.models.classes import ClassRegistry
+
     registry = _registry(args)
     version = registry.add(args.path, opts=_options(args))
+    names = registry.manifest(version).get("classes") or {}
+    conflict = ClassRegistry(config_from_args(args).state_dir).conflict(names)
+    if conflict:  # 'edgecl run' would serve it under the device's names: car boxes named boat
+        registry.set_status(version, "rejected", f"class ids disagree with the device: {conflict}")
+        raise ConfigError(f"{args.path}: {conflict}; staged as {version} and rejected (use a "
+                          f"model trained with these class ids, or another --state-dir)")
     print(f"staged {version} from {args.path}")
     if args.promote:
         promote_version(config_from_args(args).state_dir, version)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.commands.common import add_config_args, config_from_args, positive_int, print_json_line
 
 
 def add_parser(sub) -> None:
@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
                                     "synthetic://, tasks://); default: source.uri")
     p.add_argument("--model", help="model file (.onnx, .engine, .pt, .yaml); default: the "
                                    "registry's current version, else model.path")
-    p.add_argument("--frames", type=int, help="stop after N frames")
+    p.add_argument("--frames", type=positive_int, help="stop after N frames (>= 1)")
     p.add_argument("--out", help="write detections as JSON lines to this file")
     p.add_argument("--save-video", help="write an annotated video to this file")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")

@@ -98,12 +98,22 @@ def resolve_device(device: str):
 
     Returns:
         ``torch.device``.
+
+    Raises:
+        ConfigError: a CUDA device that this machine does not have.
     """
     import torch
 
     if device in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    chosen = torch.device(device)
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (chosen.index or 0) >= count:
+            raise ConfigError(f"learner.device={device}: this machine has "
+                              f"{count or 'no'} CUDA device{'s' if count != 1 else ''} that torch "
+                              f"can use (learner.device=auto picks what there is)")
+    return chosen
 
 
 def apply_low_priority(cfg: LearnerConfig) -> None:

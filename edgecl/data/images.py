@@ -83,6 +83,43 @@ def _decode_pil(data: bytes) -> np.ndarray | None:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
+_SIZED_MAGIC = (b"\x89PNG", b"\xff\xd8", b"BM", b"GIF8", b"II*\x00", b"MM\x00*")
+"""Leading bytes of the formats whose size is read from the header (PNG, JPEG, BMP, GIF, TIFF;
+WebP is checked apart)."""
+MAX_PIXELS = 64_000_000
+"""Largest image decoded (width x height): a 400 kB PNG can declare 20000 x 20000 pixels, and
+decoding it would take 3 GB, enough to get a Jetson's runtime killed; an 8K frame is 33 MP."""
+
+
+def _refuse_oversized(data: bytes, name: str) -> None:
+    """Read the image's declared size from its header (Pillow, nothing decoded) and refuse one
+    above :data:`MAX_PIXELS`; a header Pillow cannot read is left to the decoders."""
+    import io
+    import sys
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not (data.startswith(_SIZED_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
+        return
+    # ultralytics patches Image.open to install a HEIF plugin when Pillow cannot identify a
+    # file; its saved original opener is used when present (an offline device must not try)
+    opener = getattr(sys.modules.get("ultralytics.utils.patches"), "_image_open", Image.open)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with opener(io.BytesIO(data)) as im:
+                width, height = im.size
+    except Image.DecompressionBombError as exc:  # Pillow's own bound, above ours
+        raise ImageError(f"{name}: over the limit of {MAX_PIXELS // 1_000_000} megapixels, not "
+                         f"decoded ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{name}: {width}x{height} pixels is over the limit of "
+                         f"{MAX_PIXELS // 1_000_000} megapixels (not decoded)")
+
+
 def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     """Decode an encoded image (the bytes of a file) into BGR uint8.
 
@@ -95,7 +132,7 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
         uint8 array (H, W, 3), BGR.
 
     Raises:
-        ImageError: empty, truncated JPEG, or not decodable.
+        ImageError: empty, truncated JPEG, over :data:`MAX_PIXELS`, or not decodable.
     """
     import cv2
 
@@ -105,6 +142,7 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
         why = _jpeg_truncated(data)
         if why:
             raise ImageError(f"{name}: {why}")
+    _refuse_oversized(data, name)
     suffix = Path(name).suffix.lower()
     buf = np.frombuffer(data, np.uint8)
     image = _decode_tiff(buf) if suffix in _TIFF_SUFFIXES else None

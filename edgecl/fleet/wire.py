@@ -19,6 +19,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -117,6 +118,23 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def _check_pem(key: str, path: Path) -> None:
+    """Refuse a file that is not PEM text: gRPC would retry or fail deep inside with no word
+    about which file is wrong.
+
+    Raises:
+        ConfigError: unreadable, or no ``-----BEGIN ...-----`` block of the kind the key needs.
+    """
+    try:
+        text = path.read_bytes()[:1 << 20].decode("ascii", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"config key '{key}': cannot read {path}: {exc.strerror}") from None
+    wanted = "PRIVATE KEY" if key.endswith("_key") else "CERTIFICATE"
+    if not re.search(rf"-----BEGIN [A-Z ]*{wanted}-----", text):
+        raise ConfigError(f"config key '{key}': {path} is not a PEM file holding a "
+                          f"{wanted.lower()} (-----BEGIN ...{wanted}-----)")
+
+
 def check_security(address: str, *, certs: dict[str, str], token: str, role: str) -> None:
     """Refuse to run off loopback without TLS certificates and a fleet token.
 
@@ -133,6 +151,8 @@ def check_security(address: str, *, certs: dict[str, str], token: str, role: str
     for key, path in certs.items():
         if path and not Path(path).is_file():
             raise ConfigError(f"config key '{key}': certificate file not found: {path}")
+        if path:
+            _check_pem(key, Path(path))
     if is_loopback(address):
         return
     missing = [k for k, v in certs.items() if not v] + ([] if token else ["fleet.token"])

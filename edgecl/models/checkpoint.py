@@ -119,6 +119,50 @@ def load_checkpoint(path: str | os.PathLike):
     if not isinstance(model, nn.Module) or not hasattr(model, "model"):
         raise ModelLoadError(f"{path} is not a model checkpoint (no 'model' module)")
     model = model.float().eval()
-    meta = dict(ckpt.get("edgecl") or {})
-    meta.setdefault("names", dict(getattr(model, "names", {}) or {}))
+    stored = ckpt.get("edgecl")
+    if stored is not None and not isinstance(stored, dict):
+        raise ModelLoadError(f"{path}: its 'edgecl' metadata is not a mapping "
+                             f"(found {type(stored).__name__})")
+    meta = dict(stored or {})
+    if "names" not in meta:
+        meta["names"] = getattr(model, "names", None)
+    meta["names"] = _checked_names(meta["names"], path) or {
+        i: str(i) for i in range(int(getattr(model.model[-1], "nc", 0)))}  # as ultralytics numbers them
+    model.names = dict(meta["names"])
+    if "imgsz" in meta and not _is_image_size(meta["imgsz"]):
+        raise ModelLoadError(f"{path}: its 'imgsz' metadata {str(meta['imgsz'])[:40]!r} is not a "
+                             f"positive image size")
     return model, meta
+
+
+def _checked_names(names, path: Path) -> dict[int, str]:
+    """A checkpoint's class names as ``{id: name}``; a list (YOLOv5-style) is numbered in order.
+
+    Raises:
+        ModelLoadError: names that are neither a mapping nor a list, a non-integer id, or a
+            name that is not text or a number.
+    """
+    if names is None:
+        return {}
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict):
+        raise ModelLoadError(f"{path}: its class names are a {type(names).__name__}, not a "
+                             f"mapping or a list")
+    out = {}
+    for key, value in names.items():
+        try:
+            cid = int(key)
+        except (TypeError, ValueError, OverflowError):
+            raise ModelLoadError(f"{path}: class id {str(key)[:40]!r} is not an integer") from None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ModelLoadError(f"{path}: class {cid} has no usable name "
+                                 f"({str(value)[:40]!r})")
+        out[cid] = str(value)
+    return out
+
+
+def _is_image_size(value) -> bool:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return 0 < len(values) <= 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 16 for v in values)

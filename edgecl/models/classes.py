@@ -192,6 +192,28 @@ class ClassRegistry:
         return [{"id": e["id"], "name": e["name"], "samples": counts.get(str(e["id"]), 0),
                  "first_seen": e.get("first_seen", "")} for e in self._read()]
 
+    def conflict(self, names: dict) -> str | None:
+        """Why a model's (or a labelled source's) class ids cannot be this device's, if they
+        cannot: an id the registry names differently, or a name it has under another id.
+
+        Args:
+            names: class id -> name.
+
+        Returns:
+            ``"class id 0 is 'car', but this device's class registry has 'boat' there"`` (and,
+            when the name sits elsewhere, ``"and 'car' as id 3"``), or ``None``.
+        """
+        known = self.names()
+        by_name = {v: k for k, v in known.items()}
+        for cid, name in sorted((int(k), str(v)) for k, v in names.items()):
+            other = by_name.get(name)
+            if (cid in known and known[cid] != name) or (other is not None and other != cid):
+                device = f"'{known[cid]}'" if cid in known else "no class"
+                return (f"class id {cid} is '{name}', but this device's class registry has "
+                        f"{device} there" + (f" and '{name}' as id {other}"
+                                             if other is not None else ""))
+        return None
+
     def check_ids(self, ids, where: str) -> None:
         """Refuse class ids the registry does not know.
 

@@ -71,7 +71,8 @@ def read_onnx_metadata(custom: dict[str, str], input_shape: list, path: Path,
     if "names" in custom:
         try:
             names = {int(k): str(v) for k, v in ast.literal_eval(custom["names"]).items()}
-        except (ValueError, SyntaxError, AttributeError, TypeError) as exc:
+        except (ValueError, SyntaxError, AttributeError, TypeError, OverflowError, MemoryError,
+                RecursionError) as exc:
             raise ModelLoadError(f"{path}: unreadable 'names' metadata ({exc})") from None
     if len(input_shape) != 4 or input_shape[1] not in (3, "3"):
         raise ModelLoadError(f"{path}: input shape {input_shape} is not an image batch (N, 3, H, W)")
@@ -80,10 +81,12 @@ def read_onnx_metadata(custom: dict[str, str], input_shape: list, path: Path,
         try:
             value = ast.literal_eval(custom["imgsz"])
             meta_hw = [int(v) for v in (value if isinstance(value, (list, tuple)) else [value, value])]
-        except (ValueError, SyntaxError, TypeError):
+        except (ValueError, SyntaxError, TypeError, OverflowError, MemoryError, RecursionError):
             raise ModelLoadError(f"{path}: unreadable 'imgsz' metadata {custom['imgsz']!r}") from None
         if len(meta_hw) == 1:
             meta_hw = meta_hw * 2
+        if len(meta_hw) != 2 or not all(0 < v <= 1 << 16 for v in meta_hw):
+            raise ModelLoadError(f"{path}: unreadable 'imgsz' metadata {custom['imgsz'][:40]!r}")
     hw = []
     for axis, dim in ((0, input_shape[2]), (1, input_shape[3])):
         if isinstance(dim, int) and dim > 0:

@@ -217,6 +217,24 @@ class Registry:
             return None
         return target if VERSION_RE.match(target) else None
 
+    def damaged_current(self) -> str | None:
+        """Why the ``current`` pointer is unusable, or ``None`` (absent, or a link to a version).
+
+        Returns:
+            A one-line description naming the pointer, or ``None``.
+        """
+        pointer = self.root / "current"
+        if not (pointer.exists() or pointer.is_symlink()):
+            return None
+        if not pointer.is_symlink():
+            return f"{pointer} is not a link to a version (hand-edited?)"
+        target = os.readlink(pointer)
+        if not VERSION_RE.match(target):
+            return f"{pointer} points at {target!r}, not at a version of this registry"
+        if not (self.root / target).is_dir():
+            return f"{pointer} points at {target}, which does not exist"
+        return None
+
     def _known(self) -> str:
         versions = self.versions()
         if len(versions) > 12:
@@ -835,6 +853,10 @@ class Registry:
         if keep_promoted < 0 or keep_rejected < 0:
             raise RegistryError("keep_promoted and keep_rejected must be >= 0")
         with self._lock():
+            damaged = self.damaged_current()
+            if damaged:  # the retention rule keeps 'current': without it, it would delete it
+                raise RegistryError(f"not pruning: {damaged}; repair it first (edgecl models "
+                                    f"promote VERSION points it at a version again)")
             keep, skipped = self._retained(keep_promoted, keep_rejected)
             pruned, freed_bytes = [], 0
             for version in self.versions():

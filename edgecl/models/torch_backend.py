@@ -15,7 +15,12 @@ def _torch_device(requested: str):
 
     if requested in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device("cuda" if "CUDA" in requested or requested == "cuda" else "cpu")
+    if "CUDA" in requested or requested == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"model.providers={requested}: torch sees no CUDA device on this "
+                                 f"machine (model.providers=auto picks what there is)")
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 class TorchBackend(Backend):

@@ -237,8 +237,11 @@ class Runtime:
             check_bind(cfg.server.host, resolve_token(cfg.server.token))
         if cfg.learner.enabled:
             from edgecl.continual.cpu_engines import check_export_settings
+            from edgecl.continual.finetune import resolve_device
 
             check_export_settings(cfg)
+            if cfg.learner.device.startswith("cuda"):  # refused at start, not in every round
+                resolve_device(cfg.learner.device)
         ensure_writable(cfg.state_dir)
         self.lock = RuntimeLock(cfg.state_dir).acquire()
         self.registry = Registry(Path(cfg.state_dir) / "models")
@@ -283,16 +286,9 @@ class Runtime:
                             "use a model trained with these class ids, or another --state-dir")
 
     def _seed_from(self, names: dict, what: str, advice: str) -> None:
-        known = self.classes.names()
-        by_name = {v: k for k, v in known.items()}
-        for cid, name in sorted((int(k), str(v)) for k, v in names.items()):
-            other = by_name.get(name)
-            if (cid in known and known[cid] != name) or (other is not None and other != cid):
-                device = f"'{known[cid]}'" if cid in known else "no class"
-                raise ConfigError(f"{what}: class id {cid} is '{name}', but this device's class "
-                                  f"registry has {device} there"
-                                  + (f" and '{name}' as id {other}" if other is not None else "")
-                                  + f"; {advice}")
+        conflict = self.classes.conflict(names)
+        if conflict:
+            raise ConfigError(f"{what}: {conflict}; {advice}")
         try:
             self.classes.seed(names)
         except EdgeclError as exc:

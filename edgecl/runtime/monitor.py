@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import sqlite3
 import time
@@ -45,6 +46,8 @@ from edgecl.continual.evaluate import DECE_PROTOCOL
 from edgecl.continual.round_state import RoundStatus
 from edgecl.errors import EdgeclError, StorageError
 from edgecl.frames import STREAM_TASK
+
+log = logging.getLogger(__name__)
 
 
 DB_RELPATH = Path("metrics") / "metrics.sqlite"
@@ -317,7 +320,26 @@ class Monitor:
         with self._connect() as conn:
             row = conn.execute("SELECT report FROM calibration WHERE model_version=? "
                                "ORDER BY round DESC LIMIT 1", (str(model_version),)).fetchone()
-        return None if row is None else json.loads(row[0])
+        if row is None:
+            return None
+        try:
+            report = json.loads(row[0])
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.warning("metrics database: the calibration report of %s is damaged and is "
+                        "ignored (%s)", model_version, exc)
+            return None
+        if not isinstance(report, dict):
+            log.warning("metrics database: the calibration report of %s is not a mapping and is "
+                        "ignored", model_version)
+            return None
+        for key in ("per_class", "thresholds", "protocol"):
+            if key in report and not isinstance(report[key], dict):
+                log.warning("metrics database: '%s' of the calibration report of %s is damaged "
+                            "and is ignored", key, model_version)
+                report[key] = {}
+        report["per_class"] = {k: v for k, v in (report.get("per_class") or {}).items()
+                               if isinstance(v, dict)}
+        return report
 
     def record_round(self, round_no: int, model_version: str, status: str, reason: str = "",
                      acc: float | None = None, bwt: float | None = None,

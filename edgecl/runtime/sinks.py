@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecl.errors import ConfigError
 from edgecl.runtime.loop import FrameResult
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 Names = dict[int, str] | Callable[[], dict[int, str]] | None
 """Class index -> name, or a cheap callable returning the current mapping (the runtime's: a
 class renamed or learnt since start is shown by its current name)."""
+
+
+VIDEO_SUFFIXES = (".mp4", ".avi")
 
 
 def _names_now(names: Names) -> dict[int, str]:
@@ -69,6 +73,8 @@ class VideoSink:
 
     def __init__(self, path: str | Path, fps: float = 10.0, names: Names = None):
         self.path = Path(path)
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES or self.path.is_dir():
+            raise ConfigError(f"--save-video {path}: name a new .mp4 or .avi file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = fps
         self.names = names
@@ -78,7 +84,7 @@ class VideoSink:
     def _open(self, width: int, height: int) -> None:
         import cv2
 
-        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix == ".avi" else "mp4v"))
+        fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
         self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
         if not self._writer.isOpened():
             raise OSError(f"cannot open video writer for {self.path}")

@@ -69,3 +69,20 @@ def test_truncated_jpeg_refused_after_ultralytics_patched_pil(tmp_path):
     path.write_bytes(b"\xff\xd8 truncated jpeg")
     with pytest.raises(ImageError, match="truncated JPEG"):
         read_image(path)
+
+
+@pytest.mark.parametrize("side", [9000, 20000])
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, side):
+    import time
+
+    from edgecl.data import images
+
+    path = tmp_path / "big.png"  # a few hundred kB declaring 81 MP or 400 MP of zeros
+    cv2.imwrite(str(path), np.zeros((side, side), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    t0 = time.perf_counter()
+    with pytest.raises(images.ImageError, match="over the limit of 64 megapixels"):
+        images.read_image(path)  # before: decoded in full (3 GB for 20000 x 20000)
+    assert time.perf_counter() - t0 < 2.0
+    small = tmp_path / "ok.png"
+    cv2.imwrite(str(small), np.zeros((40, 7000, 3), np.uint8))  # long but small: decoded
+    assert images.read_image(small).shape == (40, 7000, 3)

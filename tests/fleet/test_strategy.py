@@ -121,6 +121,15 @@ def test_wire_signature_and_loopback_rules(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="certificate file not found"):
         wire.check_security("10.0.0.5:9092", certs={"fleet.ca_cert": str(tmp_path / "no.pem")},
                             token="t", role="device")
+    bad, key = tmp_path / "bad.pem", tmp_path / "key.pem"
+    bad.write_text("notpem")
+    key.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ConfigError, match="bad.pem is not a PEM file holding a certificate"):
+        wire.check_security("127.0.0.1:9092", certs={"fleet.ca_cert": str(bad)}, token="",
+                            role="device")  # before: gRPC retried for ever without saying why
+    with pytest.raises(ConfigError, match="'fleet.server_key'.*holding a private key"):
+        wire.check_security("127.0.0.1:9092", certs={"fleet.server_key": str(key)}, token="",
+                            role="server")
     monkeypatch.setenv(wire.TOKEN_ENV, "from-env")
     assert wire.resolve_token("from-config") == "from-env"
     keys, arrays = wire.to_wire({"a": np.ones((2, 2)), "b": np.zeros(3)}, "float16")
@@ -137,7 +146,7 @@ def test_server_refuses_off_loopback_without_tls_and_incomplete_tls(tmp_path, mo
     with pytest.raises(ConfigError, match="needs TLS and a token"):
         server_certificates(cfg)
     pem = tmp_path / "ca.pem"
-    pem.write_text("x")
+    pem.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
     cfg = load_config(None, [f"state_dir={tmp_path}", f"fleet.ca_cert={pem}"])
     with pytest.raises(ConfigError, match="missing fleet.server_cert, fleet.server_key"):
         server_certificates(cfg)

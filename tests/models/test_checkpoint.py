@@ -87,3 +87,37 @@ def test_bad_files_raise_one_line_error(tmp_path, content):
 def test_missing_file(tmp_path):
     with pytest.raises(ModelLoadError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda c: c.update(edgecl="xyz"), "'edgecl' metadata is not a mapping"),
+    (lambda c: c.update(edgecl=[1, 2]), "'edgecl' metadata is not a mapping"),
+    (lambda c: c.update(edgecl={"names": {"x": None}}), "class id 'x' is not an integer"),
+    (lambda c: c.update(edgecl={"names": {0: None}}), "class 0 has no usable name"),
+    (lambda c: c.update(edgecl={"names": 5}), "class names are a int"),
+    (lambda c: c.update(edgecl={"imgsz": "big"}), "'imgsz' metadata 'big'"),
+    (lambda c: c.update(edgecl={"imgsz": 10 ** 9}), "not a positive image size"),
+])
+def test_odd_checkpoint_metadata_is_one_line(tmp_path, change, match):
+    path = save_checkpoint(build_detection_model(2, names={0: "car", 1: "drone"}),
+                           tmp_path / "m.pt", meta={"imgsz": 64})
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    change(ckpt)
+    torch.save(ckpt, path)
+    with pytest.raises(ModelLoadError, match=match) as err:  # before: ValueError, TypeError, ...
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)
+
+
+def test_list_names_and_no_names_load(tmp_path):
+    path = save_checkpoint(build_detection_model(2, names={0: "car", 1: "drone"}),
+                           tmp_path / "m.pt", meta={"imgsz": 64})
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    del ckpt["edgecl"]
+    ckpt["model"].names = ["car", "drone"]  # YOLOv5-style checkpoints keep a list
+    torch.save(ckpt, path)
+    model, meta = load_checkpoint(path)
+    assert meta["names"] == model.names == {0: "car", 1: "drone"}
+    ckpt["model"].names = None
+    torch.save(ckpt, path)
+    assert load_checkpoint(path)[1]["names"] == {0: "0", 1: "1"}  # numbered as ultralytics does

@@ -255,3 +255,18 @@ def test_yolo26_end_to_end_export_loads_and_detects(tmp_path):
     assert len(det) == 5 and (np.diff(det.scores) <= 0).all()
     assert det.boxes_xyxy.min() >= 0 and det.boxes_xyxy[:, [0, 2]].max() <= 200
     assert set(det.classes.tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("custom, match", [
+    ({"imgsz": "1e999"}, "unreadable 'imgsz'"),
+    ({"imgsz": "[64, 10**9]"}, "unreadable 'imgsz'"),
+    ({"imgsz": str(10 ** 9)}, "unreadable 'imgsz'"),
+    ({"names": '{1e999: "a"}'}, "unreadable 'names'"),
+    ({"names": "-" * 200000 + "1"}, "unreadable 'names'"),
+    ({"names": "[" * 100000 + "]" * 100000}, "unreadable 'names'"),
+])
+def test_odd_onnx_metadata_is_one_line(custom, match):
+    from edgecl.models.onnx_backend import read_onnx_metadata
+
+    with pytest.raises(ModelLoadError, match=match):  # before: OverflowError, MemoryError
+        read_onnx_metadata(custom, [1, 3, "h", "w"], "m.onnx", None)

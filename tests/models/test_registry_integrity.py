@@ -147,6 +147,24 @@ def test_promote_repairs_a_dangling_current(reg, tmp_path):
     assert reg.current() == v2 and reg.history() == [v1, v2]
 
 
+@pytest.mark.parametrize("damage", ["file", "outside", "missing"])
+def test_prune_refuses_while_current_is_damaged_and_deletes_nothing(reg, tmp_path, damage):
+    versions = [_stage(reg, tmp_path, bytes([i])) for i in range(5)]
+    for v in (versions[1], versions[3], versions[4]):
+        reg.promote(v)
+    os.remove(reg.root / "current")
+    if damage == "file":  # a hand edit: 'echo v0005 > models/current'
+        (reg.root / "current").write_text(versions[4])
+    else:
+        os.symlink("../elsewhere" if damage == "outside" else "v0042", reg.root / "current")
+    before = _files(reg.root)
+    with pytest.raises(RegistryError, match="not pruning: .*current"):
+        reg.prune(keep_promoted=0, keep_rejected=0)  # before: pruned v0005, the real current
+    assert _files(reg.root) == before
+    reg.promote(versions[4])  # promoting repairs the pointer; pruning then keeps current
+    assert versions[4] in reg.prune(keep_promoted=0, keep_rejected=0)["kept"]
+
+
 def test_rejected_and_pruned_versions_cannot_be_promoted(reg, tmp_path):
     v1 = _stage(reg, tmp_path, b"r", status="rejected")
     with pytest.raises(RegistryError, match="was rejected"):

@@ -86,3 +86,23 @@ def test_a_pretrained_model_added_to_the_registry_names_the_first_classes(tmp_pa
     assert report.frames == 2
     assert ClassRegistry(state).names() == {0: "car", 1: "truck"}  # before: none, and the
     # operator queue proposed classes by number
+
+
+def test_models_add_refuses_a_model_whose_ids_name_other_classes(tmp_path, capsys):
+    from edgecl.cli import main
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.models.registry import Registry
+    from edgecl.ultra import build_detection_model
+
+    state = tmp_path / "state"
+    ClassRegistry(state).add(["car", "truck"])
+    pt = save_checkpoint(build_detection_model(2, names={0: "boat", 1: "truck"}),
+                         tmp_path / "other.pt", meta={"imgsz": IMGSZ})
+    capsys.readouterr()
+    assert main(["models", "add", str(pt), "--promote", "--state-dir", str(state),
+                 f"model.imgsz={IMGSZ}"]) == 2  # before: served with boats named 'car'
+    err = capsys.readouterr().err
+    assert "class id 0 is 'boat', but this device's class registry has 'car' there" in err
+    assert err.count("\n") == 1
+    registry = Registry(state / "models")
+    assert registry.current() is None and registry.status("v0001") == "rejected"

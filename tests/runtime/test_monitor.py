@@ -362,6 +362,26 @@ def test_reliability_and_calibration(tmp_path):
     assert mon.summary()["calibration"] == {"dece_before": 0.3, "dece_after": 0.05}
 
 
+@pytest.mark.parametrize("damage", ["{not json", '"str"', "[1, 2]",
+                                    '{"thresholds": 5, "per_class": [1], "protocol": "x"}'])
+def test_a_damaged_calibration_row_is_ignored(tmp_path, damage):
+    import sqlite3
+
+    from edgecl.bench.report import write_monitor_report
+
+    mon = filled(tmp_path)
+    mon.record_calibration(4, "v0004", {"dece_before": 0.3, "dece_after": 0.1,
+                                        "per_class": {"0": {"name": "car", "n": 3}}})
+    conn = sqlite3.connect(tmp_path / "metrics" / "metrics.sqlite")
+    conn.execute("UPDATE calibration SET report = ?", (damage,))
+    conn.commit()
+    conn.close()
+    cal = mon.calibration("v0004")  # before: JSONDecodeError / AttributeError in every reader
+    assert cal is None or (cal["per_class"] == {} and cal.get("thresholds", {}) == {})
+    mon.summary()
+    assert write_monitor_report(tmp_path, tmp_path / "report").is_file()
+
+
 def test_prometheus_exposes_per_class_ap_and_forgetting(tmp_path):
     got = samples(PrometheusExporter(stream_filled(tmp_path)).render().decode())
     assert got[("edgecl_class_ap50_95", (("class", "car"),))] == pytest.approx(0.55)

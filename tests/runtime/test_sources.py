@@ -180,6 +180,17 @@ def test_dir_data_yaml_streams_splits_with_labels(tmp_path):
     assert [f.name for f in valid] == ["valid0", "valid1"]
 
 
+def test_a_class_id_the_dataset_does_not_name_is_a_refused_row(tmp_path):
+    root = _roboflow(tmp_path / "rf")
+    (root / "train" / "labels" / "train1.txt").write_text("7 0.5 0.5 0.2 0.2\n")
+    for uri in (f"dir://{root}/data.yaml",):
+        source = open_source(uri)
+        frames = {f.name: f for f in source}
+        # before: delivered with its class-7 box (a tasks:// source dropped it, counting nothing)
+        assert frames["train1"].labels is None and source.stats.refused_labels == 1
+        assert frames["train0"].labels.shape == (1, 5)
+
+
 def test_dir_data_yaml_with_path_and_list_file(tmp_path):
     root = tmp_path / "ds"
     for i in range(3):

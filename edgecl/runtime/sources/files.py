@@ -157,8 +157,9 @@ class ImageListSource(FrameSource):
         label_path = label_path_for(image_path)
         if not label_path.is_file():
             return None
-        try:
-            parsed = read_yolo_labels(label_path)
+        names = getattr(self, "names", None)
+        try:  # a class id the dataset does not name is a refused row (ultralytics' rule)
+            parsed = read_yolo_labels(label_path, max(names) + 1 if names else None)
         except LabelError as exc:
             self._count("bad_labels")
             self._warn_once("label", image_path, "delivering %s unlabelled: %s", image_path, exc)
