@@ -339,8 +339,11 @@ def test_answered_frames_still_suppress_near_duplicates_after_a_restart(tmp_path
     np.testing.assert_allclose(emb, embedding, atol=1e-4)
     assert abs(created_s - time.time()) < 60
     for i in range(queue_mod.RECENT_KEEP + 5):  # bounded
-        q._remember_embedding({"id": f"x{i}", "created_s": 1.0, "embedding": [0.0]})
+        q._remember_embedding({"id": f"x{i}", "created_s": 1.0, "embedding": [0.0] * 5})
     assert len(OperatorQueue(tmp_path / "labels", 10).embeddings()) == queue_mod.RECENT_KEEP
+    sink = MemorySink(FakeMemory(), LabelsConfig(mode="field"),
+                      OperatorQueue(tmp_path / "labels", 10))
+    assert len(sink.selector.ring) == 0  # entries of another length are not fed to the selector
 
 
 def test_answer_after_interrupted_answer_does_not_store_twice(tmp_path):

@@ -34,7 +34,7 @@ from edgecl.errors import EdgeclError, StorageError
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.runtime.labels.pseudo import REFUSALS, PseudoLabeler, Thresholds
 from edgecl.runtime.labels.queue import OperatorQueue
-from edgecl.runtime.labels.selection import Candidate, Selector
+from edgecl.runtime.labels.selection import EMBEDDING_DIM, Candidate, Selector
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,8 @@ class MemorySink:
         self.observers: list[Callable] = []
         self._lock = threading.Lock()
         for created_s, emb in queue.embeddings():
-            self.selector.ring.add(emb, created_s)
+            if emb.shape == (EMBEDDING_DIM,):  # a hand-edited item's other length is ignored
+                self.selector.ring.add(emb, created_s)
 
     @classmethod
     def from_config(cls, cfg: Config, *, memory=None, classes=None, thresholds: Thresholds = None,
