@@ -80,6 +80,8 @@ def list_command(args: argparse.Namespace) -> int:
 
 def rename_command(args: argparse.Namespace) -> int:
     """Rename one class."""
-    class_id = _registry(args).rename(args.old, args.new)
-    print(f"class {class_id}: {args.old.strip()} -> {args.new.strip()}")
+    registry = _registry(args)
+    before = registry.names()
+    class_id = registry.rename(args.old, args.new)
+    print(f"class {class_id}: {before[class_id]} -> {registry.names()[class_id]}")
     return 0

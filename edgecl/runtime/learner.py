@@ -341,7 +341,7 @@ class LearnerSupervisor:
             return
         self._seen_max_id = max([self._seen_max_id, *ids])
         self._own_ids = {i for i in self._own_ids if i > self._seen_max_id}
-        if new:
+        if new and self.cfg.learner.enabled:
             log.info("%d sample(s) stored outside the runtime (labels import or answer) count "
                      "towards the next round", len(new))
             self._count_new(len(new), {c for r in records for c in r.classes})

@@ -51,6 +51,8 @@ def test_rename_and_its_one_line_errors(capsys, tmp_path):
     code, _, err = run_cli(capsys, "classes", "rename", "bus", "van", "--state-dir", tmp_path)
     assert code == 2 and err.startswith("error: unknown class 'bus'") and err.count("\n") == 1
     assert ClassRegistry(tmp_path).names() == {0: "car", 1: "lorry"}
+    code, out, _ = run_cli(capsys, "classes", "rename", "LORRY", "Lorry", "--state-dir", tmp_path)
+    assert code == 0 and out.strip() == "class 1: lorry -> Lorry"  # the stored name, not typed
     typo = tmp_path / "typo"
     for cmd in (["rename", "car", "auto"], ["list"]):
         code, _, err = run_cli(capsys, "classes", *cmd, "--state-dir", typo)

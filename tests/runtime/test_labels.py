@@ -331,12 +331,15 @@ def test_answered_frames_still_suppress_near_duplicates_after_a_restart(tmp_path
     embedding = np.linspace(0, 1, 256, dtype=np.float32)
     item = q.push(frame(textured(1), 1), dets([0.5]), priority=0.5, embedding=embedding)
     other = q.push(frame(textured(2), 2), dets([0.5]), priority=0.4)  # no embedding recorded
+    passed = q.push(frame(textured(3), 3), dets([0.5]), priority=0.3, embedding=embedding * 0.5)
     q.answer(item, [], FakeMemory(), FakeClasses())
     q.answer(other, [], FakeMemory(), FakeClasses())
+    q.skip(passed)  # a frame a person passed on is not offered again right after a restart
     # before: a restart seeded the selector from pending items only, so the same picture
     # was queued again within seconds of its answer
-    (created_s, emb), = OperatorQueue(tmp_path / "labels", 10).embeddings()
+    (created_s, emb), (_, skipped) = OperatorQueue(tmp_path / "labels", 10).embeddings()
     np.testing.assert_allclose(emb, embedding, atol=1e-4)
+    np.testing.assert_allclose(skipped, embedding * 0.5, atol=1e-4)
     assert abs(created_s - time.time()) < 60
     for i in range(queue_mod.RECENT_KEEP + 5):  # bounded
         q._remember_embedding({"id": f"x{i}", "created_s": 1.0, "embedding": [0.0] * 5})
@@ -495,8 +498,8 @@ def test_from_config_field_loop_with_real_memory_and_registry(tmp_path):
         sink.close()
     reopened = MemorySink.from_config(cfg, classes=ClassRegistry(tmp_path))
     try:
-        # the answered frame still counts for near-duplicates; the skipped one does not
-        assert reopened.queue.pending() == [] and len(reopened.selector.ring) == 1
+        # the answered and the skipped frames still count for near-duplicates
+        assert reopened.queue.pending() == [] and len(reopened.selector.ring) == 2
     finally:
         reopened.close()
 

@@ -39,8 +39,8 @@ ITEM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MAX_BOXES = 1000
 ANSWERED_KEEP = 500
 RECENT_KEEP = 64
-"""Embeddings of the last answered frames kept on disk, so that near-duplicate suppression
-(``labels.dedup_window_s``) also covers frames stored before a restart."""
+"""Embeddings of the last answered or skipped frames kept on disk, so that near-duplicate
+suppression (``labels.dedup_window_s``) also covers them after a restart."""
 ORPHAN_AGE_S = 60.0
 SOURCE_PREFIX = "operator:"
 # a box may overshoot the frame by this many pixels (rounding in a drawing tool); it is clipped
@@ -238,7 +238,8 @@ class OperatorQueue:
         atomic_write_json(self._answered_path, entries[-self.answered_keep:])
 
     def _remember_embedding(self, meta: dict) -> None:
-        """Keep an answered frame's embedding (the last :data:`RECENT_KEEP`) for dedup."""
+        """Keep an answered or skipped frame's embedding (the last :data:`RECENT_KEEP`) for
+        near-duplicate suppression after a restart."""
         emb = meta.get("embedding")
         if not isinstance(emb, list) or not emb:
             return
@@ -487,8 +488,9 @@ class OperatorQueue:
             ConflictError: already answered or skipped.
         """
         with self._locked():
-            self._get(item_id)
+            meta = self._get(item_id)
             self._record(item_id, "skipped")
+            self._remember_embedding(meta)  # a person passed on it: not offered again soon
             self._remove(item_id)
         return {"id": item_id, "skipped": True}
 
