@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgecl.commands.common import add_config_args, config_from_args, print_json_line
 from edgecl.errors import ConfigError
-from edgecl.runtime.promote import promote_version
+from edgecl.runtime.promote import promote_version, rollback_version
 
 
 def add_parser(sub) -> None:
@@ -166,7 +166,7 @@ def promote_command(args: argparse.Namespace) -> int:
 
 def rollback_command(args: argparse.Namespace) -> int:
     """Roll back to the previous promoted version."""
-    version = _registry(args).rollback()
+    version = rollback_version(config_from_args(args).state_dir, _registry(args))
     print(f"rolled back to {version}")
     return 0
 

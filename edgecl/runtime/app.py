@@ -211,6 +211,8 @@ class Runtime:
         Raises:
             ModelLoadError: the current version is damaged and no earlier one is intact.
         """
+        from edgecl.runtime.promote import rollback_version
+
         registry = self.registry
         current = registry.current()
         while current is not None:
@@ -220,7 +222,7 @@ class Runtime:
             log.error("current model version %s fails its integrity check (%s); rolling back",
                       current, problems[0])
             try:
-                current = registry.rollback()
+                current = rollback_version(self.cfg.state_dir, registry)
             except EdgeclError as exc:
                 raise ModelLoadError(f"current model version {current} fails its integrity check "
                                      f"({problems[0]}) and no earlier version can serve: {exc}") from None

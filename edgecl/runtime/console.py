@@ -177,7 +177,7 @@ def build_console_hooks(runtime):
         The :class:`~edgecl.web.ConsoleHooks`.
     """
     from edgecl.runtime.prometheus import PrometheusExporter
-    from edgecl.runtime.promote import promote_version
+    from edgecl.runtime.promote import promote_version, rollback_version
     from edgecl.runtime.versions import TimedCache
     from edgecl.web import ConsoleHooks
 
@@ -190,7 +190,7 @@ def build_console_hooks(runtime):
         return {"current": version}
 
     def rollback() -> dict:
-        return {"current": runtime.registry.rollback()}
+        return {"current": rollback_version(state_dir, runtime.registry)}
 
     def answer(item_id: str, boxes: list, skip: bool) -> dict:
         from edgecl.runtime.labels import check_skip

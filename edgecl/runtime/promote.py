@@ -1,4 +1,5 @@
-"""Promotion in one place: the registry's ``current`` pointer and the monitor's record agree."""
+"""Promotion and rollback in one place: the registry's ``current`` pointer, the monitor's record
+and the learner's progress agree."""
 
 from __future__ import annotations
 
@@ -21,3 +22,35 @@ def promote_version(state_dir: str | Path, version: str) -> None:
     Registry(Path(state_dir) / "models").promote(version)
     Monitor(state_dir).set_version_status(version, "promoted")
 
+
+
+def rollback_version(state_dir: str | Path, registry=None) -> str:
+    """Roll back to the previous promoted version, and rewind the learner's progress to it.
+
+    The samples the retired versions had learnt are new again to the version now serving, so
+    the next round learns them (a class taught only to a retired version included). A version
+    staged from a user's model file learnt no sample; one from a release that did not record
+    its progress leaves the learner's progress as it was.
+
+    Args:
+        state_dir: the state directory.
+        registry: the open registry (``STATE/models`` when ``None``).
+
+    Returns:
+        The version now current.
+
+    Raises:
+        RegistryError: no earlier intact version.
+    """
+    from edgecl.continual.round_state import load_state, save_state
+    from edgecl.models.registry import Registry
+
+    registry = registry or Registry(Path(state_dir) / "models")
+    version = registry.rollback()
+    manifest = registry.manifest(version)
+    learnt = manifest.get("learnt_up_to", None if "parent" in manifest else 0)
+    state = load_state(state_dir)
+    if isinstance(learnt, int) and not isinstance(learnt, bool) and learnt < state.last_sample_id:
+        state.last_sample_id = learnt
+        save_state(state_dir, state)
+    return version
