@@ -126,8 +126,8 @@ def load_checkpoint(path: str | os.PathLike):
     meta = dict(stored or {})
     if "names" not in meta:
         meta["names"] = getattr(model, "names", None)
-    meta["names"] = _checked_names(meta["names"], path) or {
-        i: str(i) for i in range(int(getattr(model.model[-1], "nc", 0)))}  # as ultralytics numbers them
+    meta["names"] = _checked_names(meta["names"], path) or {  # numbered, as ultralytics does
+        i: str(i) for i in range(int(getattr(model.model[-1], "nc", 0)))}
     model.names = dict(meta["names"])
     if "imgsz" in meta and not _is_image_size(meta["imgsz"]):
         raise ModelLoadError(f"{path}: its 'imgsz' metadata {str(meta['imgsz'])[:40]!r} is not a "
