@@ -123,10 +123,17 @@ def global_from_checkpoint(path) -> tuple[dict[str, np.ndarray], list[str]]:
         ``(arrays, names)``.
 
     Raises:
-        ModelLoadError: the file is missing or not a model checkpoint.
+        ModelLoadError: the file is missing, not a ``.pt`` file (an exported engine has no
+            trainable weights to send), or not a model checkpoint.
     """
+    from pathlib import Path
+
+    from edgecl.errors import ModelLoadError
     from edgecl.models.checkpoint import load_checkpoint
 
+    if Path(path).suffix.lower() != ".pt":
+        raise ModelLoadError(f"fleet.initial_model={path}: a fleet starts from an ultralytics "
+                             f".pt checkpoint (an exported engine holds no trainable weights)")
     model, meta = load_checkpoint(path)
     names = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
     return model_arrays(model), [names[i] for i in sorted(names)]

@@ -313,7 +313,9 @@ class ClassRegistry:
         except (TypeError, ValueError):
             raise LabelError(f"checkpoint class ids must be integers, got {sorted(names)[:5]}") from None
         if len(set(wanted.values())) != len(wanted):
-            raise LabelError("checkpoint class names are not unique")
+            twice = sorted({n for n in wanted.values() if list(wanted.values()).count(n) > 1})
+            raise LabelError(f"class names are not unique: {', '.join(twice[:5])} name more "
+                             f"than one id")
         with self._locked() as entries:
             by_id = {e["id"]: e["name"] for e in entries}
             by_name = {e["name"]: e["id"] for e in entries}

@@ -130,6 +130,7 @@ class ProgressSink:
         self.stream = stream or sys.stderr
         self._last_s = time.monotonic()
         self._frames = 0
+        self._version = "-"
         self._counts: dict[str, int] = {}
 
     def write(self, result: FrameResult) -> None:
@@ -139,16 +140,18 @@ class ProgressSink:
         for cls in result.detections.classes:
             name = names.get(int(cls), str(int(cls)))
             self._counts[name] = self._counts.get(name, 0) + 1
+        self._version = result.model_version
         now = time.monotonic()
         if now - self._last_s >= self.every_s:
-            self._print(result.model_version)
+            self._print()
             self._last_s = now
 
-    def _print(self, version: str) -> None:
+    def _print(self, last: bool = False) -> None:
         seen = ", ".join(f"{k}={v}" for k, v in sorted(self._counts.items())) or "nothing"
-        print(f"[edgecl] frames={self._frames} model={version} seen: {seen}", file=self.stream,
-              flush=True)
+        what = "in all: " if last else ""
+        print(f"[edgecl] {what}frames={self._frames} model={self._version} seen: {seen}",
+              file=self.stream, flush=True)
 
     def close(self) -> None:
-        """Print the final summary."""
-        self._print("final")
+        """Print the final summary (the whole run's counts, the last model version)."""
+        self._print(last=True)

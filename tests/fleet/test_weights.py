@@ -29,3 +29,15 @@ def test_the_first_global_model_knows_no_class_and_is_reproducible():
     rows = [k for k in a if is_class_row_key(k)]
     assert len(rows) == 6 and all(a[k].shape[0] == 0 for k in rows)
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_fleet_starts_only_from_a_pt_checkpoint(tmp_path):
+    import pytest
+
+    from edgecl.errors import ModelLoadError
+    from edgecl.fleet.weights import global_from_checkpoint
+
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    with pytest.raises(ModelLoadError, match="starts from an ultralytics .pt checkpoint"):
+        global_from_checkpoint(onnx)  # before: 'UnpicklingError: invalid load key'

@@ -57,6 +57,11 @@ def test_rename_keeps_the_id_and_refuses_conflicts(tmp_path):
     assert reg.rename("LORRY", "van") == 1 and reg.names()[1] == "van"
 
 
+def test_seeding_names_a_name_given_twice(tmp_path):
+    with pytest.raises(LabelError, match="class names are not unique: car name more than one id"):
+        ClassRegistry(tmp_path).seed({0: "car", 1: "truck", 2: "car"})
+
+
 def test_a_name_differing_only_in_case_is_the_same_class(tmp_path):
     reg = ClassRegistry(tmp_path)
     reg.add(["wheel"])

@@ -37,3 +37,11 @@ def test_sinks_read_the_names_at_each_frame(tmp_path):
     static.write(_result(0))
     static.close()
     assert '"name": "car"' in (tmp_path / "s.jsonl").read_text()
+
+
+def test_the_last_progress_line_names_the_last_model_version():
+    stream = io.StringIO()
+    progress = ProgressSink(every_s=3600.0, names={0: "car"}, stream=stream)
+    progress.write(_result(0))
+    progress.close()  # before: 'model=final', not a version name
+    assert stream.getvalue().strip() == "[edgecl] in all: frames=1 model=v0002 seen: car=1"
