@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import shutil
 import socket
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecl.config import Config, load_config
-from edgecl.errors import ConfigError
+from edgecl.errors import ConfigError, EdgeclError
 
 log = logging.getLogger(__name__)
 
@@ -221,17 +222,24 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
     if rounds < 1:
         raise ConfigError(f"fleet simulate needs at least 1 round, got {rounds}")
     out = Path(out).expanduser().resolve()
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    if data == "scenario":
-        from edgecl.data.scenario import make_scenario
+    try:  # a setup that fails (bad sizes, too few tasks) leaves no folder it created
+        if data == "scenario":
+            from edgecl.data.scenario import make_scenario
 
-        data = str(make_scenario(out / "scenario", tasks=devices, images_per_task=size.images_per_task,
-                                 imgsz=size.imgsz, seed=size.seed))
-    taskset = load_task_source(data)
-    yaml_path = str(taskset.path)
-    if len(taskset.tasks) < devices:
-        raise ConfigError(f"{yaml_path} has {len(taskset.tasks)} tasks for {devices} devices: each "
-                          f"device needs at least one")
+            data = str(make_scenario(out / "scenario", tasks=devices,
+                                     images_per_task=size.images_per_task, imgsz=size.imgsz,
+                                     seed=size.seed))
+        taskset = load_task_source(data)
+        yaml_path = str(taskset.path)
+        if len(taskset.tasks) < devices:
+            raise ConfigError(f"{yaml_path} has {len(taskset.tasks)} tasks for {devices} devices: "
+                              f"each device needs at least one")
+    except EdgeclError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     shares = [[t for j, t in enumerate(taskset.tasks) if j % devices == i] for i in range(devices)]
     test_paths = [p for t in taskset.tasks for p in t.test]
     address = f"127.0.0.1:{free_port()}"

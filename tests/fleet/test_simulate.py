@@ -39,3 +39,22 @@ def test_two_devices_learn_together_and_adopt_the_global_model(tmp_path, capsys)
     rounds = json.loads((out / "summary.json").read_text())["server_rounds"]
     assert rounds[0]["round"] == 1 and set(rounds[0]["devices"]) == {"device0", "device1"}
     assert all(d["update"] == "kept" for d in rounds[0]["devices"].values())
+
+
+@pytest.mark.parametrize("extra", [["--images-per-task", "1"], ["--data", "TASKS"]])
+def test_a_setup_that_fails_leaves_no_output_folder(tmp_path, capsys, extra):
+    from edgecl.data.scenario import make_scenario
+
+    tasks = make_scenario(tmp_path / "one", tasks=1, images_per_task=8, imgsz=64, seed=1)
+    extra = [str(tasks) if e == "TASKS" else e for e in extra]  # 1 task for 2 devices
+    out = tmp_path / "sim"
+    argv = ["fleet", "simulate", "--devices", "2", "--rounds", "1", "--out", str(out)]
+    if "--data" not in extra:
+        argv += ["--data", "scenario"]
+    assert main(argv + extra) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not out.exists()  # before: a partial folder was left behind
+    out.mkdir()
+    (out / "mine.txt").write_text("kept")
+    assert main(argv + extra) == 2
+    assert (out / "mine.txt").read_text() == "kept"  # a folder it did not create stays
