@@ -190,7 +190,8 @@ class FleetDevice:
             if self.cfg.fleet.restrict_class_loss:
                 from edgecl.continual.restricted import RestrictedClassLoss
 
-                hooks.append(RestrictedClassLoss(held_classes(ctx.snapshot.get(train_ids))))
+                train = ctx.snapshot.records(held_out=False)
+                hooks.append(RestrictedClassLoss(held_classes(train)))
             tuner = FineTuner(model, lc, self.cfg.ider, hooks=hooks)
             ft = tuner.run(ctx.snapshot.image_paths(train_ids), [],
                            budget_s=lc.first_round_budget_s if first else lc.budget_s,
@@ -316,17 +317,17 @@ class FleetDevice:
         return model, {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
 
 
-def held_classes(samples) -> set[int]:
-    """Class ids that have at least one box among some samples' labels.
+def held_classes(records) -> set[int]:
+    """Class ids that have at least one box among some samples (read from the memory's index:
+    each record lists its sample's classes, so no label file is opened).
 
     Args:
-        samples: replay-memory samples (``labels`` float32 (N, 5) or ``None``).
+        records: replay-memory records (``classes``: the sample's class ids).
 
     Returns:
         The class ids.
     """
-    return {int(c) for s in samples if s.labels is not None and len(s.labels)
-            for c in s.labels[:, 0]}
+    return {int(c) for r in records for c in r.classes}
 
 
 def score_by_name(model, names: dict[int, str], test_names: dict[int, str], paths: list,

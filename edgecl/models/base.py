@@ -13,6 +13,10 @@ import numpy as np
 from edgecl.frames import Detections
 
 
+MAX_IMAGE_SIDE = 1 << 16
+"""Largest input side a model file's metadata may declare, in pixels (a larger one is damage)."""
+
+
 @dataclass(frozen=True)
 class ModelMeta:
     """What a loaded model says about itself.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_with
 from edgecl.errors import ModelLoadError
+from edgecl.models.base import MAX_IMAGE_SIDE
 from edgecl.ultra import ensure_offline
 
 # Transient attributes a trained model may carry that must not be pickled.
@@ -164,5 +165,5 @@ def _checked_names(names, path: Path) -> dict[int, str]:
 
 def _is_image_size(value) -> bool:
     values = value if isinstance(value, (list, tuple)) else [value]
-    return 0 < len(values) <= 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 16 for v in values)
+    return 0 < len(values) <= 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                        and 0 < v <= MAX_IMAGE_SIDE for v in values)

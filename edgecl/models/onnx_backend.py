@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.errors import ModelLoadError
-from edgecl.models.base import Backend, ModelMeta, one_line, sha256_file
+from edgecl.models.base import MAX_IMAGE_SIDE, Backend, ModelMeta, one_line, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def read_onnx_metadata(custom: dict[str, str], input_shape: list, path: Path,
             raise ModelLoadError(f"{path}: unreadable 'imgsz' metadata {custom['imgsz']!r}") from None
         if len(meta_hw) == 1:
             meta_hw = meta_hw * 2
-        if len(meta_hw) != 2 or not all(0 < v <= 1 << 16 for v in meta_hw):
+        if len(meta_hw) != 2 or not all(0 < v <= MAX_IMAGE_SIDE for v in meta_hw):
             raise ModelLoadError(f"{path}: unreadable 'imgsz' metadata {custom['imgsz'][:40]!r}")
     hw = []
     for axis, dim in ((0, input_shape[2]), (1, input_shape[3])):

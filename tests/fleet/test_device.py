@@ -82,15 +82,11 @@ def test_a_restricted_fit_trains_the_class_loss_of_the_held_classes_only(tmp_pat
     assert seen[-1].class_ids == held and seen[-1].weights.flatten().sum() == len(held)
 
 
-def test_held_classes_are_read_from_the_samples_boxes():
+def test_held_classes_are_read_from_the_samples_records():
     from types import SimpleNamespace
-
-    import numpy as np
 
     from edgecl.fleet.device import held_classes
 
-    samples = [SimpleNamespace(labels=np.array([[2, .5, .5, .1, .1], [0, .2, .2, .1, .1]],
-                                                np.float32)),
-               SimpleNamespace(labels=np.zeros((0, 5), np.float32)),
-               SimpleNamespace(labels=None)]
-    assert held_classes(samples) == {0, 2}
+    records = [SimpleNamespace(classes=(0, 2)), SimpleNamespace(classes=()),
+               SimpleNamespace(classes=(2,))]
+    assert held_classes(records) == {0, 2}

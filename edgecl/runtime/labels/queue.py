@@ -219,18 +219,21 @@ class OperatorQueue:
             except FileNotFoundError:
                 continue
 
-    def _answered(self) -> list[dict]:
+    @staticmethod
+    def _read_entries(path: Path, what: str) -> list[dict]:
+        """The objects of a JSON list file the queue keeps (empty when absent or unreadable)."""
         try:
-            data = json.loads(self._answered_path.read_text())
+            data = json.loads(path.read_text())
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
-            log.warning("answered-label record %s unreadable (%s); starting a new one",
-                        self._answered_path, exc)
+        except (OSError, ValueError, RecursionError) as exc:
+            log.warning("%s %s unreadable (%s); starting a new one", what, path, exc)
             return []
-        if not isinstance(data, list):
-            return []
-        return [e for e in data if isinstance(e, dict) and "id" in e]
+        return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+
+    def _answered(self) -> list[dict]:
+        return [e for e in self._read_entries(self._answered_path, "answered-label record")
+                if "id" in e]
 
     def _record(self, item_id: str, action: str, **extra) -> None:
         entries = [e for e in self._answered() if e.get("id") != item_id]
@@ -248,16 +251,9 @@ class OperatorQueue:
         atomic_write_json(self._recent_path, recent[-RECENT_KEEP:])
 
     def _recent(self) -> list[dict]:
-        try:
-            data = json.loads(self._recent_path.read_text())
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError, RecursionError) as exc:
-            log.warning("recent-embedding record %s unreadable (%s); starting a new one",
-                        self._recent_path, exc)
-            return []
-        return [e for e in data if isinstance(e, dict) and isinstance(e.get("embedding"), list)
-                and isinstance(e.get("created_s"), (int, float))] if isinstance(data, list) else []
+        return [e for e in self._read_entries(self._recent_path, "recent-embedding record")
+                if isinstance(e.get("embedding"), list)
+                and isinstance(e.get("created_s"), (int, float))]
 
     def _remove(self, item_id: str) -> None:
         (self.dir / f"{item_id}.json").unlink(missing_ok=True)
