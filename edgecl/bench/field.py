@@ -11,6 +11,11 @@ the stream waits (a file plays as fast as it can be read, so without the wait th
 would pass during the first round on a slow machine: the wait makes the result independent of
 the machine's speed).
 
+The queue is offered frames at ``queue_factor`` times the rate the operator answers them, in
+every 5 s window of stream time (:data:`QUEUE_WINDOW_S`), as a deployed device's
+``labels.max_per_minute`` offers a person a few frames a minute: frames the selection does not
+queue are what the pipeline may pseudo-label. ``queue_factor`` 0 offers every selected frame.
+
 Runs: ``random`` (selection weights: random only), ``default`` (the configured weights) and
 ``ground_truth`` (every frame labelled: the upper bound). Every run starts from the same model;
 the default one is trained on the first part of the first task's training images, and only the
@@ -42,10 +47,14 @@ from edgecl.continual.old_labels import box_iou_np
 from edgecl.continual.recall import yolo_to_xyxy
 from edgecl.errors import EdgeclError
 from edgecl.runtime.labels.pipeline import DECISIONS
+from edgecl.runtime.labels.selection import RateLimiter
 
 log = logging.getLogger(__name__)
 
 SELECTIONS = ("random", "default", "ground_truth")
+QUEUE_WINDOW_S = 5.0
+"""Sliding window of the queue's rate limit, seconds of stream time (a benchmark stream lasts
+about a minute, so a minute's window would spend the whole offer on its first seconds)."""
 
 # Settings of every run (any can be overridden on the command line as section.key=value).
 FIELD_OVERRIDES = (
@@ -85,6 +94,7 @@ class HiddenLabelsSource:
         self.period_s = 1.0 / fps if fps > 0 else 0.0
         self.real_time = fps > 0  # frames come at a camera's pace: capture time is stream time
         self._next_s = 0.0
+        self.delivered = 0
         self.uri = getattr(inner, "uri", "hidden")
         self.is_live = False
         self.truth: dict[int, tuple[np.ndarray, int, int, str | None]] = {}
@@ -111,6 +121,13 @@ class HiddenLabelsSource:
         """The wrapped source's counters."""
         return getattr(self.inner, "stats", None)
 
+    def stream_time_s(self) -> float:
+        """Seconds of stream time delivered so far (frames / fps): the clock of the queue's rate
+        limit, which stands still while a round holds the stream (wall time when fps is 0)."""
+        if not self.period_s:
+            return time.monotonic()
+        return self.delivered * self.period_s
+
     def open(self) -> None:
         """Open the wrapped source."""
         if hasattr(self.inner, "open"):
@@ -130,6 +147,7 @@ class HiddenLabelsSource:
         frame = self.inner.read()
         if frame is None:
             return None
+        self.delivered += 1
         height, width = frame.image.shape[:2]
         labels = frame.labels if frame.labels is not None else np.zeros((0, 5), np.float32)
         self.truth[frame.frame_id] = (labels, width, height, frame.task)
@@ -475,7 +493,7 @@ def starting_model(taskset, yaml_path: Path, cfg, choice: str, steps: int, cache
 
 def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: float, seed: int,
             imgsz: int, out_dir: Path, delay_frames: int, progress=None, fps: float = 10.0,
-            initial: Path | None = None) -> dict:
+            initial: Path | None = None, queue_factor: float = 2.0) -> dict:
     """Stream the dataset once through the runtime in one labelling set-up and score it.
 
     Args:
@@ -492,6 +510,9 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
         fps: stream time, frames per second (the operator answers between frames).
         initial: checkpoint every run starts from (``None``: an untrained detector for the
             first task's classes).
+        queue_factor: the queue is offered at most this many times the frames the operator
+            may answer, in every :data:`QUEUE_WINDOW_S` of stream time (0: every selected
+            frame; see the module docstring).
 
     Returns:
         The run's record (see the module docstring).
@@ -506,6 +527,7 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
     state = out_dir / f"{selection}-b{budget_pct:g}-s{seed}"
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
+    queue_per_window = queue_rate(selection, budget_pct, fps, queue_factor)
     cfg = _run_config(base_cfg, state, selection, seed, imgsz)
     init = initial if initial is not None else initial_model(yaml_path, state / "untrained.pt",
                                                              imgsz)
@@ -528,6 +550,9 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
                       on_round=(lambda r: progress(_round_line(selection, r))) if progress else None)
     runtime_box.append(runtime)
     runtime.build(source=source)
+    if runtime.memory_sink is not None and queue_per_window:
+        runtime.memory_sink.selector.queue_limit = RateLimiter(
+            queue_per_window, source.stream_time_s, QUEUE_WINDOW_S)
     by_name = {n: c for c, n in taskset.names.items()}
     classes = runtime.memory_sink.classes
     precision = PseudoPrecision(source, lambda c: by_name.get(classes.names().get(c, ""), -1))
@@ -550,6 +575,8 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
               "pseudo_labels": counts.get("stored_pseudo", 0),
               "pseudo_precision": precision.precision,
               "label_decisions": {k: counts[k] for k in DECISIONS if counts.get(k)},
+              "queue_limit": (f"{queue_per_window} per {QUEUE_WINDOW_S:g} s of stream"
+                              if queue_per_window else None),
               "fps": report.fps, "frames": report.frames,
               "rounds": runtime.supervisor.rounds_done + (final.status.value == "staged"),
               "seconds": round(time.monotonic() - t0, 1)}
@@ -571,6 +598,25 @@ def _held_out_acc(state: Path) -> float | None:
 def _round_line(selection: str, result: dict) -> str:
     return (f"  [{selection}] round {result.get('round')}: {result.get('version')} "
             f"{result.get('status')} ({result.get('reason')})")
+
+
+def queue_rate(selection: str, budget_pct: float, fps: float, queue_factor: float,
+               window_s: float = QUEUE_WINDOW_S) -> int:
+    """Frames a run may queue per ``window_s`` seconds of stream time.
+
+    Args:
+        selection: ``random``, ``default`` or ``ground_truth`` (nothing is queued: 0).
+        budget_pct: the operator's label budget, percent of frames.
+        fps: stream frames per second (0: unpaced, no rate limit).
+        queue_factor: offered frames per answerable frame (0: no rate limit).
+        window_s: the rate limit's sliding window, seconds of stream time.
+
+    Returns:
+        ``ceil(queue_factor * budget_pct / 100 * fps * window_s)``, at least 1; 0 for no limit.
+    """
+    if selection == "ground_truth" or fps <= 0 or queue_factor <= 0:
+        return 0
+    return max(1, math.ceil(queue_factor * budget_pct / 100.0 * fps * window_s - 1e-9))
 
 
 def _run_config(base_cfg, state: Path, selection: str, seed: int, imgsz: int):
@@ -654,6 +700,10 @@ def add_arguments(parser) -> None:
                         help="frames between a frame and the operator's answer to it")
     parser.add_argument("--fps", type=float, default=10.0,
                         help="stream time: frames per second of the simulated camera")
+    parser.add_argument("--queue-factor", type=float, default=2.0,
+                        help="offer the operator queue at most this many frames per frame the "
+                             "operator may answer, in every 5 s of stream time (0: no rate limit; "
+                             "frames not queued may be pseudo-labelled)")
     parser.add_argument("--tasks", type=int, default=3, help="scenario tasks (with --data scenario)")
     parser.add_argument("--images-per-task", type=int, default=120,
                         help="scenario images per task (with --data scenario)")
@@ -689,6 +739,8 @@ def run(args) -> int:
         selections.append("ground_truth")
     if not 0 < args.label_budget_pct <= 100:
         raise EdgeclError(f"--label-budget-pct must be in (0, 100], got {args.label_budget_pct}")
+    if not 0 <= args.queue_factor < math.inf:
+        raise EdgeclError(f"--queue-factor must be a number >= 0, got {args.queue_factor}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # at --fps 0 the stream's capture times say nothing of a camera's: held out frame by frame
@@ -717,7 +769,7 @@ def run(args) -> int:
             progress(f"run {selection} budget {args.label_budget_pct:g}% seed {seed} ...")
             runs.append(run_one(cfg, taskset, yaml_path, selection, args.label_budget_pct, seed,
                                 args.imgsz, out / "runs", args.delay_frames, progress,
-                                args.fps, initial))
+                                args.fps, initial, args.queue_factor))
             atomic_write_text(out / "results.json", json.dumps(runs, indent=1))
     write_table(runs, out / "table.md")
     summary = dict(summarize(runs), results=str(out / "results.json"))

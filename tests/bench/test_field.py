@@ -42,6 +42,44 @@ def test_hidden_source_strips_labels_and_tasks_and_keeps_the_truth():
     assert kept.labelled and kept.names == {0: "car", 1: "truck", 2: "person"}
 
 
+def test_the_stream_clock_counts_delivered_frames_only():
+    src = field.HiddenLabelsSource(ListSource([frame(i, [], "t1") for i in range(3)]), fps=100.0)
+    assert src.stream_time_s() == 0.0
+    src.read(), src.read()
+    assert src.stream_time_s() == pytest.approx(0.02)
+    src.read(), src.read()  # the end of the stream delivers nothing
+    assert src.stream_time_s() == pytest.approx(0.03)
+
+
+@pytest.mark.parametrize("selection, budget, fps, factor, expected", [
+    ("default", 10, 10, 2, 10),        # 2 x 10 % of 50 frames per 5 s
+    ("random", 10, 10, 2, 10),
+    ("default", 5, 10, 1, 3),          # 2.5 rounds up
+    ("default", 1, 1, 0.5, 1),         # 0.025: at least one
+    ("default", 10, 0, 2, 0),          # unpaced stream: no limit
+    ("default", 10, 10, 0, 0),         # factor 0: no limit
+    ("ground_truth", 10, 10, 2, 0),    # nothing is queued
+])
+def test_queue_rate_per_window(selection, budget, fps, factor, expected):
+    assert field.queue_rate(selection, budget, fps, factor) == expected
+
+
+def test_the_queue_limit_on_the_stream_clock_spreads_the_offer_over_the_stream():
+    from edgecl.runtime.labels.selection import RateLimiter
+
+    # 10 fps, 30 s of stream, 10 frames per 5 s window: 60 offers, 10 in every window
+    src = field.HiddenLabelsSource(ListSource([frame(i, [], "t1") for i in range(300)]))
+    src.period_s = 0.1  # stream time without pacing the test
+    limit = RateLimiter(10, src.stream_time_s, field.QUEUE_WINDOW_S)
+    taken = []
+    while (f := src.read()) is not None:
+        if limit.allowed():
+            limit.take()
+            taken.append(f.frame_id)
+    assert len(taken) == 60
+    assert [sum(1 for t in taken if w * 50 <= t < (w + 1) * 50) for w in range(6)] == [10] * 6
+
+
 def test_device_class_ids_follow_the_starting_model_then_the_dataset():
     # hit-uav: the task-1 model names {0: Car, 1: OtherVehicle}; the dataset numbers
     # {0: Car, 1: Person, 2: OtherVehicle, 3: Bicycle}
@@ -251,6 +289,17 @@ def test_a_pretrain_share_outside_0_1_is_one_line(tmp_path, capsys, share):
                  "--imgsz", "64", "--pretrain-share", share, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--pretrain-share must be in (0, 1)" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("factor", ["-1", "nan", "inf"])
+def test_a_negative_or_non_finite_queue_factor_is_one_line(tmp_path, capsys, factor):
+    from edgecl.cli import main
+
+    code = main(["bench", "field", "--data", "scenario", "--tasks", "2", "--images-per-task", "8",
+                 "--imgsz", "64", "--queue-factor", factor, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--queue-factor must be a number >= 0" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_image_size_below_64_is_one_line(tmp_path, capsys):

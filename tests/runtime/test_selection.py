@@ -161,6 +161,13 @@ def test_rate_limiter_sliding_window_and_unlimited():
     t[0] = 60.5
     assert lim.allowed()
     assert all(RateLimiter(0).allowed() for _ in range(100))
+    short = RateLimiter(2, clock=lambda: t[0], window_s=5.0)
+    t[0] = 100.0
+    short.take(), short.take()
+    t[0] = 104.9
+    assert not short.allowed()
+    t[0] = 105.0  # the first event left the 5 s window
+    assert short.allowed()
 
 
 def test_queue_evicts_lowest_priority_not_oldest(tmp_path):

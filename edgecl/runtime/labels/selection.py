@@ -128,16 +128,19 @@ class NoveltyRing:
 
 
 class RateLimiter:
-    """At most ``per_minute`` events in any sliding 60 s window (0: no limit).
+    """At most ``per_minute`` events in any sliding window of ``window_s`` seconds (0: no limit).
 
     Args:
-        per_minute: the bound.
+        per_minute: the bound (events per window; the window is a minute by default).
         clock: seconds clock (injectable for tests).
+        window_s: length of the sliding window, seconds.
     """
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
+                 window_s: float = 60.0):
         self.per_minute = int(per_minute)
         self.clock = clock
+        self.window_s = float(window_s)
         self._times: deque[float] = deque()
 
     def allowed(self) -> bool:
@@ -145,7 +148,7 @@ class RateLimiter:
         if self.per_minute <= 0:
             return True
         now = self.clock()
-        while self._times and now - self._times[0] >= 60.0:
+        while self._times and now - self._times[0] >= self.window_s:
             self._times.popleft()
         return len(self._times) < self.per_minute
 
