@@ -48,10 +48,33 @@ def require_flower():
     return flwr
 
 
+class FirstDeprecationOnly(logging.Filter):
+    """Pass Flower's first "DEPRECATED FEATURE" warning of each kind, drop its repeats (a
+    device that reconnects for days would print the same ten-line banner at every attempt)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a deprecation warning whose text was already logged once."""
+        if not str(record.msg).lstrip().startswith("DEPRECATED FEATURE"):
+            return True
+        key = str(record.args)[:200]
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
 def quiet_flower_logs() -> None:
     """Let Flower log through its own handler only (no duplicate lines through the root
-    logger) and keep its database migrations (alembic) out of the INFO log."""
-    logging.getLogger("flwr").propagate = False
+    logger), show each of its deprecation banners once, and keep its database migrations
+    (alembic) out of the INFO log."""
+    flower = logging.getLogger("flwr")
+    flower.propagate = False
+    if not any(isinstance(f, FirstDeprecationOnly) for f in flower.filters):
+        flower.addFilter(FirstDeprecationOnly())
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
