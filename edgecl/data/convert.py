@@ -29,30 +29,25 @@ log = logging.getLogger(__name__)
 
 def _seed_names(src: Path, fmt: str) -> dict[str, int]:
     """Class name -> id known before reading the boxes (YOLO names, COCO categories)."""
-    if fmt == "yolo":
-        from edgecl.data.yolo_dataset import find_dataset
+    from edgecl.data.importers import coco_class_names, yolo_class_names
 
-        names = find_dataset(src).names or {}
+    if fmt == "yolo":
+        names = yolo_class_names(src)
         return {n: i for i, n in sorted(names.items()) if not is_ignore_name(n)}
     if fmt == "coco":
-        from edgecl.data.importers import coco_categories, find_coco_json, load_coco
-
-        json_path = src if src.is_file() else find_coco_json(src)
-        if json_path is None:
-            return {}
-        categories = coco_categories(json_path, load_coco(json_path))
-        order = sorted(categories, key=lambda k: (isinstance(k, str), k))  # ids 7 before 10
-        ordered = [categories[k] for k in order if not is_ignore_name(categories[k])]
-        return {n: i for i, n in enumerate(dict.fromkeys(ordered))}
+        ordered = [n for n in coco_class_names(src) if not is_ignore_name(n)]
+        return {n: i for i, n in enumerate(ordered)}
     return {}
 
 
 def _unique_name(stem: str, suffix: str, used: set[str]) -> str:
-    name, k = f"{stem}{suffix}", 1
-    while name.lower() in used:
-        name, k = f"{stem}_{k}{suffix}", k + 1
-    used.add(name.lower())
-    return name
+    """A file name whose STEM no earlier image has (in any case): ultralytics pairs
+    ``images/x.jpg`` and ``images/x.png`` with the same ``labels/x.txt``."""
+    name_stem, k = stem, 1
+    while name_stem.lower() in used:
+        name_stem, k = f"{stem}_{k}", k + 1
+    used.add(name_stem.lower())
+    return f"{name_stem}{suffix}"
 
 
 def _check_out(out: Path) -> None:

@@ -15,14 +15,18 @@ Formats:
   image without a label file is skipped (``no label file``); an empty
   label file is a background image; a row whose class id the names lack (``names: {0: car,
   5: dog}`` and class ``1``) refuses its file (``refused label``).
-- ``voc``: ``Annotations/*.xml`` beside ``JPEGImages/`` (the image named by ``<filename>``,
-  else the one with the xml's stem; a ``<filename>`` outside the dataset, absolute or with
-  ``..``, is looked up by its base name only, as COCO's). Boxes follow ultralytics' VOC
-  conversion (``VOC.yaml``: pixel coordinates are 1-based, so 1 is subtracted); a non-finite
-  coordinate (``nan``, ``inf``, ``1e400``) refuses its image (``bad annotation``).
-- ``coco``: one COCO JSON (CVAT and Label Studio exports: ``annotations/instances_*.json``
-  or ``result.json``); images resolved beside the json or in an ``images/`` folder next to
-  it. Boxes follow ultralytics ``convert_coco``: ``bbox`` is ``[x, y, w, h]`` from the
+- ``voc``: ``Annotations/**/*.xml`` beside ``JPEGImages/`` (the image named by
+  ``<filename>``, else the one with the xml's stem, also in the xml's sub-folder as CVAT
+  writes them; a ``<filename>`` outside the dataset, absolute or with ``..``, is looked up by
+  its base name only, as COCO's). Boxes follow ultralytics' VOC conversion (``VOC.yaml``:
+  pixel coordinates are 1-based, so 1 is subtracted; ``<difficult>1</difficult>`` objects are
+  left out, counted as ignored); a non-finite coordinate (``nan``, ``inf``, ``1e400``)
+  refuses its image (``bad annotation``).
+- ``coco``: COCO JSONs (CVAT: ``annotations/instances_<subset>.json``, every subset read,
+  images in ``images/`` or ``images/<subset>/``; Label Studio: ``result.json``; Roboflow:
+  ``train/_annotations.coco.json`` ... with the images beside); images resolved beside the
+  json or in an ``images/`` folder next to it. A json without an ``images`` list (Label
+  Studio's ``notes.json``) is not a COCO file. Boxes follow ultralytics ``convert_coco``: ``bbox`` is ``[x, y, w, h]`` from the
   top-left corner, ``iscrowd`` annotations are ignore regions. An image listed without
   annotations is a background image. Ids are integers (or strings); an annotation of a wrong
   type or with no usable ``image_id`` is skipped (``bad annotation``), images sharing an id
@@ -210,25 +214,51 @@ def detect_format(path: str | Path) -> str:
     return "yolo"
 
 
-def find_coco_json(folder: Path) -> Path | None:
-    """The COCO json of a folder (on top, or in ``annotations/``), or ``None``.
+COCO_SPLIT_FOLDERS = ("train", "valid", "val", "test")
+"""Sub-folders of a Roboflow "COCO" export, each holding ``_annotations.coco.json`` and its images."""
+
+
+def _is_coco_json(path: Path) -> bool:
+    """Whether a ``.json`` file is a COCO file: an object with an ``images`` list (the start
+    is read first; a file that does not mention ``"images"`` in it is parsed only when longer).
+    Label Studio's ``notes.json`` (categories only) is not one."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+            longer = bool(fh.read(1))
+    except OSError:
+        return False
+    if b'"images"' in head:
+        return True
+    if not longer:
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("images"), list)
+
+
+def find_coco_jsons(folder: Path) -> list[Path]:
+    """Every COCO json of a folder: on top, in ``annotations/`` (CVAT, one per subset:
+    ``instances_train.json``, ``instances_val.json``) and in the split folders of a Roboflow
+    export (``train/_annotations.coco.json``, ...).
 
     Args:
         folder: the dataset folder.
 
     Returns:
-        The first ``*.json`` whose start mentions ``images``, ``annotations`` or ``categories``.
+        The COCO files (see :func:`_is_coco_json`) in that order, names sorted in each folder.
     """
-    candidates = sorted(folder.glob("*.json")) + sorted((folder / "annotations").glob("*.json"))
-    for p in candidates:
-        try:
-            with open(p, "rb") as fh:
-                head = fh.read(65536)
-        except OSError:
-            continue
-        if b'"images"' in head or b'"annotations"' in head or b'"categories"' in head:
-            return p
-    return None
+    places = [folder, folder / "annotations", *(folder / s for s in COCO_SPLIT_FOLDERS)]
+    return [p for place in places for p in sorted(place.glob("*.json"))
+            if p.is_file() and _is_coco_json(p)]
+
+
+def find_coco_json(folder: Path) -> Path | None:
+    """The first COCO json of a folder (see :func:`find_coco_jsons`), or ``None``."""
+    found = find_coco_jsons(folder)
+    return found[0] if found else None
 
 
 def _read(path: Path) -> tuple[np.ndarray, str] | Skip:
@@ -292,8 +322,55 @@ def iter_yolo(path: str | Path) -> Iterator[ImportItem | Skip]:
     images = dataset.images()
     if not images:
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {dataset.yaml_path or dataset.root}")
-    names = dataset.names or _names_file(images[0].parent) or _names_file(dataset.root)
+    names = _yolo_names(dataset, images)
     return _yolo_items(images, names, unnamed=not names or _placeholder_names(names))
+
+
+def _yolo_names(dataset, images: list[Path]) -> dict[int, str] | None:
+    """A YOLO dataset's class names: its yaml's, else a names file (``classes.txt``,
+    ``obj.names``, ``labels.txt``) beside the first image or in the dataset's folder."""
+    return dataset.names or (_names_file(images[0].parent) if images else None) \
+        or _names_file(dataset.root)
+
+
+def yolo_class_names(path: str | Path) -> dict[int, str]:
+    """The class id -> name of a YOLO dataset, by the rule :func:`iter_yolo` reads it with
+    (``{}`` when nothing names the classes).
+
+    Raises:
+        ConfigError: an unreadable ``data.yaml`` or class names file.
+    """
+    dataset = find_dataset(path)
+    return _yolo_names(dataset, dataset.images()) or {}
+
+
+def coco_class_names(path: str | Path) -> list[str]:
+    """The category names of a COCO json, or of every COCO json of a folder, in category id
+    order file after file, each name once; a category that only groups others (see
+    :func:`_grouping_categories`) is no class.
+
+    Raises:
+        ConfigError: a json that is not a COCO file or has malformed categories.
+    """
+    path = Path(path).expanduser().resolve()
+    names: list[str] = []
+    for json_path in [path] if path.is_file() else find_coco_jsons(path):
+        data = load_coco(json_path)
+        categories = coco_categories(json_path, data)
+        order = sorted(categories, key=lambda k: (isinstance(k, str), k))  # ids 7 before 10
+        groups = _grouping_categories(data, categories)
+        names += [categories[k] for k in order if k not in groups]
+    return list(dict.fromkeys(names))
+
+
+def _grouping_categories(data: dict, categories: dict) -> set:
+    """Category ids that only group others: named as another category's ``supercategory``
+    and used by no annotation (Roboflow's category 0, named after the project)."""
+    parents = {c.get("supercategory") for c in data.get("categories") or []
+               if isinstance(c, dict) and isinstance(c.get("supercategory"), str)}
+    used = {_coco_id(a.get("category_id")) for a in data.get("annotations") or []
+            if isinstance(a, dict)}
+    return {k for k, name in categories.items() if name in parents and k not in used}
 
 
 def _placeholder_names(names: dict[int, str]) -> bool:
@@ -349,8 +426,13 @@ def _inside_name(file_name: str) -> Path:
     return rel
 
 
-def _voc_image(xml_path: Path, root: Path, filename: str | None) -> Path | None:
+def _voc_image(xml_path: Path, root: Path, filename: str | None,
+               sub: Path = Path()) -> Path | None:
+    """The image of an annotation: ``<filename>`` in ``JPEGImages/`` (or ``images/``, or beside
+    the xml), also under the xml's own sub-folder (``Annotations/sub/k.xml`` ->
+    ``JPEGImages/sub/``), else the image with the xml's stem there."""
     folders = [root / "JPEGImages", root / "images", xml_path.parent]
+    folders = list(dict.fromkeys([*(f / sub for f in folders[:2]), *folders]))
     if filename:
         rel = _inside_name(filename)
         for name in dict.fromkeys((rel, Path(rel.name))):
@@ -364,14 +446,25 @@ def _voc_image(xml_path: Path, root: Path, filename: str | None) -> Path | None:
     return None
 
 
+def _voc_flag(text: str | None) -> bool:
+    """A VOC flag such as ``<difficult>1</difficult>`` (``1``, ``1.0`` or ``true``) is set."""
+    value = (text or "").strip().lower()
+    if value in ("true", "yes"):
+        return True
+    try:
+        return float(value) == 1.0
+    except ValueError:
+        return False
+
+
 def _voc_boxes(xml_path: Path, tree: ET.ElementTree) -> tuple[list[str], list[list[float]], int]:
     names, boxes, ignored = [], [], 0
     for k, obj in enumerate(tree.getroot().iter("object"), start=1):
         name = (obj.findtext("name") or "").strip()
         if not name:
             raise LabelError(f"{xml_path}: object {k} has no <name>")
-        if is_ignore_name(name):
-            ignored += 1
+        if is_ignore_name(name) or _voc_flag(obj.findtext("difficult")):
+            ignored += 1  # difficult objects are left out, as ultralytics' VOC.yaml does
             continue
         bnd = obj.find("bndbox")
         if bnd is None:
@@ -404,13 +497,13 @@ def iter_voc(path: str | Path) -> Iterator[ImportItem | Skip]:
     ann = root / "Annotations" if (root / "Annotations").is_dir() else root
     if ann.name == "Annotations" and ann == root:
         root = root.parent
-    xmls = sorted(p for p in ann.glob("*") if p.suffix.lower() == ".xml" and p.is_file())
+    xmls = sorted(p for p in ann.rglob("*") if p.suffix.lower() == ".xml" and p.is_file())
     if not xmls:
         raise ConfigError(f"no Pascal VOC annotations (*.xml) in {ann}")
-    return _voc_items(root, xmls)
+    return _voc_items(root, ann, xmls)
 
 
-def _voc_items(root: Path, xmls: list[Path]) -> Iterator[ImportItem | Skip]:
+def _voc_items(root: Path, ann: Path, xmls: list[Path]) -> Iterator[ImportItem | Skip]:
     for xml_path in xmls:
         try:
             tree = ET.parse(xml_path)
@@ -425,7 +518,7 @@ def _voc_items(root: Path, xmls: list[Path]) -> Iterator[ImportItem | Skip]:
             yield Skip(xml_path, "bad annotation", str(exc))
             continue
         filename = (tree.getroot().findtext("filename") or "").strip() or None
-        image_path = _voc_image(xml_path, root, filename)
+        image_path = _voc_image(xml_path, root, filename, xml_path.parent.relative_to(ann))
         if image_path is None:
             outside = " (a name outside the dataset is looked up by its base name only)" if (
                 filename and _inside_name(filename) != Path(filename.replace("\\", "/"))) else ""
@@ -458,11 +551,14 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
 
 def _coco_image(json_path: Path, file_name: str) -> Path | None:
     """The image a COCO ``file_name`` names, looked up beside the JSON (or in ``images/``, or
-    one folder up); a name that climbs out with ``..`` or is absolute matches by its base name
+    one folder up, or in ``images/<subset>/`` for ``instances_<subset>.json``); a name that climbs out with ``..`` or is absolute matches by its base name
     only (see :func:`_inside_name`)."""
     rel = _inside_name(file_name)
     base = json_path.parent
     roots = [base, base / "images", base.parent, base.parent / "images"]
+    subset = json_path.stem.removeprefix("instances_")
+    if subset != json_path.stem and subset:  # CVAT / Datumaro: images/<subset>/<file_name>
+        roots += [base / "images" / subset, base.parent / "images" / subset]
     for r in roots:
         if path_is_file(r / rel):
             return r / rel
@@ -470,6 +566,11 @@ def _coco_image(json_path: Path, file_name: str) -> Path | None:
         if rel.name and path_is_file(r / rel.name):
             return r / rel.name
     return None
+
+
+def _subset_hint(json_path: Path) -> str:
+    subset = json_path.stem.removeprefix("instances_")
+    return f" or images/{subset}/" if subset != json_path.stem and subset else ""
 
 
 def load_coco(json_path: Path) -> dict:
@@ -552,22 +653,26 @@ def coco_categories(json_path: Path, data: dict) -> dict[int | str, str]:
 
 
 def iter_coco(path: str | Path) -> Iterator[ImportItem | Skip]:
-    """Images of a COCO JSON (CVAT, Label Studio exports) with their boxes.
+    """Images of COCO JSONs (CVAT, Label Studio, Roboflow exports) with their boxes.
 
     Args:
-        path: the json, or a folder holding it (on top or in ``annotations/``).
+        path: the json, or a folder holding one or more (see :func:`find_coco_jsons`: every
+            one is read, e.g. CVAT's ``instances_train.json`` and ``instances_val.json``).
 
     Returns:
-        An iterator of :class:`ImportItem` or :class:`Skip`, in the json's image order.
+        An iterator of :class:`ImportItem` or :class:`Skip`, file after file, in each json's
+        image order.
 
     Raises:
         ConfigError: no json, not JSON, or no ``images`` list.
     """
     path = Path(path).expanduser().resolve()
-    json_path = path if path.is_file() else find_coco_json(path)
-    if json_path is None:
-        raise ConfigError(f"no COCO json in {path} (looked on top and in {path / 'annotations'})")
-    return _coco_items(json_path, load_coco(json_path))
+    json_paths = [path] if path.is_file() else find_coco_jsons(path)
+    if not json_paths:
+        raise ConfigError(f"no COCO json in {path} (looked on top, in {path / 'annotations'} "
+                          f"and in {', '.join(COCO_SPLIT_FOLDERS)}/)")
+    loaded = [(p, load_coco(p)) for p in json_paths]  # every file checked before any is read
+    return (item for p, data in loaded for item in _coco_items(p, data))
 
 
 def _coco_bbox(bbox: object) -> list[float] | None:
@@ -617,7 +722,8 @@ def _coco_items(json_path: Path, data: dict) -> Iterator[ImportItem | Skip]:
         image_path = _coco_image(json_path, info["file_name"])
         if image_path is None:
             yield Skip(json_path, "missing image", f"{where}: image not found "
-                                                   f"beside {json_path.name} or in images/")
+                                                   f"beside {json_path.name} or in images/"
+                                                   f"{_subset_hint(json_path)}")
             continue
         names, boxes, ignored, problem = [], [], 0, None
         for ann in per_image.get(image_id, []):

@@ -43,7 +43,7 @@ def parse_task_spec(spec: str, names: dict[int, str]) -> list[tuple[int, ...]]:
     """Parse ``"car,other_vehicle;bicycle;person"`` into class ids per task.
 
     Names match the dataset's in any case and spelling of separators (``other_vehicle``
-    matches ``OtherVehicle``); a class id is accepted too.
+    matches ``OtherVehicle``); a number that is no class's name is read as a class id.
 
     Args:
         spec: tasks separated by ``;``, classes by ``,``.
@@ -62,10 +62,10 @@ def parse_task_spec(spec: str, names: dict[int, str]) -> list[tuple[int, ...]]:
         for raw in (x.strip() for x in part.split(",")):
             if not raw:
                 continue
-            if raw.isdigit() and int(raw) in names:
-                cid = int(raw)
-            elif _norm(raw) in by_norm:
+            if _norm(raw) in by_norm:  # a name first: Roboflow datasets name classes "1", "2"
                 cid = by_norm[_norm(raw)]
+            elif raw.isdigit() and int(raw) in names:
+                cid = int(raw)
             else:
                 raise ConfigError(f"--tasks: task {k}: unknown class '{raw}'"
                                   f"{did_you_mean(raw, names.values())} (dataset classes: "

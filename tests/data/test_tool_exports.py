@@ -1,0 +1,186 @@
+"""Folders laid out as labelling tools export them (CVAT, Label Studio, Roboflow) import with the
+right images, names, ids and coordinates (images 64 x 48 px; expectations computed by hand)."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from edgecl.data.convert import write_yolo_dataset
+from edgecl.data.importers import ImportItem, Skip, detect_format, iter_labelled
+from edgecl.data.splits import parse_task_spec
+
+W, H = 64, 48
+
+
+def _image(path: Path, value: int = 80, suffix: str = ".jpg") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(suffix, np.full((H, W, 3), value, np.uint8))
+    path.write_bytes(data.tobytes())
+
+
+def _collect(path, fmt="auto"):
+    out = list(iter_labelled(path, fmt))
+    return [i for i in out if isinstance(i, ImportItem)], [s for s in out if isinstance(s, Skip)]
+
+
+def _rows(path: Path) -> list[list[float]]:
+    return [[float(v) for v in line.split()] for line in path.read_text().splitlines() if line]
+
+
+def _coco(images, annotations, categories) -> str:
+    return json.dumps({"licenses": [], "info": {}, "categories": categories, "images": images,
+                       "annotations": annotations})
+
+
+CATS = [{"id": 1, "name": "cat", "supercategory": ""}, {"id": 2, "name": "dog", "supercategory": ""}]
+
+
+def test_label_studio_yolo_export_is_yolo_not_coco(tmp_path):
+    # Label Studio's YOLO export writes notes.json ({"categories", "info"}: no images) beside it
+    root = tmp_path / "ls"
+    _image(root / "images" / "a.jpg")
+    _image(root / "images" / "b.jpg")
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("0 0.25 0.5 0.25 0.5\n")
+    (root / "labels" / "b.txt").write_text("1 0.5 0.5 0.5 0.5\n1 0.75 0.25 0.25 0.25\n")
+    (root / "classes.txt").write_text("cat\ndog\n")
+    (root / "notes.json").write_text(json.dumps({"categories": [{"id": 0, "name": "cat"},
+                                                                {"id": 1, "name": "dog"}],
+                                                 "info": {"year": 2026, "version": "1.0"}}))
+    assert detect_format(root) == "yolo"
+    items, skips = _collect(root)
+    assert not skips and [i.names for i in items] == [["cat"], ["dog", "dog"]]
+    out = write_yolo_dataset(root, tmp_path / "out")
+    assert out["names"] == {0: "cat", 1: "dog"} and out["imported"] == 2
+
+
+def test_cvat_coco_export_finds_images_in_the_subset_folder(tmp_path):
+    # CVAT "COCO 1.0": annotations/instances_default.json, images/default/<file_name>
+    root = tmp_path / "cvat"
+    _image(root / "images" / "default" / "j.jpg")
+    _image(root / "images" / "default" / "sub" / "k.jpg")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_default.json").write_text(_coco(
+        [{"id": 1, "file_name": "j.jpg", "width": W, "height": H},
+         {"id": 2, "file_name": "sub/k.jpg", "width": W, "height": H}],
+        [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [8, 12, 16, 24], "iscrowd": 0,
+          "segmentation": [[8, 12, 24, 12, 24, 36]], "attributes": {"occluded": False}},
+         {"id": 2, "image_id": 2, "category_id": 2, "bbox": [0, 0, 32, 48], "iscrowd": 0},
+         {"id": 3, "image_id": 2, "category_id": 1, "bbox": [0, 0, 64, 48], "iscrowd": 1}], CATS))
+    out = write_yolo_dataset(root, tmp_path / "out")
+    assert (out["imported"], out["skipped"], out["ignored_regions"]) == (2, 0, 1)
+    assert out["names"] == {0: "cat", 1: "dog"}
+    assert _rows(tmp_path / "out" / "labels" / "j.txt") == [[0, 0.25, 0.5, 0.25, 0.5]]
+    assert _rows(tmp_path / "out" / "labels" / "k.txt") == [[1, 0.25, 0.5, 0.5, 1.0]]
+
+
+def test_every_coco_json_of_a_folder_is_read(tmp_path):
+    # CVAT with two subsets: instances_train.json and instances_val.json, images per subset
+    root = tmp_path / "cvat2"
+    _image(root / "images" / "train" / "a.jpg")
+    _image(root / "images" / "val" / "b.jpg")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_train.json").write_text(_coco(
+        [{"id": 1, "file_name": "a.jpg"}],
+        [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [8, 12, 16, 24]}], CATS[:1]))
+    (root / "annotations" / "instances_val.json").write_text(_coco(
+        [{"id": 1, "file_name": "b.jpg"}],
+        [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [32, 0, 32, 24]}], CATS))
+    items, skips = _collect(root)
+    assert not skips and [(i.source.name, i.names) for i in items] == [("a.jpg", ["cat"]),
+                                                                      ("b.jpg", ["dog"])]
+    out = write_yolo_dataset(root, tmp_path / "out")
+    assert out["names"] == {0: "cat", 1: "dog"} and out["boxes"] == {"cat": 1, "dog": 1}
+    assert _rows(tmp_path / "out" / "labels" / "b.txt") == [[1, 0.75, 0.25, 0.5, 0.5]]
+
+
+def test_roboflow_coco_export_with_its_project_category(tmp_path):
+    # Roboflow "COCO": <split>/_annotations.coco.json beside the images; category 0 is the
+    # project, the supercategory of the real classes, and no annotation uses it
+    root = tmp_path / "rf"
+    cats = [{"id": 0, "name": "pets", "supercategory": "none"},
+            {"id": 1, "name": "cat", "supercategory": "pets"}]
+    for split, stem in (("train", "a"), ("valid", "b")):
+        _image(root / split / f"{stem}_jpg.rf.1.jpg")
+        (root / split / "_annotations.coco.json").write_text(_coco(
+            [{"id": 0, "file_name": f"{stem}_jpg.rf.1.jpg", "width": W, "height": H}],
+            [{"id": 0, "image_id": 0, "category_id": 1, "bbox": [8, 12, 16, 24], "iscrowd": 0}],
+            cats))
+    assert detect_format(root) == "coco"
+    out = write_yolo_dataset(root, tmp_path / "out")
+    assert out["names"] == {0: "cat"} and out["imported"] == 2
+
+
+def _voc(name: str, objects: list[tuple[str, int, tuple[float, ...]]]) -> str:
+    objs = "".join(f"<object><name>{n}</name><difficult>{d}</difficult><truncated>0</truncated>"
+                   f"<occluded>0</occluded><attributes><attribute><name>a</name><value>1</value>"
+                   f"</attribute></attributes><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+                   f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+                   for n, d, b in objects)
+    return f"<annotation><filename>{name}</filename>{objs}</annotation>"
+
+
+def test_cvat_voc_export_in_sub_folders_and_difficult_objects(tmp_path):
+    root = tmp_path / "voc"
+    _image(root / "JPEGImages" / "i.jpg")
+    _image(root / "JPEGImages" / "sub" / "k.jpg")
+    _image(root / "JPEGImages" / "sub" / "m.jpg")
+    (root / "Annotations" / "sub").mkdir(parents=True)
+    (root / "Annotations" / "i.xml").write_text(_voc("i.jpg", [("cat", 1, (1, 1, 21, 31)),
+                                                              ("dog", 0, (33, 1, 65, 25))]))
+    (root / "Annotations" / "sub" / "k.xml").write_text(_voc("sub/k.jpg", [("cat", 0, (1, 1, 33, 49))]))
+    (root / "Annotations" / "sub" / "m.xml").write_text(_voc("m.jpg", [("cat", 0, (17.5, 1, 33.5, 25))]))
+    items, skips = _collect(root)
+    assert not skips
+    assert [(i.source.relative_to(root).as_posix(), i.names, i.ignored) for i in items] == [
+        ("JPEGImages/i.jpg", ["dog"], 1), ("JPEGImages/sub/k.jpg", ["cat"], 0),
+        ("JPEGImages/sub/m.jpg", ["cat"], 0)]
+    np.testing.assert_allclose(items[2].xyxy, [[16.5, 0, 32.5, 24]])
+    out = write_yolo_dataset(root, tmp_path / "out")
+    assert out["ignored_regions"] == 1 and out["boxes"] == {"dog": 1, "cat": 2}
+
+
+def test_images_sharing_a_stem_keep_their_own_label_files(tmp_path):
+    root = tmp_path / "clash"
+    _image(root / "x.jpg")
+    _image(root / "x.png", suffix=".png")
+    (root / "result.json").write_text(_coco(
+        [{"id": 1, "file_name": "x.jpg"}, {"id": 2, "file_name": "x.png"}],
+        [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 32, 24]},
+         {"id": 2, "image_id": 2, "category_id": 2, "bbox": [32, 24, 32, 24]}], CATS))
+    write_yolo_dataset(root, tmp_path / "out")
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["x.jpg", "x_1.png"]
+    assert _rows(out / "labels" / "x.txt") == [[0, 0.25, 0.25, 0.5, 0.5]]
+    assert _rows(out / "labels" / "x_1.txt") == [[1, 0.75, 0.75, 0.5, 0.5]]
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data["names"] == {0: "cat", 1: "dog"}
+
+
+def test_cvat_yolo_export_keeps_the_ids_of_obj_names(tmp_path):
+    # CVAT "YOLO 1.1": obj.names, obj.data, labels beside the images in obj_train_data/; the
+    # first image in name order shows only class 1
+    root = tmp_path / "cvat_yolo"
+    root.mkdir()
+    (root / "obj.names").write_text("cat\ndog\n")
+    (root / "obj.data").write_text("classes = 2\ntrain = data/train.txt\nnames = data/obj.names\n")
+    data = root / "obj_train_data"
+    _image(data / "a.jpg")
+    _image(data / "b.jpg")
+    (data / "a.txt").write_text("1 0.5 0.5 0.25 0.5\n")
+    (data / "b.txt").write_text("0 0.25 0.25 0.25 0.25\n")
+    (root / "train.txt").write_text("data/obj_train_data/a.jpg\ndata/obj_train_data/b.jpg\n")
+    out = write_yolo_dataset(root, tmp_path / "out")
+    assert out["names"] == {0: "cat", 1: "dog"}
+    assert _rows(tmp_path / "out" / "labels" / "a.txt") == [[1, 0.5, 0.5, 0.25, 0.5]]
+
+
+def test_task_spec_reads_a_number_as_a_class_name_first():
+    # a Roboflow dataset naming its classes "1" and "2": "1" is the class named 1 (id 0)
+    assert parse_task_spec("1;2", {0: "1", 1: "2"}) == [(0,), (1,)]
+    assert parse_task_spec("1;0", {0: "1", 1: "0"}) == [(0,), (1,)]
+    # a number no class is named is still an id
+    assert parse_task_spec("car;1", {0: "car", 1: "truck"}) == [(0,), (1,)]
