@@ -281,6 +281,41 @@ def test_snapshot_is_immutable_and_survives_evictions(tmp_path):
         assert len([p for p in (m.root / "snapshots").iterdir()]) == 2
 
 
+def test_a_snapshot_taken_after_the_clock_went_back_is_kept(tmp_path, monkeypatch):
+    # a board without a battery-backed clock reboots to 1970 with 2026 snapshots on disk
+    import time
+
+    from edgecl.continual.memory import snapshot as snapshot_mod
+
+    with ReplayMemory(tmp_path / "m", cfg(), keep_snapshots=2) as m:
+        m.add(sample(10))
+        # an older release's ids (wall-clock stamps) and two of this release, from 2026
+        (m.root / "snapshots" / "20261130T090000.000000001-abcdef").mkdir()
+        first, second = m.snapshot(), m.snapshot()
+        assert first.snapshot_id.startswith("0000000001-")
+        assert second.snapshot_id.startswith("0000000002-")
+        epoch = time.gmtime(0)
+        monkeypatch.setattr(snapshot_mod.time, "gmtime", lambda *a: epoch)
+        after = m.snapshot()
+        assert after.snapshot_id.startswith("0000000003-19700101T000000Z-")
+        assert after.path.is_dir() and after.get(after.ids())[0].load_image().shape == (32, 32, 3)
+        kept = sorted(p.name for p in (m.root / "snapshots").iterdir())
+        assert kept == sorted([second.snapshot_id, after.snapshot_id])
+
+
+def test_prune_never_removes_the_protected_snapshot(tmp_path):
+    from edgecl.continual.memory.snapshot import prune_snapshots, snapshot_order
+
+    snaps = tmp_path / "snapshots"
+    for name in ("0000000002-b", "0000000003-c", "20261130T0900-x", "0000000001-a"):
+        (snaps / name).mkdir(parents=True)
+    assert [n for n in sorted((p.name for p in snaps.iterdir()), key=snapshot_order)] == [
+        "20261130T0900-x", "0000000001-a", "0000000002-b", "0000000003-c"]
+    assert prune_snapshots(tmp_path, 1, protect="0000000001-a") == ["20261130T0900-x",
+                                                                   "0000000002-b"]
+    assert sorted(p.name for p in snaps.iterdir()) == ["0000000001-a", "0000000003-c"]
+
+
 def test_snapshot_feeds_an_ultralytics_dataset(tmp_path):
     from edgecl.ultra import ensure_offline
 

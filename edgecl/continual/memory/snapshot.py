@@ -172,11 +172,42 @@ class MemorySnapshot:
                    names={int(k): v for k, v in names.items()} if names else None)
 
 
-def new_snapshot_id() -> str:
-    """A unique, time-ordered snapshot id."""
-    now_ns = time.time_ns()
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ns / 1e9))
-    return f"{stamp}.{now_ns % 1_000_000_000:09d}-{uuid.uuid4().hex[:6]}"
+SEQ_DIGITS = 10
+
+
+def snapshot_order(name: str) -> tuple[int, str]:
+    """Sort key of a snapshot folder: its sequence number, then its name.
+
+    Ids are ``<sequence>-<UTC time>-<random>``: the sequence, not the wall clock, orders
+    them, so a board that reboots to an earlier date (no battery-backed clock) still sorts
+    its new snapshot last. Ids of older releases (``<UTC time>-<random>``) sort first.
+    """
+    head = name.split("-", 1)[0]
+    seq = int(head) if len(head) == SEQ_DIGITS and head.isdigit() else -1
+    return seq, name
+
+
+def _snapshot_names(snaps: Path) -> list[str]:
+    """Complete snapshot folders, oldest first (see :func:`snapshot_order`)."""
+    if not snaps.is_dir():
+        return []
+    return sorted((p.name for p in snaps.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=snapshot_order)
+
+
+def new_snapshot_id(snaps: Path) -> str:
+    """A unique snapshot id, after every snapshot in ``snaps`` (the caller holds the index's
+    write lock, so no other process numbers one at the same time).
+
+    Args:
+        snaps: the ``snapshots`` folder.
+
+    Returns:
+        ``<10-digit sequence>-<UTC time>-<6 hex digits>``.
+    """
+    last = max((snapshot_order(n)[0] for n in _snapshot_names(snaps)), default=0)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"{max(last, 0) + 1:0{SEQ_DIGITS}d}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
 def build_snapshot(memory_root: Path, records: list[SampleRecord],
@@ -195,8 +226,8 @@ def build_snapshot(memory_root: Path, records: list[SampleRecord],
         StorageError: the disk refused a write (full, read-only); nothing is left behind.
         ReplayMemoryError: a referenced file is missing.
     """
-    sid = new_snapshot_id()
     snaps = memory_root / "snapshots"
+    sid = new_snapshot_id(snaps)
     tmp = snaps / f"{TMP_PREFIX}{sid}"
     final = snaps / sid
     try:
@@ -230,22 +261,21 @@ def _write_snapshot_meta(tmp: Path, final: Path, sid: str, records: list[SampleR
         "records": [r.to_json() for r in records]})
 
 
-def prune_snapshots(memory_root: Path, keep: int) -> list[str]:
+def prune_snapshots(memory_root: Path, keep: int, protect: str | None = None) -> list[str]:
     """Delete all but the ``keep`` newest complete snapshots (rename, then remove).
 
     Args:
         memory_root: the memory folder.
         keep: how many to keep.
+        protect: a snapshot id never removed (the one just taken).
 
     Returns:
         Ids of the removed snapshots.
     """
     snaps = memory_root / "snapshots"
-    if not snaps.is_dir():
-        return []
-    complete = sorted(p.name for p in snaps.iterdir()
-                      if p.is_dir() and not p.name.startswith("."))
+    complete = _snapshot_names(snaps)
     removed = complete[:-keep] if keep > 0 else complete
+    removed = [sid for sid in removed if sid != protect]
     for sid in removed:
         trash = snaps / f"{TRASH_PREFIX}{sid}"
         os.replace(snaps / sid, trash)

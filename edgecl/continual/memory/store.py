@@ -513,7 +513,7 @@ class ReplayMemory:
         with self._lock:
             with self._faults("cannot take a memory snapshot"), self._db.write():
                 snap = build_snapshot(self.root, self._db.records(), self.class_names())
-            prune_snapshots(self.root, self.keep_snapshots)
+            prune_snapshots(self.root, self.keep_snapshots, protect=snap.snapshot_id)
         return snap
 
     def set_recall_baseline(self, ids: list[int], values: list[float]) -> int:
