@@ -70,6 +70,9 @@ class RoundResult:
         replayed: replay samples used.
         new_samples: new samples learnt.
         timings_s: seconds per phase (select, train, evaluate, calibrate, export, stage).
+        round_id: the id the runtime's supervisor gave the learner process that wrote this
+            result (it handles only a result carrying the id of the round it started; wall
+            clocks can jump, so start times cannot tell an old result from a new one).
     """
 
     status: RoundStatus
@@ -88,6 +91,7 @@ class RoundResult:
     replayed: int = 0
     new_samples: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
+    round_id: str = ""
 
     def to_json(self) -> dict:
         """Return a JSON-ready dict (``status`` as its string value)."""

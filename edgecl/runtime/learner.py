@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing as mp
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def monitor_recorder(state_dir: str | Path):
 
 
 def run_learning_round(cfg: Config, reason: str = "on_demand",
-                       max_sample_id: int | None = None) -> RoundResult:
+                       max_sample_id: int | None = None, round_id: str = "") -> RoundResult:
     """Run one round with the monitor recording it, and write ``last_round.json``.
 
     A fault inside the round is contained here: it becomes a ``failed`` result whose reason
@@ -98,6 +99,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         cfg: configuration.
         reason: what triggered the round.
         max_sample_id: learn only samples up to this memory id.
+        round_id: the supervisor's id of this round, written into the result.
 
     Returns:
         The round's result.
@@ -113,17 +115,20 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         result = RoundResult(RoundStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",
                              trigger=reason, started_s=started_s,
                              seconds=round(time.time() - started_s, 1))
+    result.round_id = round_id
     atomic_write_json(learner_dir(cfg.state_dir) / "last_round.json", result.to_json())
     return result
 
 
-def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None) -> None:
+def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None,
+                 round_id: str = "") -> None:
     """Entry point of the spawned learner process: one round, result written to disk.
 
     Args:
         cfg: the configuration (picklable frozen dataclass).
         reason: why the round was triggered (recorded in the manifest).
         max_sample_id: learn only samples up to this memory id (those present at the trigger).
+        round_id: the supervisor's id of this round (see :attr:`RoundResult.round_id`).
     """
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s learner: %(message)s")
@@ -135,7 +140,7 @@ def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None) -> 
         if not held:
             log.warning("another learning round is running; this one is skipped")
             return
-        run_learning_round(cfg, reason=reason, max_sample_id=max_sample_id)
+        run_learning_round(cfg, reason=reason, max_sample_id=max_sample_id, round_id=round_id)
 
 
 @dataclass
@@ -265,7 +270,7 @@ class LearnerSupervisor:
         self.apply_errors = 0
         self.last_error = ""
         self._proc: mp.Process | None = None
-        self._started_wall_s = 0.0
+        self._round_id = ""
         self._round_started_mono_s = 0.0
         self._pending: RoundResult | None = None
         self._pending_attempts = 0
@@ -363,7 +368,7 @@ class LearnerSupervisor:
         ceiling = None  # learn every stored sample: also when the stream ended and the sink closed
         if self.memory_sink is not None and not getattr(self.memory_sink, "closed", False):
             ceiling = max(self.memory_sink.memory.ids(), default=0)
-        self._started_wall_s = time.time()
+        self._round_id = uuid.uuid4().hex
         self._round_started_mono_s = time.monotonic()
         self._proc = self._spawn(reason, ceiling)
         self.state = TriggerState(last_round_s=time.monotonic())
@@ -374,7 +379,7 @@ class LearnerSupervisor:
     def _spawn(self, reason: str, ceiling: int | None):
         """The learner process (spawned, so the loop's threads are not inherited)."""
         proc = mp.get_context("spawn").Process(target=learner_main,
-                                               args=(self.cfg, reason, ceiling),
+                                               args=(self.cfg, reason, ceiling, self._round_id),
                                                name="edgecl-learner", daemon=True)
         proc.start()
         return proc
@@ -383,7 +388,7 @@ class LearnerSupervisor:
         proc, self._proc = self._proc, None
         result = read_last_round(self.cfg.state_dir)
         # INVARIANT: only a result written by the round this supervisor started is handled
-        if result is None or result.started_s < self._started_wall_s:
+        if result is None or result.round_id != self._round_id:
             self._note_failure(f"learner process ended with exit code {proc.exitcode} "
                                f"and no result")
             return
@@ -426,6 +431,11 @@ class LearnerSupervisor:
         from edgecl.runtime.promote import promote_version
 
         promote_version(self.cfg.state_dir, version)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Apply the registry's retention rule (after every promoted or rejected round: a
+        rejected version's files stay on disk until retention removes them)."""
         exp = self.cfg.export
         try:
             self.registry.prune(exp.keep_promoted, exp.keep_rejected,
@@ -458,6 +468,8 @@ class LearnerSupervisor:
             log.warning("round rejected %s: %s", result.version, result.reason)
             if result.reason.startswith("training failed"):
                 self._note_failure(result.reason)
+            if result.version:
+                self._prune()
         self.rounds.append(result.to_json())
         self.rounds_done += 1
         if self.on_round is not None:

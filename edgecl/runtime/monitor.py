@@ -723,10 +723,11 @@ class Monitor:
         return [dict(row) for row in rows]
 
     def latest_runtime(self) -> dict | None:
-        """The most recent runtime sample, or None."""
+        """The runtime sample written last, or None (by insertion order, not by its wall-clock
+        time: after the clock went back, the newest row has the older time)."""
         with self._connect() as conn:
             conn.row_factory = sqlite3.Row
-            row = conn.execute("SELECT * FROM runtime ORDER BY ts_s DESC LIMIT 1").fetchone()
+            row = conn.execute("SELECT * FROM runtime ORDER BY rowid DESC LIMIT 1").fetchone()
         return None if row is None else dict(row)
 
     def summary(self) -> dict:

@@ -167,6 +167,14 @@ def test_prometheus_reports_a_broken_database_instead_of_failing(tmp_path):
     assert "edgecl_monitor_up 0.0" in exporter.render().decode().splitlines()
 
 
+def test_the_latest_runtime_sample_is_the_last_written_after_the_clock_went_back(tmp_path):
+    mon = Monitor(tmp_path)
+    mon.record_runtime(30.0, 10.0, 100, 1, "v0600", ts_s=1_795_000_000.0)  # 2026
+    mon.record_runtime(4.5, 80.0, 100, 1, "v0601", ts_s=60.0)  # rebooted into 1970
+    latest = mon.latest_runtime()
+    assert (latest["model_version"], latest["fps"]) == ("v0601", 4.5)
+
+
 def test_runtime_samples_are_bounded(tmp_path):
     # newest 3 rows whole; before them one row per 10 s bucket, at most 2 such rows
     mon = Monitor(tmp_path, max_runtime_rows=3, runtime_downsample_s=10.0, max_downsampled_rows=2)

@@ -224,3 +224,56 @@ def test_samples_stored_by_other_processes_count_once(tmp_path, monkeypatch):
     sup.tick()
     assert spawned == ["new_class"]
     memory.close()
+
+
+def test_a_rejected_round_applies_the_retention_rule(supervisor):
+    registry = FakeRegistry()
+    sup = supervisor(registry)
+    for k in range(1, 4):
+        sup.handle_result(RoundResult(RoundStatus.REJECTED, reason="ACC fell", round=k,
+                                      version=f"v000{k}"))
+    assert registry.pruned == 3 and registry.promoted == []
+    sup.handle_result(RoundResult(RoundStatus.REJECTED, reason="nothing staged", round=4))
+    assert registry.pruned == 3  # no version was made: nothing to prune
+
+
+@pytest.mark.parametrize("clock_step_s", [-3600.0, 0.0, 3600.0])
+def test_only_the_result_of_the_round_it_started_is_handled(supervisor, tmp_path, monkeypatch,
+                                                           clock_step_s):
+    from edgecl.atomic import atomic_write_json
+
+    registry = FakeRegistry()
+    sup = supervisor(registry)
+
+    class Ended:
+        pid, exitcode = 0, 1
+
+        def is_alive(self):
+            return False
+
+    monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: Ended())
+    path = learner_mod.learner_dir(tmp_path) / "last_round.json"
+    # an earlier session's result, written "later" by a clock that has since gone back
+    atomic_write_json(path, RoundResult(RoundStatus.STAGED, version="v0007", round=7,
+                                        started_s=time.time() + 86400,
+                                        round_id="earlier").to_json())
+    sup.start_round("interval")
+    sup._finish()  # the process died without writing a result
+    assert registry.promoted == [] and sup._last_failure.endswith("and no result")
+    sup.start_round("interval")
+    # the round's own result, stamped by a clock that jumped meanwhile
+    atomic_write_json(path, RoundResult(RoundStatus.STAGED, version="v0008", round=8,
+                                        started_s=time.time() + clock_step_s,
+                                        round_id=sup._round_id).to_json())
+    sup._finish()
+    assert registry.promoted == ["v0008"]
+
+
+def test_the_learner_writes_the_round_id_into_its_result(tmp_path, monkeypatch):
+    from edgecl.continual import round as round_mod
+
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    monkeypatch.setattr(round_mod, "run_round", lambda cfg, **kw: RoundResult(
+        RoundStatus.SKIPPED, reason="no new labelled samples"))
+    learner_mod.run_learning_round(cfg, reason="test", round_id="abc123")
+    assert learner_mod.read_last_round(tmp_path).round_id == "abc123"
