@@ -150,6 +150,31 @@ def test_selector_threshold_duplicates_and_rate_limit():
     assert sel2.consider(frame(), dets([0.45]), sel2.embed(IMG))[1] == "selected"
 
 
+def test_the_duplicate_window_follows_the_monotonic_clock_when_the_wall_clock_jumps():
+    wall, mono = [1_795_000_000.0], [500.0]
+    cfg = LabelsConfig(selection=only(uncertain=1.0), dedup_window_s=60, dedup_distance=0.03)
+    sel = Selector(cfg, clock=lambda: wall[0], monotonic=lambda: mono[0])
+    emb = sel.embed(IMG)
+    # seen 30 s ago in an earlier run (wall time); then the clock goes back to 1970
+    sel.remember(emb, wall[0] - 30.0)
+    assert sel.consider(frame(), dets([0.45]), emb) == (None, "duplicate")
+    wall[0] = 100.0
+    mono[0] += 31.0  # 61 s after it was seen: the window is over
+    assert sel.consider(frame(), dets([0.45]), emb)[1] == "selected"
+    # an item stamped in the future (the clock went back since) counts as seen just now
+    later = Selector(cfg, clock=lambda: wall[0], monotonic=lambda: mono[0])
+    later.remember(emb, 1_795_000_000.0)
+    assert later.consider(frame(), dets([0.45]), emb) == (None, "duplicate")
+    mono[0] += 61.0
+    assert later.consider(frame(), dets([0.45]), emb)[1] == "selected"
+    # a wall clock stepped forward by years expires nothing early
+    sel3 = Selector(cfg, clock=lambda: wall[0], monotonic=lambda: mono[0])
+    c, _ = sel3.consider(frame(), dets([0.45]), emb)
+    sel3.queued(c)
+    wall[0] += 10 * 365 * 86400.0
+    assert sel3.consider(frame(), dets([0.45]), emb) == (None, "duplicate")
+
+
 def test_rate_limiter_sliding_window_and_unlimited():
     t = [0.0]
     lim = RateLimiter(3, clock=lambda: t[0])

@@ -186,7 +186,7 @@ class MemorySink:
         self._lock = threading.Lock()
         for created_s, emb in queue.embeddings():
             if emb.shape == (EMBEDDING_DIM,):  # a hand-edited item's other length is ignored
-                self.selector.ring.add(emb, created_s)
+                self.selector.remember(emb, created_s)
 
     @classmethod
     def from_config(cls, cfg: Config, *, memory=None, classes=None, thresholds: Thresholds = None,

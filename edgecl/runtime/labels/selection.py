@@ -93,7 +93,7 @@ class NoveltyRing:
 
         Args:
             emb: float32 (256,).
-            since_s: only entries seen at or after this time (seconds, ``time.time()`` clock).
+            since_s: only entries seen at or after this time (seconds, the clock of ``add``).
 
         Returns:
             The distance in 0..1, or 1.0 when nothing qualifies.
@@ -112,7 +112,7 @@ class NoveltyRing:
 
         Args:
             emb: float32 (256,).
-            ts_s: when it was seen (``time.time()`` clock).
+            ts_s: when it was seen (the selector's monotonic clock).
             merge_distance: refresh the nearest entry instead when closer than this.
         """
         if self._n and merge_distance > 0:
@@ -334,7 +334,9 @@ class Selector:
         previous_detector: see :class:`SelectionContext`.
         forgetting_classes: see :class:`SelectionContext`.
         clock: wall clock in seconds (``time.time``; queue items record the same clock).
-        monotonic: clock of the rate limits.
+        monotonic: clock of the rate limits and the near-duplicate window (a wall clock that
+            jumps, as on a board without a battery-backed clock, must not hold the window
+            shut for years or open it at once).
     """
 
     def __init__(self, cfg: LabelsConfig, *, previous_detector=None, forgetting_classes=None,
@@ -349,6 +351,7 @@ class Selector:
         self.previous_detector = previous_detector
         self.forgetting_classes = forgetting_classes
         self.clock = clock
+        self.monotonic = monotonic
         self.ring = NoveltyRing(cfg.novelty_ring)
         self.rng = np.random.default_rng(cfg.seed)
         self.queue_limit = RateLimiter(cfg.max_per_minute, monotonic)
@@ -363,8 +366,15 @@ class Selector:
         """True when ``emb`` is within ``dedup_distance`` of an entry seen in the window."""
         if self.cfg.dedup_window_s <= 0:
             return False
-        since = self.clock() - self.cfg.dedup_window_s
+        since = self.monotonic() - self.cfg.dedup_window_s
         return self.ring.nearest(emb, since_s=since) < self.cfg.dedup_distance
+
+    def remember(self, emb: np.ndarray, seen_wall_s: float) -> None:
+        """Add a frame seen before this process started (a queued or answered item), given its
+        wall-clock time: its age is kept, and a time in the future (the clock went back since)
+        counts as seen just now."""
+        age_s = max(0.0, self.clock() - float(seen_wall_s))
+        self.ring.add(emb, self.monotonic() - age_s)
 
     def score(self, frame: Frame, detections: Detections, emb: np.ndarray) -> Candidate:
         """Score a frame with every weighted policy.
@@ -423,8 +433,8 @@ class Selector:
         """Record that a candidate entered the queue (rate limit, ring)."""
         self.queue_limit.take()
         if candidate.embedding is not None:
-            self.ring.add(candidate.embedding, self.clock())
+            self.ring.add(candidate.embedding, self.monotonic())
 
     def stored(self, emb: np.ndarray) -> None:
         """Record that a frame was stored in memory (near-duplicates only refresh the ring)."""
-        self.ring.add(emb, self.clock(), merge_distance=self.cfg.dedup_distance)
+        self.ring.add(emb, self.monotonic(), merge_distance=self.cfg.dedup_distance)
