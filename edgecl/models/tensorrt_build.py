@@ -39,16 +39,19 @@ MIN_INT8_CALIBRATION_IMAGES = 100
 DEFAULT_ENGINE_CACHE_ENTRIES = 4
 
 
-def prune_engine_cache(cache_dir: Path, max_entries: int = DEFAULT_ENGINE_CACHE_ENTRIES) -> dict:
+def prune_engine_cache(cache_dir: Path, max_entries: int = DEFAULT_ENGINE_CACHE_ENTRIES,
+                       protect: Path | None = None) -> dict:
     """Bound the engine cache to its ``max_entries`` most recently used engines (LRU by mtime).
 
     A reused engine has its mtime refreshed (:func:`reuse_cached_engine`), so the least recently
     used go first; each goes with its ``<key>.calib`` INT8 calibration cache where an older
-    build left one.
+    build left one. ``protect`` (the engine just built) is never removed: after the wall clock
+    went back, its mtime is the oldest of all.
 
     Args:
         cache_dir: the cache folder (``<key>.engine`` files); may be missing.
         max_entries: engines to keep (>= 0).
+        protect: an engine file kept whatever its mtime (it counts towards ``max_entries``).
 
     Returns:
         ``{"kept": n, "removed": n, "freed_bytes": n}``.
@@ -56,8 +59,9 @@ def prune_engine_cache(cache_dir: Path, max_entries: int = DEFAULT_ENGINE_CACHE_
     cache_dir = Path(cache_dir)
     if not cache_dir.is_dir():
         return {"kept": 0, "removed": 0, "freed_bytes": 0}
+    keep = Path(protect).name if protect is not None else None
     engines = sorted((p for p in cache_dir.glob("*.engine") if p.is_file()),
-                     key=lambda p: p.stat().st_mtime, reverse=True)
+                     key=lambda p: (p.name == keep, p.stat().st_mtime), reverse=True)
     doomed = engines[max(0, int(max_entries)):]
     freed = 0
     for engine in doomed:
@@ -242,8 +246,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     data = encode_engine_file(header, plan)
     atomic_write_bytes(engine_path, data)
     if cache_dir is not None:
-        atomic_write_bytes(Path(cache_dir) / f"{key}.engine", data)
-        prune_engine_cache(Path(cache_dir), cache_entries)
+        cached = Path(cache_dir) / f"{key}.engine"
+        atomic_write_bytes(cached, data)
+        prune_engine_cache(Path(cache_dir), cache_entries, protect=cached)
     log.info("built %s TensorRT engine %s (%d bytes)", built_precision, engine_path, len(data))
     return engine_path
 

@@ -161,6 +161,21 @@ def test_the_cache_keeps_its_most_recently_used_engines(fake_trt, onnx_file, tmp
     assert kept == [f"{ef.read_engine_header(tmp_path / 'fp16.engine')['edgecl']['cache_key']}.engine"]
 
 
+def test_the_engine_just_built_stays_cached_after_the_clock_went_back(fake_trt, onnx_file,
+                                                                      tmp_path, monkeypatch):
+    import os
+
+    cache = tmp_path / "cache"
+    tb.build_engine(onnx_file, tmp_path / "fp32.engine", precision="fp32", imgsz=64,
+                    cache_dir=cache, cache_entries=1)
+    (old,) = cache.iterdir()
+    os.utime(old, (2_000_000_000, 2_000_000_000))  # used in 2033, before the clock went back
+    tb.build_engine(onnx_file, tmp_path / "fp16.engine", precision="fp16", imgsz=64,
+                    cache_dir=cache, cache_entries=1)
+    kept = [p.name for p in cache.iterdir()]
+    assert kept == [f"{ef.read_engine_header(tmp_path / 'fp16.engine')['edgecl']['cache_key']}.engine"]
+
+
 def test_build_falls_back_to_fp32_without_fast_fp16(fake_trt, onnx_file, tmp_path, monkeypatch):
     monkeypatch.setattr(FakeBuilder, "fast_fp16", False)
     engine = tb.build_engine(onnx_file, tmp_path / "m.engine", precision="fp16", imgsz=64)
