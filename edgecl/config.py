@@ -52,6 +52,8 @@ class RuntimeConfig:
     swap_poll_s: float = 0.5
     warmup_runs: int = 2
     realtime: bool = False
+    out_max_bytes: int = 100 * 1024 * 1024
+    out_backups: int = 5
 
 
 # Smallest ``memory.holdout_block_s`` above 0 (seconds): block indices of epoch times then
@@ -333,6 +335,8 @@ RULES: dict[str, Rule] = {
     "runtime.sink_queue_size": _COUNT,
     "runtime.swap_poll_s": _POSITIVE,
     "runtime.warmup_runs": Rule(lo=0, hi=100),
+    "runtime.out_max_bytes": Rule(lo=0),
+    "runtime.out_backups": Rule(lo=1, hi=1000),
     "memory.capacity": _COUNT,
     "memory.max_bytes": Rule(lo=1024 * 1024),
     "memory.jpeg_quality": Rule(lo=1, hi=100),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_bytes
-from edgecl.config import Config
+from edgecl.config import Config, RuntimeConfig
 from edgecl.errors import ConfigError, EdgeclError, ModelLoadError, StorageError
 
 log = logging.getLogger(__name__)
@@ -85,12 +85,14 @@ def stop_on_signals(stop):
             signal.signal(sig, old)
 
 
-def build_sinks(opts, names) -> list:
+def build_sinks(opts, names, runtime_cfg=None) -> list:
     """Create the output sinks a run asks for (JSON lines, video, progress lines).
 
     Args:
         opts: object with ``out``, ``save_video`` and ``quiet`` attributes.
         names: class index -> name, or a callable returning the current mapping.
+        runtime_cfg: the ``runtime`` config section (rotation of the JSON lines file); the
+            defaults when ``None``.
 
     Returns:
         The sinks.
@@ -99,7 +101,8 @@ def build_sinks(opts, names) -> list:
 
     sinks = []
     if opts.out:
-        sinks.append(JsonlSink(opts.out, names))
+        rc = runtime_cfg or RuntimeConfig()
+        sinks.append(JsonlSink(opts.out, names, rc.out_max_bytes, rc.out_backups))
     if opts.save_video:
         sinks.append(VideoSink(opts.save_video, names=names))
     if not opts.quiet:
@@ -336,7 +339,7 @@ class Runtime:
 
                 self._registry_names = TimedCache(self.classes.names, ttl_s=2.0, default={})
             names = self._display_names if opts.use_state else backend.meta.names
-            sinks = build_sinks(opts, names) + list(opts.sinks)
+            sinks = build_sinks(opts, names, cfg.runtime) + list(opts.sinks)
             if opts.use_state:
                 self._seed_classes(backend.meta.names, Path(path), source)
                 sinks += self._build_state_parts(backend.meta.names)

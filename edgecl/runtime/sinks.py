@@ -33,15 +33,25 @@ def _names_now(names: Names) -> dict[int, str]:
 class JsonlSink:
     """Appends one JSON object per frame to a file (flushed per line, fsynced on close).
 
+    A file that reaches ``max_bytes`` is rotated as logging's ``RotatingFileHandler`` does:
+    ``FILE`` becomes ``FILE.1`` (``FILE.1`` becomes ``FILE.2``, ...), the oldest beyond
+    ``backups`` is deleted, and a new ``FILE`` starts, so weeks of frames take at most
+    ``max_bytes * (backups + 1)`` bytes (a line is never split between two files).
+
     Args:
         path: output file (parent directories are created).
         names: class index -> name (or a callable returning it), for readable records.
+        max_bytes: size at which the file is rotated (0: never).
+        backups: rotated files kept (>= 1).
     """
 
-    def __init__(self, path: str | Path, names: Names = None):
+    def __init__(self, path: str | Path, names: Names = None, max_bytes: int = 0,
+                 backups: int = 5):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.names = names
+        self.max_bytes = int(max_bytes)
+        self.backups = max(1, int(backups))
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, result: FrameResult) -> None:
@@ -53,6 +63,21 @@ class JsonlSink:
                   "detections": result.detections.to_records(_names_now(self.names))}
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
+        if self.max_bytes > 0 and self._fh.tell() >= self.max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """``FILE.{k}`` -> ``FILE.{k+1}`` (the oldest deleted), ``FILE`` -> ``FILE.1``, new ``FILE``."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        self.path.with_name(f"{self.path.name}.{self.backups}").unlink(missing_ok=True)
+        for k in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{k}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{k + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._fh = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:
         """Flush to disk and close."""

@@ -45,3 +45,28 @@ def test_the_last_progress_line_names_the_last_model_version():
     progress.write(_result(0))
     progress.close()  # before: 'model=final', not a version name
     assert stream.getvalue().strip() == "[edgecl] in all: frames=1 model=v0002 seen: car=1"
+
+
+def test_the_json_lines_file_rotates_at_its_size_and_keeps_its_backups(tmp_path):
+    path = tmp_path / "d.jsonl"
+    probe = JsonlSink(tmp_path / "probe.jsonl", {0: "car"})
+    probe.write(_result(0))
+    probe.close()
+    line_bytes = (tmp_path / "probe.jsonl").stat().st_size
+    # 3 lines per file: rotated after the 3rd line of each; 2 backups kept
+    sink = JsonlSink(path, {0: "car"}, max_bytes=3 * line_bytes, backups=2)
+    for _ in range(11):
+        sink.write(_result(0))
+    sink.close()
+    files = sorted(p.name for p in tmp_path.glob("d.jsonl*"))
+    assert files == ["d.jsonl", "d.jsonl.1", "d.jsonl.2"]
+    lines = {p.name: len(p.read_text().splitlines()) for p in tmp_path.glob("d.jsonl*")}
+    # 11 lines: 3 + 3 rotated away (the oldest deleted), 3 in .2 ... : 9 rotated, 2 current
+    assert lines == {"d.jsonl": 2, "d.jsonl.1": 3, "d.jsonl.2": 3}
+    assert all(json.loads(x)["model_version"] == "v0002"
+               for p in tmp_path.glob("d.jsonl*") for x in p.read_text().splitlines())
+    unbounded = JsonlSink(tmp_path / "u.jsonl", {0: "car"}, max_bytes=0)
+    for _ in range(20):
+        unbounded.write(_result(0))
+    unbounded.close()
+    assert sorted(p.name for p in tmp_path.glob("u.jsonl*")) == ["u.jsonl"]
