@@ -159,3 +159,22 @@ def test_a_class_created_by_the_import_never_names_a_dataset_id(tmp_path, capsys
     assert result["boxes"] == {"class_3": 1, "class_0": 1} and result["named_from_registry"] == {}
     assert result["unnamed_classes"] == ["class_0", "class_3"]
     assert ClassRegistry(tmp_path / "state").names() == {0: "class_3", 1: "class_0"}
+
+
+def test_a_file_name_that_is_not_utf8_is_imported_with_its_bytes_escaped(tmp_path, capsys):
+    # a Windows zip unpacked on Linux: b"caf\xe9.jpg" (Latin-1), beside a plain name
+    import os
+
+    root = tmp_path / "yolo"
+    for name in (b"caf\xe9", b"ok"):
+        image = root / "images" / os.fsdecode(name + b".jpg")
+        _jpg(image, 90 if name == b"ok" else 150)
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / os.fsdecode(name + b".txt")).write_text("0 0.5 0.5 0.25 0.5\n")
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: {0: car}\n")
+    state = tmp_path / "state"
+    summary = _import(capsys, state, root, "--json")
+    assert (summary["imported"], summary["skipped"]) == (2, 0)
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        sources = sorted(Path(r.source).name for r in memory.records())
+    assert sources == ["caf\\xe9.jpg", "ok.jpg"]

@@ -176,7 +176,15 @@ def refuse_lost_index(root: Path) -> None:
 
 
 def _short_source(source: object) -> str:
+    """A sample's source as UTF-8 text of bounded length: a file name that is not UTF-8 (a
+    Windows zip unpacked on Linux: ``caf\\xe9.jpg``, held by Python as a lone surrogate) keeps
+    its bytes as ``\\xe9`` escapes (SQLite refuses lone surrogates)."""
     text = str(source)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name decodes to
+        raw = text.encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
     if len(text) <= MAX_SOURCE_CHARS:
         return text
     return "..." + text[-(MAX_SOURCE_CHARS - 3):]
