@@ -3,6 +3,9 @@
 Output layout (what ultralytics trains on, and what ``dir://`` and ``split-tasks`` read)::
 
     OUT/images/<name>.<ext>     the original image files, byte for byte
+    OUT/images/<name>.png       an image whose suffix ultralytics' loader does not read
+                                (``.gif``, ...: not in ``IMG_FORMATS``), re-encoded losslessly
+                                from the decoded pixels
     OUT/labels/<name>.txt       YOLO rows (THE label rule's text format)
     OUT/data.yaml               train: images, val: images, names: {id: name} (root: its folder)
 
@@ -19,7 +22,8 @@ from pathlib import Path
 import yaml
 
 from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
-from edgecl.data.importers import ImportTally, Skip, detect_format, is_ignore_name, iter_labelled
+from edgecl.data.images import is_image
+from edgecl.data.importers import ImportItem, ImportTally, Skip, detect_format, is_ignore_name, iter_labelled
 from edgecl.data.labels import labels_to_text
 from edgecl.errors import ConfigError, LabelError
 from edgecl.models.classes import clean_name
@@ -48,6 +52,31 @@ def _unique_name(stem: str, suffix: str, used: set[str]) -> str:
         name_stem, k = f"{stem}_{k}", k + 1
     used.add(name_stem.lower())
     return f"{name_stem}{suffix}"
+
+
+def _image_file(item: ImportItem) -> tuple[str, bytes]:
+    """The suffix and bytes an imported image is written with: the original file when
+    ultralytics reads its suffix, else a lossless PNG of the decoded pixels (the pixels the
+    boxes were read on).
+
+    Args:
+        item: the imported image.
+
+    Returns:
+        ``(suffix, bytes)``: ``.png`` and the PNG, or the file's own suffix and bytes.
+
+    Raises:
+        ConfigError: the pixels cannot be encoded as PNG.
+    """
+    import cv2
+
+    if is_image(item.source):
+        return item.source.suffix, item.source.read_bytes()
+    ok, data = cv2.imencode(".png", item.image)
+    if not ok:
+        raise ConfigError(f"{item.source}: cannot re-encode as PNG ({item.image.shape[1]}x"
+                          f"{item.image.shape[0]} pixels)")
+    return ".png", data.tobytes()
 
 
 def _check_out(out: Path) -> None:
@@ -102,8 +131,9 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
                 continue
             for name in item.names:
                 ids.setdefault(name, max(ids.values(), default=-1) + 1)
-            name = _unique_name(item.source.stem, item.source.suffix, used)
-            atomic_write_bytes(tmp / "images" / name, item.source.read_bytes())
+            suffix, data = _image_file(item)
+            name = _unique_name(item.source.stem, suffix, used)
+            atomic_write_bytes(tmp / "images" / name, data)
             atomic_write_text(tmp / "labels" / f"{Path(name).stem}.txt",
                               labels_to_text(item.yolo_labels(ids)))
             tally.done(item)

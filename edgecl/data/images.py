@@ -8,6 +8,15 @@
   (``FF D9``) is checked as ultralytics' ``check_image`` does: if Pillow cannot decode it
   completely it is truncated and refused (OpenCV would decode it with grey fill); if it
   decodes (only trailing bytes after the marker) it is accepted.
+- Nothing is decoded before its size is known to be at most :data:`MAX_PIXELS`: Pillow reads
+  the width and height from the header (nothing decoded) of PNG, JPEG/MPO, BMP, GIF, TIFF/DNG
+  (first page: the only one decoded, also when later pages are larger), BigTIFF, WebP,
+  JPEG 2000 (JP2 and J2K codestream), AVIF (and HEIC/HEIF where a Pillow HEIF plugin is
+  registered), PNM and Sun raster. A file with one of these signatures whose header Pillow
+  cannot read, and the formats OpenCV decodes but Pillow cannot size (PAM, PFM, Radiance HDR,
+  OpenEXR, JPEG XL), are refused rather than handed to OpenCV unchecked: OpenCV would allocate
+  up to its own bound of a gigapixel (3 GB) for them. A HEIC/HEIF that only the HEIF plugin
+  reads is sized by that plugin before Pillow decodes it, and never goes to OpenCV.
 """
 
 from __future__ import annotations
@@ -61,15 +70,25 @@ def _jpeg_truncated(data: bytes) -> str | None:
 
 
 def _decode_tiff(data: np.ndarray) -> np.ndarray | None:
+    """The first page of a TIFF if it is colour (BGR, alpha dropped), else ``None``.
+
+    Only the first page is decoded (``cv2.imdecode``): ultralytics uses no other, and a later
+    page may be far larger than the first, whose size alone is checked.
+    """
     import cv2
 
-    ok, pages = cv2.imdecodemulti(data, cv2.IMREAD_UNCHANGED)
-    if ok and pages and pages[0].ndim == 3:
-        return pages[0][..., :3]
+    page = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if page is not None and page.ndim == 3:
+        return page[..., :3]
     return None
 
 
-def _decode_pil(data: bytes) -> np.ndarray | None:
+def _decode_pil(data: bytes, name: str) -> np.ndarray | None:
+    """Decode with Pillow (AVIF, HEIC/HEIF), upright; the size is checked before decoding.
+
+    Raises:
+        ImageError: over :data:`MAX_PIXELS`.
+    """
     import io
 
     import cv2
@@ -77,47 +96,117 @@ def _decode_pil(data: bytes) -> np.ndarray | None:
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            _check_pixels(*im.size, name)
             rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except (OSError, SyntaxError, ValueError, ImportError):  # ImportError: no HEIF plugin here
         return None
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
-_SIZED_MAGIC = (b"\x89PNG", b"\xff\xd8", b"BM", b"GIF8", b"II*\x00", b"MM\x00*")
-"""Leading bytes of the formats whose size is read from the header (PNG, JPEG, BMP, GIF, TIFF;
-WebP is checked apart)."""
+_SIZED_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"BM", "BMP"), (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"P1", "PNM"), (b"P2", "PNM"), (b"P3", "PNM"), (b"P4", "PNM"), (b"P5", "PNM"), (b"P6", "PNM"),
+    (b"\x59\xa6\x6a\x95", "Sun raster"))
+"""Leading bytes of the formats whose size Pillow reads from the header, and their names (WebP
+and the ISO-BMFF ``ftyp`` box of AVIF/HEIF are recognised apart)."""
+_UNSIZED_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"P7", "PAM"), (b"PF", "PFM"), (b"Pf", "PFM"), (b"#?", "Radiance HDR"),
+    (b"\x76\x2f\x31\x01", "OpenEXR"), (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"))
+"""Leading bytes of the formats OpenCV may decode but Pillow cannot size: refused."""
 MAX_PIXELS = 64_000_000
 """Largest image decoded (width x height): a 400 kB PNG can declare 20000 x 20000 pixels, and
 decoding it would take 3 GB, enough to get a Jetson's runtime killed; an 8K frame is 33 MP."""
 
 
-def _refuse_oversized(data: bytes, name: str) -> None:
+def _check_pixels(width: int, height: int, name: str) -> None:
+    """Refuse a declared size above :data:`MAX_PIXELS` (one line, nothing decoded)."""
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{name}: {width}x{height} pixels is over the limit of "
+                         f"{MAX_PIXELS // 1_000_000} megapixels (not decoded)")
+
+
+def _format_of(data: bytes, magic: tuple[tuple[bytes, str], ...]) -> str | None:
+    """The name of the format in ``magic`` whose leading bytes ``data`` has, or ``None``."""
+    return next((fmt for lead, fmt in magic if data.startswith(lead)), None)
+
+
+def _tiff_first_page_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height of a TIFF's first page from its tags (Pillow's directory reader), for a
+    TIFF whose pixel layout Pillow cannot open (3-channel float, ...) but OpenCV may decode."""
+    import io
+    import struct
+    import warnings
+
+    from PIL import TiffImagePlugin
+
+    fp = io.BytesIO(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of corrupt tags
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(
+                fp.read(16 if data[2:4] in (b"+\x00", b"\x00+") else 8))
+            fp.seek(ifd.next)
+            ifd.load(fp)
+        width, height = int(ifd[256]), int(ifd[257])
+    except (KeyError, OSError, ValueError, SyntaxError, TypeError, struct.error):
+        return None
+    return width, height
+
+
+def _refuse_oversized(data: bytes, name: str) -> bool:
     """Read the image's declared size from its header (Pillow, nothing decoded) and refuse one
-    above :data:`MAX_PIXELS`; a header Pillow cannot read is left to the decoders."""
+    above :data:`MAX_PIXELS` (module docstring).
+
+    Returns:
+        Whether OpenCV may decode the data: True when the size was checked or no decoder knows
+        the format (OpenCV then fails on it); False for an ISO-BMFF (AVIF/HEIF) file whose size
+        only Pillow's decoding path (with a HEIF plugin) can read, which checks it itself.
+
+    Raises:
+        ImageError: over the limit, or a known format whose size cannot be read.
+    """
     import io
     import sys
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
-    if not (data.startswith(_SIZED_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
-        return
+    unsized = _format_of(data, _UNSIZED_MAGIC)
+    if unsized:
+        raise ImageError(f"{name}: {unsized} image, whose size cannot be read before decoding "
+                         f"(not decoded)")
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        fmt = "WebP"
+    elif data[4:8] == b"ftyp":
+        fmt = "AVIF/HEIF"
+    else:
+        fmt = _format_of(data, _SIZED_MAGIC)
+    if fmt is None:
+        return True
     # ultralytics patches Image.open to install a HEIF plugin when Pillow cannot identify a
     # file; its saved original opener is used when present (an offline device must not try)
     opener = getattr(sys.modules.get("ultralytics.utils.patches"), "_image_open", Image.open)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # DecompressionBombWarning, corrupt EXIF, ...
             with opener(io.BytesIO(data)) as im:
                 width, height = im.size
     except Image.DecompressionBombError as exc:  # Pillow's own bound, above ours
         raise ImageError(f"{name}: over the limit of {MAX_PIXELS // 1_000_000} megapixels, not "
                          f"decoded ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return
-    if width * height > MAX_PIXELS:
-        raise ImageError(f"{name}: {width}x{height} pixels is over the limit of "
-                         f"{MAX_PIXELS // 1_000_000} megapixels (not decoded)")
+        if fmt == "AVIF/HEIF":
+            return False
+        size = _tiff_first_page_size(data) if fmt.endswith("TIFF") else None
+        if size is None:
+            raise ImageError(f"{name}: does not decode as an image (corrupt or truncated {fmt} "
+                             f"header: its size cannot be read)") from None
+        width, height = size
+    _check_pixels(width, height, name)
+    return True
 
 
 def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
@@ -132,7 +221,8 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
         uint8 array (H, W, 3), BGR.
 
     Raises:
-        ImageError: empty, truncated JPEG, over :data:`MAX_PIXELS`, or not decodable.
+        ImageError: empty, truncated JPEG, over :data:`MAX_PIXELS`, size unknown (module
+            docstring), or not decodable.
     """
     import cv2
 
@@ -142,12 +232,15 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
         why = _jpeg_truncated(data)
         if why:
             raise ImageError(f"{name}: {why}")
-    _refuse_oversized(data, name)
+    opencv_may_decode = _refuse_oversized(data, name)
     suffix = Path(name).suffix.lower()
     buf = np.frombuffer(data, np.uint8)
-    image = _decode_tiff(buf) if suffix in _TIFF_SUFFIXES else None
+    image = _decode_tiff(buf) if opencv_may_decode and suffix in _TIFF_SUFFIXES else None
     if image is None and suffix in _PIL_SUFFIXES:
-        image = _decode_pil(data)
+        image = _decode_pil(data, name)
+    if image is None and not opencv_may_decode:
+        raise ImageError(f"{name}: does not decode as an image (AVIF/HEIF header unreadable, no "
+                         f"HEIF plugin?: its size cannot be read)")
     if image is None:
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # EXIF-upright, 8-bit, 3 channels
     if image is None:
@@ -163,6 +256,26 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"{name}: image has no pixels")
     return np.ascontiguousarray(image)
+
+
+JPEG_MAX_SIDE = 65500
+"""Longest side a JPEG can have (libjpeg's limit): a wider or taller frame cannot be stored as
+JPEG (a legal 70000 x 2 line-scan frame included)."""
+
+
+def jpeg_side_problem(image: np.ndarray) -> str | None:
+    """Why an image cannot be encoded as JPEG because of its size, or ``None``.
+
+    Args:
+        image: the image array, (H, W) or (H, W, C).
+
+    Returns:
+        One line such as ``70000x2 pixels: a side is over JPEG's limit of 65500 pixels``.
+    """
+    height, width = image.shape[:2]
+    if max(height, width) <= JPEG_MAX_SIDE:
+        return None
+    return f"{width}x{height} pixels: a side is over JPEG's limit of {JPEG_MAX_SIDE} pixels"
 
 
 CONTENT_HASH_CHARS = 32

@@ -12,7 +12,10 @@ Formats:
   ``data.yaml``, the Roboflow ``train/valid/test`` export); class names from the yaml, else a
   ``classes.txt`` / ``obj.names`` file beside the images (labelImg, CVAT "YOLO 1.1"), else
   ``class_<id>`` (such items carry their ``dataset_ids``, so the caller may name them). An
-  image without a label file is skipped (``no label file``); an empty
+  image without a label file is skipped (``no label file``); a file in the image folders that
+  is neither an image ultralytics reads nor a dataset companion (``cam_0001.gif``, see
+  :attr:`edgecl.data.yolo_dataset.YoloDataset.ignored_files`) is skipped (``not an image``),
+  each once even when two splits name the same folder; an empty
   label file is a background image; a row whose class id the names lack (``names: {0: car,
   5: dog}`` and class ``1``) refuses its file (``refused label``).
 - ``voc``: ``Annotations/**/*.xml`` beside ``JPEGImages/`` (the image named by
@@ -33,6 +36,16 @@ Formats:
   are all skipped (``duplicate image id``: whose boxes are they?), and a malformed
   ``categories`` (no id, no name) or a section that is not a list is a one-line error.
 
+Declared image sizes (VOC ``<size><width>``/``<height>``, COCO image ``width``/``height``):
+ultralytics' ``convert_coco`` and ``VOC.yaml`` normalise boxes by the DECLARED size, so when
+it is valid (positive whole numbers) and differs from the decoded image's size, the boxes are
+scaled from the declared size to the decoded one (an image downscaled after it was annotated
+comes out exact). A declared size that is the decoded one with width and height swapped (not
+square) means the annotation was made on the sensor's unrotated image while the decoder
+applied the EXIF orientation: that image is skipped (``size mismatch``, naming the file and
+both sizes). A missing or invalid declared size (absent, 0, negative, not a number) is not
+used: the boxes are taken in the decoded image's pixels.
+
 Ignore regions are not classes: VOC/COCO names such as ``DontCare`` or ``ignore`` (see
 :data:`IGNORE_NAMES`) and COCO ``iscrowd`` annotations are dropped and counted in
 ``ImportItem.ignored``. A box with no area inside the image refuses its image (``bad box``),
@@ -42,6 +55,7 @@ as a refused YOLO row refuses its frame.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import math
 import re
@@ -118,7 +132,7 @@ class Skip:
         source: the file (image or annotation).
         reason: short category used to count skips (``unreadable image``, ``missing image``,
             ``bad annotation``, ``bad box``, ``refused label``, ``no label file``,
-            ``duplicate image id``).
+            ``not an image``, ``duplicate image id``, ``size mismatch``).
         message: one line: path and why.
     """
 
@@ -312,7 +326,8 @@ def iter_yolo(path: str | Path) -> Iterator[ImportItem | Skip]:
         path: a folder, ``data.yaml`` or Roboflow export.
 
     Returns:
-        An iterator of :class:`ImportItem` or :class:`Skip`, in split then name order.
+        An iterator of :class:`ImportItem` or :class:`Skip`: first a ``not an image`` skip per
+        file of another kind in the image folders, then the images in split then name order.
 
     Raises:
         ConfigError: an unreadable ``data.yaml`` or class names file (``classes.txt``, ...),
@@ -321,9 +336,15 @@ def iter_yolo(path: str | Path) -> Iterator[ImportItem | Skip]:
     dataset = find_dataset(path)
     images = dataset.images()
     if not images:
-        raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {dataset.yaml_path or dataset.root}")
+        other = ", ".join(f"{suffix or '(no suffix)'}: {n}" for suffix, n in dataset.ignored.most_common())
+        raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {dataset.yaml_path or dataset.root}"
+                          + (f" (files of other kinds: {other})" if other else ""))
     names = _yolo_names(dataset, images)
-    return _yolo_items(images, names, unnamed=not names or _placeholder_names(names))
+    not_images = (Skip(p, "not an image", f"{p}: not an image ultralytics reads "
+                                          f"({p.suffix.lower() or 'no suffix'})")
+                  for p in dataset.ignored_files)
+    return itertools.chain(not_images,
+                           _yolo_items(images, names, unnamed=not names or _placeholder_names(names)))
 
 
 def _yolo_names(dataset, images: list[Path]) -> dict[int, str] | None:
@@ -526,22 +547,61 @@ def _voc_items(root: Path, ann: Path, xmls: list[Path]) -> Iterator[ImportItem |
             yield Skip(xml_path, "missing image",
                        f"{xml_path}: image {wanted} not found in {root / 'JPEGImages'}{outside}")
             continue
-        yield _labelled_item(xml_path, str(xml_path), image_path, boxes, names, ignored)
+        size = tree.getroot().find("size")
+        declared = None if size is None else _declared_size(size.findtext("width"), size.findtext("height"))
+        yield _labelled_item(xml_path, str(xml_path), image_path, boxes, names, ignored, declared)
+
+
+def _declared_size(width: object, height: object) -> tuple[int, int] | None:
+    """An annotation's declared image size as ``(width, height)``: each a positive whole number
+    (an int, an integral float, or such a number as text); ``None`` when either is missing or
+    invalid (0, negative, fractional, not a number)."""
+    sides = []
+    for value in (width, height):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return None
+        try:
+            number = float(value.strip()) if isinstance(value, str) else float(value)
+        except (ValueError, OverflowError):
+            return None
+        if not math.isfinite(number) or not number.is_integer() or number <= 0:
+            return None
+        sides.append(int(number))
+    return sides[0], sides[1]
 
 
 def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, names: list[str],
-                   ignored: int) -> ImportItem | Skip:
-    """Read an annotated image and clip its pixel boxes (VOC and COCO alike).
+                   ignored: int, declared: tuple[int, int] | None = None) -> ImportItem | Skip:
+    """Read an annotated image, scale its pixel boxes from the declared size to the decoded
+    one and clip them (VOC and COCO alike; module docstring).
+
+    Args:
+        source: the annotation file.
+        where: how messages name the annotation.
+        image_path: the image.
+        boxes: ``[x1, y1, x2, y2]`` in pixels of the declared size (of the image when none).
+        names: class name of each box.
+        ignored: ignore regions dropped.
+        declared: the annotation's valid image size ``(width, height)``, or ``None``.
 
     Returns:
-        The item, or a :class:`Skip` naming ``where`` when the image does not read or a box
-        has no area inside it.
+        The item, or a :class:`Skip` naming ``where`` when the image does not read, its
+        declared size is the decoded one rotated (``size mismatch``), or a box has no area
+        inside it.
     """
     read = _read(image_path)
     if isinstance(read, Skip):
         return read
     image, digest = read
-    xyxy = _clip_boxes(np.array(boxes, np.float32), image.shape)
+    height, width = image.shape[:2]
+    xyxy = np.array(boxes, np.float64).reshape(-1, 4)
+    if declared is not None and declared != (width, height):
+        if declared == (height, width):
+            return Skip(source, "size mismatch",
+                        f"{where}: annotated as {declared[0]}x{declared[1]} but {image_path} decodes "
+                        f"as {width}x{height}, rotated (EXIF orientation?)")
+        xyxy = xyxy * np.array([width / declared[0], height / declared[1]] * 2)
+    xyxy = _clip_boxes(xyxy, image.shape)
     bad = _degenerate(xyxy)
     if bad is not None:
         return Skip(source, "bad box", f"{where}: box {boxes[bad]} ({names[bad]}) has no area "
@@ -747,7 +807,8 @@ def _coco_items(json_path: Path, data: dict) -> Iterator[ImportItem | Skip]:
         if problem:
             yield Skip(json_path, "bad annotation", f"{where}: {problem}")
             continue
-        yield _labelled_item(json_path, where, image_path, boxes, names, ignored)
+        yield _labelled_item(json_path, where, image_path, boxes, names, ignored,
+                             _declared_size(info.get("width"), info.get("height")))
 
 
 _READERS = {"yolo": iter_yolo, "voc": iter_voc, "coco": iter_coco}

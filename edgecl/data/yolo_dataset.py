@@ -55,7 +55,9 @@ class YoloDataset:
         names: class id -> name from the yaml (``None`` when the layout names no classes).
         yaml_path: the ``data.yaml`` read, if any.
         ignored: suffix -> count of files that are neither images nor dataset companions
-            (labels, annotations, yaml, ...), e.g. ``{".gif": 2}``.
+            (labels, annotations, yaml, ...), e.g. ``{".gif": 2}``; each file counted once, also
+            when two splits name the same folder.
+        ignored_files: those files, in the order found.
     """
 
     root: Path
@@ -64,6 +66,7 @@ class YoloDataset:
     names: dict[int, str] | None = None
     yaml_path: Path | None = None
     ignored: Counter = field(default_factory=Counter)
+    ignored_files: list[Path] = field(default_factory=list)
 
     def images(self, split: str = "all") -> list[Path]:
         """The image paths of one split, or of every split in order (``all``).
@@ -86,7 +89,10 @@ class YoloDataset:
         return f"{self.layout} {where} ({counts})"
 
 
-def _scan_dir(folder: Path, ignored: Counter) -> list[Path]:
+def _scan_dir(folder: Path, ignored: dict[Path, None]) -> list[Path]:
+    """The images under a folder, in name order; the files that are neither images nor dataset
+    companions are added to ``ignored`` (a dict used as an ordered set: a folder scanned twice
+    adds each file once)."""
     images = []
     for p in folder.rglob("*"):
         if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
@@ -94,8 +100,13 @@ def _scan_dir(folder: Path, ignored: Counter) -> list[Path]:
         if is_image(p):
             images.append(p)
         elif p.suffix.lower() not in _COMPANION_SUFFIXES and p.name.upper() not in ("LICENSE", "README"):
-            ignored[p.suffix.lower()] += 1
+            ignored[p] = None
     return sorted(images, key=lambda q: q.relative_to(folder).as_posix())
+
+
+def _ignored_fields(ignored: dict[Path, None]) -> dict:
+    """The ``ignored`` and ``ignored_files`` fields of a :class:`YoloDataset`."""
+    return {"ignored": Counter(p.suffix.lower() for p in ignored), "ignored_files": list(ignored)}
 
 
 def path_from_text(text: str, where: str) -> Path:
@@ -267,7 +278,7 @@ def load_data_yaml(yaml_path: str | Path) -> YoloDataset:
     if "val" not in data and "validation" in data:
         data["val"] = data["validation"]
     root = _yaml_root(yaml_path, data)
-    ignored: Counter = Counter()
+    ignored: dict[Path, None] = {}
     splits: dict[str, list[Path]] = {}
     for split in SPLIT_NAMES:
         entry = data.get(split)
@@ -284,7 +295,7 @@ def load_data_yaml(yaml_path: str | Path) -> YoloDataset:
                     images += _read_image_list(p)
         splits[split] = images
     return YoloDataset(root=root, layout="data.yaml", splits=splits, names=_parse_names(yaml_path, data),
-                       yaml_path=yaml_path, ignored=ignored)
+                       yaml_path=yaml_path, **_ignored_fields(ignored))
 
 
 def find_data_yaml(folder: Path) -> Path | None:
@@ -352,13 +363,14 @@ def find_dataset(path: str | Path) -> YoloDataset:
     yaml_path = find_data_yaml(path)
     if yaml_path is not None:
         return load_data_yaml(yaml_path)
-    ignored: Counter = Counter()
+    ignored: dict[Path, None] = {}
     splits = roboflow_splits(path)
     if splits:
-        return YoloDataset(root=path, layout="roboflow",
-                           splits={s: _scan_dir(d, ignored) for s, d in splits.items()}, ignored=ignored)
+        scanned = {s: _scan_dir(d, ignored) for s, d in splits.items()}
+        return YoloDataset(root=path, layout="roboflow", splits=scanned, **_ignored_fields(ignored))
     folder = path / "images" if (path / "images").is_dir() else path
-    return YoloDataset(root=path, layout="folder", splits={"all": _scan_dir(folder, ignored)}, ignored=ignored)
+    scanned = {"all": _scan_dir(folder, ignored)}
+    return YoloDataset(root=path, layout="folder", splits=scanned, **_ignored_fields(ignored))
 
 
 def labels_report(images: list[Path]) -> tuple[int, Path | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edgecl.data.images import JPEG_MAX_SIDE
 from edgecl.frames import Detections
 
 PALETTE_BGR = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
@@ -24,7 +25,9 @@ def render_jpeg(image_bgr: np.ndarray, detections: Detections, names: dict[int, 
         image_bgr: uint8 (H, W, 3) BGR frame (not modified).
         detections: boxes in pixels of ``image_bgr``.
         names: class index -> name (an unknown index is drawn as its number).
-        max_width: wider frames are scaled down to this width first (bandwidth, encode time).
+        max_width: wider frames are scaled down to this width first (bandwidth, encode time);
+            a frame taller than JPEG's limit of 65500 pixels is scaled down to it. Each scaled
+            side is at least 1 pixel (a 5000 x 2 frame becomes 960 x 1).
         quality: JPEG quality 1..100.
 
     Returns:
@@ -36,9 +39,10 @@ def render_jpeg(image_bgr: np.ndarray, detections: Detections, names: dict[int, 
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
         raise ValueError(f"expected uint8 (H, W, 3) BGR, got {image_bgr.dtype} {image_bgr.shape}")
     height, width = image_bgr.shape[:2]
-    scale = min(1.0, max_width / width) if width else 1.0
+    scale = min(1.0, max_width / width if width else 1.0,
+                JPEG_MAX_SIDE / height if height else 1.0)
     if scale < 1.0:
-        canvas = cv2.resize(image_bgr, (round(width * scale), round(height * scale)),
+        canvas = cv2.resize(image_bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
                             interpolation=cv2.INTER_AREA)
     else:
         canvas = image_bgr.copy()

@@ -86,3 +86,73 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, side
     small = tmp_path / "ok.png"
     cv2.imwrite(str(small), np.zeros((40, 7000, 3), np.uint8))  # long but small: decoded
     assert images.read_image(small).shape == (40, 7000, 3)
+
+
+def test_multi_page_tiff_decodes_only_its_first_page():
+    import io
+    import tracemalloc
+
+    from PIL import Image
+
+    buf = io.BytesIO()  # a 64x64 thumbnail first, then a 9000x9000 page (81 MB decoded)
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(
+        buf, "TIFF", save_all=True, append_images=[Image.new("1", (9000, 9000))],
+        compression="tiff_deflate")
+    tracemalloc.start()
+    try:
+        image = decode_image_bytes(buf.getvalue(), "thumbfirst.tif")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert image.shape == (64, 64, 3) and tuple(image[0, 0]) == (255, 0, 0)  # BGR of RGB blue
+    assert peak < 20_000_000  # before: every page decoded, 81 MB for the second one
+
+
+@pytest.mark.parametrize("jp2", [False, True])
+def test_jpeg_2000_over_the_pixel_limit_is_refused(jp2):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()  # a few hundred bytes declaring 8200 x 8200 = 67.24 MP
+    Image.new("L", (8200, 8200)).save(buf, "JPEG2000", no_jp2=not jp2)
+    with pytest.raises(ImageError, match=r"big.jp2: 8200x8200 pixels is over the limit of 64 "
+                                         r"megapixels \(not decoded\)"):
+        decode_image_bytes(buf.getvalue(), "big.jp2")
+
+
+@pytest.mark.parametrize("name", ["big.avif", "big.png"])
+def test_avif_over_the_pixel_limit_is_refused_from_its_ispe_box(name):
+    import io
+    import struct
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(buf, "AVIF")
+    data = buf.getvalue()
+    at = data.index(b"ispe") + 8  # box type, version and flags, then width and height
+    data = data[:at] + struct.pack(">II", 9000, 9000) + data[at + 8:]
+    with pytest.raises(ImageError, match="9000x9000 pixels is over the limit of 64 megapixels"):
+        decode_image_bytes(data, name)
+
+
+def test_format_opencv_decodes_but_pillow_cannot_size_is_refused():
+    ok, data = cv2.imencode(".pfm", np.zeros((4, 5, 3), np.float32))
+    assert ok and cv2.imdecode(data, cv2.IMREAD_COLOR) is not None  # OpenCV alone decodes it
+    with pytest.raises(ImageError, match=r"x.png: PFM image, whose size cannot be read before "
+                                         r"decoding \(not decoded\)"):
+        decode_image_bytes(data.tobytes(), "x.png")
+
+
+def test_heif_pillow_cannot_size_is_not_handed_to_opencv():
+    data = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 32
+    with pytest.raises(ImageError, match=r"x.png: does not decode as an image \(AVIF/HEIF header "
+                                         r"unreadable, no HEIF plugin\?: its size cannot be read\)"):
+        decode_image_bytes(data, "x.png")
+
+
+def test_tiff_pillow_cannot_open_is_sized_from_its_tags():
+    ok, data = cv2.imencode(".tiff", np.zeros((96, 160, 3), np.float32))  # Pillow: no such mode
+    with pytest.raises(ImageError, match=r"f.tif: unsupported pixel type float32"):
+        decode_image_bytes(data.tobytes(), "f.tif")

@@ -129,6 +129,22 @@ def test_sink_stores_ground_truth_and_pseudo_with_origin_and_queues_selected(tmp
     assert sink.take_counters() == (2, {0})
 
 
+@pytest.mark.parametrize("mode, labels", [("field", None), ("ground_truth", "gt")])
+def test_a_frame_too_wide_for_jpeg_is_counted_not_raised(tmp_path, caplog, mode, labels):
+    sink, mem = make_sink(tmp_path, mode=mode, selection=SelectionConfig(
+        uncertain=1.0, novel=0, disagreement=0, forgetting=0, random=0))
+    wide = np.zeros((2, 70000, 3), np.uint8)
+    line_scan = np.array([[0, 0.5, 0.5, 0.1, 0.5]], np.float32)
+    sink.write(result(wide, dets([0.45]), 0, labels=line_scan if labels else None))
+    counts = sink.stats()["counts"]
+    assert counts["refused_frame"] == 1 and "refused_label" not in counts
+    assert mem.samples == [] and sink.queue.pending() == []
+    assert "70000x2 pixels: a side is over JPEG's limit of 65500 pixels" in caplog.text
+    sink.write(result(textured(1), dets([0.45]), 1))  # the next frame goes on as usual
+    assert sink.stats()["counts"].get("queued_items", 0) + len(mem.samples) == (
+        1 if mode == "field" else 0)
+
+
 def test_sink_refuses_class_ids_the_registry_does_not_know(tmp_path, caplog):
     sink, mem = make_sink(tmp_path, mode="ground_truth")
     stray = np.array([[79, 0.5, 0.5, 0.1, 0.1]], np.float32)

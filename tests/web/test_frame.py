@@ -23,3 +23,12 @@ def test_render_draws_and_scales():
 def test_render_refuses_a_non_image():
     with pytest.raises(ValueError):
         render_jpeg(np.zeros((4, 4), np.uint8), Detections(), {})
+
+
+@pytest.mark.parametrize("shape, expected", [((2, 5000, 3), (1, 960, 3)),  # 2 * 960/5000 -> 1
+                                             ((70000, 2, 3), (65500, 2, 3))])  # JPEG's side limit
+def test_render_keeps_every_side_at_least_one_pixel_and_within_jpeg(shape, expected):
+    dets = Detections(np.array([[0, 0, 1, 1]], np.float32), np.array([0.9], np.float32),
+                      np.array([0], np.int64))
+    jpeg = render_jpeg(np.zeros(shape, np.uint8), dets, {0: "car"}, max_width=960)
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == expected

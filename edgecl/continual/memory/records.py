@@ -328,10 +328,16 @@ def encode_jpeg(image: np.ndarray, quality: int, where: str) -> bytes:
         The JPEG bytes.
 
     Raises:
-        ReplayMemoryError: OpenCV refused to encode the image.
+        ReplayMemoryError: a side over JPEG's limit of 65500 pixels
+            (:data:`edgecl.data.images.JPEG_MAX_SIDE`), or OpenCV refused to encode the image.
     """
     import cv2
 
+    from edgecl.data.images import jpeg_side_problem
+
+    too_large = jpeg_side_problem(image)
+    if too_large:
+        raise ReplayMemoryError(f"{where}: cannot be stored as JPEG ({too_large})")
     ok, buf = cv2.imencode(IMAGE_SUFFIX, image, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     if not ok:
         raise ReplayMemoryError(f"{where}: JPEG encoding failed for image of shape {image.shape}")

@@ -30,7 +30,8 @@ from typing import Callable
 import numpy as np
 
 from edgecl.config import Config, LabelsConfig
-from edgecl.errors import EdgeclError, StorageError
+from edgecl.data.images import jpeg_side_problem
+from edgecl.errors import EdgeclError, LabelError, StorageError
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.runtime.labels.pseudo import REFUSALS, PseudoLabeler, Thresholds
 from edgecl.runtime.labels.queue import OperatorQueue
@@ -243,7 +244,8 @@ class MemorySink:
         Returns:
             ``{"paused_reason": str | None, "counts": {name: n}}`` with counts such as
             ``stored_ground_truth``, ``stored_pseudo``, ``queued``, ``not_stored``,
-            ``refused_label``, ``refused_class``, ``declined`` and the decision reasons.
+            ``refused_label``, ``refused_class``, ``refused_frame``, ``declined`` and the
+            decision reasons.
         """
         with self._lock:
             counts = {k: v for k, v in self.counts.items() if not k.startswith("warn_")}
@@ -275,8 +277,15 @@ class MemorySink:
     # --- the sink -------------------------------------------------------------------------
 
     def write(self, result) -> None:
-        """Label, store or queue the frame of one loop result."""
+        """Label, store or queue the frame of one loop result (a frame that cannot be stored
+        as JPEG, a side over 65500 pixels, is counted as ``refused_frame``, with a warning)."""
         frame, detections = result.frame, result.detections
+        too_large = jpeg_side_problem(frame.image)
+        if too_large:
+            self._count("refused_frame")
+            self._warn("frame", "frame %s from %s not stored or queued: %s", frame.frame_id,
+                       frame.source, too_large)
+            return
         decision = self.pipeline.decide(frame, detections)
         self._count(decision.why)
         if decision.selection and decision.selection != "selected":
@@ -298,6 +307,10 @@ class MemorySink:
                                       names=names)
         except OSError as exc:
             self._storage_failed(exc, frame)
+            return
+        except LabelError as exc:  # the frame cannot be encoded: this frame only
+            self._count("refused_frame")
+            self._warn("frame", "%s", exc)
             return
         self._storage_ok()
         if item_id is None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.atomic import atomic_write_bytes, atomic_write_json
-from edgecl.errors import ConflictError, EdgeclError, LabelError, NotFoundError
+from edgecl.errors import ConflictError, LabelError, NotFoundError
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.models.classes import ClassRegistry, clean_name, known_spelling
 
@@ -312,10 +312,17 @@ class OperatorQueue:
 
         Raises:
             OSError: the disk is full or read-only (nothing half-written is left).
-            EdgeclError: the frame cannot be encoded.
+            LabelError: the frame cannot be encoded as JPEG (one line naming the frame and why,
+                e.g. a side over JPEG's limit of 65500 pixels); nothing is queued or evicted.
         """
         import cv2
 
+        from edgecl.data.images import jpeg_side_problem
+
+        where = f"frame {frame.frame_id} from {frame.source}"
+        too_large = jpeg_side_problem(frame.image)
+        if too_large:
+            raise LabelError(f"{where}: not queued, cannot be stored as JPEG ({too_large})")
         with self._locked():
             metas = self._metas()
             if metas and len(metas) >= self.max_pending and \
@@ -324,7 +331,7 @@ class OperatorQueue:
             item_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
             ok, jpg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 95])
             if not ok:
-                raise EdgeclError(f"cannot encode frame {frame.frame_id} from {frame.source}")
+                raise LabelError(f"{where}: not queued, JPEG encoding failed")
             height, width = frame.image.shape[:2]
             names = names or {}
             proposed = [{"class": names.get(int(c), str(int(c))),

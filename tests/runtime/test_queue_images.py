@@ -1,0 +1,32 @@
+"""The operator queue and very wide frames: JPEG's 65500-pixel side limit is a one-line refusal."""
+
+import numpy as np
+import pytest
+
+from edgecl.errors import LabelError
+from edgecl.frames import Detections, Frame
+from edgecl.runtime.labels.queue import OperatorQueue
+
+
+def _dets() -> Detections:
+    return Detections(np.array([[0, 0, 10, 2]], np.float32), np.array([0.5], np.float32),
+                      np.array([0], np.int64))
+
+
+@pytest.mark.parametrize("shape", [(2, 70000, 3), (65501, 2, 3)])
+def test_a_frame_over_jpegs_side_limit_is_refused_in_one_line(tmp_path, shape):
+    queue = OperatorQueue(tmp_path / "labels", 10)
+    frame = Frame(np.zeros(shape, np.uint8), 7, 0.0, "dir://scans")
+    width, height = shape[1], shape[0]
+    with pytest.raises(LabelError) as info:
+        queue.push(frame, _dets(), priority=1.0)
+    assert str(info.value) == (f"frame 7 from dir://scans: not queued, cannot be stored as JPEG "
+                               f"({width}x{height} pixels: a side is over JPEG's limit of 65500 "
+                               f"pixels)")
+    assert queue.pending() == [] and not list((tmp_path / "labels").rglob("*.jpg"))
+
+
+def test_a_frame_at_jpegs_side_limit_is_queued(tmp_path):
+    queue = OperatorQueue(tmp_path / "labels", 10)
+    item_id = queue.push(Frame(np.zeros((2, 65500, 3), np.uint8), 1, 0.0, "cam"), _dets())
+    assert item_id is not None and queue.item(item_id)["width"] == 65500
