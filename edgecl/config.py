@@ -211,6 +211,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     token: str = ""
+    allowed_hosts: str = ""
 
 
 @dataclass(frozen=True)
@@ -432,7 +433,7 @@ RULES: dict[str, Rule] = {
 
 # Keys whose value is free text (paths, addresses, URIs): checked where they are used.
 FREE_KEYS = frozenset({"state_dir", "source.uri", "model.path", "model.providers", "server.host",
-                       "server.token", "fleet.device_name", "fleet.token",
+                       "server.token", "server.allowed_hosts", "fleet.device_name", "fleet.token",
                        "fleet.initial_model",
                        "fleet.ca_cert", "fleet.server_cert", "fleet.server_key"})
 

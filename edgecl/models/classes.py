@@ -32,31 +32,48 @@ FILE_NAME = "classes.json"
 LOCK_NAME = "classes.lock"
 FORMAT_VERSION = 1
 MAX_NAME_CHARS = 100
+MAX_CLASSES = 10_000
+"""Most classes a device's registry holds (LVIS has 1,203; a detection head grows with it)."""
 
 
 class ClassRegistryError(LabelError):
     """``classes.json`` is unreadable or inconsistent (one line naming the file and the fault)."""
 
 
-def clean_name(name: object) -> str:
-    """Return a class name stripped of surrounding white space, or raise.
+INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp", "Co"})
+"""Unicode categories a new class name may not use: format characters (zero-width space, joiner,
+BOM, bidi overrides such as U+202E), line and paragraph separators, private use. ``car\u200b``
+would look like ``car`` in every list and be another class; ``\u202eevil`` is shown reversed."""
+
+
+def clean_name(name: object, strict: bool = True) -> str:
+    """Return a class name stripped of surrounding white space (and, strict, in Unicode NFC
+    form: ``e`` + combining accent and ``é`` are one name), or raise.
 
     Args:
         name: the name as given (label file, operator answer, CLI, checkpoint).
+        strict: also refuse the characters of :data:`INVISIBLE_CATEGORIES` (every new name;
+            names a registry already holds are read with ``strict=False``).
 
     Returns:
         The name to store.
 
     Raises:
         LabelError: not a string, empty, longer than :data:`MAX_NAME_CHARS`, or containing
-            control characters (a newline would break every text format the names go to) or
-            lone surrogates (no UTF-8 file can hold them).
+            control characters (a newline would break every text format the names go to),
+            lone surrogates (no UTF-8 file can hold them) or, strict, invisible characters.
     """
     if not isinstance(name, str):
         raise LabelError(f"class name must be text, got {type(name).__name__} {name!r}")
     text = name.strip()
+    if strict and not any(unicodedata.category(ch) == "Cs" for ch in text):
+        text = unicodedata.normalize("NFC", text).strip()
     if not text:
         raise LabelError("class name is empty")
+    if strict and any(unicodedata.category(ch) in INVISIBLE_CATEGORIES for ch in text):
+        bad = next(ch for ch in text if unicodedata.category(ch) in INVISIBLE_CATEGORIES)
+        raise LabelError(f"class name {text!r} contains an invisible or direction-changing "
+                         f"character (U+{ord(bad):04X})")
     if len(text) > MAX_NAME_CHARS:
         raise LabelError(f"class name {text[:20]!r}... is longer than {MAX_NAME_CHARS} characters")
     if any(unicodedata.category(ch) == "Cc" for ch in text):
@@ -146,7 +163,7 @@ class ClassRegistry:
                                      '{"classes": [{"id": int, "name": str, ...}]}')
         for entry in entries:
             try:
-                clean_name(entry["name"])
+                clean_name(entry["name"], strict=False)
             except LabelError as exc:
                 raise ClassRegistryError(f"corrupt class registry {self.path}: class "
                                          f"{entry['id']}: {exc}") from None
@@ -280,12 +297,16 @@ class ClassRegistry:
             The names added (already known ones are left out).
 
         Raises:
-            LabelError: an invalid name (nothing is added then).
+            LabelError: an invalid name, or more than :data:`MAX_CLASSES` classes in all
+                (nothing is added then).
         """
         wanted = list(dict.fromkeys(clean_name(n) for n in names))
         with self._locked() as entries:
             known = {e["name"] for e in entries}
             added = [n for n in wanted if n not in known]
+            if len(entries) + len(added) > MAX_CLASSES:
+                raise LabelError(f"the class registry {self.path} holds {len(entries)} classes: "
+                                 f"adding {len(added)} would pass the bound of {MAX_CLASSES}")
             if added:
                 stamp = _now_iso()
                 entries += [{"id": len(entries) + i, "name": n, "first_seen": stamp} for i, n in enumerate(added)]

@@ -457,11 +457,12 @@ class Runtime:
         if not (self.opts.use_state and self.cfg.server.enabled):
             return
         from edgecl.runtime.console import build_console_hooks
-        from edgecl.runtime.server import StatusServer, resolve_token
+        from edgecl.runtime.server import StatusServer, allowed_host_names, resolve_token
         from edgecl.web import create_app
 
         token = resolve_token(self.cfg.server.token) or None
-        app = create_app(build_console_hooks(self), token=token)
+        app = create_app(build_console_hooks(self), token=token,
+                         allowed_hosts=allowed_host_names(self.cfg.server.allowed_hosts))
         self.server = StatusServer(app, self.cfg.server.host, self.cfg.server.port)
         try:
             self.server.start()

@@ -195,7 +195,11 @@ def build_console_hooks(runtime):
     def answer(item_id: str, boxes: list, skip: bool) -> dict:
         from edgecl.runtime.labels import check_skip
 
-        return sink.skip(item_id) if check_skip(skip) else sink.answer(item_id, boxes)
+        try:
+            return sink.skip(item_id) if check_skip(skip) else sink.answer(item_id, boxes)
+        finally:
+            pending_cached.invalidate()
+            classes_cached.invalidate()
 
     def classes() -> list[dict]:
         stats = sink.memory.stats()
@@ -212,9 +216,13 @@ def build_console_hooks(runtime):
     empty = {"matrix": {"rows": [], "columns": [], "values": []}, "per_class_ap": {},
              "reliability": {"bins": [], "protocol": {}}}
     forgetting_cached = TimedCache(forgetting, ttl_s=2.0, default=empty)
+    # the queue (one file per item) and the class list (a memory walk) are read by every open
+    # Label page and any client that loops on them: at most once a second, fresh after an answer
+    pending_cached = TimedCache(sink.queue.pending, ttl_s=1.0, default=[])
+    classes_cached = TimedCache(classes, ttl_s=1.0, default=[])
     return ConsoleHooks(
         health=runtime.health, metrics=metrics, live=runtime.live,
         latest_jpeg=runtime.live_view.latest if runtime.live_view else (lambda: None),
         models=lambda: model_rows(runtime.registry), promote=promote, rollback=rollback,
-        pending=sink.queue.pending, label_image=sink.queue.image_path, answer=answer,
-        classes=classes, forgetting=forgetting_cached)
+        pending=pending_cached, label_image=sink.queue.image_path, answer=answer,
+        classes=classes_cached, forgetting=forgetting_cached)

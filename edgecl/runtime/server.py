@@ -1,10 +1,12 @@
 """The console's HTTP server: uvicorn in one daemon thread, started and stopped by the runtime.
 
 The app (:func:`edgecl.web.create_app`) only reads state through the runtime's hooks, so serving
-never blocks the inference loop. Bounds (issue 10, point 11): at most ``max_connections``
-connections and requests at once (uvicorn's ``limit_concurrency``; beyond it a request gets 503),
-and a connection that has not sent a complete request head within ``timeout_s`` seconds (idle
-after connecting, a header trickle, or idle keep-alive) is closed.
+never blocks the inference loop. Bounds: at most ``max_connections`` connections and requests at
+once (uvicorn's ``limit_concurrency``; beyond it a request gets 503, logged once a minute), at
+most ``max_per_client`` of them from one client address (so one host on the LAN cannot take every
+slot and turn ``/healthz`` into 503 for the watchdog), a connection that has not sent a complete
+request head within ``timeout_s`` seconds (idle after connecting, a header trickle, or idle
+keep-alive) is closed, and a body must arrive within :data:`edgecl.web.app.BODY_TIMEOUT_S`.
 
 Binds 127.0.0.1 by default; :func:`check_bind` refuses any other address without a token.
 """
@@ -71,16 +73,80 @@ def check_bind(host: str, token: str | None) -> None:
                           f"or ${TOKEN_ENV} (or bind server.host=127.0.0.1)")
 
 
-def _timed_protocol(timeout_s: float):
-    """An h11 protocol class that closes a connection without a request head in ``timeout_s``."""
+def allowed_host_names(extra: str = "") -> frozenset[str]:
+    """The names a request's ``Host`` may give besides IP addresses (DNS-rebinding check, see
+    :func:`edgecl.web.app.host_allowed`): ``localhost``, this machine's host name (also with
+    ``.local``, as mDNS announces it) and its fully qualified name, and ``extra``.
+
+    Args:
+        extra: ``server.allowed_hosts``: comma-separated names (e.g. ``drone7.lab.example``).
+
+    Returns:
+        Lower-case names.
+    """
+    name = socket.gethostname().strip().lower().rstrip(".")
+    names = {"localhost", name, f"{name}.local", socket.getfqdn().strip().lower().rstrip(".")}
+    names |= {n.strip().lower().rstrip(".") for n in extra.split(",")}
+    return frozenset(n for n in names if n)
+
+
+class _OncePerMinute(logging.Filter):
+    """Pass a repeated warning (uvicorn's "Exceeded concurrency limit.") at most once a minute,
+    with the count of those dropped since: a flood of refused requests must not flood the log."""
+
+    def __init__(self, message: str, every_s: float = 60.0):
+        super().__init__()
+        self.message = message
+        self.every_s = every_s
+        self._last_s = float("-inf")
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a repeat within the minute."""
+        if record.getMessage() != self.message:
+            return True
+        now = time.monotonic()
+        if now - self._last_s < self.every_s:
+            self._dropped += 1
+            return False
+        if self._dropped:
+            record.msg = f"{self.message} ({self._dropped} more in the last minute)"
+            record.args = ()
+        self._last_s, self._dropped = now, 0
+        return True
+
+
+def _timed_protocol(timeout_s: float, max_per_client: int = 0):
+    """An h11 protocol class that closes a connection without a request head in ``timeout_s``,
+    and a client's connection beyond its ``max_per_client`` open ones (0: no bound)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
+    open_per_client: dict[str, int] = {}
+
     class TimedH11Protocol(H11Protocol):
-        """uvicorn's h11 protocol plus a request-head deadline per connection."""
+        """uvicorn's h11 protocol plus a request-head deadline and a per-client bound."""
 
         def connection_made(self, transport) -> None:  # noqa: D102 - asyncio protocol hook
             super().connection_made(transport)
+            peer = transport.get_extra_info("peername")
+            self._client_key = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            count = open_per_client.get(self._client_key, 0) + 1
+            open_per_client[self._client_key] = count
+            if max_per_client and self._client_key and count > max_per_client:
+                transport.close()
+                return
             self._arm_head_deadline()
+
+        def connection_lost(self, exc) -> None:  # noqa: D102 - asyncio protocol hook
+            key = getattr(self, "_client_key", None)
+            if key is not None:
+                left = open_per_client.get(key, 1) - 1
+                if left > 0:
+                    open_per_client[key] = left
+                else:
+                    open_per_client.pop(key, None)
+                self._client_key = None
+            super().connection_lost(exc)
 
         def on_response_complete(self) -> None:  # noqa: D102 - uvicorn hook
             super().on_response_complete()
@@ -110,15 +176,18 @@ class StatusServer:
             ``limit_concurrency``; a request beyond it is answered 503).
         timeout_s: seconds a connection may stay without sending a complete request head
             (after connecting or between keep-alive requests) before it is closed.
+        max_per_client: open connections one client address may hold (further ones are
+            closed at once; 0: no bound).
     """
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 8765, *,
-                 max_connections: int = 64, timeout_s: float = 5.0):
+                 max_connections: int = 64, timeout_s: float = 5.0, max_per_client: int = 16):
         self.app = create_app(app) if isinstance(app, ConsoleHooks) else app
         self.host = host
         self.port = port
         self.max_connections = max_connections
         self.timeout_s = timeout_s
+        self.max_per_client = max_per_client
         self._server = None
         self._thread: threading.Thread | None = None
 
@@ -156,10 +225,14 @@ class StatusServer:
         sock = self._bind()
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_config=None, log_level="warning", access_log=False,
-                                lifespan="off", ws="none", http=_timed_protocol(self.timeout_s),
+                                lifespan="off", ws="none",
+                                http=_timed_protocol(self.timeout_s, self.max_per_client),
                                 limit_concurrency=self.max_connections,
                                 timeout_keep_alive=self.timeout_s, timeout_graceful_shutdown=2)
         self._server = server = uvicorn.Server(config)
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, _OncePerMinute) for f in uvicorn_log.filters):
+            uvicorn_log.addFilter(_OncePerMinute("Exceeded concurrency limit."))
 
         def serve() -> None:
             try:

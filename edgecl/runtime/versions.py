@@ -162,6 +162,10 @@ class TimedCache:
         self._value = default
         self._at = float("-inf")
 
+    def invalidate(self) -> None:
+        """Make the next call recompute the value (the data changed)."""
+        self._at = float("-inf")
+
     def __call__(self):
         """The cached value, recomputed when stale."""
         now = self.clock()

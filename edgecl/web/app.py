@@ -12,21 +12,30 @@ Routes (JSON unless said otherwise; every error is ``{"error": "one line"}``):
 * pages: ``/`` (Live), ``/label``, ``/models``, ``/forgetting``, ``/api-docs`` and their assets
   under ``/static`` (shipped in the package, no CDN).
 
-Security: state changes are POST only; request bodies are bounded (:data:`MAX_BODY_BYTES`, 413);
+Security: state changes are POST only; request bodies are bounded (:data:`MAX_BODY_BYTES`, 413)
+and must arrive within :data:`BODY_TIMEOUT_S` (408; a slow body would hold a connection slot);
 ids are checked against :data:`ID_PATTERN` before any hook sees them; with a token every request
 except the static page shells, their assets and ``/api/auth`` needs ``Authorization: Bearer
-TOKEN`` (401 otherwise; compared in constant time). A hook that raises anything else than an
-:class:`~edgecl.errors.EdgeclError` is logged and counted and answered with a 500 JSON body; the
-server and the detection loop go on.
+TOKEN`` (401 otherwise; compared in constant time). Against other web pages open in the
+operator's browser: a POST whose ``Origin`` (or ``Sec-Fetch-Site``) says it comes from another
+site is refused (403: a bodyless cross-site POST needs no CORS preflight, so without this check
+any page could roll the served model back), and with ``allowed_hosts`` a request whose ``Host``
+is not the device's is refused (421: DNS rebinding, a foreign name resolved to the device). Every
+response forbids framing (clickjacking of the promote and rollback buttons). A hook that raises
+anything else than an :class:`~edgecl.errors.EdgeclError` is logged and counted and answered
+with a 500 JSON body; the server and the detection loop go on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import math
 import re
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,7 +43,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgecl.errors import ConflictError, EdgeclError, NotFoundError
@@ -45,6 +54,13 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 2 * 1024 * 1024
 """Largest accepted request body (bytes); larger ones get 413 before any hook runs."""
+BODY_TIMEOUT_S = 10.0
+"""Seconds a request body may take to arrive whole (408 after): a client trickling its body
+would otherwise hold one of the server's connection slots for as long as it likes."""
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SECURITY_HEADERS = ((b"x-frame-options", b"DENY"),
+                    (b"content-security-policy", b"frame-ancestors 'none'"),
+                    (b"x-content-type-options", b"nosniff"))
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Queue item ids and model versions: 1..128 safe characters, no separator, no leading dot."""
 MAX_BOXES = 1000
@@ -104,6 +120,13 @@ class AnswerIn(BaseModel):
     boxes: Annotated[list[BoxIn], Field(max_length=MAX_BOXES)] = []
     skip: StrictBool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _says_something(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "boxes" not in data and "skip" not in data:
+            raise ValueError('an answer needs "boxes" ([] for "nothing here") or "skip": true')
+        return data
+
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status,
@@ -118,22 +141,98 @@ def _status_for(exc: EdgeclError) -> int:
     return 400
 
 
-class _Guard:
-    """Pure ASGI middleware: token check, body bound, and containment of any hook fault.
+def _header(scope, name: bytes) -> str | None:
+    """A request header's value (latin-1 text), or ``None``."""
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
-    The body (at most :data:`MAX_BODY_BYTES`, declared or streamed) is read before routing, so an
-    oversized one is answered 413 without reaching FastAPI's parser or a hook.
+
+def _host_name(host: str) -> str:
+    """The name part of a ``Host`` value (``[::1]:8765`` -> ``::1``, ``Dev.local.`` ->
+    ``dev.local``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a request's ``Host`` names this device (DNS-rebinding check).
+
+    An IP address is always allowed (a page that rebinds a foreign NAME to the device sends
+    that name), as are the names in ``allowed``.
+
+    Args:
+        host: the ``Host`` header (``None`` when absent: HTTP/1.0 tools, allowed).
+        allowed: lower-case names (``localhost``, the device's host names, ``server.allowed_hosts``).
+
+    Returns:
+        True when the request may be served.
+    """
+    if host is None:
+        return True
+    name = _host_name(host)
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return name in allowed
+
+
+def cross_site(scope) -> str | None:
+    """Why a state-changing request comes from another web site, or ``None``.
+
+    Browsers send ``Origin`` with every cross-origin POST and ``Sec-Fetch-Site`` with every
+    request; tools such as curl or the CLI send neither and are allowed (they carry the token
+    when one is set).
+
+    Args:
+        scope: the ASGI scope.
+
+    Returns:
+        A one-line reason, or ``None`` for a same-origin (or non-browser) request.
+    """
+    origin = _header(scope, b"origin")
+    host = _header(scope, b"host")
+    if origin is not None:
+        parts = urlsplit(origin.strip())
+        if origin.strip() == "null" or not parts.netloc:
+            return f"request from an opaque origin ({origin.strip()[:40]!r})"
+        if host is None or parts.netloc.lower() != host.strip().lower():
+            return f"cross-site request from {origin.strip()[:80]}"
+        return None
+    site = _header(scope, b"sec-fetch-site")
+    if site is not None and site.strip().lower() not in ("same-origin", "none"):
+        return f"cross-site request (Sec-Fetch-Site: {site.strip()[:20]})"
+    return None
+
+
+class _Guard:
+    """Pure ASGI middleware: host and origin checks, token check, body bound and deadline,
+    security headers, and containment of any hook fault (module docstring).
+
+    The body (at most :data:`MAX_BODY_BYTES`, declared or streamed) of a state-changing request
+    is read before routing, so an oversized or slow one is answered 413 or 408 without reaching
+    FastAPI's parser or a hook; a read request's body is not read.
 
     Args:
         app: the wrapped ASGI app.
         token: the bearer token, or None for no authentication.
         counters: dict whose ``"faults"`` entry counts contained 500s.
+        allowed_hosts: the names a ``Host`` header may give (see :func:`host_allowed`);
+            ``None``: any.
     """
 
-    def __init__(self, app, token: str | None, counters: dict):
+    def __init__(self, app, token: str | None, counters: dict,
+                 allowed_hosts: frozenset[str] | None = None):
         self.app = app
         self.token = token.encode() if token else None
         self.counters = counters
+        self.allowed_hosts = allowed_hosts
 
     def _authorized(self, scope) -> bool:
         if self.token is None:
@@ -147,33 +246,69 @@ class _Guard:
                 return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
         return False
 
+    def _refusal(self, scope) -> tuple[int, str] | None:
+        """The status and message a request is refused with before routing, or ``None``."""
+        if self.allowed_hosts is not None and not host_allowed(_header(scope, b"host"),
+                                                               self.allowed_hosts):
+            return 421, ("unknown Host: this device answers to its address, localhost or "
+                         "server.allowed_hosts")
+        method = scope.get("method", "GET")
+        if method not in READ_METHODS:
+            why = cross_site(scope)
+            if why:
+                return 403, f"{why} refused: state changes come from this device's console only"
+        if not self._authorized(scope):
+            return 401, "missing or wrong token: send 'Authorization: Bearer TOKEN'"
+        path = scope.get("path", "")
+        if method not in READ_METHODS and (path in PUBLIC_PATHS or path.startswith("/static/")):
+            return 405, f"{method} is not allowed on {path}"  # no body read for public paths
+        declared = _header(scope, b"content-length")
+        if declared is not None and not declared.isdigit():
+            return 400, "invalid Content-Length"
+        if declared is not None and int(declared) > MAX_BODY_BYTES:
+            return 413, f"request body over {MAX_BODY_BYTES} bytes"
+        return None
+
+    async def _read_body(self, receive) -> tuple[bytes | None, tuple[int, str] | None]:
+        """The whole body within :data:`BODY_TIMEOUT_S`, or the refusal (413, 408); ``(None,
+        None)`` when the client went away."""
+        body = bytearray()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BODY_TIMEOUT_S
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return None, (408, f"request body not received within {BODY_TIMEOUT_S:g} s")
+            if message["type"] != "http.request":
+                return None, None
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY_BYTES:
+                return None, (413, f"request body over {MAX_BODY_BYTES} bytes")
+            if not message.get("more_body", False):
+                return bytes(body), None
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not self._authorized(scope):
-            await _error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'")(
-                scope, receive, send)
+
+        async def secure_send(message):
+            if message["type"] == "http.response.start":
+                message = dict(message, headers=[*message.get("headers", []), *SECURITY_HEADERS])
+            await send(message)
+
+        refusal = self._refusal(scope)
+        if refusal is None and scope.get("method", "GET") not in READ_METHODS:
+            body, refusal = await self._read_body(receive)
+            if body is None and refusal is None:
+                return
+        else:
+            body = None
+        if refusal is not None:
+            await _error(*refusal)(scope, receive, secure_send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and not value.isdigit():
-                await _error(400, "invalid Content-Length")(scope, receive, send)
-                return
-            if name == b"content-length" and int(value) > MAX_BODY_BYTES:
-                await _error(413, f"request body over {MAX_BODY_BYTES} bytes")(scope, receive, send)
-                return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            body += message.get("body", b"")
-            if len(body) > MAX_BODY_BYTES:
-                await _error(413, f"request body over {MAX_BODY_BYTES} bytes")(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
-        replayed = False
+        replayed = body is None
         started = False
 
         async def replay_receive():
@@ -187,7 +322,7 @@ class _Guard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-            await send(message)
+            await secure_send(message)
 
         try:
             await self.app(scope, replay_receive, tracking_send)
@@ -196,7 +331,8 @@ class _Guard:
             log.exception("console: %s %s failed (contained; answered 500)", scope.get("method"),
                           scope.get("path"))
             if not started:
-                await _error(500, "internal error (logged on the device)")(scope, receive, send)
+                await _error(500, "internal error (logged on the device)")(scope, receive,
+                                                                            secure_send)
 
 
 def _json_safe(value: Any) -> Any:
@@ -216,19 +352,42 @@ def _json(value: Any, status: int = 200) -> Response:
                     headers={"Cache-Control": "no-store"})
 
 
+def _repeated_key(body: bytes) -> str | None:
+    """A key given twice in one JSON object of ``body`` (the last one would silently win), or
+    ``None``; a body that is not JSON is left to the model's validation."""
+    repeated: list[str] = []
+
+    def pairs(items: list) -> dict:
+        out = dict(items)
+        if len(out) < len(items) and not repeated:
+            seen: set = set()
+            repeated.append(next(k for k, _ in items if k in seen or seen.add(k)))
+        return out
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    return repeated[0] if repeated else None
+
+
 def _need(hook, what: str):
     if hook is None:
         raise NotFoundError(f"{what} is not available on this runtime")
     return hook
 
 
-def create_app(hooks: ConsoleHooks, token: str | None = None) -> FastAPI:
+def create_app(hooks: ConsoleHooks, token: str | None = None,
+               allowed_hosts: frozenset[str] | None = None) -> FastAPI:
     """Build the console's ASGI app.
 
     Args:
         hooks: the runtime's callables (see :class:`~edgecl.web.hooks.ConsoleHooks`).
         token: bearer token every data request must carry; None or empty: no authentication
             (allowed on loopback only, see :func:`edgecl.runtime.server.check_bind`).
+        allowed_hosts: lower-case host names a request's ``Host`` may give besides IP
+            addresses (:func:`host_allowed`; the runtime passes
+            :func:`edgecl.runtime.server.allowed_host_names`); ``None``: any.
 
     Returns:
         A FastAPI app; ``app.state.counters["faults"]`` counts contained hook faults (500s).
@@ -238,7 +397,8 @@ def create_app(hooks: ConsoleHooks, token: str | None = None) -> FastAPI:
                               "device. With a token, send `Authorization: Bearer TOKEN`.")
     counters: dict = {"faults": 0}
     app.state.counters = counters
-    app.add_middleware(_Guard, token=token or None, counters=counters)
+    app.add_middleware(_Guard, token=token or None, counters=counters,
+                       allowed_hosts=allowed_hosts)
 
     @app.exception_handler(EdgeclError)
     async def _edgecl_error(_request: Request, exc: EdgeclError):
@@ -312,11 +472,18 @@ def create_app(hooks: ConsoleHooks, token: str | None = None) -> FastAPI:
             raise NotFoundError(f"no image for item {item_id}")
         return FileResponse(path, headers={"Cache-Control": "no-store"})
 
+    def answer_now(item_id: str, boxes: list, skip: bool) -> Response:
+        return _json(_need(hooks.answer, "labelling")(check_id(item_id), boxes, skip))
+
     @app.post("/api/labels/{item_id}", tags=["labels"])
-    def answer(item_id: str, body: AnswerIn) -> Response:
+    async def answer(item_id: str, body: AnswerIn, request: Request) -> Response:
         """Answer a queued frame: boxes in original-frame pixels, none for "nothing here", or skip."""
+        repeated = _repeated_key(await request.body())
+        if repeated:  # {"skip": true, "skip": false}: which did the sender mean?
+            raise EdgeclError(f"invalid request: key {repeated!r} given twice")
         boxes = [{"class": b.cls, "xyxy": list(b.xyxy)} for b in body.boxes]
-        return _json(_need(hooks.answer, "labelling")(check_id(item_id), boxes, body.skip))
+        # the hook writes files and the memory: in a worker thread, as FastAPI runs sync routes
+        return await asyncio.to_thread(answer_now, item_id, boxes, body.skip)
 
     @app.get("/api/classes", tags=["labels"])
     def classes() -> Response:

@@ -40,6 +40,42 @@ def test_invalid_names_are_refused_and_nothing_is_added(tmp_path):
     assert reg.names() == {}
 
 
+@pytest.mark.parametrize("bad, code", [("car\u200b", "200B"), ("\u202eevil", "202E"),
+                                       ("\ufeff", "FEFF"), ("a\u2028b", "2028"),
+                                       ("\ue000", "E000")])
+def test_invisible_or_direction_changing_characters_are_refused(tmp_path, bad, code):
+    reg = ClassRegistry(tmp_path)
+    with pytest.raises(LabelError, match=f"invisible or direction-changing character \\(U\\+{code}\\)"):
+        reg.add([bad])
+    assert reg.names() == {}
+
+
+def test_names_are_stored_in_nfc_so_two_spellings_of_one_name_are_one_class(tmp_path):
+    reg = ClassRegistry(tmp_path)
+    assert reg.id_for("caf\u00e9") == 0
+    assert reg.id_for("cafe\u0301") == 0  # e + combining acute: the same name
+    assert reg.names() == {0: "caf\u00e9"}
+
+
+def test_a_registry_written_before_the_invisible_rule_still_opens(tmp_path):
+    (tmp_path / "classes.json").write_text(json.dumps(
+        {"classes": [{"id": 0, "name": "car\u200b", "first_seen": "2026-01-01T00:00:00+00:00"}]}))
+    reg = ClassRegistry(tmp_path)
+    assert reg.names() == {0: "car\u200b"}
+    assert reg.id_for("truck") == 1
+
+
+def test_the_registry_is_bounded(tmp_path, monkeypatch):
+    from edgecl.models import classes as classes_mod
+
+    monkeypatch.setattr(classes_mod, "MAX_CLASSES", 3)
+    reg = ClassRegistry(tmp_path)
+    reg.add(["a", "b"])
+    with pytest.raises(LabelError, match="holds 2 classes: adding 2 would pass the bound of 3"):
+        reg.add(["c", "d"])
+    assert reg.add(["c"]) == ["c"] and len(reg) == 3
+
+
 def test_rename_keeps_the_id_and_refuses_conflicts(tmp_path):
     reg = ClassRegistry(tmp_path)
     reg.add(["car", "truck"])

@@ -260,6 +260,9 @@ def test_empty_answer_is_a_negative_sample_and_skip_stores_nothing(tmp_path):
     ([{"xyxy": [1, 2, 3, 4]}], "'class' and 'xyxy'"),
     ({"class": "car"}, "JSON list"),
     ([{"class": "car", "xyxy": [1, 1, 2, 2]}] * 1001, "at most 1000"),
+    ([{"class": f"new{k}", "xyxy": [1, 1, 2, 2]} for k in range(11)],
+     "box 10: more than 10 new class names in one answer"),
+    ([{"class": "car\u200b", "xyxy": [1, 1, 2, 2]}], "invisible or direction-changing"),
 ])
 def test_bad_boxes_change_nothing(tmp_path, boxes, match):
     q, (item_id,) = queued(tmp_path)

@@ -158,3 +158,83 @@ def test_transitional_routes_still_serve():
         assert json.loads(get(server, "/api/models")[1]) == [{"version": "v0001"}]
     finally:
         server.stop()
+
+
+def _request_from(port: int, source_ip: str, raw: bytes, timeout_s: float = 5.0) -> bytes:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=timeout_s,
+                                    source_address=(source_ip, 0))
+    data = b""
+    try:
+        conn.sendall(raw)
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except ConnectionResetError:  # closed by the server without an answer
+        return data
+    except TimeoutError:  # answered; the connection stays open until the server's deadline
+        return data
+    finally:
+        conn.close()
+
+
+def test_one_client_cannot_take_every_connection_slot(fake):
+    server = serve(fake, max_connections=10, max_per_client=2, timeout_s=10)
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        health = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        assert _request_from(server.port, "127.0.0.1", health) == b""  # a third: closed
+        assert _request_from(server.port, "127.0.0.2", health).startswith(b"HTTP/1.1 200")
+        for conn in held:
+            conn.close()
+        time.sleep(0.3)
+        assert _request_from(server.port, "127.0.0.1", health).startswith(b"HTTP/1.1 200")
+    finally:
+        server.stop()
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408(fake, monkeypatch):
+    from edgecl.web import app as web_app
+
+    monkeypatch.setattr(web_app, "BODY_TIMEOUT_S", 0.5)
+    server = serve(fake, timeout_s=10)
+    try:
+        started = time.monotonic()
+        slow = (b"POST /api/labels/f0000 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        reply = _request_from(server.port, "127.0.0.1", slow, timeout_s=1.5)
+        assert reply.startswith(b"HTTP/1.1 408") and b"not received within 0.5 s" in reply
+        assert time.monotonic() - started < 3.0
+        assert fake.answers == []
+    finally:
+        server.stop()
+
+
+def test_the_concurrency_warning_is_logged_once_a_minute(caplog):
+    import logging
+
+    from edgecl.runtime.server import _OncePerMinute
+
+    logger = logging.getLogger("edgecl.test.flood")
+    flood = _OncePerMinute("Exceeded concurrency limit.")
+    logger.addFilter(flood)
+    with caplog.at_level(logging.WARNING, logger="edgecl.test.flood"):
+        for _ in range(500):
+            logger.warning("Exceeded concurrency limit.")
+        logger.warning("something else")
+        flood._last_s -= 61.0
+        logger.warning("Exceeded concurrency limit.")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["Exceeded concurrency limit.", "something else",
+                     "Exceeded concurrency limit. (499 more in the last minute)"]
+
+
+def test_allowed_host_names_include_this_machine_and_the_configured_ones():
+    from edgecl.runtime.server import allowed_host_names
+
+    names = allowed_host_names(" Drone7.lab.example. , ,other ")
+    host = socket.gethostname().lower()
+    assert {"localhost", host, f"{host}.local", "drone7.lab.example", "other"} <= names
+    assert "" not in names

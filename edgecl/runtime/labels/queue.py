@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 MAX_ITEM_ID_LEN = 64
 ITEM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MAX_BOXES = 1000
+MAX_NEW_CLASSES_PER_ANSWER = 10
+"""Most class names one answer may add to the registry (classes live as long as the device:
+one answer with a thousand names would grow every later model's head to a thousand classes)."""
 ANSWERED_KEEP = 500
 RECENT_KEEP = 64
 """Embeddings of the last answered or skipped frames kept on disk, so that near-duplicate
@@ -137,8 +140,9 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
     Raises:
         LabelError: not a list of such objects, a non-numeric or non-finite coordinate, a box
             outside the frame, ``x2 <= x1`` or ``y2 <= y1``, a class name the registry would
-            refuse (empty, over-long, control characters: ``edgecl.models.classes.clean_name``),
-            more than :data:`MAX_BOXES` boxes.
+            refuse (empty, over-long, control or invisible characters:
+            ``edgecl.models.classes.clean_name``), more than :data:`MAX_BOXES` boxes or more
+            than :data:`MAX_NEW_CLASSES_PER_ANSWER` new class names.
     """
     if not isinstance(boxes, list):
         raise LabelError(f"boxes must be a JSON list of {{\"class\": name, \"xyxy\": [x1, y1, x2, "
@@ -167,6 +171,9 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
             raise LabelError(f"box {i}: x2 must exceed x1 and y2 exceed y1, got "
                              f"{[float(v) for v in xyxy]}")
         if name not in class_ids and name not in new_names:
+            if len(new_names) >= MAX_NEW_CLASSES_PER_ANSWER:
+                raise LabelError(f"box {i}: more than {MAX_NEW_CLASSES_PER_ANSWER} new class "
+                                 f"names in one answer (a new class is taught a few at a time)")
             new_names.append(name)
         cls = class_ids.get(name, -1)
         rows.append([cls, (x1 + x2) / 2 / width, (y1 + y2) / 2 / height,

@@ -1,0 +1,95 @@
+"""The console against other web pages in the operator's browser and hostile clients: cross-site
+POSTs, DNS rebinding, framing, answers that say nothing or say it twice."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from edgecl.web import create_app
+from edgecl.web.app import cross_site, host_allowed
+
+DEVICE = frozenset({"localhost", "drone7", "drone7.local"})
+
+
+@pytest.fixture()
+def client(fake):
+    return TestClient(create_app(fake.hooks(), allowed_hosts=DEVICE | {"testserver"}),
+                      raise_server_exceptions=False)
+
+
+def scope(**headers):
+    return {"headers": [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]}
+
+
+def test_cross_site_reasons_by_hand():
+    assert cross_site(scope(host="127.0.0.1:8765", origin="http://127.0.0.1:8765")) is None
+    assert cross_site(scope(host="127.0.0.1:8765")) is None  # curl, the CLI: no Origin
+    assert cross_site(scope(host="127.0.0.1:8765", sec_fetch_site="same-origin")) is None
+    assert cross_site(scope(host="127.0.0.1:8765", sec_fetch_site="none")) is None
+    assert cross_site(scope(host="127.0.0.1:8765", origin="http://evil.example")) == (
+        "cross-site request from http://evil.example")
+    # same host, other port: another site as far as the browser's origin goes
+    assert cross_site(scope(host="127.0.0.1:8765", origin="http://127.0.0.1:18999")) is not None
+    assert cross_site(scope(host="127.0.0.1:8765", origin="null")) is not None  # sandboxed page
+    assert cross_site(scope(host="127.0.0.1:8765", sec_fetch_site="cross-site")) is not None
+    assert cross_site(scope(host="127.0.0.1:8765", sec_fetch_site="same-site")) is not None
+
+
+@pytest.mark.parametrize("host, allowed", [
+    ("127.0.0.1:8765", True), ("[::1]:8765", True), ("192.168.1.40", True),
+    ("localhost:8765", True), ("Drone7.local.", True), ("drone7", True),
+    ("attacker.rebind.example:8765", False), ("127.0.0.1.nip.io", False), (None, True)])
+def test_host_allowed_by_hand(host, allowed):
+    assert host_allowed(host, DEVICE) is allowed
+
+
+def test_a_cross_site_post_changes_nothing(client, fake):
+    for path in ("/api/models/rollback", "/api/models/v0002/promote"):
+        for headers in ({"origin": "http://evil.example"}, {"sec-fetch-site": "cross-site"},
+                        {"origin": "null", "content-type": "text/plain"}):
+            response = client.post(path, headers=headers)
+            assert response.status_code == 403, (path, headers)
+            assert "refused" in response.json()["error"]
+    assert fake.promoted == []
+    answer = client.post("/api/labels/f0000", json={"boxes": []},
+                         headers={"origin": "http://evil.example"})
+    assert answer.status_code == 403 and fake.answers == []
+    # the console itself (same origin) and tools without an Origin go through
+    same = client.post("/api/models/v0001/promote", headers={"origin": "http://testserver"})
+    assert same.status_code == 200 and fake.promoted == ["v0001"]
+    assert client.post("/api/labels/f0000", json={"boxes": []}).status_code == 200
+
+
+def test_a_foreign_host_name_is_refused_reads_included(client, fake):
+    for method, path in (("GET", "/api/labels/pending"), ("GET", "/api/frame.jpg"),
+                         ("POST", "/api/models/rollback")):
+        response = client.request(method, path, headers={"host": "attacker.rebind.example:8765"})
+        assert response.status_code == 421, path
+    assert client.get("/api/live", headers={"host": "drone7.local:8765"}).status_code == 200
+    assert client.get("/api/live", headers={"host": "10.0.0.7:8765"}).status_code == 200
+
+
+def test_every_response_forbids_framing(client):
+    for path in ("/", "/label", "/api/live", "/static/console.js", "/nope"):
+        response = client.get(path)
+        assert response.headers["x-frame-options"] == "DENY", path
+        assert response.headers["content-security-policy"] == "frame-ancestors 'none'", path
+    refused = client.post("/api/models/rollback", headers={"origin": "http://evil.example"})
+    assert refused.headers["x-frame-options"] == "DENY"
+
+
+def test_an_answer_must_say_boxes_or_skip_once(client, fake):
+    empty = client.post("/api/labels/f0000", json={})
+    assert empty.status_code == 422 and '"boxes"' in empty.json()["error"]
+    twice = client.post("/api/labels/f0000", content=b'{"skip": true, "skip": false}',
+                        headers={"content-type": "application/json"})
+    assert twice.status_code == 400 and "'skip' given twice" in twice.json()["error"]
+    nested = client.post("/api/labels/f0000", headers={"content-type": "application/json"},
+                         content=b'{"boxes": [{"class": "car", "class": "boat", '
+                                 b'"xyxy": [1, 1, 5, 5]}]}')
+    assert nested.status_code == 400 and "'class' given twice" in nested.json()["error"]
+    assert fake.answers == []
+
+
+def test_a_post_to_a_public_page_is_refused_without_reading_its_body(client):
+    response = client.post("/api/auth", content=b"x" * 1000)
+    assert response.status_code == 405
