@@ -85,6 +85,21 @@ def test_pseudo_samples_are_never_held_out(tmp_path):
             snap.list_file(held_out=True).read_text()
 
 
+@pytest.mark.parametrize("policy", ["class_balanced", "reservoir"])
+def test_an_operator_answer_is_never_declined_by_a_full_memory(tmp_path, policy):
+    # 10 slots filled by 200 ground-truth frames of class 0: a reservoir keeps the 201st with
+    # p = 10/201 and CBRS a class-0 frame with p = 10/200; an operator answer is always kept
+    with ReplayMemory(tmp_path / "m", cfg(capacity=10, policy=policy)) as m:
+        for i in range(200):
+            m.add(sample(i))
+        assert len(m) == 10
+        kept = [m.add(sample(200 + k, LabelOrigin.OPERATOR)) for k in range(5)]
+        assert None not in kept and len(m) == 10
+        assert m.stats()["per_origin"]["operator"] == 5
+        declined = sum(m.add(sample(300 + k)) is None for k in range(20))
+        assert declined >= 15  # ground truth is still sampled by the policy
+
+
 def test_same_stream_draws_the_same_held_out_positions_for_human_labels(tmp_path):
     flags = {}
     for origin in (LabelOrigin.GROUND_TRUTH, LabelOrigin.IMPORT):

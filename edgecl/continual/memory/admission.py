@@ -224,7 +224,8 @@ class Admission:
             classes: its distinct class ids.
             origin: where its labels came from; a sample that is not human-verified
                 (``pseudo``) never joins the held-out slice: had the draw chosen it, it is
-                offered to the training slots instead.
+                offered to the training slots instead. An ``operator`` sample drawn for
+                training is always admitted (the policy only chooses what it replaces).
             ts_s: its capture time in seconds (used by the held-out draw when
                 ``holdout_block_s`` > 0).
 
@@ -252,8 +253,10 @@ class Admission:
         else:
             for key in seen_keys(item):
                 self.bump(f"train/{key}")
-            admit = self.train_capacity > 0 and self.policy.admit(
-                item, self.view(self._typical_bytes()), rng)
+            # INVARIANT: a person's answer is never declined on arrival (a few a minute, each
+            # asked for): the policy still picks what it replaces
+            admit = self.train_capacity > 0 and (origin is LabelOrigin.OPERATOR or self.policy.admit(
+                item, self.view(self._typical_bytes()), rng))
         return Decision(held_out, item, rng) if admit else None
 
     def _stream_class_admits(self, item: ItemInfo, n_seen: int, rng: random.Random) -> bool:
