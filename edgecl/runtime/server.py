@@ -76,7 +76,8 @@ def check_bind(host: str, token: str | None) -> None:
 def allowed_host_names(extra: str = "") -> frozenset[str]:
     """The names a request's ``Host`` may give besides IP addresses (DNS-rebinding check, see
     :func:`edgecl.web.app.host_allowed`): ``localhost``, this machine's host name (also with
-    ``.local``, as mDNS announces it) and its fully qualified name, and ``extra``.
+    ``.local``, as mDNS announces it) and ``extra`` (no DNS lookup: an offline device would
+    wait for the resolver at every start).
 
     Args:
         extra: ``server.allowed_hosts``: comma-separated names (e.g. ``drone7.lab.example``).
@@ -85,7 +86,7 @@ def allowed_host_names(extra: str = "") -> frozenset[str]:
         Lower-case names.
     """
     name = socket.gethostname().strip().lower().rstrip(".")
-    names = {"localhost", name, f"{name}.local", socket.getfqdn().strip().lower().rstrip(".")}
+    names = {"localhost", name, f"{name}.local"}
     names |= {n.strip().lower().rstrip(".") for n in extra.split(",")}
     return frozenset(n for n in names if n)
 

@@ -35,9 +35,9 @@ import json
 import logging
 import math
 import re
-from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
