@@ -44,6 +44,21 @@ INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp", "Co"})
 """Unicode categories a new class name may not use: format characters (zero-width space, joiner,
 BOM, bidi overrides such as U+202E), line and paragraph separators, private use. ``car\u200b``
 would look like ``car`` in every list and be another class; ``\u202eevil`` is shown reversed."""
+BLANK_RANGES = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+                (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+                (0x2060, 0x206F), (0x2800, 0x2800), (0x3164, 0x3164), (0xFE00, 0xFE0F),
+                (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+                (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+"""Code points drawn as nothing whatever their category: Unicode's Default_Ignorable_Code_Point
+set (combining grapheme joiner, variation selectors, Hangul fillers, ...) plus the blank Braille
+pattern U+2800; refused in new class names like :data:`INVISIBLE_CATEGORIES`."""
+
+
+def _invisible(ch: str) -> bool:
+    """Whether a character is drawn as nothing or changes the text's direction."""
+    code = ord(ch)
+    return (unicodedata.category(ch) in INVISIBLE_CATEGORIES
+            or any(lo <= code <= hi for lo, hi in BLANK_RANGES))
 
 
 def clean_name(name: object, strict: bool = True) -> str:
@@ -52,8 +67,9 @@ def clean_name(name: object, strict: bool = True) -> str:
 
     Args:
         name: the name as given (label file, operator answer, CLI, checkpoint).
-        strict: also refuse the characters of :data:`INVISIBLE_CATEGORIES` (every new name;
-            names a registry already holds are read with ``strict=False``).
+        strict: also refuse the characters of :data:`INVISIBLE_CATEGORIES` and
+            :data:`BLANK_RANGES` (every new name; names a registry already holds are read with
+            ``strict=False``).
 
     Returns:
         The name to store.
@@ -70,8 +86,8 @@ def clean_name(name: object, strict: bool = True) -> str:
         text = unicodedata.normalize("NFC", text).strip()
     if not text:
         raise LabelError("class name is empty")
-    if strict and any(unicodedata.category(ch) in INVISIBLE_CATEGORIES for ch in text):
-        bad = next(ch for ch in text if unicodedata.category(ch) in INVISIBLE_CATEGORIES)
+    if strict and any(_invisible(ch) for ch in text):
+        bad = next(ch for ch in text if _invisible(ch))
         raise LabelError(f"class name {text!r} contains an invisible or direction-changing "
                          f"character (U+{ord(bad):04X})")
     if len(text) > MAX_NAME_CHARS:

@@ -2,7 +2,8 @@
 
 Routes (JSON unless said otherwise; every error is ``{"error": "one line"}``):
 
-* ``GET /healthz`` (503 when a stage is stuck), ``GET /metrics`` (Prometheus text),
+* ``GET /healthz`` (503 when a stage is stuck), ``GET /metrics`` (Prometheus text; both also
+  answer ``HEAD``, as uptime checks send it),
   ``GET /openapi.json`` (the API's schema; the CDN-based Swagger page is not served, the
   console's offline ``/api-docs`` page lists the routes instead);
 * ``GET /api/live``, ``GET /api/frame.jpg`` (204 before the first frame),
@@ -414,13 +415,13 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     async def _http_error(_request: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail))
 
-    @app.get("/healthz", tags=["ops"])
+    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["ops"])
     def healthz() -> Response:
         """Runtime health with per-stage state; 503 when a stage is stuck."""
         health = hooks.health()
         return _json(health, 503 if health.get("status") == "stuck" else 200)
 
-    @app.get("/metrics", tags=["ops"])
+    @app.api_route("/metrics", methods=["GET", "HEAD"], tags=["ops"])
     def metrics() -> Response:
         """Prometheus text exposition."""
         return Response(hooks.metrics(), media_type=METRICS_TYPE)

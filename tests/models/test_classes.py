@@ -42,7 +42,9 @@ def test_invalid_names_are_refused_and_nothing_is_added(tmp_path):
 
 @pytest.mark.parametrize("bad, code", [("car\u200b", "200B"), ("\u202eevil", "202E"),
                                        ("\ufeff", "FEFF"), ("a\u2028b", "2028"),
-                                       ("\ue000", "E000")])
+                                       ("\ue000", "E000"), ("car\u3164", "3164"),
+                                       ("car\u2800", "2800"), ("car\u034f", "034F"),
+                                       ("car\ufe0f", "FE0F"), ("car\U000e0101", "E0101")])
 def test_invisible_or_direction_changing_characters_are_refused(tmp_path, bad, code):
     reg = ClassRegistry(tmp_path)
     with pytest.raises(LabelError, match=f"invisible or direction-changing character \\(U\\+{code}\\)"):

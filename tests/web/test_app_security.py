@@ -93,3 +93,10 @@ def test_an_answer_must_say_boxes_or_skip_once(client, fake):
 def test_a_post_to_a_public_page_is_refused_without_reading_its_body(client):
     response = client.post("/api/auth", content=b"x" * 1000)
     assert response.status_code == 405
+
+
+def test_uptime_checks_may_send_head(client, fake):
+    assert client.head("/healthz").status_code == 200
+    assert client.head("/metrics").status_code == 200
+    fake.health_status = "stuck"
+    assert client.head("/healthz").status_code == 503
