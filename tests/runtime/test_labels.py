@@ -531,3 +531,20 @@ def test_accept_stores_proposed_boxes_with_the_state_registry(tmp_path):
     mem = FakeMemory()
     assert q.accept(item_id, mem)["boxes"] == 1
     np.testing.assert_allclose(mem.samples[0].labels, [[0, 0.2, 0.3, 0.2, 0.4]], atol=1e-6)
+
+
+def test_leftovers_of_a_kill_are_cleaned_also_when_the_clock_went_back(tmp_path):
+    import os
+
+    q, (item_id,) = queued(tmp_path)
+    folder = tmp_path / "labels"
+    stale, future, fresh = (folder / "pending" / f"{k}.json.tmp" for k in "xyz")
+    for path in (stale, future, fresh):
+        path.write_text("{}")
+    now = time.time()
+    os.utime(stale, (now - 3600, now - 3600))
+    os.utime(future, (now + 86400 * 365, now + 86400 * 365))  # written before the clock went back
+    OperatorQueue(folder, 10)._clean_orphans()
+    assert not stale.exists() and not future.exists()
+    assert fresh.exists()  # maybe another process's write in progress
+    assert [i["id"] for i in OperatorQueue(folder, 10).pending()] == [item_id]

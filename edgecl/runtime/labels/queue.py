@@ -215,13 +215,14 @@ class OperatorQueue:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _clean_orphans(self) -> None:
-        """Remove images without metadata and temp files left by a kill (older than a minute)."""
+        """Remove images without metadata and temp files left by a kill (written more than a
+        minute ago, or more than a minute "in the future": the wall clock went back since)."""
         now = time.time()
         for path in self.dir.iterdir():
             orphan = (path.suffix == ".jpg" and not path.with_suffix(".json").exists()) or \
                 path.name.endswith(".tmp")
             try:
-                if orphan and now - path.stat().st_mtime > ORPHAN_AGE_S:
+                if orphan and abs(now - path.stat().st_mtime) > ORPHAN_AGE_S:
                     path.unlink(missing_ok=True)
             except FileNotFoundError:
                 continue
