@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from edgecl.commands.common import add_config_args, config_from_args, positive_int, print_json_line
 
@@ -42,4 +43,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"frames={report.frames} fps={report.fps} latency_ms_p50={report.latency_ms_p50} "
               f"p95={report.latency_ms_p95} dropped={report.dropped} skipped={report.skipped} "
               f"swaps={report.swaps} model={report.model_version}")
+    if report.source_error:  # a camera that gave up: a supervisor (systemd) must see a failure
+        print(f"error: the source stopped: {report.source_error}", file=sys.stderr)
+        return 1
     return 0

@@ -85,7 +85,7 @@ def stop_on_signals(stop):
             signal.signal(sig, old)
 
 
-def build_sinks(opts, names, runtime_cfg=None) -> list:
+def build_sinks(opts, names, runtime_cfg=None, source_fps=None) -> list:
     """Create the output sinks a run asks for (JSON lines, video, progress lines).
 
     Args:
@@ -93,18 +93,20 @@ def build_sinks(opts, names, runtime_cfg=None) -> list:
         names: class index -> name, or a callable returning the current mapping.
         runtime_cfg: the ``runtime`` config section (rotation of the JSON lines file); the
             defaults when ``None``.
+        source_fps: ``callable() -> float | None``: the source's frame rate, for the saved
+            video (``None``: 10 fps).
 
     Returns:
         The sinks.
     """
-    from edgecl.runtime.sinks import JsonlSink, ProgressSink, VideoSink
+    from edgecl.runtime.sinks import DEFAULT_VIDEO_FPS, JsonlSink, ProgressSink, VideoSink
 
     sinks = []
     if opts.out:
         rc = runtime_cfg or RuntimeConfig()
         sinks.append(JsonlSink(opts.out, names, rc.out_max_bytes, rc.out_backups))
     if opts.save_video:
-        sinks.append(VideoSink(opts.save_video, names=names))
+        sinks.append(VideoSink(opts.save_video, fps=source_fps or DEFAULT_VIDEO_FPS, names=names))
     if not opts.quiet:
         sinks.append(ProgressSink(names=names))
     return sinks
@@ -339,7 +341,8 @@ class Runtime:
 
                 self._registry_names = TimedCache(self.classes.names, ttl_s=2.0, default={})
             names = self._display_names if opts.use_state else backend.meta.names
-            sinks = build_sinks(opts, names, cfg.runtime) + list(opts.sinks)
+            sinks = build_sinks(opts, names, cfg.runtime,
+                                lambda: getattr(source, "fps", None)) + list(opts.sinks)
             if opts.use_state:
                 self._seed_classes(backend.meta.names, Path(path), source)
                 sinks += self._build_state_parts(backend.meta.names)

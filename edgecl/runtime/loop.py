@@ -67,6 +67,9 @@ class LoopReport:
         refused_labels: labels the source refused (its ``stats.refused_labels``).
         sink_errors_by_sink: exceptions per sink name.
         sink_dropped: results a sink never received (its thread stalled or died), all sinks.
+        reconnects: times a live source reopened its camera or stream.
+        source_error: why the source stopped delivering frames before the run was asked to
+            end (a camera that gave up reconnecting); empty when it did not fail.
     """
 
     frames: int
@@ -84,6 +87,8 @@ class LoopReport:
     refused_labels: int = 0
     sink_errors_by_sink: dict = field(default_factory=dict)
     sink_dropped: int = 0
+    reconnects: int = 0
+    source_error: str = ""
 
     def to_json(self) -> dict:
         """Return a JSON-ready dict."""
@@ -387,6 +392,7 @@ class InferenceLoop:
         self._frames = 0
         self._error: Exception | None = None
         self._captured = 0
+        self._source_error = ""
         self.watchdog.register("capture", probe=self._capture_probe)
         self.watchdog.register("inference")
         self.watchdog.register("sinks")
@@ -454,6 +460,7 @@ class InferenceLoop:
             else:
                 wd.stop("capture", "stopped")
         except Exception as exc:  # a dead camera must end the run cleanly, never hang it
+            self._source_error = str(exc) or type(exc).__name__
             log.error("capture stopped: %s", exc)
             wd.stop("capture", f"failed: {type(exc).__name__}: {exc}")
         finally:
@@ -593,4 +600,5 @@ class InferenceLoop:
             swaps=self._swaps, swap_stall_ms_max=round(self._swap_stall_ms, 3),
             model_version=self.model_version, elapsed_s=round(elapsed_s, 3),
             sink_errors=self._sinks.errors, refused_labels=int(refused or 0),
-            sink_errors_by_sink=self._sinks.errors_by_sink(), sink_dropped=self._sinks.dropped)
+            sink_errors_by_sink=self._sinks.errors_by_sink(), sink_dropped=self._sinks.dropped,
+            reconnects=int(getattr(stats, "reconnects", 0) or 0), source_error=self._source_error)

@@ -24,6 +24,9 @@ class renamed or learnt since start is shown by its current name)."""
 
 
 VIDEO_SUFFIXES = (".mp4", ".avi")
+DEFAULT_VIDEO_FPS = 10.0
+"""Frame rate of a saved video when the source does not know its own (image folders)."""
+MAX_VIDEO_FPS = 240.0
 
 
 def _names_now(names: Names) -> dict[int, str]:
@@ -92,11 +95,14 @@ class VideoSink:
 
     Args:
         path: output video (``.mp4``: mp4v codec, ``.avi``: MJPG).
-        fps: frame rate written in the container.
+        fps: frame rate written in the container, or a callable returning the source's rate
+            (``None`` when it does not know it), read at the first frame; the source's rate
+            keeps the video's speed (a 30 fps clip saved at 10 fps played three times slower).
         names: class index -> name (or a callable returning it) for labels.
     """
 
-    def __init__(self, path: str | Path, fps: float = 10.0, names: Names = None):
+    def __init__(self, path: str | Path, fps: float | Callable[[], float | None] = DEFAULT_VIDEO_FPS,
+                 names: Names = None):
         self.path = Path(path)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES or self.path.is_dir():
             raise ConfigError(f"--save-video {path}: name a new .mp4 or .avi file")
@@ -105,19 +111,25 @@ class VideoSink:
         self.names = names
         self._writer = None
         self._size: tuple[int, int] | None = None
+        self._warned_size = False
+
+    def _rate(self) -> float:
+        rate = self.fps() if callable(self.fps) else self.fps
+        return float(rate) if rate and 1.0 <= float(rate) <= MAX_VIDEO_FPS else DEFAULT_VIDEO_FPS
 
     def _open(self, width: int, height: int) -> None:
         import cv2
 
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-        self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
+        self._writer = cv2.VideoWriter(str(self.path), fourcc, self._rate(), (width, height))
         if not self._writer.isOpened():
             raise OSError(f"cannot open video writer for {self.path}")
         self._size = (width, height)
 
     def write(self, result: FrameResult) -> None:
-        """Draw and append one frame (resized to the first frame's size if it differs)."""
-        import cv2
+        """Draw and append one frame (a frame of another size than the first is letterboxed
+        into it: scaled with its aspect ratio kept, padded black; a warning says so once)."""
+        from ultralytics.data.augment import LetterBox
         from ultralytics.utils.plotting import Annotator, colors
 
         image = np.ascontiguousarray(result.frame.image.copy())
@@ -130,7 +142,13 @@ class VideoSink:
             annotator.box_label(box.tolist(), label, color=colors(int(cls), True))
         out = annotator.result()
         if (out.shape[1], out.shape[0]) != self._size:
-            out = cv2.resize(out, self._size)
+            if not self._warned_size:
+                self._warned_size = True
+                log.warning("--save-video %s: frame %s is %dx%d, the video %dx%d: letterboxed "
+                            "(warned once)", self.path, result.frame.frame_id, out.shape[1],
+                            out.shape[0], *self._size)
+            out = LetterBox(new_shape=(self._size[1], self._size[0]), auto=False, scaleup=True,
+                            center=True, padding_value=0)(image=out)
         self._writer.write(out)
 
     def close(self) -> None:

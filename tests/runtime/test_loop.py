@@ -330,3 +330,40 @@ def test_watcher_stop_never_waits_on_an_untaken_model():
     assert time.perf_counter() - t0 < 2 and second.closed
     w.stop()
     assert first.closed
+
+
+def test_a_source_that_gives_up_is_reported_not_hidden():
+    from edgecl.errors import SourceError
+
+    class GivingUp(ListSource):
+        stats = SimpleNamespace(skipped=0, reconnects=4, refused_labels=0)
+
+        def read(self):
+            if self.i >= 3:
+                raise SourceError("rtsp://cam/x: giving up after 4 failed reads in a row")
+            return super().read()
+
+    report = InferenceLoop(GivingUp(100), SleepBackend(), "v0001", back_pressure="block").run()
+    assert report.frames == 3 and report.reconnects == 4
+    assert report.source_error == "rtsp://cam/x: giving up after 4 failed reads in a row"
+    assert InferenceLoop(ListSource(3), SleepBackend(), "v").run().source_error == ""
+
+
+def test_edgecl_run_exits_1_when_the_camera_gave_up(monkeypatch, capsys, tmp_path):
+    from edgecl.cli import main
+    from edgecl.errors import SourceError
+
+    class DeadCamera(ListSource):
+        def read(self):
+            if self.i >= 2:
+                raise SourceError("rtsp://admin:***@cam/x: giving up after 4 failed reads in a row")
+            return super().read()
+
+    monkeypatch.setattr("edgecl.runtime.sources.open_source", lambda uri, cfg: DeadCamera(100))
+    code = main(["run", "--source", "rtsp://cam/x", "--model", "yolo11n.yaml", "--json",
+                 "model.imgsz=64"])
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert code == 1 and summary["frames"] == 2 and "giving up" in summary["source_error"]
+    assert err.strip().splitlines()[-1] == (
+        "error: the source stopped: rtsp://admin:***@cam/x: giving up after 4 failed reads in a row")

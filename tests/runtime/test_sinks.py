@@ -70,3 +70,34 @@ def test_the_json_lines_file_rotates_at_its_size_and_keeps_its_backups(tmp_path)
         unbounded.write(_result(0))
     unbounded.close()
     assert sorted(p.name for p in tmp_path.glob("u.jsonl*")) == ["u.jsonl"]
+
+
+def _frame_result(image: np.ndarray, frame_id: int) -> FrameResult:
+    frame = Frame(image=image, frame_id=frame_id, ts_s=0.0, source="cam")
+    none = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    return FrameResult(frame, none, "v0001", 1.0, 1.0)
+
+
+def test_the_saved_video_keeps_the_source_rate_and_letterboxes_a_new_size(tmp_path, caplog):
+    import cv2
+
+    from edgecl.runtime.sinks import VideoSink
+
+    sink = VideoSink(tmp_path / "out.avi", fps=lambda: 30.0, names={})
+    sink.write(_frame_result(np.full((64, 96, 3), 200, np.uint8), 0))
+    sink.write(_frame_result(np.full((128, 64, 3), 200, np.uint8), 1))  # portrait, taller
+    sink.close()
+    cap = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    assert cap.get(cv2.CAP_PROP_FPS) == 30.0  # before: always 10
+    frames = [cap.read()[1] for _ in range(2)]
+    cap.release()
+    assert frames[1].shape == (64, 96, 3)
+    # 64x128 scaled to 32x64 with its aspect kept, centred: black bars of 32 px left and right
+    assert frames[1][:, :28].mean() < 10 and frames[1][:, 36:60].mean() > 180
+    assert "letterboxed" in caplog.text
+    unknown = VideoSink(tmp_path / "dir.avi", fps=lambda: None, names={})
+    unknown.write(_frame_result(np.zeros((48, 64, 3), np.uint8), 0))
+    unknown.close()
+    cap = cv2.VideoCapture(str(tmp_path / "dir.avi"))
+    assert cap.get(cv2.CAP_PROP_FPS) == 10.0
+    cap.release()

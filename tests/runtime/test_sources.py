@@ -457,3 +457,93 @@ def test_synthetic_source_names_its_classes():
 
     source = open_source("synthetic://?tasks=2&images_per_task=4&imgsz=64&seed=0")
     assert source.labelled and source.names == {0: "car", 1: "truck", 2: "person", 3: "bicycle"}
+
+
+def test_close_returns_while_a_read_is_blocked_in_the_driver(monkeypatch, caplog):
+    from edgecl.runtime.sources import live
+
+    monkeypatch.setattr(live, "CLOSE_WAIT_S", 0.3)
+    release_driver = threading.Event()
+
+    class StuckCapture:
+        def isOpened(self):  # noqa: N802 (OpenCV's name)
+            return True
+
+        def read(self):
+            release_driver.wait(30)  # a stalled camera: the driver does not return
+            return False, None
+
+        def release(self):
+            pass
+
+    source = open_source("rtsp://cam/x", CFG, capture_factory=StuckCapture).open()
+    reader = threading.Thread(target=source.read, daemon=True)
+    reader.start()
+    time.sleep(0.2)
+    t0 = time.perf_counter()
+    source.close()
+    assert time.perf_counter() - t0 < 2.0  # before: waited for the driver for ever
+    assert "a read is still blocked" in caplog.text
+    release_driver.set()
+    reader.join(5)
+    assert not reader.is_alive() and "read failed" not in caplog.text  # closed: no failure
+
+
+def test_a_camera_password_never_leaves_the_source():
+    from edgecl.runtime.sources.base import redact_uri
+
+    assert redact_uri("rtsp://admin:s3cret@10.0.0.5:554/live?x=1") == (
+        "rtsp://admin:***@10.0.0.5:554/live?x=1")
+    assert redact_uri("rtsp://admin@cam/x") == "rtsp://admin@cam/x"
+    assert redact_uri("file:///data/a:b@c.mp4") == "file:///data/a:b@c.mp4"
+    camera = FakeCamera()
+    source = open_source("rtsp://admin:s3cret@cam/x", CFG, capture_factory=camera.factory).open()
+    frame = source.read()
+    source.close()
+    assert frame.source == "rtsp://admin:***@cam/x" and source.uri == frame.source
+    failing = FakeCamera(fail_opens=1)
+    with pytest.raises(SourceError) as info:
+        open_source("rtsp://admin:s3cret@cam/x", CFG, capture_factory=failing.factory).open()
+    assert "s3cret" not in str(info.value) and "admin:***@cam" in str(info.value)
+
+
+def _mjpg_avi_with_corrupt_frames(path: Path, n: int, corrupt: set[int]) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    assert writer.isOpened()
+    for i in range(n):
+        writer.write(np.full((48, 64, 3), 10 + i * 10, np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]
+    assert len(starts) == n and n - 1 not in corrupt
+    for k in corrupt:  # the JPEG start marker, then zeros up to the next chunk: no JPEG data
+        end = starts[k + 1] - 8  # the next frame's chunk id and size stay
+        data[starts[k] + 2:end] = bytes(end - starts[k] - 2)
+    path.write_bytes(bytes(data))
+
+
+def test_undecodable_frames_in_a_video_are_skipped_and_counted(tmp_path, caplog):
+    path = tmp_path / "clip.avi"
+    _mjpg_avi_with_corrupt_frames(path, 12, {0, 5, 6, 7})
+    with open_source(f"file://{path}") as source:
+        frames = list(source)
+    # before: the first frame that did not decode ended the file (here: no frame at all)
+    assert [f.name for f in frames] == [f"clip_{k:06d}" for k in (1, 2, 3, 4, 8, 9, 10, 11)]
+    assert [round((float(f.image.mean()) - 10) / 10) for f in frames] == [1, 2, 3, 4, 8, 9, 10, 11]
+    assert source.stats.skipped == 4 and source.stats.read == 8
+    assert "3 frame(s) before frame 8 do not decode; skipped" in caplog.text
+    looped = open_source(f"file://{path}?loop=1").open()
+    names = [looped.read().name for _ in range(10)]
+    looped.close()
+    assert names[7:] == ["clip_000011", "clip_000001", "clip_000002"]
+
+
+def test_a_video_with_no_decodable_frame_says_so(tmp_path, caplog, monkeypatch):
+    from edgecl.runtime.sources import files
+
+    monkeypatch.setattr(files, "MAX_UNDECODABLE_IN_A_ROW", 3)  # the 4 bad frames end the file
+    path = tmp_path / "dead.avi"
+    _mjpg_avi_with_corrupt_frames(path, 5, {0, 1, 2, 3})
+    with open_source(f"file://{path}?loop=1") as source:
+        assert source.read() is None  # loop: no endless reopening of a file with no frame
+    assert "no frame of dead.avi decodes" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -59,16 +60,19 @@ class FrameSource(abc.ABC):
     the context manager opens the source; leaving the context manager closes it.
 
     Attributes:
-        uri: the URI the source was opened with (copied into every frame).
+        uri: the URI the source was opened with, any password replaced by ``***``
+            (:func:`redact_uri`; copied into every frame and every message).
         cfg: reconnection settings.
         is_live: frames arrive in real time whether or not they are consumed (cameras,
             paced streams): a consumer should drop rather than block.
     """
 
     is_live: bool = False
+    fps: float | None = None
+    """Frames per second the source declares (a video's or a camera's; ``None``: unknown)."""
 
     def __init__(self, uri: str, cfg: SourceConfig | None = None):
-        self.uri = uri
+        self.uri = redact_uri(uri)
         self.cfg = cfg or SourceConfig()
         self._state = StreamState.CREATED
         self._next_id = 0
@@ -163,6 +167,22 @@ class FrameSource(abc.ABC):
         """Release resources (default: nothing to release)."""
 
 
+_CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@:?#]*):([^/@?#]*)@")
+
+
+def redact_uri(uri: str) -> str:
+    """A source URI fit for logs, frames and JSON lines: the password of
+    ``rtsp://user:password@host/...`` is replaced by ``***`` (an IP camera's URI carries it).
+
+    Args:
+        uri: the URI.
+
+    Returns:
+        The URI with ``user:***@``; unchanged when it holds no password.
+    """
+    return _CREDENTIALS.sub(r"\1\2:***@", uri)
+
+
 def split_uri(uri: str, schemes: list[str]) -> tuple[str, str, str]:
     """Split ``scheme://path?query`` (the path is percent-decoded; no netloc parsing).
 
@@ -196,7 +216,7 @@ class QueryParams:
     """
 
     def __init__(self, uri: str, query: str):
-        self.uri = uri
+        self.uri = redact_uri(uri)
         self._raw = dict(parse_qsl(query, keep_blank_values=True))
         self._known: list[str] = []
 

@@ -20,6 +20,11 @@ from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame
 
 log = logging.getLogger(__name__)
 
+_MAX_REFUSED_SHOWN = 3
+MAX_UNDECODABLE_IN_A_ROW = 30
+"""Failed reads in a row after which a video without a frame count is taken to have ended (a
+corrupt frame in the middle is skipped, as an unreadable image in a folder is)."""
+
 
 def _require_path(uri: str, path: str) -> Path:
     if not path:
@@ -53,6 +58,8 @@ class VideoFileSource(FrameSource):
         self.loop = loop
         self._cap = None
         self._position = 0
+        self._delivered = 0
+        self._skip_warnings = 0
 
     @classmethod
     def from_uri(cls, uri: str, path: str, params: QueryParams, cfg: SourceConfig | None) -> "VideoFileSource":
@@ -84,19 +91,56 @@ class VideoFileSource(FrameSource):
         return cap
 
     def _open(self) -> None:
+        import cv2
+
         self._cap = self._capture()
         self._position = 0
+        self._delivered = 0
+        rate = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(rate) if rate and rate > 0 else None
+
+    def _frame_count(self) -> int:
+        """Frames the container declares (0 when it does not say)."""
+        import cv2
+
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        return int(count) if count and count > 0 else 0
+
+    def _read_decodable(self) -> np.ndarray | None:
+        """The next frame that decodes, skipping undecodable ones (each counted in
+        ``stats.skipped``, a warning for the first few); ``None`` at the end of the file: past
+        the declared frame count, or after :data:`MAX_UNDECODABLE_IN_A_ROW` failed reads in a
+        row (failures that no decodable frame follows are the end, not skips)."""
+        failed = 0
+        while True:
+            ok, image = self._cap.read()
+            self._position += 1
+            if ok and image is not None and image.size:
+                if failed:
+                    self._count("skipped", failed)
+                    self._skip_warnings += 1
+                    if self._skip_warnings <= _MAX_REFUSED_SHOWN:
+                        log.warning("%s: %d frame(s) before frame %d do not decode; skipped",
+                                    self.uri, failed, self._position - 1)
+                return image
+            failed += 1
+            count = self._frame_count()
+            if (count and self._position >= count) or failed >= MAX_UNDECODABLE_IN_A_ROW:
+                return None
 
     def _next(self) -> RawFrame | None:
-        ok, image = self._cap.read()
-        if not ok and self.loop and self._position > 0:
+        image = self._read_decodable()
+        if image is None and self.loop and self._delivered > 0:
             self._cap.release()
             self._cap = self._capture()
-            self._position = 0
-            ok, image = self._cap.read()
-        if not ok or image is None:
+            self._position, self._delivered = 0, 0
+            image = self._read_decodable()
+        if image is None:
+            if self._delivered == 0 and self._position > 0:
+                log.warning("%s: no frame of %s decodes (%d read)", self.uri, self.path.name,
+                            self._position)
             return None
-        self._position += 1
+        self._delivered += 1
         return RawFrame(image, name=f"{self.path.stem}_{self._position - 1:06d}")
 
     def _close(self) -> None:
@@ -105,7 +149,6 @@ class VideoFileSource(FrameSource):
             self._cap = None
 
 
-_MAX_REFUSED_SHOWN = 3
 
 
 class ImageListSource(FrameSource):

@@ -20,10 +20,13 @@ import numpy as np
 from edgecl.config import SourceConfig
 from edgecl.errors import SourceError
 from edgecl.frames import StreamState
-from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame
+from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame, redact_uri
 
 log = logging.getLogger(__name__)
 RTSP_TIMEOUT_MS = 10_000
+CLOSE_WAIT_S = 2.0
+"""Seconds :meth:`CaptureSource.close` waits for a read in progress (a stalled driver may never
+return: the capture is then left to the process's exit, so a stop still ends in bounded time)."""
 
 
 class Capture(Protocol):
@@ -70,6 +73,7 @@ class CaptureSource(FrameSource):
                 cap.release()
                 raise SourceError(f"{self.uri}: cannot open the camera/stream")
             self._cap = cap
+            self.fps = _declared_fps(cap)
 
     def _read_once(self) -> np.ndarray | None:
         with self._io_lock:
@@ -85,6 +89,8 @@ class CaptureSource(FrameSource):
                 self._failures, self._delay_s = 0, self.cfg.reconnect_initial_s
                 self._transition(StreamState.OPEN)
                 return RawFrame(image)
+            if self._closing.is_set():  # closed while a read waited: no failure to report
+                return None
             self._failures += 1
             if self._failures >= self.cfg.max_consecutive_failures:
                 self._release()
@@ -110,14 +116,38 @@ class CaptureSource(FrameSource):
             else:
                 cap.release()
 
-    def _release(self) -> None:
-        with self._io_lock:
+    def _release(self, wait_s: float | None = None) -> bool:
+        """Release the capture; with ``wait_s``, give up when a read still holds it then.
+
+        Returns:
+            False when the capture was left to a read that did not return in ``wait_s``.
+        """
+        if not self._io_lock.acquire(timeout=-1 if wait_s is None else wait_s):
+            log.warning("%s: a read is still blocked after %.0f s; the capture is left to the "
+                        "process's exit", self.uri, wait_s)
+            return False
+        try:
             if self._cap is not None:
                 self._cap.release()
                 self._cap = None
+        finally:
+            self._io_lock.release()
+        return True
 
     def _close(self) -> None:
-        self._release()
+        self._release(CLOSE_WAIT_S)
+
+
+def _declared_fps(cap) -> float | None:
+    """The frame rate a capture reports (``CAP_PROP_FPS``), or ``None`` when it reports none."""
+    import cv2
+
+    get = getattr(cap, "get", None)
+    try:
+        rate = float(get(cv2.CAP_PROP_FPS)) if get is not None else 0.0
+    except (TypeError, ValueError):
+        return None
+    return rate if rate > 0 else None
 
 
 def _cv2_capture(target: int | str, api: int, props: dict[int, float], params: tuple[int, ...] = ()
@@ -253,7 +283,7 @@ def rtsp_source(uri: str, path: str, params: QueryParams, cfg: SourceConfig | No
     import cv2
 
     if not path.strip("/"):
-        raise SourceError(f"{uri}: no host given")
+        raise SourceError(f"{redact_uri(uri)}: no host given")
     timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, RTSP_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, RTSP_TIMEOUT_MS)
     factory = capture_factory or _cv2_capture(uri, cv2.CAP_FFMPEG, {}, timeouts)
     return CaptureSource(uri, factory, cfg, sleep)
