@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import re
 import sys
@@ -67,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_error(args, message: str) -> None:
+    """One ``error: ...`` line on stderr; with ``--json`` also ``{"error": ...}`` as the last
+    stdout line, as ``--json`` promises a JSON object there."""
+    print(f"error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edgecl`` console script.
 
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EdgeclError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _report_error(args, str(exc))
         return 2
     except BrokenPipeError:  # output piped into a reader that stopped (head, less): not an error
         import os
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as exc:  # a path the user named: missing, not writable, disk full
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        _report_error(args, f"{exc.strerror or exc}{where}")
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

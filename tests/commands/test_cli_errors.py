@@ -63,3 +63,17 @@ def test_usage_error_of_the_real_command_has_no_usage_block():
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == ("error: the following arguments are required: path; "
                            "see 'edgecl labels import --help'\n")
+
+
+def test_with_json_an_error_is_also_the_last_stdout_line(tmp_path, capsys):
+    import json
+
+    from edgecl.cli import main
+
+    code = main(["run", "--source", f"file://{tmp_path}/missing.mp4", "--model", "yolo11n.yaml",
+                 "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    message = err.strip().splitlines()[-1].removeprefix("error: ")
+    assert "missing.mp4" in message
+    assert json.loads(out.strip().splitlines()[-1]) == {"error": message}
