@@ -437,8 +437,16 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
             calibrator, cal_report = _calibrate(ctx, model, names)
     with clock("export"):
         files, export_meta = export_candidate(ctx, model, names, accepted=verdict.accepted)
+    after = dataclasses.replace(state, round=round_no)
+    if verdict.accepted:
+        after.learnt_tasks = list(dict.fromkeys(state.learnt_tasks
+                                                + [r.task for r in ctx.new_records]))
+        after.last_sample_id = max(r.id for r in ctx.new_records)
     with clock("stage"):
         manifest = _manifest(ctx, names, ft, verdict, candidate, export_meta, reason, replay_ids)
+        # the learner's progress once this round is done: a kill between staging and saving
+        # it is recovered from here (runtime.learner.promote_leftover_staged)
+        manifest["learner_state"] = dataclasses.asdict(after)
         if calibrator is not None:
             from edgecl.calibration.posthoc import CALIBRATOR_FILE, calibration_manifest
 
@@ -453,10 +461,7 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
         ctx.registry.update_manifest(version, {"metrics": dict(manifest["metrics"], **cl)})
     if verdict.accepted:
         _set_far_baselines(ctx, model, names)
-        state.learnt_tasks = list(dict.fromkeys(state.learnt_tasks + [r.task for r in ctx.new_records]))
-        state.last_sample_id = max(r.id for r in ctx.new_records)
-    state.round = round_no
-    save_state(cfg.state_dir, state)
+    save_state(cfg.state_dir, after)
     log.info("round %d -> %s %s: %s", round_no, version, status.value, verdict.reason)
     return RoundResult(status, reason=verdict.reason, round=round_no, version=version,
                        trigger=reason, started_s=started_s,

@@ -189,10 +189,12 @@ def _learnt_up_to(cfg: Config) -> int:
 def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     """At start: promote a version that a kill left ``staged`` after its round passed the gate.
 
-    The round had already moved the learner's state past its samples, so leaving the version
-    staged would lose them. The newest staged version that is intact and loads is promoted;
-    one that fails is marked ``rejected`` with the reason, and older staged versions are
-    marked ``retired`` (superseded).
+    Leaving the version staged would lose what its round learnt. The newest staged version
+    that is intact and loads is promoted; one that fails is marked ``rejected`` with the
+    reason, and older staged versions are marked ``retired`` (superseded). When the kill came
+    before the round saved the learner's progress, the progress recorded in the version's
+    manifest is adopted; the metrics database's row of the current version is marked promoted
+    (a kill between the two writes of a promotion left it ``staged``).
 
     Args:
         cfg: configuration (state directory).
@@ -224,9 +226,39 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
             registry.set_status(version, "rejected", reason=f"could not serve after a restart: {exc}")
             continue
         promote_version(cfg.state_dir, version)
+        _adopt_round_progress(cfg.state_dir, registry.manifest(version))
         log.info("promoted %s, staged by a round before the last shutdown", version)
         promoted = version
+    current = registry.current()
+    if current is not None:  # a kill between 'current' and the monitor's row: bring it in line
+        from edgecl.runtime.monitor import Monitor
+
+        try:
+            Monitor(cfg.state_dir).set_version_status(current, "promoted")
+        except (EdgeclError, OSError) as exc:
+            log.warning("metrics database not updated for %s: %s", current, exc)
     return promoted
+
+
+def _adopt_round_progress(state_dir, manifest: dict) -> None:
+    """Move the learner's progress to the one a promoted round recorded in its manifest, when
+    a kill came between staging the version and saving the progress (else its samples would be
+    learnt again and its round number reused)."""
+    from edgecl.continual.round_state import LearnerState, load_state, save_state
+
+    recorded = manifest.get("learner_state")
+    if not isinstance(recorded, dict):
+        return  # staged by a release that did not record it
+    try:
+        after = LearnerState(**{k: v for k, v in recorded.items()
+                                if k in LearnerState.__dataclass_fields__})
+    except TypeError:
+        return
+    state = load_state(state_dir)
+    if isinstance(after.round, int) and after.round > state.round:
+        save_state(state_dir, after)
+        log.info("learner progress restored from the promoted round: round %d, samples up to "
+                 "%d learnt", after.round, after.last_sample_id)
 
 
 ROUNDS_KEPT = 100  # results kept in memory for /healthz and the console; the monitor keeps all
@@ -339,6 +371,8 @@ class LearnerSupervisor:
         self._own_ids.update(take() if take is not None else ())
         try:
             ids = sink.memory.ids()
+            # INVARIANT: taken after the read, the sink's ids include every one it read
+            self._own_ids.update(take() if take is not None else ())
             new = [i for i in ids if i > self._seen_max_id and i not in self._own_ids]
             records = sink.memory.records(new) if new else []
         except (EdgeclError, OSError) as exc:

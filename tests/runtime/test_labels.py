@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -548,3 +549,39 @@ def test_leftovers_of_a_kill_are_cleaned_also_when_the_clock_went_back(tmp_path)
     assert not stale.exists() and not future.exists()
     assert fresh.exists()  # maybe another process's write in progress
     assert [i["id"] for i in OperatorQueue(folder, 10).pending()] == [item_id]
+
+
+def test_a_sample_the_sink_is_storing_is_never_counted_as_another_writers(tmp_path):
+    # the supervisor reads the memory's ids while the sink's add has committed but not yet
+    # returned: before, that id was counted as an import and the round trigger counted it twice
+    import threading
+
+    from edgecl.config import load_config
+    from edgecl.runtime.learner import LearnerSupervisor
+
+    committed, release = threading.Event(), threading.Event()
+
+    class SlowMemory(FakeMemory):
+        def add(self, sample):
+            sample_id = super().add(sample)
+            committed.set()
+            release.wait(5)  # between the commit and the return
+            return sample_id
+
+        def records(self, ids=None, held_out=None, task=None):
+            return [SimpleNamespace(id=i, classes=(0,)) for i in (ids or [])]
+
+    memory = SlowMemory()
+    sink = MemorySink(memory, LabelsConfig(mode="ground_truth"),
+                      OperatorQueue(tmp_path / "labels", 10), classes=FakeClasses())
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_interval_s=0"])
+    sup = LearnerSupervisor(cfg, SimpleNamespace(current=lambda: None), memory_sink=sink)
+    counted = []
+    sup._count_new = lambda n, classes: counted.append(n)
+    writer = threading.Thread(target=sink.write, args=(result(IMG, dets([]), 0, labels=GT),))
+    writer.start()
+    assert committed.wait(5)
+    threading.Timer(0.3, release.set).start()  # the supervisor's look waits for the sink
+    sup._count_other_writers()
+    writer.join(5)
+    assert counted == [] and sink.stats()["counts"]["stored_ground_truth"] == 1

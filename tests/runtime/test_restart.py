@@ -77,3 +77,44 @@ def test_kill_minus_nine_mid_round_then_restart(tmp_path):
     resumed = run_round(cfg, reason="after restart")
     assert resumed["status"] in ("staged", "rejected") and resumed["round"] == first["round"] + 1
     assert resumed["new_samples"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_a_kill_between_staging_and_saving_the_progress_is_recovered_at_start(tmp_path):
+    """A power loss after the round staged its version but before it saved the learner's
+    progress (and before the promotion reached the metrics database): at start the version is
+    promoted, the progress is the round's, and the metrics row says promoted."""
+    import sqlite3
+
+    from edgecl.continual.round_state import load_state, state_path
+    from edgecl.runtime.learner import promote_leftover_staged
+    from edgecl.runtime.app import inference_options
+
+    yaml_path = make_scenario(tmp_path / "scn", tasks=1, images_per_task=16, imgsz=IMGSZ, seed=5)
+    state = tmp_path / "state"
+    cfg = load_config(None, [*overrides(state), "learner.enabled=false", "export.openvino=off",
+                             "export.cpu_int8=off", "memory.holdout_fraction=0.25"])
+    from edgecl.bench.demo import initial_model
+
+    init = initial_model(yaml_path, tmp_path / "init.pt", IMGSZ)
+    Runtime(cfg, RunOptions(source_uri=f"tasks://{yaml_path}?task=t1", model=str(init), quiet=True)).run()
+    before = state_path(state).read_text() if state_path(state).is_file() else None
+    result = run_round(cfg)
+    assert result["status"] == "staged"
+    learnt = load_state(state)
+    # the kill: the progress file as it was before the round
+    if before is None:
+        state_path(state).unlink()
+    else:
+        state_path(state).write_text(before)
+    assert load_state(state).round == learnt.round - 1
+    registry = Registry(state / "models")
+    assert promote_leftover_staged(cfg, registry, inference_options(cfg)) == result["version"]
+    recovered = load_state(state)
+    assert (recovered.round, recovered.last_sample_id) == (learnt.round, learnt.last_sample_id)
+    assert recovered.learnt_tasks == learnt.learnt_tasks and learnt.last_sample_id > 0
+    with sqlite3.connect(state / "metrics" / "metrics.sqlite") as db:
+        statuses = db.execute("SELECT status FROM rounds WHERE model_version=?",
+                              (result["version"],)).fetchall()
+    assert statuses == [("promoted",)]
+    assert registry.manifest(result["version"])["learner_state"]["round"] == learnt.round

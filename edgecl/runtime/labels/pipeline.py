@@ -182,6 +182,7 @@ class MemorySink:
         self.closed = False
         self.classes_seen: set[int] = set()
         self._own_ids: list[int] = []
+        self._id_lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.observers: list[Callable] = []
         self._lock = threading.Lock()
@@ -338,7 +339,10 @@ class MemorySink:
         try:
             if self.classes is not None:
                 self.memory.sync_class_names(self.classes.names())
-            sample_id = self.memory.add(sample)
+            with self._id_lock:  # see take_own_ids: the id is known as ours once committed
+                sample_id = self.memory.add(sample)
+                if sample_id is not None:
+                    self._own_ids.append(sample_id)
         except (StorageError, OSError) as exc:
             self._storage_failed(exc, frame)
             return
@@ -357,7 +361,6 @@ class MemorySink:
         self._count(f"stored_{origin.value}")
         with self._lock:
             self.added += 1
-            self._own_ids.append(sample_id)
             self.classes_seen.update(int(c) for c in labels[:, 0])
         for observer in self.observers:
             try:
@@ -385,12 +388,14 @@ class MemorySink:
         """
         if self.classes is None:
             raise EdgeclError("operator answers need the class registry")
-        out = self.queue.answer(item_id, boxes, self.memory, self.classes)
+        with self._id_lock:
+            out = self.queue.answer(item_id, boxes, self.memory, self.classes)
+            if out["sample"] is not None:
+                self._own_ids.append(out["sample"])
         if out["sample"] is not None:
             self._count("stored_operator")
             with self._lock:
                 self.added += 1
-                self._own_ids.append(out["sample"])
                 self.classes_seen.update(out["class_ids"])
         return out
 
@@ -400,8 +405,13 @@ class MemorySink:
 
     def take_own_ids(self) -> list[int]:
         """Return and forget the ids of the samples this sink stored since the last call (the
-        learner tells them from samples other processes stored: imports, CLI answers)."""
-        with self._lock:
+        learner tells them from samples other processes stored: imports, CLI answers).
+
+        A sample is added and its id recorded under one lock, so a caller that reads the
+        memory's ids and then calls this gets every id of this sink that the read could see
+        (before, a sample committed but not yet recorded was counted as another process's, and
+        so twice towards the next round)."""
+        with self._id_lock:
             ids, self._own_ids = self._own_ids, []
         return ids
 
