@@ -29,8 +29,8 @@ Formats:
   images in ``images/`` or ``images/<subset>/``; Label Studio: ``result.json``; Roboflow:
   ``train/_annotations.coco.json`` ... with the images beside); images resolved beside the
   json or in an ``images/`` folder next to it. A json without an ``images`` list (Label
-  Studio's ``notes.json``) is not a COCO file. Boxes follow ultralytics ``convert_coco``: ``bbox`` is ``[x, y, w, h]`` from the
-  top-left corner, ``iscrowd`` annotations are ignore regions. An image listed without
+  Studio's ``notes.json``) is not a COCO file. Boxes follow ultralytics ``convert_coco``:
+  ``bbox`` is ``[x, y, w, h]`` from the top-left corner, ``iscrowd`` annotations are ignore regions. An image listed without
   annotations is a background image. Ids are integers (or strings); an annotation of a wrong
   type or with no usable ``image_id`` is skipped (``bad annotation``), images sharing an id
   are all skipped (``duplicate image id``: whose boxes are they?), and a malformed
@@ -611,8 +611,9 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
 
 def _coco_image(json_path: Path, file_name: str) -> Path | None:
     """The image a COCO ``file_name`` names, looked up beside the JSON (or in ``images/``, or
-    one folder up, or in ``images/<subset>/`` for ``instances_<subset>.json``); a name that climbs out with ``..`` or is absolute matches by its base name
-    only (see :func:`_inside_name`)."""
+    one folder up, or in ``images/<subset>/`` for ``instances_<subset>.json``); a name that
+    climbs out with ``..`` or is absolute matches by its base name only (see
+    :func:`_inside_name`)."""
     rel = _inside_name(file_name)
     base = json_path.parent
     roots = [base, base / "images", base.parent, base.parent / "images"]

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 _MAX_REFUSED_SHOWN = 3
 MAX_UNDECODABLE_IN_A_ROW = 30
-"""Failed reads in a row after which a video without a frame count is taken to have ended (a
-corrupt frame in the middle is skipped, as an unreadable image in a folder is)."""
+"""Failed reads in a row after which a video is taken to have ended, also before the frame count
+its container declares (a corrupt frame in the middle is skipped, as an unreadable image in a
+folder is)."""
 
 
 def _require_path(uri: str, path: str) -> Path:
