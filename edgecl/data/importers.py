@@ -30,8 +30,8 @@ Formats:
   ``train/_annotations.coco.json`` ... with the images beside); images resolved beside the
   json or in an ``images/`` folder next to it. A json without an ``images`` list (Label
   Studio's ``notes.json``) is not a COCO file. Boxes follow ultralytics ``convert_coco``:
-  ``bbox`` is ``[x, y, w, h]`` from the top-left corner, ``iscrowd`` annotations are ignore regions. An image listed without
-  annotations is a background image. Ids are integers (or strings); an annotation of a wrong
+  ``bbox`` is ``[x, y, w, h]`` from the top-left corner, ``iscrowd`` annotations are ignore
+  regions. An image listed without annotations is a background image. Ids are integers (or strings); an annotation of a wrong
   type or with no usable ``image_id`` is skipped (``bad annotation``), images sharing an id
   are all skipped (``duplicate image id``: whose boxes are they?), and a malformed
   ``categories`` (no id, no name) or a section that is not a list is a one-line error.
