@@ -25,16 +25,16 @@ Formats:
   pixel coordinates are 1-based, so 1 is subtracted; ``<difficult>1</difficult>`` objects are
   left out, counted as ignored); a non-finite coordinate (``nan``, ``inf``, ``1e400``)
   refuses its image (``bad annotation``).
-- ``coco``: COCO JSONs (CVAT: ``annotations/instances_<subset>.json``, every subset read,
-  images in ``images/`` or ``images/<subset>/``; Label Studio: ``result.json``; Roboflow:
-  ``train/_annotations.coco.json`` ... with the images beside); images resolved beside the
-  json or in an ``images/`` folder next to it. A json without an ``images`` list (Label
-  Studio's ``notes.json``) is not a COCO file. Boxes follow ultralytics ``convert_coco``:
-  ``bbox`` is ``[x, y, w, h]`` from the top-left corner, ``iscrowd`` annotations are ignore
-  regions. An image listed without annotations is a background image. Ids are integers (or strings); an annotation of a wrong
-  type or with no usable ``image_id`` is skipped (``bad annotation``), images sharing an id
-  are all skipped (``duplicate image id``: whose boxes are they?), and a malformed
-  ``categories`` (no id, no name) or a section that is not a list is a one-line error.
+- ``coco``: COCO JSONs (CVAT: ``annotations/instances_<subset>.json``, every subset read, images
+  in ``images/`` or ``images/<subset>/``; Label Studio: ``result.json``; Roboflow:
+  ``train/_annotations.coco.json`` ... with the images beside); images resolved beside the json
+  or in an ``images/`` folder next to it. A json without an ``images`` list (Label Studio's
+  ``notes.json``) is not a COCO file. Boxes follow ultralytics ``convert_coco``: ``bbox`` is
+  ``[x, y, w, h]`` from the top-left corner, ``iscrowd`` annotations are ignore regions. An
+  image listed without annotations is a background image. Ids are integers (or strings); an
+  annotation of a wrong type or with no usable ``image_id`` is skipped (``bad annotation``),
+  images sharing an id are all skipped (``duplicate image id``: whose boxes are they?), and a
+  malformed ``categories`` (no id, no name) or a section that is not a list is a one-line error.
 
 Declared image sizes (VOC ``<size><width>``/``<height>``, COCO image ``width``/``height``):
 ultralytics' ``convert_coco`` and ``VOC.yaml`` normalise boxes by the DECLARED size, so when
