@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from edgecl.commands.common import add_config_args, config_from_args, positive_int, print_json_line
+
+log = logging.getLogger(__name__)
+
+STATE_SECTIONS = frozenset({"server", "labels", "learner", "memory", "replay", "gate", "ider",
+                            "export", "fleet"})
+"""Config sections that act only on a run with a state directory."""
 
 
 def add_parser(sub) -> None:
@@ -14,7 +21,7 @@ def add_parser(sub) -> None:
     add_config_args(p)
     p.add_argument("--source", help="frame source URI (file://, dir://, v4l2://, csi://, rtsp://, "
                                     "synthetic://, tasks://); default: source.uri")
-    p.add_argument("--model", help="model file (.onnx, .engine, .pt, .yaml); default: the "
+    p.add_argument("--model", help="model file (.onnx, .engine, .xml, .pt, .yaml); default: the "
                                    "registry's current version, else model.path")
     p.add_argument("--frames", type=positive_int, help="stop after N frames (>= 1)")
     p.add_argument("--out", help="write detections as JSON lines to this file")
@@ -32,6 +39,11 @@ def run_command(args: argparse.Namespace) -> int:
     opts = RunOptions(source_uri=args.source or cfg.source.uri, model=args.model,
                       max_frames=args.frames, out=args.out, save_video=args.save_video,
                       quiet=args.quiet, use_state=bool(args.state_dir or args.config))
+    unused = [o.split("=", 1)[0] for o in getattr(args, "overrides", None) or []
+              if o.split(".", 1)[0] in STATE_SECTIONS]
+    if unused and not opts.use_state:
+        log.warning("%s: ignored, this run keeps no state (no memory, labels, learner or "
+                    "console); give --state-dir DIR or --config FILE", ", ".join(unused))
     runtime = Runtime(cfg, opts)
     report = runtime.run()
     if args.json:

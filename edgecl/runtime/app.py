@@ -176,6 +176,12 @@ class Runtime:
     def _serving_names(self) -> dict:
         return self.loop.backend.meta.names if self.loop is not None else {}
 
+    def _learnt_names(self) -> dict:
+        """The classes the serving model has learnt: none for a fresh network built from a
+        ``.yaml`` (its 80 outputs are untrained, and their ids are not the device's classes)."""
+        version = self._serving_version() or ""
+        return {} if version.lower().endswith(".yaml") else self._serving_names()
+
     def _display_names(self) -> dict:
         """Class id -> name as a person should see it: the class registry's (a class renamed
         since the serving version was made shows its new name), over the serving model's."""
@@ -185,7 +191,12 @@ class Runtime:
         return names
 
     def _build_state_parts(self, names: dict) -> list:
-        """Memory sink (labelling pipeline), monitor and learner supervisor."""
+        """Memory sink (labelling pipeline), monitor and learner supervisor.
+
+        Args:
+            names: the classes the serving model has learnt (:meth:`_learnt_names`): a class
+                taught outside them starts a round at once (the new-class trigger).
+        """
         from edgecl.runtime.labels import MemorySink
         from edgecl.runtime.learner import LearnerSupervisor
         from edgecl.runtime.monitor import Monitor
@@ -198,7 +209,7 @@ class Runtime:
                                             cfg.labels.pseudo_min_true_positives)
         self.previous_detector = PreviousVersionDetector(self.registry, self._serving_version,
                                                          inference_options(cfg))
-        known = lambda: set(self._serving_names())  # noqa: E731 (a tiny closure)
+        known = lambda: set(self._learnt_names())  # noqa: E731 (a tiny closure)
         forgetting = TimedCache(lambda: self.monitor.forgetting_classes(cfg.gate.max_forgetting / 2),
                                 ttl_s=30.0, default=set())
         self.memory_sink = MemorySink.from_config(
@@ -345,7 +356,8 @@ class Runtime:
                                 lambda: getattr(source, "fps", None)) + list(opts.sinks)
             if opts.use_state:
                 self._seed_classes(backend.meta.names, Path(path), source)
-                sinks += self._build_state_parts(backend.meta.names)
+                fresh = Path(path).suffix.lower() == ".yaml"
+                sinks += self._build_state_parts({} if fresh else backend.meta.names)
                 if cfg.server.enabled:
                     self.live_view = LiveViewSink(self._display_names, calibrate=self._calibrated)
                     sinks.append(self.live_view)

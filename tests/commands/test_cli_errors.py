@@ -77,3 +77,19 @@ def test_with_json_an_error_is_also_the_last_stdout_line(tmp_path, capsys):
     message = err.strip().splitlines()[-1].removeprefix("error: ")
     assert "missing.mp4" in message
     assert json.loads(out.strip().splitlines()[-1]) == {"error": message}
+
+
+def test_state_settings_without_a_state_directory_are_named_as_ignored(tmp_path, caplog):
+    import cv2
+    import numpy as np
+
+    from edgecl.cli import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    code = main(["run", "--source", f"dir://{folder}", "--model", "yolo11n.yaml", "--quiet",
+                 "model.imgsz=64", "server.enabled=true", "labels.mode=field"])
+    assert code == 0
+    assert ("server.enabled, labels.mode: ignored, this run keeps no state (no memory, labels, "
+            "learner or console); give --state-dir DIR or --config FILE") in caplog.text

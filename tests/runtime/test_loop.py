@@ -367,3 +367,20 @@ def test_edgecl_run_exits_1_when_the_camera_gave_up(monkeypatch, capsys, tmp_pat
     assert code == 1 and summary["frames"] == 2 and "giving up" in summary["source_error"]
     assert err.strip().splitlines()[-1] == (
         "error: the source stopped: rtsp://admin:***@cam/x: giving up after 4 failed reads in a row")
+
+
+def test_a_fresh_yaml_network_has_learnt_no_class(tmp_path):
+    # README: stream with --model yolo11n.yaml and teach it: the first answer naming a class
+    # must start a round. The fresh network's 80 outputs are untrained; before, their ids 0..79
+    # counted as known, so classes taught with ids 0..79 never fired the new-class trigger
+    # and could even be pseudo-labelled from the untrained outputs.
+    from edgecl.config import load_config
+    from edgecl.runtime.app import RunOptions, Runtime
+
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}", "model.imgsz=64",
+                             "labels.mode=field", "learner.enabled=true"])
+    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&images_per_task=4&imgsz=64",
+                                      model="yolo11n.yaml", max_frames=2, quiet=True))
+    runtime.run()
+    assert runtime.supervisor.known_classes == set()
+    assert runtime.memory_sink.pipeline.pseudo.known_classes() == set()

@@ -100,3 +100,18 @@ def test_uptime_checks_may_send_head(client, fake):
     assert client.head("/metrics").status_code == 200
     fake.health_status = "stuck"
     assert client.head("/healthz").status_code == 503
+
+
+def test_the_schema_builds_without_duplicate_operation_ids(client, recwarn):
+    assert client.get("/openapi.json").status_code == 200
+    assert not [w for w in recwarn if "Duplicate Operation ID" in str(w.message)]
+
+
+def test_a_json_body_sent_without_its_content_type_says_what_to_send(client, fake):
+    response = client.post("/api/labels/f0000", content=b'{"boxes": []}',
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 422
+    assert response.json()["error"] == ("invalid request: send the body as JSON with "
+                                        "'Content-Type: application/json' (got "
+                                        "application/x-www-form-urlencoded)")
+    assert fake.answers == []
