@@ -547,3 +547,13 @@ def test_a_video_with_no_decodable_frame_says_so(tmp_path, caplog, monkeypatch):
     with open_source(f"file://{path}?loop=1") as source:
         assert source.read() is None  # loop: no endless reopening of a file with no frame
     assert "no frame of dead.avi decodes" in caplog.text
+
+
+def test_a_plain_path_gets_the_scheme_it_needs_suggested(tmp_path):
+    _write_video(tmp_path / "clip.mp4")
+    with pytest.raises(SourceError, match=f"a file: did you mean file://{tmp_path}/clip.mp4"):
+        open_source(f"{tmp_path}/clip.mp4")
+    with pytest.raises(SourceError, match=f"a folder: did you mean dir://{tmp_path}"):
+        open_source(str(tmp_path))
+    with pytest.raises(SourceError, match=r"source 'nowhere' has no scheme; supported"):
+        open_source("nowhere")

@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, NamedTuple
 from urllib.parse import parse_qsl, unquote
 
@@ -198,7 +199,13 @@ def split_uri(uri: str, schemes: list[str]) -> tuple[str, str, str]:
     """
     supported = ", ".join(f"{s}://" for s in schemes)
     if "://" not in uri:
-        raise SourceError(f"source '{uri}' has no scheme; supported: {supported}")
+        hint = ""
+        local = Path(uri).expanduser()
+        if uri and local.is_dir() and "dir" in schemes:
+            hint = f" (a folder: did you mean dir://{uri}?)"
+        elif uri and local.is_file() and "file" in schemes:
+            hint = f" (a file: did you mean file://{uri}?)"
+        raise SourceError(f"source '{uri}' has no scheme{hint}; supported: {supported}")
     scheme, rest = uri.split("://", 1)
     scheme = scheme.lower()
     if scheme not in schemes:
