@@ -61,6 +61,8 @@ def import_command(args: argparse.Namespace) -> int:
     added = ", ".join(result["classes_added"]) or "none"
     mapped = ", ".join(f"{src} -> {dst}" for src, dst in result["named_from_registry"].items())
     named = f"; unnamed class ids named as the device's classes: {mapped}" if mapped else ""
+    matched = ", ".join(f"{src} -> {dst}" for src, dst in result["classes_matched"].items())
+    named += f"; names matched to the device's classes: {matched}" if matched else ""
     unnamed = (f"; unnamed classes kept as {', '.join(result['unnamed_classes'])} (the dataset names "
                f"no classes: add a data.yaml with names, or 'edgecl classes rename')"
                if result["unnamed_classes"] else "")

@@ -178,3 +178,13 @@ def test_a_file_name_that_is_not_utf8_is_imported_with_its_bytes_escaped(tmp_pat
     with ReplayMemory(state / "memory", MemoryConfig()) as memory:
         sources = sorted(Path(r.source).name for r in memory.records())
     assert sources == ["caf\\xe9.jpg", "ok.jpg"]
+
+
+def test_the_text_summary_names_classes_matched_by_case(tmp_path, capsys):
+    root = _voc(tmp_path / "voc", 2)
+    for xml in (root / "Annotations").glob("0*.xml"):
+        xml.write_text(xml.read_text().replace("<name>boat</name>", "<name>Boat</name>"))
+    state = tmp_path / "state"
+    ClassRegistry(state).add(["boat"])
+    line = _import(capsys, state, root)
+    assert line.endswith("new classes: none; names matched to the device's classes: Boat -> boat")
