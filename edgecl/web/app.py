@@ -45,6 +45,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgecl.errors import ConflictError, EdgeclError, NotFoundError
@@ -142,14 +143,6 @@ def _status_for(exc: EdgeclError) -> int:
     return 400
 
 
-def _header(scope, name: bytes) -> str | None:
-    """A request header's value (latin-1 text), or ``None``."""
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 def _host_name(host: str) -> str:
     """The name part of a ``Host`` value (``[::1]:8765`` -> ``::1``, ``Dev.local.`` ->
     ``dev.local``)."""
@@ -197,8 +190,8 @@ def cross_site(scope) -> str | None:
     Returns:
         A one-line reason, or ``None`` for a same-origin (or non-browser) request.
     """
-    origin = _header(scope, b"origin")
-    host = _header(scope, b"host")
+    headers = Headers(scope=scope)
+    origin, host = headers.get("origin"), headers.get("host")
     if origin is not None:
         parts = urlsplit(origin.strip())
         if origin.strip() == "null" or not parts.netloc:
@@ -206,7 +199,7 @@ def cross_site(scope) -> str | None:
         if host is None or parts.netloc.lower() != host.strip().lower():
             return f"cross-site request from {origin.strip()[:80]}"
         return None
-    site = _header(scope, b"sec-fetch-site")
+    site = headers.get("sec-fetch-site")
     if site is not None and site.strip().lower() not in ("same-origin", "none"):
         return f"cross-site request (Sec-Fetch-Site: {site.strip()[:20]})"
     return None
@@ -235,21 +228,22 @@ class _Guard:
         self.counters = counters
         self.allowed_hosts = allowed_hosts
 
-    def _authorized(self, scope) -> bool:
+    def _authorized(self, scope, headers: Headers) -> bool:
         if self.token is None:
             return True
         path = scope.get("path", "")
         if path in PUBLIC_PATHS or path.startswith("/static/"):
             return True
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                scheme, _, given = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
-        return False
+        value = headers.get("authorization")
+        if value is None:
+            return False
+        scheme, _, given = value.encode("latin-1").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
 
     def _refusal(self, scope) -> tuple[int, str] | None:
         """The status and message a request is refused with before routing, or ``None``."""
-        if self.allowed_hosts is not None and not host_allowed(_header(scope, b"host"),
+        headers = Headers(scope=scope)
+        if self.allowed_hosts is not None and not host_allowed(headers.get("host"),
                                                                self.allowed_hosts):
             return 421, ("unknown Host: this device answers to its address, localhost or "
                          "server.allowed_hosts")
@@ -258,12 +252,12 @@ class _Guard:
             why = cross_site(scope)
             if why:
                 return 403, f"{why} refused: state changes come from this device's console only"
-        if not self._authorized(scope):
+        if not self._authorized(scope, headers):
             return 401, "missing or wrong token: send 'Authorization: Bearer TOKEN'"
         path = scope.get("path", "")
         if method not in READ_METHODS and (path in PUBLIC_PATHS or path.startswith("/static/")):
             return 405, f"{method} is not allowed on {path}"  # no body read for public paths
-        declared = _header(scope, b"content-length")
+        declared = headers.get("content-length")
         if declared is not None and not declared.isdigit():
             return 400, "invalid Content-Length"
         if declared is not None and int(declared) > MAX_BODY_BYTES:
