@@ -85,6 +85,16 @@ def stop_on_signals(stop):
             signal.signal(sig, old)
 
 
+def fresh_network(model: str) -> bool:
+    """Whether a served model is a fresh network built from a ``.yaml``: it has learnt no class
+    (its outputs are untrained, and their ids are not the device's classes).
+
+    Args:
+        model: the model's file or version (``file:yolo11n.yaml``, ``v0003``).
+    """
+    return str(model).lower().endswith(".yaml")
+
+
 def build_sinks(opts, names, runtime_cfg=None, source_fps=None) -> list:
     """Create the output sinks a run asks for (JSON lines, video, progress lines).
 
@@ -177,10 +187,8 @@ class Runtime:
         return self.loop.backend.meta.names if self.loop is not None else {}
 
     def _learnt_names(self) -> dict:
-        """The classes the serving model has learnt: none for a fresh network built from a
-        ``.yaml`` (its 80 outputs are untrained, and their ids are not the device's classes)."""
-        version = self._serving_version() or ""
-        return {} if version.lower().endswith(".yaml") else self._serving_names()
+        """The classes the serving model has learnt (none: see :func:`fresh_network`)."""
+        return {} if fresh_network(self._serving_version() or "") else self._serving_names()
 
     def _display_names(self) -> dict:
         """Class id -> name as a person should see it: the class registry's (a class renamed
@@ -356,8 +364,7 @@ class Runtime:
                                 lambda: getattr(source, "fps", None)) + list(opts.sinks)
             if opts.use_state:
                 self._seed_classes(backend.meta.names, Path(path), source)
-                fresh = Path(path).suffix.lower() == ".yaml"
-                sinks += self._build_state_parts({} if fresh else backend.meta.names)
+                sinks += self._build_state_parts({} if fresh_network(path) else backend.meta.names)
                 if cfg.server.enabled:
                     self.live_view = LiveViewSink(self._display_names, calibrate=self._calibrated)
                     sinks.append(self.live_view)

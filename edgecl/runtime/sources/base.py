@@ -168,6 +168,19 @@ class FrameSource(abc.ABC):
         """Release resources (default: nothing to release)."""
 
 
+def declared_fps(cap) -> float | None:
+    """The frame rate an OpenCV capture reports (``CAP_PROP_FPS``: a video's or a camera's),
+    or ``None`` when it reports none (0, or a capture without ``get``)."""
+    import cv2
+
+    get = getattr(cap, "get", None)
+    try:
+        rate = float(get(cv2.CAP_PROP_FPS)) if get is not None else 0.0
+    except (TypeError, ValueError):
+        return None
+    return rate if rate > 0 else None
+
+
 _CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@:?#]*):([^/@?#]*)@")
 
 

@@ -16,7 +16,7 @@ from edgecl.data.images import IMAGE_SUFFIXES, ImageError, read_image
 from edgecl.data.labels import label_path_for, read_yolo_labels
 from edgecl.data.yolo_dataset import find_dataset, labels_report
 from edgecl.errors import ConfigError, LabelError, SourceError
-from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame
+from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame, declared_fps
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +92,10 @@ class VideoFileSource(FrameSource):
         return cap
 
     def _open(self) -> None:
-        import cv2
-
         self._cap = self._capture()
         self._position = 0
         self._delivered = 0
-        rate = self._cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(rate) if rate and rate > 0 else None
+        self.fps = declared_fps(self._cap)
 
     def _frame_count(self) -> int:
         """Frames the container declares (0 when it does not say)."""

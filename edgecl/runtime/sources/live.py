@@ -20,7 +20,8 @@ import numpy as np
 from edgecl.config import SourceConfig
 from edgecl.errors import SourceError
 from edgecl.frames import StreamState
-from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame, redact_uri
+from edgecl.runtime.sources.base import (FrameSource, QueryParams, RawFrame, declared_fps,
+                                         redact_uri)
 
 log = logging.getLogger(__name__)
 RTSP_TIMEOUT_MS = 10_000
@@ -73,7 +74,7 @@ class CaptureSource(FrameSource):
                 cap.release()
                 raise SourceError(f"{self.uri}: cannot open the camera/stream")
             self._cap = cap
-            self.fps = _declared_fps(cap)
+            self.fps = declared_fps(cap)
 
     def _read_once(self) -> np.ndarray | None:
         with self._io_lock:
@@ -136,18 +137,6 @@ class CaptureSource(FrameSource):
 
     def _close(self) -> None:
         self._release(CLOSE_WAIT_S)
-
-
-def _declared_fps(cap) -> float | None:
-    """The frame rate a capture reports (``CAP_PROP_FPS``), or ``None`` when it reports none."""
-    import cv2
-
-    get = getattr(cap, "get", None)
-    try:
-        rate = float(get(cv2.CAP_PROP_FPS)) if get is not None else 0.0
-    except (TypeError, ValueError):
-        return None
-    return rate if rate > 0 else None
 
 
 def _cv2_capture(target: int | str, api: int, props: dict[int, float], params: tuple[int, ...] = ()
