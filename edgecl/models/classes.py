@@ -247,17 +247,18 @@ class ClassRegistry:
                                              if other is not None else ""))
         return None
 
-    def check_ids(self, ids, where: str) -> None:
+    def check_ids(self, ids, where: str, names: dict[int, str] | None = None) -> None:
         """Refuse class ids the registry does not know.
 
         Args:
             ids: class ids of a label (ints or integral floats, e.g. a YOLO label's column 0).
             where: what the ids come from (``file:line``, a queue item), for the message.
+            names: the registry's names when the caller already read them (:meth:`names`).
 
         Raises:
             LabelError: an id that is not an integer in ``0..n-1``, with one line naming it.
         """
-        known = self.names()
+        known = self.names() if names is None else names
         for raw in ids:
             try:
                 value = float(raw)

@@ -27,9 +27,9 @@ class FakeClasses:
         self._names[cid] = name
         return cid
 
-    def check_ids(self, ids, where):
+    def check_ids(self, ids, where, names=None):
         for cid in ids:
-            if int(cid) not in self._names:
+            if int(cid) not in (self._names if names is None else names):
                 raise LabelError(f"{where}: class id {int(cid)} is not in the class registry")
 
 

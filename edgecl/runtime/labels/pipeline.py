@@ -154,7 +154,7 @@ class MemorySink:
         memory: the replay memory (``add(Sample)``, ``records()``, ``close()``).
         cfg: labelling settings.
         queue: the operator queue.
-        classes: the class registry (``check_ids(ids, where)``, ``names()``); ``None`` skips
+        classes: the class registry (``check_ids(ids, where, names=)``, ``names()``); ``None`` skips
             the id check and shows class ids in queue items.
         pseudo: pseudo-labeler with the per-class thresholds.
         selector: selection policies and state.
@@ -325,9 +325,11 @@ class MemorySink:
 
         labels, origin = decision.labels, decision.origin
         where = f"frame {frame.frame_id} from {frame.source}"
+        names = None  # the registry's names, read once per stored frame
         if self.classes is not None and labels.shape[0]:
             try:
-                self.classes.check_ids(sorted({int(c) for c in labels[:, 0]}), where)
+                names = self.classes.names()
+                self.classes.check_ids(sorted({int(c) for c in labels[:, 0]}), where, names=names)
             except EdgeclError as exc:
                 self._count("refused_class")
                 self._warn("class", "%s not stored: %s", where, exc)
@@ -338,7 +340,7 @@ class MemorySink:
                         source=frame.name or frame.source, ts_s=frame.ts_s, origin=origin)
         try:
             if self.classes is not None:
-                self.memory.sync_class_names(self.classes.names())
+                self.memory.sync_class_names(names if names is not None else self.classes.names())
             with self._id_lock:  # see take_own_ids: the id is known as ours once committed
                 sample_id = self.memory.add(sample)
                 if sample_id is not None:
