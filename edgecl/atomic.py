@@ -74,6 +74,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_default(value):
+    """``json.dumps`` fallback for numpy scalars and arrays (anything with ``tolist``).
+
+    Raises:
+        TypeError: any other object (``json``'s own error for it).
+    """
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
     """Atomically write ``obj`` as indented JSON (see :func:`atomic_write_bytes`).
 

@@ -94,6 +94,41 @@ class EvalResult:
         return out
 
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvalResult":
+        """Rebuild a result from :meth:`to_dict`'s output (JSON ``null`` scores read as NaN).
+
+        Args:
+            data: the dict.
+
+        Returns:
+            The result.
+
+        Raises:
+            KeyError, TypeError, ValueError: ``data`` is not such a dict.
+        """
+        def score(key):
+            value = data[key]
+            return float("nan") if value is None else float(value)
+
+        rel = data.get("reliability")
+        bins = None if rel is None else ReliabilityBins(
+            bin_edges=np.asarray(rel["bin_edges"], dtype=float),
+            conf_mean=np.asarray(rel["conf_mean"], dtype=float),
+            precision=np.asarray(rel["precision"], dtype=float),
+            counts=np.asarray(rel["counts"], dtype=np.int64))
+        per_class = {name: {int(k): (float("nan") if v is None else float(v))
+                            for k, v in (data.get(name) or {}).items()}
+                     for name in ("per_class_ap50_95", "per_class_recall")}
+        return cls(map50_95=score("map50_95"), map50=score("map50"), recall=score("recall"),
+                   precision=score("precision"), per_class_ap50_95=per_class["per_class_ap50_95"],
+                   n_images=int(data["n_images"]), n_boxes=int(data["n_boxes"]), dece=score("dece"),
+                   n_skipped=int(data.get("n_skipped", 0)), reliability=bins,
+                   per_class_recall=per_class["per_class_recall"],
+                   per_class_instances={int(k): int(v) for k, v in
+                                        (data.get("per_class_instances") or {}).items()})
+
+
 def check_labels(labels: np.ndarray | None, where: str) -> np.ndarray:
     """Validate a YOLO label array with THE label rule (:func:`edgecl.data.labels.check_label_array`).
 

@@ -73,6 +73,78 @@ stores a round's held-out evaluation (the runtime's monitor does) and returns th
 learning figures it derives (``acc``, ``bwt``, ...), which go into the manifest."""
 
 
+ROUND_RECORD_FILE = "round_record.json"
+"""A version's file holding what its round handed the recording hook (see
+:func:`write_round_record`)."""
+
+
+def write_round_record(path: Path, *, round_no: int, status, reason: str, seconds: float,
+                       evaluation: dict, columns: list[str], class_names: dict[int, str],
+                       calibration: dict | None) -> Path:
+    """Write what a round hands its recording hook, so that it can be handed again.
+
+    The file travels with the staged version; :func:`read_round_record` reads it back. NaN
+    values are written as JSON ``NaN`` (Python's reader accepts them).
+
+    Args:
+        path: the file to write (in the round's work folder, staged with the version).
+        round_no: the round.
+        status: its :class:`RoundStatus` (or its value).
+        reason: the gate's verdict.
+        seconds: the round's wall time so far.
+        evaluation: task -> :class:`~edgecl.continual.evaluate.EvalResult` of the candidate.
+        columns: the task order.
+        class_names: class id -> name.
+        calibration: the calibration report, or None.
+
+    Returns:
+        ``path``.
+    """
+    import json
+
+    from edgecl.atomic import json_default
+
+    body = {"round_no": int(round_no), "status": getattr(status, "value", status),
+            "reason": str(reason), "seconds": seconds, "columns": list(columns),
+            "class_names": {str(k): str(v) for k, v in class_names.items()},
+            "evaluation": {t: r.to_dict() for t, r in evaluation.items()},
+            "calibration": calibration}
+    path.write_text(json.dumps(body, default=json_default, sort_keys=True) + "\n")
+    return path
+
+
+def read_round_record(path: Path) -> dict:
+    """Read a :func:`write_round_record` file back as the recording hook's keyword arguments.
+
+    Args:
+        path: the version's ``round_record.json``.
+
+    Returns:
+        ``round_no``, ``status``, ``reason``, ``seconds``, ``evaluation`` (task ->
+        :class:`~edgecl.continual.evaluate.EvalResult`), ``columns``, ``class_names``,
+        ``calibration``.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not such a record (bad JSON, missing or mistyped fields).
+    """
+    import json
+
+    from edgecl.continual.evaluate import EvalResult
+
+    try:
+        body = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {"round_no": int(body["round_no"]), "status": str(body["status"]),
+                "reason": str(body["reason"]), "seconds": body.get("seconds"),
+                "columns": [str(c) for c in body["columns"]],
+                "class_names": {int(k): str(v) for k, v in body["class_names"].items()},
+                "evaluation": {str(t): EvalResult.from_dict(r)
+                               for t, r in body["evaluation"].items()},
+                "calibration": body.get("calibration")}
+    except (KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path}: not a round record ({type(exc).__name__}: {exc})") from None
+
+
 def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None = None,
               record: RoundRecorder | None = None) -> RoundResult:
     """Run one learning round: snapshot -> replay -> fine-tune -> evaluate -> gate -> export -> stage.
@@ -442,8 +514,14 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
         after.learnt_tasks = list(dict.fromkeys(state.learnt_tasks
                                                 + [r.task for r in ctx.new_records]))
         after.last_sample_id = max(r.id for r in ctx.new_records)
+    recorded = dict(round_no=round_no, status=status, reason=verdict.reason,
+                    seconds=round(time.time() - started_s, 1), evaluation=candidate,
+                    columns=state.task_order, class_names=names, calibration=cal_report)
     with clock("stage"):
         manifest = _manifest(ctx, names, ft, verdict, candidate, export_meta, reason, replay_ids)
+        # what the recording hook is about to receive, kept with the version: a kill between
+        # staging and recording is recovered from it (runtime.learner.record_missing_rounds)
+        files[ROUND_RECORD_FILE] = write_round_record(ctx.work / ROUND_RECORD_FILE, **recorded)
         # the learner's progress once this round is done: a kill between staging and saving
         # it is recovered from here (runtime.learner.promote_leftover_staged)
         manifest["learner_state"] = dataclasses.asdict(after)
@@ -455,9 +533,7 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
         version = ctx.registry.stage(files, manifest, status=status.value)
     cl = {}
     if record is not None:
-        cl = record(round_no=round_no, version=version, status=status, reason=verdict.reason,
-                    seconds=round(time.time() - started_s, 1), evaluation=candidate,
-                    columns=state.task_order, class_names=names, calibration=cal_report)
+        cl = record(version=version, **recorded)
         ctx.registry.update_manifest(version, {"metrics": dict(manifest["metrics"], **cl)})
     if verdict.accepted:
         _set_far_baselines(ctx, model, names)

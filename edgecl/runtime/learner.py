@@ -209,6 +209,7 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     """
     from edgecl.runtime.promote import promote_version
 
+    record_missing_rounds(cfg.state_dir, registry)
     promoted = None
     # INVARIANT: only versions a learning round staged (its manifest names the memory snapshot
     # it learnt) are promoted here; a version added by hand waits for 'models promote'
@@ -238,6 +239,58 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
         except (EdgeclError, OSError) as exc:
             log.warning("metrics database not updated for %s: %s", current, exc)
     return promoted
+
+
+def record_missing_rounds(state_dir, registry) -> list[str]:
+    """At start: record in the metrics database the rounds a kill left unrecorded.
+
+    A round stages its version, then records its evaluation; a kill between the two left the
+    version without its row, so the forgetting monitor, ``monitor report`` and ``/metrics``
+    skipped that round. Each version a round staged keeps what the recording hook received
+    (``round_record.json``); a version without a row is recorded from it, and its manifest
+    gains the figures the record derives. When the round was rejected, the learner's round
+    number moves past it too (a staged one's progress is adopted at its promotion).
+
+    Args:
+        state_dir: the state directory.
+        registry: its model registry.
+
+    Returns:
+        The versions recorded now (oldest first).
+    """
+    from edgecl.continual.round import ROUND_RECORD_FILE, read_round_record
+    from edgecl.continual.round_state import load_state, save_state
+    from edgecl.runtime.monitor import Monitor
+
+    try:
+        recorded = Monitor(state_dir).recorded_versions()
+    except (EdgeclError, OSError) as exc:
+        log.warning("metrics database not checked for unrecorded rounds: %s", exc)
+        return []
+    done = []
+    for version in registry.versions():
+        if version in recorded:
+            continue
+        try:
+            manifest = registry.manifest(version)
+            if ROUND_RECORD_FILE not in (manifest.get("files") or {}):
+                continue  # added by hand, adopted from the fleet, or staged by an older release
+            kwargs = read_round_record(registry.file_path(version, ROUND_RECORD_FILE))
+            figures = monitor_recorder(state_dir)(version=version, **kwargs)
+            registry.update_manifest(version, {"metrics": dict(manifest.get("metrics") or {},
+                                                               **figures)})
+        except (EdgeclError, OSError, ValueError) as exc:
+            log.warning("round of %s not recorded in the metrics database: %s", version, exc)
+            continue
+        if kwargs["status"] == "rejected":
+            state = load_state(state_dir)
+            if kwargs["round_no"] > state.round:
+                state.round = kwargs["round_no"]
+                save_state(state_dir, state)
+        log.warning("round %d (%s) recorded in the metrics database from its version: the "
+                    "last shutdown came before the round recorded it", kwargs["round_no"], version)
+        done.append(version)
+    return done
 
 
 def _adopt_round_progress(state_dir, manifest: dict) -> None:

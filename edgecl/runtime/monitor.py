@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edgecl.atomic import json_default
 from edgecl.calibration.dece import ReliabilityBins, bins_to_records, dece_from_bins, merge_bins
 from edgecl.continual import metrics
 from edgecl.continual.evaluate import DECE_PROTOCOL
@@ -302,7 +303,7 @@ class Monitor:
         Raises:
             StorageError: when the database cannot be written.
         """
-        text = json.dumps(report, allow_nan=False, default=_json_default)
+        text = json.dumps(report, allow_nan=False, default=json_default)
         with self._write() as conn:
             conn.execute("INSERT OR REPLACE INTO calibration VALUES (?,?,?,?,?,?)",
                          (int(round_no), str(model_version), _nan_to_none(report.get("dece_before")),
@@ -418,6 +419,15 @@ class Monitor:
             "DELETE FROM runtime WHERE rowid < :cut AND rowid NOT IN (SELECT rowid FROM runtime "
             "WHERE rowid < :cut ORDER BY rowid DESC LIMIT :keep)",
             {"cut": cutoff, "keep": self.max_downsampled_rows})
+
+    def recorded_versions(self) -> set[str]:
+        """The versions whose round is recorded (any status).
+
+        Returns:
+            Version names.
+        """
+        with self._connect() as conn:
+            return {str(v) for (v,) in conn.execute("SELECT DISTINCT model_version FROM rounds")}
 
     def set_version_status(self, model_version: str, status: str) -> None:
         """Change the recorded status of a version's round (``staged`` -> ``promoted``).
@@ -784,15 +794,6 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
     """True when SQLite says the file is not (or no longer) a database."""
     text = str(exc).lower()
     return "not a database" in text or "malformed" in text
-
-
-def _json_default(value):
-    """JSON encoder fallback for numpy scalars and arrays in a calibration report."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _write_names(conn: sqlite3.Connection, names: Mapping[int, str]) -> None:

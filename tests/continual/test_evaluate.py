@@ -157,3 +157,22 @@ def test_label_file_errors_name_file_and_line(tmp_path):
     assert read_label_file(tmp_path / "missing.txt").shape == (0, 5)
     with pytest.raises(ValueError, match="batch"):
         evaluate_model(BoxesFromLabels(GT_A), [], batch=0)
+
+
+def test_from_dict_gives_back_the_result_to_dict_wrote():
+    """Round trip through JSON text (the staged round record), NaN D-ECE and bins included."""
+    import dataclasses
+    import json
+
+    res = evaluate_detections([dets([[10, 10, 60, 50]], [0.9], [0])], [np.array([GT_A])], [SHAPE])
+    res = dataclasses.replace(res, dece=float("nan"), per_class_recall={0: 1.0},
+                              per_class_instances={0: 1})
+    back = EvalResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert back.per_class_ap50_95 == {0: pytest.approx(PERFECT_AP, abs=1e-6)}
+    assert (back.n_images, back.n_boxes, back.per_class_instances) == (1, 1, {0: 1})
+    assert back.per_class_recall == {0: 1.0} and math.isnan(back.dece)
+    assert back.reliability.counts.tolist() == res.reliability.counts.tolist()
+    assert back.reliability.counts.sum() == 1 and back.reliability.bin_edges[-1] == 1.0
+    assert EvalResult.from_dict({**res.to_dict(), "map50": None}).map50 != 0.0
+    with pytest.raises(KeyError):
+        EvalResult.from_dict({"map50_95": 0.5})

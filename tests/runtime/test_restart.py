@@ -1,6 +1,7 @@
 """kill -9 of the whole runtime in the middle of a learning round, then restart: same current
 version, same memory, and learning resumes."""
 
+import json
 import os
 import shutil
 import signal
@@ -102,6 +103,13 @@ def test_a_kill_between_staging_and_saving_the_progress_is_recovered_at_start(tm
     result = run_round(cfg)
     assert result["status"] == "staged"
     learnt = load_state(state)
+    # the kill came before the round recorded its evaluation: its rows are not there
+    recorded = _version_rows(state, result["version"])
+    assert recorded["rounds"] and recorded["class_ap"] and recorded["reliability"]
+    with sqlite3.connect(state / "metrics" / "metrics.sqlite") as db:
+        for table in recorded:
+            db.execute(f"DELETE FROM {table} WHERE model_version=?", (result["version"],))
+    assert not any(_version_rows(state, result["version"]).values())
     # the kill: the progress file as it was before the round
     if before is None:
         state_path(state).unlink()
@@ -118,3 +126,67 @@ def test_a_kill_between_staging_and_saving_the_progress_is_recovered_at_start(tm
                               (result["version"],)).fetchall()
     assert statuses == [("promoted",)]
     assert registry.manifest(result["version"])["learner_state"]["round"] == learnt.round
+    again = _version_rows(state, result["version"])
+    recorded["rounds"] = [(*row[:2], "promoted", *row[3:]) for row in recorded["rounds"]]
+    assert again == recorded
+
+
+# every column but the time stamps; the rounds row also without its wall time
+_ROW_COLUMNS = {"rounds": "round, model_version, status, reason, acc, bwt, mean_forgetting",
+                "evaluations": "round, model_version, task, task_index, map50_95, map50, recall, "
+                               "precision, dece, n_images, n_boxes",
+                "class_ap": "*", "reliability": "*",
+                "calibration": "round, model_version, dece_before, dece_after, report"}
+
+
+def _version_rows(state, version):
+    """A version's rows in each table of the metrics database (sorted, time stamps left out)."""
+    import sqlite3
+
+    with sqlite3.connect(state / "metrics" / "metrics.sqlite") as db:
+        rows = {table: sorted(db.execute(f"SELECT {cols} FROM {table} WHERE model_version=?",
+                                         (version,)).fetchall())
+                for table, cols in _ROW_COLUMNS.items()}
+    rows["calibration"] = [(*row[:4], json.loads(row[4])) for row in rows["calibration"]]
+    return rows
+
+
+def test_a_rejected_round_a_kill_left_unrecorded_is_recorded_at_start(tmp_path):
+    """A rejected version staged with its round record but no metrics row: at start its row is
+    written from the record, its manifest gains the figures, and the learner's round number
+    moves past it; a version without a record (added by hand) is left alone."""
+    from edgecl.continual.evaluate import EvalResult
+    from edgecl.continual.round import ROUND_RECORD_FILE, write_round_record
+    from edgecl.continual.round_state import load_state
+    from edgecl.runtime.learner import record_missing_rounds
+    from edgecl.runtime.monitor import Monitor
+
+    state = tmp_path / "state"
+    registry = Registry(state / "models")
+    (tmp_path / "model.pt").write_bytes(b"x")
+    hand = registry.stage({"model.pt": tmp_path / "model.pt"}, {"classes": {0: "car"}})
+    res = EvalResult(map50_95=0.25, map50=0.5, recall=0.5, precision=0.5,
+                     per_class_ap50_95={0: 0.25, 1: float("nan")}, n_images=3, n_boxes=4,
+                     dece=float("nan"), per_class_recall={0: 0.5}, per_class_instances={0: 4})
+    record = write_round_record(tmp_path / ROUND_RECORD_FILE, round_no=7, status="rejected",
+                                reason="forgot car", seconds=12.5, evaluation={"stream": res},
+                                columns=["stream"], class_names={0: "car", 1: "van"},
+                                calibration=None)
+    version = registry.stage({"model.pt": tmp_path / "model.pt", ROUND_RECORD_FILE: record},
+                             {"classes": {0: "car", 1: "van"}, "metrics": {"dece": None}},
+                             status="rejected")
+    assert load_state(state).round == 0
+
+    assert record_missing_rounds(state, registry) == [version]
+
+    rows = _version_rows(state, version)
+    assert rows["rounds"] == [(7, version, "rejected", "forgot car", 0.25, 0.0, 0.0)]
+    assert rows["class_ap"] == [(7, version, "stream", 0, 0.25, 0.5, 4),
+                                (7, version, "stream", 1, None, None, None)]
+    assert rows["evaluations"] == [(7, version, "stream", 0, 0.25, 0.5, 0.5, 0.5, None, 3, 4)]
+    assert Monitor(state).class_names() == {0: "car", 1: "van"}
+    assert registry.manifest(version)["metrics"]["acc"] == 0.25
+    assert registry.manifest(version)["metrics"]["dece"] is None
+    assert load_state(state).round == 7
+    assert not any(_version_rows(state, hand).values())
+    assert record_missing_rounds(state, registry) == []  # recorded once
