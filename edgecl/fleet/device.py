@@ -231,12 +231,18 @@ class FleetDevice:
             EdgeclError: staging or promotion failed (the client contains it and reports it).
         """
         from edgecl.continual.gate import judge_results
-        from edgecl.continual.round import export_candidate, recent_class_loss
+        from edgecl.continual.round import (
+            ROUND_RECORD_FILE,
+            export_candidate,
+            recent_class_loss,
+            write_round_record,
+        )
         from edgecl.fleet.weights import build_model
         from edgecl.models.checkpoint import load_checkpoint
-        from edgecl.runtime.learner import round_lock
+        from edgecl.runtime.learner import record_in_monitor, round_lock
         from edgecl.runtime.promote import promote_version
 
+        started_s = time.time()
         if not global_names:
             return AdoptOutcome("skipped", "the global model knows no class yet")
         with round_lock(self.cfg.state_dir) as held:
@@ -276,7 +282,16 @@ class FleetDevice:
 
                 files[CALIBRATOR_FILE] = calibrator.save(ctx.work / CALIBRATOR_FILE)
                 manifest["calibration"] = calibration_manifest(cal_report)
+            # the forgetting monitor shows a fleet model like a local round's candidate: its
+            # rows follow the learner's last round (kept with the version, as a round's are)
+            recorded = dict(round_no=ctx.state.round, status=status,
+                            reason=f"fleet round {round_no}: {verdict.reason}",
+                            seconds=round(time.time() - started_s, 1), evaluation=candidate,
+                            columns=ctx.state.task_order, class_names=names,
+                            calibration=cal_report)
+            files[ROUND_RECORD_FILE] = write_round_record(ctx.work / ROUND_RECORD_FILE, **recorded)
             version = ctx.registry.stage(files, manifest, status=status)
+            record_in_monitor(self.cfg.state_dir, ctx.registry, version, recorded)
             if verdict.accepted:
                 promote_version(self.cfg.state_dir, version)
                 log.info("fleet round %d: adopted as %s (%s)", round_no, version, verdict.reason)

@@ -241,6 +241,31 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     return promoted
 
 
+def record_in_monitor(state_dir, registry, version: str, recorded: dict) -> bool:
+    """Record a staged version's evaluation in the metrics database and put the figures it
+    derives (ACC, BWT, ...) into the version's manifest. A fault is logged, not raised: the
+    version stays staged, and the next start records it (:func:`record_missing_rounds`).
+
+    Args:
+        state_dir: the state directory.
+        registry: its model registry.
+        version: the version.
+        recorded: the recording hook's keyword arguments (see
+            :func:`edgecl.continual.round.write_round_record`).
+
+    Returns:
+        True when recorded.
+    """
+    try:
+        figures = monitor_recorder(state_dir)(version=version, **recorded)
+        metrics = registry.manifest(version).get("metrics") or {}
+        registry.update_manifest(version, {"metrics": dict(metrics, **figures)})
+    except (EdgeclError, OSError, ValueError) as exc:
+        log.warning("round of %s not recorded in the metrics database: %s", version, exc)
+        return False
+    return True
+
+
 def record_missing_rounds(state_dir, registry) -> list[str]:
     """At start: record in the metrics database the rounds a kill left unrecorded.
 
@@ -274,13 +299,12 @@ def record_missing_rounds(state_dir, registry) -> list[str]:
         try:
             manifest = registry.manifest(version)
             if ROUND_RECORD_FILE not in (manifest.get("files") or {}):
-                continue  # added by hand, adopted from the fleet, or staged by an older release
+                continue  # added by hand, or staged by an older release
             kwargs = read_round_record(registry.file_path(version, ROUND_RECORD_FILE))
-            figures = monitor_recorder(state_dir)(version=version, **kwargs)
-            registry.update_manifest(version, {"metrics": dict(manifest.get("metrics") or {},
-                                                               **figures)})
         except (EdgeclError, OSError, ValueError) as exc:
             log.warning("round of %s not recorded in the metrics database: %s", version, exc)
+            continue
+        if not record_in_monitor(state_dir, registry, version, kwargs):
             continue
         if kwargs["status"] == "rejected":
             state = load_state(state_dir)

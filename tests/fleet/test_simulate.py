@@ -6,6 +6,7 @@ up to 220 s under load (three spawned processes each import torch, ultralytics a
 each device exports ONNX once; alone and joint baselines run in a fourth)."""
 
 import json
+import sqlite3
 
 import pytest
 
@@ -36,6 +37,14 @@ def test_two_devices_learn_together_and_adopt_the_global_model(tmp_path, capsys)
         manifest = registry.manifest(registry.current())
         assert manifest["origin"] == "fleet round 1" and "model.onnx" in manifest["files"]
         assert registry.verify(registry.current()) == []
+        with sqlite3.connect(state / "metrics" / "metrics.sqlite") as db:  # the monitor shows it
+            rows = db.execute("SELECT status, reason FROM rounds WHERE model_version=?",
+                              (registry.current(),)).fetchall()
+            per_class = db.execute("SELECT COUNT(*) FROM class_ap WHERE model_version=?",
+                                   (registry.current(),)).fetchone()[0]
+        assert len(rows) == 1 and rows[0][0] == "promoted"
+        assert rows[0][1].startswith("fleet round 1: ") and per_class > 0
+        assert "acc" in manifest["metrics"]
     rounds = json.loads((out / "summary.json").read_text())["server_rounds"]
     assert rounds[0]["round"] == 1 and set(rounds[0]["devices"]) == {"device0", "device1"}
     assert all(d["update"] == "kept" for d in rounds[0]["devices"].values())
