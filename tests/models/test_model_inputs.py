@@ -270,3 +270,29 @@ def test_odd_onnx_metadata_is_one_line(custom, match):
 
     with pytest.raises(ModelLoadError, match=match):  # before: OverflowError, MemoryError
         read_onnx_metadata(custom, [1, 3, "h", "w"], "m.onnx", None)
+
+
+def test_nms_runs_on_one_torch_thread_and_leaves_the_count_as_it_was(monkeypatch):
+    """NMS of a frame is too small to share between threads (waking the pool's other threads
+    cost ~10 ms per frame on a busy CPU): it runs on one, and the caller's count comes back."""
+    import torch
+    import ultralytics.utils.nms as nms_module
+
+    seen = []
+    real = nms_module.non_max_suppression
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nms_module, "non_max_suppression", spy)
+    raw = np.zeros((1, 5, 21), np.float32)
+    raw[0, :4, 0], raw[0, 4, 0] = (50, 40, 20, 10), 0.9
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        (det,) = postprocess(raw, [(160, 256)], (160, 256), 1, InferenceOptions())
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert len(det.scores) == 1 and det.scores[0] == pytest.approx(0.9)
