@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("learn", help="run one learning round on the replay memory now")
     add_config_args(p)
     p.add_argument("--no-promote", action="store_true",
-                   help="stage the candidate but leave the current version in place")
+                   help="stage the candidate but leave the current version in place (also "
+                        "after a restart: 'edgecl models promote VERSION' serves it)")
     p.add_argument("--json", action="store_true", help="print the round's result as JSON")
     p.set_defaults(func=learn_command)
 
@@ -32,7 +33,7 @@ def learn_command(args: argparse.Namespace) -> int:
     with round_lock(cfg.state_dir) as held:
         if not held:
             raise EdgeclError(f"a learning round is already running on {cfg.state_dir}")
-        result = run_learning_round(cfg, reason="on_demand")
+        result = run_learning_round(cfg, reason="on_demand", hold=args.no_promote)
     if result.status is RoundStatus.STAGED and not args.no_promote:
         promote_version(cfg.state_dir, result.version)
         result.status = RoundStatus.PROMOTED

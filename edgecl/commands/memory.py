@@ -65,8 +65,9 @@ def _registry_names(args: argparse.Namespace) -> dict[int, str]:
 
 
 def stats_command(args: argparse.Namespace) -> int:
-    """Print the memory's counts (``--json``: one JSON object as the last line)."""
-    with _open(args) as memory:
+    """Print the memory's counts (``--json``: one JSON object as the last line). Reads only:
+    nothing is repaired or evicted (that is ``memory verify``'s, and the runtime's at start)."""
+    with _open(args, verify=False) as memory:
         stats = memory.stats()
     names = _registry_names(args)
     if names:
@@ -104,6 +105,13 @@ def verify_command(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _yaml_text(text: str) -> str:
+    """A YAML double-quoted scalar for ``text``: JSON's quoting, with characters outside ASCII
+    written as themselves (JSON's ``\\ud83d\\ude97`` pairs for an emoji read back in YAML as two
+    lone surrogates, which no file system or class registry accepts)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def export_command(args: argparse.Namespace) -> int:
     """Write ``images/``, ``labels/``, ``train.txt``, ``val.txt`` and ``data.yaml``."""
     from edgecl import atomic
@@ -111,7 +119,14 @@ def export_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise ReplayMemoryError(f"export folder {out} is not empty")
-    with _open(args) as memory:
+    with _open(args, verify=False) as memory:  # an export changes nothing in the memory
+        report = memory.verify(repair=False)
+        damaged = report.missing_rows + report.corrupt_rows
+        if damaged:
+            raise ReplayMemoryError(
+                f"the replay memory {memory.root} has {len(damaged)} damaged sample(s) "
+                f"({report.details[0]}{', ...' if len(damaged) > 1 else ''}); nothing was "
+                f"exported: 'edgecl memory verify' drops them, then export again")
         snap = memory.snapshot()
         names = _registry_names(args) or memory.class_names()
     final = out.resolve()
@@ -130,8 +145,8 @@ def export_command(args: argparse.Namespace) -> int:
         all_names = {i: (names or {}).get(i, str(i)) for i in range(nc)}
         val = "val.txt" if lists[True] else "train.txt"
         atomic.atomic_write_text(tmp / "data.yaml", (
-            f"path: {json.dumps(str(final))}\ntrain: train.txt\nval: {val}\n"
-            f"nc: {nc}\nnames:\n" + "".join(f"  {i}: {json.dumps(n)}\n" for i, n in all_names.items())))
+            f"path: {_yaml_text(str(final))}\ntrain: train.txt\nval: {val}\n"
+            f"nc: {nc}\nnames:\n" + "".join(f"  {i}: {_yaml_text(n)}\n" for i, n in all_names.items())))
     print(f"exported {len(lists[False])} training and {len(lists[True])} held-out samples "
           f"(snapshot {snap.snapshot_id}) to {out}")
     return 0

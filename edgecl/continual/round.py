@@ -73,6 +73,10 @@ stores a round's held-out evaluation (the runtime's monitor does) and returns th
 learning figures it derives (``acc``, ``bwt``, ...), which go into the manifest."""
 
 
+MANUAL_PROMOTION = "manual"
+"""A manifest's ``promote`` value for a candidate a person promotes (``edgecl learn
+--no-promote``); the runtime never promotes it by itself."""
+
 ROUND_RECORD_FILE = "round_record.json"
 """A version's file holding what its round handed the recording hook (see
 :func:`write_round_record`)."""
@@ -146,7 +150,7 @@ def read_round_record(path: Path) -> dict:
 
 
 def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None = None,
-              record: RoundRecorder | None = None) -> RoundResult:
+              record: RoundRecorder | None = None, hold: bool = False) -> RoundResult:
     """Run one learning round: snapshot -> replay -> fine-tune -> evaluate -> gate -> export -> stage.
 
     Only a candidate the gate accepts is exported (ONNX, TensorRT engine); a rejected one is kept
@@ -160,6 +164,8 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
         max_sample_id: learn only samples with ids up to this (those present when the round
             was triggered); ``None``: everything in the memory.
         record: optional hook storing the evaluation (see :data:`RoundRecorder`).
+        hold: a staged candidate waits for a person (``edgecl models promote``): its manifest
+            says ``"promote": "manual"``, so a restart does not promote it.
 
     Returns:
         The :class:`RoundResult` (``staged``, ``rejected``, ``skipped`` or ``failed``).
@@ -184,7 +190,7 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
                                   f"{problems[0]}")
     log.info("round %d: %d new samples of %s (trigger: %s)", ctx.state.round + 1,
              len(ctx.new_records), sorted({r.task for r in ctx.new_records}), reason)
-    return _train_evaluate_stage(ctx, reason, started_s, record)
+    return _train_evaluate_stage(ctx, reason, started_s, record, hold)
 
 
 def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
@@ -483,7 +489,7 @@ def _set_far_baselines(ctx: RoundContext, model, names) -> None:
 
 
 def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
-                          record: RoundRecorder | None) -> RoundResult:
+                          record: RoundRecorder | None, hold: bool = False) -> RoundResult:
     cfg, state = ctx.cfg, ctx.state
     round_no = state.round + 1
     clock = _PhaseClock()
@@ -525,6 +531,8 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
         # the learner's progress once this round is done: a kill between staging and saving
         # it is recovered from here (runtime.learner.promote_leftover_staged)
         manifest["learner_state"] = dataclasses.asdict(after)
+        if hold:
+            manifest["promote"] = MANUAL_PROMOTION
         if calibrator is not None:
             from edgecl.calibration.posthoc import CALIBRATOR_FILE, calibration_manifest
 

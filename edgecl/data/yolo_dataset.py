@@ -19,6 +19,7 @@ Labels always follow :func:`edgecl.data.labels.label_path_for` (last ``/images/`
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -120,10 +121,16 @@ def path_from_text(text: str, where: str) -> Path:
         The path (relative paths stay relative).
 
     Raises:
-        ConfigError: the text holds a NUL byte, which no file name can.
+        ConfigError: the text holds a NUL byte, which no file name can, or a character no file
+            name can be encoded with (a lone surrogate: an emoji escaped as two ``\\u`` codes).
     """
     if "\0" in text:
         raise ConfigError(f"{where}: path {text!r} contains a NUL byte")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        raise ConfigError(f"{where}: path {text!r} is not valid Unicode text (a lone surrogate; "
+                          f"was an emoji written as two \\u escapes?)") from None
     try:
         return Path(text).expanduser()
     except RuntimeError:  # "~someone" with no such user: a literal folder name, as in a shell

@@ -89,7 +89,8 @@ def monitor_recorder(state_dir: str | Path):
 
 
 def run_learning_round(cfg: Config, reason: str = "on_demand",
-                       max_sample_id: int | None = None, round_id: str = "") -> RoundResult:
+                       max_sample_id: int | None = None, round_id: str = "",
+                       hold: bool = False) -> RoundResult:
     """Run one round with the monitor recording it, and write ``last_round.json``.
 
     A fault inside the round is contained here: it becomes a ``failed`` result whose reason
@@ -100,6 +101,8 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         reason: what triggered the round.
         max_sample_id: learn only samples up to this memory id.
         round_id: the supervisor's id of this round, written into the result.
+        hold: a staged candidate waits for ``edgecl models promote`` (see
+            :func:`edgecl.continual.round.run_round`).
 
     Returns:
         The round's result.
@@ -109,7 +112,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
     started_s = time.time()
     try:
         result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
-                           record=monitor_recorder(cfg.state_dir))
+                           record=monitor_recorder(cfg.state_dir), hold=hold)
     except Exception as exc:  # a round's fault must never escape the learner; it is reported
         log.exception("learning round failed")
         result = RoundResult(RoundStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",
@@ -207,14 +210,17 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     Raises:
         EdgeclError: the promotion itself failed (the caller decides whether that stops the start).
     """
+    from edgecl.continual.round import MANUAL_PROMOTION
     from edgecl.runtime.promote import promote_version
 
     record_missing_rounds(cfg.state_dir, registry)
     promoted = None
     # INVARIANT: only versions a learning round staged (its manifest names the memory snapshot
-    # it learnt) are promoted here; a version added by hand waits for 'models promote'
+    # it learnt) are promoted here; a version added by hand, or one 'edgecl learn --no-promote'
+    # left for a person, waits for 'models promote'
     from_rounds = [v for v in registry.staged_versions()
-                   if registry.manifest(v).get("memory_snapshot")]
+                   if registry.manifest(v).get("memory_snapshot")
+                   and registry.manifest(v).get("promote") != MANUAL_PROMOTION]
     for version in reversed(from_rounds):
         if promoted is not None:
             registry.set_status(version, "retired", reason=f"superseded by {promoted}")

@@ -132,3 +132,60 @@ def test_verify_counts_each_damaged_sample_once(state, capsys):
     assert not image4.exists() and not (mem / "images" / "00000006.jpg").exists()
     assert main(["memory", "verify", "--no-repair", "--json", "--state-dir", str(state)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["unrepaired"] == []
+
+
+def test_stats_and_export_never_drop_a_sample(state, tmp_path, capsys):
+    """Inspecting reads only: a lower capacity on the command line or a missing image file
+    changes nothing (repairing and evicting are 'memory verify's and the runtime's)."""
+    lower = ["memory.capacity=5", "memory.holdout_fraction=0.3"]
+    assert main(["memory", "stats", "--json", "--state-dir", str(state), *lower]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["samples"] == 10
+    assert main(["memory", "export", "--out", str(tmp_path / "e"), "--state-dir", str(state),
+                 *lower]) == 0
+    assert len(list((tmp_path / "e" / "images").iterdir())) == 10
+    missing = state / "memory" / "images" / "00000003.jpg"
+    kept = missing.read_bytes()
+    missing.unlink()
+    assert main(["memory", "stats", "--json", "--state-dir", str(state)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["samples"] == 10
+    assert (state / "memory" / "labels" / "00000003.txt").is_file()
+    assert main(["memory", "export", "--out", str(tmp_path / "e2"), "--state-dir", str(state)]) == 2
+    assert "missing" in capsys.readouterr().err and not (tmp_path / "e2").exists()
+    missing.write_bytes(kept)
+    assert main(["memory", "verify", "--no-repair", "--state-dir", str(state)]) == 0
+
+
+def test_a_lower_capacity_evicts_on_open_and_says_so(state, caplog):
+    with caplog.at_level("WARNING"):
+        with ReplayMemory(state / "memory", MemoryConfig(capacity=4, holdout_fraction=0.3)) as m:
+            assert len(m) == 4
+    assert "checked on open and repaired" in caplog.text and "6 evicted over bounds" in caplog.text
+
+
+def test_export_writes_names_and_paths_outside_ascii_as_themselves(tmp_path, capsys):
+    """An emoji in a class name or in the path: the data.yaml reads back the same in YAML
+    (JSON's surrogate-pair escapes read back as two lone surrogates)."""
+    from edgecl.models.classes import ClassRegistry
+
+    state = tmp_path / "st ate 🚗"
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.3), names={0: "car"}) as m:
+        for i in range(4):
+            m.add(Sample(np.full((24, 24, 3), i * 20, np.uint8), BOX * [0, 1, 1, 1, 1], task="t0"))
+    ClassRegistry(state).add(["car"])
+    ClassRegistry(state).rename("car", "🚗 car")
+    out = state / "export"
+    assert main(["memory", "export", "--out", str(out), "--state-dir", str(state)]) == 0
+    data = yaml.safe_load((out / "data.yaml").read_text(encoding="utf-8"))
+    assert data["names"] == {0: "🚗 car"} and data["path"] == str(out.resolve())
+    from ultralytics.utils import YAML
+
+    assert YAML.load(out / "data.yaml")["names"] == {0: "🚗 car"}
+
+
+def test_a_path_with_lone_surrogates_is_a_one_line_error(tmp_path):
+    from edgecl.data.yolo_dataset import path_from_text
+    from edgecl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not valid Unicode text"):
+        path_from_text("/tmp/\ud83d\ude97", "data.yaml: 'path'")
+    assert str(path_from_text("/tmp/\udcff", "x")) == "/tmp/\udcff"  # an undecodable byte: kept

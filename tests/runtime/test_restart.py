@@ -190,3 +190,29 @@ def test_a_rejected_round_a_kill_left_unrecorded_is_recorded_at_start(tmp_path):
     assert load_state(state).round == 7
     assert not any(_version_rows(state, hand).values())
     assert record_missing_rounds(state, registry) == []  # recorded once
+
+
+@pytest.mark.timeout(300)
+def test_a_candidate_learn_no_promote_staged_is_not_promoted_by_a_restart(tmp_path, capsys):
+    from edgecl.bench.demo import initial_model
+    from edgecl.cli import main
+    from edgecl.runtime.app import inference_options
+    from edgecl.runtime.learner import promote_leftover_staged
+
+    yaml_path = make_scenario(tmp_path / "scn", tasks=1, images_per_task=16, imgsz=IMGSZ, seed=5)
+    state = tmp_path / "state"
+    settings = [*overrides(state), "learner.enabled=false", "export.openvino=off",
+                "export.cpu_int8=off"]
+    cfg = load_config(None, settings)
+    init = initial_model(yaml_path, tmp_path / "init.pt", IMGSZ)
+    Runtime(cfg, RunOptions(source_uri=f"tasks://{yaml_path}?task=t1", model=str(init), quiet=True)).run()
+    registry = Registry(state / "models")
+    before = registry.current()
+    assert main(["learn", "--no-promote", "--json", "--state-dir", str(state), *settings]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["status"] == "staged"
+    assert registry.manifest(result["version"])["promote"] == "manual"
+    assert promote_leftover_staged(cfg, registry, inference_options(cfg)) is None
+    assert registry.current() == before and registry.status(result["version"]) == "staged"
+    promote_version(state, result["version"])  # a person's 'models promote'
+    assert registry.current() == result["version"]

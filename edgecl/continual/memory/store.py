@@ -241,6 +241,12 @@ class ReplayMemory:
             if names:
                 self.set_class_names(names)
             self.last_verify = self.verify(repair=True) if verify_on_open else None
+            report = self.last_verify
+            if report is not None and (report.missing_rows or report.corrupt_rows
+                                       or report.bound_evictions):
+                # samples were dropped: say so (a lowered capacity evicts on open, for instance)
+                log.warning("replay memory %s checked on open and repaired: %s", self.root,
+                            report.summary())
         except BaseException:
             self._db.close()
             raise
