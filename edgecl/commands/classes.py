@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
@@ -84,4 +85,22 @@ def rename_command(args: argparse.Namespace) -> int:
     before = registry.names()
     class_id = registry.rename(args.old, args.new)
     print(f"class {class_id}: {before[class_id]} -> {registry.names()[class_id]}")
+    _rename_in_monitor(args, registry.names())
     return 0
+
+
+def _rename_in_monitor(args: argparse.Namespace, names: dict[int, str]) -> None:
+    """The forgetting monitor (its summary, report and ``/metrics``) shows the new name at once,
+    not only after the next round recorded it. A fault is a warning: the registry holds the
+    name, and the next round writes it there again."""
+    from edgecl.errors import EdgeclError
+    from edgecl.runtime.monitor import DB_RELPATH, Monitor
+
+    state_dir = config_from_args(args).state_dir
+    if not (Path(state_dir) / DB_RELPATH).is_file():
+        return
+    try:
+        Monitor(state_dir, create=False).set_class_names(names)
+    except (EdgeclError, OSError) as exc:
+        print(f"warning: the metrics database keeps the old name until the next round: {exc}",
+              file=sys.stderr)

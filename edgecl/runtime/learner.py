@@ -196,8 +196,9 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     that is intact and loads is promoted; one that fails is marked ``rejected`` with the
     reason, and older staged versions are marked ``retired`` (superseded). When the kill came
     before the round saved the learner's progress, the progress recorded in the version's
-    manifest is adopted; the metrics database's row of the current version is marked promoted
-    (a kill between the two writes of a promotion left it ``staged``).
+    manifest is adopted; the metrics database's rounds take the statuses the registry holds
+    (a kill between the two writes of a promotion or a rollback left them behind), and a round
+    a kill left unrecorded there is recorded (:func:`record_missing_rounds`).
 
     Args:
         cfg: configuration (state directory).
@@ -211,7 +212,7 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
         EdgeclError: the promotion itself failed (the caller decides whether that stops the start).
     """
     from edgecl.continual.round import MANUAL_PROMOTION
-    from edgecl.runtime.promote import promote_version
+    from edgecl.runtime.promote import promote_version, sync_monitor
 
     record_missing_rounds(cfg.state_dir, registry)
     promoted = None
@@ -236,14 +237,8 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
         _adopt_round_progress(cfg.state_dir, registry.manifest(version))
         log.info("promoted %s, staged by a round before the last shutdown", version)
         promoted = version
-    current = registry.current()
-    if current is not None:  # a kill between 'current' and the monitor's row: bring it in line
-        from edgecl.runtime.monitor import Monitor
-
-        try:
-            Monitor(cfg.state_dir).set_version_status(current, "promoted")
-        except (EdgeclError, OSError) as exc:
-            log.warning("metrics database not updated for %s: %s", current, exc)
+    # a kill between the registry's write and the monitor's (a promotion, a rollback)
+    sync_monitor(cfg.state_dir, registry)
     return promoted
 
 

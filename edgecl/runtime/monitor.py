@@ -53,7 +53,10 @@ log = logging.getLogger(__name__)
 
 DB_RELPATH = Path("metrics") / "metrics.sqlite"
 # INVARIANT: the round outcomes that name a model version (one enum, shared with the learner)
-STATUSES = tuple(s.value for s in (RoundStatus.STAGED, RoundStatus.PROMOTED, RoundStatus.REJECTED))
+STATUSES = (*(s.value for s in (RoundStatus.STAGED, RoundStatus.PROMOTED, RoundStatus.REJECTED)),
+            "retired")
+"""A round's version as the registry holds it; ``retired``: served once, then rolled back or
+superseded (no longer in the chain of promoted versions the matrix shows)."""
 KINDS = ("auto", "tasks", "classes")
 
 _SCHEMA = """
@@ -78,10 +81,13 @@ CREATE TABLE IF NOT EXISTS runtime (
     ts_s REAL NOT NULL, fps REAL, latency_ms_p50 REAL, memory_bytes INTEGER,
     memory_samples INTEGER, model_version TEXT);
 CREATE INDEX IF NOT EXISTS runtime_by_time ON runtime (ts_s);
+"""
+
+_ROUNDS_TABLE = """
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER NOT NULL, model_version TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('staged', 'promoted', 'rejected')), reason TEXT,
-    acc REAL, bwt REAL, mean_forgetting REAL, seconds REAL, ts_s REAL NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('staged', 'promoted', 'rejected', 'retired')),
+    reason TEXT, acc REAL, bwt REAL, mean_forgetting REAL, seconds REAL, ts_s REAL NOT NULL,
     PRIMARY KEY (round, model_version));
 """
 
@@ -158,11 +164,12 @@ class Monitor:
             raise StorageError(f"cannot create {self.db_path.parent}: {exc.strerror or exc}") from exc
         with self._write(transaction=False) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + _ROUNDS_TABLE)
             for table, column, sql_type in _MIGRATIONS:
                 have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+            _allow_retired(conn)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -419,6 +426,30 @@ class Monitor:
             "DELETE FROM runtime WHERE rowid < :cut AND rowid NOT IN (SELECT rowid FROM runtime "
             "WHERE rowid < :cut ORDER BY rowid DESC LIMIT :keep)",
             {"cut": cutoff, "keep": self.max_downsampled_rows})
+
+    def follow_registry(self, statuses: Mapping[str, str]) -> int:
+        """Give each recorded round's version the status the registry holds it in.
+
+        A rolled-back version is ``retired`` in the registry and leaves the chain of promoted
+        versions that the matrix, ACC and BWT are computed over; promoted again, it returns.
+        Versions the registry no longer holds (pruned) keep their rows as they are.
+
+        Args:
+            statuses: version -> the registry's status (statuses outside :data:`STATUSES`,
+                e.g. ``corrupt``, are left alone).
+
+        Returns:
+            Rows changed.
+
+        Raises:
+            StorageError: when the database cannot be written.
+        """
+        wanted = [(status, version) for version, status in statuses.items() if status in STATUSES]
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany("UPDATE rounds SET status = ? WHERE model_version = ? "
+                             "AND status != ?", [(s, v, s) for s, v in wanted])
+            return conn.total_changes - before
 
     def recorded_versions(self) -> set[str]:
         """The versions whose round is recorded (any status).
@@ -794,6 +825,31 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
     """True when SQLite says the file is not (or no longer) a database."""
     text = str(exc).lower()
     return "not a database" in text or "malformed" in text
+
+
+def _allow_retired(conn: sqlite3.Connection) -> None:
+    """Rebuild a ``rounds`` table created before the ``retired`` status (SQLite cannot change
+    a CHECK constraint in place): one transaction, rows kept as they are."""
+    def current() -> bool:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' "
+                              "AND name='rounds'").fetchone()
+        return "'retired'" in sql
+
+    if current():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if current():  # another process rebuilt it while this one waited for the lock
+            conn.execute("ROLLBACK")
+            return
+        conn.execute("ALTER TABLE rounds RENAME TO rounds_before_retired")
+        conn.execute(_ROUNDS_TABLE)
+        conn.execute("INSERT INTO rounds SELECT * FROM rounds_before_retired")
+        conn.execute("DROP TABLE rounds_before_retired")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _write_names(conn: sqlite3.Connection, names: Mapping[int, str]) -> None:

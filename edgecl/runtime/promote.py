@@ -46,11 +46,35 @@ def rollback_version(state_dir: str | Path, registry=None) -> str:
     from edgecl.models.registry import Registry
 
     registry = registry or Registry(Path(state_dir) / "models")
+    state = load_state(state_dir)  # read first: an unreadable progress file stops the rollback
     version = registry.rollback()
     manifest = registry.manifest(version)
     learnt = manifest.get("learnt_up_to", None if "parent" in manifest else 0)
-    state = load_state(state_dir)
     if isinstance(learnt, int) and not isinstance(learnt, bool) and learnt < state.last_sample_id:
         state.last_sample_id = learnt
         save_state(state_dir, state)
+    sync_monitor(state_dir, registry)
     return version
+
+
+def sync_monitor(state_dir: str | Path, registry=None) -> None:
+    """Bring the metrics database's round statuses in line with the registry (a rollback, or
+    a kill between the registry's write and the monitor's). A fault is logged, not raised: the
+    registry is what serves.
+
+    Args:
+        state_dir: the state directory.
+        registry: the open registry (``STATE/models`` when ``None``).
+    """
+    import logging
+
+    from edgecl.errors import EdgeclError
+    from edgecl.models.registry import Registry
+    from edgecl.runtime.monitor import Monitor
+
+    registry = registry or Registry(Path(state_dir) / "models")
+    try:
+        Monitor(state_dir).follow_registry({info.version: info.status for info in registry.list()})
+    except (EdgeclError, OSError) as exc:
+        logging.getLogger(__name__).warning("metrics database not brought in line with the "
+                                            "model registry: %s", exc)

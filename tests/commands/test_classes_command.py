@@ -64,3 +64,12 @@ def test_corrupt_registry_gives_one_line(capsys, tmp_path):
     (tmp_path / "classes.json").write_text("{oops")
     code, _, err = run_cli(capsys, "classes", "list", "--state-dir", tmp_path)
     assert code == 2 and err.startswith("error: corrupt class registry") and err.count("\n") == 1
+
+
+def test_a_rename_reaches_the_forgetting_monitor_at_once(capsys, tmp_path):
+    from edgecl.runtime.monitor import Monitor
+
+    ClassRegistry(tmp_path).add(["car", "truck"])
+    Monitor(tmp_path).set_class_names({0: "car", 1: "truck"})
+    code, _, _ = run_cli(capsys, "classes", "rename", "truck", "lorry", "--state-dir", tmp_path)
+    assert code == 0 and Monitor(tmp_path).class_names() == {0: "car", 1: "lorry"}

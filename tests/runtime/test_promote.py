@@ -31,3 +31,55 @@ def test_rollback_makes_the_retired_versions_samples_new_again(tmp_path):
     save_state(tmp_path, LearnerState(last_sample_id=7))
     assert rollback_version(tmp_path, registry) == second
     assert load_state(tmp_path).last_sample_id == 7  # never moved forward by a rollback
+
+
+def test_a_rollback_retires_the_versions_rows_in_the_monitor_and_a_promotion_brings_them_back(
+        tmp_path):
+    """The matrix, ACC and BWT run over the chain of promoted versions as the registry holds
+    it: a rolled-back version leaves it (before: its row stayed 'promoted', and the summary
+    named it as the model in service)."""
+    from edgecl.continual.evaluate import EvalResult
+    from edgecl.runtime.monitor import Monitor
+    from edgecl.runtime.promote import promote_version
+
+    def result(ap):
+        return EvalResult(map50_95=ap, map50=ap, recall=0.5, precision=0.5,
+                          per_class_ap50_95={0: ap}, n_images=2, n_boxes=2, dece=0.0)
+
+    registry = Registry(tmp_path / "models")
+    first = _stage(registry, tmp_path, b"b", parent=None, learnt_up_to=4)
+    second = _stage(registry, tmp_path, b"c", parent=first, learnt_up_to=9)
+    monitor = Monitor(tmp_path)
+    for round_no, (version, ap) in enumerate(((first, 0.8), (second, 0.2)), 1):
+        monitor.record_evaluation(round_no, version, {"cars": result(ap)}, ["cars"])
+        monitor.record_round(round_no, version, "staged")
+        promote_version(tmp_path, version)
+    assert monitor.summary()["model_version"] == second
+    assert rollback_version(tmp_path, registry) == first
+    assert monitor.summary()["model_version"] == first
+    assert monitor.summary()["n_promoted"] == 1
+    assert monitor.accuracy_matrix()["versions"] == [first]
+    promote_version(tmp_path, second)
+    assert monitor.summary()["model_version"] == second
+    assert monitor.accuracy_matrix()["versions"] == [first, second]
+
+
+def test_a_metrics_database_from_before_the_retired_status_is_rebuilt_with_its_rows(tmp_path):
+    import sqlite3
+
+    from edgecl.runtime.monitor import DB_RELPATH, Monitor
+
+    db_path = tmp_path / DB_RELPATH
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as db:
+        db.execute("CREATE TABLE rounds (round INTEGER NOT NULL, model_version TEXT NOT NULL, "
+                   "status TEXT NOT NULL CHECK (status IN ('staged', 'promoted', 'rejected')), "
+                   "reason TEXT, acc REAL, bwt REAL, mean_forgetting REAL, seconds REAL, "
+                   "ts_s REAL NOT NULL, PRIMARY KEY (round, model_version))")
+        db.execute("INSERT INTO rounds VALUES (1, 'v0001', 'promoted', 'ok', 0.5, 0, 0, 3, 1)")
+    Monitor(tmp_path).follow_registry({"v0001": "retired"})
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT * FROM rounds").fetchall() == [
+            (1, "v0001", "retired", "ok", 0.5, 0, 0, 3, 1)]
+        tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "rounds_before_retired" not in tables
