@@ -1,6 +1,7 @@
 """The ``edgecl`` command: ``run | demo | learn | bench | models | memory | labels | scenario | monitor``.
 
-Dotted ``section.key=value`` arguments anywhere on the line override the config file.
+Dotted ``section.key=value`` arguments anywhere on the line override the config file (a
+command that reads no config refuses them; an option's value is never one).
 """
 
 from __future__ import annotations
@@ -22,19 +23,58 @@ COMMAND_MODULES = ("run", "demo", "learn", "bench", "models", "memory", "labels"
 OVERRIDE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
 
 
-def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+def split_overrides(argv: list[str], parser: argparse.ArgumentParser | None = None
+                    ) -> tuple[list[str], list[str]]:
     """Separate ``section.key=value`` overrides from ordinary arguments.
 
     Args:
         argv: command-line arguments (without the program name).
+        parser: with it, an option's value stays an argument even when it looks like an
+            override (``--config v=2.yaml``, ``--out run=1.jsonl``).
 
     Returns:
         ``(arguments, overrides)``.
     """
     args, overrides = [], []
+    value_next = False
     for token in argv:
-        (overrides if OVERRIDE_RE.match(token) else args).append(token)
+        if value_next:
+            args.append(token)
+            value_next = False
+        elif OVERRIDE_RE.match(token):
+            overrides.append(token)
+        else:
+            args.append(token)
+            if parser is not None:
+                parser, value_next = _follow(parser, token)
     return args, overrides
+
+
+def _follow(parser: argparse.ArgumentParser, token: str) -> tuple[argparse.ArgumentParser, bool]:
+    """The parser that reads the arguments after ``token`` (a sub-command's, when ``token``
+    names one), and whether ``token`` is an option whose value is the next argument."""
+    if token.startswith("-") and "=" not in token:
+        options = parser._option_string_actions
+        action = options.get(token)
+        if action is None and token.startswith("--"):  # argparse accepts a unique prefix
+            found = {a for name, a in options.items() if name.startswith(token)}
+            action = found.pop() if len(found) == 1 else None
+        return parser, action is not None and action.nargs != 0
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and token in action.choices:
+            return action.choices[token], False
+    return parser, False
+
+
+def _command_parser(parser: argparse.ArgumentParser, args: list[str]) -> argparse.ArgumentParser:
+    """The (sub-)parser of the command that ``args`` (overrides removed) name."""
+    value_next = False
+    for token in args:
+        if value_next:
+            value_next = False
+        else:
+            parser, value_next = _follow(parser, token)
+    return parser
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -86,9 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         Process exit code: 0 success, 1 failure reported by a command, 2 usage or input
         error, 130 interrupted.
     """
-    args_list, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
+    args_list, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv), parser)
     args = parser.parse_args(args_list)
+    if overrides and getattr(args, "func", None) and not hasattr(args, "config"):
+        shown = ", ".join(o if len(o) <= 60 else o[:57] + "..." for o in overrides[:3])
+        _command_parser(parser, args_list).error(
+            f"{shown}{', ...' if len(overrides) > 3 else ''}: this command reads no config, so "
+            f"section.key=value settings do not apply to it")
     args.overrides = overrides
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

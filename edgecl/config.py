@@ -8,9 +8,12 @@ effective configuration (recorded in manifests and metrics).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
+import math
 import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,10 +267,13 @@ class Rule:
 
     Attributes:
         choices: the valid values of an enum-like key (empty for a numeric key).
-        pattern: a regular expression a value may also match (e.g. ``cuda:N``).
+        pattern: a regular expression a value may also match (e.g. ``cuda:[0-9]+``).
         lo: smallest valid value (``None``: unbounded).
         hi: largest valid value (``None``: unbounded).
         lo_open: ``lo`` itself is invalid (a strictly positive value, say).
+        multiple_of: a numeric value must be a multiple of this (0: any).
+        meaning: what valid values are, in words (used in the error instead of the pattern
+            or the list of choices).
     """
 
     choices: tuple[str, ...] = ()
@@ -283,17 +289,19 @@ class Rule:
         if self.pattern and not self.choices:  # a text value of a fixed form
             if re.fullmatch(self.pattern, str(value)):
                 return None
-            return f"{value!r} is not {self.meaning or 'of the form ' + self.pattern}"
+            return f"{_show(value)} is not {self.meaning or 'of the form ' + self.pattern}"
         if self.choices:
             if value not in self.choices and not (self.pattern and re.fullmatch(self.pattern, str(value))):
                 hint = did_you_mean(str(value), self.choices)
-                return f"{value!r} is not one of {', '.join(self.choices)}{hint}"
+                return f"{_show(value)} is not {self.meaning or 'one of ' + ', '.join(self.choices)}{hint}"
             return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{_show(value)} is not a finite number"
         low_ok = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
         if not (low_ok and (self.hi is None or value <= self.hi)):
-            return f"{value!r} is out of range ({self._describe()})"
+            return f"{_show(value)} is out of range ({self._describe()})"
         if self.multiple_of and value % self.multiple_of:
-            return f"{value!r} is not a multiple of {self.multiple_of} ({self.meaning})"
+            return f"{_show(value)} is not a multiple of {self.multiple_of} ({self.meaning})"
         return None
 
     def _describe(self) -> str:
@@ -307,6 +315,16 @@ class Rule:
         return " and ".join(parts)
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict, _SHOW.maxset = 2, 4, 4, 4
+_SHOW.maxstring = _SHOW.maxlong = _SHOW.maxother = 40
+
+
+def _show(value: object) -> str:
+    """A short repr for an error line: long text, numbers and containers are cut."""
+    return _SHOW.repr(value)
+
+
 def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else str(v)
 
@@ -318,7 +336,8 @@ def _choices(*names: str) -> Rule:
 _FRACTION = Rule(lo=0.0, hi=1.0)
 _POSITIVE = Rule(lo=0.0, lo_open=True)
 _NON_NEGATIVE = Rule(lo=0.0)
-_COUNT = Rule(lo=1)
+# numpy seeds are 32-bit (np.random.seed refuses more)
+_SEED = Rule(lo=0, hi=2**32 - 1)
 _IMGSZ = Rule(lo=32, hi=4096, multiple_of=32, meaning="the detector's largest stride")
 
 # INVARIANT: every numeric or enum-like key has a rule here (a test walks all_keys());
@@ -326,47 +345,48 @@ _IMGSZ = Rule(lo=32, hi=4096, multiple_of=32, meaning="the detector's largest st
 RULES: dict[str, Rule] = {
     "source.reconnect_initial_s": _POSITIVE,
     "source.reconnect_max_s": _POSITIVE,
-    "source.max_consecutive_failures": _COUNT,
+    "source.max_consecutive_failures": Rule(lo=1, hi=1_000_000),
     "model.imgsz": _IMGSZ,
     "model.conf": _FRACTION,
     "model.iou": _FRACTION,
-    "model.max_det": _COUNT,
+    "model.max_det": Rule(lo=1, hi=10_000),
     "model.threads": Rule(lo=1, hi=256),
     "runtime.back_pressure": _choices("auto", "drop_oldest", "block"),
-    "runtime.sink_queue_size": _COUNT,
+    "runtime.sink_queue_size": Rule(lo=1, hi=10_000),
     "runtime.swap_poll_s": _POSITIVE,
     "runtime.warmup_runs": Rule(lo=0, hi=100),
-    "runtime.out_max_bytes": Rule(lo=0),
+    "runtime.out_max_bytes": Rule(lo=0, hi=2**40),
     "runtime.out_backups": Rule(lo=1, hi=1000),
-    "memory.capacity": _COUNT,
-    "memory.max_bytes": Rule(lo=1024 * 1024),
+    "memory.capacity": Rule(lo=1, hi=10_000_000),
+    "memory.max_bytes": Rule(lo=1024 * 1024, hi=2**44),
     "memory.jpeg_quality": Rule(lo=1, hi=100),
     "memory.policy": _choices("reservoir", "class_balanced", "task_budget"),
     "memory.task_budget_pct": Rule(lo=0.0, hi=100.0, lo_open=True),
     "memory.holdout_fraction": Rule(lo=0.0, hi=0.9, lo_open=True),
     "memory.holdout_block_s": Rule(lo=0.0, hi=86400.0),
-    "memory.seed": _NON_NEGATIVE,
+    "memory.seed": _SEED,
     "replay.strategy": _choices("er", "mir", "mir-virtual", "far", "class_balanced"),
-    "replay.samples": _NON_NEGATIVE,
-    "replay.candidate_pool": _COUNT,
-    "replay.virtual_candidates": _COUNT,
-    "replay.virtual_top_k": _COUNT,
-    "learner.trigger_new_samples": _NON_NEGATIVE,
+    "replay.samples": Rule(lo=0, hi=100_000),
+    "replay.candidate_pool": Rule(lo=1, hi=100_000),
+    "replay.virtual_candidates": Rule(lo=1, hi=100_000),
+    "replay.virtual_top_k": Rule(lo=1, hi=100_000),
+    "learner.trigger_new_samples": Rule(lo=0, hi=10_000_000),
     "learner.trigger_interval_s": _NON_NEGATIVE,
     "learner.budget_s": _POSITIVE,
-    "learner.max_steps": _COUNT,
+    "learner.max_steps": Rule(lo=1, hi=10_000_000),
     "learner.first_round_budget_s": _POSITIVE,
-    "learner.first_round_max_steps": _COUNT,
-    "learner.epochs": _COUNT,
+    "learner.first_round_max_steps": Rule(lo=1, hi=10_000_000),
+    "learner.epochs": Rule(lo=1, hi=100_000),
     "learner.batch": Rule(lo=1, hi=1024),
     "learner.lr": Rule(lo=0.0, hi=1.0, lo_open=True),
     # a 1-image batch below 64 px leaves BatchNorm 1 x 1 maps at stride 32: training fails
     "learner.imgsz": Rule(lo=64, hi=4096, multiple_of=32, meaning="the detector's largest stride"),
-    "learner.device": Rule(choices=("auto", "cpu", "cuda", "cuda:N"), pattern=r"cuda:\d+"),
+    "learner.device": Rule(choices=("auto", "cpu", "cuda"), pattern=r"cuda:[0-9]+",
+                           meaning="one of auto, cpu, cuda or cuda:<index>"),
     "learner.torch_threads": Rule(lo=1, hi=256),
     "learner.nice": Rule(lo=0, hi=19),
     "learner.replay_fraction": _FRACTION,
-    "learner.bn_recalibration_batches": _NON_NEGATIVE,
+    "learner.bn_recalibration_batches": Rule(lo=0, hi=100_000),
     "learner.pseudo_old_conf": Rule(lo=0.0, hi=1.0, lo_open=True),
     "learner.pseudo_old_iou": _FRACTION,
     "learner.distill_cls_weight": _NON_NEGATIVE,
@@ -379,35 +399,36 @@ RULES: dict[str, Rule] = {
     "ider.distill_conf": _FRACTION,
     "gate.max_forgetting": Rule(lo=0.0, hi=1.0, lo_open=True),
     "gate.min_acc_delta": Rule(lo=-1.0, hi=1.0),
-    "gate.min_instances": Rule(lo=1),
+    "gate.min_instances": Rule(lo=1, hi=1_000_000),
     "gate.forgetting_window": Rule(lo=0, hi=1000),
     "export.onnx_opset": Rule(lo=11, hi=23),
     "export.tensorrt": _choices("auto", "on", "off"),
     "export.precision": _choices("fp32", "fp16", "int8"),
-    "export.int8_calibration_images": _COUNT,
-    "export.workspace_mb": _COUNT,
-    "export.keep_promoted": Rule(lo=0),
-    "export.keep_rejected": Rule(lo=0),
-    "export.engine_cache_entries": _COUNT,
+    "export.int8_calibration_images": Rule(lo=1, hi=100_000),
+    "export.workspace_mb": Rule(lo=1, hi=1024 * 1024),
+    "export.keep_promoted": Rule(lo=0, hi=100_000),
+    "export.keep_rejected": Rule(lo=0, hi=100_000),
+    "export.engine_cache_entries": Rule(lo=1, hi=1000),
     "export.openvino": _choices("auto", "on", "off"),
     "export.cpu_int8": _choices("auto", "on", "off"),
     "export.int8_max_drop": _FRACTION,
     "labels.mode": _choices("ground_truth", "pseudo", "field", "off"),
     "labels.pseudo_conf": _FRACTION,
     "labels.pseudo_precision": Rule(lo=0.0, hi=1.0, lo_open=True),
-    "labels.pseudo_min_true_positives": Rule(lo=0),
-    "labels.pseudo_max_per_minute": _NON_NEGATIVE,
+    "labels.pseudo_min_true_positives": Rule(lo=0, hi=1_000_000),
+    "labels.pseudo_max_per_minute": Rule(lo=0, hi=1_000_000),
     "labels.uncertain_low": _FRACTION,
     "labels.uncertain_high": _FRACTION,
-    "labels.max_pending": _COUNT,
+    "labels.max_pending": Rule(lo=1, hi=1_000_000),
     "labels.min_priority": _NON_NEGATIVE,
-    "labels.max_per_minute": _NON_NEGATIVE,
+    "labels.max_per_minute": Rule(lo=0, hi=1_000_000),
     "labels.dedup_window_s": _NON_NEGATIVE,
     "labels.dedup_distance": _FRACTION,
     "labels.novel_distance": Rule(lo=0.0, hi=1.0, lo_open=True),
-    "labels.novelty_ring": _COUNT,
+    # NoveltyRing allocates novelty_ring x EMBEDDING_DIM float32 (1 KiB each) at start
+    "labels.novelty_ring": Rule(lo=1, hi=100_000),
     "labels.random_share": _FRACTION,
-    "labels.seed": _NON_NEGATIVE,
+    "labels.seed": _SEED,
     "labels.storage_retry_s": _POSITIVE,
     "labels.selection.uncertain": _NON_NEGATIVE,
     "labels.selection.novel": _NON_NEGATIVE,
@@ -415,14 +436,14 @@ RULES: dict[str, Rule] = {
     "labels.selection.forgetting": _NON_NEGATIVE,
     "labels.selection.random": _NON_NEGATIVE,
     "server.port": Rule(lo=0, hi=65535),
-    "fleet.rounds": _COUNT,
-    "fleet.min_devices": _COUNT,
+    "fleet.rounds": Rule(lo=1, hi=1_000_000),
+    "fleet.min_devices": Rule(lo=1, hi=100_000),
     "fleet.fraction_fit": Rule(lo=0.0, hi=1.0, lo_open=True),
     "fleet.round_timeout_s": _POSITIVE,
     "fleet.max_forgetting": Rule(lo=0.0, hi=1.0, lo_open=True),
     "fleet.forgetting_action": _choices("drop", "downweight"),
     "fleet.wire_dtype": _choices("float16", "float32"),
-    "fleet.seed": _NON_NEGATIVE,
+    "fleet.seed": _SEED,
     "fleet.retry_s": _POSITIVE,
     "fleet.proximal_mu": _NON_NEGATIVE,
     "fleet.server_address": Rule(
@@ -439,7 +460,15 @@ FREE_KEYS = frozenset({"state_dir", "source.uri", "model.path", "model.providers
 
 
 def _check_pairs(cfg: "Config", where: str) -> None:
-    """Checks that involve two keys at once."""
+    """Checks that involve two keys at once (and the one text key that may not be empty)."""
+    if not cfg.state_dir.strip():  # '' would put the state into the current directory
+        raise ConfigError(f"config key 'state_dir' in {where} must name a directory, got "
+                          f"{_show(cfg.state_dir)}")
+    rep = cfg.replay
+    if rep.strategy == "mir" and rep.candidate_pool < rep.samples:
+        raise ConfigError(f"config key 'replay.candidate_pool' ({rep.candidate_pool}) in {where} "
+                          f"must be at least 'replay.samples' ({rep.samples}) with strategy mir: "
+                          f"it replays the samples it picks from that pool")
     lab = cfg.labels
     if lab.uncertain_low >= lab.uncertain_high:
         raise ConfigError(f"config keys 'labels.uncertain_low' ({lab.uncertain_low}) and "
@@ -518,49 +547,157 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 
 
 def _unknown_key_error(dotted: str, where: str) -> ConfigError:
-    hint = did_you_mean(dotted, all_keys(), cutoff=0.0)
-    return ConfigError(f"unknown config key '{dotted}' in {where}{hint}")
+    """The error for a key no section has: the hint names the closest valid name at the level
+    where the key first goes wrong (a section for a mistyped section), when one is close."""
+    parts = dotted.split(".")
+    hints, depth = typing.get_type_hints(Config), 0
+    while depth + 1 < len(parts) and dataclasses.is_dataclass(hints.get(parts[depth])):
+        hints, depth = typing.get_type_hints(hints[parts[depth]]), depth + 1
+    part = parts[depth]
+    if depth + 1 == len(parts) and dataclasses.is_dataclass(hints.get(part)):
+        first = dataclasses.fields(hints[part])[0].name
+        return ConfigError(f"config key '{dotted}' in {where} is a section: set one of its keys, "
+                           f"e.g. '{dotted}.{first}'")
+    match = difflib.get_close_matches(part.lower(), list(hints), n=1, cutoff=0.6)
+    hint = ""
+    if match:
+        fixed = ".".join([*parts[:depth], match[0], *parts[depth + 1:]])
+        hint = f"; did you mean '{fixed if fixed in all_keys() else '.'.join([*parts[:depth], match[0]])}'?"
+    return ConfigError(f"unknown config key {_show(dotted)} in {where}{hint}")
+
+
+def _what(value: object) -> str:
+    """Name a wrong value in an error: its type, and a short repr (never the whole object)."""
+    if value is None:
+        return "null"
+    return f"{'text' if isinstance(value, str) else type(value).__name__} {_show(value)}"
+
+
+# YAML 1.1 words read as booleans (also accepted quoted, in any case).
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
 def _coerce(value: object, kind: type, dotted: str, where: str) -> object:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is bool and not isinstance(value, bool):
-        raise ConfigError(f"config key '{dotted}' in {where} must be true or false, got {value!r}")
-    if kind in (int, float) and isinstance(value, str):
-        value = _number_from_text(value, dotted, where)
-    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(f"config key '{dotted}' in {where} must be a number, got {value!r}")
-    if kind is int and isinstance(value, float):
+    # the type is checked first: a list or mapping is never walked nor printed whole
+    if kind is str:
+        choices = set(RULES[dotted].choices if dotted in RULES else ())
+        if isinstance(value, bool) and ("on" if value else "off") in choices:
+            return "on" if value else "off"  # an explicit !!bool on/off
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{dotted}' in {where} must be text, got {_what(value)}")
+        return str(value)
+    if kind is bool:
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{dotted}' in {where} must be true or false, "
+                              f"got {_what(value)}")
+        return value
+    if isinstance(value, str):
+        value = _number_from_text(value, kind, dotted, where)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"config key '{dotted}' in {where} must be a number, got {_what(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{dotted}' in {where} must be a finite number, got {value}")
+    if kind is float:
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"config key '{dotted}' in {where}: {_show(value)} is out of range "
+                              f"({RULES[dotted]._describe()})") from None
+    if isinstance(value, float):
         if not value.is_integer():
             raise ConfigError(f"config key '{dotted}' in {where} must be an integer, got {value!r}")
         return int(value)
-    choices = set(RULES[dotted].choices if dotted in RULES else ())
-    if kind is str and isinstance(value, bool) and ("on" if value else "off") in choices:
-        return "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
-    if kind is str and (value is None or isinstance(value, (list, dict))):
-        got = "null" if value is None else f"{type(value).__name__} {value!r}"
-        raise ConfigError(f"config key '{dotted}' in {where} must be text, got {got}")
-    if kind is str and not isinstance(value, str):
-        return str(value)  # a number, e.g. a device name 7
     return value
 
 
-def _number_from_text(text: str, dotted: str, where: str) -> float:
-    """YAML 1.1 reads ``1e6`` as text; accept any number Python can parse."""
+_INT_TEXT = re.compile(r"[-+]?[0-9][0-9_]*")
+# forms YAML 1.1 reads as numbers that this loader does not: hex, octal, binary, base 60
+_NOT_DECIMAL = re.compile(r"[-+]?(0[xXoObB]|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?$)")
+
+
+def _number_from_text(text: str, kind: type, dotted: str, where: str) -> int | float:
+    """Read a number as written in decimal: ``50``, ``1_000``, ``1e3``, ``0.5``.
+
+    YAML 1.1's other forms are refused, not reinterpreted: a leading zero (octal: ``017`` is
+    15), ``0x``/``0o``/``0b`` and base 60 (``1:30`` is 90); so is anything not finite.
+    """
+    t = text.strip()
+    if _INT_TEXT.fullmatch(t):
+        if re.match(r"[-+]?0[0-9_]", t):
+            raise ConfigError(f"config key '{dotted}' in {where} must be a number without leading "
+                              f"zeros (YAML 1.1 reads them as octal), got {_show(text)}")
+        if kind is int:  # exact, however large (the rule's range refuses it then)
+            if len(t) > 100:
+                raise ConfigError(f"config key '{dotted}' in {where}: {_show(text)} is out of "
+                                  f"range ({RULES[dotted]._describe()})")
+            return int(t)
     try:
-        value = float(text.strip())
+        value = float(t)
     except ValueError:
-        raise ConfigError(f"config key '{dotted}' in {where} must be a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(f"config key '{dotted}' in {where} must be a finite number, got {text!r}")
+        how = "a number written in decimal" if _NOT_DECIMAL.match(t) else "a number"
+        if re.fullmatch(r"[-+]?\.(inf|nan)", t, re.IGNORECASE):  # YAML's infinity, not-a-number
+            how = "a finite number"
+        raise ConfigError(f"config key '{dotted}' in {where} must be {how}, got {_show(text)}") from None
+    if math.isinf(value) and "inf" not in t.lower():  # 1e400: beyond a float
+        raise ConfigError(f"config key '{dotted}' in {where}: {_show(text)} is out of range "
+                          f"({RULES[dotted]._describe()})")
+    if not math.isfinite(value):
+        raise ConfigError(f"config key '{dotted}' in {where} must be a finite number, got {_show(text)}")
     return value
 
 
-def _build(cls: type, data: dict, prefix: str, where: str):
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML for config files and override values.
+
+    Every plain scalar but null stays the text written: the key's type decides how it is read
+    (YAML 1.1 would turn a token ``0123456`` into the number 42798 and ``yes`` into True).
+    Aliases are refused (a config needs none, and nested aliases make exponentially large
+    values), nesting is bounded, and a duplicate key is an error instead of the last one
+    silently winning.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag == "tag:yaml.org,2002:null"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    max_depth = 20
+    _depth = 0
+
+    def compose_node(self, parent, index):  # noqa: D102 - PyYAML's hook
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor[:40]} is not allowed in a config file (write "
+                            f"the value out)", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > self.max_depth:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {self.max_depth} levels",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # noqa: D102 - PyYAML's hook
+        seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_show(key_node.value)} (first at line "
+                                    f"{seen[key_node.value] + 1})", key_node.start_mark)
+                seen[key_node.value] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _build(cls: type, data: dict | None, prefix: str, where: str):
+    if data is None:  # an empty section ('memory:' with nothing under it): its defaults
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' in {where} "
-                          f"must be a mapping, got {type(data).__name__}")
+                          f"must be a mapping (keys under it) or empty, got {_what(data)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -570,25 +707,29 @@ def _build(cls: type, data: dict, prefix: str, where: str):
             raise _unknown_key_error(dotted, where)
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
-            kwargs[key] = _build(kind, value or {}, dotted + ".", where)
+            kwargs[key] = _build(kind, value, dotted + ".", where)
         else:
             kwargs[key] = _coerce(value, kind, dotted, where)
     return cls(**kwargs)
 
 
-def _set_dotted(tree: dict, dotted: str, value: object) -> None:
+def _set_dotted(tree: dict, dotted: str, value: object, where: str) -> None:
     parts = dotted.split(".")
     node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
-        node = child
+    for i, part in enumerate(parts[:-1]):
+        if node.get(part) is None:  # absent, or an empty section in the file
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"config section '{'.'.join(parts[:i + 1])}' in {where} must be a "
+                              f"mapping (keys under it) or empty, got {_what(node[part])}")
+        node = node[part]
     node[parts[-1]] = value
 
 
 def parse_override(text: str) -> tuple[str, object]:
     """Parse one ``section.key=value`` override (the value is read as YAML).
+
+    Plain values stay text, as in a config file; the key's type decides how they are read.
 
     Args:
         text: the override as typed on the command line.
@@ -600,15 +741,18 @@ def parse_override(text: str) -> tuple[str, object]:
         ConfigError: when ``=`` is missing or the key is empty.
     """
     if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like section.key=value")
+        raise ConfigError(f"override {_show(text)} must look like section.key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"override '{text}' has an empty key")
+        raise ConfigError(f"override {_show(text)} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_ConfigLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"override '{_show(key)[1:-1]}': the value is nested too deeply or "
+                          f"too large") from None
     return key, value
 
 
@@ -633,18 +777,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            tree = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            tree = yaml.load(p.read_text(encoding="utf-8"), Loader=_ConfigLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"cannot parse config {p}{at}: {getattr(exc, 'problem', exc)}") from None
         except (UnicodeDecodeError, OSError) as exc:
             raise ConfigError(f"cannot read config {p}: {getattr(exc, 'reason', None) or exc}") from None
+        except (RecursionError, MemoryError):
+            raise ConfigError(f"cannot parse config {p}: nested too deeply or too large") from None
+        if tree is None:  # an empty file: the defaults
+            tree = {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config {p} must be a mapping of sections (e.g. 'memory:' with "
+                              f"keys under it), got {_what(tree)}")
     for text in overrides:
         key, value = parse_override(text)
         if key not in all_keys():
             raise _unknown_key_error(key, "command-line override")
-        _set_dotted(tree, key, value)
+        _set_dotted(tree, key, value, where)
     where = where if not overrides else f"{where} (+ overrides)"
     return validate(_build(Config, tree, "", where), where)
 

@@ -61,8 +61,8 @@ def test_bad_values_and_files(tmp_path):
         load_config(broken)
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["novalue"])
-    for text, got in (("state_dir:\n", "null"), ("state_dir: [1, 2]\n", "list [1, 2]"),
-                      ("fleet:\n  token: {a: 1}\n", "dict {'a': 1}")):
+    for text, got in (("state_dir:\n", "null"), ("state_dir: [1, 2]\n", "list ['1', '2']"),
+                      ("fleet:\n  token: {a: 1}\n", "dict {'a': '1'}")):  # plain scalars stay text
         broken.write_text(text)  # before: the state went to ./None or './[1, 2]'
         with pytest.raises(ConfigError, match=f"must be text, got {re.escape(got)}$"):
             load_config(broken)
@@ -145,3 +145,222 @@ def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert "cannot read config" in str(err.value) and "\n" not in str(err.value)
+
+
+def _one_line_error(path=None, overrides=()):
+    with pytest.raises(ConfigError) as err:
+        load_config(path, list(overrides))
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 400, message
+    return message
+
+
+def test_aliases_deep_nesting_and_huge_values_are_refused_quickly(tmp_path):
+    import time
+
+    bomb = tmp_path / "bomb.yaml"  # 10 levels of 9 aliases: 9**10 elements when expanded
+    levels = ["&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    for key in ("memory:\n  capacity", "source:\n  uri"):
+        bomb.write_text(f"{key}: [{', '.join(levels)}]\n")
+        start = time.monotonic()
+        message = _one_line_error(bomb)
+        assert time.monotonic() - start < 2
+        assert message == f"cannot parse config {bomb} at line 2: alias *a0 is not allowed in a " \
+                          f"config file (write the value out)"
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("memory:\n  capacity: " + "[" * 600 + "\n")
+    assert _one_line_error(deep) == f"cannot parse config {deep} at line 2: nested deeper than 20 levels"
+    assert _one_line_error(None, ["memory.capacity=" + "[" * 600]).endswith(
+        "must be a number, got '[[[[[[[[[[[[[[[[[...[[[[[[[[[[[[[[[[[['")
+    deep.write_text("state_dir: [" + ", ".join(["x" * 1000] * 1000) + "]\n")
+    assert "must be text, got list ['xxxxxxxx" in _one_line_error(deep)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("server.token=0123456", "0123456"), ("server.token=12:30", "12:30"),
+    ("server.token=yes", "yes"), ("server.token=3.10", "3.10"), ("fleet.token=0x1F", "0x1F"),
+    ("fleet.device_name=007", "007"), ("server.token=.inf", ".inf"), ("server.token=~x", "~x"),
+])
+def test_text_keys_keep_the_text_as_written(tmp_path, override, expected):
+    key, value = override.split("=", 1)
+    section, name = key.split(".")
+    assert getattr(getattr(load_config(None, [override]), section), name) == expected
+    path = tmp_path / "c.yaml"
+    path.write_text(f"{section}:\n  {name}: {value}\n")
+    assert getattr(getattr(load_config(path), section), name) == expected
+
+
+@pytest.mark.parametrize("override, message", [
+    ("export.onnx_opset=017", "must be a number without leading zeros (YAML 1.1 reads them as "
+                              "octal), got '017'"),
+    ("export.onnx_opset=090", "must be a number without leading zeros (YAML 1.1 reads them as "
+                              "octal), got '090'"),
+    ("memory.capacity=1:30", "must be a number written in decimal, got '1:30'"),
+    ("memory.capacity=0x1F", "must be a number written in decimal, got '0x1F'"),
+    ("memory.capacity=0o17", "must be a number written in decimal, got '0o17'"),
+    ("memory.capacity=0b11", "must be a number written in decimal, got '0b11'"),
+    ("learner.enabled=maybe", "must be true or false, got text 'maybe'"),
+])
+def test_yaml_11_number_forms_are_refused_not_reinterpreted(override, message):
+    assert _one_line_error(None, [override]).endswith(message)
+
+
+def test_accepted_number_and_bool_forms():
+    cfg = load_config(None, ["memory.capacity=1e3", "replay.samples=1_000", "export.onnx_opset='17'",
+                             "learner.enabled='TRUE'", "ider.enabled=on", "labels.mode=off",
+                             "export.tensorrt=on", "memory.seed=0", "gate.min_acc_delta=-0.5"])
+    assert (cfg.memory.capacity, cfg.replay.samples, cfg.export.onnx_opset) == (1000, 1000, 17)
+    assert cfg.learner.enabled is True and cfg.ider.enabled is True
+    assert (cfg.labels.mode, cfg.export.tensorrt, cfg.gate.min_acc_delta) == ("off", "on", -0.5)
+    assert load_config(None, ["learner.enabled=false"]).learner.enabled is False
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("memory: {capacity: 5}\nreplay: {samples: 3}\nmemory: {seed: 3}\n")
+    assert _one_line_error(path) == f"cannot parse config {path} at line 3: duplicate key " \
+                                    f"'memory' (first at line 1)"
+    path.write_text("memory:\n  capacity: 50\n  capacity: 5000\n")
+    assert _one_line_error(path) == f"cannot parse config {path} at line 3: duplicate key " \
+                                    f"'capacity' (first at line 2)"
+
+
+@pytest.mark.parametrize("key", ["learner.distill_cls_weight", "runtime.swap_poll_s",
+                                 "labels.selection.random", "ider.second_pass_weight",
+                                 "fleet.round_timeout_s", "learner.budget_s", "memory.capacity"])
+def test_infinity_is_refused_for_numbers(tmp_path, key):
+    section, _, name = key.rpartition(".")
+    for text in (".inf", "-.inf", ".nan", "inf", "nan"):
+        assert _one_line_error(None, [f"{key}={text}"]).endswith(
+            f"must be a finite number, got '{text}'")
+    path = tmp_path / "c.yaml"
+    indent = "".join(f"{'  ' * i}{part}:\n" for i, part in enumerate(section.split(".")))
+    path.write_text(f"{indent}{'  ' * (section.count('.') + 1)}{name}: .inf\n")
+    assert _one_line_error(path) == f"config key '{key}' in {path} must be a finite number, got '.inf'"
+
+
+def test_root_and_sections_must_be_mappings(tmp_path):
+    path = tmp_path / "c.yaml"
+    for text, got in (("- 1\n- 2\n", "list ['1', '2']"), ("false\n", "text 'false'"),
+                      ("[]\n", "list []")):
+        path.write_text(text)
+        for overrides in ((), ("memory.capacity=50",)):
+            assert _one_line_error(path, overrides) == (
+                f"config {path} must be a mapping of sections (e.g. 'memory:' with keys under "
+                f"it), got {got}")
+    for text, got in (("false", "text 'false'"), ("0", "text '0'"), ("[]", "list []"),
+                      ('""', "text ''")):
+        path.write_text(f"memory: {text}\n")
+        for overrides in ((), ("memory.capacity=50",)):
+            assert _one_line_error(path, overrides) == (
+                f"config section 'memory' in {path} must be a mapping (keys under it) or empty, "
+                f"got {got}")
+    path.write_text("memory:\nlabels:\n  selection:\n")  # empty sections: their defaults
+    assert load_config(path) == Config()
+    assert load_config(path, ["memory.capacity=50", "labels.selection.random=0"]).memory.capacity == 50
+    path.write_text("")
+    assert load_config(path, ["memory.capacity=50"]).memory.capacity == 50
+
+
+@pytest.mark.parametrize("override, bound", [
+    ("memory.capacity=" + "9" * 400, "1..10000000"),
+    ("fleet.seed=100000000000000000000", "0..4294967295"),
+    ("memory.seed=4294967296", "0..4294967295"),
+    ("labels.novelty_ring=1000000000000", "1..100000"),
+    ("learner.budget_s=1e400", "> 0"),
+    ("memory.capacity=1e400", "1..10000000"),
+])
+def test_huge_numbers_are_out_of_range(override, bound):
+    assert _one_line_error(None, [override]).endswith(f"is out of range ({bound})")
+
+
+def test_every_integer_key_has_an_upper_bound():
+    import typing
+
+    from edgecl import config as config_mod
+
+    for key, rule in config_mod.RULES.items():
+        section, _, name = key.rpartition(".")
+        cls = config_mod.Config
+        for part in filter(None, section.split(".")):
+            cls = typing.get_type_hints(cls)[part]
+        if typing.get_type_hints(cls)[name] is int:
+            assert rule.hi is not None, f"{key} has no upper bound"
+    assert load_config(None, ["fleet.seed=4294967295", "labels.novelty_ring=100000"])
+
+
+def test_learner_device_index():
+    assert load_config(None, ["learner.device=cuda:1"]).learner.device == "cuda:1"
+    for bad in ("cuda:N", "cuda:-1", "cuda:\u0663", "gpu"):
+        assert _one_line_error(None, [f"learner.device={bad}"]).startswith(
+            f"config key 'learner.device' in defaults (+ overrides): {bad!r} is not one of auto, "
+            f"cpu, cuda or cuda:<index>")
+
+
+def test_an_empty_state_dir_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text('state_dir: ""\n')
+    assert _one_line_error(path) == f"config key 'state_dir' in {path} must name a directory, got ''"
+    path.write_text('state_dir: "  "\n')
+    assert _one_line_error(path) == f"config key 'state_dir' in {path} must name a directory, got '  '"
+    assert _one_line_error(None, ["state_dir="]).endswith("must name a directory, got ''")
+
+
+@pytest.mark.parametrize("where, key, hint", [
+    ("file", "memroy", "; did you mean 'memory'?"),
+    ("file", "Memory", "; did you mean 'memory'?"),
+    ("override", "zzz", ""),
+    ("override", "memroy.capacity", "; did you mean 'memory.capacity'?"),
+    ("override", "memory.zzz", ""),
+    ("override", "labels.selction.random", "; did you mean 'labels.selection.random'?"),
+])
+def test_unknown_sections_suggest_a_section(tmp_path, where, key, hint):
+    if where == "file":
+        path = tmp_path / "c.yaml"
+        path.write_text(f"{key}:\n  capacity: 5\n")
+        assert _one_line_error(path) == f"unknown config key '{key}' in {path}{hint}"
+    else:
+        assert _one_line_error(None, [f"{key}=1"]) == \
+            f"unknown config key '{key}' in command-line override{hint}"
+    assert _one_line_error(None, ["memory=1"]) == (
+        "config key 'memory' in command-line override is a section: set one of its keys, "
+        "e.g. 'memory.capacity'")
+
+
+def test_quoted_true_for_a_bool_key():
+    assert load_config(None, ["learner.enabled='true'"]).learner.enabled is True
+    assert load_config(None, ['learner.enabled="False"']).learner.enabled is False
+    assert _one_line_error(None, ["learner.enabled=2"]).endswith("must be true or false, got text '2'")
+
+
+def test_mir_pool_must_hold_the_samples():
+    message = _one_line_error(None, ["replay.strategy=mir", "replay.candidate_pool=10",
+                                     "replay.samples=64"])
+    assert message == ("config key 'replay.candidate_pool' (10) in defaults (+ overrides) must be "
+                       "at least 'replay.samples' (64) with strategy mir: it replays the samples "
+                       "it picks from that pool")
+    # far only caps the samples it scores: a small pool is fine
+    assert load_config(None, ["replay.strategy=far", "replay.candidate_pool=10"]).replay.samples == 64
+
+
+def test_cli_refuses_overrides_for_a_command_without_config(capsys, tmp_path):
+    from edgecl.cli import build_parser, main, split_overrides
+
+    with pytest.raises(SystemExit) as exit_:  # a usage error, as argparse's own
+        main(["scenario", "make", "--out", str(tmp_path / "sc"), "memory.capacity=5", "zzz.bogus=1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: memory.capacity=5, zzz.bogus=1: this command reads no config, so "
+        "section.key=value settings do not apply to it; see 'edgecl scenario make --help'\n")
+    assert not (tmp_path / "sc").exists()
+    args, overrides = split_overrides(["memory", "stats", "--config", "v=2.yaml", "--conf",
+                                       "w=3.yaml", "memory.capacity=50", "--json", "a.b=1"],
+                                      build_parser())
+    assert args == ["memory", "stats", "--config", "v=2.yaml", "--conf", "w=3.yaml", "--json"]
+    assert overrides == ["memory.capacity=50", "a.b=1"]
+    args, overrides = split_overrides(["run", "--out", "run=1.jsonl", "model.imgsz=64"],
+                                      build_parser())
+    assert (args, overrides) == (["run", "--out", "run=1.jsonl"], ["model.imgsz=64"])
+    code = main(["memory", "stats", "--config", str(tmp_path / "v=2.yaml")])
+    assert code == 2 and capsys.readouterr().err == f"error: config file not found: {tmp_path / 'v=2.yaml'}\n"
