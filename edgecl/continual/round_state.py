@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
 from edgecl.frames import STREAM_TASK
 from edgecl.models.registry import VersionStatus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,15 +128,47 @@ def state_path(state_dir: str | Path) -> Path:
 
 
 def load_state(state_dir: str | Path) -> LearnerState:
-    """Read the learner state (a fresh one when missing or unreadable)."""
+    """Read the learner state (a fresh one when missing; when unreadable too, with a warning:
+    the next round then learns the whole memory again, which loses no sample)."""
     path = state_path(state_dir)
     if not path.is_file():
         return LearnerState()
     try:
-        data = json.loads(path.read_text())
-        return LearnerState(**{k: v for k, v in data.items() if k in LearnerState.__dataclass_fields__})
-    except (json.JSONDecodeError, TypeError):
+        state = state_from_json(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+        state, why = None, str(exc)
+    else:
+        why = "not a learner state"
+    if state is None:
+        log.warning("learner progress %s is unreadable (%s); starting from round 0, so the next "
+                    "round learns every sample in the memory", path, why)
         return LearnerState()
+    return state
+
+
+def state_from_json(data: object) -> LearnerState | None:
+    """A :class:`LearnerState` from its JSON form, or None when ``data`` is not one (wrong
+    types included: a hand-edited or damaged file). Unknown keys are ignored.
+
+    Args:
+        data: the parsed JSON.
+
+    Returns:
+        The state, or None.
+    """
+    if not isinstance(data, dict):
+        return None
+    state = LearnerState(**{k: v for k, v in data.items() if k in LearnerState.__dataclass_fields__})
+    names = (state.task_order, state.learnt_tasks)
+    if not (all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for v in (state.round, state.last_sample_id))
+            and all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in names)
+            and isinstance(state.task_classes, dict)
+            and all(isinstance(v, list) and all(isinstance(c, int) and not isinstance(c, bool)
+                                                for c in v)
+                    for v in state.task_classes.values())):
+        return None
+    return state
 
 
 def save_state(state_dir: str | Path, state: LearnerState) -> None:

@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from edgecl.atomic import atomic_write_json, fsync_dir
+from edgecl.atomic import atomic_write_json, atomic_write_text, fsync_dir
 from edgecl.errors import ModelLoadError, NotFoundError, RegistryError, StorageError
 from edgecl.models.base import sha256_file
 
@@ -61,6 +61,8 @@ MODEL_SUFFIXES = (".pt", ".onnx", ".engine", ".xml")  # .xml: an OpenVINO IR wit
 MODEL_PREFERENCE = (".engine", ".onnx", ".xml", ".pt")
 STAGING_PREFIX = ".staging-"
 OWNER_FILE = ".owner"
+LAST_VERSION_FILE = "last_version"
+"""The newest version name the registry gave (names are never given twice)."""
 ENGINE_CACHE_DIR = "engine-cache"
 # Tombstones (manifests of pruned versions) kept for history; older ones are deleted entirely.
 MAX_TOMBSTONES = 100
@@ -283,8 +285,12 @@ class Registry:
             manifest = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RegistryError(f"corrupt manifest {path}: {exc}") from None
+        except RecursionError:
+            raise RegistryError(f"corrupt manifest {path}: nested too deeply") from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
             raise RegistryError(f"corrupt manifest {path}: expected an object with a 'files' object")
+        if not isinstance(manifest.get("metrics", {}), dict):  # read as a mapping everywhere
+            manifest["metrics"] = {}
         return manifest
 
     def file_path(self, version: str, name: str) -> Path:
@@ -613,6 +619,7 @@ class Registry:
                 (tmp / OWNER_FILE).unlink()
                 os.replace(tmp, self.root / version)
                 fsync_dir(self.root)
+                atomic_write_text(self.root / LAST_VERSION_FILE, version + "\n")
         finally:
             owner.close()
             if tmp.exists():
@@ -620,9 +627,18 @@ class Registry:
         return version
 
     def _next_version(self) -> str:
+        """The next version name: past every version this registry ever named, including one
+        deleted by hand since (a reused name would take over that version's recorded round
+        in the metrics database)."""
         versions = self.versions()
-        number = int(versions[-1][1:]) + 1 if versions else 1
-        return f"v{number:04d}"
+        number = int(versions[-1][1:]) if versions else 0
+        try:
+            named = (self.root / LAST_VERSION_FILE).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            named = ""
+        if VERSION_RE.match(named):
+            number = max(number, int(named[1:]))
+        return f"v{number + 1:04d}"
 
     def set_status(self, version: str, status: str, reason: str = "") -> None:
         """Update a version's stored status and its status reason in its manifest, atomically.
@@ -719,7 +735,7 @@ class Registry:
             return []
         try:
             stored = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return []
         if not isinstance(stored, list):
             return []

@@ -322,18 +322,13 @@ def _adopt_round_progress(state_dir, manifest: dict) -> None:
     """Move the learner's progress to the one a promoted round recorded in its manifest, when
     a kill came between staging the version and saving the progress (else its samples would be
     learnt again and its round number reused)."""
-    from edgecl.continual.round_state import LearnerState, load_state, save_state
+    from edgecl.continual.round_state import load_state, save_state, state_from_json
 
-    recorded = manifest.get("learner_state")
-    if not isinstance(recorded, dict):
-        return  # staged by a release that did not record it
-    try:
-        after = LearnerState(**{k: v for k, v in recorded.items()
-                                if k in LearnerState.__dataclass_fields__})
-    except TypeError:
-        return
+    after = state_from_json(manifest.get("learner_state"))
+    if after is None:
+        return  # staged by a release that did not record it (or damaged)
     state = load_state(state_dir)
-    if isinstance(after.round, int) and after.round > state.round:
+    if after.round > state.round:
         save_state(state_dir, after)
         log.info("learner progress restored from the promoted round: round %d, samples up to "
                  "%d learnt", after.round, after.last_sample_id)

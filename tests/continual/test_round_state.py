@@ -2,6 +2,8 @@
 
 from collections import namedtuple
 
+import pytest
+
 from edgecl.continual.round_state import LearnerState, load_state, save_state, update_task_bookkeeping
 
 Rec = namedtuple("Rec", "id task classes")
@@ -40,3 +42,16 @@ def test_the_stream_task_does_not_take_a_class_a_task_introduced():
                       task_classes={"stream": [0]})
     update_task_bookkeeping(st, [Rec(1, "stream", (0,)), Rec(5, "t2", (2,)), Rec(9, "stream", (2, 3))])
     assert st.task_classes == {"stream": [0, 3], "t2": [2]}
+
+
+@pytest.mark.parametrize("text", ["[]", '{"last_sample_id": "x"}', '{"round": -1}',
+                                  '{"task_order": [1]}', '{"task_classes": {"t": ["a"]}}',
+                                  "[" * 100_000, "\xff"])
+def test_a_damaged_progress_file_reads_as_a_fresh_state_with_a_warning(tmp_path, text, caplog):
+    from edgecl.continual.round_state import LearnerState, load_state, state_path
+
+    state_path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    state_path(tmp_path).write_text(text, encoding="latin-1")
+    with caplog.at_level("WARNING"):
+        assert load_state(tmp_path) == LearnerState()
+    assert "unreadable" in caplog.text

@@ -79,3 +79,31 @@ def test_staging_leftovers_are_invisible(tmp_path, model_file):
     (tmp_path / "models" / ".staging-dead").mkdir()
     assert reg.versions() == []
     assert reg.add(model_file, check=False) == "v0001"
+
+
+def test_a_version_name_is_never_given_twice(tmp_path, model_file):
+    """The newest version deleted by hand: the next one gets a new name (before: the same,
+    which took over the deleted version's round in the metrics database)."""
+    import shutil
+
+    reg = Registry(tmp_path / "models")
+    assert [reg.add(model_file, check=False) for _ in range(2)] == ["v0001", "v0002"]
+    shutil.rmtree(tmp_path / "models" / "v0002")
+    assert reg.add(model_file, check=False) == "v0003"
+    (tmp_path / "models" / "last_version").write_text("garbage")  # damaged: the folders count
+    assert reg.add(model_file, check=False) == "v0004"
+
+
+def test_odd_manifest_values_are_read_as_damage_or_ignored(tmp_path, model_file):
+    reg = Registry(tmp_path / "models")
+    v = reg.add(model_file, check=False)
+    path = tmp_path / "models" / v / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "metrics": None}))
+    assert reg.list()[0].metrics == {} and reg.manifest(v)["metrics"] == {}
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert reg.list()[0].status == "corrupt"
+    with pytest.raises(RegistryError, match="nested too deeply"):
+        reg.manifest(v)
+    (tmp_path / "models" / "history.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert reg.history() == []
