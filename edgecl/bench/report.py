@@ -1,31 +1,70 @@
 """Plots and Markdown reports: the forgetting monitor's report and reusable plot helpers.
 
 Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend
-switch, safe from any thread) with its bundled DejaVu fonts, and written atomically as PNG.
+switch, safe from any thread) with its bundled DejaVu fonts, and written atomically as PNG
+(mode 0644). Text from user data (class and task names) is never parsed as mathtext.
+
+Bounds (a device runs for weeks): a figure is at most :data:`MAX_PX` pixels on a side, a
+heatmap prints cell values only up to :data:`MAX_ANNOTATED` cells on a side, and the monitor
+report plots (and tabulates) the last :data:`MAX_PLOT_ROUNDS` promoted rounds of at most
+:data:`MAX_PLOT_COLUMNS` classes or tasks (the most forgotten first); the full matrices are
+written beside the PNGs as CSV files.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import math
+import os
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from edgecl.atomic import atomic_write_bytes, atomic_write_text
+from edgecl.atomic import atomic_write_with
 from edgecl.calibration.dece import ReliabilityBins, dece_from_bins
+from edgecl.errors import EdgeclError
 
 DPI = 120
+MAX_PX = 4000  # longest side of any figure, in pixels
+MAX_ANNOTATED = 30  # heatmaps with more rows or columns than this show no numbers in cells
+MAX_TICK_LABELS = 60  # tick labels per axis; beyond, every k-th is labelled
+MAX_PLOT_ROUNDS = 40  # promoted rounds in the report's plots and matrix tables
+MAX_PLOT_COLUMNS = 20  # classes (or tasks) per report figure
+MAX_TABLE_ROUNDS = 100  # rows of the report's learning-rounds table (all in rounds.csv)
+LABEL_CHARS = 28  # user labels are broken into lines of this many characters
+FILE_MODE = 0o644
+# every file the monitor report writes, by name: a file of these that a run did not write is
+# left over from an earlier run and is removed
+REPORT_FILES = ("report.md", "accuracy_matrix.png", "accuracy_matrix.csv", "task_map.png",
+                "class_matrix.png", "class_matrix.csv", "class_ap.png", "reliability.png",
+                "rounds.csv")
+
+
+def _plain(text) -> str:
+    """Text shown literally by matplotlib: every ``$`` escaped, so no mathtext is parsed."""
+    return str(text).replace("$", r"\$")
+
+
+def _wrap(text, width: int = LABEL_CHARS) -> str:
+    """Break a label into lines of at most ``width`` characters, keeping every character."""
+    lines = str(text).splitlines() or [""]
+    return "\n".join(line[i:i + width] for line in lines
+                     for i in range(0, max(len(line), 1), width))
 
 
 def _figure(width_in: float, height_in: float):
-    """A new Figure bound to an Agg canvas."""
+    """A new Figure bound to an Agg canvas, at most :data:`MAX_PX` pixels on a side."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    side = MAX_PX / DPI
+    fig = Figure(figsize=(min(width_in, side), min(height_in, side)), dpi=DPI,
+                 layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -34,25 +73,49 @@ def _title(ax, title: str, width_in: float) -> None:
     """Set a title wrapped to the figure's width (a one-class heatmap is under 3 inches wide)."""
     import textwrap
 
-    ax.set_title(textwrap.fill(title, max(16, int(width_in * 8))) if title else "")
+    width_in = min(width_in, MAX_PX / DPI)
+    ax.set_title(_plain(textwrap.fill(title, max(16, int(width_in * 8)))) if title else "")
+
+
+def _write_file(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` atomically with mode 0644 (set on the temp file before it is renamed)."""
+    def write(fh) -> None:
+        fh.write(data)
+        os.fchmod(fh.fileno(), FILE_MODE)
+
+    atomic_write_with(path, write)
+    return Path(path)
 
 
 def _save(fig, path: str | Path) -> Path:
-    """Render ``fig`` to PNG and write it atomically."""
+    """Render ``fig`` to PNG and write it atomically.
+
+    A glyph missing from the font (an emoji in a class name) is drawn as an empty box; its
+    warning is silenced.
+    """
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s)Glyph .*missing from", category=UserWarning)
+        fig.savefig(buffer, format="png", dpi=DPI)
+    return _write_file(path, buffer.getvalue())
+
+
+def _tick_positions(n: int) -> range:
+    """Positions to label on an axis of ``n`` ticks (at most :data:`MAX_TICK_LABELS`)."""
+    return range(0, n, max(1, math.ceil(n / MAX_TICK_LABELS)))
 
 
 def plot_heatmap(R: np.ndarray, task_names: Sequence[str], path: str | Path,
                  row_labels: Sequence[str] | None = None, title: str = "Accuracy matrix",
                  value_label: str = "box mAP50-95", xlabel: str = "task evaluated") -> Path:
-    """Annotated heatmap of an accuracy matrix (rows: evaluation points, columns: tasks or classes).
+    """Heatmap of an accuracy matrix (rows: evaluation points, columns: tasks or classes).
+
+    Cells carry their value up to :data:`MAX_ANNOTATED` rows and columns; the figure is at
+    most :data:`MAX_PX` pixels on a side.
 
     Args:
         R: float (rows, columns); NaN cells are shown blank.
-        task_names: column labels.
+        task_names: column labels (shown literally).
         path: PNG to write.
         row_labels: row labels (default ``0..rows-1``).
         title: figure title.
@@ -64,29 +127,50 @@ def plot_heatmap(R: np.ndarray, task_names: Sequence[str], path: str | Path,
     """
     R = np.asarray(R, dtype=np.float64)
     rows = [str(r) for r in (row_labels if row_labels is not None else range(R.shape[0]))]
-    width_in = 1.6 + 1.1 * max(len(task_names), 1)
-    fig = _figure(width_in, 1.4 + 0.55 * max(len(rows), 1) + 0.2 * (len(title) // 24))
+    columns = [_plain(_wrap(t)) for t in task_names]
+    annotate = R.shape[0] <= MAX_ANNOTATED and R.shape[1] <= MAX_ANNOTATED
+    label_in = 0.12 * min(max((len(t) for t in task_names), default=1), LABEL_CHARS)
+    width_in = 1.6 + max(label_in, 0) * 0.5 + (1.1 if annotate else 0.3) * max(len(columns), 1)
+    height_in = (1.4 + label_in * 0.5 + (0.55 if annotate else 0.2) * max(len(rows), 1)
+                 + 0.2 * (len(title) // 24))
+    fig = _figure(width_in, height_in)
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(R), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    for (i, j), value in np.ndenumerate(R):
-        if np.isfinite(value):
-            ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=9,
-                    color="black" if value > 0.6 else "white")
-    ax.set_xticks(range(len(task_names)), [str(t) for t in task_names], rotation=30, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
+    if annotate:
+        for (i, j), value in np.ndenumerate(R):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=9,
+                        color="black" if value > 0.6 else "white")
+    xticks, yticks = _tick_positions(len(columns)), _tick_positions(len(rows))
+    ax.set_xticks(list(xticks), [columns[j] for j in xticks], rotation=30, ha="right",
+                  fontsize=9 if len(columns) <= MAX_ANNOTATED else 7)
+    ax.set_yticks(list(yticks), [_plain(rows[i]) for i in yticks],
+                  fontsize=None if len(rows) <= MAX_ANNOTATED else 7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("after")
     _title(ax, title, width_in)
-    fig.colorbar(image, ax=ax, label=value_label)
+    fig.colorbar(image, ax=ax, label=_plain(value_label))
     return _save(fig, path)
+
+
+def _line_style(k: int, n: int) -> dict:
+    """Colour and line style of series ``k`` of ``n``: tab10 up to 10, tab20 then line styles."""
+    if n <= 10:
+        return {"color": f"C{k}"}
+    from matplotlib import colormaps
+
+    return {"color": colormaps["tab20"](k % 20), "linestyle": ("-", "--", ":", "-.")[k // 20 % 4]}
 
 
 def plot_lines(series: Mapping[str, Sequence[float]], xlabels: Sequence[str], path: str | Path,
                ylabel: str, title: str = "", ylim: tuple[float, float] | None = (0.0, 1.0)) -> Path:
     """One line per series over shared x positions (NaN points are gaps).
 
+    The legend sits outside the axes, on the right; the figure is at most :data:`MAX_PX`
+    pixels on a side.
+
     Args:
-        series: name -> values, each as long as ``xlabels``.
+        series: name -> values, each as long as ``xlabels`` (names are shown literally).
         xlabels: label of each x position.
         path: PNG to write.
         ylabel: y-axis label.
@@ -99,22 +183,31 @@ def plot_lines(series: Mapping[str, Sequence[float]], xlabels: Sequence[str], pa
     Raises:
         ValueError: when a series length differs from ``xlabels``.
     """
-    width_in = max(5.0, 0.7 * len(xlabels) + 2.5)
-    fig = _figure(width_in, 3.6)
-    ax = fig.add_subplot()
-    x = np.arange(len(xlabels))
     for name, values in series.items():
         if len(values) != len(xlabels):
             raise ValueError(f"series {name!r} has {len(values)} values for {len(xlabels)} labels")
-        ax.plot(x, np.asarray(values, dtype=np.float64), marker="o", label=str(name))
-    ax.set_xticks(x, [str(v) for v in xlabels], rotation=30, ha="right")
+    per_column = 30
+    n_cols = max(1, math.ceil(len(series) / per_column))
+    label_chars = min(max((len(str(n)) for n in series), default=0), LABEL_CHARS)
+    legend_in = (0.6 + 0.075 * label_chars) * n_cols if series else 0.0
+    width_in = max(5.0, min(0.35 * len(xlabels), 20.0) + 2.5) + legend_in
+    fig = _figure(width_in, max(3.6, 0.24 * min(len(series), per_column) + 1.0))
+    ax = fig.add_subplot()
+    x = np.arange(len(xlabels))
+    marker = "o" if len(xlabels) <= 60 else None
+    for k, (name, values) in enumerate(series.items()):
+        ax.plot(x, np.asarray(values, dtype=np.float64), marker=marker, markersize=4,
+                label=_plain(_wrap(name)), **_line_style(k, len(series)))
+    ticks = _tick_positions(len(xlabels))
+    ax.set_xticks([x[i] for i in ticks], [_plain(xlabels[i]) for i in ticks], rotation=30,
+                  ha="right")
     ax.set_ylabel(ylabel)
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    _title(ax, title, width_in)
+    _title(ax, title, width_in - legend_in)
     if series:
-        ax.legend(fontsize=8, loc="best")
+        fig.legend(loc="outside right upper", fontsize=8, ncols=n_cols)
     return _save(fig, path)
 
 
@@ -139,13 +232,14 @@ def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, ylabe
     x = np.arange(len(groups))
     for k, name in enumerate(names):
         values = [groups[g].get(name, math.nan) for g in groups]
-        bars = ax.bar(x + (k - (len(names) - 1) / 2) * width, values, width, label=name)
+        bars = ax.bar(x + (k - (len(names) - 1) / 2) * width, values, width,
+                      label=_plain(name))
         if annotate:
             ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.3g}" for v in values],
                          fontsize=7, padding=1)
-    ax.set_xticks(x, [str(g) for g in groups])
+    ax.set_xticks(x, [_plain(g) for g in groups])
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(_plain(title))
     ax.grid(axis="y", alpha=0.3)
     if names:
         ax.legend(fontsize=8)
@@ -177,7 +271,7 @@ def plot_reliability(bins: ReliabilityBins, path: str | Path, title: str = "Reli
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     top.set_ylim(0, 1)
     top.set_ylabel("precision (IoU >= 0.5)")
-    top.set_title(f"{title} (D-ECE {dece_from_bins(bins):.3f})")
+    top.set_title(_plain(f"{title} (D-ECE {dece_from_bins(bins):.3f})"))
     top.legend(fontsize=8, loc="upper left")
     bottom.bar(centres, counts, widths, color="grey", edgecolor="black")
     bottom.set_xlim(0, 1)
@@ -186,17 +280,39 @@ def plot_reliability(bins: ReliabilityBins, path: str | Path, title: str = "Reli
     return _save(fig, path)
 
 
+_MD_SPECIAL = re.compile(r"([\\|`*\[\]<$])")
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def _md(text) -> str:
+    """Text shown literally in Markdown, also in a table cell.
+
+    Backslash, ``|``, backtick, ``*``, ``[``, ``]``, ``<`` and ``$`` (math in some renderers) are
+    backslash-escaped; a line break becomes ``<br>``.
+    """
+    return _NEWLINE.sub("<br>", _MD_SPECIAL.sub(r"\\\1", str(text)))
+
+
 def _fmt(value, digits: int = 3) -> str:
-    """Format a number for a Markdown table (``-`` for missing)."""
+    """Format a value for a Markdown table (``-`` for missing, text escaped)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else _md(value)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
     """Markdown table lines."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+
+
+def _write_csv(path: Path, header: Sequence, rows: Sequence[Sequence]) -> Path:
+    """Write a CSV file (UTF-8, mode 0644) atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return _write_file(path, buffer.getvalue().encode("utf-8"))
 
 
 def _summary_lines(summary: dict) -> list[str]:
@@ -215,39 +331,95 @@ def _summary_lines(summary: dict) -> list[str]:
     return ["## Summary", "", *_table(["metric", "value"], rows), ""]
 
 
-def _matrix_lines(view, out_dir: Path, forgetting: Mapping[str, float]) -> list[str]:
+def _shown(view, forgetting: Mapping[str, float], what: str,
+           csv_name: str) -> tuple[int, list[int], list[str], str]:
+    """Which part of a matrix the report plots and tabulates.
+
+    Returns:
+        (first row shown: the last :data:`MAX_PLOT_ROUNDS` rows; columns shown, in matrix order:
+        at most :data:`MAX_PLOT_COLUMNS`, the most forgotten first, then by name; Markdown
+        notes saying what was left out; a suffix for figure titles).
+    """
+    n_rows, n_cols = len(view.versions), len(view.task_names)
+    first = max(0, n_rows - MAX_PLOT_ROUNDS)
+    columns = list(range(n_cols))
+    notes, parts = [], []
+    link = f"[{csv_name}]({csv_name})"
+    if first:
+        parts.append(f"last {n_rows - first} of {n_rows} promoted rounds")
+        notes.append(f"Plots and tables show the last {n_rows - first} of {n_rows} promoted "
+                     f"rounds; every round is in {link}.")
+    if n_cols > MAX_PLOT_COLUMNS:
+        def rank(j: int) -> tuple:
+            value = forgetting.get(view.task_names[j])
+            known = value is not None and math.isfinite(value)
+            return (not known, -value if known else 0.0, str(view.task_names[j]), j)
+
+        columns = sorted(sorted(range(n_cols), key=rank)[:MAX_PLOT_COLUMNS])
+        kept = set(columns)
+        left = [_md(view.task_names[j]) for j in range(n_cols) if j not in kept]
+        parts.append(f"{len(columns)} of {n_cols} {what}, most forgotten first")
+        notes.append(f"Plots and tables show the {len(columns)} most forgotten of {n_cols} "
+                     f"{what} (ties by name); the {len(left)} not shown are in {link}: "
+                     + ", ".join(left) + ".")
+    suffix = f" ({'; '.join(parts)}; all in {csv_name})" if parts else ""
+    return first, columns, [line for note in notes for line in (note, "")], suffix
+
+
+def _view_lines(view, out_dir: Path, forgetting: Mapping[str, float], written: set[str], *,
+                what: str, one: str, stem: str, lines_png: str, headings: Sequence[str],
+                alts: Sequence[str], titles: Sequence[str], value_label: str,
+                xlabel: str) -> list[str]:
+    """A matrix section: table and heatmap of the shown part, lines over rounds, full CSV."""
+    csv_name = f"{stem}.csv"
+    first, columns, notes, suffix = _shown(view, forgetting, what, csv_name)
+    row_labels = [f"r{r} {v}" for r, v in zip(view.rounds, view.versions)]
+    _write_csv(out_dir / csv_name, ["round", "model_version", *view.task_names],
+               [[r, v, *("" if not np.isfinite(x) else f"{x:.6g}" for x in values)]
+                for r, v, values in zip(view.rounds, view.versions, view.values)])
+    names = [view.task_names[j] for j in columns]
+    values = view.values[first:][:, columns]
+    labels = row_labels[first:]
+    plot_heatmap(values, names, out_dir / f"{stem}.png", labels, title=titles[0] + suffix,
+                 value_label=value_label, xlabel=xlabel)
+    plot_lines({n: values[:, k].tolist() for k, n in enumerate(names)}, labels,
+               out_dir / lines_png, value_label, title=titles[1] + suffix)
+    written.update({csv_name, f"{stem}.png", lines_png})
+    rows = [[label, *[float(v) for v in values[i]]] for i, label in enumerate(labels)]
+    return [f"## {headings[0]}", "", *notes, *_table(["after", *names], rows), "",
+            f"![{alts[0]}]({stem}.png)", "", f"Full matrix: [{csv_name}]({csv_name}).", "",
+            f"## {headings[1]}", "", f"![{alts[1]}]({lines_png})", "",
+            f"## {headings[2]}", "",
+            *_table([one, "forgetting"], [[t, forgetting.get(t)] for t in view.task_names]),
+            ""]
+
+
+def _matrix_lines(view, out_dir: Path, forgetting: Mapping[str, float],
+                  written: set[str]) -> list[str]:
     """Accuracy-matrix section: table, heatmap and per-task lines."""
-    row_labels = [f"r{r} {v}" for r, v in zip(view.rounds, view.versions)]
-    plot_heatmap(view.values, view.task_names, out_dir / "accuracy_matrix.png", row_labels,
-                 title="Accuracy matrix (promoted versions)")
-    series = {t: view.values[:, j].tolist() for j, t in enumerate(view.task_names)}
-    plot_lines(series, row_labels, out_dir / "task_map.png", "box mAP50-95",
-               title="Per-task mAP50-95 over rounds")
-    rows = [[label, *[float(v) for v in view.values[i]]] for i, label in enumerate(row_labels)]
-    return ["## Accuracy matrix (box mAP50-95 of each task after each promoted round)", "",
-            *_table(["after", *view.task_names], rows), "",
-            "![accuracy matrix](accuracy_matrix.png)", "",
-            "## Per-task mAP50-95 over rounds", "", "![per-task mAP](task_map.png)", "",
-            "## Forgetting per task (best earlier mAP minus latest)", "",
-            *_table(["task", "forgetting"], [[t, forgetting.get(t)] for t in view.task_names]), ""]
+    return _view_lines(
+        view, out_dir, forgetting, written, what="tasks", one="task", stem="accuracy_matrix",
+        lines_png="task_map.png",
+        headings=["Accuracy matrix (box mAP50-95 of each task after each promoted round)",
+                  "Per-task mAP50-95 over rounds",
+                  "Forgetting per task (best earlier mAP minus latest)"],
+        alts=["accuracy matrix", "per-task mAP"],
+        titles=["Accuracy matrix (promoted versions)", "Per-task mAP50-95 over rounds"],
+        value_label="box mAP50-95", xlabel="task evaluated")
 
 
-def _class_lines(view, out_dir: Path, forgetting: Mapping[str, float]) -> list[str]:
+def _class_lines(view, out_dir: Path, forgetting: Mapping[str, float],
+                 written: set[str]) -> list[str]:
     """Per-class section: AP50-95 heatmap, per-class AP over rounds, forgetting per class."""
-    row_labels = [f"r{r} {v}" for r, v in zip(view.rounds, view.versions)]
-    plot_heatmap(view.values, view.task_names, out_dir / "class_matrix.png", row_labels,
-                 title="Per-class AP50-95 (promoted versions)", value_label="box AP50-95",
-                 xlabel="class")
-    series = {c: view.values[:, j].tolist() for j, c in enumerate(view.task_names)}
-    plot_lines(series, row_labels, out_dir / "class_ap.png", "box AP50-95",
-               title="Per-class AP50-95 over rounds (held-out human/ground-truth labels)")
-    rows = [[label, *[float(v) for v in view.values[i]]] for i, label in enumerate(row_labels)]
-    return ["## Per-class AP50-95 after each promoted round", "",
-            *_table(["after", *view.task_names], rows), "",
-            "![per-class heatmap](class_matrix.png)", "",
-            "## Per-class AP50-95 over rounds", "", "![per-class AP](class_ap.png)", "",
-            "## Forgetting per class (best earlier AP minus latest)", "",
-            *_table(["class", "forgetting"], [[c, forgetting.get(c)] for c in view.task_names]), ""]
+    return _view_lines(
+        view, out_dir, forgetting, written, what="classes", one="class", stem="class_matrix",
+        lines_png="class_ap.png",
+        headings=["Per-class AP50-95 after each promoted round", "Per-class AP50-95 over rounds",
+                  "Forgetting per class (best earlier AP minus latest)"],
+        alts=["per-class heatmap", "per-class AP"],
+        titles=["Per-class AP50-95 (promoted versions)",
+                "Per-class AP50-95 over rounds (held-out human/ground-truth labels)"],
+        value_label="box AP50-95", xlabel="class")
 
 
 def _calibration_lines(report: dict | None, version: str) -> list[str]:
@@ -270,16 +442,54 @@ def _calibration_lines(report: dict | None, version: str) -> list[str]:
                     class_rows), ""]
 
 
-def _round_lines(rounds: list[dict]) -> list[str]:
-    """Learning-rounds section."""
+ROUND_COLUMNS = ("round", "model_version", "status", "reason", "acc", "bwt", "mean_forgetting",
+                 "seconds", "ts_s")
+
+
+def _round_lines(rounds: list[dict], out_dir: Path, written: set[str]) -> list[str]:
+    """Learning-rounds section: the last :data:`MAX_TABLE_ROUNDS` rounds; all in rounds.csv."""
+    _write_csv(out_dir / "rounds.csv", ROUND_COLUMNS,
+               [["" if r.get(k) is None else r.get(k) for k in ROUND_COLUMNS] for r in rounds])
+    written.add("rounds.csv")
+    shown = rounds[-MAX_TABLE_ROUNDS:]
     rows = [[r["round"], r["model_version"], r["status"], r["reason"] or "", r["acc"], r["bwt"],
-             r["mean_forgetting"], r["seconds"]] for r in rounds]
+             r["mean_forgetting"], r["seconds"]] for r in shown]
     header = ["round", "version", "status", "reason", "ACC", "BWT", "forgetting", "seconds"]
-    return ["## Learning rounds", "", *_table(header, rows), ""]
+    note = (f"The last {len(shown)} of {len(rounds)} rounds; every round is in "
+            "[rounds.csv](rounds.csv)." if len(shown) < len(rounds)
+            else "Also in [rounds.csv](rounds.csv).")
+    return ["## Learning rounds", "", note, "", *_table(header, rows), ""]
+
+
+def _make_out_dir(out: Path) -> None:
+    """Create the report folder, or say in one line which part of its path is not a folder.
+
+    Raises:
+        EdgeclError: when ``out`` or one of its parents exists and is not a folder.
+    """
+    for folder in (out, *out.parents):
+        if folder.is_dir():
+            break
+        if folder.exists() or folder.is_symlink():
+            where = "" if folder == out else " (in its path)"
+            raise EdgeclError(f"report folder {out}: {folder}{where} is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_stale(out: Path, written: set[str]) -> None:
+    """Remove report files (by name, see :data:`REPORT_FILES`) this run did not write."""
+    for name in REPORT_FILES:
+        path = out / name
+        if name not in written and (path.is_symlink() or path.is_file()):
+            path.unlink(missing_ok=True)
 
 
 def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write ``report.md`` and its PNGs from the metrics database of a state directory.
+    """Write ``report.md``, its PNGs and CSV files from the metrics database of a state directory.
+
+    Plots and matrix tables are bounded (see the module docstring); the full matrices go to
+    ``accuracy_matrix.csv``/``class_matrix.csv`` and every round to ``rounds.csv``. Report
+    files of an earlier run that this one does not write are removed.
 
     Args:
         state_dir: edgecl state directory holding ``metrics/metrics.sqlite``.
@@ -290,12 +500,14 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
 
     Raises:
         MonitorError: when the metrics database is missing or damaged.
+        EdgeclError: when ``out_dir`` (or a folder above it) exists and is not a folder.
     """
     from edgecl.runtime.monitor import Monitor
 
     monitor = Monitor(state_dir, create=False)
     out = Path(out_dir) if out_dir is not None else monitor.db_path.parent / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out_dir(out)
+    written: set[str] = {"report.md"}
     summary = monitor.summary()
     view = monitor.matrix_view("promoted")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -304,19 +516,21 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
     if not view.versions:
         lines += ["No promoted evaluation recorded yet.", ""]
     elif summary["kind"] == "tasks":  # frames without tasks: the class sections are the matrix
-        lines += _matrix_lines(view, out, summary["forgetting"])
+        lines += _matrix_lines(view, out, summary["forgetting"], written)
     classes = monitor.matrix_view("promoted", kind="classes")
     if classes.versions and classes.task_names:
-        lines += _class_lines(classes, out, summary["class_forgetting"])
+        lines += _class_lines(classes, out, summary["class_forgetting"], written)
     if view.versions:
         lines += _calibration_lines(monitor.calibration(view.versions[-1]), view.versions[-1])
     latest = monitor.latest_reliability("promoted")
     if latest is not None and int(np.sum(latest[2].counts)) > 0:
         round_no, version, bins = latest
         plot_reliability(bins, out / "reliability.png", title=f"{version} (round {round_no})")
+        written.add("reliability.png")
         lines += ["## Calibration (all tasks of the latest promoted version)", "",
                   "![reliability diagram](reliability.png)", ""]
-    lines += _round_lines(monitor.rounds())
+    lines += _round_lines(monitor.rounds(), out, written)
     report = out / "report.md"
-    atomic_write_text(report, "\n".join(lines))
+    _write_file(report, "\n".join(lines).encode("utf-8"))
+    _remove_stale(out, written)
     return report

@@ -152,3 +152,111 @@ def test_report_without_tasks_shows_classes_and_calibration(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "class_forgetting[car] 0.0500" in out and "class_ap50_95[drone] 0.4500" in out
     assert "dece_calibrated  0.0400 (before 0.3100)" in out
+
+
+def forge_stream(state_dir, n_rounds, names, ap):
+    """A metrics database of ``n_rounds`` promoted stream rounds, written straight into SQLite.
+
+    ``ap(round, class_id)`` gives each cell (None: not evaluated).
+    """
+    import sqlite3
+
+    Monitor(state_dir)
+    conn = sqlite3.connect(state_dir / "metrics" / "metrics.sqlite")
+    conn.executemany("INSERT INTO class_names VALUES (?, ?)", list(enumerate(names)))
+    for r in range(1, n_rounds + 1):
+        v = f"v{r:04d}"
+        conn.execute("INSERT INTO evaluations VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                     (r, v, "stream", 0, 0.5, 0.5, 0.5, 0.5, None, 10, 30, float(r)))
+        conn.executemany("INSERT INTO class_ap VALUES (?,?,?,?,?,?,?)",
+                         [(r, v, "stream", c, ap(r, c), 0.5, 3) for c in range(len(names))
+                          if ap(r, c) is not None])
+        conn.execute("INSERT INTO rounds VALUES (?,?,?,?,?,?,?,?,?)",
+                     (r, v, "promoted", "", None, None, None, 1.0, float(r)))
+    conn.commit()
+    conn.close()
+
+
+def test_report_of_many_rounds_and_classes_is_bounded_and_the_csv_keeps_everything(tmp_path):
+    from PIL import Image
+
+    names = [f"c{c:02d}" for c in range(30)]
+    # class c ends 0.01 * c below its first AP: c29 is the most forgotten, c00 not at all
+    forge_stream(tmp_path, 60, names, lambda r, c: 0.9 - (0.01 * c if r == 60 else 0.0))
+    text = write_monitor_report(tmp_path).read_text()
+    out = tmp_path / "metrics" / "report"
+    for png in ("class_matrix.png", "class_ap.png"):
+        width, height = Image.open(out / png).size
+        assert width <= 4000 and height <= 4000
+        assert (out / png).stat().st_size < 3_000_000
+    rows = (out / "class_matrix.csv").read_text().splitlines()
+    assert len(rows) == 61 and rows[0] == "round,model_version," + ",".join(names)
+    assert rows[-1].startswith("60,v0060,0.9,0.89,")
+    assert len((out / "rounds.csv").read_text().splitlines()) == 61
+    header = next(line for line in text.splitlines() if line.startswith("| after |"))
+    assert header == "| after | " + " | ".join(names[10:]) + " |"  # the 20 most forgotten
+    assert "| r21 v0021 |" in text and "| r20 v0020 |" not in text  # the last 40 rounds
+    assert "last 40 of 60 promoted rounds" in text
+    assert "the 10 not shown are in [class_matrix.csv](class_matrix.csv): " + ", ".join(
+        names[:10]) + "." in text
+
+
+def test_plot_helpers_bound_size_and_keep_colours_distinct(tmp_path):
+    from PIL import Image
+
+    from edgecl.bench import report as rep
+
+    styles = [rep._line_style(k, 60) for k in range(60)]
+    assert len({(str(s["color"]), s.get("linestyle")) for s in styles}) == 60
+    R = np.random.default_rng(0).random((200, 120))  # unbounded: 13000 x 16000 pixels
+    path = plot_heatmap(R, [f"class{j}" for j in range(120)], tmp_path / "h.png",
+                        [f"r{i}" for i in range(200)])
+    assert max(Image.open(path).size) <= 4000
+    series = {f"class{j}": R[:, j].tolist() for j in range(40)}
+    path = plot_lines(series, [f"r{i}" for i in range(200)], tmp_path / "l.png", "AP")
+    assert max(Image.open(path).size) <= 4000
+
+
+def test_class_names_are_shown_literally_and_never_crash(tmp_path, recwarn):
+    import warnings
+
+    names = ["$\\foo$", "$x$", "a|b", "\U0001F697 car", "new\nline", "back\\slash"]
+    forge_stream(tmp_path, 3, names, lambda r, c: 0.5 + 0.1 * r)
+    warnings.simplefilter("always")
+    text = write_monitor_report(tmp_path).read_text()
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]
+    header = next(line for line in text.splitlines() if line.startswith("| after |"))
+    assert header == ("| after | \\$\\\\foo\\$ | \\$x\\$ | a\\|b | \U0001F697 car | new<br>line "
+                      "| back\\\\slash |")
+    assert header.replace("\\|", "").count("|") == len(names) + 2  # no extra column
+    assert "| a\\|b | -0.100 |" in text  # forgetting table: best earlier 0.7, latest 0.8
+
+
+def test_report_files_are_0644_and_stale_ones_are_removed(tmp_path):
+    import stat
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("accuracy_matrix.png", "reliability.png", "notes.txt"):
+        (out / name).write_bytes(b"old")
+    forge_stream(tmp_path, 2, ["car"], lambda r, c: 0.5)
+    write_monitor_report(tmp_path, out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "class_ap.png", "class_matrix.csv", "class_matrix.png", "notes.txt", "report.md",
+        "rounds.csv"]
+    for path in out.iterdir():
+        if path.name != "notes.txt":
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+
+
+def test_report_out_under_a_file_is_a_one_line_error(tmp_path, capsys):
+    from edgecl.cli import main
+
+    Monitor(tmp_path)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["monitor", "report", "--state-dir", str(tmp_path), "--out",
+                 str(afile / "sub")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{afile} (in its path) is not a folder" in err
