@@ -22,6 +22,11 @@ def add_parser(sub) -> None:
     p.set_defaults(func=demo_command)
 
 
+DEMO_OPTION_KEYS = {"state_dir": "--state-dir", "model.imgsz": "--imgsz",
+                    "learner.imgsz": "--imgsz"}
+"""Settings the demo takes from its own options (key -> option)."""
+
+
 def demo_command(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 when at least one round promoted a model."""
     import dataclasses
@@ -29,6 +34,12 @@ def demo_command(args: argparse.Namespace) -> int:
     from edgecl.bench.demo import DEMO_OVERRIDES, demo_config, run_demo
     from edgecl.config import load_config
 
+    from edgecl.errors import ConfigError
+
+    for text in args.overrides:  # the demo's own options set these: an override would be lost
+        option = DEMO_OPTION_KEYS.get(text.split("=", 1)[0])
+        if option:
+            raise ConfigError(f"{text}: the demo sets this from {option}; use that option instead")
     cfg = load_config(args.config, [*DEMO_OVERRIDES, *args.overrides])
     cfg = demo_config(dataclasses.replace(cfg, state_dir=args.state_dir), args.imgsz)
     summary = run_demo(cfg, tasks=args.tasks, images_per_task=args.images_per_task,

@@ -71,9 +71,11 @@ def join_command(args: argparse.Namespace) -> int:
 def simulate_command(args: argparse.Namespace) -> int:
     """Run ``edgecl fleet simulate``; exit 0 when it ran (the target is reported, not enforced)."""
     from edgecl.config import load_config
-    from edgecl.fleet.simulate import SimSize, simulate
+    from edgecl.fleet.simulate import SimSize, check_user_overrides, simulate
 
-    base = load_config(args.config, args.overrides) if (args.config or args.overrides) else None
+    check_user_overrides(args.overrides)
+    base = (args.config, tuple(args.overrides))
+    load_config(*base)  # a bad file or value: one line now, not from every device's process
     size = SimSize(imgsz=args.imgsz, images_per_task=args.images_per_task, steps=args.steps,
                    first_steps=args.first_steps, budget_s=args.budget_s, batch=args.batch, seed=args.seed)
     quiet = args.json

@@ -72,9 +72,44 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def device_config(base: Config | None, state: Path, size: SimSize, address: str, name: str,
+SIM_KEYS = {
+    "state_dir": "--out", "model.imgsz": "--imgsz", "learner.imgsz": "--imgsz",
+    "learner.max_steps": "--steps", "learner.first_round_max_steps": "--first-steps",
+    "learner.budget_s": "--budget-s", "learner.first_round_budget_s": "--budget-s",
+    "learner.batch": "--batch", "memory.seed": "--seed", "fleet.seed": "--seed",
+    "fleet.rounds": "--rounds", "fleet.min_devices": "--devices",
+}
+"""Keys a simulation sets from its own options (key -> option)."""
+SIM_FIXED = ("learner.device", "learner.epochs", "learner.bn_recalibration_batches",
+             "memory.holdout_fraction", "export.tensorrt", "learner.enabled", "ider.enabled",
+             "fleet.server_address", "fleet.device_name", "fleet.round_timeout_s", "fleet.retry_s")
+"""Keys every simulated device has as the simulation needs them (loopback, CPU, sizes)."""
+
+
+def check_user_overrides(overrides) -> None:
+    """Refuse a ``section.key=value`` setting that the simulation itself sets (it would be
+    replaced without a word).
+
+    Args:
+        overrides: the command line's settings.
+
+    Raises:
+        ConfigError: one names such a key (and the option that sets it, where there is one).
+    """
+    for text in overrides:
+        key = text.split("=", 1)[0]
+        if key in SIM_KEYS:
+            raise ConfigError(f"{text}: fleet simulate sets {key} from {SIM_KEYS[key]}; use that "
+                              f"option instead")
+        if key in SIM_FIXED:
+            raise ConfigError(f"{text}: fleet simulate sets {key} itself (devices on this "
+                              f"machine's CPU, over loopback)")
+
+
+def device_config(base: tuple | None, state: Path, size: SimSize, address: str, name: str,
                   devices: int, rounds: int) -> Config:
-    """A simulated device's (or the server's) configuration."""
+    """A simulated device's (or the server's) configuration: the user's settings (``base``:
+    ``(config file or None, overrides)``) with the simulation's sizes and addresses over them."""
     overrides = [f"state_dir={state}", f"model.imgsz={size.imgsz}", f"learner.imgsz={size.imgsz}",
                  f"learner.max_steps={size.steps}", f"learner.first_round_max_steps={size.first_steps or size.steps}",
                  f"learner.budget_s={size.budget_s}", f"learner.first_round_budget_s={size.budget_s}",
@@ -84,14 +119,8 @@ def device_config(base: Config | None, state: Path, size: SimSize, address: str,
                  "ider.enabled=false", f"fleet.server_address={address}",
                  f"fleet.device_name={name}", f"fleet.min_devices={devices}",
                  f"fleet.rounds={rounds}", f"fleet.seed={size.seed}", "fleet.round_timeout_s=1800", "fleet.retry_s=1"]
-    cfg = load_config(None, overrides)
-    if base is not None:  # keep the user's gate and fleet policy, our sizes and addresses
-        import dataclasses
-
-        fleet = dataclasses.replace(base.fleet, server_address=address, device_name=name,
-                                    min_devices=devices, rounds=rounds, seed=size.seed, retry_s=1.0)
-        cfg = dataclasses.replace(cfg, gate=base.gate, fleet=fleet)
-    return cfg
+    path, user = base if base is not None else (None, ())
+    return load_config(path, [*user, *overrides])
 
 
 def _baseline_config(*args) -> Config:
@@ -192,7 +221,7 @@ def _ratio(fleet: dict, joint: dict) -> dict:
 
 
 def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSize | None = None,
-             base: Config | None = None, progress=print, timeout_s: float = 24 * 3600) -> dict:
+             base: tuple | None = None, progress=print, timeout_s: float = 24 * 3600) -> dict:
     """Run a fleet simulation on this machine (see the module docstring).
 
     Args:
@@ -202,7 +231,9 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
         rounds: fleet rounds (>= 1).
         out: output folder (device states, server state, scenario, ``summary.json``).
         size: sizes (default :class:`SimSize`).
-        base: a configuration whose ``gate`` and ``fleet`` policies to use (default: defaults).
+        base: the user's settings, ``(config file or None, section.key=value overrides)``;
+            the simulation's sizes and addresses replace theirs (an override of one of those
+            keys is refused: :func:`check_user_overrides`).
         progress: callable printing one report line.
         timeout_s: give up when the fleet has not finished after this many seconds.
 
@@ -217,6 +248,8 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
     from edgecl.fleet.store import GlobalStore
 
     size = size or SimSize()
+    if base is not None:
+        check_user_overrides(base[1])
     if devices < 2:
         raise ConfigError(f"fleet simulate needs at least 2 devices, got {devices}")
     if rounds < 1:

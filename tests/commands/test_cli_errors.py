@@ -93,3 +93,13 @@ def test_state_settings_without_a_state_directory_are_named_as_ignored(tmp_path,
     assert code == 0
     assert ("server.enabled, labels.mode: ignored, this run keeps no state (no memory, labels, "
             "learner or console); give --state-dir DIR or --config FILE") in caplog.text
+
+
+@pytest.mark.parametrize("setting,option", [("learner.imgsz=64", "--imgsz"),
+                                            ("state_dir=/tmp/x", "--state-dir")])
+def test_the_demo_refuses_a_setting_its_own_options_set(tmp_path, capsys, setting, option):
+    from edgecl.cli import main
+
+    assert main(["demo", "--state-dir", str(tmp_path / "d"), setting]) == 2
+    err = capsys.readouterr().err
+    assert option in err and err.count("\n") == 1 and not (tmp_path / "d").exists()

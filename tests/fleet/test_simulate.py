@@ -67,3 +67,19 @@ def test_a_setup_that_fails_leaves_no_output_folder(tmp_path, capsys, extra):
     (out / "mine.txt").write_text("kept")
     assert main(argv + extra) == 2
     assert (out / "mine.txt").read_text() == "kept"  # a folder it did not create stays
+
+
+def test_the_users_settings_reach_the_devices_and_the_simulations_own_keys_are_refused(
+        tmp_path, capsys):
+    from edgecl.fleet.simulate import SimSize, device_config
+
+    cfg = device_config((None, ("learner.lr=0.05", "replay.strategy=er", "gate.max_forgetting=0.3")),
+                        tmp_path / "d0", SimSize(imgsz=64, steps=7), "127.0.0.1:1", "d0", 2, 3)
+    assert (cfg.learner.lr, cfg.replay.strategy, cfg.gate.max_forgetting) == (0.05, "er", 0.3)
+    assert (cfg.learner.max_steps, cfg.learner.imgsz, cfg.fleet.rounds) == (7, 64, 3)
+    assert cfg.state_dir == str(tmp_path / "d0") and cfg.learner.device == "cpu"
+    for setting, option in (("learner.max_steps=5", "--steps"), ("fleet.rounds=10", "--rounds")):
+        assert main(["fleet", "simulate", "--out", str(tmp_path / "o"), setting]) == 2
+        err = capsys.readouterr().err
+        assert option in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
