@@ -40,14 +40,15 @@ def _registry(args):
     return ClassRegistry(cfg.state_dir)
 
 
-def sample_counts(cfg) -> dict[str, int]:
+def sample_counts(cfg) -> dict[str, int] | None:
     """Samples per class id in the replay memory, read without repairing anything.
 
     Args:
         cfg: the deployment configuration.
 
     Returns:
-        class id (str) -> samples holding it; empty when there is no memory yet.
+        class id (str) -> samples holding it; empty when there is no memory yet; None when
+        the memory cannot be read here (read-only copy, damaged index): unknown, not zero.
     """
     from edgecl.continual.memory import INDEX_FILE, ReplayMemory
     from edgecl.errors import EdgeclError
@@ -59,7 +60,7 @@ def sample_counts(cfg) -> dict[str, int]:
         memory = ReplayMemory(root, cfg.memory, verify_on_open=False)
     except EdgeclError as exc:
         log.warning("sample counts unavailable: %s", exc)
-        return {}
+        return None
     try:
         return dict(memory.stats()["per_class"])
     finally:
@@ -75,7 +76,8 @@ def list_command(args: argparse.Namespace) -> int:
     if not rows:
         print("no classes yet (a pretrained model, a label import or an operator answer adds them)")
     for row in rows:
-        print(f"{row['id']:>4}  {row['name']:<24} {row['samples']:>7} samples  first seen {row['first_seen']}")
+        samples = "-" if row["samples"] is None else row["samples"]
+        print(f"{row['id']:>4}  {row['name']:<24} {samples:>7} samples  first seen {row['first_seen']}")
     return 0
 
 

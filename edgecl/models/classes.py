@@ -216,13 +216,16 @@ class ClassRegistry:
 
         Args:
             sample_counts: class id (int or str) -> samples holding it (e.g. the replay
-                memory's ``stats()["per_class"]``); missing ids count 0.
+                memory's ``stats()["per_class"]``); missing ids count 0. ``None``: the counts
+                are unknown (``samples`` is ``None``).
 
         Returns:
             The rows ``edgecl classes list --json`` prints.
         """
-        counts = {str(k): int(v) for k, v in (sample_counts or {}).items()}
-        return [{"id": e["id"], "name": e["name"], "samples": counts.get(str(e["id"]), 0),
+        counts = None if sample_counts is None else {str(k): int(v)
+                                                     for k, v in sample_counts.items()}
+        return [{"id": e["id"], "name": e["name"],
+                 "samples": None if counts is None else counts.get(str(e["id"]), 0),
                  "first_seen": e.get("first_seen", "")} for e in self._read()]
 
     def conflict(self, names: dict) -> str | None:

@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -158,6 +159,12 @@ class Monitor:
         self.db_path = self.state_dir / DB_RELPATH
         if not create and not self.db_path.is_file():
             raise MonitorError(f"no metrics database at {self.db_path}")
+        # a copy pulled from a device, or a read-only mount: read it as it is on disk (SQLite
+        # cannot open a WAL database for reading where it may not write its index beside it)
+        self.read_only = not create and not (os.access(self.db_path.parent, os.W_OK)
+                                             and os.access(self.db_path, os.W_OK))
+        if self.read_only:
+            return
         try:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -175,11 +182,17 @@ class Monitor:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """One short-lived reading connection in autocommit mode; damage becomes :class:`MonitorError`."""
         try:
-            conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s, isolation_level=None)
+            if self.read_only:
+                uri = f"{self.db_path.resolve().as_uri()}?mode=ro&immutable=1"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            else:
+                conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s,
+                                       isolation_level=None)
         except sqlite3.Error as exc:
             raise MonitorError(f"cannot open metrics database {self.db_path}: {exc}") from exc
         try:
-            conn.execute("PRAGMA synchronous=FULL")
+            if not self.read_only:
+                conn.execute("PRAGMA synchronous=FULL")
             yield conn
         except sqlite3.DatabaseError as exc:
             raise MonitorError(f"metrics database {self.db_path}: {exc}") from exc
@@ -194,6 +207,9 @@ class Monitor:
             StorageError: when SQLite cannot write (full disk, locked, read-only, I/O error).
             MonitorError: when the file is not a database.
         """
+        if self.read_only:
+            raise StorageError(f"metrics database {self.db_path} cannot be written: it is "
+                               f"read-only here")
         try:
             conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s, isolation_level=None)
         except sqlite3.Error as exc:

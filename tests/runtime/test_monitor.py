@@ -455,3 +455,18 @@ def test_a_full_disk_raises_storage_error(tmp_path, monkeypatch):
         mon.record_round(1, "v0001", "promoted", acc=0.5, bwt=0.0, mean_forgetting=0.0)
     monkeypatch.setattr(monitor_module.sqlite3, "connect", real_connect)
     assert mon.rounds() == []
+
+
+def test_a_read_only_copy_is_read_as_it_is_and_refuses_writes(tmp_path, monkeypatch):
+    """A state directory pulled from a device, or mounted read-only: summary and matrices read
+    (SQLite cannot open a WAL database normally where it may not write beside it)."""
+    import edgecl.runtime.monitor as monitor_module
+    from edgecl.errors import StorageError
+
+    filled(tmp_path)
+    expected = Monitor(tmp_path).summary()
+    monkeypatch.setattr(monitor_module.os, "access", lambda path, mode: False)
+    copy = Monitor(tmp_path, create=False)
+    assert copy.read_only and copy.summary() == expected
+    with pytest.raises(StorageError, match="read-only"):
+        copy.set_class_names({0: "car"})
