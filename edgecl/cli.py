@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgecl", description="On-device continual learning for YOLO detectors.",
         epilog="Any section.key=value argument overrides the config (e.g. memory.capacity=50).")
     parser.add_argument("--version", action="version", version=f"edgecl {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="DEBUG, INFO, WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

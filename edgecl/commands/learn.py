@@ -25,7 +25,10 @@ def learn_command(args: argparse.Namespace) -> int:
     from edgecl.runtime.learner import round_lock, run_learning_round
     from edgecl.runtime.promote import promote_version
 
+    from edgecl.continual.cpu_engines import check_export_settings
+
     cfg = config_from_args(args)
+    check_export_settings(cfg)  # an engine asked 'on' that cannot be built here: one line now
     if cfg.learner.device.startswith("cuda"):  # one line now, not a failed round's traceback
         from edgecl.continual.finetune import resolve_device
 

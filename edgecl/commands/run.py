@@ -35,7 +35,12 @@ def run_command(args: argparse.Namespace) -> int:
     """Run the device runtime as the command line asks; returns the exit code."""
     from edgecl.runtime.app import RunOptions, Runtime
 
+    from edgecl.config import config_hash
+
     cfg = config_from_args(args)
+    log.info("config: %s%s (hash %s)", args.config or "built-in defaults",
+             f" + {len(args.overrides)} override(s)" if getattr(args, "overrides", None) else "",
+             config_hash(cfg))
     opts = RunOptions(source_uri=args.source or cfg.source.uri, model=args.model,
                       max_frames=args.frames, out=args.out, save_video=args.save_video,
                       quiet=args.quiet, use_state=bool(args.state_dir or args.config))

@@ -50,14 +50,19 @@ def check_export_settings(cfg: Config) -> None:
     """Refuse at start an explicit ``on`` that cannot apply on this machine (``auto`` adapts).
 
     Raises:
-        ConfigError: ``export.openvino: on`` without ``openvino``, or ``export.cpu_int8: on``
-            without the quantiser its engine needs (NNCF for OpenVINO, else onnxruntime's).
+        ConfigError: ``export.openvino: on`` without ``openvino``, ``export.cpu_int8: on``
+            without the quantiser its engine needs (NNCF for OpenVINO, else onnxruntime's), or
+            ``export.tensorrt: on`` without TensorRT (every round would log its failure).
     """
     from edgecl.errors import ConfigError
+    from edgecl.models.engine_file import tensorrt_available
     from edgecl.models.openvino_backend import openvino_available
     from edgecl.models.quantize import nncf_available, onnx_quantization_available
 
     ex = cfg.export
+    if ex.tensorrt == "on" and not tensorrt_available():
+        raise ConfigError("export.tensorrt is 'on' but TensorRT does not import here (it runs on "
+                          "a Jetson or an NVIDIA GPU machine); set export.tensorrt: auto")
     if ex.openvino == "on" and not openvino_available():
         raise ConfigError("export.openvino is 'on' but the openvino package does not import here; "
                           "pip install openvino, or set export.openvino: auto")

@@ -373,6 +373,13 @@ class Runtime:
                                             poll_s=cfg.runtime.swap_poll_s,
                                             warmup_runs=cfg.runtime.warmup_runs)
                 log.info("%s", describe_labelling(cfg, bool(getattr(source, "labelled", False))))
+                learn = cfg.learner
+                if learn.enabled and not (learn.trigger_new_samples or learn.trigger_new_class
+                                          or learn.trigger_interval_s):
+                    log.warning("learner: every trigger is off (learner.trigger_new_samples 0, "
+                                "trigger_new_class false, trigger_interval_s 0), so no round "
+                                "starts by itself; 'edgecl learn --state-dir %s' runs one",
+                                cfg.state_dir)
                 if cfg.memory.holdout_block_s > 0 and not (getattr(source, "is_live", False)
                                                            or getattr(source, "real_time", False)):
                     log.warning("memory.holdout_block_s=%g holds out labelled frames by blocks of "

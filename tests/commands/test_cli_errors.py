@@ -103,3 +103,17 @@ def test_the_demo_refuses_a_setting_its_own_options_set(tmp_path, capsys, settin
     assert main(["demo", "--state-dir", str(tmp_path / "d"), setting]) == 2
     err = capsys.readouterr().err
     assert option in err and err.count("\n") == 1 and not (tmp_path / "d").exists()
+
+
+def test_an_engine_asked_on_that_cannot_be_built_and_an_unknown_log_level_are_one_line(
+        tmp_path, capsys):
+    from edgecl.cli import main
+    from edgecl.models.engine_file import tensorrt_available
+
+    if not tensorrt_available():
+        assert main(["learn", "--state-dir", str(tmp_path), "export.tensorrt=on"]) == 2
+        err = capsys.readouterr().err
+        assert "export.tensorrt is 'on' but TensorRT" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--log-level", "LOUD", "memory", "stats"])
+    assert exit_info.value.code == 2 and "invalid choice: 'LOUD'" in capsys.readouterr().err

@@ -585,3 +585,14 @@ def test_a_sample_the_sink_is_storing_is_never_counted_as_another_writers(tmp_pa
     sup._count_other_writers()
     writer.join(5)
     assert counted == [] and sink.stats()["counts"]["stored_ground_truth"] == 1
+
+
+def test_the_start_line_says_when_the_pseudo_label_floor_is_the_uncertain_band():
+    from edgecl.config import load_config
+    from edgecl.runtime.labels import describe_labelling
+
+    cfg = load_config(None, ["labels.mode=field", "labels.pseudo_conf=0.4",
+                             "labels.uncertain_high=0.7"])
+    assert ("labels.pseudo_conf 0.4 is below labels.uncertain_high 0.7, so no threshold is "
+            "below 0.7") in describe_labelling(cfg, False)
+    assert "below labels.uncertain_high" not in describe_labelling(load_config(None, []), False)

@@ -461,8 +461,11 @@ def describe_labelling(cfg: Config, source_is_labelled: bool) -> str:
                 f"pseudo-labelled, "
                 f"or add labelled images with {import_cli}")
     gt = "ground truth delivered with the frames is stored; " if source_is_labelled else ""
+    floor = (f"; labels.pseudo_conf {lab.pseudo_conf:g} is below labels.uncertain_high "
+             f"{lab.uncertain_high:g}, so no threshold is below {lab.uncertain_high:g}"
+             if lab.pseudo_conf < lab.uncertain_high else "")
     pseudo = (f"confident detections of known classes become pseudo-labels (per-class calibrated "
-              f"thresholds at precision {lab.pseudo_precision:g})")
+              f"thresholds at precision {lab.pseudo_precision:g}{floor})")
     if lab.mode == "pseudo":
         return (f"labels: {gt}{pseudo}; no frame is queued for a person (labels.mode: pseudo), so "
                 f"a new class is learnt only from {import_cli}")
