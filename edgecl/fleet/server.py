@@ -124,22 +124,33 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
 
     from edgecl.fleet.strategy import make_strategy
 
+    from edgecl.runtime.lock import RuntimeLock
+
     fc = cfg.fleet
     store = GlobalStore(fleet_dir(cfg))
-    loaded = store.load()
-    done = loaded[0] if loaded else 0
-    left = fc.rounds - done
-    if left <= 0:
-        log.info("fleet: all %d rounds already done (global model of round %d in %s)",
-                 fc.rounds, done, store.root)
-        return []
-    before = len(store.rounds())
-    strategy = make_strategy(fc, store, initial=loaded, on_round=on_round)
-    log.info("fleet server on %s: rounds %d..%d, TLS %s, authentication %s", fc.server_address,
-             done + 1, fc.rounds, "on" if certificates else "off",
-             "on" if wire.resolve_token(fc.token) else "off (loopback)")
-    start_server(server_address=fc.server_address,
-                 config=ServerConfig(num_rounds=left, round_timeout=fc.round_timeout_s),
-                 strategy=strategy, certificates=certificates,
-                 grpc_max_message_length=GRPC_MAX_MESSAGE_BYTES)
-    return store.rounds()[before:]
+    # one server per state directory (two would overwrite each other's global model)
+    with RuntimeLock(store.root):
+        loaded = store.load()
+        problem = store.problem() if loaded is None else None
+        if problem:
+            # INVARIANT: a damaged global model is never silently replaced by a fresh one (the
+            # fleet's rounds would start over and its saved model be deleted at the next save)
+            raise EdgeclError(f"the fleet's global model in {store.root} cannot be loaded: "
+                              f"{problem}; restore it, or move {store.root} away to start the "
+                              f"fleet afresh")
+        done = loaded[0] if loaded else 0
+        left = fc.rounds - done
+        if left <= 0:
+            log.info("fleet: all %d rounds already done (global model of round %d in %s)",
+                     fc.rounds, done, store.root)
+            return []
+        before = len(store.rounds())
+        strategy = make_strategy(fc, store, initial=loaded, on_round=on_round)
+        log.info("fleet server on %s: rounds %d..%d, TLS %s, authentication %s",
+                 fc.server_address, done + 1, fc.rounds, "on" if certificates else "off",
+                 "on" if wire.resolve_token(fc.token) else "off (loopback)")
+        start_server(server_address=fc.server_address,
+                     config=ServerConfig(num_rounds=left, round_timeout=fc.round_timeout_s),
+                     strategy=strategy, certificates=certificates,
+                     grpc_max_message_length=GRPC_MAX_MESSAGE_BYTES)
+        return store.rounds()[before:]

@@ -86,6 +86,27 @@ SIM_FIXED = ("learner.device", "learner.epochs", "learner.bn_recalibration_batch
 """Keys every simulated device has as the simulation needs them (loopback, CPU, sizes)."""
 
 
+def check_size(size: SimSize) -> None:
+    """Check the sizes a simulation was given, naming the option of a wrong one (the config
+    key it becomes would mean nothing to the user who typed ``--steps``).
+
+    Raises:
+        ConfigError: a value the devices' configuration would refuse.
+    """
+    from edgecl.config import RULES
+
+    for option, key, value in (("--steps", "learner.max_steps", size.steps),
+                               ("--first-steps", "learner.first_round_max_steps",
+                                size.first_steps or size.steps),
+                               ("--budget-s", "learner.budget_s", size.budget_s),
+                               ("--batch", "learner.batch", size.batch),
+                               ("--seed", "fleet.seed", size.seed),
+                               ("--imgsz", "learner.imgsz", size.imgsz)):
+        problem = RULES[key].problem(value)
+        if problem:
+            raise ConfigError(f"fleet simulate {option}: {problem}")
+
+
 def check_user_overrides(overrides) -> None:
     """Refuse a ``section.key=value`` setting that the simulation itself sets (it would be
     replaced without a word).
@@ -254,6 +275,7 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
         raise ConfigError(f"fleet simulate needs at least 2 devices, got {devices}")
     if rounds < 1:
         raise ConfigError(f"fleet simulate needs at least 1 round, got {rounds}")
+    check_size(size)
     out = Path(out).expanduser().resolve()
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -355,9 +377,18 @@ def _run_fleet(server_cfg: Config, device_cfgs: list[Config], yaml_path: str,
     for proc in clients:
         proc.start()
     try:
-        server.join(timeout_s)
-        if server.is_alive():
-            raise ConfigError(f"fleet simulation did not finish within {timeout_s:.0f} s")
+        deadline = time.monotonic() + timeout_s
+        while server.is_alive():
+            server.join(1.0)
+            # a device that died leaves the server waiting for it (Flower waits for
+            # fleet.min_devices for up to a day): stop at once and say which
+            dead = [p for p in clients if p.exitcode is not None and p.exitcode != 0]
+            if dead and server.is_alive():
+                raise ConfigError(f"{dead[0].name.removeprefix('edgecl-fleet-')}'s process died "
+                                  f"(exit code {dead[0].exitcode}) before the fleet finished; "
+                                  f"see the log above")
+            if time.monotonic() > deadline and server.is_alive():
+                raise ConfigError(f"fleet simulation did not finish within {timeout_s:.0f} s")
         for proc in clients:
             proc.join(60)
     finally:

@@ -69,21 +69,33 @@ class GlobalStore:
         Returns:
             ``(round, arrays, names)``, or ``None`` when nothing (intact) was saved.
         """
+        loaded, problem = self._read()
+        if problem:
+            log.error("fleet global model in %s: %s", self.root, problem)
+        return loaded
+
+    def problem(self) -> str | None:
+        """Why the saved global model cannot be loaded, or None (intact, or nothing saved)."""
+        return self._read()[1]
+
+    def _read(self) -> tuple[tuple[int, dict[str, np.ndarray], list[str]] | None, str | None]:
         meta_path = self.root / "global.json"
         if not meta_path.is_file():
-            return None
+            return None, None
         try:
             meta = json.loads(meta_path.read_text())
             data = (self.root / meta["file"]).read_bytes()
-        except (OSError, ValueError, KeyError) as exc:
-            log.error("fleet global model in %s unreadable (%s); starting afresh", self.root, exc)
-            return None
+            round_no, names = int(meta["round"]), [str(n) for n in meta.get("names", [])]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            return None, f"global.json or the model it names is unreadable ({exc})"
         if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
-            log.error("fleet global model %s fails its checksum; starting afresh", meta["file"])
-            return None
-        with np.load(io.BytesIO(data)) as npz:
-            arrays = {k: npz[k].astype(np.float32) for k in npz.files}
-        return int(meta["round"]), arrays, [str(n) for n in meta.get("names", [])]
+            return None, f"{meta['file']} fails its checksum"
+        try:
+            with np.load(io.BytesIO(data)) as npz:
+                arrays = {k: npz[k].astype(np.float32) for k in npz.files}
+        except (OSError, ValueError) as exc:
+            return None, f"{meta['file']} is not a model ({exc})"
+        return (round_no, arrays, names), None
 
     def append_round(self, record: dict) -> None:
         """Append one round's record to ``rounds.jsonl`` (fsynced; a torn last line is skipped

@@ -135,6 +135,34 @@ def _check_pem(key: str, path: Path) -> None:
                           f"{wanted.lower()} (-----BEGIN ...{wanted}-----)")
 
 
+def _check_tls_material(certs: dict[str, str]) -> None:
+    """Load the PEM files as TLS will (Python's ``ssl``): a certificate that does not parse, or
+    a key that does not belong to its certificate, is named here in one line; gRPC only says
+    "Failed to bind" or fails the handshake.
+
+    Raises:
+        ConfigError: which file (or pair) is wrong and what the TLS library says.
+    """
+    import ssl
+
+    cert, key, ca = (certs.get(k) for k in ("fleet.server_cert", "fleet.server_key",
+                                            "fleet.ca_cert"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if cert and key:
+        try:
+            context.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"config keys 'fleet.server_cert' and 'fleet.server_key': {cert} "
+                              f"and {key} are not a certificate and its own private key "
+                              f"({getattr(exc, 'reason', None) or exc})") from None
+    if ca:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"config key 'fleet.ca_cert': {ca} is not a usable CA certificate "
+                              f"({getattr(exc, 'reason', None) or exc})") from None
+
+
 def check_security(address: str, *, certs: dict[str, str], token: str, role: str) -> None:
     """Refuse to run off loopback without TLS certificates and a fleet token.
 
@@ -153,6 +181,7 @@ def check_security(address: str, *, certs: dict[str, str], token: str, role: str
             raise ConfigError(f"config key '{key}': certificate file not found: {path}")
         if path:
             _check_pem(key, Path(path))
+    _check_tls_material(certs)
     if is_loopback(address):
         return
     missing = [k for k, v in certs.items() if not v] + ([] if token else ["fleet.token"])

@@ -174,6 +174,7 @@ class Runtime:
         self.calibration = None
         self.previous_detector = None
         self.fleet_proc = None
+        self._fleet_backoff_s, self._fleet_restart_at = 0.0, None
         self.watchdog = Watchdog()
         self._last_runtime_record_s = 0.0
         self._started_s = time.monotonic()
@@ -428,6 +429,8 @@ class Runtime:
             out["storing"] = self.memory_sink.stats()
         if self.fleet_proc is not None:
             out["fleet"] = {"alive": self.fleet_proc.is_alive(), "pid": self.fleet_proc.pid}
+            if not out["fleet"]["alive"]:
+                out["status"] = "degraded" if status == "ok" else status
         if self.step_errors:
             out["step_errors"] = dict(self.step_errors)
         degraded = (self.step_errors or (self.memory_sink and self.memory_sink.paused_reason)
@@ -517,6 +520,7 @@ class Runtime:
         """
         self.watchdog.beat("supervisor")
         steps = (("learner", self._tick_learner if self.supervisor is not None else None),
+                 ("fleet", self._tick_fleet if self.fleet_proc is not None else None),
                  ("hook", (lambda: self.supervise_hook(self)) if self.supervise_hook else None),
                  ("metrics", self._maybe_record_runtime if self.monitor is not None else None))
         for name, step in steps:
@@ -529,6 +533,31 @@ class Runtime:
             else:
                 if did_work is not False:  # INVARIANT: only a step that ran clears its error
                     self.step_errors.pop(name, None)
+
+    def _tick_fleet(self) -> bool:
+        """Restart the fleet client when its process died (killed, crashed), after a back-off
+        that doubles from 30 s to 10 min; /healthz says degraded meanwhile.
+
+        Returns:
+            False while it is dead and waiting (the step's error stays shown).
+        """
+        if self.fleet_proc.is_alive():
+            self._fleet_backoff_s = 0.0
+            return True
+        now = time.monotonic()
+        if self._fleet_restart_at is None:
+            self._fleet_backoff_s = min(600.0, max(30.0, 2 * self._fleet_backoff_s))
+            self._fleet_restart_at = now + self._fleet_backoff_s
+            raise EdgeclError(f"the fleet client (pid {self.fleet_proc.pid}) exited with code "
+                              f"{self.fleet_proc.exitcode}; restarting it in "
+                              f"{self._fleet_backoff_s:.0f} s")
+        if now < self._fleet_restart_at:
+            return False
+        from edgecl.fleet.client import start_fleet_client
+
+        self._fleet_restart_at = None
+        self.fleet_proc = start_fleet_client(self.cfg)
+        return False
 
     def _tick_learner(self) -> None:
         was_busy = self.supervisor.busy

@@ -37,3 +37,75 @@ def test_flower_deprecation_banners_show_once_each():
     assert sum("start_client() is deprecated" in m for m in seen) == 1
     assert sum("something else" in m for m in seen) == 1
     assert seen.count("connection lost") == 2  # other warnings all pass
+
+
+def _server_cfg(state, *extra):
+    from edgecl.config import load_config
+
+    return load_config(None, [f"state_dir={state}", "fleet.server_address=127.0.0.1:1",
+                              "fleet.rounds=5", *extra])
+
+
+def test_a_damaged_global_model_stops_the_server_instead_of_starting_afresh(tmp_path):
+    """Before: a corrupt global.json or npz made the server start over at round 1 and delete
+    the saved model at its next save."""
+    import numpy as np
+
+    from edgecl.errors import EdgeclError
+    from edgecl.fleet.server import fleet_dir, run_server
+    from edgecl.fleet.store import GlobalStore
+
+    cfg = _server_cfg(tmp_path)
+    store = GlobalStore(fleet_dir(cfg))
+    store.save(3, {"w": np.zeros(4, np.float32)}, ["car"])
+    saved = next(store.root.glob("global-*.npz"))
+    saved.write_bytes(saved.read_bytes()[:-2] + b"zz")
+    with pytest.raises(EdgeclError, match="fails its checksum; restore it, or move"):
+        run_server(cfg)
+    assert saved.is_file()
+    (store.root / "global.json").write_text('{"round": 3, "names": [')
+    assert "unreadable" in store.problem()
+    with pytest.raises(EdgeclError, match="cannot be loaded"):
+        run_server(cfg)
+
+
+def test_one_server_per_state_directory(tmp_path):
+    from edgecl.errors import EdgeclError
+    from edgecl.fleet.server import fleet_dir, run_server
+    from edgecl.runtime.lock import RuntimeLock
+
+    cfg = _server_cfg(tmp_path)
+    with RuntimeLock(fleet_dir(cfg)):  # another server holds it
+        with pytest.raises(EdgeclError, match="in use|locked|held"):
+            run_server(cfg)
+
+
+@pytest.mark.parametrize("pair", [("srv.pem", "other.key"), ("junk.pem", "junk.key")])
+def test_a_certificate_and_a_key_that_do_not_belong_together_are_one_line(tmp_path, pair):
+    """gRPC said only 'Failed to bind to address' (with a traceback)."""
+    import shutil
+    import subprocess
+
+    from edgecl.errors import ConfigError
+    from edgecl.fleet.wire import check_security
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (it makes the test certificates)")
+
+    def make(name, cn):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", f"/CN={cn}", "-keyout", str(tmp_path / f"{name}.key"),
+                        "-out", str(tmp_path / f"{name}.pem")], check=True, capture_output=True)
+
+    make("srv", "localhost")
+    make("other", "other")
+    (tmp_path / "junk.pem").write_text("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
+    (tmp_path / "junk.key").write_text("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+    certs = {"fleet.ca_cert": str(tmp_path / "srv.pem"),
+             "fleet.server_cert": str(tmp_path / pair[0]),
+             "fleet.server_key": str(tmp_path / pair[1])}
+    with pytest.raises(ConfigError, match="not a certificate and its own private key"):
+        check_security("127.0.0.1:9092", certs=certs, token="t", role="server")
+    good = dict(certs, **{"fleet.server_cert": str(tmp_path / "srv.pem"),
+                          "fleet.server_key": str(tmp_path / "srv.key")})
+    check_security("127.0.0.1:9092", certs=good, token="t", role="server")

@@ -207,3 +207,33 @@ def test_held_out_blocks_on_a_file_source_are_warned_about_at_start(learnt, scen
     caplog.clear()
     Runtime(tiny_cfg(state), RunOptions(source_uri=uri, max_frames=1, quiet=True)).run()
     assert "holdout_block_s" not in caplog.text
+
+
+def test_a_dead_fleet_client_is_reported_and_restarted_after_a_back_off(tmp_path, monkeypatch):
+    """Before: /healthz said 'ok' with fleet alive false, nothing was logged, and the device
+    left the fleet until a restart."""
+    from types import SimpleNamespace
+
+    from edgecl.config import load_config
+
+    started = []
+
+    def start(cfg):
+        started.append(cfg)
+        return SimpleNamespace(is_alive=lambda: True, pid=43, exitcode=None)
+
+    monkeypatch.setattr("edgecl.fleet.client.start_fleet_client", start)
+    runtime = Runtime(load_config(None, [f"state_dir={tmp_path}"]),
+                      RunOptions(source_uri="synthetic://", quiet=True))
+    runtime.fleet_proc = SimpleNamespace(is_alive=lambda: False, pid=42, exitcode=-9)
+    runtime.supervise()
+    error = runtime.step_errors["fleet"]["error"]
+    assert "pid 42) exited with code -9; restarting it in 30 s" in error
+    assert runtime.health()["status"] == "degraded" and not started
+    runtime.supervise()
+    assert not started  # still within the back-off
+    runtime._fleet_restart_at = 0.0
+    runtime.supervise()
+    assert len(started) == 1 and runtime.fleet_proc.pid == 43
+    runtime.supervise()
+    assert "fleet" not in runtime.step_errors and runtime.health()["status"] == "ok"
