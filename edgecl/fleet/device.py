@@ -69,8 +69,9 @@ class AdoptOutcome:
 
     Attributes:
         status: ``promoted``, ``rejected`` or ``skipped``.
-        reason: the gate's one line (or why it skipped).
-        version: the registry version staged ("" when skipped).
+        reason: the gate's one line (or why it skipped or refused the model).
+        version: the registry version staged ("" when skipped, or when the model was refused
+            before staging: non-finite weights).
         per_class_ap: class name -> AP50-95 of the device's current model after the decision,
             on its held-out slice.
     """
@@ -85,6 +86,20 @@ def _finite(value) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else round(float(value), 4)
 
 
+def non_finite_key(arrays: dict) -> str | None:
+    """The key of the first array holding a NaN or an infinity, or ``None`` when all are finite.
+
+    Args:
+        arrays: key -> array (a global model, or a fine-tuned one).
+
+    Returns:
+        The key, or ``None``.
+    """
+    import numpy as np
+
+    return next((k for k, a in arrays.items() if not np.isfinite(np.asarray(a)).all()), None)
+
+
 class FleetDevice:
     """The fleet side of one device's state directory.
 
@@ -97,8 +112,38 @@ class FleetDevice:
 
     # ----------------------------------------------------------------- shared steps
 
+    def registry_spelling(self, global_names: list[str]) -> list[str]:
+        """The fleet's class names in this device's spelling.
+
+        A global name that differs from a registry class only in case is that class
+        (:func:`edgecl.models.classes.known_spelling`): the global ``Car`` is the device's
+        ``car``, not a new class. Names new to the device keep the fleet's spelling.
+
+        Args:
+            global_names: the global model's class names.
+
+        Returns:
+            The names, cleaned (:func:`~edgecl.models.classes.clean_name`) and respelled, in
+            the same order.
+
+        Raises:
+            LabelError: a name a class registry refuses (control characters, ...).
+        """
+        from edgecl.models.classes import ClassRegistry, clean_name, known_spelling
+
+        known = list(ClassRegistry(self.cfg.state_dir).names().values())
+        out = []
+        for raw in global_names:
+            name = clean_name(raw)
+            spelling = known_spelling(name, known)
+            if spelling is None:
+                known.append(name)
+            out.append(spelling or name)
+        return out
+
     def local_names(self, global_names: list[str]) -> dict[int, str]:
-        """The device's class ids after merging the fleet's classes into its registry by name.
+        """The device's class ids after merging the fleet's classes into its registry by name
+        (case-insensitively: see :meth:`registry_spelling`).
 
         Args:
             global_names: the global model's class names.
@@ -109,7 +154,7 @@ class FleetDevice:
         from edgecl.models.classes import ClassRegistry
 
         registry = ClassRegistry(self.cfg.state_dir)
-        added = registry.add(list(global_names))
+        added = registry.add(self.registry_spelling(global_names))
         if added:
             log.info("fleet classes joined the class registry: %s", added)
         return registry.names()
@@ -163,13 +208,19 @@ class FleetDevice:
             round_no: the fleet round (for the log).
 
         Returns:
-            The :class:`FitOutcome` (``skipped`` set when the learner is busy or the memory
-            holds no training sample).
+            The :class:`FitOutcome` (``skipped`` set when the learner is busy, the memory
+            holds no training sample, or the global model or the fine-tuned one has non-finite
+            weights).
         """
         from edgecl.continual.finetune import FineTuner
         from edgecl.fleet.weights import build_model, model_arrays
         from edgecl.runtime.learner import round_lock
 
+        bad = non_finite_key(global_arrays)
+        if bad is not None:
+            log.warning("fleet round %d: the global model has non-finite weights (tensor %s); "
+                        "not training on it", round_no, bad)
+            return FitOutcome(skipped=f"the global model has non-finite weights (tensor {bad})")
         with round_lock(self.cfg.state_dir) as held:
             if not held:
                 return FitOutcome(skipped="busy: a learning round is running")
@@ -177,6 +228,7 @@ class FleetDevice:
             train_ids = ctx.snapshot.ids(held_out=False)
             if not train_ids:
                 return FitOutcome(skipped="no training sample in the memory")
+            global_names = self.registry_spelling(global_names)
             names = self.local_names(global_names)
             model = build_model(global_arrays, global_names, names, seed=self.cfg.fleet.seed)
             before = self._evaluate(model, names, ctx) if global_names else {}
@@ -209,7 +261,11 @@ class FleetDevice:
                  len(train_ids), ft.seconds)
         if ft.stopped_reason in ("nan_loss", "no_data"):
             return FitOutcome(skipped=f"training failed: {ft.stopped_reason}")
-        return FitOutcome(model_arrays(model), order, len(train_ids), ap_after, forgetting,
+        arrays = model_arrays(model)
+        bad = non_finite_key(arrays)
+        if bad is not None:
+            return FitOutcome(skipped=f"training failed: non-finite weights (tensor {bad})")
+        return FitOutcome(arrays, order, len(train_ids), ap_after, forgetting,
                           ft.steps, round(ft.seconds, 2))
 
     # ----------------------------------------------------------------- adopt
@@ -225,7 +281,8 @@ class FleetDevice:
             server: the server's address (recorded in the manifest).
 
         Returns:
-            The :class:`AdoptOutcome`.
+            The :class:`AdoptOutcome`: ``rejected`` with no version (nothing staged) for a
+            global model with non-finite weights.
 
         Raises:
             EdgeclError: staging or promotion failed (the client contains it and reports it).
@@ -245,10 +302,17 @@ class FleetDevice:
         started_s = time.time()
         if not global_names:
             return AdoptOutcome("skipped", "the global model knows no class yet")
+        bad = non_finite_key(global_arrays)
+        if bad is not None:  # never staged: with no earlier model the gate would accept it
+            log.warning("fleet round %d: global model rejected: non-finite weights (tensor %s)",
+                        round_no, bad)
+            return AdoptOutcome("rejected", f"non-finite weights (tensor {bad})")
+        server_names = list(global_names)
         with round_lock(self.cfg.state_dir) as held:
             if not held:
                 return AdoptOutcome("skipped", "busy: a learning round is running")
             ctx = self._open()
+            global_names = self.registry_spelling(global_names)
             names = self.local_names(global_names)
             model = build_model(global_arrays, global_names, names, seed=self.cfg.fleet.seed)
             candidate = self._evaluate(model, names, ctx)
@@ -271,7 +335,7 @@ class FleetDevice:
                         "classes": {int(k): v for k, v in names.items()},
                         "memory_snapshot": ctx.snapshot.snapshot_id,
                         "fleet": {"round": round_no, "server": server,
-                                  "global_classes": list(global_names)},
+                                  "global_classes": server_names},
                         "metrics": {"per_class_map50_95": ap, "gate_drops": verdict.drops,
                                     "gate_steps": verdict.steps,
                                     "gate_mode": verdict.mode,

@@ -92,15 +92,15 @@ def server_certificates(cfg: Config) -> tuple[bytes, bytes, bytes] | None:
     fc = cfg.fleet
     paths = {"fleet.ca_cert": fc.ca_cert, "fleet.server_cert": fc.server_cert,
              "fleet.server_key": fc.server_key}
-    wire.check_security(fc.server_address, certs=paths, token=wire.resolve_token(fc.token),
-                        role="server")
     given = [k for k, v in paths.items() if v]
-    if not given:
-        return None
-    if len(given) != len(paths):
+    if given and len(given) != len(paths):
         missing = sorted(set(paths) - set(given))
         raise ConfigError(f"fleet TLS needs all of fleet.ca_cert, fleet.server_cert, "
                           f"fleet.server_key; missing {', '.join(missing)}")
+    wire.check_security(fc.server_address, certs=paths, token=wire.resolve_token(fc.token),
+                        role="server")
+    if not given:
+        return None
     return tuple(Path(paths[k]).read_bytes() for k in paths)  # type: ignore[return-value]
 
 

@@ -6,12 +6,18 @@ One fleet round is one Flower round:
    ``fleet.min_devices``) and send each the global model, its class names and a nonce.
 2. devices fine-tune and reply (or reply ``skipped``: busy, no data).
 3. ``aggregate_fit``: refuse unauthenticated replies, drop failures (a device that
-   disconnected or timed out mid-round is simply absent), screen the rest with the forgetting
-   gate, average by name (:func:`edgecl.continual.federated.fedavg_by_name`), save the new
-   global model atomically (:class:`~edgecl.fleet.store.GlobalStore`) and log one line per
-   device saying what happened to its update and why.
+   disconnected or timed out mid-round is simply absent), refuse malformed replies each on its
+   own (bad JSON, keys that do not match the arrays, non-finite weights, class names a class
+   registry would refuse or that name one class twice, class rows that do not match the names,
+   no sample: one warning naming the device and why, counted in ``faults``), fold class names
+   that differ only in case onto the fleet's first spelling, screen the rest with the
+   forgetting gate, average by name (:func:`edgecl.continual.federated.fedavg_by_name`), save
+   the new global model atomically (:class:`~edgecl.fleet.store.GlobalStore`; never an average
+   with non-finite weights) and log one line per device saying what happened to its update
+   and why.
 4. ``configure_evaluate``: send the new global model to every connected device to adopt
-   (each gates it on its own held-out slice); ``aggregate_evaluate`` records what they did.
+   (each gates it on its own held-out slice); ``aggregate_evaluate`` records what they did
+   (a malformed report is refused and recorded as ``refused``).
 
 The server's state is the strategy's (``round``, ``arrays``, ``names``); Flower's own
 ``Parameters`` only carry the wire form. Round numbers continue across server restarts.
@@ -22,13 +28,199 @@ Built on Flower's ``flwr.server.strategy.Strategy`` (the ``start_server`` API, s
 from __future__ import annotations
 
 import logging
+import math
 import time
+from numbers import Integral, Real
 
-from edgecl.continual.federated import Update, fedavg_by_name
+import numpy as np
+
+from edgecl.continual.federated import Update, fedavg_by_name, is_class_row_key
+from edgecl.errors import EdgeclError, LabelError
 from edgecl.fleet import wire
 from edgecl.fleet.store import GlobalStore
+from edgecl.models.classes import MAX_CLASSES, clean_name
 
 log = logging.getLogger(__name__)
+
+
+class RefusedReply(ValueError):
+    """A device's reply breaks the wire rules; the message says how (one line for the log)."""
+
+
+def _short(value, limit: int = 60) -> str:
+    """``repr`` of a value a device sent (control characters escaped), at most ``limit`` chars."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _json_field(metrics: dict, key: str, default):
+    """A JSON-encoded metrics field, or ``default`` when absent.
+
+    Raises:
+        RefusedReply: the field is not valid JSON text.
+    """
+    try:
+        return wire.loads(metrics.get(key), default)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise RefusedReply(f"{key} is not valid JSON ({_short(metrics.get(key))})") from None
+
+
+def _strings(value, what: str) -> list[str]:
+    """``value`` when it is a list of strings.
+
+    Raises:
+        RefusedReply: anything else (a string is not a list of names: ``"car"`` is not
+            ``["c", "a", "r"]``).
+    """
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RefusedReply(f"{what} are not a list of strings ({_short(value)})")
+    return value
+
+
+def _is_finite_number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # a JSON integer past float's range
+        return False
+
+
+def check_scores(value, what: str) -> dict:
+    """A reported ``class name -> number`` dict (per-class AP, forgetting), checked.
+
+    ``None`` stands for a value the device could not measure (it sends non-finite values that
+    way) and is kept; the forgetting gate counts it as unbounded.
+
+    Args:
+        value: the decoded JSON value.
+        what: the field's name (for the message).
+
+    Returns:
+        name -> float or ``None``.
+
+    Raises:
+        RefusedReply: not a dict, or a value that is neither a finite number nor ``None``.
+    """
+    if not isinstance(value, dict):
+        raise RefusedReply(f"{what} is not a dict of class name -> number ({_short(value)})")
+    out = {}
+    for name, number in value.items():
+        if number is not None and not _is_finite_number(number):
+            raise RefusedReply(f"{what} of class {_short(name)} is not a finite number "
+                               f"({_short(number)})")
+        out[str(name)] = None if number is None else float(number)
+    return out
+
+
+def check_names(value) -> list[str]:
+    """An update's class names, checked with the class registry's own name rule.
+
+    Args:
+        value: the decoded JSON value of the reply's ``names``.
+
+    Returns:
+        The names cleaned by :func:`edgecl.models.classes.clean_name` (surrounding white space
+        dropped, NFC form), in the reply's order.
+
+    Raises:
+        RefusedReply: not a list of strings, more than
+            :data:`~edgecl.models.classes.MAX_CLASSES` names, a name a class registry would
+            refuse (control or invisible characters, empty, too long), or two names that are
+            one class (equal, or differing only in case: the rule of
+            :func:`~edgecl.models.classes.known_spelling`).
+    """
+    names = _strings(value, "class names")
+    if len(names) > MAX_CLASSES:
+        raise RefusedReply(f"{len(names)} class names, more than a class registry holds "
+                           f"({MAX_CLASSES})")
+    cleaned: list[str] = []
+    folded: dict[str, str] = {}
+    for raw in names:
+        try:
+            name = clean_name(raw)
+        except LabelError as exc:
+            raise RefusedReply(f"invalid class name: {exc}") from None
+        twin = folded.get(name.casefold())
+        if twin == name:
+            raise RefusedReply(f"class name {_short(name)} appears twice")
+        if twin is not None:
+            raise RefusedReply(f"class names {_short(twin)} and {_short(name)} are one class "
+                               f"(names differing only in case are the same class)")
+        folded[name.casefold()] = name
+        cleaned.append(name)
+    return cleaned
+
+
+def check_arrays(keys: list[str], arrays: list, names: list[str]) -> dict[str, np.ndarray]:
+    """An update's tensors by key, checked: one array per key, finite, one class row per name.
+
+    Args:
+        keys: the reply's tensor keys (a list of strings).
+        arrays: the reply's arrays, in ``keys`` order.
+        names: the update's (checked) class names.
+
+    Returns:
+        key -> float32 array.
+
+    Raises:
+        RefusedReply: duplicate keys, a count that differs from the arrays', a tensor that is
+            not numeric, non-finite weights, or a class-row tensor whose row count differs
+            from the number of class names.
+    """
+    if len(set(keys)) != len(keys):
+        raise RefusedReply("duplicate tensor keys")
+    if len(keys) != len(arrays):
+        raise RefusedReply(f"{len(keys)} tensor keys for {len(arrays)} arrays")
+    out = {}
+    for key, array in zip(keys, arrays):
+        try:
+            value = np.asarray(array, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise RefusedReply(f"tensor {_short(key)} is not numeric") from None
+        if not np.isfinite(value).all():
+            raise RefusedReply(f"non-finite weights (tensor {_short(key)})")
+        if is_class_row_key(key) and (value.ndim == 0 or value.shape[0] != len(names)):
+            rows = value.shape[0] if value.ndim else 0
+            raise RefusedReply(f"tensor {_short(key)} has {rows} class rows for {len(names)} "
+                               f"class names")
+        out[key] = value
+    return out
+
+
+def first_non_finite(arrays: dict) -> str | None:
+    """The key of the first array holding a NaN or an infinity, or ``None`` when all are finite."""
+    return next((k for k, a in arrays.items() if not np.isfinite(np.asarray(a)).all()), None)
+
+
+def fleet_spelling(names: list[str], known: list[str]) -> list[str]:
+    """Class names in the fleet's spelling: a name that differs from a known class only in case
+    is that class (the rule of :func:`edgecl.models.classes.known_spelling`: the exact name
+    first, else the first known spelling; here with a casefold index, as a fleet may know
+    thousands of classes).
+
+    Args:
+        names: an update's checked class names.
+        known: the fleet's spellings so far (the global classes, then the names earlier updates
+            of the round brought); names new to it are appended in place.
+
+    Returns:
+        The names, respelled.
+    """
+    exact = set(known)
+    folded: dict[str, str] = {}
+    for name in known:
+        folded.setdefault(name.casefold(), name)
+    out = []
+    for name in names:
+        spelling = name if name in exact else folded.get(name.casefold())
+        if spelling is None:
+            spelling = name
+            known.append(name)
+            exact.add(name)
+            folded[name.casefold()] = name
+        out.append(spelling)
+    return out
 
 
 def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None):
@@ -72,10 +264,30 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             else:
                 log.info("fleet: resuming after round %d with %d classes", loaded[0], len(loaded[2]))
             self.offset, self.arrays, self.names = loaded
+            self._check_loaded()
             self.token = wire.resolve_token(fleet_cfg.token)
             self.nonces: dict[int, str] = {}
             self.record: dict = {}
             self.changed = False
+            self.faults = 0  # malformed replies refused since the server started
+
+        def _check_loaded(self):
+            """Refuse to start from a global model no device could use.
+
+            Raises:
+                EdgeclError: non-finite weights or an invalid class list (both would fail or
+                    poison every device every round).
+            """
+            bad = first_non_finite(self.arrays)
+            problem = f"non-finite weights (tensor {bad})" if bad is not None else None
+            try:
+                check_names(list(self.names))
+            except RefusedReply as exc:
+                problem = problem or f"an invalid class list: {exc}"
+            if problem:
+                raise EdgeclError(f"the fleet's global model (round {self.offset}) has {problem}; "
+                                  f"restore an earlier one, or move {store.root} away to start "
+                                  f"the fleet afresh")
 
         def fleet_round(self, server_round: int) -> int:
             return self.offset + server_round
@@ -112,32 +324,80 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             return wire.verify(self.token, self.nonces.get(rnd, ""), rnd,
                                str(metrics.get("device", "")), str(metrics.get("auth", "")))
 
+        def _refuse_reply(self, rnd: int, device: str, exc: Exception, what: str) -> str:
+            """Log (one warning naming the device and why) and count a refused reply.
+
+            Args:
+                rnd: the fleet round.
+                device: the device's name (or its connection id).
+                exc: why: a :class:`RefusedReply`, or any other fault the reply caused
+                    (logged with its traceback).
+                what: ``update`` or ``adoption report``.
+
+            Returns:
+                The reason, for the round's record.
+            """
+            self.faults += 1
+            self.record["malformed"] = self.record.get("malformed", 0) + 1
+            why = (str(exc) if isinstance(exc, RefusedReply)
+                   else f"malformed reply ({type(exc).__name__}: {exc})")[:300]
+            log.warning("fleet round %d: %s from %s refused: %s", rnd, what, device, why,
+                        exc_info=not isinstance(exc, RefusedReply))
+            return why
+
+        def _parse_update(self, device: str, m: dict, res) -> tuple[Update, dict]:
+            """One device's fit reply as an :class:`Update` and its entry in the round's record.
+
+            Raises:
+                RefusedReply: the reply breaks a wire rule (names, keys, arrays, sample count,
+                    reported scores; see the check functions of this module).
+            """
+            names = check_names(_json_field(m, "names", []))
+            keys = _strings(_json_field(m, "keys", []), "tensor keys")
+            samples = res.num_examples
+            if isinstance(samples, bool) or not isinstance(samples, Integral) or samples <= 0:
+                raise RefusedReply(f"num_examples {_short(samples)} is not a positive whole number")
+            steps = m.get("steps", 0)
+            if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 0:
+                raise RefusedReply(f"steps {_short(steps)} is not a whole number >= 0")
+            forgetting = check_scores(_json_field(m, "forgetting", {}), "forgetting")
+            per_class_ap = check_scores(_json_field(m, "per_class_ap", {}), "per_class_ap")
+            arrays = check_arrays(keys, parameters_to_ndarrays(res.parameters), names)
+            entry = {"samples": int(samples), "steps": int(steps), "per_class_ap": per_class_ap,
+                     "forgetting": forgetting}
+            return Update(device, arrays, names, int(samples), forgetting, per_class_ap), entry
+
         def aggregate_fit(self, server_round, results, failures):
             rnd = self.fleet_round(server_round)
             rec = self.record
+            rec.setdefault("devices", {})
             updates = []
-            for _proxy, res in results:
-                m = dict(res.metrics or {})
-                device = str(m.get("device") or _proxy.cid)
-                rec["bytes_up"] += sum(len(t) for t in res.parameters.tensors)
-                if not self._authentic(rnd, m):
-                    rec["devices"][device] = {"update": "refused", "why": "unauthenticated"}
-                    log.warning("fleet round %d: update from %s refused: bad or missing "
-                                "authentication", rnd, device)
+            spellings = list(self.names)
+            for proxy, res in results:
+                device = str(getattr(proxy, "cid", "") or "?")
+                try:
+                    m = dict(res.metrics or {})
+                    device = str(m.get("device") or device)
+                    nbytes = sum(len(t) for t in res.parameters.tensors)
+                    rec["bytes_up"] = rec.get("bytes_up", 0) + nbytes
+                    if not self._authentic(rnd, m):
+                        rec["devices"][device] = {"update": "refused", "why": "unauthenticated"}
+                        log.warning("fleet round %d: update from %s refused: bad or missing "
+                                    "authentication", rnd, device)
+                        continue
+                    if m.get("skipped"):
+                        rec["devices"][device] = {"update": "skipped", "why": str(m["skipped"])}
+                        log.info("fleet round %d: %s skipped the round: %s", rnd, device,
+                                 m["skipped"])
+                        continue
+                    update, entry = self._parse_update(device, m, res)
+                except Exception as exc:  # a malformed reply is contained: refused, logged, counted
+                    why = self._refuse_reply(rnd, device, exc, "update")
+                    rec["devices"][device] = {"update": "refused", "why": why}
                     continue
-                if m.get("skipped"):
-                    rec["devices"][device] = {"update": "skipped", "why": str(m["skipped"])}
-                    log.info("fleet round %d: %s skipped the round: %s", rnd, device, m["skipped"])
-                    continue
-                arrays = wire.from_wire(wire.loads(m.get("keys"), []),
-                                        parameters_to_ndarrays(res.parameters))
-                updates.append(Update(device, arrays, wire.loads(m.get("names"), []),
-                                      int(res.num_examples), wire.loads(m.get("forgetting"), {}),
-                                      wire.loads(m.get("per_class_ap"), {})))
-                rec["devices"][device] = {"samples": int(res.num_examples),
-                                          "steps": int(m.get("steps", 0)),
-                                          "per_class_ap": wire.loads(m.get("per_class_ap"), {}),
-                                          "forgetting": wire.loads(m.get("forgetting"), {})}
+                update.names = fleet_spelling(update.names, spellings)  # 'Car' is the class 'car'
+                updates.append(update)
+                rec["devices"][device] = entry
             for failure in failures:
                 why = (f"{type(failure).__name__}: {failure}" if isinstance(failure, BaseException)
                        else "the device replied with an error")
@@ -159,6 +419,12 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 log.warning("fleet round %d: tensor %s of %s left out (shape differs)", rnd, key, devices)
             if all(d.dropped for d in agg.decisions):
                 log.warning("fleet round %d: every update was dropped; the global model stays", rnd)
+                return None, {}
+            bad = first_non_finite(agg.arrays)
+            if bad is not None:  # never stored: every device would adopt it
+                log.warning("fleet round %d: the average has non-finite weights (tensor %s); the "
+                            "global model stays as it was", rnd, bad)
+                rec["global"] = f"kept: the average had non-finite weights (tensor {bad})"
                 return None, {}
             new = [n for n in agg.names if n not in self.names]
             if new:
@@ -186,20 +452,32 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             rnd = self.fleet_round(server_round)
             rec = self.record
             adopted = {}
-            for _proxy, res in results:
-                m = dict(res.metrics or {})
-                device = str(m.get("device") or _proxy.cid)
-                if not self._authentic(rnd, m):
-                    log.warning("fleet round %d: adoption report from %s refused: bad or "
-                                "missing authentication", rnd, device)
+            for proxy, res in results:
+                device = str(getattr(proxy, "cid", "") or "?")
+                try:
+                    m = dict(res.metrics or {})
+                    device = str(m.get("device") or device)
+                    if not self._authentic(rnd, m):
+                        log.warning("fleet round %d: adoption report from %s refused: bad or "
+                                    "missing authentication", rnd, device)
+                        continue
+                    status = m.get("status", "")
+                    if not isinstance(status, str):
+                        raise RefusedReply(f"status {_short(status)} is not a string")
+                    test_ap = _json_field(m, "test_ap", None)
+                    entry = {"status": status, "reason": str(m.get("reason", ""))[:300],
+                             "version": str(m.get("version", ""))[:100],
+                             "per_class_ap": check_scores(_json_field(m, "per_class_ap", {}),
+                                                          "per_class_ap"),
+                             "test_ap": (None if test_ap is None
+                                         else check_scores(test_ap, "test_ap"))}
+                except Exception as exc:  # a malformed report is contained: refused, logged, counted
+                    why = self._refuse_reply(rnd, device, exc, "adoption report")
+                    adopted[device] = {"status": "refused", "reason": why}
                     continue
-                adopted[device] = {"status": str(m.get("status", "")),
-                                   "reason": str(m.get("reason", "")),
-                                   "version": str(m.get("version", "")),
-                                   "per_class_ap": wire.loads(m.get("per_class_ap"), {}),
-                                   "test_ap": wire.loads(m.get("test_ap"), None)}
+                adopted[device] = entry
                 log.info("fleet round %d: %s %s the global model (%s)", rnd, device,
-                         adopted[device]["status"], adopted[device]["reason"])
+                         entry["status"], entry["reason"])
             for failure in failures:
                 log.warning("fleet round %d: a device dropped out of adoption (%s)", rnd,
                             type(failure).__name__ if isinstance(failure, BaseException) else "error")

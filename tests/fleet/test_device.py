@@ -43,10 +43,9 @@ def test_fit_adds_the_proximal_term_after_the_first_round(tmp_path, monkeypatch)
 
 
 def test_baselines_train_without_the_proximal_term(tmp_path):
-    from edgecl.config import load_config
     from edgecl.fleet.simulate import _baseline_config
 
-    base = load_config(None, ["fleet.proximal_mu=0.01", "fleet.restrict_class_loss=true"])
+    base = (None, ("fleet.proximal_mu=0.01", "fleet.restrict_class_loss=true"))
     args = (base, tmp_path, SimSize(), "127.0.0.1:1")
     device, joint = device_config(*args, "device0", 2, 1), _baseline_config(*args, "joint", 2, 1)
     assert device.fleet.proximal_mu == 0.01 and device.fleet.restrict_class_loss
@@ -90,3 +89,34 @@ def test_held_classes_are_read_from_the_samples_records():
     records = [SimpleNamespace(classes=(0, 2)), SimpleNamespace(classes=()),
                SimpleNamespace(classes=(2,))]
     assert held_classes(records) == {0, 2}
+
+
+def test_a_global_model_with_non_finite_weights_is_neither_adopted_nor_trained(tmp_path):
+    import numpy as np
+
+    from edgecl.config import load_config
+
+    from edgecl.fleet.weights import build_model, model_arrays
+
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    arrays = {k: np.full_like(v, np.nan) for k, v in
+              model_arrays(build_model({}, [], {0: "car"})).items()}  # a poisoned global model
+    out = FleetDevice(cfg).adopt(arrays, ["car"], 3)  # with no earlier model the gate would accept
+    assert out.status == "rejected" and out.version == ""
+    assert out.reason == "non-finite weights (tensor model.0.conv.weight)"
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())  # nothing staged
+    fit = FleetDevice(cfg).fit({"model.0.conv.weight": np.array([np.inf], np.float32)}, ["car"], 3)
+    assert fit.skipped.startswith("the global model has non-finite weights") and not fit.arrays
+
+
+def test_global_class_names_join_the_registry_case_insensitively(tmp_path):
+    from edgecl.config import load_config
+    from edgecl.models.classes import ClassRegistry
+
+    registry = ClassRegistry(tmp_path)
+    registry.add(["car"])
+    assert ClassRegistry(tmp_path / "other").add(["car", "Car"]) == ["car", "Car"]  # add itself does not fold
+    device = FleetDevice(load_config(None, [f"state_dir={tmp_path}"]))
+    assert device.registry_spelling(["Car", "truck", "TRUCK"]) == ["car", "truck", "truck"]
+    assert device.local_names(["CAR", "Truck"]) == {0: "car", 1: "Truck"}
+    assert device.local_names(["truck", "car"]) == {0: "car", 1: "Truck"}

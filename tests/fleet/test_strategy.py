@@ -171,3 +171,156 @@ def test_every_device_signs_its_adoption_report_with_the_round_nonce(tmp_path, c
     adoption = store.rounds()[-1]["adoption"]
     assert set(adoption) == {"device0", "device1"}
     assert "adoption report from device2 refused" in caplog.text
+
+
+def raw_reply(config, device, tensor_keys, arrays, samples, **metrics):
+    """A fit reply with the metrics exactly as given (JSON text or not)."""
+    base = {"device": device, "auth": "", "keys": wire.dumps(tensor_keys), "names": wire.dumps(["car"]),
+            "forgetting": "{}", "per_class_ap": "{}"}
+    base.update(metrics)
+    return SimpleNamespace(cid=device), FitRes(OK, ndarrays_to_parameters(arrays), samples, base)
+
+
+def test_each_malformed_reply_is_refused_alone_and_the_round_goes_on(tmp_path, caplog, monkeypatch):
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path)
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    cfg = ins.config
+    keys, good = [SHARED, ROWS], [np.full(2, 3.0, np.float32), np.array([7.0], np.float32)]
+    nan = [np.full(2, np.nan, np.float32), np.array([7.0], np.float32)]
+    inf = [np.ones(2, np.float32), np.array([np.inf], np.float32)]
+    results = [
+        reply(cfg, "honest", {SHARED: np.ones(2), ROWS: np.array([1.0])}, ["car"], 10),
+        raw_reply(cfg, "badjson", keys, good, 10, keys="{not json"),
+        raw_reply(cfg, "keyslen", keys + ["model.1.conv.weight"], good, 10),
+        raw_reply(cfg, "forgetlist", keys, good, 10, forgetting="[1, 2]"),
+        raw_reply(cfg, "apstring", keys, good, 10, per_class_ap='{"car": "high"}'),
+        raw_reply(cfg, "namestr", keys, good, 10, names='"car"'),
+        raw_reply(cfg, "negative", keys, good, -5),
+        raw_reply(cfg, "nan", keys, nan, 10),
+        raw_reply(cfg, "inf", keys, inf, 10),
+        raw_reply(cfg, "badname", keys, good, 10, names=wire.dumps(["bad\nname"])),
+        raw_reply(cfg, "twins", keys, [good[0], np.zeros(2, np.float32)], 10,
+                  names=wire.dumps(["car", "Car"])),
+        raw_reply(cfg, "rows", keys, good, 10, names=wire.dumps(["car", "dog"])),
+        raw_reply(cfg, "steps", keys, good, 10, steps="many"),
+    ]
+    with caplog.at_level(logging.INFO, logger="edgecl.fleet.strategy"):
+        params, metrics = strategy.aggregate_fit(1, results, [])
+    devices = strategy.record["devices"]
+    refused = {d: v["why"] for d, v in devices.items() if v.get("update") == "refused"}
+    assert set(refused) == {r[0].cid for r in results} - {"honest"}
+    assert devices["honest"]["update"] == "kept" and devices["honest"]["weight"] == 1.0
+    assert "not valid JSON" in refused["badjson"] and "3 tensor keys for 2 arrays" in refused["keyslen"]
+    assert "forgetting is not a dict" in refused["forgetlist"]
+    assert "per_class_ap of class 'car' is not a finite number" in refused["apstring"]
+    assert "class names are not a list of strings" in refused["namestr"]
+    assert "num_examples -5" in refused["negative"]
+    assert refused["nan"].startswith("non-finite weights") and refused["inf"].startswith("non-finite weights")
+    assert "control characters" in refused["badname"] and "one class" in refused["twins"]
+    assert "1 class rows for 2 class names" in refused["rows"] and "steps" in refused["steps"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for device in refused:  # one warning naming the device and why
+        assert sum(f"update from {device} refused: " in w for w in warnings) == 1
+    assert strategy.faults == len(refused) and strategy.record["malformed"] == len(refused)
+    assert metrics == {"devices": 1} and strategy.names == ["car"]
+    np.testing.assert_allclose(strategy.arrays[SHARED], 1.0)
+    assert np.isfinite(parameters_to_ndarrays(params)[0]).all()
+    strategy.aggregate_evaluate(1, [], [])
+    assert store.rounds()[-1]["devices"]["badjson"]["update"] == "refused"
+
+
+def test_case_variants_are_one_class_spelt_as_first_seen(tmp_path, monkeypatch):
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path)
+    strategy.names, strategy.arrays = ["car"], {SHARED: np.zeros(2, np.float32),
+                                                ROWS: np.array([0.0], np.float32)}
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    cfg = ins.config
+    results = [
+        reply(cfg, "a", {SHARED: np.ones(2), ROWS: np.array([2.0, 4.0])}, ["CAR", "Truck"], 10),
+        reply(cfg, "b", {SHARED: np.ones(2), ROWS: np.array([6.0, 8.0])}, ["truck", "car"], 10),
+    ]
+    strategy.aggregate_fit(1, results, [])
+    assert strategy.names == ["car", "Truck"]
+    np.testing.assert_allclose(strategy.arrays[ROWS], [(2.0 + 8.0) / 2, (4.0 + 6.0) / 2])
+
+
+def test_a_non_finite_average_is_never_stored(tmp_path, monkeypatch):
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path)
+    before = {SHARED: np.zeros(2, np.float32), ROWS: np.zeros(0, np.float32),
+              "model.9.conv.weight": np.full(3, np.nan, np.float32)}  # kept by nobody's update
+    strategy.arrays = dict(before)
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    honest = reply(ins.config, "a", {SHARED: np.ones(2), ROWS: np.array([1.0])}, ["car"], 10)
+    params, _ = strategy.aggregate_fit(1, [honest], [])
+    assert params is None and strategy.arrays is not None and strategy.names == []
+    assert store.load() is None and "non-finite" in strategy.record["global"]
+    assert strategy.configure_evaluate(1, None, FakeManager(1)) == []  # nothing to adopt
+
+
+def test_a_server_refuses_to_start_from_a_poisoned_global_model(tmp_path):
+    from edgecl.errors import EdgeclError
+
+    store = GlobalStore(tmp_path / "fleet")
+    with pytest.raises(EdgeclError, match="non-finite weights"):
+        make_strategy(FleetConfig(), store, initial=(3, {SHARED: np.full(2, np.nan, np.float32)}, ["car"]))
+    with pytest.raises(EdgeclError, match="invalid class list.*control characters"):
+        make_strategy(FleetConfig(), store, initial=(3, {SHARED: np.zeros(2, np.float32)}, ["bad\nname"]))
+
+
+def test_a_malformed_adoption_report_is_refused_alone(tmp_path, caplog, monkeypatch):
+    from flwr.common import EvaluateRes
+
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path)
+    strategy.names, strategy.changed, strategy.record = ["car"], True, {"round": 1}
+    instructions = strategy.configure_evaluate(1, None, FakeManager(3))
+    bad = [{"per_class_ap": "{oops"}, {"test_ap": "[1]"}, {}]
+    replies = [(proxy, EvaluateRes(OK, 0.0, 0, {"device": f"d{i}", "auth": "", "status": "promoted",
+                                                **bad[i]}))
+               for i, (proxy, _) in enumerate(instructions)]
+    with caplog.at_level(logging.INFO, logger="edgecl.fleet.strategy"):
+        strategy.aggregate_evaluate(1, replies, [])
+    adoption = store.rounds()[-1]["adoption"]
+    assert adoption["d0"]["status"] == "refused"
+    assert "per_class_ap is not valid JSON" in adoption["d0"]["reason"]
+    assert adoption["d1"]["status"] == "refused" and "test_ap is not a dict" in adoption["d1"]["reason"]
+    assert adoption["d2"]["status"] == "promoted" and strategy.faults == 2
+    assert "adoption report from d0 refused" in caplog.text
+
+
+BAD_REPLIES = {  # what a hostile or broken device may send -> why it is refused
+    "keys not JSON": (dict(keys="{not json"), "keys is not valid JSON"),
+    "more keys than arrays": (dict(keys=wire.dumps([SHARED, ROWS, "model.1.conv.weight"])),
+                              "3 tensor keys for 2 arrays"),
+    "forgetting a list": (dict(forgetting="[1, 2]"), "forgetting is not a dict"),
+    "names a string": (dict(names='"car"'), "class names are not a list of strings"),
+    "NaN weights": (dict(arrays=[np.full(2, np.nan, np.float32), np.ones(1, np.float32)]),
+                    "non-finite weights (tensor 'model.0.conv.weight')"),
+    "control character": (dict(names=wire.dumps(["bad\nname"])), "control characters"),
+    "case twins": (dict(names=wire.dumps(["car", "Car"])), "are one class"),
+    "no sample": (dict(samples=0), "num_examples 0 is not a positive whole number"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_REPLIES))
+def test_one_bad_reply_is_refused_and_the_others_are_averaged(tmp_path, monkeypatch, kind):
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path)
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    change, why = BAD_REPLIES[kind]
+    change = dict(change)
+    rows = np.ones(2 if "twins" in kind else 1, np.float32)
+    arrays = change.pop("arrays", [np.full(2, 3.0, np.float32), rows])
+    samples = change.pop("samples", 10)
+    results = [reply(ins.config, "honest", {SHARED: np.ones(2), ROWS: np.array([1.0])}, ["car"], 10),
+               raw_reply(ins.config, "bad", [SHARED, ROWS], arrays, samples, **change)]
+    params, metrics = strategy.aggregate_fit(1, results, [])
+    bad = strategy.record["devices"]["bad"]
+    assert bad["update"] == "refused" and why in bad["why"]
+    assert metrics == {"devices": 1} and strategy.names == ["car"]
+    saved = store.load()
+    assert saved[2] == ["car"] and np.isfinite(saved[1][SHARED]).all()
+    np.testing.assert_allclose(saved[1][SHARED], 1.0)
