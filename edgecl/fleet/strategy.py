@@ -42,6 +42,9 @@ from edgecl.models.classes import MAX_CLASSES, clean_name
 
 log = logging.getLogger(__name__)
 
+WAIT_LOG_S = 60
+"""While fewer than ``fleet.min_devices`` devices are connected, say so this often (seconds)."""
+
 
 class RefusedReply(ValueError):
     """A device's reply breaks the wire rules; the message says how (one line for the log)."""
@@ -308,6 +311,11 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
 
         def configure_fit(self, server_round, parameters, client_manager):
             rnd = self.fleet_round(server_round)
+            need = int(fleet_cfg.min_devices)
+            while not client_manager.wait_for(need, timeout=WAIT_LOG_S):
+                # Flower itself waits up to a day without a word
+                log.info("fleet round %d: waiting for %d devices (fleet.min_devices); %d "
+                         "connected", rnd, need, client_manager.num_available())
             available = client_manager.num_available()
             want = max(int(fleet_cfg.min_devices), int(round(available * fleet_cfg.fraction_fit)))
             clients = client_manager.sample(num_clients=want, min_num_clients=fleet_cfg.min_devices)

@@ -31,6 +31,9 @@ class FakeManager:
     def num_available(self):
         return len(self.clients)
 
+    def wait_for(self, num_clients, timeout=86400):
+        return len(self.clients) >= num_clients
+
     def sample(self, num_clients, min_num_clients=None):
         return list(self.clients.values())[:num_clients]
 
@@ -51,7 +54,7 @@ def reply(config, device, arrays, names, samples, forgetting=None, token="", ski
 
 
 def start(tmp_path, token="", **kw):
-    cfg = FleetConfig(min_devices=1, token=token, **kw)
+    cfg = FleetConfig(**{"min_devices": 1, "token": token, **kw})
     store = GlobalStore(tmp_path / "fleet")
     initial = (0, {SHARED: np.zeros(2, np.float32), ROWS: np.zeros(0, np.float32)}, [])
     strategy = make_strategy(cfg, store, initial=initial)
@@ -324,3 +327,24 @@ def test_one_bad_reply_is_refused_and_the_others_are_averaged(tmp_path, monkeypa
     saved = store.load()
     assert saved[2] == ["car"] and np.isfinite(saved[1][SHARED]).all()
     np.testing.assert_allclose(saved[1][SHARED], 1.0)
+
+
+def test_a_round_waiting_for_devices_says_so(tmp_path, caplog):
+    """Flower waits up to a day for fleet.min_devices without a word; the server logs it."""
+    strategy, _ = start(tmp_path, min_devices=2)
+
+    class Arriving(FakeManager):
+        def __init__(self):
+            super().__init__(1)
+            self.waits = 0
+
+        def wait_for(self, num_clients, timeout=86400):
+            self.waits += 1
+            if self.waits == 2:
+                self.clients["c1"] = SimpleNamespace(cid="c1")
+            return super().wait_for(num_clients, timeout)
+
+    with caplog.at_level("INFO"):
+        sent = strategy.configure_fit(1, None, Arriving())
+    assert len(sent) == 2
+    assert "fleet round 1: waiting for 2 devices (fleet.min_devices); 1 connected" in caplog.text
