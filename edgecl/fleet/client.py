@@ -66,6 +66,7 @@ def make_client(cfg: Config, test_yaml: str | None = None):
         """Answers fit (learn on the global model) and evaluate (adopt the new one)."""
 
         faults = 0
+        token_warned = False
 
         def get_parameters(self, config):
             return []
@@ -74,9 +75,24 @@ def make_client(cfg: Config, test_yaml: str | None = None):
             rnd = int(config.get("round", 0))
             return {"device": name, "auth": wire.sign(token, str(config.get("nonce", "")), rnd, name)}
 
+        def _token_mismatch(self, config) -> str:
+            """Why this round is not served (the tokens differ), or "" (logged once)."""
+            if wire.server_is_authentic(token, config):
+                return ""
+            why = ("this device's fleet token does not match the server's (set the same "
+                   f"fleet.token or ${wire.TOKEN_ENV} on both)")
+            if not FleetClient.token_warned:
+                log.error("fleet round %s: %s; the device neither trains for nor adopts this "
+                          "server's models", config.get("round"), why)
+                FleetClient.token_warned = True
+            return why
+
         def fit(self, parameters, config):
             rnd = int(config.get("round", 0))
             metrics = self._signed(config)
+            mismatch = self._token_mismatch(config)
+            if mismatch:
+                return [], 0, {**metrics, "skipped": mismatch}
             try:
                 arrays = wire.from_wire(wire.loads(config.get("keys"), []), parameters)
                 out = device.fit(arrays, wire.loads(config.get("names"), []), rnd)
@@ -97,6 +113,10 @@ def make_client(cfg: Config, test_yaml: str | None = None):
         def evaluate(self, parameters, config):
             rnd = int(config.get("round", 0))
             metrics = self._signed(config)
+            mismatch = self._token_mismatch(config)
+            if mismatch:
+                metrics.update(status="skipped", reason=mismatch)
+                return 0.0, 0, metrics
             try:
                 arrays = wire.from_wire(wire.loads(config.get("keys"), []), parameters)
                 out = device.adopt(arrays, wire.loads(config.get("names"), []), rnd,

@@ -304,7 +304,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             nonce = wire.new_nonce()
             self.nonces[rnd] = nonce
             return {"round": rnd, "names": wire.dumps(self.names), "keys": wire.dumps(keys),
-                    "nonce": nonce}
+                    "nonce": nonce, "server_auth": wire.server_signature(self.token, nonce, rnd)}
 
         def initialize_parameters(self, client_manager):
             return self._ins_parameters()[1]  # the server's own model: no client is asked

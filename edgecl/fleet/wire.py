@@ -93,6 +93,30 @@ def sign(token: str, nonce: str, round_no: int, device: str) -> str:
     return hmac.new(token.encode(), msg, hashlib.sha256).hexdigest()
 
 
+def server_signature(token: str, nonce: str, round_no: int) -> str:
+    """The server's signature of a round's instructions (empty when it has no token): a device
+    whose token differs learns so at once, instead of training for updates the server refuses,
+    and never adopts a model from a server that does not hold the fleet's token."""
+    if not token:
+        return ""
+    msg = f"server:{nonce}:{int(round_no)}".encode()
+    return hmac.new(token.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def server_is_authentic(token: str, config: dict) -> bool:
+    """Whether a round's instructions carry the signature this device's token expects.
+
+    Args:
+        token: the device's resolved fleet token ("" for none).
+        config: the round's instructions (``round``, ``nonce``, ``server_auth``).
+
+    Returns:
+        True when both sides hold the same token (or neither has one).
+    """
+    expected = server_signature(token, str(config.get("nonce", "")), int(config.get("round", 0)))
+    return hmac.compare_digest(expected, str(config.get("server_auth", "") or ""))
+
+
 def verify(token: str, nonce: str, round_no: int, device: str, signature: str) -> bool:
     """Check a reply's signature in constant time (always true when the server has no token)."""
     if not token:

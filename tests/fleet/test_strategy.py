@@ -348,3 +348,17 @@ def test_a_round_waiting_for_devices_says_so(tmp_path, caplog):
         sent = strategy.configure_fit(1, None, Arriving())
     assert len(sent) == 2
     assert "fleet round 1: waiting for 2 devices (fleet.min_devices); 1 connected" in caplog.text
+
+
+def test_a_device_knows_when_its_token_differs_from_the_servers(tmp_path):
+    """Before: the server refused every update of a device with another token, and the device
+    went on training and adopting without a word."""
+    strategy, _ = start(tmp_path, token="right")
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    assert wire.server_is_authentic("right", ins.config)
+    assert not wire.server_is_authentic("wrong", ins.config)
+    assert not wire.server_is_authentic("", ins.config)  # a device without the fleet's token
+    open_strategy, _ = start(tmp_path / "open")
+    (_, open_ins), = open_strategy.configure_fit(1, None, FakeManager(1))
+    assert wire.server_is_authentic("", open_ins.config)
+    assert not wire.server_is_authentic("t", open_ins.config)  # an impostor holds no token
