@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
-                                    train_image_size)
+                                    require_state_dir, train_image_size)
 
 
 def add_parser(sub) -> None:
@@ -63,8 +63,12 @@ def _print_record(rec: dict) -> None:
 def join_command(args: argparse.Namespace) -> int:
     """Serve the fleet server's rounds from this device until interrupted."""
     from edgecl.fleet.client import client_main
+    from edgecl.models.classes import ClassRegistry
 
-    client_main(config_from_args(args))
+    cfg = config_from_args(args)
+    require_state_dir(cfg)  # a mistyped --state-dir would join the fleet with nothing
+    ClassRegistry(cfg.state_dir).names()  # a corrupt registry: one line now, not every round
+    client_main(cfg)
     return 0
 
 

@@ -117,3 +117,15 @@ def test_an_engine_asked_on_that_cannot_be_built_and_an_unknown_log_level_are_on
     with pytest.raises(SystemExit) as exit_info:
         main(["--log-level", "LOUD", "memory", "stats"])
     assert exit_info.value.code == 2 and "invalid choice: 'LOUD'" in capsys.readouterr().err
+
+
+def test_fleet_join_refuses_a_missing_state_dir_and_a_corrupt_class_registry(tmp_path, capsys):
+    pytest.importorskip("flwr")
+    from edgecl.cli import main
+
+    assert main(["fleet", "join", "--state-dir", str(tmp_path / "typo")]) == 2
+    assert "no such state directory" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "classes.json").write_text("{bad")
+    assert main(["fleet", "join", "--state-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: corrupt class registry")
