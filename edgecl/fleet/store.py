@@ -107,14 +107,20 @@ class GlobalStore:
             os.fsync(fh.fileno())
 
     def rounds(self) -> list[dict]:
-        """The recorded rounds, oldest first (unparsable lines skipped)."""
+        """The recorded rounds, oldest first (unparsable lines skipped; a round written twice,
+        when its model was saved and when it was complete, counts once, as last written)."""
         path = self.root / "rounds.jsonl"
         if not path.is_file():
             return []
-        out = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        out: dict = {}
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
             try:
-                out.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 continue
-        return out
+            if not isinstance(record, dict):
+                continue
+            # a round is written when its model is saved, then again complete: the last wins
+            key = record.get("round")
+            out[key if isinstance(key, int) and not isinstance(key, bool) else ("line", i)] = record
+        return list(out.values())

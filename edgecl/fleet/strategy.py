@@ -442,6 +442,9 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.changed = True
             store.save(rnd, self.arrays, self.names)
             rec["names"] = list(self.names)
+            # recorded now as well: a server killed before the adoptions end keeps the round's
+            # record (its complete form replaces this one)
+            store.append_round({**rec, "partial": "the adoptions were not recorded yet"})
             keys, arrays = wire.to_wire(self.arrays, fleet_cfg.wire_dtype)
             return ndarrays_to_parameters(arrays), {"devices": len(updates)}
 

@@ -362,3 +362,15 @@ def test_a_device_knows_when_its_token_differs_from_the_servers(tmp_path):
     (_, open_ins), = open_strategy.configure_fit(1, None, FakeManager(1))
     assert wire.server_is_authentic("", open_ins.config)
     assert not wire.server_is_authentic("t", open_ins.config)  # an impostor holds no token
+
+
+def test_a_round_is_recorded_when_its_model_is_saved_and_again_when_complete(tmp_path):
+    store = GlobalStore(tmp_path)
+    store.append_round({"round": 1, "devices": {}, "partial": "the adoptions were not recorded yet"})
+    assert store.rounds() == [{"round": 1, "devices": {},
+                               "partial": "the adoptions were not recorded yet"}]
+    store.append_round({"round": 1, "devices": {}, "adoption": {"d0": {"status": "promoted"}}})
+    store.append_round({"round": 2, "partial": "x"})
+    rounds = store.rounds()
+    assert [r["round"] for r in rounds] == [1, 2] and "partial" not in rounds[0]
+    assert rounds[0]["adoption"] == {"d0": {"status": "promoted"}}
