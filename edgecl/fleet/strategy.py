@@ -34,6 +34,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from edgecl.config import RULES
 from edgecl.continual.federated import Update, fedavg_by_name, is_class_row_key
 from edgecl.errors import EdgeclError, LabelError
 from edgecl.fleet import wire
@@ -41,6 +42,9 @@ from edgecl.fleet.store import GlobalStore
 from edgecl.models.classes import MAX_CLASSES, clean_name
 
 log = logging.getLogger(__name__)
+
+MAX_SAMPLES = RULES["memory.capacity"].hi
+"""The largest sample count an update may claim (a device trains on its replay memory)."""
 
 WAIT_LOG_S = 60
 """While fewer than ``fleet.min_devices`` devices are connected, say so this often (seconds)."""
@@ -365,6 +369,9 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             samples = res.num_examples
             if isinstance(samples, bool) or not isinstance(samples, Integral) or samples <= 0:
                 raise RefusedReply(f"num_examples {_short(samples)} is not a positive whole number")
+            if samples > MAX_SAMPLES:  # FedAvg weighs by it: one claim would outweigh the fleet
+                raise RefusedReply(f"num_examples {samples} is more than a replay memory holds "
+                                   f"({MAX_SAMPLES}, memory.capacity's limit)")
             steps = m.get("steps", 0)
             if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 0:
                 raise RefusedReply(f"steps {_short(steps)} is not a whole number >= 0")

@@ -305,6 +305,7 @@ BAD_REPLIES = {  # what a hostile or broken device may send -> why it is refused
     "control character": (dict(names=wire.dumps(["bad\nname"])), "control characters"),
     "case twins": (dict(names=wire.dumps(["car", "Car"])), "are one class"),
     "no sample": (dict(samples=0), "num_examples 0 is not a positive whole number"),
+    "a claim to outweigh the fleet": (dict(samples=10**15), "more than a replay memory holds"),
 }
 
 
