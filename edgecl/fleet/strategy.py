@@ -393,6 +393,13 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 try:
                     m = dict(res.metrics or {})
                     device = str(m.get("device") or device)
+                    if device in rec["devices"]:
+                        # two devices with one name (a default host name, a copied config):
+                        # the second would overwrite the first's record and be averaged twice
+                        log.warning("fleet round %d: a second reply named %s refused: give each "
+                                    "device its own fleet.device_name", rnd, _short(device))
+                        rec.setdefault("duplicate_names", []).append(device[:200])
+                        continue
                     nbytes = sum(len(t) for t in res.parameters.tensors)
                     rec["bytes_up"] = rec.get("bytes_up", 0) + nbytes
                     if not self._authentic(rnd, m):

@@ -375,3 +375,17 @@ def test_a_round_is_recorded_when_its_model_is_saved_and_again_when_complete(tmp
     rounds = store.rounds()
     assert [r["round"] for r in rounds] == [1, 2] and "partial" not in rounds[0]
     assert rounds[0]["adoption"] == {"d0": {"status": "promoted"}}
+
+
+def test_a_second_reply_with_a_device_name_already_heard_is_refused(tmp_path, caplog, monkeypatch):
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path)
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    results = [reply(ins.config, "jetson", {SHARED: np.ones(2), ROWS: np.array([1.0])}, ["car"], 10),
+               reply(ins.config, "jetson", {SHARED: np.full(2, 5.0), ROWS: np.array([1.0])},
+                     ["car"], 10)]
+    with caplog.at_level("WARNING"):
+        strategy.aggregate_fit(1, results, [])
+    assert "a second reply named 'jetson' refused" in caplog.text
+    assert strategy.record["duplicate_names"] == ["jetson"]
+    np.testing.assert_allclose(store.load()[1][SHARED], 1.0)  # the first one only
