@@ -39,10 +39,20 @@ def to_wire(arrays: dict[str, np.ndarray], dtype: str = "float16") -> tuple[list
         dtype: ``float16`` or ``float32``.
 
     Returns:
-        ``(keys, arrays)``.
+        ``(keys, arrays)``. With ``float16``, a tensor holding a value beyond float16's range
+        (65504; a BatchNorm running variance can) travels as float32: cast, it would arrive
+        as infinity and the server would refuse the whole update.
     """
     keys = list(arrays)
-    return keys, [np.ascontiguousarray(arrays[k], dtype=np.dtype(dtype)) for k in keys]
+    return keys, [_for_wire(np.asarray(arrays[k]), np.dtype(dtype)) for k in keys]
+
+
+def _for_wire(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype == np.float16 and array.size:
+        finite = np.abs(array[np.isfinite(array)]) if array.dtype.kind == "f" else np.abs(array)
+        if finite.size and float(finite.max()) > float(np.finfo(np.float16).max):
+            dtype = np.dtype(np.float32)
+    return np.ascontiguousarray(array, dtype=dtype)
 
 
 def from_wire(keys: list[str], arrays: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -389,3 +389,11 @@ def test_a_second_reply_with_a_device_name_already_heard_is_refused(tmp_path, ca
     assert "a second reply named 'jetson' refused" in caplog.text
     assert strategy.record["duplicate_names"] == ["jetson"]
     np.testing.assert_allclose(store.load()[1][SHARED], 1.0)  # the first one only
+
+
+def test_a_tensor_beyond_float16s_range_travels_as_float32():
+    keys, arrays = wire.to_wire({"bn.running_var": np.array([1.0, 70000.0], np.float32),
+                                 "conv.weight": np.array([0.5, -2.0], np.float32)}, "float16")
+    assert [a.dtype for a in arrays] == [np.float32, np.float16]
+    back = wire.from_wire(keys, arrays)
+    assert back["bn.running_var"].tolist() == [1.0, 70000.0] and np.isfinite(back["conv.weight"]).all()
