@@ -18,12 +18,36 @@ def cache_key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def images_fingerprint(images: list[Path]) -> str:
+    """Fingerprint of training images and their labels: each image's bytes and its label
+    file's bytes, in order (not their paths or times: a work copy of the same data is the same
+    data).
+
+    Args:
+        images: image paths (labels in the matching ``labels/`` folders).
+
+    Returns:
+        16 hex digits.
+    """
+    from edgecl.data.labels import label_path_for
+    from edgecl.models.base import sha256_file
+
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(sha256_file(image).encode())
+        label = label_path_for(Path(image))
+        digest.update(label.read_bytes() if label.is_file() else b"<none>")
+    return digest.hexdigest()[:16]
+
+
 def cached_trained_model(images: list[Path], names: dict[int, str], learner_cfg, cache_dir: Path,
                          *, steps: int, prefix: str, key_parts: tuple, threads: int | None = None,
                          progress=None, what: str = "") -> Path:
     """Train (or reuse) a YOLO11n on ``images`` with edgecl's fine-tuner, from scratch.
 
-    The cache key is ``key_parts`` plus the image size, batch, learning rate and steps.
+    The cache key is ``key_parts`` plus the class names, a fingerprint of the training images
+    and their labels (:func:`images_fingerprint`: a dataset regenerated in place is new data),
+    the image size, batch, learning rate and steps.
 
     Args:
         images: training images (labels in the matching ``labels/`` folders, ids < len(names)).
@@ -41,7 +65,8 @@ def cached_trained_model(images: list[Path], names: dict[int, str], learner_cfg,
         The checkpoint path (``cache_dir/PREFIX-KEY.pt``).
     """
     lc = learner_cfg
-    key = cache_key(*key_parts, lc.imgsz, lc.batch, lc.lr, steps)
+    key = cache_key(*key_parts, sorted(names.items()), images_fingerprint(images), lc.imgsz,
+                    lc.batch, lc.lr, steps)
     path = Path(cache_dir) / f"{prefix}-{key}.pt"
     if path.is_file():
         return path
