@@ -280,6 +280,14 @@ def run_backends(args) -> dict:
         if pt.suffix != ".pt":
             raise ConfigError(f"--backends exports every engine from a PyTorch checkpoint; "
                               f"--model {pt} is not a .pt file")
+        from edgecl.models.checkpoint import load_checkpoint
+
+        names = {int(k): str(v) for k, v in (load_checkpoint(pt)[1].get("names") or {}).items()}
+        if names != dict(taskset.names):
+            # mAP on another dataset's classes would be scored as 0 for every class
+            raise ConfigError(f"--model {pt} detects {sorted(names.values())}, but {args.data} "
+                              f"labels {sorted(taskset.names.values())} (same ids and names "
+                              f"needed to score it)")
     else:
         pt = train_model(taskset, cfg, cache_dir, args.train_steps, args.threads)
     held_out = [Path(p) for task in taskset.tasks for p in task.test]

@@ -50,6 +50,15 @@ def test_bench_perf_backends_tiny(tmp_path, capsys):
     table = format_table(result)
     assert table.splitlines()[0].split() == ["name", "fps", "p50", "ms", "mAP50-95", "ratio"]
     assert f"serves: {result['serve']}" in table and "INT8 gate openvino-int8" in table
+    # a model of other classes than the data's: refused (every class would score 0)
+    from edgecl.models.checkpoint import load_checkpoint, save_checkpoint
+
+    model, meta = load_checkpoint(next(tmp_path.glob("model-*.pt")))
+    fruit = {i: f"fruit{i}" for i in meta["names"]}
+    save_checkpoint(model, tmp_path / "fruit.pt", meta={**meta, "names": fruit})
+    assert main(["bench", "perf", "--backends", "onnx", "--model", str(tmp_path / "fruit.pt"),
+                 "--cache-dir", str(tmp_path), *TINY]) == 2
+    assert "detects ['fruit0'" in capsys.readouterr().err
 
 
 def test_bench_perf_refuses_a_non_pt_model_and_needs_a_model_without_backends(tmp_path, capsys):
