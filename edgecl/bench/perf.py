@@ -20,7 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="synthetic://?tasks=5&images_per_task=40&imgsz=160&seed=0",
                    help="frame source URI")
     p.add_argument("--frames", type=positive_int, default=200, help="frames per measurement")
-    p.add_argument("--imgsz", type=image_size, default=None, help="input size for .pt/.yaml models")
+    p.add_argument("--imgsz", type=image_size, default=None,
+                   help="input size for a .yaml model or a .pt checkpoint that records none "
+                        "(a model file's own size wins)")
     p.add_argument("--threads", type=positive_int, default=2, help="inference threads")
     p.add_argument("--skip-ultralytics", action="store_true",
                    help="do not measure ultralytics' predict")

@@ -221,7 +221,28 @@ def load_tasks(yaml_path: str | Path) -> TaskSet:
         if any(t.name == task.name for t in tasks):
             raise _fail(path, f"task name '{task.name}' is used twice")
         tasks.append(task)
+    _refuse_trained_held_out(path, tasks)
     return TaskSet(names=names, tasks=tuple(tasks), path=path)
+
+
+def _refuse_trained_held_out(path: Path, tasks: list) -> None:
+    """A test or val image that is also a training image (in any task) would score a model on
+    what it learnt: held-out figures would be silently inflated.
+
+    Raises:
+        ConfigError: naming the image, both tasks and both lists.
+    """
+    trained = {}
+    for task in tasks:
+        for image in task.train:
+            trained.setdefault(image, task.name)
+    for task in tasks:
+        for split in ("val", "test"):
+            for image in getattr(task, split):
+                if image in trained:
+                    raise _fail(path, f"{image} is in task '{task.name}''s {split} list and in "
+                                      f"task '{trained[image]}''s train list: a held-out image "
+                                      f"must never be trained on")
 
 
 def format_tasks_yaml(names: dict[int, str], tasks: list[tuple[str, tuple[int, ...]]]) -> str:
