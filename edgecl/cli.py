@@ -160,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last line of defence: a fault of edgecl's own, not the user's
+        logging.getLogger("edgecl").debug("internal error", exc_info=True)
+        _report_error(args, f"internal error ({type(exc).__name__}: {exc}); run with "
+                            f"--log-level DEBUG for the traceback, and please report it")
+        return 1
 
 
 if __name__ == "__main__":

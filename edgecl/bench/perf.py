@@ -39,7 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_frames(uri: str, n: int) -> list:
-    """Decode ``n`` frames from a source (looping it if it is shorter)."""
+    """Decode ``n`` frames from a source (looping it if it is shorter).
+
+    Raises:
+        SourceError: the source yields no frame (empty, or nothing in it decodes).
+    """
+    from edgecl.errors import SourceError
     from edgecl.runtime.sources import open_source
 
     frames = []
@@ -51,7 +56,8 @@ def read_frames(uri: str, n: int) -> list:
                 if len(frames) >= n:
                     break
             if len(frames) == before:
-                raise RuntimeError(f"source {uri} produced no frames")
+                raise SourceError(f"source {uri} produced no frame to measure with (empty, or "
+                                  f"no frame in it decodes)")
     return frames
 
 

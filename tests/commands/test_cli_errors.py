@@ -129,3 +129,21 @@ def test_fleet_join_refuses_a_missing_state_dir_and_a_corrupt_class_registry(tmp
     (tmp_path / "classes.json").write_text("{bad")
     assert main(["fleet", "join", "--state-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: corrupt class registry")
+
+
+def test_an_internal_error_is_one_line_and_exit_1(monkeypatch, capsys):
+    """A fault of edgecl's own (not the user's) ends in one line, with the JSON error line
+    --json promises, instead of a traceback."""
+    import json
+
+    from edgecl.cli import main
+
+    def broken(args):
+        raise TypeError("unsupported operand")
+
+    monkeypatch.setattr("edgecl.commands.memory.stats_command", broken)
+    assert main(["memory", "stats", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("error: internal error (TypeError: unsupported operand)")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "internal error" in json.loads(out.strip().splitlines()[-1])["error"]
