@@ -50,16 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the ``bench cl`` parser.
     """
-    from edgecl.commands.common import train_image_size
+    from edgecl.commands.common import (finite_non_negative_float, finite_positive_float,
+                                        non_negative_int, positive_int, train_image_size)
 
     add = parser.add_argument
     add("--data", default="scenario",
         help="YOLO dataset folder with a tasks.yaml, the tasks.yaml itself, or 'scenario' "
              "(generate the built-in scenario into OUT/scenario; default)")
-    add("--tasks", type=int, default=5, help="scenario: number of tasks (default 5)")
-    add("--images-per-task", type=int, default=200,
+    add("--tasks", type=positive_int, default=5, help="scenario: number of tasks (default 5)")
+    add("--images-per-task", type=positive_int, default=200,
         help="scenario: images per task, all splits (default 200: 140 train, 30 test)")
-    add("--scenario-seed", type=int, default=0, help="scenario: generator seed (default 0)")
+    add("--scenario-seed", type=non_negative_int, default=0, help="scenario: generator seed (default 0)")
     add("--strategies", default=DEFAULT_STRATEGIES,
         help="comma list of finetune, joint, er, mir, mir-virtual, far, class_balanced, each "
              "optionally with modifiers +lwf (distillation of the previous model), +pl "
@@ -68,27 +69,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--budgets", default=DEFAULT_BUDGETS,
         help="comma list of replay budgets as fractions of the earlier tasks' training images "
              f"(0.05 or 5%%; default {DEFAULT_BUDGETS}); finetune and joint ignore them")
-    add("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
+    add("--seeds", type=positive_int, default=1, help="number of seeds, 0..N-1 (default 1)")
     add("--ider", choices=("on", "off"), default="off", help="train with IDER (default off)")
-    add("--steps-per-task", type=int, default=200,
+    add("--steps-per-task", type=positive_int, default=200,
         help="optimiser steps per task from task 2 on (default 200)")
-    add("--first-task-steps", type=int, default=1000,
+    add("--first-task-steps", type=positive_int, default=1000,
         help="optimiser steps for task 1, learnt from scratch once per seed and shared by "
              "every strategy (default 1000)")
-    add("--epochs", type=int, default=0,
+    add("--epochs", type=non_negative_int, default=0,
         help="train this many epochs per task instead of a number of steps (0: use steps)")
-    add("--task-budget-s", type=float, default=0.0, help="wall-clock cap per task (0: none)")
+    add("--task-budget-s", type=finite_non_negative_float, default=0.0, help="wall-clock cap per task (0: none)")
     add("--imgsz", type=train_image_size, default=160,
         help="image size for the scenario, training, evaluation")
-    add("--batch", type=int, default=8, help="training batch size (default 8)")
-    add("--lr", type=float, default=0.002, help="AdamW learning rate (default 0.002)")
+    add("--batch", type=positive_int, default=8, help="training batch size (default 8)")
+    add("--lr", type=finite_positive_float, default=0.002, help="AdamW learning rate (default 0.002)")
     add("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    add("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
     add("--first-task-model", default="",
         help="checkpoint to use as the model after task 1 instead of training it (its classes "
              "must be task 1's; identified in results by its sha256)")
-    add("--distill-cls", type=float, default=1.0, help="+lwf: weight of the class term (default 1)")
-    add("--distill-box", type=float, default=1.0, help="+lwf: weight of the box term (default 1)")
+    add("--distill-cls", type=finite_non_negative_float, default=1.0, help="+lwf: weight of the class term (default 1)")
+    add("--distill-box", type=finite_non_negative_float, default=1.0, help="+lwf: weight of the box term (default 1)")
     add("--distill-conf", type=float, default=0.25,
         help="+lwf: old-model score above which a box is distilled (default 0.25)")
     add("--pseudo-conf", type=float, default=0.5,
@@ -275,10 +276,13 @@ def _settings(args: argparse.Namespace) -> ProtocolSettings:
     for name in ("steps_per_task", "first_task_steps", "imgsz", "batch"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.epochs < 0 or args.lr <= 0:
-        raise ConfigError("--epochs must be >= 0 and --lr > 0")
-    if min(args.distill_cls, args.distill_box) < 0:
-        raise ConfigError("--distill-cls and --distill-box must be >= 0")
+    if args.epochs < 0 or not (math.isfinite(args.lr) and args.lr > 0):
+        raise ConfigError(f"--epochs must be >= 0 and --lr a finite number > 0, got "
+                          f"{args.epochs} and {args.lr}")
+    for name in ("distill_cls", "distill_box", "task_budget_s"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
     for name in ("distill_conf", "pseudo_conf", "pseudo_iou"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")

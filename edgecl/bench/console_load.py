@@ -245,21 +245,49 @@ def bench_config(state_dir: Path, imgsz: int):
         "export.tensorrt='off'"])
 
 
-def wait_for_server(runtime, timeout_s: float = 60.0) -> str:
+class MeasurementError(RuntimeError):
+    """The measurement failed or gave no figures (a client failed, the runtime ended early)."""
+
+
+class Stopped(Exception):
+    """The measurement was asked to stop (Ctrl-C, or the runtime ended) before it finished."""
+
+
+def _check(stop: threading.Event | None) -> None:
+    """Raise :class:`Stopped` when ``stop`` is set."""
+    if stop is not None and stop.is_set():
+        raise Stopped
+
+
+def _pause(stop: threading.Event | None, seconds: float) -> None:
+    """Sleep ``seconds``, or less when ``stop`` is set meanwhile (then raise :class:`Stopped`)."""
+    if stop is None:
+        time.sleep(seconds)
+    elif stop.wait(seconds):
+        raise Stopped
+
+
+def wait_for_server(runtime, timeout_s: float = 60.0, stop: threading.Event | None = None) -> str:
     """Wait until the runtime's console listens and the loop has done a frame.
+
+    Args:
+        runtime: the runtime being started.
+        timeout_s: longest wait in seconds.
+        stop: set to give up at once.
 
     Returns:
         The base URL, e.g. ``http://127.0.0.1:40123``.
 
     Raises:
         TimeoutError: not up within ``timeout_s``.
+        Stopped: ``stop`` was set.
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         server, loop = runtime.server, runtime.loop
         if server is not None and server.port and loop is not None and loop.frames_done > 0:
             return f"http://127.0.0.1:{server.port}"
-        time.sleep(0.05)
+        _pause(stop, 0.05)
     raise TimeoutError(f"the runtime's console did not start within {timeout_s:.0f} s")
 
 
@@ -278,8 +306,8 @@ print(json.dumps(viewer.stop()), flush=True)
 """
 
 
-def run_client(runtime, code: str, *args: object,
-               timeout_s: float = 300.0) -> tuple[dict, int, float]:
+def run_client(runtime, code: str, *args: object, timeout_s: float = 300.0,
+               stop: threading.Event | None = None) -> tuple[dict, int, float]:
     """Run a client (load or viewer) in its own Python process and count the loop's frames
     from the moment it is ready (imports done) until it has finished.
 
@@ -291,19 +319,29 @@ def run_client(runtime, code: str, *args: object,
         code: the client's source (prints ``start``, then one JSON line).
         *args: its command-line arguments.
         timeout_s: longest the client may run.
+        stop: set to end the client at once (checked every 0.1 s).
 
     Returns:
         ``(client's JSON, frames done meanwhile, seconds)``.
 
     Raises:
-        RuntimeError: the client failed or printed no result.
+        RuntimeError: the client failed, printed no result or ran past ``timeout_s``.
+        Stopped: ``stop`` was set (the client is killed).
     """
     proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        first = proc.stdout.readline().strip()
+        first = proc.stdout.readline().strip()  # "start", or "" when the client died first
         f0, t0 = runtime.loop.frames_done, time.perf_counter()
-        out, err = proc.communicate(timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            _check(stop)
+            try:
+                out, err = proc.communicate(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"client still running after {timeout_s:g} s") from None
         frames, seconds = runtime.loop.frames_done - f0, time.perf_counter() - t0
     finally:
         if proc.poll() is None:
@@ -317,7 +355,8 @@ def run_client(runtime, code: str, *args: object,
 
 
 def measure(runtime, base: str, *, requests: int = 500, threads: int = 8, phase_s: float = 3.0,
-            viewer_hz: float = 4.0, repeats: int = 3, warmup_s: float = 2.0) -> dict:
+            viewer_hz: float = 4.0, repeats: int = 3, warmup_s: float = 2.0,
+            stop: threading.Event | None = None) -> dict:
     """Alternate idle, load and viewer phases on a running runtime and compare their fps.
 
     Args:
@@ -329,6 +368,7 @@ def measure(runtime, base: str, *, requests: int = 500, threads: int = 8, phase_
         viewer_hz: frame polls per second of the viewer.
         repeats: how many ``idle, load, idle, viewer`` cycles (a final idle phase closes them).
         warmup_s: seconds to let the loop settle first.
+        stop: set to abandon the measurement (checked at least every 0.1 s).
 
     Returns:
         ``{"idle_fps", "load_fps", "viewer_fps" (means over the phases of each kind),
@@ -340,8 +380,9 @@ def measure(runtime, base: str, *, requests: int = 500, threads: int = 8, phase_
 
     Raises:
         RuntimeError: a client process failed.
+        Stopped: ``stop`` was set.
     """
-    time.sleep(warmup_s)
+    _pause(stop, warmup_s)
     phases: list[dict] = []
 
     def record(name: str, frames: int, seconds: float) -> None:
@@ -350,17 +391,19 @@ def measure(runtime, base: str, *, requests: int = 500, threads: int = 8, phase_
 
     def idle() -> None:
         f0, t0 = runtime.loop.frames_done, time.perf_counter()
-        time.sleep(phase_s)
+        _pause(stop, phase_s)
         record("idle", runtime.loop.frames_done - f0, time.perf_counter() - t0)
 
     loads, views = [], []
     for _ in range(repeats):
         idle()
-        report, frames, seconds = run_client(runtime, LOAD_CLIENT, base, requests, threads)
+        report, frames, seconds = run_client(runtime, LOAD_CLIENT, base, requests, threads,
+                                             stop=stop)
         record("load", frames, seconds)
         loads.append(report)
         idle()
-        report, frames, seconds = run_client(runtime, VIEWER_CLIENT, base, viewer_hz, phase_s)
+        report, frames, seconds = run_client(runtime, VIEWER_CLIENT, base, viewer_hz, phase_s,
+                                             stop=stop)
         record("viewer", frames, seconds)
         views.append(report)
     idle()
@@ -423,7 +466,8 @@ def run_console_load(work: Path, *, imgsz: int = 64, backend: str = "onnx", requ
         ``targets`` and ``ok`` (no load error, both ratios at or above their targets).
 
     Raises:
-        EdgeclError: the runtime could not start; RuntimeError: the measurement failed.
+        EdgeclError: the runtime could not start; MeasurementError: the measurement failed or
+        gave no figures; KeyboardInterrupt: Ctrl-C (SIGINT) or SIGTERM stopped the runtime.
     """
     from edgecl.runtime.app import RunOptions, Runtime
 
@@ -433,13 +477,16 @@ def run_console_load(work: Path, *, imgsz: int = 64, backend: str = "onnx", requ
     runtime = Runtime(cfg, RunOptions(source_uri=source.uri, model=str(model), quiet=True))
     runtime.build(source=source)
     result: dict = {}
+    stop = threading.Event()
 
     def drive() -> None:
         try:
-            base = wait_for_server(runtime)
+            base = wait_for_server(runtime, stop=stop)
             result.update(measure(runtime, base, requests=requests, threads=threads,
                                   phase_s=phase_s, viewer_hz=viewer_hz, repeats=repeats,
-                                  warmup_s=warmup_s))
+                                  warmup_s=warmup_s, stop=stop))
+        except Stopped:
+            pass  # the caller knows why: Ctrl-C, or the loop ended on its own
         except Exception as exc:  # reported to the caller after the loop stopped
             result["failure"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -447,10 +494,18 @@ def run_console_load(work: Path, *, imgsz: int = 64, backend: str = "onnx", requ
 
     driver = threading.Thread(target=drive, name="edgecl-bench-console", daemon=True)
     driver.start()
-    report = runtime.run()
-    driver.join(30.0)
+    try:
+        report = runtime.run()
+    finally:
+        stop.set()  # the loop has ended: whatever the driver still does is moot
+        driver.join(5.0)
+    if runtime.interrupted:
+        raise KeyboardInterrupt  # Ctrl-C stops the benchmark: no figures, exit 130
     if "failure" in result:
-        raise RuntimeError(f"bench console: {result['failure']}")
+        raise MeasurementError(f"bench console: {result['failure']}")
+    if driver.is_alive() or "load" not in result:
+        raise MeasurementError(f"bench console: the runtime stopped after {report.frames} frames, "
+                           f"before the measurement finished")
     ok = (result["load"]["errors"] == 0 and result["viewer"]["errors"] == 0
           and (result["load_ratio"] or 0) >= LOAD_TARGET
           and (result["viewer_ratio"] or 0) >= VIEWER_TARGET)
@@ -460,15 +515,19 @@ def run_console_load(work: Path, *, imgsz: int = 64, backend: str = "onnx", requ
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the console benchmark's options."""
-    p.add_argument("--requests", type=int, default=500, help="API requests per load phase")
-    p.add_argument("--threads", type=int, default=8, help="client threads per load phase")
-    p.add_argument("--phase-s", type=float, default=3.0, help="seconds per idle/viewer phase")
-    p.add_argument("--viewer-hz", type=float, default=4.0,
+    from edgecl.commands.common import (finite_non_negative_float, finite_positive_float,
+                                        image_size, positive_int)
+
+    p.add_argument("--requests", type=positive_int, default=500, help="API requests per load phase")
+    p.add_argument("--threads", type=positive_int, default=8, help="client threads per load phase")
+    p.add_argument("--phase-s", type=finite_positive_float, default=3.0,
+                   help="seconds per idle/viewer phase")
+    p.add_argument("--viewer-hz", type=finite_positive_float, default=4.0,
                    help="live viewer frame polls per second")
-    p.add_argument("--repeats", type=int, default=3, help="idle/load/idle/viewer cycles")
-    p.add_argument("--source-fps", type=float, default=0.0,
+    p.add_argument("--repeats", type=positive_int, default=3, help="idle/load/idle/viewer cycles")
+    p.add_argument("--source-fps", type=finite_non_negative_float, default=0.0,
                    help="camera rate of the synthetic stream (0: unpaced, the loop's capacity)")
-    p.add_argument("--imgsz", type=int, default=64, help="model input size")
+    p.add_argument("--imgsz", type=image_size, default=64, help="model input size (a multiple of 32)")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
                    help="tiny model file type (default onnx)")
     p.add_argument("--work-dir", help="where the model and the state go (default: a temporary "
@@ -480,30 +539,24 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print its figures.
 
     Returns:
-        0 when the targets are met, 1 otherwise (the figures are printed either way).
+        0 when the targets are met, 1 otherwise (the figures are printed either way) or when
+        the measurement failed (one line on stderr, no figures).
 
     Raises:
-        ConfigError: a bad option.
+        KeyboardInterrupt: Ctrl-C (the command line exits 130).
     """
-    from edgecl.errors import ConfigError
-
-    if args.requests < 1 or args.threads < 1 or args.phase_s <= 0 or args.viewer_hz <= 0 \
-            or args.repeats < 1 or args.imgsz < 32 or args.imgsz % 32 or args.source_fps < 0:
-        raise ConfigError("bench console: --requests, --threads, --repeats must be >= 1, "
-                          "--phase-s and --viewer-hz > 0, --source-fps >= 0, --imgsz a multiple "
-                          "of 32")
     kwargs = dict(imgsz=args.imgsz, backend=args.backend, requests=args.requests,
                   threads=args.threads, phase_s=args.phase_s, viewer_hz=args.viewer_hz,
                   repeats=args.repeats, source_fps=args.source_fps)
-    if args.work_dir:
-        work = Path(args.work_dir)
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="edgecl-console-"))
+    try:
         work.mkdir(parents=True, exist_ok=True)
         summary = run_console_load(work, **kwargs)
-    else:
-        work = Path(tempfile.mkdtemp(prefix="edgecl-console-"))
-        try:
-            summary = run_console_load(work, **kwargs)
-        finally:
+    except MeasurementError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 1
+    finally:
+        if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(summary, sort_keys=True), flush=True)

@@ -30,6 +30,7 @@ training frames.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -444,6 +445,66 @@ def renumbered_copies(images: list[Path], remap: dict[int, int], out_dir: Path) 
     return paths
 
 
+def _parse_selection(text: str) -> list[str]:
+    """The ``--selection`` list (see :func:`selection_list`), raising :class:`EdgeclError`."""
+    names = [s.strip() for s in str(text).split(",") if s.strip()]
+    bad = [s for s in names if s not in SELECTIONS]
+    if bad:
+        raise EdgeclError(f"--selection: unknown {', '.join(map(repr, bad))}; choose from "
+                          f"{', '.join(SELECTIONS)}")
+    if not names:
+        raise EdgeclError(f"--selection: no selection given; choose from {', '.join(SELECTIONS)}")
+    return list(dict.fromkeys(names))
+
+
+def selection_list(text: str) -> list[str]:
+    """argparse type of ``--selection``: a comma list of :data:`SELECTIONS`, at least one.
+
+    Args:
+        text: e.g. ``"random,default"``.
+
+    Returns:
+        The names, duplicates dropped, in the given order.
+
+    Raises:
+        argparse.ArgumentTypeError: an unknown or empty list.
+    """
+    try:
+        return _parse_selection(text)
+    except EdgeclError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--selection: ")) from None
+
+
+def check_initial_model(choice: str) -> dict | None:
+    """Check ``--initial-model`` before any run: ``first-task``, ``scratch``, or a ``.pt`` file
+    that loads as a checkpoint (loaded once here, so a bad file fails in seconds, not after
+    the first runs).
+
+    Args:
+        choice: the option's value.
+
+    Returns:
+        The checkpoint's metadata, or ``None`` for ``first-task`` and ``scratch``.
+
+    Raises:
+        EdgeclError: not one of those, a missing file, or a file that is no checkpoint.
+    """
+    if choice in ("first-task", "scratch"):
+        return None
+    path = Path(choice).expanduser()
+    if path.suffix.lower() != ".pt":
+        raise EdgeclError(f"--initial-model: expected 'first-task', 'scratch' or a .pt "
+                          f"checkpoint, got {choice!r}")
+    if not path.is_file():
+        raise EdgeclError(f"--initial-model: {path} is not a file")
+    from edgecl.models.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(path)[1]
+    except EdgeclError as exc:
+        raise EdgeclError(f"--initial-model: {exc}") from None
+
+
 def starting_model(taskset, yaml_path: Path, cfg, choice: str, steps: int, cache_dir: Path,
                    progress, images: list[Path] | None = None) -> Path | None:
     """The model every run starts from, as a team starts from its own pretrained checkpoint.
@@ -685,27 +746,29 @@ def summarize(runs: list[dict]) -> dict:
 
 def add_arguments(parser) -> None:
     """Arguments of ``edgecl bench field``."""
-    from edgecl.commands.common import train_image_size
+    from edgecl.commands.common import (finite_non_negative_float, non_negative_int, percentage,
+                                        positive_int, train_image_size)
 
     parser.add_argument("--data", default="scenario",
                         help="DIR/tasks.yaml of a class-incremental dataset, or 'scenario' (built in)")
-    parser.add_argument("--label-budget-pct", type=float, default=10.0,
+    parser.add_argument("--label-budget-pct", type=percentage, default=10.0,
                         help="the simulated operator labels at most this percent of the frames")
-    parser.add_argument("--selection", default="random,default",
+    parser.add_argument("--selection", type=selection_list, default="random,default",
                         help="comma list of random, default (ground_truth always runs too)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per selection")
+    parser.add_argument("--seeds", type=positive_int, default=1, help="seeds per selection")
     parser.add_argument("--imgsz", type=train_image_size, default=160,
                         help="model and training image size")
-    parser.add_argument("--delay-frames", type=int, default=10,
+    parser.add_argument("--delay-frames", type=non_negative_int, default=10,
                         help="frames between a frame and the operator's answer to it")
-    parser.add_argument("--fps", type=float, default=10.0,
-                        help="stream time: frames per second of the simulated camera")
-    parser.add_argument("--queue-factor", type=float, default=2.0,
+    parser.add_argument("--fps", type=finite_non_negative_float, default=10.0,
+                        help="stream time: frames per second of the simulated camera (0: "
+                             "unpaced)")
+    parser.add_argument("--queue-factor", type=finite_non_negative_float, default=2.0,
                         help="offer the operator queue at most this many frames per frame the "
                              "operator may answer, in every 5 s of stream time (0: no rate limit; "
                              "frames not queued may be pseudo-labelled)")
-    parser.add_argument("--tasks", type=int, default=3, help="scenario tasks (with --data scenario)")
-    parser.add_argument("--images-per-task", type=int, default=120,
+    parser.add_argument("--tasks", type=positive_int, default=3, help="scenario tasks (with --data scenario)")
+    parser.add_argument("--images-per-task", type=positive_int, default=120,
                         help="scenario images per task (with --data scenario)")
     parser.add_argument("--initial-model", default="first-task",
                         help="what every run starts from: 'first-task' (a detector trained on the "
@@ -714,7 +777,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--pretrain-share", type=float, default=0.5,
                         help="with --initial-model first-task: the share of the first task's "
                              "training images that train it; the stream holds the rest")
-    parser.add_argument("--initial-steps", type=int, default=600,
+    parser.add_argument("--initial-steps", type=positive_int, default=600,
                         help="training steps of the 'first-task' starting model")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -731,16 +794,15 @@ def run(args) -> int:
     from edgecl.ultra import ensure_offline
 
     ensure_offline()
-    selections = [s.strip() for s in args.selection.split(",") if s.strip()]
-    bad = [s for s in selections if s not in SELECTIONS]
-    if bad:
-        raise EdgeclError(f"--selection: unknown {bad}; choose from random, default")
+    selections = list(args.selection if isinstance(args.selection, list)
+                      else _parse_selection(args.selection))
     if "ground_truth" not in selections:
         selections.append("ground_truth")
     if not 0 < args.label_budget_pct <= 100:
         raise EdgeclError(f"--label-budget-pct must be in (0, 100], got {args.label_budget_pct}")
     if not 0 <= args.queue_factor < math.inf:
         raise EdgeclError(f"--queue-factor must be a number >= 0, got {args.queue_factor}")
+    check_initial_model(args.initial_model)  # before any run: a bad file must not cost hours
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # at --fps 0 the stream's capture times say nothing of a camera's: held out frame by frame

@@ -22,6 +22,7 @@ Medians over the repeats are reported; per-repeat figures are kept in ``repeats`
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import shutil
@@ -35,35 +36,59 @@ from edgecl.errors import ConfigError
 
 SCENARIO_TASKS = 2
 SCENARIO_IMAGES_PER_TASK = 150
+PARTS = ("throughput", "map", "round")
+"""The benchmark's parts, in the order they run (``--skip`` names some of them)."""
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "edgecl" / "bench-learn"
 
 
 def add_arguments(parser) -> None:
     """Arguments of ``edgecl bench learn``."""
-    from edgecl.commands.common import train_image_size
+    from edgecl.commands.common import finite_positive_float, positive_int, train_image_size
 
     parser.add_argument("--data", default="scenario",
                         help="DIR/tasks.yaml with at least 2 tasks, or 'scenario' (built in)")
-    parser.add_argument("--steps", type=int, default=30, help="training steps per throughput run")
+    parser.add_argument("--steps", type=positive_int, default=30, help="training steps per throughput run")
     parser.add_argument("--imgsz", type=train_image_size, default=None,
                         help="image size (default learner.imgsz)")
-    parser.add_argument("--batch", type=int, default=None, help="batch (default learner.batch)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--batch", type=positive_int, default=None, help="batch (default learner.batch)")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch threads of both trainers (default learner.torch_threads)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved throughput repeats")
-    parser.add_argument("--seconds", type=float, default=120.0,
+    parser.add_argument("--repeats", type=positive_int, default=3, help="interleaved throughput repeats")
+    parser.add_argument("--seconds", type=finite_positive_float, default=120.0,
                         help="equal wall time each trainer gets before the held-out mAP, s")
-    parser.add_argument("--map-repeats", type=int, default=1,
+    parser.add_argument("--map-repeats", type=positive_int, default=1,
                         help="equal-time runs per trainer (interleaved; the median is reported)")
-    parser.add_argument("--parent-steps", type=int, default=300,
+    parser.add_argument("--parent-steps", type=positive_int, default=300,
                         help="steps of the parent model on the first task (cached)")
-    parser.add_argument("--skip", default="",
+    parser.add_argument("--skip", type=skip_parts, default=frozenset(),
                         help="comma list of parts to leave out: throughput, map, round")
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR),
                         help="where the scenario, the parent model and scratch runs are kept")
     parser.add_argument("--config", help="deployment YAML whose learner settings edgecl uses")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. learner.freeze_layers=10")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+
+
+def skip_parts(text: str) -> frozenset[str]:
+    """argparse type of ``--skip``: a comma list of parts to leave out, at least one kept.
+
+    Args:
+        text: e.g. ``"map,round"`` (empty: skip nothing).
+
+    Returns:
+        The named parts.
+
+    Raises:
+        argparse.ArgumentTypeError: an unknown part, or every part named (nothing would run).
+    """
+    parts = frozenset(s.strip() for s in text.split(",") if s.strip())
+    unknown = sorted(parts - set(PARTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown part {', '.join(map(repr, unknown))}; choose "
+                                         f"from {', '.join(PARTS)}")
+    if parts >= set(PARTS):
+        raise argparse.ArgumentTypeError(f"skipping {', '.join(PARTS)} leaves nothing to run")
+    return parts
 
 
 @dataclass(frozen=True)
@@ -383,9 +408,10 @@ def make_setup(args, progress) -> tuple[Setup, object]:
 
     cfg = load_config(args.config, list(args.overrides))
     lc = cfg.learner
-    lc = replace(lc, imgsz=args.imgsz or lc.imgsz, batch=args.batch or lc.batch)
+    lc = replace(lc, imgsz=args.imgsz if args.imgsz is not None else lc.imgsz,
+                 batch=args.batch if args.batch is not None else lc.batch)
     cfg = replace(cfg, learner=lc, model=replace(cfg.model, imgsz=lc.imgsz))
-    threads = int(args.threads or lc.torch_threads)
+    threads = int(args.threads if args.threads is not None else lc.torch_threads)
     cache_dir = Path(args.cache_dir).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
     taskset, yaml_path = load_taskset(args.data, cache_dir, lc.imgsz)
@@ -420,7 +446,7 @@ def run_benchmark(args, progress=None) -> dict:
 
     ensure_offline()
     progress = progress or (lambda line: print(f"[bench learn] {line}", file=sys.stderr, flush=True))
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    skip = args.skip if isinstance(args.skip, frozenset) else skip_parts(args.skip)
     setup, taskset = make_setup(args, progress)
     lc = setup.cfg.learner
     out: dict = {"data": args.data, "imgsz": lc.imgsz, "batch": lc.batch, "steps": args.steps,
@@ -430,7 +456,7 @@ def run_benchmark(args, progress=None) -> dict:
     if "throughput" not in skip:
         runs = {"edgecl": edgecl_train, "ultralytics": ultralytics_train}
         order = ["edgecl", "ultralytics", "ultralytics", "edgecl"]
-        for i in range(max(1, args.repeats)):
+        for i in range(args.repeats):
             name_a, name_b = order[(2 * i) % 4], order[(2 * i + 1) % 4]
             row = {}
             for name in (name_a, name_b):
@@ -451,7 +477,7 @@ def run_benchmark(args, progress=None) -> dict:
         trainers = (("edgecl", edgecl_train), ("ultralytics", ultralytics_train))
         maps: dict[str, list[float]] = {"edgecl": [], "ultralytics": []}
         steps: dict[str, list[int]] = {"edgecl": [], "ultralytics": []}
-        for i in range(max(1, args.map_repeats)):
+        for i in range(args.map_repeats):
             for name, fn in trainers if i % 2 == 0 else trainers[::-1]:
                 res = fn(setup, steps=10**9, budget_s=args.seconds)
                 maps[name].append(held_out_map(res["model"], setup))

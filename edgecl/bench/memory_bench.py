@@ -24,18 +24,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the ``bench memory`` parser.
     """
-    parser.add_argument("--adds", type=int, default=100_000, help="samples offered (default 100000)")
-    parser.add_argument("--capacity", type=int, default=2000, help="memory capacity in samples")
-    parser.add_argument("--imgsz", type=int, default=160, help="side of the synthetic images")
-    parser.add_argument("--max-bytes", type=int, default=0,
+    from edgecl.commands.common import non_negative_int, pixel_side, positive_int
+
+    parser.add_argument("--adds", type=positive_int, default=100_000,
+                        help="samples offered (default 100000)")
+    parser.add_argument("--capacity", type=positive_int, default=2000,
+                        help="memory capacity in samples")
+    parser.add_argument("--imgsz", type=pixel_side, default=160,
+                        help="side of the synthetic images, 32..4096 (default 160)")
+    parser.add_argument("--max-bytes", type=non_negative_int, default=0,
                         help="byte bound (default: 60%% of what capacity samples need, so the "
                              "byte bound is exercised)")
     parser.add_argument("--policy", default="class_balanced",
                         help="insertion policy (reservoir, class_balanced, task_budget)")
-    parser.add_argument("--pool", type=int, default=64, help="distinct synthetic images reused")
-    parser.add_argument("--du-every", type=int, default=500, help="sample disk usage every N adds")
-    parser.add_argument("--k", type=int, default=64, help="replay samples selected per strategy")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--pool", type=positive_int, default=64, help="distinct synthetic images reused")
+    parser.add_argument("--du-every", type=positive_int, default=500,
+                        help="sample disk usage every N adds")
+    parser.add_argument("--k", type=positive_int, default=64, help="replay samples selected per strategy")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (>= 0)")
     parser.add_argument("--state-dir", help="state folder (default: a temporary one, removed)")
     parser.add_argument("--json", action="store_true", help="only the JSON line on stdout")
 

@@ -28,22 +28,23 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the soak benchmark's options."""
-    from edgecl.commands.common import train_image_size
+    from edgecl.commands.common import finite_non_negative_float, positive_int, train_image_size
 
-    p.add_argument("--frames", type=int, default=200_000, help="frames to run (default 200000)")
+    p.add_argument("--frames", type=positive_int, default=200_000, help="frames to run (default 200000)")
     p.add_argument("--imgsz", type=train_image_size, default=64,
                    help="scenario, model and training size")
-    p.add_argument("--tasks", type=int, default=2, help="scenario tasks (looped)")
-    p.add_argument("--images-per-task", type=int, default=30, help="scenario images per task")
+    p.add_argument("--tasks", type=positive_int, default=2, help="scenario tasks (looped)")
+    p.add_argument("--images-per-task", type=positive_int, default=30, help="scenario images per task")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
                    help="initial model file type (onnx: exported once, ~1.5 ms a frame at 64)")
-    p.add_argument("--learn-every-s", type=float, default=60.0,
+    p.add_argument("--learn-every-s", type=finite_non_negative_float, default=60.0,
                    help="start a learning round every N seconds (0: no learning)")
-    p.add_argument("--capacity", type=int, default=300, help="replay memory capacity, samples")
-    p.add_argument("--sample-every-s", type=float, default=30.0,
+    p.add_argument("--capacity", type=positive_int, default=300, help="replay memory capacity, samples")
+    p.add_argument("--sample-every-s", type=finite_non_negative_float, default=30.0,
                    help="seconds between two resource samples")
     p.add_argument("--work-dir", help="where the scenario, the initial model and the state go "
-                                      "(default: a temporary folder, removed at the end)")
+                                      "(default: a temporary folder, removed at the end); its "
+                                      "state/ folder must not exist yet or be empty")
     p.add_argument("--json", action="store_true", help="(kept for symmetry; output is JSON)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -201,6 +202,10 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
 
     Returns:
         The JSON-ready summary (see :func:`run`).
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C (SIGINT) or SIGTERM stopped the runtime: no summary (a cut
+            run's figures would read as a flat, finished one).
     """
     from edgecl.runtime.app import RunOptions, Runtime
 
@@ -214,6 +219,8 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
     runtime.build()
     start = sampler.sample(0, 0)
     report = runtime.run()
+    if runtime.interrupted:
+        raise KeyboardInterrupt  # the command line prints "interrupted" and exits 130
     running = sampler.samples[1:] or [start]
     end = sampler.sample(report.frames, _rounds(runtime))  # after shutdown: nothing left behind
     versions = runtime.registry.list() if runtime.registry is not None else []
@@ -223,6 +230,28 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
             "model_version": report.model_version, "start": start, "end": end,
             "growth_after_warmup": growth(running, args.frames),
             "samples": sampler.samples, "loop": report.to_json()}
+
+
+def check_work_dir(work: Path) -> None:
+    """Refuse a work folder whose ``state/`` holds anything: an earlier soak's state (the run
+    would continue its memory, versions and disk use, and the growth would mean nothing) or a
+    folder the soak did not make. Nothing is removed: the user decides.
+
+    Args:
+        work: the ``--work-dir`` folder (it may not exist yet).
+
+    Raises:
+        ConfigError: ``work/state`` exists and is not an empty folder.
+    """
+    from edgecl.errors import ConfigError
+
+    state = work / "state"
+    missing = not (state.exists() or state.is_symlink())
+    if missing or (state.is_dir() and not any(state.iterdir())):
+        return
+    raise ConfigError(f"bench soak: --work-dir {work} already holds {state} (an earlier run's "
+                      f"state; a soak starts from an empty one): remove it or use another "
+                      f"--work-dir")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -235,13 +264,14 @@ def run(args: argparse.Namespace) -> int:
 
     Returns:
         0.
-    """
-    from edgecl.errors import ConfigError
 
-    if args.frames < 1 or args.imgsz < 32 or args.imgsz % 32:
-        raise ConfigError("bench soak: --frames must be >= 1 and --imgsz a multiple of 32")
+    Raises:
+        ConfigError: ``--work-dir`` holds the state of an earlier run.
+        KeyboardInterrupt: Ctrl-C (the command line exits 130).
+    """
     if args.work_dir:
         work = Path(args.work_dir)
+        check_work_dir(work)
         work.mkdir(parents=True, exist_ok=True)
         summary = run_soak(args, work)
     else:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 
-from edgecl.config import Config, load_config
+from edgecl.config import RULES, Config, load_config
 
 
 def add_config_args(parser: argparse.ArgumentParser, state_dir: bool = True) -> None:
@@ -66,12 +67,21 @@ def positive_int(text: str) -> int:
     Raises:
         argparse.ArgumentTypeError: not an integer, or below 1.
     """
+    return _int_at_least(text, 1)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    """Parse ``text`` as an integer of at least ``low``.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or below ``low``.
+    """
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
     return value
 
 
@@ -97,4 +107,89 @@ def train_image_size(text: str) -> int:
     value = image_size(text)
     if value < 64:
         raise argparse.ArgumentTypeError(f"expected at least 64 to train at, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a usage error, one line, otherwise).
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or below 0.
+    """
+    return _int_at_least(text, 0)
+
+
+def _finite_float(text: str, wanted: str) -> float:
+    """Parse ``text`` as a finite float (``nan`` and ``inf`` are refused).
+
+    Args:
+        text: the option's value.
+        wanted: what the option accepts, in words (for the error).
+
+    Raises:
+        argparse.ArgumentTypeError: not a finite number.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def finite_positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (``nan``, ``inf``, 0 and negatives are usage errors).
+
+    Raises:
+        argparse.ArgumentTypeError: not a finite number above 0.
+    """
+    wanted = "a finite number > 0"
+    value = _finite_float(text, wanted)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def finite_non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (``nan``, ``inf`` and negatives are usage errors).
+
+    Raises:
+        argparse.ArgumentTypeError: not a finite number at or above 0.
+    """
+    wanted = "a finite number >= 0"
+    value = _finite_float(text, wanted)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def percentage(text: str) -> float:
+    """argparse type: a percentage in (0, 100] (a share of something that cannot be empty).
+
+    Raises:
+        argparse.ArgumentTypeError: not a finite number in (0, 100].
+    """
+    wanted = "a percentage in (0, 100]"
+    value = _finite_float(text, wanted)
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def pixel_side(text: str) -> int:
+    """argparse type: the side of a synthetic square image in pixels, within the bounds of the
+    config's ``model.imgsz`` rule (32..4096) but of any value in between (no stride to respect).
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer in the bounds.
+    """
+    rule = RULES["model.imgsz"]
+    low, high = int(rule.lo), int(rule.hi)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {value}")
     return value

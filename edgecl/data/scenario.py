@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from edgecl.atomic import atomic_write_bytes, atomic_write_text
+from edgecl.config import RULES
 from edgecl.data import scenery, sprites
 from edgecl.data.labels import label_path_for, labels_to_text
 from edgecl.data.tasks import SPLITS, format_tasks_yaml
@@ -116,8 +117,9 @@ def check_params(tasks: int, images_per_task: int, imgsz: int, seed: int,
     if tasks < 1 or classes_per_task < 1 or tasks * classes_per_task > limit:
         raise ConfigError(f"scenario: tasks x classes_per_task must be 1..{limit}, "
                           f"got {tasks} x {classes_per_task}")
-    if imgsz < 32:
-        raise ConfigError(f"scenario: imgsz must be >= 32, got {imgsz}")
+    low, high = int(RULES["model.imgsz"].lo), int(RULES["model.imgsz"].hi)  # the detector's range
+    if not low <= imgsz <= high:
+        raise ConfigError(f"scenario: imgsz must be in {low}..{high}, got {imgsz}")
     if seed < 0:
         raise ConfigError(f"scenario: seed must be >= 0, got {seed}")
     if len(splits) != 3 or min(splits) < 0 or splits[0] <= 0 or splits[2] <= 0 \

@@ -100,8 +100,14 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
             or values[0] <= 0 or values[2] <= 0):
         raise ConfigError(f"--ratios must be three finite numbers train,val,test >= 0 with train "
                           f"and test > 0, got '{text}'")
+    top = max(values)  # scale to at most 1 first: three finite values may overflow their sum
+    values = [v / top for v in values]
     total = sum(values)
-    return values[0] / total, values[1] / total, values[2] / total
+    ratios = tuple(v / total for v in values)
+    if ratios[0] <= 0 or ratios[2] <= 0:  # a weight vanishing next to a huge one (1e-320 vs 1)
+        raise ConfigError(f"--ratios: train and test must each be a share above 0 of the sum, "
+                          f"got '{text}'")
+    return ratios
 
 
 def _group_of(pattern: re.Pattern | None, image: Path) -> tuple[str, bool]:

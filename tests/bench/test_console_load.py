@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from edgecl.bench import console_load
-from edgecl.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,6 +46,18 @@ def test_bench_console_json_shape(tmp_path, capsys):
     assert summary["targets"] == {"load_ratio": 0.9, "viewer_ratio": 0.95}
 
 
-def test_bench_console_refuses_bad_options():
-    with pytest.raises(ConfigError):
-        console_load.run(args(requests=0))
+@pytest.mark.parametrize("option, value, expected", [
+    ("requests", "0", "expected an integer >= 1, got 0"),
+    ("phase-s", "nan", "expected a finite number > 0, got 'nan'"),
+    ("viewer-hz", "nan", "expected a finite number > 0, got 'nan'"),
+    ("viewer-hz", "0", "expected a finite number > 0, got '0'"),
+    ("imgsz", "48", "expected a multiple of 32"),
+])
+def test_bench_console_refuses_bad_options(capsys, option, value, expected):
+    from edgecl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "console", f"--{option}", value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: argument --{option}: {expected}")

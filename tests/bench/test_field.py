@@ -295,10 +295,12 @@ def test_a_pretrain_share_outside_0_1_is_one_line(tmp_path, capsys, share):
 def test_a_negative_or_non_finite_queue_factor_is_one_line(tmp_path, capsys, factor):
     from edgecl.cli import main
 
-    code = main(["bench", "field", "--data", "scenario", "--tasks", "2", "--images-per-task", "8",
-                 "--imgsz", "64", "--queue-factor", factor, "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:  # the shared argparse type refuses it
+        main(["bench", "field", "--data", "scenario", "--tasks", "2", "--images-per-task", "8",
+              "--imgsz", "64", "--queue-factor", factor, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "--queue-factor must be a number >= 0" in err and "\n" not in err
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert err.startswith(f"error: argument --queue-factor: expected a finite number >= 0, got '{factor}'")
     assert not (tmp_path / "out").exists()
 
 

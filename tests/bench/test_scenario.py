@@ -137,6 +137,7 @@ def test_regenerates_previous_scenario_and_refuses_foreign_folder(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(tasks=7), "tasks x classes_per_task"),
     (dict(imgsz=16), "imgsz"),
+    (dict(imgsz=1_000_000), r"imgsz must be in 32\.\.4096, got 1000000"),  # 8 TiB of pixels before
     (dict(seed=-1), "seed"),
     (dict(splits=(0.5, 0.5, 0.0)), "splits"),
     (dict(images_per_task=1), "too small"),

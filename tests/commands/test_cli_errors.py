@@ -10,14 +10,6 @@ import pytest
 from edgecl.cli import main
 
 
-def _run(capsys, argv):
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse exits from inside parse_args
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.mark.parametrize("argv, expected", [
     (["labels"], "error: the following arguments are required: ACTION; see 'edgecl labels --help'"),
@@ -30,8 +22,8 @@ def _run(capsys, argv):
     (["dataset", "split-tasks", "ds"], "error: the following arguments are required: --tasks, --out; "
                                       "see 'edgecl dataset split-tasks --help'"),
 ])
-def test_usage_errors_are_one_line(capsys, argv, expected):
-    code, out, err = _run(capsys, argv)
+def test_usage_errors_are_one_line(run_edgecl, capsys, argv, expected):
+    code, out, err = run_edgecl(argv)
     assert code == 2 and out == "" and err == expected + "\n"
 
 
@@ -47,13 +39,13 @@ def test_usage_errors_are_one_line(capsys, argv, expected):
      "error: --out "),
     (["labels", "answer", "x1", "--boxes", "{tmp}/nope.json"], "error: boxes file not found: "),
 ])
-def test_mistakes_are_one_line(capsys, tmp_path, argv, start):
+def test_mistakes_are_one_line(run_edgecl, capsys, tmp_path, argv, start):
     argv = [a.format(tmp=tmp_path) for a in argv]
     if argv[0] in ("labels", "memory", "models", "classes"):
         argv += ["--state-dir", str(tmp_path / "state")]
     if argv[0] in ("labels", "classes"):
         (tmp_path / "state").mkdir()  # these refuse a missing state directory first
-    code, _, err = _run(capsys, argv)
+    code, _, err = run_edgecl(argv)
     assert code == 2 and err.startswith(start) and err.count("\n") == 1, err
 
 

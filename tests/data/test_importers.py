@@ -11,7 +11,7 @@ import yaml
 from edgecl.cli import main
 from edgecl.data.convert import write_yolo_dataset
 from edgecl.data.importers import ImportItem, Skip, detect_format, is_ignore_name, iter_labelled
-from edgecl.data.splits import parse_task_spec, split_tasks
+from edgecl.data.splits import parse_ratios, parse_task_spec, split_tasks
 from edgecl.data.tasks import load_tasks
 from edgecl.errors import ConfigError
 
@@ -219,6 +219,24 @@ def test_split_tasks_bad_input_one_line(tmp_path):
     for bad in ("nan,0.1,0.2", "0.7,0.1,inf"):
         with pytest.raises(ConfigError, match="three finite numbers"):
             split_tasks(root, "car", tmp_path / "t.yaml", ratios=bad)
+    with pytest.raises(ConfigError, match="--ratios: train and test must each be a share above 0"):
+        split_tasks(root, "car", tmp_path / "t.yaml", ratios="1e308,0,1e-300")
+
+
+def test_ratios_whose_sum_overflows_are_normalised():
+    # 1e308 * 3 is inf: dividing by the sum gave 0, 0, 0 and a KeyError: None in the split
+    assert parse_ratios("1e308,1e308,1e308") == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert parse_ratios("1.5e308,0,1.5e308") == pytest.approx((0.5, 0.0, 0.5))
+    assert parse_ratios("7,1,2") == pytest.approx((0.7, 0.1, 0.2))
+
+
+def test_split_tasks_cli_with_huge_ratios(tmp_path, capsys):
+    root = _flights(tmp_path / "ds")
+    out = tmp_path / "t.yaml"
+    assert main(["dataset", "split-tasks", str(root), "--tasks", "car;bicycle", "--ratios",
+                 "1e308,0,1e308", "--group-by", r"^(F\d)_", "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert all(t["train"] > 0 and t["test"] > 0 for t in result["tasks"])
     with pytest.raises(ConfigError, match="not a regular expression"):
         split_tasks(root, "car", tmp_path / "t.yaml", group_by="(")
     with pytest.raises(ConfigError, match="gets no test images"):  # one group for all

@@ -1,0 +1,222 @@
+"""The benchmarks' options: a user's mistake is one line and exit 2 before anything runs
+(the shared argparse types of :mod:`edgecl.commands.common`), and Ctrl-C during a benchmark
+ends it with no figures (the command line prints ``interrupted`` and exits 130)."""
+
+import argparse
+import threading
+import time
+import types
+
+import pytest
+
+from edgecl.cli import main
+from edgecl.commands import common
+
+pytestmark = pytest.mark.timeout(120)
+
+
+
+@pytest.mark.parametrize("argv, expected", [
+    # bench memory
+    (["memory", "--imgsz", "0"], "argument --imgsz: expected an integer in 32..4096, got 0"),
+    (["memory", "--pool", "0"], "argument --pool: expected an integer >= 1, got 0"),
+    (["memory", "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+    (["memory", "--adds", "-5"], "argument --adds: expected an integer >= 1, got -5"),
+    # bench learn
+    (["learn", "--seconds", "nan"], "argument --seconds: expected a finite number > 0, got 'nan'"),
+    (["learn", "--seconds", "-5"], "argument --seconds: expected a finite number > 0, got '-5'"),
+    (["learn", "--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+    (["learn", "--steps", "-3"], "argument --steps: expected an integer >= 1, got -3"),
+    (["learn", "--batch", "0"], "argument --batch: expected an integer >= 1, got 0"),
+    (["learn", "--batch", "-2"], "argument --batch: expected an integer >= 1, got -2"),
+    (["learn", "--threads", "-1"], "argument --threads: expected an integer >= 1, got -1"),
+    (["learn", "--repeats", "0"], "argument --repeats: expected an integer >= 1, got 0"),
+    (["learn", "--map-repeats", "0"], "argument --map-repeats: expected an integer >= 1, got 0"),
+    (["learn", "--parent-steps", "0"], "argument --parent-steps: expected an integer >= 1, got 0"),
+    (["learn", "--skip", "bogus,map"],
+     "argument --skip: unknown part 'bogus'; choose from throughput, map, round"),
+    (["learn", "--skip", "throughput,map,round"],
+     "argument --skip: skipping throughput, map, round leaves nothing to run"),
+    # bench cl
+    (["cl", "--out", "{tmp}/cl", "--lr", "nan"],
+     "argument --lr: expected a finite number > 0, got 'nan'"),
+    (["cl", "--out", "{tmp}/cl", "--lr", "inf"],
+     "argument --lr: expected a finite number > 0, got 'inf'"),
+    (["cl", "--out", "{tmp}/cl", "--distill-box", "nan"],
+     "argument --distill-box: expected a finite number >= 0, got 'nan'"),
+    (["cl", "--out", "{tmp}/cl", "--seeds", "0"], "argument --seeds: expected an integer >= 1, got 0"),
+    # bench field
+    (["field", "--out", "{tmp}/f", "--fps", "nan"],
+     "argument --fps: expected a finite number >= 0, got 'nan'"),
+    (["field", "--out", "{tmp}/f", "--fps", "-5"],
+     "argument --fps: expected a finite number >= 0, got '-5'"),
+    (["field", "--out", "{tmp}/f", "--delay-frames", "-5"],
+     "argument --delay-frames: expected an integer >= 0, got -5"),
+    (["field", "--out", "{tmp}/f", "--seeds", "0"], "argument --seeds: expected an integer >= 1, got 0"),
+    (["field", "--out", "{tmp}/f", "--initial-steps", "-1"],
+     "argument --initial-steps: expected an integer >= 1, got -1"),
+    (["field", "--out", "{tmp}/f", "--selection", ""],
+     "argument --selection: no selection given; choose from random, default, ground_truth"),
+    (["field", "--out", "{tmp}/f", "--selection", "random,bogus"],
+     "argument --selection: unknown 'bogus'; choose from random, default, ground_truth"),
+    (["field", "--out", "{tmp}/f", "--label-budget-pct", "nan"],
+     "argument --label-budget-pct: expected a percentage in (0, 100], got 'nan'"),
+    (["field", "--out", "{tmp}/f", "--queue-factor", "inf"],
+     "argument --queue-factor: expected a finite number >= 0, got 'inf'"),
+    # bench console
+    (["console", "--phase-s", "nan"], "argument --phase-s: expected a finite number > 0, got 'nan'"),
+    (["console", "--viewer-hz", "nan"],
+     "argument --viewer-hz: expected a finite number > 0, got 'nan'"),
+    (["console", "--requests", "0"], "argument --requests: expected an integer >= 1, got 0"),
+    (["console", "--source-fps", "-1"],
+     "argument --source-fps: expected a finite number >= 0, got '-1'"),
+    # bench soak
+    (["soak", "--frames", "0"], "argument --frames: expected an integer >= 1, got 0"),
+    (["soak", "--sample-every-s", "nan"],
+     "argument --sample-every-s: expected a finite number >= 0, got 'nan'"),
+])
+def test_a_bad_option_is_one_line_and_exit_2(run_edgecl, capsys, tmp_path, argv, expected):
+    argv = ["bench", *(a.format(tmp=tmp_path) for a in argv)]
+    code, out, err = run_edgecl(argv)
+    assert code == 2 and out == ""
+    assert err == f"error: {expected}; see 'edgecl bench {argv[1]} --help'\n"
+    assert not list(tmp_path.iterdir()), "nothing is written for a bad option"
+
+
+@pytest.mark.parametrize("kind, text, value", [
+    (common.non_negative_int, "0", 0), (common.finite_positive_float, "1e-3", 1e-3),
+    (common.finite_non_negative_float, "0", 0.0), (common.percentage, "100", 100.0),
+    (common.pixel_side, "48", 48), (common.pixel_side, "4096", 4096),
+])
+def test_shared_types_accept(kind, text, value):
+    assert kind(text) == value
+
+
+@pytest.mark.parametrize("kind, text", [
+    (common.non_negative_int, "-1"), (common.non_negative_int, "1.5"),
+    (common.finite_positive_float, "0"), (common.finite_positive_float, "-inf"),
+    (common.finite_positive_float, "abc"), (common.finite_non_negative_float, "nan"),
+    (common.percentage, "0"), (common.percentage, "100.1"), (common.percentage, "inf"),
+    (common.pixel_side, "31"), (common.pixel_side, "4097"), (common.pixel_side, "1000000"),
+])
+def test_shared_types_refuse(kind, text):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected"):
+        kind(text)
+
+
+def test_field_refuses_an_initial_model_that_is_no_checkpoint_before_any_run(run_edgecl, tmp_path,
+                                                                             capsys):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "m" / "bad.pt").write_bytes(b"not a pickle")
+    base = ["bench", "field", "--imgsz", "64", "--tasks", "2", "--images-per-task", "8"]
+    for model, start in ((tmp_path / "m" / "model.onnx", "error: --initial-model: expected "
+                          "'first-task', 'scratch' or a .pt checkpoint, got "),
+                         (tmp_path / "m" / "bad.pt", "error: --initial-model: cannot read checkpoint "),
+                         (tmp_path / "m" / "none.pt", "error: --initial-model: ")):
+        code, _, err = run_edgecl([*base, "--initial-model", str(model),
+                                     "--out", str(tmp_path / "out")])
+        assert code == 2 and err.startswith(start) and err.count("\n") == 1, err
+        assert not (tmp_path / "out").exists(), "refused before the scenario and the runs"
+
+
+def test_field_loads_a_good_initial_checkpoint_once_up_front(tmp_path):
+    from edgecl.bench import field
+    from edgecl.bench.console_load import tiny_model
+
+    path = tiny_model(tmp_path / "good.pt", {0: "car", 1: "truck"})
+    assert field.check_initial_model(str(path))["names"] == {0: "car", 1: "truck"}
+    assert field.check_initial_model("first-task") is None
+    assert field.check_initial_model("scratch") is None
+
+
+def test_soak_refuses_a_work_dir_with_an_earlier_state(run_edgecl, tmp_path, capsys):
+    (tmp_path / "state" / "memory").mkdir(parents=True)
+    code, out, err = run_edgecl(["bench", "soak", "--frames", "10", "--work-dir", str(tmp_path)])
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: bench soak: --work-dir {tmp_path} already holds {tmp_path / 'state'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"], "nothing prepared, nothing removed"
+
+
+class _FakeLoop:
+    def __init__(self):
+        self.frames_done = 1
+        self.stopped = threading.Event()
+
+    def request_stop(self):
+        self.stopped.set()
+
+
+def _fake_runtime(interrupt_after_s: float, server_up: bool = True):
+    """A Runtime stand-in whose run() ends as Ctrl-C would end it (or on its own)."""
+
+    class FakeRuntime:
+        def __init__(self, cfg, opts, supervise_hook=None, **_):
+            self.cfg, self.opts = cfg, opts
+            self.loop = _FakeLoop()
+            self.server = types.SimpleNamespace(port=1) if server_up else None
+            self.interrupted = False
+            self.registry = None
+            self.supervisor = None
+
+        def build(self, source=None):
+            return self
+
+        def run(self):
+            if not self.loop.stopped.wait(interrupt_after_s):  # nobody stopped it: "Ctrl-C"
+                self.interrupted = True
+            return types.SimpleNamespace(frames=5, fps=10.0, elapsed_s=0.5, model_version="v0",
+                                         to_json=dict)
+
+    return FakeRuntime
+
+
+def test_console_ctrl_c_mid_phase_stops_within_a_second(run_edgecl, tmp_path, capsys,
+                                                        monkeypatch):
+    from edgecl.bench import console_load
+    from edgecl.runtime import app
+
+    monkeypatch.setattr(console_load, "tiny_model", lambda out, *a, **k: out)
+    monkeypatch.setattr(app, "Runtime", _fake_runtime(0.5))
+    t0 = time.monotonic()
+    code, out, err = run_edgecl(["bench", "console", "--phase-s", "30", "--repeats", "3",
+                                   "--work-dir", str(tmp_path), "--json"])
+    assert code == 130 and out == "" and err == "interrupted\n"
+    assert time.monotonic() - t0 < 3.0, "the driver's wait ended at the interrupt"
+
+
+def test_console_runtime_ending_before_the_figures_is_a_failure_not_a_key_error(
+        run_edgecl, tmp_path, capsys, monkeypatch):
+    from edgecl.bench import console_load
+    from edgecl.runtime import app
+
+    class EndsEarly(_fake_runtime(0.3, server_up=False)):
+        def run(self):
+            report = super().run()
+            self.interrupted = False  # the loop ended on its own, not by a signal
+            return report
+
+    monkeypatch.setattr(console_load, "tiny_model", lambda out, *a, **k: out)
+    monkeypatch.setattr(app, "Runtime", EndsEarly)
+    code, out, err = run_edgecl(["bench", "console", "--work-dir", str(tmp_path), "--json"])
+    assert code == 1 and out == ""
+    assert err == ("bench console: the runtime stopped after 5 frames, before the measurement "
+                   "finished\n")
+
+
+def test_soak_ctrl_c_gives_no_summary_and_exit_130(run_edgecl, tmp_path, capsys, monkeypatch):
+    from edgecl.bench import soak
+    from edgecl.runtime import app
+
+    monkeypatch.setattr(soak, "prepare", lambda work, args: ("dir:///nowhere", work / "m.pt"))
+    monkeypatch.setattr(app, "Runtime", _fake_runtime(0.1))
+    code, out, err = run_edgecl(["bench", "soak", "--frames", "100000", "--learn-every-s", "0",
+                                   "--quiet", "--work-dir", str(tmp_path), "--json"])
+    assert code == 130 and out == "" and err == "interrupted\n"
+
+
+def test_learn_skip_parts():
+    from edgecl.bench.learn import skip_parts
+
+    assert skip_parts("") == frozenset()
+    assert skip_parts(" map , round ") == {"map", "round"}
