@@ -419,12 +419,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from edgecl.bench.cl_data import prepare_view
     from edgecl.bench.cl_report import write_report
-    from edgecl.data.tasks import load_tasks
+    from edgecl.data.tasks import load_tasks, refuse_trained_test_images
 
     out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     yaml_path = resolve_data(args, out)
-    view = prepare_view(load_tasks(yaml_path), out / "work")
+    view = prepare_view(refuse_trained_test_images(load_tasks(yaml_path)), out / "work")
     results_path = out / RESULTS
     done = load_results(results_path)
     pending = [s for s in plan if not any(same_run(r, s, settings, view.data_hash) for r in done)]

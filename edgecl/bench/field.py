@@ -790,7 +790,7 @@ def run(args) -> int:
     """Run the field benchmark as the command line asks."""
     from edgecl.commands.common import print_json_line
     from edgecl.config import load_config
-    from edgecl.data.tasks import load_tasks
+    from edgecl.data.tasks import load_tasks, refuse_trained_test_images
     from edgecl.ultra import ensure_offline
 
     ensure_offline()
@@ -810,7 +810,7 @@ def run(args) -> int:
     cfg = load_config(args.config, list(FIELD_OVERRIDES) + paced
                       + list(getattr(args, "overrides", []) or []))
     yaml_path = _dataset(args, out)
-    taskset = load_tasks(yaml_path)
+    taskset = refuse_trained_test_images(load_tasks(yaml_path))
     pretrain = None
     if args.initial_model == "first-task":
         if not 0 < args.pretrain_share < 1:

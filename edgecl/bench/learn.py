@@ -136,7 +136,7 @@ def load_taskset(data: str, cache_dir: Path, imgsz: int):
         ConfigError: the dataset has fewer than two tasks (a round needs a learnt one and a new one).
     """
     from edgecl.data.scenario import make_scenario
-    from edgecl.data.tasks import load_task_source
+    from edgecl.data.tasks import load_task_source, refuse_trained_test_images
 
     if data == "scenario":
         out = cache_dir / f"scenario-{imgsz}"
@@ -146,7 +146,7 @@ def load_taskset(data: str, cache_dir: Path, imgsz: int):
                                       images_per_task=SCENARIO_IMAGES_PER_TASK, imgsz=imgsz, seed=0)
     else:
         yaml_path = Path(data).expanduser()
-    taskset = load_task_source(yaml_path)
+    taskset = refuse_trained_test_images(load_task_source(yaml_path))
     if len(taskset.tasks) < 2:
         raise ConfigError(f"bench learn needs a dataset with at least 2 tasks (a learnt one and a "
                           f"new one); {data} has {len(taskset.tasks)}")

@@ -94,14 +94,14 @@ def load_data(data: str, cache_dir: Path, imgsz: int, images_per_task: int):
         The :class:`edgecl.data.tasks.TaskSet`.
     """
     from edgecl.data.scenario import make_scenario
-    from edgecl.data.tasks import load_task_source
+    from edgecl.data.tasks import load_task_source, refuse_trained_test_images
 
     if data == "scenario":
         out = cache_dir / f"scenario-{imgsz}-{images_per_task}"
         if not (out / "tasks.yaml").is_file():
             make_scenario(out, tasks=2, images_per_task=images_per_task, imgsz=imgsz, seed=0)
         return load_task_source(out / "tasks.yaml")
-    return load_task_source(data)
+    return refuse_trained_test_images(load_task_source(data))
 
 
 def train_model(taskset, cfg, cache_dir: Path, steps: int, threads: int) -> Path:

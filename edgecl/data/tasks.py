@@ -221,28 +221,35 @@ def load_tasks(yaml_path: str | Path) -> TaskSet:
         if any(t.name == task.name for t in tasks):
             raise _fail(path, f"task name '{task.name}' is used twice")
         tasks.append(task)
-    _refuse_trained_held_out(path, tasks)
     return TaskSet(names=names, tasks=tuple(tasks), path=path)
 
 
-def _refuse_trained_held_out(path: Path, tasks: list) -> None:
-    """A test or val image that is also a training image (in any task) would score a model on
-    what it learnt: held-out figures would be silently inflated.
+def refuse_trained_test_images(taskset: TaskSet) -> TaskSet:
+    """Refuse a task sequence whose test image is also a training image (in any task): a
+    benchmark scoring on it would score a model on what it learnt, and its held-out figures
+    would be silently inflated. (Streaming such a file is fine; a val list may repeat the
+    train list, as ultralytics datasets often do: nothing scores on val.)
+
+    Args:
+        taskset: the loaded tasks.
+
+    Returns:
+        ``taskset``.
 
     Raises:
         ConfigError: naming the image, both tasks and both lists.
     """
     trained = {}
-    for task in tasks:
+    for task in taskset.tasks:
         for image in task.train:
             trained.setdefault(image, task.name)
-    for task in tasks:
-        for split in ("val", "test"):
-            for image in getattr(task, split):
-                if image in trained:
-                    raise _fail(path, f"{image} is in task '{task.name}''s {split} list and in "
-                                      f"task '{trained[image]}''s train list: a held-out image "
-                                      f"must never be trained on")
+    for task in taskset.tasks:
+        for image in task.test:
+            if image in trained:
+                raise _fail(taskset.path, f"{image} is in task '{task.name}''s test list and in "
+                                          f"task '{trained[image]}''s train list: a benchmark "
+                                          f"must never score on a training image")
+    return taskset
 
 
 def format_tasks_yaml(names: dict[int, str], tasks: list[tuple[str, tuple[int, ...]]]) -> str:

@@ -265,7 +265,7 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
         ConfigError: bad counts, fewer tasks than devices, or the fleet processes failed.
     """
     from edgecl.atomic import atomic_write_json
-    from edgecl.data.tasks import load_task_source
+    from edgecl.data.tasks import load_task_source, refuse_trained_test_images
     from edgecl.fleet.store import GlobalStore
 
     size = size or SimSize()
@@ -286,7 +286,7 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
             data = str(make_scenario(out / "scenario", tasks=devices,
                                      images_per_task=size.images_per_task, imgsz=size.imgsz,
                                      seed=size.seed))
-        taskset = load_task_source(data)
+        taskset = refuse_trained_test_images(load_task_source(data))
         yaml_path = str(taskset.path)
         if len(taskset.tasks) < devices:
             raise ConfigError(f"{yaml_path} has {len(taskset.tasks)} tasks for {devices} devices: "

@@ -1,23 +1,43 @@
-"""tasks.yaml validation: a held-out image must never be a training image."""
+"""tasks.yaml and benchmarks: a benchmark never scores on a training image."""
 
 import pytest
 
 from edgecl.data.scenario import make_scenario
-from edgecl.data.tasks import load_tasks
+from edgecl.data.tasks import load_tasks, refuse_trained_test_images
 from edgecl.errors import ConfigError
 
 
-def test_a_test_image_that_is_also_trained_on_is_refused(tmp_path):
-    """Before: a test list pointing at a train list (or another task's images) loaded, and
-    the benchmarks scored models on what they had learnt."""
+def test_a_test_image_that_is_also_trained_on_is_refused_for_scoring(tmp_path):
+    """Before: a test list pointing at a train list (or another task's images) was benchmarked,
+    and held-out mAP was measured on training images. Streaming such a file stays possible."""
     yaml_path = make_scenario(tmp_path / "s", tasks=2, images_per_task=8, imgsz=64, seed=1)
-    assert len(load_tasks(yaml_path).tasks) == 2
+    assert len(refuse_trained_test_images(load_tasks(yaml_path)).tasks) == 2
     text = yaml_path.read_text()
     leak = tmp_path / "s" / "leak.yaml"
     leak.write_text(text.replace("test: tasks/t1/test.txt", "test: tasks/t1/train.txt"))
     with pytest.raises(ConfigError, match="is in task 't1''s test list and in task 't1''s train"):
-        load_tasks(leak)
+        refuse_trained_test_images(load_tasks(leak))
     cross = tmp_path / "s" / "cross.yaml"
     cross.write_text(text.replace("test: tasks/t2/test.txt", "test: tasks/t1/train.txt"))
     with pytest.raises(ConfigError, match="task 't2''s test list and in task 't1''s train list"):
-        load_tasks(cross)
+        refuse_trained_test_images(load_tasks(cross))
+    assert len(load_tasks(cross).tasks) == 2  # loading (and streaming) it is fine
+
+
+def test_a_val_list_may_repeat_the_train_list(tmp_path):
+    """As ultralytics datasets often do (val: images/train): nothing scores on val."""
+    yaml_path = make_scenario(tmp_path / "s", tasks=1, images_per_task=8, imgsz=64, seed=1)
+    same = tmp_path / "s" / "same.yaml"
+    same.write_text(yaml_path.read_text().replace("val: tasks/t1/val.txt", "val: tasks/t1/train.txt"))
+    assert refuse_trained_test_images(load_tasks(same)).tasks[0].val == load_tasks(same).tasks[0].train
+
+
+def test_bench_cl_refuses_a_dataset_that_scores_on_training_images(tmp_path, capsys):
+    from edgecl.cli import main
+
+    yaml_path = make_scenario(tmp_path / "s", tasks=2, images_per_task=8, imgsz=64, seed=1)
+    leak = tmp_path / "s" / "leak.yaml"
+    leak.write_text(yaml_path.read_text().replace("test: tasks/t1/test.txt", "test: tasks/t1/train.txt"))
+    assert main(["bench", "cl", "--data", str(leak), "--imgsz", "64", "--out", str(tmp_path / "o"),
+                 "--strategies", "finetune"]) == 2
+    assert "must never score on a training image" in capsys.readouterr().err

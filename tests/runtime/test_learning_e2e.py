@@ -83,7 +83,7 @@ def test_gate_rejects_and_keeps_the_version_with_its_reason(tmp_path, scenario):
     assert (registry.root / result["version"] / "model.pt").is_file()
     # the gate decides before export: nothing is exported or built for a rejected candidate
     assert not (registry.root / result["version"] / "model.onnx").exists()
-    assert set(rejected["files"]) == {"model.pt"}
+    assert set(rejected["files"]) == {"model.pt", "round_record.json"}  # nothing exported
 
 
 def test_hot_swap_in_running_loop_and_corrupt_version_refused(tmp_path, scenario):
