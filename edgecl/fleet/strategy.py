@@ -423,7 +423,9 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             for failure in failures:
                 why = (f"{type(failure).__name__}: {failure}" if isinstance(failure, BaseException)
                        else "the device replied with an error")
-                log.warning("fleet round %d: a device dropped out of the round (%s)", rnd, why)
+                log.warning("fleet round %d: a device dropped out of the round (%s): it "
+                            "disconnected, or sent no reply within fleet.round_timeout_s (%g s)",
+                            rnd, why, fleet_cfg.round_timeout_s)
                 rec.setdefault("failures", []).append(why[:200])
             if not updates:
                 log.warning("fleet round %d: no usable update; the global model stays as it was", rnd)
