@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edgecl.commands.common import add_config_args, config_from_args, print_json_line
@@ -75,6 +76,10 @@ def list_command(args: argparse.Namespace) -> int:
         return 0
     if not versions:
         print("no model versions yet")
+    damaged = registry.damaged_current()
+    if damaged:  # nothing is marked current then: say why instead of listing as if all is well
+        print(f"warning: {damaged}; 'edgecl models promote VERSION' sets it again",
+              file=sys.stderr)
     width = max([len(engine["engine_label"] or "-") for _, engine, _ in rows] + [6])
     for v, engine, gate in rows:
         mark = "*" if v.current else " "

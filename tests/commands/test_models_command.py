@@ -117,6 +117,9 @@ def test_promote_and_rollback_with_a_dangling_current(capsys, tmp_path, exports)
     os.symlink("v0009", current)
     code, out, err = run_cli(capsys, "models", "promote", "v0009", "--state-dir", state)
     assert code == 2 and err.count("\n") == 1 and os.readlink(current) == "v0009"
+    code, out, err = run_cli(capsys, "models", "list", "--state-dir", state)
+    assert code == 0 and "*" not in out  # nothing is current, and the list says why
+    assert err.startswith("warning: ") and "points at v0009, which does not exist" in err
     code, out, err = run_cli(capsys, "models", "rollback", "--state-dir", state)
     assert code == 0 and "rolled back to v0002" in out and os.readlink(current) == "v0002"
 
