@@ -775,7 +775,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         where = str(path)
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+            raise ConfigError(f"config file {p} is not a regular file (a folder?)" if p.exists()
+                              else f"config file not found: {p}")
         try:
             tree = yaml.load(p.read_text(encoding="utf-8"), Loader=_ConfigLoader)
         except yaml.YAMLError as exc:

@@ -364,3 +364,10 @@ def test_cli_refuses_overrides_for_a_command_without_config(capsys, tmp_path):
     assert (args, overrides) == (["run", "--out", "run=1.jsonl"], ["model.imgsz=64"])
     code = main(["memory", "stats", "--config", str(tmp_path / "v=2.yaml")])
     assert code == 2 and capsys.readouterr().err == f"error: config file not found: {tmp_path / 'v=2.yaml'}\n"
+
+
+def test_a_folder_as_config_file_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.yaml")
