@@ -29,6 +29,31 @@ def test_example_config_loads_and_comments_every_key():
         assert "#" in line, f"{key} has no comment in {EXAMPLE}"
 
 
+def test_example_config_says_where_it_differs_from_the_defaults():
+    """Its header promises 'shown values are the defaults unless noted': a value that differs
+    from the code's default carries a '(default: ...)' note in its comment."""
+    from edgecl.config import config_to_dict
+
+    def flat(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    shipped = dict(flat(config_to_dict(load_config(EXAMPLE))))
+    default = dict(flat(config_to_dict(load_config())))
+    lines = EXAMPLE.read_text().splitlines()
+    for key, value in shipped.items():
+        if value == default[key]:
+            continue
+        parts, at = key.split("."), 0
+        for depth, part in enumerate(parts):  # each level's line, after its section's line
+            at = next(i for i in range(at, len(lines))
+                      if lines[i].startswith(f"{'  ' * depth}{part}:"))
+        assert "default" in lines[at].split("#", 1)[1], f"{key}: {value} (default {default[key]})"
+
+
 def test_override_types_and_hash_changes():
     base = load_config()
     cfg = load_config(None, ["memory.capacity=50", "gate.max_forgetting=1", "ider.enabled=true"])
