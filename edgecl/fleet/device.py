@@ -31,6 +31,7 @@ from pathlib import Path
 
 from edgecl.config import Config
 from edgecl.continual.round_state import learner_dir
+from edgecl.fleet.weights import non_finite_key
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +85,6 @@ class AdoptOutcome:
 
 def _finite(value) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else round(float(value), 4)
-
-
-def non_finite_key(arrays: dict) -> str | None:
-    """The key of the first array holding a NaN or an infinity, or ``None`` when all are finite.
-
-    Args:
-        arrays: key -> array (a global model, or a fine-tuned one).
-
-    Returns:
-        The key, or ``None``.
-    """
-    import numpy as np
-
-    return next((k for k, a in arrays.items() if not np.isfinite(np.asarray(a)).all()), None)
 
 
 class FleetDevice:

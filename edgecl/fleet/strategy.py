@@ -39,6 +39,7 @@ from edgecl.continual.federated import Update, fedavg_by_name, is_class_row_key
 from edgecl.errors import EdgeclError, LabelError
 from edgecl.fleet import wire
 from edgecl.fleet.store import GlobalStore
+from edgecl.fleet.weights import non_finite_key
 from edgecl.models.classes import MAX_CLASSES, clean_name
 
 log = logging.getLogger(__name__)
@@ -195,11 +196,6 @@ def check_arrays(keys: list[str], arrays: list, names: list[str]) -> dict[str, n
     return out
 
 
-def first_non_finite(arrays: dict) -> str | None:
-    """The key of the first array holding a NaN or an infinity, or ``None`` when all are finite."""
-    return next((k for k, a in arrays.items() if not np.isfinite(np.asarray(a)).all()), None)
-
-
 def fleet_spelling(names: list[str], known: list[str]) -> list[str]:
     """Class names in the fleet's spelling: a name that differs from a known class only in case
     is that class (the rule of :func:`edgecl.models.classes.known_spelling`: the exact name
@@ -285,7 +281,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 EdgeclError: non-finite weights or an invalid class list (both would fail or
                     poison every device every round).
             """
-            bad = first_non_finite(self.arrays)
+            bad = non_finite_key(self.arrays)
             problem = f"non-finite weights (tensor {bad})" if bad is not None else None
             try:
                 check_names(list(self.names))
@@ -444,7 +440,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             if all(d.dropped for d in agg.decisions):
                 log.warning("fleet round %d: every update was dropped; the global model stays", rnd)
                 return None, {}
-            bad = first_non_finite(agg.arrays)
+            bad = non_finite_key(agg.arrays)
             if bad is not None:  # never stored: every device would adopt it
                 log.warning("fleet round %d: the average has non-finite weights (tensor %s); the "
                             "global model stays as it was", rnd, bad)

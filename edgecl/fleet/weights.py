@@ -138,3 +138,14 @@ def global_from_checkpoint(path) -> tuple[dict[str, np.ndarray], list[str]]:
     names = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
     return model_arrays(model), [names[i] for i in sorted(names)]
 
+
+def non_finite_key(arrays: dict) -> str | None:
+    """The key of the first array holding a NaN or an infinity, or ``None`` when all are finite.
+
+    Args:
+        arrays: key -> array (a global model, or a fine-tuned one).
+
+    Returns:
+        The key, or ``None``.
+    """
+    return next((k for k, a in arrays.items() if not np.isfinite(np.asarray(a)).all()), None)
