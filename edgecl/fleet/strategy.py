@@ -450,13 +450,19 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             if new:
                 log.info("fleet round %d: classes new to the fleet: %s (from %s)", rnd, new,
                          {n: agg.contributors[n] for n in new})
+            try:
+                store.save(rnd, agg.arrays, agg.names)
+            except OSError as exc:  # a full disk: the round's model is not kept, the server is
+                log.error("fleet round %d: the new global model cannot be saved in %s (%s); the "
+                          "global model stays as it was", rnd, store.root, exc.strerror or exc)
+                rec["global"] = f"kept: the new model could not be saved ({exc.strerror or exc})"
+                return None, {}
             self.arrays, self.names = agg.arrays, agg.names
             self.changed = True
-            store.save(rnd, self.arrays, self.names)
             rec["names"] = list(self.names)
             # recorded now as well: a server killed before the adoptions end keeps the round's
             # record (its complete form replaces this one)
-            store.append_round({**rec, "partial": "the adoptions were not recorded yet"})
+            self._append_record({**rec, "partial": "the adoptions were not recorded yet"})
             keys, arrays = wire.to_wire(self.arrays, fleet_cfg.wire_dtype)
             return ndarrays_to_parameters(arrays), {"devices": len(updates)}
 
@@ -508,13 +514,22 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self._finish_round()
             return None, {}
 
+        def _append_record(self, record: dict) -> None:
+            """Append a round's record to the round log; a full disk is logged, and the
+            fleet goes on (the global model is what must survive, and it was saved)."""
+            try:
+                store.append_round(record)
+            except OSError as exc:
+                log.error("fleet round %s: its record cannot be written to %s (%s)",
+                          record.get("round"), store.root, exc.strerror or exc)
+
         def _finish_round(self):
             rec = self.record
             if not rec:
                 return
             rec["bytes"] = rec.get("bytes_down", 0) + rec.get("bytes_up", 0)
             rec["seconds"] = round(time.time() - rec.get("started_s", time.time()), 1)
-            store.append_round(rec)
+            self._append_record(rec)
             if on_round is not None:
                 on_round(rec)
             self.record = {}

@@ -263,6 +263,28 @@ def test_a_non_finite_average_is_never_stored(tmp_path, monkeypatch):
     assert strategy.configure_evaluate(1, None, FakeManager(1)) == []  # nothing to adopt
 
 
+def test_a_round_whose_model_cannot_be_saved_keeps_the_global_model_and_the_server(
+        tmp_path, monkeypatch, caplog):
+    """A full disk at the save: the round's model is not kept, nothing is sent to adopt, and
+    the server goes on (before: the error escaped aggregation and left the process hanging)."""
+    import errno
+
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path)
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "save", full)
+    honest = reply(ins.config, "a", {SHARED: np.ones(2), ROWS: np.array([1.0])}, ["car"], 10)
+    with caplog.at_level("ERROR"):
+        params, _ = strategy.aggregate_fit(1, [honest], [])
+    assert params is None and strategy.names == [] and not strategy.changed
+    assert "cannot be saved" in caplog.text and "No space left" in strategy.record["global"]
+    assert strategy.configure_evaluate(1, None, FakeManager(1)) == []
+
+
 def test_a_server_refuses_to_start_from_a_poisoned_global_model(tmp_path):
     from edgecl.errors import EdgeclError
 
