@@ -179,6 +179,13 @@ def prepare(work: Path, args: argparse.Namespace) -> tuple[str, Path]:
     yaml_path = make_scenario(work / "scenario", tasks=args.tasks,
                               images_per_task=args.images_per_task, imgsz=args.imgsz, seed=0)
     model = initial_model(yaml_path, work / "initial.pt", args.imgsz)
+    # the device knows every class of the labelled folder, as a team's would after 'labels
+    # import': a dir:// source carries ids only, and frames of unknown ids are not stored
+    from edgecl.data.tasks import load_tasks
+    from edgecl.models.classes import ClassRegistry
+
+    names = load_tasks(yaml_path).names
+    ClassRegistry(work / "state").add([names[i] for i in sorted(names)])
     if args.backend == "onnx":
         from edgecl.models.checkpoint import load_checkpoint
         from edgecl.models.export import export_onnx

@@ -25,6 +25,13 @@ def test_bench_soak_small(tmp_path, capsys):
     assert summary["samples"][0] == start and summary["samples"][-1] == end
     assert {"rss_bytes", "fds", "threads", "disk_bytes", "from_frames"} <= set(summary["growth_after_warmup"])
     assert summary["loop"]["sink_errors"] == 0 and summary["loop"]["refused_labels"] == 0
+    # every task's frames are stored: the device knows the folder's classes (before: frames of
+    # the second task's classes were refused, 'class id 2 is not in the class registry')
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory
+
+    with ReplayMemory(tmp_path / "state" / "memory", MemoryConfig(), verify_on_open=False) as memory:
+        assert {"2", "3"} <= set(memory.stats()["per_class"])
 
 
 def test_growth_compares_the_end_with_the_first_sample_after_warm_up():
