@@ -119,21 +119,22 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
-def _finite_float(text: str, wanted: str) -> float:
-    """Parse ``text`` as a finite float (``nan`` and ``inf`` are refused).
+def _finite_float(text: str, wanted: str, valid) -> float:
+    """Parse ``text`` as a finite float that ``valid`` accepts (``nan`` and ``inf`` never are).
 
     Args:
         text: the option's value.
         wanted: what the option accepts, in words (for the error).
+        valid: ``callable(float) -> bool``, the option's range.
 
     Raises:
-        argparse.ArgumentTypeError: not a finite number.
+        argparse.ArgumentTypeError: not a finite number, or outside the range.
     """
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
-    if not math.isfinite(value):
+    if not (math.isfinite(value) and valid(value)):
         raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
     return value
 
@@ -144,11 +145,7 @@ def finite_positive_float(text: str) -> float:
     Raises:
         argparse.ArgumentTypeError: not a finite number above 0.
     """
-    wanted = "a finite number > 0"
-    value = _finite_float(text, wanted)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
-    return value
+    return _finite_float(text, "a finite number > 0", lambda v: v > 0)
 
 
 def finite_non_negative_float(text: str) -> float:
@@ -157,11 +154,7 @@ def finite_non_negative_float(text: str) -> float:
     Raises:
         argparse.ArgumentTypeError: not a finite number at or above 0.
     """
-    wanted = "a finite number >= 0"
-    value = _finite_float(text, wanted)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
-    return value
+    return _finite_float(text, "a finite number >= 0", lambda v: v >= 0)
 
 
 def percentage(text: str) -> float:
@@ -170,11 +163,7 @@ def percentage(text: str) -> float:
     Raises:
         argparse.ArgumentTypeError: not a finite number in (0, 100].
     """
-    wanted = "a percentage in (0, 100]"
-    value = _finite_float(text, wanted)
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
-    return value
+    return _finite_float(text, "a percentage in (0, 100]", lambda v: 0 < v <= 100)
 
 
 def pixel_side(text: str) -> int:

@@ -429,12 +429,11 @@ class Runtime:
             out["storing"] = self.memory_sink.stats()
         if self.fleet_proc is not None:
             out["fleet"] = {"alive": self.fleet_proc.is_alive(), "pid": self.fleet_proc.pid}
-            if not out["fleet"]["alive"]:
-                out["status"] = "degraded" if status == "ok" else status
         if self.step_errors:
             out["step_errors"] = dict(self.step_errors)
         degraded = (self.step_errors or (self.memory_sink and self.memory_sink.paused_reason)
-                    or out.get("learner", {}).get("state") == "backoff")
+                    or out.get("learner", {}).get("state") == "backoff"
+                    or out.get("fleet", {}).get("alive") is False)
         if status == "ok" and degraded:
             out["status"] = "degraded"
         return out

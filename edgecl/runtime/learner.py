@@ -219,9 +219,9 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     # INVARIANT: only versions a learning round staged (its manifest names the memory snapshot
     # it learnt) are promoted here; a version added by hand, or one 'edgecl learn --no-promote'
     # left for a person, waits for 'models promote'
-    from_rounds = [v for v in registry.staged_versions()
-                   if registry.manifest(v).get("memory_snapshot")
-                   and registry.manifest(v).get("promote") != MANUAL_PROMOTION]
+    manifests = {v: registry.manifest(v) for v in registry.staged_versions()}
+    from_rounds = [v for v, m in manifests.items()
+                   if m.get("memory_snapshot") and m.get("promote") != MANUAL_PROMOTION]
     for version in reversed(from_rounds):
         if promoted is not None:
             registry.set_status(version, "retired", reason=f"superseded by {promoted}")
