@@ -48,16 +48,18 @@ def sample_counts(cfg) -> dict[str, int] | None:
 
     Returns:
         class id (str) -> samples holding it; empty when there is no memory yet; None when
-        the memory cannot be read here (read-only copy, damaged index): unknown, not zero.
+        the memory cannot be read here (unreadable, damaged index): unknown, not zero.
     """
     from edgecl.continual.memory import INDEX_FILE, ReplayMemory
+    from edgecl.continual.memory.store import is_writable
     from edgecl.errors import EdgeclError
 
     root = Path(cfg.state_dir) / "memory"
     if not (root / INDEX_FILE).is_file():
         return {}
     try:
-        memory = ReplayMemory(root, cfg.memory, verify_on_open=False)
+        memory = ReplayMemory(root, cfg.memory, verify_on_open=False,
+                              read_only=not is_writable(root))
     except EdgeclError as exc:
         log.warning("sample counts unavailable: %s", exc)
         return None

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from edgecl.commands.common import add_config_args, config_from_args, print_json_line
-from edgecl.errors import ReplayMemoryError
+from edgecl.errors import ReplayMemoryError, StorageError
 
 
 def add_parser(sub) -> None:
@@ -40,15 +40,17 @@ def add_parser(sub) -> None:
 
 
 def _open(args: argparse.Namespace, verify: bool = True):
+    """The state directory's memory; read-only (nothing written beside it) where the folder or
+    its index may not be written: a state directory pulled from a device, a read-only mount."""
     from edgecl.continual.memory import INDEX_FILE, ReplayMemory
-    from edgecl.continual.memory.store import refuse_lost_index
+    from edgecl.continual.memory.store import is_writable, refuse_lost_index
 
     cfg = config_from_args(args)
     root = Path(cfg.state_dir) / "memory"
     if not (root / INDEX_FILE).is_file():
         refuse_lost_index(root)
         raise ReplayMemoryError(f"no replay memory at {root} (nothing stored yet?)")
-    return ReplayMemory(root, cfg.memory, verify_on_open=verify)
+    return ReplayMemory(root, cfg.memory, verify_on_open=verify, read_only=not is_writable(root))
 
 
 def _registry_names(args: argparse.Namespace) -> dict[int, str]:
@@ -92,6 +94,10 @@ def stats_command(args: argparse.Namespace) -> int:
 def verify_command(args: argparse.Namespace) -> int:
     """Check (and repair) the memory; exit 1 only when damage could not be repaired."""
     with _open(args, verify=False) as memory:
+        if memory.read_only and not args.no_repair:
+            raise StorageError(f"the replay memory {memory.root} cannot be written here, so it "
+                               f"cannot be repaired: 'edgecl memory verify --no-repair' checks "
+                               f"it without changing anything")
         report = memory.verify(repair=not args.no_repair, deep=not args.quick)
     if report.repaired:
         for line in report.details:
@@ -127,20 +133,27 @@ def export_command(args: argparse.Namespace) -> int:
                 f"the replay memory {memory.root} has {len(damaged)} damaged sample(s) "
                 f"({report.details[0]}{', ...' if len(damaged) > 1 else ''}); nothing was "
                 f"exported: 'edgecl memory verify' drops them, then export again")
-        snap = memory.snapshot()
+        if memory.read_only:  # nothing may be written beside it: read the samples in place
+            rows = memory.records()
+            samples = memory.get([r.id for r in rows])
+            source = "read-only memory"
+        else:
+            snap = memory.snapshot()
+            rows, samples = snap.rows, snap.get(snap.ids())
+            source = f"snapshot {snap.snapshot_id}"
         names = _registry_names(args) or memory.class_names()
     final = out.resolve()
     lists: dict[bool, list[str]] = {False: [], True: []}
     with atomic.atomic_dir(out) as tmp:  # all or nothing: a failure leaves no partial export
         for sub in ("images", "labels"):
             (tmp / sub).mkdir(parents=True, exist_ok=True)
-        for src in snap.get(snap.ids()):
+        for src in samples:
             for path, sub in ((src.image_path, "images"), (src.label_path, "labels")):
                 shutil.copyfile(path, tmp / sub / path.name)
             lists[src.held_out].append(str(final / "images" / src.image_path.name))
         atomic.atomic_write_text(tmp / "train.txt", "".join(p + "\n" for p in lists[False]))
         atomic.atomic_write_text(tmp / "val.txt", "".join(p + "\n" for p in lists[True]))
-        classes = sorted({c for r in snap.rows for c in r.classes})
+        classes = sorted({c for r in rows for c in r.classes})
         nc = max([*classes, *(names or {}).keys(), -1]) + 1
         all_names = {i: (names or {}).get(i, str(i)) for i in range(nc)}
         val = "val.txt" if lists[True] else "train.txt"
@@ -148,5 +161,5 @@ def export_command(args: argparse.Namespace) -> int:
             f"path: {_yaml_text(str(final))}\ntrain: train.txt\nval: {val}\n"
             f"nc: {nc}\nnames:\n" + "".join(f"  {i}: {_yaml_text(n)}\n" for i, n in all_names.items())))
     print(f"exported {len(lists[False])} training and {len(lists[True])} held-out samples "
-          f"(snapshot {snap.snapshot_id}) to {out}")
+          f"({source}) to {out}")
     return 0

@@ -48,6 +48,7 @@ from edgecl.continual.evaluate import DECE_PROTOCOL
 from edgecl.continual.round_state import RoundStatus
 from edgecl.errors import EdgeclError, StorageError
 from edgecl.frames import STREAM_TASK
+from edgecl.sqlite_copy import PrivateCopy
 
 log = logging.getLogger(__name__)
 
@@ -159,32 +160,47 @@ class Monitor:
         self.db_path = self.state_dir / DB_RELPATH
         if not create and not self.db_path.is_file():
             raise MonitorError(f"no metrics database at {self.db_path}")
-        # a copy pulled from a device, or a read-only mount: read it as it is on disk (SQLite
-        # cannot open a WAL database for reading where it may not write its index beside it)
+        # a copy pulled from a device, or a read-only mount: read a private copy with its WAL
+        # replayed (SQLite cannot open a WAL database read-only where it may not write its
+        # index beside it, and immutable=1 would ignore the WAL's newest rounds)
         self.read_only = not create and not (os.access(self.db_path.parent, os.W_OK)
                                              and os.access(self.db_path, os.W_OK))
+        self._copy = None
         if self.read_only:
+            self._open_private_copy()
             return
         try:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create {self.db_path.parent}: {exc.strerror or exc}") from exc
         with self._write(transaction=False) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA + _ROUNDS_TABLE)
-            for table, column, sql_type in _MIGRATIONS:
-                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-            _allow_retired(conn)
+            _bring_schema_up_to_date(conn)
+
+    def _open_private_copy(self) -> None:
+        """Copy the database and its WAL aside, replay the WAL and add what an older schema lacks
+        there (the copy only: the device's files are not touched)."""
+        try:
+            self._copy = PrivateCopy(self.db_path)
+        except OSError as exc:
+            raise MonitorError(f"cannot read metrics database {self.db_path}: "
+                               f"{exc.strerror or exc}") from None
+        try:
+            conn = self._copy.connect(isolation_level=None)
+            try:
+                _bring_schema_up_to_date(conn)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            self._copy.close()
+            raise MonitorError(f"metrics database {self.db_path}: {exc}") from None
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """One short-lived reading connection in autocommit mode; damage becomes :class:`MonitorError`."""
         try:
             if self.read_only:
-                uri = f"{self.db_path.resolve().as_uri()}?mode=ro&immutable=1"
-                conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+                conn = self._copy.connect(isolation_level=None)
+                conn.execute("PRAGMA query_only=ON")
             else:
                 conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s,
                                        isolation_level=None)
@@ -841,6 +857,17 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
     """True when SQLite says the file is not (or no longer) a database."""
     text = str(exc).lower()
     return "not a database" in text or "malformed" in text
+
+
+def _bring_schema_up_to_date(conn: sqlite3.Connection) -> None:
+    """WAL mode, the tables, the columns an older file lacks, the ``retired`` status."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(_SCHEMA + _ROUNDS_TABLE)
+    for table, column, sql_type in _MIGRATIONS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+    _allow_retired(conn)
 
 
 def _allow_retired(conn: sqlite3.Connection) -> None:

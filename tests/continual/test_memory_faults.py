@@ -128,10 +128,14 @@ def test_read_only_folder_simulated(tmp_path, monkeypatch, capsys):
                         else real_access(path, mode))
     with pytest.raises(StorageError, match="the folder is not writable"):
         ReplayMemory(root, cfg())
-    assert main(["memory", "stats", "--state-dir", str(root.parent)]) == 2
+    capsys.readouterr()
+    assert main(["memory", "stats", "--json", "--state-dir", str(root.parent)]) == 0  # read-only
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["samples"] == 3
+    assert main(["memory", "verify", "--state-dir", str(root.parent)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: cannot open the replay memory {root}: the folder is not writable "
-                   f"(read-only file system or permissions)"]
+    assert err == [f"error: the replay memory {root} cannot be written here, so it cannot be "
+                   f"repaired: 'edgecl memory verify --no-repair' checks it without changing "
+                   f"anything"]
 
 
 # -- read-only folder: as root chmod does not stop writes, so the folder is bind-mounted
@@ -145,9 +149,14 @@ from edgecl.continual.memory import ReplayMemory, Sample
 from edgecl.errors import EdgeclError
 
 root, mode = sys.argv[1], sys.argv[2]
-if mode == "cli":
+if mode.startswith("cli "):  # "cli ARGS...": the CLI on the state directory, one line per call
     from edgecl.cli import main
-    sys.exit(main(["memory", "stats", "--state-dir", str(__import__("pathlib").Path(root).parent)]))
+    state = str(__import__("pathlib").Path(root).parent)
+    for call in mode[4:].split(";"):
+        code = main(call.split() + ["--state-dir", state])
+        print(f"exit {code}", flush=True)
+        print(f"exit {code}", file=sys.stderr, flush=True)
+    sys.exit(0)
 out = {}
 box = np.array([[0, .5, .5, .25, .5]], np.float32)
 offer = lambda v: Sample(np.full((16, 16, 3), v, np.uint8), box, task="t0", source=f"v{v}")
@@ -188,18 +197,61 @@ def run_with_bind_mount(root: Path, mode: str, read_only: bool) -> subprocess.Co
     return proc
 
 
-def test_opening_on_a_read_only_state_dir_is_one_error_line(tmp_path):
+def test_a_read_only_state_dir_is_read_and_never_written(tmp_path):
+    """A state directory on a read-only mount (a card pulled from a device): stats, a check
+    without repair and an export work, read from a private copy of the index; a repairing check
+    is one line naming the option that works; nothing in the folder changes."""
     root = tmp_path / "state" / "memory"
     with ReplayMemory(root, cfg()) as m:
         m.add(sample(1))
-    proc = run_with_bind_mount(root, "cli", read_only=True)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[0] == f"error: cannot open the replay memory {root}: the folder is not " \
-                       f"writable (read-only file system or permissions)"
-    with ReplayMemory(root, cfg()) as m:  # nothing changed
-        assert m.ids() == [1] and m.last_verify.problems_found == 0
+        m.add(sample(2))
+    before = sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*"))
+    out_dir = tmp_path / "export"
+    proc = run_with_bind_mount(root, f"cli memory stats --json;memory verify --no-repair --json;"
+                                     f"memory verify;memory export --out {out_dir}",
+                               read_only=True)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    stdout = proc.stdout.splitlines()
+    stats = json.loads(stdout[0])
+    assert stats["samples"] == 2 and stdout[1] == "exit 0"
+    verify = json.loads(stdout[2])
+    assert verify["ok"] and verify["rows_checked"] == 2 and stdout[3] == "exit 0"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: the replay memory {root} cannot be written here, so it cannot be "
+                      f"repaired: 'edgecl memory verify --no-repair' checks it without changing "
+                      f"anything"]
+    assert stdout[4] == "exit 2"
+    assert stdout[5].startswith("exported 2 training and 0 held-out samples (read-only memory)")
+    assert stdout[6] == "exit 0"
+    assert sorted(p.name for p in (out_dir / "images").iterdir()) == ["00000001.jpg", "00000002.jpg"]
+    assert sorted((p.relative_to(root), p.stat().st_mtime_ns) for p in root.rglob("*")) == before
+
+
+def test_read_only_memory_refuses_every_write_and_reads_the_wal(tmp_path):
+    """Opened read-only, the memory sees samples still in the index's WAL (a device switched
+    off before a checkpoint) and refuses add, snapshot, names and repair with one line."""
+    root = tmp_path / "memory"
+    keeper_path = root / "index.sqlite"
+    with ReplayMemory(root, cfg()) as m:
+        m.add(sample(1))
+        keeper = sqlite3.connect(keeper_path)  # stays open: the writer's close checkpoints nothing
+        keeper.execute("SELECT count(*) FROM samples").fetchone()
+        m.add(sample(2))
+    pulled = tmp_path / "pulled"
+    shutil.copytree(root, pulled)
+    keeper.close()
+    assert (pulled / "index.sqlite-wal").stat().st_size > 0
+    before = {p.name: p.read_bytes() for p in pulled.iterdir() if p.is_file()}
+    with ReplayMemory(pulled, cfg(), read_only=True) as m:
+        assert m.ids() == [1, 2] and m.last_verify.problems_found == 0
+        for write in (lambda: m.add(sample(3)), m.snapshot, lambda: m.set_class_names({0: "car"}),
+                      lambda: m.verify(repair=True)):
+            with pytest.raises(StorageError, match="is open read-only"):
+                write()
+        with pytest.raises(StorageError, match="readonly"):
+            m.record_replay([1])
+        assert m.ids() == [1, 2]
+    assert {p.name: p.read_bytes() for p in pulled.iterdir() if p.is_file()} == before
 
 
 def test_add_into_a_folder_turned_read_only(tmp_path):

@@ -470,3 +470,31 @@ def test_a_read_only_copy_is_read_as_it_is_and_refuses_writes(tmp_path, monkeypa
     assert copy.read_only and copy.summary() == expected
     with pytest.raises(StorageError, match="read-only"):
         copy.set_class_names({0: "car"})
+
+
+def test_a_copy_pulled_after_power_loss_shows_the_rounds_still_in_its_wal(tmp_path, monkeypatch):
+    """Rounds committed to the WAL but not yet checkpointed into the database file (a device
+    switched off or killed) are part of the data: a read-only reader replays the WAL on a
+    private copy, and the device's files stay as they were."""
+    import shutil
+
+    import edgecl.runtime.monitor as monitor_module
+
+    device = tmp_path / "device"
+    filled(device)
+    db = device / "metrics" / "metrics.sqlite"
+    keeper = sqlite3.connect(db)  # another open connection: closing the writer checkpoints nothing
+    keeper.execute("SELECT count(*) FROM rounds").fetchone()
+    Monitor(device).record_round(5, "v0005", "rejected", "after the last checkpoint")
+    pulled = tmp_path / "pulled"
+    shutil.copytree(device, pulled)
+    keeper.close()
+    wal = pulled / "metrics" / "metrics.sqlite-wal"
+    assert wal.stat().st_size > 0
+    files_before = {p.name: p.read_bytes() for p in (pulled / "metrics").iterdir() if p.is_file()}
+    monkeypatch.setattr(monitor_module.os, "access", lambda path, mode: False)
+    copy = Monitor(pulled, create=False)
+    assert copy.read_only
+    assert [row["model_version"] for row in copy.rounds()][-1] == "v0005"
+    del copy
+    assert {p.name: p.read_bytes() for p in (pulled / "metrics").iterdir() if p.is_file()} == files_before

@@ -28,6 +28,7 @@ from edgecl.continual.memory.faults import fault_error, is_storage_fault
 from edgecl.continual.memory.records import SampleRecord, classes_from_text, origin_from_text
 from edgecl.errors import ReplayMemoryError
 from edgecl.frames import LabelOrigin
+from edgecl.sqlite_copy import PrivateCopy
 
 WAL_AUTOCHECKPOINT_PAGES = 64
 WAL_LIMIT_BYTES = 512 * 1024
@@ -146,21 +147,32 @@ class IndexDB:
         path: the database file.
     """
 
-    def __init__(self, path: Path, timeout_s: float = 30.0):
+    def __init__(self, path: Path, timeout_s: float = 30.0, read_only: bool = False):
         """Open (and create) the index.
 
         Args:
             path: database file.
             timeout_s: how long to wait for another process's lock.
+            read_only: read a private copy (its WAL replayed, :class:`~edgecl.sqlite_copy.
+                PrivateCopy`) instead of the file, for a folder that may not be written; every
+                write then fails.
 
         Raises:
-            StorageError: the file or its directory cannot be written (read-only, disk full).
+            StorageError: the file or its directory cannot be written (read-only, disk full),
+                or, with ``read_only``, the file cannot be read.
             ReplayMemoryError: the file is not a usable SQLite database.
         """
         self.path = Path(path)
         self.conn: sqlite3.Connection | None = None
+        self._copy: PrivateCopy | None = None
         try:
-            self.conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None,
+            if read_only:
+                self._copy = PrivateCopy(self.path)
+        except OSError as exc:
+            raise fault_error(exc, "cannot read the memory index", self.path) from None
+        try:
+            self.conn = sqlite3.connect(str(self._copy.path if self._copy else self.path),
+                                        timeout=timeout_s, isolation_level=None,
                                         check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
@@ -173,6 +185,8 @@ class IndexDB:
                 self._migrate()
                 for statement in MIGRATED_INDEXES:
                     self.conn.execute(statement)
+            if read_only:
+                self.conn.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             self.close()
             what = ("cannot open the memory index" if is_storage_fault(exc)
@@ -192,10 +206,12 @@ class IndexDB:
         return added
 
     def close(self) -> None:
-        """Close the connection (a second call does nothing)."""
+        """Close the connection (a second call does nothing) and drop a private copy."""
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        if self._copy is not None:
+            self._copy.close()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

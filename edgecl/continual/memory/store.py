@@ -149,6 +149,17 @@ def estimate_sample_bytes(image: np.ndarray, labels: np.ndarray, jpeg_quality: i
     return _rounded(len(blob)) + _rounded(len(text))
 
 
+def is_writable(root: Path) -> bool:
+    """True when the memory folder and its index may be written here (a read-only mount or a
+    copy without write permission is not).
+
+    Args:
+        root: the memory folder.
+    """
+    index = Path(root) / INDEX_FILE
+    return os.access(root, os.W_OK) and (not index.exists() or os.access(index, os.W_OK))
+
+
 def refuse_lost_index(root: Path) -> None:
     """Refuse to create an index beside samples that an earlier index owned.
 
@@ -202,7 +213,7 @@ class ReplayMemory:
 
     def __init__(self, root: str | Path, cfg: MemoryConfig | None = None,
                  names: dict[int, str] | None = None, *, verify_on_open: bool = True,
-                 keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS):
+                 keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS, read_only: bool = False):
         """Open or create a memory.
 
         Args:
@@ -211,10 +222,16 @@ class ReplayMemory:
             names: class id -> name, stored in the index when given.
             verify_on_open: run a quick :meth:`verify` (repairing) before use.
             keep_snapshots: how many snapshots to keep on disk.
+            read_only: read an existing memory without writing anything beside it (a state
+                directory pulled from a device, a read-only mount): the index is read from a
+                private copy, the check on open only reports, and :meth:`add`,
+                :meth:`snapshot`, :meth:`set_class_names` and a repairing :meth:`verify` raise
+                :class:`StorageError`.
 
         Raises:
-            StorageError: the folder cannot be written (read-only, disk full).
-            ReplayMemoryError: unusable configuration or index.
+            StorageError: the folder cannot be written (read-only, disk full), or with
+                ``read_only``, cannot be read.
+            ReplayMemoryError: unusable configuration or index, or with ``read_only``, no index.
             ConfigError: unknown policy name.
         """
         self.root = Path(root)
@@ -222,25 +239,31 @@ class ReplayMemory:
         _check_config(self.cfg)
         self.policy = make_policy(self.cfg.policy, self.cfg.task_budget_pct)
         self.keep_snapshots = max(1, int(keep_snapshots))
+        self.read_only = bool(read_only)
         self._lock = threading.RLock()
-        with self._faults(f"cannot open the replay memory {self.root}"):
-            for sub in ("images", "labels", "snapshots"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
-        if not os.access(self.root, os.W_OK):
-            raise StorageError(f"cannot open the replay memory {self.root}: the folder is not "
-                               f"writable (read-only file system or permissions)")
-        with self._faults(f"cannot open the replay memory {self.root}"):
-            refuse_lost_index(self.root)
-        self._db = IndexDB(self.root / INDEX_FILE)
+        if self.read_only:
+            if not (self.root / INDEX_FILE).is_file():
+                raise ReplayMemoryError(f"no replay memory at {self.root} (no {INDEX_FILE})")
+        else:
+            with self._faults(f"cannot open the replay memory {self.root}"):
+                for sub in ("images", "labels", "snapshots"):
+                    (self.root / sub).mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK):
+                raise StorageError(f"cannot open the replay memory {self.root}: the folder is not "
+                                   f"writable (read-only file system or permissions)")
+            with self._faults(f"cannot open the replay memory {self.root}"):
+                refuse_lost_index(self.root)
+        self._db = IndexDB(self.root / INDEX_FILE, read_only=self.read_only)
         try:
             self._admission = Admission(
                 self._db, self.policy, train_capacity=self.train_capacity,
                 holdout_capacity=self.holdout_capacity, holdout_fraction=self.cfg.holdout_fraction,
                 budget_bytes=self.sample_budget_bytes, seed=self.cfg.seed,
                 holdout_block_s=self.cfg.holdout_block_s)
-            if names:
+            if names and not self.read_only:
                 self.set_class_names(names)
-            self.last_verify = self.verify(repair=True) if verify_on_open else None
+            self.last_verify = (self.verify(repair=not self.read_only) if verify_on_open
+                                else None)
             report = self.last_verify
             if report is not None and (report.missing_rows or report.corrupt_rows
                                        or report.bound_evictions):
@@ -258,6 +281,12 @@ class ReplayMemory:
             yield
         except (OSError, sqlite3.Error) as exc:
             raise fault_error(exc, what, self.root, note) from None
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        """Raise :class:`StorageError` naming ``what`` when the memory was opened read-only."""
+        if self.read_only:
+            raise StorageError(f"{what}: the replay memory {self.root} is open read-only "
+                               f"(a folder that may not be written here)")
 
     @property
     def capacity(self) -> int:
@@ -306,6 +335,7 @@ class ReplayMemory:
         Raises:
             StorageError: the index cannot be written.
         """
+        self._refuse_if_read_only("cannot store class names")
         clean = {str(int(k)): str(v) for k, v in names.items()}
         with self._lock, self._faults("cannot store class names in the memory index"):
             self._db.set_meta("names", clean)
@@ -347,6 +377,7 @@ class ReplayMemory:
         """
         source = _short_source(sample.source or "<unknown source>")
         where = f"sample from {source} (task {str(sample.task)[:MAX_TASK_CHARS]!r})"
+        self._refuse_if_read_only(f"cannot store {where}")
         if not isinstance(sample.task, str) or not sample.task:
             raise ReplayMemoryError(f"{where}: task must be a non-empty string")
         if len(sample.task) > MAX_TASK_CHARS:
@@ -524,6 +555,7 @@ class ReplayMemory:
             StorageError: the disk refused the snapshot (the memory is unchanged).
             ReplayMemoryError: a sample file is missing (run verify).
         """
+        self._refuse_if_read_only("cannot take a memory snapshot")
         with self._lock:
             with self._faults("cannot take a memory snapshot"), self._db.write():
                 snap = build_snapshot(self.root, self._db.records(), self.class_names())
@@ -613,6 +645,9 @@ class ReplayMemory:
         Raises:
             StorageError: the index cannot be written (read-only or full disk).
         """
+        if repair:
+            self._refuse_if_read_only("cannot repair the replay memory (check it with "
+                                      "repair=False)")
         with self._lock, self._faults("cannot verify the replay memory"):
             integrity = self._db.integrity_problems()
             if integrity:
@@ -622,7 +657,8 @@ class ReplayMemory:
 
     def _verify(self, repair: bool, deep: bool) -> VerifyReport:
         unrepaired: list[str] = []
-        with self._db.write():
+        # the write lock keeps adds in other processes out; a read-only copy has none
+        with self._db.read() if self.read_only else self._db.write():
             damaged: list[DamagedRowError] = []
             records = self._db.records(damaged=damaged)
             verdicts = {r.id: checks.row_problem(r, self.image_path(r.id), self.label_path(r.id),
