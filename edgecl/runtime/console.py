@@ -10,6 +10,11 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
+CONSOLE_ROUNDS = 40
+"""Newest promoted rounds in the Forgetting page's matrix and curves (``edgecl monitor report``
+keeps every round in its CSV files): after weeks of rounds the whole history was megabytes per
+request and a page thousands of rows tall."""
+
 
 class LiveViewSink:
     """Loop sink keeping the latest frame as a JPEG with boxes and names, at most ``max_hz``.
@@ -207,7 +212,8 @@ def build_console_hooks(runtime):
 
     def forgetting() -> dict:
         monitor = runtime.monitor
-        return {"matrix": monitor.accuracy_matrix(), "per_class_ap": monitor.per_class_ap_over_rounds(),
+        return {"matrix": monitor.accuracy_matrix(last=CONSOLE_ROUNDS),
+                "per_class_ap": monitor.per_class_ap_over_rounds(last=CONSOLE_ROUNDS),
                 "reliability": monitor.reliability(runtime.registry.current())}
 
     # INVARIANT: the heaviest reads are cached briefly, so a busy console or scraper costs the

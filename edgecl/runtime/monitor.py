@@ -54,6 +54,14 @@ log = logging.getLogger(__name__)
 
 
 DB_RELPATH = Path("metrics") / "metrics.sqlite"
+MEMO_ENTRIES = 64
+DETAIL_ROUNDS = 100
+DETAIL_PROMOTED = 10
+"""Reliability bins and full calibration reports are kept for the newest ``DETAIL_ROUNDS``
+rounds and the newest ``DETAIL_PROMOTED`` promoted versions; older rounds keep their numbers
+(AP, D-ECE before/after), which are what every view of the history reads. Without this the
+database grew by about 9 KB a round with 60 classes, two thirds of it these details."""
+"""Most matrices and summaries a :class:`Monitor` keeps between learning writes."""
 # INVARIANT: the round outcomes that name a model version (one enum, shared with the learner)
 STATUSES = (*(s.value for s in (RoundStatus.STAGED, RoundStatus.PROMOTED, RoundStatus.REJECTED)),
             "retired")
@@ -83,6 +91,8 @@ CREATE TABLE IF NOT EXISTS runtime (
     ts_s REAL NOT NULL, fps REAL, latency_ms_p50 REAL, memory_bytes INTEGER,
     memory_samples INTEGER, model_version TEXT);
 CREATE INDEX IF NOT EXISTS runtime_by_time ON runtime (ts_s);
+CREATE TABLE IF NOT EXISTS learning_stamp (id INTEGER PRIMARY KEY CHECK (id = 0), n INTEGER NOT NULL);
+INSERT OR IGNORE INTO learning_stamp VALUES (0, 0);
 """
 
 _ROUNDS_TABLE = """
@@ -166,6 +176,7 @@ class Monitor:
         self.read_only = not create and not (os.access(self.db_path.parent, os.W_OK)
                                              and os.access(self.db_path, os.W_OK))
         self._copy = None
+        self._memo_cache: dict[tuple, tuple[int, object]] = {}
         if self.read_only:
             self._open_private_copy()
             return
@@ -216,8 +227,14 @@ class Monitor:
             conn.close()
 
     @contextlib.contextmanager
-    def _write(self, transaction: bool = True) -> Iterator[sqlite3.Connection]:
+    def _write(self, transaction: bool = True, learning: bool = True) -> Iterator[sqlite3.Connection]:
         """A connection inside one immediate transaction: all of the block or nothing.
+
+        Args:
+            transaction: run the block inside ``BEGIN IMMEDIATE`` ... ``COMMIT``.
+            learning: the block changes rounds, evaluations or names (not only runtime
+                samples): it advances the learning stamp, so that every process's cached
+                matrices are recomputed.
 
         Raises:
             StorageError: when SQLite cannot write (full disk, locked, read-only, I/O error).
@@ -238,6 +255,8 @@ class Monitor:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                if learning:
+                    conn.execute("UPDATE learning_stamp SET n = n + 1 WHERE id = 0")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -249,6 +268,29 @@ class Monitor:
             raise StorageError(f"metrics database {self.db_path} cannot be written: {exc}") from exc
         finally:
             conn.close()
+
+    def _learning_stamp(self) -> int:
+        """How many learning writes the database has seen (any process); -1 when unknown."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT n FROM learning_stamp WHERE id = 0").fetchone()
+        return -1 if row is None else int(row[0])
+
+    def _memo(self, key: tuple, compute):
+        """``compute()``, reused until the next learning write (runtime samples do not count).
+
+        Matrices are read after every frame batch's scrape and every selection check, and cost
+        O(rounds x classes) to rebuild: after weeks of rounds, reading them anew each time made
+        ``/metrics`` take over a second. One small query of the stamp replaces that.
+        """
+        stamp = self._learning_stamp()
+        hit = self._memo_cache.get(key)
+        if hit is not None and hit[0] == stamp and stamp >= 0:
+            return hit[1]
+        value = compute()
+        if len(self._memo_cache) >= MEMO_ENTRIES:
+            self._memo_cache.clear()
+        self._memo_cache[key] = (stamp, value)
+        return value
 
     def record_evaluation(self, round_no: int, model_version: str, results: Mapping,
                           task_order: Sequence[str], ts_s: float | None = None,
@@ -284,6 +326,7 @@ class Monitor:
                 self._replace_details(conn, key, task, res)
             if class_names:
                 _write_names(conn, class_names)
+            _thin_details(conn)
 
     @staticmethod
     def _replace_details(conn: sqlite3.Connection, key: tuple[int, str], task: str, res) -> None:
@@ -347,6 +390,7 @@ class Monitor:
             conn.execute("INSERT OR REPLACE INTO calibration VALUES (?,?,?,?,?,?)",
                          (int(round_no), str(model_version), _nan_to_none(report.get("dece_before")),
                           _nan_to_none(report.get("dece_after")), text, time.time()))
+            _thin_details(conn)
 
     def calibration(self, model_version: str) -> dict | None:
         """The calibration report stored for a version.
@@ -433,7 +477,7 @@ class Monitor:
         Raises:
             StorageError: when the database cannot be written (the sample is dropped).
         """
-        with self._write() as conn:
+        with self._write(learning=False) as conn:
             conn.execute("INSERT INTO runtime VALUES (?,?,?,?,?,?)",
                          (time.time() if ts_s is None else ts_s, fps, latency_ms_p50,
                           int(memory_bytes), int(memory_samples), str(model_version)))
@@ -524,9 +568,13 @@ class Monitor:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if kind != "auto":
             return kind
+        return self._memo(("kind",), self._auto_kind)
+
+    def _auto_kind(self) -> str:
         with self._connect() as conn:
-            tasks = [r[0] for r in conn.execute("SELECT DISTINCT task FROM evaluations")]
-        return "classes" if STREAM_TASK in tasks else "tasks"
+            row = conn.execute("SELECT 1 FROM evaluations WHERE task = ? LIMIT 1",
+                               (STREAM_TASK,)).fetchone()
+        return "classes" if row is not None else "tasks"
 
     def matrix_view(self, status: str | None = "promoted",
                     extra: tuple[int, str] | None = None, kind: str = "tasks") -> MatrixView:
@@ -550,6 +598,10 @@ class Monitor:
         kind = self.resolve_kind(kind)
         if kind == "classes":
             return self._class_matrix(status, extra, "ap50_95")
+        return self._memo(("tasks", status, extra), lambda: self._task_matrix(status, extra))
+
+    def _task_matrix(self, status: str | None, extra: tuple[int, str] | None) -> MatrixView:
+        """Per-task matrix of mAP50-95 (see :meth:`matrix_view`)."""
         rows = self._evaluation_rows(status, extra)
         tasks = sorted({(idx, name) for _, _, name, idx, _ in rows})
         task_names = list(dict.fromkeys(name for _, name in tasks))
@@ -559,6 +611,7 @@ class Monitor:
         for round_no, version, name, _, value in rows:
             values[row_of[(round_no, version)], col_of[name]] = _num(value)
         keys = list(row_of)
+        values.flags.writeable = False  # shared by every reader until the next learning write
         return MatrixView(values, task_names, [v for _, v in keys], [r for r, _ in keys])
 
     def _status_filter(self, status: str | None, extra: tuple[int, str] | None,
@@ -585,9 +638,19 @@ class Monitor:
         return [row[:5] for row in rows]
 
     def _class_matrix(self, status: str | None, extra: tuple[int, str] | None,
-                      column: str) -> MatrixView:
-        """Per-class matrix of ``column`` (``ap50_95``, ``recall`` or ``n_instances``)."""
+                      column: str, only: tuple[tuple[int, str], ...] | None = None) -> MatrixView:
+        """Per-class matrix of ``column`` (``ap50_95``, ``recall`` or ``n_instances``); with
+        ``only``, of those ``(round, version)`` rows alone (``status`` must be None)."""
+        return self._memo(("classes", status, extra, column, only),
+                          lambda: self._read_class_matrix(status, extra, column, only))
+
+    def _read_class_matrix(self, status: str | None, extra: tuple[int, str] | None,
+                           column: str, only: tuple[tuple[int, str], ...] | None) -> MatrixView:
         where, params = self._status_filter(status, extra, "e")
+        if only:
+            where = " WHERE (e.round, e.model_version) IN (VALUES " + ", ".join(
+                "(?, ?)" for _ in only) + ")"
+            params = [item for key in only for item in (int(key[0]), str(key[1]))]
         sql = (f"SELECT e.round, e.model_version, c.cls, c.{column}, c.n_instances, e.ts_s "
                "FROM class_ap c JOIN evaluations e ON e.round = c.round "
                "AND e.model_version = c.model_version AND e.task = c.task "
@@ -603,50 +666,65 @@ class Monitor:
         col_of = {cls: j for j, cls in enumerate(class_ids)}
         total = np.zeros((len(keys), len(class_ids)))
         weight = np.zeros_like(total)
-        for round_no, version, cls, value, n, _ in rows:
-            if value is None:
-                continue
-            cell = (row_of[(round_no, version)], col_of[int(cls)])
-            # counts add up over tasks; AP and recall are pooled, weighted by held-out boxes
-            w = 1.0 if column == "n_instances" or n is None else max(float(n), 1e-9)
-            total[cell] += float(value) if column == "n_instances" else w * float(value)
-            weight[cell] += 1.0 if column == "n_instances" else w
+        kept = [row for row in rows if row[3] is not None]
+        if kept:
+            at = (np.fromiter((row_of[(r[0], r[1])] for r in kept), np.int64, len(kept)),
+                  np.fromiter((col_of[int(r[2])] for r in kept), np.int64, len(kept)))
+            value = np.fromiter((float(r[3]) for r in kept), np.float64, len(kept))
+            if column == "n_instances":  # counts add up over tasks
+                np.add.at(total, at, value)
+                np.add.at(weight, at, 1.0)
+            else:  # AP and recall are pooled over tasks, weighted by held-out boxes
+                w = np.fromiter((1.0 if r[4] is None else max(float(r[4]), 1e-9) for r in kept),
+                                np.float64, len(kept))
+                np.add.at(total, at, w * value)
+                np.add.at(weight, at, w)
         divisor = np.ones_like(weight) if column == "n_instances" else np.where(weight > 0, weight, 1)
         values = np.where(weight > 0, total / divisor, np.nan)
+        values.flags.writeable = False  # shared by every reader until the next learning write
         return MatrixView(values, [names.get(c, str(c)) for c in class_ids],
                           [v for _, v in keys], [r for r, _ in keys], "classes", tuple(class_ids))
 
-    def accuracy_matrix(self, kind: str = "auto", status: str | None = "promoted") -> dict:
+    def accuracy_matrix(self, kind: str = "auto", status: str | None = "promoted",
+                        last: int | None = None) -> dict:
         """Accuracy matrix for display (the web console's shape).
 
         Args:
             kind: ``auto``, ``tasks`` or ``classes`` (see :meth:`matrix_view`).
             status: ``promoted`` (default), ``staged``, ``rejected``, or None for every
                 evaluation.
+            last: only the newest ``last`` rows (None: every row).
 
         Returns:
             ``{"kind", "rows": ["r3 v0003", ...], "columns": [task or class names],
-            "values": [[float | None]], "versions", "rounds"}`` (None where not evaluated).
+            "values": [[float | None]], "versions", "rounds", "rows_total"}`` (None where not
+            evaluated; ``rows_total``: rows before ``last`` cut them).
 
         Raises:
             ValueError: on an unknown kind or status.
         """
         view = self.matrix_view(status, kind=kind)
-        return {"kind": view.kind, "rows": _row_labels(view), "columns": list(view.task_names),
-                "values": [[_nan_to_none(float(v)) for v in row] for row in view.values],
-                "versions": list(view.versions), "rounds": list(view.rounds)}
+        start = _window_start(len(view.versions), last)
+        return {"kind": view.kind, "rows": _row_labels(view)[start:],
+                "columns": list(view.task_names),
+                "values": [[_nan_to_none(float(v)) for v in row] for row in view.values[start:]],
+                "versions": list(view.versions[start:]), "rounds": list(view.rounds[start:]),
+                "rows_total": len(view.versions)}
 
-    def per_class_ap_over_rounds(self, status: str | None = "promoted") -> dict[str, list]:
+    def per_class_ap_over_rounds(self, status: str | None = "promoted",
+                                 last: int | None = None) -> dict[str, list]:
         """AP50-95 of every class after each round (the rows of :meth:`accuracy_matrix` ``classes``).
 
         Args:
             status: as for :meth:`matrix_view`.
+            last: only the newest ``last`` rounds (None: every round).
 
         Returns:
             class name -> one value per row (None where the class was not evaluated).
         """
         view = self.matrix_view(status, kind="classes")
-        return {name: [_nan_to_none(float(v)) for v in view.values[:, j]]
+        start = _window_start(len(view.versions), last)
+        return {name: [_nan_to_none(float(v)) for v in view.values[start:, j]]
                 for j, name in enumerate(view.task_names)}
 
     def forgetting_classes(self, threshold: float, min_instances: int = 1) -> set[int]:
@@ -663,23 +741,32 @@ class Monitor:
         Returns:
             Class ids (empty when fewer than two versions were evaluated).
         """
-        ap = self._class_matrix(None, None, "ap50_95")
-        if len(ap.versions) < 2:
+        keys = self._evaluated_versions()
+        if len(keys) < 2:
             return set()
-        with self._connect() as conn:
-            statuses = dict(((r, v), s) for r, v, s in conn.execute(
-                "SELECT round, model_version, status FROM rounds"))
-        keys = list(zip(ap.rounds, ap.versions))
-        earlier = [i for i in range(len(keys) - 1) if statuses.get(keys[i]) == "promoted"]
+        earlier = [key for key, status in keys[:-1] if status == "promoted"]
         if not earlier:
             return set()
-        recall = self._class_matrix(None, None, "recall")
-        counts = self._class_matrix(None, None, "n_instances")
-        ref = earlier[-1]
-        fell = (np.nan_to_num(metrics.row_drop(ap.values, -1, ref), nan=-1.0) > threshold) | (
-            np.nan_to_num(metrics.row_drop(recall.values, -1, ref), nan=-1.0) > threshold)
+        pair = (earlier[-1], keys[-1][0])  # only these two rows: O(classes), not O(rounds)
+        ap, recall, counts = (self._class_matrix(None, None, column, only=pair)
+                              for column in ("ap50_95", "recall", "n_instances"))
+        fell = (np.nan_to_num(metrics.row_drop(ap.values, -1, 0), nan=-1.0) > threshold) | (
+            np.nan_to_num(metrics.row_drop(recall.values, -1, 0), nan=-1.0) > threshold)
         enough = np.nan_to_num(counts.values[-1], nan=float(min_instances)) >= min_instances
         return {cls for cls, hit in zip(ap.class_ids, fell & enough) if hit}
+
+    def _evaluated_versions(self) -> list[tuple[tuple[int, str], str | None]]:
+        """Every evaluated ``(round, version)`` in matrix row order, with its round's status."""
+        def read() -> list:
+            with self._connect() as conn:
+                rows = conn.execute(
+                    "SELECT e.round, e.model_version, MIN(e.ts_s), r.status FROM evaluations e "
+                    "LEFT JOIN rounds r ON r.round = e.round AND r.model_version = e.model_version "
+                    "GROUP BY e.round, e.model_version").fetchall()
+            order = _row_order([(r, v, ts) for r, v, ts, _ in rows])
+            status = {(r, v): st for r, v, _, st in rows}
+            return [(key, status[key]) for key in sorted(order, key=order.get)]
+        return self._memo(("evaluated",), read)
 
     def class_ap(self, model_version: str) -> dict[str, float | None]:
         """Held-out AP50-95 per class of one evaluated version (e.g. for the console's model list).
@@ -859,6 +946,23 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
     return "not a database" in text or "malformed" in text
 
 
+def _thin_details(conn: sqlite3.Connection) -> None:
+    """Drop the reliability bins and the full calibration reports of rounds older than
+    :data:`DETAIL_ROUNDS` (inside the caller's transaction); the newest
+    :data:`DETAIL_PROMOTED` promoted versions keep theirs, and every round keeps its numbers."""
+    (newest,) = conn.execute("SELECT MAX(round) FROM evaluations").fetchone()
+    if newest is None or int(newest) - DETAIL_ROUNDS < 0:
+        return
+    cutoff = int(newest) - DETAIL_ROUNDS
+    keep = ("(round, model_version) NOT IN (SELECT round, model_version FROM rounds "
+            "WHERE status = 'promoted' ORDER BY round DESC LIMIT ?)")
+    conn.execute(f"DELETE FROM reliability WHERE round < ? AND {keep}", (cutoff, DETAIL_PROMOTED))
+    conn.execute("UPDATE calibration SET report = json_object('dece_before', dece_before, "
+                 "'dece_after', dece_after, 'details', 'thinned') "
+                 f"WHERE round < ? AND json_extract(report, '$.details') IS NOT 'thinned' AND {keep}",
+                 (cutoff, DETAIL_PROMOTED))
+
+
 def _bring_schema_up_to_date(conn: sqlite3.Connection) -> None:
     """WAL mode, the tables, the columns an older file lacks, the ``retired`` status."""
     conn.execute("PRAGMA journal_mode=WAL")
@@ -907,6 +1011,11 @@ def _row_order(keys: list[tuple[int, str, float]]) -> dict[tuple[int, str], tupl
     for round_no, version, ts in keys:
         first_ts[(round_no, version)] = min(ts, first_ts.get((round_no, version), ts))
     return {key: (key[0], ts, key[1]) for key, ts in first_ts.items()}
+
+
+def _window_start(n_rows: int, last: int | None) -> int:
+    """First row index of the newest ``last`` of ``n_rows`` rows (0 when ``last`` is None)."""
+    return 0 if last is None else max(0, n_rows - max(0, int(last)))
 
 
 def _row_labels(view: MatrixView) -> list[str]:

@@ -64,6 +64,36 @@ def test_accuracy_matrix_of_promoted_versions(tmp_path):
         mon.accuracy_matrix("rows")
 
 
+def test_the_console_window_keeps_the_newest_rows(tmp_path):
+    mon = filled(tmp_path)
+    m = mon.accuracy_matrix(last=2)
+    assert m["rows"] == ["r2 v0002", "r4 v0004"] and m["rows_total"] == 3
+    assert m["values"] == [[0.6, 0.9, None], [0.5, 0.7, 0.85]] and m["rounds"] == [2, 4]
+    assert mon.accuracy_matrix(last=10)["rows"] == ["r1 v0001", "r2 v0002", "r4 v0004"]
+    assert mon.accuracy_matrix(last=0)["values"] == [] and mon.accuracy_matrix()["rows_total"] == 3
+    curves = mon.per_class_ap_over_rounds(last=2)
+    assert curves and all(len(v) == 2 for v in curves.values())
+
+
+def test_matrices_are_reused_until_any_process_records_a_round(tmp_path):
+    """Matrices are cached between learning writes (a scrape must not re-read weeks of rounds);
+    a write by another Monitor, as by the learner's process, is seen at the next read, and a
+    runtime sample does not throw the cache away."""
+    mon = filled(tmp_path)
+    first = mon.matrix_view("promoted")
+    assert mon.matrix_view("promoted") is first and not first.values.flags.writeable
+    mon.record_runtime(30.0, 12.0, 1000, 10, "v0004")
+    assert mon.matrix_view("promoted") is first
+    learner = Monitor(tmp_path)
+    learner.record_evaluation(5, "v0005", {"cars": result(0.4), "drone": result(0.6),
+                                           "person": result(0.9)}, TASKS, ts_s=5.0)
+    learner.record_round(5, "v0005", "promoted")
+    again = mon.matrix_view("promoted")
+    assert again is not first and again.versions[-1] == "v0005"
+    assert mon.summary()["model_version"] == "v0005"
+    assert mon.accuracy_matrix()["values"][-1] == [0.4, 0.6, 0.9]
+
+
 def test_rounds_store_computed_metrics(tmp_path):
     mon = filled(tmp_path)
     rounds = {r["model_version"]: r for r in mon.rounds()}
@@ -498,3 +528,29 @@ def test_a_copy_pulled_after_power_loss_shows_the_rounds_still_in_its_wal(tmp_pa
     assert [row["model_version"] for row in copy.rounds()][-1] == "v0005"
     del copy
     assert {p.name: p.read_bytes() for p in (pulled / "metrics").iterdir() if p.is_file()} == files_before
+
+
+def test_old_rounds_keep_their_numbers_and_lose_their_details(tmp_path, monkeypatch):
+    """Reliability bins and full calibration reports are kept for the newest rounds and the
+    newest promoted versions only (DETAIL_ROUNDS 2 and DETAIL_PROMOTED 1 here); every round
+    keeps its AP and its D-ECE before/after, so the matrix and the history do not change."""
+    import edgecl.runtime.monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "DETAIL_ROUNDS", 2)
+    monkeypatch.setattr(monitor_module, "DETAIL_PROMOTED", 1)
+    mon = Monitor(tmp_path)
+    statuses = {1: "promoted", 2: "promoted", 3: "rejected", 4: "rejected", 5: "rejected"}
+    for r, status in statuses.items():
+        mon.record_evaluation(r, f"v{r:04d}", {"cars": result(0.1 * r, conf=(0.9,), tp=(True,))},
+                              TASKS, ts_s=float(r))
+        mon.record_round(r, f"v{r:04d}", status)
+        mon.record_calibration(r, f"v{r:04d}", {"dece_before": 0.3, "dece_after": 0.1 / r,
+                                                "per_class": {"0": {"x": list(range(50))}}})
+    with sqlite3.connect(tmp_path / "metrics" / "metrics.sqlite") as conn:
+        with_bins = sorted(r for (r,) in conn.execute("SELECT DISTINCT round FROM reliability"))
+    assert with_bins == [2, 3, 4, 5]  # round 1 < 5 - 2 and not the newest promoted (v0002)
+    assert mon.calibration("v0001") == {"dece_before": 0.3, "dece_after": 0.1, "details": "thinned",
+                                        "per_class": {}}
+    assert mon.calibration("v0002")["per_class"] == {"0": {"x": list(range(50))}}
+    assert mon.calibration("v0003")["per_class"] and mon.reliability("v0001")["bins"] == []
+    assert mon.accuracy_matrix("tasks", None)["values"] == [[pytest.approx(0.1 * r)] for r in statuses]

@@ -121,6 +121,10 @@
     const data = await EC.getJSON("/api/forgetting");
     const matrix = data.matrix || {rows: [], columns: [], values: []};
     $("heatmap").replaceChildren(heatmap(matrix));
+    const shown = (matrix.rows || []).length;
+    $("heatmap-window").textContent = matrix.rows_total > shown
+      ? `The newest ${shown} of ${matrix.rows_total} rounds; edgecl monitor report writes them all to CSV.`
+      : "";
     const [chart, legend] = lines(data.per_class_ap, matrix.rows || []);
     $("lines").replaceChildren(chart);
     $("lines-legend").replaceChildren(...legend);
