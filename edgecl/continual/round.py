@@ -276,6 +276,8 @@ def _load_parent(ctx: RoundContext):
     if pt is not None:
         model, meta = load_checkpoint(pt)
         stored = {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
+        if ctx.parent_version is None:  # a user's pretrained start: its ids must be the device's
+            _check_start_names(pt, stored, ctx.names)
         # INVARIANT: the class registry names ids: a class renamed since the parent was made
         # (edgecl classes rename) carries its new name into the candidate
         names = {i: ctx.names.get(i, name) for i, name in stored.items()}
@@ -284,6 +286,24 @@ def _load_parent(ctx: RoundContext):
     nc = 1 + max(_top_class(ctx), 0)
     names = {i: ctx.names.get(i, f"class{i}") for i in range(nc)}
     return build_detection_model(nc, names=names), names
+
+
+def _check_start_names(path: Path, stored: dict[int, str], registry: dict[int, str]) -> None:
+    """Refuse a pretrained checkpoint whose class ids name other classes than the device's
+    (labels imported before the checkpoint was given: the head's rows would be renamed).
+
+    Raises:
+        ConfigError: one line naming the first disagreeing id and what to do.
+    """
+    from edgecl.errors import ConfigError
+    from edgecl.models.classes import names_conflict
+
+    conflict = names_conflict(registry, stored)
+    if conflict:
+        raise ConfigError(f"model.path {path}: {conflict}; a checkpoint's classes keep their "
+                          f"ids, so give it to a new state directory first ('edgecl models add "
+                          f"--promote {path.name}'), then import the labels, which map classes "
+                          f"by name")
 
 
 def _grow_for_new_classes(model, names: dict[int, str], ctx: RoundContext):

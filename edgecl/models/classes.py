@@ -123,6 +123,27 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def names_conflict(known: dict[int, str], names: dict) -> str | None:
+    """Why class ids ``names`` cannot be those of a device whose registry holds ``known``.
+
+    Args:
+        known: the class registry's id -> name.
+        names: class id -> name of a model or a labelled source.
+
+    Returns:
+        ``"class id 0 is 'car', but this device's class registry has 'boat' there"`` (and, when
+        the name sits elsewhere, ``"and 'car' as id 3"``), or ``None`` when they agree.
+    """
+    by_name = {v: k for k, v in known.items()}
+    for cid, name in sorted((int(k), str(v)) for k, v in names.items()):
+        other = by_name.get(name)
+        if (cid in known and known[cid] != name) or (other is not None and other != cid):
+            device = f"'{known[cid]}'" if cid in known else "no class"
+            return (f"class id {cid} is '{name}', but this device's class registry has "
+                    f"{device} there" + (f" and '{name}' as id {other}" if other is not None else ""))
+    return None
+
+
 class ClassRegistry:
     """Class id <-> name of one device, persisted in ``STATE/classes.json``.
 
@@ -239,16 +260,7 @@ class ClassRegistry:
             ``"class id 0 is 'car', but this device's class registry has 'boat' there"`` (and,
             when the name sits elsewhere, ``"and 'car' as id 3"``), or ``None``.
         """
-        known = self.names()
-        by_name = {v: k for k, v in known.items()}
-        for cid, name in sorted((int(k), str(v)) for k, v in names.items()):
-            other = by_name.get(name)
-            if (cid in known and known[cid] != name) or (other is not None and other != cid):
-                device = f"'{known[cid]}'" if cid in known else "no class"
-                return (f"class id {cid} is '{name}', but this device's class registry has "
-                        f"{device} there" + (f" and '{name}' as id {other}"
-                                             if other is not None else ""))
-        return None
+        return names_conflict(self.names(), names)
 
     def check_ids(self, ids, where: str, names: dict[int, str] | None = None) -> None:
         """Refuse class ids the registry does not know.

@@ -117,7 +117,10 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
                            record=monitor_recorder(cfg.state_dir), hold=hold)
     except Exception as exc:  # a round's fault must never escape the learner; it is reported
-        log.exception("learning round failed")
+        if isinstance(exc, EdgeclError):  # a refusal that names its cause: one line
+            log.error("learning round failed: %s", exc)
+        else:
+            log.exception("learning round failed")
         result = RoundResult(RoundStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",
                              trigger=reason, started_s=started_s,
                              seconds=round(time.time() - started_s, 1))

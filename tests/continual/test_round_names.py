@@ -19,3 +19,27 @@ def test_a_class_renamed_since_the_parent_carries_its_new_name(tmp_path):
     # the registry grew a second class of that name
     assert got == {0: "car", 1: "lift_truck"} and model.names == got
     assert load_checkpoint(pt)[1]["names"] in (names, {"0": "car", "1": "forklift"})
+
+
+def test_a_pretrained_start_whose_ids_name_other_classes_is_refused_in_one_line(tmp_path):
+    """Labels imported before the user's checkpoint was given: the registry numbered Car 0,
+    OtherVehicle 1, ...; the checkpoint's id 1 is 'person'. Its head row would have been
+    renamed 'OtherVehicle' and promoted so; now the round names the disagreement instead."""
+    import pytest
+
+    from edgecl.errors import ConfigError
+
+    names = {0: "Car", 1: "person", 2: "Bicycle"}
+    pt = save_checkpoint(build_detection_model(3, names=names), tmp_path / "yours.pt",
+                         meta={"names": names, "imgsz": 64})
+    ctx = SimpleNamespace(parent_version=None, base_checkpoint=pt, registry=None,
+                          names={0: "Car", 1: "OtherVehicle", 2: "Bicycle", 3: "person"})
+    with pytest.raises(ConfigError) as err:
+        _load_parent(ctx)
+    assert str(err.value) == (
+        f"model.path {pt}: class id 1 is 'person', but this device's class registry has "
+        f"'OtherVehicle' there and 'person' as id 3; a checkpoint's classes keep their ids, so "
+        f"give it to a new state directory first ('edgecl models add --promote yours.pt'), then "
+        f"import the labels, which map classes by name")
+    ctx.names = {0: "Car", 1: "person"}  # agreeing ids, one class the checkpoint adds: fine
+    assert _load_parent(ctx)[1] == names
