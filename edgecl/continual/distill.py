@@ -7,8 +7,10 @@ detected (Li & Hoiem, "Learning without Forgetting", 2016; for YOLO: "Teach YOLO
 arXiv 2503.04688, and RCLPOD, arXiv 2409.05650, where head distillation lifted YOLOv8n from
 36.4 to 73.1 VOC mAP50 in 10+10; docs: REFERENCES.md §7).
 
-Two terms, both on the one-to-many head of an anchor-free YOLO (v8/11) and only on the
-previous model's classes (the student's head may have grown; the new rows are free):
+Two terms, on the one-to-many head of an anchor-free YOLO (v8/11/12) and, for an end-to-end
+head (YOLO26, YOLOv10), on its one-to-one branch as well (each branch against the teacher's
+same branch), and only on the previous model's classes (the student's head may have grown; the
+new rows are free):
 
 * class term: the Bernoulli KL divergence ``KL(sigmoid(t) || sigmoid(s))`` of every anchor and
   old class (zero when the student's scores equal the teacher's), summed over anchors and
@@ -16,7 +18,9 @@ previous model's classes (the student's head may have grown; the new rows are fr
   (ultralytics divides its class loss by the sum of its target scores in the same way);
 * box term: where the teacher is confident (max old-class score > ``conf``), the KL divergence
   of the teacher's DFL side distributions (``reg_max`` bins, softmax) to the student's, mean
-  over the four sides, averaged over those anchors weighted by the teacher's score.
+  over the four sides, averaged over those anchors weighted by the teacher's score; a head
+  without DFL bins (``reg_max`` 1, YOLO26) regresses the sides directly, and there the term is
+  their mean L1 distance.
 
 Scale: like ``v8DetectionLoss`` (whose loss the fine-tuner sums over the batch), the hook
 returns a sum over the batch's images of the per-image terms times their weights.
@@ -76,6 +80,13 @@ def _same_layers(student_layers, teacher_layers) -> bool:
     return len(student_layers) == len(teacher_layers)
 
 
+def _branch(preds: dict, name: str) -> dict | None:
+    """One branch of a head's training output (a one-to-many head is its own ``one2many``)."""
+    if "one2many" in preds:
+        return preds.get(name)
+    return preds if name == "one2many" else None
+
+
 def lwf_terms(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
               student_boxes: torch.Tensor, teacher_boxes: torch.Tensor, *, reg_max: int,
               conf: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +97,7 @@ def lwf_terms(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
         teacher_scores: teacher class logits ``(B, nc_old, A)``.
         student_boxes: student box logits ``(B, 4 * reg_max, A)``.
         teacher_boxes: teacher box logits ``(B, 4 * reg_max, A)``.
-        reg_max: DFL bins per box side.
+        reg_max: DFL bins per box side (1: direct regression, L1 term).
         conf: teacher probability above which an anchor's box is distilled.
 
     Returns:
@@ -119,8 +130,11 @@ def lwf_terms(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
     weight = torch.where(t_max > conf, t_max, torch.zeros_like(t_max))  # (B, A)
     sb = student_boxes.float().view(b, 4, reg_max, a)
     tb = teacher_boxes.float().view(b, 4, reg_max, a)
-    t_log = F.log_softmax(tb, dim=2)
-    box_kl = (t_log.exp() * (t_log - F.log_softmax(sb, dim=2))).sum(dim=2).mean(dim=1)  # (B, A)
+    if reg_max == 1:  # no DFL bins (YOLO26): the sides are regressed directly, so L1 distance
+        box_kl = (sb - tb).abs().mean(dim=(1, 2))  # (B, A)
+    else:
+        t_log = F.log_softmax(tb, dim=2)
+        box_kl = (t_log.exp() * (t_log - F.log_softmax(sb, dim=2))).sum(dim=2).mean(dim=1)
     box = (box_kl * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1e-6)
     box = torch.where(weight.sum(dim=1) > 0, box, torch.zeros_like(box))
     return cls, box
@@ -190,10 +204,18 @@ class DistillHook:
         with torch.no_grad():
             out = self.teacher(batch["img"])
             raw = out[1] if isinstance(out, (tuple, list)) else out
-            raw = raw.get("one2many", raw)
         head = self.teacher.model[-1]
-        cls, box = lwf_terms(preds["scores"], raw["scores"], preds["boxes"], raw["boxes"],
-                             reg_max=int(head.reg_max), conf=self.conf)
+        cls = box = 0.0
+        # each branch of the head learns from the teacher's same branch: the one-to-many one of
+        # every head, and the one-to-one one (what an end-to-end head serves) where both have it
+        for branch in ("one2many", "one2one"):
+            student, teacher = _branch(preds, branch), _branch(raw, branch)
+            if student is None or teacher is None:
+                continue
+            branch_cls, branch_box = lwf_terms(student["scores"], teacher["scores"],
+                                               student["boxes"], teacher["boxes"],
+                                               reg_max=int(head.reg_max), conf=self.conf)
+            cls, box = cls + branch_cls, box + branch_box
         loss = self.cls_weight * cls.sum() + self.box_weight * box.sum()
         self.last_terms = {"distill_cls": float(cls.sum().detach()),
                            "distill_box": float(box.sum().detach())}

@@ -84,7 +84,12 @@ class FineTuneHooks(Protocol):
         """Called once the model, criterion and device are set, before the optimiser exists."""
 
     def on_batch_loss(self, batch: dict, preds: dict, loss_items: dict) -> torch.Tensor | None:
-        """Return an extra loss for this batch (criterion scale: summed over images), or None."""
+        """Return an extra loss for this batch (criterion scale: summed over images), or None.
+
+        ``preds`` is the head's training output: ``{"boxes", "scores", "feats"}``, or for an
+        end-to-end head (YOLO26, YOLOv10) ``{"one2many": {...}, "one2one": {...}}``
+        (:func:`edgecl.continual.yolo_train.one_to_many` gives the first branch either way).
+        """
 
     def on_round_end(self, result: FineTuneResult) -> None:
         """Called with the round's result (only after ``on_round_start`` was)."""
@@ -195,7 +200,7 @@ class FineTuner:
 
         Raises:
             LabelError: no usable image, or a label names a class the model lacks.
-            ConfigError: the model has an end-to-end (one-to-one) head, or ``freeze_layers``
+            ConfigError: IDER is on for an end-to-end (one-to-one) head, or ``freeze_layers``
                 would leave the detection head (or more) frozen.
         """
         start = time.monotonic()
@@ -230,9 +235,10 @@ class FineTuner:
                             started=True)
 
     def _prepare(self, device: str, freeze_layers: int) -> None:
-        if getattr(self.model.model[-1], "one2one_cv2", None) is not None:
-            raise ConfigError("the fine-tuner supports one-to-many YOLO heads (YOLOv8/YOLO11), "
-                              "not end-to-end ones")
+        if yolo_train.is_end_to_end(self.model) and self.ider_cfg.enabled:
+            raise ConfigError("IDER (ider.enabled) needs a one-to-many YOLO head (YOLOv8, YOLO11, "
+                              "YOLO12); this model's head is end-to-end (YOLO26, YOLOv10): set "
+                              "ider.enabled=false")
         n_layers = len(self.model.model)
         if not 0 <= int(freeze_layers) < n_layers:
             raise ConfigError(f"learner.freeze_layers={freeze_layers} must be in 0..{n_layers - 1} "

@@ -63,7 +63,7 @@ def per_image_losses(model, criterion, batch: dict):
     with torch.no_grad():
         for lo in range(0, n, SCORE_CHUNK):
             sub = _chunk(batch, lo, min(n, lo + SCORE_CHUNK))
-            _, preds = model(sub["img"])
+            preds = yolo_train.one_to_many(model(sub["img"]))  # an end-to-end head: that branch
             for j in range(sub["img"].shape[0]):
                 one = {"boxes": preds["boxes"][j:j + 1], "scores": preds["scores"][j:j + 1],
                        "feats": [f[j:j + 1] for f in preds["feats"]]}
@@ -74,7 +74,7 @@ def per_image_losses(model, criterion, batch: dict):
 def _batch_gradient(model, criterion, batch: dict, params: list):
     import torch
 
-    preds = model(batch["img"])[1]
+    preds = yolo_train.one_to_many(model(batch["img"]))
     loss = criterion(preds, batch)[0].sum()
     return torch.autograd.grad(loss, params, allow_unused=True)
 

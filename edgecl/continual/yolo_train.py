@@ -266,19 +266,61 @@ class Assignment:
         return self.target_scores.sum().clamp(min=1)
 
 
+def is_end_to_end(model) -> bool:
+    """True for a model whose Detect head has a one-to-one (NMS-free) branch (YOLO26, YOLOv10)."""
+    return getattr(model.model[-1], "one2one_cv2", None) is not None
+
+
+def one_to_many(preds):
+    """The one-to-many branch of a head's training output (``boxes``, ``scores``, ``feats``):
+    itself for a one-to-many head, ``preds["one2many"]`` for an end-to-end one (the branch
+    whose gradient reaches the shared layers, as ultralytics detaches the one-to-one branch).
+
+    Args:
+        preds: the training output dict, or an ``(inference, dict)`` tuple of eval mode.
+    """
+    preds = preds[1] if isinstance(preds, tuple) else preds
+    return preds.get("one2many", preds)
+
+
 def make_criterion(model):
-    """Build ``v8DetectionLoss`` for a model, recording each call's label assignment.
+    """Build the detection loss for a model, recording each call's label assignment.
+
+    ``v8DetectionLoss`` for a one-to-many head; for an end-to-end head ultralytics' ``E2ELoss``
+    (one-to-many plus one-to-one branch) with the gains a trained model finished with
+    (one-to-many 0.1, one-to-one 0.9: fine-tuning continues from the end of its schedule), and
+    ``class_weights`` applying to both branches.
 
     Args:
         model: DetectionModel with ``model.args`` set (:func:`training_hyp`).
 
     Returns:
-        The loss object; ``criterion.last_assignment`` holds the latest :class:`Assignment`.
+        The loss object; ``criterion.last_assignment`` holds the latest :class:`Assignment`
+        (of the one-to-many branch).
     """
     ensure_offline()
-    from ultralytics.utils.loss import v8DetectionLoss
+    from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
 
-    criterion = v8DetectionLoss(model)
+    if is_end_to_end(model):
+        class EndToEndLoss(E2ELoss):
+            """E2ELoss whose per-class weights reach both branches."""
+
+            @property
+            def class_weights(self):
+                return self.one2many.class_weights
+
+            @class_weights.setter
+            def class_weights(self, weights):
+                self.one2many.class_weights = weights
+                self.one2one.class_weights = weights
+
+        criterion = EndToEndLoss(model)
+        criterion.o2m = criterion.o2m_copy = criterion.final_o2m
+        criterion.o2o = criterion.total - criterion.o2m
+        assigner = criterion.one2many.assigner
+    else:
+        criterion = v8DetectionLoss(model)
+        assigner = criterion.assigner
     criterion.last_assignment = None
 
     def record(_module, _inputs, outputs):
@@ -286,7 +328,7 @@ def make_criterion(model):
         _, _, target_scores, fg_mask, _ = outputs
         criterion.last_assignment = Assignment(target_scores.detach(), fg_mask.detach())
 
-    criterion.assigner.register_forward_hook(record)
+    assigner.register_forward_hook(record)
     return criterion
 
 

@@ -294,3 +294,39 @@ def test_freeze_zero_trains_every_layer(data):
     FineTuner(model, CFG, OFF).run(new, mem, budget_s=120, max_steps=2, epochs=10, device="cpu")
     after = _layer_state(model, [0])
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_an_end_to_end_head_learns_a_new_class_with_distillation(data):
+    """YOLO26 (and YOLOv10) heads have a one-to-one branch that serves without NMS. A round
+    grows both branches' class rows, trains with ultralytics' E2ELoss, distils each branch
+    from the previous model's same branch, and MIR's virtual step scores on the one-to-many
+    branch. Before, every round on such a checkpoint failed with a ConfigError."""
+    from edgecl.continual.distill import DistillHook
+    from edgecl.continual.head import grow_head
+    from edgecl.errors import ConfigError
+
+    new, mem = data
+    torch.manual_seed(0)
+    parent = build_detection_model(1, cfg="yolo26n.yaml", names={0: "c0"})
+    model = grow_head(build_detection_model(1, cfg="yolo26n.yaml", names={0: "c0"}),
+                      {0: "c0", 1: "c1"})
+    model.load_state_dict({k: v for k, v in parent.state_dict().items()
+                           if "cv3" not in k}, strict=False)
+    one2one_before = {k: v.clone() for k, v in model.state_dict().items() if "one2one_cv3" in k}
+    hook = DistillHook(parent, cls_weight=1.0, box_weight=1.0)
+    terms = []
+    hook_run = hook.on_batch_loss
+    hook.on_batch_loss = lambda *a: terms.append(hook_run(*a)) or terms[-1]
+    tuner = FineTuner(model, CFG, OFF, hooks=[hook])
+    result = tuner.run(new, mem, budget_s=120, max_steps=3, epochs=10, device="cpu")
+    assert (result.steps, result.stopped_reason, result.skipped_steps) == (3, "max_steps", 0)
+    assert math.isfinite(result.final_loss) and all(torch.isfinite(t) for t in terms)
+    assert type(tuner.criterion).__name__ == "EndToEndLoss" and tuner.criterion.o2o == pytest.approx(0.9)
+    assert tuner.criterion.last_assignment is not None
+    assert any(not torch.equal(one2one_before[k], v) for k, v in model.state_dict().items()
+               if k in one2one_before)
+    scores = virtual_scorer(model, mem, new[:2], lr=0.01, imgsz=64)
+    assert scores.shape == (len(mem),) and np.isfinite(scores).all()
+    with pytest.raises(ConfigError, match="IDER .* end-to-end"):
+        FineTuner(model, CFG, IderConfig(enabled=True)).run(new, mem, budget_s=60, max_steps=1,
+                                                            epochs=1, device="cpu")
