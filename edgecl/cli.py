@@ -121,6 +121,13 @@ def _report_error(args, message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edgecl`` console script.
 
+    Run as the process's own command line (``argv`` None), a thread still alive at the end (a
+    sink blocked past its shutdown deadline, logged by the runtime) no longer decides how the
+    process ends: a daemon thread inside native code (OpenVINO, onnxruntime, torch) aborted the
+    interpreter's shutdown ("terminate called without an active exception", exit 134) and a
+    non-daemon one kept the process alive after its summary. Then the output is flushed and the
+    process exits at once with the command's code.
+
     Args:
         argv: arguments (defaults to ``sys.argv[1:]``).
 
@@ -128,6 +135,33 @@ def main(argv: list[str] | None = None) -> int:
         Process exit code: 0 success, 1 failure reported by a command, 2 usage or input
         error, 130 interrupted.
     """
+    code = _main(argv)
+    if argv is None:
+        _exit_past_left_behind_threads(code)
+    return code
+
+
+def _exit_past_left_behind_threads(code: int) -> None:
+    """``os._exit(code)`` after flushing, when a thread other than the main one is alive."""
+    import os
+    import threading
+
+    left = [t.name for t in threading.enumerate()
+            if t is not threading.main_thread() and t.is_alive()]
+    if not left:
+        return
+    logging.getLogger("edgecl").warning("exiting past %d thread(s) still running: %s",
+                                        len(left), ", ".join(left[:5]))
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be said
+            pass
+    os._exit(code)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args_list, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv), parser)
     args = parser.parse_args(args_list)

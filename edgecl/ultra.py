@@ -1,8 +1,35 @@
-"""Small bridge to ultralytics: offline mode and model construction."""
+"""Small bridge to third-party libraries: ultralytics' offline mode and model construction,
+and OpenVINO/NNCF imported without their usage telemetry."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
+
+_TELEMETRY_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def telemetry_declined() -> Iterator[None]:
+    """Import OpenVINO or NNCF inside this block to decline their usage telemetry.
+
+    Importing either asks ``openvino_telemetry``, which, without a consent file in the user's
+    home, writes a client id under ``~/intel`` and sends an event over the network from a
+    worker thread; on a device with no network the process then waited for that send when it
+    exited. Both libraries decline in CI (``CI=true``), which is set for the block only.
+    """
+    with _TELEMETRY_LOCK:
+        saved = os.environ.get("CI")
+        os.environ["CI"] = "true"
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("CI", None)
+            else:
+                os.environ["CI"] = saved
 
 
 def ensure_offline() -> None:

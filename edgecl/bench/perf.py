@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=positive_int, default=200, help="frames per measurement")
     p.add_argument("--imgsz", type=image_size, default=None,
                    help="input size for a .yaml model or a .pt checkpoint that records none "
-                        "(a model file's own size wins)")
+                        "(a model file's own size wins); with --backends, the size every engine "
+                        "is exported at (default: the --model checkpoint's own, else 320)")
     p.add_argument("--threads", type=positive_int, default=2, help="inference threads")
     p.add_argument("--skip-ultralytics", action="store_true",
                    help="do not measure ultralytics' predict")

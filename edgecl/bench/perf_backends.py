@@ -270,11 +270,7 @@ def run_backends(args) -> dict:
 
     ensure_offline()
     order = parse_backends(args.backends)
-    imgsz = int(args.imgsz or DEFAULT_IMGSZ)
-    cfg = load_config(None, [f"learner.imgsz={imgsz}", f"model.imgsz={imgsz}"])
-    cache_dir = Path(args.cache_dir).expanduser()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    taskset = load_data(args.data, cache_dir, imgsz, args.images_per_task)
+    meta: dict = {}
     if args.model:
         pt = Path(args.model)
         if pt.suffix != ".pt":
@@ -282,7 +278,15 @@ def run_backends(args) -> dict:
                               f"--model {pt} is not a .pt file")
         from edgecl.models.checkpoint import load_checkpoint
 
-        names = {int(k): str(v) for k, v in (load_checkpoint(pt)[1].get("names") or {}).items()}
+        meta = load_checkpoint(pt)[1]
+    own = meta.get("imgsz")  # the size the checkpoint was trained at, unless --imgsz says otherwise
+    imgsz = int(args.imgsz or (max(own) if isinstance(own, (list, tuple)) else own) or DEFAULT_IMGSZ)
+    cfg = load_config(None, [f"learner.imgsz={imgsz}", f"model.imgsz={imgsz}"])
+    cache_dir = Path(args.cache_dir).expanduser()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    taskset = load_data(args.data, cache_dir, imgsz, args.images_per_task)
+    if args.model:
+        names = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
         if names != dict(taskset.names):
             # mAP on another dataset's classes would be scored as 0 for every class
             raise ConfigError(f"--model {pt} detects {sorted(names.values())}, but {args.data} "

@@ -18,7 +18,7 @@ BENCHMARKS = {
 
 def add_parser(sub) -> None:
     """Register the ``bench`` command group."""
-    p = sub.add_parser("bench", help="benchmarks (perf, memory, cl, soak, field, learn)")
+    p = sub.add_parser("bench", help=f"benchmarks ({', '.join(BENCHMARKS)})")
     bsub = p.add_subparsers(dest="bench_cmd", metavar="BENCH", required=True)
     for name, (module_name, help_text) in BENCHMARKS.items():
         try:

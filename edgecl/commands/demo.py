@@ -12,12 +12,15 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="learn the built-in scenario task by task on this device")
     add_config_args(p, state_dir=False)
     p.add_argument("--state-dir", default="state/demo",
-                   help="state directory for the demo (wiped first if a previous demo made it)")
-    p.add_argument("--tasks", type=int, default=5, help="scenario tasks (2 classes each)")
-    p.add_argument("--images-per-task", type=int, default=60, help="images per task, all splits")
+                   help="state directory for the demo (wiped first if a previous demo made it; "
+                        "default: %(default)s)")
+    p.add_argument("--tasks", type=int, default=5,
+                   help="scenario tasks, 2 classes each (default: %(default)s)")
+    p.add_argument("--images-per-task", type=int, default=60,
+                   help="images per task, all splits (default: %(default)s)")
     p.add_argument("--imgsz", type=train_image_size, default=160,
-                   help="image size of scenario and model")
-    p.add_argument("--seed", type=int, default=0, help="scenario seed")
+                   help="image size of scenario and model in pixels (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="scenario seed (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(func=demo_command)
 

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
+                                    require_state_dir)
 from edgecl.errors import ConfigError
 from edgecl.runtime.promote import promote_version, rollback_version
 
@@ -50,10 +51,15 @@ def add_parser(sub) -> None:
     prune.set_defaults(func=prune_command)
 
 
-def _registry(args):
+def _registry(args, create: bool = False):
+    """The state directory's registry; only ``models add`` (``create``) may start a new one (a
+    typo in --state-dir must not leave an empty state directory behind)."""
     from edgecl.models.registry import Registry
 
-    return Registry(Path(config_from_args(args).state_dir) / "models")
+    cfg = config_from_args(args)
+    if not create:
+        require_state_dir(cfg)
+    return Registry(Path(cfg.state_dir) / "models")
 
 
 def _options(args):
@@ -144,7 +150,7 @@ def add_command(args: argparse.Namespace) -> int:
     """Load and warm a model file, stage it (and optionally promote it)."""
     from edgecl.models.classes import ClassRegistry
 
-    registry = _registry(args)
+    registry = _registry(args, create=True)
     version = registry.add(args.path, opts=_options(args))
     names = registry.manifest(version).get("classes") or {}
     conflict = ClassRegistry(config_from_args(args).state_dir).conflict(names)

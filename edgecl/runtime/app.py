@@ -294,23 +294,34 @@ class Runtime:
             ConfigError: the source's or the model file's ids name other classes than the
                 device's (checked before anything is written).
         """
+        seeds = []
         names = getattr(source, "names", None)
         if names and getattr(source, "labelled", True):
-            self._seed_from(names, f"the labels of {getattr(source, 'uri', 'the source')}",
-                            "import the folder with 'edgecl labels import', which maps classes "
-                            "by name")
+            seeds.append((names, f"the labels of {getattr(source, 'uri', 'the source')}",
+                          "import the folder with 'edgecl labels import', which maps classes "
+                          "by name"))
         current = self.registry.current() if self.registry else None
         from_file = current is None or self.opts.model
-        if model_path.suffix.lower() == ".yaml":
-            return
-        if from_file:
-            self._seed_from(model_names, f"the model {model_path.name}",
-                            "use a model trained with these class ids, or another --state-dir")
-        elif not self.classes.names() and "parent" not in self.registry.manifest(current):
-            # a version staged from a user's file ('edgecl models add'), on a device that has no
-            # class yet: its names are the device's first classes, as a --model file's would be
-            self._seed_from(model_names, f"version {current} ({model_path.name})",
-                            "use a model trained with these class ids, or another --state-dir")
+        if model_path.suffix.lower() != ".yaml":
+            if from_file:
+                seeds.append((model_names, f"the model {model_path.name}",
+                              "use a model trained with these class ids, or another --state-dir"))
+            elif not self.classes.names() and "parent" not in self.registry.manifest(current):
+                # a version staged from a user's file ('edgecl models add'), on a device that
+                # has no class yet: its names are the device's first classes, as a --model
+                # file's would be
+                seeds.append((model_names, f"version {current} ({model_path.name})",
+                              "use a model trained with these class ids, or another --state-dir"))
+        from edgecl.models.classes import names_conflict
+
+        planned = dict(self.classes.names())
+        for names, what, advice in seeds:  # every check before any write: a refused start
+            conflict = names_conflict(planned, names)  # leaves the registry as it was
+            if conflict:
+                raise ConfigError(f"{what}: {conflict}; {advice}")
+            planned.update({int(k): str(v) for k, v in names.items() if int(k) not in planned})
+        for names, what, advice in seeds:
+            self._seed_from(names, what, advice)
 
     def _seed_from(self, names: dict, what: str, advice: str) -> None:
         conflict = self.classes.conflict(names)

@@ -194,3 +194,15 @@ def test_a_version_with_nothing_left_to_serve_says_why(capsys, tmp_path):
     (state / "models" / version / "model.onnx").unlink()
     code, out, err = run_cli(capsys, "models", "list", "--state-dir", state)
     assert code == 0 and "[cannot serve: " in out and "model.onnx is missing" in out, out
+
+
+def test_reading_a_missing_state_dir_creates_nothing(tmp_path, run_edgecl):
+    """A typo in --state-dir: list/verify/prune/rollback refuse in one line (before, `models
+    list` created STATE/models/.lock); only `models add` starts a new state directory."""
+    missing = tmp_path / "typo"
+    for action in (["list"], ["verify"], ["prune"], ["rollback"]):
+        code, _, err = run_edgecl(["models", *action, "--state-dir", str(missing)])
+        assert code == 2 and err.strip().splitlines() == [
+            f"error: {missing}: no such state directory (run 'edgecl run --state-dir {missing} "
+            f"...' first, or check --state-dir)"]
+    assert not missing.exists()

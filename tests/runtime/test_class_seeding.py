@@ -65,6 +65,25 @@ def test_a_conflicting_source_is_refused_before_anything_is_written(tmp_path, sc
     assert ClassRegistry(state).names() == {0: "boat"}
 
 
+def test_a_model_disagreeing_with_the_labelled_source_is_refused_before_anything_is_written(
+        tmp_path, scenario):
+    """The dataset's labels (car, truck, person, bicycle) and a checkpoint trained on other
+    ids: the start is refused, and the registry of a fresh state directory stays empty (before,
+    the source's names were written first)."""
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    names = {0: "car", 1: "bicycle"}
+    pt = save_checkpoint(build_detection_model(2, names=names), tmp_path / "yours.pt",
+                         meta={"names": names, "imgsz": IMGSZ})
+    state = tmp_path / "state"
+    with pytest.raises(ConfigError) as err:
+        run(state, f"tasks://{scenario}", str(pt))
+    assert str(err.value).startswith("the model yours.pt: class id 1 is 'bicycle', but this "
+                                     "device's class registry has 'truck' there")
+    assert ClassRegistry(state).names() == {}
+
+
 def test_a_pretrained_model_added_to_the_registry_names_the_first_classes(tmp_path, scenario,
                                                                           capsys):
     import cv2
