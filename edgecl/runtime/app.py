@@ -386,8 +386,9 @@ class Runtime:
                                             warmup_runs=cfg.runtime.warmup_runs)
                 log.info("%s", describe_labelling(cfg, bool(getattr(source, "labelled", False))))
                 learn = cfg.learner
-                if learn.enabled and not (learn.trigger_new_samples or learn.trigger_new_class
-                                          or learn.trigger_interval_s):
+                if learn.enabled and self.supervise_hook is None and not (
+                        learn.trigger_new_samples or learn.trigger_new_class
+                        or learn.trigger_interval_s):  # (a hook such as the demo's starts rounds)
                     log.warning("learner: every trigger is off (learner.trigger_new_samples 0, "
                                 "trigger_new_class false, trigger_interval_s 0), so no round "
                                 "starts by itself; 'edgecl learn --state-dir %s' runs one",
