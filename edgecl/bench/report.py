@@ -315,6 +315,16 @@ def _write_csv(path: Path, header: Sequence, rows: Sequence[Sequence]) -> Path:
     return _write_file(path, buffer.getvalue().encode("utf-8"))
 
 
+def _iso(ts_s: float | None) -> str:
+    """``2026-11-30T14:05:00+00:00`` for a time in seconds since the epoch, ``-`` for None."""
+    import datetime
+
+    if ts_s is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(float(ts_s), datetime.timezone.utc).isoformat(
+        timespec="seconds")
+
+
 def _summary_lines(summary: dict) -> list[str]:
     """The report's summary table."""
     calibration = summary.get("calibration") or {}
@@ -324,6 +334,8 @@ def _summary_lines(summary: dict) -> list[str]:
             ("mean forgetting", summary["mean_forgetting"]), ("D-ECE", summary["dece"]),
             ("D-ECE before / after calibration",
              f"{_fmt(calibration.get('dece_before'))} / {_fmt(calibration.get('dece_after'))}"),
+            ("last runtime sample (FPS, latency and memory as of then)",
+             _iso(summary.get("runtime_ts_s"))),
             ("FPS", summary["fps"]), ("latency p50 (ms)", summary["latency_ms_p50"]),
             ("replay memory (samples)", summary["memory_samples"]),
             ("replay memory (bytes)", summary["memory_bytes"]),

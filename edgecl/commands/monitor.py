@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from edgecl.commands.common import add_config_args, config_from_args, print_json_line
 
@@ -66,6 +67,9 @@ def summary_command(args: argparse.Namespace) -> int:
     for key in ("model_version", "round", "kind", "acc", "bwt", "mean_forgetting", "dece", "fps",
                 "latency_ms_p50", "memory_samples", "memory_bytes", "n_promoted", "n_rejected"):
         print(f"{key:<16} {_text(summary.get(key))}")
+    if summary.get("runtime_ts_s") is not None:  # fps, latency and memory are as of this sample
+        sampled = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(summary["runtime_ts_s"]))
+        print(f"{'runtime_sampled':<16} {sampled} (fps, latency and memory as of then)")
     calibration = summary.get("calibration") or {}
     if calibration:
         print(f"{'dece_calibrated':<16} {_text(calibration.get('dece_after'))} "

@@ -902,7 +902,9 @@ class Monitor:
             ``calibration`` (``dece_before``/``dece_after`` of the latest promoted version or
             None), ``fps``, ``latency_ms_p50``, ``memory_bytes``, ``memory_samples``,
             ``n_promoted``, ``n_rejected``, ``serving_version`` (what the loop ran at the last
-            runtime sample); None where there is nothing to report. ``model_version`` is the
+            runtime sample), ``runtime_ts_s`` (the time of that sample, seconds since the
+            epoch: fps, latency, memory and serving version are as of then); None where there
+            is nothing to report. ``model_version`` is the
             latest promoted version.
         """
         view = self.matrix_view("promoted")
@@ -925,6 +927,7 @@ class Monitor:
         runtime = self.latest_runtime() or {}
         for key in ("fps", "latency_ms_p50", "memory_bytes", "memory_samples"):
             out[key] = runtime.get(key)
+        out["runtime_ts_s"] = runtime.get("ts_s")  # when those five were sampled
         out["model_version"] = (view.versions[-1] if view.versions else None) or runtime.get(
             "model_version")
         out["serving_version"] = runtime.get("model_version")
