@@ -12,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from edgecl.errors import ModelLoadError
 from edgecl.frames import Detections
 
 
@@ -112,6 +113,97 @@ def one_line(exc: BaseException, max_chars: int = 200) -> str:
     if len(first) > max_chars:
         first = first[: max_chars - 3] + "..."
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+DETECTION_ONLY = ("edgecl runs object detection models "
+                  "(ultralytics DetectionModel: YOLOv5u/v8/v9/v10/11/12/26)")
+"""What every backend says it expects when it refuses another kind of model."""
+
+# ultralytics task name (a checkpoint's ``task``, an export's ``task`` metadata) -> what it is
+TASK_KINDS = {
+    "segment": "a segmentation model",
+    "semantic": "a semantic segmentation model",
+    "pose": "a pose model",
+    "obb": "an oriented-box (OBB) model",
+    "classify": "a classification model",
+    "depth": "a depth-estimation model",
+}
+
+
+# ultralytics head (last module) class -> what a model with it is; Detect and v10Detect are the
+# detection heads edgecl decodes
+OTHER_HEADS = {
+    "YOLOESegment": "a YOLOE segmentation model",
+    "YOLOESegment26": "a YOLOE segmentation model",
+    "YOLOEDetect": "a YOLOE open-vocabulary detector",
+    "WorldDetect": "a YOLO-World open-vocabulary detector",
+    "RTDETRDecoder": "an RT-DETR transformer detector",
+    "SemanticSegment": TASK_KINDS["semantic"],
+    "Segment": TASK_KINDS["segment"],
+    "Segment26": TASK_KINDS["segment"],
+    "Pose": TASK_KINDS["pose"],
+    "Pose26": TASK_KINDS["pose"],
+    "OBB": TASK_KINDS["obb"],
+    "OBB26": TASK_KINDS["obb"],
+    "Depth": TASK_KINDS["depth"],
+    "Classify": TASK_KINDS["classify"],
+}
+
+
+def task_kind(task: str) -> str:
+    """Say what kind of model an ultralytics task name is, for a refusal.
+
+    Args:
+        task: ultralytics task (``segment``, ``pose``, ``obb``, ``classify`` ...).
+
+    Returns:
+        E.g. ``"a pose model"``; an unknown task reads ``"a 'depth2' model"``.
+    """
+    return TASK_KINDS.get(str(task), f"a {str(task)[:40]!r} model")
+
+
+class NotADetectorError(ModelLoadError):
+    """A model file loads but is another kind of model (segmentation, pose, OBB, classifier,
+    RT-DETR ...): its message is complete and names the file (callers need no prefix)."""
+
+
+def not_a_detector(path, kind: str) -> NotADetectorError:
+    """The one-line error every backend raises for a model that is not an object detector.
+
+    Args:
+        path: the model file.
+        kind: what the file is, e.g. ``"a pose model (PoseModel)"`` or ``"a pose model (task
+            'pose' in its metadata)"``.
+
+    Returns:
+        A :class:`NotADetectorError` reading ``cannot load PATH: KIND; edgecl runs object
+        detection models (...)`` (to raise).
+    """
+    return NotADetectorError(f"cannot load {path}: {kind}; {DETECTION_ONLY}")
+
+
+def check_export_metadata(metadata, path) -> None:
+    """Refuse an exported model whose metadata says it is not a plain object detector.
+
+    ultralytics' exports (ONNX metadata, OpenVINO ``metadata.yaml``, TensorRT engine header)
+    record the model's ``task`` and its head's class (``head``): a ``pose`` task, or a
+    ``detect`` task with an ``RTDETRDecoder`` head, is refused. Absent keys are accepted (the
+    output shape checks still apply).
+
+    Args:
+        metadata: the file's metadata as a mapping (``task``, ``head`` ... as strings).
+        path: the model file, for the message.
+
+    Raises:
+        ModelLoadError: the file declares another task or head (one line, see
+            :func:`not_a_detector`).
+    """
+    task = metadata.get("task")
+    if task is not None and str(task) != "detect":
+        raise not_a_detector(path, f"{task_kind(task)} (task {str(task)[:40]!r} in its metadata)")
+    head = metadata.get("head")
+    if head is not None and str(head) in OTHER_HEADS:
+        raise not_a_detector(path, f"{OTHER_HEADS[str(head)]} (head {str(head)!r} in its metadata)")
 
 
 def letterbox_batch(images: list[np.ndarray], imgsz: int | tuple[int, int]) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_with
 from edgecl.errors import ModelLoadError
-from edgecl.models.base import MAX_IMAGE_SIDE
+from edgecl.models.base import MAX_IMAGE_SIDE, OTHER_HEADS, TASK_KINDS, not_a_detector
 from edgecl.ultra import ensure_offline
 
 # Transient attributes a trained model may carry that must not be pickled.
@@ -80,6 +80,62 @@ def save_checkpoint(model, path: str | os.PathLike, *, meta: dict) -> Path:
     return path
 
 
+# ultralytics model classes that are not plain object detectors (most are DetectionModel
+# subclasses whose forward returns other outputs): class name -> what it is. Matched by name
+# along the class's MRO, so classes an older or newer ultralytics lacks cost nothing.
+_OTHER_MODELS = {
+    "YOLOESegModel": "a YOLOE segmentation model",
+    "YOLOEModel": "a YOLOE open-vocabulary detector",
+    "WorldModel": "a YOLO-World open-vocabulary detector",
+    "RTDETRDetectionModel": "an RT-DETR transformer detector",
+    "SemanticSegmentationModel": TASK_KINDS["semantic"],
+    "SegmentationModel": TASK_KINDS["segment"],
+    "PoseModel": TASK_KINDS["pose"],
+    "OBBModel": TASK_KINDS["obb"],
+    "DepthModel": TASK_KINDS["depth"],
+    "ClassificationModel": TASK_KINDS["classify"],
+}
+
+
+def _first_match(obj, table: dict[str, str]) -> str | None:
+    return next((table[c.__name__] for c in type(obj).__mro__ if c.__name__ in table), None)
+
+
+def detection_model_problem(model) -> str | None:
+    """Say what a loaded model is when it is not a plain ultralytics object detector.
+
+    Recognised by the model's class and its head's class (``SegmentationModel``/``Segment``,
+    ``PoseModel``/``Pose``, ``OBBModel``/``OBB``, ``ClassificationModel``/``Classify``,
+    ``RTDETRDetectionModel``/``RTDETRDecoder``, ``WorldModel``, ``YOLOEModel`` ...), never by
+    the file name.
+
+    Args:
+        model: the module a checkpoint holds (or one built from a model yaml).
+
+    Returns:
+        ``None`` for a ``DetectionModel`` with a ``Detect`` (or ``v10Detect``) head, else what
+        it is, e.g. ``"a pose model (PoseModel)"``.
+    """
+    cls = type(model).__name__
+    kind = _first_match(model, _OTHER_MODELS)
+    if kind is not None:
+        return f"{kind} ({cls})"
+    if not any(c.__name__ == "DetectionModel" for c in type(model).__mro__):
+        return f"not an ultralytics detection model ({cls})"
+    layers = getattr(model, "model", None)
+    try:
+        head = layers[-1]
+    except (TypeError, IndexError, KeyError):
+        return f"not an ultralytics detection model ({cls} without layers)"
+    head_name = type(head).__name__
+    kind = _first_match(head, OTHER_HEADS)  # a DetectionModel built from a pose/seg yaml
+    if kind is not None:
+        return f"{kind} ({cls} with a {head_name} head)"
+    if not any(c.__name__ == "Detect" for c in type(head).__mro__):
+        return f"not an object detector ({cls} with a {head_name} head)"
+    return None
+
+
 def _one_line(exc: BaseException, max_chars: int = 160) -> str:
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
@@ -99,7 +155,9 @@ def load_checkpoint(path: str | os.PathLike):
         metadata (for a plain ultralytics checkpoint: ``names`` from the model).
 
     Raises:
-        ModelLoadError: the file is missing, truncated, corrupt or not a model checkpoint.
+        ModelLoadError: the file is missing, truncated, corrupt or not a model checkpoint;
+            or it holds another kind of model than an object detector (segmentation, pose,
+            OBB, classification, RT-DETR, YOLO-World, YOLOE ...: :func:`detection_model_problem`).
     """
     ensure_offline()
     import torch
@@ -119,6 +177,9 @@ def load_checkpoint(path: str | os.PathLike):
     model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
     if not isinstance(model, nn.Module) or not hasattr(model, "model"):
         raise ModelLoadError(f"{path} is not a model checkpoint (no 'model' module)")
+    problem = detection_model_problem(model)
+    if problem is not None:
+        raise not_a_detector(path, problem)
     model = model.float().eval()
     stored = ckpt.get("edgecl")
     if stored is not None and not isinstance(stored, dict):
@@ -130,10 +191,29 @@ def load_checkpoint(path: str | os.PathLike):
     meta["names"] = _checked_names(meta["names"], path) or {  # numbered, as ultralytics does
         i: str(i) for i in range(int(getattr(model.model[-1], "nc", 0)))}
     model.names = dict(meta["names"])
+    if "imgsz" not in meta:  # an ultralytics checkpoint: the size it was trained at
+        trained = _trained_image_size(ckpt, model)
+        if trained is not None:
+            meta["imgsz"] = trained
     if "imgsz" in meta and not _is_image_size(meta["imgsz"]):
         raise ModelLoadError(f"{path}: its 'imgsz' metadata {str(meta['imgsz'])[:40]!r} is not a "
                              f"positive image size")
     return model, meta
+
+
+def _trained_image_size(ckpt: dict, model) -> int | None:
+    """The input side an ultralytics checkpoint was trained at (``train_args.imgsz``, else the
+    model's ``args``), or None when it records none usable (a ``[h, w]`` size gives its longer
+    side, rounded up to a multiple of 32 as ultralytics' ``check_imgsz`` does)."""
+    for args in (ckpt.get("train_args"), getattr(model, "args", None)):
+        if not isinstance(args, dict):
+            args = getattr(args, "__dict__", None)
+        value = args.get("imgsz") if isinstance(args, dict) else None
+        if isinstance(value, (list, tuple)) and value and all(_is_image_size(v) for v in value):
+            value = max(int(v) for v in value)
+        if _is_image_size(value):
+            return -(-int(value) // 32) * 32  # ultralytics trains at a multiple of the stride
+    return None
 
 
 def _checked_names(names, path: Path) -> dict[int, str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.errors import ModelLoadError
-from edgecl.models.base import MAX_IMAGE_SIDE, Backend, ModelMeta, one_line, sha256_file
+from edgecl.models.base import (MAX_IMAGE_SIDE, Backend, ModelMeta, check_export_metadata,
+                                one_line, sha256_file)
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +182,7 @@ class OnnxBackend(Backend):
             raise ModelLoadError(f"{path}: input element type {inp.type} is not supported "
                                  f"(expected one of {', '.join(INPUT_DTYPES)})")
         custom = session.get_modelmeta().custom_metadata_map
-        if custom.get("task", "detect") != "detect":
-            raise ModelLoadError(f"{path}: a '{custom['task']}' model; edgecl runs detection models only")
+        check_export_metadata(custom, path)
         names, hw = read_onnx_metadata(custom, list(inp.shape), path, self.opts.imgsz)
         names = check_detect_output(list(outputs[0].shape), names, path)
         batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.errors import ModelLoadError
-from edgecl.models.base import Backend, ModelMeta, one_line, sha256_file
+from edgecl.models.base import Backend, ModelMeta, check_export_metadata, one_line, sha256_file
 from edgecl.models.onnx_backend import check_detect_output, read_onnx_metadata
 
 # rt_info section of an IR where edgecl records its metadata (same keys as the ONNX metadata).
@@ -40,8 +40,11 @@ def import_openvino():
     Raises:
         ModelLoadError: ``openvino`` is not installed (or cannot be imported here).
     """
+    from edgecl.ultra import telemetry_declined
+
     try:
-        import openvino
+        with telemetry_declined():
+            import openvino
     except ImportError as exc:
         raise ModelLoadError(f"OpenVINO is not available ({one_line(exc)}); {INSTALL_HINT}") from None
     return openvino
@@ -112,7 +115,7 @@ def read_ir_metadata(ov_model, xml_path: Path) -> dict[str, str]:
         raise ModelLoadError(f"{yaml_path}: unreadable metadata ({one_line(exc)})") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{yaml_path}: metadata is not a mapping")
-    for key in ("names", "imgsz", "stride", "task"):
+    for key in ("names", "imgsz", "stride", "task", "head"):
         if key in data:
             custom[key] = repr(data[key]) if key in ("names", "imgsz") else str(data[key])
     return custom
@@ -172,8 +175,7 @@ class OpenVinoBackend(Backend):
             raise ModelLoadError(f"{path}: input element type {etype} is not supported "
                                  f"(expected one of {', '.join(INPUT_DTYPES)})")
         custom = read_ir_metadata(model, path)
-        if custom.get("task", "detect") != "detect":
-            raise ModelLoadError(f"{path}: a '{custom['task']}' model; edgecl runs detection models only")
+        check_export_metadata(custom, path)
         in_shape = _shape(inp.get_partial_shape())
         names, hw = read_onnx_metadata(custom, in_shape, path, self.opts.imgsz)
         if not inp.get_partial_shape().is_static:

@@ -203,9 +203,11 @@ def require_nncf():
         ExportError: ``nncf`` is not installed (or fails to import).
     """
     from edgecl.models.base import one_line
+    from edgecl.ultra import telemetry_declined
 
     try:
-        import nncf
+        with telemetry_declined():
+            import nncf
     except ImportError as exc:
         raise ExportError(f"NNCF is not available ({one_line(exc)}); pip install nncf") from None
     nncf.set_log_level(logging.WARNING)  # its INFO lines list every op it leaves alone

@@ -51,7 +51,7 @@ from pathlib import Path, PurePosixPath
 
 from edgecl.atomic import atomic_write_json, atomic_write_text, fsync_dir
 from edgecl.errors import ModelLoadError, NotFoundError, RegistryError, StorageError
-from edgecl.models.base import sha256_file
+from edgecl.models.base import NotADetectorError, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -823,6 +823,8 @@ class Registry:
 
             try:
                 backend = load_backend(path, opts, warmup_runs=1)
+            except NotADetectorError as exc:  # already "cannot load PATH: what it is; expected"
+                raise RegistryError(str(exc)) from None
             except ModelLoadError as exc:
                 raise RegistryError(f"cannot add {path}: {exc}") from None
             meta_ = backend.meta

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.errors import ModelLoadError
-from edgecl.models.base import Backend, InferenceOptions, ModelMeta, sha256_file
+from edgecl.models.base import (Backend, InferenceOptions, ModelMeta, check_export_metadata,
+                                sha256_file)
 from edgecl.models.engine_file import (LOAD_HINT, check_engine_compatible, cuda_device_identity,
                                        header_hw, header_names, import_tensorrt, read_engine_file,
                                        tensorrt_logger)
@@ -159,6 +160,7 @@ class TensorRTBackend(Backend):
     def _load(self, path: Path) -> ModelMeta:
         trt = import_tensorrt(ModelLoadError, LOAD_HINT)
         header, plan = read_engine_file(path)
+        check_export_metadata(header, path)
         device = cuda_device_identity(ModelLoadError, self._device_index)
         check_engine_compatible(header, trt_version=trt.__version__, device=device, source=str(path))
         try:

@@ -103,6 +103,12 @@ class TorchBackend(Backend):
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"cannot build model from {path}: {type(exc).__name__}: "
                                  f"{first_line}") from None
+        from edgecl.models.base import not_a_detector
+        from edgecl.models.checkpoint import detection_model_problem
+
+        problem = detection_model_problem(model)  # e.g. yolo11n-pose.yaml builds a Pose head
+        if problem is not None:
+            raise not_a_detector(path, problem)
         imgsz = int(self.opts.imgsz or 640)
         return model, dict(model.names), imgsz, sha256_file(path) if path.is_file() else ""
 

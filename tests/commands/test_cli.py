@@ -69,6 +69,9 @@ def test_corrupt_model_is_refused(capsys, tmp_path):
 
 def test_models_cli(capsys, tmp_path):
     state = tmp_path / "state"
+    code, _, err = run_cli(capsys, "models", "list", "--state-dir", str(state), "--json")
+    assert code == 2 and "no such state directory" in err and not state.exists()
+    state.mkdir()
     code, out, _ = run_cli(capsys, "models", "list", "--state-dir", str(state), "--json")
     assert code == 0 and json.loads(out.strip().splitlines()[-1]) == []
     bad = tmp_path / "m.onnx"

@@ -121,3 +121,136 @@ def test_list_names_and_no_names_load(tmp_path):
     ckpt["model"].names = None
     torch.save(ckpt, path)
     assert load_checkpoint(path)[1]["names"] == {0: "0", 1: "1"}  # numbered as ultralytics does
+
+
+@pytest.mark.parametrize("train_args, expected", [
+    ({"imgsz": 128}, 128),          # what ultralytics' trainer records
+    ({"imgsz": 100}, 128),          # rounded up to the stride, as ultralytics trains it
+    ({"imgsz": [96, 128]}, 128),    # a rectangular size: its longer side
+    ({"imgsz": "big"}, None),       # unusable: the configuration's model.imgsz applies
+    (None, None),
+])
+def test_an_ultralytics_checkpoint_is_served_at_the_size_it_was_trained_at(tmp_path, train_args,
+                                                                            expected):
+    """Before, a user's 640 px checkpoint without edgecl metadata was silently served at the
+    configuration's model.imgsz (160)."""
+    path = save_checkpoint(build_detection_model(2, names={0: "car", 1: "drone"}),
+                           tmp_path / "m.pt", meta={"imgsz": 64})
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    del ckpt["edgecl"]
+    ckpt["model"].args = {}
+    if train_args is not None:
+        ckpt["train_args"] = train_args
+    torch.save(ckpt, path)
+    assert load_checkpoint(path)[1].get("imgsz") == expected
+    assert load_checkpoint(save_checkpoint(build_detection_model(1, names={0: "car"}),
+                                           tmp_path / "e.pt", meta={"imgsz": 64}))[1]["imgsz"] == 64
+
+
+# --- checkpoints of other kinds of models: refused with one line wherever a .pt enters ---------
+
+EXPECTED = ("edgecl runs object detection models "
+            "(ultralytics DetectionModel: YOLOv5u/v8/v9/v10/11/12/26)")
+
+
+def _other_model(kind: str):
+    """A tiny model of another ultralytics task built from its packaged yaml (no download)."""
+    from ultralytics.nn import tasks
+
+    cls, cfg = {"seg": (tasks.SegmentationModel, "yolo11n-seg.yaml"),
+                "seg26": (tasks.SegmentationModel, "yolo26n-seg.yaml"),
+                "pose": (tasks.PoseModel, "yolo11n-pose.yaml"),
+                "obb": (tasks.OBBModel, "yolo11n-obb.yaml"),
+                "cls": (tasks.ClassificationModel, "yolo11n-cls.yaml"),
+                "rtdetr": (tasks.RTDETRDetectionModel, "rtdetr-l.yaml")}[kind]
+    model = cls(cfg, nc=2, verbose=False)
+    model.names = {0: "car", 1: "drone"}
+    return model
+
+
+OTHER_KINDS = {  # kind -> what the refusal says the file is
+    "seg": "a segmentation model (SegmentationModel)",
+    "seg26": "a segmentation model (SegmentationModel)",
+    "pose": "a pose model (PoseModel)",
+    "obb": "an oriented-box (OBB) model (OBBModel)",
+    "cls": "a classification model (ClassificationModel)",
+    "rtdetr": "an RT-DETR transformer detector (RTDETRDetectionModel)",
+}
+
+
+@pytest.fixture(scope="module")
+def other_checkpoints(tmp_path_factory):
+    """Each kind saved as ultralytics' trainer saves ``best.pt`` (the model in ``ema``, half),
+    under a neutral file name: recognition is by class, not by name."""
+    out = tmp_path_factory.mktemp("other_kinds")
+    paths = {}
+    for kind in OTHER_KINDS:
+        model = _other_model(kind)
+        task = {"seg": "segment", "seg26": "segment", "pose": "pose", "obb": "obb",
+                "cls": "classify", "rtdetr": "detect"}[kind]
+        paths[kind] = out / f"best_{kind}.pt"
+        torch.save({"model": None, "ema": model.half(), "train_args": {"task": task, "imgsz": 64},
+                    "date": "2026-01-01", "version": "8.4.0"}, paths[kind])
+    return paths
+
+
+@pytest.mark.parametrize("kind", sorted(OTHER_KINDS))
+def test_other_kinds_of_checkpoint_are_refused_at_load_with_one_line(other_checkpoints, kind):
+    """Before: seg and cls failed at warm-up (AttributeError, IndexError), pose and OBB were
+    served as detectors (keypoints, rotation dropped), RT-DETR served normalised boxes."""
+    path = other_checkpoints[kind]
+    with pytest.raises(ModelLoadError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == f"cannot load {path}: {OTHER_KINDS[kind]}; {EXPECTED}"
+
+
+@pytest.mark.parametrize("kind", sorted(OTHER_KINDS))
+def test_models_add_refuses_other_kinds_with_one_line(other_checkpoints, kind, run_edgecl,
+                                                      tmp_path):
+    path = other_checkpoints[kind]
+    code, out, err = run_edgecl(["models", "add", "--state-dir", tmp_path / "s", path])
+    assert code == 2 and out == ""
+    assert err == f"error: cannot load {path}: {OTHER_KINDS[kind]}; {EXPECTED}\n"
+    assert not (tmp_path / "s" / "models").is_dir() or not any(
+        p.name.startswith("v") for p in (tmp_path / "s" / "models").iterdir())
+
+
+def test_run_refuses_a_pose_checkpoint_before_serving(other_checkpoints, run_edgecl, tmp_path):
+    """``--model`` (and ``model.path``, which a pretrained start also seeds the learner from)."""
+    path = other_checkpoints["pose"]
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    code, _, err = run_edgecl(["run", "--state-dir", tmp_path / "s", "--source",
+                               f"dir://{frames}", "--frames", 1, f"model.path={path}"])
+    assert code == 2
+    assert err.strip().splitlines()[-1] == f"error: cannot load {path}: a pose model (PoseModel); {EXPECTED}"
+
+
+@pytest.mark.parametrize("cfg, what", [
+    ("yolo11n-pose.yaml", "a pose model (DetectionModel with a Pose head)"),
+    ("yolo11n-seg.yaml", "a segmentation model (DetectionModel with a Segment head)"),
+])
+def test_a_detection_model_with_another_head_is_refused(tmp_path, cfg, what):
+    """A DetectionModel built from a pose/seg yaml (``--model yolo11n-pose.yaml``) or pickled
+    that way keeps its head: refused by the head's class."""
+    from edgecl.models.backends import load_backend
+
+    with pytest.raises(ModelLoadError) as info:
+        load_backend(cfg)
+    assert str(info.value) == f"cannot load {cfg}: {what}; {EXPECTED}"
+    path = tmp_path / "odd.pt"
+    torch.save({"model": build_detection_model(2, cfg=cfg)}, path)
+    with pytest.raises(ModelLoadError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == f"cannot load {path}: {what}; {EXPECTED}"
+
+
+@pytest.mark.parametrize("cfg", ["yolo11n.yaml", "yolov8n.yaml", "yolov10n.yaml", "yolo26n.yaml"])
+def test_detection_checkpoints_of_every_family_still_load(tmp_path, cfg):
+    from edgecl.models.checkpoint import detection_model_problem
+
+    model = build_detection_model(2, cfg=cfg)
+    assert detection_model_problem(model) is None
+    path = tmp_path / "m.pt"
+    torch.save({"model": model}, path)
+    assert load_checkpoint(path)[1]["names"] == {0: "0", 1: "1"}

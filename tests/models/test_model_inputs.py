@@ -165,7 +165,8 @@ def _tiny_graph(path: Path, *, out_shape, elem=None, in_shape=(1, 3, 64, 64), me
     ("end2end", "end-to-end"),
     ("uint8", r"input element type tensor\(uint8\) is not supported"),
     ("grey", r"not an image batch \(N, 3, H, W\)"),
-    ("segment", "a 'segment' model"),
+    ("segment", r"a segmentation model \(task 'segment' in its metadata\); edgecl runs object "
+                r"detection models \(ultralytics DetectionModel: YOLOv5u/v8/v9/v10/11/12/26\)$"),
     ("class_mismatch", "output has 3 class channels but the metadata names 2 classes"),
 ])
 def test_bad_onnx_files_are_refused_with_one_line(case, match, exported, tmp_path):
@@ -296,3 +297,38 @@ def test_nms_runs_on_one_torch_thread_and_leaves_the_count_as_it_was(monkeypatch
     finally:
         torch.set_num_threads(before)
     assert len(det.scores) == 1 and det.scores[0] == pytest.approx(0.9)
+
+
+# --- exports of other kinds of models: the same one line as a .pt checkpoint of that kind -------
+
+DETECTION_ONLY = ("edgecl runs object detection models "
+                  "(ultralytics DetectionModel: YOLOv5u/v8/v9/v10/11/12/26)")
+
+
+@pytest.mark.parametrize("metadata, what", [
+    ({"task": "pose"}, "a pose model (task 'pose' in its metadata)"),
+    ({"task": "obb"}, "an oriented-box (OBB) model (task 'obb' in its metadata)"),
+    ({"task": "classify"}, "a classification model (task 'classify' in its metadata)"),
+    ({"task": "detect", "head": "RTDETRDecoder"},  # RT-DETR exports say task 'detect'
+     "an RT-DETR transformer detector (head 'RTDETRDecoder' in its metadata)"),
+])
+def test_onnx_of_another_task_is_refused_like_a_checkpoint(tmp_path, metadata, what, run_edgecl):
+    path = _tiny_graph(tmp_path / "m.onnx", out_shape=(1, 300, 6), metadata=metadata)
+    with pytest.raises(ModelLoadError) as info:
+        load_backend(path)
+    assert str(info.value) == f"cannot load {path}: {what}; {DETECTION_ONLY}"
+    code, _, err = run_edgecl(["models", "add", "--state-dir", tmp_path / "s", path])
+    assert (code, err) == (2, f"error: cannot load {path}: {what}; {DETECTION_ONLY}\n")
+
+
+def test_ultralytics_onnx_export_of_a_pose_model_is_refused(tmp_path, run_edgecl):
+    """An ONNX file exported by ultralytics' own Exporter from a (tiny) pose model."""
+    from ultralytics.nn.tasks import PoseModel
+
+    torch.manual_seed(0)
+    pose = PoseModel("yolo11n-pose.yaml", nc=1, verbose=False)
+    pose.names, pose.task = {0: "person"}, "pose"
+    path = export(pose, tmp_path, "pose.onnx")
+    code, _, err = run_edgecl(["models", "add", "--state-dir", tmp_path / "s", path])
+    assert (code, err) == (2, f"error: cannot load {path}: a pose model (task 'pose' in its "
+                              f"metadata); {DETECTION_ONLY}\n")

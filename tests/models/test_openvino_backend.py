@@ -208,3 +208,23 @@ def test_an_ultralytics_ir_is_added_with_its_metadata_yaml(tmp_path):
     backend = load_backend(reg.model_path(version, verify=True), InferenceOptions(threads=1))
     assert backend.meta.names == {0: "car", 1: "traffic light"}
     backend.close()
+
+
+@pytest.mark.parametrize("metadata, what", [
+    ("task: pose\n", "a pose model (task 'pose' in its metadata)"),
+    ("task: segment\n", "a segmentation model (task 'segment' in its metadata)"),
+    ("task: detect\nhead: RTDETRDecoder\n",
+     "an RT-DETR transformer detector (head 'RTDETRDecoder' in its metadata)"),
+])
+def test_an_ultralytics_ir_of_another_task_is_refused_like_a_checkpoint(tmp_path, metadata, what,
+                                                                         run_edgecl):
+    """ultralytics' metadata.yaml names the task and head: the same line as ONNX and .pt."""
+    xml = _tiny_ir(tmp_path, "other", [1, 3, 64, 64])
+    (xml.parent / "metadata.yaml").write_text(metadata + "imgsz: [64, 64]\nnames: {0: a, 1: b}\n")
+    expected = (f"cannot load {xml}: {what}; edgecl runs object detection models "
+                "(ultralytics DetectionModel: YOLOv5u/v8/v9/v10/11/12/26)")
+    with pytest.raises(ModelLoadError) as info:
+        load_backend(xml)
+    assert str(info.value) == expected
+    code, _, err = run_edgecl(["models", "add", "--state-dir", tmp_path / "s", xml])
+    assert (code, err) == (2, f"error: {expected}\n")

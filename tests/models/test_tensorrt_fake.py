@@ -344,3 +344,18 @@ def test_binding_outside_the_profile_is_refused(monkeypatch):
     backend = _dynamic_backend(monkeypatch, max_batch=2)
     with pytest.raises(ValueError, match="outside the engine's batch range 1..2"):
         backend._bind_batch(3)
+
+
+def test_an_ultralytics_engine_of_another_task_is_refused_like_a_checkpoint(fake_trt, tmp_path):
+    """ultralytics' engine header names the task (and head), as its ONNX metadata does."""
+    from edgecl.errors import ModelLoadError
+    from edgecl.models.backends import load_backend
+
+    path = tmp_path / "pose.engine"
+    path.write_bytes(ef.encode_engine_file({"task": "pose", "imgsz": [64, 64], "batch": 1,
+                                            "names": {"0": "person"}}, b"plan"))
+    with pytest.raises(ModelLoadError) as info:
+        load_backend(path)
+    assert str(info.value) == (f"cannot load {path}: a pose model (task 'pose' in its metadata); "
+                               "edgecl runs object detection models (ultralytics DetectionModel: "
+                               "YOLOv5u/v8/v9/v10/11/12/26)")
