@@ -95,7 +95,8 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                 return [], 0, {**metrics, "skipped": mismatch}
             try:
                 arrays = wire.from_wire(wire.loads(config.get("keys"), []), parameters)
-                out = device.fit(arrays, wire.loads(config.get("names"), []), rnd)
+                out = device.fit(arrays, wire.loads(config.get("names"), []), rnd,
+                                 arch=wire.loads(config.get("arch"), None))
             except Exception as exc:  # a device fault is contained, logged, counted, reported
                 FleetClient.faults += 1
                 log.exception("fleet round %d: fit failed", rnd)
@@ -120,7 +121,8 @@ def make_client(cfg: Config, test_yaml: str | None = None):
             try:
                 arrays = wire.from_wire(wire.loads(config.get("keys"), []), parameters)
                 out = device.adopt(arrays, wire.loads(config.get("names"), []), rnd,
-                                   server=cfg.fleet.server_address)
+                                   server=cfg.fleet.server_address,
+                                   arch=wire.loads(config.get("arch"), None))
                 metrics.update(status=out.status, reason=out.reason[:300], version=out.version,
                                per_class_ap=wire.dumps(out.per_class_ap))
                 if test_yaml:

@@ -1,21 +1,25 @@
 """A device's side of a fleet round: learn on the global model, then adopt the next one.
 
-``fit``: the server's global model is mapped onto the device's class ids by name (global classes
-the device has never seen join its class registry), evaluated on the device's human-verified
-held-out slice, fine-tuned on the device's replay memory with the learner's settings and time
-budget (``learner.*``, the first-round budget while the global model knows no class, as a local
-first round; with ``fleet.proximal_mu`` above 0, FedProx's proximal term keeps the update near
-the global model, :mod:`edgecl.continual.proximal`; with ``fleet.restrict_class_loss`` the
+``fit``: the server's global model is rebuilt with the architecture the server sends (the model
+yaml the fleet started from; yolo11n when it sends none) and mapped onto the device's class ids by
+name (global classes the device has never seen join its class registry), evaluated on the device's
+human-verified held-out slice, fine-tuned on the device's replay memory with the learner's settings
+and time budget (``learner.*``, the first-round budget while the global model knows no class, as a
+local first round; with ``fleet.proximal_mu`` above 0, FedProx's proximal term keeps the update
+near the global model, :mod:`edgecl.continual.proximal`; with ``fleet.restrict_class_loss`` the
 class loss covers only the classes the device holds boxes of, :mod:`edgecl.continual.restricted`),
-evaluated again; the update goes back with
-its sample count, per-class AP50-95 and per-class forgetting (AP lost against the global model,
-classes with at least ``gate.min_instances`` held-out boxes).
+evaluated again; the update goes back with its sample count, per-class AP50-95 and per-class
+forgetting (AP lost against the global model, classes with at least ``gate.min_instances`` held-out
+boxes).
 
 ``adopt``: the aggregated global model is mapped the same way, judged against the device's
 current version by the local gate (:func:`edgecl.continual.gate.judge_results`, same held-out
 samples), calibrated and exported when accepted (the round's
 :func:`~edgecl.continual.round.export_candidate`), staged with ``origin: fleet round N`` and
-promoted; the running loop's model watcher swaps it in between two frames.
+promoted; the running loop's model watcher swaps it in between two frames. A device whose
+current model is of another architecture says so in its log (adopting changes its architecture).
+Weights that do not fit the architecture sent with them are refused with one line (skipped fit,
+rejected adoption), never an internal error.
 
 Both hold the device's one-round-at-a-time lock: a device whose learner is busy skips.
 """
@@ -31,7 +35,7 @@ from pathlib import Path
 
 from edgecl.config import Config
 from edgecl.continual.round_state import learner_dir
-from edgecl.fleet.weights import non_finite_key
+from edgecl.fleet.weights import ArchitectureMismatch, arch_label, head_problem, non_finite_key
 
 log = logging.getLogger(__name__)
 
@@ -186,18 +190,21 @@ class FleetDevice:
 
     # ----------------------------------------------------------------- fit
 
-    def fit(self, global_arrays: dict, global_names: list[str], round_no: int) -> FitOutcome:
+    def fit(self, global_arrays: dict, global_names: list[str], round_no: int,
+            arch: dict | None = None) -> FitOutcome:
         """Fine-tune the global model on this device's memory (see the module docstring).
 
         Args:
             global_arrays: the global model's arrays.
             global_names: its class names.
             round_no: the fleet round (for the log).
+            arch: the global model's architecture (model yaml dict; ``None``: yolo11n).
 
         Returns:
             The :class:`FitOutcome` (``skipped`` set when the learner is busy, the memory
-            holds no training sample, or the global model or the fine-tuned one has non-finite
-            weights).
+            holds no training sample, the global model or the fine-tuned one has non-finite
+            weights, or the global model's architecture cannot be fine-tuned or does not fit
+            its weights).
         """
         from edgecl.continual.finetune import FineTuner
         from edgecl.fleet.weights import build_model, model_arrays
@@ -208,6 +215,11 @@ class FleetDevice:
             log.warning("fleet round %d: the global model has non-finite weights (tensor %s); "
                         "not training on it", round_no, bad)
             return FitOutcome(skipped=f"the global model has non-finite weights (tensor {bad})")
+        problem = head_problem(arch)
+        if problem:
+            why = f"the global model ({arch_label(arch)}) {problem}"
+            log.error("fleet round %d: not training: %s", round_no, why)
+            return FitOutcome(skipped=why)
         with round_lock(self.cfg.state_dir) as held:
             if not held:
                 return FitOutcome(skipped="busy: a learning round is running")
@@ -217,7 +229,12 @@ class FleetDevice:
                 return FitOutcome(skipped="no training sample in the memory")
             global_names = self.registry_spelling(global_names)
             names = self.local_names(global_names)
-            model = build_model(global_arrays, global_names, names, seed=self.cfg.fleet.seed)
+            try:
+                model = build_model(global_arrays, global_names, names, seed=self.cfg.fleet.seed,
+                                    arch=arch)
+            except ArchitectureMismatch as exc:
+                log.error("fleet round %d: not training on the global model: %s", round_no, exc)
+                return FitOutcome(skipped=str(exc))
             before = self._evaluate(model, names, ctx) if global_names else {}
             first = not global_names
             lc = self.cfg.learner
@@ -258,7 +275,7 @@ class FleetDevice:
     # ----------------------------------------------------------------- adopt
 
     def adopt(self, global_arrays: dict, global_names: list[str], round_no: int,
-              server: str = "") -> AdoptOutcome:
+              server: str = "", arch: dict | None = None) -> AdoptOutcome:
         """Gate the new global model on the held-out slice; stage and promote it if accepted.
 
         Args:
@@ -266,10 +283,12 @@ class FleetDevice:
             global_names: its class names.
             round_no: the fleet round (recorded as ``origin: fleet round N``).
             server: the server's address (recorded in the manifest).
+            arch: the global model's architecture (model yaml dict; ``None``: yolo11n).
 
         Returns:
             The :class:`AdoptOutcome`: ``rejected`` with no version (nothing staged) for a
-            global model with non-finite weights.
+            global model with non-finite weights, or whose weights do not fit its
+            architecture.
 
         Raises:
             EdgeclError: staging or promotion failed (the client contains it and reports it).
@@ -281,7 +300,7 @@ class FleetDevice:
             recent_class_loss,
             write_round_record,
         )
-        from edgecl.fleet.weights import build_model
+        from edgecl.fleet.weights import build_model, model_arch, same_arch
         from edgecl.models.checkpoint import load_checkpoint
         from edgecl.runtime.learner import record_in_monitor, round_lock
         from edgecl.runtime.promote import promote_version
@@ -301,12 +320,23 @@ class FleetDevice:
             ctx = self._open()
             global_names = self.registry_spelling(global_names)
             names = self.local_names(global_names)
-            model = build_model(global_arrays, global_names, names, seed=self.cfg.fleet.seed)
+            try:
+                model = build_model(global_arrays, global_names, names, seed=self.cfg.fleet.seed,
+                                    arch=arch)
+            except ArchitectureMismatch as exc:  # never staged: it is not the model it claims
+                log.error("fleet round %d: global model rejected: %s", round_no, exc)
+                return AdoptOutcome("rejected", str(exc))
             candidate = self._evaluate(model, names, ctx)
             parent = None
             pt = ctx.registry.root / ctx.parent_version / "model.pt" if ctx.parent_version else None
             if pt is not None and pt.is_file():
                 parent_model, meta = load_checkpoint(pt)
+                own = model_arch(parent_model)
+                if own is not None and not same_arch(own, arch):
+                    log.warning("fleet round %d: this device's current model (%s) is a %s, the "
+                                "fleet's global model a %s: adopting it changes the device's "
+                                "architecture", round_no, ctx.parent_version, arch_label(own),
+                                arch_label(arch))
                 pnames = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
                 parent = self._evaluate(parent_model, pnames, ctx)
             verdict = judge_results(parent, candidate, list(ctx.state.learnt_tasks), self.cfg.gate,
@@ -415,14 +445,15 @@ def score_by_name(model, names: dict[int, str], test_names: dict[int, str], path
         test class name -> AP50-95 (``None`` for a class without a test box).
     """
     from edgecl.continual.evaluate import evaluate_model
-    from edgecl.fleet.weights import build_model, model_arrays
+    from edgecl.fleet.weights import build_model, model_arch, model_arrays
     from edgecl.models.base import InferenceOptions
     from edgecl.models.torch_backend import TorchBackend
 
     if model is None:
         return {n: 0.0 for n in test_names.values()}
     order = [names[i] for i in sorted(names)]
-    aligned = build_model(model_arrays(model), order, test_names, absent="silent", seed=seed)
+    aligned = build_model(model_arrays(model), order, test_names, absent="silent", seed=seed,
+                          arch=model_arch(model))  # the model's own architecture
     opts = InferenceOptions(conf=EVAL_CONF, iou=0.7, max_det=EVAL_MAX_DET, threads=1)
     backend = TorchBackend.from_model(aligned, test_names, imgsz, opts)
     t0 = time.monotonic()

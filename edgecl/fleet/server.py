@@ -130,7 +130,7 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
     store = GlobalStore(fleet_dir(cfg))
     # one server per state directory (two would overwrite each other's global model)
     with RuntimeLock(store.root):
-        loaded = store.load()
+        loaded = store.load(with_arch=True)
         problem = store.problem() if loaded is None else None
         if problem:
             # INVARIANT: a damaged global model is never silently replaced by a fresh one (the

@@ -219,17 +219,18 @@ def _train_alone(cfg: Config, rounds: int, taskset, test_paths) -> list[dict]:
     from edgecl.fleet.device import FleetDevice, score_by_name
     from edgecl.fleet.weights import build_model, global_from_checkpoint, initial_global
 
-    if cfg.fleet.initial_model:  # the same start as the fleet's
-        arrays, names = global_from_checkpoint(cfg.fleet.initial_model)
+    if cfg.fleet.initial_model:  # the same start (and architecture) as the fleet's
+        arrays, names, arch = global_from_checkpoint(cfg.fleet.initial_model)
     else:
-        arrays, names = initial_global(cfg.fleet.seed), []
+        arrays, names, arch = initial_global(cfg.fleet.seed), [], None
     out = []
     device = FleetDevice(cfg)
     for rnd in range(1, rounds + 1):
-        fit = device.fit(arrays, names, rnd)
+        fit = device.fit(arrays, names, rnd, arch=arch)
         if not fit.skipped:
             arrays, names = fit.arrays, fit.names
-        model = build_model(arrays, names, dict(enumerate(names)), seed=cfg.fleet.seed) if names else None
+        model = (build_model(arrays, names, dict(enumerate(names)), seed=cfg.fleet.seed, arch=arch)
+                 if names else None)
         out.append(score_by_name(model, dict(enumerate(names)), taskset.names, test_paths,
                                  cfg.learner.imgsz, cfg.fleet.seed))
     return out
@@ -276,6 +277,13 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
     if rounds < 1:
         raise ConfigError(f"fleet simulate needs at least 1 round, got {rounds}")
     check_size(size)
+    user = load_config(*base) if base is not None else None
+    if user is not None and user.fleet.initial_model:
+        from edgecl.fleet.weights import global_from_checkpoint
+
+        # a start the fleet cannot use (an end-to-end head, not a .pt): one line now, not a
+        # dead server process and every device waiting for it
+        global_from_checkpoint(user.fleet.initial_model)
     out = Path(out).expanduser().resolve()
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)

@@ -3,12 +3,18 @@
 Layout (``STATE/fleet``; every file written through :mod:`edgecl.atomic`)::
 
     global-NNNNNN.npz  the global model of round N (float32 arrays by state-dict key)
-    global.json        {"round": N, "names": [...], "file": "global-NNNNNN.npz", "npz_sha256": ...}
+    global.json        {"round": N, "names": [...], "arch": {...}, "file": "global-NNNNNN.npz",
+                        "npz_sha256": ...}
     rounds.jsonl       one JSON line per finished round (the server's log, as data)
 
 The commit point of a save is the replacement of ``global.json``: the new npz is written
 first under its own name, the pointer then names it, and only then is the old npz deleted, so a
 kill at any moment leaves a pointer naming an intact npz (checked by its sha256 when loaded).
+
+``arch`` is the global model's ultralytics model yaml (a dict, see
+:func:`edgecl.fleet.weights.model_arch`): a restarted server sends devices the architecture the
+fleet started with. A pointer without it (saved before it was kept) stands for yolo11n, the only
+architecture fleets had then.
 """
 
 from __future__ import annotations
@@ -38,13 +44,15 @@ class GlobalStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def save(self, round_no: int, arrays: dict[str, np.ndarray], names: list[str]) -> None:
+    def save(self, round_no: int, arrays: dict[str, np.ndarray], names: list[str],
+             arch: dict | None = None) -> None:
         """Save the global model of a finished round, atomically.
 
         Args:
             round_no: the round that produced it.
             arrays: key -> array.
             names: the global class list.
+            arch: the model's architecture (model yaml dict; ``None``: the default yolo11n).
 
         Raises:
             OSError: the disk is full or the directory is not writable (the previous model
@@ -58,27 +66,35 @@ class GlobalStore:
         atomic_write_json(self.root / "global.json",
                           {"round": int(round_no), "names": list(names), "file": npz.name,
                            "npz_sha256": hashlib.sha256(data).hexdigest(),
-                           "saved_s": round(time.time(), 3)})
+                           "saved_s": round(time.time(), 3),
+                           **({"arch": arch} if arch is not None else {})})
         for old in self.root.glob("global-*.npz"):
             if old.name != npz.name:
                 old.unlink(missing_ok=True)
 
-    def load(self) -> tuple[int, dict[str, np.ndarray], list[str]] | None:
+    def load(self, *, with_arch: bool = False) -> tuple | None:
         """Load the last saved global model.
 
+        Args:
+            with_arch: also return the model's architecture.
+
         Returns:
-            ``(round, arrays, names)``, or ``None`` when nothing (intact) was saved.
+            ``(round, arrays, names)``, or ``(round, arrays, names, arch)`` with ``with_arch``
+            (``arch`` ``None`` for a model saved without one: yolo11n); ``None`` when nothing
+            (intact) was saved.
         """
         loaded, problem = self._read()
         if problem:
             log.error("fleet global model in %s: %s", self.root, problem)
-        return loaded
+        if loaded is None or with_arch:
+            return loaded
+        return loaded[:3]
 
     def problem(self) -> str | None:
         """Why the saved global model cannot be loaded, or None (intact, or nothing saved)."""
         return self._read()[1]
 
-    def _read(self) -> tuple[tuple[int, dict[str, np.ndarray], list[str]] | None, str | None]:
+    def _read(self) -> tuple[tuple | None, str | None]:
         meta_path = self.root / "global.json"
         if not meta_path.is_file():
             return None, None
@@ -86,6 +102,9 @@ class GlobalStore:
             meta = json.loads(meta_path.read_text())
             data = (self.root / meta["file"]).read_bytes()
             round_no, names = int(meta["round"]), [str(n) for n in meta.get("names", [])]
+            arch = meta.get("arch")
+            if arch is not None and not (isinstance(arch, dict) and "head" in arch):
+                raise ValueError(f"its arch is not a model yaml ({str(arch)[:60]!r})")
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             return None, f"global.json or the model it names is unreadable ({exc})"
         if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
@@ -95,7 +114,7 @@ class GlobalStore:
                 arrays = {k: npz[k].astype(np.float32) for k in npz.files}
         except (OSError, ValueError) as exc:
             return None, f"{meta['file']} is not a model ({exc})"
-        return (round_no, arrays, names), None
+        return (round_no, arrays, names, arch), None
 
     def append_round(self, record: dict) -> None:
         """Append one round's record to ``rounds.jsonl`` (fsynced; a torn last line is skipped

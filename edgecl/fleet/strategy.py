@@ -3,23 +3,24 @@
 One fleet round is one Flower round:
 
 1. ``configure_fit``: sample ``fleet.fraction_fit`` of the connected devices (at least
-   ``fleet.min_devices``) and send each the global model, its class names and a nonce.
+   ``fleet.min_devices``) and send each the global model, its class names, its architecture
+   (the model yaml it was started from, :func:`edgecl.fleet.weights.model_arch`) and a nonce.
 2. devices fine-tune and reply (or reply ``skipped``: busy, no data).
-3. ``aggregate_fit``: refuse unauthenticated replies, drop failures (a device that
-   disconnected or timed out mid-round is simply absent), refuse malformed replies each on its
-   own (bad JSON, keys that do not match the arrays, non-finite weights, class names a class
-   registry would refuse or that name one class twice, class rows that do not match the names,
-   no sample: one warning naming the device and why, counted in ``faults``), fold class names
-   that differ only in case onto the fleet's first spelling, screen the rest with the
-   forgetting gate, average by name (:func:`edgecl.continual.federated.fedavg_by_name`), save
-   the new global model atomically (:class:`~edgecl.fleet.store.GlobalStore`; never an average
-   with non-finite weights) and log one line per device saying what happened to its update
-   and why.
+3. ``aggregate_fit``: refuse unauthenticated replies, drop failures (a device that disconnected or
+   timed out mid-round is simply absent), refuse malformed replies each on its own (bad JSON, keys
+   that do not match the arrays, non-finite weights, class names a class registry would refuse or
+   that name one class twice, class rows that do not match the names, tensors of another
+   architecture than the global model's, no sample: one warning naming the device and why, counted
+   in ``faults``), fold class names that differ only in case onto the fleet's first spelling,
+   screen the rest with the forgetting gate, average by name
+   (:func:`edgecl.continual.federated.fedavg_by_name`), save the new global model atomically
+   (:class:`~edgecl.fleet.store.GlobalStore`; never an average with non-finite weights) and log one
+   line per device saying what happened to its update and why.
 4. ``configure_evaluate``: send the new global model to every connected device to adopt
    (each gates it on its own held-out slice); ``aggregate_evaluate`` records what they did
    (a malformed report is refused and recorded as ``refused``).
 
-The server's state is the strategy's (``round``, ``arrays``, ``names``); Flower's own
+The server's state is the strategy's (``round``, ``arrays``, ``names``, ``arch``); Flower's own
 ``Parameters`` only carry the wire form. Round numbers continue across server restarts.
 Built on Flower's ``flwr.server.strategy.Strategy`` (the ``start_server`` API, see
 :mod:`edgecl.fleet.server`).
@@ -39,7 +40,7 @@ from edgecl.continual.federated import Update, fedavg_by_name, is_class_row_key
 from edgecl.errors import EdgeclError, LabelError
 from edgecl.fleet import wire
 from edgecl.fleet.store import GlobalStore
-from edgecl.fleet.weights import non_finite_key
+from edgecl.fleet.weights import arch_label, head_problem, non_finite_key
 from edgecl.models.classes import MAX_CLASSES, clean_name
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,43 @@ def check_arrays(keys: list[str], arrays: list, names: list[str]) -> dict[str, n
     return out
 
 
+def check_architecture(arrays: dict[str, np.ndarray], global_arrays: dict[str, np.ndarray],
+                       arch) -> None:
+    """Refuse an update whose tensors are not those of the global model's architecture.
+
+    A device builds the global model with the architecture the server sends, so its update has
+    the global model's keys and shapes (class-row tensors: their row count follows the update's
+    class names); a tensor the global model lacks, or one of another shape, comes from another
+    model (another family or size, or a device that did not rebuild the fleet's architecture)
+    and would corrupt the average. A tensor the update lacks keeps its global value
+    (:func:`~edgecl.continual.federated.fedavg_by_name`).
+
+    Args:
+        arrays: the update's checked tensors.
+        global_arrays: the global model's tensors (nothing is checked while it is empty).
+        arch: the global model's architecture (for the message).
+
+    Raises:
+        RefusedReply: one line naming the architecture and the first tensor that differs.
+    """
+    if not global_arrays:
+        return
+    label = arch_label(arch)
+    extra = [k for k in arrays if k not in global_arrays]
+    if extra:
+        raise RefusedReply(f"{len(extra)} of its tensors are not in the fleet's {label} model "
+                           f"(first: {_short(extra[0])}); the device runs another architecture")
+    for key, value in arrays.items():
+        want = np.shape(global_arrays[key])
+        have = value.shape
+        if is_class_row_key(key):
+            want, have = want[1:], have[1:]
+        if tuple(have) != tuple(want):
+            raise RefusedReply(f"tensor {_short(key)} has shape {tuple(value.shape)}, the fleet's "
+                               f"{label} model has {tuple(np.shape(global_arrays[key]))}; the "
+                               f"device runs another architecture")
+
+
 def fleet_spelling(names: list[str], known: list[str]) -> list[str]:
     """Class names in the fleet's spelling: a name that differs from a known class only in case
     is that class (the rule of :func:`edgecl.models.classes.known_spelling`: the exact name
@@ -232,9 +270,10 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
     Args:
         fleet_cfg: the ``fleet`` config section.
         store: where the global model is kept.
-        initial: ``(round, arrays, names)`` to start from (default: the store's last model,
-            else ``fleet.initial_model``, else a fresh model, see
-            :func:`edgecl.fleet.weights.initial_global`).
+        initial: ``(round, arrays, names)`` or ``(round, arrays, names, arch)`` to start from
+            (``arch``: the model yaml dict, ``None`` or absent for yolo11n; default: the
+            store's last model, else ``fleet.initial_model`` with its own architecture, else a
+            fresh yolo11n, see :func:`edgecl.fleet.weights.initial_global`).
         on_round: optional callback with each finished round's record (dict).
 
     Returns:
@@ -252,21 +291,24 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
         """Forgetting-gated, name-aligned FedAvg (see the module docstring)."""
 
         def __init__(self):
-            loaded = initial if initial is not None else store.load()
+            loaded = initial if initial is not None else store.load(with_arch=True)
             if loaded is None and fleet_cfg.initial_model:
                 from edgecl.fleet.weights import global_from_checkpoint
 
                 loaded = (0, *global_from_checkpoint(fleet_cfg.initial_model))
-                log.info("fleet: starting from %s (%d classes)", fleet_cfg.initial_model,
-                         len(loaded[2]))
+                log.info("fleet: starting from %s (%s, %d classes)", fleet_cfg.initial_model,
+                         arch_label(loaded[3]), len(loaded[2]))
             elif loaded is None:
-                from edgecl.fleet.weights import initial_global
+                from edgecl.fleet.weights import default_arch, initial_global
 
-                loaded = (0, initial_global(fleet_cfg.seed), [])
-                log.info("fleet: starting from a fresh global model (seed %d)", fleet_cfg.seed)
+                loaded = (0, initial_global(fleet_cfg.seed), [], default_arch())
+                log.info("fleet: starting from a fresh %s global model (seed %d)",
+                         arch_label(loaded[3]), fleet_cfg.seed)
             else:
-                log.info("fleet: resuming after round %d with %d classes", loaded[0], len(loaded[2]))
-            self.offset, self.arrays, self.names = loaded
+                log.info("fleet: resuming after round %d with %d classes (%s)", loaded[0],
+                         len(loaded[2]), arch_label(loaded[3] if len(loaded) > 3 else None))
+            self.offset, self.arrays, self.names = loaded[:3]
+            self.arch = loaded[3] if len(loaded) > 3 else None
             self._check_loaded()
             self.token = wire.resolve_token(fleet_cfg.token)
             self.nonces: dict[int, str] = {}
@@ -281,6 +323,11 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 EdgeclError: non-finite weights or an invalid class list (both would fail or
                     poison every device every round).
             """
+            head = head_problem(self.arch)
+            if head:  # e.g. a saved YOLO26 model: every device would fail every round
+                raise EdgeclError(f"the fleet's global model (round {self.offset}, "
+                                  f"{arch_label(self.arch)}) {head}; move {store.root} away to "
+                                  f"start the fleet afresh")
             bad = non_finite_key(self.arrays)
             problem = f"non-finite weights (tensor {bad})" if bad is not None else None
             try:
@@ -303,8 +350,11 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
         def _config(self, rnd: int, keys) -> dict:
             nonce = wire.new_nonce()
             self.nonces[rnd] = nonce
-            return {"round": rnd, "names": wire.dumps(self.names), "keys": wire.dumps(keys),
-                    "nonce": nonce, "server_auth": wire.server_signature(self.token, nonce, rnd)}
+            config = {"round": rnd, "names": wire.dumps(self.names), "keys": wire.dumps(keys),
+                      "nonce": nonce, "server_auth": wire.server_signature(self.token, nonce, rnd)}
+            if self.arch is not None:  # absent: yolo11n (what a device assumes without it)
+                config["arch"] = wire.dumps(self.arch)
+            return config
 
         def initialize_parameters(self, client_manager):
             return self._ins_parameters()[1]  # the server's own model: no client is asked
@@ -374,6 +424,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             forgetting = check_scores(_json_field(m, "forgetting", {}), "forgetting")
             per_class_ap = check_scores(_json_field(m, "per_class_ap", {}), "per_class_ap")
             arrays = check_arrays(keys, parameters_to_ndarrays(res.parameters), names)
+            check_architecture(arrays, self.arrays, self.arch)
             entry = {"samples": int(samples), "steps": int(steps), "per_class_ap": per_class_ap,
                      "forgetting": forgetting}
             return Update(device, arrays, names, int(samples), forgetting, per_class_ap), entry
@@ -451,7 +502,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 log.info("fleet round %d: classes new to the fleet: %s (from %s)", rnd, new,
                          {n: agg.contributors[n] for n in new})
             try:
-                store.save(rnd, agg.arrays, agg.names)
+                store.save(rnd, agg.arrays, agg.names, self.arch)
             except OSError as exc:  # a full disk: the round's model is not kept, the server is
                 log.error("fleet round %d: the new global model cannot be saved in %s (%s); the "
                           "global model stays as it was", rnd, store.root, exc.strerror or exc)
