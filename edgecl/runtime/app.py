@@ -394,7 +394,8 @@ class Runtime:
                                 "starts by itself; 'edgecl learn --state-dir %s' runs one",
                                 cfg.state_dir)
                 if cfg.memory.holdout_block_s > 0 and not (getattr(source, "is_live", False)
-                                                           or getattr(source, "real_time", False)):
+                                                           or getattr(source, "real_time", False)
+                                                           or cfg.runtime.realtime):
                     log.warning("memory.holdout_block_s=%g holds out labelled frames by blocks of "
                                 "capture time; %s is read from files faster than a camera "
                                 "delivers, so one block may hold many frames (set it to 0 to "
@@ -407,7 +408,7 @@ class Runtime:
                                   back_pressure=cfg.runtime.back_pressure, watcher=self.watcher,
                                   max_frames=opts.max_frames,
                                   sink_queue_size=cfg.runtime.sink_queue_size,
-                                  watchdog=self.watchdog)
+                                  watchdog=self.watchdog, realtime=cfg.runtime.realtime)
         self.watchdog.register("supervisor")
         if self.supervisor is not None:
             lrn = cfg.learner

@@ -350,6 +350,30 @@ class _Sinks:
         return {r.name: r.errors for r in self.runners}
 
 
+def realtime_fps(source) -> float | None:
+    """The frame rate to pace an open recorded source at (``runtime.realtime``), or None.
+
+    A live source (camera, stream) is never paced: it delivers at its own rate. A video file
+    gives its declared rate; an image folder the ``fps`` of its URI (``dir://DIR?fps=10``).
+
+    Args:
+        source: the open frame source.
+
+    Returns:
+        Frames per second, or None (live, or no known rate: then one warning).
+    """
+    if getattr(source, "is_live", False):
+        return None
+    fps = getattr(source, "fps", None)
+    where = getattr(source, "uri", "the source")
+    if not fps or fps <= 0:
+        log.warning("runtime.realtime: %s has no frame rate to pace it at (a folder takes "
+                    "?fps=N); it is read as fast as it decodes", where)
+        return None
+    log.info("runtime.realtime: %s paced at %g frames per second", where, fps)
+    return float(fps)
+
+
 class InferenceLoop:
     """Runs detection on a frame source until it ends, ``max_frames`` is reached or stop.
 
@@ -368,13 +392,19 @@ class InferenceLoop:
             capture thread after the source is closed (at most 2 s), the sinks to drain and close.
         sink_stall_timeout_s: how long the inference thread waits on a sink whose queue is full
             before that sink counts as stalled and its results are dropped.
+        realtime: read a recorded source (video file, image folder) at its frame rate, as a
+            camera delivers frames (``runtime.realtime``; see :func:`realtime_fps`); a live
+            source is never paced.
     """
 
     def __init__(self, source, backend: Backend, model_version: str, *, sinks=(),
                  back_pressure: str = "auto", watcher=None, max_frames: int | None = None,
                  sink_queue_size: int = 64, watchdog: Watchdog | None = None,
-                 stop_timeout_s: float = 10.0, sink_stall_timeout_s: float = 2.0):
+                 stop_timeout_s: float = 10.0, sink_stall_timeout_s: float = 2.0,
+                 realtime: bool = False):
         self.source = source
+        self.realtime = bool(realtime)
+        self.pace_fps: float | None = None  # set once the source is open (its rate is known)
         self.backend = backend
         self.model_version = model_version
         self.watcher = watcher
@@ -447,8 +477,15 @@ class InferenceLoop:
 
     def _capture(self) -> None:
         wd = self.watchdog
+        started_s, reads = time.monotonic(), 0
         try:
             while not self._stop.is_set():
+                if self.pace_fps:  # the next frame is due 1/fps after the previous one
+                    due_s = started_s + reads / self.pace_fps
+                    reads += 1
+                    wd.idle("capture", f"paced at {self.pace_fps:g} fps")
+                    if self._stop.wait(max(0.0, due_s - time.monotonic())):
+                        break
                 wd.beat("capture", "reading")
                 frame = self.source.read()
                 if frame is None:
@@ -525,6 +562,7 @@ class InferenceLoop:
         """
         if hasattr(self.source, "open"):
             self.source.open()
+            self.pace_fps = realtime_fps(self.source) if self.realtime else None
         self._sinks.start()
         capture = threading.Thread(target=self._capture, name="edgecl-capture", daemon=True)
         inference = threading.Thread(target=self._inference_guarded, name="edgecl-inference",

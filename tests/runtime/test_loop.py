@@ -384,3 +384,25 @@ def test_a_fresh_yaml_network_has_learnt_no_class(tmp_path):
     runtime.run()
     assert runtime.supervisor.known_classes == set()
     assert runtime.memory_sink.pipeline.pseudo.known_classes() == set()
+
+
+def test_realtime_reads_a_recorded_source_at_its_frame_rate(caplog):
+    """runtime.realtime: a video file or a folder (?fps=N) is read as a camera delivers frames
+    (it was accepted and did nothing); a live source, or one without a rate, is not paced."""
+    source = ListSource(10)
+    source.fps = 50.0
+    start = time.monotonic()
+    report = InferenceLoop(source, SleepBackend(delay_s=0.0), "v0001", sinks=[CollectSink()],
+                           back_pressure="block", realtime=True).run()
+    assert report.frames == 10 and time.monotonic() - start >= 9 / 50.0
+    source = ListSource(10)
+    source.fps = 5.0
+    source.is_live = True
+    start = time.monotonic()
+    InferenceLoop(source, SleepBackend(delay_s=0.0), "v0001", back_pressure="block",
+                  realtime=True).run()
+    assert time.monotonic() - start < 1.0  # 10 frames at 5 fps would take 1.8 s
+    with caplog.at_level(logging.WARNING, logger="edgecl.runtime.loop"):
+        loop = InferenceLoop(ListSource(3), SleepBackend(delay_s=0.0), "v0001", realtime=True)
+        assert loop.run().frames == 3 and loop.pace_fps is None
+    assert any("has no frame rate to pace it at" in r.getMessage() for r in caplog.records)

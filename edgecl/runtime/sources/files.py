@@ -264,7 +264,8 @@ def warn_about_labels(uri: str, root: Path, images: list[Path]) -> int:
 
 
 class ImageDirSource(ImageListSource):
-    """``dir://PATH[?loop=1&split=all|train|val|test]``: images of a folder or dataset, in name order.
+    """``dir://PATH[?loop=1&split=all|train|val|test&fps=N]``: images of a folder or dataset, in
+    name order (``fps``: the rate ``runtime.realtime`` paces them at, as a camera would).
 
     ``PATH`` is any folder of images (recursive), a YOLO dataset (``images/`` beside
     ``labels/``), an ultralytics ``data.yaml`` (or a folder holding one) or a Roboflow export
@@ -333,5 +334,8 @@ class ImageDirSource(ImageListSource):
         """
         loop = params.get_bool("loop", False)
         split = params.get_choice("split", "all", ("all", "train", "val", "test"))
+        fps = params.get_float("fps", 0.0)
         params.finish()
-        return cls(uri, path, loop, cfg, split)
+        source = cls(uri, path, loop, cfg, split)
+        source.fps = fps or None  # the rate runtime.realtime paces it at
+        return source
