@@ -43,7 +43,7 @@ def test_mistakes_are_one_line(run_edgecl, capsys, tmp_path, argv, start):
     argv = [a.format(tmp=tmp_path) for a in argv]
     if argv[0] in ("labels", "memory", "models", "classes"):
         argv += ["--state-dir", str(tmp_path / "state")]
-    if argv[0] in ("labels", "classes"):
+    if argv[0] in ("labels", "classes") or (argv[0] == "models" and argv[1] != "add"):
         (tmp_path / "state").mkdir()  # these refuse a missing state directory first
     code, _, err = run_edgecl(argv)
     assert code == 2 and err.startswith(start) and err.count("\n") == 1, err
