@@ -72,7 +72,9 @@
     const chart = S("svg", {class: "chart", viewBox: "0 0 550 300", role: "img", "aria-label": "per-class AP over rounds"});
     const xAt = (i) => box.l + (n === 1 ? box.w / 2 : (i / (n - 1)) * box.w);
     const yAt = (v) => box.t + box.h - v * box.h;
-    axes(chart, box, Array.from({length: n}, (_, i) => [xAt(i), rounds[i] || String(i + 1)]), "AP", "round");
+    const every = Math.max(1, Math.ceil(n / 8));  // at most 8 round labels, always the last
+    const ticks = Array.from({length: n}, (_, i) => i).filter((i) => i === n - 1 || (i % every === 0 && n - 1 - i >= every / 2));
+    axes(chart, box, ticks.map((i) => [xAt(i), (rounds[i] || String(i + 1)).split(" ")[0]]), "AP", "round");
     const legend = [];
     names.forEach((name, k) => {
       const color = EC.PALETTE[k % EC.PALETTE.length];
