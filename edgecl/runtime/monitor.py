@@ -55,13 +55,13 @@ log = logging.getLogger(__name__)
 
 DB_RELPATH = Path("metrics") / "metrics.sqlite"
 MEMO_ENTRIES = 64
+"""Most matrices and summaries a :class:`Monitor` keeps between learning writes."""
 DETAIL_ROUNDS = 100
 DETAIL_PROMOTED = 10
 """Reliability bins and full calibration reports are kept for the newest ``DETAIL_ROUNDS``
 rounds and the newest ``DETAIL_PROMOTED`` promoted versions; older rounds keep their numbers
 (AP, D-ECE before/after), which are what every view of the history reads. Without this the
 database grew by about 9 KB a round with 60 classes, two thirds of it these details."""
-"""Most matrices and summaries a :class:`Monitor` keeps between learning writes."""
 # INVARIANT: the round outcomes that name a model version (one enum, shared with the learner)
 STATUSES = (*(s.value for s in (RoundStatus.STAGED, RoundStatus.PROMOTED, RoundStatus.REJECTED)),
             "retired")
