@@ -121,12 +121,12 @@ def _report_error(args, message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edgecl`` console script.
 
-    Run as the process's own command line (``argv`` None), a thread still alive at the end (a
-    sink blocked past its shutdown deadline, logged by the runtime) no longer decides how the
-    process ends: a daemon thread inside native code (OpenVINO, onnxruntime, torch) aborted the
-    interpreter's shutdown ("terminate called without an active exception", exit 134) and a
-    non-daemon one kept the process alive after its summary. Then the output is flushed and the
-    process exits at once with the command's code.
+    Run as the process's own command line (``argv`` None), one of edgecl's own threads still
+    alive at the end (a sink blocked past its shutdown deadline, logged by the runtime) no
+    longer decides how the process ends: a daemon thread inside native code (OpenVINO,
+    onnxruntime, torch) aborted the interpreter's shutdown ("terminate called without an active
+    exception", exit 134). Then the output is flushed and the process exits at once with the
+    command's code. Idle worker threads of libraries' pools are left to the interpreter.
 
     Args:
         argv: arguments (defaults to ``sys.argv[1:]``).
@@ -142,12 +142,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit_past_left_behind_threads(code: int) -> None:
-    """``os._exit(code)`` after flushing, when a thread other than the main one is alive."""
+    """``os._exit(code)`` after flushing, when one of edgecl's threads (``edgecl-*``) is alive."""
     import os
     import threading
 
     left = [t.name for t in threading.enumerate()
-            if t is not threading.main_thread() and t.is_alive()]
+            if t is not threading.main_thread() and t.is_alive() and t.name.startswith("edgecl-")]
     if not left:
         return
     logging.getLogger("edgecl").warning("exiting past %d thread(s) still running: %s",

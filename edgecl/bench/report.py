@@ -519,6 +519,9 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
 
     monitor = Monitor(state_dir, create=False)
     out = Path(out_dir) if out_dir is not None else monitor.db_path.parent / "report"
+    if out_dir is None and monitor.read_only:  # a state directory pulled from a device
+        raise EdgeclError(f"{monitor.db_path.parent} cannot be written here (read-only), so the "
+                          f"report cannot go beside the metrics: give --out DIR")
     _make_out_dir(out)
     written: set[str] = {"report.md"}
     summary = monitor.summary()

@@ -150,15 +150,30 @@ def add_command(args: argparse.Namespace) -> int:
     """Load and warm a model file, stage it (and optionally promote it)."""
     from edgecl.models.classes import ClassRegistry
 
+    from edgecl.errors import EdgeclError
+
     registry = _registry(args, create=True)
     version = registry.add(args.path, opts=_options(args))
     names = registry.manifest(version).get("classes") or {}
-    conflict = ClassRegistry(config_from_args(args).state_dir).conflict(names)
+    classes = ClassRegistry(config_from_args(args).state_dir)
+    conflict = classes.conflict(names)
     if conflict:  # 'edgecl run' would serve it under the device's names: car boxes named boat
         registry.set_status(version, "rejected", f"class ids disagree with the device: {conflict}")
         raise ConfigError(f"{args.path}: {conflict}; staged as {version} and rejected (use a "
                           f"model trained with these class ids, or another --state-dir)")
+    added = []
+    if names and not str(args.path).lower().endswith((".yaml", ".yml")):
+        # its class ids become the device's now, so that labels imported next map onto them by
+        # name (before, an import numbered its classes afresh and the head's rows were renamed)
+        try:
+            added = classes.seed(names)
+        except EdgeclError as exc:
+            registry.set_status(version, "rejected", f"class names refused: {exc}")
+            raise ConfigError(f"{args.path}: {exc}; staged as {version} and rejected") from None
     print(f"staged {version} from {args.path}")
+    if added:
+        print(f"class registry: {len(added)} class(es) from the model "
+              f"({', '.join(added[:5])}{', ...' if len(added) > 5 else ''})")
     if args.promote:
         promote_version(config_from_args(args).state_dir, version)
         print(f"promoted {version}")

@@ -278,6 +278,7 @@ def _load_parent(ctx: RoundContext):
         stored = {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
         if ctx.parent_version is None:  # a user's pretrained start: its ids must be the device's
             _check_start_names(pt, stored, ctx.names)
+            _warn_start_size(pt, meta.get("imgsz"), int(ctx.cfg.learner.imgsz))
         # INVARIANT: the class registry names ids: a class renamed since the parent was made
         # (edgecl classes rename) carries its new name into the candidate
         names = {i: ctx.names.get(i, name) for i, name in stored.items()}
@@ -285,6 +286,10 @@ def _load_parent(ctx: RoundContext):
         return model, names
     nc = 1 + max(_top_class(ctx), 0)
     names = {i: ctx.names.get(i, f"class{i}") for i in range(nc)}
+    log.warning("this round starts from a YOLO11n trained from scratch: the registry has no "
+                "version and model.path names no checkpoint (a file given to 'edgecl run "
+                "--model' serves that run only; to learn on top of your own checkpoint, set "
+                "model.path or run 'edgecl models add --promote FILE' first)")
     return build_detection_model(nc, names=names), names
 
 
@@ -304,6 +309,16 @@ def _check_start_names(path: Path, stored: dict[int, str], registry: dict[int, s
                           f"ids, so give it to a new state directory first ('edgecl models add "
                           f"--promote {path.name}'), then import the labels, which map classes "
                           f"by name")
+
+
+def _warn_start_size(path: Path, trained, learner_imgsz: int) -> None:
+    """Say so when a pretrained start was trained at another size than the round's: the round
+    trains, exports and the device then serves at ``learner.imgsz``."""
+    side = max(trained) if isinstance(trained, (list, tuple)) and trained else trained
+    if isinstance(side, int) and side != learner_imgsz:
+        log.warning("model.path %s was trained at %d px; this round trains and exports at "
+                    "learner.imgsz=%d px, and the device serves that size from now on (set "
+                    "learner.imgsz: %d to keep its size)", path.name, side, learner_imgsz, side)
 
 
 def _grow_for_new_classes(model, names: dict[int, str], ctx: RoundContext):

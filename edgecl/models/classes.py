@@ -132,12 +132,14 @@ def names_conflict(known: dict[int, str], names: dict) -> str | None:
 
     Returns:
         ``"class id 0 is 'car', but this device's class registry has 'boat' there"`` (and, when
-        the name sits elsewhere, ``"and 'car' as id 3"``), or ``None`` when they agree.
+        the name sits elsewhere, ``"and 'car' as id 3"``), or ``None`` when they agree (names
+        that differ only in case agree: ``car`` is the class ``Car``).
     """
-    by_name = {v: k for k, v in known.items()}
+    by_name = {str(v).casefold(): k for k, v in known.items()}
     for cid, name in sorted((int(k), str(v)) for k, v in names.items()):
-        other = by_name.get(name)
-        if (cid in known and known[cid] != name) or (other is not None and other != cid):
+        other = by_name.get(name.casefold())  # 'car' is the class 'Car', as imports map it
+        if (cid in known and str(known[cid]).casefold() != name.casefold()) or (
+                other is not None and other != cid):
             device = f"'{known[cid]}'" if cid in known else "no class"
             return (f"class id {cid} is '{name}', but this device's class registry has "
                     f"{device} there" + (f" and '{name}' as id {other}" if other is not None else ""))
@@ -371,12 +373,12 @@ class ClassRegistry:
                              f"than one id")
         with self._locked() as entries:
             by_id = {e["id"]: e["name"] for e in entries}
-            by_name = {e["name"]: e["id"] for e in entries}
-            for cid, name in sorted(wanted.items()):
-                if cid in by_id and by_id[cid] != name:
+            by_name = {e["name"].casefold(): e["id"] for e in entries}
+            for cid, name in sorted(wanted.items()):  # case aside: 'car' is the class 'Car'
+                if cid in by_id and by_id[cid].casefold() != name.casefold():
                     raise ConflictError(f"class id {cid} is {by_id[cid]!r} in the class registry but {name!r} "
                                         "in the checkpoint")
-                if name in by_name and by_name[name] != cid:
+                if name.casefold() in by_name and by_name[name.casefold()] != cid:
                     raise ConflictError(f"class {name!r} has id {by_name[name]} in the class registry but "
                                         f"{cid} in the checkpoint")
             new = {cid: n for cid, n in wanted.items() if cid not in by_id}

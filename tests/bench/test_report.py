@@ -260,3 +260,18 @@ def test_report_out_under_a_file_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"{afile} (in its path) is not a folder" in err
+
+
+def test_a_read_only_state_dir_is_reported_elsewhere(tmp_path, monkeypatch):
+    """A state directory pulled from a device: the report cannot go beside its metrics, and
+    the refusal names --out (it was a 'Read-only file system' line about a temp file)."""
+    import edgecl.runtime.monitor as monitor_module
+    from edgecl.errors import EdgeclError
+
+    state = tmp_path / "state"
+    state_with_rounds(state)
+    monkeypatch.setattr(monitor_module.os, "access", lambda path, mode: False)
+    with pytest.raises(EdgeclError, match=r"cannot be written here \(read-only\).*give --out DIR"):
+        write_monitor_report(state)
+    report = write_monitor_report(state, tmp_path / "elsewhere")
+    assert "| r3 v0003 | 0.600 | 0.700 | 0.900 |" in report.read_text()

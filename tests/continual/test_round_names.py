@@ -21,7 +21,7 @@ def test_a_class_renamed_since_the_parent_carries_its_new_name(tmp_path):
     assert load_checkpoint(pt)[1]["names"] in (names, {"0": "car", "1": "forklift"})
 
 
-def test_a_pretrained_start_whose_ids_name_other_classes_is_refused_in_one_line(tmp_path):
+def test_a_pretrained_start_whose_ids_name_other_classes_is_refused_in_one_line(tmp_path, caplog):
     """Labels imported before the user's checkpoint was given: the registry numbered Car 0,
     OtherVehicle 1, ...; the checkpoint's id 1 is 'person'. Its head row would have been
     renamed 'OtherVehicle' and promoted so; now the round names the disagreement instead."""
@@ -33,7 +33,8 @@ def test_a_pretrained_start_whose_ids_name_other_classes_is_refused_in_one_line(
     pt = save_checkpoint(build_detection_model(3, names=names), tmp_path / "yours.pt",
                          meta={"names": names, "imgsz": 64})
     ctx = SimpleNamespace(parent_version=None, base_checkpoint=pt, registry=None,
-                          names={0: "Car", 1: "OtherVehicle", 2: "Bicycle", 3: "person"})
+                          names={0: "Car", 1: "OtherVehicle", 2: "Bicycle", 3: "person"},
+                          cfg=SimpleNamespace(learner=SimpleNamespace(imgsz=64)))
     with pytest.raises(ConfigError) as err:
         _load_parent(ctx)
     assert str(err.value) == (
@@ -43,3 +44,8 @@ def test_a_pretrained_start_whose_ids_name_other_classes_is_refused_in_one_line(
         f"import the labels, which map classes by name")
     ctx.names = {0: "Car", 1: "person"}  # agreeing ids, one class the checkpoint adds: fine
     assert _load_parent(ctx)[1] == names
+    ctx.cfg.learner.imgsz = 160  # trained at 64 px: the round says it now serves 160 px
+    with caplog.at_level("WARNING", logger="edgecl.continual.round"):
+        _load_parent(ctx)
+    assert any("was trained at 64 px; this round trains and exports at learner.imgsz=160 px"
+               in r.getMessage() for r in caplog.records)

@@ -170,3 +170,18 @@ def test_two_processes_growing_the_registry_at_once(tmp_path):
     by_name = {n: i for i, n in final.items()}
     for got in results:
         assert all(by_name[name] == cid for name, cid in got.items())
+
+
+def test_a_checkpoint_naming_a_class_in_another_case_agrees_with_the_registry(tmp_path):
+    """Imports map 'car' onto the class 'Car'; a checkpoint's ids are checked the same way
+    (before, 'car' against 'Car' was refused as a disagreement)."""
+    from edgecl.models.classes import names_conflict
+
+    registry = ClassRegistry(tmp_path)
+    registry.add(["Car", "OtherVehicle"])
+    assert names_conflict(registry.names(), {0: "car", 1: "othervehicle", 2: "person"}) is None
+    assert registry.seed({0: "car", 1: "OTHERVEHICLE", 2: "person"}) == ["person"]
+    assert registry.names() == {0: "Car", 1: "OtherVehicle", 2: "person"}
+    assert names_conflict(registry.names(), {1: "car"}) == (
+        "class id 1 is 'car', but this device's class registry has 'OtherVehicle' there and "
+        "'car' as id 0")
