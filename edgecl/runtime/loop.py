@@ -364,11 +364,13 @@ def realtime_fps(source) -> float | None:
     """
     if getattr(source, "is_live", False):
         return None
+    from edgecl.runtime.sources.base import MAX_FPS, MIN_FPS
+
     fps = getattr(source, "fps", None)
     where = getattr(source, "uri", "the source")
-    if not fps or fps <= 0:
-        log.warning("runtime.realtime: %s has no frame rate to pace it at (a folder takes "
-                    "?fps=N); it is read as fast as it decodes", where)
+    if not fps or not MIN_FPS <= fps <= MAX_FPS:
+        log.warning("runtime.realtime: %s has no usable frame rate to pace it at (%s; a folder "
+                    "takes ?fps=N); it is read as fast as it decodes", where, fps or "none")
         return None
     log.info("runtime.realtime: %s paced at %g frames per second", where, fps)
     return float(fps)

@@ -276,7 +276,7 @@ def test_synthetic_loop_split_and_pacing():
 
 @pytest.mark.parametrize("uri, match", [
     ("synthetic://?tasks=7", "tasks x classes_per_task"),
-    ("synthetic://?fps=-1", "'fps' must be a number"),
+    ("synthetic://?fps=-1", "'fps' must be 0 \\(none\\) or a rate of 0.01 to 1000"),
     ("synthetic://?speed=3", "unknown parameter 'speed'"),
     ("synthetic://?split=dev", "'split' must be one of all, train, val, test"),
 ])
@@ -557,3 +557,16 @@ def test_a_plain_path_gets_the_scheme_it_needs_suggested(tmp_path):
         open_source(str(tmp_path))
     with pytest.raises(SourceError, match=r"source 'nowhere' has no scheme; supported"):
         open_source("nowhere")
+
+
+@pytest.mark.parametrize("value", ["1e-10", "-1", "nan", "inf", "abc", "2000"])
+def test_a_frame_rate_parameter_outside_its_range_is_one_line(tmp_path, value):
+    """1e-10 fps was accepted and, paced, ended the run after one frame ('timestamp out of
+    range for platform time_t')."""
+    from edgecl.errors import SourceError
+    from edgecl.runtime.sources import open_source
+
+    for uri in (f"synthetic://?fps={value}", f"dir://{tmp_path}?fps={value}"):
+        with pytest.raises(SourceError, match=r"parameter 'fps' must be 0 \(none\) or a rate of "
+                                              r"0.01 to 1000 frames per second"):
+            open_source(uri)

@@ -227,6 +227,12 @@ def split_uri(uri: str, schemes: list[str]) -> tuple[str, str, str]:
     return scheme, unquote(path), query
 
 
+MIN_FPS = 0.01
+"""Slowest frame rate a source may be paced at (one frame every 100 s)."""
+MAX_FPS = 1000.0
+"""Fastest frame rate a source may be paced at."""
+
+
 class QueryParams:
     """Typed access to a URI's query parameters; unknown names fail in :meth:`finish`.
 
@@ -294,6 +300,25 @@ class QueryParams:
             raise self._bad(name, value, "a number >= 0") from None
         if not number >= 0:
             raise self._bad(name, value, "a number >= 0")
+        return number
+
+    def get_fps(self, name: str = "fps") -> float:
+        """Frame-rate parameter: 0 (none, the default) or :data:`MIN_FPS` .. :data:`MAX_FPS`.
+
+        Raises:
+            SourceError: not a number, or a rate outside that range (1e-10 fps would wait
+                centuries between frames, past what the platform's clock can represent).
+        """
+        value = self._take(name)
+        if value is None:
+            return 0.0
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not (number == 0 or MIN_FPS <= number <= MAX_FPS):
+            raise self._bad(name, value, f"0 (none) or a rate of {MIN_FPS:g} to {MAX_FPS:g} "
+                                         f"frames per second")
         return number
 
     def get_bool(self, name: str, default: bool) -> bool:

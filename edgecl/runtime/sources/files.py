@@ -334,7 +334,7 @@ class ImageDirSource(ImageListSource):
         """
         loop = params.get_bool("loop", False)
         split = params.get_choice("split", "all", ("all", "train", "val", "test"))
-        fps = params.get_float("fps", 0.0)
+        fps = params.get_fps()
         params.finish()
         source = cls(uri, path, loop, cfg, split)
         source.fps = fps or None  # the rate runtime.realtime paces it at

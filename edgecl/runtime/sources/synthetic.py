@@ -69,7 +69,7 @@ class SyntheticSource(FrameSource):
                    "classes_per_task": params.get_int("classes_per_task", 2, 1)}
         split = params.get_choice("split", "all", ("all", "train", "val", "test"))
         options["only_split"] = None if split == "all" else split
-        loop, fps = params.get_bool("loop", False), params.get_float("fps", 0.0)
+        loop, fps = params.get_bool("loop", False), params.get_fps()
         params.finish()
         return cls(uri, options, loop, fps, cfg, sleep)
 
