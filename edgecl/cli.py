@@ -135,10 +135,26 @@ def main(argv: list[str] | None = None) -> int:
         Process exit code: 0 success, 1 failure reported by a command, 2 usage or input
         error, 130 interrupted.
     """
+    if argv is None:
+        _stop_cleanly_on_sigterm()
     code = _main(argv)
     if argv is None:
         _exit_past_left_behind_threads(code)
     return code
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, a service stop) end a command as Ctrl-C does: by unwinding,
+    so that its temporary files (private copies of a state directory's databases, half-written
+    exports) are removed; the default action killed the process where it stood. ``edgecl run``
+    installs its own handler (a clean shutdown of the runtime) on top of this one."""
+    import signal
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _exit_past_left_behind_threads(code: int) -> None:

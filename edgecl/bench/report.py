@@ -517,7 +517,7 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
     """
     from edgecl.runtime.monitor import Monitor
 
-    monitor = Monitor(state_dir, create=False)
+    monitor = Monitor(state_dir, create=False, private_copy=True)  # reads: changes nothing
     out = Path(out_dir) if out_dir is not None else monitor.db_path.parent / "report"
     if out_dir is None and monitor.read_only:  # a state directory pulled from a device
         raise EdgeclError(f"{monitor.db_path.parent} cannot be written here (read-only), so the "

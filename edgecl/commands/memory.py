@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
     export = msub.add_parser("export", help="write the memory as a YOLO dataset")
     add_config_args(export)
     export.add_argument("--out", required=True, help="output folder (created; must be empty)")
+    export.add_argument("--skip-damaged", action="store_true",
+                        help="export the intact samples and name the damaged ones (instead of "
+                             "refusing; for a memory that cannot be repaired here, e.g. read-only)")
     export.set_defaults(func=export_command)
 
 
@@ -127,16 +130,21 @@ def export_command(args: argparse.Namespace) -> int:
         raise ReplayMemoryError(f"export folder {out} is not empty")
     with _open(args, verify=False) as memory:  # an export changes nothing in the memory
         report = memory.verify(repair=False)
-        damaged = report.missing_rows + report.corrupt_rows
-        if damaged:
+        damaged = set(report.missing_rows + report.corrupt_rows)
+        if damaged and not args.skip_damaged:
+            fix = ("export with --skip-damaged to leave them out" if memory.read_only else
+                   "'edgecl memory verify' drops them, then export again (or export with "
+                   "--skip-damaged)")
             raise ReplayMemoryError(
                 f"the replay memory {memory.root} has {len(damaged)} damaged sample(s) "
                 f"({report.details[0]}{', ...' if len(damaged) > 1 else ''}); nothing was "
-                f"exported: 'edgecl memory verify' drops them, then export again")
-        if memory.read_only:  # nothing may be written beside it: read the samples in place
-            rows = memory.records()
+                f"exported: {fix}")
+        for line in report.details if damaged else ():
+            print(f"skipped: {line}", file=sys.stderr)
+        if memory.read_only or damaged:  # read the samples in place (no snapshot of damage)
+            rows = [r for r in memory.records() if r.id not in damaged]
             samples = memory.get([r.id for r in rows])
-            source = "read-only memory"
+            source = "read-only memory" if memory.read_only else "memory"
         else:
             snap = memory.snapshot()
             rows, samples = snap.rows, snap.get(snap.ids())
@@ -161,5 +169,5 @@ def export_command(args: argparse.Namespace) -> int:
             f"path: {_yaml_text(str(final))}\ntrain: train.txt\nval: {val}\n"
             f"nc: {nc}\nnames:\n" + "".join(f"  {i}: {_yaml_text(n)}\n" for i, n in all_names.items())))
     print(f"exported {len(lists[False])} training and {len(lists[True])} held-out samples "
-          f"({source}) to {out}")
+          f"({source}) to {out}" + (f"; {len(damaged)} damaged sample(s) left out" if damaged else ""))
     return 0

@@ -152,8 +152,15 @@ def add_command(args: argparse.Namespace) -> int:
 
     from edgecl.errors import EdgeclError
 
+    state = Path(config_from_args(args).state_dir)
+    existed = state.exists()
     registry = _registry(args, create=True)
-    version = registry.add(args.path, opts=_options(args))
+    try:
+        version = registry.add(args.path, opts=_options(args))
+    except BaseException:
+        if not existed:  # a refused first model leaves no empty state directory behind
+            _remove_if_only_skeleton(state)
+        raise
     names = registry.manifest(version).get("classes") or {}
     classes = ClassRegistry(config_from_args(args).state_dir)
     conflict = classes.conflict(names)
@@ -178,6 +185,16 @@ def add_command(args: argparse.Namespace) -> int:
         promote_version(config_from_args(args).state_dir, version)
         print(f"promoted {version}")
     return 0
+
+
+def _remove_if_only_skeleton(state: Path) -> None:
+    """Delete a state directory this command created when it holds nothing but empty folders
+    and lock files (the registry's skeleton); anything else stays."""
+    import shutil
+
+    files = [p for p in state.rglob("*") if not p.is_dir()]
+    if all(p.name.endswith(".lock") for p in files):
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def promote_command(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ def summary_command(args: argparse.Namespace) -> int:
     """
     from edgecl.runtime.monitor import Monitor
 
-    summary = Monitor(config_from_args(args).state_dir, create=False).summary()
+    summary = Monitor(config_from_args(args).state_dir, create=False, private_copy=True).summary()
     if args.json:
         print_json_line(summary)
         return 0

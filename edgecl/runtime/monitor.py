@@ -153,6 +153,9 @@ class Monitor:
         runtime_downsample_s: older runtime samples are thinned to one per this many seconds.
         max_downsampled_rows: thinned samples kept (the default keeps a year of hourly samples).
         busy_timeout_s: how long a write waits for another writer's lock before it fails.
+        private_copy: with ``create=False``, read a private copy (WAL replayed) even where the
+            database may be written: a command that only reads must not change a state
+            directory (its schema brought up to date, its WAL checkpointed). Writes then raise.
 
     Raises:
         MonitorError: when the database is missing (``create=False``) or damaged.
@@ -161,7 +164,8 @@ class Monitor:
 
     def __init__(self, state_dir: str | Path, create: bool = True,
                  max_runtime_rows: int = 8_640, runtime_downsample_s: float = 3600.0,
-                 max_downsampled_rows: int = 8_760, busy_timeout_s: float = 10.0) -> None:
+                 max_downsampled_rows: int = 8_760, busy_timeout_s: float = 10.0,
+                 private_copy: bool = False) -> None:
         self.state_dir = Path(state_dir)
         self.busy_timeout_s = float(busy_timeout_s)
         self.max_runtime_rows = max(1, int(max_runtime_rows))
@@ -177,7 +181,7 @@ class Monitor:
                                              and os.access(self.db_path, os.W_OK))
         self._copy = None
         self._memo_cache: dict[tuple, tuple[int, object]] = {}
-        if self.read_only:
+        if self.read_only or (private_copy and not create):
             self._open_private_copy()
             return
         try:
@@ -209,7 +213,7 @@ class Monitor:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """One short-lived reading connection in autocommit mode; damage becomes :class:`MonitorError`."""
         try:
-            if self.read_only:
+            if self._copy is not None:
                 conn = self._copy.connect(isolation_level=None)
                 conn.execute("PRAGMA query_only=ON")
             else:
@@ -218,7 +222,7 @@ class Monitor:
         except sqlite3.Error as exc:
             raise MonitorError(f"cannot open metrics database {self.db_path}: {exc}") from exc
         try:
-            if not self.read_only:
+            if self._copy is None:
                 conn.execute("PRAGMA synchronous=FULL")
             yield conn
         except sqlite3.DatabaseError as exc:
@@ -240,9 +244,10 @@ class Monitor:
             StorageError: when SQLite cannot write (full disk, locked, read-only, I/O error).
             MonitorError: when the file is not a database.
         """
-        if self.read_only:
+        if self._copy is not None:
             raise StorageError(f"metrics database {self.db_path} cannot be written: it is "
-                               f"read-only here")
+                               f"read-only here" if self.read_only else
+                               f"metrics database {self.db_path} was opened to read only")
         try:
             conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s, isolation_level=None)
         except sqlite3.Error as exc:

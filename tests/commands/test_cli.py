@@ -82,3 +82,40 @@ def test_models_cli(capsys, tmp_path):
     assert json.loads(out.strip().splitlines()[-1]) == []
     code, _, err = run_cli(capsys, "models", "rollback", "--state-dir", str(state))
     assert code == 2 and "no earlier" in err
+
+
+def test_sigterm_ends_a_command_by_unwinding_so_its_temporary_copy_goes(tmp_path):
+    """`timeout` or a service stop sends SIGTERM: a command reading a pulled state directory
+    left its private copy of the database (1 GB for a 1 GB database) in TMPDIR."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edgecl.runtime.monitor import Monitor
+
+    state = tmp_path / "state"
+    Monitor(state).record_round(1, "v0001", "promoted", acc=0.5, bwt=0.0, mean_forgetting=0.0)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    child = (
+        "import sys, time\n"
+        "import edgecl.sqlite_copy as sc\n"
+        "orig = sc.PrivateCopy.__init__\n"
+        "def slow(self, *a, **k):\n"
+        "    orig(self, *a, **k)\n"
+        "    print('copied', flush=True)\n"
+        "    time.sleep(60)\n"
+        "sc.PrivateCopy.__init__ = slow\n"
+        f"sys.argv = ['edgecl', 'monitor', 'summary', '--state-dir', {str(state)!r}]\n"
+        "from edgecl.cli import main\n"
+        "sys.exit(main())\n")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TMPDIR=str(scratch), PYTHONPATH=str(repo)))
+    assert proc.stdout.readline().strip() == "copied"
+    assert [p.name for p in scratch.iterdir()][0].startswith("edgecl-db-")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert list(scratch.iterdir()) == []

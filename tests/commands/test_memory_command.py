@@ -189,3 +189,21 @@ def test_a_path_with_lone_surrogates_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="not valid Unicode text"):
         path_from_text("/tmp/\ud83d\ude97", "data.yaml: 'path'")
     assert str(path_from_text("/tmp/\udcff", "x")) == "/tmp/\udcff"  # an undecodable byte: kept
+
+
+def test_export_of_a_damaged_memory_refuses_or_leaves_the_damage_out(state, tmp_path, capsys):
+    """A state directory copied while the runtime wrote: a row without its image. Export
+    refuses and names both ways out; --skip-damaged exports the intact samples (a read-only
+    copy could not be repaired, so before nothing could be exported from it)."""
+    (state / "memory" / "images" / "00000003.jpg").unlink()
+    out = tmp_path / "export"
+    assert main(["memory", "export", "--out", str(out), "--state-dir", str(state)]) == 2
+    err = capsys.readouterr().err
+    assert "has 1 damaged sample(s)" in err and "--skip-damaged" in err and not out.exists()
+    assert main(["memory", "export", "--skip-damaged", "--out", str(out),
+                 "--state-dir", str(state)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().endswith("1 damaged sample(s) left out")
+    assert captured.err.count("skipped: ") == 1
+    exported = sorted(p.name for p in (out / "images").iterdir())
+    assert len(exported) == 9 and "00000003.jpg" not in exported

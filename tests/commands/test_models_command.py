@@ -79,7 +79,7 @@ def test_bad_model_files_are_refused_with_one_line(capsys, tmp_path, exports, ki
     assert err.startswith("error: cannot add") and err.count("\n") == 1, err
     assert {"yaml": "expected one of .pt, .onnx, .engine",
             "classifier": "not a YOLO detection head"}.get(kind, "") in err
-    assert _versions(capsys, state) == []
+    assert not state.exists()  # nothing staged, and no empty state directory left behind
 
 
 def test_no_traceback_from_the_real_command(tmp_path):
@@ -206,3 +206,15 @@ def test_reading_a_missing_state_dir_creates_nothing(tmp_path, run_edgecl):
             f"error: {missing}: no such state directory (run 'edgecl run --state-dir {missing} "
             f"...' first, or check --state-dir)"]
     assert not missing.exists()
+
+
+def test_a_refused_first_model_leaves_no_state_dir(tmp_path, run_edgecl):
+    """`models add` of a missing or unusable file into a new state directory: refused, and the
+    directory it would have started is not left behind (a later `models list` said 'no model
+    versions yet' instead of 'no such state directory')."""
+    state = tmp_path / "new"
+    bad = tmp_path / "junk.onnx"
+    bad.write_bytes(b"junk")
+    for path in (tmp_path / "missing.pt", bad):
+        code, _, err = run_edgecl(["models", "add", str(path), "--state-dir", str(state)])
+        assert code == 2 and err.count("\n") == 1 and not state.exists()

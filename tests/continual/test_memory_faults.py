@@ -358,3 +358,16 @@ def test_a_damaged_row_is_one_line_and_the_repairing_check_drops_it_alone(tmp_pa
         assert report.corrupt_rows == (ids[1], ids[2]) and not report.unrepaired
         assert [r.id for r in memory.records()] == [ids[0]]
     assert files(root) == [f"{ids[0]:08d}.jpg", f"{ids[0]:08d}.txt"]
+
+
+def test_a_read_only_memory_with_an_empty_index_beside_its_samples_is_damage(tmp_path):
+    """An SD-card copy cut short: a 0-byte index beside the samples read as an empty memory
+    (stats 0, export of nothing, exit 0) when read-only, while a writable open refused it."""
+    root = tmp_path / "memory"
+    with ReplayMemory(root, cfg()) as m:
+        m.add(sample(1))
+    (root / "index.sqlite").write_bytes(b"")
+    for sidecar in ("index.sqlite-wal", "index.sqlite-shm"):
+        (root / sidecar).unlink(missing_ok=True)
+    with pytest.raises(ReplayMemoryError, match="holds 1 samples on disk but its index .* is empty"):
+        ReplayMemory(root, cfg(), read_only=True, verify_on_open=False)

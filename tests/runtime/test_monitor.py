@@ -554,3 +554,21 @@ def test_old_rounds_keep_their_numbers_and_lose_their_details(tmp_path, monkeypa
     assert mon.calibration("v0002")["per_class"] == {"0": {"x": list(range(50))}}
     assert mon.calibration("v0003")["per_class"] and mon.reliability("v0001")["bins"] == []
     assert mon.accuracy_matrix("tasks", None)["values"] == [[pytest.approx(0.1 * r)] for r in statuses]
+
+
+def test_reading_commands_change_nothing_in_a_writable_state_dir(tmp_path):
+    """`monitor summary` and `monitor report` on a pulled copy on writable storage added the
+    newest schema's table and checkpointed the WAL away; now they read a private copy."""
+    from edgecl.errors import StorageError
+
+    filled(tmp_path)
+    db = tmp_path / "metrics" / "metrics.sqlite"
+    with sqlite3.connect(db) as conn:  # a database from before the learning stamp
+        conn.execute("DROP TABLE learning_stamp")
+    before = {p.name: p.read_bytes() for p in db.parent.iterdir() if p.is_file()}
+    reader = Monitor(tmp_path, create=False, private_copy=True)
+    assert reader.summary()["model_version"] == "v0004" and not reader.read_only
+    with pytest.raises(StorageError, match="opened to read only"):
+        reader.set_class_names({0: "car"})
+    del reader
+    assert {p.name: p.read_bytes() for p in db.parent.iterdir() if p.is_file()} == before

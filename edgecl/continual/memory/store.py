@@ -244,6 +244,8 @@ class ReplayMemory:
         if self.read_only:
             if not (self.root / INDEX_FILE).is_file():
                 raise ReplayMemoryError(f"no replay memory at {self.root} (no {INDEX_FILE})")
+            with self._faults(f"cannot open the replay memory {self.root}"):
+                refuse_lost_index(self.root)  # an empty index beside samples is damage here too
         else:
             with self._faults(f"cannot open the replay memory {self.root}"):
                 for sub in ("images", "labels", "snapshots"):
