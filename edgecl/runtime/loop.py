@@ -395,8 +395,9 @@ class InferenceLoop:
         sink_stall_timeout_s: how long the inference thread waits on a sink whose queue is full
             before that sink counts as stalled and its results are dropped.
         realtime: read a recorded source (video file, image folder) at its frame rate, as a
-            camera delivers frames (``runtime.realtime``; see :func:`realtime_fps`); a live
-            source is never paced.
+            camera delivers frames (``runtime.realtime``; see :func:`realtime_fps`), and under
+            ``back_pressure: auto`` drop the oldest frame when inference lags, as for a camera;
+            a live source is never paced.
     """
 
     def __init__(self, source, backend: Backend, model_version: str, *, sinks=(),
@@ -413,6 +414,7 @@ class InferenceLoop:
         self.max_frames = max_frames
         self.stop_timeout_s = stop_timeout_s
         self.watchdog = watchdog or Watchdog()
+        self._back_pressure = back_pressure
         self._buffer = make_buffer(back_pressure, getattr(source, "is_live", False))
         self._sinks = _Sinks(sinks, sink_queue_size, self.watchdog, sink_stall_timeout_s)
         self._stop = threading.Event()
@@ -565,6 +567,8 @@ class InferenceLoop:
         if hasattr(self.source, "open"):
             self.source.open()
             self.pace_fps = realtime_fps(self.source) if self.realtime else None
+            if self.pace_fps:  # paced like a camera, it drops like one when inference lags
+                self._buffer = make_buffer(self._back_pressure, True)
         self._sinks.start()
         capture = threading.Thread(target=self._capture, name="edgecl-capture", daemon=True)
         inference = threading.Thread(target=self._inference_guarded, name="edgecl-inference",

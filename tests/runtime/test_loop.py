@@ -406,3 +406,17 @@ def test_realtime_reads_a_recorded_source_at_its_frame_rate(caplog):
         loop = InferenceLoop(ListSource(3), SleepBackend(delay_s=0.0), "v0001", realtime=True)
         assert loop.run().frames == 3 and loop.pace_fps is None
     assert any("has no usable frame rate to pace it at" in r.getMessage() for r in caplog.records)
+
+
+def test_a_paced_recording_drops_frames_like_a_camera_when_inference_lags():
+    """Paced at 200 fps with inference taking 20 ms a frame: under back_pressure auto the
+    oldest frames go, as for a camera (before, every frame waited and none was dropped)."""
+    source = ListSource(40)
+    source.fps = 200.0
+    report = InferenceLoop(source, SleepBackend(delay_s=0.02), "v0001", realtime=True).run()
+    assert report.dropped > 0 and report.frames + report.dropped == 40
+    source = ListSource(40)
+    source.fps = 200.0
+    report = InferenceLoop(source, SleepBackend(delay_s=0.02), "v0001", realtime=True,
+                           back_pressure="block").run()
+    assert report.dropped == 0 and report.frames == 40
