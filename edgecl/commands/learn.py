@@ -26,9 +26,11 @@ def learn_command(args: argparse.Namespace) -> int:
     from edgecl.runtime.promote import promote_version
 
     from edgecl.continual.cpu_engines import check_export_settings
+    from edgecl.continual.round import check_start_model
 
     cfg = config_from_args(args)
     check_export_settings(cfg)  # an engine asked 'on' that cannot be built here: one line now
+    check_start_model(cfg)  # IDER or freeze_layers the model cannot take: one line now
     if cfg.learner.device.startswith("cuda"):  # one line now, not a failed round's traceback
         from edgecl.continual.finetune import resolve_device
 

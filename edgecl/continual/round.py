@@ -244,6 +244,56 @@ def base_checkpoint(cfg: Config) -> Path | None:
     return None if meta.get("untrained") else path
 
 
+SAFE_FREEZE_LAYERS = 20
+"""``learner.freeze_layers`` below this leaves the head trainable in every ultralytics detection
+family edgecl runs (their layer counts are 22 and above); larger values are checked at start."""
+
+
+def check_start_model(cfg: Config) -> None:
+    """Refuse at start learner settings that the model a round would fine-tune cannot take,
+    instead of failing every round (``run``) or after the round has started (``learn``).
+
+    Checks IDER (``ider.enabled``) against an end-to-end head (YOLO26, YOLOv10), and
+    ``learner.freeze_layers`` of :data:`SAFE_FREEZE_LAYERS` or more against the current
+    version's layer count (the first round never freezes). Loads the model only then.
+
+    Raises:
+        ConfigError: one line naming the setting, the model and what it takes.
+    """
+    from edgecl.continual.yolo_train import is_end_to_end
+    from edgecl.errors import ConfigError, EdgeclError
+    from edgecl.models.checkpoint import load_checkpoint
+    from edgecl.models.registry import Registry
+
+    freeze = int(cfg.learner.freeze_layers)
+    if not (cfg.ider.enabled or freeze >= SAFE_FREEZE_LAYERS):
+        return
+    pt, later, label = None, False, ""
+    models = Path(cfg.state_dir) / "models"
+    try:
+        registry = Registry(models) if models.is_dir() else None
+        current = registry.current() if registry is not None else None
+        if current is not None:
+            pt, later, label = registry.file_path(current, "model.pt"), True, f"version {current}"
+    except EdgeclError:
+        pt = None  # an ONNX-only or damaged version: the round's own checks report it
+    pt = pt or base_checkpoint(cfg)
+    if pt is None:
+        return
+    label = label or Path(pt).name
+    try:
+        model, _ = load_checkpoint(pt)
+    except EdgeclError:
+        return  # the round's own load reports what is wrong with it
+    if cfg.ider.enabled and is_end_to_end(model):
+        raise ConfigError(f"ider.enabled: {label} has an end-to-end head (YOLO26, "
+                          f"YOLOv10), which IDER cannot calibrate; set ider.enabled: false")
+    layers = len(model.model)
+    if later and freeze >= layers:
+        raise ConfigError(f"learner.freeze_layers={freeze} must be in 0..{layers - 1} for "
+                          f"{label} ({layers} layers; the last is the detection head)")
+
+
 def _top_class(ctx: RoundContext) -> int:
     """Highest class id any sample of the round's snapshot carries (-1 when none)."""
     return max((c for r in ctx.snapshot.records() for c in r.classes), default=-1)

@@ -265,8 +265,10 @@ class Runtime:
         if cfg.learner.enabled:
             from edgecl.continual.cpu_engines import check_export_settings
             from edgecl.continual.finetune import resolve_device
+            from edgecl.continual.round import check_start_model
 
             check_export_settings(cfg)
+            check_start_model(cfg)
             if cfg.learner.device.startswith("cuda"):  # refused at start, not in every round
                 resolve_device(cfg.learner.device)
         ensure_writable(cfg.state_dir)

@@ -49,3 +49,30 @@ def test_a_pretrained_start_whose_ids_name_other_classes_is_refused_in_one_line(
         _load_parent(ctx)
     assert any("was trained at 64 px; this round trains and exports at learner.imgsz=160 px"
                in r.getMessage() for r in caplog.records)
+
+
+def test_learner_settings_the_model_cannot_take_are_refused_at_start(tmp_path):
+    """IDER on a YOLO26 start, and freeze_layers past the current version's layers, failed
+    every round (run) or after the round had started (learn); now one line at start."""
+    import pytest
+
+    from edgecl.config import load_config
+    from edgecl.continual.round import check_start_model
+    from edgecl.errors import ConfigError
+    from edgecl.models.registry import Registry
+
+    names = {0: "car"}
+    e2e = save_checkpoint(build_detection_model(1, cfg="yolo26n.yaml", names=names),
+                          tmp_path / "yolo26n.pt", meta={"names": names, "imgsz": 64})
+    state = tmp_path / "state"
+    cfg = load_config(None, [f"state_dir={state}", f"model.path={e2e}", "ider.enabled=true"])
+    with pytest.raises(ConfigError, match="yolo26n.pt has an end-to-end head .* set ider.enabled: false"):
+        check_start_model(cfg)
+    check_start_model(load_config(None, [f"state_dir={state}", f"model.path={e2e}"]))
+    pt = save_checkpoint(build_detection_model(1, names=names), tmp_path / "v11.pt",
+                         meta={"names": names, "imgsz": 64})
+    registry = Registry(state / "models")
+    registry.promote(registry.add(pt))
+    check_start_model(load_config(None, [f"state_dir={state}", "learner.freeze_layers=23"]))
+    with pytest.raises(ConfigError, match=r"learner.freeze_layers=24 must be in 0..23 for "):
+        check_start_model(load_config(None, [f"state_dir={state}", "learner.freeze_layers=24"]))
