@@ -15,22 +15,65 @@ import math
 from edgecl.errors import LabelError
 
 
+def class_prior_bias(nc: int, stride: float) -> float:
+    """Ultralytics' ``Detect.bias_init`` class prior of a new class row: ``log(5 / nc / (640 /
+    stride) ** 2)`` (about 5 objects per 640 px image spread over ``nc`` classes).
+
+    Args:
+        nc: class count of the head.
+        stride: the level's stride in pixels.
+    """
+    return math.log(5 / nc / (640 / float(stride)) ** 2)
+
+
 def _grown_conv(old, new_nc: int, stride: float):
     """Return a copy of a 1x1 class conv with ``new_nc`` output rows (old rows copied)."""
-    from torch import nn
-
-    grown = nn.Conv2d(old.in_channels, new_nc, old.kernel_size, old.stride, old.padding,
-                      bias=True).to(old.weight)
+    grown = _fresh_conv(old, new_nc, stride)
     old_nc = old.out_channels
     grown.weight.data[:old_nc] = old.weight.data
     grown.bias.data[:old_nc] = old.bias.data if old.bias is not None else 0.0
-    grown.bias.data[old_nc:] = math.log(5 / new_nc / (640 / float(stride)) ** 2)
     return grown
 
 
-def _grow_branches(branches, new_nc: int, strides) -> None:
-    for i, branch in enumerate(branches):
-        branch[-1] = _grown_conv(branch[-1], new_nc, strides[i])
+def _fresh_conv(old, nc: int, stride: float):
+    """A 1x1 class conv shaped like ``old`` with ``nc`` rows: default weight initialisation,
+    bias at :func:`class_prior_bias`."""
+    from torch import nn
+
+    fresh = nn.Conv2d(old.in_channels, nc, old.kernel_size, old.stride, old.padding,
+                      bias=True).to(old.weight)
+    fresh.bias.data[:] = class_prior_bias(nc, stride)
+    return fresh
+
+
+def _replace_class_convs(model, nc: int, make) -> None:
+    """Replace the last conv of every class branch (``cv3[i]``, and ``one2one_cv3[i]`` on
+    end-to-end heads) by ``make(old_conv, stride)`` and record ``nc`` classes on the head and
+    the model."""
+    head = model.model[-1]
+    strides = head.stride.tolist()
+    branches = [head.cv3]
+    if getattr(head, "one2one_cv3", None) is not None:
+        branches.append(head.one2one_cv3)
+    for branch_list in branches:
+        for i, branch in enumerate(branch_list):
+            branch[-1] = make(branch[-1], strides[i])
+    head.nc = nc
+    head.no = nc + head.reg_max * 4
+    model.nc = nc
+    model.yaml["nc"] = nc
+
+
+def resize_class_rows(model, nc: int) -> None:
+    """Give a DetectionModel's head ``nc`` fresh class rows (default initialisation, bias at
+    :func:`class_prior_bias`), every other weight unchanged; unlike :func:`grow_head` no row is
+    kept, so the count may also shrink. For models without an IDER prior adapter.
+
+    Args:
+        model: DetectionModel, modified in place.
+        nc: the class count (>= 1).
+    """
+    _replace_class_convs(model, nc, lambda old, stride: _fresh_conv(old, nc, stride))
 
 
 def _check_new_ids(old_nc: int, new_names: dict[int, str]) -> int:
@@ -68,15 +111,8 @@ def grow_head(model, new_names: dict[int, str]):
     new_nc = _check_new_ids(old_nc, {int(k): v for k, v in new_names.items()})
     if new_nc == old_nc:
         return model
-    strides = head.stride.tolist()
-    _grow_branches(head.cv3, new_nc, strides)
-    if getattr(head, "one2one_cv3", None) is not None:
-        _grow_branches(head.one2one_cv3, new_nc, strides)
+    _replace_class_convs(model, new_nc, lambda old, stride: _grown_conv(old, new_nc, stride))
     grow_adapters(model, new_nc)
-    head.nc = new_nc
-    head.no = new_nc + head.reg_max * 4
-    model.nc = new_nc
-    model.yaml["nc"] = new_nc
     names = dict(getattr(model, "names", None) or {i: str(i) for i in range(old_nc)})
     names.update({int(k): str(v) for k, v in new_names.items() if int(k) >= old_nc})
     model.names = names

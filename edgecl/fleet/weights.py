@@ -16,11 +16,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 
 import numpy as np
 
 from edgecl.continual.federated import align_rows, is_class_row_key
+from edgecl.continual.head import resize_class_rows
 
 log = logging.getLogger(__name__)
 
@@ -157,39 +157,6 @@ def model_arrays(model) -> dict[str, np.ndarray]:
             if v.is_floating_point()}
 
 
-def _class_convs(model):
-    """The class-row convs of a DetectionModel's head (``cv3[i][-1]``, and ``one2one_cv3``)."""
-    head = model.model[-1]
-    branches = [head.cv3] + ([head.one2one_cv3] if getattr(head, "one2one_cv3", None) is not None
-                             else [])
-    return head, branches
-
-
-def _resize_class_rows(model, nc: int) -> None:
-    """Give the head ``nc`` class rows: fresh 1x1 class convs (default initialisation, bias at
-    ultralytics' class prior ``log(5 / nc / (640 / stride) ** 2)``), everything else unchanged.
-
-    Args:
-        model: DetectionModel, modified in place.
-        nc: the class count (>= 1).
-    """
-    from torch import nn
-
-    head, branches = _class_convs(model)
-    strides = head.stride.tolist()
-    for branch_list in branches:
-        for i, branch in enumerate(branch_list):
-            old = branch[-1]
-            new = nn.Conv2d(old.in_channels, nc, old.kernel_size, old.stride, old.padding,
-                            bias=True).to(old.weight)
-            new.bias.data[:] = math.log(5 / nc / (640 / float(strides[i])) ** 2)
-            branch[-1] = new
-    head.nc = nc
-    head.no = nc + head.reg_max * 4
-    model.nc = nc
-    model.yaml["nc"] = nc
-
-
 def _class_width(arrays: dict) -> int | None:
     """The input channels of the arrays' class-row convs (the head's class-branch width), or
     ``None`` when the arrays hold no class-row weight."""
@@ -217,10 +184,10 @@ def _fresh_model(arch, order: list[str], width: int | None, seed: int):
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_detection_model(len(order), cfg=cfg, names=names)
-        if width is not None and _class_convs(model)[1][0][0][-1].in_channels != width:
+        if width is not None and model.model[-1].cv3[0][-1].in_channels != width:
             cfg = DEFAULT_ARCH if arch is None else copy.deepcopy(dict(arch))
             model = build_detection_model(width, cfg=cfg, names=dict(enumerate(map(str, range(width)))))
-            _resize_class_rows(model, len(order))
+            resize_class_rows(model, len(order))
             model.names = names
     return model
 
