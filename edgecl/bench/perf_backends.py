@@ -266,6 +266,7 @@ def run_backends(args) -> dict:
 
     from edgecl.config import load_config
     from edgecl.data.images import read_image
+    from edgecl.models.checkpoint import load_checkpoint, longer_side
     from edgecl.ultra import ensure_offline
 
     ensure_offline()
@@ -276,11 +277,9 @@ def run_backends(args) -> dict:
         if pt.suffix != ".pt":
             raise ConfigError(f"--backends exports every engine from a PyTorch checkpoint; "
                               f"--model {pt} is not a .pt file")
-        from edgecl.models.checkpoint import load_checkpoint
-
         meta = load_checkpoint(pt)[1]
-    own = meta.get("imgsz")  # the size the checkpoint was trained at, unless --imgsz says otherwise
-    imgsz = int(args.imgsz or (max(own) if isinstance(own, (list, tuple)) else own) or DEFAULT_IMGSZ)
+    # the size the checkpoint was trained at, unless --imgsz says otherwise
+    imgsz = int(args.imgsz or longer_side(meta.get("imgsz")) or DEFAULT_IMGSZ)
     cfg = load_config(None, [f"learner.imgsz={imgsz}", f"model.imgsz={imgsz}"])
     cache_dir = Path(args.cache_dir).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -364,8 +364,10 @@ def _check_start_names(path: Path, stored: dict[int, str], registry: dict[int, s
 def _warn_start_size(path: Path, trained, learner_imgsz: int) -> None:
     """Say so when a pretrained start was trained at another size than the round's: the round
     trains, exports and the device then serves at ``learner.imgsz``."""
-    side = max(trained) if isinstance(trained, (list, tuple)) and trained else trained
-    if isinstance(side, int) and side != learner_imgsz:
+    from edgecl.models.checkpoint import longer_side
+
+    side = longer_side(trained)
+    if side is not None and side != learner_imgsz:
         log.warning("model.path %s was trained at %d px; this round trains and exports at "
                     "learner.imgsz=%d px, and the device serves that size from now on (set "
                     "learner.imgsz: %d to keep its size)", path.name, side, learner_imgsz, side)

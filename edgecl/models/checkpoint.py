@@ -208,12 +208,22 @@ def _trained_image_size(ckpt: dict, model) -> int | None:
     for args in (ckpt.get("train_args"), getattr(model, "args", None)):
         if not isinstance(args, dict):
             args = getattr(args, "__dict__", None)
-        value = args.get("imgsz") if isinstance(args, dict) else None
-        if isinstance(value, (list, tuple)) and value and all(_is_image_size(v) for v in value):
-            value = max(int(v) for v in value)
-        if _is_image_size(value):
-            return -(-int(value) // 32) * 32  # ultralytics trains at a multiple of the stride
+        side = longer_side(args.get("imgsz") if isinstance(args, dict) else None)
+        if side is not None:
+            return -(-side // 32) * 32  # ultralytics trains at a multiple of the stride
     return None
+
+
+def longer_side(imgsz) -> int | None:
+    """The longer side in pixels of an image size as checkpoints record it (a side or ``[h,
+    w]``), or None when ``imgsz`` is not a valid size.
+
+    Args:
+        imgsz: the recorded value (``meta["imgsz"]``, ``train_args.imgsz``).
+    """
+    if not _is_image_size(imgsz):
+        return None
+    return max(int(v) for v in imgsz) if isinstance(imgsz, (list, tuple)) else int(imgsz)
 
 
 def _checked_names(names, path: Path) -> dict[int, str]:

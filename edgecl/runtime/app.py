@@ -323,16 +323,10 @@ class Runtime:
                 raise ConfigError(f"{what}: {conflict}; {advice}")
             planned.update({int(k): str(v) for k, v in names.items() if int(k) not in planned})
         for names, what, advice in seeds:
-            self._seed_from(names, what, advice)
-
-    def _seed_from(self, names: dict, what: str, advice: str) -> None:
-        conflict = self.classes.conflict(names)
-        if conflict:
-            raise ConfigError(f"{what}: {conflict}; {advice}")
-        try:
-            self.classes.seed(names)
-        except EdgeclError as exc:
-            raise ConfigError(f"{what}: {exc}; {advice}") from None
+            try:
+                self.classes.seed(names)  # checked above; seed refuses what changed since
+            except EdgeclError as exc:
+                raise ConfigError(f"{what}: {exc}; {advice}") from None
 
     def build(self, source=None) -> None:
         """Open the model, the source and every part the options ask for.
