@@ -95,6 +95,30 @@ class FineTuneHooks(Protocol):
         """Called with the round's result (only after ``on_round_start`` was)."""
 
 
+def settings_problem(model, freeze_layers: int, ider_enabled: bool,
+                     what: str = "this model") -> str | None:
+    """Why a round cannot fine-tune ``model`` with these learner settings, or None.
+
+    Args:
+        model: the DetectionModel a round starts from.
+        freeze_layers: layers the round keeps fixed (``learner.freeze_layers``; 0 for a first
+            round, which never freezes).
+        ider_enabled: ``ider.enabled``: IDER needs a one-to-many head.
+        what: how the message names the model (a version, a file).
+
+    Returns:
+        One line naming the setting, the model and what it takes; None when they fit.
+    """
+    if ider_enabled and yolo_train.is_end_to_end(model):
+        return (f"IDER (ider.enabled) needs a one-to-many YOLO head (YOLOv8, YOLO11, YOLO12); "
+                f"{what} has an end-to-end head (YOLO26, YOLOv10): set ider.enabled: false")
+    layers = len(model.model)
+    if not 0 <= freeze_layers < layers:
+        return (f"learner.freeze_layers={freeze_layers} must be in 0..{layers - 1} for {what} "
+                f"({layers} layers; the last is the detection head)")
+    return None
+
+
 def resolve_device(device: str):
     """Turn a device string into a torch device (``auto`` -> cuda when available, else cpu).
 
@@ -235,14 +259,9 @@ class FineTuner:
                             started=True)
 
     def _prepare(self, device: str, freeze_layers: int) -> None:
-        if yolo_train.is_end_to_end(self.model) and self.ider_cfg.enabled:
-            raise ConfigError("IDER (ider.enabled) needs a one-to-many YOLO head (YOLOv8, YOLO11, "
-                              "YOLO12); this model's head is end-to-end (YOLO26, YOLOv10): set "
-                              "ider.enabled=false")
-        n_layers = len(self.model.model)
-        if not 0 <= int(freeze_layers) < n_layers:
-            raise ConfigError(f"learner.freeze_layers={freeze_layers} must be in 0..{n_layers - 1} "
-                              f"for this model ({n_layers} layers; the last is the detection head)")
+        problem = settings_problem(self.model, int(freeze_layers), self.ider_cfg.enabled)
+        if problem:
+            raise ConfigError(problem)
         self.device = resolve_device(device)
         self.hyp = yolo_train.training_hyp(self.cfg.imgsz, self.cfg.lr)
         self.model.to(self.device).float()

@@ -260,7 +260,7 @@ def check_start_model(cfg: Config) -> None:
     Raises:
         ConfigError: one line naming the setting, the model and what it takes.
     """
-    from edgecl.continual.yolo_train import is_end_to_end
+    from edgecl.continual.finetune import settings_problem
     from edgecl.errors import ConfigError, EdgeclError
     from edgecl.models.checkpoint import load_checkpoint
     from edgecl.models.registry import Registry
@@ -285,13 +285,9 @@ def check_start_model(cfg: Config) -> None:
         model, _ = load_checkpoint(pt)
     except EdgeclError:
         return  # the round's own load reports what is wrong with it
-    if cfg.ider.enabled and is_end_to_end(model):
-        raise ConfigError(f"ider.enabled: {label} has an end-to-end head (YOLO26, "
-                          f"YOLOv10), which IDER cannot calibrate; set ider.enabled: false")
-    layers = len(model.model)
-    if later and freeze >= layers:
-        raise ConfigError(f"learner.freeze_layers={freeze} must be in 0..{layers - 1} for "
-                          f"{label} ({layers} layers; the last is the detection head)")
+    problem = settings_problem(model, freeze if later else 0, cfg.ider.enabled, label)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _top_class(ctx: RoundContext) -> int:
