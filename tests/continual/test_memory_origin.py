@@ -173,7 +173,7 @@ def test_an_index_without_origin_is_migrated_to_ground_truth(tmp_path):
         assert m.verify(repair=False, deep=True).problems_found == 0
     cols = [r[1] for r in sqlite3.connect(root / "index.sqlite").execute(
         "PRAGMA table_info(samples)")]
-    assert cols[-3:] == ["origin", "image_bytes", "content_hash"]
+    assert cols[-4:] == ["origin", "image_bytes", "content_hash", "embedding"]
     with ReplayMemory(root, cfg(holdout_fraction=0.5)) as m:  # migrating twice is harmless
         assert m.stats()["per_origin"] == {**ALL_ZERO, "ground_truth": 3, "pseudo": 1}
 

@@ -8,9 +8,9 @@ from labels_fakes import dets, textured
 
 from edgecl.config import LabelsConfig, SelectionConfig
 from edgecl.frames import Detections, Frame
-from edgecl.runtime.labels import (SELECTION_POLICIES, NoveltyRing, OperatorQueue, RateLimiter,
-                                   SelectionContext, Selector, embedding_distance,
-                                   thumbnail_embedding)
+from edgecl.runtime.labels import (SELECTION_POLICIES, MemoryEmbeddings, NoveltyRing,
+                                   OperatorQueue, RateLimiter, SelectionContext, Selector,
+                                   embedding_distance, thumbnail_embedding)
 from edgecl.runtime.labels.selection import (disagreement_score, forgetting_score, novel_score,
                                              random_score, uncertain_score)
 
@@ -218,3 +218,85 @@ def test_failing_policy_scores_zero_and_is_counted(caplog):
         cand = sel.score(frame(), dets([0.45]), sel.embed(IMG))
     assert cand.reasons == {"uncertain": 1.0} and sel.policy_errors == {"disagreement": 3}
     assert caplog.text.count("previous model unloaded") == 1
+
+
+def memory_at(root, *seeds, capacity=100):
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+
+    m = ReplayMemory(root, MemoryConfig(capacity=capacity, holdout_fraction=0.0, seed=3))
+    box = np.array([[0, 0.5, 0.5, 0.25, 0.5]], np.float32)
+    ids = [m.add(Sample(textured(s), box, task="stream")) for s in seeds]
+    return m, ids
+
+
+def test_novelty_compares_with_what_memory_holds_imports_from_another_process_included(tmp_path):
+    cfg = LabelsConfig(novel_distance=0.2)
+    mem, _ = memory_at(tmp_path / "m", 1)
+    now = [0.0]
+    view = MemoryEmbeddings(mem, refresh_s=10.0, monotonic=lambda: now[0])
+    view.refresh(force=True)
+    held, other = textured(1), textured(2)
+    assert novel_score(frame(held), dets([]), ctx(cfg, held, memory=view)) < 0.01
+    far = embedding_distance(thumbnail_embedding(held), thumbnail_embedding(other))
+    assert novel_score(frame(other), dets([]), ctx(cfg, other, memory=view)) == pytest.approx(
+        min(1.0, far / 0.2), abs=1e-3)
+    importer, _ = memory_at(tmp_path / "m", 2)                      # `labels import` elsewhere
+    importer.close()
+    now[0] = 5.0                                                    # not checked again yet
+    assert novel_score(frame(other), dets([]), ctx(cfg, other, memory=view)) > 0.5
+    now[0] = 10.0
+    assert novel_score(frame(other), dets([]), ctx(cfg, other, memory=view)) < 0.01
+    assert len(view) == 2
+    mem.close()
+
+
+def test_novelty_forgets_an_evicted_sample(tmp_path):
+    mem, ids = memory_at(tmp_path / "m", 1, 2)
+    mem.close()
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory
+
+    with ReplayMemory(tmp_path / "m", MemoryConfig(capacity=1, holdout_fraction=0.0)) as small:
+        view = MemoryEmbeddings(small)
+        view.refresh(force=True)
+        (kept,) = small.ids()
+        gone = 2 if kept == ids[0] else 1
+        assert view.ids.tolist() == [kept]
+        assert view.nearest(thumbnail_embedding(textured(gone))) > 0.15
+        assert view.nearest(thumbnail_embedding(textured(3 - gone))) < 0.01
+
+
+def test_an_unreadable_memory_keeps_the_last_view_with_one_warning(tmp_path, caplog):
+    from edgecl.errors import StorageError
+
+    mem, _ = memory_at(tmp_path / "m", 1)
+    view = MemoryEmbeddings(mem, refresh_s=0.0)
+    view.refresh(force=True)
+
+    def broken():
+        raise StorageError("cannot read the memory index: disk I/O error")
+
+    mem.change_signature = broken
+    for _ in range(3):
+        assert view.nearest(thumbnail_embedding(textured(1))) < 0.01
+    assert caplog.text.count("novelty: cannot read the replay memory") == 1
+    mem.close()
+
+
+def test_the_field_sink_compares_novelty_with_the_memory(tmp_path):
+    from edgecl.config import load_config
+    from edgecl.runtime.labels import MemorySink
+
+    mem, _ = memory_at(tmp_path / "state" / "memory", 1, 2)
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}", "labels.mode=field"])
+    sink = MemorySink.from_config(cfg, memory=mem)
+    assert len(sink.selector.memory) == 2
+    cand = sink.selector.score(frame(textured(1)), dets([]), sink.selector.embed(textured(1)))
+    assert cand.reasons.get("novel", 0.0) < 0.01                  # float16 on disk
+    new = sink.selector.score(frame(textured(7)), dets([]), sink.selector.embed(textured(7)))
+    assert new.reasons["novel"] > 0.5
+    off = load_config(None, [f"state_dir={tmp_path / 'state'}", "labels.mode=field",
+                             "labels.selection.novel=0"])
+    assert MemorySink.from_config(off, memory=mem).selector.memory is None
+    mem.close()

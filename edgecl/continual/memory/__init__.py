@@ -10,7 +10,8 @@ One public interface; the modules behind it are the package's own business:
 - :mod:`.verify`: the checks behind :meth:`ReplayMemory.verify` and its :class:`VerifyReport`;
 - :mod:`.admission` and :mod:`.policies`: which offered samples enter and which leave
   (reservoir, class-balanced, task-budget insertion policies);
-- :mod:`.index`: the SQLite index; :mod:`.faults`: storage faults as one-line errors.
+- :mod:`.index`: the SQLite index; :mod:`.faults`: storage faults as one-line errors;
+- :mod:`.embedding`: the thumbnail embedding kept with each sample (novelty, near-duplicates).
 
 Example::
 

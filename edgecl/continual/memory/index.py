@@ -10,7 +10,8 @@ a hand-edited index never evaluates a model on pseudo labels.
 
 Schema migrations run on open, in the schema transaction: an index written before a column
 existed gets it with its default (``origin``: ``ground_truth``; ``image_bytes``,
-``content_hash``: NULL).
+``content_hash``, ``embedding``: NULL; the store computes a missing embedding from the sample's
+image when it is first asked for, see :meth:`~edgecl.continual.memory.ReplayMemory.embeddings`).
 
 ``content_hash`` (the hash of an imported image's file bytes, NULL for camera frames) is indexed
 for the rows that have one, so ``labels import`` recognises an image already in memory.
@@ -51,7 +52,8 @@ CREATE TABLE IF NOT EXISTS samples(
     height INTEGER NOT NULL,
     origin TEXT NOT NULL DEFAULT 'ground_truth',
     image_bytes INTEGER,
-    content_hash TEXT
+    content_hash TEXT,
+    embedding BLOB
 );
 CREATE INDEX IF NOT EXISTS samples_by_task ON samples(held_out, task, id);
 CREATE INDEX IF NOT EXISTS samples_by_class ON samples(held_out, primary_class, id);
@@ -64,6 +66,7 @@ MIGRATED_COLUMNS = {
     "origin": f"TEXT NOT NULL DEFAULT '{LabelOrigin.GROUND_TRUTH.value}'",
     "image_bytes": "INTEGER",
     "content_hash": "TEXT",
+    "embedding": "BLOB",
 }
 # Indexes over migrated columns: created after the migration added their column.
 MIGRATED_INDEXES = (
@@ -355,6 +358,30 @@ class IndexDB:
         with self.write() as conn:
             cur = conn.executemany("UPDATE samples SET times_replayed = times_replayed + 1 "
                                    "WHERE id = ?", [(int(i),) for i in ids])
+            return int(cur.rowcount)
+
+    def change_signature(self) -> tuple[int, int]:
+        """``(row count, last id ever given)``: differs after any insert or delete."""
+        count = int(self.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+        return count, self.next_id() - 1
+
+    def embeddings(self) -> list[tuple[int, object]]:
+        """``(id, stored embedding or None)`` of every row, ascending id."""
+        return [(int(i), blob) for i, blob in
+                self.conn.execute("SELECT id, embedding FROM samples ORDER BY id")]
+
+    def set_embeddings(self, values: list[tuple[int, bytes]]) -> int:
+        """Store embeddings of existing rows (missing ids are ignored).
+
+        Args:
+            values: ``(id, blob)`` pairs.
+
+        Returns:
+            Number of rows updated.
+        """
+        with self.write() as conn:
+            cur = conn.executemany("UPDATE samples SET embedding = ? WHERE id = ?",
+                                   [(blob, int(i)) for i, blob in values])
             return int(cur.rowcount)
 
     def load_counters(self) -> dict[str, int]:

@@ -67,6 +67,13 @@ from edgecl import atomic
 from edgecl.config import Config, MemoryConfig
 from edgecl.continual.memory import verify as checks
 from edgecl.continual.memory.admission import Admission, Decision
+from edgecl.continual.memory.embedding import (
+    EMBEDDING_BLOB_BYTES,
+    EMBEDDING_DIM,
+    embedding_from_blob,
+    embedding_to_blob,
+    thumbnail_embedding,
+)
 from edgecl.continual.memory.faults import fault_error
 from edgecl.continual.memory.index import WAL_LIMIT_BYTES, DamagedRowError, IndexDB
 from edgecl.continual.memory.policies import make_policy
@@ -88,6 +95,7 @@ from edgecl.continual.memory.records import (
 )
 from edgecl.continual.memory.snapshot import MemorySnapshot, build_snapshot, prune_snapshots
 from edgecl.continual.memory.verify import VerifyReport
+from edgecl.data.images import ImageError, read_image
 from edgecl.data.labels import labels_to_text
 from edgecl.errors import ReplayMemoryError, StorageError
 from edgecl.frames import LabelOrigin
@@ -101,9 +109,9 @@ DEFAULT_KEEP_SNAPSHOTS = 2
 MAX_TASK_CHARS = 128
 MAX_SOURCE_CHARS = 256
 _OVERHEAD_FIXED_BYTES = 512 * 1024
-# row text at its bounds (task, source), numbers, the task/class index entries and, for an
-# imported sample, its 32-character content hash with its index entry
-_OVERHEAD_PER_SAMPLE_BYTES = 720
+# row text at its bounds (task, source), numbers, the task/class index entries, the thumbnail
+# embedding and, for an imported sample, its 32-character content hash with its index entry
+_OVERHEAD_PER_SAMPLE_BYTES = 720 + EMBEDDING_BLOB_BYTES
 _BLOCK_BYTES = 4096
 # An index without a single row may own a few orphans (an add in flight in each process when the
 # device lost power during its first adds); more than this means the index itself was lost, and
@@ -411,7 +419,8 @@ class ReplayMemory:
                    "source": _short_source(sample.source),
                    "ts_s": float(sample.ts_s), "held_out": int(decision.held_out),
                    "width": int(image.shape[1]), "height": int(image.shape[0]),
-                   "origin": origin.value, "image_bytes": len(blob), "content_hash": digest}
+                   "origin": origin.value, "image_bytes": len(blob), "content_hash": digest,
+                   "embedding": embedding_to_blob(thumbnail_embedding(image))}
             return self._store(decision, blob, text, row, where)
 
     def find_content(self, digest: str) -> int | None:
@@ -544,6 +553,68 @@ class ReplayMemory:
         return [StoredSample.from_record(r, self.image_path(r.id), self.label_path(r.id),
                                          parse_label_file(self.label_path(r.id)))
                 for r in records]
+
+    def change_signature(self) -> tuple[int, int]:
+        """``(samples stored, last id ever given)``: changes with every add, eviction or
+        removal, whichever process made it (a cheap check before re-reading the memory).
+
+        Raises:
+            StorageError / ReplayMemoryError: the index cannot be read.
+        """
+        with self._lock, self._faults("cannot read the memory index"):
+            return self._db.change_signature()
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """The thumbnail embedding of every stored sample, held-out ones included
+        (:mod:`~edgecl.continual.memory.embedding`; the ``novel`` selection policy compares
+        camera frames with them).
+
+        A sample stored before embeddings were kept (or whose stored value is damaged) gets
+        one computed from its image file, stored when the memory may be written, so it is
+        computed once; a storage fault while storing it is logged and the values are still
+        returned. A sample whose image cannot be read is left out (``memory verify`` names it).
+
+        Returns:
+            ``(ids, matrix)``: int64 (N,) ascending and float32 (N, 256).
+
+        Raises:
+            StorageError / ReplayMemoryError: the index cannot be read.
+        """
+        with self._lock, self._faults("cannot read the memory index"):
+            rows = self._db.embeddings()
+        found: dict[int, np.ndarray] = {}
+        missing = []
+        for sample_id, blob in rows:
+            emb = embedding_from_blob(blob)
+            if emb is None:
+                missing.append(sample_id)
+            else:
+                found[sample_id] = emb
+        if missing:
+            found.update(self._compute_embeddings(missing))
+        ids = np.array(sorted(found), dtype=np.int64)
+        matrix = (np.stack([found[int(i)] for i in ids]) if len(ids)
+                  else np.zeros((0, EMBEDDING_DIM), np.float32))
+        return ids, matrix
+
+    def _compute_embeddings(self, ids: list[int]) -> dict[int, np.ndarray]:
+        if len(ids) > 100:
+            log.info("memory %s: computing the thumbnail embeddings of %d stored samples (once)",
+                     self.root, len(ids))
+        computed = {}
+        for sample_id in ids:
+            try:
+                computed[sample_id] = thumbnail_embedding(read_image(self.image_path(sample_id)))
+            except ImageError:
+                continue  # evicted meanwhile, or damaged: verify's business
+        if computed and not self.read_only:
+            try:
+                with self._lock, self._faults("cannot store sample embeddings"):
+                    self._db.set_embeddings([(i, embedding_to_blob(e))
+                                             for i, e in computed.items()])
+            except (StorageError, ReplayMemoryError) as exc:
+                log.warning("%s; they are computed again next time", exc)
+        return computed
 
     def image_paths(self, ids: list[int]) -> list[Path]:
         """The memory's image files of the given ids."""

@@ -17,12 +17,13 @@ from edgecl.runtime.labels.pipeline import (MODES, LabelDecision, LabelPipeline,
 from edgecl.runtime.labels.pseudo import PseudoLabeler
 from edgecl.runtime.labels.queue import (OperatorQueue, boxes_to_labels, check_skip, parse_answer,
                                          valid_item_id)
-from edgecl.runtime.labels.selection import (SELECTION_POLICIES, Candidate, NoveltyRing,
-                                             RateLimiter, SelectionContext, Selector,
-                                             embedding_distance, thumbnail_embedding)
+from edgecl.continual.memory.embedding import embedding_distance, thumbnail_embedding
+from edgecl.runtime.labels.selection import (SELECTION_POLICIES, Candidate, MemoryEmbeddings,
+                                             NoveltyRing, RateLimiter, SelectionContext, Selector)
 
 __all__ = ["MODES", "LabelDecision", "LabelPipeline", "MemorySink", "decide_labels",
            "describe_labelling", "PseudoLabeler", "OperatorQueue", "boxes_to_labels", "check_skip",
            "parse_answer",
-           "valid_item_id", "SELECTION_POLICIES", "Candidate", "NoveltyRing", "RateLimiter",
+           "valid_item_id", "SELECTION_POLICIES", "Candidate", "MemoryEmbeddings", "NoveltyRing",
+           "RateLimiter",
            "SelectionContext", "Selector", "embedding_distance", "thumbnail_embedding"]

@@ -35,7 +35,8 @@ from edgecl.errors import EdgeclError, LabelError, StorageError
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.runtime.labels.pseudo import REFUSALS, PseudoLabeler, Thresholds
 from edgecl.runtime.labels.queue import OperatorQueue
-from edgecl.runtime.labels.selection import EMBEDDING_DIM, Candidate, Selector
+from edgecl.continual.memory.embedding import EMBEDDING_DIM
+from edgecl.runtime.labels.selection import Candidate, MemoryEmbeddings, Selector
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +221,12 @@ class MemorySink:
             memory = memory_from_config(cfg)
         queue = OperatorQueue(Path(cfg.state_dir) / "labels", lab.max_pending)
         queue.recover(memory)
+        novelty = None
+        if lab.mode == "field" and lab.selection.novel > 0:
+            novelty = MemoryEmbeddings(memory)
+            novelty.refresh(force=True)  # at start: an older memory's embeddings are made here
         selector = Selector(lab, previous_detector=previous_detector,
-                            forgetting_classes=forgetting_classes)
+                            forgetting_classes=forgetting_classes, memory=novelty)
         pseudo = PseudoLabeler(thresholds, lab.pseudo_conf, lab.uncertain_low, lab.uncertain_high,
                                known_classes=known_classes)
         return cls(memory, lab, queue, classes=classes, pseudo=pseudo, selector=selector)

@@ -12,7 +12,13 @@ Literature Survey", 2009): uncertainty sampling (``uncertain``), density/diversi
 query by committee with the previous model version as the second member (``disagreement``),
 plus ``forgetting`` (classes whose held-out recall fell in the last round) and a small unbiased
 ``random`` share. The cheap embedding for novelty and duplicates is a 16x16 grey thumbnail with
-its mean removed (robust to exposure changes), compared by RMS difference in 0..1.
+its mean removed (robust to exposure changes), compared by RMS difference in 0..1
+(:mod:`edgecl.continual.memory.embedding`).
+
+Novelty compares a frame with what the replay memory holds (every stored sample's embedding,
+kept in the memory index, so imports and answers from any process count, and evicted samples
+stop counting) and with the frames queued or stored lately (:class:`NoveltyRing`, which also
+serves the near-duplicate window).
 """
 
 from __future__ import annotations
@@ -27,44 +33,16 @@ from typing import Callable
 import numpy as np
 
 from edgecl.config import LabelsConfig
+from edgecl.continual.memory.embedding import EMBEDDING_DIM, distances_to, thumbnail_embedding
 from edgecl.continual.old_labels import box_iou_np
+from edgecl.errors import EdgeclError
 from edgecl.frames import Detections, Frame
 
 log = logging.getLogger(__name__)
 
-THUMB_SIDE = 16
-EMBEDDING_DIM = THUMB_SIDE * THUMB_SIDE
 AGREE_IOU = 0.5
-
-
-def thumbnail_embedding(image: np.ndarray) -> np.ndarray:
-    """Compute the cheap embedding of an image.
-
-    Args:
-        image: BGR uint8 (H, W, 3) or grey (H, W).
-
-    Returns:
-        float32 (256,): the 16x16 grey thumbnail in 0..1 with its mean removed.
-    """
-    import cv2
-
-    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    small = cv2.resize(grey, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
-    small = small.astype(np.float32) / 255.0
-    return (small - small.mean()).ravel()
-
-
-def embedding_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """RMS difference of two embeddings (0: identical, about 0.2-0.4: different scenes).
-
-    Args:
-        a: float32 (256,).
-        b: float32 (256,).
-
-    Returns:
-        Distance in 0..1.
-    """
-    return float(np.sqrt(np.mean((a - b) ** 2)))
+MEMORY_REFRESH_S = 10.0
+"""How often (at most) the novelty view checks whether the replay memory changed, seconds."""
 
 
 class NoveltyRing:
@@ -85,8 +63,7 @@ class NoveltyRing:
         return self._n
 
     def _distances(self, emb: np.ndarray) -> np.ndarray:
-        diff = self._emb[: self._n] - emb[None, :]
-        return np.sqrt(np.mean(diff * diff, axis=1))
+        return distances_to(self._emb[: self._n], emb)
 
     def nearest(self, emb: np.ndarray, since_s: float | None = None) -> float:
         """Distance to the closest embedding held (seen at or after ``since_s`` when given).
@@ -127,6 +104,83 @@ class NoveltyRing:
         self._n = min(self._n + 1, self.capacity)
 
 
+class MemoryEmbeddings:
+    """What the replay memory holds, as embeddings, for the ``novel`` policy.
+
+    Re-read from the memory when it changed (its ``change_signature``: any add, eviction or
+    removal, by this process or another, e.g. ``labels import``), checked at most every
+    ``refresh_s``. A memory that cannot be read keeps the last view, with one warning per
+    kind of fault.
+
+    Args:
+        memory: ``change_signature()`` and ``embeddings()`` (a
+            :class:`~edgecl.continual.memory.ReplayMemory`).
+        refresh_s: least seconds between two checks.
+        monotonic: seconds clock (injectable for tests).
+    """
+
+    def __init__(self, memory, refresh_s: float = MEMORY_REFRESH_S,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.memory = memory
+        self.refresh_s = float(refresh_s)
+        self.monotonic = monotonic
+        self.ids = np.zeros(0, np.int64)
+        self._emb = np.zeros((0, EMBEDDING_DIM), np.float32)
+        self._sq = np.zeros(0, np.float32)
+        self._signature: tuple | None = None
+        self._checked_s = -np.inf
+        self._faults_seen: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Re-read the memory's embeddings when it changed.
+
+        Args:
+            force: check now, whenever the last check was.
+
+        Returns:
+            True when the view was re-read.
+        """
+        now = self.monotonic()
+        if not force and now - self._checked_s < self.refresh_s:
+            return False
+        self._checked_s = now
+        try:
+            signature = self.memory.change_signature()
+            if signature == self._signature:
+                return False
+            ids, matrix = self.memory.embeddings()
+        except EdgeclError as exc:
+            kind = type(exc).__name__
+            if kind not in self._faults_seen:
+                self._faults_seen.add(kind)
+                log.warning("novelty: cannot read the replay memory (%s); novelty keeps "
+                            "comparing with the %d samples read before", exc, len(self.ids))
+            return False
+        self.ids, self._emb = ids, np.ascontiguousarray(matrix, np.float32)
+        self._sq = np.einsum("ij,ij->i", self._emb, self._emb)
+        self._signature = signature
+        return True
+
+    def nearest(self, emb: np.ndarray) -> float:
+        """Distance from an embedding to the closest stored sample's (1.0 when memory is empty).
+
+        Args:
+            emb: float32 (256,).
+
+        Returns:
+            The distance in 0..1.
+        """
+        self.refresh()
+        if not len(self.ids):
+            return 1.0
+        emb = np.asarray(emb, np.float32)
+        squared = (self._sq - 2.0 * (self._emb @ emb) + float(emb @ emb)) / EMBEDDING_DIM
+        return float(np.sqrt(max(0.0, float(squared.min()))))
+
+
 class RateLimiter:
     """At most ``per_minute`` events in any sliding window of ``window_s`` seconds (0: no limit).
 
@@ -165,12 +219,13 @@ class SelectionContext:
     Attributes:
         cfg: labelling settings (uncertain band, novelty distance, random share).
         embedding: the frame's :func:`thumbnail_embedding`.
-        ring: embeddings of what the queue and memory hold.
+        ring: embeddings of the frames queued or stored lately.
         rng: seeded generator of the ``random`` policy.
         previous_detector: ``callable(image BGR) -> Detections | None``: the previous model
             version on the same frame (``None`` or a ``None`` result: no opinion).
         forgetting_classes: ``callable() -> set[int]``: classes whose held-out recall fell in
             the last round.
+        memory: embeddings of what the replay memory holds (``None``: the ring alone).
     """
 
     cfg: LabelsConfig
@@ -179,6 +234,7 @@ class SelectionContext:
     rng: np.random.Generator
     previous_detector: Callable[[np.ndarray], Detections | None] | None = None
     forgetting_classes: Callable[[], set[int]] | None = None
+    memory: MemoryEmbeddings | None = None
 
 
 SelectionPolicy = Callable[[Frame, Detections, SelectionContext], float]
@@ -206,17 +262,20 @@ def uncertain_score(frame: Frame, detections: Detections, context: SelectionCont
 
 
 def novel_score(frame: Frame, detections: Detections, context: SelectionContext) -> float:
-    """Novelty: distance to the nearest held embedding over ``labels.novel_distance``, capped at 1.
+    """Novelty: distance to the nearest embedding of what the replay memory holds or was
+    queued or stored lately, over ``labels.novel_distance``, capped at 1.
 
     Args:
         frame: the frame (its embedding is in the context).
         detections: unused.
-        context: embedding, ring and the novelty scale.
+        context: embedding, ring, memory view and the novelty scale.
 
     Returns:
         0 (seen before) .. 1 (unlike anything held; also when nothing is held yet).
     """
     dist = context.ring.nearest(context.embedding)
+    if context.memory is not None and dist > 0.0:
+        dist = min(dist, context.memory.nearest(context.embedding))
     return float(min(1.0, dist / max(context.cfg.novel_distance, 1e-6)))
 
 
@@ -333,6 +392,7 @@ class Selector:
         cfg: labelling settings.
         previous_detector: see :class:`SelectionContext`.
         forgetting_classes: see :class:`SelectionContext`.
+        memory: what the replay memory holds, for novelty (``None``: the ring alone).
         clock: wall clock in seconds (``time.time``; queue items record the same clock).
         monotonic: clock of the rate limits and the near-duplicate window (a wall clock that
             jumps, as on a board without a battery-backed clock, must not hold the window
@@ -340,6 +400,7 @@ class Selector:
     """
 
     def __init__(self, cfg: LabelsConfig, *, previous_detector=None, forgetting_classes=None,
+                 memory: MemoryEmbeddings | None = None,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic):
         self.cfg = cfg
@@ -350,6 +411,7 @@ class Selector:
             raise ValueError(f"no selection policy named {sorted(unknown)}")
         self.previous_detector = previous_detector
         self.forgetting_classes = forgetting_classes
+        self.memory = memory
         self.clock = clock
         self.monotonic = monotonic
         self.ring = NoveltyRing(cfg.novelty_ring)
@@ -390,7 +452,7 @@ class Selector:
             time and every 1000th) and counted in ``policy_errors``.
         """
         context = SelectionContext(self.cfg, emb, self.ring, self.rng, self.previous_detector,
-                                   self.forgetting_classes)
+                                   self.forgetting_classes, self.memory)
         reasons = {}
         priority = 0.0
         for name, weight in self.weights.items():

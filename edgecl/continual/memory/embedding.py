@@ -1,0 +1,89 @@
+"""The cheap image embedding that novelty and near-duplicate checks compare.
+
+A 16x16 grey thumbnail with its mean removed (robust to exposure changes), compared by RMS
+difference in 0..1: about 0.01 between two frames of a static scene, 0.2-0.4 between different
+scenes. The replay memory stores each sample's embedding (float16, 512 bytes) beside its row,
+so the ``novel`` selection policy compares a camera frame with what memory holds, imports and
+answers from other processes included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+THUMB_SIDE = 16
+EMBEDDING_DIM = THUMB_SIDE * THUMB_SIDE
+EMBEDDING_BLOB_BYTES = EMBEDDING_DIM * 2
+"""Bytes of one stored embedding (float16)."""
+
+
+def thumbnail_embedding(image: np.ndarray) -> np.ndarray:
+    """Compute the cheap embedding of an image.
+
+    Args:
+        image: BGR uint8 (H, W, 3) or grey (H, W).
+
+    Returns:
+        float32 (256,): the 16x16 grey thumbnail in 0..1 with its mean removed.
+    """
+    import cv2
+
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    small = cv2.resize(grey, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32) / 255.0
+    return (small - small.mean()).ravel()
+
+
+def embedding_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """RMS difference of two embeddings (0: identical, about 0.2-0.4: different scenes).
+
+    Args:
+        a: float32 (256,).
+        b: float32 (256,).
+
+    Returns:
+        Distance in 0..1.
+    """
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def distances_to(matrix: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    """RMS differences between one embedding and each row of a matrix.
+
+    Args:
+        matrix: float32 (N, 256).
+        emb: float32 (256,).
+
+    Returns:
+        float64 (N,) distances in 0..1 (empty when N is 0).
+    """
+    diff = matrix - emb[None, :]
+    return np.sqrt(np.mean(diff * diff, axis=1, dtype=np.float64))
+
+
+def embedding_to_blob(emb: np.ndarray) -> bytes:
+    """Encode an embedding for the memory index.
+
+    Args:
+        emb: float32 (256,).
+
+    Returns:
+        512 bytes (little-endian float16).
+    """
+    return np.asarray(emb, dtype="<f2").tobytes()
+
+
+def embedding_from_blob(blob: object) -> np.ndarray | None:
+    """Decode an embedding stored by :func:`embedding_to_blob`.
+
+    Args:
+        blob: the stored value (bytes; anything else, a wrong length or a non-finite value
+            counts as missing).
+
+    Returns:
+        float32 (256,), or None when the value is missing or damaged.
+    """
+    if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) != EMBEDDING_BLOB_BYTES:
+        return None
+    emb = np.frombuffer(bytes(blob), dtype="<f2").astype(np.float32)
+    return emb if bool(np.isfinite(emb).all()) else None
