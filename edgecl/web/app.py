@@ -17,7 +17,10 @@ Security: state changes are POST only; request bodies are bounded (:data:`MAX_BO
 and must arrive within :data:`BODY_TIMEOUT_S` (408; a slow body would hold a connection slot);
 ids are checked against :data:`ID_PATTERN` before any hook sees them; with a token every request
 except the static page shells, their assets and ``/api/auth`` needs ``Authorization: Bearer
-TOKEN`` (401 otherwise; compared in constant time). Against other web pages open in the
+TOKEN`` (401 otherwise; compared in constant time; a client address that sent
+:data:`AUTH_FAILURES_PER_MINUTE` wrong or missing tokens within a minute gets 429 with
+``Retry-After`` until the oldest of them is a minute old, so a token cannot be guessed at the
+server's full speed). Against other web pages open in the
 operator's browser: a POST whose ``Origin`` (or ``Sec-Fetch-Site``) says it comes from another
 site is refused (403: a bodyless cross-site POST needs no CORS preflight, so without this check
 any page could roll the served model back), and with ``allowed_hosts`` a request whose ``Host``
@@ -36,8 +39,10 @@ import json
 import logging
 import math
 import re
+import time
+from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
@@ -72,6 +77,10 @@ PAGES = {"/": "live.html", "/live": "live.html", "/label": "label.html",
 PUBLIC_PATHS = frozenset({*PAGES, "/favicon.ico", "/api/auth"})
 """Paths served without a token: page shells and assets carry no device data."""
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+AUTH_FAILURES_PER_MINUTE = 20
+"""Wrong or missing tokens one client address may send in a minute before it gets 429."""
+AUTH_TRACKED_CLIENTS = 4096
+"""Client addresses whose recent token failures are remembered (the least recent go first)."""
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -130,9 +139,63 @@ class AnswerIn(BaseModel):
         return data
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status,
-                        headers={"Cache-Control": "no-store"})
+def _error(status: int, message: str, retry_after_s: float | None = None) -> JSONResponse:
+    headers = {"Cache-Control": "no-store"}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class AuthThrottle:
+    """Counts wrong or missing tokens per client address in a sliding window.
+
+    Args:
+        limit: failures allowed per window; the next request from that address is refused
+            until the oldest failure leaves the window.
+        window_s: the window, seconds.
+        clock: monotonic seconds clock (injectable for tests).
+        max_clients: addresses remembered at most (the least recently failing are forgotten,
+            so a flood of spoofed addresses costs bounded memory).
+    """
+
+    def __init__(self, limit: int = AUTH_FAILURES_PER_MINUTE, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 max_clients: int = AUTH_TRACKED_CLIENTS):
+        self.limit = int(limit)
+        self.window_s = float(window_s)
+        self.clock = clock
+        self.max_clients = int(max_clients)
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.refused = 0
+
+    def _recent(self, client: str) -> deque[float] | None:
+        times = self._failures.get(client)
+        if times is None:
+            return None
+        horizon = self.clock() - self.window_s
+        while times and times[0] <= horizon:
+            times.popleft()
+        if not times:
+            del self._failures[client]
+            return None
+        return times
+
+    def retry_after_s(self, client: str) -> float:
+        """Seconds until ``client`` may try a token again (0.0: now)."""
+        times = self._recent(client)
+        if times is None or len(times) < self.limit:
+            return 0.0
+        return max(0.0, times[0] + self.window_s - self.clock())
+
+    def failed(self, client: str) -> None:
+        """Record one wrong or missing token from ``client``."""
+        times = self._recent(client)
+        if times is None:
+            times = self._failures[client] = deque(maxlen=self.limit)
+        times.append(self.clock())
+        self._failures.move_to_end(client)
+        while len(self._failures) > self.max_clients:
+            self._failures.popitem(last=False)
 
 
 def _status_for(exc: EdgeclError) -> int:
@@ -205,6 +268,12 @@ def cross_site(scope) -> str | None:
     return None
 
 
+def _client(scope) -> str:
+    """The client's address as the server saw it (``"unknown"`` when the server gives none)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
 class _Guard:
     """Pure ASGI middleware: host and origin checks, token check, body bound and deadline,
     security headers, and containment of any hook fault (module docstring).
@@ -219,20 +288,26 @@ class _Guard:
         counters: dict whose ``"faults"`` entry counts contained 500s.
         allowed_hosts: the names a ``Host`` header may give (see :func:`host_allowed`);
             ``None``: any.
+        throttle: the per-address count of token failures (a fresh :class:`AuthThrottle`
+            when ``None``).
     """
 
     def __init__(self, app, token: str | None, counters: dict,
-                 allowed_hosts: frozenset[str] | None = None):
+                 allowed_hosts: frozenset[str] | None = None,
+                 throttle: AuthThrottle | None = None):
         self.app = app
         self.token = token.encode() if token else None
         self.counters = counters
         self.allowed_hosts = allowed_hosts
+        self.throttle = throttle or AuthThrottle()
+        self._throttle_logged_s = -math.inf
+
+    def _needs_token(self, scope) -> bool:
+        path = scope.get("path", "")
+        return self.token is not None and not (path in PUBLIC_PATHS or path.startswith("/static/"))
 
     def _authorized(self, scope, headers: Headers) -> bool:
-        if self.token is None:
-            return True
-        path = scope.get("path", "")
-        if path in PUBLIC_PATHS or path.startswith("/static/"):
+        if not self._needs_token(scope):
             return True
         value = headers.get("authorization")
         if value is None:
@@ -240,8 +315,26 @@ class _Guard:
         scheme, _, given = value.encode("latin-1").partition(b" ")
         return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
 
-    def _refusal(self, scope) -> tuple[int, str] | None:
-        """The status and message a request is refused with before routing, or ``None``."""
+    def _throttled(self, scope) -> tuple[int, str, float] | None:
+        """429 for a client address over its token-failure budget, else ``None``."""
+        client = _client(scope)
+        wait_s = self.throttle.retry_after_s(client)
+        if wait_s <= 0:
+            return None
+        self.throttle.refused += 1
+        now = time.monotonic()
+        if now - self._throttle_logged_s >= 60.0:
+            self._throttle_logged_s = now
+            log.warning("console: %s sent %d wrong or missing tokens within %.0f s; its requests "
+                        "are refused for %.0f s (%d refused so far)", client,
+                        self.throttle.limit, self.throttle.window_s, wait_s,
+                        self.throttle.refused)
+        return 429, (f"too many wrong or missing tokens from {client}: try again in "
+                     f"{math.ceil(wait_s)} s"), wait_s
+
+    def _refusal(self, scope) -> tuple | None:
+        """The status and message (and, for 429, the seconds to wait) a request is refused
+        with before routing, or ``None``."""
         headers = Headers(scope=scope)
         if self.allowed_hosts is not None and not host_allowed(headers.get("host"),
                                                                self.allowed_hosts):
@@ -252,7 +345,12 @@ class _Guard:
             why = cross_site(scope)
             if why:
                 return 403, f"{why} refused: state changes come from this device's console only"
+        if self._needs_token(scope):  # an address over its budget gets no token compared
+            throttled = self._throttled(scope)
+            if throttled is not None:
+                return throttled
         if not self._authorized(scope, headers):
+            self.throttle.failed(_client(scope))
             return 401, "missing or wrong token: send 'Authorization: Bearer TOKEN'"
         path = scope.get("path", "")
         if method not in READ_METHODS and (path in PUBLIC_PATHS or path.startswith("/static/")):
@@ -373,7 +471,8 @@ def _need(hook, what: str):
 
 
 def create_app(hooks: ConsoleHooks, token: str | None = None,
-               allowed_hosts: frozenset[str] | None = None) -> FastAPI:
+               allowed_hosts: frozenset[str] | None = None,
+               auth_throttle: AuthThrottle | None = None) -> FastAPI:
     """Build the console's ASGI app.
 
     Args:
@@ -383,17 +482,21 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         allowed_hosts: lower-case host names a request's ``Host`` may give besides IP
             addresses (:func:`host_allowed`; the runtime passes
             :func:`edgecl.runtime.server.allowed_host_names`); ``None``: any.
+        auth_throttle: the per-address count of token failures (default: a fresh
+            :class:`AuthThrottle`, :data:`AUTH_FAILURES_PER_MINUTE` a minute).
 
     Returns:
-        A FastAPI app; ``app.state.counters["faults"]`` counts contained hook faults (500s).
+        A FastAPI app; ``app.state.counters["faults"]`` counts contained hook faults (500s),
+        ``app.state.auth_throttle.refused`` the requests refused with 429.
     """
     app = FastAPI(title="edgecl field console", version="1", docs_url=None, redoc_url=None,
                   description="Live view, labelling, model promotion and forgetting of an edgecl "
                               "device. With a token, send `Authorization: Bearer TOKEN`.")
     counters: dict = {"faults": 0}
     app.state.counters = counters
+    app.state.auth_throttle = auth_throttle or AuthThrottle()
     app.add_middleware(_Guard, token=token or None, counters=counters,
-                       allowed_hosts=allowed_hosts)
+                       allowed_hosts=allowed_hosts, throttle=app.state.auth_throttle)
 
     @app.exception_handler(EdgeclError)
     async def _edgecl_error(_request: Request, exc: EdgeclError):

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edgecl.web import ConsoleHooks, create_app
-from edgecl.web.app import MAX_BODY_BYTES, check_id
+from edgecl.web.app import MAX_BODY_BYTES, AuthThrottle, check_id
 from edgecl.errors import EdgeclError
 
 TOKEN = "s3cret-token"
@@ -19,7 +19,8 @@ def client(fake):
 
 @pytest.fixture()
 def locked(fake):
-    return TestClient(create_app(fake.hooks(), token=TOKEN), raise_server_exceptions=False)
+    return TestClient(create_app(fake.hooks(), token=TOKEN, auth_throttle=AuthThrottle(limit=1000)),
+                      raise_server_exceptions=False)
 
 
 def test_read_routes(client, fake):

@@ -5,7 +5,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edgecl.web import create_app
-from edgecl.web.app import cross_site, host_allowed
+from edgecl.web.app import AUTH_FAILURES_PER_MINUTE, AuthThrottle, cross_site, host_allowed
 
 DEVICE = frozenset({"localhost", "drone7", "drone7.local"})
 
@@ -115,3 +115,42 @@ def test_a_json_body_sent_without_its_content_type_says_what_to_send(client, fak
                                         "'Content-Type: application/json' (got "
                                         "application/x-www-form-urlencoded)")
     assert fake.answers == []
+
+
+def test_auth_throttle_by_hand():
+    now = [0.0]
+    throttle = AuthThrottle(limit=3, window_s=60.0, clock=lambda: now[0], max_clients=2)
+    for t in (0.0, 10.0, 20.0):
+        now[0] = t
+        assert throttle.retry_after_s("a") == 0.0
+        throttle.failed("a")
+    assert throttle.retry_after_s("a") == 40.0          # the failure at 0 s leaves at 60 s
+    now[0] = 60.0
+    assert throttle.retry_after_s("a") == 0.0           # two failures left in the window
+    throttle.failed("b")
+    throttle.failed("c")                                # a third address: "a" is forgotten
+    assert throttle.retry_after_s("a") == 0.0 and sorted(throttle._failures) == ["b", "c"]
+
+
+def test_a_guessed_token_is_refused_after_the_budget_even_when_right(fake):
+    now = [100.0]
+    throttle = AuthThrottle(clock=lambda: now[0])
+    locked = TestClient(create_app(fake.hooks(), token="right", auth_throttle=throttle),
+                        raise_server_exceptions=False)
+    for i in range(AUTH_FAILURES_PER_MINUTE):
+        assert locked.get("/api/live", headers={"Authorization": f"Bearer guess{i}"}
+                          ).status_code == 401
+    assert locked.get("/api/auth").status_code == 200            # public paths still answer
+    right = locked.get("/api/live", headers={"Authorization": "Bearer right"})
+    assert right.status_code == 429 and right.headers["retry-after"] == "60"
+    assert "too many wrong or missing tokens from testclient" in right.json()["error"]
+    now[0] = 130.0
+    assert locked.post("/api/models/rollback").headers["retry-after"] == "30"
+    now[0] = 160.0                                                # the first failures left
+    assert locked.get("/api/live", headers={"Authorization": "Bearer right"}).status_code == 200
+    assert throttle.refused == 2
+
+
+def test_without_a_token_nothing_is_throttled(client):
+    for _ in range(AUTH_FAILURES_PER_MINUTE + 5):
+        assert client.get("/api/live", headers={"Authorization": "Bearer x"}).status_code == 200
