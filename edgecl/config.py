@@ -215,6 +215,7 @@ class ServerConfig:
     port: int = 8765
     token: str = ""
     allowed_hosts: str = ""
+    allowed_origins: str = ""
 
 
 @dataclass(frozen=True)
@@ -446,6 +447,10 @@ RULES: dict[str, Rule] = {
     "fleet.seed": _SEED,
     "fleet.retry_s": _POSITIVE,
     "fleet.proximal_mu": _NON_NEGATIVE,
+    "server.allowed_origins": Rule(
+        pattern=r"(\s*https?://[^\s/,]+\s*(,\s*https?://[^\s/,]+\s*)*)?",
+        meaning="empty or comma-separated origins such as https://drone7.lab.example "
+                "(scheme, host and port; no path)"),
     "fleet.server_address": Rule(
         pattern=r"([^\s/:\[\]]+|\[[0-9A-Fa-f:.]+\]):(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}"
                 r"|[1-5]\d{4}|[1-9]\d{0,3})",

@@ -121,6 +121,8 @@ def test_bad_values_and_files(tmp_path):
     ("fleet.server_address=127.0.0.1:0", "HOST:PORT"),
     ("fleet.server_address=localhost", "HOST:PORT"),
     ("fleet.server_address=http://127.0.0.1:9092", "HOST:PORT"),
+    ("server.allowed_origins=drone7.lab.example", "comma-separated origins"),
+    ("server.allowed_origins=https://drone7.lab.example/console", "no path"),
 ])
 def test_bad_values_fail_at_load_with_one_line(override, fragment):
     with pytest.raises(ConfigError) as err:
@@ -129,6 +131,11 @@ def test_bad_values_fail_at_load_with_one_line(override, fragment):
     assert fragment in message and "\n" not in message
     value = override.split("=", 1)[1]
     assert value.split("e")[0].lstrip("-") in message or "uncertain" in message
+
+
+def test_allowed_origins_load():
+    cfg = load_config(None, ["server.allowed_origins=https://a.example, http://10.0.0.7:8080"])
+    assert cfg.server.allowed_origins == "https://a.example, http://10.0.0.7:8080"
 
 
 def test_valid_edge_values_load():

@@ -499,10 +499,12 @@ class Runtime:
         from edgecl.runtime.console import build_console_hooks
         from edgecl.runtime.server import StatusServer, allowed_host_names, resolve_token
         from edgecl.web import create_app
+        from edgecl.web.app import origin_names
 
         token = resolve_token(self.cfg.server.token) or None
         app = create_app(build_console_hooks(self), token=token,
-                         allowed_hosts=allowed_host_names(self.cfg.server.allowed_hosts))
+                         allowed_hosts=allowed_host_names(self.cfg.server.allowed_hosts),
+                         allowed_origins=origin_names(self.cfg.server.allowed_origins))
         self.server = StatusServer(app, self.cfg.server.host, self.cfg.server.port)
         try:
             self.server.start()

@@ -240,15 +240,30 @@ def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
         return name in allowed
 
 
-def cross_site(scope) -> str | None:
+def origin_names(text: str) -> frozenset[str]:
+    """Parse ``server.allowed_origins``.
+
+    Args:
+        text: comma-separated origins (``https://drone7.lab.example``, ``http://10.0.0.7:8080``).
+
+    Returns:
+        Lower-case ``scheme://host[:port]`` strings (empty entries dropped).
+    """
+    return frozenset(o.strip().lower().rstrip("/") for o in text.split(",") if o.strip())
+
+
+def cross_site(scope, allowed_origins: frozenset[str] = frozenset()) -> str | None:
     """Why a state-changing request comes from another web site, or ``None``.
 
     Browsers send ``Origin`` with every cross-origin POST and ``Sec-Fetch-Site`` with every
     request; tools such as curl or the CLI send neither and are allowed (they carry the token
-    when one is set).
+    when one is set). The page's own origin is the one whose host matches ``Host``; behind a
+    reverse proxy that rewrites ``Host``, the origins the operators' browsers use are listed in
+    ``allowed_origins``.
 
     Args:
         scope: the ASGI scope.
+        allowed_origins: origins accepted whatever the ``Host`` (see :func:`origin_names`).
 
     Returns:
         A one-line reason, or ``None`` for a same-origin (or non-browser) request.
@@ -259,8 +274,12 @@ def cross_site(scope) -> str | None:
         parts = urlsplit(origin.strip())
         if origin.strip() == "null" or not parts.netloc:
             return f"request from an opaque origin ({origin.strip()[:40]!r})"
+        if origin.strip().lower().rstrip("/") in allowed_origins:
+            return None
         if host is None or parts.netloc.lower() != host.strip().lower():
-            return f"cross-site request from {origin.strip()[:80]}"
+            return (f"cross-site request from {origin.strip()[:80]} (Host: "
+                    f"{(host or '').strip()[:80] or 'none'}; behind a reverse proxy, pass the "
+                    f"Host header on or list the origin in server.allowed_origins)")
         return None
     site = headers.get("sec-fetch-site")
     if site is not None and site.strip().lower() not in ("same-origin", "none"):
@@ -290,12 +309,16 @@ class _Guard:
             ``None``: any.
         throttle: the per-address count of token failures (a fresh :class:`AuthThrottle`
             when ``None``).
+        allowed_origins: origins whose POSTs are accepted whatever the ``Host`` (a reverse
+            proxy's public origin, see :func:`cross_site`).
     """
 
     def __init__(self, app, token: str | None, counters: dict,
                  allowed_hosts: frozenset[str] | None = None,
-                 throttle: AuthThrottle | None = None):
+                 throttle: AuthThrottle | None = None,
+                 allowed_origins: frozenset[str] = frozenset()):
         self.app = app
+        self.allowed_origins = allowed_origins
         self.token = token.encode() if token else None
         self.counters = counters
         self.allowed_hosts = allowed_hosts
@@ -342,7 +365,7 @@ class _Guard:
                          "server.allowed_hosts")
         method = scope.get("method", "GET")
         if method not in READ_METHODS:
-            why = cross_site(scope)
+            why = cross_site(scope, self.allowed_origins)
             if why:
                 return 403, f"{why} refused: state changes come from this device's console only"
         if self._needs_token(scope):  # an address over its budget gets no token compared
@@ -472,7 +495,8 @@ def _need(hook, what: str):
 
 def create_app(hooks: ConsoleHooks, token: str | None = None,
                allowed_hosts: frozenset[str] | None = None,
-               auth_throttle: AuthThrottle | None = None) -> FastAPI:
+               auth_throttle: AuthThrottle | None = None,
+               allowed_origins: frozenset[str] = frozenset()) -> FastAPI:
     """Build the console's ASGI app.
 
     Args:
@@ -484,6 +508,9 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
             :func:`edgecl.runtime.server.allowed_host_names`); ``None``: any.
         auth_throttle: the per-address count of token failures (default: a fresh
             :class:`AuthThrottle`, :data:`AUTH_FAILURES_PER_MINUTE` a minute).
+        allowed_origins: origins whose POSTs are accepted whatever the request's ``Host``
+            (``server.allowed_origins`` through :func:`origin_names`: a reverse proxy's public
+            origin when the proxy rewrites ``Host``).
 
     Returns:
         A FastAPI app; ``app.state.counters["faults"]`` counts contained hook faults (500s),
@@ -496,7 +523,8 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     app.state.counters = counters
     app.state.auth_throttle = auth_throttle or AuthThrottle()
     app.add_middleware(_Guard, token=token or None, counters=counters,
-                       allowed_hosts=allowed_hosts, throttle=app.state.auth_throttle)
+                       allowed_hosts=allowed_hosts, throttle=app.state.auth_throttle,
+                       allowed_origins=allowed_origins)
 
     @app.exception_handler(EdgeclError)
     async def _edgecl_error(_request: Request, exc: EdgeclError):

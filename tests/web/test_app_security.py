@@ -5,7 +5,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edgecl.web import create_app
-from edgecl.web.app import AUTH_FAILURES_PER_MINUTE, AuthThrottle, cross_site, host_allowed
+from edgecl.web.app import (AUTH_FAILURES_PER_MINUTE, AuthThrottle, cross_site, host_allowed,
+                            origin_names)
 
 DEVICE = frozenset({"localhost", "drone7", "drone7.local"})
 
@@ -26,7 +27,14 @@ def test_cross_site_reasons_by_hand():
     assert cross_site(scope(host="127.0.0.1:8765", sec_fetch_site="same-origin")) is None
     assert cross_site(scope(host="127.0.0.1:8765", sec_fetch_site="none")) is None
     assert cross_site(scope(host="127.0.0.1:8765", origin="http://evil.example")) == (
-        "cross-site request from http://evil.example")
+        "cross-site request from http://evil.example (Host: 127.0.0.1:8765; behind a reverse "
+        "proxy, pass the Host header on or list the origin in server.allowed_origins)")
+    proxy = origin_names(" https://Drone7.lab.example/ ,, http://10.0.0.7:8080")
+    assert proxy == {"https://drone7.lab.example", "http://10.0.0.7:8080"}
+    assert cross_site(scope(host="127.0.0.1:8765", origin="https://drone7.lab.example"),
+                      proxy) is None
+    assert cross_site(scope(host="127.0.0.1:8765", origin="https://drone7.lab.example:444"),
+                      proxy) is not None                             # another port: another origin
     # same host, other port: another site as far as the browser's origin goes
     assert cross_site(scope(host="127.0.0.1:8765", origin="http://127.0.0.1:18999")) is not None
     assert cross_site(scope(host="127.0.0.1:8765", origin="null")) is not None  # sandboxed page
@@ -154,3 +162,17 @@ def test_a_guessed_token_is_refused_after_the_budget_even_when_right(fake):
 def test_without_a_token_nothing_is_throttled(client):
     for _ in range(AUTH_FAILURES_PER_MINUTE + 5):
         assert client.get("/api/live", headers={"Authorization": "Bearer x"}).status_code == 200
+
+
+def test_behind_a_proxy_that_rewrites_host_the_listed_origin_may_post(fake):
+    proxied = {"host": "127.0.0.1:8765", "origin": "https://drone7.lab.example"}
+    plain = TestClient(create_app(fake.hooks()), raise_server_exceptions=False)
+    refused = plain.post("/api/models/v0001/promote", headers=proxied)
+    assert refused.status_code == 403 and "server.allowed_origins" in refused.json()["error"]
+    listed = TestClient(create_app(fake.hooks(),
+                                   allowed_origins=origin_names("https://drone7.lab.example")),
+                        raise_server_exceptions=False)
+    assert listed.post("/api/models/v0001/promote", headers=proxied).status_code == 200
+    assert listed.post("/api/models/v0001/promote",
+                       headers={**proxied, "origin": "http://evil.example"}).status_code == 403
+    assert fake.promoted == ["v0001"]
