@@ -216,6 +216,8 @@ class ServerConfig:
     token: str = ""
     allowed_hosts: str = ""
     allowed_origins: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -459,7 +461,8 @@ RULES: dict[str, Rule] = {
 
 # Keys whose value is free text (paths, addresses, URIs): checked where they are used.
 FREE_KEYS = frozenset({"state_dir", "source.uri", "model.path", "model.providers", "server.host",
-                       "server.token", "server.allowed_hosts", "fleet.device_name", "fleet.token",
+                       "server.token", "server.allowed_hosts", "server.tls_cert",
+                       "server.tls_key", "fleet.device_name", "fleet.token",
                        "fleet.initial_model",
                        "fleet.ca_cert", "fleet.server_cert", "fleet.server_key"})
 
@@ -469,6 +472,9 @@ def _check_pairs(cfg: "Config", where: str) -> None:
     if not cfg.state_dir.strip():  # '' would put the state into the current directory
         raise ConfigError(f"config key 'state_dir' in {where} must name a directory, got "
                           f"{_show(cfg.state_dir)}")
+    if bool(cfg.server.tls_cert.strip()) != bool(cfg.server.tls_key.strip()):
+        raise ConfigError(f"config keys 'server.tls_cert' and 'server.tls_key' in {where} go "
+                          f"together: set both (HTTPS) or neither (HTTP)")
     rep = cfg.replay
     if rep.strategy == "mir" and rep.candidate_pool < rep.samples:
         raise ConfigError(f"config key 'replay.candidate_pool' ({rep.candidate_pool}) in {where} "

@@ -133,6 +133,13 @@ def test_bad_values_fail_at_load_with_one_line(override, fragment):
     assert value.split("e")[0].lstrip("-") in message or "uncertain" in message
 
 
+def test_tls_files_go_together():
+    with pytest.raises(ConfigError, match="set both .HTTPS. or neither"):
+        load_config(None, ["server.tls_cert=/etc/edgecl/console.pem"])
+    cfg = load_config(None, ["server.tls_cert=a.pem", "server.tls_key=a.key"])
+    assert (cfg.server.tls_cert, cfg.server.tls_key) == ("a.pem", "a.key")
+
+
 def test_allowed_origins_load():
     cfg = load_config(None, ["server.allowed_origins=https://a.example, http://10.0.0.7:8080"])
     assert cfg.server.allowed_origins == "https://a.example, http://10.0.0.7:8080"

@@ -19,13 +19,12 @@ import hmac
 import ipaddress
 import json
 import os
-import re
 import secrets
-from pathlib import Path
 
 import numpy as np
 
 from edgecl.errors import ConfigError
+from edgecl.tls import check_cert_and_key, check_pem
 
 TOKEN_ENV = "EDGECL_FLEET_TOKEN"
 WIRE_DTYPES = ("float16", "float32")
@@ -152,23 +151,6 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def _check_pem(key: str, path: Path) -> None:
-    """Refuse a file that is not PEM text: gRPC would retry or fail deep inside with no word
-    about which file is wrong.
-
-    Raises:
-        ConfigError: unreadable, or no ``-----BEGIN ...-----`` block of the kind the key needs.
-    """
-    try:
-        text = path.read_bytes()[:1 << 20].decode("ascii", errors="replace")
-    except OSError as exc:
-        raise ConfigError(f"config key '{key}': cannot read {path}: {exc.strerror}") from None
-    wanted = "PRIVATE KEY" if key.endswith("_key") else "CERTIFICATE"
-    if not re.search(rf"-----BEGIN [A-Z ]*{wanted}-----", text):
-        raise ConfigError(f"config key '{key}': {path} is not a PEM file holding a "
-                          f"{wanted.lower()} (-----BEGIN ...{wanted}-----)")
-
-
 def _check_tls_material(certs: dict[str, str]) -> None:
     """Load the PEM files as TLS will (Python's ``ssl``): a certificate that does not parse, or
     a key that does not belong to its certificate, is named here in one line; gRPC only says
@@ -181,14 +163,9 @@ def _check_tls_material(certs: dict[str, str]) -> None:
 
     cert, key, ca = (certs.get(k) for k in ("fleet.server_cert", "fleet.server_key",
                                             "fleet.ca_cert"))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if cert and key:
-        try:
-            context.load_cert_chain(cert, key)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(f"config keys 'fleet.server_cert' and 'fleet.server_key': {cert} "
-                              f"and {key} are not a certificate and its own private key "
-                              f"({getattr(exc, 'reason', None) or exc})") from None
+        check_cert_and_key("fleet.server_cert", "fleet.server_key", cert, key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if ca:
         try:
             context.load_verify_locations(cafile=ca)
@@ -211,10 +188,8 @@ def check_security(address: str, *, certs: dict[str, str], token: str, role: str
         ConfigError: one line naming what is missing.
     """
     for key, path in certs.items():
-        if path and not Path(path).is_file():
-            raise ConfigError(f"config key '{key}': certificate file not found: {path}")
         if path:
-            _check_pem(key, Path(path))
+            check_pem(key, path)
     _check_tls_material(certs)
     if is_loopback(address):
         return

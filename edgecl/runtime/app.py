@@ -261,7 +261,8 @@ class Runtime:
 
         cfg = self.cfg
         if cfg.server.enabled:
-            check_bind(cfg.server.host, resolve_token(cfg.server.token))
+            check_bind(cfg.server.host, resolve_token(cfg.server.token), cfg.server.tls_cert,
+                       cfg.server.tls_key)
         if cfg.learner.enabled:
             from edgecl.continual.cpu_engines import check_export_settings
             from edgecl.continual.finetune import resolve_device
@@ -505,7 +506,9 @@ class Runtime:
         app = create_app(build_console_hooks(self), token=token,
                          allowed_hosts=allowed_host_names(self.cfg.server.allowed_hosts),
                          allowed_origins=origin_names(self.cfg.server.allowed_origins))
-        self.server = StatusServer(app, self.cfg.server.host, self.cfg.server.port)
+        self.server = StatusServer(app, self.cfg.server.host, self.cfg.server.port,
+                                   tls_cert=self.cfg.server.tls_cert,
+                                   tls_key=self.cfg.server.tls_key)
         try:
             self.server.start()
         except OSError as exc:

@@ -8,7 +8,10 @@ slot and turn ``/healthz`` into 503 for the watchdog), a connection that has not
 request head within ``timeout_s`` seconds (idle after connecting, a header trickle, or idle
 keep-alive) is closed, and a body must arrive within :data:`edgecl.web.app.BODY_TIMEOUT_S`.
 
-Binds 127.0.0.1 by default; :func:`check_bind` refuses any other address without a token.
+Binds 127.0.0.1 by default; :func:`check_bind` refuses any other address without a token, and
+warns when the token would cross the network in clear text. With ``server.tls_cert`` and
+``server.tls_key`` the console speaks HTTPS (uvicorn's TLS; the files are checked at start by
+:func:`edgecl.tls.check_cert_and_key`).
 """
 
 from __future__ import annotations
@@ -58,16 +61,27 @@ def resolve_token(configured: str = "") -> str:
     return (os.environ.get(TOKEN_ENV, "").strip() or (configured or "").strip())
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse to serve beyond loopback without a token (called once at runtime start).
+def check_bind(host: str, token: str | None, tls_cert: str = "", tls_key: str = "") -> None:
+    """Refuse to serve beyond loopback without a token, check the TLS files, and warn when the
+    token would travel in clear text (called once at runtime start).
 
     Args:
         host: ``server.host``.
         token: the resolved token (:func:`resolve_token`).
+        tls_cert: ``server.tls_cert`` (empty: HTTP).
+        tls_key: ``server.tls_key``.
 
     Raises:
-        ConfigError: ``host`` is not a loopback address and ``token`` is empty.
+        ConfigError: ``host`` is not a loopback address and ``token`` is empty, or the TLS
+            files are missing, not PEM, or not a certificate and its own key.
     """
+    if tls_cert.strip() or tls_key.strip():
+        from edgecl.tls import check_cert_and_key
+
+        check_cert_and_key("server.tls_cert", "server.tls_key", tls_cert.strip(), tls_key.strip())
+    elif not is_loopback(host):
+        log.warning("server.host=%s without TLS: the console token and every answer cross the "
+                    "network in clear text; set server.tls_cert and server.tls_key (HTTPS)", host)
     if not is_loopback(host) and not (token or "").strip():
         raise ConfigError(f"server.host={host} is reachable from the network: set server.token "
                           f"or ${TOKEN_ENV} (or bind server.host=127.0.0.1)")
@@ -179,11 +193,16 @@ class StatusServer:
             (after connecting or between keep-alive requests) before it is closed.
         max_per_client: open connections one client address may hold (further ones are
             closed at once; 0: no bound).
+        tls_cert: certificate (chain) file, PEM: serve HTTPS (with ``tls_key``); empty: HTTP.
+        tls_key: its unencrypted private key file, PEM.
     """
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 8765, *,
-                 max_connections: int = 64, timeout_s: float = 5.0, max_per_client: int = 16):
+                 max_connections: int = 64, timeout_s: float = 5.0, max_per_client: int = 16,
+                 tls_cert: str = "", tls_key: str = ""):
         self.app = create_app(app) if isinstance(app, ConsoleHooks) else app
+        self.tls_cert = tls_cert.strip()
+        self.tls_key = tls_key.strip()
         self.host = host
         self.port = port
         self.max_connections = max_connections
@@ -229,7 +248,9 @@ class StatusServer:
                                 lifespan="off", ws="none",
                                 http=_timed_protocol(self.timeout_s, self.max_per_client),
                                 limit_concurrency=self.max_connections,
-                                timeout_keep_alive=self.timeout_s, timeout_graceful_shutdown=2)
+                                timeout_keep_alive=self.timeout_s, timeout_graceful_shutdown=2,
+                                ssl_certfile=self.tls_cert or None,
+                                ssl_keyfile=self.tls_key or None)
         self._server = server = uvicorn.Server(config)
         uvicorn_log = logging.getLogger("uvicorn.error")
         if not any(isinstance(f, _OncePerMinute) for f in uvicorn_log.filters):
@@ -251,7 +272,13 @@ class StatusServer:
         if not server.started:
             self.stop()
             raise OSError(f"console server did not start on {self.host}:{self.port}")
-        log.info("console on http://%s:%d/ (healthz, metrics, api, pages)", self.host, self.port)
+        log.info("console on %s://%s:%d/ (healthz, metrics, api, pages)", self.scheme, self.host,
+                 self.port)
+
+    @property
+    def scheme(self) -> str:
+        """``https`` with TLS files, else ``http``."""
+        return "https" if self.tls_cert else "http"
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop serving: close idle connections, give in-flight requests up to 2 s (idempotent).

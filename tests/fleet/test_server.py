@@ -104,7 +104,7 @@ def test_a_certificate_and_a_key_that_do_not_belong_together_are_one_line(tmp_pa
     certs = {"fleet.ca_cert": str(tmp_path / "srv.pem"),
              "fleet.server_cert": str(tmp_path / pair[0]),
              "fleet.server_key": str(tmp_path / pair[1])}
-    with pytest.raises(ConfigError, match="not a certificate and its own private key"):
+    with pytest.raises(ConfigError, match="not a certificate and its own unencrypted private key"):
         check_security("127.0.0.1:9092", certs=certs, token="t", role="server")
     good = dict(certs, **{"fleet.server_cert": str(tmp_path / "srv.pem"),
                           "fleet.server_key": str(tmp_path / "srv.key")})

@@ -238,3 +238,68 @@ def test_allowed_host_names_include_this_machine_and_the_configured_ones():
     host = socket.gethostname().lower()
     assert {"localhost", host, f"{host}.local", "drone7.lab.example", "other"} <= names
     assert "" not in names
+
+
+def make_cert(folder: Path, name: str = "console") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made with the openssl command."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (it makes the test certificates)")
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_the_console_speaks_https_with_the_given_certificate(fake, tmp_path):
+    import ssl
+
+    cert, key = make_cert(tmp_path)
+    server = serve(fake, token="tok", tls_cert=str(cert), tls_key=str(key))
+    try:
+        assert server.scheme == "https"
+        context = ssl.create_default_context(cafile=str(cert))
+        req = urllib.request.Request(f"https://127.0.0.1:{server.port}/api/live",
+                                     headers={"Authorization": "Bearer tok"})
+        with urllib.request.urlopen(req, timeout=5, context=context) as resp:
+            assert resp.status == 200 and "fps" in json.loads(resp.read())
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            get(server, "/healthz")                   # plain HTTP on the TLS port gets nothing
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(f"https://127.0.0.1:{server.port}/healthz", timeout=5,
+                                   context=ssl.create_default_context())   # not a trusted CA
+    finally:
+        server.stop()
+
+
+def test_check_bind_checks_the_tls_files_and_warns_about_clear_text(tmp_path, caplog):
+    cert, key = make_cert(tmp_path)
+    other_cert, other_key = make_cert(tmp_path, "other")
+    check_bind("0.0.0.0", "tok", str(cert), str(key))
+    assert "clear text" not in caplog.text
+    check_bind("0.0.0.0", "tok")
+    assert "server.host=0.0.0.0 without TLS" in caplog.text
+    caplog.clear()
+    check_bind("127.0.0.1", "")
+    assert caplog.text == ""
+    for pair, fragment in [((cert, other_key), "not a certificate and its own unencrypted"),
+                           ((tmp_path / "missing.pem", key), "certificate file not found"),
+                           ((key, key), "not a PEM file holding a certificate"),
+                           ((cert, cert), "not a PEM file holding a private key")]:
+        with pytest.raises(ConfigError, match=fragment) as err:
+            check_bind("0.0.0.0", "tok", str(pair[0]), str(pair[1]))
+        assert "\n" not in str(err.value)
+
+
+def test_an_encrypted_key_is_refused_without_asking_for_a_password(tmp_path):
+    import subprocess
+
+    cert, key = make_cert(tmp_path)
+    locked = tmp_path / "locked.key"
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:pw",
+                    "-out", str(locked)], check=True, capture_output=True)
+    with pytest.raises(ConfigError, match="unencrypted private key"):
+        check_bind("0.0.0.0", "tok", str(cert), str(locked))
