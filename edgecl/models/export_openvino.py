@@ -143,12 +143,13 @@ def export_openvino(model, dest_dir: str | os.PathLike, *, imgsz: int,
         ExportError: ``openvino`` is missing, or ultralytics' Exporter fails (one line).
     """
     start = time.monotonic()
-    ov = require_openvino()
+    require_openvino()
     ensure_offline()
     from ultralytics.engine.exporter import Exporter
 
     from edgecl import __version__
     from edgecl.models.base import one_line
+    from edgecl.models.openvino_backend import shared_core
     from edgecl.models.export import _export_copy
 
     clone, folded = _export_copy(model, names)
@@ -158,7 +159,7 @@ def export_openvino(model, dest_dir: str | os.PathLike, *, imgsz: int,
                      "device": "cpu", "half": False, "int8": False, "nms": False}
         try:
             produced = Path(Exporter(overrides=overrides)(model=clone))
-            ov_model = ov.Core().read_model(str(produced / IR_XML))
+            ov_model = shared_core().read_model(str(produced / IR_XML))
         except Exception as exc:  # the Exporter and OpenVINO raise many unrelated types
             raise ExportError(f"OpenVINO export failed: {one_line(exc)}") from None
         set_ir_metadata(ov_model, {"names": {int(k): str(v) for k, v in clone.names.items()},

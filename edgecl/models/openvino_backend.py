@@ -11,10 +11,19 @@ that have it (AVX512-BF16, AMX), which is faster but no longer the FP32 model th
 measured. Threads are not pinned to cores (``ENABLE_CPU_PINNING=False``): the capture and sink
 threads and the learner process share those cores, and on the 2-core reference machine, shared
 with other work, pinned inference ran at 142 fps against 175-190 unpinned (YOLO11n, 160 px). ``openvino`` is imported only when a model is loaded.
+
+Every OpenVINO model of the process is read and compiled by one ``Core`` (:func:`shared_core`),
+kept until the process ends. OpenVINO's CPU plugin gives a thread that compiles a model its own
+alternate signal stack (``sigaltstack``, memory it maps) and unmaps that memory when the plugin
+is destroyed, from whichever thread drops its last reference. With a ``Core`` per model, a hot
+swap dropped the old model's plugin in the loader or inference thread while the main thread's
+signal stack still pointed into it, and the next SIGTERM (a systemd or docker stop) ended the
+process with a segmentation fault (exit 139) instead of a clean stop.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +38,8 @@ RT_KEYS = ("names", "imgsz", "stride", "task", "precision", "edgecl_version", "e
 # OpenVINO element type name -> numpy dtype name of the inputs a YOLO export can have.
 INPUT_DTYPES = {"f32": "float32", "f16": "float16"}
 INSTALL_HINT = "pip install openvino (or serve the .onnx model)"
+_CORE = None
+_CORE_LOCK = threading.Lock()
 
 
 def import_openvino():
@@ -48,6 +59,24 @@ def import_openvino():
     except ImportError as exc:
         raise ModelLoadError(f"OpenVINO is not available ({one_line(exc)}); {INSTALL_HINT}") from None
     return openvino
+
+
+def shared_core():
+    """The process's one OpenVINO ``Core``, created on first use and never dropped (see the
+    module docstring: a ``Core`` dropped by another thread than the one that compiled with it
+    leaves that thread's signal stack unmapped).
+
+    Returns:
+        ``openvino.Core``.
+
+    Raises:
+        ModelLoadError: ``openvino`` is not installed.
+    """
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = import_openvino().Core()
+        return _CORE
 
 
 def openvino_reason(exc: BaseException, max_chars: int = 200) -> str:
@@ -160,7 +189,7 @@ class OpenVinoBackend(Backend):
         if not bin_path.is_file():
             raise ModelLoadError(f"cannot load OpenVINO model {path}: its weights {bin_path.name} "
                                  "are missing beside it")
-        core = ov.Core()
+        core = shared_core()
         try:
             model = core.read_model(str(path), str(bin_path))
         except Exception as exc:  # OpenVINO raises RuntimeError and others for bad IR files

@@ -155,12 +155,13 @@ def quantize_openvino(fp32_xml: str | os.PathLike, dest_dir: str | os.PathLike,
     """
     start = time.monotonic()
     _check_images(calibration_images)
-    ov = require_openvino()
+    require_openvino()
     nncf = require_nncf()
     from edgecl.models.base import one_line
+    from edgecl.models.openvino_backend import shared_core
 
     try:
-        model = ov.Core().read_model(str(fp32_xml))
+        model = shared_core().read_model(str(fp32_xml))
     except Exception as exc:  # OpenVINO raises RuntimeError and others for bad IR files
         raise ExportError(f"cannot read OpenVINO model {fp32_xml}: {one_line(exc)}") from None
     shape = model.inputs[0].get_partial_shape()

@@ -228,3 +228,40 @@ def test_an_ultralytics_ir_of_another_task_is_refused_like_a_checkpoint(tmp_path
     assert str(info.value) == expected
     code, _, err = run_edgecl(["models", "add", "--state-dir", tmp_path / "s", xml])
     assert (code, err) == (2, f"error: {expected}\n")
+
+
+SWAP_THEN_STOP = """
+import gc, os, signal, sys, threading
+from edgecl.models.backends import load_backend
+stopped = []
+signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
+held = {"old": load_backend(sys.argv[1])}           # the version served first: main thread
+def swap():                                         # the loader swaps, the old version goes
+    held["new"] = load_backend(sys.argv[1])
+    held.pop("old").close()
+    gc.collect()
+worker = threading.Thread(target=swap)
+worker.start()
+worker.join()
+os.kill(os.getpid(), signal.SIGTERM)                 # systemd / docker stop
+print("stopped cleanly", stopped, flush=True)
+"""
+
+
+def test_a_stop_after_a_hot_swap_is_clean(exported):
+    """A Core per model, dropped by the thread that swapped it out, left the main thread's
+    alternate signal stack unmapped: the stop's SIGTERM then segfaulted (exit 139)."""
+    import subprocess
+
+    _, xml = exported
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", SWAP_THEN_STOP, str(xml)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+        assert "stopped cleanly [15]" in done.stdout
+
+
+def test_one_core_serves_the_process():
+    from edgecl.models.openvino_backend import shared_core
+
+    assert shared_core() is shared_core()
