@@ -12,7 +12,8 @@
   task by task, with labels and task names (a data.yaml or dataset folder is one task).
 
 Relative paths are fine (``file://clip.mp4``); absolute ones take three slashes
-(``file:///data/clip.mp4``). Live sources (cameras, streams) reconnect with back-off.
+(``file:///data/clip.mp4``). Live sources (cameras, streams) reconnect with back-off, and
+close (or, while opening, take SIGINT/SIGTERM) at once even when the driver blocks.
 """
 
 from __future__ import annotations

@@ -102,6 +102,9 @@ class FrameSource(abc.ABC):
     def open(self) -> "FrameSource":
         """Acquire the underlying device or files (a no-op when already open).
 
+        A source closed while it was opening (:meth:`close` from another thread, or a live
+        source's open stopped by SIGINT/SIGTERM) stays closed: ``read()`` returns ``None``.
+
         Returns:
             ``self``.
 
@@ -111,7 +114,11 @@ class FrameSource(abc.ABC):
         if self._state in (StreamState.CREATED, StreamState.CLOSED):
             self._closing.clear()
             self._open()
-            self._state = StreamState.OPEN
+            if not self._closing.is_set():
+                self._state = StreamState.OPEN
+            elif self._state is not StreamState.CLOSED:  # before: opened a source closed meanwhile
+                self._state = StreamState.CLOSED
+                self._close()
         return self
 
     def read(self) -> Frame | None:
@@ -139,7 +146,8 @@ class FrameSource(abc.ABC):
         return frame
 
     def close(self) -> None:
-        """Release the device or files; safe to call twice and from another thread."""
+        """Release the device or files; safe to call twice, from another thread, and while
+        :meth:`open` is still opening."""
         self._closing.set()
         if self._state is not StreamState.CLOSED:
             self._state = StreamState.CLOSED

@@ -4,16 +4,31 @@ They share :class:`CaptureSource`: a failed read releases the capture, waits, an
 one, with exponential back-off (``reconnect_initial_s`` doubling up to ``reconnect_max_s``),
 until ``max_consecutive_failures`` reads in a row have failed. Opening fails fast: a camera
 that cannot be opened at start raises :class:`SourceError` at once, naming it.
+
+A camera driver may block in native code for as long as it likes: FFmpeg waits
+:data:`RTSP_TIMEOUT_MS` for a stream that does not answer, a stalled V4L2 or GStreamer driver
+may never return. So every call into a capture (open, read, release) is made by a daemon
+worker thread that owns it (``edgecl-camera``, one per capture), and the caller waits for the
+call in :data:`WAIT_SLICE_S` slices: it walks away when the source is closed (from another
+thread) or, while ``open()`` runs on the main thread, when SIGINT or SIGTERM arrives (the
+signal's own handler still runs). A stop therefore takes effect within a fraction of a second
+whatever the camera does. A capture left behind that way is released by its worker when the
+driver returns, and never used again; a source opens no new capture while the one it left
+behind is still blocked, so a camera that stays down for hours holds at most one such thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import re
+import signal
 import sys
 import threading
+import weakref
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -25,9 +40,15 @@ from edgecl.runtime.sources.base import (FrameSource, QueryParams, RawFrame, dec
 
 log = logging.getLogger(__name__)
 RTSP_TIMEOUT_MS = 10_000
-CLOSE_WAIT_S = 2.0
-"""Seconds :meth:`CaptureSource.close` waits for a read in progress (a stalled driver may never
-return: the capture is then left to the process's exit, so a stop still ends in bounded time)."""
+WAIT_SLICE_S = 0.05
+"""Longest a caller waits on a call into a capture before it looks again whether to stop."""
+CLOSE_WAIT_S = 0.3
+"""Seconds :meth:`CaptureSource.close` waits for a read or release in progress to return (a
+working camera's does within a frame; a stalled driver may never return: its capture is then
+released when it does, or left to the process's exit, so a stop still ends in bounded time).
+An open in progress is not waited for: it may take the driver's whole timeout."""
+WORKER_THREAD_NAME = "edgecl-camera"
+"""Name of the thread that owns a capture (``edgecl-*``: the CLI exits past one left blocked)."""
 
 
 class Capture(Protocol):
@@ -43,12 +64,178 @@ class Capture(Protocol):
 CaptureFactory = Callable[[], Capture]
 
 
+class _Call:
+    """One call a :class:`_CaptureWorker` makes for a caller; ``done`` is set once it ended.
+
+    Args:
+        what: what the call does, for messages (``"an open"``, ``"a read"``).
+        fn: the call (run on the worker thread).
+    """
+
+    def __init__(self, what: str, fn: Callable[[], object]):
+        self.what = what
+        self._fn = fn
+        self.done = threading.Event()
+        self.value: object = None
+        self.error: Exception | None = None
+        self.cancelled = False
+
+    def run(self) -> None:
+        """Make the call; its result or exception is kept for the caller."""
+        try:
+            self.value = self._fn()
+        except Exception as exc:  # raised again on the caller's thread
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def cancel(self) -> None:
+        """Never made: the worker was retired first."""
+        self.cancelled = True
+        self.done.set()
+
+
+class _CaptureWorker:
+    """One capture and the daemon thread that makes every call into it, one at a time.
+
+    :meth:`retire` ends the worker: the call in progress (if any) is left to return, calls still
+    queued are cancelled, the capture is released on the worker thread, and the thread ends.
+    Nothing uses that capture again.
+
+    Args:
+        factory: creates the capture (called on the worker thread by :meth:`open`).
+
+    Attributes:
+        thread: the worker thread (alive until the capture is released).
+        busy: what the call in progress does (``"an open"``, ``"a read"``, ``"a release"``),
+            ``None`` when idle.
+    """
+
+    def __init__(self, factory: CaptureFactory):
+        self._factory = factory
+        self._cap: Capture | None = None
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._retired = threading.Event()
+        self.busy: str | None = None
+        self.thread = threading.Thread(target=self._serve, name=WORKER_THREAD_NAME, daemon=True)
+        self.thread.start()
+
+    def open(self) -> _Call:
+        """Create the capture; the call's value is ``(opened, declared fps or None)``."""
+
+        def call() -> tuple[bool, float | None]:
+            self._cap = self._factory()
+            opened = bool(self._cap.isOpened())
+            return opened, declared_fps(self._cap) if opened else None
+
+        return self._submit("an open", call)
+
+    def read(self) -> _Call:
+        """Read a frame; the call's value is the image, or ``None`` when the read failed."""
+
+        def call() -> np.ndarray | None:
+            if self._cap is None:
+                return None
+            ok, image = self._cap.read()
+            return image if ok and image is not None and image.size else None
+
+        return self._submit("a read", call)
+
+    def retire(self) -> None:
+        """Release the capture once the call in progress returns, then end (idempotent, never
+        blocks)."""
+        if not self._retired.is_set():
+            self._retired.set()
+            self._calls.put(None)
+
+    def _submit(self, what: str, fn: Callable[[], object]) -> _Call:
+        call = _Call(what, fn)
+        self._calls.put(call)
+        return call
+
+    def _serve(self) -> None:
+        try:
+            while (call := self._calls.get()) is not None:
+                if self._retired.is_set():
+                    call.cancel()
+                    continue
+                self.busy = call.what
+                call.run()
+                self.busy = None
+        finally:
+            self.busy = "a release"
+            cap, self._cap = self._cap, None
+            if cap is not None:
+                try:
+                    cap.release()
+                except Exception as exc:  # a driver that fails to let go: nothing more to do
+                    log.warning("releasing a camera capture failed: %s", exc)
+            self.busy = None
+
+
+class _Workers:
+    """The worker a source uses now and the last one it retired. Kept apart from the source so
+    that a source dropped without ``close()`` still retires its worker when collected."""
+
+    def __init__(self):
+        self.lock = threading.Lock()  # INVARIANT: guards current and retired, never held across a wait
+        self.current: _CaptureWorker | None = None
+        self.retired: _CaptureWorker | None = None
+
+    def retire_current(self) -> _CaptureWorker | None:
+        """Retire the current worker (it becomes :attr:`retired`); returns it (None: none)."""
+        with self.lock:
+            worker, self.current = self.current, None
+            if worker is not None:
+                worker.retire()
+                self.retired = worker
+        return worker
+
+
+@contextlib.contextmanager
+def _notify_stop_signals(notify: Callable[[], None]) -> Iterator[None]:
+    """While the block runs on the main thread, SIGINT and SIGTERM also call ``notify()``.
+
+    The handler in place still runs right after (``edgecl run``'s clean stop; Ctrl-C's
+    ``KeyboardInterrupt``, which then unwinds the block). A signal without a Python handler
+    (SIG_DFL, SIG_IGN) keeps its action, and off the main thread the block runs as is.
+
+    Args:
+        notify: called from the signal handler; must only set a flag.
+    """
+    wrapped: dict[int, tuple[Callable, Callable]] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue
+
+            def handler(signum, frame, previous=previous):
+                notify()
+                previous(signum, frame)
+
+            signal.signal(sig, handler)
+            wrapped[sig] = (previous, handler)
+    try:
+        yield
+    finally:
+        for sig, (previous, handler) in wrapped.items():
+            if signal.getsignal(sig) is handler:  # unless someone has replaced it since
+                signal.signal(sig, previous)
+
+
 class CaptureSource(FrameSource):
     """A live source over an OpenCV-style capture, with reconnection and back-off.
 
+    Every call into a capture runs on its worker thread (see the module docstring): ``close()``
+    from another thread ends a read, a reconnection or an open in progress within
+    :data:`WAIT_SLICE_S`, and SIGINT or SIGTERM during ``open()`` on the main thread stops the
+    open (``open()`` then returns with the source closed, unless the signal's handler raised).
+
     Args:
         uri: the URI.
-        factory: creates a new capture (called at open and at every reconnection).
+        factory: creates a new capture (called at open and at every reconnection, on the
+            capture's worker thread).
         cfg: back-off settings (``reconnect_initial_s``, ``reconnect_max_s``,
             ``max_consecutive_failures``).
         sleep: waits between attempts; defaults to a wait that :meth:`close` interrupts.
@@ -61,27 +248,106 @@ class CaptureSource(FrameSource):
         super().__init__(uri, cfg)
         self._factory = factory
         self._sleep = sleep or self._closing.wait
-        self._io_lock = threading.Lock()  # INVARIANT: the capture is used by one thread at a time
-        self._cap: Capture | None = None
+        self._workers = _Workers()
+        weakref.finalize(self, self._workers.retire_current)
+        self._signalled = False  # SIGINT/SIGTERM arrived while open() waited on the main thread
         self._failures = 0
         self._delay_s = self.cfg.reconnect_initial_s
 
+    def _stopping(self) -> bool:
+        return self._closing.is_set() or self._signalled
+
+    def _on_stop_signal(self) -> None:
+        self._signalled = True
+
     def _open(self) -> None:
         self._failures, self._delay_s = 0, self.cfg.reconnect_initial_s
-        with self._io_lock:
-            cap = self._factory()
-            if not cap.isOpened():
-                cap.release()
-                raise SourceError(f"{self.uri}: cannot open the camera/stream")
-            self._cap = cap
-            self.fps = declared_fps(cap)
+        self._signalled = False
+        with _notify_stop_signals(self._on_stop_signal):
+            opened, fps = self._open_capture()
+        if opened is None:  # closed, or a stop signal, while the driver opened: FrameSource closes
+            self._closing.set()
+            return
+        if not opened:
+            raise SourceError(f"{self.uri}: cannot open the camera/stream")
+        self.fps = fps
+
+    def _await(self, call: _Call) -> tuple[bool, object]:
+        """Wait for ``call`` in slices.
+
+        Returns:
+            ``(True, value)``; ``(False, None)`` when the source stops first (the call is left
+            to the worker).
+
+        Raises:
+            Exception: what the call raised.
+        """
+        while not call.done.wait(WAIT_SLICE_S):
+            if self._stopping():
+                return False, None
+        if call.cancelled:
+            return False, None
+        if call.error is not None:
+            raise call.error
+        return True, call.value
+
+    def _wait_retired(self) -> bool:
+        """Wait until the worker retired last has released its capture and ended.
+
+        Returns:
+            False when the source stops first (the worker is still blocked in the driver).
+        """
+        worker = self._workers.retired
+        if worker is None:
+            return True
+        warned = False
+        while worker.thread.is_alive():
+            worker.thread.join(WAIT_SLICE_S)
+            if self._stopping() and worker.thread.is_alive():
+                return False
+            if not warned and worker.thread.is_alive() and worker.busy != "a release":
+                log.warning("%s: the previous capture is still blocked in the driver (%s); "
+                            "waiting for it before opening a new one", self.uri, worker.busy or "a call")
+                warned = True
+        with self._workers.lock:
+            if self._workers.retired is worker:
+                self._workers.retired = None
+        return True
+
+    def _open_capture(self) -> tuple[bool | None, float | None]:
+        """Open a new capture on a new worker.
+
+        Returns:
+            ``(True, fps)`` opened; ``(False, None)`` the driver refused (that capture is
+            released); ``(None, None)`` the source stopped first (a worker still blocked is left
+            to release its capture when the driver returns).
+        """
+        if not self._wait_retired():
+            return None, None
+        with self._workers.lock:
+            if self._stopping():
+                return None, None
+            worker = self._workers.current = _CaptureWorker(self._factory)
+        try:
+            done, value = self._await(worker.open())
+        except BaseException:  # the factory failed, or Ctrl-C: never leave the worker running
+            self._workers.retire_current()
+            raise
+        if not done:
+            self._workers.retire_current()
+            return None, None
+        opened, fps = value
+        if not opened:
+            self._release()
+            return False, None
+        return True, fps
 
     def _read_once(self) -> np.ndarray | None:
-        with self._io_lock:
-            if self._cap is None:
-                return None
-            ok, image = self._cap.read()
-        return image if ok and image is not None and image.size else None
+        worker = self._workers.current
+        if worker is None:
+            return None
+        done, image = self._await(worker.read())
+        return image if done else None
 
     def _next(self) -> RawFrame | None:
         while not self._closing.is_set():
@@ -110,33 +376,26 @@ class CaptureSource(FrameSource):
         if self._closing.is_set():
             return
         self._count("reconnects")
-        with self._io_lock:
-            cap = self._factory()
-            if cap.isOpened():
-                self._cap = cap
-            else:
-                cap.release()
+        self._open_capture()
 
-    def _release(self, wait_s: float | None = None) -> bool:
-        """Release the capture; with ``wait_s``, give up when a read still holds it then.
-
-        Returns:
-            False when the capture was left to a read that did not return in ``wait_s``.
-        """
-        if not self._io_lock.acquire(timeout=-1 if wait_s is None else wait_s):
-            log.warning("%s: a read is still blocked after %.0f s; the capture is left to the "
-                        "process's exit", self.uri, wait_s)
-            return False
-        try:
-            if self._cap is not None:
-                self._cap.release()
-                self._cap = None
-        finally:
-            self._io_lock.release()
-        return True
+    def _release(self) -> None:
+        """Release the capture and wait (until the source stops) for its worker to end."""
+        self._workers.retire_current()
+        self._wait_retired()
 
     def _close(self) -> None:
-        self._release(CLOSE_WAIT_S)
+        worker = self._workers.retire_current() or self._workers.retired
+        if worker is None or not worker.thread.is_alive():
+            return
+        if worker.busy == "an open":
+            log.info("%s: closed while the camera/stream was opening; that open is left to "
+                     "finish in the background (its capture is then released)", self.uri)
+            return
+        worker.thread.join(CLOSE_WAIT_S)
+        if worker.thread.is_alive():
+            log.warning("%s: %s is still blocked in the camera driver after %.1f s; the capture is "
+                        "released when it returns, or left to the process's exit",
+                        self.uri, worker.busy or "a call", CLOSE_WAIT_S)
 
 
 def _cv2_capture(target: int | str, api: int, props: dict[int, float], params: tuple[int, ...] = ()
