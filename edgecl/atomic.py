@@ -35,23 +35,37 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
         write: callable writing the full contents into the binary file object it is given.
 
     Raises:
-        OSError: when the disk is full or the directory is not writable; the old file (if
-            any) is left untouched and no temp file is left behind.
+        OSError: when the disk is full or the directory is not writable (its ``filename``
+            names ``path`` when the failing call named no file, as a buffered write's
+            ``ENOSPC`` does); the old file (if any) is left untouched and no temp file is left
+            behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    except OSError as exc:
+        _name_file(exc, path)
+        raise
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        _name_file(exc, path)
         raise
     fsync_dir(path.parent)
+
+
+def _name_file(exc: BaseException, path: Path) -> None:
+    """Give an OSError that names no file the destination's path, so the one-line message a
+    caller shows says where the disk was full (``[Errno 28] No space left on device: 'PATH'``)."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+        exc.filename = str(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -1,4 +1,11 @@
-"""Exceptions with one-line, user-facing messages."""
+"""Exceptions with one-line, user-facing messages, and the one-line form of a storage fault
+(:func:`storage_fault`, :func:`storage_faults`)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Iterator
 
 
 class EdgeclError(Exception):
@@ -56,3 +63,66 @@ class ConflictError(EdgeclError):
 
 class StorageError(EdgeclError):
     """The state directory cannot be written (read-only, full disk)."""
+
+
+# errno values that mean "the disk or the directory refused", not "the data is damaged" (the
+# replay memory's edgecl.continual.memory.faults keeps the same set for its own messages)
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                            errno.EIO, errno.EFBIG})
+# of those, the ones that deleting files cures (the disk or the quota is full)
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` is an OSError saying the disk (or the quota) is full.
+
+    Args:
+        exc: the error raised.
+
+    Returns:
+        Whether freeing space would cure it.
+    """
+    return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS
+
+
+def storage_fault(exc: BaseException, what: str, where: object = "") -> StorageError | None:
+    """The one-line :class:`StorageError` for an OSError that means a full disk or an
+    unwritable file or directory.
+
+    Args:
+        exc: the error raised.
+        what: what was being done, e.g. ``"cannot stage a model version"``.
+        where: the path to name when the error names none.
+
+    Returns:
+        ``"<what>: <reason> (<path>)"`` as a StorageError (``exc`` itself when it is one), or
+        ``None`` for anything else (damage, a bug): the caller lets that propagate.
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRNOS:
+        return None
+    # a copy names its destination second ('src' -> 'dst'): that is where the room was missing
+    at = getattr(exc, "filename2", None) or exc.filename or where
+    return StorageError(f"{what}: {exc.strerror or exc}" + (f" ({at})" if at else ""))
+
+
+@contextlib.contextmanager
+def storage_faults(what: str, where: object = "") -> Iterator[None]:
+    """Raise a storage fault met inside the block as one :class:`StorageError` line (see
+    :func:`storage_fault`); any other error propagates unchanged.
+
+    Args:
+        what: what the block does, e.g. ``"cannot export the candidate model"``.
+        where: the path to name when the error names none.
+
+    Raises:
+        StorageError: the disk is full or the file or directory cannot be written.
+    """
+    try:
+        yield
+    except OSError as exc:
+        fault = storage_fault(exc, what, where)
+        if fault is None:
+            raise
+        raise fault from exc

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 
 from edgecl.commands.common import print_json_line
-from edgecl.errors import StorageError
+from edgecl.errors import StorageError, is_disk_full
 
 
 def add_parser(sub) -> None:
@@ -40,11 +40,12 @@ def add_parser(sub) -> None:
 
 @contextlib.contextmanager
 def _writing(out: str):
-    """Name the output in a write failure that names no file (a full disk: ``ENOSPC``)."""
+    """Name the output in a write failure that names no file, or that names a file of the
+    half-built output (a full disk: ``ENOSPC``; nothing of it is kept)."""
     try:
         yield
     except OSError as exc:
-        if exc.filename:
+        if exc.filename and not is_disk_full(exc):
             raise
         raise StorageError(f"cannot write {out}: {exc.strerror or exc}; nothing was "
                            f"written") from None

@@ -42,6 +42,8 @@ def learn_command(args: argparse.Namespace) -> int:
     if result.status is RoundStatus.STAGED and not args.no_promote:
         promote_version(cfg.state_dir, result.version)
         result.status = RoundStatus.PROMOTED
+    if result.unsaved:
+        _write_unsaved(cfg, result)
     if args.json:
         print_json_line(result.to_json())
     else:
@@ -51,3 +53,22 @@ def learn_command(args: argparse.Namespace) -> int:
             version = f"{result.version} " if result.version else ""
             print(f"round {result.round}: {version}{result.status.value} ({result.reason})")
     return 0 if result.status in (RoundStatus.PROMOTED, RoundStatus.STAGED, RoundStatus.SKIPPED) else 1
+
+
+def _write_unsaved(cfg, result) -> None:
+    """Write from the version what a full disk kept the round from writing after staging it
+    (its progress, its metrics record); what still cannot be written is a warning: the round
+    and its version stand."""
+    import logging
+    from pathlib import Path
+
+    from edgecl.models.registry import Registry
+    from edgecl.runtime.learner import write_unsaved
+
+    warn = logging.getLogger(__name__).warning
+    try:
+        if not write_unsaved(cfg.state_dir, Registry(Path(cfg.state_dir) / "models"), result):
+            warn("round %s is not in the metrics database yet; the runtime records it from %s "
+                 "once there is room (every start does too)", result.round, result.version)
+    except EdgeclError as exc:
+        warn("%s: the next round learns this round's samples again", exc)

@@ -32,7 +32,7 @@ from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample
 from edgecl.continual.memory.records import check_image, check_labels
 from edgecl.data.images import pixels_hash
 from edgecl.data.importers import ImportItem, ImportTally, Skip
-from edgecl.errors import LabelError, ReplayMemoryError
+from edgecl.errors import LabelError, ReplayMemoryError, StorageError
 from edgecl.frames import LabelOrigin
 
 log = logging.getLogger(__name__)
@@ -153,10 +153,23 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
         content hash) is counted as skipped with its reason.
 
     Raises:
-        StorageError: the memory cannot write (full disk, read-only); every sample stored
-            before stays stored.
+        StorageError: the memory or the class registry cannot write (full disk, read-only);
+            every sample stored before stays stored, and the message says how many there are
+            (the same import run again once there is room stores only the rest).
     """
     report = ImportReport()
+    try:
+        _ingest(items, memory, classes, origin, task, report)
+    except StorageError as exc:
+        raise StorageError(f"{exc}; {report.tally.imported} sample(s) of this import were stored "
+                           f"before it (run the import again once there is room: what is "
+                           f"stored is skipped)") from None
+    return report
+
+
+def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, origin: LabelOrigin,
+            task: str, report: ImportReport) -> None:
+    """The body of :func:`ingest`: fills ``report``."""
     bound = set((memory.class_names() or {}).keys())
     device_classes = dict(classes.names())  # names ids of unnamed datasets (see _name_unnamed)
     for item in items:
@@ -202,7 +215,6 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
             report.tally.skip("declined by memory policy", f"{item.source}: declined by the insertion policy")
             continue
         report.tally.done(item)
-    return report
 
 
 def _duplicate(report: ImportReport) -> None:

@@ -31,6 +31,7 @@ from edgecl.continual.round_state import (
     save_state,
     update_task_bookkeeping,
 )
+from edgecl.errors import StorageError, storage_fault, storage_faults
 from edgecl.frames import STREAM_TASK
 
 log = logging.getLogger(__name__)
@@ -216,7 +217,8 @@ def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
     update_task_bookkeeping(state, snapshot.records())
     work = learner_dir(cfg.state_dir) / "work"
     shutil.rmtree(work, ignore_errors=True)  # INVARIANT: a round starts from a clean work dir
-    work.mkdir(parents=True)
+    with storage_faults("cannot create the round's work folder", work):
+        work.mkdir(parents=True)
     registry = Registry(Path(cfg.state_dir) / "models")
     return RoundContext(cfg, state, snapshot, new, work, registry, registry.current(),
                         {int(k): str(v) for k, v in names.items()}, base_checkpoint(cfg))
@@ -596,7 +598,8 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
     if verdict.accepted:
         with clock("calibrate"):
             calibrator, cal_report = _calibrate(ctx, model, names)
-    with clock("export"):
+    with clock("export"), storage_faults(f"round {round_no}: cannot export the candidate model",
+                                         ctx.work):
         files, export_meta = export_candidate(ctx, model, names, accepted=verdict.accepted)
     after = dataclasses.replace(state, round=round_no)
     if verdict.accepted:
@@ -608,27 +611,24 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
                     columns=state.task_order, class_names=names, calibration=cal_report)
     with clock("stage"):
         manifest = _manifest(ctx, names, ft, verdict, candidate, export_meta, reason, replay_ids)
-        # what the recording hook is about to receive, kept with the version: a kill between
-        # staging and recording is recovered from it (runtime.learner.record_missing_rounds)
-        files[ROUND_RECORD_FILE] = write_round_record(ctx.work / ROUND_RECORD_FILE, **recorded)
-        # the learner's progress once this round is done: a kill between staging and saving
-        # it is recovered from here (runtime.learner.promote_leftover_staged)
-        manifest["learner_state"] = dataclasses.asdict(after)
-        if hold:
-            manifest["promote"] = MANUAL_PROMOTION
-        if calibrator is not None:
-            from edgecl.calibration.posthoc import CALIBRATOR_FILE, calibration_manifest
+        with storage_faults(f"round {round_no}: cannot write the round's record", ctx.work):
+            # what the recording hook is about to receive, kept with the version: a kill
+            # between staging and recording is recovered from it
+            # (runtime.learner.record_missing_rounds)
+            files[ROUND_RECORD_FILE] = write_round_record(ctx.work / ROUND_RECORD_FILE, **recorded)
+            # the learner's progress once this round is done: a kill between staging and
+            # saving it is recovered from here (runtime.learner.promote_leftover_staged)
+            manifest["learner_state"] = dataclasses.asdict(after)
+            if hold:
+                manifest["promote"] = MANUAL_PROMOTION
+            if calibrator is not None:
+                from edgecl.calibration.posthoc import CALIBRATOR_FILE, calibration_manifest
 
-            files[CALIBRATOR_FILE] = calibrator.save(ctx.work / CALIBRATOR_FILE)
-            manifest["calibration"] = calibration_manifest(cal_report)
+                files[CALIBRATOR_FILE] = calibrator.save(ctx.work / CALIBRATOR_FILE)
+                manifest["calibration"] = calibration_manifest(cal_report)
         version = ctx.registry.stage(files, manifest, status=status.value)
-    cl = {}
-    if record is not None:
-        cl = record(version=version, **recorded)
-        ctx.registry.update_manifest(version, {"metrics": dict(manifest["metrics"], **cl)})
-    if verdict.accepted:
-        _set_far_baselines(ctx, model, names)
-    save_state(cfg.state_dir, after)
+    cl, unsaved = _after_staging(ctx, version, manifest, recorded, record, after,
+                                 (model, names) if verdict.accepted else None)
     log.info("round %d -> %s %s: %s", round_no, version, status.value, verdict.reason)
     return RoundResult(status, reason=verdict.reason, round=round_no, version=version,
                        trigger=reason, started_s=started_s,
@@ -637,7 +637,64 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
                        per_task={t: _finite(v) for t, v in cand_map.items()},
                        classes=sorted(names), steps=ft.steps, train_s=round(ft.seconds, 1),
                        replayed=len(replay_ids), new_samples=len(ctx.new_records),
-                       timings_s=clock.seconds)
+                       timings_s=clock.seconds, unsaved=unsaved)
+
+
+def _after_staging(ctx: RoundContext, version: str, manifest: dict, recorded: dict,
+                   record: RoundRecorder | None, after: LearnerState,
+                   accepted_model: tuple | None) -> tuple[dict, list[str]]:
+    """The round's writes after its version is staged: its metrics record, FAR's recall
+    baselines, the learner's progress.
+
+    The staged version is the round's commit, and it holds the record (``round_record.json``)
+    and the progress (``learner_state`` in its manifest): a full disk here does not fail the
+    round. What could not be written is logged in one line each and listed, and whoever
+    applies the result writes it from the version (:func:`edgecl.runtime.learner.write_unsaved`).
+    Any other fault propagates.
+
+    Args:
+        ctx: the round.
+        version: the version just staged.
+        manifest: its manifest as staged.
+        recorded: the recording hook's keyword arguments (without ``version``).
+        record: the recording hook, or ``None``.
+        after: the learner's progress once this round is done.
+        accepted_model: ``(model, names)`` of an accepted candidate (FAR's baselines), or None.
+
+    Returns:
+        ``(figures, unsaved)``: what the hook derived (ACC, BWT, ...; empty when not recorded)
+        and the names of what was not written (``"metrics"``, ``"progress"``).
+    """
+    round_no = recorded["round_no"]
+    figures: dict = {}
+    unsaved: list[str] = []
+    if record is not None:
+        try:
+            figures = record(version=version, **recorded)
+            ctx.registry.update_manifest(version, {"metrics": dict(manifest["metrics"], **figures)})
+        except (StorageError, OSError) as exc:
+            if storage_fault(exc, "") is None:
+                raise
+            log.warning("round %d (%s) not recorded in the metrics database yet (%s); it is "
+                        "recorded from the version once there is room", round_no, version, exc)
+            unsaved.append("metrics")
+    if accepted_model is not None:
+        try:
+            _set_far_baselines(ctx, *accepted_model)
+        except (StorageError, OSError) as exc:
+            if storage_fault(exc, "") is None:
+                raise
+            log.warning("round %d: FAR's recall baselines of its new samples not saved (%s); "
+                        "FAR ranks those samples without one", round_no, exc)
+    try:
+        save_state(ctx.cfg.state_dir, after)
+    except OSError as exc:
+        if storage_fault(exc, "") is None:
+            raise
+        log.warning("round %d: the learner's progress not saved (%s); it is taken from %s's "
+                    "manifest", round_no, exc, version)
+        unsaved.append("progress")
+    return figures, unsaved
 
 
 def recent_class_loss(registry, window: int) -> dict[str, float]:

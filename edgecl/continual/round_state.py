@@ -76,6 +76,10 @@ class RoundResult:
         round_id: the id the runtime's supervisor gave the learner process that wrote this
             result (it handles only a result carrying the id of the round it started; wall
             clocks can jump, so start times cannot tell an old result from a new one).
+        unsaved: what the round could not write after staging its version (a full disk):
+            ``"metrics"`` (its record in the metrics database), ``"progress"`` (the learner's
+            state); the version keeps both, and whoever applies the result writes them from
+            it (:func:`edgecl.runtime.learner.write_unsaved`).
     """
 
     status: RoundStatus
@@ -95,6 +99,7 @@ class RoundResult:
     new_samples: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
     round_id: str = ""
+    unsaved: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """Return a JSON-ready dict (``status`` as its string value)."""

@@ -50,7 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from edgecl.atomic import atomic_write_json, atomic_write_text, fsync_dir
-from edgecl.errors import ModelLoadError, NotFoundError, RegistryError, StorageError
+from edgecl.errors import (ModelLoadError, NotFoundError, RegistryError, StorageError,
+                           is_disk_full, storage_faults)
 from edgecl.models.base import NotADetectorError, sha256_file
 
 log = logging.getLogger(__name__)
@@ -587,6 +588,8 @@ class Registry:
 
         Raises:
             RegistryError: a source file is missing, a name is unsafe or the status is invalid.
+            StorageError: the disk is full (or the registry cannot be written): one line
+                naming the file; nothing is staged and no staging folder is left behind.
         """
         if status not in (VersionStatus.STAGED, VersionStatus.REJECTED):
             raise RegistryError(f"invalid status '{status}' to stage (staged or rejected)")
@@ -596,6 +599,10 @@ class Registry:
             check_file_name(name, "stage")
             if not Path(src).is_file():
                 raise RegistryError(f"cannot stage {name}: file not found: {src}")
+        with storage_faults(f"cannot stage a new model version in {self.root}; nothing was staged"):
+            return self._stage(files, meta, status)
+
+    def _stage(self, files: dict[str, str | Path], meta: dict | None, status: str) -> str:
         with self._lock():
             # INVARIANT: a staging directory exists only with its owner lock held (see _remove_leftovers)
             tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
@@ -619,12 +626,23 @@ class Registry:
                 (tmp / OWNER_FILE).unlink()
                 os.replace(tmp, self.root / version)
                 fsync_dir(self.root)
-                atomic_write_text(self.root / LAST_VERSION_FILE, version + "\n")
+                self._note_last_version(version)
         finally:
             owner.close()
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return version
+
+    def _note_last_version(self, version: str) -> None:
+        """Record the newest name given, after the version's folder exists (the commit). A
+        full disk leaves the old record: names stay unique, as the folder itself is newest."""
+        try:
+            atomic_write_text(self.root / LAST_VERSION_FILE, version + "\n")
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("model registry: %s staged, but %s not updated (%s); the version's "
+                        "folder keeps its name taken", version, LAST_VERSION_FILE, exc.strerror)
 
     def _next_version(self) -> str:
         """The next version name: past every version this registry ever named, including one
@@ -676,11 +694,15 @@ class Registry:
 
         Order (each prefix is consistent): checks -> switch ``current`` (the commit point,
         one ``os.replace``) -> history -> manifest statuses (best effort; derived when read).
+        A version already in the history (promoted again) has its history written before the
+        switch: left behind (a full disk, a kill), it would read as a rollback to that version.
 
         Raises:
             RegistryError: unknown, rejected, pruned, unconfined or corrupt version.
+            StorageError: ``current`` (or, for a version promoted again, the history) cannot be
+                written (full disk, read-only): nothing changed.
         """
-        with self._lock():
+        with self._lock(), storage_faults(f"cannot promote {version}; nothing changed"):
             manifest = self.manifest(version)
             if manifest.get("status") == VersionStatus.REJECTED:
                 why = self._derive_reason(manifest, VersionStatus.REJECTED.value) or "no reason recorded"
@@ -688,22 +710,35 @@ class Registry:
             self.check_integrity(version)
             previous = self.current()
             history = self.history()
-            self._point_current(version)
+            again = version in history
             if not history or history[-1] != version:
                 history.append(version)
+            if again:
+                # INVARIANT: the repair derives the history from 'current' (_effective_history);
+                # a switch back to a version it holds, with the history left behind, would read
+                # as a rollback of every version after it. Written first, a failure changes
+                # nothing and a kill before the switch leaves a tail the repair drops.
+                atomic_write_json(self.root / "history.json", history)
+            self._point_current(version)
             self._after_commit(history, retire=previous if previous != version else None,
                                retire_reason="", promoted=version)
 
-    def rollback(self) -> str:
+    def rollback(self, before_switch=None) -> str:
         """Return to the previously promoted intact version; a refusal changes nothing.
+
+        Args:
+            before_switch: optional ``callable(target)`` run under the registry's lock just
+                before ``current`` switches to ``target`` (what must be written first, such as
+                the learner's progress); when it raises, nothing is switched.
 
         Returns:
             The version now current.
 
         Raises:
             RegistryError: nothing intact to roll back to.
+            StorageError: ``current`` cannot be switched (full disk, read-only): nothing changed.
         """
-        with self._lock():
+        with self._lock(), storage_faults("cannot roll back; nothing changed"):
             history = self.history()
             current = self.current()
             if current in history:
@@ -713,6 +748,8 @@ class Registry:
             if not history:
                 raise RegistryError("no earlier intact version to roll back to")
             target = history[-1]
+            if before_switch is not None:
+                before_switch(target)
             self._point_current(target)
             self._after_commit(history, retire=current, retire_reason=ROLLED_BACK, promoted=target)
             return target
@@ -865,12 +902,17 @@ class Registry:
             ``{"kept": [...], "pruned": [...], "deleted": [...], "skipped": {...},
             "freed_bytes": n, "engine_cache": {...}}``.
 
+        A full disk does not stop it (it is what frees room): a version's files are then
+        deleted before its tombstone is written (see :meth:`_tombstone`).
+
         Raises:
             RegistryError: a negative count.
+            StorageError: the registry cannot be written (read-only; a full disk that
+                deleting the version's files did not cure); what was pruned before stays pruned.
         """
         if keep_promoted < 0 or keep_rejected < 0:
             raise RegistryError("keep_promoted and keep_rejected must be >= 0")
-        with self._lock():
+        with self._lock(), storage_faults(f"cannot prune the model registry {self.root}"):
             damaged = self.damaged_current()
             if damaged:  # the retention rule keeps 'current': without it, it would delete it
                 raise RegistryError(f"not pruning: {damaged}; repair it first (edgecl models "
@@ -924,12 +966,33 @@ class Registry:
         return keep, skipped
 
     def _tombstone(self, version: str, manifest: dict) -> int:
-        """Delete a version's files, keep its manifest with status ``pruned``; return bytes freed."""
+        """Delete a version's files, keep its manifest with status ``pruned``; return bytes freed.
+
+        The tombstone is written first (a kill half-way leaves a ``pruned`` manifest and some
+        files, which the next prune deletes). On a full disk it cannot be, so the files go
+        first, then the tombstone: a kill in between leaves a version without its files, which
+        reads as damaged until the next prune makes it a tombstone (it is never ``current``:
+        retention keeps that one).
+        """
         vdir = self._version_dir(version)
         tomb = dict(manifest, status=VersionStatus.PRUNED.value, pruned_files=manifest.get("files", {}),
                     files={}, pruned=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     status_before_prune=manifest.get("status"))
-        atomic_write_json(vdir / "manifest.json", tomb)
+        try:
+            atomic_write_json(vdir / "manifest.json", tomb)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("model registry: no room for %s's tombstone (%s); deleting its files "
+                        "first", version, exc.strerror)
+            freed = self._delete_files(vdir)
+            atomic_write_json(vdir / "manifest.json", tomb)
+            return freed
+        return self._delete_files(vdir)
+
+    @staticmethod
+    def _delete_files(vdir: Path) -> int:
+        """Delete everything in a version folder but its manifest; return the bytes freed."""
         freed = 0
         for entry in vdir.iterdir():
             if entry.name == "manifest.json":

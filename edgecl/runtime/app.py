@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_bytes
 from edgecl.config import Config, RuntimeConfig
-from edgecl.errors import ConfigError, EdgeclError, ModelLoadError, StorageError
+from edgecl.errors import ConfigError, EdgeclError, ModelLoadError, StorageError, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,11 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
 def ensure_writable(state_dir: str | Path) -> None:
     """Create the state directory and prove it can be written (a probe file, then removed).
 
+    A full disk is not refused: detection needs no room, and storing, learning and metrics
+    pause and resume by themselves once there is room (a warning says so).
+
     Raises:
-        StorageError: one line naming the directory and the reason (read-only, full, no rights).
+        StorageError: one line naming the directory and the reason (read-only, no rights).
     """
     path = Path(state_dir)
     try:
@@ -63,6 +66,11 @@ def ensure_writable(state_dir: str | Path) -> None:
         atomic_write_bytes(path / ".write-probe", b"ok")
         (path / ".write-probe").unlink()
     except OSError as exc:
+        if is_disk_full(exc) and path.is_dir():
+            log.warning("state directory %s is full (%s): detection starts; storing, learning "
+                        "and metrics wait for room and resume by themselves", path,
+                        exc.strerror or exc)
+            return
         raise StorageError(f"state directory {path} is not writable: "
                            f"{exc.strerror or exc}") from None
 
@@ -212,7 +220,7 @@ class Runtime:
         from edgecl.runtime.versions import CalibrationCache, PreviousVersionDetector, TimedCache
 
         cfg = self.cfg
-        self.monitor = Monitor(cfg.state_dir)
+        self.monitor = Monitor(cfg.state_dir, wait_for_room=True)  # a full card: detect anyway
         self.calibration = CalibrationCache(self.registry, self._serving_version,
                                             cfg.labels.pseudo_precision,
                                             cfg.labels.pseudo_min_true_positives)
@@ -420,8 +428,8 @@ class Runtime:
         """Status for ``/healthz``: the watchdog's per-stage view plus what the parts report.
 
         ``status`` is ``stuck`` when a stage is stuck (``/healthz`` answers 503), ``degraded``
-        when a stage or part reports a fault (storing paused, learner backing off, a supervisor
-        step failing), else ``ok``.
+        when a stage or part reports a fault (storing paused, learner backing off or waiting
+        for disk room, a supervisor step failing), else ``ok``.
         """
         snap = self.watchdog.snapshot()
         status = snap["status"]
@@ -443,6 +451,7 @@ class Runtime:
             out["step_errors"] = dict(self.step_errors)
         degraded = (self.step_errors or (self.memory_sink and self.memory_sink.paused_reason)
                     or out.get("learner", {}).get("state") == "backoff"
+                    or out.get("learner", {}).get("waiting_for_room")
                     or out.get("fleet", {}).get("alive") is False)
         if status == "ok" and degraded:
             out["status"] = "degraded"
@@ -486,6 +495,8 @@ class Runtime:
             learner = self.supervisor.health()
             if learner["state"] == "backoff":
                 alerts.append(f"learner backing off: {learner.get('reason')}")
+            if learner.get("waiting_for_room"):
+                alerts.append(f"learning waits for room: {learner['waiting_for_room']}")
             if learner.get("last_error"):
                 alerts.append(learner["last_error"])
             last = self.supervisor.rounds[-1] if self.supervisor.rounds else None

@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import multiprocessing as mp
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 from edgecl.atomic import atomic_write_json
 from edgecl.config import Config, LearnerConfig
 from edgecl.continual.round_state import RoundResult, RoundStatus, learner_dir, load_state
-from edgecl.errors import EdgeclError
+from edgecl.errors import EdgeclError, storage_fault, storage_faults
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,12 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         hold: a staged candidate waits for ``edgecl models promote`` (see
             :func:`edgecl.continual.round.run_round`).
 
+    A full disk is one line naming what could not be written where, never a traceback: the
+    round fails (or, after its version is staged, lists what it could not write in
+    ``unsaved``), its work folder is removed (the round's copies of its model files would
+    otherwise hold the card's room until the next round), and a ``last_round.json`` that
+    cannot be written is logged: the result is returned all the same.
+
     Returns:
         The round's result.
     """
@@ -117,6 +124,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
                            record=monitor_recorder(cfg.state_dir), hold=hold)
     except Exception as exc:  # a round's fault must never escape the learner; it is reported
+        exc = storage_fault(exc, "cannot write the round's files") or exc
         if isinstance(exc, EdgeclError):  # a refusal that names its cause: one line
             log.error("learning round failed: %s", exc)
         else:
@@ -124,20 +132,32 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         result = RoundResult(RoundStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",
                              trigger=reason, started_s=started_s,
                              seconds=round(time.time() - started_s, 1))
+    finally:
+        # the staged version holds copies of what it needs: the work folder is only room taken
+        shutil.rmtree(learner_dir(cfg.state_dir) / "work", ignore_errors=True)
     result.round_id = round_id
-    atomic_write_json(learner_dir(cfg.state_dir) / "last_round.json", result.to_json())
+    try:
+        atomic_write_json(learner_dir(cfg.state_dir) / "last_round.json", result.to_json())
+    except OSError as exc:
+        fault = storage_fault(exc, "the round's result file cannot be written")
+        if fault is None:
+            raise
+        log.warning("%s; the result is handed over all the same", fault)
     return result
 
 
 def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None,
-                 round_id: str = "") -> None:
-    """Entry point of the spawned learner process: one round, result written to disk.
+                 round_id: str = "", result_conn=None) -> None:
+    """Entry point of the spawned learner process: one round, result written to disk and, when
+    given a connection, sent through it too (a full disk cannot keep the result from the
+    supervisor: the version the round staged is promoted without waiting for a restart).
 
     Args:
         cfg: the configuration (picklable frozen dataclass).
         reason: why the round was triggered (recorded in the manifest).
         max_sample_id: learn only samples up to this memory id (those present at the trigger).
         round_id: the supervisor's id of this round (see :attr:`RoundResult.round_id`).
+        result_conn: the sending end of a ``multiprocessing`` pipe, or ``None``.
     """
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s learner: %(message)s")
@@ -149,7 +169,15 @@ def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None,
         if not held:
             log.warning("another learning round is running; this one is skipped")
             return
-        run_learning_round(cfg, reason=reason, max_sample_id=max_sample_id, round_id=round_id)
+        result = run_learning_round(cfg, reason=reason, max_sample_id=max_sample_id,
+                                    round_id=round_id)
+    if result_conn is not None:
+        try:
+            result_conn.send(result.to_json())
+        except (OSError, ValueError) as exc:  # the supervisor is gone: the file is what is left
+            log.warning("round result not sent to the runtime: %s", exc)
+        finally:
+            result_conn.close()
 
 
 @dataclass
@@ -184,6 +212,35 @@ def should_learn(state: TriggerState, cfg: LearnerConfig, now_s: float) -> str |
 
 SCAN_EVERY_S = 2.0
 """How often the supervisor looks for samples other processes stored (seconds)."""
+
+ROUND_ROOM_MARGIN_BYTES = 4 * 1024 * 1024
+"""Room a round needs beyond its model files (memory snapshot, record, result, manifest)."""
+
+
+def room_problem(state_dir: str | Path) -> str | None:
+    """Why the state directory has no room for a learning round, or None when it has.
+
+    A round writes its model files twice (its work copy, then the staged version) and a few
+    small files; the serving version's files give their size (a first round: the margin only).
+
+    Args:
+        state_dir: the state directory.
+
+    Returns:
+        One line naming what is free and what a round needs, or None (also when it cannot
+        tell: the round itself then fails in one line).
+    """
+    current = Path(state_dir) / "models" / "current"
+    try:
+        files = [f for f in current.resolve().iterdir() if f.is_file()] if current.is_dir() else []
+        need = 2 * sum(f.stat().st_size for f in files) + ROUND_ROOM_MARGIN_BYTES
+        free = shutil.disk_usage(state_dir).free
+    except OSError:
+        return None
+    if free >= need:
+        return None
+    return (f"{state_dir} has {free / 2**20:.1f} MiB free; a round needs about "
+            f"{need / 2**20:.1f} MiB (the serving model's files twice, and its small files)")
 
 
 def _learnt_up_to(cfg: Config) -> int:
@@ -273,7 +330,7 @@ def record_in_monitor(state_dir, registry, version: str, recorded: dict) -> bool
     return True
 
 
-def record_missing_rounds(state_dir, registry) -> list[str]:
+def record_missing_rounds(state_dir, registry, failed: list | None = None) -> list[str]:
     """At start: record in the metrics database the rounds a kill left unrecorded.
 
     A round stages its version, then records its evaluation; a kill between the two left the
@@ -286,6 +343,8 @@ def record_missing_rounds(state_dir, registry) -> list[str]:
     Args:
         state_dir: the state directory.
         registry: its model registry.
+        failed: when given, the versions that could not be recorded are appended to it (a
+            database that cannot even be read appends ``"*"``).
 
     Returns:
         The versions recorded now (oldest first).
@@ -294,10 +353,12 @@ def record_missing_rounds(state_dir, registry) -> list[str]:
     from edgecl.continual.round_state import load_state, save_state
     from edgecl.runtime.monitor import Monitor
 
+    failed = [] if failed is None else failed
     try:
         recorded = Monitor(state_dir).recorded_versions()
     except (EdgeclError, OSError) as exc:
         log.warning("metrics database not checked for unrecorded rounds: %s", exc)
+        failed.append("*")
         return []
     done = []
     for version in registry.versions():
@@ -312,16 +373,54 @@ def record_missing_rounds(state_dir, registry) -> list[str]:
             log.warning("round of %s not recorded in the metrics database: %s", version, exc)
             continue
         if not record_in_monitor(state_dir, registry, version, kwargs):
+            failed.append(version)
             continue
         if kwargs["status"] == "rejected":
             state = load_state(state_dir)
             if kwargs["round_no"] > state.round:
                 state.round = kwargs["round_no"]
-                save_state(state_dir, state)
-        log.warning("round %d (%s) recorded in the metrics database from its version: the "
-                    "last shutdown came before the round recorded it", kwargs["round_no"], version)
+                try:
+                    save_state(state_dir, state)
+                except OSError as exc:  # the round's number is taken again: nothing is lost
+                    log.warning("learner progress not moved past rejected round %d: %s",
+                                kwargs["round_no"], exc)
+        log.warning("round %d (%s) recorded in the metrics database from its version: a "
+                    "shutdown or a full disk came before the round recorded it",
+                    kwargs["round_no"], version)
         done.append(version)
     return done
+
+
+def write_unsaved(state_dir, registry, result: RoundResult) -> bool:
+    """Write from its version what a round could not write after staging it (its
+    :attr:`~edgecl.continual.round_state.RoundResult.unsaved`: a full disk): the learner's
+    progress from the manifest, the round's record from ``round_record.json`` (then the
+    database's statuses follow the registry's).
+
+    Args:
+        state_dir: the state directory.
+        registry: its model registry.
+        result: the round's result.
+
+    Returns:
+        True when the metrics database holds the round; False when it still cannot be written
+        (the caller tries again later: :meth:`LearnerSupervisor.tick`).
+
+    Raises:
+        StorageError: the learner's progress still cannot be written (nothing else is
+            tried; the caller keeps the result and tries again).
+    """
+    if "progress" in result.unsaved and result.version:
+        with storage_faults(f"the learner's progress after round {result.round} cannot be "
+                            f"written"):
+            _adopt_round_progress(state_dir, registry.manifest(result.version))
+    if "metrics" not in result.unsaved:
+        return True
+    from edgecl.runtime.promote import sync_monitor
+
+    failed: list = []
+    record_missing_rounds(state_dir, registry, failed=failed)
+    return not failed and sync_monitor(state_dir, registry)
 
 
 def _adopt_round_progress(state_dir, manifest: dict) -> None:
@@ -345,6 +444,11 @@ BACKOFF_AFTER = 3
 BACKOFF_INITIAL_S = 30.0
 BACKOFF_MAX_S = 1800.0
 APPLY_ATTEMPTS = 3
+STORAGE_RETRY_S = 10.0
+"""Seconds between two tries to apply a round's result that a full disk refused (it is kept,
+however long the disk stays full: dropping it would lose the round)."""
+CATCH_UP_EVERY_S = 30.0
+"""Seconds between two tries to bring a metrics database a full disk left behind in line."""
 
 
 class LearnerSupervisor:
@@ -352,6 +456,10 @@ class LearnerSupervisor:
 
     Every step that applies a result (promotion, monitor writes) is contained: a failure is
     logged, counted, shown by :meth:`health` and retried on the next ticks (then dropped).
+    A full disk is retried every :data:`STORAGE_RETRY_S` until there is room (no round starts
+    meanwhile), never dropped; a metrics database a full disk left behind (a promotion it did
+    not record, a round the learner could not record) is brought in line every
+    :data:`CATCH_UP_EVERY_S` until it can be written, without a restart.
     When rounds fail the same way :data:`BACKOFF_AFTER` times in a row, the supervisor waits
     (30 s, doubling up to 30 min) before the next round, and says so in :meth:`health`.
 
@@ -373,6 +481,7 @@ class LearnerSupervisor:
         # camera that keeps seeing the new object does not start round after round
         self.tried_classes: set[int] = set()
         self._waiting_for_held_out = False
+        self._waiting_for_room: str | None = None  # why a due round waits for disk room
         self._stored_classes: set[int] = set()
         self.on_round = on_round
         self.state = TriggerState(last_round_s=time.monotonic())
@@ -385,6 +494,10 @@ class LearnerSupervisor:
         self._round_started_mono_s = 0.0
         self._pending: RoundResult | None = None
         self._pending_attempts = 0
+        self._pending_retry_at_s = 0.0
+        self._result_conn = None  # the receiving end of the running learner's result pipe
+        self._monitor_behind = False
+        self._next_catch_up_s = 0.0
         self._same_failures = 0
         self._last_failure = ""
         self._backoff_until_s = 0.0
@@ -409,6 +522,10 @@ class LearnerSupervisor:
                        reason=f"{self._same_failures} rounds in a row failed: {self._last_failure}")
         if self.last_error:
             out["last_error"] = self.last_error
+        if self._monitor_behind:
+            out["metrics_behind"] = True
+        if self._waiting_for_room and not self.busy:
+            out["waiting_for_room"] = self._waiting_for_room
         return out
 
     def tick(self) -> None:
@@ -419,8 +536,9 @@ class LearnerSupervisor:
             self._count_other_writers()
         if self._proc is not None and not self._proc.is_alive():
             self._finish()
-        if self._pending is not None:
+        if self._pending is not None and time.monotonic() >= self._pending_retry_at_s:
             self._apply_pending()
+        self._catch_up_monitor()
         if (self._proc is None and self._pending is None and self.cfg.learner.enabled
                 and time.monotonic() >= self._backoff_until_s):
             reason = should_learn(self.state, self.cfg.learner, time.monotonic())
@@ -432,6 +550,17 @@ class LearnerSupervisor:
                 self._waiting_for_held_out = True
             elif reason:
                 self._waiting_for_held_out = False
+                problem = room_problem(self.cfg.state_dir)
+                if problem:
+                    # the trigger stays armed: on a full disk a round would train, fail to
+                    # export, free its work folder (which storing then fills) and start again
+                    if not self._waiting_for_room:
+                        log.warning("learning round due (%s) waits for room: %s", reason, problem)
+                    self._waiting_for_room = problem
+                    return
+                if self._waiting_for_room:
+                    log.info("learning resumes: %s has room for a round again", self.cfg.state_dir)
+                self._waiting_for_room = None
                 self.start_round(reason)
 
     def _count_new(self, added: int, classes) -> None:
@@ -490,22 +619,43 @@ class LearnerSupervisor:
                  getattr(self._proc, "pid", None))
 
     def _spawn(self, reason: str, ceiling: int | None):
-        """The learner process (spawned, so the loop's threads are not inherited)."""
-        proc = mp.get_context("spawn").Process(target=learner_main,
-                                               args=(self.cfg, reason, ceiling, self._round_id),
-                                               name="edgecl-learner", daemon=True)
+        """The learner process (spawned, so the loop's threads are not inherited), with a pipe
+        for its result (the result file may not fit on a full disk)."""
+        ctx = mp.get_context("spawn")
+        receive, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=learner_main,
+                           args=(self.cfg, reason, ceiling, self._round_id, send),
+                           name="edgecl-learner", daemon=True)
         proc.start()
+        send.close()  # the child holds its own copy
+        self._result_conn = receive
         return proc
+
+    def _received_result(self) -> RoundResult | None:
+        """The result the learner process sent through its pipe, if any (the connection is
+        closed either way)."""
+        conn, self._result_conn = self._result_conn, None
+        if conn is None:
+            return None
+        try:
+            return RoundResult.from_json(conn.recv()) if conn.poll() else None
+        except EOFError:  # it sent nothing (killed, or skipped: another round ran)
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("learner: its result could not be received (%s); reading its file", exc)
+            return None
+        finally:
+            conn.close()
 
     def _finish(self) -> None:
         proc, self._proc = self._proc, None
-        result = read_last_round(self.cfg.state_dir)
+        result = self._received_result() or read_last_round(self.cfg.state_dir)
         # INVARIANT: only a result written by the round this supervisor started is handled
         if result is None or result.round_id != self._round_id:
             self._note_failure(f"learner process ended with exit code {proc.exitcode} "
                                f"and no result")
             return
-        self._pending, self._pending_attempts = result, 0
+        self._pending, self._pending_attempts, self._pending_retry_at_s = result, 0, 0.0
         self._apply_pending()
 
     def _note_failure(self, reason: str) -> None:
@@ -526,6 +676,16 @@ class LearnerSupervisor:
         try:
             self.handle_result(result)
         except Exception as exc:  # a supervisor step: contained, logged, counted and retried
+            fault = storage_fault(exc, "the state directory cannot be written")
+            if fault is not None:  # a full disk: the result waits for room, never dropped
+                self._pending_retry_at_s = time.monotonic() + STORAGE_RETRY_S
+                message = (f"applying round {result.round} ({result.version}) waits for room "
+                           f"on the disk: {fault}; retrying every {STORAGE_RETRY_S:.0f} s")
+                if message == self.last_error:
+                    self.apply_errors += 1  # counted, logged once
+                else:
+                    self._record_apply_error(message)
+                return
             self._pending_attempts += 1
             self._record_apply_error(f"applying round {result.round} ({result.version}) failed "
                                      f"(attempt {self._pending_attempts}/{APPLY_ATTEMPTS}): {exc}")
@@ -543,8 +703,38 @@ class LearnerSupervisor:
     def _promote(self, version: str) -> None:
         from edgecl.runtime.promote import promote_version
 
-        promote_version(self.cfg.state_dir, version)
+        if not promote_version(self.cfg.state_dir, version):
+            self._monitor_behind_from_now()
         self._prune()
+
+    def _write_unsaved(self, result: RoundResult) -> None:
+        """See :func:`write_unsaved`; a metrics database still behind is caught up later.
+
+        Raises:
+            StorageError: the learner's progress cannot be written yet (the result is retried).
+        """
+        if result.unsaved and not write_unsaved(self.cfg.state_dir, self.registry, result):
+            self._monitor_behind_from_now()
+
+    def _monitor_behind_from_now(self) -> None:
+        if not self._monitor_behind:
+            self._monitor_behind = True
+            self._next_catch_up_s = time.monotonic() + CATCH_UP_EVERY_S
+
+    def _catch_up_monitor(self) -> None:
+        """Record the rounds and statuses a full disk kept out of the metrics database, at most
+        every :data:`CATCH_UP_EVERY_S`, until it can be written (a no-op when in line)."""
+        now = time.monotonic()
+        if not self._monitor_behind or now < self._next_catch_up_s:
+            return
+        from edgecl.runtime.promote import sync_monitor
+
+        self._next_catch_up_s = now + CATCH_UP_EVERY_S
+        failed: list = []
+        record_missing_rounds(self.cfg.state_dir, self.registry, failed=failed)
+        if not failed and sync_monitor(self.cfg.state_dir, self.registry):
+            self._monitor_behind = False
+            log.info("metrics database brought in line with the model registry")
 
     def _prune(self) -> None:
         """Apply the registry's retention rule (after every promoted or rejected round: a
@@ -561,7 +751,7 @@ class LearnerSupervisor:
 
         Raises:
             EdgeclError, OSError, sqlite3.Error: promotion or monitor write failed (the caller
-                contains it and retries).
+                contains it and retries; a full disk until there is room).
         """
         if isinstance(result, dict):
             result = RoundResult.from_json(result)
@@ -572,12 +762,14 @@ class LearnerSupervisor:
             self._note_failure(result.reason)
             return
         if result.status is RoundStatus.STAGED:
-            self._promote(result.version)
+            self._promote(result.version)  # first: the round's model serves, even on a full disk
+            self._write_unsaved(result)  # a retry after it raised promotes again (a no-op)
             result.status = RoundStatus.PROMOTED
             self.known_classes.update(int(c) for c in result.classes)
             log.info("promoted %s (acc %s)", result.version, result.acc)
             self._same_failures, self._last_failure, self._backoff_until_s = 0, "", 0.0
         else:
+            self._write_unsaved(result)
             log.warning("round rejected %s: %s", result.version, result.reason)
             if result.reason.startswith("training failed"):
                 self._note_failure(result.reason)
@@ -603,6 +795,9 @@ class LearnerSupervisor:
             if self._proc.is_alive():
                 self._proc.kill()
         self._proc = None
+        if self._result_conn is not None:
+            self._result_conn.close()
+            self._result_conn = None
 
 
 def read_last_round(state_dir: str | Path) -> RoundResult | None:

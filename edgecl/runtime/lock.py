@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from edgecl.errors import EdgeclError, StorageError
+from edgecl.errors import EdgeclError, StorageError, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,13 @@ class RuntimeLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except OSError as exc:
-            os.close(fd)
-            raise StorageError(f"cannot write the lock file {self.path}: "
-                               f"{exc.strerror or exc}") from None
+            if not is_disk_full(exc):
+                os.close(fd)
+                raise StorageError(f"cannot write the lock file {self.path}: "
+                                   f"{exc.strerror or exc}") from None
+            # the lock is the flock, held; the pid is only informative, and a full disk must
+            # not keep a device from detecting
+            log.warning("holding %s without its pid (%s)", self.path, exc.strerror or exc)
         self._fd = fd
         log.debug("holding %s (pid %d)", self.path, os.getpid())
         return self

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from edgecl.errors import EdgeclError
 from edgecl.frames import Detections, Frame, StreamState
 from edgecl.models.base import Backend
 from edgecl.runtime.buffers import CLOSED, make_buffer
@@ -284,8 +285,11 @@ class _SinkRunner:
         self._wd.fault("sinks", self._last_error, part=self.name)
         now = time.monotonic()
         if self.errors == 1:
+            # an EdgeclError names its cause in one line (a full disk: what and where); any
+            # other error is a fault of the sink itself, worth its traceback once
             log.error("sink %s: %s failed (%s: %s); the sink is kept and detection goes on",
-                      self.name, method, type(exc).__name__, exc, exc_info=exc)
+                      self.name, method, type(exc).__name__, exc,
+                      exc_info=None if isinstance(exc, EdgeclError) else exc)
             self._last_log_s = now
         elif now - self._last_log_s >= self.log_every_s:
             log.error("sink %s: %d more failures in the last %.0f s (%d in all); last: %s: %s",

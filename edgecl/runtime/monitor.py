@@ -156,16 +156,21 @@ class Monitor:
         private_copy: with ``create=False``, read a private copy (WAL replayed) even where the
             database may be written: a command that only reads must not change a state
             directory (its schema brought up to date, its WAL checkpointed). Writes then raise.
+        wait_for_room: a database that cannot be opened for writing (a full disk) is not an
+            error here (the runtime starts on a full card; a read-only state directory is
+            refused before): a warning says so, its schema is brought up to date by the first
+            write that succeeds, and reads and writes until then raise as they would.
 
     Raises:
         MonitorError: when the database is missing (``create=False``) or damaged.
-        StorageError: when the database cannot be created or written (read-only, full disk).
+        StorageError: when the database cannot be created or written (read-only, full disk;
+            a full disk not with ``wait_for_room``).
     """
 
     def __init__(self, state_dir: str | Path, create: bool = True,
                  max_runtime_rows: int = 8_640, runtime_downsample_s: float = 3600.0,
                  max_downsampled_rows: int = 8_760, busy_timeout_s: float = 10.0,
-                 private_copy: bool = False) -> None:
+                 private_copy: bool = False, wait_for_room: bool = False) -> None:
         self.state_dir = Path(state_dir)
         self.busy_timeout_s = float(busy_timeout_s)
         self.max_runtime_rows = max(1, int(max_runtime_rows))
@@ -181,15 +186,23 @@ class Monitor:
                                              and os.access(self.db_path, os.W_OK))
         self._copy = None
         self._memo_cache: dict[tuple, tuple[int, object]] = {}
+        self._schema_pending = False
         if self.read_only or (private_copy and not create):
             self._open_private_copy()
             return
         try:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create {self.db_path.parent}: {exc.strerror or exc}") from exc
-        with self._write(transaction=False) as conn:
-            _bring_schema_up_to_date(conn)
+            with self._write(transaction=False) as conn:
+                _bring_schema_up_to_date(conn)
+        except (OSError, StorageError) as exc:
+            if not wait_for_room:
+                if isinstance(exc, OSError):
+                    raise StorageError(f"cannot create {self.db_path.parent}: "
+                                       f"{exc.strerror or exc}") from exc
+                raise
+            log.warning("metrics database %s cannot be opened for writing (%s); metrics are "
+                        "recorded again once it can be", self.db_path, exc)
+            self._schema_pending = True
 
     def _open_private_copy(self) -> None:
         """Copy the database and its WAL aside, replay the WAL and add what an older schema lacks
@@ -212,6 +225,9 @@ class Monitor:
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """One short-lived reading connection in autocommit mode; damage becomes :class:`MonitorError`."""
+        if self._schema_pending:  # opened on a full disk: the schema first, where there is room
+            with contextlib.suppress(StorageError), self._write(transaction=False):
+                pass
         try:
             if self._copy is not None:
                 conn = self._copy.connect(isolation_level=None)
@@ -249,11 +265,16 @@ class Monitor:
                                f"read-only here" if self.read_only else
                                f"metrics database {self.db_path} was opened to read only")
         try:
+            if self._schema_pending:
+                self.db_path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s, isolation_level=None)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open metrics database {self.db_path}: {exc}") from exc
         try:
             conn.execute("PRAGMA synchronous=FULL")
+            if self._schema_pending:  # opened on a full disk (wait_for_room): there is room now
+                _bring_schema_up_to_date(conn)
+                self._schema_pending = False
             if not transaction:
                 yield conn
                 return

@@ -6,21 +6,39 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def promote_version(state_dir: str | Path, version: str) -> None:
+def promote_version(state_dir: str | Path, version: str) -> bool:
     """Promote a registry version and mark its round as promoted in the metrics database.
+
+    The registry's switch is the promotion; the metrics database follows it. When that write
+    fails (a full disk), the promotion stands and a warning says so: the database is brought
+    in line later (:func:`sync_monitor`: the runtime's supervisor retries, every start does).
 
     Args:
         state_dir: the state directory.
         version: registry version name.
 
+    Returns:
+        True when the metrics database follows the promotion, False when it lags behind.
+
     Raises:
-        RegistryError: unknown, rejected or corrupt version.
+        RegistryError: unknown, rejected or corrupt version (nothing changed).
+        StorageError: ``current`` could not be switched (nothing changed).
     """
+    import logging
+
+    from edgecl.errors import EdgeclError
     from edgecl.models.registry import Registry
     from edgecl.runtime.monitor import Monitor
 
     Registry(Path(state_dir) / "models").promote(version)
-    Monitor(state_dir).set_version_status(version, "promoted")
+    try:
+        Monitor(state_dir).set_version_status(version, "promoted")
+    except (EdgeclError, OSError) as exc:
+        logging.getLogger(__name__).warning(
+            "%s promoted; the metrics database still shows its round as before (%s); it is "
+            "brought in line once it can be written", version, exc)
+        return False
+    return True
 
 
 
@@ -40,31 +58,44 @@ def rollback_version(state_dir: str | Path, registry=None) -> str:
         The version now current.
 
     Raises:
-        RegistryError: no earlier intact version.
+        RegistryError: no earlier intact version (nothing changed).
+        StorageError: the progress or ``current`` cannot be written (a full disk): nothing
+            changed. The progress is rewound before ``current`` switches, so a switch that
+            then fails leaves only samples to be learnt again, never a rolled-back model that
+            counts the retired versions' samples as learnt.
     """
     from edgecl.continual.round_state import load_state, save_state
+    from edgecl.errors import storage_faults
     from edgecl.models.registry import Registry
 
     registry = registry or Registry(Path(state_dir) / "models")
     state = load_state(state_dir)  # read first: an unreadable progress file stops the rollback
-    version = registry.rollback()
-    manifest = registry.manifest(version)
-    learnt = manifest.get("learnt_up_to", None if "parent" in manifest else 0)
-    if isinstance(learnt, int) and not isinstance(learnt, bool) and learnt < state.last_sample_id:
-        state.last_sample_id = learnt
-        save_state(state_dir, state)
+
+    def rewind(target: str) -> None:
+        manifest = registry.manifest(target)
+        learnt = manifest.get("learnt_up_to", None if "parent" in manifest else 0)
+        if isinstance(learnt, int) and not isinstance(learnt, bool) and learnt < state.last_sample_id:
+            state.last_sample_id = learnt
+            with storage_faults("cannot roll back: the learner's progress cannot be rewound; "
+                                "nothing changed"):
+                save_state(state_dir, state)
+
+    version = registry.rollback(before_switch=rewind)
     sync_monitor(state_dir, registry)
     return version
 
 
-def sync_monitor(state_dir: str | Path, registry=None) -> None:
+def sync_monitor(state_dir: str | Path, registry=None) -> bool:
     """Bring the metrics database's round statuses in line with the registry (a rollback, or
-    a kill between the registry's write and the monitor's). A fault is logged, not raised: the
-    registry is what serves.
+    a kill or a full disk between the registry's write and the monitor's). A fault is logged,
+    not raised: the registry is what serves.
 
     Args:
         state_dir: the state directory.
         registry: the open registry (``STATE/models`` when ``None``).
+
+    Returns:
+        True when the database is in line, False when it could not be written.
     """
     import logging
 
@@ -78,3 +109,5 @@ def sync_monitor(state_dir: str | Path, registry=None) -> None:
     except (EdgeclError, OSError) as exc:
         logging.getLogger(__name__).warning("metrics database not brought in line with the "
                                             "model registry: %s", exc)
+        return False
+    return True

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl.errors import ConfigError
+from edgecl.errors import ConfigError, storage_fault
 from edgecl.runtime.loop import FrameResult
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,17 @@ def _names_now(names: Names) -> dict[int, str]:
 
 
 class JsonlSink:
-    """Appends one JSON object per frame to a file (flushed per line, fsynced on close).
+    """Appends one JSON object per frame to a file (one ``write`` per line, fsynced on close).
 
     A file that reaches ``max_bytes`` is rotated as logging's ``RotatingFileHandler`` does:
     ``FILE`` becomes ``FILE.1`` (``FILE.1`` becomes ``FILE.2``, ...), the oldest beyond
     ``backups`` is deleted, and a new ``FILE`` starts, so weeks of frames take at most
     ``max_bytes * (backups + 1)`` bytes (a line is never split between two files).
+
+    A full disk loses the lines of the frames it refused, nothing else: a line the disk took
+    only part of is cut off again, so the file never holds half a line, nothing waits in a
+    buffer to be written later (out of order, or never at shutdown), and the next frame's line
+    is written as soon as there is room.
 
     Args:
         path: output file (parent directories are created).
@@ -55,39 +60,77 @@ class JsonlSink:
         self.names = names
         self.max_bytes = int(max_bytes)
         self.backups = max(1, int(backups))
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fd: int | None = None
+        self._size = 0
+        self._open()
+
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._size = os.fstat(self._fd).st_size
 
     def write(self, result: FrameResult) -> None:
-        """Write one frame's record."""
+        """Write one frame's record.
+
+        Raises:
+            StorageError: the disk is full (or the file cannot be written): this frame's line
+                is not written; the file ends with the previous whole line.
+        """
         frame = result.frame
         record = {"frame_id": frame.frame_id, "ts_s": round(frame.ts_s, 4), "source": frame.source,
                   "name": frame.name, "model_version": result.model_version,
                   "latency_ms": round(result.latency_ms, 2),
                   "detections": result.detections.to_records(_names_now(self.names))}
-        self._fh.write(json.dumps(record) + "\n")
-        self._fh.flush()
-        if self.max_bytes > 0 and self._fh.tell() >= self.max_bytes:
+        self._append((json.dumps(record) + "\n").encode("utf-8"))
+        if self.max_bytes > 0 and self._size >= self.max_bytes:
             self._rotate()
+
+    def _append(self, line: bytes) -> None:
+        """Write one whole line, or none of it (a part the disk took is truncated away)."""
+        if self._fd is None:  # a rotation the disk refused to finish: the file is made again
+            try:
+                self._open()
+            except OSError as exc:
+                raise (storage_fault(exc, "cannot write detections", self.path) or exc) from None
+        start = self._size
+        view = memoryview(line)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self._size += written
+        except OSError as exc:
+            try:
+                if os.fstat(self._fd).st_size > start:
+                    os.ftruncate(self._fd, start)  # frees blocks: needs no room
+                self._size = start
+            except OSError as cut:
+                log.warning("%s: a partial line could not be cut off (%s)", self.path, cut)
+            fault = storage_fault(exc, "cannot write detections", self.path)
+            if fault is None:
+                raise
+            raise fault from None
 
     def _rotate(self) -> None:
         """``FILE.{k}`` -> ``FILE.{k+1}`` (the oldest deleted), ``FILE`` -> ``FILE.1``, new ``FILE``."""
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
         self.path.with_name(f"{self.path.name}.{self.backups}").unlink(missing_ok=True)
         for k in range(self.backups - 1, 0, -1):
             older = self.path.with_name(f"{self.path.name}.{k}")
             if older.exists():
                 os.replace(older, self.path.with_name(f"{self.path.name}.{k + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._open()
 
     def close(self) -> None:
         """Flush to disk and close."""
-        if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 class VideoSink:

@@ -27,7 +27,10 @@ any page could roll the served model back), and with ``allowed_hosts`` a request
 is not the device's is refused (421: DNS rebinding, a foreign name resolved to the device). Every
 response forbids framing (clickjacking of the promote and rollback buttons). A hook that raises
 anything else than an :class:`~edgecl.errors.EdgeclError` is logged and counted and answered
-with a 500 JSON body; the server and the detection loop go on.
+with a 500 JSON body; the server and the detection loop go on. A full disk (or a state
+directory that cannot be written) is the device's fault, not the request's: it is answered 507
+with the one line naming what could not be written where, logged as one line and counted, and
+the same request succeeds once there is room.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgecl.errors import ConflictError, EdgeclError, NotFoundError
+from edgecl.errors import ConflictError, EdgeclError, NotFoundError, StorageError, storage_fault
 from edgecl.web.hooks import ConsoleHooks
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,8 @@ BODY_TIMEOUT_S = 10.0
 """Seconds a request body may take to arrive whole (408 after): a client trickling its body
 would otherwise hold one of the server's connection slots for as long as it likes."""
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+INSUFFICIENT_STORAGE = 507
+"""HTTP status of a request the device could not store (its disk is full): retry later."""
 SECURITY_HEADERS = ((b"x-frame-options", b"DENY"),
                     (b"content-security-policy", b"frame-ancestors 'none'"),
                     (b"x-content-type-options", b"nosniff"))
@@ -203,6 +208,8 @@ def _status_for(exc: EdgeclError) -> int:
         return 404
     if isinstance(exc, ConflictError):
         return 409
+    if isinstance(exc, StorageError):  # the device's disk, not the request: send it again later
+        return INSUFFICIENT_STORAGE
     return 400
 
 
@@ -529,6 +536,15 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     @app.exception_handler(EdgeclError)
     async def _edgecl_error(_request: Request, exc: EdgeclError):
         return _error(_status_for(exc), str(exc))
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError):
+        fault = storage_fault(exc, "the device cannot write its state directory")
+        if fault is None:
+            raise exc  # a fault of edgecl's own: the guard logs it and answers 500
+        counters["faults"] = counters.get("faults", 0) + 1
+        log.warning("console: %s %s refused: %s", request.method, request.url.path, fault)
+        return _error(INSUFFICIENT_STORAGE, str(fault))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

@@ -119,6 +119,14 @@ def test_dataset_import_failing_half_way_leaves_no_folder(tmp_path, capsys, monk
     assert main(["dataset", "import", str(root), "--out", str(out)]) == 2
     assert capsys.readouterr().err == (f"error: cannot write {out}: No space left on device; "
                                        f"nothing was written\n")
+
+    def full_disk_in_the_temp_folder(path, data):  # atomic writes name their file (a temp one)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(convert, "atomic_write_bytes", full_disk_in_the_temp_folder)
+    assert main(["dataset", "import", str(root), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"error: cannot write {out}: No space left on device; "
+                                       f"nothing was written\n")
     monkeypatch.undo()
     assert main(["dataset", "import", str(root), "--out", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["imported"] == 18

@@ -131,3 +131,31 @@ def test_kill_during_import_leaves_whole_samples(tmp_path):
     assert after.ok, after
     assert 0 < n <= 40
     assert set(ClassRegistry(state).names().values()) <= {"boat", "cat"}
+
+
+def test_a_full_disk_mid_import_says_how_many_were_stored(tmp_path, monkeypatch):
+    """Before: only the memory's line ('cannot store sample ...; nothing stored was lost'):
+    whether 0 or 90 % of the folder was in, the user could not tell."""
+    import pytest
+
+    from edgecl.errors import StorageError
+
+    classes = ClassRegistry(tmp_path)
+    items = [_item(name, ["car"], value) for name, value in (("a", 10), ("b", 20), ("c", 30))]
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0)) as memory:
+        real_add = memory.add
+
+        def add(sample):
+            if memory.ids() and len(memory.ids()) >= 2:
+                raise StorageError("cannot store sample from /data/c.jpg (task 'stream'): No "
+                                   "space left on device (memory/images/00000003.jpg); nothing "
+                                   "stored was lost")
+            return real_add(sample)
+
+        monkeypatch.setattr(memory, "add", add)
+        with pytest.raises(StorageError) as err:
+            ingest(items, memory, classes)
+        assert len(memory.ids()) == 2
+    message = str(err.value)
+    assert message.startswith("cannot store sample from /data/c.jpg")
+    assert "; 2 sample(s) of this import were stored before it (run the import again" in message

@@ -107,3 +107,128 @@ def test_odd_manifest_values_are_read_as_damage_or_ignored(tmp_path, model_file)
         reg.manifest(v)
     (tmp_path / "models" / "history.json").write_text("[" * 100_000 + "]" * 100_000)
     assert reg.history() == []
+
+
+def _no_room_while(predicate):
+    """An ``atomic_write_json`` that fails like a full card while ``predicate(path)`` holds."""
+    import errno
+
+    from edgecl.atomic import atomic_write_json
+
+    def write(path, obj):
+        if predicate(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        atomic_write_json(path, obj)
+
+    return write
+
+
+def test_prune_frees_room_on_a_full_disk(tmp_path, model_file, monkeypatch):
+    from edgecl.models import registry as registry_mod
+
+    reg = Registry(tmp_path / "models")
+    versions = [reg.add(model_file, check=False) for _ in range(3)]
+    for v in versions:
+        reg.promote(v)
+    old = tmp_path / "models" / versions[0]
+    # a full card: no tombstone fits while the version's files still take the room
+    monkeypatch.setattr(registry_mod, "atomic_write_json",
+                        _no_room_while(lambda path: (old / "model.onnx").exists()))
+    result = reg.prune(keep_promoted=1, keep_rejected=0)
+    assert result["pruned"] == versions[:2] and result["freed_bytes"] == 2 * len(b"fake-onnx-bytes")
+    for version in versions[:2]:
+        assert sorted(p.name for p in (reg.root / version).iterdir()) == ["manifest.json"]
+        manifest = reg.manifest(version)
+        assert manifest["status"] == "pruned" and "model.onnx" in manifest["pruned_files"]
+    assert reg.current() == versions[2] and reg.verify(versions[2]) == []
+
+
+def test_a_stage_the_full_disk_refused_is_one_line_and_leaves_nothing(tmp_path, model_file,
+                                                                      monkeypatch):
+    import errno
+    import shutil
+
+    from edgecl.errors import StorageError
+
+    reg = Registry(tmp_path / "models")
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dst))
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(StorageError) as err:
+        reg.add(model_file, check=False)
+    message = str(err.value)
+    assert message.startswith(f"cannot stage a new model version in {reg.root}; nothing was "
+                              f"staged: No space left on device (")
+    assert "model.onnx" in message and "\n" not in message
+    assert reg.versions() == [] and not any(p.name.startswith(".staging-")
+                                            for p in reg.root.iterdir())
+
+
+def test_a_full_disk_after_the_version_exists_keeps_it(tmp_path, model_file, monkeypatch):
+    import errno
+
+    from edgecl.models import registry as registry_mod
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    reg = Registry(tmp_path / "models")
+    monkeypatch.setattr(registry_mod, "atomic_write_text", full)  # last_version
+    v1 = reg.add(model_file, check=False)
+    assert reg.versions() == [v1] and reg.verify(v1) == []
+    monkeypatch.undo()
+    assert reg.add(model_file, check=False) == "v0002"  # the name is not given twice
+
+
+def test_a_promote_or_rollback_the_full_disk_refused_changes_nothing(tmp_path, model_file,
+                                                                     monkeypatch):
+    import errno
+
+    from edgecl.errors import StorageError
+
+    reg = Registry(tmp_path / "models")
+    v1, v2 = reg.add(model_file, check=False), reg.add(model_file, check=False)
+    reg.promote(v1)
+    real_symlink = os.symlink
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[1]))
+
+    monkeypatch.setattr(os, "symlink", full)
+    with pytest.raises(StorageError, match=f"^cannot promote {v2}; nothing changed: No space"):
+        reg.promote(v2)
+    assert reg.current() == v1
+    monkeypatch.setattr(os, "symlink", real_symlink)
+    reg.promote(v2)
+
+    def refuse(target):
+        raise StorageError(f"cannot write what {target} needs")
+
+    with pytest.raises(StorageError, match=f"what {v1} needs"):
+        reg.rollback(before_switch=refuse)
+    assert reg.current() == v2 and reg.history()[-1] == v2
+
+
+def test_a_full_disk_never_turns_a_promotion_into_a_rollback(tmp_path, model_file, monkeypatch):
+    """Before: 'models promote v0001' on a full card switched 'current' but left history.json
+    behind; the next open read it as a rollback ('v0002 retired (rolled back)', v0002 gone
+    from the history and from the monitor's chain)."""
+    from edgecl.errors import StorageError
+    from edgecl.models import registry as registry_mod
+
+    reg = Registry(tmp_path / "models")
+    v1, v2, v3 = (reg.add(model_file, check=False) for _ in range(3))
+    reg.promote(v1)
+    reg.promote(v2)
+    monkeypatch.setattr(registry_mod, "atomic_write_json",
+                        _no_room_while(lambda path: path.name == "history.json"))
+    with pytest.raises(StorageError, match=f"^cannot promote {v1}; nothing changed: No space"):
+        reg.promote(v1)  # promoted again: its history must be written first
+    assert reg.current() == v2
+    reg.promote(v3)  # a new version: the history the repair derives is the right one
+    monkeypatch.undo()
+    again = Registry(tmp_path / "models")
+    assert again.current() == v3 and again.history() == [v1, v2, v3]
+    assert again.reason(v2) == ""  # retired by a promotion, not rolled back

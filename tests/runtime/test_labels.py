@@ -250,6 +250,44 @@ def test_empty_answer_is_a_negative_sample_and_skip_stores_nothing(tmp_path):
         q.answer(b, [], mem, FakeClasses())
 
 
+def test_a_full_disk_answer_or_skip_is_one_line_and_the_item_stays_pending(tmp_path,
+                                                                          monkeypatch, caplog):
+    import errno
+
+    from edgecl.runtime.labels import queue as queue_module
+
+    q, (a, b) = queued(tmp_path, 2)
+    mem = FakeMemory()
+    real = queue_module.atomic_write_json
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(queue_module, "atomic_write_json", full)
+    with pytest.raises(StorageError) as err:
+        q.skip(b)
+    assert str(err.value) == (f"cannot record that {b} was skipped; it stays pending: No space "
+                              f"left on device ({q._answered_path})")
+    with pytest.raises(StorageError, match=f"cannot record that {a} was answered"):
+        q.answer(a, [], mem, FakeClasses())
+    assert {m["id"] for m in q.pending()} == {a, b} and len(mem.samples) == 1
+    monkeypatch.setattr(queue_module, "atomic_write_json", real)
+    q.answer(a, [], mem, FakeClasses())                  # room again: not stored twice
+    assert len(mem.samples) == 1 and [m["id"] for m in q.pending()] == [b]
+
+    def recent_full(path, data):
+        if path.name.startswith("recent"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(queue_module, "atomic_write_json", recent_full)
+    c = q.push(frame(textured(5), 5), dets([0.5]), priority=0.5, reasons={"novel": 1.0},
+               embedding=np.zeros(256, np.float32), names={0: "car"})
+    assert q.skip(b)["skipped"] and q.skip(c)["skipped"]  # near-duplicate memory: best effort
+    assert q.pending() == []
+    assert "recent answered frames not kept" in caplog.text
+
+
 @pytest.mark.parametrize("boxes, match", [
     ([{"class": "car", "xyxy": [0, 0, 250, 50]}], "outside the 200x100 frame"),
     ([{"class": "car", "xyxy": [50, 10, 40, 50]}], "x2 must exceed x1"),

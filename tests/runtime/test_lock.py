@@ -66,3 +66,29 @@ def test_a_state_directory_that_cannot_be_created_is_one_storage_error(tmp_path)
     with pytest.raises(StorageError, match="cannot create the lock file") as err:
         RuntimeLock(tmp_path / "file" / "state").acquire()
     assert "\n" not in str(err.value)
+
+
+def test_a_full_disk_keeps_the_lock_without_its_pid(tmp_path, monkeypatch, caplog):
+    """The pid is informative; a full card must not keep a device from starting."""
+    import errno
+
+    from edgecl.runtime import lock as lock_mod
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lock_mod.os, "pwrite", full)
+    lock = RuntimeLock(tmp_path).acquire()
+    try:
+        assert lock.held and "without its pid (No space left on device)" in caplog.text
+        with pytest.raises(StateLockedError):
+            RuntimeLock(tmp_path).acquire()
+    finally:
+        lock.release()
+
+    def read_only(fd, data, offset):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(lock_mod.os, "pwrite", read_only)
+    with pytest.raises(StorageError, match="cannot write the lock file"):
+        RuntimeLock(tmp_path).acquire()

@@ -420,3 +420,17 @@ def test_a_paced_recording_drops_frames_like_a_camera_when_inference_lags():
     report = InferenceLoop(source, SleepBackend(delay_s=0.02), "v0001", realtime=True,
                            back_pressure="block").run()
     assert report.dropped == 0 and report.frames == 40
+
+
+def test_a_sink_naming_its_storage_fault_is_logged_in_one_line(caplog):
+    from edgecl.errors import StorageError
+
+    caplog.set_level(logging.INFO, logger="edgecl.runtime.loop")
+    full = Raising(StorageError("cannot write detections: No space left on device (/card/d.jsonl)"),
+                   fail_first=3, name="JsonlSink")
+    report = InferenceLoop(ListSource(6), SleepBackend(delay_s=0), "v", sinks=[full]).run()
+    assert report.frames == 6 and full.written == 3 and report.sink_errors == 3
+    failed = [r for r in caplog.records if "write failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is None and "Traceback" not in caplog.text
+    assert "/card/d.jsonl" in failed[0].getMessage()
+    assert "works again after 3 failures" in caplog.text

@@ -572,3 +572,28 @@ def test_reading_commands_change_nothing_in_a_writable_state_dir(tmp_path):
         reader.set_class_names({0: "car"})
     del reader
     assert {p.name: p.read_bytes() for p in db.parent.iterdir() if p.is_file()} == before
+
+
+def test_a_runtime_monitor_opened_on_a_full_disk_waits_for_room(tmp_path, monkeypatch, caplog):
+    """Before: a full card kept the runtime from starting ('metrics database ... cannot be
+    written: disk I/O error', exit 2): its WAL index could not grow."""
+    import sqlite3
+
+    from edgecl.errors import StorageError
+    from edgecl.runtime import monitor as monitor_mod
+
+    real_connect = sqlite3.connect
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(monitor_mod.sqlite3, "connect", full)
+    with pytest.raises(StorageError, match="disk I/O error"):
+        Monitor(tmp_path)
+    waiting = Monitor(tmp_path, wait_for_room=True)
+    assert "cannot be opened for writing" in caplog.text
+    with pytest.raises((StorageError, MonitorError)):  # while full, as without waiting
+        waiting.record_round(1, "v0001", "staged")
+    monkeypatch.setattr(monitor_mod.sqlite3, "connect", real_connect)
+    waiting.record_round(1, "v0001", "staged")  # room again: the schema first, then the row
+    assert Monitor(tmp_path).recorded_versions() == {"v0001"}

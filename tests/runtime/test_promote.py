@@ -83,3 +83,66 @@ def test_a_metrics_database_from_before_the_retired_status_is_rebuilt_with_its_r
             (1, "v0001", "retired", "ok", 0.5, 0, 0, 3, 1)]
         tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "rounds_before_retired" not in tables
+
+
+def test_a_promotion_stands_when_a_full_disk_keeps_the_metrics_database_behind(tmp_path,
+                                                                               monkeypatch,
+                                                                               caplog):
+    """Before: 'edgecl models promote' on a full card printed an error and exited 2 although
+    the registry had switched (the version served); now the promotion stands, a warning says
+    the database lags, and sync_monitor brings it in line once it can be written."""
+    from edgecl.continual.evaluate import EvalResult
+    from edgecl.errors import StorageError
+    from edgecl.runtime.monitor import Monitor
+    from edgecl.runtime.promote import promote_version, sync_monitor
+
+    registry = Registry(tmp_path / "models")
+    version = _stage(registry, tmp_path, b"b", parent=None, learnt_up_to=4)
+    monitor = Monitor(tmp_path)
+    ap = EvalResult(map50_95=0.5, map50=0.5, recall=0.5, precision=0.5,
+                    per_class_ap50_95={0: 0.5}, n_images=2, n_boxes=2, dece=0.0)
+    monitor.record_evaluation(1, version, {"cars": ap}, ["cars"])
+    monitor.record_round(1, version, "staged")
+
+    def full(self, *args, **kwargs):
+        raise StorageError("metrics database metrics.sqlite cannot be written: database or "
+                           "disk is full")
+
+    monkeypatch.setattr(Monitor, "set_version_status", full)
+    monkeypatch.setattr(Monitor, "follow_registry", full)
+    assert promote_version(tmp_path, version) is False
+    assert registry.current() == version and "still shows its round" in caplog.text
+    assert sync_monitor(tmp_path, registry) is False
+    monkeypatch.undo()
+    assert sync_monitor(tmp_path, registry) is True
+    assert Monitor(tmp_path).summary()["model_version"] == version
+
+
+def test_a_rollback_whose_progress_cannot_be_rewound_changes_nothing(tmp_path, monkeypatch):
+    """Before: the registry switched, then the progress write failed on the full disk: the
+    command said error while the rolled-back model served, counting the retired version's
+    samples as learnt."""
+    import errno
+
+    import pytest
+
+    from edgecl.continual import round_state
+    from edgecl.errors import StorageError
+
+    registry = Registry(tmp_path / "models")
+    first = _stage(registry, tmp_path, b"b", parent=None, learnt_up_to=40)
+    second = _stage(registry, tmp_path, b"c", parent=first, learnt_up_to=90)
+    registry.promote(first)
+    registry.promote(second)
+    save_state(tmp_path, LearnerState(round=2, last_sample_id=90))
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(round_state, "atomic_write_json", full)
+    with pytest.raises(StorageError, match="progress cannot be rewound; nothing changed: No space"):
+        rollback_version(tmp_path, registry)
+    assert registry.current() == second and load_state(tmp_path).last_sample_id == 90
+    monkeypatch.undo()
+    assert rollback_version(tmp_path, registry) == first
+    assert load_state(tmp_path).last_sample_id == 40

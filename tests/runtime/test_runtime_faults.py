@@ -142,6 +142,18 @@ def test_unwritable_state_dir_is_one_line(tmp_path, monkeypatch):
     assert "not writable" in str(err.value) and "Read-only" in str(err.value)
 
 
+def test_a_full_state_dir_starts_with_a_warning(tmp_path, monkeypatch, caplog):
+    """Before: 'state directory ... is not writable: No space left on device' and exit 2, so a
+    device rebooted with a full card never detected again (systemd restarting it in a loop)."""
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("edgecl.runtime.app.atomic_write_bytes", full)
+    ensure_writable(tmp_path / "state")
+    assert (tmp_path / "state").is_dir()
+    assert "is full (No space left on device): detection starts" in caplog.text
+
+
 def test_failing_supervisor_steps_never_stop_detection(learnt, scenario, tmp_path):
     state = copy_state(learnt[0], tmp_path / "state")
     runtime = Runtime(tiny_cfg(state), RunOptions(source_uri=f"tasks://{scenario}?split=train&fps=50",

@@ -101,3 +101,70 @@ def test_the_saved_video_keeps_the_source_rate_and_letterboxes_a_new_size(tmp_pa
     cap = cv2.VideoCapture(str(tmp_path / "dir.avi"))
     assert cap.get(cv2.CAP_PROP_FPS) == 10.0
     cap.release()
+
+
+def test_a_full_disk_loses_only_the_refused_lines_and_the_file_keeps_whole_lines(tmp_path,
+                                                                                  monkeypatch):
+    import errno
+    import os
+
+    import pytest
+
+    from edgecl.errors import StorageError
+    from edgecl.runtime import sinks
+
+    path = tmp_path / "det.jsonl"
+    sink = JsonlSink(path, {0: "car"})
+    sink.write(_result(0))
+    real_write = os.write
+    full = {"on": True}
+
+    def card(fd, data):
+        if full["on"]:  # the disk takes the first bytes of a line, then is full
+            if len(data) > 7:
+                return real_write(fd, bytes(data[:7]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(sinks.os, "write", card)
+    for _ in range(3):
+        with pytest.raises(StorageError) as err:
+            sink.write(_result(0))
+        assert str(err.value) == f"cannot write detections: No space left on device ({path})"
+    assert path.read_text().count("\n") == 1 and path.read_text().endswith("\n")
+    full["on"] = False  # room again: the next frame is written at once, nothing half-written
+    sink.write(_result(0))
+    sink.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["model_version"] == "v0002" for line in lines)
+
+
+def test_a_rotation_the_disk_refused_to_finish_makes_the_file_again(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import pytest
+
+    from edgecl.errors import StorageError
+    from edgecl.runtime import sinks
+
+    path = tmp_path / "det.jsonl"
+    sink = JsonlSink(path, {0: "car"}, max_bytes=10, backups=1)
+    real_open = os.open
+    full = {"on": True}
+
+    def card(file, flags, mode=0o777):
+        if full["on"] and str(file) == str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, flags, mode)
+
+    monkeypatch.setattr(sinks.os, "open", card)
+    with pytest.raises(OSError):
+        sink.write(_result(0))          # written, then the rotation cannot create the new file
+    assert (tmp_path / "det.jsonl.1").read_text().count("\n") == 1
+    with pytest.raises(StorageError, match="cannot write detections: No space left on device"):
+        sink.write(_result(0))          # the next frame says why, in one line
+    full["on"] = False
+    sink.write(_result(0))              # room again: the file is made again (and rotated)
+    sink.close()
+    assert path.exists() and (tmp_path / "det.jsonl.1").read_text().count("\n") == 1

@@ -37,6 +37,7 @@ def supervisor(tmp_path, monkeypatch):
                 registry.fail_promotions -= 1
                 raise RegistryError("disk hiccup")
             registry.promoted.append(version)
+            return True  # the metrics database follows
 
         monkeypatch.setattr("edgecl.runtime.promote.promote_version", promote)
         return sup
@@ -237,6 +238,18 @@ def test_a_rejected_round_applies_the_retention_rule(supervisor):
     assert registry.pruned == 3  # no version was made: nothing to prune
 
 
+class Ended:
+    """A learner process that has ended with ``exitcode``."""
+
+    pid = 0
+
+    def __init__(self, exitcode: int):
+        self.exitcode = exitcode
+
+    def is_alive(self):
+        return False
+
+
 @pytest.mark.parametrize("clock_step_s", [-3600.0, 0.0, 3600.0])
 def test_only_the_result_of_the_round_it_started_is_handled(supervisor, tmp_path, monkeypatch,
                                                            clock_step_s):
@@ -245,13 +258,7 @@ def test_only_the_result_of_the_round_it_started_is_handled(supervisor, tmp_path
     registry = FakeRegistry()
     sup = supervisor(registry)
 
-    class Ended:
-        pid, exitcode = 0, 1
-
-        def is_alive(self):
-            return False
-
-    monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: Ended())
+    monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: Ended(1))
     path = learner_mod.learner_dir(tmp_path) / "last_round.json"
     # an earlier session's result, written "later" by a clock that has since gone back
     atomic_write_json(path, RoundResult(RoundStatus.STAGED, version="v0007", round=7,
@@ -277,3 +284,198 @@ def test_the_learner_writes_the_round_id_into_its_result(tmp_path, monkeypatch):
         RoundStatus.SKIPPED, reason="no new labelled samples"))
     learner_mod.run_learning_round(cfg, reason="test", round_id="abc123")
     assert learner_mod.read_last_round(tmp_path).round_id == "abc123"
+
+
+def test_a_result_a_full_disk_refuses_waits_for_room_and_is_never_dropped(supervisor,
+                                                                          monkeypatch):
+    """Before: three tries in a row (a quarter of a second) and the round's result was
+    dropped: its monitor status, counters and callback were lost until a restart."""
+    import errno
+
+    registry = FakeRegistry()
+    sup = supervisor(registry)
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(learner_mod.time, "monotonic", lambda: clock["now"])
+    full = {"on": True}
+
+    def promote(state_dir, version):
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device", "/card/models/current")
+        registry.promoted.append(version)
+        return True
+
+    monkeypatch.setattr("edgecl.runtime.promote.promote_version", promote)
+    monkeypatch.setattr(sup, "start_round", lambda reason: pytest.fail("a round started"))
+    sup._pending = RoundResult(RoundStatus.STAGED, version="v0001", round=1)
+    for _ in range(3 * learner_mod.APPLY_ATTEMPTS):
+        sup._apply_pending()
+        sup.tick()  # no retry before STORAGE_RETRY_S, no new round while the result waits
+    assert sup._pending is not None and registry.promoted == []
+    assert sup.last_error.startswith("applying round 1 (v0001) waits for room on the disk: "
+                                     "the state directory cannot be written: No space left on "
+                                     "device (/card/models/current)")
+    full["on"] = False
+    sup.tick()
+    assert registry.promoted == []  # not yet due
+    clock["now"] += learner_mod.STORAGE_RETRY_S
+    sup.tick()
+    assert registry.promoted == ["v0001"] and sup._pending is None and sup.rounds_done == 1
+
+
+def test_the_result_comes_through_the_pipe_when_its_file_cannot_be_written(supervisor,
+                                                                           monkeypatch):
+    import multiprocessing as mp
+
+    registry = FakeRegistry()
+    sup = supervisor(registry)
+
+    receive, send = mp.Pipe(duplex=False)
+
+    def spawn(reason, ceiling):
+        sup._result_conn = receive
+        return Ended(0)
+
+    monkeypatch.setattr(sup, "_spawn", spawn)
+    sup.start_round("interval")
+    # the learner's last_round.json did not fit on the card; its pipe carries the result
+    send.send(RoundResult(RoundStatus.STAGED, version="v0003", round=3,
+                          round_id=sup._round_id).to_json())
+    send.close()
+    sup._finish()
+    assert registry.promoted == ["v0003"] and sup._result_conn is None
+
+
+def test_a_full_disk_in_a_round_is_one_line_and_its_work_folder_goes(tmp_path, monkeypatch,
+                                                                     caplog):
+    import errno
+
+    from edgecl.continual import round as round_mod
+
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    work = learner_mod.learner_dir(tmp_path) / "work"
+
+    def full(cfg, **kwargs):
+        work.mkdir()
+        (work / "model.pt").write_bytes(b"x" * 100)
+        # what torch.save through atomic_write_with raised on the card
+        raise OSError(errno.ENOSPC, "No space left on device", str(work / "model.pt"))
+
+    monkeypatch.setattr(round_mod, "run_round", full)
+    result = learner_mod.run_learning_round(cfg, reason="test", round_id="r1")
+    assert result.status is RoundStatus.FAILED
+    assert result.reason == (f"StorageError: cannot write the round's files: No space left on "
+                             f"device ({work / 'model.pt'})")
+    assert "Traceback" not in caplog.text and not work.exists()
+    assert learner_mod.read_last_round(tmp_path).round_id == "r1"
+
+
+def test_a_result_file_that_does_not_fit_is_logged_and_the_result_returned(tmp_path,
+                                                                           monkeypatch, caplog):
+    import errno
+
+    from edgecl.continual import round as round_mod
+
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    monkeypatch.setattr(round_mod, "run_round", lambda cfg, **kw: RoundResult(
+        RoundStatus.STAGED, version="v0004", round=4))
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(learner_mod, "atomic_write_json", full)
+    result = learner_mod.run_learning_round(cfg, reason="test", round_id="r2")
+    assert result.version == "v0004" and result.round_id == "r2"
+    assert "the round's result file cannot be written: No space left on device" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def _staged_round(tmp_path, registry, round_no=1):
+    """A version as a round stages it: its record and its progress travel with it."""
+    from edgecl.continual.evaluate import EvalResult
+    from edgecl.continual.round import ROUND_RECORD_FILE, write_round_record
+    from edgecl.continual.round_state import LearnerState
+
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "model.onnx").write_bytes(b"onnx")
+    ap = EvalResult(map50_95=0.5, map50=0.5, recall=0.5, precision=0.5,
+                    per_class_ap50_95={0: 0.5}, n_images=2, n_boxes=2, dece=0.0)
+    record = write_round_record(src / ROUND_RECORD_FILE, round_no=round_no, status="staged",
+                                reason="accepted", seconds=1.0, evaluation={"stream": ap},
+                                columns=["stream"], class_names={0: "car"}, calibration=None)
+    after = LearnerState(round=round_no, last_sample_id=30)
+    import dataclasses
+
+    return registry.stage({"model.onnx": src / "model.onnx", ROUND_RECORD_FILE: record},
+                          {"memory_snapshot": "snap", "learner_state": dataclasses.asdict(after)})
+
+
+def test_what_a_round_could_not_write_is_written_from_its_version(tmp_path, monkeypatch):
+    """Before: a full disk after the round staged its version failed the round: the version
+    was never promoted in that run and the round was learnt again from scratch."""
+    from edgecl.continual.round_state import load_state
+    from edgecl.errors import StorageError
+    from edgecl.models.registry import Registry
+    from edgecl.runtime.monitor import Monitor
+
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    registry = Registry(tmp_path / "models")
+    version = _staged_round(tmp_path, registry)
+    sup = LearnerSupervisor(cfg, registry)
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(learner_mod.time, "monotonic", lambda: clock["now"])
+    real_record = Monitor.record_round
+
+    def full(self, *args, **kwargs):
+        raise StorageError("metrics database metrics.sqlite cannot be written: disk I/O error")
+
+    monkeypatch.setattr(Monitor, "record_round", full)
+    monkeypatch.setattr(Monitor, "set_version_status", full)
+    sup.handle_result(RoundResult(RoundStatus.STAGED, version=version, round=1,
+                                  unsaved=["metrics", "progress"]))
+    assert registry.current() == version and load_state(tmp_path).last_sample_id == 30
+    assert sup.health()["metrics_behind"] is True
+    assert version not in Monitor(tmp_path).recorded_versions()
+    monkeypatch.setattr(Monitor, "record_round", real_record)
+    monkeypatch.undo()
+    monkeypatch.setattr(learner_mod.time, "monotonic", lambda: clock["now"])
+    sup.tick()
+    assert sup.health().get("metrics_behind") is True  # not due yet
+    clock["now"] += learner_mod.CATCH_UP_EVERY_S
+    sup.tick()
+    assert "metrics_behind" not in sup.health()
+    assert version in Monitor(tmp_path).recorded_versions()
+    assert Monitor(tmp_path).summary()["model_version"] == version
+
+
+def test_a_due_round_waits_for_room_on_a_full_disk_and_starts_once_there_is_room(tmp_path,
+                                                                                 monkeypatch,
+                                                                                 caplog):
+    """Before: on a nearly full card each round trained, failed to export its model, freed its
+    work folder (which storing then filled) and the next round started over."""
+    import collections
+    import shutil
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_new_samples=1"])
+    version = tmp_path / "models" / "v0001"
+    version.mkdir(parents=True)
+    (version / "model.onnx").write_bytes(b"x" * 1000)
+    (tmp_path / "models" / "current").symlink_to("v0001")
+    sink = FakeSink([(5, {0})] * 10)
+    sink.memory = type("M", (), {"ids": lambda self, held_out=None: [1],
+                                 "records": lambda self, ids: []})()
+    sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
+    started = []
+    monkeypatch.setattr(sup, "start_round", started.append)
+    Usage = collections.namedtuple("Usage", "total used free")
+    free = {"bytes": 1024}
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9, free["bytes"]))
+    sup.tick()
+    sup.tick()
+    assert started == []
+    assert sup.health()["waiting_for_room"].startswith(f"{tmp_path} has 0.0 MiB free; a round "
+                                                       f"needs about 4.0 MiB")
+    assert caplog.text.count("learning round due (new_samples) waits for room") == 1
+    free["bytes"] = 10**9
+    sup.tick()
+    assert started == ["new_samples"] and "waiting_for_room" not in sup.health()

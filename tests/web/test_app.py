@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from edgecl.web import ConsoleHooks, create_app
 from edgecl.web.app import MAX_BODY_BYTES, AuthThrottle, check_id
-from edgecl.errors import EdgeclError
+from edgecl.errors import EdgeclError, StorageError
 
 TOKEN = "s3cret-token"
 
@@ -208,3 +208,42 @@ def test_browser_lookup_says_why_it_skips(monkeypatch):
     monkeypatch.delenv("EDGECL_CHROMIUM", raising=False)
     reason = console_browser.find_browser()
     assert isinstance(reason, str) and "apt-get install chromium chromium-driver" in reason
+
+
+@pytest.mark.parametrize("fault", [
+    StorageError(
+        "cannot store sample from operator:f0000 (task 'stream'): No space left on device "
+        "(/card/state/memory/images/00000002.jpg); nothing stored was lost"),
+    OSError(28, "No space left on device", "/card/state/labels/.answered.json.x.tmp")],
+    ids=["StorageError", "OSError"])
+def test_a_full_disk_is_507_in_one_line_and_the_same_answer_works_once_there_is_room(
+        fake, monkeypatch, caplog, fault):
+    """Before: a StorageError was a 400 (the client's fault: not worth sending again) and a raw
+    OSError (the queue's skip on a full card) a 500 with a traceback in the log."""
+    answer = fake.answer
+    full = {"on": True}
+
+    def answer_on_a_card(item_id, boxes, skip):
+        if full["on"]:
+            raise fault
+        return answer(item_id, boxes, skip)
+
+    monkeypatch.setattr(fake, "answer", answer_on_a_card)
+    client = TestClient(create_app(fake.hooks()), raise_server_exceptions=False)
+    response = client.post("/api/labels/f0000", json={"boxes": [], "skip": True})
+    assert response.status_code == 507
+    error = response.json()["error"]
+    assert "No space left on device" in error and "/card/state/" in error and "\n" not in error
+    assert "Traceback" not in caplog.text
+    full["on"] = False
+    assert client.post("/api/labels/f0000", json={"boxes": [], "skip": True}).status_code == 200
+
+
+def test_an_os_error_that_is_not_a_full_disk_is_still_a_500(fake, monkeypatch):
+    def broken(item_id, boxes, skip):
+        raise IsADirectoryError(21, "Is a directory", "/card/state/labels")
+
+    monkeypatch.setattr(fake, "answer", broken)
+    client = TestClient(create_app(fake.hooks()), raise_server_exceptions=False)
+    response = client.post("/api/labels/f0000", json={"boxes": [], "skip": True})
+    assert response.status_code == 500 and response.json()["error"].startswith("internal error")

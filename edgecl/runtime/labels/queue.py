@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.atomic import atomic_write_bytes, atomic_write_json
-from edgecl.errors import ConflictError, LabelError, NotFoundError
+from edgecl.errors import ConflictError, LabelError, NotFoundError, storage_fault, storage_faults
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.models.classes import ClassRegistry, clean_name, known_spelling
 
@@ -244,9 +244,17 @@ class OperatorQueue:
                 if "id" in e]
 
     def _record(self, item_id: str, action: str, **extra) -> None:
+        """Record an answer or a skip.
+
+        Raises:
+            StorageError: the disk is full or read-only (one line; the item stays pending, and
+                answering it again does not store its sample twice).
+        """
         entries = [e for e in self._answered() if e.get("id") != item_id]
         entries.append({"id": item_id, "action": action, "ts_s": round(time.time(), 3), **extra})
-        atomic_write_json(self._answered_path, entries[-self.answered_keep:])
+        with storage_faults(f"cannot record that {item_id} was {action}; it stays pending",
+                            self._answered_path):
+            atomic_write_json(self._answered_path, entries[-self.answered_keep:])
 
     def _remember_embedding(self, meta: dict) -> None:
         """Keep an answered or skipped frame's embedding (the last :data:`RECENT_KEEP`) for
@@ -256,7 +264,13 @@ class OperatorQueue:
             return
         recent = [e for e in self._recent() if e.get("id") != meta["id"]]
         recent.append({"id": meta["id"], "created_s": float(meta["created_s"]), "embedding": emb})
-        atomic_write_json(self._recent_path, recent[-RECENT_KEEP:])
+        try:
+            atomic_write_json(self._recent_path, recent[-RECENT_KEEP:])
+        except OSError as exc:  # only near-duplicate suppression after a restart depends on it
+            fault = storage_fault(exc, "recent answered frames not kept", self._recent_path)
+            if fault is None:
+                raise
+            log.warning("%s", fault)
 
     def _recent(self) -> list[dict]:
         return [e for e in self._read_entries(self._recent_path, "recent-embedding record")

@@ -1,0 +1,39 @@
+"""The one-line form of a storage fault (a full disk, an unwritable directory)."""
+
+import errno
+
+import pytest
+
+from edgecl.errors import StorageError, is_disk_full, storage_fault, storage_faults
+
+
+def test_a_full_disk_is_one_line_naming_what_and_where():
+    copy = OSError(errno.ENOSPC, "No space left on device", "/state/work/model.pt", None,
+                   "/state/models/.staging-x/model.pt")
+    fault = storage_fault(copy, "cannot stage a new model version")
+    assert isinstance(fault, StorageError)
+    # a copy names its destination second: that is where the room was missing
+    assert str(fault) == ("cannot stage a new model version: No space left on device "
+                          "(/state/models/.staging-x/model.pt)")
+    bare = OSError(errno.ENOSPC, "No space left on device")
+    assert str(storage_fault(bare, "cannot write", "/card/x")) == \
+        "cannot write: No space left on device (/card/x)"
+    assert "\n" not in str(fault)
+
+
+def test_only_storage_errors_become_storage_faults():
+    assert storage_fault(OSError(errno.EISDIR, "Is a directory"), "x") is None
+    assert storage_fault(ValueError("bad"), "x") is None
+    already = StorageError("metrics database cannot be written")
+    assert storage_fault(already, "x") is already
+    assert is_disk_full(OSError(errno.ENOSPC, "full")) and is_disk_full(OSError(errno.EDQUOT, "q"))
+    assert not is_disk_full(OSError(errno.EROFS, "Read-only file system"))
+
+
+def test_the_block_form_converts_storage_faults_and_lets_the_rest_through():
+    with pytest.raises(StorageError, match=r"^cannot export: No space left on device \(/w\)$"):
+        with storage_faults("cannot export", "/w"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(FileNotFoundError):
+        with storage_faults("cannot export", "/w"):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/w/a")
