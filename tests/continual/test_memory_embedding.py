@@ -127,10 +127,151 @@ def test_change_signature_follows_adds_and_removals(tmp_path):
 
 def test_the_index_read_failing_is_one_storage_error(tmp_path, monkeypatch):
     with ReplayMemory(tmp_path / "m", cfg()) as m:
-        def broken():
+        def broken(*args, **kwargs):
             raise sqlite3.OperationalError("disk I/O error")
 
         monkeypatch.setattr(m._db, "embeddings", broken)
         with pytest.raises(EdgeclError) as err:
             m.embeddings()
         assert "memory index" in str(err.value)
+
+
+def test_values_outside_minus_one_to_one_count_as_damaged_and_are_computed_again(tmp_path):
+    root = tmp_path / "m"
+    with ReplayMemory(root, cfg()) as m:
+        first = m.add(Sample(scene(1), BOX, task="t0"))
+    huge = np.full(256, 65504.0, np.float32)            # finite float16, but no thumbnail's
+    assert embedding_from_blob(embedding_to_blob(huge)) is None
+    db = sqlite3.connect(root / "index.sqlite")
+    db.execute("UPDATE samples SET embedding = ?", (embedding_to_blob(huge),))
+    db.commit()
+    db.close()
+    with ReplayMemory(root, cfg()) as m:
+        ids, matrix = m.embeddings()
+    assert ids.tolist() == [first] and np.abs(matrix).max() <= 1.0
+    assert embedding_distance(matrix[0], thumbnail_embedding(scene(1))) < 0.01
+
+
+def test_the_index_reads_a_value_of_another_size_or_type_as_missing_inside_sqlite(tmp_path):
+    root = tmp_path / "m"
+    with ReplayMemory(root, cfg()) as m:
+        ids = [m.add(Sample(scene(s), BOX, task="t0")) for s in (1, 2, 3, 4)]
+    db = sqlite3.connect(root / "index.sqlite")
+    db.execute("UPDATE samples SET embedding = zeroblob(5000000) WHERE id = ?", (ids[0],))
+    db.execute("UPDATE samples SET embedding = ? WHERE id = ?", ("x" * 512, ids[1]))
+    db.execute("UPDATE samples SET embedding = 12345 WHERE id = ?", (ids[2],))
+    db.commit()
+    db.close()
+    with ReplayMemory(root, cfg(), verify_on_open=False) as m, m._db.read():
+        rows = [row for chunk in m._db.embeddings(chunk=3) for row in chunk]
+    assert [i for i, _ in rows] == ids
+    assert [blob for _, blob in rows[:3]] == [None, None, None]  # the 5 MB value never read
+    assert len(rows[3][1]) == EMBEDDING_BLOB_BYTES
+
+
+def test_embeddings_after_an_id_reads_only_the_samples_stored_since(tmp_path):
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        ids = [m.add(Sample(scene(s), BOX, task="t0")) for s in (1, 2, 3)]
+        got, matrix = m.embeddings(after_id=ids[0])
+        assert got.tolist() == ids[1:] and matrix.shape == (2, 256)
+        assert embedding_distance(matrix[1], thumbnail_embedding(scene(3))) < 0.01
+        assert m.embeddings(after_id=ids[-1])[0].tolist() == []
+
+
+def test_an_older_memory_stores_its_computed_embeddings_in_batches_and_says_how_long(
+        tmp_path, monkeypatch, caplog):
+    from edgecl.continual.memory import store
+
+    root = tmp_path / "m"
+    write_old_memory(root, 5)
+    monkeypatch.setattr(store, "EMBEDDING_STORE_BATCH", 2)
+    monkeypatch.setattr(store, "EMBEDDING_LOG_MIN", 3)
+    caplog.set_level("INFO")
+    with ReplayMemory(root, cfg()) as m:
+        batches = []
+        real = m._db.set_embeddings
+        monkeypatch.setattr(m._db, "set_embeddings",
+                            lambda values: batches.append(len(values)) or real(values))
+        assert m.embeddings()[0].tolist() == [1, 2, 3, 4, 5]
+    assert batches == [2, 2, 1]        # a start stopped half-way keeps what it computed
+    assert "computing the thumbnail embeddings of 5 stored samples" in caplog.text
+    assert "5 thumbnail embeddings computed in" in caplog.text
+
+
+def test_an_unreadable_image_is_left_out_with_one_warning_and_an_evicted_one_silently(
+        tmp_path, caplog):
+    root = tmp_path / "m"
+    write_old_memory(root, 3)
+    with ReplayMemory(root, cfg(), verify_on_open=False) as m:
+        m.image_path(2).write_bytes(b"not a jpeg")
+        m.image_path(3).unlink()                        # evicted by another process meanwhile
+        ids, _ = m.embeddings()
+    assert ids.tolist() == [1]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "1 stored image(s) cannot be read" in warnings[0].getMessage()
+    assert "00000002" in warnings[0].getMessage()
+
+
+def test_an_index_replaced_while_open_is_reopened_with_one_warning(tmp_path, caplog):
+    root = tmp_path / "m"
+    m = ReplayMemory(root, cfg(), names={0: "car"})
+    m.add(Sample(scene(1), BOX, task="t0"))
+    root.rename(tmp_path / "moved")
+    with ReplayMemory(root, cfg()) as other:            # a memory restored from a copy
+        other.add(Sample(scene(2), BOX, task="t0"))
+        other.add(Sample(scene(3), BOX, task="t0"))
+    assert m.change_signature() == (2, 2)               # reads the memory now there
+    new = m.add(Sample(scene(4), BOX, task="t0"))
+    assert new == 3 and len(m) == 3 and m.image_path(new).is_file()
+    assert m.class_names() == {0: "car"}                # kept: the memory there had none
+    m.close()
+    assert caplog.text.count("was replaced or deleted while this process had it open") == 1
+    with ReplayMemory(root, cfg()) as again:            # and the next start takes it as is
+        assert again.ids() == [1, 2, 3] and again.last_verify.ok
+
+
+def test_a_memory_deleted_while_open_starts_again_empty_and_the_next_start_works(tmp_path):
+    import shutil
+
+    root = tmp_path / "m"
+    m = ReplayMemory(root, cfg())
+    for s in (1, 2):
+        m.add(Sample(scene(s), BOX, task="t0"))
+    shutil.rmtree(root)
+    assert m.add(Sample(scene(3), BOX, task="t0")) == 1
+    assert m.ids() == [1] and m.change_signature() == (1, 1)
+    m.close()
+    with ReplayMemory(root, cfg()) as again:             # before: refused, 1 sample on disk
+        assert again.ids() == [1]                         # but its index missing
+
+
+def test_a_lost_index_while_open_refuses_to_store_and_keeps_reading(tmp_path):
+    from edgecl.errors import StorageError
+
+    root = tmp_path / "m"
+    m = ReplayMemory(root, cfg())
+    m.add(Sample(scene(1), BOX, task="t0"))
+    for path in root.glob("index.sqlite*"):
+        path.unlink()
+    with pytest.raises(StorageError, match="holds 1 samples on disk but its index"):
+        m.add(Sample(scene(2), BOX, task="t0"))
+    assert sorted(p.name for p in (root / "images").iterdir()) == ["00000001.jpg"]
+    assert m.change_signature() == (1, 1)                # the index open is still read
+    m.close()
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_an_index_without_the_embedding_column_gets_them_from_its_images(tmp_path, read_only):
+    root = tmp_path / "m"
+    write_old_memory(root, 2)
+    db = sqlite3.connect(root / "index.sqlite")         # as a release before the column wrote it
+    db.execute("ALTER TABLE samples DROP COLUMN embedding")
+    db.commit()
+    db.close()
+    with ReplayMemory(root, cfg(), read_only=read_only) as m:
+        ids, matrix = m.embeddings()
+    assert ids.tolist() == [1, 2]
+    assert embedding_distance(matrix[1], thumbnail_embedding(scene(2))) < 0.01
+    columns = [r[1] for r in sqlite3.connect(root / "index.sqlite").execute(
+        "PRAGMA table_info(samples)")]
+    assert ("embedding" in columns) is not read_only    # a read-only one is left as it was

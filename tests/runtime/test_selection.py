@@ -7,6 +7,7 @@ import pytest
 from labels_fakes import dets, textured
 
 from edgecl.config import LabelsConfig, SelectionConfig
+from edgecl.continual.memory import Sample
 from edgecl.frames import Detections, Frame
 from edgecl.runtime.labels import (SELECTION_POLICIES, MemoryEmbeddings, NoveltyRing,
                                    OperatorQueue, RateLimiter, SelectionContext, Selector,
@@ -15,6 +16,7 @@ from edgecl.runtime.labels.selection import (disagreement_score, forgetting_scor
                                              random_score, uncertain_score)
 
 IMG = textured(0)
+BOX = np.array([[0, 0.5, 0.5, 0.25, 0.5]], np.float32)
 
 
 def ctx(cfg=None, image=IMG, ring=None, **kw):
@@ -299,4 +301,141 @@ def test_the_field_sink_compares_novelty_with_the_memory(tmp_path):
     off = load_config(None, [f"state_dir={tmp_path / 'state'}", "labels.mode=field",
                              "labels.selection.novel=0"])
     assert MemorySink.from_config(off, memory=mem).selector.memory is None
+    mem.close()
+
+
+class CountingMemory:
+    """A replay memory whose embedding reads are counted (rows read, ``after_id`` asked)."""
+
+    def __init__(self, memory):
+        self.memory = memory
+        self.reads: list[tuple[int, int]] = []
+
+    def change_signature(self):
+        return self.memory.change_signature()
+
+    def ids(self):
+        return self.memory.ids()
+
+    def embeddings(self, after_id=0):
+        ids, matrix = self.memory.embeddings(after_id=after_id)
+        self.reads.append((after_id, len(ids)))
+        return ids, matrix
+
+
+def test_an_update_reads_only_the_samples_stored_since_the_last_one(tmp_path):
+    mem, ids = memory_at(tmp_path / "m", 1, 2, 3)
+    counting = CountingMemory(mem)
+    view = MemoryEmbeddings(counting, refresh_s=0.0)
+    assert view.refresh(force=True) and counting.reads == [(0, 3)]
+    new = mem.add(Sample(textured(4), BOX, task="stream"))
+    assert view.refresh() and counting.reads[-1] == (ids[-1], 1)
+    assert view.ids.tolist() == [*ids, new]
+    assert view.nearest(thumbnail_embedding(textured(4))) < 0.01
+    assert not view.refresh() and len(counting.reads) == 2      # unchanged: nothing read
+    mem.close()
+
+
+def test_an_unreadable_image_is_tried_once_not_at_every_update(tmp_path, monkeypatch):
+    import sqlite3
+
+    from edgecl.continual.memory import store
+
+    mem, ids = memory_at(tmp_path / "m", 1, 2)
+    mem.image_path(ids[0]).write_bytes(b"not a jpeg")
+    db = sqlite3.connect(tmp_path / "m" / "index.sqlite")
+    db.execute("UPDATE samples SET embedding = NULL")
+    db.commit()
+    db.close()
+    tried = []
+    real = store.read_image
+    monkeypatch.setattr(store, "read_image", lambda path: tried.append(path) or real(path))
+    view = MemoryEmbeddings(mem, refresh_s=0.0)
+    view.refresh(force=True)
+    assert view.ids.tolist() == [ids[1]] and len(tried) == 2
+    for s in (3, 4, 5):                                  # the memory changes, update by update
+        mem.add(Sample(textured(s), BOX, task="stream"))
+        assert view.refresh()
+    assert len(tried) == 2 and len(view) == 4
+    mem.close()
+
+
+def test_incremental_updates_match_a_full_read_through_adds_and_evictions(tmp_path, monkeypatch):
+    from edgecl.runtime.labels import selection
+
+    monkeypatch.setattr(selection, "COMPACT_MIN_ROWS", 2)     # reclaim evicted rows early
+    mem, _ = memory_at(tmp_path / "m", *range(1, 7), capacity=6)
+    view = MemoryEmbeddings(mem, refresh_s=0.0)
+    view.refresh(force=True)
+    for s in range(7, 25):                               # every add evicts one sample
+        mem.add(Sample(textured(s), BOX, task="stream"))
+        if s % 3 == 0:
+            view.refresh()
+    view.refresh()
+    want_ids, want = mem.embeddings()
+    assert view.ids.tolist() == want_ids.tolist() == mem.ids() and len(view) == 6
+    for s in range(1, 25):
+        emb = thumbnail_embedding(textured(s))
+        full = float(np.sqrt(np.mean((want - emb) ** 2, axis=1)).min())
+        assert view.nearest(emb) == pytest.approx(full, abs=1e-4)
+    mem.close()
+
+
+def test_a_memory_replaced_by_one_with_lower_ids_is_read_again_in_full(tmp_path):
+    root = tmp_path / "m"
+    mem, _ = memory_at(root, 1, 2, 3)
+    view = MemoryEmbeddings(mem, refresh_s=0.0)
+    view.refresh(force=True)
+    root.rename(tmp_path / "old")
+    other, _ = memory_at(root, 9)                        # restored from elsewhere: id 1 again
+    other.close()
+    assert view.refresh() and view.ids.tolist() == [1]
+    assert view.nearest(thumbnail_embedding(textured(9))) < 0.01
+    assert view.nearest(thumbnail_embedding(textured(1))) > 0.15
+    mem.close()
+
+
+def test_any_fault_of_an_update_keeps_the_view_with_one_warning_and_the_sink_starts(
+        tmp_path, caplog):
+    import sqlite3
+
+    from edgecl.config import load_config
+    from edgecl.runtime.labels import MemorySink
+
+    mem, _ = memory_at(tmp_path / "state" / "memory", 1)
+    view = MemoryEmbeddings(mem, refresh_s=0.0)
+    view.refresh(force=True)
+
+    def raw_fault():
+        raise sqlite3.OperationalError("database disk image is malformed")
+
+    mem.ids = raw_fault                                  # not a one-line memory error
+    mem.add(Sample(textured(2), BOX, task="stream"))
+    for _ in range(3):
+        assert view.nearest(thumbnail_embedding(textured(1))) < 0.01
+    assert caplog.text.count("novelty: cannot read the replay memory (OperationalError") == 1
+
+    def bug(*args, **kwargs):
+        raise ValueError("unexpected")
+
+    mem.embeddings = bug
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}", "labels.mode=field"])
+    sink = MemorySink.from_config(cfg, memory=mem)       # the start-up read fails: no novelty
+    assert len(sink.selector.memory) == 0                # from memory, labelling goes on
+    cand = sink.selector.score(frame(textured(1)), dets([]), sink.selector.embed(textured(1)))
+    assert "novel" in cand.reasons and sink.selector.policy_errors == {}
+    mem.close()
+
+
+def test_a_memory_replaced_by_one_with_higher_ids_is_read_again_in_full(tmp_path):
+    root = tmp_path / "m"
+    mem, _ = memory_at(root, 1, 2)
+    view = MemoryEmbeddings(mem, refresh_s=0.0)
+    view.refresh(force=True)
+    root.rename(tmp_path / "old")
+    other, ids = memory_at(root, 5, 6, 7, 8)             # ids 1..4: 1 and 2 are other scenes
+    other.close()
+    assert view.refresh() and view.ids.tolist() == ids
+    assert view.nearest(thumbnail_embedding(textured(1))) > 0.15
+    assert view.nearest(thumbnail_embedding(textured(5))) < 0.01
     mem.close()

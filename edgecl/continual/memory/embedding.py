@@ -15,6 +15,8 @@ THUMB_SIDE = 16
 EMBEDDING_DIM = THUMB_SIDE * THUMB_SIDE
 EMBEDDING_BLOB_BYTES = EMBEDDING_DIM * 2
 """Bytes of one stored embedding (float16)."""
+MAX_ABS_VALUE = 1.0
+"""No value of an embedding lies outside -1..1 (a thumbnail in 0..1 minus its mean)."""
 
 
 def thumbnail_embedding(image: np.ndarray) -> np.ndarray:
@@ -77,13 +79,40 @@ def embedding_from_blob(blob: object) -> np.ndarray | None:
     """Decode an embedding stored by :func:`embedding_to_blob`.
 
     Args:
-        blob: the stored value (bytes; anything else, a wrong length or a non-finite value
-            counts as missing).
+        blob: the stored value (bytes; anything else, a wrong length, a non-finite value or
+            one outside -1..1, which no thumbnail in 0..1 with its mean removed has, counts
+            as missing).
 
     Returns:
         float32 (256,), or None when the value is missing or damaged.
     """
     if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) != EMBEDDING_BLOB_BYTES:
         return None
-    emb = np.frombuffer(bytes(blob), dtype="<f2").astype(np.float32)
-    return emb if bool(np.isfinite(emb).all()) else None
+    matrix, valid = embeddings_from_blobs([bytes(blob)])
+    return matrix[0] if valid[0] else None
+
+
+def embeddings_from_blobs(blobs: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Decode many stored embeddings at once (the memory's every sample, in chunks).
+
+    Args:
+        blobs: stored values, ``None`` (or anything not :data:`EMBEDDING_BLOB_BYTES` bytes)
+            for a missing one.
+
+    Returns:
+        ``(matrix, valid)``: float32 (N, 256), zeros where a value is missing or damaged
+        (see :func:`embedding_from_blob`), and bool (N,) telling which rows are usable.
+    """
+    valid = np.array([isinstance(b, (bytes, bytearray)) and len(b) == EMBEDDING_BLOB_BYTES
+                      for b in blobs], dtype=bool)
+    matrix = np.zeros((len(blobs), EMBEDDING_DIM), np.float32)
+    if valid.any():
+        raw = b"".join(b for b, ok in zip(blobs, valid) if ok)
+        decoded = np.frombuffer(raw, dtype="<f2").reshape(-1, EMBEDDING_DIM).astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            usable = (np.isfinite(decoded).all(axis=1)
+                      & (np.abs(decoded) <= MAX_ABS_VALUE).all(axis=1))
+        rows = np.flatnonzero(valid)
+        matrix[rows[usable]] = decoded[usable]
+        valid[rows[~usable]] = False
+    return matrix, valid

@@ -25,6 +25,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterator
 
+from edgecl.continual.memory.embedding import EMBEDDING_BLOB_BYTES
 from edgecl.continual.memory.faults import fault_error, is_storage_fault
 from edgecl.continual.memory.records import SampleRecord, classes_from_text, origin_from_text
 from edgecl.errors import ReplayMemoryError
@@ -33,6 +34,8 @@ from edgecl.sqlite_copy import PrivateCopy
 
 WAL_AUTOCHECKPOINT_PAGES = 64
 WAL_LIMIT_BYTES = 512 * 1024
+EMBEDDING_CHUNK_ROWS = 4096
+"""Rows of embeddings read at a time (bounds the bytes held besides the decoded matrix)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples(
@@ -365,10 +368,36 @@ class IndexDB:
         count = int(self.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
         return count, self.next_id() - 1
 
-    def embeddings(self) -> list[tuple[int, object]]:
-        """``(id, stored embedding or None)`` of every row, ascending id."""
-        return [(int(i), blob) for i, blob in
-                self.conn.execute("SELECT id, embedding FROM samples ORDER BY id")]
+    def embeddings(self, after_id: int = 0,
+                   chunk: int = EMBEDDING_CHUNK_ROWS) -> Iterator[list[tuple[int, bytes | None]]]:
+        """``(id, stored embedding or None)`` of the rows with an id above ``after_id``,
+        ascending id, in chunks (call inside :meth:`read` for one consistent state).
+
+        A value that is not a blob of :data:`~.embedding.EMBEDDING_BLOB_BYTES` bytes (text, a
+        number, a hand-written value of another length) reads as None inside SQLite, so a
+        huge one is never loaded.
+
+        Args:
+            after_id: only rows with a larger id (0: every row).
+            chunk: rows per yielded list.
+
+        Yields:
+            Lists of at most ``chunk`` ``(id, blob or None)`` pairs.
+        """
+        cur = self.conn.execute(
+            "SELECT id, CASE WHEN typeof(embedding) = 'blob' AND length(embedding) = ? "
+            "THEN embedding END FROM samples WHERE id > ? ORDER BY id",
+            (EMBEDDING_BLOB_BYTES, int(after_id)))
+        while True:
+            rows = cur.fetchmany(max(1, int(chunk)))
+            if not rows:
+                return
+            yield [(int(i), blob) for i, blob in rows]
+
+    def count_after(self, after_id: int) -> int:
+        """Rows with an id above ``after_id``."""
+        return int(self.conn.execute("SELECT COUNT(*) FROM samples WHERE id > ?",
+                                     (int(after_id),)).fetchone()[0])
 
     def set_embeddings(self, values: list[tuple[int, bytes]]) -> int:
         """Store embeddings of existing rows (missing ids are ignored).

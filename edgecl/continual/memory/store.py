@@ -58,6 +58,7 @@ import re
 import shutil
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -70,8 +71,8 @@ from edgecl.continual.memory.admission import Admission, Decision
 from edgecl.continual.memory.embedding import (
     EMBEDDING_BLOB_BYTES,
     EMBEDDING_DIM,
-    embedding_from_blob,
     embedding_to_blob,
+    embeddings_from_blobs,
     thumbnail_embedding,
 )
 from edgecl.continual.memory.faults import fault_error
@@ -105,6 +106,10 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "index.sqlite"
 """Name of the index inside the memory folder (its presence means a memory exists)."""
 COUNTER_FLUSH_EVERY = 64
+EMBEDDING_STORE_BATCH = 256
+"""Embeddings computed for an older memory are stored this many at a time."""
+EMBEDDING_LOG_MIN = 100
+"""Computing more missing embeddings than this is logged (start and time taken)."""
 DEFAULT_KEEP_SNAPSHOTS = 2
 MAX_TASK_CHARS = 128
 MAX_SOURCE_CHARS = 256
@@ -166,6 +171,15 @@ def is_writable(root: Path) -> bool:
     """
     index = Path(root) / INDEX_FILE
     return os.access(root, os.W_OK) and (not index.exists() or os.access(index, os.W_OK))
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of a file, None when it does not exist (or cannot be seen)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def refuse_lost_index(root: Path) -> None:
@@ -249,6 +263,12 @@ class ReplayMemory:
         self.keep_snapshots = max(1, int(keep_snapshots))
         self.read_only = bool(read_only)
         self._lock = threading.RLock()
+        self.index_generation = 0
+        """How many times the index was reopened because it was replaced or deleted."""
+        self._open_index(names, verify_on_open)
+
+    def _open_index(self, names: dict[int, str] | None, verify: bool) -> None:
+        """Open the index (creating the folders), set up admission and check the samples."""
         if self.read_only:
             if not (self.root / INDEX_FILE).is_file():
                 raise ReplayMemoryError(f"no replay memory at {self.root} (no {INDEX_FILE})")
@@ -264,6 +284,7 @@ class ReplayMemory:
             with self._faults(f"cannot open the replay memory {self.root}"):
                 refuse_lost_index(self.root)
         self._db = IndexDB(self.root / INDEX_FILE, read_only=self.read_only)
+        self._index_id = None if self.read_only else _file_identity(self.root / INDEX_FILE)
         try:
             self._admission = Admission(
                 self._db, self.policy, train_capacity=self.train_capacity,
@@ -272,7 +293,7 @@ class ReplayMemory:
                 holdout_block_s=self.cfg.holdout_block_s)
             if names and not self.read_only:
                 self.set_class_names(names)
-            self.last_verify = (self.verify(repair=not self.read_only) if verify_on_open
+            self.last_verify = (self.verify(repair=not self.read_only) if verify
                                 else None)
             report = self.last_verify
             if report is not None and (report.missing_rows or report.corrupt_rows
@@ -283,6 +304,45 @@ class ReplayMemory:
         except BaseException:
             self._db.close()
             raise
+
+    def _follow_replaced_index(self) -> None:
+        """Reopen the index when the file this process opened was replaced or deleted since
+        (the memory folder moved away, restored from a copy or deleted while the runtime
+        runs), as a restart would: samples then go to the memory now in the folder (a new,
+        empty one when it was deleted), not to an index no other process sees, whose samples
+        would be lost and whose files would make the next start refuse the folder. One
+        warning says so; the class names are kept when the memory now there has none.
+
+        Raises:
+            StorageError: the memory now in the folder cannot be opened (samples without
+                their index, a read-only folder): the index opened before stays open for
+                reading, and the next call tries again (the caller says so: storing pauses).
+        """
+        if self.read_only or _file_identity(self.root / INDEX_FILE) == self._index_id:
+            return
+        with self._lock:
+            now = _file_identity(self.root / INDEX_FILE)
+            if now == self._index_id:
+                return
+            names = self.class_names()
+            with contextlib.suppress(StorageError, ReplayMemoryError):
+                self.flush()  # the old index's pending stream counters, best effort
+            old = (self._db, self._admission, self._index_id, self.last_verify)
+            try:
+                self._open_index(None, verify=self.last_verify is not None)
+            except ReplayMemoryError as exc:  # StorageError included
+                self._db, self._admission, self._index_id, self.last_verify = old
+                raise StorageError(f"the memory index was replaced or deleted while open, and "
+                                   f"the folder cannot be opened again: {exc}") from None
+            old[0].close()
+            self.index_generation += 1
+            with self._faults("cannot read the memory index"):
+                held = self._db.count()
+            log.warning("replay memory %s: its index was replaced or deleted while this process "
+                        "had it open; samples now go to the memory there (%d samples)",
+                        self.root, held)
+            if names and not self.class_names():
+                self.set_class_names(names)
 
     @contextlib.contextmanager
     def _faults(self, what: str, note: str = "") -> Iterator[None]:
@@ -384,10 +444,16 @@ class ReplayMemory:
             ReplayMemoryError: empty or malformed image, bad task, origin or content hash,
                 sample larger than the byte budget, index failure (nothing stored is lost).
             LabelError: malformed label rows or class out of range.
+
+        An index replaced or deleted since this process opened it (the memory folder moved
+        away, restored from a copy, deleted) is reopened first, with one warning, so the
+        sample goes to the memory now in the folder; when that cannot be opened (samples
+        without their index) this raises :class:`StorageError`.
         """
         source = _short_source(sample.source or "<unknown source>")
         where = f"sample from {source} (task {str(sample.task)[:MAX_TASK_CHARS]!r})"
         self._refuse_if_read_only(f"cannot store {where}")
+        self._follow_replaced_index()
         if not isinstance(sample.task, str) or not sample.task:
             raise ReplayMemoryError(f"{where}: task must be a non-empty string")
         if len(sample.task) > MAX_TASK_CHARS:
@@ -556,23 +622,33 @@ class ReplayMemory:
 
     def change_signature(self) -> tuple[int, int]:
         """``(samples stored, last id ever given)``: changes with every add, eviction or
-        removal, whichever process made it (a cheap check before re-reading the memory).
+        removal, whichever process made it (a cheap check before re-reading the memory). An
+        index replaced or deleted since it was opened is reopened first (see :meth:`add`);
+        when the memory now there cannot be opened, the index open is read.
 
         Raises:
             StorageError / ReplayMemoryError: the index cannot be read.
         """
+        with contextlib.suppress(StorageError):  # not reopened: read the index open (add says)
+            self._follow_replaced_index()
         with self._lock, self._faults("cannot read the memory index"):
             return self._db.change_signature()
 
-    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+    def embeddings(self, after_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The thumbnail embedding of every stored sample, held-out ones included
         (:mod:`~edgecl.continual.memory.embedding`; the ``novel`` selection policy compares
-        camera frames with them).
+        camera frames with them), or of those stored after a given id (ids only grow, so a
+        caller that keeps what it read before reads only the new samples).
 
-        A sample stored before embeddings were kept (or whose stored value is damaged) gets
-        one computed from its image file, stored when the memory may be written, so it is
-        computed once; a storage fault while storing it is logged and the values are still
-        returned. A sample whose image cannot be read is left out (``memory verify`` names it).
+        A sample stored before embeddings were kept (or whose stored value is damaged: another
+        length, text, a value that is not finite or outside -1..1) gets one computed from its
+        image file, stored (in batches, so an interrupted start keeps what it made) when the
+        memory may be written, so it is computed once; a storage fault while storing it is
+        logged once and the values are still returned. A sample whose image cannot be read is
+        left out, with one warning (``memory verify`` names it).
+
+        Args:
+            after_id: only samples with a larger id (0: every sample).
 
         Returns:
             ``(ids, matrix)``: int64 (N,) ascending and float32 (N, 256).
@@ -580,41 +656,73 @@ class ReplayMemory:
         Raises:
             StorageError / ReplayMemoryError: the index cannot be read.
         """
-        with self._lock, self._faults("cannot read the memory index"):
-            rows = self._db.embeddings()
-        found: dict[int, np.ndarray] = {}
-        missing = []
-        for sample_id, blob in rows:
-            emb = embedding_from_blob(blob)
-            if emb is None:
-                missing.append(sample_id)
-            else:
-                found[sample_id] = emb
-        if missing:
-            found.update(self._compute_embeddings(missing))
-        ids = np.array(sorted(found), dtype=np.int64)
-        matrix = (np.stack([found[int(i)] for i in ids]) if len(ids)
-                  else np.zeros((0, EMBEDDING_DIM), np.float32))
+        with self._lock, self._faults("cannot read the memory index"), self._db.read():
+            n = self._db.count_after(after_id)
+            ids = np.zeros(n, np.int64)
+            matrix = np.zeros((n, EMBEDDING_DIM), np.float32)
+            valid = np.zeros(n, bool)
+            at = 0
+            for rows in self._db.embeddings(after_id):  # one read transaction: n rows at most
+                stop = at + len(rows)
+                ids[at:stop] = [sample_id for sample_id, _ in rows]
+                matrix[at:stop], valid[at:stop] = embeddings_from_blobs([b for _, b in rows])
+                at = stop
+        if not valid.all():
+            missing = np.flatnonzero(~valid)
+            computed = self._compute_embeddings([int(ids[k]) for k in missing])
+            for k in missing:
+                emb = computed.get(int(ids[k]))
+                if emb is not None:
+                    matrix[k], valid[k] = emb, True
+            if not valid.all():
+                ids, matrix = ids[valid], matrix[valid]
         return ids, matrix
 
     def _compute_embeddings(self, ids: list[int]) -> dict[int, np.ndarray]:
-        if len(ids) > 100:
+        """Compute (and, when the memory may be written, store) the embeddings of samples
+        from their image files; an image evicted meanwhile is skipped, one that cannot be read
+        is counted and named in one warning."""
+        many = len(ids) > EMBEDDING_LOG_MIN
+        if many:
             log.info("memory %s: computing the thumbnail embeddings of %d stored samples (once)",
                      self.root, len(ids))
-        computed = {}
+        started = time.monotonic()
+        computed: dict[int, np.ndarray] = {}
+        unreadable: list[str] = []
+        batch: list[tuple[int, bytes]] = []
+        store = not self.read_only
         for sample_id in ids:
+            path = self.image_path(sample_id)
             try:
-                computed[sample_id] = thumbnail_embedding(read_image(self.image_path(sample_id)))
-            except ImageError:
-                continue  # evicted meanwhile, or damaged: verify's business
-        if computed and not self.read_only:
-            try:
-                with self._lock, self._faults("cannot store sample embeddings"):
-                    self._db.set_embeddings([(i, embedding_to_blob(e))
-                                             for i, e in computed.items()])
-            except (StorageError, ReplayMemoryError) as exc:
-                log.warning("%s; they are computed again next time", exc)
+                emb = thumbnail_embedding(read_image(path))
+            except ImageError as exc:
+                if path.exists():  # a missing file was evicted meanwhile: nothing to say
+                    unreadable.append(str(exc))
+                continue
+            computed[sample_id] = emb
+            batch.append((sample_id, embedding_to_blob(emb)))
+            if store and len(batch) >= EMBEDDING_STORE_BATCH:
+                store, batch = self._store_embeddings(batch), []
+        if store and batch:
+            self._store_embeddings(batch)
+        if many:
+            log.info("memory %s: %d thumbnail embeddings computed in %.1f s", self.root,
+                     len(computed), time.monotonic() - started)
+        if unreadable:
+            log.warning("memory %s: %d stored image(s) cannot be read, novelty leaves them out "
+                        "(`edgecl memory verify` names them); first: %s", self.root,
+                        len(unreadable), unreadable[0])
         return computed
+
+    def _store_embeddings(self, values: list[tuple[int, bytes]]) -> bool:
+        """Store computed embeddings; a storage fault is logged and returns False."""
+        try:
+            with self._lock, self._faults("cannot store sample embeddings"):
+                self._db.set_embeddings(values)
+        except (StorageError, ReplayMemoryError) as exc:
+            log.warning("%s; they are computed again next time", exc)
+            return False
+        return True
 
     def image_paths(self, ids: list[int]) -> list[Path]:
         """The memory's image files of the given ids."""

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 AGREE_IOU = 0.5
 MEMORY_REFRESH_S = 10.0
 """How often (at most) the novelty view checks whether the replay memory changed, seconds."""
+COMPACT_MIN_ROWS = 1024
+"""The novelty view reclaims the rows of evicted samples once more than this many (and a
+quarter of its rows) are such; it grows by at least this many rows."""
 
 
 class NoveltyRing:
@@ -107,14 +110,20 @@ class NoveltyRing:
 class MemoryEmbeddings:
     """What the replay memory holds, as embeddings, for the ``novel`` policy.
 
-    Re-read from the memory when it changed (its ``change_signature``: any add, eviction or
+    Brought up to date when the memory changed (its ``change_signature``: any add, eviction or
     removal, by this process or another, e.g. ``labels import``), checked at most every
-    ``refresh_s``. A memory that cannot be read keeps the last view, with one warning per
-    kind of fault.
+    ``refresh_s``. Ids only grow, so an update reads the ids stored and the embeddings of the
+    samples added since the last read only (a memory of 50,000 samples is read in full once,
+    at start); samples no longer stored stop counting at once and their rows are reclaimed
+    when a quarter of the rows are such (so an update copies no 50 MB matrix). A memory whose
+    index was reopened (its ``index_generation``: the folder replaced while open) or whose ids
+    went back is read in full again. A memory that cannot be read keeps the last view, with
+    one warning per kind of fault; any other fault of an update is contained the same way
+    (novelty must never stop labelling).
 
     Args:
-        memory: ``change_signature()`` and ``embeddings()`` (a
-            :class:`~edgecl.continual.memory.ReplayMemory`).
+        memory: ``change_signature()``, ``ids()``, ``embeddings(after_id=)`` and optionally
+            ``index_generation`` (a :class:`~edgecl.continual.memory.ReplayMemory`).
         refresh_s: least seconds between two checks.
         monotonic: seconds clock (injectable for tests).
     """
@@ -124,45 +133,121 @@ class MemoryEmbeddings:
         self.memory = memory
         self.refresh_s = float(refresh_s)
         self.monotonic = monotonic
-        self.ids = np.zeros(0, np.int64)
+        # rows [0, _n) of the buffers are used; a row of a sample no longer stored has
+        # _live False and _sq +inf (never the nearest) until the rows are compacted
+        self._ids = np.zeros(0, np.int64)
         self._emb = np.zeros((0, EMBEDDING_DIM), np.float32)
         self._sq = np.zeros(0, np.float32)
+        self._live = np.zeros(0, bool)
+        self._n = 0
+        self._dead = 0
         self._signature: tuple | None = None
+        self._read_to = 0  # every sample up to this id has been read (or could not be)
         self._checked_s = -np.inf
         self._faults_seen: set[str] = set()
 
+    @property
+    def ids(self) -> np.ndarray:
+        """Ids of the samples the view holds, ascending."""
+        return self._ids[: self._n][self._live[: self._n]]
+
     def __len__(self) -> int:
-        return len(self.ids)
+        return self._n - self._dead
 
     def refresh(self, force: bool = False) -> bool:
-        """Re-read the memory's embeddings when it changed.
+        """Bring the view up to date when the memory changed.
 
         Args:
             force: check now, whenever the last check was.
 
         Returns:
-            True when the view was re-read.
+            True when the view was updated.
         """
         now = self.monotonic()
         if not force and now - self._checked_s < self.refresh_s:
             return False
         self._checked_s = now
         try:
-            signature = self.memory.change_signature()
+            signature = (tuple(self.memory.change_signature()),
+                         getattr(self.memory, "index_generation", 0))
             if signature == self._signature:
                 return False
-            ids, matrix = self.memory.embeddings()
+            self._update(signature)
         except EdgeclError as exc:
-            kind = type(exc).__name__
-            if kind not in self._faults_seen:
-                self._faults_seen.add(kind)
-                log.warning("novelty: cannot read the replay memory (%s); novelty keeps "
-                            "comparing with the %d samples read before", exc, len(self.ids))
+            self._fault(type(exc).__name__, str(exc))
             return False
-        self.ids, self._emb = ids, np.ascontiguousarray(matrix, np.float32)
-        self._sq = np.einsum("ij,ij->i", self._emb, self._emb)
+        except Exception as exc:  # noqa: BLE001 - a novelty fault must not stop labelling
+            self._fault(type(exc).__name__, f"{type(exc).__name__}: {exc}")
+            return False
         self._signature = signature
         return True
+
+    def _update(self, signature: tuple) -> None:
+        """Read what changed since the last update (everything the first time, or when the
+        memory's index was reopened or its ids went back)."""
+        (_, last_id), generation = signature
+        full = (self._signature is None or generation != self._signature[1]
+                or int(last_id) < self._read_to)
+        after = 0 if full else self._read_to
+        present = np.asarray(self.memory.ids(), np.int64)   # before the new rows: a sample
+        ids, matrix = self.memory.embeddings(after_id=after)  # added in between comes next time
+        ids = np.asarray(ids, np.int64)
+        matrix = np.asarray(matrix, np.float32).reshape(-1, EMBEDDING_DIM)
+        read_to = int(present[-1]) if len(present) else after
+        if len(ids) and ids[-1] > read_to:
+            keep = ids <= read_to
+            ids, matrix = ids[keep], matrix[keep]
+        if full:
+            self._set_rows(ids, matrix)
+        else:
+            self._drop_absent(present)
+            self._append(ids, matrix)
+        self._read_to = max(read_to, after)
+
+    def _set_rows(self, ids: np.ndarray, matrix: np.ndarray) -> None:
+        """Hold exactly these rows, with room to add some without copying."""
+        self._n, self._dead = 0, 0
+        self._ids = np.zeros(0, np.int64)
+        self._emb = np.zeros((0, EMBEDDING_DIM), np.float32)
+        self._sq = np.zeros(0, np.float32)
+        self._live = np.zeros(0, bool)
+        self._append(ids, matrix)
+
+    def _drop_absent(self, present: np.ndarray) -> None:
+        n = self._n
+        gone = self._live[:n] & ~np.isin(self._ids[:n], present)
+        if gone.any():
+            self._live[:n][gone] = False
+            self._sq[:n][gone] = np.inf
+            self._dead += int(gone.sum())
+        if self._dead > max(COMPACT_MIN_ROWS, n // 4):
+            live = self._live[:n]
+            self._set_rows(self._ids[:n][live], self._emb[:n][live])
+
+    def _append(self, ids: np.ndarray, matrix: np.ndarray) -> None:
+        k = len(ids)
+        need = self._n + k
+        if need > len(self._ids):   # grow with headroom, so most updates copy nothing
+            size = need + max(COMPACT_MIN_ROWS, need // 8)
+            for name in ("_ids", "_emb", "_sq", "_live"):
+                old = getattr(self, name)
+                grown = np.zeros((size,) + old.shape[1:], old.dtype)
+                grown[: self._n] = old[: self._n]
+                setattr(self, name, grown)
+        if not k:
+            return
+        rows = slice(self._n, need)
+        self._ids[rows] = ids
+        self._emb[rows] = matrix
+        self._sq[rows] = np.einsum("ij,ij->i", matrix, matrix)
+        self._live[rows] = True
+        self._n = need
+
+    def _fault(self, kind: str, message: str) -> None:
+        if kind not in self._faults_seen:
+            self._faults_seen.add(kind)
+            log.warning("novelty: cannot read the replay memory (%s); novelty keeps comparing "
+                        "with the %d samples read before", message, len(self))
 
     def nearest(self, emb: np.ndarray) -> float:
         """Distance from an embedding to the closest stored sample's (1.0 when memory is empty).
@@ -174,10 +259,11 @@ class MemoryEmbeddings:
             The distance in 0..1.
         """
         self.refresh()
-        if not len(self.ids):
+        if not len(self):
             return 1.0
         emb = np.asarray(emb, np.float32)
-        squared = (self._sq - 2.0 * (self._emb @ emb) + float(emb @ emb)) / EMBEDDING_DIM
+        n = self._n
+        squared = (self._sq[:n] - 2.0 * (self._emb[:n] @ emb) + float(emb @ emb)) / EMBEDDING_DIM
         return float(np.sqrt(max(0.0, float(squared.min()))))
 
 
