@@ -496,6 +496,7 @@ class LearnerSupervisor:
         self._pending_attempts = 0
         self._pending_retry_at_s = 0.0
         self._result_conn = None  # the receiving end of the running learner's result pipe
+        self._piped: dict | None = None  # what came through it
         self._monitor_behind = False
         self._next_catch_up_s = 0.0
         self._same_failures = 0
@@ -534,6 +535,7 @@ class LearnerSupervisor:
             added, classes = self.memory_sink.take_counters()
             self._count_new(added, classes)
             self._count_other_writers()
+        self._poll_result()
         if self._proc is not None and not self._proc.is_alive():
             self._finish()
         if self._pending is not None and time.monotonic() >= self._pending_retry_at_s:
@@ -606,7 +608,13 @@ class LearnerSupervisor:
             return False
 
     def start_round(self, reason: str) -> None:
-        """Start one round in a learner process and reset the trigger counters."""
+        """Start one round in a learner process and reset the trigger counters (a no-op, with a
+        warning, while a round runs: a second process would lose track of the first, which
+        then runs on unsupervised, past a stop)."""
+        if self.busy:
+            log.warning("learning round not started (trigger: %s): round %s is still running",
+                        reason, self._round_id)
+            return
         ceiling = None  # learn every stored sample: also when the stream ended and the sink closed
         if self.memory_sink is not None and not getattr(self.memory_sink, "closed", False):
             ceiling = max(self.memory_sink.memory.ids(), default=0)
@@ -628,24 +636,41 @@ class LearnerSupervisor:
                            name="edgecl-learner", daemon=True)
         proc.start()
         send.close()  # the child holds its own copy
-        self._result_conn = receive
+        self._result_conn, self._piped = receive, None
         return proc
 
-    def _received_result(self) -> RoundResult | None:
-        """The result the learner process sent through its pipe, if any (the connection is
-        closed either way)."""
-        conn, self._result_conn = self._result_conn, None
+    def _poll_result(self) -> None:
+        """Take the learner's result from its pipe as soon as it is there: a result larger than
+        the pipe's buffer blocks the sender until it is read, so waiting for the process to
+        end first would wait forever. The connection is closed once read or broken."""
+        conn = self._result_conn
         if conn is None:
-            return None
+            return
         try:
-            return RoundResult.from_json(conn.recv()) if conn.poll() else None
+            if not conn.poll():
+                return
+            self._piped = conn.recv()
         except EOFError:  # it sent nothing (killed, or skipped: another round ran)
-            return None
+            pass
         except (OSError, ValueError, TypeError) as exc:
             log.warning("learner: its result could not be received (%s); reading its file", exc)
+        conn.close()
+        self._result_conn = None
+
+    def _received_result(self) -> RoundResult | None:
+        """The result the learner process sent through its pipe, if any."""
+        self._poll_result()
+        piped, self._piped = self._piped, None
+        if self._result_conn is not None:
+            self._result_conn.close()
+            self._result_conn = None
+        if piped is None:
             return None
-        finally:
-            conn.close()
+        try:
+            return RoundResult.from_json(piped)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("learner: its result could not be read (%s); reading its file", exc)
+            return None
 
     def _finish(self) -> None:
         proc, self._proc = self._proc, None
@@ -781,11 +806,18 @@ class LearnerSupervisor:
             self.on_round(result.to_json())
 
     def wait(self, timeout_s: float | None = None) -> None:
-        """Wait for a running round to finish and handle its result."""
-        if self._proc is not None:
-            self._proc.join(timeout_s)
-            if not self._proc.is_alive():
-                self._finish()
+        """Wait for a running round to finish and handle its result (its pipe is read while
+        it runs, see :meth:`_poll_result`)."""
+        if self._proc is None:
+            return
+        deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._proc.is_alive():
+            self._poll_result()
+            left_s = None if deadline_s is None else deadline_s - time.monotonic()
+            if left_s is not None and left_s <= 0:
+                return
+            self._proc.join(0.2 if left_s is None else min(0.2, left_s))
+        self._finish()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop a running round (it is abandoned; the next one starts clean)."""
@@ -795,6 +827,7 @@ class LearnerSupervisor:
             if self._proc.is_alive():
                 self._proc.kill()
         self._proc = None
+        self._piped = None
         if self._result_conn is not None:
             self._result_conn.close()
             self._result_conn = None

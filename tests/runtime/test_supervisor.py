@@ -345,6 +345,65 @@ def test_the_result_comes_through_the_pipe_when_its_file_cannot_be_written(super
     assert registry.promoted == ["v0003"] and sup._result_conn is None
 
 
+def test_a_result_larger_than_the_pipe_buffer_is_read_while_the_learner_waits(supervisor,
+                                                                             monkeypatch):
+    """The sender blocks until the result is read: joining the process first never ended."""
+    import multiprocessing as mp
+    import threading
+
+    registry = FakeRegistry()
+    sup = supervisor(registry)
+    receive, send = mp.Pipe(duplex=False)
+
+    class Learner:  # a learner process that ends once its result is sent
+        pid, exitcode = 0, 0
+
+        def __init__(self):
+            self.thread = threading.Thread(target=self.run, daemon=True)
+
+        def run(self):
+            result = RoundResult(RoundStatus.STAGED, version="v0004", round=4,
+                                 round_id=sup._round_id, timings_s={f"t{i}": 0.5 for i in range(40_000)})
+            send.send(result.to_json())            # about 600 KB: 10x a pipe's buffer
+            send.close()
+
+        def is_alive(self):
+            return self.thread.is_alive()
+
+        def join(self, timeout=None):
+            self.thread.join(timeout)
+
+    def spawn(reason, ceiling):
+        sup._result_conn = receive
+        learner = Learner()
+        learner.thread.start()
+        return learner
+
+    monkeypatch.setattr(sup, "_spawn", spawn)
+    sup.start_round("interval")
+    sup.wait(timeout_s=20)
+    assert not sup.busy and registry.promoted == ["v0004"]
+
+
+def test_a_round_is_not_started_while_one_runs(supervisor, monkeypatch, caplog):
+    registry = FakeRegistry()
+    sup = supervisor(registry)
+    spawned = []
+
+    class Running:
+        pid, exitcode = 7, None
+
+        def is_alive(self):
+            return True
+
+    monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: spawned.append(reason) or Running())
+    sup.start_round("new_class")
+    running = sup._proc
+    sup.start_round("on_demand")                    # would have orphaned the first learner
+    assert spawned == ["new_class"] and sup._proc is running
+    assert "learning round not started (trigger: on_demand)" in caplog.text
+
+
 def test_a_full_disk_in_a_round_is_one_line_and_its_work_folder_goes(tmp_path, monkeypatch,
                                                                      caplog):
     import errno
