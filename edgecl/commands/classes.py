@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
-                                    require_state_dir)
+                                    require_state_dir, with_device_memory)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def sample_counts(cfg) -> dict[str, int] | None:
     if not (root / INDEX_FILE).is_file():
         return {}
     try:
-        memory = ReplayMemory(root, cfg.memory, verify_on_open=False,
+        memory = ReplayMemory(root, with_device_memory(cfg).memory, verify_on_open=False,
                               read_only=not is_writable(root))
     except EdgeclError as exc:
         log.warning("sample counts unavailable: %s", exc)

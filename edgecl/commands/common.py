@@ -38,6 +38,34 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def with_device_memory(cfg: Config) -> Config:
+    """``cfg`` with the memory settings the device's runtime recorded in its replay memory
+    (:func:`edgecl.continual.memory.store.recorded_memory_config`), for a tool that opens a
+    device's memory: run without the device's config, it would otherwise evict down to the
+    default ``capacity``/``max_bytes`` on open and draw held-out samples with another seed.
+
+    Args:
+        cfg: the command's configuration.
+
+    Returns:
+        ``cfg`` itself when nothing is recorded or the settings agree, else a copy with the
+        recorded ``memory`` section (one info line names what differs).
+    """
+    import logging
+    from pathlib import Path
+
+    from edgecl.continual.memory.store import recorded_memory_config
+
+    recorded = recorded_memory_config(Path(cfg.state_dir) / "memory")
+    if recorded is None or recorded == cfg.memory:
+        return cfg
+    differ = [f"{k}={v}" for k, v in dataclasses.asdict(recorded).items()
+              if getattr(cfg.memory, k) != v]
+    logging.getLogger(__name__).info("replay memory settings of the device's runtime used "
+                                     "(%s), not this command's", ", ".join(differ))
+    return dataclasses.replace(cfg, memory=recorded)
+
+
 def require_state_dir(cfg: Config) -> None:
     """Refuse a state directory that does not exist (a typo must not create one).
 

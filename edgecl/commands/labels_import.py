@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
+                                    with_device_memory)
 
 
 def add_import_parser(lsub) -> None:
@@ -46,7 +47,7 @@ def import_command(args: argparse.Namespace) -> int:
     from edgecl.data.importers import iter_labelled
     from edgecl.models.classes import ClassRegistry
 
-    cfg = config_from_args(args)
+    cfg = with_device_memory(config_from_args(args))
     items = iter_labelled(args.path, args.format)
     classes = ClassRegistry(cfg.state_dir)
     with memory_from_config(cfg) as memory:

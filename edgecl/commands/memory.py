@@ -8,7 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
+                                    with_device_memory)
 from edgecl.errors import ReplayMemoryError, StorageError
 
 
@@ -53,7 +54,8 @@ def _open(args: argparse.Namespace, verify: bool = True):
     if not (root / INDEX_FILE).is_file():
         refuse_lost_index(root)
         raise ReplayMemoryError(f"no replay memory at {root} (nothing stored yet?)")
-    return ReplayMemory(root, cfg.memory, verify_on_open=verify, read_only=not is_writable(root))
+    memory_cfg = with_device_memory(cfg).memory
+    return ReplayMemory(root, memory_cfg, verify_on_open=verify, read_only=not is_writable(root))
 
 
 def _registry_names(args: argparse.Namespace) -> dict[int, str]:

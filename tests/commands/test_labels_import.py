@@ -188,3 +188,44 @@ def test_the_text_summary_names_classes_matched_by_case(tmp_path, capsys):
     ClassRegistry(state).add(["boat"])
     line = _import(capsys, state, root)
     assert line.endswith("new classes: none; names matched to the device's classes: Boat -> boat")
+
+
+def test_a_tool_without_the_device_config_keeps_the_memory_settings_of_its_runtime(
+        tmp_path, capsys, caplog):
+    """Before, a tool opened the memory with its own settings: a smaller capacity (the default
+    2,000 against a device's 5,000) evicted the device's samples on open."""
+    import logging
+
+    from edgecl.continual.memory.store import recorded_memory_config
+
+    state = tmp_path / "state"
+    device = MemoryConfig(capacity=30, holdout_fraction=0.1, seed=7, policy="reservoir")
+    box = np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32)
+    rng = np.random.default_rng(0)
+    with ReplayMemory(state / "memory", device, names={0: "boat"}) as memory:   # the runtime's
+        for i in range(25):
+            memory.add(Sample(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), box,
+                              task="stream", source=f"f{i}", ts_s=float(i)))
+    assert recorded_memory_config(state / "memory") == device
+    caplog.set_level(logging.INFO)
+    result = _import(capsys, state, _voc(tmp_path / "voc", 3), "--json", "memory.capacity=10")
+    assert result["imported"] == 3
+    assert recorded_memory_config(state / "memory") == device
+    assert _samples(state) == 28                            # 10 would have evicted 18 samples
+    assert "settings of the device's runtime used (capacity=30, policy=reservoir, seed=7)" in caplog.text
+
+
+def test_recorded_memory_settings_that_are_not_valid_are_ignored(tmp_path, caplog):
+    from edgecl.continual.memory.store import MEMORY_CONFIG_KEY, recorded_memory_config
+
+    root = tmp_path / "memory"
+    assert recorded_memory_config(root) is None                 # no memory
+    ReplayMemory(root, MemoryConfig(capacity=40)).close()
+    assert recorded_memory_config(root).capacity == 40
+    db = sqlite3.connect(root / "index.sqlite")
+    for bad in ('{"capacity": "many"}', '{"capacity": 0}', '[1, 2]', 'not json'):
+        db.execute("UPDATE meta SET value = ? WHERE key = ?", (bad, MEMORY_CONFIG_KEY))
+        db.commit()
+        assert recorded_memory_config(root) is None, bad
+    db.close()
+    assert "recorded settings are not valid" in caplog.text

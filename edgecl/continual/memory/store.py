@@ -51,6 +51,8 @@ stream counters by the number of tasks and classes seen.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -110,6 +112,8 @@ EMBEDDING_STORE_BATCH = 256
 """Embeddings computed for an older memory are stored this many at a time."""
 EMBEDDING_LOG_MIN = 100
 """Computing more missing embeddings than this is logged (start and time taken)."""
+MEMORY_CONFIG_KEY = "memory_config"
+"""Meta key of the settings the memory was last opened for writing with (``memory.*``)."""
 DEFAULT_KEEP_SNAPSHOTS = 2
 MAX_TASK_CHARS = 128
 MAX_SOURCE_CHARS = 256
@@ -285,6 +289,8 @@ class ReplayMemory:
                 refuse_lost_index(self.root)
         self._db = IndexDB(self.root / INDEX_FILE, read_only=self.read_only)
         self._index_id = None if self.read_only else _file_identity(self.root / INDEX_FILE)
+        if not self.read_only:
+            self._record_config()
         try:
             self._admission = Admission(
                 self._db, self.policy, train_capacity=self.train_capacity,
@@ -304,6 +310,18 @@ class ReplayMemory:
         except BaseException:
             self._db.close()
             raise
+
+    def _record_config(self) -> None:
+        """Keep the settings this memory is opened with in its index (see
+        :func:`recorded_memory_config`: a tool run without the device's config then uses them
+        instead of evicting down to its own defaults). Best effort: a full disk keeps the old
+        record."""
+        settings = dataclasses.asdict(self.cfg)
+        try:
+            if self._db.get_meta(MEMORY_CONFIG_KEY) != settings:
+                self._db.set_meta(MEMORY_CONFIG_KEY, settings)
+        except (OSError, sqlite3.Error, ReplayMemoryError) as exc:
+            log.debug("memory %s: settings not recorded (%s)", self.root, exc)
 
     def _follow_replaced_index(self) -> None:
         """Reopen the index when the file this process opened was replaced or deleted since
@@ -930,6 +948,61 @@ class ReplayMemory:
                 "per_task": per_task, "per_task_held_out": held, "per_origin": per_origin,
                 "seen": self._admission.counters.get("frames/all", 0), "policy": self.policy.name,
                 "names": {str(k): v for k, v in names.items()} if names else None}
+
+
+def recorded_memory_config(root: str | Path) -> MemoryConfig | None:
+    """The settings a memory was last opened for writing with (its runtime's ``memory.*``),
+    read from its index without writing anything.
+
+    A tool run on a device's state directory without the device's config (``edgecl labels
+    import --state-dir DIR``) would otherwise open the memory with the default settings: a
+    smaller ``capacity`` or ``max_bytes`` evicts samples on open, another ``seed`` or
+    ``holdout_block_s`` draws other held-out samples.
+
+    Args:
+        root: the memory folder (``STATE/memory``).
+
+    Returns:
+        The recorded settings, or None when the memory has none recorded (an older release, a
+        new memory), cannot be read here, or holds settings that are not valid.
+    """
+    from urllib.parse import quote
+
+    path = Path(root) / INDEX_FILE
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True,
+                               timeout=5.0)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?",
+                               (MEMORY_CONFIG_KEY,)).fetchone()
+        finally:
+            conn.close()
+        data = json.loads(row[0]) if row else None
+    except (sqlite3.Error, OSError, TypeError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    defaults = dataclasses.asdict(MemoryConfig())
+    values = {}
+    for name, default in defaults.items():
+        value = data.get(name, default)
+        if type(value) is int and type(default) is float:
+            value = float(value)
+        if type(value) is not type(default):
+            log.warning("memory %s: its recorded settings are not valid (%s=%r); this command's "
+                        "are used", root, name, value)
+            return None
+        values[name] = value
+    recorded = MemoryConfig(**values)
+    try:
+        _check_config(recorded)
+    except ReplayMemoryError as exc:
+        log.warning("memory %s: its recorded settings are not valid (%s); this command's are "
+                    "used", root, exc)
+        return None
+    return recorded
 
 
 def _check_config(cfg: MemoryConfig) -> None:
