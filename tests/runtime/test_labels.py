@@ -176,11 +176,13 @@ def test_queue_disk_fault_pauses_storing_too(tmp_path, monkeypatch):
         uncertain=1.0, novel=0, disagreement=0, forgetting=0, random=0))
 
     def full(*a, **k):
-        raise OSError(28, "No space left on device")
+        raise OSError(28, "No space left on device", "/card/state/labels/pending/f1.jpg")
 
     monkeypatch.setattr(sink.queue, "push", full)
     sink.write(result(IMG, dets([0.45]), 0))
-    assert sink.paused_reason is not None and sink.stats()["counts"]["not_stored"] == 1
+    assert sink.paused_reason == ("storage fault: the disk refused it: No space left on device "
+                                  "(/card/state/labels/pending/f1.jpg)")  # not "[Errno 28] ..."
+    assert sink.stats()["counts"]["not_stored"] == 1
 
 
 # --- the queue's answer API ----------------------------------------------------------------------

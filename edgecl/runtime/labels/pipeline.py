@@ -31,7 +31,7 @@ import numpy as np
 
 from edgecl.config import Config, LabelsConfig
 from edgecl.data.images import jpeg_side_problem
-from edgecl.errors import EdgeclError, LabelError, StorageError
+from edgecl.errors import EdgeclError, LabelError, StorageError, storage_fault
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.runtime.labels.pseudo import REFUSALS, PseudoLabeler, Thresholds
 from edgecl.runtime.labels.queue import OperatorQueue
@@ -266,6 +266,7 @@ class MemorySink:
         return False
 
     def _storage_failed(self, exc: BaseException, frame: Frame) -> None:
+        exc = storage_fault(exc, "the disk refused it") or exc  # "No space left on device (PATH)"
         self._count("not_stored")
         self._retry_at = self.clock() + self.cfg.storage_retry_s
         if self.paused_reason is None:
