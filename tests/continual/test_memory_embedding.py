@@ -275,3 +275,18 @@ def test_an_index_without_the_embedding_column_gets_them_from_its_images(tmp_pat
     columns = [r[1] for r in sqlite3.connect(root / "index.sqlite").execute(
         "PRAGMA table_info(samples)")]
     assert ("embedding" in columns) is not read_only    # a read-only one is left as it was
+
+
+def test_a_large_frame_is_subsampled_first_and_stays_close_to_the_full_average():
+    import cv2
+
+    rng = np.random.default_rng(3)
+    frame = cv2.GaussianBlur(rng.integers(0, 255, (1080, 1920, 3), dtype=np.uint8), (15, 15), 5)
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    full = cv2.resize(grey, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    full = (full - full.mean()).ravel()
+    assert embedding_distance(thumbnail_embedding(frame), full) < 0.005
+    small = frame[:120, :160]                       # shorter side under 128: not subsampled
+    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    exact = cv2.resize(grey, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    assert embedding_distance(thumbnail_embedding(small), (exact - exact.mean()).ravel()) < 0.002

@@ -439,3 +439,19 @@ def test_a_memory_replaced_by_one_with_higher_ids_is_read_again_in_full(tmp_path
     assert view.nearest(thumbnail_embedding(textured(1))) > 0.15
     assert view.nearest(thumbnail_embedding(textured(5))) < 0.01
     mem.close()
+
+
+def test_the_ring_computes_a_frames_distances_once_until_it_changes(monkeypatch):
+    from edgecl.runtime.labels import selection
+
+    calls = []
+    real = selection.distances_to
+    monkeypatch.setattr(selection, "distances_to", lambda m, e: calls.append(1) or real(m, e))
+    ring = NoveltyRing(4)
+    ring.add(thumbnail_embedding(IMG), 0.0)
+    emb = thumbnail_embedding(textured(3))
+    novel, dup = ring.nearest(emb), ring.nearest(emb, since_s=0.0)  # novelty, then duplicates
+    assert novel == dup > 0.1 and len(calls) == 1
+    ring.add(emb, 1.0)
+    assert ring.nearest(emb) == 0.0 and len(calls) == 2
+    assert ring.nearest(thumbnail_embedding(textured(3))) == 0.0 and len(calls) == 3  # new array

@@ -61,12 +61,21 @@ class NoveltyRing:
         self._ts = np.full(self.capacity, -np.inf)
         self._n = 0
         self._next = 0
+        self._version = 0  # bumped by every add: the last frame's distances are kept until then
+        self._cached: tuple[np.ndarray, int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return self._n
 
     def _distances(self, emb: np.ndarray) -> np.ndarray:
-        return distances_to(self._emb[: self._n], emb)
+        """Distances to every held entry; a frame's novelty and duplicate checks ask for the
+        same embedding twice, so the last answer is kept until the ring changes."""
+        cached = self._cached
+        if cached is not None and cached[0] is emb and cached[1] == self._version:
+            return cached[2]
+        dist = distances_to(self._emb[: self._n], emb)
+        self._cached = (emb, self._version, dist)
+        return dist
 
     def nearest(self, emb: np.ndarray, since_s: float | None = None) -> float:
         """Distance to the closest embedding held (seen at or after ``since_s`` when given).
@@ -101,6 +110,7 @@ class NoveltyRing:
             if dist[i] < merge_distance:
                 self._ts[i] = max(self._ts[i], ts_s)
                 return
+        self._version += 1
         self._emb[self._next] = emb
         self._ts[self._next] = ts_s
         self._next = (self._next + 1) % self.capacity
