@@ -27,8 +27,10 @@ def check_pem(key: str, path: str | Path) -> None:
         ConfigError: not found, unreadable, or no ``-----BEGIN ...-----`` block of that kind.
     """
     path = Path(path)
+    kind = "private key" if key.endswith("_key") else "certificate"
     if not path.is_file():
-        raise ConfigError(f"config key '{key}': certificate file not found: {path}")
+        why = "is not a file" if path.exists() else "not found"
+        raise ConfigError(f"config key '{key}': {kind} file {why}: {path}")
     try:
         text = path.read_bytes()[:MAX_PEM_BYTES].decode("ascii", errors="replace")
     except OSError as exc:
@@ -37,6 +39,10 @@ def check_pem(key: str, path: str | Path) -> None:
     if not re.search(rf"-----BEGIN [A-Z ]*{wanted}-----", text):
         raise ConfigError(f"config key '{key}': {path} is not a PEM file holding a "
                           f"{wanted.lower()} (-----BEGIN ...{wanted}-----)")
+    if wanted == "PRIVATE KEY" and ("ENCRYPTED" in text or "Proc-Type: 4,ENCRYPTED" in text):
+        raise ConfigError(f"config key '{key}': {path} is an encrypted private key; a device "
+                          f"starts unattended, so give it the key unencrypted (openssl pkey "
+                          f"-in {path.name} -out plain.key) and protect the file instead")
 
 
 def check_cert_and_key(cert_key: str, key_key: str, cert: str | Path, key: str | Path) -> None:

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 TOKEN_ENV = "EDGECL_TOKEN"
+MIN_TOKEN_CHARS = 16
+"""A console token shorter than this draws a warning at start (off loopback)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -75,6 +77,10 @@ def check_bind(host: str, token: str | None, tls_cert: str = "", tls_key: str = 
         ConfigError: ``host`` is not a loopback address and ``token`` is empty, or the TLS
             files are missing, not PEM, or not a certificate and its own key.
     """
+    token = (token or "").strip()
+    if not is_loopback(host) and not token:
+        raise ConfigError(f"server.host={host} is reachable from the network: set server.token "
+                          f"or ${TOKEN_ENV} (or bind server.host=127.0.0.1)")
     if tls_cert.strip() or tls_key.strip():
         from edgecl.tls import check_cert_and_key
 
@@ -82,9 +88,10 @@ def check_bind(host: str, token: str | None, tls_cert: str = "", tls_key: str = 
     elif not is_loopback(host):
         log.warning("server.host=%s without TLS: the console token and every answer cross the "
                     "network in clear text; set server.tls_cert and server.tls_key (HTTPS)", host)
-    if not is_loopback(host) and not (token or "").strip():
-        raise ConfigError(f"server.host={host} is reachable from the network: set server.token "
-                          f"or ${TOKEN_ENV} (or bind server.host=127.0.0.1)")
+    if not is_loopback(host) and len(token) < MIN_TOKEN_CHARS:
+        log.warning("the console token has %d characters: at 20 guesses a minute per client "
+                    "address a short one is found; use %d or more (e.g. openssl rand -hex 16)",
+                    len(token), MIN_TOKEN_CHARS)
 
 
 def allowed_host_names(extra: str = "") -> frozenset[str]:
@@ -179,6 +186,38 @@ def _timed_protocol(timeout_s: float, max_per_client: int = 0):
     return TimedH11Protocol
 
 
+def _handshake_bounded(server_class, timeout_s: float):
+    """A uvicorn ``Server`` whose TLS listener drops a connection that has not finished its
+    handshake within ``timeout_s`` (asyncio's default is 60 s).
+
+    Why: the per-client cap and the idle timeout live in the HTTP protocol, which sees a TLS
+    connection only once its handshake is done; raw connections that never start one were
+    neither capped nor timed out, so a client could hold thousands of the process's file
+    descriptors for a minute. Needs the standard asyncio loop (its ``create_server`` is patched
+    on the running loop instance while uvicorn starts).
+    """
+
+    class HandshakeBoundedServer(server_class):
+        async def startup(self, sockets=None):
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+            create = loop.create_server
+
+            async def create_server(*args, **kwargs):
+                if kwargs.get("ssl") is not None:
+                    kwargs["ssl_handshake_timeout"] = timeout_s
+                return await create(*args, **kwargs)
+
+            loop.create_server = create_server
+            try:
+                await super().startup(sockets=sockets)
+            finally:
+                del loop.create_server
+
+    return HandshakeBoundedServer
+
+
 class StatusServer:
     """uvicorn serving one ASGI app in a daemon thread.
 
@@ -250,8 +289,10 @@ class StatusServer:
                                 limit_concurrency=self.max_connections,
                                 timeout_keep_alive=self.timeout_s, timeout_graceful_shutdown=2,
                                 ssl_certfile=self.tls_cert or None,
-                                ssl_keyfile=self.tls_key or None)
-        self._server = server = uvicorn.Server(config)
+                                ssl_keyfile=self.tls_key or None,
+                                loop="asyncio" if self.tls_cert else "auto")
+        self._server = server = (_handshake_bounded(uvicorn.Server, self.timeout_s)(config)
+                                 if self.tls_cert else uvicorn.Server(config))
         uvicorn_log = logging.getLogger("uvicorn.error")
         if not any(isinstance(f, _OncePerMinute) for f in uvicorn_log.filters):
             uvicorn_log.addFilter(_OncePerMinute("Exceeded concurrency limit."))

@@ -278,15 +278,19 @@ def test_the_console_speaks_https_with_the_given_certificate(fake, tmp_path):
 def test_check_bind_checks_the_tls_files_and_warns_about_clear_text(tmp_path, caplog):
     cert, key = make_cert(tmp_path)
     other_cert, other_key = make_cert(tmp_path, "other")
+    check_bind("0.0.0.0", "a" * 16, str(cert), str(key))
+    assert caplog.text == ""
     check_bind("0.0.0.0", "tok", str(cert), str(key))
-    assert "clear text" not in caplog.text
-    check_bind("0.0.0.0", "tok")
+    assert "the console token has 3 characters" in caplog.text and "clear text" not in caplog.text
+    check_bind("0.0.0.0", "a" * 16)
     assert "server.host=0.0.0.0 without TLS" in caplog.text
     caplog.clear()
     check_bind("127.0.0.1", "")
     assert caplog.text == ""
     for pair, fragment in [((cert, other_key), "not a certificate and its own unencrypted"),
                            ((tmp_path / "missing.pem", key), "certificate file not found"),
+                           ((cert, tmp_path / "missing.key"), "private key file not found"),
+                           ((tmp_path, key), "certificate file is not a file"),
                            ((key, key), "not a PEM file holding a certificate"),
                            ((cert, cert), "not a PEM file holding a private key")]:
         with pytest.raises(ConfigError, match=fragment) as err:
@@ -301,5 +305,26 @@ def test_an_encrypted_key_is_refused_without_asking_for_a_password(tmp_path):
     locked = tmp_path / "locked.key"
     subprocess.run(["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:pw",
                     "-out", str(locked)], check=True, capture_output=True)
-    with pytest.raises(ConfigError, match="unencrypted private key"):
+    with pytest.raises(ConfigError, match="is an encrypted private key; a device starts "
+                                          "unattended"):
         check_bind("0.0.0.0", "tok", str(cert), str(locked))
+    traditional = tmp_path / "traditional.key"
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-traditional", "-aes256", "-passout",
+                    "pass:pw", "-out", str(traditional)], check=True, capture_output=True)
+    with pytest.raises(ConfigError, match="is an encrypted private key"):
+        check_bind("0.0.0.0", "tok", str(cert), str(traditional))
+
+
+def test_a_tls_connection_that_never_starts_its_handshake_is_closed(fake, tmp_path):
+    """The caps live in the HTTP protocol, which a TLS connection reaches only after its
+    handshake: a raw connection that never sent one was held for asyncio's 60 s."""
+    cert, key = make_cert(tmp_path)
+    server = serve(fake, tls_cert=str(cert), tls_key=str(key), timeout_s=0.5)
+    try:
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        started = time.monotonic()
+        assert silent.recv(1) == b""                       # closed by the server
+        assert time.monotonic() - started < 5.0
+        silent.close()
+    finally:
+        server.stop()
