@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
-                                    with_device_memory)
+from edgecl.commands.common import (add_config_args, adopt_memory_class_names, config_from_args,
+                                    print_json_line, with_device_memory)
 
 
 def add_import_parser(lsub) -> None:
@@ -51,6 +51,7 @@ def import_command(args: argparse.Namespace) -> int:
     items = iter_labelled(args.path, args.format)
     classes = ClassRegistry(cfg.state_dir)
     with memory_from_config(cfg) as memory:
+        adopt_memory_class_names(memory, classes)
         report = ingest(items, memory, classes)
     result = report.to_dict()
     if args.json:

@@ -229,3 +229,21 @@ def test_recorded_memory_settings_that_are_not_valid_are_ignored(tmp_path, caplo
         assert recorded_memory_config(root) is None, bad
     db.close()
     assert "recorded settings are not valid" in caplog.text
+
+
+def test_an_import_onto_a_memory_without_its_registry_keeps_the_memory_class_names(
+        tmp_path, capsys, caplog):
+    """Before, the registry numbered the import's classes afresh and their names were stored
+    over the memory's: 700 truck samples became 'pedestrian', boat lost its name."""
+    state = tmp_path / "state"
+    box = np.array([[1, 0.5, 0.5, 0.2, 0.2]], np.float32)
+    with ReplayMemory(state / "memory", MemoryConfig(),
+                      names={0: "car", 1: "truck", 2: "boat"}) as memory:
+        memory.add(Sample(np.full((16, 16, 3), 9, np.uint8), box, task="stream", source="a"))
+    result = _import(capsys, state, _voc(tmp_path / "voc", 2), "--json")
+    assert result["imported"] == 2
+    names = ClassRegistry(state).names()
+    assert names == {0: "car", 1: "truck", 2: "boat"} and result["classes_added"] == []
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        assert memory.class_names() == {0: "car", 1: "truck", 2: "boat"}
+    assert "takes them with their ids: 0 car, 1 truck, 2 boat" in caplog.text
