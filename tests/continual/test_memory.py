@@ -538,3 +538,15 @@ def test_damaged_index_is_a_clear_error(tmp_path):
         (root / leftover).unlink(missing_ok=True)
     with pytest.raises(ReplayMemoryError, match=r"memory index is unusable: .*index\.sqlite"):
         ReplayMemory(root, cfg())
+
+
+def test_held_out_samples_trimmed_for_a_new_task_are_said(tmp_path, caplog):
+    with ReplayMemory(tmp_path / "m", cfg(capacity=50, holdout_fraction=0.4)) as m:
+        for i in range(60):
+            m.add(sample(value=i, task="t0", source=f"a{i}"))
+        held = len(m.ids(held_out=True))
+        assert held == 20                                   # the task's 20 slots are full
+        caplog.clear()
+        m.add(sample(value=200, task="t1", source="b0"))    # two tasks share them: 10 each
+        assert len(m.ids(held_out=True, task="t0")) == 10
+    assert "held-out samples of task 't0' trimmed from 20 to 10 (its share of 20" in caplog.text

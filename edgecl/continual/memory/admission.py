@@ -18,6 +18,7 @@ would keep about ``share / draws seen`` of its few draws, too few boxes to gate 
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from dataclasses import dataclass
@@ -330,6 +331,10 @@ class Admission:
         for task, n in sorted(self.db.group_counts("task", held_out=True).items()):
             for _ in range(n - quota):
                 victims.append(self._holdout_victim(rng, task))
+            if n - quota > 1:  # a smaller capacity, or a new task sharing the slots
+                logging.getLogger(__name__).warning(
+                    "replay memory: held-out samples of task %r trimmed from %d to %d (its "
+                    "share of %d held-out slots)", task, n, quota, self.holdout_capacity)
         return victims
 
     def _evict_for_bytes(self, item: ItemInfo, rng: random.Random, budget: int) -> list[int]:
