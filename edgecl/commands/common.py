@@ -8,7 +8,7 @@ import json
 import math
 import sys
 
-from edgecl.config import RULES, Config, load_config
+from edgecl.config import RULES, Config, MemoryConfig, load_config
 
 
 def add_config_args(parser: argparse.ArgumentParser, state_dir: bool = True) -> None:
@@ -48,14 +48,17 @@ def with_device_memory(cfg: Config) -> Config:
         cfg: the command's configuration.
 
     Returns:
-        ``cfg`` itself when nothing is recorded or the settings agree, else a copy with the
-        recorded ``memory`` section (one info line names what differs).
+        ``cfg`` itself when its memory settings were given (they differ from the defaults),
+        nothing is recorded or the settings agree, else a copy with the recorded ``memory``
+        section (one info line names what differs).
     """
     import logging
     from pathlib import Path
 
     from edgecl.continual.memory.store import recorded_memory_config
 
+    if cfg.memory != MemoryConfig():  # memory settings given (a config file, key=value): used
+        return cfg
     recorded = recorded_memory_config(Path(cfg.state_dir) / "memory")
     if recorded is None or recorded == cfg.memory:
         return cfg

@@ -208,11 +208,14 @@ def test_a_tool_without_the_device_config_keeps_the_memory_settings_of_its_runti
                               task="stream", source=f"f{i}", ts_s=float(i)))
     assert recorded_memory_config(state / "memory") == device
     caplog.set_level(logging.INFO)
-    result = _import(capsys, state, _voc(tmp_path / "voc", 3), "--json", "memory.capacity=10")
+    result = _import(capsys, state, _voc(tmp_path / "voc", 3), "--json")
     assert result["imported"] == 3
     assert recorded_memory_config(state / "memory") == device
-    assert _samples(state) == 28                            # 10 would have evicted 18 samples
+    assert _samples(state) == 28
     assert "settings of the device's runtime used (capacity=30, policy=reservoir, seed=7)" in caplog.text
+    caplog.clear()                          # settings given on purpose are used, and evict
+    _import(capsys, state, _voc(tmp_path / "voc2", 3), "--json", "memory.capacity=10")
+    assert _samples(state) == 10 and "settings of the device" not in caplog.text
 
 
 def test_recorded_memory_settings_that_are_not_valid_are_ignored(tmp_path, caplog):
