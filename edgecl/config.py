@@ -450,7 +450,7 @@ RULES: dict[str, Rule] = {
     "fleet.retry_s": _POSITIVE,
     "fleet.proximal_mu": _NON_NEGATIVE,
     "server.allowed_origins": Rule(
-        pattern=r"(\s*https?://[^\s/,]+\s*(,\s*https?://[^\s/,]+\s*)*)?",
+        pattern=r"(\s*https?://[^\s/,]+/?\s*(,\s*https?://[^\s/,]+/?\s*)*)?",
         meaning="empty or comma-separated origins such as https://drone7.lab.example "
                 "(scheme, host and port; no path)"),
     "fleet.server_address": Rule(

@@ -143,6 +143,8 @@ def test_tls_files_go_together():
 def test_allowed_origins_load():
     cfg = load_config(None, ["server.allowed_origins=https://a.example, http://10.0.0.7:8080"])
     assert cfg.server.allowed_origins == "https://a.example, http://10.0.0.7:8080"
+    # copied from the address bar, with its trailing slash
+    assert load_config(None, ["server.allowed_origins=https://a.example/"]).server.allowed_origins
 
 
 def test_valid_edge_values_load():
