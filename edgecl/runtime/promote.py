@@ -72,6 +72,7 @@ def rollback_version(state_dir: str | Path, registry=None) -> str:
     state = load_state(state_dir)  # read first: an unreadable progress file stops the rollback
 
     def rewind(target: str) -> None:
+        """Rewind the learner's progress to what ``target`` learnt (before the switch)."""
         manifest = registry.manifest(target)
         learnt = manifest.get("learnt_up_to", None if "parent" in manifest else 0)
         if isinstance(learnt, int) and not isinstance(learnt, bool) and learnt < state.last_sample_id:

@@ -198,7 +198,10 @@ def _handshake_bounded(server_class, timeout_s: float):
     """
 
     class HandshakeBoundedServer(server_class):
+        """uvicorn's server with the TLS handshake bounded (see :func:`_handshake_bounded`)."""
+
         async def startup(self, sockets=None):
+            """uvicorn's start-up, its TLS listeners created with ``ssl_handshake_timeout``."""
             import asyncio
 
             loop = asyncio.get_running_loop()
