@@ -202,7 +202,8 @@ def test_a_tool_without_the_device_config_keeps_the_memory_settings_of_its_runti
     device = MemoryConfig(capacity=30, holdout_fraction=0.1, seed=7, policy="reservoir")
     box = np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32)
     rng = np.random.default_rng(0)
-    with ReplayMemory(state / "memory", device, names={0: "boat"}) as memory:   # the runtime's
+    with ReplayMemory(state / "memory", device, names={0: "boat"},
+                      record_settings=True) as memory:                          # the runtime's
         for i in range(25):
             memory.add(Sample(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), box,
                               task="stream", source=f"f{i}", ts_s=float(i)))
@@ -223,7 +224,9 @@ def test_recorded_memory_settings_that_are_not_valid_are_ignored(tmp_path, caplo
 
     root = tmp_path / "memory"
     assert recorded_memory_config(root) is None                 # no memory
-    ReplayMemory(root, MemoryConfig(capacity=40)).close()
+    ReplayMemory(root, MemoryConfig(capacity=40), record_settings=True).close()
+    assert recorded_memory_config(root).capacity == 40
+    ReplayMemory(root, MemoryConfig(capacity=99)).close()        # a tool's open records nothing
     assert recorded_memory_config(root).capacity == 40
     db = sqlite3.connect(root / "index.sqlite")
     for bad in ('{"capacity": "many"}', '{"capacity": 0}', '[1, 2]', 'not json'):

@@ -636,3 +636,13 @@ def test_the_start_line_says_when_the_pseudo_label_floor_is_the_uncertain_band()
     assert ("labels.pseudo_conf 0.4 is below labels.uncertain_high 0.7, so no threshold is "
             "below 0.7") in describe_labelling(cfg, False)
     assert "below labels.uncertain_high" not in describe_labelling(load_config(None, []), False)
+
+
+def test_the_runtime_sink_records_the_device_memory_settings(tmp_path):
+    from edgecl.config import load_config
+    from edgecl.continual.memory.store import recorded_memory_config
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "labels.mode=field", "memory.capacity=321"])
+    sink = MemorySink.from_config(cfg)
+    sink.memory.close()
+    assert recorded_memory_config(tmp_path / "memory") == cfg.memory

@@ -239,7 +239,8 @@ class ReplayMemory:
 
     def __init__(self, root: str | Path, cfg: MemoryConfig | None = None,
                  names: dict[int, str] | None = None, *, verify_on_open: bool = True,
-                 keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS, read_only: bool = False):
+                 keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS, read_only: bool = False,
+                 record_settings: bool = False):
         """Open or create a memory.
 
         Args:
@@ -253,6 +254,9 @@ class ReplayMemory:
                 private copy, the check on open only reports, and :meth:`add`,
                 :meth:`snapshot`, :meth:`set_class_names` and a repairing :meth:`verify` raise
                 :class:`StorageError`.
+            record_settings: keep ``cfg`` in the index as the device's settings (the runtime
+                does; see :func:`recorded_memory_config`). Tools never do: a command given
+                other settings for one look must not change what the next tool adopts.
 
         Raises:
             StorageError: the folder cannot be written (read-only, disk full), or with
@@ -266,6 +270,7 @@ class ReplayMemory:
         self.policy = make_policy(self.cfg.policy, self.cfg.task_budget_pct)
         self.keep_snapshots = max(1, int(keep_snapshots))
         self.read_only = bool(read_only)
+        self.record_settings = bool(record_settings)
         self._lock = threading.RLock()
         self.index_generation = 0
         """How many times the index was reopened because it was replaced or deleted."""
@@ -289,7 +294,7 @@ class ReplayMemory:
                 refuse_lost_index(self.root)
         self._db = IndexDB(self.root / INDEX_FILE, read_only=self.read_only)
         self._index_id = None if self.read_only else _file_identity(self.root / INDEX_FILE)
-        if not self.read_only:
+        if self.record_settings and not self.read_only:
             self._record_config()
         try:
             self._admission = Admission(
@@ -1030,12 +1035,15 @@ def _remove_dirs(folders: list[Path]) -> list[str]:
     return failed
 
 
-def memory_from_config(cfg: Config, names: dict[int, str] | None = None) -> ReplayMemory:
+def memory_from_config(cfg: Config, names: dict[int, str] | None = None,
+                       record_settings: bool = False) -> ReplayMemory:
     """Open the memory of a deployment (``Path(cfg.state_dir) / "memory"``).
 
     Args:
         cfg: the deployment configuration.
         names: class names to record, if known.
+        record_settings: keep ``cfg.memory`` in the index as the device's settings (the
+            runtime's own memory; see :class:`ReplayMemory`).
 
     Returns:
         The opened (and verified) memory.
@@ -1044,4 +1052,5 @@ def memory_from_config(cfg: Config, names: dict[int, str] | None = None) -> Repl
         StorageError: the state directory is read-only or full.
         ReplayMemoryError: the index is damaged beyond use or the configuration is unusable.
     """
-    return ReplayMemory(Path(cfg.state_dir) / "memory", cfg.memory, names)
+    return ReplayMemory(Path(cfg.state_dir) / "memory", cfg.memory, names,
+                        record_settings=record_settings)

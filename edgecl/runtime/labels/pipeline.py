@@ -218,7 +218,7 @@ class MemorySink:
         if memory is None:
             from edgecl.continual.memory import memory_from_config
 
-            memory = memory_from_config(cfg)
+            memory = memory_from_config(cfg, record_settings=True)  # the device's settings
         queue = OperatorQueue(Path(cfg.state_dir) / "labels", lab.max_pending)
         queue.recover(memory)
         novelty = None
