@@ -38,7 +38,15 @@ _JPEG_EOI = b"\xff\xd9"
 
 
 class ImageError(EdgeclError):
-    """An image file cannot be read or decoded (message: path and reason)."""
+    """An image file cannot be read or decoded (message: path and reason).
+
+    Attributes:
+        errno: the OS error number when the file could not be read (``None`` when it was
+            read and cannot be decoded): a caller tells a damaged file from a process that is
+            out of file descriptors or memory for a moment.
+    """
+
+    errno: int | None = None
 
 
 def is_image(path: str | Path) -> bool:
@@ -322,7 +330,9 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        error = ImageError(f"{path}: cannot read ({exc.strerror or exc})")
+        error.errno = exc.errno
+        raise error from None
 
 
 def read_image(path: str | Path) -> np.ndarray:

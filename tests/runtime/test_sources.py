@@ -78,6 +78,34 @@ def test_dir_plain_images_in_name_order_recursive(tmp_path):
     assert all(f.labels is None for f in frames) and not source.labelled
 
 
+def test_a_process_out_of_file_descriptors_reads_the_image_again(tmp_path, monkeypatch, caplog):
+    """Before, every image of a looping folder was skipped while the process had no file
+    descriptor left (a connection flood), and the run ended as if the folder were done."""
+    import errno
+
+    from edgecl.data.images import ImageError
+    from edgecl.runtime.sources import files
+
+    for name, value in (("a.png", 1), ("b.png", 2)):
+        _png(tmp_path / name, value)
+    real, failures = files.read_image, {"left": 3}
+
+    def flooded(path):
+        if failures["left"]:
+            failures["left"] -= 1
+            error = ImageError(f"{path}: cannot read (Too many open files)")
+            error.errno = errno.EMFILE
+            raise error
+        return real(path)
+
+    monkeypatch.setattr(files, "read_image", flooded)
+    monkeypatch.setattr(files, "TRANSIENT_RETRY_S", 0.0)
+    source = open_source(f"dir://{tmp_path}")
+    assert [int(f.image[0, 0, 0]) for f in source] == [1, 2]          # none skipped
+    assert source.stats.read_retries == 3 and source.stats.skipped == 0
+    assert caplog.text.count("cannot read images now") == 1
+
+
 @pytest.fixture
 def yolo_dir(tmp_path) -> Path:
     root = tmp_path / "ds"

@@ -6,7 +6,7 @@ import abc
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator, NamedTuple
 from urllib.parse import parse_qsl, unquote
@@ -34,6 +34,8 @@ class SourceStats:
         refused_labels: label rows refused by the YOLO label rule (each logged as
             ``file:line: why``).
         ignored_files: files of an image folder that are not images ultralytics reads.
+        read_retries: reads of an image folder tried again because the process, not the
+            file, failed (out of file descriptors or memory for a moment).
     """
 
     read: int = 0
@@ -42,6 +44,7 @@ class SourceStats:
     bad_labels: int = 0
     refused_labels: int = 0
     ignored_files: int = 0
+    read_retries: int = 0
 
 
 class RawFrame(NamedTuple):
@@ -77,8 +80,7 @@ class FrameSource(abc.ABC):
         self.cfg = cfg or SourceConfig()
         self._state = StreamState.CREATED
         self._next_id = 0
-        self._counts = {"read": 0, "skipped": 0, "reconnects": 0, "bad_labels": 0, "refused_labels": 0,
-                        "ignored_files": 0}
+        self._counts = {f.name: 0 for f in fields(SourceStats)}
         self._closing = threading.Event()
 
     @property

@@ -6,6 +6,7 @@ Images and labels follow THE rules of :mod:`edgecl.data.images` and :mod:`edgecl
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 
@@ -19,6 +20,12 @@ from edgecl.errors import ConfigError, LabelError, SourceError
 from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame, declared_fps
 
 log = logging.getLogger(__name__)
+TRANSIENT_READ_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN,
+                                   errno.EINTR})
+"""Read errors of the process, not of the file (out of file descriptors or memory for a moment,
+e.g. a connection flood): the image is read again instead of skipped; skipping every image of
+a looping folder once ended the run as if the folder were done."""
+TRANSIENT_RETRY_S = 0.5
 
 _MAX_REFUSED_SHOWN = 3
 MAX_UNDECODABLE_IN_A_ROW = 30
@@ -226,6 +233,13 @@ class ImageListSource(FrameSource):
             try:
                 image = read_image(path)
             except ImageError as exc:
+                if exc.errno in TRANSIENT_READ_ERRNOS:  # the process, not the file: read it again
+                    self._index -= 1
+                    self._count("read_retries")
+                    self._warn_once("transient", Path(), "cannot read images now (%s); "
+                                    "retrying every %.1f s", exc, TRANSIENT_RETRY_S)
+                    self._closing.wait(TRANSIENT_RETRY_S)
+                    continue
                 self._count("skipped")
                 self._warn_once("image", path, "skipping image: %s", exc)
                 continue
