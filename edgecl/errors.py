@@ -65,8 +65,8 @@ class StorageError(EdgeclError):
     """The state directory cannot be written (read-only, full disk)."""
 
 
-# errno values that mean "the disk or the directory refused", not "the data is damaged" (the
-# replay memory's edgecl.continual.memory.faults keeps the same set for its own messages)
+# errno values that mean "the disk or the directory refused", not "the data is damaged" (also
+# the replay memory's, edgecl.continual.memory.faults)
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
                             errno.EIO, errno.EFBIG})
 # of those, the ones that deleting files cures (the disk or the quota is full)
@@ -85,6 +85,20 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS
 
 
+def is_storage_error(exc: BaseException) -> bool:
+    """True when ``exc`` is a :class:`StorageError` or an OSError meaning a full disk or an
+    unwritable file or directory (see :func:`storage_fault`).
+
+    Args:
+        exc: the error raised.
+
+    Returns:
+        Whether the state directory, not the data or the code, is at fault.
+    """
+    return isinstance(exc, StorageError) or (isinstance(exc, OSError)
+                                             and exc.errno in STORAGE_ERRNOS)
+
+
 def storage_fault(exc: BaseException, what: str, where: object = "") -> StorageError | None:
     """The one-line :class:`StorageError` for an OSError that means a full disk or an
     unwritable file or directory.
@@ -100,7 +114,7 @@ def storage_fault(exc: BaseException, what: str, where: object = "") -> StorageE
     """
     if isinstance(exc, StorageError):
         return exc
-    if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRNOS:
+    if not is_storage_error(exc):
         return None
     # a copy names its destination second ('src' -> 'dst'): that is where the room was missing
     at = getattr(exc, "filename2", None) or exc.filename or where

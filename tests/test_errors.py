@@ -37,3 +37,14 @@ def test_the_block_form_converts_storage_faults_and_lets_the_rest_through():
     with pytest.raises(FileNotFoundError):
         with storage_faults("cannot export", "/w"):
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/w/a")
+
+
+def test_is_storage_error_by_hand():
+    import errno
+
+    from edgecl.errors import LabelError, StorageError, is_storage_error
+
+    assert is_storage_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_storage_error(StorageError("metrics database cannot be written"))
+    assert not is_storage_error(OSError(errno.ENOENT, "No such file or directory"))
+    assert not is_storage_error(LabelError("bad row"))

@@ -31,7 +31,7 @@ from edgecl.continual.round_state import (
     save_state,
     update_task_bookkeeping,
 )
-from edgecl.errors import StorageError, storage_fault, storage_faults
+from edgecl.errors import StorageError, is_storage_error, storage_faults
 from edgecl.frames import STREAM_TASK
 
 log = logging.getLogger(__name__)
@@ -673,7 +673,7 @@ def _after_staging(ctx: RoundContext, version: str, manifest: dict, recorded: di
             figures = record(version=version, **recorded)
             ctx.registry.update_manifest(version, {"metrics": dict(manifest["metrics"], **figures)})
         except (StorageError, OSError) as exc:
-            if storage_fault(exc, "") is None:
+            if not is_storage_error(exc):
                 raise
             log.warning("round %d (%s) not recorded in the metrics database yet (%s); it is "
                         "recorded from the version once there is room", round_no, version, exc)
@@ -682,14 +682,14 @@ def _after_staging(ctx: RoundContext, version: str, manifest: dict, recorded: di
         try:
             _set_far_baselines(ctx, *accepted_model)
         except (StorageError, OSError) as exc:
-            if storage_fault(exc, "") is None:
+            if not is_storage_error(exc):
                 raise
             log.warning("round %d: FAR's recall baselines of its new samples not saved (%s); "
                         "FAR ranks those samples without one", round_no, exc)
     try:
         save_state(ctx.cfg.state_dir, after)
     except OSError as exc:
-        if storage_fault(exc, "") is None:
+        if not is_storage_error(exc):
             raise
         log.warning("round %d: the learner's progress not saved (%s); it is taken from %s's "
                     "manifest", round_no, exc, version)

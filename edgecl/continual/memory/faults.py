@@ -4,14 +4,10 @@
 
 from __future__ import annotations
 
-import errno
 import sqlite3
 
-from edgecl.errors import EdgeclError, ReplayMemoryError, StorageError
+from edgecl.errors import STORAGE_ERRNOS, EdgeclError, ReplayMemoryError, StorageError
 
-# errno values that mean "the disk or the directory refused", not "the data is damaged".
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                            errno.EIO, errno.EFBIG})
 # sqlite3 error names (prefixes) with the same meaning.
 STORAGE_SQLITE_NAMES = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN",
                         "SQLITE_PERM")
