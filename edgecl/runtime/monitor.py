@@ -65,8 +65,9 @@ database grew by about 9 KB a round with 60 classes, two thirds of it these deta
 # INVARIANT: the round outcomes that name a model version (one enum, shared with the learner)
 STATUSES = (*(s.value for s in (RoundStatus.STAGED, RoundStatus.PROMOTED, RoundStatus.REJECTED)),
             "retired")
-"""A round's version as the registry holds it; ``retired``: served once, then rolled back or
-superseded (no longer in the chain of promoted versions the matrix shows)."""
+"""A round's version as the registry holds it; ``promoted``: in the chain of versions served one
+after the other (the registry's history: the current version and those later promotions
+replaced); ``retired``: served once, then rolled back (no longer in that chain)."""
 KINDS = ("auto", "tasks", "classes")
 
 _SCHEMA = """

@@ -146,3 +146,38 @@ def test_a_rollback_whose_progress_cannot_be_rewound_changes_nothing(tmp_path, m
     monkeypatch.undo()
     assert rollback_version(tmp_path, registry) == first
     assert load_state(tmp_path).last_sample_id == 40
+
+
+def test_versions_replaced_by_later_promotions_stay_in_the_monitors_chain(tmp_path):
+    """The registry calls a version that a later promotion replaced 'retired', as it does a
+    rolled-back one; syncing the monitor (every start does) dropped every replaced version from
+    the chain: after a restart the summary read n_promoted 1 and BWT 0."""
+    from edgecl.continual.evaluate import EvalResult
+    from edgecl.runtime.monitor import Monitor
+    from edgecl.runtime.promote import promote_version, sync_monitor
+
+    def result(ap):
+        return EvalResult(map50_95=ap, map50=ap, recall=0.5, precision=0.5,
+                          per_class_ap50_95={0: ap}, n_images=2, n_boxes=2, dece=0.0)
+
+    registry = Registry(tmp_path / "models")
+    versions, parent = [], None
+    for payload in (b"a", b"b", b"c"):
+        parent = _stage(registry, tmp_path, payload, parent=parent, learnt_up_to=len(versions))
+        versions.append(parent)
+    monitor = Monitor(tmp_path)
+    for round_no, (version, ap) in enumerate(zip(versions, (0.8, 0.6, 0.5)), 1):
+        monitor.record_evaluation(round_no, version, {"cars": result(ap)}, ["cars"])
+        monitor.record_round(round_no, version, "staged")
+        promote_version(tmp_path, version)
+    assert [registry.status(v) for v in versions] == ["retired", "retired", "promoted"]
+    before = monitor.summary()
+    assert before["n_promoted"] == 3 and round(before["bwt"], 6) == -0.3
+    assert sync_monitor(tmp_path, registry)  # what a restart does
+    after = Monitor(tmp_path).summary()
+    assert (after["n_promoted"], round(after["bwt"], 6)) == (3, -0.3)
+    assert Monitor(tmp_path).accuracy_matrix()["versions"] == versions
+    # a rollback retires only the version rolled back
+    assert rollback_version(tmp_path, registry) == versions[1]
+    assert Monitor(tmp_path).accuracy_matrix()["versions"] == versions[:2]
+    assert Monitor(tmp_path).summary()["n_promoted"] == 2
