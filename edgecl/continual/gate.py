@@ -41,8 +41,8 @@ class GateVerdict:
     Attributes:
         accepted: True when the candidate may be staged for promotion.
         reason: one line explaining the verdict.
-        acc_parent: mean mAP50-95 of the current model over all tasks (or classes) seen
-            (NaN if none).
+        acc_parent: mean mAP50-95 of the current model over all tasks seen, or in the
+            per-class view over the classes with enough held-out boxes (NaN if none).
         acc_candidate: the same for the candidate.
         drops: task (or class name) -> mAP drop (parent - candidate) for what was learnt before.
         mode: ``tasks`` or ``classes``.
@@ -92,8 +92,9 @@ def judge(parent: dict[str, float] | None, candidate: dict[str, float], learnt_b
 
 
 def _verdict(noun: str, mode: str, drops: dict, acc_p: float, acc_c: float, cfg: GateConfig,
-             training_failed: str, not_gated: tuple[str, ...]) -> GateVerdict:
-    """The shared decision once drops and ACCs are known."""
+             training_failed: str, not_gated: tuple[str, ...], acc_scope: str = "") -> GateVerdict:
+    """The shared decision once drops and ACCs are known (``acc_scope``: what ACC is the mean
+    over, for the reason, e.g. " over the 3 classes with >= 5 held-out boxes")."""
     def verdict(accepted: bool, reason: str) -> GateVerdict:
         return GateVerdict(accepted, reason, acc_p, acc_c, drops, mode, not_gated)
 
@@ -106,11 +107,11 @@ def _verdict(noun: str, mode: str, drops: dict, acc_p: float, acc_c: float, cfg:
         return verdict(False, f"{noun} {worst[0]} forgot {worst[1]:.3f} mAP50-95 "
                               f"(bound {cfg.max_forgetting})")
     if not math.isnan(acc_p) and acc_c - acc_p < cfg.min_acc_delta:
-        return verdict(False, f"ACC fell from {acc_p:.3f} to {acc_c:.3f} "
+        return verdict(False, f"ACC{acc_scope} fell from {acc_p:.3f} to {acc_c:.3f} "
                               f"(allowed change {cfg.min_acc_delta})")
     if math.isnan(acc_p):  # nothing to compare with: the first model, or a class-less parent
-        return verdict(True, f"accepted: ACC {acc_c:.3f} (no earlier model to compare)")
-    return verdict(True, f"accepted: ACC {acc_p:.3f} -> {acc_c:.3f}")
+        return verdict(True, f"accepted: ACC{acc_scope} {acc_c:.3f} (no earlier model to compare)")
+    return verdict(True, f"accepted: ACC{acc_scope} {acc_p:.3f} -> {acc_c:.3f}")
 
 
 def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, float],
@@ -119,10 +120,13 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
                   prior_loss: Mapping[str, float] | None = None) -> GateVerdict:
     """Decide whether a candidate is accepted (per-class view, no tasks).
 
-    ACC is the mean AP50-95 over the classes with held-out boxes. A class is gated on when the
-    parent has an AP for it (it was evaluated before) and it has at least ``cfg.min_instances``
-    held-out boxes; its drop is ``prior loss + parent AP - candidate AP``. A class the parent
-    never predicted has a parent AP of 0, so learning it never counts as forgetting.
+    ACC is the mean AP50-95 over the classes with at least ``cfg.min_instances`` held-out boxes
+    (over every class with held-out boxes while none has that many): a class with two held-out
+    boxes moves its AP by 0.3 on one box, and alone decided the ACC test both ways on real
+    footage. A class is gated on when the parent has an AP for it (it was evaluated before)
+    and it has at least ``cfg.min_instances`` held-out boxes; its drop is ``prior loss + parent
+    AP - candidate AP``. A class the parent never predicted has a parent AP of 0, so learning
+    it never counts as forgetting.
 
     Args:
         parent: class id -> AP50-95 of the current model on the same held-out samples, or None.
@@ -142,8 +146,10 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
     def name(cls: int) -> str:
         return str(names.get(int(cls), int(cls)))
 
-    acc_c = _mean(candidate.values())
-    acc_p = _mean(parent.values()) if parent else float("nan")
+    measured = [c for c in candidate if int(instances.get(c, 0)) >= cfg.min_instances]
+    acc_classes = measured or list(candidate)
+    acc_c = _mean(candidate[c] for c in acc_classes)
+    acc_p = _mean(parent.get(c) for c in acc_classes) if parent else float("nan")
     drops, steps, not_gated = {}, {}, []
     for cls in sorted(set(parent or {}) & set(candidate)):
         if int(instances.get(cls, 0)) < cfg.min_instances:
@@ -152,8 +158,12 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
         step = parent[cls] - candidate[cls]
         steps[name(cls)] = round(step, 4)
         drops[name(cls)] = round(step + (prior_loss or {}).get(name(cls), 0.0), 4)
+    scope = ""
+    if measured and len(measured) < len(candidate):
+        plural = "class" if len(measured) == 1 else f"{len(measured)} classes"
+        scope = f" over the {plural} with >= {cfg.min_instances} held-out boxes"
     verdict = _verdict("class", "classes", drops, acc_p, acc_c, cfg, training_failed,
-                       tuple(not_gated))
+                       tuple(not_gated), acc_scope=scope)
     return dataclasses.replace(verdict, steps=steps)
 
 

@@ -1,6 +1,7 @@
 """The acceptance gate, with hand-computed verdicts."""
 
 import math
+from dataclasses import replace
 
 from edgecl.config import GateConfig
 from edgecl.continual.evaluate import EvalResult
@@ -82,11 +83,37 @@ def test_prior_class_loss_is_the_drawdown_of_recorded_steps():
 
 
 def test_class_with_too_few_instances_is_not_gated_on():
-    # car drops 0.4 but has only 3 held-out boxes (< min_instances 5): not gated on;
-    # ACC parent (0.6 + 0.5) / 2 = 0.55, candidate (0.2 + 0.95) / 2 = 0.575: accepted
+    # car drops 0.4 but has only 3 held-out boxes (< min_instances 5): not gated on, and
+    # left out of ACC: parent 0.5 (drone alone), candidate 0.95: accepted
     v = judge_classes({0: 0.6, 1: 0.5}, {0: 0.2, 1: 0.95}, {0: 3, 1: 12}, CLS_CFG, names=NAMES)
     assert v.accepted and v.not_gated == ("car",) and v.drops == {"drone": -0.45}
-    assert v.acc_parent == 0.55 and abs(v.acc_candidate - 0.575) < 1e-12
+    assert v.acc_parent == 0.5 and v.acc_candidate == 0.95
+    assert v.reason == "accepted: ACC over the class with >= 5 held-out boxes 0.500 -> 0.950"
+
+
+def test_a_class_with_two_held_out_boxes_decides_no_acc_test():
+    """Real footage (hit-uav-dev, field mode): OtherVehicle had 2 held-out boxes; its AP went
+    0.299 -> 0.0 and rejected one round (ACC 0.080 -> 0.003), then 0.299 -> 0.397 and accepted
+    another while Car fell. ACC now runs over the classes with >= min_instances boxes."""
+    names = {0: "Person", 1: "Car", 2: "Bicycle", 3: "OtherVehicle"}
+    boxes = {0: 14, 1: 19, 2: 60, 3: 2}
+    parent = {0: 0.0, 1: 0.021, 2: 0.0, 3: 0.299}
+    # before: mean over 4 classes 0.080 -> 0.003 (rejected); now over 3: 0.007 -> 0.004
+    rejected_before = judge_classes(parent, {0: 0.0, 1: 0.012, 2: 0.0, 3: 0.0}, boxes, CLS_CFG,
+                                    names=names)
+    assert rejected_before.accepted and rejected_before.not_gated == ("OtherVehicle",)
+    assert math.isclose(rejected_before.acc_parent, 0.021 / 3)
+    assert math.isclose(rejected_before.acc_candidate, 0.012 / 3)
+    # before: 0.080 -> 0.103 (accepted on OtherVehicle's rise); now Car's fall is what counts
+    cfg = replace(CLS_CFG, min_acc_delta=0.0)
+    fell = judge_classes(parent, {0: 0.0, 1: 0.014, 2: 0.0, 3: 0.397}, boxes, cfg, names=names)
+    assert not fell.accepted
+    assert fell.reason == ("ACC over the 3 classes with >= 5 held-out boxes fell from 0.007 to "
+                           "0.005 (allowed change 0.0)")
+    # while no class has min_instances boxes, ACC runs over every class (a young device)
+    young = judge_classes(parent, {0: 0.0, 1: 0.014, 2: 0.0, 3: 0.397}, {0: 1, 1: 2, 3: 1},
+                          CLS_CFG, names=names)
+    assert young.accepted and abs(young.acc_candidate - 0.10275) < 1e-12
 
 
 def test_class_acc_fall_rejects_and_first_model_needs_finite_acc():
