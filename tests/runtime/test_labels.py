@@ -574,6 +574,24 @@ def test_accept_stores_proposed_boxes_with_the_state_registry(tmp_path):
     np.testing.assert_allclose(mem.samples[0].labels, [[0, 0.2, 0.3, 0.2, 0.4]], atol=1e-6)
 
 
+def test_accepting_an_item_that_proposes_no_box_is_refused_and_stores_nothing(tmp_path):
+    """Before a first model every item reads '[no boxes]': accepting items in bulk stored each
+    frame as 'nothing to label here', teaching its objects as background."""
+    from edgecl.models.classes import ClassRegistry
+
+    ClassRegistry(tmp_path).seed({0: "car"})
+    q = OperatorQueue(tmp_path / "labels", 10)
+    item_id = q.push(frame(textured(3), 3), dets([]), priority=0.5, reasons={"novel": 1.0},
+                     names={0: "car"})
+    mem = FakeMemory()
+    with pytest.raises(LabelError, match=rf"item {item_id} proposes no box.*empty list"):
+        q.accept(item_id, mem)
+    assert mem.samples == [] and [i["id"] for i in q.pending()] == [item_id]
+    # said on purpose, it is stored
+    assert q.answer(item_id, [], mem, ClassRegistry(tmp_path))["boxes"] == 0
+    assert len(mem.samples) == 1
+
+
 def test_leftovers_of_a_kill_are_cleaned_also_when_the_clock_went_back(tmp_path):
     import os
 

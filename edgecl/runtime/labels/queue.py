@@ -495,10 +495,23 @@ class OperatorQueue:
 
         ``classes`` defaults to the registry of the state directory holding this queue
         (``STATE/classes.json`` beside ``STATE/labels``).
+
+        Raises:
+            LabelError: the item proposes no box. Accepting it would store the frame as
+                "nothing to label here", which teaches every object on it as background; every
+                item reads ``[no boxes]`` before the device has a model that detects anything.
+                A person who means it answers with an empty list.
+            NotFoundError: invalid or unknown id.
+            ConflictError: already answered or skipped.
         """
         if classes is None:
             classes = ClassRegistry(self.root.parent)
         proposed = self.item(item_id)["proposed"]
+        if not proposed:
+            raise LabelError(f"item {item_id} proposes no box, so accepting it would store the "
+                             f"frame as 'nothing to label here'; if that is what it shows, answer "
+                             f"it with an empty list (edgecl labels answer {item_id} --boxes "
+                             f"FILE holding []), else draw its boxes")
         return self.answer(item_id, [{"class": p["class"], "xyxy": p["xyxy"]} for p in proposed],
                            memory, classes)
 
