@@ -47,8 +47,10 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
         return registry.model_path(version), version
     if cfg.model.path:
         return Path(cfg.model.path), f"file:{Path(cfg.model.path).name}"
-    raise ModelLoadError("no model: pass --model PATH, set model.path, or add and promote one "
-                         "with 'edgecl models add PATH' and 'edgecl models promote VERSION'")
+    raise ModelLoadError("no model: pass --model PATH (your own checkpoint, or yolo11n.yaml to "
+                         "start untrained and teach it), set model.path, or add one with "
+                         "'edgecl models add PATH --promote'; without a pretrained model, "
+                         "'edgecl labels import' a labelled folder and run 'edgecl learn'")
 
 
 def ensure_writable(state_dir: str | Path) -> None:

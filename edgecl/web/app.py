@@ -109,12 +109,18 @@ def check_id(value: str, what: str = "id") -> str:
 
 
 class BoxIn(BaseModel):
-    """One box of an operator's answer, in pixels of the original frame."""
+    """One box of an operator's answer, in pixels of the original frame.
+
+    ``score`` is what a proposed box carries (``GET /api/labels/pending``): accepted so that
+    proposed boxes can be posted back as they are, and ignored, as ``edgecl labels answer``
+    does; any other key is refused.
+    """
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
     cls: str = Field(alias="class", min_length=1, max_length=MAX_CLASS_NAME)
     xyxy: Annotated[list[Annotated[float, Field(allow_inf_nan=False, strict=True)]],  # "1" refused
                     Field(min_length=4, max_length=4)]
+    score: Annotated[float, Field(allow_inf_nan=False, strict=True)] | None = None
 
     @field_validator("cls")
     @classmethod

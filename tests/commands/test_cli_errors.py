@@ -139,3 +139,15 @@ def test_an_internal_error_is_one_line_and_exit_1(monkeypatch, capsys):
     assert err.startswith("error: internal error (TypeError: unsupported operand)")
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "internal error" in json.loads(out.strip().splitlines()[-1])["error"]
+
+
+def test_a_run_with_no_model_anywhere_names_every_way_to_start(run_edgecl, tmp_path):
+    """A new device following the README's first command: the error named neither an untrained
+    start (--model yolo11n.yaml) nor learning from imported labels."""
+    code, _, err = run_edgecl(["run", "--source", "synthetic://?tasks=1&seed=0", "--frames", "2",
+                               "--state-dir", str(tmp_path / "state")])
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: no model: pass --model PATH")
+    for way in ("yolo11n.yaml", "'edgecl models add PATH --promote'", "'edgecl labels import'",
+                "'edgecl learn'"):
+        assert way in err

@@ -574,6 +574,18 @@ def test_accept_stores_proposed_boxes_with_the_state_registry(tmp_path):
     np.testing.assert_allclose(mem.samples[0].labels, [[0, 0.2, 0.3, 0.2, 0.4]], atol=1e-6)
 
 
+def test_a_box_takes_the_keys_the_console_api_takes():
+    from edgecl.runtime.labels.queue import boxes_to_labels
+
+    rows, new = boxes_to_labels([{"class": "car", "xyxy": [20, 10, 60, 50], "score": 0.4}],
+                                200, 100, {"car": 0})
+    np.testing.assert_allclose(rows, [[0, 0.2, 0.3, 0.2, 0.4]], atol=1e-6)
+    assert new == []
+    with pytest.raises(LabelError, match=r"box 0: unknown key\(s\) 'bogus', 'clas'"):
+        boxes_to_labels([{"class": "car", "xyxy": [20, 10, 60, 50], "bogus": 1, "clas": "x"}],
+                        200, 100, {"car": 0})
+
+
 def test_accepting_an_item_that_proposes_no_box_is_refused_and_stores_nothing(tmp_path):
     """Before a first model every item reads '[no boxes]': accepting items in bulk stored each
     frame as 'nothing to label here', teaching its objects as background."""

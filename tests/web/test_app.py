@@ -77,6 +77,15 @@ def test_answer_reaches_the_runtime(client, fake):
     assert client.post("/api/labels/f0000", json={"skip": True}).json()["stored"] is False
 
 
+def test_proposed_boxes_can_be_posted_back_with_their_scores(client, fake):
+    """A client that sends back the boxes GET /api/labels/pending proposed, 'score' included,
+    got a 422 ('Extra inputs are not permitted'), while 'edgecl labels answer' took them."""
+    body = {"boxes": [{"class": "Car", "xyxy": [255, 183, 305, 247], "score": 0.33}], "skip": False}
+    response = client.post("/api/labels/f0001", json=body)
+    assert response.status_code == 200, response.text
+    assert fake.answers[-1]["boxes"] == [{"class": "Car", "xyxy": [255.0, 183.0, 305.0, 247.0]}]
+
+
 def test_error_mapping(client):
     assert client.post("/api/labels/nope", json={"boxes": []}).status_code == 404
     assert client.get("/api/labels/nope/image").status_code == 404
@@ -99,6 +108,8 @@ def test_error_mapping(client):
     {"boxes": [{"class": "car", "xyxy": [1, 2, 3, "x"]}]},
     {"boxes": "car"},
     {"boxes": [], "extra": 1},
+    {"boxes": [{"class": "car", "xyxy": [1, 2, 3, 4], "bogus": 1}]},
+    {"boxes": [{"class": "car", "xyxy": [1, 2, 3, 4], "score": "high"}]},
 ])
 def test_bad_bodies_are_4xx_json(client, fake, body):
     response = client.post("/api/labels/f0000", json=body)

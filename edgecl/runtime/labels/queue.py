@@ -71,6 +71,9 @@ def valid_item_id(item_id: object) -> str:
 
 
 ANSWER_KEYS = ("boxes", "skip")
+BOX_KEYS = ("class", "xyxy", "score")
+"""Keys a box of an answer may have; ``score`` (what a proposed box carries, so that proposed
+boxes can be sent back as they are) is ignored. The console's API accepts the same keys."""
 
 
 def check_skip(skip: object) -> bool:
@@ -126,8 +129,8 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
 
     Args:
         boxes: ``[{"class": "name", "xyxy": [x1, y1, x2, y2]}, ...]`` in pixels of the original
-            frame; an empty list means "nothing to label here". Other keys (``score``) are
-            ignored.
+            frame; an empty list means "nothing to label here". A ``score`` key is ignored;
+            any other key is refused (see :data:`BOX_KEYS`).
         width: frame width in pixels.
         height: frame height in pixels.
         class_ids: known class name -> id.
@@ -153,6 +156,10 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
     for i, box in enumerate(boxes):
         if not isinstance(box, dict) or "class" not in box or "xyxy" not in box:
             raise LabelError(f"box {i}: must be an object with 'class' and 'xyxy'")
+        unknown = sorted(str(k) for k in box if k not in BOX_KEYS)
+        if unknown:
+            raise LabelError(f"box {i}: unknown key(s) {', '.join(repr(k[:20]) for k in unknown[:3])}"
+                             f" (a box has 'class', 'xyxy' and, ignored, 'score')")
         try:
             name = clean_name(box["class"])
         except LabelError as exc:
