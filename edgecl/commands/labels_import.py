@@ -11,6 +11,8 @@ takes the device registry's names for its ids, else keeps ``class_<id>`` and say
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from edgecl.commands.common import (add_config_args, adopt_memory_class_names, config_from_args,
                                     print_json_line, with_device_memory)
@@ -54,7 +56,12 @@ def import_command(args: argparse.Namespace) -> int:
         adopt_memory_class_names(memory, classes)
         report = ingest(items, memory, classes)
     result = report.to_dict()
+    nothing = nothing_imported(args.path, result)
     if args.json:
+        for message in report.tally.messages:  # stdout's last line is the JSON
+            print(f"skipped: {message}", file=sys.stderr)
+        if nothing:
+            print(nothing, file=sys.stderr)
         print_json_line(result)
         return 0
     for message in report.tally.messages:
@@ -71,4 +78,37 @@ def import_command(args: argparse.Namespace) -> int:
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
           f"({reasons}); ignore regions dropped {result['ignored_regions']}; new classes: {added}"
           f"{named}{unnamed}")
+    if nothing:
+        print(nothing, file=sys.stderr)
     return 0
+
+
+def nothing_imported(path: str, result: dict) -> str:
+    """A warning for an import that stored nothing though it found images, with what to give
+    instead (empty when something was stored, or when images were already in memory: the same
+    import run again).
+
+    Args:
+        path: the path the import was given.
+        result: the import's ``--json`` summary (``imported``, ``skipped``, ``reasons``).
+
+    Returns:
+        One line, or ``""``.
+    """
+    from edgecl.continual.ingest import ALREADY_IN_MEMORY
+
+    reasons = result["reasons"]
+    if result["imported"] or not reasons or ALREADY_IN_MEMORY in reasons:
+        return ""
+    shown = ", ".join(f"{k} {v}" for k, v in reasons.items())
+    line = f"warning: nothing imported from {path}: every image was skipped ({shown})"
+    if reasons.get("no label file", 0) * 2 >= sum(reasons.values()):
+        folder = Path(path)
+        parent = folder.parent if folder.is_dir() else folder.parent.parent
+        if (parent / "Annotations").is_dir():
+            return (f"{line}; {path} looks like the image folder of a Pascal VOC dataset: give "
+                    f"the folder holding Annotations/ and JPEGImages/ ({parent})")
+        return (f"{line}; an image folder holds no labels: give the dataset itself (YOLO: the "
+                f"folder with images/ and labels/, or its data.yaml; Pascal VOC: the folder with "
+                f"Annotations/ and JPEGImages/; COCO: its .json file)")
+    return line

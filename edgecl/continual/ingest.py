@@ -175,7 +175,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
     for item in items:
         if isinstance(item, Skip):
             report.tally.skip(item.reason, item.message)
-            log.warning("skipped %s", item.message)
+            log.debug("skipped %s", item.message)  # the caller reports the report's messages
             continue
         digest = item.content_hash or pixels_hash(item.image)
         if memory.find_content(digest) is not None:  # before any class is registered for it
@@ -188,7 +188,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             check_labels(item.yolo_labels(provisional), str(item.source))
         except (LabelError, ReplayMemoryError) as exc:
             report.tally.skip("refused by memory", f"{item.source}: {exc}")
-            log.warning("skipped %s: %s", item.source, exc)
+            log.debug("skipped %s: %s", item.source, exc)
             continue
         try:
             ids = _class_ids(item, classes, report)
@@ -208,7 +208,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             continue
         except (LabelError, ReplayMemoryError) as exc:
             report.tally.skip("refused by memory", f"{item.source}: {exc}")
-            log.warning("skipped %s: %s", item.source, exc)
+            log.debug("skipped %s: %s", item.source, exc)
             continue
         if sample_id is None:
             report.declined += 1

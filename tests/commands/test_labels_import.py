@@ -253,3 +253,30 @@ def test_an_import_onto_a_memory_without_its_registry_keeps_the_memory_class_nam
     with ReplayMemory(state / "memory", MemoryConfig()) as memory:
         assert memory.class_names() == {0: "car", 1: "truck", 2: "boat"}
     assert "takes them with their ids: 0 car, 1 truck, 2 boat" in caplog.text
+
+
+def test_an_image_folder_without_labels_says_nothing_was_imported_and_what_to_give(tmp_path, capsys):
+    """A user pointed at a VOC dataset's JPEGImages/ folder: the import exited 0 with 'imported
+    0' and each image was reported twice (a log warning and a 'skipped:' line)."""
+    src = _voc(tmp_path / "voc", 3)
+    state = tmp_path / "state"
+    assert main(["labels", "import", "--state-dir", str(state), str(src / "JPEGImages")]) == 0
+    out, err = capsys.readouterr()
+    assert sum("000.jpg" in line for line in (out + err).splitlines()) == 1
+    assert err.strip().splitlines()[-1] == (
+        f"warning: nothing imported from {src / 'JPEGImages'}: every image was skipped (no label "
+        f"file 3); {src / 'JPEGImages'} looks like the image folder of a Pascal VOC dataset: give "
+        f"the folder holding Annotations/ and JPEGImages/ ({src})")
+    # a plain folder of images gets the general hint; --json keeps the JSON the last stdout line
+    plain = tmp_path / "frames"
+    for k in range(2):
+        _jpg(plain / f"{k}.jpg", 40 * k)
+    assert main(["labels", "import", "--state-dir", str(state), str(plain), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["reasons"] == {"no label file": 2}
+    assert "an image folder holds no labels: give the dataset itself" in err
+    # the same import run again warns no more than the first did (nothing is new)
+    assert main(["labels", "import", "--state-dir", str(state), str(src)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["labels", "import", "--state-dir", str(state), str(src)]) == 0
+    assert "warning" not in capsys.readouterr().err
