@@ -55,6 +55,8 @@ def run_command(args: argparse.Namespace) -> int:
         out = report.to_json()
         if runtime.memory_sink is not None:  # what the labelling pipeline stored, queued, refused
             out["labels"] = runtime.memory_sink.stats()["counts"]
+        if runtime.server_error:
+            out["server_error"] = runtime.server_error
         print_json_line(out)
     else:
         print(f"frames={report.frames} fps={report.fps} latency_ms_p50={report.latency_ms_p50} "

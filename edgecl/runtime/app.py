@@ -170,6 +170,7 @@ class Runtime:
         self.on_round = on_round
         self.supervise_hook = supervise_hook
         self.interrupted = False  # set when SIGINT/SIGTERM stopped the run
+        self.server_error: str | None = None  # why the console did not start (port taken ...)
         self.registry = None
         self.classes = None
         self._registry_names = None
@@ -525,8 +526,12 @@ class Runtime:
         try:
             self.server.start()
         except OSError as exc:
-            log.error("HTTP server not started on %s:%d (%s); detection goes on",
-                      self.cfg.server.host, self.cfg.server.port, exc)
+            where = f"{self.cfg.server.host}:{self.cfg.server.port}"
+            self.server_error = f"console not started on {where}: {exc.strerror or exc}"
+            log.error("HTTP server not started on %s (%s): detection goes on without this "
+                      "device's console (whatever answers there is another program); queued "
+                      "frames: 'edgecl labels pending --state-dir %s'; or set server.port to a "
+                      "free port", where, exc.strerror or exc, self.cfg.state_dir)
             self.server = None
             return
         self.watchdog.register("server", probe=self._server_probe)

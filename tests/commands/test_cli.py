@@ -119,3 +119,27 @@ def test_sigterm_ends_a_command_by_unwinding_so_its_temporary_copy_goes(tmp_path
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert list(scratch.iterdir()) == []
+
+
+def test_a_console_port_in_use_is_said_in_the_log_and_the_summary(capsys, caplog, image_dir, tmp_path):
+    """Another program held the console's port: the run went on (detection first) while its
+    first lines sent the operator to that other program's page, and the summary said nothing."""
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    port = held.getsockname()[1]
+    try:
+        code, out, err = run_cli(capsys, "run", "--source", f"dir://{image_dir}", "--model",
+                                 "yolo11n.yaml", "--json", "--quiet", "--state-dir",
+                                 str(tmp_path / "state"), "model.imgsz=64", "server.enabled=true",
+                                 f"server.port={port}", "learner.enabled=false")
+    finally:
+        held.close()
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["frames"] == 4
+    assert summary["server_error"].startswith(f"console not started on 127.0.0.1:{port}: ")
+    logged = [r.getMessage() for r in caplog.records if "HTTP server not started" in r.getMessage()]
+    assert len(logged) == 1 and "'edgecl labels pending --state-dir" in logged[0]
