@@ -177,7 +177,7 @@ def export_cpu_engines(cfg: Config, model, names: dict[int, str], onnx: Path, wo
             files.update(int8_files)
             serve = int8_engine
     meta.update({"serve": ENGINE_FILES[serve], "serve_engine": serve, "cpu_export_s": seconds})
-    log.info("CPU engine served: %s (%s)", ENGINE_FILES[serve], meta["int8"].get("reason", ""))
+    log.info("CPU engine served: %s; INT8: %s", ENGINE_FILES[serve], meta["int8"].get("reason", ""))
     return files, meta
 
 

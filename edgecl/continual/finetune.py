@@ -45,6 +45,7 @@ LOG = logging.getLogger(__name__)
 MAX_NONFINITE_IN_A_ROW = 3
 RECAL_COST_PER_BATCH = 0.4  # a no-grad forward pass costs about 40% of a training step
 FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")  # devices with PyTorch's fused AdamW kernel
+PROGRESS_LOG_S = 30.0  # a round that trains longer logs its progress this often
 
 __all__ = ["FineTuneHooks", "FineTuneResult", "FineTuner", "apply_low_priority",
            "make_virtual_scorer", "resolve_device", "virtual_scorer"]
@@ -335,6 +336,7 @@ class _Loop:
     def run(self, batches: Iterator[dict], start: float, budget_s: float, max_steps: int) -> str:
         """Step through batches until a limit is hit; return the stop reason."""
         yolo_train.train_mode(self.tuner.model, self.tuner.frozen)
+        next_log_s = PROGRESS_LOG_S
         for batch in batches:
             elapsed = time.monotonic() - start
             step_s = elapsed / max(1, len(self.losses) + self.skipped)
@@ -344,6 +346,10 @@ class _Loop:
                 return "budget"
             if len(self.losses) >= max_steps:
                 return "max_steps"
+            if elapsed >= next_log_s and self.losses:
+                next_log_s = elapsed + PROGRESS_LOG_S
+                LOG.info("fine-tune: step %d of at most %d, %.0f s of %.0f s, loss %.4f",
+                         len(self.losses), max_steps, elapsed, budget_s, self.losses[-1])
             loss = self.step(batch)
             if loss is None:
                 self.skipped += 1

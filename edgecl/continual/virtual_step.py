@@ -5,6 +5,12 @@ current weights; theta' = theta - lr * g (a virtual SGD step, undone afterwards)
 a candidate is ``loss(c; theta') - loss(c; theta)``: how much that image would be hurt by
 learning the batch.  Replay the top-scoring ones with the batch.
 
+g is clipped to the norm a real step clips to (``yolo_train.GRAD_CLIP_NORM``, as ultralytics'
+trainer does): the detection loss is summed over the batch, and an unclipped step of a young
+model moved the weights so far that the scores reached 1e11 or became NaN for every candidate
+(a YOLO26n after three steps, lr 0.01). A score that is still not finite counts as unscored
+(``-inf``).
+
 Losses are ultralytics' ``v8DetectionLoss`` (box + cls + dfl, gains from ``training_hyp``)
 on letterboxed, non-augmented images; BatchNorm runs in eval mode so scoring never touches
 running statistics, and the model's weights, mode and ``requires_grad`` flags are restored.
@@ -116,7 +122,7 @@ def virtual_scorer(model, candidate_images: Sequence[Path | str], batch_images: 
 
     Returns:
         float64 array aligned with ``candidate_images``: ``loss(theta') - loss(theta)``;
-        ``-inf`` for a candidate that could not be read.
+        ``-inf`` for a candidate that could not be read or whose score is not finite.
 
     Raises:
         LabelError: no image of the incoming batch could be read.
@@ -137,13 +143,19 @@ def virtual_scorer(model, candidate_images: Sequence[Path | str], batch_images: 
         except LabelError:
             return scores
         before = per_image_losses(model, criterion, candidates)
-        grads = _batch_gradient(model, criterion, incoming, params)
+        grads = list(_batch_gradient(model, criterion, incoming, params))
+        present = [g for g in grads if g is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present])) \
+            if present else torch.tensor(0.0)
+        scale = float(min(1.0, yolo_train.GRAD_CLIP_NORM / (float(norm) + 1e-6)))
         with torch.no_grad():
             for p, g in zip(params, grads):
                 if g is not None:
-                    p.sub_(lr * g)
+                    p.sub_(lr * scale * g)
         after = per_image_losses(model, criterion, candidates)
-    delta = dict(zip([str(Path(k).resolve()) for k in kept], (after - before).double().numpy()))
+    change = (after - before).double().numpy()
+    change[~np.isfinite(change)] = -np.inf
+    delta = dict(zip([str(Path(k).resolve()) for k in kept], change))
     for i, path in enumerate(candidate_images):
         scores[i] = delta.get(str(Path(path).resolve()), -np.inf)
     return scores

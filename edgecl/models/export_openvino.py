@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 from edgecl.atomic import fsync_dir
@@ -158,7 +159,10 @@ def export_openvino(model, dest_dir: str | os.PathLike, *, imgsz: int,
         overrides = {"format": "openvino", "imgsz": imgsz, "dynamic": False, "batch": 1,
                      "device": "cpu", "half": False, "int8": False, "nms": False}
         try:
-            produced = Path(Exporter(overrides=overrides)(model=clone))
+            with warnings.catch_warnings():  # OpenVINO's converter traces the model with it
+                warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated",
+                                        category=FutureWarning)
+                produced = Path(Exporter(overrides=overrides)(model=clone))
             ov_model = shared_core().read_model(str(produced / IR_XML))
         except Exception as exc:  # the Exporter and OpenVINO raise many unrelated types
             raise ExportError(f"OpenVINO export failed: {one_line(exc)}") from None

@@ -172,7 +172,7 @@ def quantize_openvino(fp32_xml: str | os.PathLike, dest_dir: str | os.PathLike,
                                 for op in model.get_ordered_ops()])
     data = _Letterboxed(calibration_images, hw)
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout stays clean
+        with contextlib.redirect_stdout(sys.stderr), _progress_bars_on_a_terminal_only():
             quantized = nncf.quantize(model, nncf.Dataset(data, data.transform),
                                       preset=nncf.QuantizationPreset.MIXED, subset_size=len(data),
                                       fast_bias_correction=fast_bias_correction,
@@ -183,6 +183,30 @@ def quantize_openvino(fp32_xml: str | os.PathLike, dest_dir: str | os.PathLike,
     xml = save_ir(quantized, dest_dir)
     _report("OpenVINO IR", xml, start, data, keep, stats)
     return xml
+
+
+@contextlib.contextmanager
+def _progress_bars_on_a_terminal_only():
+    """NNCF draws its progress bars with rich's shared console (on stdout, which the caller
+    sends to stderr); when stderr is not a terminal (a service's log, a learner process) each
+    bar became a log line of box-drawing characters. There they are silenced for the block:
+    the INT8 log line that follows gives the time taken."""
+    import rich
+
+    console = rich.get_console()
+    was_quiet = console.quiet
+    console.quiet = was_quiet or not _stderr_is_a_terminal()
+    try:
+        yield
+    finally:
+        console.quiet = was_quiet
+
+
+def _stderr_is_a_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return False
 
 
 def _report(kind: str, path: Path, start: float, data, keep: list, stats: dict | None) -> None:
@@ -206,6 +230,9 @@ def require_nncf():
     from edgecl.models.base import one_line
     from edgecl.ultra import telemetry_declined
 
+    # importing nncf imports torch's C++ extension helper, which logs "No CUDA runtime is
+    # found, using CUDA_HOME=..." on every machine without CUDA (every CPU device)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         with telemetry_declined():
             import nncf

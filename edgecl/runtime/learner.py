@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import multiprocessing as mp
 import shutil
 import time
@@ -791,7 +792,9 @@ class LearnerSupervisor:
             self._write_unsaved(result)  # a retry after it raised promotes again (a no-op)
             result.status = RoundStatus.PROMOTED
             self.known_classes.update(int(c) for c in result.classes)
-            log.info("promoted %s (acc %s)", result.version, result.acc)
+            acc = result.acc
+            log.info("promoted %s (held-out ACC %s)", result.version,
+                     f"{acc:.3f}" if isinstance(acc, (int, float)) and math.isfinite(acc) else "n/a")
             self._same_failures, self._last_failure, self._backoff_until_s = 0, "", 0.0
         else:
             self._write_unsaved(result)

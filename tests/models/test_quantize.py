@@ -184,3 +184,35 @@ def test_save_ir_on_a_full_disk_is_one_line_export_error(tmp_path, monkeypatch):
     assert "basic_ios::clear" in text and "disk full" in text and "\n" not in text
     assert (dest / "model.xml").read_text() == "the previous IR"  # nothing stored is lost
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_a_learner_log_gets_no_library_noise_from_the_cpu_engines(tmp_path):
+    """What a round's log showed (stderr not a terminal): torch's jit.trace deprecation twice
+    from OpenVINO's converter, torch's 'No CUDA runtime is found' from importing NNCF on every
+    CPU machine, and NNCF's progress bars drawn as lines of box characters."""
+    import subprocess
+
+    pytest.importorskip("nncf", reason="nncf is not installed")
+    script = tmp_path / "export.py"
+    script.write_text(f"""
+import sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from synthetic_yolo import draw_dataset
+from edgecl.models.export_openvino import export_openvino
+from edgecl.models.quantize import quantize_openvino
+from edgecl.ultra import build_detection_model
+images = draw_dataset(Path({str(tmp_path / "data")!r}), 3, size={IMGSZ}, classes=(0, 1))
+xml = export_openvino(build_detection_model(2), {str(tmp_path / "fp32")!r}, imgsz={IMGSZ})
+quantize_openvino(xml, {str(tmp_path / "int8")!r}, images)
+print("done")
+""")
+    with open(tmp_path / "stderr.txt", "w") as err:  # a file, as a service's log is
+        proc = subprocess.run([sys.executable, "-W", "default", str(script)], stdout=subprocess.PIPE,
+                              stderr=err, text=True, timeout=300, env={**__import__("os").environ,
+                                                                       "YOLO_OFFLINE": "1"})
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", stderr
+    for noise in ("torch.jit.trace", "No CUDA runtime", "\u2501", "Statistics collection"):
+        assert noise not in stderr, stderr
+    assert (tmp_path / "int8" / "model.xml").is_file()
