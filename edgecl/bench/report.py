@@ -337,7 +337,8 @@ def _summary_lines(summary: dict) -> list[str]:
              f"{_fmt(calibration.get('dece_before'))} / {_fmt(calibration.get('dece_after'))}"),
             ("last runtime sample (FPS, latency and memory as of then)",
              _iso(summary.get("runtime_ts_s"))),
-            ("FPS", summary["fps"]), ("latency p50 (ms)", summary["latency_ms_p50"]),
+            ("inference FPS (frames the model can take; a camera may deliver fewer)", summary["fps"]),
+            ("latency p50 (ms)", summary["latency_ms_p50"]),
             ("replay memory (samples)", summary["memory_samples"]),
             ("replay memory (bytes)", summary["memory_bytes"]),
             ("rounds promoted / rejected", f"{summary['n_promoted']} / {summary['n_rejected']}")]
@@ -448,11 +449,24 @@ def _calibration_lines(report: dict | None, version: str) -> list[str]:
                    (report.get("thresholds") or {}).get(k)] for k, v in per_class.items()]
     return [f"## Post-hoc calibration of {version}", "",
             f"D-ECE {_fmt(report.get('dece_before'))} before, "
-            f"{_fmt(report.get('dece_after'))} after calibration.", "",
+            f"{_fmt(report.get('dece_after'))} after calibration.{_unmeasured(report)}", "",
             *_table(["protocol", "value"], rows), "",
             *_table(["class", "method", "detections", "TP", "D-ECE before", "D-ECE after",
                      f"threshold at precision {_fmt(report.get('target_precision'), 2)}"],
                     class_rows), ""]
+
+
+def _unmeasured(report: Mapping) -> str:
+    """Why a calibration report has no D-ECE (a sentence starting with a space), or ``""``."""
+    images, detections = report.get("n_images"), report.get("n_detections")
+    proto = report.get("protocol") or {}
+    if report.get("dece_before") is None and detections == 0:
+        return (f" Not measured: the model made no detection with confidence >= "
+                f"{_fmt(proto.get('min_conf'), 3)} on the {images} held-out image(s).")
+    if report.get("dece_after") is None and report.get("dece_before") is not None:
+        return (f" After calibration not measured: cross-fitting needs detections on at least "
+                f"2 held-out images ({images} here).")
+    return ""
 
 
 ROUND_COLUMNS = ("round", "model_version", "status", "reason", "acc", "bwt", "mean_forgetting",

@@ -275,3 +275,21 @@ def test_a_read_only_state_dir_is_reported_elsewhere(tmp_path, monkeypatch):
         write_monitor_report(state)
     report = write_monitor_report(state, tmp_path / "elsewhere")
     assert "| r3 v0003 | 0.600 | 0.700 | 0.900 |" in report.read_text()
+
+
+def test_a_calibration_without_d_ece_says_why():
+    """A young model's report read 'D-ECE - before, - after calibration.' above an empty table."""
+    from edgecl.bench.report import _calibration_lines
+
+    none = {"dece_before": None, "dece_after": None, "n_images": 9, "n_detections": 0,
+            "protocol": {"min_conf": 0.001}}
+    line = _calibration_lines(none, "v0002")[2]
+    assert line == ("D-ECE - before, - after calibration. Not measured: the model made no "
+                    "detection with confidence >= 0.001 on the 9 held-out image(s).")
+    one = {"dece_before": 0.25, "dece_after": None, "n_images": 1, "n_detections": 4,
+           "protocol": {"min_conf": 0.001}}
+    assert _calibration_lines(one, "v0003")[2].endswith(
+        "After calibration not measured: cross-fitting needs detections on at least 2 held-out "
+        "images (1 here).")
+    both = {"dece_before": 0.25, "dece_after": 0.05, "n_images": 8, "n_detections": 40}
+    assert _calibration_lines(both, "v0004")[2] == "D-ECE 0.250 before, 0.050 after calibration."
