@@ -456,6 +456,22 @@ def _calibration_lines(report: dict | None, version: str) -> list[str]:
                     class_rows), ""]
 
 
+def _unevaluated_lines(state_dir: str | Path, evaluated: Sequence[str]) -> list[str]:
+    """A line naming the device's classes that no evaluation covered yet (none held out)."""
+    from edgecl.models.classes import ClassRegistry, ClassRegistryError
+
+    try:
+        names = ClassRegistry(state_dir).names()
+    except ClassRegistryError:  # the report is about the metrics; the registry's fault is its own
+        return []
+    missing = [name for _, name in sorted(names.items()) if name not in set(evaluated)]
+    if not missing:
+        return []
+    return [f"Not in the tables above: {', '.join(missing)}. These classes of the device's "
+            f"registry have no held-out box in any evaluation yet; a class is evaluated once "
+            f"the replay memory holds a held-out sample of it.", ""]
+
+
 def _unmeasured(report: Mapping) -> str:
     """Why a calibration report has no D-ECE (a sentence starting with a space), or ``""``."""
     images, detections = report.get("n_images"), report.get("n_detections")
@@ -550,6 +566,7 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
     classes = monitor.matrix_view("promoted", kind="classes")
     if classes.versions and classes.task_names:
         lines += _class_lines(classes, out, summary["class_forgetting"], written)
+        lines += _unevaluated_lines(state_dir, classes.task_names)
     if view.versions:
         lines += _calibration_lines(monitor.calibration(view.versions[-1]), view.versions[-1])
     latest = monitor.latest_reliability("promoted")

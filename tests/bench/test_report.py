@@ -72,6 +72,14 @@ def test_monitor_report_of_a_deployment_shows_the_class_view(tmp_path):
     text = write_monitor_report(tmp_path).read_text()
     assert "| stream |" not in text  # no task matrix of one growing column
     assert "| car | 0.100 |" in text  # car forgot 0.6 - 0.5
+    assert "Not in the tables above" not in text
+    # classes taught on the device but with no held-out box yet are named, not left out silently
+    from edgecl.models.classes import ClassRegistry
+
+    ClassRegistry(tmp_path).seed({0: "car", 1: "person", 2: "Truck", 3: "Drone"})
+    text = write_monitor_report(tmp_path).read_text()
+    assert ("Not in the tables above: Truck, Drone. These classes of the device's registry have "
+            "no held-out box in any evaluation yet") in text
 
 
 def test_report_of_an_empty_database_and_of_a_missing_one(tmp_path):
