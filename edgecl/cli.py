@@ -151,6 +151,7 @@ def _stop_cleanly_on_sigterm() -> None:
     import signal
 
     def stop(signum, _frame):
+        logging.getLogger("edgecl").warning("received %s: stopping", signal.Signals(signum).name)
         raise SystemExit(128 + signum)
 
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:

@@ -113,12 +113,17 @@ def test_sigterm_ends_a_command_by_unwinding_so_its_temporary_copy_goes(tmp_path
         "sys.exit(main())\n")
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.PIPE,
                             env=dict(os.environ, TMPDIR=str(scratch), PYTHONPATH=str(repo)))
     assert proc.stdout.readline().strip() == "copied"
     assert [p.name for p in scratch.iterdir()][0].startswith("edgecl-db-")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert list(scratch.iterdir()) == []
+    # said in one line (a stop during a long start, such as a memory's one-time embedding
+    # backfill, ended the process with no word)
+    err = proc.stderr.read().strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("received SIGTERM: stopping"), err
 
 
 def test_a_console_port_in_use_is_said_in_the_log_and_the_summary(capsys, caplog, image_dir, tmp_path):
