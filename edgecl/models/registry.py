@@ -82,6 +82,9 @@ class VersionStatus(str, enum.Enum):
 STATUSES = tuple(s.value for s in VersionStatus)
 ROLLED_BACK = "rolled back"
 """The status reason of a version retired by a rollback (shown by ``models list``)."""
+NEVER_SERVED = "superseded by"
+"""How the status reason of a staged version that a newer round's version replaced before it
+served begins (``superseded by v0007``)."""
 
 
 def is_derived_engine(name: str, files) -> bool:
@@ -766,6 +769,35 @@ class Registry:
             log.warning("registry bookkeeping after switching to %s incomplete (%s); "
                         "repaired at the next open", promoted, exc)
 
+    def _history_damaged(self) -> bool:
+        """Whether ``history.json`` exists but is not a readable list of version names."""
+        path = self.root / "history.json"
+        if not path.is_file():
+            return False
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            return True
+        return not (isinstance(stored, list) and all(isinstance(v, str) for v in stored))
+
+    def _history_from_manifests(self) -> list[str]:
+        """The promoted versions as their manifests record them, oldest first by version number:
+        the current one and those retired by a later promotion (not those rolled back, nor
+        staged versions a newer round superseded before they served)."""
+        chain = []
+        for version in self.versions():
+            try:
+                manifest = self.manifest(version)
+            except RegistryError:
+                continue
+            status = manifest.get("status")
+            why = str(manifest.get("status_reason") or manifest.get("reason") or "")
+            if status == VersionStatus.PROMOTED or (
+                    status == VersionStatus.RETIRED and why != ROLLED_BACK
+                    and not why.startswith(NEVER_SERVED)):
+                chain.append(version)
+        return chain
+
     def _stored_history(self) -> list[str]:
         path = self.root / "history.json"
         if not path.is_file():
@@ -807,9 +839,28 @@ class Registry:
                     log.info("removed %s left by an interrupted stage", path)
 
     def _repair(self) -> None:
-        """Rewrite history and statuses a kill left half-written (only when they differ)."""
-        current = self.current()
+        """Rewrite history and statuses a kill left half-written (only when they differ).
+
+        Damage is repaired too, with one warning each: an unreadable ``history.json`` is
+        rebuilt from the versions' manifests (:meth:`_history_from_manifests`), and a
+        ``current`` pointer that is missing although versions were promoted points at the last
+        promoted one again (before, every version then read ``retired``, nothing served, and
+        ``edgecl run`` said to start over from a model file).
+        """
         stored = self._stored_history()
+        if self._history_damaged():
+            stored = self._history_from_manifests()
+            atomic_write_json(self.root / "history.json", stored)
+            log.warning("model registry %s: history.json was unreadable; rebuilt from the "
+                        "versions' manifests: %s", self.root, ", ".join(stored) or "empty")
+        pointer = self.root / "current"
+        if not (pointer.exists() or pointer.is_symlink()):
+            chain = stored or self._history_from_manifests()
+            if chain:
+                self._point_current(chain[-1])
+                log.warning("model registry %s: the 'current' pointer was missing; it points at "
+                            "%s again, the last promoted version", self.root, chain[-1])
+        current = self.current()
         effective = self._effective_history(stored, current)
         if effective != stored and (current is None or (self.root / current).is_dir()):
             atomic_write_json(self.root / "history.json", effective)

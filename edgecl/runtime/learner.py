@@ -276,6 +276,7 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
         EdgeclError: the promotion itself failed (the caller decides whether that stops the start).
     """
     from edgecl.continual.round import MANUAL_PROMOTION
+    from edgecl.models.registry import NEVER_SERVED
     from edgecl.runtime.promote import promote_version, sync_monitor
 
     record_missing_rounds(cfg.state_dir, registry)
@@ -288,7 +289,7 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
                    if m.get("memory_snapshot") and m.get("promote") != MANUAL_PROMOTION]
     for version in reversed(from_rounds):
         if promoted is not None:
-            registry.set_status(version, "retired", reason=f"superseded by {promoted}")
+            registry.set_status(version, "retired", reason=f"{NEVER_SERVED} {promoted}")
             continue
         try:
             registry.check_integrity(version)

@@ -232,3 +232,49 @@ def test_a_full_disk_never_turns_a_promotion_into_a_rollback(tmp_path, model_fil
     again = Registry(tmp_path / "models")
     assert again.current() == v3 and again.history() == [v1, v2, v3]
     assert again.reason(v2) == ""  # retired by a promotion, not rolled back
+
+
+def _three_promoted(tmp_path):
+    registry = Registry(tmp_path / "models")
+    versions = []
+    for payload in (b"a", b"b", b"c"):
+        src = tmp_path / "src.onnx"
+        src.write_bytes(payload)
+        versions.append(registry.stage({"model.onnx": src}, {}))
+        registry.promote(versions[-1])
+    return registry, versions
+
+
+def test_a_missing_current_pointer_points_at_the_last_promoted_version_again(tmp_path, caplog):
+    """An SD-card fault took models/current: every version read 'retired', nothing served and
+    'edgecl run' said to start over from a model file."""
+    _, versions = _three_promoted(tmp_path)
+    (tmp_path / "models" / "current").unlink()
+    reopened = Registry(tmp_path / "models")
+    assert reopened.current() == versions[-1]
+    assert [reopened.status(v) for v in versions] == ["retired", "retired", "promoted"]
+    assert "the 'current' pointer was missing; it points at v0003 again" in caplog.text
+    assert reopened.rollback() == versions[1]
+    # a registry where nothing was ever promoted gets no pointer
+    fresh = Registry(tmp_path / "fresh")
+    src = tmp_path / "x.onnx"
+    src.write_bytes(b"x")
+    fresh.stage({"model.onnx": src}, {})
+    assert Registry(tmp_path / "fresh").current() is None
+
+
+@pytest.mark.parametrize("damage", [b"\x00" * 40, b"[\"v0001\", \"v00", b"{\"a\": 1}", b"\xff\xfe"])
+def test_a_damaged_history_is_rebuilt_from_the_manifests_so_a_rollback_still_works(
+        tmp_path, caplog, damage):
+    """history.json zero-filled, cut or garbage: every command was silent and 'models rollback'
+    said there was no earlier intact version while two were."""
+    registry, versions = _three_promoted(tmp_path)
+    assert registry.rollback() == versions[1]  # v0003 rolled back: it must not come back
+    registry.promote(versions[2])
+    registry.rollback()
+    (tmp_path / "models" / "history.json").write_bytes(damage)
+    reopened = Registry(tmp_path / "models")
+    assert "history.json was unreadable; rebuilt from the versions' manifests: v0001, v0002" \
+        in caplog.text
+    assert reopened.history() == versions[:2]
+    assert reopened.rollback() == versions[0]
