@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -133,22 +134,84 @@ def state_path(state_dir: str | Path) -> Path:
 
 
 def load_state(state_dir: str | Path) -> LearnerState:
-    """Read the learner state (a fresh one when missing; when unreadable too, with a warning:
-    the next round then learns the whole memory again, which loses no sample)."""
+    """Read the learner state.
+
+    When the file is missing or unreadable while model versions exist (an SD-card fault, a
+    file deleted by hand), the progress is taken from the versions' manifests, which record
+    it (``learner_state``): the serving version's progress, with the highest round number any
+    version reached, so that round numbers are not given twice and the samples the serving
+    model learnt are not learnt again. Without versions (a new device) a fresh state; with
+    versions that record none, a fresh state and a warning (the next round then learns the
+    whole memory again, which loses no sample).
+    """
     path = state_path(state_dir)
     if not path.is_file():
-        return LearnerState()
-    try:
-        state = state_from_json(json.loads(path.read_text()))
-    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
-        state, why = None, str(exc)
+        state, why = None, "missing"
     else:
-        why = "not a learner state"
-    if state is None:
-        log.warning("learner progress %s is unreadable (%s); starting from round 0, so the next "
-                    "round learns every sample in the memory", path, why)
-        return LearnerState()
-    return state
+        try:
+            state = state_from_json(json.loads(path.read_text()))
+        except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+            state, why = None, f"unreadable: {exc}"
+        else:
+            why = "unreadable: not a learner state"
+    if state is not None:
+        return state
+    restored = _state_from_versions(Path(state_dir) / "models")
+    if restored is not None:
+        state, version = restored
+        learnt = (f"samples up to {state.last_sample_id} learnt by {version}, the serving version"
+                  if version else "the serving version recorded no progress, so the next round "
+                                  "learns every sample")
+        log.warning("learner progress %s is %s; restored from the model versions' manifests "
+                    "(round %d; %s)", path, why, state.round, learnt)
+        try:  # once: every later read finds it
+            save_state(state_dir, state)
+        except OSError as exc:  # a read-only or full state directory: restored again next time
+            log.debug("restored learner progress not saved: %s", exc)
+        return state
+    if why != "missing":
+        log.warning("learner progress %s is %s; starting from round 0, so the next round "
+                    "learns every sample in the memory", path, why)
+    return LearnerState()
+
+
+FINISHED_STATUSES = (VersionStatus.PROMOTED.value, VersionStatus.RETIRED.value,
+                     VersionStatus.REJECTED.value)
+"""Stored statuses of the versions whose recorded progress the learner had saved."""
+
+
+def _state_from_versions(models_dir: Path) -> tuple[LearnerState, str] | None:
+    """The progress the model versions' manifests record (read only; see :func:`load_state`).
+
+    Returns:
+        ``(state, serving version it was taken from or "")``, or None when no manifest
+        records one.
+    """
+    recorded: dict[str, LearnerState] = {}
+    try:
+        entries = sorted(p for p in models_dir.iterdir() if p.name[:1] == "v" and p.name[1:].isdigit())
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            manifest = json.loads((entry / "manifest.json").read_text())
+        except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError):
+            continue
+        if not isinstance(manifest, dict) or manifest.get("status") not in FINISHED_STATUSES:
+            continue  # a staged version's progress is adopted when it is promoted
+        state = state_from_json(manifest.get("learner_state"))
+        if state is not None:
+            recorded[entry.name] = state
+    if not recorded:
+        return None
+    try:
+        current = os.readlink(models_dir / "current")
+    except OSError:
+        current = None
+    source = current if current in recorded else None
+    state = recorded[source] if source else LearnerState()
+    state.round = max(s.round for s in recorded.values())
+    return state, source or ""
 
 
 def state_from_json(data: object) -> LearnerState | None:

@@ -55,3 +55,64 @@ def test_a_damaged_progress_file_reads_as_a_fresh_state_with_a_warning(tmp_path,
     with caplog.at_level("WARNING"):
         assert load_state(tmp_path) == LearnerState()
     assert "unreadable" in caplog.text
+
+
+def _version(models, name, state=None, **extra):
+    import json
+
+    (models / name).mkdir(parents=True)
+    manifest = dict(extra, version=name)
+    if state is not None:
+        from dataclasses import asdict
+
+        manifest["learner_state"] = asdict(state)
+    (models / name / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage", [None, "", "\x00" * 64, '{"round": 3, "last_sample'])
+def test_a_lost_progress_file_is_restored_from_the_model_versions(tmp_path, caplog, damage):
+    """state.json deleted or damaged on a device with versions: the next round reused round 1
+    and learnt all 54 samples again, and the monitor named an older version as serving."""
+    import os
+
+    from edgecl.continual.round_state import state_path
+
+    models = tmp_path / "models"
+    _version(models, "v0001", LearnerState(round=1, last_sample_id=20, task_order=["stream"],
+                                           learnt_tasks=["stream"], task_classes={"stream": [0]}),
+             status="retired")
+    served = LearnerState(round=3, last_sample_id=54, task_order=["stream"],
+                          learnt_tasks=["stream"], task_classes={"stream": [0, 4]})
+    _version(models, "v0003", served, status="promoted")
+    # rejected: a round number, no samples
+    _version(models, "v0004", LearnerState(round=4, last_sample_id=54), status="rejected")
+    _version(models, "v0002", status="retired")  # added by hand: records nothing
+    # staged and not handled yet: its progress is adopted when it is promoted, not here
+    _version(models, "v0005", LearnerState(round=5, last_sample_id=60), status="staged")
+    os.symlink("v0003", models / "current")
+    if damage is not None:
+        state_path(tmp_path).parent.mkdir(parents=True)
+        state_path(tmp_path).write_text(damage)
+    with caplog.at_level("WARNING"):
+        restored = load_state(tmp_path)
+    assert restored == LearnerState(round=4, last_sample_id=54, task_order=["stream"],
+                                    learnt_tasks=["stream"], task_classes={"stream": [0, 4]})
+    assert "restored from the model versions' manifests (round 4; samples up to 54 learnt by " \
+           "v0003, the serving version)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert load_state(tmp_path) == restored  # saved: said once
+    assert caplog.text == ""
+    state_path(tmp_path).unlink()
+    # a hand-added model serving: its samples are all new to it, the round numbers still go on
+    os.unlink(models / "current")
+    os.symlink("v0002", models / "current")
+    assert load_state(tmp_path) == LearnerState(round=4)
+
+
+def test_a_new_device_starts_fresh_without_a_warning(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        assert load_state(tmp_path) == LearnerState()
+        (tmp_path / "models").mkdir()
+        assert load_state(tmp_path) == LearnerState()
+    assert caplog.text == ""
