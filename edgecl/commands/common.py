@@ -69,37 +69,6 @@ def with_device_memory(cfg: Config) -> Config:
     return dataclasses.replace(cfg, memory=recorded)
 
 
-def adopt_memory_class_names(memory, classes) -> None:
-    """Give an empty class registry the class names the replay memory holds, with their ids.
-
-    A device whose ``classes.json`` is missing while its memory names classes (the file lost,
-    a memory written through the API) would otherwise number an import's or an answer's
-    classes afresh and store those names over the memory's: ``truck`` samples renamed
-    ``pedestrian`` without a word.
-
-    Args:
-        memory: the open replay memory (``class_names()``).
-        classes: the class registry (``names()``, ``seed(names)``).
-    """
-    import logging
-
-    from edgecl.errors import EdgeclError
-
-    log = logging.getLogger(__name__)
-    names = memory.class_names() or {}
-    if not names or classes.names():
-        return
-    try:
-        classes.seed(dict(sorted(names.items())))
-    except EdgeclError as exc:
-        log.warning("the class registry is empty and the replay memory's class names cannot "
-                    "seed it (%s); imported names are numbered afresh", exc)
-        return
-    log.warning("the class registry was empty while the replay memory names %d class(es); it "
-                "takes them with their ids: %s", len(names),
-                ", ".join(f"{k} {v}" for k, v in sorted(names.items())))
-
-
 def require_state_dir(cfg: Config) -> None:
     """Refuse a state directory that does not exist (a typo must not create one).
 

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgecl.commands.common import (add_config_args, adopt_memory_class_names, config_from_args,
+from edgecl.commands.common import (add_config_args, config_from_args,
                                     print_json_line, require_state_dir, with_device_memory)
 from edgecl.commands.labels_import import add_import_parser
 from edgecl.errors import LabelError
@@ -65,7 +65,7 @@ def _queue(args):
 
 def _memory_and_classes(cfg):
     from edgecl.continual.memory import memory_from_config
-    from edgecl.models.classes import ClassRegistry
+    from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
 
     memory, classes = memory_from_config(with_device_memory(cfg)), ClassRegistry(cfg.state_dir)
     adopt_memory_class_names(memory, classes)

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgecl.commands.common import (add_config_args, adopt_memory_class_names, config_from_args,
+from edgecl.commands.common import (add_config_args, config_from_args,
                                     print_json_line, with_device_memory)
 
 
@@ -47,7 +47,7 @@ def import_command(args: argparse.Namespace) -> int:
     from edgecl.continual.ingest import ingest
     from edgecl.continual.memory import memory_from_config
     from edgecl.data.importers import iter_labelled
-    from edgecl.models.classes import ClassRegistry
+    from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
 
     cfg = with_device_memory(config_from_args(args))
     items = iter_labelled(args.path, args.format)

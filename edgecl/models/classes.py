@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
+import os
 import unicodedata
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -27,6 +29,8 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
 from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError
+
+log = logging.getLogger(__name__)
 
 FILE_NAME = "classes.json"
 LOCK_NAME = "classes.lock"
@@ -160,8 +164,8 @@ class ClassRegistry:
     # ----------------------------------------------------------------- storage
 
     @contextlib.contextmanager
-    def _locked(self):
-        """Hold the registry's inter-process lock; yield the entries read under it."""
+    def _file_lock(self):
+        """Hold the registry's inter-process lock."""
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             fh = open(self.state_dir / LOCK_NAME, "a+")  # noqa: SIM115  (closed below)
@@ -170,9 +174,15 @@ class ClassRegistry:
         with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                yield self._read()
+                yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Hold the registry's inter-process lock; yield the entries read under it."""
+        with self._file_lock():
+            yield self._read()
 
     def _read(self) -> list[dict]:
         """Entries sorted by id (empty when the file does not exist yet).
@@ -347,6 +357,43 @@ class ClassRegistry:
                 self._write(entries)
         return added
 
+    def replace_damaged(self, names: dict[int, str]) -> Path | None:
+        """Rebuild a damaged ``classes.json`` from names another record holds (the replay
+        memory's), keeping the damaged file beside it as ``classes.json.corrupt-<UTC time>``.
+
+        Args:
+            names: class id -> name, ids ``0..n-1`` (the memory's).
+
+        Returns:
+            Where the damaged file went, or None when the file reads well (nothing changed).
+
+        Raises:
+            LabelError: ``names`` is not a gap-free id -> name map of valid names.
+            StorageError: the state directory cannot be written.
+        """
+        wanted = {int(k): clean_name(v) for k, v in names.items()}
+        if sorted(wanted) != list(range(len(wanted))) or len(set(wanted.values())) != len(wanted):
+            raise LabelError(f"cannot rebuild {self.path} from {sorted(wanted.items())[:5]}: ids "
+                             f"must be 0..n-1 and names unique")
+        with self._file_lock():
+            try:
+                self._read()
+                return None
+            except ClassRegistryError:
+                pass
+            stamp = _now_iso()
+            kept = self.path.with_name(f"{FILE_NAME}.corrupt-{stamp.replace(':', '')}")
+            try:
+                os.replace(self.path, kept)
+            except FileNotFoundError:
+                kept = None
+            except OSError as exc:
+                raise StorageError(f"cannot move the damaged class registry {self.path} aside: "
+                                   f"{exc.strerror}") from None
+            self._write([{"id": i, "name": n, "first_seen": stamp}
+                         for i, n in sorted(wanted.items())])
+            return kept
+
     def seed(self, names: dict[int, str]) -> list[str]:
         """Adopt a pretrained checkpoint's class names (``model.names``) with their ids.
 
@@ -430,3 +477,51 @@ class ClassRegistry:
 
         names = [e["name"] for e in (entries if entries is not None else self._read())]
         return did_you_mean(name, names) or f" (known: {', '.join(names[:10]) or 'none'})"
+
+
+def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
+    """Give an empty or damaged class registry the class names the replay memory holds, with
+    their ids.
+
+    A device whose ``classes.json`` is missing while its memory names classes (the file lost,
+    a memory written through the API) would otherwise number an import's or an answer's
+    classes afresh and store those names over the memory's: ``truck`` samples renamed
+    ``pedestrian`` without a word. A damaged ``classes.json`` (an SD-card fault: zero-filled,
+    cut, garbage) is rebuilt from the same names, the damaged file kept beside it; before, the
+    device refused to start and told to restore a backup that does not exist.
+
+    Args:
+        memory: the open replay memory (``class_names()``).
+        classes: the class registry.
+
+    Raises:
+        ClassRegistryError: the registry is damaged and the memory names no class to rebuild
+            it from (the one-line error names the file).
+    """
+    from edgecl.errors import EdgeclError
+
+    names = memory.class_names() or {}
+    try:
+        known = classes.names()
+    except ClassRegistryError as exc:
+        if not names:
+            raise
+        try:
+            kept = classes.replace_damaged(dict(sorted(names.items())))
+        except (LabelError, StorageError):
+            raise exc from None
+        log.warning("%s; rebuilt from the replay memory's %d class name(s) with their ids (%s)%s",
+                    exc, len(names), ", ".join(f"{k} {v}" for k, v in sorted(names.items())),
+                    f"; the damaged file is kept as {kept.name}" if kept else "")
+        return
+    if not names or known:
+        return
+    try:
+        classes.seed(dict(sorted(names.items())))
+    except EdgeclError as exc:
+        log.warning("the class registry is empty and the replay memory's class names cannot "
+                    "seed it (%s); imported names are numbered afresh", exc)
+        return
+    log.warning("the class registry was empty while the replay memory names %d class(es); it "
+                "takes them with their ids: %s", len(names),
+                ", ".join(f"{k} {v}" for k, v in sorted(names.items())))

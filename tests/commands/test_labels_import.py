@@ -255,6 +255,33 @@ def test_an_import_onto_a_memory_without_its_registry_keeps_the_memory_class_nam
     assert "takes them with their ids: 0 car, 1 truck, 2 boat" in caplog.text
 
 
+@pytest.mark.parametrize("damage", [b"\x00" * 120, b'{"format": 1, "classes": [{"id": 0, "na',
+                                    b"\xff\xd8garbage", b""])
+def test_a_damaged_registry_is_rebuilt_from_the_memory_names_and_kept_aside(
+        tmp_path, capsys, caplog, damage):
+    """An SD-card fault in classes.json: every command refused ('restore it from a backup',
+    which no device has) while the memory held every id -> name."""
+    state = tmp_path / "state"
+    box = np.array([[1, 0.5, 0.5, 0.2, 0.2]], np.float32)
+    with ReplayMemory(state / "memory", MemoryConfig(),
+                      names={0: "car", 1: "truck", 2: "boat"}) as memory:
+        memory.add(Sample(np.full((16, 16, 3), 9, np.uint8), box, task="stream", source="a"))
+    (state / "classes.json").write_bytes(damage)
+    result = _import(capsys, state, _voc(tmp_path / "voc", 2), "--json")
+    assert result["imported"] == 2 and result["classes_added"] == []
+    assert ClassRegistry(state).names() == {0: "car", 1: "truck", 2: "boat"}
+    (kept,) = state.glob("classes.json.corrupt-*")
+    assert kept.read_bytes() == damage
+    assert "rebuilt from the replay memory's 3 class name(s) with their ids (0 car, 1 truck, " \
+           "2 boat); the damaged file is kept as classes.json.corrupt-" in caplog.text
+    # with no names in the memory either, the one-line refusal stays
+    empty = tmp_path / "empty"
+    (empty / "memory").mkdir(parents=True)
+    (empty / "classes.json").write_bytes(b"\x00" * 8)
+    code = main(["labels", "import", "--state-dir", str(empty), str(tmp_path / "voc")])
+    assert code == 2 and "corrupt class registry" in capsys.readouterr().err
+
+
 def test_an_image_folder_without_labels_says_nothing_was_imported_and_what_to_give(tmp_path, capsys):
     """A user pointed at a VOC dataset's JPEGImages/ folder: the import exited 0 with 'imported
     0' and each image was reported twice (a log warning and a 'skipped:' line)."""
