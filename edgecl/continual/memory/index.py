@@ -118,6 +118,13 @@ def record_from_row(row: tuple) -> SampleRecord:
                               sid if isinstance(sid, int) else -1) from None
 
 
+def _text(value: object) -> str:
+    """A stored value as text (bytes decoded leniently)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
+
+
 def _metric(value) -> float | None:
     return None if value is None else float(value)
 
@@ -273,6 +280,24 @@ class IndexDB:
     def delete(self, sample_id: int) -> None:
         """Delete one sample row."""
         self.conn.execute("DELETE FROM samples WHERE id = ?", (int(sample_id),))
+
+    def raw_row(self, sample_id: int) -> dict:
+        """A row's provenance as stored, each value as text (None when NULL), for a row that
+        cannot be read as a record (its damaged values are kept as they are).
+
+        Args:
+            sample_id: the row's id.
+
+        Returns:
+            ``task``, ``classes``, ``source``, ``origin``, ``held_out`` and ``ts_s`` (empty
+            when the row is gone).
+        """
+        columns = ("task", "classes", "source", "origin", "held_out", "ts_s")
+        row = self.conn.execute(f"SELECT {', '.join(columns)} FROM samples WHERE id = ?",
+                                (int(sample_id),)).fetchone()
+        if row is None:
+            return {}
+        return {c: None if v is None else _text(v) for c, v in zip(columns, row)}
 
     def count(self, held_out: bool | None = None, task: str | None = None,
               primary_class: int | None = None) -> int:

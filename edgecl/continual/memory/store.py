@@ -36,6 +36,13 @@ either the old or the new committed state plus, at worst, files no row refers to
 are committed in batches of :data:`COUNTER_FLUSH_EVERY`: a crash may forget that many
 declined offers, which only nudges later admission probabilities.
 
+Damaged samples. A row whose image or label file is missing or damaged (or whose index row
+cannot be read) is never deleted outright: the repairing check moves what is left of its files
+to ``quarantine/<id>/`` with its index row (:mod:`.quarantine`), then drops the row, and says
+which samples it moved (id, label origin, damaged file, reason, folder). The quarantine keeps
+the newest :data:`~.quarantine.QUARANTINE_KEEP` samples within 5 % of ``max_bytes``; its files
+are the memory's own, moved, so the folder may exceed ``max_bytes`` by that share at most.
+
 Storage faults. A full disk or an unwritable directory (during an add, a flush, a snapshot, a
 metric update, or at open) raises :class:`~edgecl.errors.StorageError` with one line (what and
 where); the transaction is rolled back and the files of the refused sample removed, so the
@@ -68,6 +75,7 @@ import numpy as np
 
 from edgecl import atomic
 from edgecl.config import Config, MemoryConfig
+from edgecl.continual.memory import quarantine
 from edgecl.continual.memory import verify as checks
 from edgecl.continual.memory.admission import Admission, Decision
 from edgecl.continual.memory.embedding import (
@@ -80,6 +88,7 @@ from edgecl.continual.memory.embedding import (
 from edgecl.continual.memory.faults import fault_error
 from edgecl.continual.memory.index import WAL_LIMIT_BYTES, DamagedRowError, IndexDB
 from edgecl.continual.memory.policies import make_policy
+from edgecl.continual.memory.quarantine import Quarantined
 from edgecl.continual.memory.records import (
     IMAGE_SUFFIX,
     DuplicateSampleError,
@@ -837,11 +846,14 @@ class ReplayMemory:
         in :mod:`.verify`.
 
         Args:
-            repair: drop rows whose files are missing or broken (and their files), remove
-                orphans, temp files and stale snapshot folders, evict over bounds. Without it,
-                every problem found is reported as unrepaired.
-            deep: also decode every image and parse every label file (the quick check only
-                compares each image's length and JPEG markers).
+            repair: drop rows whose files are missing or broken, after moving what is left
+                of their files to ``quarantine/<id>/`` (:mod:`.quarantine`; a row whose files
+                cannot be moved is kept and reported), remove orphans, temp files and stale
+                snapshot folders, evict over bounds, and keep the quarantine within its bound.
+                Without it, every problem found is reported as unrepaired.
+            deep: also decode every image, parse every label file and compare its classes
+                with the row's (the quick check only compares each image's length and JPEG
+                markers, and refuses an empty label file whose row records classes).
 
         Returns:
             What was found, what was repaired, what could not be.
@@ -861,20 +873,27 @@ class ReplayMemory:
 
     def _verify(self, repair: bool, deep: bool) -> VerifyReport:
         unrepaired: list[str] = []
+        quarantined: list[tuple[int, Quarantined]] = []
+        pruned: list[int] = []
         # the write lock keeps adds in other processes out; a read-only copy has none
         with self._db.read() if self.read_only else self._db.write():
             damaged: list[DamagedRowError] = []
             records = self._db.records(damaged=damaged)
-            verdicts = {r.id: checks.row_problem(r, self.image_path(r.id), self.label_path(r.id),
-                                                 deep) for r in records}
-            verdicts.update({d.sample_id: ("corrupt", str(d)) for d in damaged})
+            by_id = {r.id: r for r in records}
+            verdicts: dict[int, checks.RowProblem | None] = {
+                r.id: checks.row_problem(r, self.image_path(r.id), self.label_path(r.id), deep)
+                for r in records}
+            verdicts.update({d.sample_id: checks.RowProblem("corrupt", str(d), "index row")
+                             for d in damaged})
             broken = {i: v for i, v in verdicts.items() if v is not None}
-            missing = sorted(i for i, v in broken.items() if v[0] == "missing")
-            corrupt = sorted(i for i, v in broken.items() if v[0] == "corrupt")
+            missing = sorted(i for i, v in broken.items() if v.kind == "missing")
+            corrupt = sorted(i for i, v in broken.items() if v.kind == "corrupt")
             # a broken row's files are that row's problem (missing/corrupt), not orphans as well:
             # each damaged sample is counted once
             orphans, temps = checks.scan_files(self.root, set(verdicts))
             stale = checks.stale_snapshot_dirs(self.root)
+            q_temps, q_trash = quarantine.stale_paths(self.root)
+            temps, stale = temps + q_temps, stale + q_trash
             evicted: list[int] = []
             lost = checks.sample_stems(orphans) if not verdicts else set()
             if repair and len(lost) > MAX_ORPHANS_WITHOUT_ROWS:
@@ -884,15 +903,24 @@ class ReplayMemory:
                     f"was deleted; restore the index, or move the folder away to start an empty "
                     f"memory")
             if repair:
-                for sample_id in missing + corrupt:
+                dropped, failed = self._quarantine(broken, by_id)
+                unrepaired += failed
+                for sample_id, _ in dropped:
                     self._db.delete(sample_id)
+                quarantined = [(i, q) for i, q in dropped if q is not None]
                 evicted = self.enforce_bounds()
                 unrepaired += self._unlink(orphans + temps) + _remove_dirs(stale)
+                pruned, failed = quarantine.prune(self.root, self.cfg.max_bytes,
+                                                  set(self._db.ids()))
+                unrepaired += failed
             else:
                 unrepaired += self._bound_problems()
-        details = tuple(broken[i][1] for i in sorted(broken))
+        details = {i: _detail(i, v) for i, v in broken.items()}
+        for sample_id, item in quarantined:
+            details[sample_id] += f"; files kept in {item.folder}"
+        details = tuple(details[i] for i in sorted(details))
         if repair:
-            unrepaired += self._unlink_samples(missing + corrupt + evicted)
+            unrepaired += self._unlink_samples(evicted)
         else:
             unrepaired += (list(details) + [f"orphan file {p}" for p in orphans + temps]
                            + [f"stale snapshot folder {p}" for p in stale])
@@ -901,7 +929,42 @@ class ReplayMemory:
                             temp_files=tuple(map(str, temps)),
                             stale_snapshot_dirs=tuple(map(str, stale)),
                             bound_evictions=tuple(evicted), repaired=repair,
-                            unrepaired=tuple(unrepaired), details=details)
+                            unrepaired=tuple(unrepaired), details=details,
+                            quarantined=tuple(q.line() for _, q in quarantined),
+                            quarantine_pruned=tuple(pruned))
+
+    def _quarantine(self, broken: dict[int, checks.RowProblem], by_id: dict[int, SampleRecord]
+                    ) -> tuple[list[tuple[int, Quarantined | None]], list[str]]:
+        """Move what is left of each broken row's files to the quarantine (inside the
+        caller's write transaction; the caller deletes the rows returned).
+
+        Returns:
+            ``(dropped, failures)``: ``(id, what was quarantined)`` per row to delete (None
+            for a damaged row whose id names no files), one line per row left in place
+            because its files could not be moved.
+        """
+        moved: list[tuple[int, Quarantined | None]] = []
+        failed = []
+        seq = quarantine.next_seq(self.root) if broken else 0
+        for sample_id in sorted(broken):
+            problem = broken[sample_id]
+            if sample_id < 1:  # an unreadable id names no files: the row alone is dropped
+                moved.append((sample_id, None))
+                continue
+            record = by_id.get(sample_id)
+            row = record.to_json() if record is not None else self._db.raw_row(sample_id)
+            try:
+                item = quarantine.quarantine_sample(
+                    self.root, sample_id, [self.image_path(sample_id), self.label_path(sample_id)],
+                    row, problem.kind, problem.reason, problem.file, seq)
+            except OSError as exc:
+                failed.append(f"row {sample_id}: {problem.reason}; it could not be moved to "
+                              f"the quarantine ({exc.strerror or exc}: "
+                              f"{exc.filename or self.root}), so it was left in the memory")
+                continue
+            seq += 1
+            moved.append((sample_id, item))
+        return moved, failed
 
     def _bound_problems(self) -> list[str]:
         db, out = self._db, []
@@ -1033,6 +1096,13 @@ def _remove_dirs(folders: list[Path]) -> list[str]:
         except OSError as exc:
             failed.append(f"{folder}: {exc.strerror or exc}")
     return failed
+
+
+def _detail(sample_id: int, problem: checks.RowProblem) -> str:
+    """One line for a broken row (a damaged index row's reason already names it)."""
+    if problem.file == "index row":
+        return problem.reason
+    return f"row {sample_id}: {problem.reason}"
 
 
 def memory_from_config(cfg: Config, names: dict[int, str] | None = None,

@@ -4,10 +4,16 @@ against the index. Pure checks over paths and records: the store
 and applies the repairs, so this module needs nothing of the store and the store owns its index.
 
 Two depths. The quick check (run on every open) costs one ``stat`` and two 2-byte reads per
-image: the file exists, its length equals the length recorded at store time, it starts with the
-JPEG start-of-image marker and ends with the end-of-image marker (a truncated or overwritten
-JPEG fails it). The deep check also decodes every image with the project's image rule and parses
-every label file with its label rule.
+image and one ``stat`` per label file: the image exists, its length equals the length recorded
+at store time, it starts with the JPEG start-of-image marker and ends with the end-of-image
+marker (a truncated or overwritten JPEG fails it); the label file exists and is not empty when
+the index row records classes (an emptied label file would turn a labelled sample into a
+"nothing here" one). The deep check also decodes every image with the project's image rule,
+parses every label file with its label rule and compares the classes it holds with the ones the
+index row records.
+
+A broken row is ``missing`` (a file is gone) or ``corrupt``; the repairing check moves what is
+left of it to the quarantine (:mod:`.quarantine`) before it drops the row.
 """
 
 from __future__ import annotations
@@ -15,15 +21,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from edgecl.continual.memory.records import (
     IMAGE_SUFFIX,
     LABEL_SUFFIX,
     SampleRecord,
+    classes_of,
     decode_image_file,
     file_stem,
     parse_label_file,
 )
+from edgecl.continual.memory.quarantine import summary_text
 from edgecl.continual.memory.snapshot import TMP_PREFIX, TRASH_PREFIX
 from edgecl.errors import EdgeclError
 
@@ -47,7 +56,12 @@ class VerifyReport:
             exceeded, e.g. after the configuration shrank.
         repaired: whether repairs were attempted.
         unrepaired: one line per problem left in place.
-        details: one line per broken row, saying what is wrong with it.
+        details: one line per broken row, saying what is wrong with it (with a repair, and
+            where its files were kept).
+        quarantined: one line per broken row moved to the quarantine (id, label origin,
+            source, damaged file, reason, folder; see :mod:`.quarantine`).
+        quarantine_pruned: ids of older quarantined samples deleted to keep the quarantine
+            within its bound.
     """
 
     rows_checked: int = 0
@@ -60,6 +74,8 @@ class VerifyReport:
     repaired: bool = False
     unrepaired: tuple[str, ...] = ()
     details: tuple[str, ...] = ()
+    quarantined: tuple[str, ...] = ()
+    quarantine_pruned: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -85,7 +101,10 @@ class VerifyReport:
                 f"files, {len(self.corrupt_rows)} corrupt, {len(self.orphan_files)} orphan files, "
                 f"{len(self.temp_files)} temp files, {len(self.stale_snapshot_dirs)} stale "
                 f"snapshot dirs, {len(self.bound_evictions)} evicted over bounds"
-                + (" (repaired)" if self.repaired and self.problems_found else ""))
+                + (" (repaired)" if self.repaired and self.problems_found else "")
+                + (f"; {summary_text(self.quarantined)}" if self.quarantined else "")
+                + (f"; {len(self.quarantine_pruned)} older quarantined sample(s) deleted over "
+                   f"the quarantine's bound" if self.quarantine_pruned else ""))
 
 
 def quick_image_problem(path: Path, expected_bytes: int | None) -> str | None:
@@ -115,30 +134,87 @@ def quick_image_problem(path: Path, expected_bytes: int | None) -> str | None:
     return None
 
 
+class RowProblem(NamedTuple):
+    """What is wrong with one index row.
+
+    Attributes:
+        kind: ``"missing"`` (a file is gone) or ``"corrupt"``.
+        reason: what is wrong, naming the file.
+        file: the damaged file's name (both names, comma-separated, when both are missing).
+    """
+
+    kind: str
+    reason: str
+    file: str
+
+
 def row_problem(record: SampleRecord, image_path: Path, label_path: Path,
-                deep: bool) -> tuple[str, str] | None:
+                deep: bool) -> RowProblem | None:
     """Check one index row against its files.
 
     Args:
         record: the row.
         image_path: its image file.
         label_path: its label file.
-        deep: also decode the image and parse the labels.
+        deep: also decode the image, parse the labels and compare their classes with the
+            row's.
 
     Returns:
-        None when healthy, else ``(kind, why)`` with kind ``"missing"`` or ``"corrupt"``.
+        None when healthy, else what is wrong.
     """
     if not image_path.is_file() or not label_path.is_file():
         gone = [p.name for p in (image_path, label_path) if not p.is_file()]
-        return "missing", f"row {record.id}: {', '.join(gone)} missing"
+        return RowProblem("missing", f"{', '.join(gone)} missing", ", ".join(gone))
     why = quick_image_problem(image_path, record.image_bytes)
+    if why is not None:
+        return RowProblem("corrupt", why, image_path.name)
+    why = quick_label_problem(label_path, record.classes)
     if why is None and deep:
         try:
             decode_image_file(image_path)
-            parse_label_file(label_path)
         except EdgeclError as exc:
-            why = str(exc)
-    return None if why is None else ("corrupt", f"row {record.id}: {why}")
+            return RowProblem("corrupt", str(exc), image_path.name)
+        why = deep_label_problem(label_path, record.classes)
+    return None if why is None else RowProblem("corrupt", why, label_path.name)
+
+
+def quick_label_problem(path: Path, classes: tuple[int, ...]) -> str | None:
+    """The cheap check of a stored label file: not empty when the row records classes.
+
+    Args:
+        path: the label file (known to exist).
+        classes: the classes the index row records.
+
+    Returns:
+        What is wrong, or None.
+    """
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        return f"label {path.name} is unreadable: {exc.strerror or exc}"
+    if size == 0 and classes:
+        return f"label {path.name} is empty, the index recorded classes {list(classes)}"
+    return None
+
+
+def deep_label_problem(path: Path, classes: tuple[int, ...]) -> str | None:
+    """Parse a stored label file and compare its classes with the ones the row records.
+
+    Args:
+        path: the label file.
+        classes: the classes the index row records.
+
+    Returns:
+        What is wrong, or None.
+    """
+    try:
+        held = classes_of(parse_label_file(path))
+    except EdgeclError as exc:
+        return str(exc)
+    if held != tuple(classes):
+        return (f"label {path.name} holds classes {list(held)}, the index recorded "
+                f"{list(classes)}")
+    return None
 
 
 def scan_files(root: Path, row_ids: set[int]) -> tuple[list[Path], list[Path]]:
