@@ -109,6 +109,13 @@ def is_derived_engine(name: str, files) -> bool:
                                  for other in files)
 
 
+def is_record_file(name: str) -> bool:
+    """Whether a manifest entry is a record kept beside the model (a ``.json`` file: the
+    round's record, the post-hoc calibrator), which the version can serve without: a damaged
+    one is reported and not used, and never rolls the version back."""
+    return name.lower().endswith(".json")
+
+
 def _runnable_here(name: str) -> bool:
     """False for an OpenVINO IR where the ``openvino`` package is missing (the version's ONNX
     model serves instead); every other file is tried by its backend."""
@@ -419,8 +426,9 @@ class Registry:
 
         Args:
             version: version name.
-            essential_only: leave out derived engines (:func:`is_derived_engine`): what decides
-                whether the version can serve at all (a damaged engine is skipped when serving).
+            essential_only: leave out derived engines (:func:`is_derived_engine`) and records
+                (:func:`is_record_file`): what decides whether the version can serve at all (a
+                damaged engine is skipped when serving, a damaged record is not used).
 
         Returns:
             Problems found, one line each (empty when intact).
@@ -436,7 +444,7 @@ class Registry:
             return [f"model version {version} names no files"]
         problems = []
         for name, digest in sorted(files.items()):
-            if essential_only and is_derived_engine(name, files):
+            if essential_only and (is_derived_engine(name, files) or is_record_file(name)):
                 continue
             try:
                 path = self.file_path(version, name)
@@ -446,6 +454,22 @@ class Registry:
             if sha256_file(path) != digest:
                 problems.append(f"{path} does not match its manifest sha256")
         return problems
+
+    def file_intact(self, version: str, name: str) -> bool:
+        """Whether one file of a version is confined and matches its manifest sha256.
+
+        Args:
+            version: version name.
+            name: the file's manifest entry (``calibrator.json`` ...).
+
+        Returns:
+            False for a file the manifest does not name, a missing or damaged one.
+        """
+        try:
+            digest = self.manifest(version).get("files", {}).get(name)
+            return digest is not None and sha256_file(self.file_path(version, name)) == digest
+        except (RegistryError, OSError):
+            return False
 
     def check_integrity(self, version: str) -> None:
         """Raise unless every essential file of a version is confined and matches its sha256.

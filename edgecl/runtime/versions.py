@@ -47,7 +47,10 @@ class CalibrationCache:
         calibrator = None
         if version is not None and version in set(self.registry.versions()):
             path = self.registry.root / version / CALIBRATOR_FILE
-            if path.is_file():
+            if path.is_file() and self._damaged(version, CALIBRATOR_FILE):
+                log.warning("version %s: calibrator not used (%s does not match its manifest "
+                            "sha256); no pseudo-labels until a round fits a new one", version, path)
+            elif path.is_file():
                 try:
                     calibrator = Calibrator.load(path)
                 except CalibratorFileError as exc:
@@ -56,6 +59,16 @@ class CalibrationCache:
         self._thresholds = (calibrator.thresholds_at_precision(self.target_precision,
                                                                self.min_true_positives)
                             if calibrator is not None else {})
+
+    def _damaged(self, version: str, name: str) -> bool:
+        """Whether a file the version's manifest names no longer matches its sha256."""
+        from edgecl.errors import RegistryError
+
+        try:
+            named = name in (self.registry.manifest(version).get("files") or {})
+        except RegistryError:  # an unreadable manifest: the version's own check reports it
+            return False
+        return named and not self.registry.file_intact(version, name)
 
     @property
     def calibrator(self):
