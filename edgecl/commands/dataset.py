@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 
 from edgecl.commands.common import print_json_line
 from edgecl.errors import StorageError, is_disk_full
@@ -99,4 +100,8 @@ def split_command(args: argparse.Namespace) -> int:
               f"/ test {task['test']}")
     print(f"{result['groups']} group(s); {result['unassigned']} image(s) hold no task's class; "
           f"{result['bad_labels']} with missing or refused labels -> {result['tasks_yaml']}")
+    if args.group_by and result["ungrouped"]:
+        print(f"warning: {result['ungrouped']} image name(s) did not match --group-by "
+              f"'{args.group_by}'; each of them is its own group (split frame by frame)",
+              file=sys.stderr)
     return 0

@@ -12,6 +12,11 @@ so near-identical frames never sit on both sides of a split. Without it each ima
 own group. Groups are shuffled with the seed, then taken largest first and each given to
 the split that brings every task's train/val/test counts closest to ``ratios``.
 
+The image lists go beside the ``tasks.yaml``, in a folder named after it: ``tasks.yaml`` ->
+``tasks/<task>/<split>.txt``, ``tasks_seed5.yaml`` -> ``tasks_seed5/<task>/...``, so a second
+split written beside a first never rewrites the first one's lists (before, every split of a
+folder shared ``tasks/``, and an earlier ``tasks.yaml`` silently pointed at the later split).
+
 Output is all or nothing: every list is computed and checked before anything is written, then
 written in a staging folder and swapped in (see :func:`_write_all`); a failure leaves the
 previous ``tasks.yaml`` and lists (or nothing) in place.
@@ -156,8 +161,8 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     Args:
         dataset: a YOLO dataset with class names (a ``data.yaml`` or its folder).
         tasks: ``"car,other_vehicle;bicycle;person"``.
-        out: the ``tasks.yaml`` to write; its image lists go to ``tasks/<task>/<split>.txt``
-            beside it.
+        out: the ``tasks.yaml`` to write; its image lists go to ``<its stem>/<task>/<split>.txt``
+            beside it (``tasks.yaml`` -> ``tasks/t1/train.txt``).
         group_by: regular expression whose first group names an image's group.
         ratios: train, val, test fractions (``"0.7,0.1,0.2"`` or a tuple).
         seed: shuffling seed.
@@ -167,9 +172,10 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
         "ungrouped", "bad_labels", "tasks_yaml"}``.
 
     Raises:
-        ConfigError: no class names, a bad ``--tasks``, ``--ratios`` or ``--group-by``, a
-            task left with an empty train or test split (too few groups), or ``out`` a folder.
-            Nothing is written then.
+        ConfigError: no class names, a bad ``--tasks``, ``--ratios`` or ``--group-by`` (one
+            that matches no image name included: the split would silently be frame by frame),
+            a task left with an empty train or test split (too few groups), or ``out`` a
+            folder. Nothing is written then.
         OSError: the disk refused a write; what was there before is left as it was.
     """
     if Path(out).expanduser().is_dir():
@@ -207,6 +213,12 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
         t = min(present)
         assigned[t].append((image, group))
         groups[group][t] += 1
+    n_assigned = sum(len(v) for v in assigned.values())
+    if pattern is not None and n_assigned and ungrouped == n_assigned:
+        example = next(iter(assigned.values()))[0][0].name
+        raise ConfigError(f"--group-by '{group_by}' matches none of the {n_assigned} image names "
+                          f"(e.g. {example}): every image would be its own group, a split frame "
+                          f"by frame; fix the expression (its first group names the group)")
     totals = Counter({t: len(v) for t, v in assigned.items()})
     split_of = _assign_splits(groups, totals, ratio, seed)
     out = Path(out).expanduser().resolve()
@@ -222,7 +234,8 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
         texts[name] = {s: "".join(_rel(p, base) + "\n" for p in lists[s]) for s in SPLITS}
         report.append({"name": name, "classes": [ds.names[c] for c in classes],
                        **{s: len(lists[s]) for s in SPLITS}})
-    _write_all(base, out, texts, format_tasks_yaml(ds.names, list(zip(task_names, task_classes))))
+    _write_all(base, out, texts, format_tasks_yaml(ds.names, list(zip(task_names, task_classes)),
+                                                   lists_dir=out.stem))
     return {"tasks": report, "unassigned": unassigned, "groups": len(groups), "ungrouped": ungrouped,
             "bad_labels": bad, "tasks_yaml": str(out)}
 
@@ -253,7 +266,7 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
                               f"overwritten; name a new file")
     lists = {f"{s}.txt" for s in SPLITS}
     for name in task_names:
-        task = out.parent / "tasks" / name
+        task = out.parent / out.stem / name
         if task.is_symlink() or (task.exists() and not task.is_dir()):
             raise ConfigError(f"{task} is not a folder of split lists: it would be replaced; "
                               f"write the tasks.yaml in another folder")
@@ -269,7 +282,7 @@ def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_tex
     """Write every task's lists and the ``tasks.yaml``, all or nothing.
 
     Everything is written in a hidden staging folder beside ``out`` first; then each
-    ``tasks/<task>/`` folder and the yaml are swapped in with ``os.replace`` (what was there
+    ``<stem>/<task>/`` folder and the yaml are swapped in with ``os.replace`` (what was there
     moved aside) and the yaml is checked with :func:`load_tasks`. A failure at any step (full
     disk, a check failing) renames back what was there before and removes the staging folder,
     so no half-written split is ever left; the swaps and their undoing are renames only, which
@@ -277,7 +290,7 @@ def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_tex
     """
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".split-tasks.", suffix=".tmp", dir=str(base)))
-    tasks_dir = base / "tasks"
+    tasks_dir = base / out.stem
     created_tasks_dir = not tasks_dir.exists()
     moved: list[str] = []
     placed: list[str] = []

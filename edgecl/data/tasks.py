@@ -15,6 +15,8 @@ Labels follow the ordinary YOLO rule: ``.../images/.../x.jpg`` -> ``.../labels/.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,21 +254,28 @@ def refuse_trained_test_images(taskset: TaskSet) -> TaskSet:
     return taskset
 
 
-def format_tasks_yaml(names: dict[int, str], tasks: list[tuple[str, tuple[int, ...]]]) -> str:
-    """Render a ``tasks.yaml`` whose lists live at ``tasks/<name>/<split>.txt``.
+def format_tasks_yaml(names: dict[int, str], tasks: list[tuple[str, tuple[int, ...]]],
+                      lists_dir: str = "tasks") -> str:
+    """Render a ``tasks.yaml`` whose lists live at ``<lists_dir>/<name>/<split>.txt``.
 
     Args:
         names: class id -> name.
         tasks: ``(task name, classes introduced)`` in order.
+        lists_dir: the folder of the lists, relative to the yaml (quoted in the YAML when it
+            holds anything but letters, digits, ``_``, ``.`` and ``-``).
 
     Returns:
         The YAML text.
     """
+    def path(name: str, split: str) -> str:
+        text = f"{lists_dir}/{name}/{split}.txt"
+        return text if re.fullmatch(r"[A-Za-z0-9_./-]+", text) else json.dumps(text)
+
     lines = ["names: {" + ", ".join(f"{i}: {n}" for i, n in sorted(names.items())) + "}", "tasks:"]
     for name, classes in tasks:
         lines.append(f"  - name: {name}")
         lines.append(f"    classes: [{', '.join(str(c) for c in classes)}]")
-        lines.extend(f"    {s}: tasks/{name}/{s}.txt" for s in SPLITS)
+        lines.extend(f"    {s}: {path(name, s)}" for s in SPLITS)
     return "\n".join(lines) + "\n"
 
 

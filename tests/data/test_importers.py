@@ -244,6 +244,39 @@ def test_split_tasks_cli_with_huge_ratios(tmp_path, capsys):
     assert parse_task_spec("car,OTHER-vehicle;2", {0: "car", 1: "OtherVehicle", 2: "p"}) == [(0, 1), (2,)]
 
 
+def test_a_second_split_beside_a_first_never_rewrites_the_first_ones_lists(tmp_path):
+    """Every split of a folder shared tasks/: tasks_seed5.yaml rewrote tasks/t1/train.txt, and
+    tasks.yaml silently pointed at the later split (images of one task in two tasks)."""
+    root = _flights(tmp_path / "ds")
+    first = tmp_path / "cl" / "tasks.yaml"
+    split_tasks(root, "car;bicycle;person", first, group_by=r"^(F\d)_", ratios="0.5,0,0.5")
+    before = {p.relative_to(tmp_path): p.read_text() for p in (tmp_path / "cl").rglob("*.txt")}
+    assert sorted(str(p) for p in before)[0] == "cl/tasks/t1/test.txt"
+    second = tmp_path / "cl" / "tasks seed:5.yaml"  # a stem YAML must quote
+    split_tasks(root, "car;person", second, ratios="0.5,0,0.5", seed=5)
+    after = {p.relative_to(tmp_path): p.read_text() for p in (tmp_path / "cl" / "tasks").rglob("*.txt")}
+    assert after == before
+    assert [t.classes for t in load_tasks(first).tasks] == [(0,), (1,), (2,)]
+    assert [t.classes for t in load_tasks(second).tasks] == [(0,), (2,)]
+    assert (tmp_path / "cl" / "tasks seed:5" / "t2" / "train.txt").is_file()
+
+
+def test_a_group_by_that_matches_no_name_is_refused_and_a_partial_one_is_said(tmp_path, capsys):
+    """A regex matching nothing silently split frame by frame ('1056 group(s)', exit 0)."""
+    root = _flights(tmp_path / "ds")
+    out = tmp_path / "t.yaml"
+    with pytest.raises(ConfigError, match=r"--group-by 'nomatch\(\\d\+\)' matches none of the 18 "
+                                          r"image names \(e\.g\. F1_000\.jpg\)"):
+        split_tasks(root, "car;bicycle;person", out, group_by=r"nomatch(\d+)")
+    assert not out.exists()
+    code = main(["dataset", "split-tasks", str(root), "--tasks", "car;bicycle;person", "--group-by",
+                 r"^(F[1-4])_", "--ratios", "0.5,0,0.5", "--out", str(out)])
+    assert code == 0
+    assert capsys.readouterr().err.strip() == (
+        "warning: 6 image name(s) did not match --group-by '^(F[1-4])_'; each of them is its own "
+        "group (split frame by frame)")
+
+
 def test_split_tasks_cli_json(tmp_path, capsys):
     root = _flights(tmp_path / "ds")
     out = tmp_path / "t.yaml"
