@@ -99,6 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--report-only", action="store_true",
         help="run nothing: write table.md and the plots from the finished runs of the plan")
     add("--out", required=True, help="output folder (results.json, table.md, PNGs, work/)")
+    add("--json", action="store_true",
+        help="accepted as by every benchmark: the last stdout line is always the JSON summary")
 
 
 def parse_strategies(text: str) -> list[str]:

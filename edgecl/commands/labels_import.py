@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from edgecl.commands.common import (add_config_args, config_from_args,
                                     print_json_line, with_device_memory)
@@ -100,15 +99,8 @@ def nothing_imported(path: str, result: dict) -> str:
     reasons = result["reasons"]
     if result["imported"] or not reasons or ALREADY_IN_MEMORY in reasons:
         return ""
+    from edgecl.data.importers import no_labels_hint
+
     shown = ", ".join(f"{k} {v}" for k, v in reasons.items())
-    line = f"warning: nothing imported from {path}: every image was skipped ({shown})"
-    if reasons.get("no label file", 0) * 2 >= sum(reasons.values()):
-        folder = Path(path)
-        parent = folder.parent if folder.is_dir() else folder.parent.parent
-        if (parent / "Annotations").is_dir():
-            return (f"{line}; {path} looks like the image folder of a Pascal VOC dataset: give "
-                    f"the folder holding Annotations/ and JPEGImages/ ({parent})")
-        return (f"{line}; an image folder holds no labels: give the dataset itself (YOLO: the "
-                f"folder with images/ and labels/, or its data.yaml; Pascal VOC: the folder with "
-                f"Annotations/ and JPEGImages/; COCO: its .json file)")
-    return line
+    return (f"warning: nothing imported from {path}: every image was skipped ({shown})"
+            f"{no_labels_hint(path, reasons)}")

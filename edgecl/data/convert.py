@@ -23,7 +23,8 @@ import yaml
 
 from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from edgecl.data.images import is_image
-from edgecl.data.importers import ImportItem, ImportTally, Skip, detect_format, is_ignore_name, iter_labelled
+from edgecl.data.importers import (ImportItem, ImportTally, Skip, detect_format, is_ignore_name,
+                                   iter_labelled, no_labels_hint)
 from edgecl.data.labels import labels_to_text
 from edgecl.errors import ConfigError, LabelError
 from edgecl.models.classes import clean_name
@@ -80,8 +81,10 @@ def _image_file(item: ImportItem) -> tuple[str, bytes]:
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"output folder {out} exists and is not empty")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is a file, not a folder; name a new folder")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"output folder {out} exists and is not empty; name a new folder")
 
 
 def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> dict:
@@ -121,7 +124,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
         for item in items:
             if isinstance(item, Skip):
                 tally.skip(item.reason, item.message)
-                log.warning("skipped %s", item.message)
+                log.debug("skipped %s", item.message)  # the command lists the first ones once
                 continue
             try:  # the class registry's rule: a name a device could not learn is no class
                 for name in item.names:
@@ -139,7 +142,8 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             tally.done(item)
         if tally.imported == 0:
             raise ConfigError(f"nothing imported from {src} ({fmt}): {tally.skipped} file(s) skipped"
-                              + (f", e.g. {tally.messages[0]}" if tally.messages else ""))
+                              + (f", e.g. {tally.messages[0]}" if tally.messages else "")
+                              + no_labels_hint(src, dict(tally.reasons)))
         names = {i: n for n, i in sorted(ids.items(), key=lambda kv: kv[1])}
         data = {"train": "images", "val": "images", "names": names}  # no 'path': the yaml's folder
         atomic_write_text(tmp / "data.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

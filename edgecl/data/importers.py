@@ -834,3 +834,28 @@ def iter_labelled(path: str | Path, fmt: str = "auto") -> Iterator[ImportItem | 
         raise ConfigError(f"no such file or directory: {path}")
     fmt = detect_format(path) if fmt == "auto" else fmt
     return _READERS[fmt](path)
+
+
+def no_labels_hint(path: str | Path, reasons: dict[str, int]) -> str:
+    """What to give instead when an import found images but (mostly) no labels for them.
+
+    Args:
+        path: the path the import was given.
+        reasons: skip reason -> count.
+
+    Returns:
+        ``"; <hint>"`` when ``no label file`` is at least half of the skips, else ``""``.
+    """
+    if reasons.get("no label file", 0) * 2 < sum(reasons.values()) or not reasons:
+        return ""
+    folder = Path(path)
+    parent = folder.parent if folder.is_dir() else folder.parent.parent
+    if (parent / "Annotations").is_dir():
+        return (f"; {path} looks like the image folder of a Pascal VOC dataset: give the folder "
+                f"holding Annotations/ and JPEGImages/ ({parent})")
+    if folder.is_dir() and any(p.is_dir() and (p / "Annotations").is_dir() for p in folder.iterdir()):
+        return (f"; {path} holds Pascal VOC dataset folder(s) one level down: give one of "
+                f"them")
+    return ("; an image folder holds no labels: give the dataset itself (YOLO: the folder with "
+            "images/ and labels/, or its data.yaml; Pascal VOC: the folder with Annotations/ and "
+            "JPEGImages/; COCO: its .json file)")

@@ -220,3 +220,11 @@ def test_learn_skip_parts():
 
     assert skip_parts("") == frozenset()
     assert skip_parts(" map , round ") == {"map", "round"}
+
+
+def test_bench_cl_takes_json_as_every_benchmark_does():
+    """'bench cl ... --json' was 'unrecognized arguments' while the others take it."""
+    from edgecl.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "cl", "--out", "x", "--json"])
+    assert args.json is True

@@ -167,6 +167,10 @@ def test_dataset_import_writes_yolo_dataset(voc, tmp_path, capsys):
     assert (out / "labels" / "a.txt").read_text() == "0 0.312500 0.312500 0.312500 0.208333\n"
     assert main(["dataset", "import", str(voc), "--out", str(out)]) == 2  # not empty: one line
     assert "exists and is not empty" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")  # an empty FILE was called a folder that is not empty
+    assert main(["dataset", "import", str(voc), "--out", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --out {tmp_path / 'afile'} exists and is a "
+                                               f"file, not a folder; name a new folder")
 
 
 def test_dataset_import_coco_keeps_category_order(coco, tmp_path):
@@ -285,3 +289,16 @@ def test_split_tasks_cli_json(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [t["classes"] for t in result["tasks"]] == [["car", "Bicycle"], ["person"]]
     assert sum(t["train"] + t["val"] + t["test"] for t in result["tasks"]) == 18
+
+
+def test_dataset_import_from_the_wrong_folder_level_says_where_the_dataset_is(voc, tmp_path, capsys,
+                                                                            caplog):
+    """One level up, or the VOC dataset's JPEGImages/: 1,074 warnings ('no label file'), then an
+    error that did not say a VOC dataset was right there."""
+    for src, hint in ((tmp_path, "holds Pascal VOC dataset folder(s) one level down"),
+                      (voc / "JPEGImages", "looks like the image folder of a Pascal VOC dataset: "
+                                           f"give the folder holding Annotations/ and JPEGImages/ ({voc})")):
+        code = main(["dataset", "import", str(src), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and hint in err, err
+        assert "WARNING" not in caplog.text
