@@ -285,6 +285,10 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
         # dead server process and every device waiting for it
         global_from_checkpoint(user.fleet.initial_model)
     out = Path(out).expanduser().resolve()
+    earlier = [n for n in ("summary.json", "server", "joint", "device0") if (out / n).exists()]
+    if earlier:  # its device and server states would be replaced without a word
+        raise ConfigError(f"--out {out} holds an earlier fleet simulation ({earlier[0]}); give "
+                          f"another --out, or remove that folder to run again there")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:  # a setup that fails (bad sizes, too few tasks) leaves no folder it created

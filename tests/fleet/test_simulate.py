@@ -83,3 +83,16 @@ def test_the_users_settings_reach_the_devices_and_the_simulations_own_keys_are_r
         err = capsys.readouterr().err
         assert option in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_an_earlier_simulation_in_the_out_folder_is_not_replaced(tmp_path, capsys):
+    """A second run into the same --out replaced the first one's device and server states
+    without a word (dataset import refuses a non-empty folder, bench cl resumes)."""
+    out = tmp_path / "sim"
+    (out / "device0").mkdir(parents=True)
+    (out / "summary.json").write_text('{"devices": 2}')
+    code = main(["fleet", "simulate", "--devices", "2", "--rounds", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: --out {out} holds an earlier fleet simulation "
+                                        f"(summary.json); give another --out")
+    assert (out / "summary.json").read_text() == '{"devices": 2}' and (out / "device0").is_dir()
