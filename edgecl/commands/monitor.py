@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
@@ -38,11 +41,14 @@ def report_command(args: argparse.Namespace) -> int:
         0.
 
     Raises:
-        MonitorError: when the state directory has no metrics database.
+        MonitorError: when the state directory has no metrics database, or a damaged one (the
+            message says how to rebuild it).
     """
     from edgecl.bench.report import write_monitor_report
 
-    print(write_monitor_report(config_from_args(args).state_dir, args.out))
+    state_dir = config_from_args(args).state_dir
+    _open_monitor(state_dir)  # warns about rounds the database lacks
+    print(write_monitor_report(state_dir, args.out))
     return 0
 
 
@@ -56,11 +62,10 @@ def summary_command(args: argparse.Namespace) -> int:
         0.
 
     Raises:
-        MonitorError: when the state directory has no metrics database.
+        MonitorError: when the state directory has no metrics database, or a damaged one (the
+            message says how to rebuild it).
     """
-    from edgecl.runtime.monitor import Monitor
-
-    summary = Monitor(config_from_args(args).state_dir, create=False, private_copy=True).summary()
+    summary = _open_monitor(config_from_args(args).state_dir).summary()
     if args.json:
         print_json_line(summary)
         return 0
@@ -81,6 +86,31 @@ def summary_command(args: argparse.Namespace) -> int:
     for name, value in summary.get("class_forgetting", {}).items():
         print(f"class_forgetting[{name}] {_text(value)}")
     return 0
+
+
+def _open_monitor(state_dir):
+    """Open the metrics database to read only; one warning when model versions hold rounds
+    that it lacks (an emptied database would else read as nothing learnt, every value ``-``).
+
+    Args:
+        state_dir: the state directory.
+
+    Returns:
+        The :class:`~edgecl.runtime.monitor.Monitor`.
+
+    Raises:
+        MonitorError: the database is missing or damaged.
+    """
+    from edgecl.runtime.monitor import REBUILD_ADVICE, Monitor
+
+    monitor = Monitor(state_dir, create=False, private_copy=True)
+    missing = monitor.unrecorded_versions()
+    if missing:
+        shown = ", ".join(missing if len(missing) <= 4 else [*missing[:3], "...", missing[-1]])
+        log.warning("metrics database %s lacks the rounds of %d model version%s (%s): %s",
+                    monitor.db_path, len(missing), "" if len(missing) == 1 else "s", shown,
+                    REBUILD_ADVICE)
+    return monitor
 
 
 def _text(value) -> str:

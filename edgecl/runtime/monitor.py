@@ -19,7 +19,12 @@ Bounds: every round's rows are kept; runtime samples are kept at full resolution
 Faults: a write that fails (full disk, locked or read-only database, I/O error) raises
 :class:`~edgecl.errors.StorageError`, and nothing of that write is kept (one transaction), so the
 supervisor can contain it and retry later; a damaged database met on a read raises
-:class:`MonitorError`.
+:class:`MonitorError`, whose message says how to rebuild it. The database is derived data: a
+writer that opens it (``create=True``: the runtime, a learning round) and finds it missing,
+empty or damaged makes it afresh and re-records the rounds from the model versions (each
+keeps its round's record, ``round_record.json``); a damaged file is first moved aside to
+``metrics.sqlite.corrupt-<UTC time>`` (kept, with its ``-wal`` and ``-shm``). A storage fault
+is never taken for damage: nothing is moved aside for it.
 
 Prometheus: :class:`PrometheusExporter` owns a private ``CollectorRegistry`` whose collector
 reads :meth:`Monitor.summary` at scrape time; call :meth:`PrometheusExporter.render` from the
@@ -29,19 +34,22 @@ reads :meth:`Monitor.summary` at scrape time; call :meth:`PrometheusExporter.ren
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from edgecl.atomic import json_default
+from edgecl.atomic import fsync_dir, json_default
 from edgecl.calibration.dece import ReliabilityBins, bins_to_records, dece_from_bins, merge_bins
 from edgecl.continual import metrics
 from edgecl.continual.evaluate import DECE_PROTOCOL
@@ -54,6 +62,16 @@ log = logging.getLogger(__name__)
 
 
 DB_RELPATH = Path("metrics") / "metrics.sqlite"
+CORRUPT_INFIX = ".corrupt-"
+"""A damaged database is moved aside to ``metrics.sqlite.corrupt-<UTC time>`` (kept)."""
+REBUILD_LOCK = ".rebuild.lock"
+"""The file in ``STATE/metrics`` whose ``flock`` lets one process at a time make the database
+afresh (two would move each other's new database aside)."""
+REBUILD_ADVICE = ("start `edgecl run` on this state directory: it rebuilds the database from the "
+                  "model versions (so does the next round of `edgecl learn`)")
+_SQLITE_DAMAGE_CODES = frozenset({11, 26})
+"""SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)."""
+_rebuilding = threading.local()
 MEMO_ENTRIES = 64
 """Most matrices and summaries a :class:`Monitor` keeps between learning writes."""
 DETAIL_ROUNDS = 100
@@ -148,7 +166,9 @@ class Monitor:
 
     Args:
         state_dir: the edgecl state directory (the database lives in ``metrics/metrics.sqlite``).
-        create: create the database when missing; with False a missing one raises.
+        create: create the database when missing, and make it afresh when it is empty or
+            damaged (a damaged file is moved aside, kept): the rounds are re-recorded from the
+            model versions, with one warning; with False a missing or damaged one raises.
         max_runtime_rows: newest runtime samples kept at full resolution (at one sample every
             10 s the default keeps about one day).
         runtime_downsample_s: older runtime samples are thinned to one per this many seconds.
@@ -163,9 +183,10 @@ class Monitor:
             write that succeeds, and reads and writes until then raise as they would.
 
     Raises:
-        MonitorError: when the database is missing (``create=False``) or damaged.
-        StorageError: when the database cannot be created or written (read-only, full disk;
-            a full disk not with ``wait_for_room``).
+        MonitorError: when the database is missing or damaged (``create=False``; the message
+            says how to rebuild it).
+        StorageError: when the database cannot be created, written or moved aside (read-only,
+            full disk; not with ``wait_for_room``): a storage fault never moves it aside.
     """
 
     def __init__(self, state_dir: str | Path, create: bool = True,
@@ -179,7 +200,10 @@ class Monitor:
         self.max_downsampled_rows = max(0, int(max_downsampled_rows))
         self.db_path = self.state_dir / DB_RELPATH
         if not create and not self.db_path.is_file():
-            raise MonitorError(f"no metrics database at {self.db_path}")
+            lost = _round_versions(self.state_dir)  # a deleted database, while rounds were run
+            raise MonitorError(f"no metrics database at {self.db_path}"
+                               + (f" ({len(lost)} model versions hold their rounds): "
+                                  f"{REBUILD_ADVICE}" if lost else ""))
         # a copy pulled from a device, or a read-only mount: read a private copy with its WAL
         # replayed (SQLite cannot open a WAL database read-only where it may not write its
         # index beside it, and immutable=1 would ignore the WAL's newest rounds)
@@ -188,14 +212,14 @@ class Monitor:
         self._copy = None
         self._memo_cache: dict[tuple, tuple[int, object]] = {}
         self._schema_pending = False
+        self._damage: BaseException | None = None
         if self.read_only or (private_copy and not create):
             self._open_private_copy()
             return
         try:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
-            with self._write(transaction=False) as conn:
-                _bring_schema_up_to_date(conn)
-        except (OSError, StorageError) as exc:
+            self._open_for_writing(repair=create)
+        except (OSError, StorageError, MonitorError) as exc:
             if not wait_for_room:
                 if isinstance(exc, OSError):
                     raise StorageError(f"cannot create {self.db_path.parent}: "
@@ -221,7 +245,209 @@ class Monitor:
                 conn.close()
         except sqlite3.Error as exc:
             self._copy.close()
+            if isinstance(exc, sqlite3.DatabaseError) and _is_damage(exc):
+                raise self._damaged(exc) from None
             raise MonitorError(f"metrics database {self.db_path}: {exc}") from None
+
+    def _damaged(self, exc: BaseException | None) -> MonitorError:
+        """The one-line error for a damaged database: the file, the reason, what to do."""
+        return MonitorError(f"metrics database {self.db_path} is damaged ({exc}): {REBUILD_ADVICE}, "
+                            f"keeping the damaged copy as {self.db_path.name}{CORRUPT_INFIX}<time>")
+
+    def _open_for_writing(self, repair: bool) -> None:
+        """Bring the schema up to date; with ``repair``, make a missing, empty or damaged
+        database afresh.
+
+        A damaged file (and its ``-wal`` and ``-shm``) is moved aside, never deleted; the
+        new database gets the rounds of the model versions again (:meth:`_rebuild`). Under
+        :data:`REBUILD_LOCK`, so that two processes do not both do it.
+
+        Args:
+            repair: make the database afresh where needed (else damage raises).
+
+        Raises:
+            StorageError: the database cannot be created, written or moved aside (a full
+                disk, a read-only directory): nothing was moved.
+            MonitorError: the database is damaged and ``repair`` is False, or the database
+                made afresh is damaged too (nothing more is tried).
+        """
+        blank = self._is_blank()
+        if not (blank and repair) and self._checked_schema():
+            return
+        if not repair:
+            raise self._damaged(self._damage)
+        if getattr(_rebuilding, "path", None) == os.path.abspath(self.db_path):
+            raise MonitorError(f"metrics database {self.db_path} is missing or damaged while this "
+                               f"thread makes it afresh")
+        with self._rebuild_lock():
+            self._make_afresh()
+
+    def _is_blank(self) -> bool:
+        """True when the database file is missing or empty (0 bytes: SQLite reads it as empty)."""
+        try:
+            return self.db_path.stat().st_size == 0
+        except FileNotFoundError:
+            return True
+
+    def _checked_schema(self) -> bool:
+        """Check the file's pages (:meth:`_find_damage`), then bring the schema up to date.
+
+        Returns:
+            False when the file is damaged (it is left as it is; ``_damage`` says why).
+
+        Raises:
+            StorageError: the database cannot be opened or written (not damage).
+        """
+        self._damage = None if self._is_blank() else self._find_damage()
+        if self._damage is not None:
+            return False
+        try:
+            with self._write(transaction=False) as conn:
+                _bring_schema_up_to_date(conn)
+        except MonitorError as exc:
+            self._damage = exc.__cause__ or exc
+            return False
+        return True
+
+    def _find_damage(self) -> BaseException | None:
+        """``PRAGMA quick_check`` through a read-only connection (one that may write deletes,
+        on closing, a WAL it cannot use: the damaged copy is kept whole).
+
+        Returns:
+            What SQLite says is damaged, or None: also when the check itself cannot run (a
+            storage fault, a lock): the writing connection that follows reports that.
+        """
+        uri = f"{Path(os.path.abspath(self.db_path)).as_uri()}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s,
+                                   isolation_level=None)
+        except sqlite3.Error:
+            return None
+        try:
+            problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(1)")]
+        except sqlite3.DatabaseError as exc:
+            return exc if _is_damage(exc) else None
+        finally:
+            conn.close()
+        if problems != ["ok"]:
+            return MonitorError(problems[0] if problems else "quick_check gave no answer")
+        return None
+
+    @contextlib.contextmanager
+    def _rebuild_lock(self) -> Iterator[None]:
+        """Hold the ``flock`` of :data:`REBUILD_LOCK` (waits for another process's rebuild).
+
+        Raises:
+            StorageError: the lock file cannot be opened (a read-only directory).
+        """
+        path = self.db_path.parent / REBUILD_LOCK
+        try:
+            fh = open(path, "a+")  # noqa: SIM115  (closed below)
+        except OSError as exc:
+            raise StorageError(f"cannot lock {path} to make the metrics database afresh: "
+                               f"{exc.strerror or exc}") from exc
+        with fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            _rebuilding.path = os.path.abspath(self.db_path)
+            try:
+                yield
+            finally:
+                _rebuilding.path = None
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _make_afresh(self) -> None:
+        """Under the lock: decide again (another process may have rebuilt the database while
+        this one waited), move a damaged file aside, create the database, re-record the rounds."""
+        if self._is_blank():
+            why = ("was missing" if not self.db_path.exists() else "was empty (0 bytes)")
+            aside = None
+        elif self._checked_schema():
+            return
+        else:
+            why, aside = f"is damaged ({self._damage})", self._move_aside()
+        if not self._checked_schema():
+            raise MonitorError(f"metrics database {self.db_path} made afresh is damaged: "
+                               f"{self._damage}")
+        done, failed = self._rebuild()
+        if aside is None and not done and not failed:
+            return  # a first start: nothing to re-record
+        kept = f"; the damaged copy is kept as {aside}" if aside is not None else ""
+        missed = (f"; not re-recorded: {', '.join(failed)} (every start tries again)"
+                  if failed else "")
+        log.warning("metrics database %s %s: made afresh and re-recorded %d round%s from the "
+                    "model versions%s%s", self.db_path, why, done, "" if done == 1 else "s",
+                    kept, missed)
+
+    def _move_aside(self) -> Path:
+        """Rename the damaged database, its ``-wal`` and its ``-shm`` to
+        ``metrics.sqlite.corrupt-<UTC time>[-wal|-shm]`` (the WAL first: a new database must
+        not replay the damaged one's), then flush the directory.
+
+        Returns:
+            Where the database went.
+
+        Raises:
+            StorageError: a rename failed (read-only directory, no permission): the database
+                itself is still in place.
+        """
+        # as classes.json.corrupt-<UTC time> (edgecl.models.classes): 2026-05-04T101112+0000
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds").replace(":", "")
+        base = f"{self.db_path.name}{CORRUPT_INFIX}{stamp}"
+        aside, n = self.db_path.with_name(base), 1
+        while any(aside.with_name(aside.name + s).exists() for s in ("", "-wal", "-shm")):
+            n += 1
+            aside = self.db_path.with_name(f"{base}.{n}")
+        try:
+            for suffix in ("-wal", "-shm", ""):
+                src = self.db_path.with_name(self.db_path.name + suffix)
+                if src.exists():
+                    os.replace(src, aside.with_name(aside.name + suffix))
+            fsync_dir(self.db_path.parent)
+        except OSError as exc:
+            raise StorageError(f"metrics database {self.db_path} is damaged ({self._damage}) and "
+                               f"cannot be moved aside: {exc.strerror or exc}") from exc
+        return aside
+
+    def _rebuild(self) -> tuple[int, list[str]]:
+        """Record into the database made afresh the rounds of the model versions that keep
+        their round's record, oldest first, each followed by the status the registry holds
+        its version in (so a round's ACC and BWT are computed over the versions promoted
+        before it, as when it was first recorded); a rejected round moves the learner's
+        round number past it, as :func:`edgecl.runtime.learner.record_missing_rounds` does.
+
+        Returns:
+            ``(rounds recorded, versions not recorded with why)``; a fault is contained here
+            (the database stays usable, and every start records what is missing).
+        """
+        versions = _round_versions(self.state_dir)
+        if not versions:
+            return 0, []
+        from edgecl.continual.round import ROUND_RECORD_FILE, read_round_record
+        from edgecl.models.registry import Registry
+        from edgecl.runtime.learner import record_in_monitor
+
+        done, failed = 0, []
+        try:
+            registry = Registry(self.state_dir / "models")
+            history = set(registry.history())
+            wanted = {info.version: "promoted" if info.version in history else info.status
+                      for info in registry.list()}
+            for version in versions:
+                try:
+                    kwargs = read_round_record(registry.file_path(version, ROUND_RECORD_FILE))
+                except (EdgeclError, OSError, ValueError) as exc:
+                    failed.append(f"{version} ({exc})")
+                    continue
+                if not record_in_monitor(self.state_dir, registry, version, kwargs):
+                    failed.append(version)  # its warning says why
+                    continue
+                self.follow_registry({version: wanted.get(version, kwargs["status"])})
+                if kwargs["status"] == "rejected":
+                    _move_progress_past(self.state_dir, kwargs["round_no"])
+                done += 1
+        except (EdgeclError, OSError) as exc:
+            failed.append(f"the rest ({exc})")
+        return done, failed
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -243,6 +469,8 @@ class Monitor:
                 conn.execute("PRAGMA synchronous=FULL")
             yield conn
         except sqlite3.DatabaseError as exc:
+            if _is_damage(exc):
+                raise self._damaged(exc) from exc
             raise MonitorError(f"metrics database {self.db_path}: {exc}") from exc
         finally:
             conn.close()
@@ -295,6 +523,18 @@ class Monitor:
             raise StorageError(f"metrics database {self.db_path} cannot be written: {exc}") from exc
         finally:
             conn.close()
+
+    def unrecorded_versions(self) -> list[str]:
+        """The model versions that keep their round's record but whose round is not in the
+        database (a database deleted, emptied or damaged; a kill before the round recorded
+        it): a writer's next open, or the runtime's next start, records them. Reads the
+        models folder only (changes nothing).
+
+        Returns:
+            Version names, oldest first.
+        """
+        recorded = self.recorded_versions()
+        return [v for v in _round_versions(self.state_dir) if v not in recorded]
 
     def _learning_stamp(self) -> int:
         """How many learning writes the database has seen (any process); -1 when unknown."""
@@ -971,9 +1211,51 @@ def _task_forgetting(view: MatrixView) -> dict[str, float]:
 
 
 def _is_damage(exc: sqlite3.DatabaseError) -> bool:
-    """True when SQLite says the file is not (or no longer) a database."""
+    """True when SQLite says the file is not (or no longer) a database (never for a storage
+    fault: a full disk, a read-only file, a file that cannot be opened, an I/O error)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in _SQLITE_DAMAGE_CODES:
+        return True
     text = str(exc).lower()
     return "not a database" in text or "malformed" in text
+
+
+def _round_versions(state_dir: Path) -> list[str]:
+    """The model versions (``STATE/models/v*``) whose manifest lists their round's record,
+    oldest first; read without opening the registry (which repairs what it finds), so that a
+    command that only reads changes nothing. Unreadable ones are left out."""
+    from edgecl.continual.round import ROUND_RECORD_FILE
+    from edgecl.models.registry import VERSION_RE
+
+    try:
+        folders = [p for p in (state_dir / "models").iterdir()
+                   if VERSION_RE.match(p.name) and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+    out = []
+    for folder in sorted(folders, key=lambda p: int(p.name[1:])):
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if isinstance(files, dict) and ROUND_RECORD_FILE in files:
+            out.append(folder.name)
+    return out
+
+
+def _move_progress_past(state_dir: Path, round_no: int) -> None:
+    """Move the learner's round number past a rejected round recorded from its version (its
+    number is not given again); a fault is a warning: only the number is reused."""
+    from edgecl.continual.round_state import load_state, save_state
+
+    try:
+        state = load_state(state_dir)
+        if round_no > state.round:
+            state.round = round_no
+            save_state(state_dir, state)
+    except (EdgeclError, OSError, ValueError) as exc:
+        log.warning("learner progress not moved past rejected round %d: %s", round_no, exc)
 
 
 def _thin_details(conn: sqlite3.Connection) -> None:

@@ -153,7 +153,7 @@ def test_damaged_database_is_reported(tmp_path):
     db.parent.mkdir()
     db.write_bytes(b"this is not a database" * 100)
     with pytest.raises(MonitorError, match="metrics database"):
-        Monitor(tmp_path)
+        Monitor(tmp_path, create=False)  # a writer makes it afresh: test_monitor_damage.py
 
 
 def samples(text):

@@ -171,6 +171,7 @@ def test_a_rejected_round_a_kill_left_unrecorded_is_recorded_at_start(tmp_path):
                                 reason="forgot car", seconds=12.5, evaluation={"stream": res},
                                 columns=["stream"], class_names={0: "car", 1: "van"},
                                 calibration=None)
+    Monitor(state)  # the runtime made it before the round (a missing one is rebuilt on open)
     version = registry.stage({"model.pt": tmp_path / "model.pt", ROUND_RECORD_FILE: record},
                              {"classes": {0: "car", 1: "van"}, "metrics": {"dece": None}},
                              status="rejected")
