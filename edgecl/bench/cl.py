@@ -327,16 +327,36 @@ def _header(yaml_path: Path, view, settings: ProtocolSettings, seeds: int) -> li
 
 class _Bars:
     """Two tqdm bars: finished tasks over all runs, and steps/images within the current phase
-    (training steps with the loss, evaluation images), each with its time left."""
+    (training steps with the loss, evaluation images), each with its time left.
+
+    When stderr is not a terminal (a log file, a CI job) the bars are off: their carriage
+    returns and cursor moves made one unreadable line of a log. One plain line per finished
+    task says the progress there instead.
+    """
 
     def __init__(self, total_tasks: int):
         from tqdm import tqdm
 
         self._tqdm = tqdm
+        try:
+            self.plain = not sys.stderr.isatty()
+        except (AttributeError, ValueError):  # replaced by an object without it, or closed
+            self.plain = True
         self.tasks = tqdm(total=total_tasks, desc="bench cl", unit="task", file=sys.stderr,
-                          mininterval=1.0, dynamic_ncols=True, position=0)
+                          mininterval=1.0, dynamic_ncols=True, position=0, disable=self.plain)
+        self.total_tasks = total_tasks
+        self.done_tasks = 0
+        self.started = time.monotonic()
         self.inner = None
         self.label = ""
+
+    def task_done(self) -> None:
+        """Count a finished task (a plain line when the bars are off)."""
+        self.tasks.update(1)
+        self.done_tasks += 1
+        if self.plain:
+            print(f"bench cl: {self.done_tasks}/{self.total_tasks} tasks done ({self.label}), "
+                  f"{time.monotonic() - self.started:.0f} s", file=sys.stderr, flush=True)
 
     def phase(self, desc: str, total: int, unit: str) -> None:
         """Start a phase bar (``total`` 0: unknown)."""
@@ -344,7 +364,7 @@ class _Bars:
             self.inner.close()
         self.inner = self._tqdm(total=total or None, desc=f"  {self.label}: {desc}", unit=unit,
                                 file=sys.stderr, mininterval=1.0, dynamic_ncols=True,
-                                position=1, leave=False)
+                                position=1, leave=False, disable=self.plain)
 
     def advance(self, n: int = 1, postfix: str = "") -> None:
         """Advance the phase bar."""
@@ -372,7 +392,7 @@ def _execute(pending: list[RunSpec], done: list[dict], settings, view, results_p
             label = f"{group_label(spec.strategy, spec.budget)} seed {spec.seed}"
             bars.tasks.set_postfix_str(label)
             bars.label = label
-            outcome = run_protocol(view, spec, settings, on_task=lambda _t: bars.tasks.update(1),
+            outcome = run_protocol(view, spec, settings, on_task=lambda _t: bars.task_done(),
                                    progress=bars)
             record = run_record(spec, settings, view, outcome)
             done.append(record)

@@ -268,3 +268,20 @@ def test_end_to_end_tiny_run_with_the_new_methods(tmp_path, capsys):
     again = _run(out, capsys, "--budgets", "0.5", "--strategies", "class_balanced,er",
                  "--pseudo-conf", "0.001", "--report-only")
     assert (again["new_runs"], again["runs"]) == (0, 1)
+
+
+def test_progress_in_a_log_is_one_plain_line_per_task(capsys):
+    """bench cl's tqdm bars wrote carriage returns and cursor moves into a redirected stderr,
+    and the per-run result lines were glued onto bar fragments."""
+    from edgecl.bench.cl import _Bars
+
+    bars = _Bars(3)  # stderr is captured here: not a terminal
+    bars.label = "er 10% seed 0"
+    bars.phase("train", 10, "step")
+    bars.advance(4, "loss 1.2")
+    bars.task_done()
+    bars.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b[" not in err
+    assert err.splitlines() == [err.splitlines()[0]]
+    assert err.startswith("bench cl: 1/3 tasks done (er 10% seed 0), ")
