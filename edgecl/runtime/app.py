@@ -274,6 +274,12 @@ class Runtime:
         if cfg.server.enabled:
             check_bind(cfg.server.host, resolve_token(cfg.server.token), cfg.server.tls_cert,
                        cfg.server.tls_key)
+        if cfg.fleet.enabled:  # one line before the model loads, not seconds later
+            from edgecl.fleet.client import check_client_security
+            from edgecl.fleet.server import require_flower
+
+            check_client_security(cfg)
+            require_flower()
         if cfg.learner.enabled:
             from edgecl.continual.cpu_engines import check_export_settings
             from edgecl.continual.finetune import resolve_device
@@ -287,11 +293,35 @@ class Runtime:
         self.lock = RuntimeLock(cfg.state_dir).acquire()
         self.registry = Registry(Path(cfg.state_dir) / "models")
         self.classes = ClassRegistry(cfg.state_dir)
+        self._repair_classes()
         if not self.opts.model:
             from edgecl.runtime.learner import promote_leftover_staged
 
             promote_leftover_staged(cfg, self.registry, inference_options(cfg))
             self._check_current_version()
+
+    def _repair_classes(self) -> None:
+        """Rebuild a damaged ``classes.json`` (or fill an empty one) from the replay memory's
+        class names with their ids, as the tools that open the memory do
+        (:func:`edgecl.models.classes.adopt_memory_class_names`); a device whose registry an
+        SD-card fault damaged refused to start.
+
+        Raises:
+            ClassRegistryError: damaged, and the memory names no class to rebuild it from.
+        """
+        from edgecl.continual.memory import memory_from_config
+        from edgecl.models.classes import ClassRegistryError, adopt_memory_class_names
+
+        try:
+            if self.classes.names():
+                return
+        except ClassRegistryError:
+            pass
+        if not (Path(self.cfg.state_dir) / "memory").is_dir():
+            self.classes.names()  # a damaged registry with no memory: its one-line error
+            return
+        with memory_from_config(self.cfg) as memory:
+            adopt_memory_class_names(memory, self.classes)
 
     def _seed_classes(self, model_names: dict, model_path: Path, source) -> None:
         """Give the class registry a labelled source's class names, then the model file's.

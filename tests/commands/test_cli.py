@@ -148,3 +148,44 @@ def test_a_console_port_in_use_is_said_in_the_log_and_the_summary(capsys, caplog
     assert summary["server_error"].startswith(f"console not started on 127.0.0.1:{port}: ")
     logged = [r.getMessage() for r in caplog.records if "HTTP server not started" in r.getMessage()]
     assert len(logged) == 1 and "'edgecl labels pending --state-dir" in logged[0]
+
+
+def test_a_run_rebuilds_a_damaged_class_registry_from_the_memory(capsys, caplog, image_dir,
+                                                                  tmp_path):
+    """An SD-card fault in classes.json: the device refused to start ('restore it from a
+    backup') while its replay memory held every id -> name."""
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.models.classes import ClassRegistry
+
+    state = tmp_path / "state"
+    box = np.array([[1, 0.5, 0.5, 0.2, 0.2]], np.float32)
+    with ReplayMemory(state / "memory", MemoryConfig(), names={0: "car", 1: "forklift"}) as memory:
+        memory.add(Sample(np.full((16, 16, 3), 9, np.uint8), box, task="stream", source="a"))
+    (state / "classes.json").write_bytes(b"\x00" * 64)
+    code, out, err = run_cli(capsys, "run", "--source", f"dir://{image_dir}", "--model",
+                             "yolo11n.yaml", "--json", "--quiet", "--state-dir", str(state),
+                             "model.imgsz=64", "learner.enabled=false", "server.enabled=false")
+    assert code == 0, err
+    assert ClassRegistry(state).names() == {0: "car", 1: "forklift"}
+    assert "rebuilt from the replay memory's 2 class name(s)" in caplog.text
+    assert len(list(state.glob("classes.json.corrupt-*"))) == 1
+
+
+def test_a_fleet_device_without_tls_off_loopback_fails_before_the_model_loads(
+        capsys, caplog, image_dir, tmp_path, monkeypatch):
+    """It failed only after the runtime had loaded its model (about 2.4 s, after the labels
+    line), and the exit then warned of a thread left running."""
+    from edgecl.models import backends
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the fleet settings were checked")
+
+    monkeypatch.setattr(backends, "load_backend", no_load)
+    code, out, err = run_cli(capsys, "run", "--source", f"dir://{image_dir}", "--model",
+                             "yolo11n.yaml", "--state-dir", str(tmp_path / "state"),
+                             "model.imgsz=64", "fleet.enabled=true",
+                             "fleet.server_address=10.0.0.7:9092")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert "fleet" in err
+    assert "loaded" not in caplog.text and "exiting past" not in caplog.text
