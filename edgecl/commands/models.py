@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -229,9 +230,15 @@ def verify_command(args: argparse.Namespace) -> int:
         print_json_line({"version": version, "ok": not problems, "problems": problems,
                          "can_serve": not essential})
     else:
-        note = " (an engine built from the version's model: the next intact engine serves)"
+        def note(problem: str) -> str:
+            if problem in essential:
+                return ""
+            if re.search(r"\.json\b", problem):  # a record beside the model (is_record_file)
+                return " (a record beside the model: not used; the version still serves)"
+            return " (an engine built from the version's model: the next intact engine serves)"
+
         print(f"{version}: ok" if not problems else
-              "\n".join(f"{version}: {p}{'' if p in essential else note}" for p in problems))
+              "\n".join(f"{version}: {p}{note(p)}" for p in problems))
     return 1 if problems else 0
 
 

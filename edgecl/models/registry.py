@@ -770,7 +770,11 @@ class Registry:
             current = self.current()
             if current in history:
                 history = history[:len(history) - 1 - history[::-1].index(current)]
-            while history and self.verify(history[-1], essential_only=True):
+            while history:
+                problems = self.verify(history[-1], essential_only=True)
+                if not problems:
+                    break
+                log.warning("rollback: %s skipped, it cannot serve (%s)", history[-1], problems[0])
                 history.pop()
             if not history:
                 raise RegistryError("no earlier intact version to roll back to")

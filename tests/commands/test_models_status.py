@@ -110,3 +110,31 @@ def test_unknown_version_from_the_real_command_has_no_traceback(state):
                           env=dict(os.environ, YOLO_OFFLINE="1"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "error: unknown version v0042 (known: v0001, v0002, v0003)"
+
+
+def test_verify_and_rollback_say_what_a_damaged_file_means(capsys, state, caplog):
+    """A damaged calibrator was called 'an engine built from the version's model'; a rollback
+    past a damaged version printed 'rolled back to v0001' without naming the one it skipped."""
+    import json
+
+    from edgecl.cli import main
+
+    reg = Registry(state / "models")
+    for version in ("v0001", "v0002", "v0003"):
+        reg.promote(version)
+    record = state / "models" / "v0003" / "round_record.json"
+    manifest_path = state / "models" / "v0003" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    record.write_text('{"round": 3}')
+    from edgecl.models.base import sha256_file
+
+    manifest["files"]["round_record.json"] = sha256_file(record)
+    manifest_path.write_text(json.dumps(manifest))
+    record.write_text('{"round": 4}')
+    assert main(["models", "verify", "--state-dir", str(state)]) == 1
+    out = capsys.readouterr().out
+    assert "round_record.json does not match its manifest sha256 (a record beside the model: " \
+           "not used; the version still serves)" in out
+    (state / "models" / "v0002" / "model.onnx").write_bytes(b"damaged")
+    assert reg.rollback() == "v0001"
+    assert "rollback: v0002 skipped, it cannot serve (" in caplog.text

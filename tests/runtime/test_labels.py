@@ -574,6 +574,20 @@ def test_accept_stores_proposed_boxes_with_the_state_registry(tmp_path):
     np.testing.assert_allclose(mem.samples[0].labels, [[0, 0.2, 0.3, 0.2, 0.4]], atol=1e-6)
 
 
+def test_an_answer_to_an_item_whose_frame_was_cut_stores_nothing(tmp_path):
+    """A card fault cut a queued frame's JPEG in half: OpenCV decoded it with grey fill and the
+    answer stored that frame as an operator sample."""
+    q, (item_id,) = queued(tmp_path)
+    path = q.image_path(item_id)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    mem, classes = FakeMemory(), FakeClasses({0: "car"})
+    with pytest.raises(NotFoundError, match=rf"label item '{item_id}': its image is missing or "
+                                            rf"unreadable \(.*truncated JPEG"):
+        q.answer(item_id, [{"class": "car", "xyxy": [22, 12, 58, 50]}], mem, classes)
+    assert mem.samples == []
+
+
 def test_a_box_takes_the_keys_the_console_api_takes():
     from edgecl.runtime.labels.queue import boxes_to_labels
 

@@ -566,14 +566,21 @@ class OperatorQueue:
         return done
 
     def _image(self, item_id: str) -> np.ndarray:
-        import cv2
+        """The item's frame, decoded by edgecl's image rule: a truncated JPEG (a card fault)
+        is refused, where OpenCV alone filled its missing part with grey and that frame was
+        stored as an operator sample.
+
+        Raises:
+            NotFoundError: the image is missing, truncated or unreadable.
+        """
+        from edgecl.data.images import ImageError, read_image
 
         path = self.dir / f"{item_id}.jpg"
-        image = cv2.imread(str(path)) if path.is_file() else None
-        if image is None:
-            raise NotFoundError(f"label item '{item_id}': its image is missing or unreadable; "
-                                f"skip it")
-        return image
+        try:
+            return read_image(path)
+        except ImageError as exc:
+            raise NotFoundError(f"label item '{item_id}': its image is missing or unreadable "
+                                f"({exc}); skip it") from None
 
 
 def _stored_sample(memory, source: str) -> int | None:
