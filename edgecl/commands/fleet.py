@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
                                     require_state_dir, train_image_size)
@@ -82,16 +83,19 @@ def simulate_command(args: argparse.Namespace) -> int:
     load_config(*base)  # a bad file or value: one line now, not from every device's process
     size = SimSize(imgsz=args.imgsz, images_per_task=args.images_per_task, steps=args.steps,
                    first_steps=args.first_steps, budget_s=args.budget_s, batch=args.batch, seed=args.seed)
-    quiet = args.json
+    def to_stderr(line: str) -> None:  # with --json the last stdout line is the JSON
+        print(line, file=sys.stderr, flush=True)
+
     summary = simulate(args.data, args.devices, args.rounds, args.out, size=size, base=base,
-                       progress=(lambda line: None) if quiet else print)
+                       progress=to_stderr if args.json else print)
     if args.json:
         print_json_line({k: summary[k] for k in ("devices", "rounds", "joint_per_class_ap",
                                                  "per_device", "bytes_per_round")})
     else:
         t = summary["target"]
         verdict = {True: "met", False: "not met", None: "not measurable"}[t["met"]]
+        lowest = "n/a" if t["min_ratio"] is None else f"{t['min_ratio']:.2f}"
         print(f"target (every device, every class >= {t['ratio']} x joint): {verdict} "
-              f"(lowest ratio {t['min_ratio']}; joint AP too low to compare on: "
+              f"(lowest ratio {lowest}; joint AP too low to compare on: "
               f"{', '.join(t['unmeasurable']) or 'none'})")
     return 0

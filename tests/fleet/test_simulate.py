@@ -23,8 +23,12 @@ def test_two_devices_learn_together_and_adopt_the_global_model(tmp_path, capsys)
     code = main(["fleet", "simulate", "--devices", "2", "--rounds", "1", "--out", str(out),
                  "--images-per-task", "16", "--steps", "2", "--batch", "4", "--json"])
     assert code == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
     assert set(summary) == {"devices", "rounds", "joint_per_class_ap", "per_device", "bytes_per_round"}
+    # with --json the report goes to stderr (it was dropped), stdout keeps the JSON alone
+    assert "fleet: server and 2 devices on 127.0.0.1:" in captured.err
+    assert "round 1" in captured.err and len(captured.out.strip().splitlines()) == 1
     assert summary["devices"] == 2 and summary["rounds"] == 1 and summary["bytes_per_round"] > 1e6
     classes = set(summary["joint_per_class_ap"])
     assert len(classes) == 4

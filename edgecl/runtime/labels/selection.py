@@ -336,6 +336,12 @@ class SelectionContext:
 SelectionPolicy = Callable[[Frame, Detections, SelectionContext], float]
 
 
+def _unit(value) -> float:
+    """``value`` clipped to 0..1 (NaN stays NaN), in Python: ``np.clip`` on one number cost
+    9 us, the largest part of the sink thread's scoring on every camera frame."""
+    return min(max(float(value), 0.0), 1.0)
+
+
 def uncertain_score(frame: Frame, detections: Detections, context: SelectionContext) -> float:
     """Uncertainty sampling: 0.5 at the band's edges up to 1.0 at its middle; 0 outside it.
 
@@ -354,7 +360,7 @@ def uncertain_score(frame: Frame, detections: Detections, context: SelectionCont
         return 0.0
     half = (high - low) / 2
     closeness = 1.0 - np.abs(inside - (low + half)) / half
-    return float(np.clip(0.5 + 0.5 * closeness.max(), 0.0, 1.0))
+    return _unit(0.5 + 0.5 * float(closeness.max()))
 
 
 def novel_score(frame: Frame, detections: Detections, context: SelectionContext) -> float:
@@ -553,7 +559,7 @@ class Selector:
         priority = 0.0
         for name, weight in self.weights.items():
             try:
-                value = float(np.clip(SELECTION_POLICIES[name](frame, detections, context), 0, 1))
+                value = _unit(SELECTION_POLICIES[name](frame, detections, context))
             except Exception as exc:  # noqa: BLE001 - one policy's fault must not stop labelling
                 n = self.policy_errors[name] = self.policy_errors.get(name, 0) + 1
                 if n == 1 or n % 1000 == 0:
