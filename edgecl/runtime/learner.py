@@ -77,18 +77,8 @@ def monitor_recorder(state_dir: str | Path):
     """
     from edgecl.runtime.monitor import Monitor
 
-    def record(*, round_no, version, status, reason, seconds, evaluation, columns,
-               class_names=None, calibration=None) -> dict:
-        monitor = Monitor(state_dir)
-        monitor.record_evaluation(round_no, version, evaluation, columns, class_names=class_names)
-        # computed once: the round's row does not change the candidate's view (O(rounds) each)
-        computed = monitor.candidate_metrics(round_no, version)
-        monitor.record_round(round_no, version, getattr(status, "value", status), reason=reason,
-                             seconds=seconds, acc=computed["acc"], bwt=computed["bwt"],
-                             mean_forgetting=computed["mean_forgetting"])
-        if calibration is not None:
-            monitor.record_calibration(round_no, version, calibration)
-        return computed
+    def record(**recorded) -> dict:
+        return Monitor(state_dir).record_finished_round(**recorded)
 
     return record
 

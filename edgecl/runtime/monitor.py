@@ -424,7 +424,6 @@ class Monitor:
             return 0, []
         from edgecl.continual.round import ROUND_RECORD_FILE, read_round_record
         from edgecl.models.registry import Registry
-        from edgecl.runtime.learner import record_in_monitor
 
         done, failed = 0, []
         try:
@@ -438,8 +437,10 @@ class Monitor:
                 except (EdgeclError, OSError, ValueError) as exc:
                     failed.append(f"{version} ({exc})")
                     continue
-                if not record_in_monitor(self.state_dir, registry, version, kwargs):
-                    failed.append(version)  # its warning says why
+                try:
+                    self.record_finished_round(version=version, **kwargs)
+                except (EdgeclError, OSError, ValueError) as exc:
+                    failed.append(f"{version} ({exc})")
                     continue
                 self.follow_registry({version: wanted.get(version, kwargs["status"])})
                 if kwargs["status"] == "rejected":
@@ -523,6 +524,32 @@ class Monitor:
             raise StorageError(f"metrics database {self.db_path} cannot be written: {exc}") from exc
         finally:
             conn.close()
+
+    def record_finished_round(self, *, round_no, version, status, reason, seconds, evaluation,
+                              columns, class_names=None, calibration=None) -> dict:
+        """Record a learning round: its evaluation, its row (with the ACC, BWT and forgetting
+        the evaluation gives), its calibration. The round's recording hook, and the rebuild of
+        a database made afresh from the versions' round records, both write through this.
+
+        Args:
+            round_no, version, status, reason, seconds, evaluation, columns, class_names,
+                calibration: what :func:`edgecl.continual.round.write_round_record` keeps.
+
+        Returns:
+            The figures computed for the round (``acc``, ``bwt``, ``mean_forgetting`` ...).
+
+        Raises:
+            StorageError: the database cannot be written.
+        """
+        self.record_evaluation(round_no, version, evaluation, columns, class_names=class_names)
+        # computed once: the round's row does not change the candidate's view (O(rounds) each)
+        computed = self.candidate_metrics(round_no, version)
+        self.record_round(round_no, version, getattr(status, "value", status), reason=reason,
+                          seconds=seconds, acc=computed["acc"], bwt=computed["bwt"],
+                          mean_forgetting=computed["mean_forgetting"])
+        if calibration is not None:
+            self.record_calibration(round_no, version, calibration)
+        return computed
 
     def unrecorded_versions(self) -> list[str]:
         """The model versions that keep their round's record but whose round is not in the
