@@ -362,6 +362,9 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
         def configure_fit(self, server_round, parameters, client_manager):
             rnd = self.fleet_round(server_round)
             need = int(fleet_cfg.min_devices)
+            if client_manager.num_available() < need:  # said at once, then every WAIT_LOG_S
+                log.info("fleet round %d: waiting for %d devices (fleet.min_devices); %d "
+                         "connected", rnd, need, client_manager.num_available())
             while not client_manager.wait_for(need, timeout=WAIT_LOG_S):
                 # Flower itself waits up to a day without a word
                 log.info("fleet round %d: waiting for %d devices (fleet.min_devices); %d "

@@ -371,6 +371,17 @@ def test_a_round_waiting_for_devices_says_so(tmp_path, caplog):
         sent = strategy.configure_fit(1, None, Arriving())
     assert len(sent) == 2
     assert "fleet round 1: waiting for 2 devices (fleet.min_devices); 1 connected" in caplog.text
+    # said at once, not after the first minute of waiting (a server seemed stuck at [ROUND 1])
+    caplog.clear()
+
+    class Late(FakeManager):
+        def wait_for(self, num_clients, timeout=86400):
+            assert "waiting for 2 devices" in caplog.text, "not said before the first wait"
+            self.clients["c1"] = SimpleNamespace(cid="c1")
+            return super().wait_for(num_clients, timeout)
+
+    with caplog.at_level("INFO"):
+        assert len(strategy.configure_fit(2, None, Late(1))) == 2
 
 
 def test_a_device_knows_when_its_token_differs_from_the_servers(tmp_path):
