@@ -217,7 +217,8 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
             delay_s = min(cfg.fleet.retry_s * 2 ** failures, MAX_RETRY_S)
             (log.warning if failures == 0 else log.debug)(
                 "fleet server %s unreachable or gone (%s); retrying in %.0f s (backing off up "
-                "to %.0f s)", cfg.fleet.server_address, type(exc).__name__, delay_s, MAX_RETRY_S)
+                "to %.0f s)", cfg.fleet.server_address, connection_problem(exc), delay_s,
+                MAX_RETRY_S)
             failures += 1
             time.sleep(delay_s)
             continue
@@ -227,6 +228,32 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
         log.info("fleet server %s ended the session; reconnecting in %.0f s",
                  cfg.fleet.server_address, cfg.fleet.retry_s)
         time.sleep(cfg.fleet.retry_s)
+
+
+def connection_problem(exc: BaseException) -> str:
+    """What a failed connection to the fleet server says, in one short line: gRPC's status
+    and details (``UNAVAILABLE: failed to connect to all addresses ...``) where the error
+    carries them, else the exception's first line; its class name alone
+    (``_MultiThreadedRendezvous``) told a user nothing.
+
+    Args:
+        exc: the exception the connection raised.
+
+    Returns:
+        E.g. ``"UNAVAILABLE: connection refused"``.
+    """
+    from edgecl.models.base import one_line
+
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        try:
+            name = getattr(code(), "name", str(code()))
+            text = str(details() or "").strip().splitlines()
+        except (AttributeError, TypeError, ValueError, RuntimeError):  # a half-made gRPC error
+            return one_line(exc)
+        first = text[0][:200] if text else ""
+        return f"{name}: {first}" if first else str(name)
+    return one_line(exc)
 
 
 def _wait_for_server(address: str, max_wait_s: float) -> None:

@@ -120,3 +120,24 @@ def test_global_class_names_join_the_registry_case_insensitively(tmp_path):
     assert device.registry_spelling(["Car", "truck", "TRUCK"]) == ["car", "truck", "truck"]
     assert device.local_names(["CAR", "Truck"]) == {0: "car", 1: "Truck"}
     assert device.local_names(["truck", "car"]) == {0: "car", 1: "Truck"}
+
+
+def test_a_failed_connection_says_grpcs_status_not_a_class_name():
+    """'fleet join' against a closed port logged 'unreachable or gone (_MultiThreadedRendezvous)'."""
+    from edgecl.fleet.client import connection_problem
+
+    class Status:
+        name = "UNAVAILABLE"
+
+    class Rendezvous(Exception):
+        def code(self):
+            return Status()
+
+        def details(self):
+            return "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: " \
+                   "Failed to connect to remote host: Connection refused\nmore"
+
+    assert connection_problem(Rendezvous()) == (
+        "UNAVAILABLE: failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: "
+        "Failed to connect to remote host: Connection refused")
+    assert connection_problem(ConnectionError("reset by peer")) == "ConnectionError: reset by peer"
