@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train this many epochs per task instead of a number of steps (0: use steps)")
     add("--task-budget-s", type=finite_non_negative_float, default=0.0, help="wall-clock cap per task (0: none)")
     add("--imgsz", type=train_image_size, default=160,
-        help="image size for the scenario, training, evaluation")
+        help="image size for the scenario, training, evaluation (default 160)")
     add("--batch", type=positive_int, default=8, help="training batch size (default 8)")
     add("--lr", type=finite_positive_float, default=0.002, help="AdamW learning rate (default 0.002)")
     add("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
@@ -294,6 +294,7 @@ def _settings(args: argparse.Namespace) -> ProtocolSettings:
         if not path.is_file():
             raise ConfigError(f"--first-task-model: no file at {path}")
         first = str(path.resolve())
+        _warn_size_mismatch(path, args.imgsz)
     return ProtocolSettings(imgsz=args.imgsz, batch=args.batch, lr=args.lr,
                             steps_per_task=args.steps_per_task,
                             first_task_steps=args.first_task_steps, epochs=args.epochs,
@@ -304,16 +305,35 @@ def _settings(args: argparse.Namespace) -> ProtocolSettings:
                             device=args.device)
 
 
+def _warn_size_mismatch(path: Path, imgsz: int) -> None:
+    """Warn when the given task-1 checkpoint was trained at another input size than ``--imgsz``
+    (a 320 px model evaluated at 64 px scored 0 in every cell, without a word)."""
+    from edgecl.errors import ModelLoadError
+    from edgecl.models.checkpoint import load_checkpoint, longer_side
+
+    try:
+        trained = longer_side(load_checkpoint(path)[1].get("imgsz"))
+    except ModelLoadError:  # the run refuses it later, with its own line
+        return
+    if trained and trained != int(imgsz):
+        logging.getLogger(__name__).warning(
+            "--first-task-model %s was trained at %d px; this run trains and evaluates every "
+            "task at --imgsz %d (give --imgsz %d to match it)", path, trained, imgsz, trained)
+
+
 def _header(yaml_path: Path, view, settings: ProtocolSettings, seeds: int) -> list[str]:
     training = (f"{settings.epochs} epoch(s) per task" if settings.epochs else
                 f"{settings.first_task_steps} steps for task 1, {settings.steps_per_task} per later task")
+    start = "YOLO11n from scratch"
     if settings.first_task_model:
-        training += f"; task 1's model given: `{settings.first_task_model}`"
+        start = f"YOLO11n, task 1's model given (`{settings.first_task_model}`)"
+        training = (f"{settings.epochs} epoch(s) per later task" if settings.epochs else
+                    f"{settings.steps_per_task} steps per later task")
     sizes = ", ".join(f"{n} {len(tr)}/{len(te)}" for n, tr, te in
                       zip(view.task_names, view.train, view.test))
     return [f"- data: `{yaml_path}` (hash {view.data_hash}); train/test images per task: {sizes}",
             f"- classes per task: {[list(c) for c in view.task_classes]}",
-            (f"- YOLO11n from scratch, {settings.imgsz} px, batch {settings.batch}, AdamW lr "
+            (f"- {start}, {settings.imgsz} px, batch {settings.batch}, AdamW lr "
              f"{settings.lr}, {training}; IDER {'on' if settings.ider else 'off'}; "
              f"seeds 0..{seeds - 1}"),
             ("- ACC: mean box mAP50-95 over all tasks after the last task; BWT: mean over earlier "

@@ -285,3 +285,26 @@ def test_progress_in_a_log_is_one_plain_line_per_task(capsys):
     assert "\r" not in err and "\x1b[" not in err
     assert err.splitlines() == [err.splitlines()[0]]
     assert err.startswith("bench cl: 1/3 tasks done (er 10% seed 0), ")
+
+
+def test_a_given_task_one_model_is_named_in_the_header_and_a_size_mismatch_is_said(
+        two_task_data, tmp_path, caplog):
+    """table.md read 'YOLO11n from scratch, ... 1000 steps for task 1 ...; task 1's model
+    given', and a 320 px checkpoint evaluated at 64 px scored 0 everywhere without a word."""
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    pt = save_checkpoint(build_detection_model(2, names={0: "red", 1: "green"}), tmp_path / "t1.pt",
+                         meta={"names": {0: "red", 1: "green"}, "imgsz": 320})
+    view = prepare_view(load_tasks(two_task_data), tmp_path / "work")
+    header = cl._header(two_task_data, view, ProtocolSettings(imgsz=64, first_task_model=str(pt)), 1)
+    line = next(h for h in header if "YOLO11n" in h)
+    assert line.startswith(f"- YOLO11n, task 1's model given (`{pt}`), 64 px")
+    assert "from scratch" not in line and "steps for task 1" not in line
+    with caplog.at_level("WARNING"):
+        cl._warn_size_mismatch(pt, 64)
+    assert f"--first-task-model {pt} was trained at 320 px; this run trains and evaluates every " \
+           "task at --imgsz 64 (give --imgsz 320 to match it)" in caplog.text
+    caplog.clear()
+    cl._warn_size_mismatch(pt, 320)
+    assert caplog.text == ""
