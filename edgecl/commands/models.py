@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     ver = msub.add_parser("verify", help="check a version's files against their manifest sha256")
     add_config_args(ver)
     ver.add_argument("version", nargs="?", help="version (default: the current one)")
+    ver.add_argument("--all", action="store_true",
+                     help="check every version a rollback could return to, not only one "
+                          "(--json: one object per version, as a list)")
     ver.add_argument("--json", action="store_true", help="print one JSON object")
     ver.set_defaults(func=verify_command)
     prune = msub.add_parser("prune", help="apply the retention rule (export.keep_promoted, "
@@ -216,30 +219,44 @@ def rollback_command(args: argparse.Namespace) -> int:
 
 
 def verify_command(args: argparse.Namespace) -> int:
-    """Check one version's files (default: current); exit 1 when a problem is found."""
+    """Check one version's files (default: current), or with ``--all`` every version that is
+    not pruned; exit 1 when a problem is found."""
     from edgecl.errors import RegistryError
 
     registry = _registry(args)
-    version = args.version or registry.current()
-    if version is None:
-        raise RegistryError("no current model version to verify; name one")
-    registry.check_version(version)  # a typo is one error line, not a failed check
-    problems = registry.verify(version)
-    essential = set(registry.verify(version, essential_only=True))
-    if args.json:
-        print_json_line({"version": version, "ok": not problems, "problems": problems,
-                         "can_serve": not essential})
+    if args.all:
+        if args.version:
+            raise RegistryError("give a version or --all, not both")
+        versions = [v.version for v in registry.list() if v.status not in ("pruned", "corrupt")]
+        if not versions:
+            raise RegistryError("no model version to verify")
     else:
-        def note(problem: str) -> str:
-            if problem in essential:
-                return ""
-            if re.search(r"\.json\b", problem):  # a record beside the model (is_record_file)
-                return " (a record beside the model: not used; the version still serves)"
-            return " (an engine built from the version's model: the next intact engine serves)"
+        version = args.version or registry.current()
+        if version is None:
+            raise RegistryError("no current model version to verify; name one")
+        registry.check_version(version)  # a typo is one error line, not a failed check
+        versions = [version]
+    reports = []
+    for version in versions:
+        problems = registry.verify(version)
+        essential = set(registry.verify(version, essential_only=True))
+        reports.append({"version": version, "ok": not problems, "problems": problems,
+                        "can_serve": not essential})
+        if not args.json:
+            print(f"{version}: ok" if not problems else
+                  "\n".join(f"{version}: {p}{_verify_note(p, essential)}" for p in problems))
+    if args.json:
+        print_json_line(reports if args.all else reports[0])
+    return 1 if any(not r["ok"] for r in reports) else 0
 
-        print(f"{version}: ok" if not problems else
-              "\n".join(f"{version}: {p}{note(p)}" for p in problems))
-    return 1 if problems else 0
+
+def _verify_note(problem: str, essential: set[str]) -> str:
+    """What a problem of ``models verify`` means for serving ("" for an essential one)."""
+    if problem in essential:
+        return ""
+    if re.search(r"\.json\b", problem):  # a record beside the model (is_record_file)
+        return " (a record beside the model: not used; the version still serves)"
+    return " (an engine built from the version's model: the next intact engine serves)"
 
 
 def prune_command(args: argparse.Namespace) -> int:

@@ -138,3 +138,27 @@ def test_verify_and_rollback_say_what_a_damaged_file_means(capsys, state, caplog
     (state / "models" / "v0002" / "model.onnx").write_bytes(b"damaged")
     assert reg.rollback() == "v0001"
     assert "rollback: v0002 skipped, it cannot serve (" in caplog.text
+
+
+def test_verify_all_checks_every_version_a_rollback_could_reach(capsys, state):
+    """'models verify' checked the current version only: a damaged older version was found
+    only when a rollback skipped it."""
+    from edgecl.cli import main
+
+    reg = Registry(state / "models")
+    for version in ("v0001", "v0002", "v0003"):
+        reg.promote(version)
+    (state / "models" / "v0001" / "model.onnx").write_bytes(b"damaged")
+    assert main(["models", "verify", "--state-dir", str(state)]) == 0
+    assert capsys.readouterr().out.strip() == "v0003: ok"
+    assert main(["models", "verify", "--all", "--state-dir", str(state)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("v0001: ") and "model.onnx does not match its manifest sha256" in lines[0]
+    assert lines[1:] == ["v0002: ok", "v0003: ok"]
+    assert main(["models", "verify", "--all", "--json", "--state-dir", str(state)]) == 1
+    import json
+
+    reports = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(r["version"], r["ok"], r["can_serve"]) for r in reports] == [
+        ("v0001", False, False), ("v0002", True, True), ("v0003", True, True)]
+    assert main(["models", "verify", "v0002", "--all", "--state-dir", str(state)]) == 2
