@@ -33,7 +33,9 @@ def add_parser(sub) -> None:
                        help="images whose names give the same first group land in the same split "
                             r"(e.g. '^(\d+_\d+)_' for day and altitude)")
     split.add_argument("--ratios", default="0.7,0.1,0.2", help="train,val,test weights, normalised to sum 1 (default 0.7,0.1,0.2)")
-    split.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
+    split.add_argument("--seed", type=int, default=0,
+                       help="shuffling seed (default 0); groups are placed largest first, so "
+                            "with --group-by it only reorders groups of equal size")
     split.add_argument("--out", required=True, metavar="FILE.yaml", help="the tasks.yaml to write")
     split.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     split.set_defaults(func=split_command)
