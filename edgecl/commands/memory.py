@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
     verify.add_argument("--quick", action="store_true",
                         help="only check each image's size and JPEG markers, skip decoding "
                              "every image and parsing every label file")
+    verify.add_argument("--rebuild-index", action="store_true",
+                        help="rebuild a damaged or missing index from the sample files and the "
+                             "newest snapshot (the old index is kept aside)")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(func=verify_command)
     export = msub.add_parser("export", help="write the memory as a YOLO dataset")
@@ -98,6 +101,8 @@ def stats_command(args: argparse.Namespace) -> int:
 
 def verify_command(args: argparse.Namespace) -> int:
     """Check (and repair) the memory; exit 1 only when damage could not be repaired."""
+    if args.rebuild_index:
+        return _rebuild_command(args)
     with _open(args, verify=False) as memory:
         if memory.read_only and not args.no_repair:
             raise StorageError(f"the replay memory {memory.root} cannot be written here, so it "
@@ -114,6 +119,29 @@ def verify_command(args: argparse.Namespace) -> int:
     else:
         print(report.summary())
     return 0 if report.ok else 1
+
+
+def _rebuild_command(args: argparse.Namespace) -> int:
+    """Rebuild a damaged or missing index (one summary line, or one JSON line)."""
+    from edgecl.continual.memory.rebuild import rebuild_index
+    from edgecl.continual.memory.store import is_writable
+
+    if args.no_repair:
+        raise ReplayMemoryError("--rebuild-index writes a new index: it cannot be combined "
+                                "with --no-repair")
+    state_dir = Path(config_from_args(args).state_dir)
+    root = state_dir / "memory"
+    if not root.is_dir():
+        raise ReplayMemoryError(f"no replay memory at {root} (nothing stored yet?)")
+    if not is_writable(root):
+        raise StorageError(f"the replay memory {root} cannot be written here, so its index "
+                           f"cannot be rebuilt")
+    report = rebuild_index(root, state_dir)
+    if args.json:
+        print_json_line(report.to_json())
+    else:
+        print(report.summary())
+    return 0
 
 
 def _yaml_text(text: str) -> str:

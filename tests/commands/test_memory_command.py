@@ -207,3 +207,43 @@ def test_export_of_a_damaged_memory_refuses_or_leaves_the_damage_out(state, tmp_
     assert captured.err.count("skipped: ") == 1
     exported = sorted(p.name for p in (out / "images").iterdir())
     assert len(exported) == 9 and "00000003.jpg" not in exported
+
+
+def test_damaged_index_names_the_rebuild_and_rebuild_restores_it(state, capsys):
+    index = state / "memory" / "index.sqlite"
+    with ReplayMemory(state / "memory") as m:
+        m.snapshot()
+    damaged = b"\0" * len(index.read_bytes())
+    index.write_bytes(damaged)
+    assert main(["memory", "stats", "--state-dir", str(state)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "memory index is unusable" in err
+    assert f"'edgecl memory verify --rebuild-index --state-dir {state}' rebuilds it" in err
+    assert main(["memory", "verify", "--rebuild-index", "--state-dir", str(state)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert len(line.splitlines()) == 1
+    assert line.startswith("index rebuilt: 10 rows (10 from snapshot ") and "0 quarantined" in line
+    (aside,) = (state / "memory").glob("index.sqlite.corrupt-*[0-9Z]")
+    assert aside.read_bytes() == damaged and str(aside) in line
+    assert main(["memory", "stats", "--json", "--state-dir", str(state)]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["samples"] == 10 and out["names"] == {"0": "car", "1": "drone"}
+    assert out["per_origin"] == {"ground_truth": 7, "operator": 1, "import": 0, "pseudo": 2}
+    assert main(["memory", "verify", "--rebuild-index", "--state-dir", str(state)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("is readable; nothing to rebuild") and len(err.splitlines()) == 1
+
+
+def test_missing_index_rebuild_json(state, capsys):
+    for side in ("", "-wal", "-shm"):
+        (state / "memory" / f"index.sqlite{side}").unlink(missing_ok=True)
+    assert main(["memory", "verify", "--state-dir", str(state)]) == 2
+    err = capsys.readouterr().err
+    assert "is missing" in err and "'edgecl memory verify --rebuild-index --state-dir" in err
+    assert main(["memory", "verify", "--rebuild-index", "--json", "--state-dir", str(state)]) == 0
+    out = json.loads(capsys.readouterr().out.strip())
+    assert (out["rows"], out["from_snapshot"], out["from_files"], out["quarantined"]) == (10, 0, 10, 0)
+    assert out["moved_aside"] is None
+    assert main(["memory", "stats", "--json", "--state-dir", str(state)]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["samples"] == 10 and stats["per_origin"]["operator"] == 0

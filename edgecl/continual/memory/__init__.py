@@ -11,6 +11,8 @@ One public interface; the modules behind it are the package's own business:
 - :mod:`.admission` and :mod:`.policies`: which offered samples enter and which leave
   (reservoir, class-balanced, task-budget insertion policies);
 - :mod:`.index`: the SQLite index; :mod:`.faults`: storage faults as one-line errors;
+- :mod:`.rebuild`: a lost or damaged index rebuilt from the sample files and the newest
+  snapshot (``edgecl memory verify --rebuild-index``);
 - :mod:`.embedding`: the thumbnail embedding kept with each sample (novelty, near-duplicates).
 
 Example::

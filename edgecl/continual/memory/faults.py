@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 from edgecl.errors import STORAGE_ERRNOS, EdgeclError, ReplayMemoryError, StorageError
 
@@ -50,3 +51,17 @@ def fault_error(exc: OSError | sqlite3.Error, what: str, where: object,
     at = getattr(exc, "filename", None) or where
     cls = StorageError if is_storage_fault(exc) else ReplayMemoryError
     return cls(f"{what}: {reason} ({at})" + (f"; {note}" if note else ""))
+
+
+
+def rebuild_hint(memory_root: Path) -> str:
+    """The note naming the rebuild command, for errors about a damaged or missing index.
+
+    Args:
+        memory_root: the memory folder (``STATE/memory``).
+
+    Returns:
+        ``"'edgecl memory verify --rebuild-index --state-dir STATE' rebuilds it ..."``.
+    """
+    return (f"'edgecl memory verify --rebuild-index --state-dir {Path(memory_root).parent}' "
+            f"rebuilds it from the sample files and the newest snapshot")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgecl.continual.memory.embedding import EMBEDDING_BLOB_BYTES
-from edgecl.continual.memory.faults import fault_error, is_storage_fault
+from edgecl.continual.memory.faults import fault_error, is_storage_fault, rebuild_hint
 from edgecl.continual.memory.records import SampleRecord, classes_from_text, origin_from_text
 from edgecl.errors import ReplayMemoryError
 from edgecl.frames import LabelOrigin
@@ -202,9 +202,10 @@ class IndexDB:
                 self.conn.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             self.close()
-            what = ("cannot open the memory index" if is_storage_fault(exc)
-                    else "memory index is unusable")
-            raise fault_error(exc, what, self.path) from None
+            if is_storage_fault(exc):
+                raise fault_error(exc, "cannot open the memory index", self.path) from None
+            raise fault_error(exc, "memory index is unusable", self.path,
+                              rebuild_hint(self.path.parent)) from None
 
     def _migrate(self) -> list[str]:
         """Add the columns an older index lacks (inside the schema transaction).
@@ -264,6 +265,23 @@ class IndexDB:
         row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
         top = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()[0]
         return max(int(row[0]) if row else 0, int(top)) + 1
+
+    def reserve_ids(self, last_id: int) -> None:
+        """Make every id up to ``last_id`` count as given (inside the caller's transaction):
+        a rebuilt index must not hand out the id of a sample that existed before.
+
+        Args:
+            last_id: the largest id ever given.
+        """
+        if int(last_id) < self.next_id():
+            return
+        self.conn.execute("DELETE FROM sqlite_sequence WHERE name = 'samples'")
+        self.conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES('samples', ?)",
+                          (int(last_id),))
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file (``wal_checkpoint(TRUNCATE)``)."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def insert(self, values: dict) -> None:
         """Insert one sample row (column -> value)."""

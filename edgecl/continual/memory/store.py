@@ -85,7 +85,7 @@ from edgecl.continual.memory.embedding import (
     embeddings_from_blobs,
     thumbnail_embedding,
 )
-from edgecl.continual.memory.faults import fault_error
+from edgecl.continual.memory.faults import fault_error, rebuild_hint
 from edgecl.continual.memory.index import WAL_LIMIT_BYTES, DamagedRowError, IndexDB
 from edgecl.continual.memory.policies import make_policy
 from edgecl.continual.memory.quarantine import Quarantined
@@ -218,7 +218,7 @@ def refuse_lost_index(root: Path) -> None:
         raise ReplayMemoryError(
             f"the replay memory {root} holds {len(stems)} samples on disk but its index {index} "
             f"is {state}: nothing was changed; restore the index, or move the folder away to "
-            f"start an empty memory")
+            f"start an empty memory; {rebuild_hint(root)}")
 
 
 def _short_source(source: object) -> str:

@@ -1,0 +1,352 @@
+"""Rebuilding a lost or damaged memory index from the sample files and the newest snapshot.
+
+Every sample stays on disk as ``images/<id>.jpg`` and ``labels/<id>.txt``; the newest readable
+snapshot's ``records.json`` holds the index rows as they were when it was taken. A rebuild
+takes each row's provenance (task, source, origin, held-out flag, metrics, capture time) from
+that snapshot where it lists the id, and for a sample added after it from its files alone:
+classes from the label file, task :data:`~edgecl.frames.STREAM_TASK`, not held out, origin
+:data:`UNKNOWN_ORIGIN` (read back as not human-verified, so the sample is replayed but never
+used to evaluate a model). Sizes and classes always come from the files. A sample whose image
+or label file cannot be read goes to the quarantine (:mod:`.quarantine`) instead of the index.
+
+Lost for good: the stream counters (set to what the rows show: at least that many frames per
+task were seen), import content hashes (an image imported again is no longer recognised), the
+recorded ``memory.*`` settings and the thumbnail embeddings (recomputed on first use).
+
+Crash safety. The new index is built under a temp name beside the old one (the schema is
+:mod:`.index`'s), closed (its WAL checkpointed), fsynced; then the old index and its ``-wal``
+/ ``-shm`` are renamed to ``index.sqlite.corrupt-<UTC time>`` (kept, never deleted), the new
+one is renamed into place and the folder fsynced. A kill leaves either the old index, or no
+index with the damaged one kept aside (a rerun rebuilds again), or the new index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecl import atomic
+from edgecl.continual.memory import quarantine
+from edgecl.continual.memory.faults import fault_error
+from edgecl.continual.memory.index import IndexDB
+from edgecl.continual.memory.policies import BACKGROUND_CLASS, primary_class
+from edgecl.continual.memory.records import (
+    IMAGE_SUFFIX,
+    LABEL_SUFFIX,
+    SampleRecord,
+    classes_of,
+    classes_to_text,
+    decode_image_file,
+    file_stem,
+    parse_label_file,
+)
+from edgecl.continual.memory.snapshot import RECORDS_FILE, _snapshot_names
+from edgecl.continual.memory.verify import sample_stems, scan_files
+from edgecl.errors import LabelError, ReplayMemoryError
+from edgecl.frames import STREAM_TASK
+
+INDEX_FILE = "index.sqlite"
+SIDE_SUFFIXES = ("-wal", "-shm")
+CORRUPT_INFIX = ".corrupt-"
+TEMP_NAME = ".index.sqlite.rebuild.tmp"
+UNKNOWN_ORIGIN = "unknown"
+"""Origin written for a sample no snapshot lists (its labels' origin is not known)."""
+FILES_ONLY_SOURCE = "unknown (index rebuilt from the sample files)"
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    """What a rebuild did.
+
+    Attributes:
+        rows: rows in the new index.
+        from_snapshot: rows whose provenance came from the snapshot.
+        from_files: rows built from the sample files alone.
+        quarantined: one line per sample moved to the quarantine.
+        snapshot_id: the snapshot used (None without a readable one).
+        names_from: where the class names came from (``snapshot``, ``classes.json`` or None).
+        moved_aside: the old index's new path (None when there was none).
+    """
+
+    rows: int
+    from_snapshot: int
+    from_files: int
+    quarantined: tuple[str, ...]
+    snapshot_id: str | None
+    names_from: str | None
+    moved_aside: Path | None
+
+    def summary(self) -> str:
+        """One line for humans."""
+        where = (f"the old index was moved to {self.moved_aside}" if self.moved_aside
+                 else "there was no old index to keep")
+        snap = f"snapshot {self.snapshot_id}" if self.snapshot_id else "no readable snapshot"
+        names = f"class names from {self.names_from}" if self.names_from else "no class names"
+        text = (f"index rebuilt: {self.rows} rows ({self.from_snapshot} from {snap}, "
+                f"{self.from_files} from the files only), {len(self.quarantined)} quarantined, "
+                f"{names}; {where}")
+        more = quarantine.summary_text(self.quarantined)
+        return text + (f"; {more}" if more else "")
+
+    def to_json(self) -> dict:
+        """The counts as a JSON-ready dict."""
+        return {"rows": self.rows, "from_snapshot": self.from_snapshot,
+                "from_files": self.from_files, "quarantined": len(self.quarantined),
+                "quarantined_samples": list(self.quarantined), "snapshot_id": self.snapshot_id,
+                "names_from": self.names_from,
+                "moved_aside": None if self.moved_aside is None else str(self.moved_aside)}
+
+
+def index_problem(memory_root: Path) -> str | None:
+    """Why the index of a memory folder needs a rebuild, or None when it is readable.
+
+    Readable means: SQLite opens a private copy of it, ``quick_check`` passes, and every row
+    and the class names read back.
+
+    Args:
+        memory_root: the memory folder.
+    """
+    path = Path(memory_root) / INDEX_FILE
+    if not path.is_file():
+        return f"the index {path} is missing"
+    if path.stat().st_size == 0:
+        return f"the index {path} is empty"
+    try:
+        db = IndexDB(path, read_only=True)
+    except ReplayMemoryError as exc:
+        return str(exc)
+    try:
+        problems = db.integrity_problems()
+        if problems:
+            return f"the index {path} is damaged ({problems[0]})"
+        db.records()
+        db.get_meta("names")
+    except (sqlite3.Error, ReplayMemoryError) as exc:
+        return f"the index {path} is damaged ({exc})"
+    finally:
+        db.close()
+    return None
+
+
+def newest_snapshot(memory_root: Path) -> tuple[str | None, dict[int, SampleRecord],
+                                                 dict[int, str] | None]:
+    """The rows and class names of the newest snapshot whose ``records.json`` reads.
+
+    Args:
+        memory_root: the memory folder.
+
+    Returns:
+        ``(snapshot id or None, id -> row, names or None)``.
+    """
+    snaps = Path(memory_root) / "snapshots"
+    try:
+        names_found = _snapshot_names(snaps)
+    except OSError:
+        return None, {}, None
+    for name in reversed(names_found):
+        try:
+            data = json.loads((snaps / name / RECORDS_FILE).read_text(encoding="utf-8"))
+            rows = {int(r["id"]): SampleRecord.from_json(r) for r in data["records"]}
+            raw = data.get("names")
+            names = {int(k): str(v) for k, v in raw.items()} if raw else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # a damaged snapshot: try the one before
+        return str(data.get("snapshot_id") or name), rows, names
+    return None, {}, None
+
+
+def registry_names(state_dir: Path) -> dict[int, str] | None:
+    """The class names of ``STATE/classes.json`` (None when absent or unreadable).
+
+    Args:
+        state_dir: the state directory.
+    """
+    from edgecl.models.classes import ClassRegistry, ClassRegistryError
+
+    if not (Path(state_dir) / "classes.json").is_file():
+        return None
+    try:
+        return ClassRegistry(state_dir).names() or None
+    except ClassRegistryError:
+        return None
+
+
+def _remove(path: Path) -> None:
+    for p in [path] + [Path(f"{path}{s}") for s in SIDE_SUFFIXES]:
+        if p.exists():
+            p.unlink()
+
+
+def _read_sample(root: Path, sample_id: int) -> tuple[dict, str, str] | tuple[None, str, str]:
+    """The file-derived values of one sample, or ``(None, damaged file, reason)``."""
+    stem = file_stem(sample_id)
+    image = root / "images" / f"{stem}{IMAGE_SUFFIX}"
+    label = root / "labels" / f"{stem}{LABEL_SUFFIX}"
+    for path in (image, label):
+        if not path.is_file():
+            return None, str(path), f"{path} is missing"
+    try:
+        pixels = decode_image_file(image)
+    except ReplayMemoryError as exc:
+        return None, str(image), str(exc)
+    try:
+        labels = parse_label_file(label)
+    except LabelError as exc:
+        return None, str(label), str(exc)
+    try:
+        sizes = [os.stat(p) for p in (image, label)]
+    except OSError as exc:
+        return None, str(exc.filename), str(exc.strerror or exc)
+    n_bytes = sum(max(int(s.st_size), int(getattr(s, "st_blocks", 0)) * 512) for s in sizes)
+    return {"classes": classes_of(labels), "width": int(pixels.shape[1]),
+            "height": int(pixels.shape[0]), "bytes": n_bytes,
+            "image_bytes": int(sizes[0].st_size), "mtime": float(sizes[0].st_mtime)}, "", ""
+
+
+def _row(sample_id: int, files: dict, rec: SampleRecord | None) -> dict:
+    """The index row of one sample (file values always; provenance from ``rec`` when given)."""
+    classes = tuple(files["classes"])
+    row = {"id": int(sample_id), "classes": classes_to_text(classes),
+           "primary_class": BACKGROUND_CLASS, "width": files["width"],
+           "height": files["height"], "bytes": files["bytes"], "image_bytes": files["image_bytes"]}
+    if rec is None:
+        return {**row, "task": STREAM_TASK, "source": FILES_ONLY_SOURCE, "ts_s": files["mtime"],
+                "held_out": 0, "origin": UNKNOWN_ORIGIN, "times_replayed": 0}
+    return {**row, "task": rec.task, "source": rec.source, "ts_s": float(rec.ts_s),
+            "held_out": int(rec.held_out), "origin": rec.origin.value,
+            "recall_baseline": rec.recall_baseline, "last_recall": rec.last_recall,
+            "last_loss": rec.last_loss, "times_replayed": int(rec.times_replayed)}
+
+
+def _last_id_given(root: Path, snapshot_rows: dict[int, SampleRecord], stems: set[str]) -> int:
+    """The largest id ever seen (files, snapshot rows, quarantine): ids are never reused."""
+    ids = [int(s) for s in stems] + list(snapshot_rows)
+    try:
+        ids += [int(p.name) for p in quarantine.quarantine_root(root).iterdir()
+                if p.name.isdigit()]
+    except OSError:  # no quarantine yet
+        pass
+    return max(ids, default=0)
+
+
+def rebuild_index(memory_root: Path, state_dir: Path | None = None) -> RebuildReport:
+    """Rebuild the index of a memory folder (see the module docstring).
+
+    Args:
+        memory_root: the memory folder (``STATE/memory``).
+        state_dir: the state directory, for ``classes.json`` (default: the folder above).
+
+    Returns:
+        What was rebuilt, quarantined and kept.
+
+    Raises:
+        ReplayMemoryError: the index is readable (nothing to rebuild).
+        StorageError: the disk refused a write (full, read-only); the old index stays.
+    """
+    root = Path(memory_root)
+    state_dir = Path(state_dir) if state_dir is not None else root.parent
+    if index_problem(root) is None:
+        raise ReplayMemoryError(f"the index {root / INDEX_FILE} is readable; nothing to rebuild")
+    snap_id, snap_rows, snap_names = newest_snapshot(root)
+    names, names_from = snap_names, "snapshot" if snap_names else None
+    reg = registry_names(state_dir)
+    if reg and (not names or set(reg) >= set(names)):
+        names, names_from = reg, "classes.json"
+    tmp = root / TEMP_NAME
+    try:
+        stems = sample_stems(scan_files(root, set())[0])
+        _remove(tmp)
+        quarantined, rows, counts = [], [], {}
+        seq = quarantine.next_seq(root)
+        for stem in sorted(stems):
+            sample_id = int(stem)
+            files, damaged, reason = _read_sample(root, sample_id)
+            rec = snap_rows.get(sample_id)
+            if files is None:
+                row = rec.to_json() if rec else {"id": sample_id, "origin": UNKNOWN_ORIGIN,
+                                                 "source": FILES_ONLY_SOURCE}
+                item = quarantine.quarantine_sample(
+                    root, sample_id, [root / "images" / f"{stem}{IMAGE_SUFFIX}",
+                                      root / "labels" / f"{stem}{LABEL_SUFFIX}"],
+                    row, "corrupt" if Path(damaged).exists() else "missing", reason, damaged, seq)
+                seq += 1
+                quarantined.append(item.line())
+                continue
+            row = _row(sample_id, files, rec)
+            if not row["held_out"]:  # the class an image counts for, as the store chooses it
+                row["primary_class"] = primary_class(files["classes"], counts)
+                counts[row["primary_class"]] = counts.get(row["primary_class"], 0) + 1
+            rows.append((row, rec is not None))
+        _write_index(tmp, [r for r, _ in rows], names,
+                     _last_id_given(root, snap_rows, stems))
+        moved = _swap_in(root, tmp)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise fault_error(exc, f"cannot rebuild the memory index in {root}", root) from None
+    except sqlite3.Error as exc:
+        _remove_quietly(tmp)
+        raise fault_error(exc, f"cannot rebuild the memory index in {root}", tmp) from None
+    from_snap = sum(1 for _, known in rows if known)
+    return RebuildReport(rows=len(rows), from_snapshot=from_snap, from_files=len(rows) - from_snap,
+                         quarantined=tuple(quarantined), snapshot_id=snap_id,
+                         names_from=names_from if names else None, moved_aside=moved)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        _remove(path)
+    except OSError:  # the temp index of a failed rebuild: the error being raised matters more
+        pass
+
+
+def _write_index(path: Path, rows: list[dict], names: dict[int, str] | None, last_id: int) -> None:
+    """Write a complete index at ``path`` (the schema and its writes are :mod:`.index`'s)."""
+    db = IndexDB(path)
+    try:
+        with db.write():
+            for row in rows:
+                db.insert(row)
+            db.reserve_ids(last_id)
+            seen: dict[str, int] = {"frames/all": len(rows)}
+            for row in rows:
+                key = f"frames/task:{row['task']}"
+                seen[key] = seen.get(key, 0) + 1
+            db.add_counters(seen)
+        if names:
+            db.set_meta("names", {str(int(k)): str(v) for k, v in names.items()})
+        db.checkpoint()
+    finally:
+        db.close()
+    for side in SIDE_SUFFIXES:  # closed: the WAL is folded into the file
+        side_path = Path(f"{path}{side}")
+        if side_path.exists():
+            side_path.unlink()
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _swap_in(root: Path, tmp: Path) -> Path | None:
+    """Move the old index (and its ``-wal`` / ``-shm``) aside, then the new one into place.
+
+    Returns:
+        The old index's new path, None when there was none.
+    """
+    index = root / INDEX_FILE
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = root / f"{INDEX_FILE}{CORRUPT_INFIX}{stamp}"
+    n = 1
+    while any(Path(f"{aside}{s}").exists() for s in ("",) + SIDE_SUFFIXES):
+        n += 1
+        aside = root / f"{INDEX_FILE}{CORRUPT_INFIX}{stamp}-{n}"
+    for side in ("",) + SIDE_SUFFIXES:  # a stale WAL must never meet the new index
+        src = Path(f"{index}{side}")
+        if src.exists():
+            os.replace(src, Path(f"{aside}{side}"))
+    atomic.fsync_dir(root)  # the old index is aside before the new one takes its name
+    os.replace(tmp, index)
+    atomic.fsync_dir(root)
+    return aside if aside.exists() else None
