@@ -308,3 +308,15 @@ def test_a_given_task_one_model_is_named_in_the_header_and_a_size_mismatch_is_sa
     caplog.clear()
     cl._warn_size_mismatch(pt, 320)
     assert caplog.text == ""
+
+
+def test_a_model_that_detects_nothing_gets_no_d_ece_change():
+    """A model with mAP 0 read 'D-ECE 0.976 -> 0.005 (-100%)', like a great calibration."""
+    from edgecl.bench.cl_report import _detail_table
+
+    base = {"strategy": "er", "budget": 0.1, "seeds": 1, "bwt": 0.0, "bwt_std": None,
+            "forgetting": 0.0, "forgetting_std": None, "seconds": 5.0, "acc_std": None}
+    rows = _detail_table({"er 10%": dict(base, acc=0.0, dece_raw=0.976, dece_posthoc=0.005),
+                          "far 10%": dict(base, acc=0.2, dece_raw=0.4, dece_posthoc=0.1)})
+    assert "| 0.976 | 0.005 | n/a (ACC < 1 %) |" in rows[2]
+    assert "| 0.400 | 0.100 | -75% |" in rows[3]
