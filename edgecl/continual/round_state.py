@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
 from edgecl.frames import STREAM_TASK
-from edgecl.models.registry import VersionStatus
+from edgecl.models.registry import VersionStatus, read_manifests
 
 log = logging.getLogger(__name__)
 
@@ -188,20 +188,12 @@ def _state_from_versions(models_dir: Path) -> tuple[LearnerState, str] | None:
         records one.
     """
     recorded: dict[str, LearnerState] = {}
-    try:
-        entries = sorted(p for p in models_dir.iterdir() if p.name[:1] == "v" and p.name[1:].isdigit())
-    except OSError:
-        return None
-    for entry in entries:
-        try:
-            manifest = json.loads((entry / "manifest.json").read_text())
-        except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError):
-            continue
-        if not isinstance(manifest, dict) or manifest.get("status") not in FINISHED_STATUSES:
+    for version, manifest in read_manifests(models_dir).items():
+        if manifest.get("status") not in FINISHED_STATUSES:
             continue  # a staged version's progress is adopted when it is promoted
         state = state_from_json(manifest.get("learner_state"))
         if state is not None:
-            recorded[entry.name] = state
+            recorded[version] = state
     if not recorded:
         return None
     try:

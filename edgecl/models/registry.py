@@ -87,6 +87,33 @@ NEVER_SERVED = "superseded by"
 served begins (``superseded by v0007``)."""
 
 
+def read_manifests(models_dir: str | Path) -> dict[str, dict]:
+    """Every version folder's manifest, oldest first, read without opening a :class:`Registry`
+    (which repairs what it finds), so that a reader changes nothing. Symlinked version folders
+    (refused by the registry's confinement rule) and unreadable manifests are left out.
+
+    Args:
+        models_dir: ``STATE/models``.
+
+    Returns:
+        version -> manifest (empty when the folder cannot be listed).
+    """
+    try:
+        folders = [p for p in Path(models_dir).iterdir()
+                   if VERSION_RE.match(p.name) and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return {}
+    out = {}
+    for folder in sorted(folders, key=lambda p: int(p.name[1:])):
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue
+        if isinstance(manifest, dict):
+            out[folder.name] = manifest
+    return out
+
+
 def is_derived_engine(name: str, files) -> bool:
     """Whether a manifest entry is an engine built from the version's own model, so that the
     version can serve without it.
@@ -797,17 +824,6 @@ class Registry:
             log.warning("registry bookkeeping after switching to %s incomplete (%s); "
                         "repaired at the next open", promoted, exc)
 
-    def _history_damaged(self) -> bool:
-        """Whether ``history.json`` exists but is not a readable list of version names."""
-        path = self.root / "history.json"
-        if not path.is_file():
-            return False
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            return True
-        return not (isinstance(stored, list) and all(isinstance(v, str) for v in stored))
-
     def _history_from_manifests(self) -> list[str]:
         """The promoted versions as their manifests record them, oldest first by version number:
         the current one and those retired by a later promotion (not those rolled back, nor
@@ -827,17 +843,23 @@ class Registry:
         return chain
 
     def _stored_history(self) -> list[str]:
+        return self._read_history()[0]
+
+    def _read_history(self) -> tuple[list[str], bool]:
+        """``history.json``'s entries that name a version folder, and whether the file exists
+        but is not a readable list of version names (damaged)."""
         path = self.root / "history.json"
         if not path.is_file():
-            return []
+            return [], False
         try:
             stored = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            return []
+            return [], True
         if not isinstance(stored, list):
-            return []
-        return [v for v in stored if isinstance(v, str) and VERSION_RE.match(v)
-                and (self.root / v).is_dir() and not (self.root / v).is_symlink()]
+            return [], True
+        entries = [v for v in stored if isinstance(v, str) and VERSION_RE.match(v)
+                   and (self.root / v).is_dir() and not (self.root / v).is_symlink()]
+        return entries, not all(isinstance(v, str) for v in stored)
 
     @staticmethod
     def _effective_history(stored: list[str], current: str | None) -> list[str]:
@@ -875,8 +897,8 @@ class Registry:
         promoted one again (before, every version then read ``retired``, nothing served, and
         ``edgecl run`` said to start over from a model file).
         """
-        stored = self._stored_history()
-        if self._history_damaged():
+        stored, damaged = self._read_history()
+        if damaged:
             stored = self._history_from_manifests()
             atomic_write_json(self.root / "history.json", stored)
             log.warning("model registry %s: history.json was unreadable; rebuilt from the "

@@ -428,9 +428,7 @@ class Monitor:
         done, failed = 0, []
         try:
             registry = Registry(self.state_dir / "models")
-            history = set(registry.history())
-            wanted = {info.version: "promoted" if info.version in history else info.status
-                      for info in registry.list()}
+            wanted = chain_statuses(registry)
             for version in versions:
                 try:
                     kwargs = read_round_record(registry.file_path(version, ROUND_RECORD_FILE))
@@ -1237,6 +1235,23 @@ def _task_forgetting(view: MatrixView) -> dict[str, float]:
     return out
 
 
+def chain_statuses(registry) -> dict[str, str]:
+    """Each version's status as the monitor keeps its round: ``promoted`` for the versions of
+    the registry's history (the current one and those a later promotion replaced, which the
+    registry calls ``retired`` too: they stay in the chain the matrix, ACC and BWT run over),
+    else the registry's status (a rolled-back version is ``retired``).
+
+    Args:
+        registry: the open :class:`~edgecl.models.registry.Registry`.
+
+    Returns:
+        version -> status, for :meth:`Monitor.follow_registry`.
+    """
+    history = set(registry.history())
+    return {info.version: "promoted" if info.version in history else info.status
+            for info in registry.list()}
+
+
 def _is_damage(exc: sqlite3.DatabaseError) -> bool:
     """True when SQLite says the file is not (or no longer) a database (never for a storage
     fault: a full disk, a read-only file, a file that cannot be opened, an I/O error)."""
@@ -1252,23 +1267,10 @@ def _round_versions(state_dir: Path) -> list[str]:
     oldest first; read without opening the registry (which repairs what it finds), so that a
     command that only reads changes nothing. Unreadable ones are left out."""
     from edgecl.continual.round import ROUND_RECORD_FILE
-    from edgecl.models.registry import VERSION_RE
+    from edgecl.models.registry import read_manifests
 
-    try:
-        folders = [p for p in (state_dir / "models").iterdir()
-                   if VERSION_RE.match(p.name) and p.is_dir() and not p.is_symlink()]
-    except OSError:
-        return []
-    out = []
-    for folder in sorted(folders, key=lambda p: int(p.name[1:])):
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
-            continue
-        files = manifest.get("files") if isinstance(manifest, dict) else None
-        if isinstance(files, dict) and ROUND_RECORD_FILE in files:
-            out.append(folder.name)
-    return out
+    return [version for version, manifest in read_manifests(state_dir / "models").items()
+            if isinstance(manifest.get("files"), dict) and ROUND_RECORD_FILE in manifest["files"]]
 
 
 def _move_progress_past(state_dir: Path, round_no: int) -> None:

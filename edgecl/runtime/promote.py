@@ -102,16 +102,11 @@ def sync_monitor(state_dir: str | Path, registry=None) -> bool:
 
     from edgecl.errors import EdgeclError
     from edgecl.models.registry import Registry
-    from edgecl.runtime.monitor import Monitor
+    from edgecl.runtime.monitor import Monitor, chain_statuses
 
     registry = registry or Registry(Path(state_dir) / "models")
     try:
-        # the registry calls a version replaced by a later promotion 'retired' too; it stays in
-        # the chain of promoted versions (the history) that the matrix, ACC and BWT run over
-        history = set(registry.history())
-        Monitor(state_dir).follow_registry(
-            {info.version: "promoted" if info.version in history else info.status
-             for info in registry.list()})
+        Monitor(state_dir).follow_registry(chain_statuses(registry))
     except (EdgeclError, OSError) as exc:
         logging.getLogger(__name__).warning("metrics database not brought in line with the "
                                             "model registry: %s", exc)
