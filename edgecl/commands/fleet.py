@@ -44,9 +44,7 @@ def add_parser(sub) -> None:
 
 def server_command(args: argparse.Namespace) -> int:
     """Run the fleet server until ``fleet.rounds`` are done; print one line per round."""
-    from edgecl.fleet.server import run_server
-
-    from edgecl.fleet.server import quiet_flower_logs
+    from edgecl.fleet.server import quiet_flower_logs, run_server
 
     quiet_flower_logs()
     cfg = config_from_args(args)

@@ -192,11 +192,10 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s %(levelname)s fleet {device_name(cfg)}: %(message)s")
     from edgecl.continual.finetune import apply_low_priority
+    from edgecl.fleet.server import quiet_flower_logs
     from edgecl.runtime.learner import die_with_parent
 
-    from edgecl.fleet.server import quiet_flower_logs
-
-    quiet_flower_logs()
+    quiet_flower_logs(logging.WARNING)
     die_with_parent()
     apply_low_priority(cfg.learner)
     from edgecl.fleet.server import require_flower

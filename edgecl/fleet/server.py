@@ -48,33 +48,61 @@ def require_flower():
     return flwr
 
 
-class FirstDeprecationOnly(logging.Filter):
-    """Pass Flower's first "DEPRECATED FEATURE" warning of each kind, drop its repeats (a
-    device that reconnects for days would print the same ten-line banner at every attempt)."""
+CHOSEN_DEPRECATED = ("flwr.server.start_server() is deprecated",
+                     "flwr.client.start_client() is deprecated")
+"""Flower's deprecation banners for the API edgecl uses by choice (see the module docstring):
+their advice (run ``flower-superlink`` / ``flower-supernode``) does not apply to an edgecl user,
+so they are not shown."""
+
+
+class FlowerLogFilter(logging.Filter):
+    """Keep Flower's log readable over days: drop its blank spacer lines and the deprecation
+    banners of :data:`CHOSEN_DEPRECATED`, and pass any other "DEPRECATED FEATURE" warning once
+    per kind (a device that reconnects for days would print the same ten-line banner at every
+    attempt)."""
 
     def __init__(self):
         super().__init__()
         self.seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """False for a deprecation warning whose text was already logged once."""
-        if not str(record.msg).lstrip().startswith("DEPRECATED FEATURE"):
+        """False for a line that is dropped (see the class docstring)."""
+        text = str(record.msg).strip()
+        if not text and not record.args:
+            return False
+        if not text.startswith("DEPRECATED FEATURE"):
             return True
         key = str(record.args)[:200]
-        if key in self.seen:
+        if key in self.seen or any(chosen in key for chosen in CHOSEN_DEPRECATED):
             return False
         self.seen.add(key)
         return True
 
 
-def quiet_flower_logs() -> None:
+def quiet_flower_logs(level: int = logging.INFO) -> None:
     """Let Flower log through its own handler only (no duplicate lines through the root
-    logger), show each of its deprecation banners once, and keep its database migrations
-    (alembic) out of the INFO log."""
+    logger), filtered by :class:`FlowerLogFilter`, with its level names coloured only on a
+    terminal, and keep its database migrations (alembic) out of the INFO log.
+
+    Args:
+        level: the lowest level of Flower's own lines that is shown (a device passes
+            ``logging.WARNING``: its message-by-message INFO lines say nothing its own log
+            does not).
+    """
+    import sys
+
+    try:
+        require_flower()  # first: importing Flower sets its logger's level
+    except EdgeclError:
+        return  # nothing to quieten; the command that needs Flower says how to install it
+    from flwr.common.logger import update_console_handler
+
     flower = logging.getLogger("flwr")
     flower.propagate = False
-    if not any(isinstance(f, FirstDeprecationOnly) for f in flower.filters):
-        flower.addFilter(FirstDeprecationOnly())
+    flower.setLevel(level)
+    update_console_handler(colored=sys.stderr.isatty())
+    if not any(isinstance(f, FlowerLogFilter) for f in flower.filters):
+        flower.addFilter(FlowerLogFilter())
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

@@ -192,48 +192,86 @@ def fill_memory(cfg: Config, taskset, tasks) -> int:
 
 def _server_main(cfg: Config) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s fleet server: %(message)s")
-    from edgecl.fleet.server import run_server
+    from edgecl.fleet.server import quiet_flower_logs, run_server
     from edgecl.runtime.learner import die_with_parent
 
-    from edgecl.fleet.server import quiet_flower_logs
-
-    quiet_flower_logs()
+    quiet_flower_logs(logging.WARNING)  # the round table and the server's own lines tell it
     die_with_parent()
     run_server(cfg)
 
 
-def _baseline_main(job) -> list[dict]:
-    """A baseline in a worker process at the learner's priority: fill its memory, train, score."""
+BASELINE_ROUND = "round-{:04d}.json"
+"""File name of the baselines' scores after one round (in ``OUT/baselines``)."""
+
+
+def _baselines_main(cfgs: list[Config], yaml_path: str, task_names: list[list[str]], rounds: int,
+                    results_dir: Path) -> None:
+    """All baselines (alone x N, joint) in one process at the learner's priority, round by round.
+
+    Each baseline's memory is filled first; then every round trains each baseline once and
+    writes their scores to ``results_dir/round-NNNN.json`` (atomically), so that a round's
+    report can be printed as soon as the fleet has finished the same round.
+
+    Args:
+        cfgs: the baselines' configurations (the joint one last).
+        yaml_path: the ``tasks.yaml``.
+        task_names: per baseline, the names of the tasks whose train and val images it holds.
+        rounds: rounds to train.
+        results_dir: where the round files go.
+
+    Raises:
+        SystemExit: code 2 after one logged line when a baseline fails on an edgecl error.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s baselines: %(message)s")
+    from edgecl.atomic import atomic_write_json
     from edgecl.continual.finetune import apply_low_priority
     from edgecl.data.tasks import load_task_source
+    from edgecl.runtime.learner import die_with_parent
 
-    cfg, yaml_path, task_names, rounds = job
-    apply_low_priority(cfg.learner)
-    taskset = load_task_source(yaml_path)
-    fill_memory(cfg, taskset, [t for t in taskset.tasks if t.name in task_names])
-    return _train_alone(cfg, rounds, taskset, [p for t in taskset.tasks for p in t.test])
+    die_with_parent()
+    apply_low_priority(cfgs[0].learner)
+    try:
+        taskset = load_task_source(yaml_path)
+        test_paths = [p for t in taskset.tasks for p in t.test]
+        alone = []
+        for cfg, wanted in zip(cfgs, task_names):
+            fill_memory(cfg, taskset, [t for t in taskset.tasks if t.name in wanted])
+            alone.append(_Alone(cfg))
+        for rnd in range(1, rounds + 1):
+            scores = [a.train_round(rnd, taskset, test_paths) for a in alone]
+            atomic_write_json(results_dir / BASELINE_ROUND.format(rnd), {"round": rnd, "scores": scores})
+    except EdgeclError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
 
 
-def _train_alone(cfg: Config, rounds: int, taskset, test_paths) -> list[dict]:
-    """Fine-tune alone, round after round, with the fleet's per-round training; scores per round."""
-    from edgecl.fleet.device import FleetDevice, score_by_name
-    from edgecl.fleet.weights import build_model, global_from_checkpoint, initial_global
+class _Alone:
+    """A baseline that fine-tunes on its own memory only, round after round, with the fleet's
+    per-round training, from the fleet's starting model."""
 
-    if cfg.fleet.initial_model:  # the same start (and architecture) as the fleet's
-        arrays, names, arch = global_from_checkpoint(cfg.fleet.initial_model)
-    else:
-        arrays, names, arch = initial_global(cfg.fleet.seed), [], None
-    out = []
-    device = FleetDevice(cfg)
-    for rnd in range(1, rounds + 1):
-        fit = device.fit(arrays, names, rnd, arch=arch)
+    def __init__(self, cfg: Config):
+        from edgecl.fleet.device import FleetDevice
+        from edgecl.fleet.weights import global_from_checkpoint, initial_global
+
+        self.cfg = cfg
+        if cfg.fleet.initial_model:  # the same start (and architecture) as the fleet's
+            self.arrays, self.names, self.arch = global_from_checkpoint(cfg.fleet.initial_model)
+        else:
+            self.arrays, self.names, self.arch = initial_global(cfg.fleet.seed), [], None
+        self.device = FleetDevice(cfg)
+
+    def train_round(self, rnd: int, taskset, test_paths) -> dict:
+        """Train one round and score the result per class name on the test images."""
+        from edgecl.fleet.device import score_by_name
+        from edgecl.fleet.weights import build_model
+
+        fit = self.device.fit(self.arrays, self.names, rnd, arch=self.arch)
         if not fit.skipped:
-            arrays, names = fit.arrays, fit.names
-        model = (build_model(arrays, names, dict(enumerate(names)), seed=cfg.fleet.seed, arch=arch)
-                 if names else None)
-        out.append(score_by_name(model, dict(enumerate(names)), taskset.names, test_paths,
-                                 cfg.learner.imgsz, cfg.fleet.seed))
-    return out
+            self.arrays, self.names = fit.arrays, fit.names
+        model = (build_model(self.arrays, self.names, dict(enumerate(self.names)),
+                             seed=self.cfg.fleet.seed, arch=self.arch) if self.names else None)
+        return score_by_name(model, dict(enumerate(self.names)), taskset.names, test_paths,
+                             self.cfg.learner.imgsz, self.cfg.fleet.seed)
 
 
 def _ratio(fleet: dict, joint: dict) -> dict:
@@ -267,6 +305,7 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
     """
     from edgecl.atomic import atomic_write_json
     from edgecl.data.tasks import load_task_source, refuse_trained_test_images
+    from edgecl.fleet.server import fleet_dir
     from edgecl.fleet.store import GlobalStore
 
     size = size or SimSize()
@@ -308,7 +347,6 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
             shutil.rmtree(out, ignore_errors=True)
         raise
     shares = [[t for j, t in enumerate(taskset.tasks) if j % devices == i] for i in range(devices)]
-    test_paths = [p for t in taskset.tasks for p in t.test]
     address = f"127.0.0.1:{free_port()}"
     names = [f"device{i}" for i in range(devices)]
     fleet_cfgs = [device_config(base, _fresh(out / n), size, address, n, devices, rounds) for n in names]
@@ -322,30 +360,47 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
     jobs.append((_baseline_config(base, _fresh(out / "joint"), size, address, "joint", devices,
                                   rounds), list(taskset.tasks)))
     progress(f"fleet: server and {devices} devices on {address}; baselines (alone x {devices}, "
-             f"joint) in a worker beside them")
+             f"joint) in a process beside them; each round's report comes when the fleet and "
+             f"the baselines have both finished it")
+    results_dir = _fresh(out / "baselines")
+    report = _RoundReport(fleet_dir(server_cfg), results_dir, names, rounds, progress)
     started = time.monotonic()
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        pending = pool.map(_baseline_main, [(c, yaml_path, [t.name for t in s], rounds)
-                                            for c, s in jobs])
-        records = _run_fleet(server_cfg, fleet_cfgs, yaml_path, timeout_s)
+    ctx = mp.get_context("spawn")
+    baselines = ctx.Process(target=_baselines_main, name="edgecl-fleet-baselines", daemon=True,
+                            args=([c for c, _ in jobs], yaml_path,
+                                  [[t.name for t in share] for _, share in jobs], rounds, results_dir))
+    baselines.start()
+    try:
+        records = _run_fleet(server_cfg, fleet_cfgs, yaml_path, timeout_s,
+                             watch=[baselines], on_tick=report.poll)
         fleet_s = time.monotonic() - started
         if len(records) < rounds:
             raise ConfigError(f"the fleet finished {len(records)} of {rounds} rounds; see the log above")
-        progress(f"fleet: {rounds} rounds in {fleet_s:.0f} s")
-        runs = list(pending)
-    alone, joint = runs[:-1], runs[-1]
-    progress(f"baselines done after {time.monotonic() - started:.0f} s")
-    detail = []
-    for r, rec in enumerate(records):
-        adopt = rec.get("adoption", {})
-        row = {"round": rec["round"], "bytes": rec.get("bytes", 0), "joint": joint[r], "devices": []}
-        for i, n in enumerate(names):
-            fleet_ap = (adopt.get(n) or {}).get("test_ap") or {}
-            row["devices"].append({"device": i, "status": (adopt.get(n) or {}).get("status", "absent"),
-                                   "update": (rec.get("devices", {}).get(n) or {}).get("update", "absent"),
-                                   "per_class_ap": fleet_ap, "alone_per_class_ap": alone[i][r]})
-        detail.append(row)
-        _print_round(row, progress)
+        report.poll(fleet_done=True)
+        if report.printed < rounds:
+            progress(f"fleet: its {rounds} rounds took {fleet_s:.0f} s; waiting for the baselines "
+                     f"(round {report.baseline_rounds()} of {rounds} done)")
+        deadline = started + timeout_s
+        while baselines.is_alive():
+            baselines.join(1.0)
+            report.poll(fleet_done=True)
+            if time.monotonic() > deadline and baselines.is_alive():
+                raise ConfigError(f"the baselines did not finish within {timeout_s:.0f} s")
+        if baselines.exitcode != 0:
+            raise ConfigError(f"the baselines' process failed (exit code {baselines.exitcode}); "
+                              f"see the log above")
+        report.poll(fleet_done=True)
+    finally:
+        if baselines.is_alive():
+            baselines.terminate()
+            baselines.join(10)
+    progress(f"fleet: {rounds} rounds in {fleet_s:.0f} s; baselines in "
+             f"{time.monotonic() - started:.0f} s")
+    detail = report.detail
+    if len(detail) < rounds:
+        raise ConfigError(f"only {len(detail)} of {rounds} rounds have both fleet and baseline "
+                          f"scores; see the log above")
+    joint = [row["joint"] for row in detail]
     last = detail[-1]
     summary = {"devices": devices, "rounds": rounds, "joint_per_class_ap": joint[-1],
                "per_device": [{"device": d["device"], "per_class_ap": d["per_class_ap"],
@@ -372,9 +427,24 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def _run_fleet(server_cfg: Config, device_cfgs: list[Config], yaml_path: str,
-               timeout_s: float) -> list[dict]:
-    """Start the server and the devices as processes, wait for the server, collect its rounds."""
+def _run_fleet(server_cfg: Config, device_cfgs: list[Config], yaml_path: str, timeout_s: float,
+               watch=(), on_tick=None) -> list[dict]:
+    """Start the server and the devices as processes, wait for the server, collect its rounds.
+
+    Args:
+        server_cfg: the server's configuration.
+        device_cfgs: the devices' configurations.
+        yaml_path: the ``tasks.yaml``.
+        timeout_s: give up after this many seconds.
+        watch: other processes whose failure stops the fleet (the baselines).
+        on_tick: called about once a second while the fleet runs (the round report).
+
+    Returns:
+        The server's round records.
+
+    Raises:
+        ConfigError: a device or watched process died, or the fleet ran past ``timeout_s``.
+    """
     from edgecl.fleet.client import client_main
     from edgecl.fleet.server import fleet_dir, require_flower
     from edgecl.fleet.store import GlobalStore
@@ -394,9 +464,12 @@ def _run_fleet(server_cfg: Config, device_cfgs: list[Config], yaml_path: str,
             server.join(1.0)
             # a device that died leaves the server waiting for it (Flower waits for
             # fleet.min_devices for up to a day): stop at once and say which
-            dead = [p for p in clients if p.exitcode is not None and p.exitcode != 0]
+            if on_tick is not None:
+                on_tick()
+            dead = [p for p in (*clients, *watch) if p.exitcode is not None and p.exitcode != 0]
             if dead and server.is_alive():
-                raise ConfigError(f"{dead[0].name.removeprefix('edgecl-fleet-')}'s process died "
+                who = dead[0].name.removeprefix("edgecl-fleet-")
+                raise ConfigError(f"the {who} process died "
                                   f"(exit code {dead[0].exitcode}) before the fleet finished; "
                                   f"see the log above")
             if time.monotonic() > deadline and server.is_alive():
@@ -409,6 +482,72 @@ def _run_fleet(server_cfg: Config, device_cfgs: list[Config], yaml_path: str,
                 proc.terminate()
                 proc.join(10)
     return GlobalStore(fleet_dir(server_cfg)).rounds()
+
+
+class _RoundReport:
+    """Prints each round's per-device table once the fleet and the baselines have both finished
+    that round (the fleet's record from the server's round log, the baselines' from their round
+    files), and keeps the rows for the summary.
+
+    Args:
+        fleet_root: the server's fleet folder (its ``rounds.jsonl``).
+        results_dir: the baselines' round files.
+        names: the devices' names, in order.
+        rounds: rounds expected.
+        progress: callable printing one line.
+    """
+
+    def __init__(self, fleet_root: Path, results_dir: Path, names: list[str], rounds: int, progress):
+        from edgecl.fleet.store import GlobalStore
+
+        self.store = GlobalStore(fleet_root)
+        self.results_dir = results_dir
+        self.names = names
+        self.rounds = rounds
+        self.progress = progress
+        self.detail: list[dict] = []
+
+    @property
+    def printed(self) -> int:
+        """Rounds reported so far."""
+        return len(self.detail)
+
+    def baseline_rounds(self) -> int:
+        """Rounds the baselines have finished."""
+        return sum(1 for r in range(1, self.rounds + 1)
+                   if (self.results_dir / BASELINE_ROUND.format(r)).is_file())
+
+    def poll(self, fleet_done: bool = False) -> None:
+        """Report every round that has become complete since the last call.
+
+        Args:
+            fleet_done: the server has exited: a round's record is final even when it was
+                only written when its model was saved (``partial``), without the adoption.
+        """
+        import json
+
+        while self.printed < self.rounds:
+            rnd = self.printed + 1
+            path = self.results_dir / BASELINE_ROUND.format(rnd)
+            records = {r["round"]: r for r in self.store.rounds()} if path.is_file() else {}
+            if rnd not in records or (records[rnd].get("partial") and not fleet_done):
+                return
+            scores = json.loads(path.read_text())["scores"]
+            row = _round_row(records[rnd], self.names, scores[:-1], scores[-1])
+            self.detail.append(row)
+            _print_round(row, self.progress)
+
+
+def _round_row(rec: dict, names: list[str], alone: list[dict], joint: dict) -> dict:
+    """One round's report row from the server's record and the baselines' scores."""
+    adopt = rec.get("adoption", {})
+    row = {"round": rec["round"], "bytes": rec.get("bytes", 0), "joint": joint, "devices": []}
+    for i, n in enumerate(names):
+        row["devices"].append({"device": i, "status": (adopt.get(n) or {}).get("status", "absent"),
+                               "update": (rec.get("devices", {}).get(n) or {}).get("update", "absent"),
+                               "per_class_ap": (adopt.get(n) or {}).get("test_ap") or {},
+                               "alone_per_class_ap": alone[i]})
+    return row
 
 
 def _fmt(ap) -> str:

@@ -368,9 +368,10 @@ class Monitor:
         if not self._checked_schema():
             raise MonitorError(f"metrics database {self.db_path} made afresh is damaged: "
                                f"{self._damage}")
-        done, failed = self._rebuild()
-        if aside is None and not done and not failed:
-            return  # a first start: nothing to re-record
+        done, failed, settled = self._rebuild()
+        if aside is None and not failed and not settled:
+            return  # a first start, or a device's first staged round (a fleet device that
+            # never ran the runtime): nothing was lost
         kept = f"; the damaged copy is kept as {aside}" if aside is not None else ""
         missed = (f"; not re-recorded: {', '.join(failed)} (every start tries again)"
                   if failed else "")
@@ -416,16 +417,18 @@ class Monitor:
         round number past it, as :func:`edgecl.runtime.learner.record_missing_rounds` does.
 
         Returns:
-            ``(rounds recorded, versions not recorded with why)``; a fault is contained here
-            (the database stays usable, and every start records what is missing).
+            ``(rounds recorded, versions not recorded with why, rounds recorded whose version
+            is no longer staged)``: only those last can have been in a lost database. A
+            fault is contained here (the database stays usable, and every start records
+            what is missing).
         """
         versions = _round_versions(self.state_dir)
         if not versions:
-            return 0, []
+            return 0, [], 0
         from edgecl.continual.round import ROUND_RECORD_FILE, read_round_record
         from edgecl.models.registry import Registry
 
-        done, failed = 0, []
+        done, failed, settled = 0, [], 0
         try:
             registry = Registry(self.state_dir / "models")
             wanted = chain_statuses(registry)
@@ -440,13 +443,15 @@ class Monitor:
                 except (EdgeclError, OSError, ValueError) as exc:
                     failed.append(f"{version} ({exc})")
                     continue
-                self.follow_registry({version: wanted.get(version, kwargs["status"])})
+                status = wanted.get(version, kwargs["status"])
+                self.follow_registry({version: status})
                 if kwargs["status"] == "rejected":
                     _move_progress_past(self.state_dir, kwargs["round_no"])
                 done += 1
+                settled += status != "staged"
         except (EdgeclError, OSError) as exc:
             failed.append(f"the rest ({exc})")
-        return done, failed
+        return done, failed, settled
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

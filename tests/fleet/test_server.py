@@ -1,16 +1,16 @@
-"""The fleet server module's Flower log settings: each deprecation banner once."""
+"""The fleet server module's Flower log settings and server checks."""
 
 import pytest
 
 pytest.importorskip("flwr")
 
 
-def test_flower_deprecation_banners_show_once_each():
+def test_flower_log_drops_blank_lines_and_the_chosen_apis_banners_and_repeats_of_others():
     import logging
 
     from flwr.supercore.logger import warn_deprecated_feature
 
-    from edgecl.fleet.server import FirstDeprecationOnly, quiet_flower_logs
+    from edgecl.fleet.server import FlowerLogFilter, quiet_flower_logs
 
     flower = logging.getLogger("flwr")
     seen: list[str] = []
@@ -22,21 +22,42 @@ def test_flower_deprecation_banners_show_once_each():
     handler = Keep()
     flower.addHandler(handler)
     try:
-        quiet_flower_logs()
+        quiet_flower_logs(logging.WARNING)
         quiet_flower_logs()  # twice: still one filter
-        assert sum(isinstance(f, FirstDeprecationOnly) for f in flower.filters) == 1
-        for name in ("start_client() is deprecated", "start_client() is deprecated",
-                     "something else", "start_client() is deprecated"):
+        assert sum(isinstance(f, FlowerLogFilter) for f in flower.filters) == 1
+        assert flower.level == logging.INFO
+        for name in ("flwr.client.start_client() is deprecated.\n\tInstead, use ...",
+                     "something else", "something else",
+                     "flwr.server.start_server() is deprecated.\n\tInstead, ..."):
             warn_deprecated_feature(name=name)
+        flower.info("")
+        flower.info("Received: train message 1")
         flower.warning("connection lost")
         flower.warning("connection lost")
     finally:
         flower.removeHandler(handler)
-        for f in [f for f in flower.filters if isinstance(f, FirstDeprecationOnly)]:
+        for f in [f for f in flower.filters if isinstance(f, FlowerLogFilter)]:
             flower.removeFilter(f)
-    assert sum("start_client() is deprecated" in m for m in seen) == 1
+    assert not any("start_client()" in m or "start_server()" in m for m in seen)
     assert sum("something else" in m for m in seen) == 1
     assert seen.count("connection lost") == 2  # other warnings all pass
+    assert "" not in seen and "Received: train message 1" in seen
+
+
+def test_a_device_shows_only_flowers_warnings():
+    import logging
+
+    from edgecl.fleet.server import FlowerLogFilter, quiet_flower_logs
+
+    flower = logging.getLogger("flwr")
+    before = flower.level
+    try:
+        quiet_flower_logs(logging.WARNING)
+        assert not flower.isEnabledFor(logging.INFO) and flower.isEnabledFor(logging.WARNING)
+    finally:
+        flower.setLevel(before)
+        for f in [f for f in flower.filters if isinstance(f, FlowerLogFilter)]:
+            flower.removeFilter(f)
 
 
 def _server_cfg(state, *extra):
