@@ -256,7 +256,8 @@ def run_record(spec: RunSpec, settings: ProtocolSettings, view, outcome: dict) -
             "dece": _finite(np.mean(dece)) if dece else None,
             "dece_per_task": [_finite(v) for v in outcome["dece"]],
             "calibration": _calibration_record(outcome.get("calibration")),
-            "seconds": round(outcome["seconds"], 1), "log": outcome["tasks"]}
+            "seconds": round(outcome["seconds"], 1),
+            "first_task_s": round(outcome.get("first_task_s", 0.0), 1), "log": outcome["tasks"]}
 
 
 def _calibration_record(report: dict | None) -> dict | None:
@@ -431,9 +432,13 @@ def _run_line(label: str, record: dict) -> str:
         return "-" if value is None else f"{value:.3f}"
 
     cal = record.get("calibration") or {}
+    first = record.get("first_task_s") or 0.0
+    shared = (record.get("log") or [{}])[0].get("shared", True)
+    timing = (f"{record['seconds'] - first:.0f} s after task 1"
+              + ("" if shared else f"; task 1, shared by every run of this seed, {first:.0f} s"))
     return (f"{label}: ACC {pct(record['acc'])} BWT {pct(record['bwt'])} forgetting "
             f"{pct(record['forgetting'])} D-ECE {num(cal.get('dece_raw'))} -> post-hoc "
-            f"{num(cal.get('dece_posthoc'))} ({record['seconds']:.0f} s)")
+            f"{num(cal.get('dece_posthoc'))} ({timing})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -320,3 +320,22 @@ def test_a_model_that_detects_nothing_gets_no_d_ece_change():
                           "far 10%": dict(base, acc=0.2, dece_raw=0.4, dece_posthoc=0.1)})
     assert "| 0.976 | 0.005 | n/a (ACC < 1 %) |" in rows[2]
     assert "| 0.400 | 0.100 | -75% |" in rows[3]
+
+
+def test_the_run_that_learnt_the_shared_task_1_is_not_charged_for_it():
+    """Task 1 is learnt by the first run of a seed and loaded by the others: before, that run
+    (finetune, first in the plan) read 400 s a run against ER's 150 s."""
+    from edgecl.bench.cl_report import summarise
+
+    def record(strategy, seconds, first, shared):
+        return {"strategy": strategy, "budget": None if strategy == "finetune" else 0.1, "seed": 0,
+                "acc": 0.2, "bwt": 0.0, "forgetting": 0.0, "dece": None, "seconds": seconds,
+                "first_task_s": first, "log": [{"task": "a", "shared": shared}]}
+
+    trained = record("finetune", 400.0, 260.0, False)
+    loaded = record("er", 150.0, 4.0, True)
+    summary = summarise([trained, loaded, dict(record("joint", 90.0, 0, True), first_task_s=None)])
+    assert [e["seconds"] for e in summary.values()] == [140.0, 146.0, 90.0]
+    assert cl._run_line("finetune", trained).endswith(
+        "(140 s after task 1; task 1, shared by every run of this seed, 260 s)")
+    assert cl._run_line("er 10%", loaded).endswith("(146 s after task 1)")
