@@ -9,8 +9,11 @@ Splits are drawn by GROUP: with ``group_by`` (a regular expression), images whos
 the same value for its first group (e.g. flight and altitude of
 ``D_ALT_ANG_W_FRAME.jpg``: ``^(\\d+_\\d+)_``) always land in the same split, in every task,
 so near-identical frames never sit on both sides of a split. Without it each image is its
-own group. Groups are shuffled with the seed, then taken largest first and each given to
-the split that brings every task's train/val/test counts closest to ``ratios``.
+own group. Each group goes to a split by greedy passes (each group to the split that brings
+every task's train/val/test counts closest to ``ratios``), one largest group first and the
+others in orders drawn from the seed; the seed then draws the split among those about as
+balanced as the best one found, so another seed gives another split wherever several balanced
+ones exist.
 
 The image lists go beside the ``tasks.yaml``, in a folder named after it: ``tasks.yaml`` ->
 ``tasks/<task>/<split>.txt``, ``tasks_seed5.yaml`` -> ``tasks_seed5/<task>/...``, so a second
@@ -124,11 +127,61 @@ def _group_of(pattern: re.Pattern | None, image: Path) -> tuple[str, bool]:
     return (match.group(1) if pattern.groups else match.group(0)), True
 
 
+SEARCH_WORK = 200_000
+"""Greedy passes x groups that the split search may spend (64 passes up to 3,125 groups)."""
+BALANCE_GAP = 0.02
+"""A split counts as balanced as the best one found when the root mean square, over splits and
+tasks, of the gap between its share of a task's images and the ratio is at most this much
+(a fraction: 2 points) above the best's."""
+
+
 def _assign_splits(groups: dict[str, Counter], task_totals: Counter, ratios: tuple[float, float, float],
                    seed: int) -> dict[str, str]:
+    """Give each group a split: the most balanced of several greedy assignments.
+
+    Each pass takes the groups in one order and gives each to the split that brings every
+    task's counts closest to ``ratios``: the first pass largest group first, the others in
+    fixed random orders (the same for every seed). The seed then draws the split among those
+    about as balanced as the best one found (root-mean-square gap to the ratios within
+    :data:`BALANCE_GAP` of the best's), so that another seed gives another split wherever
+    several balanced ones exist (before, the seed only broke ties between groups of equal
+    size: with a dozen flights every seed gave the same split). Splits that leave every task
+    train and test images come first (else the caller names the task that lacks one).
+
+    Args:
+        groups: group -> images per task.
+        task_totals: images per task.
+        ratios: train, val, test fractions.
+        seed: seed of the drawn orders.
+
+    Returns:
+        ``(group -> split name, how many splits the seed chose among)``.
+    """
+    search = random.Random(0)  # the same candidates for every seed: the seed only chooses
     order = sorted(groups)
-    random.Random(seed).shuffle(order)
-    order.sort(key=lambda g: -sum(groups[g].values()))  # stable: ties keep the shuffled order
+    search.shuffle(order)
+    orders = [sorted(order, key=lambda g: -sum(groups[g].values()))]  # stable: ties keep the draw
+    for _ in range(max(1, min(64, SEARCH_WORK // max(1, len(groups)))) - 1):
+        order = sorted(groups)
+        search.shuffle(order)
+        orders.append(order)
+    found: dict[tuple, tuple[bool, float]] = {}
+    for order in orders:
+        split_of = _greedy_splits(order, groups, task_totals, ratios)
+        found[tuple(sorted(split_of.items()))] = (
+            not _every_task_trains_and_tests(split_of, groups, task_totals),
+            _imbalance(split_of, groups, task_totals, ratios))
+    ranked = sorted(found, key=lambda k: (found[k], k))
+    lacking, best = found[ranked[0]]
+    terms = max(1, sum(1 for r in ratios if r > 0) * sum(1 for n in task_totals.values() if n))
+    limit = terms * (math.sqrt(best / terms) + BALANCE_GAP) ** 2
+    close = [k for k in ranked if found[k][0] == lacking and found[k][1] <= limit + 1e-12]
+    return dict(random.Random(seed).choice(close)), len(close)
+
+
+def _greedy_splits(order: list[str], groups: dict[str, Counter], task_totals: Counter,
+                   ratios: tuple[float, float, float]) -> dict[str, str]:
+    """One greedy pass over the groups in ``order`` (see :func:`_assign_splits`)."""
     filled: dict[str, Counter] = {s: Counter() for s in SPLITS}
     split_of = {}
     for g in order:
@@ -145,6 +198,28 @@ def _assign_splits(groups: dict[str, Counter], task_totals: Counter, ratios: tup
         split_of[g] = best
         filled[best].update(groups[g])
     return split_of
+
+
+def _filled(split_of: dict[str, str], groups: dict[str, Counter]) -> dict[str, Counter]:
+    filled: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    for g, s in split_of.items():
+        filled[s].update(groups[g])
+    return filled
+
+
+def _imbalance(split_of: dict[str, str], groups: dict[str, Counter], task_totals: Counter,
+               ratios: tuple[float, float, float]) -> float:
+    """Sum over splits and tasks of the squared gap between a split's share of the task's
+    images and its ratio (0: every task split exactly as asked)."""
+    filled = _filled(split_of, groups)
+    return sum(((filled[s][t] - ratio * n) / n) ** 2
+               for s, ratio in zip(SPLITS, ratios) for t, n in task_totals.items() if n)
+
+
+def _every_task_trains_and_tests(split_of: dict[str, str], groups: dict[str, Counter],
+                                 task_totals: Counter) -> bool:
+    filled = _filled(split_of, groups)
+    return all(filled["train"][t] and filled["test"][t] for t, n in task_totals.items() if n)
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -169,7 +244,9 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
 
     Returns:
         ``{"tasks": [{"name", "classes", "train", "val", "test"}], "unassigned", "groups",
-        "ungrouped", "bad_labels", "tasks_yaml"}``.
+        "ungrouped", "bad_labels", "balanced_splits", "tasks_yaml"}`` (``balanced_splits``:
+        how many splits, about equally balanced, the seed chose among; 1: every seed gives
+        this split).
 
     Raises:
         ConfigError: no class names, a bad ``--tasks``, ``--ratios`` or ``--group-by`` (one
@@ -220,7 +297,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
                           f"(e.g. {example}): every image would be its own group, a split frame "
                           f"by frame; fix the expression (its first group names the group)")
     totals = Counter({t: len(v) for t, v in assigned.items()})
-    split_of = _assign_splits(groups, totals, ratio, seed)
+    split_of, choices = _assign_splits(groups, totals, ratio, seed)
     out = Path(out).expanduser().resolve()
     base = out.parent
     report, texts = [], {}
@@ -237,7 +314,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     _write_all(base, out, texts, format_tasks_yaml(ds.names, list(zip(task_names, task_classes)),
                                                    lists_dir=out.stem))
     return {"tasks": report, "unassigned": unassigned, "groups": len(groups), "ungrouped": ungrouped,
-            "bad_labels": bad, "tasks_yaml": str(out)}
+            "bad_labels": bad, "balanced_splits": choices, "tasks_yaml": str(out)}
 
 
 def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
