@@ -628,13 +628,42 @@ _INT_TEXT = re.compile(r"[-+]?[0-9][0-9_]*")
 _NOT_DECIMAL = re.compile(r"[-+]?(0[xXoObB]|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?$)")
 
 
+_SIZE_TEXT = re.compile(r"([0-9][0-9_]*(?:\.[0-9]+)?)\s*([kmgt])(i?)b", re.IGNORECASE)
+_SIZE_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def _size_from_text(text: str, dotted: str, where: str) -> int | None:
+    """A size in bytes written with its unit, for the ``*_bytes`` keys: ``10GB`` (10**10),
+    ``512MiB`` (512 * 2**20), ``1.5 GiB``; ``None`` for text that names no unit.
+
+    Raises:
+        ConfigError: a unit without the ``B`` (``10G``: bytes or bits, 10**9 or 2**30?).
+    """
+    t = text.strip()
+    match = _SIZE_TEXT.fullmatch(t)
+    if match:
+        number, prefix, binary = match.groups()
+        base = 1024 if binary else 1000
+        return int(round(float(number.replace("_", "")) * base ** _SIZE_POWERS[prefix.lower()]))
+    if re.fullmatch(r"[0-9][0-9_.]*\s*[kmgt]i?", t, re.IGNORECASE):
+        raise ConfigError(f"config key '{dotted}' in {where}: {_show(text)} names no unit; write "
+                          f"it in bytes or with one, e.g. {t.rstrip('iI')}B (powers of 1000) or "
+                          f"{t.rstrip('iI').rstrip()}iB (powers of 1024)")
+    return None
+
+
 def _number_from_text(text: str, kind: type, dotted: str, where: str) -> int | float:
-    """Read a number as written in decimal: ``50``, ``1_000``, ``1e3``, ``0.5``.
+    """Read a number as written in decimal: ``50``, ``1_000``, ``1e3``, ``0.5``; for a
+    ``*_bytes`` key also a size with its unit (:func:`_size_from_text`).
 
     YAML 1.1's other forms are refused, not reinterpreted: a leading zero (octal: ``017`` is
     15), ``0x``/``0o``/``0b`` and base 60 (``1:30`` is 90); so is anything not finite.
     """
     t = text.strip()
+    if dotted.endswith("_bytes"):
+        size = _size_from_text(t, dotted, where)
+        if size is not None:
+            return size
     if _INT_TEXT.fullmatch(t):
         if re.match(r"[-+]?0[0-9_]", t):
             raise ConfigError(f"config key '{dotted}' in {where} must be a number without leading "
@@ -650,6 +679,8 @@ def _number_from_text(text: str, kind: type, dotted: str, where: str) -> int | f
         how = "a number written in decimal" if _NOT_DECIMAL.match(t) else "a number"
         if re.fullmatch(r"[-+]?\.(inf|nan)", t, re.IGNORECASE):  # YAML's infinity, not-a-number
             how = "a finite number"
+        elif dotted.endswith("_bytes"):
+            how = "a number of bytes or a size such as 10GB or 512MiB"
         raise ConfigError(f"config key '{dotted}' in {where} must be {how}, got {_show(text)}") from None
     if math.isinf(value) and "inf" not in t.lower():  # 1e400: beyond a float
         raise ConfigError(f"config key '{dotted}' in {where}: {_show(text)} is out of range "

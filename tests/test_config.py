@@ -412,3 +412,31 @@ def test_a_folder_as_config_file_says_so(tmp_path):
         load_config(tmp_path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "none.yaml")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("10GB", 10 * 1000 ** 3), ("512MiB", 512 * 1024 ** 2), ("1.5 GiB", 1536 * 1024 ** 2),
+    ("2gb", 2 * 1000 ** 3), ("1_000MB", 1000 * 1000 ** 2), ("268435456", 268435456)])
+def test_a_byte_size_may_be_written_with_its_unit(tmp_path, text, expected):
+    """Before: 'memory.max_bytes: 10GB' was refused ("must be a number"), and a team had to
+    work out 10000000000 by hand."""
+    path = tmp_path / "edgecl.yaml"
+    path.write_text(f"memory:\n  max_bytes: {text}\nruntime:\n  out_max_bytes: {text}\n")
+    cfg = load_config(path)
+    assert cfg.memory.max_bytes == expected and cfg.runtime.out_max_bytes == expected
+
+
+@pytest.mark.parametrize("text, said", [
+    ("10G", "'10G' names no unit; write it in bytes or with one, e.g. 10GB (powers of 1000) or "
+            "10GiB (powers of 1024)"),
+    ("10GiBs", "must be a number of bytes or a size such as 10GB or 512MiB, got '10GiBs'"),
+    ("0.5kB", "500 is out of range")])
+def test_a_byte_size_without_a_clear_unit_is_refused_in_one_line(text, said):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"memory.max_bytes={text}"])
+    assert said in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_size_unit_is_only_read_for_byte_keys():
+    with pytest.raises(ConfigError, match="must be a number, got '10GB'"):
+        load_config(None, ["memory.capacity=10GB"])
