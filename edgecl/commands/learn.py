@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
-                                    with_device_memory)
+                                    require_state_dir, with_device_memory)
 from edgecl.errors import EdgeclError
 
 
@@ -29,7 +29,9 @@ def learn_command(args: argparse.Namespace) -> int:
     from edgecl.continual.cpu_engines import check_export_settings
     from edgecl.continual.round import check_start_model
 
-    cfg = with_device_memory(config_from_args(args))
+    cfg = config_from_args(args)
+    require_state_dir(cfg)  # a mistyped --state-dir would make an empty device and learn nothing
+    cfg = with_device_memory(cfg)
     check_export_settings(cfg)  # an engine asked 'on' that cannot be built here: one line now
     check_start_model(cfg)  # IDER or freeze_layers the model cannot take: one line now
     if cfg.learner.device.startswith("cuda"):  # one line now, not a failed round's traceback

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
-                                    with_device_memory)
+                                    require_state_dir, with_device_memory)
 from edgecl.errors import ReplayMemoryError, StorageError
 
 
@@ -53,6 +53,7 @@ def _open(args: argparse.Namespace, verify: bool = True):
     from edgecl.continual.memory.store import is_writable, refuse_lost_index
 
     cfg = config_from_args(args)
+    require_state_dir(cfg)
     root = Path(cfg.state_dir) / "memory"
     if not (root / INDEX_FILE).is_file():
         refuse_lost_index(root)

@@ -6,7 +6,8 @@ import argparse
 import logging
 import time
 
-from edgecl.commands.common import add_config_args, config_from_args, print_json_line
+from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
+                                    require_state_dir)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ def report_command(args: argparse.Namespace) -> int:
     """
     from edgecl.bench.report import write_monitor_report
 
-    state_dir = config_from_args(args).state_dir
+    cfg = config_from_args(args)
+    require_state_dir(cfg)
+    state_dir = cfg.state_dir
     _open_monitor(state_dir)  # warns about rounds the database lacks
     print(write_monitor_report(state_dir, args.out))
     return 0
@@ -65,7 +68,9 @@ def summary_command(args: argparse.Namespace) -> int:
         MonitorError: when the state directory has no metrics database, or a damaged one (the
             message says how to rebuild it).
     """
-    summary = _open_monitor(config_from_args(args).state_dir).summary()
+    cfg = config_from_args(args)
+    require_state_dir(cfg)
+    summary = _open_monitor(cfg.state_dir).summary()
     if args.json:
         print_json_line(summary)
         return 0

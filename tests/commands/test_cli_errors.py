@@ -43,10 +43,23 @@ def test_mistakes_are_one_line(run_edgecl, capsys, tmp_path, argv, start):
     argv = [a.format(tmp=tmp_path) for a in argv]
     if argv[0] in ("labels", "memory", "models", "classes"):
         argv += ["--state-dir", str(tmp_path / "state")]
-    if argv[0] in ("labels", "classes") or (argv[0] == "models" and argv[1] != "add"):
+    if argv[0] in ("labels", "classes", "memory") or (argv[0] == "models" and argv[1] != "add"):
         (tmp_path / "state").mkdir()  # these refuse a missing state directory first
     code, _, err = run_edgecl(argv)
     assert code == 2 and err.startswith(start) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv", [["learn"], ["memory", "stats"], ["memory", "verify"],
+                                  ["monitor", "summary"], ["monitor", "report"]])
+def test_a_mistyped_state_directory_is_named_and_not_created(run_edgecl, tmp_path, argv):
+    """Before: 'edgecl learn --state-dir typo' made typo/ with an empty memory and registry
+    ("no round: skipped"), and memory/monitor said "no replay memory" / "no metrics database"
+    of a folder that did not exist."""
+    typo = tmp_path / "stat"
+    code, _, err = run_edgecl([*argv, "--state-dir", str(typo)])
+    assert code == 2 and err == (f"error: {typo}: no such state directory (run 'edgecl run "
+                                 f"--state-dir {typo} ...' first, or check --state-dir)\n")
+    assert not typo.exists()
 
 
 def test_usage_error_of_the_real_command_has_no_usage_block():

@@ -107,6 +107,7 @@ def test_names_come_from_the_class_registry_and_a_corrupt_one_is_a_warning(state
 
 
 def test_missing_memory_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()  # a state directory where nothing was stored yet
     assert main(["memory", "stats", "--state-dir", str(tmp_path / "nothing")]) == 2
     assert "no replay memory at" in capsys.readouterr().err
 
