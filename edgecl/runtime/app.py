@@ -293,12 +293,31 @@ class Runtime:
         self.lock = RuntimeLock(cfg.state_dir).acquire()
         self.registry = Registry(Path(cfg.state_dir) / "models")
         self.classes = ClassRegistry(cfg.state_dir)
+        self._repair_memory_index()
         self._repair_classes()
         if not self.opts.model:
             from edgecl.runtime.learner import promote_leftover_staged
 
             promote_leftover_staged(cfg, self.registry, inference_options(cfg))
             self._check_current_version()
+
+    def _repair_memory_index(self) -> None:
+        """Rebuild a damaged, or lost, replay-memory index from the sample files and the newest
+        snapshot, with one warning (the damaged index is kept aside), before anything opens the
+        memory: a device whose index an SD-card fault damaged refused to start. Only damage is
+        rebuilt (:func:`edgecl.continual.memory.rebuild.damage_to_rebuild`); a full disk, a
+        permission problem, a lock or a newer format keep their one-line errors from the
+        memory's open.
+
+        Raises:
+            StorageError: the index is damaged and the rebuild could not write (full disk).
+            ReplayMemoryError: the rebuild found nothing to rebuild after all.
+        """
+        from edgecl.continual.memory.rebuild import rebuild_damaged_index, rebuild_warning
+
+        done = rebuild_damaged_index(Path(self.cfg.state_dir) / "memory", self.cfg.state_dir)
+        if done is not None:
+            log.warning("%s", rebuild_warning(*done))
 
     def _repair_classes(self) -> None:
         """Rebuild a damaged ``classes.json`` (or fill an empty one) from the replay memory's

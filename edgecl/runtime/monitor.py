@@ -53,6 +53,7 @@ from edgecl.atomic import fsync_dir, json_default
 from edgecl.calibration.dece import ReliabilityBins, bins_to_records, dece_from_bins, merge_bins
 from edgecl.continual import metrics
 from edgecl.continual.evaluate import DECE_PROTOCOL
+from edgecl.continual.memory.faults import is_damage
 from edgecl.continual.round_state import RoundStatus
 from edgecl.errors import EdgeclError, StorageError
 from edgecl.frames import STREAM_TASK
@@ -69,8 +70,6 @@ REBUILD_LOCK = ".rebuild.lock"
 afresh (two would move each other's new database aside)."""
 REBUILD_ADVICE = ("start `edgecl run` on this state directory: it rebuilds the database from the "
                   "model versions (so does the next round of `edgecl learn`)")
-_SQLITE_DAMAGE_CODES = frozenset({11, 26})
-"""SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)."""
 _rebuilding = threading.local()
 MEMO_ENTRIES = 64
 """Most matrices and summaries a :class:`Monitor` keeps between learning writes."""
@@ -245,7 +244,7 @@ class Monitor:
                 conn.close()
         except sqlite3.Error as exc:
             self._copy.close()
-            if isinstance(exc, sqlite3.DatabaseError) and _is_damage(exc):
+            if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
                 raise self._damaged(exc) from None
             raise MonitorError(f"metrics database {self.db_path}: {exc}") from None
 
@@ -326,7 +325,7 @@ class Monitor:
         try:
             problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(1)")]
         except sqlite3.DatabaseError as exc:
-            return exc if _is_damage(exc) else None
+            return exc if is_damage(exc) else None
         finally:
             conn.close()
         if problems != ["ok"]:
@@ -473,7 +472,7 @@ class Monitor:
                 conn.execute("PRAGMA synchronous=FULL")
             yield conn
         except sqlite3.DatabaseError as exc:
-            if _is_damage(exc):
+            if is_damage(exc):
                 raise self._damaged(exc) from exc
             raise MonitorError(f"metrics database {self.db_path}: {exc}") from exc
         finally:
@@ -522,7 +521,7 @@ class Monitor:
                 raise
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            if _is_damage(exc):
+            if is_damage(exc):
                 raise MonitorError(f"metrics database {self.db_path}: {exc}") from exc
             raise StorageError(f"metrics database {self.db_path} cannot be written: {exc}") from exc
         finally:
@@ -1255,16 +1254,6 @@ def chain_statuses(registry) -> dict[str, str]:
     history = set(registry.history())
     return {info.version: "promoted" if info.version in history else info.status
             for info in registry.list()}
-
-
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
-    """True when SQLite says the file is not (or no longer) a database (never for a storage
-    fault: a full disk, a read-only file, a file that cannot be opened, an I/O error)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int) and (code & 0xFF) in _SQLITE_DAMAGE_CODES:
-        return True
-    text = str(exc).lower()
-    return "not a database" in text or "malformed" in text
 
 
 def _round_versions(state_dir: Path) -> list[str]:

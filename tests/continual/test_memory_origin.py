@@ -45,6 +45,21 @@ def test_origin_is_stored_counted_and_returned(tmp_path):
     assert [o for (o,) in stored] == ["ground_truth"] * 2 + ["operator"] + ["pseudo"] * 3
 
 
+def test_an_origin_a_rebuild_could_not_tell_is_counted_as_unknown(tmp_path):
+    """A row rebuilt from its files alone has origin 'unknown' (memory.rebuild): it is treated
+    as pseudo (replayed, never evaluated on), but memory stats counted it as pseudo, so an
+    operator's lost answer looked like the model's own label."""
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        for i, origin in enumerate([LabelOrigin.OPERATOR, LabelOrigin.PSEUDO, LabelOrigin.IMPORT]):
+            m.add(sample(i, origin))
+    with sqlite3.connect(tmp_path / "m" / "index.sqlite") as db:
+        db.execute("UPDATE samples SET origin = 'unknown' WHERE id IN (1, 3)")
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        assert m.stats()["per_origin"] == {"ground_truth": 0, "operator": 0, "import": 0,
+                                           "pseudo": 1, "unknown": 2}
+        assert [r.origin for r in m.records()] == [LabelOrigin.PSEUDO] * 3
+
+
 def test_empty_memory_counts_every_origin_as_zero(tmp_path):
     with ReplayMemory(tmp_path / "m", cfg()) as m:
         assert m.stats()["per_origin"] == ALL_ZERO

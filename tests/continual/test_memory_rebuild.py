@@ -1,15 +1,30 @@
 """Rebuilding a damaged or missing memory index from the sample files and the newest snapshot."""
 
 import json
+import os
+import shutil
+import signal
 import sqlite3
+import time
 
 import numpy as np
 import pytest
 
+from edgecl import atomic
 from edgecl.config import MemoryConfig
 from edgecl.continual.memory import ReplayMemory, Sample
-from edgecl.continual.memory.rebuild import UNKNOWN_ORIGIN, rebuild_index
-from edgecl.errors import ReplayMemoryError
+from edgecl.continual.memory import rebuild as rebuild_mod
+from edgecl.continual.memory.faults import is_damage
+from edgecl.continual.memory.index import IndexDB
+from edgecl.continual.memory.rebuild import (
+    UNKNOWN_ORIGIN,
+    damage_to_rebuild,
+    index_problem,
+    rebuild_damaged_index,
+    rebuild_index,
+    rebuild_warning,
+)
+from edgecl.errors import ReplayMemoryError, StorageError
 from edgecl.frames import STREAM_TASK, LabelOrigin
 
 BOX = np.array([[1, 0.5, 0.5, 0.25, 0.5]], np.float32)
@@ -110,3 +125,296 @@ def test_class_names_from_the_registry_without_snapshot_names(tmp_path):
     assert report.names_from == "classes.json"
     with ReplayMemory(root) as m:
         assert m.class_names() == NAMES
+
+
+def sqlite_error(message, code, name, cls=sqlite3.OperationalError):
+    """An error as SQLite raises it (with its result code and name)."""
+    exc = cls(message)
+    exc.sqlite_errorcode, exc.sqlite_errorname = code, name
+    return exc
+
+
+def random_fill(path):
+    data = os.urandom(path.stat().st_size)
+    path.write_bytes(data)
+    return data
+
+
+def half_truncate(path):
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def spoil_a_page(path):
+    data = bytearray(path.read_bytes())
+    data[4096 + 8:4096 + 64] = b"\xff" * 56  # page 2's header and cell pointers: a b-tree page
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("spoil, said", [
+    (zero_fill, "is damaged (file is not a database)"),
+    (random_fill, "is damaged (file is not a database)"),
+    (half_truncate, "is damaged (database disk image is malformed)"),
+    (spoil_a_page, "is damaged ("),
+    (lambda path: path.unlink(), "is missing"),
+    (lambda path: path.write_bytes(b""), "is empty (0 bytes)"),
+])
+def test_damage_to_rebuild_names_damage_and_a_lost_index(tmp_path, spoil, said):
+    root = tmp_path / "state" / "memory"
+    make_memory(root)
+    index = root / "index.sqlite"
+    assert damage_to_rebuild(root) is None  # a readable index
+    spoil(index)
+    why = damage_to_rebuild(root)
+    assert why.startswith(f"the index {index} {said}") and "\n" not in why
+    assert index_problem(root) is not None  # rebuild_index agrees: it will not refuse
+
+
+def test_a_memory_not_made_yet_is_no_case_for_a_rebuild(tmp_path):
+    root = tmp_path / "state" / "memory"
+    assert damage_to_rebuild(root) is None  # no folder
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    assert damage_to_rebuild(root) is None  # folders, no index, no sample
+    (root / "index.sqlite").write_bytes(b"")
+    assert damage_to_rebuild(root) is None
+
+
+def test_is_damage_tells_damage_from_storage_faults_and_locks():
+    assert is_damage(sqlite_error("file is not a database", 26, "SQLITE_NOTADB",
+                                  sqlite3.DatabaseError))
+    assert is_damage(sqlite_error("database disk image is malformed", 11, "SQLITE_CORRUPT",
+                                  sqlite3.DatabaseError))
+    assert is_damage(sqlite3.DatabaseError("database disk image is malformed"))  # no code
+    for message, code, name in STORAGE_FAULTS + [("database is locked", 5, "SQLITE_BUSY")]:
+        assert not is_damage(sqlite_error(message, code, name)), message
+        assert not is_damage(sqlite3.OperationalError(message)), message
+    assert not is_damage(OSError(5, "Input/output error"))
+
+
+STORAGE_FAULTS = [("disk I/O error", 10, "SQLITE_IOERR"),
+                  ("database or disk is full", 13, "SQLITE_FULL"),
+                  ("attempt to write a readonly database", 8, "SQLITE_READONLY"),
+                  ("unable to open database file", 14, "SQLITE_CANTOPEN")]
+
+
+class _Refusing:
+    """A connection whose every statement fails with ``exc``."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def execute(self, *args, **kwargs):
+        raise self.exc
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("message, code, name", STORAGE_FAULTS)
+@pytest.mark.parametrize("when", ["connect", "quick_check"])
+def test_a_storage_fault_is_no_case_for_a_rebuild(tmp_path, monkeypatch, message, code, name,
+                                                  when):
+    """Before the check was written, nothing was rebuilt at all; this guards the check: a
+    full disk or an I/O error met while checking (even on a damaged index) is left to the
+    memory's open, which says it in one line, and nothing is moved aside."""
+    root = tmp_path / "state" / "memory"
+    make_memory(root)
+    damaged = random_fill(root / "index.sqlite")
+    exc = sqlite_error(message, code, name)
+
+    def connect(*args, **kwargs):
+        if when == "connect":
+            raise exc
+        return _Refusing(exc)
+
+    monkeypatch.setattr(rebuild_mod.sqlite3, "connect", connect)
+    monkeypatch.setattr(rebuild_mod, "rebuild_index", _never)
+    assert damage_to_rebuild(root) is None and rebuild_damaged_index(root) is None
+    assert (root / "index.sqlite").read_bytes() == damaged
+    assert not list(root.glob("index.sqlite.corrupt-*"))
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("rebuilt where no rebuild was called for")
+
+
+def test_an_index_that_may_not_be_written_is_no_case_for_a_rebuild(tmp_path, monkeypatch):
+    """A permission problem keeps the memory's own error (the tests run as root: os.access
+    is what the store asks too)."""
+    root = tmp_path / "state" / "memory"
+    make_memory(root)
+    damaged = random_fill(root / "index.sqlite")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+        False if str(path).startswith(str(root)) and mode == os.W_OK else real_access(path, mode)))
+    monkeypatch.setattr(rebuild_mod, "rebuild_index", _never)
+    assert rebuild_damaged_index(root) is None
+    with pytest.raises(StorageError, match="the folder is not writable"):
+        ReplayMemory(root)
+    assert (root / "index.sqlite").read_bytes() == damaged
+
+
+def test_a_locked_index_is_no_case_for_a_rebuild(tmp_path, monkeypatch):
+    root = tmp_path / "state" / "memory"
+    make_memory(root)
+    holder = sqlite3.connect(root / "index.sqlite", isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        monkeypatch.setattr(rebuild_mod, "rebuild_index", _never)
+        assert rebuild_damaged_index(root, busy_timeout_s=0.1) is None
+    finally:
+        holder.close()
+    assert not list(root.glob("index.sqlite.corrupt-*"))
+
+
+def test_an_index_of_a_newer_format_is_no_case_for_a_rebuild(tmp_path, monkeypatch):
+    """A SQLite file whose header asks for a newer SQLite (read version 3), and a database
+    whose tables are not this version's: both keep the open's one-line error."""
+    root = tmp_path / "state" / "memory"
+    make_memory(root)
+    index = root / "index.sqlite"
+    data = bytearray(index.read_bytes())
+    data[rebuild_mod.READ_VERSION_OFFSET] = 3
+    index.write_bytes(bytes(data))
+    monkeypatch.setattr(rebuild_mod, "rebuild_index", _never)
+    assert rebuild_damaged_index(root) is None
+    with pytest.raises(ReplayMemoryError, match="memory index is unusable: file is not a database"):
+        ReplayMemory(root, verify_on_open=False)
+    assert index.read_bytes() == bytes(data)
+
+    index.unlink()
+    conn = sqlite3.connect(index)
+    conn.execute("CREATE TABLE samples(id INTEGER PRIMARY KEY, kind TEXT)")
+    conn.commit()
+    conn.close()
+    assert rebuild_damaged_index(root) is None
+    with pytest.raises(ReplayMemoryError, match="memory index is unusable: no such column"):
+        ReplayMemory(root, verify_on_open=False)
+
+
+def test_a_damaged_index_that_cannot_be_rebuilt_for_a_full_disk_is_one_storage_line(
+        tmp_path, monkeypatch):
+    root = tmp_path / "state" / "memory"
+    make_memory(root)
+    index = root / "index.sqlite"
+    damaged = random_fill(index)
+
+    def full(*args, **kwargs):
+        raise sqlite_error("database or disk is full", 13, "SQLITE_FULL")
+
+    monkeypatch.setattr(rebuild_mod, "_write_index", full)
+    with pytest.raises(StorageError) as err:
+        rebuild_damaged_index(root)
+    assert str(err.value) == (
+        f"replay memory: the index {index} is damaged (file is not a database); cannot rebuild "
+        f"the memory index in {root}: database or disk is full ({root / rebuild_mod.TEMP_NAME})")
+    assert index.read_bytes() == damaged and not (root / rebuild_mod.TEMP_NAME).exists()
+    assert not list(root.glob("index.sqlite.corrupt-*"))
+
+
+def test_rebuild_damaged_index_returns_what_the_warning_says(tmp_path):
+    root = tmp_path / "state" / "memory"
+    snap, _, _ = make_memory(root)
+    index = root / "index.sqlite"
+    assert rebuild_damaged_index(root) is None  # readable: nothing done
+    random_fill(index)
+    why, report = rebuild_damaged_index(root)
+    assert why == f"the index {index} is damaged (file is not a database)"
+    assert rebuild_warning(why, report) == (
+        f"replay memory: the index {index} is damaged (file is not a database): rebuilt from "
+        f"the sample files and snapshot {snap.snapshot_id}, 5 rows back (4 as the snapshot "
+        f"recorded them, 1 from their files only, origin unknown), 0 samples quarantined; the "
+        f"damaged index is kept as {report.moved_aside}")
+    assert rebuild_damaged_index(root) is None  # rebuilt once, then readable
+
+
+def _kill_at(step):
+    """In this (forked) process: SIGKILL itself at the ``step``-th file operation of a
+    rebuild (an index row written, an fsync, a rename, a folder flushed), before it runs."""
+    calls = [0]
+
+    def wrap(fn):
+        def wrapped(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    IndexDB.insert = wrap(IndexDB.insert)
+    os.fsync = wrap(os.fsync)
+    os.replace = wrap(os.replace)
+    atomic.fsync_dir = wrap(atomic.fsync_dir)
+
+
+def _rebuild_killed_at(root, step):
+    """Run the runtime's rebuild in a child killed at ``step``; True when it was killed."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 3
+        try:
+            _kill_at(step)
+            code = 0 if rebuild_damaged_index(root) is not None else 4
+        finally:
+            os._exit(code)
+    deadline_s = time.monotonic() + 60.0
+    while True:  # bounded: a child stuck on a lock another thread held at the fork fails here
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline_s:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"the rebuild killed at step {step} hung")
+        time.sleep(0.01)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return True
+    assert os.WEXITSTATUS(status) == 0, f"the rebuild failed (exit {os.WEXITSTATUS(status)})"
+    return False
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_kill_at_any_step_of_the_rebuild_leaves_a_memory_the_next_start_rebuilds(tmp_path):
+    """The module docstring's promise: a kill leaves the old index, or no index with the
+    damaged one kept aside, or the new index; the next start (the same call) ends with every
+    row back and the damaged bytes kept."""
+    made = tmp_path / "made"
+    make_memory(made)
+    damaged = random_fill(made / "index.sqlite")
+    want = {r.id: r.origin for r in _records_after_rebuild(tmp_path / "reference", made)}
+    assert len(want) == 5
+    step, killed_states = 0, set()
+    while True:
+        step += 1
+        root = tmp_path / f"kill{step}" / "memory"
+        shutil.copytree(made, root)
+        if not _rebuild_killed_at(root, step):
+            break
+        index, aside = root / "index.sqlite", list(root.glob("index.sqlite.corrupt-*"))
+        if index.exists() and index.read_bytes() == damaged:
+            state = "old index"
+        elif not index.exists():
+            state = "no index, the damaged one aside"
+            assert [p.read_bytes() for p in aside] == [damaged]
+        else:
+            state = "new index"
+            assert index_problem(root) is None
+        killed_states.add(state)
+        rebuild_damaged_index(root)  # the next start
+        with ReplayMemory(root) as m:
+            assert {r.id: r.origin for r in m.records()} == want, (step, state)
+            assert m.last_verify.ok and not m.last_verify.orphan_files
+        assert damaged in [p.read_bytes() for p in root.glob("index.sqlite.corrupt-*")]
+        assert not (root / rebuild_mod.TEMP_NAME).exists()
+    assert step > 5 and killed_states == {"old index", "no index, the damaged one aside",
+                                          "new index"}
+
+
+def _records_after_rebuild(dst, made):
+    root = dst / "memory"
+    shutil.copytree(made, root)
+    assert rebuild_damaged_index(root) is not None
+    with ReplayMemory(root) as m:
+        return m.records()

@@ -1,6 +1,8 @@
 """How the replay memory reports storage faults: one :class:`~edgecl.errors.StorageError` line
 (what failed and where) for a full disk or an unwritable directory, a
-:class:`~edgecl.errors.ReplayMemoryError` for everything else (damage, missing files)."""
+:class:`~edgecl.errors.ReplayMemoryError` for everything else (damage, missing files);
+:func:`is_damage` tells a damaged file from both a storage fault and a lock (for the state
+directory's other SQLite files too: the metrics database)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from edgecl.errors import STORAGE_ERRNOS, EdgeclError, ReplayMemoryError, Storag
 # sqlite3 error names (prefixes) with the same meaning.
 STORAGE_SQLITE_NAMES = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN",
                         "SQLITE_PERM")
+SQLITE_DAMAGE_CODES = frozenset({11, 26})
+"""SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes): the file is damaged."""
 
 
 def is_storage_fault(exc: BaseException) -> bool:
@@ -33,6 +37,26 @@ def is_storage_fault(exc: BaseException) -> bool:
     return False
 
 
+def is_damage(exc: BaseException) -> bool:
+    """True when SQLite says a file is not (or no longer) a database: ``SQLITE_CORRUPT`` or
+    ``SQLITE_NOTADB``. Never for a storage fault (a full disk, a read-only or unopenable file,
+    an I/O error) nor for a lock, which are not cured by rebuilding the file.
+
+    Args:
+        exc: the error raised.
+
+    Returns:
+        Whether the file itself is damaged.
+    """
+    if not isinstance(exc, sqlite3.DatabaseError) or is_storage_fault(exc):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in SQLITE_DAMAGE_CODES
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text
+
+
 def fault_error(exc: OSError | sqlite3.Error, what: str, where: object,
                 note: str = "") -> EdgeclError:
     """The one-line error to raise for ``exc``.
@@ -51,7 +75,6 @@ def fault_error(exc: OSError | sqlite3.Error, what: str, where: object,
     at = getattr(exc, "filename", None) or where
     cls = StorageError if is_storage_fault(exc) else ReplayMemoryError
     return cls(f"{what}: {reason} ({at})" + (f"; {note}" if note else ""))
-
 
 
 def rebuild_hint(memory_root: Path) -> str:

@@ -13,6 +13,13 @@ Lost for good: the stream counters (set to what the rows show: at least that man
 task were seen), import content hashes (an image imported again is no longer recognised), the
 recorded ``memory.*`` settings and the thumbnail embeddings (recomputed on first use).
 
+The runtime rebuilds by itself at start (:func:`rebuild_damaged_index`), only where a rebuild
+is the cure (:func:`damage_to_rebuild`): an index that SQLite says is damaged, or one missing or
+empty beside sample files. A storage fault (full disk, I/O error, a file or folder that may not
+be written), a lock, or a SQLite file of a newer format is left to the usual open, which reports
+it in one line; the tools that read the memory never rebuild (they name ``memory verify
+--rebuild-index``).
+
 Crash safety. The new index is built under a temp name beside the old one (the schema is
 :mod:`.index`'s), closed (its WAL checkpointed), fsynced; then the old index and its ``-wal``
 / ``-shm`` are renamed to ``index.sqlite.corrupt-<UTC time>`` (kept, never deleted), the new
@@ -31,7 +38,7 @@ from pathlib import Path
 
 from edgecl import atomic
 from edgecl.continual.memory import quarantine
-from edgecl.continual.memory.faults import fault_error
+from edgecl.continual.memory.faults import fault_error, is_damage
 from edgecl.continual.memory.index import IndexDB
 from edgecl.continual.memory.policies import BACKGROUND_CLASS, primary_class
 from edgecl.continual.memory.records import (
@@ -45,8 +52,9 @@ from edgecl.continual.memory.records import (
     parse_label_file,
 )
 from edgecl.continual.memory.snapshot import RECORDS_FILE, _snapshot_names
+from edgecl.continual.memory.store import is_writable
 from edgecl.continual.memory.verify import sample_stems, scan_files
-from edgecl.errors import LabelError, ReplayMemoryError
+from edgecl.errors import LabelError, ReplayMemoryError, StorageError
 from edgecl.frames import STREAM_TASK
 
 INDEX_FILE = "index.sqlite"
@@ -56,6 +64,11 @@ TEMP_NAME = ".index.sqlite.rebuild.tmp"
 UNKNOWN_ORIGIN = "unknown"
 """Origin written for a sample no snapshot lists (its labels' origin is not known)."""
 FILES_ONLY_SOURCE = "unknown (index rebuilt from the sample files)"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+READ_VERSION_OFFSET = 19
+"""Header byte holding the file format's read version (1: rollback journal, 2: WAL)."""
+NEWEST_READ_VERSION = 2
+CHECK_BUSY_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,124 @@ def index_problem(memory_root: Path) -> str | None:
     finally:
         db.close()
     return None
+
+
+def _newer_file_format(path: Path) -> bool:
+    """True when ``path`` is a SQLite file whose header asks for a newer SQLite than any this
+    program knows (read version above :data:`NEWEST_READ_VERSION`): written by a newer program,
+    not damaged (SQLite says "file is not a database" for both).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(READ_VERSION_OFFSET + 1)
+    return (head.startswith(SQLITE_MAGIC) and len(head) > READ_VERSION_OFFSET
+            and head[READ_VERSION_OFFSET] > NEWEST_READ_VERSION)
+
+
+def damage_to_rebuild(memory_root: Path,
+                      busy_timeout_s: float = CHECK_BUSY_TIMEOUT_S) -> str | None:
+    """Why the index of a memory folder is a case for an automatic rebuild, or None.
+
+    A case: the index is missing or empty (0 bytes) while sample files are on disk, or SQLite
+    says the file is damaged (not a database, malformed, ``quick_check`` fails). Not a case:
+    a readable index, a missing one beside no sample file (a memory not made yet), a folder or
+    index that may not be written, a storage fault (full disk, I/O error, a file that cannot be
+    opened), a lock another process holds, a SQLite file of a newer format (see
+    :func:`_newer_file_format`); opening the memory reports those as it always did. Damaged
+    rows in a readable index are no case either: the store's check quarantines them one by one.
+    Reads only (a read-only connection).
+
+    Args:
+        memory_root: the memory folder.
+        busy_timeout_s: how long the check waits for another process's lock.
+
+    Returns:
+        One line: ``"the index PATH is missing"``, ``"... is empty (0 bytes)"`` or
+        ``"... is damaged (REASON)"``; None when no rebuild is called for.
+    """
+    root = Path(memory_root)
+    path = root / INDEX_FILE
+    try:
+        if not root.is_dir() or not is_writable(root):
+            return None
+        size = path.stat().st_size if path.is_file() else None
+        if not size:
+            if not sample_stems(scan_files(root, set())[0]):
+                return None
+            return f"the index {path} is " + ("missing" if size is None else "empty (0 bytes)")
+        if _newer_file_format(path):
+            return None
+    except OSError:  # a storage fault: the memory's open names it
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True,
+                               timeout=busy_timeout_s, isolation_level=None)
+    except sqlite3.Error:  # cannot be opened at all: a storage fault, as above
+        return None
+    try:
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(1)")]
+    except sqlite3.Error as exc:
+        return f"the index {path} is damaged ({exc})" if is_damage(exc) else None
+    finally:
+        conn.close()
+    if problems != ["ok"]:
+        said = " ".join(" ".join(problems).split()) or "quick_check gave no answer"
+        return f"the index {path} is damaged ({said})"
+    return None
+
+
+def rebuild_damaged_index(memory_root: Path, state_dir: Path | None = None,
+                          busy_timeout_s: float = CHECK_BUSY_TIMEOUT_S
+                          ) -> tuple[str, RebuildReport] | None:
+    """Rebuild the index (:func:`rebuild_index`) when :func:`damage_to_rebuild` finds a case
+    for it, as the runtime does at start.
+
+    Args:
+        memory_root: the memory folder (``STATE/memory``).
+        state_dir: the state directory, for ``classes.json`` (default: the folder above).
+        busy_timeout_s: how long the check waits for another process's lock.
+
+    Returns:
+        ``(what was wrong, what the rebuild did)``; None when nothing was done.
+
+    Raises:
+        StorageError: the rebuild could not write (full disk, read-only); the old index stays.
+            The message says what was wrong with the index, then what failed.
+        ReplayMemoryError: the rebuild found nothing to rebuild after all.
+    """
+    why = damage_to_rebuild(memory_root, busy_timeout_s)
+    if why is None:
+        return None
+    try:
+        report = rebuild_index(memory_root, state_dir)
+    except (StorageError, ReplayMemoryError) as exc:
+        cls = StorageError if isinstance(exc, StorageError) else ReplayMemoryError
+        raise cls(f"replay memory: {why}; {exc}") from None
+    return why, report
+
+
+def rebuild_warning(why: str, report: RebuildReport) -> str:
+    """The one warning line for an index rebuilt at start.
+
+    Args:
+        why: what was wrong (from :func:`damage_to_rebuild`).
+        report: what the rebuild did.
+
+    Returns:
+        ``"replay memory: the index PATH is damaged (REASON): rebuilt from the sample files and
+        snapshot ID, N rows back (...); the damaged index is kept as PATH"``.
+    """
+    snap = f"snapshot {report.snapshot_id}" if report.snapshot_id else "no readable snapshot"
+    kept = (f"the damaged index is kept as {report.moved_aside}" if report.moved_aside
+            else "there was no old index to keep")
+    text = (f"replay memory: {why}: rebuilt from the sample files and {snap}, {report.rows} "
+            f"rows back ({report.from_snapshot} as the snapshot recorded them, "
+            f"{report.from_files} from their files only, origin unknown), "
+            f"{len(report.quarantined)} samples quarantined; {kept}")
+    more = quarantine.summary_text(report.quarantined)
+    return text + (f"; {more}" if more else "")
 
 
 def newest_snapshot(memory_root: Path) -> tuple[str | None, dict[int, SampleRecord],

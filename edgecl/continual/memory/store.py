@@ -994,9 +994,13 @@ class ReplayMemory:
             ``samples``, ``bytes``, ``held_out``, ``capacity``, ``max_bytes``,
             ``sample_budget_bytes``, ``per_class`` (images containing each class id),
             ``per_task``, ``per_task_held_out``, ``per_origin`` (samples per label origin,
-            every origin present, zeros included), ``seen``, ``policy``, ``names``.
+            every origin present, zeros included; ``unknown`` too where an index rebuilt from
+            the sample files could not tell, :mod:`.rebuild`: those samples are treated as
+            ``pseudo``, replayed and never evaluated on), ``seen``, ``policy``, ``names``.
         """
         records = self.records()
+        with self._lock:
+            raw_origins = self._db.group_counts("origin")
         per_class: dict[str, int] = {}
         per_task: dict[str, int] = {}
         held: dict[str, int] = {}
@@ -1007,6 +1011,11 @@ class ReplayMemory:
             target = held if r.held_out else per_task
             target[r.task] = target.get(r.task, 0) + 1
             per_origin[r.origin.value] += 1
+        known = {o.value for o in LabelOrigin}
+        unknown = sum(n for text, n in raw_origins.items() if text is not None and text not in known)
+        if unknown:  # read as pseudo (records.origin_from_text); say what they are
+            per_origin[LabelOrigin.PSEUDO.value] = max(0, per_origin[LabelOrigin.PSEUDO.value] - unknown)
+            per_origin["unknown"] = unknown
         names = self.class_names()
         return {"samples": len(records), "bytes": sum(r.bytes for r in records),
                 "held_out": sum(held.values()), "capacity": self.capacity,
