@@ -28,14 +28,16 @@ def add_parser(sub) -> None:
     split = dsub.add_parser("split-tasks", help="write a class-incremental tasks.yaml over a YOLO dataset")
     split.add_argument("dataset", help="YOLO dataset folder or data.yaml (with class names)")
     split.add_argument("--tasks", required=True,
-                       help='classes of each task, tasks separated by ";" (e.g. "car,other_vehicle;bicycle;person")')
+                       help='classes of each task, tasks separated by ";" '
+                            '(e.g. "car,other_vehicle;bicycle;person")')
     split.add_argument("--group-by", metavar="REGEX",
                        help="images whose names give the same first group land in the same split "
                             r"(e.g. '^(\d+_\d+)_' for day and altitude)")
-    split.add_argument("--ratios", default="0.7,0.1,0.2", help="train,val,test weights, normalised to sum 1 (default 0.7,0.1,0.2)")
+    split.add_argument("--ratios", default="0.7,0.1,0.2",
+                       help="train,val,test weights, normalised to sum 1 (default 0.7,0.1,0.2)")
     split.add_argument("--seed", type=int, default=0,
-                       help="shuffling seed (default 0); groups are placed largest first, so "
-                            "with --group-by it only reorders groups of equal size")
+                       help="which of the splits about as balanced as the best one found to take "
+                            "(default 0; the output says how many there were)")
     split.add_argument("--out", required=True, metavar="FILE.yaml", help="the tasks.yaml to write")
     split.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     split.set_defaults(func=split_command)
@@ -74,9 +76,13 @@ def import_command(args: argparse.Namespace) -> int:
         print(f"skipped: {message}")
     reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items()) or "none"
     boxes = ", ".join(f"{k} {v}" for k, v in result["boxes"].items())
-    print(f"imported {result['imported']} image(s) from {args.src} ({result['format']}) -> {result['data_yaml']}")
+    print(f"imported {result['imported']} image(s) from {args.src} ({result['format']}) -> "
+          f"{result['data_yaml']}")
     print(f"skipped {result['skipped']} ({reasons}); ignore regions dropped {result['ignored_regions']}")
     print(f"boxes: {boxes}")
+    if result["classes_matched"]:
+        matched = ", ".join(f"{k} -> {v}" for k, v in result["classes_matched"].items())
+        print(f"names matched to a class differing only in case or separators: {matched}")
     return 0
 
 
@@ -102,6 +108,9 @@ def split_command(args: argparse.Namespace) -> int:
               f"/ test {task['test']}")
     print(f"{result['groups']} group(s); {result['unassigned']} image(s) hold no task's class; "
           f"{result['bad_labels']} with missing or refused labels -> {result['tasks_yaml']}")
+    choices = result["balanced_splits"]
+    print(f"--seed {args.seed} chose this split among {choices} about equally balanced one(s)"
+          + ("; every seed gives it" if choices == 1 else ""))
     if args.group_by and result["ungrouped"]:
         print(f"warning: {result['ungrouped']} image name(s) did not match --group-by "
               f"'{args.group_by}'; each of them is its own group (split frame by frame)",

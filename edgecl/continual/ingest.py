@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample
 from edgecl.continual.memory.records import check_image, check_labels
 from edgecl.data.images import pixels_hash
-from edgecl.data.importers import ImportItem, ImportTally, Skip
+from edgecl.data.importers import ImportItem, ImportTally, Skip, same_class_as
 from edgecl.errors import LabelError, ReplayMemoryError, StorageError
 from edgecl.frames import LabelOrigin
 
@@ -88,10 +87,6 @@ ALREADY_IN_MEMORY = "already in memory"
 """Skip reason of an image whose content the memory already holds."""
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
 def _name_unnamed(item: ImportItem, known: dict[int, str], report: ImportReport) -> ImportItem:
     """Give the ``class_<id>`` boxes of a dataset without names the registry's name for the id.
 
@@ -115,23 +110,18 @@ def _name_unnamed(item: ImportItem, known: dict[int, str], report: ImportReport)
 
 def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport) -> dict[str, int]:
     ids = {}
-    known = classes.names()
-    exact = {n: i for i, n in known.items()}
-    loose: dict[str, list[int]] = {}
-    for i, n in known.items():
-        loose.setdefault(_norm(n), []).append(i)
+    exact = {n: i for i, n in classes.names().items()}
     for name in dict.fromkeys(item.names):
+        same = None if name in exact else same_class_as(name, exact)
         if name in exact:
             ids[name] = exact[name]
-        elif len(loose.get(_norm(name), [])) == 1:  # "Car" -> the registry's "car"
-            ids[name] = loose[_norm(name)][0]
-            report.classes_matched[name] = known[ids[name]]
+        elif same is not None:  # "Car" -> the registry's "car"
+            ids[name] = exact[same]
+            report.classes_matched[name] = same
         else:
             ids[name] = classes.id_for(name, create=True)
             report.classes_added.append(name)
             exact[name] = ids[name]
-            known[ids[name]] = name
-            loose.setdefault(_norm(name), []).append(ids[name])
     return ids
 
 

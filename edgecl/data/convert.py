@@ -10,8 +10,11 @@ Output layout (what ultralytics trains on, and what ``dir://`` and ``split-tasks
     OUT/data.yaml               train: images, val: images, names: {id: name} (root: its folder)
 
 Class ids: a YOLO source keeps its ids and names; VOC and COCO names get ids in the order
-of the COCO categories (ignore names left out), then of first appearance. Ignore regions
-are dropped and counted (see :mod:`edgecl.data.importers`).
+of the COCO categories (ignore names left out), then of first appearance. A name met in the
+boxes that differs from a known one only in case or separators (VOC ``Car`` beside ``car``,
+``traffic_light`` beside ``Traffic Light``) is that class, as ``edgecl labels import`` maps it
+(listed in ``classes_matched``). Ignore regions are dropped and counted (see
+:mod:`edgecl.data.importers`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import yaml
 from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from edgecl.data.images import is_image
 from edgecl.data.importers import (ImportItem, ImportTally, Skip, detect_format, is_ignore_name,
-                                   iter_labelled, no_labels_hint)
+                                   iter_labelled, no_labels_hint, same_class_as)
 from edgecl.data.labels import labels_to_text
 from edgecl.errors import ConfigError, LabelError
 from edgecl.models.classes import clean_name
@@ -43,6 +46,30 @@ def _seed_names(src: Path, fmt: str) -> dict[str, int]:
         ordered = [n for n in coco_class_names(src) if not is_ignore_name(n)]
         return {n: i for i, n in enumerate(ordered)}
     return {}
+
+
+def _class_of(name: str, ids: dict[str, int], matched: dict[str, str]) -> str:
+    """The class a box name is: itself when known, else the one known name that differs from it
+    only in case or separators (recorded in ``matched``), else itself as a new class.
+
+    Args:
+        name: the box's class name.
+        ids: the known class names -> id; a new name is added with the next id.
+        matched: box name -> known name, for the names matched so far.
+
+    Returns:
+        The known (or new) name whose id the box gets.
+    """
+    if name in ids:
+        return name
+    if name in matched:
+        return matched[name]
+    same = same_class_as(name, ids)
+    if same is not None:
+        matched[name] = same
+        return same
+    ids[name] = max(ids.values(), default=-1) + 1
+    return name
 
 
 def _unique_name(stem: str, suffix: str, used: set[str]) -> str:
@@ -96,8 +123,10 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
         fmt: ``auto``, ``yolo``, ``voc`` or ``coco``.
 
     Returns:
-        ``{"imported", "skipped", "reasons", "ignored_regions", "boxes", "names", "format",
-        "data_yaml", "messages"}`` (``messages``: the first skip reasons).
+        ``{"imported", "skipped", "reasons", "ignored_regions", "boxes", "names",
+        "classes_matched", "format", "data_yaml", "messages"}`` (``boxes``: per class name as
+        the source writes it; ``classes_matched``: source name -> the class it was matched to;
+        ``messages``: the first skip reasons).
 
     Raises:
         ConfigError: unknown format, missing source, non-empty output, or nothing imported.
@@ -120,6 +149,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             raise ConfigError(f"{src}: {exc}") from None
     tally = ImportTally()
     used: set[str] = set()
+    matched: dict[str, str] = {}
     with atomic_dir(out) as tmp:  # all or nothing: a failure half-way leaves no partial dataset
         for item in items:
             if isinstance(item, Skip):
@@ -132,13 +162,12 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             except LabelError as exc:
                 tally.skip("bad class name", f"{item.source}: {exc}")
                 continue
-            for name in item.names:
-                ids.setdefault(name, max(ids.values(), default=-1) + 1)
+            box_ids = {name: ids[_class_of(name, ids, matched)] for name in item.names}
             suffix, data = _image_file(item)
             name = _unique_name(item.source.stem, suffix, used)
             atomic_write_bytes(tmp / "images" / name, data)
             atomic_write_text(tmp / "labels" / f"{Path(name).stem}.txt",
-                              labels_to_text(item.yolo_labels(ids)))
+                              labels_to_text(item.yolo_labels(box_ids)))
             tally.done(item)
         if tally.imported == 0:
             raise ConfigError(f"nothing imported from {src} ({fmt}): {tally.skipped} file(s) skipped"
@@ -147,6 +176,6 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
         names = {i: n for n, i in sorted(ids.items(), key=lambda kv: kv[1])}
         data = {"train": "images", "val": "images", "names": names}  # no 'path': the yaml's folder
         atomic_write_text(tmp / "data.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    return {**tally.to_dict(), "names": names, "format": fmt, "data_yaml": str(out / "data.yaml"),
-            "messages": tally.messages}
+    return {**tally.to_dict(), "names": names, "classes_matched": matched, "format": fmt,
+            "data_yaml": str(out / "data.yaml"), "messages": tally.messages}
 

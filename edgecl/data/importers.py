@@ -19,7 +19,8 @@ Formats:
   label file is a background image; a row whose class id the names lack (``names: {0: car,
   5: dog}`` and class ``1``) refuses its file (``refused label``).
 - ``voc``: ``Annotations/**/*.xml`` beside ``JPEGImages/`` (the image named by
-  ``<filename>``, else the one with the xml's stem, also in the xml's sub-folder as CVAT
+  ``<filename>``, else one with its stem (a name written without its suffix or with another
+  one), else the one with the xml's stem, also in the xml's sub-folder as CVAT
   writes them; a ``<filename>`` outside the dataset, absolute or with ``..``, is looked up by
   its base name only, as COCO's). Boxes follow ultralytics' VOC conversion (``VOC.yaml``:
   pixel coordinates are 1-based, so 1 is subtracted; ``<difficult>1</difficult>`` objects are
@@ -32,9 +33,13 @@ Formats:
   ``notes.json``) is not a COCO file. Boxes follow ultralytics ``convert_coco``: ``bbox`` is
   ``[x, y, w, h]`` from the top-left corner, ``iscrowd`` annotations are ignore regions. An
   image listed without annotations is a background image. Ids are integers (or strings); an
-  annotation of a wrong type or with no usable ``image_id`` is skipped (``bad annotation``),
-  images sharing an id are all skipped (``duplicate image id``: whose boxes are they?), and a
-  malformed ``categories`` (no id, no name) or a section that is not a list is a one-line error.
+  annotation of a wrong type, with no usable ``image_id`` or with an ``image_id`` no image has
+  is skipped (``bad annotation``), images sharing an id are all skipped (``duplicate image
+  id``: whose boxes are they?), entries of ``images`` with the same ``file_name`` are that file
+  once with the boxes of them all (``convert_coco`` appends them to one label file; entries
+  that declare different sizes for it, or different names found as one file, are skipped:
+  ``duplicate image``), and a malformed ``categories`` (no id, no name) or a section that is
+  not a list is a one-line error.
 
 Declared image sizes (VOC ``<size><width>``/``<height>``, COCO image ``width``/``height``):
 ultralytics' ``convert_coco`` and ``VOC.yaml`` normalise boxes by the DECLARED size, so when
@@ -63,7 +68,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -132,7 +137,7 @@ class Skip:
         source: the file (image or annotation).
         reason: short category used to count skips (``unreadable image``, ``missing image``,
             ``bad annotation``, ``bad box``, ``refused label``, ``no label file``,
-            ``not an image``, ``duplicate image id``, ``size mismatch``).
+            ``not an image``, ``duplicate image id``, ``duplicate image``, ``size mismatch``).
         message: one line: path and why.
     """
 
@@ -191,6 +196,37 @@ class ImportTally:
                 "ignored_regions": self.ignored_regions, "boxes": dict(self.boxes)}
 
 
+def loose_class_name(name: str) -> str:
+    """A class name without case and separators, letters and digits of any script kept: two
+    names that give the same non-empty text are one class (``Car`` and ``car``,
+    ``OtherVehicle`` and ``other_vehicle``; ``行人`` and ``汽车`` stay two).
+
+    Args:
+        name: the class name.
+
+    Returns:
+        The casefolded name without whitespace, punctuation and underscores ('' when nothing
+        else is left: such a name matches no other).
+    """
+    return re.sub(r"[\W_]+", "", name.casefold())
+
+
+def same_class_as(name: str, known: Iterable[str]) -> str | None:
+    """The one known class name that ``name`` is, spelt otherwise: the same
+    :func:`loose_class_name` (``Car`` is ``car``; ``OtherVehicle`` is ``other_vehicle``).
+
+    Args:
+        name: a class name not among ``known`` as written.
+        known: the class names known so far.
+
+    Returns:
+        That name; ``None`` when none or several match (then ``name`` is a class of its own).
+    """
+    loose = loose_class_name(name)
+    same = [k for k in known if loose and loose_class_name(k) == loose]
+    return same[0] if len(same) == 1 else None
+
+
 def is_ignore_name(name: str) -> bool:
     """Whether a class name marks an ignore region (``DontCare``, ``ignore``, ...).
 
@@ -200,7 +236,7 @@ def is_ignore_name(name: str) -> bool:
     Returns:
         True for the names of :data:`IGNORE_NAMES`, in any case and spelling of separators.
     """
-    return re.sub(r"[^a-z0-9]", "", name.lower()) in IGNORE_NAMES
+    return loose_class_name(name) in IGNORE_NAMES
 
 
 def detect_format(path: str | Path) -> str:
@@ -211,7 +247,7 @@ def detect_format(path: str | Path) -> str:
 
     Returns:
         ``coco`` (a ``.json``, or a folder with a COCO json on top or in ``annotations/``),
-        ``voc`` (a folder with ``Annotations/``), else ``yolo``.
+        ``voc`` (a folder with ``Annotations/``, or an ``.xml`` file), else ``yolo``.
 
     Raises:
         ConfigError: the path does not exist.
@@ -220,7 +256,7 @@ def detect_format(path: str | Path) -> str:
     if not path.exists():
         raise ConfigError(f"no such file or directory: {path}")
     if path.is_file():
-        return "coco" if path.suffix.lower() == ".json" else "yolo"
+        return {".json": "coco", ".xml": "voc"}.get(path.suffix.lower(), "yolo")
     if (path / "Annotations").is_dir():
         return "voc"
     if find_coco_json(path) is not None:
@@ -451,19 +487,24 @@ def _voc_image(xml_path: Path, root: Path, filename: str | None,
                sub: Path = Path()) -> Path | None:
     """The image of an annotation: ``<filename>`` in ``JPEGImages/`` (or ``images/``, or beside
     the xml), also under the xml's own sub-folder (``Annotations/sub/k.xml`` ->
-    ``JPEGImages/sub/``), else the image with the xml's stem there."""
+    ``JPEGImages/sub/``), else an image with the ``<filename>``'s stem there (a name written
+    without its suffix, ``frame_7``, or with another one, ``frame_7.jpg`` for
+    ``frame_7.png``), else one with the xml's stem."""
     folders = [root / "JPEGImages", root / "images", xml_path.parent]
     folders = list(dict.fromkeys([*(f / sub for f in folders[:2]), *folders]))
+    stems = [xml_path.stem]
     if filename:
         rel = _inside_name(filename)
         for name in dict.fromkeys((rel, Path(rel.name))):
             for folder in folders:
                 if name.name and path_is_file(folder / name):
                     return folder / name
-    for folder in folders:
-        for p in sorted(folder.glob(glob.escape(xml_path.stem) + ".*")):
-            if is_image(p):
-                return p
+        stems.insert(0, Path(rel.name).stem if is_image(rel.name) else rel.name)
+    for stem in dict.fromkeys(s for s in stems if s):
+        for folder in folders:
+            for p in sorted(folder.glob(glob.escape(stem) + ".*")):
+                if is_image(p):
+                    return p
     return None
 
 
@@ -478,8 +519,14 @@ def _voc_flag(text: str | None) -> bool:
         return False
 
 
-def _voc_boxes(xml_path: Path, tree: ET.ElementTree) -> tuple[list[str], list[list[float]], int]:
-    names, boxes, ignored = [], [], 0
+def _voc_boxes(xml_path: Path,
+               tree: ET.ElementTree) -> tuple[list[str], list[list[float]], int, list[str]]:
+    """The names, 0-based pixel boxes, ignored count and written form of an xml's objects.
+
+    Raises:
+        LabelError: an object without a name or a usable ``<bndbox>``.
+    """
+    names, boxes, ignored, written = [], [], 0, []
     for k, obj in enumerate(tree.getroot().iter("object"), start=1):
         name = (obj.findtext("name") or "").strip()
         if not name:
@@ -499,7 +546,8 @@ def _voc_boxes(xml_path: Path, tree: ET.ElementTree) -> tuple[list[str], list[li
                              f"({xmin}, {ymin}, {xmax}, {ymax})")
         names.append(name)
         boxes.append([xmin - 1, ymin - 1, xmax - 1, ymax - 1])  # VOC is 1-based (ultralytics VOC.yaml)
-    return names, boxes, ignored
+        written.append(f"object {k} <bndbox> xmin {xmin:g} ymin {ymin:g} xmax {xmax:g} ymax {ymax:g}")
+    return names, boxes, ignored, written
 
 
 def iter_voc(path: str | Path) -> Iterator[ImportItem | Skip]:
@@ -512,9 +560,15 @@ def iter_voc(path: str | Path) -> Iterator[ImportItem | Skip]:
         An iterator of :class:`ImportItem` or :class:`Skip`, in annotation-file name order.
 
     Raises:
-        ConfigError: no ``Annotations/*.xml``.
+        ConfigError: a file (an ``.xml`` or another) instead of a folder, or no
+            ``Annotations/*.xml``.
     """
     root = Path(path).expanduser().resolve()
+    if root.is_file():
+        folder = root.parent.parent if root.parent.name == "Annotations" else root.parent
+        example = f" (e.g. {folder})" if root.suffix.lower() == ".xml" else ""
+        raise ConfigError(f"{root} is a file, not a Pascal VOC dataset: give the folder holding "
+                          f"Annotations/ and JPEGImages/{example}")
     ann = root / "Annotations" if (root / "Annotations").is_dir() else root
     if ann.name == "Annotations" and ann == root:
         root = root.parent
@@ -528,7 +582,7 @@ def _voc_items(root: Path, ann: Path, xmls: list[Path]) -> Iterator[ImportItem |
     for xml_path in xmls:
         try:
             tree = ET.parse(xml_path)
-            names, boxes, ignored = _voc_boxes(xml_path, tree)
+            names, boxes, ignored, written = _voc_boxes(xml_path, tree)
         except ET.ParseError as exc:
             yield Skip(xml_path, "bad annotation", f"{xml_path}: not valid XML ({exc})")
             continue
@@ -549,7 +603,8 @@ def _voc_items(root: Path, ann: Path, xmls: list[Path]) -> Iterator[ImportItem |
             continue
         size = tree.getroot().find("size")
         declared = None if size is None else _declared_size(size.findtext("width"), size.findtext("height"))
-        yield _labelled_item(xml_path, str(xml_path), image_path, boxes, names, ignored, declared)
+        yield _labelled_item(xml_path, str(xml_path), image_path, boxes, names, ignored, declared,
+                             written)
 
 
 def _declared_size(width: object, height: object) -> tuple[int, int] | None:
@@ -571,7 +626,8 @@ def _declared_size(width: object, height: object) -> tuple[int, int] | None:
 
 
 def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, names: list[str],
-                   ignored: int, declared: tuple[int, int] | None = None) -> ImportItem | Skip:
+                   ignored: int, declared: tuple[int, int] | None = None,
+                   written: list[str] | None = None) -> ImportItem | Skip:
     """Read an annotated image, scale its pixel boxes from the declared size to the decoded
     one and clip them (VOC and COCO alike; module docstring).
 
@@ -583,6 +639,8 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
         names: class name of each box.
         ignored: ignore regions dropped.
         declared: the annotation's valid image size ``(width, height)``, or ``None``.
+        written: how the file writes each box (``annotation 7 bbox [3, 4, 0, 5] (x, y, w, h)``), for
+            messages; ``None``: the pixel box is shown.
 
     Returns:
         The item, or a :class:`Skip` naming ``where`` when the image does not read, its
@@ -604,7 +662,8 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
     xyxy = _clip_boxes(xyxy, image.shape)
     bad = _degenerate(xyxy)
     if bad is not None:
-        return Skip(source, "bad box", f"{where}: box {boxes[bad]} ({names[bad]}) has no area "
+        shown = written[bad] if written else f"box {boxes[bad]}"
+        return Skip(source, "bad box", f"{where}: {shown} ({_short(names[bad])}) has no area "
                                        f"inside the {image.shape[1]}x{image.shape[0]} image")
     return ImportItem(image, names, xyxy, image_path, ignored=ignored, content_hash=digest)
 
@@ -660,7 +719,8 @@ def load_coco(json_path: Path) -> dict:
     except ValueError as exc:  # an integer of more than 4300 digits
         raise ConfigError(f"{json_path}: not a COCO file ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        got = f", got {type(data.get('images')).__name__}" if isinstance(data, dict) and "images" in data else ""
+        got = (f", got {type(data.get('images')).__name__}"
+               if isinstance(data, dict) and "images" in data else "")
         raise ConfigError(f"{json_path}: not a COCO file (no 'images' list{got})")
     for key in ("annotations", "categories"):
         if key in data and not isinstance(data[key], list):
@@ -756,17 +816,26 @@ def _coco_bbox(bbox: object) -> list[float] | None:
 
 
 def _coco_items(json_path: Path, data: dict) -> Iterator[ImportItem | Skip]:
+    """The items of one parsed COCO json (see :func:`iter_coco` and the module docstring)."""
     categories = coco_categories(json_path, data)
-    per_image: dict[int | str, list[dict]] = defaultdict(list)
+    per_image: dict[int | str, list[tuple[int, dict]]] = defaultdict(list)
     for j, ann in enumerate(data.get("annotations") or []):
         image_id = _coco_id(ann.get("image_id")) if isinstance(ann, dict) else None
         if image_id is None:  # belongs to no image: counted, so that nothing is lost unsaid
             what = f"image_id {_short(ann.get('image_id'))}" if isinstance(ann, dict) else "object"
             yield Skip(json_path, "bad annotation", f"{json_path}: annotations[{j}] has no valid {what}")
             continue
-        per_image[image_id].append(ann)
-    id_count = Counter(_coco_id(info.get("id")) for info in data["images"] if isinstance(info, dict))
-    for k, info in enumerate(data["images"]):
+        per_image[image_id].append((j, ann))
+    entries = list(enumerate(data["images"]))
+    id_count = Counter(_coco_id(info.get("id")) for _, info in entries if isinstance(info, dict))
+    orphans = [(j, ann, image_id) for image_id, anns in per_image.items() if image_id not in id_count
+               for j, ann in anns]  # ultralytics' convert_coco: a KeyError
+    for j, ann, image_id in sorted(orphans, key=lambda orphan: orphan[0]):
+        yield Skip(json_path, "bad annotation",
+                   f"{json_path}: annotations[{j}] (id {_short(ann.get('id'))}) belongs to "
+                   f"image_id {_short(image_id)}, which no image of the file has")
+    located = []
+    for k, info in entries:
         where = f"{json_path}: images[{k}]"
         if not isinstance(info, dict) or not isinstance(info.get("file_name"), str) or not info["file_name"]:
             yield Skip(json_path, "bad annotation", f"{where} has no file_name")
@@ -786,33 +855,134 @@ def _coco_items(json_path: Path, data: dict) -> Iterator[ImportItem | Skip]:
                                                    f"beside {json_path.name} or in images/"
                                                    f"{_subset_hint(json_path)}")
             continue
-        names, boxes, ignored, problem = [], [], 0, None
-        for ann in per_image.get(image_id, []):
-            category_id = _coco_id(ann.get("category_id"))
-            name = categories.get(category_id) if category_id is not None else None
-            if name is None:
-                problem = (f"annotation {_short(ann.get('id'))} has unknown category_id "
-                           f"{_short(ann.get('category_id'))}")
-                break
-            if ann.get("iscrowd") or is_ignore_name(name):
-                ignored += 1
+        located.append((k, where, info, image_path, per_image.get(image_id, [])))
+    yield from _coco_files(json_path, categories, located)
+
+
+def _coco_files(json_path: Path, categories: dict, located: list) -> Iterator[ImportItem | Skip]:
+    """One item per image FILE: the entries of ``images`` that name the same file (``a.jpg``
+    listed twice with its own ids) give it the boxes of them all, as ultralytics'
+    ``convert_coco`` appends every entry's rows to the file's one label file (an annotation
+    listed under both entries counts once; the size one of them declares is used). Entries
+    that declare different sizes for it, or that write different names found as this one file
+    (``x.jpg`` and ``images/x.jpg``, or two upload folders' ``xyz.jpg`` looked up by base name),
+    are all skipped (``duplicate image``: whose pixels were annotated?).
+
+    Args:
+        json_path: the COCO file.
+        categories: its category id -> name.
+        located: ``(index, where, image entry, image path, [(index, annotation), ...])`` of
+            every usable image entry, in file order.
+
+    Returns:
+        The items and skips, in the order of each file's first entry.
+    """
+    by_file: dict[Path, list] = defaultdict(list)
+    for entry in located:
+        by_file[entry[3]].append(entry)
+    for image_path, group in by_file.items():
+        _, where, info = group[0][:3]
+        sizes = {_declared_size(e[2].get("width"), e[2].get("height")) for e in group} - {None}
+        if len(group) > 1:
+            indices = ", ".join(f"images[{e[0]}]" for e in group)
+            names = list(dict.fromkeys(e[2]["file_name"].replace("\\", "/") for e in group))
+            why = ""
+            if len(sizes) > 1:
+                shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes, reverse=True))
+                why = f"with different sizes ({shown})"
+            elif len(names) > 1:
+                why = (f"under other names ({', '.join(_short(n, 80) for n in names)}) found as one "
+                       f"file {image_path}")
+            if why:
+                for entry in group:
+                    yield Skip(json_path, "duplicate image",
+                               f"{entry[1]}: the file is listed {len(group)} times ({indices}) {why}")
                 continue
-            bbox = _coco_bbox(ann.get("bbox"))
-            if bbox is None:
-                problem = (f"annotation {_short(ann.get('id'))} has no valid bbox [x, y, w, h] "
-                           f"(four finite numbers): {_short(ann.get('bbox'))}")
-                break
-            x, y, w, h = bbox
-            names.append(name)
-            boxes.append([x, y, x + w, y + h])
-        if problem:
-            yield Skip(json_path, "bad annotation", f"{where}: {problem}")
+            where = f"{json_path}: {indices} ({_short(info['file_name'], 200)}, one file)"
+        yield _coco_item(json_path, where, image_path, categories, _merged_annotations(group),
+                         sizes.pop() if sizes else None)
+
+
+def _merged_annotations(group: list) -> list[tuple[int, dict]]:
+    """The annotations of the entries that name one file: each entry's own, less those an
+    earlier entry of the file already gave (an annotation repeated under two entries is one
+    object; one repeated within an entry stays as it is written)."""
+    given: Counter = Counter()
+    merged = []
+    for entry in group:
+        here: Counter = Counter()
+        for j, ann in entry[4]:
+            key = _annotation_key(ann)
+            here[key] += 1
+            if here[key] > given[key]:
+                merged.append((j, ann))
+        given |= here
+    return merged
+
+
+def _annotation_key(ann: dict) -> str:
+    """What makes two annotations of one image file the same: category, crowd flag and bbox
+    (an annotation listed under two entries of the same file is one object)."""
+    return repr((_coco_id(ann.get("category_id")), bool(ann.get("iscrowd")), ann.get("bbox")))
+
+
+def _coco_item(json_path: Path, where: str, image_path: Path, categories: dict,
+               anns: list[tuple[int, dict]], declared: tuple[int, int] | None) -> ImportItem | Skip:
+    """The item of one image file from its annotations ``(index, annotation)``, or a skip."""
+    names, boxes, written, ignored = [], [], [], 0
+    for _, ann in anns:
+        category_id = _coco_id(ann.get("category_id"))
+        name = categories.get(category_id) if category_id is not None else None
+        if name is None:
+            return Skip(json_path, "bad annotation",
+                        f"{where}: annotation {_short(ann.get('id'))} has unknown category_id "
+                        f"{_short(ann.get('category_id'))}")
+        if ann.get("iscrowd") or is_ignore_name(name):
+            ignored += 1
             continue
-        yield _labelled_item(json_path, where, image_path, boxes, names, ignored,
-                             _declared_size(info.get("width"), info.get("height")))
+        bbox = _coco_bbox(ann.get("bbox"))
+        if bbox is None:
+            return Skip(json_path, "bad annotation",
+                        f"{where}: annotation {_short(ann.get('id'))} has no valid bbox [x, y, w, h] "
+                        f"(four finite numbers): {_short(ann.get('bbox'))}")
+        x, y, w, h = bbox
+        names.append(name)
+        boxes.append([x, y, x + w, y + h])
+        written.append(f"annotation {_short(ann.get('id'))} bbox {_short(ann.get('bbox'))} (x, y, w, h)")
+    return _labelled_item(json_path, where, image_path, boxes, names, ignored, declared, written)
 
 
 _READERS = {"yolo": iter_yolo, "voc": iter_voc, "coco": iter_coco}
+_FORMAT_NAMES = {"yolo": "an ultralytics YOLO dataset", "voc": "a Pascal VOC dataset",
+                 "coco": "a COCO dataset"}
+
+
+def format_hint(path: str | Path, fmt: str) -> str:
+    """What to give instead when a dataset was read as ``fmt`` but looks like another format.
+
+    Args:
+        path: the dataset path given.
+        fmt: the format it was read as.
+
+    Returns:
+        ``"; <path> looks like <format>: give --format <format> (or leave --format out)"``
+        when the path shows signs of another format (a COCO json, ``Annotations/`` or an
+        ``.xml``, a ``.yaml`` or a ``labels/`` folder); else ``""``.
+    """
+    path = Path(path).expanduser()
+    try:
+        detected = detect_format(path)
+    except ConfigError:
+        return ""
+    if detected == "yolo":  # detect_format's default: only say so on a sign of YOLO labels
+        is_yaml = path.suffix.lower() in (".yaml", ".yml")
+        if not (path.is_file() and is_yaml) and not (path.is_dir() and (
+                (path / "labels").is_dir() or any(path.glob("*.yaml")) or any(path.glob("*/labels")))):
+            return ""
+    if detected == fmt:
+        return ""
+    return (f"; {path} looks like {_FORMAT_NAMES[detected]}: give --format {detected} "
+            f"(or leave --format out)")
 
 
 def iter_labelled(path: str | Path, fmt: str = "auto") -> Iterator[ImportItem | Skip]:
@@ -832,8 +1002,15 @@ def iter_labelled(path: str | Path, fmt: str = "auto") -> Iterator[ImportItem | 
         raise ConfigError(f"unknown dataset format '{fmt}'; choose from {', '.join(FORMATS)}")
     if not Path(path).expanduser().exists():
         raise ConfigError(f"no such file or directory: {path}")
-    fmt = detect_format(path) if fmt == "auto" else fmt
-    return _READERS[fmt](path)
+    if fmt == "auto":
+        return _READERS[detect_format(path)](path)
+    try:
+        return _READERS[fmt](path)
+    except ConfigError as exc:
+        hint = format_hint(path, fmt)
+        if hint:
+            raise ConfigError(f"{exc}{hint}") from None
+        raise
 
 
 def no_labels_hint(path: str | Path, reasons: dict[str, int]) -> str:
@@ -848,6 +1025,9 @@ def no_labels_hint(path: str | Path, reasons: dict[str, int]) -> str:
     """
     if reasons.get("no label file", 0) * 2 < sum(reasons.values()) or not reasons:
         return ""
+    hint = format_hint(path, "yolo")  # a COCO or VOC folder read with --format yolo
+    if hint:
+        return hint
     folder = Path(path)
     parent = folder.parent if folder.is_dir() else folder.parent.parent
     if (parent / "Annotations").is_dir():

@@ -377,7 +377,31 @@ def find_dataset(path: str | Path) -> YoloDataset:
         return YoloDataset(root=path, layout="roboflow", splits=scanned, **_ignored_fields(ignored))
     folder = path / "images" if (path / "images").is_dir() else path
     scanned = {"all": _scan_dir(folder, ignored)}
-    return YoloDataset(root=path, layout="folder", splits=scanned, **_ignored_fields(ignored))
+    return YoloDataset(root=path, layout="folder", splits=scanned, names=_enclosing_names(path),
+                       **_ignored_fields(ignored))
+
+
+def _enclosing_names(folder: Path) -> dict[int, str] | None:
+    """The class names of the ``data.yaml`` one level up whose splits hold this folder's images:
+    one split of an export given alone (``export/train`` of a Roboflow download, whose
+    ``data.yaml`` sits beside ``train/``) keeps its class names instead of ``class_<id>``.
+
+    Args:
+        folder: the folder given (it holds no dataset yaml itself).
+
+    Returns:
+        The names, or ``None`` when no readable yaml up there lists images of this folder.
+    """
+    yaml_path = find_data_yaml(folder.parent)
+    if yaml_path is None:
+        return None
+    try:
+        dataset = load_data_yaml(yaml_path)
+    except ConfigError:
+        return None  # that yaml's own fault belongs to whoever gives it; here it names nothing
+    if not dataset.names or not any(p.is_relative_to(folder) for p in dataset.images()):
+        return None
+    return dataset.names
 
 
 def labels_report(images: list[Path]) -> tuple[int, Path | None]:

@@ -59,13 +59,13 @@ def voc(tmp_path) -> Path:
 def coco(tmp_path) -> Path:
     """CVAT layout: annotations/instances_default.json + images/; crowd, ignore and broken entries."""
     root = tmp_path / "coco"
-    for name in ("x.jpg", "y.jpg", "z.jpg"):
+    for name in ("x.jpg", "y.jpg", "z.jpg", "w.jpg"):
         _jpg(root / "images" / name)
     _truncated(root / "images" / "t.jpg")
-    data = {
+    data = {  # images/w.jpg: another file (images/x.jpg names x.jpg again: a duplicate image)
         "images": [{"id": 1, "file_name": "x.jpg"}, {"id": 2, "file_name": "y.jpg"},
                    {"id": 3, "file_name": "missing.jpg"}, {"id": 4, "file_name": "z.jpg"},
-                   {"id": 5, "file_name": "t.jpg"}, {"id": 6, "file_name": "images/x.jpg"}],
+                   {"id": 5, "file_name": "t.jpg"}, {"id": 6, "file_name": "images/w.jpg"}],
         "categories": [{"id": 7, "name": "truck"}, {"id": 8, "name": "ignore"}, {"id": 9, "name": "dog"}],
         "annotations": [
             {"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 10, 20, 10], "iscrowd": 0},

@@ -47,6 +47,21 @@ def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
                                atol=1e-5)
 
 
+def test_names_in_other_scripts_stay_their_own_classes(tmp_path):
+    """Before: names were compared after removing every character but a-z and 0-9, so any two
+    non-Latin names were one class: pedestrian (行人) boxes were stored as car (汽车), and
+    'Äuto' as the registry's 'uto'."""
+    classes = ClassRegistry(tmp_path)
+    classes.add(["汽车", "uto", "Äuto", "--"])
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50)) as memory:
+        report = ingest([_item("a", ["行人", "汽车", "ÄUTO", "__"])], memory, classes)
+        labels = memory.get(memory.ids())[0].labels
+    assert report.classes_added == ["行人", "__"]
+    assert report.classes_matched == {"ÄUTO": "Äuto"}
+    assert classes.names() == {0: "汽车", 1: "uto", 2: "Äuto", 3: "--", 4: "行人", 5: "__"}
+    assert labels[:, 0].tolist() == [4, 0, 2, 5]
+
+
 def test_ingest_matches_case_and_separators_to_registry(tmp_path):
     classes = ClassRegistry(tmp_path)
     classes.add(["car", "other_vehicle"])

@@ -1,0 +1,401 @@
+"""Exports as CVAT, Label Studio and Roboflow write them, and the bad inputs found in them, through
+``edgecl dataset import`` and ``edgecl labels import`` (expected rows computed by hand; images
+64 x 48 px unless said otherwise)."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from edgecl.cli import main
+from edgecl.config import MemoryConfig
+from edgecl.continual.memory import ReplayMemory
+from edgecl.data.convert import write_yolo_dataset
+from edgecl.data.importers import ImportItem, Skip, iter_labelled
+from edgecl.models.classes import ClassRegistry
+
+W, H = 64, 48
+
+
+def _image(path: Path, w: int = W, h: int = H, kind: str = "color", value: int = 0) -> None:
+    """Write an image: ``color`` (8-bit BGR), ``gray`` (8-bit, one channel) or ``16`` (16-bit
+    BGR PNG); ``value`` makes the pixels (and so the file's content hash) of each one its own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(value)
+    if kind == "16":
+        pixels = rng.integers(0, 65535, (h, w, 3), dtype=np.uint16)
+    else:
+        pixels = rng.integers(0, 255, (h, w) if kind == "gray" else (h, w, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), pixels)
+
+
+def _collect(path, fmt="auto"):
+    out = list(iter_labelled(path, fmt))
+    return [i for i in out if isinstance(i, ImportItem)], [s for s in out if isinstance(s, Skip)]
+
+
+def _cli_json(capsys, argv) -> dict:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Traceback" not in err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _cli_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def _memory_rows(state: Path) -> dict[str, list[list[float]]]:
+    """Image file name -> its stored YOLO rows (class ids of the device's registry)."""
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        return {Path(s.source).name: np.round(s.labels.astype(np.float64), 6).tolist()
+                for s in memory.get(memory.ids())}
+
+
+def _cvat_coco_image(i: int, file_name: str, w: int = W, h: int = H) -> dict:
+    return {"id": i, "width": w, "height": h, "file_name": file_name, "license": 0, "flickr_url": "",
+            "coco_url": "", "date_captured": 0}
+
+
+def _cvat_coco_ann(i: int, image_id: int, category_id: int, bbox: list, **extra) -> dict:
+    return {"id": i, "image_id": image_id, "category_id": category_id, "segmentation": [],
+            "area": bbox[2] * bbox[3], "bbox": bbox, "iscrowd": 0,
+            "attributes": {"occluded": False, "rotation": 0.0}, **extra}
+
+
+def _write_coco(path: Path, images: list, annotations: list, categories: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"licenses": [{"name": "", "id": 0, "url": ""}], "info": {},
+                                "categories": categories, "images": images, "annotations": annotations}))
+    return path
+
+
+CVAT_CATS = [{"id": 1, "name": "car", "supercategory": ""}, {"id": 2, "name": "person", "supercategory": ""},
+             {"id": 3, "name": "unused", "supercategory": ""}]
+
+
+def _voc_object(name: str, box: tuple, difficult: int = 0) -> str:
+    b = "".join(f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
+    return (f"<object><name>{name}</name><pose>Unspecified</pose><truncated>1</truncated>"
+            f"<difficult>{difficult}</difficult><occluded>0</occluded><bndbox>{b}</bndbox></object>")
+
+
+def _voc_xml(path: Path, filename: str, size: tuple | None, objects: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sz = f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>" if size else ""
+    path.write_text(f"<annotation><folder></folder><filename>{filename}</filename>{sz}"
+                    f"<segmented>0</segmented>{''.join(objects)}</annotation>")
+
+
+# --- the exports, end to end -------------------------------------------------------------------
+
+def test_cvat_coco_export_with_polygons_crowd_masks_and_an_unannotated_frame(tmp_path, capsys):
+    src = tmp_path / "cvat"
+    _image(src / "images" / "frame_000000.jpg", value=1)
+    _image(src / "images" / "frame_000001.png", 80, 60, "gray", value=2)
+    _image(src / "images" / "frame_000002.jpg", value=3)
+    _image(src / "images" / "frame_000003.png", 40, 40, "16", value=4)
+    crowd = {"counts": [610, 20, 40, 20], "size": [60, 80]}
+    _write_coco(src / "annotations" / "instances_default.json",
+                [_cvat_coco_image(1, "frame_000000.jpg"), _cvat_coco_image(2, "frame_000001.png", 80, 60),
+                 _cvat_coco_image(3, "frame_000002.jpg"), _cvat_coco_image(4, "frame_000003.png", 40, 40)],
+                [_cvat_coco_ann(1, 1, 1, [10.0, 8.0, 20.0, 16.0],
+                                segmentation=[[10.0, 8.0, 30.0, 8.0, 30.0, 24.0, 10.0, 24.0]]),
+                 _cvat_coco_ann(2, 1, 2, [40.5, 4.25, 10.0, 30.0]),
+                 _cvat_coco_ann(3, 2, 1, [0.0, 0.0, 80.0, 60.0]),
+                 _cvat_coco_ann(4, 2, 2, [10.0, 10.0, 20.0, 20.0], iscrowd=1, segmentation=crowd),
+                 _cvat_coco_ann(5, 4, 3, [4.0, 4.0, 8.0, 8.0])], CVAT_CATS)
+    out = tmp_path / "out"
+    result = _cli_json(capsys, ["dataset", "import", str(src), "--out", str(out), "--json"])
+    assert (result["imported"], result["skipped"], result["ignored_regions"]) == (4, 0, 1)
+    assert result["boxes"] == {"car": 2, "person": 1, "unused": 1}
+    assert result["names"] == {"0": "car", "1": "person", "2": "unused"}  # category ids 1.. -> 0..
+    # car (10+10)/64, (8+8)/48, 20/64, 16/48; person (40.5+5)/64, (4.25+15)/48, 10/64, 30/48
+    assert (out / "labels" / "frame_000000.txt").read_text() == ("0 0.312500 0.333333 0.312500 0.333333\n"
+                                                                 "1 0.710938 0.401042 0.156250 0.625000\n")
+    assert (out / "labels" / "frame_000001.txt").read_text() == "0 0.500000 0.500000 1.000000 1.000000\n"
+    assert (out / "labels" / "frame_000002.txt").read_text() == ""  # no annotations: background
+    assert (out / "labels" / "frame_000003.txt").read_text() == "2 0.200000 0.200000 0.200000 0.200000\n"
+    state = tmp_path / "state"
+    result = _cli_json(capsys, ["labels", "import", "--state-dir", str(state), str(src), "--json"])
+    assert (result["imported"], result["skipped"], result["ignored_regions"]) == (4, 0, 1)
+    assert result["classes_added"] == ["car", "person", "unused"]
+    assert _memory_rows(state)["frame_000003.png"] == [[2, 0.2, 0.2, 0.2, 0.2]]
+
+
+def test_label_studio_coco_export_with_path_prefixes(tmp_path, capsys):
+    src = tmp_path / "ls"
+    _image(src / "images" / "abc123-frame.jpg", value=1)
+    _image(src / "images" / "xyz.jpg", value=2)
+    _image(src / "images" / "3f2a-gray.png", 50, 50, "gray", value=3)
+    ann = [{"id": k, "image_id": k, "category_id": c, "segmentation": [], "bbox": b, "ignore": 0,
+            "iscrowd": 0, "area": b[2] * b[3]}
+           for k, c, b in ((0, 0, [6.4, 4.8, 12.8, 9.6]), (1, 1, [32, 24, 32, 24]), (2, 0, [25, 0, 25, 50]))]
+    (src / "result.json").write_text(json.dumps({
+        "images": [{"width": W, "height": H, "id": 0, "file_name": "images/abc123-frame.jpg"},
+                   {"width": W, "height": H, "id": 1, "file_name": "../../data/upload/1/xyz.jpg"},
+                   {"width": 50, "height": 50, "id": 2, "file_name": "\\data\\upload\\1\\3f2a-gray.png"}],
+        "categories": [{"id": 0, "name": "Car"}, {"id": 1, "name": "Person"}], "annotations": ann,
+        "info": {"contributor": "Label Studio"}}))
+    out = tmp_path / "out"
+    result = _cli_json(capsys, ["dataset", "import", str(src), "--out", str(out), "--json"])
+    assert (result["imported"], result["skipped"], result["boxes"]) == (3, 0, {"Car": 2, "Person": 1})
+    assert (out / "labels" / "abc123-frame.txt").read_text() == "0 0.200000 0.200000 0.200000 0.200000\n"
+    assert (out / "labels" / "xyz.txt").read_text() == "1 0.750000 0.750000 0.500000 0.500000\n"
+    assert (out / "labels" / "3f2a-gray.txt").read_text() == "0 0.750000 0.500000 0.500000 1.000000\n"
+
+
+def test_roboflow_yolo_export_with_polygon_rows(tmp_path, capsys):
+    src = tmp_path / "rf"
+    (src / "data.yaml").parent.mkdir(parents=True)
+    (src / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\ntest: ../test/images\n\n"
+                                   "nc: 2\nnames:\n  0: car\n  1: person\n\nroboflow:\n  workspace: ws\n"
+                                   "  project: proj\n  version: 1\n")
+    rows = {("train", "s1_jpg.rf.e", "color", W, H): "0 0.1 0.1 0.4 0.1 0.4 0.5 0.1 0.5\n"
+                                                     "1 0.5 0.5 0.9 0.6 0.7 0.95\n",
+            ("train", "s2_png.rf.f", "16", 40, 40): "0 0.2 0.2 0.6 0.2 0.6 0.6 0.2 0.6 0.2 0.4\n"
+                                                    "1 0.5 0.5 0.2 0.2\n",
+            ("valid", "s3_jpg.rf.g", "color", W, H): "1 0.25 0.25 0.75 0.25 0.75 0.75\n",
+            ("test", "s4_jpg.rf.h", "color", W, H): ""}
+    for k, ((split, stem, kind, w, h), text) in enumerate(rows.items()):
+        _image(src / split / "images" / f"{stem}{'.png' if kind == '16' else '.jpg'}", w, h, kind, value=k)
+        (src / split / "labels").mkdir(parents=True, exist_ok=True)
+        (src / split / "labels" / f"{stem}.txt").write_text(text)
+    out = tmp_path / "out"
+    result = _cli_json(capsys, ["dataset", "import", str(src), "--out", str(out), "--json"])
+    assert (result["imported"], result["skipped"], result["boxes"]) == (4, 0, {"car": 2, "person": 3})
+    # polygons -> enclosing boxes (ultralytics segments2boxes): x 0.1..0.4, y 0.1..0.5 -> 0.25 0.3 0.3 0.4
+    assert (out / "labels" / "s1_jpg.rf.e.txt").read_text() == ("0 0.250000 0.300000 0.300000 0.400000\n"
+                                                                "1 0.700000 0.725000 0.400000 0.450000\n")
+    assert (out / "labels" / "s2_png.rf.f.txt").read_text() == ("0 0.400000 0.400000 0.400000 0.400000\n"
+                                                                "1 0.500000 0.500000 0.200000 0.200000\n")
+    assert (out / "labels" / "s3_jpg.rf.g.txt").read_text() == "1 0.500000 0.500000 0.500000 0.500000\n"
+
+
+# --- faults found in such exports --------------------------------------------------------------
+
+def _cvat_voc(root: Path) -> Path:
+    """CVAT's Pascal VOC: float corners, difficult/truncated/occluded, ``Car`` beside ``car``, a
+    box partly outside, a ``<filename>`` other than the xml's stem, PNGs in JPEGImages/, no <size>."""
+    _image(root / "JPEGImages" / "0001.png", value=1)
+    _image(root / "JPEGImages" / "frame_0002.png", 80, 60, value=2)
+    _image(root / "JPEGImages" / "0003.png", 40, 30, "gray", value=3)
+    _voc_xml(root / "Annotations" / "0001.xml", "0001.png", (W, H),
+             [_voc_object("car", (12.5, 10.5, 32.5, 30.5)), _voc_object("Traffic Light", (40, 5, 50, 20)),
+              _voc_object("person", (1, 1, 10, 10), difficult=1)])
+    _voc_xml(root / "Annotations" / "0002.xml", "frame_0002.png", (80, 60),
+             [_voc_object("Car", (70, 50, 90, 70))])
+    _voc_xml(root / "Annotations" / "0003.xml", "0003.png", None,
+             [_voc_object("traffic_light", (1, 1, 20, 15))])
+    return root
+
+
+def test_dataset_import_makes_names_differing_only_in_case_one_class_as_labels_import_does(tmp_path, capsys):
+    src = _cvat_voc(tmp_path / "voc")
+    out = tmp_path / "out"
+    result = _cli_json(capsys, ["dataset", "import", str(src), "--out", str(out), "--json"])
+    assert (result["imported"], result["skipped"], result["ignored_regions"]) == (3, 0, 1)
+    assert result["names"] == {"0": "car", "1": "Traffic Light"}  # before: Car and traffic_light apart
+    assert result["classes_matched"] == {"Car": "car", "traffic_light": "Traffic Light"}
+    assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: "car", 1: "Traffic Light"}
+    # 1-based corners minus 1: (11.5, 9.5, 31.5, 29.5) -> 21.5/64 19.5/48 20/64 20/48
+    assert (out / "labels" / "0001.txt").read_text() == ("0 0.335938 0.406250 0.312500 0.416667\n"
+                                                         "1 0.687500 0.239583 0.156250 0.312500\n")
+    # (69, 49, 89, 69) clipped to the 80x60 image: (69, 49, 80, 60)
+    assert (out / "labels" / "frame_0002.txt").read_text() == "0 0.931250 0.908333 0.137500 0.183333\n"
+    # no <size>: the decoded 40x30; (0, 0, 19, 14)
+    assert (out / "labels" / "0003.txt").read_text() == "1 0.237500 0.233333 0.475000 0.466667\n"
+    state = tmp_path / "state"
+    result = _cli_json(capsys, ["labels", "import", "--state-dir", str(state), str(src), "--json"])
+    assert result["classes_added"] == ["car", "Traffic Light"]  # the same classes both ways
+    assert ClassRegistry(state).names() == {0: "car", 1: "Traffic Light"}
+
+
+def test_dataset_import_keeps_names_of_other_scripts_apart(tmp_path):
+    src = tmp_path / "coco"
+    _image(src / "images" / "a.jpg", value=1)
+    cats = [{"id": 1, "name": "汽车"}, {"id": 2, "name": "Äuto"}]
+    _write_coco(src / "result.json", [_cvat_coco_image(1, "a.jpg")],
+                [_cvat_coco_ann(1, 1, 1, [0, 0, 8, 8]), _cvat_coco_ann(2, 1, 2, [8, 8, 8, 8])], cats)
+    result = write_yolo_dataset(src, tmp_path / "out")
+    assert result["names"] == {0: "汽车", 1: "Äuto"} and result["classes_matched"] == {}
+
+
+def _nasty_coco(root: Path, second_size: tuple[int, int] = (W, H)) -> Path:
+    for k, name in enumerate("abcd"):
+        _image(root / "images" / f"{name}.jpg", value=k)
+    return _write_coco(
+        root / "annotations" / "instances_default.json",
+        [_cvat_coco_image(1, "a.jpg"), _cvat_coco_image(2, "a.jpg", *second_size),
+         _cvat_coco_image(3, "b.jpg"), _cvat_coco_image(4, "c.jpg"), _cvat_coco_image(5, "d.jpg")],
+        [_cvat_coco_ann(1, 1, 1, [1, 1, 10, 10]), _cvat_coco_ann(2, 2, 2, [20, 20, 10, 10]),
+         _cvat_coco_ann(3, 3, 1, [10, 10, 0, 5]),  # zero width
+         _cvat_coco_ann(4, 3, 2, [30, 10, 10, 10]),
+         _cvat_coco_ann(5, 4, 1, [-5, 10, 20, 10]),  # negative x: clipped to (0, 10, 15, 20)
+         _cvat_coco_ann(6, 99, 1, [1, 1, 5, 5]),  # no image 99
+         _cvat_coco_ann(7, 5, 2, [16, 12, 32, 24]),
+         _cvat_coco_ann(8, 1, 1, [1, 1, 10, 10])],  # the same car again under images[0]: kept as is
+        CVAT_CATS)
+
+
+def test_coco_annotation_of_an_image_id_no_image_has_is_counted(tmp_path, capsys):
+    json_path = _nasty_coco(tmp_path / "coco")
+    items, skips = _collect(json_path)
+    orphan = [s for s in skips if "image_id 99" in s.message]
+    assert [s.reason for s in orphan] == ["bad annotation"]  # before: dropped without a word
+    assert orphan[0].message == (f"{json_path}: annotations[5] (id 6) belongs to image_id 99, which no "
+                                 f"image of the file has")
+    state = tmp_path / "state"
+    result = _cli_json(capsys, ["labels", "import", "--state-dir", str(state), str(json_path), "--json"])
+    assert result["reasons"] == {"bad annotation": 1, "bad box": 1}
+
+
+def test_coco_image_file_listed_twice_gets_the_boxes_of_both_entries(tmp_path, capsys):
+    root = tmp_path / "coco"
+    _nasty_coco(root)
+    items, skips = _collect(root)
+    assert [i.source.name for i in items] == ["a.jpg", "c.jpg", "d.jpg"]
+    # images[0] and images[1] are one file: car (1,1,11,11) twice under images[0] (kept as written)
+    # and person (20,20,30,30) from images[1], as convert_coco appends both to one label file
+    assert items[0].names == ["car", "car", "person"]
+    np.testing.assert_allclose(items[0].xyxy, [[1, 1, 11, 11], [1, 1, 11, 11], [20, 20, 30, 30]])
+    np.testing.assert_allclose(items[1].xyxy, [[0, 10, 15, 20]])
+    out = tmp_path / "out"
+    result = _cli_json(capsys, ["dataset", "import", str(root), "--out", str(out), "--json"])
+    assert (result["imported"], result["skipped"]) == (3, 2)
+    assert result["reasons"] == {"bad annotation": 1, "bad box": 1}
+    assert result["boxes"] == {"car": 3, "person": 2}
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["a.jpg", "c.jpg", "d.jpg"]  # no a_1.jpg
+    assert (out / "labels" / "a.txt").read_text() == ("0 0.093750 0.125000 0.156250 0.208333\n"
+                                                      "0 0.093750 0.125000 0.156250 0.208333\n"
+                                                      "1 0.390625 0.520833 0.156250 0.208333\n")
+    assert (out / "labels" / "c.txt").read_text() == "0 0.117188 0.312500 0.234375 0.208333\n"
+    state = tmp_path / "state"
+    result = _cli_json(capsys, ["labels", "import", "--state-dir", str(state), str(root), "--json"])
+    assert result["imported"] == 3 and "already in memory" not in result["reasons"]  # before: a.jpg twice
+    assert result["boxes"] == {"car": 3, "person": 2}
+    assert _memory_rows(state)["d.jpg"] == [[1, 0.5, 0.5, 0.5, 0.5]]
+
+
+def test_coco_annotation_listed_under_both_entries_of_a_file_counts_once(tmp_path):
+    _image(tmp_path / "a.jpg")
+    json_path = _write_coco(tmp_path / "c.json", [_cvat_coco_image(1, "a.jpg"), _cvat_coco_image(2, "a.jpg")],
+                            [_cvat_coco_ann(1, 1, 1, [1, 1, 10, 10]), _cvat_coco_ann(2, 2, 1, [1, 1, 10, 10]),
+                             _cvat_coco_ann(3, 2, 2, [20, 20, 10, 10])], CVAT_CATS)
+    (item,), skips = _collect(json_path)
+    assert not skips and item.names == ["car", "person"]
+
+
+def test_coco_image_file_listed_twice_with_different_sizes_is_skipped(tmp_path):
+    root = tmp_path / "coco"
+    _nasty_coco(root, second_size=(128, 96))
+    items, skips = _collect(root)
+    assert [i.source.name for i in items] == ["c.jpg", "d.jpg"]
+    dup = [s for s in skips if s.reason == "duplicate image"]
+    assert len(dup) == 2 and "listed 2 times (images[0], images[1]) with different sizes (128x96, 64x48)" in \
+        dup[0].message
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc"])
+def test_a_box_with_no_area_is_named_as_the_file_writes_it(tmp_path, fmt):
+    if fmt == "coco":
+        _nasty_coco(tmp_path)
+        expected = "images[2] (b.jpg): annotation 3 bbox [10, 10, 0, 5] (x, y, w, h) (car) has no area"
+    else:
+        _image(tmp_path / "JPEGImages" / "b.png")
+        _voc_xml(tmp_path / "Annotations" / "b.xml", "b.png", (W, H),
+                 [_voc_object("car", (30, 5, 40, 20)), _voc_object("car", (12.5, 10, 12.5, 15))])
+        expected = "object 2 <bndbox> xmin 12.5 ymin 10 xmax 12.5 ymax 15 (car) has no area"
+    _, skips = _collect(tmp_path, fmt)
+    (bad,) = [s for s in skips if s.reason == "bad box"]
+    assert expected in bad.message  # before: the 0-based corners, "box [11.5, 9.0, 11.5, 14.0]"
+
+
+@pytest.mark.parametrize("filename", ["frame_7", "frame_7.jpg"])
+def test_voc_filename_without_or_with_another_suffix_finds_the_image(tmp_path, filename):
+    _image(tmp_path / "JPEGImages" / "frame_7.png")
+    _voc_xml(tmp_path / "Annotations" / "7.xml", filename, (W, H), [_voc_object("car", (1, 1, 33, 25))])
+    (item,), skips = _collect(tmp_path)
+    assert not skips and item.source.name == "frame_7.png"
+    np.testing.assert_allclose(item.yolo_labels({"car": 0}), [[0, 0.25, 0.25, 0.5, 0.5]])
+
+
+def test_a_wrong_format_says_which_format_the_dataset_looks_like(tmp_path, capsys):
+    coco = tmp_path / "coco"
+    _nasty_coco(coco)
+    voc = _cvat_voc(tmp_path / "voc")
+    yolo = tmp_path / "yolo"
+    _image(yolo / "images" / "a.jpg")
+    (yolo / "labels").mkdir()
+    (yolo / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (yolo / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    err = _cli_error(capsys, ["dataset", "import", str(coco), "--out", str(tmp_path / "o1"),
+                              "--format", "voc"])
+    assert err.endswith(f"; {coco} looks like a COCO dataset: give --format coco (or leave --format out)")
+    json_path = coco / "annotations" / "instances_default.json"
+    err = _cli_error(capsys, ["dataset", "import", str(json_path), "--out", str(tmp_path / "o2"),
+                              "--format", "voc"])
+    assert "is a file, not a Pascal VOC dataset" in err and "looks like a COCO dataset" in err
+    err = _cli_error(capsys, ["dataset", "import", str(voc), "--out", str(tmp_path / "o3"),
+                              "--format", "yolo"])
+    assert "no label file" in err and err.endswith("looks like a Pascal VOC dataset: give --format voc "
+                                                   "(or leave --format out)")
+    err = _cli_error(capsys, ["dataset", "import", str(yolo / "data.yaml"), "--out", str(tmp_path / "o4"),
+                              "--format", "coco"])
+    assert err.endswith("looks like an ultralytics YOLO dataset: give --format yolo (or leave --format out)")
+    err = _cli_error(capsys, ["dataset", "import", str(voc / "Annotations" / "0001.xml"), "--out",
+                              str(tmp_path / "o5")])
+    assert err == (f"error: {voc / 'Annotations' / '0001.xml'} is a file, not a Pascal VOC dataset: give the "
+                   f"folder holding Annotations/ and JPEGImages/ (e.g. {voc})")
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "st"), str(voc), "--format", "yolo"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "looks like a Pascal VOC dataset: give --format voc" in err
+
+
+def test_coco_entries_of_other_names_found_as_one_file_are_skipped(tmp_path):
+    # Label Studio: two upload folders' xyz.jpg, both looked up by base name in images/
+    _image(tmp_path / "images" / "xyz.jpg")
+    json_path = _write_coco(tmp_path / "result.json",
+                            [_cvat_coco_image(1, "../../data/upload/1/xyz.jpg"),
+                             _cvat_coco_image(2, "../../data/upload/2/xyz.jpg")],
+                            [_cvat_coco_ann(1, 1, 1, [1, 1, 10, 10]),
+                             _cvat_coco_ann(2, 2, 2, [20, 20, 10, 10])], CVAT_CATS)
+    items, skips = _collect(json_path)
+    assert not items and [s.reason for s in skips] == ["duplicate image", "duplicate image"]
+    assert ("the file is listed 2 times (images[0], images[1]) under other names (../../data/upload/1/"
+            "xyz.jpg, ../../data/upload/2/xyz.jpg) found as one file") in skips[0].message
+
+
+def test_one_split_of_a_roboflow_export_keeps_the_class_names_of_the_yaml_beside_it(tmp_path, capsys):
+    """Before: 'labels import rf/train' found no data.yaml in train/ and named the classes
+    class_0, class_1 (the export's data.yaml sits one level up, beside train/)."""
+    rf = tmp_path / "rf"
+    for i, split in enumerate(("train", "valid")):
+        _image(rf / split / "images" / "a.jpg", value=i)
+        (rf / split / "labels").mkdir(parents=True)
+        (rf / split / "labels" / "a.txt").write_text("1 0.5 0.5 0.25 0.25\n")
+    (rf / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 2\n"
+                                  "names: ['car', 'person']\n")
+    report = _cli_json(capsys, ["labels", "import", "--state-dir", str(tmp_path / "state"),
+                                str(rf / "train"), "--json"])
+    assert report["boxes"] == {"person": 1} and report["unnamed_classes"] == []
+    assert ClassRegistry(tmp_path / "state").names() == {0: "person"}
+    report = _cli_json(capsys, ["dataset", "import", str(rf / "valid"), "--out", str(tmp_path / "o"),
+                                "--json"])
+    assert report["names"] == {"0": "car", "1": "person"}
+    # a folder that no split of the yaml up there lists keeps its unnamed classes
+    other = tmp_path / "other"
+    _image(other / "images" / "b.jpg", value=3)
+    (other / "labels").mkdir()
+    (other / "labels" / "b.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    (tmp_path / "data.yaml").write_text("train: rf/train/images\nnames: ['boat']\n")
+    report = _cli_json(capsys, ["labels", "import", "--state-dir", str(tmp_path / "s2"), str(other),
+                                "--json"])
+    assert report["unnamed_classes"] == ["class_0"]
