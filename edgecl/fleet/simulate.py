@@ -25,7 +25,6 @@ import multiprocessing as mp
 import shutil
 import socket
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
