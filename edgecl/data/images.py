@@ -3,11 +3,16 @@
 - :data:`IMAGE_SUFFIXES`: every format ultralytics reads (``ultralytics.data.utils.IMG_FORMATS``),
   matched in any case (``.JPG``, ``.Tif``, ...).
 - :func:`read_image` decodes like ``ultralytics.utils.patches.imread``: OpenCV, the first
-  colour page of a TIFF, Pillow for AVIF/HEIC/HEIF; 16-bit images keep their high byte;
-  grayscale becomes 3-channel BGR. A JPEG that does not end with its end-of-image marker
-  (``FF D9``) is checked as ultralytics' ``check_image`` does: if Pillow cannot decode it
-  completely it is truncated and refused (OpenCV would decode it with grey fill); if it
-  decodes (only trailing bytes after the marker) it is accepted.
+  colour page of a TIFF, Pillow for AVIF/HEIC/HEIF; grayscale becomes 3-channel BGR, alpha is
+  dropped, a JPEG's EXIF orientation is applied. One departure: a 16-bit image (a thermal
+  camera's PNG or TIFF) is stretched to 8 bits by its own minimum and maximum
+  (:func:`to_8bit`), where ultralytics keeps the high byte: a 14-bit thermal frame of counts
+  7000-9000 kept only 27-35 of 255 (all but black); stretched, its coldest pixel is 0 and its
+  hottest 255, as a thermal camera's own 8-bit output (AGC) shows it.
+- A JPEG that does not end with its end-of-image marker (``FF D9``) is checked as
+  ultralytics' ``check_image`` does: if Pillow cannot decode it completely it is truncated and
+  refused (OpenCV would decode it with grey fill); if it decodes (only trailing bytes after the
+  marker) it is accepted.
 - Nothing is decoded before its size is known to be at most :data:`MAX_PIXELS`: Pillow reads
   the width and height from the header (nothing decoded) of PNG, JPEG/MPO, BMP, GIF, TIFF/DNG
   (first page: the only one decoded, also when later pages are larger), BigTIFF, WebP,
@@ -217,6 +222,31 @@ def _refuse_oversized(data: bytes, name: str) -> bool:
     return True
 
 
+def to_8bit(image: np.ndarray) -> np.ndarray:
+    """Stretch a 16-bit image to 8 bits by its own minimum and maximum (all channels together).
+
+    ``out = ((v - lo) * 255 + (hi - lo) // 2) // (hi - lo)`` in integers, ``lo`` and ``hi`` the
+    image's smallest and largest value: ``lo`` becomes 0, ``hi`` 255 (a thermal frame of counts
+    7000, 8000 and 9000 becomes 0, 128 and 255). A flat image (``lo == hi``) has nothing to
+    stretch and keeps its high byte (``v >> 8``). Each frame is stretched on its own, as a
+    thermal camera's automatic gain does: the same count may map to another grey in the next
+    frame, and one stuck hot or cold pixel narrows the rest of the range.
+
+    Args:
+        image: a ``uint16`` array of any shape.
+
+    Returns:
+        The ``uint8`` array of the same shape.
+    """
+    lo, hi = int(image.min()), int(image.max())
+    if lo == hi:
+        return (image >> 8).astype(np.uint8)
+    span = hi - lo
+    values = np.clip(np.arange(65536, dtype=np.int64) - lo, 0, span)
+    lut = ((values * 255 + span // 2) // span).astype(np.uint8)  # 64 kB: no float copy of a frame
+    return lut[image]
+
+
 def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     """Decode an encoded image (the bytes of a file) into BGR uint8.
 
@@ -249,12 +279,14 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     if image is None and not opencv_may_decode:
         raise ImageError(f"{name}: does not decode as an image (AVIF/HEIF header unreadable, no "
                          f"HEIF plugin?: its size cannot be read)")
-    if image is None:
-        image = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # EXIF-upright, 8-bit, 3 channels
+    if image is None:  # EXIF-upright, 3 channels, 16-bit kept for to_8bit
+        image = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        if image is not None and image.dtype not in (np.uint8, np.uint16):
+            image = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # float and 32-bit: OpenCV's 8 bits
     if image is None:
         raise ImageError(f"{name}: does not decode as an image (corrupt or unsupported format)")
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
+        image = to_8bit(image)
     if image.dtype != np.uint8:
         raise ImageError(f"{name}: unsupported pixel type {image.dtype}")
     if image.ndim == 2 or image.shape[2] == 1:

@@ -33,7 +33,9 @@ def test_grayscale_and_16bit_become_bgr_uint8(tmp_path):
     path = tmp_path / "g16.png"
     path.write_bytes(data.tobytes())
     image = read_image(path)
-    assert image.shape == (32, 48, 3) and image.dtype == np.uint8 and image[0, 47, 0] == 47
+    # stretched by its own range 0..12032 (to_8bit): 256 -> (256 * 255 + 6016) // 12032 = 5
+    assert image.shape == (32, 48, 3) and image.dtype == np.uint8
+    assert (image[0, 0, 0], image[0, 1, 0], image[0, 47, 0]) == (0, 5, 255)
 
 
 def test_truncated_jpeg_refused_not_grey_filled(tmp_path):

@@ -34,6 +34,64 @@ its container declares (a corrupt frame in the middle is skipped, as an unreadab
 folder is)."""
 
 
+VIDEO_SUFFIXES = (".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts",
+                  ".webm", ".wmv")
+"""Suffixes of ``ultralytics.data.utils.VID_FORMATS``: a folder holding such files and no image
+is refused with a pointer to ``file://``."""
+_MAX_TOP_LEVEL_BOXES = 10_000
+
+
+def _has_top_level_box(path: Path, kind: bytes) -> bool:
+    """Whether an ISO-BMFF file (MP4, MOV) has a top-level box of type ``kind`` (box headers
+    only are read: a few bytes per box whatever the file's size)."""
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        offset = 0
+        for _ in range(_MAX_TOP_LEVEL_BOXES):
+            fh.seek(offset)
+            header = fh.read(16)
+            if len(header) < 8:
+                return False
+            length, box = struct.unpack(">I4s", header[:8])
+            if box == kind:
+                return True
+            if length == 1 and len(header) == 16:  # a 64-bit size follows the type
+                length = struct.unpack(">Q", header[8:])[0]
+            if length < 8 or offset + length > size:  # 0: to the end; damaged; cut short
+                return False
+            offset += length
+    return False
+
+
+def video_open_problem(path: Path) -> str:
+    """Why OpenCV could not open a video file, and what to do (for one error line).
+
+    Args:
+        path: the video file.
+
+    Returns:
+        ``the file is empty (0 bytes)``; for an MP4/MOV with no ``moov`` box (the index a
+        recorder writes last: a recording stopped by power loss or a full card has none) that
+        and what rebuilds it; else ``unsupported format or corrupt`` and how to check it.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(12)
+        no_index = head[4:8] == b"ftyp" and not _has_top_level_box(path, b"moov")
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if no_index:
+        return ("an MP4/MOV without its index (no 'moov' box): a recording stopped before it was "
+                "finalised (power loss, full card); a tool such as untrunc rebuilds the index with "
+                "a good recording of the same camera")
+    return "unsupported format or corrupt; check that it plays (ffprobe tells why)"
+
+
 def _require_path(uri: str, path: str) -> Path:
     if not path:
         raise SourceError(f"{uri}: no path given")
@@ -67,10 +125,13 @@ class VideoFileSource(FrameSource):
         self._cap = None
         self._position = 0
         self._delivered = 0
+        self._last_decoded = 0  # frames read up to the last that decoded, this pass
         self._skip_warnings = 0
+        self._warned_short = False
 
     @classmethod
-    def from_uri(cls, uri: str, path: str, params: QueryParams, cfg: SourceConfig | None) -> "VideoFileSource":
+    def from_uri(cls, uri: str, path: str, params: QueryParams,
+                 cfg: SourceConfig | None) -> "VideoFileSource":
         """Build from a parsed URI (see :func:`edgecl.runtime.sources.open_source`).
 
         Args:
@@ -95,13 +156,14 @@ class VideoFileSource(FrameSource):
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"{self.uri}: cannot open video {self.path} (unsupported format or corrupt)")
+            raise SourceError(f"{self.uri}: cannot open video {self.path}: {video_open_problem(self.path)}")
         return cap
 
     def _open(self) -> None:
         self._cap = self._capture()
         self._position = 0
         self._delivered = 0
+        self._last_decoded = 0
         self.fps = declared_fps(self._cap)
 
     def _frame_count(self) -> int:
@@ -127,23 +189,40 @@ class VideoFileSource(FrameSource):
                     if self._skip_warnings <= _MAX_REFUSED_SHOWN:
                         log.warning("%s: %d frame(s) before frame %d do not decode; skipped",
                                     self.uri, failed, self._position - 1)
+                self._last_decoded = self._position
                 return image
             failed += 1
             count = self._frame_count()
             if (count and self._position >= count) or failed >= MAX_UNDECODABLE_IN_A_ROW:
                 return None
 
+    def _warn_if_cut_short(self) -> None:
+        """At the end of a pass that delivered frames: one warning (per run) when the file ended
+        more than one frame and 1 % before the frame count its header declares (a recording cut
+        short: the rest is missing or does not decode; nothing is counted for it)."""
+        declared = self._frame_count()
+        missing = declared - self._last_decoded
+        if self._warned_short or self._delivered == 0 or missing <= max(1, declared // 100):
+            return
+        self._warned_short = True
+        log.warning("%s: %s ends after frame %d of the %d its header declares: the last %d are "
+                    "missing or do not decode (a file cut short?)", self.uri, self.path.name,
+                    self._last_decoded, declared, missing)
+
     def _next(self) -> RawFrame | None:
         image = self._read_decodable()
+        if image is None:
+            self._warn_if_cut_short()
         if image is None and self.loop and self._delivered > 0:
             self._cap.release()
             self._cap = self._capture()
-            self._position, self._delivered = 0, 0
+            self._position, self._delivered, self._last_decoded = 0, 0, 0
             image = self._read_decodable()
         if image is None:
             if self._delivered == 0 and self._position > 0:
-                log.warning("%s: no frame of %s decodes (%d read)", self.uri, self.path.name,
-                            self._position)
+                log.warning("%s: no frame of %s decodes (%d reads failed; its header declares %d "
+                            "frames): the file holds none, or none this OpenCV build decodes",
+                            self.uri, self.path.name, self._position, self._frame_count())
             return None
         self._delivered += 1
         return RawFrame(image, name=f"{self.path.stem}_{self._position - 1:06d}")
@@ -277,6 +356,18 @@ def warn_about_labels(uri: str, root: Path, images: list[Path]) -> int:
     return found
 
 
+def _other_files_hint(ignored) -> str:
+    """What a folder with no image holds instead (for its error line): ``""`` when nothing; the
+    counts by suffix; and, when some are videos, that ``file://`` reads a video."""
+    if not ignored:
+        return ""
+    kinds = ", ".join(f"{suffix or '(no suffix)'}: {n}" for suffix, n in ignored.most_common(5))
+    hint = f"; it holds {sum(ignored.values())} other file(s) ({kinds})"
+    if any(suffix in VIDEO_SUFFIXES for suffix in ignored):
+        hint += "; a video is read with file://PATH, one file per run"
+    return hint
+
+
 class ImageDirSource(ImageListSource):
     """``dir://PATH[?loop=1&split=all|train|val|test&fps=N]``: images of a folder or dataset, in
     name order (``fps``: the rate ``runtime.realtime`` paces them at, as a camera would).
@@ -317,7 +408,7 @@ class ImageDirSource(ImageListSource):
         images = dataset.images(split)
         if not images:
             raise SourceError(f"{uri}: no images ({', '.join(IMAGE_SUFFIXES)}, any case) under "
-                              f"{dataset.yaml_path or root}")
+                              f"{dataset.yaml_path or root}{_other_files_hint(dataset.ignored)}")
         super().__init__(uri, images, loop, cfg)
         self.root = dataset.root
         self.dataset = dataset
@@ -325,7 +416,8 @@ class ImageDirSource(ImageListSource):
         ignored = sum(dataset.ignored.values())
         if ignored:
             self._count("ignored_files", ignored)
-            kinds = ", ".join(f"{suffix or '(no suffix)'}: {n}" for suffix, n in dataset.ignored.most_common())
+            kinds = ", ".join(f"{suffix or '(no suffix)'}: {n}"
+                              for suffix, n in dataset.ignored.most_common())
             log.warning("%s: %d files are not images ultralytics reads and are not streamed (%s)",
                         uri, ignored, kinds)
         self.labelled = warn_about_labels(uri, dataset.root, images) > 0

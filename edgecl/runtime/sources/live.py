@@ -239,14 +239,16 @@ class CaptureSource(FrameSource):
         cfg: back-off settings (``reconnect_initial_s``, ``reconnect_max_s``,
             ``max_consecutive_failures``).
         sleep: waits between attempts; defaults to a wait that :meth:`close` interrupts.
+        open_hint: what to check when the camera cannot be opened at start (ends that error line).
     """
 
     is_live = True
 
     def __init__(self, uri: str, factory: CaptureFactory, cfg: SourceConfig | None = None,
-                 sleep: Callable[[float], object] | None = None):
+                 sleep: Callable[[float], object] | None = None, open_hint: str = ""):
         super().__init__(uri, cfg)
         self._factory = factory
+        self._open_hint = open_hint
         self._sleep = sleep or self._closing.wait
         self._workers = _Workers()
         weakref.finalize(self, self._workers.retire_current)
@@ -269,7 +271,8 @@ class CaptureSource(FrameSource):
             self._closing.set()
             return
         if not opened:
-            raise SourceError(f"{self.uri}: cannot open the camera/stream")
+            hint = f"; {self._open_hint}" if self._open_hint else ""
+            raise SourceError(f"{self.uri}: cannot open the camera/stream{hint}")
         self.fps = fps
 
     def _await(self, call: _Call) -> tuple[bool, object]:
@@ -411,6 +414,31 @@ def _cv2_capture(target: int | str, api: int, props: dict[int, float], params: t
     return factory
 
 
+DEV_DIR = Path("/dev")
+"""Where V4L2 device nodes are (``video0``, ``video1``, ...)."""
+V4L2_OPEN_HINT = ("is another program using it, may this user open it (the 'video' group), and "
+                  "does it capture frames (a USB camera's second node carries metadata only; "
+                  "v4l2-ctl --list-devices)?")
+CSI_OPEN_HINT = ("is the sensor connected and nvargus-daemon running? (sudo systemctl restart "
+                 "nvargus-daemon)")
+RTSP_OPEN_HINT = (f"it refused or did not answer within {RTSP_TIMEOUT_MS // 1000} s: check the host, "
+                  f"port and path, that the camera is on and reachable from here (ping, ffprobe), "
+                  f"and its user and password")
+
+
+def _cameras_here() -> str:
+    """The V4L2 nodes present, for the error about one that is not (``video2`` after ``video1``,
+    before ``video10``)."""
+    def number(node: Path) -> int:
+        digits = node.name[len("video"):]
+        return int(digits) if digits.isdigit() else -1
+
+    nodes = sorted(DEV_DIR.glob("video*"), key=lambda node: (number(node), node.name))
+    if not nodes:
+        return f"no {DEV_DIR / 'video*'} device here: is the camera plugged in and its driver loaded?"
+    return "cameras here: " + ", ".join(str(node) for node in nodes)
+
+
 def v4l2_source(uri: str, path: str, params: QueryParams, cfg: SourceConfig | None,
                 capture_factory: CaptureFactory | None = None, sleep=None) -> CaptureSource:
     """``v4l2://N`` or ``v4l2:///dev/videoN`` ``[?width=&height=&fps=&fourcc=MJPG]``.
@@ -444,11 +472,11 @@ def v4l2_source(uri: str, path: str, params: QueryParams, cfg: SourceConfig | No
     if not path:
         raise SourceError(f"{uri}: give a device index (v4l2://0) or node (v4l2:///dev/video0)")
     target: int | str = int(path) if path.isdigit() else path
-    node = Path(f"/dev/video{target}") if isinstance(target, int) else Path(target)
+    node = DEV_DIR / f"video{target}" if isinstance(target, int) else Path(target)
     if capture_factory is None and sys.platform.startswith("linux") and not node.exists():
-        raise SourceError(f"{uri}: no such camera device {node}")
+        raise SourceError(f"{uri}: no such camera device {node} ({_cameras_here()})")
     factory = capture_factory or _cv2_capture(target, cv2.CAP_V4L2, props)
-    return CaptureSource(uri, factory, cfg, sleep)
+    return CaptureSource(uri, factory, cfg, sleep, V4L2_OPEN_HINT)
 
 
 def csi_pipeline(sensor_id: int, width: int, height: int, fps: int, flip: int) -> str:
@@ -507,7 +535,7 @@ def csi_source(uri: str, path: str, params: QueryParams, cfg: SourceConfig | Non
                           f"use JetPack's OpenCV)")
     pipeline = csi_pipeline(int(path), width, height, fps, flip)
     factory = capture_factory or _cv2_capture(pipeline, cv2.CAP_GSTREAMER, {})
-    return CaptureSource(uri, factory, cfg, sleep)
+    return CaptureSource(uri, factory, cfg, sleep, CSI_OPEN_HINT)
 
 
 def rtsp_source(uri: str, path: str, params: QueryParams, cfg: SourceConfig | None,
@@ -532,6 +560,7 @@ def rtsp_source(uri: str, path: str, params: QueryParams, cfg: SourceConfig | No
 
     if not path.strip("/"):
         raise SourceError(f"{redact_uri(uri)}: no host given")
-    timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, RTSP_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, RTSP_TIMEOUT_MS)
+    timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, RTSP_TIMEOUT_MS,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, RTSP_TIMEOUT_MS)
     factory = capture_factory or _cv2_capture(uri, cv2.CAP_FFMPEG, {}, timeouts)
-    return CaptureSource(uri, factory, cfg, sleep)
+    return CaptureSource(uri, factory, cfg, sleep, RTSP_OPEN_HINT)

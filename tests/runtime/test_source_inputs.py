@@ -1,0 +1,213 @@
+"""Bad and unusual inputs users point ``edgecl run`` at: 16-bit thermal images, video files cut
+short or with no frame, folders of videos, missing cameras, streams that do not answer."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecl.config import SourceConfig
+from edgecl.errors import SourceError
+from edgecl.runtime.sources import open_source
+
+
+def _thermal(path: Path) -> None:
+    """A 14-bit thermal frame: counts 7000 (left), 8000 (middle) and 9000 (right), 48 x 96."""
+    counts = np.full((48, 96), 7000, np.uint16)
+    counts[:, 32:64], counts[:, 64:] = 8000, 9000
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), counts)
+
+
+# --- 16-bit images --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["thermal.png", "thermal.tif"])
+def test_a_16bit_thermal_frame_is_stretched_by_its_own_range(tmp_path, name):
+    """Before: the high byte only, 7000 >> 8 = 27, 8000 >> 8 = 31, 9000 >> 8 = 35 (all but
+    black). Now 7000 -> 0, 8000 -> (1000 * 255 + 1000) // 2000 = 128, 9000 -> 255."""
+    _thermal(tmp_path / name)
+    with open_source(f"dir://{tmp_path}") as source:
+        frame = source.read()
+    assert frame.image.dtype == np.uint8 and frame.image.shape == (48, 96, 3)
+    assert [tuple(frame.image[10, x]) for x in (0, 40, 80)] == [(0, 0, 0), (128, 128, 128),
+                                                               (255, 255, 255)]
+
+
+def test_a_16bit_colour_frame_is_stretched_over_all_channels_together(tmp_path):
+    """B, G, R = 7000, 8000, 9000 everywhere but one pixel at 6000: lo 6000, hi 9000, span 3000;
+    7000 -> (1000 * 255 + 1500) // 3000 = 85, 8000 -> (2000 * 255 + 1500) // 3000 = 170."""
+    image = np.empty((8, 8, 3), np.uint16)
+    image[...] = (7000, 8000, 9000)
+    image[0, 0] = (6000, 6000, 6000)
+    assert cv2.imwrite(str(tmp_path / "c16.png"), image)
+    with open_source(f"dir://{tmp_path}") as source:
+        frame = source.read()
+    assert tuple(frame.image[4, 4]) == (85, 170, 255) and tuple(frame.image[0, 0]) == (0, 0, 0)
+
+
+def test_a_flat_16bit_frame_keeps_its_high_byte(tmp_path):
+    """Nothing to stretch (a lens cap): 8000 >> 8 = 31, not a division by zero."""
+    assert cv2.imwrite(str(tmp_path / "flat.png"), np.full((8, 8), 8000, np.uint16))
+    with open_source(f"dir://{tmp_path}") as source:
+        assert int(source.read().image.max()) == 31
+
+
+def test_a_16bit_frame_reaches_the_replay_memory_stretched(tmp_path, run_edgecl):
+    """End to end: ``edgecl run`` stores the labelled thermal frame (a JPEG at quality 90) with
+    its three bands near 0, 128 and 255 (before: 27, 31 and 35)."""
+    _thermal(tmp_path / "data" / "images" / "t.png")
+    (tmp_path / "data" / "labels").mkdir()
+    (tmp_path / "data" / "labels" / "t.txt").write_text("")  # labelled: background
+    state = tmp_path / "state"
+    code, out, err = run_edgecl(["run", "--state-dir", state, "--source", f"dir://{tmp_path / 'data'}",
+                                 "--model", "yolo11n.yaml", "--json", "--quiet", "model.imgsz=64",
+                                 "learner.enabled=false"])
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["frames"] == 1
+    [stored] = sorted((state / "memory" / "images").iterdir())
+    image = cv2.imread(str(stored))
+    means = [float(image[:, x0 + 8:x0 + 24].mean()) for x0 in (0, 32, 64)]
+    assert abs(means[0] - 0) <= 3 and abs(means[1] - 128) <= 3 and abs(means[2] - 255) <= 3
+
+
+# --- video files ------------------------------------------------------------------------------
+
+def _mjpg_avi(path: Path, n: int) -> list[int]:
+    """An MJPG AVI of ``n`` frames 64 x 48 (frame k is grey 10 + 5 k); returns where each
+    frame's JPEG data starts in the file."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    assert writer.isOpened()
+    for k in range(n):
+        writer.write(np.full((48, 64, 3), 10 + 5 * k, np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]
+    assert len(starts) == n
+    return starts
+
+
+def test_a_video_cut_short_ends_with_one_warning_naming_where(tmp_path, caplog):
+    """A 30-frame recording cut where frame 20's chunk starts (its header still declares 30):
+    20 frames, then one warning; before, it ended silently."""
+    path = tmp_path / "flight.avi"
+    starts = _mjpg_avi(path, 30)
+    path.write_bytes(path.read_bytes()[:starts[20] - 8])  # the chunk id and size of frame 20 go too
+    with open_source(f"file://{path}?loop=1") as source:
+        names = [source.read().name for _ in range(25)]
+    assert names[:20] == [f"flight_{k:06d}" for k in range(20)] and names[20] == "flight_000000"
+    warnings = [r.getMessage() for r in caplog.records if "header declares" in r.getMessage()]
+    assert warnings == [f"file://{path}?loop=1: flight.avi ends after frame 20 of the 30 its header "
+                        f"declares: the last 10 are missing or do not decode (a file cut short?)"]
+
+
+def test_a_whole_video_ends_without_a_warning(tmp_path, caplog):
+    path = tmp_path / "whole.avi"
+    _mjpg_avi(path, 12)
+    with open_source(f"file://{path}") as source:
+        assert len(list(source)) == 12
+    assert "header declares" not in caplog.text
+
+
+def test_a_video_with_no_frame_says_its_header_declares_none(tmp_path, caplog):
+    path = tmp_path / "zero.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    writer.release()
+    with open_source(f"file://{path}") as source:
+        assert source.read() is None
+    assert "no frame of zero.avi decodes (30 reads failed; its header declares 0 frames): the file " \
+           "holds none, or none this OpenCV build decodes" in caplog.text
+
+
+def _mp4(path: Path, n: int = 5) -> bytes:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    assert writer.isOpened()
+    for k in range(n):
+        writer.write(np.full((48, 64, 3), 20 + 40 * k, np.uint8))
+    writer.release()
+    return path.read_bytes()
+
+
+def test_a_video_that_cannot_be_opened_says_why_and_what_to_do(tmp_path):
+    """Before, all three read '(unsupported format or corrupt)'."""
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(SourceError) as info:
+        open_source(f"file://{empty}").open()
+    assert str(info.value) == f"file://{empty}: cannot open video {empty}: the file is empty (0 bytes)"
+
+    cut = tmp_path / "cut.mp4"
+    data = _mp4(cut)
+    cut.write_bytes(data[:data.index(b"moov") - 4])  # ftyp, free, mdat: the index, written last, is lost
+    with pytest.raises(SourceError) as info:
+        open_source(f"file://{cut}").open()
+    assert str(info.value) == (
+        f"file://{cut}: cannot open video {cut}: an MP4/MOV without its index (no 'moov' box): a "
+        f"recording stopped before it was finalised (power loss, full card); a tool such as untrunc "
+        f"rebuilds the index with a good recording of the same camera")
+
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 10)
+    with pytest.raises(SourceError) as info:
+        open_source(f"file://{junk}").open()
+    assert str(info.value) == (f"file://{junk}: cannot open video {junk}: unsupported format or "
+                               f"corrupt; check that it plays (ffprobe tells why)")
+
+
+def test_a_folder_of_videos_points_to_file_uris(tmp_path):
+    _mp4(tmp_path / "a.mp4")
+    _mp4(tmp_path / "b.MP4")
+    (tmp_path / "notes.doc").write_text("x")
+    with pytest.raises(SourceError) as info:
+        open_source(f"dir://{tmp_path}")
+    assert str(info.value).endswith(
+        f"any case) under {tmp_path}; it holds 3 other file(s) (.mp4: 2, .doc: 1); a video is read "
+        f"with file://PATH, one file per run")
+
+
+# --- cameras and streams ----------------------------------------------------------------------
+
+def test_a_missing_camera_lists_the_cameras_there_are(tmp_path, monkeypatch):
+    from edgecl.runtime.sources import live
+
+    monkeypatch.setattr(live, "DEV_DIR", tmp_path)
+    with pytest.raises(SourceError) as info:
+        open_source("v4l2://99")
+    assert str(info.value) == (f"v4l2://99: no such camera device {tmp_path}/video99 (no "
+                               f"{tmp_path}/video* device here: is the camera plugged in and its "
+                               f"driver loaded?)")
+    for name in ("video10", "video2", "video0"):
+        (tmp_path / name).write_text("")
+    with pytest.raises(SourceError) as info:
+        open_source("v4l2://99")
+    assert str(info.value).endswith(f"(cameras here: {tmp_path}/video0, {tmp_path}/video2, "
+                                    f"{tmp_path}/video10)")
+
+
+class _Unopenable:
+    def isOpened(self):  # noqa: N802 (OpenCV's name)
+        return False
+
+    def read(self):
+        return False, None
+
+    def release(self):
+        pass
+
+
+@pytest.mark.parametrize("uri, hint", [
+    ("rtsp://127.0.0.1:9/none", "it refused or did not answer within 10 s: check the host, port and "
+                                "path, that the camera is on and reachable from here (ping, ffprobe), "
+                                "and its user and password"),
+    ("v4l2://0", "is another program using it, may this user open it (the 'video' group), and does "
+                 "it capture frames (a USB camera's second node carries metadata only; v4l2-ctl "
+                 "--list-devices)?"),
+    ("csi://0", "is the sensor connected and nvargus-daemon running? (sudo systemctl restart "
+                "nvargus-daemon)"),
+])
+def test_a_camera_that_cannot_be_opened_says_what_to_check(uri, hint):
+    source = open_source(uri, SourceConfig(), capture_factory=_Unopenable, sleep=lambda s: None)
+    with pytest.raises(SourceError) as info:
+        source.open()
+    assert str(info.value) == f"{uri}: cannot open the camera/stream; {hint}"
