@@ -24,6 +24,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -90,13 +91,34 @@ class YoloDataset:
         return f"{self.layout} {where} ({counts})"
 
 
+def _files_under(folder: Path) -> Iterator[Path]:
+    """Every file under a folder, hidden files and folders left out, following linked folders
+    (an SD card's ``DCIM`` linked into a dataset) but entering each real folder once (a link
+    back to a parent ends there instead of looping); an unreadable folder is passed over."""
+    entered: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in entered:
+            dirs[:] = []
+            continue
+        entered.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
 def _scan_dir(folder: Path, ignored: dict[Path, None]) -> list[Path]:
-    """The images under a folder, in name order; the files that are neither images nor dataset
-    companions are added to ``ignored`` (a dict used as an ordered set: a folder scanned twice
-    adds each file once)."""
+    """The images under a folder (:func:`_files_under`), in name order; the files that are
+    neither images nor dataset companions are added to ``ignored`` (a dict used as an ordered
+    set: a folder scanned twice adds each file once)."""
     images = []
-    for p in folder.rglob("*"):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+    for p in _files_under(folder):
+        if not p.is_file():
             continue
         if is_image(p):
             images.append(p)

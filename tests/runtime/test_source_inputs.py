@@ -211,3 +211,25 @@ def test_a_camera_that_cannot_be_opened_says_what_to_check(uri, hint):
     with pytest.raises(SourceError) as info:
         source.open()
     assert str(info.value) == f"{uri}: cannot open the camera/stream; {hint}"
+
+
+def test_a_linked_folder_of_images_is_read_and_a_link_back_ends_the_walk(tmp_path):
+    """Before: a folder whose images sit behind a link (an SD card's DCIM linked into the
+    dataset) gave 'no images'; a link back to a parent must still not loop."""
+    from edgecl.data.yolo_dataset import find_dataset
+
+    card = tmp_path / "sdcard" / "DCIM"
+    card.mkdir(parents=True)
+    frame = np.zeros((8, 8, 3), np.uint8)
+    for i in range(3):
+        assert cv2.imwrite(str(card / f"{i}.jpg"), frame)
+    folder = tmp_path / "flight"
+    folder.mkdir()
+    (folder / "linked").symlink_to(card)
+    (folder / "loop").symlink_to(folder)
+    (folder / ".hidden").mkdir()
+    assert cv2.imwrite(str(folder / ".hidden" / "h.jpg"), frame)
+    assert cv2.imwrite(str(folder / "top.jpg"), frame)
+    images = find_dataset(folder).images()
+    assert [p.relative_to(folder).as_posix() for p in images] == [
+        "linked/0.jpg", "linked/1.jpg", "linked/2.jpg", "top.jpg"]
