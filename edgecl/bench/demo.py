@@ -143,6 +143,8 @@ def run_demo(cfg: Config, *, tasks: int, images_per_task: int, imgsz: int, seed:
     yaml_path = make_scenario(state / "scenario", tasks=tasks, images_per_task=images_per_task,
                               imgsz=imgsz, seed=seed)
     init = initial_model(yaml_path, state / "scenario" / "untrained.pt", imgsz)
+    # the first round starts from this untrained model on purpose (said as such, not warned)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(init)))
     gate = TaskBoundaryGate()
     source = TasksSource(f"tasks://{yaml_path}", str(yaml_path), [], "train", cfg=cfg.source,
                          on_task_end=gate.on_task_end)

@@ -334,11 +334,26 @@ def _load_parent(ctx: RoundContext):
         return model, names
     nc = 1 + max(_top_class(ctx), 0)
     names = {i: ctx.names.get(i, f"class{i}") for i in range(nc)}
-    log.warning("this round starts from a YOLO11n trained from scratch: the registry has no "
-                "version and model.path names no checkpoint (a file given to 'edgecl run "
-                "--model' serves that run only; to learn on top of your own checkpoint, set "
-                "model.path or run 'edgecl models add --promote FILE' first)")
+    if _untrained_start(ctx.cfg):  # asked for: a yaml or an untrained checkpoint as model.path
+        log.info("this round starts from a freshly built YOLO11n (model.path %s is an untrained "
+                 "model)", ctx.cfg.model.path)
+    else:
+        log.warning("this round starts from a YOLO11n trained from scratch: the registry has no "
+                    "version and model.path names no checkpoint (a file given to 'edgecl run "
+                    "--model' serves that run only; to learn on top of your own checkpoint, set "
+                    "model.path or run 'edgecl models add --promote FILE' first)")
     return build_detection_model(nc, names=names), names
+
+
+def _untrained_start(cfg: Config) -> bool:
+    """True when ``model.path`` asks for an untrained start: a model yaml (``yolo11n.yaml``) or
+    a checkpoint saved as untrained (:func:`base_checkpoint` gives ``None`` for it)."""
+    path = Path(cfg.model.path) if cfg.model.path else None
+    if path is None:
+        return False
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return True
+    return path.suffix == ".pt" and path.is_file() and base_checkpoint(cfg) is None
 
 
 def _check_start_names(path: Path, stored: dict[int, str], registry: dict[int, str]) -> None:

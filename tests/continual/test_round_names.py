@@ -76,3 +76,27 @@ def test_learner_settings_the_model_cannot_take_are_refused_at_start(tmp_path):
     check_start_model(load_config(None, [f"state_dir={state}", "learner.freeze_layers=23"]))
     with pytest.raises(ConfigError, match=r"learner.freeze_layers=24 must be in 0..23 for "):
         check_start_model(load_config(None, [f"state_dir={state}", "learner.freeze_layers=24"]))
+
+
+def test_a_start_from_scratch_is_warned_of_unless_model_path_asks_for_it(tmp_path, caplog):
+    """The built-in demo's first round started with a WARNING that it learnt from scratch, which
+    it does on purpose; a device whose checkpoint was not given as model.path is still warned."""
+    import dataclasses
+    import logging
+
+    from edgecl.config import load_config
+
+    untrained = save_checkpoint(build_detection_model(1, names={0: "car"}), tmp_path / "u.pt",
+                                meta={"names": {0: "car"}, "imgsz": 64, "untrained": True})
+    levels = []
+    for path in ("", "yolo11n.yaml", str(untrained)):
+        cfg = load_config()
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=path))
+        snapshot = SimpleNamespace(records=lambda: [SimpleNamespace(classes=(0,))])
+        ctx = SimpleNamespace(parent_version=None, base_checkpoint=None, registry=None,
+                              names={0: "car"}, cfg=cfg, snapshot=snapshot)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="edgecl.continual.round"):
+            _load_parent(ctx)
+        levels.append([r.levelname for r in caplog.records if "starts from" in r.getMessage()])
+    assert levels == [["WARNING"], ["INFO"], ["INFO"]]
