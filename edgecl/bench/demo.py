@@ -131,6 +131,7 @@ def run_demo(cfg: Config, *, tasks: int, images_per_task: int, imgsz: int, seed:
     """
     from edgecl.data.scenario import make_scenario
     from edgecl.continual.memory import memory_from_config
+    from edgecl.models.classes import ClassRegistry
     from edgecl.runtime.app import RunOptions, Runtime
     from edgecl.runtime.sources.tasks import TasksSource
 
@@ -148,6 +149,7 @@ def run_demo(cfg: Config, *, tasks: int, images_per_task: int, imgsz: int, seed:
     gate = TaskBoundaryGate()
     source = TasksSource(f"tasks://{yaml_path}", str(yaml_path), [], "train", cfg=cfg.source,
                          on_task_end=gate.on_task_end)
+    ClassRegistry(cfg.state_dir).seed(dict(source.names))  # the scenario's classes, with its ids
     memory_from_config(cfg, source.names).close()
     runtime = Runtime(cfg, RunOptions(source_uri=source.uri, model=str(init), quiet=True),
                       on_round=lambda r: print("[demo] " + format_round(r), file=stream, flush=True),

@@ -5,8 +5,9 @@ import json
 from edgecl.cli import main
 
 
-def test_demo_json_summary_and_report(tmp_path, capsys):
+def test_demo_json_summary_and_report(tmp_path, capsys, caplog):
     state = tmp_path / "demo"
+    caplog.set_level("WARNING")
     code = main(["demo", "--state-dir", str(state), "--tasks", "2", "--images-per-task", "20",
                  "--imgsz", "64", "--json", "learner.first_round_max_steps=4", "learner.max_steps=3",
                  "learner.batch=4", "learner.bn_recalibration_batches=1", "learner.torch_threads=1",
@@ -21,6 +22,9 @@ def test_demo_json_summary_and_report(tmp_path, capsys):
     assert "| 2 | v0002 | promoted |" in err
     assert (state / "metrics" / "report" / "report.md").is_file()
     assert (state / "metrics" / "report" / "accuracy_matrix.png").is_file()
+    # the demo does what it means to: before, it warned that the class registry was empty
+    # (rebuilt from the memory) and that its first round learnt from scratch
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
 
 
 def test_demo_refuses_a_foreign_state_dir(tmp_path, capsys):
