@@ -65,4 +65,7 @@ def run_command(args: argparse.Namespace) -> int:
     if report.source_error:  # a camera that gave up: a supervisor (systemd) must see a failure
         print(f"error: the source stopped: {report.source_error}", file=sys.stderr)
         return 1
+    if report.frames == 0 and report.skipped:  # every file of a folder failed: say it last
+        print(f"warning: no frame of {opts.source_uri} could be read: "
+              f"{report.skipped} file(s) skipped (why is in the warnings above)", file=sys.stderr)
     return 0

@@ -233,3 +233,17 @@ def test_a_linked_folder_of_images_is_read_and_a_link_back_ends_the_walk(tmp_pat
     images = find_dataset(folder).images()
     assert [p.relative_to(folder).as_posix() for p in images] == [
         "linked/0.jpg", "linked/1.jpg", "linked/2.jpg", "top.jpg"]
+
+
+def test_a_folder_of_which_no_frame_reads_says_so_last(tmp_path, run_edgecl):
+    """Before: one warning per file scrolled past, then a summary with frames=0 and nothing
+    saying that the whole folder was unreadable."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"f{i}.jpg").write_text("not an image")
+    code, out, err = run_edgecl(["run", "--source", f"dir://{folder}", "--model", "yolo11n.yaml",
+                                 "model.imgsz=64", "--json", "--quiet"])
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["frames"] == 0
+    assert err.splitlines()[-1] == (f"warning: no frame of dir://{folder} could be read: 3 file(s) "
+                                    f"skipped (why is in the warnings above)")
