@@ -61,6 +61,11 @@ class ConflictError(EdgeclError):
     """The operation conflicts with the current state, e.g. an item already answered (HTTP 409)."""
 
 
+class UnavailableError(EdgeclError):
+    """The device cannot do this now (e.g. its runtime is stopping); the same request works once
+    it runs again (HTTP 503)."""
+
+
 class StorageError(EdgeclError):
     """The state directory cannot be written (read-only, full disk)."""
 

@@ -8,7 +8,6 @@ by :func:`edgecl.runtime.labels.valid_item_id` before it names a file.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from edgecl.commands.common import (add_config_args, config_from_args,
@@ -110,20 +109,22 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def _read_answer(path: str) -> tuple[list, bool]:
-    from edgecl.runtime.labels import parse_answer
+    """The answer in a boxes file, read by the rule ``POST /api/labels/ID`` uses.
+
+    Raises:
+        LabelError: one line naming the file: missing, unreadable, not UTF-8 JSON, or not an
+            answer (:func:`~edgecl.runtime.labels.queue.parse_answer`).
+    """
+    from edgecl.runtime.labels.queue import decode_answer, parse_answer
 
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise LabelError(f"boxes file not found: {p}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelError(f"cannot read boxes file {p}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise LabelError(f"boxes file {p} is not JSON: {exc.msg} at line {exc.lineno}") from None
-    except (ValueError, RecursionError) as exc:  # a number of over 4300 digits, deep nesting
-        raise LabelError(f"boxes file {p} is not usable JSON: {str(exc) or 'nested too deeply'}"
-                         ) from None
+    except OSError as exc:
+        raise LabelError(f"cannot read boxes file {p}: {exc.strerror or exc}") from None
+    data = decode_answer(raw, f"boxes file {p}")
     try:
         return parse_answer(data)
     except LabelError as exc:
@@ -155,6 +156,8 @@ def answer_command(args: argparse.Namespace) -> int:
     memory, classes = _memory_and_classes(cfg)
     try:
         result = queue.answer(args.id, boxes, memory, classes)
+    except LabelError as exc:  # the boxes do not fit this item's frame or the class registry
+        raise LabelError(f"boxes file {args.boxes}: {exc}") from None
     finally:
         memory.close()
     _print_answer(args, result)

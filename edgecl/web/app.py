@@ -30,7 +30,8 @@ anything else than an :class:`~edgecl.errors.EdgeclError` is logged and counted 
 with a 500 JSON body; the server and the detection loop go on. A full disk (or a state
 directory that cannot be written) is the device's fault, not the request's: it is answered 507
 with the one line naming what could not be written where, logged as one line and counted, and
-the same request succeeds once there is room.
+the same request succeeds once there is room. An answer sent while the runtime stops is 503
+(nothing stored: send it again once it runs).
 """
 
 from __future__ import annotations
@@ -45,18 +46,18 @@ import re
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgecl.errors import ConflictError, EdgeclError, NotFoundError, StorageError, storage_fault
+from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, StorageError,
+                           UnavailableError, storage_fault)
 from edgecl.web.hooks import ConsoleHooks
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,19 @@ SECURITY_HEADERS = ((b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"))
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Queue item ids and model versions: 1..128 safe characters, no separator, no leading dot."""
-MAX_BOXES = 1000
-MAX_CLASS_NAME = 64
+ANSWER_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "boxes": {"type": "array", "maxItems": 1000, "default": [], "items": {
+            "type": "object", "additionalProperties": False, "required": ["class", "xyxy"],
+            "properties": {"class": {"type": "string", "minLength": 1, "maxLength": 100},
+                           "xyxy": {"type": "array", "items": {"type": "number"},
+                                    "minItems": 4, "maxItems": 4},
+                           "score": {"type": ["number", "null"]}}}},
+        "skip": {"type": "boolean", "default": False}}}
+"""The answer body as documented in ``/openapi.json`` (documentation only: answers are read by
+:func:`edgecl.runtime.labels.queue.parse_answer`, the rule ``edgecl labels answer`` uses too)."""
+JSON_TYPES = frozenset({"application/json"})
 PAGES = {"/": "live.html", "/live": "live.html", "/label": "label.html",
          "/models": "models.html", "/forgetting": "forgetting.html", "/api-docs": "api.html"}
 PUBLIC_PATHS = frozenset({*PAGES, "/favicon.ico", "/api/auth"})
@@ -106,48 +118,6 @@ def check_id(value: str, what: str = "id") -> str:
         shown = value if len(value) <= 40 else value[:40] + "..."
         raise EdgeclError(f"invalid {what} {shown!r}: 1-128 characters of A-Z a-z 0-9 _ . -")
     return value
-
-
-class BoxIn(BaseModel):
-    """One box of an operator's answer, in pixels of the original frame.
-
-    ``score`` is what a proposed box carries (``GET /api/labels/pending``): accepted so that
-    proposed boxes can be posted back as they are, and ignored, as ``edgecl labels answer``
-    does; any other key is refused.
-    """
-
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
-    cls: str = Field(alias="class", min_length=1, max_length=MAX_CLASS_NAME)
-    xyxy: Annotated[list[Annotated[float, Field(allow_inf_nan=False, strict=True)]],  # "1" refused
-                    Field(min_length=4, max_length=4)]
-    score: Annotated[float, Field(allow_inf_nan=False, strict=True)] | None = None
-
-    @field_validator("cls")
-    @classmethod
-    def _clean_name(cls, value: str) -> str:
-        name = value.strip()
-        if not name or any(ord(c) < 32 or c in "/\\" for c in name):
-            raise ValueError("class name must be printable, without / or \\")
-        return name
-
-
-class AnswerIn(BaseModel):
-    """An operator's answer: boxes (empty means "nothing here") or skip.
-
-    ``skip`` must be a JSON boolean: ``"yes"``, ``"false"``, ``1`` or ``null`` are a 422 and
-    change nothing (a lax parser would read ``"no"`` as false but ``"yes"`` as a skip).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    boxes: Annotated[list[BoxIn], Field(max_length=MAX_BOXES)] = []
-    skip: StrictBool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _says_something(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "boxes" not in data and "skip" not in data:
-            raise ValueError('an answer needs "boxes" ([] for "nothing here") or "skip": true')
-        return data
 
 
 def _error(status: int, message: str, retry_after_s: float | None = None) -> JSONResponse:
@@ -216,6 +186,8 @@ def _status_for(exc: EdgeclError) -> int:
         return 409
     if isinstance(exc, StorageError):  # the device's disk, not the request: send it again later
         return INSUFFICIENT_STORAGE
+    if isinstance(exc, UnavailableError):  # the runtime is stopping: send it again later
+        return 503
     return 400
 
 
@@ -481,25 +453,6 @@ def _json(value: Any, status: int = 200) -> Response:
                     headers={"Cache-Control": "no-store"})
 
 
-def _repeated_key(body: bytes) -> str | None:
-    """A key given twice in one JSON object of ``body`` (the last one would silently win), or
-    ``None``; a body that is not JSON is left to the model's validation."""
-    repeated: list[str] = []
-
-    def pairs(items: list) -> dict:
-        out = dict(items)
-        if len(out) < len(items) and not repeated:
-            seen: set = set()
-            repeated.append(next(k for k, _ in items if k in seen or seen.add(k)))
-        return out
-
-    try:
-        json.loads(body, object_pairs_hook=pairs)
-    except (ValueError, RecursionError):
-        return None
-    return repeated[0] if repeated else None
-
-
 def _need(hook, what: str):
     if hook is None:
         raise NotFoundError(f"{what} is not available on this runtime")
@@ -553,18 +506,18 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         return _error(INSUFFICIENT_STORAGE, str(fault))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError):
+    async def _invalid(_request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if request.method == "POST" and kind != "application/json":
-            return _error(422, f"invalid request: send the body as JSON with 'Content-Type: "
-                               f"application/json' (got {kind or 'no Content-Type'})")
         return _error(422, f"invalid request: {where or 'body'}: {first.get('msg', 'bad value')}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail))
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        message = str(exc.detail)
+        if exc.status_code in (404, 405):  # no such route: say what was asked for
+            path = repr(request.url.path)[1:-1]
+            message += f": {request.method} {path if len(path) <= 80 else path[:80] + '...'}"
+        return _error(exc.status_code, message)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> Response:
@@ -629,17 +582,40 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         return FileResponse(path, headers={"Cache-Control": "no-store"})
 
     def answer_now(item_id: str, boxes: list, skip: bool) -> Response:
-        return _json(_need(hooks.answer, "labelling")(check_id(item_id), boxes, skip))
+        return _json(_need(hooks.answer, "labelling")(item_id, boxes, skip))
 
-    @app.post("/api/labels/{item_id}", tags=["labels"])
-    async def answer(item_id: str, body: AnswerIn, request: Request) -> Response:
-        """Answer a queued frame: boxes in original-frame pixels, none for "nothing here", or skip."""
-        repeated = _repeated_key(await request.body())
-        if repeated:  # {"skip": true, "skip": false}: which did the sender mean?
-            raise EdgeclError(f"invalid request: key {repeated!r} given twice")
-        boxes = [{"class": b.cls, "xyxy": list(b.xyxy)} for b in body.boxes]
-        # the hook writes files and the memory: in a worker thread, as FastAPI runs sync routes
-        return await asyncio.to_thread(answer_now, item_id, boxes, body.skip)
+    @app.post("/api/labels/{item_id}", tags=["labels"], openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": ANSWER_SCHEMA}}}})
+    async def answer(item_id: str, request: Request) -> Response:
+        """Answer a queued frame: boxes in original-frame pixels, none for "nothing here", or skip.
+
+        Read by the rule ``edgecl labels answer`` uses (:func:`~edgecl.runtime.labels.queue.
+        decode_answer`, :func:`~edgecl.runtime.labels.queue.parse_answer`): 415 for a body not
+        sent as UTF-8 ``application/json``, 400 for one that is not JSON (or gives a key twice),
+        422 for JSON that is not an answer; the hook then answers 404, 409, or 400 for boxes
+        that do not fit the item's frame.
+        """
+        from edgecl.runtime.labels.queue import decode_answer, parse_answer
+
+        check_id(item_id)
+        kind, _, params = request.headers.get("content-type", "").partition(";")
+        charset = params.partition("charset=")[2].split(";")[0].strip().strip('"').lower()
+        if kind.strip().lower() not in JSON_TYPES or charset not in ("", "utf-8", "utf8"):
+            got = request.headers.get("content-type", "").strip()[:60] or "no Content-Type"
+            return _error(415, f"invalid request: send the body as JSON with 'Content-Type: "
+                               f"application/json' (UTF-8; got {got})")
+        try:
+            data = decode_answer(await request.body(), "request body")
+        except LabelError as exc:
+            return _error(400, f"invalid request: {exc}")
+        try:
+            boxes, skip = parse_answer(data, allow_list=False)
+        except LabelError as exc:
+            return _error(422, f"invalid answer: {exc}")
+        try:  # the hook writes files and the memory: in a worker thread, as for sync routes
+            return await asyncio.to_thread(answer_now, item_id, boxes, skip)
+        except LabelError as exc:  # the boxes do not fit this item's frame or the registry
+            return _error(400, f"invalid answer: {exc}")
 
     @app.get("/api/classes", tags=["labels"])
     def classes() -> Response:

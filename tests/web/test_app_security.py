@@ -118,9 +118,9 @@ def test_the_schema_builds_without_duplicate_operation_ids(client, recwarn):
 def test_a_json_body_sent_without_its_content_type_says_what_to_send(client, fake):
     response = client.post("/api/labels/f0000", content=b'{"boxes": []}',
                            headers={"content-type": "application/x-www-form-urlencoded"})
-    assert response.status_code == 422
+    assert response.status_code == 415
     assert response.json()["error"] == ("invalid request: send the body as JSON with "
-                                        "'Content-Type: application/json' (got "
+                                        "'Content-Type: application/json' (UTF-8; got "
                                         "application/x-www-form-urlencoded)")
     assert fake.answers == []
 

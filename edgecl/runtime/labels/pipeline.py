@@ -31,7 +31,7 @@ import numpy as np
 
 from edgecl.config import Config, LabelsConfig
 from edgecl.data.images import jpeg_side_problem
-from edgecl.errors import EdgeclError, LabelError, StorageError, storage_fault
+from edgecl.errors import EdgeclError, LabelError, StorageError, UnavailableError, storage_fault
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.runtime.labels.pseudo import REFUSALS, PseudoLabeler, Thresholds
 from edgecl.runtime.labels.queue import OperatorQueue
@@ -392,11 +392,15 @@ class MemorySink:
 
         Raises:
             NotFoundError, ConflictError, LabelError, StorageError: as the queue raises them.
+            UnavailableError: the sink is closed (the runtime is stopping): nothing is stored.
             EdgeclError: no class registry was given to the sink.
         """
         if self.classes is None:
             raise EdgeclError("operator answers need the class registry")
         with self._id_lock:
+            if self.closed:  # its memory is closed (the runtime is stopping)
+                raise UnavailableError(f"label item '{item_id}' not answered: the runtime is "
+                                       f"stopping; send the answer again once it runs")
             out = self.queue.answer(item_id, boxes, self.memory, self.classes)
             if out["sample"] is not None:
                 self._own_ids.append(out["sample"])
@@ -432,8 +436,10 @@ class MemorySink:
         return added, classes
 
     def close(self) -> None:
-        """Close the memory's index (the sink stores nothing after this)."""
-        self.closed = True
+        """Close the memory's index (the sink stores nothing after this; an operator's answer
+        being stored is finished first, later ones are refused)."""
+        with self._id_lock:
+            self.closed = True
         close = getattr(self.memory, "close", None)
         if close is not None:
             close()

@@ -1,0 +1,151 @@
+"""Bad operator answers, as a buggy client, a confused person or a hostile device sends them: the
+one rule that reads an answer (``decode_answer`` + ``parse_answer``, shared by the CLI and the
+console's API), boxes against the frame, and an answer that arrives while the runtime stops."""
+
+import threading
+
+import numpy as np
+import pytest
+from labels_fakes import FakeClasses, FakeMemory, dets, result, textured
+
+from edgecl.config import LabelsConfig, SelectionConfig
+from edgecl.errors import LabelError, UnavailableError
+from edgecl.frames import Frame
+from edgecl.runtime.labels import MemorySink, OperatorQueue
+from edgecl.runtime.labels.queue import decode_answer, parse_answer, parse_boxes
+
+CAR = {"class": "car", "xyxy": [20, 10, 60, 50]}
+
+
+def queued(tmp_path):
+    q = OperatorQueue(tmp_path / "labels")
+    item = q.push(Frame(textured(0), 0, 0.0, "cam://0"), dets([0.5]), priority=0.5,
+                  reasons={"uncertain": 0.8}, names={0: "car"})
+    return q, item
+
+
+@pytest.mark.parametrize("raw, match", [
+    ('{"boxes": []}'.encode("utf-16"), "x looks like UTF-16 text: send it as UTF-8"),
+    ('{"boxes": []}'.encode("utf-16-le"), "x looks like UTF-16 text"),
+    (b'{"boxes": [{"class": "\xff"}]}', r"x is not UTF-8 text \(byte 0xff at offset 22\)"),
+    (b"", "x is empty"),
+    (b"  \n", "x is empty"),
+    (b'{"boxes": [', "x is not JSON: Expecting value at line 1 column 12"),
+    (b'[{"class": "car", "xyxy": [NaN, 1, 2, 3]}]', "x is not usable JSON: NaN is not a JSON number"),
+    (b'[{"class": "car", "xyxy": [1, 1, Infinity, 3]}]',
+     "x is not usable JSON: Infinity is not a JSON number"),
+    (b'{"skip": true, "skip": false}', "x is not usable JSON: key 'skip' given twice"),
+    (b'[{"class": "car", "class": "boat", "xyxy": [1, 1, 5, 5]}]',
+     "x is not usable JSON: key 'class' given twice"),
+    (b"[" * 100_000 + b"]" * 100_000, "x is not usable JSON: nested too deeply"),
+    (b"[" + b"9" * 5000 + b"]", "x is not usable JSON: Exceeds the limit"),
+])
+def test_an_answer_that_is_not_utf8_json_is_one_line_naming_where(raw, match):
+    """Before: the API took UTF-16 bodies and read NaN; the CLI let a repeated key's last value
+    win (``{"skip": true, "skip": false}`` stored the frame as "nothing here")."""
+    with pytest.raises(LabelError, match=f"^{match}") as caught:
+        decode_answer(raw, "x")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_utf8_byte_order_mark_is_allowed():
+    assert decode_answer(b'\xef\xbb\xbf{"boxes": []}', "x") == {"boxes": []}
+
+
+@pytest.mark.parametrize("answer, match", [
+    ({"boxes": [CAR], "skip": True}, r'"skip": true with 1 box\(es\)'),
+    ({"boxes": [dict(CAR, score="high")]}, "box 0: score must be a finite number or null"),
+    ({"boxes": [dict(CAR, xyxy=[True, 1, 5, 5])]}, r"box 0: xyxy must be 4 finite .*got \[True"),
+    ({"boxes": [dict(CAR, xyxy=[1, 1, 5])]}, r"got \[1, 1, 5\]"),
+    ({"boxes": None}, "boxes must be a JSON list .*got null"),
+    ("car", "expected a list of boxes .*got a string"),
+])
+def test_bad_answers_are_refused_by_the_one_rule(answer, match):
+    with pytest.raises(LabelError, match=match):
+        parse_answer(answer)
+
+
+def test_the_api_body_is_an_object_not_a_bare_list():
+    assert parse_answer([CAR]) == ([{"class": "car", "xyxy": [20.0, 10.0, 60.0, 50.0]}], False)
+    with pytest.raises(LabelError, match=r'^expected a JSON object \{"boxes".*got a list$'):
+        parse_answer([CAR], allow_list=False)
+
+
+def test_parsed_boxes_are_clean():
+    boxes = parse_boxes([{"class": "  truck ", "xyxy": [1, 2, 3, 4], "score": None},
+                         {"class": "a/b", "xyxy": [1.5, 2, 3, 4], "score": 0.3}])
+    assert boxes == [{"class": "truck", "xyxy": [1.0, 2.0, 3.0, 4.0]},
+                     {"class": "a/b", "xyxy": [1.5, 2.0, 3.0, 4.0]}]
+
+
+def test_duplicate_boxes_are_stored_once_and_new_classes_keep_their_ids(tmp_path):
+    """Before: the same box twice (a client that sent each box twice) was stored twice, so
+    training counted that object twice."""
+    q, item = queued(tmp_path)
+    mem, classes = FakeMemory(), FakeClasses({0: "car"})
+    boxes = [CAR, dict(CAR, **{"class": "CAR"}), {"class": "bus", "xyxy": [1, 1, 9, 9]},
+             {"class": "van", "xyxy": [2, 2, 8, 8]}, {"class": "Bus", "xyxy": [1, 1, 9, 9]},
+             {"class": "van", "xyxy": [30, 30, 40, 40]}]
+    out = q.answer(item, boxes, mem, classes)
+    assert out["boxes"] == 4 and out["classes_added"] == ["bus", "van"]
+    assert classes.names() == {0: "car", 1: "bus", 2: "van"}
+    np.testing.assert_array_equal(mem.samples[0].labels[:, 0], [0, 1, 2, 2])
+
+
+@pytest.mark.parametrize("xyxy, match", [
+    ([140, 40, 230, 60], r"lies partly outside the 200x100 frame \(boxes are in pixels"),
+    ([300, 300, 400, 400], "lies entirely outside the 200x100 frame"),
+    ([-50, -50, -10, -10], "lies entirely outside"),
+])
+def test_a_box_outside_the_frame_says_whether_partly_or_entirely(tmp_path, xyxy, match):
+    q, item = queued(tmp_path)
+    mem = FakeMemory()
+    with pytest.raises(LabelError, match=match):
+        q.answer(item, [{"class": "car", "xyxy": xyxy}], mem, FakeClasses())
+    assert mem.samples == [] and len(q.pending()) == 1
+
+
+def _sink(tmp_path):
+    cfg = LabelsConfig(mode="field", selection=SelectionConfig(
+        uncertain=1.0, novel=0, disagreement=0, forgetting=0, random=0))
+    mem = FakeMemory()
+    sink = MemorySink(mem, cfg, OperatorQueue(tmp_path / "labels", cfg.max_pending),
+                      classes=FakeClasses({0: "car"}))
+    sink.write(result(textured(0), dets([0.45]), 0))
+    (item,) = sink.queue.pending()
+    return sink, mem, item["id"]
+
+
+def test_an_answer_after_the_sink_closed_is_unavailable_and_stores_nothing(tmp_path):
+    """Before: an answer sent while the runtime stopped reached a closed memory index: a 500
+    with a traceback in the device's log (AttributeError on the closed SQLite connection)."""
+    sink, mem, item = _sink(tmp_path)
+    sink.close()
+    with pytest.raises(UnavailableError, match=f"'{item}' not answered: the runtime is stopping"):
+        sink.answer(item, [CAR])
+    assert mem.samples == [] and [p["id"] for p in sink.queue.pending()] == [item]
+
+
+def test_closing_waits_for_an_answer_being_stored(tmp_path):
+    sink, mem, item = _sink(tmp_path)
+    entered, release = threading.Event(), threading.Event()
+    add = mem.add
+
+    def slow_add(sample):
+        entered.set()
+        release.wait(5)
+        return add(sample)
+
+    mem.add = slow_add
+    answering = threading.Thread(target=sink.answer, args=(item, [CAR]))
+    answering.start()
+    assert entered.wait(5)
+    closing = threading.Thread(target=sink.close)
+    closing.start()
+    closing.join(0.2)
+    assert closing.is_alive()  # the memory is not closed under the answer
+    release.set()
+    answering.join(5)
+    closing.join(5)
+    assert not closing.is_alive() and sink.closed and len(mem.samples) == 1
+    assert sink.queue.pending() == []
