@@ -33,9 +33,14 @@ def telemetry_declined() -> Iterator[None]:
 
 
 def ensure_offline() -> None:
-    """Make ultralytics never reach the network (call before importing it)."""
+    """Make ultralytics never reach the network (call before importing it).
+
+    Also turns off ultralytics' automatic ``pip install``: its checkpoint loader installs a
+    module a checkpoint names and this machine lacks, and a checkpoint is a user's file.
+    """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_VERBOSE", "False")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 
 
 def build_detection_model(nc: int, cfg: str = "yolo11n.yaml", names: dict[int, str] | None = None):

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_with
 from edgecl.errors import ModelLoadError
-from edgecl.models.base import MAX_IMAGE_SIDE, OTHER_HEADS, TASK_KINDS, not_a_detector
+from edgecl.models.base import (DETECTION_ONLY, MAX_IMAGE_SIDE, OTHER_HEADS, TASK_KINDS,
+                                not_a_detector)
 from edgecl.ultra import ensure_offline
 
 # Transient attributes a trained model may carry that must not be pickled.
@@ -147,6 +150,14 @@ def _one_line(exc: BaseException, max_chars: int = 160) -> str:
 def load_checkpoint(path: str | os.PathLike):
     """Load a checkpoint saved by :func:`save_checkpoint` (or by ultralytics).
 
+    The file is read as ultralytics' own loader reads it (the module paths of older ultralytics
+    releases, YOLOv9's ``Silence``, YOLOv10's ``YOLOv10DetectionModel``: :func:`_read`), so the
+    checkpoints ultralytics loads, edgecl loads. The trainer's layout (``model``, ``ema``: the
+    EMA weights when set), ``model.save()`` files and a bare ``torch.save(model)`` are taken.
+    A user's checkpoint (one without edgecl metadata) has its class names cleaned as the class
+    registry keeps them (surrounding spaces, Unicode NFC), and is refused when two ids share a
+    name (case aside) or a name is unusable.
+
     Args:
         path: the ``.pt`` file.
 
@@ -155,32 +166,42 @@ def load_checkpoint(path: str | os.PathLike):
         metadata (for a plain ultralytics checkpoint: ``names`` from the model).
 
     Raises:
-        ModelLoadError: the file is missing, truncated, corrupt or not a model checkpoint;
-            or it holds another kind of model than an object detector (segmentation, pose,
-            OBB, classification, RT-DETR, YOLO-World, YOLOE ...: :func:`detection_model_problem`).
+        ModelLoadError: one line naming the file: it is missing, a folder, an exported model
+            (ONNX, TensorRT, OpenVINO, TorchScript), empty, truncated or corrupt, a bare
+            ``state_dict``, a checkpoint of code this ultralytics lacks (the YOLOv5 repository,
+            a newer ultralytics), or not a model checkpoint; or it holds another kind of model
+            than an object detector (segmentation, pose, OBB, classification, RT-DETR,
+            YOLO-World, YOLOE ...: :func:`detection_model_problem`); or its class names cannot
+            name a device's classes.
     """
     ensure_offline()
-    import torch
     from torch import nn
 
-    import ultralytics.nn.tasks  # noqa: F401  (pickled model classes live here)
-
     path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise ModelLoadError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch.load raises many kinds for a damaged file
-        raise ModelLoadError(f"cannot read checkpoint {path}: {_one_line(exc)}") from None
+    exported = _EXPORTS.get(path.suffix.lower())
+    if exported is not None:
+        raise ModelLoadError(f"{path} is {exported}, not an ultralytics .pt checkpoint: give the .pt "
+                             f"file it was exported from (trainable weights)")
+    ckpt = _read(path)
+    if isinstance(ckpt, nn.Module) and hasattr(ckpt, "model"):  # torch.save(detection_model)
+        ckpt = {"model": ckpt}
     if not isinstance(ckpt, dict):
         raise ModelLoadError(f"{path} is not a model checkpoint (found {type(ckpt).__name__})")
     model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
     if not isinstance(model, nn.Module) or not hasattr(model, "model"):
+        if any(_is_state_dict(v) for v in (ckpt, ckpt.get("model"), ckpt.get("state_dict"))):
+            raise ModelLoadError(f"{path} holds only weights (a state_dict), not the model: load "
+                                 f"them into their ultralytics model and save it with "
+                                 f"model.save(PATH), or give the trainer's weights/best.pt")
         raise ModelLoadError(f"{path} is not a model checkpoint (no 'model' module)")
     problem = detection_model_problem(model)
     if problem is not None:
         raise not_a_detector(path, problem)
-    model = model.float().eval()
+    model = _compatible(model.float().eval())
     stored = ckpt.get("edgecl")
     if stored is not None and not isinstance(stored, dict):
         raise ModelLoadError(f"{path}: its 'edgecl' metadata is not a mapping "
@@ -190,6 +211,8 @@ def load_checkpoint(path: str | os.PathLike):
         meta["names"] = getattr(model, "names", None)
     meta["names"] = _checked_names(meta["names"], path) or {  # numbered, as ultralytics does
         i: str(i) for i in range(int(getattr(model.model[-1], "nc", 0)))}
+    if stored is None:  # a user's checkpoint: its names are about to name the device's classes
+        meta["names"] = _class_names(meta["names"], getattr(model.model[-1], "nc", None), path)
     model.names = dict(meta["names"])
     if "imgsz" not in meta:  # an ultralytics checkpoint: the size it was trained at
         trained = _trained_image_size(ckpt, model)
@@ -199,6 +222,152 @@ def load_checkpoint(path: str | os.PathLike):
         raise ModelLoadError(f"{path}: its 'imgsz' metadata {str(meta['imgsz'])[:40]!r} is not a "
                              f"positive image size")
     return model, meta
+
+
+# Model files that are not checkpoints, by suffix: what they are
+_EXPORTS = {".onnx": "an ONNX model", ".engine": "a TensorRT engine", ".xml": "an OpenVINO model",
+            ".bin": "OpenVINO weights", ".torchscript": "a TorchScript export",
+            ".tflite": "a TFLite model"}
+
+# Modules of the YOLOv5 repository (github.com/ultralytics/yolov5), whose checkpoints pickle them
+_YOLOV5_REPO_MODULES = ("models",)
+
+
+def _read(path: Path):
+    """Unpickle a checkpoint as ultralytics' own loader does, or raise a one-line ModelLoadError.
+
+    The module paths of older ultralytics releases and the classes it renamed are mapped with
+    ultralytics' ``temporary_modules`` and the table of ``ultralytics.nn.tasks.torch_safe_load``
+    (:data:`_LEGACY_MODULES`, :data:`_LEGACY_ATTRIBUTES`). ``torch_safe_load`` itself is not
+    called on a user's file: it resolves the path through ``attempt_download_asset`` (a file
+    named ``yolov5n.pt`` is replaced by a download of ``yolov5nu.pt``) and pip-installs a module
+    the file names. torch's warnings (a TorchScript archive) stay off the console: the error says
+    what the file is.
+    """
+    import torch
+    from ultralytics.nn.tasks import temporary_modules
+
+    attributes = {old: new for old, new in _LEGACY_ATTRIBUTES.items() if _resolves(new)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with temporary_modules(modules=_LEGACY_MODULES, attributes=attributes):
+                ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as exc:  # torch.load raises many kinds for a damaged or foreign file
+            raise ModelLoadError(_unreadable(path, exc)) from None
+    if isinstance(ckpt, torch.jit.ScriptModule):
+        raise ModelLoadError(f"cannot load {path}: a TorchScript export, not an ultralytics .pt "
+                             f"checkpoint; give the .pt file it was exported from")
+    from ultralytics.engine.model import Model
+
+    return ckpt.model if isinstance(ckpt, Model) else ckpt  # torch.save(YOLO(...))
+
+
+# ultralytics' map of moved modules and renamed classes (``torch_safe_load``): old -> new
+_LEGACY_MODULES = {"ultralytics.yolo.utils": "ultralytics.utils",
+                   "ultralytics.yolo.v8": "ultralytics.models.yolo",
+                   "ultralytics.yolo.data": "ultralytics.data"}
+_LEGACY_ATTRIBUTES = {"ultralytics.nn.modules.block.Silence": "torch.nn.Identity",  # YOLOv9e
+                      "ultralytics.nn.tasks.YOLOv10DetectionModel": "ultralytics.nn.tasks.DetectionModel",
+                      "ultralytics.utils.loss.v10DetectLoss": "ultralytics.utils.loss.E2EDetectLoss",
+                      "pathlib.WindowsPath": "pathlib.PosixPath"}  # a checkpoint trained on Windows
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``module.attribute`` exists in the installed packages."""
+    import importlib
+
+    module, _, name = dotted.rpartition(".")
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except ImportError:
+        return False
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    """One line saying why a checkpoint file cannot be unpickled, and what edgecl needs."""
+    from ultralytics import __version__ as installed
+
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    attribute = re.search(r"Can't get attribute '([^']+)' on <module '([^']+)'", str(exc))
+    if missing and missing.split(".")[0] in _YOLOV5_REPO_MODULES:
+        return (f"cannot load {path}: a checkpoint of the YOLOv5 repository "
+                f"(github.com/ultralytics/yolov5, module '{missing}'), which the ultralytics package "
+                f"cannot load; {DETECTION_ONLY}: train it again with ultralytics (yolov5nu.yaml "
+                f"keeps YOLOv5's design)")
+    if missing or attribute:
+        needed = f"{attribute.group(2)}.{attribute.group(1)}" if attribute else missing
+        if needed.startswith("ultralytics."):
+            return (f"cannot load {path}: it needs {needed}, which ultralytics {installed} here "
+                    f"lacks (saved by a newer ultralytics, or by modified code); edgecl needs a "
+                    f"checkpoint this ultralytics loads")
+        what = f"the Python module {needed!r}, which is not installed" if missing else (
+            f"{needed!r}, which its installed module lacks")
+        return (f"cannot load {path}: it needs {what} (a model of its own code, not an "
+                f"ultralytics checkpoint)")
+    return (f"cannot read checkpoint {path}: the file is empty, truncated or not a PyTorch "
+            f"checkpoint ({_one_line(exc)})")
+
+
+def _is_state_dict(value) -> bool:
+    """Whether ``value`` is a non-empty mapping of names to tensors (weights without the model)."""
+    import torch
+
+    return (isinstance(value, dict) and bool(value)
+            and all(isinstance(v, torch.Tensor) for v in value.values()))
+
+
+def _compatible(model):
+    """Apply ultralytics' load-time updates for checkpoints pickled by older torch/ultralytics
+    (as ``ultralytics.nn.tasks.load_checkpoint`` does): ``Upsample.recompute_scale_factor``
+    (torch < 1.11) and a model without ``stride``."""
+    import torch
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, nn.Upsample) and not hasattr(module, "recompute_scale_factor"):
+            module.recompute_scale_factor = None
+    if not hasattr(model, "stride"):
+        model.stride = torch.tensor([32.0])
+    return model
+
+
+def _class_names(names: dict[int, str], nc, path: Path) -> dict[int, str]:
+    """A user's checkpoint's class names as the class registry will keep them: one per class id
+    of its head, cleaned (no surrounding spaces, Unicode NFC) and distinct, case aside.
+
+    Before, ``'car '``, a decomposed ``'café'`` or ``car`` beside ``Car`` seeded the registry
+    with other spellings than the model's, and the device refused its next start ("class id 0
+    is 'car ', but this device's class registry has 'car' there"); a third name for a
+    two-class head failed at warm-up with an IndexError, a missing one left a class unnamed.
+
+    Raises:
+        ModelLoadError: names that are not one per class id ``0..nc-1`` of the head, a name the
+            registry refuses (empty, control or invisible characters, too long) or two ids with
+            one name; one line naming the ids.
+    """
+    from edgecl.errors import LabelError
+    from edgecl.models.classes import clean_name
+
+    fix = "in the checkpoint (model.names) and save it again"
+    if isinstance(nc, int) and sorted(names) != list(range(nc)):
+        ids = sorted(names)
+        shown = ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
+        raise ModelLoadError(f"{path}: its head detects {nc} classes, but its class names "
+                             f"(model.names) are for ids {shown or 'none'}; edgecl needs one name "
+                             f"per class id 0..{nc - 1}: set model.names and save it again")
+    out, seen = {}, {}
+    for cid, name in sorted(names.items()):
+        try:
+            out[cid] = clean_name(name)
+        except LabelError as exc:
+            raise ModelLoadError(f"{path}: class {cid}: {exc}; rename it {fix}") from None
+        other = seen.setdefault(out[cid].casefold(), cid)
+        if other != cid:
+            raise ModelLoadError(f"{path}: classes {other} {names[other]!r} and {cid} {name!r} "
+                                 f"have one name (case aside), and a device keeps one id per class "
+                                 f"name; rename one of them {fix}")
+    return out
 
 
 def _trained_image_size(ckpt: dict, model) -> int | None:

@@ -127,6 +127,23 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def same_name_key(name: object) -> str:
+    """What two spellings of one class name share: the name without surrounding white space,
+    in Unicode NFC form and case-folded (``' Car'``, ``'car'`` and ``'CAR'`` are one class, as the
+    registry stores a name through :func:`clean_name`).
+
+    Args:
+        name: a class name (anything else is compared as its text).
+
+    Returns:
+        The comparison key.
+    """
+    text = str(name).strip()
+    if not any(unicodedata.category(ch) == "Cs" for ch in text):
+        text = unicodedata.normalize("NFC", text).strip()
+    return text.casefold()
+
+
 def names_conflict(known: dict[int, str], names: dict) -> str | None:
     """Why class ids ``names`` cannot be those of a device whose registry holds ``known``.
 
@@ -139,10 +156,12 @@ def names_conflict(known: dict[int, str], names: dict) -> str | None:
         the name sits elsewhere, ``"and 'car' as id 3"``), or ``None`` when they agree (names
         that differ only in case agree: ``car`` is the class ``Car``).
     """
-    by_name = {str(v).casefold(): k for k, v in known.items()}
+    by_name = {}
+    for k, v in sorted(known.items()):
+        by_name.setdefault(same_name_key(v), k)
     for cid, name in sorted((int(k), str(v)) for k, v in names.items()):
-        other = by_name.get(name.casefold())  # 'car' is the class 'Car', as imports map it
-        if (cid in known and str(known[cid]).casefold() != name.casefold()) or (
+        other = by_name.get(same_name_key(name))  # 'car' is the class 'Car', as imports map it
+        if (cid in known and same_name_key(known[cid]) != same_name_key(name)) or (
                 other is not None and other != cid):
             device = f"'{known[cid]}'" if cid in known else "no class"
             return (f"class id {cid} is '{name}', but this device's class registry has "
@@ -414,20 +433,22 @@ class ClassRegistry:
             wanted = {int(k): clean_name(v) for k, v in names.items()}
         except (TypeError, ValueError):
             raise LabelError(f"checkpoint class ids must be integers, got {sorted(names)[:5]}") from None
-        if len(set(wanted.values())) != len(wanted):
-            twice = sorted({n for n in wanted.values() if list(wanted.values()).count(n) > 1})
+        keys = [n.casefold() for n in wanted.values()]
+        if len(set(keys)) != len(keys):  # 'car' beside 'Car' would be one class to every lookup
+            twice = sorted({n for n in wanted.values() if keys.count(n.casefold()) > 1})
             raise LabelError(f"class names are not unique: {', '.join(twice[:5])} name more "
                              f"than one id")
         with self._locked() as entries:
             by_id = {e["id"]: e["name"] for e in entries}
-            by_name = {e["name"].casefold(): e["id"] for e in entries}
+            by_name = {same_name_key(e["name"]): e["id"] for e in entries}
             for cid, name in sorted(wanted.items()):  # case aside: 'car' is the class 'Car'
-                if cid in by_id and by_id[cid].casefold() != name.casefold():
-                    raise ConflictError(f"class id {cid} is {by_id[cid]!r} in the class registry but {name!r} "
-                                        "in the checkpoint")
-                if name.casefold() in by_name and by_name[name.casefold()] != cid:
-                    raise ConflictError(f"class {name!r} has id {by_name[name]} in the class registry but "
-                                        f"{cid} in the checkpoint")
+                key = same_name_key(name)
+                if cid in by_id and same_name_key(by_id[cid]) != key:
+                    raise ConflictError(f"class id {cid} is {by_id[cid]!r} in the class registry but "
+                                        f"{name!r} in the checkpoint")
+                if key in by_name and by_name[key] != cid:
+                    raise ConflictError(f"class {name!r} has id {by_name[key]} in the class registry "
+                                        f"but {cid} in the checkpoint")
             new = {cid: n for cid, n in wanted.items() if cid not in by_id}
             if sorted(new) != list(range(len(entries), len(entries) + len(new))):
                 raise LabelError(f"checkpoint class ids {sorted(wanted)[:8]} would leave a gap after the "
