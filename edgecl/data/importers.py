@@ -76,6 +76,7 @@ from edgecl.data.images import IMAGE_SUFFIXES, ImageError, is_image, read_image_
 from edgecl.data.labels import label_path_for, read_yolo_labels
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_is_file
 from edgecl.errors import ConfigError, LabelError
+from edgecl.models.classes import same_name_key
 
 FORMATS = ("auto", "yolo", "voc", "coco")
 IGNORE_NAMES = frozenset({"dontcare", "ignore", "ignored", "ignoreregion", "ignoreregions",
@@ -205,10 +206,11 @@ def loose_class_name(name: str) -> str:
         name: the class name.
 
     Returns:
-        The casefolded name without whitespace, punctuation and underscores ('' when nothing
-        else is left: such a name matches no other).
+        The registry's comparison key (:func:`edgecl.models.classes.same_name_key`: NFC,
+        casefolded) without whitespace, punctuation and underscores ('' when nothing else is
+        left: such a name matches no other).
     """
-    return re.sub(r"[\W_]+", "", name.casefold())
+    return re.sub(r"[\W_]+", "", same_name_key(name))
 
 
 def same_class_as(name: str, known: Iterable[str]) -> str | None:
