@@ -183,6 +183,11 @@ class OnnxBackend(Backend):
                                  f"(expected one of {', '.join(INPUT_DTYPES)})")
         custom = session.get_modelmeta().custom_metadata_map
         check_export_metadata(custom, path)
+        if len(outputs) > 1:  # a detector exports one; a segmenter adds its masks' (metadata stripped)
+            shapes = ", ".join(f"{o.name} {list(o.shape)}" for o in outputs[:3])
+            raise ModelLoadError(f"{path}: {len(outputs)} outputs ({shapes}): a segmentation model's "
+                                 f"mask prototypes or another kind of model; edgecl serves object "
+                                 f"detectors, whose export has one output")
         names, hw = read_onnx_metadata(custom, list(inp.shape), path, self.opts.imgsz)
         names = check_detect_output(list(outputs[0].shape), names, path)
         batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None

@@ -332,3 +332,25 @@ def test_ultralytics_onnx_export_of_a_pose_model_is_refused(tmp_path, run_edgecl
     code, _, err = run_edgecl(["models", "add", "--state-dir", tmp_path / "s", path])
     assert (code, err) == (2, f"error: cannot load {path}: a pose model (task 'pose' in its "
                               f"metadata); {DETECTION_ONLY}\n")
+
+
+def test_a_segmentation_onnx_without_its_metadata_is_refused_not_served(tmp_path, monkeypatch):
+    """Before: with its metadata stripped, a segmentation export's first output (4 + nc + 32
+    mask coefficients) was read as a detector of nc + 32 classes and served."""
+    import onnx
+    from ultralytics import YOLO
+
+    from edgecl.ultra import ensure_offline
+
+    ensure_offline()
+    monkeypatch.chdir(tmp_path)  # the export lands in the working folder
+    exported = YOLO("yolo11n-seg.yaml").export(format="onnx", imgsz=64, verbose=False)
+    stripped = onnx.load(exported)
+    del stripped.metadata_props[:]
+    onnx.save(stripped, tmp_path / "seg.onnx")
+    with pytest.raises(ModelLoadError) as err:
+        load_backend(tmp_path / "seg.onnx", InferenceOptions())
+    assert str(err.value) == (
+        f"{tmp_path / 'seg.onnx'}: 2 outputs (output0 [1, 116, 84], output1 [1, 32, 16, 16]): a "
+        f"segmentation model's mask prototypes or another kind of model; edgecl serves object "
+        f"detectors, whose export has one output")
