@@ -103,6 +103,24 @@ def read_onnx_metadata(custom: dict[str, str], input_shape: list, path: Path,
     return names, (int(hw[0]), int(hw[1]))
 
 
+def refuse_extra_outputs(outputs: list[str], path) -> None:
+    """Refuse a model with more than one output: an ultralytics detector's export has one; a
+    segmentation model's adds its mask prototypes, and its first output's mask coefficients
+    would be read as classes (a file whose metadata would have said so was stripped of it).
+
+    Args:
+        outputs: the outputs, each as ``"name [shape]"`` (or its name alone).
+        path: the model file, for the message.
+
+    Raises:
+        ModelLoadError: more than one output, naming them.
+    """
+    if len(outputs) > 1:
+        raise ModelLoadError(f"{path}: {len(outputs)} outputs ({', '.join(outputs[:3])}): a "
+                             f"segmentation model's mask prototypes or another kind of model; "
+                             f"edgecl serves object detectors, whose export has one output")
+
+
 def check_detect_output(out_shape: list, names: dict, path: Path) -> dict:
     """Check that the first output is a YOLO detection output.
 
@@ -183,11 +201,7 @@ class OnnxBackend(Backend):
                                  f"(expected one of {', '.join(INPUT_DTYPES)})")
         custom = session.get_modelmeta().custom_metadata_map
         check_export_metadata(custom, path)
-        if len(outputs) > 1:  # a detector exports one; a segmenter adds its masks' (metadata stripped)
-            shapes = ", ".join(f"{o.name} {list(o.shape)}" for o in outputs[:3])
-            raise ModelLoadError(f"{path}: {len(outputs)} outputs ({shapes}): a segmentation model's "
-                                 f"mask prototypes or another kind of model; edgecl serves object "
-                                 f"detectors, whose export has one output")
+        refuse_extra_outputs([f"{o.name} {list(o.shape)}" for o in outputs], path)
         names, hw = read_onnx_metadata(custom, list(inp.shape), path, self.opts.imgsz)
         names = check_detect_output(list(outputs[0].shape), names, path)
         batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None

@@ -30,7 +30,7 @@ import numpy as np
 
 from edgecl.errors import ModelLoadError
 from edgecl.models.base import Backend, ModelMeta, check_export_metadata, one_line, sha256_file
-from edgecl.models.onnx_backend import check_detect_output, read_onnx_metadata
+from edgecl.models.onnx_backend import check_detect_output, read_onnx_metadata, refuse_extra_outputs
 
 # rt_info section of an IR where edgecl records its metadata (same keys as the ONNX metadata).
 RT_SECTION = "edgecl"
@@ -205,6 +205,9 @@ class OpenVinoBackend(Backend):
                                  f"(expected one of {', '.join(INPUT_DTYPES)})")
         custom = read_ir_metadata(model, path)
         check_export_metadata(custom, path)
+        refuse_extra_outputs([f"{next(iter(sorted(o.get_names())), f'output{i}')} "
+                              f"{_shape(o.get_partial_shape())}"
+                              for i, o in enumerate(model.outputs)], path)
         in_shape = _shape(inp.get_partial_shape())
         names, hw = read_onnx_metadata(custom, in_shape, path, self.opts.imgsz)
         if not inp.get_partial_shape().is_static:

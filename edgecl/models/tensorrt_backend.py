@@ -19,6 +19,7 @@ from edgecl.models.base import (Backend, InferenceOptions, ModelMeta, check_expo
 from edgecl.models.engine_file import (LOAD_HINT, check_engine_compatible, cuda_device_identity,
                                        header_hw, header_names, import_tensorrt, read_engine_file,
                                        tensorrt_logger)
+from edgecl.models.onnx_backend import refuse_extra_outputs
 
 PREFERRED_OUTPUT = "output0"
 
@@ -133,6 +134,7 @@ def _name_io(io: EngineIO, inputs: list[str], outputs: list[str]) -> None:
     if len(inputs) != 1 or not outputs:
         raise ModelLoadError(f"engine has inputs {inputs} and outputs {outputs}; "
                              "expected one image input and a detection output")
+    refuse_extra_outputs(outputs, "engine")
     io.input_name = inputs[0]
     io.output_name = PREFERRED_OUTPUT if PREFERRED_OUTPUT in outputs else outputs[0]
 

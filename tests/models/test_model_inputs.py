@@ -354,3 +354,20 @@ def test_a_segmentation_onnx_without_its_metadata_is_refused_not_served(tmp_path
         f"{tmp_path / 'seg.onnx'}: 2 outputs (output0 [1, 116, 84], output1 [1, 32, 16, 16]): a "
         f"segmentation model's mask prototypes or another kind of model; edgecl serves object "
         f"detectors, whose export has one output")
+
+
+def test_every_backend_refuses_a_model_with_more_than_one_output(tmp_path):
+    """The rule the ONNX, OpenVINO and TensorRT backends share (a segmentation engine's second
+    output holds its mask prototypes); tested here without TensorRT, which this machine lacks."""
+    from types import SimpleNamespace
+
+    from edgecl.models.onnx_backend import refuse_extra_outputs
+    from edgecl.models.tensorrt_backend import _name_io
+
+    refuse_extra_outputs(["output0 [1, 84, 8400]"], tmp_path / "m.onnx")  # a detector: fine
+    with pytest.raises(ModelLoadError, match=r"^engine: 2 outputs \(output0, output1\): a "
+                                             r"segmentation model's mask prototypes"):
+        _name_io(SimpleNamespace(), ["images"], ["output0", "output1"])
+    io = SimpleNamespace()
+    _name_io(io, ["images"], ["output0"])
+    assert (io.input_name, io.output_name) == ("images", "output0")
