@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 
 from edgecl.errors import ModelLoadError
-from edgecl.models.base import Backend, InferenceOptions
+from edgecl.models.base import Backend, InferenceOptions, folder_given
 
 # INVARIANT: every supported suffix maps to exactly one backend class ("module:Class").
 BACKENDS: dict[str, str] = {
@@ -29,9 +29,11 @@ def backend_class(path: str | Path) -> type[Backend]:
         The :class:`Backend` subclass handling its suffix.
 
     Raises:
-        ModelLoadError: unsupported suffix.
+        ModelLoadError: a folder, or an unsupported suffix.
     """
     suffix = Path(path).suffix.lower()
+    if Path(path).is_dir():
+        raise ModelLoadError(folder_given(Path(path)))
     if suffix not in BACKENDS:
         raise ModelLoadError(f"unsupported model file {path}: expected one of "
                              f"{', '.join(sorted(BACKENDS))}")

@@ -287,6 +287,24 @@ def single_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def folder_given(path: Path) -> str:
+    """The one-line error for a folder given where a model file is needed (an ultralytics
+    OpenVINO export is a folder: its ``.xml`` inside is named when there is one).
+
+    Args:
+        path: the folder.
+
+    Returns:
+        The message.
+    """
+    try:
+        xmls = sorted(p.name for p in path.glob("*.xml"))
+    except OSError:
+        xmls = []
+    hint = f": give the model file in it ({path / xmls[0]})" if len(xmls) == 1 else ""
+    return f"{path} is a folder, not a model file{hint}"
+
+
 class Backend(abc.ABC):
     """Base class of inference backends; subclasses implement ``_load`` and ``_forward``.
 
@@ -327,6 +345,8 @@ class Backend(abc.ABC):
         from edgecl.errors import ModelLoadError
 
         path = Path(path)
+        if path.is_dir():
+            raise ModelLoadError(folder_given(path))
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path}")
         self._meta = self._load(path)

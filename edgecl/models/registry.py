@@ -951,6 +951,10 @@ class Registry:
             RegistryError: missing file, unsupported suffix, or a model that cannot load or run.
         """
         path = Path(path)
+        if path.is_dir():
+            from edgecl.models.base import folder_given
+
+            raise RegistryError(f"cannot add: {folder_given(path)}")
         if path.suffix.lower() not in MODEL_SUFFIXES:
             raise RegistryError(f"cannot add {path}: expected one of {', '.join(MODEL_SUFFIXES)}")
         if not path.is_file():
@@ -963,8 +967,10 @@ class Registry:
                 backend = load_backend(path, opts, warmup_runs=1)
             except NotADetectorError as exc:  # already "cannot load PATH: what it is; expected"
                 raise RegistryError(str(exc)) from None
-            except ModelLoadError as exc:
-                raise RegistryError(f"cannot add {path}: {exc}") from None
+            except ModelLoadError as exc:  # its message names the file where it says what it is
+                said = str(exc)
+                raise RegistryError(f"cannot add {path}: {said}" if str(path) not in said
+                                    else f"cannot add: {said}") from None
             meta_ = backend.meta
             info = {"classes": {int(k): v for k, v in meta_.names.items()},
                     "input": meta_.input_info()}

@@ -371,3 +371,21 @@ def test_every_backend_refuses_a_model_with_more_than_one_output(tmp_path):
     io = SimpleNamespace()
     _name_io(io, ["images"], ["output0"])
     assert (io.input_name, io.output_name) == ("images", "output0")
+
+
+def test_a_folder_given_as_the_model_says_so_and_names_the_model_inside(tmp_path, run_edgecl):
+    """Before: 'model file not found' for a folder that is there (an ultralytics OpenVINO export
+    is a folder), and 'models add' named the file twice in one line."""
+    export = tmp_path / "best_openvino_model"
+    export.mkdir()
+    (export / "best.xml").write_text("<net/>")
+    with pytest.raises(ModelLoadError) as err:
+        load_backend(export, InferenceOptions())
+    assert str(err.value) == (f"{export} is a folder, not a model file: give the model file in "
+                              f"it ({export / 'best.xml'})")
+    code, _, err = run_edgecl(["models", "add", "--state-dir", tmp_path / "s", export])
+    assert (code, err) == (2, f"error: cannot add: {export} is a folder, not a model file: give "
+                              f"the model file in it ({export / 'best.xml'})\n")
+    (tmp_path / "bad.pt").write_bytes(b"x")
+    code, _, err = run_edgecl(["models", "add", "--state-dir", tmp_path / "s", tmp_path / "bad.pt"])
+    assert code == 2 and err.count(str(tmp_path / "bad.pt")) == 1 and err.startswith("error: cannot add: ")
