@@ -322,12 +322,30 @@ def _warn_size_mismatch(path: Path, imgsz: int) -> None:
             "task at --imgsz %d (give --imgsz %d to match it)", path, trained, imgsz, trained)
 
 
+def _architecture(path) -> str:
+    """The architecture of a checkpoint as the header names it (``YOLOv8n`` for a model built
+    from ``yolov8n.yaml``; the header said YOLO11n whatever the task-1 model was)."""
+    from edgecl.errors import ModelLoadError
+    from edgecl.models.checkpoint import load_checkpoint
+
+    try:
+        model, _ = load_checkpoint(path)
+    except ModelLoadError:  # the run refuses it with its own line
+        return "the given model"
+    yaml = getattr(model, "yaml", None)
+    stem = Path(str(yaml.get("yaml_file") or "")).stem if isinstance(yaml, dict) else ""
+    if not stem:
+        return "a custom architecture"
+    return "YOLO" + stem[4:] if stem.lower().startswith("yolo") else stem
+
+
 def _header(yaml_path: Path, view, settings: ProtocolSettings, seeds: int) -> list[str]:
     training = (f"{settings.epochs} epoch(s) per task" if settings.epochs else
                 f"{settings.first_task_steps} steps for task 1, {settings.steps_per_task} per later task")
     start = "YOLO11n from scratch"
     if settings.first_task_model:
-        start = f"YOLO11n, task 1's model given (`{settings.first_task_model}`)"
+        start = (f"{_architecture(settings.first_task_model)}, task 1's model given "
+                 f"(`{settings.first_task_model}`)")
         training = (f"{settings.epochs} epoch(s) per later task" if settings.epochs else
                     f"{settings.steps_per_task} steps per later task")
     sizes = ", ".join(f"{n} {len(tr)}/{len(te)}" for n, tr, te in

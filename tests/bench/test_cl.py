@@ -339,3 +339,17 @@ def test_the_run_that_learnt_the_shared_task_1_is_not_charged_for_it():
     assert cl._run_line("finetune", trained).endswith(
         "(140 s after task 1; task 1, shared by every run of this seed, 260 s)")
     assert cl._run_line("er 10%", loaded).endswith("(146 s after task 1)")
+
+
+def test_the_header_names_the_given_task_1_models_architecture(tmp_path):
+    """Before: 'YOLO11n, task 1's model given' whatever the checkpoint was."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    from edgecl.models.checkpoint import save_checkpoint
+
+    model = DetectionModel("yolov8n.yaml", nc=2, verbose=False)
+    model.names = {0: "a", 1: "b"}
+    pt = save_checkpoint(model, tmp_path / "v8.pt", meta={"names": model.names, "imgsz": 64})
+    assert cl._architecture(pt) == "YOLOv8n"
+    (tmp_path / "bad.pt").write_bytes(b"x")
+    assert cl._architecture(tmp_path / "bad.pt") == "the given model"
