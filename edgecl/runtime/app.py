@@ -105,6 +105,29 @@ def fresh_network(model: str) -> bool:
     return str(model).lower().endswith(".yaml")
 
 
+SCAFFOLDING = frozenset({"lock", "models/.lock", "classes.lock", "metrics/metrics.sqlite",
+                         "metrics/metrics.sqlite-wal", "metrics/metrics.sqlite-shm"})
+"""Files a runtime's start writes before it has stored anything (relative to the state dir)."""
+
+
+def remove_scaffolding(state: Path) -> None:
+    """Remove a state directory that a refused start made and left holding nothing but its own
+    lock files (a bad model or source given to a fresh ``--state-dir``); one that holds any
+    other file is left as it is.
+
+    Args:
+        state: the state directory this start created.
+    """
+    import shutil
+
+    try:
+        files = {p.relative_to(state).as_posix() for p in state.rglob("*") if not p.is_dir()}
+    except OSError:
+        return
+    if files <= SCAFFOLDING:
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def build_sinks(opts, names, runtime_cfg=None, source_fps=None) -> list:
     """Create the output sinks a run asks for (JSON lines, video, progress lines).
 
@@ -399,10 +422,14 @@ class Runtime:
             EdgeclError: bad model, bad source URI, bad state directory, a state directory
                 another runtime holds.
         """
+        state = Path(self.cfg.state_dir)
+        made_here = self.opts.use_state and not state.exists()
         try:
             self._build(source)
         except BaseException:
             self.close()
+            if made_here:
+                remove_scaffolding(state)
             raise
 
     def _build(self, source) -> None:

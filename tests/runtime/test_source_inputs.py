@@ -247,3 +247,19 @@ def test_a_folder_of_which_no_frame_reads_says_so_last(tmp_path, run_edgecl):
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["frames"] == 0
     assert err.splitlines()[-1] == (f"warning: no frame of dir://{folder} could be read: 3 file(s) "
                                     f"skipped (why is in the warnings above)")
+
+
+def test_a_refused_start_leaves_no_new_state_directory_behind(tmp_path, run_edgecl):
+    """Before: 'edgecl run --state-dir NEW' with a bad model or source refused in one line but
+    left NEW/ with lock files, which a later look took for a device's state."""
+    (tmp_path / "bad.pt").write_bytes(b"x")
+    for argv in (["--model", tmp_path / "bad.pt", "--source", "synthetic://"],
+                 ["--model", "yolo11n.yaml", "--source", "/no/such/source"]):
+        code, _, err = run_edgecl(["run", "--state-dir", tmp_path / "new", *argv, "--frames", "1"])
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+        assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    code, _, _ = run_edgecl(["run", "--state-dir", tmp_path / "mine", "--model", tmp_path / "bad.pt",
+                             "--source", "synthetic://", "--frames", "1"])
+    assert code == 2 and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
