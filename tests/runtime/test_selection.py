@@ -455,3 +455,20 @@ def test_the_ring_computes_a_frames_distances_once_until_it_changes(monkeypatch)
     ring.add(emb, 1.0)
     assert ring.nearest(emb) == 0.0 and len(calls) == 2
     assert ring.nearest(thumbnail_embedding(textured(3))) == 0.0 and len(calls) == 3  # new array
+
+
+def test_a_frame_the_random_policy_draws_is_queued_whatever_its_priority():
+    """With the shipped weights (random 0.1) and labels.min_priority 0.1, a drawn frame's
+    priority (0.1 x a score in (0, 1]) fell below the threshold: random alone never queued a
+    frame, and the 'small unbiased share' the README promises was none (a user's 300 new
+    frames with novelty off: 0 queued)."""
+    cfg = LabelsConfig(selection=SelectionConfig(uncertain=0.0, novel=0.0, disagreement=0.0,
+                                                 forgetting=0.0, random=0.1),
+                       random_share=0.5, min_priority=0.1, max_per_minute=0, dedup_window_s=0,
+                       seed=3)
+    sel = Selector(cfg)
+    outcomes = [sel.consider(frame(), dets([]), sel.embed(IMG)) for _ in range(400)]
+    chosen = [cand for cand, why in outcomes if why == "selected"]
+    assert 150 < len(chosen) < 250  # about the share
+    assert all(c.priority <= 0.1 and set(c.reasons) == {"random"} for c in chosen)
+    assert {why for cand, why in outcomes if cand is None} == {"not_selected"}

@@ -585,7 +585,11 @@ class Selector:
             ``duplicate``, ``rate_limited``.
         """
         candidate = self.score(frame, detections, emb)
-        if not candidate.reasons or candidate.priority < self.cfg.min_priority:
+        # a frame the random policy drew is the unbiased share whatever its priority: its weight
+        # (0.1 shipped) times a score in (0, 1] fell below labels.min_priority (0.1), and random
+        # alone never queued a frame
+        drawn = "random" in candidate.reasons
+        if not candidate.reasons or (candidate.priority < self.cfg.min_priority and not drawn):
             return None, "not_selected"
         if self.is_duplicate(emb):
             return None, "duplicate"
