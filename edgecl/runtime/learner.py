@@ -582,10 +582,13 @@ class LearnerSupervisor:
             return
         self._seen_max_id = max([self._seen_max_id, *ids])
         self._own_ids = {i for i in self._own_ids if i > self._seen_max_id}
-        if new and self.cfg.learner.enabled:
+        # held-out samples are never learnt, as a round counts its new samples (one held out
+        # above the last learnt id read as "1 sample(s) stored outside the runtime" at start)
+        learnable = [r for r in records if not r.held_out]
+        if learnable and self.cfg.learner.enabled:
             log.info("%d sample(s) stored outside the runtime (labels import or answer) count "
-                     "towards the next round", len(new))
-            self._count_new(len(new), {c for r in records for c in r.classes})
+                     "towards the next round", len(learnable))
+            self._count_new(len(learnable), {c for r in learnable for c in r.classes})
 
     def _no_held_out_yet(self) -> bool:
         """True while the running memory holds no held-out sample (False when it cannot tell:

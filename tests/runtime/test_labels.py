@@ -690,3 +690,27 @@ def test_the_runtime_sink_records_the_device_memory_settings(tmp_path):
     sink = MemorySink.from_config(cfg)
     sink.memory.close()
     assert recorded_memory_config(tmp_path / "memory") == cfg.memory
+
+
+def test_held_out_samples_stored_elsewhere_do_not_count_towards_a_round(tmp_path):
+    """A round learns only training samples; an import's held-out samples above the last learnt
+    id read at start as '1 sample(s) stored outside the runtime (labels import or answer) count
+    towards the next round', and the round that followed learnt none of them."""
+    from edgecl.config import load_config
+    from edgecl.runtime.learner import LearnerSupervisor
+
+    class Imported(FakeMemory):
+        def ids(self, held_out=None):
+            return [1, 2, 3]
+
+        def records(self, ids=None, held_out=None, task=None):
+            return [SimpleNamespace(id=i, classes=(i,), held_out=i == 2) for i in (ids or [])]
+
+    sink = MemorySink(Imported(), LabelsConfig(mode="ground_truth"),
+                      OperatorQueue(tmp_path / "labels", 10), classes=FakeClasses())
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_interval_s=0"])
+    sup = LearnerSupervisor(cfg, SimpleNamespace(current=lambda: None), memory_sink=sink)
+    counted = []
+    sup._count_new = lambda n, classes: counted.append((n, sorted(classes)))
+    sup._count_other_writers()
+    assert counted == [(2, [1, 3])]
