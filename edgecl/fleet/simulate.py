@@ -554,12 +554,18 @@ def _fmt(ap) -> str:
 
 
 def _print_round(row: dict, progress) -> None:
+    """Print one round's table: per device and class, fleet AP / alone AP, then the joint AP;
+    each device's row says what the server did with its update and what the device did with
+    the global model (its gate's verdict)."""
     classes = list(row["joint"])
+    labels = [f"device{d['device']} (update {d['update']}, model {d['status']})"
+              for d in row["devices"]]
+    width = max(len(label) for label in [*labels, "joint"])
     progress(f"round {row['round']}: {row['bytes'] / 1e6:.1f} MB on the wire; per-class AP50-95 "
-             f"fleet / alone (joint)")
-    progress("  " + " ".join(f"{c[:10]:>17}" for c in classes))
-    for d in row["devices"]:
-        cells = " ".join(f"{_fmt(d['per_class_ap'].get(c)):>8}/{_fmt(d['alone_per_class_ap'].get(c)):<8}"
-                         for c in classes)
-        progress(f"  device{d['device']} ({d['update']}, {d['status']}): {cells}")
-    progress("  joint: " + " ".join(f"{_fmt(row['joint'].get(c)):>17}" for c in classes))
+             f"fleet / alone, and the model trained on all devices' data (joint)")
+    progress("  " + " " * width + "".join(f" {c[:17]:^17}" for c in classes))
+    for label, d in zip(labels, row["devices"]):
+        cells = "".join(f" {_fmt(d['per_class_ap'].get(c)):>8}/{_fmt(d['alone_per_class_ap'].get(c)):<8}"
+                        for c in classes)
+        progress(f"  {label:<{width}}{cells}")
+    progress(f"  {'joint':<{width}}" + "".join(f" {_fmt(row['joint'].get(c)):^17}" for c in classes))

@@ -368,9 +368,9 @@ class Monitor:
             raise MonitorError(f"metrics database {self.db_path} made afresh is damaged: "
                                f"{self._damage}")
         done, failed, settled = self._rebuild()
-        if aside is None and not failed and not settled:
-            return  # a first start, or a device's first staged round (a fleet device that
-            # never ran the runtime): nothing was lost
+        if aside is None and not failed and (not settled or done <= 1):
+            return  # a first start, or a device's first round (a fleet device that never ran
+            # the runtime records its first adoption, staged or rejected): nothing was lost
         kept = f"; the damaged copy is kept as {aside}" if aside is not None else ""
         missed = (f"; not re-recorded: {', '.join(failed)} (every start tries again)"
                   if failed else "")

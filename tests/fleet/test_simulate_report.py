@@ -37,9 +37,11 @@ def test_a_round_is_reported_once_both_sides_finished_it(tmp_path):
     _baselines(results, 2)  # the baselines ahead of the fleet: round 2 waits for it
     report.poll()
     assert report.printed == 1 and lines[0].startswith("round 1: 2.0 MB on the wire")
-    assert "  device0 (kept, promoted):    0.500/0.100   " in lines
-    assert "  device1 (dropped, rejected):    0.250/0.000   " in lines
-    assert lines[-1] == "  joint:             0.400"
+    width = len("device1 (update dropped, model rejected)")  # the columns line up
+    assert lines[1] == "  " + " " * width + "        car       "
+    assert lines[2] == "  " + "device0 (update kept, model promoted)".ljust(width) + "    0.500/0.100   "
+    assert lines[3] == "  device1 (update dropped, model rejected)" + "    0.250/0.000   "
+    assert lines[4] == "  " + "joint".ljust(width) + "       0.400      "
     report.poll()
     assert report.printed == 1
     store.append_round(_fleet_record(2, partial=True))

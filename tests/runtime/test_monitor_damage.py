@@ -152,24 +152,25 @@ def test_a_lost_database_is_rebuilt_with_one_warning_not_one_per_round(tmp_path,
     assert rounds(state) == EXPECTED and _aside(state) == []
 
 
-def test_a_devices_first_staged_round_makes_the_database_without_a_warning(tmp_path, caplog):
+@pytest.mark.parametrize("status", ["staged", "rejected"])
+def test_a_devices_first_round_makes_the_database_without_a_warning(tmp_path, caplog, status):
     """A fleet device that never ran the runtime records its first adopted version (staged,
-    not yet promoted): there was no database to lose. Before: "metrics database ... was
-    missing: made afresh and re-recorded 1 round" on every fresh device."""
+    or rejected by its gate): there was no database to lose. Before: "metrics database ...
+    was missing: made afresh and re-recorded 1 round" on every fresh device."""
     state = tmp_path / "state"
     registry = Registry(state / "models")
     (tmp_path / "model.onnx").write_bytes(b"onnx")
-    record = write_round_record(tmp_path / ROUND_RECORD_FILE, round_no=1, status="staged",
+    record = write_round_record(tmp_path / ROUND_RECORD_FILE, round_no=1, status=status,
                                 reason="fleet round 1", seconds=1.0,
                                 evaluation={"cars": _ap(0.8)}, columns=["cars"],
                                 class_names={0: "car"}, calibration=None)
     version = registry.stage({"model.onnx": tmp_path / "model.onnx", ROUND_RECORD_FILE: record},
-                             {"classes": {0: "car"}}, status="staged")
+                             {"classes": {0: "car"}}, status=status)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert record_in_monitor(state, registry, version, read_round_record(record))
     assert _warnings(caplog) == []
-    assert [r[:3] for r in rounds(state)] == [(1, "v0001", "staged")]
+    assert [r[:3] for r in rounds(state)] == [(1, "v0001", status)]
 
 
 class _RefusingConnection:
