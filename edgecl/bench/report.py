@@ -139,7 +139,7 @@ def plot_heatmap(R: np.ndarray, task_names: Sequence[str], path: str | Path,
     if annotate:
         for (i, j), value in np.ndenumerate(R):
             if np.isfinite(value):
-                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=9,
+                ax.text(j, i, f"{round(value, 3) + 0.0:.3f}", ha="center", va="center", fontsize=9,
                         color="black" if value > 0.6 else "white")
     xticks, yticks = _tick_positions(len(columns)), _tick_positions(len(rows))
     ax.set_xticks(list(xticks), [columns[j] for j in xticks], rotation=30, ha="right",
@@ -297,7 +297,9 @@ def _fmt(value, digits: int = 3) -> str:
     """Format a value for a Markdown table (``-`` for missing, text escaped)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:.{digits}f}" if isinstance(value, float) else _md(value)
+    if isinstance(value, float):  # + 0.0: a tiny negative reads 0.000, not -0.000
+        return f"{round(value, digits) + 0.0:.{digits}f}"
+    return _md(value)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:

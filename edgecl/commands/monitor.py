@@ -122,4 +122,6 @@ def _text(value) -> str:
     """A summary value for humans (``-`` when missing)."""
     if value is None:
         return "-"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):  # + 0.0: a tiny negative forgetting reads 0.0000, not -0.0000
+        return f"{round(value, 4) + 0.0:.4f}"
+    return str(value)

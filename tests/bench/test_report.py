@@ -301,3 +301,13 @@ def test_a_calibration_without_d_ece_says_why():
         "images (1 here).")
     both = {"dece_before": 0.25, "dece_after": 0.05, "n_images": 8, "n_detections": 40}
     assert _calibration_lines(both, "v0004")[2] == "D-ECE 0.250 before, 0.050 after calibration."
+
+
+def test_a_tiny_negative_figure_reads_zero_not_minus_zero():
+    """A forgetting of -1e-9 (float noise around 0) read '-0.0000' in monitor summary and
+    '-0.000' in report.md."""
+    from edgecl.bench.report import _fmt
+    from edgecl.commands.monitor import _text
+
+    assert [_fmt(-1e-9), _fmt(-0.0), _fmt(-0.0006), _fmt(0.1234)] == ["0.000", "0.000", "-0.001", "0.123"]
+    assert [_text(-1e-9), _text(-0.00004), _text(-0.5)] == ["0.0000", "0.0000", "-0.5000"]
