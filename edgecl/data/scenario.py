@@ -127,7 +127,9 @@ def check_params(tasks: int, images_per_task: int, imgsz: int, seed: int,
         raise ConfigError(f"scenario: splits must be 3 fractions (train, val, test) summing to 1 "
                           f"with train and test > 0, got {tuple(splits)}")
     if split_counts(images_per_task, splits)["train"] < 1:
-        raise ConfigError(f"scenario: images_per_task={images_per_task} is too small for splits {splits}")
+        least = next(n for n in range(1, 10_000) if split_counts(n, splits)["train"] >= 1)
+        raise ConfigError(f"scenario: images_per_task={images_per_task} is too small for splits "
+                          f"{splits}: at least {least} leave a training image")
 
 
 def _spawn_actor(rng: np.random.Generator, cls: int, imgsz: int, scale: float, view_xy: tuple[float, float]

@@ -140,7 +140,8 @@ def test_regenerates_previous_scenario_and_refuses_foreign_folder(tmp_path):
     (dict(imgsz=1_000_000), r"imgsz must be in 32\.\.4096, got 1000000"),  # 8 TiB of pixels before
     (dict(seed=-1), "seed"),
     (dict(splits=(0.5, 0.5, 0.0)), "splits"),
-    (dict(images_per_task=1), "too small"),
+    (dict(images_per_task=1), r"too small for splits \(0\.7, 0\.15, 0\.15\): at least 2 leave a "
+                              r"training image"),  # before: no minimum named
 ])
 def test_bad_parameters(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):
