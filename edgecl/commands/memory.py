@@ -87,9 +87,15 @@ def stats_command(args: argparse.Namespace) -> int:
         print_json_line(stats)
         return 0
     names = stats["names"] or {}
+    mib = 1024 * 1024
     print(f"samples {stats['samples']}/{stats['capacity']} ({stats['held_out']} held out), "
-          f"{stats['bytes']} of {stats['sample_budget_bytes']} sample bytes "
-          f"(max_bytes {stats['max_bytes']}), policy {stats['policy']}, seen {stats['seen']}")
+          f"{stats['bytes'] / mib:.1f} MiB of the {stats['sample_budget_bytes'] / mib:.1f} MiB "
+          f"the samples may take (memory.max_bytes {stats['max_bytes'] / mib:.1f} MiB less "
+          f"room for the index), policy {stats['policy']}, seen {stats['seen']}")
+    if stats["bytes"] > stats["sample_budget_bytes"]:  # a smaller max_bytes given to this tool
+        print(f"  over that budget by {(stats['bytes'] - stats['sample_budget_bytes']) / mib:.1f} "
+              f"MiB: the runtime (or memory verify) evicts samples to fit when it opens the "
+              f"memory with these settings")
     for cls, n in stats["per_class"].items():
         print(f"  class {cls} {names.get(cls, '')}: {n}")
     for task in sorted({*stats["per_task"], *stats["per_task_held_out"]}):

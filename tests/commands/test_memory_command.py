@@ -248,3 +248,25 @@ def test_missing_index_rebuild_json(state, capsys):
     assert main(["memory", "stats", "--json", "--state-dir", str(state)]) == 0
     stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert stats["samples"] == 10 and stats["per_origin"]["operator"] == 0
+
+
+def test_stats_text_gives_sizes_in_mib_and_says_when_a_smaller_max_bytes_is_exceeded(tmp_path, capsys):
+    """Before: '64512000 of 533358336 sample bytes (max_bytes 536870912)', and a copy read with a
+    smaller memory.max_bytes showed more bytes than the budget without a word."""
+    rng = np.random.default_rng(0)
+    cfg = MemoryConfig(capacity=20, jpeg_quality=100)
+    with ReplayMemory(tmp_path / "state" / "memory", cfg) as m:
+        for _ in range(6):  # noise at quality 100: about 0.5 MiB each
+            m.add(Sample(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), BOX, task="t0"))
+        used = m.stats()["bytes"]
+    assert used > 2.5 * 1024 * 1024
+    state = str(tmp_path / "state")
+    assert main(["memory", "stats", "--state-dir", state, "memory.capacity=20",
+                 "memory.jpeg_quality=100"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert f"{used / 2**20:.1f} MiB of the " in first
+    assert "MiB the samples may take (memory.max_bytes 512.0 MiB less room for the index)" in first
+    assert main(["memory", "stats", "--state-dir", state, "memory.capacity=20",
+                 "memory.jpeg_quality=100", "memory.max_bytes=2MiB"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("  over that budget by ") and "evicts samples to fit" in lines[1]
