@@ -109,8 +109,8 @@ def split_command(args: argparse.Namespace) -> int:
     print(f"{result['groups']} group(s); {result['unassigned']} image(s) hold no task's class; "
           f"{result['bad_labels']} with missing or refused labels -> {result['tasks_yaml']}")
     choices = result["balanced_splits"]
-    print(f"--seed {args.seed} chose this split among {choices} about equally balanced one(s)"
-          + ("; every seed gives it" if choices == 1 else ""))
+    print(f"--seed {args.seed} took split {result['split_rank']} of the {choices} about equally "
+          f"balanced one(s), 1 being the most balanced" + ("; every seed gives it" if choices == 1 else ""))
     if args.group_by and result["ungrouped"]:
         print(f"warning: {result['ungrouped']} image name(s) did not match --group-by "
               f"'{args.group_by}'; each of them is its own group (split frame by frame)",

@@ -155,7 +155,8 @@ def _assign_splits(groups: dict[str, Counter], task_totals: Counter, ratios: tup
         seed: seed of the drawn orders.
 
     Returns:
-        ``(group -> split name, how many splits the seed chose among)``.
+        ``(group -> split name, its rank among the balanced splits (1: the most balanced),
+        how many splits the seed chose among)``.
     """
     search = random.Random(0)  # the same candidates for every seed: the seed only chooses
     order = sorted(groups)
@@ -176,7 +177,8 @@ def _assign_splits(groups: dict[str, Counter], task_totals: Counter, ratios: tup
     terms = max(1, sum(1 for r in ratios if r > 0) * sum(1 for n in task_totals.values() if n))
     limit = terms * (math.sqrt(best / terms) + BALANCE_GAP) ** 2
     close = [k for k in ranked if found[k][0] == lacking and found[k][1] <= limit + 1e-12]
-    return dict(random.Random(seed).choice(close)), len(close)
+    chosen = random.Random(seed).randrange(len(close))  # as .choice draws: same split per seed
+    return dict(close[chosen]), chosen + 1, len(close)
 
 
 def _greedy_splits(order: list[str], groups: dict[str, Counter], task_totals: Counter,
@@ -244,7 +246,8 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
 
     Returns:
         ``{"tasks": [{"name", "classes", "train", "val", "test"}], "unassigned", "groups",
-        "ungrouped", "bad_labels", "balanced_splits", "tasks_yaml"}`` (``balanced_splits``:
+        "ungrouped", "bad_labels", "balanced_splits", "split_rank", "tasks_yaml"}``
+        (``split_rank``: which of them the seed took, 1 the most balanced; ``balanced_splits``:
         how many splits, about equally balanced, the seed chose among; 1: every seed gives
         this split).
 
@@ -297,7 +300,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
                           f"(e.g. {example}): every image would be its own group, a split frame "
                           f"by frame; fix the expression (its first group names the group)")
     totals = Counter({t: len(v) for t, v in assigned.items()})
-    split_of, choices = _assign_splits(groups, totals, ratio, seed)
+    split_of, rank, choices = _assign_splits(groups, totals, ratio, seed)
     out = Path(out).expanduser().resolve()
     base = out.parent
     report, texts = [], {}
@@ -314,7 +317,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     _write_all(base, out, texts, format_tasks_yaml(ds.names, list(zip(task_names, task_classes)),
                                                    lists_dir=out.stem))
     return {"tasks": report, "unassigned": unassigned, "groups": len(groups), "ungrouped": ungrouped,
-            "bad_labels": bad, "balanced_splits": choices, "tasks_yaml": str(out)}
+            "bad_labels": bad, "balanced_splits": choices, "split_rank": rank, "tasks_yaml": str(out)}
 
 
 def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:

@@ -6,6 +6,7 @@ Before: groups were taken largest first and the seed only broke ties between gro
 size, so with a dozen flights of different sizes every --seed gave the same split (on
 hit-uav-dev, seeds 0, 1 and 2 gave identical lists, and the person task got no val image)."""
 
+import json
 import math
 from collections import Counter
 
@@ -41,9 +42,11 @@ def test_seeds_draw_among_splits_about_as_balanced_as_largest_first():
     largest_first = _greedy_splits(sorted(groups, key=lambda g: -sum(groups[g].values())),
                                    groups, totals, RATIOS)
     drawn = [_assign_splits(groups, totals, RATIOS, seed) for seed in range(6)]
-    assert len({tuple(sorted(split.items())) for split, _ in drawn}) > 1
-    assert len({n for _, n in drawn}) == 1 and drawn[0][1] > 1  # the same choice for every seed
-    for split, _ in drawn:
+    assert len({tuple(sorted(split.items())) for split, _, _ in drawn}) > 1
+    assert len({n for _, _, n in drawn}) == 1 and drawn[0][2] > 1  # the same choice for every seed
+    assert all(1 <= rank <= n for _, rank, n in drawn)
+    assert len({rank for _, rank, _ in drawn}) == len({tuple(sorted(s.items())) for s, _, _ in drawn})
+    for split, _, _ in drawn:
         assert set(split) == set(groups)
         assert _rms(split, groups, totals) <= _rms(largest_first, groups, totals) + BALANCE_GAP
     assert _assign_splits(groups, totals, RATIOS, 3) == drawn[3]  # the same seed, the same split
@@ -55,7 +58,7 @@ def test_where_one_split_alone_is_balanced_every_seed_gives_it():
     totals = Counter({0: 10})
     for seed in range(4):
         assert _assign_splits(groups, totals, RATIOS, seed) == (
-            {"a": "train", "b": "test", "c": "val"}, 1)
+            {"a": "train", "b": "test", "c": "val"}, 1, 1)
 
 
 def test_a_split_that_leaves_a_task_without_test_images_loses_to_one_that_does_not():
@@ -65,9 +68,41 @@ def test_a_split_that_leaves_a_task_without_test_images_loses_to_one_that_does_n
               "t1": Counter({1: 1})}
     totals = Counter({0: 60, 1: 4})
     for seed in range(3):
-        split, _ = _assign_splits(groups, totals, RATIOS, seed)
+        split, _, _ = _assign_splits(groups, totals, RATIOS, seed)
         tested = Counter()
         for g, s in split.items():
             if s == "test":
                 tested.update(groups[g])
         assert tested[0] and tested[1]
+
+
+def test_the_command_says_which_balanced_split_its_seed_took(tmp_path, capsys):
+    """Before: 'chose this split among 9': two seeds taking the same split could not be told
+    (seeds 100 and -1 of hit-uav-dev did)."""
+    import cv2
+    import numpy as np
+
+    from edgecl.cli import main
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "labels").mkdir()
+    for i in range(12):  # 12 flights of 1-12 frames, one class
+        for j in range(i + 1):
+            name = f"{i}_{j}"
+            cv2.imwrite(str(ds / "images" / f"{name}.jpg"), np.zeros((8, 8, 3), np.uint8))
+            (ds / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (ds / "data.yaml").write_text("train: images\nnames: {0: car}\n")
+    ranks = []
+    for seed in range(4):
+        assert main(["dataset", "split-tasks", str(ds), "--tasks", "car", "--group-by", r"^(\d+)_",
+                     "--seed", str(seed), "--out", str(tmp_path / f"t{seed}.yaml"), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert 1 <= result["split_rank"] <= result["balanced_splits"]
+        ranks.append(result["split_rank"])
+        lists = (tmp_path / f"t{seed}" / "t1" / "test.txt").read_text()
+        if seed and ranks[seed] == ranks[0]:  # the same rank is the same split
+            assert lists == (tmp_path / "t0" / "t1" / "test.txt").read_text()
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car", "--group-by", r"^(\d+)_",
+                 "--seed", "1", "--out", str(tmp_path / "text.yaml")]) == 0
+    assert (f"--seed 1 took split {ranks[1]} of the " in capsys.readouterr().out)
