@@ -53,7 +53,7 @@ from edgecl.atomic import fsync_dir, json_default
 from edgecl.calibration.dece import ReliabilityBins, bins_to_records, dece_from_bins, merge_bins
 from edgecl.continual import metrics
 from edgecl.continual.evaluate import DECE_PROTOCOL
-from edgecl.continual.memory.faults import is_damage
+from edgecl.continual.memory.faults import is_damage, sqlite_damage
 from edgecl.continual.round_state import RoundStatus
 from edgecl.errors import EdgeclError, StorageError
 from edgecl.frames import STREAM_TASK
@@ -309,28 +309,11 @@ class Monitor:
         return True
 
     def _find_damage(self) -> BaseException | None:
-        """``PRAGMA quick_check`` through a read-only connection (one that may write deletes,
-        on closing, a WAL it cannot use: the damaged copy is kept whole).
-
-        Returns:
-            What SQLite says is damaged, or None: also when the check itself cannot run (a
-            storage fault, a lock): the writing connection that follows reports that.
-        """
-        uri = f"{Path(os.path.abspath(self.db_path)).as_uri()}?mode=ro"
-        try:
-            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s,
-                                   isolation_level=None)
-        except sqlite3.Error:
-            return None
-        try:
-            problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(1)")]
-        except sqlite3.DatabaseError as exc:
-            return exc if is_damage(exc) else None
-        finally:
-            conn.close()
-        if problems != ["ok"]:
-            return MonitorError(problems[0] if problems else "quick_check gave no answer")
-        return None
+        """What SQLite says is damaged (:func:`~edgecl.continual.memory.faults.sqlite_damage`),
+        or None: also when the check itself cannot run (a storage fault, a lock): the writing
+        connection that follows reports that."""
+        said = sqlite_damage(self.db_path, self.busy_timeout_s)
+        return None if said is None else MonitorError(said)
 
     @contextlib.contextmanager
     def _rebuild_lock(self) -> Iterator[None]:

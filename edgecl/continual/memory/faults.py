@@ -6,6 +6,7 @@ directory's other SQLite files too: the metrics database)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -55,6 +56,35 @@ def is_damage(exc: BaseException) -> bool:
         return (code & 0xFF) in SQLITE_DAMAGE_CODES
     text = str(exc).lower()
     return "not a database" in text or "malformed" in text
+
+
+def sqlite_damage(path: Path, busy_timeout_s: float) -> str | None:
+    """What SQLite says is damaged in a database file: ``PRAGMA quick_check`` through a
+    read-only connection (one that may write deletes, on closing, a WAL it cannot use: a
+    damaged copy is kept whole). Used for the memory's index and the metrics database.
+
+    Args:
+        path: the database file.
+        busy_timeout_s: how long the check waits for another process's lock.
+
+    Returns:
+        The damage in one line, or None: also when the check itself cannot run (a storage
+        fault, a lock), which the connection that opens the file for use then reports.
+    """
+    try:
+        conn = sqlite3.connect(f"{Path(os.path.abspath(path)).as_uri()}?mode=ro", uri=True,
+                               timeout=busy_timeout_s, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(1)")]
+    except sqlite3.Error as exc:
+        return str(exc) if is_damage(exc) else None
+    finally:
+        conn.close()
+    if problems != ["ok"]:
+        return " ".join(" ".join(problems).split()) or "quick_check gave no answer"
+    return None
 
 
 def fault_error(exc: OSError | sqlite3.Error, what: str, where: object,

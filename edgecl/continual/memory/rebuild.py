@@ -38,7 +38,7 @@ from pathlib import Path
 
 from edgecl import atomic
 from edgecl.continual.memory import quarantine
-from edgecl.continual.memory.faults import fault_error, is_damage
+from edgecl.continual.memory.faults import fault_error, sqlite_damage
 from edgecl.continual.memory.index import IndexDB
 from edgecl.continual.memory.policies import BACKGROUND_CLASS, primary_class
 from edgecl.continual.memory.records import (
@@ -194,21 +194,8 @@ def damage_to_rebuild(memory_root: Path,
             return None
     except OSError:  # a storage fault: the memory's open names it
         return None
-    try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True,
-                               timeout=busy_timeout_s, isolation_level=None)
-    except sqlite3.Error:  # cannot be opened at all: a storage fault, as above
-        return None
-    try:
-        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(1)")]
-    except sqlite3.Error as exc:
-        return f"the index {path} is damaged ({exc})" if is_damage(exc) else None
-    finally:
-        conn.close()
-    if problems != ["ok"]:
-        said = " ".join(" ".join(problems).split()) or "quick_check gave no answer"
-        return f"the index {path} is damaged ({said})"
-    return None
+    said = sqlite_damage(path, busy_timeout_s)
+    return None if said is None else f"the index {path} is damaged ({said})"
 
 
 def rebuild_damaged_index(memory_root: Path, state_dir: Path | None = None,
