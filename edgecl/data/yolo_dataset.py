@@ -283,6 +283,36 @@ def _class_id_key(key: object) -> int | None:
     return None
 
 
+def _read_data_yaml(yaml_path: str | Path) -> tuple[Path, dict, Path, dict[str, list[Path]]]:
+    """Read an ultralytics ``data.yaml`` without listing its images.
+
+    Returns:
+        ``(the yaml's resolved path, its mapping, the dataset root, split -> the folders,
+        image files or image lists its entries name)``.
+
+    Raises:
+        ConfigError: as :func:`load_data_yaml`.
+    """
+    yaml_path = Path(yaml_path).expanduser().resolve()
+    try:
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
+    except _YAML_ERRORS as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"cannot read dataset yaml {yaml_path}: {first}") from None
+    if not isinstance(data, dict) or "train" not in data:
+        raise ConfigError(f"{yaml_path}: not an ultralytics data.yaml (needs 'train', 'val' and 'names')")
+    if "val" not in data and "validation" in data:
+        data["val"] = data["validation"]
+    root = _yaml_root(yaml_path, data)
+    entries = {}
+    for split in SPLIT_NAMES:
+        entry = data.get(split)
+        if entry:
+            entries[split] = [p for item in (entry if isinstance(entry, list) else [entry])
+                              for p in _resolve_entry(yaml_path, root, split, item)]
+    return yaml_path, data, root, entries
+
+
 def load_data_yaml(yaml_path: str | Path) -> YoloDataset:
     """Read an ultralytics ``data.yaml`` (detection) and list its images per split.
 
@@ -296,32 +326,18 @@ def load_data_yaml(yaml_path: str | Path) -> YoloDataset:
         ConfigError: unreadable yaml, no ``train`` key, a split path that does not exist
             (naming it), a malformed ``names``.
     """
-    yaml_path = Path(yaml_path).expanduser().resolve()
-    try:
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
-    except _YAML_ERRORS as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"cannot read dataset yaml {yaml_path}: {first}") from None
-    if not isinstance(data, dict) or "train" not in data:
-        raise ConfigError(f"{yaml_path}: not an ultralytics data.yaml (needs 'train', 'val' and 'names')")
-    if "val" not in data and "validation" in data:
-        data["val"] = data["validation"]
-    root = _yaml_root(yaml_path, data)
+    yaml_path, data, root, entries = _read_data_yaml(yaml_path)
     ignored: dict[Path, None] = {}
     splits: dict[str, list[Path]] = {}
-    for split in SPLIT_NAMES:
-        entry = data.get(split)
-        if not entry:
-            continue
+    for split, paths in entries.items():
         images: list[Path] = []
-        for item in entry if isinstance(entry, list) else [entry]:
-            for p in _resolve_entry(yaml_path, root, split, item):
-                if p.is_dir():
-                    images += _scan_dir(p, ignored)
-                elif is_image(p):
-                    images.append(p)
-                else:
-                    images += _read_image_list(p)
+        for p in paths:
+            if p.is_dir():
+                images += _scan_dir(p, ignored)
+            elif is_image(p):
+                images.append(p)
+            else:
+                images += _read_image_list(p)
         splits[split] = images
     return YoloDataset(root=root, layout="data.yaml", splits=splits, names=_parse_names(yaml_path, data),
                        yaml_path=yaml_path, **_ignored_fields(ignored))
@@ -418,12 +434,17 @@ def _enclosing_names(folder: Path) -> dict[int, str] | None:
     if yaml_path is None:
         return None
     try:
-        dataset = load_data_yaml(yaml_path)
+        yaml_path, data, _, entries = _read_data_yaml(yaml_path)
+        names = _parse_names(yaml_path, data)
     except ConfigError:
         return None  # that yaml's own fault belongs to whoever gives it; here it names nothing
-    if not dataset.names or not any(p.is_relative_to(folder) for p in dataset.images()):
-        return None
-    return dataset.names
+    for p in (p for paths in entries.values() for p in paths):  # no folder listed: a split's
+        if p.is_dir() or is_image(p):                              # entries say where it is
+            if p.is_relative_to(folder) or folder.is_relative_to(p):
+                return names
+        elif any(q.is_relative_to(folder) for q in _read_image_list(p)):
+            return names
+    return None
 
 
 def labels_report(images: list[Path]) -> tuple[int, Path | None]:
