@@ -128,6 +128,44 @@ def remove_scaffolding(state: Path) -> None:
         shutil.rmtree(state, ignore_errors=True)
 
 
+def unpaced_source_warning(cfg, source) -> str | None:
+    """Why reading a recording faster than a camera delivers it skews this run, or None.
+
+    Two settings count seconds of capture time, which a file source read as fast as it
+    decodes compresses: ``memory.holdout_block_s`` (one held-out draw per block, so one block
+    may hold hundreds of frames) and the operator queue's ``labels.max_per_minute`` (the first
+    frames chosen in each minute fill it, not the best of the recording).
+
+    Args:
+        cfg: the run's configuration.
+        source: the open or unopened frame source.
+
+    Returns:
+        One warning line naming the source, what is affected and how to pace it; None for a
+        live source, a paced one (``runtime.realtime`` or a paced benchmark stream), or when
+        neither setting applies.
+    """
+    if getattr(source, "is_live", False) or getattr(source, "real_time", False) \
+            or cfg.runtime.realtime:
+        return None
+    effects = []
+    if cfg.memory.holdout_block_s > 0:
+        effects.append(f"memory.holdout_block_s={cfg.memory.holdout_block_s:g} holds out labelled "
+                       "frames by blocks of capture time, so one block may hold many frames (0 "
+                       "draws each frame alone)")
+    labels = cfg.labels
+    if labels.mode == "field" and labels.max_per_minute > 0 \
+            and not getattr(source, "labelled", False):
+        effects.append(f"labels.max_per_minute={labels.max_per_minute} counts minutes of wall "
+                       "time, so the operator queue takes the first frames chosen in each minute, "
+                       "not the most useful of the recording")
+    if not effects:
+        return None
+    where = getattr(source, "uri", "this source")
+    return (f"{where} is read from files faster than a camera delivers: " + "; ".join(effects)
+            + "; 'runtime.realtime: true' reads it at its own rate (a folder takes ?fps=N)")
+
+
 def build_sinks(opts, names, runtime_cfg=None, source_fps=None) -> list:
     """Create the output sinks a run asks for (JSON lines, video, progress lines).
 
@@ -477,14 +515,9 @@ class Runtime:
                                 "trigger_new_class false, trigger_interval_s 0), so no round "
                                 "starts by itself; 'edgecl learn --state-dir %s' runs one",
                                 cfg.state_dir)
-                if cfg.memory.holdout_block_s > 0 and not (getattr(source, "is_live", False)
-                                                           or getattr(source, "real_time", False)
-                                                           or cfg.runtime.realtime):
-                    log.warning("memory.holdout_block_s=%g holds out labelled frames by blocks of "
-                                "capture time; %s is read from files faster than a camera "
-                                "delivers, so one block may hold many frames (set it to 0 to "
-                                "draw each frame alone)", cfg.memory.holdout_block_s,
-                                getattr(source, "uri", "this source"))
+                unpaced = unpaced_source_warning(cfg, source)
+                if unpaced:
+                    log.warning("%s", unpaced)
         except BaseException:
             backend.close()
             raise

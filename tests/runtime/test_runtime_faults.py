@@ -221,6 +221,36 @@ def test_held_out_blocks_on_a_file_source_are_warned_about_at_start(learnt, scen
     assert "holdout_block_s" not in caplog.text
 
 
+@pytest.mark.parametrize("source, overrides, expected", [
+    # an unlabelled recording in field mode: the queue's per-minute limit counts wall minutes
+    (dict(uri="file://flight.mp4"), [], ["labels.max_per_minute=6 counts minutes of wall time"]),
+    (dict(uri="dir://frames", labelled=False), ["memory.holdout_block_s=2"],
+     ["memory.holdout_block_s=2 holds out", "labels.max_per_minute=6"]),
+    (dict(uri="dir://frames", labelled=True), [], []),  # ground truth: nothing is queued
+    (dict(uri="file://flight.mp4"), ["labels.max_per_minute=0"], []),
+    (dict(uri="file://flight.mp4"), ["labels.mode=pseudo"], []),
+    (dict(uri="file://flight.mp4"), ["runtime.realtime=true"], []),
+    (dict(uri="csi://0", is_live=True), ["memory.holdout_block_s=2"], []),
+    (dict(uri="hidden", real_time=True), [], []),  # a paced benchmark stream
+])
+def test_a_recording_read_faster_than_a_camera_is_warned_about_once(source, overrides, expected):
+    """Before: an unpaced folder in field mode filled the operator queue with the first frames
+    chosen in each wall-clock minute, without a word."""
+    from types import SimpleNamespace
+
+    from edgecl.config import load_config
+    from edgecl.runtime.app import unpaced_source_warning
+
+    line = unpaced_source_warning(load_config(None, overrides), SimpleNamespace(**source))
+    if not expected:
+        assert line is None
+        return
+    assert line.startswith(f"{source['uri']} is read from files faster than a camera delivers")
+    assert "'runtime.realtime: true'" in line and "\n" not in line
+    for part in expected:
+        assert part in line
+
+
 def test_a_dead_fleet_client_is_reported_and_restarted_after_a_back_off(tmp_path, monkeypatch):
     """Before: /healthz said 'ok' with fleet alive false, nothing was logged, and the device
     left the fleet until a restart."""
