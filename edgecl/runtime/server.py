@@ -341,24 +341,3 @@ class StatusServer:
                     log.warning("console server thread did not stop within %.0f s", 2 * timeout_s)
         self._thread = None
         self._server = None
-
-
-def Routes(health, metrics=None, models=None, pending=None, label_action=None) -> ConsoleHooks:  # noqa: N802
-    """Transitional: the pre-console constructor ``runtime/app.py`` still calls.
-
-    Remove once the runtime builds :class:`~edgecl.web.ConsoleHooks` itself. ``label_action``
-    (the old accept/reject) has no route any more: answers go through ``ConsoleHooks.answer``.
-
-    Args:
-        health: ``() -> dict``.
-        metrics: ``() -> bytes`` or None.
-        models: ``() -> list`` or None.
-        pending: ``() -> list`` or None.
-        label_action: ignored.
-
-    Returns:
-        The hooks, for :class:`StatusServer`.
-    """
-    del label_action
-    return ConsoleHooks(health=health, metrics=metrics or (lambda: b""),
-                        models=models or (lambda: []), pending=pending or (lambda: []))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from edgecl.errors import ConfigError
-from edgecl.runtime.server import Routes, StatusServer, check_bind, is_loopback, resolve_token
-from edgecl.web import create_app
+from edgecl.runtime.server import StatusServer, check_bind, is_loopback, resolve_token
+from edgecl.web import ConsoleHooks, create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
 from console_fakes import FakeConsole  # noqa: E402
@@ -150,9 +150,9 @@ def test_resolve_token(monkeypatch):
     assert resolve_token("cfg") == "env"
 
 
-def test_transitional_routes_still_serve():
-    server = StatusServer(Routes(health=lambda: {"status": "ok"}, metrics=lambda: b"m 1\n",
-                                 models=lambda: [{"version": "v0001"}]), port=0)
+def test_console_hooks_are_served_as_they_are_given():
+    server = StatusServer(ConsoleHooks(health=lambda: {"status": "ok"}, metrics=lambda: b"m 1\n",
+                                       models=lambda: [{"version": "v0001"}]), port=0)
     server.start()
     try:
         assert json.loads(get(server, "/api/models")[1]) == [{"version": "v0001"}]
