@@ -25,12 +25,12 @@ from pathlib import Path
 import yaml
 
 from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
+from edgecl.data.class_names import clean_name
 from edgecl.data.images import is_image
 from edgecl.data.importers import (ImportItem, ImportTally, Skip, detect_format, is_ignore_name,
                                    iter_labelled, no_labels_hint, same_class_as)
 from edgecl.data.labels import labels_to_text
 from edgecl.errors import ConfigError, LabelError
-from edgecl.models.classes import clean_name
 
 log = logging.getLogger(__name__)
 

@@ -72,11 +72,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from edgecl.data.class_names import same_name_key
 from edgecl.data.images import IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash
 from edgecl.data.labels import label_path_for, read_yolo_labels
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_is_file
 from edgecl.errors import ConfigError, LabelError
-from edgecl.models.classes import same_name_key
 
 FORMATS = ("auto", "yolo", "voc", "coco")
 IGNORE_NAMES = frozenset({"dontcare", "ignore", "ignored", "ignoreregion", "ignoreregions",
@@ -206,7 +206,7 @@ def loose_class_name(name: str) -> str:
         name: the class name.
 
     Returns:
-        The registry's comparison key (:func:`edgecl.models.classes.same_name_key`: NFC,
+        The registry's comparison key (:func:`edgecl.data.class_names.same_name_key`: NFC,
         casefolded) without whitespace, punctuation and underscores ('' when nothing else is
         left: such a name matches no other).
     """

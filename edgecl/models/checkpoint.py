@@ -347,7 +347,7 @@ def _class_names(names: dict[int, str], nc, path: Path) -> dict[int, str]:
             one name; one line naming the ids.
     """
     from edgecl.errors import LabelError
-    from edgecl.models.classes import clean_name
+    from edgecl.data.class_names import clean_name
 
     fix = "in the checkpoint (model.names) and save it again"
     if isinstance(nc, int) and sorted(names) != list(range(nc)):

@@ -22,12 +22,11 @@ import fcntl
 import json
 import logging
 import os
-import unicodedata
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
+from edgecl.data.class_names import clean_name, known_spelling, same_name_key
 from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,6 @@ log = logging.getLogger(__name__)
 FILE_NAME = "classes.json"
 LOCK_NAME = "classes.lock"
 FORMAT_VERSION = 1
-MAX_NAME_CHARS = 100
 MAX_CLASSES = 10_000
 """Most classes a device's registry holds (LVIS has 1,203; a detection head grows with it)."""
 
@@ -44,104 +42,8 @@ class ClassRegistryError(LabelError):
     """``classes.json`` is unreadable or inconsistent (one line naming the file and the fault)."""
 
 
-INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp", "Co"})
-"""Unicode categories a new class name may not use: format characters (zero-width space, joiner,
-BOM, bidi overrides such as U+202E), line and paragraph separators, private use. ``car\u200b``
-would look like ``car`` in every list and be another class; ``\u202eevil`` is shown reversed."""
-BLANK_RANGES = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
-                (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
-                (0x2060, 0x206F), (0x2800, 0x2800), (0x3164, 0x3164), (0xFE00, 0xFE0F),
-                (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
-                (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
-"""Code points drawn as nothing whatever their category: Unicode's Default_Ignorable_Code_Point
-set (combining grapheme joiner, variation selectors, Hangul fillers, ...) plus the blank Braille
-pattern U+2800; refused in new class names like :data:`INVISIBLE_CATEGORIES`."""
-
-
-def _invisible(ch: str) -> bool:
-    """Whether a character is drawn as nothing or changes the text's direction."""
-    code = ord(ch)
-    return (unicodedata.category(ch) in INVISIBLE_CATEGORIES
-            or any(lo <= code <= hi for lo, hi in BLANK_RANGES))
-
-
-def clean_name(name: object, strict: bool = True) -> str:
-    """Return a class name stripped of surrounding white space (and, strict, in Unicode NFC
-    form: ``e`` + combining accent and ``é`` are one name), or raise.
-
-    Args:
-        name: the name as given (label file, operator answer, CLI, checkpoint).
-        strict: also refuse the characters of :data:`INVISIBLE_CATEGORIES` and
-            :data:`BLANK_RANGES` (every new name; names a registry already holds are read with
-            ``strict=False``).
-
-    Returns:
-        The name to store.
-
-    Raises:
-        LabelError: not a string, empty, longer than :data:`MAX_NAME_CHARS`, or containing
-            control characters (a newline would break every text format the names go to),
-            lone surrogates (no UTF-8 file can hold them) or, strict, invisible characters.
-    """
-    if not isinstance(name, str):
-        raise LabelError(f"class name must be text, got {type(name).__name__} {name!r}")
-    text = name.strip()
-    if strict and not any(unicodedata.category(ch) == "Cs" for ch in text):
-        text = unicodedata.normalize("NFC", text).strip()
-    if not text:
-        raise LabelError("class name is empty")
-    if strict and any(_invisible(ch) for ch in text):
-        bad = next(ch for ch in text if _invisible(ch))
-        raise LabelError(f"class name {text!r} contains an invisible or direction-changing "
-                         f"character (U+{ord(bad):04X})")
-    if len(text) > MAX_NAME_CHARS:
-        raise LabelError(f"class name {text[:20]!r}... is longer than {MAX_NAME_CHARS} characters")
-    if any(unicodedata.category(ch) == "Cc" for ch in text):
-        raise LabelError(f"class name {text!r} contains control characters")
-    if any(unicodedata.category(ch) == "Cs" for ch in text):
-        raise LabelError(f"class name {text!r} is not valid Unicode text (a lone surrogate)")
-    return text
-
-
-def known_spelling(name: str, known: Iterable[str]) -> str | None:
-    """The spelling under which a class name is already known, if it is.
-
-    The name itself when known; else the one known name that differs from it only in case
-    ("WHEEL" from an import or an answer is the class "wheel"); else ``None``.
-
-    Args:
-        name: a cleaned class name (:func:`clean_name`).
-        known: the known names.
-
-    Returns:
-        The known spelling, or ``None`` for a new name.
-    """
-    known = list(known)
-    if name in known:
-        return name
-    folded = name.casefold()
-    return next((k for k in known if k.casefold() == folded), None)
-
-
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def same_name_key(name: object) -> str:
-    """What two spellings of one class name share: the name without surrounding white space,
-    in Unicode NFC form and case-folded (``' Car'``, ``'car'`` and ``'CAR'`` are one class, as the
-    registry stores a name through :func:`clean_name`).
-
-    Args:
-        name: a class name (anything else is compared as its text).
-
-    Returns:
-        The comparison key.
-    """
-    text = str(name).strip()
-    if not any(unicodedata.category(ch) == "Cs" for ch in text):
-        text = unicodedata.normalize("NFC", text).strip()
-    return text.casefold()
 
 
 def names_conflict(known: dict[int, str], names: dict) -> str | None:

@@ -30,7 +30,8 @@ import numpy as np
 from edgecl.atomic import atomic_write_bytes, atomic_write_json
 from edgecl.errors import ConflictError, LabelError, NotFoundError, storage_fault, storage_faults
 from edgecl.frames import Detections, Frame, LabelOrigin
-from edgecl.models.classes import ClassRegistry, clean_name, known_spelling
+from edgecl.data.class_names import clean_name, known_spelling
+from edgecl.models.classes import ClassRegistry
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def parse_boxes(boxes: object) -> list[dict]:
     Raises:
         LabelError: naming the box: not a list of such objects, more than :data:`MAX_BOXES`,
             a missing or unknown key, a class name the registry would refuse (empty,
-            over-long, control or invisible characters: ``edgecl.models.classes.clean_name``),
+            over-long, control or invisible characters: ``edgecl.data.class_names.clean_name``),
             or ``xyxy`` not 4 finite numbers (a boolean is not a number).
     """
     if not isinstance(boxes, list):
