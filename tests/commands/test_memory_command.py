@@ -160,7 +160,7 @@ def test_a_lower_capacity_evicts_on_open_and_says_so(state, caplog):
     with caplog.at_level("WARNING"):
         with ReplayMemory(state / "memory", MemoryConfig(capacity=4, holdout_fraction=0.3)) as m:
             assert len(m) == 4
-    assert "checked on open and repaired" in caplog.text and "6 evicted over bounds" in caplog.text
+    assert "6 sample(s) evicted at start to fit memory.capacity 4" in caplog.text
 
 
 def test_export_writes_names_and_paths_outside_ascii_as_themselves(tmp_path, capsys):
@@ -270,3 +270,10 @@ def test_stats_text_gives_sizes_in_mib_and_says_when_a_smaller_max_bytes_is_exce
                  "memory.jpeg_quality=100", "memory.max_bytes=2MiB"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("  over that budget by ") and "evicts samples to fit" in lines[1]
+    assert main(["memory", "stats", "--state-dir", state, "memory.capacity=4",
+                 "memory.holdout_fraction=0.5", "memory.jpeg_quality=100"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("samples 6/4 ")
+    assert lines[1] == ("  over memory.capacity by 2 sample(s): the runtime (or memory verify) "
+                        "evicts them when it opens the memory with these settings, "
+                        "pseudo-labelled ones first")

@@ -128,13 +128,32 @@ def test_restart_keeps_everything(tmp_path):
         assert len(m) == 5 and m.stats()["seen"] == 13
 
 
-def test_smaller_bounds_on_reopen_evict(tmp_path):
+def test_smaller_bounds_on_reopen_evict(tmp_path, caplog):
     with ReplayMemory(tmp_path / "m", cfg(capacity=10)) as m:
         for i in range(10):
             m.add(sample(i))
     with ReplayMemory(tmp_path / "m", cfg(capacity=4)) as m:
         assert len(m) == 4 and len(m.last_verify.bound_evictions) == 6
         assert len(list((m.root / "images").iterdir())) == 4
+    # said as what it is, not as damage repaired
+    assert (f"replay memory {tmp_path / 'm'}: 6 sample(s) evicted at start to fit "
+            f"memory.capacity 4 and memory.max_bytes 64.0 MiB (pseudo-labelled ones first); "
+            f"4 kept") in caplog.text
+    assert "repaired" not in caplog.text
+
+
+def test_smaller_bounds_on_reopen_evict_pseudo_labels_first(tmp_path):
+    """Before: lowering memory.capacity dropped a person's answers as readily as
+    pseudo-labels. 3 operator + 3 pseudo samples of one class, reopened with room for 4."""
+    with ReplayMemory(tmp_path / "m", cfg(capacity=10)) as m:
+        for i in range(6):
+            m.add(Sample(np.full((32, 32, 3), i * 20, np.uint8), BOX, task="stream",
+                         source=f"cam{i}", origin="operator" if i % 2 else "pseudo"))
+    with ReplayMemory(tmp_path / "m", cfg(capacity=4)) as m:
+        origins = sorted(r.origin.value for r in m.records())
+        assert origins == ["operator", "operator", "operator", "pseudo"]
+    with ReplayMemory(tmp_path / "m", cfg(capacity=2)) as m:  # only human labels left to go
+        assert [r.origin.value for r in m.records()] == ["operator", "operator"]
 
 
 def test_held_out_slice_is_deterministic_and_never_for_training(tmp_path):

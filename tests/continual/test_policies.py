@@ -7,6 +7,7 @@ import pytest
 
 from edgecl.continual.memory.policies import (
     BACKGROUND_CLASS,
+    ItemInfo,
     POLICIES,
     ClassBalancedPolicy,
     InMemoryView,
@@ -145,3 +146,29 @@ def test_task_budget_full_memory_evicts_from_largest_task():
     counts = view.task_counts()
     assert sum(counts.values()) == 60
     assert abs(counts["a"] - counts["b"]) <= 1
+
+
+@pytest.mark.parametrize("policy", [ReservoirPolicy(), ClassBalancedPolicy(), TaskBudgetPolicy(100)])
+def test_a_full_memory_gives_up_a_pseudo_label_before_a_human_one(policy):
+    """Before: the victim was any sample of the chosen class or task, a person's answer as
+    likely as a pseudo-label. Ids 0 and 2 are human-verified, 1 and 3 pseudo-labelled."""
+    victims = set()
+    for seed in range(40):
+        view = InMemoryView(capacity=4)
+        rng = random.Random(seed)
+        for i in range(4):
+            assert view.offer(i, "t0", (1,), policy, rng, verified=i % 2 == 0)
+        item = ItemInfo("t0", (1,), 1)
+        victims.add(policy.victim(item, view, rng))
+    assert victims == {1, 3}
+
+
+def test_one_kind_of_label_draws_the_victim_as_before():
+    # 40 seeds, all human-verified: the victim is the one a plain uniform draw names
+    for seed in range(40):
+        view = InMemoryView(capacity=4)
+        for i in range(4):
+            view.offer(i, "t0", (1,), ReservoirPolicy(), random.Random(0))
+        expected = random.Random(seed).randrange(4)
+        assert ReservoirPolicy().victim(ItemInfo("t0", (1,), 1), view, random.Random(seed)) \
+            == expected

@@ -128,9 +128,10 @@ class TrainView:
         """True when one more sample would break the count or the byte bound."""
         return self.size() >= self.capacity or self.db.total_bytes() + self.new_bytes > self.budget
 
-    def size(self, *, task=None, primary_class=None) -> int:
+    def size(self, *, task=None, primary_class=None, verified=None) -> int:
         """Stored training rows matching the filter."""
-        return self.db.count(held_out=False, task=task, primary_class=primary_class)
+        return self.db.count(held_out=False, task=task, primary_class=primary_class,
+                             verified=verified)
 
     def class_counts(self) -> dict[int, int]:
         """Training rows per primary class."""
@@ -140,9 +141,10 @@ class TrainView:
         """Training rows per task."""
         return self.db.group_counts("task", held_out=False)
 
-    def nth_id(self, index, *, task=None, primary_class=None) -> int:
+    def nth_id(self, index, *, task=None, primary_class=None, verified=None) -> int:
         """The ``index``-th training id (ascending) matching the filter."""
-        return self.db.nth_id(index, held_out=False, task=task, primary_class=primary_class)
+        return self.db.nth_id(index, held_out=False, task=task, primary_class=primary_class,
+                              verified=verified)
 
     def n_seen(self, key: str) -> int:
         """Training-stream counter."""

@@ -139,8 +139,16 @@ def _read_row(row: tuple, damaged: list[DamagedRowError] | None) -> SampleRecord
         return None
 
 
-def _where(held_out: bool | None, task: str | None, primary_class: int | None) -> tuple[str, list]:
+HUMAN_ORIGINS_SQL = "(" + ", ".join(f"'{o.value}'" for o in LabelOrigin if o.human_verified) + ")"
+"""The origins a person or a dataset vouches for, as an SQL list (a rebuilt row whose origin is
+unknown counts as ``pseudo``, as :func:`~edgecl.continual.memory.records.origin_from_text` reads it)."""
+
+
+def _where(held_out: bool | None, task: str | None, primary_class: int | None,
+           verified: bool | None = None) -> tuple[str, list]:
     clauses, params = [], []
+    if verified is not None:
+        clauses.append(f"origin {'IN' if verified else 'NOT IN'} {HUMAN_ORIGINS_SQL}")
     if held_out is not None:
         clauses.append(f"{HELD_OUT_SQL} = ?")
         params.append(int(held_out))
@@ -318,9 +326,10 @@ class IndexDB:
         return {c: None if v is None else _text(v) for c, v in zip(columns, row)}
 
     def count(self, held_out: bool | None = None, task: str | None = None,
-              primary_class: int | None = None) -> int:
-        """Number of rows matching the filter."""
-        where, params = _where(held_out, task, primary_class)
+              primary_class: int | None = None, verified: bool | None = None) -> int:
+        """Number of rows matching the filter (``verified``: of a human-verified origin, or
+        not; None: either)."""
+        where, params = _where(held_out, task, primary_class, verified)
         return int(self.conn.execute(f"SELECT COUNT(*) FROM samples{where}", params).fetchone()[0])
 
     def total_bytes(self) -> int:
@@ -339,9 +348,9 @@ class IndexDB:
         return {key: int(n) for key, n in rows}
 
     def nth_id(self, index: int, held_out: bool | None = None, task: str | None = None,
-               primary_class: int | None = None) -> int:
-        """The ``index``-th id (ascending) among rows matching the filter."""
-        where, params = _where(held_out, task, primary_class)
+               primary_class: int | None = None, verified: bool | None = None) -> int:
+        """The ``index``-th id (ascending) among rows matching the filter (see :meth:`count`)."""
+        where, params = _where(held_out, task, primary_class, verified)
         row = self.conn.execute(f"SELECT id FROM samples{where} ORDER BY id LIMIT 1 OFFSET ?",
                                 params + [int(index)]).fetchone()
         if row is None:

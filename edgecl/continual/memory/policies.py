@@ -5,6 +5,11 @@ A policy only decides; it never touches files. It reads the memory through a sma
 policy runs over the SQLite-backed memory and over :class:`InMemoryView` (fast simulations,
 tests). Policies see only the training part of the memory; the held-out slice has its own
 per-task quota, kept by the storage.
+
+Whichever policy names the victim's class or task, the victim itself is drawn among the
+pseudo-labelled samples there when it holds both kinds (:func:`random_member`): a person's
+answer or a labelled dataset's sample costs far more than a confident detection of the model
+itself, and is the more reliable label.
 """
 
 from __future__ import annotations
@@ -43,8 +48,11 @@ class PolicyView(Protocol):
     def is_full(self) -> bool:
         """True when one more sample would break a bound (count or bytes)."""
 
-    def size(self, *, task: str | None = None, primary_class: int | None = None) -> int:
-        """Number of stored training samples matching the filter."""
+    def size(self, *, task: str | None = None, primary_class: int | None = None,
+             verified: bool | None = None) -> int:
+        """Number of stored training samples matching the filter (``verified``: labels of a
+        human-verified origin, or not, see :attr:`~edgecl.frames.LabelOrigin.human_verified`;
+        None: either)."""
 
     def class_counts(self) -> dict[int, int]:
         """Stored training samples per primary class."""
@@ -53,7 +61,7 @@ class PolicyView(Protocol):
         """Stored training samples per task."""
 
     def nth_id(self, index: int, *, task: str | None = None,
-               primary_class: int | None = None) -> int:
+               primary_class: int | None = None, verified: bool | None = None) -> int:
         """The ``index``-th id (ascending) among samples matching the filter."""
 
     def n_seen(self, key: str) -> int:
@@ -91,10 +99,19 @@ def seen_keys(item: ItemInfo) -> tuple[str, ...]:
 
 def random_member(view: PolicyView, rng: random.Random, *, task: str | None = None,
                   primary_class: int | None = None) -> int | None:
-    """Pick a uniformly random stored id matching the filter (None when none match)."""
+    """Pick a uniformly random stored id matching the filter (None when none match), among
+    the pseudo-labelled ones when the matching samples are of both kinds (module docstring).
+
+    With one kind only, the draw is the same as without the preference (one ``randrange`` over
+    all matching samples).
+    """
     n = view.size(task=task, primary_class=primary_class)
     if n == 0:
         return None
+    unverified = view.size(task=task, primary_class=primary_class, verified=False)
+    if 0 < unverified < n:
+        return view.nth_id(rng.randrange(unverified), task=task, primary_class=primary_class,
+                           verified=False)
     return view.nth_id(rng.randrange(n), task=task, primary_class=primary_class)
 
 
@@ -296,21 +313,25 @@ class InMemoryView:
         self.items: dict[int, ItemInfo] = {}
         self.seen: dict[str, int] = {}
         self.marks: set[str] = set()
+        self.unverified: set[int] = set()
 
     def is_full(self) -> bool:
         """True when it holds ``capacity`` samples."""
         return len(self.items) >= self.capacity
 
-    def size(self, *, task: str | None = None, primary_class: int | None = None) -> int:
+    def size(self, *, task: str | None = None, primary_class: int | None = None,
+             verified: bool | None = None) -> int:
         """Number of stored samples matching the filter."""
-        if task is None and primary_class is None:
+        if task is None and primary_class is None and verified is None:
             return len(self.items)
-        return len(self._matching(task, primary_class))
+        return len(self._matching(task, primary_class, verified))
 
-    def _matching(self, task: str | None, primary_class: int | None) -> list[int]:
+    def _matching(self, task: str | None, primary_class: int | None,
+                  verified: bool | None = None) -> list[int]:
         return [i for i, it in self.items.items()
                 if (task is None or it.task == task)
-                and (primary_class is None or it.primary_class == primary_class)]
+                and (primary_class is None or it.primary_class == primary_class)
+                and (verified is None or (i not in self.unverified) == verified)]
 
     def class_counts(self) -> dict[int, int]:
         """Stored samples per primary class."""
@@ -327,9 +348,9 @@ class InMemoryView:
         return counts
 
     def nth_id(self, index: int, *, task: str | None = None,
-               primary_class: int | None = None) -> int:
+               primary_class: int | None = None, verified: bool | None = None) -> int:
         """The ``index``-th id (ascending) among matching samples."""
-        return sorted(self._matching(task, primary_class))[index]
+        return sorted(self._matching(task, primary_class, verified))[index]
 
     def n_seen(self, key: str) -> int:
         """Items seen for a counter key."""
@@ -338,6 +359,7 @@ class InMemoryView:
     def remove(self, sample_id: int) -> None:
         """Drop a sample."""
         del self.items[sample_id]
+        self.unverified.discard(sample_id)
 
     def is_marked(self, key: str) -> bool:
         """Whether a policy flag is set."""
@@ -348,7 +370,7 @@ class InMemoryView:
         self.marks.add(key)
 
     def offer(self, sample_id: int, task: str, classes: tuple[int, ...],
-              policy: InsertionPolicy, rng: random.Random) -> bool:
+              policy: InsertionPolicy, rng: random.Random, verified: bool = True) -> bool:
         """Run one stream item through ``policy`` and store it if admitted.
 
         Args:
@@ -357,6 +379,7 @@ class InMemoryView:
             classes: its distinct class ids.
             policy: the insertion policy.
             rng: random source.
+            verified: whether its labels are human-verified (False: pseudo-labels).
 
         Returns:
             True when it was stored.
@@ -367,4 +390,6 @@ class InMemoryView:
         if place(policy, item, self, rng) is None:
             return False
         self.items[sample_id] = item
+        if not verified:
+            self.unverified.add(sample_id)
         return True

@@ -316,11 +316,15 @@ class ReplayMemory:
             self.last_verify = (self.verify(repair=not self.read_only) if verify
                                 else None)
             report = self.last_verify
-            if report is not None and (report.missing_rows or report.corrupt_rows
-                                       or report.bound_evictions):
-                # samples were dropped: say so (a lowered capacity evicts on open, for instance)
+            if report is not None and (report.missing_rows or report.corrupt_rows):
                 log.warning("replay memory %s checked on open and repaired: %s", self.root,
                             report.summary())
+            elif report is not None and report.bound_evictions:
+                # a lowered memory.capacity or max_bytes: the user's choice, said plainly
+                log.warning("replay memory %s: %d sample(s) evicted at start to fit memory."
+                            "capacity %d and memory.max_bytes %.1f MiB (pseudo-labelled ones "
+                            "first); %d kept", self.root, len(report.bound_evictions),
+                            self.capacity, self.cfg.max_bytes / 2**20, self._db.count())
         except BaseException:
             self._db.close()
             raise
