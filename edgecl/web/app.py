@@ -15,17 +15,19 @@ Routes (JSON unless said otherwise; every error is ``{"error": "one line"}``):
 
 Security: state changes are POST only; request bodies are bounded (:data:`MAX_BODY_BYTES`, 413)
 and must arrive within :data:`BODY_TIMEOUT_S` (408; a slow body would hold a connection slot);
-ids are checked against :data:`ID_PATTERN` before any hook sees them; with a token every request
-except the static page shells, their assets and ``/api/auth`` needs ``Authorization: Bearer
-TOKEN`` (401 otherwise; compared in constant time; a client address that sent
-:data:`AUTH_FAILURES_PER_MINUTE` wrong or missing tokens within a minute gets 429 with
+ids are checked before any hook sees them (a label item id by the queue's rule, a model version
+against :data:`ID_PATTERN`; one that cannot name anything is a 404, as an unknown one is); with
+a token every request except the static page shells, their assets and ``/api/auth`` needs
+``Authorization: Bearer TOKEN`` (401 otherwise; compared in constant time; a client address
+that sent :data:`AUTH_FAILURES_PER_MINUTE` wrong or missing tokens within a minute gets 429 with
 ``Retry-After`` until the oldest of them is a minute old, so a token cannot be guessed at the
 server's full speed). Against other web pages open in the
 operator's browser: a POST whose ``Origin`` (or ``Sec-Fetch-Site``) says it comes from another
 site is refused (403: a bodyless cross-site POST needs no CORS preflight, so without this check
 any page could roll the served model back), and with ``allowed_hosts`` a request whose ``Host``
 is not the device's is refused (421: DNS rebinding, a foreign name resolved to the device). Every
-response forbids framing (clickjacking of the promote and rollback buttons). A hook that raises
+response forbids framing (clickjacking of the promote and rollback buttons) and scripts other
+than the console's own files (:data:`CONTENT_SECURITY_POLICY`). A hook that raises
 anything else than an :class:`~edgecl.errors.EdgeclError` is logged and counted and answered
 with a 500 JSON body; the server and the detection loop go on. A full disk (or a state
 directory that cannot be written) is the device's fault, not the request's: it is answered 507
@@ -71,11 +73,19 @@ would otherwise hold one of the server's connection slots for as long as it like
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 INSUFFICIENT_STORAGE = 507
 """HTTP status of a request the device could not store (its disk is full): retry later."""
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                           "img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; "
+                           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+"""Scripts only from the console's own files: should a name a device shows (a class, a file,
+an alert) ever reach the page as markup, no inline script or event handler in it could run.
+Inline styles stay allowed (bars and charts set their sizes); images include the ``blob:`` URLs
+the pages make of frames fetched with the token."""
 SECURITY_HEADERS = ((b"x-frame-options", b"DENY"),
-                    (b"content-security-policy", b"frame-ancestors 'none'"),
+                    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
                     (b"x-content-type-options", b"nosniff"))
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-"""Queue item ids and model versions: 1..128 safe characters, no separator, no leading dot."""
+"""Model versions: 1..128 safe characters, no separator, no leading dot, dash or underscore
+(label item ids follow the queue's stricter rule, :func:`check_item_id`)."""
 ANSWER_SCHEMA = {
     "type": "object", "additionalProperties": False,
     "properties": {
@@ -100,24 +110,51 @@ AUTH_TRACKED_CLIENTS = 4096
 """Client addresses whose recent token failures are remembered (the least recent go first)."""
 
 
-def check_id(value: str, what: str = "id") -> str:
+def check_id(value: str, what: str = "model version") -> str:
     """Validate an id taken from a URL before it reaches a hook (and any path).
+
+    An id that cannot name anything is answered as one that names nothing (404), so that a
+    client sees one rule: ``-1`` and ``a.b`` are both "no such ...".
 
     Args:
         value: the id as received.
-        what: its name in the error message.
+        what: what it should name, for the message (``"model version"``).
 
     Returns:
         ``value`` unchanged.
 
     Raises:
-        EdgeclError: (HTTP 400) empty, longer than 128 characters, or with a character outside
-            ``[A-Za-z0-9_.-]``, a leading dot or a ``..``.
+        NotFoundError: (HTTP 404) empty, longer than 128 characters, or with a character outside
+            ``[A-Za-z0-9_.-]``, a leading ``.``, ``-`` or ``_``, or a ``..``; the one-line
+            message names the id.
     """
     if not ID_PATTERN.fullmatch(value) or ".." in value:
-        shown = value if len(value) <= 40 else value[:40] + "..."
-        raise EdgeclError(f"invalid {what} {shown!r}: 1-128 characters of A-Z a-z 0-9 _ . -")
+        raise NotFoundError(f"no {what} {_shown_id(value)}: 1-128 characters of A-Z a-z 0-9 _ . -, "
+                            f"starting with a letter or digit")
     return value
+
+
+def check_item_id(value: str) -> str:
+    """Validate a label item id taken from a URL by the queue's own rule (the CLI's too).
+
+    Args:
+        value: the id as received.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        NotFoundError: (HTTP 404) not an id the queue could hold (no dot, no separator: see
+            :func:`edgecl.runtime.labels.queue.valid_item_id`); the one-line message names it.
+    """
+    from edgecl.runtime.labels.queue import valid_item_id
+
+    return valid_item_id(value)
+
+
+def _shown_id(value: str) -> str:
+    """``repr(value)`` cut to 40 characters, for a one-line message."""
+    return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
 
 
 def _error(status: int, message: str, retry_after_s: float | None = None) -> JSONResponse:
@@ -566,7 +603,7 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     @app.post("/api/models/{version}/promote", tags=["models"])
     def promote(version: str) -> Response:
         """Make this version the current model (switched between two frames)."""
-        return _json(_need(hooks.promote, "promotion")(check_id(version, "version")))
+        return _json(_need(hooks.promote, "promotion")(check_id(version)))
 
     @app.get("/api/labels/pending", tags=["labels"])
     def pending() -> Response:
@@ -576,7 +613,7 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     @app.get("/api/labels/{item_id}/image", tags=["labels"])
     def label_image(item_id: str) -> Response:
         """The queued frame's image."""
-        path = Path(_need(hooks.label_image, "labelling")(check_id(item_id)))
+        path = Path(_need(hooks.label_image, "labelling")(check_item_id(item_id)))
         if not path.is_file():
             raise NotFoundError(f"no image for item {item_id}")
         return FileResponse(path, headers={"Cache-Control": "no-store"})
@@ -597,7 +634,7 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         """
         from edgecl.runtime.labels.queue import decode_answer, parse_answer
 
-        check_id(item_id)
+        check_item_id(item_id)
         kind, _, params = request.headers.get("content-type", "").partition(";")
         charset = params.partition("charset=")[2].split(";")[0].strip().strip('"').lower()
         if kind.strip().lower() not in JSON_TYPES or charset not in ("", "utf-8", "utf8"):

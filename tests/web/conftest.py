@@ -18,17 +18,24 @@ def fake(tmp_path):
 
 
 @pytest.fixture()
-def served(fake):
-    """The console app on a free 127.0.0.1 port: yields ``(base_url, fake)``."""
+def console_server(fake):
+    """The console app's :class:`~edgecl.runtime.server.StatusServer` on a free 127.0.0.1 port
+    (a test may stop it, and start another on its port, to play a runtime restart)."""
     from edgecl.runtime.server import StatusServer
     from edgecl.web import create_app
 
     server = StatusServer(create_app(fake.hooks()), "127.0.0.1", 0)
     server.start()
     try:
-        yield f"http://127.0.0.1:{server.port}", fake
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture()
+def served(console_server, fake):
+    """The console app on a free 127.0.0.1 port: yields ``(base_url, fake)``."""
+    return f"http://127.0.0.1:{console_server.port}", fake
 
 
 @pytest.fixture()

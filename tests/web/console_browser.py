@@ -4,6 +4,8 @@ Reusable: ``make_driver(tmp_dir)`` starts one browser with a fresh profile and c
 ``severe_console_entries(driver)`` returns the SEVERE entries of its console log; ``screenshot``
 saves a PNG into ``$EDGECL_SCREENSHOT_DIR`` (default ``docs/console``). The pytest fixture
 ``browser`` (tests/web/conftest.py) wraps them and skips, with the reason, where no browser exists.
+For hostile input and phones: ``watch_pages`` (records ``alert()`` calls), ``LAYOUT_FAULTS`` (a
+script naming what breaks a page's layout), ``emulate_phone``, ``touch_drag`` and ``tap``.
 """
 
 from __future__ import annotations
@@ -127,3 +129,82 @@ def wait_for(predicate, timeout_s=10.0, what="condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+PAGE_HOOK = "window.__alerts = []; window.alert = (m) => window.__alerts.push(String(m));"
+"""Run in every new document: records what a script injected through a name would alert."""
+
+LAYOUT_FAULTS = """
+const faults = [];
+const root = document.documentElement;
+if (root.scrollWidth > root.clientWidth + 1) {
+  faults.push(`page ${root.scrollWidth}px wide in a ${root.clientWidth}px viewport`);
+}
+const nav = document.querySelector("nav.top");
+if (nav && nav.scrollWidth > nav.clientWidth + 1) faults.push("navigation wider than the screen");
+const name = (e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") +
+  (e.className && typeof e.className === "string" ? "." + e.className.split(" ").join(".") : "");
+for (const e of document.querySelectorAll("main *")) {
+  if (e instanceof SVGElement || e.tagName === "CANVAS" || e.tagName === "SELECT") continue;
+  const style = getComputedStyle(e);
+  if (["inline", "none", "contents"].includes(style.display) || style.overflowX !== "visible") continue;
+  if (e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1) {
+    faults.push(`${name(e)}: content ${e.scrollWidth}px in ${e.clientWidth}px`);
+  }
+}
+for (const svg of document.querySelectorAll("main svg")) {
+  const box = svg.getBoundingClientRect();
+  for (const t of svg.querySelectorAll("text")) {
+    const r = t.getBoundingClientRect();
+    const outside = r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 ||
+      r.bottom > box.bottom + 1;
+    if (outside) {
+      faults.push(`chart text '${t.textContent.slice(0, 24)}' outside its chart`);
+    }
+  }
+}
+return faults.slice(0, 8);
+"""
+"""Browser script: what breaks the layout (a page wider than the screen, text spilling out of
+its box, chart text cut off at the chart's edge), as one line each."""
+
+
+def watch_pages(driver) -> None:
+    """Record ``alert()`` calls in every page the driver opens from now on (``window.__alerts``)."""
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PAGE_HOOK})
+
+
+def emulate_phone(driver, width: int, height: int) -> None:
+    """Make the page a phone's: ``width`` x ``height`` CSS pixels, 2x pixels, touch input."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 2, "mobile": True})
+    driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True,
+                                                                  "maxTouchPoints": 5})
+
+
+def touch_drag(driver, start, end, steps: int = 6) -> None:
+    """One finger from ``start`` to ``end`` (viewport CSS pixels), lifted at the end."""
+    def send(kind, x, y):
+        points = [] if kind == "touchEnd" else [{"x": x, "y": y}]
+        driver.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+    send("touchStart", *start)
+    for k in range(1, steps + 1):
+        send("touchMove", start[0] + (end[0] - start[0]) * k / steps,
+             start[1] + (end[1] - start[1]) * k / steps)
+    send("touchEnd", *end)
+
+
+def tap(driver, element) -> None:
+    """A finger's tap on the middle of ``element`` (scrolled into view first)."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    x, y = driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                 "return [r.left + r.width / 2, r.top + r.height / 2]", element)
+    touch_drag(driver, (x, y), (x, y), steps=0)
+
+
+def debug_screenshot(driver, name: str) -> Path | None:
+    """:func:`screenshot` only when ``$EDGECL_SCREENSHOT_DIR`` is set (never into the docs)."""
+    if not os.environ.get("EDGECL_SCREENSHOT_DIR"):
+        return None
+    return screenshot(driver, name, full_page=False)

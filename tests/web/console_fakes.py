@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edgecl.errors import ConflictError, LabelError, NotFoundError, RegistryError
+from edgecl.errors import ConflictError, EdgeclError, LabelError, NotFoundError, RegistryError
 from edgecl.web import ConsoleHooks
 
 CLASSES = ["person", "car", "bicycle", "dog"]
+HOSTILE_NAMES = ['<img src=x onerror=alert(1)>', '"><script>alert(2)</script>', "L" * 100,
+                 "שלום עולם", "汽车卡车", "🚗 car 🚚"]
+"""Names a device may show (class, task, file, alert): markup, 100 characters without a space,
+right-to-left, CJK, emoji."""
 
 
 def _scene(width: int, height: int, seed: int) -> np.ndarray:
@@ -47,17 +52,13 @@ class FakeConsole:
         self.history = ["v0001"]  # earlier current versions, most recent last
         self.health_status = "ok"
         self.fail_live = False
+        self.fail_answers: list[EdgeclError] = []  # raised by the next answers, one each
+        self.slow_images: dict[str, float] = {}  # item id -> seconds its image takes
+        self.broken_images: set[str] = set()  # items whose image cannot be read
+        self.class_names = list(CLASSES)
+        self.alerts = ["round 3 rejected: person AP fell 0.12 > 0.05"]
         self.queue = []
-        for i in range(items):
-            item_id = f"f{i:04d}"
-            cv2.imwrite(str(self.folder / f"{item_id}.jpg"), _scene(640, 480, i))
-            self.queue.append({
-                "id": item_id, "priority": round(0.9 - 0.2 * i, 2),
-                "reasons": {"uncertain": round(0.8 - 0.2 * i, 2), "novel": round(0.3 + 0.1 * i, 2)},
-                "width": 640, "height": 480, "created_s": 1_780_000_000.0 + i,
-                "proposed": [{"class": "car", "xyxy": [60.0, 250.0, 200.0, 330.0], "score": 0.41},
-                             {"class": "person", "xyxy": [400.0, 200.0, 450.0, 330.0],
-                              "score": 0.33}]})
+        self.add_items(items)
         frame = _scene(640, 480, 99)
         cv2.rectangle(frame, (60, 250), (200, 330), (0, 200, 0), 2)
         cv2.putText(frame, "car 0.91", (60, 244), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 200, 0), 2)
@@ -81,6 +82,43 @@ class FakeConsole:
                       "reason": "class car: mAP50-95 0.650 -> 0.612 (drop 0.038 > 0.01)"}},
         ]
 
+    def add_items(self, count: int, names: tuple[str, str] = ("car", "person"),
+                  reasons: dict | None = None) -> list[str]:
+        """Queue ``count`` more 640x480 frames, each proposing a box of each of ``names``.
+
+        Returns:
+            The new items' ids.
+        """
+        ids = []
+        with self.lock:
+            for _ in range(count):
+                i = len(self.answers) + len(self.queue)
+                item_id = f"f{i:04d}"
+                cv2.imwrite(str(self.folder / f"{item_id}.jpg"), _scene(640, 480, i))
+                self.queue.append({
+                    "id": item_id, "priority": round(0.9 - 0.2 * i, 2),
+                    "reasons": reasons or {"uncertain": round(0.8 - 0.2 * i, 2),
+                                           "novel": round(0.3 + 0.1 * i, 2)},
+                    "width": 640, "height": 480, "created_s": 1_780_000_000.0 + i,
+                    "proposed": [{"class": names[0], "xyxy": [60.0, 250.0, 200.0, 330.0],
+                                  "score": 0.41},
+                                 {"class": names[1], "xyxy": [400.0, 200.0, 450.0, 330.0],
+                                  "score": 0.33}]})
+                ids.append(item_id)
+        return ids
+
+    def make_hostile(self) -> None:
+        """Give every name the pages show a hostile value (:data:`HOSTILE_NAMES`)."""
+        with self.lock:
+            self.class_names = list(HOSTILE_NAMES)
+            self.alerts = ["camera lost: dir://<img src=x onerror=alert(3)>/" + "X" * 150,
+                           "round 5 rejected: class שלום עולם fell 0.21 > 0.15"]
+            for v in self.versions:
+                v["per_class_ap"] = {n: round(0.3 + 0.1 * i, 2) for i, n in enumerate(HOSTILE_NAMES)}
+                v["reason"] = "gate: <img src=x onerror=alert(4)> fell " + "W" * 120
+        self.add_items(2, names=(HOSTILE_NAMES[0], HOSTILE_NAMES[3]),
+                       reasons={"<i>novel</i>": 0.5, "L" * 80: 0.2})
+
     # hooks -----------------------------------------------------------------------------------
     def health(self) -> dict:
         return {"status": self.health_status, "stages": {"capture": "ok", "inference": "ok"}}
@@ -97,7 +135,7 @@ class FakeConsole:
                 "memory": {"samples": 412, "capacity": 1000, "bytes": 61_000_000,
                            "max_bytes": 200_000_000},
                 "learner": {"state": "training", "round": 4, "progress": 0.35},
-                "alerts": ["round 3 rejected: person AP fell 0.12 > 0.05"]}
+                "alerts": list(self.alerts)}
 
     def latest_jpeg(self) -> bytes | None:
         return self.jpeg
@@ -143,10 +181,15 @@ class FakeConsole:
     def label_image(self, item_id: str) -> Path:
         if not any(q["id"] == item_id for q in self.queue):
             raise NotFoundError(f"no queued item {item_id}")
+        if item_id in self.broken_images:
+            raise NotFoundError(f"label item '{item_id}': its image is missing or unreadable")
+        time.sleep(self.slow_images.get(item_id, 0.0))
         return self.folder / f"{item_id}.jpg"
 
     def answer(self, item_id: str, boxes: list[dict], skip: bool) -> dict:
         with self.lock:
+            if self.fail_answers:
+                raise self.fail_answers.pop(0)
             if any(a["id"] == item_id for a in self.answers):
                 raise ConflictError(f"item {item_id} already answered")
             if not any(q["id"] == item_id for q in self.queue):
@@ -161,13 +204,14 @@ class FakeConsole:
 
     def classes(self) -> list[dict]:
         return [{"id": i, "name": n, "samples": 120 - 25 * i, "first_seen": "2026-11-28T09:00:00Z"}
-                for i, n in enumerate(CLASSES)]
+                for i, n in enumerate(self.class_names)]
 
     def forgetting(self) -> dict:
         rows = ["v0001", "v0002", "v0003", "v0004"]
-        cols = CLASSES
+        cols = self.class_names
         values = [[0.61, 0.65, None, None], [0.64, 0.69, 0.38, None],
                   [0.52, 0.71, 0.40, None], [0.60, 0.70, 0.45, 0.22]]
+        values = [(row + [0.3] * len(cols))[:len(cols)] for row in values]
         per_class = {c: [r[j] for r in values] for j, c in enumerate(cols)}
         bins = []
         for k in range(10):

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from edgecl.web import ConsoleHooks, create_app
 from edgecl.web.app import MAX_BODY_BYTES, AuthThrottle, check_id
-from edgecl.errors import EdgeclError, StorageError
+from edgecl.errors import EdgeclError, NotFoundError, StorageError
 
 TOKEN = "s3cret-token"
 
@@ -157,17 +157,41 @@ def test_traversal_and_bad_ids_are_refused(client, fake, item_id):
                          ("post", f"/api/labels/{item_id}"),
                          ("post", f"/api/models/{item_id}/promote")):
         response = getattr(client, method)(path, **({"json": {"boxes": []}} if method == "post" else {}))
-        assert response.status_code in (400, 404, 405), (path, response.status_code)
+        assert response.status_code in (404, 405), (path, response.status_code)
         assert "error" in response.json()
     assert fake.answers == [] and fake.promoted == []
 
 
+@pytest.mark.parametrize("item_id, shown", [
+    ("-1", "-1"), ("a.b", "a.b"), (".x", ".x"), ("a%20b", "a b"), ("%E2%82%AC", "€"),
+    ("_x", "_x"), ("x" * 65, "x" * 30), ("f9999", "f9999")])
+def test_an_id_that_names_no_item_is_one_404_naming_it(client, fake, item_id, shown):
+    """Before: ``-1`` (or ``.x``, ``a b``) was a 400 from the web layer's id check while ``a.b``
+    passed it and was a 404 from the queue. Now malformed or unknown, it is "no such item"."""
+    for method, path, what in (("get", f"/api/labels/{item_id}/image", "label item"),
+                               ("post", f"/api/labels/{item_id}", "label item"),
+                               ("post", f"/api/models/{item_id}/promote", "model version")):
+        response = getattr(client, method)(path, **({"json": {"boxes": []}} if method == "post" else {}))
+        assert response.status_code == 404, (path, response.status_code, response.text)
+        error = response.json()["error"]
+        assert shown in error and "\n" not in error, (path, error)
+        if item_id != "f9999":  # the fake names an unknown item (not a version) its own way
+            assert error.startswith(f"no {what} "), (path, error)
+    assert fake.answers == [] and fake.promoted == []
+
+
 def test_check_id():
+    from edgecl.web.app import check_item_id
+
     assert check_id("v0001") == "v0001"
     assert check_id("a" * 128)
-    for bad in ("", "..", "../x", "a/b", ".x", "a" * 129, "é"):
-        with pytest.raises(EdgeclError):
+    for bad in ("", "..", "../x", "a/b", ".x", "-1", "a" * 129, "é"):
+        with pytest.raises(NotFoundError, match="no model version"):
             check_id(bad)
+    assert check_item_id("0179-2c7c51") == "0179-2c7c51"
+    for bad in ("a.b", "-1", "x" * 65, "../x"):
+        with pytest.raises(NotFoundError, match="no label item"):
+            check_item_id(bad)
 
 
 def test_token_required_everywhere_but_page_shells(locked):

@@ -76,11 +76,17 @@ def test_a_foreign_host_name_is_refused_reads_included(client, fake):
     assert client.get("/api/live", headers={"host": "10.0.0.7:8765"}).status_code == 200
 
 
-def test_every_response_forbids_framing(client):
+def test_every_response_forbids_framing_and_foreign_scripts(client):
+    """Before: the policy was ``frame-ancestors 'none'`` only, so markup in a name shown by a
+    page would have run its inline script or event handler; now scripts come from the console's
+    own files only."""
     for path in ("/", "/label", "/api/live", "/static/console.js", "/nope"):
         response = client.get(path)
         assert response.headers["x-frame-options"] == "DENY", path
-        assert response.headers["content-security-policy"] == "frame-ancestors 'none'", path
+        policy = {d.split()[0]: d.split()[1:] for d in
+                  response.headers["content-security-policy"].split("; ")}
+        assert policy["frame-ancestors"] == ["'none'"], path
+        assert policy["script-src"] == ["'self'"] and policy["object-src"] == ["'none'"], path
     refused = client.post("/api/models/rollback", headers={"origin": "http://evil.example"})
     assert refused.headers["x-frame-options"] == "DENY"
 

@@ -3,13 +3,21 @@
 Opens every page, labels three frames (draw a box, name a new class, submit; nothing here; skip),
 promotes and rolls back a model with confirmation, and checks the browser console has no SEVERE
 entry. Saves a PNG of each page into ``$EDGECL_SCREENSHOT_DIR`` (default ``docs/console``).
+Then, in the same browser, every name the pages show turns hostile (markup, 100 characters, right
+to left, CJK, emoji) and the pages are read on a laptop and on two phones (390x844, 360x640,
+touch): nothing runs, nothing spills; a finger draws, resizes, names and submits a box; an answer
+the device refuses keeps the operator's boxes; the device going away and coming back is said in
+words and recovered from without a reload.
 """
 
 import time
 
 import pytest
 
-from console_browser import screenshot, severe_console_entries, wait_for
+from console_browser import (LAYOUT_FAULTS, debug_screenshot, emulate_phone, screenshot,
+                             severe_console_entries, tap, touch_drag, wait_for, watch_pages)
+from console_fakes import HOSTILE_NAMES
+from edgecl.errors import UnavailableError
 
 pytest.importorskip("selenium")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -37,9 +45,10 @@ def check_console(browser, page, log):
     log.extend(f"{page}: {e['message']}" for e in entries)
 
 
-def test_every_page_in_a_real_browser(served, browser):
+def test_every_page_in_a_real_browser(served, console_server, browser):
     base, fake = served
     errors: list[str] = []
+    watch_pages(browser)
 
     # Live: the frame and the vital signs
     browser.get(base + "/")
@@ -109,6 +118,9 @@ def test_every_page_in_a_real_browser(served, browser):
     assert fake.answers[1] == {"id": "f0001", "boxes": [], "skip": False}
     assert fake.answers[2] == {"id": "f0002", "boxes": [], "skip": True}
     wait_for(lambda: browser.find_element(By.ID, "label-empty").is_displayed(), what="empty queue")
+    # before: the stylesheet's display rule beat the hidden attribute: the last frame's black
+    # canvas stayed under "Nothing to label"
+    assert not browser.find_element(By.ID, "canvas").is_displayed()
     check_console(browser, "label", errors)
 
     # Models: promote v0001 and roll back, each after a confirmation
@@ -148,6 +160,142 @@ def test_every_page_in_a_real_browser(served, browser):
     wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#routes tr")) >= 10, what="routes")
     check_console(browser, "api", errors)
     assert errors == []
+
+    hostile_names_on_laptop_and_phones(browser, base, fake)
+    label_by_touch_on_a_phone(browser, base, fake, console_server)
+
+
+PAGES = {"live": "#alerts li", "label": "#why strong", "models": "#models tr[data-version]",
+         "forgetting": "#heatmap svg"}
+"""Each page and an element that shows once its data is in."""
+
+
+def open_page(browser, base, page):
+    browser.get(f"{base}/{page}")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, PAGES[page]), what=page)
+    time.sleep(0.3)  # the rest of the page's first refresh
+
+
+def hostile_names_on_laptop_and_phones(browser, base, fake):
+    """Before: a 100-character class name or alert pushed the Live page to 2668 px on a 1280 px
+    screen and spilled over the Models table's columns; slanted class names were cut off at
+    the top of the accuracy matrix; on a 390 px phone every page was 421 px wide (the navigation
+    bar), so the browser zoomed the whole page out, and the Latency card cut its p95 off."""
+    fake.make_hostile()
+    for size in ((1280, 860), (390, 844), (360, 640)):
+        if size[0] < 1000:
+            emulate_phone(browser, *size)
+        for page in PAGES:
+            open_page(browser, base, page)
+            faults = js(browser, LAYOUT_FAULTS)
+            assert faults == [], (size, page, faults)
+            assert js(browser, "return window.__alerts") == [], (size, page)
+            assert not js(browser, "return document.querySelector('main img[src=\"x\"], main script')")
+            debug_screenshot(browser, f"hostile-{size[0]}-{page}")
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert HOSTILE_NAMES[0] in body and "NaN" not in body  # shown as text, not as markup
+    assert severe_console_entries(browser) == []
+
+
+def label_by_touch_on_a_phone(browser, base, fake, console_server):
+    """On a 390x844 phone with a finger: draw a box, resize it by a corner the finger misses by
+    12 px, name it with an 80-character new class, submit; an answer the device refuses (503)
+    keeps the operator's edit for a second try; the device stopping and starting again shows a
+    banner in words and then the new queue, without a reload.
+
+    Before: a corner was grabbed only within 9 px (a finger drew a second box instead), the new
+    class field cut names at 64 characters (the device takes 100), a refused answer dropped the
+    operator's boxes (the item came back with the model's proposals), and a stopped device
+    showed only a passing "Failed to fetch"."""
+    from edgecl.runtime.server import StatusServer
+    from edgecl.web import create_app
+
+    emulate_phone(browser, 390, 844)
+    ids = fake.add_items(2)
+    browser.get(base + "/label")
+    wait_for(lambda: text_of(browser, "#why strong") == "f0003", what="first hostile item")
+    canvas = wait_for(lambda: next((c for c in browser.find_elements(By.ID, "canvas")
+                                    if c.is_displayed()), None), what="its frame")
+    js(browser, "arguments[0].scrollIntoView({block: 'center'})", canvas)
+    left, top, width = js(browser, "const r = arguments[0].getBoundingClientRect();"
+                                   "return [r.left, r.top, r.width]", canvas)
+    scale = width / 640
+
+    def at(x, y):  # frame pixels -> viewport CSS pixels
+        return left + x * scale, top + y * scale
+
+    touch_drag(browser, at(250, 40), at(370, 150))                # draw a box
+    corner = at(370, 150)
+    touch_drag(browser, (corner[0] + 12, corner[1] + 12), at(400, 180))  # resize, finger 12 px off
+    Select(browser.find_element(By.ID, "class-select")).select_by_value("__new__")
+    name_box = browser.find_element(By.ID, "new-class")
+    wait_for(name_box.is_displayed, what="new class input")
+    long_name = "forklift " + "x" * 71
+    name_box.send_keys(long_name, Keys.ENTER)
+    options = js(browser, "return [...document.querySelectorAll('#class-select option')]"
+                          ".map((o) => o.textContent)")
+    assert f"\u2068{HOSTILE_NAMES[3]}\u2069" in " ".join(options)  # isolated from its number
+    debug_screenshot(browser, "phone-label-drawn")
+    tap(browser, browser.find_element(By.ID, "submit"))
+    wait_for(lambda: len(fake.answers) == 4, what="the touch answer")
+    boxes = {b["class"]: b["xyxy"] for b in fake.answers[3]["boxes"]}
+    assert fake.answers[3]["id"] == "f0003" and long_name in boxes, fake.answers[3]
+    assert all(abs(a - b) <= 3 for a, b in zip(boxes[long_name], [250, 40, 400, 180])), boxes
+
+    # the device refuses the next answer (stopping): the operator's deletion is kept for a resend
+    wait_for(lambda: text_of(browser, "#why strong") == "f0004", what="next item")
+    fake.fail_answers.append(UnavailableError("label item 'f0004' not answered: the runtime is "
+                                              "stopping; send the answer again once it runs"))
+    touch_drag(browser, at(425, 260), at(425, 260), steps=0)      # select the proposed person
+    tap(browser, browser.find_element(By.ID, "delete-box"))
+    tap(browser, browser.find_element(By.ID, "submit"))
+    wait_for(lambda: "Not saved" in text_of(browser, "#toasts"), what="refusal said")
+    wait_for(lambda: text_of(browser, "#why strong") == "f0004", what="refused item shown again")
+    tap(browser, browser.find_element(By.ID, "submit"))
+    wait_for(lambda: len(fake.answers) == 5, what="the resent answer")
+    assert [b["class"] for b in fake.answers[4]["boxes"]] == [HOSTILE_NAMES[0]], fake.answers[4]
+    assert ids == ["f0005", "f0006"]
+
+    # a frame slow to come: no box lands on the previous frame meanwhile; one that cannot be read
+    # is said so instead of leaving the previous frame under the new item's boxes
+    slow, broken = fake.add_items(2)
+    fake.slow_images[slow] = 2.5
+    fake.broken_images.add(broken)
+    wait_for(lambda: broken in text_of(browser, "#queue"), 8, "two more items listed")
+    for skipped in ("f0005", "f0006"):
+        wait_for(lambda: text_of(browser, "#why strong") == skipped, what=skipped)
+        tap(browser, browser.find_element(By.ID, "skip"))
+    wait_for(lambda: text_of(browser, "#why strong") == slow, what="the slow item")
+    touch_drag(browser, at(250, 40), at(370, 150))                # while its frame loads
+    wait_for(lambda: not js(browser, "return document.getElementById('canvas')"
+                                     ".classList.contains('loading')"), 8, "the slow frame")
+    tap(browser, browser.find_element(By.ID, "submit"))
+    wait_for(lambda: fake.answers[-1]["id"] == slow, what="the slow item's answer")
+    assert len(fake.answers[-1]["boxes"]) == 2, fake.answers[-1]  # the proposals only
+    wait_for(lambda: "did not load" in text_of(browser, "#label-empty"), what="unreadable frame")
+    assert not browser.find_element(By.ID, "canvas").is_displayed()
+    tap(browser, browser.find_element(By.ID, "skip"))
+    wait_for(lambda: fake.answers[-1]["id"] == broken, what="the unreadable item skipped")
+
+    # the device stops: a banner says so in words; it comes back: the page follows by itself
+    port = console_server.port
+    console_server.stop()
+    banner = wait_for(lambda: next((e for e in browser.find_elements(By.ID, "offline")
+                                    if e.is_displayed()), None), 12, "offline banner")
+    assert "No connection to the device" in banner.text
+    debug_screenshot(browser, "phone-label-offline")
+    fake.add_items(1)
+    again = StatusServer(create_app(fake.hooks()), "127.0.0.1", port)
+    again.start()
+    try:
+        wait_for(lambda: not banner.is_displayed(), 12, "banner gone")
+        wait_for(lambda: "f0009" in text_of(browser, "#queue"), 12, "the queue after the restart")
+    finally:
+        again.stop()
+    provoked = ("ERR_CONNECTION_REFUSED", "503 (Service Unavailable)", f"{broken}/image")
+    unexpected = [e["message"] for e in severe_console_entries(browser)
+                  if not any(p in e["message"] for p in provoked)]
+    assert unexpected == []
 
 
 def test_token_is_asked_once_per_browser_session(fake, browser):

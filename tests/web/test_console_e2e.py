@@ -14,6 +14,7 @@ import json
 import re
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import cv2
@@ -105,6 +106,34 @@ def test_every_page_against_a_real_runtime(device, browser):
     assert len(records) == 1 and crate in records[0].classes, records
 
 
+def status_and_error(base, path, method="GET"):
+    """``(HTTP status, error line)`` of a request expected to fail."""
+    data = b'{"boxes": []}' if method == "POST" else None
+    request = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())["error"]
+
+
+def check_id_rule(base, answered_id):
+    """One rule against the real queue: an id that names no pending item, malformed (``-1``,
+    ``a.b``) or unknown, is a 404 whose one line names it; one answered already is a 409.
+    Before: ``-1`` was a 400 from the web layer while ``a.b`` was a 404 from the queue."""
+    for item_id in ("-1", "a.b", "_x", "0" * 20 + "-abcdef"):
+        for method, path in (("GET", f"/api/labels/{item_id}/image"),
+                             ("POST", f"/api/labels/{item_id}")):
+            status, error = status_and_error(base, path, method)
+            assert status == 404 and f"no label item '{item_id}'" in error, (path, status, error)
+    for version in ("-1", "v9999"):
+        status, error = status_and_error(base, f"/api/models/{version}/promote", "POST")
+        assert status == 404 and version in error, (version, status, error)
+    status, error = status_and_error(base, f"/api/labels/{answered_id}", "POST")
+    assert status == 409 and answered_id in error, (status, error)
+
+
 def drive_browser(runtime, browser, registry, first, second, seen):
     errors: list[str] = []
     seen["errors"] = errors
@@ -167,6 +196,7 @@ def drive_browser(runtime, browser, registry, first, second, seen):
              what="answered item left the queue")
     wait_for(lambda: text_of(browser, "#why strong") not in ("", item_id), what="next item")
     check_console("label")
+    check_id_rule(base, item_id)
 
     # Models: promote the other version, then roll back, each after the confirmation
     browser.get(base + "/models")

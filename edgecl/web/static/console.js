@@ -95,12 +95,69 @@ const EC = (() => {
     return {Authorization: "Bearer " + token};
   }
 
-  /** fetch() with the token; throws ApiError with the server's one-line message on 4xx/5xx. */
+  // ---- connection state: a banner in words while the device does not answer ---------------
+  const REQUEST_TIMEOUT_MS = 15000;   // a request unanswered this long counts as no connection
+  let offlineSince = 0;
+
+  function offlineBanner() {
+    let banner = document.getElementById("offline");
+    if (!banner) {
+      banner = el("div", {id: "offline", role: "alert", hidden: true});
+      const nav = document.querySelector("nav.top");
+      if (nav) nav.after(banner);
+      else document.body.prepend(banner);
+    }
+    return banner;
+  }
+
+  function markOffline(why) {
+    if (!offlineSince) offlineSince = Date.now();
+    const banner = offlineBanner();
+    banner.textContent = `No connection to the device at ${location.host} (${why}): the runtime ` +
+      "may be stopped or restarting, or the network is down. This page retries by itself; " +
+      "nothing is saved until the device answers.";
+    banner.hidden = false;
+  }
+
+  function markOnline() {
+    if (!offlineSince) return;
+    offlineSince = 0;
+    offlineBanner().hidden = true;
+    toast("Connected to the device again", "ok");
+  }
+
+  /** fetch() that turns a refused connection or a timeout into ApiError(0, words). */
+  async function reach(path, opts) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), REQUEST_TIMEOUT_MS);
+    try {
+      const response = await fetch(path, Object.assign({}, opts, {signal: abort.signal}));
+      markOnline();
+      return response;
+    } catch (err) {
+      const why = abort.signal.aborted ? `no answer within ${REQUEST_TIMEOUT_MS / 1000} s`
+                                       : "connection refused or lost";
+      markOffline(why);
+      throw new ApiError(0, `not connected to the device (${why})`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** fetch() with the token; throws ApiError with the server's one-line message on 4xx/5xx
+   * and ApiError(0, ...) when the device cannot be reached (the page's banner says so). */
   async function api(path, options) {
     const opts = options || {};
     for (;;) {
-      const headers = Object.assign({}, opts.headers || {}, await authHeaders());
-      const response = await fetch(path, Object.assign({}, opts, {headers, cache: "no-store"}));
+      let headers;
+      try {
+        headers = Object.assign({}, opts.headers || {}, await authHeaders());
+      } catch (err) {
+        if (err instanceof ApiError) throw err;
+        markOffline("connection refused or lost");
+        throw new ApiError(0, "not connected to the device (connection refused or lost)");
+      }
+      const response = await reach(path, Object.assign({}, opts, {headers, cache: "no-store"}));
       if (response.status === 401 && tokenRequired) {
         sessionStorage.removeItem(TOKEN_KEY);
         await askToken("That token was refused; enter the device's console token.");
@@ -182,6 +239,7 @@ const EC = (() => {
 
   let lastReport = "";
   function report(err) {
+    if (err instanceof ApiError && err.status === 0) return;  // the banner says it, in words
     const message = err instanceof ApiError ? `${err.message} (HTTP ${err.status})` : String(err.message || err);
     if (message !== lastReport) toast(message, "error");
     lastReport = message;
@@ -224,6 +282,18 @@ const EC = (() => {
     return "rgb(249,231,33)";
   }
 
+  /** `text` as a bidi isolate: a right-to-left class name cannot pull a score or a number
+   * beside it into its own direction (in option text and canvas labels, where no element can). */
+  function isolate(text) {
+    return "\u2068" + String(text) + "\u2069";
+  }
+
+  /** `text` cut to `max` characters (code points, as the server counts) with an ellipsis. */
+  function clip(text, max) {
+    const chars = [...String(text)];
+    return chars.length <= max ? String(text) : chars.slice(0, max - 1).join("") + "…";
+  }
+
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   function classColor(name) {
@@ -234,5 +304,5 @@ const EC = (() => {
 
   document.addEventListener("DOMContentLoaded", markNav);
   return {ApiError, el, svg, api, getJSON, postJSON, imageURL, toast, confirmDialog, every,
-          report, fmt, heat, classColor, PALETTE};
+          report, fmt, heat, classColor, PALETTE, isolate, clip};
 })();

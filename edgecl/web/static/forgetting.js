@@ -5,8 +5,19 @@
   const $ = (id) => document.getElementById(id);
   const S = EC.svg;
 
+  const COLUMN_CHARS = 18;  // longer class or task names are cut ("…"); the full name is the tooltip
+  const ROW_CHARS = 10;
+  const TICK_CHARS = 10;
+
   function empty(text) {
     return EC.el("p", {class: "muted small", text});
+  }
+
+  /** An SVG text cut to `max` characters, with the whole text as its tooltip. */
+  function label(attrs, text, max) {
+    const shown = EC.clip(text, max);
+    const tip = shown === String(text) ? null : S("title", {text});
+    return S("text", Object.assign({}, attrs, {text: shown}), tip);
   }
 
   function heatmap(matrix) {
@@ -14,26 +25,28 @@
     const cols = matrix.columns || [];
     if (!rows.length || !cols.length) return empty("No evaluations yet: the matrix fills after the first round.");
     const cell = Math.max(34, Math.min(70, Math.floor(860 / cols.length)));
-    const left = 80;
-    const top = 64;
+    const left = 90;
+    const longest = Math.max(...cols.map((c) => Math.min([...String(c)].length, COLUMN_CHARS)));
+    const top = Math.max(64, Math.round(16 + longest * 4.2));  // room for the slanted names
     const width = left + cols.length * cell + 90;
     const height = top + rows.length * 30 + 10;
     const chart = S("svg", {class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img",
                            "aria-label": "accuracy matrix", style: `max-width:${width}px`});
     cols.forEach((name, j) => {
-      chart.append(S("text", {x: left + j * cell + cell / 2, y: top - 8, "text-anchor": "start",
-                              transform: `rotate(-35 ${left + j * cell + cell / 2} ${top - 8})`, text: name}));
+      const x = left + j * cell + cell / 2;
+      chart.append(label({x, y: top - 8, "text-anchor": "start", transform: `rotate(-35 ${x} ${top - 8})`},
+                         name, COLUMN_CHARS));
     });
-    rows.forEach((label, i) => {
+    rows.forEach((name, i) => {
       const y = top + i * 30;
-      chart.append(S("text", {x: left - 8, y: y + 19, "text-anchor": "end", text: label}));
+      chart.append(label({x: left - 8, y: y + 19, "text-anchor": "end"}, name, ROW_CHARS));
       cols.forEach((_, j) => {
         const v = (matrix.values[i] || [])[j];
         const x = left + j * cell;
         const known = v !== null && v !== undefined;
         chart.append(S("rect", {x: x + 1, y: y + 1, width: cell - 2, height: 28, rx: 3,
                                 fill: known ? EC.heat(v) : "#e9edf1"},
-                       S("title", {text: `${label} · ${cols[j]}: ${known ? v.toFixed(3) : "not known"}`})));
+                       S("title", {text: `${name} · ${cols[j]}: ${known ? v.toFixed(3) : "not known"}`})));
         chart.append(S("text", {x: x + cell / 2, y: y + 19, "text-anchor": "middle",
                                 fill: known && v < 0.55 ? "#fff" : "#1d2733",
                                 style: `fill:${known && v < 0.55 ? "#fff" : "#1d2733"}`,
@@ -59,7 +72,9 @@
     }
     chart.append(S("line", {class: "axis", x1: l, x2: l, y1: t, y2: t + h}));
     chart.append(S("line", {class: "axis", x1: l, x2: l + w, y1: t + h, y2: t + h}));
-    for (const [x, text] of xTicks) chart.append(S("text", {x, y: t + h + 18, "text-anchor": "middle", text}));
+    for (const [x, text] of xTicks) {
+      chart.append(label({x, y: t + h + 18, "text-anchor": "middle"}, text, TICK_CHARS));
+    }
     chart.append(S("text", {x: 14, y: t + h / 2, transform: `rotate(-90 14 ${t + h / 2})`, "text-anchor": "middle", text: yLabel}));
     if (xLabel) chart.append(S("text", {x: l + w / 2, y: t + h + 38, "text-anchor": "middle", text: xLabel}));
   }
@@ -88,7 +103,7 @@
                        S("title", {text: `${name} after ${rounds[i] || i + 1}: ${v.toFixed(3)}`})));
       });
       if (d) chart.append(S("path", {d, fill: "none", stroke: color, "stroke-width": 2.2}));
-      legend.push(EC.el("span", {style: `--c:${color}`, text: name}));
+      legend.push(EC.el("span", {style: `--c:${color}`, dir: "auto", text: name}));
     });
     return [chart, legend];
   }

@@ -5,8 +5,12 @@
   const $ = (id) => document.getElementById(id);
   const NEW_CLASS = "__new__";
   const MIN_BOX_PX = 4;        // smallest box drawn by a drag, in screen pixels
-  const HANDLE_PX = 9;         // corner grab tolerance, in screen pixels
+  const HANDLE_PX = 9;         // corner grab tolerance of a mouse, in screen pixels
+  const TOUCH_HANDLE_PX = 24;  // ... of a finger or a pen
   const QUEUE_PERIOD_MS = 4000;
+  const MAX_CLASS_CHARS = 100; // the server's limit (edgecl.models.classes.MAX_NAME_CHARS)
+  const PRELOAD = 2;           // images kept ahead of the current item (4K frames are big)
+  const GONE = new Set([404, 409]);  // an answer refused because the item is no longer pending
 
   const state = {
     queue: [],                 // items from /api/labels/pending, minus answered ones
@@ -21,6 +25,9 @@
     defaultClass: "",
     scale: 1,
     drag: null,
+    edited: false,             // the operator changed the current item's boxes
+    drafts: new Map(),         // id -> boxes of an answer the device did not take (kept to resend)
+    listed: "",                // what the queue list shows (ids and priorities)
   };
 
   // ---- classes ------------------------------------------------------------------------------
@@ -36,7 +43,8 @@
 
   function renderPicker() {
     const select = $("class-select");
-    const options = state.classes.map((name, i) => EC.el("option", {value: name, text: i < 9 ? `${i + 1} · ${name}` : name}));
+    const options = state.classes.map((name, i) => EC.el("option", {
+      value: name, text: i < 9 ? `${i + 1} · ${EC.isolate(name)}` : EC.isolate(name)}));
     options.push(EC.el("option", {value: NEW_CLASS, text: "new class…"}));
     select.replaceChildren(...options);
     if (!state.defaultClass && state.classes.length) state.defaultClass = state.classes[0];
@@ -49,6 +57,7 @@
     if (state.selected >= 0) {
       state.boxes[state.selected].cls = name;
       state.boxes[state.selected].proposed = false;
+      state.edited = true;
     }
     draw();
   }
@@ -65,8 +74,8 @@
     const input = $("new-class");
     const name = input.value.trim();
     if (accept) {
-      if (!name || name.length > 64 || /[\/\\]/.test(name)) {
-        EC.toast("A class name is 1–64 characters, without / or \\", "error");
+      if (!name || [...name].length > MAX_CLASS_CHARS || /[\/\\]/.test(name)) {
+        EC.toast(`A class name is 1–${MAX_CLASS_CHARS} characters, without / or \\`, "error");
         return;
       }
       addClass(name);
@@ -85,15 +94,29 @@
       .map(([policy, score]) => EC.el("span", {class: "chip", text: `${policy} ${EC.fmt.num(score, 2)}`}));
   }
 
+  /** The queue list; rebuilt only when its items change (400 items on a phone are not free). */
   function renderQueue() {
     $("queue-count").textContent = state.queue.length ? `(${state.queue.length})` : "";
-    $("queue").replaceChildren(...state.queue.map((item) => EC.el("li", {
-      class: state.current && state.current.id === item.id ? "active" : "",
-      "data-id": item.id,
-      onclick: () => openItem(item),
-    }, EC.el("div", {class: "head"}, EC.el("span", {text: "…" + item.id.slice(-10), title: item.id}),
-                    EC.el("span", {class: "small muted", text: "priority " + EC.fmt.num(item.priority, 2)})),
-       EC.el("div", {}, reasonChips(item)))));
+    const list = $("queue");
+    const signature = state.queue.map((item) => `${item.id}:${item.priority}`).join(",");
+    if (state.listed !== signature) {
+      state.listed = signature;
+      list.replaceChildren(...state.queue.map((item) => EC.el("li", {
+        "data-id": item.id,
+        onclick: () => openItem(state.queue.find((q) => q.id === item.id) || item),
+      }, EC.el("div", {class: "head"},
+           EC.el("span", {text: "…" + item.id.slice(-10), title: item.id}),
+           EC.el("span", {class: "small muted", text: "priority " + EC.fmt.num(item.priority, 2)})),
+         EC.el("div", {}, reasonChips(item)))));
+    }
+    const active = state.current ? state.current.id : null;
+    for (const li of list.querySelectorAll("li.active")) {
+      if (li.dataset.id !== active) li.classList.remove("active");
+    }
+    if (active) {
+      const li = list.querySelector(`li[data-id="${CSS.escape(active)}"]`);
+      if (li) li.classList.add("active");
+    }
   }
 
   async function refreshQueue() {
@@ -104,9 +127,17 @@
     }
     state.queue = pending.filter((item) => !state.answered.has(item.id));
     for (const proposed of state.queue.flatMap((item) => item.proposed || [])) addClass(proposed.class);
-    if (state.current && !state.queue.some((item) => item.id === state.current.id)) state.current = null;
+    if (state.current && !state.queue.some((item) => item.id === state.current.id)) {
+      if (state.edited) {
+        EC.toast(`${state.current.id} left the queue (answered elsewhere, or dropped for frames of ` +
+                 "higher priority): your boxes on it were not saved", "error");
+      }
+      state.current = null;
+    }
+    for (const id of [...state.drafts.keys()]) if (!listed.has(id)) state.drafts.delete(id);
     if (!state.current && state.queue.length) await openItem(state.queue[0]);
     else if (!state.current) showEmpty();
+    else if (!state.image && !state.images.has(state.current.id)) await showImage(state.current);
     renderPicker();
     renderQueue();
   }
@@ -130,38 +161,66 @@
     if (promise) promise.then((img) => URL.revokeObjectURL(img.src)).catch(() => {});
   }
 
+  /** Keep the images of the current item, the next few and those being answered only (a phone
+   * cannot hold 300 4K frames). */
+  function pruneImages(keepIds) {
+    const wanted = new Set(keepIds);
+    for (const id of [...state.images.keys()]) if (!wanted.has(id)) forgetImage(id);
+  }
+
   function showEmpty() {
     state.current = null;
     state.image = null;
     state.boxes = [];
     $("canvas").hidden = true;
+    $("label-empty").textContent = "Nothing to label: the queue is empty.";
     $("label-empty").hidden = false;
     $("why").replaceChildren();
   }
 
   async function openItem(item) {
     state.current = item;
-    state.boxes = (item.proposed || []).map((p) => ({
+    const draft = state.drafts.get(item.id);
+    state.boxes = draft ? draft.map((b) => ({...b})) : (item.proposed || []).map((p) => ({
       cls: p.class, x1: p.xyxy[0], y1: p.xyxy[1], x2: p.xyxy[2], y2: p.xyxy[3], proposed: true, score: p.score,
     }));
     state.selected = -1;
+    state.edited = Boolean(draft);
     renderQueue();
     $("why").replaceChildren(
       EC.el("strong", {text: item.id}), ` · priority ${EC.fmt.num(item.priority, 2)} · ${item.width}×${item.height} · chosen for `,
       ...reasonChips(item));
+    await showImage(item);
+  }
+
+  /** Load and show an item's frame (the previous one dimmed meanwhile), then preload the next. */
+  async function showImage(item) {
+    state.image = null;  // no box is drawn on the previous frame while this one loads
+    $("canvas").classList.add("loading");
     try {
       const img = await loadImage(item);
       if (state.current !== item) return;
       state.image = img;
       $("canvas").hidden = false;
+      $("canvas").classList.remove("loading");
       $("label-empty").hidden = true;
       layout();
     } catch (err) {
       forgetImage(item.id);
+      if (state.current === item) {
+        const why = err instanceof EC.ApiError && err.status === 0 ? "no connection to the device"
+                                                                   : err.message || String(err);
+        $("canvas").hidden = true;
+        $("label-empty").textContent = `The frame of ${item.id} did not load (${why}); ` +
+          "it is asked for again with the next queue refresh.";
+        $("label-empty").hidden = false;
+      }
       EC.report(err);
     }
-    const index = state.queue.indexOf(item);
-    for (const next of state.queue.slice(index + 1, index + 3)) loadImage(next).catch(() => forgetImage(next.id));
+    const index = state.queue.findIndex((q) => q.id === item.id);
+    const ahead = state.queue.slice(index + 1, index + 1 + PRELOAD);
+    pruneImages([item.id, ...ahead.map((q) => q.id), ...state.inFlight]);
+    for (const next of ahead) loadImage(next).catch(() => forgetImage(next.id));
   }
 
   // ---- answers ------------------------------------------------------------------------------
@@ -171,25 +230,47 @@
     const payload = {skip, boxes: skip ? [] : boxes.map((b) => ({
       class: b.cls, xyxy: [b.x1, b.y1, b.x2, b.y2].map((v) => Math.round(v * 10) / 10),
     }))};
+    const kept = state.boxes.map((b) => ({...b}));
     state.answered.add(item.id);
     state.inFlight.add(item.id);
-    const index = state.queue.indexOf(item);
+    const index = state.queue.findIndex((q) => q.id === item.id);
     state.queue = state.queue.filter((q) => q.id !== item.id);
-    forgetImage(item.id);
+    state.drafts.delete(item.id);
     const next = state.queue[Math.min(Math.max(index, 0), state.queue.length - 1)];
     if (next) openItem(next);
     else showEmpty();
     renderQueue();
     try {
       await EC.postJSON(`/api/labels/${encodeURIComponent(item.id)}`, payload);
+      forgetImage(item.id);
       EC.toast(skip ? `skipped ${item.id}` : `saved ${item.id}: ${payload.boxes.length} box(es)`, "ok");
     } catch (err) {
       state.answered.delete(item.id);
-      EC.report(err);
+      if (err instanceof EC.ApiError && GONE.has(err.status)) {
+        forgetImage(item.id);
+        EC.toast(`Not saved: ${err.message}`, "error");
+      } else {
+        restore(item, index, kept, err);
+      }
     } finally {
       state.inFlight.delete(item.id);
     }
     if (!state.queue.length) refreshQueue().catch(EC.report);
+  }
+
+  /** An answer the device did not take (no connection, stopping, full disk, a refused box):
+   * the item goes back where it was with the operator's boxes, and is shown again unless the
+   * operator has started on another one. */
+  function restore(item, index, boxes, err) {
+    const why = err instanceof EC.ApiError && err.status ? `${err.message} (HTTP ${err.status})`
+                                                         : err.message || String(err);
+    EC.toast(`Not saved: ${why}. Your boxes stay on ${item.id}, back in the queue.`, "error");
+    state.drafts.set(item.id, boxes);
+    if (!state.queue.some((q) => q.id === item.id)) {
+      state.queue.splice(Math.min(Math.max(index, 0), state.queue.length), 0, item);
+    }
+    if (!state.current || !state.edited) openItem(item);
+    else renderQueue();
   }
 
   function submit() {
@@ -242,8 +323,9 @@
       ctx.strokeStyle = color;
       ctx.strokeRect(x, y, w, h);
       ctx.setLineDash([]);
-      const text = (b.cls || "?") + (b.proposed && b.score !== undefined ? ` ${b.score.toFixed(2)}` : "");
       ctx.font = "600 13px system-ui, sans-serif";
+      const score = b.proposed && b.score !== undefined ? ` ${b.score.toFixed(2)}` : "";
+      const text = fitLabel(ctx, b.cls || "?", score, Math.max(w, canvas.clientWidth / 2));
       const tw = ctx.measureText(text).width + 8;
       const ty = y >= 18 ? y - 18 : y;
       ctx.fillStyle = color;
@@ -260,6 +342,17 @@
         }
       }
     });
+  }
+
+  /** A box's label: the class name (a bidi isolate, cut with "…" to `room` pixels) and its score. */
+  function fitLabel(ctx, name, tail, room) {
+    let chars = [...name];
+    let text = EC.isolate(name) + tail;
+    while (chars.length > 1 && ctx.measureText(text).width + 8 > room) {
+      chars = chars.slice(0, Math.max(1, chars.length - Math.max(1, Math.floor(chars.length / 8))));
+      text = EC.isolate(chars.join("") + "…") + tail;
+    }
+    return text;
   }
 
   function corners(b) {
@@ -299,7 +392,7 @@
     event.preventDefault();
     $("canvas").setPointerCapture(event.pointerId);
     const p = toImage(event);
-    const tol = HANDLE_PX / state.scale;
+    const tol = (event.pointerType === "mouse" ? HANDLE_PX : TOUCH_HANDLE_PX) / state.scale;
     if (state.selected >= 0) {
       const b = state.boxes[state.selected];
       const corner = corners(b).find(([cx, cy]) => Math.abs(cx - p.x) <= tol && Math.abs(cy - p.y) <= tol);
@@ -330,6 +423,7 @@
     const p = toImage(event);
     const w = state.image.naturalWidth;
     const h = state.image.naturalHeight;
+    drag.moved = true;
     if (drag.kind === "draw") {
       drag.box = {cls: state.defaultClass, x1: drag.start.x, y1: drag.start.y, x2: p.x, y2: p.y, proposed: false};
     } else if (drag.kind === "move") {
@@ -357,10 +451,12 @@
       if ((b.x2 - b.x1) * state.scale >= MIN_BOX_PX && (b.y2 - b.y1) * state.scale >= MIN_BOX_PX) {
         state.boxes.push(b);
         state.selected = state.boxes.length - 1;
+        state.edited = true;
         if (!b.cls) openNewClass();
       }
     } else if (drag.box) {
       normalize(drag.box);
+      if (drag.moved) state.edited = true;
     }
     draw();
   }
@@ -369,6 +465,7 @@
     if (state.selected < 0) return;
     state.boxes.splice(state.selected, 1);
     state.selected = -1;
+    state.edited = true;
     draw();
   }
 
@@ -380,6 +477,7 @@
     const mx = Math.max(-b.x1, Math.min(w - b.x2, dx));
     const my = Math.max(-b.y1, Math.min(h - b.y2, dy));
     Object.assign(b, {x1: b.x1 + mx, x2: b.x2 + mx, y1: b.y1 + my, y2: b.y2 + my, proposed: false});
+    state.edited = true;
     draw();
   }
 

@@ -54,7 +54,7 @@
     const alerts = live.alerts || [];
     const list = $("alerts");
     list.classList.toggle("none", alerts.length === 0);
-    list.replaceChildren(...(alerts.length ? alerts.map((a) => EC.el("li", {text: a}))
+    list.replaceChildren(...(alerts.length ? alerts.map((a) => EC.el("li", {dir: "auto", text: a}))
                                            : [EC.el("li", {text: "none"})]));
   }
 

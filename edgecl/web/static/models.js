@@ -8,7 +8,7 @@
     const entries = Object.entries(perClass || {});
     if (!entries.length) return EC.el("span", {class: "muted", text: "—"});
     return EC.el("div", {class: "ap"}, entries.flatMap(([name, ap]) => [
-      EC.el("span", {text: name}),
+      EC.el("span", {class: "name", dir: "auto", title: name, text: name}),
       EC.el("div", {class: "bar"}, EC.el("span", {style: `width:${Math.round((ap || 0) * 100)}%`})),
       EC.el("span", {text: EC.fmt.num(ap, 2)}),
     ]));
@@ -56,7 +56,8 @@
   async function load() {
     const models = await EC.getJSON("/api/models");
     const rows = models.map((m) => EC.el("tr", {class: m.status === "current" ? "current" : "", "data-version": m.version},
-      EC.el("td", {}, EC.el("strong", {text: m.version}), m.parent ? EC.el("div", {class: "small muted", text: "from " + m.parent}) : null),
+      EC.el("td", {class: "version"}, EC.el("strong", {text: m.version}),
+        m.parent ? EC.el("div", {class: "small muted", text: "from " + m.parent}) : null),
       EC.el("td", {}, EC.el("span", {class: "badge " + (m.status || ""), text: m.status || "?"})),
       engineCell(m),
       EC.el("td", {class: "reason small", text: m.reason || "—"}),
@@ -66,7 +67,11 @@
       EC.el("td", {class: "small", text: EC.fmt.time(m.created)}),
       EC.el("td", {}, m.status === "current" ? EC.el("span", {class: "small muted", text: "running"})
         : EC.el("button", {class: "promote", "data-version": m.version, text: "Promote", onclick: () => promote(m)}))));
-    const columns = document.querySelectorAll("table.models thead th").length || 9;
+    const heads = [...document.querySelectorAll("table.models thead th")].map((th) => th.textContent);
+    for (const row of rows) {  // a phone shows each row as a card, each cell under its column's name
+      [...row.children].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
+    }
+    const columns = heads.length || 9;
     $("models").replaceChildren(...(rows.length ? rows
       : [EC.el("tr", {}, EC.el("td", {colspan: columns, class: "muted", text: "no model versions yet"}))]));
   }
