@@ -2,7 +2,7 @@
 
 ``accept ID`` answers with the proposed boxes unchanged, ``reject ID`` is ``skip ID``;
 ``import`` (labelled folders) lives in :mod:`edgecl.commands.labels_import`. Every id is checked
-by :func:`edgecl.runtime.labels.valid_item_id` before it names a file.
+by :func:`edgecl.data.answers.valid_item_id` before it names a file.
 """
 
 from __future__ import annotations
@@ -113,9 +113,9 @@ def _read_answer(path: str) -> tuple[list, bool]:
 
     Raises:
         LabelError: one line naming the file: missing, unreadable, not UTF-8 JSON, or not an
-            answer (:func:`~edgecl.runtime.labels.queue.parse_answer`).
+            answer (:func:`~edgecl.data.answers.parse_answer`).
     """
-    from edgecl.runtime.labels.queue import decode_answer, parse_answer
+    from edgecl.data.answers import decode_answer, parse_answer
 
     p = Path(path)
     try:

@@ -198,7 +198,7 @@ def build_console_hooks(runtime):
         return {"current": rollback_version(state_dir, runtime.registry)}
 
     def answer(item_id: str, boxes: list, skip: bool) -> dict:
-        from edgecl.runtime.labels import check_skip
+        from edgecl.data.answers import check_skip
 
         try:
             return sink.skip(item_id) if check_skip(skip) else sink.answer(item_id, boxes)

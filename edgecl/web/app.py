@@ -58,6 +58,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from edgecl.data.answers import decode_answer, parse_answer, valid_item_id
 from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, StorageError,
                            UnavailableError, storage_fault)
 from edgecl.web.hooks import ConsoleHooks
@@ -97,7 +98,7 @@ ANSWER_SCHEMA = {
                            "score": {"type": ["number", "null"]}}}},
         "skip": {"type": "boolean", "default": False}}}
 """The answer body as documented in ``/openapi.json`` (documentation only: answers are read by
-:func:`edgecl.runtime.labels.queue.parse_answer`, the rule ``edgecl labels answer`` uses too)."""
+:func:`edgecl.data.answers.parse_answer`, the rule ``edgecl labels answer`` uses too)."""
 JSON_TYPES = frozenset({"application/json"})
 PAGES = {"/": "live.html", "/live": "live.html", "/label": "label.html",
          "/models": "models.html", "/forgetting": "forgetting.html", "/api-docs": "api.html"}
@@ -145,10 +146,8 @@ def check_item_id(value: str) -> str:
 
     Raises:
         NotFoundError: (HTTP 404) not an id the queue could hold (no dot, no separator: see
-            :func:`edgecl.runtime.labels.queue.valid_item_id`); the one-line message names it.
+            :func:`edgecl.data.answers.valid_item_id`); the one-line message names it.
     """
-    from edgecl.runtime.labels.queue import valid_item_id
-
     return valid_item_id(value)
 
 
@@ -626,14 +625,12 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     async def answer(item_id: str, request: Request) -> Response:
         """Answer a queued frame: boxes in original-frame pixels, none for "nothing here", or skip.
 
-        Read by the rule ``edgecl labels answer`` uses (:func:`~edgecl.runtime.labels.queue.
-        decode_answer`, :func:`~edgecl.runtime.labels.queue.parse_answer`): 415 for a body not
+        Read by the rule ``edgecl labels answer`` uses (:func:`~edgecl.data.answers.
+        decode_answer`, :func:`~edgecl.data.answers.parse_answer`): 415 for a body not
         sent as UTF-8 ``application/json``, 400 for one that is not JSON (or gives a key twice),
         422 for JSON that is not an answer; the hook then answers 404, 409, or 400 for boxes
         that do not fit the item's frame.
         """
-        from edgecl.runtime.labels.queue import decode_answer, parse_answer
-
         check_item_id(item_id)
         kind, _, params = request.headers.get("content-type", "").partition(";")
         charset = params.partition("charset=")[2].split(";")[0].strip().strip('"').lower()

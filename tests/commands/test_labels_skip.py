@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from edgecl.cli import main
+from edgecl.data.answers import check_skip, parse_answer
 from edgecl.errors import LabelError
 from edgecl.frames import Detections, Frame
 from edgecl.models.classes import ClassRegistry
-from edgecl.runtime.labels import OperatorQueue, check_skip, parse_answer
+from edgecl.runtime.labels import OperatorQueue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 from labels_fakes import textured  # noqa: E402

@@ -12,7 +12,7 @@ from edgecl.config import LabelsConfig, SelectionConfig
 from edgecl.errors import LabelError, UnavailableError
 from edgecl.frames import Frame
 from edgecl.runtime.labels import MemorySink, OperatorQueue
-from edgecl.runtime.labels.queue import decode_answer, parse_answer, parse_boxes
+from edgecl.data.answers import decode_answer, parse_answer, parse_boxes
 
 CAR = {"class": "car", "xyxy": [20, 10, 60, 50]}
 

@@ -17,10 +17,11 @@ import pytest
 from labels_fakes import FakeClasses, FakeMemory, dets, result, textured
 
 from edgecl.config import Config, LabelsConfig, SelectionConfig, ServerConfig
+from edgecl.data.answers import valid_item_id
 from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError
 from edgecl.frames import Frame, LabelOrigin
 from edgecl.runtime.labels import (LabelPipeline, MemorySink, OperatorQueue, PseudoLabeler,
-                                   decide_labels, describe_labelling, valid_item_id)
+                                   decide_labels, describe_labelling)
 
 IMG = textured(0)
 GT = np.array([[0, 0.5, 0.5, 0.1, 0.1]], np.float32)
@@ -589,7 +590,7 @@ def test_an_answer_to_an_item_whose_frame_was_cut_stores_nothing(tmp_path):
 
 
 def test_a_box_takes_the_keys_the_console_api_takes():
-    from edgecl.runtime.labels.queue import boxes_to_labels
+    from edgecl.data.answers import boxes_to_labels
 
     rows, new = boxes_to_labels([{"class": "car", "xyxy": [20, 10, 60, 50], "score": 0.4}],
                                 200, 100, {"car": 0})

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edgecl.errors import LabelError, UnavailableError
-from edgecl.runtime.labels.queue import parse_answer
+from edgecl.data.answers import parse_answer
 from edgecl.web import ConsoleHooks, create_app
 
 JSON = {"content-type": "application/json"}

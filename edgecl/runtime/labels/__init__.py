@@ -5,9 +5,8 @@ by selection policies, pseudo-labels from calibrated confident detections (ARCHI
 Public interface:
     - :class:`MemorySink` (the loop sink), :class:`LabelPipeline`, :func:`decide_labels`,
       :func:`describe_labelling`;
-    - :class:`OperatorQueue` (``pending``, ``item``, ``image_path``, ``answer``, ``skip``),
-      :func:`valid_item_id`, :func:`boxes_to_labels`, :func:`parse_answer` and
-      :func:`check_skip` (an answer's ``skip`` is a JSON boolean, nothing else);
+    - :class:`OperatorQueue` (``pending``, ``item``, ``image_path``, ``answer``, ``skip``;
+      what an answer may be is :mod:`edgecl.data.answers`);
     - :class:`PseudoLabeler`;
     - :data:`SELECTION_POLICIES`, :class:`Selector`, :class:`SelectionContext`.
 """
@@ -15,15 +14,12 @@ Public interface:
 from edgecl.runtime.labels.pipeline import (MODES, LabelDecision, LabelPipeline, MemorySink,
                                             decide_labels, describe_labelling)
 from edgecl.runtime.labels.pseudo import PseudoLabeler
-from edgecl.runtime.labels.queue import (OperatorQueue, boxes_to_labels, check_skip, parse_answer,
-                                         valid_item_id)
+from edgecl.runtime.labels.queue import OperatorQueue
 from edgecl.continual.memory.embedding import embedding_distance, thumbnail_embedding
 from edgecl.runtime.labels.selection import (SELECTION_POLICIES, Candidate, MemoryEmbeddings,
                                              NoveltyRing, RateLimiter, SelectionContext, Selector)
 
 __all__ = ["MODES", "LabelDecision", "LabelPipeline", "MemorySink", "decide_labels",
-           "describe_labelling", "PseudoLabeler", "OperatorQueue", "boxes_to_labels", "check_skip",
-           "parse_answer",
-           "valid_item_id", "SELECTION_POLICIES", "Candidate", "MemoryEmbeddings", "NoveltyRing",
-           "RateLimiter",
-           "SelectionContext", "Selector", "embedding_distance", "thumbnail_embedding"]
+           "describe_labelling", "PseudoLabeler", "OperatorQueue", "SELECTION_POLICIES", "Candidate",
+           "MemoryEmbeddings", "NoveltyRing", "RateLimiter", "SelectionContext", "Selector",
+           "embedding_distance", "thumbnail_embedding"]

@@ -18,8 +18,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import math
-import re
 import threading
 import time
 import uuid
@@ -28,288 +26,19 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.atomic import atomic_write_bytes, atomic_write_json
+from edgecl.data.answers import boxes_to_labels, finite_number, valid_item_id
 from edgecl.errors import ConflictError, LabelError, NotFoundError, storage_fault, storage_faults
 from edgecl.frames import Detections, Frame, LabelOrigin
-from edgecl.data.class_names import clean_name, known_spelling
 from edgecl.models.classes import ClassRegistry
 
 log = logging.getLogger(__name__)
 
-MAX_ITEM_ID_LEN = 64
-ITEM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-MAX_BOXES = 1000
-MAX_NEW_CLASSES_PER_ANSWER = 10
-"""Most class names one answer may add to the registry (classes live as long as the device:
-one answer with a thousand names would grow every later model's head to a thousand classes)."""
 ANSWERED_KEEP = 500
 RECENT_KEEP = 64
 """Embeddings of the last answered or skipped frames kept on disk, so that near-duplicate
 suppression (``labels.dedup_window_s``) also covers them after a restart."""
 ORPHAN_AGE_S = 60.0
 SOURCE_PREFIX = "operator:"
-# a box may overshoot the frame by this many pixels (rounding in a drawing tool); it is clipped
-EDGE_TOLERANCE_PX = 1.0
-
-
-def valid_item_id(item_id: object) -> str:
-    """Check a queue item id before it is used in any path.
-
-    Args:
-        item_id: the id as received (CLI argument, URL segment).
-
-    Returns:
-        The id, unchanged.
-
-    Raises:
-        NotFoundError: not a string of 1..64 letters, digits, ``-`` or ``_`` starting with a
-            letter or digit (so ``..``, ``/``, NUL and over-long ids never reach the disk).
-    """
-    if not isinstance(item_id, str) or not ITEM_ID_RE.fullmatch(item_id):
-        shown = repr(item_id)[:40] + ("..." if len(repr(item_id)) > 40 else "")
-        raise NotFoundError(f"no label item {shown}: an id is 1-{MAX_ITEM_ID_LEN} letters, "
-                            f"digits, '-' or '_' (see 'edgecl labels pending')")
-    return item_id
-
-
-ANSWER_KEYS = ("boxes", "skip")
-BOX_KEYS = ("class", "xyxy", "score")
-"""Keys a box of an answer may have; ``score`` (what a proposed box carries, so that proposed
-boxes can be sent back as they are) is ignored. The console's API reads answers with the same
-rule (:func:`decode_answer`, :func:`parse_answer`)."""
-UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-
-
-class _RepeatedKey(ValueError):
-    """A key given twice in one JSON object (which one did the sender mean?)."""
-
-
-def _shown(value: object, limit: int = 40) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for a one-line message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _no_repeats(pairs: list) -> dict:
-    out = dict(pairs)
-    if len(out) < len(pairs):
-        seen: set = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise _RepeatedKey(f"key {_shown(key)} given twice in one object")
-    return out
-
-
-def _not_json_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number (a coordinate must be a finite number)")
-
-
-def decode_answer(raw: bytes | str, where: str) -> object:
-    """Decode an operator's answer as JSON, by the one rule of the CLI's boxes file and the
-    console's request body.
-
-    UTF-8 only (a UTF-8 byte-order mark is allowed), strict JSON: ``NaN`` and ``Infinity`` are
-    refused, and so is a key given twice in one object (``{"skip": true, "skip": false}``: the
-    last one silently won in Python's parser).
-
-    Args:
-        raw: the bytes (or text) as received.
-        where: what it is, for the message (``"boxes file a.json"``, ``"request body"``).
-
-    Returns:
-        The decoded value (not yet checked: see :func:`parse_answer`).
-
-    Raises:
-        LabelError: one line naming ``where`` and why: not UTF-8 (UTF-16 named), empty, not
-            JSON (with line and column), nested too deeply, or a number of over 4300 digits.
-    """
-    if isinstance(raw, (bytes, bytearray)):
-        if raw.startswith(UTF16_BOMS) or (len(raw) > 1 and b"\x00" in raw[:2]):
-            raise LabelError(f"{where} looks like UTF-16 text: send it as UTF-8")
-        try:
-            raw = bytes(raw).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise LabelError(f"{where} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
-                             f"offset {exc.start})") from None
-    text = raw.removeprefix("\ufeff")
-    if not text.strip():
-        raise LabelError(f"{where} is empty: send a JSON answer, e.g. {{\"boxes\": []}}")
-    try:
-        return json.loads(text, object_pairs_hook=_no_repeats, parse_constant=_not_json_constant)
-    except json.JSONDecodeError as exc:
-        raise LabelError(f"{where} is not JSON: {exc.msg} at line {exc.lineno} column "
-                         f"{exc.colno}") from None
-    except RecursionError:
-        raise LabelError(f"{where} is not usable JSON: nested too deeply") from None
-    except ValueError as exc:  # a repeated key, NaN, a number of over 4300 digits
-        raise LabelError(f"{where} is not usable JSON: {str(exc).split(';')[0]}") from None
-
-
-def check_skip(skip: object) -> bool:
-    """Check an answer's ``skip`` flag: only a real boolean (JSON ``true``/``false``) counts.
-
-    Args:
-        skip: the flag as received.
-
-    Returns:
-        ``skip`` unchanged.
-
-    Raises:
-        LabelError: anything but ``True``/``False`` (``"yes"``, ``"false"``, ``1``, ``None``):
-            a string would otherwise be "truthy" and skip the item.
-    """
-    if not isinstance(skip, bool):
-        raise LabelError(f"'skip' must be true or false (a JSON boolean), got {_shown(skip)}")
-    return skip
-
-
-def parse_answer(answer: object, allow_list: bool = True) -> tuple[list, bool]:
-    """Read an operator's answer: a list of boxes, or ``{"boxes": [...], "skip": bool}``.
-
-    The one rule for an answer's shape, shared by ``edgecl labels answer`` and
-    ``POST /api/labels/ID``; what depends on the item (its frame's size, the class registry)
-    is checked by :func:`boxes_to_labels` when the answer is stored.
-
-    Args:
-        answer: the decoded JSON (:func:`decode_answer`).
-        allow_list: whether a bare list of boxes is an answer (a boxes file: yes; the API's
-            body is the object).
-
-    Returns:
-        ``(boxes, skip)``: the boxes as :func:`parse_boxes` returns them (``[]`` with ``skip``).
-
-    Raises:
-        LabelError: not a list or an object, an unknown key, an object with neither
-            ``boxes`` nor ``skip``, a ``skip`` that is not a boolean (see :func:`check_skip`),
-            ``skip`` true beside boxes (which did the sender mean?), or bad boxes
-            (:func:`parse_boxes`).
-    """
-    if isinstance(answer, list) and allow_list:
-        return parse_boxes(answer), False
-    shape = ('a list of boxes or {"boxes": [...], "skip": false}' if allow_list
-             else 'a JSON object {"boxes": [...], "skip": false}')
-    if not isinstance(answer, dict):
-        raise LabelError(f"expected {shape}, got {_json_type(answer)}")
-    unknown = sorted(str(k) for k in answer if k not in ANSWER_KEYS)
-    if unknown:
-        raise LabelError(f"expected {shape}, got unknown key(s) "
-                         f"{', '.join(_shown(k, 22) for k in unknown[:3])}")
-    if not answer:
-        raise LabelError('an answer needs "boxes" ([] for "nothing here") or "skip": true')
-    skip = check_skip(answer.get("skip", False))
-    boxes = parse_boxes(answer.get("boxes", []))
-    if skip and boxes:
-        raise LabelError(f'"skip": true with {len(boxes)} box(es): send the boxes with '
-                         f'"skip": false, or skip with no boxes')
-    return boxes, skip
-
-
-def _json_type(value: object) -> str:
-    """The JSON name of a decoded value's type (``a string``, ``null``, ...)."""
-    for kind, name in ((bool, "a boolean"), (str, "a string"), ((int, float), "a number"),
-                       (list, "a list"), (dict, "an object")):
-        if isinstance(value, kind):
-            return name
-    return "null" if value is None else type(value).__name__
-
-
-def parse_boxes(boxes: object) -> list[dict]:
-    """Check the boxes of an answer, whatever frame they are for.
-
-    Args:
-        boxes: ``[{"class": "name", "xyxy": [x1, y1, x2, y2]}, ...]`` (a ``score`` key, a
-            finite number or null, is allowed and dropped; see :data:`BOX_KEYS`).
-
-    Returns:
-        ``[{"class": cleaned name, "xyxy": [4 floats]}]``.
-
-    Raises:
-        LabelError: naming the box: not a list of such objects, more than :data:`MAX_BOXES`,
-            a missing or unknown key, a class name the registry would refuse (empty,
-            over-long, control or invisible characters: ``edgecl.data.class_names.clean_name``),
-            or ``xyxy`` not 4 finite numbers (a boolean is not a number).
-    """
-    if not isinstance(boxes, list):
-        raise LabelError(f'boxes must be a JSON list of {{"class": name, "xyxy": [x1, y1, x2, '
-                         f'y2]}}, got {_json_type(boxes)}')
-    if len(boxes) > MAX_BOXES:
-        raise LabelError(f"{len(boxes)} boxes: at most {MAX_BOXES} per frame")
-    out = []
-    for i, box in enumerate(boxes):
-        if not isinstance(box, dict) or "class" not in box or "xyxy" not in box:
-            raise LabelError(f"box {i}: must be an object with 'class' and 'xyxy', got "
-                             f"{_shown(box)}")
-        unknown = sorted(str(k) for k in box if k not in BOX_KEYS)
-        if unknown:
-            raise LabelError(f"box {i}: unknown key(s) {', '.join(_shown(k, 22) for k in unknown[:3])}"
-                             f" (a box has 'class', 'xyxy' and, ignored, 'score')")
-        if box.get("score") is not None and not _finite_number(box["score"]):
-            raise LabelError(f"box {i}: score must be a finite number or null, got "
-                             f"{_shown(box['score'])}")
-        try:
-            name = clean_name(box["class"])
-        except LabelError as exc:
-            raise LabelError(f"box {i}: {exc}") from None
-        xyxy = box["xyxy"]
-        if not isinstance(xyxy, list) or len(xyxy) != 4 or not all(map(_finite_number, xyxy)):
-            raise LabelError(f"box {i}: xyxy must be 4 finite numbers [x1, y1, x2, y2] in pixels, "
-                             f"got {_shown(xyxy, 60)}")
-        out.append({"class": name, "xyxy": [float(v) for v in xyxy]})
-    return out
-
-
-def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str, int],
-                    ) -> tuple[np.ndarray, list[str]]:
-    """Validate an operator's final boxes against the frame and convert them to YOLO rows.
-
-    Args:
-        boxes: ``[{"class": "name", "xyxy": [x1, y1, x2, y2]}, ...]`` in pixels of the original
-            frame (checked by :func:`parse_boxes`); an empty list means "nothing to label
-            here". A box overshooting the frame by at most :data:`EDGE_TOLERANCE_PX` is clipped;
-            a box given twice (same class, same place) is kept once.
-        width: frame width in pixels.
-        height: frame height in pixels.
-        class_ids: known class name -> id.
-
-    Returns:
-        ``(labels, new_names)``: float32 (N, 5) ``cls cx cy w h`` normalised, where the row of a
-        class not in ``class_ids`` carries the placeholder id ``-1 - k``, ``k`` its name's index
-        in ``new_names`` (the caller assigns ids once every box is valid), and the new class
-        names in order of first use.
-
-    Raises:
-        LabelError: what :func:`parse_boxes` refuses, a box (partly) outside the frame,
-            ``x2 <= x1`` or ``y2 <= y1``, or more than :data:`MAX_NEW_CLASSES_PER_ANSWER` new
-            class names.
-    """
-    rows, new_names, seen = [], [], set()
-    for i, box in enumerate(parse_boxes(boxes)):
-        name = box["class"]
-        name = known_spelling(name, class_ids) or known_spelling(name, new_names) or name
-        x1, y1, x2, y2 = box["xyxy"]
-        tol = EDGE_TOLERANCE_PX
-        if min(x1, y1) < -tol or max(x1, x2) > width + tol or max(y1, y2) > height + tol:
-            inside = max(x1, x2) > 0 and min(x1, x2) < width and max(y1, y2) > 0 \
-                and min(y1, y2) < height
-            raise LabelError(f"box {i}: {box['xyxy']} lies {'partly' if inside else 'entirely'} "
-                             f"outside the {width}x{height} frame (boxes are in pixels of the "
-                             f"frame; up to {tol:g} px over an edge is clipped)")
-        x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
-        y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
-        if x2 <= x1 or y2 <= y1:
-            raise LabelError(f"box {i}: x2 must exceed x1 and y2 exceed y1, got {box['xyxy']}")
-        if name not in class_ids and name not in new_names:
-            if len(new_names) >= MAX_NEW_CLASSES_PER_ANSWER:
-                raise LabelError(f"box {i}: more than {MAX_NEW_CLASSES_PER_ANSWER} new class "
-                                 f"names in one answer (a new class is taught a few at a time)")
-            new_names.append(name)
-        cls = class_ids[name] if name in class_ids else -1 - new_names.index(name)
-        row = (cls, (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width,
-               (y2 - y1) / height)
-        if row not in seen:  # the same box twice would count its object twice in training
-            seen.add(row)
-            rows.append(list(row))
-    return np.asarray(rows, np.float32).reshape(-1, 5), new_names
-
-
 class OperatorQueue:
     """Bounded, persistent priority queue of frames for an operator.
 
@@ -722,30 +451,20 @@ def _meta_problem(meta: object, stem: str) -> str | None:
         value = meta.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             return f"'{key}' must be a positive integer"
-    if not _finite_number(meta.get("priority", 0.0)):
+    if not finite_number(meta.get("priority", 0.0)):
         return "'priority' must be a number"
-    if "created_s" in meta and not _finite_number(meta["created_s"]):
+    if "created_s" in meta and not finite_number(meta["created_s"]):
         return "'created_s' must be a number"
     reasons = meta.get("reasons", {})
-    if not isinstance(reasons, dict) or not all(_finite_number(v) for v in reasons.values()):
+    if not isinstance(reasons, dict) or not all(finite_number(v) for v in reasons.values()):
         return "'reasons' must be an object of policy -> score"
     proposed = meta.get("proposed", [])
     if not isinstance(proposed, list) or not all(
             isinstance(p, dict) and isinstance(p.get("xyxy"), list) and len(p["xyxy"]) == 4
-            and all(_finite_number(v) for v in p["xyxy"]) and isinstance(p.get("class"), str)
-            and _finite_number(p.get("score", 0.0)) for p in proposed):
+            and all(finite_number(v) for v in p["xyxy"]) and isinstance(p.get("class"), str)
+            and finite_number(p.get("score", 0.0)) for p in proposed):
         return "'proposed' must be a list of {class: text, xyxy: 4 numbers, score: number}"
     return None
-
-
-def _finite_number(value: object) -> bool:
-    """A JSON number (not a bool) that converts to a finite float."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
 
 
 def _normalise(meta: dict) -> dict:
