@@ -177,7 +177,11 @@ def export_cpu_engines(cfg: Config, model, names: dict[int, str], onnx: Path, wo
             files.update(int8_files)
             serve = int8_engine
     meta.update({"serve": ENGINE_FILES[serve], "serve_engine": serve, "cpu_export_s": seconds})
-    log.info("CPU engine served: %s; INT8: %s", ENGINE_FILES[serve], meta["int8"].get("reason", ""))
+    int8 = meta["int8"]
+    judged = "fp32_per_class_map50_95" in int8  # built and measured: the gate's verdict
+    why = (f"{'accepted' if int8['accepted'] else 'refused'} by the gate: {int8.get('reason', '')}"
+           if judged else int8.get("reason", ""))
+    log.info("CPU engine served: %s; INT8 (%s): %s", ENGINE_FILES[serve], int8_engine, why)
     return files, meta
 
 
@@ -217,8 +221,6 @@ def _int8(cfg: Config, fp32_engine: str, fp32_path: Path, work: Path, snapshot, 
         return False, {"accepted": False, "engine": engine, "reason": f"evaluation failed: {why}"}, {}
     seconds["int8_gate"] = round(time.perf_counter() - t0, 2)
     verdict = judge_int8(ref, got, ex.int8_max_drop, names)
-    log.info("INT8 gate (%s): %s -> %s", engine, "accepted" if verdict.accepted else "refused",
-             verdict.reason)
     out = dict(verdict.to_manifest(), engine=engine,
                calibration_images=stats.get("calibration_images", len(calib)),
                held_out_images=len(held_out),

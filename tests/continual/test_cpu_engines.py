@@ -85,13 +85,18 @@ def test_round_exports_openvino_and_records_what_serves(tmp_path, scenario):
     backend.close()
 
 
-def test_round_with_openvino_off_quantises_onnx(tmp_path, scenario):
-    result, _ = tiny_round(tmp_path / "state", scenario, "export.openvino=off",
-                           "export.int8_max_drop=1.0")
+def test_round_with_openvino_off_quantises_onnx(tmp_path, scenario, caplog):
+    with caplog.at_level("INFO", logger="edgecl.continual.cpu_engines"):
+        result, _ = tiny_round(tmp_path / "state", scenario, "export.openvino=off",
+                               "export.int8_max_drop=1.0")
     manifest = Registry(tmp_path / "state" / "models").manifest(result.version)
     assert manifest["openvino"] == "not exported (export.openvino: off)"
     assert manifest["int8"]["engine"] == "onnx-int8" and manifest["int8"]["accepted"]
     assert manifest["serve"] == "model-int8.onnx" and "model-int8.onnx" in manifest["files"]
+    # one line says what serves and the gate's verdict (before: the verdict twice, two lines)
+    lines = [r.getMessage() for r in caplog.records if "INT8" in r.getMessage()]
+    assert lines == [f"CPU engine served: model-int8.onnx; INT8 (onnx-int8): accepted by the gate: "
+                     f"{manifest['int8']['reason']}"]
 
 
 def test_round_with_cpu_engines_off_serves_onnx(tmp_path, scenario):
