@@ -43,12 +43,21 @@ def add_parser(sub) -> None:
 
 
 def server_command(args: argparse.Namespace) -> int:
-    """Run the fleet server until ``fleet.rounds`` are done; print one line per round."""
-    from edgecl.fleet.server import quiet_flower_logs, run_server
+    """Run the fleet server until ``fleet.rounds`` are done; print one line per round.
+
+    Returns:
+        0 when the rounds are done; 128 + the signal's number when Ctrl-C or SIGTERM stopped
+        the server first (one line says where the fleet stands).
+    """
+    from edgecl.fleet.server import ServerStopped, quiet_flower_logs, run_server
 
     quiet_flower_logs()
     cfg = config_from_args(args)
-    records = run_server(cfg, on_round=_print_record)
+    try:
+        records = run_server(cfg, on_round=_print_record)
+    except ServerStopped as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 128 + (exc.signum or 2)
     print(f"fleet server: {len(records)} round(s) run; global model in {cfg.state_dir}/fleet")
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import socket
 import time
 from pathlib import Path
@@ -32,15 +33,22 @@ def device_name(cfg: Config) -> str:
     return cfg.fleet.device_name or socket.gethostname()
 
 
-def check_client_security(cfg: Config) -> None:
+def check_client_security(cfg: Config, refuse_dates: bool = True) -> None:
     """Refuse a device configuration that would talk to a remote server without TLS and a token.
+
+    Args:
+        cfg: the device's configuration.
+        refuse_dates: refuse a CA certificate outside its validity period; the runtime passes
+            False (a warning: detection never stops for the fleet, see
+            :func:`edgecl.fleet.wire.check_validity`).
 
     Raises:
         ConfigError: one line naming what is missing.
     """
     fc = cfg.fleet
     wire.check_security(fc.server_address, certs={"fleet.ca_cert": fc.ca_cert},
-                        token=wire.resolve_token(fc.token), role="device")
+                        token=wire.resolve_token(fc.token), role="device",
+                        refuse_dates=refuse_dates)
 
 
 def make_client(cfg: Config, test_yaml: str | None = None):
@@ -79,8 +87,7 @@ def make_client(cfg: Config, test_yaml: str | None = None):
             """Why this round is not served (the tokens differ), or "" (logged once)."""
             if wire.server_is_authentic(token, config):
                 return ""
-            why = ("this device's fleet token does not match the server's (set the same "
-                   f"fleet.token or ${wire.TOKEN_ENV} on both)")
+            why = token_mismatch(token, config)
             if not FleetClient.token_warned:
                 log.error("fleet round %s: %s; the device neither trains for nor adopts this "
                           "server's models", config.get("round"), why)
@@ -95,8 +102,10 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                 return [], 0, {**metrics, "skipped": mismatch}
             try:
                 arrays = wire.from_wire(wire.loads(config.get("keys"), []), parameters)
-                out = device.fit(arrays, wire.loads(config.get("names"), []), rnd,
-                                 arch=wire.loads(config.get("arch"), None))
+                names = wire.loads(config.get("names"), [])
+                log.info("fleet round %d: received the global model (%d classes, %.1f MB) to train "
+                         "on", rnd, len(names), _megabytes(parameters))
+                out = device.fit(arrays, names, rnd, arch=wire.loads(config.get("arch"), None))
             except Exception as exc:  # a device fault is contained, logged, counted, reported
                 FleetClient.faults += 1
                 log.exception("fleet round %d: fit failed", rnd)
@@ -105,6 +114,8 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                 log.info("fleet round %d: skipped (%s)", rnd, out.skipped)
                 return [], 0, {**metrics, "skipped": out.skipped}
             keys, arrays = wire.to_wire(out.arrays, cfg.fleet.wire_dtype)
+            log.info("fleet round %d: sending the update (%d training images, %.1f MB)", rnd,
+                     int(out.samples), _megabytes(arrays))
             return arrays, int(out.samples), {
                 **metrics, "keys": wire.dumps(keys), "names": wire.dumps(out.names),
                 "per_class_ap": wire.dumps(out.per_class_ap),
@@ -125,6 +136,8 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                                    arch=wire.loads(config.get("arch"), None))
                 metrics.update(status=out.status, reason=out.reason[:300], version=out.version,
                                per_class_ap=wire.dumps(out.per_class_ap))
+                if out.status == "skipped":
+                    log.info("fleet round %d: global model not adopted (%s)", rnd, out.reason)
                 if test_yaml:
                     metrics["test_ap"] = wire.dumps(score_current(cfg, test_yaml))
             except Exception as exc:  # a device fault is contained, logged, counted, reported
@@ -134,6 +147,30 @@ def make_client(cfg: Config, test_yaml: str | None = None):
             return 0.0, 0, metrics
 
     return FleetClient()
+
+
+def _megabytes(arrays) -> float:
+    return sum(getattr(a, "nbytes", 0) for a in arrays) / 1e6
+
+
+def token_mismatch(token: str, config: dict) -> str:
+    """Why a round's instructions do not carry the signature this device's token expects.
+
+    Args:
+        token: the device's resolved fleet token ("" for none).
+        config: the round's instructions (``server_auth``: "" when the server has no token).
+
+    Returns:
+        One line saying which side lacks a token, or that the two differ, and what to set.
+    """
+    if not token:
+        return (f"this device has no fleet token and the server uses one (set fleet.token or "
+                f"${wire.TOKEN_ENV} to the server's)")
+    if not config.get("server_auth"):
+        return ("this device has a fleet token and the server uses none (set the same "
+                f"fleet.token or ${wire.TOKEN_ENV} on both)")
+    return ("this device's fleet token does not match the server's (set the same fleet.token "
+            f"or ${wire.TOKEN_ENV} on both)")
 
 
 def score_current(cfg: Config, test_yaml: str) -> dict:
@@ -202,57 +239,196 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
 
     check_client_security(cfg)  # a configuration fault is not retried: it fails at once
     require_flower()
+    quiet_closed_channel_threads()
+    fc = cfg.fleet
+    log.info("fleet device %s joining the fleet server %s (TLS %s, fleet token %s)",
+             device_name(cfg), fc.server_address, "on" if fc.ca_cert else "off",
+             "set" if wire.resolve_token(fc.token) else "not set")
     started = time.monotonic()
     if once:
-        _wait_for_server(cfg.fleet.server_address, max_wait_s or 300.0)
-    failures = 0
+        _wait_for_server(fc.server_address, max_wait_s or 300.0)
+    failures, last_problem, ended = 0, "", False
     while True:
+        connected = False
         try:
+            if probe_server(fc.server_address, fc.ca_cert):
+                log.info("connected to the fleet server %s%s; waiting for its rounds",
+                         fc.server_address, f" after {failures} failed attempt(s)" if failures else "")
+                # a session that fails from here on is a new fault: warned, backed off afresh
+                connected, failures, last_problem, ended = True, 0, "", False
             connect(cfg, test_yaml=test_yaml, max_wait_s=max_wait_s)
         except Exception as exc:  # the connection's fault is contained: logged, retried
             waited = time.monotonic() - started
             if once and max_wait_s is not None and waited > max_wait_s:
                 raise
-            delay_s = min(cfg.fleet.retry_s * 2 ** failures, MAX_RETRY_S)
-            (log.warning if failures == 0 else log.debug)(
-                "fleet server %s unreachable or gone (%s); retrying in %.0f s (backing off up "
-                "to %.0f s)", cfg.fleet.server_address, connection_problem(exc), delay_s,
-                MAX_RETRY_S)
-            failures += 1
+            delay_s = min(fc.retry_s * 2 ** failures, MAX_RETRY_S)
+            problem = connection_problem(exc, fc.server_address, tls=bool(fc.ca_cert),
+                                         connected=connected)
+            # the first failure warns (after a session the server ended, when it is expected, it
+            # informs), a new kind of failure is said, repeats are not
+            say = (log.info if ended else log.warning) if failures == 0 else (
+                log.info if problem != last_problem else log.debug)
+            say("cannot reach the fleet server %s: %s; retrying in %.0f s (backing off up to "
+                "%.0f s)", fc.server_address, problem, delay_s, MAX_RETRY_S)
+            failures, last_problem, ended = failures + 1, problem, False
             time.sleep(delay_s)
             continue
-        failures = 0
+        failures, last_problem, ended = 0, "", True
         if once:
             return
         log.info("fleet server %s ended the session; reconnecting in %.0f s",
-                 cfg.fleet.server_address, cfg.fleet.retry_s)
-        time.sleep(cfg.fleet.retry_s)
+                 fc.server_address, fc.retry_s)
+        time.sleep(fc.retry_s)
 
 
-def connection_problem(exc: BaseException) -> str:
-    """What a failed connection to the fleet server says, in one short line: gRPC's status
-    and details (``UNAVAILABLE: failed to connect to all addresses ...``) where the error
-    carries them, else the exception's first line; its class name alone
-    (``_MultiThreadedRendezvous``) told a user nothing.
+def probe_server(address: str, ca_cert: str, timeout_s: float = 20.0) -> bool:
+    """Whether a gRPC channel to the server becomes ready (TCP, and the TLS handshake with
+    ``ca_cert``), so that a device can say it is connected: Flower's client says nothing until
+    the server's first round, which may be hours away.
+
+    Args:
+        address: the server's ``host:port``.
+        ca_cert: the CA certificate file ("" for a plain channel).
+        timeout_s: the longest wait.
+
+    Returns:
+        True when the channel became ready; False when it failed or did not within
+        ``timeout_s`` (the connection that follows says why).
+    """
+    import threading
+
+    import grpc
+
+    credentials = grpc.ssl_channel_credentials(Path(ca_cert).read_bytes()) if ca_cert else None
+    channel = (grpc.secure_channel(address, credentials) if credentials is not None
+               else grpc.insecure_channel(address))
+    settled = threading.Event()
+    states: list = []
+
+    def watch(state) -> None:
+        states.append(state)
+        if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                     grpc.ChannelConnectivity.SHUTDOWN):
+            settled.set()
+
+    channel.subscribe(watch, try_to_connect=True)
+    try:
+        settled.wait(timeout_s)
+        return bool(states) and states[-1] is grpc.ChannelConnectivity.READY
+    finally:
+        channel.unsubscribe(watch)
+        channel.close()
+
+
+def quiet_closed_channel_threads() -> None:
+    """Keep gRPC's connectivity-watching thread from printing a traceback when a channel it
+    watches closes under it (``ValueError: Cannot monitor channel state: Channel closed!``,
+    after a failed or ended connection to the server): any other thread's exception is
+    shown as before."""
+    import threading
+
+    previous = threading.excepthook
+    if getattr(previous, "edgecl_closed_channel", False):
+        return
+
+    def hook(args) -> None:
+        if is_closed_channel_error(args.exc_type, args.exc_value, args.exc_traceback):
+            log.debug("gRPC stopped watching a closed channel")
+            return
+        previous(args)
+
+    hook.edgecl_closed_channel = True
+    threading.excepthook = hook
+
+
+def is_closed_channel_error(exc_type, exc_value, tb) -> bool:
+    """Whether a thread's exception is gRPC's watcher of a channel that was closed.
+
+    Args:
+        exc_type: the exception's type.
+        exc_value: the exception.
+        tb: its traceback.
+
+    Returns:
+        True for the ``ValueError`` raised inside ``grpc`` for a closed channel.
+    """
+    if exc_type is not ValueError or "Channel closed" not in str(exc_value):
+        return False
+    while tb is not None:
+        if f"{os.sep}grpc{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def connection_problem(exc: BaseException, address: str = "", tls: bool | None = None,
+                       connected: bool = False) -> str:
+    """What a failed connection to the fleet server says, in one short line with what to
+    check: the cause gRPC buries at the end of its details (``... CERTIFICATE_VERIFY_FAILED:
+    certificate has expired``) in words, or gRPC's status and the last error it names; else
+    the exception's first line.
 
     Args:
         exc: the exception the connection raised.
+        address: the server's ``host:port`` (for the message).
+        tls: whether the device uses TLS (``None``: unknown).
+        connected: whether the connection had been established (then a closed socket is a
+            lost connection, not a sign that the server wants TLS).
 
     Returns:
-        E.g. ``"UNAVAILABLE: connection refused"``.
+        E.g. ``"connection refused: no fleet server listens on 10.0.0.5:9092 (yet)"``.
     """
     from edgecl.models.base import one_line
 
     code, details = getattr(exc, "code", None), getattr(exc, "details", None)
-    if callable(code) and callable(details):
-        try:
-            name = getattr(code(), "name", str(code()))
-            text = str(details() or "").strip().splitlines()
-        except (AttributeError, TypeError, ValueError, RuntimeError):  # a half-made gRPC error
-            return one_line(exc)
-        first = text[0][:200] if text else ""
-        return f"{name}: {first}" if first else str(name)
-    return one_line(exc)
+    if not (callable(code) and callable(details)):
+        return one_line(exc)
+    try:
+        name = getattr(code(), "name", str(code()))
+        text = " ".join(str(details() or "").split())
+    except (AttributeError, TypeError, ValueError, RuntimeError):  # a half-made gRPC error
+        return one_line(exc)
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    known = _known_problem(text, address, host, tls, connected)
+    if known:
+        return known
+    last = text.split("last error: ", 1)[-1]
+    last = last if len(last) <= 300 else last[:297] + "..."
+    return f"{name}: {last}" if last else str(name)
+
+
+def _known_problem(text: str, address: str, host: str, tls: bool | None, connected: bool) -> str:
+    """The words for a connection failure gRPC describes in ``text``, or ""."""
+    import re
+
+    verify = re.search(r"CERTIFICATE_VERIFY_FAILED: ([^:]+)", text)
+    if verify and "expired" in verify.group(1):
+        return ("TLS: the server's certificate has expired (renew fleet.server_cert on the "
+                "server)")
+    if verify:
+        return (f"TLS: the server's certificate is not trusted ({verify.group(1).strip()}): "
+                f"fleet.ca_cert must be the CA certificate that signed it")
+    if "Hostname Verification Check failed" in text or "not in peer certificate" in text:
+        return (f"TLS: the server's certificate does not name {host or 'the host connected to'} "
+                f"(add it to the certificate's subjectAltName, or use an address it names)")
+    if "WRONG_VERSION_NUMBER" in text:
+        return ("TLS: the server does not use TLS (set fleet.server_cert and fleet.server_key "
+                "on the server)")
+    if "Socket closed" in text and tls is False and not connected:
+        return "the server closed the connection at once: it may use TLS (set fleet.ca_cert)"
+    if "Connection refused" in text:
+        return f"connection refused: no fleet server listens on {address or 'its port'} (yet)"
+    if "errors resolving" in text or "Domain name not found" in text:
+        return f"the host name {host or 'of the server'} does not resolve (check fleet.server_address)"
+    if any(k in text for k in ("No route to host", "Network is unreachable", "Timeout occurred",
+                               "timed out")):
+        return (f"{host or 'the server'} cannot be reached from this device (check "
+                f"fleet.server_address and the network)")
+    if "Cancelling all calls" in text:
+        return "the server shut down"
+    if any(k in text for k in ("Connection reset", "Stream removed", "Socket closed")):
+        return "the connection was lost (the server stopped, or the network dropped)"
+    return ""
 
 
 def _wait_for_server(address: str, max_wait_s: float) -> None:
@@ -294,7 +470,7 @@ def start_fleet_client(cfg: Config) -> mp.Process:
     """
     from edgecl.fleet.server import require_flower
 
-    check_client_security(cfg)
+    check_client_security(cfg, refuse_dates=False)
     require_flower()
     proc = mp.get_context("spawn").Process(target=client_main, args=(cfg,), name="edgecl-fleet",
                                            daemon=True)

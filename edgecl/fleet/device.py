@@ -12,14 +12,14 @@ evaluated again; the update goes back with its sample count, per-class AP50-95 a
 forgetting (AP lost against the global model, classes with at least ``gate.min_instances`` held-out
 boxes).
 
-``adopt``: the aggregated global model is mapped the same way, judged against the device's
-current version by the local gate (:func:`edgecl.continual.gate.judge_results`, same held-out
-samples), calibrated and exported when accepted (the round's
-:func:`~edgecl.continual.round.export_candidate`), staged with ``origin: fleet round N`` and
-promoted; the running loop's model watcher swaps it in between two frames. A device whose
-current model is of another architecture says so in its log (adopting changes its architecture).
-Weights that do not fit the architecture sent with them are refused with one line (skipped fit,
-rejected adoption), never an internal error.
+``adopt``: the aggregated global model is mapped the same way, judged against the device's current
+version by the local gate (:func:`edgecl.continual.gate.judge_results`, same held-out samples;
+skipped while the memory holds none, as a local round is), calibrated and exported when accepted
+(the round's :func:`~edgecl.continual.round.export_candidate`), staged with
+``origin: fleet round N`` and promoted; the running loop's model watcher swaps it in between two
+frames. A device whose current model is of another architecture says so in its log (adopting
+changes its architecture). Weights that do not fit the architecture sent with them are refused with
+one line (skipped fit, rejected adoption), never an internal error.
 
 Both hold the device's one-round-at-a-time lock: a device whose learner is busy skips.
 """
@@ -288,7 +288,8 @@ class FleetDevice:
         Returns:
             The :class:`AdoptOutcome`: ``rejected`` with no version (nothing staged) for a
             global model with non-finite weights, or whose weights do not fit its
-            architecture.
+            architecture; ``skipped`` (nothing staged) while the memory holds no held-out
+            sample to judge it on, or a learning round runs.
 
         Raises:
             EdgeclError: staging or promotion failed (the client contains it and reports it).
@@ -326,6 +327,11 @@ class FleetDevice:
             except ArchitectureMismatch as exc:  # never staged: it is not the model it claims
                 log.error("fleet round %d: global model rejected: %s", round_no, exc)
                 return AdoptOutcome("rejected", str(exc))
+            if not ctx.snapshot.ids(held_out=True):
+                # INVARIANT: as in a local round, nothing is staged that the gate cannot judge
+                # (a rejected version, exported, every round, on a device without data)
+                return AdoptOutcome("skipped", "no held-out sample yet: the gate cannot judge "
+                                               "the global model; the device keeps its model")
             candidate = self._evaluate(model, names, ctx)
             parent = None
             pt = ctx.registry.root / ctx.parent_version / "model.pt" if ctx.parent_version else None

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
 
 from edgecl.config import Config
@@ -33,6 +35,8 @@ def require_flower():
     Flower's usage telemetry (an HTTPS call to telemetry.flower.ai at every start and stop,
     which also stalls shutdown by minutes on a device without internet) is switched off unless
     ``FLWR_TELEMETRY_ENABLED`` is set explicitly; it is read when Flower is first imported.
+    gRPC's core log is kept to errors unless ``GRPC_VERBOSITY`` is set (it is read when gRPC
+    is first imported, so a process that imported it earlier keeps its setting).
 
     Returns:
         The ``flwr`` module.
@@ -41,6 +45,9 @@ def require_flower():
         EdgeclError: Flower is not installed.
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    # gRPC's own INFO lines ("I1201 ... Handshake failed ...", once per connection attempt)
+    # go straight to stderr; the fleet's warnings say the same in one line
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         import flwr
     except ImportError:
@@ -55,11 +62,25 @@ their advice (run ``flower-superlink`` / ``flower-supernode``) does not apply to
 so they are not shown."""
 
 
+FLOWER_NOISE = ("[INIT]", "[ROUND ", "[SUMMARY]", "Starting Flower server, config:",
+                "Using initial global parameters provided by strategy",
+                "Starting evaluation of initial global parameters",
+                "Evaluation returned no results", "Run finished ", "History (",
+                "Flower server terminated gracefully")
+"""Flower's server lines that mislead an edgecl user, dropped: its round numbers start at 1
+again when a server resumes (``[ROUND 1]`` beside ``fleet round 4``), it "evaluates" a global
+model it has no data for, its end-of-run summary is its internal metrics dict, and a stop by
+a signal is said by ``edgecl fleet server`` itself (where the fleet stands, how to resume)."""
+
+SUMMARY_LINE = "\t%s"
+"""The format of the lines of Flower's end-of-run summary (one line of its History each)."""
+
+
 class FlowerLogFilter(logging.Filter):
-    """Keep Flower's log readable over days: drop its blank spacer lines and the deprecation
-    banners of :data:`CHOSEN_DEPRECATED`, and pass any other "DEPRECATED FEATURE" warning once
-    per kind (a device that reconnects for days would print the same ten-line banner at every
-    attempt)."""
+    """Keep Flower's log readable over days: drop its blank spacer lines, the lines of
+    :data:`FLOWER_NOISE` and the deprecation banners of :data:`CHOSEN_DEPRECATED`, and pass any
+    other "DEPRECATED FEATURE" warning once per kind (a device that reconnects for days would
+    print the same ten-line banner at every attempt)."""
 
     def __init__(self):
         super().__init__()
@@ -68,7 +89,9 @@ class FlowerLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """False for a line that is dropped (see the class docstring)."""
         text = str(record.msg).strip()
-        if not text and not record.args:
+        if (not text and not record.args) or record.msg == SUMMARY_LINE:
+            return False
+        if text.startswith(FLOWER_NOISE):
             return False
         if not text.startswith("DEPRECATED FEATURE"):
             return True
@@ -79,10 +102,24 @@ class FlowerLogFilter(logging.Filter):
         return True
 
 
+class DisconnectFilter(logging.Filter):
+    """Drop gRPC's ``Exception iterating responses`` traceback that Flower's server causes each
+    time a device's connection closes while the server has nothing for it (the device was
+    stopped, killed or lost its network between two rounds, and every device at the end of the
+    fleet's last round): Flower's stream raises ``GrpcBridgeClosed`` instead of ending. The
+    server says ``<device> disconnected`` itself (:func:`make_client_manager`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for the record of a closed device connection (see the class docstring)."""
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or type(exc).__name__ != "GrpcBridgeClosed"
+
+
 def quiet_flower_logs(level: int = logging.INFO) -> None:
     """Let Flower log through its own handler only (no duplicate lines through the root
     logger), filtered by :class:`FlowerLogFilter`, with its level names coloured only on a
-    terminal, and keep its database migrations (alembic) out of the INFO log.
+    terminal, keep its database migrations (alembic) out of the INFO log, and drop gRPC's
+    traceback for a device that disconnects (:class:`DisconnectFilter`).
 
     Args:
         level: the lowest level of Flower's own lines that is shown (a device passes
@@ -103,7 +140,118 @@ def quiet_flower_logs(level: int = logging.INFO) -> None:
     update_console_handler(colored=sys.stderr.isatty())
     if not any(isinstance(f, FlowerLogFilter) for f in flower.filters):
         flower.addFilter(FlowerLogFilter())
+    grpc_server = logging.getLogger("grpc._server")
+    if not any(isinstance(f, DisconnectFilter) for f in grpc_server.filters):
+        grpc_server.addFilter(DisconnectFilter())
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class ServerStopped(Exception):
+    """The fleet server was stopped by a signal (Ctrl-C, SIGTERM) before its last round.
+
+    Attributes:
+        signum: the signal's number (``0`` when Flower did not say which).
+        saved_round: the round of the global model kept on disk (0: none yet).
+        root: where it is kept.
+    """
+
+    def __init__(self, signum: int, saved_round: int, root: Path):
+        self.signum, self.saved_round, self.root = signum, saved_round, root
+        name = signal.Signals(signum).name if signum else "a signal"
+        if saved_round:
+            where = (f"the global model of round {saved_round} is kept in {root}; a restart "
+                     f"resumes with round {saved_round + 1}")
+        else:
+            where = "no round had finished, so a restart starts the fleet from its first round"
+        super().__init__(f"fleet server stopped by {name}: {where}")
+
+
+def make_client_manager(names: dict[str, str]):
+    """Flower's client manager, saying when a device connects and disconnects.
+
+    Args:
+        names: connection id -> device name (filled by the strategy from the devices'
+            replies; a device not heard from yet is "a device").
+
+    Returns:
+        A ``flwr.server.SimpleClientManager`` whose ``closing`` attribute, once set (the fleet's
+        last round is over), turns the disconnect lines into debug lines.
+    """
+    from flwr.server.client_manager import SimpleClientManager
+
+    class FleetClientManager(SimpleClientManager):
+        """Logs each device's arrival and departure with the number connected."""
+
+        closing = False
+
+        def register(self, client) -> bool:
+            added = super().register(client)
+            if added:
+                log.info("fleet: a device connected (%d connected)", len(self))
+            return added
+
+        def unregister(self, client) -> None:
+            known = client.cid in self.clients
+            super().unregister(client)
+            if known:
+                (log.debug if self.closing else log.info)(
+                    "fleet: %s disconnected (%d connected)", names.get(client.cid, "a device"),
+                    len(self))
+
+    return FleetClientManager()
+
+
+def _note_stop_signal(stopped: list[int], on_stop=None) -> None:
+    """Record which signal stops the server (SIGINT, SIGTERM) before Flower's own handler,
+    installed by ``start_server``, ends the process its way (a ``SystemExit(0)`` that says
+    nothing of the signal). Call from the main thread, after Flower installed its handlers.
+
+    Args:
+        stopped: receives the signal's number.
+        on_stop: optional callable run first (no arguments).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        flower_handler = signal.getsignal(signum)
+        if not callable(flower_handler):
+            continue
+
+        def noted(num, frame, handler=flower_handler):
+            stopped.append(num)
+            if on_stop is not None:
+                on_stop()
+            handler(num, frame)
+
+        signal.signal(signum, noted)
+
+
+def make_server(strategy, client_manager, stopped: list[int]):
+    """Flower's server for the fleet: notes the stop signal (:func:`_note_stop_signal`) and
+    quietens the disconnect lines once the last round is over or a signal stops it.
+
+    Args:
+        strategy: the fleet strategy.
+        client_manager: from :func:`make_client_manager`.
+        stopped: receives the number of the signal that stops the server.
+
+    Returns:
+        A ``flwr.server.Server``.
+    """
+    from flwr.server import Server
+
+    class FleetServer(Server):
+        """``Server`` with the two hooks above."""
+
+        def fit(self, num_rounds, timeout):
+            _note_stop_signal(stopped, on_stop=lambda: setattr(client_manager, "closing", True))
+            return super().fit(num_rounds, timeout)
+
+        def disconnect_all_clients(self, timeout) -> None:
+            client_manager.closing = True
+            super().disconnect_all_clients(timeout)
+
+    return FleetServer(client_manager=client_manager, strategy=strategy)
 
 
 def fleet_dir(cfg: Config) -> Path:
@@ -145,6 +293,7 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
     Raises:
         ConfigError: off loopback without TLS and a token, incomplete TLS settings.
         EdgeclError: Flower is not installed.
+        ServerStopped: a signal (Ctrl-C, SIGTERM) stopped the server before its last round.
     """
     certificates = server_certificates(cfg)
     require_flower()
@@ -177,8 +326,15 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
         log.info("fleet server on %s: rounds %d..%d, TLS %s, authentication %s",
                  fc.server_address, done + 1, fc.rounds, "on" if certificates else "off",
                  "on" if wire.resolve_token(fc.token) else "off (loopback)")
-        start_server(server_address=fc.server_address,
-                     config=ServerConfig(num_rounds=left, round_timeout=fc.round_timeout_s),
-                     strategy=strategy, certificates=certificates,
-                     grpc_max_message_length=GRPC_MAX_MESSAGE_BYTES)
+        stopped: list[int] = []
+        server = make_server(strategy, make_client_manager(strategy.device_names), stopped)
+        try:
+            start_server(server_address=fc.server_address, server=server,
+                         config=ServerConfig(num_rounds=left, round_timeout=fc.round_timeout_s),
+                         certificates=certificates, grpc_max_message_length=GRPC_MAX_MESSAGE_BYTES)
+        except SystemExit as exc:
+            if exc.code not in (0, None):  # Flower's only other exit: an unparsable address
+                raise
+            raise ServerStopped(stopped[0] if stopped else 0, strategy.saved_round,
+                                store.root) from None
         return store.rounds()[before:]

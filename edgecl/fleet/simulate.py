@@ -131,14 +131,16 @@ def device_config(base: tuple | None, state: Path, size: SimSize, address: str, 
     """A simulated device's (or the server's) configuration: the user's settings (``base``:
     ``(config file or None, overrides)``) with the simulation's sizes and addresses over them."""
     overrides = [f"state_dir={state}", f"model.imgsz={size.imgsz}", f"learner.imgsz={size.imgsz}",
-                 f"learner.max_steps={size.steps}", f"learner.first_round_max_steps={size.first_steps or size.steps}",
+                 f"learner.max_steps={size.steps}",
+                 f"learner.first_round_max_steps={size.first_steps or size.steps}",
                  f"learner.budget_s={size.budget_s}", f"learner.first_round_budget_s={size.budget_s}",
                  f"learner.batch={size.batch}", "learner.device=cpu", "learner.epochs=1000",
                  "learner.bn_recalibration_batches=2", f"memory.holdout_fraction={size.holdout}",
                  f"memory.seed={size.seed}", "export.tensorrt='off'", "learner.enabled=false",
                  "ider.enabled=false", f"fleet.server_address={address}",
                  f"fleet.device_name={name}", f"fleet.min_devices={devices}",
-                 f"fleet.rounds={rounds}", f"fleet.seed={size.seed}", "fleet.round_timeout_s=1800", "fleet.retry_s=1"]
+                 f"fleet.rounds={rounds}", f"fleet.seed={size.seed}", "fleet.round_timeout_s=1800",
+                 "fleet.retry_s=1"]
     path, user = base if base is not None else (None, ())
     return load_config(path, [*user, *overrides])
 
@@ -182,7 +184,8 @@ def fill_memory(cfg: Config, taskset, tasks) -> int:
                 labels = labels[np.isin(labels[:, 0].astype(int), list(task.classes))].copy()
                 if len(labels):
                     labels[:, 0] = [ids[int(c)] for c in labels[:, 0]]
-                if memory.add(Sample(read_image(path), labels, task=STREAM_TASK, source=str(path))) is not None:
+                sample = Sample(read_image(path), labels, task=STREAM_TASK, source=str(path))
+                if memory.add(sample) is not None:
                     stored += 1
     finally:
         memory.close()
@@ -191,12 +194,15 @@ def fill_memory(cfg: Config, taskset, tasks) -> int:
 
 def _server_main(cfg: Config) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s fleet server: %(message)s")
-    from edgecl.fleet.server import quiet_flower_logs, run_server
+    from edgecl.fleet.server import ServerStopped, quiet_flower_logs, run_server
     from edgecl.runtime.learner import die_with_parent
 
     quiet_flower_logs(logging.WARNING)  # the round table and the server's own lines tell it
     die_with_parent()
-    run_server(cfg)
+    try:
+        run_server(cfg)
+    except ServerStopped as exc:  # the simulation stopped it (a device died, Ctrl-C): one line
+        log.info("%s", exc)
 
 
 BASELINE_ROUND = "round-{:04d}.json"

@@ -52,6 +52,30 @@ WAIT_LOG_S = 60
 """While fewer than ``fleet.min_devices`` devices are connected, say so this often (seconds)."""
 
 
+UNAUTHENTICATED = ("bad or missing authentication: its fleet token differs from the server's, "
+                   "or it has none")
+
+
+def failure_reason(exc: BaseException, waited_s: float, timeout_s: float) -> str:
+    """Why a device dropped out of a round, in words, from the exception Flower reports.
+
+    Args:
+        exc: the failure (Flower's ``GrpcBridgeClosed`` when the device's connection closed,
+            which is also how a reply missing past ``fleet.round_timeout_s`` ends).
+        waited_s: seconds since the request was sent.
+        timeout_s: ``fleet.round_timeout_s``.
+
+    Returns:
+        E.g. ``"its connection closed: it stopped, crashed or lost its network"``.
+    """
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError) or (name == "GrpcBridgeClosed" and waited_s >= 0.98 * timeout_s):
+        return f"no reply within fleet.round_timeout_s ({timeout_s:g} s)"
+    if name == "GrpcBridgeClosed":
+        return "its connection closed: it stopped, crashed or lost its network"
+    return f"{name}: {exc}" if str(exc) else name
+
+
 class RefusedReply(ValueError):
     """A device's reply breaks the wire rules; the message says how (one line for the log)."""
 
@@ -315,6 +339,10 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.record: dict = {}
             self.changed = False
             self.faults = 0  # malformed replies refused since the server started
+            self.saved_round = self.offset  # the round of the global model on disk
+            self.device_names: dict[str, str] = {}  # connection id -> name the device gave
+            self.asked: set[str] = set()  # connection ids sent the round's current request
+            self.asked_s = time.time()
 
         def _check_loaded(self):
             """Refuse to start from a global model no device could use.
@@ -375,6 +403,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             keys, params, nbytes = self._ins_parameters()
             ins = FitIns(params, self._config(rnd, keys))
             self.changed = False
+            self.asked, self.asked_s = {c.cid for c in clients}, time.time()
             self.record = {"round": rnd, "started_s": round(time.time(), 3), "sampled": len(clients),
                            "bytes_down": nbytes * len(clients), "bytes_up": 0, "devices": {}}
             log.info("fleet round %d: sent the global model (%d classes, %.1f MB) to %d devices",
@@ -443,6 +472,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 try:
                     m = dict(res.metrics or {})
                     device = str(m.get("device") or device)
+                    self._remember(proxy, device)
                     if device in rec["devices"]:
                         # two devices with one name (a default host name, a copied config):
                         # the second would overwrite the first's record and be averaged twice
@@ -454,8 +484,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                     rec["bytes_up"] = rec.get("bytes_up", 0) + nbytes
                     if not self._authentic(rnd, m):
                         rec["devices"][device] = {"update": "refused", "why": "unauthenticated"}
-                        log.warning("fleet round %d: update from %s refused: bad or missing "
-                                    "authentication", rnd, device)
+                        log.warning("fleet round %d: update from %s refused: %s", rnd, device,
+                                    UNAUTHENTICATED)
                         continue
                     if m.get("skipped"):
                         rec["devices"][device] = {"update": "skipped", "why": str(m["skipped"])}
@@ -470,13 +500,11 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 update.names = fleet_spelling(update.names, spellings)  # 'Car' is the class 'car'
                 updates.append(update)
                 rec["devices"][device] = entry
-            for failure in failures:
-                why = (f"{type(failure).__name__}: {failure}" if isinstance(failure, BaseException)
-                       else "the device replied with an error")
-                log.warning("fleet round %d: a device dropped out of the round (%s): it "
-                            "disconnected, or sent no reply within fleet.round_timeout_s (%g s)",
-                            rnd, why, fleet_cfg.round_timeout_s)
+            for device, why in self._dropped_out(results, failures):
+                log.warning("fleet round %d: %s dropped out of the round (%s)", rnd, device, why)
                 rec.setdefault("failures", []).append(why[:200])
+                if device in self.device_names.values():
+                    rec["devices"].setdefault(device, {"update": "dropped out", "why": why[:200]})
             if not updates:
                 log.warning("fleet round %d: no usable update; the global model stays as it was", rnd)
                 return None, {}
@@ -506,6 +534,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                          {n: agg.contributors[n] for n in new})
             try:
                 store.save(rnd, agg.arrays, agg.names, self.arch)
+                self.saved_round = rnd
             except OSError as exc:  # a full disk: the round's model is not kept, the server is
                 log.error("fleet round %d: the new global model cannot be saved in %s (%s); the "
                           "global model stays as it was", rnd, store.root, exc.strerror or exc)
@@ -526,6 +555,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 self._finish_round()
                 return []
             clients = list(client_manager.all().values())
+            self.asked, self.asked_s = {c.cid for c in clients}, time.time()
             keys, params, nbytes = self._ins_parameters()
             self.record["bytes_down"] = self.record.get("bytes_down", 0) + nbytes * len(clients)
             ins = EvaluateIns(params, self._config(rnd, keys))  # one nonce for the round
@@ -540,9 +570,10 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 try:
                     m = dict(res.metrics or {})
                     device = str(m.get("device") or device)
+                    self._remember(proxy, device)
                     if not self._authentic(rnd, m):
-                        log.warning("fleet round %d: adoption report from %s refused: bad or "
-                                    "missing authentication", rnd, device)
+                        log.warning("fleet round %d: adoption report from %s refused: %s", rnd,
+                                    device, UNAUTHENTICATED)
                         continue
                     status = m.get("status", "")
                     if not isinstance(status, str):
@@ -561,9 +592,10 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 adopted[device] = entry
                 log.info("fleet round %d: %s %s the global model (%s)", rnd, device,
                          entry["status"], entry["reason"])
-            for failure in failures:
-                log.warning("fleet round %d: a device dropped out of adoption (%s)", rnd,
-                            type(failure).__name__ if isinstance(failure, BaseException) else "error")
+            for device, why in self._dropped_out(results, failures):
+                log.warning("fleet round %d: %s dropped out of adoption (%s)", rnd, device, why)
+                if device in self.device_names.values():
+                    adopted.setdefault(device, {"status": "dropped out", "reason": why[:200]})
             rec["adoption"] = adopted
             self._finish_round()
             return None, {}
@@ -576,6 +608,37 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             except OSError as exc:
                 log.error("fleet round %s: its record cannot be written to %s (%s)",
                           record.get("round"), store.root, exc.strerror or exc)
+
+        def _remember(self, proxy, device: str) -> None:
+            """Note the name a connection's device gave (for the lines of a later drop-out)."""
+            cid = getattr(proxy, "cid", None)
+            if cid is not None:
+                self.device_names[str(cid)] = device[:100]
+
+        def _dropped_out(self, results, failures) -> list[tuple[str, str]]:
+            """Who dropped out of the current request and why, one pair per failure.
+
+            Flower reports a device that disconnected or timed out as a bare exception
+            (``GrpcBridgeClosed``, no message, no device): the device is the one asked that
+            neither replied nor failed with a reply, named when that is unambiguous.
+
+            Returns:
+                ``(device, why)`` pairs: the device's name (or "a device"), and why in words.
+            """
+            answered = {str(getattr(p, "cid", "")) for p, _ in results}
+            answered |= {str(getattr(f[0], "cid", "")) for f in failures if isinstance(f, tuple)}
+            silent = sorted(self.asked - answered)
+            errors = [f for f in failures if isinstance(f, BaseException)]
+            names = ([self.device_names.get(cid, "a device") for cid in silent]
+                     if len(silent) == len(errors) else ["a device"] * len(errors))
+            waited_s = time.time() - self.asked_s
+            out = [(name, failure_reason(exc, waited_s, fleet_cfg.round_timeout_s))
+                   for name, exc in zip(names, errors)]
+            for proxy, res in (f for f in failures if isinstance(f, tuple)):
+                message = getattr(getattr(res, "status", None), "message", "") or "no message"
+                out.append((self.device_names.get(str(getattr(proxy, "cid", "")), "a device"),
+                            f"it replied with an error: {_short(message, 200)}"))
+            return out
 
         def _finish_round(self):
             rec = self.record

@@ -18,13 +18,17 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import secrets
+from pathlib import Path
 
 import numpy as np
 
 from edgecl.errors import ConfigError
 from edgecl.tls import check_cert_and_key, check_pem
+
+log = logging.getLogger(__name__)
 
 TOKEN_ENV = "EDGECL_FLEET_TOKEN"
 WIRE_DTYPES = ("float16", "float32")
@@ -151,10 +155,15 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def _check_tls_material(certs: dict[str, str]) -> None:
+def _check_tls_material(certs: dict[str, str], refuse_dates: bool = True) -> None:
     """Load the PEM files as TLS will (Python's ``ssl``): a certificate that does not parse, or
     a key that does not belong to its certificate, is named here in one line; gRPC only says
-    "Failed to bind" or fails the handshake.
+    "Failed to bind" or fails the handshake. A certificate outside its validity period is
+    refused too (:func:`check_validity`): every device's handshake would fail.
+
+    Args:
+        certs: config key -> PEM path (empty: not set).
+        refuse_dates: refuse a certificate outside its validity period (else warn).
 
     Raises:
         ConfigError: which file (or pair) is wrong and what the TLS library says.
@@ -165,6 +174,9 @@ def _check_tls_material(certs: dict[str, str]) -> None:
                                             "fleet.ca_cert"))
     if cert and key:
         check_cert_and_key("fleet.server_cert", "fleet.server_key", cert, key)
+    for name in ("fleet.server_cert", "fleet.ca_cert"):
+        if certs.get(name):
+            check_validity(name, certs[name], refuse=refuse_dates)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if ca:
         try:
@@ -174,7 +186,69 @@ def _check_tls_material(certs: dict[str, str]) -> None:
                               f"({getattr(exc, 'reason', None) or exc})") from None
 
 
-def check_security(address: str, *, certs: dict[str, str], token: str, role: str) -> None:
+EXPIRY_WARNING_DAYS = 14
+"""A certificate that expires within this many days draws a warning at start."""
+
+
+def check_validity(key: str, path: str, now=None, refuse: bool = True) -> None:
+    """Refuse a certificate that has expired or is not valid yet; warn when it expires soon.
+
+    The first certificate of the file is read (the server's own, or the CA's). Without the
+    ``cryptography`` package (installed with Flower) nothing is checked.
+
+    Args:
+        key: the config key naming the file (for the message).
+        path: the PEM file.
+        now: the time to check against (UTC ``datetime``; default: now).
+        refuse: raise for a certificate outside its validity period; False (a device's
+            runtime: detection must not stop for it, and a board that booted without a
+            battery-backed clock reads a date years back until its time is set) logs the same
+            line as a warning, and the fleet client retries until the dates pass.
+
+    Raises:
+        ConfigError: one line naming the key, the file and the date (``refuse`` only).
+    """
+    import datetime
+
+    try:
+        from cryptography import x509
+    except ImportError:
+        return
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return  # unreadable or not one certificate: the TLS library's own check says so
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    start, end = _validity(cert)
+    problem = None
+    if now > end:
+        problem = (f"config key '{key}': {path} expired on {end:%Y-%m-%d %H:%M} UTC; every TLS "
+                   f"handshake with it fails (renew the certificate)")
+    elif now < start:
+        problem = (f"config key '{key}': {path} is not valid before {start:%Y-%m-%d %H:%M} UTC "
+                   f"(check this machine's clock, or the certificate's dates)")
+    if problem and refuse:
+        raise ConfigError(problem)
+    if problem:
+        log.warning("%s; detection goes on, and the fleet client retries until it passes", problem)
+        return
+    if end - now < datetime.timedelta(days=EXPIRY_WARNING_DAYS):
+        log.warning("config key '%s': %s expires on %s UTC; renew it before then", key, path,
+                    f"{end:%Y-%m-%d %H:%M}")
+
+
+def _validity(cert):
+    """A certificate's ``(not before, not after)`` as timezone-aware UTC datetimes."""
+    import datetime
+
+    if hasattr(cert, "not_valid_after_utc"):
+        return cert.not_valid_before_utc, cert.not_valid_after_utc
+    utc = datetime.timezone.utc
+    return cert.not_valid_before.replace(tzinfo=utc), cert.not_valid_after.replace(tzinfo=utc)
+
+
+def check_security(address: str, *, certs: dict[str, str], token: str, role: str,
+                   refuse_dates: bool = True) -> None:
     """Refuse to run off loopback without TLS certificates and a fleet token.
 
     Args:
@@ -183,6 +257,8 @@ def check_security(address: str, *, certs: dict[str, str], token: str, role: str
             required off loopback and each must be a readable file when given.
         token: the resolved fleet token.
         role: ``server`` or ``device`` (for the message).
+        refuse_dates: refuse a certificate outside its validity period (else warn: see
+            :func:`check_validity`).
 
     Raises:
         ConfigError: one line naming what is missing.
@@ -190,10 +266,12 @@ def check_security(address: str, *, certs: dict[str, str], token: str, role: str
     for key, path in certs.items():
         if path:
             check_pem(key, path)
-    _check_tls_material(certs)
+    _check_tls_material(certs, refuse_dates)
     if is_loopback(address):
         return
-    missing = [k for k, v in certs.items() if not v] + ([] if token else ["fleet.token"])
+    missing = [k for k, v in certs.items() if not v]
+    if not token:
+        missing.append(f"fleet.token (or ${TOKEN_ENV})")
     if missing:
         raise ConfigError(f"fleet {role} on {address} (not loopback) needs TLS and a token: "
-                          f"set {', '.join(missing)} (or ${TOKEN_ENV})")
+                          f"set {', '.join(missing)}")

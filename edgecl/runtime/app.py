@@ -339,7 +339,7 @@ class Runtime:
             from edgecl.fleet.client import check_client_security
             from edgecl.fleet.server import require_flower
 
-            check_client_security(cfg)
+            check_client_security(cfg, refuse_dates=False)
             require_flower()
         if cfg.learner.enabled:
             from edgecl.continual.cpu_engines import check_export_settings

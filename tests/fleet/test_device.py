@@ -135,9 +135,15 @@ def test_a_failed_connection_says_grpcs_status_not_a_class_name():
 
         def details(self):
             return "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: " \
-                   "Failed to connect to remote host: Connection refused\nmore"
+                   "Failed to connect to remote host: Connection reset\nmore"
 
     assert connection_problem(Rendezvous()) == (
-        "UNAVAILABLE: failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: "
-        "Failed to connect to remote host: Connection refused")
+        "the connection was lost (the server stopped, or the network dropped)")
+
+    class Unknown(Rendezvous):
+        def details(self):
+            return "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: " \
+                   "something new\nmore"
+
+    assert connection_problem(Unknown()) == "UNAVAILABLE: UNKNOWN: ipv4:127.0.0.1:9: something new more"
     assert connection_problem(ConnectionError("reset by peer")) == "ConnectionError: reset by peer"
