@@ -104,7 +104,7 @@ def grow_head(model, new_names: dict[int, str]):
     Raises:
         LabelError: a negative id or a gap in the ids.
     """
-    from edgecl.calibration.ider.adapter import grow_adapters
+    from edgecl.models.prior_adapter import grow_adapters
 
     head = model.model[-1]
     old_nc = int(head.nc)

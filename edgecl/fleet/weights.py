@@ -147,7 +147,7 @@ def model_arrays(model) -> dict[str, np.ndarray]:
     Returns:
         state-dict key -> float32 array (CPU copies).
     """
-    from edgecl.calibration.ider.adapter import fold_prior, has_prior_adapter
+    from edgecl.models.prior_adapter import fold_prior, has_prior_adapter
 
     if has_prior_adapter(model):
         import copy

@@ -5,7 +5,7 @@ A checkpoint is the dict ultralytics saves (``model``, ``train_args``, ``date``,
 parent version ...).  ``model`` is a float32 CPU copy of the DetectionModel.  When IDER's
 prior adapter is attached it is saved with it (``edgecl.ider_adapter`` is then True) and
 loading needs ``edgecl`` importable (the adapter class lives in
-``edgecl.calibration.ider.adapter``); plain ultralytics can load it only after
+``edgecl.models.prior_adapter``); plain ultralytics can load it only after
 ``fold_prior``.  Checkpoints are pickles: load only files this device wrote.
 """
 
@@ -38,7 +38,7 @@ def _train_args(model) -> dict:
 
 def _model_copy(model):
     """Float32 CPU copy of a model, without transient state, in eval mode."""
-    from edgecl.calibration.ider.adapter import set_priors
+    from edgecl.models.prior_adapter import set_priors
 
     clone = copy.deepcopy(model).cpu().float().eval()
     for attr in _TRANSIENT_ATTRS:
@@ -68,7 +68,7 @@ def save_checkpoint(model, path: str | os.PathLike, *, meta: dict) -> Path:
     from ultralytics import __version__ as ultralytics_version
 
     from edgecl import __version__
-    from edgecl.calibration.ider.adapter import has_prior_adapter
+    from edgecl.models.prior_adapter import has_prior_adapter
 
     clone = _model_copy(model)
     edgecl_meta = {"names": dict(getattr(clone, "names", {}) or {}),

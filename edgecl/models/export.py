@@ -25,7 +25,7 @@ LOG = logging.getLogger(__name__)
 
 def _export_copy(model, names: dict[int, str] | None):
     """CPU float32 eval copy, IDER prior folded, ready for ultralytics' Exporter."""
-    from edgecl.calibration.ider.adapter import fold_prior, has_prior_adapter, set_priors
+    from edgecl.models.prior_adapter import fold_prior, has_prior_adapter, set_priors
 
     clone = copy.deepcopy(model).cpu().float().eval()
     folded = has_prior_adapter(clone)

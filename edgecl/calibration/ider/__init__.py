@@ -1,12 +1,13 @@
 """IDER (idempotent experience replay) adapted to the YOLO head.
 
-* :mod:`.adapter` - the class-prior input of each level's class branch, and folding the
-  constant prior into BatchNorm shifts for export (``fold_prior``).
+* :mod:`edgecl.models.prior_adapter` - the class-prior input of each level's class branch,
+  and folding the constant prior into BatchNorm shifts for export (``fold_prior``); it is a
+  part of the model that checkpoints and exports must know, so it lives with them.
 * :mod:`.losses` - the second-pass classification loss and the idempotence distillation.
 * :mod:`.hook` - ``IderHook``, which plugs both into ``edgecl.continual.finetune.FineTuner``.
 """
 
-from edgecl.calibration.ider.adapter import (
+from edgecl.models.prior_adapter import (
     UNIFORM_PRIOR,
     PriorAdaptedConv,
     attach_prior_adapter,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from edgecl.calibration.ider.adapter import attach_prior_adapter, detect_head
+from edgecl.models.prior_adapter import attach_prior_adapter, detect_head
 from edgecl.calibration.ider.losses import distillation_loss, second_pass_cls_loss
 
 if TYPE_CHECKING:

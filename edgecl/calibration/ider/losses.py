@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgecl.calibration.ider.adapter import detect_head, prior_context, split_levels
+from edgecl.models.prior_adapter import detect_head, prior_context, split_levels
 
 
 @contextlib.contextmanager
