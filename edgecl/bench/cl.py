@@ -50,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the ``bench cl`` parser.
     """
-    from edgecl.commands.common import (finite_non_negative_float, finite_positive_float,
-                                        non_negative_int, positive_int, train_image_size)
+    from edgecl.arguments import (finite_non_negative_float, finite_positive_float,
+                                  non_negative_int, positive_int, train_image_size)
 
     add = parser.add_argument
     add("--data", default="scenario",

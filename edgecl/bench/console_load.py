@@ -515,8 +515,8 @@ def run_console_load(work: Path, *, imgsz: int = 64, backend: str = "onnx", requ
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the console benchmark's options."""
-    from edgecl.commands.common import (finite_non_negative_float, finite_positive_float,
-                                        image_size, positive_int)
+    from edgecl.arguments import (finite_non_negative_float, finite_positive_float, image_size,
+                                  positive_int)
 
     p.add_argument("--requests", type=positive_int, default=500, help="API requests per load phase")
     p.add_argument("--threads", type=positive_int, default=8, help="client threads per load phase")

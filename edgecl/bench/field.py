@@ -746,8 +746,8 @@ def summarize(runs: list[dict]) -> dict:
 
 def add_arguments(parser) -> None:
     """Arguments of ``edgecl bench field``."""
-    from edgecl.commands.common import (finite_non_negative_float, non_negative_int, percentage,
-                                        positive_int, train_image_size)
+    from edgecl.arguments import (finite_non_negative_float, non_negative_int, percentage,
+                                  positive_int, train_image_size)
 
     parser.add_argument("--data", default="scenario",
                         help="DIR/tasks.yaml of a class-incremental dataset, or 'scenario' (built in)")
@@ -788,7 +788,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the field benchmark as the command line asks."""
-    from edgecl.commands.common import print_json_line
+    from edgecl.arguments import print_json_line
     from edgecl.config import load_config
     from edgecl.data.tasks import load_tasks, refuse_trained_test_images
     from edgecl.ultra import ensure_offline

@@ -43,7 +43,7 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "edgecl" / "bench-learn"
 
 def add_arguments(parser) -> None:
     """Arguments of ``edgecl bench learn``."""
-    from edgecl.commands.common import finite_positive_float, positive_int, train_image_size
+    from edgecl.arguments import finite_positive_float, positive_int, train_image_size
 
     parser.add_argument("--data", default="scenario",
                         help="DIR/tasks.yaml with at least 2 tasks, or 'scenario' (built in)")

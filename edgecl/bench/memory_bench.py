@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the ``bench memory`` parser.
     """
-    from edgecl.commands.common import non_negative_int, pixel_side, positive_int
+    from edgecl.arguments import non_negative_int, pixel_side, positive_int
 
     parser.add_argument("--adds", type=positive_int, default=100_000,
                         help="samples offered (default 100000)")

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the perf benchmark's options."""
-    from edgecl.commands.common import image_size, positive_int
+    from edgecl.arguments import image_size, positive_int
 
     p.add_argument("--model", default=None,
                    help="model file (.onnx, .engine, .xml, .pt); required without --backends")
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         from edgecl.errors import ConfigError
 
         raise ConfigError("edgecl bench perf needs --model (or --backends to compare CPU engines)")
-    from edgecl.commands.common import print_json_line
+    from edgecl.arguments import print_json_line
     from edgecl.models.backends import load_backend
     from edgecl.models.base import InferenceOptions
 

@@ -46,7 +46,7 @@ FP32_OF = {"openvino-int8": "openvino", "onnx-int8": "onnx"}
 
 def add_backend_arguments(p) -> None:
     """Add the ``--backends`` options to ``edgecl bench perf``'s parser."""
-    from edgecl.commands.common import positive_int
+    from edgecl.arguments import positive_int
 
     p.add_argument("--backends", default=None,
                    help=f"compare CPU engines: comma list of {', '.join(BACKEND_NAMES)} "

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the soak benchmark's options."""
-    from edgecl.commands.common import finite_non_negative_float, positive_int, train_image_size
+    from edgecl.arguments import finite_non_negative_float, positive_int, train_image_size
 
     p.add_argument("--frames", type=positive_int, default=200_000, help="frames to run (default 200000)")
     p.add_argument("--imgsz", type=train_image_size, default=64,

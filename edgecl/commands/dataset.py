@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 
-from edgecl.commands.common import print_json_line
+from edgecl.arguments import print_json_line
 from edgecl.errors import StorageError, is_disk_full
 
 

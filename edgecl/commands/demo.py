@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from edgecl.commands.common import add_config_args, print_json_line, train_image_size
+from edgecl.arguments import print_json_line, train_image_size
+from edgecl.commands.common import add_config_args
 
 
 def add_parser(sub) -> None:

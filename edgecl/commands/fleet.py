@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
-                                    require_state_dir, train_image_size)
+from edgecl.arguments import print_json_line, train_image_size
+from edgecl.commands.common import add_config_args, config_from_args, require_state_dir
 
 
 def add_parser(sub) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgecl.commands.common import (add_config_args, config_from_args,
-                                    print_json_line, require_state_dir, with_device_memory)
+from edgecl.arguments import print_json_line
+from edgecl.commands.common import (add_config_args, config_from_args, require_state_dir,
+                                    with_device_memory)
 from edgecl.commands.labels_import import add_import_parser
 from edgecl.errors import LabelError
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgecl.commands.common import (add_config_args, config_from_args,
-                                    print_json_line, with_device_memory)
+from edgecl.arguments import print_json_line
+from edgecl.commands.common import add_config_args, config_from_args, with_device_memory
 
 
 def add_import_parser(lsub) -> None:

@@ -7,8 +7,8 @@ import re
 import sys
 from pathlib import Path
 
-from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
-                                    require_state_dir)
+from edgecl.arguments import print_json_line
+from edgecl.commands.common import add_config_args, config_from_args, require_state_dir
 from edgecl.errors import ConfigError
 from edgecl.runtime.promote import promote_version, rollback_version
 

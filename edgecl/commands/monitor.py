@@ -6,8 +6,8 @@ import argparse
 import logging
 import time
 
-from edgecl.commands.common import (add_config_args, config_from_args, print_json_line,
-                                    require_state_dir)
+from edgecl.arguments import print_json_line
+from edgecl.commands.common import add_config_args, config_from_args, require_state_dir
 
 log = logging.getLogger(__name__)
 

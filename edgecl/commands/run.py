@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from edgecl.commands.common import add_config_args, config_from_args, positive_int, print_json_line
+from edgecl.arguments import positive_int, print_json_line
+from edgecl.commands.common import add_config_args, config_from_args
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The benchmarks' options: a user's mistake is one line and exit 2 before anything runs
-(the shared argparse types of :mod:`edgecl.commands.common`), and Ctrl-C during a benchmark
+(the shared argparse types of :mod:`edgecl.arguments`), and Ctrl-C during a benchmark
 ends it with no figures (the command line prints ``interrupted`` and exits 130)."""
 
 import argparse
@@ -9,8 +9,7 @@ import types
 
 import pytest
 
-from edgecl.cli import main
-from edgecl.commands import common
+from edgecl import arguments
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,20 +83,20 @@ def test_a_bad_option_is_one_line_and_exit_2(run_edgecl, capsys, tmp_path, argv,
 
 
 @pytest.mark.parametrize("kind, text, value", [
-    (common.non_negative_int, "0", 0), (common.finite_positive_float, "1e-3", 1e-3),
-    (common.finite_non_negative_float, "0", 0.0), (common.percentage, "100", 100.0),
-    (common.pixel_side, "48", 48), (common.pixel_side, "4096", 4096),
+    (arguments.non_negative_int, "0", 0), (arguments.finite_positive_float, "1e-3", 1e-3),
+    (arguments.finite_non_negative_float, "0", 0.0), (arguments.percentage, "100", 100.0),
+    (arguments.pixel_side, "48", 48), (arguments.pixel_side, "4096", 4096),
 ])
 def test_shared_types_accept(kind, text, value):
     assert kind(text) == value
 
 
 @pytest.mark.parametrize("kind, text", [
-    (common.non_negative_int, "-1"), (common.non_negative_int, "1.5"),
-    (common.finite_positive_float, "0"), (common.finite_positive_float, "-inf"),
-    (common.finite_positive_float, "abc"), (common.finite_non_negative_float, "nan"),
-    (common.percentage, "0"), (common.percentage, "100.1"), (common.percentage, "inf"),
-    (common.pixel_side, "31"), (common.pixel_side, "4097"), (common.pixel_side, "1000000"),
+    (arguments.non_negative_int, "-1"), (arguments.non_negative_int, "1.5"),
+    (arguments.finite_positive_float, "0"), (arguments.finite_positive_float, "-inf"),
+    (arguments.finite_positive_float, "abc"), (arguments.finite_non_negative_float, "nan"),
+    (arguments.percentage, "0"), (arguments.percentage, "100.1"), (arguments.percentage, "inf"),
+    (arguments.pixel_side, "31"), (arguments.pixel_side, "4097"), (arguments.pixel_side, "1000000"),
 ])
 def test_shared_types_refuse(kind, text):
     with pytest.raises(argparse.ArgumentTypeError, match="expected"):

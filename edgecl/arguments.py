@@ -1,0 +1,143 @@
+"""Value types of command-line options, shared by every parser (the CLI's commands and the
+benchmarks' own options), and the one way a command prints its JSON summary line.
+
+Each type raises :class:`argparse.ArgumentTypeError` with one line, which argparse shows as a
+usage error naming the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from edgecl.config import RULES
+
+
+def print_json_line(obj: object) -> None:
+    """Print one compact JSON object as the last stdout line."""
+    print(json.dumps(obj, sort_keys=True), file=sys.stdout, flush=True)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a usage error, one line, otherwise).
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or below 1.
+    """
+    return _int_at_least(text, 1)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    """Parse ``text`` as an integer of at least ``low``.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or below ``low``.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+    return value
+
+
+def image_size(text: str) -> int:
+    """argparse type: an image size in pixels, a positive multiple of 32 (the YOLO stride).
+
+    Raises:
+        argparse.ArgumentTypeError: not a positive multiple of 32.
+    """
+    value = positive_int(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"expected a multiple of 32 (the model stride), got {value}")
+    return value
+
+
+def train_image_size(text: str) -> int:
+    """argparse type: an image size to train at, a multiple of 32 and at least 64 pixels (at 32
+    a batch of one image leaves BatchNorm 1 x 1 maps and training fails).
+
+    Raises:
+        argparse.ArgumentTypeError: not a multiple of 32, or below 64.
+    """
+    value = image_size(text)
+    if value < 64:
+        raise argparse.ArgumentTypeError(f"expected at least 64 to train at, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a usage error, one line, otherwise).
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or below 0.
+    """
+    return _int_at_least(text, 0)
+
+
+def _finite_float(text: str, wanted: str, valid) -> float:
+    """Parse ``text`` as a finite float that ``valid`` accepts (``nan`` and ``inf`` never are).
+
+    Args:
+        text: the option's value.
+        wanted: what the option accepts, in words (for the error).
+        valid: ``callable(float) -> bool``, the option's range.
+
+    Raises:
+        argparse.ArgumentTypeError: not a finite number, or outside the range.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+    if not (math.isfinite(value) and valid(value)):
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def finite_positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (``nan``, ``inf``, 0 and negatives are usage errors).
+
+    Raises:
+        argparse.ArgumentTypeError: not a finite number above 0.
+    """
+    return _finite_float(text, "a finite number > 0", lambda v: v > 0)
+
+
+def finite_non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (``nan``, ``inf`` and negatives are usage errors).
+
+    Raises:
+        argparse.ArgumentTypeError: not a finite number at or above 0.
+    """
+    return _finite_float(text, "a finite number >= 0", lambda v: v >= 0)
+
+
+def percentage(text: str) -> float:
+    """argparse type: a percentage in (0, 100] (a share of something that cannot be empty).
+
+    Raises:
+        argparse.ArgumentTypeError: not a finite number in (0, 100].
+    """
+    return _finite_float(text, "a percentage in (0, 100]", lambda v: 0 < v <= 100)
+
+
+def pixel_side(text: str) -> int:
+    """argparse type: the side of a synthetic square image in pixels, within the bounds of the
+    config's ``model.imgsz`` rule (32..4096) but of any value in between (no stride to respect).
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer in the bounds.
+    """
+    rule = RULES["model.imgsz"]
+    low, high = int(rule.lo), int(rule.hi)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {value}")
+    return value
