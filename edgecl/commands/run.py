@@ -42,9 +42,15 @@ def run_command(args: argparse.Namespace) -> int:
     log.info("config: %s%s (hash %s)", args.config or "built-in defaults",
              f" + {len(args.overrides)} override(s)" if getattr(args, "overrides", None) else "",
              config_hash(cfg))
+    use_state = bool(args.state_dir or args.config)
+    fleet_client = None
+    if use_state and cfg.fleet.enabled:
+        from edgecl.fleet.client import FleetClientStarter
+
+        fleet_client = FleetClientStarter()
     opts = RunOptions(source_uri=args.source or cfg.source.uri, model=args.model,
                       max_frames=args.frames, out=args.out, save_video=args.save_video,
-                      quiet=args.quiet, use_state=bool(args.state_dir or args.config))
+                      quiet=args.quiet, use_state=use_state, fleet_client=fleet_client)
     unused = [o.split("=", 1)[0] for o in getattr(args, "overrides", None) or []
               if o.split(".", 1)[0] in STATE_SECTIONS]
     if unused and not opts.use_state:

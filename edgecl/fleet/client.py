@@ -452,6 +452,28 @@ def _wait_for_server(address: str, max_wait_s: float) -> None:
             time.sleep(0.5)
 
 
+class FleetClientStarter:
+    """What a device's runtime needs of the fleet client, handed to it by ``edgecl run``
+    (:class:`edgecl.runtime.app.RunOptions`: the runtime does not import the fleet, which sits
+    beside it and imports it)."""
+
+    def check(self, cfg: Config) -> None:
+        """Refuse, before anything loads, a device configuration the client cannot use.
+
+        Raises:
+            ConfigError: off loopback without TLS and a token.
+            EdgeclError: Flower is not installed.
+        """
+        from edgecl.fleet.server import require_flower
+
+        check_client_security(cfg, refuse_dates=False)
+        require_flower()
+
+    def start(self, cfg: Config) -> mp.Process:
+        """Spawn the client process (:func:`start_fleet_client`)."""
+        return start_fleet_client(cfg)
+
+
 def start_fleet_client(cfg: Config) -> mp.Process:
     """Spawn the fleet client process beside the runtime (call when ``fleet.enabled``).
 

@@ -205,6 +205,10 @@ class RunOptions:
     quiet: bool = False
     use_state: bool = True
     sinks: tuple = field(default_factory=tuple)
+    fleet_client: object | None = None
+    """The fleet client's starter (``check(cfg)``, ``start(cfg) -> process``:
+    :class:`edgecl.fleet.client.FleetClientStarter`, which ``edgecl run`` passes); None: this run
+    joins no fleet whatever ``fleet.enabled`` says (a benchmark, the demo)."""
 
 
 class Runtime:
@@ -335,12 +339,10 @@ class Runtime:
         if cfg.server.enabled:
             check_bind(cfg.server.host, resolve_token(cfg.server.token), cfg.server.tls_cert,
                        cfg.server.tls_key)
-        if cfg.fleet.enabled:  # one line before the model loads, not seconds later
-            from edgecl.fleet.client import check_client_security
-            from edgecl.fleet.server import require_flower
-
-            check_client_security(cfg, refuse_dates=False)
-            require_flower()
+        if cfg.fleet.enabled and self.opts.fleet_client is None:
+            log.warning("fleet.enabled: ignored, this run joins no fleet (only 'edgecl run' does)")
+        elif cfg.fleet.enabled:  # one line before the model loads, not seconds later
+            self.opts.fleet_client.check(cfg)
         if cfg.learner.enabled:
             from edgecl.continual.cpu_engines import check_export_settings
             from edgecl.continual.finetune import resolve_device
@@ -693,10 +695,8 @@ class Runtime:
                               f"{self._fleet_backoff_s:.0f} s")
         if now < self._fleet_restart_at:
             return False
-        from edgecl.fleet.client import start_fleet_client
-
         self._fleet_restart_at = None
-        self.fleet_proc = start_fleet_client(self.cfg)
+        self.fleet_proc = self.opts.fleet_client.start(self.cfg)
         return False
 
     def _tick_learner(self) -> None:
@@ -748,10 +748,9 @@ class Runtime:
         if self.watcher is not None:
             self.watcher.start()
         self._start_server()
-        if self.opts.use_state and self.cfg.fleet.enabled and self.fleet_proc is None:
-            from edgecl.fleet.client import start_fleet_client
-
-            self.fleet_proc = start_fleet_client(self.cfg)
+        if (self.opts.use_state and self.cfg.fleet.enabled and self.opts.fleet_client is not None
+                and self.fleet_proc is None):
+            self.fleet_proc = self.opts.fleet_client.start(self.cfg)
         try:
             with stop_on_signals(self._interrupt):
                 log.info("running: source %s, model %s (Ctrl-C or SIGTERM stops cleanly)",

@@ -251,7 +251,21 @@ def test_a_recording_read_faster_than_a_camera_is_warned_about_once(source, over
         assert part in line
 
 
-def test_a_dead_fleet_client_is_reported_and_restarted_after_a_back_off(tmp_path, monkeypatch):
+def test_a_run_given_no_fleet_client_joins_no_fleet_and_says_so(tmp_path, caplog):
+    """A benchmark or the demo run with a device's config (fleet.enabled) must not join its
+    fleet: only `edgecl run` hands the runtime a fleet client."""
+    from edgecl.config import load_config
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "fleet.enabled=true", "model.imgsz=64",
+                             "learner.enabled=false", "server.enabled=false"])
+    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&images_per_task=2&imgsz=64",
+                                      model="yolo11n.yaml", max_frames=1, quiet=True))
+    runtime.run()
+    assert runtime.fleet_proc is None
+    assert "fleet.enabled: ignored, this run joins no fleet (only 'edgecl run' does)" in caplog.text
+
+
+def test_a_dead_fleet_client_is_reported_and_restarted_after_a_back_off(tmp_path):
     """Before: /healthz said 'ok' with fleet alive false, nothing was logged, and the device
     left the fleet until a restart."""
     from types import SimpleNamespace
@@ -264,9 +278,9 @@ def test_a_dead_fleet_client_is_reported_and_restarted_after_a_back_off(tmp_path
         started.append(cfg)
         return SimpleNamespace(is_alive=lambda: True, pid=43, exitcode=None)
 
-    monkeypatch.setattr("edgecl.fleet.client.start_fleet_client", start)
     runtime = Runtime(load_config(None, [f"state_dir={tmp_path}"]),
-                      RunOptions(source_uri="synthetic://", quiet=True))
+                      RunOptions(source_uri="synthetic://", quiet=True,
+                                 fleet_client=SimpleNamespace(start=start)))
     runtime.fleet_proc = SimpleNamespace(is_alive=lambda: False, pid=42, exitcode=-9)
     runtime.supervise()
     error = runtime.step_errors["fleet"]["error"]
