@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from edgecl.web import ConsoleHooks, create_app
 from edgecl.web.app import MAX_BODY_BYTES, AuthThrottle, check_id
-from edgecl.errors import EdgeclError, NotFoundError, StorageError
+from edgecl.errors import NotFoundError, StorageError
 
 TOKEN = "s3cret-token"
 
