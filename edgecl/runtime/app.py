@@ -504,8 +504,9 @@ class Runtime:
                 if cfg.server.enabled:
                     self.live_view = LiveViewSink(self._display_names, calibrate=self._calibrated)
                     sinks.append(self.live_view)
-                self.watcher = ModelWatcher(self.registry, infer_opts,
-                                            self.registry.current() if not opts.model else None,
+                # the registry's current version counts as seen even when --model serves a file
+                # for this run: only a version promoted from now on is swapped in
+                self.watcher = ModelWatcher(self.registry, infer_opts, self.registry.current(),
                                             poll_s=cfg.runtime.swap_poll_s,
                                             warmup_runs=cfg.runtime.warmup_runs)
                 log.info("%s", describe_labelling(cfg, bool(getattr(source, "labelled", False))))

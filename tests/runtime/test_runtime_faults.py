@@ -63,6 +63,21 @@ def test_a_round_staged_before_a_kill_is_promoted_at_the_next_start(learnt, scen
     assert hand_added in registry.staged_versions(), "a version added by hand waits for promote"
 
 
+def test_a_file_given_with_model_serves_the_whole_run(learnt, scenario, tmp_path):
+    """Before: with a current version in the registry, `run --model FILE` swapped to that
+    version within a second, without a word; the file serves until a version is promoted."""
+    state = copy_state(learnt[0], tmp_path / "state")
+    registry = Registry(state / "models")
+    registry.promote(learnt[1])
+    served = registry.root / learnt[1] / "model.onnx"
+    given = tmp_path / "mine.onnx"
+    given.write_bytes(served.read_bytes())
+    report = Runtime(tiny_cfg(state, "runtime.swap_poll_s=0.05"),
+                     RunOptions(source_uri=f"tasks://{scenario}?task=t2&fps=10", model=str(given),
+                                max_frames=15, quiet=True)).run()
+    assert report.swaps == 0 and report.model_version == "file:mine.onnx"
+
+
 def test_a_tampered_parent_is_never_fine_tuned(learnt, scenario, tmp_path):
     state = copy_state(learnt[0], tmp_path / "state")
     registry = Registry(state / "models")
