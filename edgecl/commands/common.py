@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 from edgecl.config import Config, MemoryConfig, load_config
+from edgecl.errors import ConfigError
 
 
 def add_config_args(parser: argparse.ArgumentParser, state_dir: bool = True) -> None:
@@ -35,7 +36,21 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def with_device_memory(cfg: Config) -> Config:
+def memory_given(args: argparse.Namespace) -> bool:
+    """Whether a command was given memory settings: a ``--config`` file, or an override of a
+    ``memory.*`` key (even one equal to the default).
+
+    Args:
+        args: parsed arguments (``config``, ``overrides``).
+
+    Returns:
+        True when the command's own memory settings are to be used as given.
+    """
+    return bool(getattr(args, "config", None)) or any(
+        str(o).split("=", 1)[0].strip().startswith("memory.") for o in getattr(args, "overrides", ()))
+
+
+def with_device_memory(cfg: Config, given: bool | None = None) -> Config:
     """``cfg`` with the memory settings the device's runtime recorded in its replay memory
     (:func:`edgecl.continual.memory.store.recorded_memory_config`), for a tool that opens a
     device's memory: run without the device's config, it would otherwise evict down to the
@@ -43,9 +58,11 @@ def with_device_memory(cfg: Config) -> Config:
 
     Args:
         cfg: the command's configuration.
+        given: whether the command was given memory settings (:func:`memory_given`); None:
+            when they differ from the defaults.
 
     Returns:
-        ``cfg`` itself when its memory settings were given (they differ from the defaults),
+        ``cfg`` itself when its memory settings were given,
         nothing is recorded or the settings agree, else a copy with the recorded ``memory``
         section (one info line names what differs).
     """
@@ -54,7 +71,9 @@ def with_device_memory(cfg: Config) -> Config:
 
     from edgecl.continual.memory.store import recorded_memory_config
 
-    if cfg.memory != MemoryConfig():  # memory settings given (a config file, key=value): used
+    if given is None:
+        given = cfg.memory != MemoryConfig()
+    if given:  # memory settings given (a config file, key=value): used as given
         return cfg
     recorded = recorded_memory_config(Path(cfg.state_dir) / "memory")
     if recorded is None or recorded == cfg.memory:
@@ -64,6 +83,33 @@ def with_device_memory(cfg: Config) -> Config:
     logging.getLogger(__name__).info("replay memory settings of the device's runtime used "
                                      "(%s), not this command's", ", ".join(differ))
     return dataclasses.replace(cfg, memory=recorded)
+
+
+def refuse_smaller_memory(cfg: Config) -> None:
+    """Refuse memory bounds below those the device's runtime keeps, for a command that writes
+    to the memory (``labels import|answer|accept|skip``, ``learn``): opening it with them would
+    evict the device's samples for good, while its runtime goes on with its own bounds.
+
+    Args:
+        cfg: the command's configuration (after :func:`with_device_memory`).
+
+    Raises:
+        ConfigError: one line naming the key, both values and what to do.
+    """
+    from pathlib import Path
+
+    from edgecl.continual.memory.store import recorded_memory_config
+
+    recorded = recorded_memory_config(Path(cfg.state_dir) / "memory")
+    if recorded is None:
+        return
+    for key in ("capacity", "max_bytes"):
+        mine, device = getattr(cfg.memory, key), getattr(recorded, key)
+        if mine < device:
+            raise ConfigError(f"memory.{key}={mine} is below the {device} this device's runtime "
+                              f"keeps: this command would evict the device's samples for good; "
+                              f"give no memory settings (the device's are used), or lower it in "
+                              f"the device's config (its runtime evicts at its next start)")
 
 
 def require_state_dir(cfg: Config) -> None:

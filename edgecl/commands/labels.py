@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 
 from edgecl.arguments import print_json_line
-from edgecl.commands.common import (add_config_args, config_from_args, require_state_dir,
-                                    with_device_memory)
+from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
+                                    refuse_smaller_memory, require_state_dir, with_device_memory)
 from edgecl.commands.labels_import import add_import_parser
 from edgecl.errors import LabelError
 
@@ -63,11 +63,13 @@ def _queue(args):
     return cfg, OperatorQueue(Path(cfg.state_dir) / "labels", cfg.labels.max_pending)
 
 
-def _memory_and_classes(cfg):
+def _memory_and_classes(cfg, args: argparse.Namespace):
     from edgecl.continual.memory import memory_from_config
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
 
-    memory, classes = memory_from_config(with_device_memory(cfg)), ClassRegistry(cfg.state_dir)
+    cfg = with_device_memory(cfg, memory_given(args))
+    refuse_smaller_memory(cfg)
+    memory, classes = memory_from_config(cfg), ClassRegistry(cfg.state_dir)
     adopt_memory_class_names(memory, classes)
     return memory, classes
 
@@ -154,7 +156,7 @@ def answer_command(args: argparse.Namespace) -> int:
     if skip:
         _print_answer(args, queue.skip(args.id))
         return 0
-    memory, classes = _memory_and_classes(cfg)
+    memory, classes = _memory_and_classes(cfg, args)
     try:
         result = queue.answer(args.id, boxes, memory, classes)
     except LabelError as exc:  # the boxes do not fit this item's frame or the class registry
@@ -169,7 +171,7 @@ def accept_command(args: argparse.Namespace) -> int:
     """Answer an item with its proposed boxes."""
     cfg, queue = _queue(args)
     queue.item(args.id)
-    memory, classes = _memory_and_classes(cfg)
+    memory, classes = _memory_and_classes(cfg, args)
     try:
         result = queue.accept(args.id, memory, classes)
     finally:

@@ -14,7 +14,8 @@ import argparse
 import sys
 
 from edgecl.arguments import print_json_line
-from edgecl.commands.common import add_config_args, config_from_args, with_device_memory
+from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
+                                    refuse_smaller_memory, with_device_memory)
 
 
 def add_import_parser(lsub) -> None:
@@ -48,7 +49,8 @@ def import_command(args: argparse.Namespace) -> int:
     from edgecl.data.importers import iter_labelled
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
 
-    cfg = with_device_memory(config_from_args(args))
+    cfg = with_device_memory(config_from_args(args), memory_given(args))
+    refuse_smaller_memory(cfg)
     items = iter_labelled(args.path, args.format)
     classes = ClassRegistry(cfg.state_dir)
     with memory_from_config(cfg) as memory:

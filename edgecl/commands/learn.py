@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from edgecl.arguments import print_json_line
-from edgecl.commands.common import (add_config_args, config_from_args, require_state_dir,
-                                    with_device_memory)
+from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
+                                    refuse_smaller_memory, require_state_dir, with_device_memory)
 from edgecl.errors import EdgeclError
 
 
@@ -32,7 +32,8 @@ def learn_command(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     require_state_dir(cfg)  # a mistyped --state-dir would make an empty device and learn nothing
-    cfg = with_device_memory(cfg)
+    cfg = with_device_memory(cfg, memory_given(args))
+    refuse_smaller_memory(cfg)
     check_export_settings(cfg)  # an engine asked 'on' that cannot be built here: one line now
     check_start_model(cfg)  # IDER or freeze_layers the model cannot take: one line now
     if cfg.learner.device.startswith("cuda"):  # one line now, not a failed round's traceback

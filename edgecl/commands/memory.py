@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from edgecl.arguments import print_json_line
-from edgecl.commands.common import (add_config_args, config_from_args, require_state_dir,
-                                    with_device_memory)
+from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
+                                    require_state_dir, with_device_memory)
 from edgecl.errors import ReplayMemoryError, StorageError
 
 
@@ -59,7 +59,7 @@ def _open(args: argparse.Namespace, verify: bool = True):
     if not (root / INDEX_FILE).is_file():
         refuse_lost_index(root)
         raise ReplayMemoryError(f"no replay memory at {root} (nothing stored yet?)")
-    memory_cfg = with_device_memory(cfg).memory
+    memory_cfg = with_device_memory(cfg, memory_given(args)).memory
     return ReplayMemory(root, memory_cfg, verify_on_open=verify, read_only=not is_writable(root))
 
 

@@ -214,9 +214,18 @@ def test_a_tool_without_the_device_config_keeps_the_memory_settings_of_its_runti
     assert recorded_memory_config(state / "memory") == device
     assert _samples(state) == 28
     assert "settings of the device's runtime used (capacity=30, policy=reservoir, seed=7)" in caplog.text
-    caplog.clear()                          # settings given on purpose are used, and evict
-    _import(capsys, state, _voc(tmp_path / "voc2", 3), "--json", "memory.capacity=10")
-    assert _samples(state) == 10 and "settings of the device" not in caplog.text
+    caplog.clear()  # settings given on purpose are used, even one equal to the default
+    _import(capsys, state, _voc(tmp_path / "voc2", 1), "--json", "memory.capacity=2000",
+            "memory.policy=reservoir", "memory.seed=7")  # (its one image is already stored)
+    assert _samples(state) == 28 and "settings of the device" not in caplog.text
+    # but bounds below the device's would evict its samples for good: refused, nothing lost
+    # (before: 28 -> 10 samples while the device's runtime kept its capacity of 30)
+    code = main(["labels", "import", "--state-dir", str(state), str(_voc(tmp_path / "voc3", 3)),
+                 "memory.capacity=10"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: memory.capacity=10 is below the 30 this device's runtime keeps")
+    assert _samples(state) == 28
 
 
 def test_recorded_memory_settings_that_are_not_valid_are_ignored(tmp_path, caplog):

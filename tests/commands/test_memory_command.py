@@ -277,3 +277,15 @@ def test_stats_text_gives_sizes_in_mib_and_says_when_a_smaller_max_bytes_is_exce
     assert lines[1] == ("  over memory.capacity by 2 sample(s): the runtime (or memory verify) "
                         "evicts them when it opens the memory with these settings, "
                         "pseudo-labelled ones first")
+
+
+def test_a_memory_setting_equal_to_the_default_is_used_as_given(tmp_path, capsys):
+    """Before: `memory stats memory.capacity=2000` on a device recorded at capacity 10 said the
+    device's settings were used instead (2000 is the default, so it looked like no setting)."""
+    state = tmp_path / "state"
+    with ReplayMemory(state / "memory", MemoryConfig(capacity=10), record_settings=True) as m:
+        for _ in range(3):
+            m.add(Sample(np.zeros((16, 16, 3), np.uint8), BOX, task="t0"))
+    for given, shown in (("memory.capacity=2000", "samples 3/2000 "), (None, "samples 3/10 ")):
+        assert main(["memory", "stats", "--state-dir", str(state), *([given] if given else [])]) == 0
+        assert capsys.readouterr().out.splitlines()[0].startswith(shown)
