@@ -25,6 +25,9 @@ MAX_NEW_CLASSES_PER_ANSWER = 10
 one answer with a thousand names would grow every later model's head to a thousand classes)."""
 # a box may overshoot the frame by this many pixels (rounding in a drawing tool); it is clipped
 EDGE_TOLERANCE_PX = 1.0
+MIN_BOX_PX = 1.0
+"""Smallest width and height of an answer's box, pixels: a smaller one teaches nothing, and is
+most often a box given in normalised coordinates (``[0.1, 0.1, 0.2, 0.2]``)."""
 
 
 def valid_item_id(item_id: object) -> str:
@@ -253,7 +256,8 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
 
     Raises:
         LabelError: what :func:`parse_boxes` refuses, a box (partly) outside the frame,
-            ``x2 <= x1`` or ``y2 <= y1``, or more than :data:`MAX_NEW_CLASSES_PER_ANSWER` new
+            ``x2 <= x1`` or ``y2 <= y1``, a box under :data:`MIN_BOX_PX` wide or high (one in
+            normalised coordinates is named so), or more than :data:`MAX_NEW_CLASSES_PER_ANSWER` new
             class names.
     """
     rows, new_names, seen = [], [], set()
@@ -272,6 +276,11 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
         y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
         if x2 <= x1 or y2 <= y1:
             raise LabelError(f"box {i}: x2 must exceed x1 and y2 exceed y1, got {box['xyxy']}")
+        if (x2 - x1 < MIN_BOX_PX or y2 - y1 < MIN_BOX_PX) and max(width, height) > 2:
+            hint = ("it looks like coordinates normalised to 0..1, as in YOLO label files; "
+                    if max(box["xyxy"]) <= 1.0 else "")
+            raise LabelError(f"box {i}: {box['xyxy']} is {x2 - x1:g} x {y2 - y1:g} px, under one "
+                             f"pixel ({hint}boxes are in pixels of the {width}x{height} frame)")
         if name not in class_ids and name not in new_names:
             if len(new_names) >= MAX_NEW_CLASSES_PER_ANSWER:
                 raise LabelError(f"box {i}: more than {MAX_NEW_CLASSES_PER_ANSWER} new class "

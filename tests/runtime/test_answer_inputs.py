@@ -149,3 +149,19 @@ def test_closing_waits_for_an_answer_being_stored(tmp_path):
     closing.join(5)
     assert not closing.is_alive() and sink.closed and len(mem.samples) == 1
     assert sink.queue.pending() == []
+
+
+def test_a_box_under_one_pixel_is_refused_and_normalised_coordinates_are_named():
+    """Before: [0.1, 0.1, 0.2, 0.2] (a YOLO user's normalised box) was stored as a 0.1 px box."""
+    from edgecl.data.answers import boxes_to_labels
+
+    with pytest.raises(LabelError) as normalised:
+        boxes_to_labels([{"class": "car", "xyxy": [0.1, 0.1, 0.2, 0.2]}], 640, 512, {"car": 0})
+    assert str(normalised.value) == (
+        "box 0: [0.1, 0.1, 0.2, 0.2] is 0.1 x 0.1 px, under one pixel (it looks like coordinates "
+        "normalised to 0..1, as in YOLO label files; boxes are in pixels of the 640x512 frame)")
+    with pytest.raises(LabelError, match=r"box 0: \[10.0, 10.0, 10.5, 40.0\] is 0.5 x 30 px, under "
+                                         r"one pixel \(boxes are in pixels of the 640x512 frame\)"):
+        boxes_to_labels([{"class": "car", "xyxy": [10, 10, 10.5, 40]}], 640, 512, {"car": 0})
+    rows, _ = boxes_to_labels([{"class": "car", "xyxy": [10, 10, 11, 11]}], 640, 512, {"car": 0})
+    assert rows.shape == (1, 5)  # one pixel is a box
