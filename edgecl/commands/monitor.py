@@ -76,10 +76,11 @@ def summary_command(args: argparse.Namespace) -> int:
         return 0
     for key in ("model_version", "round", "kind", "acc", "bwt", "mean_forgetting", "dece", "fps",
                 "latency_ms_p50", "memory_samples", "memory_bytes", "n_promoted", "n_rejected"):
-        print(f"{key:<16} {_text(summary.get(key))}")
+        # fps is the model's rate (frames it can take), not what the camera delivers
+        print(f"{'inference_fps' if key == 'fps' else key:<16} {_text(summary.get(key))}")
     if summary.get("runtime_ts_s") is not None:  # fps, latency and memory are as of this sample
         sampled = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(summary["runtime_ts_s"]))
-        print(f"{'runtime_sampled':<16} {sampled} (fps, latency and memory as of then)")
+        print(f"{'runtime_sampled':<16} {sampled} (inference_fps, latency and memory as of then)")
     calibration = summary.get("calibration") or {}
     if calibration:
         print(f"{'dece_calibrated':<16} {_text(calibration.get('dece_after'))} "

@@ -124,7 +124,10 @@ def test_cli_report_and_summary(tmp_path, capsys):
     assert summary["bwt"] == pytest.approx(-0.1)
     args = parse(["monitor", "summary", "--state-dir", str(tmp_path)])
     assert args.func(args) == 0
-    assert "forgetting[car_a] 0.1000" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "forgetting[car_a] 0.1000" in text
+    # the model's rate, named so: read as "fps" it was taken for the camera's (2 fps stream, 98)
+    assert "\ninference_fps " in text and "\nfps " not in text
 
 
 def stream_result(ap):
