@@ -500,7 +500,9 @@ def _check_pairs(cfg: "Config", where: str) -> None:
     if cfg.memory.capacity * cfg.memory.holdout_fraction < 1:
         raise ConfigError(f"config keys 'memory.capacity' ({cfg.memory.capacity}) and "
                           f"'memory.holdout_fraction' ({cfg.memory.holdout_fraction}) in {where} "
-                          f"leave no held-out slot: the gate could never pass")
+                          f"leave no held-out slot: the gate could never pass (capacity x "
+                          f"holdout_fraction must reach 1: a capacity of at least "
+                          f"{math.ceil(1 / cfg.memory.holdout_fraction - 1e-9)})")
 
 
 def validate(cfg: "Config", where: str = "config") -> "Config":

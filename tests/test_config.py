@@ -114,6 +114,7 @@ def test_bad_values_and_files(tmp_path):
     ("labels.uncertain_low=0.9", "'labels.uncertain_low'"),
     ("memory.holdout_block_s=-1", "'memory.holdout_block_s'"),
     ("memory.holdout_block_s=1e-300", "'memory.holdout_block_s'"),
+    ("memory.capacity=9", "must reach 1: a capacity of at least 10"),  # (fraction 0.1)
     ("learner.imgsz=32", "'learner.imgsz'"),
     ("learner.imgsz=65", "not a multiple of 32"),
     ("model.imgsz=33", "not a multiple of 32"),
