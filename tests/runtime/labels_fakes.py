@@ -53,8 +53,8 @@ class FakeMemory:
         return len(self.samples)
 
     def records(self, ids=None, held_out=None, task=None):
-        return [SimpleNamespace(id=i + 1, source=s.source, origin=s.origin)
-                for i, s in enumerate(self.samples)]
+        return [SimpleNamespace(id=i + 1, source=s.source, origin=s.origin, held_out=False)
+                for i, s in enumerate(self.samples) if ids is None or i + 1 in ids]
 
     def ids(self, held_out=None, task=None):
         return list(range(1, len(self.samples) + 1))

@@ -131,6 +131,22 @@ def test_sink_stores_ground_truth_and_pseudo_with_origin_and_queues_selected(tmp
     assert sink.take_counters() == (2, {0})
 
 
+def test_a_held_out_sample_does_not_count_towards_the_next_round(tmp_path):
+    """Before: a frame or an answer drawn for the held-out slice counted as new, and started a
+    round that found nothing to learn (5 of 24 rounds of a field soak)."""
+    sink, mem = make_sink(tmp_path, mode="ground_truth")
+    real_records = mem.records
+
+    def records(ids=None, held_out=None, task=None):  # sample 2 went to the held-out slice
+        return [SimpleNamespace(**{**vars(r), "held_out": r.id == 2}) for r in real_records(ids)]
+
+    mem.records = records
+    for i in range(3):
+        sink.write(result(textured(i), dets([0.9]), i, labels=GT))
+    assert len(mem.samples) == 3
+    assert sink.take_counters() == (2, {0})
+
+
 @pytest.mark.parametrize("mode, labels", [("field", None), ("ground_truth", "gt")])
 def test_a_frame_too_wide_for_jpeg_is_counted_not_raised(tmp_path, caplog, mode, labels):
     sink, mem = make_sink(tmp_path, mode=mode, selection=SelectionConfig(
@@ -654,7 +670,7 @@ def test_a_sample_the_sink_is_storing_is_never_counted_as_another_writers(tmp_pa
             return sample_id
 
         def records(self, ids=None, held_out=None, task=None):
-            return [SimpleNamespace(id=i, classes=(0,)) for i in (ids or [])]
+            return [SimpleNamespace(id=i, classes=(0,), held_out=False) for i in (ids or [])]
 
     memory = SlowMemory()
     sink = MemorySink(memory, LabelsConfig(mode="ground_truth"),

@@ -26,6 +26,8 @@ from edgecl.runtime.app import RunOptions, Runtime
 
 IMGSZ = 64
 ANSWERS = 8
+TRAIN_ANSWERS = 5
+"""Answers that go to training (of the ANSWERS, memory.holdout_fraction 0.25 holds 2-3 out)."""
 SPREAD = 0.25  # the crate stays near the centre: a handful of steps can learn where it is
 pytestmark = pytest.mark.timeout(240)
 
@@ -41,7 +43,8 @@ def http(base, path, body=None):
 
 def teach_cfg(state, model, *extra):
     """Field labelling with every frame offered to the operator and no pseudo-label (the new
-    class must come from the HTTP answers alone); a round after ANSWERS new samples, 32 steps.
+    class must come from the HTTP answers alone); a round after TRAIN_ANSWERS new training
+    samples, 32 steps.
 
     The starting model is saved as untrained, so the round is a first round (from scratch, nothing
     frozen): its step cap is set to 32 too. At the shipped 600 steps on 5-6 images at lr 0.02, a
@@ -52,7 +55,7 @@ def teach_cfg(state, model, *extra):
         "server.enabled=true", "server.port=0",
         "labels.mode=field", "labels.max_per_minute=0", "labels.dedup_window_s=0",
         "labels.selection.random=1.0", "labels.random_share=1.0", "labels.pseudo_conf=1.0",
-        "learner.enabled=true", f"learner.trigger_new_samples={ANSWERS}",
+        "learner.enabled=true", f"learner.trigger_new_samples={TRAIN_ANSWERS}",
         "learner.trigger_new_class=false", "learner.trigger_interval_s=0",
         f"learner.imgsz={IMGSZ}", "learner.batch=4", "learner.max_steps=32",
         "learner.first_round_max_steps=32",
@@ -128,6 +131,9 @@ def test_a_class_taught_only_by_http_answers_is_learnt_and_served(tmp_path):
         assert len(records) == ANSWERS
         assert {r.origin.value for r in records} == {"operator"}
         assert all(list(r.classes) == [1] for r in records)
+        # the round started once TRAIN_ANSWERS answers went to training (held-out ones teach a
+        # round nothing and do not count towards learner.trigger_new_samples)
+        assert sum(not r.held_out for r in records) >= TRAIN_ANSWERS
     finally:
         memory.close()
 

@@ -367,9 +367,10 @@ class MemorySink:
             self._count("declined")
             return
         self._count(f"stored_{origin.value}")
-        with self._lock:
-            self.added += 1
-            self.classes_seen.update(int(c) for c in labels[:, 0])
+        if self._trains_on(sample_id):
+            with self._lock:
+                self.added += 1
+                self.classes_seen.update(int(c) for c in labels[:, 0])
         for observer in self.observers:
             try:
                 observer(frame, labels, origin)
@@ -406,10 +407,22 @@ class MemorySink:
                 self._own_ids.append(out["sample"])
         if out["sample"] is not None:
             self._count("stored_operator")
-            with self._lock:
-                self.added += 1
-                self.classes_seen.update(out["class_ids"])
+            if self._trains_on(out["sample"]):
+                with self._lock:
+                    self.added += 1
+                    self.classes_seen.update(out["class_ids"])
         return out
+
+    def _trains_on(self, sample_id: int) -> bool:
+        """Whether a stored sample went to the training slots: a held-out one is nothing new
+        for a round to learn, so it does not count towards the learner's triggers (as samples
+        of other writers do not, ``LearnerSupervisor``); before, an answer drawn for the
+        held-out slice started a round that found no new sample."""
+        try:
+            records = self.memory.records(ids=[sample_id])
+        except (EdgeclError, OSError):  # not known: counted, as before
+            return True
+        return not (records and records[0].held_out)
 
     def skip(self, item_id: str) -> dict:
         """Skip a queue item (see :meth:`OperatorQueue.skip`)."""
