@@ -586,8 +586,9 @@ class LearnerSupervisor:
         # above the last learnt id read as "1 sample(s) stored outside the runtime" at start)
         learnable = [r for r in records if not r.held_out]
         if learnable and self.cfg.learner.enabled:
-            log.info("%d sample(s) stored outside the runtime (labels import or answer) count "
-                     "towards the next round", len(learnable))
+            log.info("%d sample(s) not learnt yet, stored before this start or by another "
+                     "process (labels import or answer), count towards the next round",
+                     len(learnable))
             self._count_new(len(learnable), {c for r in learnable for c in r.classes})
 
     def _no_held_out_yet(self) -> bool:

@@ -201,19 +201,30 @@ class VideoSink:
             self._writer = None
 
 
+TTY_PROGRESS_S = 2.0
+"""Seconds between progress lines on a terminal."""
+LOG_PROGRESS_S = 60.0
+"""Seconds between progress lines when stderr is a file or a journal (a service)."""
+
+
 class ProgressSink:
     """Prints a one-line summary every ``every_s`` seconds to stderr.
 
     Args:
-        every_s: period of the summary lines.
+        every_s: period of the summary lines; None: 2 s on a terminal, 60 s otherwise (a
+            service's journal: at 2 s these lines were 89 % of a device's log and pushed its
+            warnings out).
         names: class index -> name (or a callable returning it).
         stream: where to print (stderr by default, so ``--json`` stdout stays clean).
     """
 
-    def __init__(self, every_s: float = 2.0, names: Names = None, stream=None):
-        self.every_s = every_s
+    def __init__(self, every_s: float | None = None, names: Names = None, stream=None):
         self.names = names
         self.stream = stream or sys.stderr
+        if every_s is None:
+            is_tty = getattr(self.stream, "isatty", None)
+            every_s = TTY_PROGRESS_S if is_tty is not None and is_tty() else LOG_PROGRESS_S
+        self.every_s = every_s
         self._last_s = time.monotonic()
         self._frames = 0
         self._version = "-"

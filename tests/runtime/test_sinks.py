@@ -168,3 +168,17 @@ def test_a_rotation_the_disk_refused_to_finish_makes_the_file_again(tmp_path, mo
     sink.write(_result(0))              # room again: the file is made again (and rotated)
     sink.close()
     assert path.exists() and (tmp_path / "det.jsonl.1").read_text().count("\n") == 1
+
+
+def test_progress_lines_are_spaced_for_a_journal_and_frequent_on_a_terminal():
+    """A service's stderr is a journal: at one line every 2 s, progress was 89 % of a device's
+    log over an hour and pushed its warnings out."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert ProgressSink(stream=io.StringIO()).every_s == 60.0
+    assert ProgressSink(stream=Terminal()).every_s == 2.0
+    assert ProgressSink(every_s=5.0, stream=io.StringIO()).every_s == 5.0
