@@ -58,6 +58,9 @@ class OperatorQueue:
         self._answered_path = self.root / "answered.json"
         self._recent_path = self.root / "recent_embeddings.json"
         self._thread_lock = threading.Lock()
+        # file name -> ((inode, mtime_ns, size), metadata): an item file is written once
+        # (os.replace), so an unchanged identity means unchanged content; see _metas
+        self._meta_cache: dict[str, tuple[tuple[int, int, int], dict]] = {}
         self._warned: set[str] = set()
         self._clean_orphans()
 
@@ -239,11 +242,22 @@ class OperatorQueue:
     # --- operator side ------------------------------------------------------------------------
 
     def _metas(self) -> list[dict]:
-        out = []
+        """Every pending item's metadata; a file unchanged since it was last read (same inode,
+        modification time and size) is not parsed again: the console's live status and every
+        push into a full queue read them all, and parsing 200 items took 27 ms a call."""
+        out, cache = [], {}
         for path in self.dir.glob("*.json"):
-            meta = self._read_meta(path)
+            try:
+                st = path.stat()
+            except OSError:  # answered or evicted meanwhile
+                continue
+            identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._meta_cache.get(path.name)
+            meta = cached[1] if cached is not None and cached[0] == identity else self._read_meta(path)
             if meta is not None:
-                out.append(meta)
+                cache[path.name] = (identity, meta)
+                out.append(dict(meta))
+        self._meta_cache = cache
         return out
 
     def pending(self) -> list[dict]:
