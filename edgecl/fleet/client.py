@@ -1,6 +1,6 @@
 """The device's Flower client, in its own low-priority process beside the runtime.
 
-:func:`start_fleet_client` spawns the process (multiprocessing ``spawn``, like the learner: a
+:meth:`FleetClientStarter.start` spawns the process (multiprocessing ``spawn``, like the learner: a
 crash or out-of-memory there never takes capture down; it dies with its parent). The process
 lowers its priority with the learner's settings (``learner.nice``, ``learner.torch_threads``),
 connects to ``fleet.server_address`` (TLS with ``fleet.ca_cert`` when set) and answers the
@@ -470,33 +470,19 @@ class FleetClientStarter:
         require_flower()
 
     def start(self, cfg: Config) -> mp.Process:
-        """Spawn the client process (:func:`start_fleet_client`)."""
-        return start_fleet_client(cfg)
+        """Spawn the client process beside the runtime. The runtime has run :meth:`check`
+        before its model loaded; a restart after the client died is checked in the child
+        (:func:`client_main`), so a certificate's dates are not warned of twice at start.
 
+        Args:
+            cfg: the device's configuration.
 
-def start_fleet_client(cfg: Config) -> mp.Process:
-    """Spawn the fleet client process beside the runtime (call when ``fleet.enabled``).
-
-    The configuration is checked here first, so a device that would talk to a remote server
-    without TLS and a token fails at start with one line, not later in the child.
-
-    Args:
-        cfg: the device's configuration.
-
-    Returns:
-        The started daemon process (``terminate()`` it at shutdown).
-
-    Raises:
-        ConfigError: off loopback without TLS and a token.
-        EdgeclError: Flower is not installed.
-    """
-    from edgecl.fleet.server import require_flower
-
-    check_client_security(cfg, refuse_dates=False)
-    require_flower()
-    proc = mp.get_context("spawn").Process(target=client_main, args=(cfg,), name="edgecl-fleet",
-                                           daemon=True)
-    proc.start()
-    log.info("fleet client started (pid %d) for %s as %s", proc.pid, cfg.fleet.server_address,
-             device_name(cfg))
-    return proc
+        Returns:
+            The started daemon process (``terminate()`` it at shutdown).
+        """
+        proc = mp.get_context("spawn").Process(target=client_main, args=(cfg,),
+                                               name="edgecl-fleet", daemon=True)
+        proc.start()
+        log.info("fleet client started (pid %d) for %s as %s", proc.pid,
+                 cfg.fleet.server_address, device_name(cfg))
+        return proc
