@@ -44,8 +44,7 @@ def valid_item_id(item_id: object) -> str:
             letter or digit (so ``..``, ``/``, NUL and over-long ids never reach the disk).
     """
     if not isinstance(item_id, str) or not ITEM_ID_RE.fullmatch(item_id):
-        shown = repr(item_id)[:40] + ("..." if len(repr(item_id)) > 40 else "")
-        raise NotFoundError(f"no label item {shown}: an id is 1-{MAX_ITEM_ID_LEN} letters, "
+        raise NotFoundError(f"no label item {shown(item_id)}: an id is 1-{MAX_ITEM_ID_LEN} letters, "
                             f"digits, '-' or '_' (see 'edgecl labels pending')")
     return item_id
 
@@ -62,7 +61,7 @@ class _RepeatedKey(ValueError):
     """A key given twice in one JSON object (which one did the sender mean?)."""
 
 
-def _shown(value: object, limit: int = 40) -> str:
+def shown(value: object, limit: int = 40) -> str:
     """``repr(value)`` cut to ``limit`` characters, for a one-line message."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
@@ -73,7 +72,7 @@ def _no_repeats(pairs: list) -> dict:
     if len(out) < len(pairs):
         seen: set = set()
         key = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise _RepeatedKey(f"key {_shown(key)} given twice in one object")
+        raise _RepeatedKey(f"key {shown(key)} given twice in one object")
     return out
 
 
@@ -136,7 +135,7 @@ def check_skip(skip: object) -> bool:
             a string would otherwise be "truthy" and skip the item.
     """
     if not isinstance(skip, bool):
-        raise LabelError(f"'skip' must be true or false (a JSON boolean), got {_shown(skip)}")
+        raise LabelError(f"'skip' must be true or false (a JSON boolean), got {shown(skip)}")
     return skip
 
 
@@ -170,7 +169,7 @@ def parse_answer(answer: object, allow_list: bool = True) -> tuple[list, bool]:
     unknown = sorted(str(k) for k in answer if k not in ANSWER_KEYS)
     if unknown:
         raise LabelError(f"expected {shape}, got unknown key(s) "
-                         f"{', '.join(_shown(k, 22) for k in unknown[:3])}")
+                         f"{', '.join(shown(k, 22) for k in unknown[:3])}")
     if not answer:
         raise LabelError('an answer needs "boxes" ([] for "nothing here") or "skip": true')
     skip = check_skip(answer.get("skip", False))
@@ -215,14 +214,14 @@ def parse_boxes(boxes: object) -> list[dict]:
     for i, box in enumerate(boxes):
         if not isinstance(box, dict) or "class" not in box or "xyxy" not in box:
             raise LabelError(f"box {i}: must be an object with 'class' and 'xyxy', got "
-                             f"{_shown(box)}")
+                             f"{shown(box)}")
         unknown = sorted(str(k) for k in box if k not in BOX_KEYS)
         if unknown:
-            raise LabelError(f"box {i}: unknown key(s) {', '.join(_shown(k, 22) for k in unknown[:3])}"
+            raise LabelError(f"box {i}: unknown key(s) {', '.join(shown(k, 22) for k in unknown[:3])}"
                              f" (a box has 'class', 'xyxy' and, ignored, 'score')")
         if box.get("score") is not None and not finite_number(box["score"]):
             raise LabelError(f"box {i}: score must be a finite number or null, got "
-                             f"{_shown(box['score'])}")
+                             f"{shown(box['score'])}")
         try:
             name = clean_name(box["class"])
         except LabelError as exc:
@@ -230,7 +229,7 @@ def parse_boxes(boxes: object) -> list[dict]:
         xyxy = box["xyxy"]
         if not isinstance(xyxy, list) or len(xyxy) != 4 or not all(map(finite_number, xyxy)):
             raise LabelError(f"box {i}: xyxy must be 4 finite numbers [x1, y1, x2, y2] in pixels, "
-                             f"got {_shown(xyxy, 60)}")
+                             f"got {shown(xyxy, 60)}")
         out.append({"class": name, "xyxy": [float(v) for v in xyxy]})
     return out
 

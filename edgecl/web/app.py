@@ -58,7 +58,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgecl.data.answers import decode_answer, parse_answer, valid_item_id
+from edgecl.data.answers import decode_answer, parse_answer, shown, valid_item_id
 from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, StorageError,
                            UnavailableError, storage_fault)
 from edgecl.web.hooks import ConsoleHooks
@@ -86,7 +86,7 @@ SECURITY_HEADERS = ((b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"))
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Model versions: 1..128 safe characters, no separator, no leading dot, dash or underscore
-(label item ids follow the queue's stricter rule, :func:`check_item_id`)."""
+(label item ids follow the queue's stricter rule, :func:`edgecl.data.answers.valid_item_id`)."""
 ANSWER_SCHEMA = {
     "type": "object", "additionalProperties": False,
     "properties": {
@@ -130,30 +130,9 @@ def check_id(value: str, what: str = "model version") -> str:
             message names the id.
     """
     if not ID_PATTERN.fullmatch(value) or ".." in value:
-        raise NotFoundError(f"no {what} {_shown_id(value)}: 1-128 characters of A-Z a-z 0-9 _ . -, "
+        raise NotFoundError(f"no {what} {shown(value)}: 1-128 characters of A-Z a-z 0-9 _ . -, "
                             f"starting with a letter or digit")
     return value
-
-
-def check_item_id(value: str) -> str:
-    """Validate a label item id taken from a URL by the queue's own rule (the CLI's too).
-
-    Args:
-        value: the id as received.
-
-    Returns:
-        ``value`` unchanged.
-
-    Raises:
-        NotFoundError: (HTTP 404) not an id the queue could hold (no dot, no separator: see
-            :func:`edgecl.data.answers.valid_item_id`); the one-line message names it.
-    """
-    return valid_item_id(value)
-
-
-def _shown_id(value: str) -> str:
-    """``repr(value)`` cut to 40 characters, for a one-line message."""
-    return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
 
 
 def _error(status: int, message: str, retry_after_s: float | None = None) -> JSONResponse:
@@ -612,7 +591,7 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     @app.get("/api/labels/{item_id}/image", tags=["labels"])
     def label_image(item_id: str) -> Response:
         """The queued frame's image."""
-        path = Path(_need(hooks.label_image, "labelling")(check_item_id(item_id)))
+        path = Path(_need(hooks.label_image, "labelling")(valid_item_id(item_id)))
         if not path.is_file():
             raise NotFoundError(f"no image for item {item_id}")
         return FileResponse(path, headers={"Cache-Control": "no-store"})
@@ -631,7 +610,7 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         422 for JSON that is not an answer; the hook then answers 404, 409, or 400 for boxes
         that do not fit the item's frame.
         """
-        check_item_id(item_id)
+        valid_item_id(item_id)
         kind, _, params = request.headers.get("content-type", "").partition(";")
         charset = params.partition("charset=")[2].split(";")[0].strip().strip('"').lower()
         if kind.strip().lower() not in JSON_TYPES or charset not in ("", "utf-8", "utf8"):

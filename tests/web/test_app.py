@@ -181,17 +181,17 @@ def test_an_id_that_names_no_item_is_one_404_naming_it(client, fake, item_id, sh
 
 
 def test_check_id():
-    from edgecl.web.app import check_item_id
+    from edgecl.data.answers import valid_item_id
 
     assert check_id("v0001") == "v0001"
     assert check_id("a" * 128)
     for bad in ("", "..", "../x", "a/b", ".x", "-1", "a" * 129, "é"):
         with pytest.raises(NotFoundError, match="no model version"):
             check_id(bad)
-    assert check_item_id("0179-2c7c51") == "0179-2c7c51"
+    assert valid_item_id("0179-2c7c51") == "0179-2c7c51"
     for bad in ("a.b", "-1", "x" * 65, "../x"):
         with pytest.raises(NotFoundError, match="no label item"):
-            check_item_id(bad)
+            valid_item_id(bad)
 
 
 def test_token_required_everywhere_but_page_shells(locked):
