@@ -194,6 +194,7 @@ class LabelsConfig:
     uncertain_low: float = 0.3
     uncertain_high: float = 0.6
     max_pending: int = 200
+    priority_half_life_s: float = 21600.0
     min_priority: float = 0.1
     max_per_minute: int = 6
     dedup_window_s: float = 300.0
@@ -423,6 +424,7 @@ RULES: dict[str, Rule] = {
     "labels.uncertain_low": _FRACTION,
     "labels.uncertain_high": _FRACTION,
     "labels.max_pending": Rule(lo=1, hi=1_000_000),
+    "labels.priority_half_life_s": _NON_NEGATIVE,
     "labels.min_priority": _NON_NEGATIVE,
     "labels.max_per_minute": Rule(lo=0, hi=1_000_000),
     "labels.dedup_window_s": _NON_NEGATIVE,

@@ -60,7 +60,7 @@ def _queue(args):
 
     cfg = config_from_args(args)
     require_state_dir(cfg)
-    return cfg, OperatorQueue(Path(cfg.state_dir) / "labels", cfg.labels.max_pending)
+    return cfg, OperatorQueue.from_config(cfg)
 
 
 def _memory_and_classes(cfg, args: argparse.Namespace):

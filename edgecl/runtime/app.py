@@ -133,8 +133,8 @@ def unpaced_source_warning(cfg, source) -> str | None:
 
     Two settings count seconds of capture time, which a file source read as fast as it
     decodes compresses: ``memory.holdout_block_s`` (one held-out draw per block, so one block
-    may hold hundreds of frames) and the operator queue's ``labels.max_per_minute`` (the first
-    frames chosen in each minute fill it, not the best of the recording).
+    may hold hundreds of frames) and the operator queue's ``labels.max_per_minute`` (one frame
+    every ``60 / max_per_minute`` seconds of wall time: most of the recording passes unseen).
 
     Args:
         cfg: the run's configuration.
@@ -157,8 +157,9 @@ def unpaced_source_warning(cfg, source) -> str | None:
     if labels.mode == "field" and labels.max_per_minute > 0 \
             and not getattr(source, "labelled", False):
         effects.append(f"labels.max_per_minute={labels.max_per_minute} counts minutes of wall "
-                       "time, so the operator queue takes the first frames chosen in each minute, "
-                       "not the most useful of the recording")
+                       "time, so the operator queue takes one frame every "
+                       f"{60 / labels.max_per_minute:g} s of reading while most of the "
+                       "recording passes unseen")
     if not effects:
         return None
     where = getattr(source, "uri", "this source")

@@ -134,12 +134,17 @@ def test_selector_threshold_duplicates_and_rate_limit():
     assert why == "selected"
     sel.queued(first)
     assert sel.consider(frame(), dets([]), sel.embed(IMG)) == (None, "not_selected")  # seen
-    for s in (1, 2):
-        cand, why = sel.consider(frame(textured(s)), dets([]), sel.embed(textured(s)))
-        if s == 1:
-            sel.queued(cand)
-    assert why == "rate_limited"
-    now[0] += 61
+    # 2 a minute: one at least every 30 s, so the minute's share is not taken in one burst
+    assert sel.consider(frame(textured(1)), dets([]), sel.embed(textured(1)))[1] == "rate_limited"
+    now[0] += 29.9
+    assert sel.consider(frame(textured(1)), dets([]), sel.embed(textured(1)))[1] == "rate_limited"
+    now[0] += 0.1
+    cand, why = sel.consider(frame(textured(1)), dets([]), sel.embed(textured(1)))
+    assert why == "selected"
+    sel.queued(cand)
+    now[0] += 29.0
+    assert sel.consider(frame(textured(2)), dets([]), sel.embed(textured(2)))[1] == "rate_limited"
+    now[0] += 1.0                                     # 60 s after the first: it left the window
     cand, why = sel.consider(frame(textured(2)), dets([]), sel.embed(textured(2)))
     assert why == "selected"
     # duplicate: high priority (uncertain) but the same scene was queued within the window
@@ -179,21 +184,26 @@ def test_the_duplicate_window_follows_the_monotonic_clock_when_the_wall_clock_ju
 
 def test_rate_limiter_sliding_window_and_unlimited():
     t = [0.0]
-    lim = RateLimiter(3, clock=lambda: t[0])
+    lim = RateLimiter(3, clock=lambda: t[0])      # 3 a minute: one every 20 s at most
     for _ in range(3):
         assert lim.allowed()
         lim.take()
-        t[0] += 1
-    assert not lim.allowed()
-    t[0] = 60.5
-    assert lim.allowed()
+        t[0] += 19.9
+        assert not lim.allowed()
+        t[0] += 0.1
+    assert t[0] == pytest.approx(60.0) and lim.allowed()
     assert all(RateLimiter(0).allowed() for _ in range(100))
     short = RateLimiter(2, clock=lambda: t[0], window_s=5.0)
     t[0] = 100.0
-    short.take(), short.take()
+    short.take()
+    t[0] = 102.4
+    assert not short.allowed()                    # 2 per 5 s: 2.5 s apart
+    t[0] = 102.5
+    assert short.allowed()
+    short.take()
     t[0] = 104.9
     assert not short.allowed()
-    t[0] = 105.0  # the first event left the 5 s window
+    t[0] = 105.0  # the first event left the 5 s window, the last is 2.5 s old
     assert short.allowed()
 
 
@@ -208,6 +218,40 @@ def test_queue_evicts_lowest_priority_not_oldest(tmp_path):
     assert kept == [ids[0.9], new, ids[0.5]]                  # 0.2 went, the oldest stayed
     with pytest.raises(Exception, match="dropped for frames of higher priority"):
         q.image_path(ids[0.2])
+
+
+def test_aged_priority_halves_every_half_life():
+    from edgecl.runtime.labels.queue import aged_priority
+
+    assert aged_priority(0.8, 1000.0, 1000.0, 3600) == 0.8
+    assert aged_priority(0.8, 1000.0, 4600.0, 3600) == pytest.approx(0.4)
+    assert aged_priority(0.8, 1000.0, 8200.0, 3600) == pytest.approx(0.2)
+    assert aged_priority(0.8, 1000.0, 500.0, 3600) == 0.8      # the clock went back: no wait
+    assert aged_priority(0.8, 1000.0, 9e9, 0) == 0.8           # 0: never ages
+
+
+def test_a_queue_filled_hours_ago_ages_so_what_the_device_sees_now_comes_first(tmp_path):
+    """Before: a queue filled while nobody answered kept its frames (chosen by the model of
+    hours ago) ahead of every new one, and refused new frames of lower first priority."""
+    now = [1_000_000.0]
+    q = OperatorQueue(tmp_path, max_pending=2, priority_half_life_s=3600,
+                      clock=lambda: now[0])
+    old_high = q.push(frame(textured(1), 1), dets([0.5]), priority=0.9)
+    old_low = q.push(frame(textured(2), 2), dets([0.5]), priority=0.5)
+    now[0] += 7200                                            # 0.9 -> 0.225, 0.5 -> 0.125
+    fresh = q.push(frame(textured(3), 3), dets([0.5]), priority=0.3)
+    assert fresh is not None                                  # 0.3 beats 0.125: old_low goes
+    assert [it["id"] for it in q.pending()] == [fresh, old_high]
+    assert it_priority(q, old_high) == 0.9                   # the recorded priority is shown
+    assert q.push(frame(textured(4), 4), dets([0.5]), priority=0.2) is None   # below 0.225
+    with pytest.raises(Exception, match="dropped for frames of higher priority"):
+        q.image_path(old_low)
+    same_now = OperatorQueue(tmp_path, max_pending=2, clock=lambda: now[0])  # 0: no ageing
+    assert [it["id"] for it in same_now.pending()] == [old_high, fresh]
+
+
+def it_priority(q, item_id):
+    return next(it["priority"] for it in q.pending() if it["id"] == item_id)
 
 
 def test_failing_policy_scores_zero_and_is_counted(caplog):

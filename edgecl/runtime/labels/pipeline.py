@@ -24,7 +24,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -219,7 +218,7 @@ class MemorySink:
             from edgecl.continual.memory import memory_from_config
 
             memory = memory_from_config(cfg, record_settings=True)  # the device's settings
-        queue = OperatorQueue(Path(cfg.state_dir) / "labels", lab.max_pending)
+        queue = OperatorQueue.from_config(cfg)
         queue.recover(memory)
         novelty = None
         if lab.mode == "field" and lab.selection.novel > 0:

@@ -6,7 +6,10 @@ answered, skipped or evicted, so a second answer is a conflict, not a 404) and `
 inter-process lock: the runtime and ``edgecl labels`` may work on the queue at the same time).
 
 The queue is a bounded priority queue: when full, the item with the LOWEST priority goes (ties:
-the oldest). An answer stores the sample in the replay memory first, with source
+the oldest). Priorities age (:func:`aged_priority`): an item's priority halves every
+``labels.priority_half_life_s`` seconds it waits, so a queue filled while nobody answered does
+not keep the frames of hours ago (chosen by the model of hours ago) ahead of what the device
+sees now, and new frames can still enter it. An answer stores the sample in the replay memory first, with source
 ``operator:<id>``, then records the id as answered and removes the item; after a kill -9 in
 between, the next answer (or :meth:`OperatorQueue.recover`) finds the stored sample and only
 finishes the bookkeeping, so no sample is stored twice.
@@ -22,6 +25,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -46,15 +50,21 @@ class OperatorQueue:
         root: ``STATE/labels``.
         max_pending: most items held; beyond it the lowest priority goes.
         answered_keep: how many answered/skipped/evicted ids are remembered (for conflicts).
+        priority_half_life_s: seconds of waiting that halve an item's priority when ordering
+            and evicting (0: priorities never age).
+        clock: wall clock in seconds (injectable for tests; items record the same clock).
     """
 
     def __init__(self, root: str | Path, max_pending: int = 200,
-                 answered_keep: int = ANSWERED_KEEP):
+                 answered_keep: int = ANSWERED_KEEP, priority_half_life_s: float = 0.0,
+                 clock: Callable[[], float] = time.time):
         self.root = Path(root)
         self.dir = self.root / "pending"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_pending = int(max_pending)
         self.answered_keep = int(answered_keep)
+        self.priority_half_life_s = float(priority_half_life_s)
+        self.clock = clock
         self._answered_path = self.root / "answered.json"
         self._recent_path = self.root / "recent_embeddings.json"
         self._thread_lock = threading.Lock()
@@ -63,6 +73,14 @@ class OperatorQueue:
         self._meta_cache: dict[str, tuple[tuple[int, int, int], dict]] = {}
         self._warned: set[str] = set()
         self._clean_orphans()
+
+    @classmethod
+    def from_config(cls, cfg) -> "OperatorQueue":
+        """The queue of a device: ``STATE/labels`` with the ``labels.*`` bounds of ``cfg``
+        (an :class:`edgecl.config.Config`), the same for the runtime and ``edgecl labels``."""
+        lab = cfg.labels
+        return cls(Path(cfg.state_dir) / "labels", lab.max_pending,
+                   priority_half_life_s=lab.priority_half_life_s)
 
     # --- locking, bookkeeping ---------------------------------------------------------------
 
@@ -208,8 +226,9 @@ class OperatorQueue:
             raise LabelError(f"{where}: not queued, cannot be stored as JPEG ({too_large})")
         with self._locked():
             metas = self._metas()
+            now_s = self.clock()
             if metas and len(metas) >= self.max_pending and \
-                    float(priority) < min(float(m["priority"]) for m in metas):
+                    float(priority) < min(self._aged(m, now_s) for m in metas):
                 return None
             item_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
             ok, jpg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -223,7 +242,7 @@ class OperatorQueue:
                                              detections.classes)]
             meta = {"id": item_id, "priority": round(float(priority), 6),
                     "reasons": dict(reasons or {}), "width": int(width), "height": int(height),
-                    "created_s": round(time.time(), 3), "source": frame.source,
+                    "created_s": round(now_s, 3), "source": frame.source,
                     "name": frame.name, "frame_id": int(frame.frame_id), "task": frame.task,
                     "ts_s": frame.ts_s,
                     "proposed": proposed}
@@ -233,7 +252,7 @@ class OperatorQueue:
             atomic_write_json(self.dir / f"{item_id}.json", meta)
             metas.append(meta)
             while len(metas) > self.max_pending:
-                lowest = min(metas, key=_eviction_key)
+                lowest = min(metas, key=lambda m: (self._aged(m, now_s), m["created_s"]))
                 metas.remove(lowest)
                 self._remove(lowest["id"])
                 self._record(lowest["id"], "evicted")
@@ -260,15 +279,20 @@ class OperatorQueue:
         self._meta_cache = cache
         return out
 
+    def _aged(self, meta: dict, now_s: float) -> float:
+        return aged_priority(meta["priority"], meta["created_s"], now_s, self.priority_half_life_s)
+
     def pending(self) -> list[dict]:
-        """Items waiting for an answer, highest priority first (ties: oldest first).
+        """Items waiting for an answer, highest (aged) priority first (ties: oldest first).
 
         Returns:
             One dict per item: ``id, priority, reasons, width, height, created_s, proposed``
             (``[{"class": name, "xyxy": [x1, y1, x2, y2], "score": s}]``, pixels of the frame),
             ``source, frame_id, task``. Malformed items are skipped with one warning each.
         """
-        return [_public(m) for m in sorted(self._metas(), key=_display_key)]
+        now_s = self.clock()
+        return [_public(m) for m in sorted(self._metas(),
+                                           key=lambda m: (-self._aged(m, now_s), m["created_s"]))]
 
     def list(self) -> list[dict]:
         """Same as :meth:`pending` (the name the runtime's server used first)."""
@@ -502,10 +526,20 @@ def _public(meta: dict) -> dict:
     return {k: meta.get(k) for k in PUBLIC_KEYS}
 
 
-def _eviction_key(meta: dict) -> tuple[float, float]:
-    """Smallest = evicted first: lowest priority, then oldest."""
-    return (float(meta["priority"]), float(meta["created_s"]))
+def aged_priority(priority: float, created_s: float, now_s: float, half_life_s: float) -> float:
+    """A queue item's priority after waiting: halved every ``half_life_s`` seconds.
 
+    Args:
+        priority: the priority the selection gave it when it was queued.
+        created_s: when it was queued (wall clock, seconds).
+        now_s: now (the same clock); a time before ``created_s`` (the clock went back) counts
+            as no wait.
+        half_life_s: seconds that halve it; 0 or less: no ageing.
 
-def _display_key(meta: dict) -> tuple[float, float]:
-    return (-float(meta["priority"]), float(meta["created_s"]))
+    Returns:
+        ``priority * 0.5 ** (wait_s / half_life_s)``.
+    """
+    if half_life_s <= 0:
+        return float(priority)
+    wait_s = max(0.0, float(now_s) - float(created_s))
+    return float(priority) * 0.5 ** (wait_s / half_life_s)

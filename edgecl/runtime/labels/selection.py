@@ -5,7 +5,8 @@ Each policy is ``score(frame, detections, context) -> float`` in 0..1, registere
 whose weight (``labels.selection.<name>``) is above zero. A frame is offered to the operator
 queue when its priority reaches ``labels.min_priority``, it is not a near-duplicate of a frame
 queued or stored within ``labels.dedup_window_s``, and fewer than ``labels.max_per_minute``
-frames were queued in the last minute.
+frames were queued in the last minute, the last one at least ``60 / max_per_minute`` seconds ago
+(:class:`RateLimiter`: a minute's share is spread over the minute).
 
 The policies follow the usual pool-based active-learning families (Settles, "Active Learning
 Literature Survey", 2009): uncertainty sampling (``uncertain``), density/diversity (``novel``),
@@ -278,7 +279,12 @@ class MemoryEmbeddings:
 
 
 class RateLimiter:
-    """At most ``per_minute`` events in any sliding window of ``window_s`` seconds (0: no limit).
+    """At most ``per_minute`` events in any sliding window of ``window_s`` seconds, spaced at
+    least ``window_s / per_minute`` apart (0: no limit).
+
+    The spacing spreads the events over the window: with the window alone, the first
+    ``per_minute`` candidates of each minute (often the same second of a scene) took the whole
+    minute's share, and nothing later in that minute could be chosen.
 
     Args:
         per_minute: the bound (events per window; the window is a minute by default).
@@ -291,15 +297,18 @@ class RateLimiter:
         self.per_minute = int(per_minute)
         self.clock = clock
         self.window_s = float(window_s)
+        self.min_gap_s = self.window_s / self.per_minute if self.per_minute > 0 else 0.0
         self._times: deque[float] = deque()
 
     def allowed(self) -> bool:
-        """True when one more event fits in the window."""
+        """True when one more event fits in the window and the last one is ``min_gap_s`` old."""
         if self.per_minute <= 0:
             return True
         now = self.clock()
         while self._times and now - self._times[0] >= self.window_s:
             self._times.popleft()
+        if self._times and now - self._times[-1] < self.min_gap_s:
+            return False
         return len(self._times) < self.per_minute
 
     def take(self) -> None:
