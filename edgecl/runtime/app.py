@@ -476,7 +476,7 @@ class Runtime:
     def _build(self, source) -> None:
         from edgecl.models.backends import load_backend
         from edgecl.runtime.console import LiveViewSink
-        from edgecl.runtime.labels import describe_labelling
+        from edgecl.runtime.labels import describe_labelling, learns_nothing
         from edgecl.runtime.loop import InferenceLoop
         from edgecl.runtime.sources import open_source
         from edgecl.runtime.watcher import ModelWatcher
@@ -510,7 +510,9 @@ class Runtime:
                 self.watcher = ModelWatcher(self.registry, infer_opts, self.registry.current(),
                                             poll_s=cfg.runtime.swap_poll_s,
                                             warmup_runs=cfg.runtime.warmup_runs)
-                log.info("%s", describe_labelling(cfg, bool(getattr(source, "labelled", False))))
+                labelled = bool(getattr(source, "labelled", False))
+                log.log(logging.WARNING if learns_nothing(cfg, labelled) else logging.INFO, "%s",
+                        describe_labelling(cfg, labelled))
                 learn = cfg.learner
                 if learn.enabled and self.supervise_hook is None and not (
                         learn.trigger_new_samples or learn.trigger_new_class

@@ -21,7 +21,7 @@ from edgecl.data.answers import valid_item_id
 from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError
 from edgecl.frames import Frame, LabelOrigin
 from edgecl.runtime.labels import (LabelPipeline, MemorySink, OperatorQueue, PseudoLabeler,
-                                   decide_labels, describe_labelling)
+                                   decide_labels, describe_labelling, learns_nothing)
 
 IMG = textured(0)
 GT = np.array([[0, 0.5, 0.5, 0.1, 0.1]], np.float32)
@@ -521,6 +521,9 @@ def test_describe_labelling_says_how_labels_come():
     cfg = Config(labels=LabelsConfig(mode="ground_truth"), state_dir="/s")
     line = describe_labelling(cfg, source_is_labelled=False)
     assert "nothing will be stored and nothing learnt" in line and "labels.mode: field" in line
+    assert learns_nothing(cfg, False) and not learns_nothing(cfg, True)
+    assert learns_nothing(Config(labels=LabelsConfig(mode="off")), True)
+    assert not learns_nothing(Config(labels=LabelsConfig(mode="field")), False)
     assert "\n" not in line
     assert "ground truth" in describe_labelling(cfg, source_is_labelled=True)
     field = Config(labels=LabelsConfig(mode="field"), state_dir="/s",

@@ -1,6 +1,7 @@
 """Frame sources: file://, dir://, synthetic://, live reconnection with a fake capture."""
 
 import hashlib
+import logging
 import threading
 import time
 from pathlib import Path
@@ -245,6 +246,7 @@ def test_dir_roboflow_layout_without_yaml(tmp_path):
 
 
 def test_dir_missing_labels_warning_names_path(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     _png(tmp_path / "ds" / "images" / "a.png", 1)
     _png(tmp_path / "ds" / "images" / "b.png", 2)
     source = open_source(f"dir://{tmp_path}/ds/images")
@@ -263,6 +265,18 @@ def test_dir_voc_folder_hints_import(tmp_path, caplog):
     (tmp_path / "Annotations").mkdir()
     open_source(f"dir://{tmp_path}")
     assert "no YOLO labels found" in caplog.text and "edgecl dataset import" in caplog.text
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+
+
+def test_a_folder_of_plain_frames_is_a_recording_not_a_warning(tmp_path, caplog):
+    """Before: every start of a field-mode device on a folder of frames warned that they stream
+    unlabelled, which is what field mode is for (the runtime warns when nothing would label
+    them: labels.mode ground_truth or off)."""
+    caplog.set_level(logging.INFO)
+    _png(tmp_path / "rec" / "a.jpg", 1)
+    open_source(f"dir://{tmp_path}/rec")
+    assert [(r.levelname, "no YOLO labels found" in r.getMessage()) for r in caplog.records] == [
+        ("INFO", True)]
 
 
 def test_tasks_accepts_data_yaml_as_one_task(tmp_path):

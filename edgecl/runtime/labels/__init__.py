@@ -4,7 +4,7 @@ by selection policies, pseudo-labels from calibrated confident detections (ARCHI
 
 Public interface:
     - :class:`MemorySink` (the loop sink), :class:`LabelPipeline`, :func:`decide_labels`,
-      :func:`describe_labelling`;
+      :func:`describe_labelling`, :func:`learns_nothing`;
     - :class:`OperatorQueue` (``pending``, ``item``, ``image_path``, ``answer``, ``skip``;
       what an answer may be is :mod:`edgecl.data.answers`);
     - :class:`PseudoLabeler`;
@@ -12,7 +12,7 @@ Public interface:
 """
 
 from edgecl.runtime.labels.pipeline import (MODES, LabelDecision, LabelPipeline, MemorySink,
-                                            decide_labels, describe_labelling)
+                                            decide_labels, describe_labelling, learns_nothing)
 from edgecl.runtime.labels.pseudo import PseudoLabeler
 from edgecl.runtime.labels.queue import OperatorQueue
 from edgecl.continual.memory.embedding import embedding_distance, thumbnail_embedding
@@ -20,6 +20,6 @@ from edgecl.runtime.labels.selection import (SELECTION_POLICIES, Candidate, Memo
                                              NoveltyRing, RateLimiter, SelectionContext, Selector)
 
 __all__ = ["MODES", "LabelDecision", "LabelPipeline", "MemorySink", "decide_labels",
-           "describe_labelling", "PseudoLabeler", "OperatorQueue", "SELECTION_POLICIES", "Candidate",
+           "describe_labelling", "learns_nothing", "PseudoLabeler", "OperatorQueue", "SELECTION_POLICIES", "Candidate",
            "MemoryEmbeddings", "NoveltyRing", "RateLimiter", "SelectionContext", "Selector",
            "embedding_distance", "thumbnail_embedding"]

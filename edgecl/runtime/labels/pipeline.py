@@ -457,6 +457,13 @@ class MemorySink:
             close()
 
 
+def learns_nothing(cfg: Config, source_is_labelled: bool) -> bool:
+    """Whether no label can come from this run's frames: ``labels.mode`` off, or ground truth
+    only from a source that carries none (:func:`describe_labelling` says it as a warning)."""
+    mode = cfg.labels.mode
+    return mode == "off" or (mode == "ground_truth" and not source_is_labelled)
+
+
 def describe_labelling(cfg: Config, source_is_labelled: bool) -> str:
     """One log line saying, at start, where this run's labels will come from.
 
@@ -465,7 +472,7 @@ def describe_labelling(cfg: Config, source_is_labelled: bool) -> str:
         source_is_labelled: whether the source delivers ground truth with its frames.
 
     Returns:
-        The line (no trailing newline).
+        The line (no trailing newline); log it as a warning when :func:`learns_nothing`.
     """
     lab = cfg.labels
     state = cfg.state_dir

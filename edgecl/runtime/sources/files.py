@@ -348,8 +348,13 @@ def warn_about_labels(uri: str, root: Path, images: list[Path]) -> int:
     """
     found, first_missing = labels_report(images)
     if found == 0:
-        log.warning("%s: no YOLO labels found, frames stream unlabelled (looked for %s)%s", uri,
-                    first_missing, _label_hint(root))
+        hint = _label_hint(root)
+        # a folder of plain frames is a recording, which field mode labels on the device (the
+        # runtime's labelling line says so, and warns when nothing would label it); annotations
+        # in another format beside them are more likely a mistake
+        log.log(logging.WARNING if hint else logging.INFO,
+                "%s: no YOLO labels found, frames stream unlabelled (looked for %s)%s", uri,
+                first_missing, hint)
     elif found < len(images):
         log.warning("%s: %d of %d images have no label file (e.g. looked for %s); they stream unlabelled",
                     uri, len(images) - found, len(images), first_missing)
