@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     lst = msub.add_parser("list", help="list versions")
     add_config_args(lst)
     lst.add_argument("--json", action="store_true", help="print one JSON list")
+    lst.add_argument("--all", action="store_true",
+                     help="one line per pruned version too (by default a run of pruned versions "
+                          "is one line; --json always lists each)")
     lst.set_defaults(func=list_command)
     add = msub.add_parser("add", help="load, warm and stage a model file as a new version")
     add_config_args(add)
@@ -91,7 +94,12 @@ def list_command(args: argparse.Namespace) -> int:
         print(f"warning: {damaged}; 'edgecl models promote VERSION' sets it again",
               file=sys.stderr)
     width = max([len(engine["engine_label"] or "-") for _, engine, _ in rows] + [6])
-    for v, engine, gate in rows:
+    for run in ([row] for row in rows) if args.all else pruned_runs(rows):
+        if len(run) > 1:
+            print(f"  {run[0][0].version}..{run[-1][0].version} pruned    ({len(run)} versions whose "
+                  "files were removed; --all lists each)")
+            continue
+        v, engine, gate = run[0]
         mark = "*" if v.current else " "
         acc = v.metrics.get("acc")
         acc_text = f" acc={acc:.3f}" if isinstance(acc, (int, float)) else ""
@@ -102,6 +110,25 @@ def list_command(args: argparse.Namespace) -> int:
         print(f"{mark} {v.version} {v.status:<9} {label:<{width}} {v.created}{acc_text}{reason}"
               f"{refused}{broken}")
     return 0
+
+
+def pruned_runs(rows: list) -> list[list]:
+    """Rows grouped for the text listing: each run of consecutive pruned versions in one group,
+    every other row alone (a device that learns for months prunes hundreds of versions).
+
+    Args:
+        rows: ``(VersionInfo, engine, gate)`` in version order.
+
+    Returns:
+        Groups of rows, in order.
+    """
+    groups: list[list] = []
+    for row in rows:
+        if row[0].status == "pruned" and groups and groups[-1][-1][0].status == "pruned":
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
 
 
 def serve_problem(registry, info, engine: dict) -> str | None:

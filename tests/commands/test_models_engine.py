@@ -76,3 +76,22 @@ def test_models_list_text_has_an_engine_column(capsys, state):
     assert "INT8 refused" not in lines["v0004"]
     # the engine column has one width: the creation times line up
     assert len({re.search(r"\d{4}-\d\d-\d\dT", line).start() for line in lines.values()}) == 1
+
+
+def test_models_list_text_shows_a_run_of_pruned_versions_as_one_line(capsys, tmp_path, monkeypatch):
+    """Before: a device that learnt for months listed up to 100 pruned versions, one per line,
+    above the few that serve."""
+    monkeypatch.setattr("edgecl.models.registry._runnable_here", lambda name: True)
+    reg = Registry(tmp_path / "state" / "models")
+    for i in range(6):
+        src = tmp_path / f"m{i}.pt"
+        src.write_bytes(b"x%d" % i)
+        reg.promote(reg.stage({"model.pt": src}, {"reason": "gate passed"}))
+    reg.prune(keep_promoted=2)   # keeps v0005 (parent) and v0006 (current)
+    code, out, _ = _run(capsys, "models", "list", "--state-dir", tmp_path / "state")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3, out
+    assert lines[0] == "  v0001..v0004 pruned    (4 versions whose files were removed; --all lists each)"
+    assert lines[1].startswith("  v0005 ") and lines[2].startswith("* v0006 ")
+    code, out, _ = _run(capsys, "models", "list", "--all", "--state-dir", tmp_path / "state")
+    assert [line[2:7] for line in out.splitlines()] == [f"v000{i}" for i in range(1, 7)]
