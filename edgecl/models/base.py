@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import hashlib
+import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +18,7 @@ import numpy as np
 from edgecl.errors import ModelLoadError
 from edgecl.frames import Detections
 
+log = logging.getLogger(__name__)
 
 MAX_IMAGE_SIDE = 1 << 16
 """Largest input side a model file's metadata may declare, in pixels (a larger one is damage)."""
@@ -305,6 +309,53 @@ def folder_given(path: Path) -> str:
     return f"{path} is a folder, not a model file{hint}"
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim`` as a ctypes function, or ``None`` on another C library (musl,
+    macOS, Windows), where nothing is trimmed."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return None
+    except (ValueError, OSError, AttributeError):  # no such name: not glibc (or not POSIX)
+        return None
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def release_freed_memory(what: str = "a model") -> bool:
+    """Hand the memory a closed model freed back to the system (glibc's ``malloc_trim(0)``).
+
+    A model loaded and closed in the runtime's loader and sink threads leaves its freed memory
+    (onnxruntime's weights and arena, mostly) in glibc's heaps: once a large block has been
+    freed, glibc serves blocks up to that size from its heaps instead of ``mmap``, and a heap
+    gives pages back only from its top, which the next model's allocations keep in use. Measured
+    with the runtime's hot swap of an ONNX YOLO11n at 320 px: resident memory grew 658 -> 815 MB
+    over 20 swaps while the bytes in use stayed flat (150 MB free inside the heaps); trimming
+    after each close kept it at about 715 MB. A no-op where the C library is not glibc.
+
+    Args:
+        what: what was closed, for the debug line.
+
+    Returns:
+        True when memory was handed back.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    start_s = time.perf_counter()
+    released = bool(trim(0))
+    log.debug("malloc_trim after closing %s: %s in %.1f ms", what,
+              "memory released" if released else "nothing to release",
+              (time.perf_counter() - start_s) * 1000)
+    return released
+
+
 class Backend(abc.ABC):
     """Base class of inference backends; subclasses implement ``_load`` and ``_forward``.
 
@@ -415,8 +466,14 @@ class Backend(abc.ABC):
         return np.concatenate(outputs, axis=0)
 
     def close(self) -> None:
-        """Release the model (sessions, contexts)."""
-        self._meta = None
+        """Release the model (sessions, contexts) and hand the memory it freed back to the
+        system (:func:`release_freed_memory`).
+
+        Subclasses drop their own handles first, then call this.
+        """
+        loaded, self._meta = self._meta, None
+        if loaded is not None:
+            release_freed_memory(f"{self.name} model {loaded.path}")
 
     @abc.abstractmethod
     def _load(self, path: Path) -> ModelMeta:
