@@ -576,7 +576,14 @@ class Runtime:
         return out
 
     def live(self) -> dict:
-        """Figures for the console's Live page (fps, latency, version, memory, learner, alerts)."""
+        """Figures for the console's Live page (fps, latency, version, memory, learner, alerts).
+
+        ``learner`` is ``{"state", "round", "progress"}``: ``round`` is the device's round
+        number (the running round while training, else the last finished one), numbered as the
+        model versions and the Forgetting page number rounds, so it goes on across restarts;
+        ``progress`` is the running round's estimated progress, 0..1 (see
+        :func:`edgecl.runtime.learner.expected_round_s`), ``None`` when no round runs.
+        """
         loop = self.loop
         out = {"fps": loop.delivered_fps() if loop else 0.0,
                "inference_fps": loop.current_fps() if loop else 0.0,
@@ -592,13 +599,58 @@ class Runtime:
             out["queue"] = len(self.memory_sink.queue.pending())
         if self.supervisor is not None:
             learner = self.supervisor.health()
-            progress = None
-            if learner["state"] == "training":
-                budget = max(self.cfg.learner.budget_s, 1.0)
-                progress = min(1.0, learner.get("round_running_s", 0.0) / budget)
-            out["learner"] = {"state": learner["state"], "round": learner["rounds"] + 1
-                              if learner["state"] == "training" else learner["rounds"],
-                              "progress": progress}
+            training = learner["state"] == "training"
+            out["learner"] = {"state": learner["state"],
+                              "round": learner["round"] if training else learner["last_round"],
+                              "progress": learner["progress"] if training else None}
+        return out
+
+    def vitals(self) -> dict:
+        """The running process's figures for ``/metrics``, read at each scrape (the keys
+        :func:`edgecl.runtime.prometheus.runtime_families` takes).
+
+        Only counters and cheap reads (:meth:`InferenceLoop.counters`): nothing here waits on
+        the inference thread.
+
+        Returns:
+            ``status`` (as ``/healthz``), ``stages`` (``{stage: state}``), ``uptime_s``,
+            ``frames_captured``, ``frames_processed``, ``frames_dropped`` (back-pressure),
+            ``frames_skipped`` and ``reconnects`` (the source's), ``swaps``,
+            ``processed_fps``, ``inference_fps``, ``sinks`` (``{name: {"dropped",
+            "errors"}}``), ``step_errors``; with a state directory ``queue_items``,
+            ``storing_paused``, ``labelling`` (the labelling pipeline's counts) and ``learner``
+            (``{"enabled", "state"`` (``idle``, ``training``, ``backoff``,
+            ``waiting_for_room``), ``"round"``, ``"rounds"``, ``"progress"``,
+            ``"apply_errors"}``).
+        """
+        health = self.health()
+        out = {"status": health["status"], "uptime_s": health["uptime_s"],
+               "stages": {name: stage.get("state") for name, stage in health["stages"].items()},
+               "step_errors": self.step_error_total}
+        loop = self.loop
+        if loop is not None:
+            counts = loop.counters()
+            out.update(frames_processed=counts["processed"], processed_fps=loop.delivered_fps(),
+                       inference_fps=loop.current_fps(), swaps=counts["swaps"],
+                       frames_captured=counts["captured"], frames_dropped=counts["dropped"],
+                       frames_skipped=counts["skipped"], reconnects=counts["reconnects"],
+                       sinks=counts["sinks"])
+        storing = health.get("storing")
+        if storing is not None:
+            out["storing_paused"] = storing.get("paused_reason") is not None
+            out["labelling"] = dict(storing.get("counts") or {})
+            out["queue_items"] = len(self.memory_sink.queue.pending())
+        learner = health.get("learner")
+        if learner is not None:
+            training = learner["state"] == "training"
+            state = learner["state"]
+            if state == "idle" and learner.get("waiting_for_room"):
+                state = "waiting_for_room"
+            out["learner"] = {"enabled": self.cfg.learner.enabled, "state": state,
+                              "round": learner["round"] if training else learner["last_round"],
+                              "rounds": learner["rounds"],
+                              "progress": learner["progress"] if training else None,
+                              "apply_errors": learner["apply_errors"]}
         return out
 
     def _alerts(self) -> list[str]:

@@ -186,7 +186,9 @@ def build_console_hooks(runtime):
     from edgecl.runtime.versions import TimedCache
     from edgecl.web import ConsoleHooks
 
-    exporter = PrometheusExporter(runtime.monitor)
+    # the running process's figures (frames, drops, learner, health) are read at each scrape;
+    # a fault there is contained by the exporter (edgecl_runtime_up 0), never a failed scrape
+    exporter = PrometheusExporter(runtime.monitor, vitals=runtime.vitals)
     sink = runtime.memory_sink
     state_dir = runtime.cfg.state_dir
 

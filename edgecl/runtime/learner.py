@@ -234,13 +234,64 @@ def room_problem(state_dir: str | Path) -> str | None:
             f"{need / 2**20:.1f} MiB (the serving model's files twice, and its small files)")
 
 
-def _learnt_up_to(cfg: Config) -> int:
-    """Highest sample id the learner has learnt (newer samples are new to it); 0 when unknown."""
+def _saved_progress(cfg: Config, otherwise: str) -> tuple[int, int] | None:
+    """What the learner saved: ``(highest sample id learnt, number of the last finished round)``.
+
+    The round number is the one the model versions, the metrics database (``edgecl monitor``,
+    the console's Forgetting page: ``r3 v0003``) and the next round (``round + 1``) use.
+
+    Args:
+        cfg: configuration (state directory).
+        otherwise: what the caller does without it, for the warning.
+
+    Returns:
+        The pair, or None when the state cannot be read (logged with ``otherwise``).
+    """
     try:
-        return int(load_state(cfg.state_dir).last_sample_id)
+        state = load_state(cfg.state_dir)
+        return int(state.last_sample_id), int(state.round)
     except (EdgeclError, OSError, TypeError, ValueError) as exc:
-        log.warning("learner: cannot read its state (%s); counting samples from now on", exc)
-        return 0
+        log.warning("learner: cannot read its state (%s); %s", exc, otherwise)
+        return None
+
+
+def _trained(result: RoundResult) -> bool:
+    """Whether a result times a round: it took steps, in known seconds (numbers, not junk)."""
+    figures = (result.steps, result.train_s, result.seconds)
+    return (all(isinstance(v, (int, float)) and math.isfinite(v) for v in figures)
+            and result.steps > 0 and result.train_s > 0)
+
+
+def expected_round_s(cfg: LearnerConfig, first: bool, previous: RoundResult | None) -> float:
+    """Estimated wall time of a round, for its progress bar (:meth:`LearnerSupervisor.health`).
+
+    Training stops at the round's time budget (``learner.budget_s``; ``first_round_budget_s``
+    for a first round) or at its step bound (``max_steps``; ``first_round_max_steps``),
+    whichever comes first. The learner process reports no step count while it runs, so the
+    step bound is turned into time with the seconds per step of the previous round that
+    trained (its ``train_s / steps``), and that round's time outside training (replay
+    selection, evaluation, export) is added: progress is then the larger of the two fractions
+    (time budget, estimated steps) of the training, with the rest of the round on top. Without
+    such a round, the time budget alone. The epochs bound (a round with few new samples) is not
+    estimated: such a round ends before its bar is full.
+
+    Args:
+        cfg: learner settings.
+        first: whether the round is a first one (the supervisor's guess: no version serves
+            yet; a pretrained ``model.path`` checkpoint's first round trains on the later
+            bounds, so its bar stops short when it ends).
+        previous: the result of the previous round that trained, or None.
+
+    Returns:
+        Seconds (at least 1).
+    """
+    budget_s = cfg.first_round_budget_s if first else cfg.budget_s
+    max_steps = cfg.first_round_max_steps if first else cfg.max_steps
+    if previous is None or not _trained(previous):
+        return max(1.0, budget_s)
+    step_s = previous.train_s / previous.steps
+    outside_s = max(0.0, previous.seconds - previous.train_s)
+    return max(1.0, outside_s + min(budget_s, max_steps * step_s))
 
 
 def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
@@ -494,8 +545,14 @@ class LearnerSupervisor:
         self._same_failures = 0
         self._last_failure = ""
         self._backoff_until_s = 0.0
+        saved = _saved_progress(cfg, "counting samples from now on")
         # samples other processes store (edgecl labels import, CLI answers) count as well
-        self._seen_max_id = _learnt_up_to(cfg)
+        self._seen_max_id = saved[0] if saved else 0
+        # INVARIANT: the device's round numbering (the next round is last_round + 1), not a
+        # count since this start: a device restarted daily is not "round 1" for its 300th
+        self.last_round = saved[1] if saved else 0
+        self._round_no = 0  # the running round's number
+        self._round_expected_s = 1.0  # its estimated wall time (expected_round_s)
         self._own_ids: set[int] = set()
         self._next_scan_s = 0.0
 
@@ -505,11 +562,24 @@ class LearnerSupervisor:
         return self._proc is not None and self._proc.is_alive()
 
     def health(self) -> dict:
-        """Learner state for ``/healthz``: ``idle``, ``training``, ``backoff`` or ``error``."""
+        """Learner state for ``/healthz`` and the console.
+
+        Returns:
+            ``state`` (``idle``, ``training`` or ``backoff``), ``rounds`` (rounds finished
+            since this start), ``last_round`` (the device's number of the last finished round,
+            as the model versions and the metrics count them: it goes on across restarts),
+            ``apply_errors``; while training ``round`` (the running round's number),
+            ``round_running_s`` and ``progress`` (0..1, estimated: :func:`expected_round_s`);
+            in back-off ``retry_in_s`` and ``reason``; ``last_error``, ``metrics_behind`` and
+            ``waiting_for_room`` when they apply.
+        """
         now = time.monotonic()
-        out = {"state": "idle", "rounds": self.rounds_done, "apply_errors": self.apply_errors}
+        out = {"state": "idle", "rounds": self.rounds_done, "last_round": self.last_round,
+               "apply_errors": self.apply_errors}
         if self.busy:
-            out.update(state="training", round_running_s=round(now - self._round_started_mono_s, 1))
+            running_s = now - self._round_started_mono_s
+            out.update(state="training", round=self._round_no, round_running_s=round(running_s, 1),
+                       progress=round(min(1.0, running_s / self._round_expected_s), 3))
         elif now < self._backoff_until_s:
             out.update(state="backoff", retry_in_s=round(self._backoff_until_s - now, 1),
                        reason=f"{self._same_failures} rounds in a row failed: {self._last_failure}")
@@ -615,12 +685,34 @@ class LearnerSupervisor:
         if self.memory_sink is not None and not getattr(self.memory_sink, "closed", False):
             ceiling = max(self.memory_sink.memory.ids(), default=0)
         self._round_id = uuid.uuid4().hex
+        # re-read: a round another process ran meanwhile ('edgecl learn') counts too
+        saved = _saved_progress(self.cfg, f"this round is shown as round {self.last_round + 1}")
+        if saved is not None:
+            self.last_round = saved[1]
+        self._round_no = self.last_round + 1  # the number the round gives itself
+        self._round_expected_s = expected_round_s(self.cfg.learner, self.registry.current() is None,
+                                                  self._previous_trained())
         self._round_started_mono_s = time.monotonic()
         self._proc = self._spawn(reason, ceiling)
         self.state = TriggerState(last_round_s=time.monotonic())
         self.tried_classes |= self._stored_classes - self.known_classes
         log.info("learning round started (trigger: %s, pid %s)", reason,
                  getattr(self._proc, "pid", None))
+
+    def _previous_trained(self) -> RoundResult | None:
+        """The newest round result that trained (its steps time the next round's bar): the
+        last round's file (it survives a restart), else the newest this start handled."""
+        try:
+            candidates = [read_last_round(self.cfg.state_dir)]
+        except OSError as exc:  # the round starts all the same; its bar keeps to the budget
+            log.warning("learner: the last round's result cannot be read (%s)", exc)
+            candidates = []
+        for data in reversed(self.rounds):
+            try:
+                candidates.append(RoundResult.from_json(data))
+            except (ValueError, TypeError, KeyError):
+                continue
+        return next((r for r in candidates if r is not None and _trained(r)), None)
 
     def _spawn(self, reason: str, ceiling: int | None):
         """The learner process (spawned, so the loop's threads are not inherited), with a pipe
@@ -800,6 +892,8 @@ class LearnerSupervisor:
                 self._prune()
         self.rounds.append(result.to_json())
         self.rounds_done += 1
+        if isinstance(result.round, int):
+            self.last_round = max(self.last_round, result.round)
         if self.on_round is not None:
             self.on_round(result.to_json())
 

@@ -456,6 +456,23 @@ class InferenceLoop:
             return 0.0
         return round((len(recent) - 1) / max(now - float(recent[0]), 1e-6), 2)
 
+    def counters(self) -> dict:
+        """Running totals since the loop started, cheap to read from any thread.
+
+        Returns:
+            ``captured`` (frames the capture thread handed over), ``processed``, ``dropped``
+            (dropped by back-pressure, never inferred), ``swaps`` (model hot swaps),
+            ``skipped`` and ``reconnects`` (the source's unreadable frames and reconnections),
+            ``sinks`` (``{sink name: {"dropped": results it never received, "errors": n}}``).
+        """
+        stats = getattr(self.source, "stats", None)
+        return {"captured": self._captured, "processed": self._frames,
+                "dropped": self._buffer.dropped, "swaps": self._swaps,
+                "skipped": int(getattr(stats, "skipped", 0) or 0),
+                "reconnects": int(getattr(stats, "reconnects", 0) or 0),
+                "sinks": {r.name: {"dropped": r.dropped, "errors": r.errors}
+                          for r in self._sinks.runners}}
+
     def latency_p50(self, window: int = 200) -> float:
         """Median capture-to-detection latency over the last ``window`` frames, ms."""
         recent = self._latencies_ms.recent(window)

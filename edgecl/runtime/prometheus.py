@@ -1,17 +1,50 @@
-"""Prometheus exposition of the monitor: gauges read from :meth:`Monitor.summary` at scrape time,
-in a private registry (never the process-global one).
+"""Prometheus exposition of the device, in a private registry (never the process-global one).
 
-Per task: ``edgecl_map50_95{task=...}``, ``edgecl_forgetting{task=...}``. Per class (held-out
-AP50-95 of the latest promoted version, and its forgetting over the promoted rounds):
+Two collectors, both read at scrape time:
+
+The monitor's (:meth:`Monitor.summary`, what the metrics database holds). Per task:
+``edgecl_map50_95{task=...}``, ``edgecl_forgetting{task=...}``. Per class (held-out AP50-95 of
+the latest promoted version, and its forgetting over the promoted rounds):
 ``edgecl_class_ap50_95{class="car"}``, ``edgecl_class_forgetting{class="car"}``.
 ``edgecl_acc``, ``edgecl_bwt`` and ``edgecl_mean_forgetting`` come from the class view when
-frames carry no task (see :mod:`edgecl.runtime.monitor`).
+frames carry no task (see :mod:`edgecl.runtime.monitor`); ``edgecl_fps``,
+``edgecl_latency_ms_p50`` and the memory's size are the runtime's figures as last recorded
+(every 10 s). ``edgecl_monitor_up`` is 0 when the database cannot be read.
+
+The running process's (only when a ``vitals`` callable is given: ``edgecl run`` passes
+:meth:`edgecl.runtime.app.Runtime.vitals`), so a fleet's dashboards see each device live:
+
+- ``edgecl_runtime_up`` (1; 0 when the callable raised: the fault is logged, counted in
+  ``edgecl_runtime_scrape_errors_total`` and the scrape answers all the same),
+  ``edgecl_uptime_seconds``;
+- ``edgecl_health_status{status="ok|degraded|stuck"}`` (1 for the status ``/healthz`` gives, 0
+  for the others) and ``edgecl_stage_status{stage="capture",state="ok|idle|..."}`` per stage;
+- frames: ``edgecl_frames_captured_total`` (taken from the source: ``rate()`` of it is what the
+  camera delivers), ``edgecl_frames_processed_total`` (inferred),
+  ``edgecl_frames_dropped_total`` (captured but never inferred: back-pressure dropped the
+  oldest frame while inference lagged), ``edgecl_source_frames_skipped_total`` (unreadable
+  images), ``edgecl_source_reconnects_total``, ``edgecl_processed_frames_per_second`` (the
+  last 5 s), ``edgecl_inference_frames_per_second`` (what the model can take: 1 / mean
+  inference time), ``edgecl_model_swaps_total``;
+- sinks: ``edgecl_sink_results_dropped_total{sink=...}`` (results a stalled sink never got),
+  ``edgecl_sink_errors_total{sink=...}``;
+- storing: ``edgecl_storing_paused`` (1 while a storage fault pauses storing),
+  ``edgecl_labelling_events_total{event=...}`` (the labelling pipeline's counts: stored,
+  queued, not stored, refused ...), ``edgecl_operator_queue_items``;
+- learning: ``edgecl_learner_state{state="idle|training|backoff|waiting_for_room"}``,
+  ``edgecl_learner_enabled``, ``edgecl_learner_round`` (the device's round number, as ``models``
+  and the Forgetting page count rounds: it goes on across restarts; the running one while
+  training), ``edgecl_learner_rounds_total`` (rounds finished since this start),
+  ``edgecl_learner_round_progress_ratio`` (0..1, while training),
+  ``edgecl_learner_apply_errors_total``, ``edgecl_supervisor_step_errors_total``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
+from typing import Callable, Mapping
 
 from edgecl.errors import StorageError
 from edgecl.runtime.monitor import Monitor, MonitorError
@@ -87,18 +120,214 @@ class _SummaryCollector:
             yield InfoMetricFamily("edgecl_model", "Served model version", value={"version": version})
 
 
+HEALTH_STATES = ("ok", "degraded", "stuck")
+"""Values of ``edgecl_health_status``'s ``status`` label (those of ``/healthz``)."""
+STAGE_STATES = ("starting", "ok", "idle", "degraded", "stuck", "stopped")
+"""Values of ``edgecl_stage_status``'s ``state`` label (:class:`~edgecl.runtime.watchdog.StageState`)."""
+LEARNER_STATES = ("idle", "training", "backoff", "waiting_for_room")
+"""Values of ``edgecl_learner_state``'s ``state`` label."""
+
+# (name, vitals key, help): counters (the ``_total`` suffix is prometheus_client's to add)
+_RUNTIME_COUNTERS = (
+    ("edgecl_frames_captured", "frames_captured",
+     "Frames the capture thread took from the source (rate(): what the camera delivers)"),
+    ("edgecl_frames_processed", "frames_processed", "Frames inferred"),
+    ("edgecl_frames_dropped", "frames_dropped",
+     "Frames captured but never inferred: back-pressure dropped the oldest while inference lagged"),
+    ("edgecl_source_frames_skipped", "frames_skipped", "Unreadable images the source skipped"),
+    ("edgecl_source_reconnects", "reconnects", "Times a live source reopened its camera or stream"),
+    ("edgecl_model_swaps", "swaps", "Hot swaps to a newly promoted model version"),
+    ("edgecl_supervisor_step_errors", "step_errors",
+     "Failures of the runtime's supervision steps (learner, fleet, metrics), contained"),
+)
+_RUNTIME_GAUGES = (
+    ("edgecl_uptime_seconds", "uptime_s", "Seconds since this runtime started"),
+    ("edgecl_processed_frames_per_second", "processed_fps",
+     "Frames inferred per second over the last 5 s (at most what the camera delivers)"),
+    ("edgecl_inference_frames_per_second", "inference_fps",
+     "Frames per second the model can take: 1 / mean inference time of the last 50 frames"),
+    ("edgecl_operator_queue_items", "queue_items", "Frames waiting in the operator's label queue"),
+    ("edgecl_storing_paused", "storing_paused",
+     "1 while a storage fault (a full disk) pauses storing frames, else 0"),
+)
+
+
+def _states(known, current: str) -> list[tuple[str, float]]:
+    """``(state, 1.0 or 0.0)`` for each state: 1 for ``current`` (added when not ``known``)."""
+    return [(state, 1.0 if state == current else 0.0)
+            for state in (*known, *([] if current in known else [current]))]
+
+
+def _state_set(name: str, doc: str, label: str, known, current: str):
+    """A gauge per state of ``label``: 1 for ``current``, 0 for the others."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    family = GaugeMetricFamily(name, doc, labels=[label])
+    for state, value in _states(known, current):
+        family.add_metric([state], value)
+    return family
+
+
+def _number(value) -> float | None:
+    """A figure as a float (a bool as 0/1); None for None."""
+    return None if value is None else float(value)
+
+
+def runtime_families(vitals: Mapping) -> list:
+    """The metric families of a running process's figures.
+
+    Args:
+        vitals: what :meth:`edgecl.runtime.app.Runtime.vitals` returns; every key is optional
+            (a family whose figure is missing or None is left out): ``status``, ``stages``
+            (``{stage: state}``), ``uptime_s``, ``frames_captured``, ``frames_processed``,
+            ``frames_dropped``, ``frames_skipped``, ``reconnects``, ``swaps``, ``step_errors``,
+            ``processed_fps``, ``inference_fps``, ``queue_items``, ``storing_paused``,
+            ``labelling`` (``{event: count}``), ``sinks`` (``{name: {"dropped", "errors"}}``),
+            ``learner`` (``{"enabled", "state", "round", "rounds", "progress",
+            "apply_errors"}``).
+
+    Returns:
+        prometheus_client metric families.
+
+    Raises:
+        Exception: whatever a malformed figure raises (the collector contains it).
+    """
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    out: list = []
+    if vitals.get("status") is not None:
+        out.append(_state_set("edgecl_health_status", "1 for the runtime's health status "
+                              "(/healthz), 0 for the others", "status", HEALTH_STATES,
+                              str(vitals["status"])))
+    stages = vitals.get("stages") or {}
+    if stages:
+        family = GaugeMetricFamily("edgecl_stage_status", "1 for each runtime stage's state "
+                                   "(watchdog), 0 for the others", labels=["stage", "state"])
+        for stage, current in sorted(stages.items()):
+            for state, value in _states(STAGE_STATES, str(current)):
+                family.add_metric([str(stage), state], value)
+        out.append(family)
+    for name, key, doc in _RUNTIME_GAUGES:
+        if vitals.get(key) is not None:
+            out.append(GaugeMetricFamily(name, doc, value=_number(vitals[key])))
+    for name, key, doc in _RUNTIME_COUNTERS:
+        if vitals.get(key) is not None:
+            out.append(CounterMetricFamily(name, doc, value=_number(vitals[key])))
+    sinks = vitals.get("sinks") or {}
+    if sinks:
+        dropped = CounterMetricFamily("edgecl_sink_results_dropped", "Results a sink never got "
+                                      "(its queue stayed full: stalled or dead)", labels=["sink"])
+        errors = CounterMetricFamily("edgecl_sink_errors", "Exceptions a sink raised (contained)",
+                                     labels=["sink"])
+        for sink, counts in sorted(sinks.items()):
+            dropped.add_metric([str(sink)], _number(counts.get("dropped", 0)))
+            errors.add_metric([str(sink)], _number(counts.get("errors", 0)))
+        out += [dropped, errors]
+    labelling = vitals.get("labelling")
+    if labelling is not None:
+        family = CounterMetricFamily("edgecl_labelling_events", "Frames the labelling pipeline "
+                                     "stored, queued, did not store or refused, per event",
+                                     labels=["event"])
+        for event, count in sorted(labelling.items()):
+            family.add_metric([str(event)], _number(count))
+        out.append(family)
+    out += _learner_families(vitals.get("learner"))
+    return out
+
+
+def _learner_families(learner: Mapping | None) -> list:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    if not learner:
+        return []
+    out = [_state_set("edgecl_learner_state", "1 for the learner's state, 0 for the others",
+                      "state", LEARNER_STATES, str(learner.get("state", "idle")))]
+    for name, key, doc in (
+            ("edgecl_learner_enabled", "enabled", "1 when rounds start by themselves "
+                                                  "(learner.enabled)"),
+            ("edgecl_learner_round", "round", "The device's round number (as the model versions "
+                                              "and the Forgetting page count them, across "
+                                              "restarts): the running round while training, else "
+                                              "the last finished"),
+            ("edgecl_learner_round_progress_ratio", "progress", "Estimated progress of the "
+                                                                "running round, 0 to 1")):
+        if learner.get(key) is not None:
+            out.append(GaugeMetricFamily(name, doc, value=_number(learner[key])))
+    for name, key, doc in (
+            ("edgecl_learner_rounds", "rounds", "Rounds finished (promoted or rejected) since "
+                                                "this runtime started"),
+            ("edgecl_learner_apply_errors", "apply_errors", "Failures to apply a round's result "
+                                                            "(promotion, records), contained")):
+        if learner.get(key) is not None:
+            out.append(CounterMetricFamily(name, doc, value=_number(learner[key])))
+    return out
+
+
+class _RuntimeCollector:
+    """prometheus_client collector that reads the running process's figures on every scrape.
+
+    A fault of the callable, or a malformed figure, never fails the scrape: it is logged (once
+    per distinct message, then at debug level), counted, and the scrape says
+    ``edgecl_runtime_up 0`` with the monitor's metrics as usual.
+
+    Args:
+        vitals: ``callable() -> Mapping`` (see :func:`runtime_families`).
+    """
+
+    def __init__(self, vitals: Callable[[], Mapping]) -> None:
+        self._vitals = vitals
+        self._lock = threading.Lock()
+        self.errors = 0
+        self._last_error = ""
+
+    def collect(self):
+        """Yield the runtime's metric families, or ``edgecl_runtime_up 0``."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        try:
+            families = runtime_families(self._vitals())
+        except Exception as exc:  # a scrape never fails for the runtime: logged and counted
+            families = None
+            self._failed(exc)
+        yield GaugeMetricFamily("edgecl_runtime_up", "1 when the running process's figures "
+                                "were read for this scrape, 0 when reading them failed",
+                                value=0.0 if families is None else 1.0)
+        yield CounterMetricFamily("edgecl_runtime_scrape_errors", "Scrapes whose reading of the "
+                                  "running process's figures failed", value=float(self.errors))
+        yield from families or ()
+
+    def _failed(self, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self.errors += 1
+            first = message != self._last_error
+            self._last_error = message
+        if first:
+            LOG.warning("metrics scrape: the runtime's figures could not be read (%s); "
+                        "edgecl_runtime_up is 0 until they can", message, exc_info=exc)
+        else:
+            LOG.debug("metrics scrape: the runtime's figures could not be read (%s)", message)
+
+
 class PrometheusExporter:
-    """Prometheus text exposition of a :class:`Monitor`, in a private registry.
+    """Prometheus text exposition of a :class:`Monitor` and, optionally, of the running
+    process, in a private registry.
 
     Args:
         monitor: the monitor to read at each scrape.
+        vitals: ``callable() -> Mapping`` giving the running process's figures at each scrape
+            (:meth:`edgecl.runtime.app.Runtime.vitals`; see :func:`runtime_families`);
+            ``None`` (a tool without a runtime): only the monitor's metrics.
     """
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, vitals: Callable[[], Mapping] | None = None) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_SummaryCollector(monitor))
+        self.runtime_collector = _RuntimeCollector(vitals) if vitals is not None else None
+        if self.runtime_collector is not None:
+            self.registry.register(self.runtime_collector)
         self.content_type: str = CONTENT_TYPE_LATEST
 
     def render(self) -> bytes:

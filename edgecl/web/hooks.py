@@ -51,8 +51,9 @@ class ConsoleHooks:
         metrics: ``() -> bytes``, Prometheus text exposition format 0.0.4.
         live: ``() -> dict`` with ``fps`` (float), ``latency_ms_p50``, ``latency_ms_p95`` (float,
             milliseconds), ``model_version`` (str), ``memory`` (``{"samples", "capacity",
-            "bytes", "max_bytes"}``), ``learner`` (``{"state": "idle" | "training", "round": int,
-            "progress": 0..1}``), ``alerts`` (list of one-line strings).
+            "bytes", "max_bytes"}``), ``learner`` (``{"state": "idle" | "training" |
+            "backoff", "round": int, "progress": 0..1 or None}``), ``alerts`` (list of one-line
+            strings).
         latest_jpeg: ``() -> bytes | None``, the latest frame as JPEG with boxes and class names
             drawn (encoded by the runtime a few times a second, off the inference thread);
             ``None`` before the first frame.
