@@ -79,6 +79,13 @@ def make_client(cfg: Config, test_yaml: str | None = None):
         def get_parameters(self, config):
             return []
 
+        def get_properties(self, config):
+            """The server's token check: sign its nonce, only for a server holding our token
+            (a server that does not is told nothing it could replay)."""
+            if self._token_mismatch(config):
+                return {"device": name, "auth": ""}
+            return self._signed(config)
+
         def _signed(self, config) -> dict:
             rnd = int(config.get("round", 0))
             return {"device": name, "auth": wire.sign(token, str(config.get("nonce", "")), rnd, name)}

@@ -2,9 +2,10 @@
 
 One fleet round is one Flower round:
 
-1. ``configure_fit``: sample ``fleet.fraction_fit`` of the connected devices (at least
-   ``fleet.min_devices``) and send each the global model, its class names, its architecture
-   (the model yaml it was started from, :func:`edgecl.fleet.weights.model_arch`) and a nonce.
+1. ``configure_fit``: sample ``fleet.fraction_fit`` of the connected devices that proved they
+   hold the fleet's token (at least ``fleet.min_devices``) and send each the global model, its
+   class names, its architecture (the model yaml it was started from,
+   :func:`edgecl.fleet.weights.model_arch`) and a nonce.
 2. devices fine-tune and reply (or reply ``skipped``: busy, no data).
 3. ``aggregate_fit``: refuse unauthenticated replies, drop failures (a device that disconnected or
    timed out mid-round is simply absent), refuse malformed replies each on its own (bad JSON, keys
@@ -16,9 +17,16 @@ One fleet round is one Flower round:
    (:func:`edgecl.continual.federated.fedavg_by_name`), save the new global model atomically
    (:class:`~edgecl.fleet.store.GlobalStore`; never an average with non-finite weights) and log one
    line per device saying what happened to its update and why.
-4. ``configure_evaluate``: send the new global model to every connected device to adopt
-   (each gates it on its own held-out slice); ``aggregate_evaluate`` records what they did
-   (a malformed report is refused and recorded as ``refused``).
+4. ``configure_evaluate``: send the new global model to every connected device that proved it
+   holds the token, to adopt (each gates it on its own held-out slice); ``aggregate_evaluate``
+   records what they did (a malformed report is refused and recorded as ``refused``).
+
+Authentication. With a fleet token, a connection gets no model before it proves it holds the
+token: the first time it is sampled, the server asks it (Flower's ``get_properties``) to sign
+a fresh nonce, and sends weights only to connections whose signature verifies
+(:meth:`FleetStrategy._admitted`; a connection that signs wrongly is refused for its life, with
+one warning). Replies are signed as well, with each round's nonce. Without a token (loopback
+only) every connection is admitted.
 
 The server's state is the strategy's (``round``, ``arrays``, ``names``, ``arch``); Flower's own
 ``Parameters`` only carry the wire form. Round numbers continue across server restarts.
@@ -50,6 +58,10 @@ MAX_SAMPLES = RULES["memory.capacity"].hi
 
 WAIT_LOG_S = 60
 """While fewer than ``fleet.min_devices`` devices are connected, say so this often (seconds)."""
+HELLO_TIMEOUT_S = 30.0
+"""How long a connection has to answer the server's token check (seconds)."""
+HELLO_POLL_S = 5.0
+"""While fewer than ``fleet.min_devices`` connections hold the token, check again this often."""
 
 
 UNAUTHENTICATED = ("bad or missing authentication: its fleet token differs from the server's, "
@@ -306,10 +318,21 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
     from flwr.common import (
         EvaluateIns,
         FitIns,
+        GetPropertiesIns,
         ndarrays_to_parameters,
         parameters_to_ndarrays,
     )
+    from flwr.server.criterion import Criterion
     from flwr.server.strategy import Strategy
+
+    class Admitted(Criterion):
+        """Flower sampling criterion: only connections whose token check passed."""
+
+        def __init__(self, cids: set[str]):
+            self.cids = cids
+
+        def select(self, client) -> bool:
+            return str(client.cid) in self.cids
 
     class FleetStrategy(Strategy):
         """Forgetting-gated, name-aligned FedAvg (see the module docstring)."""
@@ -343,6 +366,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.device_names: dict[str, str] = {}  # connection id -> name the device gave
             self.asked: set[str] = set()  # connection ids sent the round's current request
             self.asked_s = time.time()
+            self.verified: set[str] = set()  # connection ids whose token check passed
+            self.refused: dict[str, str] = {}  # connection id -> why its token check failed
 
         def _check_loaded(self):
             """Refuse to start from a global model no device could use.
@@ -397,9 +422,19 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 # Flower itself waits up to a day without a word
                 log.info("fleet round %d: waiting for %d devices (fleet.min_devices); %d "
                          "connected", rnd, need, client_manager.num_available())
-            available = client_manager.num_available()
-            want = max(int(fleet_cfg.min_devices), int(round(available * fleet_cfg.fraction_fit)))
-            clients = client_manager.sample(num_clients=want, min_num_clients=fleet_cfg.min_devices)
+            admitted = self._admitted(list(client_manager.all().values()), rnd)
+            said_s = time.monotonic()
+            while len(admitted) < need:  # connected, but not all hold the fleet's token
+                if time.monotonic() - said_s >= WAIT_LOG_S:
+                    said_s = time.monotonic()
+                    log.info("fleet round %d: waiting for %d devices holding the fleet's token; "
+                             "%d connected, %d refused", rnd, need,
+                             client_manager.num_available(), len(self.refused))
+                time.sleep(HELLO_POLL_S)
+                admitted = self._admitted(list(client_manager.all().values()), rnd)
+            want = max(need, int(round(len(admitted) * fleet_cfg.fraction_fit)))
+            clients = client_manager.sample(num_clients=want, min_num_clients=need,
+                                            criterion=Admitted({c.cid for c in admitted}))
             keys, params, nbytes = self._ins_parameters()
             ins = FitIns(params, self._config(rnd, keys))
             self.changed = False
@@ -409,6 +444,67 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             log.info("fleet round %d: sent the global model (%d classes, %.1f MB) to %d devices",
                      rnd, len(self.names), nbytes / 1e6, len(clients))
             return [(c, ins) for c in clients]
+
+        def _admitted(self, clients: list, rnd: int) -> list:
+            """The connections that hold the fleet's token, asking each new one once.
+
+            A connection is asked to sign a fresh nonce (``get_properties``; all new ones at
+            once, each within :data:`HELLO_TIMEOUT_S`); one whose signature verifies is
+            admitted for its life, one that signs wrongly or not at all is refused for its
+            life (one warning naming it and why), one that does not answer is asked again next
+            time. Connections that closed are forgotten.
+
+            Args:
+                clients: Flower client proxies (``cid``, ``get_properties``).
+                rnd: the fleet round (signed with the nonce).
+
+            Returns:
+                The admitted proxies, in the order given (all of them without a token).
+            """
+            if not self.token:
+                return list(clients)
+            live = {str(c.cid) for c in clients}
+            self.verified &= live
+            self.refused = {cid: why for cid, why in self.refused.items() if cid in live}
+            new = [c for c in clients if str(c.cid) not in self.verified
+                   and str(c.cid) not in self.refused]
+            if new:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=min(16, len(new))) as pool:
+                    for client, why in zip(new, pool.map(lambda c: self._hello(c, rnd), new)):
+                        cid = str(client.cid)
+                        if why is None:
+                            self.verified.add(cid)
+                        elif why:
+                            self.refused[cid] = why
+                            log.warning("fleet: connection %s (%s) refused: %s; it gets no model",
+                                        cid[:100], self.device_names.get(cid, "unnamed"), why)
+            return [c for c in clients if str(c.cid) in self.verified]
+
+        def _hello(self, client, rnd: int) -> str | None:
+            """Ask one connection to prove it holds the token.
+
+            Returns:
+                ``None`` when it does, why not when it does not, ``""`` when it did not
+                answer (asked again later).
+            """
+            nonce = wire.new_nonce()
+            ins = GetPropertiesIns({"round": rnd, "nonce": nonce, "hello": True,
+                                    "server_auth": wire.server_signature(self.token, nonce, rnd)})
+            try:
+                res = client.get_properties(ins, timeout=HELLO_TIMEOUT_S, group_id=rnd)
+            except Exception as exc:  # noqa: BLE001 - a connection's fault is that connection's
+                log.info("fleet: connection %s did not answer the token check (%s: %s); asked "
+                         "again next round", str(client.cid)[:100], type(exc).__name__, exc)
+                return ""
+            props = dict(getattr(res, "properties", None) or {})
+            device = str(props.get("device", ""))[:100]
+            if device:
+                self._remember(client, device)
+            if not wire.verify(self.token, nonce, rnd, device, str(props.get("auth", ""))):
+                return UNAUTHENTICATED
+            return None
 
         def _authentic(self, rnd: int, metrics: dict) -> bool:
             return wire.verify(self.token, self.nonces.get(rnd, ""), rnd,
@@ -554,7 +650,10 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             if not self.changed or client_manager.num_available() == 0:
                 self._finish_round()
                 return []
-            clients = list(client_manager.all().values())
+            clients = self._admitted(list(client_manager.all().values()), rnd)
+            if not clients:
+                self._finish_round()
+                return []
             self.asked, self.asked_s = {c.cid for c in clients}, time.time()
             keys, params, nbytes = self._ins_parameters()
             self.record["bytes_down"] = self.record.get("bytes_down", 0) + nbytes * len(clients)

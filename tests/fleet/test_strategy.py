@@ -22,11 +22,27 @@ SHARED = "model.0.conv.weight"
 OK = Status(Code.OK, "")
 
 
+class FakeProxy:
+    """A connected device as the server sees it: answers the token check with ``token``."""
+
+    def __init__(self, cid, token="", name=None):
+        self.cid, self.token, self.name, self.hellos = cid, token, name or cid, 0
+
+    def get_properties(self, ins, timeout, group_id):
+        self.hellos += 1
+        config = ins.config
+        if not wire.server_is_authentic(self.token, config):
+            return SimpleNamespace(properties={"device": self.name, "auth": ""})
+        return SimpleNamespace(properties={
+            "device": self.name,
+            "auth": wire.sign(self.token, config["nonce"], int(config["round"]), self.name)})
+
+
 class FakeManager:
     """Stands in for Flower's ClientManager with a fixed set of connected clients."""
 
-    def __init__(self, n):
-        self.clients = {f"c{i}": SimpleNamespace(cid=f"c{i}") for i in range(n)}
+    def __init__(self, n, token=""):
+        self.clients = {f"c{i}": FakeProxy(f"c{i}", token) for i in range(n)}
 
     def num_available(self):
         return len(self.clients)
@@ -34,8 +50,9 @@ class FakeManager:
     def wait_for(self, num_clients, timeout=86400):
         return len(self.clients) >= num_clients
 
-    def sample(self, num_clients, min_num_clients=None):
-        return list(self.clients.values())[:num_clients]
+    def sample(self, num_clients, min_num_clients=None, criterion=None):
+        chosen = [c for c in self.clients.values() if criterion is None or criterion.select(c)]
+        return chosen[:num_clients]
 
     def all(self):
         return dict(self.clients)
@@ -64,7 +81,7 @@ def start(tmp_path, token="", **kw):
 def test_a_round_gates_refuses_and_drops_with_reasons_in_the_log(tmp_path, caplog, monkeypatch):
     monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
     strategy, store = start(tmp_path, token="s3cret")
-    (_, ins), *_ = strategy.configure_fit(1, None, FakeManager(4))
+    (_, ins), *_ = strategy.configure_fit(1, None, FakeManager(4, token="s3cret"))
     cfg = ins.config
     assert cfg["round"] == 1 and wire.loads(cfg["names"]) == [] and len(cfg["nonce"]) == 32
     results = [
@@ -162,7 +179,7 @@ def test_every_device_signs_its_adoption_report_with_the_round_nonce(tmp_path, c
     monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
     strategy, store = start(tmp_path, token="t")
     strategy.names, strategy.changed, strategy.record = ["car"], True, {"round": 1}
-    instructions = strategy.configure_evaluate(1, None, FakeManager(3))
+    instructions = strategy.configure_evaluate(1, None, FakeManager(3, token="t"))
     replies = []
     for i, (proxy, ins) in enumerate(instructions):
         device = f"device{i}"
@@ -301,7 +318,7 @@ def test_a_malformed_adoption_report_is_refused_alone(tmp_path, caplog, monkeypa
     monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
     strategy, store = start(tmp_path)
     strategy.names, strategy.changed, strategy.record = ["car"], True, {"round": 1}
-    instructions = strategy.configure_evaluate(1, None, FakeManager(3))
+    instructions = strategy.configure_evaluate(1, None, FakeManager(3, token="t"))
     bad = [{"per_class_ap": "{oops"}, {"test_ap": "[1]"}, {}]
     replies = [(proxy, EvaluateRes(OK, 0.0, 0, {"device": f"d{i}", "auth": "", "status": "promoted",
                                                 **bad[i]}))
@@ -364,7 +381,7 @@ def test_a_round_waiting_for_devices_says_so(tmp_path, caplog):
         def wait_for(self, num_clients, timeout=86400):
             self.waits += 1
             if self.waits == 2:
-                self.clients["c1"] = SimpleNamespace(cid="c1")
+                self.clients["c1"] = FakeProxy("c1")
             return super().wait_for(num_clients, timeout)
 
     with caplog.at_level("INFO"):
@@ -377,7 +394,7 @@ def test_a_round_waiting_for_devices_says_so(tmp_path, caplog):
     class Late(FakeManager):
         def wait_for(self, num_clients, timeout=86400):
             assert "waiting for 2 devices" in caplog.text, "not said before the first wait"
-            self.clients["c1"] = SimpleNamespace(cid="c1")
+            self.clients["c1"] = FakeProxy("c1")
             return super().wait_for(num_clients, timeout)
 
     with caplog.at_level("INFO"):
@@ -388,7 +405,7 @@ def test_a_device_knows_when_its_token_differs_from_the_servers(tmp_path):
     """Before: the server refused every update of a device with another token, and the device
     went on training and adopting without a word."""
     strategy, _ = start(tmp_path, token="right")
-    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1, token="right"))
     assert wire.server_is_authentic("right", ins.config)
     assert not wire.server_is_authentic("wrong", ins.config)
     assert not wire.server_is_authentic("", ins.config)  # a device without the fleet's token
@@ -430,3 +447,54 @@ def test_a_tensor_beyond_float16s_range_travels_as_float32():
     assert [a.dtype for a in arrays] == [np.float32, np.float16]
     back = wire.from_wire(keys, arrays)
     assert back["bn.running_var"].tolist() == [1.0, 70000.0] and np.isfinite(back["conv.weight"]).all()
+
+
+def test_a_connection_without_the_fleets_token_gets_no_model(tmp_path, caplog, monkeypatch):
+    """Before: the server sent the global model to every sampled connection and only refused
+    the reply of one without the token: anyone who could connect received the fleet's model."""
+    monkeypatch.setattr("edgecl.fleet.strategy.HELLO_POLL_S", 0.0)
+    strategy, _ = start(tmp_path, token="right", min_devices=1, fraction_fit=1.0)
+    manager = FakeManager(0)
+    manager.clients = {"ok": FakeProxy("ok", "right", "drone-1"),
+                       "bad": FakeProxy("bad", "wrong", "intruder"),
+                       "none": FakeProxy("none", "", "no-token")}
+    sent = strategy.configure_fit(1, None, manager)
+    assert [c.cid for c, _ in sent] == ["ok"]
+    assert sorted(strategy.refused) == ["bad", "none"]
+    assert "connection bad (intruder) refused: bad or missing authentication" in caplog.text
+    assert strategy.device_names["ok"] == "drone-1"   # named before its first reply
+    strategy.changed = True                           # a new global model to adopt
+    assert [c.cid for c, _ in strategy.configure_evaluate(1, None, manager)] == ["ok"]
+    assert [manager.clients[c].hellos for c in ("ok", "bad", "none")] == [1, 1, 1]  # asked once
+    caplog.clear()
+    strategy.configure_fit(2, None, manager)
+    assert "refused" not in caplog.text and manager.clients["bad"].hellos == 1   # said once
+
+
+def test_a_fleet_waits_for_enough_connections_holding_its_token(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("edgecl.fleet.strategy.HELLO_POLL_S", 0.0)
+    monkeypatch.setattr("edgecl.fleet.strategy.WAIT_LOG_S", 0.0)
+    strategy, _ = start(tmp_path, token="right", min_devices=2)
+    manager = FakeManager(0)
+    manager.clients = {"a": FakeProxy("a", "right"), "b": FakeProxy("b", "wrong")}
+    polls = []
+    real_admitted = strategy._admitted
+
+    def admitted(clients, rnd):
+        polls.append(len(clients))
+        if len(polls) == 3:                           # a second device with the token arrives
+            manager.clients["c"] = FakeProxy("c", "right")
+        return real_admitted(list(manager.clients.values()), rnd)
+
+    strategy._admitted = admitted
+    with caplog.at_level("INFO"):
+        sent = strategy.configure_fit(1, None, manager)
+    assert sorted(c.cid for c, _ in sent) == ["a", "c"]
+    assert "waiting for 2 devices holding the fleet's token; 2 connected, 1 refused" in caplog.text
+
+
+def test_without_a_token_every_connection_is_admitted_unasked(tmp_path):
+    strategy, _ = start(tmp_path)
+    manager = FakeManager(2)
+    assert len(strategy.configure_fit(1, None, manager)) == 2
+    assert [c.hellos for c in manager.clients.values()] == [0, 0]
