@@ -195,6 +195,44 @@ def prepare(work: Path, args: argparse.Namespace) -> tuple[str, Path]:
     return f"dir://{work / 'scenario' / 'images'}?loop=1", model
 
 
+class DistinctPasses:
+    """A looping folder source whose every pass differs from the others in its first 4 bytes,
+    as a camera's frames do: the replay memory refuses an image it already holds
+    (``duplicate_frame``), so without this it would store nothing after the first pass and the
+    soak would no longer exercise adds and evictions.
+
+    Args:
+        inner: the opened ``dir://...?loop=1`` source (everything but ``read`` is its own).
+        images: images in one pass.
+    """
+
+    def __init__(self, inner, images: int):
+        self.inner = inner
+        self.images = max(1, int(images))
+        self._read = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def read(self):
+        """The inner source's next frame, its first 4 bytes set to the pass number after the
+        first pass (``None`` at the end)."""
+        frame = self.inner.read()
+        if frame is None:
+            return None
+        passed = self._read // self.images
+        self._read += 1
+        if passed == 0:
+            return frame
+        import dataclasses
+
+        import numpy as np
+
+        image = frame.image.copy()
+        image.reshape(-1)[:4] = np.frombuffer(passed.to_bytes(4, "little"), np.uint8)
+        return dataclasses.replace(frame, image=image)
+
+
 def _rounds(runtime) -> int:
     supervisor = getattr(runtime, "supervisor", None)
     return len(getattr(supervisor, "rounds", ()) or ()) if supervisor is not None else 0
@@ -223,7 +261,10 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
     runtime = Runtime(cfg, RunOptions(source_uri=uri, model=str(model), max_frames=args.frames,
                                       quiet=True),
                       supervise_hook=lambda rt: sampler.maybe_sample(rt.loop.frames_done, _rounds(rt)))
-    runtime.build()
+    from edgecl.runtime.sources import open_source
+
+    inner = open_source(uri, cfg.source)
+    runtime.build(source=DistinctPasses(inner, len(getattr(inner, "images", ())) or 1))
     start = sampler.sample(0, 0)
     report = runtime.run()
     if runtime.interrupted:

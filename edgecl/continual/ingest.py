@@ -7,11 +7,22 @@ else a new class. ``memory.add`` is atomic per sample, so an
 import killed half-way leaves whole samples only; a class registered just before the kill
 simply has no sample yet.
 
-Importing twice. An image already in the memory (the same content hash of its file's bytes,
-see :func:`edgecl.data.images.content_hash`) is skipped and counted under the reason
-``already in memory``: running an import again, or importing a folder that overlaps an
-earlier one, adds only the new images. (Samples stored before content hashes were recorded
-carry none, so they are not recognised; an evicted sample is no longer in memory and comes back.)
+Importing twice. An image already in the memory is skipped and counted under the reason
+``already in memory``: running an import again, or importing a folder that overlaps an earlier
+one, adds only the new images, and an image the device stored itself (streamed from a
+``dir://`` folder, or answered by an operator) and later labelled elsewhere is not stored a
+second time (two copies let one serve the held-out slice while the other is trained on). Every
+route stores a sample with the :func:`edgecl.data.images.pixels_hash` of its decoded image (an
+operator's answer: of the frame as queued, not of the lossy JPEG the queue keeps), and an
+import looks up that hash and the :func:`edgecl.data.images.content_hash` of the file's bytes
+(what imports stored before), both before any class is registered. A ``dir://`` source decodes
+images as the import does (:func:`edgecl.data.images.read_image`: EXIF orientation, BGR,
+16-bit stretched by its own range, greyscale to 3 channels, every format), so their pixels
+match; frames of a camera or a video have no file, and match only an import of their exact
+pixels (a lossless export such as PNG; a JPEG written from them decodes to other pixels).
+(Samples stored before content hashes were recorded carry none, so they are not recognised;
+an evicted sample is no longer in memory and comes back; a file imported before this rule
+carries its bytes' hash only, which the device's stream does not know.)
 
 Unnamed classes. A YOLO folder without class names gives ``class_<id>`` names with the
 folder's own ids (:attr:`ImportItem.dataset_ids`): where the device's class registry already
@@ -140,7 +151,7 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
     Returns:
         The :class:`ImportReport`. A sample the memory refuses (bad labels, too large),
         declines (insertion policy) or already holds (:data:`ALREADY_IN_MEMORY`, the same
-        content hash) is counted as skipped with its reason.
+        pixels or file content hash, module docstring) is counted as skipped with its reason.
 
     Raises:
         StorageError: the memory or the class registry cannot write (full disk, read-only);
@@ -167,8 +178,8 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             report.tally.skip(item.reason, item.message)
             log.debug("skipped %s", item.message)  # the caller reports the report's messages
             continue
-        digest = item.content_hash or pixels_hash(item.image)
-        if memory.find_content(digest) is not None:  # before any class is registered for it
+        digest = pixels_hash(item.image)  # what the device records for the frames it stores
+        if _held(memory, {item.content_hash, digest}):  # before any class is registered for it
             _duplicate(report)
             continue
         item = _name_unnamed(item, device_classes, report)
@@ -193,7 +204,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
                         source=str(item.source), origin=LabelOrigin(origin), content_hash=digest)
         try:
             sample_id = memory.add(sample)
-        except DuplicateSampleError:  # stored meanwhile by another import
+        except DuplicateSampleError:  # stored meanwhile (another import, the device)
             _duplicate(report)
             continue
         except (LabelError, ReplayMemoryError) as exc:
@@ -205,6 +216,12 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             report.tally.skip("declined by memory policy", f"{item.source}: declined by the insertion policy")
             continue
         report.tally.done(item)
+
+
+def _held(memory, digests: set[str]) -> bool:
+    """Whether the memory holds a sample with one of these content hashes (the pixels hash,
+    or the file's bytes hash that imports stored before; ``""``, no file, is skipped)."""
+    return any(memory.find_content(d) is not None for d in sorted(digests) if d)
 
 
 def _duplicate(report: ImportReport) -> None:

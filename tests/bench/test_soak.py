@@ -32,6 +32,30 @@ def test_bench_soak_small(tmp_path, capsys):
 
     with ReplayMemory(tmp_path / "state" / "memory", MemoryConfig(), verify_on_open=False) as memory:
         assert {"2", "3"} <= set(memory.stats()["per_class"])
+        # every pass over the 12 images is stored (the memory refuses an image it holds: each
+        # pass differs as a camera's frames do), so the soak keeps adding and evicting
+        assert max(memory.ids()) > 12
+
+
+def test_each_pass_of_the_looped_folder_differs_from_the_others():
+    import numpy as np
+
+    from edgecl.frames import Frame
+
+    class Folder:
+        uri = "dir://x?loop=1"
+
+        def __init__(self):
+            self.n = 0
+
+        def read(self):
+            self.n += 1
+            return Frame(np.zeros((2, 3, 3), np.uint8), frame_id=self.n, ts_s=0.0, source="x")
+
+    source = soak.DistinctPasses(Folder(), images=2)
+    frames = [source.read().image for _ in range(6)]
+    assert [int(f.reshape(-1)[0]) for f in frames] == [0, 0, 1, 1, 2, 2]
+    assert source.uri == "dir://x?loop=1"
 
 
 def test_growth_compares_the_end_with_the_first_sample_after_warm_up():

@@ -174,3 +174,34 @@ def test_a_full_disk_mid_import_says_how_many_were_stored(tmp_path, monkeypatch)
     message = str(err.value)
     assert message.startswith("cannot store sample from /data/c.jpg")
     assert "; 2 sample(s) of this import were stored before it (run the import again" in message
+
+
+def test_an_image_is_already_in_memory_by_its_file_hash_or_by_its_pixels(tmp_path):
+    """A sample imported before keeps its file's bytes hash and is still found; the same pixels
+    in another file (the device's frames carry only their pixels hash) are found too, before any
+    class is registered. Before: a PNG and a BMP of one image were two samples."""
+    from edgecl.continual.ingest import ALREADY_IN_MEMORY
+    from edgecl.continual.memory import Sample
+    from edgecl.data.images import content_hash
+
+    image = np.kron(np.arange(12, dtype=np.uint8).reshape(3, 4, 1) * 20, np.ones((10, 10, 3), np.uint8))
+    png, bmp, old = tmp_path / "a.png", tmp_path / "a.bmp", tmp_path / "old.png"
+    for path, img in ((png, image), (bmp, image), (old, image[::-1].copy())):
+        assert cv2.imwrite(str(path), img)
+    box = np.array([[5, 5, 25, 20]], np.float32)
+    classes = ClassRegistry(tmp_path)
+    classes.add(["car"])
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0)) as memory:
+        memory.set_class_names(classes.names())
+        memory.add(Sample(image[::-1].copy(), np.array([[0, 0.5, 0.5, 0.1, 0.1]], np.float32), "stream",
+                          content_hash=content_hash(old.read_bytes())))  # as imports stored it
+        first = ingest([ImportItem(image, ["car"], box, png, content_hash=content_hash(png.read_bytes()))],
+                       memory, classes)
+        again = ingest([ImportItem(image, ["truck"], box, bmp, content_hash=content_hash(bmp.read_bytes())),
+                        ImportItem(image[::-1].copy(), ["bus"], box, old,
+                                   content_hash=content_hash(old.read_bytes()))], memory, classes)
+        assert len(memory) == 2
+    assert first.tally.imported == 1
+    assert (again.tally.imported, again.duplicates) == (0, 2)
+    assert again.to_dict()["reasons"] == {ALREADY_IN_MEMORY: 2}
+    assert classes.names() == {0: "car"}

@@ -9,10 +9,22 @@ The queue is a bounded priority queue: when full, the item with the LOWEST prior
 the oldest). Priorities age (:func:`aged_priority`): an item's priority halves every
 ``labels.priority_half_life_s`` seconds it waits, so a queue filled while nobody answered does
 not keep the frames of hours ago (chosen by the model of hours ago) ahead of what the device
-sees now, and new frames can still enter it. An answer stores the sample in the replay memory first, with source
-``operator:<id>``, then records the id as answered and removes the item; after a kill -9 in
-between, the next answer (or :meth:`OperatorQueue.recover`) finds the stored sample and only
-finishes the bookkeeping, so no sample is stored twice.
+sees now, and new frames can still enter it. An answer stores the sample in the replay memory
+first, with source ``operator:<id>``, then records the id as answered and removes the item;
+after a kill -9 in between, the next answer (or :meth:`OperatorQueue.recover`) finds the stored
+sample and only finishes the bookkeeping, so no sample is stored twice.
+
+The same image twice. An item's JSON keeps ``pixels_hash``, the
+:func:`~edgecl.data.images.pixels_hash` of the frame as it was delivered (the JPEG on disk is
+lossy: hashing it again would match nothing), and the answer stores its sample with that
+content hash. So ``edgecl labels import`` of the same image file later finds it (``already in
+memory``), and the memory refuses the frame when it is streamed again. An item whose image the
+memory already holds when it is answered (an import, or a looping folder's stream, stored it
+meanwhile) is refused with a :class:`~edgecl.errors.ConflictError` (HTTP 409) naming that
+sample, and taken off the queue as skipped: the memory can hold one copy of an image only
+(two copies let one serve the held-out slice while the other is trained on), and it cannot
+replace a stored sample in one step. Items queued before the hash was recorded have none:
+they are answered as before, unchecked.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -31,7 +44,9 @@ import numpy as np
 
 from edgecl.atomic import atomic_write_bytes, atomic_write_json
 from edgecl.data.answers import boxes_to_labels, finite_number, valid_item_id
-from edgecl.errors import ConflictError, LabelError, NotFoundError, storage_fault, storage_faults
+from edgecl.data.images import pixels_hash
+from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, storage_fault,
+                           storage_faults)
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.models.classes import ClassRegistry
 
@@ -43,6 +58,10 @@ RECENT_KEEP = 64
 suppression (``labels.dedup_window_s``) also covers them after a restart."""
 ORPHAN_AGE_S = 60.0
 SOURCE_PREFIX = "operator:"
+HASH_KEY = "pixels_hash"
+"""Key of an item's metadata holding the pixels hash of its original frame."""
+
+
 class OperatorQueue:
     """Bounded, persistent priority queue of frames for an operator.
 
@@ -188,7 +207,9 @@ class OperatorQueue:
                 if entry.get("action") == "evicted":
                     raise NotFoundError(f"label item '{item_id}' was dropped for frames of "
                                         f"higher priority")
-                raise ConflictError(f"label item '{item_id}' was already {entry.get('action')}")
+                held = entry.get("in_memory_as")
+                why = f" (its image was already in memory as sample {held})" if held is not None else ""
+                raise ConflictError(f"label item '{item_id}' was already {entry.get('action')}{why}")
         if (self.dir / f"{item_id}.json").exists():
             raise NotFoundError(f"label item '{item_id}' is malformed on disk and cannot be used")
         raise NotFoundError(f"no label item '{item_id}' (see 'edgecl labels pending')")
@@ -197,7 +218,7 @@ class OperatorQueue:
 
     def push(self, frame: Frame, detections: Detections, *, priority: float = 0.0,
              reasons: dict[str, float] | None = None, embedding: np.ndarray | None = None,
-             names: dict[int, str] | None = None) -> str | None:
+             names: dict[int, str] | None = None, content_hash: str | None = None) -> str | None:
         """Queue a frame with its detections as the proposed boxes.
 
         Args:
@@ -207,6 +228,8 @@ class OperatorQueue:
             reasons: policy name -> score that chose it.
             embedding: its thumbnail embedding (float32 (256,)), for novelty after a restart.
             names: class id -> name of the model that saw it (ids shown when missing).
+            content_hash: :func:`~edgecl.data.images.pixels_hash` of ``frame.image`` when the
+                caller has it (computed otherwise); the answer stores the sample with it.
 
         Returns:
             The item id, or ``None`` when the queue is full of items of at least this priority.
@@ -224,6 +247,7 @@ class OperatorQueue:
         too_large = jpeg_side_problem(frame.image)
         if too_large:
             raise LabelError(f"{where}: not queued, cannot be stored as JPEG ({too_large})")
+        digest = content_hash or pixels_hash(frame.image)
         with self._locked():
             metas = self._metas()
             now_s = self.clock()
@@ -244,7 +268,7 @@ class OperatorQueue:
                     "reasons": dict(reasons or {}), "width": int(width), "height": int(height),
                     "created_s": round(now_s, 3), "source": frame.source,
                     "name": frame.name, "frame_id": int(frame.frame_id), "task": frame.task,
-                    "ts_s": frame.ts_s,
+                    "ts_s": frame.ts_s, HASH_KEY: digest,
                     "proposed": proposed}
             if embedding is not None:
                 meta["embedding"] = [round(float(v), 4) for v in embedding]
@@ -353,11 +377,13 @@ class OperatorQueue:
 
         Raises:
             NotFoundError: invalid or unknown id.
-            ConflictError: already answered or skipped.
+            ConflictError: already answered or skipped; or the memory already holds the item's
+                image (stored by an import or from the stream): nothing is stored, and the
+                item is recorded as skipped and removed (module docstring).
             LabelError: bad boxes (nothing is changed).
             StorageError: the memory cannot write (the item stays pending).
         """
-        from edgecl.continual.memory import STREAM_TASK, Sample
+        from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample
 
         with self._locked():
             meta = self._get(item_id)
@@ -369,6 +395,10 @@ class OperatorQueue:
             source = SOURCE_PREFIX + item_id
             sample_id = _stored_sample(memory, source)
             if sample_id is None:
+                digest = meta.get(HASH_KEY)  # None for items queued before it was recorded
+                held = stored_content(memory, digest)
+                if held is not None:  # before any class is registered for it
+                    self._refuse_duplicate(meta, held, memory)
                 image = self._image(item_id)
                 for name in new_names:
                     known[name] = int(classes.id_for(name, create=True))
@@ -376,15 +406,35 @@ class OperatorQueue:
                     if row[0] < 0:  # the placeholder -1 - k of the k-th new name
                         row[0] = known[new_names[int(-1 - row[0])]]
                 memory.sync_class_names(classes.names())
-                sample_id = memory.add(Sample(
-                    image=image, labels=labels, task=meta.get("task") or STREAM_TASK, source=source,
-                    ts_s=float(meta.get("ts_s") or meta["created_s"]), origin=LabelOrigin.OPERATOR))
+                try:
+                    sample_id = memory.add(Sample(
+                        image=image, labels=labels, task=meta.get("task") or STREAM_TASK,
+                        source=source, ts_s=float(meta.get("ts_s") or meta["created_s"]),
+                        origin=LabelOrigin.OPERATOR, content_hash=digest))
+                except DuplicateSampleError as exc:  # stored meanwhile by another process
+                    self._refuse_duplicate(meta, exc.sample_id, memory)
             self._record(item_id, "answered", sample=sample_id)
             self._remember_embedding(meta)
             self._remove(item_id)
         return {"id": item_id, "sample": sample_id, "boxes": int(labels.shape[0]),
                 "classes_added": new_names,
                 "class_ids": sorted({int(c) for c in labels[:, 0]})}
+
+    def _refuse_duplicate(self, meta: dict, held: int, memory) -> None:
+        """Take an item whose image the memory already holds off the queue (recorded as
+        skipped, with the sample that holds it) and say so; called with the lock held.
+
+        Raises:
+            ConflictError: always (one line naming the stored sample and its origin).
+            StorageError: the record cannot be written (the item stays pending).
+        """
+        item_id = meta["id"]
+        origin = _origin_of(memory, held)
+        self._record(item_id, "skipped", in_memory_as=int(held))
+        self._remember_embedding(meta)
+        self._remove(item_id)
+        raise ConflictError(f"label item '{item_id}' not stored: its image is already in memory "
+                            f"as sample {held}{origin}; the item was taken off the queue")
 
     def accept(self, item_id: str, memory, classes=None) -> dict:
         """Answer an item with its proposed boxes unchanged (see :meth:`answer`).
@@ -472,6 +522,36 @@ class OperatorQueue:
                                 f"({exc}); skip it") from None
 
 
+def stored_content(memory, digest: str | None) -> int | None:
+    """Id of the memory sample holding an image of this content hash, or ``None``.
+
+    Args:
+        memory: the replay memory (``find_content``); a memory without a content index (a test
+            double) holds no duplicates.
+        digest: a content hash (:func:`~edgecl.data.images.pixels_hash`); ``None`` or ``""``:
+            unknown, nothing is found.
+
+    Raises:
+        StorageError: the memory's index cannot be read.
+    """
+    find = getattr(memory, "find_content", None)
+    if not digest or find is None:
+        return None
+    return find(digest)
+
+
+def _origin_of(memory, sample_id: int) -> str:
+    """`` (origin X)`` of a stored sample for a message, ``""`` when it is gone or unknown."""
+    try:
+        records = memory.records(ids=[int(sample_id)])
+    except (EdgeclError, OSError):  # only the message loses the origin
+        return ""
+    if not records:
+        return ""
+    origin = records[0].origin
+    return f" (origin {getattr(origin, 'value', origin)})"
+
+
 def _stored_sample(memory, source: str) -> int | None:
     """Id of a memory sample whose source is ``source`` (an answer stored before a kill)."""
     for record in memory.records():
@@ -493,6 +573,9 @@ def _meta_problem(meta: object, stem: str) -> str | None:
         return "'priority' must be a number"
     if "created_s" in meta and not finite_number(meta["created_s"]):
         return "'created_s' must be a number"
+    digest = meta.get(HASH_KEY)
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{8,64}", digest)):
+        return f"'{HASH_KEY}' must be 8-64 lower-case hex digits"
     reasons = meta.get("reasons", {})
     if not isinstance(reasons, dict) or not all(finite_number(v) for v in reasons.values()):
         return "'reasons' must be an object of policy -> score"
