@@ -52,6 +52,71 @@ def round_lock(state_dir: str | Path, wait: bool = False):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+RUNNING_FILE = "running.json"
+"""``STATE/learner/running.json``: the round running now (written when it starts, removed when
+its result is written), so the next start can say that a round was cut short."""
+
+
+def _mark_running(state_dir: str | Path, reason: str, round_id: str) -> None:
+    """Record that a round starts (a full disk only loses this record, never the round)."""
+    record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "started_s": round(time.time(), 3),
+              "trigger": str(reason)[:200], "round_id": round_id}
+    try:
+        atomic_write_json(learner_dir(state_dir) / RUNNING_FILE, record)
+    except OSError as exc:
+        log.debug("the running round's record not written: %s", exc)
+
+
+def interrupted_round(state_dir: str | Path) -> str | None:
+    """Say and clear a round that a stop cut short; call it holding the round lock
+    (:func:`round_lock`), so that no round of another process is running.
+
+    A round that was killed with its process (the device powered off, the runtime killed, the
+    learner killed for memory) leaves its record (:data:`RUNNING_FILE`) and its work folder,
+    which holds copies of the model files until the next round; both are removed here.
+
+    Args:
+        state_dir: the state directory.
+
+    Returns:
+        One line saying when the round started, its trigger and what it means, or ``None``
+        when the last round finished.
+    """
+    folder = learner_dir(state_dir)
+    path = folder / RUNNING_FILE
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):
+        record = {}
+    shutil.rmtree(folder / "work", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        path.unlink()
+    started = str(record.get("started", "at an unknown time"))[:40]
+    trigger = str(record.get("trigger", "unknown"))[:200]
+    return (f"the learning round started {started} (trigger: {trigger}) did not finish: the "
+            f"device or its learner stopped during it (killed, out of memory or powered off); "
+            f"nothing it learnt was kept, and the next round learns its samples again")
+
+
+UPGRADE_CHECK_S = 60.0
+"""Least seconds between two checks of the installed edgecl version."""
+
+
+def installed_version() -> str | None:
+    """The version of edgecl installed on disk now (its distribution's metadata, read afresh),
+    or ``None`` when it is not installed as a distribution (run from a source tree)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("edgecl")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def die_with_parent() -> None:
     """Ask Linux to SIGTERM this process when its parent dies (no orphan learner keeps
     writing to a state directory that nobody supervises). A no-op elsewhere."""
@@ -88,6 +153,9 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
                        hold: bool = False) -> RoundResult:
     """Run one round with the monitor recording it, and write ``last_round.json``.
 
+    While it runs, ``learner/running.json`` says so (:func:`interrupted_round` reports a round
+    that a stop cut short: at the runtime's next start, or before the next round).
+
     A fault inside the round is contained here: it becomes a ``failed`` result whose reason
     names the error (the supervisor backs off when the same failure repeats).
 
@@ -110,6 +178,14 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
     """
     from edgecl.continual.round import run_round
 
+    try:
+        cut_short = interrupted_round(cfg.state_dir)
+        _mark_running(cfg.state_dir, reason, round_id)
+    except OSError as exc:  # a state directory that cannot be written: the round says why
+        cut_short = None
+        log.debug("the running round's record not checked: %s", exc)
+    if cut_short:
+        log.warning("%s", cut_short)
     started_s = time.time()
     try:
         result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
@@ -134,6 +210,8 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         if fault is None:
             raise
         log.warning("%s; the result is handed over all the same", fault)
+    with contextlib.suppress(OSError):
+        (learner_dir(cfg.state_dir) / RUNNING_FILE).unlink()
     return result
 
 
@@ -555,6 +633,19 @@ class LearnerSupervisor:
         self._round_expected_s = 1.0  # its estimated wall time (expected_round_s)
         self._own_ids: set[int] = set()
         self._next_scan_s = 0.0
+        # a round runs in a new process that imports edgecl from disk: after an upgrade in
+        # place it would run other code against this runtime's state and models
+        self._started_version = installed_version()
+        self._upgraded: str | None = None
+        self._upgrade_checked_s = -math.inf
+        cut_short = None
+        try:
+            with round_lock(cfg.state_dir) as held:  # held elsewhere: a round runs there now
+                cut_short = interrupted_round(cfg.state_dir) if held else None
+        except OSError as exc:  # a read-only state directory: said where it matters
+            log.debug("cannot check for a round cut short: %s", exc)
+        if cut_short:
+            log.warning("%s", cut_short)
 
     @property
     def busy(self) -> bool:
@@ -681,6 +772,8 @@ class LearnerSupervisor:
             log.warning("learning round not started (trigger: %s): round %s is still running",
                         reason, self._round_id)
             return
+        if self._upgraded_on_disk():
+            return
         ceiling = None  # learn every stored sample: also when the stream ended and the sink closed
         if self.memory_sink is not None and not getattr(self.memory_sink, "closed", False):
             ceiling = max(self.memory_sink.memory.ids(), default=0)
@@ -698,6 +791,26 @@ class LearnerSupervisor:
         self.tried_classes |= self._stored_classes - self.known_classes
         log.info("learning round started (trigger: %s, pid %s)", reason,
                  getattr(self._proc, "pid", None))
+
+    def _upgraded_on_disk(self) -> bool:
+        """True when edgecl was upgraded (or downgraded) on disk since this runtime started:
+        rounds then wait for a restart, said once (and kept as ``last_error``, a console
+        alert); checked at most every :data:`UPGRADE_CHECK_S`."""
+        if self._upgraded is None:
+            now = time.monotonic()
+            if self._started_version is None or now - self._upgrade_checked_s < UPGRADE_CHECK_S:
+                return False
+            self._upgrade_checked_s = now
+            on_disk = installed_version()
+            if on_disk is None or on_disk == self._started_version:
+                return False
+            self._upgraded = (f"edgecl was upgraded on disk ({self._started_version} -> "
+                              f"{on_disk}) while this runtime runs: learning rounds wait until "
+                              f"'edgecl run' restarts (a round would run the new code against "
+                              f"this runtime); detection goes on")
+            log.error("%s", self._upgraded)
+            self.last_error = self._upgraded
+        return True
 
     def _previous_trained(self) -> RoundResult | None:
         """The newest round result that trained (its steps time the next round's bar): the

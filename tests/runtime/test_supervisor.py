@@ -2,6 +2,7 @@
 then dropped, a round staged before a kill is promoted at the next start, and the runtime's
 supervisor steps never stop detection."""
 
+import logging
 import time
 
 import pytest
@@ -538,3 +539,71 @@ def test_a_due_round_waits_for_room_on_a_full_disk_and_starts_once_there_is_room
     free["bytes"] = 10**9
     sup.tick()
     assert started == ["new_samples"] and "waiting_for_room" not in sup.health()
+
+
+def test_a_round_cut_short_by_a_stop_is_said_at_the_next_start(tmp_path, caplog, monkeypatch):
+    """Before: a round killed with the device left its work folder (copies of the model files)
+    and nothing said that a round had been lost."""
+    from edgecl.continual import round as round_mod
+
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    seen = {}
+
+    def killed(cfg, **kw):  # the record exists while the round runs; then the power goes
+        seen["running"] = (tmp_path / "learner" / "running.json").is_file()
+        (tmp_path / "learner" / "work" / "model.pt").parent.mkdir(parents=True)
+        (tmp_path / "learner" / "work" / "model.pt").write_bytes(b"x" * 1000)
+        raise SystemExit(137)
+
+    monkeypatch.setattr(round_mod, "run_round", killed)
+    with pytest.raises(SystemExit):
+        learner_mod.run_learning_round(cfg, reason="50 new samples")
+    assert seen["running"]
+    (tmp_path / "learner" / "work").mkdir()  # a real kill skips the round's own cleanup
+    with caplog.at_level(logging.WARNING):
+        LearnerSupervisor(cfg, FakeRegistry())
+    line = [r.getMessage() for r in caplog.records if "did not finish" in r.getMessage()]
+    assert len(line) == 1 and "(trigger: 50 new samples)" in line[0], caplog.text
+    assert not (tmp_path / "learner" / "running.json").exists()
+    assert not (tmp_path / "learner" / "work").exists()
+    caplog.clear()
+    LearnerSupervisor(cfg, FakeRegistry())                  # said once
+    assert "did not finish" not in caplog.text
+
+
+def test_a_finished_round_leaves_no_running_record(tmp_path, caplog, monkeypatch):
+    from edgecl.continual import round as round_mod
+
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    monkeypatch.setattr(round_mod, "run_round", lambda cfg, **kw: RoundResult(
+        RoundStatus.SKIPPED, reason="no new labelled samples"))
+    learner_mod.run_learning_round(cfg, reason="test")
+    assert not (tmp_path / "learner" / "running.json").exists()
+    (tmp_path / "learner" / "running.json").write_text("{not json")   # a torn record
+    with caplog.at_level(logging.WARNING):
+        learner_mod.run_learning_round(cfg, reason="test")
+    assert "started at an unknown time (trigger: unknown) did not finish" in caplog.text
+
+
+def test_rounds_wait_for_a_restart_after_edgecl_is_upgraded_on_disk(supervisor, monkeypatch, caplog):
+    """Before: a round, a new process importing edgecl from disk, ran the upgraded code against
+    the running runtime's state and models."""
+    on_disk = ["0.1.0"]
+    monkeypatch.setattr(learner_mod, "installed_version", lambda: on_disk[0])
+    monkeypatch.setattr(learner_mod, "UPGRADE_CHECK_S", 0.0)
+    sup = supervisor(FakeRegistry())
+    spawned = []
+    monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: spawned.append(reason))
+    sup.start_round("first")
+    assert spawned == ["first"]
+    sup._proc = None
+    on_disk[0] = "0.2.0"
+    with caplog.at_level(logging.ERROR):
+        sup.start_round("second")
+        sup.start_round("third")
+    assert spawned == ["first"]
+    lines = [r.getMessage() for r in caplog.records if "upgraded on disk" in r.getMessage()]
+    assert lines == ["edgecl was upgraded on disk (0.1.0 -> 0.2.0) while this runtime runs: "
+                     "learning rounds wait until 'edgecl run' restarts (a round would run the new "
+                     "code against this runtime); detection goes on"]
+    assert sup.health()["last_error"] == lines[0]
