@@ -13,8 +13,9 @@ existed gets it with its default (``origin``: ``ground_truth``; ``image_bytes``,
 ``content_hash``, ``embedding``: NULL; the store computes a missing embedding from the sample's
 image when it is first asked for, see :meth:`~edgecl.continual.memory.ReplayMemory.embeddings`).
 
-``content_hash`` (the hash of an imported image's file bytes, NULL for camera frames) is indexed
-for the rows that have one, so ``labels import`` recognises an image already in memory.
+``content_hash`` (the hash of the image's pixels, or of an imported file's bytes for imports of
+an earlier version; NULL when unknown) is indexed for the rows that have one, so the runtime
+and ``labels import`` recognise an image already in memory.
 """
 
 from __future__ import annotations

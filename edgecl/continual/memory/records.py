@@ -34,9 +34,10 @@ class Sample:
         ts_s: capture time in seconds.
         origin: where its labels came from; only human-verified origins (everything but
             ``pseudo``) may join the held-out slice used for evaluation and the gate.
-        content_hash: hash of the image's source bytes (an imported file,
-            :func:`edgecl.data.images.content_hash`); the memory refuses a second sample with
-            the same hash (:class:`DuplicateSampleError`). ``None`` for camera frames.
+        content_hash: hash of the image (:func:`edgecl.data.images.pixels_hash` of its
+            decoded pixels, which the runtime and imports record; imports of an earlier
+            version recorded their file's bytes hash); the memory refuses a second sample with
+            the same hash (:class:`DuplicateSampleError`). ``None``: unknown (never refused).
     """
 
     image: np.ndarray
