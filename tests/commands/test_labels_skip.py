@@ -99,7 +99,7 @@ def test_runtime_hook_refuses_a_string_skip(tmp_path):
     sink = SimpleNamespace(skip=lambda i: skipped.append(i) or {"id": i, "skipped": True},
                            answer=lambda i, b: pytest.fail("must not store"), queue=queue)
     runtime = SimpleNamespace(memory_sink=sink, cfg=SimpleNamespace(state_dir=str(tmp_path)),
-                              monitor=object(), live_view=None, health=dict, live=dict,
+                              monitor=object(), live_view=None, health=dict, live=dict, vitals=dict,
                               registry=None, classes=None)
     hooks = build_console_hooks(runtime)
     with pytest.raises(LabelError, match="'skip' must be true or false"):
