@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 log = logging.getLogger(__name__)
@@ -17,10 +18,17 @@ request and a page thousands of rows tall."""
 
 
 class LiveViewSink:
-    """Loop sink keeping the latest frame as a JPEG with boxes and names, at most ``max_hz``.
+    """Loop sink keeping the latest frames for the Live page, at most ``max_hz`` a second.
+
+    Each kept frame is a :class:`~edgecl.web.frame.LiveFrame`: the JPEG with the boxes drawn
+    (no text: OpenCV's font has ASCII only) and the boxes' labels, under one sequence number,
+    so the page draws the names as text in any script on the very picture they belong to. The
+    newest :data:`KEPT_FRAMES` are kept: the page reads the labels first, then asks for the
+    JPEG of that ``seq``, which a newer frame must not replace in between.
 
     Encoding runs in the sink thread, never on the inference thread, and only when a frame is
-    due, so a viewer costs at most ``max_hz`` encodes a second.
+    due, so a viewer costs at most ``max_hz`` encodes a second (plus, only for API clients that
+    ask for it, one encode per frame with the labels burnt in).
 
     Args:
         names: ``callable() -> {class id: name}`` (the runtime's display names).
@@ -28,11 +36,15 @@ class LiveViewSink:
         calibrate: optional ``callable(Detections) -> Detections`` giving calibrated scores.
     """
 
+    KEPT_FRAMES = 8
+    """Frames kept for ``/api/frame.jpg?seq=n`` (1.6 s at 5 Hz: a slow link's round trip)."""
+
     def __init__(self, names: Callable[[], dict], max_hz: float = 5.0, calibrate=None):
         self.names = names
         self.period_s = 1.0 / max_hz
         self.calibrate = calibrate
-        self._jpeg: bytes | None = None
+        self._frames: deque = deque(maxlen=self.KEPT_FRAMES)
+        self._seq = 0
         self._last_s = float("-inf")
         self._lock = threading.Lock()
 
@@ -42,19 +54,39 @@ class LiveViewSink:
         if now - self._last_s < self.period_s:
             return
         self._last_s = now
-        from edgecl.web.frame import render_jpeg
+        from edgecl.web.frame import render_frame
 
         detections = result.detections
         if self.calibrate is not None:
             detections = self.calibrate(detections)
-        jpeg = render_jpeg(result.frame.image, detections, self.names())
+        self._seq += 1  # only this thread writes
+        frame = render_frame(result.frame.image, detections, self.names(), self._seq)
         with self._lock:
-            self._jpeg = jpeg
+            if self._frames:
+                self._frames[-1].drop_canvas()  # only the newest is drawn on for API clients
+            self._frames.append(frame)
+
+    def frame(self, seq: int | None = None):
+        """A kept frame: the newest, or the one numbered ``seq``.
+
+        Args:
+            seq: the wanted frame's sequence number; ``None``: the newest.
+
+        Returns:
+            The :class:`~edgecl.web.frame.LiveFrame`, or ``None`` before the first frame and
+            for a ``seq`` no longer (or never) kept.
+        """
+        with self._lock:
+            if not self._frames:
+                return None
+            if seq is None:
+                return self._frames[-1]
+            return next((f for f in reversed(self._frames) if f.seq == seq), None)
 
     def latest(self) -> bytes | None:
-        """The latest annotated JPEG (``None`` before the first frame)."""
-        with self._lock:
-            return self._jpeg
+        """The latest JPEG with names and scores burnt in (``None`` before the first frame)."""
+        frame = self.frame()
+        return frame.labelled_jpeg() if frame is not None else None
 
     def close(self) -> None:
         """Nothing to release."""
@@ -231,6 +263,7 @@ def build_console_hooks(runtime):
     return ConsoleHooks(
         health=runtime.health, metrics=metrics, live=runtime.live,
         latest_jpeg=runtime.live_view.latest if runtime.live_view else (lambda: None),
+        live_frame=runtime.live_view.frame if runtime.live_view else (lambda seq=None: None),
         models=lambda: model_rows(runtime.registry), promote=promote, rollback=rollback,
         pending=pending_cached, label_image=sink.queue.image_path, answer=answer,
         classes=classes_cached, forgetting=forgetting_cached)

@@ -6,7 +6,9 @@ Routes (JSON unless said otherwise; every error is ``{"error": "one line"}``):
   answer ``HEAD``, as uptime checks send it),
   ``GET /openapi.json`` (the API's schema; the CDN-based Swagger page is not served, the
   console's offline ``/api-docs`` page lists the routes instead);
-* ``GET /api/live``, ``GET /api/frame.jpg`` (204 before the first frame),
+* ``GET /api/live``, ``GET /api/frame.jpg`` (204 before the first frame; names burnt in,
+  ASCII only, unless ``labels=0``; ``seq=n``: that kept frame), ``GET /api/live/detections``
+  (the frame's labels as JSON text, any script, with the ``seq`` of its JPEG),
   ``GET /api/models``, ``POST /api/models/{version}/promote``, ``POST /api/models/rollback``,
   ``GET /api/labels/pending``, ``GET /api/labels/{id}/image``, ``POST /api/labels/{id}``,
   ``GET /api/classes``, ``GET /api/forgetting``, ``GET /api/auth`` (whether a token is needed);
@@ -51,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -559,14 +561,43 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         """fps, latency, model version, memory fill, learner state, alerts."""
         return _json(hooks.live())
 
+    @app.get("/api/live/detections", tags=["console"],
+             responses={404: {"description": "the frame numbered seq is no longer kept"}})
+    def live_detections(seq: int | None = Query(
+            None, ge=0, description="the frame's sequence number (default: the newest)")) -> Response:
+        """The Live frame's labels as text: `{"seq", "width", "height", "boxes": [{"name", "score",
+        "class_id", "color_index", "xyxy"}]}`, `xyxy` in pixels of `/api/frame.jpg?seq=` of the
+        same `seq` (fetch that for the picture these labels belong to); names exactly as
+        registered, any script; `seq` null and no boxes before the first frame."""
+        frame = hooks.live_frame(seq)
+        if frame is None:
+            if seq is not None:
+                raise NotFoundError(f"live frame {seq} is no longer kept: ask for the newest")
+            return _json({"seq": None, "width": 0, "height": 0, "boxes": []})
+        return _json(frame.to_json())
+
     @app.get("/api/frame.jpg", tags=["console"],
-             responses={200: {"content": {"image/jpeg": {}}}, 204: {"description": "no frame yet"}})
-    def frame() -> Response:
-        """The latest frame with boxes and class names (JPEG); 204 before the first frame."""
-        jpeg = hooks.latest_jpeg()
-        if not jpeg:
-            return Response(status_code=204, headers={"Cache-Control": "no-store"})
-        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+             responses={200: {"content": {"image/jpeg": {}}}, 204: {"description": "no frame yet"},
+                        404: {"description": "the frame numbered seq is no longer kept"}})
+    def frame(seq: int | None = Query(None, ge=0, description="the frame's sequence number, as "
+                                      "given by /api/live/detections (default: the newest)"),
+              labels: bool = Query(True, description="burn names and scores into the JPEG "
+                                   "(ASCII only); 0: boxes only, as the Live page asks")) -> Response:
+        """The latest frame with boxes, names and scores (JPEG); 204 before the first frame.
+        `labels=0`: boxes only (the Live page draws the names from /api/live/detections as text);
+        `seq=n`: that frame (404 once no longer kept); header `X-Frame-Seq` numbers the frame."""
+        kept = hooks.live_frame(seq)
+        headers = {"Cache-Control": "no-store"}
+        if kept is None:
+            if seq is not None:
+                raise NotFoundError(f"live frame {seq} is no longer kept: ask for the newest")
+            jpeg = hooks.latest_jpeg()  # a runtime that keeps no numbered frames
+            if not jpeg:
+                return Response(status_code=204, headers=headers)
+            return Response(jpeg, media_type="image/jpeg", headers=headers)
+        headers["X-Frame-Seq"] = str(kept.seq)
+        return Response(kept.labelled_jpeg() if labels else kept.jpeg, media_type="image/jpeg",
+                        headers=headers)
 
     @app.get("/api/models", tags=["models"])
     def models() -> Response:

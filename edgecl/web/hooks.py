@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from edgecl.web.frame import LiveFrame
 
 
 def _empty_list() -> list:
@@ -25,6 +28,10 @@ def _empty_list() -> list:
 
 
 def _no_frame() -> bytes | None:
+    return None
+
+
+def _no_live_frame(seq: int | None = None) -> LiveFrame | None:
     return None
 
 
@@ -54,9 +61,18 @@ class ConsoleHooks:
             "bytes", "max_bytes"}``), ``learner`` (``{"state": "idle" | "training" |
             "backoff", "round": int, "progress": 0..1 or None}``), ``alerts`` (list of one-line
             strings).
-        latest_jpeg: ``() -> bytes | None``, the latest frame as JPEG with boxes and class names
-            drawn (encoded by the runtime a few times a second, off the inference thread);
-            ``None`` before the first frame.
+        latest_jpeg: ``() -> bytes | None``, the latest frame as JPEG with boxes, class names
+            and scores burnt in (OpenCV's font: ASCII only, other scripts show as ``?``);
+            ``None`` before the first frame. Served by ``GET /api/frame.jpg`` when
+            ``live_frame`` has no frame (a runtime that does not provide it).
+        live_frame: ``(seq=None) -> LiveFrame | None``, a frame the runtime keeps for the Live
+            page (:class:`~edgecl.web.frame.LiveFrame`: ``seq``, ``width``, ``height``,
+            ``jpeg`` with the boxes drawn but no text, ``boxes`` with each ``name``, ``score``,
+            ``xyxy`` in the JPEG's pixels and ``color_index``, ``labelled_jpeg()``): the newest,
+            or the one numbered ``seq``; ``None`` before the first frame and for a ``seq`` no
+            longer kept. The runtime encodes a few frames a second, off the inference thread,
+            and keeps the last few, so that the page reads a frame's labels and then fetches
+            that very frame's JPEG.
         models: ``() -> list[dict]``, each with ``version``, ``status``, ``reason`` (the gate's
             verdict), ``per_class_ap`` (``{name: ap}``), ``dece``, ``size_bytes``, ``created``
             (ISO 8601 or epoch seconds), newest first.
@@ -88,3 +104,4 @@ class ConsoleHooks:
     answer: Callable[[str, list[dict], bool], dict] | None = None
     classes: Callable[[], list[dict]] = _empty_list
     forgetting: Callable[[], dict] = _empty_forgetting
+    live_frame: Callable[..., LiveFrame | None] = _no_live_frame

@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 
 from edgecl.errors import ConflictError, EdgeclError, LabelError, NotFoundError, RegistryError
+from edgecl.frames import Detections
 from edgecl.web import ConsoleHooks
+from edgecl.web.frame import LiveFrame, render_frame
 
 CLASSES = ["person", "car", "bicycle", "dog"]
 HOSTILE_NAMES = ['<img src=x onerror=alert(1)>', '"><script>alert(2)</script>', "L" * 100,
@@ -63,6 +65,8 @@ class FakeConsole:
         cv2.rectangle(frame, (60, 250), (200, 330), (0, 200, 0), 2)
         cv2.putText(frame, "car 0.91", (60, 244), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 200, 0), 2)
         self.jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
+        self.live_frames: list[LiveFrame] = []  # oldest first, as the runtime's sink keeps them
+        self.publish_frame()
         self.versions = [
             {"version": "v0003", "status": "rejected", "reason": "gate: person AP fell 0.12 > 0.05",
              "per_class_ap": {"person": 0.52, "car": 0.71, "bicycle": 0.40}, "dece": 0.081,
@@ -107,8 +111,35 @@ class FakeConsole:
                 ids.append(item_id)
         return ids
 
+    def publish_frame(self, boxes: list[tuple] | None = None,
+                      names: dict[int, str] | None = None) -> LiveFrame:
+        """Render the next Live frame (``seq`` one more), as the runtime's sink does.
+
+        Args:
+            boxes: ``(class id, x1, y1, x2, y2, score)`` in pixels of the 640x480 scene
+                (default: a car and a person).
+            names: class id -> name (default: :attr:`class_names` by index).
+
+        Returns:
+            The new :class:`~edgecl.web.frame.LiveFrame`.
+        """
+        boxes = boxes if boxes is not None else [(1, 60, 250, 200, 330, 0.91),
+                                                 (0, 400, 200, 450, 330, 0.77)]
+        names = names if names is not None else dict(enumerate(self.class_names))
+        dets = Detections(np.array([b[1:5] for b in boxes], np.float32).reshape(-1, 4),
+                          np.array([b[5] for b in boxes], np.float32),
+                          np.array([b[0] for b in boxes], np.int64))
+        with self.lock:
+            seq = self.live_frames[-1].seq + 1 if self.live_frames else 1
+            frame = render_frame(_scene(640, 480, 99), dets, names, seq)
+            self.live_frames = (self.live_frames + [frame])[-8:]
+        return frame
+
     def make_hostile(self) -> None:
         """Give every name the pages show a hostile value (:data:`HOSTILE_NAMES`)."""
+        self.publish_frame([(i, 20 + 90 * i, 60 + 60 * i, 100 + 90 * i, 120 + 60 * i, 0.5 + 0.05 * i)
+                            for i in range(len(HOSTILE_NAMES))] + [(2, 560, 40, 639, 120, 0.88)],
+                           dict(enumerate(HOSTILE_NAMES)))
         with self.lock:
             self.class_names = list(HOSTILE_NAMES)
             self.alerts = ["camera lost: dir://<img src=x onerror=alert(3)>/" + "X" * 150,
@@ -139,6 +170,12 @@ class FakeConsole:
 
     def latest_jpeg(self) -> bytes | None:
         return self.jpeg
+
+    def live_frame(self, seq: int | None = None) -> LiveFrame | None:
+        with self.lock:
+            if seq is None:
+                return self.live_frames[-1] if self.live_frames else None
+            return next((f for f in self.live_frames if f.seq == seq), None)
 
     def models(self) -> list[dict]:
         with self.lock:
@@ -232,4 +269,5 @@ class FakeConsole:
                             latest_jpeg=self.latest_jpeg, models=self.models,
                             promote=self.promote, rollback=self.rollback, pending=self.pending,
                             label_image=self.label_image, answer=self.answer,
-                            classes=self.classes, forgetting=self.forgetting)
+                            classes=self.classes, forgetting=self.forgetting,
+                            live_frame=self.live_frame)

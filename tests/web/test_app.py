@@ -282,3 +282,54 @@ def test_an_os_error_that_is_not_a_full_disk_is_still_a_500(fake, monkeypatch):
     client = TestClient(create_app(fake.hooks()), raise_server_exceptions=False)
     response = client.post("/api/labels/f0000", json={"boxes": [], "skip": True})
     assert response.status_code == 500 and response.json()["error"].startswith("internal error")
+
+
+def test_live_labels_come_as_text_with_the_seq_of_their_jpeg(client, fake):
+    """Before: the Live page had only ``/api/frame.jpg``, names burnt in with OpenCV's ASCII font
+    (``自行车`` drawn as ``???``). Now ``/api/live/detections`` gives each name exactly as
+    registered with the frame's ``seq``, and ``/api/frame.jpg?seq=`` that very frame's JPEG."""
+    import cv2
+    import numpy as np
+
+    names = {0: "自行车", 1: "دراجة هوائية", 2: "🚲 bike"}
+    fake.publish_frame([(0, 60, 250, 200, 330, 0.91), (1, 400, 200, 450, 330, 0.5),
+                        (2, 300, 40, 380, 120, 0.42)], names)
+    labels = client.get("/api/live/detections")
+    assert labels.status_code == 200 and labels.headers["cache-control"] == "no-store"
+    data = labels.json()
+    assert [b["name"] for b in data["boxes"]] == ["自行车", "دراجة هوائية", "🚲 bike"]
+    assert data["boxes"][0]["xyxy"] == [60.0, 250.0, 200.0, 330.0]
+    assert data["boxes"][0]["color_index"] == 0 and data["boxes"][2]["score"] == 0.42
+    seq = data["seq"]
+    frame = client.get(f"/api/frame.jpg?seq={seq}&labels=0")
+    assert frame.status_code == 200 and frame.headers["x-frame-seq"] == str(seq)
+    assert frame.content == fake.live_frame(seq).jpeg
+    picture = cv2.imdecode(np.frombuffer(frame.content, np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape[:2] == (data["height"], data["width"]) == (480, 640)
+
+    newer = fake.publish_frame()  # a newer frame between the labels and the picture
+    again = client.get(f"/api/frame.jpg?seq={seq}&labels=0")
+    assert again.headers["x-frame-seq"] == str(seq) and again.content == frame.content
+    assert client.get(f"/api/live/detections?seq={seq}").json() == data
+    assert client.get("/api/live/detections").json()["seq"] == newer.seq == seq + 1
+    gone = client.get("/api/frame.jpg?seq=999")
+    assert gone.status_code == 404 and "no longer kept" in gone.json()["error"]
+    assert client.get("/api/live/detections?seq=999").status_code == 404
+    assert client.get("/api/frame.jpg?labels=maybe").status_code == 422
+
+    # an API client fetching the JPEG alone still gets the labels burnt in, as before
+    plain = client.get("/api/frame.jpg")
+    assert plain.headers["x-frame-seq"] == str(newer.seq)
+    assert plain.content == newer.labelled_jpeg() != newer.jpeg
+    spec = client.get("/openapi.json").json()["paths"]
+    assert {p["name"] for p in spec["/api/frame.jpg"]["get"]["parameters"]} == {"seq", "labels"}
+    assert "/api/live/detections" in spec
+
+
+def test_a_runtime_without_numbered_frames_keeps_its_jpeg():
+    app = create_app(ConsoleHooks(health=lambda: {"status": "ok"}, latest_jpeg=lambda: b"\xff\xd8jpeg"))
+    client = TestClient(app)
+    assert client.get("/api/live/detections").json() == {"seq": None, "width": 0, "height": 0,
+                                                         "boxes": []}
+    frame = client.get("/api/frame.jpg")
+    assert frame.content == b"\xff\xd8jpeg" and "x-frame-seq" not in frame.headers

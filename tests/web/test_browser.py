@@ -318,3 +318,73 @@ def test_token_is_asked_once_per_browser_session(fake, browser):
         assert severe_console_entries(browser) == []
     finally:
         server.stop()
+
+
+LIVE_LABELS = """
+const img = document.getElementById('frame');
+const layer = document.getElementById('frame-labels');
+const r = img.getBoundingClientRect();
+const k = Math.min(img.clientWidth / img.naturalWidth, img.clientHeight / img.naturalHeight);
+const w = img.naturalWidth * k, h = img.naturalHeight * k;
+const left = r.left + (r.width - w) / 2, top = r.top + (r.height - h) / 2;
+return {
+  picture: {left, top, right: left + w, bottom: top + h, k},
+  seq: layer.dataset.seq, hidden: layer.hidden || img.hidden,
+  fetched: performance.getEntriesByType('resource').map((e) => e.name)
+    .filter((n) => n.includes('frame.jpg')),
+  labels: [...layer.querySelectorAll('.frame-label')].map((l) => {
+    const b = l.getBoundingClientRect();
+    const name = l.querySelector('.name');
+    return {name: name.textContent, dir: name.getAttribute('dir'),
+            score: l.querySelector('.score').textContent,
+            title: l.getAttribute('title'), cut: name.scrollWidth > name.clientWidth,
+            color: getComputedStyle(l).backgroundColor, html: l.innerHTML.includes('<img'),
+            left: b.left, top: b.top, right: b.right, bottom: b.bottom};
+  }),
+};
+"""
+"""Browser script: the Live picture's own box on screen (inside the letterboxing) and each label."""
+
+
+def test_live_labels_are_text_over_their_frame_in_any_script(served, browser):
+    """Before: the Live page showed the names only as burnt into the JPEG by OpenCV, whose font
+    has ASCII only (自行车, אופניים and 🚲 drew as ``???``). Now they are text over the picture,
+    from the labels of the very frame fetched (its ``seq``), on its box, inside the picture, cut
+    with "…" past half the picture (whole in the tooltip), on a laptop and on a 390 px phone."""
+    base, fake = served
+    long_name = "Gabelstapler mit Fahrerkabine " * 4
+    names = {0: "自行车", 1: "אופניים 🚲", 2: "🚲 bike", 3: long_name, 4: "<img src=x onerror=alert(1)>"}
+    frame = fake.publish_frame([(0, 60, 250, 200, 330, 0.91), (1, 400, 200, 450, 330, 0.77),
+                                (2, 300, 40, 380, 120, 0.66), (3, 560, 380, 639, 470, 0.55),
+                                (4, 20, 420, 100, 470, 0.44)], names)
+    watch_pages(browser)
+    for width in (1280, 390):
+        if width < 1000:
+            emulate_phone(browser, width, 844)
+        browser.get(base + "/")
+        wait_for(lambda: js(browser, "const l = document.getElementById('frame-labels');"
+                                     "return !l.hidden && l.querySelectorAll('.name').length === 5"),
+                 what="labels over the frame")
+        time.sleep(0.3)
+        seen = js(browser, LIVE_LABELS)
+        assert seen["seq"] == str(frame.seq)
+        assert any(f"seq={frame.seq}&labels=0" in url for url in seen["fetched"]), seen["fetched"]
+        pic = seen["picture"]
+        by_name = {label["name"]: label for label in seen["labels"]}
+        assert set(by_name) == set(names.values())  # exactly as registered, as text
+        for label in seen["labels"]:
+            inside = (label["left"] >= pic["left"] - 0.5 and label["right"] <= pic["right"] + 0.5
+                      and label["top"] >= pic["top"] - 0.5 and label["bottom"] <= pic["bottom"] + 0.5)
+            assert inside, (width, label, pic)
+            assert label["dir"] == "auto" and not label["html"]
+        cjk = by_name["自行车"]
+        assert cjk["score"] == "0.91" and cjk["color"] == "rgb(31, 119, 180)"  # the box's colour
+        assert abs(cjk["left"] - (pic["left"] + 60 * pic["k"])) < 1.5  # on its box's left edge
+        assert abs(cjk["bottom"] - (pic["top"] + 250 * pic["k"])) < 1.5  # just above its top
+        assert not cjk["cut"] and cjk["title"] is None
+        long = by_name[long_name]
+        assert long["cut"] and long["title"] == f"{long_name} 0.55"  # cut; whole in the tooltip
+        assert long["right"] - long["left"] <= (pic["right"] - pic["left"]) / 2 + 1
+        assert js(browser, LAYOUT_FAULTS) == [] and js(browser, "return window.__alerts") == []
+        debug_screenshot(browser, f"live-labels-{width}")
+    assert severe_console_entries(browser) == []

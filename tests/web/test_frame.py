@@ -65,3 +65,71 @@ def test_right_to_left_names_are_drawn_in_reading_order():
     assert visual_order("שלום עולם 0.80") == "םלוע םולש 0.80"  # the score stays on the right
     assert visual_order("crate שלום 2") == "crate םולש 2"
     assert visual_order("שָׁלוֹם") == "םוֹלשָׁ"  # points stay on their letter
+
+
+WORLD_NAMES = {0: "自行车", 1: "دراجة هوائية", 2: "🚲 bike", 3: "שלום"}
+"""Class names in scripts OpenCV's font cannot draw (it drew each as ``???``)."""
+
+
+def _dets(*rows):
+    """Detections from ``(class, x1, y1, x2, y2, score)`` rows."""
+    return Detections(np.array([r[1:5] for r in rows], np.float32).reshape(-1, 4),
+                      np.array([r[5] for r in rows], np.float32), np.array([r[0] for r in rows], np.int64))
+
+
+def test_a_live_frame_carries_its_names_as_text_beside_a_jpeg_without_text():
+    """Before: the only Live frame was a JPEG with the names burnt in by OpenCV, whose font has
+    ASCII only: 自行车, دراجة and 🚲 came out as ``???``. Now the names travel as text, exactly
+    as registered, with the box in the JPEG's pixels and the colour the box has there."""
+    from edgecl.web.frame import PALETTE_BGR, render_frame
+
+    image = np.zeros((480, 1920, 3), np.uint8)
+    dets = _dets((0, 100, 100, 600, 400, 0.9), (1, 1000, 50, 1200, 300, 0.456),
+                 (12, -50, 0, 80, 500, 0.3))
+    frame = render_frame(image, dets, WORLD_NAMES, seq=7)
+    data = frame.to_json()
+    assert (data["seq"], data["width"], data["height"]) == (7, 960, 240)
+    assert [b["name"] for b in data["boxes"]] == ["自行车", "دراجة هوائية", "12"]  # unknown: its number
+    assert data["boxes"][0]["xyxy"] == [50.0, 50.0, 300.0, 200.0]  # the JPEG's pixels (x 0.5)
+    assert data["boxes"][2]["xyxy"] == [0.0, 0.0, 40.0, 240.0]  # clipped to the picture
+    assert [b["color_index"] for b in data["boxes"]] == [0, 1, 2]
+    assert data["boxes"][1]["score"] == 0.456
+    decoded = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape == (240, 960, 3)
+    assert decoded[50, 100:250].max() > 100  # the box is drawn ...
+    assert decoded[30:47, 50:300].max() < 40  # ... but no label above it
+    labelled = cv2.imdecode(np.frombuffer(frame.labelled_jpeg(), np.uint8), cv2.IMREAD_COLOR)
+    assert labelled[30:47, 50:300].max() > 100  # for API clients: the label burnt in
+    assert frame.labelled_jpeg() is frame.labelled_jpeg()  # drawn once per frame
+    assert tuple(PALETTE_BGR[0]) == (180, 119, 31)  # EC.PALETTE[0] "#1f77b4", in BGR
+
+
+class _Result:
+    def __init__(self, image, detections):
+        self.frame = type("Frame", (), {"image": image})()
+        self.detections = detections
+
+
+def test_the_live_sink_numbers_its_frames_and_keeps_the_last_few():
+    """The page reads a frame's labels, then asks for the JPEG of that ``seq``: the sink must
+    still have it though newer frames came in between, and both must be the same frame."""
+    from edgecl.runtime.console import LiveViewSink
+
+    sink = LiveViewSink(lambda: WORLD_NAMES, max_hz=1e9)
+    assert sink.frame() is None and sink.latest() is None
+    for k in range(LiveViewSink.KEPT_FRAMES + 2):
+        image = np.full((120, 160, 3), 10 * k, np.uint8)
+        sink.write(_Result(image, _dets((k % 4, 10, 10, 60, 60, 0.5))))
+    newest = sink.frame()
+    assert newest.seq == LiveViewSink.KEPT_FRAMES + 2
+    assert newest.boxes[0]["name"] == WORLD_NAMES[(newest.seq - 1) % 4]
+    third = sink.frame(3)
+    assert third.seq == 3 and third.to_json()["boxes"][0]["name"] == WORLD_NAMES[2]
+    assert sink.frame(2) is None and sink.frame(10 ** 9) is None  # no longer / never kept
+    assert third.labelled_jpeg()[:2] == b"\xff\xd8"  # an older frame still burns its labels in
+    assert sink.latest() == newest.labelled_jpeg()
+
+    slow = LiveViewSink(lambda: {}, max_hz=0.001)
+    slow.write(_Result(np.zeros((8, 8, 3), np.uint8), Detections()))
+    slow.write(_Result(np.zeros((8, 8, 3), np.uint8), Detections()))
+    assert slow.frame().seq == 1  # at most max_hz encodes
