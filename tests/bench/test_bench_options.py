@@ -207,7 +207,13 @@ def test_soak_ctrl_c_gives_no_summary_and_exit_130(run_edgecl, tmp_path, capsys,
     from edgecl.bench import soak
     from edgecl.runtime import app
 
-    monkeypatch.setattr(soak, "prepare", lambda work, args: ("dir:///nowhere", work / "m.pt"))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(frames / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setattr(soak, "prepare", lambda work, args: (f"dir://{frames}?loop=1", work / "m.pt"))
     monkeypatch.setattr(app, "Runtime", _fake_runtime(0.1))
     code, out, err = run_edgecl(["bench", "soak", "--frames", "100000", "--learn-every-s", "0",
                                    "--quiet", "--work-dir", str(tmp_path), "--json"])

@@ -111,8 +111,9 @@ class Manager:
     def wait_for(self, num_clients, timeout=86400):
         return True
 
-    def sample(self, num_clients, min_num_clients=None):
-        return list(self.clients.values())[:num_clients]
+    def sample(self, num_clients, min_num_clients=None, criterion=None):
+        chosen = [c for c in self.clients.values() if criterion is None or criterion.select(c)]
+        return chosen[:num_clients]
 
     def all(self):
         return dict(self.clients)
