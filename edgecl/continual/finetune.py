@@ -26,7 +26,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -46,6 +46,11 @@ MAX_NONFINITE_IN_A_ROW = 3
 RECAL_COST_PER_BATCH = 0.4  # a no-grad forward pass costs about 40% of a training step
 FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")  # devices with PyTorch's fused AdamW kernel
 PROGRESS_LOG_S = 30.0  # a round that trains longer logs its progress this often
+PROGRESS_EVERY_S = 2.0  # how often (at most) the progress callback is called
+
+ProgressCallback = Callable[[int, int, float, float], None]
+"""``progress(steps, total_steps, elapsed_s, budget_s)``: steps taken of at most
+``total_steps`` (the step and epoch bounds), seconds used of the time budget."""
 
 __all__ = ["FineTuneHooks", "FineTuneResult", "FineTuner", "apply_low_priority",
            "make_virtual_scorer", "resolve_device", "virtual_scorer"]
@@ -182,6 +187,9 @@ class FineTuner:
             prior adapter attached (off: plain YOLO training, no adapter).
         prev_model: previous model version for IDER's distillation (not modified).
         hooks: extra :class:`FineTuneHooks`.
+        progress: optional :data:`ProgressCallback`, called at most every
+            :data:`PROGRESS_EVERY_S` while training and once when it ends (a fault in it is
+            logged once and never stops training).
 
     Attributes:
         model, criterion, hyp, device: set during :meth:`run` (hooks may read them).
@@ -189,8 +197,10 @@ class FineTuner:
     """
 
     def __init__(self, model, cfg: LearnerConfig, ider_cfg: IderConfig, *, prev_model=None,
-                 hooks: Sequence[FineTuneHooks] | None = None):
+                 hooks: Sequence[FineTuneHooks] | None = None,
+                 progress: ProgressCallback | None = None):
         self.model = model
+        self.progress = progress
         self.cfg = cfg
         self.ider_cfg = ider_cfg
         self.prev_model = prev_model
@@ -251,7 +261,9 @@ class FineTuner:
         optimizer = self._optimizer()
         recal_batches = max(0, int(self.cfg.bn_recalibration_batches))
         loop = _Loop(self, optimizer, replay_set, recal_batches)
-        reason = loop.run(_batches(loader, epochs), start, budget_s, max_steps)
+        total_steps = min(int(max_steps), max(0, int(epochs)) * len(loader))
+        reason = loop.run(_batches(loader, epochs), start, budget_s, max_steps,
+                          total_steps=total_steps)
         if loop.losses and recal_batches and reason != "nan_loss":
             yolo_train.recalibrate_batchnorm(self.model, loader, recal_batches, self.device,
                                              frozen=self.frozen,
@@ -333,12 +345,41 @@ class _Loop:
         # restores it if anything slipped through the per-step checks.
         self.snapshot = copy.deepcopy(tuner.model.state_dict())
 
-    def run(self, batches: Iterator[dict], start: float, budget_s: float, max_steps: int) -> str:
-        """Step through batches until a limit is hit; return the stop reason."""
+    def run(self, batches: Iterator[dict], start: float, budget_s: float, max_steps: int,
+            total_steps: int = 0) -> str:
+        """Step through batches until a limit is hit; return the stop reason.
+
+        ``total_steps``: the most steps the step and epoch bounds allow (for the progress
+        callback; 0: ``max_steps``).
+        """
         yolo_train.train_mode(self.tuner.model, self.tuner.frozen)
+        total = int(total_steps) or int(max_steps)
+        try:
+            return self._steps(batches, start, budget_s, max_steps, total)
+        finally:
+            self._report(total, time.monotonic() - start, budget_s)
+
+    def _report(self, total: int, elapsed_s: float, budget_s: float) -> None:
+        """Call the tuner's progress callback; a fault there is logged once, then ignored."""
+        progress = self.tuner.progress
+        if progress is None:
+            return
+        try:
+            progress(len(self.losses), total, elapsed_s, budget_s)
+        except Exception as exc:  # noqa: BLE001 - progress reporting never stops training
+            self.tuner.progress = None
+            LOG.warning("fine-tune: progress not reported any more (%s: %s)",
+                        type(exc).__name__, exc)
+
+    def _steps(self, batches: Iterator[dict], start: float, budget_s: float, max_steps: int,
+               total: int) -> str:
         next_log_s = PROGRESS_LOG_S
+        next_report_s = 0.0
         for batch in batches:
             elapsed = time.monotonic() - start
+            if elapsed >= next_report_s:
+                next_report_s = elapsed + PROGRESS_EVERY_S
+                self._report(total, elapsed, budget_s)
             step_s = elapsed / max(1, len(self.losses) + self.skipped)
             # keep time for one more step and the BatchNorm re-estimation after the loop
             needed_s = step_s * (1.0 + RECAL_COST_PER_BATCH * self.recal_batches)

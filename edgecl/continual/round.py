@@ -53,6 +53,7 @@ class RoundContext:
     parent_version: str | None
     names: dict[int, str]
     base_checkpoint: Path | None = None
+    progress: object = None  # the fine-tuning's progress callback (finetune.ProgressCallback)
 
     @property
     def first(self) -> bool:
@@ -151,7 +152,8 @@ def read_round_record(path: Path) -> dict:
 
 
 def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None = None,
-              record: RoundRecorder | None = None, hold: bool = False) -> RoundResult:
+              record: RoundRecorder | None = None, hold: bool = False,
+              progress=None) -> RoundResult:
     """Run one learning round: snapshot -> replay -> fine-tune -> evaluate -> gate -> export -> stage.
 
     Only a candidate the gate accepts is exported (ONNX, TensorRT engine); a rejected one is kept
@@ -167,6 +169,8 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
         record: optional hook storing the evaluation (see :data:`RoundRecorder`).
         hold: a staged candidate waits for a person (``edgecl models promote``): its manifest
             says ``"promote": "manual"``, so a restart does not promote it.
+        progress: optional :data:`edgecl.continual.finetune.ProgressCallback` of the
+            fine-tuning (steps of at most how many, seconds of the budget).
 
     Returns:
         The :class:`RoundResult` (``staged``, ``rejected``, ``skipped`` or ``failed``).
@@ -176,6 +180,7 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
     if ctx is None:
         return RoundResult(RoundStatus.SKIPPED, reason="no new labelled samples", trigger=reason,
                            started_s=started_s)
+    ctx.progress = progress
     if not ctx.snapshot.ids(held_out=True):
         # INVARIANT: a candidate is trained only when the gate can judge it (else the round's
         # training, 300 steps for a first one, would end rejected and be thrown away)
@@ -481,7 +486,8 @@ def _fine_tune(ctx: RoundContext, model, parent_model, replay_ids: list[int]):
                                                 iou_thr=learner.pseudo_old_iou)
         log.info("pseudo-labels of old classes: %d box(es) added to %d of %d new image(s)",
                  stats.added, stats.images_with_added, stats.images)
-    tuner = FineTuner(model, cfg.learner, cfg.ider, prev_model=prev, hooks=hooks)
+    tuner = FineTuner(model, cfg.learner, cfg.ider, prev_model=prev, hooks=hooks,
+                      progress=ctx.progress)
     return tuner.run(new_images,
                      ctx.snapshot.image_paths(replay_ids),
                      budget_s=cfg.learner.first_round_budget_s if first else cfg.learner.budget_s,

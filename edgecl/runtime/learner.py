@@ -53,18 +53,58 @@ def round_lock(state_dir: str | Path, wait: bool = False):
 
 
 RUNNING_FILE = "running.json"
-"""``STATE/learner/running.json``: the round running now (written when it starts, removed when
-its result is written), so the next start can say that a round was cut short."""
+"""``STATE/learner/running.json``: the round running now (written when it starts, updated with
+its fine-tuning's progress, removed when its result is written), so the runtime shows how far
+it is and the next start can say that a round was cut short."""
 
 
-def _mark_running(state_dir: str | Path, reason: str, round_id: str) -> None:
-    """Record that a round starts (a full disk only loses this record, never the round)."""
+def _mark_running(state_dir: str | Path, reason: str, round_id: str):
+    """Record that a round starts (a full disk only loses this record, never the round).
+
+    Returns:
+        The fine-tuning's progress callback (:data:`edgecl.continual.finetune.ProgressCallback`)
+        that adds ``steps``, ``total_steps``, ``elapsed_s`` and ``budget_s`` to the record.
+    """
+    path = learner_dir(state_dir) / RUNNING_FILE
     record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "started_s": round(time.time(), 3),
               "trigger": str(reason)[:200], "round_id": round_id}
+
+    def write(**progress) -> None:
+        try:
+            atomic_write_json(path, {**record, **progress})
+        except OSError as exc:
+            log.debug("the running round's record not written: %s", exc)
+
+    write()
+    return lambda steps, total, elapsed_s, budget_s: write(
+        steps=int(steps), total_steps=int(total), elapsed_s=round(float(elapsed_s), 1),
+        budget_s=round(float(budget_s), 1))
+
+
+def running_progress(state_dir: str | Path, round_id: str) -> float | None:
+    """The running round's fine-tuning progress, 0..1, from :data:`RUNNING_FILE`.
+
+    Args:
+        state_dir: the state directory.
+        round_id: the round asked about (a record of another round says nothing).
+
+    Returns:
+        The larger of steps / total steps and seconds / budget (training stops at the first
+        bound reached), or ``None`` before training reports or when unreadable.
+    """
     try:
-        atomic_write_json(learner_dir(state_dir) / RUNNING_FILE, record)
-    except OSError as exc:
-        log.debug("the running round's record not written: %s", exc)
+        record = json.loads((Path(state_dir) / "learner" / RUNNING_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("round_id") != round_id:
+        return None
+    fractions = []
+    for done, bound in (("steps", "total_steps"), ("elapsed_s", "budget_s")):
+        a, b = record.get(done), record.get(bound)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 \
+                and math.isfinite(a) and math.isfinite(b):
+            fractions.append(min(1.0, max(0.0, a / b)))
+    return max(fractions) if fractions else None
 
 
 def interrupted_round(state_dir: str | Path) -> str | None:
@@ -102,6 +142,8 @@ def interrupted_round(state_dir: str | Path) -> str | None:
             f"nothing it learnt was kept, and the next round learns its samples again")
 
 
+TRAIN_SHARE = 0.8
+"""Share of a round's wall time spent training when no earlier round tells (progress bar)."""
 UPGRADE_CHECK_S = 60.0
 """Least seconds between two checks of the installed edgecl version."""
 
@@ -178,9 +220,10 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
     """
     from edgecl.continual.round import run_round
 
+    progress = None
     try:
         cut_short = interrupted_round(cfg.state_dir)
-        _mark_running(cfg.state_dir, reason, round_id)
+        progress = _mark_running(cfg.state_dir, reason, round_id)
     except OSError as exc:  # a state directory that cannot be written: the round says why
         cut_short = None
         log.debug("the running round's record not checked: %s", exc)
@@ -189,7 +232,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
     started_s = time.time()
     try:
         result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
-                           record=monitor_recorder(cfg.state_dir), hold=hold)
+                           record=monitor_recorder(cfg.state_dir), hold=hold, progress=progress)
     except Exception as exc:  # a round's fault must never escape the learner; it is reported
         exc = storage_fault(exc, "cannot write the round's files") or exc
         if isinstance(exc, EdgeclError):  # a refusal that names its cause: one line
@@ -631,6 +674,7 @@ class LearnerSupervisor:
         self.last_round = saved[1] if saved else 0
         self._round_no = 0  # the running round's number
         self._round_expected_s = 1.0  # its estimated wall time (expected_round_s)
+        self._train_share = TRAIN_SHARE  # the share of its time spent training
         self._own_ids: set[int] = set()
         self._next_scan_s = 0.0
         # a round runs in a new process that imports edgecl from disk: after an upgrade in
@@ -660,7 +704,10 @@ class LearnerSupervisor:
             since this start), ``last_round`` (the device's number of the last finished round,
             as the model versions and the metrics count them: it goes on across restarts),
             ``apply_errors``; while training ``round`` (the running round's number),
-            ``round_running_s`` and ``progress`` (0..1, estimated: :func:`expected_round_s`);
+            ``round_running_s`` and ``progress`` (0..1: the fine-tuning's own report,
+            :func:`running_progress`, times the share of a round the previous one spent
+            training, so the bar waits there while the round evaluates and exports; before
+            training reports, estimated: :func:`expected_round_s`);
             in back-off ``retry_in_s`` and ``reason``; ``last_error``, ``metrics_behind`` and
             ``waiting_for_room`` when they apply.
         """
@@ -669,8 +716,11 @@ class LearnerSupervisor:
                "apply_errors": self.apply_errors}
         if self.busy:
             running_s = now - self._round_started_mono_s
+            reported = running_progress(self.cfg.state_dir, self._round_id)
+            progress = (min(1.0, running_s / self._round_expected_s) if reported is None
+                        else reported * self._train_share)
             out.update(state="training", round=self._round_no, round_running_s=round(running_s, 1),
-                       progress=round(min(1.0, running_s / self._round_expected_s), 3))
+                       progress=round(progress, 3))
         elif now < self._backoff_until_s:
             out.update(state="backoff", retry_in_s=round(self._backoff_until_s - now, 1),
                        reason=f"{self._same_failures} rounds in a row failed: {self._last_failure}")
@@ -783,8 +833,11 @@ class LearnerSupervisor:
         if saved is not None:
             self.last_round = saved[1]
         self._round_no = self.last_round + 1  # the number the round gives itself
+        previous = self._previous_trained()
         self._round_expected_s = expected_round_s(self.cfg.learner, self.registry.current() is None,
-                                                  self._previous_trained())
+                                                  previous)
+        self._train_share = (min(1.0, max(0.5, previous.train_s / previous.seconds))
+                             if previous is not None and previous.seconds > 0 else TRAIN_SHARE)
         self._round_started_mono_s = time.monotonic()
         self._proc = self._spawn(reason, ceiling)
         self.state = TriggerState(last_round_s=time.monotonic())

@@ -440,3 +440,29 @@ def test_a_long_round_logs_its_progress(data, monkeypatch, caplog):
     assert [line.split(",")[0] for line in lines] == ["fine-tune: step 1 of at most 3",
                                                        "fine-tune: step 2 of at most 3"]
     assert lines[0].endswith(tuple(f"{d}" for d in range(10)))  # ends with the loss
+
+
+def test_progress_reports_steps_of_the_tighter_bound(data, monkeypatch):
+    """The runtime's progress bar: steps taken of at most min(max_steps, epochs x batches)."""
+    from edgecl.continual import finetune
+
+    monkeypatch.setattr(finetune, "PROGRESS_EVERY_S", 0.0)   # report before every step
+    new, _ = data
+    calls = []
+    # 6 images, batch 4 -> 2 batches per epoch; 3 epochs -> 6 steps, below max_steps 50
+    result = FineTuner(_model(), CFG, OFF, progress=lambda *a: calls.append(a)).run(
+        new, [], budget_s=120, max_steps=50, epochs=3, device="cpu")
+    assert result.steps == 6
+    assert [(steps, total) for steps, total, _, _ in calls] == [(i, 6) for i in range(6)] + [(6, 6)]
+    assert all(budget == 120 and 0 <= elapsed < 120 for _, _, elapsed, budget in calls)
+
+
+def test_a_failing_progress_report_never_stops_training(data, caplog):
+    new, _ = data
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    result = FineTuner(_model(), CFG, OFF, progress=broken).run(new, [], budget_s=120,
+                                                               max_steps=2, epochs=5, device="cpu")
+    assert result.steps == 2 and caplog.text.count("progress not reported any more") == 1

@@ -607,3 +607,25 @@ def test_rounds_wait_for_a_restart_after_edgecl_is_upgraded_on_disk(supervisor, 
                      "learning rounds wait until 'edgecl run' restarts (a round would run the new "
                      "code against this runtime); detection goes on"]
     assert sup.health()["last_error"] == lines[0]
+
+
+def test_the_progress_bar_follows_the_rounds_own_report(supervisor, tmp_path, monkeypatch):
+    """Before: elapsed time over the time budget, though rounds also stop at their step bound:
+    a round of 30 steps in 14 s showed 5 % when it ended."""
+    import json
+
+    sup = supervisor(FakeRegistry())
+    monkeypatch.setattr(type(sup), "busy", property(lambda self: True))
+    sup._round_id, sup._train_share = "r1", 0.8
+    sup._round_started_mono_s, sup._round_expected_s = time.monotonic() - 14, 300.0
+    running = tmp_path / "learner" / "running.json"
+    assert sup.health()["progress"] == pytest.approx(14 / 300, abs=0.01)   # nothing reported
+    running.write_text(json.dumps({"round_id": "r1", "steps": 15, "total_steps": 30,
+                                   "elapsed_s": 7.0, "budget_s": 300.0}))
+    assert sup.health()["progress"] == pytest.approx(0.5 * 0.8)
+    running.write_text(json.dumps({"round_id": "r1", "steps": 3, "total_steps": 300,
+                                   "elapsed_s": 240.0, "budget_s": 300.0}))  # time bound first
+    assert sup.health()["progress"] == pytest.approx(0.8 * 0.8)
+    running.write_text(json.dumps({"round_id": "other", "steps": 30, "total_steps": 30}))
+    assert sup.health()["progress"] == pytest.approx(14 / 300, abs=0.01)
+    assert learner_mod.running_progress(tmp_path, "r1") is None
