@@ -15,7 +15,8 @@ second time (two copies let one serve the held-out slice while the other is trai
 route stores a sample with the :func:`edgecl.data.images.pixels_hash` of its decoded image (an
 operator's answer: of the frame as queued, not of the lossy JPEG the queue keeps), and an
 import looks up that hash and the :func:`edgecl.data.images.content_hash` of the file's bytes
-(what imports stored before), both before any class is registered. A ``dir://`` source decodes
+(what imports stored before), both before any class is registered; a copy the device
+pseudo-labelled is replaced by the imported labels instead (in one transaction of the memory). A ``dir://`` source decodes
 images as the import does (:func:`edgecl.data.images.read_image`: EXIF orientation, BGR,
 16-bit stretched by its own range, greyscale to 3 channels, every format), so their pixels
 match; frames of a camera or a video have no file, and match only an import of their exact
@@ -38,7 +39,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
-from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample
+from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample, held_copy
 from edgecl.continual.memory.records import check_image, check_labels
 from edgecl.data.images import pixels_hash
 from edgecl.data.importers import ImportItem, ImportTally, Skip, same_class_as
@@ -179,7 +180,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             log.debug("skipped %s", item.message)  # the caller reports the report's messages
             continue
         digest = pixels_hash(item.image)  # what the device records for the frames it stores
-        if _held(memory, {item.content_hash, digest}):  # before any class is registered for it
+        if _held(memory, {item.content_hash, digest}, origin):  # before any class is registered
             _duplicate(report)
             continue
         item = _name_unnamed(item, device_classes, report)
@@ -218,10 +219,12 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
         report.tally.done(item)
 
 
-def _held(memory, digests: set[str]) -> bool:
+def _held(memory, digests: set[str], origin: LabelOrigin) -> bool:
     """Whether the memory holds a sample with one of these content hashes (the pixels hash,
-    or the file's bytes hash that imports stored before; ``""``, no file, is skipped)."""
-    return any(memory.find_content(d) is not None for d in sorted(digests) if d)
+    or the file's bytes hash that imports stored before; ``""``, no file, is skipped) that
+    this import's labels would not replace (a pseudo-labelled copy is replaced: see
+    :meth:`~edgecl.continual.memory.ReplayMemory.held_content`)."""
+    return any(held_copy(memory, d, origin) is not None for d in sorted(digests) if d)
 
 
 def _duplicate(report: ImportReport) -> None:

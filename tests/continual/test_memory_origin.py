@@ -205,3 +205,30 @@ def test_an_old_snapshot_without_origin_loads_as_ground_truth(tmp_path):
     (snap.path / "records.json").write_text(json.dumps(data))
     (old,) = MemorySnapshot.load(snap.path).rows
     assert old.origin is LabelOrigin.GROUND_TRUTH and old.image_bytes is None
+
+
+def _copy(i, origin, digest="ab" * 16):
+    return Sample(np.full((16, 16, 3), i, np.uint8), BOX, task="t0", source=f"s{i}",
+                  origin=origin, content_hash=digest)
+
+
+def test_verified_labels_replace_a_pseudo_labelled_copy_of_the_same_image(tmp_path):
+    """Before: an image stored with pseudo-labels made a person's labels for it (an import, an
+    answer) a duplicate, so the pseudo-labels won."""
+    from edgecl.continual.memory import DuplicateSampleError, held_copy
+
+    with ReplayMemory(tmp_path / "m", cfg(capacity=2)) as m:
+        other = m.add(_copy(9, LabelOrigin.GROUND_TRUTH, digest="cd" * 16))
+        pseudo = m.add(_copy(1, LabelOrigin.PSEUDO))
+        assert held_copy(m, "ab" * 16, LabelOrigin.IMPORT) is None        # it would replace
+        assert held_copy(m, "ab" * 16, LabelOrigin.PSEUDO) == pseudo      # a duplicate
+        imported = m.add(_copy(1, LabelOrigin.IMPORT))
+        assert m.ids() == [other, imported]               # the full memory evicted nothing else
+        assert not m.image_path(pseudo).exists() and not m.label_path(pseudo).exists()
+        assert m.stats()["per_origin"]["pseudo"] == 0
+        for origin in (LabelOrigin.PSEUDO, LabelOrigin.OPERATOR, LabelOrigin.IMPORT):
+            with pytest.raises(DuplicateSampleError, match=f"already in memory as sample {imported}"):
+                m.add(_copy(1, origin))                   # verified labels are never replaced
+        assert held_copy(m, "ab" * 16, LabelOrigin.OPERATOR) == imported
+        assert held_copy(m, None, LabelOrigin.OPERATOR) is None
+    assert held_copy(object(), "ab" * 16, LabelOrigin.OPERATOR) is None   # no content index

@@ -121,7 +121,7 @@ def test_a_duplicate_only_the_memory_sees_is_contained_in_the_sink(tmp_path, mon
     DuplicateSampleError is counted, not warned about (it was ``refused_label`` + a warning)."""
     import edgecl.runtime.labels.pipeline as pipeline
 
-    monkeypatch.setattr(pipeline, "stored_content", lambda memory, digest: None, raising=False)
+    monkeypatch.setattr(pipeline, "held_copy", lambda memory, digest, origin: None)
     root = dataset(tmp_path / "ds")
     sink = sink_for(tmp_path / "state", "ground_truth")
     try:
@@ -249,3 +249,39 @@ def test_a_dir_source_and_an_import_decode_an_image_to_the_same_pixels(tmp_path,
     if kind == "jpeg_exif":
         assert frame.image.shape[:2] == (80, 60)  # upright
     assert pixels_hash(frame.image) == pixels_hash(item.image)
+
+
+def test_a_pseudo_labelled_frame_is_replaced_by_its_import(tmp_path):
+    """Before: the frame the device pseudo-labelled made the team's human labels for the same
+    image a duplicate ('already in memory'), so the pseudo-labels stayed."""
+    root = dataset(tmp_path / "ds")
+    sink = sink_for(tmp_path / "state", "pseudo")
+    try:
+        (frame,) = streamed(root)
+        write(sink, SimpleNamespace(**{**vars(frame), "labels": None}), [0.9])
+        assert sink.stats()["counts"]["stored_pseudo"] == 1
+        report = imported(root, sink)
+        assert (report["imported"], report["skipped"]) == (1, 0)
+        assert [r.origin.value for r in sink.memory.records()] == ["import"]
+        write(sink, SimpleNamespace(**{**vars(frame), "labels": None}), [0.9])   # streamed again
+        assert [r.origin.value for r in sink.memory.records()] == ["import"]  # never replaced
+    finally:
+        sink.close()
+
+
+def test_an_answer_replaces_a_pseudo_labelled_copy_of_its_frame(tmp_path):
+    from edgecl.continual.memory import Sample
+    from edgecl.frames import LabelOrigin
+
+    root = dataset(tmp_path / "ds")
+    sink = sink_for(tmp_path / "state", "field")
+    try:
+        (frame,) = streamed(root)
+        item_id = sink.queue.push(frame, dets([0.5]), names={0: "car"})
+        sink.memory.add(Sample(frame.image, np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32),
+                               task="stream", origin=LabelOrigin.PSEUDO,
+                               content_hash=pixels_hash(frame.image)))
+        out = sink.answer(item_id, [{"class": "car", "xyxy": [40, 30, 80, 60]}])
+        assert [(r.id, r.origin.value) for r in sink.memory.records()] == [(out["sample"], "operator")]
+    finally:
+        sink.close()

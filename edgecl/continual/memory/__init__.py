@@ -36,12 +36,13 @@ from edgecl.continual.memory.store import (
     INDEX_FILE,
     ReplayMemory,
     estimate_sample_bytes,
+    held_copy,
     memory_from_config,
     overhead_reserve_bytes,
 )
 from edgecl.continual.memory.verify import VerifyReport
 
 __all__ = ["STREAM_TASK", "ReplayMemory", "Sample", "StoredSample", "SampleRecord", "MemorySnapshot",
-           "DuplicateSampleError",
+           "DuplicateSampleError", "held_copy",
            "VerifyReport", "memory_from_config", "overhead_reserve_bytes",
            "estimate_sample_bytes", "INDEX_FILE", "POLICIES", "InsertionPolicy", "make_policy"]

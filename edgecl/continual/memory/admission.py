@@ -219,7 +219,7 @@ class Admission:
 
     def decide(self, task: str, classes: tuple[int, ...],
                origin: LabelOrigin = LabelOrigin.GROUND_TRUTH,
-               ts_s: float | None = None) -> Decision | None:
+               ts_s: float | None = None, replacing: bool = False) -> Decision | None:
         """Count an offered sample and decide whether it enters (no rows change yet).
 
         Args:
@@ -231,6 +231,8 @@ class Admission:
                 training is always admitted (the policy only chooses what it replaces).
             ts_s: its capture time in seconds (used by the held-out draw when
                 ``holdout_block_s`` > 0).
+            replacing: it replaces a stored copy of its image (verified labels for a
+                pseudo-labelled one): never declined, it takes that copy's place.
 
         Returns:
             The decision, or None when declined.
@@ -249,17 +251,19 @@ class Admission:
             stored = self.db.count(held_out=True, task=task)
             if task == STREAM_TASK:
                 n_class = self.bump(f"{STREAM_CLASS_COUNTER}{item.primary_class}")
-                admit = quota > 0 and (stored < quota
+                admit = quota > 0 and (replacing or stored < quota
                                        or self._stream_class_admits(item, n_class, rng))
             else:
-                admit = quota > 0 and (stored < quota or rng.random() < quota / n_held)
+                admit = quota > 0 and (replacing or stored < quota
+                                       or rng.random() < quota / n_held)
         else:
             for key in seen_keys(item):
                 self.bump(f"train/{key}")
             # INVARIANT: a person's answer is never declined on arrival (a few a minute, each
             # asked for): the policy still picks what it replaces
-            admit = self.train_capacity > 0 and (origin is LabelOrigin.OPERATOR or self.policy.admit(
-                item, self.view(self._typical_bytes()), rng))
+            admit = self.train_capacity > 0 and (
+                origin is LabelOrigin.OPERATOR or replacing
+                or self.policy.admit(item, self.view(self._typical_bytes()), rng))
         return Decision(held_out, item, rng) if admit else None
 
     def _stream_class_admits(self, item: ItemInfo, n_seen: int, rng: random.Random) -> bool:

@@ -476,7 +476,9 @@ class ReplayMemory:
             StorageError: full disk or unwritable folder; nothing is half-stored and nothing
                 stored before is lost, the memory stays usable.
             DuplicateSampleError: a sample with the same ``content_hash`` is stored (checked
-                inside the write transaction, so two importers cannot both store it).
+                inside the write transaction, so two importers cannot both store it), unless
+                it holds pseudo-labels and this one's labels are verified: then this one
+                replaces it in the same transaction (:func:`replaces`).
             ReplayMemoryError: empty or malformed image, bad task, origin or content hash,
                 sample larger than the byte budget, index failure (nothing stored is lost).
             LabelError: malformed label rows or class out of range.
@@ -509,7 +511,16 @@ class ReplayMemory:
         labels = check_labels(sample.labels, where, self._known_nc())
         classes = classes_of(labels)
         with self._lock:
-            decision = self._admission.decide(sample.task, classes, origin, sample.ts_s)
+            replacing = False
+            if digest is not None:  # a copy is refused before it counts as an offered frame
+                with self._faults("cannot read the memory index"):
+                    held = self._db.find_content(digest)
+                    replacing = held is not None and self._replaceable(digest, origin) is not None
+                if held is not None and not replacing:
+                    raise DuplicateSampleError(f"{where}: already in memory as sample {held} "
+                                               f"(same image content)", held)
+            decision = self._admission.decide(sample.task, classes, origin, sample.ts_s,
+                                              replacing=replacing)
             if decision is None:
                 self._flush_if_due()
                 return None
@@ -524,6 +535,34 @@ class ReplayMemory:
                    "origin": origin.value, "image_bytes": len(blob), "content_hash": digest,
                    "embedding": embedding_to_blob(thumbnail_embedding(image))}
             return self._store(decision, blob, text, row, where)
+
+    def held_content(self, digest: str | None, origin: LabelOrigin) -> int | None:
+        """The id of a stored sample with this content hash that a new sample of ``origin``
+        would not replace (:meth:`add` refuses the new one), or None.
+
+        Args:
+            digest: a content hash (``None`` or empty: unknown, nothing is held).
+            origin: the new sample's label origin.
+
+        Returns:
+            The held sample's id, or None when none is stored or the new one would replace it.
+        """
+        if not digest:
+            return None
+        with self._lock, self._faults("cannot read the memory index"):
+            held = self._db.find_content(digest)
+            if held is None or self._replaceable(digest, origin) is not None:
+                return None
+            return held
+
+    def _replaceable(self, digest: str, origin: LabelOrigin) -> int | None:
+        """The id of a stored copy of this image that a sample of ``origin`` replaces, or None
+        (under the memory's lock)."""
+        held = self._db.find_content(digest)
+        if held is None:
+            return None
+        records = self._db.records(ids=[held])
+        return held if records and replaces(LabelOrigin(origin), records[0].origin) else None
 
     def find_content(self, digest: str) -> int | None:
         """The id of the stored sample with this content hash (see :class:`Sample`), or None.
@@ -545,14 +584,18 @@ class ReplayMemory:
 
     def _store(self, decision: Decision, blob: bytes, text: bytes, row: dict, where: str) -> int:
         written: list[Path] = []
+        replaced: list[int] = []
         at = self._db.path  # what the disk refused, when the error names no file
         try:
             with self._db.write():
                 if row.get("content_hash"):
                     held = self._db.find_content(row["content_hash"])
                     if held is not None:
-                        raise DuplicateSampleError(f"{where}: already in memory as sample {held} "
-                                                   f"(same image content)", held)
+                        if self._replaceable(row["content_hash"], row["origin"]) is None:
+                            raise DuplicateSampleError(f"{where}: already in memory as sample "
+                                                       f"{held} (same image content)", held)
+                        self._db.delete(held)  # before make_room: its slot is the new one's
+                        replaced.append(held)
                 new_id = self._db.next_id()
                 for path, data in ((self.image_path(new_id), blob), (self.label_path(new_id), text)):
                     written.append(path)
@@ -572,7 +615,10 @@ class ReplayMemory:
             self._unlink(written)
             raise
         self._admission.pending = {}
-        self._unlink_samples(victims)
+        self._unlink_samples(victims + replaced)
+        if replaced:
+            log.info("replay memory: sample %d (pseudo-labels) replaced by sample %d, the same "
+                     "image with verified labels (%s)", replaced[0], new_id, row["origin"])
         return new_id
 
     def _unlink(self, paths: list[Path]) -> list[str]:
@@ -1099,6 +1145,37 @@ def _check_config(cfg: MemoryConfig) -> None:
         raise ReplayMemoryError(f"memory.max_bytes={cfg.max_bytes} leaves no room for samples: "
                                 f"the index and directories of {cfg.capacity} samples need "
                                 f"{reserve} bytes")
+
+
+def held_copy(memory, digest: str | None, origin: LabelOrigin) -> int | None:
+    """Id of the sample a memory holds with this content hash and that a new sample of
+    ``origin`` would not replace (:meth:`ReplayMemory.held_content`), or ``None``.
+
+    Args:
+        memory: a :class:`ReplayMemory`; a memory without a content index (a test double)
+            holds no copies.
+        digest: a content hash (:func:`~edgecl.data.images.pixels_hash`); ``None`` or ``""``:
+            unknown, nothing is found.
+        origin: the new sample's label origin.
+
+    Raises:
+        StorageError: the memory's index cannot be read.
+    """
+    held = getattr(memory, "held_content", None)
+    if not digest or held is None:
+        return None
+    return held(digest, origin)
+
+
+def replaces(new: LabelOrigin, held: LabelOrigin) -> bool:
+    """Whether a new sample replaces a stored one of the same image: verified labels (a person's
+    answer, an import, ground truth) replace pseudo-labels; anything else is a duplicate.
+
+    Args:
+        new: the new sample's label origin.
+        held: the stored sample's label origin.
+    """
+    return held == LabelOrigin.PSEUDO and new != LabelOrigin.PSEUDO
 
 
 def _remove_dirs(folders: list[Path]) -> list[str]:

@@ -20,7 +20,8 @@ image as delivered (a queued one keeps it for its answer, :mod:`edgecl.runtime.l
 so ``edgecl labels import`` of the same image file later finds it (``already in memory``; a
 ``dir://`` source decodes images as the import does). A frame whose image the memory already
 holds (a looping folder's next pass, an image imported before) is neither stored nor queued:
-it is counted as ``duplicate_frame`` and logged at DEBUG only. The hash (sha256 of the pixels:
+it is counted as ``duplicate_frame`` and logged at DEBUG only; a copy held with pseudo-labels
+is still queued for a person, and replaced by ground truth or the person's answer. The hash (sha256 of the pixels:
 about 1.5 ms for 640x512, 9 ms for 1920x1080 on an x86 core) is taken in the sink thread, for
 frames to be stored or queued only.
 """
@@ -42,7 +43,8 @@ from edgecl.data.images import jpeg_side_problem, pixels_hash
 from edgecl.errors import EdgeclError, LabelError, StorageError, UnavailableError, storage_fault
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.runtime.labels.pseudo import REFUSALS, PseudoLabeler, Thresholds
-from edgecl.runtime.labels.queue import OperatorQueue, stored_content
+from edgecl.runtime.labels.queue import OperatorQueue
+from edgecl.continual.memory import held_copy
 from edgecl.continual.memory.embedding import EMBEDDING_DIM
 from edgecl.runtime.labels.selection import Candidate, MemoryEmbeddings, Selector
 
@@ -328,7 +330,9 @@ class MemorySink:
             names = self.classes.names()
         digest = pixels_hash(frame.image)
         try:
-            if self._already_stored(frame, digest, stored_content(self.memory, digest)):
+            # a pseudo-labelled copy is no reason not to ask a person: the answer replaces it
+            if self._already_stored(frame, digest,
+                                    held_copy(self.memory, digest, LabelOrigin.OPERATOR)):
                 return
             item_id = self.queue.push(frame, detections, priority=candidate.priority,
                                       reasons=candidate.reasons, embedding=candidate.embedding,
@@ -368,7 +372,7 @@ class MemorySink:
                         source=frame.name or frame.source, ts_s=frame.ts_s, origin=origin,
                         content_hash=digest)
         try:
-            if self._already_stored(frame, digest, stored_content(self.memory, digest)):
+            if self._already_stored(frame, digest, held_copy(self.memory, digest, origin)):
                 return  # before the memory encodes it and counts it as a frame offered
             if self.classes is not None:
                 self.memory.sync_class_names(names if names is not None else self.classes.names())

@@ -19,11 +19,12 @@ The same image twice. An item's JSON keeps ``pixels_hash``, the
 lossy: hashing it again would match nothing), and the answer stores its sample with that
 content hash. So ``edgecl labels import`` of the same image file later finds it (``already in
 memory``), and the memory refuses the frame when it is streamed again. An item whose image the
-memory already holds when it is answered (an import, or a looping folder's stream, stored it
-meanwhile) is refused with a :class:`~edgecl.errors.ConflictError` (HTTP 409) naming that
-sample, and taken off the queue as skipped: the memory can hold one copy of an image only
-(two copies let one serve the held-out slice while the other is trained on), and it cannot
-replace a stored sample in one step. Items queued before the hash was recorded have none:
+memory already holds with verified labels when it is answered (an import, or a looping
+folder's stream, stored it meanwhile) is refused with a :class:`~edgecl.errors.ConflictError`
+(HTTP 409) naming that sample, and taken off the queue as skipped: the memory holds one copy
+of an image only (two copies let one serve the held-out slice while the other is trained on).
+A copy with pseudo-labels is replaced by the answer instead, in one transaction
+(:func:`edgecl.continual.memory.store.replaces`). Items queued before the hash was recorded have none:
 they are answered as before, unchecked.
 """
 
@@ -383,7 +384,7 @@ class OperatorQueue:
             LabelError: bad boxes (nothing is changed).
             StorageError: the memory cannot write (the item stays pending).
         """
-        from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample
+        from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample, held_copy
 
         with self._locked():
             meta = self._get(item_id)
@@ -396,7 +397,7 @@ class OperatorQueue:
             sample_id = _stored_sample(memory, source)
             if sample_id is None:
                 digest = meta.get(HASH_KEY)  # None for items queued before it was recorded
-                held = stored_content(memory, digest)
+                held = held_copy(memory, digest, LabelOrigin.OPERATOR)
                 if held is not None:  # before any class is registered for it
                     self._refuse_duplicate(meta, held, memory)
                 image = self._image(item_id)
@@ -520,24 +521,6 @@ class OperatorQueue:
         except ImageError as exc:
             raise NotFoundError(f"label item '{item_id}': its image is missing or unreadable "
                                 f"({exc}); skip it") from None
-
-
-def stored_content(memory, digest: str | None) -> int | None:
-    """Id of the memory sample holding an image of this content hash, or ``None``.
-
-    Args:
-        memory: the replay memory (``find_content``); a memory without a content index (a test
-            double) holds no duplicates.
-        digest: a content hash (:func:`~edgecl.data.images.pixels_hash`); ``None`` or ``""``:
-            unknown, nothing is found.
-
-    Raises:
-        StorageError: the memory's index cannot be read.
-    """
-    find = getattr(memory, "find_content", None)
-    if not digest or find is None:
-        return None
-    return find(digest)
 
 
 def _origin_of(memory, sample_id: int) -> str:
