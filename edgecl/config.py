@@ -618,8 +618,8 @@ def _coerce(value: object, kind: type, dotted: str, where: str) -> object:
         try:
             return float(value)
         except OverflowError:
-            raise ConfigError(f"config key '{dotted}' in {where}: {_show(value)} is out of range "
-                              f"({RULES[dotted]._describe()})") from None
+            raise ConfigError(f"config key '{dotted}' in {where}: {_show(value)} is too large for "
+                              f"a number (the key takes {RULES[dotted]._describe()})") from None
     if isinstance(value, float):
         if not value.is_integer():
             raise ConfigError(f"config key '{dotted}' in {where} must be an integer, got {value!r}")
@@ -687,8 +687,8 @@ def _number_from_text(text: str, kind: type, dotted: str, where: str) -> int | f
             how = "a number of bytes or a size such as 10GB or 512MiB"
         raise ConfigError(f"config key '{dotted}' in {where} must be {how}, got {_show(text)}") from None
     if math.isinf(value) and "inf" not in t.lower():  # 1e400: beyond a float
-        raise ConfigError(f"config key '{dotted}' in {where}: {_show(text)} is out of range "
-                          f"({RULES[dotted]._describe()})")
+        raise ConfigError(f"config key '{dotted}' in {where}: {_show(text)} is too large for a "
+                          f"number (the key takes {RULES[dotted]._describe()})")
     if not math.isfinite(value):
         raise ConfigError(f"config key '{dotted}' in {where} must be a finite number, got {_show(text)}")
     return value

@@ -310,11 +310,20 @@ def test_root_and_sections_must_be_mappings(tmp_path):
     ("fleet.seed=100000000000000000000", "0..4294967295"),
     ("memory.seed=4294967296", "0..4294967295"),
     ("labels.novelty_ring=1000000000000", "1..100000"),
-    ("learner.budget_s=1e400", "> 0"),
-    ("memory.capacity=1e400", "1..10000000"),
 ])
 def test_huge_numbers_are_out_of_range(override, bound):
     assert _one_line_error(None, [override]).endswith(f"is out of range ({bound})")
+
+
+@pytest.mark.parametrize("override, bound", [
+    ("learner.budget_s=1e400", "> 0"),
+    ("memory.capacity=1e400", "1..10000000"),
+    ("labels.priority_half_life_s=1e400", ">= 0"),
+])
+def test_a_number_beyond_a_float_is_too_large_not_out_of_range(override, bound):
+    """Before: "'1e400' is out of range (>= 0)", although 1e400 is >= 0."""
+    assert _one_line_error(None, [override]).endswith(
+        f"is too large for a number (the key takes {bound})")
 
 
 def test_every_integer_key_has_an_upper_bound():

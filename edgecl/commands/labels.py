@@ -77,7 +77,10 @@ def _memory_and_classes(cfg, args: argparse.Namespace):
 def _describe(item: dict) -> str:
     reasons = ", ".join(f"{k} {v:.2f}" for k, v in item["reasons"].items()) or "-"
     boxes = ", ".join(f"{p['class']}:{p['score']:.2f}" for p in item["proposed"]) or "no boxes"
-    return (f"{item['id']}  priority {item['priority']:.2f} ({reasons})  {item['width']}x"
+    now = item.get("priority_now")
+    aged = f" (now {now:.2f}: waiting ages it)" if now is not None and round(now, 2) != round(
+        item["priority"], 2) else ""
+    return (f"{item['id']}  priority {item['priority']:.2f}{aged} ({reasons})  {item['width']}x"
             f"{item['height']}  [{boxes}]  frame {item['frame_id']}"
             + (f" ({item['name']})" if item.get("name") else "") + f" from {item['source']}")
 

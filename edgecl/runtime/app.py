@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -163,8 +164,11 @@ def unpaced_source_warning(cfg, source) -> str | None:
     if not effects:
         return None
     where = getattr(source, "uri", "this source")
-    return (f"{where} is read from files faster than a camera delivers: " + "; ".join(effects)
-            + "; 'runtime.realtime: true' reads it at its own rate (a folder takes ?fps=N)")
+    pace = ("'runtime.realtime: true' reads it at the ?fps its URI gives"
+            if re.search(r"[?&]fps=", str(where)) else
+            "'runtime.realtime: true' reads it at its own rate (a folder takes ?fps=N)")
+    return f"{where} is read from files faster than a camera delivers: " + "; ".join(effects) \
+        + "; " + pace
 
 
 def build_sinks(opts, names, runtime_cfg=None, source_fps=None) -> list:

@@ -572,7 +572,8 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         frame = hooks.live_frame(seq)
         if frame is None:
             if seq is not None:
-                raise NotFoundError(f"live frame {seq} is no longer kept: ask for the newest")
+                raise NotFoundError(f"live frame {seq} is not kept (only the newest few "
+                                    "are; a later number is not captured yet): ask for the newest")
             return _json({"seq": None, "width": 0, "height": 0, "boxes": []})
         return _json(frame.to_json())
 
@@ -590,7 +591,8 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         headers = {"Cache-Control": "no-store"}
         if kept is None:
             if seq is not None:
-                raise NotFoundError(f"live frame {seq} is no longer kept: ask for the newest")
+                raise NotFoundError(f"live frame {seq} is not kept (only the newest few "
+                                    "are; a later number is not captured yet): ask for the newest")
             jpeg = hooks.latest_jpeg()  # a runtime that keeps no numbered frames
             if not jpeg:
                 return Response(status_code=204, headers=headers)

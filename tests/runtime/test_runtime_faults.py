@@ -308,3 +308,17 @@ def test_a_dead_fleet_client_is_reported_and_restarted_after_a_back_off(tmp_path
     assert len(started) == 1 and runtime.fleet_proc.pid == 43
     runtime.supervise()
     assert "fleet" not in runtime.step_errors and runtime.health()["status"] == "ok"
+
+
+def test_a_folder_with_its_fps_given_is_told_what_turns_it_on():
+    """Before: 'a folder takes ?fps=N' was suggested for dir://frames?fps=5, which had it."""
+    from types import SimpleNamespace
+
+    from edgecl.config import load_config
+    from edgecl.runtime.app import unpaced_source_warning
+
+    cfg = load_config(None, [])
+    given = unpaced_source_warning(cfg, SimpleNamespace(uri="dir://frames?loop=1&fps=5"))
+    assert given.endswith("; 'runtime.realtime: true' reads it at the ?fps its URI gives")
+    bare = unpaced_source_warning(cfg, SimpleNamespace(uri="dir://frames"))
+    assert bare.endswith("reads it at its own rate (a folder takes ?fps=N)")

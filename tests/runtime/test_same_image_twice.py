@@ -183,8 +183,8 @@ def test_an_answer_for_an_image_imported_meanwhile_is_a_conflict_and_the_item_go
         assert sink.queue.pending() == [] and len(sink.memory.ids()) == 1
         assert ClassRegistry(state).names() == {0: "car"}  # no class for a sample not stored
         assert sink.stats()["counts"].get("stored_operator") is None
-        with pytest.raises(ConflictError, match=r"was already skipped \(its image was already in "
-                                                r"memory as sample 1\)"):
+        with pytest.raises(ConflictError, match=r"was taken off the queue: its image was already "
+                                                r"in memory as sample 1$"):
             sink.answer(item_id, [])
     finally:
         sink.close()

@@ -250,6 +250,23 @@ def test_a_queue_filled_hours_ago_ages_so_what_the_device_sees_now_comes_first(t
     assert [it["id"] for it in same_now.pending()] == [old_high, fresh]
 
 
+def test_an_item_stamped_in_the_future_is_counted_as_queued_now_and_ages(tmp_path):
+    """Before: an item queued while the clock was years ahead never aged (a wait before its
+    stamp counts as none), so it kept the top of the queue and was never evicted."""
+    now = [1_000_000.0]
+    q = OperatorQueue(tmp_path, max_pending=5, priority_half_life_s=3600, clock=lambda: now[0])
+    ahead = q.push(frame(textured(1), 1), dets([0.5]), priority=0.9)
+    q.push(frame(textured(2), 2), dets([0.5]), priority=0.5)
+    now[0] -= 10 * 365 * 86400                                 # the clock is set right
+    fixed = OperatorQueue(tmp_path, max_pending=5, priority_half_life_s=3600,
+                          clock=lambda: now[0])
+    assert {it["created_s"] for it in fixed.pending()} == {now[0]}
+    now[0] += 7200
+    items = fixed.pending()
+    assert [(it["priority"], it["priority_now"]) for it in items] == [(0.9, 0.225), (0.5, 0.125)]
+    assert fixed.item(ahead)["priority_now"] == 0.225
+
+
 def it_priority(q, item_id):
     return next(it["priority"] for it in q.pending() if it["id"] == item_id)
 

@@ -313,7 +313,7 @@ def test_live_labels_come_as_text_with_the_seq_of_their_jpeg(client, fake):
     assert client.get(f"/api/live/detections?seq={seq}").json() == data
     assert client.get("/api/live/detections").json()["seq"] == newer.seq == seq + 1
     gone = client.get("/api/frame.jpg?seq=999")
-    assert gone.status_code == 404 and "no longer kept" in gone.json()["error"]
+    assert gone.status_code == 404 and "is not kept (only the newest few are" in gone.json()["error"]
     assert client.get("/api/live/detections?seq=999").status_code == 404
     assert client.get("/api/frame.jpg?labels=maybe").status_code == 422
 

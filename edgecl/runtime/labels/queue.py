@@ -93,6 +93,7 @@ class OperatorQueue:
         self._meta_cache: dict[str, tuple[tuple[int, int, int], dict]] = {}
         self._warned: set[str] = set()
         self._clean_orphans()
+        self._restamp_future()
 
     @classmethod
     def from_config(cls, cfg) -> "OperatorQueue":
@@ -112,6 +113,26 @@ class OperatorQueue:
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _restamp_future(self) -> None:
+        """Count an item stamped more than a minute in the future (the wall clock went back
+        since it was queued, e.g. a board's clock set years ahead, then corrected) as queued
+        now: its priority would otherwise never age, and it would never be evicted. Rewritten
+        once, atomically; a read-only queue is left as it is."""
+        now_s = self.clock()
+        with self._locked():
+            late = [m for m in self._metas() if m["created_s"] > now_s + ORPHAN_AGE_S]
+            for meta in late:
+                path = self.dir / f"{meta['id']}.json"
+                try:
+                    stored = json.loads(path.read_text(encoding="utf-8"))
+                    stored["created_s"] = round(now_s, 3)
+                    atomic_write_json(path, stored)
+                except (OSError, ValueError) as exc:
+                    log.debug("queue item %s not restamped: %s", meta["id"], exc)
+        if late:
+            log.info("%d queued item(s) stamped in the future (the clock went back since): "
+                     "counted as queued now", len(late))
 
     def _clean_orphans(self) -> None:
         """Remove images without metadata and temp files left by a kill (written more than a
@@ -209,8 +230,10 @@ class OperatorQueue:
                     raise NotFoundError(f"label item '{item_id}' was dropped for frames of "
                                         f"higher priority")
                 held = entry.get("in_memory_as")
-                why = f" (its image was already in memory as sample {held})" if held is not None else ""
-                raise ConflictError(f"label item '{item_id}' was already {entry.get('action')}{why}")
+                if held is not None:  # refused as a copy, not skipped by a person
+                    raise ConflictError(f"label item '{item_id}' was taken off the queue: its "
+                                        f"image was already in memory as sample {held}")
+                raise ConflictError(f"label item '{item_id}' was already {entry.get('action')}")
         if (self.dir / f"{item_id}.json").exists():
             raise NotFoundError(f"label item '{item_id}' is malformed on disk and cannot be used")
         raise NotFoundError(f"no label item '{item_id}' (see 'edgecl labels pending')")
@@ -307,17 +330,21 @@ class OperatorQueue:
     def _aged(self, meta: dict, now_s: float) -> float:
         return aged_priority(meta["priority"], meta["created_s"], now_s, self.priority_half_life_s)
 
+    def _with_priority_now(self, meta: dict, now_s: float) -> dict:
+        return dict(meta, priority_now=round(self._aged(meta, now_s), 6))
+
     def pending(self) -> list[dict]:
         """Items waiting for an answer, highest (aged) priority first (ties: oldest first).
 
         Returns:
-            One dict per item: ``id, priority, reasons, width, height, created_s, proposed``
+            One dict per item: ``id, priority`` (as the selection gave it), ``priority_now``
+            (aged: what orders and evicts), ``reasons, width, height, created_s, proposed``
             (``[{"class": name, "xyxy": [x1, y1, x2, y2], "score": s}]``, pixels of the frame),
             ``source, frame_id, task``. Malformed items are skipped with one warning each.
         """
         now_s = self.clock()
-        return [_public(m) for m in sorted(self._metas(),
-                                           key=lambda m: (-self._aged(m, now_s), m["created_s"]))]
+        metas = [self._with_priority_now(m, now_s) for m in self._metas()]
+        return [_public(m) for m in sorted(metas, key=lambda m: (-m["priority_now"], m["created_s"]))]
 
     def list(self) -> list[dict]:
         """Same as :meth:`pending` (the name the runtime's server used first)."""
@@ -330,7 +357,7 @@ class OperatorQueue:
             NotFoundError: invalid or unknown id (or evicted).
             ConflictError: already answered or skipped.
         """
-        return _public(self._get(item_id))
+        return _public(self._with_priority_now(self._get(item_id), self.clock()))
 
     def image_path(self, item_id: str) -> Path:
         """Path of a pending item's JPEG (the original frame).
@@ -584,8 +611,8 @@ def _normalise(meta: dict) -> dict:
     return meta
 
 
-PUBLIC_KEYS = ("id", "priority", "reasons", "width", "height", "created_s", "proposed", "source",
-               "name", "frame_id", "task")
+PUBLIC_KEYS = ("id", "priority", "priority_now", "reasons", "width", "height", "created_s",
+               "proposed", "source", "name", "frame_id", "task")
 
 
 def _public(meta: dict) -> dict:
