@@ -21,9 +21,9 @@ so ``edgecl labels import`` of the same image file later finds it (``already in 
 ``dir://`` source decodes images as the import does). A frame whose image the memory already
 holds (a looping folder's next pass, an image imported before) is neither stored nor queued:
 it is counted as ``duplicate_frame`` and logged at DEBUG only; a copy held with pseudo-labels
-is still queued for a person, and replaced by ground truth or the person's answer. The hash (sha256 of the pixels:
-about 1.5 ms for 640x512, 9 ms for 1920x1080 on an x86 core) is taken in the sink thread, for
-frames to be stored or queued only.
+is still queued for a person, and replaced by ground truth or the person's answer. The hash
+(sha256 of the pixels: about 1.5 ms for 640x512, 9 ms for 1920x1080 on an x86 core) is taken
+in the sink thread, for frames to be stored or queued only.
 """
 
 from __future__ import annotations
