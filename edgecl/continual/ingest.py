@@ -17,10 +17,11 @@ operator's answer: of the frame as queued, not of the lossy JPEG the queue keeps
 import looks up that hash and the :func:`edgecl.data.images.content_hash` of the file's bytes
 (what imports stored before), both before any class is registered; a copy the device
 pseudo-labelled is replaced by the imported labels instead (in one transaction of the
-memory). A ``dir://`` source decodes images as the import does (:func:`edgecl.data.images.read_image`: EXIF orientation, BGR,
-16-bit stretched by its own range, greyscale to 3 channels, every format), so their pixels
-match; frames of a camera or a video have no file, and match only an import of their exact
-pixels (a lossless export such as PNG; a JPEG written from them decodes to other pixels).
+memory). A ``dir://`` source decodes images as the import does
+(:func:`edgecl.data.images.read_image`: EXIF orientation, BGR, 16-bit stretched by its own
+range, greyscale to 3 channels, every format), so their pixels match; frames of a camera or
+a video have no file, and match only an import of their exact pixels (a lossless export such
+as PNG; a JPEG written from them decodes to other pixels).
 (Samples stored before content hashes were recorded carry none, so they are not recognised;
 an evicted sample is no longer in memory and comes back; a file imported before this rule
 carries its bytes' hash only, which the device's stream does not know.)
