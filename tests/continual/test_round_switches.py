@@ -34,7 +34,7 @@ def test_fine_tune_adds_pseudo_labels_and_distillation(tmp_path, monkeypatch):
                              "learner.distill_conf=0.0"])
     ctx = SimpleNamespace(cfg=cfg, first=False, snapshot=Snapshot(images),
                           new_records=[SimpleNamespace(id=i) for i in range(4)],
-                          work=tmp_path / "work")
+                          work=tmp_path / "work", progress=None)
     parent = build_detection_model(1, names={0: "old"}).eval()
     with torch.no_grad():  # make the untrained parent "detect" its class everywhere
         for seq in parent.model[-1].cv3:
