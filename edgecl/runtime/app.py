@@ -171,6 +171,14 @@ def unpaced_source_warning(cfg, source) -> str | None:
         + "; " + pace
 
 
+def _round_shown(learner: dict) -> dict:
+    """``round`` and ``progress`` of the learner's health for the console and ``/metrics``: the
+    running round and its progress while training, else the last finished round and None."""
+    training = learner["state"] == "training"
+    return {"round": learner["round"] if training else learner["last_round"],
+            "progress": learner["progress"] if training else None}
+
+
 def build_sinks(opts, names, runtime_cfg=None, source_fps=None) -> list:
     """Create the output sinks a run asks for (JSON lines, video, progress lines).
 
@@ -603,10 +611,7 @@ class Runtime:
             out["queue"] = len(self.memory_sink.queue.pending())
         if self.supervisor is not None:
             learner = self.supervisor.health()
-            training = learner["state"] == "training"
-            out["learner"] = {"state": learner["state"],
-                              "round": learner["round"] if training else learner["last_round"],
-                              "progress": learner["progress"] if training else None}
+            out["learner"] = {"state": learner["state"], **_round_shown(learner)}
         return out
 
     def vitals(self) -> dict:
@@ -646,15 +651,12 @@ class Runtime:
             out["queue_items"] = len(self.memory_sink.queue.pending())
         learner = health.get("learner")
         if learner is not None:
-            training = learner["state"] == "training"
             state = learner["state"]
             if state == "idle" and learner.get("waiting_for_room"):
                 state = "waiting_for_room"
             out["learner"] = {"enabled": self.cfg.learner.enabled, "state": state,
-                              "round": learner["round"] if training else learner["last_round"],
-                              "rounds": learner["rounds"],
-                              "progress": learner["progress"] if training else None,
-                              "apply_errors": learner["apply_errors"]}
+                              "rounds": learner["rounds"], "apply_errors": learner["apply_errors"],
+                              **_round_shown(learner)}
         return out
 
     def _alerts(self) -> list[str]:

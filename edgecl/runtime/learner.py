@@ -81,6 +81,15 @@ def _mark_running(state_dir: str | Path, reason: str, round_id: str):
         budget_s=round(float(budget_s), 1))
 
 
+def _running_record(path: Path) -> dict | None:
+    """The running round's record, or None when absent, unreadable or not a JSON object."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def running_progress(state_dir: str | Path, round_id: str) -> float | None:
     """The running round's fine-tuning progress, 0..1, from :data:`RUNNING_FILE`.
 
@@ -92,11 +101,8 @@ def running_progress(state_dir: str | Path, round_id: str) -> float | None:
         The larger of steps / total steps and seconds / budget (training stops at the first
         bound reached), or ``None`` before training reports or when unreadable.
     """
-    try:
-        record = json.loads((Path(state_dir) / "learner" / RUNNING_FILE).read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("round_id") != round_id:
+    record = _running_record(Path(state_dir) / "learner" / RUNNING_FILE)
+    if record is None or record.get("round_id") != round_id:
         return None
     fractions = []
     for done, bound in (("steps", "total_steps"), ("elapsed_s", "budget_s")):
@@ -126,12 +132,7 @@ def interrupted_round(state_dir: str | Path) -> str | None:
     path = folder / RUNNING_FILE
     if not path.exists():
         return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        record = None
-    if not isinstance(record, dict):
-        record = {}
+    record = _running_record(path) or {}
     shutil.rmtree(folder / "work", ignore_errors=True)
     with contextlib.suppress(OSError):
         path.unlink()

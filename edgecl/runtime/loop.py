@@ -656,14 +656,15 @@ class InferenceLoop:
         inf = inf if len(inf) else np.zeros(1)
         stats = getattr(self.source, "stats", None)
         refused = getattr(stats, "refused_labels", getattr(stats, "bad_labels", 0))
+        counts = self.counters()
         return LoopReport(
             frames=self._frames, fps=round(self._frames / elapsed_s, 2) if elapsed_s > 0 else 0.0,
             latency_ms_p50=round(float(np.percentile(lat, 50)), 2),
             latency_ms_p95=round(float(np.percentile(lat, 95)), 2),
             infer_ms_p50=round(float(np.percentile(inf, 50)), 2),
-            dropped=self._buffer.dropped, skipped=int(getattr(stats, "skipped", 0) or 0),
-            swaps=self._swaps, swap_stall_ms_max=round(self._swap_stall_ms, 3),
+            dropped=counts["dropped"], skipped=counts["skipped"],
+            swaps=counts["swaps"], swap_stall_ms_max=round(self._swap_stall_ms, 3),
             model_version=self.model_version, elapsed_s=round(elapsed_s, 3),
             sink_errors=self._sinks.errors, refused_labels=int(refused or 0),
             sink_errors_by_sink=self._sinks.errors_by_sink(), sink_dropped=self._sinks.dropped,
-            reconnects=int(getattr(stats, "reconnects", 0) or 0), source_error=self._source_error)
+            reconnects=counts["reconnects"], source_error=self._source_error)

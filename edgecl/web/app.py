@@ -476,6 +476,12 @@ def _need(hook, what: str):
     return hook
 
 
+def _frame_not_kept(seq: int) -> NotFoundError:
+    """The 404 of a live frame number the runtime no longer (or not yet) keeps."""
+    return NotFoundError(f"live frame {seq} is not kept (only the newest few are; a later number "
+                         "is not captured yet): ask for the newest")
+
+
 def create_app(hooks: ConsoleHooks, token: str | None = None,
                allowed_hosts: frozenset[str] | None = None,
                auth_throttle: AuthThrottle | None = None,
@@ -572,8 +578,7 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         frame = hooks.live_frame(seq)
         if frame is None:
             if seq is not None:
-                raise NotFoundError(f"live frame {seq} is not kept (only the newest few "
-                                    "are; a later number is not captured yet): ask for the newest")
+                raise _frame_not_kept(seq)
             return _json({"seq": None, "width": 0, "height": 0, "boxes": []})
         return _json(frame.to_json())
 
@@ -591,8 +596,7 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         headers = {"Cache-Control": "no-store"}
         if kept is None:
             if seq is not None:
-                raise NotFoundError(f"live frame {seq} is not kept (only the newest few "
-                                    "are; a later number is not captured yet): ask for the newest")
+                raise _frame_not_kept(seq)
             jpeg = hooks.latest_jpeg()  # a runtime that keeps no numbered frames
             if not jpeg:
                 return Response(status_code=204, headers=headers)
