@@ -104,6 +104,36 @@ def test_pipeline_pseudo_duplicates_and_rate_limit():
     assert pipe.decide(frame(textured(3)), dets([0.9])).why == "pseudo_rate_limited"
 
 
+def test_while_the_queue_takes_no_frame_no_frame_is_scored_and_only_a_pseudo_candidate_embedded():
+    """Before: every camera frame paid for its embedding and every policy, also in the seconds
+    between two frames the rate limit lets into the queue, when no score can change anything."""
+    from edgecl.runtime.labels import Selector
+
+    now = [0.0]
+    cfg = cfg_(mode="field", max_per_minute=2, pseudo_max_per_minute=0,
+               selection=SelectionConfig(uncertain=1.0, novel=1.0, disagreement=0, forgetting=0,
+                                         random=0))
+    sel = Selector(cfg, clock=lambda: now[0], monotonic=lambda: now[0])
+    embedded, scored = [], []
+    real_embed, real_score = sel.embed, sel.score
+    sel.embed = lambda image: embedded.append(1) or real_embed(image)
+    sel.score = lambda *a: scored.append(1) or real_score(*a)
+    pipe = LabelPipeline(cfg, sel)
+    first = pipe.decide(frame(), dets([0.45]))
+    assert first.queue_for_operator and (len(embedded), len(scored)) == (1, 1)
+    sel.queued(first.candidate)
+    now[0] += 29.9                            # 2 a minute: the next one 30 s after the first
+    d = pipe.decide(frame(textured(1)), dets([0.45]))
+    assert (d.why, d.selection, d.embedding) == ("uncertain", "rate_limited", None)
+    assert (len(embedded), len(scored)) == (1, 1)
+    d = pipe.decide(frame(textured(2)), dets([0.9]))   # a pseudo-label needs its duplicate check
+    assert (d.why, d.selection) == ("pseudo", "rate_limited") and d.embedding is not None
+    assert (len(embedded), len(scored)) == (2, 1)
+    now[0] += 0.1
+    assert pipe.decide(frame(textured(3)), dets([0.45])).queue_for_operator
+    assert (len(embedded), len(scored)) == (3, 2)
+
+
 # --- the sink ----------------------------------------------------------------------------------
 
 def make_sink(tmp_path, classes=None, **kw):

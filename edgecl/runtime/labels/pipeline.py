@@ -119,14 +119,21 @@ class LabelPipeline:
             return LabelDecision(frame.labels, False, LabelOrigin.GROUND_TRUTH, "ground_truth")
         if mode == "ground_truth":
             return LabelDecision(None, False, None, "unlabelled")
-        emb = self.selector.embed(frame.image)
-        selection = ""
+        emb, selection = None, ""
         if mode == "field":
-            candidate, selection = self.selector.consider(frame, detections, emb)
-            if candidate is not None:
-                return LabelDecision(None, True, None, "queued", candidate, emb, selection)
+            # while the queue takes no frame, scoring one is wasted work on the sink thread,
+            # which shares the cores with inference (most frames of a camera arrive then)
+            if self.selector.queue_limit.allowed():
+                emb = self.selector.embed(frame.image)
+                candidate, selection = self.selector.consider(frame, detections, emb)
+                if candidate is not None:
+                    return LabelDecision(None, True, None, "queued", candidate, emb, selection)
+            else:
+                selection = "rate_limited"
         height, width = frame.image.shape[:2]
         labels, why = self.pseudo.label(detections, width, height)
+        if labels is not None and emb is None:
+            emb = self.selector.embed(frame.image)
         if labels is not None and self.selector.is_duplicate(emb):
             labels, why = None, "pseudo_duplicate"
         if labels is not None and not self.selector.pseudo_limit.allowed():
