@@ -142,7 +142,9 @@ def _print_answer(args, result: dict) -> None:
         print_json_line(result)
         return
     if result.get("skipped"):
-        print(f"skipped {result['id']}")
+        aside = result.get("set_aside")
+        print(f"skipped {result['id']}" + (f" (malformed: its files were set aside in {aside})"
+                                           if aside else ""))
         return
     new = result["classes_added"]
     added = f"; new classes: {', '.join(new)}" if new else ""
@@ -155,10 +157,10 @@ def answer_command(args: argparse.Namespace) -> int:
     """Answer an item with the boxes of a JSON file."""
     cfg, queue = _queue(args)
     boxes, skip = _read_answer(args.boxes)
-    queue.item(args.id)
     if skip:
         _print_answer(args, queue.skip(args.id))
         return 0
+    queue.item(args.id)
     memory, classes = _memory_and_classes(cfg, args)
     try:
         result = queue.answer(args.id, boxes, memory, classes)

@@ -116,6 +116,13 @@ def test_malformed_item_gives_one_line_not_keyerror(state, capsys):
     code, out, err = run(capsys, "labels", "pending", "--json", "--state-dir", str(root))
     assert code == 0 and len(json.loads(out.strip().splitlines()[-1])) == 2
     assert "KeyError" not in err
+    code, out, err = run(capsys, "labels", "show", "bad", "--state-dir", str(root))
+    assert code == 2 and "skipping it sets its files aside" in err
+    code, out, err = run(capsys, "labels", "skip", "bad", "--state-dir", str(root))
+    assert code == 0 and out.startswith("skipped bad (malformed: its files were set aside in ")
+    assert (root / "labels" / "malformed" / "bad.json").exists()
+    code, out, err = run(capsys, "labels", "pending", "--state-dir", str(root))
+    assert code == 0 and "malformed" not in err
 
 
 @pytest.mark.parametrize("cmd", [["pending"], ["show", "x"], ["skip", "x"]])

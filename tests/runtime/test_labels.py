@@ -415,8 +415,31 @@ def test_malformed_items_are_skipped_with_one_line(tmp_path, caplog):
     assert [i["id"] for i in q.pending()] == [good]
     warnings = [r for r in caplog.records if "malformed" in r.getMessage()]
     assert len(warnings) == 9                                   # once per file, not per call
+    assert "'edgecl labels skip nokeys' sets it aside" in "".join(m.getMessage() for m in warnings)
+    with pytest.raises(NotFoundError, match="malformed on disk and cannot be answered"):
+        q.item("nokeys")
     with pytest.raises(NotFoundError, match="malformed"):
-        q.skip("nokeys")
+        q.answer("nokeys", [], FakeMemory(), FakeClasses())
+
+
+def test_skipping_a_malformed_item_sets_its_files_aside_and_records_the_skip(tmp_path):
+    """Before: a malformed item could be neither answered nor skipped, and every command and
+    every start of the runtime warned about it again, for the device's life."""
+    q, (good,) = queued(tmp_path)
+    pend = tmp_path / "labels" / "pending"
+    (pend / "bad.json").write_text(json.dumps({"id": "bad"}))
+    (pend / "bad.jpg").write_bytes(b"frame bytes")
+    out = q.skip("bad")
+    aside = tmp_path / "labels" / "malformed"
+    assert out == {"id": "bad", "skipped": True, "set_aside": str(aside)}
+    assert sorted(p.name for p in aside.iterdir()) == ["bad.jpg", "bad.json"]
+    assert (aside / "bad.jpg").read_bytes() == b"frame bytes"          # nothing is deleted
+    assert sorted(p.name for p in pend.iterdir()) == sorted([f"{good}.json", f"{good}.jpg"])
+    with pytest.raises(ConflictError, match="already skipped"):
+        q.skip("bad")
+    with pytest.raises(NotFoundError, match="no label item 'gone'"):
+        q.skip("gone")
+    assert [i["id"] for i in q.pending()] == [good]
 
 
 def test_queue_survives_restart_and_answered_record_is_bounded(tmp_path):

@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -215,7 +216,8 @@ class OperatorQueue:
         if why is not None:
             if path.name not in self._warned:
                 self._warned.add(path.name)
-                log.warning("label item %s is malformed (%s); skipped", path, why)
+                log.warning("label item %s is malformed (%s); not offered ('edgecl labels skip "
+                            "%s' sets it aside)", path, why, path.stem)
             return None
         return _normalise(meta)
 
@@ -235,7 +237,8 @@ class OperatorQueue:
                                         f"image was already in memory as sample {held}")
                 raise ConflictError(f"label item '{item_id}' was already {entry.get('action')}")
         if (self.dir / f"{item_id}.json").exists():
-            raise NotFoundError(f"label item '{item_id}' is malformed on disk and cannot be used")
+            raise NotFoundError(f"label item '{item_id}' is malformed on disk and cannot be "
+                                f"answered; skipping it sets its files aside in {self.set_aside}")
         raise NotFoundError(f"no label item '{item_id}' (see 'edgecl labels pending')")
 
     # --- producer side ------------------------------------------------------------------------
@@ -500,11 +503,35 @@ class OperatorQueue:
             ConflictError: already answered or skipped.
         """
         with self._locked():
-            meta = self._get(item_id)
+            try:
+                meta = self._get(item_id)
+            except NotFoundError:
+                if not (self.dir / f"{valid_item_id(item_id)}.json").exists():
+                    raise
+                return self._set_aside(item_id)
             self._record(item_id, "skipped")
             self._remember_embedding(meta)  # a person passed on it: not offered again soon
             self._remove(item_id)
         return {"id": item_id, "skipped": True}
+
+    @property
+    def set_aside(self) -> Path:
+        """Where skipped malformed items are kept (``labels/malformed/``)."""
+        return self.root / "malformed"
+
+    def _set_aside(self, item_id: str) -> dict:
+        """Skip an item whose metadata is malformed: its files move to :attr:`set_aside` (the
+        frame is kept for a person to look at, never deleted) and the skip is recorded."""
+        self.set_aside.mkdir(exist_ok=True)
+        for suffix in (".jpg", ".json"):
+            path = self.dir / f"{item_id}{suffix}"
+            with storage_faults(f"cannot set malformed label item {item_id} aside", path):
+                if path.exists():
+                    os.replace(path, self.set_aside / path.name)
+        self._record(item_id, "skipped", malformed=True)
+        self._warned.discard(f"{item_id}.json")
+        log.info("malformed label item %s set aside in %s", item_id, self.set_aside)
+        return {"id": item_id, "skipped": True, "set_aside": str(self.set_aside)}
 
     def recover(self, memory) -> int:
         """Finish answers a kill interrupted: items whose sample is already stored.
