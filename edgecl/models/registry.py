@@ -178,6 +178,12 @@ class VersionInfo:
                 "files": sorted(self.files), "reason": self.reason}
 
 
+def _text(value: object) -> str:
+    """A manifest's text field as text: anything else (a hand-edited number, list or object)
+    reads as empty rather than being shown as Python's repr."""
+    return value if isinstance(value, str) else ""
+
+
 def check_file_name(name: object, where: str = "manifest") -> PurePosixPath:
     """Check that a manifest file entry is a plain relative path that stays inside its directory.
 
@@ -569,11 +575,11 @@ class Registry:
         """
         stored = str(manifest.get("status", VersionStatus.STAGED.value))
         if "status_reason" in manifest:
-            status_reason = str(manifest.get("status_reason") or "")
+            status_reason = _text(manifest.get("status_reason"))
             if status_reason and stored == status:
                 return status_reason
-            return str(manifest.get("reason", "") or "")
-        legacy = str(manifest.get("reason", "") or "")  # written before status_reason existed
+            return _text(manifest.get("reason"))
+        legacy = _text(manifest.get("reason"))  # written before status_reason existed
         if legacy == ROLLED_BACK and status != VersionStatus.RETIRED:
             return ""
         return legacy
@@ -620,11 +626,13 @@ class Registry:
                 reason = self._derive_reason(manifest, status)
             except RegistryError as exc:
                 manifest, status, reason = {"reason": str(exc)}, "corrupt", str(exc)
+            metrics, files = manifest.get("metrics"), manifest.get("files")
             out.append(VersionInfo(version=version, status=status,
-                                   current=version == current, created=manifest.get("created", ""),
-                                   metrics=manifest.get("metrics", {}),
-                                   files=manifest.get("files", {}), manifest=manifest,
-                                   reason=reason))
+                                   current=version == current,
+                                   created=_text(manifest.get("created")),
+                                   metrics=metrics if isinstance(metrics, dict) else {},
+                                   files=files if isinstance(files, dict) else {},
+                                   manifest=manifest, reason=reason))
         return out
 
     # ----------------------------------------------------------------- writing

@@ -101,6 +101,13 @@ def test_odd_manifest_values_are_read_as_damage_or_ignored(tmp_path, model_file)
     manifest = json.loads(path.read_text())
     path.write_text(json.dumps({**manifest, "metrics": None}))
     assert reg.list()[0].metrics == {} and reg.manifest(v)["metrics"] == {}
+    # hand-edited text fields of another type: empty, not Python's repr of them in a listing
+    path.write_text(json.dumps({**manifest, "created": ["x"], "metrics": "good",
+                                "status": "rejected", "status_reason": {"a": 1}}))
+    listed = reg.list()[0]
+    assert (listed.created, listed.metrics, listed.reason) == ("", {}, "")
+    path.write_text(json.dumps({**manifest, "created": 12345, "reason": 7}))
+    assert (reg.list()[0].created, reg.list()[0].reason) == ("", "")
     path.write_text("[" * 100_000 + "]" * 100_000)
     assert reg.list()[0].status == "corrupt"
     with pytest.raises(RegistryError, match="nested too deeply"):
