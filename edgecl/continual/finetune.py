@@ -47,6 +47,9 @@ RECAL_COST_PER_BATCH = 0.4  # a no-grad forward pass costs about 40% of a traini
 FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")  # devices with PyTorch's fused AdamW kernel
 PROGRESS_LOG_S = 30.0  # a round that trains longer logs its progress this often
 PROGRESS_EVERY_S = 2.0  # how often (at most) the progress callback is called
+NO_TIME_LIMIT_S = 1e8
+"""A time budget this long is no limit (benchmarks train a set number of steps): the
+progress log leaves it out."""
 
 ProgressCallback = Callable[[int, int, float, float], None]
 """``progress(steps, total_steps, elapsed_s, budget_s)``: steps taken of at most
@@ -389,8 +392,9 @@ class _Loop:
                 return "max_steps"
             if elapsed >= next_log_s and self.losses:
                 next_log_s = elapsed + PROGRESS_LOG_S
-                LOG.info("fine-tune: step %d of at most %d, %.0f s of %.0f s, loss %.4f",
-                         len(self.losses), max_steps, elapsed, budget_s, self.losses[-1])
+                budget = f" of {budget_s:.0f} s" if budget_s < NO_TIME_LIMIT_S else ""
+                LOG.info("fine-tune: step %d of at most %d, %.0f s%s, loss %.4f",
+                         len(self.losses), max_steps, elapsed, budget, self.losses[-1])
             loss = self.step(batch)
             if loss is None:
                 self.skipped += 1

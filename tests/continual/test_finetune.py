@@ -440,6 +440,13 @@ def test_a_long_round_logs_its_progress(data, monkeypatch, caplog):
     assert [line.split(",")[0] for line in lines] == ["fine-tune: step 1 of at most 3",
                                                        "fine-tune: step 2 of at most 3"]
     assert lines[0].endswith(tuple(f"{d}" for d in range(10)))  # ends with the loss
+    assert " s of 120 s, loss " in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgecl.continual.finetune"):
+        FineTuner(_model(), CFG, OFF).run(new, mem, budget_s=1e9, max_steps=2, epochs=10,
+                                          device="cpu")
+    line = next(r.getMessage() for r in caplog.records if "of at most" in r.getMessage())
+    assert " s, loss " in line and " s of " not in line  # a benchmark's "of 1000000000 s"
 
 
 def test_progress_reports_steps_of_the_tighter_bound(data, monkeypatch):
