@@ -371,13 +371,14 @@ def iter_yolo(path: str | Path) -> Iterator[ImportItem | Skip]:
         ConfigError: an unreadable ``data.yaml`` or class names file (``classes.txt``, ...),
             or a dataset with no images.
     """
+    path, given_names = _past_tasks_yaml(path)
     dataset = find_dataset(path)
     images = dataset.images()
     if not images:
         other = ", ".join(f"{suffix or '(no suffix)'}: {n}" for suffix, n in dataset.ignored.most_common())
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {dataset.yaml_path or dataset.root}"
                           + (f" (files of other kinds: {other})" if other else ""))
-    names = _yolo_names(dataset, images)
+    names = given_names or dataset_class_names(dataset, images)
     not_images = (Skip(p, "not an image", f"{p}: not an image ultralytics reads "
                                           f"({p.suffix.lower() or 'no suffix'})")
                   for p in dataset.ignored_files)
@@ -385,11 +386,74 @@ def iter_yolo(path: str | Path) -> Iterator[ImportItem | Skip]:
                            _yolo_items(images, names, unnamed=not names or _placeholder_names(names)))
 
 
-def _yolo_names(dataset, images: list[Path]) -> dict[int, str] | None:
-    """A YOLO dataset's class names: its yaml's, else a names file (``classes.txt``,
-    ``obj.names``, ``labels.txt``) beside the first image or in the dataset's folder."""
+def dataset_class_names(dataset, images: list[Path]) -> dict[int, str] | None:
+    """A YOLO dataset's class names, the one rule for imports and ``dir://`` streams: its
+    yaml's, else a names file (``classes.txt``, ``obj.names``, ``labels.txt``) beside the first
+    image or in the dataset's folder, else the names of the class-incremental ``tasks.yaml`` at
+    the top of a plain folder.
+
+    Args:
+        dataset: the :class:`~edgecl.data.yolo_dataset.YoloDataset`.
+        images: its images (the first one's folder may hold a names file).
+
+    Returns:
+        Class id -> name, or ``None`` when nothing names the classes.
+
+    Raises:
+        ConfigError: an unreadable class names file.
+    """
     return dataset.names or (_names_file(images[0].parent) if images else None) \
-        or _names_file(dataset.root)
+        or _names_file(dataset.root) \
+        or (_folder_tasks_names(dataset.root) if dataset.layout == "folder" else None)
+
+
+def _tasks_yaml_names(yaml_path: Path, strict: bool) -> dict[int, str] | None:
+    """The class names of a class-incremental ``tasks.yaml`` (``scenario make``,
+    ``dataset split-tasks``; :func:`edgecl.data.tasks.load_tasks`), or ``None`` when the file is
+    none (no ``tasks`` list, or an ultralytics ``data.yaml``).
+
+    Raises:
+        ConfigError: ``strict`` and the file is a ``tasks.yaml`` that does not load.
+    """
+    import yaml
+
+    from edgecl.data.tasks import load_tasks
+
+    try:
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict) or "tasks" not in data or "train" in data:
+        return None
+    try:
+        return load_tasks(yaml_path).names
+    except ConfigError:
+        if strict:
+            raise
+        return None
+
+
+def _past_tasks_yaml(path: str | Path) -> tuple[str | Path, dict[int, str] | None]:
+    """A ``tasks.yaml`` given as the dataset: its folder, with the yaml's class names (the
+    images are the folder's; before, such a file was refused as "not an ultralytics data.yaml").
+
+    Returns:
+        ``(the path to read, the class names or None)``.
+    """
+    p = Path(path).expanduser()
+    if p.suffix.lower() in (".yaml", ".yml") and p.is_file():
+        names = _tasks_yaml_names(p.resolve(), strict=True)
+        if names is not None:
+            return p.resolve().parent, names
+    return path, None
+
+
+def _folder_tasks_names(folder: Path) -> dict[int, str] | None:
+    """The names of the class-incremental ``tasks.yaml`` files at the top of a folder (the
+    built-in scenario names its classes there only), when they agree."""
+    found = [n for p in sorted(folder.glob("*.y*ml")) if p.suffix in (".yaml", ".yml")
+             for n in [_tasks_yaml_names(p, strict=False)] if n]
+    return found[0] if found and all(n == found[0] for n in found) else None
 
 
 def yolo_class_names(path: str | Path) -> dict[int, str]:
@@ -399,8 +463,9 @@ def yolo_class_names(path: str | Path) -> dict[int, str]:
     Raises:
         ConfigError: an unreadable ``data.yaml`` or class names file.
     """
+    path, given_names = _past_tasks_yaml(path)
     dataset = find_dataset(path)
-    return _yolo_names(dataset, dataset.images()) or {}
+    return given_names or dataset_class_names(dataset, dataset.images()) or {}
 
 
 def coco_class_names(path: str | Path) -> list[str]:

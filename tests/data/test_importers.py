@@ -146,6 +146,28 @@ def test_yolo_import_roboflow_yaml(yolo):
     assert any("q.txt:1: class 9 exceeds" in s.message for s in skips)
 
 
+def test_a_scenario_folder_or_its_tasks_yaml_imports_with_its_class_names(tmp_path, capsys):
+    """Before: the built-in scenario's folder imported as class_0..class_3 (its names are only in
+    its tasks.yaml), and the tasks.yaml itself was refused as "not an ultralytics data.yaml"."""
+    from edgecl.data.scenario import make_scenario
+
+    scen = tmp_path / "scen"
+    make_scenario(scen, tasks=2, images_per_task=6, imgsz=64, seed=0)
+    for given in (scen, scen / "tasks.yaml"):
+        items, skips = _collect(given)
+        assert len(items) == 12 and not skips
+        assert {n for i in items for n in i.names} == {"car", "truck", "person", "bicycle"}
+    out = tmp_path / "ds"
+    assert main(["dataset", "import", str(scen), "--out", str(out)]) == 0
+    assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {
+        0: "car", 1: "truck", 2: "person", 3: "bicycle"}
+    (scen / "tasks.yaml").write_text("names: {0: car}\ntasks: [{name: t1}]\n")  # broken
+    with pytest.raises(ConfigError, match="tasks.yaml"):
+        _collect(scen / "tasks.yaml")
+    items, _ = _collect(scen)                   # a broken tasks.yaml beside them names nothing
+    assert {n for i in items for n in i.names} <= {"class_0", "class_1", "class_2", "class_3"}
+
+
 def test_unknown_format_and_missing_path(tmp_path):
     with pytest.raises(ConfigError, match="unknown dataset format"):
         iter_labelled(tmp_path, "kitti")

@@ -501,6 +501,25 @@ def test_synthetic_source_names_its_classes():
     assert source.labelled and source.names == {0: "car", 1: "truck", 2: "person", 3: "bicycle"}
 
 
+def test_a_dir_source_names_classes_by_the_import_rule(tmp_path):
+    """Before: a folder naming its classes in a classes.txt, or the built-in scenario's folder
+    (names in its tasks.yaml), streamed with no names, where 'labels import' read them."""
+    from edgecl.data.scenario import make_scenario
+    from edgecl.runtime.sources import open_source
+
+    make_scenario(tmp_path / "scen", tasks=2, images_per_task=4, imgsz=64, seed=0)
+    source = open_source(f"dir://{tmp_path / 'scen'}")
+    assert source.labelled and source.names == {0: "car", 1: "truck", 2: "person", 3: "bicycle"}
+    _png(tmp_path / "rec" / "a.jpg", 1)
+    (tmp_path / "rec" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "rec" / "classes.txt").write_text("boat\n")
+    assert open_source(f"dir://{tmp_path / 'rec'}").names == {0: "boat"}
+    (tmp_path / "rec" / "classes.txt").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(SourceError, match="classes.txt") as err:
+        open_source(f"dir://{tmp_path / 'rec'}")
+    assert "\n" not in str(err.value)
+
+
 def test_close_returns_while_a_read_is_blocked_in_the_driver(monkeypatch, caplog):
     from edgecl.runtime.sources import live
 

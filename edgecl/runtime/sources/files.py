@@ -14,6 +14,7 @@ import numpy as np
 
 from edgecl.config import SourceConfig
 from edgecl.data.images import IMAGE_SUFFIXES, ImageError, read_image
+from edgecl.data.importers import dataset_class_names
 from edgecl.data.labels import label_path_for, read_yolo_labels
 from edgecl.data.yolo_dataset import find_dataset, labels_report
 from edgecl.errors import ConfigError, LabelError, SourceError
@@ -384,7 +385,8 @@ class ImageDirSource(ImageListSource):
     ultralytics reads is streamed (any case of the suffix); other files are counted in
     ``stats.ignored_files`` and named by suffix in one warning. When images have no label
     file where the YOLO rule puts it, one warning names the path looked at. Labels as in
-    :class:`ImageListSource`; ``names`` holds the yaml's class names (``None`` without one).
+    :class:`ImageListSource`; ``names`` holds the dataset's class names (:func:`~edgecl.data.importers.dataset_class_names`;
+    ``None`` when nothing names them).
 
     Args:
         uri: the URI.
@@ -417,7 +419,10 @@ class ImageDirSource(ImageListSource):
         super().__init__(uri, images, loop, cfg)
         self.root = dataset.root
         self.dataset = dataset
-        self.names = dataset.names
+        try:
+            self.names = dataset_class_names(dataset, images)
+        except ConfigError as exc:
+            raise SourceError(f"{uri}: {exc}") from None
         ignored = sum(dataset.ignored.values())
         if ignored:
             self._count("ignored_files", ignored)
