@@ -302,7 +302,17 @@ const EC = (() => {
     return PALETTE[h % PALETTE.length];
   }
 
+  /** The bar's height as --nav-h, where the offline banner sticks (the bar wraps on a narrow
+   * screen or with larger text). */
+  function trackNavHeight() {
+    const nav = document.querySelector("nav.top");
+    if (!nav || !window.ResizeObserver) return;
+    new ResizeObserver(() => document.documentElement.style.setProperty(
+      "--nav-h", nav.getBoundingClientRect().height + "px")).observe(nav);
+  }
+
   document.addEventListener("DOMContentLoaded", markNav);
+  document.addEventListener("DOMContentLoaded", trackNavHeight);
   return {ApiError, el, svg, api, getJSON, postJSON, imageURL, toast, confirmDialog, every,
           report, fmt, heat, classColor, PALETTE, isolate, clip};
 })();
