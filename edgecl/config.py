@@ -183,7 +183,7 @@ class SelectionConfig:
 
 @dataclass(frozen=True)
 class LabelsConfig:
-    """Where training labels come from (see ARCHITECTURE.md, "Where labels come from")."""
+    """Where training labels come from (the README's "Teaching your device")."""
 
     # ground_truth | pseudo | field (ground truth + operator queue + pseudo-labels) | off
     mode: str = "field"

@@ -1,4 +1,5 @@
-"""One run of the class-incremental protocol (the drone paper's, see docs/REFERENCES §1).
+"""One run of the class-incremental protocol (the drone paper's: "Learning on the Fly",
+replay-based continual object perception for indoor drones, 2026).
 
 For a strategy, a replay budget and a seed: a freshly initialised YOLO11n (seeded) with task
 1's classes learns the tasks in order.  Before task ``t`` the head grows for its classes and

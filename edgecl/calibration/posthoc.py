@@ -2,7 +2,7 @@
 
 Why post-hoc: on detectors, isotonic regression or Platt scaling fitted on a held-out split lowers
 D-ECE by more than train-time methods do, while temperature scaling can make it worse (Kuzucu et
-al., ECCV 2024, "On Calibration of Object Detectors"; REFERENCES.md §8).
+al., ECCV 2024, "On Calibration of Object Detectors").
 
 What is fitted: every detection of the held-out images with a raw confidence of at least
 ``min_conf`` is matched to the ground truth (:mod:`edgecl.calibration.matching`, one IoU

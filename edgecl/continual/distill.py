@@ -5,7 +5,7 @@ person labels the new object and skips the known ones), so plain training teache
 background.  Distilling the previous model's outputs on every training image keeps what it
 detected (Li & Hoiem, "Learning without Forgetting", 2016; for YOLO: "Teach YOLO to Remember",
 arXiv 2503.04688, and RCLPOD, arXiv 2409.05650, where head distillation lifted YOLOv8n from
-36.4 to 73.1 VOC mAP50 in 10+10; docs: REFERENCES.md §7).
+36.4 to 73.1 VOC mAP50 in 10+10).
 
 Two terms, on the one-to-many head of an anchor-free YOLO (v8/11/12) and, for an end-to-end
 head (YOLO26, YOLOv10), on its one-to-one branch as well (each branch against the teacher's

@@ -5,8 +5,7 @@ labels the new object and skips the known ones); training on them teaches that t
 are background ("missing-annotation interference").  The previous model's confident detections
 of its own (old) classes are added to the labels of the new images, except where they overlap a
 box that is already labelled (RCLPOD, arXiv 2409.05650; "Teach YOLO to Remember", arXiv
-2503.04688: pseudo-labels of old classes lifted YOLOv8n from 36.4 to 71.4 VOC mAP50 in 10+10;
-REFERENCES.md §7).
+2503.04688: pseudo-labels of old classes lifted YOLOv8n from 36.4 to 71.4 VOC mAP50 in 10+10).
 
 The memory is never changed: the new images get hard-linked (or copied) work copies whose
 label files hold the merged labels, in the ultralytics layout (``images/`` -> ``labels/``).

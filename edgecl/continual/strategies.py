@@ -3,7 +3,8 @@
 Every strategy has ``select(source, k, *, model, context) -> list[int]`` where ``source`` is
 a :class:`~edgecl.continual.memory.ReplayMemory` or a
 :class:`~edgecl.continual.memory.MemorySnapshot`. Held-out samples are never
-returned. Definitions (see docs/REFERENCES):
+returned. Definitions (the drone paper: "Learning on the Fly", replay-based continual object
+perception for indoor drones, 2026; MIR: Aljundi et al. 2019):
 
 * ``er`` — a uniformly random subset of earlier-task samples.
 * ``mir`` (the drone paper's variant) — from a random candidate pool of at most

@@ -1,6 +1,6 @@
 """Where training labels come from: ground truth travelling with frames, an operator queue fed
-by selection policies, pseudo-labels from calibrated confident detections (ARCHITECTURE.md,
-"Where labels come from").
+by selection policies, pseudo-labels from calibrated confident detections (the README's
+"Teaching your device").
 
 Public interface:
     - :class:`MemorySink` (the loop sink), :class:`LabelPipeline`, :func:`decide_labels`,

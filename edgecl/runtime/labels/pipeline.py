@@ -1,6 +1,6 @@
 """The labelling pipeline, run in the loop's sink thread (never on the inference thread).
 
-For each frame (ARCHITECTURE.md, "Where labels come from"):
+For each frame (the README's "Teaching your device"):
 
 1. ground truth travels with the frame -> store it (origin ``ground_truth``);
 2. else (mode ``field``) the selection policies score the frame -> the operator queue;
