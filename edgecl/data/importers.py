@@ -371,14 +371,13 @@ def iter_yolo(path: str | Path) -> Iterator[ImportItem | Skip]:
         ConfigError: an unreadable ``data.yaml`` or class names file (``classes.txt``, ...),
             or a dataset with no images.
     """
-    path, given_names = _past_tasks_yaml(path)
-    dataset = find_dataset(path)
+    dataset = _tasks_dataset(path) or find_dataset(path)
     images = dataset.images()
     if not images:
         other = ", ".join(f"{suffix or '(no suffix)'}: {n}" for suffix, n in dataset.ignored.most_common())
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {dataset.yaml_path or dataset.root}"
                           + (f" (files of other kinds: {other})" if other else ""))
-    names = given_names or dataset_class_names(dataset, images)
+    names = dataset_class_names(dataset, images)
     not_images = (Skip(p, "not an image", f"{p}: not an image ultralytics reads "
                                           f"({p.suffix.lower() or 'no suffix'})")
                   for p in dataset.ignored_files)
@@ -433,19 +432,27 @@ def _tasks_yaml_names(yaml_path: Path, strict: bool) -> dict[int, str] | None:
         return None
 
 
-def _past_tasks_yaml(path: str | Path) -> tuple[str | Path, dict[int, str] | None]:
-    """A ``tasks.yaml`` given as the dataset: its folder, with the yaml's class names (the
-    images are the folder's; before, such a file was refused as "not an ultralytics data.yaml").
+def _tasks_dataset(path: str | Path):
+    """A class-incremental ``tasks.yaml`` given as the dataset: the images its tasks list (every
+    split, each image once) with its class names; ``None`` for any other path (before, such a
+    file was refused as "not an ultralytics data.yaml").
 
-    Returns:
-        ``(the path to read, the class names or None)``.
+    Raises:
+        ConfigError: the file is a ``tasks.yaml`` that does not load.
     """
+    from edgecl.data.tasks import load_tasks
+    from edgecl.data.yolo_dataset import YoloDataset
+
     p = Path(path).expanduser()
-    if p.suffix.lower() in (".yaml", ".yml") and p.is_file():
-        names = _tasks_yaml_names(p.resolve(), strict=True)
-        if names is not None:
-            return p.resolve().parent, names
-    return path, None
+    if p.suffix.lower() not in (".yaml", ".yml") or not p.is_file():
+        return None
+    if _tasks_yaml_names(p.resolve(), strict=True) is None:
+        return None
+    taskset = load_tasks(p)
+    splits = {f"{task.name}/{split}": list(task.split(split))
+              for task in taskset.tasks for split in ("train", "val", "test")}
+    return YoloDataset(root=taskset.path.parent, layout="tasks.yaml", splits=splits,
+                       names=dict(taskset.names), yaml_path=taskset.path)
 
 
 def _folder_tasks_names(folder: Path) -> dict[int, str] | None:
@@ -463,9 +470,8 @@ def yolo_class_names(path: str | Path) -> dict[int, str]:
     Raises:
         ConfigError: an unreadable ``data.yaml`` or class names file.
     """
-    path, given_names = _past_tasks_yaml(path)
-    dataset = find_dataset(path)
-    return given_names or dataset_class_names(dataset, dataset.images()) or {}
+    dataset = _tasks_dataset(path) or find_dataset(path)
+    return dataset_class_names(dataset, dataset.images()) or {}
 
 
 def coco_class_names(path: str | Path) -> list[str]:

@@ -51,7 +51,8 @@ class YoloDataset:
 
     Attributes:
         root: the dataset's root folder.
-        layout: ``data.yaml``, ``roboflow`` or ``folder``.
+        layout: ``data.yaml``, ``roboflow`` or ``folder`` (``tasks.yaml`` for the images of a
+            class-incremental task list, as :mod:`edgecl.data.importers` reads one).
         splits: split name (``train``, ``val``, ``test``; ``all`` for a plain folder) ->
             image paths in name order.
         names: class id -> name from the yaml (``None`` when the layout names no classes).

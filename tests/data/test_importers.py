@@ -161,6 +161,12 @@ def test_a_scenario_folder_or_its_tasks_yaml_imports_with_its_class_names(tmp_pa
     assert main(["dataset", "import", str(scen), "--out", str(out)]) == 0
     assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {
         0: "car", 1: "truck", 2: "person", 3: "bicycle"}
+    elsewhere = tmp_path / "elsewhere" / "split.yaml"    # a split written away from its images
+    assert main(["dataset", "split-tasks", str(out), "--tasks", "car,truck;person,bicycle",
+                 "--out", str(elsewhere)]) == 0
+    items, skips = _collect(elsewhere)
+    assert len(items) == 12 and not skips
+    assert {n for i in items for n in i.names} == {"car", "truck", "person", "bicycle"}
     (scen / "tasks.yaml").write_text("names: {0: car}\ntasks: [{name: t1}]\n")  # broken
     with pytest.raises(ConfigError, match="tasks.yaml"):
         _collect(scen / "tasks.yaml")
