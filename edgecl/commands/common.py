@@ -100,8 +100,10 @@ def refuse_smaller_memory(cfg: Config) -> None:
 
     from edgecl.continual.memory.store import recorded_memory_config
 
-    recorded = recorded_memory_config(Path(cfg.state_dir) / "memory")
+    root = Path(cfg.state_dir) / "memory"
+    recorded = recorded_memory_config(root)
     if recorded is None:
+        _refuse_unrecorded_overflow(cfg, root)
         return
     for key in ("capacity", "max_bytes"):
         mine, device = getattr(cfg.memory, key), getattr(recorded, key)
@@ -110,6 +112,32 @@ def refuse_smaller_memory(cfg: Config) -> None:
                               f"keeps: this command would evict the device's samples for good; "
                               f"give no memory settings (the device's are used), or lower it in "
                               f"the device's config (its runtime evicts at its next start)")
+
+
+def _refuse_unrecorded_overflow(cfg: Config, root) -> None:
+    """Refuse memory bounds that the stored samples exceed, for a memory that records no
+    settings of its runtime (written by a release before they were recorded, and not opened
+    by a runtime since): opened with them, it would evict for good what its device keeps.
+
+    Raises:
+        ConfigError: one line naming the bound exceeded and what to do.
+    """
+    from edgecl.continual.memory import INDEX_FILE, ReplayMemory
+    from edgecl.errors import EdgeclError
+
+    if not (root / INDEX_FILE).is_file():
+        return
+    try:
+        with ReplayMemory(root, cfg.memory, verify_on_open=False, read_only=True) as memory:
+            problems = memory.bound_problems()
+    except (EdgeclError, OSError):  # the command's own open says what is wrong, in its words
+        return
+    if problems:
+        raise ConfigError(f"the replay memory {root} holds more than this command's memory "
+                          f"settings allow ({problems[0]}), and it records no settings of its "
+                          f"device's runtime (an older release wrote it): this command would "
+                          f"evict the device's samples for good; give the device's config "
+                          f"(--config), or run 'edgecl run' on it once so that it records them")
 
 
 def require_state_dir(cfg: Config) -> None:

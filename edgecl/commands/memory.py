@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgecl.arguments import print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
-                                    require_state_dir, with_device_memory)
+                                    refuse_smaller_memory, require_state_dir, with_device_memory)
 from edgecl.errors import ReplayMemoryError, StorageError
 
 
@@ -79,8 +79,11 @@ def _registry_names(args: argparse.Namespace) -> dict[int, str]:
 def stats_command(args: argparse.Namespace) -> int:
     """Print the memory's counts (``--json``: one JSON object as the last line). Reads only:
     nothing is repaired or evicted (that is ``memory verify``'s, and the runtime's at start)."""
+    from edgecl.continual.memory.store import recorded_memory_config
+
     with _open(args, verify=False) as memory:
         stats = memory.stats()
+        stats["settings_recorded"] = recorded_memory_config(memory.root) is not None
     names = _registry_names(args)
     if names:
         stats["names"] = {str(k): v for k, v in names.items()}
@@ -93,6 +96,10 @@ def stats_command(args: argparse.Namespace) -> int:
           f"{stats['bytes'] / mib:.1f} MiB of the {stats['sample_budget_bytes'] / mib:.1f} MiB "
           f"the samples may take (memory.max_bytes {stats['max_bytes'] / mib:.1f} MiB less "
           f"room for the index), policy {stats['policy']}, seen {stats['seen']}")
+    if not stats["settings_recorded"] and not memory_given(args):
+        print("  bounds shown are this command's defaults: the memory records no settings of "
+              "its device's runtime (an older release wrote it; 'edgecl run' records them); "
+              "--config gives the device's")
     if stats["bytes"] > stats["sample_budget_bytes"]:  # a smaller max_bytes given to this tool
         print(f"  over that budget by {(stats['bytes'] - stats['sample_budget_bytes']) / mib:.1f} "
               f"MiB: the runtime (or memory verify) evicts samples to fit when it opens the "
@@ -115,6 +122,10 @@ def verify_command(args: argparse.Namespace) -> int:
     """Check (and repair) the memory; exit 1 only when damage could not be repaired."""
     if args.rebuild_index:
         return _rebuild_command(args)
+    if not args.no_repair:  # a repair evicts over the bounds it is given: never below the device's
+        cfg = config_from_args(args)
+        require_state_dir(cfg)
+        refuse_smaller_memory(with_device_memory(cfg, memory_given(args)))
     with _open(args, verify=False) as memory:
         if memory.read_only and not args.no_repair:
             raise StorageError(f"the replay memory {memory.root} cannot be written here, so it "

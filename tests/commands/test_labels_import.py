@@ -228,6 +228,38 @@ def test_a_tool_without_the_device_config_keeps_the_memory_settings_of_its_runti
     assert _samples(state) == 28
 
 
+def test_a_memory_from_an_older_release_is_not_evicted_by_a_tool_given_smaller_bounds(
+        tmp_path, capsys):
+    """A memory written before its runtime's settings were recorded: a tool given smaller
+    bounds (or the defaults, against a device's larger capacity) evicted samples and trimmed
+    the held-out slice for good, and 'memory verify' did so on any memory (430 -> 104 held out
+    on a device upgraded in place)."""
+    state = tmp_path / "state"
+    box = np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32)
+    rng = np.random.default_rng(0)
+    with ReplayMemory(state / "memory", MemoryConfig(capacity=30), names={0: "boat"}) as memory:
+        for i in range(20):                                    # no settings recorded
+            memory.add(Sample(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), box,
+                              task="stream", source=f"f{i}", ts_s=float(i)))
+    for argv in (["labels", "import", "--state-dir", str(state), str(_voc(tmp_path / "v", 1)),
+                  "memory.capacity=10"],
+                 ["memory", "verify", "--state-dir", str(state), "memory.capacity=10"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert "holds more than this command's memory settings allow" in err
+        assert "records no settings of its device's runtime" in err and "--config" in err
+        assert _samples(state) == 20
+    assert main(["memory", "verify", "--no-repair", "--state-dir", str(state),
+                 "memory.capacity=10"]) == 1                       # a check alone changes nothing
+    capsys.readouterr()
+    assert _samples(state) == 20
+    assert main(["memory", "stats", "--state-dir", str(state)]) == 0
+    assert "the memory records no settings of its device's runtime" in capsys.readouterr().out
+    _import(capsys, state, _voc(tmp_path / "v2", 1), "--json", "memory.capacity=30")  # fits
+    assert _samples(state) == 21
+
+
 def test_recorded_memory_settings_that_are_not_valid_are_ignored(tmp_path, caplog):
     from edgecl.continual.memory.store import MEMORY_CONFIG_KEY, recorded_memory_config
 

@@ -964,7 +964,7 @@ class ReplayMemory:
                                                   set(self._db.ids()))
                 unrepaired += failed
             else:
-                unrepaired += self._bound_problems()
+                unrepaired += self.bound_problems()
         details = {i: _detail(i, v) for i, v in broken.items()}
         for sample_id, item in quarantined:
             details[sample_id] += f"; files kept in {item.folder}"
@@ -1016,7 +1016,14 @@ class ReplayMemory:
             moved.append((sample_id, item))
         return moved, failed
 
-    def _bound_problems(self) -> list[str]:
+    def bound_problems(self) -> list[str]:
+        """What exceeds this memory's bounds as opened (a smaller ``capacity`` or ``max_bytes``
+        than it was filled with): what opening it for writing would evict.
+
+        Returns:
+            One line per bound exceeded (training slots, held-out slots, sample bytes); empty
+            when everything fits.
+        """
         db, out = self._db, []
         if db.count(held_out=False) > self.train_capacity:
             out.append(f"{db.count(held_out=False)} training samples exceed "
