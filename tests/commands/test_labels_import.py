@@ -190,6 +190,29 @@ def test_the_text_summary_names_classes_matched_by_case(tmp_path, capsys):
     assert line.endswith("new classes: none; names matched to the device's classes: Boat -> boat")
 
 
+def test_images_stored_by_an_older_release_without_a_hash_are_not_imported_twice(tmp_path,
+                                                                                  capsys):
+    """A release before content hashes stored its samples with none: importing the same folder
+    again after an upgrade stored every image a second time (a held-out image's copy trained
+    on). Such samples are matched by file name and thumbnail instead."""
+    src = _voc(tmp_path / "voc", 4)
+    state = tmp_path / "state"
+    assert _import(capsys, state, src, "--json")["imported"] == 4
+    db = sqlite3.connect(state / "memory" / "index.sqlite")     # as an older release left them
+    db.execute("UPDATE samples SET content_hash = NULL")
+    db.execute("UPDATE samples SET embedding = NULL WHERE id = 1")  # no thumbnail stored either
+    db.execute("UPDATE samples SET source = '002' WHERE id = 3")    # a dir:// stream's name
+    db.commit()
+    db.close()
+    again = _import(capsys, state, src, "--json")
+    assert again["imported"] == 0 and again["reasons"]["already in memory"] == 4
+    assert _samples(state) == 4
+    # the same name with another picture (the folder's image was replaced) is a new image
+    _jpg(src / "JPEGImages" / "001.jpg", 200)
+    assert _import(capsys, state, src, "--json")["imported"] == 1
+    assert _samples(state) == 5
+
+
 def test_a_tool_without_the_device_config_keeps_the_memory_settings_of_its_runtime(
         tmp_path, capsys, caplog):
     """Before, a tool opened the memory with its own settings: a smaller capacity (the default

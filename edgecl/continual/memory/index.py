@@ -304,6 +304,18 @@ class IndexDB:
                                 (str(digest),)).fetchone()
         return None if row is None else int(row[0])
 
+    def unhashed_samples(self) -> list[tuple[int, str, int, int]]:
+        """Human-labelled samples stored without a content hash (by a release before content
+        hashes were kept): ``[(id, source, width, height)]`` in id order."""
+        return [(int(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in self.conn.execute(
+            "SELECT id, source, width, height FROM samples WHERE content_hash IS NULL AND "
+            "origin != ? ORDER BY id", (LabelOrigin.PSEUDO.value,))]
+
+    def exists(self, sample_id: int) -> bool:
+        """Whether a sample row with this id is stored."""
+        return self.conn.execute("SELECT 1 FROM samples WHERE id = ?",
+                                 (int(sample_id),)).fetchone() is not None
+
     def delete(self, sample_id: int) -> None:
         """Delete one sample row."""
         self.conn.execute("DELETE FROM samples WHERE id = ?", (int(sample_id),))

@@ -81,6 +81,7 @@ from edgecl.continual.memory.admission import Admission, Decision
 from edgecl.continual.memory.embedding import (
     EMBEDDING_BLOB_BYTES,
     EMBEDDING_DIM,
+    distances_to,
     embedding_to_blob,
     embeddings_from_blobs,
     thumbnail_embedding,
@@ -122,6 +123,10 @@ EMBEDDING_STORE_BATCH = 256
 EMBEDDING_LOG_MIN = 100
 """Computing more missing embeddings than this is logged (start and time taken)."""
 MEMORY_CONFIG_KEY = "memory_config"
+UNHASHED_COPY_DISTANCE = 0.004
+"""Thumbnail distance under which a sample of the same source and size stored without a
+content hash counts as the same image: storing as JPEG moved a thumbnail by at most 0.0015 on
+hit-uav-dev, while its frames two apart in a flight differ by 0.028 or more."""
 """Meta key of the settings the memory was last opened for writing with (``memory.*``)."""
 DEFAULT_KEEP_SNAPSHOTS = 2
 MAX_TASK_CHARS = 128
@@ -221,6 +226,15 @@ def refuse_lost_index(root: Path) -> None:
             f"start an empty memory; {rebuild_hint(root)}")
 
 
+def _file_stem_of(source: str) -> str | None:
+    """The file name without folder and suffix that a sample's source names (``None`` for a
+    camera or stream URI, or an empty name)."""
+    if "://" in source:
+        return None
+    stem = Path(source.replace("\\", "/")).stem
+    return stem or None
+
+
 def _short_source(source: object) -> str:
     """A sample's source as UTF-8 text of bounded length: a file name that is not UTF-8 (a
     Windows zip unpacked on Linux: ``caf\\xe9.jpg``, held by Python as a lone surrogate) keeps
@@ -287,6 +301,7 @@ class ReplayMemory:
 
     def _open_index(self, names: dict[int, str] | None, verify: bool) -> None:
         """Open the index (creating the folders), set up admission and check the samples."""
+        self._unhashed = None  # file stem -> samples stored without a content hash
         if self.read_only:
             if not (self.root / INDEX_FILE).is_file():
                 raise ReplayMemoryError(f"no replay memory at {self.root} (no {INDEX_FILE})")
@@ -516,6 +531,8 @@ class ReplayMemory:
                 with self._faults("cannot read the memory index"):
                     held = self._db.find_content(digest)
                     replacing = held is not None and self._replaceable(digest, origin) is not None
+                    if held is None:
+                        held = self._unhashed_copy(_short_source(sample.source), image)
                 if held is not None and not replacing:
                     raise DuplicateSampleError(f"{where}: already in memory as sample {held} "
                                                f"(same image content)", held)
@@ -535,6 +552,41 @@ class ReplayMemory:
                    "origin": origin.value, "image_bytes": len(blob), "content_hash": digest,
                    "embedding": embedding_to_blob(thumbnail_embedding(image))}
             return self._store(decision, blob, text, row, where)
+
+    def _unhashed_copy(self, source: str, image: np.ndarray) -> int | None:
+        """A human-labelled sample of the same image file, size and picture stored without a
+        content hash (by an older release, which kept none): its id, so that importing a folder
+        again after an upgrade does not store each image twice.
+
+        A stored JPEG cannot give the original pixels' hash, so a sample counts as the same
+        image when its source names the same file (the same name without folder and suffix:
+        an import records the path, a ``dir://`` stream the name) and its thumbnail lies within
+        :data:`UNHASHED_COPY_DISTANCE` (a small object barely moves a thumbnail, so the picture
+        alone would not do). Frames of a camera or a stream URI are never matched. The view of
+        such samples is read once per open memory (thumbnails computed where missing, once).
+        """
+        stem = _file_stem_of(source)
+        if stem is None:
+            return None
+        if self._unhashed is None:
+            rows = self._db.unhashed_samples()
+            views: dict[str, list[tuple[int, int, int, np.ndarray]]] = {}
+            if rows:
+                ids, matrix = self.embeddings()
+                held = dict(zip(ids.tolist(), matrix))
+                for sample_id, src, width, height in rows:
+                    key = _file_stem_of(src)
+                    if key is not None and sample_id in held:
+                        views.setdefault(key, []).append((sample_id, width, height,
+                                                          held[sample_id]))
+            self._unhashed = views
+        for sample_id, width, height, stored in self._unhashed.get(stem, ()):
+            if (width, height) != (image.shape[1], image.shape[0]):
+                continue
+            near = distances_to(stored[None, :], thumbnail_embedding(image))[0]
+            if near < UNHASHED_COPY_DISTANCE and self._db.exists(sample_id):
+                return sample_id
+        return None
 
     def held_content(self, digest: str | None, origin: LabelOrigin) -> int | None:
         """The id of a stored sample with this content hash that a new sample of ``origin``
