@@ -796,6 +796,7 @@ def _manifest(ctx: RoundContext, names, ft, verdict, candidate: dict, export_met
         "reason": verdict.reason, "replay_strategy": ctx.cfg.replay.strategy,
         "replay_samples": len(replay_ids), "new_samples": len(ctx.new_records),
         "learnt_up_to": max((r.id for r in ctx.new_records), default=0),
+        "learnt_from": int(ctx.state.last_sample_id),
         "ider": ctx.cfg.ider.enabled,
         "training": {"steps": ft.steps, "seconds": round(ft.seconds, 2),
                      "stopped_reason": ft.stopped_reason, "mean_loss": ft.mean_loss,

@@ -75,7 +75,9 @@ def rollback_version(state_dir: str | Path, registry=None) -> str:
         """Rewind the learner's progress to what ``target`` learnt (before the switch)."""
         manifest = registry.manifest(target)
         learnt = manifest.get("learnt_up_to", None if "parent" in manifest else 0)
-        if isinstance(learnt, int) and not isinstance(learnt, bool) and learnt < state.last_sample_id:
+        if not _sample_id(learnt):
+            learnt = _learnt_before_retired(registry, target)
+        if _sample_id(learnt) and learnt < state.last_sample_id:
             state.last_sample_id = learnt
             with storage_faults("cannot roll back: the learner's progress cannot be rewound; "
                                 "nothing changed"):
@@ -84,6 +86,41 @@ def rollback_version(state_dir: str | Path, registry=None) -> str:
     version = registry.rollback(before_switch=rewind)
     sync_monitor(state_dir, registry)
     return version
+
+
+def _sample_id(value) -> bool:
+    """Whether a manifest's progress value is a sample id (an int, not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _learnt_before_retired(registry, target: str) -> int | None:
+    """What ``target`` had learnt, for a version that records no progress of its own (made by
+    an older release): where the rounds that descend from it, up to the current version, each
+    record the progress they started from (``learnt_from``), the smallest of those.
+
+    Returns:
+        A sample id, or ``None`` (said in one warning) when a version of that line records
+        none either: the samples learnt since then are not learnt again.
+    """
+    import logging
+
+    from edgecl.errors import RegistryError
+
+    starts, version = [], registry.current()
+    try:
+        while version and version != target:
+            manifest = registry.manifest(version)
+            starts.append(manifest.get("learnt_from"))
+            version = manifest.get("parent")
+    except RegistryError:
+        version = None
+    if version == target and starts and all(_sample_id(v) for v in starts):
+        return min(starts)
+    logging.getLogger(__name__).warning(
+        "rollback to %s: it records no learning progress (an older release made it), so the "
+        "samples learnt since then count as learnt and the next round does not learn them "
+        "again", target)
+    return None
 
 
 def sync_monitor(state_dir: str | Path, registry=None) -> bool:

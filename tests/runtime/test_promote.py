@@ -33,6 +33,31 @@ def test_rollback_makes_the_retired_versions_samples_new_again(tmp_path):
     assert load_state(tmp_path).last_sample_id == 7  # never moved forward by a rollback
 
 
+def test_a_rollback_to_a_version_of_an_older_release_rewinds_by_what_its_children_record(
+        tmp_path, caplog):
+    """A version made before manifests recorded progress: a rollback to it after an upgrade
+    left every sample the retired versions had learnt counted as learnt (found on a device
+    upgraded in place: 1 new sample where some 90 had never been learnt by the model now
+    serving). The rounds since record the progress they started from."""
+    registry = Registry(tmp_path / "models")
+    root = _stage(registry, tmp_path, b"a", source="user.pt")
+    old_one = _stage(registry, tmp_path, b"b", parent=root)             # older release
+    old_two = _stage(registry, tmp_path, b"c", parent=old_one)          # older release
+    new_one = _stage(registry, tmp_path, b"d", parent=old_two, learnt_up_to=120, learnt_from=48)
+    new_two = _stage(registry, tmp_path, b"e", parent=new_one, learnt_up_to=139, learnt_from=120)
+    for version in (root, old_one, old_two, new_one, new_two):
+        registry.promote(version)
+    save_state(tmp_path, LearnerState(round=5, last_sample_id=139))
+    assert rollback_version(tmp_path, registry) == new_one
+    assert load_state(tmp_path).last_sample_id == 120
+    assert rollback_version(tmp_path, registry) == old_two
+    assert load_state(tmp_path).last_sample_id == 48                   # new_one started there
+    assert "records no learning progress" not in caplog.text
+    assert rollback_version(tmp_path, registry) == old_one   # old_two records no start: said
+    assert load_state(tmp_path).last_sample_id == 48
+    assert "rollback to " + old_one + ": it records no learning progress" in caplog.text
+
+
 def test_a_rollback_retires_the_versions_rows_in_the_monitor_and_a_promotion_brings_them_back(
         tmp_path):
     """The matrix, ACC and BWT run over the chain of promoted versions as the registry holds
