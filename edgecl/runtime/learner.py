@@ -150,14 +150,36 @@ UPGRADE_CHECK_S = 60.0
 
 
 def installed_version() -> str | None:
-    """The version of edgecl installed on disk now (its distribution's metadata, read afresh),
-    or ``None`` when it is not installed as a distribution (run from a source tree)."""
+    """The edgecl on disk now, as a learning round's new process would import it: its
+    distribution's version (read afresh) and an identity of its files (the name, size and
+    modification time of every source and console file, compiled caches left out), since a
+    release, a ``pip install -U`` of a build or a ``git pull`` into an editable install may
+    all keep the same version number.
+
+    Returns:
+        E.g. ``"0.1.0 (files 3f2a9c1b7d04)"``; ``None`` when the package folder cannot be read.
+    """
+    import hashlib
     from importlib import metadata
 
+    import edgecl
+
     try:
-        return metadata.version("edgecl")
+        version = metadata.version("edgecl")
     except metadata.PackageNotFoundError:
+        version = "source tree"
+    root = Path(edgecl.__file__).resolve().parent
+    digest = hashlib.sha256()
+    try:
+        for path in sorted(root.rglob("*")):
+            if "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo") or path.is_dir():
+                continue
+            info = path.stat()
+            digest.update(f"{path.relative_to(root)}\0{info.st_size}\0{info.st_mtime_ns}\n"
+                          .encode("utf-8", "surrogateescape"))
+    except OSError:
         return None
+    return f"{version} (files {digest.hexdigest()[:12]})"
 
 
 def die_with_parent() -> None:

@@ -585,6 +585,29 @@ def test_a_finished_round_leaves_no_running_record(tmp_path, caplog, monkeypatch
     assert "started at an unknown time (trigger: unknown) did not finish" in caplog.text
 
 
+def test_the_installed_edgecl_is_told_apart_by_its_files_not_only_its_version(tmp_path,
+                                                                             monkeypatch):
+    """Every build so far said version 0.1.0, so an upgrade in place (a pip install of a new
+    build, a git pull into an editable install) was never noticed."""
+    import os
+
+    import edgecl
+
+    package = tmp_path / "edgecl"
+    (package / "web").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "web" / "console.js").write_text("let a = 1;")
+    monkeypatch.setattr(edgecl, "__file__", str(package / "__init__.py"))
+    first = learner_mod.installed_version()
+    assert first.endswith(")") and " (files " in first
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"compiled at run time")
+    assert learner_mod.installed_version() == first          # caches written by running code
+    (package / "web" / "console.js").write_text("let a = 2;")  # same size, new contents
+    os.utime(package / "web" / "console.js", ns=(1, 1))
+    assert learner_mod.installed_version() != first
+
+
 def test_rounds_wait_for_a_restart_after_edgecl_is_upgraded_on_disk(supervisor, monkeypatch, caplog):
     """Before: a round, a new process importing edgecl from disk, ran the upgraded code against
     the running runtime's state and models."""
