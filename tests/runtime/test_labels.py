@@ -442,6 +442,34 @@ def test_skipping_a_malformed_item_sets_its_files_aside_and_records_the_skip(tmp
     assert [i["id"] for i in q.pending()] == [good]
 
 
+def test_a_queue_on_a_read_only_mount_is_listed(tmp_path, monkeypatch):
+    """Before: 'edgecl labels pending' on a state directory mounted read-only failed with
+    "Read-only file system: .../labels/lock" (the lock file was opened for writing to list)."""
+    import errno
+
+    from edgecl.runtime.labels import queue as queue_mod
+
+    q, (good,) = queued(tmp_path)
+    (tmp_path / "labels" / "pending" / "left.tmp").write_bytes(b"")   # a kill's leftover
+    os.utime(tmp_path / "labels" / "pending" / "left.tmp", (1, 1))
+    real_open = open
+
+    def read_only_open(path, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    def read_only_unlink(self, missing_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(queue_mod, "open", read_only_open, raising=False)
+    monkeypatch.setattr(Path, "unlink", read_only_unlink)
+    ro = OperatorQueue(tmp_path / "labels", 10)
+    assert [i["id"] for i in ro.pending()] == [good] and ro.item(good)["id"] == good
+    (tmp_path / "labels" / "lock").rename(tmp_path / "labels" / "lock.gone")  # never made there
+    assert [i["id"] for i in OperatorQueue(tmp_path / "labels", 10).pending()] == [good]
+
+
 def test_queue_survives_restart_and_answered_record_is_bounded(tmp_path):
     q, ids = queued(tmp_path, 3)
     q2 = OperatorQueue(tmp_path / "labels", 10, answered_keep=2)

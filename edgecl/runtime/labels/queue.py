@@ -31,6 +31,7 @@ they are answered as before, unchecked.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -62,6 +63,10 @@ ORPHAN_AGE_S = 60.0
 SOURCE_PREFIX = "operator:"
 HASH_KEY = "pixels_hash"
 """Key of an item's metadata holding the pixels hash of its original frame."""
+
+
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+"""What opening a file for writing raises in a folder that may not be written here."""
 
 
 class OperatorQueue:
@@ -108,8 +113,25 @@ class OperatorQueue:
 
     @contextlib.contextmanager
     def _locked(self):
-        with self._thread_lock, open(self.root / "lock", "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        """The queue's lock across processes. A queue that may not be written here (a state
+        directory on a read-only mount, pulled from a device) is read under a shared lock on
+        its lock file where one exists, and unlocked where none does: listing it must work;
+        a write fails on its own, with its one-line reason."""
+        with self._thread_lock, contextlib.ExitStack() as stack:
+            try:
+                fh = stack.enter_context(open(self.root / "lock", "a+b"))
+                mode = fcntl.LOCK_EX
+            except OSError as exc:
+                if exc.errno not in READ_ONLY_ERRNOS:
+                    raise
+                try:
+                    fh, mode = stack.enter_context(open(self.root / "lock", "rb")), fcntl.LOCK_SH
+                except FileNotFoundError:
+                    fh = None
+            if fh is None:
+                yield
+                return
+            fcntl.flock(fh.fileno(), mode)
             try:
                 yield
             finally:
@@ -147,6 +169,10 @@ class OperatorQueue:
                     path.unlink(missing_ok=True)
             except FileNotFoundError:
                 continue
+            except OSError as exc:  # a queue that may not be written here keeps its leftovers
+                if exc.errno not in READ_ONLY_ERRNOS:
+                    raise
+                return
 
     @staticmethod
     def _read_entries(path: Path, what: str) -> list[dict]:
