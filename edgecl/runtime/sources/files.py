@@ -385,8 +385,8 @@ class ImageDirSource(ImageListSource):
     ultralytics reads is streamed (any case of the suffix); other files are counted in
     ``stats.ignored_files`` and named by suffix in one warning. When images have no label
     file where the YOLO rule puts it, one warning names the path looked at. Labels as in
-    :class:`ImageListSource`; ``names`` holds the dataset's class names (:func:`~edgecl.data.importers.dataset_class_names`;
-    ``None`` when nothing names them).
+    :class:`ImageListSource`; ``names`` holds the dataset's class names
+    (:func:`~edgecl.data.importers.dataset_class_names`; ``None`` when nothing names them).
 
     Args:
         uri: the URI.
