@@ -548,7 +548,8 @@ class OperatorQueue:
     def _set_aside(self, item_id: str) -> dict:
         """Skip an item whose metadata is malformed: its files move to :attr:`set_aside` (the
         frame is kept for a person to look at, never deleted) and the skip is recorded."""
-        self.set_aside.mkdir(exist_ok=True)
+        with storage_faults(f"cannot set malformed label item {item_id} aside", self.set_aside):
+            self.set_aside.mkdir(exist_ok=True)
         for suffix in (".jpg", ".json"):
             path = self.dir / f"{item_id}{suffix}"
             with storage_faults(f"cannot set malformed label item {item_id} aside", path):
