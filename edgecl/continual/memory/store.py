@@ -123,11 +123,11 @@ EMBEDDING_STORE_BATCH = 256
 EMBEDDING_LOG_MIN = 100
 """Computing more missing embeddings than this is logged (start and time taken)."""
 MEMORY_CONFIG_KEY = "memory_config"
+"""Meta key of the settings the memory was last opened for writing with (``memory.*``)."""
 UNHASHED_COPY_DISTANCE = 0.004
-"""Thumbnail distance under which a sample of the same source and size stored without a
+"""Thumbnail distance under which a sample of the same file name and size stored without a
 content hash counts as the same image: storing as JPEG moved a thumbnail by at most 0.0015 on
 hit-uav-dev, while its frames two apart in a flight differ by 0.028 or more."""
-"""Meta key of the settings the memory was last opened for writing with (``memory.*``)."""
 DEFAULT_KEEP_SNAPSHOTS = 2
 MAX_TASK_CHARS = 128
 MAX_SOURCE_CHARS = 256
