@@ -414,15 +414,9 @@ def _tasks_yaml_names(yaml_path: Path, strict: bool) -> dict[int, str] | None:
     Raises:
         ConfigError: ``strict`` and the file is a ``tasks.yaml`` that does not load.
     """
-    import yaml
-
     from edgecl.data.tasks import load_tasks
 
-    try:
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError, RecursionError, yaml.YAMLError):
-        return None
-    if not isinstance(data, dict) or "tasks" not in data or "train" in data:
+    if not _is_tasks_yaml(yaml_path):
         return None
     try:
         return load_tasks(yaml_path).names
@@ -430,6 +424,18 @@ def _tasks_yaml_names(yaml_path: Path, strict: bool) -> dict[int, str] | None:
         if strict:
             raise
         return None
+
+
+def _is_tasks_yaml(yaml_path: Path) -> bool:
+    """Whether a yaml file is a class-incremental ``tasks.yaml`` (a ``tasks`` list, and no
+    ``train`` entry as an ultralytics ``data.yaml`` has); an unreadable file is none."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "tasks" in data and "train" not in data
 
 
 def _tasks_dataset(path: str | Path):
@@ -444,9 +450,7 @@ def _tasks_dataset(path: str | Path):
     from edgecl.data.yolo_dataset import YoloDataset
 
     p = Path(path).expanduser()
-    if p.suffix.lower() not in (".yaml", ".yml") or not p.is_file():
-        return None
-    if _tasks_yaml_names(p.resolve(), strict=True) is None:
+    if p.suffix.lower() not in (".yaml", ".yml") or not p.is_file() or not _is_tasks_yaml(p):
         return None
     taskset = load_tasks(p)
     splits = {f"{task.name}/{split}": list(task.split(split))
