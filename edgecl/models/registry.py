@@ -29,7 +29,8 @@ removed when a registry is opened (an active stage in another process holds a lo
 staging directory and is left alone).
 
 Retention (:meth:`Registry.prune`): keep the current version, its parent, the last K promoted,
-the last K rejected and every staged version newer than current; the files of every other
+the last K rejected, every staged version newer than current and every version a person staged
+with ``edgecl models add`` and has not promoted yet; the files of every other
 version are deleted and its manifest stays as a tombstone (status ``pruned``) so the history
 stays readable; tombstones beyond :data:`MAX_TOMBSTONES` are deleted entirely (oldest first).
 """
@@ -1002,8 +1003,9 @@ class Registry:
         """Apply the retention rule; delete the files of versions it does not keep.
 
         Kept: the current version, its parent, the ``keep_promoted`` newest versions ever
-        promoted (current or retired), the last ``keep_rejected`` rejected versions and every staged version newer
-        than current. Every other version keeps only a tombstone manifest (status ``pruned``,
+        promoted (current or retired), the last ``keep_rejected`` rejected versions, every staged
+        version newer than current and every version staged by :meth:`add` (a person's) and
+        not promoted yet. Every other version keeps only a tombstone manifest (status ``pruned``,
         its file digests moved to ``pruned_files``); tombstones beyond :data:`MAX_TOMBSTONES`
         are deleted (oldest first). Corrupt or symlinked versions are left alone and reported.
 
@@ -1078,6 +1080,10 @@ class Registry:
         keep.update(rejected[-keep_rejected:] if keep_rejected else [])
         floor = int(current[1:]) if current else 0
         keep.update(v for v, (s, _) in statuses.items() if s == VersionStatus.STAGED and int(v[1:]) > floor)
+        # staged by a person ('edgecl models add' without --promote): theirs to promote or
+        # leave, whatever rounds promote meanwhile (a round's leftover names its parent)
+        keep.update(v for v, (s, m) in statuses.items()
+                    if s == VersionStatus.STAGED and "parent" not in m and m.get("source"))
         return keep, skipped
 
     def _tombstone(self, version: str, manifest: dict) -> int:

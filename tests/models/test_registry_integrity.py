@@ -249,6 +249,22 @@ def test_retention_keeps_current_parent_last_k_promoted_and_rejected(reg, tmp_pa
     assert again["pruned"] == [] and reg.current() == "v0007"
 
 
+def test_retention_keeps_a_version_a_person_staged_until_they_promote_it(reg, tmp_path):
+    """Before: 'edgecl models add' without --promote, then a round's promotion, and retention
+    deleted the person's model ("registry retention pruned ['v0006', 'v0007']")."""
+    _history_run(reg, tmp_path, "P")
+    model = tmp_path / "theirs.onnx"
+    model.write_bytes(b"a person's model")
+    added = reg.add(model, check=False)
+    leftover = _stage(reg, tmp_path, b"killed round", parent=reg.current())  # a round's
+    _history_run(reg, tmp_path, "PP")
+    result = reg.prune(keep_promoted=1, keep_rejected=0)
+    assert added in result["kept"] and reg.status(added) == "staged"
+    assert leftover in result["pruned"]
+    reg.promote(added)
+    assert reg.current() == added
+
+
 def test_retention_keeps_the_parent_even_when_k_is_zero(reg, tmp_path):
     _history_run(reg, tmp_path, "PPP")
     result = reg.prune(keep_promoted=0, keep_rejected=0)
