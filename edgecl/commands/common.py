@@ -135,9 +135,10 @@ def _refuse_unrecorded_overflow(cfg: Config, root) -> None:
     if problems:
         raise ConfigError(f"the replay memory {root} holds more than this command's memory "
                           f"settings allow ({problems[0]}), and it records no settings of its "
-                          f"device's runtime (an older release wrote it): this command would "
-                          f"evict the device's samples for good; give the device's config "
-                          f"(--config), or run 'edgecl run' on it once so that it records them")
+                          f"device's runtime (an older release wrote it, or its index was "
+                          f"rebuilt): this command would evict the device's samples for good; "
+                          f"give the device's config (--config), or run 'edgecl run' on it once "
+                          f"so that it records them")
 
 
 def require_state_dir(cfg: Config) -> None:
