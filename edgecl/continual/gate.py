@@ -107,6 +107,9 @@ def _verdict(noun: str, mode: str, drops: dict, acc_p: float, acc_c: float, cfg:
         return verdict(False, f"{noun} {worst[0]} forgot {worst[1]:.3f} mAP50-95 "
                               f"(bound {cfg.max_forgetting})")
     if not math.isnan(acc_p) and acc_c - acc_p < cfg.min_acc_delta:
+        if cfg.min_acc_delta > 0:  # a gain is required: nothing need have fallen
+            return verdict(False, f"ACC{acc_scope} {acc_p:.3f} -> {acc_c:.3f}: below the "
+                                  f"required gain of {cfg.min_acc_delta} (gate.min_acc_delta)")
         return verdict(False, f"ACC{acc_scope} fell from {acc_p:.3f} to {acc_c:.3f} "
                               f"(allowed change {cfg.min_acc_delta})")
     if math.isnan(acc_p):  # nothing to compare with: the first model, or a class-less parent

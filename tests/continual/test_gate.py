@@ -110,6 +110,12 @@ def test_a_class_with_two_held_out_boxes_decides_no_acc_test():
     assert not fell.accepted
     assert fell.reason == ("ACC over the 3 classes with >= 5 held-out boxes fell from 0.007 to "
                            "0.005 (allowed change 0.0)")
+    # a required gain not met: nothing fell (it read "fell from 0.000 to 0.000")
+    flat = judge_classes({0: 0.0}, {0: 0.0}, {0: 9}, replace(CLS_CFG, min_acc_delta=0.01),
+                         names={0: "car"})
+    assert not flat.accepted and flat.reason == (
+        "ACC 0.000 -> 0.000: below the required "
+        "gain of 0.01 (gate.min_acc_delta)")
     # while no class has min_instances boxes, ACC runs over every class (a young device)
     young = judge_classes(parent, {0: 0.0, 1: 0.014, 2: 0.0, 3: 0.397}, {0: 1, 1: 2, 3: 1},
                           CLS_CFG, names=names)
