@@ -143,6 +143,9 @@ def interrupted_round(state_dir: str | Path) -> str | None:
             f"nothing it learnt was kept, and the next round learns its samples again")
 
 
+HELD_OUT_WAIT = ("a learning round is due and waits for the first held-out sample (the gate "
+                 "needs one to judge a candidate): label or import a few more frames")
+"""What the console and ``/healthz`` say while a due round waits for a held-out sample."""
 TRAIN_SHARE = 0.8
 """Share of a round's wall time spent training when no earlier round tells (progress bar)."""
 UPGRADE_CHECK_S = 60.0
@@ -732,7 +735,8 @@ class LearnerSupervisor:
             training, so the bar waits there while the round evaluates and exports; before
             training reports, estimated: :func:`expected_round_s`);
             in back-off ``retry_in_s`` and ``reason``; ``last_error``, ``metrics_behind`` and
-            ``waiting_for_room`` when they apply.
+            ``waiting_for_room`` and ``waiting_for_held_out`` (a round is due and waits for
+            the memory's first held-out sample) when they apply.
         """
         now = time.monotonic()
         out = {"state": "idle", "rounds": self.rounds_done, "last_round": self.last_round,
@@ -753,6 +757,8 @@ class LearnerSupervisor:
             out["metrics_behind"] = True
         if self._waiting_for_room and not self.busy:
             out["waiting_for_room"] = self._waiting_for_room
+        if self._waiting_for_held_out and not self.busy:
+            out["waiting_for_held_out"] = HELD_OUT_WAIT
         return out
 
     def tick(self) -> None:

@@ -222,9 +222,11 @@ def test_samples_stored_by_other_processes_count_once(tmp_path, monkeypatch):
     sup.tick()
     assert sup.state.new_samples == 2 and not sup.state.new_classes
     add(4, 5)  # an answer naming a new class (id 5) starts a round at once
+    sup.tick()                       # ... once a held-out sample exists: said, not only logged
+    assert spawned == [] and sup.health()["waiting_for_held_out"] == learner_mod.HELD_OUT_WAIT
     monkeypatch.setattr(sup, "_no_held_out_yet", lambda: False)
     sup.tick()
-    assert spawned == ["new_class"]
+    assert spawned == ["new_class"] and "waiting_for_held_out" not in sup.health()
     memory.close()
 
 
