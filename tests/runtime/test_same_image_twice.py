@@ -285,3 +285,28 @@ def test_an_answer_replaces_a_pseudo_labelled_copy_of_its_frame(tmp_path):
         assert [(r.id, r.origin.value) for r in sink.memory.records()] == [(out["sample"], "operator")]
     finally:
         sink.close()
+
+
+def test_a_frame_waiting_for_a_person_is_not_queued_again(tmp_path):
+    """A looping recording came round after the near-duplicate window (300 s) and queued the
+    same picture while its first item still waited: the person labelled it twice."""
+    state = tmp_path / "state"
+    ClassRegistry(state).seed({0: "car"})
+    cfg = Config(state_dir=str(state), memory=MemoryConfig(capacity=50, holdout_fraction=0.0),
+                 labels=LabelsConfig(mode="field", max_per_minute=0, dedup_window_s=0,
+                                     selection=SelectionConfig(uncertain=1.0, novel=0,
+                                                               disagreement=0, forgetting=0,
+                                                               random=0)))
+    sink = MemorySink.from_config(cfg, classes=ClassRegistry(state))
+    try:
+        (frame,) = streamed(dataset(tmp_path / "ds"))
+        frame = dataclasses.replace(frame, labels=None)
+        write(sink, frame, [0.45])
+        write(sink, dataclasses.replace(frame, frame_id=frame.frame_id + 1), [0.45])
+        assert len(sink.queue.pending()) == 1
+        assert sink.stats()["counts"]["duplicate_frame"] == 1
+        sink.queue.skip(sink.queue.pending()[0]["id"])          # once passed on, it may return
+        write(sink, frame, [0.45])
+        assert len(sink.queue.pending()) == 1
+    finally:
+        sink.close()

@@ -341,6 +341,12 @@ class MemorySink:
             if self._already_stored(frame, digest,
                                     held_copy(self.memory, digest, LabelOrigin.OPERATOR)):
                 return
+            waiting = self.queue.pending_with_content(digest)
+            if waiting is not None:  # the same picture already waits for the person
+                self._count("duplicate_frame")
+                log.debug("frame %s from %s not queued: its image waits as item %s",
+                          frame.frame_id, frame.source, waiting)
+                return
             item_id = self.queue.push(frame, detections, priority=candidate.priority,
                                       reasons=candidate.reasons, embedding=candidate.embedding,
                                       names=names, content_hash=digest)

@@ -269,6 +269,17 @@ class OperatorQueue:
 
     # --- producer side ------------------------------------------------------------------------
 
+    def pending_with_content(self, digest: str) -> str | None:
+        """The id of a pending item whose frame has this pixels hash, or ``None``: a frame a
+        person has not answered yet is not offered a second time (a looping recording came
+        round again after the near-duplicate window, and the person labelled it twice).
+
+        Args:
+            digest: :func:`~edgecl.data.images.pixels_hash` of a frame.
+        """
+        with self._locked():
+            return next((m["id"] for m in self._metas() if m.get(HASH_KEY) == digest), None)
+
     def push(self, frame: Frame, detections: Detections, *, priority: float = 0.0,
              reasons: dict[str, float] | None = None, embedding: np.ndarray | None = None,
              names: dict[int, str] | None = None, content_hash: str | None = None) -> str | None:
