@@ -106,12 +106,14 @@ def _learnt_before_retired(registry, target: str) -> int | None:
 
     from edgecl.errors import RegistryError
 
-    starts, version = [], registry.current()
+    starts, version, seen = [], registry.current(), set()
     try:
-        while version and version != target:
+        while version and version != target and version not in seen:  # a damaged chain may loop
+            seen.add(version)
             manifest = registry.manifest(version)
             starts.append(manifest.get("learnt_from"))
-            version = manifest.get("parent")
+            parent = manifest.get("parent")
+            version = parent if isinstance(parent, str) else None
     except RegistryError:
         version = None
     if version == target and starts and all(_sample_id(v) for v in starts):

@@ -58,6 +58,32 @@ def test_a_rollback_to_a_version_of_an_older_release_rewinds_by_what_its_childre
     assert "rollback to " + old_one + ": it records no learning progress" in caplog.text
 
 
+def test_a_rollback_over_a_damaged_chain_of_parents_ends(tmp_path, caplog):
+    """Parents that loop (hand-edited manifests) or are no version name: the rewind stops and
+    says it cannot tell, instead of walking forever."""
+    import json
+
+    registry = Registry(tmp_path / "models")
+    root = _stage(registry, tmp_path, b"a", source="user.pt")
+    old = _stage(registry, tmp_path, b"b", parent=root)                 # older release
+    one = _stage(registry, tmp_path, b"c", parent=old, learnt_from=5)
+    two = _stage(registry, tmp_path, b"d", parent=one, learnt_from=9)
+    for version in (root, old, one, two):
+        registry.promote(version)
+    save_state(tmp_path, LearnerState(last_sample_id=20))
+    for damaged in (two, ["not", "a", "name"]):
+        path = tmp_path / "models" / one / "manifest.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "parent": damaged}))
+        assert _learnt_before(registry, old) is None
+    assert caplog.text.count("records no learning progress") == 2
+
+
+def _learnt_before(registry, target):
+    from edgecl.runtime.promote import _learnt_before_retired
+
+    return _learnt_before_retired(registry, target)
+
+
 def test_a_rollback_retires_the_versions_rows_in_the_monitor_and_a_promotion_brings_them_back(
         tmp_path):
     """The matrix, ACC and BWT run over the chain of promoted versions as the registry holds

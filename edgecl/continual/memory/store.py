@@ -530,7 +530,7 @@ class ReplayMemory:
             if digest is not None:  # a copy is refused before it counts as an offered frame
                 with self._faults("cannot read the memory index"):
                     held = self._db.find_content(digest)
-                    replacing = held is not None and self._replaceable(digest, origin) is not None
+                    replacing = held is not None and self._replaces(held, origin)
                     if held is None:
                         held = self._unhashed_copy(_short_source(sample.source), image)
                 if held is not None and not replacing:
@@ -580,10 +580,13 @@ class ReplayMemory:
                         views.setdefault(key, []).append((sample_id, width, height,
                                                           held[sample_id]))
             self._unhashed = views
-        for sample_id, width, height, stored in self._unhashed.get(stem, ()):
-            if (width, height) != (image.shape[1], image.shape[0]):
-                continue
-            near = distances_to(stored[None, :], thumbnail_embedding(image))[0]
+        same_size = [(sample_id, stored) for sample_id, width, height, stored
+                     in self._unhashed.get(stem, ()) if (width, height) == image.shape[1::-1]]
+        if not same_size:
+            return None
+        emb = thumbnail_embedding(image)
+        for sample_id, stored in same_size:
+            near = distances_to(stored[None, :], emb)[0]
             if near < UNHASHED_COPY_DISTANCE and self._db.exists(sample_id):
                 return sample_id
         return None
@@ -603,18 +606,15 @@ class ReplayMemory:
             return None
         with self._lock, self._faults("cannot read the memory index"):
             held = self._db.find_content(digest)
-            if held is None or self._replaceable(digest, origin) is not None:
+            if held is None or self._replaces(held, origin):
                 return None
             return held
 
-    def _replaceable(self, digest: str, origin: LabelOrigin) -> int | None:
-        """The id of a stored copy of this image that a sample of ``origin`` replaces, or None
-        (under the memory's lock)."""
-        held = self._db.find_content(digest)
-        if held is None:
-            return None
+    def _replaces(self, held: int, origin: LabelOrigin) -> bool:
+        """Whether a sample of ``origin`` replaces the stored copy ``held`` of its image (under
+        the memory's lock; see :func:`replaces`)."""
         records = self._db.records(ids=[held])
-        return held if records and replaces(LabelOrigin(origin), records[0].origin) else None
+        return bool(records) and replaces(LabelOrigin(origin), records[0].origin)
 
     def find_content(self, digest: str) -> int | None:
         """The id of the stored sample with this content hash (see :class:`Sample`), or None.
@@ -643,7 +643,7 @@ class ReplayMemory:
                 if row.get("content_hash"):
                     held = self._db.find_content(row["content_hash"])
                     if held is not None:
-                        if self._replaceable(row["content_hash"], row["origin"]) is None:
+                        if not self._replaces(held, row["origin"]):
                             raise DuplicateSampleError(f"{where}: already in memory as sample "
                                                        f"{held} (same image content)", held)
                         self._db.delete(held)  # before make_room: its slot is the new one's
