@@ -76,8 +76,51 @@ def _no_repeats(pairs: list) -> dict:
     return out
 
 
-def _not_json_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number (a coordinate must be a finite number)")
+class _Unusable:
+    """What stands in a decoded answer for a value JSON cannot carry (``NaN``, ``Infinity``, an
+    integer of over 4300 digits), so that the refusal can name where it stood."""
+
+    __slots__ = ("why", "constant")
+
+    def __init__(self, why: str, constant: bool):
+        self.why = why
+        self.constant = constant  # NaN or Infinity (not a number too long to read)
+
+
+def _first_unusable(value: object) -> tuple[_Unusable, tuple] | None:
+    """The first :class:`_Unusable` in document order with its path of keys and indices
+    (``("boxes", 1, "xyxy", 0)``), or None; walked without recursion (nesting is as deep as
+    the parser allowed)."""
+    stack: list[tuple[object, tuple]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, _Unusable):
+            return item, path
+        if isinstance(item, dict):
+            stack.extend((v, (*path, k)) for k, v in reversed(list(item.items())))
+        elif isinstance(item, list):
+            stack.extend((v, (*path, i)) for i, v in reversed(list(enumerate(item))))
+    return None
+
+
+def answer_place(path: tuple) -> str:
+    """Where a value stands in an answer, as a person reads it.
+
+    Args:
+        path: keys and list indices from the answer's top (``("boxes", 1, "xyxy", 0)``; a
+            boxes file's bare list starts with the box's index).
+
+    Returns:
+        ``"box 1, xyxy[0]"``, ``"box 0"``, ``"skip"`` (empty for the top itself).
+    """
+    head, rest = "", tuple(path)
+    if len(rest) >= 2 and rest[0] == "boxes" and isinstance(rest[1], int):
+        head, rest = f"box {rest[1]}", rest[2:]
+    elif rest and isinstance(rest[0], int):
+        head, rest = f"box {rest[0]}", rest[1:]
+    tail = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
+                   for i, p in enumerate(rest))
+    return ", ".join(part for part in (head, tail) if part)
 
 
 def decode_answer(raw: bytes | str, where: str) -> object:
@@ -85,8 +128,8 @@ def decode_answer(raw: bytes | str, where: str) -> object:
     console's request body.
 
     UTF-8 only (a UTF-8 byte-order mark is allowed), strict JSON: ``NaN`` and ``Infinity`` are
-    refused, and so is a key given twice in one object (``{"skip": true, "skip": false}``: the
-    last one silently won in Python's parser).
+    refused (naming the box and coordinate they stand for), and so is a key given twice in one
+    object (``{"skip": true, "skip": false}``: the last one silently won in Python's parser).
 
     Args:
         raw: the bytes (or text) as received.
@@ -97,7 +140,9 @@ def decode_answer(raw: bytes | str, where: str) -> object:
 
     Raises:
         LabelError: one line naming ``where`` and why: not UTF-8 (UTF-16 named), empty, not
-            JSON (with line and column), nested too deeply, or a number of over 4300 digits.
+            JSON (with line and column), nested too deeply, a key given twice, or ``NaN``,
+            ``Infinity`` or a number of over 4300 digits (with its place:
+            :func:`answer_place`).
     """
     if isinstance(raw, (bytes, bytearray)):
         if raw.startswith(UTF16_BOMS) or (len(raw) > 1 and b"\x00" in raw[:2]):
@@ -110,15 +155,38 @@ def decode_answer(raw: bytes | str, where: str) -> object:
     text = raw.removeprefix("\ufeff")
     if not text.strip():
         raise LabelError(f"{where} is empty: send a JSON answer, e.g. {{\"boxes\": []}}")
+    unusable: list[_Unusable] = []
+
+    def constant(name: str) -> _Unusable:
+        unusable.append(_Unusable(f"{name} is not a JSON number", constant=True))
+        return unusable[-1]
+
+    def integer(digits: str) -> int | _Unusable:
+        try:
+            return int(digits)
+        except ValueError as exc:  # over 4300 digits: Python refuses to convert it
+            unusable.append(_Unusable(str(exc).split(";")[0], constant=False))
+            return unusable[-1]
+
     try:
-        return json.loads(text, object_pairs_hook=_no_repeats, parse_constant=_not_json_constant)
+        data = json.loads(text, object_pairs_hook=_no_repeats, parse_constant=constant,
+                          parse_int=integer)
     except json.JSONDecodeError as exc:
         raise LabelError(f"{where} is not JSON: {exc.msg} at line {exc.lineno} column "
                          f"{exc.colno}") from None
     except RecursionError:
         raise LabelError(f"{where} is not usable JSON: nested too deeply") from None
-    except ValueError as exc:  # a repeated key, NaN, a number of over 4300 digits
+    except ValueError as exc:  # a repeated key
         raise LabelError(f"{where} is not usable JSON: {str(exc).split(';')[0]}") from None
+    found = _first_unusable(data) if unusable else None
+    if found is not None:
+        bad, path = found
+        place = answer_place(path) or "the answer"
+        if bad.constant:
+            place += (": a coordinate must be a finite number" if "xyxy" in path
+                      else ": a number must be finite")
+        raise LabelError(f"{where} is not usable JSON: {bad.why} ({place})")
+    return data
 
 
 def check_skip(skip: object) -> bool:
@@ -254,8 +322,9 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
         names in order of first use.
 
     Raises:
-        LabelError: what :func:`parse_boxes` refuses, a box (partly) outside the frame,
-            ``x2 <= x1`` or ``y2 <= y1``, a box under :data:`MIN_BOX_PX` wide or high (one in
+        LabelError: naming the box by its index: what :func:`parse_boxes` refuses, a box
+            (partly) outside the frame, an inverted box (``x2 < x1`` or ``y2 < y1``), one of
+            zero width or height, a box under :data:`MIN_BOX_PX` wide or high (one in
             normalised coordinates is named so), or more than :data:`MAX_NEW_CLASSES_PER_ANSWER` new
             class names.
     """
@@ -271,10 +340,18 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
             raise LabelError(f"box {i}: {box['xyxy']} lies {'partly' if inside else 'entirely'} "
                              f"outside the {width}x{height} frame (boxes are in pixels of the "
                              f"frame; up to {tol:g} px over an edge is clipped)")
+        if x2 < x1 or y2 < y1:
+            swapped = " and ".join(f"{b} < {a}" for a, b, bad in (("x1", "x2", x2 < x1),
+                                                                  ("y1", "y2", y2 < y1)) if bad)
+            raise LabelError(f"box {i}: x2 must exceed x1 and y2 exceed y1, got {box['xyxy']} "
+                             f"({swapped}: corners swapped? a box is [left, top, right, bottom])")
         x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
         y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
         if x2 <= x1 or y2 <= y1:
-            raise LabelError(f"box {i}: x2 must exceed x1 and y2 exceed y1, got {box['xyxy']}")
+            empty = " and ".join(side for side, bad in (("width", x2 <= x1), ("height", y2 <= y1))
+                                 if bad)
+            raise LabelError(f"box {i}: {box['xyxy']} has zero {empty} (x2 must exceed x1 and "
+                             f"y2 exceed y1)")
         if (x2 - x1 < MIN_BOX_PX or y2 - y1 < MIN_BOX_PX) and max(width, height) > 2:
             hint = ("it looks like coordinates normalised to 0..1, as in YOLO label files; "
                     if max(box["xyxy"]) <= 1.0 else "")

@@ -11,6 +11,8 @@ Routes (JSON unless said otherwise; every error is ``{"error": "one line"}``):
   (the frame's labels as JSON text, any script, with the ``seq`` of its JPEG),
   ``GET /api/models``, ``POST /api/models/{version}/promote``, ``POST /api/models/rollback``,
   ``GET /api/labels/pending``, ``GET /api/labels/{id}/image``, ``POST /api/labels/{id}``,
+  ``GET /api/labels/answered``, ``POST /api/labels/{id}/correct``,
+  ``POST /api/labels/{id}/withdraw``,
   ``GET /api/classes``, ``GET /api/forgetting``, ``GET /api/auth`` (whether a token is needed);
 * pages: ``/`` (Live), ``/label``, ``/models``, ``/forgetting``, ``/api-docs`` and their assets
   under ``/static`` (shipped in the package, no CDN).
@@ -36,6 +38,12 @@ directory that cannot be written) is the device's fault, not the request's: it i
 with the one line naming what could not be written where, logged as one line and counted, and
 the same request succeeds once there is room. An answer sent while the runtime stops is 503
 (nothing stored: send it again once it runs).
+
+Statuses of a request the device understood but refuses: 404 an id that names nothing, 409 a
+state that forbids it (an item already answered), 415 a body not sent as UTF-8 JSON, and 422
+(:data:`INVALID_CONTENT`) a body whose content is not valid, whatever finds the fault: bytes that
+are not JSON, JSON that is not an answer, or boxes the item's frame refuses (inverted, empty,
+outside the frame); its one line names what and where (``box 2: ...``).
 """
 
 from __future__ import annotations
@@ -76,6 +84,10 @@ would otherwise hold one of the server's connection slots for as long as it like
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 INSUFFICIENT_STORAGE = 507
 """HTTP status of a request the device could not store (its disk is full): retry later."""
+INVALID_CONTENT = 422
+"""HTTP status of a well-formed request whose content is invalid (FastAPI's own for a body its
+schema refuses): every malformed answer body, whether the fault is in its bytes, its JSON or
+its boxes against the item's frame (a :class:`~edgecl.errors.LabelError`)."""
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                            "img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; "
                            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -205,6 +217,8 @@ def _status_for(exc: EdgeclError) -> int:
         return INSUFFICIENT_STORAGE
     if isinstance(exc, UnavailableError):  # the runtime is stopping: send it again later
         return 503
+    if isinstance(exc, LabelError):  # the request's content (boxes, names) is not valid
+        return INVALID_CONTENT
     return 400
 
 
@@ -482,6 +496,27 @@ def _frame_not_kept(seq: int) -> NotFoundError:
                          "is not captured yet): ask for the newest")
 
 
+async def _read_answer_body(request: Request) -> tuple[list, bool] | Response:
+    """An answer's body read by the rule ``edgecl labels answer`` uses, or the error response:
+    415 for a body not sent as UTF-8 ``application/json``, 422 for one whose content is not an
+    answer (:func:`~edgecl.data.answers.decode_answer`, :func:`~edgecl.data.answers.parse_answer`).
+    """
+    kind, _, params = request.headers.get("content-type", "").partition(";")
+    charset = params.partition("charset=")[2].split(";")[0].strip().strip('"').lower()
+    if kind.strip().lower() not in JSON_TYPES or charset not in ("", "utf-8", "utf8"):
+        got = request.headers.get("content-type", "").strip()[:60] or "no Content-Type"
+        return _error(415, f"invalid request: send the body as JSON with 'Content-Type: "
+                           f"application/json' (UTF-8; got {got})")
+    try:
+        data = decode_answer(await request.body(), "request body")
+    except LabelError as exc:
+        return _error(INVALID_CONTENT, f"invalid request: {exc}")
+    try:
+        return parse_answer(data, allow_list=False)
+    except LabelError as exc:
+        return _error(INVALID_CONTENT, f"invalid answer: {exc}")
+
+
 def create_app(hooks: ConsoleHooks, token: str | None = None,
                allowed_hosts: frozenset[str] | None = None,
                auth_throttle: AuthThrottle | None = None,
@@ -532,7 +567,8 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     async def _invalid(_request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(422, f"invalid request: {where or 'body'}: {first.get('msg', 'bad value')}")
+        return _error(INVALID_CONTENT,
+                      f"invalid request: {where or 'body'}: {first.get('msg', 'bad value')}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -625,10 +661,21 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         """The operator queue by priority, with why each frame was chosen."""
         return _json(hooks.pending())
 
+    @app.get("/api/labels/answered", tags=["labels"])
+    def answered() -> Response:
+        """The latest answers still in memory, newest first, with their stored boxes."""
+        return _json(hooks.answers())
+
     @app.get("/api/labels/{item_id}/image", tags=["labels"])
     def label_image(item_id: str) -> Response:
-        """The queued frame's image."""
-        path = Path(_need(hooks.label_image, "labelling")(valid_item_id(item_id)))
+        """The queued frame's image; for an answered item, its image as the memory stores it."""
+        valid_item_id(item_id)
+        try:
+            path = Path(_need(hooks.label_image, "labelling")(item_id))
+        except ConflictError:
+            if hooks.answered_image is None:
+                raise
+            path = Path(hooks.answered_image(item_id))
         if not path.is_file():
             raise NotFoundError(f"no image for item {item_id}")
         return FileResponse(path, headers={"Cache-Control": "no-store"})
@@ -642,30 +689,52 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         """Answer a queued frame: boxes in original-frame pixels, none for "nothing here", or skip.
 
         Read by the rule ``edgecl labels answer`` uses (:func:`~edgecl.data.answers.
-        decode_answer`, :func:`~edgecl.data.answers.parse_answer`): 415 for a body not
-        sent as UTF-8 ``application/json``, 400 for one that is not JSON (or gives a key twice),
-        422 for JSON that is not an answer; the hook then answers 404, 409, or 400 for boxes
-        that do not fit the item's frame.
+        decode_answer`, :func:`~edgecl.data.answers.parse_answer`): 415 for a body not sent as
+        UTF-8 ``application/json``; 422 for every malformed body, with one line naming what and
+        where: not JSON (or a key given twice, NaN, Infinity), JSON that is not an answer, or
+        boxes the item's frame refuses (inverted, empty, outside it); 404 for an unknown item,
+        409 for one already answered.
         """
         valid_item_id(item_id)
-        kind, _, params = request.headers.get("content-type", "").partition(";")
-        charset = params.partition("charset=")[2].split(";")[0].strip().strip('"').lower()
-        if kind.strip().lower() not in JSON_TYPES or charset not in ("", "utf-8", "utf8"):
-            got = request.headers.get("content-type", "").strip()[:60] or "no Content-Type"
-            return _error(415, f"invalid request: send the body as JSON with 'Content-Type: "
-                               f"application/json' (UTF-8; got {got})")
-        try:
-            data = decode_answer(await request.body(), "request body")
-        except LabelError as exc:
-            return _error(400, f"invalid request: {exc}")
-        try:
-            boxes, skip = parse_answer(data, allow_list=False)
-        except LabelError as exc:
-            return _error(422, f"invalid answer: {exc}")
+        read = await _read_answer_body(request)
+        if isinstance(read, Response):
+            return read
+        boxes, skip = read
         try:  # the hook writes files and the memory: in a worker thread, as for sync routes
             return await asyncio.to_thread(answer_now, item_id, boxes, skip)
         except LabelError as exc:  # the boxes do not fit this item's frame or the registry
-            return _error(400, f"invalid answer: {exc}")
+            return _error(INVALID_CONTENT, f"invalid answer: {exc}")
+
+    def correct_now(item_id: str, boxes: list) -> Response:
+        return _json(_need(hooks.correct, "correcting answers")(item_id, boxes))
+
+    @app.post("/api/labels/{item_id}/correct", tags=["labels"], openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": ANSWER_SCHEMA}}}})
+    async def correct(item_id: str, request: Request) -> Response:
+        """Replace an answered frame's boxes (a wrong answer put right): ``{"boxes": [...]}``.
+
+        The body is read as an answer's (same statuses); ``"skip": true`` is refused (withdraw
+        the answer instead). 404 for an unknown item, 409 for one not answered, skipped, or
+        whose sample left the memory.
+        """
+        valid_item_id(item_id)
+        read = await _read_answer_body(request)
+        if isinstance(read, Response):
+            return read
+        boxes, skip = read
+        if skip:
+            return _error(INVALID_CONTENT, "invalid answer: a correction gives boxes ([] = "
+                                           "nothing to label); to take the answer back, POST "
+                                           f"/api/labels/{item_id}/withdraw")
+        try:
+            return await asyncio.to_thread(correct_now, item_id, boxes)
+        except LabelError as exc:
+            return _error(INVALID_CONTENT, f"invalid answer: {exc}")
+
+    @app.post("/api/labels/{item_id}/withdraw", tags=["labels"])
+    def withdraw(item_id: str) -> Response:
+        """Take an answer back: its sample leaves the memory for good (no body)."""
+        return _json(_need(hooks.withdraw, "withdrawing answers")(valid_item_id(item_id)))
 
     @app.get("/api/classes", tags=["labels"])
     def classes() -> Response:

@@ -1,6 +1,6 @@
 """``POST /api/labels/ID`` with bad input: read by the rule ``edgecl labels answer`` uses, every
-fault a one-line JSON error with its status (400 not JSON, 415 not sent as UTF-8 JSON, 422 not
-an answer), no hook run, and the same request done right still works."""
+fault a one-line JSON error with its status (415 not sent as UTF-8 JSON, 422 not JSON or not an
+answer), no hook run, and the same request done right still works."""
 
 import json
 
@@ -42,15 +42,15 @@ def post(client, body: bytes, headers=JSON):
     (b'{"boxes": []}', {}, 415, "got no Content-Type"),
     ('{"boxes": []}'.encode("utf-16"), {"content-type": "application/json; charset=utf-16"}, 415,
      "got application/json; charset=utf-16"),
-    ('{"boxes": []}'.encode("utf-16"), JSON, 400, "request body looks like UTF-16 text"),
-    (b'{"boxes": [{"class": "\xff", "xyxy": [1, 1, 5, 5]}]}', JSON, 400,
+    ('{"boxes": []}'.encode("utf-16"), JSON, 422, "request body looks like UTF-16 text"),
+    (b'{"boxes": [{"class": "\xff", "xyxy": [1, 1, 5, 5]}]}', JSON, 422,
      "request body is not UTF-8 text (byte 0xff at offset 22)"),
-    (b"", JSON, 400, "request body is empty"),
-    (b'{"boxes": [}', JSON, 400, "request body is not JSON: Expecting value at line 1 column 12"),
-    (b'{"boxes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", JSON, 400, "nested too deeply"),
-    (b'{"boxes": [{"class": "car", "xyxy": [1, 2, 3, ' + b"9" * 5000 + b"]}]}", JSON, 400,
+    (b"", JSON, 422, "request body is empty"),
+    (b'{"boxes": [}', JSON, 422, "request body is not JSON: Expecting value at line 1 column 12"),
+    (b'{"boxes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", JSON, 422, "nested too deeply"),
+    (b'{"boxes": [{"class": "car", "xyxy": [1, 2, 3, ' + b"9" * 5000 + b"]}]}", JSON, 422,
      "Exceeds the limit (4300 digits)"),
-    (b'{"boxes": [{"class": "car", "xyxy": [NaN, 2, 30, 40]}]}', JSON, 400,
+    (b'{"boxes": [{"class": "car", "xyxy": [NaN, 2, 30, 40]}]}', JSON, 422,
      "NaN is not a JSON number"),
     (b"[]", JSON, 422, 'invalid answer: expected a JSON object {"boxes": [...], "skip": false}, '
                        "got a list"),
@@ -113,7 +113,7 @@ def test_boxes_the_frame_refuses_say_it_is_the_answer(calls):
 
     client = TestClient(create_app(ConsoleHooks(health=lambda: {"status": "ok"}, answer=refuse)))
     response = client.post("/api/labels/f0001", json={"boxes": [dict(CAR, xyxy=[5, 5, 1, 1])]})
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["error"].startswith("invalid answer: box 0: x2 must exceed x1")
 
 

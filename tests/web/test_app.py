@@ -93,7 +93,7 @@ def test_error_mapping(client):
     again = client.post("/api/labels/f0000", json={"boxes": []})
     assert again.status_code == 409 and "already answered" in again.json()["error"]
     bad = client.post("/api/labels/f0001", json={"boxes": [{"class": "car", "xyxy": [5, 5, 1, 1]}]})
-    assert bad.status_code == 400 and "empty box" in bad.json()["error"]
+    assert bad.status_code == 422 and "empty box" in bad.json()["error"]
     assert client.post("/api/models/v0002/promote").status_code == 409
     assert client.post("/api/models/v0042/promote").status_code == 404
     assert client.post("/api/models/v0001/promote").json() == {"current": "v0001"}

@@ -96,11 +96,11 @@ def test_an_answer_must_say_boxes_or_skip_once(client, fake):
     assert empty.status_code == 422 and '"boxes"' in empty.json()["error"]
     twice = client.post("/api/labels/f0000", content=b'{"skip": true, "skip": false}',
                         headers={"content-type": "application/json"})
-    assert twice.status_code == 400 and "'skip' given twice" in twice.json()["error"]
+    assert twice.status_code == 422 and "'skip' given twice" in twice.json()["error"]
     nested = client.post("/api/labels/f0000", headers={"content-type": "application/json"},
                          content=b'{"boxes": [{"class": "car", "class": "boat", '
                                  b'"xyxy": [1, 1, 5, 5]}]}')
-    assert nested.status_code == 400 and "'class' given twice" in nested.json()["error"]
+    assert nested.status_code == 422 and "'class' given twice" in nested.json()["error"]
     assert fake.answers == []
 
 
