@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", help="model file (.onnx, .engine, .xml, .pt, .yaml); default: the "
                                    "registry's current version, else model.path")
     p.add_argument("--frames", type=positive_int, help="stop after N frames (>= 1)")
-    p.add_argument("--out", help="write detections as JSON lines to this file")
+    p.add_argument("--out", help="append detections as JSON lines to this file (after a restart "
+                                 "frame_id goes on after its last line; run_id names the run)")
     p.add_argument("--save-video", help="write an annotated video to this file")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.add_argument("--quiet", action="store_true", help="no periodic progress lines")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from edgecl.errors import ConfigError, storage_fault
+from edgecl.errors import ConfigError, StorageError, storage_fault
 from edgecl.runtime.loop import FrameResult
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,102 @@ def _names_now(names: Names) -> dict[int, str]:
     return (names() if callable(names) else names) or {}
 
 
+TAIL_CHUNK_BYTES = 64 * 1024
+"""Bytes first read from the end of an existing ``--out`` file at start (doubled while its last
+whole line, or one with a ``frame_id``, starts further back): only its tail is read."""
+MAX_TAIL_BYTES = 16 * 1024 * 1024
+"""Most bytes read back from the end of an existing ``--out`` file at start."""
+
+
+def new_run_id() -> str:
+    """A run identifier for the lines of one ``--out`` file: the UTC start time, readable and
+    sorting in start order, and 6 random hex digits (two runs started within one second differ).
+
+    Returns:
+        E.g. ``"20260105T101502Z-3f9a1c"``.
+    """
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _frame_id_of(line: bytes) -> int | None:
+    """The ``frame_id`` of one JSON line (None for a line that is not a record with one)."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # not JSON (a UnicodeDecodeError is a ValueError)
+        return None
+    frame_id = record.get("frame_id") if isinstance(record, dict) else None
+    if isinstance(frame_id, int) and not isinstance(frame_id, bool) and frame_id >= 0:
+        return frame_id
+    return None
+
+
+def read_tail(path: str | Path) -> tuple[int | None, int | None, int]:
+    """Read the end of a JSON lines file backwards for its last frame id, without reading the
+    whole file (:data:`TAIL_CHUNK_BYTES` first, at most :data:`MAX_TAIL_BYTES`).
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``(last_frame_id, whole_end, size)``: the ``frame_id`` of the last whole line that has
+        one (None when none of the lines read has one), the offset just past the last line
+        end (0 when the file holds no line end; None when none lies within
+        :data:`MAX_TAIL_BYTES` of the end), and the file's size in bytes. Bytes past
+        ``whole_end`` are a line cut off (a run killed while writing it).
+
+    Raises:
+        OSError: the file cannot be read (a missing file is ``(None, 0, 0)``).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, 0, 0
+    try:
+        size = os.fstat(fd).st_size
+        buf, pos, whole_end = b"", size, None  # buf: bytes [pos, ...) not examined yet
+        while True:
+            if whole_end is None:
+                cut = buf.rfind(b"\n")
+                if cut >= 0:
+                    whole_end = pos + cut + 1
+                    buf = buf[:cut + 1]
+            while whole_end is not None and buf:  # buf ends with a line end: try its last line
+                start = buf.rfind(b"\n", 0, len(buf) - 1) + 1
+                if start == 0 and pos > 0:
+                    break  # that line starts before what was read
+                frame_id = _frame_id_of(buf[start:-1])
+                if frame_id is not None:
+                    return frame_id, whole_end, size
+                buf = buf[:start]
+            if pos == 0 or size - pos >= MAX_TAIL_BYTES:
+                break
+            n = min(max(TAIL_CHUNK_BYTES, size - pos), pos, MAX_TAIL_BYTES - (size - pos))
+            pos -= n
+            buf = os.pread(fd, n, pos) + buf
+        return None, (0 if whole_end is None and pos == 0 else whole_end), size
+    finally:
+        os.close(fd)
+
+
 class JsonlSink:
     """Appends one JSON object per frame to a file (one ``write`` per line, fsynced on close).
+
+    Each line is ``{"frame_id", "run_id", "ts_s", "source", "name", "model_version",
+    "latency_ms", "detections"}``. A restarted runtime appends to the same file and its
+    source counts frames from 0 again, so that a file never holds one ``frame_id`` twice:
+
+    - ``frame_id`` goes on from the file's last line: a run starts at the ``frame_id`` of the
+      file's last whole line that has one (or, just after a rotation left ``FILE`` empty, of
+      ``FILE.1``'s) plus one, and adds the source's own count to it (a frame the loop dropped
+      leaves its gap, as within one run). Only the file's tail is read for it
+      (:func:`read_tail`). A file with no ``frame_id`` in its last lines starts at 0, with a
+      warning.
+    - ``run_id`` names the run that wrote the line (:func:`new_run_id`: its UTC start time
+      and 6 random hex digits), so lines of different runs are told apart, and where the
+      stream restarted (frames lost between two runs) is seen.
+
+    A last line a kill cut off mid-write (no line end) is removed at start, with a warning,
+    before anything is appended: the file holds whole JSON lines only.
 
     A file that reaches ``max_bytes`` is rotated as logging's ``RotatingFileHandler`` does:
     ``FILE`` becomes ``FILE.1`` (``FILE.1`` becomes ``FILE.2``, ...), the oldest beyond
@@ -51,6 +147,10 @@ class JsonlSink:
         names: class index -> name (or a callable returning it), for readable records.
         max_bytes: size at which the file is rotated (0: never).
         backups: rotated files kept (>= 1).
+
+    Attributes:
+        run_id: this run's identifier, written in every line.
+        first_frame_id: the ``frame_id`` written for the source's frame 0 in this run.
     """
 
     def __init__(self, path: str | Path, names: Names = None, max_bytes: int = 0,
@@ -62,7 +162,36 @@ class JsonlSink:
         self.backups = max(1, int(backups))
         self._fd: int | None = None
         self._size = 0
+        self.run_id = new_run_id()
         self._open()
+        self.first_frame_id = self._resume()
+
+    def _resume(self) -> int:
+        """Cut a partial last line off the file and find where this run's frame ids start."""
+        try:
+            last, whole_end, size = read_tail(self.path)
+            if whole_end is None:  # no line end near the end: not a JSON lines file
+                log.warning("%s: no line end in its last %d MiB (not a JSON lines file?); this "
+                            "run's lines start on a new line, frame ids at 0", self.path,
+                            MAX_TAIL_BYTES // 2**20)
+                self._append(b"\n")
+                return 0
+            if whole_end < size:
+                os.ftruncate(self._fd, whole_end)  # frees blocks: needs no room
+                self._size = whole_end
+                log.warning("%s: cut off a partial last line of %d bytes (a run stopped while "
+                            "writing it)", self.path, size - whole_end)
+            if last is None and whole_end == 0:  # empty: a rotation may have moved the lines
+                last = read_tail(self.path.with_name(f"{self.path.name}.1"))[0]
+            elif last is None:
+                log.warning("%s: no frame_id in its last lines (not written by edgecl run?); "
+                            "this run's frame ids start at 0 (its run_id %s tells its lines "
+                            "apart)", self.path, self.run_id)
+        except (OSError, StorageError) as exc:
+            log.warning("%s: its end could not be read (%s); this run's frame ids start at 0 "
+                        "(its run_id %s tells its lines apart)", self.path, exc, self.run_id)
+            return 0
+        return 0 if last is None else last + 1
 
     def _open(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -76,7 +205,8 @@ class JsonlSink:
                 is not written; the file ends with the previous whole line.
         """
         frame = result.frame
-        record = {"frame_id": frame.frame_id, "ts_s": round(frame.ts_s, 4), "source": frame.source,
+        record = {"frame_id": self.first_frame_id + frame.frame_id, "run_id": self.run_id,
+                  "ts_s": round(frame.ts_s, 4), "source": frame.source,
                   "name": frame.name, "model_version": result.model_version,
                   "latency_ms": round(result.latency_ms, 2),
                   "detections": result.detections.to_records(_names_now(self.names))}
