@@ -34,16 +34,22 @@ The running process's (only when a ``vitals`` callable is given: ``edgecl run`` 
 - learning: ``edgecl_learner_state{state="idle|training|backoff|waiting_for_room"}``,
   ``edgecl_learner_enabled``, ``edgecl_learner_round`` (the device's round number, as ``models``
   and the Forgetting page count rounds: it goes on across restarts; the running one while
-  training), ``edgecl_learner_rounds_total`` (rounds finished since this start),
+  training, else the newest finished round the state directory records, whichever process ran
+  it: a round ``edgecl learn`` ran beside the runtime counts, see :class:`DiskRound`),
+  ``edgecl_learner_rounds_total`` (rounds finished since this start),
   ``edgecl_learner_round_progress_ratio`` (0..1, while training),
   ``edgecl_learner_apply_errors_total``, ``edgecl_supervisor_step_errors_total``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import threading
+import time
+from pathlib import Path
 from typing import Callable, Mapping
 
 from edgecl.errors import StorageError
@@ -248,7 +254,7 @@ def _learner_families(learner: Mapping | None) -> list:
             ("edgecl_learner_round", "round", "The device's round number (as the model versions "
                                               "and the Forgetting page count them, across "
                                               "restarts): the running round while training, else "
-                                              "the last finished"),
+                                              "the newest finished, whichever process ran it"),
             ("edgecl_learner_round_progress_ratio", "progress", "Estimated progress of the "
                                                                 "running round, 0 to 1")):
         if learner.get(key) is not None:
@@ -263,6 +269,93 @@ def _learner_families(learner: Mapping | None) -> list:
     return out
 
 
+ROUND_REREAD_S = 60.0
+"""Seconds after which :class:`DiskRound` reads the learner's state again even though the file
+looks unchanged (a file system whose times are coarser than two writes)."""
+
+
+class DiskRound:
+    """The number of the newest finished round the state directory records, whichever process
+    ran it (the runtime's learner or ``edgecl learn`` beside it).
+
+    Every round that finishes (staged or rejected, by any process) moves the learner's state
+    ``STATE/learner/state.json`` to its number, written atomically
+    (:func:`edgecl.continual.round_state.save_state`); the number never goes back (a rollback
+    rewinds the learnt samples, not the round). A call costs one ``stat`` of that small file:
+    it is read again only when it changed (inode, size, modification or change time) or
+    :data:`ROUND_REREAD_S` after the last read.
+
+    Args:
+        state_dir: the state directory.
+        clock: monotonic seconds (injectable for tests).
+
+    Attributes:
+        reads: times the file was read (not only looked at).
+    """
+
+    def __init__(self, state_dir: str | Path,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        from edgecl.continual.round_state import state_path
+
+        self.path = state_path(state_dir)
+        self.clock = clock
+        self.reads = 0
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._read_at_s = -float("inf")
+        self._round: int | None = None
+
+    def __call__(self) -> int | None:
+        """The newest finished round's number, or None (no round yet, or the file unreadable:
+        the running process's own count then stands)."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:  # missing before the first round; the reason at debug level
+            LOG.debug("metrics scrape: %s not read: %s", self.path, exc)
+            return None
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        with self._lock:
+            now_s = self.clock()
+            if stamp != self._stamp or now_s - self._read_at_s >= ROUND_REREAD_S:
+                self._round = self._read()
+                self._stamp, self._read_at_s = stamp, now_s
+            return self._round
+
+    def _read(self) -> int | None:
+        self.reads += 1
+        try:
+            data = json.loads(self.path.read_bytes())
+        except (OSError, ValueError, RecursionError) as exc:  # damaged: repaired by the learner
+            LOG.debug("metrics scrape: %s unreadable: %s", self.path, exc)
+            return None
+        number = data.get("round") if isinstance(data, dict) else None
+        if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
+            return number
+        return None
+
+
+def with_disk_round(vitals: Mapping, newest: int | None) -> Mapping:
+    """``vitals`` whose learner round is at least the newest round recorded on disk.
+
+    While this runtime trains, its running round is newer than any finished one and stays; when
+    idle, a round another process finished since (``edgecl learn``) is shown.
+
+    Args:
+        vitals: the running process's figures (see :func:`runtime_families`).
+        newest: :class:`DiskRound`'s answer (None: nothing recorded or readable).
+
+    Returns:
+        ``vitals`` itself, or a copy with ``learner["round"]`` raised to ``newest``.
+    """
+    learner = vitals.get("learner")
+    if not learner or newest is None:
+        return vitals
+    shown = learner.get("round")
+    if shown is not None and float(shown) >= newest:
+        return vitals
+    return {**vitals, "learner": {**learner, "round": newest}}
+
+
 class _RuntimeCollector:
     """prometheus_client collector that reads the running process's figures on every scrape.
 
@@ -272,10 +365,14 @@ class _RuntimeCollector:
 
     Args:
         vitals: ``callable() -> Mapping`` (see :func:`runtime_families`).
+        disk_round: ``callable() -> int | None``, the newest round recorded on disk
+            (:class:`DiskRound`); None: the process's own round only.
     """
 
-    def __init__(self, vitals: Callable[[], Mapping]) -> None:
+    def __init__(self, vitals: Callable[[], Mapping],
+                 disk_round: Callable[[], int | None] | None = None) -> None:
         self._vitals = vitals
+        self._disk_round = disk_round
         self._lock = threading.Lock()
         self.errors = 0
         self._last_error = ""
@@ -285,7 +382,10 @@ class _RuntimeCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         try:
-            families = runtime_families(self._vitals())
+            vitals = self._vitals()
+            if self._disk_round is not None:
+                vitals = with_disk_round(vitals, self._disk_round())
+            families = runtime_families(vitals)
         except Exception as exc:  # a scrape never fails for the runtime: logged and counted
             families = None
             self._failed(exc)
@@ -318,14 +418,20 @@ class PrometheusExporter:
         vitals: ``callable() -> Mapping`` giving the running process's figures at each scrape
             (:meth:`edgecl.runtime.app.Runtime.vitals`; see :func:`runtime_families`);
             ``None`` (a tool without a runtime): only the monitor's metrics.
+        state_dir: where rounds are recorded (:class:`DiskRound`: ``edgecl_learner_round``
+            shows a round another process ran); default: the monitor's state directory.
     """
 
-    def __init__(self, monitor: Monitor, vitals: Callable[[], Mapping] | None = None) -> None:
+    def __init__(self, monitor: Monitor, vitals: Callable[[], Mapping] | None = None,
+                 state_dir: str | Path | None = None) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_SummaryCollector(monitor))
-        self.runtime_collector = _RuntimeCollector(vitals) if vitals is not None else None
+        state_dir = state_dir if state_dir is not None else getattr(monitor, "state_dir", None)
+        self.disk_round = DiskRound(state_dir) if state_dir is not None else None
+        self.runtime_collector = (_RuntimeCollector(vitals, self.disk_round)
+                                  if vitals is not None else None)
         if self.runtime_collector is not None:
             self.registry.register(self.runtime_collector)
         self.content_type: str = CONTENT_TYPE_LATEST
