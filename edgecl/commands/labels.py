@@ -1,6 +1,8 @@
 """``edgecl labels pending | show ID | answer ID --boxes FILE.json | skip ID``: the operator queue.
 
 ``accept ID`` answers with the proposed boxes unchanged, ``reject ID`` is ``skip ID``;
+``answered`` lists the latest answers, ``correct ID --boxes FILE.json`` replaces an answer's
+boxes and ``withdraw ID`` takes an answer back (its sample leaves the memory);
 ``import`` (labelled folders) lives in :mod:`edgecl.commands.labels_import`. Every id is checked
 by :func:`edgecl.data.answers.valid_item_id` before it names a file.
 """
@@ -40,6 +42,24 @@ def add_parser(sub) -> None:
                           '= skip it')
     ans.add_argument("--json", action="store_true", help="print one JSON object")
     ans.set_defaults(func=answer_command)
+    done = lsub.add_parser("answered", help="list the latest answers still in memory (to correct "
+                                            "or withdraw one)")
+    add_config_args(done)
+    done.add_argument("--limit", type=int, default=50, help="most answers listed (default 50)")
+    done.add_argument("--json", action="store_true", help="print one JSON list")
+    done.set_defaults(func=answered_command)
+    fix = lsub.add_parser("correct", help="replace an answered item's boxes (a wrong answer)")
+    add_config_args(fix)
+    fix.add_argument("id")
+    fix.add_argument("--boxes", required=True, metavar="FILE.json",
+                     help="the final boxes, as for 'answer' ([] = nothing to label here)")
+    fix.add_argument("--json", action="store_true", help="print one JSON object")
+    fix.set_defaults(func=correct_command)
+    back = lsub.add_parser("withdraw", help="take an answer back: its sample leaves the memory")
+    add_config_args(back)
+    back.add_argument("id")
+    back.add_argument("--json", action="store_true", help="print one JSON object")
+    back.set_defaults(func=withdraw_command)
     for name, func, help_text in (("skip", skip_command, "drop an item without storing it"),
                                   ("accept", accept_command, "answer with the proposed boxes"),
                                   ("reject", skip_command, "same as skip")):
@@ -189,4 +209,71 @@ def skip_command(args: argparse.Namespace) -> int:
     """Drop an item."""
     _, queue = _queue(args)
     _print_answer(args, queue.skip(args.id))
+    return 0
+
+
+def answered_command(args: argparse.Namespace) -> int:
+    """List the latest answers still in memory, newest first."""
+    from edgecl.errors import ConfigError
+
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    cfg, queue = _queue(args)
+    memory, classes = _memory_and_classes(cfg, args)
+    try:
+        answers = queue.answers(memory, classes, limit=args.limit)
+    finally:
+        memory.close()
+    if args.json:
+        print_json_line(answers)
+        return 0
+    if not answers:
+        print("no answer in memory yet")
+    for a in answers:
+        boxes = ", ".join(f"{b['class']} {[round(v) for v in b['xyxy']]}" for b in a["boxes"])
+        fixed = f", corrected {a['corrected']}x" if a["corrected"] else ""
+        print(f"{a['id']}  sample {a['sample']}{' (held out)' if a['held_out'] else ''}"
+              f"{fixed}  [{boxes or 'nothing to label'}]")
+    return 0
+
+
+def correct_command(args: argparse.Namespace) -> int:
+    """Replace an answered item's boxes with those of a JSON file."""
+    cfg, queue = _queue(args)
+    boxes, skip = _read_answer(args.boxes)
+    if skip:
+        raise LabelError(f"boxes file {args.boxes}: a correction gives boxes ([] = nothing to "
+                         f"label); to take the answer back: edgecl labels withdraw {args.id}")
+    memory, classes = _memory_and_classes(cfg, args)
+    try:
+        result = queue.correct(args.id, boxes, memory, classes)
+    except LabelError as exc:
+        raise LabelError(f"boxes file {args.boxes}: {exc}") from None
+    finally:
+        memory.close()
+    if args.json:
+        print_json_line(result)
+        return 0
+    new = result["classes_added"]
+    print(f"corrected {result['id']}: {result['boxes']} box(es), memory sample "
+          f"{result['replaced']} -> {result['sample']} (learnt by the next round)"
+          + (f"; new classes: {', '.join(new)}" if new else ""))
+    return 0
+
+
+def withdraw_command(args: argparse.Namespace) -> int:
+    """Take an answer back: remove its sample from the memory."""
+    cfg, queue = _queue(args)
+    memory, _classes = _memory_and_classes(cfg, args)
+    try:
+        result = queue.withdraw(args.id, memory)
+    finally:
+        memory.close()
+    if args.json:
+        print_json_line(result)
+        return 0
+    copies = result["snapshot_copies"]
+    kept = (f"; {copies} training snapshot(s) of past rounds keep a link to the image until "
+            f"they are pruned" if copies else "")
+    print(f"withdrew {result['id']}: memory sample {result['sample']} removed{kept}")
     return 0

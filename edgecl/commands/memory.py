@@ -1,4 +1,5 @@
-"""``edgecl memory stats | verify | export``: inspect, check and export the replay memory."""
+"""``edgecl memory stats | verify | remove | export``: inspect, check, prune and export the
+replay memory."""
 
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ def add_parser(sub) -> None:
                              "newest snapshot (the old index is kept aside)")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(func=verify_command)
+    remove = msub.add_parser("remove", help="delete samples for good (a wrong label, a frame "
+                                            "that must not be kept)")
+    add_config_args(remove)
+    remove.add_argument("ids", nargs="+", type=_sample_id, metavar="SAMPLE",
+                        help="sample ids (as 'memory export' or 'labels answered' show them)")
+    remove.add_argument("--json", action="store_true", help="print one JSON object")
+    remove.set_defaults(func=remove_command)
     export = msub.add_parser("export", help="write the memory as a YOLO dataset")
     add_config_args(export)
     export.add_argument("--out", required=True, help="output folder (created; must be empty)")
@@ -45,6 +53,34 @@ def add_parser(sub) -> None:
                         help="export the intact samples and name the damaged ones (instead of "
                              "refusing; for a memory that cannot be repaired here, e.g. read-only)")
     export.set_defaults(func=export_command)
+
+
+def _sample_id(text: str) -> int:
+    """A sample id argument (a positive integer)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a sample id is a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a sample id is a positive integer, got {value}")
+    return value
+
+
+def remove_command(args: argparse.Namespace) -> int:
+    """Delete samples from the memory (all or none)."""
+    memory = _open(args)
+    try:
+        removed = memory.remove(args.ids)
+        copies = sum(memory.snapshot_copies(i) for i in removed)
+    finally:
+        memory.close()
+    if args.json:
+        print_json_line({"removed": removed, "snapshot_copies": copies})
+        return 0
+    kept = (f"; training snapshots of past rounds keep {copies} link(s) to their images until "
+            f"they are pruned" if copies else "")
+    print(f"removed sample(s) {', '.join(map(str, removed))}{kept}")
+    return 0
 
 
 def _open(args: argparse.Namespace, verify: bool = True):

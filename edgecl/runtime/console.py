@@ -238,6 +238,21 @@ def build_console_hooks(runtime):
             return sink.skip(item_id) if check_skip(skip) else sink.answer(item_id, boxes)
         finally:
             pending_cached.invalidate()
+            answers_cached.invalidate()
+            classes_cached.invalidate()
+
+    def correct(item_id: str, boxes: list) -> dict:
+        try:
+            return sink.correct(item_id, boxes)
+        finally:
+            answers_cached.invalidate()
+            classes_cached.invalidate()
+
+    def withdraw(item_id: str) -> dict:
+        try:
+            return sink.withdraw(item_id)
+        finally:
+            answers_cached.invalidate()
             classes_cached.invalidate()
 
     def classes() -> list[dict]:
@@ -260,10 +275,12 @@ def build_console_hooks(runtime):
     # Label page and any client that loops on them: at most once a second, fresh after an answer
     pending_cached = TimedCache(sink.queue.pending, ttl_s=1.0, default=[])
     classes_cached = TimedCache(classes, ttl_s=1.0, default=[])
+    answers_cached = TimedCache(sink.answers, ttl_s=1.0, default=[])
     return ConsoleHooks(
         health=runtime.health, metrics=metrics, live=runtime.live,
         latest_jpeg=runtime.live_view.latest if runtime.live_view else (lambda: None),
         live_frame=runtime.live_view.frame if runtime.live_view else (lambda seq=None: None),
         models=lambda: model_rows(runtime.registry), promote=promote, rollback=rollback,
         pending=pending_cached, label_image=sink.queue.image_path, answer=answer,
-        classes=classes_cached, forgetting=forgetting_cached)
+        answers=answers_cached, answered_image=sink.answered_image, correct=correct,
+        withdraw=withdraw, classes=classes_cached, forgetting=forgetting_cached)

@@ -8,8 +8,8 @@ status codes by :func:`edgecl.web.app.create_app`:
 
 * :class:`~edgecl.errors.NotFoundError` -> 404
 * :class:`~edgecl.errors.ConflictError` -> 409
-* :class:`~edgecl.errors.LabelError`, :class:`~edgecl.errors.RegistryError`, any other
-  :class:`~edgecl.errors.EdgeclError` -> 400
+* :class:`~edgecl.errors.LabelError` (boxes or class names that are not valid) -> 422
+* :class:`~edgecl.errors.RegistryError`, any other :class:`~edgecl.errors.EdgeclError` -> 400
 * anything else -> 500 (logged and counted, never a traceback to the client).
 """
 
@@ -85,6 +85,12 @@ class ConsoleHooks:
         answer: ``(id, boxes, skip) -> dict``; ``boxes`` is ``[{"class": name, "xyxy":
             [x1, y1, x2, y2]}]`` in pixels of the original frame (empty: "nothing here"),
             ``skip`` drops the item without a label.
+        answers: ``() -> list[dict]``, the latest answers still in memory, newest first, each
+            with ``id``, ``sample``, ``held_out``, ``corrected`` (times), ``width``,
+            ``height`` and the stored ``boxes`` (``[{"class": name, "xyxy": [...]}]``).
+        answered_image: ``(id) -> Path``, an answered item's image as the memory stores it.
+        correct: ``(id, boxes) -> dict``, replace an answered item's boxes.
+        withdraw: ``(id) -> dict``, take an answer back (its sample leaves the memory).
         classes: ``() -> list[dict]``, each ``{"id", "name", "samples", "first_seen"}``.
         forgetting: ``() -> dict`` with ``matrix`` (``{"rows": [round labels], "columns":
             [class or task names], "values": [[ap | None]]}``), ``per_class_ap`` (``{name: [ap
@@ -102,6 +108,10 @@ class ConsoleHooks:
     pending: Callable[[], list[dict]] = _empty_list
     label_image: Callable[[str], Path] | None = None
     answer: Callable[[str, list[dict], bool], dict] | None = None
+    answers: Callable[[], list[dict]] = _empty_list
+    answered_image: Callable[[str], Path] | None = None
+    correct: Callable[[str, list[dict]], dict] | None = None
+    withdraw: Callable[[str], dict] | None = None
     classes: Callable[[], list[dict]] = _empty_list
     forgetting: Callable[[], dict] = _empty_forgetting
     live_frame: Callable[..., LiveFrame | None] = _no_live_frame

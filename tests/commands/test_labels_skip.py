@@ -97,7 +97,8 @@ def test_runtime_hook_refuses_a_string_skip(tmp_path):
     skipped = []
     queue = SimpleNamespace(pending=list, image_path=str)
     sink = SimpleNamespace(skip=lambda i: skipped.append(i) or {"id": i, "skipped": True},
-                           answer=lambda i, b: pytest.fail("must not store"), queue=queue)
+                           answer=lambda i, b: pytest.fail("must not store"), queue=queue,
+                           answers=list, answered_image=str, correct=None, withdraw=None)
     runtime = SimpleNamespace(memory_sink=sink, cfg=SimpleNamespace(state_dir=str(tmp_path)),
                               monitor=object(), live_view=None, health=dict, live=dict, vitals=dict,
                               registry=None, classes=None)

@@ -320,6 +320,14 @@ class IndexDB:
         """Delete one sample row."""
         self.conn.execute("DELETE FROM samples WHERE id = ?", (int(sample_id),))
 
+    def row_values(self, sample_id: int) -> dict | None:
+        """Every column of one row as stored (column -> value), or None when it is gone."""
+        cur = self.conn.execute("SELECT * FROM samples WHERE id = ?", (int(sample_id),))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return {d[0]: v for d, v in zip(cur.description, row)}
+
     def raw_row(self, sample_id: int) -> dict:
         """A row's provenance as stored, each value as text (None when NULL), for a row that
         cannot be read as a record (its damaged values are kept as they are).

@@ -88,7 +88,7 @@ from edgecl.continual.memory.embedding import (
 )
 from edgecl.continual.memory.faults import fault_error, rebuild_hint
 from edgecl.continual.memory.index import WAL_LIMIT_BYTES, DamagedRowError, IndexDB
-from edgecl.continual.memory.policies import make_policy
+from edgecl.continual.memory.policies import make_policy, primary_class
 from edgecl.continual.memory.quarantine import Quarantined
 from edgecl.continual.memory.records import (
     IMAGE_SUFFIX,
@@ -158,6 +158,20 @@ def disk_bytes(path: Path) -> int:
     """Bytes a file occupies on disk (allocated blocks, at least its length)."""
     st = os.stat(path)
     return max(int(st.st_size), int(getattr(st, "st_blocks", 0)) * 512)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` name the file ``src`` (a hard link; a durable copy where links fail). A file
+    already at ``dst`` (left by a write a crash interrupted: no row names it) is replaced.
+
+    Raises:
+        OSError: neither could be made.
+    """
+    Path(dst).unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        atomic.atomic_write_bytes(dst, Path(src).read_bytes())
 
 
 def _rounded(n_bytes: int) -> int:
@@ -627,6 +641,126 @@ class ReplayMemory:
         """
         with self._lock, self._faults("cannot read the memory index"):
             return self._db.find_content(digest)
+
+    def relabel(self, sample_id: int, labels: np.ndarray,
+                origin: LabelOrigin = LabelOrigin.OPERATOR) -> int:
+        """Replace a stored sample's labels (a person corrects an answer or an import).
+
+        The image, task, source, time, content hash and held-out flag stay; the sample gets a
+        new id, so the learner counts it as new and the next round learns the corrected boxes
+        (a held-out sample stays held out: its image was never trained on). Per-sample replay
+        statistics (recall, loss, times replayed) start again. Crash-safe: the new files are
+        written before the index changes in one transaction; a kill leaves either sample,
+        never both, and ``verify`` removes files no row names.
+
+        Args:
+            sample_id: the stored sample.
+            labels: ``(N, 5)`` float YOLO rows ``class cx cy w h`` (normalised); ``N = 0``
+                marks the image as showing nothing to label.
+            origin: the corrected labels' origin (a person: ``operator``).
+
+        Returns:
+            The sample's new id.
+
+        Raises:
+            ReplayMemoryError: no such sample (evicted or removed), or a pseudo-label origin.
+            LabelError: malformed label rows or class out of range.
+            StorageError: full disk or unwritable folder (the sample is kept as it was).
+        """
+        where = f"sample {int(sample_id)} of {self.root}"
+        self._refuse_if_read_only(f"cannot relabel {where}")
+        self._follow_replaced_index()
+        origin = LabelOrigin(origin)
+        if origin is LabelOrigin.PSEUDO:
+            raise ReplayMemoryError(f"cannot relabel {where}: corrected labels come from a "
+                                    f"person or a labelled file, not from the model")
+        labels = check_labels(labels, where, self._known_nc())
+        classes = classes_of(labels)
+        text = labels_to_text(labels).encode("utf-8")
+        written: list[Path] = []
+        at = self._db.path
+        with self._lock:
+            try:
+                with self._db.write():
+                    row = self._db.row_values(sample_id)
+                    if row is None:
+                        raise ReplayMemoryError(f"memory {self.root} has no sample "
+                                                f"{int(sample_id)} (evicted or removed)")
+                    new_id = self._db.next_id()
+                    image = self.image_path(new_id)
+                    written.append(image)
+                    at = image
+                    _link_or_copy(self.image_path(sample_id), image)
+                    written.append(self.label_path(new_id))
+                    at = self.label_path(new_id)
+                    atomic.atomic_write_bytes(self.label_path(new_id), text)
+                    at = self._db.path
+                    self._db.delete(sample_id)
+                    counts = self._db.group_counts("primary_class", held_out=False)
+                    self._db.insert({
+                        **row, "id": new_id, "classes": classes_to_text(classes),
+                        "primary_class": primary_class(classes, counts),
+                        "origin": origin.value, "bytes": sum(disk_bytes(p) for p in written),
+                        "recall_baseline": None, "last_recall": None, "last_loss": None,
+                        "times_replayed": 0})
+            except (OSError, sqlite3.Error) as exc:
+                self._unlink(written)
+                raise fault_error(exc, f"cannot relabel {where}", at,
+                                  "the sample is kept as it was") from None
+            except BaseException:
+                self._unlink(written)
+                raise
+            self._unlink_samples([int(sample_id)])
+            self._unhashed = None
+        log.debug("replay memory: sample %d relabelled (%s) as sample %d", sample_id,
+                 origin.value, new_id)
+        return new_id
+
+    def remove(self, ids: list[int]) -> list[int]:
+        """Delete samples for good (a withdrawn answer, a frame that must not be kept).
+
+        All or nothing: an unknown id removes none. Snapshots built before (a round's
+        training view) keep their own links to the files until they are pruned, so a round
+        under way is not disturbed; :meth:`snapshot_copies` counts them.
+
+        Args:
+            ids: sample ids.
+
+        Returns:
+            The removed ids, in the order given (each once).
+
+        Raises:
+            ReplayMemoryError: an id is not stored (nothing is removed).
+            StorageError: the index cannot be written (nothing is removed).
+        """
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        self._refuse_if_read_only(f"cannot remove samples {wanted[:5]}")
+        self._follow_replaced_index()
+        with self._lock:
+            with self._faults("cannot remove samples from the memory index",
+                              "nothing was removed"):
+                with self._db.write():
+                    missing = [i for i in wanted if not self._db.exists(i)]
+                    if missing:
+                        raise ReplayMemoryError(f"memory {self.root} has no sample id(s) "
+                                                f"{missing[:5]} (evicted or removed); nothing "
+                                                f"was removed")
+                    for sample_id in wanted:
+                        self._db.delete(sample_id)
+            failed = self._unlink_samples(wanted)
+            self._unhashed = None
+        for problem in failed:
+            log.warning("replay memory: removed sample's file left behind (verify removes "
+                        "it): %s", problem)
+        return wanted
+
+    def snapshot_copies(self, sample_id: int) -> int:
+        """How many snapshots (training views kept for rounds) still hold this sample's image."""
+        name = self.image_path(sample_id).name
+        root = self.root / "snapshots"
+        with contextlib.suppress(OSError):
+            return sum(1 for d in root.iterdir() if (d / "images" / name).exists())
+        return 0
 
     def _check_fits(self, n_bytes: int, where: str) -> None:
         if n_bytes > self.sample_budget_bytes:

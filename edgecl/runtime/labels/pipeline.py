@@ -34,6 +34,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -457,6 +458,55 @@ class MemorySink:
                     self.added += 1
                     self.classes_seen.update(out["class_ids"])
         return out
+
+    def correct(self, item_id: str, boxes: object) -> dict:
+        """Correct an answered item's boxes (see :meth:`OperatorQueue.correct`); the relabelled
+        sample counts towards the learner's triggers as a new one.
+
+        Raises:
+            NotFoundError, ConflictError, LabelError, StorageError: as the queue raises them.
+            UnavailableError: the sink is closed (the runtime is stopping).
+            EdgeclError: no class registry was given to the sink.
+        """
+        if self.classes is None:
+            raise EdgeclError("operator answers need the class registry")
+        with self._id_lock:
+            if self.closed:
+                raise UnavailableError(f"label item '{item_id}' not corrected: the runtime is "
+                                       f"stopping; send the correction again once it runs")
+            out = self.queue.correct(item_id, boxes, self.memory, self.classes)
+            self._own_ids.append(out["sample"])
+        self._count("corrected_operator")
+        if self._trains_on(out["sample"]):
+            with self._lock:
+                self.added += 1
+                self.classes_seen.update(out["class_ids"])
+        return out
+
+    def withdraw(self, item_id: str) -> dict:
+        """Take an answer back (see :meth:`OperatorQueue.withdraw`).
+
+        Raises:
+            NotFoundError, ConflictError, StorageError: as the queue raises them.
+            UnavailableError: the sink is closed (the runtime is stopping).
+        """
+        with self._id_lock:
+            if self.closed:
+                raise UnavailableError(f"label item '{item_id}' not withdrawn: the runtime is "
+                                       f"stopping; try again once it runs")
+            out = self.queue.withdraw(item_id, self.memory)
+        self._count("withdrawn_operator")
+        return out
+
+    def answers(self, limit: int = 50) -> list[dict]:
+        """The latest answers still in memory (see :meth:`OperatorQueue.answers`)."""
+        if self.classes is None:
+            return []
+        return self.queue.answers(self.memory, self.classes, limit=limit)
+
+    def answered_image(self, item_id: str) -> Path:
+        """An answered item's image as the memory stores it."""
+        return self.queue.answered_image_path(item_id, self.memory)
 
     def _trains_on(self, sample_id: int) -> bool:
         """Whether a stored sample went to the training slots: a held-out one is nothing new

@@ -199,7 +199,9 @@ class OperatorQueue:
         """
         entries = [e for e in self._answered() if e.get("id") != item_id]
         entries.append({"id": item_id, "action": action, "ts_s": round(time.time(), 3), **extra})
-        with storage_faults(f"cannot record that {item_id} was {action}; it stays pending",
+        note = ("the memory holds the change; 'edgecl labels answered' shows it"
+                if action == "withdrawn" or "corrected" in extra else "it stays pending")
+        with storage_faults(f"cannot record that {item_id} was {action}; {note}",
                             self._answered_path):
             atomic_write_json(self._answered_path, entries[-self.answered_keep:])
 
@@ -488,6 +490,146 @@ class OperatorQueue:
                 "classes_added": new_names,
                 "class_ids": sorted({int(c) for c in labels[:, 0]})}
 
+    def answers(self, memory, classes, limit: int = 50) -> list[dict]:
+        """The latest answers whose sample the memory still holds, newest first, with the
+        boxes as stored (what a person may want to correct).
+
+        Args:
+            memory: the replay memory.
+            classes: the class registry (``names()``).
+            limit: most answers returned.
+
+        Returns:
+            ``[{"id", "sample", "ts_s", "held_out", "width", "height", "corrected": N,
+            "boxes": [{"class": name, "xyxy": [x1, y1, x2, y2]}]}]`` (pixels of the frame).
+        """
+        entries = [e for e in reversed(self._answered())
+                   if e.get("action") == "answered" and isinstance(e.get("sample"), int)]
+        entries = entries[:max(0, int(limit))]
+        records = {r.id: r for r in memory.records(ids=[e["sample"] for e in entries])}
+        names = classes.names()
+        out = []
+        for entry in entries:
+            record = records.get(entry["sample"])
+            if record is None or record.source != SOURCE_PREFIX + entry["id"]:
+                continue  # evicted, withdrawn or removed since
+            try:
+                boxes = stored_boxes(memory.label_path(record.id), record.width, record.height,
+                                     names)
+            except (LabelError, OSError) as exc:
+                log.warning("answer %s: its sample %d's labels are unreadable (%s)",
+                            entry["id"], record.id, exc)
+                continue
+            out.append({"id": entry["id"], "sample": record.id, "ts_s": entry.get("ts_s"),
+                        "held_out": bool(record.held_out), "width": record.width,
+                        "height": record.height, "corrected": int(entry.get("corrected", 0)),
+                        "boxes": boxes})
+        return out
+
+    def answered_sample(self, item_id: str, memory) -> int:
+        """The memory sample holding an answered item (found by its source, so an answer
+        corrected before a kill is still found).
+
+        Raises:
+            NotFoundError: invalid or unknown id.
+            ConflictError: the item still waits for an answer, was skipped, or its sample is
+                gone (evicted, withdrawn or removed).
+        """
+        item_id = valid_item_id(item_id)
+        if (self.dir / f"{item_id}.json").exists():
+            raise ConflictError(f"label item '{item_id}' has not been answered yet; answer it "
+                                f"first")
+        sample_id = _stored_sample(memory, SOURCE_PREFIX + item_id)
+        if sample_id is not None:
+            return sample_id
+        for entry in reversed(self._answered()):
+            if entry["id"] == item_id:
+                action = entry.get("action")
+                if action == "answered":
+                    raise ConflictError(f"label item '{item_id}': its sample is no longer in "
+                                        f"memory (evicted to make room, or removed)")
+                if action == "withdrawn":
+                    raise ConflictError(f"label item '{item_id}' was withdrawn: its sample was "
+                                        f"removed from the memory")
+                raise ConflictError(f"label item '{item_id}' was {action}: no sample was "
+                                    f"stored for it")
+        raise NotFoundError(f"no answered label item '{item_id}' (see 'edgecl labels "
+                            f"answered')")
+
+    def correct(self, item_id: str, boxes: object, memory, classes,
+                allow_new_classes: bool = True) -> dict:
+        """Replace an answered item's boxes in the memory (a person corrects a wrong answer).
+
+        The sample keeps its image and its held-out flag and gets a new id, so the next round
+        learns the corrected boxes (:meth:`ReplayMemory.relabel
+        <edgecl.continual.memory.ReplayMemory.relabel>`).
+
+        Args:
+            item_id: an answered item.
+            boxes: the final boxes, as for :meth:`answer` (``[]``: nothing to label here).
+            memory: the replay memory.
+            classes: the class registry; a new name gets the next id when
+                ``allow_new_classes``.
+            allow_new_classes: refuse unknown names instead.
+
+        Returns:
+            ``{"id", "sample": new id, "replaced": old id, "boxes": N, "classes_added",
+            "class_ids"}``.
+
+        Raises:
+            NotFoundError / ConflictError: as :meth:`answered_sample`.
+            LabelError: bad boxes (nothing is changed).
+            StorageError: the memory cannot write (the old answer stays).
+        """
+        with self._locked():
+            sample_id = self.answered_sample(item_id, memory)
+            record = memory.records(ids=[sample_id])[0]
+            known = {name: int(cid) for cid, name in classes.names().items()}
+            labels, new_names = boxes_to_labels(boxes, record.width, record.height, known)
+            if new_names and not allow_new_classes:
+                raise LabelError(f"unknown class '{new_names[0]}' (known: "
+                                 f"{', '.join(sorted(known)) or 'none'})")
+            for name in new_names:
+                known[name] = int(classes.id_for(name, create=True))
+            for row in labels:
+                if row[0] < 0:
+                    row[0] = known[new_names[int(-1 - row[0])]]
+            memory.sync_class_names(classes.names())
+            new_id = memory.relabel(sample_id, labels, LabelOrigin.OPERATOR)
+            previous = next((e for e in reversed(self._answered()) if e["id"] == item_id), {})
+            self._record(item_id, "answered", sample=new_id,
+                         corrected=int(previous.get("corrected", 0)) + 1)
+        return {"id": item_id, "sample": new_id, "replaced": sample_id,
+                "boxes": int(labels.shape[0]), "classes_added": new_names,
+                "class_ids": sorted({int(c) for c in labels[:, 0]})}
+
+    def withdraw(self, item_id: str, memory) -> dict:
+        """Take an answer back: its sample leaves the memory for good (a frame answered by
+        mistake, or one that must not be kept).
+
+        Returns:
+            ``{"id", "withdrawn": True, "sample": removed id, "snapshot_copies": N}`` (N:
+            training views of past rounds still linking the image until they are pruned).
+
+        Raises:
+            NotFoundError / ConflictError: as :meth:`answered_sample`.
+            StorageError: the memory cannot write (the answer stays).
+        """
+        with self._locked():
+            sample_id = self.answered_sample(item_id, memory)
+            memory.remove([sample_id])
+            self._record(item_id, "withdrawn", sample=sample_id)
+        return {"id": item_id, "withdrawn": True, "sample": sample_id,
+                "snapshot_copies": memory.snapshot_copies(sample_id)}
+
+    def answered_image_path(self, item_id: str, memory) -> Path:
+        """Path of an answered item's image as the memory stores it.
+
+        Raises:
+            NotFoundError / ConflictError: as :meth:`answered_sample`.
+        """
+        return memory.image_path(self.answered_sample(item_id, memory))
+
     def _refuse_duplicate(self, meta: dict, held: int, memory) -> None:
         """Take an item whose image the memory already holds off the queue (recorded as
         skipped, with the sample that holds it) and say so; called with the lock held.
@@ -625,6 +767,25 @@ def _origin_of(memory, sample_id: int) -> str:
         return ""
     origin = records[0].origin
     return f" (origin {getattr(origin, 'value', origin)})"
+
+
+def stored_boxes(label_path: Path, width: int, height: int, names: dict[int, str]) -> list[dict]:
+    """A stored label file as answer boxes: ``[{"class": name, "xyxy": [x1, y1, x2, y2]}]``
+    in pixels of a ``width`` x ``height`` frame (the inverse of
+    :func:`~edgecl.data.answers.boxes_to_labels`; an id without a name reads ``class<id>``).
+
+    Raises:
+        LabelError: a malformed file.
+        OSError: the file cannot be read.
+    """
+    from edgecl.continual.memory.records import parse_label_file
+
+    boxes = []
+    for cls, cx, cy, w, h in parse_label_file(Path(label_path)).tolist():
+        boxes.append({"class": names.get(int(cls), f"class{int(cls)}"),
+                      "xyxy": [round((cx - w / 2) * width, 2), round((cy - h / 2) * height, 2),
+                               round((cx + w / 2) * width, 2), round((cy + h / 2) * height, 2)]})
+    return boxes
 
 
 def _stored_sample(memory, source: str) -> int | None:

@@ -1,0 +1,147 @@
+"""``edgecl labels answered | correct | withdraw`` and ``edgecl memory remove``: a person takes a
+wrong answer back or corrects it, through the real CLI entry point."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecl.cli import main
+from edgecl.continual.memory import ReplayMemory
+from edgecl.frames import Detections, Frame, LabelOrigin
+from edgecl.models.classes import ClassRegistry
+from edgecl.runtime.labels import OperatorQueue
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
+from labels_fakes import textured  # noqa: E402
+
+
+@pytest.fixture()
+def answered(tmp_path, capsys):
+    """Three items answered with one ``car`` box each (samples 1, 2, 3)."""
+    state = tmp_path / "state"
+    ClassRegistry(state).seed({0: "car"})
+    queue = OperatorQueue(state / "labels")
+    dets = Detections(np.array([[20, 10, 60, 50]], np.float32), np.array([0.5], np.float32),
+                      np.array([0]))
+    ids = [queue.push(Frame(textured(i), i, float(i), "cam://0"), dets, priority=0.5,
+                      reasons={"uncertain": 0.9}, names={0: "car"}) for i in range(3)]
+    car = tmp_path / "car.json"
+    car.write_text(json.dumps([{"class": "car", "xyxy": [10, 10, 50, 40]}]))
+    for item in ids:
+        assert main(["labels", "answer", item, "--boxes", str(car), "--state-dir", str(state)]) == 0
+    capsys.readouterr()
+    return state, ids
+
+
+def run(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's own refusals
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def last_json(out):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_answered_lists_the_latest_answers_with_their_stored_boxes(answered, capsys):
+    state, ids = answered
+    code, out, _ = run(capsys, "labels", "answered", "--json", "--state-dir", str(state))
+    listed = last_json(out)
+    assert code == 0 and [a["id"] for a in listed] == ids[::-1]
+    assert [a["sample"] for a in listed] == [3, 2, 1]
+    # the stored box, converted back to pixels of the 200x100 frame
+    assert listed[0]["boxes"] == [{"class": "car", "xyxy": [10.0, 10.0, 50.0, 40.0]}]
+    assert listed[0]["corrected"] == 0 and listed[0]["width"] == 200
+    code, out, _ = run(capsys, "labels", "answered", "--limit", "1", "--state-dir", str(state))
+    assert code == 0 and out.count("\n") == 1 and ids[2] in out and "car [10, 10, 50, 40]" in out
+
+
+def test_correct_relabels_the_sample_under_a_new_id_and_registers_a_new_class(answered, capsys,
+                                                                              tmp_path):
+    state, ids = answered
+    truck = tmp_path / "truck.json"
+    truck.write_text(json.dumps({"boxes": [{"class": "truck", "xyxy": [12, 8, 52, 44]}]}))
+    code, out, _ = run(capsys, "labels", "correct", ids[1], "--boxes", str(truck), "--json",
+                       "--state-dir", str(state))
+    result = last_json(out)
+    assert code == 0 and result["replaced"] == 2 and result["sample"] == 4
+    assert result["classes_added"] == ["truck"] and result["class_ids"] == [1]
+    assert ClassRegistry(state).names() == {0: "car", 1: "truck"}
+    with ReplayMemory(state / "memory") as memory:
+        assert memory.ids() == [1, 3, 4]
+        (stored,) = memory.get([4])
+        assert stored.origin is LabelOrigin.OPERATOR and stored.source == f"operator:{ids[1]}"
+        np.testing.assert_allclose(stored.labels,
+                                   [[1, 32 / 200, 26 / 100, 40 / 200, 36 / 100]], atol=1e-5)
+    code, out, _ = run(capsys, "labels", "answered", "--json", "--state-dir", str(state))
+    first = last_json(out)[0]
+    assert first["id"] == ids[1] and first["corrected"] == 1 and first["sample"] == 4
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")  # corrected again: nothing to label on it after all
+    code, out, _ = run(capsys, "labels", "correct", ids[1], "--boxes", str(empty),
+                       "--state-dir", str(state))
+    assert code == 0 and "memory sample 4 -> 5" in out and "0 box(es)" in out
+
+
+def test_withdraw_removes_the_sample_and_later_actions_are_one_line_conflicts(answered, capsys,
+                                                                            tmp_path):
+    state, ids = answered
+    code, out, _ = run(capsys, "labels", "withdraw", ids[0], "--state-dir", str(state))
+    assert code == 0 and f"withdrew {ids[0]}: memory sample 1 removed" in out
+    with ReplayMemory(state / "memory") as memory:
+        assert memory.ids() == [2, 3] and memory.verify(repair=False).ok
+    car = tmp_path / "car.json"
+    for argv, expected in (
+            (("labels", "withdraw", ids[0]), "was withdrawn: its sample was removed"),
+            (("labels", "correct", ids[0], "--boxes", str(car)), "was withdrawn"),
+            (("labels", "answer", ids[0], "--boxes", str(car)), "was already withdrawn"),
+            (("labels", "withdraw", "nope"), "no answered label item 'nope'"),
+            (("labels", "withdraw", "../x"), "an id is 1-64 letters")):
+        code, _, err = run(capsys, *argv, "--state-dir", str(state))
+        assert code == 2 and expected in err and err.count("\n") == 1, (argv, err)
+
+
+def test_a_pending_item_cannot_be_corrected_and_a_skip_file_is_refused(answered, capsys,
+                                                                       tmp_path):
+    state, ids = answered
+    queue = OperatorQueue(state / "labels")
+    dets = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, int))
+    waiting = queue.push(Frame(textured(9), 9, 9.0, "cam://0"), dets, priority=0.5)
+    car = tmp_path / "car.json"
+    code, _, err = run(capsys, "labels", "correct", waiting, "--boxes", str(car),
+                       "--state-dir", str(state))
+    assert code == 2 and "has not been answered yet" in err
+    skip = tmp_path / "skip.json"
+    skip.write_text('{"skip": true}')
+    code, _, err = run(capsys, "labels", "correct", ids[0], "--boxes", str(skip),
+                       "--state-dir", str(state))
+    assert code == 2 and "labels withdraw" in err and err.count("\n") == 1
+
+
+def test_an_evicted_answer_says_its_sample_is_gone(answered, capsys, tmp_path):
+    state, ids = answered
+    with ReplayMemory(state / "memory") as memory:
+        memory.remove([2])  # as an eviction would
+    code, _, err = run(capsys, "labels", "correct", ids[1], "--boxes", str(tmp_path / "car.json"),
+                       "--state-dir", str(state))
+    assert code == 2 and "no longer in memory" in err
+    code, out, _ = run(capsys, "labels", "answered", "--json", "--state-dir", str(state))
+    assert [a["sample"] for a in last_json(out)] == [3, 1]
+
+
+def test_memory_remove_deletes_samples_all_or_nothing(answered, capsys):
+    state, _ids = answered
+    code, _, err = run(capsys, "memory", "remove", "1", "9", "--state-dir", str(state))
+    assert code == 2 and "no sample id(s) [9]" in err and "nothing was removed" in err
+    code, _, err = run(capsys, "memory", "remove", "x", "--state-dir", str(state))
+    assert code == 2 and "a sample id is a positive integer" in err
+    code, out, _ = run(capsys, "memory", "remove", "1", "3", "--json", "--state-dir", str(state))
+    assert code == 0 and last_json(out) == {"removed": [1, 3], "snapshot_copies": 0}
+    code, out, _ = run(capsys, "memory", "stats", "--json", "--state-dir", str(state))
+    assert last_json(out)["per_origin"]["operator"] == 1
