@@ -48,12 +48,14 @@ def import_command(args: argparse.Namespace) -> int:
     from edgecl.continual.memory import memory_from_config
     from edgecl.data.importers import iter_labelled
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
+    from edgecl.runtime.lock import importing
 
     cfg = with_device_memory(config_from_args(args), memory_given(args))
     refuse_smaller_memory(cfg)
     items = iter_labelled(args.path, args.format)
     classes = ClassRegistry(cfg.state_dir)
-    with memory_from_config(cfg) as memory:
+    # a runtime on this state directory starts no learning round until the import is done
+    with importing(cfg.state_dir), memory_from_config(cfg) as memory:
         adopt_memory_class_names(memory, classes)
         report = ingest(items, memory, classes)
     result = report.to_dict()

@@ -675,6 +675,8 @@ class Runtime:
                 alerts.append(f"learning waits for room: {learner['waiting_for_room']}")
             if learner.get("waiting_for_held_out"):
                 alerts.append(learner["waiting_for_held_out"])
+            if learner.get("waiting_for_import"):
+                alerts.append(learner["waiting_for_import"])
             if learner.get("last_error"):
                 alerts.append(learner["last_error"])
             last = self.supervisor.rounds[-1] if self.supervisor.rounds else None

@@ -25,6 +25,7 @@ from edgecl.atomic import atomic_write_json
 from edgecl.config import Config, LearnerConfig
 from edgecl.continual.round_state import RoundResult, RoundStatus, learner_dir, load_state
 from edgecl.errors import EdgeclError, storage_fault, storage_faults
+from edgecl.runtime.lock import import_running
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,9 @@ def interrupted_round(state_dir: str | Path) -> str | None:
 HELD_OUT_WAIT = ("a learning round is due and waits for the first held-out sample (the gate "
                  "needs one to judge a candidate): label or import a few more frames")
 """What the console and ``/healthz`` say while a due round waits for a held-out sample."""
+IMPORT_WAIT = ("a learning round is due and waits for an import into the memory to finish "
+               "(a round now would learn half the folder)")
+"""What the console and ``/healthz`` say while a due round waits for an import."""
 TRAIN_SHARE = 0.8
 """Share of a round's wall time spent training when no earlier round tells (progress bar)."""
 UPGRADE_CHECK_S = 60.0
@@ -672,6 +676,7 @@ class LearnerSupervisor:
         self.tried_classes: set[int] = set()
         self._waiting_for_held_out = False
         self._waiting_for_room: str | None = None  # why a due round waits for disk room
+        self._waiting_for_import = False  # a due round waits for an import to finish
         self._stored_classes: set[int] = set()
         self.on_round = on_round
         self.state = TriggerState(last_round_s=time.monotonic())
@@ -759,6 +764,8 @@ class LearnerSupervisor:
             out["waiting_for_room"] = self._waiting_for_room
         if self._waiting_for_held_out and not self.busy:
             out["waiting_for_held_out"] = HELD_OUT_WAIT
+        if self._waiting_for_import and not self.busy:
+            out["waiting_for_import"] = IMPORT_WAIT
         return out
 
     def tick(self) -> None:
@@ -782,8 +789,17 @@ class LearnerSupervisor:
                     log.info("learning round due (%s) waits: the memory holds no held-out sample "
                              "yet, so the gate could not judge a candidate", reason)
                 self._waiting_for_held_out = True
+            elif reason and import_running(self.cfg.state_dir):
+                # the trigger stays armed: a round now would learn half the imported folder
+                # (and could gate on a held-out slice the import is still filling)
+                self._waiting_for_held_out = False
+                if not self._waiting_for_import:
+                    log.info("learning round due (%s) waits for the import into %s to finish",
+                             reason, self.cfg.state_dir)
+                self._waiting_for_import = True
             elif reason:
                 self._waiting_for_held_out = False
+                self._waiting_for_import = False
                 problem = room_problem(self.cfg.state_dir)
                 if problem:
                     # the trigger stays armed: on a full disk a round would train, fail to

@@ -1,4 +1,5 @@
-"""One runtime per state directory: an ``fcntl.flock`` on ``STATE/lock`` held for the runtime's life.
+"""One runtime per state directory: an ``fcntl.flock`` on ``STATE/lock`` held for the runtime's life;
+and ``STATE/import.lock``, held shared by each import while it stores samples.
 
 The lock file holds the holder's pid (for the message a second runtime prints). The kernel
 releases an ``flock`` when its holder dies, even on ``kill -9``, so a stale file never blocks a
@@ -8,10 +9,12 @@ restart; the pid in it is only informative. The file is written in place, not th
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 from edgecl.errors import EdgeclError, StorageError, is_disk_full
 
@@ -145,3 +148,58 @@ def holder_pid(state_dir: str | Path) -> int | None:
         return None
     finally:
         os.close(fd)
+
+
+IMPORT_LOCK_NAME = "import.lock"
+"""``STATE/import.lock``: a shared ``flock`` held by each import while it stores samples."""
+
+
+@contextlib.contextmanager
+def importing(state_dir: str | Path) -> Iterator[None]:
+    """Hold ``STATE/import.lock`` (shared: imports may run side by side) while an import stores
+    samples, so that a runtime's learner starts no round on half a folder
+    (:func:`import_running`). The kernel drops the lock when the import dies, even on
+    ``kill -9``. Where the file cannot be made (a read-only state directory) nothing is held:
+    the import's own writes fail there with their own message.
+
+    Args:
+        state_dir: the state directory.
+    """
+    path = Path(state_dir) / IMPORT_LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        log.debug("import not announced in %s: %s", path, exc.strerror or exc)
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def import_running(state_dir: str | Path) -> bool:
+    """Whether an import (:func:`importing`) is storing samples into this state directory now.
+
+    Args:
+        state_dir: the state directory.
+
+    Returns:
+        True while some process holds ``STATE/import.lock``; False when none does, the file is
+        absent or cannot be opened.
+    """
+    path = Path(state_dir) / IMPORT_LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False

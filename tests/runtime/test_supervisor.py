@@ -510,6 +510,18 @@ def test_what_a_round_could_not_write_is_written_from_its_version(tmp_path, monk
     assert Monitor(tmp_path).summary()["model_version"] == version
 
 
+def due_supervisor(cfg, monkeypatch):
+    """A supervisor whose sink keeps storing (a round is due at each tick) and the list of
+    rounds it starts (none is run)."""
+    sink = FakeSink([(5, {0})] * 10)
+    sink.memory = type("M", (), {"ids": lambda self, held_out=None: [1],
+                                 "records": lambda self, ids: []})()
+    sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
+    started = []
+    monkeypatch.setattr(sup, "start_round", started.append)
+    return sup, started
+
+
 def test_a_due_round_waits_for_room_on_a_full_disk_and_starts_once_there_is_room(tmp_path,
                                                                                  monkeypatch,
                                                                                  caplog):
@@ -523,12 +535,7 @@ def test_a_due_round_waits_for_room_on_a_full_disk_and_starts_once_there_is_room
     version.mkdir(parents=True)
     (version / "model.onnx").write_bytes(b"x" * 1000)
     (tmp_path / "models" / "current").symlink_to("v0001")
-    sink = FakeSink([(5, {0})] * 10)
-    sink.memory = type("M", (), {"ids": lambda self, held_out=None: [1],
-                                 "records": lambda self, ids: []})()
-    sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
-    started = []
-    monkeypatch.setattr(sup, "start_round", started.append)
+    sup, started = due_supervisor(cfg, monkeypatch)
     Usage = collections.namedtuple("Usage", "total used free")
     free = {"bytes": 1024}
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9, free["bytes"]))
@@ -654,3 +661,24 @@ def test_the_progress_bar_follows_the_rounds_own_report(supervisor, tmp_path, mo
     running.write_text(json.dumps({"round_id": "other", "steps": 30, "total_steps": 30}))
     assert sup.health()["progress"] == pytest.approx(14 / 300, abs=0.01)
     assert learner_mod.running_progress(tmp_path, "r1") is None
+
+
+def test_a_due_round_waits_while_an_import_stores_and_starts_when_it_is_done(tmp_path,
+                                                                           monkeypatch, caplog):
+    """Before: an import run beside the runtime counted as new samples as it went, so a round
+    started on the first part of the folder (say one class of a folder sorted by class)."""
+    from edgecl.runtime.lock import import_running, importing
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_new_samples=1"])
+    sup, started = due_supervisor(cfg, monkeypatch)
+    assert not import_running(tmp_path)
+    with caplog.at_level(logging.INFO), importing(tmp_path), importing(tmp_path):
+        assert import_running(tmp_path)  # two imports side by side
+        sup.tick()
+        sup.tick()
+        assert started == []
+        assert sup.health()["waiting_for_import"] == learner_mod.IMPORT_WAIT
+    assert caplog.text.count("learning round due (new_samples) waits for the import") == 1
+    assert not import_running(tmp_path)
+    sup.tick()
+    assert started == ["new_samples"] and "waiting_for_import" not in sup.health()
