@@ -594,12 +594,31 @@ def _set_far_baselines(ctx: RoundContext, model, names) -> None:
     ctx.snapshot.set_recall_baseline([samples[i].id for i in keep], recalls.tolist())
 
 
+def seed_round(seed: int) -> None:
+    """Seed the generators a round draws from (a grown head's new weights, augmentation,
+    dropout) as ultralytics' ``init_seeds`` does without its determinism switches: the same
+    snapshot and parent then give the same candidate, so a round can be replayed to be
+    examined. Threads may still add float noise.
+
+    Args:
+        seed: ``memory.seed`` plus the round's number.
+    """
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
                           record: RoundRecorder | None, hold: bool = False) -> RoundResult:
     cfg, state = ctx.cfg, ctx.state
     round_no = state.round + 1
     clock = _PhaseClock()
     parent_model, parent_names = _load_parent(ctx)
+    seed_round(cfg.memory.seed + round_no)
     model, names = _grow_for_new_classes(copy.deepcopy(parent_model), parent_names, ctx)
     with clock("select"):
         replay_ids = select_replay(ctx, parent_model, parent_names, model)
