@@ -595,10 +595,11 @@ def _set_far_baselines(ctx: RoundContext, model, names) -> None:
 
 
 def seed_round(seed: int) -> None:
-    """Seed the generators a round draws from (a grown head's new weights, augmentation,
-    dropout) as ultralytics' ``init_seeds`` does without its determinism switches: the same
-    snapshot and parent then give the same candidate, so a round can be replayed to be
-    examined. Threads may still add float noise.
+    """Seed the generators a round draws from (the weights of a YOLO11n built for an untrained
+    start, a grown head's new weights, augmentation) as ultralytics' ``init_seeds`` does without
+    its determinism switches: the same snapshot and parent then give the same candidate, so a
+    round can be replayed to be examined (with ``learner.torch_threads`` 1; more threads may
+    add float noise).
 
     Args:
         seed: ``memory.seed`` plus the round's number.
@@ -617,8 +618,8 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
     cfg, state = ctx.cfg, ctx.state
     round_no = state.round + 1
     clock = _PhaseClock()
+    seed_round(cfg.memory.seed + round_no)  # first: an untrained start is built here
     parent_model, parent_names = _load_parent(ctx)
-    seed_round(cfg.memory.seed + round_no)
     model, names = _grow_for_new_classes(copy.deepcopy(parent_model), parent_names, ctx)
     with clock("select"):
         replay_ids = select_replay(ctx, parent_model, parent_names, model)

@@ -122,3 +122,31 @@ def test_hot_swap_in_running_loop_and_corrupt_version_refused(tmp_path, scenario
     assert report.swaps == 1 and "cannot load ONNX" in runtime.watcher.refused[corrupt]
     assert report.swap_stall_ms_max < report.infer_ms_p50
     json.dumps(report.to_json())
+
+
+def test_a_round_on_the_same_state_gives_the_same_candidate(tmp_path, scenario):
+    """Before: a first round with no checkpoint to start from built its YOLO11n before the
+    round's seeds were set, so the same memory gave a different candidate each time (a clean
+    test run once promoted one that scored every anchor under 0.001)."""
+    import shutil
+
+    import torch
+
+    from edgecl.models.checkpoint import load_checkpoint
+
+    cfg = tiny_cfg(tmp_path / "a", "learner.torch_threads=1")
+    stream(cfg, f"tasks://{scenario}?task=t1", model=str(untrained_model(tmp_path, scenario)))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    weights, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)  # as the learner's process runs (learner.torch_threads)
+    try:
+        for state in ("a", "b"):
+            result = run_round(dataclasses.replace(cfg, state_dir=str(tmp_path / state)),
+                               reason="t")
+            assert result["status"] == "staged", result
+            model, _meta = load_checkpoint(tmp_path / state / "models" / "v0001" / "model.pt")
+            weights.append(torch.cat([t.detach().float().flatten()
+                                      for t in model.state_dict().values()]))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(weights[0], weights[1])

@@ -67,7 +67,7 @@ def teach_cfg(state, model, *extra):
 
 
 def test_a_class_taught_only_by_http_answers_is_learnt_and_served(tmp_path):
-    torch.manual_seed(0)  # the starting weights; the round seeds its own draws (seed_round)
+    torch.manual_seed(0)  # the served model picks the frames; the round seeds its own (seed_round)
     model = tiny_model(tmp_path / "car.pt", {0: "car"}, IMGSZ)
     cfg = teach_cfg(tmp_path / "state", model)
     source = ObjectSource(width=160, height=120, fps=10.0, seed=1, spread=SPREAD)
