@@ -255,6 +255,7 @@ class Runtime:
         self.lock = None
         self.memory_sink = None
         self.supervisor = None
+        self._disk_round = None  # the newest round on disk, for the Live page (DiskRound)
         self.monitor = None
         self.server = None
         self.loop = None
@@ -610,8 +611,14 @@ class Runtime:
                              "per_origin": stats.get("per_origin", {})}
             out["queue"] = len(self.memory_sink.queue.pending())
         if self.supervisor is not None:
+            from edgecl.runtime.prometheus import DiskRound, with_disk_round
+
             learner = self.supervisor.health()
-            out["learner"] = {"state": learner["state"], **_round_shown(learner)}
+            if self._disk_round is None:
+                self._disk_round = DiskRound(self.cfg.state_dir)
+            # as /metrics shows it: a round 'edgecl learn' finished beside the runtime counts
+            shown = with_disk_round({"learner": _round_shown(learner)}, self._disk_round())
+            out["learner"] = {"state": learner["state"], **shown["learner"]}
         return out
 
     def vitals(self) -> dict:

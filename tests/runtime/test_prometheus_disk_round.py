@@ -29,6 +29,7 @@ def test_a_round_another_process_ran_moves_the_gauge(tmp_path, monkeypatch):
     got = samples(exporter.render().decode())
     assert got[ROUND] == 6.0
     assert got[("edgecl_runtime_up", ())] == 1.0
+    assert runtime.live()["learner"]["round"] == 6  # the Live page says the same
     sup.start_round("interval")  # the runtime's own next round runs as round 7
     assert samples(exporter.render().decode())[ROUND] == 7.0
 
