@@ -9,6 +9,12 @@ from pathlib import Path
 def promote_version(state_dir: str | Path, version: str) -> bool:
     """Promote a registry version and mark its round as promoted in the metrics database.
 
+    The learner's progress follows the version now serving: the samples it learnt count as
+    learnt, and those it did not (learnt only by the version it replaces, or by rounds since)
+    are new, so the next round learns them; a version promoted again after a rollback does not
+    learn its own samples twice. A version that records no progress (an older release made it)
+    leaves the progress as it was; an unreadable progress file is said in a warning and left.
+
     The registry's switch is the promotion; the metrics database follows it. When that write
     fails (a full disk), the promotion stands and a warning says so: the database is brought
     in line later (:func:`sync_monitor`: the runtime's supervisor retries, every start does).
@@ -22,7 +28,8 @@ def promote_version(state_dir: str | Path, version: str) -> bool:
 
     Raises:
         RegistryError: unknown, rejected or corrupt version (nothing changed).
-        StorageError: ``current`` could not be switched (nothing changed).
+        StorageError: ``current`` could not be switched, or the progress could not be moved
+            back before it (nothing changed).
     """
     import logging
 
@@ -30,7 +37,11 @@ def promote_version(state_dir: str | Path, version: str) -> bool:
     from edgecl.models.registry import Registry
     from edgecl.runtime.monitor import Monitor
 
-    Registry(Path(state_dir) / "models").promote(version)
+    registry = Registry(Path(state_dir) / "models")
+    learnt = _progress_of(registry, version)
+    _move_progress(state_dir, learnt, version, back=True)  # before: a failed switch then only
+    registry.promote(version)                              # leaves samples to learn again
+    _move_progress(state_dir, learnt, version, back=False)
     try:
         Monitor(state_dir).set_version_status(version, "promoted")
     except (EdgeclError, OSError) as exc:
@@ -40,6 +51,53 @@ def promote_version(state_dir: str | Path, version: str) -> bool:
         return False
     return True
 
+
+
+def _progress_of(registry, version: str) -> int | None:
+    """The learner's progress a version records (the last sample id its round learnt; 0 for a
+    user's model file, which learnt none of this memory), or None when it records none.
+
+    Raises:
+        RegistryError: unknown version or unreadable manifest.
+    """
+    manifest = registry.manifest(version)
+    learnt = manifest.get("learnt_up_to", None if "parent" in manifest else 0)
+    return learnt if _sample_id(learnt) else None
+
+
+def _move_progress(state_dir: str | Path, learnt: int | None, version: str, back: bool) -> None:
+    """Set the learner's progress to ``learnt`` when that moves it back (``back``) or forward.
+
+    Raises:
+        StorageError: moving back, the progress cannot be written (the promotion stops).
+    """
+    import logging
+
+    from edgecl.continual.round_state import load_state, save_state
+    from edgecl.errors import EdgeclError, storage_faults
+
+    if learnt is None:
+        return
+    try:
+        state = load_state(state_dir)
+    except (EdgeclError, OSError) as exc:
+        logging.getLogger(__name__).warning(
+            "%s: the learner's progress is unreadable (%s); it is left as it is", version, exc)
+        return
+    if (learnt < state.last_sample_id) != back or learnt == state.last_sample_id:
+        return
+    state.last_sample_id = learnt
+    if back:
+        with storage_faults(f"cannot promote {version}: the learner's progress cannot be set "
+                            f"back to what it learnt; nothing changed"):
+            save_state(state_dir, state)
+        return
+    try:
+        save_state(state_dir, state)
+    except OSError as exc:  # the promotion stands: its samples are learnt once more, no harm
+        logging.getLogger(__name__).warning(
+            "%s promoted; the learner's progress could not be moved to what it learnt (%s): "
+            "the next round learns those samples again", version, exc)
 
 
 def rollback_version(state_dir: str | Path, registry=None) -> str:
@@ -73,9 +131,8 @@ def rollback_version(state_dir: str | Path, registry=None) -> str:
 
     def rewind(target: str) -> None:
         """Rewind the learner's progress to what ``target`` learnt (before the switch)."""
-        manifest = registry.manifest(target)
-        learnt = manifest.get("learnt_up_to", None if "parent" in manifest else 0)
-        if not _sample_id(learnt):
+        learnt = _progress_of(registry, target)
+        if learnt is None:
             learnt = _learnt_before_retired(registry, target)
         if _sample_id(learnt) and learnt < state.last_sample_id:
             state.last_sample_id = learnt

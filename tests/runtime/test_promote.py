@@ -232,3 +232,51 @@ def test_versions_replaced_by_later_promotions_stay_in_the_monitors_chain(tmp_pa
     assert rollback_version(tmp_path, registry) == versions[1]
     assert Monitor(tmp_path).accuracy_matrix()["versions"] == versions[:2]
     assert Monitor(tmp_path).summary()["n_promoted"] == 2
+
+
+def test_a_promotion_sets_the_progress_to_what_the_version_learnt(tmp_path):
+    """Before: promoting an older version left the progress of the newer one, so the samples
+    only the newer one had learnt were never learnt by the version now serving; and promoting a
+    version again after a rollback left the progress rewound, so its own samples were learnt a
+    second time."""
+    from edgecl.runtime.promote import promote_version
+
+    registry = Registry(tmp_path / "models")
+    root = _stage(registry, tmp_path, b"a", source="user.pt")
+    first = _stage(registry, tmp_path, b"b", parent=root, learnt_up_to=40)
+    second = _stage(registry, tmp_path, b"c", parent=first, learnt_up_to=90)
+    old = _stage(registry, tmp_path, b"d", parent=first)  # an older release recorded none
+    for version in (root, first, second):
+        registry.promote(version)
+    save_state(tmp_path, LearnerState(round=3, last_sample_id=95))  # a later round was rejected
+    promote_version(tmp_path, first)
+    assert load_state(tmp_path).last_sample_id == 40 and load_state(tmp_path).round == 3
+    promote_version(tmp_path, second)
+    assert load_state(tmp_path).last_sample_id == 90
+    promote_version(tmp_path, old)
+    assert load_state(tmp_path).last_sample_id == 90  # no record: left as it was
+    promote_version(tmp_path, root)  # a user's model learnt none of this memory
+    assert load_state(tmp_path).last_sample_id == 0
+
+
+def test_a_promotion_whose_progress_cannot_be_set_back_changes_nothing(tmp_path, monkeypatch):
+    import pytest
+
+    from edgecl.continual import round_state
+    from edgecl.errors import StorageError
+    from edgecl.runtime.promote import promote_version
+
+    registry = Registry(tmp_path / "models")
+    first = _stage(registry, tmp_path, b"b", parent=None, learnt_up_to=40)
+    second = _stage(registry, tmp_path, b"c", parent=first, learnt_up_to=90)
+    registry.promote(first)
+    registry.promote(second)
+    save_state(tmp_path, LearnerState(round=2, last_sample_id=90))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(round_state, "atomic_write_json", full)
+    with pytest.raises(StorageError, match=f"cannot promote {first}: the learner's progress"):
+        promote_version(tmp_path, first)
+    assert registry.current() == second and load_state(tmp_path).last_sample_id == 90
