@@ -37,7 +37,8 @@ def _scene(width: int, height: int, seed: int) -> np.ndarray:
 
 
 class FakeConsole:
-    """State behind :meth:`hooks`; ``answers``, ``promoted`` and ``rollbacks`` record calls.
+    """State behind :meth:`hooks`; ``answers``, ``promoted`` and ``rollbacks`` record calls, as
+    ``corrections`` and ``withdrawals`` do for the answers kept in memory (``stored``).
 
     Args:
         folder: where the queued frames' images are written.
@@ -57,6 +58,11 @@ class FakeConsole:
         self.fail_answers: list[EdgeclError] = []  # raised by the next answers, one each
         self.slow_images: dict[str, float] = {}  # item id -> seconds its image takes
         self.broken_images: set[str] = set()  # items whose image cannot be read
+        self.stored: list[dict] = []  # answers whose sample the memory holds, newest first
+        self.corrections: list[dict] = []  # {"id", "boxes"} of each correction received
+        self.withdrawals: list[str] = []  # ids of each withdrawal received
+        self.fail_changes: list[EdgeclError] = []  # raised by the next corrections/withdrawals
+        self.next_sample = 101
         self.class_names = list(CLASSES)
         self.alerts = ["round 3 rejected: person AP fell 0.12 > 0.05"]
         self.queue = []
@@ -109,6 +115,34 @@ class FakeConsole:
                                  {"class": names[1], "xyxy": [400.0, 200.0, 450.0, 330.0],
                                   "score": 0.33}]})
                 ids.append(item_id)
+        return ids
+
+    def store_answers(self, count: int) -> list[str]:
+        """Put ``count`` more answered 640x480 frames in the fake memory (newest first), with
+        one to three stored boxes each; the first one corrected once, every third held out.
+
+        Returns:
+            The new answers' ids, newest first.
+        """
+        shapes = [[{"class": "car", "xyxy": [60.0, 250.0, 200.0, 330.0]},
+                   {"class": "person", "xyxy": [400.0, 200.0, 450.0, 330.0]}],
+                  [{"class": "bicycle", "xyxy": [300.0, 260.0, 380.0, 340.0]}],
+                  [{"class": "car", "xyxy": [40.0, 280.0, 160.0, 350.0]},
+                   {"class": "car", "xyxy": [200.0, 270.0, 320.0, 345.0]},
+                   {"class": "dog", "xyxy": [500.0, 380.0, 560.0, 420.0]}]]
+        ids = []
+        with self.lock:
+            for _ in range(count):
+                k = len(self.stored) + len(self.withdrawals)
+                item_id = f"{1_779_990_000_000_000_000 + 7919 * k:020d}-{k * 2654435761 % 16**6:06x}"
+                cv2.imwrite(str(self.folder / f"{item_id}.jpg"), _scene(640, 480, 200 + k))
+                self.stored.insert(0, {
+                    "id": item_id, "sample": self.next_sample, "ts_s": 1_779_990_000.0 + 60 * k,
+                    "held_out": k % 3 == 2, "width": 640, "height": 480,
+                    "corrected": 1 if k == 0 else 0,
+                    "boxes": [dict(b, xyxy=list(b["xyxy"])) for b in shapes[k % len(shapes)]]})
+                self.next_sample += 1
+                ids.insert(0, item_id)
         return ids
 
     def publish_frame(self, boxes: list[tuple] | None = None,
@@ -216,6 +250,8 @@ class FakeConsole:
             return [dict(q) for q in self.queue]
 
     def label_image(self, item_id: str) -> Path:
+        if any(a["id"] == item_id for a in self.answers + self.stored):
+            raise ConflictError(f"label item '{item_id}' was already answered")
         if not any(q["id"] == item_id for q in self.queue):
             raise NotFoundError(f"no queued item {item_id}")
         if item_id in self.broken_images:
@@ -237,7 +273,63 @@ class FakeConsole:
                     raise LabelError(f"empty box {box['xyxy']}")
             self.answers.append({"id": item_id, "boxes": boxes, "skip": skip})
             self.queue = [q for q in self.queue if q["id"] != item_id]
+            if not skip:
+                self.stored.insert(0, {
+                    "id": item_id, "sample": self.next_sample, "ts_s": time.time(),
+                    "held_out": False, "width": 640, "height": 480, "corrected": 0,
+                    "boxes": [{"class": b["class"], "xyxy": list(b["xyxy"])} for b in boxes]})
+                self.next_sample += 1
             return {"id": item_id, "stored": not skip, "boxes": len(boxes)}
+
+    def answered_list(self) -> list[dict]:
+        with self.lock:
+            return [dict(a, boxes=[dict(b) for b in a["boxes"]]) for a in self.stored]
+
+    def _stored(self, item_id: str) -> dict:
+        entry = next((a for a in self.stored if a["id"] == item_id), None)
+        if entry is not None:
+            return entry
+        if item_id in self.withdrawals:
+            raise ConflictError(f"label item '{item_id}' was withdrawn: its sample was removed "
+                                "from the memory")
+        if any(q["id"] == item_id for q in self.queue):
+            raise ConflictError(f"label item '{item_id}' has not been answered yet; answer it first")
+        raise NotFoundError(f"no answered label item '{item_id}'")
+
+    def answered_image(self, item_id: str) -> Path:
+        with self.lock:
+            self._stored(item_id)
+        return self.folder / f"{item_id}.jpg"
+
+    def correct(self, item_id: str, boxes: list[dict]) -> dict:
+        with self.lock:
+            if self.fail_changes:
+                raise self.fail_changes.pop(0)
+            entry = self._stored(item_id)
+            for box in boxes:
+                x1, y1, x2, y2 = box["xyxy"]
+                if x2 <= x1 or y2 <= y1:
+                    raise LabelError(f"empty box {box['xyxy']}")
+            self.corrections.append({"id": item_id, "boxes": boxes})
+            added = sorted({b["class"] for b in boxes} - set(self.class_names))
+            self.class_names.extend(added)
+            replaced = entry["sample"]
+            entry.update(sample=self.next_sample, corrected=entry["corrected"] + 1,
+                         boxes=[{"class": b["class"], "xyxy": list(b["xyxy"])} for b in boxes])
+            self.next_sample += 1
+            return {"id": item_id, "sample": entry["sample"], "replaced": replaced,
+                    "boxes": len(boxes), "classes_added": added,
+                    "class_ids": sorted({self.class_names.index(b["class"]) for b in boxes})}
+
+    def withdraw(self, item_id: str) -> dict:
+        with self.lock:
+            if self.fail_changes:
+                raise self.fail_changes.pop(0)
+            entry = self._stored(item_id)
+            self.stored.remove(entry)
+            self.withdrawals.append(item_id)
+            return {"id": item_id, "withdrawn": True, "sample": entry["sample"],
+                    "snapshot_copies": 1}
 
     def classes(self) -> list[dict]:
         return [{"id": i, "name": n, "samples": 120 - 25 * i, "first_seen": "2026-11-28T09:00:00Z"}
@@ -269,5 +361,7 @@ class FakeConsole:
                             latest_jpeg=self.latest_jpeg, models=self.models,
                             promote=self.promote, rollback=self.rollback, pending=self.pending,
                             label_image=self.label_image, answer=self.answer,
+                            answers=self.answered_list, answered_image=self.answered_image,
+                            correct=self.correct, withdraw=self.withdraw,
                             classes=self.classes, forgetting=self.forgetting,
                             live_frame=self.live_frame)

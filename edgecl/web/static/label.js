@@ -1,4 +1,5 @@
-/* Label page: the operator queue; draw, move, resize, delete and name boxes on a canvas. */
+/* Label page: the operator queue; draw, move, resize, delete and name boxes on a canvas; the
+ * latest answers, each opened in the same editor to correct its boxes or to withdraw it. */
 "use strict";
 
 (() => {
@@ -11,6 +12,8 @@
   const MAX_CLASS_CHARS = 100; // the server's limit (edgecl.models.classes.MAX_NAME_CHARS)
   const PRELOAD = 2;           // images kept ahead of the current item (4K frames are big)
   const GONE = new Set([404, 409]);  // an answer refused because the item is no longer pending
+  const MAX_ANSWERED = 20;     // answers listed (the device returns up to 50)
+  const MAX_CLASS_CHIPS = 6;   // class chips on one answered entry, then "+N more"
 
   const state = {
     queue: [],                 // items from /api/labels/pending, minus answered ones
@@ -28,6 +31,12 @@
     edited: false,             // the operator changed the current item's boxes
     drafts: new Map(),         // id -> boxes of an answer the device did not take (kept to resend)
     listed: "",                // what the queue list shows (ids and priorities)
+    mode: "queue",             // "queue": answering queued frames; "correct": an answer reopened
+    tab: "queue",              // the list the left column shows: "queue" or "answered"
+    answers: null,             // the latest answers (/api/labels/answered); null: not read yet
+    answersListed: null,       // what the answered list shows (ids, samples, corrections)
+    resume: null,              // the queue item shown before an answer was opened
+    busy: false,               // a correction or a withdrawal is on its way
   };
 
   // ---- classes ------------------------------------------------------------------------------
@@ -102,19 +111,26 @@
     if (state.listed !== signature) {
       state.listed = signature;
       list.replaceChildren(...state.queue.map((item) => EC.el("li", {
-        "data-id": item.id,
-        onclick: () => openItem(state.queue.find((q) => q.id === item.id) || item),
+        "data-id": item.id, tabindex: "0",
+        onclick: (event) => {
+          if (event.detail) event.currentTarget.blur();  // a click: the keys stay the editor's
+          openItem(state.queue.find((q) => q.id === item.id) || item);
+        },
       }, EC.el("div", {class: "head"},
            EC.el("span", {text: "…" + item.id.slice(-10), title: item.id}),
            EC.el("span", {class: "small muted", text: "priority " + EC.fmt.num(item.priority, 2)})),
          EC.el("div", {}, reasonChips(item)))));
     }
-    const active = state.current ? state.current.id : null;
+    markActive(list, state.mode === "queue" && state.current ? state.current.id : null);
+  }
+
+  /** Highlight the entry of `list` the editor shows (none: `id` null). */
+  function markActive(list, id) {
     for (const li of list.querySelectorAll("li.active")) {
-      if (li.dataset.id !== active) li.classList.remove("active");
+      if (li.dataset.id !== id) li.classList.remove("active");
     }
-    if (active) {
-      const li = list.querySelector(`li[data-id="${CSS.escape(active)}"]`);
+    if (id) {
+      const li = list.querySelector(`li[data-id="${CSS.escape(id)}"]`);
       if (li) li.classList.add("active");
     }
   }
@@ -127,7 +143,8 @@
     }
     state.queue = pending.filter((item) => !state.answered.has(item.id));
     for (const proposed of state.queue.flatMap((item) => item.proposed || [])) addClass(proposed.class);
-    if (state.current && !state.queue.some((item) => item.id === state.current.id)) {
+    const answering = state.mode === "queue";  // the editor shows a queued frame, not an answer
+    if (answering && state.current && !state.queue.some((item) => item.id === state.current.id)) {
       if (state.edited) {
         EC.toast(`${state.current.id} left the queue (answered elsewhere, or dropped for frames of ` +
                  "higher priority): your boxes on it were not saved", "error");
@@ -135,9 +152,11 @@
       state.current = null;
     }
     for (const id of [...state.drafts.keys()]) if (!listed.has(id)) state.drafts.delete(id);
-    if (!state.current && state.queue.length) await openItem(state.queue[0]);
-    else if (!state.current) showEmpty();
-    else if (!state.image && !state.images.has(state.current.id)) await showImage(state.current);
+    if (answering) {  // (correcting an answer, the queue waits in its list)
+      if (!state.current && state.queue.length) await openItem(state.queue[0]);
+      else if (!state.current) showEmpty();
+      else if (!state.image && !state.images.has(state.current.id)) await showImage(state.current);
+    }
     renderPicker();
     renderQueue();
   }
@@ -179,6 +198,12 @@
   }
 
   async function openItem(item) {
+    if (state.mode !== "queue") {
+      state.mode = "queue";
+      state.resume = null;
+      renderMode();
+      renderAnswered();
+    }
     state.current = item;
     const draft = state.drafts.get(item.id);
     state.boxes = draft ? draft.map((b) => ({...b})) : (item.proposed || []).map((p) => ({
@@ -212,7 +237,8 @@
                                                                    : err.message || String(err);
         $("canvas").hidden = true;
         $("label-empty").textContent = `The frame of ${item.id} did not load (${why}); ` +
-          "it is asked for again with the next queue refresh.";
+          (state.mode === "correct" ? "open the answer again from the Answered list."
+                                    : "it is asked for again with the next queue refresh.");
         $("label-empty").hidden = false;
       }
       EC.report(err);
@@ -224,12 +250,23 @@
   }
 
   // ---- answers ------------------------------------------------------------------------------
+  /** Boxes as the server takes them: class names and original-frame pixels (0.1 px). */
+  function wire(boxes) {
+    return boxes.map((b) => ({
+      class: b.cls, xyxy: [b.x1, b.y1, b.x2, b.y2].map((v) => Math.round(v * 10) / 10),
+    }));
+  }
+
+  /** A refusal in one line: the server's message and status, or what went wrong. */
+  function describe(err) {
+    return err instanceof EC.ApiError && err.status ? `${err.message} (HTTP ${err.status})`
+                                                    : err.message || String(err);
+  }
+
   async function send(skip, boxes) {
     const item = state.current;
-    if (!item) return;
-    const payload = {skip, boxes: skip ? [] : boxes.map((b) => ({
-      class: b.cls, xyxy: [b.x1, b.y1, b.x2, b.y2].map((v) => Math.round(v * 10) / 10),
-    }))};
+    if (!item || state.mode !== "queue") return;
+    const payload = {skip, boxes: skip ? [] : wire(boxes)};
     const kept = state.boxes.map((b) => ({...b}));
     state.answered.add(item.id);
     state.inFlight.add(item.id);
@@ -244,6 +281,7 @@
       await EC.postJSON(`/api/labels/${encodeURIComponent(item.id)}`, payload);
       forgetImage(item.id);
       EC.toast(skip ? `skipped ${item.id}` : `saved ${item.id}: ${payload.boxes.length} box(es)`, "ok");
+      if (!skip && state.tab === "answered") refreshAnswered().catch(EC.report);
     } catch (err) {
       state.answered.delete(item.id);
       if (err instanceof EC.ApiError && GONE.has(err.status)) {
@@ -262,14 +300,12 @@
    * the item goes back where it was with the operator's boxes, and is shown again unless the
    * operator has started on another one. */
   function restore(item, index, boxes, err) {
-    const why = err instanceof EC.ApiError && err.status ? `${err.message} (HTTP ${err.status})`
-                                                         : err.message || String(err);
-    EC.toast(`Not saved: ${why}. Your boxes stay on ${item.id}, back in the queue.`, "error");
+    EC.toast(`Not saved: ${describe(err)}. Your boxes stay on ${item.id}, back in the queue.`, "error");
     state.drafts.set(item.id, boxes);
     if (!state.queue.some((q) => q.id === item.id)) {
       state.queue.splice(Math.min(Math.max(index, 0), state.queue.length), 0, item);
     }
-    if (!state.current || !state.edited) openItem(item);
+    if (state.mode === "queue" && (!state.current || !state.edited)) openItem(item);
     else renderQueue();
   }
 
@@ -281,7 +317,255 @@
       EC.toast("Choose a class for every box first", "error");
       return;
     }
-    send(false, state.boxes);
+    if (state.mode === "correct") correct(state.boxes);
+    else send(false, state.boxes);
+  }
+
+  function nothingHere() {
+    if (state.mode === "correct") correct([]);
+    else send(false, []);
+  }
+
+  function skipOrWithdraw() {
+    if (state.mode === "correct") withdraw();
+    else send(true, []);
+  }
+
+  // ---- answered: reopen an answer to correct its boxes or withdraw it --------------------------
+  async function refreshAnswered() {
+    const answers = await EC.getJSON("/api/labels/answered");
+    state.answers = (Array.isArray(answers) ? answers : []).slice(0, MAX_ANSWERED);
+    renderAnswered();
+  }
+
+  function boxCount(n) {
+    return n === 0 ? "nothing here" : n === 1 ? "1 box" : `${n} boxes`;
+  }
+
+  /** An answer's class names (with counts), corrections and held-out flag as chips. */
+  function answerChips(entry) {
+    const counts = new Map();
+    for (const box of entry.boxes || []) counts.set(box.class, (counts.get(box.class) || 0) + 1);
+    const chips = [...counts].slice(0, MAX_CLASS_CHIPS).map(([name, n]) => EC.el("span", {
+      class: "chip", text: EC.isolate(name) + (n > 1 ? ` ×${n}` : "")}));
+    if (counts.size > MAX_CLASS_CHIPS) {
+      chips.push(EC.el("span", {class: "chip", text: `+${counts.size - MAX_CLASS_CHIPS} more`}));
+    }
+    if (entry.corrected > 0) {
+      chips.push(EC.el("span", {class: "chip note", text: `corrected ${entry.corrected}×`}));
+    }
+    if (entry.held_out) {
+      chips.push(EC.el("span", {class: "chip held", text: "held out",
+                                title: "kept aside to validate each round's model, not trained on"}));
+    }
+    return chips;
+  }
+
+  /** The answered list; rebuilt only when its answers change (keeps the keyboard's place). */
+  function renderAnswered() {
+    const list = $("answered");
+    const entries = state.answers || [];
+    $("answered-count").textContent = state.answers ? `(${entries.length})` : "";
+    const signature = entries.map((e) => `${e.id}:${e.sample}:${e.corrected}:${e.held_out}`).join(",");
+    if (state.answers && state.answersListed !== signature) {
+      state.answersListed = signature;
+      list.replaceChildren(...(entries.length ? entries.map((entry) => EC.el("li", {
+        "data-id": entry.id, tabindex: "0",
+        title: entry.ts_s ? `answered ${EC.fmt.time(entry.ts_s)}` : null,
+        onclick: (event) => {
+          if (event.detail) event.currentTarget.blur();
+          const found = (state.answers || []).find((e) => e.id === entry.id);
+          openAnswer(found || entry);
+        },
+      }, EC.el("div", {class: "head"},
+           EC.el("span", {text: "…" + entry.id.slice(-10), title: entry.id}),
+           EC.el("span", {class: "small muted", text: boxCount((entry.boxes || []).length)})),
+         EC.el("div", {}, answerChips(entry)))) : [EC.el("li", {class: "none",
+           text: "No answer in memory yet: an answered frame shows here once the device stores it."})]));
+    }
+    markActive(list, state.mode === "correct" && state.current ? state.current.id : null);
+  }
+
+  /** Open an answer in the editor: its stored boxes as ordinary boxes, Save replaces them. */
+  async function openAnswer(entry) {
+    if (state.busy) return;
+    if (state.mode === "queue" && state.current) {
+      state.resume = state.current.id;  // the queued frame comes back, with its boxes, after
+      if (state.edited) state.drafts.set(state.current.id, state.boxes.map((b) => ({...b})));
+    }
+    state.mode = "correct";
+    state.current = entry;
+    state.boxes = (entry.boxes || []).map((b) => ({
+      cls: b.class, x1: b.xyxy[0], y1: b.xyxy[1], x2: b.xyxy[2], y2: b.xyxy[3], proposed: false,
+    }));
+    for (const box of entry.boxes || []) addClass(box.class);
+    state.selected = -1;
+    state.edited = false;
+    renderPicker();
+    renderMode();
+    renderQueue();
+    renderAnswered();
+    const details = [`sample ${entry.sample}`, `${entry.width}×${entry.height}`];
+    if (entry.ts_s) details.push(`answered ${EC.fmt.time(entry.ts_s)}`);
+    if (entry.corrected > 0) details.push(`corrected ${entry.corrected}×`);
+    if (entry.held_out) details.push("held out (validation)");
+    $("why").replaceChildren(EC.el("strong", {text: entry.id}), " · " + details.join(" · "));
+    revealEditor();
+    await showImage(entry);
+  }
+
+  /** Back to the queued frame shown before (or the first one); the answer stays as it is. */
+  function leaveCorrecting() {
+    const resume = state.resume;
+    state.mode = "queue";
+    state.resume = null;
+    state.current = null;
+    state.image = null;
+    state.boxes = [];
+    state.selected = -1;
+    state.edited = false;
+    renderMode();
+    renderAnswered();
+    const item = state.queue.find((q) => q.id === resume) || state.queue[0];
+    if (item) {
+      openItem(item);
+    } else {
+      showEmpty();
+      renderQueue();
+    }
+  }
+
+  /** The editor's words and buttons for answering the queue or correcting an answer. */
+  function renderMode() {
+    const correcting = state.mode === "correct";
+    $("correcting").hidden = !correcting;
+    $("correcting-id").textContent = correcting && state.current ? state.current.id : "";
+    document.querySelector("section.editor").classList.toggle("correcting", correcting);
+    $("submit").querySelector(".name").textContent = correcting ? "Save" : "Submit";
+    $("submit").title = correcting ? "Replace the answer's boxes with these (Enter)"
+                                   : "Save these boxes (Enter)";
+    $("nothing").title = correcting ? "Save the answer as: no object in this frame (N)"
+                                    : "No object in this frame (N)";
+    $("skip").querySelector(".name").textContent = correcting ? "Withdraw" : "Skip";
+    $("skip").title = correcting ? "Take this answer back: its sample leaves the memory (S, asks first)"
+                                 : "Skip this frame without a label (S)";
+    $("skip").classList.toggle("danger", correcting);
+    $("help-proposed").hidden = correcting;
+    $("help-back").hidden = !correcting;
+    for (const id of ["submit", "nothing", "skip", "back-to-queue"]) $(id).disabled = state.busy;
+  }
+
+  /** On a phone the editor is above the lists: bring it into view when an answer opens. */
+  function revealEditor() {
+    const editor = document.querySelector("section.editor");
+    const top = editor.getBoundingClientRect().top;
+    if (top < 0 || top > window.innerHeight / 2) editor.scrollIntoView({block: "start"});
+  }
+
+  /** Send a correction or a withdrawal of the answer shown; on success back to the queue.
+   * A refusal is said in one line; an answer no longer there (404, 409) is left, any other
+   * refusal keeps the editor on it with the person's boxes, to try again. */
+  async function changeAnswer(entry, action, body, done) {
+    state.busy = true;
+    renderMode();
+    let ok = false;
+    try {
+      const result = await EC.postJSON(`/api/labels/${encodeURIComponent(entry.id)}/${action}`, body);
+      EC.toast(done(result), "ok");
+      ok = true;
+    } catch (err) {
+      const gone = err instanceof EC.ApiError && GONE.has(err.status);
+      EC.toast(`${action === "correct" ? "Not corrected" : "Not withdrawn"}: ${describe(err)}` +
+               (gone ? "" : `. ${entry.id} stays open to try again.`), "error");
+      ok = gone;
+    } finally {
+      state.busy = false;
+    }
+    if (action === "withdraw" && ok) forgetImage(entry.id);
+    if (ok && state.mode === "correct" && state.current === entry) leaveCorrecting();
+    else renderMode();
+    refreshAnswered().catch(EC.report);
+  }
+
+  function correct(boxes) {
+    const entry = state.current;
+    if (state.mode !== "correct" || !entry || state.busy) return;
+    const payload = {boxes: wire(boxes)};
+    changeAnswer(entry, "correct", payload, (result) => {
+      const added = (result.classes_added || []).length
+        ? `; new class ${result.classes_added.map((n) => EC.isolate(n)).join(", ")}` : "";
+      return `corrected ${entry.id}: ${payload.boxes.length} box(es)${added}`;
+    });
+  }
+
+  /** Withdraw the answer shown, after an in-page confirmation whose Cancel has the focus (an
+   * S or a click then Enter by mistake keeps the answer). */
+  async function withdraw() {
+    const entry = state.current;
+    if (state.mode !== "correct" || !entry || state.busy) return;
+    const asked = EC.confirmDialog(`Withdraw answer ${entry.id}?`,
+      `Its sample ${entry.sample} leaves the memory for good: later rounds no longer learn from ` +
+      "this frame, and its boxes are not kept. To change the boxes, edit them and Save instead.",
+      "Withdraw answer");
+    const cancel = document.getElementById("confirm-cancel");
+    if (cancel) cancel.focus();
+    if (!(await asked) || state.mode !== "correct" || state.current !== entry || state.busy) return;
+    changeAnswer(entry, "withdraw", {}, (result) => {
+      const copies = result.snapshot_copies
+        ? `; ${result.snapshot_copies} training view(s) of past rounds keep its image until pruned` : "";
+      return `withdrew ${entry.id}: sample ${result.sample} left the memory${copies}`;
+    });
+  }
+
+  // ---- the lists: tabs, and keys on their entries -------------------------------------------
+  async function selectTab(name, focusList) {
+    state.tab = name;
+    for (const tab of ["queue", "answered"]) {
+      $(`tab-${tab}`).setAttribute("aria-selected", String(tab === name));
+      $(`${tab}-panel`).hidden = tab !== name;
+    }
+    if (name === "answered") {
+      try {
+        await refreshAnswered();
+      } catch (err) {
+        EC.report(err);
+      }
+    }
+    if (focusList && state.tab === name) {
+      const list = $(name);
+      const li = list.querySelector("li.active[data-id]") || list.querySelector("li[data-id]");
+      if (li) li.focus();
+    }
+  }
+
+  /** Keys on the lists: a tab takes Enter and Space itself, an entry opens with them (and hands
+   * the keys back to the editor); arrows, Home and End move between entries, Tab natively. */
+  function onListKey(event) {
+    const target = event.target;
+    if (!(target instanceof Element) || !target.closest("aside.queue")) return false;
+    const key = event.key;
+    if (key === "Tab") return true;
+    if (target.getAttribute("role") === "tab") return key === "Enter" || key === " ";
+    const entry = target.closest("li[data-id]");
+    if (!entry) return false;
+    if (key === "Enter" || key === " ") {
+      event.preventDefault();
+      entry.blur();
+      entry.click();
+      return true;
+    }
+    if (key === "Escape") {
+      event.preventDefault();
+      entry.blur();
+      return true;
+    }
+    const items = [...entry.parentElement.querySelectorAll("li[data-id]")];
+    const at = items.indexOf(entry);
+    const to = {ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: items.length - 1}[key];
+    if (to === undefined) return false;
+    event.preventDefault();
+    items[Math.max(0, Math.min(items.length - 1, to))].focus();
+    return true;
   }
 
   // ---- canvas -------------------------------------------------------------------------------
@@ -390,6 +674,8 @@
   function onPointerDown(event) {
     if (!state.image || event.button > 0) return;
     event.preventDefault();
+    const focused = document.activeElement;  // keys act on the editor again, not on a list
+    if (focused instanceof HTMLElement && focused.closest("aside.queue")) focused.blur();
     $("canvas").setPointerCapture(event.pointerId);
     const p = toImage(event);
     const tol = (event.pointerType === "mouse" ? HANDLE_PX : TOUCH_HANDLE_PX) / state.scale;
@@ -490,15 +776,22 @@
       return;
     }
     if (tag === "SELECT" || tag === "TEXTAREA" || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (onListKey(event)) return;
     const key = event.key;
     const step = event.shiftKey ? 10 : 1;
     const actions = {
       Enter: submit,
-      n: () => send(false, []), N: () => send(false, []),
-      s: () => send(true, []), S: () => send(true, []),
+      n: nothingHere, N: nothingHere,
+      s: skipOrWithdraw, S: skipOrWithdraw,
       Delete: deleteSelected, Backspace: deleteSelected,
       c: openNewClass, C: openNewClass,
-      Escape: () => { state.selected = -1; draw(); },
+      q: () => selectTab("queue", true), Q: () => selectTab("queue", true),
+      a: () => selectTab("answered", true), A: () => selectTab("answered", true),
+      Escape: () => {
+        if (state.mode === "correct" && state.selected < 0 && !state.busy) leaveCorrecting();
+        state.selected = -1;
+        draw();
+      },
       Tab: () => {
         if (!state.boxes.length) return;
         state.selected = (state.selected + (event.shiftKey ? state.boxes.length - 1 : 1)) % state.boxes.length;
@@ -531,15 +824,27 @@
     });
     $("new-class").addEventListener("blur", () => { if (!$("new-class").hidden) closeNewClass(Boolean($("new-class").value.trim())); });
     $("delete-box").addEventListener("click", deleteSelected);
-    $("nothing").addEventListener("click", () => send(false, []));
-    $("skip").addEventListener("click", () => send(true, []));
+    $("nothing").addEventListener("click", nothingHere);
+    $("skip").addEventListener("click", skipOrWithdraw);
     $("submit").addEventListener("click", submit);
+    $("back-to-queue").addEventListener("click", () => { if (!state.busy) leaveCorrecting(); });
+    for (const tab of ["queue", "answered"]) {
+      $(`tab-${tab}`).addEventListener("click", (event) => {
+        if (event.detail) event.currentTarget.blur();
+        selectTab(tab, !event.detail);
+      });
+    }
     try {
       for (const c of await EC.getJSON("/api/classes")) addClass(c.name);
     } catch (err) {
       EC.report(err);
     }
     renderPicker();
-    EC.every(QUEUE_PERIOD_MS, refreshQueue);
+    renderMode();
+    // the answered list is read while it is shown, with the queue (and after each change)
+    EC.every(QUEUE_PERIOD_MS, async () => {
+      await refreshQueue();
+      if (state.tab === "answered") await refreshAnswered();
+    });
   });
 })();
