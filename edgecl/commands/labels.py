@@ -94,6 +94,22 @@ def _memory_and_classes(cfg, args: argparse.Namespace):
     return memory, classes
 
 
+def _reading_memory_and_classes(cfg, args: argparse.Namespace):
+    """The memory and class registry for a command that only reads: opened read-only where
+    the memory folder may not be written (a state directory pulled from a device, a read-only
+    mount), as ``memory stats`` opens it."""
+    from edgecl.continual.memory import INDEX_FILE, ReplayMemory
+    from edgecl.continual.memory.store import is_writable
+    from edgecl.models.classes import ClassRegistry
+
+    root = Path(cfg.state_dir) / "memory"
+    if not (root / INDEX_FILE).is_file() or is_writable(root):
+        return _memory_and_classes(cfg, args)
+    memory_cfg = with_device_memory(cfg, memory_given(args)).memory
+    return (ReplayMemory(root, memory_cfg, verify_on_open=False, read_only=True),
+            ClassRegistry(cfg.state_dir))
+
+
 def _describe(item: dict) -> str:
     reasons = ", ".join(f"{k} {v:.2f}" for k, v in item["reasons"].items()) or "-"
     boxes = ", ".join(f"{p['class']}:{p['score']:.2f}" for p in item["proposed"]) or "no boxes"
@@ -219,7 +235,7 @@ def answered_command(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     cfg, queue = _queue(args)
-    memory, classes = _memory_and_classes(cfg, args)
+    memory, classes = _reading_memory_and_classes(cfg, args)
     try:
         answers = queue.answers(memory, classes, limit=args.limit)
     finally:
@@ -232,8 +248,10 @@ def answered_command(args: argparse.Namespace) -> int:
     for a in answers:
         boxes = ", ".join(f"{b['class']} {[round(v) for v in b['xyxy']]}" for b in a["boxes"])
         fixed = f", corrected {a['corrected']}x" if a["corrected"] else ""
-        print(f"{a['id']}  sample {a['sample']}{' (held out)' if a['held_out'] else ''}"
-              f"{fixed}  [{boxes or 'nothing to label'}]")
+        frame = f"  {a['name']}" if a.get("name") else (
+            f"  frame {a['frame_id']}" if a.get("frame_id") is not None else "")
+        print(f"{a['id']}{frame}  sample {a['sample']}"
+              f"{' (held out)' if a['held_out'] else ''}{fixed}  [{boxes or 'nothing to label'}]")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -13,6 +14,9 @@ from edgecl.arguments import print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
                                     refuse_smaller_memory, require_state_dir, with_device_memory)
 from edgecl.errors import ReplayMemoryError, StorageError
+
+MAX_SAMPLE_ID = 2**63 - 1
+"""The largest id a sample can have (SQLite's INTEGER)."""
 
 
 def add_parser(sub) -> None:
@@ -56,14 +60,11 @@ def add_parser(sub) -> None:
 
 
 def _sample_id(text: str) -> int:
-    """A sample id argument (a positive integer)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a sample id is a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a sample id is a positive integer, got {value}")
-    return value
+    """A sample id argument (a positive integer in ASCII digits, at most SQLite's largest)."""
+    if not re.fullmatch(r"[0-9]{1,19}", text) or not 1 <= int(text) <= MAX_SAMPLE_ID:
+        raise argparse.ArgumentTypeError(f"a sample id is a positive integer up to "
+                                         f"{MAX_SAMPLE_ID}, got {text[:40]!r}")
+    return int(text)
 
 
 def remove_command(args: argparse.Namespace) -> int:

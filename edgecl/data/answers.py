@@ -223,8 +223,8 @@ def parse_answer(answer: object, allow_list: bool = True) -> tuple[list, bool]:
         ``(boxes, skip)``: the boxes as :func:`parse_boxes` returns them (``[]`` with ``skip``).
 
     Raises:
-        LabelError: not a list or an object, an unknown key, an object with neither
-            ``boxes`` nor ``skip``, a ``skip`` that is not a boolean (see :func:`check_skip`),
+        LabelError: not a list or an object, an unknown key, an object without ``boxes``
+            that does not skip (``{"skip": false}`` alone), a ``skip`` that is not a boolean (see :func:`check_skip`),
             ``skip`` true beside boxes (which did the sender mean?), or bad boxes
             (:func:`parse_boxes`).
     """
@@ -238,9 +238,9 @@ def parse_answer(answer: object, allow_list: bool = True) -> tuple[list, bool]:
     if unknown:
         raise LabelError(f"expected {shape}, got unknown key(s) "
                          f"{', '.join(shown(k, 22) for k in unknown[:3])}")
-    if not answer:
-        raise LabelError('an answer needs "boxes" ([] for "nothing here") or "skip": true')
     skip = check_skip(answer.get("skip", False))
+    if "boxes" not in answer and not skip:  # {"skip": false} alone would wipe every box
+        raise LabelError('an answer needs "boxes" ([] for "nothing here") or "skip": true')
     boxes = parse_boxes(answer.get("boxes", []))
     if skip and boxes:
         raise LabelError(f'"skip": true with {len(boxes)} box(es): send the boxes with '

@@ -147,6 +147,8 @@ def interrupted_round(state_dir: str | Path) -> str | None:
 HELD_OUT_WAIT = ("a learning round is due and waits for the first held-out sample (the gate "
                  "needs one to judge a candidate): label or import a few more frames")
 """What the console and ``/healthz`` say while a due round waits for a held-out sample."""
+OTHER_WRITERS_SAY_EVERY_S = 60.0
+"""Least seconds between two log lines counting samples other processes stored."""
 IMPORT_WAIT = ("a learning round is due and waits for an import into the memory to finish "
                "(a round now would learn half the folder)")
 """What the console and ``/healthz`` say while a due round waits for an import."""
@@ -677,6 +679,8 @@ class LearnerSupervisor:
         self._waiting_for_held_out = False
         self._waiting_for_room: str | None = None  # why a due round waits for disk room
         self._waiting_for_import = False  # a due round waits for an import to finish
+        self._other_writers_said_s: float | None = None  # when other writers' samples were said
+        self._other_writers_unsaid = 0
         self._stored_classes: set[int] = set()
         self.on_round = on_round
         self.state = TriggerState(last_round_s=time.monotonic())
@@ -841,11 +845,27 @@ class LearnerSupervisor:
         # held-out samples are never learnt, as a round counts its new samples (one held out
         # above the last learnt id read as "1 sample(s) stored outside the runtime" at start)
         learnable = [r for r in records if not r.held_out]
+        first = self._other_writers_said_s is None
+        if first:
+            self._other_writers_said_s = now
         if learnable and self.cfg.learner.enabled:
-            log.info("%d sample(s) not learnt yet, stored before this start or by another "
-                     "process (labels import or answer), count towards the next round",
-                     len(learnable))
+            self._say_other_writers(len(learnable), now, first)
             self._count_new(len(learnable), {c for r in learnable for c in r.classes})
+
+    def _say_other_writers(self, n: int, now_s: float, first: bool) -> None:
+        """Say what other writers stored: what the first look at start finds at once, then at
+        most once every :data:`OTHER_WRITERS_SAY_EVERY_S` (an import stores hundreds, and a
+        line per look every few seconds buried the log)."""
+        if first:
+            log.info("%d sample(s) stored before this start and not learnt yet count towards "
+                     "the next round", n)
+            return
+        self._other_writers_unsaid += n
+        if now_s - self._other_writers_said_s >= OTHER_WRITERS_SAY_EVERY_S:
+            log.info("%d sample(s) stored by another process (labels import, answers or "
+                     "corrections on the command line) count towards the next round",
+                     self._other_writers_unsaid)
+            self._other_writers_said_s, self._other_writers_unsaid = now_s, 0
 
     def _no_held_out_yet(self) -> bool:
         """True while the running memory holds no held-out sample (False when it cannot tell:

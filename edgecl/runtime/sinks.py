@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -112,6 +113,46 @@ def read_tail(path: str | Path) -> tuple[int | None, int | None, int]:
         os.close(fd)
 
 
+LAST_LINE_MAX_BYTES = 1024 * 1024
+"""Longest last line of an existing ``--out`` file examined at start (a longer one is no
+detections line)."""
+
+
+RECORD_START = b'{"frame_id"'
+"""How every line :class:`JsonlSink` writes begins (a cut line of its own is known by it)."""
+
+
+def _next_id(last: int | None) -> int:
+    return 0 if last is None else last + 1
+
+
+def _json_object(text: bytes) -> dict | None:
+    """``text`` parsed as one JSON object, or None."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _last_line_and_fragment(path: Path, whole_end: int | None, size: int) -> tuple[bytes, bytes]:
+    """The last whole line of a file (without its line end; ``b""`` when none is within
+    :data:`LAST_LINE_MAX_BYTES`) and the bytes after it that no line end closes.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    start = max(0, size - 2 * LAST_LINE_MAX_BYTES)
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(size - start)
+    if whole_end is None or whole_end < start:
+        return b"", data[-LAST_LINE_MAX_BYTES - 1:]
+    cut = whole_end - start
+    head = data[:cut - 1]
+    return head[head.rfind(b"\n") + 1:], data[cut:]
+
+
 class JsonlSink:
     """Appends one JSON object per frame to a file (one ``write`` per line, fsynced on close).
 
@@ -167,35 +208,51 @@ class JsonlSink:
         self.first_frame_id = self._resume()
 
     def _resume(self) -> int:
-        """Cut a partial last line off the file and find where this run's frame ids start."""
+        """Find where this run's frame ids start, and end the file on a whole line.
+
+        A last line without its line end is kept (a line end is added) when it is JSON, and cut
+        off (a run killed while writing it) when it is not and the lines before it are edgecl's.
+
+        Raises:
+            ConfigError: the file exists and is not JSON lines (its last line is not a JSON
+                object: a model, a video, another program's file named by mistake); nothing
+                was written to it.
+        """
+        if not self._regular:
+            return 0  # a pipe, /dev/stdout, /dev/null: nothing to read back
         try:
             last, whole_end, size = read_tail(self.path)
-            if whole_end is None:  # no line end near the end: not a JSON lines file
-                log.warning("%s: no line end in its last %d MiB (not a JSON lines file?); this "
-                            "run's lines start on a new line, frame ids at 0", self.path,
-                            MAX_TAIL_BYTES // 2**20)
-                self._append(b"\n")
-                return 0
-            if whole_end < size:
-                os.ftruncate(self._fd, whole_end)  # frees blocks: needs no room
-                self._size = whole_end
-                log.warning("%s: cut off a partial last line of %d bytes (a run stopped while "
-                            "writing it)", self.path, size - whole_end)
-            if last is None and whole_end == 0:  # empty: a rotation may have moved the lines
-                last = read_tail(self.path.with_name(f"{self.path.name}.1"))[0]
-            elif last is None:
-                log.warning("%s: no frame_id in its last lines (not written by edgecl run?); "
-                            "this run's frame ids start at 0 (its run_id %s tells its lines "
-                            "apart)", self.path, self.run_id)
-        except (OSError, StorageError) as exc:
+            if size == 0:  # empty: a rotation may have moved the lines
+                return _next_id(read_tail(self.path.with_name(f"{self.path.name}.1"))[0])
+            line, fragment = _last_line_and_fragment(self.path, whole_end, size)
+        except OSError as exc:
             log.warning("%s: its end could not be read (%s); this run's frame ids start at 0 "
                         "(its run_id %s tells its lines apart)", self.path, exc, self.run_id)
             return 0
-        return 0 if last is None else last + 1
+        if fragment and _json_object(fragment) is not None:  # whole, but for its line end
+            last = _frame_id_of(fragment) if _frame_id_of(fragment) is not None else last
+            self._append(b"\n")
+        elif fragment and (last is not None or fragment.startswith(RECORD_START)):
+            os.ftruncate(self._fd, whole_end)  # frees blocks: needs no room
+            self._size = whole_end
+            log.warning("%s: cut off a partial last line of %d bytes (a run stopped while "
+                        "writing it)", self.path, size - whole_end)
+        elif fragment or (last is None and _json_object(line) is None):
+            self.close()
+            raise ConfigError(f"--out {self.path}: the file exists and is not JSON lines (its "
+                              f"last line is not a JSON object); name a new file, or a file "
+                              f"'edgecl run --out' wrote")
+        if last is None:
+            log.warning("%s: no frame_id in its last lines (not written by edgecl run?); "
+                        "this run's frame ids start at 0 (its run_id %s tells its lines "
+                        "apart)", self.path, self.run_id)
+        return _next_id(last)
 
     def _open(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        self._size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        self._regular = stat.S_ISREG(st.st_mode)
+        self._size = st.st_size
 
     def write(self, result: FrameResult) -> None:
         """Write one frame's record.
@@ -258,7 +315,8 @@ class JsonlSink:
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
-                os.fsync(fd)
+                if self._regular:  # a pipe or a terminal cannot be synced (EINVAL)
+                    os.fsync(fd)
             finally:
                 os.close(fd)
 

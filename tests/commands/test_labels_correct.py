@@ -139,9 +139,50 @@ def test_memory_remove_deletes_samples_all_or_nothing(answered, capsys):
     state, _ids = answered
     code, _, err = run(capsys, "memory", "remove", "1", "9", "--state-dir", str(state))
     assert code == 2 and "no sample id(s) [9]" in err and "nothing was removed" in err
-    code, _, err = run(capsys, "memory", "remove", "x", "--state-dir", str(state))
-    assert code == 2 and "a sample id is a positive integer" in err
+    for bad in ("x", "0", "-1", "9223372036854775808", "9" * 30, "\uff12", " 2"):
+        code, _, err = run(capsys, "memory", "remove", bad, "--state-dir", str(state))
+        assert code == 2 and "a sample id is a positive integer" in err, (bad, err)
+        assert err.count("\n") == 1
     code, out, _ = run(capsys, "memory", "remove", "1", "3", "--json", "--state-dir", str(state))
     assert code == 0 and last_json(out) == {"removed": [1, 3], "snapshot_copies": 0}
     code, out, _ = run(capsys, "memory", "stats", "--json", "--state-dir", str(state))
     assert last_json(out)["per_origin"]["operator"] == 1
+
+
+def test_an_answer_whose_record_was_lost_is_still_listed(answered, capsys, tmp_path):
+    """Before: the list came from labels/answered.json, so a correction a kill (or a full disk)
+    kept out of that record vanished from it, and a damaged record hid every answer."""
+    state, ids = answered
+    truck = tmp_path / "truck.json"
+    truck.write_text(json.dumps([{"class": "truck", "xyxy": [12, 8, 52, 44]}]))
+    queue = OperatorQueue(state / "labels")
+    with ReplayMemory(state / "memory") as memory:
+        classes = ClassRegistry(state)
+        original = queue._record
+        queue._record = lambda *a, **k: (_ for _ in ()).throw(SystemExit(137))  # killed here
+        with pytest.raises(SystemExit):
+            queue.correct(ids[0], json.loads(truck.read_text()), memory, classes)
+        queue._record = original
+    (state / "labels" / "answered.json").write_text("{damaged")
+    code, out, _ = run(capsys, "labels", "answered", "--json", "--state-dir", str(state))
+    listed = last_json(out)
+    assert code == 0 and [a["id"] for a in listed] == [ids[0], ids[2], ids[1]]
+    assert [a["sample"] for a in listed] == [4, 3, 2] and listed[0]["boxes"][0]["class"] == "truck"
+
+
+def test_the_limit_counts_answers_still_in_memory(answered, capsys):
+    state, ids = answered
+    with ReplayMemory(state / "memory") as memory:
+        memory.remove([3, 2])
+    code, out, _ = run(capsys, "labels", "answered", "--limit", "2", "--json",
+                       "--state-dir", str(state))
+    assert code == 0 and [a["id"] for a in last_json(out)] == [ids[0]]
+
+
+def test_answers_name_their_frame(answered, capsys):
+    state, ids = answered
+    code, out, _ = run(capsys, "labels", "answered", "--json", "--state-dir", str(state))
+    first = last_json(out)[0]
+    assert first["frame_id"] == 2 and first["source"] == "cam://0" and first["name"] is None
+    code, out, _ = run(capsys, "labels", "answered", "--state-dir", str(state))
+    assert f"{ids[2]}  frame 2  sample 3" in out

@@ -116,3 +116,13 @@ def test_remove_is_all_or_nothing_and_leaves_a_consistent_memory(tmp_path):
         assert os.path.exists(snap.image_paths([ids[0]])[0])
         assert m.verify(repair=False).ok
         assert m.add(sample(0)) == 4  # removed content may be stored again; ids never reused
+
+
+def test_remove_names_how_many_ids_are_not_stored(tmp_path):
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        m.add(sample(1))
+        with pytest.raises(ReplayMemoryError, match=r"\[2, 3, 4, 5, 6\] and 2 more"):
+            m.remove(list(range(1, 9)))
+        with pytest.raises(ReplayMemoryError, match=r"\[36893488147419103232\]"):
+            m.remove([2**65])  # too large for the index: not stored, not an internal error
+        assert m.ids() == [1]

@@ -105,14 +105,37 @@ def test_a_restart_right_after_a_rotation_numbers_on_from_the_rotated_file(tmp_p
     assert [line["frame_id"] for line in lines(path)] == [3, 4]
 
 
-def test_a_file_whose_last_lines_are_not_detections_starts_at_zero_with_a_warning(tmp_path,
-                                                                                  caplog):
+def test_json_lines_without_frame_ids_start_at_zero_with_a_warning(tmp_path, caplog):
     path = tmp_path / "det.jsonl"
-    path.write_text("not json\n[1, 2]\n")
+    path.write_text('not json\n{"note": "a line of another tool"}\n')
     with caplog.at_level(logging.WARNING, logger="edgecl.runtime.sinks"):
         run(path, 1)
     assert json.loads(path.read_text().splitlines()[-1])["frame_id"] == 0
     assert "no frame_id" in caplog.text
+
+
+@pytest.mark.parametrize("content", [
+    bytes(range(256)) * 40 + b"\n" + bytes(range(200)),  # a model or a video named by mistake
+    b"not json\n[1, 2]\n",
+    b"x" * 3000,  # no line end at all
+])
+def test_a_file_that_is_not_json_lines_is_refused_and_left_as_it_was(tmp_path, content):
+    """Before: a mistyped --out (a checkpoint's name) lost its last bytes as 'a partial last
+    line' and had detections appended."""
+    from edgecl.errors import ConfigError
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="is not JSON lines"):
+        JsonlSink(path, {0: "car"})
+    assert path.read_bytes() == content
+
+
+def test_a_whole_last_line_without_its_line_end_is_kept(tmp_path):
+    path = tmp_path / "det.jsonl"
+    path.write_bytes(b'{"frame_id": 6, "detections": []}\n{"frame_id": 7, "detections": []}')
+    run(path, 1)
+    assert [line["frame_id"] for line in lines(path)] == [6, 7, 8]
 
 
 @pytest.mark.parametrize("frames", [1, 3])
@@ -125,3 +148,12 @@ def test_ids_stay_in_step_with_the_run_within_one_run(tmp_path, frames):
         sink.write(result(frame_id))
     sink.close()
     assert [line["frame_id"] for line in lines(path)][2:] == [2, 4, 7][:frames]
+
+
+def test_a_sink_on_a_device_file_writes_and_closes_without_an_error(tmp_path):
+    """Before: --out /dev/stdout or /dev/null logged an ERROR with a traceback at close (fsync
+    of a character device: EINVAL), and read back the device for its last line."""
+    sink = JsonlSink("/dev/null", {0: "car"})
+    sink.write(result(0))
+    sink.close()
+    assert sink.first_frame_id == 0

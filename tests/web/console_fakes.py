@@ -139,6 +139,7 @@ class FakeConsole:
                 self.stored.insert(0, {
                     "id": item_id, "sample": self.next_sample, "ts_s": 1_779_990_000.0 + 60 * k,
                     "held_out": k % 3 == 2, "width": 640, "height": 480,
+                    "name": f"flight_{k:02d}_{8070 + k}.jpg", "frame_id": 100 + k,
                     "corrected": 1 if k == 0 else 0,
                     "boxes": [dict(b, xyxy=list(b["xyxy"])) for b in shapes[k % len(shapes)]]})
                 self.next_sample += 1

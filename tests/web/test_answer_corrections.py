@@ -83,6 +83,7 @@ def test_correct_replaces_the_boxes_and_withdraw_removes_the_sample(device):
      ["outside the 200x100 frame"]),
     ({"skip": True}, 422, ["a correction gives boxes", "/withdraw"]),
     ({"boxes": "car"}, 422, ["boxes"]),
+    ({"skip": False}, 422, ['needs "boxes"']),  # before: stored as "nothing here"
 ])
 def test_a_bad_correction_is_one_line_and_changes_nothing(device, body, status, words):
     client, memory, items = device

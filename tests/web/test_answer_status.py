@@ -102,6 +102,7 @@ BAD_BODIES = [
      ["request body is not UTF-8 text (byte 0xff at offset 22)"]),
     ("UTF-16", '{"boxes": []}'.encode("utf-16"), ["request body looks like UTF-16"]),
     ("a key twice", b'{"skip": true, "skip": false}', ["key 'skip' given twice"]),
+    ("skip false without boxes", b'{"skip": false}', ['needs "boxes"', '"nothing here"']),
     ("nested too deeply", b'{"boxes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
      ["nested too deeply"]),
     ("a list", boxes(CAR)[len(b'{"boxes": '):-1], ['expected a JSON object', "got a list"]),

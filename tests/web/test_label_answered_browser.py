@@ -111,6 +111,7 @@ def test_answered_list_correct_and_withdraw(served, browser):
     assert rows[1]["chips"] == ["car ×2", "dog", "held out"] and "3 boxes" in rows[1]["text"]
     assert rows[2]["chips"] == ["bicycle"] and "1 box" in rows[2]["text"]
     assert rows[3]["chips"] == ["car", "person", "corrected 1×"]
+    assert "flight_00_8070.jpg" in rows[3]["text"]  # the frame's file name finds an answer
     assert text_of(browser, "#answered-count") == "(4)"
     assert not shown(browser, "queue")  # the queue's tab is the other one
 
@@ -121,7 +122,7 @@ def test_answered_list_correct_and_withdraw(served, browser):
     assert f"Correcting answer {held} — Save replaces its boxes" in " ".join(line.split())
     assert text_of(browser, "#submit .name") == "Save"
     assert text_of(browser, "#skip .name") == "Withdraw"
-    assert "held out" in text_of(browser, "#why")
+    assert "held out" in text_of(browser, "#why") and "flight_02_8072.jpg" in text_of(browser, "#why")
     assert "active" in entry(browser, held).get_attribute("class")
     for x1, x2, y, color in ((40, 160, 350, CAR), (200, 320, 345, CAR), (500, 560, 420, DOG)):
         share = js(browser, EDGE_SHARE, x1, x2, y, color)

@@ -740,11 +740,12 @@ class ReplayMemory:
             with self._faults("cannot remove samples from the memory index",
                               "nothing was removed"):
                 with self._db.write():
-                    missing = [i for i in wanted if not self._db.exists(i)]
+                    missing = [i for i in wanted if not 0 < i < 2**63 or not self._db.exists(i)]
                     if missing:
+                        many = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
                         raise ReplayMemoryError(f"memory {self.root} has no sample id(s) "
-                                                f"{missing[:5]} (evicted or removed); nothing "
-                                                f"was removed")
+                                                f"{missing[:5]}{many} (evicted or removed); "
+                                                f"nothing was removed")
                     for sample_id in wanted:
                         self._db.delete(sample_id)
             failed = self._unlink_samples(wanted)

@@ -483,7 +483,7 @@ class OperatorQueue:
                         origin=LabelOrigin.OPERATOR, content_hash=digest))
                 except DuplicateSampleError as exc:  # stored meanwhile by another process
                     self._refuse_duplicate(meta, exc.sample_id, memory)
-            self._record(item_id, "answered", sample=sample_id)
+            self._record(item_id, "answered", sample=sample_id, **_frame_of(meta))
             self._remember_embedding(meta)
             self._remove(item_id)
         return {"id": item_id, "sample": sample_id, "boxes": int(labels.shape[0]),
@@ -494,35 +494,46 @@ class OperatorQueue:
         """The latest answers whose sample the memory still holds, newest first, with the
         boxes as stored (what a person may want to correct).
 
+        Answers are found in the memory itself (samples whose source is ``operator:<id>``;
+        a correction's new id puts it first), so an answer whose record a kill or a full disk
+        kept out of ``answered.json`` is listed too; that record only adds when it was made
+        and how often it was corrected.
+
         Args:
             memory: the replay memory.
             classes: the class registry (``names()``).
             limit: most answers returned.
 
         Returns:
-            ``[{"id", "sample", "ts_s", "held_out", "width", "height", "corrected": N,
-            "boxes": [{"class": name, "xyxy": [x1, y1, x2, y2]}]}]`` (pixels of the frame).
+            ``[{"id", "name", "frame_id", "source", "sample", "ts_s", "held_out", "width",
+            "height", "corrected": N, "boxes": [{"class": name, "xyxy": [x1, y1, x2, y2]}]}]``
+            (pixels of the frame; ``name`` is the frame's file name where the source has one;
+            ``name``, ``frame_id``, ``source`` and ``ts_s`` are None where no record says).
         """
-        entries = [e for e in reversed(self._answered())
-                   if e.get("action") == "answered" and isinstance(e.get("sample"), int)]
-        entries = entries[:max(0, int(limit))]
-        records = {r.id: r for r in memory.records(ids=[e["sample"] for e in entries])}
+        records = sorted((r for r in memory.records()
+                          if str(r.source).startswith(SOURCE_PREFIX)),
+                         key=lambda r: -r.id)
+        entries = {e["id"]: e for e in self._answered() if e.get("action") == "answered"}
         names = classes.names()
         out = []
-        for entry in entries:
-            record = records.get(entry["sample"])
-            if record is None or record.source != SOURCE_PREFIX + entry["id"]:
-                continue  # evicted, withdrawn or removed since
+        for record in records:
+            if len(out) >= max(0, int(limit)):
+                break
+            item_id = str(record.source)[len(SOURCE_PREFIX):]
+            entry = entries.get(item_id, {})
             try:
                 boxes = stored_boxes(memory.label_path(record.id), record.width, record.height,
                                      names)
             except (LabelError, OSError) as exc:
-                log.warning("answer %s: its sample %d's labels are unreadable (%s)",
-                            entry["id"], record.id, exc)
+                log.warning("answer %s: its sample %d's labels are unreadable (%s)", item_id,
+                            record.id, exc)
                 continue
-            out.append({"id": entry["id"], "sample": record.id, "ts_s": entry.get("ts_s"),
+            corrected = entry.get("corrected", 0)
+            out.append({"id": item_id, **{k: entry.get(k) for k in FRAME_KEYS},
+                        "sample": record.id, "ts_s": entry.get("ts_s"),
                         "held_out": bool(record.held_out), "width": record.width,
-                        "height": record.height, "corrected": int(entry.get("corrected", 0)),
+                        "height": record.height,
+                        "corrected": corrected if isinstance(corrected, int) else 0,
                         "boxes": boxes})
         return out
 
@@ -597,8 +608,9 @@ class OperatorQueue:
             memory.sync_class_names(classes.names())
             new_id = memory.relabel(sample_id, labels, LabelOrigin.OPERATOR)
             previous = next((e for e in reversed(self._answered()) if e["id"] == item_id), {})
-            self._record(item_id, "answered", sample=new_id,
-                         corrected=int(previous.get("corrected", 0)) + 1)
+            corrected = previous.get("corrected", 0)
+            self._record(item_id, "answered", sample=new_id, **_frame_of(previous),
+                         corrected=(corrected if isinstance(corrected, int) else 0) + 1)
         return {"id": item_id, "sample": new_id, "replaced": sample_id,
                 "boxes": int(labels.shape[0]), "classes_added": new_names,
                 "class_ids": sorted({int(c) for c in labels[:, 0]})}
@@ -767,6 +779,15 @@ def _origin_of(memory, sample_id: int) -> str:
         return ""
     origin = records[0].origin
     return f" (origin {getattr(origin, 'value', origin)})"
+
+
+FRAME_KEYS = ("name", "frame_id", "source")
+"""What an answer's record keeps of its frame, so that a person finds the answer again."""
+
+
+def _frame_of(meta: dict) -> dict:
+    """The :data:`FRAME_KEYS` of an item (or of an earlier record) that it has."""
+    return {k: meta[k] for k in FRAME_KEYS if meta.get(k) not in (None, "")}
 
 
 def stored_boxes(label_path: Path, width: int, height: int, names: dict[int, str]) -> list[dict]:

@@ -380,6 +380,8 @@
       }, EC.el("div", {class: "head"},
            EC.el("span", {text: "…" + entry.id.slice(-10), title: entry.id}),
            EC.el("span", {class: "small muted", text: boxCount((entry.boxes || []).length)})),
+         entry.name ? EC.el("div", {class: "small muted frame-name", text: entry.name,
+                                    title: entry.name}) : null,
          EC.el("div", {}, answerChips(entry)))) : [EC.el("li", {class: "none",
            text: "No answer in memory yet: an answered frame shows here once the device stores it."})]));
     }
@@ -406,6 +408,7 @@
     renderQueue();
     renderAnswered();
     const details = [`sample ${entry.sample}`, `${entry.width}×${entry.height}`];
+    if (entry.name) details.unshift(entry.name);
     if (entry.ts_s) details.push(`answered ${EC.fmt.time(entry.ts_s)}`);
     if (entry.corrected > 0) details.push(`corrected ${entry.corrected}×`);
     if (entry.held_out) details.push("held out (validation)");
