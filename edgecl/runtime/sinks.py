@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl.errors import ConfigError, StorageError, storage_fault
+from edgecl.errors import ConfigError, storage_fault
 from edgecl.runtime.loop import FrameResult
 
 log = logging.getLogger(__name__)
