@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from edgecl.arguments import print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
@@ -58,7 +59,9 @@ def import_command(args: argparse.Namespace) -> int:
     with importing(cfg.state_dir), memory_from_config(cfg) as memory:
         adopt_memory_class_names(memory, classes)
         report = ingest(items, memory, classes)
+        dropped = _drop_queued_copies(cfg, memory) if report.tally.imported else []
     result = report.to_dict()
+    result["queue_items_dropped"] = len(dropped)
     nothing = nothing_imported(args.path, result)
     if args.json:
         for message in report.tally.messages:  # stdout's last line is the JSON
@@ -78,12 +81,30 @@ def import_command(args: argparse.Namespace) -> int:
     unnamed = (f"; unnamed classes kept as {', '.join(result['unnamed_classes'])} (the dataset names "
                f"no classes: add a data.yaml with names, or 'edgecl classes rename')"
                if result["unnamed_classes"] else "")
+    queued = (f"; {len(dropped)} frame(s) waiting in the operator queue are now in memory and "
+              f"were taken off it" if dropped else "")
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
           f"({reasons}); ignore regions dropped {result['ignored_regions']}; new classes: {added}"
-          f"{named}{unnamed}")
+          f"{named}{unnamed}{queued}")
     if nothing:
         print(nothing, file=sys.stderr)
     return 0
+
+
+def _drop_queued_copies(cfg, memory) -> list[tuple[str, int]]:
+    """Take off the operator queue the frames the import just stored (a person would label
+    them for nothing); a queue that cannot be read is left as it is, with a warning."""
+    from edgecl.errors import EdgeclError
+    from edgecl.runtime.labels import OperatorQueue
+
+    if not (Path(cfg.state_dir) / "labels" / "pending").is_dir():
+        return []
+    try:
+        return OperatorQueue.from_config(cfg).drop_stored(memory)
+    except (EdgeclError, OSError) as exc:
+        print(f"warning: the operator queue was not checked for frames now in memory: {exc}",
+              file=sys.stderr)
+        return []
 
 
 def nothing_imported(path: str, result: dict) -> str:

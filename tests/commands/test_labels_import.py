@@ -371,3 +371,26 @@ def test_an_image_folder_without_labels_says_nothing_was_imported_and_what_to_gi
     assert "warning" not in capsys.readouterr().err
     assert main(["labels", "import", "--state-dir", str(state), str(src)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_frames_waiting_in_the_queue_that_an_import_stores_are_taken_off_it(tmp_path, capsys):
+    """Before: a queued frame that an import then stored stayed offered; a person labelled it
+    and the answer was refused ('already in memory')."""
+    from edgecl.data.images import read_image
+    from edgecl.frames import Detections, Frame
+    from edgecl.runtime.labels import OperatorQueue
+
+    src = _voc(tmp_path / "voc", 3)
+    state = tmp_path / "state"
+    queue = OperatorQueue(state / "labels")
+    none = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, int))
+    waiting = [queue.push(Frame(read_image(src / "JPEGImages" / f"{k:03d}.jpg"), k, float(k),
+                                "cam://0"), none, priority=0.5) for k in (1, 2)]
+    other = queue.push(Frame(np.full((48, 64, 3), 99, np.uint8), 9, 9.0, "cam://0"), none,
+                       priority=0.5)
+    (src / "Annotations" / "002.xml").unlink()  # frame 2 stays unlabelled: it stays queued
+    result = _import(capsys, state, src, "--json")
+    assert result["imported"] == 2 and result["queue_items_dropped"] == 1
+    assert {item["id"] for item in queue.pending()} == {waiting[1], other}
+    with pytest.raises(Exception, match="already in memory as sample 2"):
+        queue.item(waiting[0])

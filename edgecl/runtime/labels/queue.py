@@ -642,6 +642,36 @@ class OperatorQueue:
         """
         return memory.image_path(self.answered_sample(item_id, memory))
 
+    def drop_stored(self, memory) -> list[tuple[str, int]]:
+        """Take off the queue the items whose image the memory now holds with verified labels
+        (an import stored it after it was queued): answering one would only be refused, after
+        a person did the work. Each is recorded as skipped with the sample that holds it (an
+        answer sent later gets the 409 that names it).
+
+        Args:
+            memory: the replay memory.
+
+        Returns:
+            ``[(item id, sample id)]`` of the items taken off.
+
+        Raises:
+            StorageError: the memory's index or the queue's record cannot be read or written
+                (the items not yet taken off stay).
+        """
+        from edgecl.continual.memory import held_copy
+
+        dropped = []
+        with self._locked():
+            for meta in self._metas():
+                held = held_copy(memory, meta.get(HASH_KEY), LabelOrigin.OPERATOR)
+                if held is None:
+                    continue
+                self._record(meta["id"], "skipped", in_memory_as=int(held))
+                self._remember_embedding(meta)
+                self._remove(meta["id"])
+                dropped.append((meta["id"], int(held)))
+        return dropped
+
     def _refuse_duplicate(self, meta: dict, held: int, memory) -> None:
         """Take an item whose image the memory already holds off the queue (recorded as
         skipped, with the sample that holds it) and say so; called with the lock held.
