@@ -1,4 +1,4 @@
-"""``edgecl classes list | rename``: the device's class registry (``STATE/classes.json``)."""
+"""``edgecl classes list | rename | merge``: the device's class registry (``STATE/classes.json``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     Args:
         sub: the top-level sub-parsers object.
     """
-    p = sub.add_parser("classes", help="list or rename the device's classes (ids never change)")
+    p = sub.add_parser("classes", help="list, rename or merge the device's classes (ids never "
+                                       "change)")
     csub = p.add_subparsers(dest="classes_cmd", metavar="ACTION", required=True)
     lst = csub.add_parser("list", help="every class: id, name, samples in memory, first seen")
     add_config_args(lst)
@@ -31,6 +32,13 @@ def add_parser(sub) -> None:
     ren.add_argument("old", help="current class name")
     ren.add_argument("new", help="new class name")
     ren.set_defaults(func=rename_command)
+    mrg = csub.add_parser("merge", help="merge a class into another (a misspelt name): its "
+                                        "samples are relabelled, its name means the other")
+    add_config_args(mrg)
+    mrg.add_argument("old", help="the class to retire (e.g. a misspelling)")
+    mrg.add_argument("into", help="the class it is")
+    mrg.add_argument("--json", action="store_true", help="print one JSON object")
+    mrg.set_defaults(func=merge_command)
 
 
 def _registry(args):
@@ -80,7 +88,9 @@ def list_command(args: argparse.Namespace) -> int:
         print("no classes yet (a pretrained model, a label import or an operator answer adds them)")
     for row in rows:
         samples = "-" if row["samples"] is None else row["samples"]
-        print(f"{row['id']:>4}  {row['name']:<24} {samples:>7} samples  first seen {row['first_seen']}")
+        merged = f"  (merged into {row['merged_into']})" if row.get("merged_into") else ""
+        print(f"{row['id']:>4}  {row['name']:<24} {samples:>7} samples  first seen "
+              f"{row['first_seen']}{merged}")
     return 0
 
 
@@ -92,6 +102,62 @@ def rename_command(args: argparse.Namespace) -> int:
     print(f"class {class_id}: {before[class_id]} -> {registry.names()[class_id]}")
     _rename_in_monitor(args, registry.names())
     return 0
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    """Merge a class into another and relabel the samples that hold it."""
+    from edgecl.commands.common import memory_given, refuse_smaller_memory
+    from edgecl.continual.memory import INDEX_FILE, memory_from_config
+
+    registry = _registry(args)
+    cfg = config_from_args(args)
+    old_id, into_id = registry.merge(args.old, args.into)
+    names = registry.names()
+    relabelled: list[int] = []
+    if (Path(cfg.state_dir) / "memory" / INDEX_FILE).is_file():
+        cfg = with_device_memory(cfg, memory_given(args))
+        refuse_smaller_memory(cfg)
+        with memory_from_config(cfg) as memory:
+            relabelled = relabel_class(memory, old_id, into_id)
+    result = {"merged": names[old_id], "into": names[into_id], "id": old_id, "into_id": into_id,
+              "relabelled": len(relabelled)}
+    if args.json:
+        print_json_line(result)
+        return 0
+    print(f"class {old_id} {names[old_id]!r} merged into class {into_id} {names[into_id]!r}: "
+          f"{len(relabelled)} sample(s) relabelled (the next round learns them); a label naming "
+          f"{names[old_id]!r} now means {names[into_id]!r}, and id {old_id} stays reserved (models "
+          f"that have it keep its slot until a round unlearns it)")
+    return 0
+
+
+def relabel_class(memory, old_id: int, into_id: int) -> list[int]:
+    """Relabel every stored sample holding ``old_id`` as ``into_id`` (a box given under both
+    names is kept once); each sample keeps its image, origin and held-out slot.
+
+    Args:
+        memory: the replay memory.
+        old_id: the merged class.
+        into_id: the class it was merged into.
+
+    Returns:
+        The samples' new ids.
+
+    Raises:
+        StorageError: the memory cannot be written (the samples relabelled so far stay so;
+            running the merge again relabels the rest).
+    """
+    import numpy as np
+
+    new_ids = []
+    for record in memory.records():
+        if old_id not in record.classes:
+            continue
+        labels = memory.get([record.id])[0].labels.copy()
+        labels[labels[:, 0] == old_id, 0] = into_id
+        _, first = np.unique(labels, axis=0, return_index=True)
+        new_ids.append(memory.relabel(record.id, labels[np.sort(first)], origin=None))
+    return new_ids
 
 
 def _rename_in_monitor(args: argparse.Namespace, names: dict[int, str]) -> None:

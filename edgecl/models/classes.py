@@ -166,7 +166,8 @@ class ClassRegistry:
         return len(self._read())
 
     def list(self, sample_counts: dict | None = None) -> list[dict]:
-        """Return every class as ``{"id", "name", "samples", "first_seen"}``, by id.
+        """Return every class as ``{"id", "name", "samples", "first_seen"}``, by id, and for a
+        merged class ``merged_into`` (the name of the class it now is).
 
         Args:
             sample_counts: class id (int or str) -> samples holding it (e.g. the replay
@@ -178,9 +179,17 @@ class ClassRegistry:
         """
         counts = None if sample_counts is None else {str(k): int(v)
                                                      for k, v in sample_counts.items()}
-        return [{"id": e["id"], "name": e["name"],
-                 "samples": None if counts is None else counts.get(str(e["id"]), 0),
-                 "first_seen": e.get("first_seen", "")} for e in self._read()]
+        entries = self._read()
+        names = {e["id"]: e["name"] for e in entries}
+        rows = []
+        for e in entries:
+            row = {"id": e["id"], "name": e["name"],
+                   "samples": None if counts is None else counts.get(str(e["id"]), 0),
+                   "first_seen": e.get("first_seen", "")}
+            if isinstance(e.get("merged_into"), int):
+                row["merged_into"] = names[_merge_target(entries, e["id"])]
+            rows.append(row)
+        return rows
 
     def conflict(self, names: dict) -> str | None:
         """Why a model's (or a labelled source's) class ids cannot be this device's, if they
@@ -225,7 +234,7 @@ class ClassRegistry:
         """Return the id of a class name, giving a new name the next id.
 
         A name that differs from a class's only in case is that class (when no class has
-        exactly that name).
+        exactly that name); a merged class's name gives the class it was merged into.
 
         Args:
             name: the class name (surrounding white space ignored).
@@ -239,7 +248,7 @@ class ClassRegistry:
             LabelError: an invalid name.
         """
         name = clean_name(name)
-        by_name = self.names_to_ids()
+        by_name = self.label_ids()
         spelling = known_spelling(name, by_name)
         if spelling is not None:
             return by_name[spelling]
@@ -395,11 +404,75 @@ class ClassRegistry:
             self._write(entries)
             return entry["id"]
 
+    def merge(self, old: str, into: str) -> tuple[int, int]:
+        """Merge a class into another (a misspelt name a person typed, two names for one
+        object): the old id stays reserved (models that have it keep its slot, and its name
+        for that slot), but the old name now means the other class wherever a label names it
+        (:meth:`id_for`, :meth:`label_ids`), and the console no longer offers it. Relabelling
+        the samples that hold it is the caller's (``edgecl classes merge``).
+
+        Args:
+            old: the class to retire.
+            into: the class it becomes.
+
+        Returns:
+            ``(old id, id it now means)`` (the end of a chain of merges).
+
+        Raises:
+            NotFoundError: either name is not a class.
+            ConflictError: the same class, or ``into`` was merged into ``old``.
+            LabelError: an invalid name.
+        """
+        old, into = clean_name(old), clean_name(into)
+        with self._locked() as entries:
+            by_name = {e["name"]: e for e in entries}
+            found = []
+            for name in (old, into):
+                spelling = known_spelling(name, by_name) or name
+                if spelling not in by_name:
+                    raise NotFoundError(f"unknown class {name!r}{self._hint(name, entries)}")
+                found.append(by_name[spelling])
+            source, target = found
+            final = _merge_target(entries, target["id"])
+            if final == source["id"]:
+                raise ConflictError(f"cannot merge {source['name']!r} into {target['name']!r}: "
+                                    + ("it is the same class" if target is source else
+                                       f"{target['name']!r} was merged into it"))
+            if source.get("merged_into") != final:
+                source["merged_into"] = final
+                self._write(entries)
+            return source["id"], final
+
+    def merged(self) -> dict[int, int]:
+        """Class id -> the id it was merged into (the end of the chain), for merged classes."""
+        entries = self._read()
+        return {e["id"]: _merge_target(entries, e["id"]) for e in entries
+                if isinstance(e.get("merged_into"), int)}
+
+    def label_ids(self) -> dict[str, int]:
+        """Name -> the id a label with that name gets: a merged class's name gives the class
+        it was merged into (:meth:`merge`)."""
+        entries = self._read()
+        return {e["name"]: _merge_target(entries, e["id"]) for e in entries}
+
     def _hint(self, name: str, entries: list[dict] | None = None) -> str:
         from edgecl.errors import did_you_mean
 
         names = [e["name"] for e in (entries if entries is not None else self._read())]
         return did_you_mean(name, names) or f" (known: {', '.join(names[:10]) or 'none'})"
+
+
+def _merge_target(entries: list[dict], class_id: int) -> int:
+    """Where a class id's chain of merges ends (itself when not merged; a chain that loops or
+    names an unknown id, by hand-editing, ends where it breaks)."""
+    by_id = {e["id"]: e for e in entries}
+    seen = {class_id}
+    while True:
+        nxt = by_id.get(class_id, {}).get("merged_into")
+        if not isinstance(nxt, int) or isinstance(nxt, bool) or nxt not in by_id or nxt in seen:
+            return class_id
+        seen.add(nxt)
+        class_id = nxt
 
 
 def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:

@@ -185,3 +185,31 @@ def test_a_checkpoint_naming_a_class_in_another_case_agrees_with_the_registry(tm
     assert names_conflict(registry.names(), {1: "car"}) == (
         "class id 1 is 'car', but this device's class registry has 'OtherVehicle' there and "
         "'car' as id 0")
+
+
+def test_a_merged_class_keeps_its_id_and_its_name_means_the_other(tmp_path):
+    reg = ClassRegistry(tmp_path)
+    reg.add(["car", "Persn", "person", "pedestrian"])
+    assert reg.merge("persn", "Person") == (1, 2)  # spellings as ids_for reads them
+    assert reg.names() == {0: "car", 1: "Persn", 2: "person", 3: "pedestrian"}  # heads keep it
+    assert reg.merged() == {1: 2}
+    assert reg.id_for("Persn") == 2 and reg.id_for("PERSN", create=False) == 2
+    assert reg.label_ids() == {"car": 0, "Persn": 2, "person": 2, "pedestrian": 3}
+    assert reg.merge("person", "pedestrian") == (2, 3)  # a chain ends where it ends
+    assert reg.merged() == {1: 3, 2: 3} and reg.id_for("persn") == 3
+    rows = {r["name"]: r for r in ClassRegistry(tmp_path).list({"3": 4})}
+    assert rows["Persn"]["merged_into"] == "pedestrian" and "merged_into" not in rows["car"]
+    assert rows["pedestrian"]["samples"] == 4 and len(reg) == 4
+
+
+def test_a_merge_into_itself_or_back_is_refused(tmp_path):
+    reg = ClassRegistry(tmp_path)
+    reg.add(["car", "truck"])
+    with pytest.raises(ConflictError, match="the same class"):
+        reg.merge("car", "Car")
+    reg.merge("truck", "car")
+    with pytest.raises(ConflictError, match="'truck' was merged into it"):
+        reg.merge("car", "truck")
+    with pytest.raises(NotFoundError, match="unknown class 'bus'"):
+        reg.merge("bus", "car")
+    assert reg.merged() == {1: 0}

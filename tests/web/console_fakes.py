@@ -64,6 +64,7 @@ class FakeConsole:
         self.fail_changes: list[EdgeclError] = []  # raised by the next corrections/withdrawals
         self.next_sample = 101
         self.class_names = list(CLASSES)
+        self.merged_names: list[str] = []  # classes merged into the first (classes merge)
         self.alerts = ["round 3 rejected: person AP fell 0.12 > 0.05"]
         self.queue = []
         self.add_items(items)
@@ -333,8 +334,10 @@ class FakeConsole:
                     "snapshot_copies": 1}
 
     def classes(self) -> list[dict]:
-        return [{"id": i, "name": n, "samples": 120 - 25 * i, "first_seen": "2026-11-28T09:00:00Z"}
+        rows = [{"id": i, "name": n, "samples": 120 - 25 * i, "first_seen": "2026-11-28T09:00:00Z"}
                 for i, n in enumerate(self.class_names)]
+        return rows + [{"id": len(rows) + k, "name": n, "samples": 0, "merged_into": rows[0]["name"],
+                        "first_seen": "2026-11-28T09:00:00Z"} for k, n in enumerate(self.merged_names)]
 
     def forgetting(self) -> dict:
         rows = ["v0001", "v0002", "v0003", "v0004"]

@@ -88,10 +88,14 @@ def fetched(browser, fragment):
 def test_answered_list_correct_and_withdraw(served, browser):
     base, fake = served
     newest, held, bicycle, oldest = fake.store_answers(4)
+    fake.merged_names = ["Persn"]  # merged into another class: no longer offered
     watch_pages(browser)
     browser.get(base + "/label")
     wait_for(lambda: text_of(browser, "#why strong") == "f0000" and frame_ready(browser),
              what="the first queued frame")
+    options = js(browser, "return [...document.querySelectorAll('#class-select option')]"
+                          ".map((o) => o.textContent)")
+    assert any("car" in o for o in options) and not any("Persn" in o for o in options), options
     assert not shown(browser, "answered") and not fetched(browser, "/api/labels/answered")
     # the queue's proposals are dashed: the measure below tells them from solid boxes
     dashed = js(browser, EDGE_SHARE, 60, 200, 330, CAR)

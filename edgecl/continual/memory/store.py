@@ -643,7 +643,7 @@ class ReplayMemory:
             return self._db.find_content(digest)
 
     def relabel(self, sample_id: int, labels: np.ndarray,
-                origin: LabelOrigin = LabelOrigin.OPERATOR) -> int:
+                origin: LabelOrigin | None = LabelOrigin.OPERATOR) -> int:
         """Replace a stored sample's labels (a person corrects an answer or an import).
 
         The image, task, source, time, content hash and held-out flag stay; the sample gets a
@@ -657,7 +657,8 @@ class ReplayMemory:
             sample_id: the stored sample.
             labels: ``(N, 5)`` float YOLO rows ``class cx cy w h`` (normalised); ``N = 0``
                 marks the image as showing nothing to label.
-            origin: the corrected labels' origin (a person: ``operator``).
+            origin: the corrected labels' origin (a person: ``operator``); None keeps the
+                sample's own (a class merged into another: the same labels, renumbered).
 
         Returns:
             The sample's new id.
@@ -670,7 +671,7 @@ class ReplayMemory:
         where = f"sample {int(sample_id)} of {self.root}"
         self._refuse_if_read_only(f"cannot relabel {where}")
         self._follow_replaced_index()
-        origin = LabelOrigin(origin)
+        origin = None if origin is None else LabelOrigin(origin)
         if origin is LabelOrigin.PSEUDO:
             raise ReplayMemoryError(f"cannot relabel {where}: corrected labels come from a "
                                     f"person or a labelled file, not from the model")
@@ -700,7 +701,8 @@ class ReplayMemory:
                     self._db.insert({
                         **row, "id": new_id, "classes": classes_to_text(classes),
                         "primary_class": primary_class(classes, counts),
-                        "origin": origin.value, "bytes": sum(disk_bytes(p) for p in written),
+                        "origin": row["origin"] if origin is None else origin.value,
+                        "bytes": sum(disk_bytes(p) for p in written),
                         "recall_baseline": None, "last_recall": None, "last_loss": None,
                         "times_replayed": 0})
             except (OSError, sqlite3.Error) as exc:
@@ -713,7 +715,7 @@ class ReplayMemory:
             self._unlink_samples([int(sample_id)])
             self._unhashed = None
         log.debug("replay memory: sample %d relabelled (%s) as sample %d", sample_id,
-                 origin.value, new_id)
+                  "origin kept" if origin is None else origin.value, new_id)
         return new_id
 
     def remove(self, ids: list[int]) -> list[int]:

@@ -59,6 +59,26 @@ WARN_FIRST = 5
 WARN_EVERY = 1000
 
 
+def merged_labels(labels: np.ndarray, classes) -> np.ndarray:
+    """Labels whose class ids name merged classes, given the ids those were merged into (a
+    model still outputs a retired class's slot until a round has unlearnt it).
+
+    Args:
+        labels: ``(N, 5)`` float YOLO rows.
+        classes: the class registry (``merged()``; a registry without it merges nothing).
+
+    Returns:
+        ``labels`` itself when no row names a merged class, else a changed copy.
+    """
+    merged = getattr(classes, "merged", None)
+    merged = merged() if merged is not None else {}
+    if not merged or not any(int(c) in merged for c in labels[:, 0]):
+        return labels
+    out = labels.copy()
+    out[:, 0] = [merged.get(int(c), int(c)) for c in labels[:, 0]]
+    return out
+
+
 @dataclass(frozen=True)
 class LabelDecision:
     """What to do with one frame.
@@ -375,6 +395,7 @@ class MemorySink:
             try:
                 names = self.classes.names()
                 self.classes.check_ids(sorted({int(c) for c in labels[:, 0]}), where, names=names)
+                labels = merged_labels(labels, self.classes)
             except EdgeclError as exc:
                 self._count("refused_class")
                 self._warn("class", "%s not stored: %s", where, exc)

@@ -457,7 +457,7 @@ class OperatorQueue:
 
         with self._locked():
             meta = self._get(item_id)
-            known = {name: int(cid) for cid, name in classes.names().items()}
+            known = _label_ids(classes)
             labels, new_names = boxes_to_labels(boxes, meta["width"], meta["height"], known)
             if new_names and not allow_new_classes:
                 raise LabelError(f"unknown class '{new_names[0]}' (known: "
@@ -595,7 +595,7 @@ class OperatorQueue:
         with self._locked():
             sample_id = self.answered_sample(item_id, memory)
             record = memory.records(ids=[sample_id])[0]
-            known = {name: int(cid) for cid, name in classes.names().items()}
+            known = _label_ids(classes)
             labels, new_names = boxes_to_labels(boxes, record.width, record.height, known)
             if new_names and not allow_new_classes:
                 raise LabelError(f"unknown class '{new_names[0]}' (known: "
@@ -818,6 +818,15 @@ FRAME_KEYS = ("name", "frame_id", "source")
 def _frame_of(meta: dict) -> dict:
     """The :data:`FRAME_KEYS` of an item (or of an earlier record) that it has."""
     return {k: meta[k] for k in FRAME_KEYS if meta.get(k) not in (None, "")}
+
+
+def _label_ids(classes) -> dict[str, int]:
+    """Name -> the id an answer's box with that name gets (a merged class's name gives the
+    class it was merged into; a registry without merges: its names)."""
+    label_ids = getattr(classes, "label_ids", None)
+    if label_ids is not None:
+        return {name: int(cid) for name, cid in label_ids().items()}
+    return {name: int(cid) for cid, name in classes.names().items()}
 
 
 def stored_boxes(label_path: Path, width: int, height: int, names: dict[int, str]) -> list[dict]:

@@ -838,7 +838,7 @@
       });
     }
     try {
-      for (const c of await EC.getJSON("/api/classes")) addClass(c.name);
+      for (const c of await EC.getJSON("/api/classes")) if (!c.merged_into) addClass(c.name);
     } catch (err) {
       EC.report(err);
     }

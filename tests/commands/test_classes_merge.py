@@ -1,0 +1,74 @@
+"""``edgecl classes merge OLD INTO``: a misspelt class a person typed is merged into the right
+one; its samples are relabelled, and its name means the other class from then on."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgecl.cli import main
+from edgecl.continual.memory import ReplayMemory, Sample
+from edgecl.frames import Detections, Frame, LabelOrigin
+from edgecl.models.classes import ClassRegistry
+from edgecl.runtime.labels import OperatorQueue
+from edgecl.runtime.labels.pipeline import merged_labels
+
+
+def sample(i, rows, origin=LabelOrigin.OPERATOR):
+    return Sample(np.full((20, 30, 3), 40 * i, np.uint8), np.array(rows, np.float32),
+                  task="stream", source=f"s{i}", origin=origin, content_hash=f"{i:016x}")
+
+
+@pytest.fixture()
+def state(tmp_path):
+    """car 0, Persn 1 (the misspelling), person 2; samples 1-4."""
+    root = tmp_path / "state"
+    ClassRegistry(root).add(["car", "Persn", "person"])
+    with ReplayMemory(root / "memory", names={0: "car", 1: "Persn", 2: "person"}) as memory:
+        memory.add(sample(1, [[1, 0.5, 0.5, 0.2, 0.2]]))
+        memory.add(sample(2, [[0, 0.3, 0.3, 0.1, 0.1], [1, 0.6, 0.6, 0.2, 0.2],
+                              [2, 0.6, 0.6, 0.2, 0.2]]))  # the same box under both names
+        memory.add(sample(3, [[2, 0.5, 0.5, 0.2, 0.2]]))
+        memory.add(sample(4, [[1, 0.4, 0.4, 0.2, 0.2]], LabelOrigin.PSEUDO))
+    return root
+
+
+def test_merge_relabels_the_samples_and_keeps_their_origin(state, capsys):
+    code = main(["classes", "merge", "Persn", "person", "--json", "--state-dir", str(state)])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and out == {"merged": "Persn", "into": "person", "id": 1, "into_id": 2,
+                                 "relabelled": 3}
+    with ReplayMemory(state / "memory") as memory:
+        assert memory.ids() == [3, 5, 6, 7]  # 1, 2 and 4 relabelled under new ids
+        got = {s.source: (s.labels.astype(float).round(4).tolist(), s.origin)
+               for s in memory.get(memory.ids())}
+    assert got["s1"] == ([[2, 0.5, 0.5, 0.2, 0.2]], LabelOrigin.OPERATOR)
+    assert got["s2"][0] == [[0, 0.3, 0.3, 0.1, 0.1], [2, 0.6, 0.6, 0.2, 0.2]]  # kept once
+    assert got["s4"][1] is LabelOrigin.PSEUDO
+    code = main(["classes", "list", "--state-dir", str(state)])
+    listed = capsys.readouterr().out
+    assert "Persn" in listed and "(merged into person)" in listed
+    assert main(["classes", "merge", "Persn", "person", "--state-dir", str(state)]) == 0
+    assert "0 sample(s) relabelled" in capsys.readouterr().out  # again: nothing left to do
+
+
+def test_after_a_merge_answers_and_pseudo_labels_naming_the_old_class_get_the_new(state):
+    registry = ClassRegistry(state)
+    registry.merge("Persn", "person")
+    queue = OperatorQueue(state / "labels")
+    none = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, int))
+    item = queue.push(Frame(np.full((20, 30, 3), 7, np.uint8), 0, 0.0, "cam://0"), none)
+    with ReplayMemory(state / "memory") as memory:
+        out = queue.answer(item, [{"class": "persn", "xyxy": [1, 1, 10, 10]}], memory, registry)
+    assert out["class_ids"] == [2] and out["classes_added"] == []
+    rows = np.array([[1, 0.5, 0.5, 0.1, 0.1], [0, 0.2, 0.2, 0.1, 0.1]], np.float32)
+    assert merged_labels(rows, registry)[:, 0].tolist() == [2, 0]
+    tail = rows[1:]
+    assert merged_labels(tail, registry) is tail  # nothing merged: the same array
+
+
+def test_a_merge_of_an_unknown_class_is_one_line(state, capsys):
+    code = main(["classes", "merge", "Persn", "bus", "--state-dir", str(state)])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown class 'bus'" in err and err.count("\n") == 1
+    assert ClassRegistry(state).merged() == {}
