@@ -906,6 +906,8 @@ class LearnerSupervisor:
         self._round_started_mono_s = time.monotonic()
         self._proc = self._spawn(reason, ceiling)
         self.state = TriggerState(last_round_s=time.monotonic())
+        if ceiling is not None:  # this round learns them: not counted again for the next one
+            self._seen_max_id = max(self._seen_max_id, ceiling)
         self.tried_classes |= self._stored_classes - self.known_classes
         log.info("learning round started (trigger: %s, pid %s)", reason,
                  getattr(self._proc, "pid", None))
@@ -1111,7 +1113,10 @@ class LearnerSupervisor:
             result.status = RoundStatus.PROMOTED
             self.known_classes.update(int(c) for c in result.classes)
             acc = result.acc
-            log.info("promoted %s (held-out ACC %s)", result.version,
+            # the monitor's ACC (every class held out), which the gate's verdict may not be:
+            # it counts the classes with enough held-out boxes to judge
+            log.info("promoted %s (ACC %s over every class with held-out samples, as the "
+                     "Forgetting page shows it)", result.version,
                      f"{acc:.3f}" if isinstance(acc, (int, float)) and math.isfinite(acc) else "n/a")
             self._same_failures, self._last_failure, self._backoff_until_s = 0, "", 0.0
         else:

@@ -682,3 +682,31 @@ def test_a_due_round_waits_while_an_import_stores_and_starts_when_it_is_done(tmp
     assert not import_running(tmp_path)
     sup.tick()
     assert started == ["new_samples"] and "waiting_for_import" not in sup.health()
+
+
+def test_samples_a_round_learns_are_not_counted_again_for_the_next(tmp_path, monkeypatch):
+    """Before: samples an import stored just before a round started were learnt by it and then
+    counted by the next scan of other writers too, so a round started right after the
+    promotion only to be skipped ('no new labelled samples')."""
+    from types import SimpleNamespace
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_new_samples=1",
+                             "learner.trigger_interval_s=0"])
+    stored = [1]
+    sink = FakeSink([])
+    sink.memory = SimpleNamespace(
+        ids=lambda held_out=None: [9] if held_out else list(stored),
+        records=lambda ids: [SimpleNamespace(id=i, held_out=False, classes=(0,)) for i in ids])
+    sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
+    spawned = []
+    monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: spawned.append(ceiling) or None)
+    monkeypatch.setattr(learner_mod, "SCAN_EVERY_S", 0.0)
+    sup.tick()  # the first look: sample 1, stored before this start
+    assert spawned == [1]
+    sup._proc = None  # the round ended (its result is not the point here)
+    stored += [2, 3]  # an import stored these between the last scan and the next round's start
+    sup.start_round("on_demand")
+    assert spawned == [1, 3]  # the round learns up to sample 3
+    sup._proc = None
+    sup.tick()
+    assert spawned == [1, 3] and sup.state.new_samples == 0  # nothing new for a third round
