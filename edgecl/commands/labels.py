@@ -18,6 +18,9 @@ from edgecl.commands.common import (add_config_args, config_from_args, memory_gi
 from edgecl.commands.labels_import import add_import_parser
 from edgecl.errors import LabelError
 
+MAX_ANSWER_BYTES = 2 * 2**20
+"""Largest boxes file read (as the runtime's server bounds a request body)."""
+
 
 def add_parser(sub) -> None:
     """Register the ``labels`` command group."""
@@ -161,6 +164,9 @@ def _read_answer(path: str) -> tuple[list, bool]:
 
     p = Path(path)
     try:
+        if p.is_file() and p.stat().st_size > MAX_ANSWER_BYTES:
+            raise LabelError(f"boxes file {p} holds {p.stat().st_size} bytes: an answer is at "
+                             f"most {MAX_ANSWER_BYTES // 2**20} MiB (1,000 boxes take ~60 KB)")
         raw = p.read_bytes()
     except FileNotFoundError:
         raise LabelError(f"boxes file not found: {p}") from None

@@ -85,6 +85,7 @@ def test_answer_skip_and_one_line_errors(state, capsys, tmp_path):
     ('[{"class": "car", "xyxy": [1, 2, 3, ' + "9" * 5000 + "]}]", "is not usable JSON"),
     ("[" * 100_000 + "]" * 100_000, "is not usable JSON"),
     (json.dumps([{"class": "bad\ud800", "xyxy": [1, 2, 30, 30]}]), "lone surrogate"),
+    ("[" + " " * (3 * 2**20) + "]", "an answer is at most 2 MiB"),  # before: read whole
 ])
 def test_bad_boxes_file_is_one_line(state, capsys, tmp_path, content, match):
     root, (low, _) = state

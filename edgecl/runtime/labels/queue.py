@@ -594,7 +594,10 @@ class OperatorQueue:
         """
         with self._locked():
             sample_id = self.answered_sample(item_id, memory)
-            record = memory.records(ids=[sample_id])[0]
+            records = memory.records(ids=[sample_id])
+            if not records:  # removed by another process since
+                raise ConflictError(f"label item '{item_id}': its sample is no longer in memory")
+            record = records[0]
             known = _label_ids(classes)
             labels, new_names = boxes_to_labels(boxes, record.width, record.height, known)
             if new_names and not allow_new_classes:
