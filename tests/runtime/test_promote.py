@@ -11,6 +11,18 @@ def _stage(registry: Registry, tmp_path, payload: bytes, **meta) -> str:
     return registry.stage({"model.onnx": src}, meta)
 
 
+def _two_promoted(tmp_path):
+    """A registry whose second version (learnt up to 90) replaced the first (up to 40), and the
+    learner's progress at 90."""
+    registry = Registry(tmp_path / "models")
+    first = _stage(registry, tmp_path, b"b", parent=None, learnt_up_to=40)
+    second = _stage(registry, tmp_path, b"c", parent=first, learnt_up_to=90)
+    registry.promote(first)
+    registry.promote(second)
+    save_state(tmp_path, LearnerState(round=2, last_sample_id=90))
+    return registry, first, second
+
+
 def test_rollback_makes_the_retired_versions_samples_new_again(tmp_path):
     registry = Registry(tmp_path / "models")
     root = _stage(registry, tmp_path, b"a", source="user.pt")  # 'edgecl models add': no parent
@@ -180,12 +192,7 @@ def test_a_rollback_whose_progress_cannot_be_rewound_changes_nothing(tmp_path, m
     from edgecl.continual import round_state
     from edgecl.errors import StorageError
 
-    registry = Registry(tmp_path / "models")
-    first = _stage(registry, tmp_path, b"b", parent=None, learnt_up_to=40)
-    second = _stage(registry, tmp_path, b"c", parent=first, learnt_up_to=90)
-    registry.promote(first)
-    registry.promote(second)
-    save_state(tmp_path, LearnerState(round=2, last_sample_id=90))
+    registry, first, second = _two_promoted(tmp_path)
 
     def full(path, obj):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -266,12 +273,7 @@ def test_a_promotion_whose_progress_cannot_be_set_back_changes_nothing(tmp_path,
     from edgecl.errors import StorageError
     from edgecl.runtime.promote import promote_version
 
-    registry = Registry(tmp_path / "models")
-    first = _stage(registry, tmp_path, b"b", parent=None, learnt_up_to=40)
-    second = _stage(registry, tmp_path, b"c", parent=first, learnt_up_to=90)
-    registry.promote(first)
-    registry.promote(second)
-    save_state(tmp_path, LearnerState(round=2, last_sample_id=90))
+    registry, first, second = _two_promoted(tmp_path)
 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -208,3 +208,27 @@ def debug_screenshot(driver, name: str) -> Path | None:
     if not os.environ.get("EDGECL_SCREENSHOT_DIR"):
         return None
     return screenshot(driver, name, full_page=False)
+
+
+def frame_mouse(driver, canvas, frame_width: int = 640):
+    """Mouse helpers in a Label canvas's frame pixels: ``(drag(frm, to), click(x, y))``, each
+    point ``(x, y)`` in pixels of a ``frame_width`` wide frame (selenium offsets are from the
+    element's centre, in CSS pixels)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    width, height = canvas.size["width"], canvas.size["height"]
+    scale = width / frame_width
+
+    def at(x, y):
+        return round(x * scale - width / 2), round(y * scale - height / 2)
+
+    def drag(frm, to):
+        a, b = at(*frm), at(*to)
+        (ActionChains(driver).move_to_element_with_offset(canvas, *a).click_and_hold()
+         .move_to_element_with_offset(canvas, (a[0] + b[0]) // 2, (a[1] + b[1]) // 2)
+         .move_to_element_with_offset(canvas, *b).release().perform())
+
+    def click(x, y):
+        ActionChains(driver).move_to_element_with_offset(canvas, *at(x, y)).click().perform()
+
+    return drag, click

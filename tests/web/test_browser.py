@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from console_browser import (LAYOUT_FAULTS, debug_screenshot, emulate_phone, screenshot,
-                             severe_console_entries, tap, touch_drag, wait_for, watch_pages)
+from console_browser import (LAYOUT_FAULTS, debug_screenshot, emulate_phone, frame_mouse,
+                             screenshot, severe_console_entries, tap, touch_drag, wait_for,
+                             watch_pages)
 from console_fakes import HOSTILE_NAMES
 from edgecl.errors import UnavailableError
 
@@ -72,17 +73,7 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
     scale = width / 640
     assert abs(height / scale - 480) < 2
 
-    def at(x, y):  # selenium offsets are from the element's centre, in CSS pixels
-        return round(x * scale - width / 2), round(y * scale - height / 2)
-
-    def drag(frm, to):
-        a, b = at(*frm), at(*to)
-        (ActionChains(browser).move_to_element_with_offset(canvas, *a).click_and_hold()
-         .move_to_element_with_offset(canvas, (a[0] + b[0]) // 2, (a[1] + b[1]) // 2)
-         .move_to_element_with_offset(canvas, *b).release().perform())
-
-    def click(x, y):
-        ActionChains(browser).move_to_element_with_offset(canvas, *at(x, y)).click().perform()
+    drag, click = frame_mouse(browser, canvas)
 
     drag((250, 40), (370, 150))                                   # draw a box
     Select(browser.find_element(By.ID, "class-select")).select_by_value("__new__")

@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from console_browser import (LAYOUT_FAULTS, debug_screenshot, emulate_phone, screenshot,
-                             severe_console_entries, tap, touch_drag, wait_for, watch_pages)
+from console_browser import (LAYOUT_FAULTS, debug_screenshot, emulate_phone, frame_mouse,
+                             screenshot, severe_console_entries, tap, touch_drag, wait_for,
+                             watch_pages)
 from console_fakes import HOSTILE_NAMES
 from edgecl.errors import ConflictError
 
@@ -134,20 +135,7 @@ def test_answered_list_correct_and_withdraw(served, browser):
     screenshot(browser, "label-correct", full_page=False)
 
     canvas = browser.find_element(By.ID, "canvas")
-    width, height = canvas.size["width"], canvas.size["height"]
-    scale = width / 640
-
-    def at(x, y):  # selenium offsets are from the element's centre, in CSS pixels
-        return round(x * scale - width / 2), round(y * scale - height / 2)
-
-    def drag(frm, to):
-        a, b = at(*frm), at(*to)
-        (ActionChains(browser).move_to_element_with_offset(canvas, *a).click_and_hold()
-         .move_to_element_with_offset(canvas, (a[0] + b[0]) // 2, (a[1] + b[1]) // 2)
-         .move_to_element_with_offset(canvas, *b).release().perform())
-
-    def click(x, y):
-        ActionChains(browser).move_to_element_with_offset(canvas, *at(x, y)).click().perform()
+    drag, click = frame_mouse(browser, canvas)
 
     drag((530, 400), (430, 300))                                  # move the dog box
     click(60, 300)                                                # select the first car
