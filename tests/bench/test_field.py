@@ -64,12 +64,26 @@ def test_queue_rate_per_window(selection, budget, fps, factor, expected):
     assert field.queue_rate(selection, budget, fps, factor) == expected
 
 
-def test_the_queue_limit_on_the_stream_clock_spreads_the_offer_over_the_stream():
+class FakeClock:
+    """``time.monotonic`` and ``time.sleep`` on a clock that a sleep moves at once."""
+
+    def __init__(self):
+        self.now_s = 0.0
+
+    def monotonic(self):
+        return self.now_s
+
+    def sleep(self, seconds):
+        self.now_s += max(seconds, 0.0)
+
+
+def test_the_queue_limit_on_the_stream_clock_spreads_the_offer_over_the_stream(monkeypatch):
     from edgecl.runtime.labels.selection import RateLimiter
 
+    clock = FakeClock()
+    monkeypatch.setattr(field, "time", clock)  # 30 s of stream paced at 10 fps, not waited for
     # 10 fps, 30 s of stream, 10 frames per 5 s window: 60 offers, 10 in every window
-    src = field.HiddenLabelsSource(ListSource([frame(i, [], "t1") for i in range(300)]))
-    src.period_s = 0.1  # stream time without pacing the test
+    src = field.HiddenLabelsSource(ListSource([frame(i, [], "t1") for i in range(300)]), fps=10)
     limit = RateLimiter(10, src.stream_time_s, field.QUEUE_WINDOW_S)
     taken = []
     while (f := src.read()) is not None:
@@ -78,6 +92,7 @@ def test_the_queue_limit_on_the_stream_clock_spreads_the_offer_over_the_stream()
             taken.append(f.frame_id)
     assert len(taken) == 60
     assert [sum(1 for t in taken if w * 50 <= t < (w + 1) * 50) for w in range(6)] == [10] * 6
+    assert clock.now_s == pytest.approx(30.0)  # 300 frames and the end, paced 0.1 s apart
 
 
 def test_device_class_ids_follow_the_starting_model_then_the_dataset():

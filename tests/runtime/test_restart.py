@@ -30,7 +30,8 @@ IMGSZ = 64
 def overrides(state):
     return [f"state_dir={state}", f"model.imgsz={IMGSZ}", f"learner.imgsz={IMGSZ}",
             "learner.first_round_max_steps=4", "learner.batch=4", "learner.bn_recalibration_batches=1",
-            "memory.holdout_fraction=0.25", "runtime.warmup_runs=1"]
+            "memory.holdout_fraction=0.25", "runtime.warmup_runs=1",
+            "export.openvino=off", "export.cpu_int8=off"]  # an ONNX engine is enough here
 
 
 def wait_for(predicate, timeout_s):
@@ -92,8 +93,7 @@ def test_a_kill_between_staging_and_saving_the_progress_is_recovered_at_start(tm
 
     yaml_path = make_scenario(tmp_path / "scn", tasks=1, images_per_task=16, imgsz=IMGSZ, seed=5)
     state = tmp_path / "state"
-    cfg = load_config(None, [*overrides(state), "learner.enabled=false", "export.openvino=off",
-                             "export.cpu_int8=off", "memory.holdout_fraction=0.25"])
+    cfg = load_config(None, [*overrides(state), "learner.enabled=false"])
     from edgecl.bench.demo import initial_model
 
     init = initial_model(yaml_path, tmp_path / "init.pt", IMGSZ)
@@ -201,8 +201,7 @@ def test_a_candidate_learn_no_promote_staged_is_not_promoted_by_a_restart(tmp_pa
 
     yaml_path = make_scenario(tmp_path / "scn", tasks=1, images_per_task=16, imgsz=IMGSZ, seed=5)
     state = tmp_path / "state"
-    settings = [*overrides(state), "learner.enabled=false", "export.openvino=off",
-                "export.cpu_int8=off"]
+    settings = [*overrides(state), "learner.enabled=false"]
     cfg = load_config(None, settings)
     init = initial_model(yaml_path, tmp_path / "init.pt", IMGSZ)
     Runtime(cfg, RunOptions(source_uri=f"tasks://{yaml_path}?task=t1", model=str(init), quiet=True)).run()
