@@ -134,7 +134,8 @@ def test_a_round_on_the_same_state_gives_the_same_candidate(tmp_path, scenario):
 
     from edgecl.models.checkpoint import load_checkpoint
 
-    cfg = tiny_cfg(tmp_path / "a", "learner.torch_threads=1")
+    cfg = tiny_cfg(tmp_path / "a", "learner.torch_threads=1", "export.openvino=off",
+                   "export.cpu_int8=off")  # the weights are compared, not the engines
     stream(cfg, f"tasks://{scenario}?task=t1", model=str(untrained_model(tmp_path, scenario)))
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     weights, threads = [], torch.get_num_threads()

@@ -3,6 +3,7 @@ a killed learner never stops detection and the next round starts clean."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,21 +46,35 @@ def test_sigterm_shuts_down_cleanly_with_json_summary():
     assert b"shutting down cleanly" in err
 
 
-@pytest.fixture()
-def promoted_state(tmp_path):
-    yaml_path = make_scenario(tmp_path / "scn", tasks=2, images_per_task=24, imgsz=IMGSZ, seed=7)
-    state = tmp_path / "state"
-    base = [f"state_dir={state}", f"model.imgsz={IMGSZ}", f"learner.imgsz={IMGSZ}",
+def settings(state):
+    return [f"state_dir={state}", f"model.imgsz={IMGSZ}", f"learner.imgsz={IMGSZ}",
             "learner.first_round_max_steps=3", "learner.max_steps=3", "learner.batch=4",
             "learner.bn_recalibration_batches=1", "memory.holdout_fraction=0.25",
             "runtime.warmup_runs=1", "learner.enabled=false"]
-    cfg = load_config(None, base)
+
+
+@pytest.fixture(scope="module")
+def promoted_once(tmp_path_factory):
+    """A state directory with one promoted round, built once for this module's tests."""
+    root = tmp_path_factory.mktemp("promoted")
+    yaml_path = make_scenario(root / "scn", tasks=2, images_per_task=24, imgsz=IMGSZ, seed=7)
+    state = root / "state"
+    cfg = load_config(None, settings(state))
     from edgecl.bench.demo import initial_model
 
-    init = initial_model(yaml_path, tmp_path / "init.pt", IMGSZ)
+    init = initial_model(yaml_path, root / "init.pt", IMGSZ)
     Runtime(cfg, RunOptions(source_uri=f"tasks://{yaml_path}?task=t1", model=str(init), quiet=True)).run()
     promote_version(state, run_round(cfg)["version"])
-    return yaml_path, state, base
+    return yaml_path, state
+
+
+@pytest.fixture()
+def promoted_state(promoted_once, tmp_path):
+    """Each test's own copy of that state directory (a round reads no path of the original)."""
+    yaml_path, original = promoted_once
+    state = tmp_path / "state"
+    shutil.copytree(original, state, symlinks=True)
+    return yaml_path, state, settings(state)
 
 
 def test_server_serves_health_and_metrics_while_running(promoted_state):
