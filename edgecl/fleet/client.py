@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 # A device whose server stays away retries after fleet.retry_s, doubling up to this.
 MAX_RETRY_S = 600.0
+# How long a connection attempt waits for the server to answer at all (TCP, TLS, HTTP/2).
+PROBE_TIMEOUT_S = 20.0
+
+
+class ServerSilent(ConnectionError):
+    """Nothing answered at the fleet server's address within :data:`PROBE_TIMEOUT_S`."""
 
 
 def device_name(cfg: Config) -> str:
@@ -258,7 +264,12 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
     while True:
         connected = False
         try:
-            if probe_server(fc.server_address, fc.ca_cert):
+            probe = probe_server(fc.server_address, fc.ca_cert, PROBE_TIMEOUT_S)
+            if probe is None:  # a second wait in the connection would only double this one
+                raise ServerSilent(f"no answer from {fc.server_address} within "
+                                   f"{PROBE_TIMEOUT_S:.0f} s (a firewall dropping its packets, "
+                                   "or no host at that address)")
+            if probe:
                 log.info("connected to the fleet server %s%s; waiting for its rounds",
                          fc.server_address, f" after {failures} failed attempt(s)" if failures else "")
                 # a session that fails from here on is a new fault: warned, backed off afresh
@@ -288,7 +299,7 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
         time.sleep(fc.retry_s)
 
 
-def probe_server(address: str, ca_cert: str, timeout_s: float = 20.0) -> bool:
+def probe_server(address: str, ca_cert: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool | None:
     """Whether a gRPC channel to the server becomes ready (TCP, and the TLS handshake with
     ``ca_cert``), so that a device can say it is connected: Flower's client says nothing until
     the server's first round, which may be hours away.
@@ -299,8 +310,9 @@ def probe_server(address: str, ca_cert: str, timeout_s: float = 20.0) -> bool:
         timeout_s: the longest wait.
 
     Returns:
-        True when the channel became ready; False when it failed or did not within
-        ``timeout_s`` (the connection that follows says why).
+        True when the channel became ready; False when it failed (the connection that follows
+        says why); ``None`` when nothing answered within ``timeout_s`` (packets dropped on the
+        way, or a host that accepts TCP and never speaks gRPC).
     """
     import threading
 
@@ -320,8 +332,9 @@ def probe_server(address: str, ca_cert: str, timeout_s: float = 20.0) -> bool:
 
     channel.subscribe(watch, try_to_connect=True)
     try:
-        settled.wait(timeout_s)
-        return bool(states) and states[-1] is grpc.ChannelConnectivity.READY
+        if not settled.wait(timeout_s):
+            return None
+        return states[-1] is grpc.ChannelConnectivity.READY
     finally:
         channel.unsubscribe(watch)
         channel.close()
@@ -387,6 +400,8 @@ def connection_problem(exc: BaseException, address: str = "", tls: bool | None =
     """
     from edgecl.models.base import one_line
 
+    if isinstance(exc, ServerSilent):
+        return str(exc)
     code, details = getattr(exc, "code", None), getattr(exc, "details", None)
     if not (callable(code) and callable(details)):
         return one_line(exc)

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -359,7 +360,50 @@ def test_probe_tells_a_listening_server_from_a_closed_port():
         assert probe_server(f"127.0.0.1:{port}", "", timeout_s=10)
     finally:
         server.stop(None).wait()
-    assert not probe_server(f"127.0.0.1:{port}", "", timeout_s=10)
+    assert probe_server(f"127.0.0.1:{port}", "", timeout_s=10) is False
+
+
+def test_probe_tells_a_silent_address_from_a_refusing_one():
+    """A port that accepts TCP and never speaks (as a firewall that drops packets leaves a
+    connection waiting) is no answer, told apart from a refusal."""
+    import socket
+
+    from edgecl.fleet.client import probe_server
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        started = time.monotonic()
+        assert probe_server(f"127.0.0.1:{silent.getsockname()[1]}", "", timeout_s=1.0) is None
+        assert time.monotonic() - started < 5.0
+
+
+def test_a_silent_server_costs_one_wait_per_attempt_not_two(tmp_path, monkeypatch, caplog,
+                                                            flower_filters):
+    """Before: an attempt against a blackholed address waited 20 s in the probe, then as long
+    again in Flower's connection, which could only fail the same way."""
+    from edgecl.config import load_config
+    from edgecl.fleet import client
+
+    probes, connects = iter([None, True]), []
+    monkeypatch.setattr(client, "connect", lambda cfg, **_: connects.append(1))
+    monkeypatch.setattr(client, "probe_server", lambda *a, **k: next(probes))
+    monkeypatch.setattr(client, "_wait_for_server", lambda *a: None)
+    monkeypatch.setattr(client.time, "sleep", lambda s: None)
+    monkeypatch.setattr("edgecl.runtime.learner.die_with_parent", lambda: None)
+    monkeypatch.setattr("edgecl.continual.finetune.apply_low_priority", lambda lc: None)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    cfg = load_config(None, [f"state_dir={tmp_path}", "fleet.server_address=127.0.0.1:9",
+                             "fleet.device_name=drone1"])
+    with caplog.at_level(logging.INFO, logger="edgecl.fleet.client"):
+        client.client_main(cfg, once=True, max_wait_s=60)
+    assert connects == [1]  # only the attempt whose probe was answered connected
+    assert caplog.messages[1].startswith(
+        "cannot reach the fleet server 127.0.0.1:9: no answer from 127.0.0.1:9 within 20 s "
+        "(a firewall dropping its packets, or no host at that address); retrying in 30 s")
+    assert caplog.messages[2].startswith("connected to the fleet server 127.0.0.1:9 after 1 "
+                                         "failed attempt(s)")
 
 
 def test_a_device_says_it_connected_after_the_server_came_up(tmp_path, monkeypatch, caplog,
