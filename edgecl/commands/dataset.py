@@ -78,7 +78,10 @@ def import_command(args: argparse.Namespace) -> int:
     boxes = ", ".join(f"{k} {v}" for k, v in result["boxes"].items())
     print(f"imported {result['imported']} image(s) from {args.src} ({result['format']}) -> "
           f"{result['data_yaml']}")
-    print(f"skipped {result['skipped']} ({reasons}); ignore regions dropped {result['ignored_regions']}")
+    orphans = (f"; annotations of no image skipped {result['annotations_skipped']}"
+               if result["annotations_skipped"] else "")
+    print(f"skipped {result['skipped']} ({reasons}){orphans}; ignore regions dropped "
+          f"{result['ignored_regions']}")
     print(f"boxes: {boxes}")
     if result["classes_matched"]:
         matched = ", ".join(f"{k} -> {v}" for k, v in result["classes_matched"].items())

@@ -83,8 +83,10 @@ def import_command(args: argparse.Namespace) -> int:
                if result["unnamed_classes"] else "")
     queued = (f"; {len(dropped)} frame(s) waiting in the operator queue are now in memory and "
               f"were taken off it" if dropped else "")
+    orphans = (f"; annotations of no image skipped {result['annotations_skipped']}"
+               if result["annotations_skipped"] else "")
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
-          f"({reasons}); ignore regions dropped {result['ignored_regions']}; new classes: {added}"
+          f"({reasons}){orphans}; ignore regions dropped {result['ignored_regions']}; new classes: {added}"
           f"{named}{unnamed}{queued}")
     if nothing:
         print(nothing, file=sys.stderr)

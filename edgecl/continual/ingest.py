@@ -59,6 +59,10 @@ class ClassNames(Protocol):
     def id_for(self, name: str, create: bool = True) -> int:
         """The id of a class name (a new one is added when ``create``)."""
 
+    def label_ids(self) -> dict[str, int]:
+        """Name -> the id a label with that name gets (a merged class's: the class it was
+        merged into)."""
+
 
 @dataclass
 class ImportReport:
@@ -122,15 +126,17 @@ def _name_unnamed(item: ImportItem, known: dict[int, str], report: ImportReport)
 
 
 def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport) -> dict[str, int]:
+    """Each box name's class id: the registry's (a merged class's name gives the class it was
+    merged into; a name spelt otherwise, the class of that name), else a new class."""
     ids = {}
-    exact = {n: i for i, n in classes.names().items()}
+    exact = classes.label_ids()
+    current = classes.names()
     for name in dict.fromkeys(item.names):
         same = None if name in exact else same_class_as(name, exact)
-        if name in exact:
-            ids[name] = exact[name]
-        elif same is not None:  # "Car" -> the registry's "car"
-            ids[name] = exact[same]
-            report.classes_matched[name] = same
+        if same is not None or name in exact:  # "Car" -> the registry's "car"; merged -> target
+            ids[name] = exact[same or name]
+            if current.get(ids[name]) != name:
+                report.classes_matched[name] = current.get(ids[name], same or name)
         else:
             ids[name] = classes.id_for(name, create=True)
             report.classes_added.append(name)
@@ -177,7 +183,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
     device_classes = dict(classes.names())  # names ids of unnamed datasets (see _name_unnamed)
     for item in items:
         if isinstance(item, Skip):
-            report.tally.skip(item.reason, item.message)
+            report.tally.skip(item.reason, item.message, item.counts_file)
             log.debug("skipped %s", item.message)  # the caller reports the report's messages
             continue
         digest = pixels_hash(item.image)  # what the device records for the frames it stores

@@ -2,13 +2,15 @@
 operator answers, checkpoints, the CLI): what a name may hold, when two spellings are one class.
 
 The class registry (:mod:`edgecl.models.classes`) stores names through :func:`clean_name`;
-imports and answers match names with :func:`known_spelling` and :func:`same_name_key`.
+imports and answers match names with :func:`known_spelling` and :func:`same_name_key`; a
+dataset's own names must give each class its own name (:func:`name_clash`).
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from edgecl.errors import LabelError
 
@@ -109,3 +111,49 @@ def same_name_key(name: object) -> str:
     if not any(unicodedata.category(ch) == "Cs" for ch in text):
         text = unicodedata.normalize("NFC", text).strip()
     return text.casefold()
+
+
+def loose_class_name(name: str) -> str:
+    """A class name without case and separators, letters and digits of any script kept: two
+    names that give the same non-empty text are one class (``Car`` and ``car``,
+    ``OtherVehicle`` and ``other_vehicle``; ``行人`` and ``汽车`` stay two).
+
+    Args:
+        name: the class name.
+
+    Returns:
+        The registry's comparison key (:func:`same_name_key`: NFC,
+        casefolded) without whitespace, punctuation and underscores ('' when nothing else is
+        left: such a name matches no other).
+    """
+    return re.sub(r"[\W_]+", "", same_name_key(name))
+
+
+def name_clash(names: Mapping[int, str]) -> str | None:
+    """Why a dataset's class names do not give each class its own name, if they do not: one
+    name under two ids, or two names that an import takes for one class (ultralytics accepts
+    both, but an import maps the two ids onto one class, and a dataset written from it lacks
+    an id).
+
+    Args:
+        names: class id -> name (stripped), as the dataset's file gives them; two names are
+            one class when :func:`loose_class_name` gives both the same non-empty key (a name
+            of no letters or digits, ``++``, clashes only with itself).
+
+    Returns:
+        ``"class name 'Car' is given to ids 0 and 1; each class needs its own name"`` (or, for
+        ``Car`` and ``car``, ``"class names 'Car' (id 0) and 'car' (id 2) differ only in case
+        or separators, ..."``) for the first such pair in id order; ``None`` when every class
+        has its own name.
+    """
+    first: dict[str, int] = {}
+    for cid, name in sorted(names.items()):
+        other = first.setdefault(loose_class_name(name) or name, cid)
+        if other == cid:
+            continue
+        if names[other] == name:
+            return f"class name '{name}' is given to ids {other} and {cid}; each class needs its own name"
+        return (f"class names '{names[other]}' (id {other}) and '{name}' (id {cid}) differ only in "
+                f"case or separators, so an import takes them for one class; each class needs "
+                f"its own name")
+    return None

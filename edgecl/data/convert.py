@@ -36,16 +36,18 @@ log = logging.getLogger(__name__)
 
 
 def _seed_names(src: Path, fmt: str) -> dict[str, int]:
-    """Class name -> id known before reading the boxes (YOLO names, COCO categories)."""
+    """Class name -> id known before reading the boxes (YOLO names, COCO categories), numbered
+    0..n-1 in the source's order: an ignore class (``DontCare``) or a gap in the source's ids
+    (``{0: car, 5: dog}``) leaves no hole, which ultralytics refuses in a data.yaml."""
     from edgecl.data.importers import coco_class_names, yolo_class_names
 
     if fmt == "yolo":
-        names = yolo_class_names(src)
-        return {n: i for i, n in sorted(names.items()) if not is_ignore_name(n)}
-    if fmt == "coco":
+        ordered = [n for _, n in sorted(yolo_class_names(src).items()) if not is_ignore_name(n)]
+    elif fmt == "coco":
         ordered = [n for n in coco_class_names(src) if not is_ignore_name(n)]
-        return {n: i for i, n in enumerate(ordered)}
-    return {}
+    else:
+        return {}
+    return {n: i for i, n in enumerate(ordered)}
 
 
 def _class_of(name: str, ids: dict[str, int], matched: dict[str, str]) -> str:
@@ -153,7 +155,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     with atomic_dir(out) as tmp:  # all or nothing: a failure half-way leaves no partial dataset
         for item in items:
             if isinstance(item, Skip):
-                tally.skip(item.reason, item.message)
+                tally.skip(item.reason, item.message, item.counts_file)
                 log.debug("skipped %s", item.message)  # the command lists the first ones once
                 continue
             try:  # the class registry's rule: a name a device could not learn is no class

@@ -25,16 +25,20 @@ Formats:
   its base name only, as COCO's). Boxes follow ultralytics' VOC conversion (``VOC.yaml``:
   pixel coordinates are 1-based, so 1 is subtracted; ``<difficult>1</difficult>`` objects are
   left out, counted as ignored); a non-finite coordinate (``nan``, ``inf``, ``1e400``)
-  refuses its image (``bad annotation``).
+  refuses its image (``bad annotation``), as does an xml the parser cannot read (an encoding
+  it does not know) or whose root is not ``<annotation>``; an image that two xmls name is
+  skipped for both (``duplicate image``: one ``<filename>`` is wrong).
 - ``coco``: COCO JSONs (CVAT: ``annotations/instances_<subset>.json``, every subset read, images
   in ``images/`` or ``images/<subset>/``; Label Studio: ``result.json``; Roboflow:
   ``train/_annotations.coco.json`` ... with the images beside); images resolved beside the json
   or in an ``images/`` folder next to it. A json without an ``images`` list (Label Studio's
-  ``notes.json``) is not a COCO file. Boxes follow ultralytics ``convert_coco``: ``bbox`` is
+  ``notes.json``) is not a COCO file; one named as a COCO file (in ``annotations/``,
+  ``instances_*``, ``annotations.json``, ``result.json``, ``*coco*``) that is empty or broken is
+  skipped and named (``bad annotation file``), and is the error when a folder has no other. Boxes follow ultralytics ``convert_coco``: ``bbox`` is
   ``[x, y, w, h]`` from the top-left corner, ``iscrowd`` annotations are ignore regions. An
   image listed without annotations is a background image. Ids are integers (or strings); an
   annotation of a wrong type, with no usable ``image_id`` or with an ``image_id`` no image has
-  is skipped (``bad annotation``), images sharing an id are all skipped (``duplicate image
+  is skipped and said, and counted apart from files (``annotations_skipped``), images sharing an id are all skipped (``duplicate image
   id``: whose boxes are they?), entries of ``images`` with the same ``file_name`` are that file
   once with the boxes of them all (``convert_coco`` appends them to one label file; entries
   that declare different sizes for it, or different names found as one file, are skipped:
@@ -53,8 +57,12 @@ used: the boxes are taken in the decoded image's pixels.
 
 Ignore regions are not classes: VOC/COCO names such as ``DontCare`` or ``ignore`` (see
 :data:`IGNORE_NAMES`) and COCO ``iscrowd`` annotations are dropped and counted in
-``ImportItem.ignored``. A box with no area inside the image refuses its image (``bad box``),
-as a refused YOLO row refuses its frame.
+``ImportItem.ignored``. A box with no area inside the image, under one pixel wide or high (the
+operator answer's rule, :data:`edgecl.data.answers.MIN_BOX_PX`), or with a corner farther
+outside the image than the image's own size (``1e300``: no tool writes it) refuses its image
+(``bad box``), as a refused YOLO row refuses its frame. A file in a YOLO image folder that is no
+regular file (a FIFO, a device, a link to nothing) is skipped as ``not an image``, so that
+``imported + skipped`` counts every file the dataset gives.
 """
 
 from __future__ import annotations
@@ -63,7 +71,6 @@ import glob
 import itertools
 import json
 import math
-import re
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -72,7 +79,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from edgecl.data.class_names import same_name_key
+from edgecl.data.answers import MIN_BOX_PX
+from edgecl.data.class_names import loose_class_name, name_clash
 from edgecl.data.images import IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash
 from edgecl.data.labels import label_path_for, read_yolo_labels
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_is_file
@@ -138,13 +146,17 @@ class Skip:
         source: the file (image or annotation).
         reason: short category used to count skips (``unreadable image``, ``missing image``,
             ``bad annotation``, ``bad box``, ``refused label``, ``no label file``,
-            ``not an image``, ``duplicate image id``, ``duplicate image``, ``size mismatch``).
+            ``not an image``, ``duplicate image id``, ``duplicate image``, ``size mismatch``,
+            ``bad annotation file``).
         message: one line: path and why.
+        counts_file: False for an annotation that belongs to no image of its file (a COCO
+            annotation whose ``image_id`` no image has): said, but not counted as a file.
     """
 
     source: Path
     reason: str
     message: str
+    counts_file: bool = True
 
 
 @dataclass
@@ -153,8 +165,10 @@ class ImportTally:
 
     Attributes:
         imported: images stored or written.
-        skipped: files skipped.
-        reasons: skip reason -> count.
+        skipped: files skipped (``imported + skipped`` is every image and file the dataset
+            gives).
+        reasons: skip reason -> count of files.
+        annotations_skipped: annotations that belong to no image (not counted as files).
         ignored_regions: ignore regions dropped.
         boxes: class name -> boxes imported.
         messages: the first skip messages (at most ``max_messages``).
@@ -164,20 +178,25 @@ class ImportTally:
     imported: int = 0
     skipped: int = 0
     reasons: Counter = field(default_factory=Counter)
+    annotations_skipped: int = 0
     ignored_regions: int = 0
     boxes: Counter = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
     max_messages: int = 20
 
-    def skip(self, reason: str, message: str = "") -> None:
-        """Count one skipped file.
+    def skip(self, reason: str, message: str = "", counts_file: bool = True) -> None:
+        """Count one skipped file (or one annotation of no image).
 
         Args:
             reason: its category.
             message: the one-line reason (``""``: counted only, nothing to print).
+            counts_file: False for an annotation that belongs to no image (see :class:`Skip`).
         """
-        self.skipped += 1
-        self.reasons[reason] += 1
+        if counts_file:
+            self.skipped += 1
+            self.reasons[reason] += 1
+        else:
+            self.annotations_skipped += 1
         if message and len(self.messages) < self.max_messages:
             self.messages.append(message)
 
@@ -194,23 +213,8 @@ class ImportTally:
     def to_dict(self) -> dict:
         """JSON-ready counts: imported, skipped, reasons, ignored_regions, boxes per class."""
         return {"imported": self.imported, "skipped": self.skipped, "reasons": dict(self.reasons),
+                "annotations_skipped": self.annotations_skipped,
                 "ignored_regions": self.ignored_regions, "boxes": dict(self.boxes)}
-
-
-def loose_class_name(name: str) -> str:
-    """A class name without case and separators, letters and digits of any script kept: two
-    names that give the same non-empty text are one class (``Car`` and ``car``,
-    ``OtherVehicle`` and ``other_vehicle``; ``行人`` and ``汽车`` stay two).
-
-    Args:
-        name: the class name.
-
-    Returns:
-        The registry's comparison key (:func:`edgecl.data.class_names.same_name_key`: NFC,
-        casefolded) without whitespace, punctuation and underscores ('' when nothing else is
-        left: such a name matches no other).
-    """
-    return re.sub(r"[\W_]+", "", same_name_key(name))
 
 
 def same_class_as(name: str, known: Iterable[str]) -> str | None:
@@ -261,7 +265,7 @@ def detect_format(path: str | Path) -> str:
         return {".json": "coco", ".xml": "voc"}.get(path.suffix.lower(), "yolo")
     if (path / "Annotations").is_dir():
         return "voc"
-    if find_coco_json(path) is not None:
+    if find_coco_json(path) is not None or broken_coco_jsons(path):
         return "coco"
     return "yolo"
 
@@ -307,6 +311,24 @@ def find_coco_jsons(folder: Path) -> list[Path]:
             if p.is_file() and _is_coco_json(p)]
 
 
+def _coco_named(path: Path) -> bool:
+    """Whether a json's place or name says it was meant as a COCO file (in ``annotations/``,
+    ``instances_*.json``, ``annotations.json``, ``result.json`` of Label Studio, a name with
+    ``coco`` in it): such a file that is not one is named, not passed over."""
+    name = path.name.lower()
+    return (path.parent.name == "annotations" or name.startswith("instances")
+            or "coco" in name or name in ("annotations.json", "result.json"))
+
+
+def broken_coco_jsons(folder: Path) -> list[Path]:
+    """The jsons of a folder's COCO places (see :func:`find_coco_jsons`) that are named as COCO
+    files (:func:`_coco_named`) and are not one: empty, truncated, not JSON, no ``images``
+    list."""
+    places = [folder, folder / "annotations", *(folder / s for s in COCO_SPLIT_FOLDERS)]
+    return [p for place in places for p in sorted(place.glob("*.json"))
+            if p.is_file() and _coco_named(p) and not _is_coco_json(p)]
+
+
 def find_coco_json(folder: Path) -> Path | None:
     """The first COCO json of a folder (see :func:`find_coco_jsons`), or ``None``."""
     found = find_coco_jsons(folder)
@@ -322,15 +344,36 @@ def _read(path: Path) -> tuple[np.ndarray, str] | Skip:
 
 
 def _clip_boxes(xyxy: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Pixel boxes ``(N, 4)`` clipped to an image of ``shape`` (clipped in float64, then
+    float32: no overflow for a coordinate beyond float32's range)."""
     h, w = shape[:2]
-    out = xyxy.astype(np.float32).reshape(-1, 4).copy()
+    out = np.asarray(xyxy, np.float64).reshape(-1, 4).copy()
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
-    return out
+    return out.astype(np.float32)
 
 
-def _degenerate(xyxy: np.ndarray) -> int | None:
-    bad = np.nonzero((xyxy[:, 2] - xyxy[:, 0] <= 0) | (xyxy[:, 3] - xyxy[:, 1] <= 0))[0]
+def _degenerate(xyxy: np.ndarray, width: int, height: int) -> tuple[int, str] | None:
+    """The first clipped box ``(N, 4)`` that teaches nothing, with why: no area inside the
+    image, or under :data:`edgecl.data.answers.MIN_BOX_PX` wide or high (as an operator's
+    answer)."""
+    sides = np.stack([xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]], axis=1)
+    for i, (w, h) in enumerate(sides):
+        if w <= 0 or h <= 0:
+            return i, f"has no area inside the {width}x{height} image"
+        if min(w, h) < MIN_BOX_PX:
+            return i, (f"is {w:.3g} x {h:.3g} px inside the {width}x{height} image, under one "
+                       f"pixel")
+    return None
+
+
+def _far_outside(xyxy: np.ndarray, width: int, height: int) -> int | None:
+    """The first pixel box ``(N, 4)`` with a corner more than the image's own size outside a
+    ``width`` x ``height`` image (``[10, 10, 1e308, 1e308]``: no drawing tool writes it), or
+    ``None``; a box over an edge by less is clipped."""
+    xs, ys = xyxy[:, [0, 2]], xyxy[:, [1, 3]]
+    bad = np.nonzero(((xs < -width) | (xs > 2 * width)).any(axis=1)
+                     | ((ys < -height) | (ys > 2 * height)).any(axis=1))[0]
     return int(bad[0]) if bad.size else None
 
 
@@ -352,8 +395,11 @@ def _names_file(folder: Path) -> dict[int, str] | None:
                     raise ConfigError(f"cannot read class names file {p}: {exc.strerror or exc}") from None
                 except UnicodeDecodeError as exc:
                     raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-                lines = [x.strip() for x in text.splitlines() if x.strip()]
-                return dict(enumerate(lines))
+                names = dict(enumerate(x.strip() for x in text.splitlines() if x.strip()))
+                clash = name_clash(names)
+                if clash:
+                    raise ConfigError(f"{p}: {clash}")
+                return names
     return None
 
 
@@ -380,6 +426,9 @@ def iter_yolo(path: str | Path) -> Iterator[ImportItem | Skip]:
     names = dataset_class_names(dataset, images)
     not_images = (Skip(p, "not an image", f"{p}: not an image ultralytics reads "
                                           f"({p.suffix.lower() or 'no suffix'})")
+                  if path_is_file(p) else
+                  Skip(p, "not an image", f"{p}: not a regular file (a FIFO, a device, or a link "
+                                          f"to nothing)")
                   for p in dataset.ignored_files)
     return itertools.chain(not_images,
                            _yolo_items(images, names, unnamed=not names or _placeholder_names(names)))
@@ -484,16 +533,26 @@ def coco_class_names(path: str | Path) -> list[str]:
     :func:`_grouping_categories`) is no class.
 
     Raises:
-        ConfigError: a json that is not a COCO file or has malformed categories.
+        ConfigError: a json that is not a COCO file or has malformed categories (in a folder:
+            when no json of it is one; the import skips each such file and names it).
     """
     path = Path(path).expanduser().resolve()
     names: list[str] = []
+    faults: list[ConfigError] = []
     for json_path in [path] if path.is_file() else find_coco_jsons(path):
-        data = load_coco(json_path)
+        try:
+            data = load_coco(json_path)
+        except ConfigError as exc:
+            if path.is_file():
+                raise
+            faults.append(exc)
+            continue
         categories = coco_categories(json_path, data)
         order = sorted(categories, key=lambda k: (isinstance(k, str), k))  # ids 7 before 10
         groups = _grouping_categories(data, categories)
         names += [categories[k] for k in order if k not in groups]
+    if faults and not names:
+        raise faults[0]
     return list(dict.fromkeys(names))
 
 
@@ -545,7 +604,15 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
                          (rows[:, 1] + rows[:, 3] / 2) * w, (rows[:, 2] + rows[:, 4] / 2) * h], axis=1)
         box_names = [names[int(c)] if names else f"class_{int(c)}" for c in rows[:, 0]]
         keep = [i for i, n in enumerate(box_names) if not is_ignore_name(n)]
-        yield ImportItem(image, [box_names[i] for i in keep], _clip_boxes(xyxy[keep], image.shape),
+        clipped = _clip_boxes(xyxy[keep], image.shape)
+        bad = _degenerate(clipped, w, h)
+        if bad is not None:
+            row = rows[keep[bad[0]]]
+            yield Skip(label_path, "bad box",
+                       f"{label_path}: box {keep[bad[0]] + 1} ({_short(box_names[keep[bad[0]]])}, "
+                       f"{' '.join(f'{v:g}' for v in row[1:])}) {bad[1]}")
+            continue
+        yield ImportItem(image, [box_names[i] for i in keep], clipped,
                          image_path, ignored=len(box_names) - len(keep), content_hash=digest,
                          dataset_ids=tuple(int(rows[i, 0]) for i in keep) if unnamed else None)
 
@@ -655,33 +722,70 @@ def iter_voc(path: str | Path) -> Iterator[ImportItem | Skip]:
     return _voc_items(root, ann, xmls)
 
 
+def _parse_voc(xml_path: Path) -> ET.ElementTree | Skip:
+    """An annotation file's XML tree, or a :class:`Skip` naming why it is not one: unreadable,
+    not XML, an encoding the parser does not know or support (``Shift_JIS``, a made-up name),
+    or a root element other than ``<annotation>``."""
+    try:
+        tree = ET.parse(xml_path)
+    except ET.ParseError as exc:
+        return Skip(xml_path, "bad annotation", f"{xml_path}: not valid XML ({exc})")
+    except OSError as exc:
+        return Skip(xml_path, "bad annotation", f"cannot read {xml_path}: {exc.strerror or exc}")
+    except (LookupError, ValueError) as exc:  # an unknown or a multi-byte encoding
+        return Skip(xml_path, "bad annotation", f"{xml_path}: cannot be read as XML ({exc})")
+    tag = str(tree.getroot().tag).rpartition("}")[2]
+    if tag.lower() != "annotation":
+        return Skip(xml_path, "bad annotation", f"{xml_path}: not a Pascal VOC annotation (its "
+                                                f"root element is <{_short(tag)}>, not <annotation>)")
+    return tree
+
+
 def _voc_items(root: Path, ann: Path, xmls: list[Path]) -> Iterator[ImportItem | Skip]:
-    for xml_path in xmls:
-        try:
-            tree = ET.parse(xml_path)
-            names, boxes, ignored, written = _voc_boxes(xml_path, tree)
-        except ET.ParseError as exc:
-            yield Skip(xml_path, "bad annotation", f"{xml_path}: not valid XML ({exc})")
+    """The items of a VOC folder's annotation files, in their order; every file is read first,
+    so that an image two files name is known before either is imported: both are skipped
+    (``duplicate image``: whose boxes are they? one file's ``<filename>`` is wrong)."""
+    read = [(xml_path, _voc_entry(root, ann, xml_path)) for xml_path in xmls]
+    naming: dict[Path, list[Path]] = defaultdict(list)
+    for xml_path, entry in read:
+        if not isinstance(entry, Skip):
+            naming[entry[0]].append(xml_path)
+    for xml_path, entry in read:
+        if isinstance(entry, Skip):
+            yield entry
             continue
-        except OSError as exc:
-            yield Skip(xml_path, "bad annotation", f"cannot read {xml_path}: {exc.strerror or exc}")
+        image_path, names, boxes, ignored, written, declared = entry
+        if len(naming[image_path]) > 1:
+            others = ", ".join(str(p) for p in naming[image_path] if p != xml_path)
+            yield Skip(xml_path, "duplicate image",
+                       f"{xml_path}: its image {image_path} is also annotated by {others}; whose "
+                       f"boxes are they? (one annotation file per image: check their <filename>)")
             continue
-        except LabelError as exc:
-            yield Skip(xml_path, "bad annotation", str(exc))
-            continue
-        filename = (tree.getroot().findtext("filename") or "").strip() or None
-        image_path = _voc_image(xml_path, root, filename, xml_path.parent.relative_to(ann))
-        if image_path is None:
-            outside = " (a name outside the dataset is looked up by its base name only)" if (
-                filename and _inside_name(filename) != Path(filename.replace("\\", "/"))) else ""
-            wanted = _short(filename or xml_path.stem + ".*", 200)
-            yield Skip(xml_path, "missing image",
-                       f"{xml_path}: image {wanted} not found in {root / 'JPEGImages'}{outside}")
-            continue
-        size = tree.getroot().find("size")
-        declared = None if size is None else _declared_size(size.findtext("width"), size.findtext("height"))
         yield _labelled_item(xml_path, str(xml_path), image_path, boxes, names, ignored, declared,
                              written)
+
+
+def _voc_entry(root: Path, ann: Path, xml_path: Path) -> tuple | Skip:
+    """One annotation file read: ``(image path, names, boxes, ignored, written, declared
+    size)`` (see :func:`_voc_boxes`), or a :class:`Skip`."""
+    tree = _parse_voc(xml_path)
+    if isinstance(tree, Skip):
+        return tree
+    try:
+        names, boxes, ignored, written = _voc_boxes(xml_path, tree)
+    except LabelError as exc:
+        return Skip(xml_path, "bad annotation", str(exc))
+    filename = (tree.getroot().findtext("filename") or "").strip() or None
+    image_path = _voc_image(xml_path, root, filename, xml_path.parent.relative_to(ann))
+    if image_path is None:
+        outside = " (a name outside the dataset is looked up by its base name only)" if (
+            filename and _inside_name(filename) != Path(filename.replace("\\", "/"))) else ""
+        wanted = _short(filename or xml_path.stem + ".*", 200)
+        return Skip(xml_path, "missing image",
+                    f"{xml_path}: image {wanted} not found in {root / 'JPEGImages'}{outside}")
+    size = tree.getroot().find("size")
+    declared = None if size is None else _declared_size(size.findtext("width"), size.findtext("height"))
+    return image_path, names, boxes, ignored, written, declared
 
 
 def _declared_size(width: object, height: object) -> tuple[int, int] | None:
@@ -730,18 +834,29 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
     image, digest = read
     height, width = image.shape[:2]
     xyxy = np.array(boxes, np.float64).reshape(-1, 4)
+    scaled = ""
     if declared is not None and declared != (width, height):
         if declared == (height, width):
             return Skip(source, "size mismatch",
                         f"{where}: annotated as {declared[0]}x{declared[1]} but {image_path} decodes "
                         f"as {width}x{height}, rotated (EXIF orientation?)")
+        scaled = (f" (annotated for a {declared[0]}x{declared[1]} image, scaled to the "
+                  f"{width}x{height} that {image_path.name} decodes as)")
+    far = _far_outside(xyxy, *(declared or (width, height)))
+    if far is not None:
+        shown = written[far] if written else f"box {boxes[far]}"
+        size = (f"{declared[0]}x{declared[1]} image the annotation declares ({image_path.name} "
+                f"decodes as {width}x{height})" if scaled else f"{width}x{height} image")
+        return Skip(source, "bad box", f"{where}: {shown} ({_short(names[far])}) lies far outside "
+                                       f"the {size}")
+    if scaled:
         xyxy = xyxy * np.array([width / declared[0], height / declared[1]] * 2)
     xyxy = _clip_boxes(xyxy, image.shape)
-    bad = _degenerate(xyxy)
+    bad = _degenerate(xyxy, width, height)
     if bad is not None:
-        shown = written[bad] if written else f"box {boxes[bad]}"
-        return Skip(source, "bad box", f"{where}: {shown} ({_short(names[bad])}) has no area "
-                                       f"inside the {image.shape[1]}x{image.shape[0]} image")
+        shown = written[bad[0]] if written else f"box {boxes[bad[0]]}"
+        return Skip(source, "bad box", f"{where}: {shown} ({_short(names[bad[0]])}) {bad[1]}"
+                                       f"{scaled}")
     return ImportItem(image, names, xyxy, image_path, ignored=ignored, content_hash=digest)
 
 
@@ -786,7 +901,10 @@ def load_coco(json_path: Path) -> dict:
             ``annotations`` or ``categories`` that is not a list, or a malformed category.
     """
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8-sig"))
+        text = json_path.read_text(encoding="utf-8-sig")
+        if not text.strip():
+            raise ConfigError(f"{json_path}: not a COCO file (it is empty)")
+        data = json.loads(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read COCO file {json_path}: {exc}") from None
     except json.JSONDecodeError as exc:
@@ -866,11 +984,28 @@ def iter_coco(path: str | Path) -> Iterator[ImportItem | Skip]:
     """
     path = Path(path).expanduser().resolve()
     json_paths = [path] if path.is_file() else find_coco_jsons(path)
+    broken = [] if path.is_file() else broken_coco_jsons(path)
+    if not json_paths and broken:
+        load_coco(broken[0])  # raises: says what is wrong with it
     if not json_paths:
         raise ConfigError(f"no COCO json in {path} (looked on top, in {path / 'annotations'} "
                           f"and in {', '.join(COCO_SPLIT_FOLDERS)}/)")
-    loaded = [(p, load_coco(p)) for p in json_paths]  # every file checked before any is read
-    return (item for p, data in loaded for item in _coco_items(p, data))
+    loaded, skips = [], []
+    for p in json_paths:  # every file checked before any is read
+        try:
+            loaded.append((p, load_coco(p)))
+        except ConfigError as exc:
+            if path.is_file():
+                raise
+            skips.append(Skip(p, "bad annotation file", str(exc)))
+    for p in broken:
+        try:
+            load_coco(p)
+        except ConfigError as exc:
+            skips.append(Skip(p, "bad annotation file", str(exc)))
+    if not loaded:
+        raise ConfigError(skips[0].message)
+    return itertools.chain(skips, (item for p, data in loaded for item in _coco_items(p, data)))
 
 
 def _coco_bbox(bbox: object) -> list[float] | None:
@@ -900,7 +1035,8 @@ def _coco_items(json_path: Path, data: dict) -> Iterator[ImportItem | Skip]:
         image_id = _coco_id(ann.get("image_id")) if isinstance(ann, dict) else None
         if image_id is None:  # belongs to no image: counted, so that nothing is lost unsaid
             what = f"image_id {_short(ann.get('image_id'))}" if isinstance(ann, dict) else "object"
-            yield Skip(json_path, "bad annotation", f"{json_path}: annotations[{j}] has no valid {what}")
+            yield Skip(json_path, "bad annotation", f"{json_path}: annotations[{j}] has no valid "
+                                                    f"{what}", counts_file=False)
             continue
         per_image[image_id].append((j, ann))
     entries = list(enumerate(data["images"]))
@@ -910,7 +1046,8 @@ def _coco_items(json_path: Path, data: dict) -> Iterator[ImportItem | Skip]:
     for j, ann, image_id in sorted(orphans, key=lambda orphan: orphan[0]):
         yield Skip(json_path, "bad annotation",
                    f"{json_path}: annotations[{j}] (id {_short(ann.get('id'))}) belongs to "
-                   f"image_id {_short(image_id)}, which no image of the file has")
+                   f"image_id {_short(image_id)}, which no image of the file has",
+                   counts_file=False)
     located = []
     for k, info in entries:
         where = f"{json_path}: images[{k}]"

@@ -27,6 +27,7 @@ previous ``tasks.yaml`` and lists (or nothing) in place.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -254,12 +255,13 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     Raises:
         ConfigError: no class names, a bad ``--tasks``, ``--ratios`` or ``--group-by`` (one
             that matches no image name included: the split would silently be frame by frame),
-            a task left with an empty train or test split (too few groups), or ``out`` a
-            folder. Nothing is written then.
-        OSError: the disk refused a write; what was there before is left as it was.
+            a task left with an empty train or test split (too few groups), or ``out`` no
+            ``.yaml`` / ``.yml`` file path (see :func:`_refuse_bad_out`). Nothing is written
+            then.
+        OSError: the disk refused a write; what was there before is left as it was, and no
+            folder made for the output is left.
     """
-    if Path(out).expanduser().is_dir():
-        raise ConfigError(f"--out {out} is a folder; name the tasks.yaml file to write")
+    _refuse_bad_out(Path(out).expanduser())
     ds = find_dataset(dataset)
     if not ds.names:
         raise ConfigError(f"{ds.yaml_path or ds.root}: no class names (needs a data.yaml with 'names')")
@@ -320,6 +322,31 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
             "bad_labels": bad, "balanced_splits": choices, "split_rank": rank, "tasks_yaml": str(out)}
 
 
+def _refuse_bad_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be a tasks.yaml, before anything is read or written.
+
+    Args:
+        out: the tasks.yaml to write.
+
+    Raises:
+        ConfigError: ``out`` is a folder; lies under a file (``/etc/passwd/x.yaml``), naming
+            that file; or has no ``.yaml`` / ``.yml`` suffix (its image lists go to the folder
+            named after its stem: without a suffix that is ``out`` itself).
+    """
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; name the tasks.yaml file to write")
+    for parent in out.parents:
+        if parent.is_dir():
+            break
+        if parent.exists() or parent.is_symlink():
+            what = "a file" if parent.is_file() else "a link to nothing or a special file"
+            raise ConfigError(f"--out {out}: {parent} is {what}, not a folder; name a tasks.yaml "
+                              f"in a folder")
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(f"--out must be a .yaml (or .yml) file path, got {out}: the image lists "
+                          f"go to a folder named after it")
+
+
 def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
     """Refuse an ``--out`` that would replace something this command did not write.
 
@@ -344,6 +371,10 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
         if not (isinstance(data, dict) and isinstance(data.get("tasks"), list)):
             raise ConfigError(f"--out {out} exists and is not a tasks.yaml: it would be "
                               f"overwritten; name a new file")
+    lists_dir = out.parent / out.stem
+    if (lists_dir.exists() or lists_dir.is_symlink()) and not lists_dir.is_dir():
+        raise ConfigError(f"{lists_dir} is a file, not a folder of split lists: the image lists "
+                          f"of --out {out.name} go there; name another tasks.yaml")
     lists = {f"{s}.txt" for s in SPLITS}
     for name in task_names:
         task = out.parent / out.stem / name
@@ -366,10 +397,15 @@ def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_tex
     moved aside) and the yaml is checked with :func:`load_tasks`. A failure at any step (full
     disk, a check failing) renames back what was there before and removes the staging folder,
     so no half-written split is ever left; the swaps and their undoing are renames only, which
-    need no free space.
+    need no free space. The folders made for ``base`` are removed again on a failure.
     """
-    base.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".split-tasks.", suffix=".tmp", dir=str(base)))
+    made = list(itertools.takewhile(lambda p: not p.exists(), (base, *base.parents)))
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".split-tasks.", suffix=".tmp", dir=str(base)))
+    except OSError:
+        _remove_empty(made)
+        raise
     tasks_dir = base / out.stem
     created_tasks_dir = not tasks_dir.exists()
     moved: list[str] = []
@@ -408,6 +444,17 @@ def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_tex
             os.replace(staging / "old" / name, tasks_dir / name)
         if created_tasks_dir and tasks_dir.is_dir() and not any(tasks_dir.iterdir()):
             tasks_dir.rmdir()
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(made)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders made for an output that failed, deepest first, while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return

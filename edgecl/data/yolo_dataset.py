@@ -6,8 +6,9 @@ Layouts, tried in this order (ultralytics' rules, ``check_det_dataset`` / ``get_
    ``path`` (the root; default the yaml's folder), ``train``/``val``/``test`` (``validation``
    is read as ``val``) each a folder, an image-list ``.txt`` or a list of those, relative to
    the root; Roboflow's ``../train/images`` entries are tried without their ``../`` too, as
-   ultralytics does; ``names`` a list or ``{id: name}`` mapping (every class a name; ids,
-   and ``nc`` without ``names``, below :data:`MAX_CLASSES`); a path written in the yaml or
+   ultralytics does; ``names`` a list or ``{id: name}`` mapping (every class a name of its
+   own, in any case and spelling of separators; ids, and ``nc`` without ``names``, below
+   :data:`MAX_CLASSES`; ``nc`` beside ``names`` their number); a path written in the yaml or
    an image list may not hold a NUL byte (a one-line error naming the file and line);
 2. the Roboflow export without a yaml: ``train/``, ``valid/`` (or ``val/``), ``test/`` each
    holding ``images/`` (and ``labels/``);
@@ -28,6 +29,7 @@ from typing import Iterator
 
 import yaml
 
+from edgecl.data.class_names import name_clash
 from edgecl.data.images import is_image
 from edgecl.data.labels import label_path_for
 from edgecl.errors import ConfigError
@@ -119,7 +121,8 @@ def _scan_dir(folder: Path, ignored: dict[Path, None]) -> list[Path]:
     set: a folder scanned twice adds each file once)."""
     images = []
     for p in _files_under(folder):
-        if not p.is_file():
+        if not p.is_file():  # a FIFO, a device, a link to nothing: no frame, said as such
+            ignored[p] = None
             continue
         if is_image(p):
             images.append(p)
@@ -227,6 +230,13 @@ def _resolve_entry(yaml_path: Path, root: Path, split: str, entry: object) -> li
 
 
 def _parse_names(yaml_path: Path, data: dict) -> dict[int, str] | None:
+    """The class names of a ``data.yaml``'s mapping (``class_<id>`` for ``nc`` alone).
+
+    Raises:
+        ConfigError: naming the file: ``names`` not a list or mapping, a bad id or name, an
+            ``nc`` that is not the number of names, or one class name under two ids (also
+            spelt otherwise: :func:`edgecl.data.class_names.name_clash`).
+    """
     raw = data.get("names")
     if raw is None:
         nc = data.get("nc")
@@ -251,6 +261,13 @@ def _parse_names(yaml_path: Path, data: dict) -> dict[int, str] | None:
         if name is None:
             raise ConfigError(f"{yaml_path}: class {cid} in 'names' needs a name, got {value!r:.80}")
         names[cid] = name
+    nc = data.get("nc")
+    if nc is not None and (isinstance(nc, bool) or not isinstance(nc, (int, float)) or nc != len(raw)):
+        raise ConfigError(f"{yaml_path}: 'nc' is {nc!r:.40} but 'names' lists {len(raw)} classes; make "
+                          f"them agree (or leave 'nc' out)")
+    clash = name_clash(names)
+    if clash:
+        raise ConfigError(f"{yaml_path}: {clash}")
     return dict(sorted(names.items()))
 
 

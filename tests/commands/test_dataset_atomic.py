@@ -190,3 +190,65 @@ def test_split_tasks_never_replaces_a_file_or_folder_it_did_not_write(tmp_path, 
     mine.unlink()  # a split's own folders and yaml are replaced by the next split
     assert main(argv + ["--out", str(tmp_path / "cl" / "tasks.yaml")]) == 0
     assert main(argv + ["--out", str(tmp_path / "cl" / "tasks.yaml")]) == 0
+
+
+@pytest.mark.parametrize("name", ["noext", ".yaml", "tasks.txt"])
+def test_split_tasks_out_without_a_yaml_suffix_is_refused_up_front(tmp_path, capsys, name):
+    """Before: ``--out DIR/noext`` put its lists in ``noext/`` (the folder named after the file
+    is the file itself), failed with ``Not a directory: .../.split-tasks.XXXX.tmp/old.yaml`` and
+    left a tasks.yaml pointing at ``noext/t1/train.txt``, which cannot exist."""
+    root = _flights(tmp_path / "ds")
+    out = tmp_path / "cl" / name
+    code = main(["dataset", "split-tasks", str(root), "--tasks", "car;bicycle", "--ratios", "0.5,0,0.5",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"error: --out must be a .yaml (or .yml) file path, got {out}: "
+                                 f"the image lists go to a folder named after it\n")
+    assert not (tmp_path / "cl").exists()
+
+
+def test_split_tasks_out_under_a_file_says_which_path_is_a_file(tmp_path, capsys):
+    """Before: ``error: File exists: /etc/passwd`` for ``--out /etc/passwd/x.yaml`` (and
+    ``/etc/passwd/x``)."""
+    root = _flights(tmp_path / "ds")
+    plain = tmp_path / "notes.txt"
+    plain.write_text("mine")
+    for out in (plain / "tasks.yaml", plain / "x", plain / "a" / "b" / "tasks.yaml"):
+        code = main(["dataset", "split-tasks", str(root), "--tasks", "car;bicycle", "--ratios",
+                     "0.5,0,0.5", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and err == (f"error: --out {out}: {plain} is a file, not a folder; "
+                                     f"name a tasks.yaml in a folder\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "notes.txt"]
+    assert plain.read_text() == "mine"
+
+
+def test_split_tasks_lists_folder_that_is_a_file_is_refused(tmp_path, capsys):
+    """``--out cl/tasks.yaml`` puts its lists in ``cl/tasks/``; a file of that name is refused
+    in one line (before: ``File exists: .../cl/tasks``)."""
+    root = _flights(tmp_path / "ds")
+    (tmp_path / "cl").mkdir()
+    (tmp_path / "cl" / "tasks").write_text("mine")
+    code = main(["dataset", "split-tasks", str(root), "--tasks", "car;bicycle", "--ratios", "0.5,0,0.5",
+                 "--out", str(tmp_path / "cl" / "tasks.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"{tmp_path / 'cl' / 'tasks'} is a file, not a folder of split lists" in err
+    assert sorted(p.name for p in (tmp_path / "cl").iterdir()) == ["tasks"]
+
+
+def test_split_tasks_failing_leaves_no_folder_it_created(tmp_path, capsys, monkeypatch):
+    """A write failure in a new folder removes the folders made for the output as well."""
+    import edgecl.data.splits as splits
+
+    root = _flights(tmp_path / "ds")
+    out = tmp_path / "new" / "deep" / "tasks.yaml"
+
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(splits, "atomic_write_text", full_disk)
+    assert main(["dataset", "split-tasks", str(root), "--tasks", "car;bicycle", "--ratios",
+                 "0.5,0,0.5", "--out", str(out)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]

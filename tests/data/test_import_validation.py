@@ -60,6 +60,11 @@ def _voc(root: Path, filename: str, box: tuple, xml_name: str = "a.xml", cls: st
     return root
 
 
+def _cli_json(capsys, argv) -> dict:
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
 def _one_line_error(capsys, argv) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -150,7 +155,8 @@ def test_coco_cli_counts_wrong_types(tmp_path, capsys):
     json_path = _coco(tmp_path / "ds", annotations=[_ann(bbox=[0, 0, 10 ** 400, 20]), _ann(id=2, image_id=[2])])
     assert main(["labels", "import", "--state-dir", str(tmp_path / "s"), str(json_path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["reasons"] == {"bad annotation": 2} and result["imported"] == 1
+    assert result["reasons"] == {"bad annotation": 1} and result["imported"] == 1
+    assert result["skipped"] == 1 and result["annotations_skipped"] == 1  # image_id [2]: no image
     assert result["classes_added"] == []
 
 
@@ -287,3 +293,173 @@ def test_dataset_import_numbers_coco_categories_by_id_and_refuses_unlearnable_na
     err = capsys.readouterr().err
     assert "class name 'bad\\nname' contains control characters" in err and err.count("\n") == 1
     assert not (tmp_path / "o2").exists()
+
+
+def _voc_two(root: Path, second_xml: str) -> Path:
+    """A VOC folder: a.xml boxes a.jpg; b.xml (``second_xml``) stands beside b.jpg."""
+    _voc(root, "a.jpg", (2, 2, 20, 20), cls="car")
+    _jpg(root / "JPEGImages" / "b.jpg", 140)
+    (root / "Annotations" / "b.xml").write_bytes(second_xml.encode("latin-1"))
+    return root
+
+
+@pytest.mark.parametrize("declaration, said", [
+    ('<?xml version="1.0" encoding="Shift_JIS"?>', "multi-byte encodings are not supported"),
+    ('<?xml version="1.0" encoding="x-bogus-enc"?>', "unknown encoding: x-bogus-enc"),
+])
+def test_a_voc_file_in_an_encoding_xml_cannot_read_is_skipped_and_the_rest_imported(
+        tmp_path, capsys, declaration, said):
+    """Before: the whole import stopped with an internal error, half of it stored."""
+    root = _voc_two(tmp_path / "voc", declaration + "<annotation><filename>b.jpg</filename>"
+                                                    "</annotation>")
+    items, skips = _collect(root)
+    assert [i.source.name for i in items] == ["a.jpg"]
+    assert [(s.reason, s.message) for s in skips] == [
+        ("bad annotation", f"{root.resolve() / 'Annotations' / 'b.xml'}: cannot be read as XML "
+                           f"({said})")]
+    result = _cli_json(capsys, ["labels", "import", "--state-dir", str(tmp_path / "s"), str(root),
+                                "--json"])
+    assert (result["imported"], result["skipped"]) == (1, 1)
+
+
+def test_an_xml_that_is_no_voc_annotation_is_skipped_not_stored_as_an_empty_frame(tmp_path):
+    """Before: <foo><bar/></foo> was stored as a frame with nothing in it (its objects then
+    taught as background)."""
+    root = _voc_two(tmp_path / "voc", "<foo><bar/></foo>")
+    items, skips = _collect(root)
+    assert [i.source.name for i in items] == ["a.jpg"]
+    assert skips[0].message.endswith("b.xml: not a Pascal VOC annotation (its root element is "
+                                     "<foo>, not <annotation>)")
+
+
+def test_two_voc_files_naming_one_image_are_both_skipped(tmp_path, capsys):
+    """Before: the first file's boxes were stored for the image and the second file was
+    counted as already in memory (dataset import wrote the image twice with other boxes)."""
+    root = _voc_two(tmp_path / "voc", "<annotation><filename>a.jpg</filename><object><name>car"
+                                      "</name><bndbox><xmin>30</xmin><ymin>5</ymin><xmax>40</xmax>"
+                                      "<ymax>15</ymax></bndbox></object></annotation>")
+    items, skips = _collect(root)
+    assert items == [] and [s.reason for s in skips] == ["duplicate image", "duplicate image"]
+    ann = root.resolve() / "Annotations"
+    assert skips[0].message == (f"{ann / 'a.xml'}: its image {root.resolve() / 'JPEGImages' / 'a.jpg'}"
+                                f" is also annotated by {ann / 'b.xml'}; whose boxes are they? (one "
+                                f"annotation file per image: check their <filename>)")
+    out = tmp_path / "out"
+    main(["dataset", "import", str(root), "--out", str(out), "--json"])
+    assert not (out / "labels").exists() or list((out / "labels").iterdir()) == []
+    capsys.readouterr()
+
+
+def test_an_empty_coco_file_in_a_folder_is_named(tmp_path, capsys):
+    """Before: a 0-byte annotations.json beside the images was passed over; every image was
+    then 'no label file' (YOLO), or 'no COCO json in ...' with --format coco."""
+    _jpg(tmp_path / "ds" / "a.jpg")
+    (tmp_path / "ds" / "annotations.json").write_bytes(b"")
+    for fmt in ([], ["--format", "coco"]):
+        err = _one_line_error(capsys, ["labels", "import", "--state-dir", str(tmp_path / "s"),
+                                       str(tmp_path / "ds"), *fmt])
+        assert err.endswith("annotations.json: not a COCO file (it is empty)")
+
+
+def test_a_broken_coco_file_beside_a_good_one_is_skipped_and_the_good_one_imported(tmp_path, capsys):
+    """Before: a truncated instances_val.json stopped the whole import; an empty one, or a
+    JSON list, was passed over without a word."""
+    root = tmp_path / "ds"
+    _coco(root)
+    (root / "c.json").rename(root / "instances_train.json")
+    for broken in (b"", b"[1, 2]", b'{"images": [{"id": 1,'):
+        (root / "instances_val.json").write_bytes(broken)
+        result = _cli_json(capsys, ["dataset", "import", str(root), "--out",
+                                    str(tmp_path / f"out{len(broken)}"), "--json"])
+        assert (result["imported"], result["reasons"]) == (2, {"bad annotation file": 1})
+
+
+@pytest.mark.parametrize("fmt", ["voc", "coco"])
+def test_a_coordinate_far_outside_the_image_is_a_bad_box_without_numpy_noise(tmp_path, fmt):
+    """Before: 1e300 overflowed a float32 cast (a RuntimeWarning on the console) and the box
+    was clipped to the whole image."""
+    import warnings
+
+    if fmt == "voc":
+        root = _voc(tmp_path / "ds", "a.jpg", (2, 2, "1e300", 20), cls="car")
+        shown = "object 1 <bndbox> xmin 2 ymin 2 xmax 1e+300 ymax 20"
+    else:
+        root = _coco(tmp_path / "ds", annotations=[_ann(bbox=[10, 10, 1e308, 1e308])])
+        shown = "annotation 1 bbox [10, 10, 1e+308, 1e+308] (x, y, w, h)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        items, skips = _collect(root)
+    bad = [s for s in skips if s.reason == "bad box"]
+    assert len(bad) == 1 and bad[0].message.endswith(f"{shown} (car) lies far outside the 64x48 image")
+
+
+def test_a_declared_size_that_is_not_the_images_is_named_in_a_bad_box(tmp_path):
+    """Before: a box annotated for 640x512 on an image that decodes as 64x48 was said to have
+    'no area inside the 64x48 image', or lie outside it, and the declared size went unnamed."""
+    root = tmp_path / "ds"
+    _jpg(root / "a.jpg")
+    (root / "c.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 6400, "height": 4800}],
+        "categories": [{"id": 1, "name": "car"}], "annotations": [_ann(bbox=[10, 10, 50, 50])]}))
+    items, skips = _collect(root)
+    assert items == [] and skips[0].message.endswith(
+        "annotation 1 bbox [10, 10, 50, 50] (x, y, w, h) (car) is 0.5 x 0.5 px inside the 64x48 "
+        "image, under one pixel (annotated for a 6400x4800 image, scaled to the 64x48 that a.jpg "
+        "decodes as)")
+
+
+def test_a_yolo_box_under_one_pixel_is_a_bad_box(tmp_path):
+    """Before: a 0.064 px box was stored (an operator's answer refuses boxes under 1 px)."""
+    root = _yolo(tmp_path / "ds", "train: images\nnames: [car]\n", "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.001 0.2\n")
+    items, skips = _collect(root)
+    assert items == [] and [s.reason for s in skips] == ["bad box"]
+    assert skips[0].message.endswith("a.txt: box 2 (car, 0.5 0.5 0.001 0.2) is 0.064 x 9.6 px "
+                                     "inside the 64x48 image, under one pixel")
+
+
+@pytest.mark.parametrize("odd", ["fifo", "dangling link"])
+def test_a_file_in_the_images_folder_that_is_no_regular_file_is_counted(tmp_path, odd):
+    """Before: a FIFO or a link to nothing named x.jpg was left out without a word, so that
+    imported + skipped fell short of the files."""
+    import os
+
+    root = _yolo(tmp_path / "ds", "train: images\nnames: [car]\n")
+    odd_path = root / "images" / "b.jpg"
+    if odd == "fifo":
+        os.mkfifo(odd_path)
+    else:
+        odd_path.symlink_to(tmp_path / "gone.jpg")
+    items, skips = _collect(root)
+    assert len(items) == 1
+    assert [s.message for s in skips] == [f"{odd_path}: not a regular file (a FIFO, a device, or "
+                                          f"a link to nothing)"]
+
+
+def test_a_names_file_that_gives_one_class_two_ids_is_refused(tmp_path, capsys):
+    """Before: classes.txt 'Car, Car, car' merged ids 0, 1 and 2 into one class unsaid."""
+    _jpg(tmp_path / "ds" / "a.jpg")
+    (tmp_path / "ds" / "a.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "ds" / "classes.txt").write_text("Car\nCar\ncar\n")
+    err = _one_line_error(capsys, ["labels", "import", "--state-dir", str(tmp_path / "s"),
+                                   str(tmp_path / "ds")])
+    assert err.endswith("classes.txt: class name 'Car' is given to ids 0 and 1; each class "
+                        "needs its own name")
+
+
+@pytest.mark.parametrize("names", ["[car, DontCare, person]", "{0: car, 2: person}"])
+def test_a_written_dataset_numbers_its_classes_without_holes(tmp_path, capsys, names):
+    """Before: an ignore class or a gap in the source's ids left a hole in the written
+    data.yaml's ids ({0: car, 2: person}), which ultralytics refuses."""
+    import yaml
+    from ultralytics.data.utils import check_det_dataset
+
+    root = _yolo(tmp_path / "ds", f"train: images\nval: images\nnames: {names}\n",
+                 "0 0.3 0.3 0.2 0.2\n2 0.7 0.7 0.2 0.2\n")
+    out = tmp_path / "out"
+    result = _cli_json(capsys, ["dataset", "import", str(root), "--out", str(out), "--json"])
+    assert result["imported"] == 1
+    written = yaml.safe_load((out / "data.yaml").read_text())["names"]
+    assert (list(written.values()) if isinstance(written, dict) else written) == ["car", "person"]
+    assert sorted(float(line.split()[0]) for line in
+                  (out / "labels" / "a.txt").read_text().splitlines()) == [0.0, 1.0]
+    check_det_dataset(str(out / "data.yaml"))

@@ -36,7 +36,7 @@ def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
         records = memory.records()
         stored = memory.get([r.id for r in records])
     assert report.to_dict() == {"imported": 3, "skipped": 1, "reasons": {"bad annotation": 1},
-                                "classes_added": ["person"], "classes_matched": {}, "ignored_regions": 0,
+                                "annotations_skipped": 0, "classes_added": ["person"], "classes_matched": {}, "ignored_regions": 0,
                                 "boxes": {"car": 1, "person": 2}, "unnamed_classes": [],
                                 "named_from_registry": {}}
     assert classes.names() == {0: "car", 1: "person"}
@@ -205,3 +205,18 @@ def test_an_image_is_already_in_memory_by_its_file_hash_or_by_its_pixels(tmp_pat
     assert (again.tally.imported, again.duplicates) == (0, 2)
     assert again.to_dict()["reasons"] == {ALREADY_IN_MEMORY: 2}
     assert classes.names() == {0: "car"}
+
+
+def test_an_import_naming_a_merged_class_stores_its_boxes_under_the_class_it_became(tmp_path):
+    """Before: after 'classes merge OtherVehicle INTO Car' an import naming OtherVehicle stored
+    its boxes under the retired class, which no later model learns."""
+    classes = ClassRegistry(tmp_path)
+    classes.add(["car", "OtherVehicle"])
+    classes.merge("OtherVehicle", "car")
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0)) as memory:
+        report = ingest([_item("a", ["OtherVehicle", "car"]), _item("b", ["othervehicle"], 30)],
+                        memory, classes)
+        labels = [s.labels[:, 0].tolist() for s in memory.get([r.id for r in memory.records()])]
+    assert labels == [[0.0], [0.0]]  # one box (the same box twice is one object), class car
+    assert report.classes_matched == {"OtherVehicle": "car", "othervehicle": "car"}
+    assert report.classes_added == [] and classes.names() == {0: "car", 1: "OtherVehicle"}

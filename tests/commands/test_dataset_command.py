@@ -1,0 +1,66 @@
+"""A YOLO ``data.yaml`` that gives one class name to two ids, or an ``nc`` that is not the
+number of its names, is refused by every command that reads it: one line, exit 2, nothing
+written (before, ``labels import`` merged the ids silently and ``dataset import`` wrote a
+``data.yaml`` without id 0 that ultralytics refuses)."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+def _dataset(root: Path, names: str) -> Path:
+    """8 images, two of each class id 0..3, under ``names``."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for k in range(8):
+        image = np.full((32, 32, 3), 30 * k, np.uint8)
+        (root / "images" / f"{k}.jpg").write_bytes(cv2.imencode(".jpg", image)[1].tobytes())
+        (root / "labels" / f"{k}.txt").write_text(f"{k % 4} 0.5 0.5 0.3 0.3\n")
+    (root / "data.yaml").write_text(f"train: images\nval: images\nnames: {names}\n")
+    return root
+
+
+def _commands(tmp_path: Path, src: Path) -> list[list]:
+    return [["labels", "import", "--state-dir", tmp_path / "state", src],
+            ["dataset", "import", src, "--out", tmp_path / "out"],
+            ["dataset", "split-tasks", src, "--tasks", "Car;Bicycle",
+             "--out", tmp_path / "cl" / "tasks.yaml"]]
+
+
+@pytest.mark.parametrize("command", [0, 1, 2])
+@pytest.mark.parametrize("names, message", [
+    ("[Car, Car, car, Bicycle]", "class name 'Car' is given to ids 0 and 1; each class needs its own name"),
+    ("[Car, Truck, car, Bicycle]", "class names 'Car' (id 0) and 'car' (id 2) differ only in case "
+                                   "or separators"),
+])
+def test_a_class_name_under_two_ids_is_refused(tmp_path, run_edgecl, command, names, message):
+    src = _dataset(tmp_path / "ds", names)
+    code, out, err = run_edgecl(_commands(tmp_path, src)[command])
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: {src / 'data.yaml'}: {message}") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no state, no output
+
+
+@pytest.mark.parametrize("command", [0, 1, 2])
+def test_nc_that_disagrees_with_the_names_is_refused(tmp_path, run_edgecl, command):
+    src = _dataset(tmp_path / "ds", "[Car, Truck, Person, Bicycle]\nnc: 2")
+    code, out, err = run_edgecl(_commands(tmp_path, src)[command])
+    assert (code, out) == (2, "")
+    assert err == (f"error: {src / 'data.yaml'}: 'nc' is 2 but 'names' lists 4 classes; make them "
+                   f"agree (or leave 'nc' out)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_distinct_names_import_to_a_dataset_ultralytics_reads(tmp_path, run_edgecl):
+    from ultralytics.data.utils import check_det_dataset
+
+    src = _dataset(tmp_path / "ds", "[Car, Truck, Person, Bicycle]\nnc: 4")
+    code, out, err = run_edgecl(["dataset", "import", src, "--out", tmp_path / "out", "--json"])
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["names"] == {"0": "Car", "1": "Truck", "2": "Person",
+                                                         "3": "Bicycle"}
+    data = check_det_dataset(str(tmp_path / "out" / "data.yaml"), autodownload=False)
+    assert data["names"] == {0: "Car", 1: "Truck", 2: "Person", 3: "Bicycle"}

@@ -1,0 +1,84 @@
+"""A ``data.yaml``'s class names: one name per class, and ``nc`` (when given) their count, as
+ultralytics' ``check_det_dataset`` demands; anything else is refused in one line naming the file."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgecl.data.yolo_dataset import find_dataset, load_data_yaml
+from edgecl.errors import ConfigError
+
+
+def _yaml(tmp_path: Path, tail: str) -> Path:
+    (tmp_path / "images").mkdir(exist_ok=True)
+    path = tmp_path / "data.yaml"
+    path.write_text("train: images\nval: images\n" + tail)
+    return path
+
+
+@pytest.mark.parametrize("names", ["[Car, Car, car, Bicycle]", "{0: Car, 1: ' Car ', 3: Bicycle}"])
+def test_a_name_given_to_two_ids_is_refused(tmp_path, names):
+    """Before: ids 0 and 1 were silently one class ``Car`` on import, and ``dataset import``
+    wrote names without id 0, which ultralytics refuses."""
+    path = _yaml(tmp_path, f"names: {names}\n")
+    with pytest.raises(ConfigError) as err:
+        load_data_yaml(path)
+    assert str(err.value) == (f"{path}: class name 'Car' is given to ids 0 and 1; "
+                              f"each class needs its own name")
+    with pytest.raises(ConfigError, match="is given to ids 0 and 1"):
+        find_dataset(tmp_path)
+
+
+def test_a_name_without_letters_or_digits_given_twice_is_refused(tmp_path):
+    path = _yaml(tmp_path, "names: [car, '++', '--', '++']\n")
+    with pytest.raises(ConfigError, match=r"class name '\+\+' is given to ids 1 and 3;"):
+        load_data_yaml(path)
+
+
+@pytest.mark.parametrize("names, first, second", [
+    ("[Car, Truck, car]", "'Car' (id 0)", "'car' (id 2)"),
+    ("{2: other_vehicle, 5: Other Vehicle}", "'other_vehicle' (id 2)", "'Other Vehicle' (id 5)"),
+    ("[OtherVehicle, other-vehicle]", "'OtherVehicle' (id 0)", "'other-vehicle' (id 1)"),
+])
+def test_names_differing_only_in_case_or_separators_are_refused(tmp_path, names, first, second):
+    """An import maps such names onto one class (README: ``Car`` for ``car``, ``OtherVehicle``
+    for ``other_vehicle``): under two ids they would silently become one."""
+    path = _yaml(tmp_path, f"names: {names}\n")
+    with pytest.raises(ConfigError) as err:
+        load_data_yaml(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: class names {first} and {second} differ only in case or "
+                              f"separators")
+    assert message.endswith("each class needs its own name") and "\n" not in message
+
+
+@pytest.mark.parametrize("names", [["car", "cart", "truck"], ["行人", "汽车"], ["++", "--"],
+                                   ["car_1", "car_2"], ["Car", "Car 2"]])
+def test_distinct_names_are_kept(tmp_path, names):
+    """Names whose letters and digits differ are classes of their own (``++`` and ``--`` have
+    none: an import matches them to nothing, so they are two classes too)."""
+    path = _yaml(tmp_path, yaml.safe_dump({"names": names}, allow_unicode=True))
+    assert load_data_yaml(path).names == dict(enumerate(names))
+
+
+@pytest.mark.parametrize("nc, shown", [("2", "2"), ("5", "5"), ("'4'", "'4'"), ("true", "True")])
+def test_nc_that_is_not_the_number_of_names_is_refused(tmp_path, nc, shown):
+    """Before: ``nc: 2`` with 4 names was accepted; ultralytics refuses it ("'names' length 4
+    and 'nc: 2' must match")."""
+    path = _yaml(tmp_path, f"nc: {nc}\nnames: [car, truck, person, bicycle]\n")
+    with pytest.raises(ConfigError) as err:
+        load_data_yaml(path)
+    assert str(err.value) == (f"{path}: 'nc' is {shown} but 'names' lists 4 classes; make them "
+                              f"agree (or leave 'nc' out)")
+
+
+@pytest.mark.parametrize("nc", ["4", "4.0", "null"])
+def test_nc_that_is_the_number_of_names_is_read(tmp_path, nc):
+    path = _yaml(tmp_path, f"nc: {nc}\nnames: {{0: car, 1: truck, 2: person, 3: bicycle}}\n")
+    assert load_data_yaml(path).names == {0: "car", 1: "truck", 2: "person", 3: "bicycle"}
+
+
+def test_nc_alone_still_names_placeholder_classes(tmp_path):
+    path = _yaml(tmp_path, "nc: 3\n")
+    assert load_data_yaml(path).names == {0: "class_0", 1: "class_1", 2: "class_2"}
