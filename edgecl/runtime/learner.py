@@ -1148,17 +1148,37 @@ class LearnerSupervisor:
         self._finish()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop a running round (it is abandoned; the next one starts clean)."""
+        """Stop a running round (it is abandoned; the next one starts clean): its record and
+        work folder are cleared and one line says so, so that the next start does not report
+        a round cut short by a kill or a power loss."""
+        stopped = False
         if self._proc is not None and self._proc.is_alive():
             self._proc.terminate()
             self._proc.join(timeout_s)
             if self._proc.is_alive():
                 self._proc.kill()
+                self._proc.join(timeout_s)
+            stopped = True
         self._proc = None
         self._piped = None
         if self._result_conn is not None:
             self._result_conn.close()
             self._result_conn = None
+        if stopped:
+            self._clear_stopped_round()
+
+    def _clear_stopped_round(self) -> None:
+        """Clear the record of the round :meth:`stop` ended (once its process let go of the
+        round lock), saying what it means."""
+        try:
+            with round_lock(self.cfg.state_dir) as held:
+                cleared = interrupted_round(self.cfg.state_dir) if held else None
+        except OSError as exc:  # a read-only state directory: the next start says it instead
+            log.debug("the stopped round's record not cleared: %s", exc)
+            return
+        if cleared:
+            log.info("the learning round in progress was stopped: nothing it learnt was kept, "
+                     "and the next round learns its samples again")
 
 
 def read_last_round(state_dir: str | Path) -> RoundResult | None:

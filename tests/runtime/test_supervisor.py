@@ -710,3 +710,25 @@ def test_samples_a_round_learns_are_not_counted_again_for_the_next(tmp_path, mon
     sup._proc = None
     sup.tick()
     assert spawned == [1, 3] and sup.state.new_samples == 0  # nothing new for a third round
+
+
+def test_a_round_stopped_with_the_runtime_is_not_reported_as_killed_at_the_next_start(
+        tmp_path, caplog):
+    """Before: a clean SIGTERM during a round left learner/running.json, and the next start
+    warned that the round's device or learner had been killed, out of memory or powered off."""
+    import multiprocessing
+
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    sup = LearnerSupervisor(cfg, FakeRegistry())
+    learner_mod._mark_running(tmp_path, "task t1 streamed", "r1")
+    (learner_mod.learner_dir(tmp_path) / "work").mkdir()
+    proc = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+    proc.start()
+    sup._proc = proc
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.learner"):
+        sup.stop()
+    assert not proc.is_alive()
+    assert "the learning round in progress was stopped: nothing it learnt was kept" in caplog.text
+    assert not (learner_mod.learner_dir(tmp_path) / learner_mod.RUNNING_FILE).exists()
+    assert not (learner_mod.learner_dir(tmp_path) / "work").exists()
+    assert learner_mod.interrupted_round(tmp_path) is None  # the next start says nothing
