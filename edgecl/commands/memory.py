@@ -135,7 +135,8 @@ def stats_command(args: argparse.Namespace) -> int:
           f"room for the index), policy {stats['policy']}, seen {stats['seen']}")
     if not stats["settings_recorded"] and not memory_given(args):
         print("  bounds shown are this command's defaults: the memory records no settings of "
-              "its device's runtime (an older release wrote it, or its index was rebuilt; "
+              "its device's runtime (no runtime has opened it yet, an older release wrote "
+              "it, or its index was rebuilt; "
               "'edgecl run' records them); "
               "--config gives the device's")
     if stats["bytes"] > stats["sample_budget_bytes"]:  # a smaller max_bytes given to this tool

@@ -163,8 +163,9 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
         drops[name(cls)] = round(step + (prior_loss or {}).get(name(cls), 0.0), 4)
     scope = ""
     if measured and len(measured) < len(candidate):
-        plural = "class" if len(measured) == 1 else f"{len(measured)} classes"
-        scope = f" over the {plural} with >= {cfg.min_instances} held-out boxes"
+        plural = (f"{name(measured[0])}, the one class" if len(measured) == 1
+                  else f"the {len(measured)} classes")
+        scope = f" over {plural} with >= {cfg.min_instances} held-out boxes"
     verdict = _verdict("class", "classes", drops, acc_p, acc_c, cfg, training_failed,
                        tuple(not_gated), acc_scope=scope)
     return dataclasses.replace(verdict, steps=steps)

@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -397,7 +398,9 @@ class ClassRegistry:
                           and e["name"] != old), None)
             if clash is not None:
                 raise ConflictError(f"cannot rename {old!r} to {new!r}: {clash['name']!r} is "
-                                    f"already class {clash['id']}")
+                                    f"already class {clash['id']} (to make {old!r} that class: "
+                                    f"'edgecl classes merge {shlex.quote(old)} "
+                                    f"{shlex.quote(clash['name'])}')")
             entry = by_name[old]
             entry["name"] = new
             entry.setdefault("renamed_from", []).append(old)

@@ -88,7 +88,8 @@ def test_class_with_too_few_instances_is_not_gated_on():
     v = judge_classes({0: 0.6, 1: 0.5}, {0: 0.2, 1: 0.95}, {0: 3, 1: 12}, CLS_CFG, names=NAMES)
     assert v.accepted and v.not_gated == ("car",) and v.drops == {"drone": -0.45}
     assert v.acc_parent == 0.5 and v.acc_candidate == 0.95
-    assert v.reason == "accepted: ACC over the class with >= 5 held-out boxes 0.500 -> 0.950"
+    assert v.reason == ("accepted: ACC over drone, the one class with >= 5 held-out boxes 0.500 "
+                        "-> 0.950")
 
 
 def test_a_class_with_two_held_out_boxes_decides_no_acc_test():
