@@ -299,7 +299,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     if pattern is not None and n_assigned and ungrouped == n_assigned:
         example = next(iter(assigned.values()))[0][0].name
         raise ConfigError(f"--group-by '{group_by}' matches none of the {n_assigned} image names "
-                          f"(e.g. {example}): every image would be its own group, a split frame "
+                          f"a task takes (e.g. {example}): every image would be its own group, a split frame "
                           f"by frame; fix the expression (its first group names the group)")
     totals = Counter({t: len(v) for t, v in assigned.items()})
     split_of, rank, choices = _assign_splits(groups, totals, ratio, seed)

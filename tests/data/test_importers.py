@@ -298,7 +298,7 @@ def test_a_group_by_that_matches_no_name_is_refused_and_a_partial_one_is_said(tm
     root = _flights(tmp_path / "ds")
     out = tmp_path / "t.yaml"
     with pytest.raises(ConfigError, match=r"--group-by 'nomatch\(\\d\+\)' matches none of the 18 "
-                                          r"image names \(e\.g\. F1_000\.jpg\)"):
+                                          r"image names a task takes \(e\.g\. F1_000\.jpg\)"):
         split_tasks(root, "car;bicycle;person", out, group_by=r"nomatch(\d+)")
     assert not out.exists()
     code = main(["dataset", "split-tasks", str(root), "--tasks", "car;bicycle;person", "--group-by",
