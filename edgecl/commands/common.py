@@ -29,10 +29,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
     Returns:
         The effective configuration.
+
+    Raises:
+        ConfigError: a ``--state-dir`` that names no directory (``''`` would be the built-in
+            default's, or the current directory).
     """
     cfg = load_config(getattr(args, "config", None), getattr(args, "overrides", ()))
-    if getattr(args, "state_dir", None):
-        cfg = dataclasses.replace(cfg, state_dir=args.state_dir)
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir is not None and not state_dir.strip():
+        raise ConfigError(f"--state-dir must name a directory, got {state_dir!r}")
+    if state_dir:
+        cfg = dataclasses.replace(cfg, state_dir=state_dir)
     return cfg
 
 

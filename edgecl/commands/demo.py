@@ -44,6 +44,8 @@ def demo_command(args: argparse.Namespace) -> int:
         option = DEMO_OPTION_KEYS.get(text.split("=", 1)[0])
         if option:
             raise ConfigError(f"{text}: the demo sets this from {option}; use that option instead")
+    if not args.state_dir.strip():  # '' would be the current directory
+        raise ConfigError(f"--state-dir must name a directory, got {args.state_dir!r}")
     cfg = load_config(args.config, [*DEMO_OVERRIDES, *args.overrides])
     cfg = demo_config(dataclasses.replace(cfg, state_dir=args.state_dir), args.imgsz)
     summary = run_demo(cfg, tasks=args.tasks, images_per_task=args.images_per_task,

@@ -49,6 +49,15 @@ def test_mistakes_are_one_line(run_edgecl, capsys, tmp_path, argv, start):
     assert code == 2 and err.startswith(start) and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("argv", [["labels", "import", "x"], ["run", "--source", "x"], ["learn"],
+                                  ["memory", "stats"], ["demo"]])
+@pytest.mark.parametrize("empty", ["", " "])
+def test_an_empty_state_directory_is_refused(run_edgecl, tmp_path, argv, empty):
+    """Before: --state-dir '' was taken as the default ./state (the demo: the current folder)."""
+    code, _, err = run_edgecl([*argv, "--state-dir", empty])
+    assert code == 2 and err == f"error: --state-dir must name a directory, got {empty!r}\n"
+
+
 @pytest.mark.parametrize("argv", [["learn"], ["memory", "stats"], ["memory", "verify"],
                                   ["monitor", "summary"], ["monitor", "report"]])
 def test_a_mistyped_state_directory_is_named_and_not_created(run_edgecl, tmp_path, argv):
