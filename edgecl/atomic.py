@@ -12,6 +12,31 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 
+def new_file_mode(directory: bool = False) -> int:
+    """The mode a plain ``open`` (or ``mkdir``) would give a new file (folder) under the
+    process's umask: ``0o644`` (``0o755``) for the usual ``022``. A temp file (folder) that is
+    renamed into place gets it, since :mod:`tempfile` makes them private (``0o600``,
+    ``0o700``): a written dataset, report or model otherwise reads as another user's secret.
+
+    Args:
+        directory: the mode of a folder instead of a file.
+
+    Returns:
+        ``0o666`` (``0o777``) less the umask, read from ``/proc/self/status`` (``022`` where it
+        cannot be read: setting the umask to read it would race other threads).
+    """
+    umask = 0o022
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    umask = int(line.split()[1], 8)
+                    break
+    except (OSError, ValueError, IndexError):
+        umask = 0o022
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def fsync_dir(path: Path) -> None:
     """Flush a directory entry to disk so a rename survives power loss.
 
@@ -48,6 +73,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
         _name_file(exc, path)
         raise
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -162,6 +188,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)))
     try:
+        os.chmod(tmp, new_file_mode(directory=True))
         yield tmp
         os.replace(tmp, path)
     except BaseException:

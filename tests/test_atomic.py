@@ -1,10 +1,13 @@
 """Atomic writes on a full disk: the old file stays, no temp file is left, the error names
-the file."""
+the file; what they write gets the mode a plain write would (the umask's)."""
 
 import errno
+import os
+import stat
 
 import pytest
 
+from edgecl import atomic
 from edgecl.atomic import atomic_write_bytes, atomic_write_with
 
 
@@ -35,3 +38,46 @@ def test_an_error_that_names_its_file_keeps_it(tmp_path):
         atomic_write_with(tmp_path / "a", lambda fh: (_ for _ in ()).throw(OSError("no writer")))
     assert str(plain.value) == "no writer"
 
+
+
+@pytest.fixture()
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_atomic_writes_get_the_mode_a_plain_write_would(tmp_path, umask_022):
+    """Before: every atomic write was 0600 and every atomic folder 0700 (tempfile's), so a
+    written dataset, split or model could not be read by another user or a container."""
+    atomic.atomic_write_text(tmp_path / "a.txt", "x")
+    with atomic.atomic_dir(tmp_path / "d") as d:
+        (d / "f.txt").write_text("y")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    os.umask(0o077)
+    atomic.atomic_write_text(tmp_path / "b.txt", "x")  # a stricter umask is honoured
+    assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o600
+
+
+def test_a_written_dataset_and_split_are_readable_by_others(tmp_path, umask_022):
+    import cv2
+    import numpy as np
+
+    from edgecl.cli import main
+
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    (src / "labels").mkdir()
+    for k in range(6):
+        cv2.imwrite(str(src / "images" / f"f{k}.jpg"), np.full((32, 32, 3), 20 * k, np.uint8))
+        (src / "labels" / f"f{k}.txt").write_text(f"{k % 2} 0.5 0.5 0.3 0.3\n")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car, person]\n")
+    out = tmp_path / "ds"
+    assert main(["dataset", "import", str(src), "--out", str(out)]) == 0
+    assert main(["dataset", "split-tasks", str(out), "--tasks", "car;person", "--ratios",
+                 "0.5,0.25,0.25", "--out", str(tmp_path / "cl" / "tasks.yaml")]) == 0
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in [out, out / "data.yaml", *(out / "labels").iterdir(),
+                       tmp_path / "cl" / "tasks.yaml", *(tmp_path / "cl" / "tasks").rglob("*")]}
+    assert {m for m in modes.values()} <= {0o644, 0o755}, modes

@@ -17,7 +17,6 @@ import csv
 import datetime as dt
 import io
 import math
-import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl.atomic import atomic_write_with
+from edgecl.atomic import atomic_write_bytes
 from edgecl.calibration.dece import ReliabilityBins, dece_from_bins
 from edgecl.errors import EdgeclError
 
@@ -37,7 +36,6 @@ MAX_PLOT_ROUNDS = 40  # promoted rounds in the report's plots and matrix tables
 MAX_PLOT_COLUMNS = 20  # classes (or tasks) per report figure
 MAX_TABLE_ROUNDS = 100  # rows of the report's learning-rounds table (all in rounds.csv)
 LABEL_CHARS = 28  # user labels are broken into lines of this many characters
-FILE_MODE = 0o644
 # every file the monitor report writes, by name: a file of these that a run did not write is
 # left over from an earlier run and is removed
 REPORT_FILES = ("report.md", "accuracy_matrix.png", "accuracy_matrix.csv", "task_map.png",
@@ -78,12 +76,8 @@ def _title(ax, title: str, width_in: float) -> None:
 
 
 def _write_file(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` atomically with mode 0644 (set on the temp file before it is renamed)."""
-    def write(fh) -> None:
-        fh.write(data)
-        os.fchmod(fh.fileno(), FILE_MODE)
-
-    atomic_write_with(path, write)
+    """Write ``data`` atomically (readable as a plain write would make it: the umask's mode)."""
+    atomic_write_bytes(path, data)
     return Path(path)
 
 

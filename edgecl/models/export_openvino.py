@@ -21,7 +21,7 @@ import uuid
 import warnings
 from pathlib import Path
 
-from edgecl.atomic import fsync_dir
+from edgecl.atomic import fsync_dir, new_file_mode
 from edgecl.errors import EdgeclError, ModelLoadError
 from edgecl.ultra import ensure_offline
 
@@ -110,6 +110,7 @@ def save_ir(ov_model, dest_dir: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=str(parent)))
     old = parent / f".{dest_dir.name}.old-{uuid.uuid4().hex[:8]}"
     try:
+        os.chmod(tmp, new_file_mode(directory=True))
         _save_model(ov, ov_model, tmp, dest_dir)
         for name in (IR_XML, IR_BIN):
             _fsync_file(tmp / name)

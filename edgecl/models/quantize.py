@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl.atomic import fsync_dir
+from edgecl.atomic import fsync_dir, new_file_mode
 from edgecl.models.export_openvino import ExportError, require_openvino, save_ir, set_ir_metadata
 
 LOG = logging.getLogger(__name__)
@@ -314,6 +314,7 @@ def quantize_onnx(fp32_onnx: str | os.PathLike, dest: str | os.PathLike,
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp.onnx", dir=str(dest.parent))
+    os.fchmod(fd, new_file_mode())
     os.close(fd)
     try:
         with _quiet_root_advice():

@@ -50,7 +50,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from edgecl.atomic import atomic_write_json, atomic_write_text, fsync_dir
+from edgecl.atomic import (atomic_write_json, atomic_write_text, fsync_dir,
+                           new_file_mode)
 from edgecl.errors import (ModelLoadError, NotFoundError, RegistryError, StorageError,
                            is_disk_full, storage_faults)
 from edgecl.models.base import NotADetectorError, sha256_file
@@ -669,6 +670,7 @@ class Registry:
         with self._lock():
             # INVARIANT: a staging directory exists only with its owner lock held (see _remove_leftovers)
             tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
+            os.chmod(tmp, new_file_mode(directory=True))  # it becomes the version's folder
             owner = open(tmp / OWNER_FILE, "w")  # noqa: SIM115  (held open: the lock lives with it)
             fcntl.flock(owner, fcntl.LOCK_EX)
         try:
