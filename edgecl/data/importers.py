@@ -379,8 +379,9 @@ def _far_outside(xyxy: np.ndarray, width: int, height: int) -> int | None:
 
 def _short(value: object, limit: int = 80) -> str:
     """A value read from a file for a one-line message: printable text as is, anything else
-    (a newline or NUL inside, a list, ...) as its ``repr``; cut to ``limit`` characters."""
-    text = value if isinstance(value, str) and value.isprintable() else repr(value)
+    (a newline or NUL inside, a list, empty or blank text, ...) as its ``repr``; cut to
+    ``limit`` characters."""
+    text = value if isinstance(value, str) and value.isprintable() and value.strip() else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -925,10 +926,14 @@ def load_coco(json_path: Path) -> dict:
 
 
 def _coco_id(value: object) -> int | str | None:
-    """A COCO id (image, category) as a key: an int or a string, an integral float as its int;
-    ``None`` for anything else (a list, an object, a boolean, null)."""
+    """A COCO id (image, category) as a key: an int or a string, an integral float or a string
+    of ASCII digits as its int (a tool that writes ``"id": "1"`` for a category and
+    ``"category_id": 1`` for its boxes means one id); ``None`` for anything else (a list, an
+    object, a boolean, null)."""
     if isinstance(value, bool):
         return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
     if isinstance(value, (int, str)):
         return value
     if isinstance(value, float) and value.is_integer():

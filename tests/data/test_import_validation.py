@@ -105,7 +105,7 @@ def test_coco_wrong_types_skip_with_bad_annotation(tmp_path, kind, expected):
     ([{"id": True, "name": "car"}], r"categories\[0\] has no valid id"),
     ([{"id": 1, "name": None}], r"categories\[0\] \(id 1\) needs a name, got None"),
     ([{"id": 1}], r"categories\[0\] \(id 1\) needs a name"),
-    ([{"id": 1, "name": " "}], r"needs a name"),
+    ([{"id": 1, "name": " "}], r"needs a name, got ' '$"),  # before: 'got ' and nothing
     ([{"id": 1, "name": ["car"]}], r"needs a name"),
     (["car"], r"categories\[0\] is not an object"),
     ([{"id": 1, "name": "car"}, {"id": 1, "name": "dog"}], r"category id 1 is used for both 'car' and 'dog'"),
@@ -463,3 +463,10 @@ def test_a_written_dataset_numbers_its_classes_without_holes(tmp_path, capsys, n
     assert sorted(float(line.split()[0]) for line in
                   (out / "labels" / "a.txt").read_text().splitlines()) == [0.0, 1.0]
     check_det_dataset(str(out / "data.yaml"))
+
+
+def test_a_category_id_written_as_text_is_the_same_id_as_its_number(tmp_path):
+    """Before: categories with "id": "1" and boxes with "category_id": 1 were 'unknown
+    category_id 1', and every image with a box was skipped."""
+    items, skips = _collect(_coco(tmp_path / "ds", categories=[{"id": "1", "name": "car"}]))
+    assert skips == [] and [i.names for i in items] == [["car"], []]
