@@ -208,8 +208,12 @@ def _refuse_oversized(data: bytes, name: str) -> bool:
             with opener(io.BytesIO(data)) as im:
                 width, height = im.size
     except Image.DecompressionBombError as exc:  # Pillow's own bound, above ours
-        raise ImageError(f"{name}: over the limit of {MAX_PIXELS // 1_000_000} megapixels, not "
-                         f"decoded ({exc})") from None
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow's words name its own limit
+        size = f"{int(found.group(1)) / 1e6:,.0f} megapixels, " if found else ""
+        raise ImageError(f"{name}: {size}over the limit of {MAX_PIXELS // 1_000_000} megapixels, "
+                         f"not decoded") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         if fmt == "AVIF/HEIF":
             return False
