@@ -143,9 +143,9 @@ def _refuse_unrecorded_overflow(cfg: Config, root) -> None:
         raise ConfigError(f"the replay memory {root} holds more than this command's memory "
                           f"settings allow ({problems[0]}), and it records no settings of its "
                           f"device's runtime (no runtime has opened it yet, an older release "
-                          f"wrote it, or its index was rebuilt): this command would evict the device's samples for good; "
-                          f"give the device's config (--config), or run 'edgecl run' on it once "
-                          f"so that it records them")
+                          f"wrote it, or its index was rebuilt): this command would evict the "
+                          f"device's samples for good; give the device's config (--config), or "
+                          f"run 'edgecl run' on it once so that it records them")
 
 
 def require_state_dir(cfg: Config) -> None:

@@ -34,13 +34,14 @@ Formats:
   or in an ``images/`` folder next to it. A json without an ``images`` list (Label Studio's
   ``notes.json``) is not a COCO file; one named as a COCO file (in ``annotations/``,
   ``instances_*``, ``annotations.json``, ``result.json``, ``*coco*``) that is empty or broken is
-  skipped and named (``bad annotation file``), and is the error when a folder has no other. Boxes follow ultralytics ``convert_coco``: ``bbox`` is
-  ``[x, y, w, h]`` from the top-left corner, ``iscrowd`` annotations are ignore regions. An
-  image listed without annotations is a background image. Ids are integers (or strings); an
+  skipped and named (``bad annotation file``), and is the error when a folder has no other.
+  Boxes follow ultralytics ``convert_coco``: ``bbox`` is ``[x, y, w, h]`` from the top-left
+  corner, ``iscrowd`` annotations are ignore regions. An image listed without annotations is
+  a background image. Ids are integers (or strings; a string of digits is that integer); an
   annotation of a wrong type, with no usable ``image_id`` or with an ``image_id`` no image has
-  is skipped and said, and counted apart from files (``annotations_skipped``), images sharing an id are all skipped (``duplicate image
-  id``: whose boxes are they?), entries of ``images`` with the same ``file_name`` are that file
-  once with the boxes of them all (``convert_coco`` appends them to one label file; entries
+  is skipped and said, and counted apart from files (``annotations_skipped``), images sharing
+  an id are all skipped (``duplicate image id``: whose boxes are they?), entries of ``images``
+  with the same ``file_name`` are that file once with the boxes of them all (``convert_coco`` appends them to one label file; entries
   that declare different sizes for it, or different names found as one file, are skipped:
   ``duplicate image``), and a malformed ``categories`` (no id, no name) or a section that is
   not a list is a one-line error.

@@ -36,7 +36,8 @@ def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
         records = memory.records()
         stored = memory.get([r.id for r in records])
     assert report.to_dict() == {"imported": 3, "skipped": 1, "reasons": {"bad annotation": 1},
-                                "annotations_skipped": 0, "classes_added": ["person"], "classes_matched": {}, "ignored_regions": 0,
+                                "annotations_skipped": 0, "classes_added": ["person"],
+                                "classes_matched": {}, "ignored_regions": 0,
                                 "boxes": {"car": 1, "person": 2}, "unnamed_classes": [],
                                 "named_from_registry": {}}
     assert classes.names() == {0: "car", 1: "person"}
@@ -213,7 +214,8 @@ def test_an_import_naming_a_merged_class_stores_its_boxes_under_the_class_it_bec
     classes = ClassRegistry(tmp_path)
     classes.add(["car", "OtherVehicle"])
     classes.merge("OtherVehicle", "car")
-    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0)) as memory:
+    settings = MemoryConfig(capacity=50, holdout_fraction=0.0)
+    with ReplayMemory(tmp_path / "memory", settings) as memory:
         report = ingest([_item("a", ["OtherVehicle", "car"]), _item("b", ["othervehicle"], 30)],
                         memory, classes)
         labels = [s.labels[:, 0].tolist() for s in memory.get([r.id for r in memory.records()])]
