@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     verify.add_argument("--no-repair", action="store_true", help="only report")
     verify.add_argument("--quick", action="store_true",
                         help="only check each image's size and JPEG markers, skip decoding "
-                             "every image and parsing every label file")
+                             "every image (label files are parsed either way)")
     verify.add_argument("--rebuild-index", action="store_true",
                         help="rebuild a damaged or missing index from the sample files and the "
                              "newest snapshot (the old index is kept aside)")

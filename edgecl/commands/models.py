@@ -144,11 +144,19 @@ def serve_problem(registry, info, engine: dict) -> str | None:
         version serves what it chose (or is not meant to serve: rejected, pruned, corrupt).
     """
     from edgecl.errors import RegistryError
+    from edgecl.models.registry import is_derived_engine, is_record_file
     from edgecl.runtime.console import NOT_SERVING
 
     if info.status in NOT_SERVING:
         return None
     see = f"see 'edgecl models verify {info.version}'"
+    for name in sorted(info.files):  # what it cannot serve without (its model, not a record)
+        if is_derived_engine(name, info.files) or is_record_file(name):
+            continue
+        try:
+            registry.file_path(info.version, name)
+        except RegistryError as exc:
+            return f"cannot serve: {exc} (a start rolls back from it); {see}"
     if engine.get("engine") is None:
         try:
             registry.model_path(info.version)
@@ -254,7 +262,8 @@ def verify_command(args: argparse.Namespace) -> int:
     if args.all:
         if args.version:
             raise RegistryError("give a version or --all, not both")
-        versions = [v.version for v in registry.list() if v.status not in ("pruned", "corrupt")]
+        # a version whose manifest is damaged is checked too: it fails, and says why
+        versions = [v.version for v in registry.list() if v.status != "pruned"]
         if not versions:
             raise RegistryError("no model version to verify")
     else:

@@ -909,12 +909,19 @@ class Registry:
         ``edgecl run`` said to start over from a model file).
         """
         stored, damaged = self._read_history()
-        if damaged:
+        missing = not (self.root / "history.json").exists() and self._history_from_manifests()
+        if damaged or missing:
             stored = self._history_from_manifests()
             atomic_write_json(self.root / "history.json", stored)
-            log.warning("model registry %s: history.json was unreadable; rebuilt from the "
-                        "versions' manifests: %s", self.root, ", ".join(stored) or "empty")
+            log.warning("model registry %s: history.json was %s; rebuilt from the versions' "
+                        "manifests: %s", self.root, "missing" if missing else "unreadable",
+                        ", ".join(stored) or "empty")
         pointer = self.root / "current"
+        if pointer.exists() and not pointer.is_symlink():  # a file or a folder: set aside
+            aside = self.root / f".current.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            os.replace(pointer, aside)
+            log.warning("model registry %s: 'current' was a %s, not a link to a version; kept "
+                        "aside as %s", self.root, "folder" if aside.is_dir() else "file", aside.name)
         if not (pointer.exists() or pointer.is_symlink()):
             chain = stored or self._history_from_manifests()
             if chain:

@@ -182,6 +182,43 @@ def test_a_version_whose_served_engine_is_gone_serves_its_onnx_model_and_says_so
     assert code == 1 and json.loads(out.strip().splitlines()[-1])["can_serve"] is True
 
 
+def test_a_version_whose_model_is_gone_says_it_cannot_serve_although_its_engine_is_there(
+        capsys, tmp_path):
+    """Before: 'models list' showed the version serving OpenVINO with no note, while a start
+    refused it (its model.onnx is what it falls back to and is checked) and rolled back."""
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    files = {}
+    for name in ("model.onnx", "openvino/model.xml", "openvino/model.bin"):
+        files[name] = tmp_path / name.replace("/", "_")
+        files[name].write_bytes(name.encode())
+    registry = Registry(state / "models")
+    version = registry.stage(files, {"serve": "openvino/model.xml", "serve_engine": "openvino"})
+    registry.promote(version)
+    (state / "models" / version / "model.onnx").unlink()
+    code, out, err = run_cli(capsys, "models", "list", "--state-dir", state)
+    assert code == 0 and "[cannot serve: " in out and "model.onnx is missing" in out, out
+    assert "(a start rolls back from it)" in out
+
+
+def test_verify_all_checks_a_version_whose_manifest_is_damaged(capsys, tmp_path):
+    """Before: 'models verify --all' left such a version out and said 'ok' (exit 0), while
+    'models list' showed it corrupt and a start rolled back from it."""
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    registry = Registry(state / "models")
+    good, bad = registry.stage({"model.onnx": onnx}, {}), registry.stage({"model.onnx": onnx}, {})
+    (state / "models" / bad / "manifest.json").write_bytes(b"{\"files\": 3")
+    code, out, err = run_cli(capsys, "models", "verify", "--all", "--state-dir", state)
+    assert code == 1 and out.splitlines()[0] == f"{good}: ok"
+    assert out.splitlines()[1].startswith(f"{bad}: corrupt manifest ")
+
+
 def test_a_version_with_nothing_left_to_serve_says_why(capsys, tmp_path):
     from edgecl.models.registry import Registry
 

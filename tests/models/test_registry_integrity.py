@@ -369,3 +369,44 @@ def test_a_bare_engine_is_the_model(reg, tmp_path):
     engine_path = reg.root / v1 / "model.engine"
     engine_path.write_bytes(b"damaged")
     assert reg.verify(v1, essential_only=True) != []
+
+
+@pytest.mark.parametrize("damage", ["file", "folder"])
+def test_a_current_that_is_no_link_is_set_aside_and_points_at_the_last_promoted(reg, tmp_path,
+                                                                               damage, caplog):
+    """Before: a 'current' that was a file or a folder made 'edgecl run' say there was no
+    model, and 'models list' showed every version retired, although two were intact."""
+    v1, v2 = _stage(reg, tmp_path), _stage(reg, tmp_path, b"second")
+    reg.promote(v1)
+    reg.promote(v2)
+    pointer = reg.root / "current"
+    pointer.unlink()
+    if damage == "file":
+        pointer.write_bytes(b"garb\x00age\n")
+    else:
+        pointer.mkdir()
+    again = Registry(reg.root)
+    assert again.current() == v2 and again.history() == [v1, v2]
+    aside = [p for p in reg.root.iterdir() if p.name.startswith(".current.damaged-")]
+    assert len(aside) == 1 and (aside[0].is_dir() if damage == "folder" else
+                                aside[0].read_bytes() == b"garb\x00age\n")
+    assert f"'current' was a {damage}, not a link to a version; kept aside as" in caplog.text
+
+
+def test_a_deleted_history_is_rebuilt_with_every_promoted_version(reg, tmp_path, caplog):
+    """Before: a deleted history.json became [current] alone, so a rollback said there was no
+    earlier version although v0001 was intact."""
+    v1, v2 = _stage(reg, tmp_path), _stage(reg, tmp_path, b"second")
+    reg.promote(v1)
+    reg.promote(v2)
+    (reg.root / "history.json").unlink()
+    again = Registry(reg.root)
+    assert again.history() == [v1, v2]
+    assert "history.json was missing; rebuilt from the versions' manifests: v0001, v0002" in caplog.text
+    assert again.rollback() == v1
+
+
+def test_a_registry_that_never_promoted_writes_no_history(reg, tmp_path, caplog):
+    _stage(reg, tmp_path)
+    Registry(reg.root)
+    assert not (reg.root / "history.json").exists() and "history.json" not in caplog.text

@@ -1090,9 +1090,9 @@ class ReplayMemory:
                 cannot be moved is kept and reported), remove orphans, temp files and stale
                 snapshot folders, evict over bounds, and keep the quarantine within its bound.
                 Without it, every problem found is reported as unrepaired.
-            deep: also decode every image, parse every label file and compare its classes
-                with the row's (the quick check only compares each image's length and JPEG
-                markers, and refuses an empty label file whose row records classes).
+            deep: also decode every image (the quick check compares each image's length and
+                JPEG markers; every check parses each label file and compares its classes
+                with the row's).
 
         Returns:
             What was found, what was repaired, what could not be.

@@ -156,8 +156,8 @@ def row_problem(record: SampleRecord, image_path: Path, label_path: Path,
         record: the row.
         image_path: its image file.
         label_path: its label file.
-        deep: also decode the image, parse the labels and compare their classes with the
-            row's.
+        deep: also decode the image (the labels are parsed and their classes compared with
+            the row's in every check).
 
     Returns:
         None when healthy, else what is wrong.
@@ -174,12 +174,14 @@ def row_problem(record: SampleRecord, image_path: Path, label_path: Path,
             decode_image_file(image_path)
         except EdgeclError as exc:
             return RowProblem("corrupt", str(exc), image_path.name)
-        why = deep_label_problem(label_path, record.classes)
     return None if why is None else RowProblem("corrupt", why, label_path.name)
 
 
 def quick_label_problem(path: Path, classes: tuple[int, ...]) -> str | None:
-    """The cheap check of a stored label file: not empty when the row records classes.
+    """The check of a stored label file at every open: not empty when the row records
+    classes, and parsed with the label rule, holding the classes the row records (a label
+    file is a few lines: before, a garbage one passed the open's check and failed every
+    learning round's snapshot read, until ``memory verify`` was run by hand).
 
     Args:
         path: the label file (known to exist).
@@ -194,7 +196,7 @@ def quick_label_problem(path: Path, classes: tuple[int, ...]) -> str | None:
         return f"label {path.name} is unreadable: {exc.strerror or exc}"
     if size == 0 and classes:
         return f"label {path.name} is empty, the index recorded classes {list(classes)}"
-    return None
+    return deep_label_problem(path, classes)
 
 
 def deep_label_problem(path: Path, classes: tuple[int, ...]) -> str | None:
