@@ -15,7 +15,7 @@ import re
 import sys
 
 from edgecl import __version__
-from edgecl.errors import EdgeclError
+from edgecl.errors import EdgeclError, describe_os_error
 
 # INVARIANT: each name is a module in edgecl.commands exposing add_parser(subparsers).
 COMMAND_MODULES = ("run", "demo", "learn", "bench", "models", "memory", "labels", "scenario",
@@ -213,8 +213,7 @@ def _main(argv: list[str] | None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:  # a path the user named: missing, not writable, disk full
-        where = f": {exc.filename}" if exc.filename else ""
-        _report_error(args, f"{exc.strerror or exc}{where}")
+        _report_error(args, describe_os_error(exc))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

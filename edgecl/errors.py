@@ -145,3 +145,43 @@ def storage_faults(what: str, where: object = "") -> Iterator[None]:
         if fault is None:
             raise
         raise fault from exc
+
+
+def misplaced_path(exc: OSError) -> str | None:
+    """Where an OSError comes from a file that stands where a folder belongs, or the reverse
+    (``EEXIST`` or ``ENOTDIR`` on a path with a file on the way; ``EISDIR``), which path it is.
+
+    Args:
+        exc: the error.
+
+    Returns:
+        E.g. ``"D/memory/images is a file where a folder belongs (move it aside)"`` (the system
+        says ``File exists`` or ``Not a directory``), or ``None``.
+    """
+    from pathlib import Path
+
+    name = exc.filename
+    if name is None:
+        return None
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        path = Path(name)
+        for candidate in (path, *path.parents):
+            if candidate.is_file():
+                return f"{candidate} is a file where a folder belongs (move it aside)"
+    if exc.errno == errno.EISDIR and Path(name).is_dir():
+        return f"{name} is a folder where a file belongs (move it aside)"
+    return None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError a command met on a path: :func:`misplaced_path`'s words where
+    they apply, else the system's words and the path.
+
+    Args:
+        exc: the error.
+
+    Returns:
+        E.g. ``"No such file or directory: x.yaml"``.
+    """
+    return misplaced_path(exc) or (f"{exc.strerror or exc}"
+                                   f"{f': {exc.filename}' if exc.filename is not None else ''}")

@@ -1,4 +1,5 @@
-"""The one-line form of a storage fault (a full disk, an unwritable directory)."""
+"""The one-line form of a storage fault (a full disk, an unwritable directory) and of a file
+standing where a folder belongs."""
 
 import errno
 
@@ -48,3 +49,43 @@ def test_is_storage_error_by_hand():
     assert is_storage_error(StorageError("metrics database cannot be written"))
     assert not is_storage_error(OSError(errno.ENOENT, "No such file or directory"))
     assert not is_storage_error(LabelError("bad row"))
+
+
+def test_a_file_where_a_folder_belongs_is_named_as_such(tmp_path):
+    """Before: 'File exists: D/learner' and 'File exists (D/memory/images)' said nothing of a
+    file standing where a folder belongs."""
+    import errno
+    import os
+
+    from edgecl.errors import describe_os_error, misplaced_path
+
+    (tmp_path / "learner").write_text("x")
+    for call in (lambda: os.mkdir(tmp_path / "learner"),
+                 lambda: open(tmp_path / "learner" / "state.json", "w")):
+        try:
+            call()
+        except OSError as exc:
+            assert describe_os_error(exc) == (f"{tmp_path / 'learner'} is a file where a folder "
+                                              f"belongs (move it aside)")
+    (tmp_path / "classes.json").mkdir()
+    try:
+        open(tmp_path / "classes.json")
+    except OSError as exc:
+        assert misplaced_path(exc) == (f"{tmp_path / 'classes.json'} is a folder where a file "
+                                       f"belongs (move it aside)")
+    missing = OSError(errno.ENOENT, "No such file or directory", str(tmp_path / "nope"))
+    assert misplaced_path(missing) is None
+    assert describe_os_error(missing) == f"No such file or directory: {tmp_path / 'nope'}"
+
+
+def test_a_memory_whose_images_folder_is_a_file_says_so(tmp_path, capsys):
+    from edgecl.cli import main
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory
+
+    ReplayMemory(tmp_path / "memory", MemoryConfig()).close()
+    (tmp_path / "memory" / "images").rmdir()
+    (tmp_path / "memory" / "images").write_text("x")
+    assert main(["memory", "stats", "--state-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{tmp_path / 'memory' / 'images'} is a file where a folder belongs (move it aside)")

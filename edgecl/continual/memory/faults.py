@@ -10,7 +10,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from edgecl.errors import STORAGE_ERRNOS, EdgeclError, ReplayMemoryError, StorageError
+from edgecl.errors import (STORAGE_ERRNOS, EdgeclError, ReplayMemoryError, StorageError,
+                           misplaced_path)
 
 # sqlite3 error names (prefixes) with the same meaning.
 STORAGE_SQLITE_NAMES = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN",
@@ -101,10 +102,14 @@ def fault_error(exc: OSError | sqlite3.Error, what: str, where: object,
         A StorageError for a storage fault, else a ReplayMemoryError; the message reads
         ``"<what>: <reason> (<path>)[; <note>]"``.
     """
+    cls = StorageError if is_storage_fault(exc) else ReplayMemoryError
+    tail = f"; {note}" if note else ""
+    misplaced = misplaced_path(exc) if isinstance(exc, OSError) else None
+    if misplaced:  # "File exists (D/memory/images)" said nothing of a file where a folder belongs
+        return cls(f"{what}: {misplaced}{tail}")
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     at = getattr(exc, "filename", None) or where
-    cls = StorageError if is_storage_fault(exc) else ReplayMemoryError
-    return cls(f"{what}: {reason} ({at})" + (f"; {note}" if note else ""))
+    return cls(f"{what}: {reason} ({at})" + tail)
 
 
 def rebuild_hint(memory_root: Path) -> str:
