@@ -60,11 +60,17 @@ def sample_counts(cfg) -> dict[str, int] | None:
         the memory cannot be read here (unreadable, damaged index): unknown, not zero.
     """
     from edgecl.continual.memory import INDEX_FILE, ReplayMemory
+    from edgecl.continual.memory.faults import rebuild_hint
     from edgecl.continual.memory.store import is_writable
     from edgecl.errors import EdgeclError
 
     root = Path(cfg.state_dir) / "memory"
     if not (root / INDEX_FILE).is_file():
+        held = root / "images"
+        if held.is_dir() and any(held.iterdir()):  # samples on disk, their index lost
+            log.warning("sample counts unavailable: the replay memory %s has sample files but "
+                        "no index (%s)", root, rebuild_hint(root))
+            return None
         return {}
     try:
         memory = ReplayMemory(root, with_device_memory(cfg).memory, verify_on_open=False,

@@ -74,3 +74,23 @@ def test_a_rename_reaches_the_forgetting_monitor_at_once(capsys, tmp_path):
     Monitor(tmp_path).set_class_names({0: "car", 1: "truck"})
     code, _, _ = run_cli(capsys, "classes", "rename", "truck", "lorry", "--state-dir", tmp_path)
     assert code == 0 and Monitor(tmp_path).class_names() == {0: "car", 1: "lorry"}
+
+
+def test_a_memory_whose_index_is_lost_shows_its_counts_as_unknown(tmp_path, capsys, caplog):
+    """Before: with memory/index.sqlite deleted, every class read '0 samples' without a word
+    although the samples' files were on disk."""
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.frames import LabelOrigin
+    from edgecl.models.classes import ClassRegistry
+
+    ClassRegistry(tmp_path).add(["car"])
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(holdout_fraction=0.0)) as memory:
+        memory.add(Sample(np.full((32, 32, 3), 90, np.uint8),
+                          np.array([[0, 0.5, 0.5, 0.3, 0.3]], np.float32), task="t0",
+                          source="cam.jpg", origin=LabelOrigin.IMPORT))
+    for path in (tmp_path / "memory").glob("index.sqlite*"):
+        path.unlink()
+    assert main(["classes", "list", "--state-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]["samples"] is None
+    assert "has sample files but no index" in caplog.text
