@@ -156,11 +156,12 @@ def test_prune_json(capsys, tmp_path):
     assert result["engine_cache"] == {"kept": 0, "removed": 0, "freed_bytes": 0}
 
 
-def test_a_version_whose_served_engine_is_gone_serves_its_onnx_model_and_says_so(capsys, tmp_path):
+def _promoted_openvino_version(tmp_path, state):
+    """A promoted version of placeholder files that serves ``openvino/model.xml``, beside its
+    ``model.onnx``: ``(registry, version)``."""
     pytest.importorskip("openvino", reason="openvino is not installed")
     from edgecl.models.registry import Registry
 
-    state = tmp_path / "state"
     files = {}
     for name in ("model.onnx", "openvino/model.xml", "openvino/model.bin"):
         files[name] = tmp_path / name.replace("/", "_")
@@ -168,6 +169,12 @@ def test_a_version_whose_served_engine_is_gone_serves_its_onnx_model_and_says_so
     registry = Registry(state / "models")
     version = registry.stage(files, {"serve": "openvino/model.xml", "serve_engine": "openvino"})
     registry.promote(version)
+    return registry, version
+
+
+def test_a_version_whose_served_engine_is_gone_serves_its_onnx_model_and_says_so(capsys, tmp_path):
+    state = tmp_path / "state"
+    registry, version = _promoted_openvino_version(tmp_path, state)
     (state / "models" / version / "openvino" / "model.xml").unlink()
     assert registry.model_path(version).name == "model.onnx"
     code, out, err = run_cli(capsys, "models", "list", "--state-dir", state)
@@ -186,17 +193,8 @@ def test_a_version_whose_model_is_gone_says_it_cannot_serve_although_its_engine_
         capsys, tmp_path):
     """Before: 'models list' showed the version serving OpenVINO with no note, while a start
     refused it (its model.onnx is what it falls back to and is checked) and rolled back."""
-    pytest.importorskip("openvino", reason="openvino is not installed")
-    from edgecl.models.registry import Registry
-
     state = tmp_path / "state"
-    files = {}
-    for name in ("model.onnx", "openvino/model.xml", "openvino/model.bin"):
-        files[name] = tmp_path / name.replace("/", "_")
-        files[name].write_bytes(name.encode())
-    registry = Registry(state / "models")
-    version = registry.stage(files, {"serve": "openvino/model.xml", "serve_engine": "openvino"})
-    registry.promote(version)
+    registry, version = _promoted_openvino_version(tmp_path, state)
     (state / "models" / version / "model.onnx").unlink()
     code, out, err = run_cli(capsys, "models", "list", "--state-dir", state)
     assert code == 0 and "[cannot serve: " in out and "model.onnx is missing" in out, out

@@ -378,16 +378,12 @@ def test_probe_tells_a_silent_address_from_a_refusing_one():
         assert time.monotonic() - started < 5.0
 
 
-def test_a_silent_server_costs_one_wait_per_attempt_not_two(tmp_path, monkeypatch, caplog,
-                                                            flower_filters):
-    """Before: an attempt against a blackholed address waited 20 s in the probe, then as long
-    again in Flower's connection, which could only fail the same way."""
+def _join_once(tmp_path, monkeypatch, caplog):
+    """Run a device's client loop once against 127.0.0.1:9, with no waits, no priority change
+    and no token, its log caught (``connect`` and ``probe_server`` are the caller's fakes)."""
     from edgecl.config import load_config
     from edgecl.fleet import client
 
-    probes, connects = iter([None, True]), []
-    monkeypatch.setattr(client, "connect", lambda cfg, **_: connects.append(1))
-    monkeypatch.setattr(client, "probe_server", lambda *a, **k: next(probes))
     monkeypatch.setattr(client, "_wait_for_server", lambda *a: None)
     monkeypatch.setattr(client.time, "sleep", lambda s: None)
     monkeypatch.setattr("edgecl.runtime.learner.die_with_parent", lambda: None)
@@ -398,6 +394,18 @@ def test_a_silent_server_costs_one_wait_per_attempt_not_two(tmp_path, monkeypatc
                              "fleet.device_name=drone1"])
     with caplog.at_level(logging.INFO, logger="edgecl.fleet.client"):
         client.client_main(cfg, once=True, max_wait_s=60)
+
+
+def test_a_silent_server_costs_one_wait_per_attempt_not_two(tmp_path, monkeypatch, caplog,
+                                                            flower_filters):
+    """Before: an attempt against a blackholed address waited 20 s in the probe, then as long
+    again in Flower's connection, which could only fail the same way."""
+    from edgecl.fleet import client
+
+    probes, connects = iter([None, True]), []
+    monkeypatch.setattr(client, "connect", lambda cfg, **_: connects.append(1))
+    monkeypatch.setattr(client, "probe_server", lambda *a, **k: next(probes))
+    _join_once(tmp_path, monkeypatch, caplog)
     assert connects == [1]  # only the attempt whose probe was answered connected
     assert caplog.messages[1].startswith(
         "cannot reach the fleet server 127.0.0.1:9: no answer from 127.0.0.1:9 within 20 s "
@@ -410,7 +418,6 @@ def test_a_device_says_it_connected_after_the_server_came_up(tmp_path, monkeypat
                                                              flower_filters):
     """Before: after 'unreachable or gone' a device said nothing more until the server's first
     round, which may be hours away: no line said it had connected."""
-    from edgecl.config import load_config
     from edgecl.fleet import client
 
     refused = Rendezvous("failed to connect to all addresses; last error: UNKNOWN: "
@@ -425,16 +432,7 @@ def test_a_device_says_it_connected_after_the_server_came_up(tmp_path, monkeypat
     probes = iter([False, True])
     monkeypatch.setattr(client, "connect", connect)
     monkeypatch.setattr(client, "probe_server", lambda *a, **k: next(probes))
-    monkeypatch.setattr(client, "_wait_for_server", lambda *a: None)
-    monkeypatch.setattr(client.time, "sleep", lambda s: None)
-    monkeypatch.setattr("edgecl.runtime.learner.die_with_parent", lambda: None)
-    monkeypatch.setattr("edgecl.continual.finetune.apply_low_priority", lambda lc: None)
-    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
-    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
-    cfg = load_config(None, [f"state_dir={tmp_path}", "fleet.server_address=127.0.0.1:9",
-                             "fleet.device_name=drone1"])
-    with caplog.at_level(logging.INFO, logger="edgecl.fleet.client"):
-        client.client_main(cfg, once=True, max_wait_s=60)
+    _join_once(tmp_path, monkeypatch, caplog)
     assert caplog.messages[0] == ("fleet device drone1 joining the fleet server 127.0.0.1:9 (TLS "
                                   "off, fleet token not set)")
     assert caplog.messages[1].startswith(
