@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from edgecl.data.class_names import name_clash
 from edgecl.data.labels import label_path_for
 from edgecl.data.yolo_dataset import path_from_text, path_is_file
 from edgecl.errors import ConfigError, did_you_mean
@@ -129,6 +130,9 @@ def _parse_names(path: Path, raw: object) -> dict[int, str]:
         names[key] = value.strip()
     if sorted(names) != list(range(len(names))):
         raise _fail(path, f"class ids in 'names' must be 0..{len(names) - 1} without gaps")
+    clash = name_clash(names)  # the rule a data.yaml's names follow
+    if clash:
+        raise _fail(path, clash)
     return dict(sorted(names.items()))
 
 

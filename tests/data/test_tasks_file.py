@@ -41,3 +41,20 @@ def test_bench_cl_refuses_a_dataset_that_scores_on_training_images(tmp_path, cap
     assert main(["bench", "cl", "--data", str(leak), "--imgsz", "64", "--out", str(tmp_path / "o"),
                  "--strategies", "finetune"]) == 2
     assert "must never score on a training image" in capsys.readouterr().err
+
+
+def test_a_tasks_file_that_gives_one_class_two_ids_is_refused(tmp_path):
+    """Before: names [car, truck, Car] loaded, and an import of the file merged ids 0 and 2."""
+    import yaml
+
+    yaml_path = make_scenario(tmp_path / "s", tasks=1, images_per_task=8, imgsz=64, seed=1)
+    data = yaml.safe_load(yaml_path.read_text())
+    names = data["names"]
+    first = names[0] if isinstance(names, list) else names[min(names)]
+    if isinstance(names, list):
+        names.append(first.upper())
+    else:
+        names[max(names) + 1] = first.upper()
+    yaml_path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="differ only in case or separators"):
+        load_tasks(yaml_path)
