@@ -312,6 +312,8 @@ class Monitor:
         """What SQLite says is damaged (:func:`~edgecl.continual.memory.faults.sqlite_damage`),
         or None: also when the check itself cannot run (a storage fault, a lock): the writing
         connection that follows reports that."""
+        if self.db_path.is_dir():  # SQLite cannot open it: a storage fault to it, damage here
+            return MonitorError("a folder stands where the database file belongs")
         said = sqlite_damage(self.db_path, self.busy_timeout_s)
         return None if said is None else MonitorError(said)
 

@@ -293,3 +293,24 @@ def test_summary_of_an_emptied_database_warns_instead_of_reading_as_nothing_lear
         f"start `edgecl run` on this state directory: it rebuilds the database from the model "
         f"versions (so does the next round of `edgecl learn`)"]
     assert db.read_bytes() == b""  # only read
+
+
+def test_a_folder_where_the_database_belongs_is_set_aside_and_rebuilt(tmp_path, caplog):
+    """Before: 'monitor summary' said the runtime would rebuild the database, and the runtime
+    could not: SQLite's 'unable to open' read as a storage fault, so nothing was moved aside."""
+    state, _registry = state_with_rounds(tmp_path)
+    db = state / DB_RELPATH
+    for suffix in ("", "-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    db.mkdir()
+    (db / "something.txt").write_text("kept")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Monitor(state, wait_for_room=True)
+    aside = _aside(state)
+    assert len(aside) == 1 and (db.parent / aside[0] / "something.txt").read_text() == "kept"
+    assert _warnings(caplog) == [
+        f"metrics database {db} is damaged (a folder stands where the database file belongs): "
+        f"made afresh and re-recorded 3 rounds from the model versions; the damaged copy is kept "
+        f"as {db.parent / aside[0]}"]
+    assert rounds(state) == EXPECTED
