@@ -36,11 +36,31 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """
     cfg = load_config(getattr(args, "config", None), getattr(args, "overrides", ()))
     state_dir = getattr(args, "state_dir", None)
-    if state_dir is not None and not state_dir.strip():
-        raise ConfigError(f"--state-dir must name a directory, got {state_dir!r}")
-    if state_dir:
-        cfg = dataclasses.replace(cfg, state_dir=state_dir)
+    if state_dir is not None:
+        cfg = dataclasses.replace(cfg, state_dir=check_state_dir_option(state_dir))
     return cfg
+
+
+def check_state_dir_option(value: str) -> str:
+    """A ``--state-dir`` as given, refused when it names no directory.
+
+    Raises:
+        ConfigError: ``''`` or blank (it would be the built-in default's, or the current
+            directory).
+    """
+    if not value.strip():
+        raise ConfigError(f"--state-dir must name a directory, got {value!r}")
+    return value
+
+
+def skipped_annotations_note(result: dict) -> str:
+    """``"; annotations of no image skipped N"`` for an import's summary line, or ``""``.
+
+    Args:
+        result: the import's ``--json`` summary (``annotations_skipped``).
+    """
+    n = result["annotations_skipped"]
+    return f"; annotations of no image skipped {n}" if n else ""
 
 
 def memory_given(args: argparse.Namespace) -> bool:

@@ -7,6 +7,7 @@ import contextlib
 import sys
 
 from edgecl.arguments import print_json_line
+from edgecl.commands.common import skipped_annotations_note
 from edgecl.errors import StorageError, is_disk_full
 
 
@@ -78,8 +79,7 @@ def import_command(args: argparse.Namespace) -> int:
     boxes = ", ".join(f"{k} {v}" for k, v in result["boxes"].items())
     print(f"imported {result['imported']} image(s) from {args.src} ({result['format']}) -> "
           f"{result['data_yaml']}")
-    orphans = (f"; annotations of no image skipped {result['annotations_skipped']}"
-               if result["annotations_skipped"] else "")
+    orphans = skipped_annotations_note(result)
     print(f"skipped {result['skipped']} ({reasons}){orphans}; ignore regions dropped "
           f"{result['ignored_regions']}")
     print(f"boxes: {boxes}")

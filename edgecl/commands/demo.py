@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edgecl.arguments import print_json_line, train_image_size
-from edgecl.commands.common import add_config_args
+from edgecl.commands.common import add_config_args, check_state_dir_option
 
 
 def add_parser(sub) -> None:
@@ -44,10 +44,9 @@ def demo_command(args: argparse.Namespace) -> int:
         option = DEMO_OPTION_KEYS.get(text.split("=", 1)[0])
         if option:
             raise ConfigError(f"{text}: the demo sets this from {option}; use that option instead")
-    if not args.state_dir.strip():  # '' would be the current directory
-        raise ConfigError(f"--state-dir must name a directory, got {args.state_dir!r}")
+    state_dir = check_state_dir_option(args.state_dir)
     cfg = load_config(args.config, [*DEMO_OVERRIDES, *args.overrides])
-    cfg = demo_config(dataclasses.replace(cfg, state_dir=args.state_dir), args.imgsz)
+    cfg = demo_config(dataclasses.replace(cfg, state_dir=state_dir), args.imgsz)
     summary = run_demo(cfg, tasks=args.tasks, images_per_task=args.images_per_task,
                        imgsz=args.imgsz, seed=args.seed)
     if args.json:

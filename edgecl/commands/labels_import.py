@@ -16,7 +16,8 @@ from pathlib import Path
 
 from edgecl.arguments import print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
-                                    refuse_smaller_memory, with_device_memory)
+                                    refuse_smaller_memory, skipped_annotations_note,
+                                    with_device_memory)
 
 
 def add_import_parser(lsub) -> None:
@@ -83,10 +84,10 @@ def import_command(args: argparse.Namespace) -> int:
                if result["unnamed_classes"] else "")
     queued = (f"; {len(dropped)} frame(s) waiting in the operator queue are now in memory and "
               f"were taken off it" if dropped else "")
-    orphans = (f"; annotations of no image skipped {result['annotations_skipped']}"
-               if result["annotations_skipped"] else "")
+    orphans = skipped_annotations_note(result)
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
-          f"({reasons}){orphans}; ignore regions dropped {result['ignored_regions']}; new classes: {added}"
+          f"({reasons}){orphans}; ignore regions dropped {result['ignored_regions']}; "
+          f"new classes: {added}"
           f"{named}{unnamed}{queued}")
     if nothing:
         print(nothing, file=sys.stderr)

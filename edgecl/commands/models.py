@@ -144,15 +144,13 @@ def serve_problem(registry, info, engine: dict) -> str | None:
         version serves what it chose (or is not meant to serve: rejected, pruned, corrupt).
     """
     from edgecl.errors import RegistryError
-    from edgecl.models.registry import is_derived_engine, is_record_file
+    from edgecl.models.registry import is_essential_file
     from edgecl.runtime.console import NOT_SERVING
 
     if info.status in NOT_SERVING:
         return None
     see = f"see 'edgecl models verify {info.version}'"
-    for name in sorted(info.files):  # what it cannot serve without (its model, not a record)
-        if is_derived_engine(name, info.files) or is_record_file(name):
-            continue
+    for name in sorted(n for n in info.files if is_essential_file(n, info.files)):
         try:
             registry.file_path(info.version, name)
         except RegistryError as exc:

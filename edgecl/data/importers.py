@@ -307,9 +307,14 @@ def find_coco_jsons(folder: Path) -> list[Path]:
     Returns:
         The COCO files (see :func:`_is_coco_json`) in that order, names sorted in each folder.
     """
+    return [p for p in _coco_place_jsons(folder) if _is_coco_json(p)]
+
+
+def _coco_place_jsons(folder: Path) -> list[Path]:
+    """The ``.json`` files where a folder's COCO files go (see :func:`find_coco_jsons`), in
+    that order, names sorted in each place."""
     places = [folder, folder / "annotations", *(folder / s for s in COCO_SPLIT_FOLDERS)]
-    return [p for place in places for p in sorted(place.glob("*.json"))
-            if p.is_file() and _is_coco_json(p)]
+    return [p for place in places for p in sorted(place.glob("*.json")) if p.is_file()]
 
 
 def _coco_named(path: Path) -> bool:
@@ -325,9 +330,7 @@ def broken_coco_jsons(folder: Path) -> list[Path]:
     """The jsons of a folder's COCO places (see :func:`find_coco_jsons`) that are named as COCO
     files (:func:`_coco_named`) and are not one: empty, truncated, not JSON, no ``images``
     list."""
-    places = [folder, folder / "annotations", *(folder / s for s in COCO_SPLIT_FOLDERS)]
-    return [p for place in places for p in sorted(place.glob("*.json"))
-            if p.is_file() and _coco_named(p) and not _is_coco_json(p)]
+    return [p for p in _coco_place_jsons(folder) if _coco_named(p) and not _is_coco_json(p)]
 
 
 def find_coco_json(folder: Path) -> Path | None:

@@ -138,6 +138,17 @@ def is_derived_engine(name: str, files) -> bool:
                                  for other in files)
 
 
+def is_essential_file(name: str, files) -> bool:
+    """Whether a version cannot serve without a manifest entry: neither an engine built from
+    its own model (:func:`is_derived_engine`) nor a record (:func:`is_record_file`).
+
+    Args:
+        name: the file entry.
+        files: every entry of the manifest.
+    """
+    return not (is_derived_engine(name, files) or is_record_file(name))
+
+
 def is_record_file(name: str) -> bool:
     """Whether a manifest entry is a record kept beside the model (a ``.json`` file: the
     round's record, the post-hoc calibrator), which the version can serve without: a damaged
@@ -479,7 +490,7 @@ class Registry:
             return [f"model version {version} names no files"]
         problems = []
         for name, digest in sorted(files.items()):
-            if essential_only and (is_derived_engine(name, files) or is_record_file(name)):
+            if essential_only and not is_essential_file(name, files):
                 continue
             try:
                 path = self.file_path(version, name)
@@ -909,9 +920,10 @@ class Registry:
         ``edgecl run`` said to start over from a model file).
         """
         stored, damaged = self._read_history()
-        missing = not (self.root / "history.json").exists() and self._history_from_manifests()
-        if damaged or missing:
-            stored = self._history_from_manifests()
+        missing = not (self.root / "history.json").exists()
+        rebuilt = self._history_from_manifests() if damaged or missing else []
+        if damaged or (missing and rebuilt):  # never promoted: no history to write
+            stored = rebuilt
             atomic_write_json(self.root / "history.json", stored)
             log.warning("model registry %s: history.json was %s; rebuilt from the versions' "
                         "manifests: %s", self.root, "missing" if missing else "unreadable",

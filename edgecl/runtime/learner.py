@@ -717,12 +717,7 @@ class LearnerSupervisor:
         self._started_version = installed_version()
         self._upgraded: str | None = None
         self._upgrade_checked_s = -math.inf
-        cut_short = None
-        try:
-            with round_lock(cfg.state_dir) as held:  # held elsewhere: a round runs there now
-                cut_short = interrupted_round(cfg.state_dir) if held else None
-        except OSError as exc:  # a read-only state directory: said where it matters
-            log.debug("cannot check for a round cut short: %s", exc)
+        cut_short = _clear_cut_short_round(cfg.state_dir)
         if cut_short:
             log.warning("%s", cut_short)
 
@@ -1170,15 +1165,21 @@ class LearnerSupervisor:
     def _clear_stopped_round(self) -> None:
         """Clear the record of the round :meth:`stop` ended (once its process let go of the
         round lock), saying what it means."""
-        try:
-            with round_lock(self.cfg.state_dir) as held:
-                cleared = interrupted_round(self.cfg.state_dir) if held else None
-        except OSError as exc:  # a read-only state directory: the next start says it instead
-            log.debug("the stopped round's record not cleared: %s", exc)
-            return
-        if cleared:
+        if _clear_cut_short_round(self.cfg.state_dir):
             log.info("the learning round in progress was stopped: nothing it learnt was kept, "
                      "and the next round learns its samples again")
+
+
+def _clear_cut_short_round(state_dir: str | Path) -> str | None:
+    """:func:`interrupted_round` under the round lock, when no round of another process holds
+    it; ``None`` also where the state directory cannot be written (then the next start says
+    it)."""
+    try:
+        with round_lock(state_dir) as held:  # held elsewhere: a round runs there now
+            return interrupted_round(state_dir) if held else None
+    except OSError as exc:  # a read-only state directory
+        log.debug("cannot check for a round cut short: %s", exc)
+        return None
 
 
 def read_last_round(state_dir: str | Path) -> RoundResult | None:
