@@ -63,6 +63,18 @@ def skipped_annotations_note(result: dict) -> str:
     return f"; annotations of no image skipped {n}" if n else ""
 
 
+def dropped_regions_note(result: dict) -> str:
+    """``"ignore regions dropped N"`` for an import's summary line, with ``"; difficult boxes
+    left out M"`` where a VOC dataset marked some.
+
+    Args:
+        result: the import's ``--json`` summary (``ignored_regions``, ``difficult_dropped``).
+    """
+    n = result.get("difficult_dropped", 0)
+    difficult = f"; difficult boxes left out {n} (VOC <difficult>1)" if n else ""
+    return f"ignore regions dropped {result['ignored_regions']}{difficult}"
+
+
 def memory_given(args: argparse.Namespace) -> bool:
     """Whether a command was given memory settings: a ``--config`` file, or an override of a
     ``memory.*`` key (even one equal to the default).

@@ -7,7 +7,7 @@ import contextlib
 import sys
 
 from edgecl.arguments import print_json_line
-from edgecl.commands.common import skipped_annotations_note
+from edgecl.commands.common import dropped_regions_note, skipped_annotations_note
 from edgecl.errors import StorageError, is_disk_full
 
 
@@ -80,8 +80,7 @@ def import_command(args: argparse.Namespace) -> int:
     print(f"imported {result['imported']} image(s) from {args.src} ({result['format']}) -> "
           f"{result['data_yaml']}")
     orphans = skipped_annotations_note(result)
-    print(f"skipped {result['skipped']} ({reasons}){orphans}; ignore regions dropped "
-          f"{result['ignored_regions']}")
+    print(f"skipped {result['skipped']} ({reasons}){orphans}; {dropped_regions_note(result)}")
     print(f"boxes: {boxes}")
     if result["classes_matched"]:
         matched = ", ".join(f"{k} -> {v}" for k, v in result["classes_matched"].items())

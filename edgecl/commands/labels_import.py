@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from edgecl.arguments import print_json_line
-from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
-                                    refuse_smaller_memory, skipped_annotations_note,
-                                    with_device_memory)
+from edgecl.commands.common import (add_config_args, config_from_args, dropped_regions_note,
+                                    memory_given, refuse_smaller_memory,
+                                    skipped_annotations_note, with_device_memory)
 
 
 def add_import_parser(lsub) -> None:
@@ -85,10 +85,13 @@ def import_command(args: argparse.Namespace) -> int:
     queued = (f"; {len(dropped)} frame(s) waiting in the operator queue are now in memory and "
               f"were taken off it" if dropped else "")
     orphans = skipped_annotations_note(result)
+    evicted = (f"; {result['evicted']} stored sample(s) evicted to keep the memory's bounds (its "
+               f"capacity, each task's share of the held-out slots, its byte budget: "
+               f"'edgecl memory stats' shows what it holds)" if result["evicted"] else "")
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
-          f"({reasons}){orphans}; ignore regions dropped {result['ignored_regions']}; "
+          f"({reasons}){orphans}; {dropped_regions_note(result)}; "
           f"new classes: {added}"
-          f"{named}{unnamed}{queued}")
+          f"{named}{unnamed}{queued}{evicted}")
     if nothing:
         print(nothing, file=sys.stderr)
     return 0

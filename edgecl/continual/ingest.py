@@ -75,6 +75,9 @@ class ImportReport:
             differ only in case or separators (``Car`` -> ``car``, ``OtherVehicle`` ->
             ``other_vehicle``).
         declined: images the memory's insertion policy declined (counted as skipped too).
+        evicted: stored samples (of this import or from before) that the memory evicted while
+            it stored this import's, to keep its bounds (:attr:`ReplayMemory.evicted`): a
+            sample imported and evicted is counted in ``imported`` and no longer in memory.
         duplicates: images already in the memory (counted as skipped, reason
             :data:`ALREADY_IN_MEMORY`).
         unnamed_classes: ``class_<id>`` names of a dataset without class names that the
@@ -87,14 +90,16 @@ class ImportReport:
     classes_added: list[str] = field(default_factory=list)
     classes_matched: dict[str, str] = field(default_factory=dict)
     declined: int = 0
+    evicted: int = 0
     duplicates: int = 0
     unnamed_classes: list[str] = field(default_factory=list)
     named_from_registry: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """``{"imported", "skipped", "reasons", "classes_added", "classes_matched",
+        """``{"imported", "skipped", "reasons", "evicted", "classes_added", "classes_matched",
         "ignored_regions", "boxes", "unnamed_classes", "named_from_registry"}``."""
-        return {**self.tally.to_dict(), "classes_added": list(self.classes_added),
+        return {**self.tally.to_dict(), "evicted": self.evicted,
+                "classes_added": list(self.classes_added),
                 "classes_matched": dict(self.classes_matched),
                 "unnamed_classes": list(self.unnamed_classes),
                 "named_from_registry": dict(self.named_from_registry)}
@@ -167,12 +172,15 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
             (the same import run again once there is room stores only the rest).
     """
     report = ImportReport()
+    evicted_before = memory.evicted
     try:
         _ingest(items, memory, classes, origin, task, report)
     except StorageError as exc:
         raise StorageError(f"{exc}; {report.tally.imported} sample(s) of this import were stored "
                            f"before it (run the import again once there is room: what is "
                            f"stored is skipped)") from None
+    finally:
+        report.evicted = memory.evicted - evicted_before
     return report
 
 

@@ -24,7 +24,7 @@ Formats:
   writes them; a ``<filename>`` outside the dataset, absolute or with ``..``, is looked up by
   its base name only, as COCO's). Boxes follow ultralytics' VOC conversion (``VOC.yaml``:
   pixel coordinates are 1-based, so 1 is subtracted; ``<difficult>1</difficult>`` objects are
-  left out, counted as ignored); a non-finite coordinate (``nan``, ``inf``, ``1e400``)
+  left out, counted apart from ignore regions as ``difficult_dropped``); a non-finite coordinate (``nan``, ``inf``, ``1e400``)
   refuses its image (``bad annotation``), as does an xml the parser cannot read (an encoding
   it does not know) or whose root is not ``<annotation>``; an image that two xmls name is
   skipped for both (``duplicate image``: one ``<filename>`` is wrong).
@@ -105,6 +105,8 @@ class ImportItem:
         xyxy: float32 (N, 4) boxes ``x1, y1, x2, y2`` in pixels of ``image`` (inside it).
         source: the image file.
         ignored: ignore regions dropped from this image.
+        difficult: VOC ``<difficult>1`` objects left out of this image (as ultralytics'
+            ``VOC.yaml`` conversion does).
         content_hash: hash of the image file's bytes (:func:`edgecl.data.images.content_hash`);
             ``""`` when unknown (the pixels are hashed then).
         dataset_ids: the dataset's own class id of each box when the dataset names no classes
@@ -117,6 +119,7 @@ class ImportItem:
     xyxy: np.ndarray
     source: Path
     ignored: int = 0
+    difficult: int = 0
     content_hash: str = ""
     dataset_ids: tuple[int, ...] | None = None
 
@@ -171,6 +174,7 @@ class ImportTally:
         reasons: skip reason -> count of files.
         annotations_skipped: annotations that belong to no image (not counted as files).
         ignored_regions: ignore regions dropped.
+        difficult_dropped: VOC ``<difficult>1`` objects left out.
         boxes: class name -> boxes imported.
         messages: the first skip messages (at most ``max_messages``).
         max_messages: how many messages to keep.
@@ -181,6 +185,7 @@ class ImportTally:
     reasons: Counter = field(default_factory=Counter)
     annotations_skipped: int = 0
     ignored_regions: int = 0
+    difficult_dropped: int = 0
     boxes: Counter = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
     max_messages: int = 20
@@ -209,13 +214,16 @@ class ImportTally:
         """
         self.imported += 1
         self.ignored_regions += item.ignored
+        self.difficult_dropped += item.difficult
         self.boxes.update(item.names)
 
     def to_dict(self) -> dict:
-        """JSON-ready counts: imported, skipped, reasons, ignored_regions, boxes per class."""
+        """JSON-ready counts: imported, skipped, reasons, annotations_skipped, ignored_regions,
+        difficult_dropped, boxes per class."""
         return {"imported": self.imported, "skipped": self.skipped, "reasons": dict(self.reasons),
                 "annotations_skipped": self.annotations_skipped,
-                "ignored_regions": self.ignored_regions, "boxes": dict(self.boxes)}
+                "ignored_regions": self.ignored_regions,
+                "difficult_dropped": self.difficult_dropped, "boxes": dict(self.boxes)}
 
 
 def same_class_as(name: str, known: Iterable[str]) -> str | None:
@@ -669,19 +677,23 @@ def _voc_flag(text: str | None) -> bool:
 
 
 def _voc_boxes(xml_path: Path,
-               tree: ET.ElementTree) -> tuple[list[str], list[list[float]], int, list[str]]:
-    """The names, 0-based pixel boxes, ignored count and written form of an xml's objects.
+               tree: ET.ElementTree) -> tuple[list[str], list[list[float]], int, int, list[str]]:
+    """The names, 0-based pixel boxes, ignore regions dropped, difficult objects left out and
+    written form of an xml's objects.
 
     Raises:
         LabelError: an object without a name or a usable ``<bndbox>``.
     """
-    names, boxes, ignored, written = [], [], 0, []
+    names, boxes, ignored, difficult, written = [], [], 0, 0, []
     for k, obj in enumerate(tree.getroot().iter("object"), start=1):
         name = (obj.findtext("name") or "").strip()
         if not name:
             raise LabelError(f"{xml_path}: object {k} has no <name>")
-        if is_ignore_name(name) or _voc_flag(obj.findtext("difficult")):
-            ignored += 1  # difficult objects are left out, as ultralytics' VOC.yaml does
+        if is_ignore_name(name):
+            ignored += 1
+            continue
+        if _voc_flag(obj.findtext("difficult")):
+            difficult += 1  # left out, as ultralytics' VOC.yaml does
             continue
         bnd = obj.find("bndbox")
         if bnd is None:
@@ -696,7 +708,7 @@ def _voc_boxes(xml_path: Path,
         names.append(name)
         boxes.append([xmin - 1, ymin - 1, xmax - 1, ymax - 1])  # VOC is 1-based (ultralytics VOC.yaml)
         written.append(f"object {k} <bndbox> xmin {xmin:g} ymin {ymin:g} xmax {xmax:g} ymax {ymax:g}")
-    return names, boxes, ignored, written
+    return names, boxes, ignored, difficult, written
 
 
 def iter_voc(path: str | Path) -> Iterator[ImportItem | Skip]:
@@ -759,7 +771,7 @@ def _voc_items(root: Path, ann: Path, xmls: list[Path]) -> Iterator[ImportItem |
         if isinstance(entry, Skip):
             yield entry
             continue
-        image_path, names, boxes, ignored, written, declared = entry
+        image_path, names, boxes, ignored, difficult, written, declared = entry
         if len(naming[image_path]) > 1:
             others = ", ".join(str(p) for p in naming[image_path] if p != xml_path)
             yield Skip(xml_path, "duplicate image",
@@ -767,17 +779,17 @@ def _voc_items(root: Path, ann: Path, xmls: list[Path]) -> Iterator[ImportItem |
                        f"boxes are they? (one annotation file per image: check their <filename>)")
             continue
         yield _labelled_item(xml_path, str(xml_path), image_path, boxes, names, ignored, declared,
-                             written)
+                             written, difficult)
 
 
 def _voc_entry(root: Path, ann: Path, xml_path: Path) -> tuple | Skip:
-    """One annotation file read: ``(image path, names, boxes, ignored, written, declared
-    size)`` (see :func:`_voc_boxes`), or a :class:`Skip`."""
+    """One annotation file read: ``(image path, names, boxes, ignored, difficult, written,
+    declared size)`` (see :func:`_voc_boxes`), or a :class:`Skip`."""
     tree = _parse_voc(xml_path)
     if isinstance(tree, Skip):
         return tree
     try:
-        names, boxes, ignored, written = _voc_boxes(xml_path, tree)
+        names, boxes, ignored, difficult, written = _voc_boxes(xml_path, tree)
     except LabelError as exc:
         return Skip(xml_path, "bad annotation", str(exc))
     filename = (tree.getroot().findtext("filename") or "").strip() or None
@@ -790,7 +802,7 @@ def _voc_entry(root: Path, ann: Path, xml_path: Path) -> tuple | Skip:
                     f"{xml_path}: image {wanted} not found in {root / 'JPEGImages'}{outside}")
     size = tree.getroot().find("size")
     declared = None if size is None else _declared_size(size.findtext("width"), size.findtext("height"))
-    return image_path, names, boxes, ignored, written, declared
+    return image_path, names, boxes, ignored, difficult, written, declared
 
 
 def _declared_size(width: object, height: object) -> tuple[int, int] | None:
@@ -813,7 +825,7 @@ def _declared_size(width: object, height: object) -> tuple[int, int] | None:
 
 def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, names: list[str],
                    ignored: int, declared: tuple[int, int] | None = None,
-                   written: list[str] | None = None) -> ImportItem | Skip:
+                   written: list[str] | None = None, difficult: int = 0) -> ImportItem | Skip:
     """Read an annotated image, scale its pixel boxes from the declared size to the decoded
     one and clip them (VOC and COCO alike; module docstring).
 
@@ -827,6 +839,7 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
         declared: the annotation's valid image size ``(width, height)``, or ``None``.
         written: how the file writes each box (``annotation 7 bbox [3, 4, 0, 5] (x, y, w, h)``), for
             messages; ``None``: the pixel box is shown.
+        difficult: VOC ``<difficult>1`` objects left out.
 
     Returns:
         The item, or a :class:`Skip` naming ``where`` when the image does not read, its
@@ -862,7 +875,8 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
         shown = written[bad[0]] if written else f"box {boxes[bad[0]]}"
         return Skip(source, "bad box", f"{where}: {shown} ({_short(names[bad[0]])}) {bad[1]}"
                                        f"{scaled}")
-    return ImportItem(image, names, xyxy, image_path, ignored=ignored, content_hash=digest)
+    return ImportItem(image, names, xyxy, image_path, ignored=ignored, difficult=difficult,
+                      content_hash=digest)
 
 
 def _coco_image(json_path: Path, file_name: str) -> Path | None:

@@ -201,7 +201,8 @@ def test_dataset_import_makes_names_differing_only_in_case_one_class_as_labels_i
     src = _cvat_voc(tmp_path / "voc")
     out = tmp_path / "out"
     result = _cli_json(capsys, ["dataset", "import", str(src), "--out", str(out), "--json"])
-    assert (result["imported"], result["skipped"], result["ignored_regions"]) == (3, 0, 1)
+    assert (result["imported"], result["skipped"], result["ignored_regions"],
+            result["difficult_dropped"]) == (3, 0, 0, 1)
     assert result["names"] == {"0": "car", "1": "Traffic Light"}  # before: Car and traffic_light apart
     assert result["classes_matched"] == {"Car": "car", "traffic_light": "Traffic Light"}
     assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: "car", 1: "Traffic Light"}
@@ -214,6 +215,7 @@ def test_dataset_import_makes_names_differing_only_in_case_one_class_as_labels_i
     assert (out / "labels" / "0003.txt").read_text() == "1 0.237500 0.233333 0.475000 0.466667\n"
     state = tmp_path / "state"
     result = _cli_json(capsys, ["labels", "import", "--state-dir", str(state), str(src), "--json"])
+    assert (result["ignored_regions"], result["difficult_dropped"]) == (0, 1)
     assert result["classes_added"] == ["car", "Traffic Light"]  # the same classes both ways
     assert ClassRegistry(state).names() == {0: "car", 1: "Traffic Light"}
 

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +40,7 @@ def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
     assert report.to_dict() == {"imported": 3, "skipped": 1, "reasons": {"bad annotation": 1},
                                 "annotations_skipped": 0, "classes_added": ["person"],
                                 "classes_matched": {}, "ignored_regions": 0,
+                                "difficult_dropped": 0, "evicted": 0,
                                 "boxes": {"car": 1, "person": 2}, "unnamed_classes": [],
                                 "named_from_registry": {}}
     assert classes.names() == {0: "car", 1: "person"}
@@ -114,6 +117,28 @@ def test_labels_import_cli_json(tmp_path, capsys):
     assert stats["per_origin"]["import"] == 4
     assert main(["labels", "import", "--state-dir", str(state), str(tmp_path / "nope")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_an_import_says_how_many_samples_the_memory_evicted_to_keep_its_bounds(tmp_path, capsys):
+    """An import could report an image stored that was gone when it ended: a later image of the
+    same import took its slot (a task's share of the held-out slots was full), unsaid, and the
+    same import run again stored it again. Capacity 4 with a held-out slot: of 12 images, what
+    the memory admits beyond its slots evicts; imported - evicted is what it holds."""
+    src = _voc(tmp_path / "voc", 12)
+    state = tmp_path / "state"
+    overrides = ["memory.capacity=4", "memory.holdout_fraction=0.25"]
+    assert main(["labels", "import", "--state-dir", str(state), str(src), "--json", *overrides]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    with ReplayMemory(state / "memory", read_only=True) as memory:
+        stored = len(memory)
+    assert stored == 4 and result["imported"] > stored
+    assert result["evicted"] == result["imported"] - stored
+    shutil.rmtree(state)
+    assert main(["labels", "import", "--state-dir", str(state), str(src), *overrides]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    said = re.search(r"^imported (\d+) sample.*; (\d+) stored sample\(s\) evicted to keep the "
+                     r"memory's bounds \(its capacity", line)
+    assert said and int(said[1]) - int(said[2]) == 4, line
 
 
 def test_iter_labelled_into_ingest_end_to_end(tmp_path):

@@ -135,12 +135,15 @@ def test_cvat_voc_export_in_sub_folders_and_difficult_objects(tmp_path):
     (root / "Annotations" / "sub" / "m.xml").write_text(_voc("m.jpg", [("cat", 0, (17.5, 1, 33.5, 25))]))
     items, skips = _collect(root)
     assert not skips
-    assert [(i.source.relative_to(root).as_posix(), i.names, i.ignored) for i in items] == [
-        ("JPEGImages/i.jpg", ["dog"], 1), ("JPEGImages/sub/k.jpg", ["cat"], 0),
-        ("JPEGImages/sub/m.jpg", ["cat"], 0)]
+    assert [(i.source.relative_to(root).as_posix(), i.names, i.ignored, i.difficult)
+            for i in items] == [
+        ("JPEGImages/i.jpg", ["dog"], 0, 1), ("JPEGImages/sub/k.jpg", ["cat"], 0, 0),
+        ("JPEGImages/sub/m.jpg", ["cat"], 0, 0)]
     np.testing.assert_allclose(items[2].xyxy, [[16.5, 0, 32.5, 24]])
     out = write_yolo_dataset(root, tmp_path / "out")
-    assert out["ignored_regions"] == 1 and out["boxes"] == {"dog": 1, "cat": 2}
+    # a difficult object is no ignore region: counted apart (before, both were ignored_regions)
+    assert (out["ignored_regions"], out["difficult_dropped"]) == (0, 1)
+    assert out["boxes"] == {"dog": 1, "cat": 2}
 
 
 def test_images_sharing_a_stem_keep_their_own_label_files(tmp_path):

@@ -311,6 +311,9 @@ class ReplayMemory:
         self._lock = threading.RLock()
         self.index_generation = 0
         """How many times the index was reopened because it was replaced or deleted."""
+        self.evicted = 0
+        """Samples that this object's adds evicted to keep the memory's bounds (capacity, a
+        task's share of the held-out slots, byte budget), since it was opened."""
         self._open_index(names, verify_on_open)
 
     def _open_index(self, names: dict[int, str] | None, verify: bool) -> None:
@@ -804,6 +807,7 @@ class ReplayMemory:
             self._unlink(written)
             raise
         self._admission.pending = {}
+        self.evicted += len(victims)
         self._unlink_samples(victims + replaced)
         if replaced:
             log.info("replay memory: sample %d (pseudo-labels) replaced by sample %d, the same "
