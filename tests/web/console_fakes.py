@@ -64,6 +64,9 @@ class FakeConsole:
         self.fail_changes: list[EdgeclError] = []  # raised by the next corrections/withdrawals
         self.next_sample = 101
         self.class_names = list(CLASSES)
+        self.detections_held_out = True
+        """False: the current version detected nothing on its held-out images (every
+        reliability bin empty, as the monitor reports such a version)."""
         self.merged_names: list[str] = []  # classes merged into the first (classes merge)
         self.alerts = ["round 3 rejected: person AP fell 0.12 > 0.05"]
         self.queue = []
@@ -350,6 +353,9 @@ class FakeConsole:
         for k in range(10):
             lo, hi = k / 10, (k + 1) / 10
             conf = lo + 0.05
+            if not self.detections_held_out:
+                bins.append({"lo": lo, "hi": hi, "confidence": None, "precision": None, "count": 0})
+                continue
             bins.append({"lo": lo, "hi": hi, "confidence": conf,
                          "precision": max(0.0, min(1.0, conf - 0.08 + 0.02 * (k % 3))),
                          "count": 40 + 13 * k})
@@ -357,7 +363,7 @@ class FakeConsole:
                 "per_class_ap": per_class,
                 "reliability": {"bins": bins, "protocol": {"version": "v0002", "dece": 0.052,
                                                            "iou": 0.5, "bins": 10,
-                                                           "samples": 512}}}
+                                                           "min_conf": 0.3, "samples": 512}}}
 
     def hooks(self) -> ConsoleHooks:
         """The hooks, as the runtime would hand them to :func:`edgecl.web.create_app`."""

@@ -143,8 +143,18 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
     for chart in ("heatmap", "lines", "reliability"):
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f"#{chart} svg"), what=chart)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#heatmap rect")) >= 16
+    assert "gap to the diagonal" in text_of(browser, "#reliability .legend")
     screenshot(browser, "forgetting")
     check_console(browser, "forgetting", errors)
+    # a version that detected nothing held out: before, 10 red bars reached the diagonal
+    fake.detections_held_out = False
+    browser.get(base + "/forgetting")
+    wait_for(lambda: "Not measured" in text_of(browser, "#reliability"), what="no detections")
+    assert text_of(browser, "#reliability") == ("Not measured: the current version made no "
+                                                "detection with confidence ≥ 0.30 on its held-out "
+                                                "images.")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#reliability svg")
+    fake.detections_held_out = True
 
     # API: the offline route list
     browser.get(base + "/api-docs")

@@ -108,9 +108,17 @@
     return [chart, legend];
   }
 
+  /** The diagram's bins with detections (a bin without any has no precision to draw); a
+   *  version that detected nothing on its held-out images gets the reason instead. */
   function reliability(rel) {
-    const bins = (rel && rel.bins) || [];
-    if (!bins.length) return empty("No reliability data for the current version yet.");
+    const all = (rel && rel.bins) || [];
+    if (!all.length) return empty("No reliability data for the current version yet.");
+    const bins = all.filter((b) => (b.count || 0) > 0 && b.precision !== null && b.precision !== undefined);
+    if (!bins.length) {
+      const minConf = rel.protocol && rel.protocol.min_conf;
+      const floor = typeof minConf === "number" ? ` with confidence ≥ ${minConf.toFixed(2)}` : "";
+      return empty(`Not measured: the current version made no detection${floor} on its held-out images.`);
+    }
     const box = {l: 48, t: 12, w: 300, h: 230};
     const chart = S("svg", {class: "chart", viewBox: "0 0 380 300", role: "img", "aria-label": "reliability diagram",
                             style: "max-width:460px"});
@@ -131,7 +139,13 @@
     }
     chart.append(S("line", {x1: box.l, y1: box.t + box.h, x2: box.l + box.w, y2: box.t, stroke: "#444",
                             "stroke-dasharray": "5 4", "stroke-width": 1.3}));
-    return chart;
+    const legend = EC.el("div", {class: "legend"},
+      EC.el("span", {style: "--c:#5c8fd6", text: "precision (darker: more detections)"}),
+      EC.el("span", {style: "--c:#d62728", text: "gap to the diagonal (miscalibration)"}),
+      EC.el("span", {style: "--c:#444", text: "diagonal: perfect calibration"}));
+    const frame = EC.el("div");
+    frame.append(chart, legend);
+    return frame;
   }
 
   async function load() {
