@@ -101,8 +101,7 @@ def list_command(args: argparse.Namespace) -> int:
             continue
         v, engine, gate = run[0]
         mark = "*" if v.current else " "
-        acc = v.metrics.get("acc")
-        acc_text = f" acc={acc:.3f}" if isinstance(acc, (int, float)) else ""
+        acc_text = _acc_text(v.metrics)
         reason = f" ({v.reason})" if v.reason else ""  # derived: consistent with the status
         refused = f" [INT8 refused: {gate['reason']}]" if gate and gate["refused"] else ""
         label = engine["engine_label"] or "-"
@@ -110,6 +109,20 @@ def list_command(args: argparse.Namespace) -> int:
         print(f"{mark} {v.version} {v.status:<9} {label:<{width}} {v.created}{acc_text}{reason}"
               f"{refused}{broken}")
     return 0
+
+
+def _acc_text(metrics: dict) -> str:
+    """`` ACC 0.005 over 4 classes``: a version's ACC with what it averages (the gate's reason
+    beside it may average fewer: the classes with enough held-out boxes)."""
+    acc = metrics.get("acc")
+    if isinstance(acc, bool) or not isinstance(acc, (int, float)):
+        return ""
+    nouns = {"classes": ("class", "classes"), "tasks": ("task", "tasks")}
+    kind, over = metrics.get("kind"), ""
+    columns = metrics.get("per_class_map50_95" if kind == "classes" else "per_task_map50_95")
+    if kind in nouns and isinstance(columns, dict) and columns:
+        over = f" over {len(columns)} {nouns[kind][len(columns) > 1]}"
+    return f" ACC {acc:.3f}{over}"
 
 
 def pruned_runs(rows: list) -> list[list]:

@@ -253,3 +253,24 @@ def test_a_refused_first_model_leaves_no_state_dir(tmp_path, run_edgecl):
     for path in (tmp_path / "missing.pt", bad):
         code, _, err = run_edgecl(["models", "add", str(path), "--state-dir", str(state)])
         assert code == 2 and err.count("\n") == 1 and not state.exists()
+
+
+def test_models_list_says_what_a_versions_acc_averages(capsys, tmp_path):
+    """Before: 'acc=0.005 (accepted: ACC over the 2 classes with >= 5 held-out boxes 0.011)',
+    two ACCs on one line with nothing to say that the first averages every held-out class."""
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    registry = Registry(state / "models")
+    per_class = {"car": 0.02, "person": 0.0, "bicycle": 0.0, "van": 0.0}
+    registry.stage({"model.onnx": onnx}, {"metrics": {"acc": 0.005, "kind": "classes",
+                                                      "per_class_map50_95": per_class}})
+    registry.stage({"model.onnx": onnx}, {"metrics": {"acc": 0.25, "kind": "tasks",
+                                                      "per_task_map50_95": {"t1": 0.25}}})
+    registry.stage({"model.onnx": onnx}, {"metrics": {"acc": "0.3"}})  # hand-edited: not shown
+    code, out, err = run_cli(capsys, "models", "list", "--state-dir", state)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].endswith(" ACC 0.005 over 4 classes"), out
+    assert lines[1].endswith(" ACC 0.250 over 1 task") and "ACC" not in lines[2], out
