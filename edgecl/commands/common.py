@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 
 from edgecl.config import Config, MemoryConfig, load_config
 from edgecl.errors import ConfigError
@@ -61,6 +62,25 @@ def skipped_annotations_note(result: dict) -> str:
     """
     n = result["annotations_skipped"]
     return f"; annotations of no image skipped {n}" if n else ""
+
+
+def new_classes_note(result: dict) -> str:
+    """``"; new classes: Persn (close to Person: if a typo, 'edgecl classes merge Persn
+    Person')"`` for an answer's, a correction's or an import's summary, or ``""``.
+
+    Args:
+        result: its ``--json`` summary (``classes_added``, ``similar_classes``).
+    """
+    new = result.get("classes_added") or []
+    if not new:
+        return ""
+    similar = result.get("similar_classes") or {}
+    shown = []
+    for name in new:
+        close = similar.get(name)
+        shown.append(f"{name} (close to {close}: if a typo, 'edgecl classes merge {shlex.quote(name)} "
+                     f"{shlex.quote(close)}')" if close else name)
+    return f"; new classes: {', '.join(shown)}"
 
 
 def dropped_regions_note(result: dict) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from edgecl.arguments import print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
-                                    refuse_smaller_memory, require_state_dir, with_device_memory)
+                                    new_classes_note, refuse_smaller_memory, require_state_dir,
+                                    with_device_memory)
 from edgecl.commands.labels_import import add_import_parser
 from edgecl.errors import LabelError
 
@@ -188,8 +189,7 @@ def _print_answer(args, result: dict) -> None:
         print(f"skipped {result['id']}" + (f" (malformed: its files were set aside in {aside})"
                                            if aside else ""))
         return
-    new = result["classes_added"]
-    added = f"; new classes: {', '.join(new)}" if new else ""
+    added = new_classes_note(result)
     stored = (f"memory sample {result['sample']}" if result["sample"] is not None
               else "declined by the memory's insertion policy")
     print(f"answered {result['id']} with {result['boxes']} box(es) -> {stored}{added}")
@@ -278,10 +278,9 @@ def correct_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json_line(result)
         return 0
-    new = result["classes_added"]
     print(f"corrected {result['id']}: {result['boxes']} box(es), memory sample "
           f"{result['replaced']} -> {result['sample']} (learnt by the next round)"
-          + (f"; new classes: {', '.join(new)}" if new else ""))
+          + new_classes_note(result))
     return 0
 
 

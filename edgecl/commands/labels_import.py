@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgecl.arguments import print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, dropped_regions_note,
-                                    memory_given, refuse_smaller_memory,
+                                    memory_given, new_classes_note, refuse_smaller_memory,
                                     skipped_annotations_note, with_device_memory)
 
 
@@ -74,7 +74,6 @@ def import_command(args: argparse.Namespace) -> int:
     for message in report.tally.messages:
         print(f"skipped: {message}")
     reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items()) or "none"
-    added = ", ".join(result["classes_added"]) or "none"
     mapped = ", ".join(f"{src} -> {dst}" for src, dst in result["named_from_registry"].items())
     named = f"; unnamed class ids named as the device's classes: {mapped}" if mapped else ""
     matched = ", ".join(f"{src} -> {dst}" for src, dst in result["classes_matched"].items())
@@ -89,8 +88,8 @@ def import_command(args: argparse.Namespace) -> int:
                f"capacity, each task's share of the held-out slots, its byte budget: "
                f"'edgecl memory stats' shows what it holds)" if result["evicted"] else "")
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
-          f"({reasons}){orphans}; {dropped_regions_note(result)}; "
-          f"new classes: {added}"
+          f"({reasons}){orphans}; {dropped_regions_note(result)}"
+          f"{new_classes_note(result) or '; new classes: none'}"
           f"{named}{unnamed}{queued}{evicted}")
     if nothing:
         print(nothing, file=sys.stderr)

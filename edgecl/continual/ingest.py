@@ -42,6 +42,7 @@ from typing import Iterable, Protocol
 
 from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample, held_copy
 from edgecl.continual.memory.records import check_image, check_labels
+from edgecl.data.class_names import close_class_names
 from edgecl.data.images import pixels_hash
 from edgecl.data.importers import ImportItem, ImportTally, Skip, same_class_as
 from edgecl.errors import LabelError, ReplayMemoryError, StorageError
@@ -71,6 +72,8 @@ class ImportReport:
     Attributes:
         tally: counts of imported and skipped files (see :class:`ImportTally`).
         classes_added: class names new to the registry, in the order they were added.
+        similar_classes: added name -> the known name it may be a typo of
+            (:func:`~edgecl.data.class_names.close_class_names`).
         classes_matched: imported name -> the registry's name it was matched to, where they
             differ only in case or separators (``Car`` -> ``car``, ``OtherVehicle`` ->
             ``other_vehicle``).
@@ -88,6 +91,7 @@ class ImportReport:
 
     tally: ImportTally = field(default_factory=ImportTally)
     classes_added: list[str] = field(default_factory=list)
+    similar_classes: dict[str, str] = field(default_factory=dict)
     classes_matched: dict[str, str] = field(default_factory=dict)
     declined: int = 0
     evicted: int = 0
@@ -96,10 +100,12 @@ class ImportReport:
     named_from_registry: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """``{"imported", "skipped", "reasons", "evicted", "classes_added", "classes_matched",
-        "ignored_regions", "boxes", "unnamed_classes", "named_from_registry"}``."""
+        """``{"imported", "skipped", "reasons", "evicted", "classes_added", "similar_classes",
+        "classes_matched", "ignored_regions", "boxes", "unnamed_classes",
+        "named_from_registry"}``."""
         return {**self.tally.to_dict(), "evicted": self.evicted,
                 "classes_added": list(self.classes_added),
+                "similar_classes": dict(self.similar_classes),
                 "classes_matched": dict(self.classes_matched),
                 "unnamed_classes": list(self.unnamed_classes),
                 "named_from_registry": dict(self.named_from_registry)}
@@ -143,8 +149,10 @@ def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport) -> d
             if current.get(ids[name]) != name:
                 report.classes_matched[name] = current.get(ids[name], same or name)
         else:
+            close = close_class_names([name], exact)
             ids[name] = classes.id_for(name, create=True)
             report.classes_added.append(name)
+            report.similar_classes.update(close)
             exact[name] = ids[name]
     return ids
 

@@ -3,11 +3,13 @@ operator answers, checkpoints, the CLI): what a name may hold, when two spelling
 
 The class registry (:mod:`edgecl.models.classes`) stores names through :func:`clean_name`;
 imports and answers match names with :func:`known_spelling` and :func:`same_name_key`; a
-dataset's own names must give each class its own name (:func:`name_clash`).
+dataset's own names must give each class its own name (:func:`name_clash`); a new name one
+typing slip away from a known one is pointed out (:func:`close_class_names`).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -157,3 +159,42 @@ def name_clash(names: Mapping[int, str]) -> str | None:
                 f"case or separators, so an import takes them for one class; each class needs "
                 f"its own name")
     return None
+
+
+CLOSE_NAME_RATIO = 0.8
+"""How alike (difflib's ratio of the :func:`loose_class_name` forms, 0..1) a new class name must
+be to a known one to be pointed out as a possible typo (``Persn`` and ``Person``: 0.91; ``car`` and
+``cat``: 0.67, not pointed out; names that differ only in their digits, ``class_0`` and
+``class_3``, never are)."""
+
+
+def close_class_names(new_names: Iterable[str], known: Iterable[str]) -> dict[str, str]:
+    """The known class name each new name may be a typo of, where one is close.
+
+    A hint only: the new class exists either way, and ``edgecl classes merge NEW KNOWN`` undoes
+    a typo.
+
+    Args:
+        new_names: class names that were just added.
+        known: the names known before them.
+
+    Returns:
+        new name -> the closest known name with a ratio of at least :data:`CLOSE_NAME_RATIO`
+        (new names with none are left out).
+    """
+    loose = {}
+    for name in known:
+        loose.setdefault(loose_class_name(name), name)
+    loose.pop("", None)
+    out = {}
+    for name in new_names:
+        key = loose_class_name(name)
+        if len(key) < 3:  # two letters are one slip from too many names
+            continue
+        digitless = re.sub(r"\d", "", key)  # class_0 and class_3, cam1 and cam2: numbered apart
+        match = difflib.get_close_matches(
+            key, [k for k in loose if re.sub(r"\d", "", k) != digitless], n=1,
+            cutoff=CLOSE_NAME_RATIO)
+        if match:
+            out[name] = loose[match[0]]
+    return out

@@ -76,6 +76,22 @@ def test_answer_skip_and_one_line_errors(state, capsys, tmp_path):
     assert code == 2 and "no label item 'nope'" in err and err.count("\n") == 1
 
 
+def test_an_answer_naming_a_class_one_slip_from_a_known_one_says_so(state, capsys, tmp_path):
+    """Before: answering 'cars' beside the device's 'car' made a second class, unsaid."""
+    root, (low, high) = state
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"class": "cars", "xyxy": [10, 10, 90, 60]}]))
+    code, out, _ = run(capsys, "labels", "answer", high, "--boxes", str(boxes),
+                       "--state-dir", str(root))
+    assert code == 0 and out.rstrip().endswith(
+        "; new classes: cars (close to car: if a typo, 'edgecl classes merge cars car')"), out
+    boxes.write_text(json.dumps([{"class": "drone", "xyxy": [10, 10, 90, 60]}]))
+    code, out, _ = run(capsys, "labels", "answer", low, "--boxes", str(boxes), "--json",
+                       "--state-dir", str(root))
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["classes_added"] == ["drone"] and result["similar_classes"] == {}
+
+
 @pytest.mark.parametrize("content, match", [
     (None, "boxes file not found"),
     ("{oops", "is not JSON"),

@@ -190,6 +190,31 @@ def test_the_text_summary_names_classes_matched_by_case(tmp_path, capsys):
     assert line.endswith("new classes: none; names matched to the device's classes: Boat -> boat")
 
 
+def test_a_new_class_one_slip_from_a_known_one_is_pointed_out(tmp_path, capsys):
+    """Before: an import naming 'boats' beside the device's 'boat' made a new class, unsaid."""
+    root = _voc(tmp_path / "voc", 2)
+    for xml in (root / "Annotations").glob("0*.xml"):
+        xml.write_text(xml.read_text().replace("<name>boat</name>", "<name>boats</name>"))
+    state = tmp_path / "state"
+    ClassRegistry(state).add(["boat", "class_1"])
+    line = _import(capsys, state, root)
+    assert "; new classes: boats (close to boat: if a typo, 'edgecl classes merge boats boat')" in line
+    summary = _import(capsys, tmp_path / "other", root, "--json")  # nothing known: no hint
+    assert summary["classes_added"] == ["boats"] and summary["similar_classes"] == {}
+
+
+def test_close_class_names_by_hand():
+    from edgecl.data.class_names import close_class_names
+
+    known = ["Person", "car", "Bicycle", "class_0", "cam1", "OtherVehicle"]
+    new = ["Persn", "cat", "Bicyle", "class_3", "cam2", "other vehicles", "tank", "ca"]
+    # ratios of the loose forms: persn/person 10/11 = 0.91, bicyle/bicycle 12/13 = 0.92,
+    # othervehicles/othervehicle 24/25 = 0.96; cat/car 4/6 = 0.67 < 0.8; digits-only
+    # differences and names under 3 letters are never pointed out
+    assert close_class_names(new, known) == {"Persn": "Person", "Bicyle": "Bicycle",
+                                             "other vehicles": "OtherVehicle"}
+
+
 def test_images_stored_by_an_older_release_without_a_hash_are_not_imported_twice(tmp_path,
                                                                                   capsys):
     """A release before content hashes stored its samples with none: importing the same folder

@@ -47,6 +47,7 @@ import numpy as np
 
 from edgecl.atomic import atomic_write_bytes, atomic_write_json
 from edgecl.data.answers import boxes_to_labels, finite_number, valid_item_id
+from edgecl.data.class_names import close_class_names
 from edgecl.data.images import pixels_hash
 from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, storage_fault,
                            storage_faults)
@@ -443,7 +444,8 @@ class OperatorQueue:
 
         Returns:
             ``{"id", "sample": memory id or None (declined by the memory), "boxes": N,
-            "classes_added": [names]}``.
+            "classes_added": [names], "similar_classes": {new name: the known name it may be a
+            typo of} (:func:`~edgecl.data.class_names.close_class_names`), "class_ids"}``.
 
         Raises:
             NotFoundError: invalid or unknown id.
@@ -470,6 +472,7 @@ class OperatorQueue:
                 if held is not None:  # before any class is registered for it
                     self._refuse_duplicate(meta, held, memory)
                 image = self._image(item_id)
+                similar = close_class_names(new_names, known)
                 for name in new_names:
                     known[name] = int(classes.id_for(name, create=True))
                 for row in labels:
@@ -487,7 +490,7 @@ class OperatorQueue:
             self._remember_embedding(meta)
             self._remove(item_id)
         return {"id": item_id, "sample": sample_id, "boxes": int(labels.shape[0]),
-                "classes_added": new_names,
+                "classes_added": new_names, "similar_classes": similar if new_names else {},
                 "class_ids": sorted({int(c) for c in labels[:, 0]})}
 
     def answers(self, memory, classes, limit: int = 50) -> list[dict]:
@@ -585,7 +588,7 @@ class OperatorQueue:
 
         Returns:
             ``{"id", "sample": new id, "replaced": old id, "boxes": N, "classes_added",
-            "class_ids"}``.
+            "similar_classes", "class_ids"}`` (as :meth:`answer`).
 
         Raises:
             NotFoundError / ConflictError: as :meth:`answered_sample`.
@@ -603,6 +606,7 @@ class OperatorQueue:
             if new_names and not allow_new_classes:
                 raise LabelError(f"unknown class '{new_names[0]}' (known: "
                                  f"{', '.join(sorted(known)) or 'none'})")
+            similar = close_class_names(new_names, known)
             for name in new_names:
                 known[name] = int(classes.id_for(name, create=True))
             for row in labels:
@@ -616,7 +620,7 @@ class OperatorQueue:
                          corrected=(corrected if isinstance(corrected, int) else 0) + 1)
         return {"id": item_id, "sample": new_id, "replaced": sample_id,
                 "boxes": int(labels.shape[0]), "classes_added": new_names,
-                "class_ids": sorted({int(c) for c in labels[:, 0]})}
+                "similar_classes": similar, "class_ids": sorted({int(c) for c in labels[:, 0]})}
 
     def withdraw(self, item_id: str, memory) -> dict:
         """Take an answer back: its sample leaves the memory for good (a frame answered by

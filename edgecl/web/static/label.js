@@ -71,6 +71,14 @@
     draw();
   }
 
+  /** "; new class Persn is close to Person: if a typo, edgecl classes merge Persn Person",
+   *  for each new class of an answer that is one slip from a known one, or "". */
+  function typoNote(result) {
+    return Object.entries((result && result.similar_classes) || {}).map(([name, known]) =>
+      `; new class ${EC.isolate(name)} is close to ${EC.isolate(known)}: if a typo, ` +
+      `edgecl classes merge ${EC.isolate(name)} ${EC.isolate(known)}`).join("");
+  }
+
   function openNewClass() {
     const input = $("new-class");
     $("class-select").value = NEW_CLASS;
@@ -278,9 +286,10 @@
     else showEmpty();
     renderQueue();
     try {
-      await EC.postJSON(`/api/labels/${encodeURIComponent(item.id)}`, payload);
+      const result = await EC.postJSON(`/api/labels/${encodeURIComponent(item.id)}`, payload);
       forgetImage(item.id);
-      EC.toast(skip ? `skipped ${item.id}` : `saved ${item.id}: ${payload.boxes.length} box(es)`, "ok");
+      EC.toast(skip ? `skipped ${item.id}` : `saved ${item.id}: ${payload.boxes.length} box(es)` +
+               typoNote(result), "ok");
       if (!skip && state.tab === "answered") refreshAnswered().catch(EC.report);
     } catch (err) {
       state.answered.delete(item.id);
@@ -497,7 +506,7 @@
     changeAnswer(entry, "correct", payload, (result) => {
       const added = (result.classes_added || []).length
         ? `; new class ${result.classes_added.map((n) => EC.isolate(n)).join(", ")}` : "";
-      return `corrected ${entry.id}: ${payload.boxes.length} box(es)${added}`;
+      return `corrected ${entry.id}: ${payload.boxes.length} box(es)${added}${typoNote(result)}`;
     });
   }
 
