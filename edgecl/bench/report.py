@@ -453,14 +453,17 @@ def _calibration_lines(report: dict | None, version: str) -> list[str]:
 
 
 def _unevaluated_lines(state_dir: str | Path, evaluated: Sequence[str]) -> list[str]:
-    """A line naming the device's classes that no evaluation covered yet (none held out)."""
+    """A line naming the device's classes that no evaluation covered yet (none held out); a
+    class merged into another is no class of its own any more, and is left out."""
     from edgecl.models.classes import ClassRegistry, ClassRegistryError
 
     try:
-        names = ClassRegistry(state_dir).names()
+        registry = ClassRegistry(state_dir)
+        names, merged = registry.names(), registry.merged()
     except ClassRegistryError:  # the report is about the metrics; the registry's fault is its own
         return []
-    missing = [name for _, name in sorted(names.items()) if name not in set(evaluated)]
+    missing = [name for cid, name in sorted(names.items())
+               if name not in set(evaluated) and cid not in merged]
     if not missing:
         return []
     return [f"Not in the tables above: {', '.join(missing)}. These classes of the device's "

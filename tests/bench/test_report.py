@@ -80,6 +80,10 @@ def test_monitor_report_of_a_deployment_shows_the_class_view(tmp_path):
     text = write_monitor_report(tmp_path).read_text()
     assert ("Not in the tables above: Truck, Drone. These classes of the device's registry have "
             "no held-out box in any evaluation yet") in text
+    # a class merged into another is no class of its own: before, it was named as waiting
+    ClassRegistry(tmp_path).merge("Drone", "person")
+    text = write_monitor_report(tmp_path).read_text()
+    assert "Not in the tables above: Truck. These classes" in text
 
 
 def test_report_of_an_empty_database_and_of_a_missing_one(tmp_path):
