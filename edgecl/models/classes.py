@@ -482,7 +482,9 @@ def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
     """Give an empty or damaged class registry the class names the replay memory holds, with
     their ids.
 
-    A device whose ``classes.json`` is missing while its memory names classes (the file lost,
+    A registry that lacks ids past its end which the memory names (restored from an older
+    copy) gets them back, with a warning. A device whose ``classes.json`` is missing while its
+    memory names classes (the file lost,
     a memory written through the API) would otherwise number an import's or an answer's
     classes afresh and store those names over the memory's: ``truck`` samples renamed
     ``pedestrian`` without a word. A damaged ``classes.json`` (an SD-card fault: zero-filled,
@@ -513,7 +515,10 @@ def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
                     exc, len(names), ", ".join(f"{k} {v}" for k, v in sorted(names.items())),
                     f"; the damaged file is kept as {kept.name}" if kept else "")
         return
-    if not names or known:
+    if not names:
+        return
+    if known:
+        _restore_lost_ids(names, known, classes)
         return
     try:
         classes.seed(dict(sorted(names.items())))
@@ -524,3 +529,25 @@ def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
     log.warning("the class registry was empty while the replay memory names %d class(es); it "
                 "takes them with their ids: %s", len(names),
                 ", ".join(f"{k} {v}" for k, v in sorted(names.items())))
+
+
+def _restore_lost_ids(names: dict[int, str], known: dict[int, str],
+                      classes: ClassRegistry) -> None:
+    """Give back to a registry the ids past its end that the memory names (``classes.json``
+    restored from an older copy, or cut after its last good entry): the next new class would
+    otherwise take such an id, and the memory's samples of it would become that class."""
+    from edgecl.errors import EdgeclError
+
+    lost = {cid: name for cid, name in sorted(names.items()) if cid not in known}
+    if not lost:
+        return
+    shown = ", ".join(f"{k} {v}" for k, v in lost.items())
+    try:
+        classes.seed(lost)
+    except EdgeclError as exc:
+        log.warning("the class registry %s lacks class id(s) the replay memory names (%s) and "
+                    "cannot take them back (%s); check it with 'edgecl classes list' before "
+                    "teaching a new class", classes.path, shown, exc)
+        return
+    log.warning("the class registry %s lacked class id(s) the replay memory names (%s): added "
+                "back with their ids, so that no new class takes them", classes.path, shown)

@@ -344,6 +344,43 @@ def test_an_import_onto_a_memory_without_its_registry_keeps_the_memory_class_nam
     assert "takes them with their ids: 0 car, 1 truck, 2 boat" in caplog.text
 
 
+def test_a_registry_that_lost_its_last_ids_gets_them_back_before_a_new_class_takes_one(
+        tmp_path, capsys, caplog):
+    """classes.json restored from an older copy lacked the last class (boat, id 2) that the
+    memory names: the import's next new class took id 2 and the memory's boat samples became
+    that class, unsaid. The lost ids come back first; one taken meanwhile is warned of."""
+    from edgecl.runtime.labels.pipeline import MemorySink
+    from edgecl.config import load_config
+
+    state = tmp_path / "state"
+    box = np.array([[2, 0.5, 0.5, 0.2, 0.2]], np.float32)
+    with ReplayMemory(state / "memory", MemoryConfig(),
+                      names={0: "car", 1: "truck", 2: "boat"}) as memory:
+        memory.add(Sample(np.full((16, 16, 3), 9, np.uint8), box, task="stream", source="a"))
+    ClassRegistry(state).seed({0: "car", 1: "truck"})
+    src = _voc(tmp_path / "voc", 2)
+    for xml in (src / "Annotations").glob("0*.xml"):
+        xml.write_text(xml.read_text().replace("<name>boat</name>", "<name>dog</name>"))
+    result = _import(capsys, state, src, "--json")
+    assert ClassRegistry(state).names() == {0: "car", 1: "truck", 2: "boat", 3: "dog"}
+    assert result["classes_added"] == ["dog"]
+    assert "lacked class id(s) the replay memory names (2 boat): added back" in caplog.text
+    # the runtime's labelling sink gives them back too, as it opens the memory
+    ClassRegistry(state).path.write_text('{"format": 1, "classes": [{"id": 0, "name": "car"}]}')
+    caplog.clear()
+    cfg = load_config(None, [f"state_dir={state}"])
+    MemorySink.from_config(cfg, classes=ClassRegistry(state)).memory.close()
+    assert ClassRegistry(state).names() == {0: "car", 1: "truck", 2: "boat", 3: "dog"}
+    # an id a new class took meanwhile cannot come back: said, nothing renamed
+    ClassRegistry(state).path.write_text('{"format": 1, "classes": [{"id": 0, "name": "car"}, '
+                                         '{"id": 1, "name": "truck"}, {"id": 2, "name": "dog"}]}')
+    caplog.clear()
+    _import(capsys, state, src, "--json")
+    assert ClassRegistry(state).names() == {0: "car", 1: "truck", 2: "dog"}
+    assert "lacks class id(s) the replay memory names (3 dog) and cannot take " \
+           "them back" in caplog.text
+
+
 @pytest.mark.parametrize("damage", [b"\x00" * 120, b'{"format": 1, "classes": [{"id": 0, "na',
                                     b"\xff\xd8garbage", b""])
 def test_a_damaged_registry_is_rebuilt_from_the_memory_names_and_kept_aside(

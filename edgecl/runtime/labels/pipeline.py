@@ -257,6 +257,10 @@ class MemorySink:
             from edgecl.continual.memory import memory_from_config
 
             memory = memory_from_config(cfg, record_settings=True)  # the device's settings
+            if classes is not None:
+                from edgecl.models.classes import adopt_memory_class_names
+
+                adopt_memory_class_names(memory, classes)  # ids a restored classes.json lost
         queue = OperatorQueue.from_config(cfg)
         queue.recover(memory)
         novelty = None
