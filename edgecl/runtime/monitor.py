@@ -122,6 +122,38 @@ CREATE TABLE IF NOT EXISTS rounds (
 """
 
 
+def mistyped_value(conn: sqlite3.Connection) -> str | None:
+    """The first value of a number column that holds text or bytes (a hand edit, or a write
+    torn in a way SQLite's page check cannot see): every read of the metrics would fail on it,
+    so it is damage like a torn page.
+
+    Args:
+        conn: a connection to the metrics database.
+
+    Returns:
+        ``"table class_ap, column ap50_95 holds 'x' where a number belongs"``, or None.
+
+    Raises:
+        sqlite3.Error: the database cannot be read.
+    """
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    for table in sorted(tables & NUMBER_TABLES):
+        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")
+                   if str(row[2]).upper() in ("REAL", "INTEGER")]
+        for column in columns:
+            row = conn.execute(f"SELECT {column} FROM {table} WHERE typeof({column}) IN "
+                               f"('text', 'blob') LIMIT 1").fetchone()
+            if row is not None:
+                shown = repr(row[0] if isinstance(row[0], str) else bytes(row[0]))[:40]
+                return f"table {table}, column {column} holds {shown} where a number belongs"
+    return None
+
+
+NUMBER_TABLES = frozenset({"evaluations", "class_ap", "class_names", "calibration", "reliability",
+                           "runtime", "learning_stamp", "rounds"})
+"""The metrics database's tables whose number columns :func:`mistyped_value` checks."""
+
+
 class MonitorError(EdgeclError):
     """The metrics database is missing, damaged, or was given inconsistent records."""
 
@@ -240,8 +272,12 @@ class Monitor:
             conn = self._copy.connect(isolation_level=None)
             try:
                 _bring_schema_up_to_date(conn)
+                mistyped = mistyped_value(conn)
             finally:
                 conn.close()
+            if mistyped is not None:
+                self._copy.close()
+                raise self._damaged(mistyped)
         except sqlite3.Error as exc:
             self._copy.close()
             if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
@@ -315,6 +351,18 @@ class Monitor:
         if self.db_path.is_dir():  # SQLite cannot open it: a storage fault to it, damage here
             return MonitorError("a folder stands where the database file belongs")
         said = sqlite_damage(self.db_path, self.busy_timeout_s)
+        if said is None:
+            try:
+                conn = sqlite3.connect(f"{Path(os.path.abspath(self.db_path)).as_uri()}?mode=ro",
+                                       uri=True, timeout=self.busy_timeout_s, isolation_level=None)
+            except sqlite3.Error:
+                return None
+            try:
+                said = mistyped_value(conn)
+            except sqlite3.Error:
+                return None  # a lock or a storage fault: the writing connection reports it
+            finally:
+                conn.close()
         return None if said is None else MonitorError(said)
 
     @contextlib.contextmanager

@@ -314,3 +314,35 @@ def test_a_folder_where_the_database_belongs_is_set_aside_and_rebuilt(tmp_path, 
         f"made afresh and re-recorded 3 rounds from the model versions; the damaged copy is kept "
         f"as {db.parent / aside[0]}"]
     assert rounds(state) == EXPECTED
+
+
+@pytest.mark.parametrize("table, column, value", [("class_ap", "ap50_95", "x"),
+                                                  ("evaluations", "map50_95", b"\x01\x02"),
+                                                  ("rounds", "acc", "n/a")])
+def test_text_where_a_number_belongs_is_damage(tmp_path, capsys, caplog, table, column, value):
+    """Before: one text value in a number column passed SQLite's page check: 'monitor summary'
+    said 'internal error (ValueError: could not convert string to float)', every round failed
+    after staging its version (a traceback each try), and the runtime never rebuilt it."""
+    state, _registry = state_with_rounds(tmp_path)
+    db = state / DB_RELPATH
+    conn = sqlite3.connect(db)
+    conn.execute(f"UPDATE {table} SET {column}=? WHERE rowid=(SELECT MIN(rowid) FROM {table})",
+                 (value,))
+    conn.commit()
+    conn.close()
+    shown = repr(value)
+    code, out, err = _cli(capsys, "monitor", "summary", "--state-dir", str(state))
+    assert code == 2 and err.splitlines() == [
+        f"error: metrics database {db} is damaged (table {table}, column {column} holds {shown} "
+        f"where a number belongs): start `edgecl run` on this state directory: it rebuilds the "
+        f"database from the model versions (so does the next round of `edgecl learn`), keeping "
+        f"the damaged copy as metrics.sqlite.corrupt-<time>"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Monitor(state, wait_for_room=True)
+    aside = _aside(state)
+    assert _warnings(caplog) == [
+        f"metrics database {db} is damaged (table {table}, column {column} holds {shown} where a "
+        f"number belongs): made afresh and re-recorded 3 rounds from the model versions; the "
+        f"damaged copy is kept as {db.parent / aside[0]}"]
+    assert rounds(state) == EXPECTED
