@@ -28,6 +28,7 @@ from edgecl.continual.round_state import (
     RoundStatus,
     learner_dir,
     load_state,
+    progress_within_memory,
     save_state,
     update_task_bookkeeping,
 )
@@ -208,10 +209,11 @@ def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
     try:
         snapshot = memory.snapshot()
         names = dict(memory.class_names() or {})
+        last_id_given = memory.change_signature()[1]
     finally:
         memory.close()
     names.update(ClassRegistry(cfg.state_dir).names())  # INVARIANT: the class registry names ids
-    state = load_state(cfg.state_dir)
+    state = progress_within_memory(cfg.state_dir, load_state(cfg.state_dir), last_id_given)
     if max_sample_id is not None:
         # INVARIANT: a round sees only samples present when it was triggered
         snapshot = dataclasses.replace(snapshot, rows=tuple(r for r in snapshot.rows

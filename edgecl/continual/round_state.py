@@ -175,6 +175,38 @@ def load_state(state_dir: str | Path) -> LearnerState:
     return LearnerState()
 
 
+def progress_within_memory(state_dir: str | Path, state: LearnerState,
+                           last_id_given: int) -> LearnerState:
+    """The learner progress checked against the replay memory it counts in: progress past the
+    last sample id the memory ever gave (the memory replaced, restored from an older copy or
+    started afresh; the file edited) would keep every sample "learnt" until the ids caught
+    up, so no round would ever fall due. It is reset to learn every sample again (which loses
+    none), with a warning, and saved.
+
+    Args:
+        state_dir: the state directory.
+        state: the progress read (:func:`load_state`).
+        last_id_given: the memory's last id ever given (its second
+            ``change_signature()`` value; 0 for an empty new memory).
+
+    Returns:
+        ``state`` itself when consistent, else a copy with ``last_sample_id`` 0.
+    """
+    if state.last_sample_id <= max(0, int(last_id_given)):
+        return state
+    log.warning("learner progress %s says samples up to id %d were learnt, but the replay "
+                "memory has given ids up to %d only (a memory replaced, restored from an older "
+                "copy or started afresh, or the file edited); the next round learns every "
+                "sample in the memory", state_path(state_dir), state.last_sample_id,
+                last_id_given)
+    fixed = LearnerState(**{**asdict(state), "last_sample_id": 0})
+    try:  # once: every later read finds it
+        save_state(state_dir, fixed)
+    except OSError as exc:  # a read-only or full state directory: said again next time
+        log.debug("corrected learner progress not saved: %s", exc)
+    return fixed
+
+
 FINISHED_STATUSES = (VersionStatus.PROMOTED.value, VersionStatus.RETIRED.value,
                      VersionStatus.REJECTED.value)
 """Stored statuses of the versions whose recorded progress the learner had saved."""

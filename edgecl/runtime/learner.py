@@ -23,7 +23,8 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
 from edgecl.config import Config, LearnerConfig
-from edgecl.continual.round_state import RoundResult, RoundStatus, learner_dir, load_state
+from edgecl.continual.round_state import (RoundResult, RoundStatus, learner_dir, load_state,
+                                          progress_within_memory)
 from edgecl.errors import EdgeclError, storage_fault, storage_faults
 from edgecl.runtime.lock import import_running
 
@@ -387,7 +388,7 @@ def room_problem(state_dir: str | Path) -> str | None:
             f"{need / 2**20:.1f} MiB (the serving model's files twice, and its small files)")
 
 
-def _saved_progress(cfg: Config, otherwise: str) -> tuple[int, int] | None:
+def _saved_progress(cfg: Config, otherwise: str, memory=None) -> tuple[int, int] | None:
     """What the learner saved: ``(highest sample id learnt, number of the last finished round)``.
 
     The round number is the one the model versions, the metrics database (``edgecl monitor``,
@@ -396,12 +397,16 @@ def _saved_progress(cfg: Config, otherwise: str) -> tuple[int, int] | None:
     Args:
         cfg: configuration (state directory).
         otherwise: what the caller does without it, for the warning.
+        memory: the open replay memory, to check the progress against
+            (:func:`~edgecl.continual.round_state.progress_within_memory`); None: not checked.
 
     Returns:
         The pair, or None when the state cannot be read (logged with ``otherwise``).
     """
     try:
         state = load_state(cfg.state_dir)
+        if memory is not None:
+            state = progress_within_memory(cfg.state_dir, state, memory.change_signature()[1])
         return int(state.last_sample_id), int(state.round)
     except (EdgeclError, OSError, TypeError, ValueError) as exc:
         log.warning("learner: cannot read its state (%s); %s", exc, otherwise)
@@ -701,7 +706,9 @@ class LearnerSupervisor:
         self._same_failures = 0
         self._last_failure = ""
         self._backoff_until_s = 0.0
-        saved = _saved_progress(cfg, "counting samples from now on")
+        open_sink = memory_sink is not None and not getattr(memory_sink, "closed", False)
+        saved = _saved_progress(cfg, "counting samples from now on",
+                                memory_sink.memory if open_sink else None)
         # samples other processes store (edgecl labels import, CLI answers) count as well
         self._seen_max_id = saved[0] if saved else 0
         # INVARIANT: the device's round numbering (the next round is last_round + 1), not a

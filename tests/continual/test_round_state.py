@@ -116,3 +116,47 @@ def test_a_new_device_starts_fresh_without_a_warning(tmp_path, caplog):
         (tmp_path / "models").mkdir()
         assert load_state(tmp_path) == LearnerState()
     assert caplog.text == ""
+
+
+def test_progress_past_the_memorys_last_id_is_reset_so_rounds_fall_due_again(tmp_path, caplog):
+    """Before: learner/state.json saying samples up to 900 were learnt, in a memory that gave ids
+    up to 101 (a memory replaced or started afresh, a digit changed), kept every sample 'learnt':
+    'no new labelled samples', round after round, unsaid."""
+    from edgecl.continual.round_state import progress_within_memory
+
+    save_state(tmp_path, LearnerState(round=4, last_sample_id=900, task_order=["stream"]))
+    state = load_state(tmp_path)
+    assert progress_within_memory(tmp_path, state, 900) is state  # consistent: left alone
+    with caplog.at_level("WARNING"):
+        fixed = progress_within_memory(tmp_path, state, 101)
+    assert (fixed.last_sample_id, fixed.round, fixed.task_order) == (0, 4, ["stream"])
+    assert load_state(tmp_path).last_sample_id == 0  # saved: said once
+    assert ("says samples up to id 900 were learnt, but the replay memory has given ids up to "
+            "101 only") in caplog.text
+
+
+def test_a_round_and_the_runtime_learn_again_what_a_progress_past_the_memory_hid(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from edgecl.config import load_config
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.continual.round import _open_round
+    from edgecl.runtime.learner import LearnerSupervisor
+
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    with ReplayMemory(tmp_path / "memory", cfg.memory, names={0: "car"}) as memory:
+        for k in range(8):
+            memory.add(Sample(np.full((32, 32, 3), 30 * k, np.uint8),
+                              np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32), task="stream",
+                              source=f"s{k}"))
+        save_state(tmp_path, LearnerState(round=2, last_sample_id=900))
+        sink = SimpleNamespace(memory=memory, closed=False)
+        sup = LearnerSupervisor(cfg, SimpleNamespace(current=lambda: None), memory_sink=sink)
+        assert sup._seen_max_id == 0  # the runtime counts the samples as new
+        training = memory.ids(held_out=False)
+    save_state(tmp_path, LearnerState(round=2, last_sample_id=900))
+    ctx = _open_round(cfg, None)
+    assert ctx is not None and [r.id for r in ctx.new_records] == sorted(training)
+    assert len(training) >= 6

@@ -125,7 +125,8 @@ def test_rejected_new_class_does_not_refire_until_new_samples(tmp_path, monkeypa
     # class 0 known; class 3 appears, a round tries it and is rejected; the camera keeps seeing
     # class 3 (one new sample per tick): the next round must wait for 5 new samples
     sink = FakeSink([(1, {3})] * 6, own_ids=[1])  # the counted samples are the sink's own
-    sink.memory = type("M", (), {"ids": lambda self, held_out=None: [1]})()
+    sink.memory = type("M", (), {"ids": lambda self, held_out=None: [1],
+                                 "change_signature": lambda self: (1, 1)})()
     sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
     started = []
 
@@ -162,7 +163,8 @@ def test_a_due_round_waits_for_a_held_out_sample_and_keeps_its_trigger(tmp_path,
     # only the new-class trigger: a new class arrives while no sample is held out yet
     sink = FakeSink([(1, {3})], own_ids=[1])
     held = []
-    sink.memory = type("M", (), {"ids": lambda self, held_out=None: list(held) if held_out else [1]})()
+    sink.memory = type("M", (), {"ids": lambda self, held_out=None: list(held) if held_out else [1],
+                                 "change_signature": lambda self: (1 + len(held), 9)})()
     sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
     spawned = []
     monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: spawned.append(reason))
@@ -515,7 +517,8 @@ def due_supervisor(cfg, monkeypatch):
     rounds it starts (none is run)."""
     sink = FakeSink([(5, {0})] * 10)
     sink.memory = type("M", (), {"ids": lambda self, held_out=None: [1],
-                                 "records": lambda self, ids: []})()
+                                 "records": lambda self, ids: [],
+                                 "change_signature": lambda self: (1, 1)})()
     sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
     started = []
     monkeypatch.setattr(sup, "start_round", started.append)
@@ -696,7 +699,8 @@ def test_samples_a_round_learns_are_not_counted_again_for_the_next(tmp_path, mon
     sink = FakeSink([])
     sink.memory = SimpleNamespace(
         ids=lambda held_out=None: [9] if held_out else list(stored),
-        records=lambda ids: [SimpleNamespace(id=i, held_out=False, classes=(0,)) for i in ids])
+        records=lambda ids: [SimpleNamespace(id=i, held_out=False, classes=(0,)) for i in ids],
+        change_signature=lambda: (len(stored), max(stored)))
     sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
     spawned = []
     monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: spawned.append(ceiling) or None)
