@@ -10,6 +10,8 @@ import numpy as np
 # The task of every frame that carries none (a camera: deployment). A dataset streamed as one
 # task has it too: the learner then has no tasks, only classes.
 STREAM_TASK = "stream"
+MAX_TASK_CHARS = 128
+"""Longest task name, in characters (the replay memory refuses a longer one)."""
 
 
 class StreamState(enum.Enum):

@@ -407,19 +407,34 @@ def test_malformed_items_are_skipped_with_one_line(tmp_path, caplog):
     (pend / "list.json").write_text("[]")
     meta = json.loads((pend / f"{good}.json").read_text())
     damaged = {"reasons": {"novel": "high"}, "proposed": [{"class": "x", "xyxy": ["a", 1, 2, 3]}],
-               "priority": 10 ** 400, "created_s": [1]}
+               "priority": 10 ** 400, "created_s": [1], "task": [1]}
     for n, (key, value) in enumerate(damaged.items()):
         (pend / f"d{n}.json").write_text(json.dumps(dict(meta, id=f"d{n}", **{key: value})))
     (pend / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     assert [i["id"] for i in q.pending()] == [good]
     assert [i["id"] for i in q.pending()] == [good]
     warnings = [r for r in caplog.records if "malformed" in r.getMessage()]
-    assert len(warnings) == 9                                   # once per file, not per call
+    assert len(warnings) == 10                                  # once per file, not per call
     assert "'edgecl labels skip nokeys' sets it aside" in "".join(m.getMessage() for m in warnings)
     with pytest.raises(NotFoundError, match="malformed on disk and cannot be answered"):
         q.item("nokeys")
     with pytest.raises(NotFoundError, match="malformed"):
         q.answer("nokeys", [], FakeMemory(), FakeClasses())
+
+
+def test_an_item_whose_record_gives_another_size_than_its_image_is_not_stored(tmp_path):
+    """Before: a record saying 640x480 beside a 200x100 frame stored the operator's box scaled
+    to the wrong size ([5, 5, 30, 30] became [0.5, 0.67, 3, 4]), and 'memory verify' said ok."""
+    q, (good,) = queued(tmp_path)
+    path = tmp_path / "labels" / "pending" / f"{good}.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), width=640, height=480)))
+    memory = FakeMemory()
+    with pytest.raises(NotFoundError, match=(
+            f"label item '{good}' is malformed on disk: its record says 640x480 pixels, its "
+            f"image is 200x100, so its boxes cannot be placed; skip it")):
+        q.answer(good, [{"class": "car", "xyxy": [5, 5, 30, 30]}], memory, FakeClasses())
+    assert memory.samples == [] and [i["id"] for i in q.pending()] == [good]
+    assert q.skip(good)["skipped"]
 
 
 def test_skipping_a_malformed_item_sets_its_files_aside_and_records_the_skip(tmp_path):

@@ -111,7 +111,7 @@ from edgecl.continual.memory.verify import VerifyReport
 from edgecl.data.images import ImageError, read_image
 from edgecl.data.labels import labels_to_text
 from edgecl.errors import ReplayMemoryError, StorageError
-from edgecl.frames import LabelOrigin
+from edgecl.frames import MAX_TASK_CHARS, LabelOrigin
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,6 @@ UNHASHED_COPY_DISTANCE = 0.004
 content hash counts as the same image: storing as JPEG moved a thumbnail by at most 0.0015 on
 hit-uav-dev, while its frames two apart in a flight differ by 0.028 or more."""
 DEFAULT_KEEP_SNAPSHOTS = 2
-MAX_TASK_CHARS = 128
 MAX_SOURCE_CHARS = 256
 _OVERHEAD_FIXED_BYTES = 512 * 1024
 # row text at its bounds (task, source), numbers, the task/class index entries, the thumbnail

@@ -51,7 +51,7 @@ from edgecl.data.class_names import close_class_names
 from edgecl.data.images import pixels_hash
 from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, storage_fault,
                            storage_faults)
-from edgecl.frames import Detections, Frame, LabelOrigin
+from edgecl.frames import MAX_TASK_CHARS, Detections, Frame, LabelOrigin
 from edgecl.models.classes import ClassRegistry
 
 log = logging.getLogger(__name__)
@@ -472,6 +472,12 @@ class OperatorQueue:
                 if held is not None:  # before any class is registered for it
                     self._refuse_duplicate(meta, held, memory)
                 image = self._image(item_id)
+                if image.shape[:2] != (meta["height"], meta["width"]):  # boxes would be scaled
+                    raise NotFoundError(
+                        f"label item '{item_id}' is malformed on disk: its record says "
+                        f"{meta['width']}x{meta['height']} pixels, its image is "
+                        f"{image.shape[1]}x{image.shape[0]}, so its boxes cannot be placed; "
+                        f"skip it")
                 similar = close_class_names(new_names, known)
                 for name in new_names:
                     known[name] = int(classes.id_for(name, create=True))
@@ -874,6 +880,9 @@ def _meta_problem(meta: object, stem: str) -> str | None:
             return f"'{key}' must be a positive integer"
     if not finite_number(meta.get("priority", 0.0)):
         return "'priority' must be a number"
+    task = meta.get("task")
+    if task is not None and not (isinstance(task, str) and 0 < len(task) <= MAX_TASK_CHARS):
+        return f"'task' must be a name of 1-{MAX_TASK_CHARS} characters"
     if "created_s" in meta and not finite_number(meta["created_s"]):
         return "'created_s' must be a number"
     digest = meta.get(HASH_KEY)
