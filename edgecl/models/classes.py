@@ -128,8 +128,8 @@ class ClassRegistry:
                                      f"{str(exc) or 'nested too deeply'}") from None
         entries = data.get("classes") if isinstance(data, dict) else None
         if not isinstance(entries, list) or not all(
-                isinstance(e, dict) and isinstance(e.get("id"), int) and isinstance(e.get("name"), str)
-                for e in entries):
+                isinstance(e, dict) and type(e.get("id")) is int and isinstance(e.get("name"), str)
+                for e in entries):  # type(): true and false are JSON's, not ids 1 and 0
             raise ClassRegistryError(f"corrupt class registry {self.path}: expected "
                                      '{"classes": [{"id": int, "name": str, ...}]}')
         for entry in entries:
@@ -144,6 +144,17 @@ class ClassRegistry:
         if ids != list(range(len(ids))) or len(set(names)) != len(names):
             raise ClassRegistryError(f"corrupt class registry {self.path}: ids must be 0..n-1 and names "
                                      "unique")
+        broken = _broken_merges(entries)
+        if broken:
+            key = (str(self.path), tuple(broken))
+            if key not in _WARNED_MERGES:
+                _WARNED_MERGES.add(key)
+                log.warning("class registry %s: 'merged_into' of class(es) %s ignored (it names "
+                            "no other class, or the merges loop); those classes stand on their "
+                            "own ('edgecl classes merge' records a merge again)", self.path,
+                            ", ".join(f"{cid} {entries[cid]['name']}" for cid in broken))
+            entries = [{k: v for k, v in e.items() if k != "merged_into"} if e["id"] in broken
+                       else e for e in entries]
         return entries
 
     def _write(self, entries: list[dict]) -> None:
@@ -463,6 +474,31 @@ class ClassRegistry:
 
         names = [e["name"] for e in (entries if entries is not None else self._read())]
         return did_you_mean(name, names) or f" (known: {', '.join(names[:10]) or 'none'})"
+
+
+_WARNED_MERGES: set[tuple[str, tuple[int, ...]]] = set()
+"""Registries (path, broken ids) whose broken merges were warned of in this process."""
+
+
+def _broken_merges(entries: list[dict]) -> list[int]:
+    """Ids whose ``merged_into`` cannot stand: not an id (a boolean, text), an id the registry
+    lacks, the class itself, or a member of a loop of merges (1 -> 2 -> 1 would make each the
+    other). Entries are sorted by id, ids ``0..n-1``."""
+    def target(entry: dict):
+        value = entry.get("merged_into")
+        return value if type(value) is int and 0 <= value < len(entries) else None
+
+    invalid = {e["id"] for e in entries if "merged_into" in e and (
+        target(e) is None or target(e) == e["id"])}
+    looping = set()
+    for entry in entries:
+        seen, nxt = {entry["id"]}, target(entry)
+        while nxt is not None and nxt not in seen and nxt not in invalid:
+            seen.add(nxt)
+            nxt = target(entries[nxt])
+        if nxt == entry["id"] and entry["id"] not in invalid:  # back where it began: a loop
+            looping.add(entry["id"])
+    return sorted(invalid | looping)
 
 
 def _merge_target(entries: list[dict], class_id: int) -> int:

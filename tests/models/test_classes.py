@@ -136,7 +136,9 @@ def test_check_ids_refuses_a_stray_id_with_one_line(tmp_path):
 @pytest.mark.parametrize("content", ["{not json", '{"classes": [{"id": "0", "name": "car"}]}',
                                      '{"classes": [{"id": 0, "name": "a"}, {"id": 2, "name": "b"}]}',
                                      '{"classes": [{"id": 0, "name": "a"}, {"id": 1, "name": "a"}]}', "[]",
-                                     '{"classes": [{"id": 0, "name": "\\ud800"}]}'])
+                                     '{"classes": [{"id": 0, "name": "\\ud800"}]}',
+                                     # JSON's false and true are no ids 0 and 1 (they were read as such)
+                                     '{"classes": [{"id": false, "name": "a"}, {"id": true, "name": "b"}]}'])
 def test_corrupt_file_gives_one_line(tmp_path, content):
     (tmp_path / "classes.json").write_text(content)
     reg = ClassRegistry(tmp_path)
@@ -213,3 +215,28 @@ def test_a_merge_into_itself_or_back_is_refused(tmp_path):
     with pytest.raises(NotFoundError, match="unknown class 'bus'"):
         reg.merge("bus", "car")
     assert reg.merged() == {1: 0}
+
+
+@pytest.mark.parametrize("merges, broken, targets", [
+    ({1: 2, 2: 1}, "1 truck, 2 bicycle", [0, 1, 2, 3]),   # before: truck read as bicycle and back
+    ({1: 99}, "1 truck", [0, 1, 2, 3]),                   # before: listed as merged into itself
+    ({1: 1}, "1 truck", [0, 1, 2, 3]), ({1: True}, "1 truck", [0, 1, 2, 3]),
+    ({1: "0"}, "1 truck", [0, 1, 2, 3]),
+    ({1: 2, 2: 3, 3: 2}, "2 bicycle, 3 person", [0, 2, 2, 3]),  # 1 leads into the loop: kept
+])
+def test_merges_that_cannot_stand_are_ignored_with_one_warning(tmp_path, caplog, merges, broken,
+                                                               targets):
+    import json
+
+    names = ["car", "truck", "bicycle", "person"]
+    entries = [dict({"id": k, "name": n}, **({"merged_into": merges[k]} if k in merges else {}))
+               for k, n in enumerate(names)]
+    (tmp_path / "classes.json").write_text(json.dumps({"format": 1, "classes": entries}))
+    reg = ClassRegistry(tmp_path)
+    with caplog.at_level("WARNING"):
+        ids = reg.label_ids()
+        rows = reg.list()
+    said = [r.getMessage() for r in caplog.records if "merged_into" in r.getMessage()]
+    assert len(said) == 1 and f"'merged_into' of class(es) {broken} ignored" in said[0]
+    assert [ids[n] for n in names] == targets
+    assert all(row.get("merged_into") != row["name"] for row in rows)
