@@ -820,6 +820,9 @@ class Registry:
             if current in history:
                 history = history[:len(history) - 1 - history[::-1].index(current)]
             while history:
+                if history[-1] == current:  # promoted again later: serving it is no rollback
+                    history.pop()
+                    continue
                 problems = self.verify(history[-1], essential_only=True)
                 if not problems:
                     break

@@ -45,6 +45,24 @@ def test_promote_and_rollback(tmp_path, model_file):
         reg.rollback()
 
 
+def test_a_rollback_that_would_serve_the_current_version_again_is_refused(tmp_path, model_file):
+    """Before: with v0002 damaged and v0001 promoted again after it (history v1, v2, v1), a
+    rollback skipped v0002, 'rolled back to v0001' (already current, exit 0) and cut the history
+    down to [v0001]."""
+    reg = Registry(tmp_path / "models")
+    v1, v2 = reg.add(model_file, check=False), reg.add(model_file, check=False)
+    reg.promote(v1)
+    reg.promote(v2)
+    reg.promote(v1)
+    (tmp_path / "models" / v2 / "model.onnx").write_bytes(b"flipped")
+    assert reg.history() == [v1, v2, v1]
+    with pytest.raises(RegistryError, match="no earlier intact version"):
+        reg.rollback()
+    assert reg.current() == v1 and reg.history() == [v1, v2, v1]  # a refusal changes nothing
+    (tmp_path / "models" / v2 / "model.onnx").write_bytes(model_file.read_bytes())
+    assert reg.rollback() == v2
+
+
 def test_corrupt_version_is_refused(tmp_path, model_file):
     reg = Registry(tmp_path / "models")
     v1, v2 = reg.add(model_file, check=False), reg.add(model_file, check=False)
