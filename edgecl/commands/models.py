@@ -175,6 +175,9 @@ def serve_problem(registry, info, engine: dict) -> str | None:
             return f"cannot serve: {exc}; {see}"
         return None
     chosen = info.manifest.get("serve")
+    if "serve" in info.manifest and not isinstance(chosen, str):
+        return (f"manifest 'serve' is {str(chosen)[:70]!r}, not a file name: "
+                f"{engine['engine_label']} serves instead; {see}")
     if not isinstance(chosen, str) or chosen == engine.get("engine_file"):
         return None
     try:

@@ -59,6 +59,7 @@ from edgecl.models.base import NotADetectorError, sha256_file
 log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 MODEL_SUFFIXES = (".pt", ".onnx", ".engine", ".xml")  # .xml: an OpenVINO IR with its .bin
 # Default order of Registry.model_path (a manifest's ``serve`` entry wins over all but .engine).
 MODEL_PREFERENCE = (".engine", ".onnx", ".xml", ".pt")
@@ -497,8 +498,16 @@ class Registry:
             except RegistryError as exc:
                 problems.append(str(exc))
                 continue
-            if sha256_file(path) != digest:
+            if not (isinstance(digest, str) and SHA256_RE.fullmatch(digest)):
+                problems.append(f"manifest of {version}: the sha256 of {name} is "
+                                f"{str(digest)[:70]!r}, not 64 hex digits")
+            elif sha256_file(path) != digest:
                 problems.append(f"{path} does not match its manifest sha256")
+        served = manifest.get("serve")
+        if not essential_only and "serve" in manifest and not (
+                isinstance(served, str) and served in files):
+            problems.append(f"manifest of {version}: 'serve' is {str(served)[:70]!r}, none of "
+                            f"its files (the engine is chosen by preference instead)")
         return problems
 
     def file_intact(self, version: str, name: str) -> bool:

@@ -274,3 +274,29 @@ def test_models_list_says_what_a_versions_acc_averages(capsys, tmp_path):
     lines = out.splitlines()
     assert code == 0 and lines[0].endswith(" ACC 0.005 over 4 classes"), out
     assert lines[1].endswith(" ACC 0.250 over 1 task") and "ACC" not in lines[2], out
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("serve", "../v0001/model.onnx", "'serve' is '../v0001/model.onnx', none of its files"),
+    ("serve", 5, "'serve' is '5', none of its files"),
+    ("files", {"model.onnx": 12}, "the sha256 of model.onnx is '12', not 64 hex digits")])
+def test_verify_reports_manifest_fields_list_and_serving_read_otherwise(capsys, tmp_path, field,
+                                                                        value, said):
+    """Before: 'models list' flagged serve '../v0001/model.onnx' and sent the user to 'models
+    verify', which said ok; serve 5 was shown as ONNX Runtime with no note; a numeric sha256
+    read as a mismatch."""
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    registry = Registry(state / "models")
+    version = registry.stage({"model.onnx": onnx}, {})
+    registry.promote(version)
+    path = state / "models" / version / "manifest.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), **{field: value})))
+    code, out, _ = run_cli(capsys, "models", "verify", version, "--state-dir", state)
+    assert code == 1 and f"manifest of {version}: {said}" in out, out
+    if field == "serve" and value == 5:
+        code, out, _ = run_cli(capsys, "models", "list", "--state-dir", state)
+        assert "[manifest 'serve' is '5', not a file name: ONNX Runtime" in out, out
