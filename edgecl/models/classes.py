@@ -555,6 +555,7 @@ def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
         return
     if known:
         _restore_lost_ids(names, known, classes)
+        _warn_moved_names(names, known, classes)
         return
     try:
         classes.seed(dict(sorted(names.items())))
@@ -565,6 +566,23 @@ def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
     log.warning("the class registry was empty while the replay memory names %d class(es); it "
                 "takes them with their ids: %s", len(names),
                 ", ".join(f"{k} {v}" for k, v in sorted(names.items())))
+
+
+def _warn_moved_names(names: dict[int, str], known: dict[int, str],
+                      classes: ClassRegistry) -> None:
+    """Warn where the registry and the memory give one class name different ids (``car`` 0 and
+    ``truck`` 1 swapped by a hand edit, or a ``classes.json`` of another device): the memory's
+    samples of those ids are then learnt under the registry's names. A rename or a merge never
+    does this (a rename takes a new name, a merge keeps the ids)."""
+    by_name = {same_name_key(n): cid for cid, n in known.items()}
+    moved = [(name, cid, by_name[same_name_key(name)]) for cid, name in sorted(names.items())
+             if by_name.get(same_name_key(name), cid) != cid]
+    if moved:
+        log.warning("the class registry %s and the replay memory give class names different ids "
+                    "(%s): one of them was edited or comes from another device; the memory's "
+                    "samples are learnt under the registry's names (%s)", classes.path,
+                    ", ".join(f"{name}: memory {m}, registry {r}" for name, m, r in moved[:5]),
+                    ", ".join(f"id {m} is {known.get(m, '?')}" for _, m, _ in moved[:5]))
 
 
 def _restore_lost_ids(names: dict[int, str], known: dict[int, str],

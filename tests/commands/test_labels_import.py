@@ -381,6 +381,23 @@ def test_a_registry_that_lost_its_last_ids_gets_them_back_before_a_new_class_tak
            "them back" in caplog.text
 
 
+def test_class_names_swapped_between_the_registry_and_the_memory_are_warned_of(tmp_path, capsys,
+                                                                                caplog):
+    """Before: car and truck swapped in classes.json went unnoticed: the import filed car boxes
+    under truck's id and the memory's names were overwritten."""
+    state = tmp_path / "state"
+    box = np.array([[1, 0.5, 0.5, 0.2, 0.2]], np.float32)
+    with ReplayMemory(state / "memory", MemoryConfig(),
+                      names={0: "car", 1: "truck", 2: "boat"}) as memory:
+        memory.add(Sample(np.full((16, 16, 3), 9, np.uint8), box, task="stream", source="a"))
+    ClassRegistry(state).seed({0: "truck", 1: "car", 2: "boat"})
+    _import(capsys, state, _voc(tmp_path / "voc", 2), "--json")
+    assert ("give class names different ids (car: memory 0, registry 1, truck: memory 1, "
+            "registry 0): one of them was edited or comes from another device; the memory's "
+            "samples are learnt under the registry's names (id 0 is truck, id 1 is car)"
+            ) in caplog.text
+
+
 @pytest.mark.parametrize("damage", [b"\x00" * 120, b'{"format": 1, "classes": [{"id": 0, "na',
                                     b"\xff\xd8garbage", b""])
 def test_a_damaged_registry_is_rebuilt_from_the_memory_names_and_kept_aside(
