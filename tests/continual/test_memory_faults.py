@@ -349,8 +349,12 @@ def test_a_damaged_row_is_one_line_and_the_repairing_check_drops_it_alone(tmp_pa
     conn.commit()
     conn.close()
     with ReplayMemory(root, cfg(), verify_on_open=False) as memory:
-        with pytest.raises(ReplayMemoryError, match=f"row {ids[1]} of the memory index is damaged"):
+        with pytest.raises(ReplayMemoryError, match=f"row {ids[1]} of the memory index is damaged") as info:
             memory.records()
+        # before: neither the file nor the repair was named
+        assert str(info.value).endswith(
+            f" in {root / 'index.sqlite'}: 'edgecl memory verify --state-dir {tmp_path}' sets the "
+            f"sample aside in its quarantine, files kept")
         report = memory.verify(repair=False)
         assert report.corrupt_rows == (ids[1], ids[2]) and report.rows_checked == 3
         assert memory.class_names() is None  # damaged names are ignored, not fatal

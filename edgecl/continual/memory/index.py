@@ -398,8 +398,20 @@ class IndexDB:
                 raising (the repairing check).
 
         Raises:
-            DamagedRowError: a row's values cannot be read and ``damaged`` is ``None``.
+            DamagedRowError: a row's values cannot be read and ``damaged`` is ``None`` (the
+                message names the index and the command that sets the sample aside).
         """
+        try:
+            return self._records(ids, held_out, task, damaged)
+        except DamagedRowError as exc:
+            state_dir = self.path.parent.parent
+            raise DamagedRowError(f"{exc} in {self.path}: 'edgecl memory verify --state-dir "
+                                  f"{state_dir}' sets the sample aside in its quarantine, files "
+                                  f"kept", exc.sample_id) from None
+
+    def _records(self, ids: list[int] | None, held_out: bool | None, task: str | None,
+                 damaged: list[DamagedRowError] | None) -> list[SampleRecord]:
+        """The body of :meth:`records`."""
         if ids is None:
             where, params = _where(held_out, task, None)
             rows = self.conn.execute(f"SELECT {RECORD_COLUMNS} FROM samples{where} ORDER BY id",
