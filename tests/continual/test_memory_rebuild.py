@@ -84,6 +84,36 @@ def test_rebuild_restores_rows_from_snapshot_and_files(tmp_path):
     assert raw == UNKNOWN_ORIGIN
 
 
+def test_a_damaged_snapshot_and_damaged_records_are_named_and_passed_over(tmp_path):
+    """Before: a newest snapshot whose records were not a list was skipped unsaid (its samples
+    rebuilt with origin unknown), and a record saying "origin": 5 or "held_out": "yes" was taken
+    (an import rebuilt as a pseudo-label, evicted first)."""
+    root = tmp_path / "state" / "memory"
+    snap, _late, before = make_memory(root)
+    with ReplayMemory(root) as m:
+        newer = m.snapshot()
+    path = root / "snapshots" / newer.snapshot_id / "records.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), records="x")))
+    older = root / "snapshots" / snap.snapshot_id / "records.json"
+    data = json.loads(older.read_text())
+    data["records"][0]["origin"] = 5
+    data["records"][1]["held_out"] = "yes"
+    older.write_text(json.dumps(data))
+    (root / "index.sqlite").unlink()
+    report = rebuild_index(root)
+    assert report.snapshot_id == snap.snapshot_id
+    assert (report.rows, report.from_snapshot, report.from_files) == (5, 2, 3)
+    assert report.snapshot_notes[0] == (f"snapshot {newer.snapshot_id} passed over (TypeError: "
+                                        f"'records' is str, not a list)")
+    assert report.snapshot_notes[1].startswith(
+        f"2 record(s) of snapshot {snap.snapshot_id} left out, their samples rebuilt from their "
+        f"files (record 1: 'origin' is '5', not text or null)")
+    assert report.snapshot_notes[1] in report.summary()
+    with ReplayMemory(root) as m:
+        rows = {r.id: r for r in m.records()}
+    assert rows[3].origin == before[3].origin and rows[1].source != before[1].source
+
+
 def test_rebuild_of_a_missing_index_quarantines_unreadable_samples(tmp_path):
     root = tmp_path / "state" / "memory"
     make_memory(root)

@@ -83,6 +83,7 @@ class RebuildReport:
         snapshot_id: the snapshot used (None without a readable one).
         names_from: where the class names came from (``snapshot``, ``classes.json`` or None).
         moved_aside: the old index's new path (None when there was none).
+        snapshot_notes: snapshots passed over and records left out as damaged, one line each.
     """
 
     rows: int
@@ -92,6 +93,7 @@ class RebuildReport:
     snapshot_id: str | None
     names_from: str | None
     moved_aside: Path | None
+    snapshot_notes: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for humans."""
@@ -103,14 +105,15 @@ class RebuildReport:
                 f"{self.from_files} from the files only), {len(self.quarantined)} quarantined, "
                 f"{names}; {where}")
         more = quarantine.summary_text(self.quarantined)
-        return text + (f"; {more}" if more else "")
+        damaged = "".join(f"; {note}" for note in self.snapshot_notes)
+        return text + damaged + (f"; {more}" if more else "")
 
     def to_json(self) -> dict:
         """The counts as a JSON-ready dict."""
         return {"rows": self.rows, "from_snapshot": self.from_snapshot,
                 "from_files": self.from_files, "quarantined": len(self.quarantined),
                 "quarantined_samples": list(self.quarantined), "snapshot_id": self.snapshot_id,
-                "names_from": self.names_from,
+                "names_from": self.names_from, "snapshot_notes": list(self.snapshot_notes),
                 "moved_aside": None if self.moved_aside is None else str(self.moved_aside)}
 
 
@@ -250,16 +253,23 @@ def rebuild_warning(why: str, report: RebuildReport) -> str:
     return text + (f"; {more}" if more else "")
 
 
-def newest_snapshot(memory_root: Path) -> tuple[str | None, dict[int, SampleRecord],
-                                                 dict[int, str] | None]:
+def newest_snapshot(memory_root: Path, notes: list[str] | None = None
+                    ) -> tuple[str | None, dict[int, SampleRecord], dict[int, str] | None]:
     """The rows and class names of the newest snapshot whose ``records.json`` reads.
+
+    A snapshot whose file does not read (or is not a list of records) is passed over for the
+    one before; within the one used, a record of the wrong shape (``"held_out": "yes"``,
+    ``"origin": 5``) is left out, so that its sample is rebuilt from its files alone. Each is
+    said in ``notes``.
 
     Args:
         memory_root: the memory folder.
+        notes: where to append one line per snapshot passed over and per record left out.
 
     Returns:
         ``(snapshot id or None, id -> row, names or None)``.
     """
+    notes = [] if notes is None else notes
     snaps = Path(memory_root) / "snapshots"
     try:
         names_found = _snapshot_names(snaps)
@@ -268,11 +278,26 @@ def newest_snapshot(memory_root: Path) -> tuple[str | None, dict[int, SampleReco
     for name in reversed(names_found):
         try:
             data = json.loads((snaps / name / RECORDS_FILE).read_text(encoding="utf-8"))
-            rows = {int(r["id"]): SampleRecord.from_json(r) for r in data["records"]}
+            records = data["records"]
+            if not isinstance(records, list):
+                raise TypeError(f"'records' is {type(records).__name__}, not a list")
             raw = data.get("names")
             names = {int(k): str(v) for k, v in raw.items()} if raw else None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            notes.append(f"snapshot {name} passed over ({type(exc).__name__}: "
+                         f"{str(exc)[:80] or 'unreadable'})")
             continue  # a damaged snapshot: try the one before
+        rows, bad = {}, []
+        for record in records:
+            try:
+                row = SampleRecord.from_json(record)
+            except (ValueError, KeyError, TypeError) as exc:
+                bad.append(str(exc)[:100] or type(exc).__name__)
+                continue
+            rows[row.id] = row
+        if bad:
+            notes.append(f"{len(bad)} record(s) of snapshot {name} left out, their samples "
+                         f"rebuilt from their files ({bad[0]})")
         return str(data.get("snapshot_id") or name), rows, names
     return None, {}, None
 
@@ -369,7 +394,8 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None) -> RebuildRe
     state_dir = Path(state_dir) if state_dir is not None else root.parent
     if index_problem(root) is None:
         raise ReplayMemoryError(f"the index {root / INDEX_FILE} is readable; nothing to rebuild")
-    snap_id, snap_rows, snap_names = newest_snapshot(root)
+    notes: list[str] = []
+    snap_id, snap_rows, snap_names = newest_snapshot(root, notes)
     names, names_from = snap_names, "snapshot" if snap_names else None
     reg = registry_names(state_dir)
     if reg and (not names or set(reg) >= set(names)):
@@ -411,7 +437,8 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None) -> RebuildRe
     from_snap = sum(1 for _, known in rows if known)
     return RebuildReport(rows=len(rows), from_snapshot=from_snap, from_files=len(rows) - from_snap,
                          quarantined=tuple(quarantined), snapshot_id=snap_id,
-                         names_from=names_from if names else None, moved_aside=moved)
+                         names_from=names_from if names else None, moved_aside=moved,
+                         snapshot_notes=tuple(notes))
 
 
 def _remove_quietly(path: Path) -> None:

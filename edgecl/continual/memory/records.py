@@ -132,12 +132,42 @@ class SampleRecord:
     @classmethod
     def from_json(cls, obj: dict) -> "SampleRecord":
         """Rebuild a record from :meth:`to_json` output (older snapshots lack ``origin``
-        and ``image_bytes``: ground truth, size unknown)."""
+        and ``image_bytes``: ground truth, size unknown).
+
+        Raises:
+            TypeError / ValueError / KeyError: a field missing or of the wrong JSON type (a
+                hand-edited or damaged record: ``"held_out": "yes"``, ``"origin": 5``).
+        """
         data = dict(obj)
+        for key, kinds in _JSON_FIELD_TYPES.items():
+            value = data[key] if key in _REQUIRED_FIELDS else data.get(key)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise TypeError(f"record {str(data.get('id'))[:20]}: {key!r} is "
+                                f"{str(value)[:40]!r}, not {_kind_names(kinds)}")
         data["classes"] = tuple(int(c) for c in data["classes"])
+        if not all(type(c) is int for c in obj["classes"]):
+            raise TypeError(f"record {data['id']}: 'classes' must be class ids")
         data["origin"] = origin_from_text(data.get("origin"))
         data["held_out"] = bool(data["held_out"]) and data["origin"].human_verified
         return cls(**data)
+
+
+_NUMBER = (int, float)
+_JSON_FIELD_TYPES = {"id": (int,), "task": (str,), "classes": (list, tuple), "source": (str,),
+                     "ts_s": _NUMBER, "bytes": (int,), "held_out": (bool, int),
+                     "width": (int,), "height": (int,), "times_replayed": (int,),
+                     "recall_baseline": (*_NUMBER, type(None)), "last_recall": (*_NUMBER, type(None)),
+                     "last_loss": (*_NUMBER, type(None)), "origin": (str, type(None)),
+                     "image_bytes": (int, type(None))}
+"""The JSON types :meth:`SampleRecord.from_json` accepts per field (a bool only where listed)."""
+_REQUIRED_FIELDS = frozenset({"id", "task", "classes", "source", "ts_s", "bytes", "held_out",
+                              "width", "height", "times_replayed"})
+
+
+def _kind_names(kinds: tuple) -> str:
+    names = {int: "a whole number", float: "a number", str: "text", bool: "true/false",
+             list: "a list", tuple: "a list", type(None): "null"}
+    return " or ".join(dict.fromkeys(names[k] for k in kinds))
 
 
 @dataclass(frozen=True)
