@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import sys
 
 from edgecl.arguments import print_json_line
@@ -113,6 +114,13 @@ def split_command(args: argparse.Namespace) -> int:
     choices = result["balanced_splits"]
     print(f"--seed {args.seed} took split {result['split_rank']} of the {choices} about equally "
           f"balanced one(s), 1 being the most balanced" + ("; every seed gives it" if choices == 1 else ""))
+    seq = result["sequence_names"]
+    if seq:
+        print(f"warning: the image names look like frames of {seq['sequences']} sequences "
+              f"({seq['frames']} frames, e.g. {seq['example']}): split frame by frame, a test "
+              f"frame has near twins in train and test scores read too high; "
+              f"--group-by {shlex.quote(seq['group_by'])} keeps each sequence in one split",
+              file=sys.stderr)
     if args.group_by and result["ungrouped"]:
         print(f"warning: {result['ungrouped']} image name(s) did not match --group-by "
               f"'{args.group_by}'; each of them is its own group (split frame by frame)",

@@ -247,10 +247,12 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
 
     Returns:
         ``{"tasks": [{"name", "classes", "train", "val", "test"}], "unassigned", "groups",
-        "ungrouped", "bad_labels", "balanced_splits", "split_rank", "tasks_yaml"}``
+        "ungrouped", "bad_labels", "balanced_splits", "split_rank", "tasks_yaml",
+        "sequence_names"}``
         (``split_rank``: which of them the seed took, 1 the most balanced; ``balanced_splits``:
         how many splits, about equally balanced, the seed chose among; 1: every seed gives
-        this split).
+        this split; ``sequence_names``: without ``group_by``, :func:`sequence_names` of the
+        images a task took).
 
     Raises:
         ConfigError: no class names, a bad ``--tasks``, ``--ratios`` or ``--group-by`` (one
@@ -318,8 +320,42 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
                        **{s: len(lists[s]) for s in SPLITS}})
     _write_all(base, out, texts, format_tasks_yaml(ds.names, list(zip(task_names, task_classes)),
                                                    lists_dir=out.stem))
+    sequences = None if pattern is not None else sequence_names(
+        [img.stem for images in assigned.values() for img, _ in images])
     return {"tasks": report, "unassigned": unassigned, "groups": len(groups), "ungrouped": ungrouped,
-            "bad_labels": bad, "balanced_splits": choices, "split_rank": rank, "tasks_yaml": str(out)}
+            "bad_labels": bad, "balanced_splits": choices, "split_rank": rank, "tasks_yaml": str(out),
+            "sequence_names": sequences}
+
+
+SEQUENCE_NAME_RE = re.compile(r"^(.+)[_.-]\d+$")
+"""An image name without suffix that ends in a frame number after a separator
+(``1_60_30_0_00062``): its first group names the sequence."""
+SEQUENCE_GROUP_BY = r"^(.+)[_.-]\d+\.[^.]+$"
+"""The ``--group-by`` that :func:`sequence_names` suggests: the same rule on the file name
+(``1_60_30_0_00062.jpg`` -> ``1_60_30_0``)."""
+
+
+def sequence_names(stems: list[str]) -> dict | None:
+    """Whether image names look like numbered frames of a few sequences, which a split without
+    ``--group-by`` scatters over train and test (a test frame then has a near twin in train,
+    and test scores read too high).
+
+    Args:
+        stems: the image names without suffix.
+
+    Returns:
+        ``{"sequences", "frames", "example", "group_by"}`` when at least 80 % of the names are
+        ``<sequence><separator><number>`` and the sequences hold 3 frames or more on average;
+        else None.
+    """
+    prefixes = [m.group(1) for m in map(SEQUENCE_NAME_RE.match, stems) if m]
+    if not stems or len(prefixes) < 0.8 * len(stems):
+        return None
+    n_sequences = len(set(prefixes))
+    if n_sequences < 2 or len(prefixes) < 3 * n_sequences:
+        return None
+    return {"sequences": n_sequences, "frames": len(prefixes), "example": sorted(stems)[0],
+            "group_by": SEQUENCE_GROUP_BY}
 
 
 def _refuse_bad_out(out: Path) -> None:
@@ -432,6 +468,7 @@ def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_tex
         os.replace(staging / "new.yaml", out)
         fsync_dir(base)
         load_tasks(out)  # the contract every consumer reads it through
+        _remove_stale_lists(tasks_dir, set(texts))
     except BaseException:
         if yaml_swapped:
             if old_yaml.exists():
@@ -449,6 +486,19 @@ def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_tex
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale_lists(tasks_dir: Path, kept: set[str]) -> None:
+    """Remove the image-list folders of tasks that an earlier split into the same file had and
+    this one has not (a 3-task split rewritten as 2 tasks left ``t3/`` behind): only folders
+    that hold nothing but the ``train/val/test.txt`` lists this command writes."""
+    lists = {f"{s}.txt" for s in SPLITS}
+    for folder in sorted(tasks_dir.iterdir()):
+        if folder.name in kept or folder.is_symlink() or not folder.is_dir():
+            continue
+        names = {p.name for p in folder.iterdir()}
+        if names and names <= lists and all((folder / n).is_file() for n in names):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _remove_empty(folders: list[Path]) -> None:

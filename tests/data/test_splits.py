@@ -106,3 +106,64 @@ def test_the_command_says_which_balanced_split_its_seed_took(tmp_path, capsys):
     assert main(["dataset", "split-tasks", str(ds), "--tasks", "car", "--group-by", r"^(\d+)_",
                  "--seed", "1", "--out", str(tmp_path / "text.yaml")]) == 0
     assert (f"--seed 1 took split {ranks[1]} of the " in capsys.readouterr().out)
+
+
+def test_a_split_written_again_with_fewer_tasks_leaves_no_stale_task_lists(tmp_path, capsys):
+    """Before: a 3-task split rewritten as 2 tasks into the same file left tasks/t3/ behind."""
+    import cv2
+    import numpy as np
+
+    from edgecl.cli import main
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "labels").mkdir()
+    for i in range(12):
+        cv2.imwrite(str(ds / "images" / f"{i}.jpg"), np.zeros((8, 8, 3), np.uint8))
+        (ds / "labels" / f"{i}.txt").write_text(f"{i % 3} 0.5 0.5 0.5 0.5\n")
+    (ds / "data.yaml").write_text("train: images\nnames: {0: car, 1: bike, 2: person}\n")
+    out = tmp_path / "tasks.yaml"
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike;person",
+                 "--out", str(out)]) == 0
+    mine = tmp_path / "tasks" / "notes"  # a folder of the user's own beside the lists: kept
+    mine.mkdir()
+    (mine / "readme.md").write_text("mine")
+    assert sorted(p.name for p in (tmp_path / "tasks").iterdir()) == ["notes", "t1", "t2", "t3"]
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike,person",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "tasks").iterdir()) == ["notes", "t1", "t2"]
+
+
+def test_names_of_numbered_frames_split_without_group_by_are_warned_of(tmp_path, capsys):
+    """Before: hit-uav-dev's frames (1_60_30_0_00062.jpg) were split frame by frame, unsaid,
+    although its README warns that this lets near twins into train and test."""
+    import cv2
+    import numpy as np
+
+    from edgecl.cli import main
+    from edgecl.data.splits import sequence_names
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "labels").mkdir()
+    for flight in range(4):
+        for frame in range(5):
+            name = f"{flight}_60_30_0_{frame:05d}"
+            cv2.imwrite(str(ds / "images" / f"{name}.jpg"), np.zeros((8, 8, 3), np.uint8))
+            (ds / "labels" / f"{name}.txt").write_text(f"{frame % 2} 0.5 0.5 0.5 0.5\n")
+    (ds / "data.yaml").write_text("train: images\nnames: {0: car, 1: bike}\n")
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike",
+                 "--out", str(tmp_path / "a.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: the image names look like frames of 4 sequences (20 frames, e.g. "
+            "0_60_30_0_00000): split frame by frame") in err
+    assert "--group-by '^(.+)[_.-]\\d+\\.[^.]+$' keeps each sequence in one split" in err
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--group-by",
+                 r"^(.+)[_.-]\d+\.[^.]+$", "--out", str(tmp_path / "b.yaml"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["groups"] == 4 and result["sequence_names"] is None  # the hint works
+    # names that are no sequences: photos with their own numbers, or a few frames each
+    assert sequence_names([f"IMG_{k}" for k in range(10)]) is None  # one sequence
+    assert sequence_names([f"a{k}_1" for k in range(10)]) is None   # 1 frame each
+    assert sequence_names(["car", "bike", "x_1", "x_2", "x_3"]) is None  # 60 % numbered
