@@ -195,8 +195,9 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
         return RoundResult(RoundStatus.FAILED, trigger=reason, started_s=started_s,
                            reason=f"parent {ctx.parent_version} fails its integrity check: "
                                   f"{problems[0]}")
-    log.info("round %d: %d new samples of %s (trigger: %s)", ctx.state.round + 1,
-             len(ctx.new_records), sorted({r.task for r in ctx.new_records}), reason)
+    tasks = sorted({r.task for r in ctx.new_records})
+    log.info("round %d: %d new sample(s) of task(s) %s (trigger: %s)", ctx.state.round + 1,
+             len(ctx.new_records), ", ".join(tasks), reason)
     return _train_evaluate_stage(ctx, reason, started_s, record, hold)
 
 

@@ -208,6 +208,9 @@ def drive_browser(runtime, browser, registry, first, second, seen):
     wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]")) == 2,
              what="model rows")
     screenshot(browser, "runtime-models")
+    # before: "Roll back to previous" was offered with no version served before, to be refused
+    wait_for(lambda: not browser.find_element(By.ID, "rollback").is_enabled(),
+             what="rollback disabled")
     browser.find_element(By.CSS_SELECTOR, f"button.promote[data-version='{second}']").click()
     wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
     browser.find_element(By.ID, "confirm-ok").click()
@@ -215,6 +218,7 @@ def drive_browser(runtime, browser, registry, first, second, seen):
     wait_for(lambda: text_of(browser, f"tr[data-version='{second}'] .badge") == "current",
              what="promoted row")
     wait_for(lambda: runtime.loop.model_version == second, what="the loop serving it")
+    wait_for(lambda: browser.find_element(By.ID, "rollback").is_enabled(), what="rollback offered")
     browser.find_element(By.ID, "rollback").click()
     wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
     browser.find_element(By.ID, "confirm-ok").click()

@@ -71,6 +71,11 @@
     for (const row of rows) {  // a phone shows each row as a card, each cell under its column's name
       [...row.children].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
     }
+    // a version that served before (retired; "promoted" from older runtimes) is what a rollback
+    // goes back to: with none, the button would only be refused
+    const earlier = models.some((m) => m.status === "retired" || m.status === "promoted");
+    $("rollback").disabled = !earlier;
+    $("rollback").title = earlier ? "" : "No version served before this one: nothing to roll back to";
     const columns = heads.length || 9;
     $("models").replaceChildren(...(rows.length ? rows
       : [EC.el("tr", {}, EC.el("td", {colspan: columns, class: "muted", text: "no model versions yet"}))]));
