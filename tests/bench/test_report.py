@@ -132,6 +132,12 @@ def test_cli_report_and_summary(tmp_path, capsys):
     assert "forgetting[car_a] 0.1000" in text
     # the model's rate, named so: read as "fps" it was taken for the camera's (2 fps stream, 98)
     assert "\ninference_fps " in text and "\nfps " not in text
+    assert "\ninference_fps    -\n" in text  # no runtime sample: no note either
+    Monitor(tmp_path).record_runtime(98.0, 10.0, 1000, 10, "v0003")
+    assert args.func(args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("inference_fps"))
+    assert line == ("inference_fps    98.0000 (frames a second the model can take; the camera "
+                    "may deliver fewer)")
 
 
 def stream_result(ap):
