@@ -217,7 +217,9 @@ def test_verify_all_checks_a_version_whose_manifest_is_damaged(capsys, tmp_path)
     assert out.splitlines()[1].startswith(f"{bad}: corrupt manifest ")
 
 
-def test_a_version_with_nothing_left_to_serve_says_why(capsys, tmp_path):
+def _promoted_placeholder(tmp_path):
+    """A state directory whose one promoted version is a placeholder ``model.onnx``:
+    ``(state, version)``."""
     from edgecl.models.registry import Registry
 
     state = tmp_path / "state"
@@ -226,6 +228,11 @@ def test_a_version_with_nothing_left_to_serve_says_why(capsys, tmp_path):
     registry = Registry(state / "models")
     version = registry.stage({"model.onnx": onnx}, {})
     registry.promote(version)
+    return state, version
+
+
+def test_a_version_with_nothing_left_to_serve_says_why(capsys, tmp_path):
+    state, version = _promoted_placeholder(tmp_path)
     (state / "models" / version / "model.onnx").unlink()
     code, out, err = run_cli(capsys, "models", "list", "--state-dir", state)
     assert code == 0 and "[cannot serve: " in out and "model.onnx is missing" in out, out
@@ -285,14 +292,7 @@ def test_verify_reports_manifest_fields_list_and_serving_read_otherwise(capsys, 
     """Before: 'models list' flagged serve '../v0001/model.onnx' and sent the user to 'models
     verify', which said ok; serve 5 was shown as ONNX Runtime with no note; a numeric sha256
     read as a mismatch."""
-    from edgecl.models.registry import Registry
-
-    state = tmp_path / "state"
-    onnx = tmp_path / "model.onnx"
-    onnx.write_bytes(b"onnx")
-    registry = Registry(state / "models")
-    version = registry.stage({"model.onnx": onnx}, {})
-    registry.promote(version)
+    state, version = _promoted_placeholder(tmp_path)
     path = state / "models" / version / "manifest.json"
     path.write_text(json.dumps(dict(json.loads(path.read_text()), **{field: value})))
     code, out, _ = run_cli(capsys, "models", "verify", version, "--state-dir", state)
