@@ -64,12 +64,15 @@ def skipped_annotations_note(result: dict) -> str:
     return f"; annotations of no image skipped {n}" if n else ""
 
 
-def new_classes_note(result: dict) -> str:
-    """``"; new classes: Persn (close to Person: if a typo, 'edgecl classes merge Persn
-    Person')"`` for an answer's, a correction's or an import's summary, or ``""``.
+def new_classes_note(result: dict, state_dir: str) -> str:
+    """``"; new classes: Persn (close to Person; if a typo: edgecl classes merge --state-dir
+    state -- Persn Person)"`` for an answer's, a correction's or an import's summary, or ``""``.
+    The command runs as printed: each word quoted for a POSIX shell, ``--`` before the names (a
+    name may start with ``-``).
 
     Args:
         result: its ``--json`` summary (``classes_added``, ``similar_classes``).
+        state_dir: the device's state directory.
     """
     new = result.get("classes_added") or []
     if not new:
@@ -78,8 +81,12 @@ def new_classes_note(result: dict) -> str:
     shown = []
     for name in new:
         close = similar.get(name)
-        shown.append(f"{name} (close to {close}: if a typo, 'edgecl classes merge {shlex.quote(name)} "
-                     f"{shlex.quote(close)}')" if close else name)
+        if close:
+            command = shlex.join(["edgecl", "classes", "merge", "--state-dir", str(state_dir),
+                                  "--", name, close])
+            shown.append(f"{name} (close to {close}; if a typo: {command})")
+        else:
+            shown.append(name)
     return f"; new classes: {', '.join(shown)}"
 
 

@@ -180,7 +180,7 @@ def _read_answer(path: str) -> tuple[list, bool]:
         raise LabelError(f"boxes file {p}: {exc}") from None
 
 
-def _print_answer(args, result: dict) -> None:
+def _print_answer(args, result: dict, state_dir: str = "") -> None:
     if args.json:
         print_json_line(result)
         return
@@ -189,7 +189,7 @@ def _print_answer(args, result: dict) -> None:
         print(f"skipped {result['id']}" + (f" (malformed: its files were set aside in {aside})"
                                            if aside else ""))
         return
-    added = new_classes_note(result)
+    added = new_classes_note(result, state_dir)
     stored = (f"memory sample {result['sample']}" if result["sample"] is not None
               else "declined by the memory's insertion policy")
     print(f"answered {result['id']} with {result['boxes']} box(es) -> {stored}{added}")
@@ -210,7 +210,7 @@ def answer_command(args: argparse.Namespace) -> int:
         raise LabelError(f"boxes file {args.boxes}: {exc}") from None
     finally:
         memory.close()
-    _print_answer(args, result)
+    _print_answer(args, result, cfg.state_dir)
     return 0
 
 
@@ -223,7 +223,7 @@ def accept_command(args: argparse.Namespace) -> int:
         result = queue.accept(args.id, memory, classes)
     finally:
         memory.close()
-    _print_answer(args, result)
+    _print_answer(args, result, cfg.state_dir)
     return 0
 
 
@@ -280,7 +280,7 @@ def correct_command(args: argparse.Namespace) -> int:
         return 0
     print(f"corrected {result['id']}: {result['boxes']} box(es), memory sample "
           f"{result['replaced']} -> {result['sample']} (learnt by the next round)"
-          + new_classes_note(result))
+          + new_classes_note(result, cfg.state_dir))
     return 0
 
 

@@ -89,7 +89,7 @@ def import_command(args: argparse.Namespace) -> int:
                f"'edgecl memory stats' shows what it holds)" if result["evicted"] else "")
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
           f"({reasons}){orphans}; {dropped_regions_note(result)}"
-          f"{new_classes_note(result) or '; new classes: none'}"
+          f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
           f"{named}{unnamed}{queued}{evicted}")
     if nothing:
         print(nothing, file=sys.stderr)

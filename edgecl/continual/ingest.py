@@ -42,7 +42,7 @@ from typing import Iterable, Protocol
 
 from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample, held_copy
 from edgecl.continual.memory.records import check_image, check_labels
-from edgecl.data.class_names import close_class_names
+from edgecl.data.class_names import close_class_names, standing_names
 from edgecl.data.images import pixels_hash
 from edgecl.data.importers import ImportItem, ImportTally, Skip, same_class_as
 from edgecl.errors import LabelError, ReplayMemoryError, StorageError
@@ -136,9 +136,12 @@ def _name_unnamed(item: ImportItem, known: dict[int, str], report: ImportReport)
     return dataclasses.replace(item, names=names, dataset_ids=None)
 
 
-def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport) -> dict[str, int]:
+def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport,
+               known_before: list[str]) -> dict[str, int]:
     """Each box name's class id: the registry's (a merged class's name gives the class it was
-    merged into; a name spelt otherwise, the class of that name), else a new class."""
+    merged into; a name spelt otherwise, the class of that name), else a new class, pointed
+    out when it is one slip from a class ``known_before`` the import (not from another class of
+    the same dataset: ``bus`` beside ``bust`` is the dataset's own distinction)."""
     ids = {}
     exact = classes.label_ids()
     current = classes.names()
@@ -148,12 +151,13 @@ def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport) -> d
             ids[name] = exact[same or name]
             if current.get(ids[name]) != name:
                 report.classes_matched[name] = current.get(ids[name], same or name)
-        else:
-            close = close_class_names([name], exact)
-            ids[name] = classes.id_for(name, create=True)
-            report.classes_added.append(name)
-            report.similar_classes.update(close)
-            exact[name] = ids[name]
+            continue
+        ids[name] = classes.id_for(name, create=True)
+        if ids[name] in current:  # the registry's own rule found it (one of two loose matches)
+            report.classes_matched[name] = current[ids[name]]
+            continue
+        report.classes_added.append(name)
+        report.similar_classes.update(close_class_names([name], known_before))
     return ids
 
 
@@ -197,6 +201,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
     """The body of :func:`ingest`: fills ``report``."""
     bound = set((memory.class_names() or {}).keys())
     device_classes = dict(classes.names())  # names ids of unnamed datasets (see _name_unnamed)
+    known_before = standing_names(classes.names(), classes.label_ids())  # a typo's targets
     for item in items:
         if isinstance(item, Skip):
             report.tally.skip(item.reason, item.message, item.counts_file)
@@ -216,7 +221,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             log.debug("skipped %s: %s", item.source, exc)
             continue
         try:
-            ids = _class_ids(item, classes, report)
+            ids = _class_ids(item, classes, report, known_before)
         except LabelError as exc:
             report.tally.skip("bad class name", f"{item.source}: {exc}")
             continue

@@ -189,7 +189,10 @@ def close_class_names(new_names: Iterable[str], known: Iterable[str]) -> dict[st
     out = {}
     for name in new_names:
         key = loose_class_name(name)
-        if len(key) < 3:  # two letters are one slip from too many names
+        if len(key) < 3 and key not in loose:  # two letters are one slip from too many names
+            continue
+        if key in loose:  # the same name but for case and separators: traffic light
+            out[name] = loose[key]
             continue
         digitless = re.sub(r"\d", "", key)  # class_0 and class_3, cam1 and cam2: numbered apart
         match = difflib.get_close_matches(
@@ -198,3 +201,18 @@ def close_class_names(new_names: Iterable[str], known: Iterable[str]) -> dict[st
         if match:
             out[name] = loose[match[0]]
     return out
+
+
+def standing_names(names: Mapping[int, str], label_ids: Mapping[str, int]) -> list[str]:
+    """The class names that stand for themselves: a class merged into another is left out (a
+    new name close to it is close to the class it was merged into, which is listed).
+
+    Args:
+        names: class id -> name (every class of the registry, merged ones too).
+        label_ids: name -> the id a label with that name gets (a merged class's name: the id
+            of the class it was merged into).
+
+    Returns:
+        The names, by id.
+    """
+    return [name for cid, name in sorted(names.items()) if label_ids.get(name, cid) == cid]

@@ -533,7 +533,8 @@ def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
 
     Raises:
         ClassRegistryError: the registry is damaged and the memory names no class to rebuild
-            it from (the one-line error names the file).
+            it from, or it lacks ids the memory names and cannot take them back (the one-line
+            error names the file).
     """
     from edgecl.errors import EdgeclError
 
@@ -555,7 +556,6 @@ def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
         return
     if known:
         _restore_lost_ids(names, known, classes)
-        _warn_moved_names(names, known, classes)
         return
     try:
         classes.seed(dict(sorted(names.items())))
@@ -568,40 +568,43 @@ def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
                 ", ".join(f"{k} {v}" for k, v in sorted(names.items())))
 
 
-def _warn_moved_names(names: dict[int, str], known: dict[int, str],
-                      classes: ClassRegistry) -> None:
-    """Warn where the registry and the memory give one class name different ids (``car`` 0 and
-    ``truck`` 1 swapped by a hand edit, or a ``classes.json`` of another device): the memory's
-    samples of those ids are then learnt under the registry's names. A rename or a merge never
-    does this (a rename takes a new name, a merge keeps the ids)."""
-    by_name = {same_name_key(n): cid for cid, n in known.items()}
-    moved = [(name, cid, by_name[same_name_key(name)]) for cid, name in sorted(names.items())
-             if by_name.get(same_name_key(name), cid) != cid]
-    if moved:
-        log.warning("the class registry %s and the replay memory give class names different ids "
-                    "(%s): one of them was edited or comes from another device; the memory's "
-                    "samples are learnt under the registry's names (%s)", classes.path,
-                    ", ".join(f"{name}: memory {m}, registry {r}" for name, m, r in moved[:5]),
-                    ", ".join(f"id {m} is {known.get(m, '?')}" for _, m, _ in moved[:5]))
-
-
 def _restore_lost_ids(names: dict[int, str], known: dict[int, str],
                       classes: ClassRegistry) -> None:
     """Give back to a registry the ids past its end that the memory names (``classes.json``
     restored from an older copy, or cut after its last good entry): the next new class would
-    otherwise take such an id, and the memory's samples of it would become that class."""
+    otherwise take such an id, and the memory's samples of it would become that class.
+
+    Ids are given back in order, each with the memory's name, while the name is free in the
+    registry; one whose name the registry holds under another id cannot come back, and then no
+    new class may be made either (it would take that id).
+
+    Raises:
+        ClassRegistryError: an id the memory names could not be given back (the one-line
+            error names the file, the id and the clash); nothing more is changed.
+    """
     from edgecl.errors import EdgeclError
 
     lost = {cid: name for cid, name in sorted(names.items()) if cid not in known}
-    if not lost:
-        return
-    shown = ", ".join(f"{k} {v}" for k, v in lost.items())
-    try:
-        classes.seed(lost)
-    except EdgeclError as exc:
-        log.warning("the class registry %s lacks class id(s) the replay memory names (%s) and "
-                    "cannot take them back (%s); check it with 'edgecl classes list' before "
-                    "teaching a new class", classes.path, shown, exc)
-        return
-    log.warning("the class registry %s lacked class id(s) the replay memory names (%s): added "
-                "back with their ids, so that no new class takes them", classes.path, shown)
+    restored = {}
+    for cid, name in lost.items():
+        try:
+            classes.seed({cid: name})
+        except EdgeclError:
+            break
+        restored[cid] = name
+    if restored:
+        log.warning("the class registry %s lacked class id(s) the replay memory names (%s): "
+                    "added back with their ids, so that no new class takes them", classes.path,
+                    ", ".join(f"{k} {v}" for k, v in restored.items()))
+    left = {cid: name for cid, name in lost.items() if cid not in restored}
+    if left:
+        cid, name = next(iter(left.items()))
+        holder = next((k for k, v in classes.names().items()
+                       if same_name_key(v) == same_name_key(name)), None)
+        clash = (f"the registry gives {name!r} id {holder}" if holder is not None
+                 else "ids must follow one another")
+        raise ClassRegistryError(
+            f"the class registry {classes.path} lacks class id {cid}, which the replay memory "
+            f"names {name!r} ({len(left)} id(s) in all), and cannot take it back ({clash}); a "
+            f"new class would take the id and relabel those samples: restore classes.json, or "
+            f"edit it so that id {cid} is {name!r}")

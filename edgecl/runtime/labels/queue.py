@@ -47,7 +47,7 @@ import numpy as np
 
 from edgecl.atomic import atomic_write_bytes, atomic_write_json
 from edgecl.data.answers import boxes_to_labels, finite_number, valid_item_id
-from edgecl.data.class_names import close_class_names
+from edgecl.data.class_names import close_class_names, standing_names
 from edgecl.data.images import pixels_hash
 from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, storage_fault,
                            storage_faults)
@@ -478,7 +478,7 @@ class OperatorQueue:
                         f"{meta['width']}x{meta['height']} pixels, its image is "
                         f"{image.shape[1]}x{image.shape[0]}, so its boxes cannot be placed; "
                         f"skip it")
-                similar = close_class_names(new_names, known)
+                similar = close_class_names(new_names, standing_names(classes.names(), known))
                 for name in new_names:
                     known[name] = int(classes.id_for(name, create=True))
                 for row in labels:
@@ -612,7 +612,7 @@ class OperatorQueue:
             if new_names and not allow_new_classes:
                 raise LabelError(f"unknown class '{new_names[0]}' (known: "
                                  f"{', '.join(sorted(known)) or 'none'})")
-            similar = close_class_names(new_names, known)
+            similar = close_class_names(new_names, standing_names(classes.names(), known))
             for name in new_names:
                 known[name] = int(classes.id_for(name, create=True))
             for row in labels:
