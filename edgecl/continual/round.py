@@ -201,6 +201,24 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
     return _train_evaluate_stage(ctx, reason, started_s, record, hold)
 
 
+def _without_unnamed_classes(snapshot, names: dict[int, str]):
+    """The snapshot without samples holding a class id that neither the class registry nor the
+    memory names (a label edited by hand): with them, the round grew the model to that many
+    classes under placeholder names. Said in one warning; the samples stay in the memory."""
+    unnamed = [r for r in snapshot.rows if any(c not in names for c in r.classes)]
+    if not unnamed:
+        return snapshot
+    first = unnamed[0]
+    cls = next(c for c in first.classes if c not in names)
+    log.warning("%d sample(s) hold a class id that the class registry does not name (sample %d: "
+                "class id %d; the registry names %d classes) and are left out of this round: a "
+                "label edited by hand? 'edgecl memory remove %d' deletes such a sample",
+                len(unnamed), first.id, cls, len(names), first.id)
+    left_out = {r.id for r in unnamed}
+    return dataclasses.replace(snapshot, rows=tuple(r for r in snapshot.rows
+                                                    if r.id not in left_out))
+
+
 def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
     from edgecl.continual.memory import memory_from_config
     from edgecl.models.classes import ClassRegistry
@@ -219,6 +237,7 @@ def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
         # INVARIANT: a round sees only samples present when it was triggered
         snapshot = dataclasses.replace(snapshot, rows=tuple(r for r in snapshot.rows
                                                             if r.id <= max_sample_id))
+    snapshot = _without_unnamed_classes(snapshot, names)
     new = [r for r in snapshot.records(held_out=False) if r.id > state.last_sample_id]
     if not new:
         return None

@@ -99,26 +99,6 @@ def test_a_truncated_label_is_quarantined_with_its_intact_image(mem):
     assert ":1: 3 values" in meta["reason"] and "(import labels" in report.quarantined[0]
 
 
-def test_a_label_with_a_class_the_memory_does_not_name_is_damage(mem, tmp_path):
-    """Before: a label file holding class 9 (the memory names 0 car, 1 forklift) passed every
-    check, also after an index rebuild, and the next round grew the model to 10 classes named
-    class2 .. class9."""
-    keep = mem.add(sample(1))
-    sid = mem.add(sample(2, origin=LabelOrigin.IMPORT))
-    mem.label_path(sid).write_text("9 0.5 0.5 0.2 0.2\n")
-    conn = sqlite3.connect(mem.root / "index.sqlite")
-    conn.execute("UPDATE samples SET classes='[9]', primary_class=9 WHERE id=?", (sid,))
-    conn.commit()
-    conn.close()
-    why = (f"row {sid}: label {sid:08d}.txt holds class id 9, which the memory's class names "
-           f"(ids 0-1) do not name")
-    check = mem.verify(repair=False)
-    assert check.corrupt_rows == (sid,) and check.details == (why,) and not check.ok
-    report = mem.verify(repair=True)
-    assert mem.ids() == [keep] and report.corrupt_rows == (sid,)
-    assert (folder(mem, sid) / f"{sid:08d}.txt").read_text() == "9 0.5 0.5 0.2 0.2\n"
-
-
 def test_an_emptied_label_of_a_labelled_sample_is_damage(mem):
     negative = mem.add(sample(1, labels=np.zeros((0, 5), np.float32)))
     sid = mem.add(sample(2, origin=LabelOrigin.OPERATOR))

@@ -160,3 +160,39 @@ def test_a_round_and_the_runtime_learn_again_what_a_progress_past_the_memory_hid
     ctx = _open_round(cfg, None)
     assert ctx is not None and [r.id for r in ctx.new_records] == sorted(training)
     assert len(training) >= 6
+
+
+def test_a_round_leaves_out_samples_whose_class_the_registry_does_not_name(tmp_path, caplog):
+    """Before: a label edited to class 9 (the device names 0 car, 1 truck) grew the next round's
+    model to 10 classes named class2 .. class9. Left out with one warning, kept in the memory
+    (a memory whose own class names were cut must not lose healthy samples either)."""
+    import sqlite3
+
+    import numpy as np
+
+    from edgecl.config import load_config
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.continual.round import _open_round
+    from edgecl.models.classes import ClassRegistry
+
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    ClassRegistry(tmp_path).seed({0: "car", 1: "truck"})
+    with ReplayMemory(tmp_path / "memory", cfg.memory, names={0: "car", 1: "truck"}) as memory:
+        ids = [memory.add(Sample(np.full((32, 32, 3), 30 * k, np.uint8),
+                                 np.array([[k % 2, 0.5, 0.5, 0.2, 0.2]], np.float32),
+                                 task="stream", source=f"s{k}")) for k in range(8)]
+        training = memory.ids(held_out=False)
+    edited = training[0]
+    (tmp_path / "memory" / "labels" / f"{edited:08d}.txt").write_text("9 0.5 0.5 0.2 0.2\n")
+    conn = sqlite3.connect(tmp_path / "memory" / "index.sqlite")
+    conn.execute("UPDATE samples SET classes='[9]', primary_class=9 WHERE id=?", (edited,))
+    conn.execute("UPDATE meta SET value='{\"0\": \"car\"}' WHERE key='names'")  # names cut
+    conn.commit()
+    conn.close()
+    with caplog.at_level("WARNING"):
+        ctx = _open_round(cfg, None)
+    assert sorted(r.id for r in ctx.new_records) == sorted(training[1:])
+    assert (f"1 sample(s) hold a class id that the class registry does not name (sample {edited}: "
+            f"class id 9; the registry names 2 classes)") in caplog.text
+    with ReplayMemory(tmp_path / "memory", cfg.memory) as memory:
+        assert sorted(memory.ids()) == sorted(i for i in ids if i is not None)  # nothing lost

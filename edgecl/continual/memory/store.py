@@ -1125,14 +1125,6 @@ class ReplayMemory:
             verdicts: dict[int, checks.RowProblem | None] = {
                 r.id: checks.row_problem(r, self.image_path(r.id), self.label_path(r.id), deep)
                 for r in records}
-            known_nc = self._known_nc()
-            for r in records:  # a class id past the names the memory holds: add refuses it
-                unnamed = [c for c in r.classes if known_nc is not None and c >= known_nc]
-                if verdicts[r.id] is None and unnamed:
-                    verdicts[r.id] = checks.RowProblem(
-                        "corrupt", f"label {self.label_path(r.id).name} holds class id "
-                        f"{unnamed[0]}, which the memory's class names (ids 0-{known_nc - 1}) "
-                        f"do not name", self.label_path(r.id).name)
             verdicts.update({d.sample_id: checks.RowProblem("corrupt", str(d), "index row")
                              for d in damaged})
             broken = {i: v for i, v in verdicts.items() if v is not None}
