@@ -241,7 +241,8 @@ class OperatorQueue:
         except (OSError, ValueError, RecursionError) as exc:
             meta, why = None, f"unreadable ({type(exc).__name__})"
         if why is None:
-            why = _meta_problem(meta, path.stem)
+            why = _meta_problem(meta, path.stem) or _image_size_problem(path.with_suffix(".jpg"),
+                                                                        meta)
         if why is not None:
             if path.name not in self._warned:
                 self._warned.add(path.name)
@@ -472,12 +473,6 @@ class OperatorQueue:
                 if held is not None:  # before any class is registered for it
                     self._refuse_duplicate(meta, held, memory)
                 image = self._image(item_id)
-                if image.shape[:2] != (meta["height"], meta["width"]):  # boxes would be scaled
-                    raise NotFoundError(
-                        f"label item '{item_id}' is malformed on disk: its record says "
-                        f"{meta['width']}x{meta['height']} pixels, its image is "
-                        f"{image.shape[1]}x{image.shape[0]}, so its boxes cannot be placed; "
-                        f"skip it")
                 similar = close_class_names(new_names, standing_names(classes.names(), known))
                 for name in new_names:
                     known[name] = int(classes.id_for(name, create=True))
@@ -897,6 +892,23 @@ def _meta_problem(meta: object, stem: str) -> str | None:
             and all(finite_number(v) for v in p["xyxy"]) and isinstance(p.get("class"), str)
             and finite_number(p.get("score", 0.0)) for p in proposed):
         return "'proposed' must be a list of {class: text, xyxy: 4 numbers, score: number}"
+    return None
+
+
+def _image_size_problem(image_path: Path, meta: dict) -> str | None:
+    """Whether an item's recorded size is not its image's (read from the JPEG header): its
+    boxes, in pixels of the recorded size, could not be placed on the image. An image that
+    cannot be read is left to the answer, which says so."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image_path) as image:
+            width, height = image.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    if (width, height) != (meta["width"], meta["height"]):
+        return (f"it records {meta['width']}x{meta['height']} pixels, its image is "
+                f"{width}x{height}")
     return None
 
 
