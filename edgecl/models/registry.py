@@ -59,7 +59,7 @@ from edgecl.models.base import NotADetectorError, sha256_file
 log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
+SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 MODEL_SUFFIXES = (".pt", ".onnx", ".engine", ".xml")  # .xml: an OpenVINO IR with its .bin
 # Default order of Registry.model_path (a manifest's ``serve`` entry wins over all but .engine).
 MODEL_PREFERENCE = (".engine", ".onnx", ".xml", ".pt")
@@ -464,7 +464,7 @@ class Registry:
                 path = self.file_path(version, entry)
             except RegistryError as exc:
                 return str(exc)
-            if verify and sha256_file(path) != entries[entry]:
+            if verify and sha256_file(path) != str(entries[entry]).lower():
                 return f"{path} does not match its manifest sha256"
         return None
 
@@ -501,13 +501,14 @@ class Registry:
             if not (isinstance(digest, str) and SHA256_RE.fullmatch(digest)):
                 problems.append(f"manifest of {version}: the sha256 of {name} is "
                                 f"{str(digest)[:70]!r}, not 64 hex digits")
-            elif sha256_file(path) != digest:
+            elif sha256_file(path) != digest.lower():
                 problems.append(f"{path} does not match its manifest sha256")
         served = manifest.get("serve")
         if not essential_only and "serve" in manifest and not (
-                isinstance(served, str) and served in files):
+                isinstance(served, str) and served in files
+                and served.lower().endswith(MODEL_SUFFIXES)):
             problems.append(f"manifest of {version}: 'serve' is {str(served)[:70]!r}, none of "
-                            f"its files (the engine is chosen by preference instead)")
+                            f"its model files (the engine is chosen by preference instead)")
         return problems
 
     def file_intact(self, version: str, name: str) -> bool:
@@ -522,7 +523,8 @@ class Registry:
         """
         try:
             digest = self.manifest(version).get("files", {}).get(name)
-            return digest is not None and sha256_file(self.file_path(version, name)) == digest
+            return (digest is not None
+                    and sha256_file(self.file_path(version, name)) == str(digest).lower())
         except (RegistryError, OSError):
             return False
 

@@ -284,8 +284,9 @@ def test_models_list_says_what_a_versions_acc_averages(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("field, value, said", [
-    ("serve", "../v0001/model.onnx", "'serve' is '../v0001/model.onnx', none of its files"),
-    ("serve", 5, "'serve' is '5', none of its files"),
+    ("serve", "../v0001/model.onnx", "'serve' is '../v0001/model.onnx', none of its model files"),
+    ("serve", 5, "'serve' is '5', none of its model files"),
+    ("serve", "calibrator.json", "'serve' is 'calibrator.json', none of its model files"),
     ("files", {"model.onnx": 12}, "the sha256 of model.onnx is '12', not 64 hex digits")])
 def test_verify_reports_manifest_fields_list_and_serving_read_otherwise(capsys, tmp_path, field,
                                                                         value, said):
@@ -300,3 +301,13 @@ def test_verify_reports_manifest_fields_list_and_serving_read_otherwise(capsys, 
     if field == "serve" and value == 5:
         code, out, _ = run_cli(capsys, "models", "list", "--state-dir", state)
         assert "[manifest 'serve' is '5', not a file name: ONNX Runtime" in out, out
+
+
+def test_a_sha256_written_in_capitals_is_the_same_sha256(capsys, tmp_path):
+    state, version = _promoted_placeholder(tmp_path)
+    path = state / "models" / version / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["files"] = {k: v.upper() for k, v in manifest["files"].items()}
+    path.write_text(json.dumps(manifest))
+    code, out, _ = run_cli(capsys, "models", "verify", version, "--state-dir", state)
+    assert code == 0 and out.strip() == f"{version}: ok", out  # before: "not 64 hex digits"
