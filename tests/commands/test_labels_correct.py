@@ -149,7 +149,7 @@ def test_memory_remove_deletes_samples_all_or_nothing(answered, capsys):
     assert last_json(out)["per_origin"]["operator"] == 1
 
 
-def test_an_answer_whose_record_was_lost_is_still_listed(answered, capsys, tmp_path):
+def test_an_answer_whose_record_was_lost_is_still_listed(answered, capsys, tmp_path, caplog):
     """Before: the list came from labels/answered.json, so a correction a kill (or a full disk)
     kept out of that record vanished from it, and a damaged record hid every answer."""
     state, ids = answered
@@ -163,11 +163,15 @@ def test_an_answer_whose_record_was_lost_is_still_listed(answered, capsys, tmp_p
         with pytest.raises(SystemExit):
             queue.correct(ids[0], json.loads(truck.read_text()), memory, classes)
         queue._record = original
-    (state / "labels" / "answered.json").write_text("{damaged")
-    code, out, _ = run(capsys, "labels", "answered", "--json", "--state-dir", str(state))
-    listed = last_json(out)
-    assert code == 0 and [a["id"] for a in listed] == [ids[0], ids[2], ids[1]]
-    assert [a["sample"] for a in listed] == [4, 3, 2] and listed[0]["boxes"][0]["class"] == "truck"
+    for damage in ("{damaged", "{}"):  # before: an object instead of a list was dropped unsaid
+        (state / "labels" / "answered.json").write_text(damage)
+        caplog.clear()
+        code, out, _ = run(capsys, "labels", "answered", "--json", "--state-dir", str(state))
+        listed = last_json(out)
+        assert code == 0 and [a["id"] for a in listed] == [ids[0], ids[2], ids[1]]
+        assert [a["sample"] for a in listed] == [4, 3, 2]
+        assert listed[0]["boxes"][0]["class"] == "truck"
+        assert "answered-label record" in caplog.text, damage
 
 
 def test_the_limit_counts_answers_still_in_memory(answered, capsys):

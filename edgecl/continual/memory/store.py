@@ -1305,10 +1305,19 @@ def recorded_memory_config(root: str | Path) -> MemoryConfig | None:
                                (MEMORY_CONFIG_KEY,)).fetchone()
         finally:
             conn.close()
+    except (sqlite3.Error, OSError):
+        return None  # cannot be read here: the memory's open says why
+    try:
         data = json.loads(row[0]) if row else None
-    except (sqlite3.Error, OSError, TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
+        log.warning("memory %s: its recorded settings are not valid (not JSON); this command's "
+                    "are used", root)
+        return None
+    if data is None:
         return None
     if not isinstance(data, dict):
+        log.warning("memory %s: its recorded settings are not valid (a JSON %s, not an object); "
+                    "this command's are used", root, type(data).__name__)
         return None
     defaults = dataclasses.asdict(MemoryConfig())
     values = {}

@@ -185,7 +185,11 @@ class OperatorQueue:
         except (OSError, ValueError, RecursionError) as exc:
             log.warning("%s %s unreadable (%s); starting a new one", what, path, exc)
             return []
-        return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+        if not isinstance(data, list):
+            log.warning("%s %s holds a JSON %s, not a list; starting a new one", what, path,
+                        type(data).__name__)
+            return []
+        return [e for e in data if isinstance(e, dict)]
 
     def _answered(self) -> list[dict]:
         return [e for e in self._read_entries(self._answered_path, "answered-label record")
