@@ -859,14 +859,14 @@ class LearnerSupervisor:
         most once every :data:`OTHER_WRITERS_SAY_EVERY_S` (an import stores hundreds, and a
         line per look every few seconds buried the log)."""
         if first:
-            log.info("%d sample(s) stored before this start and not learnt yet count towards "
-                     "the next round", n)
+            log.info("%d training sample(s) stored before this start and not learnt yet count "
+                     "towards the next round", n)
             return
         self._other_writers_unsaid += n
         if now_s - self._other_writers_said_s >= OTHER_WRITERS_SAY_EVERY_S:
-            log.info("%d sample(s) stored by another process (labels import, answers or "
-                     "corrections on the command line) count towards the next round",
-                     self._other_writers_unsaid)
+            log.info("%d training sample(s) stored by another process (labels import, answers "
+                     "or corrections on the command line) count towards the next round (held-out "
+                     "ones judge it instead)", self._other_writers_unsaid)
             self._other_writers_said_s, self._other_writers_unsaid = now_s, 0
 
     def _no_held_out_yet(self) -> bool:
