@@ -65,8 +65,8 @@ def skipped_annotations_note(result: dict) -> str:
 
 
 def new_classes_note(result: dict, state_dir: str) -> str:
-    """``"; new classes: Persn (close to Person; if a typo: edgecl classes merge --state-dir
-    state -- Persn Person)"`` for an answer's, a correction's or an import's summary, or ``""``.
+    """``"; new classes: Persn (close to Person; if a typo: edgecl classes merge
+    --state-dir=state -- Persn Person)"`` for an answer's, a correction's or an import's summary, or ``""``.
     The command runs as printed: each word quoted for a POSIX shell, ``--`` before the names (a
     name may start with ``-``).
 
@@ -82,8 +82,8 @@ def new_classes_note(result: dict, state_dir: str) -> str:
     for name in new:
         close = similar.get(name)
         if close:
-            command = shlex.join(["edgecl", "classes", "merge", "--state-dir", str(state_dir),
-                                  "--", name, close])
+            command = shlex.join(["edgecl", "classes", "merge", f"--state-dir={state_dir}",
+                                  "--", name, close])  # one word: a folder may start with -
             shown.append(f"{name} (close to {close}; if a typo: {command})")
         else:
             shown.append(name)

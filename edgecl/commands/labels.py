@@ -87,14 +87,21 @@ def _queue(args):
     return cfg, OperatorQueue.from_config(cfg)
 
 
-def _memory_and_classes(cfg, args: argparse.Namespace):
+def _memory_and_classes(cfg, args: argparse.Namespace, may_add_classes: bool = True):
+    """The memory and the class registry (its lost ids given back first; where one cannot
+    come back, a command that may add a class is refused, one that only reads or removes is
+    warned)."""
     from edgecl.continual.memory import memory_from_config
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
 
     cfg = with_device_memory(cfg, memory_given(args))
     refuse_smaller_memory(cfg)
     memory, classes = memory_from_config(cfg), ClassRegistry(cfg.state_dir)
-    adopt_memory_class_names(memory, classes)
+    try:
+        adopt_memory_class_names(memory, classes, refuse_lost=may_add_classes)
+    except BaseException:
+        memory.close()
+        raise
     return memory, classes
 
 
@@ -108,7 +115,7 @@ def _reading_memory_and_classes(cfg, args: argparse.Namespace):
 
     root = Path(cfg.state_dir) / "memory"
     if not (root / INDEX_FILE).is_file() or is_writable(root):
-        return _memory_and_classes(cfg, args)
+        return _memory_and_classes(cfg, args, may_add_classes=False)
     memory_cfg = with_device_memory(cfg, memory_given(args)).memory
     return (ReplayMemory(root, memory_cfg, verify_on_open=False, read_only=True),
             ClassRegistry(cfg.state_dir))
@@ -287,7 +294,7 @@ def correct_command(args: argparse.Namespace) -> int:
 def withdraw_command(args: argparse.Namespace) -> int:
     """Take an answer back: remove its sample from the memory."""
     cfg, queue = _queue(args)
-    memory, _classes = _memory_and_classes(cfg, args)
+    memory, _classes = _memory_and_classes(cfg, args, may_add_classes=False)
     try:
         result = queue.withdraw(args.id, memory)
     finally:

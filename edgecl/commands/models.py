@@ -301,8 +301,13 @@ def verify_command(args: argparse.Namespace) -> int:
 
 
 def _verify_note(problem: str, essential: set[str]) -> str:
-    """What a problem of ``models verify`` means for serving ("" for an essential one)."""
+    """What a problem of ``models verify`` means for serving ("" for an essential one, and
+    for a serve entry's, which says it)."""
+    from edgecl.models.registry import SERVE_ENTRY_PROBLEM
+
     if problem in essential:
+        return ""
+    if SERVE_ENTRY_PROBLEM in problem:  # the manifest's serve entry (Registry.verify)
         return ""
     if re.search(r"\.json\b", problem):  # a record beside the model (is_record_file)
         return " (a record beside the model: not used; the version still serves)"

@@ -514,7 +514,7 @@ def _merge_target(entries: list[dict], class_id: int) -> int:
         class_id = nxt
 
 
-def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
+def adopt_memory_class_names(memory, classes: ClassRegistry, refuse_lost: bool = True) -> None:
     """Give an empty or damaged class registry the class names the replay memory holds, with
     their ids.
 
@@ -530,11 +530,14 @@ def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
     Args:
         memory: the open replay memory (``class_names()``).
         classes: the class registry.
+        refuse_lost: raise when the registry lacks ids the memory names and cannot take them
+            back (a command that may make a new class); False: warn (one that only reads or
+            removes).
 
     Raises:
         ClassRegistryError: the registry is damaged and the memory names no class to rebuild
-            it from, or it lacks ids the memory names and cannot take them back (the one-line
-            error names the file).
+            it from, or, with ``refuse_lost``, it lacks ids the memory names and cannot take
+            them back (the one-line error names the file).
     """
     from edgecl.errors import EdgeclError
 
@@ -555,7 +558,12 @@ def adopt_memory_class_names(memory, classes: ClassRegistry) -> None:
     if not names:
         return
     if known:
-        _restore_lost_ids(names, known, classes)
+        try:
+            _restore_lost_ids(names, known, classes)
+        except ClassRegistryError as exc:
+            if refuse_lost:
+                raise
+            log.warning("%s", exc)
         return
     try:
         classes.seed(dict(sorted(names.items())))
@@ -601,10 +609,13 @@ def _restore_lost_ids(names: dict[int, str], known: dict[int, str],
         cid, name = next(iter(left.items()))
         holder = next((k for k, v in classes.names().items()
                        if same_name_key(v) == same_name_key(name)), None)
-        clash = (f"the registry gives {name!r} id {holder}" if holder is not None
-                 else "ids must follow one another")
+        if holder is not None:
+            fix = (f"the registry gives {name!r} to class {holder}: if that is another class, "
+                   f"rename it (edgecl classes rename), and id {cid} comes back by itself; or "
+                   f"restore classes.json from a copy")
+        else:
+            fix = "ids must follow one another: restore classes.json from a copy"
         raise ClassRegistryError(
             f"the class registry {classes.path} lacks class id {cid}, which the replay memory "
-            f"names {name!r} ({len(left)} id(s) in all), and cannot take it back ({clash}); a "
-            f"new class would take the id and relabel those samples: restore classes.json, or "
-            f"edit it so that id {cid} is {name!r}")
+            f"names {name!r} ({len(left)} id(s) in all), and cannot take it back, so no new class "
+            f"is made (it would take the id and relabel those samples); {fix}")

@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+SERVE_ENTRY_PROBLEM = ("none of its model files (the engine is chosen by preference instead; "
+                       "the version still serves)")
+"""How :meth:`Registry.verify` ends the problem of a manifest's ``serve`` entry."""
 MODEL_SUFFIXES = (".pt", ".onnx", ".engine", ".xml")  # .xml: an OpenVINO IR with its .bin
 # Default order of Registry.model_path (a manifest's ``serve`` entry wins over all but .engine).
 MODEL_PREFERENCE = (".engine", ".onnx", ".xml", ".pt")
@@ -507,8 +510,8 @@ class Registry:
         if not essential_only and "serve" in manifest and not (
                 isinstance(served, str) and served in files
                 and served.lower().endswith(MODEL_SUFFIXES)):
-            problems.append(f"manifest of {version}: 'serve' is {str(served)[:70]!r}, none of "
-                            f"its model files (the engine is chosen by preference instead)")
+            problems.append(f"manifest of {version}: 'serve' is {str(served)[:70]!r}, "
+                            f"{SERVE_ENTRY_PROBLEM}")
         return problems
 
     def file_intact(self, version: str, name: str) -> bool:

@@ -298,6 +298,7 @@ def test_verify_reports_manifest_fields_list_and_serving_read_otherwise(capsys, 
     path.write_text(json.dumps(dict(json.loads(path.read_text()), **{field: value})))
     code, out, _ = run_cli(capsys, "models", "verify", version, "--state-dir", state)
     assert code == 1 and f"manifest of {version}: {said}" in out, out
+    assert "a record beside" not in out and "an engine built" not in out  # no note of another kind
     if field == "serve" and value == 5:
         code, out, _ = run_cli(capsys, "models", "list", "--state-dir", state)
         assert "[manifest 'serve' is '5', not a file name: ONNX Runtime" in out, out

@@ -697,10 +697,29 @@ def test_an_answer_to_an_item_whose_frame_was_cut_stores_nothing(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     mem, classes = FakeMemory(), FakeClasses({0: "car"})
-    with pytest.raises(NotFoundError, match=rf"label item '{item_id}': its image is missing or "
-                                            rf"unreadable \(.*truncated JPEG"):
+    with pytest.raises(NotFoundError, match=rf"label item '{item_id}' is malformed on disk"):
         q.answer(item_id, [{"class": "car", "xyxy": [22, 12, 58, 50]}], mem, classes)
     assert mem.samples == []
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage", "missing"])
+def test_an_item_whose_image_is_damaged_is_not_offered_and_skip_keeps_its_files(tmp_path, damage):
+    """Before: it was listed, every answer was refused, and 'labels skip' deleted its files."""
+    q, (item_id,) = queued(tmp_path)
+    path = q.image_path(item_id)
+    data = path.read_bytes()
+    if damage == "cut":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(bytes(range(256)) * 4)
+    else:
+        path.unlink()
+    assert q.pending() == []
+    out = q.skip(item_id)
+    aside = tmp_path / "labels" / "malformed"
+    assert out["set_aside"] == str(aside)
+    assert (aside / f"{item_id}.json").is_file()
+    assert damage == "missing" or (aside / f"{item_id}.jpg").is_file()
 
 
 def test_a_box_takes_the_keys_the_console_api_takes():

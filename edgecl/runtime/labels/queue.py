@@ -245,8 +245,7 @@ class OperatorQueue:
         except (OSError, ValueError, RecursionError) as exc:
             meta, why = None, f"unreadable ({type(exc).__name__})"
         if why is None:
-            why = _meta_problem(meta, path.stem) or _image_size_problem(path.with_suffix(".jpg"),
-                                                                        meta)
+            why = _meta_problem(meta, path.stem) or _image_problem(path.with_suffix(".jpg"), meta)
         if why is not None:
             if path.name not in self._warned:
                 self._warned.add(path.name)
@@ -899,17 +898,23 @@ def _meta_problem(meta: object, stem: str) -> str | None:
     return None
 
 
-def _image_size_problem(image_path: Path, meta: dict) -> str | None:
-    """Whether an item's recorded size is not its image's (read from the JPEG header): its
-    boxes, in pixels of the recorded size, could not be placed on the image. An image that
-    cannot be read is left to the answer, which says so."""
+def _image_problem(image_path: Path, meta: dict) -> str | None:
+    """What is wrong with an item's image, if anything: missing or cut (the JPEG's markers; the
+    queue writes the image before its record, so a record without a whole image is damage),
+    not decodable as an image, or of another size than the record says (its boxes, in pixels
+    of the recorded size, could not be placed on it)."""
     from PIL import Image, UnidentifiedImageError
 
+    from edgecl.continual.memory.verify import quick_image_problem
+
+    why = quick_image_problem(image_path, None)
+    if why is not None:
+        return why
     try:
         with Image.open(image_path) as image:
             width, height = image.size
-    except (OSError, UnidentifiedImageError, ValueError):
-        return None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        return f"image {image_path.name} does not decode ({type(exc).__name__})"
     if (width, height) != (meta["width"], meta["height"]):
         return (f"it records {meta['width']}x{meta['height']} pixels, its image is "
                 f"{width}x{height}")
