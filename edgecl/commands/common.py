@@ -66,9 +66,10 @@ def skipped_annotations_note(result: dict) -> str:
 
 def new_classes_note(result: dict, state_dir: str) -> str:
     """``"; new classes: Persn (close to Person; if a typo: edgecl classes merge
-    --state-dir=state -- Persn Person)"`` for an answer's, a correction's or an import's summary, or ``""``.
-    The command runs as printed: each word quoted for a POSIX shell, ``--`` before the names (a
-    name may start with ``-``).
+    --state-dir=state -- Persn Person)"`` for an answer's, a correction's or an import's
+    summary, or ``""``. The command runs as printed: each word quoted for a POSIX shell, the
+    folder in the same word as ``--state-dir`` and ``--`` before the names (either may start
+    with ``-``).
 
     Args:
         result: its ``--json`` summary (``classes_added``, ``similar_classes``).
