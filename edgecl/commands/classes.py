@@ -86,7 +86,16 @@ def sample_counts(cfg) -> dict[str, int] | None:
 
 def list_command(args: argparse.Namespace) -> int:
     """Print the class registry with sample counts."""
-    rows = _registry(args).list(sample_counts(config_from_args(args)))
+    registry = _registry(args)
+    counts = sample_counts(config_from_args(args))
+    rows = registry.list(counts)
+    unknown = sorted(int(k) for k, n in (counts or {}).items()
+                     if n and int(k) not in {row["id"] for row in rows})
+    if unknown:  # said, not repaired: a listing changes nothing
+        log.warning("the replay memory holds samples of class id(s) %s that %s lacks (a copy "
+                    "restored from before they were taught?); the next import, answer or start "
+                    "of the runtime gives them back where it can", ", ".join(map(str, unknown)),
+                    registry.path)
     if args.json:
         print_json_line(rows)
         return 0

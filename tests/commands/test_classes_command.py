@@ -37,6 +37,26 @@ def test_list_json_with_sample_counts_from_memory(capsys, tmp_path):
     assert code == 0 and "car" in out and "3 samples" in out
 
 
+def test_list_says_which_class_ids_with_samples_the_registry_lacks(capsys, tmp_path, caplog):
+    """Before: a classes.json cut to its first entries listed them alone, unsaid, while the
+    memory held samples of the ids it lost."""
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+
+    state = tmp_path / "state"
+    with ReplayMemory(state / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0),
+                      names={0: "car", 1: "drone", 2: "boat"}) as memory:
+        for k, cls in enumerate([0, 2, 2]):
+            memory.add(Sample(image=np.full((32, 32, 3), 40 * k, np.uint8), task="stream",
+                              labels=np.array([[cls, 0.5, 0.5, 0.2, 0.2]], np.float32)))
+    ClassRegistry(state).seed({0: "car"})
+    code, out, _ = run_cli(capsys, "classes", "list", "--state-dir", state)
+    assert code == 0 and out.count("samples") == 1
+    assert (f"the replay memory holds samples of class id(s) 2 that {state / 'classes.json'} "
+            f"lacks") in caplog.text
+    assert ClassRegistry(state).names() == {0: "car"}  # a listing changes nothing
+
+
 def test_list_without_anything_yet(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "classes", "list", "--json", "--state-dir", tmp_path)
     assert code == 0 and json.loads(out) == []
