@@ -204,7 +204,10 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
 def _without_unnamed_classes(snapshot, names: dict[int, str]):
     """The snapshot without samples holding a class id that neither the class registry nor the
     memory names (a label edited by hand): with them, the round grew the model to that many
-    classes under placeholder names. Said in one warning; the samples stay in the memory."""
+    classes under placeholder names. Said in one warning; the samples stay in the memory. A
+    device that names no class at all (a memory filled through the API) keeps every sample."""
+    if not names:
+        return snapshot
     unnamed = [r for r in snapshot.rows if any(c not in names for c in r.classes)]
     if not unnamed:
         return snapshot
