@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import threading
 import time
 import uuid
@@ -249,8 +250,10 @@ class OperatorQueue:
         if why is not None:
             if path.name not in self._warned:
                 self._warned.add(path.name)
-                log.warning("label item %s is malformed (%s); not offered ('edgecl labels skip "
-                            "%s' sets it aside)", path, why, path.stem)
+                command = shlex.join(["edgecl", "labels", "skip",
+                                      f"--state-dir={self.root.parent}", path.stem])
+                log.warning("label item %s is malformed (%s); not offered (%s sets it aside)",
+                            path, why, command)
             return None
         return _normalise(meta)
 
