@@ -260,7 +260,11 @@ class MemorySink:
             if classes is not None:
                 from edgecl.models.classes import adopt_memory_class_names
 
-                adopt_memory_class_names(memory, classes)  # ids a restored classes.json lost
+                try:  # ids a restored classes.json lost
+                    adopt_memory_class_names(memory, classes)
+                except BaseException:
+                    memory.close()
+                    raise
         queue = OperatorQueue.from_config(cfg)
         queue.recover(memory)
         novelty = None
