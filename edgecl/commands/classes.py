@@ -89,8 +89,8 @@ def list_command(args: argparse.Namespace) -> int:
     registry = _registry(args)
     counts = sample_counts(config_from_args(args))
     rows = registry.list(counts)
-    unknown = sorted(int(k) for k, n in (counts or {}).items()
-                     if n and int(k) not in {row["id"] for row in rows})
+    listed = {row["id"] for row in rows}
+    unknown = sorted(int(k) for k, n in (counts or {}).items() if n and int(k) not in listed)
     if unknown:  # said, not repaired: a listing changes nothing
         log.warning("the replay memory holds samples of class id(s) %s that %s lacks (a copy "
                     "restored from before they were taught?); the next import, answer or start "

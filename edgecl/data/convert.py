@@ -126,8 +126,8 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
 
     Returns:
         ``{"imported", "skipped", "reasons", "ignored_regions", "difficult_dropped", "boxes",
-        "names", "classes_matched", "format", "data_yaml", "messages"}`` (``boxes``: per class name as
-        the source writes it; ``classes_matched``: source name -> the class it was matched to;
+        "names", "classes_matched", "format", "data_yaml", "messages"}`` (``boxes``: per class
+        name as the source writes it; ``classes_matched``: source name -> the class it was matched to;
         ``messages``: the first skip reasons).
 
     Raises:

@@ -25,8 +25,8 @@ Formats:
   its base name only, as COCO's). Boxes follow ultralytics' VOC conversion (``VOC.yaml``:
   pixel coordinates are 1-based, so 1 is subtracted; ``<difficult>1</difficult>`` objects are
   left out, counted apart from ignore regions as ``difficult_dropped``); a non-finite
-  coordinate (``nan``, ``inf``, ``1e400``) refuses its image (``bad annotation``), as does an xml the parser cannot read (an encoding
-  it does not know) or whose root is not ``<annotation>``; an image that two xmls name is
+  coordinate (``nan``, ``inf``, ``1e400``) refuses its image (``bad annotation``), as does an
+  xml the parser cannot read (an encoding it does not know) or whose root is not ``<annotation>``; an image that two xmls name is
   skipped for both (``duplicate image``: one ``<filename>`` is wrong).
 - ``coco``: COCO JSONs (CVAT: ``annotations/instances_<subset>.json``, every subset read, images
   in ``images/`` or ``images/<subset>/``; Label Studio: ``result.json``; Roboflow:

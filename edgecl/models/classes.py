@@ -502,16 +502,14 @@ def _broken_merges(entries: list[dict]) -> list[int]:
 
 
 def _merge_target(entries: list[dict], class_id: int) -> int:
-    """Where a class id's chain of merges ends (itself when not merged; a chain that loops or
-    names an unknown id, by hand-editing, ends where it breaks)."""
+    """Where a class id's chain of merges ends (itself when not merged). The entries are read
+    by :meth:`ClassRegistry._read`, which drops every ``merged_into`` that names no other class
+    or loops (:func:`_broken_merges`), and :meth:`ClassRegistry.merge` refuses a merge back, so
+    every chain ends."""
     by_id = {e["id"]: e for e in entries}
-    seen = {class_id}
-    while True:
-        nxt = by_id.get(class_id, {}).get("merged_into")
-        if not isinstance(nxt, int) or isinstance(nxt, bool) or nxt not in by_id or nxt in seen:
-            return class_id
-        seen.add(nxt)
+    while (nxt := by_id[class_id].get("merged_into")) is not None:
         class_id = nxt
+    return class_id
 
 
 def adopt_memory_class_names(memory, classes: ClassRegistry, refuse_lost: bool = True) -> None:

@@ -350,19 +350,7 @@ class Monitor:
         connection that follows reports that."""
         if self.db_path.is_dir():  # SQLite cannot open it: a storage fault to it, damage here
             return MonitorError("a folder stands where the database file belongs")
-        said = sqlite_damage(self.db_path, self.busy_timeout_s)
-        if said is None:
-            try:
-                conn = sqlite3.connect(f"{Path(os.path.abspath(self.db_path)).as_uri()}?mode=ro",
-                                       uri=True, timeout=self.busy_timeout_s, isolation_level=None)
-            except sqlite3.Error:
-                return None
-            try:
-                said = mistyped_value(conn)
-            except sqlite3.Error:
-                return None  # a lock or a storage fault: the writing connection reports it
-            finally:
-                conn.close()
+        said = sqlite_damage(self.db_path, self.busy_timeout_s, also=mistyped_value)
         return None if said is None else MonitorError(said)
 
     @contextlib.contextmanager

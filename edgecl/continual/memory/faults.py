@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from edgecl.errors import (STORAGE_ERRNOS, EdgeclError, ReplayMemoryError, StorageError,
@@ -59,7 +60,8 @@ def is_damage(exc: BaseException) -> bool:
     return "not a database" in text or "malformed" in text
 
 
-def sqlite_damage(path: Path, busy_timeout_s: float) -> str | None:
+def sqlite_damage(path: Path, busy_timeout_s: float,
+                  also: Callable[[sqlite3.Connection], str | None] | None = None) -> str | None:
     """What SQLite says is damaged in a database file: ``PRAGMA quick_check`` through a
     read-only connection (one that may write deletes, on closing, a WAL it cannot use: a
     damaged copy is kept whole). Used for the memory's index and the metrics database.
@@ -67,6 +69,9 @@ def sqlite_damage(path: Path, busy_timeout_s: float) -> str | None:
     Args:
         path: the database file.
         busy_timeout_s: how long the check waits for another process's lock.
+        also: a check of the file's contents that SQLite's cannot see (the metrics database's
+            text in a number column), run on the same connection when the pages are whole:
+            what it returns is the damage.
 
     Returns:
         The damage in one line, or None: also when the check itself cannot run (a storage
@@ -79,13 +84,13 @@ def sqlite_damage(path: Path, busy_timeout_s: float) -> str | None:
         return None
     try:
         problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(1)")]
+        if problems == ["ok"]:
+            return None if also is None else also(conn)
     except sqlite3.Error as exc:
         return str(exc) if is_damage(exc) else None
     finally:
         conn.close()
-    if problems != ["ok"]:
-        return " ".join(" ".join(problems).split()) or "quick_check gave no answer"
-    return None
+    return " ".join(" ".join(problems).split()) or "quick_check gave no answer"
 
 
 def fault_error(exc: OSError | sqlite3.Error, what: str, where: object,

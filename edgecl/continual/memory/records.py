@@ -144,9 +144,9 @@ class SampleRecord:
             if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
                 raise TypeError(f"record {str(data.get('id'))[:20]}: {key!r} is "
                                 f"{str(value)[:40]!r}, not {_kind_names(kinds)}")
-        data["classes"] = tuple(int(c) for c in data["classes"])
-        if not all(type(c) is int for c in obj["classes"]):
+        if not all(type(c) is int for c in data["classes"]):
             raise TypeError(f"record {data['id']}: 'classes' must be class ids")
+        data["classes"] = tuple(data["classes"])
         data["origin"] = origin_from_text(data.get("origin"))
         data["held_out"] = bool(data["held_out"]) and data["origin"].human_verified
         return cls(**data)
