@@ -45,14 +45,19 @@ def _int_at_least(text: str, low: int) -> int:
 
 
 def image_size(text: str) -> int:
-    """argparse type: an image size in pixels, a positive multiple of 32 (the YOLO stride).
+    """argparse type: an image size in pixels, a positive multiple of 32 (the YOLO stride) no
+    larger than the config's ``model.imgsz`` rule allows (4096: a larger input does not fit in
+    memory, and the command would fail only once it allocated it).
 
     Raises:
-        argparse.ArgumentTypeError: not a positive multiple of 32.
+        argparse.ArgumentTypeError: not a positive multiple of 32, or over the bound.
     """
     value = positive_int(text)
     if value % 32:
         raise argparse.ArgumentTypeError(f"expected a multiple of 32 (the model stride), got {value}")
+    high = int(RULES["model.imgsz"].hi)
+    if value > high:
+        raise argparse.ArgumentTypeError(f"expected at most {high}, got {value}")
     return value
 
 
@@ -67,6 +72,42 @@ def train_image_size(text: str) -> int:
     if value < 64:
         raise argparse.ArgumentTypeError(f"expected at least 64 to train at, got {value}")
     return value
+
+
+def torch_device(text: str) -> str:
+    """argparse type: where to train, as ``learner.device`` accepts it (``auto``, ``cpu``,
+    ``cuda`` or ``cuda:<index>``), checked before any work starts.
+
+    Raises:
+        argparse.ArgumentTypeError: any other text.
+    """
+    problem = RULES["learner.device"].problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def byte_size(text: str) -> int:
+    """argparse type: a size in bytes, written as a whole number or with its unit as the
+    config's ``*_bytes`` keys accept it (``512MiB``, ``1.5 GiB``, ``10GB``).
+
+    Raises:
+        argparse.ArgumentTypeError: neither, or a unit without its ``B``.
+    """
+    from edgecl.config import size_from_text
+    from edgecl.errors import ConfigError
+
+    try:
+        size = size_from_text(text, "size", "the option")
+    except ConfigError:
+        size = None
+    if size is None:
+        try:
+            return _int_at_least(text, 0)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected a size in bytes (e.g. 500000000, 512MiB or "
+                                             f"1.5GB), got {text!r}") from None
+    return size
 
 
 def non_negative_int(text: str) -> int:

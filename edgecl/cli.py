@@ -78,12 +78,30 @@ def _command_parser(parser: argparse.ArgumentParser, args: list[str]) -> argpars
     return parser
 
 
+class UsageExit(SystemExit):
+    """argparse's exit on a usage error (code 2), carrying its one-line message.
+
+    Attributes:
+        message: the line printed on stderr, without ``error: ``.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line on stderr (exit 2), like every other
-    user mistake: ``error: <what>; see 'edgecl labels import --help'``. Sub-parsers inherit it."""
+    user mistake: ``error: <what>; see 'edgecl labels import --help'``. Sub-parsers inherit it.
+
+    Raises:
+        UsageExit: on a usage error, after the line is printed (a ``SystemExit`` as argparse's).
+    """
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
-        self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
+        line = f"{message}; see '{self.prog} --help'"
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        raise UsageExit(line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+class SigtermExit(SystemExit):
+    """The exit a SIGTERM makes (code 143), raised where the main thread stands."""
+
+
 def _stop_cleanly_on_sigterm() -> None:
     """Make SIGTERM (``timeout``, a service stop) end a command as Ctrl-C does: by unwinding,
     so that its temporary files (private copies of a state directory's databases, half-written
@@ -160,7 +182,7 @@ def _stop_cleanly_on_sigterm() -> None:
 
     def stop(signum, _frame):
         logging.getLogger("edgecl").warning("received %s: stopping", signal.Signals(signum).name)
-        raise SystemExit(128 + signum)
+        raise SigtermExit(128 + signum)
 
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, stop)
@@ -186,16 +208,40 @@ def _exit_past_left_behind_threads(code: int) -> None:
     os._exit(code)
 
 
-def _main(argv: list[str] | None) -> int:
-    parser = build_parser()
-    args_list, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv), parser)
+def _parse(parser: argparse.ArgumentParser, args_list: list[str],
+           overrides: list[str]) -> argparse.Namespace:
+    """Parse the ordinary arguments and attach the overrides.
+
+    Raises:
+        UsageExit: a usage error (printed); also words that the benchmarks' ``overrides``
+            positional caught but are no ``section.key=value`` setting (a typo such as
+            ``learner.max_steps 3`` would otherwise be dropped and the run go on without it),
+            and overrides given to a command that reads no config.
+    """
     args = parser.parse_args(args_list)
+    stray = getattr(args, "overrides", None)
+    if stray:
+        shown = " ".join(stray[:4]) + (" ..." if len(stray) > 4 else "")
+        _command_parser(parser, args_list).error(
+            f"unrecognized arguments: {shown} (a setting is written section.key=value)")
     if overrides and getattr(args, "func", None) and not hasattr(args, "config"):
         shown = ", ".join(o if len(o) <= 60 else o[:57] + "..." for o in overrides[:3])
         _command_parser(parser, args_list).error(
             f"{shown}{', ...' if len(overrides) > 3 else ''}: this command reads no config, so "
             f"section.key=value settings do not apply to it")
     args.overrides = overrides
+    return args
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = build_parser()
+    args_list, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv), parser)
+    try:
+        args = _parse(parser, args_list, overrides)
+    except UsageExit as exc:
+        if "--json" in args_list:  # --json promises a JSON object as the last stdout line
+            print(json.dumps({"error": exc.message}), flush=True)
+        raise
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -217,7 +263,13 @@ def _main(argv: list[str] | None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        if getattr(args, "json", False):  # the last stdout line says it did not finish
+            print(json.dumps({"error": "interrupted"}), flush=True)
         return 130
+    except SigtermExit:  # its handler logged the stop
+        if getattr(args, "json", False):
+            print(json.dumps({"error": "stopped by SIGTERM"}), flush=True)
+        raise
     except Exception as exc:  # the last line of defence: a fault of edgecl's own, not the user's
         logging.getLogger("edgecl").debug("internal error", exc_info=True)
         _report_error(args, f"internal error ({type(exc).__name__}: {exc}); run with "

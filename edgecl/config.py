@@ -636,7 +636,7 @@ _SIZE_TEXT = re.compile(r"([0-9][0-9_]*(?:\.[0-9]+)?)\s*([kmgt])(i?)b", re.IGNOR
 _SIZE_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
 
 
-def _size_from_text(text: str, dotted: str, where: str) -> int | None:
+def size_from_text(text: str, dotted: str, where: str) -> int | None:
     """A size in bytes written with its unit, for the ``*_bytes`` keys: ``10GB`` (10**10),
     ``512MiB`` (512 * 2**20), ``1.5 GiB``; ``None`` for text that names no unit.
 
@@ -658,14 +658,14 @@ def _size_from_text(text: str, dotted: str, where: str) -> int | None:
 
 def _number_from_text(text: str, kind: type, dotted: str, where: str) -> int | float:
     """Read a number as written in decimal: ``50``, ``1_000``, ``1e3``, ``0.5``; for a
-    ``*_bytes`` key also a size with its unit (:func:`_size_from_text`).
+    ``*_bytes`` key also a size with its unit (:func:`size_from_text`).
 
     YAML 1.1's other forms are refused, not reinterpreted: a leading zero (octal: ``017`` is
     15), ``0x``/``0o``/``0b`` and base 60 (``1:30`` is 90); so is anything not finite.
     """
     t = text.strip()
     if dotted.endswith("_bytes"):
-        size = _size_from_text(t, dotted, where)
+        size = size_from_text(t, dotted, where)
         if size is not None:
             return size
     if _INT_TEXT.fullmatch(t):

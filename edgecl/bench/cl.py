@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: the ``bench cl`` parser.
     """
     from edgecl.arguments import (finite_non_negative_float, finite_positive_float,
-                                  non_negative_int, positive_int, train_image_size)
+                                  non_negative_int, positive_int, torch_device,
+                                  train_image_size)
 
     add = parser.add_argument
     add("--data", default="scenario",
@@ -83,7 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image size for the scenario, training, evaluation (default 160)")
     add("--batch", type=positive_int, default=8, help="training batch size (default 8)")
     add("--lr", type=finite_positive_float, default=0.002, help="AdamW learning rate (default 0.002)")
-    add("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    add("--device", type=torch_device, default="cpu",
+        help="cpu, cuda, cuda:<index> or auto (default cpu)")
     add("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
     add("--first-task-model", default="",
         help="checkpoint to use as the model after task 1 instead of training it (its classes "
@@ -486,10 +488,20 @@ def run(args: argparse.Namespace) -> int:
     from edgecl.bench.cl_report import write_report
     from edgecl.data.tasks import load_tasks, refuse_trained_test_images
 
+    if args.data == "scenario" and args.tasks < 2:
+        raise ConfigError(f"--tasks {args.tasks}: a continual-learning benchmark needs at least "
+                          f"2 tasks (a learnt one, then a new one whose learning may forget it)")
     out = Path(args.out).expanduser().resolve()
+    if args.report_only and not (out / RESULTS).is_file():
+        raise ConfigError(f"--report-only: no finished run to report: {out / RESULTS} does not "
+                          f"exist")
     out.mkdir(parents=True, exist_ok=True)
     yaml_path = resolve_data(args, out)
-    view = prepare_view(refuse_trained_test_images(load_tasks(yaml_path)), out / "work")
+    taskset = refuse_trained_test_images(load_tasks(yaml_path))
+    if len(taskset.tasks) < 2:
+        raise ConfigError(f"--data {args.data}: a continual-learning benchmark needs at least 2 "
+                          f"tasks; {yaml_path} has {len(taskset.tasks)}")
+    view = prepare_view(taskset, out / "work")
     results_path = out / RESULTS
     done = load_results(results_path)
     pending = [s for s in plan if not any(same_run(r, s, settings, view.data_hash) for r in done)]
@@ -498,6 +510,9 @@ def run(args: argparse.Namespace) -> int:
         pending = []
     _execute(pending, done, settings, view, results_path)
     mine = [r for r in done if any(same_run(r, s, settings, view.data_hash) for s in plan)]
+    if args.report_only and not mine:
+        raise ConfigError(f"--report-only: none of the {len(done)} run(s) in {results_path} was "
+                          f"made with these strategies, budgets, seeds, settings and data")
     table, pngs, summary = write_report(mine, view.task_names, out,
                                         _header(yaml_path, view, settings, args.seeds))
     print(json.dumps({

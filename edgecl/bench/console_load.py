@@ -543,17 +543,24 @@ def run(args: argparse.Namespace) -> int:
         the measurement failed (one line on stderr, no figures).
 
     Raises:
+        ConfigError: ``--work-dir`` holds the state of an earlier run.
         KeyboardInterrupt: Ctrl-C (the command line exits 130).
     """
     kwargs = dict(imgsz=args.imgsz, backend=args.backend, requests=args.requests,
                   threads=args.threads, phase_s=args.phase_s, viewer_hz=args.viewer_hz,
                   repeats=args.repeats, source_fps=args.source_fps)
+    if args.work_dir:
+        from edgecl.bench.soak import check_work_dir
+
+        check_work_dir(Path(args.work_dir), "bench console")
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="edgecl-console-"))
     try:
         work.mkdir(parents=True, exist_ok=True)
         summary = run_console_load(work, **kwargs)
     except MeasurementError as exc:
         print(exc, file=sys.stderr, flush=True)
+        if args.json:
+            print(json.dumps({"error": str(exc)}), flush=True)
         return 1
     finally:
         if not args.work_dir:

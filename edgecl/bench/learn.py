@@ -412,6 +412,7 @@ def make_setup(args, progress) -> tuple[Setup, object]:
                  batch=args.batch if args.batch is not None else lc.batch)
     cfg = replace(cfg, learner=lc, model=replace(cfg.model, imgsz=lc.imgsz))
     threads = int(args.threads if args.threads is not None else lc.torch_threads)
+    _check_learner_settings(cfg)
     cache_dir = Path(args.cache_dir).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
     taskset, yaml_path = load_taskset(args.data, cache_dir, lc.imgsz)
@@ -425,6 +426,22 @@ def make_setup(args, progress) -> tuple[Setup, object]:
     setup = Setup(cfg, dict(taskset.names), parent, tuple(second.train), tuple(replay),
                   tuple([*first.test, *second.test]), work, threads)
     return setup, taskset
+
+
+def _check_learner_settings(cfg) -> None:
+    """Refuse learner settings the benchmark's YOLO11n cannot train with (``freeze_layers``
+    past its head, IDER on an end-to-end head) before minutes of the parent's training.
+
+    Raises:
+        ConfigError: the settings and the model do not fit.
+    """
+    from edgecl.continual.finetune import settings_problem
+    from edgecl.ultra import build_detection_model
+
+    problem = settings_problem(build_detection_model(1), cfg.learner.freeze_layers,
+                               cfg.ider.enabled, "the benchmark's YOLO11n")
+    if problem:
+        raise ConfigError(problem)
 
 
 def _median(values: list[float]) -> float:

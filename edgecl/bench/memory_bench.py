@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the ``bench memory`` parser.
     """
-    from edgecl.arguments import non_negative_int, pixel_side, positive_int
+    from edgecl.arguments import byte_size, non_negative_int, pixel_side, positive_int
 
     parser.add_argument("--adds", type=positive_int, default=100_000,
                         help="samples offered (default 100000)")
@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory capacity in samples")
     parser.add_argument("--imgsz", type=pixel_side, default=160,
                         help="side of the synthetic images, 32..4096 (default 160)")
-    parser.add_argument("--max-bytes", type=non_negative_int, default=0,
-                        help="byte bound (default: 60%% of what capacity samples need, so the "
-                             "byte bound is exercised)")
+    parser.add_argument("--max-bytes", type=byte_size, default=0,
+                        help="byte bound, e.g. 12000000 or 64MiB (default, or 0: 60%% of what "
+                             "capacity samples need, so the byte bound is exercised)")
     parser.add_argument("--policy", default="class_balanced",
                         help="insertion policy (reservoir, class_balanced, task_budget)")
     parser.add_argument("--pool", type=positive_int, default=64, help="distinct synthetic images reused")

@@ -280,13 +280,15 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
             "samples": sampler.samples, "loop": report.to_json()}
 
 
-def check_work_dir(work: Path) -> None:
-    """Refuse a work folder whose ``state/`` holds anything: an earlier soak's state (the run
-    would continue its memory, versions and disk use, and the growth would mean nothing) or a
-    folder the soak did not make. Nothing is removed: the user decides.
+def check_work_dir(work: Path, command: str = "bench soak") -> None:
+    """Refuse a work folder whose ``state/`` holds anything: an earlier run's state (a soak
+    would continue its memory, versions and disk use, and the growth would mean nothing; the
+    console benchmark would serve another model's class registry) or a folder the benchmark
+    did not make. Nothing is removed: the user decides.
 
     Args:
         work: the ``--work-dir`` folder (it may not exist yet).
+        command: the benchmark, as the message names it.
 
     Raises:
         ConfigError: ``work/state`` exists and is not an empty folder.
@@ -297,9 +299,9 @@ def check_work_dir(work: Path) -> None:
     missing = not (state.exists() or state.is_symlink())
     if missing or (state.is_dir() and not any(state.iterdir())):
         return
-    raise ConfigError(f"bench soak: --work-dir {work} already holds {state} (an earlier run's "
-                      f"state; a soak starts from an empty one): remove it or use another "
-                      f"--work-dir")
+    raise ConfigError(f"{command}: --work-dir {work} already holds {state} (an earlier run's "
+                      f"state; the benchmark starts from an empty one): remove it or use "
+                      f"another --work-dir")
 
 
 def run(args: argparse.Namespace) -> int:

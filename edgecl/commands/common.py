@@ -215,12 +215,15 @@ def require_state_dir(cfg: Config) -> None:
         cfg: the configuration.
 
     Raises:
-        EdgeclError: the folder does not exist.
+        EdgeclError: the folder does not exist, or a file stands there.
     """
     from pathlib import Path
 
     from edgecl.errors import EdgeclError
 
+    if Path(cfg.state_dir).exists() and not Path(cfg.state_dir).is_dir():
+        raise EdgeclError(f"{cfg.state_dir} is a file where a folder belongs (the state "
+                          f"directory; check --state-dir)")
     if not Path(cfg.state_dir).is_dir():
         raise EdgeclError(f"{cfg.state_dir}: no such state directory (run 'edgecl run --state-dir "
                           f"{cfg.state_dir} ...' first, or check --state-dir)")

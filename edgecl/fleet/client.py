@@ -224,6 +224,20 @@ def connect(cfg: Config, *, test_yaml: str | None = None, max_wait_s: float | No
                  grpc_max_message_length=GRPC_MAX_MESSAGE_BYTES, max_wait_time=max_wait_s)
 
 
+def spawned_client_main(cfg: Config) -> None:
+    """Entry point of the fleet client process that ``edgecl run`` spawns beside the runtime:
+    :func:`client_main`, stopped by the runtime's SIGTERM as a command is by Ctrl-C
+    (:func:`edgecl.runtime.learner.unwind_on_sigterm`).
+
+    Args:
+        cfg: the device's configuration (picklable frozen dataclass).
+    """
+    from edgecl.runtime.learner import unwind_on_sigterm
+
+    unwind_on_sigterm()
+    client_main(cfg)
+
+
 def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
                 max_wait_s: float | None = None) -> None:
     """Entry point of the fleet client process.
@@ -502,7 +516,7 @@ class FleetClientStarter:
         Returns:
             The started daemon process (``terminate()`` it at shutdown).
         """
-        proc = mp.get_context("spawn").Process(target=client_main, args=(cfg,),
+        proc = mp.get_context("spawn").Process(target=spawned_client_main, args=(cfg,),
                                                name="edgecl-fleet", daemon=True)
         proc.start()
         log.info("fleet client started (pid %d) for %s as %s", proc.pid,

@@ -206,6 +206,25 @@ def die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def unwind_on_sigterm() -> None:
+    """Signal handling of a process the runtime spawns (the learner, the fleet client).
+
+    SIGTERM (the runtime's stop, or its death through :func:`die_with_parent`) raises
+    ``SystemExit(143)`` where the process stands, so that it unwinds as a command does on
+    Ctrl-C: its temporary folders (an export's, outside the state directory) are removed and
+    its locks released; the default action ended it where it stood and left them behind.
+    SIGINT is ignored: a terminal's Ctrl-C reaches the whole process group, and the runtime,
+    which receives it too, stops its children itself.
+    """
+    import signal
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def monitor_recorder(state_dir: str | Path):
     """The round's recording hook: write the evaluation and the round to the metrics database.
 
@@ -306,6 +325,7 @@ def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None,
     """
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s learner: %(message)s")
+    unwind_on_sigterm()
     die_with_parent()
     from edgecl.continual.finetune import apply_low_priority
 

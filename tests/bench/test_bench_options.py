@@ -1,8 +1,10 @@
 """The benchmarks' options: a user's mistake is one line and exit 2 before anything runs
 (the shared argparse types of :mod:`edgecl.arguments`), and Ctrl-C during a benchmark
-ends it with no figures (the command line prints ``interrupted`` and exits 130)."""
+ends it with no figures (the command line prints ``interrupted`` and exits 130; with ``--json``
+the last stdout line is ``{"error": "interrupted"}``)."""
 
 import argparse
+import json
 import threading
 import time
 import types
@@ -44,6 +46,20 @@ pytestmark = pytest.mark.timeout(120)
     (["cl", "--out", "{tmp}/cl", "--distill-box", "nan"],
      "argument --distill-box: expected a finite number >= 0, got 'nan'"),
     (["cl", "--out", "{tmp}/cl", "--seeds", "0"], "argument --seeds: expected an integer >= 1, got 0"),
+    (["cl", "--out", "{tmp}/cl", "--device", "tpu"],
+     "argument --device: 'tpu' is not one of auto, cpu, cuda or cuda:<index>; did you mean 'cpu'?"),
+    (["cl", "--out", "{tmp}/cl", "--imgsz", "100000"],
+     "argument --imgsz: expected at most 4096, got 100000"),
+    # stray words are no setting: the run would go on without what the user meant
+    (["learn", "--json", "notakey"],
+     "unrecognized arguments: notakey (a setting is written section.key=value)"),
+    (["learn", "learner.freeze_layers", "22"], "unrecognized arguments: learner.freeze_layers 22 "
+                                               "(a setting is written section.key=value)"),
+    (["field", "--out", "{tmp}/f", "learner.max_steps", "3"], "unrecognized arguments: "
+     "learner.max_steps 3 (a setting is written section.key=value)"),
+    (["perf", "--model", "{tmp}/m.onnx", "--imgsz", "100000"],
+     "argument --imgsz: expected at most 4096, got 100000"),
+    (["console", "--imgsz", "100000"], "argument --imgsz: expected at most 4096, got 100000"),
     # bench field
     (["field", "--out", "{tmp}/f", "--fps", "nan"],
      "argument --fps: expected a finite number >= 0, got 'nan'"),
@@ -77,15 +93,31 @@ pytestmark = pytest.mark.timeout(120)
 def test_a_bad_option_is_one_line_and_exit_2(run_edgecl, capsys, tmp_path, argv, expected):
     argv = ["bench", *(a.format(tmp=tmp_path) for a in argv)]
     code, out, err = run_edgecl(argv)
-    assert code == 2 and out == ""
-    assert err == f"error: {expected}; see 'edgecl bench {argv[1]} --help'\n"
+    line = f"{expected}; see 'edgecl bench {argv[1]} --help'"
+    assert code == 2 and out == ("" if "--json" not in argv else json.dumps({"error": line}) + "\n")
+    assert err == f"error: {line}\n"
     assert not list(tmp_path.iterdir()), "nothing is written for a bad option"
+
+
+def test_learner_settings_the_model_cannot_take_are_refused_before_the_parent_trains(
+        run_edgecl, tmp_path, capsys):
+    code, out, err = run_edgecl(["bench", "learn", "--cache-dir", tmp_path / "cache", "--json",
+                                 "learner.freeze_layers=1000"])
+    line = ("learner.freeze_layers=1000 must be in 0..23 for the benchmark's YOLO11n (24 layers; "
+            "the last is the detection head)")
+    assert code == 2 and err == f"error: {line}\n"
+    assert json.loads(out) == {"error": line}
+    assert not (tmp_path / "cache").exists(), "refused before the scenario and the parent"
 
 
 @pytest.mark.parametrize("kind, text, value", [
     (arguments.non_negative_int, "0", 0), (arguments.finite_positive_float, "1e-3", 1e-3),
     (arguments.finite_non_negative_float, "0", 0.0), (arguments.percentage, "100", 100.0),
     (arguments.pixel_side, "48", 48), (arguments.pixel_side, "4096", 4096),
+    (arguments.byte_size, "1GiB", 2**30), (arguments.byte_size, "64 MiB", 64 * 2**20),
+    (arguments.byte_size, "1.5GB", 1_500_000_000), (arguments.byte_size, "12000000", 12_000_000),
+    (arguments.byte_size, "0", 0), (arguments.image_size, "4096", 4096),
+    (arguments.torch_device, "cuda:1", "cuda:1"), (arguments.torch_device, "auto", "auto"),
 ])
 def test_shared_types_accept(kind, text, value):
     assert kind(text) == value
@@ -97,10 +129,17 @@ def test_shared_types_accept(kind, text, value):
     (arguments.finite_positive_float, "abc"), (arguments.finite_non_negative_float, "nan"),
     (arguments.percentage, "0"), (arguments.percentage, "100.1"), (arguments.percentage, "inf"),
     (arguments.pixel_side, "31"), (arguments.pixel_side, "4097"), (arguments.pixel_side, "1000000"),
+    (arguments.byte_size, "1G"), (arguments.byte_size, "-5"), (arguments.byte_size, "1.5"),
+    (arguments.image_size, "4128"), (arguments.train_image_size, "100000"),
 ])
 def test_shared_types_refuse(kind, text):
     with pytest.raises(argparse.ArgumentTypeError, match="expected"):
         kind(text)
+
+
+def test_a_device_torch_cannot_name_is_refused():
+    with pytest.raises(argparse.ArgumentTypeError, match="'tpu' is not one of auto, cpu, cuda"):
+        arguments.torch_device("tpu")
 
 
 def test_field_refuses_an_initial_model_that_is_no_checkpoint_before_any_run(run_edgecl, tmp_path,
@@ -129,11 +168,13 @@ def test_field_loads_a_good_initial_checkpoint_once_up_front(tmp_path):
     assert field.check_initial_model("scratch") is None
 
 
-def test_soak_refuses_a_work_dir_with_an_earlier_state(run_edgecl, tmp_path, capsys):
+@pytest.mark.parametrize("bench", ["soak", "console"])
+def test_a_work_dir_with_an_earlier_state_is_refused(run_edgecl, tmp_path, capsys, bench):
     (tmp_path / "state" / "memory").mkdir(parents=True)
-    code, out, err = run_edgecl(["bench", "soak", "--frames", "10", "--work-dir", str(tmp_path)])
+    code, out, err = run_edgecl(["bench", bench, "--work-dir", str(tmp_path)])
     assert code == 2 and err.count("\n") == 1
-    assert err.startswith(f"error: bench soak: --work-dir {tmp_path} already holds {tmp_path / 'state'}")
+    assert err.startswith(f"error: bench {bench}: --work-dir {tmp_path} already holds "
+                          f"{tmp_path / 'state'} (an earlier run's state")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"], "nothing prepared, nothing removed"
 
 
@@ -180,7 +221,8 @@ def test_console_ctrl_c_mid_phase_stops_within_a_second(run_edgecl, tmp_path, ca
     t0 = time.monotonic()
     code, out, err = run_edgecl(["bench", "console", "--phase-s", "30", "--repeats", "3",
                                    "--work-dir", str(tmp_path), "--json"])
-    assert code == 130 and out == "" and err == "interrupted\n"
+    assert code == 130 and err == "interrupted\n"
+    assert out == '{"error": "interrupted"}\n', "--json: the last stdout line says it did not finish"
     assert time.monotonic() - t0 < 3.0, "the driver's wait ended at the interrupt"
 
 
@@ -198,9 +240,9 @@ def test_console_runtime_ending_before_the_figures_is_a_failure_not_a_key_error(
     monkeypatch.setattr(console_load, "tiny_model", lambda out, *a, **k: out)
     monkeypatch.setattr(app, "Runtime", EndsEarly)
     code, out, err = run_edgecl(["bench", "console", "--work-dir", str(tmp_path), "--json"])
-    assert code == 1 and out == ""
-    assert err == ("bench console: the runtime stopped after 5 frames, before the measurement "
-                   "finished\n")
+    line = "bench console: the runtime stopped after 5 frames, before the measurement finished"
+    assert code == 1 and err == line + "\n"
+    assert json.loads(out) == {"error": line}
 
 
 def test_soak_ctrl_c_gives_no_summary_and_exit_130(run_edgecl, tmp_path, capsys, monkeypatch):
@@ -217,7 +259,8 @@ def test_soak_ctrl_c_gives_no_summary_and_exit_130(run_edgecl, tmp_path, capsys,
     monkeypatch.setattr(app, "Runtime", _fake_runtime(0.1))
     code, out, err = run_edgecl(["bench", "soak", "--frames", "100000", "--learn-every-s", "0",
                                    "--quiet", "--work-dir", str(tmp_path), "--json"])
-    assert code == 130 and out == "" and err == "interrupted\n"
+    assert code == 130 and err == "interrupted\n"
+    assert out == '{"error": "interrupted"}\n', "--json: the last stdout line says it did not finish"
 
 
 def test_learn_skip_parts():

@@ -268,6 +268,17 @@ def test_end_to_end_tiny_run_with_the_new_methods(tmp_path, capsys):
     again = _run(out, capsys, "--budgets", "0.5", "--strategies", "class_balanced,er",
                  "--pseudo-conf", "0.001", "--report-only")
     assert (again["new_runs"], again["runs"]) == (0, 1)
+    with pytest.raises(ConfigError, match=r"--report-only: none of the 4 run\(s\) in .* was made "
+                                          r"with these strategies"):
+        _run(out, capsys, "--budgets", "0.5", "--strategies", "er", "--report-only")
+
+
+def test_report_only_with_nothing_run_is_refused_before_any_data_is_made(tmp_path, capsys):
+    out = tmp_path / "empty"
+    with pytest.raises(ConfigError, match="--report-only: no finished run to report: .*"
+                                          "results.json does not exist"):
+        _run(out, capsys, "--report-only")
+    assert not out.exists()
 
 
 def test_progress_in_a_log_is_one_plain_line_per_task(capsys):
@@ -353,3 +364,16 @@ def test_the_header_names_the_given_task_1_models_architecture(tmp_path):
     assert cl._architecture(pt) == "YOLOv8n"
     (tmp_path / "bad.pt").write_bytes(b"x")
     assert cl._architecture(tmp_path / "bad.pt") == "the given model"
+
+
+def test_a_single_task_is_refused(tmp_path, capsys):
+    from edgecl.data.scenario import make_scenario
+
+    with pytest.raises(ConfigError, match="--tasks 1: a continual-learning benchmark needs at "
+                                          "least 2 tasks"):
+        _run(tmp_path / "a", capsys, "--tasks", "1")
+    assert not (tmp_path / "a").exists()
+    one = make_scenario(tmp_path / "one", tasks=1, images_per_task=10, imgsz=64, seed=0)
+    with pytest.raises(ConfigError, match=f"--data {one}: a continual-learning benchmark needs "
+                                          f"at least 2 tasks; {one} has 1"):
+        _run(tmp_path / "b", capsys, "--data", str(one))

@@ -69,6 +69,12 @@ def test_a_mistyped_state_directory_is_named_and_not_created(run_edgecl, tmp_pat
     assert code == 2 and err == (f"error: {typo}: no such state directory (run 'edgecl run "
                                  f"--state-dir {typo} ...' first, or check --state-dir)\n")
     assert not typo.exists()
+    model = tmp_path / "model.onnx"  # a file given as the state directory
+    model.write_bytes(b"onnx")
+    code, _, err = run_edgecl([*argv, "--state-dir", str(model)])
+    assert code == 2 and err == (f"error: {model} is a file where a folder belongs (the state "
+                                 f"directory; check --state-dir)\n")
+    assert model.read_bytes() == b"onnx"
 
 
 def test_usage_error_of_the_real_command_has_no_usage_block():
@@ -91,6 +97,21 @@ def test_with_json_an_error_is_also_the_last_stdout_line(tmp_path, capsys):
     message = err.strip().splitlines()[-1].removeprefix("error: ")
     assert "missing.mp4" in message
     assert json.loads(out.strip().splitlines()[-1]) == {"error": message}
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["run", "--source", "synthetic://", "--frames", "0", "--json"],
+     "argument --frames: expected an integer >= 1, got 0; see 'edgecl run --help'"),
+    (["bench", "perf", "--model", "m.onnx", "--json", "memory.capacity=5"],
+     "memory.capacity=5: this command reads no config, so section.key=value settings do not "
+     "apply to it; see 'edgecl bench perf --help'"),
+])
+def test_with_json_a_usage_error_is_also_the_last_stdout_line(run_edgecl, argv, line):
+    import json
+
+    code, out, err = run_edgecl(argv)
+    assert code == 2 and err == f"error: {line}\n"
+    assert json.loads(out) == {"error": line}
 
 
 def test_state_settings_without_a_state_directory_are_named_as_ignored(tmp_path, caplog):

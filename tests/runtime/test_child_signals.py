@@ -1,0 +1,73 @@
+"""The processes the runtime spawns (its learner, its fleet client) unwind on the runtime's
+SIGTERM, so that what they hold outside the state directory (an export's temporary folder) is
+removed, and leave a terminal's Ctrl-C (SIGINT to the whole process group) to the runtime."""
+
+import multiprocessing as mp
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from edgecl.config import load_config
+
+
+def _hold_a_temporary_folder(report: Path):
+    """Stands in for a round (or a fleet fit) in the middle of an ONNX export."""
+    with tempfile.TemporaryDirectory(prefix="edgecl-export-") as tmp:
+        report.write_text(tmp)
+        time.sleep(60)
+
+
+def _start(target, args) -> mp.Process:
+    proc = mp.get_context("fork").Process(target=target, args=args, daemon=True)
+    proc.start()
+    return proc
+
+
+def _wait_for(path: Path, proc) -> Path:
+    deadline = time.monotonic() + 30
+    while not (path.exists() and path.read_text()):
+        assert proc.is_alive(), f"the child ended (exit code {proc.exitcode})"
+        assert time.monotonic() < deadline, "the child never started its work"
+        time.sleep(0.05)
+    return Path(path.read_text())
+
+
+def _stop_and_check(proc, tmp: Path) -> None:
+    os.kill(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the runtime stops its children
+    time.sleep(0.5)
+    assert proc.is_alive()
+    proc.terminate()  # what Supervisor.stop and die_with_parent send
+    proc.join(10)
+    assert proc.exitcode == 128 + signal.SIGTERM
+    assert not tmp.exists(), "the temporary folder outlived the process"
+
+
+def test_the_learner_process_unwinds_on_sigterm(tmp_path, monkeypatch):
+    from edgecl.runtime import learner
+
+    report = tmp_path / "tmp.txt"
+    monkeypatch.setattr(learner, "run_learning_round",
+                        lambda *a, **k: _hold_a_temporary_folder(report))
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}"])
+    proc = _start(learner.learner_main, (cfg, "test"))
+    try:
+        _stop_and_check(proc, _wait_for(report, proc))
+    finally:
+        if proc.is_alive():
+            proc.kill()
+
+
+def test_the_fleet_client_beside_the_runtime_unwinds_on_sigterm(tmp_path, monkeypatch):
+    from edgecl.fleet import client
+
+    report = tmp_path / "tmp.txt"
+    monkeypatch.setattr(client, "client_main", lambda cfg: _hold_a_temporary_folder(report))
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}"])
+    proc = _start(client.spawned_client_main, (cfg,))
+    try:
+        _stop_and_check(proc, _wait_for(report, proc))
+    finally:
+        if proc.is_alive():
+            proc.kill()
