@@ -16,6 +16,7 @@ import sys
 
 from edgecl import __version__
 from edgecl.errors import EdgeclError, describe_os_error
+from edgecl.stop_signals import SigtermExit
 
 # INVARIANT: each name is a module in edgecl.commands exposing add_parser(subparsers).
 COMMAND_MODULES = ("run", "demo", "learn", "bench", "models", "memory", "labels", "scenario",
@@ -169,23 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-class SigtermExit(SystemExit):
-    """The exit a SIGTERM makes (code 143), raised where the main thread stands."""
-
-
 def _stop_cleanly_on_sigterm() -> None:
     """Make SIGTERM (``timeout``, a service stop) end a command as Ctrl-C does: by unwinding,
     so that its temporary files (private copies of a state directory's databases, half-written
-    exports) are removed; the default action killed the process where it stood. ``edgecl run``
+    exports) are removed; the default action killed the process where it stood. A second stop
+    signal is ignored while the first unwinds (:mod:`edgecl.stop_signals`). ``edgecl run``
     installs its own handler (a clean shutdown of the runtime) on top of this one."""
     import signal
 
-    def stop(signum, _frame):
-        logging.getLogger("edgecl").warning("received %s: stopping", signal.Signals(signum).name)
-        raise SigtermExit(128 + signum)
+    from edgecl.stop_signals import unwind_once_on_stop_signals
 
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, stop)
+    if (signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        unwind_once_on_stop_signals()
 
 
 def _exit_past_left_behind_threads(code: int) -> None:

@@ -37,7 +37,10 @@ def add_parser(sub) -> None:
                      help="time budget per device and round, seconds (default 600)")
     sim.add_argument("--batch", type=int, default=8, help="training batch (default 8)")
     sim.add_argument("--seed", type=int, default=0, help="scenario and model seed (default 0)")
-    sim.add_argument("--json", action="store_true", help="print the summary as the last stdout line")
+    sim.add_argument("--json", action="store_true",
+                     help="print the result as the last stdout line (devices, rounds, per-class AP "
+                          "of the joint model and of each device, bytes per round; OUT/summary.json "
+                          "has the target and every round too)")
     add_config_args(sim, state_dir=False)
     sim.set_defaults(func=simulate_command)
 
@@ -83,7 +86,7 @@ def join_command(args: argparse.Namespace) -> int:
 def simulate_command(args: argparse.Namespace) -> int:
     """Run ``edgecl fleet simulate``; exit 0 when it ran (the target is reported, not enforced)."""
     from edgecl.config import load_config
-    from edgecl.fleet.simulate import SimSize, check_user_overrides, simulate
+    from edgecl.fleet.simulate import JOINT_FLOOR, SimSize, check_user_overrides, simulate
 
     check_user_overrides(args.overrides)
     base = (args.config, tuple(args.overrides))
@@ -102,7 +105,12 @@ def simulate_command(args: argparse.Namespace) -> int:
         t = summary["target"]
         verdict = {True: "met", False: "not met", None: "not measurable"}[t["met"]]
         lowest = "n/a" if t["min_ratio"] is None else f"{t['min_ratio']:.2f}"
+        joint = summary["joint_per_class_ap"]
+        unmeasured = [n for n in t["unmeasurable"] if joint.get(n) is None]
+        low = [n for n in t["unmeasurable"] if joint.get(n) is not None]
+        left_out = "; ".join(part for part in (
+            f"joint AP not measured: {', '.join(unmeasured)}" if unmeasured else "",
+            f"joint AP below {JOINT_FLOOR}: {', '.join(low)}" if low else "") if part)
         print(f"target (every device, every class >= {t['ratio']} x joint): {verdict} "
-              f"(lowest ratio {lowest}; joint AP too low to compare on: "
-              f"{', '.join(t['unmeasurable']) or 'none'})")
+              f"(lowest ratio {lowest}; classes left out: {left_out or 'none'})")
     return 0

@@ -218,7 +218,7 @@ def add_command(args: argparse.Namespace) -> int:
     classes = ClassRegistry(config_from_args(args).state_dir)
     conflict = classes.conflict(names)
     if conflict:  # 'edgecl run' would serve it under the device's names: car boxes named boat
-        registry.set_status(version, "rejected", f"class ids disagree with the device: {conflict}")
+        _reject(args, registry, version, f"class ids disagree with the device: {conflict}")
         raise ConfigError(f"{args.path}: {conflict}; staged as {version} and rejected (use a "
                           f"model trained with these class ids, or another --state-dir)")
     added = []
@@ -228,7 +228,7 @@ def add_command(args: argparse.Namespace) -> int:
         try:
             added = classes.seed(names)
         except EdgeclError as exc:
-            registry.set_status(version, "rejected", f"class names refused: {exc}")
+            _reject(args, registry, version, f"class names refused: {exc}")
             raise ConfigError(f"{args.path}: {exc}; staged as {version} and rejected") from None
     print(f"staged {version} from {args.path}")
     if added:
@@ -237,7 +237,23 @@ def add_command(args: argparse.Namespace) -> int:
     if args.promote:
         promote_version(config_from_args(args).state_dir, version)
         print(f"promoted {version}")
+    if Path(args.path).suffix.lower() not in (".pt", ".yaml", ".yml"):
+        from edgecl.continual.round import base_checkpoint
+
+        if base_checkpoint(config_from_args(args)) is None:
+            print(f"warning: {version} holds no .pt checkpoint, so no learning round can "
+                  f"fine-tune it while it serves; set model.path to the ultralytics .pt checkpoint "
+                  f"it was exported from, or add that checkpoint instead", file=sys.stderr)
     return 0
+
+
+def _reject(args: argparse.Namespace, registry, version: str, reason: str) -> None:
+    """Mark an added version rejected and apply the registry's retention rule
+    (``export.keep_rejected``), as a round does: refused adds retried in a loop kept a full copy
+    of the model each."""
+    cfg = config_from_args(args)
+    registry.set_status(version, "rejected", reason)
+    registry.prune(cfg.export.keep_promoted, cfg.export.keep_rejected)
 
 
 def _remove_if_only_skeleton(state: Path) -> None:

@@ -106,7 +106,7 @@ class FineTuneHooks(Protocol):
 
 
 def settings_problem(model, freeze_layers: int, ider_enabled: bool,
-                     what: str = "this model") -> str | None:
+                     what: str = "this model", imgsz: int | None = None) -> str | None:
     """Why a round cannot fine-tune ``model`` with these learner settings, or None.
 
     Args:
@@ -115,6 +115,8 @@ def settings_problem(model, freeze_layers: int, ider_enabled: bool,
             round, which never freezes).
         ider_enabled: ``ider.enabled``: IDER needs a one-to-many head.
         what: how the message names the model (a version, a file).
+        imgsz: ``learner.imgsz``, checked against the model's largest stride (64 for a P6
+            model: a size that is not a multiple of it fails in the neck's concatenation).
 
     Returns:
         One line naming the setting, the model and what it takes; None when they fit.
@@ -126,6 +128,13 @@ def settings_problem(model, freeze_layers: int, ider_enabled: bool,
     if not 0 <= freeze_layers < layers:
         return (f"learner.freeze_layers={freeze_layers} must be in 0..{layers - 1} for {what} "
                 f"({layers} layers; the last is the detection head)")
+    strides = getattr(model, "stride", None)  # a tensor, e.g. [8, 16, 32, 64]
+    stride = max(32, int(strides.max())) if strides is not None else 32
+    if imgsz is not None and imgsz % stride:
+        below, above = imgsz // stride * stride, (imgsz // stride + 1) * stride
+        sizes = f"{below} or {above}" if below >= 64 else str(above)
+        return (f"learner.imgsz={imgsz} is not a multiple of {stride}, the largest stride of "
+                f"{what} (a P6 model): set learner.imgsz to {sizes}")
     return None
 
 
@@ -276,7 +285,8 @@ class FineTuner:
                             started=True)
 
     def _prepare(self, device: str, freeze_layers: int) -> None:
-        problem = settings_problem(self.model, int(freeze_layers), self.ider_cfg.enabled)
+        problem = settings_problem(self.model, int(freeze_layers), self.ider_cfg.enabled,
+                                   imgsz=int(self.cfg.imgsz))
         if problem:
             raise ConfigError(problem)
         self.device = resolve_device(device)

@@ -276,6 +276,38 @@ def base_checkpoint(cfg: Config) -> Path | None:
     return None if meta.get("untrained") else path
 
 
+def no_checkpoint_problem(version: str) -> str:
+    """What a round says of a current version that holds no ``model.pt`` (an exported engine
+    added as the device's model) while ``model.path`` names no checkpoint: nothing to
+    fine-tune."""
+    return (f"current version {version} has no model.pt to fine-tune (an exported engine); "
+            f"set model.path to the ultralytics .pt checkpoint it was exported from, or promote "
+            f"that checkpoint ('edgecl models add --promote FILE.pt')")
+
+
+def unlearnable_current(cfg: Config, registry) -> str | None:
+    """Why no learning round can start from the registry's current version, or None.
+
+    Args:
+        cfg: the configuration (``model.path``: a checkpoint a round may start from instead).
+        registry: the :class:`~edgecl.models.registry.Registry`.
+
+    Returns:
+        :func:`no_checkpoint_problem` when the current version holds no ``model.pt`` and
+        ``model.path`` names no trained checkpoint; None otherwise (no current version: the
+        first round trains a model of its own).
+    """
+    from edgecl.errors import EdgeclError
+
+    try:
+        current = registry.current()
+        if current is None or "model.pt" in (registry.manifest(current).get("files") or {}):
+            return None
+    except EdgeclError:
+        return None  # a damaged registry is reported where it is read
+    return None if base_checkpoint(cfg) is not None else no_checkpoint_problem(current)
+
+
 SAFE_FREEZE_LAYERS = 20
 """``learner.freeze_layers`` below this leaves the head trainable in every ultralytics detection
 family edgecl runs (their layer counts are 22 and above); larger values are checked at start."""
@@ -347,8 +379,7 @@ def _load_parent(ctx: RoundContext):
         except RegistryError:
             pt = ctx.base_checkpoint
             if pt is None:
-                raise EdgeclError(f"current version {ctx.parent_version} has no model.pt to "
-                                  f"fine-tune; add an ultralytics .pt checkpoint as model.path")
+                raise EdgeclError(no_checkpoint_problem(ctx.parent_version)) from None
     elif ctx.base_checkpoint is not None:
         pt = ctx.base_checkpoint
     if pt is not None:

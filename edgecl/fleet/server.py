@@ -280,6 +280,38 @@ def server_certificates(cfg: Config) -> tuple[bytes, bytes, bytes] | None:
     return tuple(Path(paths[k]).read_bytes() for k in paths)  # type: ignore[return-value]
 
 
+def check_port_free(address: str) -> None:
+    """Refuse a server address this machine cannot listen on, before anything starts: Flower
+    said "Port in server address ... is already in use" only after the start line.
+
+    Args:
+        address: ``fleet.server_address`` (``host:port`` or ``[v6]:port``).
+
+    Raises:
+        ConfigError: the port is taken (another fleet server, another program), or the host is
+            not an address of this machine.
+    """
+    import errno
+    import socket
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # as gRPC binds: a port a restarted server's connections leave in TIME_WAIT is free
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"fleet.server_address {address}: the port is already in use "
+                                  f"(another fleet server, or another program): stop it, or "
+                                  f"choose another port") from None
+            raise ConfigError(f"fleet.server_address {address}: cannot listen there "
+                              f"({exc.strerror or exc}): use an address of this machine, or "
+                              f"0.0.0.0 for all of them") from None
+
+
 def run_server(cfg: Config, on_round=None) -> list[dict]:
     """Run the fleet server until ``fleet.rounds`` rounds are done (resuming after a restart).
 
@@ -291,7 +323,8 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
         The records of the rounds this call ran.
 
     Raises:
-        ConfigError: off loopback without TLS and a token, incomplete TLS settings.
+        ConfigError: off loopback without TLS and a token, incomplete TLS settings, a server
+            address whose port is taken.
         EdgeclError: Flower is not installed.
         ServerStopped: a signal (Ctrl-C, SIGTERM) stopped the server before its last round.
     """
@@ -307,14 +340,14 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
     store = GlobalStore(fleet_dir(cfg))
     # one server per state directory (two would overwrite each other's global model)
     with RuntimeLock(store.root):
-        loaded = store.load(with_arch=True)
-        problem = store.problem() if loaded is None else None
+        problem = store.problem()  # before load(), which would log it too: one line, not two
         if problem:
             # INVARIANT: a damaged global model is never silently replaced by a fresh one (the
             # fleet's rounds would start over and its saved model be deleted at the next save)
             raise EdgeclError(f"the fleet's global model in {store.root} cannot be loaded: "
                               f"{problem}; restore it, or move {store.root} away to start the "
                               f"fleet afresh")
+        loaded = store.load(with_arch=True)
         done = loaded[0] if loaded else 0
         left = fc.rounds - done
         if left <= 0:
@@ -323,6 +356,7 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
             return []
         before = len(store.rounds())
         strategy = make_strategy(fc, store, initial=loaded, on_round=on_round)
+        check_port_free(fc.server_address)
         log.info("fleet server on %s: rounds %d..%d, TLS %s, authentication %s",
                  fc.server_address, done + 1, fc.rounds, "on" if certificates else "off",
                  "on" if wire.resolve_token(fc.token) else "off (loopback)")

@@ -202,7 +202,11 @@ def _server_main(cfg: Config) -> None:
     try:
         run_server(cfg)
     except ServerStopped as exc:  # the simulation stopped it (a device died, Ctrl-C): one line
-        log.info("%s", exc)
+        import signal
+
+        name = signal.Signals(exc.signum).name if exc.signum else "a signal"
+        log.info("fleet server stopped by %s after %d finished round(s); a simulation does not "
+                 "resume: run it again with a new --out", name, exc.saved_round)
 
 
 BASELINE_ROUND = "round-{:04d}.json"
@@ -337,8 +341,14 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
     out.mkdir(parents=True, exist_ok=True)
     try:  # a setup that fails (bad sizes, too few tasks) leaves no folder it created
         if data == "scenario":
+            from edgecl.data import sprites
             from edgecl.data.scenario import make_scenario
 
+            most = len(sprites.CLASSES) // 2  # each device's task brings 2 of the sprite classes
+            if devices > most:
+                raise ConfigError(f"--devices {devices}: the built-in scenario gives each device "
+                                  f"2 of its {len(sprites.CLASSES)} classes, so at most {most} "
+                                  f"devices (give --data a tasks.yaml with a task per device)")
             data = str(make_scenario(out / "scenario", tasks=devices,
                                      images_per_task=size.images_per_task, imgsz=size.imgsz,
                                      seed=size.seed))

@@ -352,8 +352,11 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 log.info("fleet: starting from a fresh %s global model (seed %d)",
                          arch_label(loaded[3]), fleet_cfg.seed)
             else:
-                log.info("fleet: resuming after round %d with %d classes (%s)", loaded[0],
-                         len(loaded[2]), arch_label(loaded[3] if len(loaded) > 3 else None))
+                log.info("fleet: resuming after round %d with %d classes (%s)%s", loaded[0],
+                         len(loaded[2]), arch_label(loaded[3] if len(loaded) > 3 else None),
+                         f"; fleet.initial_model {fleet_cfg.initial_model} is not read: it only "
+                         f"starts a fleet that has no global model yet"
+                         if fleet_cfg.initial_model and loaded[0] > 0 else "")
             self.offset, self.arrays, self.names = loaded[:3]
             self.arch = loaded[3] if len(loaded) > 3 else None
             self._check_loaded()
@@ -368,6 +371,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.asked_s = time.time()
             self.verified: set[str] = set()  # connection ids whose token check passed
             self.refused: dict[str, str] = {}  # connection id -> why its token check failed
+            self.named: set[str] = set()  # connection ids asked their name (no fleet token)
 
         def _check_loaded(self):
             """Refuse to start from a global model no device could use.
@@ -462,6 +466,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 The admitted proxies, in the order given (all of them without a token).
             """
             if not self.token:
+                self._name_new_connections(clients, rnd)
                 return list(clients)
             live = {str(c.cid) for c in clients}
             self.verified &= live
@@ -482,6 +487,31 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                                         cid[:100], self.device_names.get(cid, "unnamed"), why)
             return [c for c in clients if str(c.cid) in self.verified]
 
+        def _name_new_connections(self, clients: list, rnd: int) -> None:
+            """Without a fleet token, still ask each new connection its device's name once (the
+            same ``get_properties`` hello, its signature unchecked), so that a device that drops
+            out of its first round is named, and two devices sharing a name are said at once.
+            """
+            new = [c for c in clients if str(c.cid) not in self.named]
+            if not new:
+                return
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(16, len(new))) as pool:
+                list(pool.map(lambda c: self._hello(c, rnd), new))
+            self.named |= {str(c.cid) for c in new}
+            live = {str(c.cid) for c in clients}
+            self.named &= live
+            by_name: dict[str, list[str]] = {}
+            for cid in sorted(live):
+                if cid in self.device_names:
+                    by_name.setdefault(self.device_names[cid], []).append(cid)
+            for name, cids in by_name.items():
+                if len(cids) > 1 and any(str(c.cid) in cids for c in new):
+                    log.warning("fleet: %d connected devices are named %s: give each device "
+                                "its own fleet.device_name (a round uses one reply per name)",
+                                len(cids), _short(name))
+
         def _hello(self, client, rnd: int) -> str | None:
             """Ask one connection to prove it holds the token.
 
@@ -495,8 +525,9 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             try:
                 res = client.get_properties(ins, timeout=HELLO_TIMEOUT_S, group_id=rnd)
             except Exception as exc:  # noqa: BLE001 - a connection's fault is that connection's
-                log.info("fleet: connection %s did not answer the token check (%s: %s); asked "
-                         "again next round", str(client.cid)[:100], type(exc).__name__, exc)
+                log.info("fleet: connection %s did not answer %s (%s: %s)%s", str(client.cid)[:100],
+                         "the token check" if self.token else "when asked its name",
+                         type(exc).__name__, exc, "; asked again next round" if self.token else "")
                 return ""
             props = dict(getattr(res, "properties", None) or {})
             device = str(props.get("device", ""))[:100]
@@ -572,10 +603,15 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                     if device in rec["devices"]:
                         # two devices with one name (a default host name, a copied config):
                         # the second would overwrite the first's record and be averaged twice
-                        log.warning("fleet round %d: a second reply named %s refused: give each "
-                                    "device its own fleet.device_name", rnd, _short(device))
                         rec.setdefault("duplicate_names", []).append(device[:200])
-                        continue
+                        if "samples" in rec["devices"][device]:  # the first sent an update
+                            log.warning("fleet round %d: a second reply named %s refused: give "
+                                        "each device its own fleet.device_name", rnd,
+                                        _short(device))
+                            continue
+                        log.warning("fleet round %d: two replies named %s (the first sent no "
+                                    "update; the second is used): give each device its own "
+                                    "fleet.device_name", rnd, _short(device))
                     nbytes = sum(len(t) for t in res.parameters.tensors)
                     rec["bytes_up"] = rec.get("bytes_up", 0) + nbytes
                     if not self._authentic(rnd, m):

@@ -295,6 +295,10 @@ def global_from_checkpoint(path) -> tuple[dict[str, np.ndarray], list[str], dict
     from edgecl.errors import ConfigError, ModelLoadError
     from edgecl.models.checkpoint import load_checkpoint
 
+    if Path(path).is_dir():
+        from edgecl.models.base import folder_given
+
+        raise ModelLoadError(f"fleet.initial_model: {folder_given(Path(path))}")
     if Path(path).suffix.lower() != ".pt":
         raise ModelLoadError(f"fleet.initial_model={path}: a fleet starts from an ultralytics "
                              f".pt checkpoint (an exported engine holds no trainable weights)")

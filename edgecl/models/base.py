@@ -309,6 +309,26 @@ def folder_given(path: Path) -> str:
     return f"{path} is a folder, not a model file{hint}"
 
 
+def misnamed_model_hint(path: Path) -> str:
+    """What a model file that failed to load really is, by its first bytes, when its suffix
+    says otherwise: ``"; it is a PyTorch checkpoint (a zip archive): name it .pt"``, or ``""``.
+
+    Args:
+        path: the model file.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return ""
+    suffix = path.suffix.lower()
+    if head.startswith(b"PK\x03\x04") and suffix != ".pt":
+        return "; it is a PyTorch checkpoint (a zip archive): name it .pt"
+    if head.lstrip().startswith(b"<?xml") and suffix != ".xml":
+        return "; it is an XML file (an OpenVINO model is named .xml, its weights .bin)"
+    return ""
+
+
 @functools.lru_cache(maxsize=1)
 def _malloc_trim():
     """glibc's ``malloc_trim`` as a ctypes function, or ``None`` on another C library (musl,
@@ -413,16 +433,23 @@ class Backend(abc.ABC):
             Seconds taken by the last pass.
 
         Raises:
-            ModelLoadError: the model fails on a dummy frame (the backend's error in one line).
+            ModelLoadError: the model fails on a dummy frame (the backend's error in one line),
+                or its outputs there are not finite (weights holding NaN or infinity, which
+                detect nothing and make every learning round fail).
         """
         from edgecl.errors import ModelLoadError
 
         dummy = np.full((*self.meta.hw, 3), 114, np.uint8)
         elapsed_s = 0.0
-        for _ in range(max(1, runs)):
+        for run in range(max(1, runs)):
             t0 = time.perf_counter()
             try:
-                self.infer([dummy])
+                raw = self._raw_outputs([dummy])
+                if run == 0 and not np.isfinite(raw).all():
+                    raise ModelLoadError(f"{self.meta.path}: the model's outputs on a test frame "
+                                         f"are not finite (NaN or infinity): its weights are "
+                                         f"damaged (a float16 overflow in training, say)")
+                postprocess(raw, [dummy.shape[:2]], self.meta.hw, self.meta.nc, self.opts)
             except ModelLoadError:
                 raise
             except Exception as exc:  # runtimes raise many unrelated types for a model that cannot run
@@ -442,13 +469,17 @@ class Backend(abc.ABC):
         """
         if not images:
             return []
-        hw = self.meta.hw
-        batch = letterbox_batch(images, hw)
+        raw = self._raw_outputs(images)
+        shapes = [im.shape[:2] for im in images]
+        return postprocess(raw, shapes, self.meta.hw, self.meta.nc, self.opts)
+
+    def _raw_outputs(self, images: list[np.ndarray]) -> np.ndarray:
+        """The network's outputs for BGR images, letterboxed to the model's input:
+        ``(N, 4+nc, A)`` float (or the end-to-end head's rows)."""
+        batch = letterbox_batch(images, self.meta.hw)
         if self.meta.input_dtype != "float32":
             batch = batch.astype(self.meta.input_dtype)
-        raw = self._forward_fixed(batch) if self.meta.batch else self._forward(batch)
-        shapes = [im.shape[:2] for im in images]
-        return postprocess(raw, shapes, hw, self.meta.nc, self.opts)
+        return self._forward_fixed(batch) if self.meta.batch else self._forward(batch)
 
     def _forward_fixed(self, batch: np.ndarray) -> np.ndarray:
         """Run a model whose file fixes the batch: chunks of that size, the last one padded.

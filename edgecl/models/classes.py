@@ -358,9 +358,7 @@ class ClassRegistry:
             raise LabelError(f"checkpoint class ids must be integers, got {sorted(names)[:5]}") from None
         keys = [n.casefold() for n in wanted.values()]
         if len(set(keys)) != len(keys):  # 'car' beside 'Car' would be one class to every lookup
-            twice = sorted({n for n in wanted.values() if keys.count(n.casefold()) > 1})
-            raise LabelError(f"class names are not unique: {', '.join(twice[:5])} name more "
-                             f"than one id")
+            raise LabelError(f"class names are not unique: {_names_twice(wanted)}")
         with self._locked() as entries:
             by_id = {e["id"]: e["name"] for e in entries}
             by_name = {same_name_key(e["name"]): e["id"] for e in entries}
@@ -617,3 +615,17 @@ def _restore_lost_ids(names: dict[int, str], known: dict[int, str],
             f"the class registry {classes.path} lacks class id {cid}, which the replay memory "
             f"names {name!r} ({len(left)} id(s) in all), and cannot take it back, so no new class "
             f"is made (it would take the id and relabel those samples); {fix}")
+
+
+def _names_twice(names: dict[int, str]) -> str:
+    """``car names ids 0 and 2; Bus / bus name ids 1 and 3``: the names (case aside) that
+    more than one id has, with their ids (the first 5)."""
+    groups: dict[str, list[int]] = {}
+    for cid, name in sorted(names.items()):
+        groups.setdefault(name.casefold(), []).append(cid)
+    parts = []
+    for ids in (ids for ids in groups.values() if len(ids) > 1):
+        spelt = sorted({names[i] for i in ids})
+        listed = ", ".join(str(i) for i in ids[:-1]) + f" and {ids[-1]}"
+        parts.append(f"{' / '.join(spelt)} name{'s' if len(spelt) == 1 else ''} ids {listed}")
+    return "; ".join(parts[:5])

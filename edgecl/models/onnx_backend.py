@@ -10,7 +10,7 @@ import numpy as np
 
 from edgecl.errors import ModelLoadError
 from edgecl.models.base import (MAX_IMAGE_SIDE, Backend, ModelMeta, check_export_metadata,
-                                one_line, sha256_file)
+                                misnamed_model_hint, one_line, sha256_file)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,42 @@ def read_onnx_metadata(custom: dict[str, str], input_shape: list, path: Path,
     return names, (int(hw[0]), int(hw[1]))
 
 
+MAX_PROTOBUF_BYTES = 2**31 - 1
+"""The largest ONNX file protobuf can write in one piece."""
+
+
+def embed_external_data(path: str | Path, out: str | Path) -> bool:
+    """Write to ``out`` the ONNX model ``path`` with its external data files embedded.
+
+    An ONNX model saved with ``save_as_external_data`` keeps its weights in files beside it
+    (``model.onnx.data``) that a copy of the ``.onnx`` alone does not carry; the registry
+    stages one self-contained file instead.
+
+    Args:
+        path: the ``.onnx`` file (already loaded once by onnxruntime: its data files exist).
+        out: where to write the self-contained copy (only when there is external data).
+
+    Returns:
+        True when the model had external data and ``out`` was written; False otherwise.
+
+    Raises:
+        ModelLoadError: the model and its data are too large for one file (2 GiB).
+    """
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    tensors = [*proto.graph.initializer,
+               *(a.t for n in proto.graph.node for a in n.attribute if a.HasField("t"))]
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        return False
+    onnx.load_external_data_for_model(proto, str(Path(path).parent))
+    if proto.ByteSize() > MAX_PROTOBUF_BYTES:
+        raise ModelLoadError(f"{path}: its weights, held in external data files, make a model "
+                             f"over 2 GiB, which one ONNX file cannot hold")
+    Path(out).write_bytes(proto.SerializeToString())
+    return True
+
+
 def refuse_extra_outputs(outputs: list[str], path) -> None:
     """Refuse a model with more than one output: an ultralytics detector's export has one; a
     segmentation model's adds its mask prototypes, and its first output's mask coefficients
@@ -189,7 +225,9 @@ class OnnxBackend(Backend):
         try:
             session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as exc:  # onnxruntime raises several unrelated types for bad files
-            raise ModelLoadError(f"cannot load ONNX model {path}: {one_line(exc)}") from None
+            hint = misnamed_model_hint(path)
+            raise ModelLoadError(f"cannot load ONNX model {path}{hint or ': ' + one_line(exc)}"
+                                 ) from None
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or not outputs:
             raise ModelLoadError(f"{path}: {len(inputs)} inputs and {len(outputs)} outputs; expected "

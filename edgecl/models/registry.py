@@ -983,7 +983,8 @@ class Registry:
 
         The file is loaded and warmed with the backend its suffix selects first (its input
         shape, element type and outputs read from the file); a model that cannot serve is
-        refused and nothing is staged.
+        refused and nothing is staged. An ONNX model whose weights are in external data files
+        is staged as one file with them embedded.
 
         Args:
             path: the model file.
@@ -1034,7 +1035,17 @@ class Registry:
             if meta_yaml.is_file():
                 files["metadata.yaml"] = meta_yaml
             manifest.setdefault("serve", "model.xml")
-        return self.stage(files, manifest)
+        if path.suffix.lower() != ".onnx" or not check:  # unchecked: staged as the bytes it is
+            return self.stage(files, manifest)
+        from edgecl.models.onnx_backend import embed_external_data
+
+        with tempfile.TemporaryDirectory(prefix="edgecl-add-") as tmp:
+            try:
+                if embed_external_data(path, Path(tmp) / "model.onnx"):
+                    files["model.onnx"] = Path(tmp) / "model.onnx"
+            except ModelLoadError as exc:
+                raise RegistryError(f"cannot add: {exc}") from None
+            return self.stage(files, manifest)
 
     def prune(self, keep_promoted: int = 5, keep_rejected: int = 3,
               engine_cache_entries: int | None = None) -> dict:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_bytes
 from edgecl.config import Config, RuntimeConfig
-from edgecl.errors import ConfigError, EdgeclError, ModelLoadError, StorageError, is_disk_full
+from edgecl.errors import (ConfigError, EdgeclError, LabelError, ModelLoadError, StorageError,
+                           is_disk_full)
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +378,12 @@ class Runtime:
 
             promote_leftover_staged(cfg, self.registry, inference_options(cfg))
             self._check_current_version()
+        if cfg.learner.enabled:
+            from edgecl.continual.round import unlearnable_current
+
+            problem = unlearnable_current(cfg, self.registry)
+            if problem:  # detection runs; every round would fail the same way
+                log.warning("learner: no round can learn: %s", problem)
 
     def _repair_memory_index(self) -> None:
         """Rebuild a damaged, or lost, replay-memory index from the sample files and the newest
@@ -463,6 +470,8 @@ class Runtime:
         for names, what, advice in seeds:
             try:
                 self.classes.seed(names)  # checked above; seed refuses what changed since
+            except LabelError as exc:  # the names themselves (twice the same): no other ids help
+                raise ConfigError(f"{what}: {exc}") from None
             except EdgeclError as exc:
                 raise ConfigError(f"{what}: {exc}; {advice}") from None
 

@@ -210,19 +210,15 @@ def unwind_on_sigterm() -> None:
     """Signal handling of a process the runtime spawns (the learner, the fleet client).
 
     SIGTERM (the runtime's stop, or its death through :func:`die_with_parent`) raises
-    ``SystemExit(143)`` where the process stands, so that it unwinds as a command does on
+    ``SystemExit(143)`` where the process stands, once, so that it unwinds as a command does on
     Ctrl-C: its temporary folders (an export's, outside the state directory) are removed and
     its locks released; the default action ended it where it stood and left them behind.
     SIGINT is ignored: a terminal's Ctrl-C reaches the whole process group, and the runtime,
-    which receives it too, stops its children itself.
+    which receives it too, stops its children itself (:mod:`edgecl.stop_signals`).
     """
-    import signal
+    from edgecl.stop_signals import unwind_once_on_stop_signals
 
-    def stop(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    unwind_once_on_stop_signals(ignore_sigint=True)
 
 
 def monitor_recorder(state_dir: str | Path):

@@ -312,3 +312,67 @@ def test_a_sha256_written_in_capitals_is_the_same_sha256(capsys, tmp_path):
     path.write_text(json.dumps(manifest))
     code, out, _ = run_cli(capsys, "models", "verify", version, "--state-dir", state)
     assert code == 0 and out.strip() == f"{version}: ok", out  # before: "not 64 hex digits"
+
+
+def test_an_engine_without_its_checkpoint_is_said_to_be_unlearnable_up_front(capsys, tmp_path,
+                                                                            exports, caplog):
+    """Before: 'models add --promote model.onnx' and 'run' said nothing; every round then failed
+    with 'current version v0001 has no model.pt to fine-tune'."""
+    from edgecl.config import load_config
+    from edgecl.continual.round import unlearnable_current
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.models.registry import Registry
+    from edgecl.ultra import build_detection_model
+
+    state = tmp_path / "state"
+    code, out, err = run_cli(capsys, "models", "add", exports["batch4"], "--promote",
+                             "--state-dir", state)
+    assert code == 0 and "promoted v0001" in out
+    assert err == ("warning: v0001 holds no .pt checkpoint, so no learning round can fine-tune it "
+                   "while it serves; set model.path to the ultralytics .pt checkpoint it was "
+                   "exported from, or add that checkpoint instead\n")
+    cfg = load_config(None, [f"state_dir={state}"])
+    registry = Registry(state / "models")
+    assert unlearnable_current(cfg, registry) == (
+        "current version v0001 has no model.pt to fine-tune (an exported engine); set model.path "
+        "to the ultralytics .pt checkpoint it was exported from, or promote that checkpoint "
+        "('edgecl models add --promote FILE.pt')")
+    pt = save_checkpoint(build_detection_model(2, names={0: "car", 1: "drone"}), tmp_path / "m.pt",
+                         meta={"names": {0: "car", 1: "drone"}, "imgsz": 64})
+    assert unlearnable_current(load_config(None, [f"state_dir={state}", f"model.path={pt}"]),
+                               registry) is None
+    code, out, err = run_cli(capsys, "models", "add", exports["rect"], "--state-dir", state,
+                             f"model.path={pt}")
+    assert code == 0 and err == ""
+    caplog.set_level("WARNING")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    import cv2
+
+    cv2.imwrite(str(frames / "a.jpg"), np.full((64, 64, 3), 90, np.uint8))
+    code, out, err = run_cli(capsys, "run", "--state-dir", state, "--frames", "1", "--source",
+                             f"dir://{frames}", "server.enabled=false", "model.imgsz=64")
+    assert code == 0, err
+    said = [r.getMessage() for r in caplog.records if "no round can learn" in r.getMessage()]
+    assert said == ["learner: no round can learn: current version v0001 has no model.pt to "
+                    "fine-tune (an exported engine); set model.path to the ultralytics .pt "
+                    "checkpoint it was exported from, or promote that checkpoint ('edgecl models "
+                    "add --promote FILE.pt')"]
+
+
+def test_refused_adds_keep_only_the_configured_rejected_copies(capsys, tmp_path):
+    """Before: each 'models add' refused for its class ids kept a full copy of the model as a
+    rejected version, past export.keep_rejected, until 'models prune' was run by hand."""
+    from edgecl.bench.console_load import tiny_model
+
+    state = tmp_path / "state"
+    first = tiny_model(tmp_path / "first.pt", {0: "car", 1: "truck"})
+    swapped = tiny_model(tmp_path / "swapped.pt", {0: "truck", 1: "car"})
+    code, _, err = run_cli(capsys, "models", "add", first, "--promote", "--state-dir", state)
+    assert code == 0, err
+    for _ in range(5):
+        code, _, err = run_cli(capsys, "models", "add", swapped, "--state-dir", state,
+                               "export.keep_rejected=2")
+        assert code == 2 and "staged as v000" in err and "and rejected" in err
+    with_files = sorted(p.parent.name for p in (state / "models").glob("v*/model.pt"))
+    assert with_files == ["v0001", "v0005", "v0006"], "the current one and the 2 newest rejected"

@@ -325,6 +325,27 @@ def test_freeze_layers_must_leave_the_head(data):
                                        device="cpu", freeze_layers=len(model.model))
 
 
+def test_a_p6_model_refuses_a_size_off_its_stride_and_trains_on_one(data):
+    """Before: a P6 detector (strides up to 64) at the default learner.imgsz 160 failed every
+    round with a traceback from the neck's concatenation (sizes 6 and 5)."""
+    from edgecl.errors import ConfigError
+
+    new, mem = data
+    torch.manual_seed(0)
+    model = build_detection_model(2, cfg="yolov8n-p6.yaml")
+    for imgsz, sizes in ((160, "128 or 192"), (96, "64 or 128")):
+        cfg = LearnerConfig(imgsz=imgsz, batch=4, lr=0.002)
+        with pytest.raises(ConfigError, match=rf"^learner.imgsz={imgsz} is not a multiple of 64, "
+                                              rf"the largest stride of this model \(a P6 model\): "
+                                              rf"set learner.imgsz to {sizes}$"):
+            FineTuner(model, cfg, OFF).run(new, mem, budget_s=120, max_steps=1, epochs=10,
+                                           device="cpu")
+    cfg = LearnerConfig(imgsz=128, batch=4, lr=0.002, bn_recalibration_batches=0)
+    result = FineTuner(model, cfg, OFF).run(new, mem, budget_s=120, max_steps=1, epochs=10,
+                                           device="cpu")
+    assert result.steps == 1
+
+
 def test_freeze_zero_trains_every_layer(data):
     new, mem = data
     model = _model()

@@ -518,5 +518,6 @@ def test_a_simulated_server_stopped_by_the_simulation_says_one_line(tmp_path, mo
     monkeypatch.setattr("edgecl.runtime.learner.die_with_parent", lambda: None)
     with caplog.at_level(logging.INFO, logger="edgecl.fleet.simulate"):
         simulate._server_main(load_config(None, [f"state_dir={tmp_path}"]))
-    assert caplog.messages == [f"fleet server stopped by SIGTERM: the global model of round 2 is "
-                               f"kept in {tmp_path}; a restart resumes with round 3"]
+    # not 'a restart resumes with round 3': a simulation run again into its --out is refused
+    assert caplog.messages == ["fleet server stopped by SIGTERM after 2 finished round(s); a "
+                               "simulation does not resume: run it again with a new --out"]

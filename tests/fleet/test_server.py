@@ -67,7 +67,7 @@ def _server_cfg(state, *extra):
                               "fleet.rounds=5", *extra])
 
 
-def test_a_damaged_global_model_stops_the_server_instead_of_starting_afresh(tmp_path):
+def test_a_damaged_global_model_stops_the_server_instead_of_starting_afresh(tmp_path, caplog):
     """Before: a corrupt global.json or npz made the server start over at round 1 and delete
     the saved model at its next save."""
     import numpy as np
@@ -84,6 +84,7 @@ def test_a_damaged_global_model_stops_the_server_instead_of_starting_afresh(tmp_
     with pytest.raises(EdgeclError, match="fails its checksum; restore it, or move"):
         run_server(cfg)
     assert saved.is_file()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], "said once, as the error"
     (store.root / "global.json").write_text('{"round": 3, "names": [')
     assert "unreadable" in store.problem()
     with pytest.raises(EdgeclError, match="cannot be loaded"):
@@ -130,3 +131,29 @@ def test_a_certificate_and_a_key_that_do_not_belong_together_are_one_line(tmp_pa
     good = dict(certs, **{"fleet.server_cert": str(tmp_path / "srv.pem"),
                           "fleet.server_key": str(tmp_path / "srv.key")})
     check_security("127.0.0.1:9092", certs=good, token="t", role="server")
+
+
+def test_a_port_already_in_use_is_one_line_before_the_server_says_it_started(tmp_path, caplog):
+    """Before: 'fleet server on 127.0.0.1:P: rounds 1..10' was logged, then Flower's own
+    'Port in server address ... is already in use', exit 1."""
+    import socket
+
+    from edgecl.errors import ConfigError
+    from edgecl.fleet.server import check_port_free, run_server
+
+    pytest.importorskip("flwr")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = _server_cfg(tmp_path, f"fleet.server_address=127.0.0.1:{port}")
+        with caplog.at_level("INFO"), pytest.raises(ConfigError) as info:
+            run_server(cfg)
+    assert str(info.value) == (f"fleet.server_address 127.0.0.1:{port}: the port is already in "
+                               f"use (another fleet server, or another program): stop it, or "
+                               f"choose another port")
+    assert "fleet server on" not in caplog.text
+    with pytest.raises(ConfigError, match=r"fleet.server_address 192.0.2.99:9092: cannot listen "
+                                          r"there \(.*\): use an address of this machine"):
+        check_port_free("192.0.2.99:9092")
+    check_port_free(f"127.0.0.1:{port}")  # free again once its listener closed

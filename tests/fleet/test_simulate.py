@@ -73,6 +73,16 @@ def test_a_setup_that_fails_leaves_no_output_folder(tmp_path, capsys, extra):
     assert (out / "mine.txt").read_text() == "kept"  # a folder it did not create stays
 
 
+def test_more_devices_than_the_scenario_has_classes_for_names_devices(tmp_path, capsys):
+    """Before: 'scenario: tasks x classes_per_task must be 1..12, got 1000 x 2'."""
+    out = tmp_path / "sim"
+    assert main(["fleet", "simulate", "--devices", "7", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "error: --devices 7: the built-in scenario gives each device 2 of its 12 classes, so at "
+        "most 6 devices (give --data a tasks.yaml with a task per device)\n")
+    assert not out.exists()
+
+
 def test_the_users_settings_reach_the_devices_and_the_simulations_own_keys_are_refused(
         tmp_path, capsys):
     from edgecl.fleet.simulate import SimSize, device_config

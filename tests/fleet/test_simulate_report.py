@@ -54,3 +54,23 @@ def test_a_round_is_reported_once_both_sides_finished_it(tmp_path):
     assert [d["status"] for d in row["devices"]] == ["absent", "absent"]
     assert [d["alone_per_class_ap"] for d in row["devices"]] == [{"car": 0.2}, {"car": 0.0}]
     assert sum(line.startswith("round ") for line in lines) == 2
+
+
+def test_the_target_line_tells_an_unmeasured_class_from_a_weak_one(tmp_path, monkeypatch,
+                                                                    run_edgecl):
+    """Before: 'joint AP too low to compare on: bicycle, car, person, truck' although bicycle
+    and truck had no joint AP at all (shown as '-' in the round tables)."""
+    from edgecl.fleet import simulate
+
+    summary = {"devices": 2, "rounds": 1, "bytes_per_round": 10, "per_device": [],
+               "joint_per_class_ap": {"bicycle": None, "car": 0.01, "person": 0.0, "truck": None,
+                                      "boat": 0.3},
+               "target": {"ratio": 0.8, "min_ratio": 0.5, "met": False,
+                          "unmeasurable": ["bicycle", "car", "person", "truck"]}}
+    monkeypatch.setattr(simulate, "simulate", lambda *a, **k: summary)
+    code, out, err = run_edgecl(["fleet", "simulate", "--out", tmp_path / "sim"])
+    assert code == 0, err
+    assert out.splitlines()[-1] == (
+        "target (every device, every class >= 0.8 x joint): not met (lowest ratio 0.50; classes "
+        "left out: joint AP not measured: bicycle, truck; joint AP below 0.05: car, person)")
+

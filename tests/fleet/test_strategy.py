@@ -493,8 +493,71 @@ def test_a_fleet_waits_for_enough_connections_holding_its_token(tmp_path, caplog
     assert "waiting for 2 devices holding the fleet's token; 2 connected, 1 refused" in caplog.text
 
 
-def test_without_a_token_every_connection_is_admitted_unasked(tmp_path):
-    strategy, _ = start(tmp_path)
-    manager = FakeManager(2)
-    assert len(strategy.configure_fit(1, None, manager)) == 2
-    assert [c.hellos for c in manager.clients.values()] == [0, 0]
+def test_without_a_token_every_connection_is_admitted_and_asked_its_name_once(tmp_path, caplog,
+                                                                              monkeypatch):
+    """Before: without a token no connection was asked anything, so a device that dropped out
+    of its first round (after a server restart, say) was 'a device' in the log."""
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, _ = start(tmp_path, min_devices=2)
+    manager = FakeManager(0)
+    manager.clients = {"a": FakeProxy("a", name="drone-1"), "b": FakeProxy("b", name="drone-2")}
+    sent = strategy.configure_fit(1, None, manager)
+    assert len(sent) == 2 and [c.hellos for c in manager.clients.values()] == [1, 1]
+    results = [reply(sent[0][1].config, "drone-1", {SHARED: np.ones(2), ROWS: np.array([1.0])},
+                     ["car"], 10)]
+    results[0] = (manager.clients["a"], results[0][1])
+    with caplog.at_level("WARNING"):
+        strategy.aggregate_fit(1, results, [type("GrpcBridgeClosed", (Exception,), {})()])
+    assert "fleet round 1: drone-2 dropped out of the round (its connection closed" in caplog.text
+    strategy.configure_fit(2, None, manager)
+    assert [c.hellos for c in manager.clients.values()] == [1, 1], "asked once per connection"
+
+
+def test_two_connected_devices_with_one_name_are_said_at_once(tmp_path, caplog, monkeypatch):
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, _ = start(tmp_path, min_devices=2)
+    manager = FakeManager(0)
+    manager.clients = {"a": FakeProxy("a", name="jetson"), "b": FakeProxy("b", name="jetson")}
+    with caplog.at_level("WARNING"):
+        strategy.configure_fit(1, None, manager)
+    assert ("fleet: 2 connected devices are named 'jetson': give each device its own "
+            "fleet.device_name (a round uses one reply per name)") in caplog.text
+
+
+def test_a_reply_with_an_update_is_used_over_a_skip_under_the_same_name(tmp_path, caplog,
+                                                                       monkeypatch):
+    """Before: a device with an empty memory, named like another, replied 'skipped' first,
+    and the real update that followed was refused as a second reply of that name."""
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path)
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    results = [reply(ins.config, "devA", {}, [], 0, skipped="no training sample in the memory"),
+               reply(ins.config, "devA", {SHARED: np.full(2, 3.0), ROWS: np.array([1.0])},
+                     ["car"], 13)]
+    with caplog.at_level("WARNING"):
+        strategy.aggregate_fit(1, results, [])
+    assert "two replies named 'devA' (the first sent no update; the second is used)" in caplog.text
+    np.testing.assert_allclose(store.load()[1][SHARED], 3.0)
+
+
+def test_a_resumed_fleet_says_its_initial_model_is_not_read(tmp_path, caplog, monkeypatch):
+    """Before: a fleet.initial_model given to a server resuming after round 6 was silently
+    ignored."""
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    store = GlobalStore(tmp_path / "fleet")
+    store.save(6, {SHARED: np.zeros(2, np.float32)}, ["car"])
+    cfg = FleetConfig(min_devices=1, initial_model=str(tmp_path / "yours.pt"))
+    with caplog.at_level("INFO"):
+        make_strategy(cfg, store)
+    assert (f"fleet: resuming after round 6 with 1 classes (yolo11n.yaml); fleet.initial_model "
+            f"{tmp_path / 'yours.pt'} is not read: it only starts a fleet that has no global "
+            f"model yet") in caplog.text
+
+
+def test_a_folder_as_the_initial_model_is_named_a_folder(tmp_path):
+    from edgecl.errors import ModelLoadError
+    from edgecl.fleet.weights import global_from_checkpoint
+
+    with pytest.raises(ModelLoadError, match=f"^fleet.initial_model: {tmp_path} is a folder, "
+                                             f"not a model file$"):
+        global_from_checkpoint(str(tmp_path))

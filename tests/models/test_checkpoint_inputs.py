@@ -255,7 +255,7 @@ def test_seed_compares_names_as_the_registry_stores_them(tmp_path):
     from edgecl.errors import ConflictError
 
     registry = ClassRegistry(tmp_path)
-    with pytest.raises(LabelError, match="class names are not unique: Car, car name more than one"):
+    with pytest.raises(LabelError, match="class names are not unique: Car / car name ids 0 and 1$"):
         registry.seed({0: "car", 1: "Car"})
     assert registry.names() == {}
     registry.seed({0: "car"})

@@ -96,7 +96,7 @@ def test_rename_keeps_the_id_and_refuses_conflicts(tmp_path):
 
 
 def test_seeding_names_a_name_given_twice(tmp_path):
-    with pytest.raises(LabelError, match="class names are not unique: car name more than one id"):
+    with pytest.raises(LabelError, match="class names are not unique: car names ids 0 and 2$"):
         ClassRegistry(tmp_path).seed({0: "car", 1: "truck", 2: "car"})
 
 

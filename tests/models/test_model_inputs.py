@@ -389,3 +389,103 @@ def test_a_folder_given_as_the_model_says_so_and_names_the_model_inside(tmp_path
     (tmp_path / "bad.pt").write_bytes(b"x")
     code, _, err = run_edgecl(["models", "add", "--state-dir", tmp_path / "s", tmp_path / "bad.pt"])
     assert code == 2 and err.count(str(tmp_path / "bad.pt")) == 1 and err.startswith("error: cannot add: ")
+
+
+def test_an_onnx_with_external_weights_is_staged_as_one_file_that_serves(exported, tmp_path,
+                                                                          run_edgecl):
+    """Before: only the .onnx was copied into the version; its weights file stayed behind, and
+    the promoted version could not load ("External data path validation failed")."""
+    import onnx
+
+    from edgecl.models.registry import Registry
+
+    src = tmp_path / "user"
+    src.mkdir()
+    proto = onnx.load(str(exported["rect"]))
+    onnx.save(proto, str(src / "ext.onnx"), save_as_external_data=True, location="ext.onnx.data",
+              size_threshold=0)
+    assert (src / "ext.onnx.data").stat().st_size > (src / "ext.onnx").stat().st_size
+    state = tmp_path / "state"
+    code, out, err = run_edgecl(["models", "add", "--state-dir", state, "--promote", src / "ext.onnx"])
+    assert code == 0, err
+    (src / "ext.onnx.data").unlink()  # the user's folder is gone: the version holds what it needs
+    version = state / "models" / "v0001"
+    assert sorted(Registry(state / "models").manifest("v0001")["files"]) == ["model.onnx"]
+    staged = onnx.load(str(version / "model.onnx"), load_external_data=False)
+    assert all(t.data_location == onnx.TensorProto.DEFAULT for t in staged.graph.initializer)
+    frame = _frames(1)[0]
+    original = load_backend(exported["rect"], LOW_CONF).infer([frame])
+    served = load_backend(version / "model.onnx", LOW_CONF).infer([frame])
+    assert len(served[0].scores) > 0
+    _same(original, served)
+    code, out, err = run_edgecl(["models", "verify", "--state-dir", state, "--all"])
+    assert code == 0, err
+
+
+def test_a_model_whose_weights_hold_nan_is_refused_before_it_serves(model, exported, tmp_path,
+                                                                    run_edgecl):
+    """Before: a checkpoint of NaN weights (a float16 overflow) was promoted and served; it
+    detected nothing, and every round failed with 'nan_loss'."""
+    import copy
+
+    import onnx
+    from onnx import numpy_helper
+
+    from edgecl.models.checkpoint import save_checkpoint
+
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    pt = save_checkpoint(broken, tmp_path / "nan.pt", meta={"names": dict(NAMES), "imgsz": 64})
+    proto = onnx.load(str(exported["dynamic"]))
+    first = proto.graph.initializer[0]
+    first.CopyFrom(numpy_helper.from_array(
+        np.full_like(numpy_helper.to_array(first), np.inf), first.name))
+    inf_onnx = tmp_path / "inf.onnx"
+    onnx.save(proto, str(inf_onnx))
+    for path in (pt, inf_onnx):
+        state = tmp_path / f"state-{path.stem}"
+        code, out, err = run_edgecl(["models", "add", "--state-dir", state, "--promote", path])
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith("error: cannot add: ") and (
+            "outputs on a test frame are not finite (NaN or infinity): its weights are "
+            "damaged") in err, err
+        assert not (state / "models" / "v0001").exists()
+        with pytest.raises(ModelLoadError, match="not finite"):
+            load_backend(path, LOW_CONF, warmup_runs=1)
+
+
+def test_a_model_naming_a_class_twice_is_refused_without_advice_that_cannot_help(tmp_path,
+                                                                               run_edgecl):
+    """Before: '... car name more than one id; use a model trained with these class ids, or
+    another --state-dir' (no other state directory takes a model that names car twice)."""
+    path = _tiny_graph(tmp_path / "dup.onnx", out_shape=(1, 7, 84),
+                       metadata={"names": str({0: "car", 1: "truck", 2: "car"})})
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    import cv2
+
+    cv2.imwrite(str(frames / "a.jpg"), np.full((64, 64, 3), 90, np.uint8))
+    code, out, err = run_edgecl(["run", "--state-dir", tmp_path / "state", "--model", path,
+                                 "--source", f"dir://{frames}", "server.enabled=false",
+                                 "model.imgsz=64"])
+    assert code == 2
+    assert err == "error: the model dup.onnx: class names are not unique: car names ids 0 and 2\n"
+
+
+def test_a_checkpoint_named_onnx_is_said_to_be_a_checkpoint(model, tmp_path):
+    """Before: 'cannot load ONNX model x.onnx: [ONNXRuntimeError] : 7 : INVALID_PROTOBUF ...'."""
+    from edgecl.models.checkpoint import save_checkpoint
+
+    pt = save_checkpoint(model, tmp_path / "m.pt", meta={"names": dict(NAMES), "imgsz": 64})
+    misnamed = tmp_path / "model.onnx"
+    misnamed.write_bytes(pt.read_bytes())
+    with pytest.raises(ModelLoadError) as info:
+        load_backend(misnamed)
+    assert str(info.value) == (f"cannot load ONNX model {misnamed}; it is a PyTorch checkpoint "
+                               f"(a zip archive): name it .pt")
+    xml = tmp_path / "ir.onnx"
+    xml.write_text('<?xml version="1.0"?>\n<net name="x"/>\n')
+    with pytest.raises(ModelLoadError, match=r"; it is an XML file \(an OpenVINO model is named "
+                                             r"\.xml, its weights \.bin\)$"):
+        load_backend(xml)

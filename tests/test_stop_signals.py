@@ -1,0 +1,65 @@
+"""A stop signal unwinds a process once: a second one, which ``timeout`` and service managers
+send to the whole process group right after the first, is ignored while the first unwinds (it
+raised again inside the unwinding and left 'fleet join' hanging in gRPC's channel cleanup)."""
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from edgecl.stop_signals import unwind_once_on_stop_signals
+
+
+def _work_with_a_slow_cleanup(marker: Path, ignore_sigint: bool):
+    unwind_once_on_stop_signals(ignore_sigint=ignore_sigint)
+    marker.with_suffix(".started").write_text("")
+    try:
+        time.sleep(60)
+    finally:
+        time.sleep(0.6)  # a cleanup that takes a while (closing a gRPC channel, say)
+        marker.write_text("cleaned")
+
+
+@pytest.mark.parametrize("signum, ignore_sigint, exit_code", [
+    (signal.SIGTERM, False, 143), (signal.SIGTERM, True, 143), (signal.SIGINT, False, 1)])
+def test_a_second_stop_signal_does_not_break_the_unwinding(tmp_path, signum, ignore_sigint,
+                                                           exit_code):
+    marker = tmp_path / "marker.txt"
+    proc = mp.get_context("fork").Process(target=_work_with_a_slow_cleanup,
+                                          args=(marker, ignore_sigint), daemon=True)
+    proc.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.with_suffix(".started").exists():
+            assert time.monotonic() < deadline and proc.is_alive()
+            time.sleep(0.02)
+        os.kill(proc.pid, signum)
+        time.sleep(0.2)  # inside the cleanup now
+        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGINT)
+        proc.join(10)
+        assert proc.exitcode == exit_code  # 1: KeyboardInterrupt out of a child process
+        assert marker.read_text() == "cleaned", "the cleanup ran to its end"
+    finally:
+        if proc.is_alive():
+            proc.kill()
+
+
+def test_a_spawned_process_ignores_ctrl_c(tmp_path):
+    marker = tmp_path / "marker.txt"
+    proc = mp.get_context("fork").Process(target=_work_with_a_slow_cleanup, args=(marker, True),
+                                          daemon=True)
+    proc.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.with_suffix(".started").exists():
+            assert time.monotonic() < deadline and proc.is_alive()
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.is_alive() and not marker.exists()
+    finally:
+        proc.kill()
