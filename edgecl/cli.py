@@ -43,13 +43,24 @@ def split_overrides(argv: list[str], parser: argparse.ArgumentParser | None = No
         if value_next:
             args.append(token)
             value_next = False
-        elif OVERRIDE_RE.match(token):
+        elif OVERRIDE_RE.match(token) and _names_a_setting(token.split("=", 1)[0]):
             overrides.append(token)
         else:
             args.append(token)
             if parser is not None:
                 parser, value_next = _follow(parser, token)
     return args, overrides
+
+
+def _names_a_setting(key: str) -> bool:
+    """Whether ``key`` (the text before ``=``) can be a config key: dotted (``learner.lr``) or a
+    top-level field (``state_dir``, a section's name). A file argument such as ``m=1.onnx`` or
+    ``ds=v2`` is then not taken for a setting."""
+    import dataclasses
+
+    from edgecl.config import Config
+
+    return "." in key or key in {f.name for f in dataclasses.fields(Config)}
 
 
 def _follow(parser: argparse.ArgumentParser, token: str) -> tuple[argparse.ArgumentParser, bool]:
@@ -236,7 +247,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         args = _parse(parser, args_list, overrides)
     except UsageExit as exc:
-        if "--json" in args_list:  # --json promises a JSON object as the last stdout line
+        # --json (or a prefix argparse takes for it, '--js') promises a JSON last stdout line
+        if any(len(a) > 2 and "--json".startswith(a) for a in args_list):
             print(json.dumps({"error": exc.message}), flush=True)
         raise
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),

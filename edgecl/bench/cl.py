@@ -488,6 +488,13 @@ def run(args: argparse.Namespace) -> int:
     from edgecl.bench.cl_report import write_report
     from edgecl.data.tasks import load_tasks, refuse_trained_test_images
 
+    if args.device.startswith("cuda"):  # before the scenario is generated, naming the option
+        from edgecl.continual.finetune import resolve_device
+
+        try:
+            resolve_device(args.device)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("learner.device=", "--device ")) from None
     if args.data == "scenario" and args.tasks < 2:
         raise ConfigError(f"--tasks {args.tasks}: a continual-learning benchmark needs at least "
                           f"2 tasks (a learnt one, then a new one whose learning may forget it)")

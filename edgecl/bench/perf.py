@@ -254,8 +254,8 @@ def run(args: argparse.Namespace) -> int:
     from edgecl.models.base import InferenceOptions
 
     opts = InferenceOptions(threads=args.threads, imgsz=args.imgsz)
+    frames = read_frames(args.source, args.frames)  # a bad source: said before the model loads
     backend = load_backend(args.model, opts, warmup_runs=5)
-    frames = read_frames(args.source, args.frames)
     result = {"model": str(args.model), "backend": backend.meta.backend, "frames": len(frames),
               "imgsz": backend.meta.imgsz, "threads": args.threads}
     result.update(measure(backend, frames, args, backend.meta.imgsz, opts.conf))

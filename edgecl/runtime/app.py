@@ -62,9 +62,13 @@ def ensure_writable(state_dir: str | Path) -> None:
     pause and resume by themselves once there is room (a warning says so).
 
     Raises:
-        StorageError: one line naming the directory and the reason (read-only, no rights).
+        StorageError: one line naming the directory and the reason (read-only, no rights, a
+            file standing there).
     """
     path = Path(state_dir)
+    if path.exists() and not path.is_dir():
+        raise StorageError(f"{path} is a file where a folder belongs (the state directory; "
+                           f"check --state-dir)")
     try:
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path / ".write-probe", b"ok")
@@ -833,16 +837,19 @@ class Runtime:
         if (self.opts.use_state and self.cfg.fleet.enabled and self.opts.fleet_client is not None
                 and self.fleet_proc is None):
             self.fleet_proc = self.opts.fleet_client.start(self.cfg)
-        try:
-            with stop_on_signals(self._interrupt):
+        # INVARIANT: the close runs under the runtime's own handler too: a second signal (timeout
+        # and service managers send two) only asks the loop to stop again; raised inside the
+        # close it skipped the server's stop and the lock's release (a segfault at exit)
+        with stop_on_signals(self._interrupt):
+            try:
                 log.info("running: source %s, model %s (Ctrl-C or SIGTERM stops cleanly)",
                          getattr(self.loop.source, "uri", "?"), self.loop.model_version)
                 report = self.loop.run(supervise=self.supervise)
                 if wait_for_learner and self.supervisor is not None and not self.interrupted:
                     self.supervisor.tick()
                     self.supervisor.wait()
-        finally:
-            self.close()
+            finally:
+                self.close()
         return report
 
     def _interrupt(self) -> None:

@@ -137,6 +137,17 @@ def test_shared_types_refuse(kind, text):
         kind(text)
 
 
+def test_a_cuda_device_this_machine_lacks_is_refused_before_any_data(run_edgecl, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    code, out, err = run_edgecl(["bench", "cl", "--out", tmp_path / "cl", "--device", "cuda"])
+    assert code == 2 and err == ("error: --device cuda: this machine has no CUDA devices that "
+                                 "torch can use (--device auto picks what there is)\n")
+    assert not (tmp_path / "cl").exists()
+
+
 def test_a_device_torch_cannot_name_is_refused():
     with pytest.raises(argparse.ArgumentTypeError, match="'tpu' is not one of auto, cpu, cuda"):
         arguments.torch_device("tpu")

@@ -99,6 +99,35 @@ def test_with_json_an_error_is_also_the_last_stdout_line(tmp_path, capsys):
     assert json.loads(out.strip().splitlines()[-1]) == {"error": message}
 
 
+def test_a_file_argument_holding_an_equals_sign_is_not_taken_for_a_setting(run_edgecl, tmp_path):
+    """Before: 'models add m=1.onnx' said 'the following arguments are required: path'."""
+    code, out, err = run_edgecl(["models", "add", tmp_path / "m=1.onnx", "--state-dir",
+                                 tmp_path / "s"])
+    assert code == 2 and err == f"error: cannot add {tmp_path / 'm=1.onnx'}: file not found\n"
+    code, out, err = run_edgecl(["models", "add", "m=1.onnx", "--state-dir", tmp_path / "s"])
+    assert err == "error: cannot add m=1.onnx: file not found\n"
+
+
+def test_run_names_a_file_given_as_its_state_directory(run_edgecl, tmp_path):
+    """Before: 'state directory F is not writable: File exists'."""
+    state = tmp_path / "afile"
+    state.write_text("mine")
+    code, out, err = run_edgecl(["run", "--state-dir", state, "--model", "yolo11n.yaml",
+                                 "--source", "synthetic://", "--frames", "1"])
+    assert code == 2 and err.endswith(f"error: {state} is a file where a folder belongs (the "
+                                      f"state directory; check --state-dir)\n")
+    assert state.read_text() == "mine"
+
+
+@pytest.mark.parametrize("flag", ["--json", "--js", "--jso"])
+def test_an_abbreviated_json_flag_also_gets_the_json_error(run_edgecl, flag):
+    import json
+
+    code, out, err = run_edgecl(["run", flag, "--frames", "0"])
+    assert code == 2 and json.loads(out) == {
+        "error": "argument --frames: expected an integer >= 1, got 0; see 'edgecl run --help'"}
+
+
 @pytest.mark.parametrize("argv, line", [
     (["run", "--source", "synthetic://", "--frames", "0", "--json"],
      "argument --frames: expected an integer >= 1, got 0; see 'edgecl run --help'"),

@@ -43,3 +43,36 @@ def test_a_pt_named_with_model_is_what_the_first_round_learns_on(tmp_path):
                             meta={"names": {0: "car", 1: "boat"}, "imgsz": 64, "untrained": True})
     demo = Runtime(cfg, RunOptions(source_uri="synthetic://", model=str(fresh), quiet=True))
     assert base_checkpoint(demo.cfg) is None
+
+
+def test_a_second_signal_during_the_close_only_asks_the_stop_again(tmp_path, monkeypatch):
+    """Before: the runtime's handler was removed before close() ran, so a second SIGTERM
+    (timeout and service managers send two) raised inside the close: the server's stop and the
+    lock's release were skipped, and the process could end in a segmentation fault."""
+    import os
+    import signal
+
+    from edgecl.stop_signals import unwind_once_on_stop_signals
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "model.imgsz=64", "server.enabled=false",
+                             "learner.enabled=false"])
+    closed = []
+    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64&loop=1&fps=50",
+                                      model="yolo11n.yaml", quiet=True),
+                      supervise_hook=lambda rt: os.kill(os.getpid(), signal.SIGTERM))
+    real_close = runtime.close
+
+    def close():
+        os.kill(os.getpid(), signal.SIGTERM)  # the second signal, while the runtime closes
+        real_close()
+        closed.append(True)
+
+    monkeypatch.setattr(runtime, "close", close)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        unwind_once_on_stop_signals()  # what the command line installs
+        runtime.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert runtime.interrupted and closed == [True]
