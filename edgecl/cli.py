@@ -22,7 +22,9 @@ from edgecl.stop_signals import SigtermExit
 COMMAND_MODULES = ("run", "demo", "learn", "bench", "models", "memory", "labels", "scenario",
                    "monitor", "classes", "dataset", "fleet")
 
-OVERRIDE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
+OVERRIDE_RE = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*=")
+"""A ``section.key=value`` word (hyphens too: the config names ``learner.max-steps`` as unknown
+and suggests ``learner.max_steps``)."""
 
 
 def split_overrides(argv: list[str], parser: argparse.ArgumentParser | None = None

@@ -223,3 +223,13 @@ def test_a_run_with_no_model_anywhere_names_every_way_to_start(run_edgecl, tmp_p
     for way in ("yolo11n.yaml", "'edgecl models add PATH --promote'", "'edgecl labels import'",
                 "'edgecl learn'"):
         assert way in err
+
+
+@pytest.mark.parametrize("argv", [["run", "--source", "synthetic://", "--model", "yolo11n.yaml"],
+                                  ["bench", "learn"]])
+def test_a_setting_written_with_a_hyphen_is_pointed_to_its_key(run_edgecl, tmp_path, argv):
+    """Before: 'unrecognized arguments: learner.max-steps=3 (a setting is written
+    section.key=value)', which is what the user wrote."""
+    code, out, err = run_edgecl([*argv, "learner.max-steps=3"])
+    assert code == 2 and err == ("error: unknown config key 'learner.max-steps' in command-line "
+                                 "override; did you mean 'learner.max_steps'?\n")
