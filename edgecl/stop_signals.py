@@ -1,18 +1,28 @@
-"""How a process of edgecl's stops on SIGTERM and Ctrl-C: by unwinding, once.
+"""How a process of edgecl's stops on SIGTERM and Ctrl-C: by unwinding, once, within a deadline.
 
 The first stop signal raises where the main thread stands (``SystemExit(143)`` for SIGTERM,
 ``KeyboardInterrupt`` for SIGINT), so that ``with`` blocks and ``finally`` clauses remove
 temporary files and release locks. Every later one is ignored: ``timeout`` and service managers
 send SIGTERM to the command and then to its process group, and a second exception raised inside
-that unwinding (in a gRPC channel's ``__del__``, say) broke it and left the process hanging.
+that unwinding (in a gRPC channel's ``__del__``, say) broke it and left the process hanging. A
+stop still under way :data:`FORCE_EXIT_AFTER_S` after the signal ends the process at once (every
+state file is written atomically, so what a kill leaves is consistent).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
+import threading
 
 log = logging.getLogger(__name__)
+
+FORCE_EXIT_AFTER_S = 20.0
+"""How long a stop may unwind before the process exits at once: a library's cleanup that never
+returns (gRPC closing a channel whose threads were cut short) must not keep a stopped device
+alive until a service manager's SIGKILL."""
 
 
 class SigtermExit(SystemExit):
@@ -34,6 +44,7 @@ def unwind_once_on_stop_signals(ignore_sigint: bool = False) -> None:
         if stopping:  # already unwinding: a second exception would break the unwinding
             return
         stopping = True
+        _exit_if_still_stopping_after(FORCE_EXIT_AFTER_S, 128 + signum)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         log.warning("received %s: stopping", signal.Signals(signum).name)
@@ -41,3 +52,24 @@ def unwind_once_on_stop_signals(ignore_sigint: bool = False) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else stop)
+
+
+def _exit_if_still_stopping_after(seconds: float, code: int) -> None:
+    """Start a daemon timer that ends the process with ``code`` (``os._exit``, after flushing
+    the log and the standard streams) unless it has exited by itself within ``seconds``."""
+
+    def force() -> None:
+        log.error("still stopping %g s after the stop signal: exiting now", seconds)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed or broken pipe: nothing more to say
+                pass
+        os._exit(code)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.name = "stop-deadline"  # not edgecl-*: the command line waits for none of its own
+    timer.start()

@@ -63,3 +63,36 @@ def test_a_spawned_process_ignores_ctrl_c(tmp_path):
         assert proc.is_alive() and not marker.exists()
     finally:
         proc.kill()
+
+
+def _work_with_a_cleanup_that_never_returns(started: Path):
+    unwind_once_on_stop_signals()
+    started.write_text("")
+    try:
+        time.sleep(60)
+    finally:
+        time.sleep(60)  # gRPC waiting on a channel's threads that were cut short
+
+
+def test_a_stop_that_never_ends_exits_at_its_deadline(tmp_path, monkeypatch):
+    """Before: 'fleet join' stopped by one SIGTERM could wait forever in gRPC's channel cleanup,
+    and ignored every later SIGTERM."""
+    from edgecl import stop_signals
+
+    monkeypatch.setattr(stop_signals, "FORCE_EXIT_AFTER_S", 0.5)
+    started = tmp_path / "started"
+    proc = mp.get_context("fork").Process(target=_work_with_a_cleanup_that_never_returns,
+                                          args=(started,), daemon=True)
+    proc.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists():
+            assert time.monotonic() < deadline and proc.is_alive()
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.join(10)
+        assert proc.exitcode == 143 and time.monotonic() - t0 < 5
+    finally:
+        if proc.is_alive():
+            proc.kill()

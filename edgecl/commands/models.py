@@ -240,10 +240,13 @@ def add_command(args: argparse.Namespace) -> int:
     if Path(args.path).suffix.lower() not in (".pt", ".yaml", ".yml"):
         from edgecl.continual.round import base_checkpoint
 
-        if base_checkpoint(config_from_args(args)) is None:
+        cfg = config_from_args(args)
+        if base_checkpoint(cfg) is None:
+            given = (f"model.path {cfg.model.path} is no trained .pt checkpoint; set it to the "
+                     if cfg.model.path else "set model.path to the ")
             print(f"warning: {version} holds no .pt checkpoint, so no learning round can "
-                  f"fine-tune it while it serves; set model.path to the ultralytics .pt checkpoint "
-                  f"it was exported from, or add that checkpoint instead", file=sys.stderr)
+                  f"fine-tune it while it serves; {given}ultralytics .pt checkpoint it was "
+                  f"exported from, or add that checkpoint instead", file=sys.stderr)
     return 0
 
 
@@ -251,9 +254,14 @@ def _reject(args: argparse.Namespace, registry, version: str, reason: str) -> No
     """Mark an added version rejected and apply the registry's retention rule
     (``export.keep_rejected``), as a round does: refused adds retried in a loop kept a full copy
     of the model each."""
+    from edgecl.errors import EdgeclError
+
     cfg = config_from_args(args)
     registry.set_status(version, "rejected", reason)
-    registry.prune(cfg.export.keep_promoted, cfg.export.keep_rejected)
+    try:
+        registry.prune(cfg.export.keep_promoted, cfg.export.keep_rejected)
+    except (EdgeclError, OSError) as exc:  # the refusal is what the user must read
+        print(f"warning: the registry was not pruned: {exc}", file=sys.stderr)
 
 
 def _remove_if_only_skeleton(state: Path) -> None:

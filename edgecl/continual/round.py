@@ -264,7 +264,7 @@ def base_checkpoint(cfg: Config) -> Path | None:
     round's step budget), not a later one.
     """
     path = Path(cfg.model.path) if cfg.model.path else None
-    if path is None or path.suffix != ".pt" or not path.is_file():
+    if path is None or path.suffix.lower() != ".pt" or not path.is_file():
         return None
     from edgecl.errors import ModelLoadError
     from edgecl.models.checkpoint import load_checkpoint
@@ -414,7 +414,7 @@ def _untrained_start(cfg: Config) -> bool:
         return False
     if path.suffix.lower() in (".yaml", ".yml"):
         return True
-    return path.suffix == ".pt" and path.is_file() and base_checkpoint(cfg) is None
+    return path.suffix.lower() == ".pt" and path.is_file() and base_checkpoint(cfg) is None
 
 
 def _check_start_names(path: Path, stored: dict[int, str], registry: dict[int, str]) -> None:

@@ -434,11 +434,16 @@ class Backend(abc.ABC):
 
         Raises:
             ModelLoadError: the model fails on a dummy frame (the backend's error in one line),
-                or its outputs there are not finite (weights holding NaN or infinity, which
-                detect nothing and make every learning round fail).
+                or its weights or its outputs there are not finite (weights holding NaN or
+                infinity detect nothing, or everything, and make every learning round fail).
         """
         from edgecl.errors import ModelLoadError
 
+        damaged = self._nonfinite_weight()
+        if damaged:  # a saturated class bias (+inf) gives finite scores of 1 on every box
+            raise ModelLoadError(f"{self.meta.path}: its weights hold NaN or infinity (in "
+                                 f"{damaged}): they are damaged (a float16 overflow in "
+                                 f"training, say)")
         dummy = np.full((*self.meta.hw, 3), 114, np.uint8)
         elapsed_s = 0.0
         for run in range(max(1, runs)):
@@ -472,6 +477,11 @@ class Backend(abc.ABC):
         raw = self._raw_outputs(images)
         shapes = [im.shape[:2] for im in images]
         return postprocess(raw, shapes, self.meta.hw, self.meta.nc, self.opts)
+
+    def _nonfinite_weight(self) -> str | None:
+        """The name of a weight tensor holding NaN or infinity, or None (also where the backend
+        cannot read its weights: the outputs on a test frame are checked then)."""
+        return None
 
     def _raw_outputs(self, images: list[np.ndarray]) -> np.ndarray:
         """The network's outputs for BGR images, letterboxed to the model's input:

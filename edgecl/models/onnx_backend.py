@@ -226,6 +226,9 @@ class OnnxBackend(Backend):
             session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as exc:  # onnxruntime raises several unrelated types for bad files
             hint = misnamed_model_hint(path)
+            if not hint and "external data" in str(exc).lower():  # its file name was cut off
+                hint = (": a weights file it names (external data) is missing, or lies outside "
+                        "its folder (a symlink or '..' that leads out); keep it beside the model")
             raise ModelLoadError(f"cannot load ONNX model {path}{hint or ': ' + one_line(exc)}"
                                  ) from None
         inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -248,6 +251,15 @@ class OnnxBackend(Backend):
         return ModelMeta(path=str(path), backend=self.name, names=names, imgsz=max(hw),
                          sha256=sha256_file(path), input_hw=hw, batch=batch, input_dtype=dtype,
                          extra={"providers": session.get_providers()})
+
+    def _nonfinite_weight(self) -> str | None:
+        import onnx
+        from onnx import numpy_helper
+
+        floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+        proto = onnx.load(str(self.meta.path))  # ~20 ms for YOLO11n; loaded by onnxruntime already
+        return next((t.name for t in proto.graph.initializer if t.data_type in floats
+                     and not np.isfinite(numpy_helper.to_array(t)).all()), None)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         out = self._session.run(None, {self._input_name: batch})[0]

@@ -112,6 +112,13 @@ class TorchBackend(Backend):
         imgsz = int(self.opts.imgsz or 640)
         return model, dict(model.names), imgsz, sha256_file(path) if path.is_file() else ""
 
+    def _nonfinite_weight(self) -> str | None:
+        import torch
+
+        tensors = [*self._model.named_parameters(), *self._model.named_buffers()]
+        return next((name for name, t in tensors
+                     if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         import torch
 

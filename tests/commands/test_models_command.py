@@ -376,3 +376,33 @@ def test_refused_adds_keep_only_the_configured_rejected_copies(capsys, tmp_path)
         assert code == 2 and "staged as v000" in err and "and rejected" in err
     with_files = sorted(p.parent.name for p in (state / "models").glob("v*/model.pt"))
     assert with_files == ["v0001", "v0005", "v0006"], "the current one and the 2 newest rejected"
+
+
+def test_a_refused_add_says_why_even_when_the_registry_cannot_be_pruned(capsys, tmp_path):
+    """Before: with 'current' pointing at a deleted version, the add refused for its class ids
+    said only 'not pruning: ... current points at v0001, which does not exist'."""
+    import shutil
+
+    from edgecl.bench.console_load import tiny_model
+
+    state = tmp_path / "state"
+    first = tiny_model(tmp_path / "first.pt", {0: "car", 1: "truck"})
+    swapped = tiny_model(tmp_path / "swapped.pt", {0: "truck", 1: "car"})
+    assert run_cli(capsys, "models", "add", first, "--promote", "--state-dir", state)[0] == 0
+    shutil.rmtree(state / "models" / "v0001")
+    code, out, err = run_cli(capsys, "models", "add", swapped, "--state-dir", state)
+    assert code == 2
+    lines = err.splitlines()
+    assert lines[0].startswith("warning: the registry was not pruned: ")
+    assert lines[-1].startswith(f"error: {swapped}: class id 0 is 'truck'") and "and rejected" in lines[-1]
+
+
+def test_a_checkpoint_named_with_a_capital_suffix_is_the_base_of_rounds(tmp_path):
+    from edgecl.config import load_config
+    from edgecl.continual.round import base_checkpoint
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    pt = save_checkpoint(build_detection_model(2, names={0: "car", 1: "drone"}),
+                         tmp_path / "MINE.PT", meta={"names": {0: "car", 1: "drone"}, "imgsz": 64})
+    assert base_checkpoint(load_config(None, [f"model.path={pt}"])) == pt

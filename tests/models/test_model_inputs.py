@@ -420,6 +420,10 @@ def test_an_onnx_with_external_weights_is_staged_as_one_file_that_serves(exporte
     _same(original, served)
     code, out, err = run_edgecl(["models", "verify", "--state-dir", state, "--all"])
     assert code == 0, err
+    with pytest.raises(ModelLoadError, match=r"^cannot load ONNX model .*ext.onnx: a weights file "
+                                             r"it names \(external data\) is missing, or lies "
+                                             r"outside its folder"):
+        load_backend(src / "ext.onnx")  # its data file was removed above
 
 
 def test_a_model_whose_weights_hold_nan_is_refused_before_it_serves(model, exported, tmp_path,
@@ -443,15 +447,20 @@ def test_a_model_whose_weights_hold_nan_is_refused_before_it_serves(model, expor
         np.full_like(numpy_helper.to_array(first), np.inf), first.name))
     inf_onnx = tmp_path / "inf.onnx"
     onnx.save(proto, str(inf_onnx))
-    for path in (pt, inf_onnx):
+    saturated = copy.deepcopy(model)  # +inf in a class bias: the sigmoid makes it a finite 1
+    with torch.no_grad():
+        saturated.model[-1].cv3[0][-1].bias[0] = float("inf")
+    inf_bias = save_checkpoint(saturated, tmp_path / "inf_bias.pt",
+                               meta={"names": dict(NAMES), "imgsz": 64})
+    for path, tensor in ((pt, "model.0.conv.weight"), (inf_onnx, first.name),
+                         (inf_bias, "model.23.cv3.0.2.bias")):
         state = tmp_path / f"state-{path.stem}"
         code, out, err = run_edgecl(["models", "add", "--state-dir", state, "--promote", path])
         assert code == 2 and err.count("\n") == 1, err
-        assert err.startswith("error: cannot add: ") and (
-            "outputs on a test frame are not finite (NaN or infinity): its weights are "
-            "damaged") in err, err
+        assert err == (f"error: cannot add: {path}: its weights hold NaN or infinity (in "
+                       f"{tensor}): they are damaged (a float16 overflow in training, say)\n")
         assert not (state / "models" / "v0001").exists()
-        with pytest.raises(ModelLoadError, match="not finite"):
+        with pytest.raises(ModelLoadError, match="NaN or infinity"):
             load_backend(path, LOW_CONF, warmup_runs=1)
 
 
