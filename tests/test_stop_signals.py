@@ -23,19 +23,24 @@ def _work_with_a_slow_cleanup(marker: Path, ignore_sigint: bool):
         marker.write_text("cleaned")
 
 
+def _started(target, args, started: Path) -> mp.Process:
+    """A forked child running ``target(*args)``, once it wrote ``started``."""
+    proc = mp.get_context("fork").Process(target=target, args=args, daemon=True)
+    proc.start()
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline and proc.is_alive(), "the child never started"
+        time.sleep(0.02)
+    return proc
+
+
 @pytest.mark.parametrize("signum, ignore_sigint, exit_code", [
     (signal.SIGTERM, False, 143), (signal.SIGTERM, True, 143), (signal.SIGINT, False, 1)])
 def test_a_second_stop_signal_does_not_break_the_unwinding(tmp_path, signum, ignore_sigint,
                                                            exit_code):
     marker = tmp_path / "marker.txt"
-    proc = mp.get_context("fork").Process(target=_work_with_a_slow_cleanup,
-                                          args=(marker, ignore_sigint), daemon=True)
-    proc.start()
+    proc = _started(_work_with_a_slow_cleanup, (marker, ignore_sigint), marker.with_suffix(".started"))
     try:
-        deadline = time.monotonic() + 30
-        while not marker.with_suffix(".started").exists():
-            assert time.monotonic() < deadline and proc.is_alive()
-            time.sleep(0.02)
         os.kill(proc.pid, signum)
         time.sleep(0.2)  # inside the cleanup now
         os.kill(proc.pid, signal.SIGTERM)
@@ -50,14 +55,8 @@ def test_a_second_stop_signal_does_not_break_the_unwinding(tmp_path, signum, ign
 
 def test_a_spawned_process_ignores_ctrl_c(tmp_path):
     marker = tmp_path / "marker.txt"
-    proc = mp.get_context("fork").Process(target=_work_with_a_slow_cleanup, args=(marker, True),
-                                          daemon=True)
-    proc.start()
+    proc = _started(_work_with_a_slow_cleanup, (marker, True), marker.with_suffix(".started"))
     try:
-        deadline = time.monotonic() + 30
-        while not marker.with_suffix(".started").exists():
-            assert time.monotonic() < deadline and proc.is_alive()
-            time.sleep(0.02)
         os.kill(proc.pid, signal.SIGINT)
         time.sleep(0.5)
         assert proc.is_alive() and not marker.exists()
@@ -81,14 +80,8 @@ def test_a_stop_that_never_ends_exits_at_its_deadline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stop_signals, "FORCE_EXIT_AFTER_S", 0.5)
     started = tmp_path / "started"
-    proc = mp.get_context("fork").Process(target=_work_with_a_cleanup_that_never_returns,
-                                          args=(started,), daemon=True)
-    proc.start()
+    proc = _started(_work_with_a_cleanup_that_never_returns, (started,), started)
     try:
-        deadline = time.monotonic() + 30
-        while not started.exists():
-            assert time.monotonic() < deadline and proc.is_alive()
-            time.sleep(0.02)
         t0 = time.monotonic()
         os.kill(proc.pid, signal.SIGTERM)
         proc.join(10)
