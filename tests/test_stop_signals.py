@@ -39,7 +39,8 @@ def _started(target, args, started: Path) -> mp.Process:
 def test_a_second_stop_signal_does_not_break_the_unwinding(tmp_path, signum, ignore_sigint,
                                                            exit_code):
     marker = tmp_path / "marker.txt"
-    proc = _started(_work_with_a_slow_cleanup, (marker, ignore_sigint), marker.with_suffix(".started"))
+    proc = _started(_work_with_a_slow_cleanup, (marker, ignore_sigint),
+                    marker.with_suffix(".started"))
     try:
         os.kill(proc.pid, signum)
         time.sleep(0.2)  # inside the cleanup now
