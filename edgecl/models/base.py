@@ -439,16 +439,16 @@ class Backend(abc.ABC):
         """
         from edgecl.errors import ModelLoadError
 
-        damaged = self._nonfinite_weight()
-        if damaged:  # a saturated class bias (+inf) gives finite scores of 1 on every box
-            raise ModelLoadError(f"{self.meta.path}: its weights hold NaN or infinity (in "
-                                 f"{damaged}): they are damaged (a float16 overflow in "
-                                 f"training, say)")
         dummy = np.full((*self.meta.hw, 3), 114, np.uint8)
         elapsed_s = 0.0
         for run in range(max(1, runs)):
             t0 = time.perf_counter()
             try:
+                damaged = self._nonfinite_weight() if run == 0 else None
+                if damaged:  # a saturated class bias (+inf) gives finite scores of 1 everywhere
+                    raise ModelLoadError(f"{self.meta.path}: its weights hold NaN or infinity (in "
+                                         f"{damaged}): they are damaged (a float16 overflow in "
+                                         f"training, say)")
                 raw = self._raw_outputs([dummy])
                 if run == 0 and not np.isfinite(raw).all():
                     raise ModelLoadError(f"{self.meta.path}: the model's outputs on a test frame "
