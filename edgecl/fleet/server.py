@@ -337,6 +337,7 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
     from edgecl.runtime.lock import RuntimeLock
 
     fc = cfg.fleet
+    check_port_free(fc.server_address)  # before a new state directory is made for nothing
     store = GlobalStore(fleet_dir(cfg))
     # one server per state directory (two would overwrite each other's global model)
     with RuntimeLock(store.root):
@@ -356,7 +357,6 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
             return []
         before = len(store.rounds())
         strategy = make_strategy(fc, store, initial=loaded, on_round=on_round)
-        check_port_free(fc.server_address)
         log.info("fleet server on %s: rounds %d..%d, TLS %s, authentication %s",
                  fc.server_address, done + 1, fc.rounds, "on" if certificates else "off",
                  "on" if wire.resolve_token(fc.token) else "off (loopback)")

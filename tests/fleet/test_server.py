@@ -153,6 +153,7 @@ def test_a_port_already_in_use_is_one_line_before_the_server_says_it_started(tmp
                                f"use (another fleet server, or another program): stop it, or "
                                f"choose another port")
     assert "fleet server on" not in caplog.text
+    assert not (tmp_path / "fleet").exists(), "a refused start makes no fleet folder"
     with pytest.raises(ConfigError, match=r"fleet.server_address 192.0.2.99:9092: cannot listen "
                                           r"there \(.*\): use an address of this machine"):
         check_port_free("192.0.2.99:9092")
