@@ -5,6 +5,7 @@ import datetime
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from types import SimpleNamespace
@@ -196,8 +197,11 @@ def test_ctrl_c_on_the_server_says_where_the_fleet_stands(tmp_path, monkeypatch,
     monkeypatch.setattr(flwr.server, "start_server", flowers_start_server)
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
+        with socket.socket() as probe:  # a free port (the server checks it before anything)
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         code, out, err = run_edgecl(["fleet", "server", "--state-dir", state, "fleet.rounds=5",
-                                     "fleet.server_address=127.0.0.1:1"])
+                                     f"fleet.server_address=127.0.0.1:{port}"])
     finally:
         signal.signal(signal.SIGINT, before[0])
         signal.signal(signal.SIGTERM, before[1])

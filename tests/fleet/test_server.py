@@ -61,9 +61,14 @@ def test_a_device_shows_only_flowers_warnings():
 
 
 def _server_cfg(state, *extra):
+    import socket
+
     from edgecl.config import load_config
 
-    return load_config(None, [f"state_dir={state}", "fleet.server_address=127.0.0.1:1",
+    with socket.socket() as probe:  # a port free now (the server checks it before anything)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return load_config(None, [f"state_dir={state}", f"fleet.server_address=127.0.0.1:{port}",
                               "fleet.rounds=5", *extra])
 
 
