@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         error, 130 interrupted.
     """
     if argv is None:
-        _stop_cleanly_on_sigterm()
+        _stop_cleanly_on_signals()
     try:
         code = _main(argv)
     finally:
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _stop_cleanly_on_sigterm() -> None:
+def _stop_cleanly_on_signals() -> None:
     """Make SIGTERM (``timeout``, a service stop) end a command as Ctrl-C does: by unwinding,
     so that its temporary files (private copies of a state directory's databases, half-written
     exports) are removed; the default action killed the process where it stood. A second stop

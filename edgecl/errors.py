@@ -173,6 +173,12 @@ def misplaced_path(exc: OSError) -> str | None:
     return None
 
 
+def file_as_state_dir(path: object) -> str:
+    """The one-line error for a file standing where the state directory belongs (a model or a
+    config given as ``--state-dir``)."""
+    return f"{path} is a file where a folder belongs (the state directory; check --state-dir)"
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for an OSError a command met on a path: :func:`misplaced_path`'s words where
     they apply, else the system's words and the path.

@@ -219,11 +219,10 @@ def require_state_dir(cfg: Config) -> None:
     """
     from pathlib import Path
 
-    from edgecl.errors import EdgeclError
+    from edgecl.errors import EdgeclError, file_as_state_dir
 
     if Path(cfg.state_dir).exists() and not Path(cfg.state_dir).is_dir():
-        raise EdgeclError(f"{cfg.state_dir} is a file where a folder belongs (the state "
-                          f"directory; check --state-dir)")
+        raise EdgeclError(file_as_state_dir(cfg.state_dir))
     if not Path(cfg.state_dir).is_dir():
         raise EdgeclError(f"{cfg.state_dir}: no such state directory (run 'edgecl run --state-dir "
                           f"{cfg.state_dir} ...' first, or check --state-dir)")

@@ -205,7 +205,8 @@ def add_command(args: argparse.Namespace) -> int:
 
     from edgecl.errors import EdgeclError
 
-    state = Path(config_from_args(args).state_dir)
+    cfg = config_from_args(args)
+    state = Path(cfg.state_dir)
     existed = state.exists()
     registry = _registry(args, create=True)
     try:
@@ -215,10 +216,10 @@ def add_command(args: argparse.Namespace) -> int:
             _remove_if_only_skeleton(state)
         raise
     names = registry.manifest(version).get("classes") or {}
-    classes = ClassRegistry(config_from_args(args).state_dir)
+    classes = ClassRegistry(cfg.state_dir)
     conflict = classes.conflict(names)
     if conflict:  # 'edgecl run' would serve it under the device's names: car boxes named boat
-        _reject(args, registry, version, f"class ids disagree with the device: {conflict}")
+        _reject(cfg, registry, version, f"class ids disagree with the device: {conflict}")
         raise ConfigError(f"{args.path}: {conflict}; staged as {version} and rejected (use a "
                           f"model trained with these class ids, or another --state-dir)")
     added = []
@@ -228,19 +229,18 @@ def add_command(args: argparse.Namespace) -> int:
         try:
             added = classes.seed(names)
         except EdgeclError as exc:
-            _reject(args, registry, version, f"class names refused: {exc}")
+            _reject(cfg, registry, version, f"class names refused: {exc}")
             raise ConfigError(f"{args.path}: {exc}; staged as {version} and rejected") from None
     print(f"staged {version} from {args.path}")
     if added:
         print(f"class registry: {len(added)} class(es) from the model "
               f"({', '.join(added[:5])}{', ...' if len(added) > 5 else ''})")
     if args.promote:
-        promote_version(config_from_args(args).state_dir, version)
+        promote_version(cfg.state_dir, version)
         print(f"promoted {version}")
     if Path(args.path).suffix.lower() not in (".pt", ".yaml", ".yml"):
         from edgecl.continual.round import base_checkpoint
 
-        cfg = config_from_args(args)
         if base_checkpoint(cfg) is None:
             given = (f"model.path {cfg.model.path} is no trained .pt checkpoint; set it to the "
                      if cfg.model.path else "set model.path to the ")
@@ -250,13 +250,12 @@ def add_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reject(args: argparse.Namespace, registry, version: str, reason: str) -> None:
+def _reject(cfg, registry, version: str, reason: str) -> None:
     """Mark an added version rejected and apply the registry's retention rule
     (``export.keep_rejected``), as a round does: refused adds retried in a loop kept a full copy
     of the model each."""
     from edgecl.errors import EdgeclError
 
-    cfg = config_from_args(args)
     registry.set_status(version, "rejected", reason)
     try:
         registry.prune(cfg.export.keep_promoted, cfg.export.keep_rejected)

@@ -226,15 +226,16 @@ def connect(cfg: Config, *, test_yaml: str | None = None, max_wait_s: float | No
 
 def spawned_client_main(cfg: Config) -> None:
     """Entry point of the fleet client process that ``edgecl run`` spawns beside the runtime:
-    :func:`client_main`, stopped by the runtime's SIGTERM as a command is by Ctrl-C
-    (:func:`edgecl.runtime.learner.unwind_on_sigterm`).
+    :func:`client_main`, stopped by the runtime's SIGTERM as a command is by Ctrl-C, and
+    leaving Ctrl-C, which reaches the whole process group, to the runtime
+    (:func:`edgecl.stop_signals.unwind_once_on_stop_signals`).
 
     Args:
         cfg: the device's configuration (picklable frozen dataclass).
     """
-    from edgecl.runtime.learner import unwind_on_sigterm
+    from edgecl.stop_signals import unwind_once_on_stop_signals
 
-    unwind_on_sigterm()
+    unwind_once_on_stop_signals(ignore_sigint=True)
     client_main(cfg)
 
 

@@ -473,19 +473,25 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.refused = {cid: why for cid, why in self.refused.items() if cid in live}
             new = [c for c in clients if str(c.cid) not in self.verified
                    and str(c.cid) not in self.refused]
-            if new:
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(max_workers=min(16, len(new))) as pool:
-                    for client, why in zip(new, pool.map(lambda c: self._hello(c, rnd), new)):
-                        cid = str(client.cid)
-                        if why is None:
-                            self.verified.add(cid)
-                        elif why:
-                            self.refused[cid] = why
-                            log.warning("fleet: connection %s (%s) refused: %s; it gets no model",
-                                        cid[:100], self.device_names.get(cid, "unnamed"), why)
+            for client, why in zip(new, self._hellos(new, rnd)):
+                cid = str(client.cid)
+                if why is None:
+                    self.verified.add(cid)
+                elif why:
+                    self.refused[cid] = why
+                    log.warning("fleet: connection %s (%s) refused: %s; it gets no model",
+                                cid[:100], self.device_names.get(cid, "unnamed"), why)
             return [c for c in clients if str(c.cid) in self.verified]
+
+        def _hellos(self, clients: list, rnd: int) -> list[str | None]:
+            """:meth:`_hello` to each connection, all at once (each within
+            :data:`HELLO_TIMEOUT_S`), in their order."""
+            if not clients:
+                return []
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(16, len(clients))) as pool:
+                return list(pool.map(lambda c: self._hello(c, rnd), clients))
 
         def _name_new_connections(self, clients: list, rnd: int) -> None:
             """Without a fleet token, still ask each new connection its device's name once (the
@@ -495,10 +501,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             new = [c for c in clients if str(c.cid) not in self.named]
             if not new:
                 return
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(16, len(new))) as pool:
-                list(pool.map(lambda c: self._hello(c, rnd), new))
+            self._hellos(new, rnd)  # each answer's name is remembered; no token to check
             self.named |= {str(c.cid) for c in new}
             live = {str(c.cid) for c in clients}
             self.named &= live

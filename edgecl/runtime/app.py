@@ -14,7 +14,7 @@ from pathlib import Path
 from edgecl.atomic import atomic_write_bytes
 from edgecl.config import Config, RuntimeConfig
 from edgecl.errors import (ConfigError, EdgeclError, LabelError, ModelLoadError, StorageError,
-                           is_disk_full)
+                           file_as_state_dir, is_disk_full)
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ def ensure_writable(state_dir: str | Path) -> None:
     """
     path = Path(state_dir)
     if path.exists() and not path.is_dir():
-        raise StorageError(f"{path} is a file where a folder belongs (the state directory; "
-                           f"check --state-dir)")
+        raise StorageError(file_as_state_dir(path))
     try:
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path / ".write-probe", b"ok")

@@ -27,6 +27,7 @@ from edgecl.continual.round_state import (RoundResult, RoundStatus, learner_dir,
                                           progress_within_memory)
 from edgecl.errors import EdgeclError, storage_fault, storage_faults
 from edgecl.runtime.lock import import_running
+from edgecl.stop_signals import unwind_once_on_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -206,21 +207,6 @@ def die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def unwind_on_sigterm() -> None:
-    """Signal handling of a process the runtime spawns (the learner, the fleet client).
-
-    SIGTERM (the runtime's stop, or its death through :func:`die_with_parent`) raises
-    ``SystemExit(143)`` where the process stands, once, so that it unwinds as a command does on
-    Ctrl-C: its temporary folders (an export's, outside the state directory) are removed and
-    its locks released; the default action ended it where it stood and left them behind.
-    SIGINT is ignored: a terminal's Ctrl-C reaches the whole process group, and the runtime,
-    which receives it too, stops its children itself (:mod:`edgecl.stop_signals`).
-    """
-    from edgecl.stop_signals import unwind_once_on_stop_signals
-
-    unwind_once_on_stop_signals(ignore_sigint=True)
-
-
 def monitor_recorder(state_dir: str | Path):
     """The round's recording hook: write the evaluation and the round to the metrics database.
 
@@ -321,7 +307,9 @@ def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None,
     """
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s learner: %(message)s")
-    unwind_on_sigterm()
+    # the runtime's SIGTERM (or its death) unwinds the round, removing an export's temporary
+    # folder; Ctrl-C reaches the whole process group and is the runtime's to act on
+    unwind_once_on_stop_signals(ignore_sigint=True)
     die_with_parent()
     from edgecl.continual.finetune import apply_low_priority
 

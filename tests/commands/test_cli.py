@@ -137,7 +137,7 @@ def test_a_command_ends_without_the_interpreters_last_collection(monkeypatch, ar
 
     frozen = []
     monkeypatch.setattr(cli.gc, "freeze", lambda: frozen.append(True))
-    monkeypatch.setattr(cli, "_stop_cleanly_on_sigterm", lambda: None)
+    monkeypatch.setattr(cli, "_stop_cleanly_on_signals", lambda: None)
     monkeypatch.setattr(sys, "argv", ["edgecl", *argv])
     try:
         main()
