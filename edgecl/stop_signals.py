@@ -29,6 +29,24 @@ class SigtermExit(SystemExit):
     """The exit a SIGTERM makes (code 143), raised where the main thread stands."""
 
 
+def raise_stop(signum: int | None) -> None:
+    """Raise, where the caller stands, the stop that a signal asked of a run that ended by it
+    (a benchmark built on the runtime, whose handler only ended the loop): ``SigtermExit(143)``
+    for SIGTERM, so that a service manager sees the signal's code; ``KeyboardInterrupt`` for
+    Ctrl-C and for an unknown signal (the command line exits 130).
+
+    Args:
+        signum: the signal that stopped the run, or None where it is not known.
+
+    Raises:
+        SigtermExit: ``signum`` is SIGTERM.
+        KeyboardInterrupt: any other ``signum``.
+    """
+    if signum == signal.SIGTERM:
+        raise SigtermExit(128 + signal.SIGTERM)
+    raise KeyboardInterrupt
+
+
 def unwind_once_on_stop_signals(ignore_sigint: bool = False) -> None:
     """Install the stop handlers for SIGTERM and SIGINT in this (main) thread.
 

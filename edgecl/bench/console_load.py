@@ -36,6 +36,7 @@ import numpy as np
 
 from edgecl.config import SourceConfig
 from edgecl.runtime.sources.base import FrameSource, RawFrame
+from edgecl.stop_signals import raise_stop
 
 log = logging.getLogger(__name__)
 
@@ -467,7 +468,7 @@ def run_console_load(work: Path, *, imgsz: int = 64, backend: str = "onnx", requ
 
     Raises:
         EdgeclError: the runtime could not start; MeasurementError: the measurement failed or
-        gave no figures; KeyboardInterrupt: Ctrl-C (SIGINT) or SIGTERM stopped the runtime.
+        gave no figures; KeyboardInterrupt: Ctrl-C stopped the runtime; SigtermExit: SIGTERM.
     """
     from edgecl.runtime.app import RunOptions, Runtime
 
@@ -500,7 +501,7 @@ def run_console_load(work: Path, *, imgsz: int = 64, backend: str = "onnx", requ
         stop.set()  # the loop has ended: whatever the driver still does is moot
         driver.join(5.0)
     if runtime.interrupted:
-        raise KeyboardInterrupt  # Ctrl-C stops the benchmark: no figures, exit 130
+        raise_stop(runtime.stop_signal)  # the command line exits 130 (Ctrl-C) or 143
     if "failure" in result:
         raise MeasurementError(f"bench console: {result['failure']}")
     if driver.is_alive() or "load" not in result:
@@ -544,7 +545,7 @@ def run(args: argparse.Namespace) -> int:
 
     Raises:
         ConfigError: ``--work-dir`` holds the state of an earlier run.
-        KeyboardInterrupt: Ctrl-C (the command line exits 130).
+        KeyboardInterrupt: Ctrl-C (the command line exits 130); SigtermExit: SIGTERM (143).
     """
     kwargs = dict(imgsz=args.imgsz, backend=args.backend, requests=args.requests,
                   threads=args.threads, phase_s=args.phase_s, viewer_hz=args.viewer_hz,

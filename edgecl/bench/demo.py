@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgecl.config import Config
 from edgecl.errors import EdgeclError
+from edgecl.stop_signals import raise_stop
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def run_demo(cfg: Config, *, tasks: int, images_per_task: int, imgsz: int, seed:
     finally:
         gate.release()
     if runtime.interrupted:
-        raise KeyboardInterrupt
+        raise_stop(runtime.stop_signal)  # the command line exits 130 (Ctrl-C) or 143
     return summarize(runtime, report, state, time.monotonic() - t0, stream)
 
 

@@ -49,6 +49,7 @@ from edgecl.continual.recall import yolo_to_xyxy
 from edgecl.errors import EdgeclError
 from edgecl.runtime.labels.pipeline import DECISIONS
 from edgecl.runtime.labels.selection import RateLimiter
+from edgecl.stop_signals import raise_stop
 
 log = logging.getLogger(__name__)
 
@@ -620,7 +621,7 @@ def run_one(base_cfg, taskset, yaml_path: Path, selection: str, budget_pct: floa
     runtime.memory_sink.observers.append(precision)
     report = runtime.run(wait_for_learner=True)
     if runtime.interrupted:
-        raise KeyboardInterrupt  # Ctrl-C stops the whole benchmark, not only this run
+        raise_stop(runtime.stop_signal)  # the command line exits 130 (Ctrl-C) or 143
     final = run_learning_round(runtime.cfg, reason="end of stream")
     if final.status.value == "staged":
         promote_version(cfg.state_dir, final.version)

@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from edgecl.stop_signals import raise_stop
+
 log = logging.getLogger(__name__)
 
 
@@ -249,8 +251,9 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
         The JSON-ready summary (see :func:`run`).
 
     Raises:
-        KeyboardInterrupt: Ctrl-C (SIGINT) or SIGTERM stopped the runtime: no summary (a cut
-            run's figures would read as a flat, finished one).
+        KeyboardInterrupt: Ctrl-C stopped the runtime: no summary (a cut run's figures would
+            read as a flat, finished one).
+        SigtermExit: SIGTERM stopped it (exit 143), no summary either.
     """
     from edgecl.runtime.app import RunOptions, Runtime
 
@@ -268,7 +271,7 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
     start = sampler.sample(0, 0)
     report = runtime.run()
     if runtime.interrupted:
-        raise KeyboardInterrupt  # the command line prints "interrupted" and exits 130
+        raise_stop(runtime.stop_signal)  # the command line exits 130 (Ctrl-C) or 143
     running = sampler.samples[1:] or [start]
     end = sampler.sample(report.frames, _rounds(runtime))  # after shutdown: nothing left behind
     versions = runtime.registry.list() if runtime.registry is not None else []
@@ -317,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
 
     Raises:
         ConfigError: ``--work-dir`` holds the state of an earlier run.
-        KeyboardInterrupt: Ctrl-C (the command line exits 130).
+        KeyboardInterrupt: Ctrl-C (the command line exits 130); SigtermExit: SIGTERM (143).
     """
     if args.work_dir:
         work = Path(args.work_dir)

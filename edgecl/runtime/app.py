@@ -84,12 +84,12 @@ def ensure_writable(state_dir: str | Path) -> None:
 
 @contextlib.contextmanager
 def stop_on_signals(stop):
-    """Route SIGINT and SIGTERM to ``stop()`` for the duration of the block."""
+    """Route SIGINT and SIGTERM to ``stop(signum)`` for the duration of the block."""
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum, _frame):
         log.info("received %s; shutting down cleanly", signal.Signals(signum).name)
-        stop()
+        stop(signum)
 
     for sig in previous:
         signal.signal(sig, handler)
@@ -252,6 +252,7 @@ class Runtime:
         self.on_round = on_round
         self.supervise_hook = supervise_hook
         self.interrupted = False  # set when SIGINT/SIGTERM stopped the run
+        self.stop_signal: int | None = None  # the first of them
         self.server_error: str | None = None  # why the console did not start (port taken ...)
         self.registry = None
         self.classes = None
@@ -851,8 +852,10 @@ class Runtime:
                 self.close()
         return report
 
-    def _interrupt(self) -> None:
+    def _interrupt(self, signum: int = signal.SIGINT) -> None:
         """A signal asked the run to stop: end the loop; a running round is abandoned."""
+        if not self.interrupted:
+            self.stop_signal = signum
         self.interrupted = True
         self.loop.request_stop()
 

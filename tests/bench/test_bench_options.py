@@ -5,6 +5,7 @@ the last stdout line is ``{"error": "interrupted"}``)."""
 
 import argparse
 import json
+import signal
 import threading
 import time
 import types
@@ -198,8 +199,9 @@ class _FakeLoop:
         self.stopped.set()
 
 
-def _fake_runtime(interrupt_after_s: float, server_up: bool = True):
-    """A Runtime stand-in whose run() ends as Ctrl-C would end it (or on its own)."""
+def _fake_runtime(interrupt_after_s: float, server_up: bool = True, signum=signal.SIGINT):
+    """A Runtime stand-in whose run() ends as Ctrl-C (or ``signum``) would end it (or on its
+    own)."""
 
     class FakeRuntime:
         def __init__(self, cfg, opts, supervise_hook=None, **_):
@@ -207,6 +209,7 @@ def _fake_runtime(interrupt_after_s: float, server_up: bool = True):
             self.loop = _FakeLoop()
             self.server = types.SimpleNamespace(port=1) if server_up else None
             self.interrupted = False
+            self.stop_signal = None
             self.registry = None
             self.supervisor = None
 
@@ -215,7 +218,7 @@ def _fake_runtime(interrupt_after_s: float, server_up: bool = True):
 
         def run(self):
             if not self.loop.stopped.wait(interrupt_after_s):  # nobody stopped it: "Ctrl-C"
-                self.interrupted = True
+                self.interrupted, self.stop_signal = True, signum
             return types.SimpleNamespace(frames=5, fps=10.0, elapsed_s=0.5, model_version="v0",
                                          to_json=dict)
 
@@ -257,6 +260,20 @@ def test_console_runtime_ending_before_the_figures_is_a_failure_not_a_key_error(
 
 
 def test_soak_ctrl_c_gives_no_summary_and_exit_130(run_edgecl, tmp_path, capsys, monkeypatch):
+    code, out, err = _soak_stopped_by(signal.SIGINT, run_edgecl, tmp_path, monkeypatch)
+    assert code == 130 and err == "interrupted\n"
+    assert out == '{"error": "interrupted"}\n', "--json: the last stdout line says it did not finish"
+
+
+def test_soak_sigterm_gives_no_summary_and_exit_143(run_edgecl, tmp_path, capsys, monkeypatch):
+    """Before: a SIGTERM (a service manager's stop) exited 130 and said "interrupted", as if a
+    person had pressed Ctrl-C."""
+    code, out, err = _soak_stopped_by(signal.SIGTERM, run_edgecl, tmp_path, monkeypatch)
+    assert code == 143 and err == ""
+    assert out == '{"error": "stopped by SIGTERM"}\n'
+
+
+def _soak_stopped_by(signum, run_edgecl, tmp_path, monkeypatch):
     from edgecl.bench import soak
     from edgecl.runtime import app
 
@@ -267,11 +284,9 @@ def test_soak_ctrl_c_gives_no_summary_and_exit_130(run_edgecl, tmp_path, capsys,
 
     cv2.imwrite(str(frames / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
     monkeypatch.setattr(soak, "prepare", lambda work, args: (f"dir://{frames}?loop=1", work / "m.pt"))
-    monkeypatch.setattr(app, "Runtime", _fake_runtime(0.1))
-    code, out, err = run_edgecl(["bench", "soak", "--frames", "100000", "--learn-every-s", "0",
-                                   "--quiet", "--work-dir", str(tmp_path), "--json"])
-    assert code == 130 and err == "interrupted\n"
-    assert out == '{"error": "interrupted"}\n', "--json: the last stdout line says it did not finish"
+    monkeypatch.setattr(app, "Runtime", _fake_runtime(0.1, signum=signum))
+    return run_edgecl(["bench", "soak", "--frames", "100000", "--learn-every-s", "0",
+                       "--quiet", "--work-dir", str(tmp_path), "--json"])
 
 
 def test_learn_skip_parts():

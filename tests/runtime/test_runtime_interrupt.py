@@ -76,3 +76,4 @@ def test_a_second_signal_during_the_close_only_asks_the_stop_again(tmp_path, mon
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     assert runtime.interrupted and closed == [True]
+    assert runtime.stop_signal == signal.SIGTERM, "the first signal is kept: benchmarks exit 143"
