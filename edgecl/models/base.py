@@ -421,6 +421,11 @@ class Backend(abc.ABC):
         if not path.is_file():
             raise ModelLoadError(f"model file not found: {path}")
         self._meta = self._load(path)
+        floor = self._meta.extra.get("nms_score_threshold")
+        if floor is not None and self.opts.conf < floor:
+            log.warning("%s runs NMS inside itself (exported with nms=True) and keeps only scores "
+                        "above %g: model.conf=%g finds nothing more below that; export it with "
+                        "nms=False to use a lower threshold", path, floor, self.opts.conf)
         return self
 
     def warmup(self, runs: int = 2) -> float:

@@ -157,6 +157,42 @@ def refuse_extra_outputs(outputs: list[str], path) -> None:
                              f"edgecl serves object detectors, whose export has one output")
 
 
+def built_in_score_threshold(thresholds: list[float]) -> float | None:
+    """The score threshold of NMS built into an exported model, from its graph's comparisons.
+
+    ultralytics' ``nms=True`` export keeps the boxes whose class score is above the ``conf`` it
+    was exported with (``score > conf``: one ``Greater`` node with a scalar constant, 0.25 by
+    default); a lower ``model.conf``, and a labels' uncertain band below it, find nothing more.
+
+    Args:
+        thresholds: the scalar constants that the graph's ``Greater`` nodes compare with.
+
+    Returns:
+        The threshold when exactly one such comparison has one in (0, 1), else None.
+    """
+    found = [t for t in thresholds if 0.0 < t < 1.0]
+    return float(found[0]) if len(found) == 1 else None
+
+
+def onnx_greater_constants(proto) -> list[float]:
+    """The scalar float constants (initializers or ``Constant`` nodes) that the ``Greater``
+    nodes of an ONNX graph compare with (see :func:`built_in_score_threshold`)."""
+    from onnx import numpy_helper
+
+    consts = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            consts.update({node.output[0]: a.t for a in node.attribute if a.name == "value"})
+    values = []
+    for node in proto.graph.node:
+        tensor = consts.get(node.input[1]) if node.op_type == "Greater" and len(node.input) == 2 else None
+        if tensor is not None:
+            value = numpy_helper.to_array(tensor)
+            if value.size == 1 and value.dtype.kind == "f":
+                values.append(float(value.reshape(-1)[0]))
+    return values
+
+
 def check_detect_output(out_shape: list, names: dict, path: Path) -> dict:
     """Check that the first output is a YOLO detection output.
 
@@ -248,9 +284,16 @@ class OnnxBackend(Backend):
         batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
         self._session = session
         self._input_name = inp.name
+        extra = {"providers": session.get_providers()}
+        if list(outputs[0].shape)[2:] == [6]:  # NMS inside: it may drop low scores itself
+            import onnx
+
+            floor = built_in_score_threshold(onnx_greater_constants(onnx.load(str(path))))
+            if floor is not None:
+                extra["nms_score_threshold"] = floor
         return ModelMeta(path=str(path), backend=self.name, names=names, imgsz=max(hw),
                          sha256=sha256_file(path), input_hw=hw, batch=batch, input_dtype=dtype,
-                         extra={"providers": session.get_providers()})
+                         extra=extra)
 
     def _nonfinite_weight(self) -> str | None:
         import onnx

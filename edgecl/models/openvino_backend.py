@@ -30,7 +30,8 @@ import numpy as np
 
 from edgecl.errors import ModelLoadError
 from edgecl.models.base import Backend, ModelMeta, check_export_metadata, one_line, sha256_file
-from edgecl.models.onnx_backend import check_detect_output, read_onnx_metadata, refuse_extra_outputs
+from edgecl.models.onnx_backend import (built_in_score_threshold, check_detect_output,
+                                        read_onnx_metadata, refuse_extra_outputs)
 
 # rt_info section of an IR where edgecl records its metadata (same keys as the ONNX metadata).
 RT_SECTION = "edgecl"
@@ -218,7 +219,9 @@ class OpenVinoBackend(Backend):
                 raise ModelLoadError(f"{path}: cannot set its dynamic input to {batch0}x3x{hw[0]}x{hw[1]} "
                                      f"({openvino_reason(exc)}); export it with a fixed input size "
                                      "or give the right 'imgsz' metadata") from None
-        names = check_detect_output(_shape(model.outputs[0].get_partial_shape()), names, path)
+        out_shape = _shape(model.outputs[0].get_partial_shape())
+        names = check_detect_output(out_shape, names, path)
+        floor = built_in_score_threshold(_greater_constants(model)) if out_shape[2:] == [6] else None
         config = {"INFERENCE_NUM_THREADS": max(1, int(self.opts.threads)),
                   "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
@@ -234,7 +237,8 @@ class OpenVinoBackend(Backend):
                          sha256=sha256_file(path), input_hw=hw, batch=batch, input_dtype=dtype,
                          extra={"device": "CPU", "precision": precision,
                                 "bin_sha256": sha256_file(bin_path),
-                                "openvino_version": str(ov.__version__)})
+                                "openvino_version": str(ov.__version__),
+                                **({"nms_score_threshold": floor} if floor is not None else {})})
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         self._request.infer({0: batch})
@@ -246,6 +250,23 @@ class OpenVinoBackend(Backend):
         self._request = None
         self._compiled = None
         super().close()
+
+
+def _greater_constants(model) -> list[float]:
+    """The scalar float constants that the ``Greater`` ops of an IR compare with (see
+    :func:`edgecl.models.onnx_backend.built_in_score_threshold`)."""
+    values = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Greater" or op.get_input_size() != 2:
+            continue
+        const = op.input_value(1).get_node()
+        while const.get_type_name() == "Convert" and const.get_input_size() == 1:
+            const = const.input_value(0).get_node()  # a float16 IR converts its constants
+        if const.get_type_name() == "Constant":
+            data = np.asarray(const.get_data())
+            if data.size == 1 and data.dtype.kind == "f":
+                values.append(float(data.reshape(-1)[0]))
+    return values
 
 
 def _has_fake_quantize(model) -> bool:

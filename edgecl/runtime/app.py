@@ -539,6 +539,14 @@ class Runtime:
                 labelled = bool(getattr(source, "labelled", False))
                 log.log(logging.WARNING if learns_nothing(cfg, labelled) else logging.INFO, "%s",
                         describe_labelling(cfg, labelled))
+                floor = backend.meta.extra.get("nms_score_threshold")
+                if (floor is not None and cfg.labels.mode in ("field", "pseudo")
+                        and cfg.labels.uncertain_low < floor):
+                    log.warning("labels.uncertain_low=%g is below the score threshold built into "
+                                "%s (%g, NMS exported with nms=True): detections between them "
+                                "never reach the operator queue, and a frame holding one can be "
+                                "pseudo-labelled; export it with nms=False",
+                                cfg.labels.uncertain_low, path, floor)
                 learn = cfg.learner
                 if learn.enabled and self.supervise_hook is None and not (
                         learn.trigger_new_samples or learn.trigger_new_class

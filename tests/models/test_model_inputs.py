@@ -498,3 +498,48 @@ def test_a_checkpoint_named_onnx_is_said_to_be_a_checkpoint(model, tmp_path):
     with pytest.raises(ModelLoadError, match=r"; it is an XML file \(an OpenVINO model is named "
                                              r"\.xml, its weights \.bin\)$"):
         load_backend(xml)
+
+
+@pytest.fixture(scope="module")
+def nms_inside(model, tmp_path_factory):
+    """An ONNX export with NMS inside (ultralytics' ``nms=True``) at conf 0.4."""
+    return export(model, tmp_path_factory.mktemp("nms"), "nms.onnx", nms=True, conf=0.4)
+
+
+def test_nms_built_into_an_export_names_its_score_threshold(nms_inside, caplog):
+    """Before: a model exported with nms=True kept only scores above its export's conf, and a
+    lower model.conf (or a labels' uncertain band below it) silently found nothing there."""
+    backend = load_backend(nms_inside, InferenceOptions(conf=0.1, threads=1), warmup_runs=1)
+    assert backend.meta.extra["nms_score_threshold"] == pytest.approx(0.4)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{nms_inside} runs NMS inside itself (exported with nms=True) and keeps only scores "
+        f"above 0.4: model.conf=0.1 finds nothing more below that; export it with nms=False "
+        f"to use a lower threshold"]
+    caplog.clear()
+    load_backend(nms_inside, InferenceOptions(conf=0.5, threads=1), warmup_runs=1)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], "conf above it: silent"
+
+
+def test_a_raw_head_has_no_built_in_score_threshold(exported):
+    assert "nms_score_threshold" not in load_backend(exported["dynamic"], LOW_CONF).meta.extra
+
+
+def test_built_in_score_threshold_needs_exactly_one_comparison_in_0_1():
+    from edgecl.models.onnx_backend import built_in_score_threshold
+
+    assert built_in_score_threshold([0.25]) == 0.25
+    assert built_in_score_threshold([0.0, 2.0, 0.4]) == 0.4
+    assert built_in_score_threshold([]) is None
+    assert built_in_score_threshold([0.3, 0.5]) is None, "two candidates: it cannot tell which"
+
+
+def test_an_openvino_ir_with_nms_inside_names_its_score_threshold(nms_inside):
+    import openvino as ov
+
+    ir = ov.convert_model(str(nms_inside))
+    ir.set_rt_info("YOLO", ["model_info", "model_type"])
+    ir.set_rt_info(list(NAMES.values()), ["model_info", "labels"])
+    xml = nms_inside.parent / "ir" / "model.xml"
+    ov.save_model(ir, str(xml), compress_to_fp16=True)
+    backend = load_backend(xml, InferenceOptions(conf=0.1, threads=1), warmup_runs=1)
+    assert backend.meta.extra["nms_score_threshold"] == pytest.approx(0.4, abs=1e-3)

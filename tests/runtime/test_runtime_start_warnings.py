@@ -1,0 +1,50 @@
+"""What a runtime says at start about a first model that limits what the device can learn."""
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgecl.config import load_config
+from edgecl.runtime.app import RunOptions, Runtime
+
+
+@pytest.fixture(scope="module")
+def nms_inside(tmp_path_factory):
+    """A 2-class ONNX detector exported by ultralytics with NMS inside at conf 0.4."""
+    from ultralytics.engine.exporter import Exporter
+
+    from edgecl.ultra import build_detection_model
+
+    torch.manual_seed(0)
+    net = build_detection_model(2, names={0: "car", 1: "truck"})
+    net.task = "detect"
+    with tempfile.TemporaryDirectory() as tmp:
+        net.pt_path = str(Path(tmp) / "model.pt")
+        produced = Path(Exporter(overrides=dict(format="onnx", device="cpu", simplify=False, batch=1,
+                                                imgsz=64, nms=True, conf=0.4))(model=net))
+        target = tmp_path_factory.mktemp("nms") / "nms.onnx"
+        target.write_bytes(produced.read_bytes())
+    return target
+
+
+def _start(state, model, *extra):
+    cfg = load_config(None, [f"state_dir={state}", "model.imgsz=64", "learner.enabled=false",
+                             "server.enabled=false", "runtime.warmup_runs=1", *extra])
+    return Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64", model=str(model),
+                                   max_frames=1, quiet=True)).run()
+
+
+def test_an_uncertain_band_below_a_built_in_nms_threshold_is_named(tmp_path, nms_inside, caplog):
+    """Before: detections between labels.uncertain_low and the threshold the model was exported
+    with never reached the operator queue, and a frame holding one could be pseudo-labelled,
+    with nothing said."""
+    _start(tmp_path / "state", nms_inside)
+    assert (f"labels.uncertain_low=0.3 is below the score threshold built into {nms_inside} "
+            f"(0.4, NMS exported with nms=True): detections between them never reach the operator "
+            f"queue, and a frame holding one can be pseudo-labelled; export it with nms=False"
+            ) in caplog.messages
+    caplog.clear()
+    _start(tmp_path / "state2", nms_inside, "labels.uncertain_low=0.45")
+    assert not any("built into" in m for m in caplog.messages)
