@@ -166,6 +166,33 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     atomic_write_bytes(dst, Path(src).read_bytes())
 
 
+def _remove_orphaned_temp_dirs(path: Path) -> None:
+    """Remove ``.<name>.<pid>.*.tmp`` folders beside ``path`` whose process is gone."""
+    prefix = f".{path.name}."
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return
+    for sibling in siblings:
+        name = sibling.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")) or not sibling.is_dir():
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a hidden temp folder beside ``path``, then rename it onto ``path``.
@@ -183,10 +210,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     Raises:
         OSError: the parent is not writable, the disk is full, or ``path`` is not empty; the
             temp folder is removed and ``path`` is untouched.
+
+    A temp folder that a killed process left for the same ``path`` (its name holds the pid,
+    and no process has that pid now) is removed first: a dataset import killed half-way left
+    hundreds of megabytes of hidden images beside its output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)))
+    _remove_orphaned_temp_dirs(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                dir=str(path.parent)))
     try:
         os.chmod(tmp, new_file_mode(directory=True))
         yield tmp

@@ -81,3 +81,21 @@ def test_a_written_dataset_and_split_are_readable_by_others(tmp_path, umask_022)
              for p in [out, out / "data.yaml", *(out / "labels").iterdir(),
                        tmp_path / "cl" / "tasks.yaml", *(tmp_path / "cl" / "tasks").rglob("*")]}
     assert {m for m in modes.values()} <= {0o644, 0o755}, modes
+
+
+def test_a_folder_a_killed_process_left_is_removed_by_the_next_build(tmp_path):
+    """Before: a dataset import killed half-way left its hidden temp folder (hundreds of MB)
+    beside the output, and no later run removed or named it."""
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid no process has now
+    orphan = tmp_path / f".out.{dead.pid}.abc123.tmp"
+    (orphan / "images").mkdir(parents=True)
+    alive = tmp_path / f".out.{os.getpid()}.def456.tmp"  # another build of it, still running
+    alive.mkdir()
+    other = tmp_path / f".other.{dead.pid}.x.tmp"  # another output's: not this build's business
+    other.mkdir()
+    with atomic.atomic_dir(tmp_path / "out") as d:
+        (d / "f.txt").write_text("y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, "out"])

@@ -138,7 +138,8 @@ def name_clash(names: Mapping[int, str]) -> str | None:
     an id).
 
     Args:
-        names: class id -> name (stripped), as the dataset's file gives them; two names are
+        names: class id (an int; a COCO category's may be a string) -> name (stripped), as
+            the dataset's file gives them; two names are
             one class when :func:`loose_class_name` gives both the same non-empty key (a name
             of no letters or digits, ``++``, clashes only with itself).
 
@@ -149,7 +150,7 @@ def name_clash(names: Mapping[int, str]) -> str | None:
         has its own name.
     """
     first: dict[str, int] = {}
-    for cid, name in sorted(names.items()):
+    for cid, name in sorted(names.items(), key=lambda kv: (isinstance(kv[0], str), kv[0])):
         other = first.setdefault(loose_class_name(name) or name, cid)
         if other == cid:
             continue

@@ -2,7 +2,8 @@
 
 Output layout (what ultralytics trains on, and what ``dir://`` and ``split-tasks`` read)::
 
-    OUT/images/<name>.<ext>     the original image files, byte for byte
+    OUT/images/<name>.<ext>     the original image files, byte for byte (<name>: see
+                                :func:`output_stem`; ``_1``, ``_2`` ... when taken)
     OUT/images/<name>.png       an image whose suffix ultralytics' loader does not read
                                 (``.gif``, ...: not in ``IMG_FORMATS``), re-encoded losslessly
                                 from the decoded pixels
@@ -74,6 +75,32 @@ def _class_of(name: str, ids: dict[str, int], matched: dict[str, str]) -> str:
     return name
 
 
+LAYOUT_FOLDERS = frozenset({"images", "jpegimages", "train", "valid", "val", "test",
+                            "obj_train_data", "obj_valid_data", "obj_test_data", "default", "data"})
+"""Folder names that only lay a dataset out (ultralytics, VOC, Roboflow, CVAT's subsets), left
+out of an output file's name; every other folder below the source names the image's flight,
+camera or day, and is kept in it."""
+
+
+def output_stem(image: Path, root: Path) -> str:
+    """The name (without suffix) an imported image gets in the flat output: the folders between
+    the source's root and the image, less :data:`LAYOUT_FOLDERS`, joined by ``_`` before its
+    own name (``images/flight01/frame_000000.jpg`` -> ``flight01_frame_000000``). Before, only
+    the file's own name was kept: frames of twelve flights all named ``frame_NNNNNN`` became
+    ``frame_000000``, ``frame_000000_1`` ..., and no ``--group-by`` could keep a flight in one
+    split.
+
+    Args:
+        image: the image file.
+        root: the source dataset's folder (an image outside it keeps its own name).
+    """
+    try:
+        folders = image.parent.relative_to(root).parts
+    except ValueError:
+        folders = ()
+    return "_".join([*(f for f in folders if f.lower() not in LAYOUT_FOLDERS), image.stem])
+
+
 def _unique_name(stem: str, suffix: str, used: set[str]) -> str:
     """A file name whose STEM no earlier image has (in any case): ultralytics pairs
     ``images/x.jpg`` and ``images/x.png`` with the same ``labels/x.txt``."""
@@ -141,6 +168,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     if not src.exists():
         raise ConfigError(f"no such file or directory: {src}")
     _check_out(out)
+    root = src.resolve() if src.is_dir() else src.resolve().parent
     fmt = detect_format(src) if fmt == "auto" else fmt
     items = iter_labelled(src, fmt)
     ids = _seed_names(src.resolve(), fmt)
@@ -166,7 +194,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
                 continue
             box_ids = {name: ids[_class_of(name, ids, matched)] for name in item.names}
             suffix, data = _image_file(item)
-            name = _unique_name(item.source.stem, suffix, used)
+            name = _unique_name(output_stem(item.source, root), suffix, used)
             atomic_write_bytes(tmp / "images" / name, data)
             atomic_write_text(tmp / "labels" / f"{Path(name).stem}.txt",
                               labels_to_text(item.yolo_labels(box_ids)))

@@ -23,7 +23,9 @@ Formats:
   one), else the one with the xml's stem, also in the xml's sub-folder as CVAT
   writes them; a ``<filename>`` outside the dataset, absolute or with ``..``, is looked up by
   its base name only, as COCO's). Boxes follow ultralytics' VOC conversion (``VOC.yaml``:
-  pixel coordinates are 1-based, so 1 is subtracted; ``<difficult>1</difficult>`` objects are
+  pixel coordinates are 1-based, so 1 is subtracted), except in a file that writes its corners
+  with a decimal point (``197.00``: CVAT's export, through datumaro, whose corners are 0-based
+  and read back as written), where nothing is subtracted; ``<difficult>1</difficult>`` objects are
   left out, counted apart from ignore regions as ``difficult_dropped``); a non-finite
   coordinate (``nan``, ``inf``, ``1e400``) refuses its image (``bad annotation``), as does an
   xml the parser cannot read (an encoding it does not know) or whose root is not ``<annotation>``; an image that two xmls name is
@@ -254,6 +256,32 @@ def is_ignore_name(name: str) -> bool:
     return loose_class_name(name) in IGNORE_NAMES
 
 
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".7z", ".rar")
+"""How labelling tools deliver an export (CVAT, Label Studio and Roboflow: a ``.zip``)."""
+
+
+def refuse_archive(path: Path) -> None:
+    """Refuse an export still packed in its archive, naming what to do (before: "is a file;
+    expected a dataset folder or a data.yaml", or, with ``--format coco``, a UTF-8 decoding
+    error of the zip's bytes).
+
+    Args:
+        path: the path given (existing).
+
+    Raises:
+        ConfigError: a file named as an archive, or a zip archive by its content.
+    """
+    import zipfile
+
+    if not path.is_file():
+        return
+    named = next((s for s in ARCHIVE_SUFFIXES if path.name.lower().endswith(s)), None)
+    if named is None and not zipfile.is_zipfile(path):
+        return
+    raise ConfigError(f"{path} is an archive ({named or 'zip'}): unpack it first (e.g. unzip "
+                      f"'{path}' -d FOLDER) and give the folder")
+
+
 def detect_format(path: str | Path) -> str:
     """Guess a dataset's format.
 
@@ -265,11 +293,12 @@ def detect_format(path: str | Path) -> str:
         ``voc`` (a folder with ``Annotations/``, or an ``.xml`` file), else ``yolo``.
 
     Raises:
-        ConfigError: the path does not exist.
+        ConfigError: the path does not exist, or is an archive (:func:`refuse_archive`).
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise ConfigError(f"no such file or directory: {path}")
+    refuse_archive(path)
     if path.is_file():
         return {".json": "coco", ".xml": "voc"}.get(path.suffix.lower(), "yolo")
     if (path / "Annotations").is_dir():
@@ -676,6 +705,15 @@ def _voc_flag(text: str | None) -> bool:
         return False
 
 
+def _sub_pixel_coordinates(tree: ET.ElementTree) -> bool:
+    """Whether an annotation file writes its box corners with a decimal point (``197.00``, as
+    CVAT's "Pascal VOC" export does, through datumaro): such a tool keeps 0-based, sub-pixel
+    corners, and reads them back as they are. The original VOC and the tools that follow it
+    (labelImg, the VOC devkit) write whole, 1-based pixel numbers (``198``)."""
+    return any("." in (corner.text or "") for box in tree.getroot().iter("bndbox")
+               for corner in box if corner.tag in ("xmin", "ymin", "xmax", "ymax"))
+
+
 def _voc_boxes(xml_path: Path,
                tree: ET.ElementTree) -> tuple[list[str], list[list[float]], int, int, list[str]]:
     """The names, 0-based pixel boxes, ignore regions dropped, difficult objects left out and
@@ -685,6 +723,7 @@ def _voc_boxes(xml_path: Path,
         LabelError: an object without a name or a usable ``<bndbox>``.
     """
     names, boxes, ignored, difficult, written = [], [], 0, 0, []
+    origin = 0 if _sub_pixel_coordinates(tree) else 1
     for k, obj in enumerate(tree.getroot().iter("object"), start=1):
         name = (obj.findtext("name") or "").strip()
         if not name:
@@ -706,7 +745,7 @@ def _voc_boxes(xml_path: Path,
             raise LabelError(f"{xml_path}: object {k} ({_short(name)}) has a non-finite <bndbox> value "
                              f"({xmin}, {ymin}, {xmax}, {ymax})")
         names.append(name)
-        boxes.append([xmin - 1, ymin - 1, xmax - 1, ymax - 1])  # VOC is 1-based (ultralytics VOC.yaml)
+        boxes.append([xmin - origin, ymin - origin, xmax - origin, ymax - origin])
         written.append(f"object {k} <bndbox> xmin {xmin:g} ymin {ymin:g} xmax {xmax:g} ymax {ymax:g}")
     return names, boxes, ignored, difficult, written
 
@@ -740,9 +779,11 @@ def iter_voc(path: str | Path) -> Iterator[ImportItem | Skip]:
 
 
 def _parse_voc(xml_path: Path) -> ET.ElementTree | Skip:
-    """An annotation file's XML tree, or a :class:`Skip` naming why it is not one: unreadable,
-    not XML, an encoding the parser does not know or support (``Shift_JIS``, a made-up name),
-    or a root element other than ``<annotation>``."""
+    """An annotation file's XML tree, its tags without namespace (an exporter that declares
+    ``xmlns="..."`` on ``<annotation>`` puts every element in it: its objects were found in
+    none, and every image was imported as background), or a :class:`Skip` naming why it is not
+    one: unreadable, not XML, an encoding the parser does not know or support (``Shift_JIS``, a
+    made-up name), or a root element other than ``<annotation>``."""
     try:
         tree = ET.parse(xml_path)
     except ET.ParseError as exc:
@@ -751,7 +792,10 @@ def _parse_voc(xml_path: Path) -> ET.ElementTree | Skip:
         return Skip(xml_path, "bad annotation", f"cannot read {xml_path}: {exc.strerror or exc}")
     except (LookupError, ValueError) as exc:  # an unknown or a multi-byte encoding
         return Skip(xml_path, "bad annotation", f"{xml_path}: cannot be read as XML ({exc})")
-    tag = str(tree.getroot().tag).rpartition("}")[2]
+    for element in tree.iter():  # a default namespace (xmlns="...") prefixes every tag
+        if isinstance(element.tag, str) and element.tag.startswith("{"):
+            element.tag = element.tag.rpartition("}")[2]
+    tag = str(tree.getroot().tag)
     if tag.lower() != "annotation":
         return Skip(xml_path, "bad annotation", f"{xml_path}: not a Pascal VOC annotation (its "
                                                 f"root element is <{_short(tag)}>, not <annotation>)")
@@ -971,7 +1015,11 @@ def coco_categories(json_path: Path, data: dict) -> dict[int | str, str]:
 
     Raises:
         ConfigError: a category that is not an object, has no int or string ``id``, has no
-            name (missing, null, empty), or reuses the id of a category of another name.
+            name (missing, null, empty), or reuses the id of a category of another name; or
+            two categories that are one class (one name, or names that differ only in case or
+            separators: ``Car`` and ``car``), as a ``data.yaml``'s names are refused
+            (:func:`edgecl.data.class_names.name_clash`; before, a dataset written from them
+            split one class over two ids, and an import reported two classes added for one).
     """
     categories: dict[int | str, str] = {}
     for k, cat in enumerate(data.get("categories") or []):
@@ -988,6 +1036,10 @@ def coco_categories(json_path: Path, data: dict) -> dict[int | str, str]:
             raise ConfigError(f"{where}: category id {_short(cid)} is used for both "
                               f"'{_short(categories[cid])}' and '{_short(name)}'")
         categories[cid] = name
+    groups = _grouping_categories(data, categories)
+    clash = name_clash({k: n for k, n in categories.items() if k not in groups})
+    if clash:
+        raise ConfigError(f"{json_path}: {clash}")
     return categories
 
 
@@ -1239,6 +1291,7 @@ def iter_labelled(path: str | Path, fmt: str = "auto") -> Iterator[ImportItem | 
         raise ConfigError(f"unknown dataset format '{fmt}'; choose from {', '.join(FORMATS)}")
     if not Path(path).expanduser().exists():
         raise ConfigError(f"no such file or directory: {path}")
+    refuse_archive(Path(path).expanduser())
     if fmt == "auto":
         return _READERS[detect_format(path)](path)
     try:

@@ -300,9 +300,13 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     n_assigned = sum(len(v) for v in assigned.values())
     if pattern is not None and n_assigned and ungrouped == n_assigned:
         example = next(iter(assigned.values()))[0][0].name
+        folders = len({img.parent for images in assigned.values() for img, _ in images})
+        hint = (f"; it is matched against file names, and these images lie in {folders} folders: "
+                f"'edgecl dataset import' writes each image's folders into its name "
+                f"(flight01/frame_1.jpg -> flight01_frame_1.jpg)") if folders > 1 else ""
         raise ConfigError(f"--group-by '{group_by}' matches none of the {n_assigned} image names "
                           f"a task takes (e.g. {example}): every image would be its own group, a split frame "
-                          f"by frame; fix the expression (its first group names the group)")
+                          f"by frame; fix the expression (its first group names the group){hint}")
     totals = Counter({t: len(v) for t, v in assigned.items()})
     split_of, rank, choices = _assign_splits(groups, totals, ratio, seed)
     out = Path(out).expanduser().resolve()

@@ -37,8 +37,9 @@ from edgecl.errors import ConfigError
 SPLIT_NAMES = ("train", "val", "test")
 _ROBOFLOW_SPLITS = {"train": ("train",), "val": ("valid", "val", "validation"), "test": ("test",)}
 _COMPANION_SUFFIXES = frozenset({".txt", ".xml", ".json", ".yaml", ".yml", ".md", ".cache", ".csv",
-                                 ".npy", ""})
-"""Suffixes that belong to a dataset without being frames: not reported as ignored files."""
+                                 ".npy", ".names", ".data", ""})
+"""Suffixes that belong to a dataset without being frames: not reported as ignored files
+(``.names`` and ``.data``: darknet's ``obj.names`` and ``obj.data``, in CVAT's "YOLO 1.1")."""
 MAX_CLASSES = 10_000
 """Largest class count a dataset may declare (``nc``) and bound of its class ids: a typo such as
 ``nc: 1000000000`` is refused in one line instead of building a billion placeholder names."""

@@ -206,9 +206,11 @@ def test_dataset_import_makes_names_differing_only_in_case_one_class_as_labels_i
     assert result["names"] == {"0": "car", "1": "Traffic Light"}  # before: Car and traffic_light apart
     assert result["classes_matched"] == {"Car": "car", "traffic_light": "Traffic Light"}
     assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: "car", 1: "Traffic Light"}
-    # 1-based corners minus 1: (11.5, 9.5, 31.5, 29.5) -> 21.5/64 19.5/48 20/64 20/48
-    assert (out / "labels" / "0001.txt").read_text() == ("0 0.335938 0.406250 0.312500 0.416667\n"
-                                                         "1 0.687500 0.239583 0.156250 0.312500\n")
+    # corners written with a decimal point (CVAT) are 0-based, the file's every box as written:
+    # (12.5, 10.5, 32.5, 30.5) -> 22.5/64 20.5/48 20/64 20/48; (40, 5, 50, 20) -> 45/64 12.5/48
+    # (before, 1 was subtracted as from the original VOC's whole 1-based pixels: 1 px off)
+    assert (out / "labels" / "0001.txt").read_text() == ("0 0.351562 0.427083 0.312500 0.416667\n"
+                                                         "1 0.703125 0.260417 0.156250 0.312500\n")
     # (69, 49, 89, 69) clipped to the 80x60 image: (69, 49, 80, 60)
     assert (out / "labels" / "frame_0002.txt").read_text() == "0 0.931250 0.908333 0.137500 0.183333\n"
     # no <size>: the decoded 40x30; (0, 0, 19, 14)

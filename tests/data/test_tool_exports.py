@@ -74,7 +74,8 @@ def test_cvat_coco_export_finds_images_in_the_subset_folder(tmp_path):
     assert (out["imported"], out["skipped"], out["ignored_regions"]) == (2, 0, 1)
     assert out["names"] == {0: "cat", 1: "dog"}
     assert _rows(tmp_path / "out" / "labels" / "j.txt") == [[0, 0.25, 0.5, 0.25, 0.5]]
-    assert _rows(tmp_path / "out" / "labels" / "k.txt") == [[1, 0.25, 0.5, 0.5, 1.0]]
+    # the sub-folder stays in the name (a flight's or a camera's folder); "default" lays out
+    assert _rows(tmp_path / "out" / "labels" / "sub_k.txt") == [[1, 0.25, 0.5, 0.5, 1.0]]
 
 
 def test_every_coco_json_of_a_folder_is_read(tmp_path):
@@ -139,7 +140,8 @@ def test_cvat_voc_export_in_sub_folders_and_difficult_objects(tmp_path):
             for i in items] == [
         ("JPEGImages/i.jpg", ["dog"], 0, 1), ("JPEGImages/sub/k.jpg", ["cat"], 0, 0),
         ("JPEGImages/sub/m.jpg", ["cat"], 0, 0)]
-    np.testing.assert_allclose(items[2].xyxy, [[16.5, 0, 32.5, 24]])
+    # corners with a decimal point (CVAT, through datumaro) are 0-based: read as written
+    np.testing.assert_allclose(items[2].xyxy, [[17.5, 1, 33.5, 25]])
     out = write_yolo_dataset(root, tmp_path / "out")
     # a difficult object is no ignore region: counted apart (before, both were ignored_regions)
     assert (out["ignored_regions"], out["difficult_dropped"]) == (0, 1)
@@ -178,6 +180,7 @@ def test_cvat_yolo_export_keeps_the_ids_of_obj_names(tmp_path):
     (root / "train.txt").write_text("data/obj_train_data/a.jpg\ndata/obj_train_data/b.jpg\n")
     out = write_yolo_dataset(root, tmp_path / "out")
     assert out["names"] == {0: "cat", 1: "dog"}
+    assert (out["imported"], out["skipped"]) == (2, 0), "obj.names and obj.data are no images"
     assert _rows(tmp_path / "out" / "labels" / "a.txt") == [[1, 0.5, 0.5, 0.25, 0.5]]
 
 
@@ -187,3 +190,104 @@ def test_task_spec_reads_a_number_as_a_class_name_first():
     assert parse_task_spec("1;0", {0: "1", 1: "0"}) == [(0,), (1,)]
     # a number no class is named is still an id
     assert parse_task_spec("car;1", {0: "car", 1: "truck"}) == [(0,), (1,)]
+
+
+def test_a_voc_xml_with_a_namespace_keeps_its_objects(tmp_path):
+    """Before: <annotation xmlns="..."> put every element in the namespace; no <object> was
+    found, and each image was imported as background (a human-verified "nothing here")."""
+    root = tmp_path / "ns"
+    _image(root / "JPEGImages" / "a.jpg")
+    (root / "Annotations").mkdir(parents=True)
+    xml = _voc("a.jpg", [("cat", 0, (1, 1, 21, 31)), ("dog", 0, (33, 1, 65, 25))])
+    (root / "Annotations" / "a.xml").write_text(
+        xml.replace("<annotation>", '<annotation xmlns="http://example.org/voc">'))
+    items, skips = _collect(root)
+    assert not skips and items[0].names == ["cat", "dog"]
+    np.testing.assert_allclose(items[0].xyxy, [[0, 0, 20, 30], [32, 0, 64, 24]])
+
+
+def test_coco_categories_that_are_one_class_are_refused(tmp_path):
+    """Before: 'Car' (id 1) and 'car' (id 9) were written as two classes by dataset import,
+    and labels import reported both added while storing one."""
+    import pytest
+
+    from edgecl.errors import ConfigError
+
+    root = tmp_path / "case"
+    _image(root / "a.jpg")
+    for cats, why in (([{"id": 1, "name": "Car"}, {"id": 9, "name": "car"}],
+                       "class names 'Car' (id 1) and 'car' (id 9) differ only in case or "
+                       "separators, so an import takes them for one class; each class needs its "
+                       "own name"),
+                      ([{"id": 1, "name": "Car"}, {"id": "9", "name": "Car"}],
+                       "class name 'Car' is given to ids 1 and 9; each class needs its own name")):
+        (root / "result.json").write_text(_coco(
+            [{"id": 1, "file_name": "a.jpg", "width": W, "height": H}],
+            [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 8, 8]}], cats))
+        with pytest.raises(ConfigError) as err:
+            write_yolo_dataset(root, tmp_path / "out")
+        assert str(err.value) == f"{(root / 'result.json').resolve()}: {why}"
+
+
+def test_dataset_import_keeps_the_folders_that_name_a_flight(tmp_path):
+    """Before: images/flight01/frame_000000.jpg and images/flight02/frame_000000.jpg came out
+    as frame_000000.jpg and frame_000000_1.jpg: the flight was lost, and no --group-by could
+    keep one flight in one split."""
+    from edgecl.data.convert import output_stem
+
+    root = tmp_path / "flights"
+    for flight in ("flight01", "flight02"):
+        _image(root / "images" / flight / "frame_000000.jpg")
+        (root / "labels" / flight).mkdir(parents=True)
+        (root / "labels" / flight / "frame_000000.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: {0: cat}\n")
+    write_yolo_dataset(root, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == [
+        "flight01_frame_000000.jpg", "flight02_frame_000000.jpg"]
+    assert output_stem(root / "train" / "images" / "x.jpg", root) == "x"  # layout folders only
+    assert output_stem(root / "JPEGImages" / "day 2" / "x.jpg", root) == "day 2_x"
+    assert output_stem(tmp_path / "elsewhere" / "x.jpg", root) == "x"
+
+
+def test_a_group_by_for_folders_is_told_to_import_first(tmp_path):
+    """A --group-by written for the flights' folders matches no file name: the refusal says
+    that file names are matched and how to get the folders into them."""
+    import pytest
+
+    from edgecl.data.splits import split_tasks
+    from edgecl.errors import ConfigError
+
+    root = tmp_path / "flights"
+    for flight in ("flight01", "flight02", "flight03"):
+        for k in range(2):
+            _image(root / "images" / flight / f"frame_{k}.jpg")
+            (root / "labels" / flight).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / flight / f"frame_{k}.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: {0: cat}\n")
+    with pytest.raises(ConfigError, match=r"lie in 3 folders: 'edgecl dataset import' writes each "
+                                          r"image's folders into its name"):
+        split_tasks(root, "cat", tmp_path / "tasks.yaml", group_by=r"^(flight\d+)")
+    write_yolo_dataset(root, tmp_path / "out")
+    result = split_tasks(tmp_path / "out", "cat", tmp_path / "tasks.yaml", group_by=r"^(flight\d+)",
+                         ratios="0.34,0.33,0.33")
+    assert (result["groups"], result["ungrouped"]) == (3, 0)
+
+
+def test_an_export_still_in_its_zip_is_told_to_be_unpacked(tmp_path):
+    import zipfile
+
+    import pytest
+
+    from edgecl.errors import ConfigError
+
+    packed = tmp_path / "task_1-coco.zip"
+    with zipfile.ZipFile(packed, "w") as archive:
+        archive.writestr("annotations/instances_default.json", "{}")
+    renamed = tmp_path / "export.json"
+    renamed.write_bytes(packed.read_bytes())
+    for path, fmt, kind in ((packed, "auto", ".zip"), (packed, "coco", ".zip"),
+                            (renamed, "auto", "zip")):
+        with pytest.raises(ConfigError) as err:
+            write_yolo_dataset(path, tmp_path / "out", fmt)
+        assert str(err.value) == (f"{path} is an archive ({kind}): unpack it first (e.g. unzip "
+                                  f"'{path}' -d FOLDER) and give the folder")
