@@ -31,6 +31,9 @@ def add_import_parser(lsub) -> None:
     imp.add_argument("path", help="dataset folder, data.yaml or COCO json")
     imp.add_argument("--format", default="auto", choices=("auto", "yolo", "voc", "coco"),
                      help="dataset format (default: auto-detect)")
+    imp.add_argument("--relabel", action="store_true",
+                     help="replace the stored labels of images already in memory with this "
+                          "import's where they differ (a corrected export imported again)")
     imp.add_argument("--json", action="store_true",
                      help='print {"imported", "skipped", "reasons", "classes_added", '
                           '"unnamed_classes", ...} as the last line')
@@ -59,7 +62,7 @@ def import_command(args: argparse.Namespace) -> int:
     # a runtime on this state directory starts no learning round until the import is done
     with importing(cfg.state_dir), memory_from_config(cfg) as memory:
         adopt_memory_class_names(memory, classes)
-        report = ingest(items, memory, classes)
+        report = ingest(items, memory, classes, relabel=args.relabel)
         dropped = _drop_queued_copies(cfg, memory) if report.tally.imported else []
     result = report.to_dict()
     result["queue_items_dropped"] = len(dropped)
@@ -67,8 +70,9 @@ def import_command(args: argparse.Namespace) -> int:
     if args.json:
         for message in report.tally.messages:  # stdout's last line is the JSON
             print(f"skipped: {message}", file=sys.stderr)
-        if nothing:
-            print(nothing, file=sys.stderr)
+        for note in (nothing, other_labels_note(result)):
+            if note:
+                print(note, file=sys.stderr)
         print_json_line(result)
         return 0
     for message in report.tally.messages:
@@ -81,6 +85,8 @@ def import_command(args: argparse.Namespace) -> int:
     unnamed = (f"; unnamed classes kept as {', '.join(result['unnamed_classes'])} (the dataset names "
                f"no classes: add a data.yaml with names, or 'edgecl classes rename')"
                if result["unnamed_classes"] else "")
+    relabelled = (f"; {result['relabelled']} image(s) already in memory got this import's labels "
+                  f"(--relabel)" if result["relabelled"] else "")
     queued = (f"; {len(dropped)} frame(s) waiting in the operator queue are now in memory and "
               f"were taken off it" if dropped else "")
     orphans = skipped_annotations_note(result)
@@ -90,9 +96,11 @@ def import_command(args: argparse.Namespace) -> int:
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
           f"({reasons}){orphans}; {dropped_regions_note(result)}"
           f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
-          f"{named}{unnamed}{queued}{evicted}")
+          f"{named}{unnamed}{relabelled}{queued}{evicted}")
     if nothing:
         print(nothing, file=sys.stderr)
+    if other_labels_note(result):
+        print(other_labels_note(result), file=sys.stderr)
     return 0
 
 
@@ -112,6 +120,25 @@ def _drop_queued_copies(cfg, memory) -> list[tuple[str, int]]:
         return []
 
 
+def other_labels_note(result: dict) -> str:
+    """A note for images the memory holds with labels other than this import's: the stored
+    ones were kept, and ``--relabel`` replaces them (before, a corrected export imported again
+    said only "already in memory", and the old boxes stayed with nothing to show it).
+
+    Args:
+        result: the import's ``--json`` summary.
+
+    Returns:
+        One line, or ``""``.
+    """
+    from edgecl.continual.ingest import HELD_WITH_OTHER_LABELS
+
+    held = result["reasons"].get(HELD_WITH_OTHER_LABELS, 0)
+    return (f"note: {held} image(s) already in memory carry other labels in this import; their "
+            f"stored labels were kept: run it again with --relabel to replace them with these"
+            ) if held else ""
+
+
 def nothing_imported(path: str, result: dict) -> str:
     """A warning for an import that stored nothing though it found images, with what to give
     instead (empty when something was stored, or when images were already in memory: the same
@@ -124,10 +151,11 @@ def nothing_imported(path: str, result: dict) -> str:
     Returns:
         One line, or ``""``.
     """
-    from edgecl.continual.ingest import ALREADY_IN_MEMORY
+    from edgecl.continual.ingest import ALREADY_IN_MEMORY, HELD_WITH_OTHER_LABELS
 
     reasons = result["reasons"]
-    if result["imported"] or not reasons or ALREADY_IN_MEMORY in reasons:
+    if (result["imported"] or not reasons or ALREADY_IN_MEMORY in reasons
+            or HELD_WITH_OTHER_LABELS in reasons):
         return ""
     from edgecl.data.importers import no_labels_hint
 

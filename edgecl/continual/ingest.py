@@ -40,6 +40,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
+import numpy as np
+
 from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample, held_copy
 from edgecl.continual.memory.records import check_image, check_labels
 from edgecl.data.class_names import close_class_names, standing_names
@@ -82,7 +84,10 @@ class ImportReport:
             it stored this import's, to keep its bounds (:attr:`ReplayMemory.evicted`): a
             sample imported and evicted is counted in ``imported`` and no longer in memory.
         duplicates: images already in the memory (counted as skipped, reason
-            :data:`ALREADY_IN_MEMORY`).
+            :data:`ALREADY_IN_MEMORY`, or :data:`HELD_WITH_OTHER_LABELS` where this import
+            labels them otherwise).
+        relabelled: images already in the memory whose stored labels were replaced by this
+            import's (``relabel=True``; counted as imported).
         unnamed_classes: ``class_<id>`` names of a dataset without class names that the
             registry had no class for, so they were kept (sorted by id).
         named_from_registry: ``class_<id>`` -> the registry's name for that id, where the
@@ -98,12 +103,13 @@ class ImportReport:
     duplicates: int = 0
     unnamed_classes: list[str] = field(default_factory=list)
     named_from_registry: dict[str, str] = field(default_factory=dict)
+    relabelled: int = 0
 
     def to_dict(self) -> dict:
-        """``{"imported", "skipped", "reasons", "evicted", "classes_added", "similar_classes",
-        "classes_matched", "ignored_regions", "boxes", "unnamed_classes",
+        """``{"imported", "skipped", "reasons", "evicted", "relabelled", "classes_added",
+        "similar_classes", "classes_matched", "ignored_regions", "boxes", "unnamed_classes",
         "named_from_registry"}``."""
-        return {**self.tally.to_dict(), "evicted": self.evicted,
+        return {**self.tally.to_dict(), "evicted": self.evicted, "relabelled": self.relabelled,
                 "classes_added": list(self.classes_added),
                 "similar_classes": dict(self.similar_classes),
                 "classes_matched": dict(self.classes_matched),
@@ -113,6 +119,9 @@ class ImportReport:
 
 ALREADY_IN_MEMORY = "already in memory"
 """Skip reason of an image whose content the memory already holds."""
+HELD_WITH_OTHER_LABELS = "already in memory, with other labels"
+"""Skip reason of an image the memory holds with labels other than this import's (a corrected
+export imported again): ``relabel=True`` (``labels import --relabel``) replaces them."""
 
 
 def _name_unnamed(item: ImportItem, known: dict[int, str], report: ImportReport) -> ImportItem:
@@ -162,7 +171,8 @@ def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport,
 
 
 def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
-           origin: LabelOrigin = LabelOrigin.IMPORT, task: str = STREAM_TASK) -> ImportReport:
+           origin: LabelOrigin = LabelOrigin.IMPORT, task: str = STREAM_TASK,
+           relabel: bool = False) -> ImportReport:
     """Store imported images in the replay memory, mapping class names onto the registry.
 
     Args:
@@ -172,6 +182,10 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
         origin: the samples' label origin (``import``).
         task: the samples' task name (``stream`` by default, like a camera's frames: the
             monitor and the gate then judge every class on its own, mixed with operator labels).
+        relabel: replace the stored labels of an image the memory already holds with this
+            import's, where they differ (:meth:`ReplayMemory.relabel`: the sample gets a new
+            id, so the next round learns the corrected boxes); otherwise such an image is
+            skipped as :data:`HELD_WITH_OTHER_LABELS`.
 
     Returns:
         The :class:`ImportReport`. A sample the memory refuses (bad labels, too large),
@@ -186,7 +200,7 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
     report = ImportReport()
     evicted_before = memory.evicted
     try:
-        _ingest(items, memory, classes, origin, task, report)
+        _ingest(items, memory, classes, origin, task, report, relabel)
     except StorageError as exc:
         raise StorageError(f"{exc}; {report.tally.imported} sample(s) of this import were stored "
                            f"before it (run the import again once there is room: what is "
@@ -197,7 +211,7 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
 
 
 def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, origin: LabelOrigin,
-            task: str, report: ImportReport) -> None:
+            task: str, report: ImportReport, relabel: bool = False) -> None:
     """The body of :func:`ingest`: fills ``report``."""
     bound = set((memory.class_names() or {}).keys())
     device_classes = dict(classes.names())  # names ids of unnamed datasets (see _name_unnamed)
@@ -208,8 +222,17 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             log.debug("skipped %s", item.message)  # the caller reports the report's messages
             continue
         digest = pixels_hash(item.image)  # what the device records for the frames it stores
-        if _held(memory, {item.content_hash, digest}, origin):  # before any class is registered
-            _duplicate(report)
+        held = _held(memory, {item.content_hash, digest}, origin)  # before any class is registered
+        if held is not None:  # a copy held reports no naming, unless its labels are replaced
+            named = _name_unnamed(item, device_classes, ImportReport())
+            if not _labelled_otherwise(memory, held, named, classes):
+                _duplicate(report)
+            elif not relabel:
+                report.duplicates += 1
+                report.tally.skip(HELD_WITH_OTHER_LABELS)
+            else:
+                _relabel(memory, held, _name_unnamed(item, device_classes, report), classes,
+                         origin, report, known_before)
             continue
         item = _name_unnamed(item, device_classes, report)
         try:  # the memory's own checks, before a new class is registered for the sample
@@ -248,12 +271,57 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
         report.tally.done(item)
 
 
-def _held(memory, digests: set[str], origin: LabelOrigin) -> bool:
-    """Whether the memory holds a sample with one of these content hashes (the pixels hash,
-    or the file's bytes hash that imports stored before; ``""``, no file, is skipped) that
-    this import's labels would not replace (a pseudo-labelled copy is replaced: see
-    :meth:`~edgecl.continual.memory.ReplayMemory.held_content`)."""
-    return any(held_copy(memory, d, origin) is not None for d in sorted(digests) if d)
+def _held(memory, digests: set[str], origin: LabelOrigin) -> int | None:
+    """The id of the sample the memory holds with one of these content hashes (the pixels
+    hash, or the file's bytes hash that imports stored before; ``""``, no file, is skipped)
+    that this import's labels would not replace (a pseudo-labelled copy is replaced: see
+    :meth:`~edgecl.continual.memory.ReplayMemory.held_content`), or None."""
+    for d in sorted(digests):
+        held = held_copy(memory, d, origin) if d else None
+        if held is not None:
+            return held
+    return None
+
+
+def _labelled_otherwise(memory, held: int, item: ImportItem, classes: ClassNames) -> bool:
+    """Whether the stored sample ``held`` has labels other than ``item``'s: a class name the
+    registry does not know, or other boxes (to 1e-4 of the image, in any order). A memory
+    without ``get`` (a test double), or a sample gone meanwhile, counts as the same."""
+    get = getattr(memory, "get", None)
+    if get is None:
+        return False
+    exact = classes.label_ids()
+    ids = {}
+    for name in dict.fromkeys(item.names):
+        same = name if name in exact else same_class_as(name, exact)
+        if same is None:
+            return True
+        ids[name] = exact[same]
+    try:
+        stored = get([held])[0].labels
+    except (ReplayMemoryError, LabelError):
+        return False
+    wanted = item.yolo_labels(ids)
+    if stored.shape != wanted.shape:
+        return True
+    order = lambda rows: rows[np.lexsort(np.round(rows, 4).T[::-1])]  # noqa: E731
+    return not np.allclose(order(stored), order(wanted), atol=1e-4)
+
+
+def _relabel(memory, held: int, item: ImportItem, classes: ClassNames, origin: LabelOrigin,
+             report: ImportReport, known_before: list[str]) -> None:
+    """Replace the stored labels of ``held`` with ``item``'s (counted as imported)."""
+    try:
+        ids = _class_ids(item, classes, report, known_before)
+        names = classes.names()
+        if not set(ids.values()) <= set((memory.class_names() or {}).keys()):
+            memory.set_class_names(names)
+        memory.relabel(held, item.yolo_labels(ids), origin=LabelOrigin(origin))
+    except (LabelError, ReplayMemoryError) as exc:
+        report.tally.skip("refused by memory", f"{item.source}: {exc}")
+        return
+    report.relabelled += 1
+    report.tally.done(item)
 
 
 def _duplicate(report: ImportReport) -> None:

@@ -41,7 +41,7 @@ def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
                                 "annotations_skipped": 0, "classes_added": ["person"],
                                 "similar_classes": {},
                                 "classes_matched": {}, "ignored_regions": 0,
-                                "difficult_dropped": 0, "evicted": 0,
+                                "difficult_dropped": 0, "evicted": 0, "relabelled": 0,
                                 "boxes": {"car": 1, "person": 2}, "unnamed_classes": [],
                                 "named_from_registry": {}}
     assert classes.names() == {0: "car", 1: "person"}
@@ -209,7 +209,7 @@ def test_an_image_is_already_in_memory_by_its_file_hash_or_by_its_pixels(tmp_pat
     """A sample imported before keeps its file's bytes hash and is still found; the same pixels
     in another file (the device's frames carry only their pixels hash) are found too, before any
     class is registered. Before: a PNG and a BMP of one image were two samples."""
-    from edgecl.continual.ingest import ALREADY_IN_MEMORY
+    from edgecl.continual.ingest import HELD_WITH_OTHER_LABELS
     from edgecl.continual.memory import Sample
     from edgecl.data.images import content_hash
 
@@ -232,8 +232,38 @@ def test_an_image_is_already_in_memory_by_its_file_hash_or_by_its_pixels(tmp_pat
         assert len(memory) == 2
     assert first.tally.imported == 1
     assert (again.tally.imported, again.duplicates) == (0, 2)
-    assert again.to_dict()["reasons"] == {ALREADY_IN_MEMORY: 2}
+    # labelled otherwise (truck, bus): kept as stored, and said apart
+    assert again.to_dict()["reasons"] == {HELD_WITH_OTHER_LABELS: 2}
     assert classes.names() == {0: "car"}
+
+
+def test_a_corrected_export_imported_again_says_so_and_relabel_replaces_the_labels(tmp_path):
+    """Before: an image whose labels were corrected in the labelling tool was skipped as
+    "already in memory" and kept its old boxes, with nothing to tell them apart from copies."""
+    from edgecl.continual.ingest import ALREADY_IN_MEMORY, HELD_WITH_OTHER_LABELS
+
+    classes = ClassRegistry(tmp_path)
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0)) as memory:
+        ingest([_item("a", ["car"]), _item("b", ["car", "person"], 30)], memory, classes)
+        # "a" again as it was, "b" with its boxes moved and one class changed
+        same = _item("a", ["car"])
+        moved = _item("b", ["car", "truck"], 30)
+        moved = ImportItem(moved.image, moved.names, moved.xyxy + 2, moved.source, content_hash="")
+        told = ingest([same, moved], memory, classes)
+        assert told.to_dict()["reasons"] == {ALREADY_IN_MEMORY: 1, HELD_WITH_OTHER_LABELS: 1}
+        assert (told.tally.imported, told.relabelled) == (0, 0)
+        assert "truck" not in classes.names().values(), "nothing registered for a kept copy"
+        before = {r.id for r in memory.records()}
+        fixed = ingest([same, moved], memory, classes, relabel=True)
+        assert (fixed.tally.imported, fixed.relabelled, fixed.classes_added) == (1, 1, ["truck"])
+        assert fixed.to_dict()["reasons"] == {ALREADY_IN_MEMORY: 1}
+        (new_id,) = {r.id for r in memory.records()} - before  # relabelled: a new id to learn
+        (stored,) = memory.get([new_id])
+        truck = {n: i for i, n in classes.names().items()}["truck"]
+        assert sorted(stored.labels[:, 0].astype(int).tolist()) == sorted([0, truck])
+        assert len(memory) == 2
+        again = ingest([same, moved], memory, classes, relabel=True)
+        assert again.to_dict()["reasons"] == {ALREADY_IN_MEMORY: 2} and again.relabelled == 0
 
 
 def test_an_import_naming_a_merged_class_stores_its_boxes_under_the_class_it_became(tmp_path):
