@@ -72,6 +72,8 @@ def import_command(args: argparse.Namespace) -> int:
     with _writing(args.out):
         result = write_yolo_dataset(args.src, args.out, args.format)
     if args.json:
+        for message in result["messages"]:  # as labels import: stdout's last line is the JSON
+            print(f"skipped: {message}", file=sys.stderr)
         print_json_line({k: v for k, v in result.items() if k != "messages"})
         return 0
     for message in result["messages"]:

@@ -64,3 +64,13 @@ def test_distinct_names_import_to_a_dataset_ultralytics_reads(tmp_path, run_edge
                                                          "3": "Bicycle"}
     data = check_det_dataset(str(tmp_path / "out" / "data.yaml"), autodownload=False)
     assert data["names"] == {0: "Car", 1: "Truck", 2: "Person", 3: "Bicycle"}
+
+
+def test_json_keeps_the_skip_reasons_on_stderr(tmp_path, run_edgecl):
+    """Before: with --json, dataset import printed no skip reason at all (labels import prints
+    them on stderr, stdout's last line being the JSON)."""
+    src = _dataset(tmp_path / "ds", "[Car, Truck, Person, Bicycle]")
+    (src / "labels" / "3.txt").write_text("7 0.5 0.5 0.3 0.3\n")
+    code, out, err = run_edgecl(["dataset", "import", src, "--out", tmp_path / "out", "--json"])
+    assert code == 0 and json.loads(out)["skipped"] == 1
+    assert err.startswith(f"skipped: {src / 'labels' / '3.txt'}") and err.count("\n") == 1
