@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import ipaddress
 import json
 import math
 import re
@@ -217,6 +218,7 @@ class ServerConfig:
     token: str = ""
     allowed_hosts: str = ""
     allowed_origins: str = ""
+    trusted_proxies: str = ""
     tls_cert: str = ""
     tls_key: str = ""
 
@@ -463,7 +465,8 @@ RULES: dict[str, Rule] = {
 
 # Keys whose value is free text (paths, addresses, URIs): checked where they are used.
 FREE_KEYS = frozenset({"state_dir", "source.uri", "model.path", "model.providers", "server.host",
-                       "server.token", "server.allowed_hosts", "server.tls_cert",
+                       "server.token", "server.allowed_hosts", "server.trusted_proxies",
+                       "server.tls_cert",
                        "server.tls_key", "fleet.device_name", "fleet.token",
                        "fleet.initial_model",
                        "fleet.ca_cert", "fleet.server_cert", "fleet.server_key"})
@@ -474,6 +477,13 @@ def _check_pairs(cfg: "Config", where: str) -> None:
     if not cfg.state_dir.strip():  # '' would put the state into the current directory
         raise ConfigError(f"config key 'state_dir' in {where} must name a directory, got "
                           f"{_show(cfg.state_dir)}")
+    for item in (i.strip() for i in cfg.server.trusted_proxies.split(",")):
+        try:
+            ipaddress.ip_network(item, strict=False) if item else None
+        except ValueError:
+            raise ConfigError(f"config key 'server.trusted_proxies' in {where}: {_show(item)} is "
+                              f"not an IP address or network (e.g. 127.0.0.1, or 10.0.0.0/8)"
+                              ) from None
     if bool(cfg.server.tls_cert.strip()) != bool(cfg.server.tls_key.strip()):
         raise ConfigError(f"config keys 'server.tls_cert' and 'server.tls_key' in {where} go "
                           f"together: set both (HTTPS) or neither (HTTP)")
@@ -775,7 +785,9 @@ def _set_dotted(tree: dict, dotted: str, value: object, where: str) -> None:
 def parse_override(text: str) -> tuple[str, object]:
     """Parse one ``section.key=value`` override (the value is read as YAML).
 
-    Plain values stay text, as in a config file; the key's type decides how they are read.
+    Plain values stay text, as in a config file; the key's type decides how they are read. A
+    free-text key (:data:`FREE_KEYS`: paths, addresses) keeps the text as typed where YAML
+    would read another type (``server.host=::``, an IPv6 address, is no mapping).
 
     Args:
         text: the override as typed on the command line.
@@ -799,6 +811,8 @@ def parse_override(text: str) -> tuple[str, object]:
     except (RecursionError, MemoryError):
         raise ConfigError(f"override '{_show(key)[1:-1]}': the value is nested too deeply or "
                           f"too large") from None
+    if key in FREE_KEYS and not isinstance(value, str):  # text as typed: server.host=:: is
+        value = raw.strip()                               # an address, not a YAML mapping
     return key, value
 
 

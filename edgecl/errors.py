@@ -61,6 +61,10 @@ class ConflictError(EdgeclError):
     """The operation conflicts with the current state, e.g. an item already answered (HTTP 409)."""
 
 
+class NothingToRollBackError(RegistryError, ConflictError):
+    """No earlier intact version to roll back to: the registry's state forbids it (HTTP 409)."""
+
+
 class UnavailableError(EdgeclError):
     """The device cannot do this now (e.g. its runtime is stopping); the same request works once
     it runs again (HTTP 503)."""

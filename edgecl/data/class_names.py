@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 import unicodedata
 from collections.abc import Iterable, Mapping
 
@@ -59,18 +60,19 @@ def clean_name(name: object, strict: bool = True) -> str:
             lone surrogates (no UTF-8 file can hold them) or, strict, invisible characters.
     """
     if not isinstance(name, str):
-        raise LabelError(f"class name must be text, got {type(name).__name__} {name!r}")
+        raise LabelError(f"class name must be text, got {type(name).__name__} "
+                         f"{reprlib.repr(name)}")
     text = name.strip()
     if strict and not any(unicodedata.category(ch) == "Cs" for ch in text):
         text = unicodedata.normalize("NFC", text).strip()
     if not text:
         raise LabelError("class name is empty")
+    if len(text) > MAX_NAME_CHARS:  # first: a message quoting a 2 MB name would be 2 MB long
+        raise LabelError(f"class name {text[:20]!r}... is longer than {MAX_NAME_CHARS} characters")
     if strict and any(_invisible(ch) for ch in text):
         bad = next(ch for ch in text if _invisible(ch))
         raise LabelError(f"class name {text!r} contains an invisible or direction-changing "
                          f"character (U+{ord(bad):04X})")
-    if len(text) > MAX_NAME_CHARS:
-        raise LabelError(f"class name {text[:20]!r}... is longer than {MAX_NAME_CHARS} characters")
     if any(unicodedata.category(ch) == "Cc" for ch in text):
         raise LabelError(f"class name {text!r} contains control characters")
     if any(unicodedata.category(ch) == "Cs" for ch in text):

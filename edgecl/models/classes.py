@@ -193,13 +193,14 @@ class ClassRegistry:
                                                      for k, v in sample_counts.items()}
         entries = self._read()
         names = {e["id"]: e["name"] for e in entries}
+        by_id = {e["id"]: e for e in entries}
         rows = []
         for e in entries:
             row = {"id": e["id"], "name": e["name"],
                    "samples": None if counts is None else counts.get(str(e["id"]), 0),
                    "first_seen": e.get("first_seen", "")}
             if isinstance(e.get("merged_into"), int):
-                row["merged_into"] = names[_merge_target(entries, e["id"])]
+                row["merged_into"] = names[_merge_target(entries, e["id"], by_id)]
             rows.append(row)
         return rows
 
@@ -458,14 +459,16 @@ class ClassRegistry:
     def merged(self) -> dict[int, int]:
         """Class id -> the id it was merged into (the end of the chain), for merged classes."""
         entries = self._read()
-        return {e["id"]: _merge_target(entries, e["id"]) for e in entries
+        by_id = {e["id"]: e for e in entries}
+        return {e["id"]: _merge_target(entries, e["id"], by_id) for e in entries
                 if isinstance(e.get("merged_into"), int)}
 
     def label_ids(self) -> dict[str, int]:
         """Name -> the id a label with that name gets: a merged class's name gives the class
         it was merged into (:meth:`merge`)."""
         entries = self._read()
-        return {e["name"]: _merge_target(entries, e["id"]) for e in entries}
+        by_id = {e["id"]: e for e in entries}  # built once: per entry it made this quadratic
+        return {e["name"]: _merge_target(entries, e["id"], by_id) for e in entries}
 
     def _hint(self, name: str, entries: list[dict] | None = None) -> str:
         from edgecl.errors import did_you_mean
@@ -499,12 +502,12 @@ def _broken_merges(entries: list[dict]) -> list[int]:
     return sorted(invalid | looping)
 
 
-def _merge_target(entries: list[dict], class_id: int) -> int:
+def _merge_target(entries: list[dict], class_id: int, by_id: dict[int, dict] | None = None) -> int:
     """Where a class id's chain of merges ends (itself when not merged). The entries are read
     by :meth:`ClassRegistry._read`, which drops every ``merged_into`` that names no other class
     or loops (:func:`_broken_merges`), and :meth:`ClassRegistry.merge` refuses a merge back, so
-    every chain ends."""
-    by_id = {e["id"]: e for e in entries}
+    every chain ends. ``by_id`` (id -> entry) saves building it again for each id."""
+    by_id = by_id if by_id is not None else {e["id"]: e for e in entries}
     while (nxt := by_id[class_id].get("merged_into")) is not None:
         class_id = nxt
     return class_id

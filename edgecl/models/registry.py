@@ -52,8 +52,8 @@ from pathlib import Path, PurePosixPath
 
 from edgecl.atomic import (atomic_write_json, atomic_write_text, fsync_dir,
                            new_file_mode)
-from edgecl.errors import (ModelLoadError, NotFoundError, RegistryError, StorageError,
-                           is_disk_full, storage_faults)
+from edgecl.errors import (ModelLoadError, NotFoundError, NothingToRollBackError, RegistryError,
+                           StorageError, is_disk_full, storage_faults)
 from edgecl.models.base import NotADetectorError, sha256_file
 
 log = logging.getLogger(__name__)
@@ -825,7 +825,7 @@ class Registry:
             The version now current.
 
         Raises:
-            RegistryError: nothing intact to roll back to.
+            NothingToRollBackError: nothing intact to roll back to (a RegistryError).
             StorageError: ``current`` cannot be switched (full disk, read-only): nothing changed.
         """
         with self._lock(), storage_faults("cannot roll back; nothing changed"):
@@ -843,7 +843,7 @@ class Registry:
                 log.warning("rollback: %s skipped, it cannot serve (%s)", history[-1], problems[0])
                 history.pop()
             if not history:
-                raise RegistryError("no earlier intact version to roll back to")
+                raise NothingToRollBackError("no earlier intact version to roll back to")
             target = history[-1]
             if before_switch is not None:
                 before_switch(target)

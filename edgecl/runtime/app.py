@@ -717,7 +717,8 @@ class Runtime:
         if not (self.opts.use_state and self.cfg.server.enabled):
             return
         from edgecl.runtime.console import build_console_hooks
-        from edgecl.runtime.server import StatusServer, allowed_host_names, resolve_token
+        from edgecl.runtime.server import (StatusServer, allowed_host_names, resolve_token,
+                                           url_host)
         from edgecl.web import create_app
         from edgecl.web.app import origin_names
 
@@ -727,11 +728,12 @@ class Runtime:
                          allowed_origins=origin_names(self.cfg.server.allowed_origins))
         self.server = StatusServer(app, self.cfg.server.host, self.cfg.server.port,
                                    tls_cert=self.cfg.server.tls_cert,
-                                   tls_key=self.cfg.server.tls_key)
+                                   tls_key=self.cfg.server.tls_key,
+                                   trusted_proxies=self.cfg.server.trusted_proxies)
         try:
             self.server.start()
         except OSError as exc:
-            where = f"{self.cfg.server.host}:{self.cfg.server.port}"
+            where = f"{url_host(self.cfg.server.host)}:{self.cfg.server.port}"
             self.server_error = f"console not started on {where}: {exc.strerror or exc}"
             log.error("HTTP server not started on %s (%s): detection goes on without this "
                       "device's console (whatever answers there is another program); queued "

@@ -3,8 +3,9 @@
 The app (:func:`edgecl.web.create_app`) only reads state through the runtime's hooks, so serving
 never blocks the inference loop. Bounds: at most ``max_connections`` connections and requests at
 once (uvicorn's ``limit_concurrency``; beyond it a request gets 503, logged once a minute), at
-most ``max_per_client`` of them from one client address (so one host on the LAN cannot take every
-slot and turn ``/healthz`` into 503 for the watchdog), a connection that has not sent a complete
+most ``max_per_client`` of them from one client address, and 127.0.0.1 and ::1 (the watchdog's,
+:data:`WATCHDOG_ADDRESSES`) are exempt from the first bound (so no host on the LAN, with
+however many addresses, can turn ``/healthz`` into 503 for the watchdog), a connection that has not sent a complete
 request head within ``timeout_s`` seconds (idle after connecting, a header trickle, or idle
 keep-alive) is closed, and a body must arrive within :data:`edgecl.web.app.BODY_TIMEOUT_S`.
 
@@ -94,6 +95,12 @@ def check_bind(host: str, token: str | None, tls_cert: str = "", tls_key: str = 
                     len(token), MIN_TOKEN_CHARS)
 
 
+def url_host(host: str) -> str:
+    """A bind address as a URL writes it: an IPv6 address in brackets (``[::1]``)."""
+    host = host.strip()
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def allowed_host_names(extra: str = "") -> frozenset[str]:
     """The names a request's ``Host`` may give besides IP addresses (DNS-rebinding check, see
     :func:`edgecl.web.app.host_allowed`): ``localhost``, this machine's host name (also with
@@ -138,6 +145,13 @@ class _OncePerMinute(logging.Filter):
         return True
 
 
+WATCHDOG_ADDRESSES = frozenset({"127.0.0.1", "::1"})
+"""Client addresses exempt from the server-wide connection cap (still held to their own
+``max_per_client``): the device's watchdog and the container's HEALTHCHECK poll ``/healthz``
+from there. Before, a host with several addresses (aliases, any IPv6 host's /64) filled the
+cap 16 connections each, and ``/healthz`` answered 503 to the watchdog."""
+
+
 def _timed_protocol(timeout_s: float, max_per_client: int = 0):
     """An h11 protocol class that closes a connection without a request head in ``timeout_s``,
     and a client's connection beyond its ``max_per_client`` open ones (0: no bound)."""
@@ -157,6 +171,8 @@ def _timed_protocol(timeout_s: float, max_per_client: int = 0):
             if max_per_client and self._client_key and count > max_per_client:
                 transport.close()
                 return
+            if self._client_key in WATCHDOG_ADDRESSES:
+                self.limit_concurrency = None  # within its own max_per_client, never a 503
             self._arm_head_deadline()
 
         def connection_lost(self, exc) -> None:  # noqa: D102 - asyncio protocol hook
@@ -237,14 +253,21 @@ class StatusServer:
             closed at once; 0: no bound).
         tls_cert: certificate (chain) file, PEM: serve HTTPS (with ``tls_key``); empty: HTTP.
         tls_key: its unencrypted private key file, PEM.
+        trusted_proxies: ``server.trusted_proxies``: comma-separated addresses (or networks)
+            of reverse proxies whose ``X-Forwarded-For`` names the client; empty: no proxy
+            header is trusted and a client is the address it connects from. (uvicorn trusted
+            one from 127.0.0.1 by default: any process on the device could then give itself
+            a new address for each wrong token and pass the guess throttle, or have another
+            address locked out.)
     """
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 8765, *,
                  max_connections: int = 64, timeout_s: float = 5.0, max_per_client: int = 16,
-                 tls_cert: str = "", tls_key: str = ""):
+                 tls_cert: str = "", tls_key: str = "", trusted_proxies: str = ""):
         self.app = create_app(app) if isinstance(app, ConsoleHooks) else app
         self.tls_cert = tls_cert.strip()
         self.tls_key = tls_key.strip()
+        self.trusted_proxies = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
         self.host = host
         self.port = port
         self.max_connections = max_connections
@@ -290,6 +313,8 @@ class StatusServer:
                                 lifespan="off", ws="none",
                                 http=_timed_protocol(self.timeout_s, self.max_per_client),
                                 limit_concurrency=self.max_connections,
+                                proxy_headers=bool(self.trusted_proxies),
+                                forwarded_allow_ips=self.trusted_proxies or None,
                                 timeout_keep_alive=self.timeout_s, timeout_graceful_shutdown=2,
                                 ssl_certfile=self.tls_cert or None,
                                 ssl_keyfile=self.tls_key or None,
@@ -316,8 +341,8 @@ class StatusServer:
         if not server.started:
             self.stop()
             raise OSError(f"console server did not start on {self.host}:{self.port}")
-        log.info("console on %s://%s:%d/ (healthz, metrics, api, pages)", self.scheme, self.host,
-                 self.port)
+        log.info("console on %s://%s:%d/ (healthz, metrics, api, pages)", self.scheme,
+                 url_host(self.host), self.port)
 
     @property
     def scheme(self) -> str:

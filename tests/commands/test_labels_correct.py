@@ -190,3 +190,27 @@ def test_answers_name_their_frame(answered, capsys):
     assert first["frame_id"] == 2 and first["source"] == "cam://0" and first["name"] is None
     code, out, _ = run(capsys, "labels", "answered", "--state-dir", str(state))
     assert f"{ids[2]}  frame 2  sample 3" in out
+
+
+def test_corrections_of_one_item_teach_at_most_ten_new_classes_in_all(answered, capsys, tmp_path):
+    """Before: each correction of one answered item could name ten more new classes; 30
+    requests registered 300 classes (290 of them with no sample), and the next round grew the
+    model's head to all of them."""
+    state, ids = answered
+
+    def correct(names):
+        boxes = tmp_path / "boxes.json"
+        boxes.write_text(json.dumps([{"class": n, "xyxy": [10 + k, 10, 50 + k, 40]}
+                                     for k, n in enumerate(names)]))
+        return run(capsys, "labels", "correct", ids[0], "--boxes", str(boxes),
+                   "--state-dir", str(state))
+
+    assert correct([f"a{k}" for k in range(6)])[0] == 0
+    code, _, err = correct([f"b{k}" for k in range(5)])
+    assert code == 2 and err.endswith(f"label item '{ids[0]}': its answer and corrections named 6 "
+                                      f"new class(es) already; 5 more would pass the 10 an item "
+                                      f"may teach (a new class is taught a few at a time)\n")
+    assert err.count("\n") == 1
+    assert correct(["a0", "car"] + [f"b{k}" for k in range(4)])[0] == 0, "known names are free"
+    assert len(ClassRegistry(state).names()) == 1 + 6 + 4
+    assert correct(["c0"])[0] == 2

@@ -144,3 +144,17 @@ def test_data_yaml_names_keys_must_be_integers(tmp_path):
     yaml_path.write_text("train: images\nval: images\nnames: {0: car, 1.5: person}\n")
     with pytest.raises(ConfigError, match=r"class id 1\.5 in 'names' is not an integer >= 0"):
         load_data_yaml(yaml_path)
+
+
+def test_an_overlong_class_name_is_not_quoted_whole():
+    """Before: a 1.9 MB name ending in an invisible character was quoted whole in the error
+    (a 1.9 MB HTTP response)."""
+    import pytest
+
+    from edgecl.data.class_names import clean_name
+    from edgecl.errors import LabelError
+
+    for name in ("a" * 1_900_000 + "\u200b", ["x"] * 100_000):
+        with pytest.raises(LabelError) as err:
+            clean_name(name)
+        assert len(str(err.value)) < 200

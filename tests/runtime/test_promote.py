@@ -282,3 +282,33 @@ def test_a_promotion_whose_progress_cannot_be_set_back_changes_nothing(tmp_path,
     with pytest.raises(StorageError, match=f"cannot promote {first}: the learner's progress"):
         promote_version(tmp_path, first)
     assert registry.current() == second and load_state(tmp_path).last_sample_id == 90
+
+
+def test_a_conditional_rollback_over_http_happens_once(tmp_path):
+    """Before: three POST /api/models/rollback (a retried request, a double click) rolled back
+    three versions, and "nothing to roll back to" was a 400 although the state forbids it."""
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from edgecl.runtime.console import build_console_hooks
+    from edgecl.web import create_app
+
+    registry, first, second = _two_promoted(tmp_path)
+    queue = SimpleNamespace(pending=list, image_path=str)
+    sink = SimpleNamespace(queue=queue, answers=list, answered_image=str, correct=None,
+                           withdraw=None)
+    runtime = SimpleNamespace(memory_sink=sink, cfg=SimpleNamespace(state_dir=str(tmp_path)),
+                              monitor=object(), live_view=None, health=dict, live=dict,
+                              vitals=dict, registry=registry, classes=None)
+    client = TestClient(create_app(build_console_hooks(runtime)), raise_server_exceptions=False)
+    assert client.post(f"/api/models/rollback?from={second}").json() == {"current": first}
+    again = client.post(f"/api/models/rollback?from={second}")
+    assert again.status_code == 409 and again.json() == {"error": (
+        f"the current version is {first}, not {second}: another rollback or promotion came "
+        f"first; nothing changed")}
+    assert registry.current() == first
+    nothing = client.post(f"/api/models/rollback?from={first}")
+    assert nothing.status_code == 409
+    assert nothing.json() == {"error": "no earlier intact version to roll back to"}
+    assert client.post("/api/models/rollback?from=../x").status_code == 404

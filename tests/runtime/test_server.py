@@ -104,16 +104,21 @@ def test_idle_or_trickling_connection_is_closed(fake, sent):
         server.stop()
 
 
-def test_connection_cap(fake):
+def test_connection_cap_spares_the_watchdogs_address(fake):
+    """Before: a host with several addresses (127.0.0.2-6 here; aliases, an IPv6 /64 on a LAN)
+    held the whole cap, 16 connections each, and /healthz answered 503 to the watchdog."""
     server = serve(fake, max_connections=3, timeout_s=10)
-    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                     source_address=(f"127.0.0.{2 + k}", 0)) for k in range(3)]
+    health = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     try:
         time.sleep(0.2)
-        assert status_of(server, "/healthz") == 503
+        assert _request_from(server.port, "127.0.0.5", health).startswith(b"HTTP/1.1 503")
+        assert _request_from(server.port, "127.0.0.1", health).startswith(b"HTTP/1.1 200")
         for conn in idle:
             conn.close()
         time.sleep(0.3)
-        assert status_of(server, "/healthz") == 200
+        assert _request_from(server.port, "127.0.0.5", health).startswith(b"HTTP/1.1 200")
     finally:
         server.stop()
 
@@ -327,5 +332,71 @@ def test_a_tls_connection_that_never_starts_its_handshake_is_closed(fake, tmp_pa
         assert silent.recv(1) == b""                       # closed by the server
         assert time.monotonic() - started < 5.0
         silent.close()
+    finally:
+        server.stop()
+
+
+def _wrong_tokens_refused(server, forwarded_for) -> list[int]:
+    return [status_of(server, "/api/live", headers={"Authorization": "Bearer wrong",
+                                                    "X-Forwarded-For": ip})
+            for ip in forwarded_for]
+
+
+def test_a_forwarded_address_counts_only_from_a_trusted_proxy(fake):
+    """Before: uvicorn trusted X-Forwarded-For from 127.0.0.1 by default, so any process on the
+    device gave itself a new address for each wrong token and was never throttled."""
+    from edgecl.web.app import AuthThrottle
+
+    def serve_throttled(**kwargs):
+        server = StatusServer(create_app(fake.hooks(), token="t" * 20,
+                                         auth_throttle=AuthThrottle(limit=3)),
+                              "127.0.0.1", 0, **kwargs)
+        server.start()
+        return server
+
+    server = serve_throttled()
+    try:
+        codes = _wrong_tokens_refused(server, [f"10.9.0.{i}" for i in range(6)])
+        assert codes == [401, 401, 401, 429, 429, 429], "one client: its socket address"
+    finally:
+        server.stop()
+    proxied = serve_throttled(trusted_proxies="127.0.0.1")
+    try:  # behind a proxy on the device, each forwarded client has its own count
+        assert _wrong_tokens_refused(proxied, [f"10.9.0.{i}" for i in range(6)]) == [401] * 6
+    finally:
+        proxied.stop()
+
+
+def test_trusted_proxies_must_be_addresses(tmp_path):
+    from edgecl.config import load_config
+
+    assert load_config(None, ["server.trusted_proxies=127.0.0.1, 10.0.0.0/8"]).server.trusted_proxies
+    with pytest.raises(ConfigError, match="'server.trusted_proxies' .*'proxy.lan' is not an IP "
+                                          "address or network"):
+        load_config(None, ["server.trusted_proxies=127.0.0.1,proxy.lan"])
+
+
+def test_an_ipv6_host_is_typed_as_is_and_logged_in_brackets(fake, caplog):
+    """Before: server.host=:: was read as a YAML mapping and refused, and the console's URL
+    was logged as http://::1:PORT/."""
+    import logging
+
+    from edgecl.config import load_config
+    from edgecl.runtime.server import url_host
+
+    assert load_config(None, ["server.host=::"]).server.host == "::"
+    assert load_config(None, ["server.host='::1'"]).server.host == "::1"
+    assert (url_host("::1"), url_host("[::1]"), url_host("127.0.0.1")) == ("[::1]", "[::1]",
+                                                                           "127.0.0.1")
+    if not socket.has_ipv6:
+        pytest.skip("this machine has no IPv6")
+    caplog.set_level(logging.INFO, logger="edgecl.runtime.server")
+    server = StatusServer(create_app(fake.hooks()), "::1", 0)
+    try:
+        server.start()
+    except OSError as exc:
+        pytest.skip(f"::1 cannot be bound here: {exc}")
+    try:
+        assert f"console on http://[::1]:{server.port}/ (healthz, metrics, api, pages)" in caplog.messages
     finally:
         server.stop()

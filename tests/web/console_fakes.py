@@ -52,6 +52,7 @@ class FakeConsole:
         self.answers: list[dict] = []
         self.promoted: list[str] = []
         self.rollbacks = 0
+        self.rollback_from: list = []  # the precondition each rollback request gave
         self.history = ["v0001"]  # earlier current versions, most recent last
         self.health_status = "ok"
         self.fail_live = False
@@ -237,8 +238,12 @@ class FakeConsole:
             self.promoted.append(version)
             return {"current": version}
 
-    def rollback(self) -> dict:
+    def rollback(self, expected: str | None = None) -> dict:
         with self.lock:
+            self.rollback_from.append(expected)
+            current = next((v["version"] for v in self.versions if v["status"] == "current"), None)
+            if expected is not None and expected != current:
+                raise ConflictError(f"the current version is {current}, not {expected}")
             if not self.history:
                 raise ConflictError("nothing to roll back to")
             previous = self.history.pop()

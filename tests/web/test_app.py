@@ -1,5 +1,6 @@
 """The console's HTTP API on a fake runtime: routes, token, bounds, id checks, error mapping."""
 
+import json
 import logging
 
 import pytest
@@ -134,7 +135,27 @@ def test_state_changes_are_post_only(client, fake):
     assert fake.promoted == [] and fake.answers == []
 
 
-def test_body_over_2mb_is_413(client, fake):
+def test_the_largest_answer_fits_and_a_flood_of_objects_does_not(client, fake):
+    """Before: bodies of up to 2 MiB were parsed (700,000 empty objects took 140 ms of the
+    interpreter each), and a dozen clients sending them cut detection from 5 to 1 fps."""
+    from edgecl.data.answers import MAX_BOXES
+    from edgecl.data.class_names import MAX_NAME_CHARS
+
+    largest = json.dumps({"boxes": [{"class": "c" * MAX_NAME_CHARS,
+                                     "xyxy": [1.23456789012345, 2.3456789012345,
+                                              101.23456789012345, 102.3456789012345]}] * MAX_BOXES,
+                          "skip": False})
+    assert len(largest) < MAX_BODY_BYTES
+    response = client.post("/api/labels/f0000", content=largest,
+                           headers={"content-type": "application/json"})
+    assert response.status_code != 413, "a real answer is never too large"
+    flood = b'{"boxes": [' + b"{}," * 300_000 + b"{}]}"  # 900 KB
+    response = client.post("/api/labels/f0000", content=flood,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_body_over_the_bound_is_413(client, fake):
     big = b'{"boxes": [], "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
     response = client.post("/api/labels/f0000", content=big,
                            headers={"content-type": "application/json"})
@@ -333,3 +354,10 @@ def test_a_runtime_without_numbered_frames_keeps_its_jpeg():
                                                          "boxes": []}
     frame = client.get("/api/frame.jpg")
     assert frame.content == b"\xff\xd8jpeg" and "x-frame-seq" not in frame.headers
+
+
+def test_a_405_says_which_methods_are_allowed(client):
+    """Before: the JSON error handler dropped the Allow header that RFC 9110 requires."""
+    response = client.put("/api/labels/f0000", json={"boxes": []})
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["error"].startswith("Method Not Allowed: PUT /api/labels/f0000")

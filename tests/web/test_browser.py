@@ -134,6 +134,7 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
     wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
     browser.find_element(By.ID, "confirm-ok").click()
     wait_for(lambda: fake.rollbacks == 1, what="rollback")
+    assert fake.rollback_from == ["v0001"], "asked from the version the page shows as current"
     wait_for(lambda: text_of(browser, "tr[data-version='v0002'] .badge") == "current",
              what="v0002 current again")
     check_console(browser, "models", errors)

@@ -599,12 +599,14 @@ def describe_labelling(cfg: Config, source_is_labelled: bool) -> str:
     Returns:
         The line (no trailing newline); log it as a warning when :func:`learns_nothing`.
     """
+    from edgecl.runtime.server import url_host
+
     lab = cfg.labels
     state = cfg.state_dir
     answer_cli = f"'edgecl labels pending|show|answer|skip --state-dir {state}'"
     import_cli = f"'edgecl labels import --state-dir {state} FOLDER'"
     scheme = "https" if cfg.server.tls_cert.strip() else "http"
-    page = (f"the console page {scheme}://{cfg.server.host}:{cfg.server.port}/"
+    page = (f"the console page {scheme}://{url_host(cfg.server.host)}:{cfg.server.port}/"
             if cfg.server.enabled else "the console page (now off: set server.enabled: true)")
     if lab.mode == "off":
         return "labels.mode is off: no frame is stored or queued, so nothing will be learnt"

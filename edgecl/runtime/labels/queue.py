@@ -47,7 +47,8 @@ from typing import Callable
 import numpy as np
 
 from edgecl.atomic import atomic_write_bytes, atomic_write_json
-from edgecl.data.answers import boxes_to_labels, finite_number, valid_item_id
+from edgecl.data.answers import (MAX_NEW_CLASSES_PER_ANSWER, boxes_to_labels, finite_number,
+                                 valid_item_id)
 from edgecl.data.class_names import close_class_names, standing_names
 from edgecl.data.images import pixels_hash
 from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, storage_fault,
@@ -493,7 +494,8 @@ class OperatorQueue:
                         origin=LabelOrigin.OPERATOR, content_hash=digest))
                 except DuplicateSampleError as exc:  # stored meanwhile by another process
                     self._refuse_duplicate(meta, exc.sample_id, memory)
-            self._record(item_id, "answered", sample=sample_id, **_frame_of(meta))
+            self._record(item_id, "answered", sample=sample_id, **_frame_of(meta),
+                         new_classes=len(new_names))
             self._remember_embedding(meta)
             self._remove(item_id)
         return {"id": item_id, "sample": sample_id, "boxes": int(labels.shape[0]),
@@ -613,6 +615,14 @@ class OperatorQueue:
             if new_names and not allow_new_classes:
                 raise LabelError(f"unknown class '{new_names[0]}' (known: "
                                  f"{', '.join(sorted(known)) or 'none'})")
+            previous = next((e for e in reversed(self._answered()) if e["id"] == item_id), {})
+            added = previous.get("new_classes", 0)
+            added = added if type(added) is int and added >= 0 else 0
+            if new_names and added + len(new_names) > MAX_NEW_CLASSES_PER_ANSWER:
+                raise LabelError(f"label item '{item_id}': its answer and corrections named "
+                                 f"{added} new class(es) already; {len(new_names)} more would pass "
+                                 f"the {MAX_NEW_CLASSES_PER_ANSWER} an item may teach (a new class "
+                                 f"is taught a few at a time)")
             similar = close_class_names(new_names, standing_names(classes.names(), known))
             for name in new_names:
                 known[name] = int(classes.id_for(name, create=True))
@@ -621,10 +631,10 @@ class OperatorQueue:
                     row[0] = known[new_names[int(-1 - row[0])]]
             memory.sync_class_names(classes.names())
             new_id = memory.relabel(sample_id, labels, LabelOrigin.OPERATOR)
-            previous = next((e for e in reversed(self._answered()) if e["id"] == item_id), {})
             corrected = previous.get("corrected", 0)
             self._record(item_id, "answered", sample=new_id, **_frame_of(previous),
-                         corrected=(corrected if isinstance(corrected, int) else 0) + 1)
+                         corrected=(corrected if isinstance(corrected, int) else 0) + 1,
+                         new_classes=added + len(new_names))
         return {"id": item_id, "sample": new_id, "replaced": sample_id,
                 "boxes": int(labels.shape[0]), "classes_added": new_names,
                 "similar_classes": similar, "class_ids": sorted({int(c) for c in labels[:, 0]})}

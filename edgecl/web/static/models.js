@@ -3,6 +3,7 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
+  let currentVersion = "";  // as the last load showed it: a rollback is asked from it
 
   function apCell(perClass) {
     const entries = Object.entries(perClass || {});
@@ -45,7 +46,9 @@
     const ok = await EC.confirmDialog("Roll back?", "The device will go back to the previous current version.", "Roll back");
     if (!ok) return;
     try {
-      const result = await EC.postJSON("/api/models/rollback");
+      // from the version this page shows as current: a second click, or a retry, is refused
+      const from = currentVersion ? "?from=" + encodeURIComponent(currentVersion) : "";
+      const result = await EC.postJSON("/api/models/rollback" + from);
       EC.toast(`rolled back${result.current ? " to " + result.current : ""}`, "ok");
     } catch (err) {
       EC.report(err);
@@ -74,6 +77,7 @@
     // a version that served before (retired; "promoted" from older runtimes) is what a rollback
     // goes back to: with none, the button would only be refused
     const earlier = models.some((m) => m.status === "retired" || m.status === "promoted");
+    currentVersion = (models.find((m) => m.status === "current") || {}).version || "";
     $("rollback").disabled = !earlier;
     $("rollback").title = earlier ? "" : "No version served before this one: nothing to roll back to";
     const columns = heads.length || 9;
