@@ -100,7 +100,11 @@ Inline styles stay allowed (bars and charts set their sizes); images include the
 the pages make of frames fetched with the token."""
 SECURITY_HEADERS = ((b"x-frame-options", b"DENY"),
                     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-                    (b"x-content-type-options", b"nosniff"))
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"cross-origin-resource-policy", b"same-origin"))
+"""On every response. ``Cross-Origin-Resource-Policy``: another site's page open in the
+operator's browser could show the live frame and queued frames of a console without a token in
+an ``<img>``; the browser now refuses them to it."""
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Model versions: 1..128 safe characters, no separator, no leading dot, dash or underscore
 (label item ids follow the queue's stricter rule, :func:`edgecl.data.answers.valid_item_id`)."""
@@ -432,6 +436,10 @@ class _Guard:
             if message["type"] == "http.response.start":
                 message = dict(message, headers=[*message.get("headers", []), *SECURITY_HEADERS])
             await send(message)
+
+        headers = scope.get("headers") or []
+        if any(k == b"range" and b"," in v for k, v in headers):  # several ranges: the whole file
+            scope = dict(scope, headers=[(k, v) for k, v in headers if k != b"range"])
 
         refusal = self._refusal(scope)
         if refusal is None and scope.get("method", "GET") not in READ_METHODS:

@@ -361,3 +361,15 @@ def test_a_405_says_which_methods_are_allowed(client):
     response = client.put("/api/labels/f0000", json={"boxes": []})
     assert response.status_code == 405 and response.headers["allow"] == "POST"
     assert response.json()["error"].startswith("Method Not Allowed: PUT /api/labels/f0000")
+
+
+def test_several_ranges_get_the_whole_file_and_other_sites_cannot_embed(client):
+    """Before: 2,000 ranges of a small image came back as a multipart response 30 times its
+    size, and another site's page could show the console's frames in an <img>."""
+    whole = client.get("/static/console.js")
+    ranges = "bytes=" + ",".join(f"{k}-{k}" for k in range(2000))
+    response = client.get("/static/console.js", headers={"Range": ranges})
+    assert response.status_code == 200 and response.content == whole.content
+    single = client.get("/static/console.js", headers={"Range": "bytes=0-9"})
+    assert single.status_code == 206 and single.content == whole.content[:10]
+    assert whole.headers["cross-origin-resource-policy"] == "same-origin"
