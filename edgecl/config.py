@@ -342,6 +342,14 @@ def _choices(*names: str) -> Rule:
 _FRACTION = Rule(lo=0.0, hi=1.0)
 _POSITIVE = Rule(lo=0.0, lo_open=True)
 _NON_NEGATIVE = Rule(lo=0.0)
+MAX_DURATION_S = 365 * 86400.0
+"""Longest time any ``*_s`` key may give (a year): a wait of 1e10 s overflowed the platform's
+time_t and killed the thread that waited (the model loader, with ``runtime.swap_poll_s``)."""
+_DURATION = Rule(lo=0.0, lo_open=True, hi=MAX_DURATION_S)
+_DURATION_OR_0 = Rule(lo=0.0, hi=MAX_DURATION_S)
+MIN_OUT_BYTES = 64 * 1024
+"""Smallest ``runtime.out_max_bytes`` other than 0 (no rotation): a file smaller than a few
+lines started anew at every frame and kept only its last ``out_backups`` lines."""
 # numpy seeds are 32-bit (np.random.seed refuses more)
 _SEED = Rule(lo=0, hi=2**32 - 1)
 _IMGSZ = Rule(lo=32, hi=4096, multiple_of=32, meaning="the detector's largest stride")
@@ -349,8 +357,8 @@ _IMGSZ = Rule(lo=32, hi=4096, multiple_of=32, meaning="the detector's largest st
 # INVARIANT: every numeric or enum-like key has a rule here (a test walks all_keys());
 # the choices agree with the registries that consume them (tests compare them).
 RULES: dict[str, Rule] = {
-    "source.reconnect_initial_s": _POSITIVE,
-    "source.reconnect_max_s": _POSITIVE,
+    "source.reconnect_initial_s": _DURATION,
+    "source.reconnect_max_s": _DURATION,
     "source.max_consecutive_failures": Rule(lo=1, hi=1_000_000),
     "model.imgsz": _IMGSZ,
     "model.conf": _FRACTION,
@@ -359,7 +367,7 @@ RULES: dict[str, Rule] = {
     "model.threads": Rule(lo=1, hi=256),
     "runtime.back_pressure": _choices("auto", "drop_oldest", "block"),
     "runtime.sink_queue_size": Rule(lo=1, hi=10_000),
-    "runtime.swap_poll_s": _POSITIVE,
+    "runtime.swap_poll_s": _DURATION,
     "runtime.warmup_runs": Rule(lo=0, hi=100),
     "runtime.out_max_bytes": Rule(lo=0, hi=2**40),
     "runtime.out_backups": Rule(lo=1, hi=1000),
@@ -377,10 +385,10 @@ RULES: dict[str, Rule] = {
     "replay.virtual_candidates": Rule(lo=1, hi=100_000),
     "replay.virtual_top_k": Rule(lo=1, hi=100_000),
     "learner.trigger_new_samples": Rule(lo=0, hi=10_000_000),
-    "learner.trigger_interval_s": _NON_NEGATIVE,
-    "learner.budget_s": _POSITIVE,
+    "learner.trigger_interval_s": _DURATION_OR_0,
+    "learner.budget_s": _DURATION,
     "learner.max_steps": Rule(lo=1, hi=10_000_000),
-    "learner.first_round_budget_s": _POSITIVE,
+    "learner.first_round_budget_s": _DURATION,
     "learner.first_round_max_steps": Rule(lo=1, hi=10_000_000),
     "learner.epochs": Rule(lo=1, hi=100_000),
     "learner.batch": Rule(lo=1, hi=1024),
@@ -426,17 +434,17 @@ RULES: dict[str, Rule] = {
     "labels.uncertain_low": _FRACTION,
     "labels.uncertain_high": _FRACTION,
     "labels.max_pending": Rule(lo=1, hi=1_000_000),
-    "labels.priority_half_life_s": _NON_NEGATIVE,
+    "labels.priority_half_life_s": _DURATION_OR_0,
     "labels.min_priority": _NON_NEGATIVE,
     "labels.max_per_minute": Rule(lo=0, hi=1_000_000),
-    "labels.dedup_window_s": _NON_NEGATIVE,
+    "labels.dedup_window_s": _DURATION_OR_0,
     "labels.dedup_distance": _FRACTION,
     "labels.novel_distance": Rule(lo=0.0, hi=1.0, lo_open=True),
     # NoveltyRing allocates novelty_ring x EMBEDDING_DIM float32 (1 KiB each) at start
     "labels.novelty_ring": Rule(lo=1, hi=100_000),
     "labels.random_share": _FRACTION,
     "labels.seed": _SEED,
-    "labels.storage_retry_s": _POSITIVE,
+    "labels.storage_retry_s": _DURATION,
     "labels.selection.uncertain": _NON_NEGATIVE,
     "labels.selection.novel": _NON_NEGATIVE,
     "labels.selection.disagreement": _NON_NEGATIVE,
@@ -446,12 +454,12 @@ RULES: dict[str, Rule] = {
     "fleet.rounds": Rule(lo=1, hi=1_000_000),
     "fleet.min_devices": Rule(lo=1, hi=100_000),
     "fleet.fraction_fit": Rule(lo=0.0, hi=1.0, lo_open=True),
-    "fleet.round_timeout_s": _POSITIVE,
+    "fleet.round_timeout_s": _DURATION,
     "fleet.max_forgetting": Rule(lo=0.0, hi=1.0, lo_open=True),
     "fleet.forgetting_action": _choices("drop", "downweight"),
     "fleet.wire_dtype": _choices("float16", "float32"),
     "fleet.seed": _SEED,
-    "fleet.retry_s": _POSITIVE,
+    "fleet.retry_s": _DURATION,
     "fleet.proximal_mu": _NON_NEGATIVE,
     "server.allowed_origins": Rule(
         pattern=r"(\s*https?://[^\s/,]+/?\s*(,\s*https?://[^\s/,]+/?\s*)*)?",
@@ -484,6 +492,11 @@ def _check_pairs(cfg: "Config", where: str) -> None:
             raise ConfigError(f"config key 'server.trusted_proxies' in {where}: {_show(item)} is "
                               f"not an IP address or network (e.g. 127.0.0.1, or 10.0.0.0/8)"
                               ) from None
+    if 0 < cfg.runtime.out_max_bytes < MIN_OUT_BYTES:
+        raise ConfigError(f"config key 'runtime.out_max_bytes' ({cfg.runtime.out_max_bytes}) in "
+                          f"{where} must be 0 (no rotation) or at least {MIN_OUT_BYTES} bytes "
+                          f"(64 KiB): a smaller file starts anew at every frame and keeps only "
+                          f"the last few lines")
     if bool(cfg.server.tls_cert.strip()) != bool(cfg.server.tls_key.strip()):
         raise ConfigError(f"config keys 'server.tls_cert' and 'server.tls_key' in {where} go "
                           f"together: set both (HTTPS) or neither (HTTP)")

@@ -316,9 +316,9 @@ def test_huge_numbers_are_out_of_range(override, bound):
 
 
 @pytest.mark.parametrize("override, bound", [
-    ("learner.budget_s=1e400", "> 0"),
+    ("learner.budget_s=1e400", "> 0 and <= 31536000"),
     ("memory.capacity=1e400", "1..10000000"),
-    ("labels.priority_half_life_s=1e400", ">= 0"),
+    ("labels.priority_half_life_s=1e400", "0..31536000"),
 ])
 def test_a_number_beyond_a_float_is_too_large_not_out_of_range(override, bound):
     """Before: "'1e400' is out of range (>= 0)", although 1e400 is >= 0."""
@@ -450,3 +450,20 @@ def test_a_byte_size_without_a_clear_unit_is_refused_in_one_line(text, said):
 def test_a_size_unit_is_only_read_for_byte_keys():
     with pytest.raises(ConfigError, match="must be a number, got '10GB'"):
         load_config(None, ["memory.capacity=10GB"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("runtime.swap_poll_s=1e10", "'runtime.swap_poll_s' in defaults (+ overrides): 10000000000.0 "
+                                 "is out of range (> 0 and <= 31536000)"),
+    ("learner.budget_s=1e308", "out of range (> 0 and <= 31536000)"),
+    ("labels.dedup_window_s=4e7", "out of range (0..31536000)"),
+    ("runtime.out_max_bytes=100", "'runtime.out_max_bytes' (100) in defaults (+ overrides) must "
+                                  "be 0 (no rotation) or at least 65536 bytes"),
+])
+def test_times_past_a_year_and_tiny_output_files_are_refused(override, message):
+    """Before: runtime.swap_poll_s=1e10 loaded, then killed the model loader's thread with an
+    OverflowError (timestamp out of range for time_t); runtime.out_max_bytes=100 started a new
+    file at every frame and kept only the last 5 lines."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])
+    assert load_config(None, ["runtime.out_max_bytes=0"]).runtime.out_max_bytes == 0

@@ -183,7 +183,7 @@ def _round_shown(learner: dict) -> dict:
             "progress": learner["progress"] if training else None}
 
 
-def build_sinks(opts, names, runtime_cfg=None, source_fps=None) -> list:
+def build_sinks(opts, names, runtime_cfg=None, source_fps=None, source_file=None) -> list:
     """Create the output sinks a run asks for (JSON lines, video, progress lines).
 
     Args:
@@ -193,6 +193,7 @@ def build_sinks(opts, names, runtime_cfg=None, source_fps=None) -> list:
             defaults when ``None``.
         source_fps: ``callable() -> float | None``: the source's frame rate, for the saved
             video (``None``: 10 fps).
+        source_file: the video file the source reads, if it reads one (never the saved video).
 
     Returns:
         The sinks.
@@ -200,11 +201,12 @@ def build_sinks(opts, names, runtime_cfg=None, source_fps=None) -> list:
     from edgecl.runtime.sinks import DEFAULT_VIDEO_FPS, JsonlSink, ProgressSink, VideoSink
 
     sinks = []
+    rc = runtime_cfg or RuntimeConfig()
     if opts.out:
-        rc = runtime_cfg or RuntimeConfig()
         sinks.append(JsonlSink(opts.out, names, rc.out_max_bytes, rc.out_backups))
     if opts.save_video:
-        sinks.append(VideoSink(opts.save_video, fps=source_fps or DEFAULT_VIDEO_FPS, names=names))
+        sinks.append(VideoSink(opts.save_video, fps=source_fps or DEFAULT_VIDEO_FPS, names=names,
+                               source_file=source_file, backups=rc.out_backups))
     if not opts.quiet:
         sinks.append(ProgressSink(names=names))
     return sinks
@@ -523,8 +525,8 @@ class Runtime:
 
                 self._registry_names = TimedCache(self.classes.names, ttl_s=2.0, default={})
             names = self._display_names if opts.use_state else backend.meta.names
-            sinks = build_sinks(opts, names, cfg.runtime,
-                                lambda: getattr(source, "fps", None)) + list(opts.sinks)
+            sinks = build_sinks(opts, names, cfg.runtime, lambda: getattr(source, "fps", None),
+                                getattr(source, "path", None)) + list(opts.sinks)
             if opts.use_state:
                 self._seed_classes(backend.meta.names, Path(path), source)
                 sinks += self._build_state_parts({} if fresh_network(path) else backend.meta.names)

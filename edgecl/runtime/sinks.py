@@ -8,6 +8,7 @@ import os
 import secrets
 import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -321,6 +322,36 @@ class JsonlSink:
                 os.close(fd)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def keep_earlier_file(path: Path, backups: int) -> Path:
+    """Move an existing output aside before a new run writes it: ``out.mp4`` -> ``out.1.mp4``,
+    an older ``out.1.mp4`` -> ``out.2.mp4`` ..., the one past ``backups`` deleted.
+
+    Args:
+        path: the existing file.
+        backups: earlier files kept (>= 1).
+
+    Returns:
+        Where ``path`` went (``out.1.mp4``).
+    """
+    def numbered(k: int) -> Path:
+        return path.with_name(f"{path.stem}.{k}{path.suffix}")
+
+    backups = max(1, int(backups))
+    numbered(backups).unlink(missing_ok=True)
+    for k in range(backups - 1, 0, -1):
+        if numbered(k).exists():
+            os.replace(numbered(k), numbered(k + 1))
+    os.replace(path, numbered(1))
+    return numbered(1)
+
+
 class VideoSink:
     """Writes frames with their boxes drawn (ultralytics' Annotator) to a video file.
 
@@ -330,14 +361,32 @@ class VideoSink:
             (``None`` when it does not know it), read at the first frame; the source's rate
             keeps the video's speed (a 30 fps clip saved at 10 fps played three times slower).
         names: class index -> name (or a callable returning it) for labels.
+        source_file: the video file the run reads, if it reads one: refused as the output.
+        backups: earlier videos kept when ``path`` exists (a restarted run): ``out.1.mp4`` ...
+
+    Raises:
+        ConfigError: not a ``.mp4``/``.avi`` path, the source video itself, or a folder that
+            cannot be written (checked at start: before, every frame failed in the sink).
     """
 
     def __init__(self, path: str | Path, fps: float | Callable[[], float | None] = DEFAULT_VIDEO_FPS,
-                 names: Names = None):
+                 names: Names = None, source_file: Path | None = None, backups: int = 5):
         self.path = Path(path)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES or self.path.is_dir():
             raise ConfigError(f"--save-video {path}: name a new .mp4 or .avi file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if source_file is not None and self.path.exists() and _same_file(self.path, source_file):
+            raise ConfigError(f"--save-video {path} is the video this run reads: name a new "
+                              f"file (it would be overwritten)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=".edgecl-probe-")
+            probe.close()
+        except OSError as exc:
+            raise ConfigError(f"--save-video {path}: cannot write in {self.path.parent} "
+                              f"({exc.strerror or exc})") from None
+        if self.path.exists():  # a restarted run: the earlier video is kept, not overwritten
+            kept = keep_earlier_file(self.path, backups)
+            log.info("--save-video %s: the earlier video is kept as %s", self.path, kept.name)
         self.fps = fps
         self.names = names
         self._writer = None

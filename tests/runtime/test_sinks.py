@@ -182,3 +182,40 @@ def test_progress_lines_are_spaced_for_a_journal_and_frequent_on_a_terminal():
     assert ProgressSink(stream=io.StringIO()).every_s == 60.0
     assert ProgressSink(stream=Terminal()).every_s == 2.0
     assert ProgressSink(every_s=5.0, stream=io.StringIO()).every_s == 5.0
+
+
+def test_save_video_never_overwrites_the_source_or_an_earlier_run(tmp_path, run_edgecl):
+    """Before: --save-video naming the video being read overwrote it (40 frames became 3, and
+    the warning blamed the input: 'a file cut short?'), and a restarted run replaced the last
+    run's video without a word."""
+    import cv2
+
+    from edgecl.runtime.sinks import VideoSink
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for k in range(5):
+        writer.write(np.full((48, 64, 3), 40 * k, np.uint8))
+    writer.release()
+    size = clip.stat().st_size
+    code, out, err = run_edgecl(["run", "--source", f"file://{clip}", "--model", "yolo11n.yaml",
+                                 "--save-video", clip, "--quiet", "model.imgsz=64"])
+    assert code == 2 and err == (f"error: --save-video {clip} is the video this run reads: name a "
+                                 f"new file (it would be overwritten)\n")
+    assert clip.stat().st_size == size
+    out_video = tmp_path / "out.avi"
+    for run in range(3):
+        out_video.write_bytes(b"run %d" % run)
+        VideoSink(out_video, backups=2)
+    assert not out_video.exists(), "a new run writes it anew"
+    assert [(tmp_path / f"out.{k}.avi").read_bytes() for k in (1, 2)] == [b"run 2", b"run 1"]
+
+
+def test_save_video_where_nothing_can_be_written_is_refused_at_start(tmp_path):
+    import pytest
+
+    from edgecl.errors import ConfigError
+    from edgecl.runtime.sinks import VideoSink
+
+    with pytest.raises(ConfigError, match=r"--save-video /proc/out.mp4: cannot write in /proc"):
+        VideoSink("/proc/out.mp4")

@@ -263,3 +263,22 @@ def test_a_refused_start_leaves_no_new_state_directory_behind(tmp_path, run_edge
     code, _, _ = run_edgecl(["run", "--state-dir", tmp_path / "mine", "--model", tmp_path / "bad.pt",
                              "--source", "synthetic://", "--frames", "1"])
     assert code == 2 and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_a_named_pipe_given_as_a_video_file_is_refused_not_waited_on(tmp_path):
+    """Before: file:// of a FIFO with no writer blocked in the kernel's open, and neither
+    Ctrl-C nor SIGTERM could stop the run (only SIGKILL)."""
+    import os
+
+    import pytest
+
+    from edgecl.errors import SourceError
+    from edgecl.runtime.sources import open_source
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(SourceError) as err:
+        open_source(f"file://{fifo}")
+    assert str(err.value) == (f"file://{fifo}: {fifo} is a named pipe (FIFO), not a video file; a "
+                              f"camera or a stream is opened by its own URI (v4l2://, rtsp://, "
+                              f"csi://)")

@@ -102,6 +102,22 @@ def _require_path(uri: str, path: str) -> Path:
     return resolved
 
 
+def _special_file_kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is (``a named pipe (FIFO)``, a
+    socket); ``""`` for a file or a device (``/dev/video0`` read through FFmpeg)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return ""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return ""
+
+
 class VideoFileSource(FrameSource):
     """``file://PATH[?loop=1]``: a video file read with OpenCV (FFmpeg).
 
@@ -122,6 +138,10 @@ class VideoFileSource(FrameSource):
         self.path = _require_path(uri, path)
         if self.path.is_dir():
             raise SourceError(f"{uri}: {self.path} is a directory (use dir:// for image folders)")
+        kind = _special_file_kind(self.path)
+        if kind:  # opening a FIFO with no writer blocks in the kernel, out of a signal's reach
+            raise SourceError(f"{uri}: {self.path} is {kind}, not a video file; a camera or a "
+                              f"stream is opened by its own URI (v4l2://, rtsp://, csi://)")
         self.loop = loop
         self._cap = None
         self._position = 0
