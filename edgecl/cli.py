@@ -244,8 +244,19 @@ def _parse(parser: argparse.ArgumentParser, args_list: list[str],
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = build_parser()
-    args_list, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv), parser)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:  # Ctrl-C while the commands' modules load (~1 s): no traceback
+        print("interrupted", file=sys.stderr)
+        if any(len(a) > 2 and "--json".startswith(a) for a in words):
+            print(json.dumps({"error": "interrupted"}), flush=True)
+        return 130
+    except SigtermExit:
+        if any(len(a) > 2 and "--json".startswith(a) for a in words):
+            print(json.dumps({"error": "stopped by SIGTERM"}), flush=True)
+        raise
+    args_list, overrides = split_overrides(words, parser)
     try:
         args = _parse(parser, args_list, overrides)
     except UsageExit as exc:

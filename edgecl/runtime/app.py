@@ -84,11 +84,19 @@ def ensure_writable(state_dir: str | Path) -> None:
 
 @contextlib.contextmanager
 def stop_on_signals(stop):
-    """Route SIGINT and SIGTERM to ``stop(signum)`` for the duration of the block."""
+    """Route SIGINT and SIGTERM to ``stop(signum)`` for the duration of the block.
+
+    After a block that a signal stopped, later signals are ignored (the process is stopping:
+    the run's summary is printed and the command returns): before, the handler the block had
+    replaced came back and a second signal 50 ms after the first (``timeout`` and service
+    managers send two) raised there, so a clean stop ended with the signal's exit status.
+    """
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    received = []
 
     def handler(signum, _frame):
         log.info("received %s; shutting down cleanly", signal.Signals(signum).name)
+        received.append(signum)
         stop(signum)
 
     for sig in previous:
@@ -97,7 +105,7 @@ def stop_on_signals(stop):
         yield
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            signal.signal(sig, signal.SIG_IGN if received else old)
 
 
 def fresh_network(model: str) -> bool:

@@ -233,3 +233,16 @@ def test_a_setting_written_with_a_hyphen_is_pointed_to_its_key(run_edgecl, tmp_p
     code, out, err = run_edgecl([*argv, "learner.max-steps=3"])
     assert code == 2 and err == ("error: unknown config key 'learner.max-steps' in command-line "
                                  "override; did you mean 'learner.max_steps'?\n")
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line(run_edgecl, monkeypatch):
+    """Before: Ctrl-C in the first half second (the commands' modules loading) printed a
+    25-line traceback, and with --json no {"error"} line."""
+    from edgecl import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert run_edgecl(["memory", "stats", "--json"]) == (130, '{"error": "interrupted"}\n',
+                                                        "interrupted\n")

@@ -77,3 +77,30 @@ def test_a_second_signal_during_the_close_only_asks_the_stop_again(tmp_path, mon
             signal.signal(sig, handler)
     assert runtime.interrupted and closed == [True]
     assert runtime.stop_signal == signal.SIGTERM, "the first signal is kept: benchmarks exit 143"
+
+
+def test_a_signal_after_the_run_stopped_changes_nothing(tmp_path):
+    """Before: once the run had ended, the command line's own handler was back, and a second
+    SIGTERM 50-100 ms after the first raised there: the summary was printed, but the process
+    ended with the signal's status instead of 0."""
+    import os
+    import signal
+
+    from edgecl.stop_signals import unwind_once_on_stop_signals
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "model.imgsz=64", "server.enabled=false",
+                             "learner.enabled=false"])
+    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64&loop=1&fps=50",
+                                      model="yolo11n.yaml", quiet=True),
+                      supervise_hook=lambda rt: os.kill(os.getpid(), signal.SIGTERM))
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        unwind_once_on_stop_signals()  # what the command line installs
+        runtime.run()
+        os.kill(os.getpid(), signal.SIGTERM)  # the second signal, after the run returned
+        os.kill(os.getpid(), signal.SIGINT)
+        summary_printed = True
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert runtime.interrupted and summary_printed

@@ -282,3 +282,33 @@ def test_a_named_pipe_given_as_a_video_file_is_refused_not_waited_on(tmp_path):
     assert str(err.value) == (f"file://{fifo}: {fifo} is a named pipe (FIFO), not a video file; a "
                               f"camera or a stream is opened by its own URI (v4l2://, rtsp://, "
                               f"csi://)")
+
+
+def test_a_looping_folder_whose_files_went_away_is_a_failure_not_an_end(tmp_path):
+    """Before: the run ended with exit code 0 and no reason (a supervisor restarting on failure
+    would not restart it), as if the folder had been read to its end."""
+    import cv2
+    import numpy as np
+    import pytest
+
+    from edgecl.errors import SourceError
+    from edgecl.runtime.sources import open_source
+
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(folder / f"{k}.png"), np.full((32, 32, 3), 60 * k, np.uint8))
+    uri = f"dir://{folder}?loop=1"
+    source = open_source(uri)
+    source.open()
+    try:
+        assert [source.read() is not None for _ in range(4)] == [True] * 4  # a second pass
+        for p in folder.iterdir():
+            p.unlink()
+        with pytest.raises(SourceError) as err:
+            for _ in range(10):
+                source.read()
+        assert str(err.value) == (f"{uri}: a whole pass over its 3 image(s) read none (gone or "
+                                  f"unreadable now; the warnings above say why)")
+    finally:
+        source.close()

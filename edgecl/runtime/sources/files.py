@@ -271,7 +271,9 @@ class ImageListSource(FrameSource):
     Args:
         uri: the URI.
         images: the image files, in delivery order (non-empty).
-        loop: start again after the last image (only if a pass delivered a frame).
+        loop: start again after the last image (only if a pass delivered a frame; a pass
+            that delivers none after one that did is a failure: :class:`SourceError`, the
+            run's ``source_error`` and exit code 1, since the files went away).
         cfg: source settings.
     """
 
@@ -286,6 +288,7 @@ class ImageListSource(FrameSource):
         self.loop = loop
         self._index = 0
         self._delivered_this_pass = False
+        self._delivered_before = False  # an earlier pass delivered a frame
         self._warned: set[tuple[str, Path]] = set()  # bounded: at most 2 per image of the list
 
     def _warn_once(self, kind: str, path: Path, msg: str, *args) -> None:
@@ -325,9 +328,16 @@ class ImageListSource(FrameSource):
     def _next(self) -> RawFrame | None:
         while not self._closing.is_set():
             if self._index >= len(self.images):
+                if self.loop and not self._delivered_this_pass and self._delivered_before:
+                    # the files went away (an unmounted card, a deleted folder): a failure a
+                    # supervisor must see, as a camera that gives up, not the end of a folder
+                    raise SourceError(f"{self.uri}: a whole pass over its {len(self.images)} "
+                                      f"image(s) read none (gone or unreadable now; the "
+                                      f"warnings above say why)")
                 if not (self.loop and self._delivered_this_pass):
                     return None
                 self._index, self._delivered_this_pass = 0, False
+                self._delivered_before = True
             path = self.images[self._index]
             self._index += 1
             try:
