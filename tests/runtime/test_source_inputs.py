@@ -312,3 +312,19 @@ def test_a_looping_folder_whose_files_went_away_is_a_failure_not_an_end(tmp_path
                                   f"unreadable now; the warnings above say why)")
     finally:
         source.close()
+
+
+@pytest.mark.parametrize("uri, why", [
+    ("rtsp://127.0.0.1:99999/x", "its host and port are malformed (Port out of range 0-65535)"),
+    ("rtsp://user:pw@[::1:554/x", "its host and port are malformed (Invalid IPv6 URL)"),
+    ("rtsp://cam:0/x", "port 0 names no stream"),
+])
+def test_a_malformed_stream_address_is_named_at_once(uri, why):
+    """Before: FFmpeg waited its 10 s on them, and the error sent the user to check that the
+    camera is on and reachable."""
+    from edgecl.errors import SourceError
+    from edgecl.runtime.sources import open_source
+
+    with pytest.raises(SourceError) as err:
+        open_source(uri)
+    assert why in str(err.value) and "pw" not in str(err.value)

@@ -538,6 +538,24 @@ def csi_source(uri: str, path: str, params: QueryParams, cfg: SourceConfig | Non
     return CaptureSource(uri, factory, cfg, sleep, CSI_OPEN_HINT)
 
 
+def _authority_problem(uri: str) -> str:
+    """Why a network URI's host and port cannot name a stream (``""`` when they can): a port
+    out of 1..65535 or not a number, an IPv6 address without its closing bracket (FFmpeg only
+    waited 10 s on them, and the error sent the user to check the camera)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        return f"its host and port are malformed ({exc}): write HOST[:PORT] with a port in 1..65535"
+    if not parts.hostname:
+        return "no host given"
+    if port == 0:
+        return "port 0 names no stream: write a port in 1..65535"
+    return ""
+
+
 def rtsp_source(uri: str, path: str, params: QueryParams, cfg: SourceConfig | None,
                 capture_factory: CaptureFactory | None = None, sleep=None) -> CaptureSource:
     """``rtsp://host[:port]/path`` (the whole URI, query included, goes to FFmpeg).
@@ -554,12 +572,15 @@ def rtsp_source(uri: str, path: str, params: QueryParams, cfg: SourceConfig | No
         The (unopened) :class:`CaptureSource`.
 
     Raises:
-        SourceError: no host given.
+        SourceError: no host given, or a malformed host or port (:func:`_authority_problem`).
     """
     import cv2
 
     if not path.strip("/"):
         raise SourceError(f"{redact_uri(uri)}: no host given")
+    problem = _authority_problem(uri)
+    if problem:
+        raise SourceError(f"{redact_uri(uri)}: {problem}")
     timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, RTSP_TIMEOUT_MS,
                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, RTSP_TIMEOUT_MS)
     factory = capture_factory or _cv2_capture(uri, cv2.CAP_FFMPEG, {}, timeouts)
