@@ -4,10 +4,13 @@ same for a whole new folder: :func:`atomic_dir`)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -166,19 +169,31 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     atomic_write_bytes(dst, Path(src).read_bytes())
 
 
+ORPHAN_QUIET_S = 600.0
+"""How long a dead process's temp folder must have been left unchanged before it is removed."""
+
+
 def _remove_orphaned_temp_dirs(path: Path) -> None:
-    """Remove ``.<name>.<pid>.*.tmp`` folders beside ``path`` whose process is gone."""
-    prefix = f".{path.name}."
+    """Remove ``.<name>.pid<pid>.*.tmp`` folders beside ``path`` whose process is gone and
+    that nothing has changed for :data:`ORPHAN_QUIET_S` (a process of another pid namespace, a
+    container writing to a shared volume, looks gone). The name must match exactly: ``ds``
+    never takes ``.ds.4000.pid12.x.tmp``, the temp folder of an output named ``ds.4000``."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.pid(\d+)\.[A-Za-z0-9_]+\.tmp")
     try:
         siblings = list(path.parent.iterdir())
     except OSError:
         return
+    now = time.time()
     for sibling in siblings:
-        name = sibling.name
-        if not (name.startswith(prefix) and name.endswith(".tmp")) or not sibling.is_dir():
+        match = pattern.fullmatch(sibling.name)
+        if match is None or not sibling.is_dir() or _process_alive(int(match.group(1))):
             continue
-        pid = name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        try:
+            touched = max([sibling.stat().st_mtime] + [p.stat().st_mtime for p in sibling.iterdir()
+                                                       if p.is_dir()])
+        except OSError:
+            continue
+        if now - touched >= ORPHAN_QUIET_S:
             shutil.rmtree(sibling, ignore_errors=True)
 
 
@@ -211,19 +226,26 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         OSError: the parent is not writable, the disk is full, or ``path`` is not empty; the
             temp folder is removed and ``path`` is untouched.
 
-    A temp folder that a killed process left for the same ``path`` (its name holds the pid,
-    and no process has that pid now) is removed first: a dataset import killed half-way left
-    hundreds of megabytes of hidden images beside its output.
+    A temp folder that a killed process left for the same ``path`` (its name holds the pid, no
+    process has that pid now, and it has not changed for :data:`ORPHAN_QUIET_S`) is removed
+    first: a dataset import killed half-way left hundreds of megabytes of hidden images beside
+    its output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphaned_temp_dirs(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp",
                                 dir=str(path.parent)))
     try:
         os.chmod(tmp, new_file_mode(directory=True))
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise OSError(exc.errno, f"{path} was filled meanwhile (another process wrote "
+                                     f"it?); nothing of this run was kept there") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

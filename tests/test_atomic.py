@@ -4,6 +4,7 @@ the file; what they write gets the mode a plain write would (the umask's)."""
 import errno
 import os
 import stat
+import time
 
 import pytest
 
@@ -90,12 +91,35 @@ def test_a_folder_a_killed_process_left_is_removed_by_the_next_build(tmp_path):
 
     dead = subprocess.Popen(["true"])
     dead.wait()  # a pid no process has now
-    orphan = tmp_path / f".out.{dead.pid}.abc123.tmp"
-    (orphan / "images").mkdir(parents=True)
-    alive = tmp_path / f".out.{os.getpid()}.def456.tmp"  # another build of it, still running
-    alive.mkdir()
-    other = tmp_path / f".other.{dead.pid}.x.tmp"  # another output's: not this build's business
-    other.mkdir()
+    old = time.time() - atomic.ORPHAN_QUIET_S - 5
+
+    def made(name, mtime=old):
+        folder = tmp_path / name
+        (folder / "images").mkdir(parents=True)
+        for p in (folder / "images", folder):
+            os.utime(p, (mtime, mtime))
+        return folder
+
+    made(f".out.pid{dead.pid}.abc123.tmp")                     # orphaned: removed
+    keep = [made(f".out.pid{os.getpid()}.def456.tmp"),          # its process runs
+            made(f".out.pid{dead.pid}.new.tmp", time.time()),   # changed lately (another
+                                                                # container's, say)
+            made(f".other.pid{dead.pid}.x.tmp"),                # another output's
+            made(f".out.4000.pid{dead.pid}.x.tmp")]             # the output out.4000's
     with atomic.atomic_dir(tmp_path / "out") as d:
         (d / "f.txt").write_text("y")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, "out"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in keep] + ["out"])
+
+
+def test_an_output_filled_meanwhile_is_named_not_its_temp_folder(tmp_path):
+    """Before: the second of two imports to one --out failed with 'Directory not empty:
+    .ds.9055.kduv6hu8.tmp', naming a hidden folder the user never made."""
+    out = tmp_path / "ds"
+    with pytest.raises(OSError) as err:
+        with atomic.atomic_dir(out) as d:
+            (d / "mine.txt").write_text("x")
+            out.mkdir()
+            (out / "theirs.txt").write_text("y")  # another process finished first
+    assert str(err.value).endswith(f"{out} was filled meanwhile (another process wrote it?); "
+                                   f"nothing of this run was kept there")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]

@@ -33,7 +33,8 @@ def add_import_parser(lsub) -> None:
                      help="dataset format (default: auto-detect)")
     imp.add_argument("--relabel", action="store_true",
                      help="replace the stored labels of images already in memory with this "
-                          "import's where they differ (a corrected export imported again)")
+                          "import's where they differ (a corrected export imported again; an "
+                          "operator's answer is kept)")
     imp.add_argument("--json", action="store_true",
                      help='print {"imported", "skipped", "reasons", "classes_added", '
                           '"unnamed_classes", ...} as the last line')
@@ -131,12 +132,20 @@ def other_labels_note(result: dict) -> str:
     Returns:
         One line, or ``""``.
     """
-    from edgecl.continual.ingest import HELD_WITH_OTHER_LABELS
+    from edgecl.continual.ingest import ANSWERED_ON_DEVICE, HELD_WITH_OTHER_LABELS
 
     held = result["reasons"].get(HELD_WITH_OTHER_LABELS, 0)
-    return (f"note: {held} image(s) already in memory carry other labels in this import; their "
-            f"stored labels were kept: run it again with --relabel to replace them with these"
-            ) if held else ""
+    answered = result["reasons"].get(ANSWERED_ON_DEVICE, 0)
+    notes = []
+    if held:
+        notes.append(f"{held} image(s) already in memory carry other labels in this import; "
+                     f"their stored labels were kept: run it again with --relabel to replace "
+                     f"them with these")
+    if answered:
+        notes.append(f"{answered} image(s) an operator answered on the device carry other labels "
+                     f"in this import; the answers were kept ('edgecl labels correct' changes "
+                     f"one)")
+    return "note: " + "; ".join(notes) if notes else ""
 
 
 def nothing_imported(path: str, result: dict) -> str:
@@ -151,11 +160,12 @@ def nothing_imported(path: str, result: dict) -> str:
     Returns:
         One line, or ``""``.
     """
-    from edgecl.continual.ingest import ALREADY_IN_MEMORY, HELD_WITH_OTHER_LABELS
+    from edgecl.continual.ingest import (ALREADY_IN_MEMORY, ANSWERED_ON_DEVICE,
+                                         HELD_WITH_OTHER_LABELS, TWICE_IN_IMPORT)
 
     reasons = result["reasons"]
-    if (result["imported"] or not reasons or ALREADY_IN_MEMORY in reasons
-            or HELD_WITH_OTHER_LABELS in reasons):
+    held = (ALREADY_IN_MEMORY, HELD_WITH_OTHER_LABELS, ANSWERED_ON_DEVICE, TWICE_IN_IMPORT)
+    if result["imported"] or not reasons or any(r in reasons for r in held):
         return ""
     from edgecl.data.importers import no_labels_hint
 

@@ -122,6 +122,13 @@ ALREADY_IN_MEMORY = "already in memory"
 HELD_WITH_OTHER_LABELS = "already in memory, with other labels"
 """Skip reason of an image the memory holds with labels other than this import's (a corrected
 export imported again): ``relabel=True`` (``labels import --relabel``) replaces them."""
+ANSWERED_ON_DEVICE = "already in memory, answered by an operator"
+"""Skip reason of an image a person answered on the device with labels other than this
+import's: kept even with ``relabel=True`` (``edgecl labels correct`` changes an answer)."""
+TWICE_IN_IMPORT = "same image earlier in this import"
+"""Skip reason of an image this import holds twice (a train and a valid copy): the first copy
+decides (stored, kept or relabelled); the second neither adds a sample nor, with
+``relabel=True``, relabels it (every run would otherwise flip it between the two)."""
 
 
 def _name_unnamed(item: ImportItem, known: dict[int, str], report: ImportReport) -> ImportItem:
@@ -185,7 +192,9 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
         relabel: replace the stored labels of an image the memory already holds with this
             import's, where they differ (:meth:`ReplayMemory.relabel`: the sample gets a new
             id, so the next round learns the corrected boxes); otherwise such an image is
-            skipped as :data:`HELD_WITH_OTHER_LABELS`.
+            skipped as :data:`HELD_WITH_OTHER_LABELS`. An operator's answer is never
+            replaced (:data:`ANSWERED_ON_DEVICE`), nor a sample this import stored itself
+            (:data:`TWICE_IN_IMPORT`).
 
     Returns:
         The :class:`ImportReport`. A sample the memory refuses (bad labels, too large),
@@ -214,6 +223,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             task: str, report: ImportReport, relabel: bool = False) -> None:
     """The body of :func:`ingest`: fills ``report``."""
     bound = set((memory.class_names() or {}).keys())
+    seen_now: set[int] = set()  # samples this import stored, relabelled or found held
     device_classes = dict(classes.names())  # names ids of unnamed datasets (see _name_unnamed)
     known_before = standing_names(classes.names(), classes.label_ids())  # a typo's targets
     for item in items:
@@ -225,14 +235,21 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
         held = _held(memory, {item.content_hash, digest}, origin)  # before any class is registered
         if held is not None:  # a copy held reports no naming, unless its labels are replaced
             named = _name_unnamed(item, device_classes, ImportReport())
-            if not _labelled_otherwise(memory, held, named, classes):
-                _duplicate(report)
-            elif not relabel:
+            answered = _origin_of(memory, held) is LabelOrigin.OPERATOR
+            if held in seen_now:
                 report.duplicates += 1
-                report.tally.skip(HELD_WITH_OTHER_LABELS)
+                report.tally.skip(TWICE_IN_IMPORT)
+            elif not _labelled_otherwise(memory, held, named, classes):
+                seen_now.add(held)
+                _duplicate(report)
+            elif answered or not relabel:
+                seen_now.add(held)
+                report.duplicates += 1
+                report.tally.skip(ANSWERED_ON_DEVICE if answered else HELD_WITH_OTHER_LABELS)
             else:
-                _relabel(memory, held, _name_unnamed(item, device_classes, report), classes,
-                         origin, report, known_before)
+                new_id = _relabel(memory, held, _name_unnamed(item, device_classes, report),
+                                  classes, origin, report, known_before)
+                seen_now.add(new_id if new_id is not None else held)
             continue
         item = _name_unnamed(item, device_classes, report)
         try:  # the memory's own checks, before a new class is registered for the sample
@@ -263,6 +280,8 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             report.tally.skip("refused by memory", f"{item.source}: {exc}")
             log.debug("skipped %s: %s", item.source, exc)
             continue
+        if sample_id is not None:
+            seen_now.add(int(sample_id))
         if sample_id is None:
             report.declined += 1
             # counted, not listed: into a full memory, most of a folder is declined
@@ -285,8 +304,10 @@ def _held(memory, digests: set[str], origin: LabelOrigin) -> int | None:
 
 def _labelled_otherwise(memory, held: int, item: ImportItem, classes: ClassNames) -> bool:
     """Whether the stored sample ``held`` has labels other than ``item``'s: a class name the
-    registry does not know, or other boxes (to 1e-4 of the image, in any order). A memory
-    without ``get`` (a test double), or a sample gone meanwhile, counts as the same."""
+    registry does not know, or boxes that do not pair up, in any order, with the same class and
+    every side within :data:`SAME_BOX_PX` pixels of the image (a re-export that rounds to whole
+    pixels or 3 decimals is the same labelling). A memory without ``get`` (a test double), or a
+    sample gone meanwhile, counts as the same."""
     get = getattr(memory, "get", None)
     if get is None:
         return False
@@ -301,27 +322,69 @@ def _labelled_otherwise(memory, held: int, item: ImportItem, classes: ClassNames
         stored = get([held])[0].labels
     except (ReplayMemoryError, LabelError):
         return False
-    wanted = item.yolo_labels(ids)
-    if stored.shape != wanted.shape:
-        return True
-    order = lambda rows: rows[np.lexsort(np.round(rows, 4).T[::-1])]  # noqa: E731
-    return not np.allclose(order(stored), order(wanted), atol=1e-4)
+    height, width = item.image.shape[:2]
+    return not same_boxes(stored, item.yolo_labels(ids), width, height)
+
+
+SAME_BOX_PX = 1.5
+"""How far (pixels) a box's side may move and still be the same box (:func:`same_boxes`)."""
+
+
+def same_boxes(a: np.ndarray, b: np.ndarray, width: int, height: int) -> bool:
+    """Whether two sets of YOLO rows are one labelling: each row of ``a`` pairs with one of
+    ``b`` of the same class whose sides are all within :data:`SAME_BOX_PX` pixels.
+
+    Args:
+        a: float (N, 5) rows ``class cx cy w h``, normalised.
+        b: float (M, 5) rows, the same.
+        width: image width in pixels.
+        height: image height in pixels.
+    """
+    if a.shape != b.shape:
+        return False
+    scale = np.array([width, height, width, height], np.float64)
+
+    def sides(rows):
+        xy, wh = rows[:, 1:3].astype(np.float64), rows[:, 3:5].astype(np.float64)
+        return np.concatenate([xy - wh / 2, xy + wh / 2], axis=1) * scale
+
+    left, right = sides(a), sides(b)
+    free = list(range(len(b)))
+    for i in range(len(a)):
+        match = next((j for j in free if int(a[i, 0]) == int(b[j, 0])
+                      and np.abs(left[i] - right[j]).max() <= SAME_BOX_PX), None)
+        if match is None:
+            return False
+        free.remove(match)
+    return True
+
+
+def _origin_of(memory, sample_id: int) -> LabelOrigin | None:
+    """A stored sample's label origin (None for a memory without ``records``, a test double)."""
+    records = getattr(memory, "records", None)
+    found = records(ids=[sample_id]) if records is not None else []
+    return LabelOrigin(found[0].origin) if found else None
 
 
 def _relabel(memory, held: int, item: ImportItem, classes: ClassNames, origin: LabelOrigin,
-             report: ImportReport, known_before: list[str]) -> None:
-    """Replace the stored labels of ``held`` with ``item``'s (counted as imported)."""
+             report: ImportReport, known_before: list[str]) -> int | None:
+    """Replace the stored labels of ``held`` with ``item``'s (counted as imported).
+
+    Returns:
+        The sample's new id, or None when the memory refused (counted as skipped).
+    """
     try:
         ids = _class_ids(item, classes, report, known_before)
         names = classes.names()
         if not set(ids.values()) <= set((memory.class_names() or {}).keys()):
             memory.set_class_names(names)
-        memory.relabel(held, item.yolo_labels(ids), origin=LabelOrigin(origin))
+        new_id = memory.relabel(held, item.yolo_labels(ids), origin=LabelOrigin(origin))
     except (LabelError, ReplayMemoryError) as exc:
         report.tally.skip("refused by memory", f"{item.source}: {exc}")
-        return
+        return None
     report.relabelled += 1
     report.tally.done(item)
+    return int(new_id)
 
 
 def _duplicate(report: ImportReport) -> None:

@@ -20,6 +20,7 @@ boxes that differs from a known one only in case or separators (VOC ``Car`` besi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -90,6 +91,9 @@ def output_stem(image: Path, root: Path) -> str:
     ``frame_000000``, ``frame_000000_1`` ..., and no ``--group-by`` could keep a flight in one
     split.
 
+    Names over :data:`MAX_STEM_BYTES` are cut, with a digest of the whole name between the
+    folders and the image's own name.
+
     Args:
         image: the image file.
         root: the source dataset's folder (an image outside it keeps its own name).
@@ -98,7 +102,33 @@ def output_stem(image: Path, root: Path) -> str:
         folders = image.parent.relative_to(root).parts
     except ValueError:
         folders = ()
-    return "_".join([*(f for f in folders if f.lower() not in LAYOUT_FOLDERS), image.stem])
+    kept = [f for f in folders if f.lower() not in LAYOUT_FOLDERS]
+    stem = "_".join([*kept, image.stem])
+    if _bytes(stem) <= MAX_STEM_BYTES:
+        return stem
+    # a file name holds at most 255 bytes (its atomic write adds a temp suffix): the folders
+    # and the name are cut, and a digest of the whole keeps two cut names apart
+    digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    own = _cut(image.stem, MAX_STEM_BYTES // 2)
+    prefix = _cut("_".join(kept), MAX_STEM_BYTES - _bytes(own) - len(digest) - 2)
+    return "_".join(part for part in (prefix, digest, own) if part)
+
+
+MAX_STEM_BYTES = 180
+"""Longest output file name, without suffix, in UTF-8 bytes: room for the suffix, a ``_N``
+that keeps names apart, and the temp suffix of an atomic write, within the 255 bytes of a name
+(folders of 200 characters, or 100 accented ones, made every write of an import fail)."""
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, at a character boundary."""
+    while text and _bytes(text) > max_bytes:
+        text = text[:max(0, min(len(text) - 1, max_bytes))]
+    return text
 
 
 def _unique_name(stem: str, suffix: str, used: set[str]) -> str:
@@ -169,6 +199,8 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
         raise ConfigError(f"no such file or directory: {src}")
     _check_out(out)
     root = src.resolve() if src.is_dir() else src.resolve().parent
+    if root.name.lower() == "annotations":  # a COCO json given itself: CVAT's annotations/
+        root = root.parent
     fmt = detect_format(src) if fmt == "auto" else fmt
     items = iter_labelled(src, fmt)
     ids = _seed_names(src.resolve(), fmt)

@@ -52,8 +52,8 @@ from pathlib import Path, PurePosixPath
 
 from edgecl.atomic import (atomic_write_json, atomic_write_text, fsync_dir,
                            new_file_mode)
-from edgecl.errors import (ModelLoadError, NotFoundError, NothingToRollBackError, RegistryError,
-                           StorageError, is_disk_full, storage_faults)
+from edgecl.errors import (ConflictError, ModelLoadError, NotFoundError, NothingToRollBackError,
+                           RegistryError, StorageError, is_disk_full, storage_faults)
 from edgecl.models.base import NotADetectorError, sha256_file
 
 log = logging.getLogger(__name__)
@@ -813,24 +813,35 @@ class Registry:
             self._after_commit(history, retire=previous if previous != version else None,
                                retire_reason="", promoted=version)
 
-    def rollback(self, before_switch=None) -> str:
+    def rollback(self, before_switch=None, expected_current: str | None = None) -> str:
         """Return to the previously promoted intact version; a refusal changes nothing.
 
         Args:
             before_switch: optional ``callable(target)`` run under the registry's lock just
                 before ``current`` switches to ``target`` (what must be written first, such as
                 the learner's progress); when it raises, nothing is switched.
+            expected_current: roll back only from this version (checked under the lock: two
+                requests sent together, a double click, roll back once).
 
         Returns:
             The version now current.
 
         Raises:
             NothingToRollBackError: nothing intact to roll back to (a RegistryError).
+            NotFoundError: ``expected_current`` names no version of the registry.
+            ConflictError: ``expected_current`` is not the current version.
             StorageError: ``current`` cannot be switched (full disk, read-only): nothing changed.
         """
         with self._lock(), storage_faults("cannot roll back; nothing changed"):
             history = self.history()
             current = self.current()
+            if expected_current is not None and current != expected_current:
+                if expected_current not in self.versions():
+                    raise NotFoundError(f"no model version {expected_current} (see "
+                                        f"'edgecl models list')")
+                raise ConflictError(f"the current version is {current or 'none'}, not "
+                                    f"{expected_current}: another rollback or promotion came "
+                                    f"first; nothing changed")
             if current in history:
                 history = history[:len(history) - 1 - history[::-1].index(current)]
             while history:

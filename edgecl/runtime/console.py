@@ -214,7 +214,6 @@ def build_console_hooks(runtime):
         The :class:`~edgecl.web.ConsoleHooks`.
     """
     from edgecl.runtime.prometheus import PrometheusExporter
-    from edgecl.errors import ConflictError
     from edgecl.runtime.promote import promote_version, rollback_version
     from edgecl.runtime.versions import TimedCache
     from edgecl.web import ConsoleHooks
@@ -230,11 +229,7 @@ def build_console_hooks(runtime):
         return {"current": version}
 
     def rollback(expected: str | None = None) -> dict:
-        current = runtime.registry.current()
-        if expected is not None and current != expected:  # a retried or second request
-            raise ConflictError(f"the current version is {current or 'none'}, not {expected}: "
-                                f"another rollback or promotion came first; nothing changed")
-        return {"current": rollback_version(state_dir, runtime.registry)}
+        return {"current": rollback_version(state_dir, runtime.registry, expected)}
 
     def answer(item_id: str, boxes: list, skip: bool) -> dict:
         from edgecl.data.answers import check_skip

@@ -100,7 +100,7 @@ def _move_progress(state_dir: str | Path, learnt: int | None, version: str, back
             "the next round learns those samples again", version, exc)
 
 
-def rollback_version(state_dir: str | Path, registry=None) -> str:
+def rollback_version(state_dir: str | Path, registry=None, expected_current: str | None = None) -> str:
     """Roll back to the previous promoted version, and rewind the learner's progress to it.
 
     The samples the retired versions had learnt are new again to the version now serving, so
@@ -111,12 +111,15 @@ def rollback_version(state_dir: str | Path, registry=None) -> str:
     Args:
         state_dir: the state directory.
         registry: the open registry (``STATE/models`` when ``None``).
+        expected_current: roll back only from this version (see
+            :meth:`~edgecl.models.registry.Registry.rollback`).
 
     Returns:
         The version now current.
 
     Raises:
         RegistryError: no earlier intact version (nothing changed).
+        NotFoundError / ConflictError: ``expected_current`` is unknown, or not current.
         StorageError: the progress or ``current`` cannot be written (a full disk): nothing
             changed. The progress is rewound before ``current`` switches, so a switch that
             then fails leaves only samples to be learnt again, never a rolled-back model that
@@ -140,7 +143,7 @@ def rollback_version(state_dir: str | Path, registry=None) -> str:
                                 "nothing changed"):
                 save_state(state_dir, state)
 
-    version = registry.rollback(before_switch=rewind)
+    version = registry.rollback(before_switch=rewind, expected_current=expected_current)
     sync_monitor(state_dir, registry)
     return version
 

@@ -74,7 +74,8 @@ def test_the_same_image_twice_in_one_folder_is_stored_once(tmp_path, capsys):
     (src / "Annotations" / "copy.xml").write_text(
         (src / "Annotations" / "000.xml").read_text().replace("000.jpg", "copy.jpg"))
     result = _import(capsys, tmp_path / "state", src, "--json")
-    assert result["imported"] == 2 and result["reasons"] == {"bad annotation": 1, "already in memory": 1}
+    assert result["imported"] == 2 and result["reasons"] == {
+        "bad annotation": 1, "same image earlier in this import": 1}
     assert _samples(tmp_path / "state") == 2
 
 

@@ -280,3 +280,51 @@ def test_an_import_naming_a_merged_class_stores_its_boxes_under_the_class_it_bec
     assert labels == [[0.0], [0.0]]  # one box (the same box twice is one object), class car
     assert report.classes_matched == {"OtherVehicle": "car", "othervehicle": "car"}
     assert report.classes_added == [] and classes.names() == {0: "car", 1: "OtherVehicle"}
+
+
+def test_relabel_settles_on_a_dataset_holding_one_image_twice(tmp_path):
+    """Before: with --relabel the second copy relabelled the first, stored by the same run,
+    and every later run flipped the sample between the two labellings (a new id each time)."""
+    from edgecl.continual.ingest import TWICE_IN_IMPORT
+
+    classes = ClassRegistry(tmp_path)
+    first, second = _item("a", ["car"]), _item("b", ["car", "person"])  # same pixels
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0)) as memory:
+        runs = [ingest([first, second], memory, classes, relabel=True) for _ in range(3)]
+        assert [r.to_dict()["reasons"] for r in runs] == [{TWICE_IN_IMPORT: 1}] + [
+            {"already in memory": 1, TWICE_IN_IMPORT: 1}] * 2
+        assert [r.relabelled for r in runs] == [0, 0, 0] and len(memory) == 1
+
+
+def test_relabel_never_replaces_an_operators_answer(tmp_path):
+    from edgecl.continual.ingest import ANSWERED_ON_DEVICE
+    from edgecl.continual.memory import Sample
+    from edgecl.data.images import pixels_hash
+
+    classes = ClassRegistry(tmp_path)
+    classes.add(["car"])
+    item = _item("a", ["car"])
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0)) as memory:
+        memory.set_class_names(classes.names())
+        answer = memory.add(Sample(item.image, np.array([[0, 0.2, 0.2, 0.1, 0.1]], np.float32),
+                                   "stream", origin=LabelOrigin.OPERATOR,
+                                   content_hash=pixels_hash(item.image)))
+        report = ingest([item], memory, classes, relabel=True)
+        assert report.to_dict()["reasons"] == {ANSWERED_ON_DEVICE: 1} and report.relabelled == 0
+        assert memory.ids() == [answer]
+
+
+def test_boxes_within_a_pixel_in_any_order_are_the_same_labelling():
+    from edgecl.continual.ingest import same_boxes
+
+    a = np.array([[0, 0.300050, 0.2, 0.1, 0.1], [0, 0.300050, 0.8, 0.1, 0.1]], np.float32)
+    b = np.array([[0, 0.300049, 0.8, 0.1, 0.1], [0, 0.300051, 0.2, 0.1, 0.1]], np.float32)
+    assert same_boxes(a, b, 640, 512)
+    rounded = np.round(a, 3)  # a re-export with 3 decimals: under a pixel at 640 px
+    assert same_boxes(a, rounded, 640, 512)
+    moved = a.copy()
+    moved[1, 1] += 3 / 640  # 3 px to the right
+    assert not same_boxes(a, moved, 640, 512)
+    other_class = a.copy()
+    other_class[0, 0] = 1
+    assert not same_boxes(a, other_class, 640, 512)

@@ -291,3 +291,32 @@ def test_an_export_still_in_its_zip_is_told_to_be_unpacked(tmp_path):
             write_yolo_dataset(path, tmp_path / "out", fmt)
         assert str(err.value) == (f"{path} is an archive ({kind}): unpack it first (e.g. unzip "
                                   f"'{path}' -d FOLDER) and give the folder")
+
+
+def test_long_folder_names_are_cut_and_kept_apart():
+    """Before: folders of 200 characters (or 100 accented ones) made a file name over the 255
+    bytes a name may hold, and the whole import failed ('File name too long')."""
+    from edgecl.data.convert import MAX_STEM_BYTES, output_stem
+
+    root = Path("/data")
+    deep = root / "images" / ("d" * 200) / ("e" * 200) / "f.jpg"
+    accented = root / "images" / ("é" * 100) / ("ü" * 100 + ".jpg")
+    other = root / "images" / ("d" * 200) / ("e" * 199 + "x") / "f.jpg"
+    stems = [output_stem(p, root) for p in (deep, accented, other)]
+    assert all(len(s.encode()) <= MAX_STEM_BYTES for s in stems)
+    assert stems[0].endswith("_f") and stems[0].startswith("ddd") and stems[0] != stems[2]
+    assert stems[1].endswith("ü" * 45)
+
+
+def test_a_coco_json_given_itself_keeps_the_image_folders(tmp_path):
+    root = tmp_path / "coco"
+    for flight in ("flight01", "flight02"):
+        _image(root / "images" / flight / "frame_1.jpg")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_default.json").write_text(_coco(
+        [{"id": k, "file_name": f"flight0{k}/frame_1.jpg", "width": W, "height": H}
+         for k in (1, 2)],
+        [{"id": k, "image_id": k, "category_id": 1, "bbox": [0, 0, 8, 8]} for k in (1, 2)], CATS))
+    write_yolo_dataset(root / "annotations" / "instances_default.json", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == [
+        "flight01_frame_1.jpg", "flight02_frame_1.jpg"]

@@ -312,3 +312,34 @@ def test_a_conditional_rollback_over_http_happens_once(tmp_path):
     assert nothing.status_code == 409
     assert nothing.json() == {"error": "no earlier intact version to roll back to"}
     assert client.post("/api/models/rollback?from=../x").status_code == 404
+    unknown = client.post("/api/models/rollback?from=v0009")
+    assert unknown.status_code == 404 and "no model version v0009" in unknown.json()["error"]
+
+
+def test_rollbacks_sent_together_from_one_version_roll_back_once(tmp_path):
+    """Before: the precondition was checked outside the registry's lock, and of 6 requests
+    sent together 3 rolled back (v0004 -> v0001)."""
+    import threading
+
+    from edgecl.errors import EdgeclError
+
+    registry = Registry(tmp_path / "models")
+    versions = [_stage(registry, tmp_path, bytes([65 + k]), learnt_up_to=k) for k in range(4)]
+    for version in versions:
+        registry.promote(version)
+    results, start = [], threading.Barrier(6)
+
+    def ask():
+        start.wait()
+        try:
+            results.append(rollback_version(tmp_path, Registry(tmp_path / "models"), versions[-1]))
+        except EdgeclError as exc:
+            results.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == sorted([versions[-2]] + ["ConflictError"] * 5)
+    assert registry.current() == versions[-2]
