@@ -240,6 +240,13 @@ def add_command(args: argparse.Namespace) -> int:
         print(f"promoted {version}")
     if Path(args.path).suffix.lower() not in (".pt", ".yaml", ".yml"):
         from edgecl.continual.round import base_checkpoint
+        from edgecl.runtime.labels import uncertain_band_problem
+
+        backend = registry.load_serving(version, _options(args), warmup_runs=1)
+        band = uncertain_band_problem(cfg, backend.meta, version)
+        backend.close()
+        if band:  # an export with NMS inside: the labels' band below its threshold sees nothing
+            print(f"warning: {band}", file=sys.stderr)
 
         if base_checkpoint(cfg) is None:
             given = (f"model.path {cfg.model.path} is no trained .pt checkpoint; set it to the "

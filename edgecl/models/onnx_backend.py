@@ -168,10 +168,12 @@ def built_in_score_threshold(thresholds: list[float]) -> float | None:
         thresholds: the scalar constants that the graph's ``Greater`` nodes compare with.
 
     Returns:
-        The threshold when exactly one such comparison has one in (0, 1), else None.
+        The threshold (to 6 significant digits: the float32 constant as it was written) when
+        exactly one such comparison has one in (0, 1), else None.
     """
     found = [t for t in thresholds if 0.0 < t < 1.0]
-    return float(found[0]) if len(found) == 1 else None
+    # the graph holds float32: 0.4 reads 0.40000000596, and model.conf=0.4 was "below" it
+    return float(f"{found[0]:.6g}") if len(found) == 1 else None
 
 
 def onnx_greater_constants(proto) -> list[float]:

@@ -512,7 +512,8 @@ class Runtime:
     def _build(self, source) -> None:
         from edgecl.models.backends import load_backend
         from edgecl.runtime.console import LiveViewSink
-        from edgecl.runtime.labels import describe_labelling, learns_nothing
+        from edgecl.runtime.labels import (describe_labelling, learns_nothing,
+                                           uncertain_band_problem)
         from edgecl.runtime.loop import InferenceLoop
         from edgecl.runtime.sources import open_source
         from edgecl.runtime.watcher import ModelWatcher
@@ -543,20 +544,16 @@ class Runtime:
                     sinks.append(self.live_view)
                 # the registry's current version counts as seen even when --model serves a file
                 # for this run: only a version promoted from now on is swapped in
-                self.watcher = ModelWatcher(self.registry, infer_opts, self.registry.current(),
-                                            poll_s=cfg.runtime.swap_poll_s,
-                                            warmup_runs=cfg.runtime.warmup_runs)
+                self.watcher = ModelWatcher(
+                    self.registry, infer_opts, self.registry.current(),
+                    poll_s=cfg.runtime.swap_poll_s, warmup_runs=cfg.runtime.warmup_runs,
+                    check=lambda version, meta: uncertain_band_problem(cfg, meta, version))
                 labelled = bool(getattr(source, "labelled", False))
                 log.log(logging.WARNING if learns_nothing(cfg, labelled) else logging.INFO, "%s",
                         describe_labelling(cfg, labelled))
-                floor = backend.meta.extra.get("nms_score_threshold")
-                if (floor is not None and cfg.labels.mode in ("field", "pseudo")
-                        and cfg.labels.uncertain_low < floor):
-                    log.warning("labels.uncertain_low=%g is below the score threshold built into "
-                                "%s (%g, NMS exported with nms=True): detections between them "
-                                "never reach the operator queue, and a frame holding one can be "
-                                "pseudo-labelled; export it with nms=False",
-                                cfg.labels.uncertain_low, path, floor)
+                band = uncertain_band_problem(cfg, backend.meta, path)
+                if band:
+                    log.warning("%s", band)
                 learn = cfg.learner
                 if learn.enabled and self.supervise_hook is None and not (
                         learn.trigger_new_samples or learn.trigger_new_class

@@ -95,6 +95,35 @@ def check_bind(host: str, token: str | None, tls_cert: str = "", tls_key: str = 
                     len(token), MIN_TOKEN_CHARS)
 
 
+def client_address(peer: str) -> str:
+    """A client's address as the connection caps count it: an IPv4 client of a dual-stack
+    socket (``server.host: "::"``) comes as ``::ffff:127.0.0.1``, and is ``127.0.0.1``."""
+    if peer.lower().startswith("::ffff:") and "." in peer:
+        return peer[7:]
+    return peer
+
+
+def proxy_addresses(text: str) -> list[str]:
+    """``server.trusted_proxies`` as uvicorn matches them: each address or network (host bits
+    allowed: ``10.0.0.1/8`` is ``10.0.0.0/8``), an IPv4 one also as the IPv4-mapped IPv6 form
+    an IPv4 client has on a dual-stack socket (``::ffff:127.0.0.1``).
+
+    Args:
+        text: comma-separated addresses or networks (checked by the config).
+    """
+    out = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        net = ipaddress.ip_network(item, strict=False)
+        single = net.num_addresses == 1 and "/" not in item
+        out.append(str(net.network_address) if single else str(net))
+        if net.version == 4:
+            mapped = ipaddress.ip_network(f"::ffff:{net.network_address}/{96 + net.prefixlen}")
+            out.append(str(mapped.network_address) if single else str(mapped))
+    return out
+
+
 def url_host(host: str) -> str:
     """A bind address as a URL writes it: an IPv6 address in brackets (``[::1]``)."""
     host = host.strip()
@@ -165,7 +194,7 @@ def _timed_protocol(timeout_s: float, max_per_client: int = 0):
         def connection_made(self, transport) -> None:  # noqa: D102 - asyncio protocol hook
             super().connection_made(transport)
             peer = transport.get_extra_info("peername")
-            self._client_key = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            self._client_key = client_address(str(peer[0])) if isinstance(peer, tuple) and peer else ""
             count = open_per_client.get(self._client_key, 0) + 1
             open_per_client[self._client_key] = count
             if max_per_client and self._client_key and count > max_per_client:
@@ -267,7 +296,7 @@ class StatusServer:
         self.app = create_app(app) if isinstance(app, ConsoleHooks) else app
         self.tls_cert = tls_cert.strip()
         self.tls_key = tls_key.strip()
-        self.trusted_proxies = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
+        self.trusted_proxies = proxy_addresses(trusted_proxies)
         self.host = host
         self.port = port
         self.max_connections = max_connections

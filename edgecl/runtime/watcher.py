@@ -42,12 +42,15 @@ class ModelWatcher:
         warmup_runs: dummy passes before a backend is offered.
         prefer: model-file suffixes in order of preference (a version's manifest ``serve``
             entry wins over all but ``.engine``; see :meth:`Registry.model_path`).
+        check: optional ``callable(version, meta) -> str | None``: a warning to log about a
+            loaded version (it is swapped in all the same), e.g. a labels setting it defeats.
     """
 
     def __init__(self, registry: Registry, opts: InferenceOptions, current_version: str | None,
                  poll_s: float = 0.5, warmup_runs: int = 2,
-                 prefer: tuple[str, ...] = MODEL_PREFERENCE):
+                 prefer: tuple[str, ...] = MODEL_PREFERENCE, check=None):
         self.registry = registry
+        self.check = check
         self.opts = opts
         self.poll_s = poll_s
         self.warmup_runs = warmup_runs
@@ -132,5 +135,8 @@ class ModelWatcher:
                 self.refused.popitem(last=False)
             log.error("refusing model version %s: %s; keeping the current model", version, reason)
             return None
+        warning = self.check(version, backend.meta) if self.check is not None else None
+        if warning:
+            log.warning("model version %s: %s", version, warning)
         log.info("model version %s loaded and warmed; swapping at the next frame", version)
         return ReadyModel(version=version, backend=backend)

@@ -48,3 +48,27 @@ def test_an_uncertain_band_below_a_built_in_nms_threshold_is_named(tmp_path, nms
     caplog.clear()
     _start(tmp_path / "state2", nms_inside, "labels.uncertain_low=0.45")
     assert not any("built into" in m for m in caplog.messages)
+
+
+def test_the_band_is_checked_when_such_a_model_is_added_or_swapped_in(tmp_path, nms_inside,
+                                                                     capsys, caplog):
+    """Before: only the start of a run said it; a version promoted into a running runtime, or
+    staged with 'models add', was silent."""
+    from edgecl.cli import main
+    from edgecl.models.base import InferenceOptions
+    from edgecl.models.registry import Registry
+    from edgecl.runtime.labels import uncertain_band_problem
+    from edgecl.runtime.watcher import ModelWatcher
+
+    state = tmp_path / "state"
+    assert main(["models", "add", str(nms_inside), "--state-dir", str(state)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: labels.uncertain_low=0.3 is below the score threshold built into v0001 (0.4" in err
+    cfg = load_config(None, [f"state_dir={state}"])
+    watcher = ModelWatcher(Registry(state / "models"), InferenceOptions(imgsz=64, threads=1), None,
+                           warmup_runs=1,
+                           check=lambda version, meta: uncertain_band_problem(cfg, meta, version))
+    ready = watcher.load_version("v0001")
+    ready.backend.close()
+    assert any(m.startswith("model version v0001: labels.uncertain_low=0.3 is below")
+               for m in caplog.messages)

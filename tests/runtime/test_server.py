@@ -400,3 +400,32 @@ def test_an_ipv6_host_is_typed_as_is_and_logged_in_brackets(fake, caplog):
         assert f"console on http://[::1]:{server.port}/ (healthz, metrics, api, pages)" in caplog.messages
     finally:
         server.stop()
+
+
+def test_on_a_dual_stack_socket_an_ipv4_client_is_its_ipv4_address(fake):
+    """Before: with server.host '::' an IPv4 client's address was ::ffff:127.0.0.1, so the
+    watchdog's 127.0.0.1 was not exempt from the connection cap (its /healthz got 503), and a
+    proxy on 127.0.0.1 listed in server.trusted_proxies was not trusted."""
+    from edgecl.runtime.server import client_address, proxy_addresses
+
+    assert client_address("::ffff:127.0.0.1") == "127.0.0.1" and client_address("::1") == "::1"
+    assert proxy_addresses("127.0.0.1, 10.0.0.1/8") == ["127.0.0.1", "::ffff:7f00:1",
+                                                        "10.0.0.0/8", "::ffff:a00:0/104"]
+    if not socket.has_ipv6:
+        pytest.skip("this machine has no IPv6")
+    server = StatusServer(create_app(fake.hooks()), "::", 0, max_connections=3, timeout_s=10)
+    try:
+        server.start()
+    except OSError as exc:
+        pytest.skip(f"'::' cannot be bound here: {exc}")
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                     source_address=(f"127.0.0.{2 + k}", 0)) for k in range(3)]
+    health = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    try:
+        time.sleep(0.2)
+        assert _request_from(server.port, "127.0.0.5", health).startswith(b"HTTP/1.1 503")
+        assert _request_from(server.port, "127.0.0.1", health).startswith(b"HTTP/1.1 200")
+    finally:
+        for conn in idle:
+            conn.close()
+        server.stop()

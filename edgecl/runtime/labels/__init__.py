@@ -12,7 +12,8 @@ Public interface:
 """
 
 from edgecl.runtime.labels.pipeline import (MODES, LabelDecision, LabelPipeline, MemorySink,
-                                            decide_labels, describe_labelling, learns_nothing)
+                                            decide_labels, describe_labelling, learns_nothing,
+                                            uncertain_band_problem)
 from edgecl.runtime.labels.pseudo import PseudoLabeler
 from edgecl.runtime.labels.queue import OperatorQueue
 from edgecl.continual.memory.embedding import embedding_distance, thumbnail_embedding
@@ -20,7 +21,7 @@ from edgecl.runtime.labels.selection import (SELECTION_POLICIES, Candidate, Memo
                                              NoveltyRing, RateLimiter, SelectionContext, Selector)
 
 __all__ = ["MODES", "LabelDecision", "LabelPipeline", "MemorySink", "decide_labels",
-           "describe_labelling", "learns_nothing", "PseudoLabeler", "OperatorQueue",
+           "describe_labelling", "learns_nothing", "uncertain_band_problem", "PseudoLabeler", "OperatorQueue",
            "SELECTION_POLICIES", "Candidate",
            "MemoryEmbeddings", "NoveltyRing", "RateLimiter", "SelectionContext", "Selector",
            "embedding_distance", "thumbnail_embedding"]

@@ -582,6 +582,34 @@ class MemorySink:
             close()
 
 
+def uncertain_band_problem(cfg: Config, meta, path) -> str | None:
+    """Why a model's built-in NMS threshold hides part of the labels' uncertain band, or None.
+
+    A model exported with NMS inside (ultralytics' ``nms=True``) keeps only scores above the
+    ``conf`` it was exported with (``meta.extra["nms_score_threshold"]``, read at load): frames
+    whose detections score between ``labels.uncertain_low`` and it never reach the operator
+    queue, and a frame holding one can be pseudo-labelled (the band bars it from that).
+
+    Args:
+        cfg: the configuration (``labels.mode`` and ``labels.uncertain_low``).
+        meta: the loaded model's :class:`~edgecl.models.base.ModelMeta`.
+        path: the model file or version, as the line names it.
+
+    Returns:
+        One line, or None when the model has no such threshold, labels use no band, or the
+        band lies above it.
+    """
+    floor = meta.extra.get("nms_score_threshold")
+    if floor is None or cfg.labels.mode not in ("field", "pseudo"):
+        return None
+    if cfg.labels.uncertain_low >= floor:
+        return None
+    return (f"labels.uncertain_low={cfg.labels.uncertain_low:g} is below the score threshold "
+            f"built into {path} ({floor:g}, NMS exported with nms=True): detections between "
+            f"them never reach the operator queue, and a frame holding one can be "
+            f"pseudo-labelled; export it with nms=False")
+
+
 def learns_nothing(cfg: Config, source_is_labelled: bool) -> bool:
     """Whether no label can come from this run's frames: ``labels.mode`` off, or ground truth
     only from a source that carries none (:func:`describe_labelling` says it as a warning)."""
