@@ -193,9 +193,13 @@ def _stop_cleanly_on_signals() -> None:
 
     from edgecl.stop_signals import unwind_once_on_stop_signals
 
+    sigint = signal.getsignal(signal.SIGINT)
     if (signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-        unwind_once_on_stop_signals()
+            and sigint in (signal.default_int_handler, signal.SIG_IGN)):
+        # a command started in the background ('cmd &' in a script, nohup) ignores SIGINT:
+        # it keeps ignoring it, and still unwinds on SIGTERM (before, it was killed where it
+        # stood, leaving its temporary files)
+        unwind_once_on_stop_signals(ignore_sigint=sigint is signal.SIG_IGN)
 
 
 def _exit_past_left_behind_threads(code: int) -> None:

@@ -278,8 +278,11 @@ def refuse_archive(path: Path) -> None:
     named = next((s for s in ARCHIVE_SUFFIXES if path.name.lower().endswith(s)), None)
     if named is None and not zipfile.is_zipfile(path):
         return
-    raise ConfigError(f"{path} is an archive ({named or 'zip'}): unpack it first (e.g. unzip "
-                      f"'{path}' -d FOLDER) and give the folder")
+    kind = named or ".zip"
+    how = {".zip": f"unzip '{path}' -d FOLDER", ".7z": f"7z x '{path}' -oFOLDER",
+           ".rar": f"unrar x '{path}' FOLDER/"}.get(kind, f"mkdir FOLDER && tar -xf '{path}' -C FOLDER")
+    raise ConfigError(f"{path} is an archive ({named or 'zip'}): unpack it first (e.g. {how}) "
+                      f"and give the folder")
 
 
 def detect_format(path: str | Path) -> str:

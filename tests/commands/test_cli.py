@@ -1,6 +1,7 @@
 """The edgecl command line: run --json, models list --json, and one-line errors on bad input."""
 
 import json
+import time
 
 import cv2
 import numpy as np
@@ -84,9 +85,12 @@ def test_models_cli(capsys, tmp_path):
     assert code == 2 and "no earlier" in err
 
 
-def test_sigterm_ends_a_command_by_unwinding_so_its_temporary_copy_goes(tmp_path):
+@pytest.mark.parametrize("in_background", [False, True])
+def test_sigterm_ends_a_command_by_unwinding_so_its_temporary_copy_goes(tmp_path, in_background):
     """`timeout` or a service stop sends SIGTERM: a command reading a pulled state directory
-    left its private copy of the database (1 GB for a 1 GB database) in TMPDIR."""
+    left its private copy of the database (1 GB for a 1 GB database) in TMPDIR. Also for a
+    command started in the background ('cmd &' in a script, nohup), which ignores SIGINT:
+    before, no handler was installed there, and SIGTERM killed it where it stood."""
     import os
     import signal
     import subprocess
@@ -100,7 +104,8 @@ def test_sigterm_ends_a_command_by_unwinding_so_its_temporary_copy_goes(tmp_path
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     child = (
-        "import sys, time\n"
+        ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if in_background else "")
+        + "import sys, time\n"
         "import edgecl.sqlite_copy as sc\n"
         "orig = sc.PrivateCopy.__init__\n"
         "def slow(self, *a, **k):\n"
@@ -117,6 +122,10 @@ def test_sigterm_ends_a_command_by_unwinding_so_its_temporary_copy_goes(tmp_path
                             env=dict(os.environ, TMPDIR=str(scratch), PYTHONPATH=str(repo)))
     assert proc.stdout.readline().strip() == "copied"
     assert [p.name for p in scratch.iterdir()][0].startswith("edgecl-db-")
+    if in_background:
+        proc.send_signal(signal.SIGINT)  # still ignored, as the shell asked
+        time.sleep(0.3)
+        assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert list(scratch.iterdir()) == []

@@ -291,6 +291,11 @@ def test_an_export_still_in_its_zip_is_told_to_be_unpacked(tmp_path):
             write_yolo_dataset(path, tmp_path / "out", fmt)
         assert str(err.value) == (f"{path} is an archive ({kind}): unpack it first (e.g. unzip "
                                   f"'{path}' -d FOLDER) and give the folder")
+    tarred = tmp_path / "voc1.tar.gz"
+    tarred.write_bytes(b"\x1f\x8b")
+    with pytest.raises(ConfigError) as err:
+        write_yolo_dataset(tarred, tmp_path / "out")
+    assert "unpack it first (e.g. mkdir FOLDER && tar -xf" in str(err.value), "unzip reads no tar"
 
 
 def test_long_folder_names_are_cut_and_kept_apart():

@@ -141,7 +141,7 @@ def test_the_largest_answer_fits_and_a_flood_of_objects_does_not(client, fake):
     from edgecl.data.answers import MAX_BOXES
     from edgecl.data.class_names import MAX_NAME_CHARS
 
-    largest = json.dumps({"boxes": [{"class": "c" * MAX_NAME_CHARS,
+    largest = json.dumps({"boxes": [{"class": "\u884c" * MAX_NAME_CHARS,  # escaped: 6 bytes each
                                      "xyxy": [1.23456789012345, 2.3456789012345,
                                               101.23456789012345, 102.3456789012345]}] * MAX_BOXES,
                           "skip": False})
@@ -149,7 +149,7 @@ def test_the_largest_answer_fits_and_a_flood_of_objects_does_not(client, fake):
     response = client.post("/api/labels/f0000", content=largest,
                            headers={"content-type": "application/json"})
     assert response.status_code != 413, "a real answer is never too large"
-    flood = b'{"boxes": [' + b"{}," * 300_000 + b"{}]}"  # 900 KB
+    flood = b'{"boxes": [' + b"{}," * 400_000 + b"{}]}"  # 1.2 MB
     response = client.post("/api/labels/f0000", content=flood,
                            headers={"content-type": "application/json"})
     assert response.status_code == 413
