@@ -172,10 +172,12 @@ def _read_answer(path: str) -> tuple[list, bool]:
 
     p = Path(path)
     try:
-        if p.is_file() and p.stat().st_size > MAX_ANSWER_BYTES:
-            raise LabelError(f"boxes file {p} holds {p.stat().st_size} bytes: an answer is at "
-                             f"most {MAX_ANSWER_BYTES // 2**20} MiB (1,000 boxes take ~60 KB)")
-        raw = p.read_bytes()
+        with p.open("rb") as fh:  # read up to the bound: a pipe or /dev/zero has no size
+            raw = fh.read(MAX_ANSWER_BYTES + 1)
+        if len(raw) > MAX_ANSWER_BYTES:
+            size = f" ({p.stat().st_size} bytes)" if p.is_file() else ""
+            raise LabelError(f"boxes file {p} is over {MAX_ANSWER_BYTES // 2**20} MiB{size}: an "
+                             f"answer is at most that (1,000 boxes take ~60 KB)")
     except FileNotFoundError:
         raise LabelError(f"boxes file not found: {p}") from None
     except OSError as exc:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
+from edgecl.errors import StorageError
 from edgecl.frames import STREAM_TASK
 from edgecl.models.registry import VersionStatus, read_manifests
 
@@ -143,8 +144,15 @@ def load_state(state_dir: str | Path) -> LearnerState:
     model learnt are not learnt again. Without versions (a new device) a fresh state; with
     versions that record none, a fresh state and a warning (the next round then learns the
     whole memory again, which loses no sample).
+
+    Raises:
+        StorageError: the file's path holds a folder (before, every round trained, staged a
+            version, and failed with a traceback when it saved its progress).
     """
     path = state_path(state_dir)
+    if path.exists() and not path.is_file():  # a folder: no round could save its progress
+        raise StorageError(f"learner progress {path} is a folder, not a file: remove it (the "
+                           f"progress is restored from the model versions' manifests)")
     if not path.is_file():
         state, why = None, "missing"
     else:

@@ -81,3 +81,13 @@ def test_a_utf8_bom_file_and_duplicate_boxes_are_taken(state, capsys):
     code, out, err, _ = answer(capsys, state, content)
     assert code == 0 and "with 1 box(es)" in out, err
     assert stored(root) == 1
+
+
+def test_a_boxes_file_without_a_size_is_read_only_up_to_the_bound(state, capsys):
+    """Before: --boxes /dev/zero read without limit (24 GB resident, then the kernel's OOM
+    kill); only a regular file's size was checked."""
+    root, item = state
+    code = main(["labels", "answer", item, "--boxes", "/dev/zero", "--state-dir", str(root)])
+    err = capsys.readouterr().err
+    assert code == 2 and err == ("error: boxes file /dev/zero is over 2 MiB: an answer is at most "
+                                 "that (1,000 boxes take ~60 KB)\n")

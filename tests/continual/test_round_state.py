@@ -196,3 +196,19 @@ def test_a_round_leaves_out_samples_whose_class_the_registry_does_not_name(tmp_p
             f"class id 9; the registry names 2 classes)") in caplog.text
     with ReplayMemory(tmp_path / "memory", cfg.memory) as memory:
         assert sorted(memory.ids()) == sorted(i for i in ids if i is not None)  # nothing lost
+
+
+def test_a_folder_where_the_progress_file_belongs_stops_a_round_before_it_trains(tmp_path):
+    """Before: every 'edgecl learn' trained, staged a version, then failed saving its progress
+    with a 27-line traceback (IsADirectoryError), one staged version more each retry."""
+    import pytest
+
+    from edgecl.continual.round_state import load_state, state_path
+    from edgecl.errors import StorageError
+
+    state_path(tmp_path).mkdir(parents=True)
+    with pytest.raises(StorageError) as err:
+        load_state(tmp_path)
+    assert str(err.value) == (f"learner progress {state_path(tmp_path)} is a folder, not a file: "
+                              f"remove it (the progress is restored from the model versions' "
+                              f"manifests)")

@@ -93,7 +93,9 @@ def test_an_answered_frame_is_not_imported_again(tmp_path):
         out = sink.answer(item_id, [{"class": "car", "xyxy": [40, 30, 80, 60]}])
         assert sink.memory.find_content(pixels_hash(frame.image)) == out["sample"] == 1
         report = imported(root, sink)
-        assert (report["imported"], report["reasons"]) == (0, {ALREADY_IN_MEMORY: 1})
+        # the folder labels it otherwise: said so, and the person's answer is kept
+        assert (report["imported"], report["reasons"]) == (
+            0, {"already in memory, answered by an operator": 1})
         assert [r.origin.value for r in sink.memory.records()] == ["operator"]
     finally:
         sink.close()
