@@ -534,6 +534,29 @@ def test_answer_after_interrupted_answer_does_not_store_twice(tmp_path):
     assert len(mem.samples) == 1 and q.pending() == []
 
 
+def test_an_answer_given_again_after_a_cut_short_one_is_what_is_kept(tmp_path):
+    """Before: a second answer to an item whose first answer was stored but not taken off the
+    queue (a kill in between) said 'answered -> memory sample N' and kept the first boxes."""
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory
+    from edgecl.models.classes import ClassRegistry
+
+    q, (item_id,) = queued(tmp_path)
+    classes = ClassRegistry(tmp_path)
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=10, holdout_fraction=0.0)) as mem:
+        real_record = q._record
+        q._record = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)   # "killed" here
+        with pytest.raises(KeyboardInterrupt):
+            q.answer(item_id, [{"class": "car", "xyxy": [20, 10, 60, 50]}], mem, classes)
+        q._record = real_record
+        again = q.answer(item_id, [{"class": "person", "xyxy": [100, 20, 150, 90]}], mem, classes)
+        (stored,) = mem.get(mem.ids())
+        assert again["sample"] == stored.id and again["class_ids"] == [1]
+        np.testing.assert_allclose(stored.labels, [[1, 125 / 200, 55 / 100, 50 / 200, 70 / 100]],
+                                   atol=1e-5)
+        assert q.pending() == [] and stored.origin is LabelOrigin.OPERATOR
+
+
 def test_recover_finishes_interrupted_answers(tmp_path):
     q, (a, b) = queued(tmp_path, 2)
     mem = FakeMemory()

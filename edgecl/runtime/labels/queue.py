@@ -474,7 +474,11 @@ class OperatorQueue:
                                  f"{', '.join(sorted(known)) or 'none'})")
             source = SOURCE_PREFIX + item_id
             sample_id = _stored_sample(memory, source)
-            if sample_id is None:
+            similar = {}
+            if sample_id is not None:  # stored by an answer cut short (a kill before dequeue)
+                sample_id = self._answer_again(sample_id, labels, new_names, known, meta,
+                                               memory, classes)
+            else:
                 digest = meta.get(HASH_KEY)  # None for items queued before it was recorded
                 held = held_copy(memory, digest, LabelOrigin.OPERATOR)
                 if held is not None:  # before any class is registered for it
@@ -578,6 +582,31 @@ class OperatorQueue:
                                     f"stored for it")
         raise NotFoundError(f"no answered label item '{item_id}' (see 'edgecl labels "
                             f"answered')")
+
+    def _answer_again(self, sample_id: int, labels, new_names: list[str], known: dict,
+                      meta: dict, memory, classes) -> int:
+        """The sample of an item whose earlier answer was stored but not taken off the queue:
+        kept as it is when the new answer gives the same boxes, else relabelled with them (the
+        person's latest answer wins; before, it was dropped without a word)."""
+        from edgecl.continual.ingest import same_boxes
+
+        get = getattr(memory, "get", None)
+        if get is None:
+            return sample_id
+        resolved = labels  # the caller reports its class ids: resolved in place
+        for name in new_names:
+            known[name] = int(classes.id_for(name, create=True))
+        for row in resolved:
+            if row[0] < 0:
+                row[0] = known[new_names[int(-1 - row[0])]]
+        stored = get([sample_id])[0].labels
+        if same_boxes(stored, resolved, int(meta["width"]), int(meta["height"])):
+            return sample_id
+        memory.sync_class_names(classes.names())
+        new_id = memory.relabel(sample_id, resolved, LabelOrigin.OPERATOR)
+        log.info("label item %s: answered again with other boxes; memory sample %d -> %d",
+                 meta.get("id"), sample_id, new_id)
+        return int(new_id)
 
     def correct(self, item_id: str, boxes: object, memory, classes,
                 allow_new_classes: bool = True) -> dict:
