@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from edgecl.arguments import print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
@@ -43,6 +44,16 @@ def learn_command(args: argparse.Namespace) -> int:
     with round_lock(cfg.state_dir) as held:
         if not held:
             raise EdgeclError(f"a learning round is already running on {cfg.state_dir}")
+        if not args.no_promote:
+            # a round a stop cut short between its progress and its promotion left its version
+            # staged: promoted as 'edgecl run' does at start (before, 'learn' found no new
+            # sample, and the version stayed staged until a run)
+            from edgecl.models.registry import Registry
+            from edgecl.runtime.app import inference_options
+            from edgecl.runtime.learner import promote_leftover_staged
+
+            promote_leftover_staged(cfg, Registry(Path(cfg.state_dir) / "models"),
+                                    inference_options(cfg))
         result = run_learning_round(cfg, reason="on_demand", hold=args.no_promote)
     if result.status is RoundStatus.STAGED and not args.no_promote:
         promote_version(cfg.state_dir, result.version)

@@ -25,9 +25,33 @@ def test_learn_adopts_the_progress_a_full_disk_kept_the_round_from_saving(tmp_pa
         return RoundResult(RoundStatus.STAGED, round=3, version=version, unsaved=["progress"])
 
     monkeypatch.setattr(learner, "run_learning_round", round_on_a_full_card)
+    monkeypatch.setattr(learner, "promote_leftover_staged", lambda *a, **k: None)  # this run's
     code = main(["learn", "--state-dir", str(state), "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["status"] == "promoted" and out["version"] == version
     assert Registry(state / "models").current() == version
     assert load_state(state).round == 3 and load_state(state).last_sample_id == 57
+
+
+def test_learn_promotes_a_version_a_stop_left_staged_after_its_round(tmp_path, monkeypatch,
+                                                                    capsys, caplog):
+    """Before: a 'learn' killed after saving its progress but before switching 'current' left
+    its version staged, and the next 'learn' said 'no new labelled samples': only 'edgecl run'
+    promoted it."""
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.runtime import learner
+    from edgecl.ultra import build_detection_model
+
+    state = tmp_path / "state"
+    pt = save_checkpoint(build_detection_model(1, names={0: "car"}), tmp_path / "model.pt",
+                         meta={"names": {0: "car"}, "imgsz": 64})
+    after = LearnerState(round=1, last_sample_id=8)
+    version = Registry(state / "models").stage(
+        {"model.pt": pt}, {"memory_snapshot": "s", "learner_state": dataclasses.asdict(after)})
+    monkeypatch.setattr(learner, "run_learning_round", lambda cfg, reason, hold: RoundResult(
+        RoundStatus.SKIPPED, reason="no new labelled samples"))
+    caplog.set_level("INFO", logger="edgecl.runtime.learner")
+    code = main(["learn", "--state-dir", str(state), "model.imgsz=64"])
+    assert code == 0 and Registry(state / "models").current() == version
+    assert f"promoted {version}, staged by a round before the last shutdown" in caplog.messages
