@@ -123,6 +123,7 @@ def merge_command(args: argparse.Namespace) -> int:
     """Merge a class into another and relabel the samples that hold it."""
     from edgecl.commands.common import memory_given, refuse_smaller_memory
     from edgecl.continual.memory import INDEX_FILE, memory_from_config
+    from edgecl.continual.merges import relabel_class
 
     registry = _registry(args)
     cfg = config_from_args(args)
@@ -144,35 +145,6 @@ def merge_command(args: argparse.Namespace) -> int:
           f"{names[old_id]!r} now means {names[into_id]!r}, and id {old_id} stays reserved (models "
           f"that have it keep its slot until a round unlearns it)")
     return 0
-
-
-def relabel_class(memory, old_id: int, into_id: int) -> list[int]:
-    """Relabel every stored sample holding ``old_id`` as ``into_id`` (a box given under both
-    names is kept once); each sample keeps its image, origin and held-out slot.
-
-    Args:
-        memory: the replay memory.
-        old_id: the merged class.
-        into_id: the class it was merged into.
-
-    Returns:
-        The samples' new ids.
-
-    Raises:
-        StorageError: the memory cannot be written (the samples relabelled so far stay so;
-            running the merge again relabels the rest).
-    """
-    import numpy as np
-
-    new_ids = []
-    for record in memory.records():
-        if old_id not in record.classes:
-            continue
-        labels = memory.get([record.id])[0].labels.copy()
-        labels[labels[:, 0] == old_id, 0] = into_id
-        _, first = np.unique(labels, axis=0, return_index=True)
-        new_ids.append(memory.relabel(record.id, labels[np.sort(first)], origin=None))
-    return new_ids
 
 
 def _rename_in_monitor(args: argparse.Namespace, names: dict[int, str]) -> None:

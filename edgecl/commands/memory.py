@@ -171,16 +171,43 @@ def verify_command(args: argparse.Namespace) -> int:
                                f"cannot be repaired: 'edgecl memory verify --no-repair' checks "
                                f"it without changing anything")
         report = memory.verify(repair=not args.no_repair, deep=not args.quick)
+        merges = _unfinished_merges(args, memory)
     if report.repaired:
         for line in report.details:
             print(f"dropped: {line}")
     for line in report.unrepaired:
         print(f"not repaired: {line}")
+    for line in merges:
+        print(line)
+    unmerged = args.no_repair and bool(merges)
     if args.json:
-        print_json_line(report.to_json())
+        print_json_line({**report.to_json(), "unfinished_merges": len(merges) if unmerged else 0})
     else:
         print(report.summary())
-    return 0 if report.ok else 1
+    return 0 if report.ok and not unmerged else 1
+
+
+def _unfinished_merges(args: argparse.Namespace, memory) -> list[str]:
+    """Lines for the samples that still hold a class merged into another (a merge a stop or a
+    full disk cut short): relabelled now when repairing, else named. A class registry that
+    cannot be read is left to the commands that read it."""
+    from edgecl.continual.merges import finish_merges, unfinished_merges
+    from edgecl.errors import EdgeclError
+    from edgecl.models.classes import ClassRegistry
+
+    try:
+        classes = ClassRegistry(config_from_args(args).state_dir)
+        merged, names = classes.merged(), classes.names()
+    except EdgeclError:
+        return []
+    left = unfinished_merges(memory, merged)
+    if args.no_repair:
+        return [f"not repaired: {n} sample(s) still hold class {names.get(c, c)!r}, merged into "
+                f"{names.get(merged[c], merged[c])!r} (a merge cut short; 'edgecl memory verify' "
+                f"or the next round relabels them)" for c, n in sorted(left.items())]
+    done = finish_merges(memory, merged, names) if left else {}
+    return [f"relabelled: {n} sample(s) of class {names.get(c, c)!r} as "
+            f"{names.get(merged[c], merged[c])!r} (a merge cut short)" for c, n in done.items()]
 
 
 def _rebuild_command(args: argparse.Namespace) -> int:

@@ -72,3 +72,34 @@ def test_a_merge_of_an_unknown_class_is_one_line(state, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "unknown class 'bus'" in err and err.count("\n") == 1
     assert ClassRegistry(state).merged() == {}
+
+
+def test_a_merge_cut_short_is_named_by_verify_and_finished_by_it(state, capsys):
+    """Before: a merge stopped half-way (kill -9, a full disk) left samples holding the merged
+    class; 'memory verify' said ok, and 'edgecl learn' trained the retired class on them."""
+    from edgecl.continual.merges import finish_merges
+
+    ClassRegistry(state).merge("Persn", "person")  # recorded; the memory not relabelled yet
+    code = main(["memory", "verify", "--no-repair", "--state-dir", str(state)])
+    out = capsys.readouterr().out
+    assert code == 1 and ("not repaired: 3 sample(s) still hold class 'Persn', merged into "
+                          "'person' (a merge cut short; 'edgecl memory verify' or the next round "
+                          "relabels them)") in out
+    assert main(["memory", "verify", "--state-dir", str(state)]) == 0
+    assert "relabelled: 3 sample(s) of class 'Persn' as 'person' (a merge cut short)" in (
+        capsys.readouterr().out)
+    with ReplayMemory(state / "memory") as memory:
+        assert all(1 not in r.classes for r in memory.records())
+        assert finish_merges(memory, {1: 2}, {}) == {}, "nothing left: nothing done"
+
+
+def test_a_round_finishes_a_merge_cut_short_before_it_reads_the_memory(state, caplog):
+    from edgecl.config import load_config
+    from edgecl.continual.round import _open_round
+
+    ClassRegistry(state).merge("Persn", "person")  # recorded; the memory not relabelled yet
+    context = _open_round(load_config(None, [f"state_dir={state}"]), None)
+    assert context is not None
+    assert all(1 not in r.classes for r in context.snapshot.records())
+    assert any("class merge of 'Persn' into 'person' was cut short: 3 sample(s)" in m
+               for m in caplog.messages)

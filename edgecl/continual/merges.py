@@ -1,0 +1,84 @@
+"""Class merges in the replay memory: relabel the samples of a class merged into another.
+
+``edgecl classes merge OLD INTO`` records the merge in the class registry, then relabels the
+stored samples one by one (each atomically). A stop or a full disk between the two leaves
+samples that still hold the merged class: :func:`finish_merges` relabels them, and a learning
+round calls it before it reads the memory (before, such a round trained the retired class on
+them, and nothing said the merge was unfinished).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def relabel_class(memory, old_id: int, into_id: int) -> list[int]:
+    """Relabel every stored sample holding ``old_id`` as ``into_id`` (a box given under both
+    names is kept once); each sample keeps its image, origin and held-out slot.
+
+    Args:
+        memory: the replay memory.
+        old_id: the merged class.
+        into_id: the class it was merged into.
+
+    Returns:
+        The samples' new ids.
+
+    Raises:
+        StorageError: the memory cannot be written (the samples relabelled so far stay so;
+            running the merge again relabels the rest).
+    """
+    new_ids = []
+    for record in memory.records():
+        if old_id not in record.classes:
+            continue
+        labels = memory.get([record.id])[0].labels.copy()
+        labels[labels[:, 0] == old_id, 0] = into_id
+        _, first = np.unique(labels, axis=0, return_index=True)
+        new_ids.append(memory.relabel(record.id, labels[np.sort(first)], origin=None))
+    return new_ids
+
+
+def unfinished_merges(memory, merged: Mapping[int, int]) -> dict[int, int]:
+    """Merged class id -> how many stored samples still hold it.
+
+    Args:
+        memory: the replay memory.
+        merged: merged class id -> the id it was merged into
+            (:meth:`edgecl.models.classes.ClassRegistry.merged`).
+    """
+    left: dict[int, int] = {}
+    for record in memory.records():
+        for cid in set(int(c) for c in record.classes) & set(merged):
+            left[cid] = left.get(cid, 0) + 1
+    return left
+
+
+def finish_merges(memory, merged: Mapping[int, int], names: Mapping[int, str]) -> dict[int, int]:
+    """Relabel the samples that still hold a merged class (a merge cut short), each said in
+    one warning.
+
+    Args:
+        memory: the replay memory (writable).
+        merged: merged class id -> the id it was merged into.
+        names: class id -> name, for the warning.
+
+    Returns:
+        Merged class id -> samples relabelled now.
+
+    Raises:
+        StorageError: the memory cannot be written (those relabelled so far stay so).
+    """
+    done = {}
+    for old_id in sorted(unfinished_merges(memory, merged)):
+        into_id = merged[old_id]
+        done[old_id] = len(relabel_class(memory, old_id, into_id))
+        log.warning("class merge of %r into %r was cut short: %d sample(s) still held %r and "
+                    "are relabelled now", names.get(old_id, old_id), names.get(into_id, into_id),
+                    done[old_id], names.get(old_id, old_id))
+    return done
