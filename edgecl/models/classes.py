@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
-from edgecl.data.class_names import clean_name, known_spelling, same_name_key
+from edgecl.data.class_names import clean_name, known_spelling, loose_class_name, same_name_key
 from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError
 
 log = logging.getLogger(__name__)
@@ -393,7 +393,9 @@ class ClassRegistry:
 
         Raises:
             NotFoundError: ``old`` is not a class.
-            ConflictError: ``new`` already names another class (in any case).
+            ConflictError: ``new`` already names another class (in any case, or with other
+                separators: ``Other_Vehicle`` for ``OtherVehicle``, which imports take for one
+                class), or ``old`` was merged into another class.
             LabelError: an invalid new name.
         """
         old, new = clean_name(old), clean_name(new)
@@ -404,8 +406,14 @@ class ClassRegistry:
                 raise NotFoundError(f"unknown class {old!r}{self._hint(old, entries)}")
             if new == old:
                 return by_name[old]["id"]
-            clash = next((e for e in entries if e["name"].casefold() == new.casefold()
-                          and e["name"] != old), None)
+            if isinstance(by_name[old].get("merged_into"), int):
+                into = {e["id"]: e["name"] for e in entries}[_merge_target(entries, by_name[old]["id"])]
+                raise ConflictError(f"cannot rename {old!r}: it was merged into {into!r}, and "
+                                    f"its name means that class (rename {into!r} instead)")
+            key = loose_class_name(new)  # the rule imports match names by: one class
+            clash = next((e for e in entries if e["name"] != old and (
+                e["name"].casefold() == new.casefold()
+                or (key and loose_class_name(e["name"]) == key))), None)
             if clash is not None:
                 raise ConflictError(f"cannot rename {old!r} to {new!r}: {clash['name']!r} is "
                                     f"already class {clash['id']} (to make {old!r} that class: "

@@ -240,3 +240,21 @@ def test_merges_that_cannot_stand_are_ignored_with_one_warning(tmp_path, caplog,
     assert len(said) == 1 and f"'merged_into' of class(es) {broken} ignored" in said[0]
     assert [ids[n] for n in names] == targets
     assert all(row.get("merged_into") != row["name"] for row in rows)
+
+
+def test_rename_refuses_a_name_imports_take_for_another_class_and_a_merged_class(tmp_path):
+    """Before: 'Other_Vehicle' was accepted beside 'OtherVehicle' (an import then found two
+    classes for one name and made a third), and a class merged away could be renamed, its
+    name then meaning a new class."""
+    reg = ClassRegistry(tmp_path)
+    reg.add(["OtherVehicle", "Persn", "person"])
+    with pytest.raises(ConflictError, match="'OtherVehicle' is already class 0"):
+        reg.rename("Persn", "Other_Vehicle")
+    with pytest.raises(ConflictError, match="'OtherVehicle' is already class 0"):
+        reg.rename("Persn", "other vehicle")
+    reg.merge("Persn", "person")
+    with pytest.raises(ConflictError, match=r"cannot rename 'Persn': it was merged into "
+                                            r"'person', and its name means that class"):
+        reg.rename("Persn", "Foo")
+    assert reg.rename("person", "pedestrian") == 2
+    assert reg.names() == {0: "OtherVehicle", 1: "Persn", 2: "pedestrian"}
