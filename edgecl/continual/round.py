@@ -194,7 +194,9 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
         # INVARIANT: a tampered parent is never fine-tuned (its result would be promoted)
         return RoundResult(RoundStatus.FAILED, trigger=reason, started_s=started_s,
                            reason=f"parent {ctx.parent_version} fails its integrity check: "
-                                  f"{problems[0]}")
+                                  f"{problems[0]}; no round learns on it until it is replaced: "
+                                  f"'edgecl models rollback' serves the version before it, or "
+                                  f"'edgecl models add --promote' a checkpoint you trust")
     tasks = sorted({r.task for r in ctx.new_records})
     log.info("round %d: %d new sample(s) of task(s) %s (trigger: %s)", ctx.state.round + 1,
              len(ctx.new_records), ", ".join(tasks), reason)

@@ -67,3 +67,34 @@ def test_room_after_staging_writes_everything_and_other_faults_still_fail(tmp_pa
     with pytest.raises(KeyError):
         round_mod._after_staging(ctx, "v0002", {"metrics": {}}, {"round_no": 2}, broken,
                                  LearnerState(round=2), accepted_model=None)
+
+
+def test_a_damaged_parent_fails_the_round_with_the_way_out(tmp_path):
+    """Before: 'parent v0001 fails its integrity check: ...' and nothing on what to do, round
+    after round."""
+    import numpy as np
+
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.continual.round_state import RoundStatus
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.5),
+                      names={0: "car"}) as memory:
+        for k in range(6):
+            memory.add(Sample(np.full((32, 32, 3), 30 * k, np.uint8),
+                              np.array([[0, 0.5, 0.5, 0.3, 0.3]], np.float32), task="stream"))
+    registry = Registry(state / "models")
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"weights")
+    version = registry.stage({"model.onnx": src}, {})
+    registry.promote(version)
+    (registry.root / version / "model.onnx").write_bytes(b"damaged")
+    cfg = load_config(None, [f"state_dir={state}", "memory.holdout_fraction=0.5"])
+    result = round_mod.run_round(cfg)
+    assert result.status is RoundStatus.FAILED
+    assert result.reason.startswith(f"parent {version} fails its integrity check: ")
+    assert result.reason.endswith("no round learns on it until it is replaced: 'edgecl models "
+                                  "rollback' serves the version before it, or 'edgecl models add "
+                                  "--promote' a checkpoint you trust")
