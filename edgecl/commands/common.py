@@ -208,14 +208,23 @@ def _refuse_unrecorded_overflow(cfg: Config, root) -> None:
                           f"run 'edgecl run' on it once so that it records them")
 
 
+STATE_ENTRIES = frozenset({"memory", "models", "labels", "learner", "metrics", "fleet",
+                           "classes.json", "last_round.json"})
+"""What a device's state directory holds (any of them): a folder that holds other files but
+none of these is no state directory, and a command that reads one does not make one there
+(``--state-dir /`` made ``/labels``, ``/memory`` and ``/models``)."""
+
+
 def require_state_dir(cfg: Config) -> None:
-    """Refuse a state directory that does not exist (a typo must not create one).
+    """Refuse a state directory that does not exist or holds no edgecl state (a typo must not
+    create one).
 
     Args:
         cfg: the configuration.
 
     Raises:
-        EdgeclError: the folder does not exist, or a file stands there.
+        EdgeclError: the folder does not exist, a file stands there, or it holds other files
+            but none of :data:`STATE_ENTRIES`.
     """
     from pathlib import Path
 
@@ -226,3 +235,11 @@ def require_state_dir(cfg: Config) -> None:
     if not Path(cfg.state_dir).is_dir():
         raise EdgeclError(f"{cfg.state_dir}: no such state directory (run 'edgecl run --state-dir "
                           f"{cfg.state_dir} ...' first, or check --state-dir)")
+    try:
+        held = {p.name for p in Path(cfg.state_dir).iterdir()}
+    except OSError:
+        return  # unreadable: the command's own open says why
+    if held and not held & STATE_ENTRIES:  # an empty folder: a device not started yet
+        raise EdgeclError(f"{cfg.state_dir} holds files but no edgecl state (none of memory/, "
+                          f"models/, labels/, classes.json): check --state-dir, or start a "
+                          f"device in an empty folder ('edgecl run' or 'edgecl labels import')")

@@ -246,3 +246,19 @@ def test_ctrl_c_while_the_commands_load_is_one_line(run_edgecl, monkeypatch):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert run_edgecl(["memory", "stats", "--json"]) == (130, '{"error": "interrupted"}\n',
                                                         "interrupted\n")
+
+
+@pytest.mark.parametrize("argv", [["models", "list"], ["labels", "pending"], ["labels", "answered"],
+                                  ["memory", "stats"], ["classes", "list"]])
+def test_a_folder_holding_other_files_is_no_state_directory(run_edgecl, tmp_path, argv):
+    """Before: listing commands made models/.lock, labels/ and memory/index.sqlite wherever
+    --state-dir pointed (with --state-dir / at the file system's root)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("x")
+    code, out, err = run_edgecl([*argv, "--state-dir", home])
+    assert code == 2 and err == (f"error: {home} holds files but no edgecl state (none of "
+                                 f"memory/, models/, labels/, classes.json): check --state-dir, "
+                                 f"or start a device in an empty folder ('edgecl run' or 'edgecl "
+                                 f"labels import')\n")
+    assert sorted(p.name for p in home.iterdir()) == ["notes.txt"]
