@@ -42,11 +42,35 @@ def add_parser(sub) -> None:
 
 
 def _registry(args):
-    from edgecl.models.classes import ClassRegistry
+    """The device's class registry; a damaged one is rebuilt from the replay memory's class
+    names first (as a run's start does), the damaged file kept beside it (before, these
+    commands only said to restore it from a backup)."""
+    from edgecl.models.classes import ClassRegistry, ClassRegistryError
 
     cfg = config_from_args(args)
     require_state_dir(cfg)
-    return ClassRegistry(cfg.state_dir)
+    classes = ClassRegistry(cfg.state_dir)
+    try:
+        classes.names()
+    except ClassRegistryError:
+        rebuild_classes_from_memory(cfg, classes)
+    return classes
+
+
+def rebuild_classes_from_memory(cfg, classes) -> None:
+    """Rebuild a damaged class registry from the replay memory's names, if there is a memory.
+
+    Raises:
+        ClassRegistryError: no memory to rebuild it from, or it names no class.
+    """
+    from edgecl.continual.memory import INDEX_FILE, memory_from_config
+    from edgecl.models.classes import adopt_memory_class_names
+
+    if not (Path(cfg.state_dir) / "memory" / INDEX_FILE).is_file():
+        classes.names()  # nothing to rebuild from: the registry's own error
+        return
+    with memory_from_config(cfg) as memory:
+        adopt_memory_class_names(memory, classes)
 
 
 def sample_counts(cfg) -> dict[str, int] | None:

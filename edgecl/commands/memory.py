@@ -171,35 +171,38 @@ def verify_command(args: argparse.Namespace) -> int:
                                f"cannot be repaired: 'edgecl memory verify --no-repair' checks "
                                f"it without changing anything")
         report = memory.verify(repair=not args.no_repair, deep=not args.quick)
-        merges = _unfinished_merges(args, memory)
+        classes_lines = _check_classes(args, memory)
     if report.repaired:
         for line in report.details:
             print(f"dropped: {line}")
     for line in report.unrepaired:
         print(f"not repaired: {line}")
-    for line in merges:
+    for line in classes_lines:
         print(line)
-    unmerged = args.no_repair and bool(merges)
+    unrepaired = [line for line in classes_lines if line.startswith("not repaired")]
     if args.json:
-        print_json_line({**report.to_json(), "unfinished_merges": len(merges) if unmerged else 0})
+        print_json_line({**report.to_json(), "class_problems": len(unrepaired)})
     else:
         print(report.summary())
-    return 0 if report.ok and not unmerged else 1
+    return 0 if report.ok and not unrepaired else 1
 
 
-def _unfinished_merges(args: argparse.Namespace, memory) -> list[str]:
-    """Lines for the samples that still hold a class merged into another (a merge a stop or a
-    full disk cut short): relabelled now when repairing, else named. A class registry that
-    cannot be read is left to the commands that read it."""
+def _check_classes(args: argparse.Namespace, memory) -> list[str]:
+    """The class registry against the memory: repairing, a damaged registry is rebuilt from the
+    memory's class names (as a run's start does) and the samples that still hold a class merged
+    into another (a merge a stop or a full disk cut short) are relabelled; checking only, both
+    are named. Lines starting ``not repaired`` are problems left."""
     from edgecl.continual.merges import finish_merges, unfinished_merges
     from edgecl.errors import EdgeclError
-    from edgecl.models.classes import ClassRegistry
+    from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
 
+    classes = ClassRegistry(config_from_args(args).state_dir)
     try:
-        classes = ClassRegistry(config_from_args(args).state_dir)
+        if not args.no_repair:
+            adopt_memory_class_names(memory, classes)
         merged, names = classes.merged(), classes.names()
-    except EdgeclError:
-        return []
+    except EdgeclError as exc:
+        return [f"not repaired: {exc}"]
     left = unfinished_merges(memory, merged)
     if args.no_repair:
         return [f"not repaired: {n} sample(s) still hold class {names.get(c, c)!r}, merged into "

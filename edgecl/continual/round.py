@@ -227,12 +227,13 @@ def _without_unnamed_classes(snapshot, names: dict[int, str]):
 def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
     from edgecl.continual.memory import memory_from_config
     from edgecl.continual.merges import finish_merges
-    from edgecl.models.classes import ClassRegistry
+    from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
     from edgecl.models.registry import Registry
 
     memory = memory_from_config(cfg)
     try:
         classes = ClassRegistry(cfg.state_dir)
+        adopt_memory_class_names(memory, classes)  # a damaged registry: rebuilt from the memory
         finish_merges(memory, classes.merged(), classes.names())  # a merge a stop cut short
         snapshot = memory.snapshot()
         names = dict(memory.class_names() or {})

@@ -39,6 +39,11 @@ MAX_CLASSES = 10_000
 """Most classes a device's registry holds (LVIS has 1,203; a detection head grows with it)."""
 
 
+REBUILD_HINT = ("'edgecl memory verify' rebuilds it from the replay memory's class names, or "
+                "restore it from a backup (class ids must not change)")
+"""What a damaged class registry's message says to do."""
+
+
 class ClassRegistryError(LabelError):
     """``classes.json`` is unreadable or inconsistent (one line naming the file and the fault)."""
 
@@ -122,28 +127,29 @@ class ClassRegistry:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ClassRegistryError(f"corrupt class registry {self.path}: {exc.msg} at line {exc.lineno}; "
-                                     "restore it from a backup (class ids must not change)") from None
+                                     f"{REBUILD_HINT}") from None
         except (ValueError, RecursionError) as exc:  # a number of over 4300 digits, deep nesting
             raise ClassRegistryError(f"corrupt class registry {self.path}: "
-                                     f"{str(exc) or 'nested too deeply'}") from None
+                                     f"{str(exc) or 'nested too deeply'}; {REBUILD_HINT}") from None
         entries = data.get("classes") if isinstance(data, dict) else None
         if not isinstance(entries, list) or not all(
                 isinstance(e, dict) and type(e.get("id")) is int and isinstance(e.get("name"), str)
                 for e in entries):  # type(): true and false are JSON's, not ids 1 and 0
             raise ClassRegistryError(f"corrupt class registry {self.path}: expected "
-                                     '{"classes": [{"id": int, "name": str, ...}]}')
+                                     '{"classes": [{"id": int, "name": str, ...}]}; '
+                                     f"{REBUILD_HINT}")
         for entry in entries:
             try:
                 clean_name(entry["name"], strict=False)
             except LabelError as exc:
                 raise ClassRegistryError(f"corrupt class registry {self.path}: class "
-                                         f"{entry['id']}: {exc}") from None
+                                         f"{entry['id']}: {exc}; {REBUILD_HINT}") from None
         entries = sorted(entries, key=lambda e: e["id"])
         ids = [e["id"] for e in entries]
         names = [e["name"] for e in entries]
         if ids != list(range(len(ids))) or len(set(names)) != len(names):
             raise ClassRegistryError(f"corrupt class registry {self.path}: ids must be 0..n-1 and names "
-                                     "unique")
+                                     f"unique; {REBUILD_HINT}")
         broken = _broken_merges(entries)
         if broken:
             key = (str(self.path), tuple(broken))

@@ -103,3 +103,23 @@ def test_a_round_finishes_a_merge_cut_short_before_it_reads_the_memory(state, ca
     assert all(1 not in r.classes for r in context.snapshot.records())
     assert any("class merge of 'Persn' into 'person' was cut short: 3 sample(s)" in m
                for m in caplog.messages)
+
+
+@pytest.mark.parametrize("argv", [["classes", "list"], ["memory", "verify"]])
+def test_a_damaged_class_registry_is_rebuilt_from_the_memory(state, capsys, argv):
+    """Before: these commands, and 'edgecl learn', only said 'corrupt class registry ...
+    restore it from a backup', though the memory holds every class's name and id."""
+    (state / "classes.json").write_bytes(b"\0" * 64)
+    assert main([*argv, "--state-dir", str(state)]) == 0
+    capsys.readouterr()
+    assert ClassRegistry(state).names() == {0: "car", 1: "Persn", 2: "person"}
+    assert any(p.name.startswith("classes.json.") for p in state.iterdir()), "damaged copy kept"
+
+
+def test_a_round_rebuilds_a_damaged_class_registry_before_it_reads_the_memory(state):
+    from edgecl.config import load_config
+    from edgecl.continual.round import _open_round
+
+    (state / "classes.json").write_text("{garbage")
+    assert _open_round(load_config(None, [f"state_dir={state}"]), None) is not None
+    assert ClassRegistry(state).names() == {0: "car", 1: "Persn", 2: "person"}
