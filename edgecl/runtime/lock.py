@@ -10,6 +10,7 @@ restart; the pid in it is only informative. The file is written in place, not th
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -169,7 +170,13 @@ def importing(state_dir: str | Path) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        log.debug("import not announced in %s: %s", path, exc.strerror or exc)
+        # a read-only state directory: the import's own writes fail with their own message;
+        # anything else (a folder where the lock file belongs) is said: a runtime on this state
+        # directory may then start a round on part of what this import stores
+        read_only = exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+        log.log(logging.DEBUG if read_only else logging.WARNING,
+                "import not announced in %s (%s): a runtime on this state directory may start "
+                "a learning round before it is done", path, exc.strerror or exc)
         yield
         return
     try:

@@ -92,3 +92,15 @@ def test_a_full_disk_keeps_the_lock_without_its_pid(tmp_path, monkeypatch, caplo
     monkeypatch.setattr(lock_mod.os, "pwrite", read_only)
     with pytest.raises(StorageError, match="cannot write the lock file"):
         RuntimeLock(tmp_path).acquire()
+
+
+def test_an_import_that_cannot_announce_itself_says_so(tmp_path, caplog):
+    """Before: a folder where import.lock belongs let the import run unannounced, without a
+    word (a runtime could start a round on half of it)."""
+    from edgecl.runtime.lock import IMPORT_LOCK_NAME, importing
+
+    (tmp_path / IMPORT_LOCK_NAME).mkdir()
+    with importing(tmp_path):
+        pass
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "a runtime on this state directory may start a learning round" in caplog.text
