@@ -173,6 +173,7 @@ def load_state(state_dir: str | Path) -> LearnerState:
         log.warning("learner progress %s is %s; restored from the model versions' manifests "
                     "(round %d; %s)", path, why, state.round, learnt)
         try:  # once: every later read finds it
+            _keep_damaged(path, why)
             save_state(state_dir, state)
         except OSError as exc:  # a read-only or full state directory: restored again next time
             log.debug("restored learner progress not saved: %s", exc)
@@ -269,6 +270,18 @@ def state_from_json(data: object) -> LearnerState | None:
                     for v in state.task_classes.values())):
         return None
     return state
+
+
+def _keep_damaged(path: Path, why: str) -> None:
+    """Keep a damaged progress file beside its repair (``state.json.corrupt-<UTC time>``), as
+    the other repaired files are kept: it was overwritten."""
+    if why == "missing" or not path.is_file():
+        return
+    import time
+
+    kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    os.replace(path, kept)
+    log.warning("the damaged learner progress is kept as %s", kept)
 
 
 def save_state(state_dir: str | Path, state: LearnerState) -> None:

@@ -212,3 +212,22 @@ def test_a_folder_where_the_progress_file_belongs_stops_a_round_before_it_trains
     assert str(err.value) == (f"learner progress {state_path(tmp_path)} is a folder, not a file: "
                               f"remove it (the progress is restored from the model versions' "
                               f"manifests)")
+
+
+def test_a_damaged_progress_file_is_kept_beside_its_repair(tmp_path):
+    """Before: garbage in learner/state.json was overwritten by the restored progress."""
+    from edgecl.continual.round_state import state_path
+    from edgecl.models.registry import Registry
+
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"x")
+    registry = Registry(tmp_path / "models")
+    registry.promote(registry.stage({"model.onnx": src}, {"learner_state": {
+        "round": 2, "last_sample_id": 9}}))
+    state_path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    state_path(tmp_path).write_bytes(b"\x00garbage")
+    assert load_state(tmp_path).last_sample_id == 9
+    kept = [p for p in state_path(tmp_path).parent.iterdir() if ".corrupt-" in p.name]
+    assert len(kept) == 1 and kept[0].read_bytes() == b"\x00garbage"
+    assert load_state(tmp_path).last_sample_id == 9 and len(list(
+        p for p in state_path(tmp_path).parent.iterdir() if ".corrupt-" in p.name)) == 1
