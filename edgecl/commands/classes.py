@@ -58,7 +58,8 @@ def _registry(args):
 
 
 def rebuild_classes_from_memory(cfg, classes) -> None:
-    """Rebuild a damaged class registry from the replay memory's names, if there is a memory.
+    """Restore a damaged class registry from its backup, else rebuild it from the replay
+    memory's names (:func:`~edgecl.models.classes.adopt_memory_class_names`).
 
     Raises:
         ClassRegistryError: no memory to rebuild it from, or it names no class.
@@ -67,7 +68,8 @@ def rebuild_classes_from_memory(cfg, classes) -> None:
     from edgecl.models.classes import adopt_memory_class_names
 
     if not (Path(cfg.state_dir) / "memory" / INDEX_FILE).is_file():
-        classes.names()  # nothing to rebuild from: the registry's own error
+        if classes.restore_backup() is None:
+            classes.names()  # nothing to rebuild from: the registry's own error
         return
     with memory_from_config(cfg) as memory:
         adopt_memory_class_names(memory, classes)

@@ -39,8 +39,10 @@ MAX_CLASSES = 10_000
 """Most classes a device's registry holds (LVIS has 1,203; a detection head grows with it)."""
 
 
-REBUILD_HINT = ("'edgecl memory verify' rebuilds it from the replay memory's class names, or "
-                "restore it from a backup (class ids must not change)")
+BACKUP_NAME = "classes.backup.json"
+"""The registry's second copy, beside it (:attr:`ClassRegistry.backup_path`)."""
+REBUILD_HINT = ("'edgecl memory verify' restores it from its backup (classes.backup.json) or "
+                "rebuilds it from the replay memory's class names")
 """What a damaged class registry's message says to do."""
 
 
@@ -111,63 +113,115 @@ class ClassRegistry:
         with self._file_lock():
             yield self._read()
 
-    def _read(self) -> list[dict]:
-        """Entries sorted by id (empty when the file does not exist yet).
+    def _read(self, path: Path | None = None) -> list[dict]:
+        """Entries sorted by id (empty when the file does not exist yet); ``path``: another copy
+        of the file to read (its backup).
 
         Raises:
             ClassRegistryError: unreadable JSON, wrong layout, duplicate ids or names, gaps.
         """
+        path = self.path if path is None else path
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
         except (OSError, UnicodeDecodeError) as exc:
-            raise ClassRegistryError(f"cannot read the class registry {self.path}: {exc}") from None
+            raise ClassRegistryError(f"cannot read the class registry {path}: {exc}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ClassRegistryError(f"corrupt class registry {self.path}: {exc.msg} at line {exc.lineno}; "
+            raise ClassRegistryError(f"corrupt class registry {path}: {exc.msg} at line {exc.lineno}; "
                                      f"{REBUILD_HINT}") from None
         except (ValueError, RecursionError) as exc:  # a number of over 4300 digits, deep nesting
-            raise ClassRegistryError(f"corrupt class registry {self.path}: "
+            raise ClassRegistryError(f"corrupt class registry {path}: "
                                      f"{str(exc) or 'nested too deeply'}; {REBUILD_HINT}") from None
         entries = data.get("classes") if isinstance(data, dict) else None
         if not isinstance(entries, list) or not all(
                 isinstance(e, dict) and type(e.get("id")) is int and isinstance(e.get("name"), str)
                 for e in entries):  # type(): true and false are JSON's, not ids 1 and 0
-            raise ClassRegistryError(f"corrupt class registry {self.path}: expected "
+            raise ClassRegistryError(f"corrupt class registry {path}: expected "
                                      '{"classes": [{"id": int, "name": str, ...}]}; '
                                      f"{REBUILD_HINT}")
         for entry in entries:
             try:
                 clean_name(entry["name"], strict=False)
             except LabelError as exc:
-                raise ClassRegistryError(f"corrupt class registry {self.path}: class "
+                raise ClassRegistryError(f"corrupt class registry {path}: class "
                                          f"{entry['id']}: {exc}; {REBUILD_HINT}") from None
         entries = sorted(entries, key=lambda e: e["id"])
         ids = [e["id"] for e in entries]
         names = [e["name"] for e in entries]
         if ids != list(range(len(ids))) or len(set(names)) != len(names):
-            raise ClassRegistryError(f"corrupt class registry {self.path}: ids must be 0..n-1 and names "
+            raise ClassRegistryError(f"corrupt class registry {path}: ids must be 0..n-1 and names "
                                      f"unique; {REBUILD_HINT}")
         broken = _broken_merges(entries)
         if broken:
-            key = (str(self.path), tuple(broken))
+            key = (str(path), tuple(broken))
             if key not in _WARNED_MERGES:
                 _WARNED_MERGES.add(key)
                 log.warning("class registry %s: 'merged_into' of class(es) %s ignored (it names "
                             "no other class, or the merges loop); those classes stand on their "
-                            "own ('edgecl classes merge' records a merge again)", self.path,
+                            "own ('edgecl classes merge' records a merge again)", path,
                             ", ".join(f"{cid} {entries[cid]['name']}" for cid in broken))
             entries = [{k: v for k, v in e.items() if k != "merged_into"} if e["id"] in broken
                        else e for e in entries]
         return entries
 
+    @property
+    def backup_path(self) -> Path:
+        """A second copy of ``classes.json``, written after it: what a damaged file is restored
+        from with its merges and renames (the replay memory's names know neither)."""
+        return self.path.with_name(BACKUP_NAME)
+
     def _write(self, entries: list[dict]) -> None:
+        content = {"format": FORMAT_VERSION, "classes": entries}
         try:
-            atomic_write_json(self.path, {"format": FORMAT_VERSION, "classes": entries})
+            atomic_write_json(self.path, content)
         except OSError as exc:
             raise StorageError(f"cannot write the class registry {self.path}: {exc.strerror}") from None
+        try:
+            atomic_write_json(self.backup_path, content)
+        except OSError as exc:  # the registry itself is written: only its second copy is late
+            log.warning("the class registry's backup %s was not written: %s", self.backup_path,
+                        exc.strerror or exc)
+
+    def restore_backup(self) -> tuple[dict[int, str], Path | None] | None:
+        """Replace a damaged ``classes.json`` with its backup (merges and renames kept), the
+        damaged file kept beside it.
+
+        Returns:
+            ``(names, where the damaged file went)``, or None when there is no usable backup
+            (or the file reads well: nothing changed).
+
+        Raises:
+            StorageError: the state directory cannot be written.
+        """
+        with self._file_lock():
+            try:
+                self._read()
+                return None
+            except ClassRegistryError:
+                pass
+            try:
+                entries = self._read(self.backup_path)
+            except ClassRegistryError:
+                return None
+            if not entries:
+                return None
+            kept = self._move_damaged_aside()
+            self._write(entries)
+            return {e["id"]: e["name"] for e in entries}, kept
+
+    def _move_damaged_aside(self) -> Path | None:
+        kept = self.path.with_name(f"{FILE_NAME}.corrupt-{_now_iso().replace(':', '')}")
+        try:
+            os.replace(self.path, kept)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot move the damaged class registry {self.path} aside: "
+                               f"{exc.strerror}") from None
+        return kept
 
     # ----------------------------------------------------------------- reading
 
@@ -331,14 +385,7 @@ class ClassRegistry:
             except ClassRegistryError:
                 pass
             stamp = _now_iso()
-            kept = self.path.with_name(f"{FILE_NAME}.corrupt-{stamp.replace(':', '')}")
-            try:
-                os.replace(self.path, kept)
-            except FileNotFoundError:
-                kept = None
-            except OSError as exc:
-                raise StorageError(f"cannot move the damaged class registry {self.path} aside: "
-                                   f"{exc.strerror}") from None
+            kept = self._move_damaged_aside()
             self._write([{"id": i, "name": n, "first_seen": stamp}
                          for i, n in sorted(wanted.items())])
             return kept
@@ -558,15 +605,28 @@ def adopt_memory_class_names(memory, classes: ClassRegistry, refuse_lost: bool =
     try:
         known = classes.names()
     except ClassRegistryError as exc:
-        if not names:
-            raise
-        try:
-            kept = classes.replace_damaged(dict(sorted(names.items())))
-        except (LabelError, StorageError):
-            raise exc from None
-        log.warning("%s; rebuilt from the replay memory's %d class name(s) with their ids (%s)%s",
-                    exc, len(names), ", ".join(f"{k} {v}" for k, v in sorted(names.items())),
-                    f"; the damaged file is kept as {kept.name}" if kept else "")
+        what = str(exc).replace(f"; {REBUILD_HINT}", "")
+        restored = classes.restore_backup()
+        if restored is not None:
+            known, kept = restored
+            log.warning("%s; restored from its backup %s (merges and renames kept)%s", what,
+                        classes.backup_path.name,
+                        f"; the damaged file is kept as {kept.name}" if kept else "")
+        else:
+            if not names:
+                raise
+            try:
+                kept = classes.replace_damaged(dict(sorted(names.items())))
+            except (LabelError, StorageError):
+                raise exc from None
+            log.warning("%s; rebuilt from the replay memory's %d class name(s) with their ids "
+                        "(%s), without its backup: merges and renames are not known to the "
+                        "memory, so 'edgecl classes list' shows each class on its own; merge or "
+                        "rename again where needed%s", what, len(names),
+                        ", ".join(f"{k} {v}" for k, v in sorted(names.items())),
+                        f"; the damaged file is kept as {kept.name}" if kept else "")
+            return
+    if not names:
         return
     if not names:
         return

@@ -467,7 +467,8 @@ def test_a_damaged_registry_is_rebuilt_from_the_memory_names_and_kept_aside(
     (kept,) = state.glob("classes.json.corrupt-*")
     assert kept.read_bytes() == damage
     assert "rebuilt from the replay memory's 3 class name(s) with their ids (0 car, 1 truck, " \
-           "2 boat); the damaged file is kept as classes.json.corrupt-" in caplog.text
+           "2 boat), without its backup: merges and renames are not known to the memory" \
+           in caplog.text and "the damaged file is kept as classes.json.corrupt-" in caplog.text
     # with no names in the memory either, the one-line refusal stays
     empty = tmp_path / "empty"
     (empty / "memory").mkdir(parents=True)
@@ -524,3 +525,25 @@ def test_frames_waiting_in_the_queue_that_an_import_stores_are_taken_off_it(tmp_
     assert {item["id"] for item in queue.pending()} == {waiting[1], other}
     with pytest.raises(Exception, match="already in memory as sample 2"):
         queue.item(waiting[0])
+
+
+def test_a_damaged_registry_comes_back_from_its_backup_with_merges_and_renames(tmp_path, capsys,
+                                                                             caplog):
+    """Before: rebuilt from the memory's names alone, a merged class came back as a class of its
+    own (then trained again) and a renamed one under its old name (an answer naming the new one
+    made a third class)."""
+    state = tmp_path / "state"
+    with ReplayMemory(state / "memory", MemoryConfig(),
+                      names={0: "car", 1: "truck", 2: "boat"}) as memory:
+        memory.add(Sample(np.full((16, 16, 3), 9, np.uint8),
+                          np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32), task="stream"))
+    classes = ClassRegistry(state)
+    classes.seed({0: "car", 1: "truck", 2: "boat"})
+    classes.merge("truck", "car")
+    classes.rename("car", "automobile")
+    (state / "classes.json").write_bytes(b"\x00" * 40)
+    assert main(["classes", "list", "--state-dir", str(state), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(c["id"], c["name"], c.get("merged_into")) for c in listed] == [
+        (0, "automobile", None), (1, "truck", "automobile"), (2, "boat", None)]
+    assert "restored from its backup classes.backup.json (merges and renames kept)" in caplog.text
