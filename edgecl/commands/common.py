@@ -208,11 +208,13 @@ def _refuse_unrecorded_overflow(cfg: Config, root) -> None:
                           f"run 'edgecl run' on it once so that it records them")
 
 
-STATE_ENTRIES = frozenset({"memory", "models", "labels", "learner", "metrics", "fleet",
-                           "classes.json", "last_round.json"})
-"""What a device's state directory holds (any of them): a folder that holds other files but
-none of these is no state directory, and a command that reads one does not make one there
-(``--state-dir /`` made ``/labels``, ``/memory`` and ``/models``)."""
+STATE_ENTRIES = frozenset({"memory", "models", "learner", "metrics", "fleet", "classes.json",
+                           "classes.backup.json", "last_round.json", "lock", "classes.lock",
+                           "import.lock"})
+"""What a device's state directory holds (any of them; its own lock files included): a folder
+that holds other files but none of these is no state directory, and a command that reads one
+does not make one there (``--state-dir /`` made ``/labels``, ``/memory`` and ``/models``).
+``labels/`` is no mark: a YOLO dataset and a replay memory hold one too."""
 
 
 def require_state_dir(cfg: Config) -> None:

@@ -460,7 +460,9 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     """At start: promote a version that a kill left ``staged`` after its round passed the gate.
 
     Leaving the version staged would lose what its round learnt. The newest staged version
-    that is intact and loads is promoted; one that fails is marked ``rejected`` with the
+    that is intact, loads and was learnt on the version serving now is promoted (one learnt on
+    a version that a rollback or a promotion has replaced since is retired, with a warning:
+    promoting it would undo the operator's choice); one that fails is marked ``rejected`` with the
     reason, and older staged versions are marked ``retired`` (superseded). When the kill came
     before the round saved the learner's progress, the progress recorded in the version's
     manifest is adopted; the metrics database's rounds take the statuses the registry holds
@@ -490,9 +492,18 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     manifests = {v: registry.manifest(v) for v in registry.staged_versions()}
     from_rounds = [v for v, m in manifests.items()
                    if m.get("memory_snapshot") and m.get("promote") != MANUAL_PROMOTION]
+    serving = registry.current()
     for version in reversed(from_rounds):
         if promoted is not None:
             registry.set_status(version, "retired", reason=f"{NEVER_SERVED} {promoted}")
+            continue
+        parent = manifests[version].get("parent")
+        if serving and parent and parent != serving:  # a rollback or a promotion came since
+            log.warning("staged version %s is not promoted: it was learnt on %s, and %s serves "
+                        "now (rolled back or promoted since); 'edgecl models promote %s' serves "
+                        "it", version, parent, serving, version)
+            registry.set_status(version, "retired",
+                                reason=f"learnt on {parent}, which no longer served at restart")
             continue
         try:
             registry.check_integrity(version)

@@ -262,3 +262,21 @@ def test_a_folder_holding_other_files_is_no_state_directory(run_edgecl, tmp_path
                                  f"or start a device in an empty folder ('edgecl run' or 'edgecl "
                                  f"labels import')\n")
     assert sorted(p.name for p in home.iterdir()) == ["notes.txt"]
+
+
+def test_a_dataset_or_memory_folder_is_no_state_directory_but_a_locked_new_one_is(run_edgecl,
+                                                                                  tmp_path):
+    """A YOLO dataset and a replay memory hold labels/ too: before, that made them state
+    directories (lock files written among the label files); a folder holding only edgecl's own
+    lock files (a first command refused after taking its lock) is one."""
+    dataset = tmp_path / "dataset"
+    (dataset / "labels").mkdir(parents=True)
+    (dataset / "images").mkdir()
+    code, _, err = run_edgecl(["labels", "pending", "--state-dir", dataset])
+    assert code == 2 and "holds files but no edgecl state" in err
+    assert sorted(p.name for p in dataset.iterdir()) == ["images", "labels"]
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "classes.lock").write_text("")
+    code, out, _ = run_edgecl(["classes", "list", "--json", "--state-dir", fresh])
+    assert code == 0 and out.strip() == "[]"

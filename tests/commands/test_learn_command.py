@@ -55,3 +55,30 @@ def test_learn_promotes_a_version_a_stop_left_staged_after_its_round(tmp_path, m
     code = main(["learn", "--state-dir", str(state), "model.imgsz=64"])
     assert code == 0 and Registry(state / "models").current() == version
     assert f"promoted {version}, staged by a round before the last shutdown" in caplog.messages
+
+
+def test_learn_does_not_promote_a_leftover_learnt_on_a_version_rolled_back_since(
+        tmp_path, monkeypatch, capsys, caplog):
+    """Before: the leftover child of a version the operator had rolled back was promoted,
+    undoing the rollback."""
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.runtime import learner
+    from edgecl.runtime.promote import rollback_version
+    from edgecl.ultra import build_detection_model
+
+    state = tmp_path / "state"
+    pt = save_checkpoint(build_detection_model(1, names={0: "car"}), tmp_path / "model.pt",
+                         meta={"names": {0: "car"}, "imgsz": 64})
+    registry = Registry(state / "models")
+    first = registry.stage({"model.pt": pt}, {})
+    registry.promote(first)
+    second = registry.stage({"model.pt": pt}, {"parent": first})
+    registry.promote(second)
+    leftover = registry.stage({"model.pt": pt}, {"memory_snapshot": "s", "parent": second})
+    rollback_version(state, registry)
+    monkeypatch.setattr(learner, "run_learning_round", lambda cfg, reason, hold: RoundResult(
+        RoundStatus.SKIPPED, reason="no new labelled samples"))
+    assert main(["learn", "--state-dir", str(state), "model.imgsz=64"]) == 0
+    assert Registry(state / "models").current() == first
+    assert Registry(state / "models").manifest(leftover)["status"] == "retired"
+    assert f"staged version {leftover} is not promoted: it was learnt on {second}" in caplog.text
