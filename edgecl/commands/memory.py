@@ -177,13 +177,19 @@ def verify_command(args: argparse.Namespace) -> int:
             print(f"dropped: {line}")
     for line in report.unrepaired:
         print(f"not repaired: {line}")
-    for line in classes_lines:
-        print(line)
     unrepaired = [line for line in classes_lines if line.startswith("not repaired")]
+    for line in classes_lines:  # with --json, stdout holds the JSON line only
+        print(line, file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print_json_line({**report.to_json(), "class_problems": len(unrepaired)})
+        print_json_line({**report.to_json(), "ok": report.ok and not unrepaired,
+                         "class_problems": [line.removeprefix("not repaired: ")
+                                            for line in unrepaired],
+                         "class_repairs": [line for line in classes_lines
+                                           if not line.startswith("not repaired")]})
     else:
         print(report.summary())
+        if unrepaired:
+            print(f"NOT ok: {len(unrepaired)} class registry problem(s) not repaired (above)")
     return 0 if report.ok and not unrepaired else 1
 
 

@@ -195,8 +195,9 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
         return RoundResult(RoundStatus.FAILED, trigger=reason, started_s=started_s,
                            reason=f"parent {ctx.parent_version} fails its integrity check: "
                                   f"{problems[0]}; no round learns on it until it is replaced: "
-                                  f"'edgecl models rollback' serves the version before it, or "
-                                  f"'edgecl models add --promote' a checkpoint you trust")
+                                  + ("'edgecl models rollback' serves the version before it, or "
+                                     if _earlier_version(ctx.registry, ctx.parent_version) else "")
+                                  + "'edgecl models add --promote' a checkpoint you trust")
     tasks = sorted({r.task for r in ctx.new_records})
     log.info("round %d: %d new sample(s) of task(s) %s (trigger: %s)", ctx.state.round + 1,
              len(ctx.new_records), ", ".join(tasks), reason)
@@ -258,6 +259,11 @@ def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
     registry = Registry(Path(cfg.state_dir) / "models")
     return RoundContext(cfg, state, snapshot, new, work, registry, registry.current(),
                         {int(k): str(v) for k, v in names.items()}, base_checkpoint(cfg))
+
+
+def _earlier_version(registry, current: str) -> bool:
+    """Whether a rollback from ``current`` has a version to go back to."""
+    return any(v != current for v in registry.history())
 
 
 def base_checkpoint(cfg: Config) -> Path | None:

@@ -467,6 +467,9 @@ class ClassRegistry:
             clash = next((e for e in entries if e["name"] != old and (
                 e["name"].casefold() == new.casefold()
                 or (key and loose_class_name(e["name"]) == key))), None)
+            if clash is not None and clash.get("merged_into") == by_name[old]["id"]:
+                raise ConflictError(f"cannot rename {old!r} to {new!r}: {clash['name']!r} was "
+                                    f"merged into {old!r}, and its name already means that class")
             if clash is not None:
                 raise ConflictError(f"cannot rename {old!r} to {new!r}: {clash['name']!r} is "
                                     f"already class {clash['id']} (to make {old!r} that class: "

@@ -82,9 +82,16 @@ def ensure_writable(state_dir: str | Path) -> None:
                            f"{exc.strerror or exc}") from None
 
 
+def ignored_after_stop(signum, _frame) -> None:
+    """The handler of SIGINT and SIGTERM once a run has stopped: they are ignored (not
+    ``SIG_IGN``, which means a signal the command was started ignoring)."""
+    log.debug("%s ignored: the run has stopped", signal.Signals(signum).name)
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop):
-    """Route SIGINT and SIGTERM to ``stop(signum)`` for the duration of the block.
+    """Route SIGINT and SIGTERM to ``stop(signum)`` for the duration of the block (a signal
+    ignored before, SIGINT of a command started in the background, stays ignored).
 
     After a block that a signal stopped, later signals are ignored (the process is stopping:
     the run's summary is printed and the command returns): before, the handler the block had
@@ -99,13 +106,14 @@ def stop_on_signals(stop):
         received.append(signum)
         stop(signum)
 
-    for sig in previous:
-        signal.signal(sig, handler)
+    for sig, old in previous.items():
+        if old is not signal.SIG_IGN:  # a command started in the background ignores SIGINT
+            signal.signal(sig, handler)
     try:
         yield
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, signal.SIG_IGN if received else old)
+            signal.signal(sig, ignored_after_stop if received else old)
 
 
 def fresh_network(model: str) -> bool:

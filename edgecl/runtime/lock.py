@@ -168,6 +168,7 @@ def importing(state_dir: str | Path) -> Iterator[None]:
     """
     path = Path(state_dir) / IMPORT_LOCK_NAME
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a first import makes the device
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         # a read-only state directory: the import's own writes fail with their own message;

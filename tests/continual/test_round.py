@@ -95,6 +95,12 @@ def test_a_damaged_parent_fails_the_round_with_the_way_out(tmp_path):
     result = round_mod.run_round(cfg)
     assert result.status is RoundStatus.FAILED
     assert result.reason.startswith(f"parent {version} fails its integrity check: ")
-    assert result.reason.endswith("no round learns on it until it is replaced: 'edgecl models "
-                                  "rollback' serves the version before it, or 'edgecl models add "
+    # no earlier version: no rollback to offer
+    assert result.reason.endswith("no round learns on it until it is replaced: 'edgecl models add "
                                   "--promote' a checkpoint you trust")
+    newer = registry.stage({"model.onnx": src}, {"parent": version})
+    registry.promote(newer)
+    (registry.root / newer / "model.onnx").write_bytes(b"damaged")
+    assert round_mod.run_round(cfg).reason.endswith(
+        "'edgecl models rollback' serves the version before it, or 'edgecl models add --promote' "
+        "a checkpoint you trust")

@@ -258,3 +258,13 @@ def test_rename_refuses_a_name_imports_take_for_another_class_and_a_merged_class
         reg.rename("Persn", "Foo")
     assert reg.rename("person", "pedestrian") == 2
     assert reg.names() == {0: "OtherVehicle", 1: "Persn", 2: "pedestrian"}
+
+
+def test_rename_onto_a_name_merged_into_the_class_says_so(tmp_path):
+    reg = ClassRegistry(tmp_path)
+    reg.add(["car", "truck"])
+    reg.merge("truck", "car")
+    with pytest.raises(ConflictError) as err:
+        reg.rename("car", "Truck")
+    assert str(err.value) == ("cannot rename 'car' to 'Truck': 'truck' was merged into 'car', and "
+                              "its name already means that class")

@@ -104,3 +104,31 @@ def test_a_signal_after_the_run_stopped_changes_nothing(tmp_path):
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     assert runtime.interrupted and summary_printed
+
+
+def test_a_run_started_ignoring_sigint_keeps_ignoring_it(tmp_path):
+    """Before: the runtime's handler replaced the SIG_IGN a background start ('cmd &', nohup)
+    gave SIGINT, and a Ctrl-C meant for the shell stopped the run."""
+    import os
+    import signal
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "model.imgsz=64", "server.enabled=false",
+                             "learner.enabled=false"])
+    ticks = []
+
+    def hook(runtime):
+        ticks.append(1)
+        if len(ticks) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # ignored
+        if len(ticks) == 4:
+            runtime.loop.request_stop()
+
+    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64&loop=1&fps=50",
+                                      model="yolo11n.yaml", quiet=True), supervise_hook=hook)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        runtime.run()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not runtime.interrupted and len(ticks) >= 4
