@@ -237,8 +237,18 @@ def accept_command(args: argparse.Namespace) -> int:
 
 
 def skip_command(args: argparse.Namespace) -> int:
-    """Drop an item."""
-    _, queue = _queue(args)
+    """Drop an item (after finishing an answer a stop cut short: such an item is answered
+    already, and the refusal says how to take the answer back)."""
+    from edgecl.continual.memory import INDEX_FILE
+
+    cfg, queue = _queue(args)
+    if (Path(cfg.state_dir) / "memory" / INDEX_FILE).is_file():
+        memory, _ = _reading_memory_and_classes(cfg, args)
+        try:
+            if not memory.read_only:
+                queue.recover(memory)
+        finally:
+            memory.close()
     _print_answer(args, queue.skip(args.id))
     return 0
 

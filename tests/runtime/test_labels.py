@@ -872,3 +872,27 @@ def test_held_out_samples_stored_elsewhere_do_not_count_towards_a_round(tmp_path
     sup._count_new = lambda n, classes: counted.append((n, sorted(classes)))
     sup._count_other_writers()
     assert counted == [(2, [1, 3])]
+
+
+def test_skip_after_a_cut_short_answer_finishes_the_answer_and_says_how_to_take_it_back(
+        tmp_path, capsys):
+    """Before: 'labels skip' of an item whose answer was stored before a kill said 'skipped':
+    the sample stayed in memory and no labels command could take it back."""
+    from edgecl.cli import main
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory
+    from edgecl.models.classes import ClassRegistry
+
+    state = tmp_path / "state"
+    q, (item_id,) = queued(state)
+    classes = ClassRegistry(state)
+    with ReplayMemory(state / "memory", MemoryConfig(capacity=10, holdout_fraction=0.0)) as mem:
+        q._record = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)   # "killed" here
+        with pytest.raises(KeyboardInterrupt):
+            q.answer(item_id, [{"class": "car", "xyxy": [20, 10, 60, 50]}], mem, classes)
+    code = main(["labels", "skip", item_id, "--state-dir", str(state)])
+    err = capsys.readouterr().err
+    assert code == 2 and "already answered" in err
+    assert main(["labels", "withdraw", item_id, "--state-dir", str(state)]) == 0
+    with ReplayMemory(state / "memory") as mem:
+        assert mem.ids() == []
