@@ -197,11 +197,8 @@ class ClassRegistry:
             StorageError: the state directory cannot be written.
         """
         with self._file_lock():
-            try:
-                self._read()
+            if self._reads_well():
                 return None
-            except ClassRegistryError:
-                pass
             try:
                 entries = self._read(self.backup_path)
             except ClassRegistryError:
@@ -211,6 +208,13 @@ class ClassRegistry:
             kept = self._move_damaged_aside()
             self._write(entries)
             return {e["id"]: e["name"] for e in entries}, kept
+
+    def _reads_well(self) -> bool:
+        try:
+            self._read()
+        except ClassRegistryError:
+            return False
+        return True
 
     def _move_damaged_aside(self) -> Path | None:
         kept = self.path.with_name(f"{FILE_NAME}.corrupt-{_now_iso().replace(':', '')}")
@@ -379,11 +383,8 @@ class ClassRegistry:
             raise LabelError(f"cannot rebuild {self.path} from {sorted(wanted.items())[:5]}: ids "
                              f"must be 0..n-1 and names unique")
         with self._file_lock():
-            try:
-                self._read()
+            if self._reads_well():
                 return None
-            except ClassRegistryError:
-                pass
             stamp = _now_iso()
             kept = self._move_damaged_aside()
             self._write([{"id": i, "name": n, "first_seen": stamp}
