@@ -42,9 +42,9 @@ def add_parser(sub) -> None:
 
 
 def _registry(args):
-    """The device's class registry; a damaged one is rebuilt from the replay memory's class
-    names first (as a run's start does), the damaged file kept beside it (before, these
-    commands only said to restore it from a backup)."""
+    """The device's class registry; a damaged one is restored from its backup, else rebuilt
+    from the replay memory's class names, first (as a run's start does), the damaged file kept
+    beside it (before, these commands only said to restore it from a backup)."""
     from edgecl.models.classes import ClassRegistry, ClassRegistryError
 
     cfg = config_from_args(args)

@@ -243,5 +243,5 @@ def require_state_dir(cfg: Config) -> None:
         return  # unreadable: the command's own open says why
     if held and not held & STATE_ENTRIES:  # an empty folder: a device not started yet
         raise EdgeclError(f"{cfg.state_dir} holds files but no edgecl state (none of memory/, "
-                          f"models/, labels/, classes.json): check --state-dir, or start a "
+                          f"models/, learner/, classes.json): check --state-dir, or start a "
                           f"device in an empty folder ('edgecl run' or 'edgecl labels import')")

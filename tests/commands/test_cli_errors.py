@@ -258,7 +258,7 @@ def test_a_folder_holding_other_files_is_no_state_directory(run_edgecl, tmp_path
     (home / "notes.txt").write_text("x")
     code, out, err = run_edgecl([*argv, "--state-dir", home])
     assert code == 2 and err == (f"error: {home} holds files but no edgecl state (none of "
-                                 f"memory/, models/, labels/, classes.json): check --state-dir, "
+                                 f"memory/, models/, learner/, classes.json): check --state-dir, "
                                  f"or start a device in an empty folder ('edgecl run' or 'edgecl "
                                  f"labels import')\n")
     assert sorted(p.name for p in home.iterdir()) == ["notes.txt"]
