@@ -6,9 +6,16 @@ from edgecl.config import load_config
 from edgecl.runtime.app import RunOptions, Runtime
 
 
-def test_interrupt_marks_the_run_and_skips_waiting(tmp_path):
+def _looping_runtime(tmp_path, hook) -> Runtime:
+    """A runtime on a looping synthetic stream, no server and no learner, whose supervisor
+    step calls ``hook(runtime)``."""
     cfg = load_config(None, [f"state_dir={tmp_path}", "model.imgsz=64", "server.enabled=false",
                              "learner.enabled=false"])
+    return Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64&loop=1&fps=50",
+                                   model="yolo11n.yaml", quiet=True), supervise_hook=hook)
+
+
+def test_interrupt_marks_the_run_and_skips_waiting(tmp_path):
     ticks = []
 
     def hook(runtime):
@@ -16,8 +23,7 @@ def test_interrupt_marks_the_run_and_skips_waiting(tmp_path):
         if len(ticks) == 2:
             runtime._interrupt()  # what the SIGINT/SIGTERM handler calls (stop_on_signals)
 
-    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64&loop=1&fps=50",
-                                      model="yolo11n.yaml", quiet=True), supervise_hook=hook)
+    runtime = _looping_runtime(tmp_path, hook)
     report = runtime.run(wait_for_learner=True)
     assert runtime.interrupted
     assert report.frames >= 1
@@ -54,12 +60,8 @@ def test_a_second_signal_during_the_close_only_asks_the_stop_again(tmp_path, mon
 
     from edgecl.stop_signals import unwind_once_on_stop_signals
 
-    cfg = load_config(None, [f"state_dir={tmp_path}", "model.imgsz=64", "server.enabled=false",
-                             "learner.enabled=false"])
     closed = []
-    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64&loop=1&fps=50",
-                                      model="yolo11n.yaml", quiet=True),
-                      supervise_hook=lambda rt: os.kill(os.getpid(), signal.SIGTERM))
+    runtime = _looping_runtime(tmp_path, lambda rt: os.kill(os.getpid(), signal.SIGTERM))
     real_close = runtime.close
 
     def close():
@@ -88,11 +90,7 @@ def test_a_signal_after_the_run_stopped_changes_nothing(tmp_path):
 
     from edgecl.stop_signals import unwind_once_on_stop_signals
 
-    cfg = load_config(None, [f"state_dir={tmp_path}", "model.imgsz=64", "server.enabled=false",
-                             "learner.enabled=false"])
-    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64&loop=1&fps=50",
-                                      model="yolo11n.yaml", quiet=True),
-                      supervise_hook=lambda rt: os.kill(os.getpid(), signal.SIGTERM))
+    runtime = _looping_runtime(tmp_path, lambda rt: os.kill(os.getpid(), signal.SIGTERM))
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         unwind_once_on_stop_signals()  # what the command line installs
@@ -112,8 +110,6 @@ def test_a_run_started_ignoring_sigint_keeps_ignoring_it(tmp_path):
     import os
     import signal
 
-    cfg = load_config(None, [f"state_dir={tmp_path}", "model.imgsz=64", "server.enabled=false",
-                             "learner.enabled=false"])
     ticks = []
 
     def hook(runtime):
@@ -123,8 +119,7 @@ def test_a_run_started_ignoring_sigint_keeps_ignoring_it(tmp_path):
         if len(ticks) == 4:
             runtime.loop.request_stop()
 
-    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64&loop=1&fps=50",
-                                      model="yolo11n.yaml", quiet=True), supervise_hook=hook)
+    runtime = _looping_runtime(tmp_path, hook)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         runtime.run()

@@ -108,19 +108,30 @@ def test_connection_cap_spares_the_watchdogs_address(fake):
     """Before: a host with several addresses (127.0.0.2-6 here; aliases, an IPv6 /64 on a LAN)
     held the whole cap, 16 connections each, and /healthz answered 503 to the watchdog."""
     server = serve(fake, max_connections=3, timeout_s=10)
-    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5,
-                                     source_address=(f"127.0.0.{2 + k}", 0)) for k in range(3)]
-    health = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     try:
-        time.sleep(0.2)
-        assert _request_from(server.port, "127.0.0.5", health).startswith(b"HTTP/1.1 503")
-        assert _request_from(server.port, "127.0.0.1", health).startswith(b"HTTP/1.1 200")
+        idle = _fill_the_cap_from_other_addresses(server)
+        assert _health_from(server, "127.0.0.5").startswith(b"HTTP/1.1 503")
+        assert _health_from(server, "127.0.0.1").startswith(b"HTTP/1.1 200")
         for conn in idle:
             conn.close()
         time.sleep(0.3)
-        assert _request_from(server.port, "127.0.0.5", health).startswith(b"HTTP/1.1 200")
+        assert _health_from(server, "127.0.0.5").startswith(b"HTTP/1.1 200")
     finally:
         server.stop()
+
+
+def _fill_the_cap_from_other_addresses(server, n: int = 3) -> list:
+    """Open ``n`` idle connections from 127.0.0.2, 127.0.0.3 ... (the cap of a server made with
+    ``max_connections=n``); returns them."""
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                     source_address=(f"127.0.0.{2 + k}", 0)) for k in range(n)]
+    time.sleep(0.2)
+    return idle
+
+
+def _health_from(server, source_ip: str) -> bytes:
+    health = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    return _request_from(server.port, source_ip, health)
 
 
 def test_over_long_and_traversal_ids_over_real_http(fake):
@@ -418,13 +429,10 @@ def test_on_a_dual_stack_socket_an_ipv4_client_is_its_ipv4_address(fake):
         server.start()
     except OSError as exc:
         pytest.skip(f"'::' cannot be bound here: {exc}")
-    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5,
-                                     source_address=(f"127.0.0.{2 + k}", 0)) for k in range(3)]
-    health = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    idle = _fill_the_cap_from_other_addresses(server)
     try:
-        time.sleep(0.2)
-        assert _request_from(server.port, "127.0.0.5", health).startswith(b"HTTP/1.1 503")
-        assert _request_from(server.port, "127.0.0.1", health).startswith(b"HTTP/1.1 200")
+        assert _health_from(server, "127.0.0.5").startswith(b"HTTP/1.1 503")
+        assert _health_from(server, "127.0.0.1").startswith(b"HTTP/1.1 200")
     finally:
         for conn in idle:
             conn.close()
