@@ -72,6 +72,24 @@ READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 """What opening a file for writing raises in a folder that may not be written here."""
 
 
+
+def register_new_classes(labels, new_names: list[str], known: dict[str, int], classes) -> None:
+    """Give an answer's new class names their ids (the registry's next ones) and put them in
+    place of the placeholders :func:`~edgecl.data.answers.boxes_to_labels` left.
+
+    Args:
+        labels: float32 (N, 5) rows; a row of the k-th new name carries ``-1 - k`` (changed in
+            place).
+        new_names: the new names, in the order of their placeholders.
+        known: name -> id (the new names are added).
+        classes: the class registry (``id_for(name, create=True)``).
+    """
+    for name in new_names:
+        known[name] = int(classes.id_for(name, create=True))
+    for row in labels:
+        if row[0] < 0:  # the placeholder -1 - k of the k-th new name
+            row[0] = known[new_names[int(-1 - row[0])]]
+
 class OperatorQueue:
     """Bounded, persistent priority queue of frames for an operator.
 
@@ -485,11 +503,7 @@ class OperatorQueue:
                     self._refuse_duplicate(meta, held, memory)
                 image = self._image(item_id)
                 similar = close_class_names(new_names, standing_names(classes.names(), known))
-                for name in new_names:
-                    known[name] = int(classes.id_for(name, create=True))
-                for row in labels:
-                    if row[0] < 0:  # the placeholder -1 - k of the k-th new name
-                        row[0] = known[new_names[int(-1 - row[0])]]
+                register_new_classes(labels, new_names, known, classes)
                 memory.sync_class_names(classes.names())
                 try:
                     sample_id = memory.add(Sample(
@@ -593,17 +607,12 @@ class OperatorQueue:
         get = getattr(memory, "get", None)
         if get is None:
             return sample_id
-        resolved = labels  # the caller reports its class ids: resolved in place
-        for name in new_names:
-            known[name] = int(classes.id_for(name, create=True))
-        for row in resolved:
-            if row[0] < 0:
-                row[0] = known[new_names[int(-1 - row[0])]]
+        register_new_classes(labels, new_names, known, classes)  # the caller reports the ids
         stored = get([sample_id])[0].labels
-        if same_boxes(stored, resolved, int(meta["width"]), int(meta["height"])):
+        if same_boxes(stored, labels, int(meta["width"]), int(meta["height"])):
             return sample_id
         memory.sync_class_names(classes.names())
-        new_id = memory.relabel(sample_id, resolved, LabelOrigin.OPERATOR)
+        new_id = memory.relabel(sample_id, labels, LabelOrigin.OPERATOR)
         log.info("label item %s: answered again with other boxes; memory sample %d -> %d",
                  meta.get("id"), sample_id, new_id)
         return int(new_id)
@@ -653,11 +662,7 @@ class OperatorQueue:
                                  f"the {MAX_NEW_CLASSES_PER_ANSWER} an item may teach (a new class "
                                  f"is taught a few at a time)")
             similar = close_class_names(new_names, standing_names(classes.names(), known))
-            for name in new_names:
-                known[name] = int(classes.id_for(name, create=True))
-            for row in labels:
-                if row[0] < 0:
-                    row[0] = known[new_names[int(-1 - row[0])]]
+            register_new_classes(labels, new_names, known, classes)
             memory.sync_class_names(classes.names())
             new_id = memory.relabel(sample_id, labels, LabelOrigin.OPERATOR)
             corrected = previous.get("corrected", 0)
