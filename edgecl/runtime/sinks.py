@@ -303,12 +303,8 @@ class JsonlSink:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
-        self.path.with_name(f"{self.path.name}.{self.backups}").unlink(missing_ok=True)
-        for k in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{k}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{k + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        keep_earlier_file(self.path, self.backups,
+                          numbered=lambda k: self.path.with_name(f"{self.path.name}.{k}"))
         self._open()
 
     def close(self) -> None:
@@ -329,19 +325,23 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def keep_earlier_file(path: Path, backups: int) -> Path:
-    """Move an existing output aside before a new run writes it: ``out.mp4`` -> ``out.1.mp4``,
+def keep_earlier_file(path: Path, backups: int,
+                      numbered: Callable[[int], Path] | None = None) -> Path:
+    """Move an existing output aside before a new one is written: ``out.mp4`` -> ``out.1.mp4``,
     an older ``out.1.mp4`` -> ``out.2.mp4`` ..., the one past ``backups`` deleted.
 
     Args:
         path: the existing file.
         backups: earlier files kept (>= 1).
+        numbered: the k-th earlier file's path (default ``out.<k>.mp4``: a player still opens
+            it by its suffix; the JSON lines file uses ``FILE.<k>``).
 
     Returns:
-        Where ``path`` went (``out.1.mp4``).
+        Where ``path`` went (the first earlier file).
     """
-    def numbered(k: int) -> Path:
-        return path.with_name(f"{path.stem}.{k}{path.suffix}")
+    if numbered is None:
+        def numbered(k: int) -> Path:
+            return path.with_name(f"{path.stem}.{k}{path.suffix}")
 
     backups = max(1, int(backups))
     numbered(backups).unlink(missing_ok=True)
