@@ -242,9 +242,8 @@ def add_command(args: argparse.Namespace) -> int:
         from edgecl.continual.round import base_checkpoint
         from edgecl.runtime.labels import uncertain_band_problem
 
-        backend = registry.load_serving(version, _options(args), warmup_runs=1)
-        band = uncertain_band_problem(cfg, backend.meta, version)
-        backend.close()
+        band = uncertain_band_problem(
+            cfg, registry.manifest(version).get("nms_score_threshold"), version)
         if band:  # an export with NMS inside: the labels' band below its threshold sees nothing
             print(f"warning: {band}", file=sys.stderr)
 

@@ -1033,6 +1033,8 @@ class Registry:
             meta_ = backend.meta
             info = {"classes": {int(k): v for k, v in meta_.names.items()},
                     "input": meta_.input_info()}
+            if meta_.extra.get("nms_score_threshold") is not None:  # NMS exported inside it
+                info["nms_score_threshold"] = meta_.extra["nms_score_threshold"]
             backend.close()
         files = {f"model{path.suffix.lower()}": path}
         manifest = dict(info, **(meta or {}), source=str(path))

@@ -555,11 +555,13 @@ class Runtime:
                 self.watcher = ModelWatcher(
                     self.registry, infer_opts, self.registry.current(),
                     poll_s=cfg.runtime.swap_poll_s, warmup_runs=cfg.runtime.warmup_runs,
-                    check=lambda version, meta: uncertain_band_problem(cfg, meta, version))
+                    check=lambda version, meta: uncertain_band_problem(
+                        cfg, meta.extra.get("nms_score_threshold"), version))
                 labelled = bool(getattr(source, "labelled", False))
                 log.log(logging.WARNING if learns_nothing(cfg, labelled) else logging.INFO, "%s",
                         describe_labelling(cfg, labelled))
-                band = uncertain_band_problem(cfg, backend.meta, path)
+                band = uncertain_band_problem(
+                    cfg, backend.meta.extra.get("nms_score_threshold"), path)
                 if band:
                     log.warning("%s", band)
                 learn = cfg.learner

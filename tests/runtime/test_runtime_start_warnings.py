@@ -67,7 +67,8 @@ def test_the_band_is_checked_when_such_a_model_is_added_or_swapped_in(tmp_path, 
     cfg = load_config(None, [f"state_dir={state}"])
     watcher = ModelWatcher(Registry(state / "models"), InferenceOptions(imgsz=64, threads=1), None,
                            warmup_runs=1,
-                           check=lambda version, meta: uncertain_band_problem(cfg, meta, version))
+                           check=lambda version, meta: uncertain_band_problem(
+                               cfg, meta.extra.get("nms_score_threshold"), version))
     ready = watcher.load_version("v0001")
     ready.backend.close()
     assert any(m.startswith("model version v0001: labels.uncertain_low=0.3 is below")

@@ -21,7 +21,7 @@ from edgecl.runtime.labels.selection import (SELECTION_POLICIES, Candidate, Memo
                                              NoveltyRing, RateLimiter, SelectionContext, Selector)
 
 __all__ = ["MODES", "LabelDecision", "LabelPipeline", "MemorySink", "decide_labels",
-           "describe_labelling", "learns_nothing", "uncertain_band_problem", "PseudoLabeler", "OperatorQueue",
-           "SELECTION_POLICIES", "Candidate",
+           "describe_labelling", "learns_nothing", "uncertain_band_problem", "PseudoLabeler",
+           "OperatorQueue", "SELECTION_POLICIES", "Candidate",
            "MemoryEmbeddings", "NoveltyRing", "RateLimiter", "SelectionContext", "Selector",
            "embedding_distance", "thumbnail_embedding"]

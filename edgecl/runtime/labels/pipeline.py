@@ -582,24 +582,24 @@ class MemorySink:
             close()
 
 
-def uncertain_band_problem(cfg: Config, meta, path) -> str | None:
+def uncertain_band_problem(cfg: Config, floor: float | None, path) -> str | None:
     """Why a model's built-in NMS threshold hides part of the labels' uncertain band, or None.
 
     A model exported with NMS inside (ultralytics' ``nms=True``) keeps only scores above the
-    ``conf`` it was exported with (``meta.extra["nms_score_threshold"]``, read at load): frames
+    ``conf`` it was exported with (read from its graph at load): frames
     whose detections score between ``labels.uncertain_low`` and it never reach the operator
     queue, and a frame holding one can be pseudo-labelled (the band bars it from that).
 
     Args:
         cfg: the configuration (``labels.mode`` and ``labels.uncertain_low``).
-        meta: the loaded model's :class:`~edgecl.models.base.ModelMeta`.
+        floor: the model's built-in score threshold (``meta.extra["nms_score_threshold"]`` of
+            a loaded model, or its version's manifest entry), None when it has none.
         path: the model file or version, as the line names it.
 
     Returns:
         One line, or None when the model has no such threshold, labels use no band, or the
         band lies above it.
     """
-    floor = meta.extra.get("nms_score_threshold")
     if floor is None or cfg.labels.mode not in ("field", "pseudo"):
         return None
     if cfg.labels.uncertain_low >= floor:
