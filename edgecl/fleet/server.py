@@ -349,11 +349,12 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
                               f"{problem}; restore it, or move {store.root} away to start the "
                               f"fleet afresh")
         loaded = store.load(with_arch=True)
-        done = loaded[0] if loaded else 0
+        # a round with no usable update saved no model but counts as run (fleet.rounds)
+        done = max(loaded[0] if loaded else 0, store.last_round())
         left = fc.rounds - done
         if left <= 0:
             log.info("fleet: all %d rounds already done (global model of round %d in %s)",
-                     fc.rounds, done, store.root)
+                     fc.rounds, loaded[0] if loaded else 0, store.root)
             return []
         before = len(store.rounds())
         strategy = make_strategy(fc, store, initial=loaded, on_round=on_round)

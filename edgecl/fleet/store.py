@@ -125,6 +125,13 @@ class GlobalStore:
             fh.flush()
             os.fsync(fh.fileno())
 
+    def last_round(self) -> int:
+        """The number of the last round the log records (0 for none), whether or not it
+        produced a global model: a restarted server numbers its rounds on from it."""
+        numbers = [r["round"] for r in self.rounds()
+                   if isinstance(r.get("round"), int) and not isinstance(r.get("round"), bool)]
+        return max(numbers, default=0)
+
     def rounds(self) -> list[dict]:
         """The recorded rounds, oldest first (unparsable lines skipped; a round written twice,
         when its model was saved and when it was complete, counts once, as last written)."""

@@ -352,12 +352,16 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 log.info("fleet: starting from a fresh %s global model (seed %d)",
                          arch_label(loaded[3]), fleet_cfg.seed)
             else:
-                log.info("fleet: resuming after round %d with %d classes (%s)%s", loaded[0],
+                log.info("fleet: resuming after round %d with the global model of round %d, "
+                         "%d classes (%s)%s", max(loaded[0], store.last_round()), loaded[0],
                          len(loaded[2]), arch_label(loaded[3] if len(loaded) > 3 else None),
                          f"; fleet.initial_model {fleet_cfg.initial_model} is not read: it only "
                          f"starts a fleet that has no global model yet"
                          if fleet_cfg.initial_model and loaded[0] > 0 else "")
-            self.offset, self.arrays, self.names = loaded[:3]
+            self.saved_round, self.arrays, self.names = loaded[:3]  # the global model on disk
+            # rounds go on after the last one logged: a round in which no update was usable
+            # saved no model, and numbering on from the model would record it a second time
+            self.offset = max(self.saved_round, store.last_round())
             self.arch = loaded[3] if len(loaded) > 3 else None
             self._check_loaded()
             self.token = wire.resolve_token(fleet_cfg.token)
@@ -365,7 +369,6 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.record: dict = {}
             self.changed = False
             self.faults = 0  # malformed replies refused since the server started
-            self.saved_round = self.offset  # the round of the global model on disk
             self.device_names: dict[str, str] = {}  # connection id -> name the device gave
             self.asked: set[str] = set()  # connection ids sent the round's current request
             self.asked_s = time.time()
@@ -382,7 +385,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             """
             head = head_problem(self.arch)
             if head:  # e.g. a saved YOLO26 model: every device would fail every round
-                raise EdgeclError(f"the fleet's global model (round {self.offset}, "
+                raise EdgeclError(f"the fleet's global model (round {self.saved_round}, "
                                   f"{arch_label(self.arch)}) {head}; move {store.root} away to "
                                   f"start the fleet afresh")
             bad = non_finite_key(self.arrays)
@@ -392,7 +395,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             except RefusedReply as exc:
                 problem = problem or f"an invalid class list: {exc}"
             if problem:
-                raise EdgeclError(f"the fleet's global model (round {self.offset}) has {problem}; "
+                raise EdgeclError(f"the fleet's global model (round {self.saved_round}) has {problem}; "
                                   f"restore an earlier one, or move {store.root} away to start "
                                   f"the fleet afresh")
 

@@ -118,6 +118,26 @@ def test_without_a_usable_update_the_global_model_stays(tmp_path, monkeypatch):
     assert store.load() is None and store.rounds()[0]["failures"]
 
 
+def test_a_restarted_server_numbers_on_after_a_round_without_a_usable_update(tmp_path, monkeypatch):
+    """Before: round 2 saved no model (no usable update), so a restarted server resumed "after
+    round 1", ran round 2 again and its record replaced the first round 2's in the log; without
+    a restart the same round counted toward ``fleet.rounds``. Now rounds go on after the last
+    one logged, with or without a restart."""
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path)
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    strategy.aggregate_fit(1, [reply(ins.config, "d0", {SHARED: np.ones(2, np.float32)}, [], 5)], [])
+    strategy.configure_evaluate(1, None, FakeManager(0))
+    strategy.configure_fit(2, None, FakeManager(1))
+    assert strategy.aggregate_fit(2, [], [TimeoutError("round timeout")]) == (None, {})
+    strategy.configure_evaluate(2, None, FakeManager(1))
+    assert [r["round"] for r in store.rounds()] == [1, 2] and store.load()[0] == 1
+    assert store.last_round() == 2
+    again = make_strategy(FleetConfig(min_devices=1), store)
+    assert again.fleet_round(1) == 3 and again.saved_round == 1
+    np.testing.assert_allclose(again.arrays[SHARED], 1.0, atol=1e-3)
+
+
 def test_store_refuses_a_damaged_model(tmp_path):
     store = GlobalStore(tmp_path)
     store.save(3, {"w": np.arange(4, dtype=np.float32)}, ["car"])
@@ -549,7 +569,8 @@ def test_a_resumed_fleet_says_its_initial_model_is_not_read(tmp_path, caplog, mo
     cfg = FleetConfig(min_devices=1, initial_model=str(tmp_path / "yours.pt"))
     with caplog.at_level("INFO"):
         make_strategy(cfg, store)
-    assert (f"fleet: resuming after round 6 with 1 classes (yolo11n.yaml); fleet.initial_model "
+    assert (f"fleet: resuming after round 6 with the global model of round 6, 1 classes "
+            f"(yolo11n.yaml); fleet.initial_model "
             f"{tmp_path / 'yours.pt'} is not read: it only starts a fleet that has no global "
             f"model yet") in caplog.text
 
