@@ -64,7 +64,8 @@ class Frame:
         labels: ground truth in YOLO format, shape (N, 5): ``cls, cx, cy, w, h``
             normalised to 0..1; ``None`` when the frame is unlabelled.
         task: name of the task this frame belongs to (scenario streams), else ``None``.
-        name: file name or other stable identifier of the frame, if any.
+        name: stable identifier of the frame, if any: an image's path below the streamed
+            folder (``sub/a.jpg``), a video's stem and frame number (``clip_000012``).
     """
 
     image: np.ndarray

@@ -93,14 +93,18 @@ def new_classes_note(result: dict, state_dir: str) -> str:
 
 def dropped_regions_note(result: dict) -> str:
     """``"ignore regions dropped N"`` for an import's summary line, with ``"; difficult boxes
-    left out M"`` where a VOC dataset marked some.
+    left out M"`` where a VOC dataset marked some and ``"; boxes with no area dropped K"``
+    where some had none.
 
     Args:
-        result: the import's ``--json`` summary (``ignored_regions``, ``difficult_dropped``).
+        result: the import's ``--json`` summary (``ignored_regions``, ``difficult_dropped``,
+            ``empty_boxes``).
     """
     n = result.get("difficult_dropped", 0)
     difficult = f"; difficult boxes left out {n} (VOC <difficult>1)" if n else ""
-    return f"ignore regions dropped {result['ignored_regions']}{difficult}"
+    k = result.get("empty_boxes", 0)
+    empty = f"; boxes with no area dropped {k} (under 1 px wide or high)" if k else ""
+    return f"ignore regions dropped {result['ignored_regions']}{difficult}{empty}"
 
 
 def memory_given(args: argparse.Namespace) -> bool:

@@ -264,7 +264,8 @@ class FineTuner:
                                            augment=True, hyp=self.hyp, batch=self.cfg.batch)
         dropped = yolo_train.check_dropped_images(requested, dataset, self.model.model[-1].nc)
         if dropped:
-            LOG.warning("fine-tune: %d image(s) unreadable, left out (first: %s)", len(dropped), dropped[0])
+            LOG.warning("fine-tune: %d image(s) left out by ultralytics' check (first: %s)",
+                        len(dropped), yolo_train.dropped_reason(dataset) or dropped[0])
         loader = yolo_train.build_loader(dataset, batch=self.cfg.batch, replay_files=replay_set,
                                          replay_fraction=self.cfg.replay_fraction,
                                          device=str(self.device))

@@ -107,8 +107,8 @@ class ImportReport:
 
     def to_dict(self) -> dict:
         """``{"imported", "skipped", "reasons", "evicted", "relabelled", "classes_added",
-        "similar_classes", "classes_matched", "ignored_regions", "boxes", "unnamed_classes",
-        "named_from_registry"}``."""
+        "similar_classes", "classes_matched", "ignored_regions", "empty_boxes", "boxes",
+        "unnamed_classes", "named_from_registry"}``."""
         return {**self.tally.to_dict(), "evicted": self.evicted, "relabelled": self.relabelled,
                 "classes_added": list(self.classes_added),
                 "similar_classes": dict(self.similar_classes),

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecl.data.labels import read_yolo_labels
 from edgecl.errors import LabelError
 from edgecl.ultra import ensure_offline
 
@@ -71,11 +72,22 @@ def _scratch_cache_dataset_class():
         is shared with a running process, a rewritten cache file per round is noise.
         """
 
+        scan_messages: list[str] = []
+        """ultralytics' reason for each image its scan left out ("image size (8, 48) <10
+        pixels"), kept on the class: readable even when the constructor raises."""
+
         def _load_or_scan_cache(self, cache_path: Path, cache_hash: str) -> tuple[dict, bool]:
             with tempfile.TemporaryDirectory(prefix="edgecl-labels-") as tmp:
-                return self.cache_labels(Path(tmp) / cache_path.name), False
+                cache = self.cache_labels(Path(tmp) / cache_path.name)
+            type(self).scan_messages = [str(m) for m in cache.get("msgs") or []]
+            return cache, False
 
     return ScratchCacheYOLODataset
+
+
+def _scan_reason(messages: Sequence[str]) -> str:
+    """The first of ultralytics' scan messages, without its prefix (``edgecl: ``)."""
+    return messages[0].replace("edgecl: ", "", 1).strip() if messages else ""
 
 
 def build_dataset(images: Sequence[Path | str], names: dict[int, str], *, imgsz: int,
@@ -112,8 +124,10 @@ def build_dataset(images: Sequence[Path | str], names: dict[int, str], *, imgsz:
                                  data=data, task="detect", prefix="edgecl: ")
         except (FileNotFoundError, RuntimeError, ValueError, AssertionError) as exc:
             cause = exc.__cause__ or exc
+            # ultralytics names its throw-away cache file here; the scan's own reason is clearer
+            why = _scan_reason(dataset_class.scan_messages) or _first_line(cause)
             raise LabelError(f"no usable training image among {len(files)} file(s) "
-                             f"(first: {files[0] if files else '-'}): {_first_line(cause)}") from None
+                             f"(first: {files[0] if files else '-'}): {why}") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -350,20 +364,30 @@ def check_dropped_images(requested: Sequence[Path | str], dataset, nc: int) -> l
     Raises:
         LabelError: a dropped image's label names a class the model does not have.
     """
-    import numpy as np
     from ultralytics.data.utils import img2label_paths
 
     kept = resolve_files(dataset.im_files)
     dropped = sorted({str(Path(p)) for p in requested if str(Path(p).resolve()) not in kept})
     for label_file in img2label_paths(dropped):
         try:
-            rows = np.loadtxt(label_file, ndmin=2, dtype=np.float32)
-        except (OSError, ValueError):
+            rows = read_yolo_labels(label_file).labels
+        except LabelError:
             continue
-        if rows.size and rows.shape[1] >= 1 and int(rows[:, 0].max()) >= nc:
+        if rows.size and int(rows[:, 0].max()) >= nc:
             raise LabelError(f"label class {int(rows[:, 0].max())} in {label_file} is not one "
                              f"of the model's {nc} classes; grow the head first")
     return dropped
+
+
+def dropped_reason(dataset) -> str:
+    """ultralytics' reason for the first image its scan left out of ``dataset`` ("" if none
+    was given): e.g. ``.../00000016.jpg: ignoring corrupt image/label: image size (8, 48) <10
+    pixels``.
+
+    Args:
+        dataset: dataset from :func:`build_dataset`.
+    """
+    return _scan_reason(getattr(type(dataset), "scan_messages", []))
 
 
 def train_mode(model, frozen: Sequence = ()) -> None:

@@ -171,11 +171,33 @@ and ``car``: 0.86; ``tricycle`` and ``bicycle``: 0.80 and ``car`` and ``cat``: 0
 out; names that differ only in their digits, ``class_0`` and ``class_3``, never are)."""
 
 
+LOOK_ALIKE_LETTERS = str.maketrans({
+    **dict(zip("аеорсухѕіјԁԛԝһӏвкмнт", "aeopcyxsijdqwhlbkmht")),      # Cyrillic
+    **dict(zip("αβεζηικμνορτυχ", "abezhikmnoptyx"))})                   # Greek
+"""Cyrillic and Greek letters (case-folded) that look like a Latin one, after Unicode TR39's
+confusables: ``сar`` typed on a Russian layout, ``ΒUS`` pasted from a Greek document."""
+
+
+def look_alike_key(name: str) -> str:
+    """What two names that look the same on screen share: :func:`loose_class_name` after
+    Unicode NFKC (full-width ``ｃａｒ`` is ``car``, ``ﬁsh`` is ``fish``) and with the Latin
+    look-alikes of :data:`LOOK_ALIKE_LETTERS` replaced.
+
+    Args:
+        name: the class name.
+
+    Returns:
+        The comparison key ('' when no letter or digit is left).
+    """
+    return loose_class_name(unicodedata.normalize("NFKC", name)).translate(LOOK_ALIKE_LETTERS)
+
+
 def close_class_names(new_names: Iterable[str], known: Iterable[str]) -> dict[str, str]:
-    """The known class name each new name may be a typo of, where one is close.
+    """The known class name each new name may be a typo or a look-alike of, where one is close.
 
     A hint only: the new class exists either way, and ``edgecl classes merge NEW KNOWN`` undoes
-    a typo.
+    a typo. A name that looks like a known one (:func:`look_alike_key`: a Cyrillic ``с`` for
+    a Latin ``c``, full-width letters) is pointed out whatever its length.
 
     Args:
         new_names: class names that were just added.
@@ -185,13 +207,18 @@ def close_class_names(new_names: Iterable[str], known: Iterable[str]) -> dict[st
         new name -> the closest known name with a ratio of at least :data:`CLOSE_NAME_RATIO`
         (new names with none are left out).
     """
-    loose = {}
+    loose, look_alike = {}, {}
     for name in known:
         loose.setdefault(loose_class_name(name), name)
+        look_alike.setdefault(look_alike_key(name), name)
     loose.pop("", None)
+    look_alike.pop("", None)
     out = {}
     for name in new_names:
         key = loose_class_name(name)
+        if key not in loose and look_alike_key(name) in look_alike:
+            out[name] = look_alike[look_alike_key(name)]
+            continue
         if len(key) < 3 and key not in loose:  # two letters are one slip from too many names
             continue
         if key in loose:  # the same name but for case and separators: traffic light

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 
 import yaml
 
 from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from edgecl.data.class_names import clean_name
-from edgecl.data.images import is_image
+from edgecl.data.images import IMAGE_SUFFIXES, is_image
 from edgecl.data.importers import (ImportItem, ImportTally, Skip, detect_format, is_ignore_name,
                                    iter_labelled, no_labels_hint, same_class_as)
 from edgecl.data.labels import labels_to_text
@@ -83,6 +84,10 @@ out of an output file's name; every other folder below the source names the imag
 camera or day, and is kept in it."""
 
 
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+"""Characters an output name never holds (``_`` instead): a line break splits a list file's line."""
+
+
 def output_stem(image: Path, root: Path) -> str:
     """The name (without suffix) an imported image gets in the flat output: the folders between
     the source's root and the image, less :data:`LAYOUT_FOLDERS`, joined by ``_`` before its
@@ -92,7 +97,7 @@ def output_stem(image: Path, root: Path) -> str:
     split.
 
     Names over :data:`MAX_STEM_BYTES` are cut, with a digest of the whole name between the
-    folders and the image's own name.
+    folders and the image's own name; control characters (a line break) become ``_``.
 
     Args:
         image: the image file.
@@ -102,14 +107,16 @@ def output_stem(image: Path, root: Path) -> str:
         folders = image.parent.relative_to(root).parts
     except ValueError:
         folders = ()
-    kept = [f for f in folders if f.lower() not in LAYOUT_FOLDERS]
-    stem = "_".join([*kept, image.stem])
+    # a line break or other control character in a name breaks every list file naming it
+    kept = [CONTROL_CHARS.sub("_", f) for f in folders if f.lower() not in LAYOUT_FOLDERS]
+    own_name = CONTROL_CHARS.sub("_", image.stem)
+    stem = "_".join([*kept, own_name])
     if _bytes(stem) <= MAX_STEM_BYTES:
         return stem
     # a file name holds at most 255 bytes (its atomic write adds a temp suffix): the folders
     # and the name are cut, and a digest of the whole keeps two cut names apart
     digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:10]
-    own = _cut(image.stem, MAX_STEM_BYTES // 2)
+    own = _cut(own_name, MAX_STEM_BYTES // 2)
     prefix = _cut("_".join(kept), MAX_STEM_BYTES - _bytes(own) - len(digest) - 2)
     return "_".join(part for part in (prefix, digest, own) if part)
 
@@ -141,10 +148,30 @@ def _unique_name(stem: str, suffix: str, used: set[str]) -> str:
     return f"{name_stem}{suffix}"
 
 
+READ_FORMATS = frozenset(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
+"""Pillow format names (lower case) ultralytics trains on: its ``IMG_FORMATS``, which
+``verify_image_label`` checks the content's format against, not only the suffix."""
+
+
+def _content_format(data: bytes) -> str:
+    """The image format Pillow finds in a file's bytes, lower case (``"gif"``), as ultralytics'
+    ``verify_image_label`` checks it; ``""`` when Pillow cannot tell."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return (image.format or "").lower()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return ""
+
+
 def _image_file(item: ImportItem) -> tuple[str, bytes]:
     """The suffix and bytes an imported image is written with: the original file when
-    ultralytics reads its suffix, else a lossless PNG of the decoded pixels (the pixels the
-    boxes were read on).
+    ultralytics reads both its suffix and its content (a PNG named ``.jpg`` is read; a GIF
+    named ``.jpg`` is not), else a lossless PNG of the decoded pixels (the pixels the boxes
+    were read on).
 
     Args:
         item: the imported image.
@@ -158,7 +185,9 @@ def _image_file(item: ImportItem) -> tuple[str, bytes]:
     import cv2
 
     if is_image(item.source):
-        return item.source.suffix, item.source.read_bytes()
+        data = item.source.read_bytes()
+        if _content_format(data) in READ_FORMATS:
+            return item.source.suffix, data
     ok, data = cv2.imencode(".png", item.image)
     if not ok:
         raise ConfigError(f"{item.source}: cannot re-encode as PNG ({item.image.shape[1]}x"
@@ -182,10 +211,11 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
         fmt: ``auto``, ``yolo``, ``voc`` or ``coco``.
 
     Returns:
-        ``{"imported", "skipped", "reasons", "ignored_regions", "difficult_dropped", "boxes",
-        "names", "classes_matched", "format", "data_yaml", "messages"}`` (``boxes``: per class
-        name as the source writes it; ``classes_matched``: source name -> the class it was matched to;
-        ``messages``: the first skip reasons).
+        ``{"imported", "skipped", "reasons", "ignored_regions", "difficult_dropped",
+        "empty_boxes", "boxes", "names", "classes_matched", "format", "data_yaml",
+        "messages"}`` (``boxes``: per class name as the source writes it;
+        ``classes_matched``: source name -> the class it was matched to; ``messages``: the
+        first skip reasons).
 
     Raises:
         ConfigError: unknown format, missing source, non-empty output, or nothing imported.

@@ -26,6 +26,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +83,37 @@ def _jpeg_truncated(data: bytes) -> str | None:
     except (OSError, SyntaxError, ValueError, IndexError) as exc:
         return f"truncated JPEG (no end-of-image marker; {str(exc).splitlines()[0]})"
     return None
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_saved_level = 0
+
+
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Keep OpenCV's own log lines off while the block runs (nested and threads alike).
+
+    A decoder's failure (``[ERROR:0@0.11] global grfmt_tiff.cpp:117 TIFF_Error ...``) or a
+    capture's notice otherwise reaches the terminal before edgecl's one-line reason for the
+    same file. OpenCV's level (``cv2.utils.logging``) is process-wide: it is restored when the
+    last block still running ends.
+    """
+    import cv2
+
+    global _quiet_depth, _quiet_saved_level
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_saved_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                cv2.utils.logging.setLogLevel(_quiet_saved_level)
 
 
 def _decode_tiff(data: np.ndarray) -> np.ndarray | None:
@@ -277,28 +311,46 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     opencv_may_decode = _refuse_oversized(data, name)
     suffix = Path(name).suffix.lower()
     buf = np.frombuffer(data, np.uint8)
-    image = _decode_tiff(buf) if opencv_may_decode and suffix in _TIFF_SUFFIXES else None
-    if image is None and suffix in _PIL_SUFFIXES:
-        image = _decode_pil(data, name)
-    if image is None and not opencv_may_decode:
-        raise ImageError(f"{name}: does not decode as an image (AVIF/HEIF header unreadable, no "
-                         f"HEIF plugin?: its size cannot be read)")
-    if image is None:  # EXIF-upright, 3 channels, 16-bit kept for to_8bit
-        image = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-        if image is not None and image.dtype not in (np.uint8, np.uint16):
-            image = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # float and 32-bit: OpenCV's 8 bits
+    with quiet_opencv():  # a truncated TIFF or BMP: edgecl's one line, not libtiff's two
+        image = _decode_tiff(buf) if opencv_may_decode and suffix in _TIFF_SUFFIXES else None
+        if image is None and suffix in _PIL_SUFFIXES:
+            image = _decode_pil(data, name)
+        if image is None and not opencv_may_decode:
+            raise ImageError(f"{name}: does not decode as an image (AVIF/HEIF header unreadable, "
+                             f"no HEIF plugin?: its size cannot be read)")
+        if image is None:  # EXIF-upright, 3 channels, 16-bit kept for to_8bit
+            image = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+            if image is not None and image.dtype not in (np.uint8, np.uint16):
+                image = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # float and 32-bit: OpenCV's 8 bits
     if image is None:
         raise ImageError(f"{name}: does not decode as an image (corrupt or unsupported format)")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"{name}: unsupported pixel type {image.dtype}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"{name}: image has no pixels")
+    return to_bgr8(image)
+
+
+def to_bgr8(image: np.ndarray) -> np.ndarray:
+    """A decoded frame as the detector takes it: 3-channel BGR ``uint8``.
+
+    A ``uint16`` frame (a thermal camera's counts, a 16-bit PNG, a 16-bit video) is stretched
+    by :func:`to_8bit`; a grey one gets three equal channels; a 4th channel (alpha) is dropped.
+
+    Args:
+        image: ``uint8`` or ``uint16`` array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).
+
+    Returns:
+        C-contiguous ``uint8`` array (H, W, 3).
+    """
+    import cv2
+
     if image.dtype == np.uint16:
         image = to_8bit(image)
-    if image.dtype != np.uint8:
-        raise ImageError(f"{name}: unsupported pixel type {image.dtype}")
     if image.ndim == 2 or image.shape[2] == 1:
         image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
     elif image.shape[2] != 3:
-        image = np.ascontiguousarray(image[..., :3])
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ImageError(f"{name}: image has no pixels")
+        image = image[..., :3]
     return np.ascontiguousarray(image)
 
 
@@ -320,6 +372,28 @@ def jpeg_side_problem(image: np.ndarray) -> str | None:
     if max(height, width) <= JPEG_MAX_SIDE:
         return None
     return f"{width}x{height} pixels: a side is over JPEG's limit of {JPEG_MAX_SIDE} pixels"
+
+
+MIN_TRAIN_SIDE_PX = 10
+"""Shortest side an image may have to be trained on: ultralytics' ``verify_image_label``
+refuses a smaller one ("image size (8, 48) <10 pixels")."""
+
+
+def small_side_problem(image: np.ndarray) -> str | None:
+    """Why an image is too small to learn from, or ``None``.
+
+    Args:
+        image: the image array, (H, W) or (H, W, C).
+
+    Returns:
+        One line such as ``48x8 pixels: a side is under 10 pixels, which ultralytics does
+        not train on``.
+    """
+    height, width = image.shape[:2]
+    if min(height, width) >= MIN_TRAIN_SIDE_PX:
+        return None
+    return (f"{width}x{height} pixels: a side is under {MIN_TRAIN_SIDE_PX} pixels, which "
+            f"ultralytics does not train on")
 
 
 CONTENT_HASH_CHARS = 32

@@ -60,12 +60,18 @@ used: the boxes are taken in the decoded image's pixels.
 
 Ignore regions are not classes: VOC/COCO names such as ``DontCare`` or ``ignore`` (see
 :data:`IGNORE_NAMES`) and COCO ``iscrowd`` annotations are dropped and counted in
-``ImportItem.ignored``. A box with no area inside the image, under one pixel wide or high (the
-operator answer's rule, :data:`edgecl.data.answers.MIN_BOX_PX`), or with a corner farther
-outside the image than the image's own size (``1e300``: no tool writes it) refuses its image
-(``bad box``), as a refused YOLO row refuses its frame. A file in a YOLO image folder that is no
-regular file (a FIFO, a device, a link to nothing) is skipped as ``not an image``, so that
-``imported + skipped`` counts every file the dataset gives.
+``ImportItem.ignored``. A box written with no width or no height (VOC ``xmin == xmax``, a COCO
+``w`` of 0, a YOLO ``w`` of 0: an accidental click in a labelling tool) marks no object: it is
+dropped and counted in ``ImportItem.empty``, and the image keeps its other boxes (ultralytics
+drops such a box too). Any other box with no area inside the image, under one pixel wide or
+high (the operator answer's rule, :data:`edgecl.data.answers.MIN_BOX_PX`), or with a corner
+farther outside the image than the image's own size (``1e300``: no tool writes it) refuses
+its image (``bad box``), as a refused YOLO row refuses its frame: an inverted box, or one
+annotated for another image size, stands for an object whose pixels are unknown. An image with
+a side under 10 pixels is skipped (``image too small``): ultralytics trains no such image. A
+file in a YOLO image folder that is no regular file (a FIFO, a device, a link to nothing) is
+skipped as ``not an image``, so that ``imported + skipped`` counts every file the dataset
+gives.
 """
 
 from __future__ import annotations
@@ -84,7 +90,8 @@ import numpy as np
 
 from edgecl.data.answers import MIN_BOX_PX
 from edgecl.data.class_names import loose_class_name, name_clash
-from edgecl.data.images import IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash
+from edgecl.data.images import (IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash,
+                                small_side_problem)
 from edgecl.data.labels import label_path_for, read_yolo_labels
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_is_file
 from edgecl.errors import ConfigError, LabelError
@@ -114,6 +121,7 @@ class ImportItem:
         dataset_ids: the dataset's own class id of each box when the dataset names no classes
             (a YOLO folder without ``data.yaml`` names: ``names`` are then ``class_<id>``);
             ``None`` when the dataset names its classes.
+        empty: boxes dropped from this image for having no area (module docstring).
     """
 
     image: np.ndarray
@@ -124,6 +132,7 @@ class ImportItem:
     difficult: int = 0
     content_hash: str = ""
     dataset_ids: tuple[int, ...] | None = None
+    empty: int = 0
 
     def yolo_labels(self, class_ids: dict[str, int]) -> np.ndarray:
         """The boxes as YOLO rows with the given class ids.
@@ -150,8 +159,8 @@ class Skip:
 
     Attributes:
         source: the file (image or annotation).
-        reason: short category used to count skips (``unreadable image``, ``missing image``,
-            ``bad annotation``, ``bad box``, ``refused label``, ``no label file``,
+        reason: short category used to count skips (``unreadable image``, ``image too small``,
+            ``missing image``, ``bad annotation``, ``bad box``, ``refused label``, ``no label file``,
             ``not an image``, ``duplicate image id``, ``duplicate image``, ``size mismatch``,
             ``bad annotation file``).
         message: one line: path and why.
@@ -177,6 +186,7 @@ class ImportTally:
         annotations_skipped: annotations that belong to no image (not counted as files).
         ignored_regions: ignore regions dropped.
         difficult_dropped: VOC ``<difficult>1`` objects left out.
+        empty_boxes: boxes dropped for having no area (module docstring).
         boxes: class name -> boxes imported.
         messages: the first skip messages (at most ``max_messages``).
         max_messages: how many messages to keep.
@@ -188,6 +198,7 @@ class ImportTally:
     annotations_skipped: int = 0
     ignored_regions: int = 0
     difficult_dropped: int = 0
+    empty_boxes: int = 0
     boxes: Counter = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
     max_messages: int = 20
@@ -217,15 +228,17 @@ class ImportTally:
         self.imported += 1
         self.ignored_regions += item.ignored
         self.difficult_dropped += item.difficult
+        self.empty_boxes += item.empty
         self.boxes.update(item.names)
 
     def to_dict(self) -> dict:
         """JSON-ready counts: imported, skipped, reasons, annotations_skipped, ignored_regions,
-        difficult_dropped, boxes per class."""
+        difficult_dropped, empty_boxes, boxes per class."""
         return {"imported": self.imported, "skipped": self.skipped, "reasons": dict(self.reasons),
                 "annotations_skipped": self.annotations_skipped,
                 "ignored_regions": self.ignored_regions,
-                "difficult_dropped": self.difficult_dropped, "boxes": dict(self.boxes)}
+                "difficult_dropped": self.difficult_dropped, "empty_boxes": self.empty_boxes,
+                "boxes": dict(self.boxes)}
 
 
 def same_class_as(name: str, known: Iterable[str]) -> str | None:
@@ -380,11 +393,16 @@ def find_coco_json(folder: Path) -> Path | None:
 
 
 def _read(path: Path) -> tuple[np.ndarray, str] | Skip:
-    """The image and the hash of its file's bytes, or a :class:`Skip`."""
+    """The image and the hash of its file's bytes, or a :class:`Skip` (``unreadable image``,
+    or ``image too small`` for a side under ultralytics' 10 pixels)."""
     try:
-        return read_image_and_hash(path)
+        image, digest = read_image_and_hash(path)
     except ImageError as exc:
         return Skip(path, "unreadable image", str(exc))
+    too_small = small_side_problem(image)
+    if too_small:
+        return Skip(path, "image too small", f"{path}: {too_small}")
+    return image, digest
 
 
 def _clip_boxes(xyxy: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -409,6 +427,12 @@ def _degenerate(xyxy: np.ndarray, width: int, height: int) -> tuple[int, str] | 
             return i, (f"is {w:.3g} x {h:.3g} px inside the {width}x{height} image, under one "
                        f"pixel")
     return None
+
+
+def _zero_extent(xyxy: np.ndarray) -> np.ndarray:
+    """Which boxes ``(N, 4)``, as the annotation writes them, have no width or no height
+    (``xmin == xmax``: a click, not a drag, in a labelling tool); bool (N,)."""
+    return (xyxy[:, 2] == xyxy[:, 0]) | (xyxy[:, 3] == xyxy[:, 1])
 
 
 def _far_outside(xyxy: np.ndarray, width: int, height: int) -> int | None:
@@ -659,7 +683,8 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
             continue
         yield ImportItem(image, [box_names[i] for i in keep], clipped,
                          image_path, ignored=len(box_names) - len(keep), content_hash=digest,
-                         dataset_ids=tuple(int(rows[i, 0]) for i in keep) if unnamed else None)
+                         dataset_ids=tuple(int(rows[i, 0]) for i in keep) if unnamed else None,
+                         empty=len(parsed.empty))
 
 
 def _inside_name(file_name: str) -> Path:
@@ -891,7 +916,8 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
     Returns:
         The item, or a :class:`Skip` naming ``where`` when the image does not read, its
         declared size is the decoded one rotated (``size mismatch``), or a box has no area
-        inside it.
+        inside it (``bad box``); boxes written with no width or height are dropped and
+        counted (module docstring).
     """
     read = _read(image_path)
     if isinstance(read, Skip):
@@ -914,6 +940,11 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
                 f"decodes as {width}x{height})" if scaled else f"{width}x{height} image")
         return Skip(source, "bad box", f"{where}: {shown} ({_short(names[far])}) lies far outside "
                                        f"the {size}")
+    empty = _zero_extent(xyxy)
+    if empty.any():  # dropped, counted; the image keeps its other boxes
+        xyxy, names = xyxy[~empty], [n for n, e in zip(names, empty) if not e]
+        boxes = [b for b, e in zip(boxes, empty) if not e]
+        written = [t for t, e in zip(written, empty) if not e] if written else written
     if scaled:
         xyxy = xyxy * np.array([width / declared[0], height / declared[1]] * 2)
     xyxy = _clip_boxes(xyxy, image.shape)
@@ -923,7 +954,7 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
         return Skip(source, "bad box", f"{where}: {shown} ({_short(names[bad[0]])}) {bad[1]}"
                                        f"{scaled}")
     return ImportItem(image, names, xyxy, image_path, ignored=ignored, difficult=difficult,
-                      content_hash=digest)
+                      content_hash=digest, empty=int(empty.sum()))
 
 
 def _coco_image(json_path: Path, file_name: str) -> Path | None:

@@ -17,10 +17,13 @@ importers. The rule follows ultralytics ``ultralytics.data.utils.verify_image_la
 - identical rows are dropped (``np.unique`` in ultralytics), keeping the first.
 
 Where edgecl differs, on purpose: ultralytics refuses a whole file for one bad row, edgecl
-refuses only that row (with ``file:line: why``) and keeps the others, so a frame is never
-dropped for one rounding error; each row is judged on its own, so a file mixing box and
-polygon rows is accepted; a box with no area (``w`` or ``h`` <= 0 after clipping) is
-refused, where ultralytics drops it later during augmentation.
+refuses only that row (with ``file:line: why``) and keeps the others, leaving it to the caller
+whether a frame with a refused row is used (the importers and frame sources do not use it: an
+object whose row is refused would be taught as background); each row is judged on its own, so
+a file mixing box and polygon rows is accepted. A box with no area (``w`` or ``h`` 0, or
+nothing left inside the image after clipping: an accidental click in a labelling tool) is not
+refused but dropped (:attr:`LabelParse.empty`), as ultralytics drops it during augmentation:
+it marks no object, and the frame keeps its other boxes.
 """
 
 from __future__ import annotations
@@ -49,16 +52,24 @@ class LabelParse:
         refused: one ``file:line: why`` message per refused row.
         duplicates: identical rows dropped.
         clipped: rows whose box was clipped to 0..1 (an overshoot within the tolerance).
+        empty: one ``file:line: why`` message per row dropped for having no area (module
+            docstring).
     """
 
     labels: np.ndarray
     refused: list[str] = field(default_factory=list)
     duplicates: int = 0
     clipped: int = 0
+    empty: list[str] = field(default_factory=list)
 
 
 class _Refused(Exception):
     """One row refused; the message says why (without the file:line prefix)."""
+
+
+class _NoArea(_Refused):
+    """One row whose box has no area inside the image: dropped by the file parser, refused in
+    checked arrays."""
 
 
 def _empty() -> np.ndarray:
@@ -107,7 +118,7 @@ def _check_box(cls: float, xywh: np.ndarray, nc: int | None) -> tuple[np.ndarray
     clipped = np.clip(corners, 0.0, 1.0)
     x1, y1, x2, y2 = clipped
     if x2 - x1 <= 0 or y2 - y1 <= 0:
-        raise _Refused(f"box {xywh.tolist()} has no area inside the image")
+        raise _NoArea(f"box {xywh.tolist()} has no area inside the image")
     row = np.array([cls_id, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
     return row, bool(np.any(np.abs(clipped - corners) > 0))
 
@@ -122,7 +133,12 @@ def _parse_row(values: list[float], nc: int | None) -> tuple[np.ndarray, bool]:
             raise _Refused("non-finite polygon coordinate")
         lo, hi = xy.min(axis=0), xy.max(axis=0)
         xywh = np.concatenate([(lo + hi) / 2, hi - lo])
-        return _check_box(values[0], xywh, nc)
+        try:
+            return _check_box(values[0], xywh, nc)
+        except _Refused as exc:  # its numbers are the enclosing box's, not the row's: say so
+            written = " ".join(f"{v:g}" for v in values[:9]) + (" ..." if n > 9 else "")
+            raise type(exc)(f"{exc}: the enclosing box of the row '{written}', read as a "
+                            f"polygon of {n // 2} points (a row of {n} values)") from None
     raise _Refused(f"{n} values; expected 5 'cls cx cy w h' or a polygon "
                    f"'cls x1 y1 x2 y2 x3 y3 ...' (odd count, at least 7)")
 
@@ -137,12 +153,13 @@ def parse_yolo_label_text(text: str, where: str, nc: int | None = None) -> Label
 
     Returns:
         The :class:`LabelParse`: accepted rows (float32 (N, 5), clipped to 0..1, duplicates
-        dropped) and one message per refused row.
+        and boxes with no area dropped) and one message per refused or dropped row.
     """
     if text.startswith(_UTF8_BOM):
         text = text[1:]
     rows: list[np.ndarray] = []
     refused: list[str] = []
+    empty: list[str] = []
     seen: set[tuple[float, ...]] = set()
     duplicates = clipped = 0
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -160,6 +177,9 @@ def parse_yolo_label_text(text: str, where: str, nc: int | None = None) -> Label
                 duplicates += 1
                 continue
             row, was_clipped = _parse_row(values, nc)
+        except _NoArea as exc:
+            empty.append(f"{where}:{lineno}: {exc}")
+            continue
         except _Refused as exc:
             refused.append(f"{where}:{lineno}: {exc}")
             continue
@@ -167,7 +187,8 @@ def parse_yolo_label_text(text: str, where: str, nc: int | None = None) -> Label
         clipped += was_clipped
         rows.append(row)
     labels = np.stack(rows).astype(np.float32) if rows else _empty()
-    return LabelParse(labels=labels, refused=refused, duplicates=duplicates, clipped=clipped)
+    return LabelParse(labels=labels, refused=refused, duplicates=duplicates, clipped=clipped,
+                      empty=empty)
 
 
 def read_yolo_labels(path: str | Path, nc: int | None = None) -> LabelParse:

@@ -28,6 +28,7 @@ previous ``tasks.yaml`` and lists (or nothing) in place.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import random
@@ -42,6 +43,8 @@ from edgecl.data.labels import label_path_for, read_yolo_labels
 from edgecl.data.tasks import SPLITS, format_tasks_yaml, load_tasks
 from edgecl.data.yolo_dataset import find_dataset
 from edgecl.errors import ConfigError, LabelError, did_you_mean
+
+log = logging.getLogger(__name__)
 
 
 def _norm(name: str) -> str:
@@ -248,7 +251,8 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     Returns:
         ``{"tasks": [{"name", "classes", "train", "val", "test"}], "unassigned", "groups",
         "ungrouped", "bad_labels", "balanced_splits", "split_rank", "tasks_yaml",
-        "sequence_names"}``
+        "sequence_names"}`` (``bad_labels``: images left out for missing or refused labels,
+        or a path holding a line break, which a list file cannot hold)
         (``split_rank``: which of them the seed took, 1 the most balanced; ``balanced_splits``:
         how many splits, about equally balanced, the seed chose among; 1: every seed gives
         this split; ``sequence_names``: without ``group_by``, :func:`sequence_names` of the
@@ -280,6 +284,11 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     groups: dict[str, Counter] = defaultdict(Counter)
     unassigned = ungrouped = bad = 0
     for image in ds.images():
+        if any(ch in str(image) for ch in "\r\n"):  # a list file holds one path per line
+            log.warning("%r left out: its path holds a line break, which a task list (one path "
+                        "per line) cannot hold; rename it", str(image))
+            bad += 1
+            continue
         label_path = label_path_for(image)
         try:
             parsed = read_yolo_labels(label_path, len(ds.names)) if label_path.is_file() else None

@@ -74,3 +74,43 @@ def test_json_keeps_the_skip_reasons_on_stderr(tmp_path, run_edgecl):
     code, out, err = run_edgecl(["dataset", "import", src, "--out", tmp_path / "out", "--json"])
     assert code == 0 and json.loads(out)["skipped"] == 1
     assert err.startswith(f"skipped: {src / 'labels' / '3.txt'}") and err.count("\n") == 1
+
+
+def test_an_image_whose_content_ultralytics_does_not_read_is_written_as_png(tmp_path, run_edgecl):
+    """Before: a GIF named ``g.jpg`` was copied as it was; ultralytics then dropped it
+    ("Invalid image format GIF") although the import counted it. A PNG named ``.jpg`` is read
+    by ultralytics and stays as it is."""
+    from PIL import Image
+    from ultralytics.data.utils import verify_image_label
+
+    src = _dataset(tmp_path / "ds", "[Car, Truck, Person, Bicycle]")
+    Image.fromarray(np.full((32, 32, 3), 70, np.uint8)).save(src / "images" / "0.jpg", "GIF")
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(src / "images" / "1.jpg", "PNG")
+    code, out, err = run_edgecl(["dataset", "import", src, "--out", tmp_path / "out", "--json"])
+    assert code == 0 and json.loads(out)["imported"] == 8, err
+    images = tmp_path / "out" / "images"
+    assert (images / "0.png").is_file() and not (images / "0.jpg").exists()
+    assert (images / "1.jpg").read_bytes() == (src / "images" / "1.jpg").read_bytes()
+    for name in ("0.png", "1.jpg"):
+        label = tmp_path / "out" / "labels" / f"{Path(name).stem}.txt"
+        *_, msg = verify_image_label((str(images / name), str(label), "", False, 4, 0, 0, False))
+        assert "ignoring corrupt" not in msg
+
+
+def test_a_line_break_in_a_file_name_never_reaches_a_task_list(tmp_path, run_edgecl, caplog):
+    """Before: ``dataset import`` kept a newline in an output name, and ``split-tasks`` wrote it
+    into a list, then failed on a file of its own ("image not found: .../images/new")."""
+    src = _dataset(tmp_path / "ds", "[Car, Truck, Person, Bicycle]")
+    (src / "images" / "0.jpg").rename(src / "images" / "new\nline.jpg")
+    (src / "labels" / "0.txt").rename(src / "labels" / "new\nline.txt")
+    code, out, err = run_edgecl(["dataset", "import", src, "--out", tmp_path / "out", "--json"])
+    assert code == 0 and json.loads(out)["imported"] == 8, err
+    assert (tmp_path / "out" / "images" / "new_line.jpg").is_file()
+    code, out, err = run_edgecl(["dataset", "split-tasks", src, "--tasks", "Car,Truck;Person,Bicycle",
+                                 "--ratios", "0.5,0,0.5", "--out", tmp_path / "cl" / "tasks.yaml",
+                                 "--json"])
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["bad_labels"] == 1
+    assert "its path holds a line break" in caplog.text
+    listed = "".join(p.read_text() for p in (tmp_path / "cl" / "tasks").rglob("*.txt"))
+    assert "new" not in listed and listed.count("\n") == 7

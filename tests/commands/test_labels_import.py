@@ -267,6 +267,68 @@ def test_close_class_names_by_hand():
         "traffic light": "traffic_light", "TrafficLight": "traffic_light", "CA": "ca"}
 
 
+def test_a_zero_size_box_is_dropped_and_its_frame_imported(tmp_path, capsys):
+    """Before: ``imported 0 sample(s) ... skipped 1 (refused label 1)``: the frame's car box was
+    lost for the zero-size box beside it."""
+    src = tmp_path / "ds"
+    _jpg(src / "images" / "f1.jpg", 60)
+    (src / "labels").mkdir()
+    (src / "labels" / "f1.txt").write_text("0 0.250000 0.260417 0.250000 0.312500\n1 0.6 0.6 0 0\n")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car, person]\n")
+    state = tmp_path / "state"
+    report = _import(capsys, state, src, "--json")
+    assert report["imported"] == 1 and report["skipped"] == 0 and report["empty_boxes"] == 1
+    assert report["boxes"] == {"car": 1}
+    line = _import(capsys, tmp_path / "state2", src)
+    assert "boxes with no area dropped 1" in line
+
+
+def test_an_image_too_small_to_train_on_is_skipped_with_its_reason(tmp_path, capsys):
+    """Before: 48x8 frames were imported ("imported 8 sample(s)"), then every round failed with
+    "No valid images found in .../labels.cache": ultralytics trains no image with a side
+    under 10 pixels. ``dataset import`` wrote them the same way."""
+    src = tmp_path / "ds"
+    (src / "images").mkdir(parents=True)
+    (src / "labels").mkdir()
+    for name, (h, w) in (("tiny", (8, 48)), ("ok", (10, 48))):
+        cv2.imwrite(str(src / "images" / f"{name}.png"), np.full((h, w, 3), 90, np.uint8))
+        (src / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.5 0.9\n")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    report = _import(capsys, tmp_path / "state", src, "--json")
+    assert (report["imported"], report["reasons"]) == (1, {"image too small": 1})
+    code = main(["dataset", "import", str(src), "--out", str(tmp_path / "out"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["reasons"] == {"image too small": 1}
+    assert "tiny.png: 48x8 pixels: a side is under 10 pixels, which ultralytics does not train on" in err
+
+
+def test_look_alike_class_names_are_pointed_out():
+    """Before, a Cyrillic ``с`` typed for a Latin ``c`` (``сar``), full-width letters (``ｃａｒ``)
+    and a Greek capital Beta (``ΒUS``) made new classes with no hint: each looks like the
+    known name on screen and differs from it in every loose comparison."""
+    from edgecl.data.class_names import close_class_names
+
+    known = ["car", "bus", "person"]
+    new = ["\u0441ar", "\uff43\uff41\uff52", "\u0392US", "\u0440erson", "\u0441\u043e\u043a", "\u6c7d\u8f66"]
+    assert close_class_names(new, known) == {"\u0441ar": "car", "\uff43\uff41\uff52": "car",
+                                             "\u0392US": "bus", "\u0440erson": "person"}
+    # the other way round: a Latin name beside a known Cyrillic one
+    assert close_class_names(["cok"], ["\u0441\u043e\u043a"]) == {"cok": "\u0441\u043e\u043a"}
+
+
+def test_a_look_alike_name_in_an_import_is_named_in_its_report(tmp_path, capsys):
+    """End to end: ``labels import --json`` reports ``similar_classes`` for a Cyrillic ``с``."""
+    state = tmp_path / "state"
+    for k, name in enumerate(("car", "\u0441ar")):
+        src = tmp_path / f"ds{k}"
+        _jpg(src / "images" / "a.jpg", 40 + 100 * k)
+        (src / "labels").mkdir()
+        (src / "labels" / "a.txt").write_text("0 0.3 0.3 0.2 0.2\n")
+        (src / "data.yaml").write_text(f"train: images\nval: images\nnames: ['{name}']\n", encoding="utf-8")
+        report = _import(capsys, state, src, "--json")
+    assert report["classes_added"] == ["\u0441ar"] and report["similar_classes"] == {"\u0441ar": "car"}
+
+
 def test_images_stored_by_an_older_release_without_a_hash_are_not_imported_twice(tmp_path,
                                                                                   capsys):
     """A release before content hashes stored its samples with none: importing the same folder

@@ -35,3 +35,43 @@ def test_without_a_floor_the_first_batch_counts():
 def test_a_loader_of_only_small_batches_stops():
     model = nn.Sequential(nn.BatchNorm2d(1))
     assert recalibrate_batchnorm(model, [batch([10])], 3, torch.device("cpu"), min_images=2) == 0
+
+
+def _dataset_folder(root, sizes):
+    """``images/iK.png`` of the given (height, width) with one box each, ``labels/`` beside."""
+    import cv2
+    import numpy as np
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    files = []
+    for k, (h, w) in enumerate(sizes):
+        path = root / "images" / f"i{k}.png"
+        assert cv2.imwrite(str(path), np.full((h, w, 3), 80 + k, np.uint8))
+        (root / "labels" / f"i{k}.txt").write_text("0 0.5 0.5 0.5 0.5\n" if k else "")
+        files.append(path)
+    return files
+
+
+def test_an_image_too_small_to_train_on_is_named_with_ultralytics_reason(tmp_path):
+    """Before: "No valid images found in .../labels.cache" (a throw-away file the user never
+    sees) and, for one small image among good ones, "1 image(s) unreadable" and a numpy
+    warning on its empty label file."""
+    import warnings
+
+    import pytest
+
+    from edgecl.continual import yolo_train
+    from edgecl.errors import LabelError
+
+    hyp = yolo_train.training_hyp(64, 0.001)
+    small = _dataset_folder(tmp_path / "small", [(8, 48), (8, 48)])
+    with pytest.raises(LabelError, match=r"<10 pixels"):
+        yolo_train.build_dataset(small, {0: "car"}, imgsz=64, augment=True, hyp=hyp)
+    mixed = _dataset_folder(tmp_path / "mixed", [(8, 48), (32, 48), (40, 40)])
+    dataset = yolo_train.build_dataset(mixed, {0: "car"}, imgsz=64, augment=True, hyp=hyp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert yolo_train.check_dropped_images(mixed, dataset, 1) == [str(mixed[0])]
+    assert "i0.png" in yolo_train.dropped_reason(dataset)
+    assert "<10 pixels" in yolo_train.dropped_reason(dataset)

@@ -164,3 +164,26 @@ def test_tiff_pillow_cannot_open_is_sized_from_its_tags():
     ok, data = cv2.imencode(".tiff", np.zeros((96, 160, 3), np.float32))  # Pillow: no such mode
     with pytest.raises(ImageError, match=r"f.tif: unsupported pixel type float32"):
         decode_image_bytes(data.tobytes(), "f.tif")
+
+
+def test_a_truncated_tiff_gives_one_reason_and_no_opencv_lines(tmp_path, capfd):
+    """Before: libtiff's and OpenCV's own lines (``[ERROR:0@0.05] global grfmt_tiff.cpp:117
+    TIFF_Error ...``, 8 of them) reached the terminal before edgecl's one-line reason."""
+    import io
+
+    import cv2
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from edgecl.data.images import ImageError, read_image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(buf, "TIFF")
+    (tmp_path / "cut.tif").write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+    level = cv2.utils.logging.getLogLevel()
+    with pytest.raises(ImageError, match="cut.tif: does not decode"):
+        read_image(tmp_path / "cut.tif")
+    out, err = capfd.readouterr()
+    assert "TIFF" not in out + err
+    assert cv2.utils.logging.getLogLevel() == level  # OpenCV's own level is given back

@@ -259,15 +259,21 @@ def test_coco_annotation_of_an_image_id_no_image_has_is_counted(tmp_path, capsys
     state = tmp_path / "state"
     result = _cli_json(capsys, ["labels", "import", "--state-dir", str(state), str(json_path), "--json"])
     # said, and counted apart: it is no file (before: counted as a skipped file, so that
-    # imported + skipped exceeded the images the file lists)
-    assert result["reasons"] == {"bad box": 1} and result["annotations_skipped"] == 1
+    # imported + skipped exceeded the images the file lists); b.jpg's zero-width box is
+    # dropped and counted, b.jpg kept with its other box
+    assert result["reasons"] == {} and result["annotations_skipped"] == 1
+    assert result["empty_boxes"] == 1 and result["imported"] == 4
 
 
 def test_coco_image_file_listed_twice_gets_the_boxes_of_both_entries(tmp_path, capsys):
     root = tmp_path / "coco"
     _nasty_coco(root)
     items, skips = _collect(root)
-    assert [i.source.name for i in items] == ["a.jpg", "c.jpg", "d.jpg"]
+    assert [i.source.name for i in items] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    # b.jpg: its zero-width car (ann 3) dropped, its person (ann 4) kept (before: b.jpg refused)
+    b = items.pop(1)
+    assert b.names == ["person"] and b.empty == 1
+    np.testing.assert_allclose(b.xyxy, [[30, 10, 40, 20]])
     # images[0] and images[1] are one file: car (1,1,11,11) twice under images[0] (kept as written)
     # and person (20,20,30,30) from images[1], as convert_coco appends both to one label file
     assert items[0].names == ["car", "car", "person"]
@@ -275,18 +281,18 @@ def test_coco_image_file_listed_twice_gets_the_boxes_of_both_entries(tmp_path, c
     np.testing.assert_allclose(items[1].xyxy, [[0, 10, 15, 20]])
     out = tmp_path / "out"
     result = _cli_json(capsys, ["dataset", "import", str(root), "--out", str(out), "--json"])
-    assert (result["imported"], result["skipped"], result["annotations_skipped"]) == (3, 1, 1)
-    assert result["reasons"] == {"bad box": 1}
-    assert result["boxes"] == {"car": 3, "person": 2}
-    assert sorted(p.name for p in (out / "images").iterdir()) == ["a.jpg", "c.jpg", "d.jpg"]  # no a_1.jpg
+    assert (result["imported"], result["skipped"], result["annotations_skipped"]) == (4, 0, 1)
+    assert result["reasons"] == {} and result["empty_boxes"] == 1
+    assert result["boxes"] == {"car": 3, "person": 3}
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]  # no a_1.jpg
     assert (out / "labels" / "a.txt").read_text() == ("0 0.093750 0.125000 0.156250 0.208333\n"
                                                       "0 0.093750 0.125000 0.156250 0.208333\n"
                                                       "1 0.390625 0.520833 0.156250 0.208333\n")
     assert (out / "labels" / "c.txt").read_text() == "0 0.117188 0.312500 0.234375 0.208333\n"
     state = tmp_path / "state"
     result = _cli_json(capsys, ["labels", "import", "--state-dir", str(state), str(root), "--json"])
-    assert result["imported"] == 3 and "already in memory" not in result["reasons"]  # before: a.jpg twice
-    assert result["boxes"] == {"car": 3, "person": 2}
+    assert result["imported"] == 4 and "already in memory" not in result["reasons"]  # before: a.jpg twice
+    assert result["boxes"] == {"car": 3, "person": 3}
     assert _memory_rows(state)["d.jpg"] == [[1, 0.5, 0.5, 0.5, 0.5]]
 
 
@@ -303,25 +309,39 @@ def test_coco_image_file_listed_twice_with_different_sizes_is_skipped(tmp_path):
     root = tmp_path / "coco"
     _nasty_coco(root, second_size=(128, 96))
     items, skips = _collect(root)
-    assert [i.source.name for i in items] == ["c.jpg", "d.jpg"]
+    assert [i.source.name for i in items] == ["b.jpg", "c.jpg", "d.jpg"]
     dup = [s for s in skips if s.reason == "duplicate image"]
     assert len(dup) == 2 and "listed 2 times (images[0], images[1]) with different sizes (128x96, 64x48)" in \
         dup[0].message
 
 
 @pytest.mark.parametrize("fmt", ["coco", "voc"])
-def test_a_box_with_no_area_is_named_as_the_file_writes_it(tmp_path, fmt):
+def test_a_box_written_with_no_width_is_dropped_and_its_image_kept(tmp_path, fmt):
+    """A click without a drag (COCO ``w`` 0, VOC ``xmin == xmax``): before, the whole image was
+    refused as a ``bad box``, its good boxes with it; ultralytics trains the image without it."""
     if fmt == "coco":
         _nasty_coco(tmp_path)
-        expected = "images[2] (b.jpg): annotation 3 bbox [10, 10, 0, 5] (x, y, w, h) (car) has no area"
+        kept, names, xyxy = "b.jpg", ["person"], [[30, 10, 40, 20]]
     else:
         _image(tmp_path / "JPEGImages" / "b.png")
         _voc_xml(tmp_path / "Annotations" / "b.xml", "b.png", (W, H),
                  [_voc_object("car", (30, 5, 40, 20)), _voc_object("car", (12.5, 10, 12.5, 15))])
-        expected = "object 2 <bndbox> xmin 12.5 ymin 10 xmax 12.5 ymax 15 (car) has no area"
-    _, skips = _collect(tmp_path, fmt)
+        kept, names, xyxy = "b.png", ["car"], [[30, 5, 40, 20]]  # decimals: 0-based corners
+    items, skips = _collect(tmp_path, fmt)
+    assert not [s for s in skips if s.reason == "bad box"]
+    (item,) = [i for i in items if i.source.name == kept]
+    assert item.names == names and item.empty == 1
+    np.testing.assert_allclose(item.xyxy, xyxy)
+
+
+def test_an_inverted_voc_box_is_named_as_the_file_writes_it(tmp_path):
+    _image(tmp_path / "JPEGImages" / "b.png")
+    _voc_xml(tmp_path / "Annotations" / "b.xml", "b.png", (W, H),
+             [_voc_object("car", (30, 5, 40, 20)), _voc_object("car", (14.5, 10, 12.5, 15))])
+    _, skips = _collect(tmp_path, "voc")
     (bad,) = [s for s in skips if s.reason == "bad box"]
-    assert expected in bad.message  # before: the 0-based corners, "box [11.5, 9.0, 11.5, 14.0]"
+    # before: the 0-based corners, "box [13.5, 9.0, 11.5, 14.0]"
+    assert "object 2 <bndbox> xmin 14.5 ymin 10 xmax 12.5 ymax 15 (car) has no area" in bad.message
 
 
 @pytest.mark.parametrize("filename", ["frame_7", "frame_7.jpg"])

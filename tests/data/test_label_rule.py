@@ -40,7 +40,6 @@ def test_corner_overshoot_is_clipped_like_ultralytics():
     ("0 0.5 0.5 1.02 0.2", "exceed 1"),
     ("0 -0.02 0.5 0.1 0.2", "negative coordinate"),
     ("0 0.5 0.5 -0.001 0.2", "negative coordinate"),
-    ("0 0.5 0.5 0 0.2", "no area"),
     ("0 0.5 0.5 0.2", "4 values"),
     ("0 0.5 0.5 0.2 0.2 0.3", "6 values"),
     ("a 0.5 0.5 0.2 0.2", "non-numeric"),
@@ -53,6 +52,17 @@ def test_bad_row_is_refused_with_file_line_and_why(row, why):
     assert len(parsed.refused) == 1
     assert parsed.refused[0].startswith("dir/x.txt:3: ") and why in parsed.refused[0]
     np.testing.assert_allclose(parsed.labels, [[0, 0.5, 0.5, 0.1, 0.1]])  # the good row stays
+
+
+@pytest.mark.parametrize("row", ["0 0.5 0.5 0 0.2", "1 0.6 0.6 0 0", "0 1.005 0.5 0.004 0.2"])
+def test_a_box_with_no_area_is_dropped_and_the_others_stay(row):
+    """A click without a drag in CVAT or labelImg writes ``w`` or ``h`` 0 (or a box wholly
+    over an edge, within the tolerance): before, refused, which made importers and ``dir://``
+    drop the frame's good boxes with it; ultralytics trains the frame without that box."""
+    parsed = parse_yolo_label_text(f"0 0.5 0.5 0.1 0.1\n\n{row}\n", "dir/x.txt")
+    assert parsed.refused == [] and len(parsed.empty) == 1
+    assert parsed.empty[0].startswith("dir/x.txt:3: box ") and "has no area" in parsed.empty[0]
+    np.testing.assert_allclose(parsed.labels, [[0, 0.5, 0.5, 0.1, 0.1]])
 
 
 def test_tolerance_is_ultralytics_one_percent():
@@ -158,3 +168,13 @@ def test_an_overlong_class_name_is_not_quoted_whole():
         with pytest.raises(LabelError) as err:
             clean_name(name)
         assert len(str(err.value)) < 200
+
+
+def test_a_refused_polygon_row_is_quoted_as_written():
+    """A 7-value row is a 3-point polygon (ultralytics' reading too): before, the refusal
+    quoted only its enclosing box, numbers that are nowhere in the file."""
+    parsed = parse_yolo_label_text("0 0.25 0.26 0.25 0.31 0.9 7\n", "x.txt")
+    assert parsed.refused == [
+        "x.txt:1: coordinates [0.575, 3.63, 0.65, 6.74] exceed 1 (not normalised, or beyond the "
+        "1% tolerance): the enclosing box of the row '0 0.25 0.26 0.25 0.31 0.9 7', read as a "
+        "polygon of 3 points (a row of 7 values)"]

@@ -188,6 +188,12 @@ def test_a_frame_too_wide_for_jpeg_is_counted_not_raised(tmp_path, caplog, mode,
     assert counts["refused_frame"] == 1 and "refused_label" not in counts
     assert mem.samples == [] and sink.queue.pending() == []
     assert "70000x2 pixels: a side is over JPEG's limit of 65500 pixels" in caplog.text
+    # before: a 48x8 frame was stored, and every round then failed on it (ultralytics trains
+    # no image with a side under 10 pixels)
+    sink.write(result(np.full((8, 48, 3), 90, np.uint8), dets([0.45]), 0,
+                      labels=line_scan if labels else None))
+    assert sink.stats()["counts"]["refused_frame"] == 2 and mem.samples == []
+    assert "48x8 pixels: a side is under 10 pixels" in caplog.text
     sink.write(result(textured(1), dets([0.45]), 1))  # the next frame goes on as usual
     assert sink.stats()["counts"].get("queued_items", 0) + len(mem.samples) == (
         1 if mode == "field" else 0)

@@ -54,6 +54,42 @@ def test_a_flat_16bit_frame_keeps_its_high_byte(tmp_path):
         assert int(source.read().image.max()) == 31
 
 
+def _thermal_video(path: Path, frames: int = 3) -> None:
+    """An FFV1 ``gray16le`` video (a radiometric thermal recording), counts as :func:`_thermal`."""
+    counts = np.full((48, 96), 7000, np.uint16)
+    counts[:, 32:64], counts[:, 64:] = 8000, 9000
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"FFV1"), 10, (96, 48),
+                             [cv2.VIDEOWRITER_PROP_DEPTH, cv2.CV_16U, cv2.VIDEOWRITER_PROP_IS_COLOR, 0])
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write 16-bit FFV1 video")
+    for _ in range(frames):
+        writer.write(counts)
+    writer.release()
+
+
+def test_a_16bit_thermal_video_is_stretched_as_its_images_are(tmp_path):
+    """Before: FFmpeg's 8-bit conversion kept the high byte, 27, 31 and 35 (a near-black frame).
+    Now each frame is stretched by its own range, as a 16-bit image: 0, 128, 255."""
+    _thermal_video(tmp_path / "thermal.mkv")
+    with open_source(f"file://{tmp_path / 'thermal.mkv'}?loop=1") as source:
+        frames = [source.read() for _ in range(4)]  # the 4th after a loop's reopening
+    for frame in frames:
+        assert frame.image.dtype == np.uint8 and frame.image.shape == (48, 96, 3)
+        assert [tuple(frame.image[10, x]) for x in (0, 40, 80)] == [(0, 0, 0), (128, 128, 128),
+                                                                   (255, 255, 255)]
+
+
+@pytest.mark.parametrize("tag, deep", [
+    (b"Y1\0\x10", True), (b"Y1\0\x0c", True), (b"\x10\x001Y", True), (b"Y1\0\x08", False),
+    (b"I420", False), (b"BGR\x18", False)])
+def test_deep_gray_pixel_formats_by_ffmpeg_tag(tag, deep):
+    """FFmpeg's raw tags (libavcodec raw.c): gray16le, gray12le, gray16be; gray8, yuv420p, bgr24."""
+    from edgecl.runtime.sources.files import deep_gray_format
+
+    assert deep_gray_format(float(int.from_bytes(tag, "little"))) is deep
+    assert deep_gray_format(float("nan")) is False and deep_gray_format(-1.0) is False
+
+
 def test_a_16bit_frame_reaches_the_replay_memory_stretched(tmp_path, run_edgecl):
     """End to end: ``edgecl run`` stores the labelled thermal frame (a JPEG at quality 90) with
     its three bands near 0, 128 and 255 (before: 27, 31 and 35)."""

@@ -28,7 +28,7 @@ def test_looping_dir_warns_once_per_file_and_counts_every_pass(tmp_path, caplog)
         frames = [source.read() for _ in range(8)]  # 4 passes over a, b (c is skipped each pass)
     finally:
         source.close()
-    assert [f.name for f in frames] == ["a", "b"] * 4
+    assert [f.name for f in frames] == ["images/a.png", "images/b.png"] * 4
     assert all(f.labels is None for f in frames[1::2])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
                 and r.name == "edgecl.runtime.sources.files"]

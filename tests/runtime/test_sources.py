@@ -74,9 +74,18 @@ def test_dir_plain_images_in_name_order_recursive(tmp_path):
     (tmp_path / "notes.txt").write_text("ignored")
     source = open_source(f"dir://{tmp_path}")
     frames = list(source)
-    assert [f.name for f in frames] == ["a", "b", "c", "d"]
+    assert [f.name for f in frames] == ["a.png", "b.png", "c.bmp", "sub/d.png"]
     assert [int(f.image[0, 0, 0]) for f in frames] == [1, 2, 3, 4]
     assert all(f.labels is None for f in frames) and not source.labelled
+
+
+def test_dir_frames_of_same_stem_keep_distinct_names(tmp_path):
+    """Before, ``a.jpg``, ``a.png`` and ``sub/a.jpg`` were all frame ``a`` (in ``--out`` lines,
+    queue items and memory samples' ``source``): which file a sample came from was lost."""
+    for name, value in (("a.png", 1), ("a.bmp", 2), ("sub/a.png", 3)):
+        _png(tmp_path / name, value)
+    names = {f.name: int(f.image[0, 0, 0]) for f in open_source(f"dir://{tmp_path}")}
+    assert names == {"a.bmp": 2, "a.png": 1, "sub/a.png": 3}
 
 
 def test_a_process_out_of_file_descriptors_reads_the_image_again(tmp_path, monkeypatch, caplog):
@@ -124,12 +133,12 @@ def yolo_dir(tmp_path) -> Path:
 def test_dir_yolo_dataset_labels_skips_and_counts(yolo_dir):
     source = open_source(f"dir://{yolo_dir}")
     frames = {f.name: f for f in source}
-    assert list(frames) == ["f1", "f2", "f3", "f4", "f6"]
-    np.testing.assert_allclose(frames["f1"].labels, [[0, 0.5, 0.5, 0.2, 0.4], [3, 0.25, 0.75, 0.1, 0.1]])
-    assert frames["f2"].labels.shape == (0, 5)          # empty file: no objects
-    assert frames["f3"].labels is None                  # malformed: unlabelled, counted
-    assert frames["f4"].labels is None                  # no label file: unlabelled
-    np.testing.assert_allclose(frames["f6"].labels, [[2, 0.3, 0.4, 0.4, 0.4]], atol=1e-6)
+    assert list(frames) == [f"images/f{i}.png" for i in (1, 2, 3, 4, 6)]
+    np.testing.assert_allclose(frames["images/f1.png"].labels, [[0, 0.5, 0.5, 0.2, 0.4], [3, 0.25, 0.75, 0.1, 0.1]])
+    assert frames["images/f2.png"].labels.shape == (0, 5)          # empty file: no objects
+    assert frames["images/f3.png"].labels is None                  # malformed: unlabelled, counted
+    assert frames["images/f4.png"].labels is None                  # no label file: unlabelled
+    np.testing.assert_allclose(frames["images/f6.png"].labels, [[2, 0.3, 0.4, 0.4, 0.4]], atol=1e-6)
     assert source.stats.skipped == 1 and source.stats.bad_labels == 1 and source.stats.read == 5
     assert source.stats.refused_labels == 1
     assert [f.frame_id for f in frames.values()] == [0, 1, 2, 3, 4]
@@ -178,7 +187,7 @@ def test_dir_other_formats_read_any_case_and_non_images_counted(tmp_path, caplog
     (tmp_path / "clip.gif").write_bytes(b"GIF89a")
     (tmp_path / "notes.txt").write_text("not a frame")
     source = open_source(f"dir://{tmp_path}")
-    assert [f.name for f in source] == ["a", "b", "c", "d", "e"]
+    assert [f.name for f in source] == ["a.tif", "b.TIF", "c.TIFF", "d.webp", "e.JPG"]
     assert source.stats.read == 5 and source.stats.ignored_files == 1 and source.stats.skipped == 0
     assert "1 files are not images" in caplog.text and ".gif: 1" in caplog.text
 
@@ -191,8 +200,8 @@ def test_dir_label_rule_bom_clip_and_refused_count(tmp_path, caplog):
     (tmp_path / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 3 0.2\n1 x 0.5 0.2 0.2\n")
     source = open_source(f"dir://{tmp_path}")
     frames = {f.name: f for f in source}
-    np.testing.assert_allclose(frames["a"].labels, [[0, 0.5, 0.5, 1.0, 0.2]], atol=1e-6)
-    assert frames["b"].labels is None
+    np.testing.assert_allclose(frames["images/a.png"].labels, [[0, 0.5, 0.5, 1.0, 0.2]], atol=1e-6)
+    assert frames["images/b.png"].labels is None
     assert source.stats.refused_labels == 2 and source.stats.bad_labels == 1
     assert f"{tmp_path / 'labels' / 'b.txt'}:2: coordinates" in caplog.text
 
@@ -202,11 +211,26 @@ def test_dir_data_yaml_streams_splits_with_labels(tmp_path):
     for uri in (f"dir://{root}/data.yaml", f"dir://{root}"):
         source = open_source(uri)
         frames = list(source)
-        assert [f.name for f in frames] == ["train0", "train1", "train2", "valid0", "valid1", "test0"]
+        assert [f.name.rsplit("/", 1)[1] for f in frames] == [
+            "train0.jpg", "train1.jpg", "train2.jpg", "valid0.jpg", "valid1.jpg", "test0.jpg"]
+        assert frames[0].name == "train/images/train0.jpg"
         assert all(f.labels is not None and f.labels.shape == (1, 5) for f in frames)
         assert source.names == {0: "car", 1: "person"} and source.labelled
     valid = list(open_source(f"dir://{root}?split=val"))
-    assert [f.name for f in valid] == ["valid0", "valid1"]
+    assert [f.name for f in valid] == ["valid/images/valid0.jpg", "valid/images/valid1.jpg"]
+
+
+def test_a_box_with_no_area_is_dropped_and_the_frame_keeps_its_others(tmp_path, caplog):
+    """Before: one zero-size row (an accidental click) delivered the frame unlabelled, its good
+    car box lost with it."""
+    _png(tmp_path / "images" / "a.png", 50)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("0 0.25 0.26 0.25 0.3125\n1 0.6 0.6 0 0\n")
+    source = open_source(f"dir://{tmp_path}")
+    (frame,) = list(source)
+    np.testing.assert_allclose(frame.labels, [[0, 0.25, 0.26, 0.25, 0.3125]], atol=1e-6)
+    assert source.stats.empty_boxes == 1 and source.stats.bad_labels == 0
+    assert "dropped 1 box(es) with no area" in caplog.text and "a.txt:2: box" in caplog.text
 
 
 def test_a_class_id_the_dataset_does_not_name_is_a_refused_row(tmp_path):
@@ -214,7 +238,7 @@ def test_a_class_id_the_dataset_does_not_name_is_a_refused_row(tmp_path):
     (root / "train" / "labels" / "train1.txt").write_text("7 0.5 0.5 0.2 0.2\n")
     for uri in (f"dir://{root}/data.yaml",):
         source = open_source(uri)
-        frames = {f.name: f for f in source}
+        frames = {Path(f.name).stem: f for f in source}
         # before: delivered with its class-7 box (a tasks:// source dropped it, counting nothing)
         assert frames["train1"].labels is None and source.stats.refused_labels == 1
         assert frames["train0"].labels.shape == (1, 5)
@@ -232,7 +256,7 @@ def test_dir_data_yaml_with_path_and_list_file(tmp_path):
     yaml_path.write_text(f"path: {root}\ntrain: images/train\nval: val.txt\nnames: {{0: boat}}\n")
     source = open_source(f"dir://{yaml_path}?split=val")
     frames = list(source)
-    assert [f.name for f in frames] == ["t2"] and frames[0].labels.shape == (1, 5)
+    assert [f.name for f in frames] == ["images/train/t2.png"] and frames[0].labels.shape == (1, 5)
     with pytest.raises(SourceError, match="'val' path not found"):
         yaml_path.write_text(f"path: {root}\ntrain: images/train\nval: nowhere\nnames: [boat]\n")
         open_source(f"dir://{yaml_path}")
@@ -242,7 +266,7 @@ def test_dir_roboflow_layout_without_yaml(tmp_path):
     root = _roboflow(tmp_path / "rf", with_yaml=False)
     frames = list(open_source(f"dir://{root}"))
     assert len(frames) == 6 and all(f.labels is not None for f in frames)
-    assert [f.name for f in open_source(f"dir://{root}?split=test")] == ["test0"]
+    assert [f.name for f in open_source(f"dir://{root}?split=test")] == ["test/images/test0.jpg"]
 
 
 def test_dir_missing_labels_warning_names_path(tmp_path, caplog):
@@ -382,6 +406,39 @@ class FakeCapture:
 
 
 CFG = SourceConfig(reconnect_initial_s=0.5, reconnect_max_s=2.0, max_consecutive_failures=10)
+
+
+def test_a_live_16bit_thermal_frame_is_stretched(monkeypatch, tmp_path):
+    """A Y16 thermal core (``v4l2://0?fourcc=Y16``) delivers raw counts (H, W) uint16: before,
+    they reached the detector as they came (not BGR uint8); now stretched by their own range,
+    7000 -> 0, 8000 -> 128, 9000 -> 255, as a 16-bit image is. The URI asks OpenCV for Y16
+    without its conversion (which keeps the high byte only)."""
+    import cv2
+
+    from edgecl.runtime.sources import live
+
+    counts = np.full((6, 9), 7000, np.uint16)
+    counts[:, 3:6], counts[:, 6:] = 8000, 9000
+
+    class Thermal(FakeCapture):
+        def read(self):
+            return True, counts.copy()
+
+    seen = {}
+
+    def fake_cv2_capture(target, api, props, params=()):
+        seen.update(props)
+        return lambda: Thermal(None, opened=True)
+
+    monkeypatch.setattr(live, "_cv2_capture", fake_cv2_capture)
+    monkeypatch.setattr(live, "DEV_DIR", tmp_path)
+    (tmp_path / "video0").touch()
+    with open_source("v4l2://0?fourcc=Y16", CFG) as source:
+        frame = source.read()
+    assert frame.image.dtype == np.uint8 and frame.image.shape == (6, 9, 3)
+    assert [int(frame.image[0, x, 0]) for x in (0, 4, 8)] == [0, 128, 255]
+    assert seen[cv2.CAP_PROP_CONVERT_RGB] == 0
+    assert seen[cv2.CAP_PROP_FOURCC] == cv2.VideoWriter_fourcc(*"Y16 ")
 
 
 @pytest.mark.parametrize("uri", ["rtsp://cam.local:554/stream", "v4l2://0", "csi://0?width=640&height=480"])

@@ -40,7 +40,7 @@ from typing import Callable
 import numpy as np
 
 from edgecl.config import Config, LabelsConfig
-from edgecl.data.images import jpeg_side_problem, pixels_hash
+from edgecl.data.images import jpeg_side_problem, pixels_hash, small_side_problem
 from edgecl.errors import EdgeclError, LabelError, StorageError, UnavailableError, storage_fault
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.runtime.labels.pseudo import REFUSALS, PseudoLabeler, Thresholds
@@ -331,13 +331,14 @@ class MemorySink:
 
     def write(self, result) -> None:
         """Label, store or queue the frame of one loop result (a frame that cannot be stored
-        as JPEG, a side over 65500 pixels, is counted as ``refused_frame``, with a warning)."""
+        as JPEG, a side over 65500 pixels, or that no round could learn from, a side under
+        10 pixels, is counted as ``refused_frame``, with a warning)."""
         frame, detections = result.frame, result.detections
-        too_large = jpeg_side_problem(frame.image)
-        if too_large:
+        refused = jpeg_side_problem(frame.image) or small_side_problem(frame.image)
+        if refused:
             self._count("refused_frame")
             self._warn("frame", "frame %s from %s not stored or queued: %s", frame.frame_id,
-                       frame.source, too_large)
+                       frame.source, refused)
             return
         decision = self.pipeline.decide(frame, detections)
         self._count(decision.why)

@@ -33,6 +33,8 @@ class SourceStats:
             held a refused row.
         refused_labels: label rows refused by the YOLO label rule (each logged as
             ``file:line: why``).
+        empty_boxes: label rows dropped for a box with no area (an accidental click in a
+            labelling tool); the frame keeps its other boxes.
         ignored_files: files of an image folder that are not images ultralytics reads.
         read_retries: reads of an image folder tried again because the process, not the
             file, failed (out of file descriptors or memory for a moment).
@@ -43,6 +45,7 @@ class SourceStats:
     reconnects: int = 0
     bad_labels: int = 0
     refused_labels: int = 0
+    empty_boxes: int = 0
     ignored_files: int = 0
     read_retries: int = 0
 

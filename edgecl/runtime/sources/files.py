@@ -7,13 +7,14 @@ Images and labels follow THE rules of :mod:`edgecl.data.images` and :mod:`edgecl
 from __future__ import annotations
 
 import errno
+import os
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from edgecl.config import SourceConfig
-from edgecl.data.images import IMAGE_SUFFIXES, ImageError, read_image
+from edgecl.data.images import IMAGE_SUFFIXES, ImageError, quiet_opencv, read_image, to_bgr8
 from edgecl.data.importers import dataset_class_names
 from edgecl.data.labels import label_path_for, read_yolo_labels
 from edgecl.data.yolo_dataset import find_dataset, labels_report
@@ -118,6 +119,26 @@ def _special_file_kind(path: Path) -> str:
     return ""
 
 
+def deep_gray_format(codec_pixel_format: float) -> bool:
+    """Whether a video's pixel format is grey with more than 8 bits (a thermal camera's counts).
+
+    Args:
+        codec_pixel_format: ``cv2.CAP_PROP_CODEC_PIXEL_FORMAT`` of an opened FFmpeg capture:
+            FFmpeg's raw tag of the decoder's pixel format (libavcodec ``raw.c``: ``Y1\\0\\x10``
+            for ``gray16le``, ``\\x10\\0 1Y`` for ``gray16be``, 9 to 14 bits alike).
+
+    Returns:
+        True for ``gray9``-``gray16`` in either byte order.
+    """
+    try:
+        tag = int(codec_pixel_format).to_bytes(4, "little")
+    except (OverflowError, ValueError):
+        return False
+    if tag[:3] == b"Y1\0":
+        return 8 < tag[3] <= 16
+    return tag[2:] == b"1Y" and tag[1] == 0 and 8 < tag[0] <= 16
+
+
 class VideoFileSource(FrameSource):
     """``file://PATH[?loop=1]``: a video file read with OpenCV (FFmpeg).
 
@@ -178,6 +199,16 @@ class VideoFileSource(FrameSource):
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"{self.uri}: cannot open video {self.path}: {video_open_problem(self.path)}")
+        if deep_gray_format(cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)):
+            # FFmpeg's own conversion keeps the high byte: a thermal video's counts 7000-7800
+            # all become grey 27-30. Read the raw counts and stretch them as a 16-bit image.
+            cap.release()
+            with quiet_opencv():  # OpenCV warns that the conversion is off: that is the point
+                cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_CONVERT_RGB, 0])
+            if not cap.isOpened():
+                cap.release()
+                raise SourceError(f"{self.uri}: cannot open video {self.path}: "
+                                  f"{video_open_problem(self.path)}")
         return cap
 
     def _open(self) -> None:
@@ -204,6 +235,7 @@ class VideoFileSource(FrameSource):
             ok, image = self._cap.read()
             self._position += 1
             if ok and image is not None and image.size:
+                image = to_bgr8(image)
                 if failed:
                     self._count("skipped", failed)
                     self._skip_warnings += 1
@@ -262,7 +294,9 @@ class ImageListSource(FrameSource):
     Each frame carries the labels of ``label_path_for(image)``: an empty file gives
     ``(0, 5)``; a missing file gives ``None`` (unlabelled, not background); a file with a
     refused row (see :mod:`edgecl.data.labels`) gives ``None``, one warning naming
-    ``file:line`` and why, ``stats.bad_labels + 1`` and ``stats.refused_labels + rows``.
+    ``file:line`` and why, ``stats.bad_labels + 1`` and ``stats.refused_labels + rows``; a
+    row whose box has no area is dropped (``stats.empty_boxes``, one warning per file) and
+    the frame keeps its other boxes.
     An image that does not decode (truncated JPEG, corrupt file) is skipped with a warning
     giving the reason and ``stats.skipped + 1`` (never fatal). With ``loop`` the same files
     come back every pass: the counters count every pass, but each file is warned about once
@@ -277,6 +311,8 @@ class ImageListSource(FrameSource):
         cfg: source settings.
     """
 
+    root: Path
+    """The folder frame names are relative to (the dataset's root; else the images' common folder)."""
     labelled: bool = False
     """True when some image has a label file (set by the subclass that finds the images)."""
     names: dict[int, str] | None = None
@@ -289,7 +325,8 @@ class ImageListSource(FrameSource):
         self._index = 0
         self._delivered_this_pass = False
         self._delivered_before = False  # an earlier pass delivered a frame
-        self._warned: set[tuple[str, Path]] = set()  # bounded: at most 2 per image of the list
+        self._warned: set[tuple[str, Path]] = set()  # bounded: at most 3 per image of the list
+        self.root = _common_folder(self.images)
 
     def _warn_once(self, kind: str, path: Path, msg: str, *args) -> None:
         """Log a warning about a file the first time only (DEBUG on later loop passes)."""
@@ -303,6 +340,24 @@ class ImageListSource(FrameSource):
     def _open(self) -> None:
         self._index = 0
         self._delivered_this_pass = False
+
+    def frame_name(self, path: Path) -> str:
+        """The name a frame of ``path`` carries: its path below :attr:`root`, suffix kept.
+
+        ``a.jpg``, ``a.png`` and ``sub/a.jpg`` are three names (a frame's name is what its
+        ``--out`` line, its queue item and its memory sample's ``source`` show).
+
+        Args:
+            path: one of :attr:`images`.
+
+        Returns:
+            The POSIX relative path below :attr:`root`, or the file name when ``path`` is not
+            below it.
+        """
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.name
 
     def _labels(self, image_path: Path) -> np.ndarray | None:
         label_path = label_path_for(image_path)
@@ -323,6 +378,11 @@ class ImageListSource(FrameSource):
             self._warn_once("label", image_path, "delivering %s unlabelled: refused label row(s): %s%s",
                             image_path, shown, f" (and {more} more)" if more > 0 else "")
             return None
+        if parsed.empty:
+            self._count("empty_boxes", len(parsed.empty))
+            self._warn_once("empty", image_path, "%s: dropped %d box(es) with no area (%s); the "
+                            "frame keeps its other %d", image_path, len(parsed.empty),
+                            parsed.empty[0], len(parsed.labels))
         return parsed.labels
 
     def _next(self) -> RawFrame | None:
@@ -354,8 +414,16 @@ class ImageListSource(FrameSource):
                 self._warn_once("image", path, "skipping image: %s", exc)
                 continue
             self._delivered_this_pass = True
-            return RawFrame(image, self._labels(path), name=path.stem)
+            return RawFrame(image, self._labels(path), name=self.frame_name(path))
         return None
+
+
+def _common_folder(paths: list[Path]) -> Path:
+    """The deepest folder holding all ``paths`` (``Path()`` for none, or relative beside absolute)."""
+    try:
+        return Path(os.path.commonpath([str(p.parent) for p in paths]))
+    except ValueError:
+        return Path()
 
 
 def _label_hint(root: Path) -> str:

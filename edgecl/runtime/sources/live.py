@@ -33,6 +33,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from edgecl.config import SourceConfig
+from edgecl.data.images import to_bgr8
 from edgecl.errors import SourceError
 from edgecl.frames import StreamState
 from edgecl.runtime.sources.base import (FrameSource, QueryParams, RawFrame, declared_fps,
@@ -358,7 +359,7 @@ class CaptureSource(FrameSource):
             if image is not None:
                 self._failures, self._delay_s = 0, self.cfg.reconnect_initial_s
                 self._transition(StreamState.OPEN)
-                return RawFrame(image)
+                return RawFrame(to_bgr8(image))  # a Y16 thermal core's counts: stretched
             if self._closing.is_set():  # closed while a read waited: no failure to report
                 return None
             self._failures += 1
@@ -443,6 +444,10 @@ def v4l2_source(uri: str, path: str, params: QueryParams, cfg: SourceConfig | No
                 capture_factory: CaptureFactory | None = None, sleep=None) -> CaptureSource:
     """``v4l2://N`` or ``v4l2:///dev/videoN`` ``[?width=&height=&fps=&fourcc=MJPG]``.
 
+    ``fourcc=Y16`` reads a thermal core's raw 16-bit counts (FLIR Lepton on PureThermal, Boson)
+    and stretches each frame by its own range, as a 16-bit image
+    (:func:`edgecl.data.images.to_bgr8`); OpenCV's own conversion keeps the high byte only.
+
     Args:
         uri: the full URI.
         path: the part after ``scheme://``, without the query.
@@ -465,9 +470,11 @@ def v4l2_source(uri: str, path: str, params: QueryParams, cfg: SourceConfig | No
         value = params.get_int(name, 0)
         if value:
             props[prop] = value
-    fourcc = params.get_choice("fourcc", "", ("", "MJPG", "YUYV", "H264"))
+    fourcc = params.get_choice("fourcc", "", ("", "MJPG", "YUYV", "H264", "Y16"))
     if fourcc:
-        props[cv2.CAP_PROP_FOURCC] = cv2.VideoWriter_fourcc(*fourcc)
+        props[cv2.CAP_PROP_FOURCC] = cv2.VideoWriter_fourcc(*fourcc.ljust(4))
+    if fourcc == "Y16":  # OpenCV would keep the high byte of each count; stretch them instead
+        props[cv2.CAP_PROP_CONVERT_RGB] = 0
     params.finish()
     if not path:
         raise SourceError(f"{uri}: give a device index (v4l2://0) or node (v4l2:///dev/video0)")

@@ -64,7 +64,6 @@ class TasksSource(ImageListSource):
         if not images:
             raise SourceError(f"{uri}: the selected tasks have no images in this split")
         super().__init__(uri, images, False, cfg)
-        self.root = images[0].parent
         self.labelled = warn_about_labels(uri, Path(taskset.path).parent, images) > 0
         self.fps = fps
         self.is_live = fps > 0
