@@ -43,9 +43,37 @@ REPORT_FILES = ("report.md", "accuracy_matrix.png", "accuracy_matrix.csv", "task
                 "rounds.csv")
 
 
+_drawable_codes: frozenset[int] | None = None
+
+
+def _drawable() -> frozenset[int]:
+    """Code points the plots' font (matplotlib's DejaVu Sans) draws (read once)."""
+    global _drawable_codes
+    if _drawable_codes is None:
+        from matplotlib import font_manager
+
+        font = font_manager.get_font(font_manager.findfont("DejaVu Sans"))
+        _drawable_codes = frozenset(font.get_charmap())
+    return _drawable_codes
+
+
 def _plain(text) -> str:
-    """Text shown literally by matplotlib: every ``$`` escaped, so no mathtext is parsed."""
-    return str(text).replace("$", r"\$")
+    """Text shown literally by matplotlib: every ``$`` escaped, so no mathtext is parsed, and
+    each run of characters the font cannot draw written as its code points (``汽车`` ->
+    ``[U+6C7D U+8F66]``): drawn as empty boxes, two such class names of one length looked the
+    same. The CSV files and report.md keep the names as they are."""
+    out, missing = [], []
+    for ch in str(text):
+        if ch.isspace() or ord(ch) in _drawable():
+            if missing:
+                out.append("[" + " ".join(missing) + "]")
+                missing = []
+            out.append(ch)
+        else:
+            missing.append(f"U+{ord(ch):04X}")
+    if missing:
+        out.append("[" + " ".join(missing) + "]")
+    return "".join(out).replace("$", r"\$")
 
 
 def _wrap(text, width: int = LABEL_CHARS) -> str:
@@ -84,8 +112,8 @@ def _write_file(path: str | Path, data: bytes) -> Path:
 def _save(fig, path: str | Path) -> Path:
     """Render ``fig`` to PNG and write it atomically.
 
-    A glyph missing from the font (an emoji in a class name) is drawn as an empty box; its
-    warning is silenced.
+    Labels pass through :func:`_plain`, which writes characters the font lacks as code
+    points; a glyph missing all the same is drawn as an empty box, its warning silenced.
     """
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -274,15 +302,16 @@ def plot_reliability(bins: ReliabilityBins, path: str | Path, title: str = "Reli
     return _save(fig, path)
 
 
-_MD_SPECIAL = re.compile(r"([\\|`*\[\]<$])")
+_MD_SPECIAL = re.compile(r"([\\|`*_\[\]<>&$])")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
 def _md(text) -> str:
     """Text shown literally in Markdown, also in a table cell.
 
-    Backslash, ``|``, backtick, ``*``, ``[``, ``]``, ``<`` and ``$`` (math in some renderers) are
-    backslash-escaped; a line break becomes ``<br>``.
+    Backslash, ``|``, backtick, ``*``, ``_``, ``[``, ``]``, ``<``, ``>``, ``&`` (an entity such as
+    ``&lt;`` would show as ``<``) and ``$`` (math in some renderers) are backslash-escaped; a
+    line break becomes ``<br>``.
     """
     return _NEWLINE.sub("<br>", _MD_SPECIAL.sub(r"\\\1", str(text)))
 
@@ -466,7 +495,8 @@ def _unevaluated_lines(state_dir: str | Path, evaluated: Sequence[str]) -> list[
                if name not in set(evaluated) and cid not in merged]
     if not missing:
         return []
-    return [f"Not in the tables above: {', '.join(missing)}. These classes of the device's "
+    shown = ", ".join(_md(name) for name in missing)
+    return [f"Not in the tables above: {shown}. These classes of the device's "
             f"registry have no held-out box in any evaluation yet; a class is evaluated once "
             f"the replay memory holds a held-out sample of it.", ""]
 

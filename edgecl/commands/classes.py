@@ -166,9 +166,11 @@ def merge_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json_line(result)
         return 0
-    print(f"class {old_id} {names[old_id]!r} merged into class {into_id} {names[into_id]!r}: "
+    # names hold no control character (clean_name): quoted as they are (repr doubled a backslash)
+    old, into = f"'{names[old_id]}'", f"'{names[into_id]}'"
+    print(f"class {old_id} {old} merged into class {into_id} {into}: "
           f"{len(relabelled)} sample(s) relabelled (the next round learns them); a label naming "
-          f"{names[old_id]!r} now means {names[into_id]!r}, and id {old_id} stays reserved (models "
+          f"{old} now means {into}, and id {old_id} stays reserved (models "
           f"that have it keep its slot until a round unlearns it)")
     return 0
 

@@ -57,7 +57,8 @@ def clean_name(name: object, strict: bool = True) -> str:
     Raises:
         LabelError: not a string, empty, longer than :data:`MAX_NAME_CHARS`, or containing
             control characters (a newline would break every text format the names go to),
-            lone surrogates (no UTF-8 file can hold them) or, strict, invisible characters.
+            lone surrogates (no UTF-8 file can hold them) or, strict, invisible characters,
+            or made only of combining marks (a lone U+0301 is drawn as nothing).
     """
     if not isinstance(name, str):
         raise LabelError(f"class name must be text, got {type(name).__name__} "
@@ -73,6 +74,10 @@ def clean_name(name: object, strict: bool = True) -> str:
         bad = next(ch for ch in text if _invisible(ch))
         raise LabelError(f"class name {text!r} contains an invisible or direction-changing "
                          f"character (U+{ord(bad):04X})")
+    if strict and all(unicodedata.category(ch)[0] in "MZ" for ch in text):
+        codes = " ".join(f"U+{ord(ch):04X}" for ch in text[:5])
+        raise LabelError(f"class name {codes} holds no character of its own to show (only "
+                         f"combining marks or spaces)")
     if any(unicodedata.category(ch) == "Cc" for ch in text):
         raise LabelError(f"class name {text!r} contains control characters")
     if any(unicodedata.category(ch) == "Cs" for ch in text):

@@ -17,6 +17,71 @@ keeps every round in its CSV files): after weeks of rounds the whole history was
 request and a page thousands of rows tall."""
 
 
+CONSOLE_COLUMNS = 20
+"""Classes (or tasks) in the Forgetting page's matrix and curves, the most forgotten first (as
+``edgecl monitor report``): with 300 classes the heatmap was a strip 10 px tall and the
+curves' legend 1,850 px."""
+
+
+def _most_forgotten(names: list, values: list[list], limit: int) -> list[int]:
+    """Which columns to show: all when at most ``limit``, else the ``limit`` most forgotten
+    over the rows given (:func:`edgecl.continual.metrics.forgetting`; ties and unknown
+    forgetting by name), in their own order.
+
+    Args:
+        names: column names.
+        values: rows of values (``None`` where not evaluated), one per column each.
+        limit: most columns shown.
+
+    Returns:
+        Indices of the columns shown, ascending.
+    """
+    import math
+
+    import numpy as np
+
+    from edgecl.continual.metrics import forgetting
+
+    if len(names) <= limit:
+        return list(range(len(names)))
+    matrix = np.array([[np.nan if v is None else float(v) for v in row] for row in values],
+                      dtype=np.float64).reshape(len(values), len(names))
+    amount = forgetting(matrix)
+
+    def rank(j: int) -> tuple:
+        known = math.isfinite(amount[j])
+        return (not known, -amount[j] if known else 0.0, str(names[j]), j)
+
+    return sorted(sorted(range(len(names)), key=rank)[:limit])
+
+
+def bounded_forgetting(matrix: dict, per_class_ap: dict[str, list],
+                       limit: int = CONSOLE_COLUMNS) -> tuple[dict, dict[str, list]]:
+    """The Forgetting page's matrix and per-class curves cut to ``limit`` columns each.
+
+    Args:
+        matrix: :meth:`edgecl.runtime.monitor.Monitor.accuracy_matrix`.
+        per_class_ap: :meth:`edgecl.runtime.monitor.Monitor.per_class_ap_over_rounds`.
+        limit: most columns (classes or tasks) and curves kept.
+
+    Returns:
+        ``(matrix, per_class_ap)``: the matrix with ``columns_total`` (its columns before the
+        cut) and only the most forgotten columns; the curves of the most forgotten classes
+        (``per_class_total`` in the matrix gives how many there were).
+    """
+    cols = list(matrix.get("columns", []))
+    keep = _most_forgotten(cols, matrix.get("values", []), limit)
+    names = list(per_class_ap)
+    rounds = max(map(len, per_class_ap.values()), default=0)
+    series = [[per_class_ap[n][i] if i < len(per_class_ap[n]) else None for n in names]
+              for i in range(rounds)]
+    curves = _most_forgotten(names, series, limit)
+    out = {**matrix, "columns": [cols[j] for j in keep],
+           "values": [[row[j] for j in keep] for row in matrix.get("values", [])],
+           "columns_total": len(cols), "per_class_total": len(names)}
+    return out, {names[j]: per_class_ap[names[j]] for j in curves}
+
+
 class LiveViewSink:
     """Loop sink keeping the latest frames for the Live page, at most ``max_hz`` a second.
 
@@ -261,8 +326,10 @@ def build_console_hooks(runtime):
 
     def forgetting() -> dict:
         monitor = runtime.monitor
-        return {"matrix": monitor.accuracy_matrix(last=CONSOLE_ROUNDS),
-                "per_class_ap": monitor.per_class_ap_over_rounds(last=CONSOLE_ROUNDS),
+        matrix, per_class_ap = bounded_forgetting(
+            monitor.accuracy_matrix(last=CONSOLE_ROUNDS),
+            monitor.per_class_ap_over_rounds(last=CONSOLE_ROUNDS))
+        return {"matrix": matrix, "per_class_ap": per_class_ap,
                 "reliability": monitor.reliability(runtime.registry.current())}
 
     # INVARIANT: the heaviest reads are cached briefly, so a busy console or scraper costs the

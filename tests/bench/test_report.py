@@ -53,8 +53,8 @@ def test_write_monitor_report(tmp_path):
     assert "| ACC (box mAP50-95) | 0.733 |" in text
     # BWT ((0.6 - 0.7) + (0.7 - 0.8)) / 2 = -0.100; forgetting car_a max(0.7, 0.5) - 0.6 = 0.1
     assert "| BWT | -0.100 |" in text
-    assert "| car_a | 0.100 |" in text
-    assert "| 4 | v0004 | rejected | forgets car_a |" in text
+    assert "| car\\_a | 0.100 |" in text
+    assert "| 4 | v0004 | rejected | forgets car\\_a |" in text
 
 
 def test_monitor_report_of_a_deployment_shows_the_class_view(tmp_path):
@@ -84,6 +84,13 @@ def test_monitor_report_of_a_deployment_shows_the_class_view(tmp_path):
     ClassRegistry(tmp_path).merge("Drone", "person")
     text = write_monitor_report(tmp_path).read_text()
     assert "Not in the tables above: Truck. These classes" in text
+    # before: this list alone wrote names as they are: a name holding HTML ran in a renderer
+    # that passes inline HTML, and an entity showed as another name (a&amp;b as a&b)
+    ClassRegistry(tmp_path).add(['<img src=x onerror=alert(2)>', "a&amp;b", "other_vehicle"])
+    text = write_monitor_report(tmp_path).read_text()
+    assert ("Not in the tables above: Truck, \\<img src=x onerror=alert(2)\\>, a\\&amp;b, "
+            "other\\_vehicle. These classes") in text
+    assert "<img" not in text.replace("\\<img", "")
 
 
 def test_report_of_an_empty_database_and_of_a_missing_one(tmp_path):
@@ -324,3 +331,15 @@ def test_a_tiny_negative_figure_reads_zero_not_minus_zero():
 
     assert [_fmt(-1e-9), _fmt(-0.0), _fmt(-0.0006), _fmt(0.1234)] == ["0.000", "0.000", "-0.001", "0.123"]
     assert [_text(-1e-9), _text(-0.00004), _text(-0.5)] == ["0.0000", "0.0000", "-0.5000"]
+
+
+def test_plot_labels_write_characters_the_font_lacks_as_code_points():
+    """Before: CJK and emoji class names were drawn as rows of empty boxes, so that two CJK
+    classes of one length had the same legend entry."""
+    from edgecl.bench.report import _plain
+
+    assert _plain("\u6c7d\u8f66 car") == "[U+6C7D U+8F66] car"
+    assert _plain("\u884c\u4eba") == "[U+884C U+4EBA]"
+    assert _plain("\U0001f6b2 $x") == "[U+1F6B2] \\$x"
+    assert _plain("\u00c4rger \u0633\u064a\u0627\u0631\u0629 \u05e8\u05db\u05d1") == (
+        "\u00c4rger \u0633\u064a\u0627\u0631\u0629 \u05e8\u05db\u05d1")  # DejaVu draws these

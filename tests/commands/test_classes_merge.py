@@ -123,3 +123,12 @@ def test_a_round_rebuilds_a_damaged_class_registry_before_it_reads_the_memory(st
     (state / "classes.json").write_text("{garbage")
     assert _open_round(load_config(None, [f"state_dir={state}"]), None) is not None
     assert ClassRegistry(state).names() == {0: "car", 1: "Persn", 2: "person"}
+
+
+def test_the_merge_line_quotes_names_as_they_are(tmp_path, capsys):
+    """Before: ``class 1 'a\\\\b' merged ...``: repr doubled the backslash of the class ``a\\b``."""
+    root = tmp_path / "state"
+    ClassRegistry(root).add(["car", "a\\b"])
+    assert main(["classes", "merge", "a\\b", "car", "--state-dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("class 1 'a\\b' merged into class 0 'car': 0 sample(s) relabelled")

@@ -178,3 +178,18 @@ def test_a_refused_polygon_row_is_quoted_as_written():
         "x.txt:1: coordinates [0.575, 3.63, 0.65, 6.74] exceed 1 (not normalised, or beyond the "
         "1% tolerance): the enclosing box of the row '0 0.25 0.26 0.25 0.31 0.9 7', read as a "
         "polygon of 3 points (a row of 7 values)"]
+
+
+def test_a_class_name_of_combining_marks_only_is_refused():
+    """Before: a lone U+0301 became a class shown as nothing (a blank chip, a blank heatmap
+    column); a mark after a letter stays part of a name."""
+    import pytest
+
+    from edgecl.data.class_names import clean_name
+    from edgecl.errors import LabelError
+
+    for name in ("\u0301", "\u0301\u0302", "\u20dd"):
+        with pytest.raises(LabelError, match="holds no character of its own to show"):
+            clean_name(name)
+    assert clean_name("e\u0301") == "\u00e9" and clean_name("\u0915\u094d") == "\u0915\u094d"
+    assert clean_name("\u0301", strict=False) == "\u0301"  # a name a registry already holds

@@ -364,8 +364,11 @@ class FakeConsole:
             bins.append({"lo": lo, "hi": hi, "confidence": conf,
                          "precision": max(0.0, min(1.0, conf - 0.08 + 0.02 * (k % 3))),
                          "count": 40 + 13 * k})
-        return {"matrix": {"rows": rows, "columns": cols, "values": values},
-                "per_class_ap": per_class,
+        from edgecl.runtime.console import bounded_forgetting  # as the runtime's hook does
+
+        matrix, per_class = bounded_forgetting({"rows": rows, "columns": cols, "values": values,
+                                                "kind": "classes"}, per_class)
+        return {"matrix": matrix, "per_class_ap": per_class,
                 "reliability": {"bins": bins, "protocol": {"version": "v0002", "dece": 0.052,
                                                            "iou": 0.5, "bins": 10,
                                                            "min_conf": 0.3, "samples": 512}}}

@@ -373,3 +373,11 @@ def test_several_ranges_get_the_whole_file_and_other_sites_cannot_embed(client):
     single = client.get("/static/console.js", headers={"Range": "bytes=0-9"})
     assert single.status_code == 206 and single.content == whole.content[:10]
     assert whole.headers["cross-origin-resource-policy"] == "same-origin"
+
+
+def test_the_api_page_states_the_body_bound_the_server_holds(client):
+    """Before: the API page said 413 above 2 MiB while the server refused above 1 MiB."""
+    from edgecl.web.app import MAX_BODY_BYTES
+
+    page = client.get("/api-docs").text
+    assert f"413 body over {MAX_BODY_BYTES // 2**20} MiB" in page

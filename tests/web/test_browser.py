@@ -156,6 +156,17 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
                                                 "images.")
     assert not browser.find_elements(By.CSS_SELECTOR, "#reliability svg")
     fake.detections_held_out = True
+    # 300 classes: before, a heatmap strip 10 px tall and a legend of 300 curves
+    names = fake.class_names
+    fake.class_names = [*names, *(f"class_{k:03d}" for k in range(296))]
+    browser.get(base + "/forgetting")
+    wait_for(lambda: "most forgotten of 300 classes" in text_of(browser, "#heatmap-window"),
+             what="the columns' bound said")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#lines-legend span")) == 21  # 20 + note
+    height = js(browser, "return document.querySelector('#heatmap svg').getBoundingClientRect().height")
+    assert height > 150, height
+    screenshot(browser, "forgetting-300-classes")
+    fake.class_names = names
 
     # API: the offline route list
     browser.get(base + "/api-docs")
@@ -285,12 +296,14 @@ def label_by_touch_on_a_phone(browser, base, fake, console_server):
     banner = wait_for(lambda: next((e for e in browser.find_elements(By.ID, "offline")
                                     if e.is_displayed()), None), 12, "offline banner")
     assert "No connection to the device" in banner.text
+    assert js(browser, "return document.body.classList.contains('offline')")  # values greyed
     debug_screenshot(browser, "phone-label-offline")
     fake.add_items(1)
     again = StatusServer(create_app(fake.hooks()), "127.0.0.1", port)
     again.start()
     try:
         wait_for(lambda: not banner.is_displayed(), 12, "banner gone")
+        assert not js(browser, "return document.body.classList.contains('offline')")
         wait_for(lambda: "f0009" in text_of(browser, "#queue"), 12, "the queue after the restart")
     finally:
         again.stop()
@@ -298,6 +311,37 @@ def label_by_touch_on_a_phone(browser, base, fake, console_server):
     unexpected = [e["message"] for e in severe_console_entries(browser)
                   if not any(p in e["message"] for p in provoked)]
     assert unexpected == []
+
+
+def test_the_label_page_by_keyboard_alone(served, browser):
+    """Before: Tab was always taken (focus never reached the class list or the buttons, so a
+    class past the ninth could not be chosen) and no key made a box. Now Tab walks the boxes
+    and then moves on; B makes a box, + and - resize it, the arrows move it."""
+    base, fake = served
+    browser.get(base + "/label")
+    wait_for(lambda: "f0000" in text_of(browser, "#why"), what="first item")
+    wait_for(lambda: js(browser, "return !document.getElementById('canvas').classList.contains('loading')"),
+             what="frame loaded")
+    keys = ActionChains(browser)
+    keys.send_keys("b", "c").perform()                    # a new box of a new class, named
+    name_box = browser.find_element(By.ID, "new-class")
+    wait_for(name_box.is_displayed, what="new class input")
+    name_box.send_keys("forklift", Keys.ENTER)
+    ActionChains(browser).send_keys("+", "+", Keys.ARROW_RIGHT, Keys.ARROW_RIGHT,
+                                    Keys.ARROW_RIGHT).perform()
+    tags = []
+    for _ in range(6):  # the proposals and the new box, then on to the page's controls
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        tags.append(js(browser, "return document.activeElement.tagName"))
+    assert "BUTTON" in tags, tags                                   # before: BODY every time
+    js(browser, "document.activeElement.blur()")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_for(lambda: fake.answers, what="answer received")
+    boxes = {b["class"]: b["xyxy"] for b in fake.answers[0]["boxes"]}
+    # a quarter of the 640x480 frame (240, 180, 400, 300) grown 1.1 x 1.1 about its centre,
+    # then 3 px to the right
+    expected = [320 - 80 * 1.21 + 3, 240 - 60 * 1.21, 320 + 80 * 1.21 + 3, 240 + 60 * 1.21]
+    assert all(abs(a - b) <= 1 for a, b in zip(boxes["forklift"], expected)), boxes
 
 
 def test_token_is_asked_once_per_browser_session(fake, browser):

@@ -79,3 +79,20 @@ def test_rows_without_engine_fields_still_render(served, browser):
     assert {v: c[:2] for v, c in _cells(browser).items()} == {
         "v0003": ["—", None], "v0002": ["—", None], "v0001": ["—", None]}
     assert severe_console_entries(browser) == []
+
+
+def test_a_version_of_many_classes_shows_its_weakest_twelve(served, browser):
+    """Before: every class's AP bar was listed: 298 classes made the page 5,286 px tall."""
+    base, fake = served
+    fake.versions[0]["per_class_ap"] = {f"class_{k:03d}": round(0.9 - k * 0.003, 3) for k in range(30)}
+    browser.get(base + "/models")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version] .ap"),
+             what="AP cells")
+    names = browser.execute_script(
+        "return [...document.querySelectorAll('#models tr[data-version=\"v0003\"] .ap .name')]"
+        ".map((e) => e.textContent)")
+    assert names == [f"class_{k:03d}" for k in range(18, 30)]  # the lowest 12, in their order
+    note = browser.execute_script(
+        "return document.querySelector('#models tr[data-version=\"v0003\"] .ap').nextSibling.textContent")
+    assert note.startswith("the 12 lowest of 30 classes")
+    assert severe_console_entries(browser) == []

@@ -117,12 +117,14 @@ const EC = (() => {
       "may be stopped or restarting, or the network is down. This page retries by itself; " +
       "nothing is saved until the device answers.";
     banner.hidden = false;
+    document.body.classList.add("offline");  // values shown are the last ones read: greyed
   }
 
   function markOnline() {
     if (!offlineSince) return;
     offlineSince = 0;
     offlineBanner().hidden = true;
+    document.body.classList.remove("offline");
     toast("Connected to the device again", "ok");
   }
 

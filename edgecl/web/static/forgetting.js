@@ -153,10 +153,18 @@
     const matrix = data.matrix || {rows: [], columns: [], values: []};
     $("heatmap").replaceChildren(heatmap(matrix));
     const shown = (matrix.rows || []).length;
-    $("heatmap-window").textContent = matrix.rows_total > shown
-      ? `The newest ${shown} of ${matrix.rows_total} rounds; edgecl monitor report writes them all to CSV.`
-      : "";
+    const cols = (matrix.columns || []).length;
+    const what = matrix.kind === "tasks" ? "tasks" : "classes";
+    const notes = [];
+    if (matrix.rows_total > shown) notes.push(`the newest ${shown} of ${matrix.rows_total} rounds`);
+    if (matrix.columns_total > cols) notes.push(`the ${cols} most forgotten of ${matrix.columns_total} ${what}`);
+    $("heatmap-window").textContent = notes.length
+      ? `Shown: ${notes.join("; ")}; edgecl monitor report writes them all to CSV.` : "";
     const [chart, legend] = lines(data.per_class_ap, matrix.rows || []);
+    const curves = Object.keys(data.per_class_ap || {}).length;
+    if (matrix.per_class_total > curves) {
+      legend.push(EC.el("span", {class: "note muted", text: `the ${curves} most forgotten of ${matrix.per_class_total} classes`}));
+    }
     $("lines").replaceChildren(chart);
     $("lines-legend").replaceChildren(...legend);
     $("reliability").replaceChildren(reliability(data.reliability));

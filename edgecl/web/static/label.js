@@ -92,8 +92,8 @@
     const input = $("new-class");
     const name = input.value.trim();
     if (accept) {
-      if (!name || [...name].length > MAX_CLASS_CHARS || /[\/\\]/.test(name)) {
-        EC.toast(`A class name is 1–${MAX_CLASS_CHARS} characters, without / or \\`, "error");
+      if (!name || [...name].length > MAX_CLASS_CHARS) {  // the device says what else it refuses
+        EC.toast(`A class name is 1–${MAX_CLASS_CHARS} characters`, "error");
         return;
       }
       addClass(name);
@@ -768,6 +768,52 @@
     draw();
   }
 
+  /** A new box from the keyboard: a quarter of the frame, centred, of the class in use,
+   *  selected (arrows move it, + and - resize it). */
+  function addBoxByKey() {
+    if (!state.image || state.busy) return;
+    const w = state.image.naturalWidth;
+    const h = state.image.naturalHeight;
+    const b = {cls: state.defaultClass, x1: w * 3 / 8, y1: h * 3 / 8, x2: w * 5 / 8, y2: h * 5 / 8, proposed: false};
+    state.boxes.push(b);
+    state.selected = state.boxes.length - 1;
+    state.edited = true;
+    if (!b.cls) openNewClass();
+    draw();
+  }
+
+  /** Grow (factor > 1) or shrink the selected box about its centre, kept inside the frame. */
+  function resizeSelected(factor) {
+    if (state.selected < 0 || !state.image) return;
+    const b = state.boxes[state.selected];
+    const w = state.image.naturalWidth;
+    const h = state.image.naturalHeight;
+    const cx = (b.x1 + b.x2) / 2;
+    const cy = (b.y1 + b.y2) / 2;
+    const hw = Math.max(1, ((b.x2 - b.x1) / 2) * factor);
+    const hh = Math.max(1, ((b.y2 - b.y1) / 2) * factor);
+    Object.assign(b, {x1: Math.max(0, cx - hw), x2: Math.min(w, cx + hw),
+                      y1: Math.max(0, cy - hh), y2: Math.min(h, cy + hh), proposed: false});
+    state.edited = true;
+    draw();
+  }
+
+  /** Tab on the frame: the next (Shift: previous) box. Past the last one, or with no box,
+   *  focus moves on as usual (the class list, the buttons): returns whether Tab was taken. */
+  function tabThroughBoxes(backwards) {
+    const n = state.boxes.length;
+    if (!n) return false;
+    const next = backwards ? (state.selected < 0 ? n - 1 : state.selected - 1) : state.selected + 1;
+    if (next < 0 || next >= n) {
+      state.selected = -1;
+      draw();
+      return false;
+    }
+    state.selected = next;
+    draw();
+    return true;
+  }
+
   function nudge(dx, dy) {
     if (state.selected < 0 || !state.image) return;
     const b = state.boxes[state.selected];
@@ -789,6 +835,11 @@
       return;
     }
     if (tag === "SELECT" || tag === "TEXTAREA" || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.key === "Tab") {  // on a button or link, Tab moves focus as everywhere else
+      const onFrame = tag === "BODY" || tag === "CANVAS" || !tag;
+      if (onFrame && tabThroughBoxes(event.shiftKey)) event.preventDefault();
+      return;
+    }
     if (onListKey(event)) return;
     const key = event.key;
     const step = event.shiftKey ? 10 : 1;
@@ -805,11 +856,8 @@
         state.selected = -1;
         draw();
       },
-      Tab: () => {
-        if (!state.boxes.length) return;
-        state.selected = (state.selected + (event.shiftKey ? state.boxes.length - 1 : 1)) % state.boxes.length;
-        draw();
-      },
+      b: addBoxByKey, B: addBoxByKey,
+      "+": () => resizeSelected(1.1), "=": () => resizeSelected(1.1), "-": () => resizeSelected(1 / 1.1),
       ArrowLeft: () => nudge(-step, 0), ArrowRight: () => nudge(step, 0),
       ArrowUp: () => nudge(0, -step), ArrowDown: () => nudge(0, step),
     };

@@ -5,14 +5,24 @@
   const $ = (id) => document.getElementById(id);
   let currentVersion = "";  // as the last load showed it: a rollback is asked from it
 
+  const AP_ROWS = 12;  // a version of 300 classes made the page 5,000 px tall: the weakest shown
+
   function apCell(perClass) {
-    const entries = Object.entries(perClass || {});
+    let entries = Object.entries(perClass || {});
     if (!entries.length) return EC.el("span", {class: "muted", text: "—"});
-    return EC.el("div", {class: "ap"}, entries.flatMap(([name, ap]) => [
+    const total = entries.length;
+    if (total > AP_ROWS) {
+      entries = entries.map((e, i) => [e, i]).sort((a, b) => (a[0][1] ?? 0) - (b[0][1] ?? 0) || a[1] - b[1])
+        .slice(0, AP_ROWS).sort((a, b) => a[1] - b[1]).map(([e]) => e);
+    }
+    const cell = EC.el("div", {class: "ap"}, entries.flatMap(([name, ap]) => [
       EC.el("span", {class: "name", dir: "auto", title: name, text: name}),
       EC.el("div", {class: "bar"}, EC.el("span", {style: `width:${Math.round((ap || 0) * 100)}%`})),
       EC.el("span", {text: EC.fmt.num(ap, 2)}),
     ]));
+    if (total === entries.length) return cell;
+    return EC.el("div", {}, cell, EC.el("div", {class: "small muted",
+      text: `the ${AP_ROWS} lowest of ${total} classes (edgecl models list --json has them all)`}));
   }
 
   /** Which engine serves the version; the INT8 gate's reason as the tooltip (text only). */
