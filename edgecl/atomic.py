@@ -138,6 +138,31 @@ def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def damaged_copy_path(path: str | os.PathLike, stamp: str,
+                      sides: tuple[str, ...] = ("",)) -> Path:
+    """Where a damaged file is kept beside its repair: ``NAME.corrupt-STAMP``, or
+    ``NAME.corrupt-STAMP.N`` (N = 2, 3, ...) when that name is taken, so a second repair in
+    the same second (a board whose clock starts at the same date every boot) never
+    overwrites the first copy.
+
+    Args:
+        path: the damaged file.
+        stamp: the time it is kept at (UTC, no ``:``).
+        sides: suffixes of files that go with it (an SQLite ``-wal`` and ``-shm``): a name is
+            taken when any of them exists.
+
+    Returns:
+        A path no file (nor any of its sides) holds.
+    """
+    path = Path(path)
+    base = f"{path.name}.corrupt-{stamp}"
+    kept, n = path.with_name(base), 1
+    while any(kept.with_name(kept.name + side).exists() for side in sides):
+        n += 1
+        kept = path.with_name(f"{base}.{n}")
+    return kept
+
+
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Make ``dst`` the same file as ``src``: a hard link, or a copy where links fail (another
     file system). Not atomic: for work copies that a crash may leave half-made and that are
@@ -174,9 +199,10 @@ ORPHAN_QUIET_S = 600.0
 
 
 def _remove_orphaned_temp_dirs(path: Path) -> None:
-    """Remove ``.<name>.pid<pid>.*.tmp`` folders beside ``path`` whose process is gone and
-    that nothing has changed for :data:`ORPHAN_QUIET_S` (a process of another pid namespace, a
-    container writing to a shared volume, looks gone). The name must match exactly: ``ds``
+    """Remove ``.<name>.pid<pid>.*.tmp`` folders beside ``path`` whose process is gone (or whose
+    pid a process started since has taken: a reboot) and that nothing has changed for
+    :data:`ORPHAN_QUIET_S` (a process of another pid namespace, a container writing to a
+    shared volume, looks gone). The name must match exactly: ``ds``
     never takes ``.ds.4000.pid12.x.tmp``, the temp folder of an output named ``ds.4000``."""
     pattern = re.compile(rf"\.{re.escape(path.name)}\.pid(\d+)\.[A-Za-z0-9_]+\.tmp")
     try:
@@ -186,15 +212,34 @@ def _remove_orphaned_temp_dirs(path: Path) -> None:
     now = time.time()
     for sibling in siblings:
         match = pattern.fullmatch(sibling.name)
-        if match is None or not sibling.is_dir() or _process_alive(int(match.group(1))):
+        if match is None or not sibling.is_dir():
             continue
         try:
             touched = max([sibling.stat().st_mtime] + [p.stat().st_mtime for p in sibling.iterdir()
                                                        if p.is_dir()])
         except OSError:
             continue
-        if now - touched >= ORPHAN_QUIET_S:
+        pid = int(match.group(1))
+        # a pid taken again (after a reboot, most likely by another program) is not the writer:
+        # a process that started after the folder last changed cannot have written it
+        writer_alive = _process_alive(pid) and not _started_after(pid, touched)
+        if not writer_alive and now - touched >= ORPHAN_QUIET_S:
             shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _started_after(pid: int, wall_s: float) -> bool:
+    """Whether process ``pid`` started more than a second after ``wall_s`` (wall clock), read
+    from Linux's ``/proc`` (its start in clock ticks since boot, and the boot's time); False
+    where that cannot be read (another system, a pid gone meanwhile)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start_ticks = int(stat.rpartition(")")[2].split()[19])
+        boot_s = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                      if line.startswith("btime "))
+        started_s = boot_s + start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    return started_s > wall_s + 1.0
 
 
 def _process_alive(pid: int) -> bool:

@@ -66,6 +66,9 @@ class Frame:
         task: name of the task this frame belongs to (scenario streams), else ``None``.
         name: stable identifier of the frame, if any: an image's path below the streamed
             folder (``sub/a.jpg``), a video's stem and frame number (``clip_000012``).
+        captured_mono_s: capture time on ``time.monotonic()`` (what latency is measured
+            from: a wall clock set meanwhile would make it a year, or 0); ``None`` when the
+            frame was made elsewhere.
     """
 
     image: np.ndarray
@@ -75,6 +78,7 @@ class Frame:
     labels: np.ndarray | None = None
     task: str | None = None
     name: str = ""
+    captured_mono_s: float | None = None
 
     @property
     def is_labelled(self) -> bool:

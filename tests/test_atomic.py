@@ -84,10 +84,12 @@ def test_a_written_dataset_and_split_are_readable_by_others(tmp_path, umask_022)
     assert {m for m in modes.values()} <= {0o644, 0o755}, modes
 
 
-def test_a_folder_a_killed_process_left_is_removed_by_the_next_build(tmp_path):
+def test_a_folder_a_killed_process_left_is_removed_by_the_next_build(tmp_path, monkeypatch):
     """Before: a dataset import killed half-way left its hidden temp folder (hundreds of MB)
     beside the output, and no later run removed or named it."""
     import subprocess
+
+    monkeypatch.setattr(atomic, "_started_after", lambda pid, wall_s: False)  # pids not reused
 
     dead = subprocess.Popen(["true"])
     dead.wait()  # a pid no process has now
@@ -111,6 +113,22 @@ def test_a_folder_a_killed_process_left_is_removed_by_the_next_build(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in keep] + ["out"])
 
 
+def test_a_folder_whose_pid_a_later_process_took_is_removed(tmp_path):
+    """Before: after a reboot, the pid of a killed export was likely taken by another process,
+    and its temp folder (a full copy) stayed for good. A process that started after the folder
+    last changed cannot be its writer (this test's own process stands for it)."""
+    day_ago = time.time() - 86400
+    folder = tmp_path / f".out.pid{os.getpid()}.abc123.tmp"
+    (folder / "images").mkdir(parents=True)
+    for p in (folder / "images", folder):
+        os.utime(p, (day_ago, day_ago))
+    assert atomic._started_after(os.getpid(), day_ago)
+    assert not atomic._started_after(os.getpid(), time.time())
+    with atomic.atomic_dir(tmp_path / "out") as d:
+        (d / "f.txt").write_text("y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_an_output_filled_meanwhile_is_named_not_its_temp_folder(tmp_path):
     """Before: the second of two imports to one --out failed with 'Directory not empty:
     .ds.9055.kduv6hu8.tmp', naming a hidden folder the user never made."""
@@ -123,3 +141,21 @@ def test_an_output_filled_meanwhile_is_named_not_its_temp_folder(tmp_path):
     assert str(err.value).endswith(f"{out} was filled meanwhile (another process wrote it?); "
                                    f"nothing of this run was kept there")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_a_second_damaged_copy_in_the_same_second_gets_its_own_name(tmp_path):
+    """Before: classes.json and learner/state.json were kept as NAME.corrupt-STAMP only: a
+    second repair within the same second (a board booting at the same date every time)
+    overwrote the first damaged copy."""
+    from edgecl.atomic import damaged_copy_path
+
+    path = tmp_path / "classes.json"
+    first = damaged_copy_path(path, "20240101T000000Z")
+    assert first.name == "classes.json.corrupt-20240101T000000Z"
+    first.write_text("one")
+    second = damaged_copy_path(path, "20240101T000000Z")
+    assert second.name == "classes.json.corrupt-20240101T000000Z.2"
+    second.write_text("two")
+    (tmp_path / "classes.json.corrupt-20240101T000000Z.3-wal").write_text("")
+    third = damaged_copy_path(path, "20240101T000000Z", ("", "-wal"))
+    assert third.name == "classes.json.corrupt-20240101T000000Z.4"

@@ -176,7 +176,8 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
     Returns:
         The :class:`RoundResult` (``staged``, ``rejected``, ``skipped`` or ``failed``).
     """
-    started_s = time.time()
+    started_s = time.time()  # when, for records; how long is on the monotonic clock
+    started_mono_s = time.monotonic()  # (a clock set by NTP mid-round is no round of a year)
     ctx = _open_round(cfg, max_sample_id)
     if ctx is None:
         return RoundResult(RoundStatus.SKIPPED, reason="no new labelled samples", trigger=reason,
@@ -201,7 +202,7 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
     tasks = sorted({r.task for r in ctx.new_records})
     log.info("round %d: %d new sample(s) of task(s) %s (trigger: %s)", ctx.state.round + 1,
              len(ctx.new_records), ", ".join(tasks), reason)
-    return _train_evaluate_stage(ctx, reason, started_s, record, hold)
+    return _train_evaluate_stage(ctx, reason, started_s, started_mono_s, record, hold)
 
 
 def _without_unnamed_classes(snapshot, names: dict[int, str]):
@@ -682,7 +683,8 @@ def seed_round(seed: int) -> None:
 
 
 def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
-                          record: RoundRecorder | None, hold: bool = False) -> RoundResult:
+                          started_mono_s: float, record: RoundRecorder | None,
+                          hold: bool = False) -> RoundResult:
     cfg, state = ctx.cfg, ctx.state
     round_no = state.round + 1
     clock = _PhaseClock()
@@ -716,7 +718,7 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
                                                 + [r.task for r in ctx.new_records]))
         after.last_sample_id = max(r.id for r in ctx.new_records)
     recorded = dict(round_no=round_no, status=status, reason=verdict.reason,
-                    seconds=round(time.time() - started_s, 1), evaluation=candidate,
+                    seconds=round(time.monotonic() - started_mono_s, 1), evaluation=candidate,
                     columns=state.task_order, class_names=names, calibration=cal_report)
     with clock("stage"):
         manifest = _manifest(ctx, names, ft, verdict, candidate, export_meta, reason, replay_ids)
@@ -741,7 +743,7 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
     log.info("round %d -> %s %s: %s", round_no, version, status.value, verdict.reason)
     return RoundResult(status, reason=verdict.reason, round=round_no, version=version,
                        trigger=reason, started_s=started_s,
-                       seconds=round(time.time() - started_s, 1),
+                       seconds=round(time.monotonic() - started_mono_s, 1),
                        acc=cl.get("acc"), bwt=cl.get("bwt"),
                        per_task={t: _finite(v) for t, v in cand_map.items()},
                        classes=sorted(names), steps=ft.steps, train_s=round(ft.seconds, 1),

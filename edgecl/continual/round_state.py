@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from edgecl.atomic import atomic_write_json
+from edgecl.atomic import atomic_write_json, damaged_copy_path
 from edgecl.errors import StorageError
 from edgecl.frames import STREAM_TASK
 from edgecl.models.registry import VersionStatus, read_manifests
@@ -279,7 +279,7 @@ def _keep_damaged(path: Path, why: str) -> None:
         return
     import time
 
-    kept = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    kept = damaged_copy_path(path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     os.replace(path, kept)
     log.warning("the damaged learner progress is kept as %s", kept)
 

@@ -306,7 +306,7 @@ class FleetDevice:
         from edgecl.runtime.learner import record_in_monitor, round_lock
         from edgecl.runtime.promote import promote_version
 
-        started_s = time.time()
+        started_mono_s = time.monotonic()  # a round's length: immune to a clock set meanwhile
         if not global_names:
             return AdoptOutcome("skipped", "the global model knows no class yet")
         bad = non_finite_key(global_arrays)
@@ -373,7 +373,7 @@ class FleetDevice:
             # rows follow the learner's last round (kept with the version, as a round's are)
             recorded = dict(round_no=ctx.state.round, status=status,
                             reason=f"fleet round {round_no}: {verdict.reason}",
-                            seconds=round(time.time() - started_s, 1), evaluation=candidate,
+                            seconds=round(time.monotonic() - started_mono_s, 1), evaluation=candidate,
                             columns=ctx.state.task_order, class_names=names,
                             calibration=cal_report)
             files[ROUND_RECORD_FILE] = write_round_record(ctx.work / ROUND_RECORD_FILE, **recorded)

@@ -26,7 +26,7 @@ import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgecl.atomic import atomic_write_json
+from edgecl.atomic import atomic_write_json, damaged_copy_path
 from edgecl.data.class_names import clean_name, known_spelling, loose_class_name, same_name_key
 from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError
 
@@ -217,7 +217,7 @@ class ClassRegistry:
         return True
 
     def _move_damaged_aside(self) -> Path | None:
-        kept = self.path.with_name(f"{FILE_NAME}.corrupt-{_now_iso().replace(':', '')}")
+        kept = damaged_copy_path(self.path, _now_iso().replace(":", ""))
         try:
             os.replace(self.path, kept)
         except FileNotFoundError:

@@ -24,7 +24,7 @@ from pathlib import Path
 from edgecl.atomic import atomic_write_json
 from edgecl.config import Config, LearnerConfig
 from edgecl.continual.round_state import (RoundResult, RoundStatus, learner_dir, load_state,
-                                          progress_within_memory)
+                                          progress_within_memory, state_path)
 from edgecl.errors import EdgeclError, storage_fault, storage_faults
 from edgecl.runtime.lock import import_running
 from edgecl.stop_signals import unwind_once_on_stop_signals
@@ -263,7 +263,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         log.debug("the running round's record not checked: %s", exc)
     if cut_short:
         log.warning("%s", cut_short)
-    started_s = time.time()
+    started_s, started_mono_s = time.time(), time.monotonic()
     try:
         result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
                            record=monitor_recorder(cfg.state_dir), hold=hold, progress=progress)
@@ -275,7 +275,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
             log.exception("learning round failed")
         result = RoundResult(RoundStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",
                              trigger=reason, started_s=started_s,
-                             seconds=round(time.time() - started_s, 1))
+                             seconds=round(time.monotonic() - started_mono_s, 1))
     finally:
         # the staged version holds copies of what it needs: the work folder is only room taken
         shutil.rmtree(learner_dir(cfg.state_dir) / "work", ignore_errors=True)
@@ -336,6 +336,27 @@ class TriggerState:
     new_samples: int = 0
     new_classes: bool = False
     last_round_s: float = 0.0
+
+
+def interval_origin_s(state_dir: str | Path, interval_s: float) -> float:
+    """When, on ``time.monotonic()``, the interval trigger's wait began: the last round's end
+    (``learner/state.json``'s modification time), not this start. Before, the wait began at
+    each start: a device run per sortie, shorter than the interval, never had an interval
+    round. A wall clock set since (no battery on the board) counts as at most one interval.
+
+    Args:
+        state_dir: the state directory.
+        interval_s: ``learner.trigger_interval_s``.
+
+    Returns:
+        A monotonic time, ``now`` when no round has finished yet.
+    """
+    now_s = time.monotonic()
+    try:
+        finished_s = state_path(state_dir).stat().st_mtime
+    except OSError:
+        return now_s
+    return now_s - min(max(0.0, time.time() - finished_s), max(0.0, interval_s))
 
 
 def should_learn(state: TriggerState, cfg: LearnerConfig, now_s: float) -> str | None:
@@ -703,7 +724,8 @@ class LearnerSupervisor:
         self._other_writers_unsaid = 0
         self._stored_classes: set[int] = set()
         self.on_round = on_round
-        self.state = TriggerState(last_round_s=time.monotonic())
+        self.state = TriggerState(last_round_s=interval_origin_s(cfg.state_dir,
+                                                                 cfg.learner.trigger_interval_s))
         self.rounds: collections.deque[dict] = collections.deque(maxlen=ROUNDS_KEPT)
         self.rounds_done = 0
         self.apply_errors = 0

@@ -547,7 +547,9 @@ class InferenceLoop:
         t0 = time.perf_counter()
         detections = self.backend.infer([frame.image])[0]
         infer_ms = (time.perf_counter() - t0) * 1000
-        latency_ms = max(0.0, (time.time() - frame.ts_s) * 1000)
+        since_s = (time.monotonic() - frame.captured_mono_s if frame.captured_mono_s is not None
+                   else time.time() - frame.ts_s)
+        latency_ms = max(0.0, since_s * 1000)
         self._infer_ms.append(infer_ms)
         self._latencies_ms.append(latency_ms)
         self._done_s.append(time.monotonic())

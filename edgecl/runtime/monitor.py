@@ -49,7 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edgecl.atomic import fsync_dir, json_default
+from edgecl.atomic import damaged_copy_path, fsync_dir, json_default
 from edgecl.calibration.dece import ReliabilityBins, bins_to_records, dece_from_bins, merge_bins
 from edgecl.continual import metrics
 from edgecl.continual.evaluate import DECE_PROTOCOL
@@ -413,11 +413,7 @@ class Monitor:
         """
         # as classes.json.corrupt-<UTC time> (edgecl.models.classes): 2026-05-04T101112+0000
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds").replace(":", "")
-        base = f"{self.db_path.name}{CORRUPT_INFIX}{stamp}"
-        aside, n = self.db_path.with_name(base), 1
-        while any(aside.with_name(aside.name + s).exists() for s in ("", "-wal", "-shm")):
-            n += 1
-            aside = self.db_path.with_name(f"{base}.{n}")
+        aside = damaged_copy_path(self.db_path, stamp, ("", "-wal", "-shm"))
         try:
             for suffix in ("-wal", "-shm", ""):
                 src = self.db_path.with_name(self.db_path.name + suffix)
@@ -943,14 +939,14 @@ class Monitor:
         return sql, params
 
     def _evaluation_rows(self, status: str | None, extra: tuple[int, str] | None) -> list[tuple]:
-        """(round, version, task, task_index, map50_95) rows ordered by round then time."""
+        """(round, version, task, task_index, map50_95) rows ordered by round, then as recorded."""
         where, params = self._status_filter(status, extra, "e")
-        sql = ("SELECT e.round, e.model_version, e.task, e.task_index, e.map50_95, e.ts_s "
+        sql = ("SELECT e.round, e.model_version, e.task, e.task_index, e.map50_95, e.rowid "
                "FROM evaluations e LEFT JOIN rounds r "
                "ON r.round = e.round AND r.model_version = e.model_version" + where)
         with self._connect() as conn:
             rows = conn.execute(sql, params).fetchall()
-        order = _row_order([(r, v, ts) for r, v, *_, ts in rows])
+        order = _row_order([(r, v, seq) for r, v, *_, seq in rows])
         rows.sort(key=lambda row: order[(row[0], row[1])])
         return [row[:5] for row in rows]
 
@@ -968,7 +964,7 @@ class Monitor:
             where = " WHERE (e.round, e.model_version) IN (VALUES " + ", ".join(
                 "(?, ?)" for _ in only) + ")"
             params = [item for key in only for item in (int(key[0]), str(key[1]))]
-        sql = (f"SELECT e.round, e.model_version, c.cls, c.{column}, c.n_instances, e.ts_s "
+        sql = (f"SELECT e.round, e.model_version, c.cls, c.{column}, c.n_instances, e.rowid "
                "FROM class_ap c JOIN evaluations e ON e.round = c.round "
                "AND e.model_version = c.model_version AND e.task = c.task "
                "LEFT JOIN rounds r ON r.round = e.round AND r.model_version = e.model_version"
@@ -976,7 +972,7 @@ class Monitor:
         with self._connect() as conn:
             rows = conn.execute(sql, params).fetchall()
             names = {int(c): str(n) for c, n in conn.execute("SELECT cls, name FROM class_names")}
-        order = _row_order([(r, v, ts) for r, v, *_, ts in rows])
+        order = _row_order([(r, v, seq) for r, v, *_, seq in rows])
         keys = sorted(order, key=order.get)
         class_ids = sorted({int(row[2]) for row in rows})
         row_of = {key: i for i, key in enumerate(keys)}
@@ -1077,10 +1073,10 @@ class Monitor:
         def read() -> list:
             with self._connect() as conn:
                 rows = conn.execute(
-                    "SELECT e.round, e.model_version, MIN(e.ts_s), r.status FROM evaluations e "
+                    "SELECT e.round, e.model_version, MIN(e.rowid), r.status FROM evaluations e "
                     "LEFT JOIN rounds r ON r.round = e.round AND r.model_version = e.model_version "
                     "GROUP BY e.round, e.model_version").fetchall()
-            order = _row_order([(r, v, ts) for r, v, ts, _ in rows])
+            order = _row_order([(r, v, seq) for r, v, seq, _ in rows])
             status = {(r, v): st for r, v, _, st in rows}
             return [(key, status[key]) for key in sorted(order, key=order.get)]
         return self._memo(("evaluated",), read)
@@ -1196,7 +1192,7 @@ class Monitor:
         """
         with self._connect() as conn:
             conn.row_factory = sqlite3.Row
-            rows = conn.execute("SELECT * FROM rounds ORDER BY round, ts_s").fetchall()
+            rows = conn.execute("SELECT * FROM rounds ORDER BY round, rowid").fetchall()
         return [dict(row) for row in rows]
 
     def latest_runtime(self) -> dict | None:
@@ -1361,12 +1357,14 @@ def _write_names(conn: sqlite3.Connection, names: Mapping[int, str]) -> None:
                      [(int(c), str(n)) for c, n in names.items()])
 
 
-def _row_order(keys: list[tuple[int, str, float]]) -> dict[tuple[int, str], tuple]:
-    """Sort key of each (round, version): round, then its first evaluation time, then name."""
-    first_ts: dict[tuple[int, str], float] = {}
-    for round_no, version, ts in keys:
-        first_ts[(round_no, version)] = min(ts, first_ts.get((round_no, version), ts))
-    return {key: (key[0], ts, key[1]) for key, ts in first_ts.items()}
+def _row_order(keys: list[tuple[int, str, int]]) -> dict[tuple[int, str], tuple]:
+    """Sort key of each (round, version): round, then when its first evaluation was recorded
+    (the row's insertion order, not its wall-clock time: a version a fleet round adopted after
+    the clock went back was ordered before the version it replaced), then name."""
+    first: dict[tuple[int, str], int] = {}
+    for round_no, version, seq in keys:
+        first[(round_no, version)] = min(seq, first.get((round_no, version), seq))
+    return {key: (key[0], seq, key[1]) for key, seq in first.items()}
 
 
 def _window_start(n_rows: int, last: int | None) -> int:

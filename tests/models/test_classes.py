@@ -268,3 +268,20 @@ def test_rename_onto_a_name_merged_into_the_class_says_so(tmp_path):
         reg.rename("car", "Truck")
     assert str(err.value) == ("cannot rename 'car' to 'Truck': 'truck' was merged into 'car', and "
                               "its name already means that class")
+
+
+def test_two_repairs_in_one_second_keep_both_damaged_copies(tmp_path, monkeypatch):
+    """Before: a board whose clock starts at the same date every boot kept only the second
+    damaged classes.json: the repair moved it onto the first copy's name."""
+    from edgecl.models import classes
+
+    monkeypatch.setattr(classes, "_now_iso", lambda: "2024-01-01T00:00:00+00:00")
+    registry = ClassRegistry(tmp_path)
+    registry.add(["car"])
+    for garbage in ("garbage-one", "garbage-two"):
+        (tmp_path / "classes.json").write_text(garbage)
+        assert registry.restore_backup() is not None
+    kept = sorted(p.name for p in tmp_path.glob("classes.json.corrupt-*"))
+    assert kept == ["classes.json.corrupt-2024-01-01T000000+0000",
+                    "classes.json.corrupt-2024-01-01T000000+0000.2"]
+    assert {(tmp_path / k).read_text() for k in kept} == {"garbage-one", "garbage-two"}

@@ -22,3 +22,29 @@ def test_round_lock_is_exclusive(tmp_path):
             assert not second
     with round_lock(tmp_path) as again:
         assert again
+
+
+def test_the_interval_counts_from_the_last_round_not_from_this_start(tmp_path):
+    """Before: the interval trigger's wait began at each start: a device run per sortie (20 s
+    runs, a 25 s interval) never had an interval round. Now it begins at the last round's end
+    (learner/state.json written), and a wall clock set since counts as at most one interval."""
+    import os
+    import time
+
+    from edgecl.continual.round_state import state_path
+    from edgecl.runtime.learner import interval_origin_s
+
+    def waited_s() -> float:
+        return time.monotonic() - interval_origin_s(tmp_path, 25.0)
+
+    assert abs(waited_s()) < 1.0  # no round yet: from now
+    path = state_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    now = time.time()
+    os.utime(path, (now - 20.0, now - 20.0))  # the last round ended 20 s ago
+    assert abs(waited_s() - 20.0) < 1.0
+    os.utime(path, (now - 86400 * 365 * 50, now - 86400 * 365 * 50))  # a clock set since
+    assert abs(waited_s() - 25.0) < 1.0
+    os.utime(path, (now + 86400, now + 86400))  # or set back: no wait counted
+    assert abs(waited_s()) < 1.0

@@ -597,3 +597,19 @@ def test_a_runtime_monitor_opened_on_a_full_disk_waits_for_room(tmp_path, monkey
     monkeypatch.setattr(monitor_mod.sqlite3, "connect", real_connect)
     waiting.record_round(1, "v0001", "staged")  # room again: the schema first, then the row
     assert Monitor(tmp_path).recorded_versions() == {"v0001"}
+
+
+def test_a_version_recorded_after_the_clock_went_back_stays_the_newest(tmp_path):
+    """A fleet adoption is recorded under the learner's last round number. Before, rows of one
+    round were ordered by their wall-clock time: after a reboot to 1970 between the local round
+    and the adoption, v0003 (serving) came before v0002, and the summary reported v0002."""
+    mon = Monitor(tmp_path)
+    mon.record_evaluation(1, "v0001", {"cars": result(0.5)}, TASKS, ts_s=1_800_000_000.0)
+    mon.record_round(1, "v0001", "promoted")
+    mon.record_evaluation(2, "v0002", {"cars": result(0.4)}, TASKS, ts_s=1_800_000_100.0)
+    mon.record_round(2, "v0002", "promoted")
+    mon.record_evaluation(2, "v0003", {"cars": result(0.6)}, TASKS, ts_s=100.0)  # clock at 1970
+    mon.record_round(2, "v0003", "promoted", "fleet round 1: accepted")
+    assert mon.accuracy_matrix()["rows"] == ["r1 v0001", "r2 v0002", "r2 v0003"]
+    assert mon.summary()["model_version"] == "v0003"
+    assert [r["model_version"] for r in mon.rounds()] == ["v0001", "v0002", "v0003"]

@@ -235,7 +235,7 @@ def test_a_queue_filled_hours_ago_ages_so_what_the_device_sees_now_comes_first(t
     hours ago) ahead of every new one, and refused new frames of lower first priority."""
     now = [1_000_000.0]
     q = OperatorQueue(tmp_path, max_pending=2, priority_half_life_s=3600,
-                      clock=lambda: now[0])
+                      clock=lambda: now[0], monotonic=lambda: now[0])
     old_high = q.push(frame(textured(1), 1), dets([0.5]), priority=0.9)
     old_low = q.push(frame(textured(2), 2), dets([0.5]), priority=0.5)
     now[0] += 7200                                            # 0.9 -> 0.225, 0.5 -> 0.125
@@ -253,18 +253,41 @@ def test_a_queue_filled_hours_ago_ages_so_what_the_device_sees_now_comes_first(t
 def test_an_item_stamped_in_the_future_is_counted_as_queued_now_and_ages(tmp_path):
     """Before: an item queued while the clock was years ahead never aged (a wait before its
     stamp counts as none), so it kept the top of the queue and was never evicted."""
-    now = [1_000_000.0]
-    q = OperatorQueue(tmp_path, max_pending=5, priority_half_life_s=3600, clock=lambda: now[0])
+    now = [1_800_000_000.0]
+    q = OperatorQueue(tmp_path, max_pending=5, priority_half_life_s=3600, clock=lambda: now[0],
+                      boot="boot-1")
     ahead = q.push(frame(textured(1), 1), dets([0.5]), priority=0.9)
     q.push(frame(textured(2), 2), dets([0.5]), priority=0.5)
-    now[0] -= 10 * 365 * 86400                                 # the clock is set right
+    now[0] -= 1 * 365 * 86400                                  # the clock is set right
     fixed = OperatorQueue(tmp_path, max_pending=5, priority_half_life_s=3600,
-                          clock=lambda: now[0])
+                          clock=lambda: now[0], boot="boot-2")  # after a reboot
     assert {it["created_s"] for it in fixed.pending()} == {now[0]}
     now[0] += 7200
     items = fixed.pending()
     assert [(it["priority"], it["priority_now"]) for it in items] == [(0.9, 0.225), (0.5, 0.125)]
     assert fixed.item(ahead)["priority_now"] == 0.225
+
+
+def test_a_clock_set_after_boot_is_no_wait_and_evicts_nothing(tmp_path):
+    """A board without a battery boots at 1970 and queues frames; NTP then sets the date.
+    Before: every item had waited 56 years (priority now 0.00), lost its order, and the next
+    20 frames evicted them all. Now an item of this boot waits on the monotonic clock; an item
+    of an earlier boot queued before the clock was set counts as queued at the next start."""
+    wall, mono = [100.0], [50.0]                               # 1970, 50 s after boot
+    q = OperatorQueue(tmp_path, max_pending=3, priority_half_life_s=3600,
+                      clock=lambda: wall[0], monotonic=lambda: mono[0], boot="boot-1")
+    kept = [q.push(frame(textured(k), k), dets([0.5]), priority=p)
+            for k, p in ((1, 0.9), (2, 0.5), (3, 0.7))]
+    wall[0], mono[0] = 1_800_000_000.0, 60.0                   # NTP, 10 s later
+    assert [(it["priority"], it["priority_now"]) for it in q.pending()] == [
+        (0.9, pytest.approx(0.9, abs=0.01)), (0.7, pytest.approx(0.7, abs=0.01)),
+        (0.5, pytest.approx(0.5, abs=0.01))]
+    assert q.push(frame(textured(4), 4), dets([0.5]), priority=0.3) is None  # below all three
+    assert {it["id"] for it in q.pending()} == set(kept)
+    rebooted = OperatorQueue(tmp_path, max_pending=3, priority_half_life_s=3600,
+                             clock=lambda: wall[0], monotonic=lambda: 5.0, boot="boot-2")
+    assert {it["created_s"] for it in rebooted.pending()} == {1_800_000_000.0}
+    assert [it["priority_now"] for it in rebooted.pending()] == [0.9, 0.7, 0.5]
 
 
 def it_priority(q, item_id):

@@ -59,7 +59,6 @@ from edgecl.frames import STREAM_TASK
 
 INDEX_FILE = "index.sqlite"
 SIDE_SUFFIXES = ("-wal", "-shm")
-CORRUPT_INFIX = ".corrupt-"
 TEMP_NAME = ".index.sqlite.rebuild.tmp"
 UNKNOWN_ORIGIN = "unknown"
 """Origin written for a sample no snapshot lists (its labels' origin is not known)."""
@@ -482,11 +481,7 @@ def _swap_in(root: Path, tmp: Path) -> Path | None:
     """
     index = root / INDEX_FILE
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = root / f"{INDEX_FILE}{CORRUPT_INFIX}{stamp}"
-    n = 1
-    while any(Path(f"{aside}{s}").exists() for s in ("",) + SIDE_SUFFIXES):
-        n += 1
-        aside = root / f"{INDEX_FILE}{CORRUPT_INFIX}{stamp}-{n}"
+    aside = atomic.damaged_copy_path(index, stamp, ("",) + SIDE_SUFFIXES)
     for side in ("",) + SIDE_SUFFIXES:  # a stale WAL must never meet the new index
         src = Path(f"{index}{side}")
         if src.exists():

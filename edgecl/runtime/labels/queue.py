@@ -9,7 +9,9 @@ The queue is a bounded priority queue: when full, the item with the LOWEST prior
 the oldest). Priorities age (:func:`aged_priority`): an item's priority halves every
 ``labels.priority_half_life_s`` seconds it waits, so a queue filled while nobody answered does
 not keep the frames of hours ago (chosen by the model of hours ago) ahead of what the device
-sees now, and new frames can still enter it. An answer stores the sample in the replay memory
+sees now, and new frames can still enter it. The wait of an item queued since the last boot is
+measured on the monotonic clock (a wall clock that NTP sets after a boot at 1970 is no wait).
+An answer stores the sample in the replay memory
 first, with source ``operator:<id>``, then records the id as answered and removes the item;
 after a kill -9 in between, the next answer (or :meth:`OperatorQueue.recover`) finds the stored
 sample and only finishes the bookkeeping, so no sample is stored twice.
@@ -100,12 +102,19 @@ class OperatorQueue:
         priority_half_life_s: seconds of waiting that halve an item's priority when ordering
             and evicting (0: priorities never age).
         clock: wall clock in seconds (injectable for tests; items record the same clock).
+        monotonic: the system's monotonic clock (injectable for tests): how long an item
+            queued since the last boot has waited, whatever the wall clock did meanwhile.
+        boot: this boot's id (default: Linux's ``/proc/sys/kernel/random/boot_id``; "" where
+            none: the wall clock is used).
     """
 
     def __init__(self, root: str | Path, max_pending: int = 200,
                  answered_keep: int = ANSWERED_KEEP, priority_half_life_s: float = 0.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic, boot: str | None = None):
         self.root = Path(root)
+        self.monotonic = monotonic
+        self.boot = current_boot_id() if boot is None else boot
         self.dir = self.root / "pending"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_pending = int(max_pending)
@@ -159,13 +168,17 @@ class OperatorQueue:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _restamp_future(self) -> None:
-        """Count an item stamped more than a minute in the future (the wall clock went back
-        since it was queued, e.g. a board's clock set years ahead, then corrected) as queued
-        now: its priority would otherwise never age, and it would never be evicted. Rewritten
-        once, atomically; a read-only queue is left as it is."""
+        """Count as queued now an item of an earlier boot stamped more than a minute in the
+        future (the wall clock went back since it was queued, e.g. a board's clock set years
+        ahead, then corrected: its priority would otherwise never age, and it would never be
+        evicted) or before :data:`CLOCK_SET_S` while the clock now is past it (queued before
+        the clock was set: it would count decades of waiting). Rewritten once, atomically; a
+        read-only queue is left as it is. Items of this boot age by the monotonic clock
+        (:meth:`_wait_s`) and are left alone."""
         now_s = self.clock()
         with self._locked():
-            late = [m for m in self._metas() if m["created_s"] > now_s + ORPHAN_AGE_S]
+            late = [m for m in self._metas() if not self._this_boot(m) and (
+                m["created_s"] > now_s + ORPHAN_AGE_S or m["created_s"] < CLOCK_SET_S <= now_s)]
             for meta in late:
                 path = self.dir / f"{meta['id']}.json"
                 try:
@@ -175,8 +188,8 @@ class OperatorQueue:
                 except (OSError, ValueError) as exc:
                     log.debug("queue item %s not restamped: %s", meta["id"], exc)
         if late:
-            log.info("%d queued item(s) stamped in the future (the clock went back since): "
-                     "counted as queued now", len(late))
+            log.info("%d queued item(s) stamped in the future or before the clock was set (the "
+                     "clock was set since): counted as queued now", len(late))
 
     def _clean_orphans(self) -> None:
         """Remove images without metadata and temp files left by a kill (written more than a
@@ -359,7 +372,8 @@ class OperatorQueue:
                                              detections.classes)]
             meta = {"id": item_id, "priority": round(float(priority), 6),
                     "reasons": dict(reasons or {}), "width": int(width), "height": int(height),
-                    "created_s": round(now_s, 3), "source": frame.source,
+                    "created_s": round(now_s, 3), "boot_id": self.boot,
+                    "created_mono_s": round(self.monotonic(), 3), "source": frame.source,
                     "name": frame.name, "frame_id": int(frame.frame_id), "task": frame.task,
                     "ts_s": frame.ts_s, HASH_KEY: digest,
                     "proposed": proposed}
@@ -396,8 +410,22 @@ class OperatorQueue:
         self._meta_cache = cache
         return out
 
+    def _this_boot(self, meta: dict) -> bool:
+        return bool(self.boot) and meta.get("boot_id") == self.boot and \
+            finite_number(meta.get("created_mono_s"))
+
+    def _wait_s(self, meta: dict, now_s: float) -> float:
+        """Seconds an item has waited: on the monotonic clock for an item of this boot (a wall
+        clock set by NTP after a boot at 1970 counted 56 years of waiting: every item
+        queued before lost its priority and was evicted by the next frame); else on the wall
+        clock (never negative)."""
+        if self._this_boot(meta):
+            return max(0.0, self.monotonic() - float(meta["created_mono_s"]))
+        return max(0.0, now_s - meta["created_s"])
+
     def _aged(self, meta: dict, now_s: float) -> float:
-        return aged_priority(meta["priority"], meta["created_s"], now_s, self.priority_half_life_s)
+        return aged_priority(meta["priority"], 0.0, self._wait_s(meta, now_s),
+                             self.priority_half_life_s)
 
     def _with_priority_now(self, meta: dict, now_s: float) -> dict:
         return dict(meta, priority_now=round(self._aged(meta, now_s), 6))
@@ -987,6 +1015,19 @@ PUBLIC_KEYS = ("id", "priority", "priority_now", "reasons", "width", "height", "
 
 def _public(meta: dict) -> dict:
     return {k: meta.get(k) for k in PUBLIC_KEYS}
+
+
+CLOCK_SET_S = 1_704_067_200.0
+"""2024-01-01 UTC: a wall clock before it has not been set yet (a board without a battery
+boots at 1970 or at its image's build date, until NTP or GPS sets it)."""
+
+
+def current_boot_id() -> str:
+    """This boot's id (Linux: ``/proc/sys/kernel/random/boot_id``), or "" where none is known."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def aged_priority(priority: float, created_s: float, now_s: float, half_life_s: float) -> float:

@@ -145,7 +145,8 @@ class FrameSource(abc.ABC):
             self._transition(StreamState.EXHAUSTED)
             return None
         frame = Frame(image=raw.image, frame_id=self._next_id, ts_s=time.time(), source=self.uri,
-                      labels=raw.labels, task=raw.task, name=raw.name)
+                      labels=raw.labels, task=raw.task, name=raw.name,
+                      captured_mono_s=time.monotonic())
         self._next_id += 1
         self._count("read")
         return frame
