@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from edgecl.boot import boot_tag
+
 
 def new_file_mode(directory: bool = False) -> int:
     """The mode a plain ``open`` (or ``mkdir``) would give a new file (folder) under the
@@ -199,47 +201,36 @@ ORPHAN_QUIET_S = 600.0
 
 
 def _remove_orphaned_temp_dirs(path: Path) -> None:
-    """Remove ``.<name>.pid<pid>.*.tmp`` folders beside ``path`` whose process is gone (or whose
-    pid a process started since has taken: a reboot) and that nothing has changed for
-    :data:`ORPHAN_QUIET_S` (a process of another pid namespace, a container writing to a
-    shared volume, looks gone). The name must match exactly: ``ds``
-    never takes ``.ds.4000.pid12.x.tmp``, the temp folder of an output named ``ds.4000``."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.pid(\d+)\.[A-Za-z0-9_]+\.tmp")
+    """Remove ``.<name>.pid<pid>[.boot<tag>].*.tmp`` folders beside ``path`` whose writer is
+    gone and that nothing has changed for :data:`ORPHAN_QUIET_S` (a process of another pid
+    namespace, a container writing to a shared volume, looks gone). The writer is gone when
+    the folder was made in an earlier boot (its pid is likely another program's now: the
+    folder stayed for good) or, in this boot, when no process has its pid. The name must
+    match exactly: ``ds`` never takes ``.ds.4000.pid12.x.tmp``, the temp folder of an output
+    named ``ds.4000``."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.pid(\d+)(?:\.boot([0-9a-f]{{8}}))?"
+                         rf"\.[A-Za-z0-9_]+\.tmp")
     try:
         siblings = list(path.parent.iterdir())
     except OSError:
         return
     now = time.time()
+    this_boot = boot_tag()
     for sibling in siblings:
         match = pattern.fullmatch(sibling.name)
         if match is None or not sibling.is_dir():
+            continue
+        made_in = match.group(2)
+        earlier_boot = bool(made_in and this_boot and made_in != this_boot)
+        if not earlier_boot and _process_alive(int(match.group(1))):
             continue
         try:
             touched = max([sibling.stat().st_mtime] + [p.stat().st_mtime for p in sibling.iterdir()
                                                        if p.is_dir()])
         except OSError:
             continue
-        pid = int(match.group(1))
-        # a pid taken again (after a reboot, most likely by another program) is not the writer:
-        # a process that started after the folder last changed cannot have written it
-        writer_alive = _process_alive(pid) and not _started_after(pid, touched)
-        if not writer_alive and now - touched >= ORPHAN_QUIET_S:
+        if now - touched >= ORPHAN_QUIET_S:
             shutil.rmtree(sibling, ignore_errors=True)
-
-
-def _started_after(pid: int, wall_s: float) -> bool:
-    """Whether process ``pid`` started more than a second after ``wall_s`` (wall clock), read
-    from Linux's ``/proc`` (its start in clock ticks since boot, and the boot's time); False
-    where that cannot be read (another system, a pid gone meanwhile)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        start_ticks = int(stat.rpartition(")")[2].split()[19])
-        boot_s = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                      if line.startswith("btime "))
-        started_s = boot_s + start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return False
-    return started_s > wall_s + 1.0
 
 
 def _process_alive(pid: int) -> bool:
@@ -271,15 +262,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         OSError: the parent is not writable, the disk is full, or ``path`` is not empty; the
             temp folder is removed and ``path`` is untouched.
 
-    A temp folder that a killed process left for the same ``path`` (its name holds the pid, no
-    process has that pid now, and it has not changed for :data:`ORPHAN_QUIET_S`) is removed
-    first: a dataset import killed half-way left hundreds of megabytes of hidden images beside
+    A temp folder that a killed process left for the same ``path`` (its name holds the pid and
+    the boot: made in an earlier boot, or no process has that pid now, and it has not changed
+    for :data:`ORPHAN_QUIET_S`) is removed first: a dataset import killed half-way left hundreds of megabytes of hidden images beside
     its output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphaned_temp_dirs(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp",
+    boot = f"boot{boot_tag()}." if boot_tag() else ""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.pid{os.getpid()}.{boot}", suffix=".tmp",
                                 dir=str(path.parent)))
     try:
         os.chmod(tmp, new_file_mode(directory=True))

@@ -84,12 +84,10 @@ def test_a_written_dataset_and_split_are_readable_by_others(tmp_path, umask_022)
     assert {m for m in modes.values()} <= {0o644, 0o755}, modes
 
 
-def test_a_folder_a_killed_process_left_is_removed_by_the_next_build(tmp_path, monkeypatch):
+def test_a_folder_a_killed_process_left_is_removed_by_the_next_build(tmp_path):
     """Before: a dataset import killed half-way left its hidden temp folder (hundreds of MB)
     beside the output, and no later run removed or named it."""
     import subprocess
-
-    monkeypatch.setattr(atomic, "_started_after", lambda pid, wall_s: False)  # pids not reused
 
     dead = subprocess.Popen(["true"])
     dead.wait()  # a pid no process has now
@@ -113,20 +111,26 @@ def test_a_folder_a_killed_process_left_is_removed_by_the_next_build(tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in keep] + ["out"])
 
 
-def test_a_folder_whose_pid_a_later_process_took_is_removed(tmp_path):
+def test_a_folder_of_an_earlier_boot_is_removed_though_its_pid_runs(tmp_path):
     """Before: after a reboot, the pid of a killed export was likely taken by another process,
-    and its temp folder (a full copy) stayed for good. A process that started after the folder
-    last changed cannot be its writer (this test's own process stands for it)."""
-    day_ago = time.time() - 86400
-    folder = tmp_path / f".out.pid{os.getpid()}.abc123.tmp"
-    (folder / "images").mkdir(parents=True)
-    for p in (folder / "images", folder):
-        os.utime(p, (day_ago, day_ago))
-    assert atomic._started_after(os.getpid(), day_ago)
-    assert not atomic._started_after(os.getpid(), time.time())
+    and its temp folder (a full copy) stayed for good. Its name now holds the boot that made
+    it; one of this boot with a live pid is kept, whatever the wall clock did meanwhile."""
+    from edgecl.boot import boot_tag
+
+    if not boot_tag():
+        pytest.skip("no boot id on this system (/proc/sys/kernel/random/boot_id)")
+    old = time.time() - atomic.ORPHAN_QUIET_S - 5
+    other = "0" * 8 if boot_tag() != "0" * 8 else "1" * 8
+    for name in (f".out.pid{os.getpid()}.boot{other}.abc123.tmp",   # an earlier boot's: removed
+                 f".out.pid{os.getpid()}.boot{boot_tag()}.def456.tmp"):  # this boot's, alive
+        (tmp_path / name / "images").mkdir(parents=True)
+        for p in (tmp_path / name / "images", tmp_path / name):
+            os.utime(p, (old, old))
     with atomic.atomic_dir(tmp_path / "out") as d:
+        assert d.name.startswith(f".out.pid{os.getpid()}.boot{boot_tag()}.")
         (d / "f.txt").write_text("y")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".out.pid{os.getpid()}.boot{boot_tag()}.def456.tmp", "out"]
 
 
 def test_an_output_filled_meanwhile_is_named_not_its_temp_folder(tmp_path):

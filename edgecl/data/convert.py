@@ -84,8 +84,9 @@ out of an output file's name; every other folder below the source names the imag
 camera or day, and is kept in it."""
 
 
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-"""Characters an output name never holds (``_`` instead): a line break splits a list file's line."""
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Characters an output name never holds (``_`` instead): control characters and the line and
+paragraph separators (``str.splitlines`` breaks a list file's line at them)."""
 
 
 def output_stem(image: Path, root: Path) -> str:
@@ -97,7 +98,8 @@ def output_stem(image: Path, root: Path) -> str:
     split.
 
     Names over :data:`MAX_STEM_BYTES` are cut, with a digest of the whole name between the
-    folders and the image's own name; control characters (a line break) become ``_``.
+    folders and the image's own name; control characters and line separators become ``_``, as
+    do white space at either end and a leading ``#`` (a list file would read another name).
 
     Args:
         image: the image file.
@@ -111,14 +113,15 @@ def output_stem(image: Path, root: Path) -> str:
     kept = [CONTROL_CHARS.sub("_", f) for f in folders if f.lower() not in LAYOUT_FOLDERS]
     own_name = CONTROL_CHARS.sub("_", image.stem)
     stem = "_".join([*kept, own_name])
-    if _bytes(stem) <= MAX_STEM_BYTES:
-        return stem
-    # a file name holds at most 255 bytes (its atomic write adds a temp suffix): the folders
-    # and the name are cut, and a digest of the whole keeps two cut names apart
-    digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:10]
-    own = _cut(own_name, MAX_STEM_BYTES // 2)
-    prefix = _cut("_".join(kept), MAX_STEM_BYTES - _bytes(own) - len(digest) - 2)
-    return "_".join(part for part in (prefix, digest, own) if part)
+    if _bytes(stem) > MAX_STEM_BYTES:
+        # a file name holds at most 255 bytes (its atomic write adds a temp suffix): the
+        # folders and the name are cut, and a digest of the whole keeps two cut names apart
+        digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+        own = _cut(own_name, MAX_STEM_BYTES // 2)
+        prefix = _cut("_".join(kept), MAX_STEM_BYTES - _bytes(own) - len(digest) - 2)
+        stem = "_".join(part for part in (prefix, digest, own) if part)
+    # a list file strips its lines and takes "#" for a comment: the name's ends are kept clear
+    return re.sub(r"^[\s#]|\s$", "_", stem)
 
 
 MAX_STEM_BYTES = 180

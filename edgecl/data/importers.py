@@ -61,13 +61,15 @@ used: the boxes are taken in the decoded image's pixels.
 Ignore regions are not classes: VOC/COCO names such as ``DontCare`` or ``ignore`` (see
 :data:`IGNORE_NAMES`) and COCO ``iscrowd`` annotations are dropped and counted in
 ``ImportItem.ignored``. A box written with no width or no height (VOC ``xmin == xmax``, a COCO
-``w`` of 0, a YOLO ``w`` of 0: an accidental click in a labelling tool) marks no object: it is
-dropped and counted in ``ImportItem.empty``, and the image keeps its other boxes (ultralytics
-drops such a box too). Any other box with no area inside the image, under one pixel wide or
-high (the operator answer's rule, :data:`edgecl.data.answers.MIN_BOX_PX`), or with a corner
-farther outside the image than the image's own size (``1e300``: no tool writes it) refuses
-its image (``bad box``), as a refused YOLO row refuses its frame: an inverted box, or one
-annotated for another image size, stands for an object whose pixels are unknown. An image with
+``w`` of 0, a YOLO ``w`` of 0: an accidental click in a labelling tool), or written under one
+pixel wide or high on the image it was drawn on (the operator answer's bound,
+:data:`edgecl.data.answers.MIN_BOX_PX`), marks no object: it is dropped and counted in
+``ImportItem.empty``, and the image keeps its other boxes (ultralytics drops such a box too;
+a ``dir://`` stream drops it the same way). An inverted box (``xmax < xmin``), one with no
+area or under a pixel inside the image only once clipped to it or scaled from the size its
+annotation declares, or one with a corner farther outside the image than the image's own size
+(``1e300``: no tool writes it) refuses its image (``bad box``), as a refused YOLO row refuses its frame: it stands for an object whose
+pixels are unknown. An image with
 a side under 10 pixels is skipped (``image too small``): ultralytics trains no such image. A
 file in a YOLO image folder that is no regular file (a FIFO, a device, a link to nothing) is
 skipped as ``not an image``, so that ``imported + skipped`` counts every file the dataset
@@ -92,7 +94,7 @@ from edgecl.data.answers import MIN_BOX_PX
 from edgecl.data.class_names import loose_class_name, name_clash
 from edgecl.data.images import (IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash,
                                 small_side_problem)
-from edgecl.data.labels import label_path_for, read_yolo_labels
+from edgecl.data.labels import label_path_for, read_yolo_labels, under_pixels
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_is_file
 from edgecl.errors import ConfigError, LabelError
 
@@ -673,18 +675,12 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
                          (rows[:, 1] + rows[:, 3] / 2) * w, (rows[:, 2] + rows[:, 4] / 2) * h], axis=1)
         box_names = [names[int(c)] if names else f"class_{int(c)}" for c in rows[:, 0]]
         keep = [i for i, n in enumerate(box_names) if not is_ignore_name(n)]
-        clipped = _clip_boxes(xyxy[keep], image.shape)
-        bad = _degenerate(clipped, w, h)
-        if bad is not None:
-            row = rows[keep[bad[0]]]
-            yield Skip(label_path, "bad box",
-                       f"{label_path}: box {keep[bad[0]] + 1} ({_short(box_names[keep[bad[0]]])}, "
-                       f"{' '.join(f'{v:g}' for v in row[1:])}) {bad[1]}")
-            continue
-        yield ImportItem(image, [box_names[i] for i in keep], clipped,
+        small = under_pixels(rows, w, h, MIN_BOX_PX)  # as dir:// streams it: dropped, counted
+        kept = [i for i in keep if not small[i]]
+        yield ImportItem(image, [box_names[i] for i in kept], _clip_boxes(xyxy[kept], image.shape),
                          image_path, ignored=len(box_names) - len(keep), content_hash=digest,
-                         dataset_ids=tuple(int(rows[i, 0]) for i in keep) if unnamed else None,
-                         empty=len(parsed.empty))
+                         dataset_ids=tuple(int(rows[i, 0]) for i in kept) if unnamed else None,
+                         empty=len(parsed.empty) + len(keep) - len(kept))
 
 
 def _inside_name(file_name: str) -> Path:
@@ -941,20 +937,20 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
         return Skip(source, "bad box", f"{where}: {shown} ({_short(names[far])}) lies far outside "
                                        f"the {size}")
     empty = _zero_extent(xyxy)
-    if empty.any():  # dropped, counted; the image keeps its other boxes
-        xyxy, names = xyxy[~empty], [n for n, e in zip(names, empty) if not e]
-        boxes = [b for b, e in zip(boxes, empty) if not e]
-        written = [t for t, e in zip(written, empty) if not e] if written else written
+    if not scaled:  # written under a pixel on the image it was drawn on: a click (as YOLO rows)
+        sides = np.minimum(xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1])
+        empty |= (sides >= 0) & (sides < MIN_BOX_PX)
     if scaled:
         xyxy = xyxy * np.array([width / declared[0], height / declared[1]] * 2)
-    xyxy = _clip_boxes(xyxy, image.shape)
-    bad = _degenerate(xyxy, width, height)
+    clipped = _clip_boxes(xyxy, image.shape)
+    keep = np.flatnonzero(~empty)  # dropped, counted; the image keeps its other boxes
+    bad = _degenerate(clipped[keep], width, height)
     if bad is not None:
-        shown = written[bad[0]] if written else f"box {boxes[bad[0]]}"
-        return Skip(source, "bad box", f"{where}: {shown} ({_short(names[bad[0]])}) {bad[1]}"
-                                       f"{scaled}")
-    return ImportItem(image, names, xyxy, image_path, ignored=ignored, difficult=difficult,
-                      content_hash=digest, empty=int(empty.sum()))
+        i = int(keep[bad[0]])
+        shown = written[i] if written else f"box {boxes[i]}"
+        return Skip(source, "bad box", f"{where}: {shown} ({_short(names[i])}) {bad[1]}{scaled}")
+    return ImportItem(image, [names[i] for i in keep], clipped[keep], image_path, ignored=ignored,
+                      difficult=difficult, content_hash=digest, empty=int(empty.sum()))
 
 
 def _coco_image(json_path: Path, file_name: str) -> Path | None:

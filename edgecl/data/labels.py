@@ -23,7 +23,8 @@ object whose row is refused would be taught as background); each row is judged o
 a file mixing box and polygon rows is accepted. A box with no area (``w`` or ``h`` 0, or
 nothing left inside the image after clipping: an accidental click in a labelling tool) is not
 refused but dropped (:attr:`LabelParse.empty`), as ultralytics drops it during augmentation:
-it marks no object, and the frame keeps its other boxes.
+it marks no object, and the frame keeps its other boxes. Where the image's size is known, a
+box under one pixel wide or high is dropped the same way (:func:`under_pixels`).
 """
 
 from __future__ import annotations
@@ -249,6 +250,23 @@ def check_label_array(labels: object, where: str, nc: int | None = None) -> np.n
         except _Refused as exc:
             raise LabelError(f"{where}: label row {i}: {exc}") from None
     return out.astype(np.float32)
+
+
+def under_pixels(labels: np.ndarray, width: int, height: int, min_px: float) -> np.ndarray:
+    """Which rows' boxes are under ``min_px`` wide or high in an image of this size (a YOLO
+    ``w`` of 0.001 on a 100-pixel frame: a tenth of a pixel, no object to learn).
+
+    Args:
+        labels: (N, 5) rows ``cls, cx, cy, w, h`` normalised to 0..1.
+        width: the image's width in pixels.
+        height: the image's height in pixels.
+        min_px: the smallest side kept, in pixels.
+
+    Returns:
+        bool (N,).
+    """
+    rows = np.asarray(labels, np.float64).reshape(-1, 5)
+    return (rows[:, 3] * width < min_px) | (rows[:, 4] * height < min_px)
 
 
 def labels_to_text(labels: np.ndarray) -> str:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_text, fsync_dir
 from edgecl.data.labels import label_path_for, read_yolo_labels
-from edgecl.data.tasks import SPLITS, format_tasks_yaml, load_tasks
+from edgecl.data.tasks import SPLITS, format_tasks_yaml, load_tasks, unlistable
 from edgecl.data.yolo_dataset import find_dataset
 from edgecl.errors import ConfigError, LabelError, did_you_mean
 
@@ -252,7 +252,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
         ``{"tasks": [{"name", "classes", "train", "val", "test"}], "unassigned", "groups",
         "ungrouped", "bad_labels", "balanced_splits", "split_rank", "tasks_yaml",
         "sequence_names"}`` (``bad_labels``: images left out for missing or refused labels,
-        or a path holding a line break, which a list file cannot hold)
+        or a path a list file cannot hold: :func:`edgecl.data.tasks.unlistable`)
         (``split_rank``: which of them the seed took, 1 the most balanced; ``balanced_splits``:
         how many splits, about equally balanced, the seed chose among; 1: every seed gives
         this split; ``sequence_names``: without ``group_by``, :func:`sequence_names` of the
@@ -283,10 +283,12 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     assigned: dict[int, list[tuple[Path, str]]] = defaultdict(list)
     groups: dict[str, Counter] = defaultdict(Counter)
     unassigned = ungrouped = bad = 0
+    base_dir = Path(out).expanduser().resolve().parent
     for image in ds.images():
-        if any(ch in str(image) for ch in "\r\n"):  # a list file holds one path per line
-            log.warning("%r left out: its path holds a line break, which a task list (one path "
-                        "per line) cannot hold; rename it", str(image))
+        why = unlistable(_rel(image, base_dir))
+        if why:  # a list file holds one path per line: it would be read back as another path
+            log.warning("%r left out: %s, which a task list (one path per line) cannot hold; "
+                        "rename it", str(image), why)
             bad += 1
             continue
         label_path = label_path_for(image)

@@ -102,6 +102,29 @@ class TaskSet:
         return tuple(sorted(c for t in self.tasks[:index + 1] for c in t.classes))
 
 
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+"""What ``str.splitlines`` breaks a line at (this reader and ultralytics' alike)."""
+
+
+def unlistable(path_text: str) -> str | None:
+    """Why a path cannot be a line of an image list file and be read back as written (lines
+    are split at :data:`LINE_BREAKS`, stripped, and a ``#`` starts a comment), or ``None``.
+
+    Args:
+        path_text: the path as the list would hold it.
+
+    Returns:
+        ``"it holds a line break"``, ``"it starts or ends with white space"``, ``"it starts
+        with #"``, or ``None``.
+    """
+    if any(ch in LINE_BREAKS for ch in path_text):
+        return "it holds a line break"
+    if path_text != path_text.strip():
+        return "it starts or ends with white space"
+    if path_text.startswith("#"):
+        return "it starts with #"
+    return None
+
 def _fail(path: Path, what: str) -> ConfigError:
     return ConfigError(f"{path}: {what}")
 

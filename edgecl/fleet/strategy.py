@@ -371,7 +371,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.faults = 0  # malformed replies refused since the server started
             self.device_names: dict[str, str] = {}  # connection id -> name the device gave
             self.asked: set[str] = set()  # connection ids sent the round's current request
-            self.asked_s = time.time()
+            self.asked_s = time.monotonic()
+            self.started_mono_s = time.monotonic()
             self.verified: set[str] = set()  # connection ids whose token check passed
             self.refused: dict[str, str] = {}  # connection id -> why its token check failed
             self.named: set[str] = set()  # connection ids asked their name (no fleet token)
@@ -445,7 +446,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             keys, params, nbytes = self._ins_parameters()
             ins = FitIns(params, self._config(rnd, keys))
             self.changed = False
-            self.asked, self.asked_s = {c.cid for c in clients}, time.time()
+            self.asked, self.asked_s = {c.cid for c in clients}, time.monotonic()
+            self.started_mono_s = time.monotonic()  # the round's length: a clock set is no time
             self.record = {"round": rnd, "started_s": round(time.time(), 3), "sampled": len(clients),
                            "bytes_down": nbytes * len(clients), "bytes_up": 0, "devices": {}}
             log.info("fleet round %d: sent the global model (%d classes, %.1f MB) to %d devices",
@@ -696,7 +698,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             if not clients:
                 self._finish_round()
                 return []
-            self.asked, self.asked_s = {c.cid for c in clients}, time.time()
+            self.asked, self.asked_s = {c.cid for c in clients}, time.monotonic()
             keys, params, nbytes = self._ins_parameters()
             self.record["bytes_down"] = self.record.get("bytes_down", 0) + nbytes * len(clients)
             ins = EvaluateIns(params, self._config(rnd, keys))  # one nonce for the round
@@ -772,7 +774,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             errors = [f for f in failures if isinstance(f, BaseException)]
             names = ([self.device_names.get(cid, "a device") for cid in silent]
                      if len(silent) == len(errors) else ["a device"] * len(errors))
-            waited_s = time.time() - self.asked_s
+            waited_s = time.monotonic() - self.asked_s
             out = [(name, failure_reason(exc, waited_s, fleet_cfg.round_timeout_s))
                    for name, exc in zip(names, errors)]
             for proxy, res in (f for f in failures if isinstance(f, tuple)):
@@ -786,7 +788,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             if not rec:
                 return
             rec["bytes"] = rec.get("bytes_down", 0) + rec.get("bytes_up", 0)
-            rec["seconds"] = round(time.time() - rec.get("started_s", time.time()), 1)
+            rec["seconds"] = round(time.monotonic() - self.started_mono_s, 1)
             self._append_record(rec)
             if on_round is not None:
                 on_round(rec)

@@ -97,20 +97,40 @@ def test_an_image_whose_content_ultralytics_does_not_read_is_written_as_png(tmp_
         assert "ignoring corrupt" not in msg
 
 
-def test_a_line_break_in_a_file_name_never_reaches_a_task_list(tmp_path, run_edgecl, caplog):
-    """Before: ``dataset import`` kept a newline in an output name, and ``split-tasks`` wrote it
-    into a list, then failed on a file of its own ("image not found: .../images/new")."""
+@pytest.mark.parametrize("odd, written", [("new\nline", "new_line"), ("new\u2028line", "new_line"),
+                                         ("new\x85line", "new_line")])
+def test_a_line_break_in_a_file_name_never_reaches_a_task_list(tmp_path, run_edgecl, caplog, odd,
+                                                                written):
+    """Before: ``dataset import`` kept a newline (or U+2028, U+0085) in an output name, and
+    ``split-tasks`` wrote it into a list, then failed on a file of its own ("image not found:
+    .../images/new"); a list reads its lines stripped, and ``#`` starts a comment."""
     src = _dataset(tmp_path / "ds", "[Car, Truck, Person, Bicycle]")
-    (src / "images" / "0.jpg").rename(src / "images" / "new\nline.jpg")
-    (src / "labels" / "0.txt").rename(src / "labels" / "new\nline.txt")
+    (src / "images" / "0.jpg").rename(src / "images" / f"{odd}.jpg")
+    (src / "labels" / "0.txt").rename(src / "labels" / f"{odd}.txt")
     code, out, err = run_edgecl(["dataset", "import", src, "--out", tmp_path / "out", "--json"])
     assert code == 0 and json.loads(out)["imported"] == 8, err
-    assert (tmp_path / "out" / "images" / "new_line.jpg").is_file()
+    assert (tmp_path / "out" / "images" / f"{written}.jpg").is_file()
     code, out, err = run_edgecl(["dataset", "split-tasks", src, "--tasks", "Car,Truck;Person,Bicycle",
                                  "--ratios", "0.5,0,0.5", "--out", tmp_path / "cl" / "tasks.yaml",
                                  "--json"])
     assert code == 0, err
     assert json.loads(out.splitlines()[-1])["bad_labels"] == 1
-    assert "its path holds a line break" in caplog.text
+    assert "which a task list (one path per line) cannot hold" in caplog.text
     listed = "".join(p.read_text() for p in (tmp_path / "cl" / "tasks").rglob("*.txt"))
     assert "new" not in listed and listed.count("\n") == 7
+
+
+def test_names_a_list_file_would_read_otherwise_are_written_clear():
+    """A list file's lines are stripped and ``#`` starts a comment: an output name never starts
+    or ends with white space, nor starts with ``#``; a path inside a folder may hold them."""
+    from edgecl.data.convert import output_stem
+    from edgecl.data.tasks import unlistable
+
+    root = Path("/data")
+    assert output_stem(root / "images" / " a b .jpg", root) == "_a b_"
+    assert output_stem(root / "images" / "#x.jpg", root) == "_x"
+    assert output_stem(root / "images" / "f1" / "#x.jpg", root) == "f1_#x"
+    assert unlistable("images/ a .jpg") is None and unlistable("images/#x.jpg") is None
+    assert unlistable(" a.jpg") == "it starts or ends with white space"
+    assert unlistable("#a.jpg") == "it starts with #"
+    assert unlistable("a\u2029b.jpg") == "it holds a line break"

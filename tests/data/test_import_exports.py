@@ -334,6 +334,22 @@ def test_a_box_written_with_no_width_is_dropped_and_its_image_kept(tmp_path, fmt
     np.testing.assert_allclose(item.xyxy, xyxy)
 
 
+def test_a_voc_box_written_under_a_pixel_is_dropped_but_one_outside_refuses_its_image(tmp_path):
+    """Half a pixel wide as drawn: a click, dropped and counted (as a YOLO row or a dir://
+    stream). A 10-pixel box lying wholly outside the image: a wrong annotation, refused."""
+    _image(tmp_path / "JPEGImages" / "b.png")
+    _voc_xml(tmp_path / "Annotations" / "b.xml", "b.png", (W, H),
+             [_voc_object("car", (30, 5, 40, 20)), _voc_object("car", (12.5, 10, 13.0, 15))])
+    _image(tmp_path / "JPEGImages" / "c.png")
+    _voc_xml(tmp_path / "Annotations" / "c.xml", "c.png", (W, H),
+             [_voc_object("car", (30, 5, 40, 20)), _voc_object("car", (W + 5, 10, W + 15, 15))])
+    items, skips = _collect(tmp_path, "voc")
+    (item,) = items
+    assert item.source.name == "b.png" and item.names == ["car"] and item.empty == 1
+    (bad,) = skips
+    assert bad.reason == "bad box" and "object 2 <bndbox>" in bad.message and "no area" in bad.message
+
+
 def test_an_inverted_voc_box_is_named_as_the_file_writes_it(tmp_path):
     _image(tmp_path / "JPEGImages" / "b.png")
     _voc_xml(tmp_path / "Annotations" / "b.xml", "b.png", (W, H),

@@ -408,13 +408,19 @@ def test_a_declared_size_that_is_not_the_images_is_named_in_a_bad_box(tmp_path):
         "decodes as)")
 
 
-def test_a_yolo_box_under_one_pixel_is_a_bad_box(tmp_path):
-    """Before: a 0.064 px box was stored (an operator's answer refuses boxes under 1 px)."""
+def test_a_yolo_box_under_one_pixel_is_dropped_as_dir_streams_it(tmp_path):
+    """A 0.064 px box marks no object (an operator's answer refuses boxes under 1 px): first it
+    was stored; then the import refused the whole image while ``dir://`` stored the frame with
+    it. Now both drop the box, count it, and keep the frame's other boxes."""
+    from edgecl.runtime.sources import open_source
+
     root = _yolo(tmp_path / "ds", "train: images\nnames: [car]\n", "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.001 0.2\n")
-    items, skips = _collect(root)
-    assert items == [] and [s.reason for s in skips] == ["bad box"]
-    assert skips[0].message.endswith("a.txt: box 2 (car, 0.5 0.5 0.001 0.2) is 0.064 x 9.6 px "
-                                     "inside the 64x48 image, under one pixel")
+    (item,), skips = _collect(root)
+    assert not skips and item.names == ["car"] and item.empty == 1
+    source = open_source(f"dir://{root}")
+    (frame,) = list(source)
+    np.testing.assert_allclose(frame.labels, [[0, 0.5, 0.5, 0.2, 0.2]])
+    assert source.stats.empty_boxes == 1
 
 
 @pytest.mark.parametrize("odd", ["fifo", "dangling link"])

@@ -26,7 +26,7 @@ def _write_video(path: Path, n: int = 5) -> None:
 
 def _png(path: Path, value: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), np.full((8, 8, 3), value, np.uint8))
+    assert cv2.imwrite(str(path), np.full((16, 16, 3), value, np.uint8))
 
 
 # --- file:// -----------------------------------------------------------------------------

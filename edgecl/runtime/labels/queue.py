@@ -49,6 +49,7 @@ from typing import Callable
 import numpy as np
 
 from edgecl.atomic import atomic_write_bytes, atomic_write_json
+from edgecl.boot import CLOCK_SET_S, boot_id
 from edgecl.data.answers import (MAX_NEW_CLASSES_PER_ANSWER, boxes_to_labels, finite_number,
                                  valid_item_id)
 from edgecl.data.class_names import close_class_names, standing_names
@@ -104,8 +105,8 @@ class OperatorQueue:
         clock: wall clock in seconds (injectable for tests; items record the same clock).
         monotonic: the system's monotonic clock (injectable for tests): how long an item
             queued since the last boot has waited, whatever the wall clock did meanwhile.
-        boot: this boot's id (default: Linux's ``/proc/sys/kernel/random/boot_id``; "" where
-            none: the wall clock is used).
+        boot: this boot's id (default: :func:`edgecl.boot.boot_id`; "" where none is known:
+            the wall clock is used).
     """
 
     def __init__(self, root: str | Path, max_pending: int = 200,
@@ -114,7 +115,7 @@ class OperatorQueue:
                  monotonic: Callable[[], float] = time.monotonic, boot: str | None = None):
         self.root = Path(root)
         self.monotonic = monotonic
-        self.boot = current_boot_id() if boot is None else boot
+        self.boot = boot_id() if boot is None else boot
         self.dir = self.root / "pending"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_pending = int(max_pending)
@@ -1015,19 +1016,6 @@ PUBLIC_KEYS = ("id", "priority", "priority_now", "reasons", "width", "height", "
 
 def _public(meta: dict) -> dict:
     return {k: meta.get(k) for k in PUBLIC_KEYS}
-
-
-CLOCK_SET_S = 1_704_067_200.0
-"""2024-01-01 UTC: a wall clock before it has not been set yet (a board without a battery
-boots at 1970 or at its image's build date, until NTP or GPS sets it)."""
-
-
-def current_boot_id() -> str:
-    """This boot's id (Linux: ``/proc/sys/kernel/random/boot_id``), or "" where none is known."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
 
 
 def aged_priority(priority: float, created_s: float, now_s: float, half_life_s: float) -> float:

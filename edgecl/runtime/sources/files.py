@@ -16,7 +16,8 @@ import numpy as np
 from edgecl.config import SourceConfig
 from edgecl.data.images import IMAGE_SUFFIXES, ImageError, quiet_opencv, read_image, to_bgr8
 from edgecl.data.importers import dataset_class_names
-from edgecl.data.labels import label_path_for, read_yolo_labels
+from edgecl.data.answers import MIN_BOX_PX
+from edgecl.data.labels import label_path_for, labels_to_text, read_yolo_labels, under_pixels
 from edgecl.data.yolo_dataset import find_dataset, labels_report
 from edgecl.errors import ConfigError, LabelError, SourceError
 from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame, declared_fps
@@ -295,8 +296,8 @@ class ImageListSource(FrameSource):
     ``(0, 5)``; a missing file gives ``None`` (unlabelled, not background); a file with a
     refused row (see :mod:`edgecl.data.labels`) gives ``None``, one warning naming
     ``file:line`` and why, ``stats.bad_labels + 1`` and ``stats.refused_labels + rows``; a
-    row whose box has no area is dropped (``stats.empty_boxes``, one warning per file) and
-    the frame keeps its other boxes.
+    row whose box has no area, or is under one pixel wide or high in the image, is dropped
+    (``stats.empty_boxes``, one warning per file) and the frame keeps its other boxes.
     An image that does not decode (truncated JPEG, corrupt file) is skipped with a warning
     giving the reason and ``stats.skipped + 1`` (never fatal). With ``loop`` the same files
     come back every pass: the counters count every pass, but each file is warned about once
@@ -359,7 +360,7 @@ class ImageListSource(FrameSource):
         except ValueError:
             return path.name
 
-    def _labels(self, image_path: Path) -> np.ndarray | None:
+    def _labels(self, image_path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
         label_path = label_path_for(image_path)
         if not label_path.is_file():
             return None
@@ -378,12 +379,16 @@ class ImageListSource(FrameSource):
             self._warn_once("label", image_path, "delivering %s unlabelled: refused label row(s): %s%s",
                             image_path, shown, f" (and {more} more)" if more > 0 else "")
             return None
-        if parsed.empty:
-            self._count("empty_boxes", len(parsed.empty))
+        small = under_pixels(parsed.labels, shape[1], shape[0], MIN_BOX_PX)
+        dropped = [*parsed.empty, *(f"{label_path}: box {labels_to_text(row).strip()} is under "
+                                    f"one pixel wide or high in the {shape[1]}x{shape[0]} image"
+                                    for row in parsed.labels[small])]
+        if dropped:
+            self._count("empty_boxes", len(dropped))
             self._warn_once("empty", image_path, "%s: dropped %d box(es) with no area (%s); the "
-                            "frame keeps its other %d", image_path, len(parsed.empty),
-                            parsed.empty[0], len(parsed.labels))
-        return parsed.labels
+                            "frame keeps its other %d", image_path, len(dropped), dropped[0],
+                            int((~small).sum()))
+        return parsed.labels[~small]
 
     def _next(self) -> RawFrame | None:
         while not self._closing.is_set():
@@ -414,7 +419,7 @@ class ImageListSource(FrameSource):
                 self._warn_once("image", path, "skipping image: %s", exc)
                 continue
             self._delivered_this_pass = True
-            return RawFrame(image, self._labels(path), name=self.frame_name(path))
+            return RawFrame(image, self._labels(path, image.shape), name=self.frame_name(path))
         return None
 
 

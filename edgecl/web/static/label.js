@@ -798,8 +798,8 @@
     draw();
   }
 
-  /** Tab on the frame: the next (Shift: previous) box. Past the last one, or with no box,
-   *  focus moves on as usual (the class list, the buttons): returns whether Tab was taken. */
+  /** Tab on the frame: the next (Shift: previous) box; returns whether a box took it (past
+   *  the last one, or with no box, the caller moves focus on to the class list). */
   function tabThroughBoxes(backwards) {
     const n = state.boxes.length;
     if (!n) return false;
@@ -837,7 +837,13 @@
     if (tag === "SELECT" || tag === "TEXTAREA" || event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.key === "Tab") {  // on a button or link, Tab moves focus as everywhere else
       const onFrame = tag === "BODY" || tag === "CANVAS" || !tag;
-      if (onFrame && tabThroughBoxes(event.shiftKey)) event.preventDefault();
+      if (!onFrame) return;
+      if (tabThroughBoxes(event.shiftKey)) {
+        event.preventDefault();
+      } else if (!event.shiftKey) {  // past the last box: the class list, then the buttons
+        event.preventDefault();      // (the browser would start again at the page's top)
+        $("class-select").focus();
+      }
       return;
     }
     if (onListKey(event)) return;
