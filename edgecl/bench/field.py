@@ -804,7 +804,7 @@ def run(args) -> int:
     if not 0 <= args.queue_factor < math.inf:
         raise EdgeclError(f"--queue-factor must be a number >= 0, got {args.queue_factor}")
     check_initial_model(args.initial_model)  # before any run: a bad file must not cost hours
-    out = Path(args.out)
+    out = Path(args.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     # at --fps 0 the stream's capture times say nothing of a camera's: held out frame by frame
     paced = [] if args.fps > 0 else ["memory.holdout_block_s=0"]

@@ -413,7 +413,7 @@ def make_setup(args, progress) -> tuple[Setup, object]:
     cfg = replace(cfg, learner=lc, model=replace(cfg.model, imgsz=lc.imgsz))
     threads = int(args.threads if args.threads is not None else lc.torch_threads)
     _check_learner_settings(cfg)
-    cache_dir = Path(args.cache_dir).expanduser()
+    cache_dir = Path(args.cache_dir).expanduser().resolve()  # ultralytics joins relative paths twice
     cache_dir.mkdir(parents=True, exist_ok=True)
     taskset, yaml_path = load_taskset(args.data, cache_dir, lc.imgsz)
     parent = train_parent(taskset, yaml_path, cfg, cache_dir, args.parent_steps, threads, progress)

@@ -281,7 +281,7 @@ def run_backends(args) -> dict:
     # the size the checkpoint was trained at, unless --imgsz says otherwise
     imgsz = int(args.imgsz or longer_side(meta.get("imgsz")) or DEFAULT_IMGSZ)
     cfg = load_config(None, [f"learner.imgsz={imgsz}", f"model.imgsz={imgsz}"])
-    cache_dir = Path(args.cache_dir).expanduser()
+    cache_dir = Path(args.cache_dir).expanduser().resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     taskset = load_data(args.data, cache_dir, imgsz, args.images_per_task)
     if args.model:

@@ -183,12 +183,18 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
         return RoundResult(RoundStatus.SKIPPED, reason="no new labelled samples", trigger=reason,
                            started_s=started_s)
     ctx.progress = progress
-    if not ctx.snapshot.ids(held_out=True):
+    held_out = ctx.snapshot.records(held_out=True)
+    if not held_out:
         # INVARIANT: a candidate is trained only when the gate can judge it (else the round's
         # training, 300 steps for a first one, would end rejected and be thrown away)
         return RoundResult(RoundStatus.SKIPPED, trigger=reason, started_s=started_s,
                            reason="no held-out sample yet: the gate could not judge a candidate; "
                                   "the round waits for more labelled frames")
+    if not any(r.classes for r in held_out):  # background frames only: no AP to judge on
+        return RoundResult(RoundStatus.SKIPPED, trigger=reason, started_s=started_s,
+                           reason=f"the {len(held_out)} held-out sample(s) hold no box yet "
+                                  f"(background frames only): the gate could not judge a "
+                                  f"candidate; the round waits for labelled frames with objects")
     problems = (ctx.registry.verify(ctx.parent_version, essential_only=True)
                 if ctx.parent_version else [])
     if problems:
@@ -701,6 +707,10 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
         parent = None if ctx.first else evaluate_tasks(parent_model, parent_names, ctx)
     cand_map = {t: r.map50_95 for t, r in candidate.items()}
     failed = ft.stopped_reason if ft.stopped_reason in ("nan_loss", "no_data") else ""
+    if not failed and ft.steps == 0:  # the parent, unchanged: staged, it would count as learnt
+        failed = (f"no optimiser step before the round stopped ({ft.stopped_reason}, after "
+                  f"{ft.seconds:.1f} s of set-up): raise learner.budget_s (first round: "
+                  f"learner.first_round_budget_s)")
     verdict = judge_results(parent, candidate, list(state.learnt_tasks), cfg.gate,
                             training_failed=failed, names=names,
                             prior_loss=recent_class_loss(ctx.registry, cfg.gate.forgetting_window))

@@ -779,13 +779,19 @@ class Registry:
         manifest.update(fields)
         atomic_write_json(self._version_dir(version) / "manifest.json", manifest)
 
-    def promote(self, version: str) -> None:
+    def promote(self, version: str, before_switch=None) -> None:
         """Make ``version`` current, after checking it; a refusal changes nothing.
 
-        Order (each prefix is consistent): checks -> switch ``current`` (the commit point,
-        one ``os.replace``) -> history -> manifest statuses (best effort; derived when read).
-        A version already in the history (promoted again) has its history written before the
-        switch: left behind (a full disk, a kill), it would read as a rollback to that version.
+        Order (each prefix is consistent): checks -> ``before_switch()`` -> switch ``current``
+        (the commit point, one ``os.replace``) -> history -> manifest statuses (best effort;
+        derived when read). A version already in the history (promoted again) has its history
+        written before the switch: left behind (a full disk, a kill), it would read as a
+        rollback to that version.
+
+        Args:
+            version: the version to make current.
+            before_switch: called once the checks passed, before the switch (the learner's
+                progress follows the version there); when it raises, nothing is switched.
 
         Raises:
             RegistryError: unknown, rejected, pruned, unconfined or corrupt version.
@@ -798,6 +804,8 @@ class Registry:
                 why = self._derive_reason(manifest, VersionStatus.REJECTED.value) or "no reason recorded"
                 raise RegistryError(f"model version {version} was rejected ({why}); not promoting")
             self.check_integrity(version)
+            if before_switch is not None:
+                before_switch()
             previous = self.current()
             history = self.history()
             again = version in history

@@ -146,8 +146,8 @@ def interrupted_round(state_dir: str | Path) -> str | None:
             f"nothing it learnt was kept, and the next round learns its samples again")
 
 
-HELD_OUT_WAIT = ("a learning round is due and waits for the first held-out sample (the gate "
-                 "needs one to judge a candidate): label or import a few more frames")
+HELD_OUT_WAIT = ("a learning round is due and waits for the first held-out sample with a box "
+                 "(the gate needs one to judge a candidate): label or import a few more frames")
 """What the console and ``/healthz`` say while a due round waits for a held-out sample."""
 OTHER_WRITERS_SAY_EVERY_S = 60.0
 """Least seconds between two log lines counting samples other processes stored."""
@@ -830,7 +830,7 @@ class LearnerSupervisor:
                 # the trigger stays armed: the round starts once a held-out sample exists
                 if not self._waiting_for_held_out:
                     log.info("learning round due (%s) waits: the memory holds no held-out sample "
-                             "yet, so the gate could not judge a candidate", reason)
+                             "with a box yet, so the gate could not judge a candidate", reason)
                 self._waiting_for_held_out = True
             elif reason and import_running(self.cfg.state_dir):
                 # the trigger stays armed: a round now would learn half the imported folder
@@ -907,13 +907,14 @@ class LearnerSupervisor:
             self._other_writers_said_s, self._other_writers_unsaid = now_s, 0
 
     def _no_held_out_yet(self) -> bool:
-        """True while the running memory holds no held-out sample (False when it cannot tell:
-        the round itself then skips, see :func:`edgecl.continual.round.run_round`)."""
+        """True while the running memory holds no held-out sample with a box (background frames
+        give the gate no AP to judge on; False when it cannot tell: the round itself then
+        skips, see :func:`edgecl.continual.round.run_round`)."""
         sink = self.memory_sink
         if sink is None or getattr(sink, "closed", False):
             return False
         try:
-            return not sink.memory.ids(held_out=True)
+            return not any(r.classes for r in sink.memory.records(held_out=True))
         except (EdgeclError, OSError) as exc:
             log.warning("learner: cannot read the memory's held-out slice: %s", exc)
             return False

@@ -39,8 +39,11 @@ def promote_version(state_dir: str | Path, version: str) -> bool:
 
     registry = Registry(Path(state_dir) / "models")
     learnt = _progress_of(registry, version)
-    _move_progress(state_dir, learnt, version, back=True)  # before: a failed switch then only
-    registry.promote(version)                              # leaves samples to learn again
+    # moved back once the version passed its checks, before the switch: a failed switch then
+    # only leaves samples to learn again, and a refused version changes nothing (before, a
+    # refused promote of a rejected version set the progress back to 0)
+    registry.promote(version, before_switch=lambda: _move_progress(state_dir, learnt, version,
+                                                                   back=True))
     _move_progress(state_dir, learnt, version, back=False)
     try:
         Monitor(state_dir).set_version_status(version, "promoted")

@@ -10,11 +10,12 @@ KEYS = {"edgecl_images_per_s", "ultralytics_images_per_s", "ratio", "edgecl_map5
         "stage_s"}
 
 
-def test_bench_learn_json(tmp_path, capsys):
+def test_bench_learn_json(tmp_path, capsys, monkeypatch):
     yaml_path = make_scenario(tmp_path / "scn", tasks=2, images_per_task=20, imgsz=64, seed=0)
+    monkeypatch.chdir(tmp_path)  # a relative --cache-dir: before, ultralytics joined it twice
     code = main(["bench", "learn", "--data", str(yaml_path), "--steps", "2", "--imgsz", "64",
                  "--batch", "4", "--threads", "1", "--repeats", "1", "--seconds", "4",
-                 "--parent-steps", "2", "--cache-dir", str(tmp_path / "cache"), "--json",
+                 "--parent-steps", "2", "--cache-dir", "cache", "--json",
                  "learner.bn_recalibration_batches=1", "learner.freeze_layers=10",
                  "replay.samples=4"])
     out, err = capsys.readouterr()

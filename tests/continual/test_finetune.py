@@ -96,6 +96,29 @@ def test_zero_budget_takes_no_step(data):
     assert math.isnan(result.mean_loss)
 
 
+def test_batchnorm_reestimation_stays_within_one_pass_and_max_steps_is_the_reason(data,
+                                                                                 monkeypatch):
+    """Before: 50 re-estimation batches over a 10-image memory (50 passes over the same
+    images) ran 75 s past a 60 s budget, and a round stopped by max_steps said "budget"."""
+    from edgecl.continual import yolo_train
+
+    used = []
+    real = yolo_train.recalibrate_batchnorm
+
+    def counting(model, loader, n_batches, *args, **kwargs):
+        used.append((n_batches, len(loader)))
+        return real(model, loader, n_batches, *args, **kwargs)
+
+    monkeypatch.setattr(yolo_train, "recalibrate_batchnorm", counting)
+    new, mem = data
+    cfg = LearnerConfig(imgsz=64, batch=4, lr=0.002, bn_recalibration_batches=50)
+    result = FineTuner(_model(), cfg, OFF).run(new, mem, budget_s=3600, max_steps=1, epochs=10,
+                                               device="cpu")
+    assert (result.steps, result.stopped_reason) == (1, "max_steps")
+    [(n_batches, batches_per_pass)] = used
+    assert n_batches == batches_per_pass == 3  # 10 images at batch 4
+
+
 def test_epochs_limit(data):
     new, _ = data
     # 6 images, batch 4 -> 2 batches per epoch

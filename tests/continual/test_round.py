@@ -104,3 +104,55 @@ def test_a_damaged_parent_fails_the_round_with_the_way_out(tmp_path):
     assert round_mod.run_round(cfg).reason.endswith(
         "'edgecl models rollback' serves the version before it, or 'edgecl models add --promote' "
         "a checkpoint you trust")
+
+
+def test_a_round_that_made_no_optimiser_step_is_rejected_and_learns_nothing(tmp_path):
+    """Before: a budget the set-up used up (a loaded device, a large memory) gave "fine-tune:
+    0 steps ... stop: budget", then the parent unchanged was staged and promoted as a new
+    version, and its new samples counted as learnt: never learnt."""
+    import numpy as np
+
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.continual.round_state import RoundStatus
+
+    state = tmp_path / "state"
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.5),
+                      names={0: "car"}) as memory:
+        for k in range(6):
+            image = np.full((64, 64, 3), 30 * k, np.uint8)
+            image[20:44, 16:48] = 250 - 30 * k
+            memory.add(Sample(image, np.array([[0, 0.5, 0.5, 0.5, 0.375]], np.float32),
+                              task="stream"))
+    cfg = load_config(None, [f"state_dir={state}", "memory.holdout_fraction=0.5",
+                             "learner.imgsz=64", "model.imgsz=64", "learner.batch=2",
+                             "learner.first_round_budget_s=0.001", "export.openvino=off",
+                             "export.cpu_int8=off"])
+    result = round_mod.run_round(cfg)
+    assert result.status is RoundStatus.REJECTED, result
+    assert "no optimiser step before the round stopped (budget" in result.reason
+    assert load_state(state).last_sample_id == 0  # its samples are still new
+
+
+def test_a_held_out_slice_of_background_frames_skips_the_round_before_training(tmp_path):
+    """Before: the round trained (up to 600 steps for a first one), then was rejected as
+    "candidate could not be evaluated (no held-out samples)", though 2 samples were held out:
+    both background frames, with no box to measure AP on."""
+    import numpy as np
+
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.continual.round_state import RoundStatus
+
+    state = tmp_path / "state"
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.5),
+                      names={0: "car"}) as memory:
+        for k in range(4):
+            memory.add(Sample(np.full((32, 32, 3), 30 * k, np.uint8), np.zeros((0, 5), np.float32),
+                              task="stream"))
+        held = len(memory.ids(held_out=True))
+    assert held >= 1
+    cfg = load_config(None, [f"state_dir={state}", "memory.holdout_fraction=0.5"])
+    result = round_mod.run_round(cfg)
+    assert result.status is RoundStatus.SKIPPED and result.seconds == 0
+    assert result.reason.startswith(f"the {held} held-out sample(s) hold no box yet")

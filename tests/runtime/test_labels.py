@@ -85,9 +85,11 @@ def test_pseudo_per_class_thresholds_and_known_classes():
     assert pl.label(dets([0.1], classes=[0]), 200, 100) == (None, "no_detections")
     labels, why = pl.label(dets([0.85, 0.2], classes=[0, 5]), 200, 100)  # 0.2: noise, ignored
     assert why == "pseudo" and labels.shape == (1, 5)
-    # a calibrated threshold under the band's top is lifted to it
-    low = PseudoLabeler({0: 0.1}, 0.7, 0.3, 0.6)
-    assert low.threshold(0) == 0.6
+    # a calibrated threshold under the band's top, or under labels.pseudo_conf, is lifted to
+    # the higher of the two (before, labels.pseudo_conf bounded nothing a calibrator gave)
+    assert PseudoLabeler({0: 0.1}, 0.5, 0.3, 0.6).threshold(0) == 0.6
+    assert PseudoLabeler({0: 0.1, 1: 0.9}, 0.8, 0.3, 0.6).threshold(0) == 0.8
+    assert PseudoLabeler({0: 0.1, 1: 0.9}, 0.8, 0.3, 0.6).threshold(1) == 0.9
 
 
 def test_pipeline_pseudo_duplicates_and_rate_limit():

@@ -284,6 +284,29 @@ def test_a_promotion_whose_progress_cannot_be_set_back_changes_nothing(tmp_path,
     assert registry.current() == second and load_state(tmp_path).last_sample_id == 90
 
 
+def test_a_refused_promotion_leaves_the_progress_as_it_was(tmp_path):
+    """Before: ``models promote`` of a rejected version (or one failing its integrity check)
+    said "not promoting", yet set the learner's progress back first: to 0 for a user's model
+    file, so the next round learnt every sample of the memory again."""
+    import pytest
+
+    from edgecl.errors import RegistryError
+    from edgecl.models.registry import VersionStatus
+    from edgecl.runtime.promote import promote_version
+
+    registry, first, second = _two_promoted(tmp_path)
+    refused = _stage(registry, tmp_path, b"r", source="user.pt")  # learnt none: progress 0
+    registry.set_status(refused, VersionStatus.REJECTED, "class ids disagree")
+    with pytest.raises(RegistryError, match="was rejected"):
+        promote_version(tmp_path, refused)
+    assert registry.current() == second and load_state(tmp_path).last_sample_id == 90
+    damaged = _stage(registry, tmp_path, b"x", source="user.pt")
+    (registry.root / damaged / "model.onnx").write_bytes(b"y")
+    with pytest.raises(RegistryError):
+        promote_version(tmp_path, damaged)
+    assert registry.current() == second and load_state(tmp_path).last_sample_id == 90
+
+
 def test_a_conditional_rollback_over_http_happens_once(tmp_path):
     """Before: three POST /api/models/rollback (a retried request, a double click) rolled back
     three versions, and "nothing to roll back to" was a 400 although the state forbids it."""

@@ -4,6 +4,7 @@ supervisor steps never stop detection."""
 
 import logging
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +13,11 @@ from edgecl.continual.round_state import RoundResult, RoundStatus
 from edgecl.errors import RegistryError
 from edgecl.runtime import learner as learner_mod
 from edgecl.runtime.learner import BACKOFF_AFTER, LearnerSupervisor
+
+
+def _boxed(sample_id):
+    """A memory row holding a box (class 0): a held-out sample the gate can judge on."""
+    return SimpleNamespace(id=sample_id, held_out=True, classes=(0,))
 
 
 class FakeRegistry:
@@ -126,6 +132,8 @@ def test_rejected_new_class_does_not_refire_until_new_samples(tmp_path, monkeypa
     # class 3 (one new sample per tick): the next round must wait for 5 new samples
     sink = FakeSink([(1, {3})] * 6, own_ids=[1])  # the counted samples are the sink's own
     sink.memory = type("M", (), {"ids": lambda self, held_out=None: [1],
+                                 "records": lambda self, ids=None, held_out=None: [
+                                     _boxed(i) for i in self.ids(held_out=held_out)],
                                  "change_signature": lambda self: (1, 1)})()
     sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
     started = []
@@ -162,16 +170,22 @@ def test_a_due_round_waits_for_a_held_out_sample_and_keeps_its_trigger(tmp_path,
                              "learner.trigger_interval_s=0", "learner.trigger_new_class=true"])
     # only the new-class trigger: a new class arrives while no sample is held out yet
     sink = FakeSink([(1, {3})], own_ids=[1])
-    held = []
-    sink.memory = type("M", (), {"ids": lambda self, held_out=None: list(held) if held_out else [1],
-                                 "change_signature": lambda self: (1 + len(held), 9)})()
+    held = []  # (id, classes) of the held-out samples
+    sink.memory = type("M", (), {
+        "ids": lambda self, held_out=None: [i for i, _ in held] if held_out else [1],
+        "records": lambda self, ids=None, held_out=None: [
+            SimpleNamespace(id=i, held_out=True, classes=c) for i, c in held],
+        "change_signature": lambda self: (1 + len(held), 9)})()
     sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
     spawned = []
     monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: spawned.append(reason))
     sup.tick()
     sup.tick()
     assert spawned == []  # the gate could not judge a candidate: nothing spawned
-    held.append(9)  # a held-out sample arrives (no new class, no new sample counted)
+    held.append((8, ()))  # a held-out background frame: still no box to judge on (before,
+    sup.tick()            # a round started, trained and was then rejected)
+    assert spawned == [] and "with a box" in sup.health()["waiting_for_held_out"]
+    held.append((9, (0,)))  # a held-out sample with a box arrives
     sup.tick()
     assert spawned == ["new_class"]
 
@@ -517,7 +531,8 @@ def due_supervisor(cfg, monkeypatch):
     rounds it starts (none is run)."""
     sink = FakeSink([(5, {0})] * 10)
     sink.memory = type("M", (), {"ids": lambda self, held_out=None: [1],
-                                 "records": lambda self, ids: [],
+                                 "records": lambda self, ids=None, held_out=None: (
+                                     [_boxed(1)] if held_out else []),
                                  "change_signature": lambda self: (1, 1)})()
     sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
     started = []
@@ -699,7 +714,9 @@ def test_samples_a_round_learns_are_not_counted_again_for_the_next(tmp_path, mon
     sink = FakeSink([])
     sink.memory = SimpleNamespace(
         ids=lambda held_out=None: [9] if held_out else list(stored),
-        records=lambda ids: [SimpleNamespace(id=i, held_out=False, classes=(0,)) for i in ids],
+        records=lambda ids=None, held_out=None: (
+            [_boxed(9)] if held_out else [SimpleNamespace(id=i, held_out=False, classes=(0,))
+                                          for i in ids]),
         change_signature=lambda: (len(stored), max(stored)))
     sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
     spawned = []

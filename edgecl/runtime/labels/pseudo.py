@@ -7,8 +7,10 @@ refuses the whole frame: storing the confident boxes alone would teach the model
 doubtful object is background (the classic failure of confidence-thresholded self-training,
 e.g. Sohn et al., "A Simple Semi-Supervised Learning Framework for Object Detection", 2020,
 which also thresholds per box). The thresholds come from the current version's post-hoc
-calibrator at the target precision ``labels.pseudo_precision``; a class the calibrator has no
-threshold for falls back to ``labels.pseudo_conf``.
+calibrator at the target precision ``labels.pseudo_precision``, never below
+``labels.pseudo_conf`` nor the band's top ``labels.uncertain_high``; a class the calibrator
+gives no threshold (or every class, while the serving version has no calibrator) is not
+pseudo-labelled.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class PseudoLabeler:
             version's calibrator). A class mapped to ``None``, NaN or a value above 1 is never
             pseudo-labelled (its calibrator cannot reach the target precision); a class absent
             from the mapping uses ``default_conf``.
-        default_conf: threshold of classes without a calibrated one (``labels.pseudo_conf``).
+        default_conf: the lowest threshold of any class (``labels.pseudo_conf``), and the
+            threshold of a class absent from ``thresholds``.
         uncertain_low: lower edge of the uncertain band; detections below it are ignored.
         uncertain_high: upper edge of the uncertain band; no threshold is taken below it.
         known_classes: optional ``callable() -> set[int]`` of the class ids the current model
@@ -64,14 +67,14 @@ class PseudoLabeler:
             table: the thresholds already fetched (fetched when ``None``).
 
         Returns:
-            A confidence in ``[uncertain_high, 1]``, or ``inf`` when the class is never
-            pseudo-labelled.
+            A confidence in ``[max(uncertain_high, default_conf), 1]``, or ``inf`` when the
+            class is never pseudo-labelled.
         """
         table = self._table() if table is None else table
         value = table.get(int(cls), self.default_conf)
         if value is None or not math.isfinite(float(value)) or float(value) > 1.0:
             return math.inf
-        return max(float(value), self.uncertain_high)
+        return max(float(value), self.uncertain_high, self.default_conf)
 
     def label(self, detections: Detections, width: int,
               height: int) -> tuple[np.ndarray | None, str]:
