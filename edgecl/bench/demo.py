@@ -166,11 +166,13 @@ def run_demo(cfg: Config, *, tasks: int, images_per_task: int, imgsz: int, seed:
         gate.release()
     if runtime.interrupted:
         raise_stop(runtime.stop_signal)  # the command line exits 130 (Ctrl-C) or 143
-    return summarize(runtime, report, state, time.monotonic() - t0, stream)
+    return summarize(runtime, report, state, time.monotonic() - t0, stream, len(task_names))
 
 
-def summarize(runtime, report, state: Path, seconds: float, stream) -> dict:
-    """Print the per-round table, ACC and BWT; write the report; return the summary."""
+def summarize(runtime, report, state: Path, seconds: float, stream,
+              expected_rounds: int = 0) -> dict:
+    """Print the per-round table, ACC and BWT; write the report; return the summary (a
+    warning when fewer than ``expected_rounds`` rounds ran)."""
     from edgecl.bench.report import write_monitor_report
     from edgecl.runtime.monitor import Monitor
 
@@ -188,6 +190,10 @@ def summarize(runtime, report, state: Path, seconds: float, stream) -> dict:
     print(f"[demo] ACC={_fmt(result['acc'])} BWT={_fmt(result['bwt'])} rounds={result['rounds']} "
           f"promoted={promoted} swaps={report.swaps} current={result['current_version']} "
           f"in {seconds:.0f} s; report: {report_path}", file=stream, flush=True)
+    if len(rounds) < expected_rounds:  # before: a demo whose rounds could not run ended as if fine
+        why = runtime.supervisor.last_error or "see the log above"
+        print(f"[demo] warning: {len(rounds)} of {expected_rounds} learning rounds ran ({why}); "
+              f"the figures above are not the demo's", file=stream, flush=True)
     return result
 
 

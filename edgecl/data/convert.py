@@ -30,7 +30,7 @@ import yaml
 from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from edgecl.data.class_names import clean_name
 from edgecl.data.images import IMAGE_SUFFIXES, is_image
-from edgecl.data.importers import (ImportItem, ImportTally, Skip, detect_format, is_ignore_name,
+from edgecl.data.importers import (ImportItem, ImportTally, Skip, detect_format,
                                    iter_labelled, no_labels_hint, same_class_as)
 from edgecl.data.labels import labels_to_text
 from edgecl.errors import ConfigError, LabelError
@@ -40,17 +40,11 @@ log = logging.getLogger(__name__)
 
 def _seed_names(src: Path, fmt: str) -> dict[str, int]:
     """Class name -> id known before reading the boxes (YOLO names, COCO categories), numbered
-    0..n-1 in the source's order: an ignore class (``DontCare``) or a gap in the source's ids
-    (``{0: car, 5: dog}``) leaves no hole, which ultralytics refuses in a data.yaml."""
-    from edgecl.data.importers import coco_class_names, yolo_class_names
+    0..n-1 in the source's order (:func:`~edgecl.data.importers.source_class_order`; a hole in
+    a data.yaml's ids is refused by ultralytics)."""
+    from edgecl.data.importers import source_class_order
 
-    if fmt == "yolo":
-        ordered = [n for _, n in sorted(yolo_class_names(src).items()) if not is_ignore_name(n)]
-    elif fmt == "coco":
-        ordered = [n for n in coco_class_names(src) if not is_ignore_name(n)]
-    else:
-        return {}
-    return {n: i for i, n in enumerate(ordered)}
+    return {n: i for i, n in enumerate(source_class_order(src, fmt))}
 
 
 def _class_of(name: str, ids: dict[str, int], matched: dict[str, str]) -> str:

@@ -627,6 +627,35 @@ def coco_class_names(path: str | Path) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def source_class_order(path: str | Path, fmt: str, placeholders: bool = True) -> list[str]:
+    """The class names a dataset declares before any box is read, in the order that gives
+    them ids 0..n-1 (the ids ``edgecl dataset import`` writes, and those a device whose
+    registry was empty takes from a ``labels import``): a YOLO dataset's ids in order, a COCO
+    file's categories in id order; an ignore class (``DontCare``) or a gap in the source's ids
+    (``{0: car, 5: dog}``) leaves no hole. Empty for VOC (names come with the boxes).
+
+    Args:
+        path: the dataset.
+        fmt: its format (``yolo``, ``voc`` or ``coco``; ``auto`` is detected).
+        placeholders: keep the ``class_<id>`` names of a YOLO folder that names no class
+            (False: none is declared then).
+
+    Raises:
+        ConfigError: an unreadable ``data.yaml``, class names file or COCO json.
+    """
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "yolo":
+        names = yolo_class_names(path)
+        if names and not placeholders and _placeholder_names(names):
+            return []
+        ordered = [n for _, n in sorted(names.items())]
+    elif fmt == "coco":
+        ordered = coco_class_names(path)
+    else:
+        return []
+    return [n for n in ordered if not is_ignore_name(n)]
+
+
 def _grouping_categories(data: dict, categories: dict) -> set:
     """Category ids that only group others: named as another category's ``supercategory``
     and used by no annotation (Roboflow's category 0, named after the project)."""

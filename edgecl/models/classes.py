@@ -54,25 +54,31 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def names_conflict(known: dict[int, str], names: dict) -> str | None:
+def names_conflict(known: dict[int, str], names: dict,
+                   former: dict[int, list[str]] | None = None) -> str | None:
     """Why class ids ``names`` cannot be those of a device whose registry holds ``known``.
 
     Args:
         known: the class registry's id -> name.
         names: class id -> name of a model or a labelled source.
+        former: id -> names the class had before a ``classes rename`` (a model made before
+            the rename names the class so: it is the same class, under the same id; under
+            another id the name is another class, as the rename freed it).
 
     Returns:
         ``"class id 0 is 'car', but this device's class registry has 'boat' there"`` (and, when
         the name sits elsewhere, ``"and 'car' as id 3"``), or ``None`` when they agree (names
         that differ only in case agree: ``car`` is the class ``Car``).
     """
-    by_name = {}
+    former = former or {}
+    by_name = {}  # a former name is free (a later label naming it makes a new class): not here
     for k, v in sorted(known.items()):
         by_name.setdefault(same_name_key(v), k)
     for cid, name in sorted((int(k), str(v)) for k, v in names.items()):
         other = by_name.get(same_name_key(name))  # 'car' is the class 'Car', as imports map it
-        if (cid in known and same_name_key(known[cid]) != same_name_key(name)) or (
-                other is not None and other != cid):
+        same = cid in known and same_name_key(name) in {
+            same_name_key(n) for n in [known[cid], *former.get(cid, [])]}
+        if (cid in known and not same) or (other is not None and other != cid):
             device = f"'{known[cid]}'" if cid in known else "no class"
             return (f"class id {cid} is '{name}', but this device's class registry has "
                     f"{device} there" + (f" and '{name}' as id {other}" if other is not None else ""))
@@ -279,7 +285,16 @@ class ClassRegistry:
             ``"class id 0 is 'car', but this device's class registry has 'boat' there"`` (and,
             when the name sits elsewhere, ``"and 'car' as id 3"``), or ``None``.
         """
-        return names_conflict(self.names(), names)
+        return names_conflict(self.names(), names, self.former_names())
+
+    def former_names(self) -> dict[int, list[str]]:
+        """Class id -> the names a ``classes rename`` took from it, oldest first (models made
+        before the rename still name the class so).
+
+        Raises:
+            ClassRegistryError: the file is corrupt.
+        """
+        return {e["id"]: [str(n) for n in e.get("renamed_from") or []] for e in self._read()}
 
     def check_ids(self, ids, where: str, names: dict[int, str] | None = None) -> None:
         """Refuse class ids the registry does not know.
@@ -417,9 +432,11 @@ class ClassRegistry:
         with self._locked() as entries:
             by_id = {e["id"]: e["name"] for e in entries}
             by_name = {same_name_key(e["name"]): e["id"] for e in entries}
+            former = {e["id"]: {same_name_key(n) for n in e.get("renamed_from") or []}
+                      for e in entries}  # a model made before a rename names the class so
             for cid, name in sorted(wanted.items()):  # case aside: 'car' is the class 'Car'
                 key = same_name_key(name)
-                if cid in by_id and same_name_key(by_id[cid]) != key:
+                if cid in by_id and same_name_key(by_id[cid]) != key and key not in former[cid]:
                     raise ConflictError(f"class id {cid} is {by_id[cid]!r} in the class registry but "
                                         f"{name!r} in the checkpoint")
                 if key in by_name and by_name[key] != cid:

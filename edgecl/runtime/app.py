@@ -484,8 +484,9 @@ class Runtime:
         from edgecl.models.classes import names_conflict
 
         planned = dict(self.classes.names())
+        former = self.classes.former_names()  # the device's own models made before a rename
         for names, what, advice in seeds:  # every check before any write: a refused start
-            conflict = names_conflict(planned, names)  # leaves the registry as it was
+            conflict = names_conflict(planned, names, former)  # leaves the registry as it was
             if conflict:
                 raise ConfigError(f"{what}: {conflict}; {advice}")
             planned.update({int(k): str(v) for k, v in names.items() if int(k) not in planned})

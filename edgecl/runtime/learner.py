@@ -27,7 +27,7 @@ from edgecl.continual.round_state import (RoundResult, RoundStatus, learner_dir,
                                           progress_within_memory, state_path)
 from edgecl.errors import EdgeclError, storage_fault, storage_faults
 from edgecl.runtime.lock import import_running
-from edgecl.stop_signals import unwind_once_on_stop_signals
+from edgecl.stop_signals import SigtermExit, unwind_once_on_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +276,14 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         result = RoundResult(RoundStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",
                              trigger=reason, started_s=started_s,
                              seconds=round(time.monotonic() - started_mono_s, 1))
+    except (KeyboardInterrupt, SigtermExit):
+        # stopped (Ctrl-C on 'edgecl learn', a SIGTERM): not cut short by a kill or a power
+        # loss, as the next start would say if the record stayed
+        with contextlib.suppress(OSError):
+            (learner_dir(cfg.state_dir) / RUNNING_FILE).unlink()
+        log.info("the learning round was stopped: nothing it learnt was kept, and the next "
+                 "round learns its samples again")
+        raise
     finally:
         # the staged version holds copies of what it needs: the work folder is only room taken
         shutil.rmtree(learner_dir(cfg.state_dir) / "work", ignore_errors=True)
@@ -966,8 +974,8 @@ class LearnerSupervisor:
                 return False
             self._upgraded = (f"edgecl was upgraded on disk ({self._started_version} -> "
                               f"{on_disk}) while this runtime runs: learning rounds wait until "
-                              f"'edgecl run' restarts (a round would run the new code against "
-                              f"this runtime); detection goes on")
+                              f"this edgecl command is started again (a round would run the new "
+                              f"code against this runtime); detection goes on")
             log.error("%s", self._upgraded)
             self.last_error = self._upgraded
         return True

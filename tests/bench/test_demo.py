@@ -32,3 +32,26 @@ def test_demo_refuses_a_foreign_state_dir(tmp_path, capsys):
     assert main(["demo", "--state-dir", str(tmp_path)]) == 2
     assert "was not made by 'edgecl demo'" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_a_demo_whose_rounds_did_not_all_run_says_so(tmp_path):
+    """Before: edgecl upgraded on disk during the demo held rounds 2-5 back, and the demo ended
+    "ACC=0.617 ... rounds=1", exit 0, as if that were its outcome."""
+    import io
+    from types import SimpleNamespace
+
+    from edgecl.bench.demo import summarize
+    from edgecl.runtime.monitor import Monitor
+
+    Monitor(tmp_path)
+    runtime = SimpleNamespace(
+        supervisor=SimpleNamespace(rounds=[{"status": "promoted"}],
+                                   last_error="edgecl was upgraded on disk (0.1 -> 0.2) ..."),
+        registry=SimpleNamespace(current=lambda: "v0001"))
+    out = io.StringIO()
+    summarize(runtime, SimpleNamespace(frames=10, swaps=1), tmp_path, 1.0, out, expected_rounds=5)
+    assert ("[demo] warning: 1 of 5 learning rounds ran (edgecl was upgraded on disk (0.1 -> "
+            "0.2) ...); the figures above are not the demo's") in out.getvalue()
+    out = io.StringIO()
+    summarize(runtime, SimpleNamespace(frames=10, swaps=1), tmp_path, 1.0, out, expected_rounds=1)
+    assert "warning" not in out.getvalue()

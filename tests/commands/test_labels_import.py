@@ -609,3 +609,24 @@ def test_a_damaged_registry_comes_back_from_its_backup_with_merges_and_renames(t
     assert [(c["id"], c["name"], c.get("merged_into")) for c in listed] == [
         (0, "automobile", None), (1, "truck", "automobile"), (2, "boat", None)]
     assert "restored from its backup classes.backup.json (merges and renames kept)" in caplog.text
+
+
+def test_a_device_with_no_class_takes_the_datasets_ids(tmp_path, capsys):
+    """Before: ids followed the order boxes came in: a data.yaml with person 2 and bicycle 3
+    gave the device bicycle 2 and person 3, so a checkpoint trained on that data.yaml was
+    refused by 'models add'. A device that already has classes keeps its own ids."""
+    src = tmp_path / "ds"
+    for k, row in enumerate(("3 0.5 0.5 0.3 0.3", "2 0.4 0.4 0.2 0.2")):
+        _jpg(src / "images" / f"{k}.jpg", 40 + 60 * k)
+        (src / "labels").mkdir(exist_ok=True)
+        (src / "labels" / f"{k}.txt").write_text(row + "\n")
+    (src / "data.yaml").write_text("train: images\nval: images\n"
+                                   "names: [car, truck, person, bicycle]\n")
+    state = tmp_path / "state"
+    report = _import(capsys, state, src, "--json")
+    assert ClassRegistry(state).names() == {0: "car", 1: "truck", 2: "person", 3: "bicycle"}
+    assert report["classes_added"] == ["car", "truck", "person", "bicycle"]
+    other = tmp_path / "other"
+    ClassRegistry(other).add(["bicycle"])
+    _import(capsys, other, src, "--json")
+    assert ClassRegistry(other).names() == {0: "bicycle", 1: "person"}

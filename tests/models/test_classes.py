@@ -285,3 +285,19 @@ def test_two_repairs_in_one_second_keep_both_damaged_copies(tmp_path, monkeypatc
     assert kept == ["classes.json.corrupt-2024-01-01T000000+0000",
                     "classes.json.corrupt-2024-01-01T000000+0000.2"]
     assert {(tmp_path / k).read_text() for k in kept} == {"garbage-one", "garbage-two"}
+
+
+def test_a_model_made_before_a_rename_is_the_same_classes(tmp_path):
+    """Before: after 'classes rename OtherVehicle other_vehicle' the device's own model files
+    (v0001/model.onnx given again with --model, or to 'models add') were refused: "class id 1
+    is 'OtherVehicle', but this device's class registry has 'other_vehicle' there"."""
+    registry = ClassRegistry(tmp_path)
+    registry.add(["car", "OtherVehicle"])
+    registry.rename("OtherVehicle", "other_vehicle")
+    assert registry.former_names() == {0: [], 1: ["OtherVehicle"]}
+    assert registry.conflict({0: "car", 1: "OtherVehicle"}) is None
+    assert registry.seed({0: "car", 1: "OtherVehicle", 2: "bus"}) == ["bus"]
+    assert registry.names() == {0: "car", 1: "other_vehicle", 2: "bus"}
+    assert registry.conflict({0: "OtherVehicle"}) == (
+        "class id 0 is 'OtherVehicle', but this device's class registry has 'car' there")
+    assert "has 'other_vehicle' there" in registry.conflict({1: "truck"})

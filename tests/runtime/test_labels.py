@@ -776,8 +776,11 @@ def test_accepting_an_item_that_proposes_no_box_is_refused_and_stores_nothing(tm
     item_id = q.push(frame(textured(3), 3), dets([]), priority=0.5, reasons={"novel": 1.0},
                      names={0: "car"})
     mem = FakeMemory()
-    with pytest.raises(LabelError, match=rf"item {item_id} proposes no box.*empty list"):
+    with pytest.raises(LabelError, match=rf"item {item_id} proposes no box.*empty list") as err:
         q.accept(item_id, mem)
+    # the command runs as printed (before, without --state-dir it acted on ./state)
+    assert f"(edgecl labels answer --state-dir={tmp_path} {item_id} --boxes FILE with FILE " \
+           f"holding [])" in str(err.value)
     assert mem.samples == [] and [i["id"] for i in q.pending()] == [item_id]
     # said on purpose, it is stored
     assert q.answer(item_id, [], mem, ClassRegistry(tmp_path))["boxes"] == 0

@@ -48,3 +48,22 @@ def test_the_interval_counts_from_the_last_round_not_from_this_start(tmp_path):
     assert abs(waited_s() - 25.0) < 1.0
     os.utime(path, (now + 86400, now + 86400))  # or set back: no wait counted
     assert abs(waited_s()) < 1.0
+
+
+def test_a_round_stopped_by_ctrl_c_is_not_reported_as_cut_short_next_time(tmp_path, monkeypatch):
+    """Before: Ctrl-C on 'edgecl learn' printed "interrupted", and the next 'edgecl learn'
+    warned the round "did not finish: ... killed, out of memory or powered off"."""
+    import pytest
+
+    from edgecl.config import load_config
+    from edgecl.continual import round as round_mod
+    from edgecl.runtime import learner
+
+    def interrupted(*args, **kwargs):
+        assert (learner.learner_dir(tmp_path) / learner.RUNNING_FILE).is_file()  # while it runs
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(round_mod, "run_round", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        learner.run_learning_round(load_config(None, [f"state_dir={tmp_path}"]))
+    assert learner.interrupted_round(tmp_path) is None

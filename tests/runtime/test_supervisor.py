@@ -654,8 +654,8 @@ def test_rounds_wait_for_a_restart_after_edgecl_is_upgraded_on_disk(supervisor, 
     assert spawned == ["first"]
     lines = [r.getMessage() for r in caplog.records if "upgraded on disk" in r.getMessage()]
     assert lines == ["edgecl was upgraded on disk (0.1.0 -> 0.2.0) while this runtime runs: "
-                     "learning rounds wait until 'edgecl run' restarts (a round would run the new "
-                     "code against this runtime); detection goes on"]
+                     "learning rounds wait until this edgecl command is started again (a round "
+                     "would run the new code against this runtime); detection goes on"]
     assert sup.health()["last_error"] == lines[0]
 
 

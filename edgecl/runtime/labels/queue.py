@@ -793,10 +793,12 @@ class OperatorQueue:
             classes = ClassRegistry(self.root.parent)
         proposed = self.item(item_id)["proposed"]
         if not proposed:
+            command = shlex.join(["edgecl", "labels", "answer", f"--state-dir={self.root.parent}",
+                                  item_id, "--boxes", "FILE"])
             raise LabelError(f"item {item_id} proposes no box, so accepting it would store the "
                              f"frame as 'nothing to label here'; if that is what it shows, answer "
-                             f"it with an empty list (edgecl labels answer {item_id} --boxes "
-                             f"FILE holding []), else draw its boxes")
+                             f"it with an empty list ({command} with FILE holding []), else draw "
+                             f"its boxes")
         return self.answer(item_id, [{"class": p["class"], "xyxy": p["xyxy"]} for p in proposed],
                            memory, classes)
 
