@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -282,7 +283,8 @@ class FineTuner:
         if loop.losses and recal_batches and reason != "nan_loss":
             elapsed_s = time.monotonic() - start
             batch_s = RECAL_COST_PER_BATCH * elapsed_s / max(1, len(loop.losses) + loop.skipped)
-            left = int((budget_s - elapsed_s) / batch_s) if batch_s > 0 else recal_batches
+            left = (int((budget_s - elapsed_s) / batch_s)
+                    if batch_s > 0 and math.isfinite(budget_s) else recal_batches)
             yolo_train.recalibrate_batchnorm(self.model, loader, max(1, min(recal_batches, left)),
                                              self.device, frozen=self.frozen,
                                              min_images=min(int(self.cfg.batch), len(dataset)))

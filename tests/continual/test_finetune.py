@@ -117,6 +117,11 @@ def test_batchnorm_reestimation_stays_within_one_pass_and_max_steps_is_the_reaso
     assert (result.steps, result.stopped_reason) == (1, "max_steps")
     [(n_batches, batches_per_pass)] = used
     assert n_batches == batches_per_pass == 3  # 10 images at batch 4
+    # no time limit (the benchmarks' rounds bounded by steps): one pass, no overflow
+    used.clear()
+    FineTuner(_model(), cfg, OFF).run(new, mem, budget_s=math.inf, max_steps=1, epochs=10,
+                                      device="cpu")
+    assert used == [(3, 3)]
 
 
 def test_epochs_limit(data):
