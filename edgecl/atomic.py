@@ -264,8 +264,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     A temp folder that a killed process left for the same ``path`` (its name holds the pid and
     the boot: made in an earlier boot, or no process has that pid now, and it has not changed
-    for :data:`ORPHAN_QUIET_S`) is removed first: a dataset import killed half-way left hundreds of megabytes of hidden images beside
-    its output.
+    for :data:`ORPHAN_QUIET_S`) is removed first: a dataset import killed half-way left
+    hundreds of megabytes of hidden images beside its output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

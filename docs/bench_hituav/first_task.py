@@ -4,8 +4,8 @@ Usage (offline, from the repository root):
     YOLO_OFFLINE=1 python docs/bench_hituav/first_task.py TASKS_YAML IMGSZ EPOCHS OUT_DIR [FROM HOURS]
 
 first_task_t1.pt was made in two stages on a 2-core CPU shared with other jobs (46 minutes):
-    first_task.py ds/tasks.yaml 384 10 ft384                    (10 epochs from scratch, 26 min)
-    first_task.py ds/tasks.yaml 320 30 ft320 ft384/runs/t1/weights/last.pt 0.3
+    first_task.py ds/tasks_table.yaml 384 10 ft384                   (10 epochs from scratch, 26 min)
+    first_task.py ds/tasks_table.yaml 320 30 ft320 ft384/runs/t1/weights/last.pt 0.3
                                           (18 more minutes at 320 px from it, LR decayed over them)
 ultralytics' validation on task 1's test images: mAP50 0.107, mAP50-95 0.042 (after stage 1:
 0.062 / 0.019).  Far from converged: on a GPU, train it for 100+ epochs instead.

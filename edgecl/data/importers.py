@@ -68,10 +68,10 @@ pixel wide or high on the image it was drawn on (the operator answer's bound,
 a ``dir://`` stream drops it the same way). An inverted box (``xmax < xmin``), one with no
 area or under a pixel inside the image only once clipped to it or scaled from the size its
 annotation declares, or one with a corner farther outside the image than the image's own size
-(``1e300``: no tool writes it) refuses its image (``bad box``), as a refused YOLO row refuses its frame: it stands for an object whose
-pixels are unknown. An image with
-a side under 10 pixels is skipped (``image too small``): ultralytics trains no such image. A
-file in a YOLO image folder that is no regular file (a FIFO, a device, a link to nothing) is
+(``1e300``: no tool writes it) refuses its image (``bad box``), as a refused YOLO row refuses
+its frame: it stands for an object whose pixels are unknown. An image with a side under 10
+pixels is skipped (``image too small``): ultralytics trains no such image. A file in a YOLO
+image folder that is no regular file (a FIFO, a device, a link to nothing) is
 skipped as ``not an image``, so that ``imported + skipped`` counts every file the dataset
 gives.
 """
@@ -162,7 +162,8 @@ class Skip:
     Attributes:
         source: the file (image or annotation).
         reason: short category used to count skips (``unreadable image``, ``image too small``,
-            ``missing image``, ``bad annotation``, ``bad box``, ``refused label``, ``no label file``,
+            ``missing image``, ``bad annotation``, ``bad box``, ``refused label``,
+            ``no label file``,
             ``not an image``, ``duplicate image id``, ``duplicate image``, ``size mismatch``,
             ``bad annotation file``).
         message: one line: path and why.
