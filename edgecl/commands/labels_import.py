@@ -11,7 +11,6 @@ takes the device registry's names for its ids, else keeps ``class_<id>`` and say
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from edgecl.arguments import print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, dropped_regions_note,
                                     memory_given, new_classes_note, refuse_smaller_memory,
                                     skipped_annotations_note, with_device_memory)
-
-log = logging.getLogger(__name__)
 
 
 def add_import_parser(lsub) -> None:
@@ -55,7 +52,7 @@ def import_command(args: argparse.Namespace) -> int:
     """
     from edgecl.continual.ingest import ingest
     from edgecl.continual.memory import memory_from_config
-    from edgecl.data.importers import iter_labelled
+    from edgecl.data.importers import iter_labelled, source_class_order
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
     from edgecl.runtime.lock import importing
 
@@ -66,9 +63,9 @@ def import_command(args: argparse.Namespace) -> int:
     # a runtime on this state directory starts no learning round until the import is done
     with importing(cfg.state_dir), memory_from_config(cfg) as memory:
         adopt_memory_class_names(memory, classes)
-        seeded = _seed_empty_registry(classes, args.path, args.format)
-        report = ingest(items, memory, classes, relabel=args.relabel)
-        report.classes_added[:0] = [n for n in seeded if n not in report.classes_added]
+        declared = [] if classes.names() else source_class_order(
+            args.path, args.format, placeholders=False, ignored=True)
+        report = ingest(items, memory, classes, relabel=args.relabel, declared=declared)
         dropped = _drop_queued_copies(cfg, memory) if report.tally.imported else []
     result = report.to_dict()
     result["queue_items_dropped"] = len(dropped)
@@ -108,30 +105,6 @@ def import_command(args: argparse.Namespace) -> int:
     if other_labels_note(result):
         print(other_labels_note(result), file=sys.stderr)
     return 0
-
-
-def _seed_empty_registry(classes, path: str, fmt: str) -> list[str]:
-    """A device with no class yet takes the dataset's classes with its ids (as ``dataset
-    import`` numbers them: :func:`edgecl.data.importers.source_class_order`), so that a
-    checkpoint trained on the same data.yaml fits the device. Before, ids followed the order
-    boxes came in (``person: 2, bicycle: 3`` became ``bicycle: 2, person: 3``).
-
-    Returns:
-        The names added (none when the registry already has classes or the dataset declares
-        none: VOC, a YOLO folder without names).
-    """
-    from edgecl.data.importers import source_class_order
-    from edgecl.errors import LabelError
-
-    if classes.names():
-        return []
-    order = source_class_order(path, fmt, placeholders=False)
-    try:
-        return classes.add(order) if order else []
-    except LabelError as exc:  # a name the registry refuses: each box says so in the import
-        log.info("the dataset's class list is not taken as it is (%s); classes get ids as "
-                 "their boxes come", exc)
-        return []
 
 
 def _drop_queued_copies(cfg, memory) -> list[tuple[str, int]]:

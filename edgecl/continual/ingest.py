@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -65,6 +65,9 @@ class ClassNames(Protocol):
     def label_ids(self) -> dict[str, int]:
         """Name -> the id a label with that name gets (a merged class's: the class it was
         merged into)."""
+
+    def add(self, names) -> list[str]:
+        """Add new names, in order, each with the next id; return those added."""
 
 
 @dataclass
@@ -179,7 +182,7 @@ def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport,
 
 def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
            origin: LabelOrigin = LabelOrigin.IMPORT, task: str = STREAM_TASK,
-           relabel: bool = False) -> ImportReport:
+           relabel: bool = False, declared: Sequence[str] = ()) -> ImportReport:
     """Store imported images in the replay memory, mapping class names onto the registry.
 
     Args:
@@ -195,6 +198,10 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
             skipped as :data:`HELD_WITH_OTHER_LABELS`. An operator's answer is never
             replaced (:data:`ANSWERED_ON_DEVICE`), nor a sample this import stored itself
             (:data:`TWICE_IN_IMPORT`).
+        declared: the dataset's class names in id order
+            (:func:`edgecl.data.importers.source_class_order`): a registry with no class takes
+            them, with those ids, when the first sample is about to be stored (an import that
+            stores nothing changes no id).
 
     Returns:
         The :class:`ImportReport`. A sample the memory refuses (bad labels, too large),
@@ -209,7 +216,7 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
     report = ImportReport()
     evicted_before = memory.evicted
     try:
-        _ingest(items, memory, classes, origin, task, report, relabel)
+        _ingest(items, memory, classes, origin, task, report, relabel, declared)
     except StorageError as exc:
         raise StorageError(f"{exc}; {report.tally.imported} sample(s) of this import were stored "
                            f"before it (run the import again once there is room: what is "
@@ -219,8 +226,20 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
     return report
 
 
+def _take_declared(classes: ClassNames, declared: Sequence[str], report: ImportReport) -> None:
+    """A device with no class yet takes a dataset's declared classes with their ids (so a
+    checkpoint trained on the same data.yaml fits it); a name the registry refuses leaves the
+    ids to the order the boxes come in, said in one line."""
+    try:
+        report.classes_added.extend(classes.add(list(declared)))
+    except LabelError as exc:
+        log.info("the dataset's class list is not taken as it is (%s); classes get ids as their "
+                 "boxes come", exc)
+
+
 def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, origin: LabelOrigin,
-            task: str, report: ImportReport, relabel: bool = False) -> None:
+            task: str, report: ImportReport, relabel: bool = False,
+            declared: Sequence[str] = ()) -> None:
     """The body of :func:`ingest`: fills ``report``."""
     bound = set((memory.class_names() or {}).keys())
     seen_now: set[int] = set()  # samples this import stored, relabelled or found held
@@ -260,6 +279,9 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             report.tally.skip("refused by memory", f"{item.source}: {exc}")
             log.debug("skipped %s: %s", item.source, exc)
             continue
+        if declared and not classes.names():  # the first sample to store on a new device
+            _take_declared(classes, declared, report)
+            declared = ()
         try:
             ids = _class_ids(item, classes, report, known_before)
         except LabelError as exc:

@@ -405,7 +405,10 @@ def _load_parent(ctx: RoundContext):
         model, meta = load_checkpoint(pt)
         stored = {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
         if ctx.parent_version is None:  # a user's pretrained start: its ids must be the device's
-            _check_start_names(pt, stored, ctx.names)
+            from edgecl.models.classes import ClassRegistry
+
+            _check_start_names(pt, stored, ctx.names,
+                               ClassRegistry(ctx.cfg.state_dir).former_names())
             _warn_start_size(pt, meta.get("imgsz"), int(ctx.cfg.learner.imgsz))
         # INVARIANT: the class registry names ids: a class renamed since the parent was made
         # (edgecl classes rename) carries its new name into the candidate
@@ -436,7 +439,8 @@ def _untrained_start(cfg: Config) -> bool:
     return path.suffix.lower() == ".pt" and path.is_file() and base_checkpoint(cfg) is None
 
 
-def _check_start_names(path: Path, stored: dict[int, str], registry: dict[int, str]) -> None:
+def _check_start_names(path: Path, stored: dict[int, str], registry: dict[int, str],
+                       former: dict[int, list[str]] | None = None) -> None:
     """Refuse a pretrained checkpoint whose class ids name other classes than the device's
     (labels imported before the checkpoint was given: the head's rows would be renamed).
 
@@ -446,7 +450,7 @@ def _check_start_names(path: Path, stored: dict[int, str], registry: dict[int, s
     from edgecl.errors import ConfigError
     from edgecl.models.classes import names_conflict
 
-    conflict = names_conflict(registry, stored)
+    conflict = names_conflict(registry, stored, former)  # a rename since: the same classes
     if conflict:
         raise ConfigError(f"model.path {path}: {conflict}; a checkpoint's classes keep their "
                           f"ids, so give it to a new state directory first ('edgecl models add "

@@ -628,7 +628,8 @@ def coco_class_names(path: str | Path) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def source_class_order(path: str | Path, fmt: str, placeholders: bool = True) -> list[str]:
+def source_class_order(path: str | Path, fmt: str, placeholders: bool = True,
+                       ignored: bool = False) -> list[str]:
     """The class names a dataset declares before any box is read, in the order that gives
     them ids 0..n-1 (the ids ``edgecl dataset import`` writes, and those a device whose
     registry was empty takes from a ``labels import``): a YOLO dataset's ids in order, a COCO
@@ -640,6 +641,8 @@ def source_class_order(path: str | Path, fmt: str, placeholders: bool = True) ->
         fmt: its format (``yolo``, ``voc`` or ``coco``; ``auto`` is detected).
         placeholders: keep the ``class_<id>`` names of a YOLO folder that names no class
             (False: none is declared then).
+        ignored: keep ignore classes in place (a checkpoint trained on a KITTI-style
+            data.yaml has a ``DontCare`` output): the source's own ids, where they have no gap.
 
     Raises:
         ConfigError: an unreadable ``data.yaml``, class names file or COCO json.
@@ -649,12 +652,14 @@ def source_class_order(path: str | Path, fmt: str, placeholders: bool = True) ->
         names = yolo_class_names(path)
         if names and not placeholders and _placeholder_names(names):
             return []
+        if ignored and sorted(names) == list(range(len(names))):
+            return [names[k] for k in sorted(names)]
         ordered = [n for _, n in sorted(names.items())]
     elif fmt == "coco":
         ordered = coco_class_names(path)
     else:
         return []
-    return [n for n in ordered if not is_ignore_name(n)]
+    return [n for n in ordered if ignored or not is_ignore_name(n)]
 
 
 def _grouping_categories(data: dict, categories: dict) -> set:
@@ -966,10 +971,10 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
                 f"decodes as {width}x{height})" if scaled else f"{width}x{height} image")
         return Skip(source, "bad box", f"{where}: {shown} ({_short(names[far])}) lies far outside "
                                        f"the {size}")
-    empty = _zero_extent(xyxy)
-    if not scaled:  # written under a pixel on the image it was drawn on: a click (as YOLO rows)
-        sides = np.minimum(xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1])
-        empty |= (sides >= 0) & (sides < MIN_BOX_PX)
+    # written with no width or height, or under a pixel on the image it was drawn on (the
+    # declared size, when the annotation gives one): a click, as a YOLO row's
+    sides = np.minimum(xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1])
+    empty = _zero_extent(xyxy) | ((sides >= 0) & (sides < MIN_BOX_PX))
     if scaled:
         xyxy = xyxy * np.array([width / declared[0], height / declared[1]] * 2)
     clipped = _clip_boxes(xyxy, image.shape)

@@ -78,7 +78,8 @@ def names_conflict(known: dict[int, str], names: dict,
         other = by_name.get(same_name_key(name))  # 'car' is the class 'Car', as imports map it
         same = cid in known and same_name_key(name) in {
             same_name_key(n) for n in [known[cid], *former.get(cid, [])]}
-        if (cid in known and not same) or (other is not None and other != cid):
+        # a former name of this id is this class, also once a new class took the freed name
+        if (cid in known and not same) or (other is not None and other != cid and not same):
             device = f"'{known[cid]}'" if cid in known else "no class"
             return (f"class id {cid} is '{name}', but this device's class registry has "
                     f"{device} there" + (f" and '{name}' as id {other}" if other is not None else ""))
@@ -436,10 +437,11 @@ class ClassRegistry:
                       for e in entries}  # a model made before a rename names the class so
             for cid, name in sorted(wanted.items()):  # case aside: 'car' is the class 'Car'
                 key = same_name_key(name)
-                if cid in by_id and same_name_key(by_id[cid]) != key and key not in former[cid]:
+                old_name = cid in by_id and key in former[cid]  # made before a rename
+                if cid in by_id and same_name_key(by_id[cid]) != key and not old_name:
                     raise ConflictError(f"class id {cid} is {by_id[cid]!r} in the class registry but "
                                         f"{name!r} in the checkpoint")
-                if key in by_name and by_name[key] != cid:
+                if key in by_name and by_name[key] != cid and not old_name:
                     raise ConflictError(f"class {name!r} has id {by_name[key]} in the class registry "
                                         f"but {cid} in the checkpoint")
             new = {cid: n for cid, n in wanted.items() if cid not in by_id}

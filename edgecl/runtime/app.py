@@ -465,10 +465,12 @@ class Runtime:
         """
         seeds = []
         names = getattr(source, "names", None)
+        labels_seed = None
         if names and getattr(source, "labelled", True):
-            seeds.append((names, f"the labels of {getattr(source, 'uri', 'the source')}",
-                          "import the folder with 'edgecl labels import', which maps classes "
-                          "by name"))
+            labels_seed = (names, f"the labels of {getattr(source, 'uri', 'the source')}",
+                           "import the folder with 'edgecl labels import', which maps classes "
+                           "by name")
+            seeds.append(labels_seed)
         current = self.registry.current() if self.registry else None
         from_file = current is None or self.opts.model
         if model_path.suffix.lower() != ".yaml":
@@ -484,9 +486,12 @@ class Runtime:
         from edgecl.models.classes import names_conflict
 
         planned = dict(self.classes.names())
-        former = self.classes.former_names()  # the device's own models made before a rename
-        for names, what, advice in seeds:  # every check before any write: a refused start
-            conflict = names_conflict(planned, names, former)  # leaves the registry as it was
+        # a model made before a rename still names the class so; a label naming the old name
+        # means a new class (the rename freed it), as an import reads it
+        former = self.classes.former_names()
+        for seed in seeds:  # every check before any write: a refused start
+            names, what, advice = seed
+            conflict = names_conflict(planned, names, None if seed is labels_seed else former)
             if conflict:
                 raise ConfigError(f"{what}: {conflict}; {advice}")
             planned.update({int(k): str(v) for k, v in names.items() if int(k) not in planned})

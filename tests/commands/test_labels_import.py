@@ -630,3 +630,18 @@ def test_a_device_with_no_class_takes_the_datasets_ids(tmp_path, capsys):
     ClassRegistry(other).add(["bicycle"])
     _import(capsys, other, src, "--json")
     assert ClassRegistry(other).names() == {0: "bicycle", 1: "person"}
+    # an import that stores nothing (every image too small) leaves a new device without class
+    tiny = tmp_path / "tiny"
+    (tiny / "images").mkdir(parents=True)
+    (tiny / "labels").mkdir()
+    cv2.imwrite(str(tiny / "images" / "a.png"), np.full((8, 8, 3), 90, np.uint8))
+    (tiny / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (tiny / "data.yaml").write_text("train: images\nval: images\nnames: [boat, plane]\n")
+    assert _import(capsys, tmp_path / "empty", tiny, "--json")["imported"] == 0
+    assert ClassRegistry(tmp_path / "empty").names() == {}
+    # a KITTI-style ignore class keeps its id (a checkpoint trained on the data.yaml has it)
+    (src / "data.yaml").write_text("train: images\nval: images\n"
+                                   "names: [car, DontCare, person, bicycle]\n")
+    _import(capsys, tmp_path / "kitti", src, "--json")
+    assert ClassRegistry(tmp_path / "kitti").names() == {0: "car", 1: "DontCare", 2: "person",
+                                                         3: "bicycle"}

@@ -34,7 +34,8 @@ def test_a_pretrained_start_whose_ids_name_other_classes_is_refused_in_one_line(
                          meta={"names": names, "imgsz": 64})
     ctx = SimpleNamespace(parent_version=None, base_checkpoint=pt, registry=None,
                           names={0: "Car", 1: "OtherVehicle", 2: "Bicycle", 3: "person"},
-                          cfg=SimpleNamespace(learner=SimpleNamespace(imgsz=64)))
+                          cfg=SimpleNamespace(learner=SimpleNamespace(imgsz=64),
+                                              state_dir=tmp_path))
     with pytest.raises(ConfigError) as err:
         _load_parent(ctx)
     assert str(err.value) == (
@@ -100,3 +101,21 @@ def test_a_start_from_scratch_is_warned_of_unless_model_path_asks_for_it(tmp_pat
             _load_parent(ctx)
         levels.append([r.levelname for r in caplog.records if "starts from" in r.getMessage()])
     assert levels == [["WARNING"], ["INFO"], ["INFO"]]
+
+
+def test_a_pretrained_start_fits_a_device_that_renamed_its_class_since(tmp_path):
+    """Before: after 'classes rename car auto' every round on the checkpoint the device started
+    from (model.path) failed: "class id 0 is 'car', but this device's class registry has 'auto'
+    there", while the runtime's own check let the start pass."""
+    from edgecl.models.classes import ClassRegistry
+
+    names = {0: "car", 1: "person"}
+    pt = save_checkpoint(build_detection_model(2, names=names), tmp_path / "yours.pt",
+                         meta={"names": names, "imgsz": 64})
+    registry = ClassRegistry(tmp_path)
+    registry.seed(names)
+    registry.rename("car", "auto")
+    ctx = SimpleNamespace(parent_version=None, base_checkpoint=pt, registry=None,
+                          names=registry.names(),
+                          cfg=SimpleNamespace(learner=SimpleNamespace(imgsz=64), state_dir=tmp_path))
+    assert _load_parent(ctx)[1] == {0: "auto", 1: "person"}

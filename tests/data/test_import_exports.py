@@ -350,6 +350,18 @@ def test_a_voc_box_written_under_a_pixel_is_dropped_but_one_outside_refuses_its_
     assert bad.reason == "bad box" and "object 2 <bndbox>" in bad.message and "no area" in bad.message
 
 
+def test_a_box_drawn_under_a_pixel_on_a_larger_declared_image_is_dropped(tmp_path):
+    """Half a pixel wide on the 1600x1280 image it was drawn on (the image file is 64x48): a
+    click, dropped as on an image of the declared size. Before, it refused the whole image."""
+    _image(tmp_path / "JPEGImages" / "b.png")
+    _voc_xml(tmp_path / "Annotations" / "b.xml", "b.png", (W * 25, H * 25),
+             [_voc_object("car", (200.0, 200.0, 600.0, 600.0)),
+              _voc_object("car", (800.0, 800.0, 800.5, 1000.0))])
+    (item,), skips = _collect(tmp_path, "voc")
+    assert not skips and item.names == ["car"] and item.empty == 1
+    np.testing.assert_allclose(item.xyxy, [[8, 8, 24, 24]])
+
+
 def test_an_inverted_voc_box_is_named_as_the_file_writes_it(tmp_path):
     _image(tmp_path / "JPEGImages" / "b.png")
     _voc_xml(tmp_path / "Annotations" / "b.xml", "b.png", (W, H),
@@ -428,7 +440,7 @@ def test_one_split_of_a_roboflow_export_keeps_the_class_names_of_the_yaml_beside
     report = _cli_json(capsys, ["labels", "import", "--state-dir", str(tmp_path / "state"),
                                 str(rf / "train"), "--json"])
     assert report["boxes"] == {"person": 1} and report["unnamed_classes"] == []
-    assert ClassRegistry(tmp_path / "state").names() == {0: "person"}
+    assert ClassRegistry(tmp_path / "state").names() == {0: "car", 1: "person"}  # the ids of the yaml
     report = _cli_json(capsys, ["dataset", "import", str(rf / "valid"), "--out", str(tmp_path / "o"),
                                 "--json"])
     assert report["names"] == {"0": "car", "1": "person"}

@@ -157,7 +157,7 @@ def test_coco_cli_counts_wrong_types(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["reasons"] == {"bad annotation": 1} and result["imported"] == 1
     assert result["skipped"] == 1 and result["annotations_skipped"] == 1  # image_id [2]: no image
-    assert result["classes_added"] == []
+    assert result["classes_added"] == ["car"]  # a new device takes the file's categories
 
 
 # --- YOLO --------------------------------------------------------------------------------------

@@ -301,3 +301,10 @@ def test_a_model_made_before_a_rename_is_the_same_classes(tmp_path):
     assert registry.conflict({0: "OtherVehicle"}) == (
         "class id 0 is 'OtherVehicle', but this device's class registry has 'car' there")
     assert "has 'other_vehicle' there" in registry.conflict({1: "truck"})
+    # the freed name becomes a new class (a later label named it): the device's own models made
+    # before the rename still name class 1 so, and still fit
+    registry.add(["OtherVehicle"])
+    assert registry.names()[3] == "OtherVehicle"
+    assert registry.conflict({0: "car", 1: "OtherVehicle"}) is None
+    assert registry.seed({0: "car", 1: "OtherVehicle"}) == []
+    assert "'OtherVehicle' as id 3" in registry.conflict({0: "OtherVehicle"})
