@@ -69,6 +69,7 @@ def import_command(args: argparse.Namespace) -> int:
         dropped = _drop_queued_copies(cfg, memory) if report.tally.imported else []
     result = report.to_dict()
     result["queue_items_dropped"] = len(dropped)
+    result["former_names"] = _former_names_used(classes, args.path, args.format, result)
     nothing = nothing_imported(args.path, result)
     if args.json:
         for message in report.tally.messages:  # stdout's last line is the JSON
@@ -123,6 +124,22 @@ def _drop_queued_copies(cfg, memory) -> list[tuple[str, int]]:
         return []
 
 
+def _former_names_used(classes, path: str, fmt: str, result: dict) -> dict[str, str]:
+    """The names this import uses that a class of the device had before a ``classes rename``
+    (name -> the class's name now): the rename freed them, so they are new classes here."""
+    from edgecl.data.class_names import same_name_key
+    from edgecl.data.importers import source_class_order
+
+    former = {same_name_key(old): cid for cid, olds in classes.former_names().items()
+              for old in olds}
+    if not former:
+        return {}
+    names = classes.names()
+    used = [*source_class_order(path, fmt, placeholders=False), *result.get("boxes", {})]
+    return {name: names[former[same_name_key(name)]] for name in dict.fromkeys(used)
+            if same_name_key(name) in former and former[same_name_key(name)] in names}
+
+
 def other_labels_note(result: dict) -> str:
     """A note for images the memory holds with labels other than this import's: the stored
     ones were kept, and ``--relabel`` replaces them (before, a corrected export imported again
@@ -139,7 +156,15 @@ def other_labels_note(result: dict) -> str:
     held = result["reasons"].get(HELD_WITH_OTHER_LABELS, 0)
     answered = result["reasons"].get(ANSWERED_ON_DEVICE, 0)
     notes = []
-    if held:
+    renamed = result.get("former_names") or {}
+    if held and renamed:  # a rename since the last import: --relabel would undo it
+        shown = ", ".join(f"'{old}' (now '{new}')" for old, new in renamed.items())
+        notes.append(f"{held} image(s) already in memory carry other labels in this import; "
+                     f"their stored labels were kept. This import names {shown} as before a "
+                     f"classes rename, and a renamed class's old name is a new class: "
+                     f"--relabel would move those boxes to it; rename the class in the dataset "
+                     f"too, or leave the stored labels")
+    elif held:
         notes.append(f"{held} image(s) already in memory carry other labels in this import; "
                      f"their stored labels were kept: run it again with --relabel to replace "
                      f"them with these")

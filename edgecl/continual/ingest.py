@@ -200,8 +200,8 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
             (:data:`TWICE_IN_IMPORT`).
         declared: the dataset's class names in id order
             (:func:`edgecl.data.importers.source_class_order`): a registry with no class takes
-            them, with those ids, when the first sample is about to be stored (an import that
-            stores nothing changes no id).
+            them, with those ids, when the first sample is about to be stored or relabelled (an
+            import that stores nothing changes no id).
 
     Returns:
         The :class:`ImportReport`. A sample the memory refuses (bad labels, too large),
@@ -266,6 +266,9 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
                 report.duplicates += 1
                 report.tally.skip(ANSWERED_ON_DEVICE if answered else HELD_WITH_OTHER_LABELS)
             else:
+                if declared and not classes.names():  # the first sample relabelled: as stored
+                    _take_declared(classes, declared, report)
+                    declared = ()
                 new_id = _relabel(memory, held, _name_unnamed(item, device_classes, report),
                                   classes, origin, report, known_before)
                 seen_now.add(new_id if new_id is not None else held)

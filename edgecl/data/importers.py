@@ -631,18 +631,18 @@ def coco_class_names(path: str | Path) -> list[str]:
 def source_class_order(path: str | Path, fmt: str, placeholders: bool = True,
                        ignored: bool = False) -> list[str]:
     """The class names a dataset declares before any box is read, in the order that gives
-    them ids 0..n-1 (the ids ``edgecl dataset import`` writes, and those a device whose
-    registry was empty takes from a ``labels import``): a YOLO dataset's ids in order, a COCO
-    file's categories in id order; an ignore class (``DontCare``) or a gap in the source's ids
-    (``{0: car, 5: dog}``) leaves no hole. Empty for VOC (names come with the boxes).
+    them ids 0..n-1 (the ids ``edgecl dataset import`` writes): a YOLO dataset's ids in order, a
+    COCO file's categories in id order; an ignore class (``DontCare``) or a gap in the source's
+    ids (``{0: car, 5: dog}``) leaves no hole. Empty for VOC (names come with the boxes).
 
     Args:
         path: the dataset.
         fmt: its format (``yolo``, ``voc`` or ``coco``; ``auto`` is detected).
         placeholders: keep the ``class_<id>`` names of a YOLO folder that names no class
             (False: none is declared then).
-        ignored: keep ignore classes in place (a checkpoint trained on a KITTI-style
-            data.yaml has a ``DontCare`` output): the source's own ids, where they have no gap.
+        ignored: a YOLO dataset whose ids have no gap keeps them as they are, an ignore class
+            in place (a checkpoint trained on a KITTI-style data.yaml has a ``DontCare``
+            output): what a device whose registry was empty takes from a ``labels import``.
 
     Raises:
         ConfigError: an unreadable ``data.yaml``, class names file or COCO json.
@@ -659,7 +659,7 @@ def source_class_order(path: str | Path, fmt: str, placeholders: bool = True,
         ordered = coco_class_names(path)
     else:
         return []
-    return [n for n in ordered if ignored or not is_ignore_name(n)]
+    return [n for n in ordered if not is_ignore_name(n)]
 
 
 def _grouping_categories(data: dict, categories: dict) -> set:

@@ -466,6 +466,13 @@ class Runtime:
         seeds = []
         names = getattr(source, "names", None)
         labels_seed = None
+        known = self.classes.names()
+        if not names and getattr(source, "labelled", False) and known:
+            shown = ", ".join(f"{k} {v}" for k, v in list(sorted(known.items()))[:6])
+            log.warning("the labels of %s name no class (no data.yaml names): their class ids "
+                        "are read as this device's classes (%s%s); if they mean others, give "
+                        "the folder a data.yaml with names", getattr(source, "uri", "the source"),
+                        shown, ", ..." if len(known) > 6 else "")
         if names and getattr(source, "labelled", True):
             labels_seed = (names, f"the labels of {getattr(source, 'uri', 'the source')}",
                            "import the folder with 'edgecl labels import', which maps classes "

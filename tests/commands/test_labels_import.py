@@ -645,3 +645,45 @@ def test_a_device_with_no_class_takes_the_datasets_ids(tmp_path, capsys):
     _import(capsys, tmp_path / "kitti", src, "--json")
     assert ClassRegistry(tmp_path / "kitti").names() == {0: "car", 1: "DontCare", 2: "person",
                                                          3: "bicycle"}
+    # a COCO file's ignore category is no class (VisDrone as COCO): the ids dataset import writes
+    coco = tmp_path / "coco"
+    _jpg(coco / "a.jpg", 50)
+    (coco / "ann.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "categories": [{"id": 0, "name": "ignored regions"}, {"id": 1, "name": "pedestrian"},
+                       {"id": 2, "name": "people"}, {"id": 11, "name": "others"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [5, 5, 20, 20]}]}))
+    _import(capsys, tmp_path / "vis", coco / "ann.json", "--json")
+    assert ClassRegistry(tmp_path / "vis").names() == {0: "pedestrian", 1: "people", 2: "others"}
+    # a device that stored only negatives takes the ids when --relabel gives them their boxes
+    negatives = tmp_path / "neg"
+    shutil.copytree(src / "images", negatives / "images")
+    (negatives / "labels").mkdir()
+    for k in range(2):
+        (negatives / "labels" / f"{k}.txt").write_text("")
+    (src / "data.yaml").write_text("train: images\nval: images\n"
+                                   "names: [car, truck, person, bicycle]\n")
+    _import(capsys, tmp_path / "relabelled", negatives, "--json")
+    assert ClassRegistry(tmp_path / "relabelled").names() == {}
+    _import(capsys, tmp_path / "relabelled", src, "--json", "--relabel")
+    assert ClassRegistry(tmp_path / "relabelled").names() == {
+        0: "car", 1: "truck", 2: "person", 3: "bicycle"}
+
+
+def test_a_reimport_after_a_rename_does_not_advise_relabel_blindly(tmp_path, capsys):
+    """Before: after 'classes rename car auto', importing the same export again advised
+    '--relabel', which moved every box to a new class 'car' and left 'auto' with none."""
+    src = tmp_path / "ds"
+    _jpg(src / "images" / "a.jpg", 60)
+    (src / "labels").mkdir()
+    (src / "labels" / "a.txt").write_text("0 0.3 0.3 0.2 0.2\n")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    state = tmp_path / "state"
+    _import(capsys, state, src, "--json")
+    assert main(["classes", "rename", "--state-dir", str(state), "car", "auto"]) == 0
+    capsys.readouterr()
+    assert main(["labels", "import", "--state-dir", str(state), str(src), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["former_names"] == {"car": "auto"}
+    assert "names 'car' (now 'auto') as before a classes rename" in err
+    assert "run it again with --relabel" not in err

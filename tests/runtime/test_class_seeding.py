@@ -131,3 +131,25 @@ def test_models_add_refuses_a_model_whose_ids_name_other_classes(tmp_path, capsy
     assert err.count("\n") == 1
     registry = Registry(state / "models")
     assert registry.current() is None and registry.status("v0001") == "rejected"
+
+
+def test_labels_that_name_no_class_are_read_as_the_devices_classes_and_it_is_said(tmp_path,
+                                                                                   caplog):
+    """Before: a labelled folder without a data.yaml's names, streamed on a device with
+    classes 'boat' and 'truck', had its class-0 boxes stored as boat, unsaid."""
+    import cv2
+    import numpy as np
+
+    state = tmp_path / "state"
+    ClassRegistry(state).add(["boat", "truck"])
+    folder = tmp_path / "cam"
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / "images" / f"{i}.jpg"), np.full((48, 64, 3), 90 + i, np.uint8))
+        (folder / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.3 0.3\n")
+    with caplog.at_level("WARNING"):
+        report = run(state, f"dir://{folder}", "yolo11n.yaml")
+    assert report.frames == 2
+    assert ("name no class (no data.yaml names): their class ids are read as this device's "
+            "classes (0 boat, 1 truck)") in caplog.text
