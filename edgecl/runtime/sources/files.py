@@ -7,16 +7,16 @@ Images and labels follow THE rules of :mod:`edgecl.data.images` and :mod:`edgecl
 from __future__ import annotations
 
 import errno
-import os
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
 from edgecl.config import SourceConfig
+from edgecl.data.answers import MIN_BOX_PX
 from edgecl.data.images import IMAGE_SUFFIXES, ImageError, quiet_opencv, read_image, to_bgr8
 from edgecl.data.importers import dataset_class_names
-from edgecl.data.answers import MIN_BOX_PX
 from edgecl.data.labels import label_path_for, labels_to_text, read_yolo_labels, under_pixels
 from edgecl.data.yolo_dataset import find_dataset, labels_report
 from edgecl.errors import ConfigError, LabelError, SourceError
@@ -385,9 +385,9 @@ class ImageListSource(FrameSource):
                                     for row in parsed.labels[small])]
         if dropped:
             self._count("empty_boxes", len(dropped))
-            self._warn_once("empty", image_path, "%s: dropped %d box(es) with no area (%s); the "
-                            "frame keeps its other %d", image_path, len(dropped), dropped[0],
-                            int((~small).sum()))
+            self._warn_once("empty", image_path, "%s: dropped %d box(es) with no area or under a "
+                            "pixel (%s); the frame keeps its other %d", image_path, len(dropped),
+                            dropped[0], int((~small).sum()))
         return parsed.labels[~small]
 
     def _next(self) -> RawFrame | None:
