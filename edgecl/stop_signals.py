@@ -61,6 +61,10 @@ def unwind_once_on_stop_signals(ignore_sigint: bool = False) -> None:
         nonlocal stopping
         if stopping:  # already unwinding: a second exception would break the unwinding
             return
+        if not threading.main_thread().is_alive():
+            # the interpreter is shutting down (atexit callbacks run: the command's work is
+            # done): an exception raised in a library's exit callback only printed a traceback
+            return
         stopping = True
         _exit_if_still_stopping_after(FORCE_EXIT_AFTER_S, 128 + signum)
         if signum == signal.SIGINT:

@@ -90,3 +90,29 @@ def test_a_stop_that_never_ends_exits_at_its_deadline(tmp_path, monkeypatch):
     finally:
         if proc.is_alive():
             proc.kill()
+
+
+def test_a_stop_signal_while_the_interpreter_exits_is_quiet(tmp_path):
+    """Before: a SIGTERM that reached 'edgecl learn' after its work was done (systemd stops the
+    whole process group) raised inside a library's exit callback (torch's): "Exception ignored
+    in atexit callback ... SigtermExit: 143" and a traceback."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import atexit, os, signal, time
+        from edgecl.stop_signals import unwind_once_on_stop_signals
+
+        def library_cleanup():  # as torch's finalizers run at exit
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+
+        unwind_once_on_stop_signals()
+        atexit.register(library_cleanup)
+        print("done", flush=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert proc.stdout == "done\n" and proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "SigtermExit" not in proc.stderr

@@ -74,12 +74,13 @@ def summary_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json_line(summary)
         return 0
-    for key in ("model_version", "round", "kind", "acc", "bwt", "mean_forgetting", "dece", "fps",
-                "latency_ms_p50", "memory_samples", "memory_bytes", "n_promoted", "n_rejected"):
-        # fps is the model's rate (frames it can take), not what the camera delivers
+    for key in ("model_version", "round", "kind", "acc", "bwt", "mean_forgetting", "dece",
+                "inference_fps", "latency_ms_p50", "memory_samples", "memory_bytes", "n_promoted",
+                "n_rejected"):
+        # the model's rate (frames it can take), not what the camera delivers
         note = (" (frames a second the model can take; the camera may deliver fewer)"
-                if key == "fps" and summary.get(key) is not None else "")
-        print(f"{'inference_fps' if key == 'fps' else key:<16} {_text(summary.get(key))}{note}")
+                if key == "inference_fps" and summary.get(key) is not None else "")
+        print(f"{key:<16} {_text(summary.get(key))}{note}")
     if summary.get("runtime_ts_s") is not None:  # fps, latency and memory are as of this sample
         sampled = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(summary["runtime_ts_s"]))
         print(f"{'runtime_sampled':<16} {sampled} (inference_fps, latency and memory as of then)")

@@ -1238,7 +1238,10 @@ class Monitor:
         out["calibration"] = None if report is None else {
             "dece_before": report.get("dece_before"), "dece_after": report.get("dece_after")}
         runtime = self.latest_runtime() or {}
-        for key in ("fps", "latency_ms_p50", "memory_bytes", "memory_samples"):
+        # the model's rate (frames it can take): named apart from the Live page's 'fps', the
+        # frames the camera delivered (before, one key meant both)
+        out["inference_fps"] = runtime.get("fps")
+        for key in ("latency_ms_p50", "memory_bytes", "memory_samples"):
             out[key] = runtime.get(key)
         out["runtime_ts_s"] = runtime.get("ts_s")  # when those five were sampled
         out["model_version"] = (view.versions[-1] if view.versions else None) or runtime.get(

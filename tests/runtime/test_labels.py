@@ -907,3 +907,26 @@ def test_skip_after_a_cut_short_answer_finishes_the_answer_and_says_how_to_take_
     assert main(["labels", "withdraw", item_id, "--state-dir", str(state)]) == 0
     with ReplayMemory(state / "memory") as mem:
         assert mem.ids() == []
+
+
+def test_a_withdrawn_or_corrected_answer_counts_once_towards_the_next_round(tmp_path):
+    """Before: an answer then withdrawn still counted towards learner.trigger_new_samples (a
+    round started with one sample fewer than its threshold, or only to be skipped), and a
+    correction counted its sample a second time."""
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory
+    from edgecl.models.classes import ClassRegistry
+
+    ClassRegistry(tmp_path).seed({0: "car"})
+    q, ids = queued(tmp_path, n=3)
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0),
+                      names={0: "car"}) as mem:
+        sink = MemorySink(mem, cfg_(mode="field"), q, classes=ClassRegistry(tmp_path))
+        box = [{"class": "car", "xyxy": [20, 10, 60, 50]}]
+        for item_id in ids:
+            sink.answer(item_id, box)
+        sink.withdraw(ids[0])
+        sink.correct(ids[1], [{"class": "car", "xyxy": [22, 12, 60, 50]}])
+        assert sink.take_counters() == (2, {0})
+        sink.withdraw(ids[2])  # counted by the round that took the counters: nothing to undo
+        assert sink.take_counters() == (0, set())

@@ -119,7 +119,8 @@ def test_summary(tmp_path):
     assert s["map50_95"]["person"] == pytest.approx(0.85)
     # pooled bins of v0004: (2 * |0.5 - 0.95| + 1 * |1 - 0.35|) / 3 = (0.9 + 0.65) / 3
     assert s["dece"] == pytest.approx(1.55 / 3)
-    assert (s["fps"], s["memory_bytes"], s["memory_samples"]) == (30.0, 2048, 17)
+    assert (s["inference_fps"], s["memory_bytes"], s["memory_samples"]) == (30.0, 2048, 17)
+    assert "fps" not in s  # the Live page's fps is what the camera delivered: another number
     assert (s["n_promoted"], s["n_rejected"]) == (3, 1)
 
 

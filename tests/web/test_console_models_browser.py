@@ -96,3 +96,21 @@ def test_a_version_of_many_classes_shows_its_weakest_twelve(served, browser):
         "return document.querySelector('#models tr[data-version=\"v0003\"] .ap').nextSibling.textContent")
     assert note.startswith("the 12 lowest of 30 classes")
     assert severe_console_entries(browser) == []
+
+
+def test_a_pruned_version_offers_no_promote(served, browser):
+    """Before: a version retention had pruned (0 B) showed a Promote button, and the click was
+    refused ("its files were deleted by retention")."""
+    base, fake = served
+    fake.versions[-1]["status"] = "pruned"
+    browser.get(base + "/models")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version] td"),
+             what="model rows")
+    buttons = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#models tr[data-version]')]"
+        ".map((tr) => [tr.dataset.version, !!tr.querySelector('button.promote')]))")
+    pruned = fake.versions[-1]["version"]
+    assert buttons[pruned] is False and any(buttons.values()), buttons
+    assert "files deleted" in browser.find_element(
+        By.CSS_SELECTOR, f"#models tr[data-version='{pruned}']").text
+    assert severe_console_entries(browser) == []

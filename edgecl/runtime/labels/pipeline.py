@@ -218,6 +218,7 @@ class MemorySink:
         self.paused_reason: str | None = None
         self._retry_at = 0.0
         self.added = 0
+        self._counted: set[int] = set()  # operator samples in self.added (bounded: per round)
         self.closed = False
         self.classes_seen: set[int] = set()
         self._own_ids: list[int] = []
@@ -486,6 +487,7 @@ class MemorySink:
             if self._trains_on(out["sample"]):
                 with self._lock:
                     self.added += 1
+                    self._counted.add(int(out["sample"]))
                     self.classes_seen.update(out["class_ids"])
         return out
 
@@ -507,11 +509,23 @@ class MemorySink:
             out = self.queue.correct(item_id, boxes, self.memory, self.classes)
             self._own_ids.append(out["sample"])
         self._count("corrected_operator")
+        self._uncount(out.get("replaced"))  # the corrected sample is the one that counts now
         if self._trains_on(out["sample"]):
             with self._lock:
                 self.added += 1
+                self._counted.add(int(out["sample"]))
                 self.classes_seen.update(out["class_ids"])
         return out
+
+    def _uncount(self, sample_id) -> None:
+        """Take a sample back off the learner's trigger count, if it is on it (counted since the
+        last round took the counters): an answer withdrawn, or replaced by its correction."""
+        if sample_id is None:
+            return
+        with self._lock:
+            if int(sample_id) in self._counted:
+                self._counted.discard(int(sample_id))
+                self.added = max(0, self.added - 1)
 
     def withdraw(self, item_id: str) -> dict:
         """Take an answer back (see :meth:`OperatorQueue.withdraw`).
@@ -526,6 +540,7 @@ class MemorySink:
                                        f"stopping; try again once it runs")
             out = self.queue.withdraw(item_id, self.memory)
         self._count("withdrawn_operator")
+        self._uncount(out.get("sample"))  # before, it still counted towards the next round
         return out
 
     def answers(self, limit: int = 50) -> list[dict]:
@@ -570,6 +585,7 @@ class MemorySink:
         with self._lock:
             added, classes = self.added, set(self.classes_seen)
             self.added = 0
+            self._counted.clear()
             self.classes_seen.clear()
         return added, classes
 

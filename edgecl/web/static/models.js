@@ -25,6 +25,15 @@
       text: `the ${AP_ROWS} lowest of ${total} classes (edgecl models list --json has them all)`}));
   }
 
+  /** Promote, or why not: the current version runs; a pruned one has no files left to serve
+   *  (the device refuses it: before, the button was offered and the click refused). */
+  function actionCell(m) {
+    if (m.status === "current") return EC.el("span", {class: "small muted", text: "running"});
+    if (m.status === "pruned") return EC.el("span", {class: "small muted", text: "files deleted"});
+    return EC.el("button", {class: "promote", "data-version": m.version, text: "Promote",
+                            onclick: () => promote(m)});
+  }
+
   /** Which engine serves the version; the INT8 gate's reason as the tooltip (text only). */
   function engineCell(m) {
     const gate = m.int8 || null;
@@ -78,8 +87,7 @@
       EC.el("td", {class: "nowrap", text: EC.fmt.num(m.dece, 3)}),
       EC.el("td", {class: "nowrap", text: EC.fmt.bytes(m.size_bytes)}),
       EC.el("td", {class: "small", text: EC.fmt.time(m.created)}),
-      EC.el("td", {}, m.status === "current" ? EC.el("span", {class: "small muted", text: "running"})
-        : EC.el("button", {class: "promote", "data-version": m.version, text: "Promote", onclick: () => promote(m)}))));
+      EC.el("td", {}, actionCell(m))));
     const heads = [...document.querySelectorAll("table.models thead th")].map((th) => th.textContent);
     for (const row of rows) {  // a phone shows each row as a card, each cell under its column's name
       [...row.children].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
