@@ -62,6 +62,9 @@ class Update:
         forgetting: class name -> AP50-95 the update lost against the global model it started
             from, on the device's own held-out slice (only classes the device can measure).
         per_class_ap: class name -> AP50-95 of the update on that slice (reported, not used).
+        held: the names the device learnt from boxes of (its training samples show them); the
+            rows of its other names are not averaged in. ``None`` (a device of an older
+            release): every name.
     """
 
     device: str
@@ -70,6 +73,7 @@ class Update:
     samples: int
     forgetting: dict[str, float] = field(default_factory=dict)
     per_class_ap: dict[str, float] = field(default_factory=dict)
+    held: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,7 @@ def _average_rows(key: str, kept, global_arrays, global_names, names, skipped) -
             tail = tuple(arr.shape[1:])
     acc = np.zeros((len(names),) + (tail or ()), np.float64)
     total = np.zeros(len(names), np.float64)
+    spare_acc, spare_total = np.zeros_like(acc), np.zeros_like(total)  # rows of non-holders
     row_of = {name: i for i, name in enumerate(names)}
     for up, w in kept:
         arr = up.arrays.get(key)
@@ -293,12 +298,17 @@ def _average_rows(key: str, kept, global_arrays, global_names, names, skipped) -
             skipped.setdefault(key, []).append(up.device)
             continue
         for i, name in enumerate(up.names):
-            acc[row_of[name]] += arr[i].astype(np.float64) * w
-            total[row_of[name]] += w
+            held = up.held is None or name in up.held
+            (acc if held else spare_acc)[row_of[name]] += arr[i].astype(np.float64) * w
+            (total if held else spare_total)[row_of[name]] += w
     out = np.zeros_like(acc)
     if ref is not None:
         out = align_rows(np.asarray(ref, np.float64), global_names, names, fill=out)
-    sent = total > 0
     shape = (-1,) + (1,) * (acc.ndim - 1)
+    # a name new to the fleet that no sender holds boxes of: its senders' rows, not zeros
+    new = (np.array([name not in global_names for name in names], dtype=bool) & (total == 0)
+           & (spare_total > 0))
+    out[new] = spare_acc[new] / spare_total[new].reshape(shape)
+    sent = total > 0
     out[sent] = acc[sent] / total[sent].reshape(shape)
     return out.astype(np.float32)

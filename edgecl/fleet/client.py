@@ -131,7 +131,7 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                      int(out.samples), _megabytes(arrays))
             return arrays, int(out.samples), {
                 **metrics, "keys": wire.dumps(keys), "names": wire.dumps(out.names),
-                "per_class_ap": wire.dumps(out.per_class_ap),
+                "held": wire.dumps(out.held), "per_class_ap": wire.dumps(out.per_class_ap),
                 "forgetting": wire.dumps(out.forgetting), "steps": int(out.steps),
                 "train_s": float(out.train_s)}
 

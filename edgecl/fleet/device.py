@@ -56,6 +56,8 @@ class FitOutcome:
         steps: optimiser steps.
         train_s: fine-tuning seconds.
         skipped: non-empty when the device skipped the round (busy, no data); then the rest is empty.
+        held: the names of ``names`` the update learnt from boxes of (its training samples
+            hold some): only their rows are averaged into the fleet's.
     """
 
     arrays: dict = field(default_factory=dict)
@@ -66,6 +68,7 @@ class FitOutcome:
     steps: int = 0
     train_s: float = 0.0
     skipped: str = ""
+    held: list = field(default_factory=list)
 
 
 @dataclass
@@ -269,8 +272,12 @@ class FleetDevice:
         bad = non_finite_key(arrays)
         if bad is not None:
             return FitOutcome(skipped=f"training failed: non-finite weights (tensor {bad})")
+        # a class none of its training samples shows: its rows are the global model's, moved
+        # only by the shared layers (before, averaged in, they diluted the devices that hold it)
+        held_ids = held_classes(ctx.snapshot.records(ids=train_ids))
         return FitOutcome(arrays, order, len(train_ids), ap_after, forgetting,
-                          ft.steps, round(ft.seconds, 2))
+                          ft.steps, round(ft.seconds, 2),
+                          held=[names[i] for i in sorted(names) if i in held_ids])
 
     # ----------------------------------------------------------------- adopt
 

@@ -153,14 +153,19 @@ class ServerStopped(Exception):
         signum: the signal's number (``0`` when Flower did not say which).
         saved_round: the round of the global model kept on disk (0: none yet).
         root: where it is kept.
+        last_round: the last round logged (a round without a usable update saves no model but
+            counts: a restart numbers on from it).
     """
 
-    def __init__(self, signum: int, saved_round: int, root: Path):
+    def __init__(self, signum: int, saved_round: int, root: Path, last_round: int = 0):
         self.signum, self.saved_round, self.root = signum, saved_round, root
+        self.last_round = max(last_round, saved_round)
         name = signal.Signals(signum).name if signum else "a signal"
+        resume = f"a restart resumes with round {self.last_round + 1}"
         if saved_round:
-            where = (f"the global model of round {saved_round} is kept in {root}; a restart "
-                     f"resumes with round {saved_round + 1}")
+            where = f"the global model of round {saved_round} is kept in {root}; {resume}"
+        elif self.last_round:
+            where = f"no round saved a global model yet; {resume} from the first model"
         else:
             where = "no round had finished, so a restart starts the fleet from its first round"
         super().__init__(f"fleet server stopped by {name}: {where}")
@@ -370,6 +375,6 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
         except SystemExit as exc:
             if exc.code not in (0, None):  # Flower's only other exit: an unparsable address
                 raise
-            raise ServerStopped(stopped[0] if stopped else 0, strategy.saved_round,
-                                store.root) from None
+            raise ServerStopped(stopped[0] if stopped else 0, strategy.saved_round, store.root,
+                                store.last_round()) from None
         return store.rounds()[before:]

@@ -97,6 +97,12 @@ class GlobalStore:
     def _read(self) -> tuple[tuple | None, str | None]:
         meta_path = self.root / "global.json"
         if not meta_path.is_file():
+            # a model file without its pointer (a card fault, a hand's 'rm'): the fleet's model
+            # is there, unnamed; before, the server started the fleet afresh and deleted it
+            saved = sorted(self.root.glob("global-*.npz")) if self.root.is_dir() else []
+            if saved:
+                return None, (f"global.json is missing beside {saved[-1].name}: restore it from a "
+                              f"copy")
             return None, None
         try:
             meta = json.loads(meta_path.read_text())
@@ -139,7 +145,8 @@ class GlobalStore:
         if not path.is_file():
             return []
         out: dict = {}
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        text = path.read_bytes().decode("utf-8", errors="replace")  # a card fault: lines skipped
+        for i, line in enumerate(text.splitlines()):
             try:
                 record = json.loads(line)
             except ValueError:

@@ -592,9 +592,13 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             per_class_ap = check_scores(_json_field(m, "per_class_ap", {}), "per_class_ap")
             arrays = check_arrays(keys, parameters_to_ndarrays(res.parameters), names)
             check_architecture(arrays, self.arrays, self.arch)
+            raw_held = _json_field(m, "held", None)  # absent: a device of an older release
+            held = None if raw_held is None else frozenset(
+                n for n in _strings(raw_held, "held classes") if n in names)
             entry = {"samples": int(samples), "steps": int(steps), "per_class_ap": per_class_ap,
                      "forgetting": forgetting}
-            return Update(device, arrays, names, int(samples), forgetting, per_class_ap), entry
+            return Update(device, arrays, names, int(samples), forgetting, per_class_ap,
+                          held), entry
 
         def aggregate_fit(self, server_round, results, failures):
             rnd = self.fleet_round(server_round)
@@ -637,7 +641,11 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                     why = self._refuse_reply(rnd, device, exc, "update")
                     rec["devices"][device] = {"update": "refused", "why": why}
                     continue
+                written = update.names
                 update.names = fleet_spelling(update.names, spellings)  # 'Car' is the class 'car'
+                if update.held is not None:  # the held names, spelt as the fleet spells them
+                    update.held = frozenset(n for w, n in zip(written, update.names)
+                                            if w in update.held)
                 updates.append(update)
                 rec["devices"][device] = entry
             for device, why in self._dropped_out(results, failures):

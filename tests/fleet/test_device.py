@@ -79,6 +79,8 @@ def test_a_restricted_fit_trains_the_class_loss_of_the_held_classes_only(tmp_pat
     assert not fit.skipped and seen
     held = sorted(fit.names.index(taskset.names[c]) for c in taskset.tasks[1].classes)
     assert seen[-1].class_ids == held and seen[-1].weights.flatten().sum() == len(held)
+    # the update says which classes its samples show: only their rows join the fleet's average
+    assert fit.held == [fit.names[i] for i in held]
 
 
 def test_held_classes_are_read_from_the_samples_records():

@@ -65,6 +65,31 @@ def test_a_global_class_nobody_sent_keeps_its_global_row():
     np.testing.assert_allclose(agg.arrays[ROWS], [7.0, 3.0])
 
 
+def test_rows_of_a_class_a_device_holds_no_box_of_are_not_averaged_in():
+    """Every device's registry holds every fleet class after one round, so each update named
+    them all: a device that never saw 'car' sent the global car row back, and the car rows of
+    the device that learnt it were diluted to a half (1/N of a fleet). Now a device says which
+    classes its training samples show ('held'), and only those rows are averaged."""
+    glob = {SHARED: np.zeros((2, 2), np.float32), ROWS: rows([7.0, 8.0])}
+    a = Update("a", {SHARED: np.ones((2, 2), np.float32), ROWS: rows([1.0, 8.0])},
+               ["car", "person"], 100, held=frozenset({"car"}))
+    b = Update("b", {SHARED: np.ones((2, 2), np.float32), ROWS: rows([7.0, 3.0])},
+               ["car", "person"], 100, held=frozenset({"person"}))
+    agg = fedavg_by_name([a, b], glob, ["car", "person"], max_forgetting=0.15)
+    np.testing.assert_allclose(agg.arrays[ROWS], [1.0, 3.0])  # before: [4.0, 5.5]
+    # nobody holds a class: its global row stays; a class new to the fleet that no sender
+    # holds takes its senders' rows (not zeros)
+    c = Update("c", {SHARED: np.ones((2, 2), np.float32), ROWS: rows([2.0, 6.0, 5.0])},
+               ["car", "person", "truck"], 50, held=frozenset())
+    agg = fedavg_by_name([c], glob, ["car", "person"], max_forgetting=0.15)
+    np.testing.assert_allclose(agg.arrays[ROWS], [7.0, 8.0, 5.0])
+    # a device of an older release says nothing: all its rows count, as before
+    old = Update("o", {SHARED: np.ones((2, 2), np.float32), ROWS: rows([2.0, 6.0])},
+                 ["car", "person"], 50)
+    np.testing.assert_allclose(fedavg_by_name([old], glob, ["car", "person"],
+                                              max_forgetting=0.15).arrays[ROWS], [2.0, 6.0])
+
+
 def test_a_tensor_of_another_shape_is_left_out_and_reported():
     glob = {SHARED: np.zeros((2, 2), np.float32)}
     good = Update("a", {SHARED: np.ones((2, 2), np.float32)}, [], 10)

@@ -582,3 +582,36 @@ def test_a_folder_as_the_initial_model_is_named_a_folder(tmp_path):
     with pytest.raises(ModelLoadError, match=f"^fleet.initial_model: {tmp_path} is a folder, "
                                              f"not a model file$"):
         global_from_checkpoint(str(tmp_path))
+
+
+def test_a_missing_global_json_beside_its_model_is_a_problem_not_a_new_fleet(tmp_path):
+    """Before: with global.json deleted (a card fault, a hand's rm) the server started the fleet
+    from a fresh model, unsaid, and its next save deleted the fleet's model."""
+    store = GlobalStore(tmp_path / "fleet")
+    store.save(3, {SHARED: np.ones(2, np.float32)}, ["car"])
+    (store.root / "global.json").unlink()
+    assert store.problem() == "global.json is missing beside global-000003.npz: restore it from a copy"
+    assert store.load() is None
+
+
+def test_garbage_in_the_rounds_log_is_skipped(tmp_path):
+    """Before: a card fault's bytes in rounds.jsonl stopped the server with an internal error
+    (UnicodeDecodeError)."""
+    store = GlobalStore(tmp_path / "fleet")
+    store.append_round({"round": 1, "devices": {}})
+    with open(store.root / "rounds.jsonl", "ab") as fh:
+        fh.write(bytes(range(128, 256)) + b"\n")
+    store.append_round({"round": 2, "devices": {}})
+    assert [r["round"] for r in store.rounds()] == [1, 2] and store.last_round() == 2
+
+
+def test_the_stop_message_resumes_after_the_last_round_logged(tmp_path):
+    """Before: a stop after round 3 (no usable update; model of round 2) said the restart
+    resumes with round 3, and with no model at all that the fleet starts over."""
+    from edgecl.fleet.server import ServerStopped
+
+    assert str(ServerStopped(15, 2, tmp_path, 3)).endswith(
+        f"the global model of round 2 is kept in {tmp_path}; a restart resumes with round 4")
+    assert str(ServerStopped(15, 0, tmp_path, 2)).endswith(
+        "no round saved a global model yet; a restart resumes with round 3 from the first model")
+    assert str(ServerStopped(15, 0, tmp_path)).endswith("starts the fleet from its first round")
