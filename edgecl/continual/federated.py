@@ -250,7 +250,11 @@ def fedavg_by_name(updates: Sequence[Update], global_arrays: Mapping[str, np.nda
     keys = list(dict.fromkeys(keys))
     arrays: dict[str, np.ndarray] = {}
     skipped: dict[str, list[str]] = {}
-    contributors = {name: [up.device for up, _ in kept if name in up.names] for name in names}
+    # who taught each class: the devices whose samples show it (all senders where none does)
+    contributors = {name: ([up.device for up, _ in kept if name in up.names
+                            and (up.held is None or name in up.held)]
+                           or [up.device for up, _ in kept if name in up.names])
+                    for name in names}
     for key in keys:
         if class_row_key(key):
             arrays[key] = _average_rows(key, kept, global_arrays, global_names, names, skipped)

@@ -77,6 +77,7 @@ def test_rows_of_a_class_a_device_holds_no_box_of_are_not_averaged_in():
                ["car", "person"], 100, held=frozenset({"person"}))
     agg = fedavg_by_name([a, b], glob, ["car", "person"], max_forgetting=0.15)
     np.testing.assert_allclose(agg.arrays[ROWS], [1.0, 3.0])  # before: [4.0, 5.5]
+    assert agg.contributors == {"car": ["a"], "person": ["b"]}
     # nobody holds a class: its global row stays; a class new to the fleet that no sender
     # holds takes its senders' rows (not zeros)
     c = Update("c", {SHARED: np.ones((2, 2), np.float32), ROWS: rows([2.0, 6.0, 5.0])},
