@@ -67,8 +67,12 @@ def server_command(args: argparse.Namespace) -> int:
 
 def _print_record(rec: dict) -> None:
     devices = ", ".join(f"{d}: {v.get('update', '?')}" for d, v in sorted(rec.get("devices", {}).items()))
-    print(f"round {rec['round']}: {rec.get('bytes', 0) / 1e6:.1f} MB, {len(rec.get('names', []))} "
-          f"classes; {devices or 'no update'}", flush=True)
+    # a round that saved no global model records no class list: "0 classes" read as a fleet
+    # that had lost its classes
+    model = (f"{len(rec['names'])} classes" if "names" in rec
+             else str(rec.get("global") or "no new global model"))
+    print(f"round {rec['round']}: {rec.get('bytes', 0) / 1e6:.1f} MB, {model}; "
+          f"{devices or 'no update'}", flush=True)
 
 
 def join_command(args: argparse.Namespace) -> int:

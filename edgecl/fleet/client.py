@@ -121,8 +121,8 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                 out = device.fit(arrays, names, rnd, arch=wire.loads(config.get("arch"), None))
             except Exception as exc:  # a device fault is contained, logged, counted, reported
                 FleetClient.faults += 1
-                log.exception("fleet round %d: fit failed", rnd)
-                return [], 0, {**metrics, "skipped": f"failed: {type(exc).__name__}: {exc}"[:300]}
+                fault = _said_fault(exc, rnd, "fit failed")
+                return [], 0, {**metrics, "skipped": f"failed: {fault}"[:300]}
             if out.skipped:
                 log.info("fleet round %d: skipped (%s)", rnd, out.skipped)
                 return [], 0, {**metrics, "skipped": out.skipped}
@@ -155,11 +155,35 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                     metrics["test_ap"] = wire.dumps(score_current(cfg, test_yaml))
             except Exception as exc:  # a device fault is contained, logged, counted, reported
                 FleetClient.faults += 1
-                log.exception("fleet round %d: adoption failed", rnd)
-                metrics.update(status="failed", reason=f"{type(exc).__name__}: {exc}"[:300])
+                fault = _said_fault(exc, rnd, "adoption failed")
+                metrics.update(status="failed", reason=fault[:300])
             return 0.0, 0, metrics
 
     return FleetClient()
+
+
+def _said_fault(exc: Exception, rnd: int, what: str) -> str:
+    """Log a device's fault in a fleet round and return its one-line reason for the server: a
+    full disk or an unwritable state directory is one line (said every round, a traceback
+    each time hid it); an EdgeclError names its cause; anything else gets its traceback.
+
+    Args:
+        exc: the fault.
+        rnd: the fleet round.
+        what: ``fit failed`` or ``adoption failed``.
+
+    Returns:
+        The reason as the server records it.
+    """
+    from edgecl.errors import EdgeclError, storage_fault
+
+    known = storage_fault(exc, "the state directory cannot be written") or (
+        exc if isinstance(exc, EdgeclError) else None)
+    if known is not None:
+        log.error("fleet round %d: %s: %s", rnd, what, known)
+        return str(known)
+    log.exception("fleet round %d: %s", rnd, what)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _megabytes(arrays) -> float:

@@ -149,3 +149,25 @@ def test_a_failed_connection_says_grpcs_status_not_a_class_name():
 
     assert connection_problem(Unknown()) == "UNAVAILABLE: UNKNOWN: ipv4:127.0.0.1:9: something new more"
     assert connection_problem(ConnectionError("reset by peer")) == "ConnectionError: reset by peer"
+
+
+def test_a_full_disk_at_a_fleet_round_is_one_line_not_a_traceback(caplog):
+    """Before: a full card (or a read-only state directory) at a device's fit or adoption
+    logged a whole traceback every round, and the server recorded "OSError: [Errno 28] ..."."""
+    import errno
+    import logging
+
+    from edgecl.fleet.client import _said_fault
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/card/learner/fleet-work/model.pt")
+    with caplog.at_level(logging.ERROR):
+        reason = _said_fault(full, 3, "adoption failed")
+    assert reason == ("the state directory cannot be written: No space left on device "
+                      "(/card/learner/fleet-work/model.pt)")
+    (record,) = caplog.records
+    assert record.getMessage() == f"fleet round 3: adoption failed: {reason}"
+    assert record.exc_info is None
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert _said_fault(ValueError("a bug"), 3, "fit failed") == "ValueError: a bug"
+    assert caplog.records[0].exc_info is not None  # an unknown fault keeps its traceback

@@ -163,3 +163,16 @@ def test_a_port_already_in_use_is_one_line_before_the_server_says_it_started(tmp
                                           r"there \(.*\): use an address of this machine"):
         check_port_free("192.0.2.99:9092")
     check_port_free(f"127.0.0.1:{port}")  # free again once its listener closed
+
+
+def test_a_round_without_a_new_model_is_not_printed_as_zero_classes(capsys):
+    """Before: "round 2: 5.3 MB, 0 classes; d1: skipped" for a fleet of 4 classes (a round
+    that saved no global model records no class list)."""
+    from edgecl.commands.fleet import _print_record
+
+    _print_record({"round": 2, "bytes": 5_300_000, "devices": {"d1": {"update": "skipped"}}})
+    _print_record({"round": 3, "bytes": 5_300_000, "names": ["car", "person"],
+                   "devices": {"d1": {"update": "kept"}}})
+    assert capsys.readouterr().out.splitlines() == [
+        "round 2: 5.3 MB, no new global model; d1: skipped",
+        "round 3: 5.3 MB, 2 classes; d1: kept"]
