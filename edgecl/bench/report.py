@@ -26,6 +26,7 @@ import numpy as np
 
 from edgecl.atomic import atomic_write_bytes
 from edgecl.calibration.dece import ReliabilityBins, dece_from_bins
+from edgecl.continual.metrics import most_forgotten
 from edgecl.errors import EdgeclError
 
 DPI = 120
@@ -390,12 +391,9 @@ def _shown(view, forgetting: Mapping[str, float], what: str,
         notes.append(f"Plots and tables show the last {n_rows - first} of {n_rows} promoted "
                      f"rounds; every round is in {link}.")
     if n_cols > MAX_PLOT_COLUMNS:
-        def rank(j: int) -> tuple:
-            value = forgetting.get(view.task_names[j])
-            known = value is not None and math.isfinite(value)
-            return (not known, -value if known else 0.0, str(view.task_names[j]), j)
-
-        columns = sorted(sorted(range(n_cols), key=rank)[:MAX_PLOT_COLUMNS])
+        columns = most_forgotten(view.task_names,
+                                 [forgetting.get(name) for name in view.task_names],
+                                 MAX_PLOT_COLUMNS)
         kept = set(columns)
         left = [_md(view.task_names[j]) for j in range(n_cols) if j not in kept]
         parts.append(f"{len(columns)} of {n_cols} {what}, most forgotten first")

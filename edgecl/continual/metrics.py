@@ -164,6 +164,26 @@ def forgetting(R: np.ndarray, learnt_rows: Sequence[int] | None = None) -> np.nd
     return out
 
 
+def most_forgotten(names: Sequence[str], amounts: Sequence[float | None], limit: int) -> list[int]:
+    """Which columns to show when only ``limit`` fit: the most forgotten first, then those whose
+    forgetting is unknown (``None`` or NaN); ties by name.
+
+    Args:
+        names: column (task or class) names.
+        amounts: each column's forgetting (:func:`forgetting`), ``None`` or NaN when unknown.
+        limit: most columns kept.
+
+    Returns:
+        Indices of the columns kept, ascending (all of them when at most ``limit``).
+    """
+    def rank(j: int) -> tuple:
+        value = amounts[j]
+        known = value is not None and bool(np.isfinite(value))
+        return (not known, -float(value) if known else 0.0, str(names[j]), j)
+
+    return sorted(sorted(range(len(names)), key=rank)[:max(0, int(limit))])
+
+
 def mean_forgetting(R: np.ndarray, learnt_rows: Sequence[int] | None = None) -> float:
     """Mean of :func:`forgetting` over the tasks where it is defined.
 

@@ -24,9 +24,8 @@ curves' legend 1,850 px."""
 
 
 def _most_forgotten(names: list, values: list[list], limit: int) -> list[int]:
-    """Which columns to show: all when at most ``limit``, else the ``limit`` most forgotten
-    over the rows given (:func:`edgecl.continual.metrics.forgetting`; ties and unknown
-    forgetting by name), in their own order.
+    """Which columns to show: the ``limit`` most forgotten over the rows given
+    (:func:`edgecl.continual.metrics.most_forgotten`), in their own order.
 
     Args:
         names: column names.
@@ -36,23 +35,15 @@ def _most_forgotten(names: list, values: list[list], limit: int) -> list[int]:
     Returns:
         Indices of the columns shown, ascending.
     """
-    import math
-
     import numpy as np
 
-    from edgecl.continual.metrics import forgetting
+    from edgecl.continual.metrics import forgetting, most_forgotten
 
     if len(names) <= limit:
         return list(range(len(names)))
     matrix = np.array([[np.nan if v is None else float(v) for v in row] for row in values],
                       dtype=np.float64).reshape(len(values), len(names))
-    amount = forgetting(matrix)
-
-    def rank(j: int) -> tuple:
-        known = math.isfinite(amount[j])
-        return (not known, -amount[j] if known else 0.0, str(names[j]), j)
-
-    return sorted(sorted(range(len(names)), key=rank)[:limit])
+    return most_forgotten(names, list(forgetting(matrix)), limit)
 
 
 def bounded_forgetting(matrix: dict, per_class_ap: dict[str, list],

@@ -24,6 +24,17 @@ def _jpg(path: Path, value: int) -> None:
     path.write_bytes(cv2.imencode(".jpg", image)[1].tobytes())
 
 
+def _one_image_yolo(root: Path, rows: str, names: str, value: int = 60) -> Path:
+    """A YOLO folder of one image ``images/a.jpg`` with label rows ``rows`` and a data.yaml
+    naming ``names`` (YAML text: ``[car, person]``)."""
+    _jpg(root / "images" / "a.jpg", value)
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text(rows)
+    (root / "data.yaml").write_text(f"train: images\nval: images\nnames: {names}\n",
+                                    encoding="utf-8")
+    return root
+
+
 def _voc(root: Path, n: int) -> Path:
     (root / "Annotations").mkdir(parents=True)
     for k in range(n):
@@ -270,11 +281,8 @@ def test_close_class_names_by_hand():
 def test_a_zero_size_box_is_dropped_and_its_frame_imported(tmp_path, capsys):
     """Before: ``imported 0 sample(s) ... skipped 1 (refused label 1)``: the frame's car box was
     lost for the zero-size box beside it."""
-    src = tmp_path / "ds"
-    _jpg(src / "images" / "f1.jpg", 60)
-    (src / "labels").mkdir()
-    (src / "labels" / "f1.txt").write_text("0 0.250000 0.260417 0.250000 0.312500\n1 0.6 0.6 0 0\n")
-    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car, person]\n")
+    src = _one_image_yolo(tmp_path / "ds", "0 0.250000 0.260417 0.250000 0.312500\n1 0.6 0.6 0 0\n",
+                          "[car, person]")
     state = tmp_path / "state"
     report = _import(capsys, state, src, "--json")
     assert report["imported"] == 1 and report["skipped"] == 0 and report["empty_boxes"] == 1
@@ -320,11 +328,8 @@ def test_a_look_alike_name_in_an_import_is_named_in_its_report(tmp_path, capsys)
     """End to end: ``labels import --json`` reports ``similar_classes`` for a Cyrillic ``с``."""
     state = tmp_path / "state"
     for k, name in enumerate(("car", "\u0441ar")):
-        src = tmp_path / f"ds{k}"
-        _jpg(src / "images" / "a.jpg", 40 + 100 * k)
-        (src / "labels").mkdir()
-        (src / "labels" / "a.txt").write_text("0 0.3 0.3 0.2 0.2\n")
-        (src / "data.yaml").write_text(f"train: images\nval: images\nnames: ['{name}']\n", encoding="utf-8")
+        src = _one_image_yolo(tmp_path / f"ds{k}", "0 0.3 0.3 0.2 0.2\n", f"['{name}']",
+                              value=40 + 100 * k)
         report = _import(capsys, state, src, "--json")
     assert report["classes_added"] == ["\u0441ar"] and report["similar_classes"] == {"\u0441ar": "car"}
 
@@ -673,11 +678,7 @@ def test_a_device_with_no_class_takes_the_datasets_ids(tmp_path, capsys):
 def test_a_reimport_after_a_rename_does_not_advise_relabel_blindly(tmp_path, capsys):
     """Before: after 'classes rename car auto', importing the same export again advised
     '--relabel', which moved every box to a new class 'car' and left 'auto' with none."""
-    src = tmp_path / "ds"
-    _jpg(src / "images" / "a.jpg", 60)
-    (src / "labels").mkdir()
-    (src / "labels" / "a.txt").write_text("0 0.3 0.3 0.2 0.2\n")
-    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    src = _one_image_yolo(tmp_path / "ds", "0 0.3 0.3 0.2 0.2\n", "[car]")
     state = tmp_path / "state"
     _import(capsys, state, src, "--json")
     assert main(["classes", "rename", "--state-dir", str(state), "car", "auto"]) == 0

@@ -166,3 +166,13 @@ def test_row_drop():
     assert np.isnan(row_drop(RC[:1])).all()
     with pytest.raises(ValueError, match="out of range"):
         row_drop(RC, ref=5)
+
+
+def test_most_forgotten_keeps_the_largest_drops_then_unknown_ties_by_name():
+    from edgecl.continual.metrics import most_forgotten
+
+    names = ["e", "b", "a", "d", "c"]
+    amounts = [0.3, None, 0.3, float("nan"), 0.1]  # a and e tie: by name
+    assert most_forgotten(names, amounts, 3) == [0, 2, 4]
+    assert most_forgotten(names, amounts, 4) == [0, 1, 2, 4]  # b before d: unknown, by name
+    assert most_forgotten(names, amounts, 9) == [0, 1, 2, 3, 4]
