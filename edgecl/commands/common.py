@@ -249,3 +249,30 @@ def require_state_dir(cfg: Config) -> None:
         raise EdgeclError(f"{cfg.state_dir} holds files but no edgecl state (none of memory/, "
                           f"models/, learner/, classes.json): check --state-dir, or start a "
                           f"device in an empty folder ('edgecl run' or 'edgecl labels import')")
+
+
+def require_writable_state_dir(cfg: Config, what: str) -> None:
+    """Refuse, before anything starts, a state directory this process cannot write (a
+    read-only mount, another user's folder): a command that writes it at every step (a fleet
+    device's rounds) said so only then, once a round.
+
+    Args:
+        cfg: the configuration.
+        what: what needs to write there, for the message (``"a fleet device"``).
+
+    Raises:
+        StorageError: the folder, or its ``learner/``, ``models/`` or ``memory/``, cannot be
+            written (``os.access``: a read-only file system counts, also for root).
+    """
+    import os
+    from pathlib import Path
+
+    from edgecl.errors import StorageError
+
+    root = Path(cfg.state_dir)
+    for folder in (root, root / "learner", root / "models", root / "memory"):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise StorageError(f"{folder}: cannot write there ({what} writes its class registry, "
+                               f"models and round files in the state directory): make it "
+                               f"writable, or use another --state-dir")
+

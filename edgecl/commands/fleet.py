@@ -6,7 +6,12 @@ import argparse
 import sys
 
 from edgecl.arguments import print_json_line, train_image_size
-from edgecl.commands.common import add_config_args, config_from_args, require_state_dir
+from edgecl.commands.common import (
+    add_config_args,
+    config_from_args,
+    require_state_dir,
+    require_writable_state_dir,
+)
 
 
 def add_parser(sub) -> None:
@@ -82,6 +87,7 @@ def join_command(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     require_state_dir(cfg)  # a mistyped --state-dir would join the fleet with nothing
+    require_writable_state_dir(cfg, "a fleet device")  # else it skipped every round, one by one
     ClassRegistry(cfg.state_dir).names()  # a corrupt registry: one line now, not every round
     client_main(cfg)
     return 0

@@ -26,6 +26,7 @@ Both hold the device's one-round-at-a-time lock: a device whose learner is busy 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -111,7 +112,11 @@ class FleetDevice:
 
         A global name that differs from a registry class only in case is that class
         (:func:`edgecl.models.classes.known_spelling`): the global ``Car`` is the device's
-        ``car``, not a new class. Names new to the device keep the fleet's spelling.
+        ``car``, not a new class. A name that ``edgecl classes rename`` took from a class (and
+        no class holds now) is that class too, while the global model does not also hold the
+        class's new name: a device that renamed ``car`` to ``auto`` keeps learning the fleet's
+        ``car`` as its ``auto`` (its update names it ``car`` again: :meth:`fleet_spelling`).
+        Names new to the device keep the fleet's spelling.
 
         Args:
             global_names: the global model's class names.
@@ -123,17 +128,43 @@ class FleetDevice:
         Raises:
             LabelError: a name a class registry refuses (control characters, ...).
         """
-        from edgecl.models.classes import ClassRegistry, clean_name, known_spelling
+        from edgecl.models.classes import ClassRegistry, clean_name, known_spelling, same_name_key
 
-        known = list(ClassRegistry(self.cfg.state_dir).names().values())
+        registry = ClassRegistry(self.cfg.state_dir)
+        current = registry.names()
+        known = list(current.values())
+        renamed = {same_name_key(old): current[cid]
+                   for cid, olds in registry.former_names().items() for old in olds}
+        cleaned = [clean_name(raw) for raw in global_names]
+        in_global = {same_name_key(n) for n in cleaned}
         out = []
-        for raw in global_names:
-            name = clean_name(raw)
+        for name in cleaned:
             spelling = known_spelling(name, known)
+            if spelling is None:
+                now = renamed.get(same_name_key(name))
+                if now is not None and same_name_key(now) not in in_global and now not in out:
+                    spelling = now
             if spelling is None:
                 known.append(name)
             out.append(spelling or name)
         return out
+
+    def fleet_spelling(self, global_names: list[str]) -> dict[str, str]:
+        """This device's spelling of each global class name -> the fleet's (the inverse of
+        :meth:`registry_spelling`): an update and a report name their classes as the fleet
+        does, so a class renamed on one device stays one class of the fleet.
+
+        Args:
+            global_names: the global model's class names.
+
+        Returns:
+            device name -> fleet name, for the global model's classes (names the fleet does
+            not know yet map to nothing: they keep the device's spelling).
+        """
+        from edgecl.models.classes import clean_name
+
+        return dict(zip(self.registry_spelling(global_names),
+                        (clean_name(n) for n in global_names)))
 
     def local_names(self, global_names: list[str]) -> dict[int, str]:
         """The device's class ids after merging the fleet's classes into its registry by name
@@ -153,6 +184,23 @@ class FleetDevice:
             log.info("fleet classes joined the class registry: %s", added)
         return registry.names()
 
+    def _work_dir(self) -> Path:
+        return learner_dir(self.cfg.state_dir) / "fleet-work"
+
+    @contextlib.contextmanager
+    def _round_lock(self):
+        """Hold the device's one-round-at-a-time lock (yields whether it is held); leaving it
+        removes the fleet round's work folder (its exported engines, copied into the registry
+        when staged, took card space until the next round)."""
+        from edgecl.runtime.learner import round_lock
+
+        with round_lock(self.cfg.state_dir) as held:
+            try:
+                yield held
+            finally:
+                if held:
+                    shutil.rmtree(self._work_dir(), ignore_errors=True)
+
     def _open(self):
         """Snapshot of the memory and a RoundContext-like view for the round's helpers."""
         from edgecl.continual.memory import memory_from_config
@@ -167,7 +215,7 @@ class FleetDevice:
             memory.close()
         state = load_state(self.cfg.state_dir)
         update_task_bookkeeping(state, snapshot.records())
-        work = learner_dir(self.cfg.state_dir) / "fleet-work"
+        work = self._work_dir()
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         registry = Registry(Path(self.cfg.state_dir) / "models")
@@ -211,8 +259,6 @@ class FleetDevice:
         """
         from edgecl.continual.finetune import FineTuner
         from edgecl.fleet.weights import build_model, model_arrays
-        from edgecl.runtime.learner import round_lock
-
         bad = non_finite_key(global_arrays)
         if bad is not None:
             log.warning("fleet round %d: the global model has non-finite weights (tensor %s); "
@@ -223,13 +269,14 @@ class FleetDevice:
             why = f"the global model ({arch_label(arch)}) {problem}"
             log.error("fleet round %d: not training: %s", round_no, why)
             return FitOutcome(skipped=why)
-        with round_lock(self.cfg.state_dir) as held:
+        with self._round_lock() as held:
             if not held:
                 return FitOutcome(skipped="busy: a learning round is running")
             ctx = self._open()
             train_ids = ctx.snapshot.ids(held_out=False)
             if not train_ids:
                 return FitOutcome(skipped="no training sample in the memory")
+            wire = self.fleet_spelling(global_names)
             global_names = self.registry_spelling(global_names)
             names = self.local_names(global_names)
             try:
@@ -275,9 +322,10 @@ class FleetDevice:
         # a class none of its training samples shows: its rows are the global model's, moved
         # only by the shared layers (before, averaged in, they diluted the devices that hold it)
         held_ids = held_classes(ctx.snapshot.records(ids=train_ids))
-        return FitOutcome(arrays, order, len(train_ids), ap_after, forgetting,
+        return FitOutcome(arrays, [wire.get(n, n) for n in order], len(train_ids),
+                          _renamed_keys(ap_after, wire), _renamed_keys(forgetting, wire),
                           ft.steps, round(ft.seconds, 2),
-                          held=[names[i] for i in sorted(names) if i in held_ids])
+                          held=[wire.get(names[i], names[i]) for i in sorted(names) if i in held_ids])
 
     # ----------------------------------------------------------------- adopt
 
@@ -310,7 +358,7 @@ class FleetDevice:
         )
         from edgecl.fleet.weights import build_model, model_arch, same_arch
         from edgecl.models.checkpoint import load_checkpoint
-        from edgecl.runtime.learner import record_in_monitor, round_lock
+        from edgecl.runtime.learner import record_in_monitor
         from edgecl.runtime.promote import promote_version
 
         started_mono_s = time.monotonic()  # a round's length: immune to a clock set meanwhile
@@ -322,10 +370,11 @@ class FleetDevice:
                         round_no, bad)
             return AdoptOutcome("rejected", f"non-finite weights (tensor {bad})")
         server_names = list(global_names)
-        with round_lock(self.cfg.state_dir) as held:
+        with self._round_lock() as held:
             if not held:
                 return AdoptOutcome("skipped", "busy: a learning round is running")
             ctx = self._open()
+            wire = self.fleet_spelling(global_names)
             global_names = self.registry_spelling(global_names)
             names = self.local_names(global_names)
             try:
@@ -389,11 +438,11 @@ class FleetDevice:
             if verdict.accepted:
                 promote_version(self.cfg.state_dir, version)
                 log.info("fleet round %d: adopted as %s (%s)", round_no, version, verdict.reason)
-                return AdoptOutcome("promoted", verdict.reason, version, ap)
+                return AdoptOutcome("promoted", verdict.reason, version, _renamed_keys(ap, wire))
         log.warning("fleet round %d: global model rejected as %s: %s", round_no, version,
                     verdict.reason)
         kept = self._per_class(parent, pnames)[0] if parent is not None else {}
-        return AdoptOutcome("rejected", verdict.reason, version, kept)
+        return AdoptOutcome("rejected", verdict.reason, version, _renamed_keys(kept, wire))
 
     def _calibrate(self, model, names, ctx):
         from edgecl.calibration.posthoc import fit_for_version
@@ -424,6 +473,11 @@ class FleetDevice:
             return None, {}
         model, meta = load_checkpoint(pt)
         return model, {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
+
+
+def _renamed_keys(by_name: dict, wire: dict[str, str]) -> dict:
+    """``by_name`` keyed by the fleet's class names (``wire``: device name -> fleet name)."""
+    return {wire.get(k, k): v for k, v in by_name.items()}
 
 
 def held_classes(records) -> set[int]:

@@ -13,6 +13,7 @@ restarted server resumes after its last finished round and runs the rounds left 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -231,6 +232,44 @@ def _note_stop_signal(stopped: list[int], on_stop=None) -> None:
         signal.signal(signum, noted)
 
 
+@contextlib.contextmanager
+def _later_stop_signals_ignored(stopped: list[int]):
+    """While Flower's server runs, make a stop signal that comes while it is already stopping
+    do nothing: Flower's handler puts back the handlers it found (edgecl's stop handler), so a
+    second Ctrl-C or SIGTERM raised in the middle of Flower's own exit (its gRPC server's
+    grace period) and replaced the line saying where the fleet stands. Flower's own deadline
+    still ends a stop that hangs. Restores the handlers on leaving; only in the main thread.
+
+    Args:
+        stopped: the signals noted so far (:func:`_note_stop_signal`): non-empty once stopping.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def guard(num, frame):
+        if stopped:
+            log.info("received %s while stopping: already stopping", signal.Signals(num).name)
+            return
+        handler = before[num]
+        if callable(handler):
+            handler(num, frame)
+        elif handler != signal.SIG_IGN:  # SIG_DFL: end as the signal would
+            signal.signal(num, signal.SIG_DFL)
+            os.kill(os.getpid(), num)
+
+    for signum in before:
+        if before[signum] is not None:
+            signal.signal(signum, guard)
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
 def make_server(strategy, client_manager, stopped: list[int]):
     """Flower's server for the fleet: notes the stop signal (:func:`_note_stop_signal`) and
     quietens the disconnect lines once the last round is over or a signal stops it.
@@ -369,9 +408,11 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
         stopped: list[int] = []
         server = make_server(strategy, make_client_manager(strategy.device_names), stopped)
         try:
-            start_server(server_address=fc.server_address, server=server,
-                         config=ServerConfig(num_rounds=left, round_timeout=fc.round_timeout_s),
-                         certificates=certificates, grpc_max_message_length=GRPC_MAX_MESSAGE_BYTES)
+            with _later_stop_signals_ignored(stopped):
+                start_server(server_address=fc.server_address, server=server,
+                             config=ServerConfig(num_rounds=left, round_timeout=fc.round_timeout_s),
+                             certificates=certificates,
+                             grpc_max_message_length=GRPC_MAX_MESSAGE_BYTES)
         except SystemExit as exc:
             if exc.code not in (0, None):  # Flower's only other exit: an unparsable address
                 raise

@@ -300,6 +300,14 @@ def fleet_spelling(names: list[str], known: list[str]) -> list[str]:
     return out
 
 
+def _own_key(record: dict, name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``, ... when ``record`` already holds it."""
+    key, n = name, 2
+    while key in record:
+        key, n = f"{name} ({n})", n + 1
+    return key
+
+
 def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None):
     """Build the fleet's Flower strategy.
 
@@ -738,9 +746,10 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                                          else check_scores(test_ap, "test_ap"))}
                 except Exception as exc:  # a malformed report is contained: refused, logged, counted
                     why = self._refuse_reply(rnd, device, exc, "adoption report")
-                    adopted[device] = {"status": "refused", "reason": why}
+                    adopted[_own_key(adopted, device)] = {"status": "refused", "reason": why}
                     continue
-                adopted[device] = entry
+                # two devices of one name (said at connection) each adopt or not: both kept
+                adopted[_own_key(adopted, device)] = entry
                 log.info("fleet round %d: %s %s the global model (%s)", rnd, device,
                          entry["status"], entry["reason"])
             for device, why in self._dropped_out(results, failures):

@@ -195,6 +195,33 @@ def test_fleet_join_refuses_a_missing_state_dir_and_a_corrupt_class_registry(tmp
     assert capsys.readouterr().err.startswith("error: corrupt class registry")
 
 
+def test_fleet_join_refuses_a_state_dir_it_cannot_write(tmp_path, monkeypatch, capsys):
+    """Before: a device on a read-only state directory joined, then skipped every round with
+    'the state directory cannot be written'. os.access stands in for a read-only mount (root
+    writes a folder whatever its mode bits)."""
+    import os
+
+    pytest.importorskip("flwr")
+    from edgecl.cli import main
+
+    from edgecl.fleet import client
+
+    def joined(cfg):
+        raise AssertionError("joined the fleet")
+
+    monkeypatch.setattr(client, "client_main", joined)
+    (tmp_path / "models").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+        False if str(path) == str(tmp_path / "models") and mode & os.W_OK
+        else real_access(path, mode, **kw)))
+    assert main(["fleet", "join", "--state-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'models'}: cannot write there (a fleet device writes its class "
+        f"registry, models and round files in the state directory): make it writable, or use "
+        f"another --state-dir\n")
+
+
 def test_an_internal_error_is_one_line_and_exit_1(monkeypatch, capsys):
     """A fault of edgecl's own (not the user's) ends in one line, with the JSON error line
     --json promises, instead of a traceback."""

@@ -211,6 +211,51 @@ def test_ctrl_c_on_the_server_says_where_the_fleet_stands(tmp_path, monkeypatch,
         f"{state / 'fleet'}; a restart resumes with round 4")
 
 
+def test_a_second_sigterm_while_the_server_stops_is_ignored(tmp_path, monkeypatch, run_edgecl):
+    """Before: Flower's handler put edgecl's stop handler back, and a second SIGTERM during
+    Flower's own exit (its gRPC grace period) raised there: the server ended without the line
+    saying where the fleet stands."""
+    import flwr.server
+
+    from edgecl import stop_signals
+    from edgecl.stop_signals import unwind_once_on_stop_signals
+
+    monkeypatch.setattr(stop_signals, "FORCE_EXIT_AFTER_S", 1e6)  # never ends the test run
+    state = tmp_path / "server"
+
+    def flowers_start_server(*, server=None, strategy=None, **_):
+        found = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def graceful(signum, frame):  # Flower's handler: put back what it found, stop, exit 0
+            for sig, handler in found.items():
+                signal.signal(sig, handler)
+            os.kill(os.getpid(), signal.SIGTERM)  # the second SIGTERM, during the grace period
+            raise SystemExit(0)
+
+        for sig in found:
+            signal.signal(sig, graceful)
+        monkeypatch.setattr(flwr.server.Server, "fit",
+                            lambda self, n, t: os.kill(os.getpid(), signal.SIGTERM))
+        server.fit(2, None)
+
+    monkeypatch.setattr(flwr.server, "start_server", flowers_start_server)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        unwind_once_on_stop_signals()  # as the command line has it
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        code, out, err = run_edgecl(["fleet", "server", "--state-dir", state, "fleet.rounds=5",
+                                     f"fleet.server_address=127.0.0.1:{port}"])
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+    assert code == 143
+    assert err.strip().splitlines()[-1] == ("fleet server stopped by SIGTERM: no round had "
+                                            "finished, so a restart starts the fleet from its "
+                                            "first round")
+
+
 def _certificate(path, days_from_now: tuple[int, int]):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization

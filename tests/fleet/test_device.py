@@ -171,3 +171,35 @@ def test_a_full_disk_at_a_fleet_round_is_one_line_not_a_traceback(caplog):
     with caplog.at_level(logging.ERROR):
         assert _said_fault(ValueError("a bug"), 3, "fit failed") == "ValueError: a bug"
     assert caplog.records[0].exc_info is not None  # an unknown fault keeps its traceback
+
+
+def test_a_class_renamed_on_the_device_stays_the_fleets_class(tmp_path):
+    """After 'classes rename car auto', the fleet's 'car' became a second class on the device
+    (fresh rows for its 'auto', the learnt rows under a new id), and its update sent 'auto' back:
+    a new class of the fleet, beside 'car'."""
+    from edgecl.continual.round_state import learner_dir
+    from edgecl.fleet.weights import model_arrays
+    from edgecl.models.classes import ClassRegistry
+    from edgecl.ultra import build_detection_model
+
+    yaml_path = make_scenario(tmp_path / "scn", tasks=1, images_per_task=8, imgsz=64, seed=3)
+    size = SimSize(imgsz=64, steps=1, first_steps=1, batch=4)
+    cfg = device_config(None, tmp_path / "device", size, "127.0.0.1:1", "d0", 2, 2)
+    taskset = load_task_source(yaml_path)
+    assert fill_memory(cfg, taskset, taskset.tasks) > 0
+    registry = ClassRegistry(cfg.state_dir)
+    fleet_names = list(registry.names().values())
+    old = fleet_names[0]
+    registry.rename(old, "auto")
+    device = FleetDevice(cfg)
+    assert device.registry_spelling(fleet_names) == ["auto", *fleet_names[1:]]
+    assert device.fleet_spelling([old.upper(), "truck"]) == {"auto": old.upper(), "truck": "truck"}
+    # the fleet also holds a class named as the new name: its old name is the freed name's class
+    assert device.registry_spelling([old, "auto"]) == [old, "auto"]
+    global_model = build_detection_model(len(fleet_names), names=dict(enumerate(fleet_names)))
+    fit = device.fit(model_arrays(global_model), fleet_names, 2)
+    assert not fit.skipped
+    assert fit.names == fleet_names and fit.held == fleet_names  # no second class, the fleet's names
+    assert set(fit.per_class_ap) == set(fleet_names)
+    assert list(registry.names().values()) == ["auto", *fleet_names[1:]]
+    assert not (learner_dir(cfg.state_dir) / "fleet-work").exists()  # nothing left on the card

@@ -461,6 +461,23 @@ def test_a_second_reply_with_a_device_name_already_heard_is_refused(tmp_path, ca
     np.testing.assert_allclose(store.load()[1][SHARED], 1.0)  # the first one only
 
 
+def test_two_adoption_reports_of_one_device_name_are_both_kept(tmp_path, monkeypatch):
+    """Before: the second device's report replaced the first's in the round's record."""
+    from flwr.common import EvaluateRes
+
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, store = start(tmp_path)
+    strategy.names, strategy.changed, strategy.record = ["car"], True, {"round": 1}
+    replies = [(proxy, EvaluateRes(OK, 0.0, 0, {"device": "jetson", "status": status,
+                                                 "reason": status}))
+               for (proxy, _), status in zip(strategy.configure_evaluate(1, None, FakeManager(3)),
+                                             ("promoted", "rejected", "skipped"))]
+    strategy.aggregate_evaluate(1, replies, [])
+    adoption = store.rounds()[-1]["adoption"]
+    assert {k: v["status"] for k, v in adoption.items()} == {
+        "jetson": "promoted", "jetson (2)": "rejected", "jetson (3)": "skipped"}
+
+
 def test_a_tensor_beyond_float16s_range_travels_as_float32():
     keys, arrays = wire.to_wire({"bn.running_var": np.array([1.0, 70000.0], np.float32),
                                  "conv.weight": np.array([0.5, -2.0], np.float32)}, "float16")
