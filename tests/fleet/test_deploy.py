@@ -168,6 +168,25 @@ def test_the_server_says_when_a_device_connects_and_disconnects(caplog):
                                "fleet: drone1 disconnected (1 connected)"]
 
 
+def _serve_until_stopped(run_edgecl, state, install_handlers=None) -> tuple[int, str]:
+    """Run ``edgecl fleet server`` on a free port (Flower's ``start_server`` replaced by the
+    test), restoring the signal handlers after; ``install_handlers``: called first (the
+    command line's own). Returns the exit code and stderr."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        if install_handlers is not None:
+            install_handlers()
+        with socket.socket() as probe:  # a free port (the server checks it before anything)
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        code, _, err = run_edgecl(["fleet", "server", "--state-dir", state, "fleet.rounds=5",
+                                   f"fleet.server_address=127.0.0.1:{port}"])
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+    return code, err
+
+
 def test_ctrl_c_on_the_server_says_where_the_fleet_stands(tmp_path, monkeypatch, run_edgecl):
     """Before: Flower's own handler ended the server with 'Flower server terminated
     gracefully.' and exit code 0, saying nothing of the rounds kept or how to resume."""
@@ -195,16 +214,7 @@ def test_ctrl_c_on_the_server_says_where_the_fleet_stands(tmp_path, monkeypatch,
         server.fit(2, None)
 
     monkeypatch.setattr(flwr.server, "start_server", flowers_start_server)
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    try:
-        with socket.socket() as probe:  # a free port (the server checks it before anything)
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        code, out, err = run_edgecl(["fleet", "server", "--state-dir", state, "fleet.rounds=5",
-                                     f"fleet.server_address=127.0.0.1:{port}"])
-    finally:
-        signal.signal(signal.SIGINT, before[0])
-        signal.signal(signal.SIGTERM, before[1])
+    code, err = _serve_until_stopped(run_edgecl, state)
     assert code == 130
     assert err.strip().splitlines()[-1] == (
         f"fleet server stopped by SIGINT: the global model of round 3 is kept in "
@@ -239,17 +249,7 @@ def test_a_second_sigterm_while_the_server_stops_is_ignored(tmp_path, monkeypatc
         server.fit(2, None)
 
     monkeypatch.setattr(flwr.server, "start_server", flowers_start_server)
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    try:
-        unwind_once_on_stop_signals()  # as the command line has it
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        code, out, err = run_edgecl(["fleet", "server", "--state-dir", state, "fleet.rounds=5",
-                                     f"fleet.server_address=127.0.0.1:{port}"])
-    finally:
-        signal.signal(signal.SIGINT, before[0])
-        signal.signal(signal.SIGTERM, before[1])
+    code, err = _serve_until_stopped(run_edgecl, state, unwind_once_on_stop_signals)
     assert code == 143
     assert err.strip().splitlines()[-1] == ("fleet server stopped by SIGTERM: no round had "
                                             "finished, so a restart starts the fleet from its "
