@@ -348,9 +348,12 @@ class TriggerState:
 
 def interval_origin_s(state_dir: str | Path, interval_s: float) -> float:
     """When, on ``time.monotonic()``, the interval trigger's wait began: the last round's end
-    (``learner/state.json``'s modification time), not this start. Before, the wait began at
-    each start: a device run per sortie, shorter than the interval, never had an interval
-    round. A wall clock set since (no battery on the board) counts as at most one interval.
+    (``learner/last_round.json``'s modification time, written by rounds only: a promotion or
+    a rollback, which rewrite ``learner/state.json``, do not restart the wait; a state
+    directory of a release without it: ``state.json``'s), not this start. Before, the wait
+    began at each start: a device run per sortie, shorter than the interval, never had an
+    interval round. A wall clock set since (no battery on the board) counts as at most one
+    interval.
 
     Args:
         state_dir: the state directory.
@@ -360,9 +363,13 @@ def interval_origin_s(state_dir: str | Path, interval_s: float) -> float:
         A monotonic time, ``now`` when no round has finished yet.
     """
     now_s = time.monotonic()
-    try:
-        finished_s = state_path(state_dir).stat().st_mtime
-    except OSError:
+    for path in (Path(state_dir) / "learner" / "last_round.json", state_path(state_dir)):
+        try:
+            finished_s = path.stat().st_mtime
+            break
+        except OSError:
+            continue
+    else:
         return now_s
     return now_s - min(max(0.0, time.time() - finished_s), max(0.0, interval_s))
 

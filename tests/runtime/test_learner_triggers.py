@@ -50,6 +50,24 @@ def test_the_interval_counts_from_the_last_round_not_from_this_start(tmp_path):
     assert abs(waited_s()) < 1.0
 
 
+def test_a_promotion_does_not_restart_the_interval(tmp_path):
+    """Before: the wait counted from learner/state.json's last change, which 'models promote'
+    and a rollback make too: an operator's promotion put the next interval round off."""
+    import os
+    import time
+
+    from edgecl.continual.round_state import state_path
+    from edgecl.runtime.learner import interval_origin_s
+
+    state_path(tmp_path).parent.mkdir(parents=True)
+    now = time.time()
+    last = state_path(tmp_path).parent / "last_round.json"
+    last.write_text("{}")
+    os.utime(last, (now - 20.0, now - 20.0))  # a round's end
+    state_path(tmp_path).write_text("{}")  # a promotion just now
+    assert abs(time.monotonic() - interval_origin_s(tmp_path, 25.0) - 20.0) < 1.0
+
+
 def test_a_round_stopped_by_ctrl_c_is_not_reported_as_cut_short_next_time(tmp_path, monkeypatch):
     """Before: Ctrl-C on 'edgecl learn' printed "interrupted", and the next 'edgecl learn'
     warned the round "did not finish: ... killed, out of memory or powered off"."""
