@@ -1153,18 +1153,38 @@ def _coco_bbox(bbox: object) -> list[float] | None:
     NaN, infinity, or an integer beyond the float range)."""
     if not isinstance(bbox, list) or len(bbox) != 4:
         return None
-    out = []
-    for v in bbox:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+    out = [_finite_float(v) for v in bbox]
+    return None if None in out else out
+
+
+def _finite_float(value: object) -> float | None:
+    """A JSON number as a finite float, or ``None`` (a boolean, text, NaN, infinity, or an
+    integer beyond the float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        f = float(value)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _coco_polygon_bbox(segmentation: object) -> list[float] | None:
+    """The ``[x, y, w, h]`` enclosing a COCO polygon segmentation (a list of polygons, each a
+    flat list ``[x1, y1, x2, y2, x3, y3, ...]`` of at least 3 points, as COCO's own ``bbox``
+    encloses them), or ``None``: absent, an RLE mask (a dict), or not finite numbers."""
+    if not isinstance(segmentation, list) or not segmentation:
+        return None
+    xs, ys = [], []
+    for polygon in segmentation:
+        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
             return None
-        try:
-            f = float(v)
-        except OverflowError:
+        values = [_finite_float(v) for v in polygon]
+        if None in values:
             return None
-        if not math.isfinite(f):
-            return None
-        out.append(f)
-    return out
+        xs += values[0::2]
+        ys += values[1::2]
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
 
 
 def _coco_items(json_path: Path, data: dict) -> Iterator[ImportItem | Skip]:
@@ -1295,14 +1315,22 @@ def _coco_item(json_path: Path, where: str, image_path: Path, categories: dict,
             ignored += 1
             continue
         bbox = _coco_bbox(ann.get("bbox"))
+        shown = f"bbox {_short(ann.get('bbox'))} (x, y, w, h)"
+        if bbox is None and ann.get("bbox") in (None, []):
+            # a polygon-only annotation (some exporters leave bbox out): its enclosing box
+            bbox = _coco_polygon_bbox(ann.get("segmentation"))
+            shown = f"segmentation {_short(ann.get('segmentation'))} (its enclosing box)"
         if bbox is None:
             return Skip(json_path, "bad annotation",
                         f"{where}: annotation {_short(ann.get('id'))} has no valid bbox [x, y, w, h] "
-                        f"(four finite numbers): {_short(ann.get('bbox'))}")
+                        f"(four finite numbers): {_short(ann.get('bbox'))}"
+                        + ("" if ann.get("bbox") not in (None, []) or not ann.get("segmentation")
+                           else ", and its segmentation is no polygon list [[x1, y1, x2, y2, "
+                                "x3, y3, ...], ...]"))
         x, y, w, h = bbox
         names.append(name)
         boxes.append([x, y, x + w, y + h])
-        written.append(f"annotation {_short(ann.get('id'))} bbox {_short(ann.get('bbox'))} (x, y, w, h)")
+        written.append(f"annotation {_short(ann.get('id'))} {shown}")
     return _labelled_item(json_path, where, image_path, boxes, names, ignored, declared, written)
 
 

@@ -133,6 +133,35 @@ def test_coco_import_crowd_ignore_broken(coco):
     assert sorted(s.reason for s in skips) == ["bad annotation", "bad box", "missing image", "unreadable image"]
 
 
+def test_a_polygon_only_coco_annotation_gives_its_enclosing_box(tmp_path):
+    """Before: an annotation with a polygon segmentation and no bbox (some exporters leave it
+    out) refused its whole image as 'no valid bbox'."""
+    root = tmp_path / "coco"
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        _jpg(root / "images" / name)
+    data = {"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"},
+                       {"id": 3, "file_name": "c.jpg"}],
+            "categories": [{"id": 1, "name": "car"}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1,
+                 "segmentation": [[10, 12, 30, 12, 20, 25], [28, 20, 34, 22, 30, 26]]},
+                {"id": 2, "image_id": 1, "category_id": 1, "bbox": [], "segmentation": [[1, 2, 5, 2, 3, 8]]},
+                {"id": 3, "image_id": 2, "category_id": 1,
+                 "segmentation": {"size": [48, 64], "counts": "abc"}},  # an RLE mask: no polygon
+                {"id": 4, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5],
+                 "segmentation": [[0, 0, 60, 0, 60, 40]]}]}  # its bbox stands
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances.json").write_text(json.dumps(data))
+    items, skips = _collect(root)
+    by_name = {i.source.name: i for i in items}
+    np.testing.assert_allclose(by_name["a.jpg"].xyxy, [[10, 12, 34, 26], [1, 2, 5, 8]])
+    np.testing.assert_allclose(by_name["c.jpg"].xyxy, [[1, 1, 6, 6]])
+    assert [s.reason for s in skips] == ["bad annotation"]
+    assert skips[0].message.endswith("annotation 3 has no valid bbox [x, y, w, h] (four finite "
+                                     "numbers): None, and its segmentation is no polygon list "
+                                     "[[x1, y1, x2, y2, x3, y3, ...], ...]")
+
+
 def test_yolo_import_roboflow_yaml(yolo):
     items, skips = _collect(yolo)
     by_name = {i.source.name: i for i in items}
