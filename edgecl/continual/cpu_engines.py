@@ -46,6 +46,20 @@ def _wanted(setting: str, available) -> bool:
     return setting == "on" or (setting == "auto" and available())
 
 
+def tensorrt_serves(cfg: Config) -> bool:
+    """Whether a round builds a TensorRT engine on this device (``export.tensorrt`` ``on``, or
+    ``auto`` where TensorRT imports): the engine a version then serves, so the CPU engines that
+    ``auto`` would build are not (on a Jetson, OpenVINO and NNCF took CPU time every round
+    for engines that never served).
+
+    Args:
+        cfg: configuration (``export.tensorrt``).
+    """
+    from edgecl.models.tensorrt_build import tensorrt_available
+
+    return cfg.export.tensorrt == "on" or (cfg.export.tensorrt == "auto" and tensorrt_available())
+
+
 def check_export_settings(cfg: Config) -> None:
     """Refuse at start an explicit ``on`` that cannot apply on this machine (``auto`` adapts).
 
@@ -141,7 +155,9 @@ def export_cpu_engines(cfg: Config, model, names: dict[int, str], onnx: Path, wo
     seconds: dict[str, float] = {}
     meta: dict = {}
     fp32_engine, fp32_path = "onnx", Path(onnx)
-    if _wanted(ex.openvino, openvino_available):
+    gpu = tensorrt_serves(cfg)
+    gpu_why = "a TensorRT engine serves on this device"
+    if _wanted(ex.openvino, lambda: openvino_available() and not gpu):
         stats: dict = {}
         try:
             xml = export_openvino(model, work / "openvino", imgsz=cfg.learner.imgsz, names=names,
@@ -156,13 +172,15 @@ def export_cpu_engines(cfg: Config, model, names: dict[int, str], onnx: Path, wo
             seconds["openvino"] = round(stats.get("export_s", 0.0), 2)
     else:
         meta["openvino"] = ("not exported (export.openvino: off)" if ex.openvino == "off"
+                            else f"not exported ({gpu_why})" if gpu
                             else "not exported (openvino not installed)")
     int8_engine = f"{fp32_engine}-int8"
     available = nncf_available if fp32_engine == "openvino" else onnx_quantization_available
     serve = fp32_engine
     n_held = len(snapshot.ids(held_out=True))
-    if not _wanted(ex.cpu_int8, available):
-        why = "export.cpu_int8: off" if ex.cpu_int8 == "off" else "quantiser not installed"
+    if not _wanted(ex.cpu_int8, lambda: available() and not gpu):
+        why = ("export.cpu_int8: off" if ex.cpu_int8 == "off" else gpu_why if gpu
+               else "quantiser not installed")
         meta["int8"] = {"accepted": False, "engine": int8_engine, "reason": f"not built ({why})"}
     elif n_held < MIN_HELD_OUT_FOR_INT8:
         # too few held-out images to measure INT8 accuracy: an unmeasured engine never serves
