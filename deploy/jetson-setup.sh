@@ -79,8 +79,20 @@ lock_clocks() {
     jetson_clocks
 }
 
+make_swap_file() {
+    # Made beside its final name and moved there once formatted: a run stopped half-way (power
+    # cut, Ctrl-C, a full disk) leaves no unformatted file that the next run would take as done.
+    local tmp="$SWAP_FILE.edgecl-tmp"
+    rm -f "$tmp"
+    log "creating $SWAP_SIZE swap file $SWAP_FILE"
+    fallocate -l "$SWAP_SIZE" "$tmp" || { rm -f "$tmp"; die "cannot create a $SWAP_SIZE file at $tmp (free space: df -h $(dirname "$SWAP_FILE"))"; }
+    chmod 600 "$tmp"
+    mkswap "$tmp" >/dev/null
+    mv "$tmp" "$SWAP_FILE"
+}
+
 setup_swap() {
-    if [[ "$SWAP_SIZE" == "0" ]]; then
+    if [[ "$SWAP_SIZE" =~ ^0+[KMG]?$ ]]; then
         log "no swap file requested"
         return
     fi
@@ -88,12 +100,15 @@ setup_swap() {
         log "swap file $SWAP_FILE already active"
     else
         if [[ ! -f "$SWAP_FILE" ]]; then
-            log "creating $SWAP_SIZE swap file $SWAP_FILE"
-            fallocate -l "$SWAP_SIZE" "$SWAP_FILE"
-            chmod 600 "$SWAP_FILE"
-            mkswap "$SWAP_FILE" >/dev/null
+            make_swap_file
         fi
-        swapon "$SWAP_FILE"
+        if ! swapon "$SWAP_FILE" 2>/dev/null; then
+            # not a swap area (made by hand, or by an older run stopped before mkswap)
+            log "$SWAP_FILE is not a usable swap file: making it again"
+            rm -f "$SWAP_FILE"
+            make_swap_file
+            swapon "$SWAP_FILE"
+        fi
     fi
     if ! awk -v f="$SWAP_FILE" '$1 == f && $3 == "swap" { found = 1 } END { exit !found }' /etc/fstab; then
         log "adding $SWAP_FILE to /etc/fstab"
@@ -113,7 +128,8 @@ install_unit() {
     fi
     install -d -m 0755 /etc/edgecl
     if [[ ! -f /etc/edgecl/edgecl.yaml ]]; then
-        install -m 0644 "$SCRIPT_DIR/edgecl.yaml" /etc/edgecl/edgecl.yaml
+        # readable by the service, not by every user: it may hold server.token and fleet.token
+        install -m 0640 -o root -g "$SERVICE_USER" "$SCRIPT_DIR/edgecl.yaml" /etc/edgecl/edgecl.yaml
         log "installed /etc/edgecl/edgecl.yaml (edit source.uri and model.path)"
     fi
     install -m 0644 "$SCRIPT_DIR/edgecl.service" /etc/systemd/system/edgecl.service

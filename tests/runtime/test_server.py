@@ -437,3 +437,33 @@ def test_on_a_dual_stack_socket_an_ipv4_client_is_its_ipv4_address(fake):
         for conn in idle:
             conn.close()
         server.stop()
+
+
+def test_the_health_check_uses_the_configs_token_and_port(fake, tmp_path, monkeypatch):
+    """Before, Dockerfile.jetson's check sent $EDGECL_TOKEN only: a token written in the YAML
+    made every check a 401 and the container 'unhealthy'."""
+    from types import SimpleNamespace
+
+    from edgecl.runtime import healthcheck
+
+    monkeypatch.delenv("EDGECL_TOKEN", raising=False)
+    monkeypatch.delenv(healthcheck.URL_ENV, raising=False)
+    server = serve(fake, token="a-long-console-token")
+    try:
+        config = tmp_path / "edgecl.yaml"
+        config.write_text(f"server:\n  port: {server.port}\n  token: a-long-console-token\n")
+        assert healthcheck.main([str(config)]) == 0
+        config.write_text(f"server:\n  port: {server.port}\n")
+        assert healthcheck.check(str(config)).startswith(
+            f"http://127.0.0.1:{server.port}/healthz answered 401")
+        monkeypatch.setenv("EDGECL_TOKEN", "a-long-console-token")  # as the runtime reads it
+        assert healthcheck.check(str(config)) is None
+    finally:
+        server.stop()
+    assert "did not answer" in healthcheck.check(str(config))
+    config.write_text("server:\n  prot: 1\n")
+    assert healthcheck.check(str(config)).startswith("cannot read the configuration: ")
+    section = SimpleNamespace(host="0.0.0.0", port=8765, tls_cert="")
+    assert healthcheck.health_url(section) == "http://127.0.0.1:8765/healthz"
+    section = SimpleNamespace(host="fd00::5", port=9000, tls_cert="cert.pem")
+    assert healthcheck.health_url(section) == "https://[fd00::5]:9000/healthz"

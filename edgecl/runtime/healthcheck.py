@@ -1,0 +1,90 @@
+"""A container's or a service watchdog's health check of a running device: ``GET /healthz``.
+
+``python3 -m edgecl.runtime.healthcheck [CONFIG]`` (``Dockerfile.jetson``'s ``HEALTHCHECK``)
+asks the runtime's own server, at the address, scheme and console token its configuration
+gives (``server.port``, ``server.tls_cert``, ``server.token`` or ``$EDGECL_TOKEN``, as the
+runtime resolves them), and exits 0 when it answers 200, else 1 with one line saying why.
+``$EDGECL_HEALTH_URL`` replaces the address. Before, the check read the token from the
+environment only: a token written in the YAML made every check a 401, the container unhealthy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl
+import sys
+import urllib.error
+import urllib.request
+
+DEFAULT_CONFIG = "/etc/edgecl/edgecl.yaml"
+URL_ENV = "EDGECL_HEALTH_URL"
+TIMEOUT_S = 4.0
+
+
+def health_url(server) -> str:
+    """Where a check on this machine reaches the runtime's ``/healthz``.
+
+    Args:
+        server: the configuration's ``server`` section.
+
+    Returns:
+        ``http(s)://HOST:PORT/healthz``: loopback for a server bound to every address
+        (``0.0.0.0``, ``::``), else its own host; https when ``server.tls_cert`` is set.
+    """
+    host = server.host.strip() or "127.0.0.1"
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    try:
+        if ipaddress.ip_address(host.strip("[]")).version == 6:
+            host = f"[{host.strip('[]')}]"
+    except ValueError:
+        pass  # a host name
+    scheme = "https" if server.tls_cert else "http"
+    return f"{scheme}://{host}:{server.port}/healthz"
+
+
+def check(config_path: str = DEFAULT_CONFIG) -> str | None:
+    """Ask the running device whether it is healthy.
+
+    Args:
+        config_path: the device's configuration file.
+
+    Returns:
+        ``None`` when ``/healthz`` answered 200; else why not, in one line.
+    """
+    from edgecl.config import load_config
+    from edgecl.errors import EdgeclError
+    from edgecl.runtime.server import resolve_token
+
+    try:
+        server = load_config(config_path, []).server
+    except EdgeclError as exc:
+        return f"cannot read the configuration: {exc}"
+    url = os.environ.get(URL_ENV, "").strip() or health_url(server)
+    token = resolve_token(server.token)
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    context = ssl.create_default_context()
+    context.check_hostname = False  # a local check of the device's own certificate
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S, context=context) as response:
+            return None if response.status == 200 else f"{url} answered {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"{url} answered {exc.code}: {exc.read(300).decode('utf-8', 'replace').strip()}"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"{url} did not answer: {getattr(exc, 'reason', exc)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit code of the check: 0 healthy, 1 not (one line on stderr)."""
+    args = sys.argv[1:] if argv is None else argv
+    problem = check(args[0] if args else DEFAULT_CONFIG)
+    if problem:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
