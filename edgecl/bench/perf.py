@@ -77,7 +77,8 @@ class ReplaySource:
 
         if self._i >= len(self._frames):
             return None
-        frame = dataclasses.replace(self._frames[self._i], ts_s=time.time())
+        frame = dataclasses.replace(self._frames[self._i], ts_s=time.time(),
+                                    captured_mono_s=time.monotonic())
         self._i += 1
         return frame
 
