@@ -260,6 +260,11 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
     uri, model = prepare(work, args)
     state_dir = work / "state"
     cfg = soak_config(state_dir, args.imgsz, args.learn_every_s, args.capacity)
+    if model.suffix == ".onnx":  # rounds start from the checkpoint it was exported from
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+            cfg.model, path=str(model.with_suffix(".pt"))))
     sampler = ResourceSampler(state_dir, args.sample_every_s, None if args.quiet else sys.stderr)
     runtime = Runtime(cfg, RunOptions(source_uri=uri, model=str(model), max_frames=args.frames,
                                       quiet=True),

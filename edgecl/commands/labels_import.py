@@ -41,6 +41,34 @@ def add_import_parser(lsub) -> None:
     imp.set_defaults(func=import_command)
 
 
+def seed_from_model_path(cfg, classes) -> list[str]:
+    """Give an empty device's class registry the ids of ``model.path``'s checkpoint, as ``edgecl
+    run`` and ``edgecl models add`` do, before an import numbers classes: an import run before
+    the first start numbered them from the dataset, and every round then refused the checkpoint
+    ("class id 0 is 'car', but this device's class registry has 'person' there").
+
+    Args:
+        cfg: the configuration (``model.path``).
+        classes: the device's :class:`~edgecl.models.classes.ClassRegistry` (empty).
+
+    Returns:
+        The names added (none when ``model.path`` names no trained ``.pt`` checkpoint).
+
+    Raises:
+        ModelLoadError: the checkpoint cannot be read.
+        LabelError: its names cannot be class names.
+    """
+    from edgecl.continual.round import base_checkpoint
+    from edgecl.models.checkpoint import load_checkpoint
+
+    pt = base_checkpoint(cfg)
+    if pt is None:
+        return []
+    model, meta = load_checkpoint(pt)
+    names = meta.get("names") or getattr(model, "names", None) or {}
+    return classes.seed({int(k): str(v) for k, v in dict(names).items()})
+
+
 def import_command(args: argparse.Namespace) -> int:
     """Run ``edgecl labels import``.
 
@@ -63,11 +91,15 @@ def import_command(args: argparse.Namespace) -> int:
     # a runtime on this state directory starts no learning round until the import is done
     with importing(cfg.state_dir), memory_from_config(cfg) as memory:
         adopt_memory_class_names(memory, classes)
+        seeded = [] if classes.names() else seed_from_model_path(cfg, classes)
         declared = [] if classes.names() else source_class_order(
             args.path, args.format, placeholders=False, ignored=True)
         report = ingest(items, memory, classes, relabel=args.relabel, declared=declared)
         dropped = _drop_queued_copies(cfg, memory) if report.tally.imported else []
     result = report.to_dict()
+    if seeded:
+        print(f"class registry: {len(seeded)} class(es) from model.path {cfg.model.path} "
+              f"({', '.join(seeded[:5])}{', ...' if len(seeded) > 5 else ''})", file=sys.stderr)
     result["queue_items_dropped"] = len(dropped)
     result["former_names"] = _former_names_used(classes, args.path, args.format, result)
     nothing = nothing_imported(args.path, result)

@@ -295,6 +295,40 @@ def base_checkpoint(cfg: Config) -> Path | None:
     return None if meta.get("untrained") else path
 
 
+def start_model_problem(cfg: Config) -> str | None:
+    """Why ``model.path`` cannot be what a first round starts from, or None.
+
+    A round with no version to start from learns on top of ``model.path``'s checkpoint, or
+    trains a model of its own where none is set (or a model yaml asks for it). A path that does
+    not exist, a folder, or an exported engine (``.onnx``, an OpenVINO ``.xml``, ``.engine``:
+    what ``edgecl run --model`` serves) is none of these: before, such a round trained a
+    YOLO11n from scratch and the gate, with no earlier model to compare, promoted it over the
+    model the user gave.
+
+    Args:
+        cfg: the configuration (``model.path``).
+
+    Returns:
+        One line naming the path and what to give instead, or None.
+    """
+    if not cfg.model.path:
+        return None
+    path = Path(cfg.model.path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return None  # an untrained start, asked for (ultralytics' packaged yaml need not exist here)
+    if not path.exists():
+        return f"model.path {path}: no such file"
+    if path.is_dir():
+        return (f"the model {path} is a folder; a round learns on top of an ultralytics .pt "
+                f"checkpoint: set model.path to one")
+    if suffix != ".pt":
+        return (f"the model {path} is an exported engine ({suffix}), which no round can "
+                f"fine-tune; set model.path to the ultralytics .pt checkpoint it was exported "
+                f"from (the engine serves all the same)")
+    return None
+
+
 def no_checkpoint_problem(version: str) -> str:
     """What a round says of a current version that holds no ``model.pt`` (an exported engine
     added as the device's model) while ``model.path`` names no checkpoint: nothing to
@@ -313,14 +347,16 @@ def unlearnable_current(cfg: Config, registry) -> str | None:
 
     Returns:
         :func:`no_checkpoint_problem` when the current version holds no ``model.pt`` and
-        ``model.path`` names no trained checkpoint; None otherwise (no current version: the
-        first round trains a model of its own).
+        ``model.path`` names no trained checkpoint; with no current version,
+        :func:`start_model_problem`; None otherwise.
     """
     from edgecl.errors import EdgeclError
 
     try:
         current = registry.current()
-        if current is None or "model.pt" in (registry.manifest(current).get("files") or {}):
+        if current is None:
+            return start_model_problem(cfg)
+        if "model.pt" in (registry.manifest(current).get("files") or {}):
             return None
     except EdgeclError:
         return None  # a damaged registry is reported where it is read
@@ -336,9 +372,11 @@ def check_start_model(cfg: Config) -> None:
     """Refuse at start learner settings that the model a round would fine-tune cannot take,
     instead of failing every round (``run``) or after the round has started (``learn``).
 
-    Checks IDER (``ider.enabled``) against an end-to-end head (YOLO26, YOLOv10), and
+    Checks IDER (``ider.enabled``) against an end-to-end head (YOLO26, YOLOv10),
     ``learner.freeze_layers`` of :data:`SAFE_FREEZE_LAYERS` or more against the current
-    version's layer count (the first round never freezes). Loads the model only then.
+    version's layer count (the first round never freezes), and ``learner.imgsz`` against the
+    model's largest stride (64 for a P6 model: before, such a model was accepted at start
+    and every round then failed). Loads the model only when one of them can apply.
 
     Raises:
         ConfigError: one line naming the setting, the model and what it takes.
@@ -349,8 +387,9 @@ def check_start_model(cfg: Config) -> None:
     from edgecl.models.registry import Registry
 
     freeze = int(cfg.learner.freeze_layers)
-    if not (cfg.ider.enabled or freeze >= SAFE_FREEZE_LAYERS):
-        return
+    imgsz = int(cfg.learner.imgsz)
+    if not (cfg.ider.enabled or freeze >= SAFE_FREEZE_LAYERS or imgsz % 64):
+        return  # (no detection model's stride is above 64)
     pt, later, label = None, False, ""
     models = Path(cfg.state_dir) / "models"
     try:
@@ -368,7 +407,7 @@ def check_start_model(cfg: Config) -> None:
         model, _ = load_checkpoint(pt)
     except EdgeclError:
         return  # the round's own load reports what is wrong with it
-    problem = settings_problem(model, freeze if later else 0, cfg.ider.enabled, label)
+    problem = settings_problem(model, freeze if later else 0, cfg.ider.enabled, label, imgsz=imgsz)
     if problem:
         raise ConfigError(problem)
 
@@ -409,12 +448,21 @@ def _load_parent(ctx: RoundContext):
 
             _check_start_names(pt, stored, ctx.names,
                                ClassRegistry(ctx.cfg.state_dir).former_names())
-            _warn_start_size(pt, meta.get("imgsz"), int(ctx.cfg.learner.imgsz))
+            _warn_start_size(f"model.path {Path(pt).name}", meta.get("imgsz"),
+                             int(ctx.cfg.learner.imgsz))
+        elif "parent" not in ctx.registry.manifest(ctx.parent_version):
+            # a user's model staged by 'edgecl models add' is a start too: its size changes
+            what = (f"model.path {Path(pt).name}" if pt == ctx.base_checkpoint else
+                    f"version {ctx.parent_version} (added with 'edgecl models add')")
+            _warn_start_size(what, meta.get("imgsz"), int(ctx.cfg.learner.imgsz))
         # INVARIANT: the class registry names ids: a class renamed since the parent was made
         # (edgecl classes rename) carries its new name into the candidate
         names = {i: ctx.names.get(i, name) for i, name in stored.items()}
         model.names = names
         return model, names
+    problem = start_model_problem(ctx.cfg)
+    if problem:  # never a model of its own in place of the one the user gave
+        raise EdgeclError(problem)
     nc = 1 + max(_top_class(ctx), 0)
     names = {i: ctx.names.get(i, f"class{i}") for i in range(nc)}
     if _untrained_start(ctx.cfg):  # asked for: a yaml or an untrained checkpoint as model.path
@@ -458,16 +506,17 @@ def _check_start_names(path: Path, stored: dict[int, str], registry: dict[int, s
                           f"by name")
 
 
-def _warn_start_size(path: Path, trained, learner_imgsz: int) -> None:
-    """Say so when a pretrained start was trained at another size than the round's: the round
-    trains, exports and the device then serves at ``learner.imgsz``."""
+def _warn_start_size(what: str, trained, learner_imgsz: int) -> None:
+    """Say so when a pretrained start (``what``: the user's model, in words) was trained at
+    another size than the round's: the round trains, exports and the device then serves at
+    ``learner.imgsz``."""
     from edgecl.models.checkpoint import longer_side
 
     side = longer_side(trained)
     if side is not None and side != learner_imgsz:
-        log.warning("model.path %s was trained at %d px; this round trains and exports at "
+        log.warning("%s was trained at %d px; this round trains and exports at "
                     "learner.imgsz=%d px, and the device serves that size from now on (set "
-                    "learner.imgsz: %d to keep its size)", path.name, side, learner_imgsz, side)
+                    "learner.imgsz: %d to keep its size)", what, side, learner_imgsz, side)
 
 
 def _grow_for_new_classes(model, names: dict[int, str], ctx: RoundContext):

@@ -127,7 +127,8 @@ def fresh_network(model: str) -> bool:
 
 
 SCAFFOLDING = frozenset({"lock", "models/.lock", "classes.lock", "metrics/metrics.sqlite",
-                         "metrics/metrics.sqlite-wal", "metrics/metrics.sqlite-shm"})
+                         "metrics/metrics.sqlite-wal", "metrics/metrics.sqlite-shm",
+                         "metrics/.rebuild.lock"})
 """Files a runtime's start writes before it has stored anything (relative to the state dir)."""
 
 
@@ -260,9 +261,12 @@ class Runtime:
     def __init__(self, cfg: Config, opts: RunOptions, on_round=None, supervise_hook=None):
         from edgecl.runtime.watchdog import Watchdog
 
-        if opts.model and Path(opts.model).suffix.lower() == ".pt" and not cfg.model.path:
+        if opts.model and not cfg.model.path and Path(opts.model).suffix.lower() not in (
+                ".yaml", ".yml"):
             # a pretrained checkpoint named with --model is also what the first round learns on
-            # top of (the learner reads model.path), not only what serves until then
+            # top of (the learner reads model.path), not only what serves until then; an
+            # exported engine is not something a round can start from, and the first round
+            # says so (before, it trained a model from scratch and swapped it in for this one)
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(
                 cfg.model, path=str(Path(opts.model).resolve())))
         self.cfg = cfg
@@ -400,12 +404,6 @@ class Runtime:
 
             promote_leftover_staged(cfg, self.registry, inference_options(cfg))
             self._check_current_version()
-        if cfg.learner.enabled:
-            from edgecl.continual.round import unlearnable_current
-
-            problem = unlearnable_current(cfg, self.registry)
-            if problem:  # detection runs; every round would fail the same way
-                log.warning("learner: no round can learn: %s", problem)
 
     def _repair_memory_index(self) -> None:
         """Rebuild a damaged, or lost, replay-memory index from the sample files and the newest
@@ -559,6 +557,12 @@ class Runtime:
                                 getattr(source, "path", None)) + list(opts.sinks)
             if opts.use_state:
                 self._seed_classes(backend.meta.names, Path(path), source)
+                if cfg.learner.enabled:  # said once the model loaded (a missing file: its error)
+                    from edgecl.continual.round import unlearnable_current
+
+                    problem = unlearnable_current(cfg, self.registry)
+                    if problem:  # detection runs; every round would fail the same way
+                        log.warning("learner: no round can learn: %s", problem)
                 sinks += self._build_state_parts({} if fresh_network(path) else backend.meta.names)
                 if cfg.server.enabled:
                     self.live_view = LiveViewSink(self._display_names, calibrate=self._calibrated)

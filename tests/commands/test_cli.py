@@ -61,6 +61,17 @@ def test_bad_input_is_one_clear_line(capsys, argv, message):
     assert len(error_lines) == 1 and message in error_lines[0], err
 
 
+def test_a_refused_first_model_leaves_no_state_directory(capsys, tmp_path):
+    """Before: model.path naming a missing file on a fresh --state-dir left lock files and an
+    empty metrics database behind (its rebuild lock was not counted as the start's own)."""
+    state = tmp_path / "state"
+    code, _, err = run_cli(capsys, "run", "--state-dir", str(state), "--source", "synthetic://",
+                           f"model.path={tmp_path / 'typo.pt'}", "--frames", "2")
+    assert code == 2 and err.strip().splitlines()[-1] == f"error: model file not found: {tmp_path / 'typo.pt'}"
+    assert "no round can learn" not in err  # the model's own error, said once
+    assert not state.exists()
+
+
 def test_corrupt_model_is_refused(capsys, tmp_path):
     bad = tmp_path / "m.onnx"
     bad.write_bytes(b"\x00garbage")

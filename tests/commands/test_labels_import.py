@@ -688,3 +688,23 @@ def test_a_reimport_after_a_rename_does_not_advise_relabel_blindly(tmp_path, cap
     assert json.loads(out.strip().splitlines()[-1])["former_names"] == {"car": "auto"}
     assert "names 'car' (now 'auto') as before a classes rename" in err
     assert "run it again with --relabel" not in err
+
+
+def test_an_import_before_the_first_start_keeps_model_paths_class_ids(tmp_path, capsys):
+    """Before: an import run before the first 'edgecl run' numbered the classes from the
+    dataset (person 0, forklift 1, car 2), and every round then refused model.path's
+    checkpoint (car 0, person 1); only a new state directory got the device out."""
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    names = {0: "car", 1: "person"}
+    pt = save_checkpoint(build_detection_model(2, names=names), tmp_path / "yours.pt",
+                         meta={"names": names, "imgsz": 64})
+    src = _one_image_yolo(tmp_path / "src", "0 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1\n",
+                          "[person, forklift, car]")
+    state = tmp_path / "state"
+    code = main(["labels", "import", "--state-dir", str(state), str(src), f"model.path={pt}"])
+    _, err = capsys.readouterr()
+    assert code == 0
+    assert f"class registry: 2 class(es) from model.path {pt} (car, person)" in err
+    assert ClassRegistry(state).names() == {0: "car", 1: "person", 2: "forklift"}

@@ -12,7 +12,8 @@ def test_a_class_renamed_since_the_parent_carries_its_new_name(tmp_path):
     pt = save_checkpoint(build_detection_model(2, names=names), tmp_path / "parent.pt",
                          meta={"names": names, "imgsz": 64})
     ctx = SimpleNamespace(parent_version="v0001", base_checkpoint=None,
-                          registry=SimpleNamespace(file_path=lambda version, name: pt),
+                          registry=SimpleNamespace(file_path=lambda version, name: pt,
+                                                   manifest=lambda version: {"parent": None}),
                           names={0: "car", 1: "lift_truck"})  # 'edgecl classes rename' since
     model, got = _load_parent(ctx)
     # before: the candidate kept 'forklift', the device showed it, an operator typed it, and
@@ -119,3 +120,86 @@ def test_a_pretrained_start_fits_a_device_that_renamed_its_class_since(tmp_path)
                           names=registry.names(),
                           cfg=SimpleNamespace(learner=SimpleNamespace(imgsz=64), state_dir=tmp_path))
     assert _load_parent(ctx)[1] == {0: "auto", 1: "person"}
+
+
+def test_a_first_round_never_trains_its_own_model_in_place_of_the_one_given(tmp_path):
+    """Before: with model.path (or 'run --model') naming an ONNX or OpenVINO export, a folder
+    or a mistyped path, the first round trained a YOLO11n from scratch and the gate, with no
+    earlier model to compare, promoted it over the model the user gave."""
+    import dataclasses
+
+    import pytest
+
+    from edgecl.config import load_config
+    from edgecl.continual.round import start_model_problem, unlearnable_current
+    from edgecl.errors import EdgeclError
+
+    (tmp_path / "two.onnx").write_bytes(b"onnx")
+    (tmp_path / "two_openvino_model").mkdir()
+    cases = {
+        "typo.pt": f"model.path {tmp_path / 'typo.pt'}: no such file",
+        "two.onnx": (f"the model {tmp_path / 'two.onnx'} is an exported engine (.onnx), which "
+                     f"no round can fine-tune; set model.path to the ultralytics .pt checkpoint "
+                     f"it was exported from (the engine serves all the same)"),
+        "two_openvino_model": (f"the model {tmp_path / 'two_openvino_model'} is a folder; a "
+                               f"round learns on top of an ultralytics .pt checkpoint: set "
+                               f"model.path to one")}
+    empty = SimpleNamespace(current=lambda: None)
+    for name, said in cases.items():
+        cfg = load_config(None, [f"model.path={tmp_path / name}"])
+        assert start_model_problem(cfg) == said
+        assert unlearnable_current(cfg, empty) == said  # 'edgecl run' warns at start
+        ctx = SimpleNamespace(parent_version=None, base_checkpoint=None, registry=None,
+                              names={0: "car"}, cfg=cfg,
+                              snapshot=SimpleNamespace(records=lambda: []))
+        with pytest.raises(EdgeclError, match="model"):
+            _load_parent(ctx)
+    cfg = load_config()
+    for path in ("", "yolo11n.yaml"):  # a start of its own, as asked
+        assert start_model_problem(dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, path=path))) is None
+
+
+def test_a_model_added_by_hand_is_warned_of_when_a_round_changes_its_size(tmp_path, caplog):
+    """Before: only model.path's checkpoint was; a 128 px model staged with 'edgecl models add'
+    was served at 160 px after the first round, unsaid."""
+    import logging
+
+    from edgecl.config import load_config
+
+    names = {0: "car"}
+    pt = save_checkpoint(build_detection_model(1, names=names), tmp_path / "v.pt",
+                         meta={"names": names, "imgsz": 128})
+    said = []
+    for manifest in ({"classes": names}, {"parent": "v0001", "classes": names}):  # added, learnt
+        ctx = SimpleNamespace(parent_version="v0002", base_checkpoint=None,
+                              registry=SimpleNamespace(file_path=lambda version, name: pt,
+                                                       manifest=lambda version, m=manifest: m),
+                              names=names, cfg=load_config(None, ["learner.imgsz=160"]))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="edgecl.continual.round"):
+            _load_parent(ctx)
+        said.append([r.getMessage() for r in caplog.records])
+    assert said == [["version v0002 (added with 'edgecl models add') was trained at 128 px; "
+                     "this round trains and exports at learner.imgsz=160 px, and the device "
+                     "serves that size from now on (set learner.imgsz: 128 to keep its size)"], []]
+
+
+def test_a_p6_model_at_a_size_off_its_stride_is_refused_at_start(tmp_path):
+    """Before: a P6 checkpoint (largest stride 64) with the default learner.imgsz=160 was
+    accepted by 'run' and 'learn', and every round then failed."""
+    import pytest
+
+    from edgecl.config import load_config
+    from edgecl.continual.round import check_start_model
+    from edgecl.errors import ConfigError
+
+    names = {0: "car"}
+    p6 = save_checkpoint(build_detection_model(1, cfg="yolov8n-p6.yaml", names=names),
+                         tmp_path / "p6.pt", meta={"names": names, "imgsz": 128})
+    with pytest.raises(ConfigError) as err:
+        check_start_model(load_config(None, [f"state_dir={tmp_path / 's'}", f"model.path={p6}"]))
+    assert str(err.value) == ("learner.imgsz=160 is not a multiple of 64, the largest stride of "
+                              "p6.pt (a P6 model): set learner.imgsz to 128 or 192")
+    check_start_model(load_config(None, [f"state_dir={tmp_path / 's'}", f"model.path={p6}",
+                                         "learner.imgsz=192"]))
