@@ -33,14 +33,18 @@ def telemetry_declined() -> Iterator[None]:
 
 
 def ensure_offline() -> None:
-    """Make ultralytics never reach the network (call before importing it).
+    """Make ultralytics never reach the network (call before importing it, or onnxruntime).
 
     Also turns off ultralytics' automatic ``pip install``: its checkpoint loader installs a
-    module a checkpoint names and this machine lacks, and a checkpoint is a user's file.
+    module a checkpoint names and this machine lacks, and a checkpoint is a user's file. And
+    onnxruntime's usage telemetry (``ORT_DISABLE_TELEMETRY``): from 1.32 its Linux builds keep
+    an event store in ``~/.cache/Microsoft/DeveloperTools`` that every process importing it
+    (each learning round's) adds to, and send it when they can.
     """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_VERBOSE", "False")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def build_detection_model(nc: int, cfg: str = "yolo11n.yaml", names: dict[int, str] | None = None):

@@ -64,7 +64,10 @@ def export_onnx(model, path: str | os.PathLike, *, imgsz: int, opset: int = 17,
 
     clone, folded = _export_copy(model, names)
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="edgecl-export-") as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # beside the destination (a round's work folder, which the next round clears), not in the
+    # system temp folder: a learner killed mid-export (OOM, kill -9) left 10 MB there for good
+    with tempfile.TemporaryDirectory(prefix=".edgecl-export-", dir=path.parent) as tmp:
         clone.pt_path = str(Path(tmp) / "model.pt")  # the Exporter writes beside this path
         overrides = {"format": "onnx", "imgsz": imgsz, "opset": opset, "simplify": True,
                      "dynamic": False, "batch": 1, "device": "cpu"}

@@ -155,7 +155,9 @@ def export_openvino(model, dest_dir: str | os.PathLike, *, imgsz: int,
     from edgecl.models.export import _export_copy
 
     clone, folded = _export_copy(model, names)
-    with tempfile.TemporaryDirectory(prefix="edgecl-export-ov-") as tmp:
+    Path(dest_dir).parent.mkdir(parents=True, exist_ok=True)
+    # beside the destination, not in the system temp folder (see export.export_onnx)
+    with tempfile.TemporaryDirectory(prefix=".edgecl-export-ov-", dir=Path(dest_dir).parent) as tmp:
         clone.pt_path = str(Path(tmp) / "model.pt")  # the Exporter writes beside this path
         overrides = {"format": "openvino", "imgsz": imgsz, "dynamic": False, "batch": 1,
                      "device": "cpu", "half": False, "int8": False, "nms": False}

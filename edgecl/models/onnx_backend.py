@@ -253,6 +253,9 @@ class OnnxBackend(Backend):
         self._input_name = ""
 
     def _load(self, path: Path) -> ModelMeta:
+        from edgecl.ultra import ensure_offline
+
+        ensure_offline()  # before onnxruntime's import: its telemetry off
         import onnxruntime as ort
 
         so = ort.SessionOptions()

@@ -254,6 +254,9 @@ def nncf_available() -> bool:
 
 def onnx_quantization_available() -> bool:
     """True when ``onnxruntime.quantization`` imports."""
+    from edgecl.ultra import ensure_offline
+
+    ensure_offline()  # before onnxruntime's import: its telemetry off
     try:
         import onnxruntime.quantization  # noqa: F401
     except ImportError:
@@ -285,6 +288,10 @@ def quantize_onnx(fp32_onnx: str | os.PathLike, dest: str | os.PathLike,
     start = time.monotonic()
     _check_images(calibration_images)
     import onnx
+
+    from edgecl.ultra import ensure_offline
+
+    ensure_offline()  # before onnxruntime's import: its telemetry off
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from edgecl.models.base import one_line

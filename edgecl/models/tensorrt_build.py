@@ -238,7 +238,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
         return engine_path
     plan, built_precision = _build_plan(trt, onnx_path, precision=precision, imgsz=imgsz, batch=batch,
                                         workspace_mb=workspace_mb, calibration_images=calibration_images,
-                                        dynamic=-1 in input_shape)
+                                        dynamic=-1 in input_shape, work_dir=engine_path.parent)
     header = make_engine_header(names=names or onnx_names or {i: str(i) for i in range(nc or 0)}, imgsz=imgsz,
                                 batch=batch, cache_key=key, onnx_sha256=sha256_file(onnx_path),
                                 precision=built_precision, requested_precision=precision,
@@ -305,11 +305,14 @@ def _check_onnx_input(onnx_path: Path, shape: tuple[int, ...], *, imgsz: int, ba
 
 
 def _build_plan(trt, onnx_path: Path, *, precision: str, imgsz: int, batch: int, workspace_mb: int,
-                calibration_images: list[Path] | None, dynamic: bool) -> tuple[bytes, str]:
+                calibration_images: list[Path] | None, dynamic: bool,
+                work_dir: Path) -> tuple[bytes, str]:
     """Build a serialized engine with ultralytics' ``onnx2engine``; return ``(plan, precision built)``.
 
     A dynamic ONNX input gets ultralytics' optimisation profile (batch 1..``batch``, optimum
-    ``(batch, 3, imgsz, imgsz)``); the backend binds each call's actual batch.
+    ``(batch, 3, imgsz, imgsz)``); the backend binds each call's actual batch. The plan is
+    written in a temporary folder in ``work_dir`` (the engine's own folder: a round's work
+    folder, which the next round clears; the system temp folder kept a killed build's files).
     """
     ensure_offline()
     from ultralytics.utils.export.engine import onnx2engine
@@ -321,7 +324,8 @@ def _build_plan(trt, onnx_path: Path, *, precision: str, imgsz: int, batch: int,
     data = None
     if built == "int8":
         data = UltralyticsCalibrationData(CalibrationBatches(calibration_images or [], batch=batch, imgsz=imgsz))
-    with tempfile.TemporaryDirectory(prefix="edgecl-engine-") as tmp:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgecl-engine-", dir=work_dir) as tmp:
         try:
             produced = onnx2engine(str(onnx_path), Path(tmp) / "plan.engine", workspace=workspace_mb / 1024,
                                    quantize={"fp16": 16, "int8": 8}.get(built), dynamic=dynamic,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,3 +54,35 @@ def test_export_runs_in_onnxruntime_with_metadata(tmp_path):
     np.testing.assert_allclose(got[:, :4], expected[:, :4], atol=1e-2)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.names == {0: "a", 1: "b", 2: "c"}
+
+
+def test_the_exporters_scratch_folder_is_beside_the_destination(tmp_path, monkeypatch):
+    """Before: in the system temp folder, where a learner killed mid-export (OOM killer,
+    kill -9) left a 10 MB model.onnx for good; beside the destination (a round's work folder)
+    the next round clears it."""
+    import tempfile
+
+    from ultralytics.engine import exporter
+
+    seen = []
+
+    class Stopped(Exception):
+        pass
+
+    def exporting(self, model=None):
+        seen.append(Path(model.pt_path).parent)
+        raise Stopped
+
+    monkeypatch.setattr(exporter.Exporter, "__call__", exporting)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
+    (tmp_path / "system-tmp").mkdir()
+    with pytest.raises(Stopped):
+        export_onnx(build_detection_model(1), tmp_path / "work" / "model.onnx", imgsz=64)
+    assert seen[0].parent == tmp_path / "work" and seen[0].name.startswith(".edgecl-export-")
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    from edgecl.models.export_openvino import ExportError, export_openvino
+
+    with pytest.raises((Stopped, ExportError)):
+        export_openvino(build_detection_model(1), tmp_path / "work" / "openvino", imgsz=64)
+    assert seen[1].parent == tmp_path / "work" and seen[1].name.startswith(".edgecl-export-ov-")
+    assert not any((tmp_path / "system-tmp").iterdir())
