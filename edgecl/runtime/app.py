@@ -223,7 +223,8 @@ def build_sinks(opts, names, runtime_cfg=None, source_fps=None, source_file=None
         sinks.append(JsonlSink(opts.out, names, rc.out_max_bytes, rc.out_backups))
     if opts.save_video:
         sinks.append(VideoSink(opts.save_video, fps=source_fps or DEFAULT_VIDEO_FPS, names=names,
-                               source_file=source_file, backups=rc.out_backups))
+                               source_file=source_file, backups=rc.out_backups,
+                               max_bytes=rc.out_max_bytes))
     if not opts.quiet:
         sinks.append(ProgressSink(names=names))
     return sinks

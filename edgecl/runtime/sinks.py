@@ -352,6 +352,10 @@ def keep_earlier_file(path: Path, backups: int,
     return numbered(1)
 
 
+VIDEO_SIZE_CHECK_FRAMES = 30
+"""Frames between two looks at the saved video's size (``VideoSink.max_bytes``)."""
+
+
 class VideoSink:
     """Writes frames with their boxes drawn (ultralytics' Annotator) to a video file.
 
@@ -362,7 +366,12 @@ class VideoSink:
             keeps the video's speed (a 30 fps clip saved at 10 fps played three times slower).
         names: class index -> name (or a callable returning it) for labels.
         source_file: the video file the run reads, if it reads one: refused as the output.
-        backups: earlier videos kept when ``path`` exists (a restarted run): ``out.1.mp4`` ...
+        backups: earlier videos kept when ``path`` exists (a restarted run), or when it reached
+            ``max_bytes``: ``out.1.mp4`` ...
+        max_bytes: start a new video once the file reaches this size (``runtime.out_max_bytes``;
+            0: one file, unbounded). Before, a run of weeks wrote one file without bound (about
+            385 MB an hour at 160 px and 30 fps), and an MP4 is readable only once closed: a
+            power cut lost all of it; now at most the file being written.
 
     Raises:
         ConfigError: not a ``.mp4``/``.avi`` path, the source video itself, or a folder that
@@ -370,8 +379,11 @@ class VideoSink:
     """
 
     def __init__(self, path: str | Path, fps: float | Callable[[], float | None] = DEFAULT_VIDEO_FPS,
-                 names: Names = None, source_file: Path | None = None, backups: int = 5):
+                 names: Names = None, source_file: Path | None = None, backups: int = 5,
+                 max_bytes: int = 0):
         self.path = Path(path)
+        self.backups = backups
+        self.max_bytes = int(max_bytes)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES or self.path.is_dir():
             raise ConfigError(f"--save-video {path}: name a new .mp4 or .avi file")
         if source_file is not None and self.path.exists() and _same_file(self.path, source_file):
@@ -392,6 +404,7 @@ class VideoSink:
         self._writer = None
         self._size: tuple[int, int] | None = None
         self._warned_size = False
+        self._frames_in_file = 0
 
     def _rate(self) -> float:
         rate = self.fps() if callable(self.fps) else self.fps
@@ -430,6 +443,24 @@ class VideoSink:
             out = LetterBox(new_shape=(self._size[1], self._size[0]), auto=False, scaleup=True,
                             center=True, padding_value=0)(image=out)
         self._writer.write(out)
+        self._frames_in_file += 1
+        if self.max_bytes and self._frames_in_file % VIDEO_SIZE_CHECK_FRAMES == 0:
+            self._rotate_if_full()
+
+    def _rotate_if_full(self) -> None:
+        """Close a file that reached ``max_bytes`` (it becomes ``out.1.mp4``); the next frame
+        starts a new one at the same size."""
+        try:
+            full = self.path.stat().st_size >= self.max_bytes
+        except OSError:
+            return
+        if full:
+            self._writer.release()
+            self._writer = None
+            keep_earlier_file(self.path, self.backups)
+            self._frames_in_file = 0
+            width, height = self._size
+            self._open(width, height)
 
     def close(self) -> None:
         """Finish the video file."""

@@ -219,3 +219,27 @@ def test_save_video_where_nothing_can_be_written_is_refused_at_start(tmp_path):
 
     with pytest.raises(ConfigError, match=r"--save-video /proc/out.mp4: cannot write in /proc"):
         VideoSink("/proc/out.mp4")
+
+
+def test_the_saved_video_starts_a_new_file_at_its_size_bound(tmp_path, monkeypatch):
+    """Before: one file for the whole run, without bound (385 MB an hour at 160 px, 30 fps),
+    and unreadable after a power cut (an MP4's index is written when it closes)."""
+    import cv2
+
+    from edgecl.runtime import sinks
+    from edgecl.runtime.sinks import VideoSink
+
+    monkeypatch.setattr(sinks, "VIDEO_SIZE_CHECK_FRAMES", 5)
+    rng = np.random.default_rng(0)
+    sink = VideoSink(tmp_path / "out.avi", fps=lambda: 30.0, names={}, backups=2,
+                     max_bytes=400_000)  # the writer flushes in blocks of 256 KiB and more
+    for i in range(150):
+        sink.write(_frame_result(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), i))
+    sink.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["out.1.avi", "out.2.avi", "out.avi"]
+    for name in ("out.1.avi", "out.2.avi"):  # each a whole, playable video of the same size
+        cap = cv2.VideoCapture(str(tmp_path / name))
+        ok, frame = cap.read()
+        assert ok and frame.shape == (120, 160, 3) and cap.get(cv2.CAP_PROP_FRAME_COUNT) >= 5
+        cap.release()
