@@ -75,6 +75,10 @@ MEMO_ENTRIES = 64
 """Most matrices and summaries a :class:`Monitor` keeps between learning writes."""
 DETAIL_ROUNDS = 100
 DETAIL_PROMOTED = 10
+VACUUM_EVERY_ROUNDS = 100
+"""Rounds between two repacks of the database (``VACUUM``) once details are thinned: a thinned
+calibration report shrinks in place and leaves its page mostly empty, which no later row
+reuses (about 4 KB a round stayed on disk whatever the thinning gave back)."""
 """Reliability bins and full calibration reports are kept for the newest ``DETAIL_ROUNDS``
 rounds and the newest ``DETAIL_PROMOTED`` promoted versions; older rounds keep their numbers
 (AP, D-ECE before/after), which are what every view of the history reads. Without this the
@@ -771,6 +775,20 @@ class Monitor:
             conn.execute("INSERT OR REPLACE INTO rounds VALUES (?,?,?,?,?,?,?,?,?)",
                          (int(round_no), str(model_version), status, reason, _nan_to_none(acc),
                           _nan_to_none(bwt), _nan_to_none(mean_forgetting), seconds, time.time()))
+        if int(round_no) > DETAIL_ROUNDS and int(round_no) % VACUUM_EVERY_ROUNDS == 0:
+            self._repack()
+
+    def _repack(self) -> None:
+        """Give the room thinned rows left back to the card (``VACUUM``, then the write-ahead
+        log truncated). A failure (a full card: VACUUM writes a copy; another process holding
+        the database) is logged, and a later round tries again."""
+        try:
+            with self._write(transaction=False, learning=False) as conn:
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except (StorageError, sqlite3.Error) as exc:
+            log.warning("metrics database %s not repacked (a later round tries again): %s",
+                        self.db_path, exc)
 
     def record_runtime(self, fps: float, latency_ms_p50: float, memory_bytes: int,
                        memory_samples: int, model_version: str, ts_s: float | None = None) -> None:

@@ -614,3 +614,26 @@ def test_a_version_recorded_after_the_clock_went_back_stays_the_newest(tmp_path)
     assert mon.accuracy_matrix()["rows"] == ["r1 v0001", "r2 v0002", "r2 v0003"]
     assert mon.summary()["model_version"] == "v0003"
     assert [r["model_version"] for r in mon.rounds()] == ["v0001", "v0002", "v0003"]
+
+
+def test_the_database_gives_back_the_room_its_thinning_frees(tmp_path, monkeypatch):
+    """Before: a thinned calibration report shrank in place and left its page mostly empty, so
+    the file grew about 4 KB a round whatever the thinning gave back; now every
+    VACUUM_EVERY_ROUNDS rounds it is repacked."""
+    import edgecl.runtime.monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "DETAIL_ROUNDS", 2)
+    monkeypatch.setattr(monitor_module, "DETAIL_PROMOTED", 1)
+    sizes = {}
+    for every in (20, 10**9):  # repacked at round 20; never
+        monkeypatch.setattr(monitor_module, "VACUUM_EVERY_ROUNDS", every, raising=False)
+        mon = Monitor(tmp_path / str(every))
+        for r in range(1, 21):
+            mon.record_evaluation(r, f"v{r:04d}", {"cars": result(0.1, conf=(0.9,), tp=(True,))},
+                                  TASKS, ts_s=float(r))
+            mon.record_calibration(r, f"v{r:04d}", {"dece_before": 0.3, "dece_after": 0.1,
+                                                    "per_class": {"0": {"x": list(range(500))}}})
+            mon.record_round(r, f"v{r:04d}", "rejected")
+        sizes[every] = (tmp_path / str(every) / "metrics" / "metrics.sqlite").stat().st_size
+        assert mon.calibration("v0020")["per_class"]["0"]["x"][-1] == 499  # nothing lost
+    assert sizes[20] < 0.6 * sizes[10**9], sizes
