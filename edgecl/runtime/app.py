@@ -491,16 +491,26 @@ class Runtime:
                               "use a model trained with these class ids, or another --state-dir"))
         from edgecl.models.classes import names_conflict
 
-        planned = dict(self.classes.names())
+        known = dict(self.classes.names())
+        planned = dict(known)
         # a model made before a rename still names the class so; a label naming the old name
         # means a new class (the rename freed it), as an import reads it
         former = self.classes.former_names()
+        earlier = None  # the seed before this one (its ids are planned, not in the registry)
         for seed in seeds:  # every check before any write: a refused start
             names, what, advice = seed
-            conflict = names_conflict(planned, names, None if seed is labels_seed else former)
+            rename = None if seed is labels_seed else former
+            conflict = names_conflict(known, names, rename)
             if conflict:
                 raise ConfigError(f"{what}: {conflict}; {advice}")
+            conflict = names_conflict(planned, names, rename)
+            if conflict:  # with the seed before it, not with the registry (empty there)
+                conflict = conflict.replace("this device's class registry has", f"{earlier} give")
+                raise ConfigError(f"{what}: {conflict}; import the folder with 'edgecl labels "
+                                  f"import' instead (it maps classes by name), or use a model "
+                                  f"trained with these class ids")
             planned.update({int(k): str(v) for k, v in names.items() if int(k) not in planned})
+            earlier = what
         for names, what, advice in seeds:
             try:
                 self.classes.seed(names)  # checked above; seed refuses what changed since

@@ -482,6 +482,32 @@ def test_a_model_naming_a_class_twice_is_refused_without_advice_that_cannot_help
     assert err == "error: the model dup.onnx: class names are not unique: car names ids 0 and 2\n"
 
 
+def test_a_model_and_a_labelled_folder_that_disagree_on_a_new_device_are_named(tmp_path,
+                                                                               run_edgecl):
+    """Before: '... but this device's class registry has 'car' there ...; use a model trained
+    with these class ids, or another --state-dir' on a device with no registry at all: the
+    clash was with the folder's data.yaml, and no other state directory helps."""
+    import cv2
+
+    path = _tiny_graph(tmp_path / "m.onnx", out_shape=(1, 6, 84),
+                       metadata={"names": str({0: "person", 1: "car"})})
+    folder = tmp_path / "folder"
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    cv2.imwrite(str(folder / "images" / "a.jpg"), np.full((64, 64, 3), 90, np.uint8))
+    (folder / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (folder / "data.yaml").write_text("train: images\nval: images\nnames: [car, person]\n")
+    code, out, err = run_edgecl(["run", "--state-dir", tmp_path / "state", "--model", path,
+                                 "--source", f"dir://{folder}", "server.enabled=false",
+                                 "model.imgsz=64"])
+    assert code == 2
+    assert err == (f"error: the model m.onnx: class id 0 is 'person', but the labels of "
+                   f"dir://{folder} give 'car' there and 'person' as id 1; import the folder "
+                   f"with 'edgecl labels import' instead (it maps classes by name), or use a "
+                   f"model trained with these class ids\n")
+    assert not (tmp_path / "state").exists()
+
+
 def test_a_checkpoint_named_onnx_is_said_to_be_a_checkpoint(model, tmp_path):
     """Before: 'cannot load ONNX model x.onnx: [ONNXRuntimeError] : 7 : INVALID_PROTOBUF ...'."""
     from edgecl.models.checkpoint import save_checkpoint

@@ -83,8 +83,8 @@ def test_a_model_disagreeing_with_the_labelled_source_is_refused_before_anything
     state = tmp_path / "state"
     with pytest.raises(ConfigError) as err:
         run(state, f"tasks://{scenario}", str(pt))
-    assert str(err.value).startswith("the model yours.pt: class id 1 is 'bicycle', but this "
-                                     "device's class registry has 'truck' there")
+    assert str(err.value).startswith(f"the model yours.pt: class id 1 is 'bicycle', but the "
+                                     f"labels of tasks://{scenario} give 'truck' there")
     assert ClassRegistry(state).names() == {}
 
 
