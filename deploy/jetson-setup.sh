@@ -96,19 +96,16 @@ setup_swap() {
         log "no swap file requested"
         return
     fi
+    # the active swap areas as the kernel names them (absolute, symlinks resolved)
+    SWAP_FILE="$(realpath -m "$SWAP_FILE")"
     if swapon --show=NAME --noheadings | grep -qxF "$SWAP_FILE"; then
         log "swap file $SWAP_FILE already active"
     else
-        if [[ ! -f "$SWAP_FILE" ]]; then
+        if [[ ! -e "$SWAP_FILE" ]]; then
             make_swap_file
         fi
-        if ! swapon "$SWAP_FILE" 2>/dev/null; then
-            # not a swap area (made by hand, or by an older run stopped before mkswap)
-            log "$SWAP_FILE is not a usable swap file: making it again"
-            rm -f "$SWAP_FILE"
-            make_swap_file
-            swapon "$SWAP_FILE"
-        fi
+        # an existing file is never deleted here (a mistyped -f would name someone's file)
+        swapon "$SWAP_FILE" || die "swapon $SWAP_FILE failed (see above); if it is not a swap file, remove it or give another path with -f"
     fi
     if ! awk -v f="$SWAP_FILE" '$1 == f && $3 == "swap" { found = 1 } END { exit !found }' /etc/fstab; then
         log "adding $SWAP_FILE to /etc/fstab"
@@ -131,6 +128,10 @@ install_unit() {
         # readable by the service, not by every user: it may hold server.token and fleet.token
         install -m 0640 -o root -g "$SERVICE_USER" "$SCRIPT_DIR/edgecl.yaml" /etc/edgecl/edgecl.yaml
         log "installed /etc/edgecl/edgecl.yaml (edit source.uri and model.path)"
+    else
+        # one an earlier run installed world-readable: the same access as a new one
+        chgrp "$SERVICE_USER" /etc/edgecl/edgecl.yaml
+        chmod o-rwx,g+r /etc/edgecl/edgecl.yaml
     fi
     install -m 0644 "$SCRIPT_DIR/edgecl.service" /etc/systemd/system/edgecl.service
     systemctl daemon-reload

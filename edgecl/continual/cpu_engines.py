@@ -46,20 +46,6 @@ def _wanted(setting: str, available) -> bool:
     return setting == "on" or (setting == "auto" and available())
 
 
-def tensorrt_serves(cfg: Config) -> bool:
-    """Whether a round builds a TensorRT engine on this device (``export.tensorrt`` ``on``, or
-    ``auto`` where TensorRT imports): the engine a version then serves, so the CPU engines that
-    ``auto`` would build are not (on a Jetson, OpenVINO and NNCF took CPU time every round
-    for engines that never served).
-
-    Args:
-        cfg: configuration (``export.tensorrt``).
-    """
-    from edgecl.models.tensorrt_build import tensorrt_available
-
-    return cfg.export.tensorrt == "on" or (cfg.export.tensorrt == "auto" and tensorrt_available())
-
-
 def check_export_settings(cfg: Config) -> None:
     """Refuse at start an explicit ``on`` that cannot apply on this machine (``auto`` adapts).
 
@@ -125,8 +111,8 @@ def per_class_map(path: Path, image_paths: list[Path], cfg: Config, *, conf: flo
 
 
 def export_cpu_engines(cfg: Config, model, names: dict[int, str], onnx: Path, work: Path,
-                       snapshot, *, eval_conf: float = 0.001,
-                       eval_max_det: int = 300) -> tuple[dict[str, Path], dict]:
+                       snapshot, *, eval_conf: float = 0.001, eval_max_det: int = 300,
+                       engine_built: bool = False) -> tuple[dict[str, Path], dict]:
     """Export the CPU engines of an accepted candidate, gate its INT8 one, choose what serves.
 
     Args:
@@ -140,6 +126,9 @@ def export_cpu_engines(cfg: Config, model, names: dict[int, str], onnx: Path, wo
             on its held-out ones).
         eval_conf: confidence threshold of the gate's evaluation.
         eval_max_det: detections per image of the gate's evaluation.
+        engine_built: the round built a TensorRT engine, which the version serves: ``auto``
+            then builds no CPU engine (on a Jetson, OpenVINO and NNCF took CPU time every
+            round for engines that never served; ``on`` still builds them).
 
     Returns:
         ``(files, meta)``: registry file name -> path of the extra files to stage, and manifest
@@ -155,8 +144,8 @@ def export_cpu_engines(cfg: Config, model, names: dict[int, str], onnx: Path, wo
     seconds: dict[str, float] = {}
     meta: dict = {}
     fp32_engine, fp32_path = "onnx", Path(onnx)
-    gpu = tensorrt_serves(cfg)
-    gpu_why = "a TensorRT engine serves on this device"
+    gpu = engine_built
+    gpu_why = "a TensorRT engine serves this version"
     if _wanted(ex.openvino, lambda: openvino_available() and not gpu):
         stats: dict = {}
         try:

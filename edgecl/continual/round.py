@@ -313,7 +313,7 @@ def start_model_problem(cfg: Config) -> str | None:
     """
     if not cfg.model.path:
         return None
-    path = Path(cfg.model.path).expanduser()
+    path = Path(cfg.model.path)  # as every other reader of model.path takes it (no ~)
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         return None  # an untrained start, asked for (ultralytics' packaged yaml need not exist here)
@@ -323,9 +323,10 @@ def start_model_problem(cfg: Config) -> str | None:
         return (f"the model {path} is a folder; a round learns on top of an ultralytics .pt "
                 f"checkpoint: set model.path to one")
     if suffix != ".pt":
-        return (f"the model {path} is an exported engine ({suffix}), which no round can "
-                f"fine-tune; set model.path to the ultralytics .pt checkpoint it was exported "
-                f"from (the engine serves all the same)")
+        return (f"the model {path} is no .pt checkpoint (an exported engine?), which no round "
+                f"can fine-tune; set model.path to the ultralytics .pt checkpoint it was "
+                f"exported from (the engine serves all the same), or to yolo11n.yaml to learn a "
+                f"model of its own from scratch")
     return None
 
 
@@ -656,11 +657,13 @@ def export_candidate(ctx: RoundContext, model, names: dict[int, str],
             "precision": "fp32 (onnx)"}
     from edgecl.continual.cpu_engines import export_cpu_engines
 
+    # the TensorRT engine first: where one is built it serves, and 'auto' builds no CPU engine
+    engine, engine_meta = _maybe_engine(ctx, onnx, names)
     cpu_files, cpu_meta = export_cpu_engines(cfg, model, names, onnx, ctx.work, ctx.snapshot,
-                                             eval_conf=EVAL_CONF, eval_max_det=EVAL_MAX_DET)
+                                             eval_conf=EVAL_CONF, eval_max_det=EVAL_MAX_DET,
+                                             engine_built=engine is not None)
     files.update(cpu_files)
     meta.update(cpu_meta)
-    engine, engine_meta = _maybe_engine(ctx, onnx, names)
     if engine is not None:
         files["model.engine"] = engine
     meta.update(engine_meta)

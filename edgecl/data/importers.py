@@ -1316,17 +1316,22 @@ def _coco_item(json_path: Path, where: str, image_path: Path, categories: dict,
             continue
         bbox = _coco_bbox(ann.get("bbox"))
         shown = f"bbox {_short(ann.get('bbox'))} (x, y, w, h)"
-        if bbox is None and ann.get("bbox") in (None, []):
-            # a polygon-only annotation (some exporters leave bbox out): its enclosing box
-            bbox = _coco_polygon_bbox(ann.get("segmentation"))
+        absent = ann.get("bbox") in (None, []) or (bbox is not None and not (bbox[2] > 0 and bbox[3] > 0))
+        polygon = _coco_polygon_bbox(ann.get("segmentation")) if absent else None
+        if polygon is not None and polygon[2] > 0 and polygon[3] > 0:
+            # a polygon-only annotation (some exporters leave bbox out, or write it as zeros):
+            # its enclosing box
+            bbox = polygon
             shown = f"segmentation {_short(ann.get('segmentation'))} (its enclosing box)"
         if bbox is None:
+            segmentation = ann.get("segmentation")
+            why = ("" if not absent or not segmentation else
+                   ", and its segmentation is an RLE mask, no polygon" if isinstance(segmentation, dict)
+                   else ", and its segmentation is no polygon list [[x1, y1, x2, y2, x3, y3, ...], "
+                        "...] of finite numbers")
             return Skip(json_path, "bad annotation",
                         f"{where}: annotation {_short(ann.get('id'))} has no valid bbox [x, y, w, h] "
-                        f"(four finite numbers): {_short(ann.get('bbox'))}"
-                        + ("" if ann.get("bbox") not in (None, []) or not ann.get("segmentation")
-                           else ", and its segmentation is no polygon list [[x1, y1, x2, y2, "
-                                "x3, y3, ...], ...]"))
+                        f"(four finite numbers): {_short(ann.get('bbox'))}{why}")
         x, y, w, h = bbox
         names.append(name)
         boxes.append([x, y, x + w, y + h])

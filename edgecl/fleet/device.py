@@ -191,12 +191,17 @@ class FleetDevice:
     def _round_lock(self):
         """Hold the device's one-round-at-a-time lock (yields whether it is held); leaving it
         removes the fleet round's work folder (its exported engines, copied into the registry
-        when staged, took card space until the next round)."""
-        from edgecl.runtime.learner import round_lock
+        when staged, took card space until the next round). While held, the round's scratch
+        files go to ``STATE/learner/tmp`` (:func:`edgecl.runtime.learner.round_temp_folder`)."""
+        from edgecl.runtime.learner import round_lock, round_temp_folder
 
         with round_lock(self.cfg.state_dir) as held:
             try:
-                yield held
+                if not held:
+                    yield held
+                    return
+                with round_temp_folder(self.cfg.state_dir):  # as a local round's
+                    yield held
             finally:
                 if held:
                     shutil.rmtree(self._work_dir(), ignore_errors=True)

@@ -3,7 +3,8 @@
 ``python3 -m edgecl.runtime.healthcheck [CONFIG]`` (``Dockerfile.jetson``'s ``HEALTHCHECK``)
 asks the runtime's own server, at the address, scheme and console token its configuration
 gives (``server.port``, ``server.tls_cert``, ``server.token`` or ``$EDGECL_TOKEN``, as the
-runtime resolves them), and exits 0 when it answers 200, else 1 with one line saying why.
+runtime resolves them; never through a proxy), and exits 0 when it answers 200 with edgecl's
+JSON status, else 1 with one line saying why.
 ``$EDGECL_HEALTH_URL`` replaces the address. Before, the check read the token from the
 environment only: a token written in the YAML made every check a 401, the container unhealthy.
 """
@@ -11,6 +12,7 @@ environment only: a token written in the YAML made every check a 401, the contai
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import ssl
 import sys
@@ -67,13 +69,24 @@ def check(config_path: str = DEFAULT_CONFIG) -> str | None:
     context = ssl.create_default_context()
     context.check_hostname = False  # a local check of the device's own certificate
     context.verify_mode = ssl.CERT_NONE
+    # no proxy: the device is on this machine (a container's http(s)_proxy sent the check to
+    # the proxy, and a healthy device was reported as not answering)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(context=context))
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S, context=context) as response:
-            return None if response.status == 200 else f"{url} answered {response.status}"
+        with opener.open(request, timeout=TIMEOUT_S) as response:
+            body = response.read(64 * 1024)
     except urllib.error.HTTPError as exc:
         return f"{url} answered {exc.code}: {exc.read(300).decode('utf-8', 'replace').strip()}"
     except (urllib.error.URLError, OSError) as exc:
         return f"{url} did not answer: {getattr(exc, 'reason', exc)}"
+    try:
+        status = json.loads(body).get("status")
+    except (ValueError, AttributeError):
+        status = None
+    if not isinstance(status, str):  # another program on the port (the console did not start)
+        return f"{url} answered, but not as edgecl does (no JSON status): another program there?"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

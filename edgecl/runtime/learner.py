@@ -224,6 +224,39 @@ def monitor_recorder(state_dir: str | Path):
     return record
 
 
+ROUND_TEMP = "tmp"
+"""``STATE/learner/tmp``: the system temp folder of a round (:func:`round_temp_folder`)."""
+
+
+@contextlib.contextmanager
+def round_temp_folder(state_dir: str | Path):
+    """Make ``STATE/learner/tmp`` this process's temp folder while a round runs, and empty it
+    before and after: the libraries a round calls (ultralytics' dataset scan, onnxruntime's
+    INT8 quantiser, its ``ort.quant.*`` copy of the model) write scratch files in the system
+    temp folder, where a learner killed by the OOM killer or a power cut left them for good;
+    here the next round removes them. Where that folder cannot be made, the system's serves.
+
+    Args:
+        state_dir: the state directory.
+    """
+    import tempfile
+
+    folder = Path(state_dir) / "learner" / ROUND_TEMP
+    shutil.rmtree(folder, ignore_errors=True)  # a killed round's leftovers
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        yield
+        return
+    before = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_learning_round(cfg: Config, reason: str = "on_demand",
                        max_sample_id: int | None = None, round_id: str = "",
                        hold: bool = False) -> RoundResult:
@@ -265,8 +298,10 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         log.warning("%s", cut_short)
     started_s, started_mono_s = time.time(), time.monotonic()
     try:
-        result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
-                           record=monitor_recorder(cfg.state_dir), hold=hold, progress=progress)
+        with round_temp_folder(cfg.state_dir):
+            result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
+                               record=monitor_recorder(cfg.state_dir), hold=hold,
+                               progress=progress)
     except Exception as exc:  # a round's fault must never escape the learner; it is reported
         exc = storage_fault(exc, "cannot write the round's files") or exc
         if isinstance(exc, EdgeclError):  # a refusal that names its cause: one line

@@ -75,14 +75,14 @@ MEMO_ENTRIES = 64
 """Most matrices and summaries a :class:`Monitor` keeps between learning writes."""
 DETAIL_ROUNDS = 100
 DETAIL_PROMOTED = 10
-VACUUM_EVERY_ROUNDS = 100
-"""Rounds between two repacks of the database (``VACUUM``) once details are thinned: a thinned
-calibration report shrinks in place and leaves its page mostly empty, which no later row
-reuses (about 4 KB a round stayed on disk whatever the thinning gave back)."""
 """Reliability bins and full calibration reports are kept for the newest ``DETAIL_ROUNDS``
 rounds and the newest ``DETAIL_PROMOTED`` promoted versions; older rounds keep their numbers
 (AP, D-ECE before/after), which are what every view of the history reads. Without this the
 database grew by about 9 KB a round with 60 classes, two thirds of it these details."""
+VACUUM_EVERY_ROUNDS = 100
+"""Rounds between two repacks of the database (``VACUUM``) once details are thinned: a thinned
+calibration report shrinks in place and leaves its page mostly empty, which no later row
+reuses (about 4 KB a round stayed on disk whatever the thinning gave back)."""
 # INVARIANT: the round outcomes that name a model version (one enum, shared with the learner)
 STATUSES = (*(s.value for s in (RoundStatus.STAGED, RoundStatus.PROMOTED, RoundStatus.REJECTED)),
             "retired")
@@ -779,14 +779,16 @@ class Monitor:
             self._repack()
 
     def _repack(self) -> None:
-        """Give the room thinned rows left back to the card (``VACUUM``, then the write-ahead
-        log truncated). A failure (a full card: VACUUM writes a copy; another process holding
-        the database) is logged, and a later round tries again."""
+        """Give the room thinned rows left back to the card (``VACUUM``; the write-ahead log is
+        checkpointed without waiting for readers: a console reading at that moment held a
+        truncating checkpoint, and the round's recording, for the busy timeout). A failure (a
+        full card: VACUUM writes a copy; another process writing) is logged, and a later round
+        tries again."""
         try:
             with self._write(transaction=False, learning=False) as conn:
                 conn.execute("VACUUM")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except (StorageError, sqlite3.Error) as exc:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except (EdgeclError, sqlite3.Error) as exc:
             log.warning("metrics database %s not repacked (a later round tries again): %s",
                         self.db_path, exc)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl.errors import ConfigError, storage_fault
+from edgecl.errors import ConfigError, describe_os_error, storage_fault
 from edgecl.runtime.loop import FrameResult
 
 log = logging.getLogger(__name__)
@@ -405,6 +405,7 @@ class VideoSink:
         self._size: tuple[int, int] | None = None
         self._warned_size = False
         self._frames_in_file = 0
+        self._stopped = False  # the video could not rotate: nothing more is written
 
     def _rate(self) -> float:
         rate = self.fps() if callable(self.fps) else self.fps
@@ -425,6 +426,8 @@ class VideoSink:
         from ultralytics.data.augment import LetterBox
         from ultralytics.utils.plotting import Annotator, colors
 
+        if self._stopped:
+            return
         image = np.ascontiguousarray(result.frame.image.copy())
         if self._writer is None:
             self._open(image.shape[1], image.shape[0])
@@ -448,19 +451,28 @@ class VideoSink:
             self._rotate_if_full()
 
     def _rotate_if_full(self) -> None:
-        """Close a file that reached ``max_bytes`` (it becomes ``out.1.mp4``); the next frame
-        starts a new one at the same size."""
+        """Close a file that reached ``max_bytes`` (it becomes ``out.1.mp4``) and start a new
+        one at the same size. Where the full file cannot be moved aside (a backup name taken by
+        a folder, a permission), the video stops there, whole: a new writer would have
+        truncated it."""
         try:
             full = self.path.stat().st_size >= self.max_bytes
         except OSError:
             return
-        if full:
-            self._writer.release()
-            self._writer = None
+        if not full:
+            return
+        self._writer.release()
+        self._writer = None
+        try:
             keep_earlier_file(self.path, self.backups)
-            self._frames_in_file = 0
-            width, height = self._size
-            self._open(width, height)
+        except OSError as exc:
+            self._stopped = True
+            log.error("--save-video %s: the full video cannot be kept aside (%s): video writing "
+                      "stops here, the file is whole", self.path, describe_os_error(exc))
+            return
+        self._frames_in_file = 0
+        width, height = self._size
+        self._open(width, height)
 
     def close(self) -> None:
         """Finish the video file."""

@@ -108,24 +108,40 @@ def test_round_with_cpu_engines_off_serves_onnx(tmp_path, scenario):
     assert not any("openvino" in name or "int8" in name for name in manifest["files"])
 
 
-def test_where_a_tensorrt_engine_serves_auto_builds_no_cpu_engine(tmp_path, monkeypatch):
+def test_where_a_tensorrt_engine_serves_auto_builds_no_cpu_engine(tmp_path):
     """Before: on a Jetson (openvino and nncf install there too) every round exported OpenVINO
-    and quantised it with NNCF, on the board's CPU, for engines that never served."""
+    and quantised it with NNCF, on the board's CPU, for engines that never served. Decided on
+    the engine the round did build: TensorRT that imports but builds nothing (no GPU visible,
+    a build that failed) leaves the CPU engines as they were."""
     from types import SimpleNamespace
 
     from edgecl.continual import cpu_engines
-    from edgecl.models import tensorrt_build
 
-    monkeypatch.setattr(tensorrt_build, "tensorrt_available", lambda: True)
     snapshot = SimpleNamespace(ids=lambda held_out: list(range(20)))
     cfg = load_config(None, [f"state_dir={tmp_path}"])
     files, meta = cpu_engines.export_cpu_engines(cfg, None, {0: "car"}, tmp_path / "model.onnx",
-                                                 tmp_path, snapshot)
+                                                 tmp_path, snapshot, engine_built=True)
     assert files == {} and meta["serve"] == "model.onnx"
-    assert meta["openvino"] == "not exported (a TensorRT engine serves on this device)"
-    assert meta["int8"]["reason"] == "not built (a TensorRT engine serves on this device)"
-    off = load_config(None, [f"state_dir={tmp_path}", "export.tensorrt=off"])
-    assert cpu_engines.tensorrt_serves(cfg) and not cpu_engines.tensorrt_serves(off)
+    assert meta["openvino"] == "not exported (a TensorRT engine serves this version)"
+    assert meta["int8"]["reason"] == "not built (a TensorRT engine serves this version)"
+
+
+def test_a_round_whose_tensorrt_build_fails_still_exports_the_cpu_engines(tmp_path, scenario,
+                                                                          monkeypatch):
+    from edgecl.continual import round as round_mod
+
+    seen = []
+
+    def failed(ctx, onnx, names):
+        seen.append(onnx)
+        return None, {"engine": "build failed: no CUDA device is visible to torch"}
+
+    monkeypatch.setattr(round_mod, "_maybe_engine", failed)
+    result, _ = tiny_round(tmp_path / "state", scenario, "export.cpu_int8=off")
+    manifest = Registry(tmp_path / "state" / "models").manifest(result.version)
+    assert seen  # asked for, and it failed
+    assert manifest["engine"].startswith("build failed")
+    assert manifest["openvino"] in ("exported", "not exported (openvino not installed)")
 
 
 def test_an_int8_engine_failing_at_inference_leaves_fp32_serving(tmp_path, scenario, monkeypatch):

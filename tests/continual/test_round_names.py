@@ -138,15 +138,17 @@ def test_a_first_round_never_trains_its_own_model_in_place_of_the_one_given(tmp_
     (tmp_path / "two_openvino_model").mkdir()
     cases = {
         "typo.pt": f"model.path {tmp_path / 'typo.pt'}: no such file",
-        "two.onnx": (f"the model {tmp_path / 'two.onnx'} is an exported engine (.onnx), which "
-                     f"no round can fine-tune; set model.path to the ultralytics .pt checkpoint "
-                     f"it was exported from (the engine serves all the same)"),
+        "two.onnx": (f"the model {tmp_path / 'two.onnx'} is no .pt checkpoint (an exported "
+                     f"engine?), which no round can fine-tune; set model.path to the "
+                     f"ultralytics .pt checkpoint it was exported from (the engine serves all "
+                     f"the same), or to yolo11n.yaml to learn a model of its own from scratch"),
+        "~/two.pt": "model.path ~/two.pt: no such file",  # not expanded, as nothing else does
         "two_openvino_model": (f"the model {tmp_path / 'two_openvino_model'} is a folder; a "
                                f"round learns on top of an ultralytics .pt checkpoint: set "
                                f"model.path to one")}
     empty = SimpleNamespace(current=lambda: None)
     for name, said in cases.items():
-        cfg = load_config(None, [f"model.path={tmp_path / name}"])
+        cfg = load_config(None, [f"model.path={name if name.startswith('~') else tmp_path / name}"])
         assert start_model_problem(cfg) == said
         assert unlearnable_current(cfg, empty) == said  # 'edgecl run' warns at start
         ctx = SimpleNamespace(parent_version=None, base_checkpoint=None, registry=None,

@@ -149,17 +149,19 @@ def test_a_polygon_only_coco_annotation_gives_its_enclosing_box(tmp_path):
                 {"id": 3, "image_id": 2, "category_id": 1,
                  "segmentation": {"size": [48, 64], "counts": "abc"}},  # an RLE mask: no polygon
                 {"id": 4, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5],
-                 "segmentation": [[0, 0, 60, 0, 60, 40]]}]}  # its bbox stands
+                 "segmentation": [[0, 0, 60, 0, 60, 40]]},  # its bbox stands
+                {"id": 5, "image_id": 3, "category_id": 1, "bbox": [0, 0, 0, 0],  # zeros written
+                 "segmentation": [[40, 30, 50, 30, 45, 38]]}]}
     (root / "annotations").mkdir()
     (root / "annotations" / "instances.json").write_text(json.dumps(data))
     items, skips = _collect(root)
     by_name = {i.source.name: i for i in items}
     np.testing.assert_allclose(by_name["a.jpg"].xyxy, [[10, 12, 34, 26], [1, 2, 5, 8]])
-    np.testing.assert_allclose(by_name["c.jpg"].xyxy, [[1, 1, 6, 6]])
+    np.testing.assert_allclose(by_name["c.jpg"].xyxy, [[1, 1, 6, 6], [40, 30, 50, 38]])
     assert [s.reason for s in skips] == ["bad annotation"]
     assert skips[0].message.endswith("annotation 3 has no valid bbox [x, y, w, h] (four finite "
-                                     "numbers): None, and its segmentation is no polygon list "
-                                     "[[x1, y1, x2, y2, x3, y3, ...], ...]")
+                                     "numbers): None, and its segmentation is an RLE mask, no "
+                                     "polygon")
 
 
 def test_yolo_import_roboflow_yaml(yolo):

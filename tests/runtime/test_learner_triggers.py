@@ -85,3 +85,21 @@ def test_a_round_stopped_by_ctrl_c_is_not_reported_as_cut_short_next_time(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         learner.run_learning_round(load_config(None, [f"state_dir={tmp_path}"]))
     assert learner.interrupted_round(tmp_path) is None
+
+
+def test_a_round_writes_its_scratch_files_in_the_state_directory(tmp_path):
+    """Libraries a round calls (ultralytics' dataset scan, onnxruntime's INT8 quantiser) wrote
+    scratch folders in the system temp folder, where a learner killed mid-round left them for
+    good; now in STATE/learner/tmp, which the next round empties."""
+    import tempfile
+
+    from edgecl.runtime.learner import round_temp_folder
+
+    leftover = tmp_path / "learner" / "tmp" / "ort.quant.killed"
+    leftover.mkdir(parents=True)
+    before = tempfile.gettempdir()
+    with round_temp_folder(tmp_path):
+        assert not leftover.exists()
+        made = tempfile.mkdtemp(prefix="ort.quant.")
+        assert str(made).startswith(str(tmp_path / "learner" / "tmp"))
+    assert tempfile.gettempdir() == before and not (tmp_path / "learner" / "tmp").exists()

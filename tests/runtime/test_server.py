@@ -458,6 +458,8 @@ def test_the_health_check_uses_the_configs_token_and_port(fake, tmp_path, monkey
             f"http://127.0.0.1:{server.port}/healthz answered 401")
         monkeypatch.setenv("EDGECL_TOKEN", "a-long-console-token")  # as the runtime reads it
         assert healthcheck.check(str(config)) is None
+        monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # a container's proxy setting
+        assert healthcheck.check(str(config)) is None
     finally:
         server.stop()
     assert "did not answer" in healthcheck.check(str(config))
@@ -467,3 +469,32 @@ def test_the_health_check_uses_the_configs_token_and_port(fake, tmp_path, monkey
     assert healthcheck.health_url(section) == "http://127.0.0.1:8765/healthz"
     section = SimpleNamespace(host="fd00::5", port=9000, tls_cert="cert.pem")
     assert healthcheck.health_url(section) == "https://[fd00::5]:9000/healthz"
+
+
+def test_the_health_check_knows_another_program_on_the_port(tmp_path, monkeypatch):
+    """A program holding the console's port (the runtime then runs without its server) answered
+    /healthz with 200, and the check said healthy."""
+    import http.server
+    import threading
+
+    from edgecl.runtime import healthcheck
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>ok</html>")
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Other)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv(healthcheck.URL_ENV, raising=False)
+        config = tmp_path / "edgecl.yaml"
+        config.write_text(f"server:\n  port: {other.server_address[1]}\n")
+        assert healthcheck.check(str(config)).endswith(
+            "answered, but not as edgecl does (no JSON status): another program there?")
+    finally:
+        other.shutdown()

@@ -243,3 +243,25 @@ def test_the_saved_video_starts_a_new_file_at_its_size_bound(tmp_path, monkeypat
         ok, frame = cap.read()
         assert ok and frame.shape == (120, 160, 3) and cap.get(cv2.CAP_PROP_FRAME_COUNT) >= 5
         cap.release()
+
+
+def test_a_video_that_cannot_rotate_stops_whole(tmp_path, monkeypatch, caplog):
+    """Before: where the full video could not be moved aside (a folder named as its backup),
+    the next frame reopened the file and truncated it: 720 of 900 frames were lost."""
+    import cv2
+
+    from edgecl.runtime import sinks
+    from edgecl.runtime.sinks import VideoSink
+
+    monkeypatch.setattr(sinks, "VIDEO_SIZE_CHECK_FRAMES", 5)
+    (tmp_path / "out.1.avi").mkdir()  # os.replace onto a folder fails
+    rng = np.random.default_rng(0)
+    sink = VideoSink(tmp_path / "out.avi", fps=lambda: 30.0, names={}, backups=1, max_bytes=400_000)
+    for i in range(150):
+        sink.write(_frame_result(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), i))
+    sink.close()
+    cap = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    kept = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert kept >= 20  # the frames up to the rotation, not a new file's few
+    assert "video writing stops here, the file is whole" in caplog.text
