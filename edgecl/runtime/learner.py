@@ -460,7 +460,10 @@ def room_problem(state_dir: str | Path) -> str | None:
     if free >= need:
         return None
     return (f"{state_dir} has {free / 2**20:.1f} MiB free; a round needs about "
-            f"{need / 2**20:.1f} MiB (the serving model's files twice, and its small files)")
+            f"{need / 2**20:.1f} MiB (the serving model's files twice, and its small files); "
+            f"keeping fewer model versions frees room: set export.keep_promoted and "
+            f"export.keep_rejected lower and run 'edgecl models prune --state-dir {state_dir}' "
+            f"with them")
 
 
 def _saved_progress(cfg: Config, otherwise: str, memory=None) -> tuple[int, int] | None:

@@ -103,3 +103,17 @@ def test_a_round_writes_its_scratch_files_in_the_state_directory(tmp_path):
         made = tempfile.mkdtemp(prefix="ort.quant.")
         assert str(made).startswith(str(tmp_path / "learner" / "tmp"))
     assert tempfile.gettempdir() == before and not (tmp_path / "learner" / "tmp").exists()
+
+
+def test_a_round_waiting_for_room_says_how_to_make_some(tmp_path, monkeypatch):
+    """On a small card the kept versions (5 promoted, 3 rejected) left no room for a round,
+    which then waited for good; the line said what was free, not what to do."""
+    import shutil
+    from types import SimpleNamespace
+
+    from edgecl.runtime import learner
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=2**20))
+    problem = learner.room_problem(tmp_path)
+    assert problem.startswith(f"{tmp_path} has 1.0 MiB free; a round needs about ")
+    assert problem.endswith(f"run 'edgecl models prune --state-dir {tmp_path}' with them")
