@@ -836,6 +836,12 @@ class Runtime:
                               f"{self._fleet_backoff_s:.0f} s")
         if now < self._fleet_restart_at:
             return False
+        if self.supervisor is not None and self.supervisor.upgraded_on_disk():
+            # a new client would import the new edgecl and stage versions for this runtime,
+            # which runs the old one: it waits for a restart, as learning rounds do
+            self._fleet_restart_at = float("inf")
+            raise EdgeclError("the fleet client is not restarted: edgecl was upgraded on disk "
+                              "while this runtime runs (start this edgecl command again)")
         self._fleet_restart_at = None
         self.fleet_proc = self.opts.fleet_client.start(self.cfg)
         return False

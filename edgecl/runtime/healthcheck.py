@@ -63,7 +63,11 @@ def check(config_path: str = DEFAULT_CONFIG) -> str | None:
         server = load_config(config_path, []).server
     except EdgeclError as exc:
         return f"cannot read the configuration: {exc}"
-    url = os.environ.get(URL_ENV, "").strip() or health_url(server)
+    url = os.environ.get(URL_ENV, "").strip()
+    if not url and not server.enabled:
+        return (f"{config_path} has server.enabled: false, so the runtime serves no /healthz "
+                f"(set it to true, or give the address in ${URL_ENV})")
+    url = url or health_url(server)
     token = resolve_token(server.token)
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     context = ssl.create_default_context()

@@ -156,10 +156,6 @@ IMPORT_WAIT = ("a learning round is due and waits for an import into the memory 
 """What the console and ``/healthz`` say while a due round waits for an import."""
 TRAIN_SHARE = 0.8
 """Share of a round's wall time spent training when no earlier round tells (progress bar)."""
-UPGRADE_CHECK_S = 60.0
-"""Least seconds between two checks of the installed edgecl version."""
-
-
 def installed_version() -> str | None:
     """The edgecl on disk now, as a learning round's new process would import it: its
     distribution's version (read afresh) and an identity of its files (the name, size and
@@ -813,7 +809,6 @@ class LearnerSupervisor:
         # place it would run other code against this runtime's state and models
         self._started_version = installed_version()
         self._upgraded: str | None = None
-        self._upgrade_checked_s = -math.inf
         cut_short = _clear_cut_short_round(cfg.state_dir)
         if cut_short:
             log.warning("%s", cut_short)
@@ -980,7 +975,7 @@ class LearnerSupervisor:
             log.warning("learning round not started (trigger: %s): round %s is still running",
                         reason, self._round_id)
             return
-        if self._upgraded_on_disk():
+        if self.upgraded_on_disk():  # a round would import what is on disk now
             return
         ceiling = None  # learn every stored sample: also when the stream ended and the sink closed
         if self.memory_sink is not None and not getattr(self.memory_sink, "closed", False):
@@ -1005,15 +1000,15 @@ class LearnerSupervisor:
         log.info("learning round started (trigger: %s, pid %s)", reason,
                  getattr(self._proc, "pid", None))
 
-    def _upgraded_on_disk(self) -> bool:
+    def upgraded_on_disk(self) -> bool:
         """True when edgecl was upgraded (or downgraded) on disk since this runtime started:
         rounds then wait for a restart, said once (and kept as ``last_error``, a console
-        alert); checked at most every :data:`UPGRADE_CHECK_S`."""
+        alert). Looked at each time a new process would import edgecl (a round, a fleet
+        client: a few ms); a look at most once a minute let a round started within the minute
+        run the new code."""
         if self._upgraded is None:
-            now = time.monotonic()
-            if self._started_version is None or now - self._upgrade_checked_s < UPGRADE_CHECK_S:
+            if self._started_version is None:
                 return False
-            self._upgrade_checked_s = now
             on_disk = installed_version()
             if on_disk is None or on_disk == self._started_version:
                 return False

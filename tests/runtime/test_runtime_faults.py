@@ -7,7 +7,7 @@ import pytest
 
 from edgecl.config import load_config
 from edgecl.data.scenario import make_scenario
-from edgecl.errors import ModelLoadError, StorageError
+from edgecl.errors import EdgeclError, ModelLoadError, StorageError
 from edgecl.models.registry import Registry
 from edgecl.runtime.app import RunOptions, Runtime, ensure_writable
 from edgecl.runtime.learner import run_learning_round
@@ -308,6 +308,28 @@ def test_a_dead_fleet_client_is_reported_and_restarted_after_a_back_off(tmp_path
     assert len(started) == 1 and runtime.fleet_proc.pid == 43
     runtime.supervise()
     assert "fleet" not in runtime.step_errors and runtime.health()["status"] == "ok"
+
+
+def test_a_dead_fleet_client_is_not_restarted_on_an_edgecl_upgraded_on_disk(tmp_path):
+    """Before: rounds waited for a restart after an in-place upgrade, but a fleet client that
+    died was restarted with the new code, and staged versions for this runtime's old one."""
+    from types import SimpleNamespace
+
+    from edgecl.config import load_config
+
+    started = []
+    runtime = Runtime(load_config(None, [f"state_dir={tmp_path}"]),
+                      RunOptions(source_uri="synthetic://", quiet=True,
+                                 fleet_client=SimpleNamespace(start=started.append)))
+    runtime.supervisor = SimpleNamespace(upgraded_on_disk=lambda: True, tick=lambda: None,
+                                         busy=False, health=lambda: {"state": "idle"})
+    runtime.fleet_proc = SimpleNamespace(is_alive=lambda: False, pid=42, exitcode=-9)
+    with pytest.raises(EdgeclError, match="exited with code -9"):
+        runtime._tick_fleet()
+    runtime._fleet_restart_at = 0.0
+    with pytest.raises(EdgeclError, match="not restarted: edgecl was upgraded on disk"):
+        runtime._tick_fleet()
+    assert runtime._tick_fleet() is False and not started  # and it stays so, quietly
 
 
 def test_a_folder_with_its_fps_given_is_told_what_turns_it_on():

@@ -451,9 +451,14 @@ def test_the_health_check_uses_the_configs_token_and_port(fake, tmp_path, monkey
     server = serve(fake, token="a-long-console-token")
     try:
         config = tmp_path / "edgecl.yaml"
-        config.write_text(f"server:\n  port: {server.port}\n  token: a-long-console-token\n")
+        config.write_text(f"server:\n  enabled: true\n  port: {server.port}\n"
+                          f"  token: a-long-console-token\n")
         assert healthcheck.main([str(config)]) == 0
-        config.write_text(f"server:\n  port: {server.port}\n")
+        config.write_text(f"server:\n  port: {server.port}\n")  # the console off
+        assert healthcheck.check(str(config)) == (
+            f"{config} has server.enabled: false, so the runtime serves no /healthz (set it to "
+            f"true, or give the address in $EDGECL_HEALTH_URL)")
+        config.write_text(f"server:\n  enabled: true\n  port: {server.port}\n")
         assert healthcheck.check(str(config)).startswith(
             f"http://127.0.0.1:{server.port}/healthz answered 401")
         monkeypatch.setenv("EDGECL_TOKEN", "a-long-console-token")  # as the runtime reads it
@@ -493,7 +498,7 @@ def test_the_health_check_knows_another_program_on_the_port(tmp_path, monkeypatc
     try:
         monkeypatch.delenv(healthcheck.URL_ENV, raising=False)
         config = tmp_path / "edgecl.yaml"
-        config.write_text(f"server:\n  port: {other.server_address[1]}\n")
+        config.write_text(f"server:\n  enabled: true\n  port: {other.server_address[1]}\n")
         assert healthcheck.check(str(config)).endswith(
             "answered, but not as edgecl does (no JSON status): another program there?")
     finally:

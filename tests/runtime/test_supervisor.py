@@ -637,10 +637,10 @@ def test_the_installed_edgecl_is_told_apart_by_its_files_not_only_its_version(tm
 
 def test_rounds_wait_for_a_restart_after_edgecl_is_upgraded_on_disk(supervisor, monkeypatch, caplog):
     """Before: a round, a new process importing edgecl from disk, ran the upgraded code against
-    the running runtime's state and models."""
+    the running runtime's state and models; also later, a round started within a minute of the
+    last look (looked at most once a minute)."""
     on_disk = ["0.1.0"]
     monkeypatch.setattr(learner_mod, "installed_version", lambda: on_disk[0])
-    monkeypatch.setattr(learner_mod, "UPGRADE_CHECK_S", 0.0)
     sup = supervisor(FakeRegistry())
     spawned = []
     monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: spawned.append(reason))
