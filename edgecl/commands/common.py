@@ -275,4 +275,3 @@ def require_writable_state_dir(cfg: Config, what: str) -> None:
             raise StorageError(f"{folder}: cannot write there ({what} writes its class registry, "
                                f"models and round files in the state directory): make it "
                                f"writable, or use another --state-dir")
-

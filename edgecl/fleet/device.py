@@ -264,6 +264,7 @@ class FleetDevice:
         """
         from edgecl.continual.finetune import FineTuner
         from edgecl.fleet.weights import build_model, model_arrays
+
         bad = non_finite_key(global_arrays)
         if bad is not None:
             log.warning("fleet round %d: the global model has non-finite weights (tensor %s); "

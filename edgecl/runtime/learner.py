@@ -156,6 +156,8 @@ IMPORT_WAIT = ("a learning round is due and waits for an import into the memory 
 """What the console and ``/healthz`` say while a due round waits for an import."""
 TRAIN_SHARE = 0.8
 """Share of a round's wall time spent training when no earlier round tells (progress bar)."""
+
+
 def installed_version() -> str | None:
     """The edgecl on disk now, as a learning round's new process would import it: its
     distribution's version (read afresh) and an identity of its files (the name, size and
