@@ -535,4 +535,3 @@ def score_by_name(model, names: dict[int, str], test_names: dict[int, str], path
     per = res.per_class_ap50_95 or {}
     return {name: _finite(per.get(cls, 0.0)) if cls in per else None
             for cls, name in sorted(test_names.items())}
-
