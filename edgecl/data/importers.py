@@ -1323,6 +1323,8 @@ def _coco_item(json_path: Path, where: str, image_path: Path, categories: dict,
             # its enclosing box
             bbox = polygon
             shown = f"segmentation {_short(ann.get('segmentation'))} (its enclosing box)"
+        elif absent and ann.get("segmentation"):
+            bbox = None  # a zero bbox beside a mask or polygon it cannot be read from: said, not dropped
         if bbox is None:
             segmentation = ann.get("segmentation")
             why = ("" if not absent or not segmentation else

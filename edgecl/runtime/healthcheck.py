@@ -11,6 +11,7 @@ environment only: a token written in the YAML made every check a 401, the contai
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import os
@@ -84,6 +85,8 @@ def check(config_path: str = DEFAULT_CONFIG) -> str | None:
         return f"{url} answered {exc.code}: {exc.read(300).decode('utf-8', 'replace').strip()}"
     except (urllib.error.URLError, OSError) as exc:
         return f"{url} did not answer: {getattr(exc, 'reason', exc)}"
+    except http.client.HTTPException:  # not HTTP at all (an ssh server, say)
+        return f"{url} answered, but not as edgecl does (not HTTP): another program there?"
     try:
         status = json.loads(body).get("status")
     except (ValueError, AttributeError):

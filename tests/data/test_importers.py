@@ -137,10 +137,10 @@ def test_a_polygon_only_coco_annotation_gives_its_enclosing_box(tmp_path):
     """Before: an annotation with a polygon segmentation and no bbox (some exporters leave it
     out) refused its whole image as 'no valid bbox'."""
     root = tmp_path / "coco"
-    for name in ("a.jpg", "b.jpg", "c.jpg"):
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
         _jpg(root / "images" / name)
     data = {"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"},
-                       {"id": 3, "file_name": "c.jpg"}],
+                       {"id": 3, "file_name": "c.jpg"}, {"id": 4, "file_name": "d.jpg"}],
             "categories": [{"id": 1, "name": "car"}],
             "annotations": [
                 {"id": 1, "image_id": 1, "category_id": 1,
@@ -151,14 +151,17 @@ def test_a_polygon_only_coco_annotation_gives_its_enclosing_box(tmp_path):
                 {"id": 4, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5],
                  "segmentation": [[0, 0, 60, 0, 60, 40]]},  # its bbox stands
                 {"id": 5, "image_id": 3, "category_id": 1, "bbox": [0, 0, 0, 0],  # zeros written
-                 "segmentation": [[40, 30, 50, 30, 45, 38]]}]}
+                 "segmentation": [[40, 30, 50, 30, 45, 38]]},
+                {"id": 6, "image_id": 4, "category_id": 1, "bbox": [0, 0, 0, 0],  # zeros, RLE
+                 "segmentation": {"size": [48, 64], "counts": [0, 10, 100]}}]}
     (root / "annotations").mkdir()
     (root / "annotations" / "instances.json").write_text(json.dumps(data))
     items, skips = _collect(root)
     by_name = {i.source.name: i for i in items}
     np.testing.assert_allclose(by_name["a.jpg"].xyxy, [[10, 12, 34, 26], [1, 2, 5, 8]])
     np.testing.assert_allclose(by_name["c.jpg"].xyxy, [[1, 1, 6, 6], [40, 30, 50, 38]])
-    assert [s.reason for s in skips] == ["bad annotation"]
+    assert [s.reason for s in skips] == ["bad annotation"] * 2  # d.jpg: its car not dropped
+    assert "d.jpg" not in by_name and "annotation 6 has no valid bbox" in skips[1].message
     assert skips[0].message.endswith("annotation 3 has no valid bbox [x, y, w, h] (four finite "
                                      "numbers): None, and its segmentation is an RLE mask, no "
                                      "polygon")

@@ -503,3 +503,30 @@ def test_the_health_check_knows_another_program_on_the_port(tmp_path, monkeypatc
             "answered, but not as edgecl does (no JSON status): another program there?")
     finally:
         other.shutdown()
+
+
+def test_the_health_check_is_one_line_for_a_port_that_speaks_no_http(tmp_path, monkeypatch):
+    """Before: an ssh server on the port gave http.client's BadStatusLine traceback."""
+    import socket
+    import threading
+
+    from edgecl.runtime import healthcheck
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def answer():
+        conn, _ = listener.accept()
+        conn.recv(1024)
+        conn.sendall(b"SSH-2.0-OpenSSH_8.9\r\n")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    monkeypatch.delenv(healthcheck.URL_ENV, raising=False)
+    config = tmp_path / "edgecl.yaml"
+    config.write_text(f"server:\n  enabled: true\n  port: {listener.getsockname()[1]}\n")
+    try:
+        assert healthcheck.check(str(config)).endswith("(not HTTP): another program there?")
+    finally:
+        listener.close()
