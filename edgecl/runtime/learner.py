@@ -158,6 +158,10 @@ TRAIN_SHARE = 0.8
 """Share of a round's wall time spent training when no earlier round tells (progress bar)."""
 
 
+PACKAGE_SUFFIXES = frozenset({".py", ".js", ".css", ".html", ".svg", ".json", ".yaml", ".typed"})
+"""Files of the package that :func:`installed_version` identifies (code and console files)."""
+
+
 def installed_version() -> str | None:
     """The edgecl on disk now, as a learning round's new process would import it: its
     distribution's version (read afresh) and an identity of its files (the name, size and
@@ -181,7 +185,10 @@ def installed_version() -> str | None:
     digest = hashlib.sha256()
     try:
         for path in sorted(root.rglob("*")):
-            if "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo") or path.is_dir():
+            # what a new process reads: editor swap files and backups (.config.py.swp,
+            # config.py~) beside them are no upgrade (they stopped learning until a restart)
+            if ("__pycache__" in path.parts or path.suffix not in PACKAGE_SUFFIXES
+                    or path.name.startswith(".") or path.is_dir()):
                 continue
             info = path.stat()
             digest.update(f"{path.relative_to(root)}\0{info.st_size}\0{info.st_mtime_ns}\n"

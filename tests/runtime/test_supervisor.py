@@ -630,6 +630,9 @@ def test_the_installed_edgecl_is_told_apart_by_its_files_not_only_its_version(tm
     (package / "__pycache__").mkdir()
     (package / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"compiled at run time")
     assert learner_mod.installed_version() == first          # caches written by running code
+    (package / ".__init__.py.swp").write_bytes(b"vim")       # an editor's, and a backup:
+    (package / "__init__.py~").write_text("")                # no upgrade (learning stopped)
+    assert learner_mod.installed_version() == first
     (package / "web" / "console.js").write_text("let a = 2;")  # same size, new contents
     os.utime(package / "web" / "console.js", ns=(1, 1))
     assert learner_mod.installed_version() != first
