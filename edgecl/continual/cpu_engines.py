@@ -144,9 +144,8 @@ def export_cpu_engines(cfg: Config, model, names: dict[int, str], onnx: Path, wo
     seconds: dict[str, float] = {}
     meta: dict = {}
     fp32_engine, fp32_path = "onnx", Path(onnx)
-    gpu = engine_built
     gpu_why = "a TensorRT engine serves this version"
-    if _wanted(ex.openvino, lambda: openvino_available() and not gpu):
+    if _wanted(ex.openvino, lambda: openvino_available() and not engine_built):
         stats: dict = {}
         try:
             xml = export_openvino(model, work / "openvino", imgsz=cfg.learner.imgsz, names=names,
@@ -161,14 +160,14 @@ def export_cpu_engines(cfg: Config, model, names: dict[int, str], onnx: Path, wo
             seconds["openvino"] = round(stats.get("export_s", 0.0), 2)
     else:
         meta["openvino"] = ("not exported (export.openvino: off)" if ex.openvino == "off"
-                            else f"not exported ({gpu_why})" if gpu
+                            else f"not exported ({gpu_why})" if engine_built
                             else "not exported (openvino not installed)")
     int8_engine = f"{fp32_engine}-int8"
     available = nncf_available if fp32_engine == "openvino" else onnx_quantization_available
     serve = fp32_engine
     n_held = len(snapshot.ids(held_out=True))
-    if not _wanted(ex.cpu_int8, lambda: available() and not gpu):
-        why = ("export.cpu_int8: off" if ex.cpu_int8 == "off" else gpu_why if gpu
+    if not _wanted(ex.cpu_int8, lambda: available() and not engine_built):
+        why = ("export.cpu_int8: off" if ex.cpu_int8 == "off" else gpu_why if engine_built
                else "quantiser not installed")
         meta["int8"] = {"accepted": False, "engine": int8_engine, "reason": f"not built ({why})"}
     elif n_held < MIN_HELD_OUT_FOR_INT8:
