@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 import json
 import math
+import os
 import re
 import reprlib
 import typing
@@ -471,6 +472,10 @@ RULES: dict[str, Rule] = {
         meaning="HOST:PORT with a port in 1..65535 (e.g. 127.0.0.1:9092)"),
 }
 
+# Keys naming a file or folder: a leading '~' is a home folder, as in a shell (YAML has none).
+PATH_KEYS = ("state_dir", "model.path", "server.tls_cert", "server.tls_key", "fleet.initial_model",
+             "fleet.ca_cert", "fleet.server_cert", "fleet.server_key")
+
 # Keys whose value is free text (paths, addresses, URIs): checked where they are used.
 FREE_KEYS = frozenset({"state_dir", "source.uri", "model.path", "model.providers", "server.host",
                        "server.token", "server.allowed_hosts", "server.trusted_proxies",
@@ -871,7 +876,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise _unknown_key_error(key, "command-line override")
         _set_dotted(tree, key, value, where)
     where = where if not overrides else f"{where} (+ overrides)"
-    return validate(_build(Config, tree, "", where), where)
+    return validate(expand_user_paths(_build(Config, tree, "", where)), where)
+
+
+def expand_user_paths(cfg: Config) -> Config:
+    """``cfg`` with a leading ``~`` or ``~user`` of every :data:`PATH_KEYS` value made the home
+    folder it names (:func:`os.path.expanduser`; one that names no user stays as written).
+
+    Before, ``state_dir: ~/edgecl`` made a folder named ``~`` in the current directory, and a
+    ``model.path`` of ``~/models/best.pt`` was "no such file".
+    """
+    for key in PATH_KEYS:
+        section, _, name = key.rpartition(".")
+        holder = getattr(cfg, section) if section else cfg
+        value = getattr(holder, name)
+        if not value.startswith("~"):
+            continue
+        expanded = dataclasses.replace(holder, **{name: os.path.expanduser(value)})
+        cfg = dataclasses.replace(cfg, **{section: expanded}) if section else expanded
+    return cfg
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -467,3 +467,24 @@ def test_times_past_a_year_and_tiny_output_files_are_refused(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [override])
     assert load_config(None, ["runtime.out_max_bytes=0"]).runtime.out_max_bytes == 0
+
+
+def test_a_home_folder_in_a_path_key_is_the_home_folder(tmp_path, monkeypatch):
+    """Before: ``state_dir: ~/edgecl`` made a folder named ``~`` in the current directory, and
+    ``model.path: ~/models/best.pt`` was 'no such file' (YAML has no shell to expand it)."""
+    from edgecl.commands.common import check_state_dir_option
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg_file = tmp_path / "edgecl.yaml"
+    cfg_file.write_text("state_dir: ~/edgecl\nmodel:\n  path: ~/models/best.pt\n"
+                        "server:\n  tls_cert: ~/tls/cert.pem\n  tls_key: ~/tls/key.pem\n"
+                        "fleet:\n  ca_cert: '~nosuchuser_edgecl/ca.pem'\n", encoding="utf-8")
+    cfg = load_config(cfg_file, ["fleet.initial_model=~/global.pt"])
+    home = str(tmp_path / "home")
+    assert cfg.state_dir == f"{home}/edgecl"
+    assert cfg.model.path == f"{home}/models/best.pt"
+    assert (cfg.server.tls_cert, cfg.server.tls_key) == (f"{home}/tls/cert.pem",
+                                                         f"{home}/tls/key.pem")
+    assert cfg.fleet.initial_model == f"{home}/global.pt"
+    assert cfg.fleet.ca_cert == "~nosuchuser_edgecl/ca.pem"  # no such user: as written
+    assert check_state_dir_option("~/state") == f"{home}/state"  # --state-dir=~/state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 
 from edgecl.config import Config, MemoryConfig, load_config
@@ -43,7 +44,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def check_state_dir_option(value: str) -> str:
-    """A ``--state-dir`` as given, refused when it names no directory.
+    """A ``--state-dir`` as given (a leading ``~`` made a home folder, as ``state_dir``'s is
+    and as a shell does but not after ``=``), refused when it names no directory.
 
     Raises:
         ConfigError: ``''`` or blank (it would be the built-in default's, or the current
@@ -51,7 +53,7 @@ def check_state_dir_option(value: str) -> str:
     """
     if not value.strip():
         raise ConfigError(f"--state-dir must name a directory, got {value!r}")
-    return value
+    return os.path.expanduser(value)
 
 
 def skipped_annotations_note(result: dict) -> str:

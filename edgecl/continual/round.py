@@ -313,7 +313,7 @@ def start_model_problem(cfg: Config) -> str | None:
     """
     if not cfg.model.path:
         return None
-    path = Path(cfg.model.path)  # as every other reader of model.path takes it (no ~)
+    path = Path(cfg.model.path)
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         return None  # an untrained start, asked for (ultralytics' packaged yaml need not exist here)
