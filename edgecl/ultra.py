@@ -4,9 +4,12 @@ and OpenVINO/NNCF imported without their usage telemetry."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 _TELEMETRY_LOCK = threading.Lock()
 
@@ -45,6 +48,23 @@ def ensure_offline() -> None:
     os.environ.setdefault("YOLO_VERBOSE", "False")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def packaged_model_yaml(name: str) -> bool:
+    """True when ``name`` (e.g. ``yolo11s.yaml``) is one of ultralytics' packaged model yamls.
+
+    A scale letter is read as ultralytics' ``yaml_model_load`` reads it (``yolo11s.yaml`` is
+    ``yolo11.yaml`` at scale ``s``). The package's files are looked at without importing it.
+
+    Args:
+        name: a file name, no folder.
+    """
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    root = Path(next(iter(spec.submodule_search_locations))) / "cfg" / "models"
+    wanted = {name, re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", name)}
+    return any(found.name in wanted for found in root.rglob("*.y*ml"))
 
 
 def build_detection_model(nc: int, cfg: str = "yolo11n.yaml", names: dict[int, str] | None = None):

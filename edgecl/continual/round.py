@@ -315,8 +315,13 @@ def start_model_problem(cfg: Config) -> str | None:
         return None
     path = Path(cfg.model.path)
     suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        return None  # an untrained start, asked for (ultralytics' packaged yaml need not exist here)
+    if suffix in (".yaml", ".yml"):  # an untrained start, asked for
+        from edgecl.ultra import packaged_model_yaml
+
+        if path.is_file() or packaged_model_yaml(path.name):
+            return None
+        return (f"model.path {path}: no such model yaml (neither a file nor one of "
+                f"ultralytics' packaged models, such as yolo11n.yaml or yolo11s.yaml)")
     if not path.exists():
         return f"model.path {path}: no such file"
     if path.is_dir():
@@ -466,15 +471,38 @@ def _load_parent(ctx: RoundContext):
         raise EdgeclError(problem)
     nc = 1 + max(_top_class(ctx), 0)
     names = {i: ctx.names.get(i, f"class{i}") for i in range(nc)}
+    arch = _start_yaml(ctx.cfg)
     if _untrained_start(ctx.cfg):  # asked for: a yaml or an untrained checkpoint as model.path
-        log.info("this round starts from a freshly built YOLO11n (model.path %s is an untrained "
-                 "model)", ctx.cfg.model.path)
+        log.info("this round starts from a freshly built %s (model.path %s is an untrained "
+                 "model)", Path(arch).name, ctx.cfg.model.path)
     else:
         log.warning("this round starts from a YOLO11n trained from scratch: the registry has no "
                     "version and model.path names no checkpoint (a file given to 'edgecl run "
                     "--model' serves that run only; to learn on top of your own checkpoint, set "
                     "model.path or run 'edgecl models add --promote FILE' first)")
-    return build_detection_model(nc, names=names), names
+    try:
+        model = build_detection_model(nc, cfg=arch, names=names)
+    except Exception as exc:  # ultralytics raises many kinds for a bad model yaml
+        text = str(exc).strip()
+        raise EdgeclError(f"cannot build a model from model.path {arch}: {type(exc).__name__}: "
+                          f"{text.splitlines()[0] if text else 'no detail'}") from None
+    from edgecl.models.checkpoint import detection_model_problem
+
+    problem = detection_model_problem(model)  # e.g. yolo11n-pose.yaml builds a Pose head
+    if problem is not None:
+        raise EdgeclError(f"model.path {arch}: {problem}")
+    return model, names
+
+
+def _start_yaml(cfg: Config) -> str:
+    """The model yaml a round with nothing to fine-tune builds: ``model.path``'s yaml (a file,
+    else ultralytics' packaged one of that name, as :class:`~edgecl.models.torch_backend.
+    TorchBackend` reads it), or ``yolo11n.yaml``. Before, every yaml (``yolo11s.yaml``, a
+    user's own) built a YOLO11n."""
+    path = Path(cfg.model.path) if cfg.model.path else None
+    if path is None or path.suffix.lower() not in (".yaml", ".yml"):
+        return "yolo11n.yaml"
+    return str(path) if path.is_file() else path.name
 
 
 def _untrained_start(cfg: Config) -> bool:

@@ -1,5 +1,6 @@
 """A round names its candidate's classes by the class registry, not by the parent's head."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 from edgecl.continual.round import _load_parent
@@ -142,7 +143,7 @@ def test_a_first_round_never_trains_its_own_model_in_place_of_the_one_given(tmp_
                      f"engine?), which no round can fine-tune; set model.path to the "
                      f"ultralytics .pt checkpoint it was exported from (the engine serves all "
                      f"the same), or to yolo11n.yaml to learn a model of its own from scratch"),
-        "~/two.pt": "model.path ~/two.pt: no such file",  # not expanded, as nothing else does
+        "~/two.pt": f"model.path {Path.home() / 'two.pt'}: no such file",  # ~ expanded
         "two_openvino_model": (f"the model {tmp_path / 'two_openvino_model'} is a folder; a "
                                f"round learns on top of an ultralytics .pt checkpoint: set "
                                f"model.path to one")}
@@ -160,6 +161,46 @@ def test_a_first_round_never_trains_its_own_model_in_place_of_the_one_given(tmp_
     for path in ("", "yolo11n.yaml"):  # a start of its own, as asked
         assert start_model_problem(dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, path=path))) is None
+
+
+def test_a_first_round_builds_the_model_yaml_it_was_given(tmp_path):
+    """Before: every model yaml (``yolo11s.yaml``, a team's own file, a mistyped name) built a
+    YOLO11n: a larger model asked for was silently the smallest."""
+    import shutil
+
+    import pytest
+
+    import ultralytics
+
+    from edgecl.config import load_config
+    from edgecl.continual.round import start_model_problem
+    from edgecl.errors import EdgeclError
+
+    own = tmp_path / "our_net.yaml"
+    shutil.copyfile(Path(ultralytics.__file__).parent / "cfg/models/v8/yolov8.yaml", own)
+
+    def parameters(model_path):
+        cfg = load_config(None, [f"model.path={model_path}"])
+        assert start_model_problem(cfg) is None
+        ctx = SimpleNamespace(parent_version=None, base_checkpoint=None, registry=None,
+                              names={0: "car", 1: "person"}, cfg=cfg,
+                              snapshot=SimpleNamespace(records=lambda: [SimpleNamespace(
+                                  classes=[0, 1])]))
+        model, names = _load_parent(ctx)
+        assert names == {0: "car", 1: "person"} and model.model[-1].nc == 2
+        return sum(p.numel() for p in model.parameters())
+
+    nano, small = parameters("yolo11n.yaml"), parameters("yolo11s.yaml")
+    assert nano < 3_000_000 < 9_000_000 < small  # YOLO11n 2.6 M, YOLO11s 9.4 M parameters
+    assert 2_900_000 < parameters(own) < 3_100_000  # YOLOv8n (its first scale), 3.0 M
+    missing = load_config(None, [f"model.path={tmp_path / 'our_nett.yaml'}"])
+    said = (f"model.path {tmp_path / 'our_nett.yaml'}: no such model yaml (neither a file nor "
+            f"one of ultralytics' packaged models, such as yolo11n.yaml or yolo11s.yaml)")
+    assert start_model_problem(missing) == said
+    ctx = SimpleNamespace(parent_version=None, base_checkpoint=None, registry=None,
+                          names={0: "car"}, cfg=missing, snapshot=SimpleNamespace(records=list))
+    with pytest.raises(EdgeclError, match="no such model yaml"):
+        _load_parent(ctx)
 
 
 def test_a_model_added_by_hand_is_warned_of_when_a_round_changes_its_size(tmp_path, caplog):
