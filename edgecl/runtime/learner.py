@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import shlex
 import shutil
 import time
 import uuid
@@ -467,8 +468,8 @@ def room_problem(state_dir: str | Path) -> str | None:
     return (f"{state_dir} has {free / 2**20:.1f} MiB free; a round needs about "
             f"{need / 2**20:.1f} MiB (the serving model's files twice, and its small files); "
             f"keeping fewer model versions frees room: set export.keep_promoted and "
-            f"export.keep_rejected lower and run 'edgecl models prune --state-dir {state_dir}' "
-            f"with them")
+            f"export.keep_rejected lower in the device's config and run 'edgecl models prune "
+            f"--config CONFIG.yaml --state-dir {shlex.quote(str(state_dir))}' with it")
 
 
 def _saved_progress(cfg: Config, otherwise: str, memory=None) -> tuple[int, int] | None:

@@ -116,4 +116,5 @@ def test_a_round_waiting_for_room_says_how_to_make_some(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=2**20))
     problem = learner.room_problem(tmp_path)
     assert problem.startswith(f"{tmp_path} has 1.0 MiB free; a round needs about ")
-    assert problem.endswith(f"run 'edgecl models prune --state-dir {tmp_path}' with them")
+    assert problem.endswith(f"lower in the device's config and run 'edgecl models prune "
+                            f"--config CONFIG.yaml --state-dir {tmp_path}' with it")
