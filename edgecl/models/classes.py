@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +32,9 @@ from edgecl.data.class_names import clean_name, known_spelling, loose_class_name
 from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError
 
 log = logging.getLogger(__name__)
+
+_PLACEHOLDER_NAME = re.compile(r"(?:class_?)?(\d+)", re.IGNORECASE)
+"""The names a model gets when it was trained without any ('0', ultralytics' 'class_0')."""
 
 FILE_NAME = "classes.json"
 LOCK_NAME = "classes.lock"
@@ -452,6 +456,15 @@ class ClassRegistry:
                 stamp = _now_iso()
                 entries += [{"id": cid, "name": new[cid], "first_seen": stamp} for cid in sorted(new)]
                 self._write(entries)
+        if new and all(_PLACEHOLDER_NAME.fullmatch(n) and int(_PLACEHOLDER_NAME.fullmatch(n)[1]) == c
+                       for c, n in new.items()):
+            first = new[min(new)]
+            log.warning("the checkpoint names its classes by number only (%s): a label that names "
+                        "the object ('car') becomes a new class beside them; give them their "
+                        "names first, e.g. 'edgecl classes rename --state-dir %s %s car'",
+                        ", ".join(repr(new[c]) for c in sorted(new)[:3])
+                        + (", ..." if len(new) > 3 else ""),
+                        shlex.quote(str(self.state_dir)), shlex.quote(first))
         return [new[c] for c in sorted(new)]
 
     def rename(self, old: str, new: str) -> int:

@@ -308,3 +308,24 @@ def test_a_model_made_before_a_rename_is_the_same_classes(tmp_path):
     assert registry.conflict({0: "car", 1: "OtherVehicle"}) is None
     assert registry.seed({0: "car", 1: "OtherVehicle"}) == []
     assert "'OtherVehicle' as id 3" in registry.conflict({0: "OtherVehicle"})
+
+
+def test_a_checkpoint_whose_classes_are_numbers_is_warned_of(tmp_path, caplog):
+    """Before: a model trained without names ('0'.., ultralytics' 'class_0'..) seeded those as
+    the device's classes unsaid; an operator's 'car' then became a class beside '2'."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="edgecl.models.classes")
+    registry = ClassRegistry(tmp_path / "numbers")
+    assert registry.seed({0: "0", 1: "1", 2: "2", 3: "3"}) == ["0", "1", "2", "3"]
+    assert caplog.messages == [
+        f"the checkpoint names its classes by number only ('0', '1', '2', ...): a label that "
+        f"names the object ('car') becomes a new class beside them; give them their names "
+        f"first, e.g. 'edgecl classes rename --state-dir {tmp_path / 'numbers'} 0 car'"]
+    caplog.clear()
+    assert ClassRegistry(tmp_path / "ultra").seed({0: "class_0", 1: "class_1"})
+    assert "by number only ('class_0', 'class_1')" in caplog.text
+    caplog.clear()
+    for i, names in enumerate(({0: "car", 1: "1"}, {0: "1", 1: "0"}, {0: "person"})):
+        assert ClassRegistry(tmp_path / f"named{i}").seed(names)  # named, or not by its id
+    assert caplog.messages == []
