@@ -750,6 +750,8 @@ class Runtime:
                 alerts.append(learner["waiting_for_held_out"])
             if learner.get("waiting_for_import"):
                 alerts.append(learner["waiting_for_import"])
+            if learner.get("waiting_for_model"):
+                alerts.append(f"learning waits: {learner['waiting_for_model']}")
             if learner.get("last_error"):
                 alerts.append(learner["last_error"])
             last = self.supervisor.rounds[-1] if self.supervisor.rounds else None

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import os
 import shlex
 import shutil
 import time
@@ -779,6 +780,8 @@ class LearnerSupervisor:
         self._waiting_for_held_out = False
         self._waiting_for_room: str | None = None  # why a due round waits for disk room
         self._waiting_for_import = False  # a due round waits for an import to finish
+        self._waiting_for_model: str | None = None  # why no round can learn from the current one
+        self._unlearnable_memo: tuple[tuple, str | None] | None = None
         self._other_writers_said_s: float | None = None  # when other writers' samples were said
         self._other_writers_unsaid = 0
         self._stored_classes: set[int] = set()
@@ -841,8 +844,9 @@ class LearnerSupervisor:
             training, so the bar waits there while the round evaluates and exports; before
             training reports, estimated: :func:`expected_round_s`);
             in back-off ``retry_in_s`` and ``reason``; ``last_error``, ``metrics_behind`` and
-            ``waiting_for_room`` and ``waiting_for_held_out`` (a round is due and waits for
-            the memory's first held-out sample) when they apply.
+            ``waiting_for_room``, ``waiting_for_held_out`` (a round is due and waits for
+            the memory's first held-out sample) and ``waiting_for_model`` (a round is due and
+            no round can fine-tune the current version: why) when they apply.
         """
         now = time.monotonic()
         out = {"state": "idle", "rounds": self.rounds_done, "last_round": self.last_round,
@@ -867,6 +871,8 @@ class LearnerSupervisor:
             out["waiting_for_held_out"] = HELD_OUT_WAIT
         if self._waiting_for_import and not self.busy:
             out["waiting_for_import"] = IMPORT_WAIT
+        if self._waiting_for_model and not self.busy:
+            out["waiting_for_model"] = self._waiting_for_model
         return out
 
     def tick(self) -> None:
@@ -912,7 +918,37 @@ class LearnerSupervisor:
                 if self._waiting_for_room:
                     log.info("learning resumes: %s has room for a round again", self.cfg.state_dir)
                 self._waiting_for_room = None
+                problem = self._unlearnable()
+                if problem:
+                    # the trigger stays armed: every round would start a process that fails the
+                    # same way, until a version with a checkpoint serves
+                    if self._waiting_for_model != problem:
+                        log.warning("learning round due (%s) waits: %s", reason, problem)
+                    self._waiting_for_model = problem
+                    return
+                if self._waiting_for_model:
+                    log.info("learning resumes: version %s can be fine-tuned",
+                             self.registry.current())
+                self._waiting_for_model = None
                 self.start_round(reason)
+
+    def _unlearnable(self) -> str | None:
+        """:func:`~edgecl.continual.round.unlearnable_current`, looked at again only when the
+        current version or ``model.path``'s file changed (it may load a checkpoint)."""
+        from edgecl.continual.round import unlearnable_current
+
+        path = self.cfg.model.path
+        try:
+            stamp = os.stat(path).st_mtime_ns if path else None
+        except OSError:
+            stamp = None
+        try:
+            key = (self.registry.current(), stamp)
+        except EdgeclError:
+            return None  # a damaged registry: the round reports it
+        if self._unlearnable_memo is None or self._unlearnable_memo[0] != key:
+            self._unlearnable_memo = (key, unlearnable_current(self.cfg, self.registry))
+        return self._unlearnable_memo[1]
 
     def _count_new(self, added: int, classes) -> None:
         self.state.new_samples += added

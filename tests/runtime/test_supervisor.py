@@ -756,3 +756,33 @@ def test_a_round_stopped_with_the_runtime_is_not_reported_as_killed_at_the_next_
     assert not (learner_mod.learner_dir(tmp_path) / learner_mod.RUNNING_FILE).exists()
     assert not (learner_mod.learner_dir(tmp_path) / "work").exists()
     assert learner_mod.interrupted_round(tmp_path) is None  # the next start says nothing
+
+
+def test_a_due_round_waits_while_the_current_version_has_nothing_to_fine_tune(tmp_path,
+                                                                              monkeypatch,
+                                                                              caplog):
+    """Before: a device serving an exported engine with no checkpoint (added by hand, and no
+    model.path) started a round process at every trigger, which failed the same way each time."""
+    import json
+
+    caplog.set_level(logging.INFO, logger="edgecl.runtime.learner")
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_new_samples=1"])
+    registry = FakeRegistry()
+    registry.promoted.append("v0001")
+    manifest = {"files": {"model.onnx": "ab"}}
+    registry.manifest = lambda version: manifest
+    sup, started = due_supervisor(cfg, monkeypatch)
+    sup.registry = registry
+    sup.tick()
+    sup.tick()
+    said = ("current version v0001 has no model.pt to fine-tune (an exported engine); set "
+            "model.path to the ultralytics .pt checkpoint it was exported from, or promote "
+            "that checkpoint ('edgecl models add --promote FILE.pt')")
+    assert started == [] and sup.health()["waiting_for_model"] == said
+    assert caplog.text.count(f"learning round due (new_samples) waits: {said}") == 1
+    registry.promoted.append("v0002")  # 'edgecl models add --promote best.pt'
+    manifest = {"files": {"model.onnx": "ab", "model.pt": "cd"}}
+    sup.tick()
+    assert started == ["new_samples"] and "waiting_for_model" not in sup.health()
+    assert "learning resumes: version v0002 can be fine-tuned" in caplog.text
+    assert json.dumps(sup.health())
