@@ -107,10 +107,21 @@ setup_swap() {
         # an existing file is never deleted here (a mistyped -f would name someone's file)
         swapon "$SWAP_FILE" || die "swapon $SWAP_FILE failed (see above); if it is not a swap file, remove it or give another path with -f"
     fi
-    if ! awk -v f="$SWAP_FILE" '$1 == f && $3 == "swap" { found = 1 } END { exit !found }' /etc/fstab; then
+    if ! swap_in_fstab "$SWAP_FILE"; then
         log "adding $SWAP_FILE to /etc/fstab"
         printf '%s none swap sw 0 0\n' "$SWAP_FILE" >> /etc/fstab
     fi
+}
+
+# True when /etc/fstab has a swap line for the file $1 (already resolved), under any path that
+# resolves to it: a line written through a symlink by an earlier run counts.
+swap_in_fstab() {
+    local device _mount type _rest
+    while read -r device _mount type _rest; do
+        [[ -z "$device" || "$device" == \#* || "$type" != "swap" ]] && continue
+        [[ "$(realpath -m -- "$device" 2>/dev/null)" == "$1" ]] && return 0
+    done < /etc/fstab
+    return 1
 }
 
 install_unit() {
