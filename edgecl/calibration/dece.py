@@ -176,7 +176,7 @@ def reliability_bins(
     shapes: Sequence[tuple[int, int]],
     iou_thr: float = DEFAULT_IOU_THR,
     n_bins: int = DEFAULT_N_BINS,
-    min_conf: float = 0.0,
+    min_conf: float = DEFAULT_MIN_CONF,
 ) -> ReliabilityBins:
     """Reliability bins of detections against ground truth.
 
@@ -186,7 +186,8 @@ def reliability_bins(
         shapes: ``(height, width)`` of each image in pixels.
         iou_thr: IoU a detection needs with a same-class box to be a true positive.
         n_bins: number of equal-width confidence bins.
-        min_conf: detections below this confidence are ignored.
+        min_conf: detections below this confidence are ignored (default: the
+            protocol's, :data:`DEFAULT_MIN_CONF`).
 
     Returns:
         ``(bin_edges, conf_mean, precision, counts)`` as :class:`ReliabilityBins`.
@@ -201,7 +202,7 @@ def dece(
     shapes: Sequence[tuple[int, int]],
     iou_thr: float = DEFAULT_IOU_THR,
     n_bins: int = DEFAULT_N_BINS,
-    min_conf: float = 0.0,
+    min_conf: float = DEFAULT_MIN_CONF,
 ) -> float:
     """Detection expected calibration error.
 
@@ -211,7 +212,8 @@ def dece(
         shapes: ``(height, width)`` of each image in pixels.
         iou_thr: IoU a detection needs with a same-class box to be a true positive.
         n_bins: number of equal-width confidence bins.
-        min_conf: detections below this confidence are ignored.
+        min_conf: detections below this confidence are ignored (default: the
+            protocol's, :data:`DEFAULT_MIN_CONF`).
 
     Returns:
         D-ECE in 0..1; NaN when no detection is left.

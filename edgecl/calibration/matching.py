@@ -4,10 +4,11 @@ The one matching rule that evaluation (:mod:`edgecl.continual.evaluate`), D-ECE
 (:mod:`edgecl.calibration.dece`) and the post-hoc calibrators (:mod:`edgecl.calibration.posthoc`)
 share. It lives here, below both users, so neither imports the other.
 
-Rule (ultralytics ``BaseValidator.match_predictions``): per image, the IoU of every detection with
-every ground-truth box is computed; a pair counts only when the classes are equal and the IoU
-reaches the threshold; pairs are taken in descending IoU order, each detection and each box used
-at most once. A detection matched at threshold ``t`` is a true positive at ``t``.
+Rule (ultralytics 8.4 ``BaseValidator.match_predictions``, COCO-style): per image, the IoU of
+every detection with every ground-truth box is computed, zero for boxes of another class; the
+detections, in descending confidence order, each take the not yet claimed box of highest IoU, and
+are a true positive at every threshold ``t`` that this IoU reaches (each box claimed at most once
+per threshold).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from edgecl.frames import Detections
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO / ultralytics iouv
 
-MATCHING_RULE = ("same class, IoU >= threshold, one-to-one in descending IoU order "
-                 "(ultralytics BaseValidator.match_predictions)")
+MATCHING_RULE = ("same class, IoU >= threshold, greedy in descending confidence order: each "
+                 "detection takes the unclaimed box of highest IoU (ultralytics "
+                 "BaseValidator.match_predictions)")
 
 
 class MatchStats(NamedTuple):

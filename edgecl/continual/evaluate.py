@@ -57,8 +57,8 @@ class EvalResult:
             (NaN when there is none).
         n_skipped: images that could not be read and were left out.
         reliability: the reliability bins behind ``dece`` (protocol :data:`DECE_PROTOCOL`).
-        per_class_recall: class index -> recall at the max-F1 confidence (ultralytics'), for
-            classes with ground truth.
+        per_class_recall: class index -> recall at the confidence that maximises that
+            class's own F1, for classes with ground truth.
         per_class_instances: class index -> ground-truth boxes of that class (the gate ignores
             classes with fewer than ``gate.min_instances``).
     """
@@ -158,17 +158,23 @@ class _Scores(NamedTuple):
 
 
 def _scores(stats: MatchStats) -> _Scores:
-    """mAP50-95, mAP50, recall, precision and per-class figures via ultralytics' ap_per_class."""
-    from ultralytics.utils.metrics import ap_per_class
+    """mAP50-95, mAP50, recall, precision and per-class figures via ultralytics' ap_per_class.
+
+    The mean recall and precision are ultralytics' (every class at the one confidence that
+    maximises the mean F1 over classes); a class's own recall is taken at the confidence that
+    maximises its own F1, so that it does not move with other classes' detections.
+    """
+    from ultralytics.utils.metrics import ap_per_class, smooth
 
     if stats.target_cls.size == 0:
         return _Scores(0.0, 0.0, 0.0, 0.0, {}, {}, {})
-    _, _, p, r, _, ap, classes, *_ = ap_per_class(stats.tp, stats.conf, stats.pred_cls,
-                                                  stats.target_cls)
+    _, _, p, r, _, ap, classes, _, r_curve, f1_curve, *_ = ap_per_class(
+        stats.tp, stats.conf, stats.pred_cls, stats.target_cls)
+    own_recall = [float(r_curve[k, smooth(f1_curve[k], 0.1).argmax()]) for k in range(len(classes))]
     counts = np.bincount(stats.target_cls)
     return _Scores(float(ap.mean()), float(ap[:, 0].mean()), float(r.mean()), float(p.mean()),
                    {int(c): float(v) for c, v in zip(classes, ap.mean(1))},
-                   {int(c): float(v) for c, v in zip(classes, r)},
+                   dict(zip(map(int, classes), own_recall)),
                    {int(c): int(counts[c]) for c in classes})
 
 

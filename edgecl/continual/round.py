@@ -258,7 +258,9 @@ def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
     new = [r for r in snapshot.records(held_out=False) if r.id > state.last_sample_id]
     if not new:
         return None
-    update_task_bookkeeping(state, snapshot.records())
+    # INVARIANT: a task or class enters evaluation once a round trains on it: its first row is
+    # its "just learnt" value (metrics.first_learnt_rows), never an untrained one
+    update_task_bookkeeping(state, snapshot.records(held_out=False))
     work = learner_dir(cfg.state_dir) / "work"
     shutil.rmtree(work, ignore_errors=True)  # INVARIANT: a round starts from a clean work dir
     with storage_faults("cannot create the round's work folder", work):

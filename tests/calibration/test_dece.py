@@ -40,11 +40,11 @@ def test_hand_computed_dece():
     #   bin  4 [0.267, 0.333): 0.30 TP      -> precision 1.0, conf 0.30,  gap 0.700, n 1
     #   bin  1 [0.067, 0.133): 0.10 FP      -> precision 0.0, conf 0.10,  gap 0.100, n 1
     # D-ECE = (2 * 0.445 + 0.7 + 0.1) / 4 = 1.69 / 4 = 0.4225
-    assert dece(PREDS, GTS, [SHAPE]) == pytest.approx(0.4225, abs=1e-6)
+    assert dece(PREDS, GTS, [SHAPE], min_conf=0.0) == pytest.approx(0.4225, abs=1e-6)
 
 
 def test_reliability_bins_contents():
-    edges, conf_mean, precision, counts = reliability_bins(PREDS, GTS, [SHAPE])
+    edges, conf_mean, precision, counts = reliability_bins(PREDS, GTS, [SHAPE], min_conf=0.0)
     assert edges.shape == (16,) and edges[0] == 0.0 and edges[-1] == 1.0
     assert counts.tolist() == [0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]
     assert conf_mean[14] == pytest.approx(0.945, abs=1e-6)
@@ -56,7 +56,8 @@ def test_iou_threshold_and_min_conf():
     # B's TP box [61,61,90,90] has IoU 29*29 / 900 = 0.934: a TP at 0.5, a FP at 0.95
     # at iou_thr 0.95: bins 14 (0.5 vs 0.945) n 2, 4 (0 vs 0.30) n 1, 1 (0 vs 0.10) n 1
     # D-ECE = (0.89 + 0.30 + 0.10) / 4 = 1.29 / 4 = 0.3225
-    assert dece(PREDS, GTS, [SHAPE], iou_thr=0.95) == pytest.approx(0.3225, abs=1e-6)
+    assert dece(PREDS, GTS, [SHAPE], iou_thr=0.95, min_conf=0.0) == pytest.approx(0.3225,
+                                                                      abs=1e-6)
     # min_conf 0.5 keeps only bin 14: D-ECE = 0.445
     assert dece(PREDS, GTS, [SHAPE], min_conf=0.5) == pytest.approx(0.445, abs=1e-6)
     assert math.isnan(dece(PREDS, GTS, [SHAPE], min_conf=0.99))
@@ -96,3 +97,12 @@ def test_protocol_and_bin_records():
     assert records[9] == {"lo": 0.9, "hi": 1.0, "confidence": pytest.approx(0.93),
                           "precision": 0.5, "count": 2}
     assert records[5]["confidence"] is None and records[5]["count"] == 0
+
+
+def test_the_default_score_threshold_is_the_protocol_one():
+    """Before: dece() and reliability_bins() kept every detection by default while protocol()
+    recorded 0.3: a caller recording both recorded the wrong threshold. At 0.3 the 0.10
+    detection is left out: (2 x 0.445 + 0.7) / 3 = 0.53."""
+    assert protocol()["min_conf"] == 0.3
+    assert dece(PREDS, GTS, [SHAPE]) == pytest.approx(1.59 / 3, abs=1e-6)
+    assert reliability_bins(PREDS, GTS, [SHAPE]).counts.sum() == 3

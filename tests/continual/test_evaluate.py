@@ -176,3 +176,27 @@ def test_from_dict_gives_back_the_result_to_dict_wrote():
     assert EvalResult.from_dict({**res.to_dict(), "map50": None}).map50 != 0.0
     with pytest.raises(KeyError):
         EvalResult.from_dict({"map50_95": 0.5})
+
+
+def test_a_class_recall_does_not_move_with_another_class_detections():
+    """Before: each class's recall was read at the one confidence that maximises the mean F1
+    over all classes: ten false positives of class 1 moving from 0.05 to 0.60 took class 0's
+    recall from 1.0 to 0.56 with its own detections unchanged (and the forgetting policy showed
+    class 0 as forgotten)."""
+    def yolo(cls, x1, y1, x2, y2):
+        return [cls, (x1 + x2) / 1280, (y1 + y2) / 1280, (x2 - x1) / 640, (y2 - y1) / 640]
+
+    gts = [np.array([yolo(0, 10, 10, 60, 60), yolo(1, 200, 200, 260, 260)], np.float32)] * 4
+
+    def class0(false_positive_score):
+        preds = []
+        for score in (0.9, 0.7, 0.5, 0.3):  # class 0 found in all four images
+            boxes = [[10, 10, 60, 60], [200, 200, 260, 260]] + [
+                [300 + 10 * k, 300, 340 + 10 * k, 340] for k in range(10)]
+            preds.append(Detections(np.array(boxes, np.float32),
+                                    np.array([score, 0.95] + [false_positive_score] * 10,
+                                             np.float32), np.array([0, 1] + [1] * 10)))
+        result = evaluate_detections(preds, gts, [(640, 640)] * 4)
+        return round(result.per_class_ap50_95[0], 3), result.per_class_recall[0]
+
+    assert class0(0.05) == class0(0.60) == (0.995, 1.0)

@@ -150,3 +150,17 @@ def test_judge_results_picks_the_view():
     v = judge_results({"t1": _res({0: 0.5}, {0: 5})}, {"t1": _res({0: 0.35}, {0: 5})}, ["t1"],
                       CLS_CFG)
     assert v.mode == "tasks" and not v.accepted and "task t1 forgot 0.150" in v.reason
+
+
+def test_boundaries_are_compared_at_one_precision_and_a_nan_hides_no_drop():
+    """Before: a drop was rounded to 4 decimals before its bound, ACC was not: 0.50 -> 0.48
+    (-0.020000000000000018 in floating point) was refused against an allowed change of -0.02;
+    and a NaN drop listed first hid a real drop of 0.2 from max()."""
+    cfg = GateConfig(max_forgetting=0.15, min_acc_delta=-0.02)
+    exact = judge({"a": 0.50}, {"a": 0.48}, [], cfg)
+    assert exact.accepted, exact.reason
+    assert not judge({"a": 0.50}, {"a": 0.4799}, [], cfg).accepted
+    hidden = judge({"a": math.nan, "b": 0.6, "c": 0.1}, {"a": 0.2, "b": 0.4, "c": 0.9},
+                   ["a", "b", "c"], cfg)
+    assert not hidden.accepted
+    assert hidden.reason == "task b forgot 0.200 mAP50-95 (bound 0.15)"

@@ -231,3 +231,35 @@ def test_a_damaged_progress_file_is_kept_beside_its_repair(tmp_path):
     assert len(kept) == 1 and kept[0].read_bytes() == b"\x00garbage"
     assert load_state(tmp_path).last_sample_id == 9 and len(list(
         p for p in state_path(tmp_path).parent.iterdir() if ".corrupt-" in p.name)) == 1
+
+
+def test_a_class_held_out_only_is_not_evaluated_before_any_round_trained_on_it(tmp_path):
+    """Before: a class whose every sample so far went to the held-out slice (a new class's
+    first labelled frame) entered evaluation untrained; its first row, about 0, then counted as
+    'just learnt' and inflated BWT by its later AP."""
+    import sqlite3
+
+    import numpy as np
+
+    from edgecl.config import load_config
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.continual.round import _open_round
+    from edgecl.models.classes import ClassRegistry
+
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    ClassRegistry(tmp_path).seed({0: "car", 1: "truck"})
+    with ReplayMemory(tmp_path / "memory", cfg.memory, names={0: "car", 1: "truck"}) as memory:
+        for k in range(8):
+            memory.add(Sample(np.full((32, 32, 3), 30 * k, np.uint8),
+                              np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32), task="stream",
+                              source=f"car{k}"))
+        truck = memory.add(Sample(np.full((32, 32, 3), 250, np.uint8),
+                                  np.array([[1, 0.5, 0.5, 0.2, 0.2]], np.float32), task="stream",
+                                  source="truck0"))
+    conn = sqlite3.connect(tmp_path / "memory" / "index.sqlite")
+    conn.execute("UPDATE samples SET held_out=1 WHERE id=?", (truck,))  # its one frame held out
+    conn.commit()
+    conn.close()
+    ctx = _open_round(cfg, None)
+    assert ctx.state.task_order == ["stream"]
+    assert ctx.state.task_classes == {"stream": [0]}  # truck: once a round trains on it
