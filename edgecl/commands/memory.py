@@ -172,14 +172,15 @@ def verify_command(args: argparse.Namespace) -> int:
                                f"it without changing anything")
         report = memory.verify(repair=not args.no_repair, deep=not args.quick)
         classes_lines = _check_classes(args, memory)
+    said = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON line only
     if report.repaired:
         for line in report.details:
-            print(f"dropped: {line}")
+            print(f"dropped: {line}", file=said)
     for line in report.unrepaired:
-        print(f"not repaired: {line}")
+        print(f"not repaired: {line}", file=said)
     unrepaired = [line for line in classes_lines if line.startswith("not repaired")]
-    for line in classes_lines:  # with --json, stdout holds the JSON line only
-        print(line, file=sys.stderr if args.json else sys.stdout)
+    for line in classes_lines:
+        print(line, file=said)
     if args.json:
         print_json_line({**report.to_json(), "ok": report.ok and not unrepaired,
                          "class_problems": [line.removeprefix("not repaired: ")

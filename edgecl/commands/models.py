@@ -324,6 +324,9 @@ def verify_command(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"{version}: ok" if not problems else
                   "\n".join(f"{version}: {p}{_verify_note(p, essential)}" for p in problems))
+        else:  # stdout holds the JSON only; a log still says what failed
+            for problem in problems:
+                print(f"{version}: {problem}{_verify_note(problem, essential)}", file=sys.stderr)
     if args.json:
         print_json_line(reports if args.all else reports[0])
     return 1 if any(not r["ok"] for r in reports) else 0

@@ -57,9 +57,11 @@ def test_verify_drops_a_stored_image_that_does_not_decode(state, capsys):
     assert main(["memory", "verify", "--quick", "--no-repair", "--state-dir", str(state)]) == 0
     capsys.readouterr()
     assert main(["memory", "verify", "--no-repair", "--json", "--state-dir", str(state)]) == 1
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    said = capsys.readouterr()
+    report = json.loads(said.out)  # before: a 'not repaired: ...' line came first on stdout
     assert report["corrupt_rows"] == [4] and not report["ok"]
     assert "does not decode" in report["details"][0]
+    assert said.err.startswith("not repaired: row 4: ")  # a log still says what failed
     assert main(["memory", "verify", "--state-dir", str(state)]) == 0
     out = capsys.readouterr().out
     assert "dropped: row 4:" in out and "1 corrupt" in out and not image.exists()
@@ -71,8 +73,10 @@ def test_verify_quick_finds_a_truncated_image(state, capsys):
     image = state / "memory" / "images" / "00000005.jpg"
     image.write_bytes(image.read_bytes()[:100])
     assert main(["memory", "verify", "--quick", "--json", "--state-dir", str(state)]) == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    said = capsys.readouterr()
+    report = json.loads(said.out)  # before: a 'dropped: ...' line came first on stdout
     assert report["corrupt_rows"] == [5] and report["ok"] and not image.exists()
+    assert said.err.startswith("dropped: row 5: ")
 
 
 def test_export_writes_a_yolo_dataset(state, tmp_path, capsys):

@@ -158,7 +158,9 @@ def test_verify_all_checks_every_version_a_rollback_could_reach(capsys, state):
     assert main(["models", "verify", "--all", "--json", "--state-dir", str(state)]) == 1
     import json
 
-    reports = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    said = capsys.readouterr()
+    reports = json.loads(said.out)
+    assert said.err.startswith("v0001: ") and "does not match its manifest sha256" in said.err
     assert [(r["version"], r["ok"], r["can_serve"]) for r in reports] == [
         ("v0001", False, False), ("v0002", True, True), ("v0003", True, True)]
     assert main(["models", "verify", "v0002", "--all", "--state-dir", str(state)]) == 2
