@@ -801,7 +801,7 @@ class Monitor:
 
         Args:
             fps: frames per second over the last window.
-            latency_ms_p50: median inference latency in milliseconds.
+            latency_ms_p50: median capture-to-detection latency in milliseconds.
             memory_bytes: bytes used by the replay memory on disk.
             memory_samples: samples held by the replay memory.
             model_version: version being served.

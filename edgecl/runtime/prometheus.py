@@ -80,7 +80,9 @@ _GAUGES = (
      "D-ECE after post-hoc calibration (cross-fitted) of the latest promoted version"),
     ("edgecl_fps", "inference_fps", "Inference rate: frames per second the model can take (a "
                                     "camera may deliver fewer)"),
-    ("edgecl_latency_ms_p50", "latency_ms_p50", "Median inference latency in milliseconds"),
+    ("edgecl_latency_ms_p50", "latency_ms_p50", "Median latency from frame capture to its "
+                                                "detections in milliseconds (waiting, "
+                                                "pre-processing, inference and NMS)"),
     ("edgecl_memory_bytes", "memory_bytes", "Bytes held by the replay memory"),
     ("edgecl_memory_samples", "memory_samples", "Samples held by the replay memory"),
 )
