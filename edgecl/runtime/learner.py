@@ -795,6 +795,7 @@ class LearnerSupervisor:
         self._proc: mp.Process | None = None
         self._round_id = ""
         self._round_started_mono_s = 0.0
+        self._progress_shown = 0.0  # the running round's progress as last reported: never less
         self._pending: RoundResult | None = None
         self._pending_attempts = 0
         self._pending_retry_at_s = 0.0
@@ -842,7 +843,8 @@ class LearnerSupervisor:
             ``round_running_s`` and ``progress`` (0..1: the fine-tuning's own report,
             :func:`running_progress`, times the share of a round the previous one spent
             training, so the bar waits there while the round evaluates and exports; before
-            training reports, estimated: :func:`expected_round_s`);
+            training reports, estimated: :func:`expected_round_s`; never less than it was
+            within the round);
             in back-off ``retry_in_s`` and ``reason``; ``last_error``, ``metrics_behind`` and
             ``waiting_for_room``, ``waiting_for_held_out`` (a round is due and waits for
             the memory's first held-out sample) and ``waiting_for_model`` (a round is due and
@@ -856,6 +858,9 @@ class LearnerSupervisor:
             reported = running_progress(self.cfg.state_dir, self._round_id)
             progress = (min(1.0, running_s / self._round_expected_s) if reported is None
                         else reported * self._train_share)
+            # INVARIANT: a bar never goes back within a round (the estimate made before
+            # training reports may be ahead of the training's own first figures)
+            progress = self._progress_shown = max(self._progress_shown, progress)
             out.update(state="training", round=self._round_no, round_running_s=round(running_s, 1),
                        progress=round(progress, 3))
         elif now < self._backoff_until_s:
@@ -1038,6 +1043,7 @@ class LearnerSupervisor:
         self._train_share = (min(1.0, max(0.5, previous.train_s / previous.seconds))
                              if previous is not None and previous.seconds > 0 else TRAIN_SHARE)
         self._round_started_mono_s = time.monotonic()
+        self._progress_shown = 0.0
         self._proc = self._spawn(reason, ceiling)
         self.state = TriggerState(last_round_s=time.monotonic())
         if ceiling is not None:  # this round learns them: not counted again for the next one

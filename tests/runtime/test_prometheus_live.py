@@ -295,3 +295,23 @@ def test_metrics_of_a_real_runtime_over_http(tmp_path):
     assert got[("edgecl_storing_paused", ())] == 0.0
     assert ("edgecl_operator_queue_items", ()) in got and got[("edgecl_uptime_seconds", ())] > 0
     assert seen["live"]["learner"] == {"state": "idle", "round": 41, "progress": None}
+
+
+def test_progress_never_goes_back_within_a_round(tmp_path, monkeypatch):
+    """Before: the bar followed the time estimate until training reported, then fell to the
+    training's own first figures (0.485 -> 0.035 on a device)."""
+    from edgecl.atomic import atomic_write_json
+
+    write_previous(tmp_path, steps=60, train_s=30.0, seconds=40.0)
+    sup = supervisor_at(tmp_path, monkeypatch, saved_round=1, current="v0001")
+    sup.start_round("new_samples")
+    assert progress_after(tmp_path, sup, 20.0) == pytest.approx(0.5, abs=0.01)
+    atomic_write_json(learner_mod.learner_dir(tmp_path) / learner_mod.RUNNING_FILE,
+                      {"round_id": sup._round_id, "steps": 3, "total_steps": 60})
+    assert progress_after(tmp_path, sup, 21.0) == pytest.approx(0.5, abs=0.01)  # not 0.04
+    atomic_write_json(learner_mod.learner_dir(tmp_path) / learner_mod.RUNNING_FILE,
+                      {"round_id": sup._round_id, "steps": 60, "total_steps": 60})
+    assert progress_after(tmp_path, sup, 40.0) == pytest.approx(0.75, abs=0.01)  # x 30 / 40
+    sup._proc = None
+    sup.start_round("new_samples")  # the next round starts from 0 again
+    assert progress_after(tmp_path, sup, 4.0) == pytest.approx(0.1, abs=0.01)
