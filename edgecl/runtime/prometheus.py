@@ -123,8 +123,10 @@ class _SummaryCollector:
             yield family
         version = summary.get("model_version")
         if version is not None:
-            yield GaugeMetricFamily("edgecl_model_version", "Numeric part of the served version",
-                                    value=version_number(version))
+            if re.fullmatch(r"v\d+", version):  # a file served ('file:best.pt') has no number
+                yield GaugeMetricFamily("edgecl_model_version",
+                                        "Numeric part of the served version",
+                                        value=version_number(version))
             yield InfoMetricFamily("edgecl_model", "Served model version", value={"version": version})
 
 

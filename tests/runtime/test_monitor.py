@@ -637,3 +637,15 @@ def test_the_database_gives_back_the_room_its_thinning_frees(tmp_path, monkeypat
         sizes[every] = (tmp_path / str(every) / "metrics" / "metrics.sqlite").stat().st_size
         assert mon.calibration("v0020")["per_class"]["0"]["x"][-1] == 499  # nothing lost
     assert sizes[20] < 0.6 * sizes[10**9], sizes
+
+
+def test_a_served_file_gives_no_numeric_model_version(tmp_path):
+    """Before: serving 'run --model best.onnx' (or the demo's untrained model before its first
+    promotion) exported edgecl_model_version NaN."""
+    mon = Monitor(tmp_path)
+    mon.record_runtime(fps=30.0, latency_ms_p50=11.0, memory_bytes=0, memory_samples=0,
+                       model_version="file:best.onnx")
+    text = PrometheusExporter(mon).render().decode()
+    got = samples(text)
+    assert ("edgecl_model_version", ()) not in got and "NaN" not in text
+    assert got[("edgecl_model_info", (("version", "file:best.onnx"),))] == 1.0
