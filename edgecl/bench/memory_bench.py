@@ -127,7 +127,7 @@ def _offer_stream(memory, pool, adds: int, du_every: int, seed: int, quiet: bool
     kept, du_max, kept_s = 0, 0, 0.0
     start = time.perf_counter()
     for i in tqdm(range(adds), desc="memory adds", file=sys.stderr, mininterval=1.0,
-                  disable=quiet and not sys.stderr.isatty()):
+                  disable=not sys.stderr.isatty()):  # no carriage-return frames in a log
         task_index = i * N_TASKS // max(1, adds)
         image, labels = pool[int(rng.integers(len(pool)))]
         labels = labels.copy()

@@ -18,3 +18,14 @@ def test_bench_memory_small(tmp_path, capsys):
     assert result["disk_bytes_max"] <= result["max_bytes"]
     assert set(result["select_ms"]) == {"er", "mir", "mir-virtual", "far", "class_balanced"}
     assert result["samples_end"] <= 40 and result["verify_ok"]
+
+
+def test_bench_memory_writes_no_progress_frames_into_a_log(tmp_path, capsys):
+    """Before: without --json, stderr sent to a file got tqdm's carriage-return frames, a
+    warning glued to one of them."""
+    parser = argparse.ArgumentParser()
+    memory_bench.add_arguments(parser)
+    args = parser.parse_args(["--adds", "60", "--capacity", "20", "--pool", "4", "--k", "8",
+                              "--du-every", "10", "--state-dir", str(tmp_path)])
+    assert memory_bench.run(args) == 0
+    assert "\r" not in capsys.readouterr().err
