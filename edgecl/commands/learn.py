@@ -61,7 +61,9 @@ def learn_command(args: argparse.Namespace) -> int:
     if result.unsaved:
         _write_unsaved(cfg, result)
     if args.json:
-        print_json_line(result.to_json())
+        # a round that failed is a failed command: its 'error' is the line a script looks for
+        print_json_line({**result.to_json(), **({"error": result.reason} if result.status is
+                                                 RoundStatus.FAILED else {})})
     else:
         if result.round is None:  # skipped before a round number or version was given
             print(f"no round: {result.status.value} ({result.reason})")

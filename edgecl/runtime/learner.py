@@ -315,7 +315,8 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
             log.error("learning round failed: %s", exc)
         else:
             log.exception("learning round failed")
-        result = RoundResult(RoundStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",
+        said = str(exc) if isinstance(exc, EdgeclError) else f"{type(exc).__name__}: {exc}"
+        result = RoundResult(RoundStatus.FAILED, reason=said,
                              trigger=reason, started_s=started_s,
                              seconds=round(time.monotonic() - started_mono_s, 1))
     except (KeyboardInterrupt, SigtermExit):

@@ -82,3 +82,25 @@ def test_learn_does_not_promote_a_leftover_learnt_on_a_version_rolled_back_since
     assert Registry(state / "models").current() == first
     assert Registry(state / "models").manifest(leftover)["status"] == "retired"
     assert f"staged version {leftover} is not promoted: it was learnt on {second}" in caplog.text
+
+
+def test_a_failed_round_gives_the_error_line_with_json(tmp_path, monkeypatch, capsys):
+    """Before: 'learn --json' of a round that failed printed the round (exit 1) with no
+    'error', the README's line for a command that failed, and its reason started with the
+    exception's class name ('EdgeclError: the model ... is no .pt checkpoint')."""
+    from edgecl.continual import round as round_mod
+    from edgecl.errors import EdgeclError
+    from edgecl.runtime import learner
+
+    state = tmp_path / "state"
+    (state / "models").mkdir(parents=True)
+
+    def refused(cfg, **kw):
+        raise EdgeclError("the model x.onnx is no .pt checkpoint")
+
+    monkeypatch.setattr(round_mod, "run_round", refused)
+    monkeypatch.setattr(learner, "promote_leftover_staged", lambda *a, **k: None)
+    assert main(["learn", "--state-dir", str(state), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "failed"
+    assert out["error"] == out["reason"] == "the model x.onnx is no .pt checkpoint"

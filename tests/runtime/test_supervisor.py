@@ -441,7 +441,7 @@ def test_a_full_disk_in_a_round_is_one_line_and_its_work_folder_goes(tmp_path, m
     monkeypatch.setattr(round_mod, "run_round", full)
     result = learner_mod.run_learning_round(cfg, reason="test", round_id="r1")
     assert result.status is RoundStatus.FAILED
-    assert result.reason == (f"StorageError: cannot write the round's files: No space left on "
+    assert result.reason == (f"cannot write the round's files: No space left on "
                              f"device ({work / 'model.pt'})")
     assert "Traceback" not in caplog.text and not work.exists()
     assert learner_mod.read_last_round(tmp_path).round_id == "r1"
@@ -680,7 +680,7 @@ def test_the_progress_bar_follows_the_rounds_own_report(supervisor, tmp_path, mo
                                    "elapsed_s": 240.0, "budget_s": 300.0}))  # time bound first
     assert sup.health()["progress"] == pytest.approx(0.8 * 0.8)
     running.write_text(json.dumps({"round_id": "other", "steps": 30, "total_steps": 30}))
-    assert sup.health()["progress"] == pytest.approx(14 / 300, abs=0.01)
+    assert sup.health()["progress"] == pytest.approx(0.8 * 0.8)  # never back within a round
     assert learner_mod.running_progress(tmp_path, "r1") is None
 
 
