@@ -106,6 +106,7 @@ def split_command(args: argparse.Namespace) -> int:
         result = split_tasks(args.dataset, args.tasks, args.out, group_by=args.group_by,
                              ratios=args.ratios, seed=args.seed)
     if args.json:
+        _split_warnings(args, result)  # a log keeps them; the JSON holds them too
         print_json_line(result)
         return 0
     for task in result["tasks"]:
@@ -116,6 +117,13 @@ def split_command(args: argparse.Namespace) -> int:
     choices = result["balanced_splits"]
     print(f"--seed {args.seed} took split {result['split_rank']} of the {choices} about equally "
           f"balanced one(s), 1 being the most balanced" + ("; every seed gives it" if choices == 1 else ""))
+    _split_warnings(args, result)
+    return 0
+
+
+def _split_warnings(args: argparse.Namespace, result: dict) -> None:
+    """Warn on stderr of a split frame by frame over what look like video frames, and of names
+    that ``--group-by`` did not match."""
     seq = result["sequence_names"]
     if seq:
         print(f"warning: the image names look like frames of {seq['sequences']} sequences "
@@ -127,4 +135,3 @@ def split_command(args: argparse.Namespace) -> int:
         print(f"warning: {result['ungrouped']} image name(s) did not match --group-by "
               f"'{args.group_by}'; each of them is its own group (split frame by frame)",
               file=sys.stderr)
-    return 0

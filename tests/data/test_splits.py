@@ -159,6 +159,11 @@ def test_names_of_numbered_frames_split_without_group_by_are_warned_of(tmp_path,
     assert ("warning: the image names look like frames of 4 sequences (20 frames, e.g. "
             "0_60_30_0_00000): split frame by frame") in err
     assert "--group-by '^(.+)[_.-]\\d+\\.[^.]+$' keeps each sequence in one split" in err
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--json",
+                 "--out", str(tmp_path / "j.yaml")]) == 0
+    said = capsys.readouterr()  # before: with --json, in the JSON only (a log lost it)
+    assert json.loads(said.out)["sequence_names"]["sequences"] == 4
+    assert "warning: the image names look like frames of 4 sequences" in said.err
     assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--group-by",
                  r"^(.+)[_.-]\d+\.[^.]+$", "--out", str(tmp_path / "b.yaml"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
