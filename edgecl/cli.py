@@ -232,7 +232,9 @@ def _parse(parser: argparse.ArgumentParser, args_list: list[str],
             ``learner.max_steps 3`` would otherwise be dropped and the run go on without it),
             and overrides given to a command that reads no config.
     """
-    args = parser.parse_args(args_list)
+    args, unknown = parser.parse_known_args(args_list)
+    if unknown:  # named by the command's own parser, whose --help lists what it takes
+        _command_parser(parser, args_list).error(f"unrecognized arguments: {' '.join(unknown)}")
     stray = getattr(args, "overrides", None)
     if stray:
         shown = " ".join(stray[:4]) + (" ..." if len(stray) > 4 else "")

@@ -18,7 +18,8 @@ from edgecl.cli import main
     (["labels", "import", "x", "--format", "yaml"],
      "error: argument --format: invalid choice: 'yaml' (choose from 'auto', 'yolo', 'voc', 'coco'); "
      "see 'edgecl labels import --help'"),
-    (["models", "verify", "--bogus"], "error: unrecognized arguments: --bogus; see 'edgecl --help'"),
+    (["models", "verify", "--bogus"],  # before: see 'edgecl --help'
+     "error: unrecognized arguments: --bogus; see 'edgecl models verify --help'"),
     (["dataset", "split-tasks", "ds"], "error: the following arguments are required: --tasks, --out; "
                                       "see 'edgecl dataset split-tasks --help'"),
 ])
