@@ -54,7 +54,9 @@ class ClassRegistryError(LabelError):
     """``classes.json`` is unreadable or inconsistent (one line naming the file and the fault)."""
 
 
-def _now_iso() -> str:
+def now_iso() -> str:
+    """The time now as RFC 3339 in UTC, to the second (``2026-12-03T06:39:39+00:00``): the one
+    form of the times edgecl writes into its state (manifests, the class registry)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -228,7 +230,7 @@ class ClassRegistry:
         return True
 
     def _move_damaged_aside(self) -> Path | None:
-        kept = damaged_copy_path(self.path, _now_iso().replace(":", ""))
+        kept = damaged_copy_path(self.path, now_iso().replace(":", ""))
         try:
             os.replace(self.path, kept)
         except FileNotFoundError:
@@ -379,7 +381,7 @@ class ClassRegistry:
                 raise LabelError(f"the class registry {self.path} holds {len(entries)} classes: "
                                  f"adding {len(added)} would pass the bound of {MAX_CLASSES}")
             if added:
-                stamp = _now_iso()
+                stamp = now_iso()
                 entries += [{"id": len(entries) + i, "name": n, "first_seen": stamp} for i, n in enumerate(added)]
                 self._write(entries)
         return added
@@ -405,7 +407,7 @@ class ClassRegistry:
         with self._file_lock():
             if self._reads_well():
                 return None
-            stamp = _now_iso()
+            stamp = now_iso()
             kept = self._move_damaged_aside()
             self._write([{"id": i, "name": n, "first_seen": stamp}
                          for i, n in sorted(wanted.items())])
@@ -453,7 +455,7 @@ class ClassRegistry:
                 raise LabelError(f"checkpoint class ids {sorted(wanted)[:8]} would leave a gap after the "
                                  f"registry's {len(entries)} classes (ids must stay 0..n-1)")
             if new:
-                stamp = _now_iso()
+                stamp = now_iso()
                 entries += [{"id": cid, "name": new[cid], "first_seen": stamp} for cid in sorted(new)]
                 self._write(entries)
         if new and all(_PLACEHOLDER_NAME.fullmatch(n) and int(_PLACEHOLDER_NAME.fullmatch(n)[1]) == c

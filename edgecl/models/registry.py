@@ -55,6 +55,7 @@ from edgecl.atomic import (atomic_write_json, atomic_write_text, fsync_dir,
 from edgecl.errors import (ConflictError, ModelLoadError, NotFoundError, NothingToRollBackError,
                            RegistryError, StorageError, is_disk_full, storage_faults)
 from edgecl.models.base import NotADetectorError, sha256_file
+from edgecl.models.classes import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -711,7 +712,7 @@ class Registry:
                 version = self._next_version()
                 manifest = dict(meta or {})
                 manifest.update(version=version, status=str(VersionStatus(status).value), files=digests,
-                                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                                created=now_iso())
                 atomic_write_json(tmp / "manifest.json", manifest)
                 (tmp / OWNER_FILE).unlink()
                 os.replace(tmp, self.root / version)
@@ -1167,7 +1168,7 @@ class Registry:
         """
         vdir = self._version_dir(version)
         tomb = dict(manifest, status=VersionStatus.PRUNED.value, pruned_files=manifest.get("files", {}),
-                    files={}, pruned=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    files={}, pruned=now_iso(),
                     status_before_prune=manifest.get("status"))
         try:
             atomic_write_json(vdir / "manifest.json", tomb)

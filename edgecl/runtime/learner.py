@@ -28,6 +28,7 @@ from edgecl.config import Config, LearnerConfig
 from edgecl.continual.round_state import (RoundResult, RoundStatus, learner_dir, load_state,
                                           progress_within_memory, state_path)
 from edgecl.errors import EdgeclError, storage_fault, storage_faults
+from edgecl.models.classes import now_iso
 from edgecl.runtime.lock import import_running
 from edgecl.stop_signals import SigtermExit, unwind_once_on_stop_signals
 
@@ -71,7 +72,7 @@ def _mark_running(state_dir: str | Path, reason: str, round_id: str):
         that adds ``steps``, ``total_steps``, ``elapsed_s`` and ``budget_s`` to the record.
     """
     path = learner_dir(state_dir) / RUNNING_FILE
-    record = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "started_s": round(time.time(), 3),
+    record = {"started": now_iso(), "started_s": round(time.time(), 3),
               "trigger": str(reason)[:200], "round_id": round_id}
 
     def write(**progress) -> None:

@@ -275,7 +275,7 @@ def test_two_repairs_in_one_second_keep_both_damaged_copies(tmp_path, monkeypatc
     damaged classes.json: the repair moved it onto the first copy's name."""
     from edgecl.models import classes
 
-    monkeypatch.setattr(classes, "_now_iso", lambda: "2024-01-01T00:00:00+00:00")
+    monkeypatch.setattr(classes, "now_iso", lambda: "2024-01-01T00:00:00+00:00")
     registry = ClassRegistry(tmp_path)
     registry.add(["car"])
     for garbage in ("garbage-one", "garbage-two"):

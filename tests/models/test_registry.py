@@ -303,3 +303,22 @@ def test_a_damaged_history_is_rebuilt_from_the_manifests_so_a_rollback_still_wor
         in caplog.text
     assert reopened.history() == versions[:2]
     assert reopened.rollback() == versions[0]
+
+
+def test_times_in_a_manifest_are_rfc_3339(tmp_path, model_file, monkeypatch):
+    """Before: 'created' was '2026-12-03T06:39:39+0000' in local time (no colon in the offset:
+    jq's fromdateiso8601 and RFC 3339 parsers refuse it), while the class registry wrote UTC
+    with '+00:00'."""
+    import re
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        reg = Registry(tmp_path / "models")
+        version = reg.stage({"model.onnx": model_file}, {"memory_snapshot": "s"})
+        created = json.loads((tmp_path / "models" / version / "manifest.json").read_text())["created"]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", created), created
