@@ -448,3 +448,69 @@ def _records_after_rebuild(dst, made):
     assert rebuild_damaged_index(root) is not None
     with ReplayMemory(root) as m:
         return m.records()
+
+
+def _lose_index_rows(path):
+    """Make ``samples_by_task`` miss every row while its pages stay whole (as a copy taken while
+    the memory was written can): ``quick_check`` passes, ``integrity_check`` does not."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA writable_schema=ON")
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name='samples_by_task'").fetchone()[0]
+    conn.execute("UPDATE sqlite_master SET sql=? WHERE name='samples_by_task'",
+                 (sql + " WHERE 0",))
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(path)
+    conn.execute("REINDEX samples_by_task")
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("UPDATE sqlite_master SET sql=? WHERE name='samples_by_task'", (sql,))
+    conn.commit()
+    conn.close()
+
+
+def test_an_index_missing_rows_is_a_case_for_a_rebuild(tmp_path):
+    """Before: an index whose pages were whole but that had lost rows passed quick_check: every
+    write then said 'malformed', and '--rebuild-index' refused it as readable."""
+    root = tmp_path / "memory"
+    make_memory(root)
+    index = root / "index.sqlite"
+    _lose_index_rows(index)
+    conn = sqlite3.connect(index)
+    assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    conn.close()
+    said = f"the index {index} is damaged (row 1 missing from index samples_by_task)"
+    assert damage_to_rebuild(root) == said
+    assert index_problem(root) == said
+    assert rebuild_index(root).rows == 5
+
+
+def test_a_damaged_page_read_names_the_rebuild_not_an_internal_error(tmp_path, capsys,
+                                                                           caplog):
+    """Before: 'memory stats', 'classes list' and 'memory verify' on an index with a damaged
+    page said 'internal error (DatabaseError: database disk image is malformed) ... please
+    report it'; other commands named no way out."""
+    from edgecl.cli import main
+
+    state = tmp_path / "state"
+    make_memory(state / "memory")
+    index = state / "memory" / "index.sqlite"
+    with open(index, "r+b") as fh:  # every page but the schema's: its b-tree header spoilt
+        for offset in range(4096, index.stat().st_size, 4096):
+            fh.seek(offset)
+            fh.write(b"\xff" * 12)
+    hint = (f"'edgecl memory verify --rebuild-index --state-dir {state}' rebuilds it from the "
+            f"sample files and the newest snapshot")
+    for argv in (["memory", "stats"], ["memory", "verify"], ["memory", "verify", "--no-repair"]):
+        assert main([*argv, "--state-dir", str(state)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "internal error" not in err, err
+        assert err.startswith("error: cannot ") and err.endswith(f"; {hint}\n"), err
+    assert main(["classes", "list", "--state-dir", str(state)]) == 0  # the registry's, no counts
+    assert caplog.messages[-1] == (f"sample counts unavailable: cannot open the replay memory "
+                                   f"{state / 'memory'}: database disk image is malformed "
+                                   f"({state / 'memory'}); {hint}")
+    assert main(["memory", "verify", "--rebuild-index", "--state-dir", str(state)]) == 0
+    assert main(["memory", "stats", "--state-dir", str(state)]) == 0

@@ -61,7 +61,8 @@ def is_damage(exc: BaseException) -> bool:
 
 
 def sqlite_damage(path: Path, busy_timeout_s: float,
-                  also: Callable[[sqlite3.Connection], str | None] | None = None) -> str | None:
+                  also: Callable[[sqlite3.Connection], str | None] | None = None,
+                  check: str = "quick_check") -> str | None:
     """What SQLite says is damaged in a database file: ``PRAGMA quick_check`` through a
     read-only connection (one that may write deletes, on closing, a WAL it cannot use: a
     damaged copy is kept whole). Used for the memory's index and the metrics database.
@@ -72,6 +73,8 @@ def sqlite_damage(path: Path, busy_timeout_s: float,
         also: a check of the file's contents that SQLite's cannot see (the metrics database's
             text in a number column), run on the same connection when the pages are whole:
             what it returns is the damage.
+        check: the SQLite check, ``quick_check`` or ``integrity_check`` (slower: also
+            compares each index with its table).
 
     Returns:
         The damage in one line, or None: also when the check itself cannot run (a storage
@@ -83,7 +86,9 @@ def sqlite_damage(path: Path, busy_timeout_s: float,
     except sqlite3.Error:
         return None
     try:
-        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(1)")]
+        if check not in ("quick_check", "integrity_check"):
+            raise ValueError(f"unknown SQLite check {check!r}")
+        problems = [str(row[0]) for row in conn.execute(f"PRAGMA {check}(1)")]
         if problems == ["ok"]:
             return None if also is None else also(conn)
     except sqlite3.Error as exc:

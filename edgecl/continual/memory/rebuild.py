@@ -119,8 +119,8 @@ class RebuildReport:
 def index_problem(memory_root: Path) -> str | None:
     """Why the index of a memory folder needs a rebuild, or None when it is readable.
 
-    Readable means: SQLite opens a private copy of it, ``quick_check`` passes, and every row
-    and the class names read back.
+    Readable means: SQLite opens a private copy of it, ``integrity_check`` passes, and every
+    row and the class names read back.
 
     Args:
         memory_root: the memory folder.
@@ -166,7 +166,7 @@ def damage_to_rebuild(memory_root: Path,
     """Why the index of a memory folder is a case for an automatic rebuild, or None.
 
     A case: the index is missing or empty (0 bytes) while sample files are on disk, or SQLite
-    says the file is damaged (not a database, malformed, ``quick_check`` fails). Not a case:
+    says the file is damaged (not a database, malformed, ``integrity_check`` fails). Not a case:
     a readable index, a missing one beside no sample file (a memory not made yet), a folder or
     index that may not be written, a storage fault (full disk, I/O error, a file that cannot be
     opened), a lock another process holds, a SQLite file of a newer format (see
@@ -196,7 +196,7 @@ def damage_to_rebuild(memory_root: Path,
             return None
     except OSError:  # a storage fault: the memory's open names it
         return None
-    said = sqlite_damage(path, busy_timeout_s)
+    said = sqlite_damage(path, busy_timeout_s, check="integrity_check")  # small: one row a sample
     return None if said is None else f"the index {path} is damaged ({said})"
 
 

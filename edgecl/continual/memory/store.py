@@ -86,7 +86,7 @@ from edgecl.continual.memory.embedding import (
     embeddings_from_blobs,
     thumbnail_embedding,
 )
-from edgecl.continual.memory.faults import fault_error, rebuild_hint
+from edgecl.continual.memory.faults import fault_error, is_damage, rebuild_hint
 from edgecl.continual.memory.index import WAL_LIMIT_BYTES, DamagedRowError, IndexDB
 from edgecl.continual.memory.policies import make_policy, primary_class
 from edgecl.continual.memory.quarantine import Quarantined
@@ -337,11 +337,13 @@ class ReplayMemory:
         if self.record_settings and not self.read_only:
             self._record_config()
         try:
-            self._admission = Admission(
-                self._db, self.policy, train_capacity=self.train_capacity,
-                holdout_capacity=self.holdout_capacity, holdout_fraction=self.cfg.holdout_fraction,
-                budget_bytes=self.sample_budget_bytes, seed=self.cfg.seed,
-                holdout_block_s=self.cfg.holdout_block_s)
+            with self._faults(f"cannot open the replay memory {self.root}"):
+                self._admission = Admission(
+                    self._db, self.policy, train_capacity=self.train_capacity,
+                    holdout_capacity=self.holdout_capacity,
+                    holdout_fraction=self.cfg.holdout_fraction,
+                    budget_bytes=self.sample_budget_bytes, seed=self.cfg.seed,
+                    holdout_block_s=self.cfg.holdout_block_s)
             if names and not self.read_only:
                 self.set_class_names(names)
             self.last_verify = (self.verify(repair=not self.read_only) if verify
@@ -413,11 +415,21 @@ class ReplayMemory:
 
     @contextlib.contextmanager
     def _faults(self, what: str, note: str = "") -> Iterator[None]:
-        """Turn OSError / sqlite3 errors raised inside into one-line memory errors."""
+        """Turn OSError / sqlite3 errors raised inside into one-line memory errors; a damaged
+        index (SQLite: malformed) names the command that rebuilds it."""
         try:
             yield
         except (OSError, sqlite3.Error) as exc:
+            if not note and is_damage(exc):
+                note = rebuild_hint(self.root)
             raise fault_error(exc, what, self.root, note) from None
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The memory's lock, held while the index is read; a fault is one line
+        (:meth:`_faults`): before, a damaged page gave an internal error."""
+        with self._lock, self._faults("cannot read the replay memory index"):
+            yield
 
     def _refuse_if_read_only(self, what: str) -> None:
         """Raise :class:`StorageError` naming ``what`` when the memory was opened read-only."""
@@ -457,7 +469,7 @@ class ReplayMemory:
 
     def class_names(self) -> dict[int, str] | None:
         """Class id -> name stored in the index, or None."""
-        with self._lock:
+        with self._reading():
             try:
                 names = self._db.get_meta("names")
                 return {int(k): str(v) for k, v in names.items()} if names else None
@@ -863,18 +875,18 @@ class ReplayMemory:
         self.close()
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._reading():
             return self._db.count()
 
     def ids(self, held_out: bool | None = None, task: str | None = None) -> list[int]:
         """Stored ids (ascending), filtered by held-out flag and task."""
-        with self._lock:
+        with self._reading():
             return self._db.ids(held_out=held_out, task=task)
 
     def records(self, ids: list[int] | None = None, held_out: bool | None = None,
                 task: str | None = None) -> list[SampleRecord]:
         """Index rows: of ``ids`` (order kept, unknown skipped) or of all matching rows."""
-        with self._lock:
+        with self._reading():
             return self._db.records(ids, held_out=held_out, task=task)
 
     def get(self, ids: list[int]) -> list[StoredSample]:
@@ -1011,7 +1023,7 @@ class ReplayMemory:
             ReplayMemoryError: a sample file is missing (run verify).
         """
         self._refuse_if_read_only("cannot take a memory snapshot")
-        with self._lock:
+        with self._reading():
             with self._faults("cannot take a memory snapshot"), self._db.write():
                 snap = build_snapshot(self.root, self._db.records(), self.class_names())
             prune_snapshots(self.root, self.keep_snapshots, protect=snap.snapshot_id)
@@ -1109,8 +1121,9 @@ class ReplayMemory:
         with self._lock, self._faults("cannot verify the replay memory"):
             integrity = self._db.integrity_problems()
             if integrity:
-                return VerifyReport(repaired=repair, unrepaired=tuple(
-                    f"index {self._db.path} is damaged: {p}" for p in integrity[:5]))
+                said = [f"index {self._db.path} is damaged: {p}" for p in integrity[:5]]
+                said[-1] += f"; {rebuild_hint(self.root)}"
+                return VerifyReport(repaired=repair, unrepaired=tuple(said))
             return self._verify(repair, deep)
 
     def _verify(self, repair: bool, deep: bool) -> VerifyReport:
@@ -1216,16 +1229,16 @@ class ReplayMemory:
             One line per bound exceeded (training slots, held-out slots, sample bytes); empty
             when everything fits.
         """
-        db, out = self._db, []
-        if db.count(held_out=False) > self.train_capacity:
-            out.append(f"{db.count(held_out=False)} training samples exceed "
-                       f"{self.train_capacity} slots")
-        if db.count(held_out=True) > self.holdout_capacity:
-            out.append(f"{db.count(held_out=True)} held-out samples exceed "
-                       f"{self.holdout_capacity} slots")
-        if db.total_bytes() > self.sample_budget_bytes:
-            out.append(f"{db.total_bytes()} sample bytes exceed the budget of "
-                       f"{self.sample_budget_bytes}")
+        with self._reading():
+            training, held, size = (self._db.count(held_out=False),
+                                    self._db.count(held_out=True), self._db.total_bytes())
+        out = []
+        if training > self.train_capacity:
+            out.append(f"{training} training samples exceed {self.train_capacity} slots")
+        if held > self.holdout_capacity:
+            out.append(f"{held} held-out samples exceed {self.holdout_capacity} slots")
+        if size > self.sample_budget_bytes:
+            out.append(f"{size} sample bytes exceed the budget of {self.sample_budget_bytes}")
         return out
 
     def enforce_bounds(self) -> list[int]:
@@ -1248,7 +1261,7 @@ class ReplayMemory:
             ``pseudo``, replayed and never evaluated on), ``seen``, ``policy``, ``names``.
         """
         records = self.records()
-        with self._lock:
+        with self._reading():
             raw_origins = self._db.group_counts("origin")
         per_class: dict[str, int] = {}
         per_task: dict[str, int] = {}
