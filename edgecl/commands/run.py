@@ -50,7 +50,8 @@ def run_command(args: argparse.Namespace) -> int:
         from edgecl.fleet.client import FleetClientStarter
 
         fleet_client = FleetClientStarter()
-    opts = RunOptions(source_uri=args.source or cfg.source.uri, model=args.model and os.path.expanduser(args.model),
+    model = args.model and os.path.expanduser(args.model)  # as model.path's: ~ is the home folder
+    opts = RunOptions(source_uri=args.source or cfg.source.uri, model=model,
                       max_frames=args.frames, out=args.out, save_video=args.save_video,
                       quiet=args.quiet, use_state=use_state, fleet_client=fleet_client)
     unused = [o.split("=", 1)[0] for o in getattr(args, "overrides", None) or []
@@ -66,11 +67,16 @@ def run_command(args: argparse.Namespace) -> int:
             out["labels"] = runtime.memory_sink.stats()["counts"]
         if runtime.server_error:
             out["server_error"] = runtime.server_error
+        if runtime.state_dir_error:
+            out["state_dir_error"] = runtime.state_dir_error
         print_json_line(out)
     else:
         print(f"frames={report.frames} fps={report.fps} latency_ms_p50={report.latency_ms_p50} "
               f"p95={report.latency_ms_p95} dropped={report.dropped} skipped={report.skipped} "
               f"swaps={report.swaps} model={report.model_version}")
+    if runtime.state_dir_error:  # a supervisor (systemd) must see a failure
+        print(f"error: {runtime.state_dir_error}", file=sys.stderr)
+        return 1
     if report.source_error:  # a camera that gave up: a supervisor (systemd) must see a failure
         print(f"error: the source stopped: {report.source_error}", file=sys.stderr)
         return 1

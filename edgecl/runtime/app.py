@@ -298,6 +298,8 @@ class Runtime:
         self._started_s = time.monotonic()
         self.step_errors: dict[str, dict] = {}
         self.step_error_total = 0
+        self._state_identity: tuple[int, int] | None = None  # the state directory locked
+        self.state_dir_error = ""  # why the run stopped: its state directory went away
 
     def _serving_version(self) -> str | None:
         return self.loop.model_version if self.loop is not None else None
@@ -396,6 +398,7 @@ class Runtime:
                 resolve_device(cfg.learner.device)
         ensure_writable(cfg.state_dir)
         self.lock = RuntimeLock(cfg.state_dir).acquire()
+        self._state_identity = _dir_identity(cfg.state_dir)
         self.registry = Registry(Path(cfg.state_dir) / "models")
         self.classes = ClassRegistry(cfg.state_dir)
         self._repair_memory_index()
@@ -804,6 +807,8 @@ class Runtime:
         and shown on ``/healthz``; detection never stops for it.
         """
         self.watchdog.beat("supervisor")
+        if self._state_dir_gone():
+            return
         steps = (("learner", self._tick_learner if self.supervisor is not None else None),
                  ("fleet", self._tick_fleet if self.fleet_proc is not None else None),
                  ("hook", (lambda: self.supervise_hook(self)) if self.supervise_hook else None),
@@ -818,6 +823,27 @@ class Runtime:
             else:
                 if did_work is not False:  # INVARIANT: only a step that ran clears its error
                     self.step_errors.pop(name, None)
+
+    def _state_dir_gone(self) -> bool:
+        """Stop the run when its state directory was moved, replaced or deleted under it.
+
+        Before, the learner and the storing went on at the old path: a new, empty state
+        directory grew there, a round trained a model from scratch in it and the loop swapped
+        to that model. Now the run stops (one line) and the directory where it went keeps all.
+        """
+        if self._state_identity is None or self.state_dir_error:
+            return bool(self.state_dir_error)
+        if _dir_identity(self.cfg.state_dir) == self._state_identity:
+            return False
+        self.state_dir_error = (f"the state directory {self.cfg.state_dir} was moved, replaced "
+                                f"or deleted while edgecl ran: stopping, so that nothing is "
+                                f"written into a new, empty one there (start edgecl again with "
+                                f"its state directory where it is now)")
+        log.error("%s", self.state_dir_error)
+        if self.supervisor is not None:
+            self.supervisor.stop()  # a running round must not stage into the new folder
+        self.loop.request_stop()
+        return True
 
     def _tick_fleet(self) -> bool:
         """Restart the fleet client when its process died (killed, crashed), after a back-off
@@ -946,3 +972,12 @@ class Runtime:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+def _dir_identity(path: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder ``path`` names now; None when there is none."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -344,3 +344,38 @@ def test_a_folder_with_its_fps_given_is_told_what_turns_it_on():
     assert given.endswith("; 'runtime.realtime: true' reads it at the ?fps its URI gives")
     bare = unpaced_source_warning(cfg, SimpleNamespace(uri="dir://frames"))
     assert bare.endswith("reads it at its own rate (a folder takes ?fps=N)")
+
+
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_a_state_directory_moved_or_deleted_under_the_run_stops_it(learnt, scenario, tmp_path,
+                                                                   how):
+    """Before: after 'mv STATE elsewhere' (or rm -rf) the run went on at the old path: a new,
+    empty state directory grew there, a round trained a model from scratch in it and the loop
+    swapped to that model; /healthz said ok. Now it stops in one line and writes nothing there."""
+    import shutil
+
+    state = copy_state(learnt[0], tmp_path / "state")
+    Registry(state / "models").promote(learnt[1])
+    seen = {}
+
+    def pull_the_folder(runtime):
+        if not seen and runtime.loop.frames_done >= 3:
+            seen["at"] = runtime.loop.frames_done
+            if how == "moved":
+                state.rename(tmp_path / "elsewhere")
+            else:
+                shutil.rmtree(state)
+
+    runtime = Runtime(tiny_cfg(state, "learner.enabled=true", "learner.trigger_new_samples=1"),
+                      RunOptions(source_uri=f"dir://{scenario.parent}/images/t2/train?loop=1&fps=20",
+                                 max_frames=3000, quiet=True), supervise_hook=pull_the_folder)
+    report = runtime.run()
+    assert report.frames < 3000, "stopped by the check, not the frame count"
+    assert runtime.state_dir_error.startswith(f"the state directory {state} was moved, replaced "
+                                              f"or deleted while edgecl ran: stopping")
+    # what parts in flight left in the moment before the stop: no model, no sample, no round
+    left = sorted(str(p.relative_to(state)) for p in state.rglob("*")) if state.exists() else []
+    assert not [p for p in left if p.startswith(("models", "metrics")) or "." in p.rsplit("/")[-1]
+                and not p.endswith(".lock")], left
+    if how == "moved":
+        assert Registry(tmp_path / "elsewhere" / "models").current() == learnt[1]
