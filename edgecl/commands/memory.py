@@ -279,7 +279,6 @@ def export_command(args: argparse.Namespace) -> int:
             rows, samples = snap.rows, snap.get(snap.ids())
             source = f"snapshot {snap.snapshot_id}"
         names = _registry_names(args) or memory.class_names()
-    final = out.resolve()
     lists: dict[bool, list[str]] = {False: [], True: []}
     with atomic.atomic_dir(out) as tmp:  # all or nothing: a failure leaves no partial export
         for sub in ("images", "labels"):
@@ -287,7 +286,8 @@ def export_command(args: argparse.Namespace) -> int:
         for src in samples:
             for path, sub in ((src.image_path, "images"), (src.label_path, "labels")):
                 shutil.copyfile(path, tmp / sub / path.name)
-            lists[src.held_out].append(str(final / "images" / src.image_path.name))
+            # relative to the lists (ultralytics reads './' so): the export may be moved
+            lists[src.held_out].append(f"./images/{src.image_path.name}")
         atomic.atomic_write_text(tmp / "train.txt", "".join(p + "\n" for p in lists[False]))
         atomic.atomic_write_text(tmp / "val.txt", "".join(p + "\n" for p in lists[True]))
         classes = sorted({c for r in rows for c in r.classes})
@@ -295,7 +295,7 @@ def export_command(args: argparse.Namespace) -> int:
         all_names = {i: (names or {}).get(i, str(i)) for i in range(nc)}
         val = "val.txt" if lists[True] else "train.txt"
         atomic.atomic_write_text(tmp / "data.yaml", (
-            f"path: {_yaml_text(str(final))}\ntrain: train.txt\nval: {val}\n"
+            f"train: train.txt\nval: {val}\n"
             f"nc: {nc}\nnames:\n" + "".join(f"  {i}: {_yaml_text(n)}\n" for i, n in all_names.items())))
     print(f"exported {len(lists[False])} training and {len(lists[True])} held-out samples "
           f"({source}) to {out}" + (f"; {len(damaged)} damaged sample(s) left out" if damaged else ""))

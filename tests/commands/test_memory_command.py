@@ -1,6 +1,7 @@
 """``edgecl memory stats | verify | export`` through the real CLI entry point."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,10 +89,26 @@ def test_export_writes_a_yolo_dataset(state, tmp_path, capsys):
     val = (out / "val.txt").read_text().split()
     assert len(train) + len(val) == 10 and data["val"] in ("val.txt", "train.txt")
     for img in train + val:
-        label = img.replace("/images/", "/labels/").replace(".jpg", ".txt")
-        assert open(label).read().startswith("1 ")
+        label = img.replace("./images/", "labels/").replace(".jpg", ".txt")
+        assert (out / label).read_text().startswith("1 ")
     assert main(["memory", "export", "--out", str(out), "--state-dir", str(state)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_an_export_moved_elsewhere_still_reads(state, tmp_path, capsys):
+    """Before: data.yaml's 'path' and the lists held the export's absolute path: an export
+    copied off the device failed ('train' path not found: /old/place/train.txt)."""
+    from ultralytics.data.utils import check_det_dataset
+
+    assert main(["memory", "export", "--out", str(tmp_path / "export"), "--state-dir",
+                 str(state)]) == 0
+    moved = (tmp_path / "export").rename(tmp_path / "copied")
+    assert str(tmp_path) not in "".join(p.read_text() for p in moved.glob("*.*"))
+    data = check_det_dataset(str(moved / "data.yaml"))
+    assert Path(data["train"]) == moved / "train.txt"
+    assert main(["labels", "import", "--json", "--state-dir", str(tmp_path / "new"),
+                 str(moved)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["imported"] == 10
 
 
 def test_names_come_from_the_class_registry_and_a_corrupt_one_is_a_warning(state, tmp_path,
@@ -181,10 +198,12 @@ def test_export_writes_names_and_paths_outside_ascii_as_themselves(tmp_path, cap
     out = state / "export"
     assert main(["memory", "export", "--out", str(out), "--state-dir", str(state)]) == 0
     data = yaml.safe_load((out / "data.yaml").read_text(encoding="utf-8"))
-    assert data["names"] == {0: "🚗 car"} and data["path"] == str(out.resolve())
+    assert data["names"] == {0: "🚗 car"} and "path" not in data  # where it lies: movable
+    from ultralytics.data.utils import check_det_dataset
     from ultralytics.utils import YAML
 
     assert YAML.load(out / "data.yaml")["names"] == {0: "🚗 car"}
+    assert Path(check_det_dataset(str(out / "data.yaml"))["train"]) == out / "train.txt"
 
 
 def test_a_path_with_lone_surrogates_is_a_one_line_error(tmp_path):
