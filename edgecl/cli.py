@@ -11,6 +11,7 @@ import gc
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 
@@ -90,6 +91,12 @@ def _command_parser(parser: argparse.ArgumentParser, args: list[str]) -> argpars
         else:
             parser, value_next = _follow(parser, token)
     return parser
+
+
+PATH_OPTIONS = ("config", "state_dir", "model", "out", "save_video", "cache_dir", "work_dir",
+                "boxes", "data", "initial_model")
+"""Options that name a file or folder: a leading ``~`` is the home folder, as a shell makes it of
+``--out ~/x`` but not of ``--out=~/x`` (which made a folder named ``~``)."""
 
 
 class UsageExit(SystemExit):
@@ -204,7 +211,6 @@ def _stop_cleanly_on_signals() -> None:
 
 def _exit_past_left_behind_threads(code: int) -> None:
     """``os._exit(code)`` after flushing, when one of edgecl's threads (``edgecl-*``) is alive."""
-    import os
     import threading
 
     left = [t.name for t in threading.enumerate()
@@ -246,6 +252,10 @@ def _parse(parser: argparse.ArgumentParser, args_list: list[str],
             f"{shown}{', ...' if len(overrides) > 3 else ''}: this command reads no config, so "
             f"section.key=value settings do not apply to it")
     args.overrides = overrides
+    for name in PATH_OPTIONS:  # '--out=~/x': no shell expands a ~ after '='
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(args, name, os.path.expanduser(value))
     return args
 
 
@@ -282,8 +292,6 @@ def _main(argv: list[str] | None) -> int:
         _report_error(args, str(exc))
         return 2
     except BrokenPipeError:  # output piped into a reader that stopped (head, less): not an error
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:  # a path the user named: missing, not writable, disk full

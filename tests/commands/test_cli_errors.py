@@ -1,6 +1,7 @@
 """Every CLI command given a user's mistake prints one line to stderr and exits non-zero,
 with no traceback; argparse's own usage errors included (they printed usage + error before)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -308,3 +309,19 @@ def test_a_dataset_or_memory_folder_is_no_state_directory_but_a_locked_new_one_i
     (fresh / "classes.lock").write_text("")
     code, out, _ = run_edgecl(["classes", "list", "--json", "--state-dir", fresh])
     assert code == 0 and out.strip() == "[]"
+
+
+def test_a_home_folder_after_equals_is_the_home_folder(tmp_path, monkeypatch, capsys):
+    """Before: '--config=~/c.yaml' was 'not found' and 'bench memory --state-dir=~/bm' (or
+    'run --out=~/det.jsonl', 'monitor report --out=~/rep') made a folder named '~' in the
+    working directory: no shell expands a ~ after '='."""
+    from edgecl.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["monitor", "summary", "--config=~/c.yaml", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out) == {
+        "error": f"config file not found: {tmp_path / 'home' / 'c.yaml'}"}
+    assert main(["bench", "memory", "--adds", "20", "--capacity", "10", "--imgsz", "32",
+                 "--pool", "3", "--state-dir=~/bm", "--json"]) == 0
+    assert (tmp_path / "home" / "bm").is_dir() and not (tmp_path / "~").exists()
