@@ -50,8 +50,8 @@ def ensure_offline() -> None:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
-def packaged_model_yaml(name: str) -> bool:
-    """True when ``name`` (e.g. ``yolo11s.yaml``) is one of ultralytics' packaged model yamls.
+def packaged_model_yaml(name: str) -> Path | None:
+    """The file of ultralytics' packaged model yaml ``name`` (e.g. ``yolo11s.yaml``), or None.
 
     A scale letter is read as ultralytics' ``yaml_model_load`` reads it (``yolo11s.yaml`` is
     ``yolo11.yaml`` at scale ``s``). The package's files are looked at without importing it.
@@ -61,10 +61,41 @@ def packaged_model_yaml(name: str) -> bool:
     """
     spec = importlib.util.find_spec("ultralytics")
     if spec is None or not spec.submodule_search_locations:
-        return False
+        return None
     root = Path(next(iter(spec.submodule_search_locations))) / "cfg" / "models"
     wanted = {name, re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", name)}
-    return any(found.name in wanted for found in root.rglob("*.y*ml"))
+    return next((found for found in sorted(root.rglob("*.y*ml")) if found.name in wanted), None)
+
+
+DETECT_HEADS = ("Detect", "v10Detect")
+"""Last head modules of the model yamls edgecl can learn: plain object detectors."""
+
+
+def model_yaml_problem(path: Path) -> str | None:
+    """Why the model yaml at ``path`` builds no plain object detector, or None; read as text
+    (no torch), as ultralytics' ``parse_model`` reads it: ``backbone`` and ``head`` layer
+    lists, the last head layer's module naming the task.
+
+    Args:
+        path: the yaml file.
+    """
+    import yaml
+
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        said = str(exc).strip().splitlines()
+        return f"cannot be read as a model yaml ({said[0] if said else type(exc).__name__})"
+    if not (isinstance(spec, dict) and isinstance(spec.get("backbone"), list)
+            and isinstance(spec.get("head"), list) and spec["head"]):
+        return ("is no ultralytics model yaml (no 'backbone' and 'head' layers: a dataset's "
+                "data.yaml?); give a detector's, e.g. yolo11n.yaml")
+    last = spec["head"][-1]
+    module = last[2] if isinstance(last, list) and len(last) > 2 else None
+    if module not in DETECT_HEADS:
+        return (f"builds a {module} head, not an object detector's Detect: edgecl learns object "
+                f"detection models (e.g. yolo11n.yaml)")
+    return None
 
 
 def build_detection_model(nc: int, cfg: str = "yolo11n.yaml", names: dict[int, str] | None = None):

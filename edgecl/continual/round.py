@@ -318,12 +318,14 @@ def start_model_problem(cfg: Config) -> str | None:
     path = Path(cfg.model.path)
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):  # an untrained start, asked for
-        from edgecl.ultra import packaged_model_yaml
+        from edgecl.ultra import model_yaml_problem, packaged_model_yaml
 
-        if path.is_file() or packaged_model_yaml(path.name):
-            return None
-        return (f"model.path {path}: no such model yaml (neither a file nor one of "
-                f"ultralytics' packaged models, such as yolo11n.yaml or yolo11s.yaml)")
+        found = path if path.is_file() else packaged_model_yaml(path.name)
+        if found is None:
+            return (f"model.path {path}: no such model yaml (neither a file nor one of "
+                    f"ultralytics' packaged models, such as yolo11n.yaml or yolo11s.yaml)")
+        problem = model_yaml_problem(found)
+        return None if problem is None else f"model.path {path} {problem}"
     if not path.exists():
         return f"model.path {path}: no such file"
     if path.is_dir():

@@ -202,6 +202,20 @@ def test_a_first_round_builds_the_model_yaml_it_was_given(tmp_path):
     with pytest.raises(EdgeclError, match="no such model yaml"):
         _load_parent(ctx)
 
+    dataset = tmp_path / "data.yaml"  # a dataset's yaml given as the model, a pose model, a typo
+    dataset.write_text("path: .\ntrain: images\nnames: {0: car}\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("backbone: [[-1, 1, Conv\n")
+    for path, said in ((dataset, "is no ultralytics model yaml (no 'backbone' and 'head' layers: "
+                                 "a dataset's data.yaml?); give a detector's, e.g. yolo11n.yaml"),
+                       ("yolo11n-pose.yaml", "builds a Pose head, not an object detector's "
+                                             "Detect: edgecl learns object detection models "
+                                             "(e.g. yolo11n.yaml)"),
+                       (broken, "cannot be read as a model yaml (while parsing a flow sequence)")):
+        cfg = load_config(None, [f"model.path={path}"])
+        assert start_model_problem(cfg) == f"model.path {path} {said}"  # before: every round
+    assert start_model_problem(load_config(None, ["model.path=yolov10n.yaml"])) is None
+
 
 def test_a_model_added_by_hand_is_warned_of_when_a_round_changes_its_size(tmp_path, caplog):
     """Before: only model.path's checkpoint was; a 128 px model staged with 'edgecl models add'
