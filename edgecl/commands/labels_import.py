@@ -11,6 +11,7 @@ takes the device registry's names for its ids, else keeps ``class_<id>`` and say
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def add_import_parser(lsub) -> None:
     imp.set_defaults(func=import_command)
 
 
-def seed_from_model_path(cfg, classes) -> list[str]:
+def seed_from_model_path(cfg, classes, offered: list[str] | None = None) -> list[str]:
     """Give an empty device's class registry the ids of ``model.path``'s checkpoint, as ``edgecl
     run`` and ``edgecl models add`` do, before an import numbers classes: an import run before
     the first start numbered them from the dataset, and every round then refused the checkpoint
@@ -50,23 +51,38 @@ def seed_from_model_path(cfg, classes) -> list[str]:
     Args:
         cfg: the configuration (``model.path``).
         classes: the device's :class:`~edgecl.models.classes.ClassRegistry` (empty).
+        offered: the class names the import declares (empty: not known before its boxes).
 
     Returns:
         The names added (none when ``model.path`` names no trained ``.pt`` checkpoint).
 
     Raises:
         ModelLoadError: the checkpoint cannot be read.
-        LabelError: its names cannot be class names.
+        LabelError: its names cannot be class names; or it names its classes by number only
+            ('0', 'class_0') while the import may bring other names, which would become new,
+            untrained classes beside them (nothing is imported).
     """
     from edgecl.continual.round import base_checkpoint
+    from edgecl.errors import LabelError
     from edgecl.models.checkpoint import load_checkpoint
+    from edgecl.models.classes import named_by_number
 
     pt = base_checkpoint(cfg)
     if pt is None:
         return []
     model, meta = load_checkpoint(pt)
-    names = meta.get("names") or getattr(model, "names", None) or {}
-    return classes.seed({int(k): str(v) for k, v in dict(names).items()})
+    names = {int(k): str(v) for k, v in dict(meta.get("names") or getattr(model, "names", None)
+                                              or {}).items()}
+    if named_by_number(names) and (not offered or set(offered) - set(names.values())):
+        state = shlex.quote(str(cfg.state_dir))
+        shown = ", ".join(map(repr, list(names.values())[:3])) + (", ..." if len(names) > 3 else "")
+        raise LabelError(
+            f"model.path {pt} names its classes by number only ({shown}): the labels' names "
+            f"would become new, "
+            f"untrained classes beside them; name them first ('edgecl models add --promote "
+            f"{shlex.quote(str(pt))} --state-dir {state}', then 'edgecl classes rename "
+            f"--state-dir {state} {shlex.quote(names[min(names)])} NAME' for each), then import")
+    return classes.seed(names)
 
 
 def import_command(args: argparse.Namespace) -> int:
@@ -91,9 +107,10 @@ def import_command(args: argparse.Namespace) -> int:
     # a runtime on this state directory starts no learning round until the import is done
     with importing(cfg.state_dir), memory_from_config(cfg) as memory:
         adopt_memory_class_names(memory, classes)
-        seeded = [] if classes.names() else seed_from_model_path(cfg, classes)
-        declared = [] if classes.names() else source_class_order(
+        offered = [] if classes.names() else source_class_order(
             args.path, args.format, placeholders=False, ignored=True)
+        seeded = [] if classes.names() else seed_from_model_path(cfg, classes, offered)
+        declared = [] if classes.names() else offered
         report = ingest(items, memory, classes, relabel=args.relabel, declared=declared)
         dropped = _drop_queued_copies(cfg, memory) if report.tally.imported else []
     result = report.to_dict()

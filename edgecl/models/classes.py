@@ -54,6 +54,17 @@ class ClassRegistryError(LabelError):
     """``classes.json`` is unreadable or inconsistent (one line naming the file and the fault)."""
 
 
+def named_by_number(names: dict[int, str]) -> bool:
+    """True when every class is named by its own id only, as a model trained without names is
+    (``'0'``, ultralytics' ``'class_0'``).
+
+    Args:
+        names: class id -> name.
+    """
+    found = {cid: _PLACEHOLDER_NAME.fullmatch(str(name)) for cid, name in names.items()}
+    return bool(names) and all(m is not None and int(m[1]) == cid for cid, m in found.items())
+
+
 def now_iso() -> str:
     """The time now as RFC 3339 in UTC, to the second (``2026-12-03T06:39:39+00:00``): the one
     form of the times edgecl writes into its state (manifests, the class registry)."""
@@ -458,8 +469,7 @@ class ClassRegistry:
                 stamp = now_iso()
                 entries += [{"id": cid, "name": new[cid], "first_seen": stamp} for cid in sorted(new)]
                 self._write(entries)
-        if new and all(_PLACEHOLDER_NAME.fullmatch(n) and int(_PLACEHOLDER_NAME.fullmatch(n)[1]) == c
-                       for c, n in new.items()):
+        if new and named_by_number(new):
             first = new[min(new)]
             log.warning("the checkpoint names its classes by number only (%s): a label that names "
                         "the object ('car') becomes a new class beside them; give them their "

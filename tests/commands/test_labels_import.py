@@ -708,3 +708,31 @@ def test_an_import_before_the_first_start_keeps_model_paths_class_ids(tmp_path, 
     assert code == 0
     assert f"class registry: 2 class(es) from model.path {pt} (car, person)" in err
     assert ClassRegistry(state).names() == {0: "car", 1: "person", 2: "forklift"}
+
+
+def test_a_checkpoint_named_by_number_is_refused_before_the_labels_make_classes(tmp_path,
+                                                                                capsys):
+    """Before: on a new device with model.path naming a checkpoint trained without names
+    ('0', '1'), the import seeded those and made 'car' and 'person' new, untrained classes
+    beside them (ids 2 and 3); the advice it printed then failed. Now nothing is imported and
+    the line says how to name them first; the same names ('0', '1') in the labels are fine."""
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    pt = save_checkpoint(build_detection_model(2), tmp_path / "numbers.pt",
+                         meta={"names": {0: "0", 1: "1"}, "imgsz": 64})
+    src = _one_image_yolo(tmp_path / "named", "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n",
+                          "[car, person]")
+    state = tmp_path / "state"
+    assert main(["labels", "import", "--state-dir", str(state), str(src),
+                 f"model.path={pt}"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: model.path {pt} names its classes by number only ('0', '1'): the labels' "
+        f"names would become new, untrained classes beside them; name them first ('edgecl "
+        f"models add --promote {pt} --state-dir {state}', then 'edgecl classes rename "
+        f"--state-dir {state} 0 NAME' for each), then import\n")
+    assert ClassRegistry(state).names() == {}
+    numbered = _one_image_yolo(tmp_path / "numbered", "0 0.5 0.5 0.2 0.2\n", "['0', '1']", 90)
+    assert _import(capsys, tmp_path / "other", numbered, f"model.path={pt}", "--json")[
+        "imported"] == 1
+    assert ClassRegistry(tmp_path / "other").names() == {0: "0", 1: "1"}
