@@ -169,8 +169,8 @@ def test_memory_export_failing_half_way_leaves_no_folder(tmp_path, capsys, monke
     monkeypatch.undo()
     assert main(["memory", "export", "--out", str(out), "--state-dir", str(state)]) == 0
     train = (out / "train.txt").read_text().split()
-    assert len(train) == 4 and all(Path(p).is_file() and Path(p).parent == out.resolve() / "images"
-                                   for p in train)
+    assert len(train) == 4 and all(p.startswith("./images/") and (out / p).is_file()
+                                   for p in train)  # relative to the export: it may be moved
 
 
 def test_split_tasks_never_replaces_a_file_or_folder_it_did_not_write(tmp_path, capsys):
