@@ -1023,7 +1023,7 @@ class ReplayMemory:
             ReplayMemoryError: a sample file is missing (run verify).
         """
         self._refuse_if_read_only("cannot take a memory snapshot")
-        with self._reading():
+        with self._lock:
             with self._faults("cannot take a memory snapshot"), self._db.write():
                 snap = build_snapshot(self.root, self._db.records(), self.class_names())
             prune_snapshots(self.root, self.keep_snapshots, protect=snap.snapshot_id)
