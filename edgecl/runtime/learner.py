@@ -934,8 +934,9 @@ class LearnerSupervisor:
                     self._waiting_for_model = problem
                     return
                 if self._waiting_for_model:
-                    log.info("learning resumes: version %s can be fine-tuned",
-                             self.registry.current())
+                    current = self.registry.current()
+                    log.info("learning resumes: %s can be fine-tuned", f"version {current}"
+                             if current else f"model.path {self.cfg.model.path}")
                 self._waiting_for_model = None
                 self.start_round(reason)
 
