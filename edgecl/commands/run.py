@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from edgecl.arguments import positive_int, print_json_line
@@ -50,8 +49,7 @@ def run_command(args: argparse.Namespace) -> int:
         from edgecl.fleet.client import FleetClientStarter
 
         fleet_client = FleetClientStarter()
-    model = args.model and os.path.expanduser(args.model)  # as model.path's: ~ is the home folder
-    opts = RunOptions(source_uri=args.source or cfg.source.uri, model=model,
+    opts = RunOptions(source_uri=args.source or cfg.source.uri, model=args.model,
                       max_frames=args.frames, out=args.out, save_video=args.save_video,
                       quiet=args.quiet, use_state=use_state, fleet_client=fleet_client)
     unused = [o.split("=", 1)[0] for o in getattr(args, "overrides", None) or []
