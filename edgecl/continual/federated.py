@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgecl.continual.gate import beyond_bound
+
 # The last conv of each class branch level: ``model.23.cv3.0.2.weight`` (nc, C, 1, 1) and
 # ``.bias`` (nc,); end-to-end heads add ``one2one_cv3``. Intermediate convs have ``.conv.``.
 CLASS_ROW_PATTERN = re.compile(r"(^|\.)(one2one_)?cv3\.\d+\.\d+\.(weight|bias)$")
@@ -135,7 +137,8 @@ def forgetting_gate(updates: Sequence[Update], max_forgetting: float,
         if worst is None or worst[1] <= max_forgetting:
             decisions.append(GateDecision(up.device, 1.0, f"{up.device} kept"))
             continue
-        what = f"class {worst[0]} forgot {worst[1]:.3f} AP50-95 (bound {max_forgetting})"
+        what = (f"class {worst[0]} forgot {beyond_bound(worst[1], max_forgetting)} AP50-95 "
+                f"(bound {max_forgetting})")
         if action == "drop" or not math.isfinite(worst[1]):
             decisions.append(GateDecision(up.device, 0.0, f"{up.device} dropped: {what}"))
         else:

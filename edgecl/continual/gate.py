@@ -30,8 +30,35 @@ from dataclasses import dataclass
 from edgecl.config import GateConfig
 from edgecl.frames import STREAM_TASK
 
-__all__ = ["STREAM_TASK", "GateVerdict", "is_taskless", "judge", "judge_classes", "judge_results",
-           "prior_class_loss"]
+__all__ = ["STREAM_TASK", "GateVerdict", "beyond_bound", "is_taskless", "judge", "judge_classes",
+           "judge_results", "prior_class_loss"]
+
+
+def beyond_bound(value: float, bound: float) -> str:
+    """``value`` as a verdict prints it: 3 decimals, or as many more (up to 6) as it takes to
+    read beyond ``bound`` ("forgot 0.0501 (bound 0.05)", not "forgot 0.050 (bound 0.05)").
+
+    Args:
+        value: a figure found above ``bound`` (a drop, a forgetting).
+        bound: the bound it passed.
+
+    Returns:
+        The text.
+    """
+    for places in range(3, 7):
+        text = f"{value:.{places}f}"
+        if float(text) > bound:
+            return text
+    return repr(float(value))
+
+
+def _change_places(before: float, after: float, min_change: float) -> int:
+    """Decimals (3 to 6) at which ``before -> after`` reads as the change below ``min_change``
+    that it is (0.5000 -> 0.4799 against -0.02 prints 0.5000 -> 0.4799, not 0.500 -> 0.480)."""
+    for places in range(3, 7):
+        if round(round(after, places) - round(before, places), places) < min_change:
+            return places
+    return 6
 
 
 @dataclass(frozen=True)
@@ -106,15 +133,17 @@ def _verdict(noun: str, mode: str, drops: dict, acc_p: float, acc_c: float, cfg:
     worst = max(((k, v) for k, v in drops.items() if not math.isnan(v)), key=lambda kv: kv[1],
                 default=None)
     if worst is not None and worst[1] > cfg.max_forgetting:
-        return verdict(False, f"{noun} {worst[0]} forgot {worst[1]:.3f} mAP50-95 "
+        return verdict(False, f"{noun} {worst[0]} forgot "
+                              f"{beyond_bound(worst[1], cfg.max_forgetting)} mAP50-95 "
                               f"(bound {cfg.max_forgetting})")
     # INVARIANT: compared at the drops' precision (4 decimals): 0.50 -> 0.48 is a change of
     # exactly -0.02, which a gate.min_acc_delta of -0.02 allows
     if not math.isnan(acc_p) and round(acc_c - acc_p, 4) < cfg.min_acc_delta:
+        k = _change_places(acc_p, acc_c, cfg.min_acc_delta)
         if cfg.min_acc_delta > 0:  # a gain is required: nothing need have fallen
-            return verdict(False, f"ACC{acc_scope} {acc_p:.3f} -> {acc_c:.3f}: below the "
+            return verdict(False, f"ACC{acc_scope} {acc_p:.{k}f} -> {acc_c:.{k}f}: below the "
                                   f"required gain of {cfg.min_acc_delta} (gate.min_acc_delta)")
-        return verdict(False, f"ACC{acc_scope} fell from {acc_p:.3f} to {acc_c:.3f} "
+        return verdict(False, f"ACC{acc_scope} fell from {acc_p:.{k}f} to {acc_c:.{k}f} "
                               f"(allowed change {cfg.min_acc_delta})")
     if math.isnan(acc_p):  # nothing to compare with: the first model, or a class-less parent
         return verdict(True, f"accepted: ACC{acc_scope} {acc_c:.3f} (no earlier model to compare)")

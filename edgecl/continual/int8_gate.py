@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from edgecl.continual.gate import beyond_bound
+
 # Float noise allowance on the comparison (mAP is a mean of ratios).
 _EPS = 1e-9
 
@@ -80,8 +82,10 @@ def judge_int8(fp32: Mapping[int, float], int8: Mapping[int, float], max_drop: f
         drop = ref - float(got)
         drops[label(cls)] = round(drop, 4)
         if drop > max_drop + _EPS:
-            failing.append((drop, f"class {label(cls)}: mAP50-95 {ref:.3f} -> {float(got):.3f} "
-                                  f"(drop {drop:.3f} > {max_drop:g})"))
+            shown = beyond_bound(drop, max_drop)
+            k = max(3, len(shown.partition(".")[2]))
+            failing.append((drop, f"class {label(cls)}: mAP50-95 {ref:.{k}f} -> {float(got):.{k}f} "
+                                  f"(drop {shown} > {max_drop:g})"))
     if failing:
         failing.sort(key=lambda pair: -pair[0])
         more = f" (and {len(failing) - 1} more class(es))" if len(failing) > 1 else ""

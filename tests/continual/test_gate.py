@@ -5,7 +5,8 @@ from dataclasses import replace
 
 from edgecl.config import GateConfig
 from edgecl.continual.evaluate import EvalResult
-from edgecl.continual.gate import STREAM_TASK, is_taskless, judge, judge_classes, judge_results
+from edgecl.continual.gate import (STREAM_TASK, beyond_bound, is_taskless, judge, judge_classes,
+                                   judge_results)
 
 CFG = GateConfig(max_forgetting=0.10, min_acc_delta=-0.02)
 
@@ -164,3 +165,24 @@ def test_boundaries_are_compared_at_one_precision_and_a_nan_hides_no_drop():
                    ["a", "b", "c"], cfg)
     assert not hidden.accepted
     assert hidden.reason == "task b forgot 0.200 mAP50-95 (bound 0.15)"
+
+
+def test_a_verdict_prints_what_it_compared_beyond_its_bound():
+    """Before: compared at 4 decimals, printed at 3: a drop of 0.0501 read "forgot 0.050
+    (bound 0.05)" and ACC 0.5000 -> 0.4799 read "fell from 0.500 to 0.480 (allowed change
+    -0.02)", each a refusal that named a figure within its bound."""
+    cfg = GateConfig(max_forgetting=0.05, min_acc_delta=-0.02)
+    forgot = judge({"a": 0.5, "b": 0.1}, {"a": 0.4499, "b": 0.2}, ["a", "b"], cfg)
+    assert forgot.reason == "task a forgot 0.0501 mAP50-95 (bound 0.05)"
+    fell = judge({"a": 0.5000}, {"a": 0.4799}, [], GateConfig(max_forgetting=0.5,
+                                                                min_acc_delta=-0.02))
+    assert fell.reason == "ACC fell from 0.5000 to 0.4799 (allowed change -0.02)"
+    # a figure that 3 decimals already show beyond the bound keeps 3
+    assert judge({"a": 0.5}, {"a": 0.3}, ["a"], cfg).reason.startswith("task a forgot 0.200 ")
+
+
+def test_beyond_bound_adds_decimals_only_as_needed():
+    assert beyond_bound(0.2, 0.15) == "0.200"
+    assert beyond_bound(0.0501, 0.05) == "0.0501"
+    assert beyond_bound(0.010002, 0.01) == "0.010002"
+    assert beyond_bound(0.0100002, 0.01) == "0.0100002"  # beyond 6 decimals: the float itself

@@ -44,3 +44,9 @@ def test_nothing_measured_is_a_refusal():
 
 def test_class_ids_shown_without_names():
     assert judge_int8({7: 0.5}, {7: 0.3}, 0.05).reason.startswith("class 7:")
+
+
+def test_a_drop_just_beyond_the_limit_reads_beyond_it():
+    """Before: "drop 0.010 > 0.01" for a drop of 0.0101."""
+    v = judge_int8({0: 0.5}, {0: 0.4899}, 0.01, NAMES)
+    assert v.reason == "class car: mAP50-95 0.5000 -> 0.4899 (drop 0.0101 > 0.01)"

@@ -110,6 +110,8 @@ def test_forgetting_gate_drops_the_update_that_forgot_and_says_why():
     assert dec[0].reason == "a kept"
     assert dec[1].reason == "b dropped: class car forgot 0.400 AP50-95 (bound 0.15)"
     assert "no training sample" in dec[2].reason and "dropped" in dec[3].reason
+    edge = forgetting_gate([Update("e", {}, [], 10, forgetting={"car": 0.1501})], 0.15, "drop")
+    assert edge[0].reason == "e dropped: class car forgot 0.1501 AP50-95 (bound 0.15)"
 
 
 def test_forgetting_gate_down_weights_in_proportion():
