@@ -704,8 +704,9 @@ class Runtime:
             ``processed_fps``, ``inference_fps``, ``sinks`` (``{name: {"dropped",
             "errors"}}``), ``step_errors``; with a state directory ``queue_items``,
             ``storing_paused``, ``labelling`` (the labelling pipeline's counts) and ``learner``
-            (``{"enabled", "state"`` (``idle``, ``training``, ``backoff``,
-            ``waiting_for_room``), ``"round"``, ``"rounds"``, ``"progress"``,
+            (``{"enabled", "state"`` (``idle``, ``training``, ``backoff``, or what a due round
+            waits for: ``waiting_for_room``, ``waiting_for_model``, ``waiting_for_held_out``,
+            ``waiting_for_import``), ``"round"``, ``"rounds"``, ``"progress"``,
             ``"apply_errors"}``).
         """
         health = self.health()
@@ -727,9 +728,11 @@ class Runtime:
             out["queue_items"] = len(self.memory_sink.queue.pending())
         learner = health.get("learner")
         if learner is not None:
+            from edgecl.runtime.prometheus import WAITING_STATES
+
             state = learner["state"]
-            if state == "idle" and learner.get("waiting_for_room"):
-                state = "waiting_for_room"
+            if state == "idle":  # a round is due and waits: say for what
+                state = next((key for key in WAITING_STATES if learner.get(key)), state)
             out["learner"] = {"enabled": self.cfg.learner.enabled, "state": state,
                               "rounds": learner["rounds"], "apply_errors": learner["apply_errors"],
                               **_round_shown(learner)}

@@ -134,7 +134,11 @@ HEALTH_STATES = ("ok", "degraded", "stuck")
 """Values of ``edgecl_health_status``'s ``status`` label (those of ``/healthz``)."""
 STAGE_STATES = ("starting", "ok", "idle", "degraded", "stuck", "stopped")
 """Values of ``edgecl_stage_status``'s ``state`` label (:class:`~edgecl.runtime.watchdog.StageState`)."""
-LEARNER_STATES = ("idle", "training", "backoff", "waiting_for_room")
+WAITING_STATES = ("waiting_for_room", "waiting_for_model", "waiting_for_held_out",
+                  "waiting_for_import")
+"""The learner's states while a round is due and waits (for room on the card, for a version it
+can fine-tune, for a first held-out sample, for an import to finish), first that applies."""
+LEARNER_STATES = ("idle", "training", "backoff", *WAITING_STATES)
 """Values of ``edgecl_learner_state``'s ``state`` label."""
 
 # (name, vitals key, help): counters (the ``_total`` suffix is prometheus_client's to add)

@@ -59,7 +59,8 @@ class ConsoleHooks:
         live: ``() -> dict`` with ``fps`` (float), ``latency_ms_p50``, ``latency_ms_p95`` (float,
             milliseconds), ``model_version`` (str), ``memory`` (``{"samples", "capacity",
             "bytes", "max_bytes"}``), ``learner`` (``{"state": "idle" | "training" |
-            "backoff", "round": int, "progress": 0..1 or None}``), ``alerts`` (list of one-line
+            "backoff" | "waiting_for_room" | "waiting_for_model" | "waiting_for_held_out" |
+            "waiting_for_import", "round": int, "progress": 0..1 or None}``), ``alerts`` (list of one-line
             strings).
         latest_jpeg: ``() -> bytes | None``, the latest frame as JPEG with boxes, class names
             and scores burnt in (OpenCV's font: ASCII only, other scripts show as ``?``);

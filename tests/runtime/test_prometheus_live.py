@@ -72,7 +72,8 @@ def test_the_running_process_is_exposed_with_prometheus_conventions(tmp_path):
     assert got[("edgecl_storing_paused", ())] == 1.0
     assert got[("edgecl_labelling_events_total", (("event", "queued"),))] == 11.0
     assert {k[1][0][1]: v for k, v in got.items() if k[0] == "edgecl_learner_state"} == {
-        "idle": 0.0, "training": 1.0, "backoff": 0.0, "waiting_for_room": 0.0}
+        "idle": 0.0, "training": 1.0, "backoff": 0.0, "waiting_for_room": 0.0,
+        "waiting_for_model": 0.0, "waiting_for_held_out": 0.0, "waiting_for_import": 0.0}
     assert got[("edgecl_learner_enabled", ())] == 1.0
     assert got[("edgecl_learner_round", ())] == 300.0
     assert got[("edgecl_learner_rounds_total", ())] == 2.0
@@ -262,6 +263,25 @@ def test_vitals_name_the_learner_waiting_for_room(tmp_path, monkeypatch):
     assert vitals["status"] == "degraded"
     assert vitals["learner"] == {"enabled": True, "state": "waiting_for_room", "round": 41,
                                  "rounds": 0, "progress": None, "apply_errors": 0}
+
+
+def test_vitals_name_what_a_due_round_waits_for(tmp_path, monkeypatch):
+    """Before: /api/live and edgecl_learner_state said "idle" while a due round waited for a
+    version it could fine-tune (or for a first held-out sample, or an import); only the alerts
+    said why."""
+    sup = supervisor_at(tmp_path, monkeypatch, saved_round=41, current="v0041")
+    runtime = bare_runtime(tmp_path)
+    runtime.supervisor = sup
+    sup._waiting_for_model = "v0041 serves model.onnx with no checkpoint to fine-tune"
+    assert runtime.vitals()["learner"]["state"] == "waiting_for_model"
+    sup._waiting_for_model = None
+    sup._waiting_for_held_out = True
+    assert runtime.vitals()["learner"]["state"] == "waiting_for_held_out"
+    sup._waiting_for_held_out = False
+    sup._waiting_for_import = True
+    assert runtime.vitals()["learner"]["state"] == "waiting_for_import"
+    sup._waiting_for_import = False
+    assert runtime.vitals()["learner"]["state"] == "idle"
 
 
 def test_metrics_of_a_real_runtime_over_http(tmp_path):

@@ -146,7 +146,7 @@
     const learner = live.learner || {};
     const training = learner.state === "training";
     $("learner").replaceChildren(
-      EC.el("span", {class: "badge " + (training ? "staged" : ""), text: training ? "training" : (learner.state || "idle")}),
+      EC.el("span", {class: "badge " + (training ? "staged" : ""), text: training ? "training" : (learner.state || "idle").replace(/_/g, " ")}),
       training ? ` round ${learner.round ?? "?"} · ${EC.fmt.pct(learner.progress)}` : "");
     setBar("learner-bar", training ? learner.progress : 0);
     const alerts = live.alerts || [];
