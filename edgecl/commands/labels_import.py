@@ -42,25 +42,26 @@ def add_import_parser(lsub) -> None:
     imp.set_defaults(func=import_command)
 
 
-def seed_from_model_path(cfg, classes, offered: list[str] | None = None) -> list[str]:
-    """Give an empty device's class registry the ids of ``model.path``'s checkpoint, as ``edgecl
-    run`` and ``edgecl models add`` do, before an import numbers classes: an import run before
-    the first start numbered them from the dataset, and every round then refused the checkpoint
-    ("class id 0 is 'car', but this device's class registry has 'person' there").
+def model_path_classes(cfg, offered: list[str] | None = None) -> dict[int, str]:
+    """The class names of ``model.path``'s checkpoint, which an empty device's class registry
+    takes before an import numbers classes, as ``edgecl run`` and ``edgecl models add`` do: an
+    import run before the first start numbered them from the dataset, and every round then
+    refused the checkpoint ("class id 0 is 'car', but this device's class registry has 'person'
+    there"). Read before the import opens anything, so that a refusal leaves a new state
+    directory as it was.
 
     Args:
         cfg: the configuration (``model.path``).
-        classes: the device's :class:`~edgecl.models.classes.ClassRegistry` (empty).
         offered: the class names the import declares (empty: not known before its boxes).
 
     Returns:
-        The names added (none when ``model.path`` names no trained ``.pt`` checkpoint).
+        class id -> name (empty when ``model.path`` names no trained ``.pt`` checkpoint).
 
     Raises:
         ModelLoadError: the checkpoint cannot be read.
-        LabelError: its names cannot be class names; or it names its classes by number only
-            ('0', 'class_0') while the import may bring other names, which would become new,
-            untrained classes beside them (nothing is imported).
+        LabelError: it names its classes by number only ('0', 'class_0') while the import may
+            bring other names, which would become new, untrained classes beside them (nothing
+            is imported).
     """
     from edgecl.continual.round import base_checkpoint
     from edgecl.errors import LabelError
@@ -69,7 +70,7 @@ def seed_from_model_path(cfg, classes, offered: list[str] | None = None) -> list
 
     pt = base_checkpoint(cfg)
     if pt is None:
-        return []
+        return {}
     model, meta = load_checkpoint(pt)
     names = {int(k): str(v) for k, v in dict(meta.get("names") or getattr(model, "names", None)
                                               or {}).items()}
@@ -82,7 +83,20 @@ def seed_from_model_path(cfg, classes, offered: list[str] | None = None) -> list
             f"untrained classes beside them; name them first ('edgecl models add --promote "
             f"{shlex.quote(str(pt))} --state-dir {state}', then 'edgecl classes rename "
             f"--state-dir {state} {shlex.quote(names[min(names)])} NAME' for each), then import")
-    return classes.seed(names)
+    return names
+
+
+def is_new_device(cfg, classes) -> bool:
+    """True when the state directory holds neither a class registry nor a replay memory (an
+    import is its first write).
+
+    Args:
+        cfg: the configuration (``state_dir``).
+        classes: the device's :class:`~edgecl.models.classes.ClassRegistry`.
+    """
+    from edgecl.continual.memory.store import INDEX_FILE
+
+    return not classes.path.exists() and not (Path(cfg.state_dir) / "memory" / INDEX_FILE).exists()
 
 
 def import_command(args: argparse.Namespace) -> int:
@@ -104,13 +118,22 @@ def import_command(args: argparse.Namespace) -> int:
     refuse_smaller_memory(cfg)
     items = iter_labelled(args.path, args.format)
     classes = ClassRegistry(cfg.state_dir)
+    offered, model_names = None, None
+    if is_new_device(cfg, classes):  # refuse before anything is made in the state directory
+        offered = source_class_order(args.path, args.format, placeholders=False, ignored=True)
+        model_names = model_path_classes(cfg, offered)
     # a runtime on this state directory starts no learning round until the import is done
     with importing(cfg.state_dir), memory_from_config(cfg) as memory:
         adopt_memory_class_names(memory, classes)
-        offered = [] if classes.names() else source_class_order(
-            args.path, args.format, placeholders=False, ignored=True)
-        seeded = [] if classes.names() else seed_from_model_path(cfg, classes, offered)
-        declared = [] if classes.names() else offered
+        seeded, declared = [], []
+        if not classes.names():
+            if offered is None:
+                offered = source_class_order(args.path, args.format, placeholders=False,
+                                             ignored=True)
+            if model_names is None:
+                model_names = model_path_classes(cfg, offered)
+            seeded = classes.seed(model_names) if model_names else []
+            declared = [] if classes.names() else offered
         report = ingest(items, memory, classes, relabel=args.relabel, declared=declared)
         dropped = _drop_queued_copies(cfg, memory) if report.tally.imported else []
     result = report.to_dict()

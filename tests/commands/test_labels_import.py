@@ -710,6 +710,20 @@ def test_an_import_before_the_first_start_keeps_model_paths_class_ids(tmp_path, 
     assert ClassRegistry(state).names() == {0: "car", 1: "person", 2: "forklift"}
 
 
+def test_an_unreadable_model_path_leaves_a_new_state_directory_unmade(tmp_path, capsys):
+    """Before: the refusal came after the import had opened the memory: a new device's state
+    directory was left with an empty memory and an import lock."""
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"PK\x03\x04 not a checkpoint")
+    src = _one_image_yolo(tmp_path / "src", "0 0.5 0.5 0.2 0.2\n", "[car]")
+    state = tmp_path / "state"
+    assert main(["labels", "import", "--state-dir", str(state), str(src),
+                 f"model.path={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: ") and str(bad) in err and err.count("\n") == 1
+    assert not state.exists()
+
+
 def test_a_checkpoint_named_by_number_is_refused_before_the_labels_make_classes(tmp_path,
                                                                                 capsys):
     """Before: on a new device with model.path naming a checkpoint trained without names
@@ -731,7 +745,7 @@ def test_a_checkpoint_named_by_number_is_refused_before_the_labels_make_classes(
         f"names would become new, untrained classes beside them; name them first ('edgecl "
         f"models add --promote {pt} --state-dir {state}', then 'edgecl classes rename "
         f"--state-dir {state} 0 NAME' for each), then import\n")
-    assert ClassRegistry(state).names() == {}
+    assert not state.exists()  # before: an empty memory and a lock file were left there
     numbered = _one_image_yolo(tmp_path / "numbered", "0 0.5 0.5 0.2 0.2\n", "['0', '1']", 90)
     assert _import(capsys, tmp_path / "other", numbered, f"model.path={pt}", "--json")[
         "imported"] == 1
