@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     if argv is None:
         _stop_cleanly_on_signals()
+        _never_fail_on_characters()
     try:
         code = _main(argv)
     finally:
@@ -188,6 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         _exit_past_left_behind_threads(code)
     return code
+
+
+def _never_fail_on_characters() -> None:
+    """Print what the terminal's encoding cannot show as escapes (``Fahrrad_\\xfc``), as
+    Python already does on stderr: under a C locale with Python's UTF-8 mode off (an
+    ``LC_ALL=C`` cron job or service), stdout is ASCII and a class name such as ``Fahrrad_ü``
+    made ``edgecl classes list`` fail with an internal error."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _stop_cleanly_on_signals() -> None:

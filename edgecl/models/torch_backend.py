@@ -96,7 +96,7 @@ class TorchBackend(Backend):
         try:
             import yaml
 
-            spec = yaml.safe_load(path.read_text()) if path.is_file() else {}
+            spec = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
             nc = int(spec.get("nc", 80))
             model = build_detection_model(nc, cfg=str(path) if path.is_file() else path.name)
         except Exception as exc:  # ultralytics raises many kinds for a bad model yaml

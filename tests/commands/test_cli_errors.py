@@ -325,3 +325,18 @@ def test_a_home_folder_after_equals_is_the_home_folder(tmp_path, monkeypatch, ca
     assert main(["bench", "memory", "--adds", "20", "--capacity", "10", "--imgsz", "32",
                  "--pool", "3", "--state-dir=~/bm", "--json"]) == 0
     assert (tmp_path / "home" / "bm").is_dir() and not (tmp_path / "~").exists()
+
+
+def test_a_class_name_the_locale_cannot_show_is_escaped_not_an_internal_error(tmp_path):
+    """Before: under a C locale with Python's UTF-8 mode off (a cron job or service with
+    LC_ALL=C), stdout was ASCII and 'edgecl classes list' failed with an internal error
+    (UnicodeEncodeError) on a class named 'Fahrrad_ü'."""
+    from edgecl.models.classes import ClassRegistry
+
+    ClassRegistry(tmp_path / "state").seed({0: "Fahrrad_ü"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "PYTHONIO"))}
+    env.update(LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0", YOLO_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "edgecl.cli", "classes", "list", "--state-dir",
+                           str(tmp_path / "state")], capture_output=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert b"Fahrrad_\\xfc" in proc.stdout and proc.stderr == b""
