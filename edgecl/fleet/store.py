@@ -124,10 +124,14 @@ class GlobalStore:
 
     def append_round(self, record: dict) -> None:
         """Append one round's record to ``rounds.jsonl`` (fsynced; a torn last line is skipped
-        by :meth:`rounds`)."""
+        by :meth:`rounds`, and ended before the record so that it does not take the record
+        with it)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / "rounds.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
+        with open(self.root / "rounds.jsonl", "a+b") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            torn = end > 0 and fh.seek(end - 1) >= 0 and fh.read(1) != b"\n"
+            line = json.dumps(record, sort_keys=True).encode("utf-8") + b"\n"
+            fh.write(b"\n" + line if torn else line)
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -622,6 +622,17 @@ def test_garbage_in_the_rounds_log_is_skipped(tmp_path):
     assert [r["round"] for r in store.rounds()] == [1, 2] and store.last_round() == 2
 
 
+def test_a_torn_last_line_does_not_take_the_next_record_with_it(tmp_path):
+    """Before: a crash mid-append left a line without its end; the next round's record was
+    appended onto it and lost with it (round 3 disappeared from the log)."""
+    store = GlobalStore(tmp_path / "fleet")
+    store.append_round({"round": 1, "devices": {}})
+    with open(store.root / "rounds.jsonl", "ab") as fh:
+        fh.write(b'{"round": 2, "dev')
+    store.append_round({"round": 3, "devices": {}})
+    assert [r["round"] for r in store.rounds()] == [1, 3] and store.last_round() == 3
+
+
 def test_the_stop_message_resumes_after_the_last_round_logged(tmp_path):
     """Before: a stop after round 3 (no usable update; model of round 2) said the restart
     resumes with round 3, and with no model at all that the fleet starts over."""
