@@ -701,6 +701,8 @@ class Runtime:
             ``status`` (as ``/healthz``), ``stages`` (``{stage: state}``), ``uptime_s``,
             ``frames_captured``, ``frames_processed``, ``frames_dropped`` (back-pressure),
             ``frames_skipped`` and ``reconnects`` (the source's), ``swaps``,
+            ``model_refusals`` (promoted versions the loader refused, the loop keeping its
+            model; with a registry),
             ``processed_fps``, ``inference_fps``, ``sinks`` (``{name: {"dropped",
             "errors"}}``), ``step_errors``; with a state directory ``queue_items``,
             ``storing_paused``, ``labelling`` (the labelling pipeline's counts) and ``learner``
@@ -721,6 +723,8 @@ class Runtime:
                        frames_captured=counts["captured"], frames_dropped=counts["dropped"],
                        frames_skipped=counts["skipped"], reconnects=counts["reconnects"],
                        sinks=counts["sinks"])
+        if self.watcher is not None:
+            out["model_refusals"] = self.watcher.refusals
         storing = health.get("storing")
         if storing is not None:
             out["storing_paused"] = storing.get("paused_reason") is not None
@@ -746,6 +750,10 @@ class Runtime:
             alerts.append(f"camera: {capture.get('detail') or capture.get('state')}")
         if self.memory_sink is not None and self.memory_sink.paused_reason:
             alerts.append(f"storing paused: {self.memory_sink.paused_reason}")
+        refused = self.watcher.last_refused if self.watcher is not None else None
+        if refused is not None and refused[0] == self.watcher.pointer and self.loop is not None:
+            alerts.append(f"model version {refused[0]} is current but does not load; "
+                          f"{self.loop.model_version} serves: {refused[1]}")
         if self.supervisor is not None:
             learner = self.supervisor.health()
             if learner["state"] == "backoff":

@@ -25,7 +25,7 @@ The running process's (only when a ``vitals`` callable is given: ``edgecl run`` 
   oldest frame while inference lagged), ``edgecl_source_frames_skipped_total`` (unreadable
   images), ``edgecl_source_reconnects_total``, ``edgecl_processed_frames_per_second`` (the
   last 5 s), ``edgecl_inference_frames_per_second`` (what the model can take: 1 / mean
-  inference time), ``edgecl_model_swaps_total``;
+  inference time), ``edgecl_model_swaps_total``, ``edgecl_model_refusals_total``;
 - sinks: ``edgecl_sink_results_dropped_total{sink=...}`` (results a stalled sink never got),
   ``edgecl_sink_errors_total{sink=...}``;
 - storing: ``edgecl_storing_paused`` (1 while a storage fault pauses storing),
@@ -151,6 +151,8 @@ _RUNTIME_COUNTERS = (
     ("edgecl_source_frames_skipped", "frames_skipped", "Unreadable images the source skipped"),
     ("edgecl_source_reconnects", "reconnects", "Times a live source reopened its camera or stream"),
     ("edgecl_model_swaps", "swaps", "Hot swaps to a newly promoted model version"),
+    ("edgecl_model_refusals", "model_refusals",
+     "Promoted model versions the runtime refused to load (it kept serving its model)"),
     ("edgecl_supervisor_step_errors", "step_errors",
      "Failures of the runtime's supervision steps (learner, fleet, metrics), contained"),
 )

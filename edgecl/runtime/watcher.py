@@ -31,8 +31,9 @@ class ModelWatcher:
 
     When it changes, the new version is verified, loaded and warmed up aside; the inference
     thread then takes it with :meth:`take_ready` between two frames. A corrupt or unloadable
-    version is refused (logged once, remembered in :attr:`refused`, the last :data:`MAX_REFUSED`)
-    and the loop keeps its model.
+    version is refused (logged once, remembered in :attr:`refused`, the last :data:`MAX_REFUSED`,
+    counted in :attr:`refusals`, the latest in :attr:`last_refused`) and the loop keeps its
+    model.
 
     Args:
         registry: the model registry.
@@ -56,6 +57,9 @@ class ModelWatcher:
         self.warmup_runs = warmup_runs
         self.prefer = prefer
         self.refused: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.refusals = 0  # versions refused since start (``refused`` keeps the last few)
+        self.last_refused: tuple[str, str] | None = None  # (version, reason) of the latest
+        self.pointer: str | None = current_version  # what ``current`` named at the last poll
         self._seen = current_version
         self._ready: queue.Queue[ReadyModel] = queue.Queue(maxsize=1)
         self._retired: queue.Queue[Backend] = queue.Queue()
@@ -94,7 +98,7 @@ class ModelWatcher:
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):
             self._close_retired()
-            version = self.registry.current()
+            version = self.pointer = self.registry.current()
             if version is None or version == self._seen or version in self.refused:
                 continue
             ready = self.load_version(version)
@@ -131,6 +135,8 @@ class ModelWatcher:
         except Exception as exc:  # any load failure refuses the version, never the loader thread
             reason = str(exc) if isinstance(exc, EdgeclError) else f"{type(exc).__name__}: {exc}"
             self.refused[version] = reason
+            self.refusals += 1
+            self.last_refused = (version, reason)
             while len(self.refused) > MAX_REFUSED:  # bounded: the oldest refusals are forgotten
                 self.refused.popitem(last=False)
             log.error("refusing model version %s: %s; keeping the current model", version, reason)

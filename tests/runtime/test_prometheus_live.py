@@ -141,6 +141,33 @@ def test_vitals_count_what_the_loop_captured_inferred_and_dropped(tmp_path):
     assert "edgecl_learner_state" not in families(text), "no state directory: no learner"
 
 
+def test_a_promoted_version_that_does_not_load_is_counted_and_said(tmp_path):
+    """Before: a current version the loader refused was logged once; the device went on serving
+    its older model with no count on /metrics and no alert on the console."""
+    from edgecl.runtime.watcher import ModelWatcher
+
+    class Refusing:
+        def current(self):
+            return "v0002"
+
+        def verify(self, version, essential_only=False):
+            return [f"{version}: model.onnx fails its sha256"]
+
+    runtime = bare_runtime(tmp_path)
+    runtime.loop = InferenceLoop(ListSource(2), SleepBackend(delay_s=0.0), "v0001",
+                                 watchdog=runtime.watchdog)
+    runtime.watcher = ModelWatcher(Refusing(), opts=None, current_version="v0001")
+    assert runtime.vitals()["model_refusals"] == 0 and runtime._alerts() == []
+    runtime.watcher.pointer = "v0002"
+    assert runtime.watcher.load_version("v0002") is None
+    got = samples(PrometheusExporter(Monitor(tmp_path), vitals=runtime.vitals).render().decode())
+    assert got[("edgecl_model_refusals_total", ())] == 1.0
+    assert runtime._alerts() == ["model version v0002 is current but does not load; v0001 "
+                                 "serves: v0002: model.onnx fails its sha256"]
+    runtime.watcher.pointer = "v0003"  # a later version was promoted: the alert goes
+    assert runtime._alerts() == []
+
+
 class FakeRegistry:
     def __init__(self, current=None):
         self._current = current

@@ -367,6 +367,7 @@ def test_an_unreadable_memory_keeps_the_last_view_with_one_warning(tmp_path, cap
     for _ in range(3):
         assert view.nearest(thumbnail_embedding(textured(1))) < 0.01
     assert caplog.text.count("novelty: cannot read the replay memory") == 1
+    assert view.read_errors == 3  # before: logged once, never counted
     mem.close()
 
 
@@ -508,6 +509,7 @@ def test_any_fault_of_an_update_keeps_the_view_with_one_warning_and_the_sink_sta
     assert len(sink.selector.memory) == 0                # from memory, labelling goes on
     cand = sink.selector.score(frame(textured(1)), dets([]), sink.selector.embed(textured(1)))
     assert "novel" in cand.reasons and sink.selector.policy_errors == {}
+    assert sink.stats()["counts"]["novelty_read_errors"] == 1  # on /metrics and /healthz
     mem.close()
 
 

@@ -298,10 +298,15 @@ class MemorySink:
             ``{"paused_reason": str | None, "counts": {name: n}}`` with counts such as
             ``stored_ground_truth``, ``stored_pseudo``, ``queued``, ``not_stored``,
             ``refused_label``, ``refused_class``, ``refused_frame``, ``declined``,
-            ``duplicate_frame`` (the memory already held the image) and the decision reasons.
+            ``duplicate_frame`` (the memory already held the image), ``novelty_read_errors``
+            (the ``novel`` policy's view of the memory could not be updated) and the decision
+            reasons.
         """
         with self._lock:
             counts = {k: v for k, v in self.counts.items() if not k.startswith("warn_")}
+        read_errors = getattr(getattr(self.selector, "memory", None), "read_errors", 0)
+        if read_errors:
+            counts["novelty_read_errors"] = int(read_errors)
         return {"paused_reason": self.paused_reason, "counts": counts}
 
     # --- storage pause --------------------------------------------------------------------

@@ -129,7 +129,8 @@ class MemoryEmbeddings:
     when a quarter of the rows are such (so an update copies no 50 MB matrix). A memory whose
     index was reopened (its ``index_generation``: the folder replaced while open) or whose ids
     went back is read in full again. A memory that cannot be read keeps the last view, with
-    one warning per kind of fault; any other fault of an update is contained the same way
+    one warning per kind of fault, counted in :attr:`read_errors` (the labelling pipeline's
+    ``novelty_read_errors``); any other fault of an update is contained the same way
     (novelty must never stop labelling).
 
     Args:
@@ -156,6 +157,7 @@ class MemoryEmbeddings:
         self._read_to = 0  # every sample up to this id has been read (or could not be)
         self._checked_s = -np.inf
         self._faults_seen: set[str] = set()
+        self.read_errors = 0  # updates that failed (each kept the last view)
 
     @property
     def ids(self) -> np.ndarray:
@@ -255,6 +257,7 @@ class MemoryEmbeddings:
         self._n = need
 
     def _fault(self, kind: str, message: str) -> None:
+        self.read_errors += 1
         if kind not in self._faults_seen:
             self._faults_seen.add(kind)
             log.warning("novelty: cannot read the replay memory (%s); novelty keeps comparing "
