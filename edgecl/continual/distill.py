@@ -62,6 +62,7 @@ def _shared_output_class():
             self._store, self._index = store, index
 
         def forward(self, x):
+            """The student's output of this layer for the current batch (``x`` unused)."""
             return self._store[self._index]
 
     return SharedOutput

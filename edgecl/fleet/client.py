@@ -83,6 +83,7 @@ def make_client(cfg: Config, test_yaml: str | None = None):
         token_warned = False
 
         def get_parameters(self, config):
+            """Flower's hook: the server holds the global model, the device sends none."""
             return []
 
         def get_properties(self, config):
@@ -108,6 +109,8 @@ def make_client(cfg: Config, test_yaml: str | None = None):
             return why
 
         def fit(self, parameters, config):
+            """Flower's hook: fine-tune the global model on this device's replay memory and
+            return its update (none when skipped: a token mismatch, a busy or failing device)."""
             rnd = int(config.get("round", 0))
             metrics = self._signed(config)
             mismatch = self._token_mismatch(config)
@@ -136,6 +139,8 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                 "train_s": float(out.train_s)}
 
         def evaluate(self, parameters, config):
+            """Flower's hook: gate the new global model on this device's held-out slice and
+            adopt it when it passes."""
             rnd = int(config.get("round", 0))
             metrics = self._signed(config)
             mismatch = self._token_mismatch(config)

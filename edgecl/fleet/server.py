@@ -191,12 +191,14 @@ def make_client_manager(names: dict[str, str]):
         closing = False
 
         def register(self, client) -> bool:
+            """Flower's hook: a device connected (logged with the count)."""
             added = super().register(client)
             if added:
                 log.info("fleet: a device connected (%d connected)", len(self))
             return added
 
         def unregister(self, client) -> None:
+            """Flower's hook: a device disconnected."""
             known = client.cid in self.clients
             super().unregister(client)
             if known:
@@ -288,10 +290,12 @@ def make_server(strategy, client_manager, stopped: list[int]):
         """``Server`` with the two hooks above."""
 
         def fit(self, num_rounds, timeout):
+            """Run the rounds; a stop signal closes the client manager to new devices."""
             _note_stop_signal(stopped, on_stop=lambda: setattr(client_manager, "closing", True))
             return super().fit(num_rounds, timeout)
 
         def disconnect_all_clients(self, timeout) -> None:
+            """Close the client manager, then disconnect every device."""
             client_manager.closing = True
             super().disconnect_all_clients(timeout)
 

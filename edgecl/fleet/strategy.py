@@ -340,6 +340,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.cids = cids
 
         def select(self, client) -> bool:
+            """True for a device admitted to this round."""
             return str(client.cid) in self.cids
 
     class FleetStrategy(Strategy):
@@ -409,6 +410,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                                   f"the fleet afresh")
 
         def fleet_round(self, server_round: int) -> int:
+            """The fleet's round number (continued across server restarts) of Flower's round."""
             return self.offset + server_round
 
         def _ins_parameters(self):
@@ -426,9 +428,11 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             return config
 
         def initialize_parameters(self, client_manager):
+            """Flower's hook: the saved or first global model."""
             return self._ins_parameters()[1]  # the server's own model: no client is asked
 
         def configure_fit(self, server_round, parameters, client_manager):
+            """Flower's hook: the devices asked to train this round, with the global model."""
             rnd = self.fleet_round(server_round)
             need = int(fleet_cfg.min_devices)
             if client_manager.num_available() < need:  # said at once, then every WAIT_LOG_S
@@ -609,6 +613,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                           held), entry
 
         def aggregate_fit(self, server_round, results, failures):
+            """Flower's hook: gate the updates on forgetting, average them by class name, save
+            the new global model."""
             rnd = self.fleet_round(server_round)
             rec = self.record
             rec.setdefault("devices", {})
@@ -706,6 +712,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             return ndarrays_to_parameters(arrays), {"devices": len(updates)}
 
         def configure_evaluate(self, server_round, parameters, client_manager):
+            """Flower's hook: the devices asked to gate and adopt the new global model."""
             rnd = self.fleet_round(server_round)
             if not self.changed or client_manager.num_available() == 0:
                 self._finish_round()
@@ -721,6 +728,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             return [(c, ins) for c in clients]
 
         def aggregate_evaluate(self, server_round, results, failures):
+            """Flower's hook: record which devices adopted the new global model."""
             rnd = self.fleet_round(server_round)
             rec = self.record
             adopted = {}
@@ -812,6 +820,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.record = {}
 
         def evaluate(self, server_round, parameters):
+            """Flower's hook: none (the server holds no data)."""
             return None  # no server-side data: devices evaluate on their own held-out slices
 
     return FleetStrategy()

@@ -55,11 +55,14 @@ WORKER_THREAD_NAME = "edgecl-camera"
 class Capture(Protocol):
     """The part of ``cv2.VideoCapture`` a live source uses (fakes implement this in tests)."""
 
-    def isOpened(self) -> bool: ...  # noqa: N802 (OpenCV's name)
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        """True while the device or stream is open."""
 
-    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        """The next frame: ``(ok, BGR uint8 (H, W, 3) or None)``."""
 
-    def release(self) -> None: ...
+    def release(self) -> None:
+        """Close the device or stream."""
 
 
 CaptureFactory = Callable[[], Capture]
