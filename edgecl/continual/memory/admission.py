@@ -110,7 +110,7 @@ class TrainView:
     """PolicyView over the index's training rows (used under the memory's lock).
 
     Full means: ``capacity`` training rows, or the committed bytes plus ``new_bytes`` (the
-    incoming sample: an estimate before encoding, exact once written) exceed ``budget``.
+    incoming sample: an estimate before encoding, exact once written) exceed ``budget_bytes``.
     """
 
     def __init__(self, admission: "Admission", new_bytes: int):
@@ -120,13 +120,13 @@ class TrainView:
         """
         self.db = admission.db
         self.capacity = admission.train_capacity
-        self.budget = admission.budget_bytes
+        self.budget_bytes = admission.budget_bytes
         self.new_bytes = new_bytes
         self._admission = admission
 
     def is_full(self) -> bool:
         """True when one more sample would break the count or the byte bound."""
-        return self.size() >= self.capacity or self.db.total_bytes() + self.new_bytes > self.budget
+        return self.size() >= self.capacity or self.db.total_bytes() + self.new_bytes > self.budget_bytes
 
     def size(self, *, task=None, primary_class=None, verified=None) -> int:
         """Stored training rows matching the filter."""
@@ -343,11 +343,11 @@ class Admission:
                     "share of %d held-out slots)", task, n, quota, self.holdout_capacity)
         return victims
 
-    def _evict_for_bytes(self, item: ItemInfo, rng: random.Random, budget: int) -> list[int]:
+    def _evict_for_bytes(self, item: ItemInfo, rng: random.Random, budget_bytes: int) -> list[int]:
         victims = []
         view = self.view()
         # INVARIANT: committed sample bytes never exceed budget_bytes.
-        while self.db.total_bytes() > budget:
+        while self.db.total_bytes() > budget_bytes:
             victim = self.policy.victim(item, view, rng) if view.size() else None
             if victim is None:
                 victims.append(self._holdout_victim(rng, self._largest_holdout()))
