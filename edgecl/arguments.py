@@ -16,8 +16,13 @@ from edgecl.config import RULES
 
 
 def print_json_line(obj: object) -> None:
-    """Print one compact JSON object as the last stdout line."""
-    print(json.dumps(obj, sort_keys=True), file=sys.stdout, flush=True)
+    """Print one compact JSON object as the last stdout line: strict JSON, a figure that is not
+    a number (NaN, an infinity) as ``null`` (``jq`` refused the bare ``NaN`` of a score that
+    could not be computed)."""
+    from edgecl.atomic import json_safe
+
+    print(json.dumps(json_safe(obj), sort_keys=True, allow_nan=False), file=sys.stdout,
+          flush=True)
 
 
 def positive_int(text: str) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -128,6 +129,25 @@ def json_default(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def json_safe(value):
+    """``value`` with every NaN and infinity (not JSON: ``jq`` and browsers refuse them)
+    replaced by None, recursively through dicts (their keys as text), lists and tuples.
+
+    Args:
+        value: a JSON-ready value.
+
+    Returns:
+        The same structure, strict JSON.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def atomic_write_json(path: str | os.PathLike, obj: object) -> None:

@@ -163,3 +163,23 @@ def test_a_second_damaged_copy_in_the_same_second_gets_its_own_name(tmp_path):
     (tmp_path / "classes.json.corrupt-20240101T000000Z.3-wal").write_text("")
     third = damaged_copy_path(path, "20240101T000000Z", ("", "-wal"))
     assert third.name == "classes.json.corrupt-20240101T000000Z.4"
+
+
+def test_json_safe_maps_what_json_cannot_hold_to_null():
+    from edgecl.atomic import json_safe
+
+    value = {"a": float("nan"), 2: [1.0, float("inf"), (float("-inf"), "x")], "b": {"c": None}}
+    assert json_safe(value) == {"a": None, "2": [1.0, None, [None, "x"]], "b": {"c": None}}
+
+
+def test_a_command_json_line_is_strict_json(capsys):
+    """Before: a score that could not be computed reached stdout as a bare NaN, which jq
+    refuses ("Invalid numeric literal")."""
+    import json
+
+    from edgecl.arguments import print_json_line
+
+    print_json_line({"acc": float("nan"), "per_class": {"car": float("inf")}, "n": 3})
+    out = capsys.readouterr().out
+    assert out == '{"acc": null, "n": 3, "per_class": {"car": null}}\n'
+    json.loads(out, parse_constant=lambda c: pytest.fail(c))

@@ -512,20 +512,11 @@ def run_benchmark(args, progress=None) -> dict:
     return out
 
 
-def _json_safe(value):
-    """JSON has no NaN: map it (recursively) to None."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def run(args) -> int:
     """Run ``edgecl bench learn`` and print its figures (one JSON line with ``--json``)."""
-    result = _json_safe(run_benchmark(args))
+    from edgecl.atomic import json_safe
+
+    result = json_safe(run_benchmark(args))
     if args.json:
         print(json.dumps(result, allow_nan=False), flush=True)
     else:

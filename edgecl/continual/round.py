@@ -90,8 +90,8 @@ def write_round_record(path: Path, *, round_no: int, status, reason: str, second
                        calibration: dict | None) -> Path:
     """Write what a round hands its recording hook, so that it can be handed again.
 
-    The file travels with the staged version; :func:`read_round_record` reads it back. NaN
-    values are written as JSON ``NaN`` (Python's reader accepts them).
+    The file travels with the staged version; :func:`read_round_record` reads it back. It is
+    strict JSON: a score that could not be computed (NaN) is ``null``, read back as NaN.
 
     Args:
         path: the file to write (in the round's work folder, staged with the version).
@@ -109,14 +109,15 @@ def write_round_record(path: Path, *, round_no: int, status, reason: str, second
     """
     import json
 
-    from edgecl.atomic import json_default
+    from edgecl.atomic import json_default, json_safe
 
     body = {"round_no": int(round_no), "status": getattr(status, "value", status),
             "reason": str(reason), "seconds": seconds, "columns": list(columns),
             "class_names": {str(k): str(v) for k, v in class_names.items()},
             "evaluation": {t: r.to_dict() for t, r in evaluation.items()},
             "calibration": calibration}
-    path.write_text(json.dumps(body, default=json_default, sort_keys=True) + "\n")
+    path.write_text(json.dumps(json_safe(body), default=json_default, sort_keys=True,
+                               allow_nan=False) + "\n", encoding="utf-8")
     return path
 
 

@@ -479,19 +479,10 @@ class _Guard:
                                                                             secure_send)
 
 
-def _json_safe(value: Any) -> Any:
-    """Replace NaN and infinities (not JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _json(value: Any, status: int = 200) -> Response:
-    body = json.dumps(_json_safe(value), default=str, allow_nan=False).encode()
+    from edgecl.atomic import json_safe
+
+    body = json.dumps(json_safe(value), default=str, allow_nan=False).encode()
     return Response(body, status_code=status, media_type="application/json",
                     headers={"Cache-Control": "no-store"})
 

@@ -346,3 +346,22 @@ def test_text_where_a_number_belongs_is_damage(tmp_path, capsys, caplog, table, 
         f"number belongs): made afresh and re-recorded 3 rounds from the model versions; the "
         f"damaged copy is kept as {db.parent / aside[0]}"]
     assert rounds(state) == EXPECTED
+
+
+def test_a_round_record_is_strict_json_and_reads_back_nan(tmp_path):
+    """Before: a score that could not be computed was written as a bare NaN, which jq and
+    every strict JSON reader refuse."""
+    import dataclasses
+    import json
+    import math
+
+    res = dataclasses.replace(_ap(0.5), dece=float("nan"))
+    path = write_round_record(tmp_path / ROUND_RECORD_FILE, round_no=4, status="staged",
+                              reason="ok", seconds=float("nan"), evaluation={"cars": res},
+                              columns=["cars"], class_names={0: "Fahrrad_ü"}, calibration=None)
+    text = path.read_text(encoding="utf-8")
+    body = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in {path.name}"))
+    assert body["evaluation"]["cars"]["dece"] is None and body["seconds"] is None
+    back = read_round_record(path)
+    assert math.isnan(back["evaluation"]["cars"].dece) and back["seconds"] is None
+    assert back["evaluation"]["cars"].map50_95 == 0.5 and back["class_names"] == {0: "Fahrrad_ü"}
