@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgecl.arguments import print_json_line
 from edgecl.atomic import atomic_write_json
 from edgecl.bench.cl_protocol import (
     MODIFIERS,
@@ -522,14 +523,14 @@ def run(args: argparse.Namespace) -> int:
                           f"made with these strategies, budgets, seeds, settings and data")
     table, pngs, summary = write_report(mine, view.task_names, out,
                                         _header(yaml_path, view, settings, args.seeds))
-    print(json.dumps({
+    print_json_line({
         "out": str(out), "results": str(results_path), "table": str(table),
         "plots": [str(p) for p in pngs], "data_hash": view.data_hash, "runs": len(mine),
         "new_runs": len(pending), "skipped_runs": finished_before,
         "wall_s": round(time.monotonic() - started, 1),
         "summary": {label: {"strategy": e["strategy"], "budget": e["budget"], "seeds": e["seeds"],
                             "acc_pct": _pct(e["acc"]), "bwt_pct": _pct(e["bwt"])}
-                    for label, e in summary.items()}}))
+                    for label, e in summary.items()}})
     return 0
 
 

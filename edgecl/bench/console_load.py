@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecl.arguments import print_json_line
 from edgecl.config import SourceConfig
 from edgecl.runtime.sources.base import FrameSource, RawFrame
 from edgecl.stop_signals import raise_stop
@@ -567,7 +568,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        print(json.dumps(summary, sort_keys=True), flush=True)
+        print_json_line(summary)
     else:
         load = summary["load"]
         print(f"idle {summary['idle_fps']:.1f} fps | {args.repeats} x {args.requests} requests "

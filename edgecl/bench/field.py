@@ -839,8 +839,8 @@ def run(args) -> int:
     if args.json:
         print_json_line(summary)
     else:
-        print((out / "table.md").read_text())
-        print(json.dumps(summary))
+        print((out / "table.md").read_text(encoding="utf-8"))
+        print_json_line(summary)
     return 0
 
 

@@ -23,7 +23,6 @@ Medians over the repeats are reported; per-repeat figures are kept in ``repeats`
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import statistics
@@ -32,6 +31,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edgecl.arguments import print_json_line
 from edgecl.errors import ConfigError
 
 SCENARIO_TASKS = 2
@@ -518,7 +518,7 @@ def run(args) -> int:
 
     result = json_safe(run_benchmark(args))
     if args.json:
-        print(json.dumps(result, allow_nan=False), flush=True)
+        print_json_line(result)
     else:
         for key, value in result.items():
             if key != "repeats":

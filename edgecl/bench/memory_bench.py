@@ -4,7 +4,6 @@ replay memory under a long synthetic stream."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -13,6 +12,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from edgecl.arguments import print_json_line
 
 N_TASKS = 5
 N_CLASSES = 5
@@ -218,5 +219,5 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{result['adds_per_s']} adds/s, disk max {result['disk_bytes_max']} of "
               f"{max_bytes} bytes, select ms {result['select_ms']}")
-    print(json.dumps(result, sort_keys=True), flush=True)
+    print_json_line(result)
     return 0 if result["disk_bytes_max"] <= max_bytes and verify_ok else 1

@@ -28,12 +28,12 @@ every task's training images first (``--train-steps``, cached), so the run needs
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from edgecl.arguments import print_json_line
 from edgecl.bench.trained_model import cache_key
 from edgecl.errors import ConfigError
 
@@ -343,7 +343,7 @@ def run(args) -> int:
     """Run ``edgecl bench perf --backends`` and print a table (one JSON line with ``--json``)."""
     result = run_backends(args)
     if args.json:
-        print(json.dumps(result, sort_keys=True), flush=True)
+        print_json_line(result)
     else:
         print(format_table(result), flush=True)
     return 0

@@ -13,7 +13,6 @@ after warm-up (a quarter of the frames), where a flat run shows ~0 growth.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from edgecl.arguments import print_json_line
 from edgecl.stop_signals import raise_stop
 
 log = logging.getLogger(__name__)
@@ -338,5 +338,5 @@ def run(args: argparse.Namespace) -> int:
             summary = run_soak(args, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(summary, sort_keys=True), flush=True)
+    print_json_line(summary)
     return 0
