@@ -111,6 +111,7 @@ def import_command(args: argparse.Namespace) -> int:
     from edgecl.continual.ingest import ingest
     from edgecl.continual.memory import memory_from_config
     from edgecl.data.importers import iter_labelled, source_class_order
+    from edgecl.data.splits import FRAMES_PER_BLOCK
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
     from edgecl.runtime.lock import importing
 
@@ -169,10 +170,13 @@ def import_command(args: argparse.Namespace) -> int:
     evicted = (f"; {result['evicted']} stored sample(s) evicted to keep the memory's bounds (its "
                f"capacity, each task's share of the held-out slots, its byte budget: "
                f"'edgecl memory stats' shows what it holds)" if result["evicted"] else "")
+    blocks = (f"; the names are numbered frames of {result['frame_sequences']} sequence(s): "
+              f"held out in blocks of {FRAMES_PER_BLOCK} consecutive frames, not frame by frame"
+              if result.get("frame_sequences") else "")
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
           f"({reasons}){orphans}; {dropped_regions_note(result)}"
           f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
-          f"{named}{unnamed}{relabelled}{queued}{evicted}")
+          f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}")
     if nothing:
         print(nothing, file=sys.stderr)
     if other_labels_note(result):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
 import numpy as np
@@ -47,6 +48,7 @@ from edgecl.continual.memory.records import check_image, check_labels
 from edgecl.data.class_names import close_class_names, standing_names
 from edgecl.data.images import pixels_hash
 from edgecl.data.importers import ImportItem, ImportTally, Skip, same_class_as
+from edgecl.data.splits import sequence_blocks
 from edgecl.errors import LabelError, ReplayMemoryError, StorageError
 from edgecl.frames import LabelOrigin
 
@@ -95,6 +97,9 @@ class ImportReport:
             registry had no class for, so they were kept (sorted by id).
         named_from_registry: ``class_<id>`` -> the registry's name for that id, where the
             dataset named no classes and the registry has the id.
+        frame_sequences: numbered frame sequences the image names form
+            (:func:`edgecl.data.splits.sequence_blocks`): their frames were drawn for the
+            held-out slice in blocks of consecutive frames; 0 when each image was drawn alone.
     """
 
     tally: ImportTally = field(default_factory=ImportTally)
@@ -107,12 +112,14 @@ class ImportReport:
     unnamed_classes: list[str] = field(default_factory=list)
     named_from_registry: dict[str, str] = field(default_factory=dict)
     relabelled: int = 0
+    frame_sequences: int = 0
 
     def to_dict(self) -> dict:
         """``{"imported", "skipped", "reasons", "evicted", "relabelled", "classes_added",
         "similar_classes", "classes_matched", "ignored_regions", "empty_boxes", "boxes",
-        "unnamed_classes", "named_from_registry"}``."""
+        "unnamed_classes", "named_from_registry", "frame_sequences"}``."""
         return {**self.tally.to_dict(), "evicted": self.evicted, "relabelled": self.relabelled,
+                "frame_sequences": self.frame_sequences,
                 "classes_added": list(self.classes_added),
                 "similar_classes": dict(self.similar_classes),
                 "classes_matched": dict(self.classes_matched),
@@ -241,6 +248,8 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             task: str, report: ImportReport, relabel: bool = False,
             declared: Sequence[str] = ()) -> None:
     """The body of :func:`ingest`: fills ``report``."""
+    blocks = sequence_blocks(list(getattr(items, "stems", ())))
+    report.frame_sequences = len({sequence for sequence, _ in blocks.values()})
     bound = set((memory.class_names() or {}).keys())
     seen_now: set[int] = set()  # samples this import stored, relabelled or found held
     device_classes = dict(classes.names())  # names ids of unnamed datasets (see _name_unnamed)
@@ -257,7 +266,8 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             answered = _origin_of(memory, held) is LabelOrigin.OPERATOR
             if held in seen_now:
                 report.duplicates += 1
-                report.tally.skip(TWICE_IN_IMPORT)
+                report.tally.skip(TWICE_IN_IMPORT, f"{item.source}: {TWICE_IN_IMPORT} (the "
+                                                   f"first copy decides)")
             elif not _labelled_otherwise(memory, held, named, classes):
                 seen_now.add(held)
                 _duplicate(report)
@@ -295,7 +305,8 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             memory.set_class_names(names)
             bound = set(names)
         sample = Sample(image=item.image, labels=item.yolo_labels(ids), task=task,
-                        source=str(item.source), origin=LabelOrigin(origin), content_hash=digest)
+                        source=str(item.source), origin=LabelOrigin(origin), content_hash=digest,
+                        frame_block=blocks.get(Path(item.source).stem))
         try:
             sample_id = memory.add(sample)
         except DuplicateSampleError:  # stored meanwhile (another import, the device)

@@ -85,7 +85,7 @@ import math
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -153,6 +153,26 @@ class ImportItem:
         rows = np.stack([cls, (b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h,
                          (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], axis=1)
         return rows.astype(np.float32)
+
+
+class LabelledItems:
+    """What a dataset reader yields (:class:`ImportItem` and :class:`Skip`, read lazily), with
+    the names of the dataset's images known before the first is read.
+
+    Attributes:
+        stems: the image names without suffix (an annotation file's for Pascal VOC), in the
+            dataset's order.
+    """
+
+    def __init__(self, items, stems):
+        self._items = iter(items)
+        self.stems = list(stems)
+
+    def __iter__(self) -> "LabelledItems":
+        return self
+
+    def __next__(self) -> "ImportItem | Skip":
+        return next(self._items)
 
 
 @dataclass(frozen=True)
@@ -475,7 +495,7 @@ def _names_file(folder: Path) -> dict[int, str] | None:
     return None
 
 
-def iter_yolo(path: str | Path) -> Iterator[ImportItem | Skip]:
+def iter_yolo(path: str | Path) -> LabelledItems:
     """Images of an ultralytics YOLO dataset with their boxes (see the module docstring).
 
     Args:
@@ -502,8 +522,8 @@ def iter_yolo(path: str | Path) -> Iterator[ImportItem | Skip]:
                   Skip(p, "not an image", f"{p}: not a regular file (a FIFO, a device, or a link "
                                           f"to nothing)")
                   for p in dataset.ignored_files)
-    return itertools.chain(not_images,
-                           _yolo_items(images, names, unnamed=not names or _placeholder_names(names)))
+    return LabelledItems(itertools.chain(not_images, _yolo_items(
+        images, names, unnamed=not names or _placeholder_names(names))), [p.stem for p in images])
 
 
 def dataset_class_names(dataset, images: list[Path]) -> dict[int, str] | None:
@@ -809,7 +829,7 @@ def _voc_boxes(xml_path: Path,
     return names, boxes, ignored, difficult, written
 
 
-def iter_voc(path: str | Path) -> Iterator[ImportItem | Skip]:
+def iter_voc(path: str | Path) -> LabelledItems:
     """Images of a Pascal VOC folder (``Annotations/`` + ``JPEGImages/``) with their boxes.
 
     Args:
@@ -834,7 +854,7 @@ def iter_voc(path: str | Path) -> Iterator[ImportItem | Skip]:
     xmls = sorted(p for p in ann.rglob("*") if p.suffix.lower() == ".xml" and p.is_file())
     if not xmls:
         raise ConfigError(f"no Pascal VOC annotations (*.xml) in {ann}")
-    return _voc_items(root, ann, xmls)
+    return LabelledItems(_voc_items(root, ann, xmls), [p.stem for p in xmls])
 
 
 def _parse_voc(xml_path: Path) -> ET.ElementTree | Skip:
@@ -1108,7 +1128,7 @@ def coco_categories(json_path: Path, data: dict) -> dict[int | str, str]:
     return categories
 
 
-def iter_coco(path: str | Path) -> Iterator[ImportItem | Skip]:
+def iter_coco(path: str | Path) -> LabelledItems:
     """Images of COCO JSONs (CVAT, Label Studio, Roboflow exports) with their boxes.
 
     Args:
@@ -1145,7 +1165,10 @@ def iter_coco(path: str | Path) -> Iterator[ImportItem | Skip]:
             skips.append(Skip(p, "bad annotation file", str(exc)))
     if not loaded:
         raise ConfigError(skips[0].message)
-    return itertools.chain(skips, (item for p, data in loaded for item in _coco_items(p, data)))
+    stems = [PurePath(str(entry.get("file_name", "")).replace("\\", "/")).stem
+             for _, data in loaded for entry in data["images"] if isinstance(entry, dict)]
+    return LabelledItems(itertools.chain(skips, (item for p, data in loaded
+                                                 for item in _coco_items(p, data))), stems)
 
 
 def _coco_bbox(bbox: object) -> list[float] | None:
@@ -1374,7 +1397,7 @@ def format_hint(path: str | Path, fmt: str) -> str:
             f"(or leave --format out)")
 
 
-def iter_labelled(path: str | Path, fmt: str = "auto") -> Iterator[ImportItem | Skip]:
+def iter_labelled(path: str | Path, fmt: str = "auto") -> LabelledItems:
     """Images and boxes of a labelled dataset in any supported format.
 
     Args:

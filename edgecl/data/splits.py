@@ -373,6 +373,46 @@ def sequence_names(stems: list[str]) -> dict | None:
             "group_by": SEQUENCE_GROUP_BY}
 
 
+FRAMES_PER_BLOCK = 10
+"""Consecutive frames of a numbered sequence that an import holds out or trains on together
+(:func:`sequence_blocks`)."""
+
+
+def sequence_blocks(stems: list[str], frames_per_block: int = FRAMES_PER_BLOCK
+                    ) -> dict[str, tuple[str, int]]:
+    """The blocks of consecutive frames an import's held-out draw takes together, when its image
+    names look like numbered frames of a few sequences (:func:`sequence_names`): drawn one by
+    one, a held-out frame has its neighbours, nearly the same picture, in training, and the
+    held-out score measures memorisation.
+
+    Args:
+        stems: the dataset's image names without suffix.
+        frames_per_block: frames per block, counted in frame-number order within a sequence
+            (gaps in the numbering, frames sampled every few, do not matter).
+
+    Returns:
+        name -> ``(sequence, block index)`` for every numbered frame, blocks numbered on
+        across the sequences in name order (so that every group of blocks the draw stratifies
+        over holds its share, however short each sequence); empty when the names are not such
+        sequences (each image is then drawn on its own).
+    """
+    if sequence_names(stems) is None:
+        return {}
+    frames: dict[str, list[tuple[int, str]]] = {}
+    for stem in dict.fromkeys(stems):
+        match = SEQUENCE_NAME_RE.match(stem)
+        if match:
+            number = int(stem[len(match.group(1)) + 1:])
+            frames.setdefault(match.group(1), []).append((number, stem))
+    blocks, first = {}, 0
+    for sequence in sorted(frames):
+        ordered = sorted(frames[sequence])
+        for rank, (_, stem) in enumerate(ordered):
+            blocks[stem] = (sequence, first + rank // max(1, int(frames_per_block)))
+        first += math.ceil(len(ordered) / max(1, int(frames_per_block)))
+    return blocks
+
+
 def _refuse_bad_out(out: Path) -> None:
     """Refuse an ``--out`` that cannot be a tasks.yaml, before anything is read or written.
 

@@ -750,3 +750,41 @@ def test_a_checkpoint_named_by_number_is_refused_before_the_labels_make_classes(
     assert _import(capsys, tmp_path / "other", numbered, f"model.path={pt}", "--json")[
         "imported"] == 1
     assert ClassRegistry(tmp_path / "other").names() == {0: "0", 1: "1"}
+
+
+def test_numbered_frames_are_held_out_in_blocks_not_one_by_one(tmp_path, capsys):
+    """Before: an imported folder of consecutive flight frames was drawn image by image: frame
+    4 held out while frames 3 and 5, nearly the same picture, were trained on, so the held-out
+    score measured memorisation."""
+    src = tmp_path / "flights"
+    (src / "labels").mkdir(parents=True)
+    for flight in range(3):
+        for frame in range(40):
+            name = f"flight{flight:02d}_frame_{frame * 3:04d}"
+            _jpg(src / "images" / f"{name}.jpg", (flight * 40 + frame) * 2 % 250)
+            (src / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    state = tmp_path / "state"
+    result = _import(capsys, state, src, "--json")
+    assert result["imported"] == 120 and result["frame_sequences"] == 3
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        records = memory.records()
+    held = {Path(r.source).stem for r in records if r.held_out}
+    assert held  # the slice the gate judges on is not empty
+    for flight in range(3):
+        names = [f"flight{flight:02d}_frame_{frame * 3:04d}" for frame in range(40)]
+        for start in range(0, 40, 10):  # each block of 10 frames is held out or trained whole
+            assert len({name in held for name in names[start:start + 10]}) == 1
+
+
+def test_an_image_twice_in_one_import_is_named(tmp_path, capsys):
+    """Before: counted under "same image earlier in this import" without naming the file."""
+    src = tmp_path / "twice"
+    (src / "labels").mkdir(parents=True)
+    for name in ("a", "b"):
+        _jpg(src / "images" / f"{name}.jpg", 90)
+        (src / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    main(["labels", "import", "--state-dir", str(tmp_path / "state"), str(src)])
+    out = capsys.readouterr().out
+    assert f"skipped: {src / 'images' / 'b.jpg'}: same image earlier in this import" in out

@@ -172,3 +172,17 @@ def test_names_of_numbered_frames_split_without_group_by_are_warned_of(tmp_path,
     assert sequence_names([f"IMG_{k}" for k in range(10)]) is None  # one sequence
     assert sequence_names([f"a{k}_1" for k in range(10)]) is None   # 1 frame each
     assert sequence_names(["car", "bike", "x_1", "x_2", "x_3"]) is None  # 60 % numbered
+
+
+def test_sequence_blocks_number_blocks_on_across_sequences_in_frame_order():
+    from edgecl.data.splits import sequence_blocks
+
+    # two sequences, frames sampled every 5 numbers and listed out of order; blocks of 2 frames
+    stems = ["b_0010", "a_0105", "a_0100", "a_0110", "b_0005", "b_0000", "a_0115", "a_0120"]
+    assert sequence_blocks(stems, frames_per_block=2) == {
+        "a_0100": ("a", 0), "a_0105": ("a", 0), "a_0110": ("a", 1), "a_0115": ("a", 1),
+        "a_0120": ("a", 2),  # a's 5 frames take blocks 0-2; b's start at 3
+        "b_0000": ("b", 3), "b_0005": ("b", 3), "b_0010": ("b", 4)}
+    # numbered photos of one set are not frame sequences: each image is drawn alone
+    assert sequence_blocks([f"img_{k}" for k in range(40)]) == {}
+    assert sequence_blocks(["x", "y", "z"]) == {}

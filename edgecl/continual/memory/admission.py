@@ -44,7 +44,8 @@ STREAM_ORIGINS = frozenset({LabelOrigin.GROUND_TRUTH, LabelOrigin.OPERATOR})
 
 
 def draws_held_out(seed: int, task: str, n_task: int, origin: LabelOrigin, ts_s: float | None,
-                   block_s: float, fraction: float) -> bool:
+                   block_s: float, fraction: float,
+                   frame_block: tuple[str, int] | None = None) -> bool:
     """Whether an offered sample's draw puts it in the held-out stream.
 
     Held-out frames must not be near-duplicates of training frames, or the held-out mAP
@@ -59,7 +60,9 @@ def draws_held_out(seed: int, task: str, n_task: int, origin: LabelOrigin, ts_s:
     cannot fall on held-out blocks only (or never), and the choice needs no state: answers that
     arrive out of order and restarts see the same choice. Other samples (an imported folder)
     are drawn the same way by their position in the task's stream of offers: in every group of
-    ``n`` consecutive offers, ``m`` are held out.
+    ``n`` consecutive offers, ``m`` are held out; but an imported frame of a numbered sequence
+    (``frame_block``: its sequence and the block of consecutive frames it falls in) is drawn
+    with its block, blocks stratified the same way by their index.
 
     Args:
         seed: the memory's seed.
@@ -71,12 +74,16 @@ def draws_held_out(seed: int, task: str, n_task: int, origin: LabelOrigin, ts_s:
         block_s: block length in seconds (0 draws for every sample; otherwise at least
             :data:`edgecl.config.MIN_HOLDOUT_BLOCK_S`).
         fraction: the held-out share, in [0, 1).
+        frame_block: ``(sequence, block index)`` of an imported numbered frame
+            (:func:`edgecl.data.splits.sequence_blocks`), or None.
 
     Returns:
         True when the sample belongs to the held-out stream.
     """
     if fraction <= 0:
         return False
+    if frame_block is not None and origin not in STREAM_ORIGINS:
+        return _stratified_draw(seed, task, int(frame_block[1]), fraction, "/frames")
     if (block_s > 0 and origin in STREAM_ORIGINS and isinstance(ts_s, (int, float))
             and math.isfinite(ts_s) and abs(ts_s / block_s) < 2 ** 52):
         return _stratified_draw(seed, task, math.floor(ts_s / block_s), fraction, "")
@@ -219,7 +226,8 @@ class Admission:
 
     def decide(self, task: str, classes: tuple[int, ...],
                origin: LabelOrigin = LabelOrigin.GROUND_TRUTH,
-               ts_s: float | None = None, replacing: bool = False) -> Decision | None:
+               ts_s: float | None = None, replacing: bool = False,
+               frame_block: tuple[str, int] | None = None) -> Decision | None:
         """Count an offered sample and decide whether it enters (no rows change yet).
 
         Args:
@@ -233,6 +241,8 @@ class Admission:
                 ``holdout_block_s`` > 0).
             replacing: it replaces a stored copy of its image (verified labels for a
                 pseudo-labelled one): never declined, it takes that copy's place.
+            frame_block: an imported numbered frame's sequence and block (see
+                :func:`draws_held_out`), or None.
 
         Returns:
             The decision, or None when declined.
@@ -242,7 +252,8 @@ class Admission:
         rng = random.Random(f"{self.seed}/{n_all}")
         held_out = (origin.human_verified and self.holdout_capacity > 0
                     and draws_held_out(self.seed, task, n_task, origin, ts_s,
-                                       self.holdout_block_s, self.holdout_fraction))
+                                       self.holdout_block_s, self.holdout_fraction,
+                                       frame_block))
         counts = self.db.group_counts("primary_class", held_out=False)
         item = ItemInfo(task, classes, primary_class(classes, counts))
         if held_out:

@@ -565,7 +565,8 @@ class ReplayMemory:
                     raise DuplicateSampleError(f"{where}: already in memory as sample {held} "
                                                f"(same image content)", held)
             decision = self._admission.decide(sample.task, classes, origin, sample.ts_s,
-                                              replacing=replacing)
+                                              replacing=replacing,
+                                              frame_block=sample.frame_block)
             if decision is None:
                 self._flush_if_due()
                 return None
