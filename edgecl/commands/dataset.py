@@ -74,6 +74,8 @@ def import_command(args: argparse.Namespace) -> int:
     if args.json:
         for message in result["messages"]:  # as labels import: stdout's last line is the JSON
             print(f"skipped: {message}", file=sys.stderr)
+        if len(result["merged_splits"]) > 1:
+            print(merged_splits_note(result["merged_splits"]), file=sys.stderr)
         print_json_line({k: v for k, v in result.items() if k != "messages"})
         return 0
     for message in result["messages"]:
@@ -88,7 +90,20 @@ def import_command(args: argparse.Namespace) -> int:
     if result["classes_matched"]:
         matched = ", ".join(f"{k} -> {v}" for k, v in result["classes_matched"].items())
         print(f"names matched to a class differing only in case or separators: {matched}")
+    if len(result["merged_splits"]) > 1:
+        print(merged_splits_note(result["merged_splits"]), file=sys.stderr)
     return 0
+
+
+def merged_splits_note(splits: list[str]) -> str:
+    """The line that says an export's splits became one dataset.
+
+    Args:
+        splits: the export's split folders (``train``, ``valid`` ...).
+    """
+    return (f"note: the export's splits ({', '.join(splits)}) are one dataset now (its data.yaml "
+            f"trains and validates on all of it); 'edgecl dataset split-tasks' makes the "
+            f"train/val/test splits (--group-by keeps frames of one flight together)")
 
 
 def split_command(args: argparse.Namespace) -> int:

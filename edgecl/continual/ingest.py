@@ -47,7 +47,7 @@ from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample, h
 from edgecl.continual.memory.records import check_image, check_labels
 from edgecl.data.class_names import close_class_names, standing_names
 from edgecl.data.images import pixels_hash
-from edgecl.data.importers import ImportItem, ImportTally, Skip, same_class_as
+from edgecl.data.importers import SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, same_class_as
 from edgecl.data.splits import sequence_blocks
 from edgecl.errors import LabelError, ReplayMemoryError, StorageError
 from edgecl.frames import LabelOrigin
@@ -135,7 +135,7 @@ export imported again): ``relabel=True`` (``labels import --relabel``) replaces 
 ANSWERED_ON_DEVICE = "already in memory, answered by an operator"
 """Skip reason of an image a person answered on the device with labels other than this
 import's: kept even with ``relabel=True`` (``edgecl labels correct`` changes an answer)."""
-TWICE_IN_IMPORT = "same image earlier in this import"
+TWICE_IN_IMPORT = SAME_IMAGE_TWICE
 """Skip reason of an image this import holds twice (a train and a valid copy): the first copy
 decides (stored, kept or relabelled); the second neither adds a sample nor, with
 ``relabel=True``, relabels it (every run would otherwise flip it between the two)."""

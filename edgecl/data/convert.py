@@ -29,8 +29,8 @@ import yaml
 
 from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from edgecl.data.class_names import clean_name
-from edgecl.data.images import IMAGE_SUFFIXES, is_image
-from edgecl.data.importers import (ImportItem, ImportTally, Skip, detect_format,
+from edgecl.data.images import IMAGE_SUFFIXES, is_image, pixels_hash
+from edgecl.data.importers import (SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, detect_format,
                                    iter_labelled, no_labels_hint, same_class_as)
 from edgecl.data.labels import labels_to_text
 from edgecl.errors import ConfigError, LabelError
@@ -212,10 +212,14 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
         "empty_boxes", "boxes", "names", "classes_matched", "format", "data_yaml",
         "messages"}`` (``boxes``: per class name as the source writes it;
         ``classes_matched``: source name -> the class it was matched to; ``messages``: the
-        first skip reasons).
+        first skip reasons; ``merged_splits``: the export's split folders, such as ``train``
+        and ``valid``, whose images now form one dataset). An image whose pixels an earlier one
+        of the source has (a train image copied into valid) is skipped, named: split into
+        tasks, the copies would land on both sides of a split.
 
     Raises:
-        ConfigError: unknown format, missing source, non-empty output, or nothing imported.
+        ConfigError: unknown format, missing source, non-empty output, an output inside the
+            source, or nothing imported.
         OSError: the disk refused a write.
         In every case ``out`` is left as it was (absent or empty): the dataset is written in
         a hidden folder beside it and renamed onto it at the end.
@@ -228,6 +232,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     root = src.resolve() if src.is_dir() else src.resolve().parent
     if root.name.lower() == "annotations":  # a COCO json given itself: CVAT's annotations/
         root = root.parent
+    resolved_out = out.resolve()
     fmt = detect_format(src) if fmt == "auto" else fmt
     items = iter_labelled(src, fmt)
     ids = _seed_names(src.resolve(), fmt)
@@ -239,6 +244,8 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     tally = ImportTally()
     used: set[str] = set()
     matched: dict[str, str] = {}
+    first_of: dict[str, Path] = {}  # pixels hash -> the first image with those pixels
+    splits: set[str] = set()
     with atomic_dir(out) as tmp:  # all or nothing: a failure half-way leaves no partial dataset
         for item in items:
             if isinstance(item, Skip):
@@ -251,6 +258,18 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             except LabelError as exc:
                 tally.skip("bad class name", f"{item.source}: {exc}")
                 continue
+            folder = Path(item.source).resolve().parent
+            if folder != root and (resolved_out == folder or folder in resolved_out.parents):
+                raise ConfigError(f"--out {out} is inside {folder}, which holds the dataset's "
+                                  f"images: they would be read twice by the next import; name a "
+                                  f"folder elsewhere")
+            digest = pixels_hash(item.image)
+            if digest in first_of:  # a split would put the copies on both sides of it
+                tally.skip(SAME_IMAGE_TWICE, f"{item.source}: {SAME_IMAGE_TWICE} "
+                                             f"({first_of[digest]}); the first copy is kept")
+                continue
+            first_of[digest] = item.source
+            splits.update(_split_folder(item.source, root))
             box_ids = {name: ids[_class_of(name, ids, matched)] for name in item.names}
             suffix, data = _image_file(item)
             name = _unique_name(output_stem(item.source, root), suffix, used)
@@ -266,5 +285,21 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
         data = {"train": "images", "val": "images", "names": names}  # no 'path': the yaml's folder
         atomic_write_text(tmp / "data.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return {**tally.to_dict(), "names": names, "classes_matched": matched, "format": fmt,
-            "data_yaml": str(out / "data.yaml"), "messages": tally.messages}
+            "data_yaml": str(out / "data.yaml"), "merged_splits": sorted(splits),
+            "messages": tally.messages}
+
+
+SPLIT_FOLDER_NAMES = frozenset({"train", "training", "valid", "val", "validation", "test",
+                                "testing"})
+"""Folder names of an export's splits (Roboflow, CVAT, Label Studio)."""
+
+
+def _split_folder(source: Path, root: Path) -> list[str]:
+    """The export's split an image came from (``train``, ``valid``, ``test`` ... as the first
+    folder of its path under ``root``), or none."""
+    try:
+        parts = Path(source).resolve().relative_to(root).parts
+    except ValueError:
+        return []
+    return [parts[0]] if len(parts) > 1 and parts[0].lower() in SPLIT_FOLDER_NAMES else []
 

@@ -348,6 +348,9 @@ def detect_format(path: str | Path) -> str:
 
 
 COCO_SPLIT_FOLDERS = ("train", "valid", "val", "test")
+SAME_IMAGE_TWICE = "same image earlier in this import"
+"""Skip reason of an image whose pixels an earlier image of the same import has (a train image
+copied into valid under another name)."""
 """Sub-folders of a Roboflow "COCO" export, each holding ``_annotations.coco.json`` and its images."""
 
 

@@ -18,12 +18,13 @@ def _jpg(path: Path, value: int = 80) -> None:
 
 
 def _flights(root: Path) -> Path:
-    """18 images of 6 flights: F1/F2 cars, F3/F5 bicycles, F4/F6 people."""
-    for f, cls in {"F1": 0, "F2": 0, "F3": 1, "F5": 1, "F4": 2, "F6": 2}.items():
-        for k in range(3):
-            _jpg(root / "images" / f"{f}_{k:03d}.jpg")
-            (root / "labels").mkdir(parents=True, exist_ok=True)
-            (root / "labels" / f"{f}_{k:03d}.txt").write_text(f"{cls} 0.5 0.5 0.2 0.2\n")
+    """18 images of 6 flights (each its own pixels): F1/F2 cars, F3/F5 bicycles, F4/F6 people."""
+    flights = {"F1": 0, "F2": 0, "F3": 1, "F5": 1, "F4": 2, "F6": 2}
+    for n, (f, cls) in enumerate((f, cls) for f, cls in flights.items() for _ in range(3)):
+        k = n % 3
+        _jpg(root / "images" / f"{f}_{k:03d}.jpg", 10 * n)
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / f"{f}_{k:03d}.txt").write_text(f"{cls} 0.5 0.5 0.2 0.2\n")
     (root / "data.yaml").write_text("train: images\nval: images\nnames: {0: car, 1: bicycle, 2: person}\n")
     return root
 

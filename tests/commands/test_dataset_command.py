@@ -85,7 +85,7 @@ def test_an_image_whose_content_ultralytics_does_not_read_is_written_as_png(tmp_
 
     src = _dataset(tmp_path / "ds", "[Car, Truck, Person, Bicycle]")
     Image.fromarray(np.full((32, 32, 3), 70, np.uint8)).save(src / "images" / "0.jpg", "GIF")
-    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(src / "images" / "1.jpg", "PNG")
+    Image.fromarray(np.full((32, 32, 3), 95, np.uint8)).save(src / "images" / "1.jpg", "PNG")
     code, out, err = run_edgecl(["dataset", "import", src, "--out", tmp_path / "out", "--json"])
     assert code == 0 and json.loads(out)["imported"] == 8, err
     images = tmp_path / "out" / "images"

@@ -453,3 +453,48 @@ def test_one_split_of_a_roboflow_export_keeps_the_class_names_of_the_yaml_beside
     report = _cli_json(capsys, ["labels", "import", "--state-dir", str(tmp_path / "s2"), str(other),
                                 "--json"])
     assert report["unnamed_classes"] == ["class_0"]
+
+
+def _roboflow_with_copies(src: Path) -> Path:
+    """A Roboflow YOLO export: 4 train images, and in valid/ a byte-identical copy of train's
+    t0 and t2 under other names beside one image of its own."""
+    (src / "data.yaml").parent.mkdir(parents=True)
+    (src / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnames: [car]\n")
+    for split, stem, value in (("train", "t0", 0), ("train", "t1", 1), ("train", "t2", 2),
+                               ("train", "t3", 3), ("valid", "v0", 0), ("valid", "v1", 2),
+                               ("valid", "v2", 9)):
+        _image(src / split / "images" / f"{stem}.png", value=value)
+        (src / split / "labels").mkdir(parents=True, exist_ok=True)
+        (src / split / "labels" / f"{stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    return src
+
+
+def test_dataset_import_keeps_one_copy_of_an_image_a_split_would_put_on_both_sides(tmp_path,
+                                                                                     capsys):
+    """Before: a train image copied into valid under another name was written twice, and
+    split-tasks put the copies in train and test (a test image with its twin in training)."""
+    src = _roboflow_with_copies(tmp_path / "rf")
+    out = tmp_path / "out"
+    assert main(["dataset", "import", str(src), "--out", str(out), "--json"]) == 0
+    stdout, err = capsys.readouterr()
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert (result["imported"], result["skipped"]) == (5, 2)
+    assert result["reasons"] == {"same image earlier in this import": 2}
+    assert (f"skipped: {src / 'valid' / 'images' / 'v1.png'}: same image earlier in this import "
+            f"({src / 'train' / 'images' / 't2.png'}); the first copy is kept") in err
+    assert sorted(p.name for p in (out / "images").iterdir()) == [
+        "t0.png", "t1.png", "t2.png", "t3.png", "v2.png"]
+    assert result["merged_splits"] == ["train", "valid"]
+    assert "note: the export's splits (train, valid) are one dataset now" in err
+
+
+def test_dataset_import_refuses_an_output_inside_its_source(tmp_path, capsys):
+    """Before: --out inside the source's images/ was written there: the next import read
+    every image twice."""
+    src = _roboflow_with_copies(tmp_path / "rf")
+    out = src / "train" / "images" / "converted"
+    message = _cli_error(capsys, ["dataset", "import", str(src), "--out", str(out)])
+    assert message == (f"error: --out {out} is inside {src / 'train' / 'images'}, which holds "
+                       f"the dataset's images: they would be read twice by the next import; name "
+                       f"a folder elsewhere")
+    assert not out.exists()
