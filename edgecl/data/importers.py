@@ -321,6 +321,26 @@ def refuse_archive(path: Path) -> None:
                       f"and give the folder")
 
 
+def voc_annotations(folder: Path) -> Path | None:
+    """A Pascal VOC folder's annotation folder: ``Annotations/``, or one named so in another case
+    (``annotations/``, as Kaggle's copies of VOC sets have it) that holds ``.xml`` files (CVAT's
+    COCO export keeps its json in an ``annotations/``); None when there is none.
+
+    Args:
+        folder: the dataset folder.
+    """
+    if (folder / "Annotations").is_dir():
+        return folder / "Annotations"
+    try:
+        named = sorted(p for p in folder.iterdir() if p.name.lower() == "annotations" and p.is_dir())
+    except OSError:
+        return None
+    for candidate in named:
+        if any(p.suffix.lower() == ".xml" for p in candidate.iterdir()):
+            return candidate
+    return None
+
+
 def detect_format(path: str | Path) -> str:
     """Guess a dataset's format.
 
@@ -329,7 +349,8 @@ def detect_format(path: str | Path) -> str:
 
     Returns:
         ``coco`` (a ``.json``, or a folder with a COCO json on top or in ``annotations/``),
-        ``voc`` (a folder with ``Annotations/``, or an ``.xml`` file), else ``yolo``.
+        ``voc`` (a folder with ``Annotations/``, see :func:`voc_annotations`, or an ``.xml``
+        file), else ``yolo``.
 
     Raises:
         ConfigError: the path does not exist, or is an archive (:func:`refuse_archive`).
@@ -340,7 +361,7 @@ def detect_format(path: str | Path) -> str:
     refuse_archive(path)
     if path.is_file():
         return {".json": "coco", ".xml": "voc"}.get(path.suffix.lower(), "yolo")
-    if (path / "Annotations").is_dir():
+    if voc_annotations(path) is not None:
         return "voc"
     if find_coco_json(path) is not None or broken_coco_jsons(path):
         return "coco"
@@ -348,10 +369,10 @@ def detect_format(path: str | Path) -> str:
 
 
 COCO_SPLIT_FOLDERS = ("train", "valid", "val", "test")
+"""Sub-folders of a Roboflow "COCO" export, each holding ``_annotations.coco.json`` and its images."""
 SAME_IMAGE_TWICE = "same image earlier in this import"
 """Skip reason of an image whose pixels an earlier image of the same import has (a train image
 copied into valid under another name)."""
-"""Sub-folders of a Roboflow "COCO" export, each holding ``_annotations.coco.json`` and its images."""
 
 
 def _is_coco_json(path: Path) -> bool:
@@ -792,7 +813,8 @@ def _sub_pixel_coordinates(tree: ET.ElementTree) -> bool:
     CVAT's "Pascal VOC" export does, through datumaro): such a tool keeps 0-based, sub-pixel
     corners, and reads them back as they are. The original VOC and the tools that follow it
     (labelImg, the VOC devkit) write whole, 1-based pixel numbers (``198``)."""
-    return any("." in (corner.text or "") for box in tree.getroot().iter("bndbox")
+    boxes = (obj.find("bndbox") for obj in tree.getroot().iter("object"))  # not a <part>'s
+    return any("." in (corner.text or "") for box in boxes if box is not None
                for corner in box if corner.tag in ("xmin", "ymin", "xmax", "ymax"))
 
 
@@ -851,8 +873,8 @@ def iter_voc(path: str | Path) -> LabelledItems:
         example = f" (e.g. {folder})" if root.suffix.lower() == ".xml" else ""
         raise ConfigError(f"{root} is a file, not a Pascal VOC dataset: give the folder holding "
                           f"Annotations/ and JPEGImages/{example}")
-    ann = root / "Annotations" if (root / "Annotations").is_dir() else root
-    if ann.name == "Annotations" and ann == root:
+    ann = voc_annotations(root) or root
+    if ann.name.lower() == "annotations" and ann == root:
         root = root.parent
     xmls = sorted(p for p in ann.rglob("*") if p.suffix.lower() == ".xml" and p.is_file())
     if not xmls:
@@ -906,6 +928,15 @@ def _voc_items(root: Path, ann: Path, xmls: list[Path]) -> Iterator[ImportItem |
             continue
         yield _labelled_item(xml_path, str(xml_path), image_path, boxes, names, ignored, declared,
                              written, difficult)
+    # an image no annotation file names (nor one skipped above, by its stem) is counted too
+    named = {entry[0].resolve() for _, entry in read if not isinstance(entry, Skip)}
+    stems = {xml_path.stem for xml_path in xmls}
+    for folder in dict.fromkeys((root / "JPEGImages", root / "images")):
+        images = sorted(p for p in folder.rglob("*") if is_image(p)) if folder.is_dir() else []
+        for image in images:
+            if image.resolve() not in named and image.stem not in stems:
+                yield Skip(image, "no annotation file",
+                           f"{image}: no annotation file in {ann} names it")
 
 
 def _voc_entry(root: Path, ann: Path, xml_path: Path) -> tuple | Skip:

@@ -498,3 +498,34 @@ def test_dataset_import_refuses_an_output_inside_its_source(tmp_path, capsys):
                        f"the dataset's images: they would be read twice by the next import; name "
                        f"a folder elsewhere")
     assert not out.exists()
+
+
+def test_a_decimal_part_box_does_not_shift_its_object_by_a_pixel(tmp_path):
+    """Before: any decimal <bndbox> made the whole file read as 0-based sub-pixel corners, a
+    <part>'s (a person's head) included: the person's whole-number, 1-based box 11..40 was
+    stored as 11..40 instead of 10..39 (ultralytics' VOC conversion subtracts 1)."""
+    root = tmp_path / "voc"
+    _image(root / "JPEGImages" / "e.jpg", value=5)
+    part = ("<part><name>head</name><bndbox><xmin>20.5</xmin><ymin>12.5</ymin><xmax>30.5</xmax>"
+            "<ymax>20.5</ymax></bndbox></part>")
+    person = _voc_object("person", (11, 11, 40, 40)).replace("</object>", part + "</object>")
+    _voc_xml(root / "Annotations" / "e.xml", "e.jpg", (W, H), [person])
+    (item,), _ = _collect(root)
+    np.testing.assert_allclose(item.xyxy, [[10, 10, 39, 39]])
+
+
+def test_a_voc_folder_in_lower_case_is_voc_and_an_image_without_annotation_is_counted(tmp_path,
+                                                                                      capsys):
+    """Before: annotations/ + images/ (Kaggle's copies of VOC sets) was read as a YOLO folder
+    and every image skipped as "no label file"; and a VOC image no xml names was dropped
+    unsaid, so imported + skipped did not count every file."""
+    root = tmp_path / "kaggle"
+    for k in range(2):
+        _image(root / "images" / f"p{k}.png", value=10 + k)
+        _voc_xml(root / "annotations" / f"p{k}.xml", f"p{k}.png", (W, H),
+                 [_voc_object("helmet", (5, 5, 20, 20))])
+    _image(root / "images" / "p9.png", value=19)
+    state = tmp_path / "state"
+    result = _cli_json(capsys, ["labels", "import", "--state-dir", str(state), str(root), "--json"])
+    assert (result["imported"], result["skipped"]) == (2, 1)
+    assert result["reasons"] == {"no annotation file": 1}

@@ -230,7 +230,7 @@ def test_names_the_file_system_refuses_are_missing_files_not_crashes(tmp_path):
         load_tasks(root / "tasks.yaml")
     voc = _voc(tmp_path / "voc", "y" * 300 + ".jpg", (2, 2, 20, 20), xml_name="z.xml")
     items, skips = _collect(voc)
-    assert items == [] and [s.reason for s in skips] == ["missing image"]
+    assert items == [] and [s.reason for s in skips] == ["missing image", "no annotation file"]
 
 
 @pytest.mark.parametrize("text", ["[" * 100_000, "train: images\nnc: " + "9" * 5000 + "\n"])
@@ -249,11 +249,12 @@ def test_voc_filename_outside_the_dataset_is_never_read(tmp_path, where):
     filename = str(tmp_path / "outside.jpg") if where == "absolute" else where
     root = _voc(tmp_path / "ds" / "voc", filename, (2, 2, 20, 20), xml_name="z.xml")
     items, skips = _collect(root)
-    assert items == [] and [s.reason for s in skips] == ["missing image"]
+    assert items == [] and [s.reason for s in skips] == ["missing image", "no annotation file"]
     assert "looked up by its base name only" in skips[0].message
     _jpg(root / "JPEGImages" / "outside.jpg", 30)  # the base name inside the dataset is what it names
     items, skips = _collect(root)
-    assert skips == [] and items[0].source == root / "JPEGImages" / "outside.jpg"
+    assert [s.reason for s in skips] == ["no annotation file"]  # a.jpg, which z.xml does not name
+    assert items[0].source == root / "JPEGImages" / "outside.jpg"
 
 
 @pytest.mark.parametrize("box", [("-inf", "-inf", "inf", "inf"), ("1", "1", "1e400", "20"), ("nan", "1", "10", "20")])
@@ -273,7 +274,8 @@ def test_voc_xml_stem_is_not_a_glob_pattern(tmp_path):
     root = _voc(tmp_path / "voc", "", (2, 2, 20, 20), xml_name="b[1].xml")
     _jpg(root / "JPEGImages" / "b1.jpg")
     items, skips = _collect(root)
-    assert items == [] and [s.reason for s in skips] == ["missing image"]
+    assert items == [] and [s.reason for s in skips] == ["missing image", "no annotation file",
+                                                         "no annotation file"]
 
 
 def test_dataset_import_numbers_coco_categories_by_id_and_refuses_unlearnable_names(tmp_path,
