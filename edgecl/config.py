@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from edgecl.errors import ConfigError, did_you_mean
+from edgecl.errors import ConfigError, did_you_mean, yaml_problem
 
 
 @dataclass(frozen=True)
@@ -858,9 +858,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         try:
             tree = yaml.load(p.read_text(encoding="utf-8"), Loader=_ConfigLoader)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"cannot parse config {p}{at}: {getattr(exc, 'problem', exc)}") from None
+            raise ConfigError(f"cannot parse config {p}{yaml_problem(exc)}") from None
         except (UnicodeDecodeError, OSError) as exc:
             raise ConfigError(f"cannot read config {p}: {getattr(exc, 'reason', None) or exc}") from None
         except (RecursionError, MemoryError):

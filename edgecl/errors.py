@@ -82,6 +82,25 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCE
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
+def yaml_problem(exc: BaseException) -> str:
+    """What a YAML parser's error says, in one line, to append to the file's name: ``" at line
+    3: found character '\\t' that cannot start any token"`` (PyYAML's own first line, "while
+    scanning for the next token", names neither), or ``": <first line>"`` for an error without
+    a position.
+
+    Args:
+        exc: the error (a ``yaml.YAMLError``, or any other).
+
+    Returns:
+        The text, starting with its separator.
+    """
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f" at line {mark.line + 1}: {problem}"
+    return ": " + (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """True when ``exc`` is an OSError saying the disk (or the quota) is full.
 

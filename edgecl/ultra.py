@@ -84,8 +84,9 @@ def model_yaml_problem(path: Path) -> str | None:
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        said = str(exc).strip().splitlines()
-        return f"cannot be read as a model yaml ({said[0] if said else type(exc).__name__})"
+        from edgecl.errors import yaml_problem
+
+        return f"cannot be read as a model yaml{yaml_problem(exc)}"
     if not (isinstance(spec, dict) and isinstance(spec.get("backbone"), list)
             and isinstance(spec.get("head"), list) and spec["head"]):
         return ("is no ultralytics model yaml (no 'backbone' and 'head' layers: a dataset's "

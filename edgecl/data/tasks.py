@@ -25,7 +25,7 @@ import yaml
 from edgecl.data.class_names import name_clash
 from edgecl.data.labels import label_path_for
 from edgecl.data.yolo_dataset import path_from_text, path_is_file
-from edgecl.errors import ConfigError, did_you_mean
+from edgecl.errors import ConfigError, did_you_mean, yaml_problem
 from edgecl.frames import STREAM_TASK
 
 __all__ = ["SPLITS", "TaskSpec", "TaskSet", "label_path_for", "load_tasks", "format_tasks_yaml"]
@@ -230,9 +230,7 @@ def load_tasks(yaml_path: str | Path) -> TaskSet:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise _fail(path, f"cannot parse YAML{at}: {getattr(exc, 'problem', exc)}") from None
+        raise _fail(path, f"cannot parse YAML{yaml_problem(exc)}") from None
     except (UnicodeDecodeError, OSError) as exc:
         raise _fail(path, f"cannot read it: {getattr(exc, 'reason', None) or exc}") from None
     except (ValueError, RecursionError) as exc:  # an integer beyond the digit limit, nesting too deep

@@ -32,7 +32,7 @@ import yaml
 from edgecl.data.class_names import name_clash
 from edgecl.data.images import is_image
 from edgecl.data.labels import label_path_for
-from edgecl.errors import ConfigError
+from edgecl.errors import ConfigError, yaml_problem
 
 SPLIT_NAMES = ("train", "val", "test")
 _ROBOFLOW_SPLITS = {"train": ("train",), "val": ("valid", "val", "validation"), "test": ("test",)}
@@ -316,8 +316,7 @@ def _read_data_yaml(yaml_path: str | Path) -> tuple[Path, dict, Path, dict[str, 
     try:
         data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
     except _YAML_ERRORS as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"cannot read dataset yaml {yaml_path}: {first}") from None
+        raise ConfigError(f"cannot read dataset yaml {yaml_path}{yaml_problem(exc)}") from None
     if not isinstance(data, dict) or "train" not in data:
         raise ConfigError(f"{yaml_path}: not an ultralytics data.yaml (needs 'train', 'val' and 'names')")
     if "val" not in data and "validation" in data:

@@ -211,7 +211,8 @@ def test_a_first_round_builds_the_model_yaml_it_was_given(tmp_path):
                        ("yolo11n-pose.yaml", "builds a Pose head, not an object detector's "
                                              "Detect: edgecl learns object detection models "
                                              "(e.g. yolo11n.yaml)"),
-                       (broken, "cannot be read as a model yaml (while parsing a flow sequence)")):
+                       (broken, "cannot be read as a model yaml at line 2: expected ',' or ']', but "
+                                "got '<stream end>'")):
         cfg = load_config(None, [f"model.path={path}"])
         assert start_model_problem(cfg) == f"model.path {path} {said}"  # before: every round
     assert start_model_problem(load_config(None, ["model.path=yolov10n.yaml"])) is None

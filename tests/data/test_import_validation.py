@@ -478,3 +478,14 @@ def test_a_category_id_written_as_text_is_the_same_id_as_its_number(tmp_path):
     category_id 1', and every image with a box was skipped."""
     items, skips = _collect(_coco(tmp_path / "ds", categories=[{"id": "1", "name": "car"}]))
     assert skips == [] and [i.names for i in items] == [["car"], []]
+
+
+def test_a_tab_in_a_data_yaml_is_said_with_its_line(tmp_path):
+    """Before: "cannot read dataset yaml ...: while scanning for the next token", which names
+    neither the line nor the tab."""
+    root = _yolo(tmp_path, "")
+    (root / "data.yaml").write_text("train: images\nnames:\n\t- car\n")
+    with pytest.raises(ConfigError) as caught:
+        iter_labelled(root / "data.yaml")
+    assert str(caught.value) == (f"cannot read dataset yaml {root / 'data.yaml'} at line 3: found "
+                                 f"character '\\t' that cannot start any token")
