@@ -726,6 +726,10 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
     nc = max(names) + 1 if names else None
     for image_path in images:
         label_path = label_path_for(image_path)
+        if not path_is_file(label_path) and not path_is_file(image_path):  # an image list's entry
+            yield Skip(image_path, "missing image", f"{image_path}: no such image (listed in the "
+                                                    f"dataset's image list)")
+            continue
         if not path_is_file(label_path):
             yield Skip(image_path, "no label file", f"{image_path}: no label file (looked for {label_path})")
             continue

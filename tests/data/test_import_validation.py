@@ -223,7 +223,7 @@ def test_names_the_file_system_refuses_are_missing_files_not_crashes(tmp_path):
     root = _yolo(tmp_path / "ds", "train: train.txt\nnames: [car]\n")
     (root / "train.txt").write_text("images/a.jpg\n" + "x" * 300 + ".jpg\n~nosuchuser-edgecl/b.jpg\n")
     items, skips = _collect(root)
-    assert len(items) == 1 and [s.reason for s in skips] == ["no label file", "no label file"]
+    assert len(items) == 1 and [s.reason for s in skips] == ["missing image", "missing image"]
     (root / "tasks.yaml").write_text("names: {0: car}\ntasks:\n  - {name: t1, classes: [0], train: train.txt, "
                                      "test: train.txt}\n")
     with pytest.raises(ConfigError, match=r"train.txt:2: image not found"):
