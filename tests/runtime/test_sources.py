@@ -192,6 +192,18 @@ def test_dir_other_formats_read_any_case_and_non_images_counted(tmp_path, caplog
     assert "1 files are not images" in caplog.text and ".gif: 1" in caplog.text
 
 
+def test_a_link_to_nothing_in_an_image_folder_is_said_as_such(tmp_path, caplog):
+    """Before: a dangling ``gone.jpg`` link read "1 files are not images ultralytics reads
+    (.jpg: 1)"."""
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((16, 16, 3), 90, np.uint8))
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    source = open_source(f"dir://{tmp_path}")
+    assert [f.name for f in source] == ["a.jpg"]
+    assert "not images ultralytics reads" not in caplog.text
+    assert (f"1 entries are not regular files (links to nothing, FIFOs, devices) and are not "
+            f"streamed, e.g. {tmp_path.resolve() / 'gone.jpg'}") in caplog.text
+
+
 def test_dir_label_rule_bom_clip_and_refused_count(tmp_path, caplog):
     for name in ("a", "b"):
         _png(tmp_path / "images" / f"{name}.png", 50)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from edgecl.data.answers import MIN_BOX_PX
 from edgecl.data.images import IMAGE_SUFFIXES, ImageError, quiet_opencv, read_image, to_bgr8
 from edgecl.data.importers import dataset_class_names
 from edgecl.data.labels import label_path_for, labels_to_text, read_yolo_labels, under_pixels
-from edgecl.data.yolo_dataset import find_dataset, labels_report
+from edgecl.data.yolo_dataset import find_dataset, labels_report, path_is_file
 from edgecl.errors import ConfigError, LabelError, SourceError
 from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame, declared_fps
 
@@ -529,10 +530,15 @@ class ImageDirSource(ImageListSource):
         ignored = sum(dataset.ignored.values())
         if ignored:
             self._count("ignored_files", ignored)
-            kinds = ", ".join(f"{suffix or '(no suffix)'}: {n}"
-                              for suffix, n in dataset.ignored.most_common())
-            log.warning("%s: %d files are not images ultralytics reads and are not streamed (%s)",
-                        uri, ignored, kinds)
+            special = [p for p in dataset.ignored_files if not path_is_file(p)]
+            kinds = ", ".join(f"{suffix or '(no suffix)'}: {n}" for suffix, n in Counter(
+                p.suffix.lower() for p in dataset.ignored_files if path_is_file(p)).most_common())
+            if kinds:
+                log.warning("%s: %d files are not images ultralytics reads and are not streamed "
+                            "(%s)", uri, ignored - len(special), kinds)
+            if special:
+                log.warning("%s: %d entries are not regular files (links to nothing, FIFOs, "
+                            "devices) and are not streamed, e.g. %s", uri, len(special), special[0])
         self.labelled = warn_about_labels(uri, dataset.root, images) > 0
 
     @classmethod
