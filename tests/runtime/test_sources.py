@@ -700,3 +700,22 @@ def test_a_frame_rate_parameter_outside_its_range_is_one_line(tmp_path, value):
         with pytest.raises(SourceError, match=r"parameter 'fps' must be 0 \(none\) or a rate of "
                                               r"0.01 to 1000 frames per second"):
             open_source(uri)
+
+
+def test_a_cvat_coco_folder_streamed_unlabelled_says_how_to_convert_it(tmp_path, caplog):
+    """Before: the COCO hint looked for a json on top of the folder only; CVAT keeps it in
+    annotations/, and the frames streamed unlabelled with an INFO line."""
+    import json
+    import logging
+
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.full((16, 16, 3), 90, np.uint8))
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_default.json").write_text(json.dumps(
+        {"images": [{"id": 1, "file_name": "a.jpg", "width": 16, "height": 16}],
+         "annotations": [], "categories": [{"id": 1, "name": "car"}]}))
+    with caplog.at_level(logging.INFO):
+        assert len(list(open_source(f"dir://{tmp_path}"))) == 1
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("COCO annotations? convert them with `edgecl dataset import`" in r.getMessage()
+               for r in warned)

@@ -17,7 +17,7 @@ import numpy as np
 from edgecl.config import SourceConfig
 from edgecl.data.answers import MIN_BOX_PX
 from edgecl.data.images import IMAGE_SUFFIXES, ImageError, quiet_opencv, read_image, to_bgr8
-from edgecl.data.importers import dataset_class_names
+from edgecl.data.importers import dataset_class_names, find_coco_json, voc_annotations
 from edgecl.data.labels import label_path_for, labels_to_text, read_yolo_labels, under_pixels
 from edgecl.data.yolo_dataset import find_dataset, labels_report, path_is_file
 from edgecl.errors import ConfigError, LabelError, SourceError
@@ -433,9 +433,12 @@ def _common_folder(paths: list[Path]) -> Path:
 
 
 def _label_hint(root: Path) -> str:
-    if (root / "Annotations").is_dir() or any(root.glob("*.xml")):
+    """Where a folder holds annotations of another format (as ``labels import`` finds them:
+    VOC's ``Annotations/``, a COCO json on top, in ``annotations/`` or a split folder), what to
+    do with them; else ``""``."""
+    if voc_annotations(root) is not None or any(root.glob("*.xml")):
         return "; Pascal VOC annotations? convert them with `edgecl dataset import`"
-    if any(root.glob("*.json")):
+    if find_coco_json(root) is not None or any(root.glob("*.json")):
         return "; COCO annotations? convert them with `edgecl dataset import`"
     return ""
 
