@@ -257,14 +257,17 @@ def spawned_client_main(cfg: Config) -> None:
     """Entry point of the fleet client process that ``edgecl run`` spawns beside the runtime:
     :func:`client_main`, stopped by the runtime's SIGTERM as a command is by Ctrl-C, and
     leaving Ctrl-C, which reaches the whole process group, to the runtime
-    (:func:`edgecl.stop_signals.unwind_once_on_stop_signals`).
+    (:func:`edgecl.stop_signals.unwind_once_on_stop_signals`); it ends with the runtime even
+    when that is killed (``edgecl fleet join``, a command of its own, outlives its shell).
 
     Args:
         cfg: the device's configuration (picklable frozen dataclass).
     """
+    from edgecl.runtime.learner import die_with_parent
     from edgecl.stop_signals import unwind_once_on_stop_signals
 
     unwind_once_on_stop_signals(ignore_sigint=True)
+    die_with_parent()
     client_main(cfg)
 
 
@@ -287,10 +290,8 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
                         format=f"%(asctime)s %(levelname)s fleet {device_name(cfg)}: %(message)s")
     from edgecl.continual.finetune import apply_low_priority
     from edgecl.fleet.server import quiet_flower_logs
-    from edgecl.runtime.learner import die_with_parent
 
     quiet_flower_logs(logging.WARNING)
-    die_with_parent()
     apply_low_priority(cfg.learner)
     from edgecl.fleet.server import require_flower
 

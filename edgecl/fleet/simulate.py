@@ -209,6 +209,19 @@ def _server_main(cfg: Config) -> None:
                  "resume: run it again with a new --out", name, exc.saved_round)
 
 
+def _device_main(cfg: Config, yaml_path: str, once: bool, max_wait_s: float) -> None:
+    """A simulated device's process: :func:`edgecl.fleet.client.client_main`, ended with the
+    simulation (its SIGTERM unwinds it; Ctrl-C, which reaches the whole process group, is the
+    simulation's to handle, as for a device's runtime)."""
+    from edgecl.fleet.client import client_main
+    from edgecl.runtime.learner import die_with_parent
+    from edgecl.stop_signals import unwind_once_on_stop_signals
+
+    unwind_once_on_stop_signals(ignore_sigint=True)
+    die_with_parent()
+    client_main(cfg, yaml_path, once, max_wait_s)
+
+
 BASELINE_ROUND = "round-{:04d}.json"
 """File name of the baselines' scores after one round (in ``OUT/baselines``)."""
 
@@ -236,7 +249,9 @@ def _baselines_main(cfgs: list[Config], yaml_path: str, task_names: list[list[st
     from edgecl.continual.finetune import apply_low_priority
     from edgecl.data.tasks import load_task_source
     from edgecl.runtime.learner import die_with_parent
+    from edgecl.stop_signals import unwind_once_on_stop_signals
 
+    unwind_once_on_stop_signals(ignore_sigint=True)  # Ctrl-C is the simulation's to handle
     die_with_parent()
     apply_low_priority(cfgs[0].learner)
     try:
@@ -460,7 +475,6 @@ def _run_fleet(server_cfg: Config, device_cfgs: list[Config], yaml_path: str, ti
     Raises:
         ConfigError: a device or watched process died, or the fleet ran past ``timeout_s``.
     """
-    from edgecl.fleet.client import client_main
     from edgecl.fleet.server import fleet_dir, require_flower
     from edgecl.fleet.store import GlobalStore
 
@@ -468,7 +482,7 @@ def _run_fleet(server_cfg: Config, device_cfgs: list[Config], yaml_path: str, ti
     ctx = mp.get_context("spawn")
     server = ctx.Process(target=_server_main, args=(server_cfg,), name="edgecl-fleet-server", daemon=True)
     server.start()
-    clients = [ctx.Process(target=client_main, args=(cfg, yaml_path, True, 300.0),
+    clients = [ctx.Process(target=_device_main, args=(cfg, yaml_path, True, 300.0),
                            name=f"edgecl-fleet-{cfg.fleet.device_name}", daemon=True)
                for cfg in device_cfgs]
     for proc in clients:

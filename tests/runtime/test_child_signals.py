@@ -71,3 +71,39 @@ def test_the_fleet_client_beside_the_runtime_unwinds_on_sigterm(tmp_path, monkey
     finally:
         if proc.is_alive():
             proc.kill()
+
+
+def test_a_simulated_device_leaves_ctrl_c_to_the_simulation_and_unwinds_on_sigterm(
+        tmp_path, monkeypatch):
+    """Before: each simulated device (and the baselines) printed a KeyboardInterrupt traceback
+    from inside torch or Flower when a terminal's Ctrl-C reached the process group."""
+    from edgecl.fleet import client, simulate
+
+    report = tmp_path / "tmp.txt"
+    monkeypatch.setattr(client, "client_main", lambda *a: _hold_a_temporary_folder(report))
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}"])
+    proc = _start(simulate._device_main, (cfg, "tasks.yaml", True, 300.0))
+    try:
+        _stop_and_check(proc, _wait_for(report, proc))
+    finally:
+        if proc.is_alive():
+            proc.kill()
+
+
+def test_fleet_join_is_a_command_of_its_own_that_outlives_its_shell(tmp_path, monkeypatch):
+    """Before: client_main asked the kernel to stop it when its parent died, for 'edgecl fleet
+    join' too: started with nohup from a script, it got SIGTERM as soon as the script ended."""
+    import pytest
+
+    from edgecl.errors import ConfigError
+    from edgecl.fleet import client
+    from edgecl.runtime import learner
+
+    def tied(*_args):
+        raise AssertionError("client_main tied itself to its parent")
+
+    monkeypatch.setattr(learner, "die_with_parent", tied)
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}", "fleet.enabled=true",
+                             "fleet.server_address=10.1.2.3:9092"])
+    with pytest.raises(ConfigError):  # refused off loopback without TLS, before any connection
+        client.client_main(cfg)
