@@ -71,6 +71,10 @@ class GlobalStore:
         for old in self.root.glob("global-*.npz"):
             if old.name != npz.name:
                 old.unlink(missing_ok=True)
+        # a save killed half-way (kill -9, power) left its temporary file: 10 MB each time;
+        # the server is this folder's one writer (its lock), so none of them is in use
+        for stale in self.root.glob(".global*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def load(self, *, with_arch: bool = False) -> tuple | None:
         """Load the last saved global model.

@@ -622,6 +622,17 @@ def test_garbage_in_the_rounds_log_is_skipped(tmp_path):
     assert [r["round"] for r in store.rounds()] == [1, 2] and store.last_round() == 2
 
 
+def test_a_save_removes_what_a_save_killed_half_way_left(tmp_path):
+    """Before: a server killed while it saved left a 10 MB temporary file that no later save
+    or start removed."""
+    store = GlobalStore(tmp_path / "fleet")
+    store.save(4, {SHARED: np.ones(2, np.float32)}, ["car"])
+    (store.root / ".global-000005.npz.k3j9.tmp").write_bytes(b"half a model")
+    (store.root / ".global.json.x1.tmp").write_bytes(b"{")
+    store.save(5, {SHARED: np.ones(2, np.float32)}, ["car"])
+    assert sorted(p.name for p in store.root.iterdir()) == ["global-000005.npz", "global.json"]
+
+
 def test_a_torn_last_line_does_not_take_the_next_record_with_it(tmp_path):
     """Before: a crash mid-append left a line without its end; the next round's record was
     appended onto it and lost with it (round 3 disappeared from the log)."""
