@@ -240,7 +240,9 @@ def _later_stop_signals_ignored(stopped: list[int]):
     do nothing: Flower's handler puts back the handlers it found (edgecl's stop handler), so a
     second Ctrl-C or SIGTERM raised in the middle of Flower's own exit (its gRPC server's
     grace period) and replaced the line saying where the fleet stands. Flower's own deadline
-    still ends a stop that hangs. Restores the handlers on leaving; only in the main thread.
+    still ends a stop that hangs. Restores the handlers on leaving, unless a stop signal came:
+    then the command is ending, and a later signal raised in the interpreter's shutdown (a
+    traceback) or changed its exit code; only in the main thread.
 
     Args:
         stopped: the signals noted so far (:func:`_note_stop_signal`): non-empty once stopping.
@@ -268,8 +270,8 @@ def _later_stop_signals_ignored(stopped: list[int]):
         yield
     finally:
         for signum, handler in before.items():
-            if handler is not None:
-                signal.signal(signum, handler)
+            if handler is not None:  # once stopping, the guard stays: the command ends now
+                signal.signal(signum, guard if stopped else handler)
 
 
 def make_server(strategy, client_manager, stopped: list[int]):

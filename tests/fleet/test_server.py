@@ -176,3 +176,35 @@ def test_a_round_without_a_new_model_is_not_printed_as_zero_classes(capsys):
     assert capsys.readouterr().out.splitlines() == [
         "round 2: 5.3 MB, no new global model; d1: skipped",
         "round 3: 5.3 MB, 2 classes; d1: kept"]
+
+
+def test_a_stop_signal_once_stopping_is_ignored_to_the_end(caplog):
+    """Before: the handlers were put back when Flower's server returned, and a second SIGTERM
+    raised in the interpreter's shutdown (a traceback), or a Ctrl-C turned the exit code of a
+    SIGTERM stop into 130."""
+    import logging
+    import os
+    import signal
+
+    from edgecl.fleet.server import _later_stop_signals_ignored
+
+    calls = []
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in before:
+            signal.signal(s, lambda num, _frame: calls.append(num))
+        with _later_stop_signals_ignored([]):
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)  # no stop came: the handlers are back
+        assert calls == [signal.SIGTERM]
+        stopped = []
+        with _later_stop_signals_ignored(stopped):
+            stopped.append(signal.SIGTERM)  # Flower's handler noted the first stop
+        with caplog.at_level(logging.INFO):
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+        assert calls == [signal.SIGTERM]
+        assert "received SIGINT while stopping: already stopping" in caplog.text
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
