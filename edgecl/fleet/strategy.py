@@ -498,6 +498,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                     self.refused[cid] = why
                     log.warning("fleet: connection %s (%s) refused: %s; it gets no model",
                                 cid[:100], self.device_names.get(cid, "unnamed"), why)
+            self._warn_shared_names(self.verified, {str(c.cid) for c in new})
             return [c for c in clients if str(c.cid) in self.verified]
 
         def _hellos(self, clients: list, rnd: int) -> list[str | None]:
@@ -522,12 +523,17 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.named |= {str(c.cid) for c in new}
             live = {str(c.cid) for c in clients}
             self.named &= live
+            self._warn_shared_names(live, {str(c.cid) for c in new})
+
+        def _warn_shared_names(self, live: set[str], new: set[str]) -> None:
+            """Say at once when a new connection shares its device's name with another live
+            one (with a token: among the connections that proved they hold it)."""
             by_name: dict[str, list[str]] = {}
             for cid in sorted(live):
                 if cid in self.device_names:
                     by_name.setdefault(self.device_names[cid], []).append(cid)
             for name, cids in by_name.items():
-                if len(cids) > 1 and any(str(c.cid) in cids for c in new):
+                if len(cids) > 1 and new & set(cids):
                     log.warning("fleet: %d connected devices are named %s: give each device "
                                 "its own fleet.device_name (a round uses one reply per name)",
                                 len(cids), _short(name))

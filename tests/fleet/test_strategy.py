@@ -561,6 +561,21 @@ def test_two_connected_devices_with_one_name_are_said_at_once(tmp_path, caplog, 
             "fleet.device_name (a round uses one reply per name)") in caplog.text
 
 
+
+def test_with_a_token_two_devices_with_one_name_are_said_at_once_too(tmp_path, caplog):
+    """Before: with a token (required off loopback) the name check at connection was skipped;
+    only a round's "second reply named 'jetson' refused" said it, a round later."""
+    strategy, _ = start(tmp_path, token="right", min_devices=2)
+    manager = FakeManager(0)
+    manager.clients = {"a": FakeProxy("a", "right", name="jetson"),
+                       "b": FakeProxy("b", "right", name="jetson"),
+                       "c": FakeProxy("c", "wrong", name="jetson")}
+    with caplog.at_level("WARNING"):
+        strategy.configure_fit(1, None, manager)
+    assert ("fleet: 2 connected devices are named 'jetson': give each device its own "
+            "fleet.device_name (a round uses one reply per name)") in caplog.text
+
+
 def test_a_reply_with_an_update_is_used_over_a_skip_under_the_same_name(tmp_path, caplog,
                                                                        monkeypatch):
     """Before: a device with an empty memory, named like another, replied 'skipped' first,
