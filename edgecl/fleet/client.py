@@ -456,7 +456,7 @@ def connection_problem(exc: BaseException, address: str = "", tls: bool | None =
     except (AttributeError, TypeError, ValueError, RuntimeError):  # a half-made gRPC error
         return one_line(exc)
     host = address.rsplit(":", 1)[0] if ":" in address else address
-    known = _known_problem(text, address, host, tls, connected)
+    known = _known_problem(f"{name}: {text}", address, host, tls, connected)
     if known:
         return known
     last = text.split("last error: ", 1)[-1]
@@ -482,7 +482,8 @@ def _known_problem(text: str, address: str, host: str, tls: bool | None, connect
         return ("TLS: the server does not use TLS (set fleet.server_cert and fleet.server_key "
                 "on the server)")
     if "Socket closed" in text and tls is False and not connected:
-        return "the server closed the connection at once: it may use TLS (set fleet.ca_cert)"
+        return ("the server closed the connection at once: it stopped meanwhile, or it uses TLS "
+                "(then set fleet.ca_cert)")
     if "Connection refused" in text:
         return f"connection refused: no fleet server listens on {address or 'its port'} (yet)"
     if "errors resolving" in text or "Domain name not found" in text:
@@ -491,6 +492,10 @@ def _known_problem(text: str, address: str, host: str, tls: bool | None, connect
                                "timed out")):
         return (f"{host or 'the server'} cannot be reached from this device (check "
                 f"fleet.server_address and the network)")
+    if "DEADLINE_EXCEEDED" in text or "Deadline Exceeded" in text:
+        return ("the server's time for this round ran out before this device answered "
+                "(fleet.round_timeout_s on the server; a fit it started goes on, and the device "
+                "is busy in the next round until it is done)")
     if "Cancelling all calls" in text:
         return "the server shut down"
     if any(k in text for k in ("Connection reset", "Stream removed", "Socket closed")):

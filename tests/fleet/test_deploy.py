@@ -494,12 +494,12 @@ def test_a_device_says_it_connected_after_the_server_came_up(tmp_path, monkeypat
 class Rendezvous(Exception):
     """A failed gRPC call as Flower's client raises it: a status code and gRPC's details."""
 
-    def __init__(self, details):
+    def __init__(self, details, code="UNAVAILABLE"):
         super().__init__()
-        self._details = details
+        self._details, self._code = details, code
 
     def code(self):
-        return SimpleNamespace(name="UNAVAILABLE")
+        return SimpleNamespace(name=self._code)
 
     def details(self):
         return self._details
@@ -526,7 +526,12 @@ HANDSHAKE = LAST + "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: 
                  "verification context: OK", True,
      "TLS: the server does not use TLS (set fleet.server_cert and fleet.server_key on the server)"),
     (f"failed to connect to all addresses; last error: UNAVAILABLE: ipv4:{ADDR}: Socket closed",
-     False, "the server closed the connection at once: it may use TLS (set fleet.ca_cert)"),
+     False, "the server closed the connection at once: it stopped meanwhile, or it uses TLS "
+            "(then set fleet.ca_cert)"),
+    (("Timeout of 8.0sec was exceeded.", "DEADLINE_EXCEEDED"), False,
+     "the server's time for this round ran out before this device answered "
+     "(fleet.round_timeout_s on the server; a fit it started goes on, and the device is busy "
+     "in the next round until it is done)"),
     (LAST + "Failed to connect to remote host: getsockopt(SO_ERROR): No route to host", True,
      "192.0.2.2 cannot be reached from this device (check fleet.server_address and the network)"),
     (f"errors resolving {ADDR}: [field:hostname lookup error:address lookup failed for {ADDR}: "
@@ -540,7 +545,8 @@ def test_a_failed_connection_says_its_cause_and_what_to_check(details, tls, said
     """Before: gRPC's details cut at 200 characters, before the cause ('...CERTIFICATE_VERIF')."""
     from edgecl.fleet.client import connection_problem
 
-    assert connection_problem(Rendezvous(details), ADDR, tls=tls) == said
+    error = Rendezvous(*details) if isinstance(details, tuple) else Rendezvous(details)
+    assert connection_problem(error, ADDR, tls=tls) == said
 
 
 def test_a_connection_lost_mid_session_is_not_taken_for_a_tls_mismatch():
