@@ -19,6 +19,22 @@ from edgecl.errors import (ConfigError, EdgeclError, LabelError, ModelLoadError,
 log = logging.getLogger(__name__)
 
 
+def learner_state(health: dict) -> str:
+    """The learner's state as the console and ``/metrics`` show it: its own (``idle``,
+    ``training``, ``backoff``), or, when idle while a round is due, what the round waits for
+    (:data:`edgecl.runtime.prometheus.WAITING_STATES`).
+
+    Args:
+        health: :meth:`edgecl.runtime.learner.LearnerSupervisor.health`.
+    """
+    from edgecl.runtime.prometheus import WAITING_STATES
+
+    state = health["state"]
+    if state == "idle":
+        state = next((key for key in WAITING_STATES if health.get(key)), state)
+    return state
+
+
 def inference_options(cfg: Config):
     """Build backend options from the config's model section."""
     from edgecl.models.base import InferenceOptions
@@ -687,7 +703,7 @@ class Runtime:
                 self._disk_round = DiskRound(self.cfg.state_dir)
             # as /metrics shows it: a round 'edgecl learn' finished beside the runtime counts
             shown = with_disk_round({"learner": _round_shown(learner)}, self._disk_round())
-            out["learner"] = {"state": learner["state"], **shown["learner"]}
+            out["learner"] = {"state": learner_state(learner), **shown["learner"]}
         return out
 
     def vitals(self) -> dict:
@@ -732,12 +748,7 @@ class Runtime:
             out["queue_items"] = len(self.memory_sink.queue.pending())
         learner = health.get("learner")
         if learner is not None:
-            from edgecl.runtime.prometheus import WAITING_STATES
-
-            state = learner["state"]
-            if state == "idle":  # a round is due and waits: say for what
-                state = next((key for key in WAITING_STATES if learner.get(key)), state)
-            out["learner"] = {"enabled": self.cfg.learner.enabled, "state": state,
+            out["learner"] = {"enabled": self.cfg.learner.enabled, "state": learner_state(learner),
                               "rounds": learner["rounds"], "apply_errors": learner["apply_errors"],
                               **_round_shown(learner)}
         return out
@@ -750,10 +761,11 @@ class Runtime:
             alerts.append(f"camera: {capture.get('detail') or capture.get('state')}")
         if self.memory_sink is not None and self.memory_sink.paused_reason:
             alerts.append(f"storing paused: {self.memory_sink.paused_reason}")
-        refused = self.watcher.last_refused if self.watcher is not None else None
-        if refused is not None and refused[0] == self.watcher.pointer and self.loop is not None:
-            alerts.append(f"model version {refused[0]} is current but does not load; "
-                          f"{self.loop.model_version} serves: {refused[1]}")
+        pointer = self.watcher.pointer if self.watcher is not None else None
+        why = self.watcher.refused.get(pointer) if pointer is not None else None
+        if why is not None and self.loop is not None:
+            alerts.append(f"model version {pointer} is current but does not load; "
+                          f"{self.loop.model_version} serves: {why}")
         if self.supervisor is not None:
             learner = self.supervisor.health()
             if learner["state"] == "backoff":

@@ -32,8 +32,7 @@ class ModelWatcher:
     When it changes, the new version is verified, loaded and warmed up aside; the inference
     thread then takes it with :meth:`take_ready` between two frames. A corrupt or unloadable
     version is refused (logged once, remembered in :attr:`refused`, the last :data:`MAX_REFUSED`,
-    counted in :attr:`refusals`, the latest in :attr:`last_refused`) and the loop keeps its
-    model.
+    counted in :attr:`refusals`) and the loop keeps its model.
 
     Args:
         registry: the model registry.
@@ -58,7 +57,6 @@ class ModelWatcher:
         self.prefer = prefer
         self.refused: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.refusals = 0  # versions refused since start (``refused`` keeps the last few)
-        self.last_refused: tuple[str, str] | None = None  # (version, reason) of the latest
         self.pointer: str | None = current_version  # what ``current`` named at the last poll
         self._seen = current_version
         self._ready: queue.Queue[ReadyModel] = queue.Queue(maxsize=1)
@@ -136,7 +134,6 @@ class ModelWatcher:
             reason = str(exc) if isinstance(exc, EdgeclError) else f"{type(exc).__name__}: {exc}"
             self.refused[version] = reason
             self.refusals += 1
-            self.last_refused = (version, reason)
             while len(self.refused) > MAX_REFUSED:  # bounded: the oldest refusals are forgotten
                 self.refused.popitem(last=False)
             log.error("refusing model version %s: %s; keeping the current model", version, reason)

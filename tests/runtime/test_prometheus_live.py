@@ -166,6 +166,10 @@ def test_a_promoted_version_that_does_not_load_is_counted_and_said(tmp_path):
                                  "serves: v0002: model.onnx fails its sha256"]
     runtime.watcher.pointer = "v0003"  # a later version was promoted: the alert goes
     assert runtime._alerts() == []
+    runtime.watcher.load_version("v0003")  # refused too; then current goes back to v0002
+    runtime.watcher.pointer = "v0002"
+    assert runtime._alerts() == ["model version v0002 is current but does not load; v0001 "
+                                 "serves: v0002: model.onnx fails its sha256"]
 
 
 class FakeRegistry:
@@ -301,6 +305,7 @@ def test_vitals_name_what_a_due_round_waits_for(tmp_path, monkeypatch):
     runtime.supervisor = sup
     sup._waiting_for_model = "v0041 serves model.onnx with no checkpoint to fine-tune"
     assert runtime.vitals()["learner"]["state"] == "waiting_for_model"
+    assert runtime.live()["learner"]["state"] == "waiting_for_model"  # the Live page's
     sup._waiting_for_model = None
     sup._waiting_for_held_out = True
     assert runtime.vitals()["learner"]["state"] == "waiting_for_held_out"
