@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
@@ -48,7 +49,7 @@ from edgecl.continual.memory.records import check_image, check_labels
 from edgecl.data.class_names import close_class_names, standing_names
 from edgecl.data.images import pixels_hash
 from edgecl.data.importers import SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, same_class_as
-from edgecl.data.splits import sequence_blocks
+from edgecl.data.splits import frame_name, sequence_blocks
 from edgecl.errors import LabelError, ReplayMemoryError, StorageError
 from edgecl.frames import LabelOrigin
 
@@ -248,7 +249,10 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             task: str, report: ImportReport, relabel: bool = False,
             declared: Sequence[str] = ()) -> None:
     """The body of :func:`ingest`: fills ``report``."""
-    blocks = sequence_blocks(list(getattr(items, "stems", ())))
+    fraction = float(getattr(getattr(memory, "cfg", None), "holdout_fraction", 0.0) or 0.0)
+    listed = getattr(items, "image_paths", ())  # a plain iterable (a test's) lists none
+    blocks = sequence_blocks([frame_name(Path(p)) for p in listed],
+                             min_blocks=math.ceil(1.0 / fraction) if fraction > 0 else 1)
     report.frame_sequences = len({sequence for sequence, _ in blocks.values()})
     bound = set((memory.class_names() or {}).keys())
     seen_now: set[int] = set()  # samples this import stored, relabelled or found held
@@ -306,7 +310,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             bound = set(names)
         sample = Sample(image=item.image, labels=item.yolo_labels(ids), task=task,
                         source=str(item.source), origin=LabelOrigin(origin), content_hash=digest,
-                        frame_block=blocks.get(Path(item.source).stem))
+                        frame_block=blocks.get(frame_name(Path(item.source))))
         try:
             sample_id = memory.add(sample)
         except DuplicateSampleError:  # stored meanwhile (another import, the device)

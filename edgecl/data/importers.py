@@ -85,8 +85,8 @@ import math
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
-from typing import Iterable, Iterator
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -157,16 +157,26 @@ class ImportItem:
 
 class LabelledItems:
     """What a dataset reader yields (:class:`ImportItem` and :class:`Skip`, read lazily), with
-    the names of the dataset's images known before the first is read.
+    the dataset's image files, known before the first item is read.
 
-    Attributes:
-        stems: the image names without suffix (an annotation file's for Pascal VOC), in the
-            dataset's order.
+    Args:
+        items: the items.
+        image_paths: a callable giving the image files the items will name (each as the item's
+            ``source``), in the dataset's order: called once, when :attr:`image_paths` is first
+            read (a ``dataset import`` never pays for it).
     """
 
-    def __init__(self, items, stems):
+    def __init__(self, items, image_paths: Callable[[], list[Path]]):
         self._items = iter(items)
-        self.stems = list(stems)
+        self._image_paths = image_paths
+        self._listed: list[Path] | None = None
+
+    @property
+    def image_paths(self) -> list[Path]:
+        """The image files of the dataset, in its order."""
+        if self._listed is None:
+            self._listed = list(self._image_paths())
+        return self._listed
 
     def __iter__(self) -> "LabelledItems":
         return self
@@ -547,7 +557,7 @@ def iter_yolo(path: str | Path) -> LabelledItems:
                                           f"to nothing)")
                   for p in dataset.ignored_files)
     return LabelledItems(itertools.chain(not_images, _yolo_items(
-        images, names, unnamed=not names or _placeholder_names(names))), [p.stem for p in images])
+        images, names, unnamed=not names or _placeholder_names(names))), lambda: images)
 
 
 def dataset_class_names(dataset, images: list[Path]) -> dict[int, str] | None:
@@ -883,7 +893,9 @@ def iter_voc(path: str | Path) -> LabelledItems:
     xmls = sorted(p for p in ann.rglob("*") if p.suffix.lower() == ".xml" and p.is_file())
     if not xmls:
         raise ConfigError(f"no Pascal VOC annotations (*.xml) in {ann}")
-    return LabelledItems(_voc_items(root, ann, xmls), [p.stem for p in xmls])
+    read = [(xml_path, _voc_entry(root, ann, xml_path)) for xml_path in xmls]
+    return LabelledItems(_voc_items(root, ann, xmls, read),
+                         lambda: [entry[0] for _, entry in read if not isinstance(entry, Skip)])
 
 
 def _parse_voc(xml_path: Path) -> ET.ElementTree | Skip:
@@ -910,11 +922,12 @@ def _parse_voc(xml_path: Path) -> ET.ElementTree | Skip:
     return tree
 
 
-def _voc_items(root: Path, ann: Path, xmls: list[Path]) -> Iterator[ImportItem | Skip]:
-    """The items of a VOC folder's annotation files, in their order; every file is read first,
-    so that an image two files name is known before either is imported: both are skipped
-    (``duplicate image``: whose boxes are they? one file's ``<filename>`` is wrong)."""
-    read = [(xml_path, _voc_entry(root, ann, xml_path)) for xml_path in xmls]
+def _voc_items(root: Path, ann: Path, xmls: list[Path],
+               read: list[tuple]) -> Iterator[ImportItem | Skip]:
+    """The items of a VOC folder's annotation files, in their order; every file is read first
+    (``read``: each xml with its :func:`_voc_entry`), so that an image two files name is known
+    before either is imported: both are skipped (``duplicate image``: whose boxes are they?
+    one file's ``<filename>`` is wrong)."""
     naming: dict[Path, list[Path]] = defaultdict(list)
     for xml_path, entry in read:
         if not isinstance(entry, Skip):
@@ -1203,10 +1216,15 @@ def iter_coco(path: str | Path) -> LabelledItems:
             skips.append(Skip(p, "bad annotation file", str(exc)))
     if not loaded:
         raise ConfigError(skips[0].message)
-    stems = [PurePath(str(entry.get("file_name", "")).replace("\\", "/")).stem
-             for _, data in loaded for entry in data["images"] if isinstance(entry, dict)]
+    def image_paths() -> list[Path]:
+        found = (_coco_image(p, entry["file_name"]) for p, data in loaded
+                 for entry in data["images"]
+                 if isinstance(entry, dict) and isinstance(entry.get("file_name"), str)
+                 and entry["file_name"])
+        return list(dict.fromkeys(path for path in found if path is not None))
+
     return LabelledItems(itertools.chain(skips, (item for p, data in loaded
-                                                 for item in _coco_items(p, data))), stems)
+                                                 for item in _coco_items(p, data))), image_paths)
 
 
 def _coco_bbox(bbox: object) -> list[float] | None:

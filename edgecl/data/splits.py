@@ -342,9 +342,10 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
             "sequence_names": sequences}
 
 
-SEQUENCE_NAME_RE = re.compile(r"^(.+)[_.-]\d+$")
+SEQUENCE_NAME_RE = re.compile(r"^(.+)[_./-]\d+$")
 """An image name without suffix that ends in a frame number after a separator
-(``1_60_30_0_00062``): its first group names the sequence."""
+(``1_60_30_0_00062``; ``uav0001/0000001`` for a sequence's folder, :func:`frame_name`): its
+first group names the sequence."""
 SEQUENCE_GROUP_BY = r"^(.+)[_.-]\d+\.[^.]+$"
 """The ``--group-by`` that :func:`sequence_names` suggests: the same rule on the file name
 (``1_60_30_0_00062.jpg`` -> ``1_60_30_0``)."""
@@ -378,17 +379,31 @@ FRAMES_PER_BLOCK = 10
 (:func:`sequence_blocks`)."""
 
 
-def sequence_blocks(stems: list[str], frames_per_block: int = FRAMES_PER_BLOCK
-                    ) -> dict[str, tuple[str, int]]:
+def frame_name(path: Path) -> str:
+    """An image's name as :func:`sequence_blocks` reads it: its folder's name and its stem
+    (``images/flight03_frame_0004``; ``uav0001/0000001`` in a sequence-per-folder layout, as
+    VisDrone's and MOT's), so that frames numbered alike in two folders are two sequences.
+
+    Args:
+        path: the image file.
+    """
+    return f"{path.parent.name}/{path.stem}"
+
+
+def sequence_blocks(names: list[str], frames_per_block: int = FRAMES_PER_BLOCK,
+                    min_blocks: int = 1) -> dict[str, tuple[str, int]]:
     """The blocks of consecutive frames an import's held-out draw takes together, when its image
     names look like numbered frames of a few sequences (:func:`sequence_names`): drawn one by
     one, a held-out frame has its neighbours, nearly the same picture, in training, and the
     held-out score measures memorisation.
 
     Args:
-        stems: the dataset's image names without suffix.
-        frames_per_block: frames per block, counted in frame-number order within a sequence
-            (gaps in the numbering, frames sampled every few, do not matter).
+        names: the dataset's image names (:func:`frame_name`).
+        frames_per_block: most frames per block, counted in frame-number order within a
+            sequence (gaps in the numbering, frames sampled every few, do not matter).
+        min_blocks: fewest blocks the import is cut into (blocks get smaller for a small
+            import): the held-out draw holds out at least one block in every
+            ``ceil(1 / memory.holdout_fraction)``, so fewer blocks could hold out none.
 
     Returns:
         name -> ``(sequence, block index)`` for every numbered frame, blocks numbered on
@@ -396,20 +411,22 @@ def sequence_blocks(stems: list[str], frames_per_block: int = FRAMES_PER_BLOCK
         over holds its share, however short each sequence); empty when the names are not such
         sequences (each image is then drawn on its own).
     """
-    if sequence_names(stems) is None:
+    if sequence_names(names) is None:
         return {}
     frames: dict[str, list[tuple[int, str]]] = {}
-    for stem in dict.fromkeys(stems):
-        match = SEQUENCE_NAME_RE.match(stem)
+    for name in dict.fromkeys(names):
+        match = SEQUENCE_NAME_RE.match(name)
         if match:
-            number = int(stem[len(match.group(1)) + 1:])
-            frames.setdefault(match.group(1), []).append((number, stem))
+            number = int(name[len(match.group(1)) + 1:])
+            frames.setdefault(match.group(1), []).append((number, name))
+    total = sum(len(numbered) for numbered in frames.values())
+    size = max(1, min(int(frames_per_block), total // max(1, int(min_blocks))))
     blocks, first = {}, 0
     for sequence in sorted(frames):
         ordered = sorted(frames[sequence])
-        for rank, (_, stem) in enumerate(ordered):
-            blocks[stem] = (sequence, first + rank // max(1, int(frames_per_block)))
-        first += math.ceil(len(ordered) / max(1, int(frames_per_block)))
+        for rank, (_, name) in enumerate(ordered):
+            blocks[name] = (sequence, first + rank // size)
+        first += math.ceil(len(ordered) / size)
     return blocks
 
 

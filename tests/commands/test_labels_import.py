@@ -788,3 +788,40 @@ def test_an_image_twice_in_one_import_is_named(tmp_path, capsys):
     main(["labels", "import", "--state-dir", str(tmp_path / "state"), str(src)])
     out = capsys.readouterr().out
     assert f"skipped: {src / 'images' / 'b.jpg'}: same image earlier in this import" in out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_small_import_of_sequences_still_holds_some_out(tmp_path, capsys, seed):
+    """Before: 2 sequences of 15 frames were cut into 4 blocks of 10, and the held-out draw
+    (one block in every 10) held none out for 2 seeds in 4: the learner then waited for a
+    held-out sample for ever."""
+    src = tmp_path / "seqs"
+    (src / "labels").mkdir(parents=True)
+    for s in range(2):
+        for k in range(15):
+            _jpg(src / "images" / f"seq{s}_{k:05d}.jpg", 8 * (15 * s + k) % 250)
+            (src / "labels" / f"seq{s}_{k:05d}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    config = tmp_path / "device.yaml"
+    config.write_text(f"memory:\n  seed: {seed}\n")
+    state = tmp_path / "state"
+    result = _import(capsys, state, src, "--config", str(config), "--json")
+    assert result["imported"] == 30 and result["frame_sequences"] == 2
+    with ReplayMemory(state / "memory", MemoryConfig(seed=seed)) as memory:
+        held = [r for r in memory.records() if r.held_out]
+    assert len(held) == 3  # one block of 3 frames: 10 % of 30
+
+
+def test_a_folder_per_sequence_is_held_out_in_blocks(tmp_path, capsys):
+    """Before: frames in one folder per sequence (images/uav0001/0000001.jpg, VisDrone's and
+    MOT's layout) were not seen as sequences and were drawn one by one."""
+    src = tmp_path / "vid"
+    for s in (1, 2):
+        for k in range(1, 16):
+            _jpg(src / "images" / f"uav000{s}" / f"{k:07d}.jpg", (16 * s + 7 * k) % 250)
+            label = src / "labels" / f"uav000{s}" / f"{k:07d}.txt"
+            label.parent.mkdir(parents=True, exist_ok=True)
+            label.write_text("0 0.5 0.5 0.2 0.2\n")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    result = _import(capsys, tmp_path / "state", src, "--json")
+    assert result["imported"] == 30 and result["frame_sequences"] == 2

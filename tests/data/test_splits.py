@@ -9,6 +9,7 @@ hit-uav-dev, seeds 0, 1 and 2 gave identical lists, and the person task got no v
 import json
 import math
 from collections import Counter
+from pathlib import Path
 
 from edgecl.data.splits import BALANCE_GAP, _assign_splits, _greedy_splits, _imbalance
 
@@ -186,3 +187,23 @@ def test_sequence_blocks_number_blocks_on_across_sequences_in_frame_order():
     # numbered photos of one set are not frame sequences: each image is drawn alone
     assert sequence_blocks([f"img_{k}" for k in range(40)]) == {}
     assert sequence_blocks(["x", "y", "z"]) == {}
+
+
+
+def test_a_small_import_is_cut_into_at_least_min_blocks_and_folders_name_sequences():
+    from edgecl.data.splits import frame_name, sequence_blocks
+
+    # 2 x 15 frames: blocks of 10 would be 4, fewer than the 10 a 10 % draw needs to hold one
+    # out; cut into blocks of 30 // 10 = 3 frames instead: 5 blocks per sequence
+    names = [f"images/seq{s}_{k:05d}" for s in range(2) for k in range(15)]
+    blocks = sequence_blocks(names, min_blocks=10)
+    assert sorted(set(b for _, b in blocks.values())) == list(range(10))
+    assert blocks["images/seq0_00002"] == ("images/seq0", 0)
+    assert blocks["images/seq0_00003"] == ("images/seq0", 1)
+    assert blocks["images/seq1_00000"] == ("images/seq1", 5)
+    # a folder per sequence (VisDrone, MOT): the same frame numbers in two folders are two
+    # sequences, not one
+    paths = [Path(f"/d/images/uav000{s}/{k:07d}.jpg") for s in (1, 2) for k in range(1, 16)]
+    named = sequence_blocks([frame_name(p) for p in paths])
+    assert len({seq for seq, _ in named.values()}) == 2 and len(named) == 30
+    assert named[frame_name(paths[0])] == ("uav0001", 0)
