@@ -259,7 +259,10 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
                 tally.skip("bad class name", f"{item.source}: {exc}")
                 continue
             folder = Path(item.source).resolve().parent
-            if folder != root and (resolved_out == folder or folder in resolved_out.parents):
+            # a YOLO folder is read with every image below it; VOC and COCO read the images
+            # their annotations name
+            if ((folder != root or fmt == "yolo")
+                    and (resolved_out == folder or folder in resolved_out.parents)):
                 raise ConfigError(f"--out {out} is inside {folder}, which holds the dataset's "
                                   f"images: they would be read twice by the next import; name a "
                                   f"folder elsewhere")

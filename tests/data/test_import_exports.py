@@ -498,6 +498,13 @@ def test_dataset_import_refuses_an_output_inside_its_source(tmp_path, capsys):
                        f"the dataset's images: they would be read twice by the next import; name "
                        f"a folder elsewhere")
     assert not out.exists()
+    flat = tmp_path / "flat"  # images and labels side by side: read with every image below
+    for k in range(2):
+        _image(flat / f"f{k}.jpg", value=40 + k)
+        (flat / f"f{k}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (flat / "classes.txt").write_text("car\n")
+    message = _cli_error(capsys, ["dataset", "import", str(flat), "--out", str(flat / "conv")])
+    assert message.startswith(f"error: --out {flat / 'conv'} is inside {flat}, which holds")
 
 
 def test_a_decimal_part_box_does_not_shift_its_object_by_a_pixel(tmp_path):
