@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl.errors import ModelLoadError
+from edgecl.errors import ModelLoadError, yaml_problem
 from edgecl.models.base import Backend, ModelMeta, check_export_metadata, one_line, sha256_file
 from edgecl.models.onnx_backend import (built_in_score_threshold, check_detect_output,
                                         read_onnx_metadata, refuse_extra_outputs)
@@ -141,7 +141,9 @@ def read_ir_metadata(ov_model, xml_path: Path) -> dict[str, str]:
 
     try:
         data = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        raise ModelLoadError(f"{yaml_path}: unreadable metadata{yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{yaml_path}: unreadable metadata ({one_line(exc)})") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{yaml_path}: metadata is not a mapping")

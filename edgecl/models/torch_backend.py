@@ -93,12 +93,16 @@ class TorchBackend(Backend):
     def _from_yaml(self, path: Path):
         from edgecl.ultra import build_detection_model
 
-        try:
-            import yaml
+        import yaml
 
+        from edgecl.errors import yaml_problem
+
+        try:
             spec = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
             nc = int(spec.get("nc", 80))
             model = build_detection_model(nc, cfg=str(path) if path.is_file() else path.name)
+        except yaml.YAMLError as exc:  # PyYAML's first line names neither the line nor why
+            raise ModelLoadError(f"cannot read the model yaml {path}{yaml_problem(exc)}") from None
         except Exception as exc:  # ultralytics raises many kinds for a bad model yaml
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"cannot build model from {path}: {type(exc).__name__}: "

@@ -571,3 +571,17 @@ def test_an_openvino_ir_with_nms_inside_names_its_score_threshold(nms_inside):
     ov.save_model(ir, str(xml), compress_to_fp16=True)
     backend = load_backend(xml, InferenceOptions(conf=0.1, threads=1), warmup_runs=1)
     assert backend.meta.extra["nms_score_threshold"] == pytest.approx(0.4, abs=1e-3)
+
+
+def test_a_model_yaml_that_cannot_be_parsed_is_said_with_its_line(tmp_path):
+    """Before: "cannot build model from bad.yaml: ScannerError: while scanning for the next
+    token", which names neither the line nor the tab."""
+    from edgecl.errors import ModelLoadError
+    from edgecl.models.backends import load_backend
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nc: 2\nbackbone:\n\t- [-1, 1, Conv, [16, 3, 2]]\n")
+    with pytest.raises(ModelLoadError) as caught:
+        load_backend(bad, InferenceOptions(imgsz=64, threads=1), warmup_runs=1)
+    assert str(caught.value) == (f"cannot read the model yaml {bad} at line 3: found character "
+                                 f"'\\t' that cannot start any token")
