@@ -493,9 +493,11 @@ def _known_problem(text: str, address: str, host: str, tls: bool | None, connect
         return (f"{host or 'the server'} cannot be reached from this device (check "
                 f"fleet.server_address and the network)")
     if "DEADLINE_EXCEEDED" in text or "Deadline Exceeded" in text:
-        return ("the server's time for this round ran out before this device answered "
-                "(fleet.round_timeout_s on the server; a fit it started goes on, and the device "
-                "is busy in the next round until it is done)")
+        limit = re.search(r"Timeout of ([0-9.]+) ?sec", text)
+        within = f" within {float(limit.group(1)):g} s" if limit else ""
+        return (f"the server stopped waiting for this device's answer{within} (for a fit, the "
+                f"server's fleet.round_timeout_s; a fit it started goes on, and the device is "
+                f"busy in the next round until it is done)")
     if "Cancelling all calls" in text:
         return "the server shut down"
     if any(k in text for k in ("Connection reset", "Stream removed", "Socket closed")):

@@ -529,9 +529,9 @@ HANDSHAKE = LAST + "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: 
      False, "the server closed the connection at once: it stopped meanwhile, or it uses TLS "
             "(then set fleet.ca_cert)"),
     (("Timeout of 8.0sec was exceeded.", "DEADLINE_EXCEEDED"), False,
-     "the server's time for this round ran out before this device answered "
-     "(fleet.round_timeout_s on the server; a fit it started goes on, and the device is busy "
-     "in the next round until it is done)"),
+     "the server stopped waiting for this device's answer within 8 s (for a fit, the server's "
+     "fleet.round_timeout_s; a fit it started goes on, and the device is busy in the next round "
+     "until it is done)"),
     (LAST + "Failed to connect to remote host: getsockopt(SO_ERROR): No route to host", True,
      "192.0.2.2 cannot be reached from this device (check fleet.server_address and the network)"),
     (f"errors resolving {ADDR}: [field:hostname lookup error:address lookup failed for {ADDR}: "
