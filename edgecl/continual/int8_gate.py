@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from edgecl.continual.gate import beyond_bound
+from edgecl.continual.gate import beyond_bound, within_bound
 
 # Float noise allowance on the comparison (mAP is a mean of ratios).
 _EPS = 1e-9
@@ -92,4 +92,5 @@ def judge_int8(fp32: Mapping[int, float], int8: Mapping[int, float], max_drop: f
         return Int8Verdict(False, failing[0][1] + more, drops, max_drop)
     worst = max(drops.items(), key=lambda kv: kv[1])
     return Int8Verdict(True, f"every class within {max_drop:g} of FP32 (largest drop "
-                             f"{worst[1]:.3f}, class {worst[0]})", drops, max_drop)
+                             f"{within_bound(worst[1], max_drop)}, class {worst[0]})", drops,
+                       max_drop)

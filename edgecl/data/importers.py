@@ -736,7 +736,7 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
     nc = max(names) + 1 if names else None
     for image_path in images:
         label_path = label_path_for(image_path)
-        if not path_is_file(label_path) and not path_is_file(image_path):  # an image list's entry
+        if not path_is_file(image_path):  # an image list's entry naming no file
             yield Skip(image_path, "missing image", f"{image_path}: no such image (listed in the "
                                                     f"dataset's image list)")
             continue

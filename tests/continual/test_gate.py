@@ -6,7 +6,7 @@ from dataclasses import replace
 from edgecl.config import GateConfig
 from edgecl.continual.evaluate import EvalResult
 from edgecl.continual.gate import (STREAM_TASK, beyond_bound, is_taskless, judge, judge_classes,
-                                   judge_results)
+                                   judge_results, within_bound)
 
 CFG = GateConfig(max_forgetting=0.10, min_acc_delta=-0.02)
 
@@ -186,3 +186,12 @@ def test_beyond_bound_adds_decimals_only_as_needed():
     assert beyond_bound(0.0501, 0.05) == "0.0501"
     assert beyond_bound(0.010002, 0.01) == "0.010002"
     assert beyond_bound(0.0100002, 0.01) == "0.0100002"  # beyond 6 decimals: the float itself
+
+
+def test_an_accepted_verdict_prints_what_it_compared_within_its_bound():
+    """Before: ACC 0.5 -> 0.4804 against an allowed change of -0.0196 was accepted and printed
+    "0.500 -> 0.480", a change of -0.020, beyond what it allows."""
+    cfg = GateConfig(max_forgetting=0.5, min_acc_delta=-0.0196)
+    assert judge({"a": 0.5}, {"a": 0.4804}, [], cfg).reason == "accepted: ACC 0.5000 -> 0.4804"
+    assert judge({"a": 0.5}, {"a": 0.6}, [], cfg).reason == "accepted: ACC 0.500 -> 0.600"
+    assert within_bound(0.01058, 0.0106) == "0.0106" and within_bound(0.004, 0.01) == "0.004"

@@ -50,3 +50,9 @@ def test_a_drop_just_beyond_the_limit_reads_beyond_it():
     """Before: "drop 0.010 > 0.01" for a drop of 0.0101."""
     v = judge_int8({0: 0.5}, {0: 0.4899}, 0.01, NAMES)
     assert v.reason == "class car: mAP50-95 0.5000 -> 0.4899 (drop 0.0101 > 0.01)"
+
+
+def test_the_largest_drop_of_an_accepted_int8_reads_within_the_limit():
+    """Before: "every class within 0.0106 of FP32 (largest drop 0.011)"."""
+    v = judge_int8({0: 0.5}, {0: 0.48942}, 0.0106, NAMES)  # a drop of 0.01058
+    assert v.reason == "every class within 0.0106 of FP32 (largest drop 0.0106, class car)"

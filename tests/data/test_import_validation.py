@@ -489,3 +489,14 @@ def test_a_tab_in_a_data_yaml_is_said_with_its_line(tmp_path):
         iter_labelled(root / "data.yaml")
     assert str(caught.value) == (f"cannot read dataset yaml {root / 'data.yaml'} at line 3: found "
                                  f"character '\\t' that cannot start any token")
+
+
+def test_a_listed_image_deleted_beside_its_label_is_a_missing_image(tmp_path):
+    """Before: an image list's entry whose image was deleted but whose label file stayed was
+    an "unreadable image" ("cannot read (No such file or directory)")."""
+    root = _yolo(tmp_path / "ds", "train: train.txt\nnames: [car]\n")
+    (root / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "train.txt").write_text("images/a.jpg\nimages/b.jpg\n")
+    items, skips = _collect(root)
+    assert len(items) == 1 and [(s.reason, s.source.name) for s in skips] == [
+        ("missing image", "b.jpg")]
