@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from edgecl.data.scenario import ScenarioFrame, check_params, class_names, generate_frames
 from edgecl.config import SourceConfig
 from edgecl.errors import ConfigError, SourceError
 from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame
+
+if TYPE_CHECKING:
+    from edgecl.data.scenario import ScenarioFrame
 
 
 class SyntheticSource(FrameSource):
@@ -38,6 +40,10 @@ class SyntheticSource(FrameSource):
         self._sleep = sleep or self._closing.wait
         self._frames: Iterator[ScenarioFrame] | None = None
         self._due_s = 0.0
+        # the scenario's renderer imports OpenCV, which rewrites os.environ (its Qt and library
+        # paths): imported when a synthetic source is made, not with the sources package
+        from edgecl.data.scenario import check_params, class_names
+
         try:
             check_params(options["tasks"], options["images_per_task"], options["imgsz"], options["seed"],
                          classes_per_task=options["classes_per_task"])
@@ -74,6 +80,8 @@ class SyntheticSource(FrameSource):
         return cls(uri, options, loop, fps, cfg, sleep)
 
     def _open(self) -> None:
+        from edgecl.data.scenario import generate_frames
+
         self._frames = generate_frames(**self.options)
         self._due_s = time.monotonic()
 
@@ -90,6 +98,8 @@ class SyntheticSource(FrameSource):
     def _next(self) -> RawFrame | None:
         frame = next(self._frames, None)
         if frame is None and self.loop:
+            from edgecl.data.scenario import generate_frames
+
             self._frames = generate_frames(**self.options)
             frame = next(self._frames, None)
         if frame is None or self._closing.is_set():
