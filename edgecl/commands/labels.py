@@ -87,6 +87,19 @@ def _queue(args):
     return cfg, OperatorQueue.from_config(cfg)
 
 
+def _renamed(cfg) -> dict[str, str]:
+    """Former class name -> name now, to show queued proposals as the device names them
+    (:func:`~edgecl.runtime.labels.queue.with_current_names`); empty where the class registry
+    cannot be read (the items show as they were queued)."""
+    from edgecl.errors import EdgeclError
+    from edgecl.models.classes import ClassRegistry
+
+    try:
+        return ClassRegistry(cfg.state_dir).renamed_to()
+    except EdgeclError:
+        return {}
+
+
 def _memory_and_classes(cfg, args: argparse.Namespace, may_add_classes: bool = True):
     """The memory and the class registry (its lost ids given back first; where one cannot
     come back, a command that may add a class is refused, one that only reads or removes is
@@ -134,8 +147,10 @@ def _describe(item: dict) -> str:
 
 def pending_command(args: argparse.Namespace) -> int:
     """List pending items, highest priority first."""
-    _, queue = _queue(args)
-    items = queue.pending()
+    from edgecl.runtime.labels.queue import with_current_names
+
+    cfg, queue = _queue(args)
+    items = with_current_names(queue.pending(), _renamed(cfg))
     if args.json:
         print_json_line(items)
         return 0
@@ -148,8 +163,10 @@ def pending_command(args: argparse.Namespace) -> int:
 
 def show_command(args: argparse.Namespace) -> int:
     """Print one item and its image path."""
-    _, queue = _queue(args)
-    item = queue.item(args.id)
+    from edgecl.runtime.labels.queue import with_current_names
+
+    cfg, queue = _queue(args)
+    item = with_current_names([queue.item(args.id)], _renamed(cfg))[0]
     image = str(queue.image_path(args.id))
     if args.json:
         print_json_line({**item, "image": image})

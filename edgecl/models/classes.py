@@ -314,6 +314,22 @@ class ClassRegistry:
         """
         return {e["id"]: [str(n) for n in e.get("renamed_from") or []] for e in self._read()}
 
+    def renamed_to(self) -> dict[str, str]:
+        """Former name -> the class's name now, for each name a ``classes rename`` took and no
+        class holds since (what an operator queue item proposed before the rename means).
+
+        Raises:
+            ClassRegistryError: the file is corrupt.
+        """
+        names = self.names()
+        current = {same_name_key(n) for n in names.values()}
+        out = {}
+        for cid, former in self.former_names().items():
+            for old in former:
+                if same_name_key(old) not in current and cid in names:
+                    out[old] = names[cid]
+        return out
+
     def check_ids(self, ids, where: str, names: dict[int, str] | None = None) -> None:
         """Refuse class ids the registry does not know.
 

@@ -269,6 +269,7 @@ def build_console_hooks(runtime):
     Returns:
         The :class:`~edgecl.web.ConsoleHooks`.
     """
+    from edgecl.runtime.labels.queue import with_current_names
     from edgecl.runtime.prometheus import PrometheusExporter
     from edgecl.runtime.promote import promote_version, rollback_version
     from edgecl.runtime.versions import TimedCache
@@ -331,7 +332,9 @@ def build_console_hooks(runtime):
     forgetting_cached = TimedCache(forgetting, ttl_s=2.0, default=empty)
     # the queue (one file per item) and the class list (a memory walk) are read by every open
     # Label page and any client that loops on them: at most once a second, fresh after an answer
-    pending_cached = TimedCache(sink.queue.pending, ttl_s=1.0, default=[])
+    pending_cached = TimedCache(
+        lambda: with_current_names(sink.queue.pending(), runtime.classes.renamed_to()),
+        ttl_s=1.0, default=[])
     classes_cached = TimedCache(classes, ttl_s=1.0, default=[])
     answers_cached = TimedCache(sink.answers, ttl_s=1.0, default=[])
     return ConsoleHooks(

@@ -48,6 +48,22 @@ def test_pending_json_by_priority_and_text(state, capsys):
     assert code == 0 and out.index(high) < out.index(low) and "priority 0.80" in out
 
 
+def test_a_proposal_queued_before_a_rename_names_the_class_as_it_is_now(state, capsys):
+    """Before: an item queued before 'classes rename car auto' still proposed 'car', and an
+    answer keeping that box made 'car' a new, empty class beside 'auto'."""
+    root, (low, high) = state
+    assert run(capsys, "classes", "rename", "--state-dir", str(root), "car", "auto")[0] == 0
+    code, out, _ = run(capsys, "labels", "pending", "--json", "--state-dir", str(root))
+    assert [p["class"] for i in json.loads(out.strip().splitlines()[-1])
+            for p in i["proposed"]] == ["auto", "auto"]
+    code, out, _ = run(capsys, "labels", "show", high, "--state-dir", str(root))
+    assert code == 0 and "proposed auto" in out and "proposed car" not in out
+    ClassRegistry(root).add(["car"])  # a new class takes the freed name: it is that class now
+    code, out, _ = run(capsys, "labels", "pending", "--json", "--state-dir", str(root))
+    assert [p["class"] for i in json.loads(out.strip().splitlines()[-1])
+            for p in i["proposed"]] == ["car", "car"]
+
+
 def test_show_prints_item_and_image_path(state, capsys):
     root, (low, _) = state
     code, out, _ = run(capsys, "labels", "show", low, "--state-dir", str(root))

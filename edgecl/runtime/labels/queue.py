@@ -1037,3 +1037,27 @@ def aged_priority(priority: float, created_s: float, now_s: float, half_life_s: 
         return float(priority)
     wait_s = max(0.0, float(now_s) - float(created_s))
     return float(priority) * 0.5 ** (wait_s / half_life_s)
+
+
+def with_current_names(items: list[dict], renamed: dict[str, str]) -> list[dict]:
+    """Queue items whose proposed boxes name each class as the registry names it now: an item
+    queued before ``edgecl classes rename car auto`` proposes ``car``, and an answer keeping
+    that box would make ``car`` a new, empty class beside ``auto``.
+
+    Args:
+        items: :meth:`OperatorQueue.pending` or :meth:`OperatorQueue.item` dicts.
+        renamed: former name -> name now (:meth:`ClassRegistry.renamed_to`).
+
+    Returns:
+        The items, each with its ``proposed`` names brought up to date (copies where changed).
+    """
+    if not renamed:
+        return items
+    out = []
+    for item in items:
+        proposed = item.get("proposed") or []
+        if any(p.get("class") in renamed for p in proposed):
+            item = {**item, "proposed": [{**p, "class": renamed.get(p.get("class"), p.get("class"))}
+                                         for p in proposed]}
+        out.append(item)
+    return out

@@ -188,6 +188,9 @@ const EC = (() => {
     return URL.createObjectURL(await response.blob());
   }
 
+  /** Toasts shown at once: a quick run of answers does not pile them up over the page. */
+  const MAX_TOASTS = 3;
+
   function toast(message, kind) {
     let box = document.getElementById("toasts");
     if (!box) {
@@ -196,6 +199,7 @@ const EC = (() => {
     }
     const item = el("div", {class: "toast " + (kind || "info"), text: message});
     box.append(item);
+    while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();  // oldest first
     setTimeout(() => item.remove(), kind === "error" ? 8000 : 3500);
   }
 

@@ -14,6 +14,12 @@
   const GONE = new Set([404, 409]);  // an answer refused because the item is no longer pending
   const MAX_ANSWERED = 20;     // answers listed (the device returns up to 50)
   const MAX_CLASS_CHIPS = 6;   // class chips on one answered entry, then "+N more"
+  // characters a class name may not hold (edgecl.data.class_names: INVISIBLE_CATEGORIES,
+  // BLANK_RANGES, control characters)
+  const INVISIBLE = new RegExp("[\\p{Cf}\\p{Zl}\\p{Zp}\\p{Co}\\p{Cc}\\u00AD\\u034F\\u061C" +
+    "\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F" +
+    "\\u2800\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8\\u{1BCA0}-\\u{1BCA3}" +
+    "\\u{1D173}-\\u{1D17A}\\u{E0000}-\\u{E0FFF}]", "u");
 
   const state = {
     queue: [],                 // items from /api/labels/pending, minus answered ones
@@ -25,6 +31,7 @@
     boxes: [],                 // {cls, x1, y1, x2, y2, proposed, score} in original-frame pixels
     selected: -1,
     classes: [],
+    deviceClasses: new Map(),  // id -> name, as /api/classes last gave them (renames follow)
     defaultClass: "",
     scale: 1,
     drag: null,
@@ -42,6 +49,46 @@
   // ---- classes ------------------------------------------------------------------------------
   function addClass(name) {
     if (name && !state.classes.includes(name)) state.classes.push(name);
+  }
+
+  /** A name on this page becomes `now`: the device renamed or merged the class. The picker,
+   * the class new boxes get, the boxes on the frame and the kept drafts follow, so that an
+   * answer never names the class by its old name (which would make it a new, empty class). */
+  function renameLocal(old, now) {
+    const at = state.classes.indexOf(old);
+    if (at < 0 && state.defaultClass !== old) return;
+    state.classes = state.classes.filter((name) => name !== old);
+    if (at >= 0 && !state.classes.includes(now)) state.classes.splice(at, 0, now);
+    if (state.defaultClass === old) state.defaultClass = now;
+    for (const b of [...state.boxes, ...[...state.drafts.values()].flat()]) {
+      if (b.cls === old) b.cls = now;
+    }
+    EC.toast(`class ${EC.isolate(old)} is now ${EC.isolate(now)} on the device`, "info");
+  }
+
+  /** Read the device's classes (at start, then with the queue) and follow its renames. */
+  async function refreshClasses() {
+    const rows = await EC.getJSON("/api/classes");
+    for (const c of rows) {
+      const before = state.deviceClasses.get(c.id);
+      if (c.merged_into) renameLocal(c.name, c.merged_into);
+      else if (before !== undefined && before !== c.name) renameLocal(before, c.name);
+      state.deviceClasses.set(c.id, c.name);
+    }
+    for (const c of rows) if (!c.merged_into) addClass(c.name);
+  }
+
+  /** Why a new class name would be refused by the device, or "" (its rule,
+   * edgecl.data.class_names.clean_name: invisible or direction-changing characters, or only
+   * marks and spaces); checked before the name enters the picker. */
+  function nameProblem(name) {
+    const bad = [...name].find((ch) => INVISIBLE.test(ch));
+    if (bad) {
+      const code = bad.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+      return `A class name may not hold invisible or direction-changing characters (U+${code})`;
+    }
+    if (/^[\p{M}\p{Z}]+$/u.test(name)) return "A class name needs a character of its own to show";
+    return "";
   }
 
   function colorOf(name) {
@@ -94,6 +141,11 @@
     if (accept) {
       if (!name || [...name].length > MAX_CLASS_CHARS) {  // the device says what else it refuses
         EC.toast(`A class name is 1–${MAX_CLASS_CHARS} characters`, "error");
+        return;
+      }
+      const problem = nameProblem(name);
+      if (problem) {
+        EC.toast(problem, "error");
         return;
       }
       addClass(name);
@@ -311,6 +363,14 @@
    * operator has started on another one. */
   function restore(item, index, boxes, err) {
     EC.toast(`Not saved: ${describe(err)}. Your boxes stay on ${item.id}, back in the queue.`, "error");
+    if (err instanceof EC.ApiError && err.status === 422 && /class name/.test(err.message)) {
+      // a name the device refused is not offered again, nor given to the next boxes
+      const known = new Set(state.deviceClasses.values());
+      state.classes = state.classes.filter((name) => known.has(name) ||
+        !boxes.some((b) => b.cls === name));
+      if (!state.classes.includes(state.defaultClass)) state.defaultClass = "";
+      renderPicker();
+    }
     state.drafts.set(item.id, boxes);
     if (!state.queue.some((q) => q.id === item.id)) {
       state.queue.splice(Math.min(Math.max(index, 0), state.queue.length), 0, item);
@@ -357,7 +417,8 @@
     const counts = new Map();
     for (const box of entry.boxes || []) counts.set(box.class, (counts.get(box.class) || 0) + 1);
     const chips = [...counts].slice(0, MAX_CLASS_CHIPS).map(([name, n]) => EC.el("span", {
-      class: "chip", text: EC.isolate(name) + (n > 1 ? ` ×${n}` : "")}));
+      class: "chip name", title: name + (n > 1 ? ` ×${n}` : ""),
+      text: EC.isolate(name) + (n > 1 ? ` ×${n}` : "")}));
     if (counts.size > MAX_CLASS_CHIPS) {
       chips.push(EC.el("span", {class: "chip", text: `+${counts.size - MAX_CLASS_CHIPS} more`}));
     }
@@ -902,7 +963,7 @@
       });
     }
     try {
-      for (const c of await EC.getJSON("/api/classes")) if (!c.merged_into) addClass(c.name);
+      await refreshClasses();
     } catch (err) {
       EC.report(err);
     }
@@ -910,6 +971,7 @@
     renderMode();
     // the answered list is read while it is shown, with the queue (and after each change)
     EC.every(QUEUE_PERIOD_MS, async () => {
+      await refreshClasses();
       await refreshQueue();
       if (state.tab === "answered") await refreshAnswered();
     });

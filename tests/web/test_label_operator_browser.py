@@ -1,0 +1,107 @@
+"""An operator labelling many frames in a row, in headless Chromium against the real server
+thread and a fake runtime: toasts never take a drag off the frame, a class renamed on the device
+while the page is open is followed, a name the device would refuse never enters the picker, and
+long names on the answered list are cut with "…"."""
+
+import pytest
+
+from console_browser import frame_mouse, wait_for
+
+pytest.importorskip("selenium")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def js(browser, script, *args):
+    return browser.execute_script(script, *args)
+
+
+def open_label(browser, base):
+    browser.get(base + "/label")
+    canvas = wait_for(lambda: next((c for c in browser.find_elements(By.ID, "canvas")
+                                    if c.is_displayed()), None), what="canvas")
+    wait_for(lambda: "f0000" in js(browser, "return document.getElementById('why').textContent"),
+             what="first item")
+    return canvas
+
+
+def picker(browser) -> list[str]:
+    return js(browser, "return [...document.querySelectorAll('#class-select option')]"
+                       ".map(o => o.value).filter(v => v !== '__new__')")
+
+
+def test_toasts_never_take_a_drag_off_the_frame(served, browser):
+    """Before: four quick answers stacked four toasts over the frame's lower right; a box drawn
+    there went to the toast, and Enter saved the frame as "nothing here"."""
+    base, fake = served
+    open_label(browser, base)
+    js(browser, "for (let k = 0; k < 5; k++) EC.toast('skipped item ' + k, 'info')")
+    toasts = js(browser, "return [...document.querySelectorAll('#toasts .toast')]"
+                         ".map(t => t.getBoundingClientRect().toJSON())")
+    assert len(toasts) == 3  # the oldest go first
+    for rect in toasts:
+        x, y = rect["x"] + rect["width"] / 2, rect["y"] + rect["height"] / 2
+        under = js(browser, "const e = document.elementFromPoint(arguments[0], arguments[1]);"
+                            "return e ? (e.closest('.toast') ? 'toast' : e.tagName) : ''", x, y)
+        assert under != "toast"
+
+
+def test_a_class_renamed_on_the_device_is_followed_by_an_open_page(served, browser):
+    """Before: the page read the classes once; after 'edgecl classes rename bicycle cycle' it
+    still offered 'bicycle', and an answer naming it made a new, empty class beside 'cycle'."""
+    base, fake = served
+    canvas = open_label(browser, base)
+    Select(browser.find_element(By.ID, "class-select")).select_by_value("bicycle")
+    fake.class_names[fake.class_names.index("bicycle")] = "cycle"
+    wait_for(lambda: "cycle" in picker(browser) and "bicycle" not in picker(browser),
+             timeout_s=15, what="the rename followed")
+    assert Select(browser.find_element(By.ID, "class-select")).first_selected_option \
+        .get_attribute("value") == "cycle"
+    drag, _ = frame_mouse(browser, canvas)
+    drag((400, 60), (470, 130))
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_for(lambda: fake.answers, what="answer")
+    assert "cycle" in [b["class"] for b in fake.answers[0]["boxes"]]
+    assert "bicycle" not in [b["class"] for b in fake.answers[0]["boxes"]]
+
+
+def test_a_name_the_device_would_refuse_never_enters_the_picker(served, browser):
+    """Before: 'car\\u200bx' was offered and made the class of the next boxes; each answer was
+    then refused (422) again."""
+    base, fake = served
+    open_label(browser, base)
+    Select(browser.find_element(By.ID, "class-select")).select_by_value("__new__")
+    box = browser.find_element(By.ID, "new-class")
+    wait_for(box.is_displayed, what="new class input")
+    box.send_keys("car\u200bx", Keys.ENTER)
+    wait_for(lambda: "invisible or direction-changing characters (U+200B)" in js(
+        browser, "return document.getElementById('toasts').textContent"), what="refusal")
+    assert "car\u200bx" not in picker(browser)
+
+
+def test_a_long_class_name_is_cut_on_the_answered_list(served, browser):
+    """Before: a 100-character name wrapped to five lines on its answered entry."""
+    base, fake = served
+    canvas = open_label(browser, base)
+    long_name = "forklift-" * 11
+    Select(browser.find_element(By.ID, "class-select")).select_by_value("__new__")
+    box = browser.find_element(By.ID, "new-class")
+    wait_for(box.is_displayed, what="new class input")
+    box.send_keys(long_name, Keys.ENTER)
+    drag, _ = frame_mouse(browser, canvas)
+    drag((400, 60), (470, 130))
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_for(lambda: fake.answers, what="answer")
+    ActionChains(browser).send_keys("a").perform()
+    chip = wait_for(lambda: next((c for c in browser.find_elements(By.CSS_SELECTOR,
+                                                                   "#answered .chip.name")
+                                  if long_name.strip() in (c.get_attribute("title") or "")), None),
+                    timeout_s=15, what="the answered entry")
+    height = js(browser, "return arguments[0].getBoundingClientRect().height", chip)
+    line = js(browser, "return parseFloat(getComputedStyle(arguments[0]).lineHeight) || 20", chip)
+    assert height < 2 * line
+    assert js(browser, "return arguments[0].scrollWidth > arguments[0].clientWidth", chip)
