@@ -6,6 +6,7 @@ optimiser steps already have something learnable.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import cv2
@@ -49,3 +50,22 @@ def draw_dataset(root: Path, n_images: int, *, size: int = 64, classes=(0, 1), s
         (root / "labels" / f"{prefix}{i:03d}.txt").write_text("\n".join(rows) + "\n")
         paths.append(path)
     return paths
+
+
+def marked_image(path, value: int, height: int = 48, width: int = 64):
+    """A flat BGR image of ``value`` with a corner pattern from ``path``'s text: images made for
+    two files never have the same pixels (an import keeps one copy of an image it holds twice).
+
+    Args:
+        path: the file the image is for.
+        value: the gray level, 0..255.
+        height: rows (at least 8).
+        width: columns (at least 32).
+
+    Returns:
+        uint8 (height, width, 3).
+    """
+    image = np.full((height, width, 3), value, np.uint8)
+    for k, byte in enumerate(zlib.crc32(str(path).encode()).to_bytes(4, "big")):
+        image[:8, 8 * k:8 * k + 8] = byte  # one JPEG block per byte: 1 in 2**32 alike
+    return image

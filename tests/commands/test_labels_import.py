@@ -720,7 +720,7 @@ def test_an_unreadable_model_path_leaves_a_new_state_directory_unmade(tmp_path, 
     assert main(["labels", "import", "--state-dir", str(state), str(src),
                  f"model.path={bad}"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: ") and str(bad) in err and err.count("\n") == 1
+    assert err.startswith("error: ") and str(bad) in err and err.count("\n") == 1
     assert not state.exists()
 
 

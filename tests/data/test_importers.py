@@ -1,7 +1,7 @@
 """Importers (YOLO, VOC, COCO), `edgecl dataset import`, `labels import` and split-tasks."""
 
 import json
-import zlib
+import sys
 from pathlib import Path
 
 import cv2
@@ -16,21 +16,15 @@ from edgecl.data.splits import parse_ratios, parse_task_spec, split_tasks
 from edgecl.data.tasks import load_tasks
 from edgecl.errors import ConfigError
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/synthetic_yolo.py
+from synthetic_yolo import marked_image  # noqa: E402
+
 W, H = 64, 48
-
-
-def _marked(path: Path, value: int) -> np.ndarray:
-    """A flat image of ``value`` with a corner patch from its file name: images of two files
-    never have the same pixels (a dataset import keeps one copy of an image it holds twice)."""
-    image = np.full((H, W, 3), value, np.uint8)
-    for k, byte in enumerate(zlib.crc32(str(path).encode()).to_bytes(4, "big")):
-        image[:8, 8 * k:8 * k + 8] = byte  # one JPEG block per byte: 1 in 2**32 alike
-    return image
 
 
 def _jpg(path: Path, value: int = 80) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(".jpg", _marked(path, value))
+    ok, data = cv2.imencode(".jpg", marked_image(path, value, H, W))
     path.write_bytes(data.tobytes())
 
 

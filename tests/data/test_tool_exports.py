@@ -2,7 +2,7 @@
 right images, names, ids and coordinates (images 64 x 48 px; expectations computed by hand)."""
 
 import json
-import zlib
+import sys
 from pathlib import Path
 
 import cv2
@@ -13,21 +13,15 @@ from edgecl.data.convert import write_yolo_dataset
 from edgecl.data.importers import ImportItem, Skip, detect_format, iter_labelled
 from edgecl.data.splits import parse_task_spec
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/synthetic_yolo.py
+from synthetic_yolo import marked_image  # noqa: E402
+
 W, H = 64, 48
-
-
-def _marked(path: Path, value: int) -> np.ndarray:
-    """A flat image of ``value`` with a corner patch from its file name: images of two files
-    never have the same pixels (a dataset import keeps one copy of an image it holds twice)."""
-    image = np.full((H, W, 3), value, np.uint8)
-    for k, byte in enumerate(zlib.crc32(str(path).encode()).to_bytes(4, "big")):
-        image[:8, 8 * k:8 * k + 8] = byte  # one JPEG block per byte: 1 in 2**32 alike
-    return image
 
 
 def _image(path: Path, value: int = 80, suffix: str = ".jpg") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(suffix, _marked(path, value))
+    ok, data = cv2.imencode(suffix, marked_image(path, value, H, W))
     path.write_bytes(data.tobytes())
 
 
