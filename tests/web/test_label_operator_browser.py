@@ -105,3 +105,4 @@ def test_a_long_class_name_is_cut_on_the_answered_list(served, browser):
     line = js(browser, "return parseFloat(getComputedStyle(arguments[0]).lineHeight) || 20", chip)
     assert height < 2 * line
     assert js(browser, "return arguments[0].scrollWidth > arguments[0].clientWidth", chip)
+

@@ -32,6 +32,7 @@
     selected: -1,
     classes: [],
     deviceClasses: new Map(),  // id -> name, as /api/classes last gave them (renames follow)
+    aliases: new Map(),        // a name the device renamed or merged -> its name now
     defaultClass: "",
     scale: 1,
     drag: null,
@@ -48,13 +49,23 @@
 
   // ---- classes ------------------------------------------------------------------------------
   function addClass(name) {
+    name = current(name);
     if (name && !state.classes.includes(name)) state.classes.push(name);
+  }
+
+  /** A class as the device names it now (a name it renamed or merged since maps on). */
+  function current(name) {
+    for (let hops = 0; state.aliases.has(name) && hops < 8; hops++) name = state.aliases.get(name);
+    return name;
   }
 
   /** A name on this page becomes `now`: the device renamed or merged the class. The picker,
    * the class new boxes get, the boxes on the frame and the kept drafts follow, so that an
    * answer never names the class by its old name (which would make it a new, empty class). */
   function renameLocal(old, now) {
+    if (old === now) return;
+    state.aliases.set(old, now);
+    state.aliases.delete(now);  // a name taken again is that class now
     const at = state.classes.indexOf(old);
     if (at < 0 && state.defaultClass !== old) return;
     state.classes = state.classes.filter((name) => name !== old);
@@ -75,6 +86,7 @@
       else if (before !== undefined && before !== c.name) renameLocal(before, c.name);
       state.deviceClasses.set(c.id, c.name);
     }
+    for (const c of rows) if (!c.merged_into) state.aliases.delete(c.name);  // a class's own name
     for (const c of rows) if (!c.merged_into) addClass(c.name);
   }
 
@@ -268,7 +280,7 @@
     state.current = item;
     const draft = state.drafts.get(item.id);
     state.boxes = draft ? draft.map((b) => ({...b})) : (item.proposed || []).map((p) => ({
-      cls: p.class, x1: p.xyxy[0], y1: p.xyxy[1], x2: p.xyxy[2], y2: p.xyxy[3], proposed: true, score: p.score,
+      cls: current(p.class), x1: p.xyxy[0], y1: p.xyxy[1], x2: p.xyxy[2], y2: p.xyxy[3], proposed: true, score: p.score,
     }));
     state.selected = -1;
     state.edited = Boolean(draft);
