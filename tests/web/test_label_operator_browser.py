@@ -106,3 +106,21 @@ def test_a_long_class_name_is_cut_on_the_answered_list(served, browser):
     assert height < 2 * line
     assert js(browser, "return arguments[0].scrollWidth > arguments[0].clientWidth", chip)
 
+
+
+def test_two_renames_read_in_one_refresh_are_applied_at_once(served, browser):
+    """Before: 'rename car vehicle' then 'rename person car' seen in one refresh were applied
+    one on top of the other: the car box became vehicle, then the person box car, then both
+    vehicle."""
+    base, fake = served
+    open_label(browser, base)
+    wait_for(lambda: "person" in picker(browser), what="classes read")
+    fake.class_names[fake.class_names.index("car")] = "vehicle"
+    fake.class_names[fake.class_names.index("person")] = "car"
+    wait_for(lambda: "vehicle" in picker(browser) and "person" not in picker(browser),
+             timeout_s=15, what="the renames followed")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()  # keep the proposed boxes
+    wait_for(lambda: fake.answers, what="answer")
+    by_x = {round(b["xyxy"][0]): b["class"] for b in fake.answers[0]["boxes"]}
+    assert sorted(by_x.values()) == ["car", "vehicle"], by_x
+    assert by_x[min(by_x)] == "vehicle"  # the box that was car (x 60) is vehicle now

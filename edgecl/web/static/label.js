@@ -59,33 +59,37 @@
     return name;
   }
 
-  /** A name on this page becomes `now`: the device renamed or merged the class. The picker,
-   * the class new boxes get, the boxes on the frame and the kept drafts follow, so that an
-   * answer never names the class by its old name (which would make it a new, empty class). */
-  function renameLocal(old, now) {
-    if (old === now) return;
-    state.aliases.set(old, now);
-    state.aliases.delete(now);  // a name taken again is that class now
-    const at = state.classes.indexOf(old);
-    if (at < 0 && state.defaultClass !== old) return;
-    state.classes = state.classes.filter((name) => name !== old);
-    if (at >= 0 && !state.classes.includes(now)) state.classes.splice(at, 0, now);
-    if (state.defaultClass === old) state.defaultClass = now;
-    for (const b of [...state.boxes, ...[...state.drafts.values()].flat()]) {
-      if (b.cls === old) b.cls = now;
-    }
-    EC.toast(`class ${EC.isolate(old)} is now ${EC.isolate(now)} on the device`, "info");
+  /** Names on this page become new ones (`changes`: old -> now, all from one reading of the
+   * device's classes, so that two renames or a swap are applied at once, not one on top of the
+   * other): the picker, the class new boxes get, the boxes on the frame and the kept drafts
+   * follow, so that an answer never names a class by its old name (which would make it a new,
+   * empty class). */
+  function applyRenames(changes) {
+    if (!changes.size) return;
+    const now = (name) => (changes.has(name) ? changes.get(name) : name);
+    state.classes = [...new Set(state.classes.map(now))];
+    state.defaultClass = now(state.defaultClass);
+    for (const b of [...state.boxes, ...[...state.drafts.values()].flat()]) b.cls = now(b.cls);
+    for (const [old, name] of changes) state.aliases.set(old, name);
+    const said = [...changes].map(([old, name]) => `${EC.isolate(old)} is now ${EC.isolate(name)}`);
+    EC.toast(`on the device, class ${said.join(", ")}`, "info");
   }
 
-  /** Read the device's classes (at start, then with the queue) and follow its renames. */
+  /** Read the device's classes (at start, then with the queue) and follow its renames and
+   * merges, by class id. */
   async function refreshClasses() {
     const rows = await EC.getJSON("/api/classes");
+    const changes = new Map();
     for (const c of rows) {
       const before = state.deviceClasses.get(c.id);
-      if (c.merged_into) renameLocal(c.name, c.merged_into);
-      else if (before !== undefined && before !== c.name) renameLocal(before, c.name);
+      if (c.merged_into && state.aliases.get(c.name) !== c.merged_into) {
+        changes.set(c.name, c.merged_into);
+      } else if (!c.merged_into && before !== undefined && before !== c.name) {
+        changes.set(before, c.name);
+      }
       state.deviceClasses.set(c.id, c.name);
     }
+    applyRenames(changes);
     for (const c of rows) if (!c.merged_into) state.aliases.delete(c.name);  // a class's own name
     for (const c of rows) if (!c.merged_into) addClass(c.name);
   }
