@@ -382,7 +382,7 @@ FRAMES_PER_BLOCK = 10
 def frame_name(path: Path) -> str:
     """An image's name as :func:`sequence_blocks` reads it: its folder's name and its stem
     (``images/flight03_frame_0004``; ``uav0001/0000001`` in a sequence-per-folder layout, as
-    VisDrone's and MOT's), so that frames numbered alike in two folders are two sequences.
+    VisDrone's), so that frames numbered alike in two folders are two sequences.
 
     Args:
         path: the image file.
