@@ -45,11 +45,7 @@ def beyond_bound(value: float, bound: float) -> str:
     Returns:
         The text.
     """
-    for places in range(3, 7):
-        text = f"{value:.{places}f}"
-        if float(text) > bound:
-            return text
-    return repr(float(value))
+    return _on_its_side(value, lambda shown: shown > bound)
 
 
 def within_bound(value: float, bound: float) -> str:
@@ -63,9 +59,15 @@ def within_bound(value: float, bound: float) -> str:
     Returns:
         The text.
     """
+    return _on_its_side(value, lambda shown: shown <= bound)
+
+
+def _on_its_side(value: float, reads_right) -> str:
+    """``value`` with the fewest decimals (3 to 6) whose printed figure ``reads_right``; past 6,
+    the float itself."""
     for places in range(3, 7):
         text = f"{value:.{places}f}"
-        if float(text) <= bound:
+        if reads_right(float(text)):
             return text
     return repr(float(value))
 
