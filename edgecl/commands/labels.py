@@ -87,17 +87,17 @@ def _queue(args):
     return cfg, OperatorQueue.from_config(cfg)
 
 
-def _renamed(cfg) -> dict[str, str]:
-    """Former class name -> name now, to show queued proposals as the device names them
-    (:func:`~edgecl.runtime.labels.queue.with_current_names`); empty where the class registry
-    cannot be read (the items show as they were queued)."""
+def _names_now(cfg):
+    """The class registry's :class:`~edgecl.models.classes.NamesNow`, to show queued proposals
+    as the device names them (:func:`~edgecl.runtime.labels.queue.with_current_names`);
+    ``None`` where the registry cannot be read (the items show as they were queued)."""
     from edgecl.errors import EdgeclError
     from edgecl.models.classes import ClassRegistry
 
     try:
-        return ClassRegistry(cfg.state_dir).renamed_to()
+        return ClassRegistry(cfg.state_dir).names_now()
     except EdgeclError:
-        return {}
+        return None
 
 
 def _memory_and_classes(cfg, args: argparse.Namespace, may_add_classes: bool = True):
@@ -150,7 +150,7 @@ def pending_command(args: argparse.Namespace) -> int:
     from edgecl.runtime.labels.queue import with_current_names
 
     cfg, queue = _queue(args)
-    items = with_current_names(queue.pending(), _renamed(cfg))
+    items = with_current_names(queue.pending(), _names_now(cfg))
     if args.json:
         print_json_line(items)
         return 0
@@ -166,7 +166,7 @@ def show_command(args: argparse.Namespace) -> int:
     from edgecl.runtime.labels.queue import with_current_names
 
     cfg, queue = _queue(args)
-    item = with_current_names([queue.item(args.id)], _renamed(cfg))[0]
+    item = with_current_names([queue.item(args.id)], _names_now(cfg))[0]
     image = str(queue.image_path(args.id))
     if args.json:
         print_json_line({**item, "image": image})

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shlex
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -101,6 +102,52 @@ def names_conflict(known: dict[int, str], names: dict,
             return (f"class id {cid} is '{name}', but this device's class registry has "
                     f"{device} there" + (f" and '{name}' as id {other}" if other is not None else ""))
     return None
+
+
+@dataclass(frozen=True)
+class NamesNow:
+    """One read of a class registry, to tell what a class named (and numbered) earlier is
+    called now: after ``classes rename car auto`` a box proposed as ``car`` is ``auto``, also
+    once a later label made ``car`` a new class; after ``classes merge cat dog`` it is ``dog``.
+
+    Attributes:
+        names: class id -> name now.
+        former: class id -> the names renames took from it, oldest first.
+        merged: merged class id -> the id it now means (the end of its chain of merges).
+        renamed: former name -> name now, for each former name no class holds since.
+    """
+
+    names: dict[int, str]
+    former: dict[int, list[str]]
+    merged: dict[int, int]
+    renamed: dict[str, str]
+
+    def of(self, name: str, class_id: int | None = None) -> str:
+        """The name now of the class written down as ``name`` (with its id when known).
+
+        Args:
+            name: the class's name when it was written down.
+            class_id: its id then; trusted only where the registry knows ``name`` as that id's
+                name, now or before a rename (a model whose names are not the registry's
+                is read by name).
+
+        Returns:
+            The class's name now: the id's current name (its merge target's, for a merged
+            class), else by name, following a rename no class undid, then a merge; ``name``
+            itself when the registry does not know it.
+        """
+        key = same_name_key(name)
+        if type(class_id) is int and class_id in self.names and key in {
+                same_name_key(n) for n in [self.names[class_id], *self.former.get(class_id, [])]}:
+            return self.names[self.merged.get(class_id, class_id)]
+        name = self.renamed.get(name, name)
+        cid = self.id_of(name)
+        return name if cid is None or cid not in self.merged else self.names[self.merged[cid]]
+
+    def id_of(self, name: str) -> int | None:
+        """The id of the class named ``name`` now (in any case), or ``None``."""
+        key = same_name_key(name)
+        return next((i for i, n in self.names.items() if same_name_key(n) == key), None)
 
 
 class ClassRegistry:
@@ -314,21 +361,23 @@ class ClassRegistry:
         """
         return {e["id"]: [str(n) for n in e.get("renamed_from") or []] for e in self._read()}
 
-    def renamed_to(self) -> dict[str, str]:
-        """Former name -> the class's name now, for each name a ``classes rename`` took and no
-        class holds since (what an operator queue item proposed before the rename means).
+    def names_now(self) -> NamesNow:
+        """What each class name or id written down earlier (a queued proposal, a model made
+        before a rename) is called now, from one read of the file.
 
         Raises:
             ClassRegistryError: the file is corrupt.
         """
-        names = self.names()
+        entries = self._read()
+        names = {e["id"]: e["name"] for e in entries}
+        former = {e["id"]: [str(n) for n in e.get("renamed_from") or []] for e in entries}
+        by_id = {e["id"]: e for e in entries}
+        merged = {e["id"]: _merge_target(entries, e["id"], by_id) for e in entries
+                  if isinstance(e.get("merged_into"), int)}
         current = {same_name_key(n) for n in names.values()}
-        out = {}
-        for cid, former in self.former_names().items():
-            for old in former:
-                if same_name_key(old) not in current and cid in names:
-                    out[old] = names[cid]
-        return out
+        renamed = {old: names[cid] for cid, olds in former.items() for old in olds
+                   if same_name_key(old) not in current}
+        return NamesNow(names, former, merged, renamed)
 
     def check_ids(self, ids, where: str, names: dict[int, str] | None = None) -> None:
         """Refuse class ids the registry does not know.

@@ -333,7 +333,7 @@ def build_console_hooks(runtime):
     # the queue (one file per item) and the class list (a memory walk) are read by every open
     # Label page and any client that loops on them: at most once a second, fresh after an answer
     pending_cached = TimedCache(
-        lambda: with_current_names(sink.queue.pending(), runtime.classes.renamed_to()),
+        lambda: with_current_names(sink.queue.pending(), runtime.classes.names_now()),
         ttl_s=1.0, default=[])
     classes_cached = TimedCache(classes, ttl_s=1.0, default=[])
     answers_cached = TimedCache(sink.answers, ttl_s=1.0, default=[])

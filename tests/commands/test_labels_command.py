@@ -58,10 +58,55 @@ def test_a_proposal_queued_before_a_rename_names_the_class_as_it_is_now(state, c
             for p in i["proposed"]] == ["auto", "auto"]
     code, out, _ = run(capsys, "labels", "show", high, "--state-dir", str(root))
     assert code == 0 and "proposed auto" in out and "proposed car" not in out
-    ClassRegistry(root).add(["car"])  # a new class takes the freed name: it is that class now
+    ClassRegistry(root).add(["car"])  # a new class takes the freed name: the boxes stay 'auto'
     code, out, _ = run(capsys, "labels", "pending", "--json", "--state-dir", str(root))
-    assert [p["class"] for i in json.loads(out.strip().splitlines()[-1])
-            for p in i["proposed"]] == ["car", "car"]
+    assert [(p["class"], p["class_id"]) for i in json.loads(out.strip().splitlines()[-1])
+            for p in i["proposed"]] == [("auto", 0), ("auto", 0)]
+
+
+def _pending_classes(capsys, root):
+    code, out, _ = run(capsys, "labels", "pending", "--json", "--state-dir", str(root))
+    assert code == 0
+    return [p["class"] for i in json.loads(out.strip().splitlines()[-1]) for p in i["proposed"]]
+
+
+def test_a_proposal_follows_its_class_id_through_renames_that_reuse_names(tmp_path, capsys):
+    """Before: proposals were kept by name only, so once a rename's freed name was taken again
+    (a swap 'car' <-> 'bus' through a third name, or a new class 'car'), a box the model saw as
+    class 0 'car' was proposed, and accepted, as the other class."""
+    root = tmp_path / "state"
+    ClassRegistry(root).seed({0: "car", 1: "bus"})
+    q = OperatorQueue(root / "labels")
+    item = q.push(Frame(textured(1), 1, 1.0, "cam://0"), _dets(), priority=0.5,
+                  names={0: "car", 1: "bus"})
+    for old, new in (("car", "tmp"), ("bus", "car"), ("tmp", "bus")):
+        assert run(capsys, "classes", "rename", "--state-dir", str(root), old, new)[0] == 0
+    assert _pending_classes(capsys, root) == ["bus"]
+    code, out, err = run(capsys, "labels", "accept", item, "--json", "--state-dir", str(root))
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["class_ids"] == [0]
+    assert ClassRegistry(root).names() == {0: "bus", 1: "car"}
+
+
+def test_a_proposal_of_a_merged_class_names_the_class_it_became(tmp_path, capsys):
+    root = tmp_path / "state"
+    ClassRegistry(root).seed({0: "cat", 1: "dog"})
+    q = OperatorQueue(root / "labels")
+    q.push(Frame(textured(1), 1, 1.0, "cam://0"), _dets(), priority=0.5, names={0: "cat"})
+    assert run(capsys, "classes", "merge", "--state-dir", str(root), "cat", "dog")[0] == 0
+    assert _pending_classes(capsys, root) == ["dog"]
+
+
+def test_an_item_queued_without_class_ids_is_read_by_name(state, capsys):
+    """Items queued before the queue recorded class ids still follow a rename by name."""
+    root, (low, high) = state
+    for path in (root / "labels" / "pending").glob("*.json"):
+        meta = json.loads(path.read_text())
+        meta["proposed"] = [{k: v for k, v in p.items() if k != "class_id"}
+                            for p in meta["proposed"]]
+        path.write_text(json.dumps(meta))
+    assert run(capsys, "classes", "rename", "--state-dir", str(root), "car", "auto")[0] == 0
+    assert _pending_classes(capsys, root) == ["auto", "auto"]
 
 
 def test_show_prints_item_and_image_path(state, capsys):

@@ -253,7 +253,8 @@ def test_pending_item_shape_and_image(tmp_path):
     q, (item_id,) = queued(tmp_path)
     (item,) = q.pending()
     assert set(item) >= {"id", "priority", "reasons", "width", "height", "created_s", "proposed"}
-    assert item["proposed"] == [{"class": "car", "xyxy": [20.0, 10.0, 60.0, 50.0], "score": 0.5}]
+    assert item["proposed"] == [{"class": "car", "xyxy": [20.0, 10.0, 60.0, 50.0], "score": 0.5,
+                                 "class_id": 0}]
     assert (item["width"], item["height"]) == (200, 100)
     assert q.image_path(item_id).is_file()
 

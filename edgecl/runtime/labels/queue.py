@@ -367,7 +367,7 @@ class OperatorQueue:
                 raise LabelError(f"{where}: not queued, JPEG encoding failed")
             height, width = frame.image.shape[:2]
             names = names or {}
-            proposed = [{"class": names.get(int(c), str(int(c))),
+            proposed = [{"class": names.get(int(c), str(int(c))), "class_id": int(c),
                          "xyxy": [round(float(v), 2) for v in box], "score": round(float(s), 4)}
                         for box, s, c in zip(detections.boxes_xyxy, detections.scores,
                                              detections.classes)]
@@ -437,7 +437,9 @@ class OperatorQueue:
         Returns:
             One dict per item: ``id, priority`` (as the selection gave it), ``priority_now``
             (aged: what orders and evicts), ``reasons, width, height, created_s, proposed``
-            (``[{"class": name, "xyxy": [x1, y1, x2, y2], "score": s}]``, pixels of the frame),
+            (``[{"class": name, "class_id": id, "xyxy": [x1, y1, x2, y2], "score": s}]``,
+            pixels of the frame; ``class_id``: the model's, absent from items queued before
+            edgecl recorded it),
             ``source, frame_id, task``. Malformed items are skipped with one warning each.
         """
         now_s = self.clock()
@@ -791,7 +793,9 @@ class OperatorQueue:
         """
         if classes is None:
             classes = ClassRegistry(self.root.parent)
-        proposed = self.item(item_id)["proposed"]
+        item = self.item(item_id)
+        names_now = getattr(classes, "names_now", None)
+        proposed = with_current_names([item], names_now() if names_now else None)[0]["proposed"]
         if not proposed:
             command = shlex.join(["edgecl", "labels", "answer", f"--state-dir={self.root.parent}",
                                   item_id, "--boxes", "FILE"])
@@ -971,8 +975,11 @@ def _meta_problem(meta: object, stem: str) -> str | None:
     if not isinstance(proposed, list) or not all(
             isinstance(p, dict) and isinstance(p.get("xyxy"), list) and len(p["xyxy"]) == 4
             and all(finite_number(v) for v in p["xyxy"]) and isinstance(p.get("class"), str)
-            and finite_number(p.get("score", 0.0)) for p in proposed):
-        return "'proposed' must be a list of {class: text, xyxy: 4 numbers, score: number}"
+            and finite_number(p.get("score", 0.0))
+            and (p.get("class_id") is None or (type(p["class_id"]) is int and p["class_id"] >= 0))
+            for p in proposed):
+        return ("'proposed' must be a list of {class: text, class_id: id, xyxy: 4 numbers, "
+                "score: number}")
     return None
 
 
@@ -1008,7 +1015,9 @@ def _normalise(meta: dict) -> dict:
         created = int(meta["id"].split("-")[0]) / 1e9 if meta["id"].split("-")[0].isdigit() else 0.0
     meta["created_s"] = float(created)
     meta["proposed"] = [{"class": str(p["class"]), "xyxy": [float(v) for v in p["xyxy"]],
-                         "score": float(p.get("score", 0.0))} for p in meta.get("proposed", [])]
+                         "score": float(p.get("score", 0.0)),
+                         **({"class_id": p["class_id"]} if "class_id" in p else {})}
+                        for p in meta.get("proposed", [])]
     return meta
 
 
@@ -1039,25 +1048,29 @@ def aged_priority(priority: float, created_s: float, now_s: float, half_life_s: 
     return float(priority) * 0.5 ** (wait_s / half_life_s)
 
 
-def with_current_names(items: list[dict], renamed: dict[str, str]) -> list[dict]:
+def with_current_names(items: list[dict], names_now) -> list[dict]:
     """Queue items whose proposed boxes name each class as the registry names it now: an item
     queued before ``edgecl classes rename car auto`` proposes ``car``, and an answer keeping
-    that box would make ``car`` a new, empty class beside ``auto``.
+    that box would make ``car`` a new, empty class beside ``auto`` (or, once a later label
+    made ``car`` a new class, teach the box as that other class).
 
     Args:
         items: :meth:`OperatorQueue.pending` or :meth:`OperatorQueue.item` dicts.
-        renamed: former name -> name now (:meth:`ClassRegistry.renamed_to`).
+        names_now: :meth:`ClassRegistry.names_now <edgecl.models.classes.ClassRegistry.names_now>`
+            (each box is read by its class id where it has one); ``None``: items unchanged.
 
     Returns:
         The items, each with its ``proposed`` names brought up to date (copies where changed).
     """
-    if not renamed:
+    if names_now is None:
         return items
     out = []
     for item in items:
         proposed = item.get("proposed") or []
-        if any(p.get("class") in renamed for p in proposed):
-            item = {**item, "proposed": [{**p, "class": renamed.get(p.get("class"), p.get("class"))}
-                                         for p in proposed]}
+        now = [names_now.of(p.get("class"), p.get("class_id")) for p in proposed]
+        if any(n != p.get("class") for n, p in zip(now, proposed)):
+            item = {**item, "proposed": [
+                {**p, "class": n, "class_id": names_now.id_of(n)} if n != p.get("class") else p
+                for n, p in zip(now, proposed)]}
         out.append(item)
     return out
