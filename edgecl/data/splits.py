@@ -351,13 +351,15 @@ SEQUENCE_GROUP_BY = r"^(.+)[_.-]\d+\.[^.]+$"
 (``1_60_30_0_00062.jpg`` -> ``1_60_30_0``)."""
 
 
-def sequence_names(stems: list[str]) -> dict | None:
+def sequence_names(stems: list[str], min_sequences: int = 2) -> dict | None:
     """Whether image names look like numbered frames of a few sequences, which a split without
     ``--group-by`` scatters over train and test (a test frame then has a near twin in train,
     and test scores read too high).
 
     Args:
         stems: the image names without suffix.
+        min_sequences: fewest sequences that count (a split's ``--group-by`` needs two; the
+            held-out blocks of an import, :func:`sequence_blocks`, take one).
 
     Returns:
         ``{"sequences", "frames", "example", "group_by"}`` when at least 80 % of the names are
@@ -368,7 +370,7 @@ def sequence_names(stems: list[str]) -> dict | None:
     if not stems or len(prefixes) < 0.8 * len(stems):
         return None
     n_sequences = len(set(prefixes))
-    if n_sequences < 2 or len(prefixes) < 3 * n_sequences:
+    if n_sequences < max(1, int(min_sequences)) or len(prefixes) < 3 * n_sequences:
         return None
     return {"sequences": n_sequences, "frames": len(prefixes), "example": sorted(stems)[0],
             "group_by": SEQUENCE_GROUP_BY}
@@ -381,13 +383,18 @@ FRAMES_PER_BLOCK = 10
 
 def frame_name(path: Path) -> str:
     """An image's name as :func:`sequence_blocks` reads it: its folder's name and its stem
-    (``images/flight03_frame_0004``; ``uav0001/0000001`` in a sequence-per-folder layout, as
-    VisDrone's), so that frames numbered alike in two folders are two sequences.
+    (``images/flight03_frame_0004``), so that frames numbered alike in two folders are two
+    sequences; a stem of digits only is named by two folders (``uav0001/0000001`` under
+    VisDrone's ``sequences/``, ``MOT17-02/img1/000001`` in MOTChallenge's layout, where every
+    sequence's folder of frames is ``img1``).
 
     Args:
         path: the image file.
     """
-    return f"{path.parent.name}/{path.stem}"
+    folders = [path.parent.name]
+    if path.stem.isdigit():
+        folders.insert(0, path.parent.parent.name)
+    return "/".join([*(f for f in folders if f), path.stem])
 
 
 def sequence_blocks(names: list[str], frames_per_block: int = FRAMES_PER_BLOCK,
@@ -409,9 +416,11 @@ def sequence_blocks(names: list[str], frames_per_block: int = FRAMES_PER_BLOCK,
         name -> ``(sequence, block index)`` for every numbered frame, blocks numbered on
         across the sequences in name order (so that every group of blocks the draw stratifies
         over holds its share, however short each sequence); empty when the names are not such
-        sequences (each image is then drawn on its own).
+        sequences (each image is then drawn on its own). One numbered series counts: the
+        frames of one flight, or photos numbered as a camera takes them (blocks of those cost
+        the draw nothing but its grain).
     """
-    if sequence_names(names) is None:
+    if sequence_names(names, min_sequences=1) is None:
         return {}
     frames: dict[str, list[tuple[int, str]]] = {}
     for name in dict.fromkeys(names):

@@ -777,6 +777,24 @@ def test_numbered_frames_are_held_out_in_blocks_not_one_by_one(tmp_path, capsys)
             assert len({name in held for name in names[start:start + 10]}) == 1
 
 
+def test_the_frames_of_one_flight_are_held_out_in_blocks(tmp_path, capsys):
+    """Before: one sequence (a single flight's frames, as CVAT exports a video's) was not
+    taken for a sequence, and its frames were drawn for the held-out slice one by one."""
+    src = tmp_path / "flight"
+    (src / "labels").mkdir(parents=True)
+    for frame in range(50):
+        _jpg(src / "images" / f"frame_{frame:06d}.jpg", frame * 5 % 250)
+        (src / "labels" / f"frame_{frame:06d}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    state = tmp_path / "state"
+    result = _import(capsys, state, src, "--json")
+    assert result["imported"] == 50 and result["frame_sequences"] == 1
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        held = sorted(int(Path(r.source).stem[6:]) for r in memory.records() if r.held_out)
+    assert held and len(held) % 5 == 0  # blocks of 50 // 10 = 5 consecutive frames
+    assert all(held[i + 4] - held[i] == 4 for i in range(0, len(held), 5))
+
+
 def test_an_image_twice_in_one_import_is_named(tmp_path, capsys):
     """Before: counted under "same image earlier in this import" without naming the file."""
     src = tmp_path / "twice"

@@ -184,9 +184,12 @@ def test_sequence_blocks_number_blocks_on_across_sequences_in_frame_order():
         "a_0100": ("a", 0), "a_0105": ("a", 0), "a_0110": ("a", 1), "a_0115": ("a", 1),
         "a_0120": ("a", 2),  # a's 5 frames take blocks 0-2; b's start at 3
         "b_0000": ("b", 3), "b_0005": ("b", 3), "b_0010": ("b", 4)}
-    # numbered photos of one set are not frame sequences: each image is drawn alone
-    assert sequence_blocks([f"img_{k}" for k in range(40)]) == {}
+    # one numbered series (one flight's frames, or photos as a camera numbers them) is held
+    # out in blocks too: before, it was drawn image by image
+    one = sequence_blocks([f"img_{k}" for k in range(40)])
+    assert len(one) == 40 and one["img_9"] == ("img", 0) and one["img_10"] == ("img", 1)
     assert sequence_blocks(["x", "y", "z"]) == {}
+    assert sequence_blocks(["x_1", "x_2"]) == {}  # under 3 frames a sequence: not one
 
 
 
@@ -206,4 +209,19 @@ def test_a_small_import_is_cut_into_at_least_min_blocks_and_folders_name_sequenc
     paths = [Path(f"/d/images/uav000{s}/{k:07d}.jpg") for s in (1, 2) for k in range(1, 16)]
     named = sequence_blocks([frame_name(p) for p in paths])
     assert len({seq for seq, _ in named.values()}) == 2 and len(named) == 30
-    assert named[frame_name(paths[0])] == ("uav0001", 0)
+    assert named[frame_name(paths[0])] == ("images/uav0001", 0)
+
+
+def test_mot_sequences_whose_frame_folders_share_one_name_are_two_sequences():
+    """Before: MOTChallenge's layout (every sequence's frames in its own ``img1`` folder) was
+    named ``img1/000001`` for every sequence: the same names, read as one sequence's."""
+    from edgecl.data.splits import frame_name, sequence_blocks
+
+    paths = [Path(f"/mot/train/MOT17-0{s}/img1/{k:06d}.jpg") for s in (2, 4) for k in range(1, 21)]
+    assert frame_name(paths[0]) == "MOT17-02/img1/000001"
+    named = sequence_blocks([frame_name(p) for p in paths])
+    assert len(named) == 40
+    assert named[frame_name(paths[0])] == ("MOT17-02/img1", 0)
+    assert named[frame_name(paths[20])] == ("MOT17-04/img1", 2)
+    assert frame_name(Path("flight03_frame_0004.jpg")) == "flight03_frame_0004"
+    assert frame_name(Path("0004.jpg")) == "0004"
