@@ -2,6 +2,9 @@
 short or with no frame, folders of videos, missing cameras, streams that do not answer."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -189,6 +192,26 @@ def test_a_video_that_cannot_be_opened_says_why_and_what_to_do(tmp_path):
         open_source(f"file://{junk}").open()
     assert str(info.value) == (f"file://{junk}: cannot open video {junk}: unsupported format or "
                                f"corrupt; check that it plays (ffprobe tells why)")
+
+
+def test_a_broken_video_prints_edgecls_one_line_not_ffmpegs_log(tmp_path):
+    """Before: FFmpeg's own line ('[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55f3...] moov atom not found')
+    came before edgecl's error, which already says what and where."""
+    cut = tmp_path / "cut.mp4"
+    data = _mp4(cut)
+    cut.write_bytes(data[:data.index(b"moov") - 4])
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "edgecl.cli", "run", "--source", f"file://{cut}",
+                           "--model", "yolo11n.yaml", "--state-dir", str(tmp_path / "state"),
+                           "--frames", "1", "--quiet"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if " INFO " not in line
+             and " WARNING " not in line]
+    assert lines == [f"error: file://{cut}: cannot open video {cut}: an MP4/MOV without its index "
+                     f"(no 'moov' box): a recording stopped before it was finalised (power loss, "
+                     f"full card); a tool such as untrunc rebuilds the index with a good recording "
+                     f"of the same camera"]
 
 
 def test_a_folder_of_videos_points_to_file_uris(tmp_path):
