@@ -142,6 +142,10 @@ def fresh_network(model: str) -> bool:
     return str(model).lower().endswith(".yaml")
 
 
+SERVER_RETRY_S = 30.0
+"""Seconds between tries to start a console whose port was taken (another program, or the
+socket of a run that has just stopped); detection never waits for it."""
+
 SCAFFOLDING = frozenset({"lock", "models/.lock", "classes.lock", "metrics/metrics.sqlite",
                          "metrics/metrics.sqlite-wal", "metrics/metrics.sqlite-shm",
                          "metrics/.rebuild.lock"})
@@ -293,6 +297,7 @@ class Runtime:
         self.interrupted = False  # set when SIGINT/SIGTERM stopped the run
         self.stop_signal: int | None = None  # the first of them
         self.server_error: str | None = None  # why the console did not start (port taken ...)
+        self._server_retry_at = float("inf")  # monotonic time of the next try to start it
         self.registry = None
         self.classes = None
         self._registry_names = None
@@ -786,7 +791,10 @@ class Runtime:
         alerts += [f"{name}: {err['error']}" for name, err in self.step_errors.items()]
         return alerts
 
-    def _start_server(self) -> None:
+    def _start_server(self, retrying: bool = False) -> None:
+        """Start the console's HTTP server; where it cannot bind (its port held by another
+        program, or by a run that just stopped), detection goes on and :meth:`_tick_server`
+        tries again every :data:`SERVER_RETRY_S`."""
         if not (self.opts.use_state and self.cfg.server.enabled):
             return
         from edgecl.runtime.console import build_console_hooks
@@ -803,18 +811,38 @@ class Runtime:
                                    tls_cert=self.cfg.server.tls_cert,
                                    tls_key=self.cfg.server.tls_key,
                                    trusted_proxies=self.cfg.server.trusted_proxies)
+        where = f"{url_host(self.cfg.server.host)}:{self.cfg.server.port}"
         try:
             self.server.start()
         except OSError as exc:
-            where = f"{url_host(self.cfg.server.host)}:{self.cfg.server.port}"
+            self.server = None
+            self._server_retry_at = time.monotonic() + SERVER_RETRY_S
+            if retrying:
+                log.debug("console still not started on %s (%s)", where, exc.strerror or exc)
+                return
             self.server_error = f"console not started on {where}: {exc.strerror or exc}"
             log.error("HTTP server not started on %s (%s): detection goes on without this "
-                      "device's console (whatever answers there is another program); queued "
-                      "frames: 'edgecl labels pending --state-dir %s'; or set server.port to a "
-                      "free port", where, exc.strerror or exc, self.cfg.state_dir)
-            self.server = None
+                      "device's console (whatever answers there is another program), tried "
+                      "again every %.0f s; queued frames: 'edgecl labels pending --state-dir "
+                      "%s'; or set server.port to a free port", where, exc.strerror or exc,
+                      SERVER_RETRY_S, self.cfg.state_dir)
             return
+        if retrying:
+            log.info("console started on %s at last (its port is free now)", where)
+            self.server_error = None
+        self._server_retry_at = float("inf")
         self.watchdog.register("server", probe=self._server_probe)
+
+    def _tick_server(self) -> bool:
+        """Try again to start a console that could not bind its port, once it is time.
+
+        Returns:
+            False while it waits (nothing tried).
+        """
+        if self.server is not None or time.monotonic() < self._server_retry_at:
+            return False
+        self._start_server(retrying=True)
+        return True
 
     def _server_probe(self):
         from edgecl.runtime.watchdog import StageState
@@ -834,6 +862,7 @@ class Runtime:
             return
         steps = (("learner", self._tick_learner if self.supervisor is not None else None),
                  ("fleet", self._tick_fleet if self.fleet_proc is not None else None),
+                 ("server", self._tick_server if self.server_error else None),
                  ("hook", (lambda: self.supervise_hook(self)) if self.supervise_hook else None),
                  ("metrics", self._maybe_record_runtime if self.monitor is not None else None))
         for name, step in steps:

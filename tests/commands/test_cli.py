@@ -190,6 +190,54 @@ def test_a_console_port_in_use_is_said_in_the_log_and_the_summary(capsys, caplog
     assert len(logged) == 1 and "'edgecl labels pending --state-dir" in logged[0]
 
 
+def test_a_console_whose_port_was_taken_starts_once_the_port_is_free(tmp_path, caplog):
+    """Before: a port held at the start (the last run's socket, another program) left the
+    device without its console for the whole run, however long after the port was freed."""
+    import socket
+    import urllib.request
+
+    from edgecl.config import load_config
+    from edgecl.runtime import app as app_mod
+    from edgecl.runtime.app import RunOptions, Runtime
+
+    caplog.set_level("INFO", logger="edgecl.runtime.app")
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    port = held.getsockname()[1]
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}", "model.imgsz=64",
+                             "runtime.warmup_runs=1", "learner.enabled=false",
+                             "server.enabled=true", f"server.port={port}"])
+    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64&loop=1&fps=50",
+                                      model="yolo11n.yaml", max_frames=400, quiet=True))
+    seen = {}
+
+    def probe(rt):
+        if "live" in seen or rt.loop.frames_done < 3:
+            return
+        if "error" not in seen:
+            seen["error"] = rt.server_error
+            held.close()  # the other program lets the port go
+            rt._server_retry_at = 0.0  # instead of waiting SERVER_RETRY_S
+            return
+        if rt.server is not None:
+            url = f"http://127.0.0.1:{rt.server.port}/api/live"
+            seen["live"] = json.loads(urllib.request.urlopen(url, timeout=5).read())
+            seen["error_after"] = rt.server_error
+            rt.loop.request_stop()
+
+    runtime.supervise_hook = probe
+    try:
+        runtime.run()
+    finally:
+        held.close()
+    assert seen["error"].startswith(f"console not started on 127.0.0.1:{port}: ")
+    assert "live" in seen and seen["error_after"] is None
+    assert app_mod.SERVER_RETRY_S == 30.0
+    assert any(f"console started on 127.0.0.1:{port} at last" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_a_run_rebuilds_a_damaged_class_registry_from_the_memory(capsys, caplog, image_dir,
                                                                   tmp_path):
     """An SD-card fault in classes.json: the device refused to start ('restore it from a
