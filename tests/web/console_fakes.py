@@ -69,6 +69,7 @@ class FakeConsole:
         """False: the current version detected nothing on its held-out images (every
         reliability bin empty, as the monitor reports such a version)."""
         self.merged_names: list[str] = []  # classes merged into the first (classes merge)
+        self.merges: dict[str, str] = {}  # a class of class_names -> the class it was merged into
         self.alerts = ["round 3 rejected: person AP fell 0.12 > 0.05"]
         self.queue = []
         self.add_items(items)
@@ -342,7 +343,8 @@ class FakeConsole:
                     "snapshot_copies": 1}
 
     def classes(self) -> list[dict]:
-        rows = [{"id": i, "name": n, "samples": 120 - 25 * i, "first_seen": "2026-11-28T09:00:00Z"}
+        rows = [{"id": i, "name": n, "samples": 120 - 25 * i, "first_seen": "2026-11-28T09:00:00Z",
+                 **({"merged_into": self.merges[n]} if n in self.merges else {})}
                 for i, n in enumerate(self.class_names)]
         return rows + [{"id": len(rows) + k, "name": n, "samples": 0, "merged_into": rows[0]["name"],
                         "first_seen": "2026-11-28T09:00:00Z"} for k, n in enumerate(self.merged_names)]

@@ -124,3 +124,26 @@ def test_two_renames_read_in_one_refresh_are_applied_at_once(served, browser):
     by_x = {round(b["xyxy"][0]): b["class"] for b in fake.answers[0]["boxes"]}
     assert sorted(by_x.values()) == ["car", "vehicle"], by_x
     assert by_x[min(by_x)] == "vehicle"  # the box that was car (x 60) is vehicle now
+
+
+def test_a_class_merged_on_the_device_is_followed_by_an_open_page(served, browser):
+    """'edgecl classes merge car person' while the page is open: the picker drops 'car', and
+    the car box proposed on the frame is answered as 'person', and the merge is said once
+    (before, every reading of the classes said it again, a toast every 4 s for as long as the
+    page stayed open)."""
+    import time
+
+    base, fake = served
+    open_label(browser, base)
+    wait_for(lambda: "car" in picker(browser), what="classes read")
+    js(browser, "window.said = []; const toast = EC.toast;"
+                "EC.toast = (text, kind) => { window.said.push(text); return toast(text, kind); }")
+    fake.merges["car"] = "person"
+    wait_for(lambda: "car" not in picker(browser), timeout_s=15, what="the merge followed")
+    assert "person" in picker(browser)
+    time.sleep(9)  # two more readings of the classes (every 4 s): the merge is said once
+    said = [t for t in js(browser, "return window.said") if "is now" in t]
+    assert len(said) == 1 and "car" in said[0] and "person" in said[0], said
+    ActionChains(browser).send_keys(Keys.ENTER).perform()  # keep the proposed boxes
+    wait_for(lambda: fake.answers, what="answer")
+    assert sorted(b["class"] for b in fake.answers[0]["boxes"]) == ["person", "person"]
