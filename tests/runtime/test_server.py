@@ -476,6 +476,32 @@ def test_the_health_check_uses_the_configs_token_and_port(fake, tmp_path, monkey
     assert healthcheck.health_url(section) == "https://[fd00::5]:9000/healthz"
 
 
+def test_the_health_check_passes_while_another_local_client_is_refused_for_wrong_tokens(
+        fake, tmp_path, monkeypatch, capsys):
+    """Before: a client on the device sending a stale token (a scraper, a script) got
+    127.0.0.1 refused with 429 for a minute, the health check's right token included: the
+    container was marked unhealthy and restarted, again each time that client came back."""
+    from edgecl.runtime import healthcheck
+
+    monkeypatch.delenv("EDGECL_TOKEN", raising=False)
+    monkeypatch.delenv(healthcheck.URL_ENV, raising=False)
+    server = serve(fake, token="a-long-console-token")
+    try:
+        config = tmp_path / "edgecl.yaml"
+        config.write_text(f"server:\n  enabled: true\n  port: {server.port}\n"
+                          f"  token: a-long-console-token\n")
+        for _ in range(25):
+            status_of(server, "/api/status", headers={"Authorization": "Bearer stale"})
+        assert status_of(server, "/healthz",
+                         headers={"Authorization": "Bearer a-long-console-token"}) == 429
+        assert healthcheck.main([str(config)]) == 0
+        assert capsys.readouterr().err.startswith(
+            f"note: http://127.0.0.1:{server.port}/healthz answered 429, its status unknown: "
+            f'{{"error":"too many wrong or missing tokens from 127.0.0.1')
+    finally:
+        server.stop()
+
+
 def test_the_health_check_knows_another_program_on_the_port(tmp_path, monkeypatch):
     """A program holding the console's port (the runtime then runs without its server) answered
     /healthz with 200, and the check said healthy."""
