@@ -62,8 +62,9 @@ class ClassNames(Protocol):
     def names(self) -> dict[int, str]:
         """Class id -> name."""
 
-    def id_for(self, name: str, create: bool = True) -> int:
-        """The id of a class name (a new one is added when ``create``)."""
+    def id_for(self, name: str, create: bool = True, loose: bool = False) -> int:
+        """The id of a class name (a new one is added when ``create``; ``loose``: a name spelt
+        with other separators is the one class it matches)."""
 
     def label_ids(self) -> dict[str, int]:
         """Name -> the id a label with that name gets (a merged class's: the class it was
@@ -179,8 +180,12 @@ def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport,
             if current.get(ids[name]) != name:
                 report.classes_matched[name] = current.get(ids[name], same or name)
             continue
-        ids[name] = classes.id_for(name, create=True)
+        ids[name] = classes.id_for(name, create=True, loose=True)  # looked up again: locked
         if ids[name] in current:  # the registry's own rule found it (one of two loose matches)
+            report.classes_matched[name] = current[ids[name]]
+            continue
+        current = classes.names()
+        if current.get(ids[name], name) != name:  # another process added it in another spelling
             report.classes_matched[name] = current[ids[name]]
             continue
         report.classes_added.append(name)
@@ -196,7 +201,7 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
     Args:
         items: what :func:`edgecl.data.importers.iter_labelled` yields.
         memory: the open :class:`~edgecl.continual.memory.ReplayMemory`.
-        classes: the class registry (``names()``, ``id_for(name, create=True)``).
+        classes: the class registry (``names()``, ``id_for(name, create=True, loose=True)``).
         origin: the samples' label origin (``import``).
         task: the samples' task name (``stream`` by default, like a camera's frames: the
             monitor and the gate then judge every class on its own, mixed with operator labels).

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 _PLACEHOLDER_NAME = re.compile(r"(?:class_?)?(\d+)", re.IGNORECASE)
 """The names a model gets when it was trained without any ('0', ultralytics' 'class_0')."""
 
+MAX_FORMER_NAMES = 16
+"""Former names a class keeps (``renamed_from``, newest last): what models and queued items made
+before a rename call it; a class renamed back and forth keeps each name once."""
+
 FILE_NAME = "classes.json"
 LOCK_NAME = "classes.lock"
 FORMAT_VERSION = 1
@@ -405,32 +409,41 @@ class ClassRegistry:
 
     # ----------------------------------------------------------------- changing
 
-    def id_for(self, name: str, create: bool = True) -> int:
+    def id_for(self, name: str, create: bool = True, loose: bool = False) -> int:
         """Return the id of a class name, giving a new name the next id.
 
         A name that differs from a class's only in case is that class (when no class has
-        exactly that name); a merged class's name gives the class it was merged into.
+        exactly that name); a merged class's name gives the class it was merged into. The
+        look-up and the adding are one step under the registry's lock: two processes naming
+        ``Forklift`` and ``forklift`` at once get one class (before, each found neither and
+        added its own).
 
         Args:
             name: the class name (surrounding white space ignored).
             create: add an unknown name; when False, raise instead.
+            loose: also take a name spelt with other separators for the one class it matches
+                (``OtherVehicle`` for ``other_vehicle``: :func:`loose_class_name`), as imports
+                map names.
 
         Returns:
             The class id.
 
         Raises:
             NotFoundError: unknown name and ``create`` is False.
-            LabelError: an invalid name.
+            LabelError: an invalid name, or a new one past :data:`MAX_CLASSES`.
         """
         name = clean_name(name)
-        by_name = self.label_ids()
-        spelling = known_spelling(name, by_name)
-        if spelling is not None:
-            return by_name[spelling]
+        found = _id_of_name(self._read(), name, loose)
+        if found is not None:
+            return found
         if not create:
             raise NotFoundError(f"unknown class {name!r}{self._hint(name)}")
-        self.add([name])
-        return self.names_to_ids()[name]
+        with self._locked() as entries:
+            found = _id_of_name(entries, name, loose)  # added meanwhile by another process
+            if found is not None:
+                return found
+            self._append(entries, [name])
+            return len(entries) - 1
 
     def names_to_ids(self) -> dict[str, int]:
         """Return name -> id."""
@@ -443,7 +456,8 @@ class ClassRegistry:
             names: class names.
 
         Returns:
-            The names added (already known ones are left out).
+            The names added (already known ones are left out, and so is a name that differs
+            from a known one, or from one added before it, only in case: it is that class).
 
         Raises:
             LabelError: an invalid name, or more than :data:`MAX_CLASSES` classes in all
@@ -451,16 +465,29 @@ class ClassRegistry:
         """
         wanted = list(dict.fromkeys(clean_name(n) for n in names))
         with self._locked() as entries:
-            known = {e["name"] for e in entries}
-            added = [n for n in wanted if n not in known]
-            if len(entries) + len(added) > MAX_CLASSES:
-                raise LabelError(f"the class registry {self.path} holds {len(entries)} classes: "
-                                 f"adding {len(added)} would pass the bound of {MAX_CLASSES}")
-            if added:
-                stamp = now_iso()
-                entries += [{"id": len(entries) + i, "name": n, "first_seen": stamp} for i, n in enumerate(added)]
-                self._write(entries)
+            keys = {same_name_key(e["name"]) for e in entries}
+            added = []
+            for n in wanted:
+                if same_name_key(n) not in keys:
+                    keys.add(same_name_key(n))
+                    added.append(n)
+            self._append(entries, added)
         return added
+
+    def _append(self, entries: list[dict], names: list[str]) -> None:
+        """Give ``names`` the next ids and write the registry; called with the lock held.
+
+        Raises:
+            LabelError: more than :data:`MAX_CLASSES` classes in all (nothing is written).
+        """
+        if len(entries) + len(names) > MAX_CLASSES:
+            raise LabelError(f"the class registry {self.path} holds {len(entries)} classes: "
+                             f"adding {len(names)} would pass the bound of {MAX_CLASSES}")
+        if names:
+            stamp = now_iso()
+            entries += [{"id": len(entries) + i, "name": n, "first_seen": stamp}
+                        for i, n in enumerate(names)]
+            self._write(entries)
 
     def replace_damaged(self, names: dict[int, str]) -> Path | None:
         """Rebuild a damaged ``classes.json`` from names another record holds (the replay
@@ -587,7 +614,9 @@ class ClassRegistry:
                                     f"{shlex.quote(clash['name'])}')")
             entry = by_name[old]
             entry["name"] = new
-            entry.setdefault("renamed_from", []).append(old)
+            taken = {same_name_key(old), same_name_key(new)}  # each name once, never its own
+            former = [n for n in entry.get("renamed_from") or [] if same_name_key(n) not in taken]
+            entry["renamed_from"] = (former + [old])[-MAX_FORMER_NAMES:]
             self._write(entries)
             return entry["id"]
 
@@ -653,6 +682,20 @@ class ClassRegistry:
 
 _WARNED_MERGES: set[tuple[str, tuple[int, ...]]] = set()
 """Registries (path, broken ids) whose broken merges were warned of in this process."""
+
+
+def _id_of_name(entries: list[dict], name: str, loose: bool = False) -> int | None:
+    """The id a label naming ``name`` gets from these entries (:meth:`ClassRegistry.id_for`):
+    the class of that name, or of that name in another case, or (``loose``) the one class
+    whose :func:`loose_class_name` it shares; a merged class gives the class it became."""
+    by_id = {e["id"]: e for e in entries}
+    label = {e["name"]: _merge_target(entries, e["id"], by_id) for e in entries}
+    spelling = known_spelling(name, label)
+    if spelling is not None:
+        return label[spelling]
+    key = loose_class_name(name) if loose else ""
+    same = [cid for n, cid in label.items() if key and loose_class_name(n) == key]
+    return same[0] if len(set(same)) == 1 else None
 
 
 def _broken_merges(entries: list[dict]) -> list[int]:

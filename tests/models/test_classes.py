@@ -329,3 +329,72 @@ def test_a_checkpoint_whose_classes_are_numbers_is_warned_of(tmp_path, caplog):
     for i, names in enumerate(({0: "car", 1: "1"}, {0: "1", 1: "0"}, {0: "person"})):
         assert ClassRegistry(tmp_path / f"named{i}").seed(names)  # named, or not by its id
     assert caplog.messages == []
+
+
+def test_a_name_added_meanwhile_in_another_case_is_that_class(tmp_path, monkeypatch):
+    """Before: 'labels import' naming 'Forklift' and an answer naming 'forklift' at the same
+    moment each looked the name up, found neither, and added its own: two classes for one."""
+    other = ClassRegistry(tmp_path)
+    other.add(["forklift"])  # written by another process after this one looked
+    reg = ClassRegistry(tmp_path)
+    real_read, reads = ClassRegistry._read, []
+
+    def read(self, path=None):  # the first read, before the lock, is from before the write
+        reads.append(path)
+        return [] if len(reads) == 1 else real_read(self, path)
+
+    monkeypatch.setattr(ClassRegistry, "_read", read)
+    assert reg.id_for("Forklift") == 0 and len(reads) >= 2
+    assert ClassRegistry(tmp_path).names() == {0: "forklift"}
+
+
+def test_names_in_two_cases_from_two_writers_at_once_are_one_class_each(tmp_path):
+    import threading
+
+    barrier = threading.Barrier(2)
+    ids = {}
+
+    def writer(upper: bool):
+        reg = ClassRegistry(tmp_path)
+        barrier.wait()
+        ids[upper] = [reg.id_for(f"Kind{k}" if upper else f"kind{k}") for k in range(40)]
+
+    threads = [threading.Thread(target=writer, args=(u,)) for u in (True, False)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ClassRegistry(tmp_path).names()) == 40 and ids[True] == ids[False]
+
+
+def test_an_import_spelling_with_other_separators_is_the_class_even_when_added_meanwhile(
+        tmp_path):
+    reg = ClassRegistry(tmp_path)
+    reg.add(["other_vehicle"])
+    assert reg.id_for("OtherVehicle", loose=True) == 0
+    assert reg.id_for("OtherVehicle") == 1  # an operator's new name: case is the only rule
+    assert reg.add(["CAR", "car", "Car"]) == ["CAR"]
+
+
+def test_the_id_of_a_new_class_is_returned_even_if_it_is_renamed_at_once(tmp_path, monkeypatch):
+    """Before: the new class's id was looked up by name after adding it; a rename in another
+    process in between raised KeyError: an answer got a 500 and left the class empty."""
+    reg = ClassRegistry(tmp_path)
+    reg.add(["car"])
+    monkeypatch.setattr(ClassRegistry, "names_to_ids",
+                        lambda self: {"car": 0, "ncR8": 1})  # 'nc8' renamed meanwhile
+    assert reg.id_for("nc8") == 1
+
+
+def test_renames_back_and_forth_keep_each_former_name_once(tmp_path):
+    """Before: 400 renames between two names left a 400-entry 'renamed_from', holding the
+    class's own name, in a classes.json that every reader parses."""
+    reg = ClassRegistry(tmp_path)
+    reg.add(["ans5"])
+    for k in range(200):
+        reg.rename("ans5", "ans5b")
+        reg.rename("ans5b", "ans5")
+    assert reg.former_names() == {0: ["ans5b"]}
+    for k in range(40):
+        reg.rename(f"n{k - 1}" if k else "ans5", f"n{k}")
+    assert len(reg.former_names()[0]) == 16 and reg.former_names()[0][-1] == "n38"
