@@ -54,6 +54,7 @@ import ipaddress
 import json
 import logging
 import math
+import mimetypes
 import re
 import time
 from collections import OrderedDict, deque
@@ -479,6 +480,18 @@ class _Guard:
                                                                             secure_send)
 
 
+def _image_file(path: Path) -> Response:
+    """A label item's image, read whole before it is sent (a file streamed as it was answered,
+    and moved, ended in a 500 or a cut-off body).
+
+    Raises:
+        OSError: the file is gone (or unreadable).
+    """
+    data = path.read_bytes()
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return Response(data, media_type=media_type, headers={"Cache-Control": "no-store"})
+
+
 def _json(value: Any, status: int = 200) -> Response:
     from edgecl.atomic import json_safe
 
@@ -684,15 +697,22 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     def label_image(item_id: str) -> Response:
         """The queued frame's image; for an answered item, its image as the memory stores it."""
         valid_item_id(item_id)
-        try:
-            path = Path(_need(hooks.label_image, "labelling")(item_id))
-        except ConflictError:
-            if hooks.answered_image is None:
-                raise
-            path = Path(hooks.answered_image(item_id))
-        if not path.is_file():
-            raise NotFoundError(f"no image for item {item_id}")
-        return FileResponse(path, headers={"Cache-Control": "no-store"})
+        missing: EdgeclError = NotFoundError(f"no image for item {item_id}")
+        for _ in range(2):  # an answer may take the item off the queue between look-up and read
+            try:
+                return _image_file(Path(_need(hooks.label_image, "labelling")(item_id)))
+            except ConflictError:
+                if hooks.answered_image is None:
+                    raise
+                try:
+                    return _image_file(Path(hooks.answered_image(item_id)))
+                except OSError:  # evicted or withdrawn meanwhile
+                    raise missing from None
+            except NotFoundError as exc:
+                missing = exc
+            except OSError:
+                pass
+        raise missing
 
     def answer_now(item_id: str, boxes: list, skip: bool) -> Response:
         return _json(_need(hooks.answer, "labelling")(item_id, boxes, skip))

@@ -931,3 +931,21 @@ def test_a_withdrawn_or_corrected_answer_counts_once_towards_the_next_round(tmp_
         assert sink.take_counters() == (2, {0})
         sink.withdraw(ids[2])  # counted by the round that took the counters: nothing to undo
         assert sink.take_counters() == (0, set())
+
+
+def test_an_item_answered_while_it_is_read_is_not_called_malformed(tmp_path, monkeypatch, caplog):
+    """Before: a reader that found an item's record, and then not its image (an answer took
+    both off the queue in between), warned that the item was malformed and to skip it."""
+    from edgecl.runtime.labels import queue as queue_mod
+
+    q, (item_id,) = queued(tmp_path)
+    real = queue_mod._image_problem
+
+    def answered_meanwhile(image_path, meta):
+        q._remove(item_id)
+        return real(image_path, meta)
+
+    monkeypatch.setattr(queue_mod, "_image_problem", answered_meanwhile)
+    with caplog.at_level("WARNING"):
+        assert q._read_meta(q.dir / f"{item_id}.json") is None
+    assert "malformed" not in caplog.text

@@ -381,3 +381,29 @@ def test_the_api_page_states_the_body_bound_the_server_holds(client):
 
     page = client.get("/api-docs").text
     assert f"413 body over {MAX_BODY_BYTES // 2**20} MiB" in page
+
+
+def test_an_image_asked_for_while_its_item_is_answered_is_the_answered_image(tmp_path):
+    """Before: the Label page preloading an item's image while another operator answered it
+    got a 500 or a cut-off body (the file was streamed as the answer moved it), or a 404."""
+    from edgecl.errors import ConflictError
+
+    stored = tmp_path / "sample.jpg"
+    stored.write_bytes(b"\xff\xd8stored\xff\xd9")
+    looked_up = []
+
+    def label_image(item_id):
+        looked_up.append(item_id)
+        if len(looked_up) == 1:  # found pending, then answered before it is read
+            return tmp_path / "gone.jpg"
+        raise ConflictError(f"label item '{item_id}' was already answered")
+
+    app = create_app(ConsoleHooks(health=lambda: {"status": "ok"}, label_image=label_image,
+                                  answered_image=lambda item_id: stored))
+    got = TestClient(app).get("/api/labels/a1/image")
+    assert got.status_code == 200 and got.content == stored.read_bytes()
+    assert got.headers["content-type"] == "image/jpeg" and len(looked_up) == 2
+    stored.unlink()  # and its sample evicted meanwhile: one 404, not a 500
+    looked_up.clear()
+    got = TestClient(app).get("/api/labels/a1/image")
+    assert got.status_code == 404 and got.json() == {"error": "no image for item a1"}

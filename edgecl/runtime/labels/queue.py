@@ -280,6 +280,8 @@ class OperatorQueue:
             meta, why = None, f"unreadable ({type(exc).__name__})"
         if why is None:
             why = _meta_problem(meta, path.stem) or _image_problem(path.with_suffix(".jpg"), meta)
+        if why is not None and not path.exists():  # answered or evicted while it was read
+            return None
         if why is not None:
             if path.name not in self._warned:
                 self._warned.add(path.name)
