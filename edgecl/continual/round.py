@@ -604,7 +604,8 @@ def evaluate_tasks(model, names, ctx: RoundContext) -> dict:
     """Evaluate a model on the held-out slice of every task seen, on that task's classes.
 
     Returns:
-        task -> :class:`EvalResult` (tasks without held-out samples are left out).
+        task -> :class:`EvalResult` (tasks without held-out samples are left out, and so is a
+        task whose held-out samples hold no box of its classes: see :func:`measured_tasks`).
     """
     from edgecl.continual.evaluate import evaluate_model
 
@@ -615,7 +616,26 @@ def evaluate_tasks(model, names, ctx: RoundContext) -> dict:
         if ids:
             results[task] = evaluate_model(backend, ctx.snapshot.image_paths(ids),
                                            class_ids=ctx.state.task_classes.get(task) or None)
-    return results
+    return measured_tasks(results)
+
+
+def measured_tasks(results: dict) -> dict:
+    """The tasks an evaluation measured: a task whose held-out images hold no box of its own
+    classes (background frames, or frames showing only earlier classes) has no AP, and its
+    mAP50-95 of 0 entered ACC and the accuracy matrix as if the task were forgotten. The
+    stream (no tasks) is kept: the gate then judges it class by class.
+
+    Args:
+        results: task -> :class:`~edgecl.continual.evaluate.EvalResult`.
+
+    Returns:
+        The results of the tasks with at least one held-out box.
+    """
+    unmeasured = [t for t, r in results.items() if r.n_boxes == 0 and t != STREAM_TASK]
+    if unmeasured:
+        log.info("held-out slice of task(s) %s holds no box of its classes: not scored",
+                 ", ".join(unmeasured))
+    return {t: r for t, r in results.items() if t not in unmeasured}
 
 
 def _fine_tune(ctx: RoundContext, model, parent_model, replay_ids: list[int]):

@@ -156,3 +156,17 @@ def test_a_held_out_slice_of_background_frames_skips_the_round_before_training(t
     result = round_mod.run_round(cfg)
     assert result.status is RoundStatus.SKIPPED and result.seconds == 0
     assert result.reason.startswith(f"the {held} held-out sample(s) hold no box yet")
+
+
+def test_a_task_whose_held_out_images_hold_none_of_its_boxes_is_not_scored():
+    """Before: such a task (its held-out frames background, or showing only earlier classes)
+    was scored mAP50-95 0: it pulled ACC down and read as forgotten in the accuracy matrix."""
+    from edgecl.continual.evaluate import EvalResult
+
+    def result(ap, boxes):
+        return EvalResult(map50_95=ap, map50=ap, recall=0.0, precision=0.0,
+                          per_class_ap50_95={}, n_images=3, n_boxes=boxes, dece=float("nan"))
+
+    results = {"t1": result(0.4, 12), "t2": result(0.0, 0), "stream": result(0.0, 0)}
+    assert round_mod.measured_tasks(results) == {"t1": results["t1"],
+                                                 "stream": results["stream"]}
