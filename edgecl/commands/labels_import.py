@@ -55,25 +55,39 @@ def model_path_classes(cfg, offered: list[str] | None = None) -> dict[int, str]:
         offered: the class names the import declares (empty: not known before its boxes).
 
     Returns:
-        class id -> name (empty when ``model.path`` names no trained ``.pt`` checkpoint).
+        class id -> name of a trained ``.pt`` checkpoint or of an exported engine (``.onnx``,
+        OpenVINO ``.xml``, TensorRT ``.engine``: the device serves those names all the same);
+        empty where ``model.path`` is unset or an untrained start (a model yaml).
 
     Raises:
-        ModelLoadError: the checkpoint cannot be read.
+        ModelLoadError: the file is missing (a typo: the import numbered the classes its own
+            way, and the device then refused the model it was meant to serve) or cannot be read.
         LabelError: it names its classes by number only ('0', 'class_0') while the import may
             bring other names, which would become new, untrained classes beside them (nothing
             is imported).
     """
     from edgecl.continual.round import base_checkpoint
-    from edgecl.errors import LabelError
+    from edgecl.errors import LabelError, ModelLoadError
     from edgecl.models.checkpoint import load_checkpoint
     from edgecl.models.classes import named_by_number
 
-    pt = base_checkpoint(cfg)
-    if pt is None:
+    path = Path(cfg.model.path) if cfg.model.path else None
+    if path is None or path.suffix.lower() in (".yaml", ".yml"):
         return {}
-    model, meta = load_checkpoint(pt)
-    names = {int(k): str(v) for k, v in dict(meta.get("names") or getattr(model, "names", None)
-                                              or {}).items()}
+    if not path.exists():
+        raise ModelLoadError(f"model.path {path}: no such file; an import gives a new device's "
+                             f"classes the ids of the model it will serve: correct model.path, "
+                             f"or import without it")
+    if path.suffix.lower() == ".pt":
+        pt = base_checkpoint(cfg)
+        if pt is None:
+            return {}
+        model, meta = load_checkpoint(pt)
+        names = {int(k): str(v) for k, v in dict(meta.get("names") or getattr(model, "names", None)
+                                                  or {}).items()}
+    else:
+        pt = path
+        names = _engine_names(path)
     if named_by_number(names) and (not offered or set(offered) - set(names.values())):
         state = shlex.quote(str(cfg.state_dir))
         shown = ", ".join(map(repr, list(names.values())[:3])) + (", ..." if len(names) > 3 else "")
@@ -84,6 +98,26 @@ def model_path_classes(cfg, offered: list[str] | None = None) -> dict[int, str]:
             f"{shlex.quote(str(pt))} --state-dir {state}', then 'edgecl classes rename "
             f"--state-dir {state} {shlex.quote(names[min(names)])} NAME' for each), then import")
     return names
+
+
+def _engine_names(path: Path) -> dict[int, str]:
+    """Class id -> name of an exported engine, as ``edgecl run`` reads them (a TensorRT
+    engine's from edgecl's header, so that no GPU is needed to read them).
+
+    Raises:
+        ModelLoadError: the file cannot be read as a model.
+    """
+    from edgecl.models.backends import load_backend
+
+    if path.suffix.lower() == ".engine":
+        from edgecl.models.engine_file import header_names, read_engine_header
+
+        return header_names(read_engine_header(path))
+    backend = load_backend(path)
+    try:
+        return {int(k): str(v) for k, v in backend.meta.names.items()}
+    finally:
+        backend.close()
 
 
 def is_new_device(cfg, classes) -> bool:

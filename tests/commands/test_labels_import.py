@@ -710,6 +710,35 @@ def test_an_import_before_the_first_start_keeps_model_paths_class_ids(tmp_path, 
     assert ClassRegistry(state).names() == {0: "car", 1: "person", 2: "forklift"}
 
 
+def test_an_exported_model_path_gives_its_class_ids_and_a_missing_one_is_refused(tmp_path,
+                                                                                capsys):
+    """Before: with model.path an exported engine (or a typo), an import before the first
+    start numbered the classes its own way (Car 0, Person 1), and the device then refused the
+    very model it was meant to serve ("class id 0 is 'person', but ... 'Car' there")."""
+    from edgecl.models.export import export_onnx
+    from edgecl.ultra import build_detection_model
+
+    names = {0: "person", 1: "car"}
+    onnx = export_onnx(build_detection_model(2, names=names), tmp_path / "coco2.onnx", imgsz=64,
+                       names=names)
+    src = _one_image_yolo(tmp_path / "src", "0 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1\n",
+                          "[Car, Person]")
+    state = tmp_path / "state"
+    code = main(["labels", "import", "--state-dir", str(state), str(src), f"model.path={onnx}"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"class registry: 2 class(es) from model.path {onnx} (person, car)" in err
+    assert ClassRegistry(state).names() == {0: "person", 1: "car"}
+    typo = tmp_path / "bst.pt"
+    other = tmp_path / "other"
+    assert main(["labels", "import", "--state-dir", str(other), str(src),
+                 f"model.path={typo}"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: model.path {typo}: no such file; an import gives a new device's classes the "
+        f"ids of the model it will serve: correct model.path, or import without it\n")
+    assert not other.exists()
+
+
 def test_an_unreadable_model_path_leaves_a_new_state_directory_unmade(tmp_path, capsys):
     """Before: the refusal came after the import had opened the memory: a new device's state
     directory was left with an empty memory and an import lock."""
