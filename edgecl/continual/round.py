@@ -474,6 +474,11 @@ def _load_parent(ctx: RoundContext):
     problem = start_model_problem(ctx.cfg)
     if problem:  # never a model of its own in place of the one the user gave
         raise EdgeclError(problem)
+    waiting = ctx.registry.added_unpromoted() if not ctx.cfg.model.path else None
+    if waiting is not None:  # nor in place of the one the user added and did not promote
+        from edgecl.models.registry import unpromoted_model_problem
+
+        raise EdgeclError(unpromoted_model_problem(ctx.cfg.state_dir, *waiting))
     nc = 1 + max(_top_class(ctx), 0)
     names = {i: ctx.names.get(i, f"class{i}") for i in range(nc)}
     arch = _start_yaml(ctx.cfg)

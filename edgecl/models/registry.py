@@ -643,6 +643,25 @@ class Registry:
         return [v for v in self.versions() if int(v[1:]) > floor
                 and self.status(v) == VersionStatus.STAGED]
 
+    def added_unpromoted(self) -> tuple[str, str] | None:
+        """The newest version ``edgecl models add`` staged (without ``--promote``) on a device
+        that serves no version: the user's own model, which neither ``run`` nor a round takes
+        before it is promoted.
+
+        Returns:
+            ``(version, the file it was added from)``, or None (a current version, or none).
+        """
+        if self.current():
+            return None
+        for version in reversed(self.staged_versions()):
+            try:
+                source = self.manifest(version).get("source")
+            except RegistryError:
+                continue
+            if source:
+                return version, str(source)
+        return None
+
     def list(self) -> list[VersionInfo]:
         """Return every version with its status and metrics, oldest first."""
         current, history = self.current(), self.history()
@@ -1231,3 +1250,19 @@ def _owner_alive(owner: Path) -> bool:
             return True
         fcntl.flock(fh, fcntl.LOCK_UN)
         return False
+
+
+def unpromoted_model_problem(state_dir: str | Path, version: str, source: str) -> str:
+    """What ``run`` and a round say where the device serves nothing while the user's own model
+    waits staged (:meth:`Registry.added_unpromoted`).
+
+    Args:
+        state_dir: the state directory.
+        version: the staged version.
+        source: the file it was added from.
+    """
+    import shlex
+
+    return (f"no model is serving: {version} ({Path(source).name}, added with 'edgecl models "
+            f"add') is staged, not promoted; 'edgecl models promote {version} --state-dir "
+            f"{shlex.quote(str(state_dir))}' serves it and rounds learn on top of it")

@@ -65,6 +65,11 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
         return registry.model_path(version), version
     if cfg.model.path:
         return Path(cfg.model.path), f"file:{Path(cfg.model.path).name}"
+    waiting = registry.added_unpromoted() if registry is not None else None
+    if waiting is not None:
+        from edgecl.models.registry import unpromoted_model_problem
+
+        raise ModelLoadError(unpromoted_model_problem(cfg.state_dir, *waiting))
     raise ModelLoadError("no model: pass --model PATH (your own checkpoint, or yolo11n.yaml to "
                          "start untrained and teach it), set model.path, or add one with "
                          "'edgecl models add PATH --promote'; without a pretrained model, "

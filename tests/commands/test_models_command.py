@@ -406,3 +406,39 @@ def test_a_checkpoint_named_with_a_capital_suffix_is_the_base_of_rounds(tmp_path
     pt = save_checkpoint(build_detection_model(2, names={0: "car", 1: "drone"}),
                          tmp_path / "MINE.PT", meta={"names": {0: "car", 1: "drone"}, "imgsz": 64})
     assert base_checkpoint(load_config(None, [f"model.path={pt}"])) == pt
+
+
+def test_a_model_added_without_promote_is_named_by_run_and_no_round_trains_past_it(
+        capsys, tmp_path):
+    """Before: 'models add yours.pt' (no --promote) staged it; 'run' then said "no model" and
+    'learn' trained a YOLO11n from scratch, promoted over the user's own, still staged, model."""
+    import cv2
+
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    names = {0: "car"}
+    pt = save_checkpoint(build_detection_model(1, names=names), tmp_path / "yours.pt",
+                         meta={"names": names, "imgsz": 64})
+    state = tmp_path / "state"
+    code, out, err = run_cli(capsys, "models", "add", pt, "--state-dir", state)
+    assert code == 0 and "staged v0001" in out, err
+    hint = (f"no model is serving: v0001 (yours.pt, added with 'edgecl models add') is staged, "
+            f"not promoted; 'edgecl models promote v0001 --state-dir {state}' serves it and "
+            f"rounds learn on top of it")
+    images = tmp_path / "src" / "images"
+    images.mkdir(parents=True)
+    (tmp_path / "src" / "labels").mkdir()
+    for k in range(12):
+        cv2.imwrite(str(images / f"f{k}.jpg"), np.full((64, 64, 3), 20 * k, np.uint8))
+        (tmp_path / "src" / "labels" / f"f{k}.txt").write_text("0 0.5 0.5 0.3 0.3\n")
+    code, _, err = run_cli(capsys, "run", "--source", f"dir://{images.parent}", "--frames", "1",
+                           "--state-dir", state)
+    assert code == 2 and err.strip().splitlines()[-1] == f"error: {hint}"
+    code, _, err = run_cli(capsys, "labels", "import", "--state-dir", state, images.parent,
+                           "memory.holdout_fraction=0.5")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "learn", "--state-dir", state, "--json",
+                             "memory.holdout_fraction=0.5", "learner.imgsz=64")
+    assert hint in out + err and code != 0
+    assert _versions(capsys, state)[0]["status"] == "staged" and len(_versions(capsys, state)) == 1
