@@ -581,6 +581,11 @@ class Runtime:
         if opts.use_state:
             self._open_state()
         path, version = resolve_model(cfg, opts.model, self.registry)
+        current = self.registry.current() if self.registry is not None else None
+        if version.startswith("file:") and current:  # a service's --model, kept after learning
+            log.warning("--model %s is served for this run, not the device's current version %s "
+                        "(what its rounds learnt, which they go on learning on top of); without "
+                        "--model a run serves %s", path, current, current)
         infer_opts = inference_options(cfg)
         if version.startswith("file:"):
             backend = load_backend(path, infer_opts, warmup_runs=cfg.runtime.warmup_runs)

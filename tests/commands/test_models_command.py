@@ -442,3 +442,31 @@ def test_a_model_added_without_promote_is_named_by_run_and_no_round_trains_past_
                              "memory.holdout_fraction=0.5", "learner.imgsz=64")
     assert hint in out + err and code != 0
     assert _versions(capsys, state)[0]["status"] == "staged" and len(_versions(capsys, state)) == 1
+
+
+def test_run_with_model_on_a_device_with_a_current_version_says_what_it_serves(
+        capsys, caplog, tmp_path):
+    """Before: a service started with '--model yours.pt' served that file after every restart,
+    the device's learnt version unserved, said only in an info line."""
+    import cv2
+
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    names = {0: "car"}
+    pt = save_checkpoint(build_detection_model(1, names=names), tmp_path / "yours.pt",
+                         meta={"names": names, "imgsz": 64})
+    state = tmp_path / "state"
+    assert run_cli(capsys, "models", "add", "--promote", pt, "--state-dir", state)[0] == 0
+    images = tmp_path / "imgs"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.jpg"), np.full((64, 64, 3), 90, np.uint8))
+    code, _, err = run_cli(capsys, "run", "--source", f"dir://{images}", "--model", pt,
+                           "--state-dir", state, "--quiet", "learner.enabled=false",
+                           "model.imgsz=64")
+    assert code == 0, err
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+            and "--model" in r.getMessage()]
+    assert said == [f"--model {pt} is served for this run, not the device's current version "
+                    f"v0001 (what its rounds learnt, which they go on learning on top of); "
+                    f"without --model a run serves v0001"]
