@@ -115,6 +115,21 @@ def test_an_operator_answer_is_never_declined_by_a_full_memory(tmp_path, policy)
         assert declined >= 15  # ground truth is still sampled by the policy
 
 
+@pytest.mark.parametrize("task", ["t0", "stream"])
+def test_an_operator_answer_drawn_for_a_full_held_out_slice_is_kept(tmp_path, task):
+    """Before: an answer drawn for a full held-out slice met the reservoir (or, without tasks,
+    the class-balanced draw) and was declined in 4 answers of 230 on a device, while the
+    console said "saved"; now it takes the place of a held-out sample."""
+    with ReplayMemory(tmp_path / "m", cfg(capacity=20, holdout_fraction=0.5)) as m:
+        for i in range(200):
+            m.add(sample(i, task=task))
+        held_before = len(m.ids(held_out=True))
+        kept = [m.add(sample(200 + k, LabelOrigin.OPERATOR, task=task)) for k in range(30)]
+        assert None not in kept
+        held = [r for r in m.records() if r.held_out]
+        assert len(held) == held_before and any(r.origin is LabelOrigin.OPERATOR for r in held)
+
+
 def test_same_stream_draws_the_same_held_out_positions_for_human_labels(tmp_path):
     flags = {}
     for origin in (LabelOrigin.GROUND_TRUTH, LabelOrigin.IMPORT):

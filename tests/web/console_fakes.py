@@ -69,6 +69,7 @@ class FakeConsole:
         """False: the current version detected nothing on its held-out images (every
         reliability bin empty, as the monitor reports such a version)."""
         self.merged_names: list[str] = []  # classes merged into the first (classes merge)
+        self.decline_answers = False  # answers stored by no sample (the memory declined them)
         self.merges: dict[str, str] = {}  # a class of class_names -> the class it was merged into
         self.alerts = ["round 3 rejected: person AP fell 0.12 > 0.05"]
         self.queue = []
@@ -284,6 +285,8 @@ class FakeConsole:
                     raise LabelError(f"empty box {box['xyxy']}")
             self.answers.append({"id": item_id, "boxes": boxes, "skip": skip})
             self.queue = [q for q in self.queue if q["id"] != item_id]
+            if self.decline_answers and not skip:  # the memory's policy declined the sample
+                return {"id": item_id, "sample": None, "boxes": len(boxes)}
             if not skip:
                 self.stored.insert(0, {
                     "id": item_id, "sample": self.next_sample, "ts_s": time.time(),

@@ -147,3 +147,16 @@ def test_a_class_merged_on_the_device_is_followed_by_an_open_page(served, browse
     ActionChains(browser).send_keys(Keys.ENTER).perform()  # keep the proposed boxes
     wait_for(lambda: fake.answers, what="answer")
     assert sorted(b["class"] for b in fake.answers[0]["boxes"]) == ["person", "person"]
+
+
+def test_an_answer_the_memory_did_not_keep_is_not_said_saved(served, browser):
+    """Before: an answer whose sample the memory declined (HTTP 200, "sample": null) was
+    toasted "saved" like any other; 'edgecl labels answer' said it was declined."""
+    base, fake = served
+    open_label(browser, base)
+    fake.decline_answers = True
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_for(lambda: fake.answers, what="answer")
+    toast = wait_for(lambda: next((t.text for t in browser.find_elements(
+        By.CSS_SELECTOR, "#toasts .toast") if "did not keep" in t.text), None), what="toast")
+    assert "no round learns it" in toast and "saved" not in toast

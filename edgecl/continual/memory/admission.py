@@ -235,8 +235,9 @@ class Admission:
             classes: its distinct class ids.
             origin: where its labels came from; a sample that is not human-verified
                 (``pseudo``) never joins the held-out slice: had the draw chosen it, it is
-                offered to the training slots instead. An ``operator`` sample drawn for
-                training is always admitted (the policy only chooses what it replaces).
+                offered to the training slots instead. An ``operator`` sample is always
+                admitted, drawn for training or for the held-out slice (the policy, or the
+                class-balanced draw, only chooses what it replaces).
             ts_s: its capture time in seconds (used by the held-out draw when
                 ``holdout_block_s`` > 0).
             replacing: it replaces a stored copy of its image (verified labels for a
@@ -260,13 +261,15 @@ class Admission:
             n_held = self.bump(f"holdout/task:{task}")
             quota = self.holdout_quota()
             stored = self.db.count(held_out=True, task=task)
+            # a person's answer drawn for the held-out slice is kept too (before, a full slice
+            # declined 4 answers in 230 while the console said "saved"): it takes a slot the
+            # class-balanced draw would give up first
+            kept = replacing or origin is LabelOrigin.OPERATOR or stored < quota
             if task == STREAM_TASK:
                 n_class = self.bump(f"{STREAM_CLASS_COUNTER}{item.primary_class}")
-                admit = quota > 0 and (replacing or stored < quota
-                                       or self._stream_class_admits(item, n_class, rng))
+                admit = quota > 0 and (kept or self._stream_class_admits(item, n_class, rng))
             else:
-                admit = quota > 0 and (replacing or stored < quota
-                                       or rng.random() < quota / n_held)
+                admit = quota > 0 and (kept or rng.random() < quota / n_held)
         else:
             for key in seen_keys(item):
                 self.bump(f"train/{key}")

@@ -357,8 +357,13 @@
     try {
       const result = await EC.postJSON(`/api/labels/${encodeURIComponent(item.id)}`, payload);
       forgetImage(item.id);
-      EC.toast(skip ? `skipped ${item.id}` : `saved ${item.id}: ${payload.boxes.length} box(es)` +
-               typoNote(result), "ok");
+      if (!skip && result && result.sample === null) {
+        EC.toast(`answered ${item.id}, but the replay memory did not keep it (its insertion ` +
+                 "policy declined it): no round learns it", "error");
+      } else {
+        EC.toast(skip ? `skipped ${item.id}` : `saved ${item.id}: ${payload.boxes.length} box(es)` +
+                 typoNote(result), "ok");
+      }
       if (!skip && state.tab === "answered") refreshAnswered().catch(EC.report);
     } catch (err) {
       state.answered.delete(item.id);
