@@ -121,6 +121,9 @@ def stats_command(args: argparse.Namespace) -> int:
     with _open(args, verify=False) as memory:
         stats = memory.stats()
         stats["settings_recorded"] = recorded_memory_config(memory.root) is not None
+    # what the next open with these settings evicts (a smaller capacity or max_bytes given)
+    stats["over_capacity"] = max(0, stats["samples"] - stats["capacity"])
+    stats["over_budget_bytes"] = max(0, stats["bytes"] - stats["sample_budget_bytes"])
     names = _registry_names(args)
     if names:
         stats["names"] = {str(k): v for k, v in names.items()}
@@ -139,12 +142,12 @@ def stats_command(args: argparse.Namespace) -> int:
               "it, or its index was rebuilt; "
               "'edgecl run' records them); "
               "--config gives the device's")
-    if stats["bytes"] > stats["sample_budget_bytes"]:  # a smaller max_bytes given to this tool
-        print(f"  over that budget by {(stats['bytes'] - stats['sample_budget_bytes']) / mib:.1f} "
+    if stats["over_budget_bytes"]:  # a smaller max_bytes given to this tool
+        print(f"  over that budget by {stats['over_budget_bytes'] / mib:.1f} "
               f"MiB: the runtime (or memory verify) evicts samples to fit when it opens the "
               f"memory with these settings, pseudo-labelled ones first")
-    if stats["samples"] > stats["capacity"]:  # a smaller memory.capacity given to this tool
-        print(f"  over memory.capacity by {stats['samples'] - stats['capacity']} sample(s): the "
+    if stats["over_capacity"]:  # a smaller memory.capacity given to this tool
+        print(f"  over memory.capacity by {stats['over_capacity']} sample(s): the "
               f"runtime (or memory verify) evicts them when it opens the memory with these "
               f"settings, pseudo-labelled ones first")
     for cls, n in stats["per_class"].items():

@@ -651,8 +651,10 @@ class ClassRegistry:
             source, target = found
             final = _merge_target(entries, target["id"])
             if final == source["id"]:
-                raise ConflictError(f"cannot merge {source['name']!r} into {target['name']!r}: "
-                                    + ("it is the same class" if target is source else
+                same = (f"it is the same class ({target['name']!r})" if into != target["name"]
+                        or old != source["name"] else "it is the same class")
+                raise ConflictError(f"cannot merge {old!r} into {into!r}: "
+                                    + (same if target is source else
                                        f"{target['name']!r} was merged into it"))
             if source.get("merged_into") != final:
                 source["merged_into"] = final

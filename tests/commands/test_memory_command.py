@@ -300,6 +300,12 @@ def test_stats_text_gives_sizes_in_mib_and_says_when_a_smaller_max_bytes_is_exce
     assert lines[1] == ("  over memory.capacity by 2 sample(s): the runtime (or memory verify) "
                         "evicts them when it opens the memory with these settings, "
                         "pseudo-labelled ones first")
+    assert main(["memory", "stats", "--json", "--state-dir", state, "memory.capacity=4",
+                 "memory.holdout_fraction=0.5", "memory.jpeg_quality=100",
+                 "memory.max_bytes=2MiB"]) == 0  # before: the text's lines had no JSON field
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["over_capacity"] == 2
+    assert stats["over_budget_bytes"] == stats["bytes"] - stats["sample_budget_bytes"] > 0
 
 
 def test_a_memory_setting_equal_to_the_default_is_used_as_given(tmp_path, capsys):

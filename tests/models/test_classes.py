@@ -207,8 +207,12 @@ def test_a_merged_class_keeps_its_id_and_its_name_means_the_other(tmp_path):
 def test_a_merge_into_itself_or_back_is_refused(tmp_path):
     reg = ClassRegistry(tmp_path)
     reg.add(["car", "truck"])
-    with pytest.raises(ConflictError, match="the same class"):
+    with pytest.raises(ConflictError) as info:  # before: "cannot merge 'car' into 'car'"
         reg.merge("car", "Car")
+    assert str(info.value) == "cannot merge 'car' into 'Car': it is the same class ('car')"
+    with pytest.raises(ConflictError) as info:
+        reg.merge("car", "car")
+    assert str(info.value) == "cannot merge 'car' into 'car': it is the same class"
     reg.merge("truck", "car")
     with pytest.raises(ConflictError, match="'truck' was merged into it"):
         reg.merge("car", "truck")

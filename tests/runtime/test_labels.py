@@ -949,3 +949,15 @@ def test_an_item_answered_while_it_is_read_is_not_called_malformed(tmp_path, mon
     with caplog.at_level("WARNING"):
         assert q._read_meta(q.dir / f"{item_id}.json") is None
     assert "malformed" not in caplog.text
+
+
+def test_two_near_identical_new_names_in_one_answer_are_pointed_out(tmp_path):
+    """Before: one answer naming 'Truk' and 'truck', both new, made two classes without a
+    word; a typo of an existing class was pointed out, one of the answer's own was not."""
+    q, (item_id,) = queued(tmp_path)
+    mem, classes = FakeMemory(), FakeClasses({0: "car"})
+    boxes = [{"class": "truck", "xyxy": [22, 12, 58, 50]},
+             {"class": "Truk", "xyxy": [100, 0, 200, 100]}]
+    out = q.answer(item_id, boxes, mem, classes)
+    assert out["classes_added"] == ["truck", "Truk"]
+    assert out["similar_classes"] == {"Truk": "truck"}

@@ -76,6 +76,17 @@ READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 
+def _typo_hints(new_names: list[str], standing: list[str]) -> dict[str, str]:
+    """New class names of one answer that may be typos: of a class the device has, or of
+    another new name in the same answer ('Truk' beside 'truck': two new classes where the
+    person meant one), as :func:`~edgecl.data.class_names.close_class_names` finds them."""
+    similar = close_class_names(new_names, standing)
+    for i, name in enumerate(new_names):
+        if name not in similar:
+            similar.update(close_class_names([name], new_names[:i]))
+    return similar
+
+
 def register_new_classes(labels, new_names: list[str], known: dict[str, int], classes) -> None:
     """Give an answer's new class names their ids (the registry's next ones) and put them in
     place of the placeholders :func:`~edgecl.data.answers.boxes_to_labels` left.
@@ -535,7 +546,7 @@ class OperatorQueue:
                 if held is not None:  # before any class is registered for it
                     self._refuse_duplicate(meta, held, memory)
                 image = self._image(item_id)
-                similar = close_class_names(new_names, standing_names(classes.names(), known))
+                similar = _typo_hints(new_names, standing_names(classes.names(), known))
                 register_new_classes(labels, new_names, known, classes)
                 memory.sync_class_names(classes.names())
                 try:
@@ -694,7 +705,7 @@ class OperatorQueue:
                                  f"{added} new class(es) already; {len(new_names)} more would pass "
                                  f"the {MAX_NEW_CLASSES_PER_ANSWER} an item may teach (a new class "
                                  f"is taught a few at a time)")
-            similar = close_class_names(new_names, standing_names(classes.names(), known))
+            similar = _typo_hints(new_names, standing_names(classes.names(), known))
             register_new_classes(labels, new_names, known, classes)
             memory.sync_class_names(classes.names())
             new_id = memory.relabel(sample_id, labels, LabelOrigin.OPERATOR)
