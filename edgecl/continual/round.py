@@ -474,7 +474,8 @@ def _load_parent(ctx: RoundContext):
     problem = start_model_problem(ctx.cfg)
     if problem:  # never a model of its own in place of the one the user gave
         raise EdgeclError(problem)
-    waiting = ctx.registry.added_unpromoted() if not ctx.cfg.model.path else None
+    waiting = (ctx.registry.added_unpromoted()
+               if ctx.registry is not None and not ctx.cfg.model.path else None)
     if waiting is not None:  # nor in place of the one the user added and did not promote
         from edgecl.models.registry import unpromoted_model_problem
 
