@@ -781,18 +781,22 @@ def test_a_checkpoint_named_by_number_is_refused_before_the_labels_make_classes(
     assert ClassRegistry(tmp_path / "other").names() == {0: "0", 1: "1"}
 
 
+def _numbered_frames(src: Path, names: list[str]) -> Path:
+    """A YOLO folder of one car box per image, each image of other pixels, named ``names``."""
+    (src / "labels").mkdir(parents=True)
+    for k, name in enumerate(names):
+        _jpg(src / "images" / f"{name}.jpg", k * 2 % 250)
+        (src / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    return src
+
+
 def test_numbered_frames_are_held_out_in_blocks_not_one_by_one(tmp_path, capsys):
     """Before: an imported folder of consecutive flight frames was drawn image by image: frame
     4 held out while frames 3 and 5, nearly the same picture, were trained on, so the held-out
     score measured memorisation."""
-    src = tmp_path / "flights"
-    (src / "labels").mkdir(parents=True)
-    for flight in range(3):
-        for frame in range(40):
-            name = f"flight{flight:02d}_frame_{frame * 3:04d}"
-            _jpg(src / "images" / f"{name}.jpg", (flight * 40 + frame) * 2 % 250)
-            (src / "labels" / f"{name}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    src = _numbered_frames(tmp_path / "flights", [f"flight{flight:02d}_frame_{frame * 3:04d}"
+                                                  for flight in range(3) for frame in range(40)])
     state = tmp_path / "state"
     result = _import(capsys, state, src, "--json")
     assert result["imported"] == 120 and result["frame_sequences"] == 3
@@ -809,12 +813,7 @@ def test_numbered_frames_are_held_out_in_blocks_not_one_by_one(tmp_path, capsys)
 def test_the_frames_of_one_flight_are_held_out_in_blocks(tmp_path, capsys):
     """Before: one sequence (a single flight's frames, as CVAT exports a video's) was not
     taken for a sequence, and its frames were drawn for the held-out slice one by one."""
-    src = tmp_path / "flight"
-    (src / "labels").mkdir(parents=True)
-    for frame in range(50):
-        _jpg(src / "images" / f"frame_{frame:06d}.jpg", frame * 5 % 250)
-        (src / "labels" / f"frame_{frame:06d}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    src = _numbered_frames(tmp_path / "flight", [f"frame_{frame:06d}" for frame in range(50)])
     state = tmp_path / "state"
     result = _import(capsys, state, src, "--json")
     assert result["imported"] == 50 and result["frame_sequences"] == 1

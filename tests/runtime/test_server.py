@@ -439,20 +439,26 @@ def test_on_a_dual_stack_socket_an_ipv4_client_is_its_ipv4_address(fake):
         server.stop()
 
 
-def test_the_health_check_uses_the_configs_token_and_port(fake, tmp_path, monkeypatch):
-    """Before, Dockerfile.jetson's check sent $EDGECL_TOKEN only: a token written in the YAML
-    made every check a 401 and the container 'unhealthy'."""
-    from types import SimpleNamespace
-
+def _checked_server(fake, tmp_path, monkeypatch):
+    """The health check module, a console server with a token, and a config naming both."""
     from edgecl.runtime import healthcheck
 
     monkeypatch.delenv("EDGECL_TOKEN", raising=False)
     monkeypatch.delenv(healthcheck.URL_ENV, raising=False)
     server = serve(fake, token="a-long-console-token")
+    config = tmp_path / "edgecl.yaml"
+    config.write_text(f"server:\n  enabled: true\n  port: {server.port}\n"
+                      f"  token: a-long-console-token\n")
+    return healthcheck, server, config
+
+
+def test_the_health_check_uses_the_configs_token_and_port(fake, tmp_path, monkeypatch):
+    """Before, Dockerfile.jetson's check sent $EDGECL_TOKEN only: a token written in the YAML
+    made every check a 401 and the container 'unhealthy'."""
+    from types import SimpleNamespace
+
+    healthcheck, server, config = _checked_server(fake, tmp_path, monkeypatch)
     try:
-        config = tmp_path / "edgecl.yaml"
-        config.write_text(f"server:\n  enabled: true\n  port: {server.port}\n"
-                          f"  token: a-long-console-token\n")
         assert healthcheck.main([str(config)]) == 0
         config.write_text(f"server:\n  port: {server.port}\n")  # the console off
         assert healthcheck.check(str(config)) == (
@@ -481,15 +487,8 @@ def test_the_health_check_passes_while_another_local_client_is_refused_for_wrong
     """Before: a client on the device sending a stale token (a scraper, a script) got
     127.0.0.1 refused with 429 for a minute, the health check's right token included: the
     container was marked unhealthy and restarted, again each time that client came back."""
-    from edgecl.runtime import healthcheck
-
-    monkeypatch.delenv("EDGECL_TOKEN", raising=False)
-    monkeypatch.delenv(healthcheck.URL_ENV, raising=False)
-    server = serve(fake, token="a-long-console-token")
+    healthcheck, server, config = _checked_server(fake, tmp_path, monkeypatch)
     try:
-        config = tmp_path / "edgecl.yaml"
-        config.write_text(f"server:\n  enabled: true\n  port: {server.port}\n"
-                          f"  token: a-long-console-token\n")
         for _ in range(25):
             status_of(server, "/api/status", headers={"Authorization": "Bearer stale"})
         assert status_of(server, "/healthz",
