@@ -120,6 +120,16 @@ def _engine_names(path: Path) -> dict[int, str]:
         backend.close()
 
 
+def _progress_bar(items):
+    """A progress bar on stderr while an import runs (shown only on a terminal: a log or a
+    pipe gets the summary alone): a large folder took minutes without a word."""
+    from tqdm import tqdm
+
+    listed = getattr(items, "image_paths", None)
+    return tqdm(total=len(listed) if listed is not None else None, unit="image",
+                desc="importing", file=sys.stderr, disable=None, leave=False, mininterval=1.0)
+
+
 def is_new_device(cfg, classes) -> bool:
     """True when the state directory holds neither a class registry nor a replay memory (an
     import is its first write).
@@ -169,7 +179,9 @@ def import_command(args: argparse.Namespace) -> int:
                 model_names = model_path_classes(cfg, offered)
             seeded = classes.seed(model_names) if model_names else []
             declared = [] if classes.names() else offered
-        report = ingest(items, memory, classes, relabel=args.relabel, declared=declared)
+        with _progress_bar(items) as bar:
+            report = ingest(items, memory, classes, relabel=args.relabel, declared=declared,
+                            progress=bar.update)
         dropped = _drop_queued_copies(cfg, memory) if report.tally.imported else []
     result = report.to_dict()
     if seeded:

@@ -40,7 +40,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -195,7 +195,8 @@ def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport,
 
 def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
            origin: LabelOrigin = LabelOrigin.IMPORT, task: str = STREAM_TASK,
-           relabel: bool = False, declared: Sequence[str] = ()) -> ImportReport:
+           relabel: bool = False, declared: Sequence[str] = (),
+           progress: Callable[[int], None] | None = None) -> ImportReport:
     """Store imported images in the replay memory, mapping class names onto the registry.
 
     Args:
@@ -215,6 +216,8 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
             (:func:`edgecl.data.importers.source_class_order`): a registry with no class takes
             them, with those ids, when the first sample is about to be stored or relabelled (an
             import that stores nothing changes no id).
+        progress: called with 1 as each image is done (stored or skipped), e.g. a tqdm bar's
+            ``update``.
 
     Returns:
         The :class:`ImportReport`. A sample the memory refuses (bad labels, too large),
@@ -229,7 +232,7 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
     report = ImportReport()
     evicted_before = memory.evicted
     try:
-        _ingest(items, memory, classes, origin, task, report, relabel, declared)
+        _ingest(items, memory, classes, origin, task, report, relabel, declared, progress)
     except StorageError as exc:
         raise StorageError(f"{exc}; {report.tally.imported} sample(s) of this import were stored "
                            f"before it (run the import again once there is room: what is "
@@ -250,9 +253,16 @@ def _take_declared(classes: ClassNames, declared: Sequence[str], report: ImportR
                  "boxes come", exc)
 
 
+def _counted(items: Iterable, progress: Callable[[int], None]) -> Iterator:
+    """``items``, calling ``progress(1)`` as each is done (when the next one is asked for)."""
+    for item in items:
+        yield item
+        progress(1)
+
+
 def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, origin: LabelOrigin,
             task: str, report: ImportReport, relabel: bool = False,
-            declared: Sequence[str] = ()) -> None:
+            declared: Sequence[str] = (), progress: Callable[[int], None] | None = None) -> None:
     """The body of :func:`ingest`: fills ``report``."""
     fraction = float(getattr(getattr(memory, "cfg", None), "holdout_fraction", 0.0) or 0.0)
     listed = getattr(items, "image_paths", ())  # a plain iterable (a test's) lists none
@@ -263,7 +273,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
     seen_now: set[int] = set()  # samples this import stored, relabelled or found held
     device_classes = dict(classes.names())  # names ids of unnamed datasets (see _name_unnamed)
     known_before = standing_names(classes.names(), classes.label_ids())  # a typo's targets
-    for item in items:
+    for item in items if progress is None else _counted(items, progress):
         if isinstance(item, Skip):
             report.tally.skip(item.reason, item.message, item.counts_file)
             log.debug("skipped %s", item.message)  # the caller reports the report's messages

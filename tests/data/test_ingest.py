@@ -328,3 +328,14 @@ def test_boxes_within_a_pixel_in_any_order_are_the_same_labelling():
     other_class = a.copy()
     other_class[0, 0] = 1
     assert not same_boxes(a, other_class, 640, 512)
+
+
+def test_progress_counts_every_image_stored_or_skipped(tmp_path):
+    """An import of thousands of images printed nothing until its end; its progress bar is
+    told of each image as it is done."""
+    items = [_item("a", ["car"], 90), Skip("b.jpg", "unreadable image", "b.jpg: unreadable"),
+             _item("c", ["car"], 120), _item("a2", ["car"], 90)]  # a2: a copy of a
+    done = []
+    with ReplayMemory(tmp_path / "m", MemoryConfig()) as memory:
+        report = ingest(items, memory, ClassRegistry(tmp_path), progress=done.append)
+    assert done == [1, 1, 1, 1] and report.tally.imported == 2
