@@ -6,6 +6,7 @@ boot is told apart by the boot's id."""
 from __future__ import annotations
 
 import functools
+from datetime import datetime, timezone
 from pathlib import Path
 
 CLOCK_SET_S = 1_704_067_200.0
@@ -33,3 +34,9 @@ def boot_tag() -> str:
     """The first 8 hex digits of :func:`boot_id` (a name's mark of the boot that made it), or
     "" where none is known."""
     return boot_id().replace("-", "")[:8].lower()
+
+
+def now_iso() -> str:
+    """The time now as RFC 3339 in UTC, to the second (``2026-12-03T06:39:39+00:00``): the one
+    form of the times edgecl writes into its state (manifests, the class registry)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -25,10 +25,10 @@ import os
 import re
 import shlex
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json, damaged_copy_path
+from edgecl.boot import now_iso
 from edgecl.data.class_names import clean_name, known_spelling, loose_class_name, same_name_key
 from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError
 
@@ -68,12 +68,6 @@ def named_by_number(names: dict[int, str]) -> bool:
     """
     found = {cid: _PLACEHOLDER_NAME.fullmatch(str(name)) for cid, name in names.items()}
     return bool(names) and all(m is not None and int(m[1]) == cid for cid, m in found.items())
-
-
-def now_iso() -> str:
-    """The time now as RFC 3339 in UTC, to the second (``2026-12-03T06:39:39+00:00``): the one
-    form of the times edgecl writes into its state (manifests, the class registry)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def names_conflict(known: dict[int, str], names: dict,
@@ -784,8 +778,9 @@ def adopt_memory_class_names(memory, classes: ClassRegistry, refuse_lost: bool =
                         ", ".join(f"{k} {v}" for k, v in sorted(names.items())),
                         f"; the damaged file is kept as {kept.name}" if kept else "")
             return
-    if not names:
-        return
+    unnamed = not names and not known
+    if unnamed:
+        names = _names_for_unnamed_ids(memory, classes.state_dir)
     if not names:
         return
     if known:
@@ -802,9 +797,47 @@ def adopt_memory_class_names(memory, classes: ClassRegistry, refuse_lost: bool =
         log.warning("the class registry is empty and the replay memory's class names cannot "
                     "seed it (%s); imported names are numbered afresh", exc)
         return
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(names.items()))
+    if unnamed:
+        log.warning("the replay memory's labels use class ids without names (a state directory "
+                    "from a release before the class registry): the registry keeps those ids "
+                    "as %s%s", shown, "; name them with 'edgecl classes rename'"
+                    if named_by_number(names) else " (the model versions' names)")
+        return
     log.warning("the class registry was empty while the replay memory names %d class(es); it "
-                "takes them with their ids: %s", len(names),
-                ", ".join(f"{k} {v}" for k, v in sorted(names.items())))
+                "takes them with their ids: %s", len(names), shown)
+
+
+def _names_for_unnamed_ids(memory, state_dir: Path) -> dict[int, str]:
+    """Names for the class ids a replay memory's labels use where neither it nor the registry
+    names any (a state directory of a release before the class registry): the newest model
+    version's names that cover them, else ``class<id>``. Before, the first class a person named
+    took id 0, and every stored sample of the old class 0 became that class.
+
+    Returns:
+        class id -> name for ids ``0..max``, or empty when no label holds a box.
+    """
+    from edgecl.models.registry import read_manifests
+
+    used = {int(c) for r in memory.records() for c in r.classes}
+    if not used:
+        return {}
+    models = Path(state_dir) / "models"
+    manifests = read_manifests(models)
+    try:
+        current = os.readlink(models / "current")
+    except OSError:
+        current = None
+    ordered = [current] * (current in manifests) + list(reversed(manifests))
+    for version in ordered:
+        try:
+            names = {int(k): clean_name(v) for k, v in
+                     (manifests[version].get("classes") or {}).items()}
+        except (TypeError, ValueError, LabelError):
+            continue
+        if used <= set(names) and sorted(names) == list(range(len(names))):
+            return names
+    return {i: f"class{i}" for i in range(max(used) + 1)}
 
 
 def _restore_lost_ids(names: dict[int, str], known: dict[int, str],

@@ -52,10 +52,10 @@ from pathlib import Path, PurePosixPath
 
 from edgecl.atomic import (atomic_write_json, atomic_write_text, fsync_dir,
                            new_file_mode)
+from edgecl.boot import now_iso
 from edgecl.errors import (ConflictError, ModelLoadError, NotFoundError, NothingToRollBackError,
                            RegistryError, StorageError, is_disk_full, storage_faults)
 from edgecl.models.base import NotADetectorError, sha256_file
-from edgecl.models.classes import now_iso
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
+from edgecl.boot import now_iso
 from edgecl.config import Config, LearnerConfig
 from edgecl.continual.round_state import (RoundResult, RoundStatus, learner_dir, load_state,
                                           progress_within_memory, state_path)
 from edgecl.errors import EdgeclError, storage_fault, storage_faults
-from edgecl.models.classes import now_iso
 from edgecl.runtime.lock import import_running
 from edgecl.stop_signals import SigtermExit, unwind_once_on_stop_signals
 

@@ -402,3 +402,45 @@ def test_renames_back_and_forth_keep_each_former_name_once(tmp_path):
     for k in range(40):
         reg.rename(f"n{k - 1}" if k else "ans5", f"n{k}")
     assert len(reg.former_names()[0]) == 16 and reg.former_names()[0][-1] == "n38"
+
+
+def _unnamed_memory(root):
+    """A replay memory as the first release wrote it: labels with class ids 0 and 1, no names."""
+    import numpy as np
+
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+
+    memory = ReplayMemory(root / "memory", MemoryConfig(holdout_fraction=0.0))
+    for k, cls in enumerate((0, 1, 1)):
+        memory.add(Sample(np.full((32, 32, 3), 40 * k, np.uint8),
+                          np.array([[cls, 0.5, 0.5, 0.2, 0.2]], np.float32), task="t1"))
+    assert not memory.class_names()
+    return memory
+
+
+def test_a_state_directory_from_before_the_registry_keeps_its_class_ids(tmp_path):
+    """Before: on a state directory of the first release (labels with ids, no names anywhere
+    but the model versions' manifests), the first class a person named took id 0: 13 stored
+    car samples became forklift."""
+    import os
+
+    from edgecl.models.classes import adopt_memory_class_names
+
+    version = tmp_path / "models" / "v0002"
+    version.mkdir(parents=True)
+    (version / "manifest.json").write_text(json.dumps({"classes": {"0": "car", "1": "truck"}}))
+    os.symlink("v0002", tmp_path / "models" / "current")
+    reg = ClassRegistry(tmp_path)
+    with _unnamed_memory(tmp_path) as memory:
+        adopt_memory_class_names(memory, reg)
+    assert reg.names() == {0: "car", 1: "truck"} and reg.id_for("forklift") == 2
+
+
+def test_without_a_model_version_the_unnamed_ids_are_kept_under_placeholder_names(tmp_path):
+    from edgecl.models.classes import adopt_memory_class_names
+
+    reg = ClassRegistry(tmp_path)
+    with _unnamed_memory(tmp_path) as memory:
+        adopt_memory_class_names(memory, reg)
+    assert reg.names() == {0: "class0", 1: "class1"} and reg.id_for("forklift") == 2
