@@ -359,6 +359,11 @@ class Runtime:
 
         cfg = self.cfg
         self.monitor = Monitor(cfg.state_dir, wait_for_room=True)  # a full card: detect anyway
+        try:
+            if self.monitor.follow_names(self.classes.names()):
+                log.info("metrics: class names brought up to the class registry's")
+        except EdgeclError as exc:  # the next round writes them; detection must start
+            log.warning("metrics keep earlier class names until the next round: %s", exc)
         self.calibration = CalibrationCache(self.registry, self._serving_version,
                                             cfg.labels.pseudo_precision,
                                             cfg.labels.pseudo_min_true_positives)

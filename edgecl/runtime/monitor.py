@@ -681,6 +681,26 @@ class Monitor:
         with self._write() as conn:
             _write_names(conn, names)
 
+    def follow_names(self, names: Mapping[int, str]) -> bool:
+        """Store the registry's names where the database names a class otherwise (a rename
+        made by a release that did not tell the monitor: its summary, report, ``/metrics`` and
+        Forgetting page kept the old name until the next round).
+
+        Args:
+            names: class id -> name (the class registry's).
+
+        Returns:
+            Whether anything was written.
+
+        Raises:
+            StorageError: when the database cannot be written.
+        """
+        stored = self.class_names()
+        if not any(c in names and names[c] != n for c, n in stored.items()):
+            return False
+        self.set_class_names(names)
+        return True
+
     def class_names(self) -> dict[int, str]:
         """Class id -> name as last stored.
 

@@ -354,6 +354,20 @@ def test_class_renamed_and_classes_pooled_over_tasks(tmp_path):
     assert mon.class_names() == {0: "sedan"}
 
 
+def test_names_renamed_by_an_older_release_follow_the_registry_at_start(tmp_path):
+    """Before: a rename made by a release that did not tell the monitor left 'truck' in the
+    summary, the report, /metrics and the Forgetting page until the next round (for ever on a
+    device that does not learn), while /api/classes said 'lorry'."""
+    mon = Monitor(tmp_path)
+    mon.record_evaluation(1, "v0001", {"stream": stream_result({0: 0.5, 1: 0.4})}, STREAM,
+                          class_names={0: "car", 1: "truck"})
+    mon.record_round(1, "v0001", "promoted")
+    assert mon.follow_names({0: "car", 1: "truck", 2: "person"}) is False  # nothing renamed
+    assert mon.follow_names({0: "car", 1: "lorry"}) is True
+    assert mon.class_names() == {0: "car", 1: "lorry"}
+    assert mon.accuracy_matrix("classes")["columns"] == ["car", "lorry"]
+
+
 def test_forgetting_classes(tmp_path):
     mon = Monitor(tmp_path)
     mon.record_evaluation(1, "v0001", {"stream": stream_result(
