@@ -34,6 +34,7 @@ from edgecl.continual.round_state import (
 )
 from edgecl.errors import StorageError, is_storage_error, storage_faults
 from edgecl.frames import STREAM_TASK
+from edgecl.models.registry import MANUAL_PROMOTION
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,6 @@ stores a round's held-out evaluation (the runtime's monitor does) and returns th
 learning figures it derives (``acc``, ``bwt``, ...), which go into the manifest."""
 
 
-MANUAL_PROMOTION = "manual"
-"""A manifest's ``promote`` value for a candidate a person promotes (``edgecl learn
---no-promote``); the runtime never promotes it by itself."""
 
 ROUND_RECORD_FILE = "round_record.json"
 """A version's file holding what its round handed the recording hook (see

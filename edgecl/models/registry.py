@@ -59,6 +59,11 @@ from edgecl.models.base import NotADetectorError, sha256_file
 
 log = logging.getLogger(__name__)
 
+MANUAL_PROMOTION = "manual"
+"""A manifest's ``promote`` value for a candidate a person promotes (``edgecl learn
+--no-promote``); the runtime never promotes it by itself, and retention keeps it (the newest
+``keep_promoted`` of them) while it waits, whatever rounds promote meanwhile."""
+
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 SERVE_ENTRY_PROBLEM = ("none of its model files (the engine is chosen by preference instead; "
@@ -1094,8 +1099,9 @@ class Registry:
 
         Kept: the current version, its parent, the ``keep_promoted`` newest versions ever
         promoted (current or retired), the last ``keep_rejected`` rejected versions, every staged
-        version newer than current and every version staged by :meth:`add` (a person's) and
-        not promoted yet. Every other version keeps only a tombstone manifest (status ``pruned``,
+        version newer than current, every version staged by :meth:`add` (a person's) and
+        not promoted yet, and the ``keep_promoted`` newest held for a person to promote
+        (:data:`MANUAL_PROMOTION`). Every other version keeps only a tombstone manifest (status ``pruned``,
         its file digests moved to ``pruned_files``); tombstones beyond :data:`MAX_TOMBSTONES`
         are deleted (oldest first). Corrupt or symlinked versions are left alone and reported.
 
@@ -1174,6 +1180,11 @@ class Registry:
         # leave, whatever rounds promote meanwhile (a round's leftover names its parent)
         keep.update(v for v, (s, m) in statuses.items()
                     if s == VersionStatus.STAGED and "parent" not in m and m.get("source"))
+        # held for a person's review ('edgecl learn --no-promote'): pruned by the next
+        # promotion before, its candidate gone before anyone looked at it
+        held = [v for v, (s, m) in statuses.items()
+                if s == VersionStatus.STAGED and m.get("promote") == MANUAL_PROMOTION]
+        keep.update(held[-keep_promoted:] if keep_promoted else [])
         return keep, skipped
 
     def _tombstone(self, version: str, manifest: dict) -> int:

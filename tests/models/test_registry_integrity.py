@@ -265,6 +265,21 @@ def test_retention_keeps_a_version_a_person_staged_until_they_promote_it(reg, tm
     assert reg.current() == added
 
 
+def test_retention_keeps_a_candidate_held_for_review_while_rounds_promote(reg, tmp_path):
+    """Before: 'edgecl learn --no-promote' staged a candidate for a person to look at, and the
+    next round's promotion pruned it (older than current) before anyone did."""
+    _history_run(reg, tmp_path, "P")
+    held = _stage(reg, tmp_path, b"held", parent=reg.current(), promote="manual")
+    _history_run(reg, tmp_path, "PP")
+    result = reg.prune(keep_promoted=2, keep_rejected=0)
+    assert held in result["kept"] and reg.status(held) == "staged"
+    held_too = [_stage(reg, tmp_path, f"held{k}".encode(), parent=reg.current(),
+                       promote="manual") for k in range(2)]
+    _history_run(reg, tmp_path, "P")
+    result = reg.prune(keep_promoted=2, keep_rejected=0)  # bounded: the newest 2 held
+    assert set(held_too) <= set(result["kept"]) and held in result["pruned"]
+
+
 def test_retention_keeps_the_parent_even_when_k_is_zero(reg, tmp_path):
     _history_run(reg, tmp_path, "PPP")
     result = reg.prune(keep_promoted=0, keep_rejected=0)
