@@ -238,6 +238,8 @@ def add_command(args: argparse.Namespace) -> int:
     if args.promote:
         promote_version(cfg.state_dir, version)
         print(f"promoted {version}")
+    if Path(args.path).suffix.lower() == ".pt":
+        _warn_unlearnable(cfg, Path(args.path))
     if Path(args.path).suffix.lower() not in (".pt", ".yaml", ".yml"):
         from edgecl.continual.round import base_checkpoint
         from edgecl.runtime.labels import uncertain_band_problem
@@ -254,6 +256,24 @@ def add_command(args: argparse.Namespace) -> int:
                   f"fine-tune it while it serves; {given}ultralytics .pt checkpoint it was "
                   f"exported from, or add that checkpoint instead", file=sys.stderr)
     return 0
+
+
+def _warn_unlearnable(cfg, path: Path) -> None:
+    """Say at once when the learner's settings do not fit an added checkpoint (a P6 model at
+    a ``learner.imgsz`` that is no multiple of 64, IDER on an end-to-end head): before, it was
+    added without a word and ``run`` refused to start."""
+    from edgecl.continual.finetune import settings_problem
+    from edgecl.errors import EdgeclError
+    from edgecl.models.checkpoint import load_checkpoint
+
+    try:
+        model, _ = load_checkpoint(path)
+    except EdgeclError:
+        return  # added above, so readable; a round reports anything else
+    problem = settings_problem(model, 0, cfg.ider.enabled, path.name, imgsz=int(cfg.learner.imgsz))
+    if problem:
+        print(f"warning: no round can fine-tune it with this configuration: {problem}",
+              file=sys.stderr)
 
 
 def _reject(cfg, registry, version: str, reason: str) -> None:

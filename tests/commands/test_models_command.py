@@ -470,3 +470,20 @@ def test_run_with_model_on_a_device_with_a_current_version_says_what_it_serves(
     assert said == [f"--model {pt} is served for this run, not the device's current version "
                     f"v0001 (what its rounds learnt, which they go on learning on top of); "
                     f"without --model a run serves v0001"]
+
+
+def test_adding_a_checkpoint_the_learner_settings_do_not_fit_warns_at_once(capsys, tmp_path):
+    """Before: a P6 checkpoint was added without a word, and 'run' then refused to start
+    ("learner.imgsz=160 is not a multiple of 64")."""
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    names = {0: "car"}
+    pt = save_checkpoint(build_detection_model(1, cfg="yolov8n-p6.yaml", names=names),
+                         tmp_path / "p6.pt", meta={"names": names, "imgsz": 64})
+    code, out, err = run_cli(capsys, "models", "add", pt, "--state-dir", tmp_path / "state",
+                             "learner.imgsz=160")
+    assert code == 0 and "staged v0001" in out
+    assert err.strip() == ("warning: no round can fine-tune it with this configuration: "
+                           "learner.imgsz=160 is not a multiple of 64, the largest stride of "
+                           "p6.pt (a P6 model): set learner.imgsz to 128 or 192")
