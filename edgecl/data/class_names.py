@@ -57,8 +57,10 @@ def clean_name(name: object, strict: bool = True) -> str:
     Raises:
         LabelError: not a string, empty, longer than :data:`MAX_NAME_CHARS`, or containing
             control characters (a newline would break every text format the names go to),
-            lone surrogates (no UTF-8 file can hold them) or, strict, invisible characters,
-            or made only of combining marks (a lone U+0301 is drawn as nothing).
+            lone surrogates (no UTF-8 file can hold them) or, strict, invisible characters
+            or code points Unicode does not assign (a browser of a newer Unicode may call one
+            invisible: the Label page refuses those, and so does the device), or made only
+            of combining marks (a lone U+0301 is drawn as nothing).
     """
     if not isinstance(name, str):
         raise LabelError(f"class name must be text, got {type(name).__name__} "
@@ -74,6 +76,10 @@ def clean_name(name: object, strict: bool = True) -> str:
         bad = next(ch for ch in text if _invisible(ch))
         raise LabelError(f"class name {text!r} contains an invisible or direction-changing "
                          f"character (U+{ord(bad):04X})")
+    if strict and any(unicodedata.category(ch) == "Cn" for ch in text):
+        bad = next(ch for ch in text if unicodedata.category(ch) == "Cn")
+        raise LabelError(f"class name {text!r} contains a character Unicode does not assign "
+                         f"(U+{ord(bad):04X}; Unicode {unicodedata.unidata_version} here)")
     if strict and all(unicodedata.category(ch)[0] in "MZ" for ch in text):
         codes = " ".join(f"U+{ord(ch):04X}" for ch in text[:5])
         raise LabelError(f"class name {codes} holds no character of its own to show (only "

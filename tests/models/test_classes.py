@@ -40,6 +40,18 @@ def test_invalid_names_are_refused_and_nothing_is_added(tmp_path):
     assert reg.names() == {}
 
 
+@pytest.mark.parametrize("bad, code", [("car\u0378", "0378"), ("\U00013439x", "13439")])
+def test_code_points_unicode_does_not_assign_are_refused(tmp_path, bad, code):
+    """Before: accepted here while the Label page, on a browser of a newer Unicode (U+13439 is
+    a format character in Unicode 15), refused the same name as invisible."""
+    import unicodedata
+
+    if unicodedata.category(bad[-1] if code == "0378" else bad[0]) != "Cn":
+        pytest.skip(f"U+{code} is assigned in this Python's Unicode {unicodedata.unidata_version}")
+    with pytest.raises(LabelError, match=f"a character Unicode does not assign \\(U\\+{code};"):
+        ClassRegistry(tmp_path).id_for(bad)
+
+
 @pytest.mark.parametrize("bad, code", [("car\u200b", "200B"), ("\u202eevil", "202E"),
                                        ("\ufeff", "FEFF"), ("a\u2028b", "2028"),
                                        ("\ue000", "E000"), ("car\u3164", "3164"),

@@ -160,3 +160,17 @@ def test_an_answer_the_memory_did_not_keep_is_not_said_saved(served, browser):
     toast = wait_for(lambda: next((t.text for t in browser.find_elements(
         By.CSS_SELECTOR, "#toasts .toast") if "did not keep" in t.text), None), what="toast")
     assert "no round learns it" in toast and "saved" not in toast
+
+
+def test_a_name_with_a_code_point_unicode_does_not_assign_is_refused_by_the_page(served, browser):
+    """The device refuses it (unassigned code points): the page now says so before the name
+    enters the picker, as it does for invisible characters."""
+    base, fake = served
+    open_label(browser, base)
+    Select(browser.find_element(By.ID, "class-select")).select_by_value("__new__")
+    box = browser.find_element(By.ID, "new-class")
+    wait_for(box.is_displayed, what="new class input")
+    box.send_keys("car\u0378", Keys.ENTER)
+    wait_for(lambda: "a character Unicode does not assign (U+0378)" in js(
+        browser, "return document.getElementById('toasts').textContent"), what="refusal")
+    assert "car\u0378" not in picker(browser)

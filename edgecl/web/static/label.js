@@ -95,13 +95,19 @@
   }
 
   /** Why a new class name would be refused by the device, or "" (its rule,
-   * edgecl.data.class_names.clean_name: invisible or direction-changing characters, or only
-   * marks and spaces); checked before the name enters the picker. */
+   * edgecl.data.class_names.clean_name: invisible or direction-changing characters, code
+   * points Unicode does not assign, or only marks and spaces); checked before the name enters
+   * the picker. */
   function nameProblem(name) {
     const bad = [...name].find((ch) => INVISIBLE.test(ch));
     if (bad) {
       const code = bad.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
       return `A class name may not hold invisible or direction-changing characters (U+${code})`;
+    }
+    const unassigned = [...name].find((ch) => /\p{Cn}/u.test(ch));
+    if (unassigned) {
+      const code = unassigned.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+      return `A class name may not hold a character Unicode does not assign (U+${code})`;
     }
     if (/^[\p{M}\p{Z}]+$/u.test(name)) return "A class name needs a character of its own to show";
     return "";
