@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         _stop_cleanly_on_signals()
         _never_fail_on_characters()
-        _only_fatal_video_library_lines()
+        _quiet_video_library()
     try:
         code = _main(argv)
     finally:
@@ -207,12 +207,13 @@ FFMPEG_LOG_ENV = "OPENCV_FFMPEG_LOGLEVEL"
 """OpenCV reads FFmpeg's log level from this variable when it loads; a user's own value wins."""
 
 
-def _only_fatal_video_library_lines() -> None:
-    """Keep FFmpeg's own lines (``[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55f3...] moov atom not found``)
-    to its fatal ones, before OpenCV is first imported: a broken video printed one before
-    edgecl's error, which says what and where, and a camera stream with damaged packets one per
-    frame for as long as it ran. ``OPENCV_FFMPEG_LOGLEVEL=24`` shows its warnings again."""
-    os.environ.setdefault(FFMPEG_LOG_ENV, "8")  # AV_LOG_FATAL
+def _quiet_video_library() -> None:
+    """Silence FFmpeg's own lines (``[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55f3...] moov atom not
+    found``) before OpenCV is first imported: a broken video printed one before edgecl's error,
+    which says what and where, and a stream of damaged MJPEG frames one per frame (FFmpeg logs
+    ``No JPEG data found in image`` at its fatal level) for as long as it ran; edgecl counts
+    the frames it skips. ``OPENCV_FFMPEG_LOGLEVEL=24`` shows FFmpeg's warnings again."""
+    os.environ.setdefault(FFMPEG_LOG_ENV, "-8")  # AV_LOG_QUIET
 
 
 def _stop_cleanly_on_signals() -> None:

@@ -4,9 +4,9 @@
 asks the runtime's own server, at the address, scheme and console token its configuration
 gives (``server.port``, ``server.tls_cert``, ``server.token`` or ``$EDGECL_TOKEN``, as the
 runtime resolves them; never through a proxy), and exits 0 when it answers 200 with edgecl's
-JSON status, else 1 with one line saying why. A 429 refusing this machine's address for wrong
-tokens (another local client's) counts as answering: the device is not restarted for it.
-``$EDGECL_HEALTH_URL`` replaces the address. Before, the check read the token from the
+JSON status, else 1 with one line saying why (while another client on this machine is refused
+for wrong tokens, the server answers this address's check with the status alone, 503 when
+stuck). ``$EDGECL_HEALTH_URL`` replaces the address. Before, the check read the token from the
 environment only: a token written in the YAML made every check a 401, the container unhealthy.
 """
 
@@ -83,13 +83,7 @@ def check(config_path: str = DEFAULT_CONFIG) -> str | None:
         with opener.open(request, timeout=TIMEOUT_S) as response:
             body = response.read(64 * 1024)
     except urllib.error.HTTPError as exc:
-        text = exc.read(300).decode("utf-8", "replace").strip()
-        if exc.code == 429 and _throttle_refusal(text):
-            # the device answers; another client on this machine sends it wrong tokens. A
-            # restart for that would restart it every minute for as long as that client runs
-            print(f"note: {url} answered 429, its status unknown: {text}", file=sys.stderr)
-            return None
-        return f"{url} answered {exc.code}: {text}"
+        return f"{url} answered {exc.code}: {exc.read(300).decode('utf-8', 'replace').strip()}"
     except (urllib.error.URLError, OSError) as exc:
         return f"{url} did not answer: {getattr(exc, 'reason', exc)}"
     except http.client.HTTPException:  # not HTTP at all (an ssh server, say)
@@ -101,16 +95,6 @@ def check(config_path: str = DEFAULT_CONFIG) -> str | None:
     if not isinstance(status, str):  # another program on the port (the console did not start)
         return f"{url} answered, but not as edgecl does (no JSON status): another program there?"
     return None
-
-
-def _throttle_refusal(text: str) -> bool:
-    """Whether a 429's body is edgecl's refusal of an address that sent too many wrong or
-    missing tokens (:class:`~edgecl.web.app.AuthThrottle`)."""
-    try:
-        error = json.loads(text).get("error")
-    except (ValueError, AttributeError):
-        return False
-    return isinstance(error, str) and error.startswith("too many wrong or missing tokens")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,6 +128,10 @@ PAGES = {"/": "live.html", "/live": "live.html", "/label": "label.html",
 PUBLIC_PATHS = frozenset({*PAGES, "/favicon.ico", "/api/auth"})
 """Paths served without a token: page shells and assets carry no device data."""
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+HEALTH_PATH = "/healthz"
+STATUS_ONLY = "edgecl_status_only"
+"""A request scope's state key: the health check of an address refused for wrong tokens, which
+gets the status alone (:class:`AuthThrottle`)."""
 AUTH_FAILURES_PER_MINUTE = 20
 """Wrong or missing tokens one client address may send in a minute before it gets 429."""
 AUTH_TRACKED_CLIENTS = 4096
@@ -394,6 +398,13 @@ class _Guard:
             if why:
                 return 403, f"{why} refused: state changes come from this device's console only"
         if self._needs_token(scope):  # an address over its budget gets no token compared
+            if (scope.get("path") == HEALTH_PATH and method in READ_METHODS
+                    and self.throttle.retry_after_s(_client(scope)) > 0):
+                # the address's health check shares it with the client sending wrong tokens:
+                # it gets the status alone, whatever token it sends (none is compared), so a
+                # stuck device still reads 503 and a healthy one is not restarted every minute
+                scope.setdefault("state", {})[STATUS_ONLY] = True
+                return None
             throttled = self._throttled(scope)
             if throttled is not None:
                 return throttled
@@ -598,11 +609,15 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
                                              if k.lower() == "allow")
         return response
 
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> Response:
-        """Runtime health with per-stage state; 503 when a stage is stuck."""
+    @app.get(HEALTH_PATH, tags=["ops"])
+    def healthz(request: Request) -> Response:
+        """Runtime health with per-stage state; 503 when a stage is stuck. An address refused
+        for wrong tokens gets ``{"status"}`` alone."""
         health = hooks.health()
-        return _json(health, 503 if health.get("status") == "stuck" else 200)
+        code = 503 if health.get("status") == "stuck" else 200
+        if request.scope.get("state", {}).get(STATUS_ONLY):
+            return _json({"status": health.get("status")}, code)
+        return _json(health, code)
 
     @app.get("/metrics", tags=["ops"])
     def metrics() -> Response:
@@ -610,7 +625,7 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         return Response(hooks.metrics(), media_type=METRICS_TYPE)
 
     # uptime checks send HEAD; separate routes keep the schema's operation ids unique
-    app.head("/healthz", include_in_schema=False)(healthz)
+    app.head(HEALTH_PATH, include_in_schema=False)(healthz)
     app.head("/metrics", include_in_schema=False)(metrics)
 
     @app.get("/api/auth", tags=["console"])

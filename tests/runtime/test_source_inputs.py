@@ -214,6 +214,29 @@ def test_a_broken_video_prints_edgecls_one_line_not_ffmpegs_log(tmp_path):
                      f"of the same camera"]
 
 
+def test_damaged_mjpeg_frames_print_no_ffmpeg_line_each(tmp_path):
+    """Before: FFmpeg's MJPEG decoder logged 'No JPEG data found in image' at its fatal level,
+    one line per damaged frame, for as long as the stream ran."""
+    path = tmp_path / "mj.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 96))
+    for k in range(20):
+        writer.write(np.random.default_rng(k).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xd8"]
+    for a, b in zip(starts[3:8], starts[4:9]):  # 5 frames' JPEG data zeroed
+        data[a:b - 16] = bytes(b - 16 - a)
+    path.write_bytes(bytes(data))
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "edgecl.cli", "run", "--source", f"file://{path}",
+                           "--model", "yolo11n.yaml", "--state-dir", str(tmp_path / "state"),
+                           "--quiet", "--json", "model.imgsz=64", "learner.enabled=false"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "No JPEG data" not in proc.stderr and "[mjpeg" not in proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["frames"] == 15
+
+
 def test_a_folder_of_videos_points_to_file_uris(tmp_path):
     _mp4(tmp_path / "a.mp4")
     _mp4(tmp_path / "b.MP4")
