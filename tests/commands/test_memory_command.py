@@ -297,15 +297,20 @@ def test_stats_text_gives_sizes_in_mib_and_says_when_a_smaller_max_bytes_is_exce
                  "memory.holdout_fraction=0.5", "memory.jpeg_quality=100"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("samples 6/4 ")
-    assert lines[1] == ("  over memory.capacity by 2 sample(s): the runtime (or memory verify) "
+    # 5 training samples in 2 training slots, 1 held out in 2 held-out slots: 3 go (before,
+    # "by 2": the sample count less the capacity, blind to the two bounds)
+    assert lines[1] == ("  over memory.capacity by 3 sample(s): the runtime (or memory verify) "
                         "evicts them when it opens the memory with these settings, "
                         "pseudo-labelled ones first")
     assert main(["memory", "stats", "--json", "--state-dir", state, "memory.capacity=4",
                  "memory.holdout_fraction=0.5", "memory.jpeg_quality=100",
                  "memory.max_bytes=2MiB"]) == 0  # before: the text's lines had no JSON field
     stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert stats["over_capacity"] == 2
     assert stats["over_budget_bytes"] == stats["bytes"] - stats["sample_budget_bytes"] > 0
+    assert stats["over_capacity"] == 3 and stats["held_out"] == 1
+    with ReplayMemory(tmp_path / "state" / "memory", MemoryConfig(
+            capacity=4, holdout_fraction=0.5, jpeg_quality=100)) as m:  # what opening evicts
+        assert len(m) == 6 - 3
 
 
 def test_a_memory_setting_equal_to_the_default_is_used_as_given(tmp_path, capsys):
