@@ -477,7 +477,7 @@ def _load_parent(ctx: RoundContext):
     if waiting is not None:  # nor in place of the one the user added and did not promote
         from edgecl.models.registry import unpromoted_model_problem
 
-        raise EdgeclError(unpromoted_model_problem(ctx.cfg.state_dir, *waiting))
+        raise EdgeclError(unpromoted_model_problem(ctx.cfg.state_dir, *waiting, serving=True))
     nc = 1 + max(_top_class(ctx), 0)
     names = {i: ctx.names.get(i, f"class{i}") for i in range(nc)}
     arch = _start_yaml(ctx.cfg)

@@ -1263,17 +1263,24 @@ def _owner_alive(owner: Path) -> bool:
         return False
 
 
-def unpromoted_model_problem(state_dir: str | Path, version: str, source: str) -> str:
-    """What ``run`` and a round say where the device serves nothing while the user's own model
-    waits staged (:meth:`Registry.added_unpromoted`).
+def unpromoted_model_problem(state_dir: str | Path, version: str, source: str,
+                             serving: bool = False) -> str:
+    """What ``run`` and a round say where the device has no current version while the user's
+    own model waits staged (:meth:`Registry.added_unpromoted`).
 
     Args:
         state_dir: the state directory.
         version: the staged version.
         source: the file it was added from.
+        serving: a round's message (something may serve meanwhile, a ``--model`` file): it
+            says that no round trains a model of its own past the user's, not that nothing
+            serves.
     """
     import shlex
 
-    return (f"no model is serving: {version} ({Path(source).name}, added with 'edgecl models "
-            f"add') is staged, not promoted; 'edgecl models promote {version} --state-dir "
-            f"{shlex.quote(str(state_dir))}' serves it and rounds learn on top of it")
+    added = f"{version} ({Path(source).name}, added with 'edgecl models add') is staged, not promoted"
+    promote = f"'edgecl models promote {version} --state-dir {shlex.quote(str(state_dir))}'"
+    if serving:
+        return (f"no round trains a model of its own past your own: {added}; {promote} makes "
+                f"rounds learn on top of it (model.path: yolo11n.yaml learns from scratch)")
+    return f"no model is serving: {added}; {promote} serves it and rounds learn on top of it"

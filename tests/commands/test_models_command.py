@@ -440,7 +440,11 @@ def test_a_model_added_without_promote_is_named_by_run_and_no_round_trains_past_
     assert code == 0, err
     code, out, err = run_cli(capsys, "learn", "--state-dir", state, "--json",
                              "memory.holdout_fraction=0.5", "learner.imgsz=64")
-    assert hint in out + err and code != 0
+    assert code != 0 and (
+        f"no round trains a model of its own past your own: v0001 (yours.pt, added with "
+        f"'edgecl models add') is staged, not promoted; 'edgecl models promote v0001 "
+        f"--state-dir {state}' makes rounds learn on top of it (model.path: yolo11n.yaml "
+        f"learns from scratch)") in out + err
     assert _versions(capsys, state)[0]["status"] == "staged" and len(_versions(capsys, state)) == 1
 
 
