@@ -686,9 +686,12 @@ def _id_of_name(entries: list[dict], name: str, loose: bool = False) -> int | No
     whose :func:`loose_class_name` it shares; a merged class gives the class it became."""
     by_id = {e["id"]: e for e in entries}
     label = {e["name"]: _merge_target(entries, e["id"], by_id) for e in entries}
-    spelling = known_spelling(name, label)
-    if spelling is not None:
-        return label[spelling]
+    if name in label:
+        return label[name]
+    key = same_name_key(name)  # case, and an older release's decomposed accents, aside
+    same = [cid for n, cid in label.items() if same_name_key(n) == key]
+    if same:
+        return same[0]
     key = loose_class_name(name) if loose else ""
     same = [cid for n, cid in label.items() if key and loose_class_name(n) == key]
     return same[0] if len(set(same)) == 1 else None

@@ -456,3 +456,15 @@ def test_without_a_model_version_the_unnamed_ids_are_kept_under_placeholder_name
     with _unnamed_memory(tmp_path) as memory:
         adopt_memory_class_names(memory, reg)
     assert reg.names() == {0: "class0", 1: "class1"} and reg.id_for("forklift") == 2
+
+
+def test_a_name_stored_with_decomposed_accents_is_found_by_its_composed_spelling(tmp_path):
+    """Before: with 'Café' stored decomposed (an older release, a hand edit), add(['café'])
+    took it for that class but id_for('café') made a second one."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "Café")
+    (tmp_path / "classes.json").write_text(json.dumps(
+        {"format": 1, "classes": [{"id": 0, "name": "car"}, {"id": 1, "name": decomposed}]}))
+    reg = ClassRegistry(tmp_path)
+    assert reg.id_for("café") == 1 and reg.add(["café"]) == [] and len(reg) == 2
