@@ -88,6 +88,11 @@ def model_path_classes(cfg, offered: list[str] | None = None) -> dict[int, str]:
     else:
         pt = path
         names = _engine_names(path)
+        if not names:  # a bare engine: the ids of its outputs are nobody's names
+            raise LabelError(f"model.path {path} records no class names, so an import cannot "
+                             f"give its classes the ids this model detects them by; add the model "
+                             f"with its names first ('edgecl models add --promote' of the "
+                             f"checkpoint or ONNX it was built from), or import without model.path")
     if named_by_number(names) and (not offered or set(offered) - set(names.values())):
         state = shlex.quote(str(cfg.state_dir))
         shown = ", ".join(map(repr, list(names.values())[:3])) + (", ..." if len(names) > 3 else "")
@@ -112,7 +117,7 @@ def _engine_names(path: Path) -> dict[int, str]:
     if path.suffix.lower() == ".engine":
         from edgecl.models.engine_file import header_names, read_engine_header
 
-        return header_names(read_engine_header(path))
+        return header_names(read_engine_header(path), str(path))
     backend = load_backend(path)
     try:
         return {int(k): str(v) for k, v in backend.meta.names.items()}

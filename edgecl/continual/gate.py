@@ -150,7 +150,8 @@ def _verdict(noun: str, mode: str, drops: dict, acc_p: float, acc_c: float, cfg:
     if training_failed:
         return verdict(False, f"training failed: {training_failed}")
     if math.isnan(acc_c):
-        return verdict(False, "candidate could not be evaluated (no held-out samples)")
+        return verdict(False, "candidate could not be evaluated (no held-out sample, or none "
+                              "that holds a box of its task's classes)")
     # a NaN drop (a score that could not be computed) must not hide a real one
     worst = max(((k, v) for k, v in drops.items() if not math.isnan(v)), key=lambda kv: kv[1],
                 default=None)

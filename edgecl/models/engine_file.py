@@ -260,19 +260,28 @@ def check_engine_compatible(header: dict, *, trt_version: str, device: str, sour
                              f"machine has {device!r}; rebuild it from the .onnx model")
 
 
-def header_names(header: dict) -> dict[int, str]:
+def header_names(header: dict, source: str = "the engine") -> dict[int, str]:
     """Return the class names stored in a header (``{}`` when absent).
 
     Args:
         header: the engine's header.
+        source: the engine file, for the message.
 
     Returns:
         Class index -> name.
+
+    Raises:
+        ModelLoadError: the names are neither a list nor an id -> name map (a header written
+            by hand: ``{"a": "person"}`` was an internal error).
     """
     names = header.get("names") or {}
     if isinstance(names, list):
         return dict(enumerate(str(n) for n in names))
-    return {int(k): str(v) for k, v in names.items()}
+    try:
+        return {int(k): str(v) for k, v in names.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ModelLoadError(f"{source}: its header's class names are neither a list nor a map "
+                             f"of class id -> name") from None
 
 
 def header_imgsz(header: dict) -> int | None:

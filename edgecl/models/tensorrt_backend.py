@@ -212,7 +212,7 @@ class TensorRTBackend(Backend):
             raise ModelLoadError(f"{path}: input {in_shape} / output {out_shape} are not a YOLO detector "
                                  "with an (N, 3, H, W) input and a raw (N, 4+nc, anchors) output")
         hw = header_hw(header) or (int(in_shape[2]), int(in_shape[3]))
-        names = header_names(header) or {i: str(i) for i in range(out_shape[1] - 4)}
+        names = header_names(header, str(path)) or {i: str(i) for i in range(out_shape[1] - 4)}
         if tuple(hw) != tuple(in_shape[2:]) or out_shape[1] != 4 + len(names):
             raise ModelLoadError(f"{path}: header says input {hw[0]}x{hw[1]} and {len(names)} classes but the "
                                  f"engine has input {in_shape} and output {out_shape}")

@@ -739,6 +739,30 @@ def test_an_exported_model_path_gives_its_class_ids_and_a_missing_one_is_refused
     assert not other.exists()
 
 
+@pytest.mark.parametrize("header, why", [
+    ({"names": {"a": "person"}}, "its header's class names are neither a list nor a map of "
+                                 "class id -> name"),
+    ({"names": "person"}, "its header's class names are neither a list nor a map of class id "
+                          "-> name"),
+    (None, "records no class names, so an import cannot give its classes the ids this model "
+           "detects them by")])
+def test_an_engine_model_path_without_usable_names_is_refused_in_one_line(tmp_path, capsys,
+                                                                        header, why):
+    """Before: a hand-made engine header was an internal error (ValueError, AttributeError),
+    and a bare TensorRT plan let the import number the classes its own way without a word."""
+    from edgecl.models.engine_file import encode_engine_file
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"plan bytes" if header is None else encode_engine_file(header, b"plan"))
+    src = _one_image_yolo(tmp_path / "src", "0 0.5 0.5 0.2 0.2\n", "[car]")
+    state = tmp_path / "state"
+    assert main(["labels", "import", "--state-dir", str(state), str(src),
+                 f"model.path={engine}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and why in err and err.count("\n") == 1
+    assert not state.exists()
+
+
 def test_an_unreadable_model_path_leaves_a_new_state_directory_unmade(tmp_path, capsys):
     """Before: the refusal came after the import had opened the memory: a new device's state
     directory was left with an empty memory and an import lock."""

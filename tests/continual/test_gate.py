@@ -195,3 +195,15 @@ def test_an_accepted_verdict_prints_what_it_compared_within_its_bound():
     assert judge({"a": 0.5}, {"a": 0.4804}, [], cfg).reason == "accepted: ACC 0.5000 -> 0.4804"
     assert judge({"a": 0.5}, {"a": 0.6}, [], cfg).reason == "accepted: ACC 0.500 -> 0.600"
     assert within_bound(0.01058, 0.0106) == "0.0106" and within_bound(0.004, 0.01) == "0.004"
+
+
+def test_a_candidate_with_no_scored_task_says_why():
+    """Before: "no held-out samples", where samples were held out but none held a box of its
+    task's classes (such tasks are not scored: round.measured_tasks)."""
+    from edgecl.config import GateConfig
+    from edgecl.continual.gate import judge_results
+
+    verdict = judge_results(None, {}, [], GateConfig())
+    assert not verdict.accepted and verdict.reason == (
+        "candidate could not be evaluated (no held-out sample, or none that holds a box of its "
+        "task's classes)")
