@@ -160,7 +160,6 @@ def import_command(args: argparse.Namespace) -> int:
     from edgecl.continual.ingest import ingest
     from edgecl.continual.memory import memory_from_config
     from edgecl.data.importers import iter_labelled, source_class_order
-    from edgecl.data.splits import FRAMES_PER_BLOCK
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
     from edgecl.runtime.lock import importing
 
@@ -222,7 +221,8 @@ def import_command(args: argparse.Namespace) -> int:
                f"capacity, each task's share of the held-out slots, its byte budget: "
                f"'edgecl memory stats' shows what it holds)" if result["evicted"] else "")
     blocks = (f"; the names are numbered frames of {result['frame_sequences']} sequence(s): "
-              f"held out in blocks of {FRAMES_PER_BLOCK} consecutive frames, not frame by frame"
+              f"held out in blocks of {result['frames_per_block']} consecutive frames, not "
+              f"frame by frame"
               if result.get("frame_sequences") else "")
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
           f"({reasons}){orphans}; {dropped_regions_note(result)}"

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
@@ -102,6 +103,8 @@ class ImportReport:
         frame_sequences: numbered frame sequences the image names form
             (:func:`edgecl.data.splits.sequence_blocks`): their frames were drawn for the
             held-out slice in blocks of consecutive frames; 0 when each image was drawn alone.
+        frames_per_block: the most frames of one such block (10, fewer in a small import so
+            that it still holds some out); 0 when each image was drawn alone.
     """
 
     tally: ImportTally = field(default_factory=ImportTally)
@@ -115,13 +118,14 @@ class ImportReport:
     named_from_registry: dict[str, str] = field(default_factory=dict)
     relabelled: int = 0
     frame_sequences: int = 0
+    frames_per_block: int = 0
 
     def to_dict(self) -> dict:
         """``{"imported", "skipped", "reasons", "evicted", "relabelled", "classes_added",
         "similar_classes", "classes_matched", "ignored_regions", "empty_boxes", "boxes",
-        "unnamed_classes", "named_from_registry", "frame_sequences"}``."""
+        "unnamed_classes", "named_from_registry", "frame_sequences", "frames_per_block"}``."""
         return {**self.tally.to_dict(), "evicted": self.evicted, "relabelled": self.relabelled,
-                "frame_sequences": self.frame_sequences,
+                "frame_sequences": self.frame_sequences, "frames_per_block": self.frames_per_block,
                 "classes_added": list(self.classes_added),
                 "similar_classes": dict(self.similar_classes),
                 "classes_matched": dict(self.classes_matched),
@@ -269,6 +273,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
     blocks = sequence_blocks([frame_name(Path(p)) for p in listed],
                              min_blocks=math.ceil(1.0 / fraction) if fraction > 0 else 1)
     report.frame_sequences = len({sequence for sequence, _ in blocks.values()})
+    report.frames_per_block = max(Counter(blocks.values()).values(), default=0)
     bound = set((memory.class_names() or {}).keys())
     seen_now: set[int] = set()  # samples this import stored, relabelled or found held
     device_classes = dict(classes.names())  # names ids of unnamed datasets (see _name_unnamed)

@@ -217,7 +217,7 @@ class ClassRegistry:
             except LabelError as exc:
                 raise ClassRegistryError(f"corrupt class registry {path}: class "
                                          f"{entry['id']}: {exc}; {REBUILD_HINT}") from None
-        entries = sorted(entries, key=lambda e: e["id"])
+        entries = sorted((_without_bad_former_names(e) for e in entries), key=lambda e: e["id"])
         ids = [e["id"] for e in entries]
         names = [e["name"] for e in entries]
         if ids != list(range(len(ids))) or len(set(names)) != len(names):
@@ -678,6 +678,24 @@ class ClassRegistry:
 
 _WARNED_MERGES: set[tuple[str, tuple[int, ...]]] = set()
 """Registries (path, broken ids) whose broken merges were warned of in this process."""
+
+
+_WARNED_FORMER: set[tuple[int, str]] = set()
+"""Damaged ``renamed_from`` values warned of in this process (class id, value)."""
+
+
+def _without_bad_former_names(entry: dict) -> dict:
+    """An entry whose ``renamed_from`` is no list of names (a hand edit: ``"renamed_from": 5``
+    made every reader of the queue fail) loses it: the class keeps its id and name."""
+    former = entry.get("renamed_from")
+    if former is None or (isinstance(former, list) and all(isinstance(n, str) for n in former)):
+        return entry
+    key = (entry["id"], repr(former)[:80])
+    if key not in _WARNED_FORMER:  # once: the file is read at every look-up
+        _WARNED_FORMER.add(key)
+        log.warning("class registry: class %s's renamed_from %r is no list of names; ignored",
+                    entry["id"], former)
+    return {k: v for k, v in entry.items() if k != "renamed_from"}
 
 
 def _id_of_name(entries: list[dict], name: str, loose: bool = False) -> int | None:

@@ -824,6 +824,7 @@ def test_numbered_frames_are_held_out_in_blocks_not_one_by_one(tmp_path, capsys)
     state = tmp_path / "state"
     result = _import(capsys, state, src, "--json")
     assert result["imported"] == 120 and result["frame_sequences"] == 3
+    assert result["frames_per_block"] == 10
     with ReplayMemory(state / "memory", MemoryConfig()) as memory:
         records = memory.records()
     held = {Path(r.source).stem for r in records if r.held_out}
@@ -841,6 +842,7 @@ def test_the_frames_of_one_flight_are_held_out_in_blocks(tmp_path, capsys):
     state = tmp_path / "state"
     result = _import(capsys, state, src, "--json")
     assert result["imported"] == 50 and result["frame_sequences"] == 1
+    assert result["frames_per_block"] == 5  # before, the text said blocks of 10 all the same
     with ReplayMemory(state / "memory", MemoryConfig()) as memory:
         held = sorted(int(Path(r.source).stem[6:]) for r in memory.records() if r.held_out)
     assert held and len(held) % 5 == 0  # blocks of 50 // 10 = 5 consecutive frames

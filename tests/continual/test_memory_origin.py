@@ -130,6 +130,17 @@ def test_an_operator_answer_drawn_for_a_full_held_out_slice_is_kept(tmp_path, ta
         assert len(held) == held_before and any(r.origin is LabelOrigin.OPERATOR for r in held)
 
 
+def test_an_operator_answer_drawn_for_a_task_with_no_held_out_slot_trains_instead(tmp_path):
+    """Before: with more tasks than held-out slots (2 slots, 3 tasks: each task's share is 0),
+    an answer drawn for the held-out slice was declined: 5 of 40 on a device."""
+    with ReplayMemory(tmp_path / "m", cfg(capacity=10, holdout_fraction=0.2)) as m:
+        for k in range(3):
+            m.add(sample(k, task=f"t{k}"))
+        kept = [m.add(sample(100 + k, LabelOrigin.OPERATOR, task=f"t{k % 3}")) for k in range(40)]
+        assert None not in kept
+        assert m.stats()["per_origin"]["operator"] > 0
+
+
 def test_same_stream_draws_the_same_held_out_positions_for_human_labels(tmp_path):
     flags = {}
     for origin in (LabelOrigin.GROUND_TRUTH, LabelOrigin.IMPORT):

@@ -43,7 +43,8 @@ def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
                                 "classes_matched": {}, "ignored_regions": 0,
                                 "difficult_dropped": 0, "evicted": 0, "relabelled": 0,
                                 "boxes": {"car": 1, "person": 2}, "unnamed_classes": [],
-                                "named_from_registry": {}, "frame_sequences": 0}
+                                "named_from_registry": {}, "frame_sequences": 0,
+                                "frames_per_block": 0}
     assert classes.names() == {0: "car", 1: "person"}
     assert all(r.origin == LabelOrigin.IMPORT for r in records)
     assert sorted(r.classes for r in records) == [(), (0, 1), (1,)]

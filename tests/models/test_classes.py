@@ -468,3 +468,11 @@ def test_a_name_stored_with_decomposed_accents_is_found_by_its_composed_spelling
         {"format": 1, "classes": [{"id": 0, "name": "car"}, {"id": 1, "name": decomposed}]}))
     reg = ClassRegistry(tmp_path)
     assert reg.id_for("café") == 1 and reg.add(["café"]) == [] and len(reg) == 2
+
+
+def test_a_hand_damaged_renamed_from_is_ignored_not_an_internal_error(tmp_path):
+    (tmp_path / "classes.json").write_text(json.dumps(
+        {"format": 1, "classes": [{"id": 0, "name": "car", "renamed_from": 5},
+                                  {"id": 1, "name": "bus", "renamed_from": ["coach", 3]}]}))
+    reg = ClassRegistry(tmp_path)
+    assert reg.former_names() == {0: [], 1: []} and reg.names_now().of("car", 0) == "car"

@@ -270,7 +270,9 @@ class Admission:
                 admit = quota > 0 and (kept or self._stream_class_admits(item, n_class, rng))
             else:
                 admit = quota > 0 and (kept or rng.random() < quota / n_held)
-        else:
+            if quota <= 0 and origin is LabelOrigin.OPERATOR:  # more tasks than held-out
+                held_out = False  # slots: the answer trains instead of being declined
+        if not held_out:
             for key in seen_keys(item):
                 self.bump(f"train/{key}")
             # INVARIANT: a person's answer is never declined on arrival (a few a minute, each
