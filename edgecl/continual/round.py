@@ -194,6 +194,12 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
                            reason=f"the {len(held_out)} held-out sample(s) hold no box yet "
                                   f"(background frames only): the gate could not judge a "
                                   f"candidate; the round waits for labelled frames with objects")
+    if not any(_scorable(r, ctx.state.task_classes) for r in held_out):
+        return RoundResult(RoundStatus.SKIPPED, trigger=reason, started_s=started_s,
+                           reason=f"none of the {len(held_out)} held-out sample(s) holds a box of "
+                                  f"its own task's classes (they show earlier tasks' objects): "
+                                  f"the gate could not judge a candidate; the round waits for "
+                                  f"labelled frames of the new classes")
     problems = (ctx.registry.verify(ctx.parent_version, essential_only=True)
                 if ctx.parent_version else [])
     if problems:
@@ -602,6 +608,13 @@ def select_replay(ctx: RoundContext, parent_model, parent_names, model_for_virtu
     detector = _backend(parent_model, parent_names, ctx.cfg, ctx.cfg.model.conf, 100)
     strategy = get_strategy(ctx.cfg.replay.strategy)
     return list(strategy.select(ctx.snapshot, ctx.cfg.replay.samples, model=detector, context=rctx))
+
+
+def _scorable(record, task_classes: dict[str, list[int]]) -> bool:
+    """Whether a held-out record holds a box that its task's evaluation scores (a task is
+    evaluated on its own classes; one with none recorded, on every class)."""
+    own = task_classes.get(record.task)
+    return bool(record.classes) and (not own or bool(set(record.classes) & set(own)))
 
 
 def evaluate_tasks(model, names, ctx: RoundContext) -> dict:

@@ -170,3 +170,16 @@ def test_a_task_whose_held_out_images_hold_none_of_its_boxes_is_not_scored():
     results = {"t1": result(0.4, 12), "t2": result(0.0, 0), "stream": result(0.0, 0)}
     assert round_mod.measured_tasks(results) == {"t1": results["t1"],
                                                  "stream": results["stream"]}
+
+
+def test_a_held_out_box_counts_only_for_its_own_tasks_classes():
+    """Before: a round whose held-out boxes all showed earlier tasks' classes trained (up to
+    its step budget), then was rejected: no task could be scored. It is skipped before."""
+    from types import SimpleNamespace
+
+    task_classes = {"t1": [0], "t2": [1], "legacy": []}
+    held = [SimpleNamespace(task="t2", classes=(0,)), SimpleNamespace(task="t1", classes=())]
+    assert not any(round_mod._scorable(r, task_classes) for r in held)
+    assert round_mod._scorable(SimpleNamespace(task="t2", classes=(0, 1)), task_classes)
+    assert round_mod._scorable(SimpleNamespace(task="legacy", classes=(5,)), task_classes)
+    assert round_mod._scorable(SimpleNamespace(task="new", classes=(5,)), task_classes)
