@@ -275,13 +275,15 @@ def header_names(header: dict, source: str = "the engine") -> dict[int, str]:
             by hand: ``{"a": "person"}`` was an internal error).
     """
     names = header.get("names") or {}
-    if isinstance(names, list):
-        return dict(enumerate(str(n) for n in names))
     try:
-        return {int(k): str(v) for k, v in names.items()}
+        pairs = list(enumerate(names)) if isinstance(names, list) else [
+            (int(k), v) for k, v in names.items()]
     except (AttributeError, TypeError, ValueError):
+        pairs = None
+    if pairs is None or not all(isinstance(v, str) for _, v in pairs):  # null -> class 'None'
         raise ModelLoadError(f"{source}: its header's class names are neither a list nor a map "
-                             f"of class id -> name") from None
+                             f"of class id -> name (text)")
+    return dict(pairs)
 
 
 def header_imgsz(header: dict) -> int | None:

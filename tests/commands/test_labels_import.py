@@ -744,6 +744,10 @@ def test_an_exported_model_path_gives_its_class_ids_and_a_missing_one_is_refused
                                  "class id -> name"),
     ({"names": "person"}, "its header's class names are neither a list nor a map of class id "
                           "-> name"),
+    ({"names": ["car", None]}, "its header's class names are neither a list nor a map of "
+                               "class id -> name"),
+    ({"names": {"0": "car", "1": True}}, "its header's class names are neither a list nor a "
+                                         "map of class id -> name"),
     (None, "records no class names, so an import cannot give its classes the ids this model "
            "detects them by")])
 def test_an_engine_model_path_without_usable_names_is_refused_in_one_line(tmp_path, capsys,
