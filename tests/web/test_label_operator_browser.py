@@ -72,15 +72,22 @@ def test_a_class_renamed_on_the_device_is_followed_by_an_open_page(served, brows
 def test_a_name_the_device_would_refuse_never_enters_the_picker(served, browser):
     """Before: 'car\\u200bx' was offered and made the class of the next boxes; each answer was
     then refused (422) again."""
-    base, fake = served
+    _refused_new_name(served, browser, "car\u200bx",
+                      "invisible or direction-changing characters (U+200B)")
+
+
+def _refused_new_name(served, browser, name: str, said: str) -> None:
+    """Type ``name`` as a new class on the Label page: the page says ``said`` and the name
+    never enters the picker."""
+    base, _ = served
     open_label(browser, base)
     Select(browser.find_element(By.ID, "class-select")).select_by_value("__new__")
     box = browser.find_element(By.ID, "new-class")
     wait_for(box.is_displayed, what="new class input")
-    box.send_keys("car\u200bx", Keys.ENTER)
-    wait_for(lambda: "invisible or direction-changing characters (U+200B)" in js(
-        browser, "return document.getElementById('toasts').textContent"), what="refusal")
-    assert "car\u200bx" not in picker(browser)
+    box.send_keys(name, Keys.ENTER)
+    wait_for(lambda: said in js(browser, "return document.getElementById('toasts').textContent"),
+             what="refusal")
+    assert name not in picker(browser)
 
 
 def test_a_long_class_name_is_cut_on_the_answered_list(served, browser):
@@ -165,12 +172,5 @@ def test_an_answer_the_memory_did_not_keep_is_not_said_saved(served, browser):
 def test_a_name_with_a_code_point_unicode_does_not_assign_is_refused_by_the_page(served, browser):
     """The device refuses it (unassigned code points): the page now says so before the name
     enters the picker, as it does for invisible characters."""
-    base, fake = served
-    open_label(browser, base)
-    Select(browser.find_element(By.ID, "class-select")).select_by_value("__new__")
-    box = browser.find_element(By.ID, "new-class")
-    wait_for(box.is_displayed, what="new class input")
-    box.send_keys("car\u0378", Keys.ENTER)
-    wait_for(lambda: "a character Unicode does not assign (U+0378)" in js(
-        browser, "return document.getElementById('toasts').textContent"), what="refusal")
-    assert "car\u0378" not in picker(browser)
+    _refused_new_name(served, browser, "car\u0378",
+                      "a character Unicode does not assign (U+0378)")
