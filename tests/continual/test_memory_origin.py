@@ -258,3 +258,16 @@ def test_verified_labels_replace_a_pseudo_labelled_copy_of_the_same_image(tmp_pa
         assert held_copy(m, "ab" * 16, LabelOrigin.OPERATOR) == imported
         assert held_copy(m, None, LabelOrigin.OPERATOR) is None
     assert held_copy(object(), "ab" * 16, LabelOrigin.OPERATOR) is None   # no content index
+
+
+def test_more_tasks_than_held_out_slots_keep_the_held_out_slice(tmp_path):
+    """Before: with 2 held-out slots and a third task, each task's share rounded to 0 and every
+    add trimmed the held-out slice to nothing: rounds then waited for a held-out sample."""
+    with ReplayMemory(tmp_path / "m", cfg(capacity=20, holdout_fraction=0.1)) as m:
+        for k in range(40):
+            m.add(sample(k, task=f"t{k // 20}"))
+        held = len(m.ids(held_out=True))
+        assert held >= 1
+        for k in range(10):
+            m.add(sample(100 + k, task="t2"))
+        assert 1 <= len(m.ids(held_out=True)) <= 2

@@ -349,6 +349,8 @@ class Admission:
         return min(counts, key=lambda t: (-counts[t], t))
 
     def _trim_holdout(self, rng: random.Random, quota: int) -> list[int]:
+        if quota <= 0:  # more tasks than held-out slots: trimmed to each task's share of 0,
+            return []   # the slice was emptied at every add; it keeps what it holds instead
         victims = []
         for task, n in sorted(self.db.group_counts("task", held_out=True).items()):
             for _ in range(n - quota):

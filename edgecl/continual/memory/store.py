@@ -22,7 +22,8 @@ for training, used to measure forgetting. Only human-verified samples are held o
 :class:`~edgecl.frames.LabelOrigin`). Held-out samples do not pass through the insertion
 policy: they live in ``holdout_capacity = floor(capacity * holdout_fraction)`` slots, split
 evenly between the tasks seen (a uniform reservoir within each task; when a new task shrinks
-the per-task share, the next add trims the surplus). Frames without a task (a camera's: one
+the per-task share, the next add trims the surplus; with more tasks than slots, the slice keeps
+what it holds and takes no new draw). Frames without a task (a camera's: one
 task for the device's life) share their task's slots between classes with a class-balanced
 reservoir instead, so a class taught late still gets its share, however many classes there are
 (see :mod:`~edgecl.continual.memory.admission`). The policy governs the remaining
