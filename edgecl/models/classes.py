@@ -357,7 +357,7 @@ class ClassRegistry:
         Raises:
             ClassRegistryError: the file is corrupt.
         """
-        return {e["id"]: [str(n) for n in e.get("renamed_from") or []] for e in self._read()}
+        return _former_names(self._read())
 
     def names_now(self) -> NamesNow:
         """What each class name or id written down earlier (a queued proposal, a model made
@@ -368,10 +368,7 @@ class ClassRegistry:
         """
         entries = self._read()
         names = {e["id"]: e["name"] for e in entries}
-        former = {e["id"]: [str(n) for n in e.get("renamed_from") or []] for e in entries}
-        by_id = {e["id"]: e for e in entries}
-        merged = {e["id"]: _merge_target(entries, e["id"], by_id) for e in entries
-                  if isinstance(e.get("merged_into"), int)}
+        former, merged = _former_names(entries), _merged(entries)
         current = {same_name_key(n) for n in names.values()}
         renamed = {old: names[cid] for cid, olds in former.items() for old in olds
                    if same_name_key(old) not in current}
@@ -657,17 +654,12 @@ class ClassRegistry:
 
     def merged(self) -> dict[int, int]:
         """Class id -> the id it was merged into (the end of the chain), for merged classes."""
-        entries = self._read()
-        by_id = {e["id"]: e for e in entries}
-        return {e["id"]: _merge_target(entries, e["id"], by_id) for e in entries
-                if isinstance(e.get("merged_into"), int)}
+        return _merged(self._read())
 
     def label_ids(self) -> dict[str, int]:
         """Name -> the id a label with that name gets: a merged class's name gives the class
         it was merged into (:meth:`merge`)."""
-        entries = self._read()
-        by_id = {e["id"]: e for e in entries}  # built once: per entry it made this quadratic
-        return {e["name"]: _merge_target(entries, e["id"], by_id) for e in entries}
+        return _label_ids(self._read())
 
     def _hint(self, name: str, entries: list[dict] | None = None) -> str:
         from edgecl.errors import did_you_mean
@@ -698,12 +690,30 @@ def _without_bad_former_names(entry: dict) -> dict:
     return {k: v for k, v in entry.items() if k != "renamed_from"}
 
 
+def _former_names(entries: list[dict]) -> dict[int, list[str]]:
+    """Class id -> the names renames took from it, oldest first (:meth:`ClassRegistry._read`
+    entries)."""
+    return {e["id"]: [str(n) for n in e.get("renamed_from") or []] for e in entries}
+
+
+def _merged(entries: list[dict]) -> dict[int, int]:
+    """Merged class id -> the id it means (the end of its chain of merges)."""
+    by_id = {e["id"]: e for e in entries}
+    return {e["id"]: _merge_target(entries, e["id"], by_id) for e in entries
+            if isinstance(e.get("merged_into"), int)}
+
+
+def _label_ids(entries: list[dict]) -> dict[str, int]:
+    """Name -> the id a label with that name gets (a merged class's: the class it became)."""
+    by_id = {e["id"]: e for e in entries}  # built once: per entry it made this quadratic
+    return {e["name"]: _merge_target(entries, e["id"], by_id) for e in entries}
+
+
 def _id_of_name(entries: list[dict], name: str, loose: bool = False) -> int | None:
     """The id a label naming ``name`` gets from these entries (:meth:`ClassRegistry.id_for`):
     the class of that name, or of that name in another case, or (``loose``) the one class
     whose :func:`loose_class_name` it shares; a merged class gives the class it became."""
-    by_id = {e["id"]: e for e in entries}
-    label = {e["name"]: _merge_target(entries, e["id"], by_id) for e in entries}
+    label = _label_ids(entries)
     if name in label:
         return label[name]
     key = same_name_key(name)  # case, and an older release's decomposed accents, aside
