@@ -121,11 +121,8 @@ def stats_command(args: argparse.Namespace) -> int:
     with _open(args, verify=False) as memory:
         stats = memory.stats()
         stats["settings_recorded"] = recorded_memory_config(memory.root) is not None
-        # what the next open with these settings evicts (a smaller capacity or max_bytes
-        # given): training and held-out slots are bounded apart
-        stats["over_capacity"] = (
-            max(0, stats["samples"] - stats["held_out"] - memory.train_capacity)
-            + max(0, stats["held_out"] - memory.holdout_capacity))
+        # what the next open with these settings evicts (a smaller capacity or max_bytes given)
+        stats["over_capacity"] = memory.over_capacity()
     stats["over_budget_bytes"] = max(0, stats["bytes"] - stats["sample_budget_bytes"])
     names = _registry_names(args)
     if names:

@@ -660,11 +660,11 @@ class Registry:
             return None
         for version in reversed(self.staged_versions()):
             try:
-                source = self.manifest(version).get("source")
+                manifest = self.manifest(version)
             except RegistryError:
                 continue
-            if source:
-                return version, str(source)
+            if added_by_person(manifest):
+                return version, str(manifest["source"])
         return None
 
     def list(self) -> list[VersionInfo]:
@@ -1179,7 +1179,7 @@ class Registry:
         # staged by a person ('edgecl models add' without --promote): theirs to promote or
         # leave, whatever rounds promote meanwhile (a round's leftover names its parent)
         keep.update(v for v, (s, m) in statuses.items()
-                    if s == VersionStatus.STAGED and "parent" not in m and m.get("source"))
+                    if s == VersionStatus.STAGED and added_by_person(m))
         # held for a person's review ('edgecl learn --no-promote'): pruned by the next
         # promotion before, its candidate gone before anyone looked at it
         held = [v for v, (s, m) in statuses.items()
@@ -1261,6 +1261,12 @@ def _owner_alive(owner: Path) -> bool:
             return True
         fcntl.flock(fh, fcntl.LOCK_UN)
         return False
+
+
+def added_by_person(manifest: dict) -> bool:
+    """Whether a version was staged from a person's file (:meth:`Registry.add`, ``edgecl
+    models add``), not by a round (a round's names its parent)."""
+    return "parent" not in manifest and bool(manifest.get("source"))
 
 
 def unpromoted_model_problem(state_dir: str | Path, version: str, source: str,

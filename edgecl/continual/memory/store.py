@@ -1231,9 +1231,7 @@ class ReplayMemory:
             One line per bound exceeded (training slots, held-out slots, sample bytes); empty
             when everything fits.
         """
-        with self._reading():
-            training, held, size = (self._db.count(held_out=False),
-                                    self._db.count(held_out=True), self._db.total_bytes())
+        training, held, size = self._bound_counts()
         out = []
         if training > self.train_capacity:
             out.append(f"{training} training samples exceed {self.train_capacity} slots")
@@ -1242,6 +1240,19 @@ class ReplayMemory:
         if size > self.sample_budget_bytes:
             out.append(f"{size} sample bytes exceed the budget of {self.sample_budget_bytes}")
         return out
+
+    def over_capacity(self) -> int:
+        """Samples past this memory's slots as opened (training and held-out slots are bounded
+        apart): what opening it for writing evicts before any byte budget.
+        """
+        training, held, _ = self._bound_counts()
+        return max(0, training - self.train_capacity) + max(0, held - self.holdout_capacity)
+
+    def _bound_counts(self) -> tuple[int, int, int]:
+        """``(training samples, held-out samples, sample bytes)`` stored."""
+        with self._reading():
+            return (self._db.count(held_out=False), self._db.count(held_out=True),
+                    self._db.total_bytes())
 
     def enforce_bounds(self) -> list[int]:
         """Evict (inside the caller's write transaction) until every hard bound holds.
