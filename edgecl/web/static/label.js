@@ -99,16 +99,11 @@
    * points Unicode does not assign, or only marks and spaces); checked before the name enters
    * the picker. */
   function nameProblem(name) {
+    const code = (ch) => ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
     const bad = [...name].find((ch) => INVISIBLE.test(ch));
-    if (bad) {
-      const code = bad.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
-      return `A class name may not hold invisible or direction-changing characters (U+${code})`;
-    }
+    if (bad) return `A class name may not hold invisible or direction-changing characters (U+${code(bad)})`;
     const unassigned = [...name].find((ch) => /\p{Cn}/u.test(ch));
-    if (unassigned) {
-      const code = unassigned.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
-      return `A class name may not hold a character Unicode does not assign (U+${code})`;
-    }
+    if (unassigned) return `A class name may not hold a character Unicode does not assign (U+${code(unassigned)})`;
     if (/^[\p{M}\p{Z}]+$/u.test(name)) return "A class name needs a character of its own to show";
     return "";
   }
