@@ -42,6 +42,20 @@ class LabelOrigin(str, enum.Enum):
         """True for labels a person or a dataset vouches for (eligible for held-out evaluation)."""
         return self is not LabelOrigin.PSEUDO
 
+    @property
+    def eviction_tier(self) -> int:
+        """Which stored samples a full replay memory gives up first: the lowest tier present in
+        the class or task its policy names. 0: pseudo-labels (the model's own, the least
+        reliable); 1: labels that came with the frames or a dataset (ground truth, import);
+        2: a person's answers, each asked for and costing the most."""
+        return EVICTION_TIERS[self]
+
+
+
+EVICTION_TIERS = {LabelOrigin.PSEUDO: 0, LabelOrigin.GROUND_TRUTH: 1, LabelOrigin.IMPORT: 1,
+                  LabelOrigin.OPERATOR: 2}
+"""Eviction tier of each origin (see :attr:`LabelOrigin.eviction_tier`)."""
+
 
 def empty_labels() -> np.ndarray:
     """Return an empty YOLO label array of shape (0, 5).

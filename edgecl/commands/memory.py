@@ -145,11 +145,11 @@ def stats_command(args: argparse.Namespace) -> int:
     if stats["over_budget_bytes"]:  # a smaller max_bytes given to this tool
         print(f"  over that budget by {stats['over_budget_bytes'] / mib:.1f} "
               f"MiB: the runtime (or memory verify) evicts samples to fit when it opens the "
-              f"memory with these settings, pseudo-labelled ones first")
+              f"memory with these settings, pseudo-labelled ones first, operator answers last")
     if stats["over_capacity"]:  # a smaller memory.capacity given to this tool
         print(f"  over memory.capacity by {stats['over_capacity']} sample(s): the "
               f"runtime (or memory verify) evicts them when it opens the memory with these "
-              f"settings, pseudo-labelled ones first")
+              f"settings, pseudo-labelled ones first, operator answers last")
     for cls, n in stats["per_class"].items():
         print(f"  class {cls} {names.get(cls, '')}: {n}")
     for task in sorted({*stats["per_task"], *stats["per_task_held_out"]}):

@@ -301,7 +301,7 @@ def test_stats_text_gives_sizes_in_mib_and_says_when_a_smaller_max_bytes_is_exce
     # "by 2": the sample count less the capacity, blind to the two bounds)
     assert lines[1] == ("  over memory.capacity by 3 sample(s): the runtime (or memory verify) "
                         "evicts them when it opens the memory with these settings, "
-                        "pseudo-labelled ones first")
+                        "pseudo-labelled ones first, operator answers last")
     assert main(["memory", "stats", "--json", "--state-dir", state, "memory.capacity=4",
                  "memory.holdout_fraction=0.5", "memory.jpeg_quality=100",
                  "memory.max_bytes=2MiB"]) == 0  # before: the text's lines had no JSON field

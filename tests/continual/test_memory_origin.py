@@ -8,6 +8,7 @@ import pytest
 
 from edgecl.config import MemoryConfig
 from edgecl.continual.memory import MemorySnapshot, ReplayMemory, Sample
+from edgecl.continual.memory.admission import draws_held_out
 from edgecl.errors import ReplayMemoryError
 from edgecl.frames import Frame, LabelOrigin
 
@@ -128,6 +129,27 @@ def test_an_operator_answer_drawn_for_a_full_held_out_slice_is_kept(tmp_path, ta
         assert None not in kept
         held = [r for r in m.records() if r.held_out]
         assert len(held) == held_before and any(r.origin is LabelOrigin.OPERATOR for r in held)
+
+
+@pytest.mark.parametrize("memory_seed", [3, 4, 5])
+def test_a_named_tasks_held_out_slice_keeps_a_rare_classs_last_sample(tmp_path, memory_seed):
+    """Before: a named task's held-out victim was any of its rows, so later draws and answers
+    took a rare class's only held-out sample (the gate then had no measure of that class).
+    100 frames of class 0 (one of class 1, drawn held out), then 30 answers of class 0, with 10
+    held-out slots: the class-1 sample stays held out."""
+    first_held = next(n for n in range(1, 100) if draws_held_out(
+        memory_seed, "t0", n, LabelOrigin.GROUND_TRUTH, None, 0.0, 0.5))
+    rare = np.array([[1, 0.5, 0.5, 0.25, 0.5]], np.float32)
+    with ReplayMemory(tmp_path / "m", cfg(capacity=20, holdout_fraction=0.5,
+                                          seed=memory_seed)) as m:
+        for n in range(1, 101):
+            boxes = rare if n == first_held else BOX
+            m.add(Sample(np.full((16, 16, 3), n, np.uint8), boxes, task="t0", source=f"s{n}"))
+        for k in range(30):
+            m.add(sample(200 + k, LabelOrigin.OPERATOR))
+        held = [r for r in m.records() if r.held_out]
+        assert len(held) == 10
+        assert [r.source for r in held if 1 in r.classes] == [f"s{first_held}"]
 
 
 def test_an_operator_answer_drawn_for_a_task_with_no_held_out_slot_trains_instead(tmp_path):

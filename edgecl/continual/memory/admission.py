@@ -5,7 +5,8 @@ Stream counters (``frames/...``, ``train/...``, ``holdout/...``, ``holdout_class
 kept in memory and handed to the storage as pending deltas, committed with the next add (or by
 a flush).
 
-Held-out slots: split evenly between the tasks seen (a uniform reservoir within each task).
+Held-out slots: split evenly between the tasks seen (a uniform reservoir within each task, that
+never evicts a class's last held-out sample while another class has two or more).
 Frames without a task (:data:`~edgecl.frames.STREAM_TASK`: a camera's, one task for the device's
 whole life) share their task's slots between classes instead, with a class-balanced reservoir
 (CBRS, Chrysakis & Moens, ICML 2020, as the ``class_balanced`` policy does for the training
@@ -135,10 +136,9 @@ class TrainView:
         """True when one more sample would break the count or the byte bound."""
         return self.size() >= self.capacity or self.db.total_bytes() + self.new_bytes > self.budget_bytes
 
-    def size(self, *, task=None, primary_class=None, verified=None) -> int:
+    def size(self, *, task=None, primary_class=None, tier=None) -> int:
         """Stored training rows matching the filter."""
-        return self.db.count(held_out=False, task=task, primary_class=primary_class,
-                             verified=verified)
+        return self.db.count(held_out=False, task=task, primary_class=primary_class, tier=tier)
 
     def class_counts(self) -> dict[int, int]:
         """Training rows per primary class."""
@@ -148,10 +148,10 @@ class TrainView:
         """Training rows per task."""
         return self.db.group_counts("task", held_out=False)
 
-    def nth_id(self, index, *, task=None, primary_class=None, verified=None) -> int:
+    def nth_id(self, index, *, task=None, primary_class=None, tier=None) -> int:
         """The ``index``-th training id (ascending) matching the filter."""
         return self.db.nth_id(index, held_out=False, task=task, primary_class=primary_class,
-                              verified=verified)
+                              tier=tier)
 
     def n_seen(self, key: str) -> int:
         """Training-stream counter."""
@@ -285,28 +285,42 @@ class Admission:
     def _stream_class_admits(self, item: ItemInfo, n_seen: int, rng: random.Random) -> bool:
         """CBRS for a held-out draw of the stream task whose share is full (module docstring);
         ``n_seen``: the held-out draws of the item's class so far, this one included."""
-        counts = self._stream_class_counts()
+        counts = self._holdout_class_counts(STREAM_TASK)
         own = counts.get(item.primary_class, 0)
         if own < max(counts.values(), default=0):
             return True
         return rng.random() < own / n_seen
 
-    def _stream_class_counts(self) -> dict[int, int]:
-        """Held-out rows of the stream task per primary class."""
-        rows = self.db.group_counts("primary_class", held_out=True, task=STREAM_TASK)
+    def _holdout_class_counts(self, task: str) -> dict[int, int]:
+        """Held-out rows of ``task`` per primary class."""
+        rows = self.db.group_counts("primary_class", held_out=True, task=task)
         return {int(cls): n for cls, n in rows.items()}
 
     def _holdout_victim(self, rng: random.Random, task: str, item: ItemInfo | None = None) -> int:
-        """Delete a random held-out row of ``task``; of the stream task, one of its largest
-        class (the item's own when that is one of the largest), as CBRS evicts."""
-        if task != STREAM_TASK:
+        """Delete a held-out row of ``task``. Of the stream task: a random one of its largest
+        class (the item's own when that is one of the largest), as CBRS evicts. Of a named
+        task: a uniformly random one (the slice stays a uniform sample of the task), but never
+        a class's last one while another class holds two or more (before, an answer or a new
+        task's trim could take a rare class's only held-out sample, and with it the gate's
+        measure of that class)."""
+        counts = self._holdout_class_counts(task)
+        if task == STREAM_TASK:
+            top = max(counts.values())
+            largest = sorted(c for c, n in counts.items() if n == top)
+            own = None if item is None else item.primary_class
+            target = own if own in largest else rng.choice(largest)
+            return self._delete_random(rng, held_out=True, task=task, primary_class=target)
+        spare = {c: n for c, n in sorted(counts.items()) if n > 1}
+        if not spare or len(spare) == len(counts):
             return self._delete_random(rng, held_out=True, task=task)
-        counts = self._stream_class_counts()
-        top = max(counts.values())
-        largest = sorted(c for c, n in counts.items() if n == top)
-        own = None if item is None else item.primary_class
-        target = own if own in largest else rng.choice(largest)
-        return self._delete_random(rng, held_out=True, task=task, primary_class=target)
+        index = rng.randrange(sum(spare.values()))  # uniform over the spare classes' rows
+        for cls, n in spare.items():
+            if index < n:
+                break
+            index -= n
+        victim = self.db.nth_id(index, held_out=True, task=task, primary_class=cls)
+        self.db.delete(victim)
+        return victim
 
     def make_room(self, decision: Decision, new_bytes: int) -> list[int]:
         """Delete rows (in the open transaction) so the new sample fits every bound.

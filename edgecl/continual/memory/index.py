@@ -140,16 +140,23 @@ def _read_row(row: tuple, damaged: list[DamagedRowError] | None) -> SampleRecord
         return None
 
 
-HUMAN_ORIGINS_SQL = "(" + ", ".join(f"'{o.value}'" for o in LabelOrigin if o.human_verified) + ")"
-"""The origins a person or a dataset vouches for, as an SQL list (a rebuilt row whose origin is
-unknown counts as ``pseudo``, as :func:`~edgecl.continual.memory.records.origin_from_text` reads it)."""
+def tier_sql(tier: int) -> str:
+    """SQL condition on ``origin`` for the rows of one eviction tier
+    (:attr:`~edgecl.frames.LabelOrigin.eviction_tier`); a rebuilt row whose origin is unknown
+    counts as ``pseudo`` (tier 0), as :func:`~edgecl.continual.memory.records.origin_from_text`
+    reads it."""
+    if tier == 0:
+        above = ", ".join(f"'{o.value}'" for o in LabelOrigin if o.eviction_tier > 0)
+        return f"origin NOT IN ({above})"
+    own = ", ".join(f"'{o.value}'" for o in LabelOrigin if o.eviction_tier == tier)
+    return f"origin IN ({own})" if own else "0"
 
 
 def _where(held_out: bool | None, task: str | None, primary_class: int | None,
-           verified: bool | None = None) -> tuple[str, list]:
+           tier: int | None = None) -> tuple[str, list]:
     clauses, params = [], []
-    if verified is not None:
-        clauses.append(f"origin {'IN' if verified else 'NOT IN'} {HUMAN_ORIGINS_SQL}")
+    if tier is not None:
+        clauses.append(tier_sql(tier))
     if held_out is not None:
         clauses.append(f"{HELD_OUT_SQL} = ?")
         params.append(int(held_out))
@@ -347,10 +354,10 @@ class IndexDB:
         return {c: None if v is None else _text(v) for c, v in zip(columns, row)}
 
     def count(self, held_out: bool | None = None, task: str | None = None,
-              primary_class: int | None = None, verified: bool | None = None) -> int:
-        """Number of rows matching the filter (``verified``: of a human-verified origin, or
-        not; None: either)."""
-        where, params = _where(held_out, task, primary_class, verified)
+              primary_class: int | None = None, tier: int | None = None) -> int:
+        """Number of rows matching the filter (``tier``: of one eviction tier, see
+        :func:`tier_sql`; None: any)."""
+        where, params = _where(held_out, task, primary_class, tier)
         return int(self.conn.execute(f"SELECT COUNT(*) FROM samples{where}", params).fetchone()[0])
 
     def total_bytes(self) -> int:
@@ -369,9 +376,9 @@ class IndexDB:
         return {key: int(n) for key, n in rows}
 
     def nth_id(self, index: int, held_out: bool | None = None, task: str | None = None,
-               primary_class: int | None = None, verified: bool | None = None) -> int:
+               primary_class: int | None = None, tier: int | None = None) -> int:
         """The ``index``-th id (ascending) among rows matching the filter (see :meth:`count`)."""
-        where, params = _where(held_out, task, primary_class, verified)
+        where, params = _where(held_out, task, primary_class, tier)
         row = self.conn.execute(f"SELECT id FROM samples{where} ORDER BY id LIMIT 1 OFFSET ?",
                                 params + [int(index)]).fetchone()
         if row is None:

@@ -7,9 +7,12 @@ tests). Policies see only the training part of the memory; the held-out slice ha
 per-task quota, kept by the storage.
 
 Whichever policy names the victim's class or task, the victim itself is drawn among the
-pseudo-labelled samples there when it holds both kinds (:func:`random_member`): a person's
-answer or a labelled dataset's sample costs far more than a confident detection of the model
-itself, and is the more reliable label.
+samples of the lowest eviction tier there (:func:`random_member`,
+:attr:`~edgecl.frames.LabelOrigin.eviction_tier`): pseudo-labels first, then labels that came
+with the frames or a dataset, a person's answers last. A labelled sample costs far more than a
+confident detection of the model itself, and a person's answer, asked for about a frame the
+model got wrong on this very device, the most (before, 7 of 11 answers at capacity 40 were
+evicted within a minute by a labelled stream's frames).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edgecl.errors import ConfigError, did_you_mean
-from edgecl.frames import STREAM_TASK
+from edgecl.frames import EVICTION_TIERS, STREAM_TASK, LabelOrigin
 
 BACKGROUND_CLASS = -1
 
@@ -49,10 +52,9 @@ class PolicyView(Protocol):
         """True when one more sample would break a bound (count or bytes)."""
 
     def size(self, *, task: str | None = None, primary_class: int | None = None,
-             verified: bool | None = None) -> int:
-        """Number of stored training samples matching the filter (``verified``: labels of a
-        human-verified origin, or not, see :attr:`~edgecl.frames.LabelOrigin.human_verified`;
-        None: either)."""
+             tier: int | None = None) -> int:
+        """Number of stored training samples matching the filter (``tier``: of one eviction
+        tier, see :attr:`~edgecl.frames.LabelOrigin.eviction_tier`; None: any)."""
 
     def class_counts(self) -> dict[int, int]:
         """Stored training samples per primary class."""
@@ -61,7 +63,7 @@ class PolicyView(Protocol):
         """Stored training samples per task."""
 
     def nth_id(self, index: int, *, task: str | None = None,
-               primary_class: int | None = None, verified: bool | None = None) -> int:
+               primary_class: int | None = None, tier: int | None = None) -> int:
         """The ``index``-th id (ascending) among samples matching the filter."""
 
     def n_seen(self, key: str) -> int:
@@ -100,18 +102,21 @@ def seen_keys(item: ItemInfo) -> tuple[str, ...]:
 def random_member(view: PolicyView, rng: random.Random, *, task: str | None = None,
                   primary_class: int | None = None) -> int | None:
     """Pick a uniformly random stored id matching the filter (None when none match), among
-    the pseudo-labelled ones when the matching samples are of both kinds (module docstring).
+    those of the lowest eviction tier present (module docstring).
 
-    With one kind only, the draw is the same as without the preference (one ``randrange`` over
+    With one tier only, the draw is the same as without the preference (one ``randrange`` over
     all matching samples).
     """
     n = view.size(task=task, primary_class=primary_class)
     if n == 0:
         return None
-    unverified = view.size(task=task, primary_class=primary_class, verified=False)
-    if 0 < unverified < n:
-        return view.nth_id(rng.randrange(unverified), task=task, primary_class=primary_class,
-                           verified=False)
+    for tier in sorted(set(EVICTION_TIERS.values())):
+        in_tier = view.size(task=task, primary_class=primary_class, tier=tier)
+        if 0 < in_tier < n:
+            return view.nth_id(rng.randrange(in_tier), task=task, primary_class=primary_class,
+                               tier=tier)
+        if in_tier == n:
+            break
     return view.nth_id(rng.randrange(n), task=task, primary_class=primary_class)
 
 
@@ -313,25 +318,25 @@ class InMemoryView:
         self.items: dict[int, ItemInfo] = {}
         self.seen: dict[str, int] = {}
         self.marks: set[str] = set()
-        self.unverified: set[int] = set()
+        self.tiers: dict[int, int] = {}
 
     def is_full(self) -> bool:
         """True when it holds ``capacity`` samples."""
         return len(self.items) >= self.capacity
 
     def size(self, *, task: str | None = None, primary_class: int | None = None,
-             verified: bool | None = None) -> int:
+             tier: int | None = None) -> int:
         """Number of stored samples matching the filter."""
-        if task is None and primary_class is None and verified is None:
+        if task is None and primary_class is None and tier is None:
             return len(self.items)
-        return len(self._matching(task, primary_class, verified))
+        return len(self._matching(task, primary_class, tier))
 
     def _matching(self, task: str | None, primary_class: int | None,
-                  verified: bool | None = None) -> list[int]:
+                  tier: int | None = None) -> list[int]:
         return [i for i, it in self.items.items()
                 if (task is None or it.task == task)
                 and (primary_class is None or it.primary_class == primary_class)
-                and (verified is None or (i not in self.unverified) == verified)]
+                and (tier is None or self.tiers[i] == tier)]
 
     def class_counts(self) -> dict[int, int]:
         """Stored samples per primary class."""
@@ -348,9 +353,9 @@ class InMemoryView:
         return counts
 
     def nth_id(self, index: int, *, task: str | None = None,
-               primary_class: int | None = None, verified: bool | None = None) -> int:
+               primary_class: int | None = None, tier: int | None = None) -> int:
         """The ``index``-th id (ascending) among matching samples."""
-        return sorted(self._matching(task, primary_class, verified))[index]
+        return sorted(self._matching(task, primary_class, tier))[index]
 
     def n_seen(self, key: str) -> int:
         """Items seen for a counter key."""
@@ -359,7 +364,7 @@ class InMemoryView:
     def remove(self, sample_id: int) -> None:
         """Drop a sample."""
         del self.items[sample_id]
-        self.unverified.discard(sample_id)
+        del self.tiers[sample_id]
 
     def is_marked(self, key: str) -> bool:
         """Whether a policy flag is set."""
@@ -370,7 +375,8 @@ class InMemoryView:
         self.marks.add(key)
 
     def offer(self, sample_id: int, task: str, classes: tuple[int, ...],
-              policy: InsertionPolicy, rng: random.Random, verified: bool = True) -> bool:
+              policy: InsertionPolicy, rng: random.Random,
+              origin: LabelOrigin = LabelOrigin.GROUND_TRUTH) -> bool:
         """Run one stream item through ``policy`` and store it if admitted.
 
         Args:
@@ -379,7 +385,7 @@ class InMemoryView:
             classes: its distinct class ids.
             policy: the insertion policy.
             rng: random source.
-            verified: whether its labels are human-verified (False: pseudo-labels).
+            origin: where its labels came from (its eviction tier).
 
         Returns:
             True when it was stored.
@@ -390,6 +396,5 @@ class InMemoryView:
         if place(policy, item, self, rng) is None:
             return False
         self.items[sample_id] = item
-        if not verified:
-            self.unverified.add(sample_id)
+        self.tiers[sample_id] = origin.eviction_tier
         return True

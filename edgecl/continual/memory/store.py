@@ -357,7 +357,7 @@ class ReplayMemory:
                 # a lowered memory.capacity or max_bytes: the user's choice, said plainly
                 log.warning("replay memory %s: %d sample(s) evicted at start to fit memory."
                             "capacity %d and memory.max_bytes %.1f MiB (pseudo-labelled ones "
-                            "first); %d kept", self.root, len(report.bound_evictions),
+                            "first, operator answers last); %d kept", self.root, len(report.bound_evictions),
                             self.capacity, self.cfg.max_bytes / 2**20, self._db.count())
         except BaseException:
             self._db.close()
