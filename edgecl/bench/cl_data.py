@@ -26,14 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl.atomic import atomic_write_json, atomic_write_text, link_or_copy
+from edgecl.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, link_or_copy
+from edgecl.data.images import deeper_than_8_bits, read_image
 from edgecl.data.labels import labels_to_text, parse_yolo_label_text
 from edgecl.data.tasks import TaskSet, label_path_for
 from edgecl.errors import LabelError
 
 VIEW_SPLITS = ("train", "test")
 MARKER = "view.json"
-VIEW_VERSION = 1
+VIEW_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,28 @@ def filtered_copy(image: Path, dst: Path, keep: dict[int, int]) -> None:
     """
     src_label = label_path_for(image)
     text = src_label.read_text(encoding="utf-8-sig") if src_label.is_file() else ""
-    link_or_copy(image, dst)
+    if deeper_than_8_bits(image.read_bytes()):  # ultralytics would train on its high byte
+        eight_bit_copy(image, dst)
+    else:
+        link_or_copy(image, dst)
     atomic_write_text(label_path_for(dst), filter_label_text(text, keep, str(src_label)))
+
+
+def eight_bit_copy(image: Path, dst: Path) -> None:
+    """Write ``image`` to ``dst`` in ``dst``'s format with the 8-bit pixels edgecl reads
+    (:func:`edgecl.data.images.read_image`: a 16-bit sample stretched by the image's own range).
+
+    Raises:
+        ImageError: ``image`` does not decode.
+        LabelError: the pixels cannot be encoded in ``dst``'s format.
+    """
+    import cv2
+
+    ok, data = cv2.imencode(dst.suffix, read_image(image))
+    if not ok:
+        raise LabelError(f"{image}: cannot write its 8-bit copy as {dst.suffix}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dst, data.tobytes())
 
 
 def _view_path(root: Path, task: str, split: str, index: int, image: Path) -> Path:

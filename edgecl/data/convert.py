@@ -5,8 +5,10 @@ Output layout (what ultralytics trains on, and what ``dir://`` and ``split-tasks
     OUT/images/<name>.<ext>     the original image files, byte for byte (<name>: see
                                 :func:`output_stem`; ``_1``, ``_2`` ... when taken)
     OUT/images/<name>.png       an image whose suffix ultralytics' loader does not read
-                                (``.gif``, ...: not in ``IMG_FORMATS``), re-encoded losslessly
-                                from the decoded pixels
+                                (``.gif``, ...: not in ``IMG_FORMATS``), or with more than 8
+                                bits per sample (a thermal camera's 16-bit PNG or TIFF, whose
+                                high byte alone ultralytics would read), re-encoded losslessly
+                                from the decoded pixels (8 bits, stretched as edgecl reads it)
     OUT/labels/<name>.txt       YOLO rows (THE label rule's text format)
     OUT/data.yaml               train: images, val: images, names: {id: name} (root: its folder)
 
@@ -29,7 +31,7 @@ import yaml
 
 from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from edgecl.data.class_names import clean_name
-from edgecl.data.images import IMAGE_SUFFIXES, is_image, pixels_hash
+from edgecl.data.images import IMAGE_SUFFIXES, deeper_than_8_bits, is_image, pixels_hash
 from edgecl.data.importers import (SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, detect_format,
                                    iter_labelled, no_labels_hint, same_class_as)
 from edgecl.data.labels import labels_to_text
@@ -167,8 +169,8 @@ def _content_format(data: bytes) -> str:
 def _image_file(item: ImportItem) -> tuple[str, bytes]:
     """The suffix and bytes an imported image is written with: the original file when
     ultralytics reads both its suffix and its content (a PNG named ``.jpg`` is read; a GIF
-    named ``.jpg`` is not), else a lossless PNG of the decoded pixels (the pixels the boxes
-    were read on).
+    named ``.jpg`` is not) as edgecl does (8 bits per sample), else a lossless PNG of the
+    decoded pixels (the pixels the boxes were read on).
 
     Args:
         item: the imported image.
@@ -183,7 +185,7 @@ def _image_file(item: ImportItem) -> tuple[str, bytes]:
 
     if is_image(item.source):
         data = item.source.read_bytes()
-        if _content_format(data) in READ_FORMATS:
+        if _content_format(data) in READ_FORMATS and not deeper_than_8_bits(data):
             return item.source.suffix, data
     ok, data = cv2.imencode(".png", item.image)
     if not ok:

@@ -285,6 +285,31 @@ def to_8bit(image: np.ndarray) -> np.ndarray:
     return lut[image]
 
 
+def deeper_than_8_bits(data: bytes) -> bool:
+    """Whether an encoded image stores more than 8 bits per sample (a thermal camera's 16-bit
+    PNG or TIFF). ultralytics' loader (``imread``) keeps the high byte of such a sample, while
+    edgecl reads it stretched (:func:`to_8bit`): a file given to ultralytics to train on must
+    hold the 8-bit pixels edgecl reads, or training sees other pixels than evaluation and the
+    device (a thermal frame of counts 7000-9040 trained as greys 27-35).
+
+    Args:
+        data: the file's bytes.
+
+    Returns:
+        True for 16-bit (or float) samples; False for 8-bit ones and for bytes that do not
+        decode (the decoder says why elsewhere).
+    """
+    if data.startswith(_JPEG_SOI):
+        return False
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) > 24:
+        return data[24] > 8  # the header's bit depth: nothing decoded
+    import cv2
+
+    with quiet_opencv():
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    return image is not None and image.dtype != np.uint8
+
+
 def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     """Decode an encoded image (the bytes of a file) into BGR uint8.
 

@@ -38,7 +38,8 @@ Formats:
   ``instances_*``, ``annotations.json``, ``result.json``, ``*coco*``) that is empty or broken is
   skipped and named (``bad annotation file``), and is the error when a folder has no other.
   Boxes follow ultralytics ``convert_coco``: ``bbox`` is ``[x, y, w, h]`` from the top-left
-  corner, ``iscrowd`` annotations are ignore regions. An image listed without annotations is
+  corner, ``iscrowd`` annotations are ignore regions (except CVAT's masks, which it writes with
+  ``iscrowd`` 1: objects, see :func:`_cvat_mask`). An image listed without annotations is
   a background image. Ids are integers (or strings; a string of digits is that integer); an
   annotation of a wrong type, with no usable ``image_id`` or with an ``image_id`` no image has
   is skipped and said, and counted apart from files (``annotations_skipped``), images sharing
@@ -1379,6 +1380,16 @@ def _annotation_key(ann: dict) -> str:
     return repr((_coco_id(ann.get("category_id")), bool(ann.get("iscrowd")), ann.get("bbox")))
 
 
+def _cvat_mask(ann: dict) -> bool:
+    """Whether a COCO annotation is a mask shape of CVAT's export: CVAT writes every mask as an
+    RLE with ``iscrowd`` 1 beside its ``bbox``, and gives each annotation its ``attributes``
+    (``occluded`` among them), which MS-COCO's crowd regions have not. There ``iscrowd`` marks
+    the mask's encoding, not a crowd: it is an object (before, an export of masks was stored as
+    background images, every object in them taught as background)."""
+    attributes = ann.get("attributes")
+    return isinstance(attributes, dict) and "occluded" in attributes
+
+
 def _coco_item(json_path: Path, where: str, image_path: Path, categories: dict,
                anns: list[tuple[int, dict]], declared: tuple[int, int] | None) -> ImportItem | Skip:
     """The item of one image file from its annotations ``(index, annotation)``, or a skip."""
@@ -1390,7 +1401,7 @@ def _coco_item(json_path: Path, where: str, image_path: Path, categories: dict,
             return Skip(json_path, "bad annotation",
                         f"{where}: annotation {_short(ann.get('id'))} has unknown category_id "
                         f"{_short(ann.get('category_id'))}")
-        if ann.get("iscrowd") or is_ignore_name(name):
+        if (ann.get("iscrowd") and not _cvat_mask(ann)) or is_ignore_name(name):
             ignored += 1
             continue
         bbox = _coco_bbox(ann.get("bbox"))

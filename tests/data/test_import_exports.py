@@ -536,3 +536,39 @@ def test_a_voc_folder_in_lower_case_is_voc_and_an_image_without_annotation_is_co
     result = _cli_json(capsys, ["labels", "import", "--state-dir", str(state), str(root), "--json"])
     assert (result["imported"], result["skipped"]) == (2, 1)
     assert result["reasons"] == {"no annotation file": 1}
+
+
+@pytest.mark.parametrize("name", ["thermal.png", "thermal.tiff"])
+def test_a_16_bit_image_is_written_with_the_8_bit_pixels_edgecl_reads(tmp_path, capsys, name):
+    """Before: a 16-bit PNG or TIFF was copied byte for byte, and ultralytics' loader, which
+    keeps each sample's high byte, trained on counts 7000-9040 as greys 27-35 while the device
+    and the evaluation read them stretched to 0-255."""
+    from ultralytics.utils.patches import imread
+
+    from edgecl.bench.cl_data import filtered_copy
+    from edgecl.data.images import read_image
+
+    src = tmp_path / "thermal"
+    (src / "images").mkdir(parents=True)
+    counts = np.linspace(7000, 9040, 48 * 64).reshape(48, 64).astype(np.uint16)
+    assert cv2.imwrite(str(src / "images" / name), counts)
+    (src / "labels").mkdir()
+    (src / "labels" / f"{Path(name).stem}.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    (src / "data.yaml").write_text("train: images\nval: images\nnames: {0: person}\n")
+    expected = read_image(src / "images" / name)
+    assert expected.min() == 0 and expected.max() == 255
+    out = tmp_path / "out"
+    assert _cli_json(capsys, ["dataset", "import", str(src), "--out", str(out), "--json"])["imported"] == 1
+    written = out / "images" / "thermal.png"
+    assert [p.name for p in (out / "images").iterdir()] == ["thermal.png"]
+    assert np.array_equal(imread(str(written)), expected)  # what ultralytics trains on
+    assert (out / "labels" / "thermal.txt").read_text() == "0 0.500000 0.500000 0.250000 0.250000\n"
+    # bench cl's work copy (it links 8-bit images) writes such an image in its own format
+    dst = tmp_path / "view" / "images" / name
+    filtered_copy(src / "images" / name, dst, {0: 0})
+    assert np.array_equal(imread(str(dst)), expected)
+    eight_bit = tmp_path / "eight.png"
+    assert cv2.imwrite(str(eight_bit), expected)
+    (tmp_path / "eight.txt").write_text("")
+    filtered_copy(eight_bit, tmp_path / "view2" / "images" / "eight.png", {0: 0})
+    assert (tmp_path / "view2" / "images" / "eight.png").stat().st_ino == eight_bit.stat().st_ino

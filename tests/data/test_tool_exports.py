@@ -82,6 +82,33 @@ def test_cvat_coco_export_finds_images_in_the_subset_folder(tmp_path):
     assert _rows(tmp_path / "out" / "labels" / "sub_k.txt") == [[1, 0.25, 0.5, 0.5, 1.0]]
 
 
+def test_cvat_mask_shapes_are_objects_not_crowd_regions(tmp_path):
+    """CVAT writes a mask shape as an RLE with iscrowd 1 beside its bbox. Before: every such
+    annotation was dropped as a crowd region, and an export of masks was stored as background
+    images (imported 1, boxes none, ignored regions 2). An MS-COCO crowd region (no CVAT
+    attributes) stays an ignore region."""
+    root = tmp_path / "cvat_masks"
+    _image(root / "images" / "m.jpg")
+    rle = {"counts": [8, 16, 24], "size": [H, W]}
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_default.json").write_text(_coco(
+        [{"id": 1, "file_name": "m.jpg", "width": W, "height": H}],
+        [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [8, 12, 16, 24], "iscrowd": 1,
+          "segmentation": rle, "attributes": {"occluded": False, "rotation": 0.0}},
+         {"id": 2, "image_id": 1, "category_id": 1, "bbox": [32, 0, 32, 48], "iscrowd": 1,
+          "segmentation": rle, "attributes": {"occluded": True}},
+         {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 8, 8], "iscrowd": 1,
+          "segmentation": rle}], CATS))
+    items, skips = _collect(root)
+    assert not skips and len(items) == 1
+    assert items[0].names == ["dog", "cat"] and items[0].ignored == 1
+    assert items[0].xyxy.tolist() == [[8, 12, 24, 36], [32, 0, 64, 48]]
+    out = write_yolo_dataset(root, tmp_path / "out")
+    assert (out["imported"], out["ignored_regions"]) == (1, 1)
+    assert _rows(tmp_path / "out" / "labels" / "m.txt") == [[1, 0.25, 0.5, 0.25, 0.5],
+                                                            [0, 0.75, 0.5, 0.5, 1.0]]
+
+
 def test_every_coco_json_of_a_folder_is_read(tmp_path):
     # CVAT with two subsets: instances_train.json and instances_val.json, images per subset
     root = tmp_path / "cvat2"
