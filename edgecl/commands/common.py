@@ -96,17 +96,21 @@ def new_classes_note(result: dict, state_dir: str) -> str:
 def dropped_regions_note(result: dict) -> str:
     """``"ignore regions dropped N"`` for an import's summary line, with ``"; difficult boxes
     left out M"`` where a VOC dataset marked some and ``"; boxes with no area dropped K"``
-    where some had none.
+    where some had none, and how many images' boxes were scaled from a declared size.
 
     Args:
         result: the import's ``--json`` summary (``ignored_regions``, ``difficult_dropped``,
-            ``empty_boxes``).
+            ``empty_boxes``, ``rescaled_from_declared_size``, ``rescaled_example``).
     """
     n = result.get("difficult_dropped", 0)
     difficult = f"; difficult boxes left out {n} (VOC <difficult>1)" if n else ""
     k = result.get("empty_boxes", 0)
     empty = f"; boxes with no area dropped {k} (under 1 px wide or high)" if k else ""
-    return f"ignore regions dropped {result['ignored_regions']}{difficult}{empty}"
+    r = result.get("rescaled_from_declared_size", 0)
+    rescaled = (f"; boxes of {r} image(s) scaled from the size their annotation declares (e.g. "
+                f"{result.get('rescaled_example', '')}: right for images downscaled after "
+                f"labelling, a wrong <size> otherwise)" if r else "")
+    return f"ignore regions dropped {result['ignored_regions']}{difficult}{empty}{rescaled}"
 
 
 def memory_given(args: argparse.Namespace) -> bool:

@@ -155,7 +155,8 @@ def import_command(args: argparse.Namespace) -> int:
         args: parsed arguments.
 
     Returns:
-        Exit status 0.
+        Exit status 0; 2 when images were found and every one was skipped
+        (:func:`nothing_imported`).
     """
     from edgecl.continual.ingest import ingest
     from edgecl.continual.memory import memory_from_config
@@ -201,7 +202,7 @@ def import_command(args: argparse.Namespace) -> int:
             if note:
                 print(note, file=sys.stderr)
         print_json_line(result)
-        return 0
+        return 2 if nothing else 0
     for message in report.tally.messages:
         print(f"skipped: {message}")
     reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items()) or "none"
@@ -228,10 +229,11 @@ def import_command(args: argparse.Namespace) -> int:
           f"({reasons}){orphans}; {dropped_regions_note(result)}"
           f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
           f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}")
-    if nothing:
-        print(nothing, file=sys.stderr)
     if other_labels_note(result):
         print(other_labels_note(result), file=sys.stderr)
+    if nothing:
+        print(nothing, file=sys.stderr)
+        return 2
     return 0
 
 
@@ -303,9 +305,10 @@ def other_labels_note(result: dict) -> str:
 
 
 def nothing_imported(path: str, result: dict) -> str:
-    """A warning for an import that stored nothing though it found images, with what to give
+    """The error of an import that stored nothing though it found images, with what to give
     instead (empty when something was stored, or when images were already in memory: the same
-    import run again).
+    import run again). The command then exits 2, as ``dataset import`` does (before: 0, and a
+    provisioning script could not tell).
 
     Args:
         path: the path the import was given.
@@ -324,5 +327,5 @@ def nothing_imported(path: str, result: dict) -> str:
     from edgecl.data.importers import no_labels_hint
 
     shown = ", ".join(f"{k} {v}" for k, v in reasons.items())
-    return (f"warning: nothing imported from {path}: every image was skipped ({shown})"
+    return (f"error: nothing imported from {path}: every image was skipped ({shown})"
             f"{no_labels_hint(path, reasons)}")

@@ -17,7 +17,9 @@ Formats:
   :attr:`edgecl.data.yolo_dataset.YoloDataset.ignored_files`) is skipped (``not an image``),
   each once even when two splits name the same folder; an empty
   label file is a background image; a row whose class id the names lack (``names: {0: car,
-  5: dog}`` and class ``1``) refuses its file (``refused label``).
+  5: dog}`` and class ``1``) refuses its file (``refused label``). Two images that take one
+  label file (``y.jpg`` and ``y.png``) are both skipped (``shared label file``), and a label
+  file in ``labels/`` that no image takes is counted (``label without image``).
 - ``voc``: ``Annotations/**/*.xml`` beside ``JPEGImages/`` (the image named by
   ``<filename>``, else one with its stem (a name written without its suffix or with another
   one), else the one with the xml's stem, also in the xml's sub-folder as CVAT
@@ -95,7 +97,8 @@ from edgecl.data.answers import MIN_BOX_PX
 from edgecl.data.class_names import loose_class_name, name_clash
 from edgecl.data.images import (IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash,
                                 small_side_problem)
-from edgecl.data.labels import label_path_for, read_yolo_labels, under_pixels
+from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
+                                shared_label_problem, under_pixels)
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_is_file
 from edgecl.errors import ConfigError, LabelError
 
@@ -125,6 +128,10 @@ class ImportItem:
             (a YOLO folder without ``data.yaml`` names: ``names`` are then ``class_<id>``);
             ``None`` when the dataset names its classes.
         empty: boxes dropped from this image for having no area (module docstring).
+        rescaled: ``""``, or how its boxes were scaled from the size its annotation declares
+            to the decoded one (``"a.xml: annotated for a 640x480 image, a.jpg decodes as
+            320x240"``: right for an image downscaled after labelling, a sign of a wrong
+            ``<size>`` otherwise).
     """
 
     image: np.ndarray
@@ -136,6 +143,7 @@ class ImportItem:
     content_hash: str = ""
     dataset_ids: tuple[int, ...] | None = None
     empty: int = 0
+    rescaled: str = ""
 
     def yolo_labels(self, class_ids: dict[str, int]) -> np.ndarray:
         """The boxes as YOLO rows with the given class ids.
@@ -196,7 +204,7 @@ class Skip:
             ``missing image``, ``bad annotation``, ``bad box``, ``refused label``,
             ``no label file``,
             ``not an image``, ``duplicate image id``, ``duplicate image``, ``size mismatch``,
-            ``bad annotation file``).
+            ``bad annotation file``, ``shared label file``, ``label without image``).
         message: one line: path and why.
         counts_file: False for an annotation that belongs to no image of its file (a COCO
             annotation whose ``image_id`` no image has): said, but not counted as a file.
@@ -221,6 +229,9 @@ class ImportTally:
         ignored_regions: ignore regions dropped.
         difficult_dropped: VOC ``<difficult>1`` objects left out.
         empty_boxes: boxes dropped for having no area (module docstring).
+        rescaled: images whose boxes were scaled from their declared size
+            (:attr:`ImportItem.rescaled`).
+        rescaled_example: the first such image's ``rescaled`` line.
         boxes: class name -> boxes imported.
         messages: the first skip messages (at most ``max_messages``).
         max_messages: how many messages to keep.
@@ -233,6 +244,8 @@ class ImportTally:
     ignored_regions: int = 0
     difficult_dropped: int = 0
     empty_boxes: int = 0
+    rescaled: int = 0
+    rescaled_example: str = ""
     boxes: Counter = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
     max_messages: int = 20
@@ -263,16 +276,23 @@ class ImportTally:
         self.ignored_regions += item.ignored
         self.difficult_dropped += item.difficult
         self.empty_boxes += item.empty
+        if item.rescaled:
+            self.rescaled += 1
+            self.rescaled_example = self.rescaled_example or item.rescaled
         self.boxes.update(item.names)
 
     def to_dict(self) -> dict:
         """JSON-ready counts: imported, skipped, reasons, annotations_skipped, ignored_regions,
-        difficult_dropped, empty_boxes, boxes per class."""
-        return {"imported": self.imported, "skipped": self.skipped, "reasons": dict(self.reasons),
-                "annotations_skipped": self.annotations_skipped,
-                "ignored_regions": self.ignored_regions,
-                "difficult_dropped": self.difficult_dropped, "empty_boxes": self.empty_boxes,
-                "boxes": dict(self.boxes)}
+        difficult_dropped, empty_boxes, rescaled_from_declared_size (with
+        ``rescaled_example`` when some were), boxes per class."""
+        out = {"imported": self.imported, "skipped": self.skipped, "reasons": dict(self.reasons),
+               "annotations_skipped": self.annotations_skipped,
+               "ignored_regions": self.ignored_regions,
+               "difficult_dropped": self.difficult_dropped, "empty_boxes": self.empty_boxes,
+               "rescaled_from_declared_size": self.rescaled, "boxes": dict(self.boxes)}
+        if self.rescaled_example:
+            out["rescaled_example"] = self.rescaled_example
+        return out
 
 
 def same_class_as(name: str, known: Iterable[str]) -> str | None:
@@ -558,7 +578,8 @@ def iter_yolo(path: str | Path) -> LabelledItems:
                                           f"to nothing)")
                   for p in dataset.ignored_files)
     return LabelledItems(itertools.chain(not_images, _yolo_items(
-        images, names, unnamed=not names or _placeholder_names(names))), lambda: images)
+        images, names, unnamed=not names or _placeholder_names(names)),
+        _labels_without_image(images)), lambda: images)
 
 
 def dataset_class_names(dataset, images: list[Path]) -> dict[int, str] | None:
@@ -735,6 +756,7 @@ def _placeholder_names(names: dict[int, str]) -> bool:
 def _yolo_items(images: list[Path], names: dict[int, str] | None,
                 unnamed: bool = False) -> Iterator[ImportItem | Skip]:
     nc = max(names) + 1 if names else None
+    shared = shared_label_files(images)
     for image_path in images:
         label_path = label_path_for(image_path)
         if not path_is_file(image_path):  # an image list's entry naming no file
@@ -743,6 +765,10 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
             continue
         if not path_is_file(label_path):
             yield Skip(image_path, "no label file", f"{image_path}: no label file (looked for {label_path})")
+            continue
+        if label_path in shared:  # before: both images got the boxes of one of them
+            yield Skip(image_path, "shared label file",
+                       shared_label_problem(image_path, label_path, shared[label_path]))
             continue
         try:
             parsed = read_yolo_labels(label_path, nc)
@@ -775,6 +801,32 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
                          image_path, ignored=len(box_names) - len(keep), content_hash=digest,
                          dataset_ids=tuple(int(rows[i, 0]) for i in kept) if unnamed else None,
                          empty=len(parsed.empty) + len(keep) - len(kept))
+
+
+def _labels_without_image(images: list[Path]) -> Iterator[Skip]:
+    """A ``label without image`` skip for each label file in the dataset's ``labels/`` folders
+    that no image takes and that has no image of its name on disk (an image renamed or deleted
+    after labelling, a suffix typo): said, so that nothing is lost unsaid. Label files beside
+    their images (labelImg's layout, where other text files live too), and those of a file on
+    disk that is no image the dataset lists (an image a list leaves out; a ``.gif``, said as
+    ``not an image``) are not counted."""
+    label_dirs: dict[Path, Path] = {}
+    for image in images:
+        folder = label_path_for(image).parent
+        if folder != image.parent:
+            label_dirs.setdefault(folder, image.parent)
+    taken = {label_path_for(image) for image in images}
+    for folder, image_dir in label_dirs.items():
+        try:
+            labels = sorted(p for p in folder.glob("*.txt") if p not in taken and p.is_file())
+        except OSError:
+            continue
+        for label in labels:
+            if label.name in _NAMES_FILES or any(image_dir.glob(f"{glob.escape(label.stem)}.*")):
+                continue  # a names file; an image a list leaves out, a file of another kind
+            yield Skip(label, "label without image",
+                       f"{label}: a label file no image takes (no image named {label.stem} in "
+                       f"{image_dir})")
 
 
 def _inside_name(file_name: str) -> Path:
@@ -1056,8 +1108,11 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
         i = int(keep[bad[0]])
         shown = written[i] if written else f"box {boxes[i]}"
         return Skip(source, "bad box", f"{where}: {shown} ({_short(names[i])}) {bad[1]}{scaled}")
+    rescaled = (f"{where}: annotated for a {declared[0]}x{declared[1]} image, {image_path.name} "
+                f"decodes as {width}x{height}" if scaled else "")
     return ImportItem(image, [names[i] for i in keep], clipped[keep], image_path, ignored=ignored,
-                      difficult=difficult, content_hash=digest, empty=int(empty.sum()))
+                      difficult=difficult, content_hash=digest, empty=int(empty.sum()),
+                      rescaled=rescaled)
 
 
 def _coco_image(json_path: Path, file_name: str) -> Path | None:
@@ -1381,13 +1436,15 @@ def _annotation_key(ann: dict) -> str:
 
 
 def _cvat_mask(ann: dict) -> bool:
-    """Whether a COCO annotation is a mask shape of CVAT's export: CVAT writes every mask as an
-    RLE with ``iscrowd`` 1 beside its ``bbox``, and gives each annotation its ``attributes``
-    (``occluded`` among them), which MS-COCO's crowd regions have not. There ``iscrowd`` marks
-    the mask's encoding, not a crowd: it is an object (before, an export of masks was stored as
-    background images, every object in them taught as background)."""
+    """Whether a COCO annotation is a mask shape of CVAT's export: CVAT (through Datumaro)
+    writes every mask as an RLE with ``iscrowd`` 1 beside its ``bbox``, and gives each
+    annotation its ``attributes`` (``occluded`` among them), which MS-COCO's crowd regions have
+    not. There ``iscrowd`` marks the mask's encoding, not a crowd: it is an object (before, an
+    export of masks was stored as background images, every object in them taught as
+    background). A shape the user marked with CVAT's own ``is_crowd`` attribute stays a crowd."""
     attributes = ann.get("attributes")
-    return isinstance(attributes, dict) and "occluded" in attributes
+    return (isinstance(attributes, dict) and "occluded" in attributes
+            and not attributes.get("is_crowd"))
 
 
 def _coco_item(json_path: Path, where: str, image_path: Path, categories: dict,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -299,3 +300,37 @@ def label_path_for(image: str | Path) -> Path:
             parts[i] = "labels"
             break
     return Path(*parts).with_suffix(".txt")
+
+
+def shared_label_files(images: Iterable[str | Path]) -> dict[Path, list[Path]]:
+    """The label files that :func:`label_path_for` gives to more than one image (``y.jpg`` and
+    ``y.png`` of one folder both take ``labels/y.txt``, as in ultralytics): whose boxes are
+    they? Such images are refused, as two annotations naming one image are.
+
+    Args:
+        images: image paths (the same path given twice counts once).
+
+    Returns:
+        label file -> its images, in the order given, for each label file of two or more.
+    """
+    by_label: dict[Path, dict[Path, None]] = {}
+    for image in images:
+        by_label.setdefault(label_path_for(image), {})[Path(image)] = None
+    return {label: list(taken) for label, taken in by_label.items() if len(taken) > 1}
+
+
+def shared_label_problem(image: Path, label: Path, sharing: list[Path]) -> str:
+    """One line for an image refused by :func:`shared_label_files`.
+
+    Args:
+        image: the refused image.
+        label: the label file it shares.
+        sharing: every image that takes ``label``.
+
+    Returns:
+        ``"<image>: its label file <label> is also that of <other>: ..."``.
+    """
+    others = ", ".join(p.name for p in sharing if p != image)
+    return (f"{image}: its label file {label} is also that of {others} (same name, another "
+            f"suffix): whose boxes are they? Rename one image and give it its own label file")
+

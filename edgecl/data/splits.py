@@ -39,7 +39,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_text, fsync_dir
-from edgecl.data.labels import label_path_for, read_yolo_labels
+from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
+                                shared_label_problem)
 from edgecl.data.tasks import SPLITS, format_tasks_yaml, load_tasks, unlistable
 from edgecl.data.yolo_dataset import find_dataset
 from edgecl.errors import ConfigError, LabelError, did_you_mean
@@ -284,6 +285,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     groups: dict[str, Counter] = defaultdict(Counter)
     unassigned = ungrouped = bad = 0
     base_dir = Path(out).expanduser().resolve().parent
+    shared = shared_label_files(ds.images())
     for image in ds.images():
         why = unlistable(_rel(image, base_dir))
         if why:  # a list file holds one path per line: it would be read back as another path
@@ -292,6 +294,11 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
             bad += 1
             continue
         label_path = label_path_for(image)
+        if label_path in shared and label_path.is_file():
+            log.warning("%s left out: %s", image, shared_label_problem(image, label_path,
+                                                                      shared[label_path]))
+            bad += 1
+            continue
         try:
             parsed = read_yolo_labels(label_path, len(ds.names)) if label_path.is_file() else None
         except LabelError:

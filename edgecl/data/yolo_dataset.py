@@ -6,7 +6,9 @@ Layouts, tried in this order (ultralytics' rules, ``check_det_dataset`` / ``get_
    ``path`` (the root; default the yaml's folder), ``train``/``val``/``test`` (``validation``
    is read as ``val``) each a folder, an image-list ``.txt`` or a list of those, relative to
    the root; Roboflow's ``../train/images`` entries are tried without their ``../`` too, as
-   ultralytics does; ``names`` a list or ``{id: name}`` mapping (every class a name of its
+   ultralytics does; a ``path`` that does not exist here (the folder of the machine the yaml
+   was written on) gives way, with a warning, to the yaml's own folder when every split is
+   found there; ``names`` a list or ``{id: name}`` mapping (every class a name of its
    own, in any case and spelling of separators; ids, and ``nc`` without ``names``, below
    :data:`MAX_CLASSES`; ``nc`` beside ``names`` their number); a path written in the yaml or
    an image list may not hold a NUL byte (a one-line error naming the file and line);
@@ -20,6 +22,7 @@ Labels always follow :func:`edgecl.data.labels.label_path_for` (last ``/images/`
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections import Counter
@@ -33,6 +36,8 @@ from edgecl.data.class_names import name_clash
 from edgecl.data.images import is_image
 from edgecl.data.labels import label_path_for
 from edgecl.errors import ConfigError, yaml_problem
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 _ROBOFLOW_SPLITS = {"train": ("train",), "val": ("valid", "val", "validation"), "test": ("test",)}
@@ -322,13 +327,35 @@ def _read_data_yaml(yaml_path: str | Path) -> tuple[Path, dict, Path, dict[str, 
     if "val" not in data and "validation" in data:
         data["val"] = data["validation"]
     root = _yaml_root(yaml_path, data)
+    if not _path_exists(root, folder=True) and _entries(yaml_path, data, yaml_path.parent):
+        # a download's yaml naming the folder of the machine it was made on (Colab's
+        # /content/datasets/...), its splits beside it: before, a dead end
+        log.warning("%s: 'path' %s does not exist here; the dataset's splits were found beside "
+                    "the yaml, in %s", yaml_path, data.get("path"), yaml_path.parent)
+        root = yaml_path.parent
+    return yaml_path, data, root, _entries(yaml_path, data, root, strict=True)
+
+
+def _entries(yaml_path: Path, data: dict, root: Path,
+             strict: bool = False) -> dict[str, list[Path]] | None:
+    """The paths each split entry of a ``data.yaml`` names under ``root``.
+
+    Raises:
+        ConfigError: with ``strict``, an entry that is malformed or names no path (else None
+            is returned).
+    """
     entries = {}
-    for split in SPLIT_NAMES:
-        entry = data.get(split)
-        if entry:
-            entries[split] = [p for item in (entry if isinstance(entry, list) else [entry])
-                              for p in _resolve_entry(yaml_path, root, split, item)]
-    return yaml_path, data, root, entries
+    try:
+        for split in SPLIT_NAMES:
+            entry = data.get(split)
+            if entry:
+                entries[split] = [p for item in (entry if isinstance(entry, list) else [entry])
+                                  for p in _resolve_entry(yaml_path, root, split, item)]
+    except ConfigError:
+        if strict:
+            raise
+        return None
+    return entries
 
 
 def load_data_yaml(yaml_path: str | Path) -> YoloDataset:

@@ -46,10 +46,10 @@ def _voc(root: Path, n: int) -> Path:
     return root
 
 
-def _import(capsys, state, src, *extra):
-    code = main(["labels", "import", "--state-dir", str(state), str(src), *extra])
+def _import(capsys, state, src, *extra, code=0):
+    got = main(["labels", "import", "--state-dir", str(state), str(src), *extra])
     out, err = capsys.readouterr()
-    assert code == 0, err
+    assert got == code, err
     return json.loads(out.strip().splitlines()[-1]) if "--json" in extra else out.strip().splitlines()[-1]
 
 
@@ -546,21 +546,22 @@ def test_a_damaged_registry_is_rebuilt_from_the_memory_names_and_kept_aside(
 
 def test_an_image_folder_without_labels_says_nothing_was_imported_and_what_to_give(tmp_path, capsys):
     """A user pointed at a VOC dataset's JPEGImages/ folder: the import exited 0 with 'imported
-    0' and each image was reported twice (a log warning and a 'skipped:' line)."""
+    0' and each image was reported twice (a log warning and a 'skipped:' line); now it exits 2,
+    as dataset import does."""
     src = _voc(tmp_path / "voc", 3)
     state = tmp_path / "state"
-    assert main(["labels", "import", "--state-dir", str(state), str(src / "JPEGImages")]) == 0
+    assert main(["labels", "import", "--state-dir", str(state), str(src / "JPEGImages")]) == 2
     out, err = capsys.readouterr()
     assert sum("000.jpg" in line for line in (out + err).splitlines()) == 1
     assert err.strip().splitlines()[-1] == (
-        f"warning: nothing imported from {src / 'JPEGImages'}: every image was skipped (no label "
+        f"error: nothing imported from {src / 'JPEGImages'}: every image was skipped (no label "
         f"file 3); {src / 'JPEGImages'} looks like the image folder of a Pascal VOC dataset: give "
         f"the folder holding Annotations/ and JPEGImages/ ({src})")
     # a plain folder of images gets the general hint; --json keeps the JSON the last stdout line
     plain = tmp_path / "frames"
     for k in range(2):
         _jpg(plain / f"{k}.jpg", 40 * k)
-    assert main(["labels", "import", "--state-dir", str(state), str(plain), "--json"]) == 0
+    assert main(["labels", "import", "--state-dir", str(state), str(plain), "--json"]) == 2
     out, err = capsys.readouterr()
     assert json.loads(out.strip().splitlines()[-1])["reasons"] == {"no label file": 2}
     assert "an image folder holds no labels: give the dataset itself" in err
@@ -642,7 +643,7 @@ def test_a_device_with_no_class_takes_the_datasets_ids(tmp_path, capsys):
     cv2.imwrite(str(tiny / "images" / "a.png"), np.full((8, 8, 3), 90, np.uint8))
     (tiny / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
     (tiny / "data.yaml").write_text("train: images\nval: images\nnames: [boat, plane]\n")
-    assert _import(capsys, tmp_path / "empty", tiny, "--json")["imported"] == 0
+    assert _import(capsys, tmp_path / "empty", tiny, "--json", code=2)["imported"] == 0
     assert ClassRegistry(tmp_path / "empty").names() == {}
     # a KITTI-style ignore class keeps its id (a checkpoint trained on the data.yaml has it)
     (src / "data.yaml").write_text("train: images\nval: images\n"

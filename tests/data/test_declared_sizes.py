@@ -47,7 +47,7 @@ def test_coco_boxes_scale_from_the_declared_size_to_the_decoded_one(tmp_path):
                                                                       40 / 96])
 
 
-def test_voc_boxes_scale_from_the_declared_size_to_the_decoded_one(tmp_path):
+def test_voc_boxes_scale_from_the_declared_size_to_the_decoded_one(tmp_path, capsys):
     _jpg(tmp_path / "JPEGImages" / "IMG_0002.JPG", 160, 96)
     (tmp_path / "Annotations").mkdir()
     (tmp_path / "Annotations" / "IMG_0002.xml").write_text(
@@ -56,6 +56,19 @@ def test_voc_boxes_scale_from_the_declared_size_to_the_decoded_one(tmp_path):
         "<ymax>141</ymax></bndbox></object></annotation>")
     (item,) = iter_labelled(tmp_path, "voc")
     assert item.xyxy.tolist() == [[100.0, 30.0, 140.0, 70.0]]  # 1-based, minus 1, then * 0.5
+    # before: scaled without a word, so a wrong <size> (not a downscaled image) went unseen
+    xml = tmp_path / "Annotations" / "IMG_0002.xml"
+    assert item.rescaled == (f"{xml}: annotated for a 320x192 image, IMG_0002.JPG decodes as "
+                             f"160x96")
+    from edgecl.cli import main
+
+    assert main(["dataset", "import", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    assert (f"; boxes of 1 image(s) scaled from the size their annotation declares (e.g. "
+            f"{item.rescaled}: right for images downscaled after labelling, a wrong <size> "
+            f"otherwise)") in capsys.readouterr().out
+    result = write_yolo_dataset(tmp_path, tmp_path / "out2")
+    assert result["rescaled_from_declared_size"] == 1
+    assert result["rescaled_example"] == item.rescaled
 
 
 @pytest.mark.parametrize("fmt", ["coco", "voc"])

@@ -110,17 +110,22 @@ def test_cvat_coco_export_with_polygons_crowd_masks_and_an_unannotated_frame(tmp
                                 segmentation=[[10.0, 8.0, 30.0, 8.0, 30.0, 24.0, 10.0, 24.0]]),
                  _cvat_coco_ann(2, 1, 2, [40.5, 4.25, 10.0, 30.0]),
                  _cvat_coco_ann(3, 2, 1, [0.0, 0.0, 80.0, 60.0]),
+                 # a mask shape (CVAT writes it with iscrowd 1): an object
                  _cvat_coco_ann(4, 2, 2, [10.0, 10.0, 20.0, 20.0], iscrowd=1, segmentation=crowd),
+                 # a shape marked with CVAT's is_crowd attribute: a crowd region
+                 _cvat_coco_ann(6, 2, 2, [40.0, 10.0, 20.0, 20.0], iscrowd=1, segmentation=crowd,
+                                attributes={"occluded": False, "is_crowd": True}),
                  _cvat_coco_ann(5, 4, 3, [4.0, 4.0, 8.0, 8.0])], CVAT_CATS)
     out = tmp_path / "out"
     result = _cli_json(capsys, ["dataset", "import", str(src), "--out", str(out), "--json"])
     assert (result["imported"], result["skipped"], result["ignored_regions"]) == (4, 0, 1)
-    assert result["boxes"] == {"car": 2, "person": 1, "unused": 1}
+    assert result["boxes"] == {"car": 2, "person": 2, "unused": 1}
     assert result["names"] == {"0": "car", "1": "person", "2": "unused"}  # category ids 1.. -> 0..
     # car (10+10)/64, (8+8)/48, 20/64, 16/48; person (40.5+5)/64, (4.25+15)/48, 10/64, 30/48
     assert (out / "labels" / "frame_000000.txt").read_text() == ("0 0.312500 0.333333 0.312500 0.333333\n"
                                                                  "1 0.710938 0.401042 0.156250 0.625000\n")
-    assert (out / "labels" / "frame_000001.txt").read_text() == "0 0.500000 0.500000 1.000000 1.000000\n"
+    assert (out / "labels" / "frame_000001.txt").read_text() == ("0 0.500000 0.500000 1.000000 1.000000\n"
+                                                                 "1 0.250000 0.333333 0.250000 0.333333\n")
     assert (out / "labels" / "frame_000002.txt").read_text() == ""  # no annotations: background
     assert (out / "labels" / "frame_000003.txt").read_text() == "2 0.200000 0.200000 0.200000 0.200000\n"
     state = tmp_path / "state"
@@ -408,7 +413,7 @@ def test_a_wrong_format_says_which_format_the_dataset_looks_like(tmp_path, capsy
                               str(tmp_path / "o5")])
     assert err == (f"error: {voc / 'Annotations' / '0001.xml'} is a file, not a Pascal VOC dataset: give the "
                    f"folder holding Annotations/ and JPEGImages/ (e.g. {voc})")
-    assert main(["labels", "import", "--state-dir", str(tmp_path / "st"), str(voc), "--format", "yolo"]) == 0
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "st"), str(voc), "--format", "yolo"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "looks like a Pascal VOC dataset: give --format voc" in err
 

@@ -264,7 +264,7 @@ def test_voc_non_finite_box_skips_its_image_and_adds_no_class(tmp_path, capsys, 
     assert items == [] and [s.reason for s in skips] == ["bad annotation"]
     assert "object 1 (zebra) has a non-finite <bndbox> value" in skips[0].message
     state = tmp_path / "state"
-    assert main(["labels", "import", "--state-dir", str(state), str(root), "--json"]) == 0
+    assert main(["labels", "import", "--state-dir", str(state), str(root), "--json"]) == 2
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["reasons"] == {"bad annotation": 1} and result["classes_added"] == []
     assert ClassRegistry(state).names() == {}

@@ -368,3 +368,56 @@ def test_dataset_import_from_the_wrong_folder_level_says_where_the_dataset_is(vo
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and hint in err, err
         assert "WARNING" not in caplog.text
+
+
+def _shared_stem_dataset(root: Path) -> Path:
+    """y.jpg and y.png both take labels/y.txt (written for y.jpg); z.jpg has its own; labels/
+    also holds gone.txt (its image deleted) and kept.txt, whose image a list leaves out."""
+    _jpg(root / "images" / "y.jpg", 40)
+    ok, data = cv2.imencode(".png", marked_image(root / "images" / "y.png", 200, H, W))
+    (root / "images" / "y.png").write_bytes(data.tobytes())
+    _jpg(root / "images" / "z.jpg", 90)
+    (root / "labels").mkdir(parents=True)
+    for stem in ("y", "z", "gone"):
+        (root / "labels" / f"{stem}.txt").write_text("0 0.25 0.5 0.25 0.5\n")
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: {0: car}\n")
+    return root
+
+
+def test_two_images_taking_one_label_file_are_skipped_and_a_label_without_image_is_said(tmp_path, capsys):
+    """Before: y.png was imported with y.jpg's boxes (overlap 0) and labels/gone.txt was not
+    mentioned; now both images are skipped as ambiguous and the orphan is counted."""
+    root = _shared_stem_dataset(tmp_path / "ds")
+    items, skips = _collect(root)
+    assert [i.source.name for i in items] == ["z.jpg"]
+    assert [(s.source.name, s.reason) for s in skips] == [
+        ("y.jpg", "shared label file"), ("y.png", "shared label file"),
+        ("gone.txt", "label without image")]
+    assert skips[0].message == (f"{root / 'images' / 'y.jpg'}: its label file "
+                                f"{root / 'labels' / 'y.txt'} is also that of y.png (same name, "
+                                f"another suffix): whose boxes are they? Rename one image and give "
+                                f"it its own label file")
+    assert skips[2].message == (f"{root / 'labels' / 'gone.txt'}: a label file no image takes (no "
+                                f"image named gone in {root / 'images'})")
+    out = write_yolo_dataset(root, tmp_path / "out")
+    assert (out["imported"], out["skipped"]) == (1, 3)
+    assert out["reasons"] == {"shared label file": 2, "label without image": 1}
+    # an image an image list leaves out is not an orphan's image; a names file is no label
+    _jpg(root / "images" / "kept.jpg", 120)
+    (root / "labels" / "kept.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (root / "labels" / "classes.txt").write_text("car\n")
+    (root / "train.txt").write_text("images/z.jpg\n")
+    (root / "data.yaml").write_text("train: train.txt\nval: train.txt\nnames: {0: car}\n")
+    items, skips = _collect(root)
+    assert [i.source.name for i in items] == ["z.jpg"]
+    assert [(s.source.name, s.reason) for s in skips] == [("gone.txt", "label without image")]
+    # split-tasks leaves the two images out too, and a dir:// stream delivers them unlabelled
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: {0: car}\n")
+    report = split_tasks(root, "car", tmp_path / "cl" / "tasks.yaml", ratios="0.5,0,0.5")
+    assert report["bad_labels"] == 2
+    from edgecl.runtime.sources import open_source
+
+    source = open_source(f"dir://{root}")
+    labels = {f.name: f.labels for f in source}
+    assert labels["images/y.jpg"] is None and labels["images/y.png"] is None
+    assert labels["images/z.jpg"].shape == (1, 5) and source.stats.bad_labels == 2

@@ -39,6 +39,7 @@ def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
         stored = memory.get([r.id for r in records])
     assert report.to_dict() == {"imported": 3, "skipped": 1, "reasons": {"bad annotation": 1},
                                 "annotations_skipped": 0, "empty_boxes": 0, "classes_added": ["person"],
+                                "rescaled_from_declared_size": 0,
                                 "similar_classes": {},
                                 "classes_matched": {}, "ignored_regions": 0,
                                 "difficult_dropped": 0, "evicted": 0, "relabelled": 0,

@@ -82,3 +82,23 @@ def test_nc_that_is_the_number_of_names_is_read(tmp_path, nc):
 def test_nc_alone_still_names_placeholder_classes(tmp_path):
     path = _yaml(tmp_path, "nc: 3\n")
     assert load_data_yaml(path).names == {0: "class_0", 1: "class_1", 2: "class_2"}
+
+
+def test_a_path_of_another_machine_gives_way_to_the_yamls_folder(tmp_path, caplog):
+    """A Colab download's yaml says ``path: /content/datasets/yard-3`` with its splits beside
+    it. Before: "'train' path not found: /content/datasets/yard-3/train/images", a dead end."""
+    (tmp_path / "train" / "images").mkdir(parents=True)
+    (tmp_path / "train" / "images" / "a.jpg").write_bytes(b"")
+    (tmp_path / "valid" / "images").mkdir(parents=True)
+    path = tmp_path / "data.yaml"
+    path.write_text("path: /content/datasets/yard-3\ntrain: train/images\nval: valid/images\n"
+                    "names: {0: cone}\n")
+    dataset = load_data_yaml(path)
+    assert dataset.root == tmp_path.resolve()
+    assert dataset.images("train") == [tmp_path.resolve() / "train" / "images" / "a.jpg"]
+    assert (f"{path.resolve()}: 'path' /content/datasets/yard-3 does not exist here; the dataset's "
+            f"splits were found beside the yaml, in {tmp_path.resolve()}") in caplog.text
+    # where a split is not beside the yaml either, the paths are said as the yaml gives them
+    path.write_text("path: /content/datasets/yard-3\ntrain: train/images\nval: other/images\n")
+    with pytest.raises(ConfigError, match="'train' path not found: /content/datasets/yard-3/train/images"):
+        load_data_yaml(path)

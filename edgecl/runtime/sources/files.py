@@ -18,7 +18,8 @@ from edgecl.config import SourceConfig
 from edgecl.data.answers import MIN_BOX_PX
 from edgecl.data.images import IMAGE_SUFFIXES, ImageError, quiet_opencv, read_image, to_bgr8
 from edgecl.data.importers import dataset_class_names, find_coco_json, voc_annotations
-from edgecl.data.labels import label_path_for, labels_to_text, read_yolo_labels, under_pixels
+from edgecl.data.labels import (label_path_for, labels_to_text, read_yolo_labels,
+                                shared_label_files, shared_label_problem, under_pixels)
 from edgecl.data.yolo_dataset import find_dataset, labels_report, path_is_file
 from edgecl.errors import ConfigError, LabelError, SourceError
 from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame, declared_fps
@@ -294,7 +295,8 @@ class ImageListSource(FrameSource):
     """Frames from a list of image files, each with the YOLO labels of its label file.
 
     Each frame carries the labels of ``label_path_for(image)``: an empty file gives
-    ``(0, 5)``; a missing file gives ``None`` (unlabelled, not background); a file with a
+    ``(0, 5)``; a missing file gives ``None`` (unlabelled, not background), as does a label
+    file two images take (``y.jpg`` and ``y.png``: one warning, ``stats.bad_labels + 1``); a file with a
     refused row (see :mod:`edgecl.data.labels`) gives ``None``, one warning naming
     ``file:line`` and why, ``stats.bad_labels + 1`` and ``stats.refused_labels + rows``; a
     row whose box has no area, or is under one pixel wide or high in the image, is dropped
@@ -329,6 +331,7 @@ class ImageListSource(FrameSource):
         self._delivered_before = False  # an earlier pass delivered a frame
         self._warned: set[tuple[str, Path]] = set()  # bounded: at most 3 per image of the list
         self.root = _common_folder(self.images)
+        self._shared_labels = shared_label_files(self.images)
 
     def _warn_once(self, kind: str, path: Path, msg: str, *args) -> None:
         """Log a warning about a file the first time only (DEBUG on later loop passes)."""
@@ -364,6 +367,12 @@ class ImageListSource(FrameSource):
     def _labels(self, image_path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
         label_path = label_path_for(image_path)
         if not label_path.is_file():
+            return None
+        if label_path in self._shared_labels:  # before: both frames carried one's boxes
+            self._count("bad_labels")
+            self._warn_once("label", image_path, "delivering %s unlabelled: %s", image_path,
+                            shared_label_problem(image_path, label_path,
+                                                 self._shared_labels[label_path]))
             return None
         names = getattr(self, "names", None)
         try:  # a class id the dataset does not name is a refused row (ultralytics' rule)
