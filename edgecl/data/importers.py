@@ -1171,7 +1171,11 @@ def load_coco(json_path: Path) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         got = (f", got {type(data.get('images')).__name__}"
                if isinstance(data, dict) and "images" in data else "")
-        raise ConfigError(f"{json_path}: not a COCO file (no 'images' list{got})")
+        native = (isinstance(data, list) and bool(data) and isinstance(data[0], dict)
+                  and "annotations" in data[0] and "data" in data[0])
+        hint = ("; this is Label Studio's own JSON export: export the project as COCO or YOLO "
+                "instead" if native else "")
+        raise ConfigError(f"{json_path}: not a COCO file (no 'images' list{got}){hint}")
     for key in ("annotations", "categories"):
         if key in data and not isinstance(data[key], list):
             raise ConfigError(f"{json_path}: '{key}' must be a list, got {type(data[key]).__name__}")

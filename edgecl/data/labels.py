@@ -141,8 +141,10 @@ def _parse_row(values: list[float], nc: int | None) -> tuple[np.ndarray, bool]:
             written = " ".join(f"{v:g}" for v in values[:9]) + (" ..." if n > 9 else "")
             raise type(exc)(f"{exc}: the enclosing box of the row '{written}', read as a "
                             f"polygon of {n // 2} points (a row of {n} values)") from None
+    conf = (" (a sixth column: predictions saved with their confidences, ultralytics' "
+            "save_conf? drop it)" if n == 6 else "")
     raise _Refused(f"{n} values; expected 5 'cls cx cy w h' or a polygon "
-                   f"'cls x1 y1 x2 y2 x3 y3 ...' (odd count, at least 7)")
+                   f"'cls x1 y1 x2 y2 x3 y3 ...' (odd count, at least 7){conf}")
 
 
 def parse_yolo_label_text(text: str, where: str, nc: int | None = None) -> LabelParse:

@@ -333,6 +333,11 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     for t, (name, classes) in enumerate(zip(task_names, task_classes)):
         lists = {s: sorted(img for img, g in assigned.get(t, []) if split_of[g] == s) for s in SPLITS}
         for s in ("train", "test"):
+            if not lists[s] and not assigned.get(t):
+                raise ConfigError(f"task {name} ({', '.join(ds.names[c] for c in classes)}) gets no "
+                                  f"images: an image goes to the first task whose classes it "
+                                  f"shows, and none shows this task's classes without a class of "
+                                  f"an earlier task (or none shows them at all)")
             if not lists[s]:
                 raise ConfigError(f"task {name} ({', '.join(ds.names[c] for c in classes)}) gets no {s} "
                                   f"images: {len(assigned.get(t, []))} image(s) in "

@@ -293,6 +293,20 @@ def test_split_tasks_bad_input_one_line(tmp_path):
         split_tasks(root, "car", tmp_path / "t.yaml", ratios="1e308,0,1e-300")
 
 
+def test_a_task_no_image_goes_to_says_why(tmp_path):
+    """Before: "gets no train images: 0 image(s) in 0 group(s) are too few"."""
+    root = _flights(tmp_path / "ds")
+    for f in ("F3", "F5"):  # every bicycle rides beside a car
+        for k in range(3):
+            (root / "labels" / f"{f}_{k:03d}.txt").write_text("1 0.5 0.5 0.2 0.2\n0 0.2 0.2 0.1 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        split_tasks(root, "car;Bicycle;person", tmp_path / "t.yaml")
+    assert str(err.value).startswith("task t2 (Bicycle) ")
+    assert str(err.value).endswith(
+        "gets no images: an image goes to the first task whose classes it shows, and none shows "
+        "this task's classes without a class of an earlier task (or none shows them at all)")
+
+
 def test_ratios_whose_sum_overflows_are_normalised():
     # 1e308 * 3 is inf: dividing by the sum gave 0, 0, 0 and a KeyError: None in the split
     assert parse_ratios("1e308,1e308,1e308") == pytest.approx((1 / 3, 1 / 3, 1 / 3))

@@ -41,7 +41,11 @@ def test_corner_overshoot_is_clipped_like_ultralytics():
     ("0 -0.02 0.5 0.1 0.2", "negative coordinate"),
     ("0 0.5 0.5 -0.001 0.2", "negative coordinate"),
     ("0 0.5 0.5 0.2", "4 values"),
-    ("0 0.5 0.5 0.2 0.2 0.3", "6 values"),
+    ("0 0.5 0.5 0.2 0.2 0.3", "6 values; expected 5 'cls cx cy w h' or a polygon 'cls x1 y1 x2 "
+                              "y2 x3 y3 ...' (odd count, at least 7) (a sixth column: predictions "
+                              "saved with their confidences, ultralytics' save_conf? drop it)"),
+    ("0 0.5 0.5 0.2 0.2 0.3 0.4 0.5", "8 values; expected 5 'cls cx cy w h' or a polygon 'cls x1 "
+                                      "y1 x2 y2 x3 y3 ...' (odd count, at least 7)"),
     ("a 0.5 0.5 0.2 0.2", "non-numeric"),
     ("1.5 0.5 0.5 0.2 0.2", "class id '1.5' is not an integer"),
     ("-1 0.5 0.5 0.2 0.2", "class -1 is not an integer >= 0"),
@@ -51,6 +55,8 @@ def test_bad_row_is_refused_with_file_line_and_why(row, why):
     parsed = parse_yolo_label_text(f"0 0.5 0.5 0.1 0.1\n\n{row}\n", "dir/x.txt")
     assert len(parsed.refused) == 1
     assert parsed.refused[0].startswith("dir/x.txt:3: ") and why in parsed.refused[0]
+    if "expected 5" in why:
+        assert parsed.refused[0].endswith(why)
     np.testing.assert_allclose(parsed.labels, [[0, 0.5, 0.5, 0.1, 0.1]])  # the good row stays
 
 

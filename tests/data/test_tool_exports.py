@@ -7,11 +7,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import yaml
 
 from edgecl.data.convert import write_yolo_dataset
 from edgecl.data.importers import ImportItem, Skip, detect_format, iter_labelled
 from edgecl.data.splits import parse_task_spec
+from edgecl.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/synthetic_yolo.py
 from synthetic_yolo import marked_image  # noqa: E402
@@ -356,3 +358,16 @@ def test_a_coco_json_given_itself_keeps_the_image_folders(tmp_path):
     write_yolo_dataset(root / "annotations" / "instances_default.json", tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == [
         "flight01_frame_1.jpg", "flight02_frame_1.jpg"]
+
+
+def test_label_studios_own_json_export_is_told_to_be_exported_as_coco(tmp_path):
+    """Before: "not a COCO file (no 'images' list)", with no word of what to give instead."""
+    native = tmp_path / "project-1-at-2026-12-01.json"
+    native.write_text(json.dumps([{"id": 1, "annotations": [{"id": 1, "result": []}],
+                                   "data": {"image": "/data/upload/1/ab12cd-frame.jpg"}}]))
+    with pytest.raises(ConfigError) as err:
+        iter_labelled(native, "coco")
+    assert str(err.value) == (f"{native}: not a COCO file (no 'images' list); this is Label "
+                              f"Studio's own JSON export: export the project as COCO or YOLO "
+                              f"instead")
+
