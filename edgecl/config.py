@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import ipaddress
 import json
@@ -831,7 +832,25 @@ def parse_override(text: str) -> tuple[str, object]:
                           f"too large") from None
     if key in FREE_KEYS and not isinstance(value, str):  # text as typed: server.host=:: is
         value = raw.strip()                               # an address, not a YAML mapping
+    elif not isinstance(value, (str, bool)) and key in _text_keys():
+        # a text key with a rule (fleet.server_address=127.0.0.1: is an address missing its
+        # port, not the YAML mapping {127.0.0.1: null}): its rule judges the text as typed
+        value = raw.strip()
     return key, value
+
+
+@functools.lru_cache(maxsize=1)
+def _text_keys() -> frozenset[str]:
+    """The dotted keys whose value is text (``str`` fields)."""
+    out = set()
+    for key in all_keys():
+        section, _, name = key.rpartition(".")
+        cls = Config
+        for part in filter(None, section.split(".")):
+            cls = typing.get_type_hints(cls)[part]
+        if typing.get_type_hints(cls)[name] is str:
+            out.add(key)
+    return frozenset(out)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

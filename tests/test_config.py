@@ -233,6 +233,14 @@ def test_text_keys_keep_the_text_as_written(tmp_path, override, expected):
     assert getattr(getattr(load_config(path), section), name) == expected
 
 
+def test_a_ruled_text_key_is_judged_on_the_text_as_typed():
+    """Before: 'fleet.server_address=127.0.0.1:' said "must be text, got dict {'127.0.0.1':
+    None}" (YAML's reading), pointing away from the missing port."""
+    assert _one_line_error(None, ["fleet.server_address=127.0.0.1:"]).endswith(
+        "'127.0.0.1:' is not HOST:PORT with a port in 1..65535 (e.g. 127.0.0.1:9092)")
+    assert load_config(None, ["export.openvino=off"]).export.openvino == "off"  # YAML's bool
+
+
 @pytest.mark.parametrize("override, message", [
     ("export.onnx_opset=017", "must be a number without leading zeros (YAML 1.1 reads them as "
                               "octal), got '017'"),

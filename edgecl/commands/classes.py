@@ -160,7 +160,7 @@ def merge_command(args: argparse.Namespace) -> int:
         cfg = with_device_memory(cfg, memory_given(args))
         refuse_smaller_memory(cfg)
         with memory_from_config(cfg) as memory:
-            relabelled = relabel_class(memory, old_id, into_id)
+            relabelled = relabel_class(memory, old_id, into_id, names)
     result = {"merged": names[old_id], "into": names[into_id], "id": old_id, "into_id": into_id,
               "relabelled": len(relabelled)}
     if args.json:

@@ -106,7 +106,9 @@ def forgetting_gate(updates: Sequence[Update], max_forgetting: float,
     An update whose worst class lost more than ``max_forgetting`` AP50-95 is dropped
     (``action="drop"``) or its weight is multiplied by ``max_forgetting / worst``
     (``action="downweight"``). A non-finite forgetting value counts as unbounded. Updates with
-    no sample are dropped (they carry no information).
+    no sample are dropped (they carry no information). An update that reports no class's
+    forgetting (a device with no held-out slice, or no class with ``gate.min_instances``
+    held-out boxes) is kept, and its reason says it was not screened (before, "kept" alone).
 
     Args:
         updates: the round's updates.
@@ -134,7 +136,11 @@ def forgetting_gate(updates: Sequence[Update], max_forgetting: float,
             value = float("inf") if value is None or not math.isfinite(float(value)) else float(value)
             if worst is None or value > worst[1]:
                 worst = (name, value)
-        if worst is None or worst[1] <= max_forgetting:
+        if worst is None:  # no class with enough held-out boxes: nothing to screen with
+            decisions.append(GateDecision(up.device, 1.0, f"{up.device} kept, not screened: it "
+                                                          f"measured no class's forgetting"))
+            continue
+        if worst[1] <= max_forgetting:
             decisions.append(GateDecision(up.device, 1.0, f"{up.device} kept"))
             continue
         what = (f"class {worst[0]} forgot {beyond_bound(worst[1], max_forgetting)} AP50-95 "

@@ -17,7 +17,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def relabel_class(memory, old_id: int, into_id: int) -> list[int]:
+def relabel_class(memory, old_id: int, into_id: int,
+                  names: Mapping[int, str] | None = None) -> list[int]:
     """Relabel every stored sample holding ``old_id`` as ``into_id`` (a box given under both
     names is kept once); each sample keeps its image, origin and held-out slot.
 
@@ -25,6 +26,9 @@ def relabel_class(memory, old_id: int, into_id: int) -> list[int]:
         memory: the replay memory.
         old_id: the merged class.
         into_id: the class it was merged into.
+        names: the class registry's names, stored in the memory first (a class the registry
+            gained without the memory, from a fleet round: the memory refused its id, and the
+            merge stopped half-way with every later round failing on it).
 
     Returns:
         The samples' new ids.
@@ -33,6 +37,8 @@ def relabel_class(memory, old_id: int, into_id: int) -> list[int]:
         StorageError: the memory cannot be written (the samples relabelled so far stay so;
             running the merge again relabels the rest).
     """
+    if names:
+        memory.sync_class_names(dict(names))
     new_ids = []
     for record in memory.records():
         if old_id not in record.classes:
@@ -66,7 +72,8 @@ def finish_merges(memory, merged: Mapping[int, int], names: Mapping[int, str]) -
     Args:
         memory: the replay memory (writable).
         merged: merged class id -> the id it was merged into.
-        names: class id -> name, for the warning.
+        names: class id -> name (the class registry's: stored in the memory first, see
+            :func:`relabel_class`), for the warning too.
 
     Returns:
         Merged class id -> samples relabelled now.
@@ -77,7 +84,7 @@ def finish_merges(memory, merged: Mapping[int, int], names: Mapping[int, str]) -
     done = {}
     for old_id in sorted(unfinished_merges(memory, merged)):
         into_id = merged[old_id]
-        done[old_id] = len(relabel_class(memory, old_id, into_id))
+        done[old_id] = len(relabel_class(memory, old_id, into_id, names))
         log.warning("class merge of %r into %r was cut short: %d sample(s) still held %r and "
                     "are relabelled now", names.get(old_id, old_id), names.get(into_id, into_id),
                     done[old_id], names.get(old_id, old_id))

@@ -498,6 +498,9 @@ def _known_problem(text: str, address: str, host: str, tls: bool | None, connect
         return (f"the server stopped waiting for this device's answer{within} (for a fit, the "
                 f"server's fleet.round_timeout_s; a fit it started goes on, and the device is "
                 f"busy in the next round until it is done)")
+    if "Failed parsing HTTP/2" in text or "Trying to connect an http1.x server" in text:
+        return (f"what listens on {address or 'that port'} is no fleet server (it does not speak "
+                f"gRPC: another program's port? check fleet.server_address)")
     if "Cancelling all calls" in text:
         return "the server shut down"
     if any(k in text for k in ("Connection reset", "Stream removed", "Socket closed")):

@@ -40,6 +40,9 @@ from edgecl.fleet.weights import ArchitectureMismatch, arch_label, head_problem,
 
 log = logging.getLogger(__name__)
 
+UNALIGNED = ""
+"""What :meth:`FleetDevice.registry_spelling` gives for a fleet class this device took out of
+use (merged here, or renamed away): no class name is empty, so no row aligns with it."""
 EVAL_CONF = 0.001
 EVAL_MAX_DET = 300
 
@@ -104,19 +107,29 @@ class FleetDevice:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        self._said: set[str] = set()
 
     # ----------------------------------------------------------------- shared steps
 
     def registry_spelling(self, global_names: list[str]) -> list[str]:
         """The fleet's class names in this device's spelling.
 
-        A global name that differs from a registry class only in case is that class
-        (:func:`edgecl.models.classes.known_spelling`): the global ``Car`` is the device's
-        ``car``, not a new class. A name that ``edgecl classes rename`` took from a class (and
-        no class holds now) is that class too, while the global model does not also hold the
-        class's new name: a device that renamed ``car`` to ``auto`` keeps learning the fleet's
-        ``car`` as its ``auto`` (its update names it ``car`` again: :meth:`fleet_spelling`).
-        Names new to the device keep the fleet's spelling.
+        A global name that differs from a registry class only in case
+        (:func:`edgecl.models.classes.known_spelling`) is that class: the global ``Car`` is
+        the device's ``car``, not a new class. So is one that differs only in spaces,
+        punctuation or symbols (``OtherVehicle`` for ``other_vehicle``, the rule
+        :func:`edgecl.data.importers.same_class_as` imports by) where exactly one class matches
+        so and the fleet does not also hold that class's own name. A name that ``edgecl classes
+        rename`` took from a class (and no class holds now) is that class too, while the
+        global model does not also hold the class's new name: a device that renamed ``car`` to
+        ``auto`` keeps learning the fleet's ``car`` as its ``auto`` (its update names it ``car``
+        again: :meth:`fleet_spelling`). Names new to the device keep the fleet's spelling.
+
+        A name this device took out of use is :data:`UNALIGNED` (its rows are not this
+        device's, and it never becomes a class here again): a class merged here into another
+        (before, the fleet refreshed its rows at every round, so the merged class was never
+        unlearnt), or a former name whose class now takes the fleet's row of its new name
+        (before, it came back as a new class bearing the name the operator renamed away).
 
         Args:
             global_names: the global model's class names.
@@ -128,26 +141,52 @@ class FleetDevice:
         Raises:
             LabelError: a name a class registry refuses (control characters, ...).
         """
+        from edgecl.data.importers import same_class_as
         from edgecl.models.classes import ClassRegistry, clean_name, known_spelling, same_name_key
 
         registry = ClassRegistry(self.cfg.state_dir)
         current = registry.names()
-        known = list(current.values())
+        merged = registry.merged()
+        live = [n for cid, n in sorted(current.items()) if cid not in merged]
+        retired = {same_name_key(current[cid]): current[cid] for cid in merged}
+        known = list(live)
         renamed = {same_name_key(old): current[cid]
                    for cid, olds in registry.former_names().items() for old in olds}
         cleaned = [clean_name(raw) for raw in global_names]
         in_global = {same_name_key(n) for n in cleaned}
         out = []
         for name in cleaned:
+            key = same_name_key(name)
             spelling = known_spelling(name, known)
-            if spelling is None:
-                now = renamed.get(same_name_key(name))
-                if now is not None and same_name_key(now) not in in_global and now not in out:
+            if spelling is None and key in retired:
+                spelling = UNALIGNED
+                self._say_once(f"merged:{key}", "the fleet's class %r is this device's %r, "
+                               "merged into another class here: its rows are not learnt here",
+                               name, retired[key])
+            if spelling is None and key in renamed:
+                now = renamed[key]
+                if same_name_key(now) not in in_global and now not in out:
                     spelling = now
+                else:
+                    spelling = UNALIGNED
+                    self._say_once(f"renamed:{key}", "the fleet's class %r was renamed %r on "
+                                   "this device, and the fleet holds a class %r too: this "
+                                   "device's %r is now the fleet's %r, and the fleet's %r is not "
+                                   "learnt here", name, now, now, now, now, name)
+            if spelling is None:
+                loose = same_class_as(name, live)
+                if loose is not None and same_name_key(loose) not in in_global and loose not in out:
+                    spelling = loose
             if spelling is None:
                 known.append(name)
-            out.append(spelling or name)
+            out.append(name if spelling is None else spelling)
         return out
+
+    def _say_once(self, key: str, message: str, *args) -> None:
+        """Log a warning the first time this device meets ``key`` (rounds repeat it)."""
+        if key not in self._said:
+            self._said.add(key)
+            log.warning(message, *args)
 
     def fleet_spelling(self, global_names: list[str]) -> dict[str, str]:
         """This device's spelling of each global class name -> the fleet's (the inverse of
@@ -159,19 +198,21 @@ class FleetDevice:
 
         Returns:
             device name -> fleet name, for the global model's classes (names the fleet does
-            not know yet map to nothing: they keep the device's spelling).
+            not know yet map to nothing: they keep the device's spelling; names this device
+            took out of use are left out).
         """
         from edgecl.models.classes import clean_name
 
-        return dict(zip(self.registry_spelling(global_names),
-                        (clean_name(n) for n in global_names)))
+        return {mine: clean_name(theirs) for mine, theirs in
+                zip(self.registry_spelling(global_names), global_names) if mine != UNALIGNED}
 
     def local_names(self, global_names: list[str]) -> dict[int, str]:
         """The device's class ids after merging the fleet's classes into its registry by name
         (case-insensitively: see :meth:`registry_spelling`).
 
         Args:
-            global_names: the global model's class names.
+            global_names: the global model's class names (in this device's spelling, or the
+                fleet's).
 
         Returns:
             class id -> name (ids 0..n-1, stable for the device's life).
@@ -179,7 +220,8 @@ class FleetDevice:
         from edgecl.models.classes import ClassRegistry
 
         registry = ClassRegistry(self.cfg.state_dir)
-        added = registry.add(self.registry_spelling(global_names))
+        spelt = self.registry_spelling([n for n in global_names if n != UNALIGNED])
+        added = registry.add([n for n in spelt if n != UNALIGNED])
         if added:
             log.info("fleet classes joined the class registry: %s", added)
         return registry.names()
@@ -207,14 +249,21 @@ class FleetDevice:
                     shutil.rmtree(self._work_dir(), ignore_errors=True)
 
     def _open(self):
-        """Snapshot of the memory and a RoundContext-like view for the round's helpers."""
+        """Snapshot of the memory (merges cut short finished first) and a RoundContext-like
+        view for the round's helpers."""
         from edgecl.continual.memory import memory_from_config
+        from edgecl.continual.merges import finish_merges
         from edgecl.continual.round import RoundContext
         from edgecl.continual.round_state import load_state, update_task_bookkeeping
+        from edgecl.models.classes import ClassRegistry
         from edgecl.models.registry import Registry
 
         memory = memory_from_config(self.cfg)
         try:
+            classes = ClassRegistry(self.cfg.state_dir)
+            # as a local round: a merge a stop cut short is finished before the memory is read
+            # (before, a fleet round trained the merged class under its old name)
+            finish_merges(memory, classes.merged(), classes.names())
             snapshot = memory.snapshot()
         finally:
             memory.close()
@@ -503,8 +552,8 @@ def score_by_name(model, names: dict[int, str], test_names: dict[int, str], path
                   imgsz: int, seed: int = 0) -> dict[str, float | None]:
     """Per-class AP50-95 of a model on a labelled test set whose class ids differ from its own.
 
-    The model's rows are mapped onto the test set's ids by name; a class the model lacks is
-    silenced (it scores 0, not noise).
+    The model's rows are mapped onto the test set's ids by name (case aside, as the fleet
+    matches names); a class the model lacks is silenced (it scores 0, not noise).
 
     Args:
         model: DetectionModel, or ``None`` (every class scores 0).
@@ -522,9 +571,14 @@ def score_by_name(model, names: dict[int, str], test_names: dict[int, str], path
     from edgecl.models.base import InferenceOptions
     from edgecl.models.torch_backend import TorchBackend
 
+    from edgecl.models.classes import same_name_key
+
     if model is None:
         return {n: 0.0 for n in test_names.values()}
-    order = [names[i] for i in sorted(names)]
+    # matched as the fleet matches names, case aside (before, a device's 'Car' scored 0 on a
+    # test set that spells 'car': its rows were silenced)
+    test_spelling = {same_name_key(n): n for n in test_names.values()}
+    order = [test_spelling.get(same_name_key(names[i]), names[i]) for i in sorted(names)]
     aligned = build_model(model_arrays(model), order, test_names, absent="silent", seed=seed,
                           arch=model_arch(model))  # the model's own architecture
     opts = InferenceOptions(conf=EVAL_CONF, iou=0.7, max_det=EVAL_MAX_DET, threads=1)

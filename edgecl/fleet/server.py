@@ -396,8 +396,8 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
             # INVARIANT: a damaged global model is never silently replaced by a fresh one (the
             # fleet's rounds would start over and its saved model be deleted at the next save)
             raise EdgeclError(f"the fleet's global model in {store.root} cannot be loaded: "
-                              f"{problem}; restore it, or move {store.root} away to start the "
-                              f"fleet afresh")
+                              f"{problem}; restore it from a copy, or move {store.root} away "
+                              f"to start the fleet afresh")
         loaded = store.load(with_arch=True)
         # a round with no usable update saved no model but counts as run (fleet.rounds)
         done = max(loaded[0] if loaded else 0, store.last_round())

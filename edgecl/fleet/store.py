@@ -105,8 +105,7 @@ class GlobalStore:
             # is there, unnamed; before, the server started the fleet afresh and deleted it
             saved = sorted(self.root.glob("global-*.npz")) if self.root.is_dir() else []
             if saved:
-                return None, (f"global.json is missing beside {saved[-1].name}: restore it from a "
-                              f"copy")
+                return None, f"global.json is missing beside {saved[-1].name}"
             return None, None
         try:
             meta = json.loads(meta_path.read_text())

@@ -661,13 +661,16 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                     why = self._refuse_reply(rnd, device, exc, "update")
                     rec["devices"][device] = {"update": "refused", "why": why}
                     continue
+                updates.append(update)
+                rec["devices"][device] = entry
+            # a class new to the fleet takes the spelling of the first device by name, not by
+            # the order replies came in (before, 'person' in one run, 'Person' in the next)
+            for update in sorted(updates, key=lambda u: u.device):
                 written = update.names
                 update.names = fleet_spelling(update.names, spellings)  # 'Car' is the class 'car'
                 if update.held is not None:  # the held names, spelt as the fleet spells them
                     update.held = frozenset(n for w, n in zip(written, update.names)
                                             if w in update.held)
-                updates.append(update)
-                rec["devices"][device] = entry
             for device, why in self._dropped_out(results, failures):
                 log.warning("fleet round %d: %s dropped out of the round (%s)", rnd, device, why)
                 rec.setdefault("failures", []).append(why[:200])

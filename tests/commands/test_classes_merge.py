@@ -93,6 +93,36 @@ def test_a_merge_cut_short_is_named_by_verify_and_finished_by_it(state, capsys):
         assert finish_merges(memory, {1: 2}, {}) == {}, "nothing left: nothing done"
 
 
+def test_a_merge_into_a_class_the_memory_has_not_stored_yet_relabels(tmp_path, capsys):
+    """A fleet round adds the fleet's classes to the class registry, not to the memory. Before:
+    'classes merge people person' recorded the merge, then failed on the first sample ("class 2
+    exceeds the class count 2"), and 'memory verify' and every round failed the same way."""
+    root = tmp_path / "state"
+    ClassRegistry(root).add(["Car", "people"])
+    with ReplayMemory(root / "memory", names={0: "Car", 1: "people"}) as memory:
+        memory.add(sample(1, [[1, 0.5, 0.5, 0.2, 0.2]]))
+        memory.add(sample(2, [[0, 0.3, 0.3, 0.1, 0.1]]))
+    ClassRegistry(root).add(["person"])  # joined from the fleet
+    assert main(["classes", "merge", "people", "person", "--json", "--state-dir", str(root)]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["relabelled"] == 1 and out["into_id"] == 2
+    with ReplayMemory(root / "memory") as memory:
+        assert sorted(tuple(r.classes) for r in memory.records()) == [(0,), (2,)]
+        assert memory.class_names() == {0: "Car", 1: "people", 2: "person"}
+    assert main(["memory", "verify", "--state-dir", str(root)]) == 0
+    capsys.readouterr()
+    # a merge cut short that way is finished by verify too
+    root2 = tmp_path / "state2"
+    ClassRegistry(root2).add(["Car", "people"])
+    with ReplayMemory(root2 / "memory", names={0: "Car", 1: "people"}) as memory:
+        memory.add(sample(1, [[1, 0.5, 0.5, 0.2, 0.2]]))
+    registry = ClassRegistry(root2)
+    registry.add(["person"])
+    registry.merge("people", "person")
+    assert main(["memory", "verify", "--state-dir", str(root2)]) == 0
+    assert "relabelled: 1 sample(s) of class 'people' as 'person'" in capsys.readouterr().out
+
+
 def test_a_round_finishes_a_merge_cut_short_before_it_reads_the_memory(state, caplog):
     from edgecl.config import load_config
     from edgecl.continual.round import _open_round

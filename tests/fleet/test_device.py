@@ -9,7 +9,7 @@ pytest.importorskip("flwr")
 
 from edgecl.data.scenario import make_scenario  # noqa: E402
 from edgecl.data.tasks import load_task_source  # noqa: E402
-from edgecl.fleet.device import FleetDevice  # noqa: E402
+from edgecl.fleet.device import UNALIGNED, FleetDevice  # noqa: E402
 from edgecl.fleet.simulate import SimSize, device_config, fill_memory  # noqa: E402
 from edgecl.fleet.weights import initial_global  # noqa: E402
 
@@ -124,6 +124,32 @@ def test_global_class_names_join_the_registry_case_insensitively(tmp_path):
     assert device.local_names(["truck", "car"]) == {0: "car", 1: "Truck"}
 
 
+def test_a_class_merged_on_the_device_is_not_the_fleets_and_a_spelling_apart_is_one_class(tmp_path):
+    """Before: after 'classes merge OtherVehicle other_vehicle' the fleet's 'OtherVehicle' rows
+    were copied into the merged id at every adoption (never unlearnt); and the fleet's
+    'OtherVehicle' beside the device's 'other_vehicle' (imported, before any merge) became a
+    second class, though an import takes them as one."""
+    from edgecl.config import load_config
+    from edgecl.models.classes import ClassRegistry
+
+    registry = ClassRegistry(tmp_path)
+    registry.add(["other_vehicle", "person"])
+    device = FleetDevice(load_config(None, [f"state_dir={tmp_path}"]))
+    assert device.registry_spelling(["OtherVehicle", "Person", "bike"]) == [
+        "other_vehicle", "person", "bike"]
+    assert device.fleet_spelling(["OtherVehicle", "bike"]) == {"other_vehicle": "OtherVehicle",
+                                                               "bike": "bike"}
+    # the fleet holding both spellings: each its own class, as before
+    assert device.registry_spelling(["OtherVehicle", "other_vehicle"]) == [
+        "OtherVehicle", "other_vehicle"]
+    registry.add(["OtherVehicle"])  # the fleet brought it as a class of its own here
+    registry.merge("OtherVehicle", "other_vehicle")
+    assert device.registry_spelling(["OtherVehicle", "other_vehicle"]) == [UNALIGNED,
+                                                                           "other_vehicle"]
+    assert device.local_names(["OtherVehicle", "other_vehicle"]) == {
+        0: "other_vehicle", 1: "person", 2: "OtherVehicle"}  # nothing added, the id reserved
+
+
 def test_a_failed_connection_says_grpcs_status_not_a_class_name():
     """'fleet join' against a closed port logged 'unreachable or gone (_MultiThreadedRendezvous)'."""
     from edgecl.fleet.client import connection_problem
@@ -149,6 +175,16 @@ def test_a_failed_connection_says_grpcs_status_not_a_class_name():
 
     assert connection_problem(Unknown()) == "UNAVAILABLE: UNKNOWN: ipv4:127.0.0.1:9: something new more"
     assert connection_problem(ConnectionError("reset by peer")) == "ConnectionError: reset by peer"
+
+    class WebServer(Rendezvous):  # a port where an HTTP server listens (before: gRPC's own text)
+        def details(self):
+            return "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:" \
+                   "19600: Failed parsing HTTP/2 (Expected SETTINGS frame as the first frame, " \
+                   "got frame type 79)"
+
+    assert connection_problem(WebServer(), "127.0.0.1:19600") == (
+        "what listens on 127.0.0.1:19600 is no fleet server (it does not speak gRPC: another "
+        "program's port? check fleet.server_address)")
 
 
 def test_a_full_disk_at_a_fleet_round_is_one_line_not_a_traceback(caplog):
@@ -194,8 +230,12 @@ def test_a_class_renamed_on_the_device_stays_the_fleets_class(tmp_path):
     device = FleetDevice(cfg)
     assert device.registry_spelling(fleet_names) == ["auto", *fleet_names[1:]]
     assert device.fleet_spelling([old.upper(), "truck"]) == {"auto": old.upper(), "truck": "truck"}
-    # the fleet also holds a class named as the new name: its old name is the freed name's class
-    assert device.registry_spelling([old, "auto"]) == [old, "auto"]
+    # the fleet also holds a class named as the new name (another device's): this device's
+    # 'auto' is that class, and the old name's rows are not this device's. Before: the old name
+    # came back as a new class here, bearing the name the operator renamed away
+    assert device.registry_spelling([old, "auto"]) == [UNALIGNED, "auto"]
+    assert device.fleet_spelling([old, "auto"]) == {"auto": "auto"}
+    assert device.local_names(device.registry_spelling([old, "auto"])) == registry.names()
     global_model = build_detection_model(len(fleet_names), names=dict(enumerate(fleet_names)))
     fit = device.fit(model_arrays(global_model), fleet_names, 2)
     assert not fit.skipped
@@ -203,3 +243,28 @@ def test_a_class_renamed_on_the_device_stays_the_fleets_class(tmp_path):
     assert set(fit.per_class_ap) == set(fleet_names)
     assert list(registry.names().values()) == ["auto", *fleet_names[1:]]
     assert not (learner_dir(cfg.state_dir) / "fleet-work").exists()  # nothing left on the card
+
+
+def test_scoring_matches_class_names_case_aside(monkeypatch):
+    """Before: a device whose registry spells 'Car' scored 0 on a test set spelling 'car' (its
+    rows were silenced as a class the model lacks)."""
+    from edgecl.fleet import device as device_module
+    from edgecl.fleet import weights
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_build_model(arrays, arrays_names, names, **kwargs):
+        seen["order"] = list(arrays_names)
+        raise Stop
+
+    monkeypatch.setattr(weights, "build_model", fake_build_model)
+    monkeypatch.setattr(weights, "model_arrays", lambda model: {})
+    monkeypatch.setattr(weights, "model_arch", lambda model: None)
+    with pytest.raises(Stop):
+        device_module.score_by_name(object(), {0: "Car", 1: "Person", 2: "boat"},
+                                    {0: "car", 1: "person"}, [], 64)
+    assert seen["order"] == ["car", "person", "boat"]
+

@@ -112,6 +112,9 @@ def test_forgetting_gate_drops_the_update_that_forgot_and_says_why():
     assert "no training sample" in dec[2].reason and "dropped" in dec[3].reason
     edge = forgetting_gate([Update("e", {}, [], 10, forgetting={"car": 0.1501})], 0.15, "drop")
     assert edge[0].reason == "e dropped: class car forgot 0.1501 AP50-95 (bound 0.15)"
+    blind = forgetting_gate([Update("f", {}, [], 2, forgetting={})], 0.15, "drop")
+    assert (blind[0].factor, blind[0].reason) == (1.0, "f kept, not screened: it measured no "
+                                                       "class's forgetting")
 
 
 def test_forgetting_gate_down_weights_in_proportion():

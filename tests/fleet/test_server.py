@@ -86,7 +86,7 @@ def test_a_damaged_global_model_stops_the_server_instead_of_starting_afresh(tmp_
     store.save(3, {"w": np.zeros(4, np.float32)}, ["car"])
     saved = next(store.root.glob("global-*.npz"))
     saved.write_bytes(saved.read_bytes()[:-2] + b"zz")
-    with pytest.raises(EdgeclError, match="fails its checksum; restore it, or move"):
+    with pytest.raises(EdgeclError, match="fails its checksum; restore it from a copy, or move"):
         run_server(cfg)
     assert saved.is_file()
     assert not [r for r in caplog.records if r.levelname == "ERROR"], "said once, as the error"

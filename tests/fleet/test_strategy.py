@@ -286,6 +286,24 @@ def test_case_variants_are_one_class_spelt_as_first_seen(tmp_path, monkeypatch):
     np.testing.assert_allclose(strategy.arrays[ROWS], [(2.0 + 8.0) / 2, (4.0 + 6.0) / 2])
 
 
+def test_a_new_classs_spelling_does_not_hang_on_the_order_replies_came_in(tmp_path, monkeypatch):
+    """Before: the fleet spelt a new class as the first reply did: 'person' in one run, 'Person'
+    in the next. Now the first device by name decides."""
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    spelt = []
+    for order in ((0, 1), (1, 0)):
+        strategy, _ = start(tmp_path / f"o{order[0]}")
+        strategy.names, strategy.arrays = [], {SHARED: np.zeros(2, np.float32),
+                                               ROWS: np.zeros(0, np.float32)}
+        (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+        cfg = ins.config
+        replies = [reply(cfg, "devB", {SHARED: np.ones(2), ROWS: np.array([2.0])}, ["Person"], 10),
+                   reply(cfg, "devA", {SHARED: np.ones(2), ROWS: np.array([4.0])}, ["person"], 10)]
+        strategy.aggregate_fit(1, [replies[i] for i in order], [])
+        spelt.append(strategy.names)
+    assert spelt == [["person"], ["person"]]
+
+
 def test_a_non_finite_average_is_never_stored(tmp_path, monkeypatch):
     monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
     strategy, store = start(tmp_path)
@@ -622,7 +640,7 @@ def test_a_missing_global_json_beside_its_model_is_a_problem_not_a_new_fleet(tmp
     store = GlobalStore(tmp_path / "fleet")
     store.save(3, {SHARED: np.ones(2, np.float32)}, ["car"])
     (store.root / "global.json").unlink()
-    assert store.problem() == "global.json is missing beside global-000003.npz: restore it from a copy"
+    assert store.problem() == "global.json is missing beside global-000003.npz"
     assert store.load() is None
 
 
