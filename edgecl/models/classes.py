@@ -187,12 +187,20 @@ class ClassRegistry:
         of the file to read (its backup).
 
         Raises:
-            ClassRegistryError: unreadable JSON, wrong layout, duplicate ids or names, gaps.
+            ClassRegistryError: unreadable JSON, wrong layout, duplicate ids or names, gaps; or
+                ``classes.json`` missing while its backup holds classes (restored from it by
+                :func:`adopt_memory_class_names`).
         """
         path = self.path if path is None else path
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
+            if path == self.path and self._backup_holds_classes():
+                # deleted (a card fault, a hand's rm): damaged, not a new device (before, the
+                # registry was rebuilt from the memory's names, its merges and renames lost)
+                raise ClassRegistryError(f"the class registry {path} is missing while its "
+                                         f"backup {BACKUP_NAME} holds classes; "
+                                         f"{REBUILD_HINT}") from None
             return []
         except (OSError, UnicodeDecodeError) as exc:
             raise ClassRegistryError(f"cannot read the class registry {path}: {exc}") from None
@@ -235,6 +243,12 @@ class ClassRegistry:
             entries = [{k: v for k, v in e.items() if k != "merged_into"} if e["id"] in broken
                        else e for e in entries]
         return entries
+
+    def _backup_holds_classes(self) -> bool:
+        try:
+            return bool(self._read(self.backup_path))
+        except ClassRegistryError:
+            return False
 
     @property
     def backup_path(self) -> Path:

@@ -595,8 +595,9 @@ def test_frames_waiting_in_the_queue_that_an_import_stores_are_taken_off_it(tmp_
         queue.item(waiting[0])
 
 
+@pytest.mark.parametrize("damage", ["zeros", "deleted"])
 def test_a_damaged_registry_comes_back_from_its_backup_with_merges_and_renames(tmp_path, capsys,
-                                                                             caplog):
+                                                                             caplog, damage):
     """Before: rebuilt from the memory's names alone, a merged class came back as a class of its
     own (then trained again) and a renamed one under its old name (an answer naming the new one
     made a third class)."""
@@ -609,7 +610,10 @@ def test_a_damaged_registry_comes_back_from_its_backup_with_merges_and_renames(t
     classes.seed({0: "car", 1: "truck", 2: "boat"})
     classes.merge("truck", "car")
     classes.rename("car", "automobile")
-    (state / "classes.json").write_bytes(b"\x00" * 40)
+    if damage == "zeros":
+        (state / "classes.json").write_bytes(b"\x00" * 40)
+    else:  # before: read as a new device's registry, rebuilt from the memory: merge, rename lost
+        (state / "classes.json").unlink()
     assert main(["classes", "list", "--state-dir", str(state), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [(c["id"], c["name"], c.get("merged_into")) for c in listed] == [
