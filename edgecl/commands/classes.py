@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
                                         "samples are relabelled, its name means the other")
     add_config_args(mrg)
     mrg.add_argument("old", help="the class to retire (e.g. a misspelling)")
-    mrg.add_argument("into", help="the class it is")
+    mrg.add_argument("into", metavar="target", help="the class it is (the one kept)")
     mrg.add_argument("--json", action="store_true", help="print one JSON object")
     mrg.set_defaults(func=merge_command)
 

@@ -47,8 +47,9 @@ def add_parser(sub) -> None:
     add_config_args(ver)
     ver.add_argument("version", nargs="?", help="version (default: the current one)")
     ver.add_argument("--all", action="store_true",
-                     help="check every version a rollback could return to, not only one "
-                          "(--json: one object per version, as a list)")
+                     help="check every version whose files are kept (all but pruned ones: "
+                          "those a rollback could return to, staged and rejected ones), not "
+                          "only one (--json: one object per version, as a list)")
     ver.add_argument("--json", action="store_true", help="print one JSON object")
     ver.set_defaults(func=verify_command)
     prune = msub.add_parser("prune", help="apply the retention rule (export.keep_promoted, "

@@ -261,11 +261,15 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
                 tally.skip("bad class name", f"{item.source}: {exc}")
                 continue
             folder = Path(item.source).resolve().parent
-            # a YOLO folder is read with every image below it; VOC and COCO read the images
-            # their annotations name
-            if ((folder != root or fmt == "yolo")
-                    and (resolved_out == folder or folder in resolved_out.parents)):
-                raise ConfigError(f"--out {out} is inside {folder}, which holds the dataset's "
+            # a YOLO folder is read with every image below it (so are the folders above an
+            # image's, up to the source: images/flight01/a.jpg is read from images/); VOC and
+            # COCO read the images their annotations name
+            scanned = ([folder, *(p for p in folder.parents if root in p.parents)]
+                       if fmt == "yolo" else [folder] if folder != root else [])
+            holder = next((f for f in scanned if resolved_out == f or f in resolved_out.parents),
+                          None)
+            if holder is not None:
+                raise ConfigError(f"--out {out} is inside {holder}, which holds the dataset's "
                                   f"images: they would be read twice by the next import; name a "
                                   f"folder elsewhere")
             digest = pixels_hash(item.image)

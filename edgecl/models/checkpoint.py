@@ -132,8 +132,8 @@ def detection_model_problem(model) -> str | None:
         return f"not an ultralytics detection model ({cls} without layers)"
     head_name = type(head).__name__
     kind = _first_match(head, OTHER_HEADS)  # a DetectionModel built from a pose/seg yaml
-    if kind is not None:
-        return f"{kind} ({cls} with a {head_name} head)"
+    if kind is not None:  # built from a pose/seg/cls yaml or pickled so: named by its head
+        return f"{kind} (its head is {head_name})"
     if not any(c.__name__ == "Detect" for c in type(head).__mro__):
         return f"not an object detector ({cls} with a {head_name} head)"
     return None

@@ -1,4 +1,4 @@
-"""``edgecl classes merge OLD INTO``: a misspelt class a person typed is merged into the right
+"""``edgecl classes merge OLD TARGET``: a misspelt class a person typed is merged into the right
 one; its samples are relabelled, and its name means the other class from then on."""
 
 import json

@@ -510,6 +510,17 @@ def test_dataset_import_refuses_an_output_inside_its_source(tmp_path, capsys):
     (flat / "classes.txt").write_text("car\n")
     message = _cli_error(capsys, ["dataset", "import", str(flat), "--out", str(flat / "conv")])
     assert message.startswith(f"error: --out {flat / 'conv'} is inside {flat}, which holds")
+    # images in sub-folders of images/: before, an --out in images/ itself was written there
+    nested = tmp_path / "nest"
+    for flight in ("flight01", "flight02"):
+        _image(nested / "images" / flight / "frame_1.jpg", value=60 + len(flight))
+        (nested / "labels" / flight).mkdir(parents=True)
+        (nested / "labels" / flight / "frame_1.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (nested / "data.yaml").write_text("train: images\nval: images\nnames: {0: car}\n")
+    inside = nested / "images" / "out"
+    message = _cli_error(capsys, ["dataset", "import", str(nested), "--out", str(inside)])
+    assert message.startswith(f"error: --out {inside} is inside {nested / 'images'}, which holds")
+    assert not inside.exists()
 
 
 def test_a_decimal_part_box_does_not_shift_its_object_by_a_pixel(tmp_path):

@@ -227,8 +227,10 @@ def test_run_refuses_a_pose_checkpoint_before_serving(other_checkpoints, run_edg
 
 
 @pytest.mark.parametrize("cfg, what", [
-    ("yolo11n-pose.yaml", "a pose model (DetectionModel with a Pose head)"),
-    ("yolo11n-seg.yaml", "a segmentation model (DetectionModel with a Segment head)"),
+    ("yolo11n-pose.yaml", "a pose model (its head is Pose)"),
+    ("yolo11n-seg.yaml", "a segmentation model (its head is Segment)"),
+    # before: "(DetectionModel with a Classify head)", which a classifier is not
+    ("yolo11n-cls.yaml", "a classification model (its head is Classify)"),
 ])
 def test_a_detection_model_with_another_head_is_refused(tmp_path, cfg, what):
     """A DetectionModel built from a pose/seg yaml (``--model yolo11n-pose.yaml``) or pickled

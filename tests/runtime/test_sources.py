@@ -230,6 +230,8 @@ def test_dir_data_yaml_streams_splits_with_labels(tmp_path):
         assert source.names == {0: "car", 1: "person"} and source.labelled
     valid = list(open_source(f"dir://{root}?split=val"))
     assert [f.name for f in valid] == ["valid/images/valid0.jpg", "valid/images/valid1.jpg"]
+    # Roboflow's own folder name (before: "parameter 'split' must be one of all, train, ...")
+    assert [f.name for f in open_source(f"dir://{root}?split=valid")] == [f.name for f in valid]
 
 
 def test_a_box_with_no_area_is_dropped_and_the_frame_keeps_its_others(tmp_path, caplog):

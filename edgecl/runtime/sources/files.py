@@ -570,7 +570,8 @@ class ImageDirSource(ImageListSource):
             SourceError: missing path or bad parameter.
         """
         loop = params.get_bool("loop", False)
-        split = params.get_choice("split", "all", ("all", "train", "val", "test"))
+        split = params.get_choice("split", "all", ("all", "train", "val", "valid", "test"))
+        split = "val" if split == "valid" else split  # Roboflow's folder name for it
         fps = params.get_fps()
         params.finish()
         source = cls(uri, path, loop, cfg, split)
