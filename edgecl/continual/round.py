@@ -868,7 +868,7 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
 
                 files[CALIBRATOR_FILE] = calibrator.save(ctx.work / CALIBRATOR_FILE)
                 manifest["calibration"] = calibration_manifest(cal_report)
-        version = ctx.registry.stage(files, manifest, status=status.value)
+        version = ctx.registry.stage(files, manifest, status=status.value, link=True)
     cl, unsaved = _after_staging(ctx, version, manifest, recorded, record, after,
                                  (model, names) if verdict.accepted else None)
     log.info("round %d -> %s %s: %s", round_no, version, status.value, verdict.reason)

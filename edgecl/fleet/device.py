@@ -488,7 +488,7 @@ class FleetDevice:
                             columns=ctx.state.task_order, class_names=names,
                             calibration=cal_report)
             files[ROUND_RECORD_FILE] = write_round_record(ctx.work / ROUND_RECORD_FILE, **recorded)
-            version = ctx.registry.stage(files, manifest, status=status)
+            version = ctx.registry.stage(files, manifest, status=status, link=True)
             record_in_monitor(self.cfg.state_dir, ctx.registry, version, recorded)
             if verdict.accepted:
                 promote_version(self.cfg.state_dir, version)

@@ -710,7 +710,7 @@ class Runtime:
                "model_version": loop.model_version if loop else None,
                "frames": loop.frames_done if loop else 0, "alerts": self._alerts()}
         if self.memory_sink is not None:
-            stats = self.memory_sink.memory.stats()
+            stats = self.memory_sink.memory_stats()
             out["memory"] = {"samples": stats.get("samples", 0), "capacity": self.cfg.memory.capacity,
                              "bytes": stats.get("bytes", 0), "max_bytes": self.cfg.memory.max_bytes,
                              "per_origin": stats.get("per_origin", {})}
@@ -970,7 +970,7 @@ class Runtime:
         return True
 
     def _record_runtime(self) -> None:
-        stats = self.memory_sink.memory.stats() if self.memory_sink else {}
+        stats = self.memory_sink.memory_stats() if self.memory_sink else {}
         self.monitor.record_runtime(fps=self.loop.current_fps(), latency_ms_p50=self.loop.latency_p50(),
                                     memory_bytes=stats.get("bytes", 0),
                                     memory_samples=stats.get("samples", 0),

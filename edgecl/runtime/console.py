@@ -313,7 +313,7 @@ def build_console_hooks(runtime):
             classes_cached.invalidate()
 
     def classes() -> list[dict]:
-        stats = sink.memory.stats()
+        stats = sink.memory_stats()
         return runtime.classes.list(sample_counts=stats.get("per_class", {}))
 
     def forgetting() -> dict:

@@ -29,6 +29,28 @@ def test_stage_writes_manifest_with_sha256(tmp_path, model_file):
     assert reg.add(model_file, check=False) == "v0002"
 
 
+def test_a_rounds_own_exports_are_linked_not_written_twice(tmp_path, model_file, monkeypatch):
+    """Before: every file of a round's version was copied from the learner's work folder (20-35
+    MB written to the card twice per round). A user's file (models add) is still copied."""
+    import errno
+
+    reg = Registry(tmp_path / "models")
+    v = reg.stage({"model.onnx": model_file}, {}, link=True)
+    staged = tmp_path / "models" / v / "model.onnx"
+    assert staged.stat().st_ino == model_file.stat().st_ino
+    assert reg.verify(v) == []
+    user = reg.add(model_file, check=False)
+    assert (tmp_path / "models" / user / "model.onnx").stat().st_ino != model_file.stat().st_ino
+
+    def no_links(src, dst):  # a FAT card, another file system
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    copied = reg.stage({"model.onnx": model_file}, {}, link=True)
+    path = tmp_path / "models" / copied / "model.onnx"
+    assert path.read_bytes() == b"fake-onnx-bytes" and path.stat().st_ino != model_file.stat().st_ino
+
+
 def test_promote_and_rollback(tmp_path, model_file):
     reg = Registry(tmp_path / "models")
     v1, v2 = reg.add(model_file, check=False), reg.add(model_file, check=False)

@@ -126,6 +126,24 @@ def test_an_answer_after_the_sink_closed_is_unavailable_and_stores_nothing(tmp_p
     assert mem.samples == [] and [p["id"] for p in sink.queue.pending()] == [item]
 
 
+def test_the_consoles_reads_after_the_sink_closed_are_unavailable(tmp_path):
+    """Before: the loop's end closed the memory while the console still served: the Live page's
+    figures and the answered list read the closed index (HTTP 500, a logged traceback ending
+    in "'NoneType' object has no attribute 'execute'")."""
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory
+
+    cfg = LabelsConfig(mode="field")
+    memory = ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=20, holdout_fraction=0.0))
+    sink = MemorySink(memory, cfg, OperatorQueue(tmp_path / "labels", cfg.max_pending),
+                      classes=FakeClasses({0: "car"}))
+    assert sink.memory_stats()["samples"] == 0 and sink.answers() == []
+    sink.close()
+    for read in (sink.memory_stats, sink.answers, lambda: sink.answered_image("abc")):
+        with pytest.raises(UnavailableError, match="the runtime is stopping; ask again once it runs"):
+            read()
+
+
 def test_closing_waits_for_an_answer_being_stored(tmp_path):
     sink, mem, item = _sink(tmp_path)
     entered, release = threading.Event(), threading.Event()

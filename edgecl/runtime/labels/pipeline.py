@@ -28,6 +28,7 @@ in the sink thread, for frames to be stored or queued only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -549,14 +550,43 @@ class MemorySink:
         return out
 
     def answers(self, limit: int = 50) -> list[dict]:
-        """The latest answers still in memory (see :meth:`OperatorQueue.answers`)."""
+        """The latest answers still in memory (see :meth:`OperatorQueue.answers`).
+
+        Raises:
+            UnavailableError: the sink is closed (the runtime is stopping).
+        """
         if self.classes is None:
             return []
-        return self.queue.answers(self.memory, self.classes, limit=limit)
+        with self._open_memory("the answers"):
+            return self.queue.answers(self.memory, self.classes, limit=limit)
 
     def answered_image(self, item_id: str) -> Path:
-        """An answered item's image as the memory stores it."""
-        return self.queue.answered_image_path(item_id, self.memory)
+        """An answered item's image as the memory stores it.
+
+        Raises:
+            UnavailableError: the sink is closed (the runtime is stopping).
+        """
+        with self._open_memory(f"label item '{item_id}'"):
+            return self.queue.answered_image_path(item_id, self.memory)
+
+    def memory_stats(self) -> dict:
+        """The replay memory's :meth:`~edgecl.continual.memory.ReplayMemory.stats`.
+
+        Raises:
+            UnavailableError: the sink is closed (the runtime is stopping).
+        """
+        with self._open_memory("the replay memory's figures"):
+            return self.memory.stats()
+
+    @contextlib.contextmanager
+    def _open_memory(self, what: str):
+        """Hold the memory open while a reader (the console) uses it: the loop's end closes it
+        while the console still serves (before, a Live page read then was an HTTP 500 and a
+        logged traceback: the index was closed under it)."""
+        with self._id_lock:
+            if self.closed:
+                raise UnavailableError(f"{what}: the runtime is stopping; ask again once it runs")
+            yield
 
     def _trains_on(self, sample_id: int) -> bool:
         """Whether a stored sample went to the training slots: a held-out one is nothing new
