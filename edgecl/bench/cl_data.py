@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, link_or_copy
-from edgecl.data.images import deeper_than_8_bits, read_image
+from edgecl.data.images import file_deeper_than_8_bits, read_image
 from edgecl.data.labels import labels_to_text, parse_yolo_label_text
 from edgecl.data.tasks import TaskSet, label_path_for
 from edgecl.errors import LabelError
@@ -150,7 +150,7 @@ def filtered_copy(image: Path, dst: Path, keep: dict[int, int]) -> None:
     """
     src_label = label_path_for(image)
     text = src_label.read_text(encoding="utf-8-sig") if src_label.is_file() else ""
-    if deeper_than_8_bits(image.read_bytes()):  # ultralytics would train on its high byte
+    if file_deeper_than_8_bits(image):  # ultralytics would train on its high byte
         eight_bit_copy(image, dst)
     else:
         link_or_copy(image, dst)

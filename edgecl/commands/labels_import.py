@@ -306,8 +306,8 @@ def other_labels_note(result: dict) -> str:
 
 def nothing_imported(path: str, result: dict) -> str:
     """The error of an import that stored nothing though it found images, with what to give
-    instead (empty when something was stored, or when images were already in memory: the same
-    import run again). The command then exits 2, as ``dataset import`` does (before: 0, and a
+    instead (empty when something was stored, when images were already in memory: the same
+    import run again, or when a full memory's policy declined them). The command then exits 2, as ``dataset import`` does (before: 0, and a
     provisioning script could not tell).
 
     Args:
@@ -318,10 +318,13 @@ def nothing_imported(path: str, result: dict) -> str:
         One line, or ``""``.
     """
     from edgecl.continual.ingest import (ALREADY_IN_MEMORY, ANSWERED_ON_DEVICE,
-                                         HELD_WITH_OTHER_LABELS, TWICE_IN_IMPORT)
+                                         DECLINED_BY_POLICY, HELD_WITH_OTHER_LABELS,
+                                         TWICE_IN_IMPORT)
 
     reasons = result["reasons"]
-    held = (ALREADY_IN_MEMORY, HELD_WITH_OTHER_LABELS, ANSWERED_ON_DEVICE, TWICE_IN_IMPORT)
+    # not a fault: images stored before, or a full memory's sampling declining them
+    held = (ALREADY_IN_MEMORY, HELD_WITH_OTHER_LABELS, ANSWERED_ON_DEVICE, TWICE_IN_IMPORT,
+            DECLINED_BY_POLICY)
     if result["imported"] or not reasons or any(r in reasons for r in held):
         return ""
     from edgecl.data.importers import no_labels_hint

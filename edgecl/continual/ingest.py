@@ -133,6 +133,8 @@ class ImportReport:
                 "named_from_registry": dict(self.named_from_registry)}
 
 
+DECLINED_BY_POLICY = "declined by memory policy"
+"""Skip reason of an image a full memory's insertion policy did not take (sampling, no fault)."""
 ALREADY_IN_MEMORY = "already in memory"
 """Skip reason of an image whose content the memory already holds."""
 HELD_WITH_OTHER_LABELS = "already in memory, with other labels"
@@ -345,7 +347,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
         if sample_id is None:
             report.declined += 1
             # counted, not listed: into a full memory, most of a folder is declined
-            report.tally.skip("declined by memory policy")
+            report.tally.skip(DECLINED_BY_POLICY)
             continue
         report.tally.done(item)
 

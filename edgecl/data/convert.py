@@ -35,6 +35,7 @@ from edgecl.data.images import IMAGE_SUFFIXES, deeper_than_8_bits, is_image, pix
 from edgecl.data.importers import (SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, detect_format,
                                    iter_labelled, no_labels_hint, same_class_as)
 from edgecl.data.labels import labels_to_text
+from edgecl.data.yolo_dataset import find_dataset
 from edgecl.errors import ConfigError, LabelError
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,15 @@ def _image_file(item: ImportItem) -> tuple[str, bytes]:
     return ".png", data.tobytes()
 
 
+def _dataset_root(src: Path) -> Path | None:
+    """A YOLO dataset's root as its data.yaml gives it (``path:``), or None where it gives none
+    or cannot be read (the import says why)."""
+    try:
+        return find_dataset(src).root.resolve()
+    except (ConfigError, OSError):
+        return None
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is a file, not a folder; name a new folder")
@@ -243,6 +253,9 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             clean_name(name)
         except LabelError as exc:
             raise ConfigError(f"{src}: {exc}") from None
+    # the folders a YOLO dataset's images are read below: the source's, and its data.yaml's
+    # path: (which may name a folder elsewhere)
+    anchors = {root, *([_dataset_root(src)] if fmt == "yolo" else [])} - {None}
     tally = ImportTally()
     used: set[str] = set()
     matched: dict[str, str] = {}
@@ -264,7 +277,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             # a YOLO folder is read with every image below it (so are the folders above an
             # image's, up to the source: images/flight01/a.jpg is read from images/); VOC and
             # COCO read the images their annotations name
-            scanned = ([folder, *(p for p in folder.parents if root in p.parents)]
+            scanned = ([folder, *(p for p in folder.parents if any(a in p.parents for a in anchors))]
                        if fmt == "yolo" else [folder] if folder != root else [])
             holder = next((f for f in scanned if resolved_out == f or f in resolved_out.parents),
                           None)

@@ -310,6 +310,20 @@ def deeper_than_8_bits(data: bytes) -> bool:
     return image is not None and image.dtype != np.uint8
 
 
+def file_deeper_than_8_bits(path: str | Path) -> bool:
+    """:func:`deeper_than_8_bits` of an image file, reading only its header where that tells
+    (JPEG, PNG: the common case), the whole file otherwise.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(32)
+        if head.startswith(_JPEG_SOI) or head.startswith(b"\x89PNG\r\n\x1a\n"):
+            return deeper_than_8_bits(head)
+        return deeper_than_8_bits(head + fh.read())
+
+
 def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     """Decode an encoded image (the bytes of a file) into BGR uint8.
 

@@ -38,6 +38,7 @@ from edgecl.data.labels import label_path_for
 from edgecl.errors import ConfigError, yaml_problem
 
 log = logging.getLogger(__name__)
+_SAID_PATH_FALLBACK: set[Path] = set()  # data.yaml files whose 'path:' fallback was said
 
 SPLIT_NAMES = ("train", "val", "test")
 _ROBOFLOW_SPLITS = {"train": ("train",), "val": ("valid", "val", "validation"), "test": ("test",)}
@@ -330,8 +331,10 @@ def _read_data_yaml(yaml_path: str | Path) -> tuple[Path, dict, Path, dict[str, 
     if not _path_exists(root, folder=True) and _entries(yaml_path, data, yaml_path.parent):
         # a download's yaml naming the folder of the machine it was made on (Colab's
         # /content/datasets/...), its splits beside it: before, a dead end
-        log.warning("%s: 'path' %s does not exist here; the dataset's splits were found beside "
-                    "the yaml, in %s", yaml_path, data.get("path"), yaml_path.parent)
+        if yaml_path not in _SAID_PATH_FALLBACK:  # a command reads the yaml more than once
+            _SAID_PATH_FALLBACK.add(yaml_path)
+            log.warning("%s: 'path' %s does not exist here; the dataset's splits were found "
+                        "beside the yaml, in %s", yaml_path, data.get("path"), yaml_path.parent)
         root = yaml_path.parent
     return yaml_path, data, root, _entries(yaml_path, data, root, strict=True)
 

@@ -141,22 +141,42 @@ class FleetDevice:
         Raises:
             LabelError: a name a class registry refuses (control characters, ...).
         """
+        from edgecl.data.class_names import loose_class_name
         from edgecl.data.importers import same_class_as
         from edgecl.models.classes import ClassRegistry, clean_name, known_spelling, same_name_key
 
         registry = ClassRegistry(self.cfg.state_dir)
         current = registry.names()
         merged = registry.merged()
+        former = registry.former_names()
         live = [n for cid, n in sorted(current.items()) if cid not in merged]
-        retired = {same_name_key(current[cid]): current[cid] for cid in merged}
-        known = list(live)
-        renamed = {same_name_key(old): current[cid]
-                   for cid, olds in registry.former_names().items() for old in olds}
+        # a merged class's names, its former ones too, are out of use here
+        retired = {same_name_key(n): current[cid] for cid in merged
+                   for n in (current[cid], *former.get(cid, []))}
+        renamed = {same_name_key(old): current[cid] for cid, olds in former.items()
+                   if cid not in merged for old in olds}
+        loose_retired = {loose_class_name(k): n for k, n in retired.items() if loose_class_name(k)}
+        loose_renamed = {loose_class_name(k): n for k, n in renamed.items() if loose_class_name(k)}
         cleaned = [clean_name(raw) for raw in global_names]
         in_global = {same_name_key(n) for n in cleaned}
-        out = []
+        in_global_loose = {loose_class_name(n) for n in cleaned}
+        known = list(live)
+        out: list[str] = []
+
+        def renamed_class(name: str, now: str) -> str:
+            # the fleet also holds the new name (spelt so, or apart only in separators):
+            # this device's class is that fleet class, and the old name's rows not its own
+            if (same_name_key(now) in in_global or loose_class_name(now) in in_global_loose
+                    or now in out):
+                self._say_once(f"renamed:{same_name_key(name)}", "the fleet's class %r was "
+                               "renamed %r on this device, and the fleet holds a class of that "
+                               "name too: this device's %r is that class now, and the fleet's "
+                               "%r is not learnt here", name, now, now, name)
+                return UNALIGNED
+            return now
+
         for name in cleaned:
-            key = same_name_key(name)
+            key, lkey = same_name_key(name), loose_class_name(name)
             spelling = known_spelling(name, known)
             if spelling is None and key in retired:
                 spelling = UNALIGNED
@@ -164,19 +184,15 @@ class FleetDevice:
                                "merged into another class here: its rows are not learnt here",
                                name, retired[key])
             if spelling is None and key in renamed:
-                now = renamed[key]
-                if same_name_key(now) not in in_global and now not in out:
-                    spelling = now
-                else:
-                    spelling = UNALIGNED
-                    self._say_once(f"renamed:{key}", "the fleet's class %r was renamed %r on "
-                                   "this device, and the fleet holds a class %r too: this "
-                                   "device's %r is now the fleet's %r, and the fleet's %r is not "
-                                   "learnt here", name, now, now, now, now, name)
-            if spelling is None:
+                spelling = renamed_class(name, renamed[key])
+            if spelling is None:  # apart only in spaces, punctuation or symbols
                 loose = same_class_as(name, live)
                 if loose is not None and same_name_key(loose) not in in_global and loose not in out:
                     spelling = loose
+                elif lkey and lkey in loose_retired:
+                    spelling = UNALIGNED
+                elif lkey and lkey in loose_renamed:
+                    spelling = renamed_class(name, loose_renamed[lkey])
             if spelling is None:
                 known.append(name)
             out.append(name if spelling is None else spelling)
@@ -206,6 +222,17 @@ class FleetDevice:
         return {mine: clean_name(theirs) for mine, theirs in
                 zip(self.registry_spelling(global_names), global_names) if mine != UNALIGNED}
 
+    def _add_spelt(self, spelt: list[str]) -> dict[int, str]:
+        """Add names already in this device's spelling (:meth:`registry_spelling`'s output) to
+        the class registry; the device's class ids after it."""
+        from edgecl.models.classes import ClassRegistry
+
+        registry = ClassRegistry(self.cfg.state_dir)
+        added = registry.add([n for n in spelt if n != UNALIGNED])
+        if added:
+            log.info("fleet classes joined the class registry: %s", added)
+        return registry.names()
+
     def local_names(self, global_names: list[str]) -> dict[int, str]:
         """The device's class ids after merging the fleet's classes into its registry by name
         (case-insensitively: see :meth:`registry_spelling`).
@@ -217,14 +244,13 @@ class FleetDevice:
         Returns:
             class id -> name (ids 0..n-1, stable for the device's life).
         """
+        return self._add_spelt(self.registry_spelling([n for n in global_names
+                                                        if n != UNALIGNED]))
+
+    def _merged_ids(self) -> set[int]:
         from edgecl.models.classes import ClassRegistry
 
-        registry = ClassRegistry(self.cfg.state_dir)
-        spelt = self.registry_spelling([n for n in global_names if n != UNALIGNED])
-        added = registry.add([n for n in spelt if n != UNALIGNED])
-        if added:
-            log.info("fleet classes joined the class registry: %s", added)
-        return registry.names()
+        return set(ClassRegistry(self.cfg.state_dir).merged())
 
     def _work_dir(self) -> Path:
         return learner_dir(self.cfg.state_dir) / "fleet-work"
@@ -255,14 +281,16 @@ class FleetDevice:
         from edgecl.continual.merges import finish_merges
         from edgecl.continual.round import RoundContext
         from edgecl.continual.round_state import load_state, update_task_bookkeeping
-        from edgecl.models.classes import ClassRegistry
+        from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
         from edgecl.models.registry import Registry
 
         memory = memory_from_config(self.cfg)
         try:
             classes = ClassRegistry(self.cfg.state_dir)
-            # as a local round: a merge a stop cut short is finished before the memory is read
-            # (before, a fleet round trained the merged class under its old name)
+            # as a local round: a damaged or deleted registry is repaired (from its backup) and
+            # a merge a stop cut short is finished before the memory is read (before, a fleet
+            # round trained the merged class under its old name)
+            adopt_memory_class_names(memory, classes)
             finish_merges(memory, classes.merged(), classes.names())
             snapshot = memory.snapshot()
         finally:
@@ -333,7 +361,7 @@ class FleetDevice:
                 return FitOutcome(skipped="no training sample in the memory")
             wire = self.fleet_spelling(global_names)
             global_names = self.registry_spelling(global_names)
-            names = self.local_names(global_names)
+            names = self._add_spelt(global_names)
             try:
                 model = build_model(global_arrays, global_names, names, seed=self.cfg.fleet.seed,
                                     arch=arch)
@@ -377,6 +405,7 @@ class FleetDevice:
         # a class none of its training samples shows: its rows are the global model's, moved
         # only by the shared layers (before, averaged in, they diluted the devices that hold it)
         held_ids = held_classes(ctx.snapshot.records(ids=train_ids))
+        arrays, order, ap_after = _without_merged(arrays, names, ap_after, self._merged_ids())
         return FitOutcome(arrays, [wire.get(n, n) for n in order], len(train_ids),
                           _renamed_keys(ap_after, wire), _renamed_keys(forgetting, wire),
                           ft.steps, round(ft.seconds, 2),
@@ -431,7 +460,7 @@ class FleetDevice:
             ctx = self._open()
             wire = self.fleet_spelling(global_names)
             global_names = self.registry_spelling(global_names)
-            names = self.local_names(global_names)
+            names = self._add_spelt(global_names)
             try:
                 model = build_model(global_arrays, global_names, names, seed=self.cfg.fleet.seed,
                                     arch=arch)
@@ -528,6 +557,34 @@ class FleetDevice:
             return None, {}
         model, meta = load_checkpoint(pt)
         return model, {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
+
+
+def _without_merged(arrays: dict, names: dict[int, str], per_class: dict,
+                    merged: set[int]) -> tuple[dict, list[str], dict]:
+    """An update without the classes merged away on this device: their class rows, names and
+    scores left out (before, the update named a merged class, and the fleet took it as a new
+    class of all, every other device adding it to its registry for good).
+
+    Args:
+        arrays: the fine-tuned model's arrays (class rows in id order).
+        names: class id -> name (ids 0..n-1).
+        per_class: class name -> AP.
+        merged: the merged class ids.
+
+    Returns:
+        ``(arrays, names in row order, per_class)`` without the merged classes.
+    """
+    import numpy as np
+
+    from edgecl.continual.federated import is_class_row_key
+
+    keep = [i for i in sorted(names) if i not in merged]
+    if len(keep) == len(names):
+        return arrays, [names[i] for i in keep], per_class
+    gone = {names[i] for i in merged if i in names}
+    index = np.array(keep, dtype=np.int64)
+    out = {k: (np.asarray(v)[index] if is_class_row_key(k) else v) for k, v in arrays.items()}
+    return out, [names[i] for i in keep], {n: v for n, v in per_class.items() if n not in gone}
 
 
 def _renamed_keys(by_name: dict, wire: dict[str, str]) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 from edgecl.atomic import atomic_write_bytes
 from edgecl.config import Config, RuntimeConfig
 from edgecl.errors import (ConfigError, EdgeclError, LabelError, ModelLoadError, StorageError,
-                           file_as_state_dir, is_disk_full)
+                           UnavailableError, file_as_state_dir, is_disk_full)
 
 log = logging.getLogger(__name__)
 
@@ -700,7 +700,9 @@ class Runtime:
         number (the running round while training, else the last finished one), numbered as the
         model versions and the Forgetting page number rounds, so it goes on across restarts;
         ``progress`` is the running round's estimated progress, 0..1 (see
-        :func:`edgecl.runtime.learner.expected_round_s`), ``None`` when no round runs.
+        :func:`edgecl.runtime.learner.expected_round_s`), ``None`` when no round runs. Once the
+        loop's end closed the memory (a stop, or a finite run waiting for its last round),
+        ``memory`` and ``queue`` are left out and the rest still shows.
         """
         loop = self.loop
         out = {"fps": loop.delivered_fps() if loop else 0.0,
@@ -709,12 +711,18 @@ class Runtime:
                "latency_ms_p95": loop.latency_p95() if loop else 0.0,
                "model_version": loop.model_version if loop else None,
                "frames": loop.frames_done if loop else 0, "alerts": self._alerts()}
-        if self.memory_sink is not None:
-            stats = self.memory_sink.memory_stats()
-            out["memory"] = {"samples": stats.get("samples", 0), "capacity": self.cfg.memory.capacity,
-                             "bytes": stats.get("bytes", 0), "max_bytes": self.cfg.memory.max_bytes,
-                             "per_origin": stats.get("per_origin", {})}
-            out["queue"] = len(self.memory_sink.queue.pending())
+        if self.memory_sink is not None and not self.memory_sink.closed:
+            try:
+                stats = self.memory_sink.memory_stats()
+            except UnavailableError:  # closed meanwhile: the rest of the page still shows
+                stats = None
+            if stats is not None:
+                out["memory"] = {"samples": stats.get("samples", 0),
+                                 "capacity": self.cfg.memory.capacity,
+                                 "bytes": stats.get("bytes", 0),
+                                 "max_bytes": self.cfg.memory.max_bytes,
+                                 "per_origin": stats.get("per_origin", {})}
+                out["queue"] = len(self.memory_sink.queue.pending())
         if self.supervisor is not None:
             from edgecl.runtime.prometheus import DiskRound, with_disk_round
 

@@ -906,3 +906,15 @@ def test_a_folder_per_sequence_is_held_out_in_blocks(tmp_path, capsys):
     (src / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
     result = _import(capsys, tmp_path / "state", src, "--json")
     assert result["imported"] == 30 and result["frame_sequences"] == 2
+
+
+def test_an_import_a_full_memory_declines_is_no_error():
+    """Found attacking the exit-status change: a full memory's policy declining every image of
+    a small import (sampling, no fault) printed 'error: nothing imported' and exited 2."""
+    from edgecl.commands.labels_import import nothing_imported
+
+    assert nothing_imported("voc3", {"imported": 0, "skipped": 2,
+                                     "reasons": {"declined by memory policy": 2}}) == ""
+    assert nothing_imported("voc3", {"imported": 0, "skipped": 2,
+                                     "reasons": {"no label file": 2}}).startswith(
+        "error: nothing imported from voc3: every image was skipped (no label file 2)")

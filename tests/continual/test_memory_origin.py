@@ -152,6 +152,22 @@ def test_a_named_tasks_held_out_slice_keeps_a_rare_classs_last_sample(tmp_path, 
         assert [r.source for r in held if 1 in r.classes] == [f"s{first_held}"]
 
 
+@pytest.mark.parametrize("task", ["t0", "stream"])
+def test_the_held_out_slice_gives_up_a_persons_answers_last(tmp_path, task):
+    """Found attacking the training slots' fix: 10 answers, then 300 frames of a labelled
+    stream of the same class (capacity 20, half held out): every held-out answer was evicted."""
+    with ReplayMemory(tmp_path / "m", cfg(capacity=20, holdout_fraction=0.5,
+                                          policy="class_balanced")) as m:
+        for k in range(10):
+            m.add(sample(k, LabelOrigin.OPERATOR, task=task))
+        held_answers = {r.id for r in m.records() if r.held_out}
+        assert held_answers
+        for k in range(300):
+            m.add(sample(100 + k, task=task))
+        assert held_answers <= set(m.ids(held_out=True))
+        assert m.stats()["per_origin"]["operator"] == 10
+
+
 def test_an_operator_answer_drawn_for_a_task_with_no_held_out_slot_trains_instead(tmp_path):
     """Before: with more tasks than held-out slots (2 slots, 3 tasks: each task's share is 0),
     an answer drawn for the held-out slice was declined: 5 of 40 on a device."""

@@ -521,6 +521,12 @@ def test_dataset_import_refuses_an_output_inside_its_source(tmp_path, capsys):
     message = _cli_error(capsys, ["dataset", "import", str(nested), "--out", str(inside)])
     assert message.startswith(f"error: --out {inside} is inside {nested / 'images'}, which holds")
     assert not inside.exists()
+    # a data.yaml elsewhere whose path: names the dataset's folder
+    yaml_elsewhere = tmp_path / "yy" / "data.yaml"
+    yaml_elsewhere.parent.mkdir()
+    yaml_elsewhere.write_text(f"path: {nested}\ntrain: images\nval: images\nnames: {{0: car}}\n")
+    message = _cli_error(capsys, ["dataset", "import", str(yaml_elsewhere), "--out", str(inside)])
+    assert message.startswith(f"error: --out {inside} is inside {nested / 'images'}, which holds")
 
 
 def test_a_decimal_part_box_does_not_shift_its_object_by_a_pixel(tmp_path):

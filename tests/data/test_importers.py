@@ -416,10 +416,12 @@ def test_two_images_taking_one_label_file_are_skipped_and_a_label_without_image_
     out = write_yolo_dataset(root, tmp_path / "out")
     assert (out["imported"], out["skipped"]) == (1, 3)
     assert out["reasons"] == {"shared label file": 2, "label without image": 1}
-    # an image an image list leaves out is not an orphan's image; a names file is no label
+    # an image an image list leaves out is not an orphan's image; a names file, a README are
+    # no labels
     _jpg(root / "images" / "kept.jpg", 120)
     (root / "labels" / "kept.txt").write_text("0 0.5 0.5 0.5 0.5\n")
     (root / "labels" / "classes.txt").write_text("car\n")
+    (root / "labels" / "README.txt").write_text("Labels exported 2026-11-02 by the field team\n")
     (root / "train.txt").write_text("images/z.jpg\n")
     (root / "data.yaml").write_text("train: train.txt\nval: train.txt\nnames: {0: car}\n")
     items, skips = _collect(root)

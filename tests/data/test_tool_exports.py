@@ -98,7 +98,7 @@ def test_cvat_mask_shapes_are_objects_not_crowd_regions(tmp_path):
         [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [8, 12, 16, 24], "iscrowd": 1,
           "segmentation": rle, "attributes": {"occluded": False, "rotation": 0.0}},
          {"id": 2, "image_id": 1, "category_id": 1, "bbox": [32, 0, 32, 48], "iscrowd": 1,
-          "segmentation": rle, "attributes": {"occluded": True}},
+          "segmentation": rle, "attributes": {"occluded": True, "is_crowd": "false"}},
          {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 8, 8], "iscrowd": 1,
           "segmentation": rle}], CATS))
     items, skips = _collect(root)

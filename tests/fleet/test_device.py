@@ -150,6 +150,51 @@ def test_a_class_merged_on_the_device_is_not_the_fleets_and_a_spelling_apart_is_
         0: "other_vehicle", 1: "person", 2: "OtherVehicle"}  # nothing added, the id reserved
 
 
+def test_names_renamed_or_merged_away_stay_unaligned_whatever_the_fleets_order(tmp_path):
+    """Found attacking the first fix: a class renamed then merged still took its former
+    name's rows; a renamed class met the fleet's 'MotorCar' as a second class or not,
+    depending on the fleet's order (then 'Motor Car' from an import became a third); a merged
+    or renamed class came back under a spelling apart only in separators."""
+    from edgecl.config import load_config
+    from edgecl.models.classes import ClassRegistry
+
+    def device(path, *steps):
+        registry = ClassRegistry(path)
+        registry.add(["car", "lorri", "truck", "other_vehicle", "van"])
+        for step, *args in steps:
+            getattr(registry, step)(*args)
+        return FleetDevice(load_config(None, [f"state_dir={path}"]))
+
+    merged = device(tmp_path / "a", ("rename", "lorri", "lorry"), ("merge", "lorry", "truck"))
+    assert merged.registry_spelling(["car", "lorri", "truck"]) == ["car", UNALIGNED, "truck"]
+    renamed = device(tmp_path / "b", ("rename", "car", "motor_car"))
+    for fleet in (["car", "MotorCar"], ["MotorCar", "car"]):
+        spelt = renamed.registry_spelling(fleet)
+        assert dict(zip(fleet, spelt)) == {"MotorCar": "motor_car", "car": UNALIGNED}
+    assert renamed.local_names(["car", "MotorCar"]) == {0: "motor_car", 1: "lorri", 2: "truck",
+                                                        3: "other_vehicle", 4: "van"}
+    gone = device(tmp_path / "c", ("merge", "other_vehicle", "truck"), ("rename", "van", "wagon"))
+    assert gone.registry_spelling(["OtherVehicle", "VAN", "Van-"]) == [UNALIGNED, "wagon",
+                                                                       UNALIGNED]
+
+
+def test_an_update_leaves_out_the_classes_merged_away_on_the_device():
+    """Found attacking the first fix: the update still named a merged class, the fleet took it
+    as a new class and every other device added it to its registry for good."""
+    import numpy as np
+
+    from edgecl.fleet.device import _without_merged
+
+    rows = "model.23.cv3.0.2.bias"
+    arrays = {rows: np.array([0.0, 1.0, 2.0], np.float32), "model.0.conv.weight": np.ones(2)}
+    names = {0: "car", 1: "OtherVehicle", 2: "truck"}
+    out, order, ap = _without_merged(arrays, names, {"car": 0.5, "OtherVehicle": None}, {1})
+    assert order == ["car", "truck"] and ap == {"car": 0.5}
+    assert out[rows].tolist() == [0.0, 2.0] and out["model.0.conv.weight"] is arrays[
+        "model.0.conv.weight"]
+    assert _without_merged(arrays, names, {}, set())[0] is arrays
+
+
 def test_a_failed_connection_says_grpcs_status_not_a_class_name():
     """'fleet join' against a closed port logged 'unreachable or gone (_MultiThreadedRendezvous)'."""
     from edgecl.fleet.client import connection_problem

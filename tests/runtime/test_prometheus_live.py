@@ -222,6 +222,26 @@ def test_the_live_round_goes_on_across_restarts(tmp_path, monkeypatch):
     assert sup.health()["rounds"] == 1, "rounds since this start are still counted apart"
 
 
+def test_the_live_page_after_the_memory_closed_still_shows_the_learner(tmp_path, monkeypatch):
+    """Found attacking the stop fix: once the loop's end closed the memory, the whole Live
+    payload was a 503, hiding a finite run's last round; now only the memory figures go."""
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory
+    from edgecl.runtime.labels import MemorySink, OperatorQueue
+
+    sup = supervisor_at(tmp_path, monkeypatch, saved_round=4, current="v0004")
+    runtime = bare_runtime(tmp_path)
+    runtime.supervisor = sup
+    labels = runtime.cfg.labels
+    runtime.memory_sink = MemorySink(ReplayMemory(tmp_path / "memory", MemoryConfig()), labels,
+                                     OperatorQueue(tmp_path / "labels", labels.max_pending))
+    assert runtime.live()["memory"]["samples"] == 0 and runtime.live()["queue"] == 0
+    runtime.memory_sink.close()
+    live = runtime.live()
+    assert "memory" not in live and "queue" not in live
+    assert live["learner"] == {"state": "idle", "round": 4, "progress": None}
+
+
 def test_a_round_run_by_another_process_meanwhile_is_counted(tmp_path, monkeypatch):
     sup = supervisor_at(tmp_path, monkeypatch, saved_round=5, current="v0005")
     save_state(tmp_path, LearnerState(round=6, last_sample_id=20))  # 'edgecl learn' ran round 6

@@ -32,7 +32,7 @@ from edgecl.continual.memory.policies import (
     primary_class,
     seen_keys,
 )
-from edgecl.frames import STREAM_TASK, LabelOrigin
+from edgecl.frames import EVICTION_TIERS, STREAM_TASK, LabelOrigin
 
 DEFAULT_SAMPLE_BYTES = 8192
 # per-class held-out draws of the stream task (a prefix no task's counter can take)
@@ -313,14 +313,26 @@ class Admission:
         spare = {c: n for c, n in sorted(counts.items()) if n > 1}
         if not spare or len(spare) == len(counts):
             return self._delete_random(rng, held_out=True, task=task)
+        tier = self._lowest_tier(task, list(spare))
+        spare = {c: self.db.count(held_out=True, task=task, primary_class=c, tier=tier)
+                 for c in spare}
         index = rng.randrange(sum(spare.values()))  # uniform over the spare classes' rows
         for cls, n in spare.items():
             if index < n:
                 break
             index -= n
-        victim = self.db.nth_id(index, held_out=True, task=task, primary_class=cls)
+        victim = self.db.nth_id(index, held_out=True, task=task, primary_class=cls, tier=tier)
         self.db.delete(victim)
         return victim
+
+    def _lowest_tier(self, task: str, classes: list[int | None]) -> int | None:
+        """The lowest eviction tier (:attr:`~edgecl.frames.LabelOrigin.eviction_tier`) among
+        the held-out rows of ``task`` and ``classes`` (None: any class); None when empty."""
+        for tier in sorted(set(EVICTION_TIERS.values())):
+            if any(self.db.count(held_out=True, task=task, primary_class=c, tier=tier)
+                   for c in classes):
+                return tier
+        return None
 
     def make_room(self, decision: Decision, new_bytes: int) -> list[int]:
         """Delete rows (in the open transaction) so the new sample fits every bound.
@@ -390,8 +402,12 @@ class Admission:
 
     def _delete_random(self, rng: random.Random, held_out: bool, task: str,
                        primary_class: int | None = None) -> int:
-        n = self.db.count(held_out=held_out, task=task, primary_class=primary_class)
+        """Delete a random row matching the filter, of its lowest eviction tier: a person's
+        answer last, as in the training slots (before, the held-out slice gave up answers as
+        readily as a labelled stream's frames)."""
+        tier = self._lowest_tier(task, [primary_class]) if held_out else None
+        n = self.db.count(held_out=held_out, task=task, primary_class=primary_class, tier=tier)
         victim = self.db.nth_id(rng.randrange(n), held_out=held_out, task=task,
-                                primary_class=primary_class)
+                                primary_class=primary_class, tier=tier)
         self.db.delete(victim)
         return victim
