@@ -322,10 +322,11 @@ def nothing_imported(path: str, result: dict) -> str:
                                          TWICE_IN_IMPORT)
 
     reasons = result["reasons"]
-    # not a fault: images stored before, or a full memory's sampling declining them
-    held = (ALREADY_IN_MEMORY, HELD_WITH_OTHER_LABELS, ANSWERED_ON_DEVICE, TWICE_IN_IMPORT,
-            DECLINED_BY_POLICY)
-    if result["imported"] or not reasons or any(r in reasons for r in held):
+    held = (ALREADY_IN_MEMORY, HELD_WITH_OTHER_LABELS, ANSWERED_ON_DEVICE, TWICE_IN_IMPORT)
+    # not a fault: images stored before (the same import run again), or every image a full
+    # memory's sampling declined
+    if (result["imported"] or not reasons or any(r in reasons for r in held)
+            or set(reasons) == {DECLINED_BY_POLICY}):
         return ""
     from edgecl.data.importers import no_labels_hint
 

@@ -254,8 +254,11 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
         except LabelError as exc:
             raise ConfigError(f"{src}: {exc}") from None
     # the folders a YOLO dataset's images are read below: the source's, and its data.yaml's
-    # path: (which may name a folder elsewhere)
-    anchors = {root, *([_dataset_root(src)] if fmt == "yolo" else [])} - {None}
+    # path: where it names a folder elsewhere (not one above the source: path: / is no reason
+    # to refuse every --out)
+    elsewhere = _dataset_root(src) if fmt == "yolo" else None
+    anchors = {root} | ({elsewhere} if elsewhere is not None and elsewhere != root
+                        and elsewhere not in root.parents else set())
     tally = ImportTally()
     used: set[str] = set()
     matched: dict[str, str] = {}

@@ -299,14 +299,18 @@ def deeper_than_8_bits(data: bytes) -> bool:
         True for 16-bit (or float) samples; False for 8-bit ones and for bytes that do not
         decode (the decoder says why elsewhere).
     """
-    if data.startswith(_JPEG_SOI):
+    if not data or data.startswith(_JPEG_SOI):
         return False
     if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) > 24:
         return data[24] > 8  # the header's bit depth: nothing decoded
     import cv2
 
     with quiet_opencv():
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+        try:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8),
+                                 cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+        except cv2.error:  # bytes OpenCV's decoders refuse: the reader says why elsewhere
+            return False
     return image is not None and image.dtype != np.uint8
 
 

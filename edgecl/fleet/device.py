@@ -153,21 +153,27 @@ class FleetDevice:
         # a merged class's names, its former ones too, are out of use here
         retired = {same_name_key(n): current[cid] for cid in merged
                    for n in (current[cid], *former.get(cid, []))}
-        renamed = {same_name_key(old): current[cid] for cid, olds in former.items()
+        renamed = {same_name_key(old): cid for cid, olds in former.items()
                    if cid not in merged for old in olds}
         loose_retired = {loose_class_name(k): n for k, n in retired.items() if loose_class_name(k)}
-        loose_renamed = {loose_class_name(k): n for k, n in renamed.items() if loose_class_name(k)}
+        loose_renamed = {loose_class_name(k): cid for k, cid in renamed.items()
+                         if loose_class_name(k)}
         cleaned = [clean_name(raw) for raw in global_names]
         in_global = {same_name_key(n) for n in cleaned}
-        in_global_loose = {loose_class_name(n) for n in cleaned}
         known = list(live)
         out: list[str] = []
 
-        def renamed_class(name: str, now: str) -> str:
-            # the fleet also holds the new name (spelt so, or apart only in separators):
-            # this device's class is that fleet class, and the old name's rows not its own
-            if (same_name_key(now) in in_global or loose_class_name(now) in in_global_loose
-                    or now in out):
+        def renamed_class(name: str, cid: int) -> str:
+            # the fleet also holds the new name (spelt so, or apart only in separators, other
+            # than by a former name of this very class: 'other vehicle' renamed 'other_vehicle'
+            # is still the fleet's 'other vehicle'): this device's class is that fleet class,
+            # and the old name's rows are not its own
+            now = current[cid]
+            mine = {same_name_key(n) for n in former.get(cid, [])}
+            loose_now = loose_class_name(now)
+            also = any(loose_class_name(n) == loose_now for n in cleaned
+                       if same_name_key(n) not in mine) if loose_now else False
+            if same_name_key(now) in in_global or also or now in out:
                 self._say_once(f"renamed:{same_name_key(name)}", "the fleet's class %r was "
                                "renamed %r on this device, and the fleet holds a class of that "
                                "name too: this device's %r is that class now, and the fleet's "

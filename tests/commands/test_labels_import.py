@@ -918,3 +918,5 @@ def test_an_import_a_full_memory_declines_is_no_error():
     assert nothing_imported("voc3", {"imported": 0, "skipped": 2,
                                      "reasons": {"no label file": 2}}).startswith(
         "error: nothing imported from voc3: every image was skipped (no label file 2)")
+    assert nothing_imported("voc3", {"imported": 0, "skipped": 100, "reasons": {
+        "no label file": 99, "declined by memory policy": 1}}).startswith("error: ")

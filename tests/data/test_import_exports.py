@@ -527,6 +527,12 @@ def test_dataset_import_refuses_an_output_inside_its_source(tmp_path, capsys):
     yaml_elsewhere.write_text(f"path: {nested}\ntrain: images\nval: images\nnames: {{0: car}}\n")
     message = _cli_error(capsys, ["dataset", "import", str(yaml_elsewhere), "--out", str(inside)])
     assert message.startswith(f"error: --out {inside} is inside {nested / 'images'}, which holds")
+    # a path: above the source reads nothing beside the source's image folders: accepted
+    up = nested / "up.yaml"
+    up.write_text(f"path: {tmp_path}\ntrain: nest/images\nval: nest/images\nnames: {{0: car}}\n")
+    result = _cli_json(capsys, ["dataset", "import", str(up), "--out", str(nested / "converted"),
+                                "--json"])
+    assert (result["imported"], result["reasons"]) == (1, {"same image earlier in this import": 1})
 
 
 def test_a_decimal_part_box_does_not_shift_its_object_by_a_pixel(tmp_path):
@@ -592,5 +598,8 @@ def test_a_16_bit_image_is_written_with_the_8_bit_pixels_edgecl_reads(tmp_path, 
     eight_bit = tmp_path / "eight.png"
     assert cv2.imwrite(str(eight_bit), expected)
     (tmp_path / "eight.txt").write_text("")
+    from edgecl.data.images import deeper_than_8_bits
+
+    assert not deeper_than_8_bits(b"") and not deeper_than_8_bits(b"II*\x00")  # no cv2.error
     filtered_copy(eight_bit, tmp_path / "view2" / "images" / "eight.png", {0: 0})
     assert (tmp_path / "view2" / "images" / "eight.png").stat().st_ino == eight_bit.stat().st_ino

@@ -173,6 +173,11 @@ def test_names_renamed_or_merged_away_stay_unaligned_whatever_the_fleets_order(t
         assert dict(zip(fleet, spelt)) == {"MotorCar": "motor_car", "car": UNALIGNED}
     assert renamed.local_names(["car", "MotorCar"]) == {0: "motor_car", 1: "lorri", 2: "truck",
                                                         3: "other_vehicle", 4: "van"}
+    # a rename apart only in separators is still the fleet's class of the old name (the first
+    # version of this fix unaligned it, and the fleet would have grown a second class)
+    spaced = device(tmp_path / "d", ("rename", "other_vehicle", "other vehicle"),
+                    ("rename", "other vehicle", "Other-Vehicle"))
+    assert spaced.registry_spelling(["other_vehicle", "car"]) == ["Other-Vehicle", "car"]
     gone = device(tmp_path / "c", ("merge", "other_vehicle", "truck"), ("rename", "van", "wagon"))
     assert gone.registry_spelling(["OtherVehicle", "VAN", "Van-"]) == [UNALIGNED, "wagon",
                                                                        UNALIGNED]
