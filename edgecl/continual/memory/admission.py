@@ -6,7 +6,10 @@ kept in memory and handed to the storage as pending deltas, committed with the n
 a flush).
 
 Held-out slots: split evenly between the tasks seen (a uniform reservoir within each task, that
-never evicts a class's last held-out sample while another class has two or more).
+never evicts a class's last held-out sample while another class has two or more). Whatever
+names the victim's class or task, the victim is drawn among its lowest eviction tier there (a
+person's answer last, :attr:`~edgecl.frames.LabelOrigin.eviction_tier`), as in the training
+slots.
 Frames without a task (:data:`~edgecl.frames.STREAM_TASK`: a camera's, one task for the device's
 whole life) share their task's slots between classes instead, with a class-balanced reservoir
 (CBRS, Chrysakis & Moens, ICML 2020, as the ``class_balanced`` policy does for the training
