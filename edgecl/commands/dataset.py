@@ -128,7 +128,8 @@ def split_command(args: argparse.Namespace) -> int:
         print(f"{task['name']} ({', '.join(task['classes'])}): train {task['train']} / val {task['val']} "
               f"/ test {task['test']}")
     print(f"{result['groups']} group(s); {result['unassigned']} image(s) hold no task's class; "
-          f"{result['bad_labels']} with missing or refused labels -> {result['tasks_yaml']}")
+          f"{result['bad_labels']} left out (missing, refused or shared label files, or a name "
+          f"a list cannot hold) -> {result['tasks_yaml']}")
     choices = result["balanced_splits"]
     print(f"--seed {args.seed} took split {result['split_rank']} of the {choices} about equally "
           f"balanced one(s), 1 being the most balanced" + ("; every seed gives it" if choices == 1 else ""))

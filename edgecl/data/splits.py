@@ -252,8 +252,9 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     Returns:
         ``{"tasks": [{"name", "classes", "train", "val", "test"}], "unassigned", "groups",
         "ungrouped", "bad_labels", "balanced_splits", "split_rank", "tasks_yaml",
-        "sequence_names"}`` (``bad_labels``: images left out for missing or refused labels,
-        or a path a list file cannot hold: :func:`edgecl.data.tasks.unlistable`)
+        "sequence_names"}`` (``bad_labels``: images left out for missing or refused labels, a
+        label file another image takes too, or a path a list file cannot hold:
+        :func:`edgecl.data.tasks.unlistable`)
         (``split_rank``: which of them the seed took, 1 the most balanced; ``balanced_splits``:
         how many splits, about equally balanced, the seed chose among; 1: every seed gives
         this split; ``sequence_names``: without ``group_by``, :func:`sequence_names` of the
