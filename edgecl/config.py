@@ -579,15 +579,20 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
     Returns:
         Keys such as ``memory.capacity``.
     """
-    keys = []
+    return list(_key_types(cls, prefix))
+
+
+def _key_types(cls: type = Config, prefix: str = "") -> dict[str, type]:
+    """Every dotted key of a config dataclass -> its field's type, in field order."""
+    out: dict[str, type] = {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         name = prefix + f.name
         if dataclasses.is_dataclass(hints[f.name]):
-            keys.extend(all_keys(hints[f.name], name + "."))
+            out.update(_key_types(hints[f.name], name + "."))
         else:
-            keys.append(name)
-    return keys
+            out[name] = hints[f.name]
+    return out
 
 
 def _unknown_key_error(dotted: str, where: str) -> ConfigError:
@@ -842,15 +847,7 @@ def parse_override(text: str) -> tuple[str, object]:
 @functools.lru_cache(maxsize=1)
 def _text_keys() -> frozenset[str]:
     """The dotted keys whose value is text (``str`` fields)."""
-    out = set()
-    for key in all_keys():
-        section, _, name = key.rpartition(".")
-        cls = Config
-        for part in filter(None, section.split(".")):
-            cls = typing.get_type_hints(cls)[part]
-        if typing.get_type_hints(cls)[name] is str:
-            out.add(key)
-    return frozenset(out)
+    return frozenset(key for key, kind in _key_types().items() if kind is str)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

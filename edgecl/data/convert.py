@@ -35,7 +35,6 @@ from edgecl.data.images import IMAGE_SUFFIXES, deeper_than_8_bits, is_image, pix
 from edgecl.data.importers import (SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, detect_format,
                                    iter_labelled, no_labels_hint, same_class_as)
 from edgecl.data.labels import labels_to_text
-from edgecl.data.yolo_dataset import find_dataset
 from edgecl.errors import ConfigError, LabelError
 
 log = logging.getLogger(__name__)
@@ -195,15 +194,6 @@ def _image_file(item: ImportItem) -> tuple[str, bytes]:
     return ".png", data.tobytes()
 
 
-def _dataset_root(src: Path) -> Path | None:
-    """A YOLO dataset's root as its data.yaml gives it (``path:``), or None where it gives none
-    or cannot be read (the import says why)."""
-    try:
-        return find_dataset(src).root.resolve()
-    except (ConfigError, OSError):
-        return None
-
-
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is a file, not a folder; name a new folder")
@@ -256,7 +246,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     # the folders a YOLO dataset's images are read below: the source's, and its data.yaml's
     # path: where it names a folder elsewhere (not one above the source: path: / is no reason
     # to refuse every --out)
-    elsewhere = _dataset_root(src) if fmt == "yolo" else None
+    elsewhere = items.root.resolve() if items.root is not None else None  # a YOLO dataset's
     anchors = {root} | ({elsewhere} if elsewhere is not None and elsewhere != root
                         and elsewhere not in root.parents else set())
     tally = ImportTally()

@@ -42,6 +42,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".avif", ".bmp", ".dng", ".heic", ".heif", ".
 _PIL_SUFFIXES = (".avif", ".heic", ".heif")
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _JPEG_SOI = b"\xff\xd8"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_EOI = b"\xff\xd9"
 
 
@@ -301,7 +302,7 @@ def deeper_than_8_bits(data: bytes) -> bool:
     """
     if not data or data.startswith(_JPEG_SOI):
         return False
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) > 24:
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) > 24:
         return data[24] > 8  # the header's bit depth: nothing decoded
     import cv2
 
@@ -323,7 +324,7 @@ def file_deeper_than_8_bits(path: str | Path) -> bool:
     """
     with open(path, "rb") as fh:
         head = fh.read(32)
-        if head.startswith(_JPEG_SOI) or head.startswith(b"\x89PNG\r\n\x1a\n"):
+        if head.startswith((_JPEG_SOI, _PNG_SIGNATURE)):
             return deeper_than_8_bits(head)
         return deeper_than_8_bits(head + fh.read())
 

@@ -173,12 +173,14 @@ class LabelledItems:
         image_paths: a callable giving the image files the items will name (each as the item's
             ``source``), in the dataset's order: called once, when :attr:`image_paths` is first
             read (a ``dataset import`` never pays for it).
+        root: a YOLO dataset's root folder (its data.yaml's ``path:``), or None.
     """
 
-    def __init__(self, items, image_paths: Callable[[], list[Path]]):
+    def __init__(self, items, image_paths: Callable[[], list[Path]], root: Path | None = None):
         self._items = iter(items)
         self._image_paths = image_paths
         self._listed: list[Path] | None = None
+        self.root = root
 
     @property
     def image_paths(self) -> list[Path]:
@@ -579,7 +581,7 @@ def iter_yolo(path: str | Path) -> LabelledItems:
                   for p in dataset.ignored_files)
     return LabelledItems(itertools.chain(not_images, _yolo_items(
         images, names, unnamed=not names or _placeholder_names(names)),
-        _labels_without_image(images)), lambda: images)
+        _labels_without_image(images)), lambda: images, root=dataset.root)
 
 
 def dataset_class_names(dataset, images: list[Path]) -> dict[int, str] | None:

@@ -711,10 +711,10 @@ class Runtime:
                "latency_ms_p95": loop.latency_p95() if loop else 0.0,
                "model_version": loop.model_version if loop else None,
                "frames": loop.frames_done if loop else 0, "alerts": self._alerts()}
-        if self.memory_sink is not None and not self.memory_sink.closed:
+        if self.memory_sink is not None:
             try:
                 stats = self.memory_sink.memory_stats()
-            except UnavailableError:  # closed meanwhile: the rest of the page still shows
+            except UnavailableError:  # the memory is closed: the rest of the page still shows
                 stats = None
             if stats is not None:
                 out["memory"] = {"samples": stats.get("samples", 0),

@@ -481,10 +481,7 @@ class MemorySink:
         """
         if self.classes is None:
             raise EdgeclError("operator answers need the class registry")
-        with self._id_lock:
-            if self.closed:  # its memory is closed (the runtime is stopping)
-                raise UnavailableError(f"label item '{item_id}' not answered: the runtime is "
-                                       f"stopping; send the answer again once it runs")
+        with self._open_memory(f"label item '{item_id}' not answered", "send the answer again"):
             out = self.queue.answer(item_id, boxes, self.memory, self.classes)
             if out["sample"] is not None:
                 self._own_ids.append(out["sample"])
@@ -508,10 +505,8 @@ class MemorySink:
         """
         if self.classes is None:
             raise EdgeclError("operator answers need the class registry")
-        with self._id_lock:
-            if self.closed:
-                raise UnavailableError(f"label item '{item_id}' not corrected: the runtime is "
-                                       f"stopping; send the correction again once it runs")
+        with self._open_memory(f"label item '{item_id}' not corrected",
+                               "send the correction again"):
             out = self.queue.correct(item_id, boxes, self.memory, self.classes)
             self._own_ids.append(out["sample"])
         self._count("corrected_operator")
@@ -540,10 +535,7 @@ class MemorySink:
             NotFoundError, ConflictError, StorageError: as the queue raises them.
             UnavailableError: the sink is closed (the runtime is stopping).
         """
-        with self._id_lock:
-            if self.closed:
-                raise UnavailableError(f"label item '{item_id}' not withdrawn: the runtime is "
-                                       f"stopping; try again once it runs")
+        with self._open_memory(f"label item '{item_id}' not withdrawn", "try again"):
             out = self.queue.withdraw(item_id, self.memory)
         self._count("withdrawn_operator")
         self._uncount(out.get("sample"))  # before, it still counted towards the next round
@@ -579,13 +571,17 @@ class MemorySink:
             return self.memory.stats()
 
     @contextlib.contextmanager
-    def _open_memory(self, what: str):
-        """Hold the memory open while a reader (the console) uses it: the loop's end closes it
-        while the console still serves (before, a Live page read then was an HTTP 500 and a
-        logged traceback: the index was closed under it)."""
+    def _open_memory(self, what: str, again: str = "ask again"):
+        """Hold the memory open while an answer or a reader (the console) uses it: the loop's
+        end closes it while the console still serves (before, a Live page read then was an
+        HTTP 500 and a logged traceback: the index was closed under it).
+
+        Raises:
+            UnavailableError: ``"<what>: the runtime is stopping; <again> once it runs"``.
+        """
         with self._id_lock:
             if self.closed:
-                raise UnavailableError(f"{what}: the runtime is stopping; ask again once it runs")
+                raise UnavailableError(f"{what}: the runtime is stopping; {again} once it runs")
             yield
 
     def _trains_on(self, sample_id: int) -> bool:
