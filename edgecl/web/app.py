@@ -612,7 +612,7 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     @app.get(HEALTH_PATH, tags=["ops"])
     def healthz(request: Request) -> Response:
         """Runtime health with per-stage state; 503 when a stage is stuck. An address refused
-        for wrong tokens gets ``{"status"}`` alone."""
+        for wrong tokens gets `{"status"}` alone."""
         health = hooks.health()
         code = 503 if health.get("status") == "stuck" else 200
         if request.scope.get("state", {}).get(STATUS_ONLY):
