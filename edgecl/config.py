@@ -126,6 +126,10 @@ class LearnerConfig:
     # later rounds keep the first N layers fixed (ultralytics' freeze=N; 10: YOLO11n's backbone
     # up to C2PSA; 0: train all layers). Measured by `edgecl bench learn`: 1.7x images/s.
     freeze_layers: int = 10
+    # arithmetic of a round's forward passes: bf16 autocast (weights, optimiser state and the
+    # loss stay float32) or float32; auto: bf16 where the device computes it natively (CPUs with
+    # AVX-512 BF16 or AMX, CUDA GPUs from Ampere on, Jetson Orin), float32 elsewhere
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -409,6 +413,7 @@ RULES: dict[str, Rule] = {
     "learner.distill_box_weight": _NON_NEGATIVE,
     "learner.distill_conf": Rule(lo=0.0, hi=1.0),
     "learner.freeze_layers": Rule(lo=0, hi=1000),
+    "learner.precision": _choices("auto", "fp32", "bf16"),
     "ider.second_pass_weight": _NON_NEGATIVE,
     "ider.distill_memory_weight": _NON_NEGATIVE,
     "ider.distill_current_weight": _NON_NEGATIVE,

@@ -33,10 +33,13 @@ runs only the rest of its network.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
 from typing import TYPE_CHECKING
+
+from edgecl.continual import yolo_train
 
 if TYPE_CHECKING:
     import torch
@@ -175,6 +178,8 @@ class DistillHook:
         for p in teacher.parameters():
             p.requires_grad_(False)
         self.teacher = teacher
+        # the student's precision: the teacher may take the student's frozen layers' outputs
+        self._autocast = getattr(tuner, "autocast", contextlib.nullcontext)
         frozen = list(getattr(tuner, "frozen", []) or [])
         if frozen and _same_layers(frozen, list(teacher.model[:len(frozen)])):
             shared = _shared_output_class()
@@ -202,9 +207,9 @@ class DistillHook:
             return None
         if self.shared_layers and len(self._store) < self.shared_layers:
             raise RuntimeError("LwF teacher: the student's frozen layers did not run on this batch")
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             out = self.teacher(batch["img"])
-            raw = out[1] if isinstance(out, (tuple, list)) else out
+        raw = yolo_train.float32_outputs(out[1] if isinstance(out, (tuple, list)) else out)
         head = self.teacher.model[-1]
         cls = box = 0.0
         # each branch of the head learns from the teacher's same branch: the one-to-many one of

@@ -2,8 +2,15 @@
 
 The loop is ultralytics' detection training reduced to what a learning round needs:
 ``YOLODataset`` augmentation, ``v8DetectionLoss`` (``model.args`` carries the gains, as
-``DetectionTrainer`` sets it), AdamW, gradient clipping at 10.  No EMA, warm-up or AMP: a
-round is tens of steps on a model that is already trained.
+``DetectionTrainer`` sets it), AdamW, gradient clipping at 10.  No EMA or warm-up: a round is
+tens of steps on a model that is already trained.
+
+Mixed precision (``learner.precision``, :func:`resolve_precision`): where the device computes
+bfloat16 natively, the forward passes run under ``torch.autocast`` in bfloat16 (PyTorch's
+automatic mixed precision: convolutions in bfloat16, weights, gradients and optimiser state in
+float32). The network's outputs are cast back to float32 before the loss, so the label
+assignment and the box IoUs are computed as in full precision. bfloat16 keeps float32's
+exponent range, so no loss scaling is needed (unlike float16).
 
 After the last step, BatchNorm running statistics are re-estimated on a few training
 batches (``learner.bn_recalibration_batches``): with ultralytics' BatchNorm momentum of 0.03
@@ -57,7 +64,8 @@ ProgressCallback = Callable[[int, int, float, float], None]
 ``total_steps`` (the step and epoch bounds), seconds used of the time budget."""
 
 __all__ = ["FineTuneHooks", "FineTuneResult", "FineTuner", "apply_low_priority",
-           "make_virtual_scorer", "resolve_device", "virtual_scorer"]
+           "make_virtual_scorer", "native_bf16", "resolve_device",
+           "resolve_precision", "virtual_scorer"]
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,54 @@ def resolve_device(device: str):
     return chosen
 
 
+def native_bf16(device) -> bool:
+    """Whether a torch device computes bfloat16 natively (not emulated in float32).
+
+    Args:
+        device: ``torch.device``.
+
+    Returns:
+        True for a CUDA GPU that supports bfloat16 (Ampere and later, Jetson Orin) and for a
+        CPU whose oneDNN build uses bfloat16 instructions (AVX-512 BF16, AMX, Arm BF16).
+    """
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        supported = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+        try:
+            return bool(torch.backends.mkldnn.is_available() and supported is not None
+                        and supported())
+        except RuntimeError:  # a build without the check
+            return False
+    return False
+
+
+def resolve_precision(precision: str, device) -> str:
+    """The arithmetic a round's forward passes use.
+
+    Args:
+        precision: ``learner.precision``: ``auto``, ``fp32`` or ``bf16``.
+        device: the ``torch.device`` the round trains on.
+
+    Returns:
+        ``"bf16"`` or ``"fp32"``; ``auto`` is bf16 where :func:`native_bf16` holds.
+
+    Raises:
+        ConfigError: an unknown value.
+    """
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision in ("fp32", "bf16"):
+        if precision == "bf16" and not native_bf16(device):
+            LOG.warning("learner.precision=bf16: this %s does not compute bfloat16 natively, "
+                        "so rounds may be slower than in float32 (learner.precision=auto "
+                        "picks float32 here)", "CPU" if device.type == "cpu" else "device")
+        return precision
+    raise ConfigError(f"learner.precision={precision!r}: use auto, fp32 or bf16")
+
+
 def apply_low_priority(cfg: LearnerConfig) -> None:
     """Make the calling (learner) process polite: bounded threads, lower CPU priority.
 
@@ -207,6 +263,7 @@ class FineTuner:
     Attributes:
         model, criterion, hyp, device: set during :meth:`run` (hooks may read them).
         frozen: the layers :meth:`run` keeps fixed (``model.model[:freeze_layers]``).
+        precision: ``"bf16"`` or ``"fp32"``, set during :meth:`run` (:func:`resolve_precision`).
     """
 
     def __init__(self, model, cfg: LearnerConfig, ider_cfg: IderConfig, *, prev_model=None,
@@ -226,6 +283,24 @@ class FineTuner:
         self.hyp = None
         self.device = None
         self.frozen: list = []
+        self.precision = "fp32"
+
+    def autocast(self):
+        """A context in which forward passes run at the round's precision.
+
+        Returns:
+            ``torch.autocast`` in bfloat16 on the round's device when :attr:`precision` is
+            bf16, else a context that changes nothing. Outputs made inside it may be bfloat16:
+            pass them through :func:`~edgecl.continual.yolo_train.float32_outputs` before a
+            loss.
+        """
+        import contextlib
+
+        import torch
+
+        if self.precision != "bf16" or self.device is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def run(self, train_images: list[Path], replay_images: list[Path], *, budget_s: float,
             max_steps: int, epochs: int, device: str, freeze_layers: int = 0) -> FineTuneResult:
@@ -298,6 +373,7 @@ class FineTuner:
         if problem:
             raise ConfigError(problem)
         self.device = resolve_device(device)
+        self.precision = resolve_precision(self.cfg.precision, self.device)
         self.hyp = yolo_train.training_hyp(self.cfg.imgsz, self.cfg.lr)
         self.model.to(self.device).float()
         self.model.args = self.hyp  # v8DetectionLoss reads box/cls/dfl gains here
@@ -340,8 +416,9 @@ class FineTuner:
         self.model.eval()
         for hook in self.hooks if started else ():
             hook.on_round_end(result)
-        LOG.info("fine-tune: %d steps in %.1f s, loss %.4f -> stop: %s", result.steps,
-                 result.seconds, result.final_loss, result.stopped_reason)
+        LOG.info("fine-tune: %d steps in %.1f s (%s), loss %.4f -> stop: %s", result.steps,
+                 result.seconds, "bf16 autocast" if self.precision == "bf16" else "float32",
+                 result.final_loss, result.stopped_reason)
         return result
 
 
@@ -396,14 +473,19 @@ class _Loop:
                total: int) -> str:
         next_log_s = PROGRESS_LOG_S
         next_report_s = 0.0
+        steps_start = None
         for batch in batches:
-            elapsed = time.monotonic() - start
+            now = time.monotonic()
+            elapsed = now - start
             if elapsed >= next_report_s:
                 next_report_s = elapsed + PROGRESS_EVERY_S
                 self._report(total, elapsed, budget_s)
             if len(self.losses) >= max_steps:  # done: whatever time is left
                 return "max_steps"
-            step_s = elapsed / max(1, len(self.losses) + self.skipped)
+            # a step's time from the steps alone: the round's set-up before the first one (29 s
+            # of a 90 s budget on a loaded device) counted as step time stopped it after 1 step
+            steps_start = now if steps_start is None else steps_start
+            step_s = (now - steps_start) / max(1, len(self.losses) + self.skipped)
             # keep time for one more step and the BatchNorm re-estimation after the loop
             needed_s = step_s * (1.0 + RECAL_COST_PER_BATCH * self.recal_batches)
             if elapsed >= budget_s or (self.losses and elapsed + needed_s > budget_s):
@@ -435,7 +517,9 @@ class _Loop:
         batch = yolo_train.preprocess_batch(batch, tuner.device)
         batch["is_replay"] = torch.tensor(yolo_train.replay_mask(batch["im_file"], self.replay_set),
                                           dtype=torch.bool, device=tuner.device)
-        preds = model(batch["img"])
+        with tuner.autocast():
+            preds = model(batch["img"])
+        preds = yolo_train.float32_outputs(preds)
         loss_vec, items = tuner.criterion(preds, batch)
         loss = loss_vec.sum()
         terms = {k: float(v) for k, v in items.items()}

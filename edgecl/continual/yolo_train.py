@@ -280,6 +280,26 @@ class Assignment:
         return self.target_scores.sum().clamp(min=1)
 
 
+def float32_outputs(outputs):
+    """Cast a network's outputs (tensors in dicts, lists and tuples) to float32.
+
+    Args:
+        outputs: what a DetectionModel returns (e.g. ``boxes``, ``scores``, ``feats``).
+
+    Returns:
+        The same structure, floating tensors in float32 (others untouched).
+    """
+    import torch
+
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: float32_outputs(v) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(float32_outputs(v) for v in outputs)
+    return outputs
+
+
 def is_end_to_end(model) -> bool:
     """True for a model whose Detect head has a one-to-one (NMS-free) branch (YOLO26, YOLOv10)."""
     return getattr(model.model[-1], "one2one_cv2", None) is not None

@@ -142,3 +142,30 @@ def test_teacher_runs_in_full_when_the_frozen_layers_differ():
     assert hook.shared_layers == 0
     hook.on_round_start(type(tuner)(device=tuner.device, frozen=[]))  # nothing frozen
     assert hook.shared_layers == 0
+
+
+def test_a_bf16_student_shares_its_frozen_layers_with_a_teacher_in_bf16():
+    """A round in bfloat16 autocast stores the frozen layers' outputs in bfloat16: the teacher
+    runs in the same precision (before: a float32 convolution refused a bfloat16 input) and
+    hands float32 outputs to the loss."""
+    from types import SimpleNamespace
+
+    from edgecl.ultra import build_detection_model
+
+    torch.manual_seed(0)
+    parent = build_detection_model(2, names={0: "a", 1: "b"}).eval()
+    student, tuner = _frozen_student(parent, 10)
+    student.eval()  # BatchNorm as the teacher's: the same network, so the loss is about 0
+    tuner = SimpleNamespace(**vars(tuner),
+                            autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    hook = DistillHook(parent, cls_weight=1.0, box_weight=1.0, conf=0.0)
+    hook.on_round_start(tuner)
+    assert hook.shared_layers == 10
+    img = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with tuner.autocast():
+        out = student(img)
+    preds = {k: v.float() for k, v in out[1].items() if k in ("boxes", "scores")}
+    loss = hook.on_batch_loss({"img": img}, preds, {})
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(0.0, abs=1e-4)
+    hook.on_round_end(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import subprocess
@@ -22,7 +23,7 @@ from edgecl.continual.finetune import (
     virtual_scorer,
 )
 from edgecl.continual.virtual_step import per_image_losses
-from edgecl.errors import LabelError
+from edgecl.errors import ConfigError, LabelError
 from edgecl.ultra import build_detection_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/synthetic_yolo.py
@@ -251,19 +252,22 @@ def _fixed_batch_loss(model, images, hyp, *, train_mode: bool) -> float:
         return float(criterion(model(batch["img"]), batch)[0].sum()) / len(images)
 
 
-def test_finetune_reduces_loss(data, monkeypatch):
-    """20 real steps on a trivially learnable set (augmentation off) lower its loss."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_finetune_reduces_loss(data, monkeypatch, precision):
+    """20 real steps on a trivially learnable set (augmentation off) lower its loss, in float32
+    and with bfloat16 autocast alike (the loss measured here in float32)."""
     new, _ = data
     for key in NO_AUGMENTATION:
         monkeypatch.setitem(yolo_train.AUGMENT_OVERRIDES, key, 0.0)
     model = _model()
     hyp = yolo_train.training_hyp(64, CFG.lr)
     start = _fixed_batch_loss(model, new, hyp, train_mode=True)  # 5.23 with these images
-    cfg = LearnerConfig(imgsz=64, batch=6, lr=CFG.lr)
+    cfg = LearnerConfig(imgsz=64, batch=6, lr=CFG.lr, precision=precision)
     result = FineTuner(model, cfg, OFF).run(new, [], budget_s=300, max_steps=20, epochs=100,
                                             device="cpu")
     assert result.steps == 20
     assert _fixed_batch_loss(model, new, hyp, train_mode=True) < 0.7 * start  # measured 2.34
+    assert all(p.dtype == torch.float32 for p in model.parameters())
     assert _fixed_batch_loss(model, new, hyp, train_mode=False) < start  # BN re-estimated
 
 
@@ -458,13 +462,16 @@ def test_the_fused_optimiser_takes_the_same_steps_as_the_per_tensor_form(data, m
 
     new, mem = data
     weights = []
+    # float32 arithmetic: in bfloat16 the first step's rounding differences decide which way
+    # AdamW moves the weights with tiny gradients, so the runs part further with each step
+    cfg = dataclasses.replace(CFG, precision="fp32")
     for devices in (("cpu",), ()):
         monkeypatch.setattr(finetune, "FUSED_OPTIMIZER_DEVICES", devices)
         model = _model()
         torch.manual_seed(1)
         random.seed(1)
         np.random.seed(1)
-        FineTuner(model, CFG, OFF).run(new, mem, budget_s=120, max_steps=3, epochs=10, device="cpu")
+        FineTuner(model, cfg, OFF).run(new, mem, budget_s=120, max_steps=3, epochs=10, device="cpu")
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     start = torch.cat([p.detach().flatten() for p in _model().parameters()])
     assert not torch.equal(weights[0], start)  # it trained
@@ -522,3 +529,66 @@ def test_a_failing_progress_report_never_stops_training(data, caplog):
     result = FineTuner(_model(), CFG, OFF, progress=broken).run(new, [], budget_s=120,
                                                                max_steps=2, epochs=5, device="cpu")
     assert result.steps == 2 and caplog.text.count("progress not reported any more") == 1
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch, caplog):
+    from edgecl.continual import finetune
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(finetune, "native_bf16", lambda device: True)
+    assert finetune.resolve_precision("auto", cpu) == "bf16"
+    assert finetune.resolve_precision("fp32", cpu) == "fp32"
+    monkeypatch.setattr(finetune, "native_bf16", lambda device: False)
+    assert finetune.resolve_precision("auto", cpu) == "fp32"
+    with caplog.at_level("WARNING"):
+        assert finetune.resolve_precision("bf16", cpu) == "bf16"  # asked for: emulated, slower
+    assert "does not compute bfloat16 natively" in caplog.text
+    with pytest.raises(ConfigError, match="learner.precision='fp16'"):
+        finetune.resolve_precision("fp16", cpu)
+
+
+def test_a_bf16_round_convolves_in_bf16_and_keeps_float32_weights_and_loss(data):
+    new, mem = data
+    model = _model()
+    conv_dtypes, pred_dtypes = set(), set()
+    model.model[0].conv.register_forward_hook(
+        lambda _module, _inputs, output: conv_dtypes.add(output.dtype))
+
+    class Dtypes(RecordingHook):
+        def on_batch_loss(self, batch, preds, loss_items):
+            pred_dtypes.update(t.dtype for t in (preds["boxes"], preds["scores"], *preds["feats"]))
+            return super().on_batch_loss(batch, preds, loss_items)
+
+    cfg = dataclasses.replace(CFG, precision="bf16")
+    tuner = FineTuner(model, cfg, OFF, hooks=[Dtypes()])
+    result = tuner.run(new, mem, budget_s=120, max_steps=3, epochs=10, device="cpu")
+    assert tuner.precision == "bf16"
+    assert (result.steps, result.skipped_steps) == (3, 0) and math.isfinite(result.final_loss)
+    assert torch.bfloat16 in conv_dtypes  # the training steps (BatchNorm re-estimation: float32)
+    assert pred_dtypes == {torch.float32}  # what the loss and the hooks get
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_the_rounds_set_up_time_is_not_taken_for_step_time(monkeypatch):
+    """A loaded device spent 29 s of a 90 s budget building the round's data before the first
+    step; that time counted as the first step's, so 'one more step' looked like 122 s and the
+    round stopped after 1 step, then exported and promoted."""
+    from types import SimpleNamespace
+
+    from edgecl.continual import finetune
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(finetune.time, "monotonic", lambda: clock["now"])
+
+    def step(self, batch):
+        clock["now"] += 2.0  # each step takes 2 s
+        return 1.0
+
+    monkeypatch.setattr(finetune._Loop, "step", step)
+    tuner = SimpleNamespace(model=torch.nn.Linear(2, 2), frozen=[], progress=None)
+    loop = finetune._Loop(tuner, optimizer=None, replay_set=set(), recal_batches=8)
+    start = clock["now"] - 29.0  # the set-up before the loop
+    reason = loop.run(iter(range(100)), start, budget_s=90.0, max_steps=60)
+    # 29 s + n x 2 s, keeping 2 s x (1 + 0.4 x 8) = 8.4 s for one more step and the BatchNorm
+    # re-estimation: the last step starts by 90 - 8.4 s, so steps end at 29 + 2 x 27 = 83 s
+    assert (reason, len(loop.losses)) == ("budget", 27)
