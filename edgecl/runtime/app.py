@@ -577,7 +577,7 @@ class Runtime:
         from edgecl.models.backends import load_backend
         from edgecl.runtime.console import LiveViewSink
         from edgecl.runtime.labels import (describe_labelling, learns_nothing,
-                                           uncertain_band_problem)
+                                           uncalibrated_note, uncertain_band_problem)
         from edgecl.runtime.loop import InferenceLoop
         from edgecl.runtime.sources import open_source
         from edgecl.runtime.watcher import ModelWatcher
@@ -627,6 +627,11 @@ class Runtime:
                 labelled = bool(getattr(source, "labelled", False))
                 log.log(logging.WARNING if learns_nothing(cfg, labelled) else logging.INFO, "%s",
                         describe_labelling(cfg, labelled))
+                note = (uncalibrated_note(cfg, version) if self.calibration is not None
+                        and self.calibration.calibrator is None else None)
+                if note:  # in field mode answers lead to a calibration; in pseudo mode nothing does
+                    log.log(logging.WARNING if cfg.labels.mode == "pseudo" else logging.INFO,
+                            "%s", note)
                 band = uncertain_band_problem(
                     cfg, backend.meta.extra.get("nms_score_threshold"), path)
                 if band:

@@ -73,3 +73,28 @@ def test_the_band_is_checked_when_such_a_model_is_added_or_swapped_in(tmp_path, 
     ready.backend.close()
     assert any(m.startswith("model version v0001: labels.uncertain_low=0.3 is below")
                for m in caplog.messages)
+
+
+def test_pseudo_labels_waiting_for_a_calibration_are_said_at_start(tmp_path, nms_inside, caplog):
+    """A team's own checkpoint in labels.mode pseudo: no calibrator, so every frame was refused
+    as not calibrated, nothing queued for a person, nothing stored, and /healthz said ok for
+    days with no word of why."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="edgecl")
+    _start(tmp_path / "state", nms_inside, "labels.mode=pseudo", "labels.uncertain_low=0.45")
+    line = next(r for r in caplog.records if "has no calibration" in r.getMessage())
+    assert line.levelno == logging.WARNING
+    assert line.getMessage() == (
+        f"labels: file:{nms_inside.name} has no calibration, so no frame is pseudo-labelled until a "
+        f"learning round, fitted on labels from a person or an import, promotes a version; "
+        f"labels.mode pseudo queues nothing for a person, so until then nothing is stored: add "
+        f"labelled images with 'edgecl labels import --state-dir {tmp_path / 'state'} FOLDER', "
+        f"or set labels.mode: field")
+    caplog.clear()
+    _start(tmp_path / "state2", nms_inside, "labels.mode=field", "labels.uncertain_low=0.45")
+    line = next(r for r in caplog.records if "has no calibration" in r.getMessage())
+    assert line.levelno == logging.INFO and "the operator queue's answers lead there" in line.getMessage()
+    caplog.clear()
+    _start(tmp_path / "state3", nms_inside, "labels.mode=ground_truth")
+    assert not any("has no calibration" in m for m in caplog.messages)

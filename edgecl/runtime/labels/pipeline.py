@@ -658,6 +658,34 @@ def uncertain_band_problem(cfg: Config, floor: float | None, path) -> str | None
             f"pseudo-labelled; export it with nms=False")
 
 
+def uncalibrated_note(cfg: Config, model: str) -> str | None:
+    """One start line when pseudo-labels wait for a calibration the serving model lacks.
+
+    Pseudo-label thresholds come from the serving version's post-hoc calibrator, which a
+    learning round fits on held-out labels from a person or an import. A pretrained checkpoint
+    (or a version without one) therefore pseudo-labels nothing until such a round promotes a
+    version; in ``labels.mode: pseudo`` no frame reaches a person either, so without an import
+    the device stores nothing at all (before, it ran for days saying nothing).
+
+    Args:
+        cfg: the configuration (``labels.mode``, ``state_dir``).
+        model: the serving model's name (a version, or ``file:...``).
+
+    Returns:
+        The line, or None when ``labels.mode`` makes no pseudo-labels.
+    """
+    mode = cfg.labels.mode
+    if mode not in ("pseudo", "field"):
+        return None
+    line = (f"labels: {model} has no calibration, so no frame is pseudo-labelled until a "
+            f"learning round, fitted on labels from a person or an import, promotes a version")
+    if mode == "field":
+        return line + " (the operator queue's answers lead there)"
+    return (line + "; labels.mode pseudo queues nothing for a person, so until then nothing is "
+            f"stored: add labelled images with 'edgecl labels import --state-dir "
+            f"{cfg.state_dir} FOLDER', or set labels.mode: field")
+
+
 def learns_nothing(cfg: Config, source_is_labelled: bool) -> bool:
     """Whether no label can come from this run's frames: ``labels.mode`` off, or ground truth
     only from a source that carries none (:func:`describe_labelling` says it as a warning)."""
