@@ -89,7 +89,8 @@ def list_command(args: argparse.Namespace) -> int:
                          for v, engine, gate in rows])
         return 0
     if not versions:
-        print("no model versions yet")
+        print("no trained versions yet: the device serves the model it was started with until a "
+              "learning round's version is promoted")
     damaged = registry.damaged_current()
     if damaged:  # nothing is marked current then: say why instead of listing as if all is well
         print(f"warning: {damaged}; 'edgecl models promote VERSION' sets it again",

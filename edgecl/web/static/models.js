@@ -100,7 +100,7 @@
     $("rollback").title = earlier ? "" : "No version served before this one: nothing to roll back to";
     const columns = heads.length || 9;
     $("models").replaceChildren(...(rows.length ? rows
-      : [EC.el("tr", {}, EC.el("td", {colspan: columns, class: "muted", text: "no model versions yet"}))]));
+      : [EC.el("tr", {}, EC.el("td", {colspan: columns, class: "muted", text: "no trained versions yet: the device serves the model it was started with until a learning round's version is promoted"}))]));
   }
 
   document.addEventListener("DOMContentLoaded", () => {
