@@ -26,11 +26,17 @@ import yaml
 from edgecl.errors import ConfigError, did_you_mean, yaml_problem
 
 
+BUILT_IN_SOURCE_URI = "synthetic://?tasks=5&images_per_task=60&imgsz=160&seed=0"
+"""What ``edgecl run`` without a state directory streams when no source is named."""
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """Where frames come from (see ``edgecl.runtime.sources``)."""
 
-    uri: str = "synthetic://?tasks=5&images_per_task=60&imgsz=160&seed=0"
+    # empty: a run without a state directory streams BUILT_IN_SOURCE_URI; a run with one must
+    # name its source (the built-in scenario's labelled frames went into a device's memory)
+    uri: str = ""
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 10.0
     max_consecutive_failures: int = 50

@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run detection on a stream (and learn, when configured)")
     add_config_args(p)
     p.add_argument("--source", help="frame source URI (file://, dir://, v4l2://, csi://, rtsp://, "
-                                    "synthetic://, tasks://); default: source.uri")
+                                    "synthetic://, tasks://); default: source.uri (a run without a "
+                                    "state directory: the built-in synthetic scenario)")
     p.add_argument("--model", help="model file (.onnx, .engine, .xml, .pt, .yaml); default: the "
                                    "registry's current version, else model.path")
     p.add_argument("--frames", type=positive_int, help="stop after N frames (>= 1)")
@@ -31,6 +32,33 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.add_argument("--quiet", action="store_true", help="no periodic progress lines")
     p.set_defaults(func=run_command)
+
+
+def _source_uri(args: argparse.Namespace, cfg, use_state: bool) -> str:
+    """The source a run reads: ``--source``, else ``source.uri``, else (with no state directory)
+    the built-in scenario.
+
+    Raises:
+        ConfigError: ``--source`` is empty (an unset shell variable), or a run with a state
+            directory names no source: it would store the built-in scenario's labelled frames
+            in the device's memory.
+    """
+    from edgecl.config import BUILT_IN_SOURCE_URI
+    from edgecl.errors import ConfigError
+
+    example = "e.g. v4l2:///dev/video0, rtsp://HOST/stream or dir:///path/to/frames"
+    if args.source is not None:
+        if not args.source.strip():
+            raise ConfigError(f"--source is empty (an unset variable?): name a frame source, "
+                              f"{example}")
+        return args.source
+    if cfg.source.uri.strip():
+        return cfg.source.uri
+    if use_state:
+        raise ConfigError(f"no frame source: a run with a state directory stores what it reads, "
+                          f"so name one with --source URI or source.uri in the config, {example}; "
+                          f"--source '{BUILT_IN_SOURCE_URI}' streams the built-in scenario")
+    return BUILT_IN_SOURCE_URI
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -49,7 +77,7 @@ def run_command(args: argparse.Namespace) -> int:
         from edgecl.fleet.client import FleetClientStarter
 
         fleet_client = FleetClientStarter()
-    opts = RunOptions(source_uri=args.source or cfg.source.uri, model=args.model,
+    opts = RunOptions(source_uri=_source_uri(args, cfg, use_state), model=args.model,
                       max_frames=args.frames, out=args.out, save_video=args.save_video,
                       quiet=args.quiet, use_state=use_state, fleet_client=fleet_client)
     unused = [o.split("=", 1)[0] for o in getattr(args, "overrides", None) or []

@@ -340,3 +340,23 @@ def test_a_class_name_the_locale_cannot_show_is_escaped_not_an_internal_error(tm
                            str(tmp_path / "state")], capture_output=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert b"Fahrrad_\\xfc" in proc.stdout and proc.stderr == b""
+
+
+def test_a_run_with_state_never_streams_the_built_in_scenario_unasked(run_edgecl, tmp_path):
+    """Before: '--source "$CAM"' with CAM unset, or no --source at all, streamed the synthetic
+    scenario into a real device and stored 20 of its labelled frames in the replay memory."""
+    state = tmp_path / "device"
+    code, out, err = run_edgecl(["run", "--state-dir", state, "--source", "", "--model",
+                                 "yolo11n.yaml", "--frames", "1"])
+    assert code == 2 and err == ("error: --source is empty (an unset variable?): name a frame "
+                                 "source, e.g. v4l2:///dev/video0, rtsp://HOST/stream or "
+                                 "dir:///path/to/frames\n")
+    code, out, err = run_edgecl(["run", "--state-dir", state, "--model", "yolo11n.yaml",
+                                 "--frames", "1"])
+    assert code == 2 and err.startswith("error: no frame source: a run with a state directory "
+                                        "stores what it reads") and err.count("\n") == 1
+    assert not state.exists()
+    # without a state directory nothing is stored: the built-in scenario is a quick look
+    code, out, err = run_edgecl(["run", "--model", "yolo11n.yaml", "--frames", "1", "--json",
+                                 "model.imgsz=64"])
+    assert code == 0 and '"frames": 1' in out
