@@ -276,7 +276,7 @@ class _SinkRunner:
         else:
             if method == "write":
                 self.written += 1
-                if self._consecutive:
+                if self._consecutive and not getattr(self.sink, "stopped", False):
                     log.info("sink %s works again after %d failures", self.name, self._consecutive)
                 self._consecutive = 0
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl.errors import ConfigError, describe_os_error, storage_fault
+from edgecl.data.images import quiet_opencv
+from edgecl.errors import ConfigError, StorageError, describe_os_error, storage_fault
 from edgecl.runtime.loop import FrameResult
 
 log = logging.getLogger(__name__)
@@ -353,6 +354,9 @@ def keep_earlier_file(path: Path, backups: int,
 
 
 VIDEO_SIZE_CHECK_FRAMES = 30
+VIDEO_MIN_FREE_BYTES = 32 * 2**20
+"""Free space below which a video stops (closed whole): FFmpeg's failed writes were only
+OpenCV warnings, and an MP4 whose closing index found no room could not be opened."""
 """Frames between two looks at the saved video's size (``VideoSink.max_bytes``)."""
 
 
@@ -428,6 +432,8 @@ class VideoSink:
 
         if self._stopped:
             return
+        if self._frames_in_file % VIDEO_SIZE_CHECK_FRAMES == 0:
+            self._stop_if_disk_full()
         image = np.ascontiguousarray(result.frame.image.copy())
         if self._writer is None:
             self._open(image.shape[1], image.shape[0])
@@ -445,10 +451,37 @@ class VideoSink:
                             out.shape[0], *self._size)
             out = LetterBox(new_shape=(self._size[1], self._size[0]), auto=False, scaleup=True,
                             center=True, padding_value=0)(image=out)
-        self._writer.write(out)
+        with quiet_opencv():  # a failed write is an OpenCV warning per frame: checked above
+            self._writer.write(out)
         self._frames_in_file += 1
         if self.max_bytes and self._frames_in_file % VIDEO_SIZE_CHECK_FRAMES == 0:
             self._rotate_if_full()
+
+    def _stop_if_disk_full(self) -> None:
+        """Close the video, whole, when its disk has less than :data:`VIDEO_MIN_FREE_BYTES` free.
+
+        Raises:
+            StorageError: once (the sink's failure count and log line say it); later frames
+                are not written.
+        """
+        import shutil
+
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return
+        if free >= VIDEO_MIN_FREE_BYTES:
+            return
+        self._stopped = True
+        self.close()
+        raise StorageError(f"--save-video {self.path}: the disk has {free / 2**20:.1f} MiB free, "
+                           f"so video writing stops here (the file is whole; detection and "
+                           f"learning go on)")
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the video stopped for good (its disk filled up, or it could not rotate)."""
+        return self._stopped
 
     def _rotate_if_full(self) -> None:
         """Close a file that reached ``max_bytes`` (it becomes ``out.1.mp4``) and start a new
@@ -477,7 +510,8 @@ class VideoSink:
     def close(self) -> None:
         """Finish the video file."""
         if self._writer is not None:
-            self._writer.release()
+            with quiet_opencv():
+                self._writer.release()
             self._writer = None
 
 

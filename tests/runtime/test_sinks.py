@@ -4,6 +4,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 
 from edgecl.frames import Detections, Frame
 from edgecl.runtime.loop import FrameResult
@@ -265,3 +266,34 @@ def test_a_video_that_cannot_rotate_stops_whole(tmp_path, monkeypatch, caplog):
     cap.release()
     assert kept >= 20  # the frames up to the rotation, not a new file's few
     assert "video writing stops here, the file is whole" in caplog.text
+
+
+def test_a_video_on_a_disk_that_fills_up_stops_whole_and_says_so_once(tmp_path, monkeypatch):
+    """Before: FFmpeg's failed writes were only OpenCV warning lines (22 of them), the sink
+    counted no error, and the MP4, left without room for its index, could not be opened."""
+    import shutil
+
+    import cv2
+
+    from edgecl.errors import StorageError
+    from edgecl.runtime import sinks
+
+    free = {"bytes": 10 * 2**30}
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda path: real(path)._replace(free=free["bytes"]))
+    sink = sinks.VideoSink(tmp_path / "out.mp4", fps=10.0, names={})
+    image = np.full((64, 96, 3), 120, np.uint8)
+    for k in range(sinks.VIDEO_SIZE_CHECK_FRAMES):
+        sink.write(_frame_result(image, k))
+    free["bytes"] = 5 * 2**20  # the disk filled up meanwhile
+    with pytest.raises(StorageError) as raised:
+        sink.write(_frame_result(image, 30))
+    assert sink.stopped and "the disk has 5.0 MiB free, so video writing stops here (the file is whole" in str(
+        raised.value)
+    for k in range(31, 40):
+        sink.write(_frame_result(image, k))  # not written, not raised again
+    sink.close()
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
+    cap.release()

@@ -410,7 +410,11 @@ def _cv2_capture(target: int | str, api: int, props: dict[int, float], params: t
     def factory():
         import cv2
 
-        cap = cv2.VideoCapture(target, api, list(params)) if params else cv2.VideoCapture(target, api)
+        from edgecl.data.images import quiet_opencv
+
+        with quiet_opencv():  # a stream that does not answer: edgecl's line says it, with a hint
+            cap = (cv2.VideoCapture(target, api, list(params)) if params
+                   else cv2.VideoCapture(target, api))
         for prop, value in props.items():
             cap.set(prop, value)
         return cap
