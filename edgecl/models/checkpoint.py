@@ -244,9 +244,16 @@ def _read(path: Path):
     the file names. torch's warnings (a TorchScript archive) stay off the console: the error says
     what the file is.
     """
+    import zipfile
+
     import torch
     from ultralytics.nn.tasks import temporary_modules
 
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not
+        # unpickled (a pickle runs the code it names while loading, whatever is refused after)
+        raise ModelLoadError(f"cannot read checkpoint {path}: the file is empty, truncated or not "
+                             f"a PyTorch checkpoint (not the zip archive torch.save writes; it "
+                             f"was not unpickled)")
     attributes = {old: new for old, new in _LEGACY_ATTRIBUTES.items() if _resolves(new)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

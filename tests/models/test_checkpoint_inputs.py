@@ -10,6 +10,7 @@ import types
 import unicodedata
 import warnings
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,7 +158,8 @@ def _pickled_with_missing_code(path, detector, monkeypatch, where: str):
     ("newer_ultralytics_module", "it needs ultralytics.nn.modules.future, which ultralytics "),
     ("own_code", "it needs the Python module 'dronelab', which is not installed"),
     ("zip", "the file is empty, truncated or not a PyTorch checkpoint"),
-    ("empty", "the file is empty, truncated or not a PyTorch checkpoint (EOFError"),
+    ("empty", "the file is empty, truncated or not a PyTorch checkpoint (not the zip archive "
+              "torch.save writes; it was not unpickled)"),
 ])
 def test_files_that_are_not_a_checkpoint_say_what_they_are(tmp_path, detector, monkeypatch, capfd,
                                                            case, expected):
@@ -304,3 +306,20 @@ def test_a_device_restarts_with_the_checkpoint_it_started_from(tmp_path, detecto
                                    "model.imgsz=64"])
         assert code == 0, err
     assert ClassRegistry(state).names() == {0: "fire truck", 1: "drone"}
+
+
+def test_a_file_that_is_not_a_zip_archive_is_never_unpickled(tmp_path):
+    """Before: a plain pickle named .pt was unpickled (running the code it names) and only then
+    refused as "not a PyTorch checkpoint"."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "best.pt"
+    path.write_bytes(pickle.dumps(Payload()))
+    assert "it was not unpickled" in _message(path)
+    assert not marker.exists()
