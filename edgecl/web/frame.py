@@ -21,8 +21,9 @@ from edgecl.data.images import JPEG_MAX_SIDE
 from edgecl.frames import Detections
 
 PALETTE_BGR = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
-               (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
-"""Tableau-10 in BGR; class ``i`` is drawn with ``PALETTE_BGR[i % 10]`` (as on the Label page)."""
+               (75, 86, 140), (194, 119, 227), (230, 50, 240), (34, 189, 188), (207, 190, 23)]
+"""Tableau-10 in BGR, its grey swapped for magenta (grey vanishes on thermal frames); class ``i``
+is drawn with ``PALETTE_BGR[i % 10]`` (as on the Label page)."""
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 RTL_CLASSES = frozenset({"R", "AL"})
 """Bidirectional classes of right-to-left letters (Hebrew, Arabic, ...)."""

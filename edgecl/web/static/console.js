@@ -300,8 +300,21 @@ const EC = (() => {
     return chars.length <= max ? String(text) : chars.slice(0, max - 1).join("") + "…";
   }
 
+  // Tableau-10 with its grey swapped for magenta: grey boxes vanish on thermal (grey) frames
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-                   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+                   "#e377c2", "#f032e6", "#bcbd22", "#17becf"];
+
+  /** Black or white, whichever contrasts more with `color` ("#rrggbb"; WCAG 2 luminance). */
+  function inkOn(color) {
+    const m = /^#([0-9a-f]{6})$/i.exec(String(color));
+    if (!m) return "#fff";
+    const [r, g, b] = [0, 2, 4].map((i) => {
+      const c = parseInt(m[1].slice(i, i + 2), 16) / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    const lum = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    return (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) ? "#000" : "#fff";
+  }
   function classColor(name) {
     let h = 0;
     for (const ch of String(name)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
@@ -320,5 +333,5 @@ const EC = (() => {
   document.addEventListener("DOMContentLoaded", markNav);
   document.addEventListener("DOMContentLoaded", trackNavHeight);
   return {ApiError, el, svg, api, getJSON, postJSON, imageURL, toast, confirmDialog, every,
-          report, fmt, heat, classColor, PALETTE, isolate, clip};
+          report, fmt, heat, classColor, PALETTE, inkOn, isolate, clip};
 })();

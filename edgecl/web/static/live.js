@@ -47,6 +47,7 @@
         EC.el("span", {class: "name", dir: "auto", text: name}),
         EC.el("span", {class: "score", text: score}));
       label.style.background = color;
+      label.style.color = EC.inkOn(color);
       return label;
     });
     $("frame-labels").replaceChildren(...labels);
