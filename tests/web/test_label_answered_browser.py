@@ -137,7 +137,8 @@ def test_answered_list_correct_and_withdraw(served, browser):
     canvas = browser.find_element(By.ID, "canvas")
     drag, click = frame_mouse(browser, canvas)
 
-    drag((530, 400), (430, 300))                                  # move the dog box
+    click(530, 400)                                               # select the dog box
+    drag((530, 400), (430, 300))                                  # and move it
     click(60, 300)                                                # select the first car
     ActionChains(browser).send_keys(Keys.DELETE).perform()        # and delete it
     drag((300, 40), (420, 150))                                   # add a box in the sky
@@ -264,7 +265,8 @@ def test_correcting_fits_a_320_px_phone(served, browser):
     def at(x, y):  # frame pixels -> viewport CSS pixels
         return left + x * scale, top + y * scale
 
-    touch_drag(browser, at(340, 300), at(240, 200))               # move the bicycle
+    touch_drag(browser, at(340, 300), at(340, 300), steps=0)     # select the bicycle
+    touch_drag(browser, at(340, 300), at(240, 200))               # and move it
     time.sleep(0.5)  # a finger's pause (Chromium makes no click of a tap right after a drag)
     tap(browser, browser.find_element(By.ID, "submit"))
     wait_for(lambda: fake.corrections, what="the correction")

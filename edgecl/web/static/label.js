@@ -5,9 +5,14 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const NEW_CLASS = "__new__";
-  const MIN_BOX_PX = 4;        // smallest box drawn by a drag, in screen pixels
-  const HANDLE_PX = 9;         // corner grab tolerance of a mouse, in screen pixels
-  const TOUCH_HANDLE_PX = 24;  // ... of a finger or a pen
+  const MOVE_PX = 3;           // pointer travel (screen pixels) that makes a press a drag
+  const HANDLE_MAX_PX = 10;    // a selected box's corner squares, at most (screen pixels)
+  const GRAB_PX = 2;           // a corner grabs this far around its square: a mouse ...
+  const TOUCH_GRAB_PX = 4;     // ... a finger or a pen (more would take drags beside the box)
+  const ZOOM_STEPS = [1, 1.5, 2, 3, 4, 6, 8];
+  const MAX_ZOOM = 8;
+  const MAX_UNDO = 200;        // undo points kept for the frame shown
+  const CONFIRM_MS = 5000;     // a second N or S within this confirms dropping edited boxes
   const QUEUE_PERIOD_MS = 4000;
   const MAX_CLASS_CHARS = 100; // the server's limit (edgecl.models.classes.MAX_NAME_CHARS)
   const PRELOAD = 2;           // images kept ahead of the current item (4K frames are big)
@@ -45,6 +50,12 @@
     answersListed: null,       // what the answered list shows (ids, samples, corrections)
     resume: null,              // the queue item shown before an answer was opened
     busy: false,               // a correction or a withdrawal is on its way
+    zoom: 1,                   // times the fitted size (reset for each frame)
+    tags: true,                // class tags drawn on the boxes (T hides them)
+    undo: [],                  // undo points of the frame shown: {boxes, selected, edited}
+    confirm: null,             // {action, item, until}: a second N or S drops edited boxes
+    touches: new Map(),        // pointer id -> {x, y} of each finger on the frame
+    pinch: null,               // {dist, zoom, frame} while two fingers zoom and pan
   };
 
   // ---- classes ------------------------------------------------------------------------------
@@ -89,6 +100,11 @@
       }
       state.deviceClasses.set(c.id, c.name);
     }
+    const live = new Set(rows.filter((c) => !c.merged_into).map((c) => c.name));
+    for (const name of state.classes) {
+      const known = live.has(name) ? undefined : [...live].find((k) => k.toLowerCase() === name.toLowerCase());
+      if (known && !changes.has(name)) changes.set(name, known);
+    }
     applyRenames(changes);
     for (const c of rows) if (!c.merged_into) state.aliases.delete(c.name);  // a class's own name
     for (const c of rows) if (!c.merged_into) addClass(c.name);
@@ -106,6 +122,13 @@
     if (unassigned) return `A class name may not hold a character Unicode does not assign (U+${code(unassigned)})`;
     if (/^[\p{M}\p{Z}]+$/u.test(name)) return "A class name needs a character of its own to show";
     return "";
+  }
+
+  /** The device's class that `name` names up to case (the device stores one class for both:
+   * `person` typed where it has `Person` is `Person`), or undefined. */
+  function sameClass(name) {
+    const folded = name.toLowerCase();
+    return [...state.deviceClasses.values()].find((known) => known.toLowerCase() === folded);
   }
 
   function colorOf(name) {
@@ -127,7 +150,8 @@
   function setClass(name) {
     state.defaultClass = name;
     $("class-select").value = name;
-    if (state.selected >= 0) {
+    if (state.selected >= 0 && state.boxes[state.selected].cls !== name) {
+      remember();
       state.boxes[state.selected].cls = name;
       state.boxes[state.selected].proposed = false;
       state.edited = true;
@@ -154,7 +178,7 @@
 
   function closeNewClass(accept) {
     const input = $("new-class");
-    const name = input.value.trim();
+    let name = input.value.trim();
     if (accept) {
       if (!name || [...name].length > MAX_CLASS_CHARS) {  // the device says what else it refuses
         EC.toast(`A class name is 1–${MAX_CLASS_CHARS} characters`, "error");
@@ -164,6 +188,11 @@
       if (problem) {
         EC.toast(problem, "error");
         return;
+      }
+      const known = sameClass(name);
+      if (known && known !== name) {
+        EC.toast(`${EC.isolate(name)} is the device's class ${EC.isolate(known)}`, "info");
+        name = known;
       }
       addClass(name);
       renderPicker();
@@ -185,7 +214,7 @@
   function renderQueue() {
     $("queue-count").textContent = state.queue.length ? `(${state.queue.length})` : "";
     const list = $("queue");
-    const signature = state.queue.map((item) => `${item.id}:${item.priority}`).join(",");
+    const signature = state.queue.map((item) => `${item.id}:${item.priority}:${item.name}`).join(",");
     if (state.listed !== signature) {
       state.listed = signature;
       list.replaceChildren(...state.queue.map((item) => EC.el("li", {
@@ -197,9 +226,17 @@
       }, EC.el("div", {class: "head"},
            EC.el("span", {text: "…" + item.id.slice(-10), title: item.id}),
            EC.el("span", {class: "small muted", text: "priority " + EC.fmt.num(item.priority, 2)})),
+         frameLine(item),
          EC.el("div", {}, reasonChips(item)))));
     }
     markActive(list, state.mode === "queue" && state.current ? state.current.id : null);
+  }
+
+  /** A queue entry's file name and capture time, one line cut with "…" (whole in its tooltip). */
+  function frameLine(item) {
+    const when = item.created_s ? EC.fmt.time(item.created_s) : "";
+    const text = [item.name, when].filter(Boolean).join(" · ");
+    return text ? EC.el("div", {class: "small muted frame-name", text, title: text}) : null;
   }
 
   /** Highlight the entry of `list` the editor shows (none: `id` null). */
@@ -269,6 +306,7 @@
     state.current = null;
     state.image = null;
     state.boxes = [];
+    freshFrame();
     $("canvas").hidden = true;
     $("label-empty").textContent = "Nothing to label: the queue is empty.";
     $("label-empty").hidden = false;
@@ -289,6 +327,7 @@
     }));
     state.selected = -1;
     state.edited = Boolean(draft);
+    freshFrame();
     renderQueue();
     $("why").replaceChildren(
       EC.el("strong", {text: item.id}), ` · priority ${EC.fmt.num(item.priority, 2)} · ${item.width}×${item.height} · chosen for `,
@@ -414,13 +453,48 @@
   }
 
   function nothingHere() {
+    if (!confirmDrop("nothing", state.mode === "correct" ? "save this answer as \u201cnothing here\u201d"
+                                                       : "answer \u201cnothing here\u201d", "N")) return;
     if (state.mode === "correct") correct([]);
     else send(false, []);
   }
 
   function skipOrWithdraw() {
     if (state.mode === "correct") withdraw();
-    else send(true, []);
+    else if (confirmDrop("skip", "skip this frame", "S")) send(true, []);
+  }
+
+  /** Whether to go on with an action that drops the boxes drawn or edited on this frame: yes
+   * when there are none, or when the same action was asked again within a few seconds (the
+   * first time says so, and its button asks to be pressed again). */
+  function confirmDrop(action, words, key) {
+    const asked = state.confirm;
+    if (!state.edited || (asked && asked.action === action && asked.item === state.current &&
+                          Date.now() < asked.until)) {
+      disarm();
+      return true;
+    }
+    disarm();
+    state.confirm = {action, item: state.current, until: Date.now() + CONFIRM_MS};
+    const button = $(action === "skip" ? "skip" : "nothing");
+    button.classList.add("armed");
+    state.confirm.timer = setTimeout(disarm, CONFIRM_MS);
+    EC.toast(`Your box edits on this frame are not saved. To ${words} and drop them, press ` +
+             `${key} again (or its button); Ctrl+Z undoes the last box edit.`, "error");
+    return false;
+  }
+
+  function disarm() {
+    if (state.confirm) clearTimeout(state.confirm.timer);
+    state.confirm = null;
+    for (const id of ["skip", "nothing"]) $(id).classList.remove("armed");
+  }
+
+  /** A frame just opened: its own undo points, the whole frame in view, nothing to confirm. */
+  function freshFrame() {
+    state.undo = [];
+    state.zoom = 1;
+    disarm();
   }
 
   // ---- answered: reopen an answer to correct its boxes or withdraw it --------------------------
@@ -496,6 +570,7 @@
     for (const box of entry.boxes || []) addClass(box.class);
     state.selected = -1;
     state.edited = false;
+    freshFrame();
     renderPicker();
     renderMode();
     renderQueue();
@@ -520,6 +595,7 @@
     state.boxes = [];
     state.selected = -1;
     state.edited = false;
+    freshFrame();
     renderMode();
     renderAnswered();
     const item = state.queue.find((q) => q.id === resume) || state.queue[0];
@@ -665,21 +741,56 @@
   }
 
   // ---- canvas -------------------------------------------------------------------------------
+  /** Fit the frame to the editor's width and to the viewport below the frame's top (the page
+   * at its top), times the zoom; a zoomed frame scrolls inside its box. */
   function layout() {
     if (!state.image) return;
     const wrap = $("canvas-wrap");
     const canvas = $("canvas");
-    const maxW = wrap.clientWidth;
-    const maxH = Math.max(280, window.innerHeight - 250);
+    const top = wrap.getBoundingClientRect().top + window.scrollY;
+    const maxW = wrap.offsetWidth;  // not clientWidth: a zoomed frame's scroll bar takes from it
+    const maxH = Math.max(280, window.innerHeight - top - 12);
     const w = state.image.naturalWidth;
     const h = state.image.naturalHeight;
-    state.scale = Math.min(maxW / w, maxH / h);
+    const fit = Math.min(maxW / w, maxH / h);
+    state.scale = fit * state.zoom;
+    wrap.style.height = state.zoom > 1 ? Math.round(h * fit) + "px" : "";
     const dpr = window.devicePixelRatio || 1;
     canvas.style.width = Math.round(w * state.scale) + "px";
     canvas.style.height = Math.round(h * state.scale) + "px";
     canvas.width = Math.round(w * state.scale * dpr);
     canvas.height = Math.round(h * state.scale * dpr);
+    $("zoom-level").textContent = `${Math.round(state.zoom * 100)}%`;
     draw();
+  }
+
+  /** Zoom to `zoom` (1: the whole frame) keeping the frame point `frame` (default: the one
+   * under `client`, itself by default the middle of the frame's box) under `client`. */
+  function zoomTo(zoom, client, frame) {
+    if (!state.image) return;
+    const wrap = $("canvas-wrap");
+    const box = wrap.getBoundingClientRect();
+    const at = client || {x: box.left + wrap.clientWidth / 2, y: box.top + wrap.clientHeight / 2};
+    const before = $("canvas").getBoundingClientRect();
+    const fixed = frame || {x: (at.x - before.left) / state.scale, y: (at.y - before.top) / state.scale};
+    state.zoom = Math.max(1, Math.min(MAX_ZOOM, zoom));
+    layout();
+    const after = $("canvas").getBoundingClientRect();
+    wrap.scrollLeft += after.left + fixed.x * state.scale - at.x;
+    wrap.scrollTop += after.top + fixed.y * state.scale - at.y;
+  }
+
+  function zoomStep(up) {
+    const next = up ? ZOOM_STEPS.find((z) => z > state.zoom + 0.01)
+                    : [...ZOOM_STEPS].reverse().find((z) => z < state.zoom - 0.01);
+    zoomTo(next || (up ? MAX_ZOOM : 1));
+  }
+
+  /** A corner square's side in screen pixels: at most a third of the box's shorter side, so
+   * that the squares never cover a small box. */
+  function handleSize(b) {
+    const side = Math.min(b.x2 - b.x1, b.y2 - b.y1) * state.scale;
+    return Math.max(3, Math.min(HANDLE_MAX_PX, side / 3));
   }
 
   function draw() {
@@ -689,6 +800,7 @@
     const dpr = window.devicePixelRatio || 1;
     const s = state.scale;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.imageSmoothingEnabled = state.zoom < 2;  // zoomed in: the frame's own pixels, sharp
     ctx.drawImage(state.image, 0, 0, state.image.naturalWidth * s, state.image.naturalHeight * s);
     const all = state.drag && state.drag.kind === "draw" && state.drag.box ? [...state.boxes, state.drag.box] : state.boxes;
     all.forEach((b, i) => {
@@ -703,22 +815,25 @@
       ctx.strokeStyle = color;
       ctx.strokeRect(x, y, w, h);
       ctx.setLineDash([]);
-      ctx.font = "600 13px system-ui, sans-serif";
-      const score = b.proposed && b.score !== undefined ? ` ${b.score.toFixed(2)}` : "";
-      const text = fitLabel(ctx, b.cls || "?", score, Math.max(w, canvas.clientWidth / 2));
-      const tw = ctx.measureText(text).width + 8;
-      const ty = y >= 18 ? y - 18 : y;
-      ctx.fillStyle = color;
-      ctx.fillRect(x - (selected ? 1.5 : 1), ty, tw, 18);
-      ctx.fillStyle = "#fff";
-      ctx.fillText(text, x + 3, ty + 13);
+      if (state.tags) {
+        ctx.font = "600 13px system-ui, sans-serif";
+        const score = b.proposed && b.score !== undefined ? ` ${b.score.toFixed(2)}` : "";
+        const text = fitLabel(ctx, b.cls || "?", score, Math.max(w, canvas.clientWidth / 2));
+        const tw = ctx.measureText(text).width + 8;
+        const ty = y >= 18 ? y - 18 : y;
+        ctx.fillStyle = color;
+        ctx.fillRect(x - (selected ? 1.5 : 1), ty, tw, 18);
+        ctx.fillStyle = EC.inkOn(color);
+        ctx.fillText(text, x + 3, ty + 13);
+      }
       if (selected) {
+        const side = handleSize(b);
         for (const [cx, cy] of corners(b)) {
           ctx.fillStyle = "#fff";
-          ctx.fillRect(cx * s - 5, cy * s - 5, 10, 10);
+          ctx.fillRect(cx * s - side / 2, cy * s - side / 2, side, side);
           ctx.strokeStyle = color;
-          ctx.lineWidth = 2;
-          ctx.strokeRect(cx * s - 5, cy * s - 5, 10, 10);
+          ctx.lineWidth = side < 6 ? 1 : 2;
+          ctx.strokeRect(cx * s - side / 2, cy * s - side / 2, side, side);
         }
       }
     });
@@ -735,17 +850,43 @@
     return text;
   }
 
+  function toggleTags() {
+    state.tags = !state.tags;
+    $("tags").setAttribute("aria-pressed", String(state.tags));
+    draw();
+  }
+
   function corners(b) {
     return [[b.x1, b.y1, "tl"], [b.x2, b.y1, "tr"], [b.x1, b.y2, "bl"], [b.x2, b.y2, "br"]];
   }
 
+  /** The selected box's corner a press at `event` grabs, or null: its square and a few screen
+   * pixels around it outside the box, and inside it at most a quarter of the box each way, so
+   * that a press beside a box draws a new one and a small box keeps a middle to move it by. */
+  function grabbedCorner(b, event) {
+    const rect = $("canvas").getBoundingClientRect();
+    const px = event.clientX - rect.left;
+    const py = event.clientY - rect.top;
+    const s = state.scale;
+    const reach = handleSize(b) / 2 + (event.pointerType === "mouse" ? GRAB_PX : TOUCH_GRAB_PX);
+    const inX = Math.min(reach, (b.x2 - b.x1) * s / 4);
+    const inY = Math.min(reach, (b.y2 - b.y1) * s / 4);
+    const found = corners(b).find(([cx, cy, name]) => {
+      const dx = (px - cx * s) * (name[1] === "r" ? 1 : -1);  // > 0: outside the box
+      const dy = (py - cy * s) * (name[0] === "b" ? 1 : -1);
+      return dx >= -inX && dx <= reach && dy >= -inY && dy <= reach;
+    });
+    return found ? found[2] : null;
+  }
+
+  /** The frame pixel under a pointer: whole pixels, inside the frame. */
   function toImage(event) {
     const rect = $("canvas").getBoundingClientRect();
     const w = state.image.naturalWidth;
     const h = state.image.naturalHeight;
     return {
-      x: Math.max(0, Math.min(w, (event.clientX - rect.left) / state.scale)),
-      y: Math.max(0, Math.min(h, (event.clientY - rect.top) / state.scale)),
+      x: Math.max(0, Math.min(w, Math.round((event.clientX - rect.left) / state.scale))),
+      y: Math.max(0, Math.min(h, Math.round((event.clientY - rect.top) / state.scale))),
     };
   }
 
@@ -755,11 +896,12 @@
     Object.assign(b, {x1, y1, x2, y2});
   }
 
-  function hitBox(p) {
+  /** The smallest box holding `p` (within `pad` frame pixels), or -1. */
+  function hitBox(p, pad = 0) {
     let best = -1;
     let bestArea = Infinity;
     state.boxes.forEach((b, i) => {
-      if (p.x >= b.x1 && p.x <= b.x2 && p.y >= b.y1 && p.y <= b.y2) {
+      if (p.x >= b.x1 - pad && p.x <= b.x2 + pad && p.y >= b.y1 - pad && p.y <= b.y2 + pad) {
         const area = (b.x2 - b.x1) * (b.y2 - b.y1);
         if (area < bestArea) { best = i; bestArea = area; }
       }
@@ -767,84 +909,149 @@
     return best;
   }
 
+  function select(index) {
+    state.selected = index;
+    const b = state.boxes[index];
+    if (b && b.cls && state.classes.includes(b.cls)) {
+      state.defaultClass = b.cls;
+      $("class-select").value = b.cls;
+    }
+    draw();
+  }
+
+  /** A press: on the selected box's corner it resizes, inside the selected box it moves it;
+   * anywhere else it draws a new box once the pointer travels, and a press and release without
+   * travel selects the box under it (a drag never takes an unselected box). */
   function onPointerDown(event) {
     if (!state.image || event.button > 0) return;
     event.preventDefault();
     const focused = document.activeElement;  // keys act on the editor again, not on a list
     if (focused instanceof HTMLElement && focused.closest("aside.queue")) focused.blur();
     $("canvas").setPointerCapture(event.pointerId);
+    if (event.pointerType === "touch") {
+      state.touches.set(event.pointerId, {x: event.clientX, y: event.clientY});
+      if (state.touches.size === 2) startPinch();
+      if (state.touches.size > 1) return;
+    }
     const p = toImage(event);
-    const tol = (event.pointerType === "mouse" ? HANDLE_PX : TOUCH_HANDLE_PX) / state.scale;
-    if (state.selected >= 0) {
-      const b = state.boxes[state.selected];
-      const corner = corners(b).find(([cx, cy]) => Math.abs(cx - p.x) <= tol && Math.abs(cy - p.y) <= tol);
-      if (corner) {
-        state.drag = {kind: "resize", corner: corner[2], box: b};
-        return;
-      }
-    }
-    const hit = hitBox(p);
-    if (hit >= 0) {
-      state.selected = hit;
-      const b = state.boxes[hit];
-      if (b.cls && state.classes.includes(b.cls)) {
-        state.defaultClass = b.cls;
-        $("class-select").value = b.cls;
-      }
-      state.drag = {kind: "move", box: b, start: p, orig: {...b}};
+    const start = {x: event.clientX, y: event.clientY};
+    const b = state.selected >= 0 ? state.boxes[state.selected] : null;
+    const corner = b ? grabbedCorner(b, event) : null;
+    if (corner) {
+      state.drag = {kind: "resize", corner, box: b, start, p, moved: false};
+    } else if (b && p.x >= b.x1 && p.x <= b.x2 && p.y >= b.y1 && p.y <= b.y2) {
+      state.drag = {kind: "move", box: b, start, p, orig: {...b}, moved: false};
     } else {
-      state.selected = -1;
-      state.drag = {kind: "draw", start: p, box: null};
+      state.drag = {kind: "draw", start, p, box: null, moved: false};
     }
-    draw();
   }
 
   function onPointerMove(event) {
+    if (state.touches.has(event.pointerId)) {
+      state.touches.set(event.pointerId, {x: event.clientX, y: event.clientY});
+      if (state.pinch) { pinchMove(); return; }
+    }
     const drag = state.drag;
     if (!drag || !state.image) return;
+    if (!drag.moved) {
+      if (Math.hypot(event.clientX - drag.start.x, event.clientY - drag.start.y) < MOVE_PX) return;
+      drag.moved = true;
+      if (drag.kind !== "draw") remember();
+    }
     const p = toImage(event);
     const w = state.image.naturalWidth;
     const h = state.image.naturalHeight;
-    drag.moved = true;
     if (drag.kind === "draw") {
-      drag.box = {cls: state.defaultClass, x1: drag.start.x, y1: drag.start.y, x2: p.x, y2: p.y, proposed: false};
+      drag.box = {cls: state.defaultClass, x1: drag.p.x, y1: drag.p.y, x2: p.x, y2: p.y, proposed: false};
     } else if (drag.kind === "move") {
       const bw = drag.orig.x2 - drag.orig.x1;
       const bh = drag.orig.y2 - drag.orig.y1;
-      const x1 = Math.max(0, Math.min(w - bw, drag.orig.x1 + p.x - drag.start.x));
-      const y1 = Math.max(0, Math.min(h - bh, drag.orig.y1 + p.y - drag.start.y));
+      const x1 = Math.max(0, Math.min(w - bw, drag.orig.x1 + p.x - drag.p.x));
+      const y1 = Math.max(0, Math.min(h - bh, drag.orig.y1 + p.y - drag.p.y));
       Object.assign(drag.box, {x1, y1, x2: x1 + bw, y2: y1 + bh, proposed: false});
     } else if (drag.kind === "resize") {
-      const b = drag.box;
-      if (drag.corner.includes("l")) b.x1 = p.x; else b.x2 = p.x;
-      if (drag.corner.includes("t")) b.y1 = p.y; else b.y2 = p.y;
+      const b = drag.box;  // never narrower or shorter than a frame pixel, never flipped
+      if (drag.corner[1] === "l") b.x1 = Math.min(p.x, b.x2 - 1); else b.x2 = Math.max(p.x, b.x1 + 1);
+      if (drag.corner[0] === "t") b.y1 = Math.min(p.y, b.y2 - 1); else b.y2 = Math.max(p.y, b.y1 + 1);
       b.proposed = false;
     }
     draw();
   }
 
-  function onPointerUp() {
+  function onPointerUp(event) {
+    if (state.touches.delete(event.pointerId) && state.pinch) {
+      if (state.touches.size < 2) state.pinch = null;
+      return;
+    }
     const drag = state.drag;
     state.drag = null;
     if (!drag) return;
-    if (drag.kind === "draw" && drag.box) {
+    if (!drag.moved) {
+      if (drag.kind !== "resize") select(hitBox(drag.p, 2 / state.scale));
+      return;
+    }
+    if (drag.kind === "draw" && drag.box && event.type !== "pointercancel") {
       const b = drag.box;
       normalize(b);
-      if ((b.x2 - b.x1) * state.scale >= MIN_BOX_PX && (b.y2 - b.y1) * state.scale >= MIN_BOX_PX) {
+      if (b.x2 - b.x1 >= 1 && b.y2 - b.y1 >= 1) {
+        remember();
         state.boxes.push(b);
         state.selected = state.boxes.length - 1;
         state.edited = true;
         if (!b.cls) openNewClass();
+      } else {
+        EC.toast("No box: a box is at least 1 frame pixel each way (zoom in for small objects)", "info");
       }
-    } else if (drag.box) {
-      normalize(drag.box);
-      if (drag.moved) state.edited = true;
+    } else if (drag.kind !== "draw") {
+      state.edited = true;
     }
+    draw();
+  }
+
+  /** Two fingers: pinch zooms, and the frame follows their middle (pan). A box the first
+   * finger was moving or resizing goes back as it was. */
+  function startPinch() {
+    const drag = state.drag;
+    state.drag = null;
+    if (drag && drag.moved && drag.kind !== "draw") undo();
+    const [a, b] = [...state.touches.values()];
+    const mid = {x: (a.x + b.x) / 2, y: (a.y + b.y) / 2};
+    const rect = $("canvas").getBoundingClientRect();
+    state.pinch = {dist: Math.max(1, Math.hypot(a.x - b.x, a.y - b.y)), zoom: state.zoom,
+                   frame: {x: (mid.x - rect.left) / state.scale, y: (mid.y - rect.top) / state.scale}};
+    draw();
+  }
+
+  function pinchMove() {
+    const [a, b] = [...state.touches.values()];
+    const mid = {x: (a.x + b.x) / 2, y: (a.y + b.y) / 2};
+    const dist = Math.max(1, Math.hypot(a.x - b.x, a.y - b.y));
+    zoomTo(state.pinch.zoom * dist / state.pinch.dist, mid, state.pinch.frame);
+  }
+
+  /** An undo point: the boxes as they are before an edit (Ctrl+Z goes back to it). */
+  function remember() {
+    state.undo.push({boxes: state.boxes.map((b) => ({...b})), selected: state.selected, edited: state.edited});
+    if (state.undo.length > MAX_UNDO) state.undo.shift();
+    disarm();
+  }
+
+  function undo() {
+    const last = state.undo.pop();
+    if (!last) {
+      EC.toast("Nothing to undo on this frame", "info");
+      return;
+    }
+    state.boxes = last.boxes;
+    state.selected = Math.min(last.selected, state.boxes.length - 1);
+    state.edited = last.edited;
+    disarm();
     draw();
   }
 
   function deleteSelected() {
     if (state.selected < 0) return;
+    remember();
     state.boxes.splice(state.selected, 1);
     state.selected = -1;
     state.edited = true;
@@ -858,6 +1065,7 @@
     const w = state.image.naturalWidth;
     const h = state.image.naturalHeight;
     const b = {cls: state.defaultClass, x1: w * 3 / 8, y1: h * 3 / 8, x2: w * 5 / 8, y2: h * 5 / 8, proposed: false};
+    remember();
     state.boxes.push(b);
     state.selected = state.boxes.length - 1;
     state.edited = true;
@@ -875,6 +1083,7 @@
     const cy = (b.y1 + b.y2) / 2;
     const hw = Math.max(1, ((b.x2 - b.x1) / 2) * factor);
     const hh = Math.max(1, ((b.y2 - b.y1) / 2) * factor);
+    remember();
     Object.assign(b, {x1: Math.max(0, cx - hw), x2: Math.min(w, cx + hw),
                       y1: Math.max(0, cy - hh), y2: Math.min(h, cy + hh), proposed: false});
     state.edited = true;
@@ -904,6 +1113,7 @@
     const h = state.image.naturalHeight;
     const mx = Math.max(-b.x1, Math.min(w - b.x2, dx));
     const my = Math.max(-b.y1, Math.min(h - b.y2, dy));
+    remember();
     Object.assign(b, {x1: b.x1 + mx, x2: b.x2 + mx, y1: b.y1 + my, y2: b.y2 + my, proposed: false});
     state.edited = true;
     draw();
@@ -917,7 +1127,13 @@
       if (event.target.id === "new-class" && event.key === "Escape") { event.preventDefault(); closeNewClass(false); }
       return;
     }
-    if (tag === "SELECT" || tag === "TEXTAREA" || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (tag === "SELECT" || tag === "TEXTAREA") return;
+    if ((event.ctrlKey || event.metaKey) && !event.altKey && !event.shiftKey && event.key.toLowerCase() === "z") {
+      event.preventDefault();
+      undo();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.key === "Tab") {  // on a button or link, Tab moves focus as everywhere else
       const onFrame = tag === "BODY" || tag === "CANVAS" || !tag;
       if (!onFrame) return;
@@ -943,9 +1159,13 @@
       Escape: () => {
         if (state.mode === "correct" && state.selected < 0 && !state.busy) leaveCorrecting();
         state.selected = -1;
+        disarm();
         draw();
       },
       b: addBoxByKey, B: addBoxByKey,
+      t: toggleTags, T: toggleTags,
+      z: () => zoomStep(true), Z: () => zoomStep(true), x: () => zoomStep(false), X: () => zoomStep(false),
+      0: () => zoomTo(1),
       "+": () => resizeSelected(1.1), "=": () => resizeSelected(1.1), "-": () => resizeSelected(1 / 1.1),
       ArrowLeft: () => nudge(-step, 0), ArrowRight: () => nudge(step, 0),
       ArrowUp: () => nudge(0, -step), ArrowDown: () => nudge(0, step),
@@ -968,6 +1188,16 @@
     canvas.addEventListener("pointercancel", onPointerUp);
     document.addEventListener("keydown", onKey);
     window.addEventListener("resize", layout);
+    $("canvas-wrap").addEventListener("wheel", (event) => {
+      if (!state.image || !(event.ctrlKey || event.metaKey)) return;  // a plain wheel scrolls
+      event.preventDefault();
+      zoomTo(state.zoom * Math.exp(-event.deltaY * 0.002), {x: event.clientX, y: event.clientY});
+    }, {passive: false});
+    $("zoom-in").addEventListener("click", () => zoomStep(true));
+    $("zoom-out").addEventListener("click", () => zoomStep(false));
+    $("zoom-fit").addEventListener("click", () => zoomTo(1));
+    $("tags").addEventListener("click", toggleTags);
+    $("undo").addEventListener("click", undo);
     $("class-select").addEventListener("change", (event) => {
       if (event.target.value === NEW_CLASS) openNewClass();
       else { setClass(event.target.value); event.target.blur(); }
