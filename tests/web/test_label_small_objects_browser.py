@@ -2,6 +2,8 @@
 on the Label page, in headless Chromium against the real server thread and a fake runtime.
 Every expected box is in frame pixels of the fake's 640x480 frames, computed by hand."""
 
+import time
+
 import pytest
 
 from console_browser import emulate_phone, wait_for
@@ -145,8 +147,8 @@ def test_two_fingers_zoom_and_one_draws_on_a_phone(served, browser):
     x, y = screen(browser, 320, 240)
 
     def touch(kind, *points):
-        browser.execute_cdp_cmd("Input.dispatchTouchEvent", {
-            "type": kind, "touchPoints": [{"x": px, "y": py, "id": i} for i, (px, py) in enumerate(points)]})
+        fingers = [{"x": px, "y": py, "id": i} for i, (px, py) in enumerate(points)]
+        browser.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": kind, "touchPoints": fingers})
 
     touch("touchStart", (x - 20, y), (x + 20, y))
     for k in range(1, 7):
@@ -175,8 +177,6 @@ def test_nothing_here_and_skip_ask_before_dropping_drawn_boxes_and_ctrl_z_undoes
     assert "press S again" in toast
     assert "armed" in browser.find_element(By.ID, "skip").get_attribute("class")
     keys(browser, "n")  # another action: asks again, for itself
-    import time
-
     time.sleep(0.6)
     assert not fake.answers
     keys(browser, "2")  # the box becomes a car ...
@@ -215,7 +215,8 @@ def test_class_tags_hide_with_t_and_handles_fit_a_small_box(served, browser):
     base, fake = served
     open_label(browser, base)
     drag(browser, (300, 300), (307, 314))
-    scale = js(browser, "return document.getElementById('canvas').getBoundingClientRect().width / 640")
+    scale = js(browser, "return document.getElementById('canvas').getBoundingClientRect()"
+                        ".width / 640")
     inside = js(browser, PIXEL, 303.5, 300 + 3.5 / scale)  # top edge's middle, under its stroke
     assert inside != [255, 255, 255]  # not covered by a handle
     corner = (300 + 1 / scale, 300 - 16 / scale)  # in the tag above the box, clear of its text
