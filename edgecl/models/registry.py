@@ -1003,6 +1003,13 @@ class Registry:
             os.replace(pointer, aside)
             log.warning("model registry %s: 'current' was a %s, not a link to a version; kept "
                         "aside as %s", self.root, "folder" if aside.is_dir() else "file", aside.name)
+        if pointer.is_symlink() and not VERSION_RE.match(os.readlink(pointer)):
+            # a link to itself, or out of the registry (/etc): no version to serve, so the
+            # device said "no model" while its versions were intact
+            target = os.readlink(pointer)
+            pointer.unlink()
+            log.warning("model registry %s: 'current' pointed at %r, not at a version of this "
+                        "registry; removed", self.root, target)
         if not (pointer.exists() or pointer.is_symlink()):
             chain = stored or self._history_from_manifests()
             if chain:

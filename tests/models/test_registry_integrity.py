@@ -408,6 +408,23 @@ def test_a_current_that_is_no_link_is_set_aside_and_points_at_the_last_promoted(
     assert f"'current' was a {damage}, not a link to a version; kept aside as" in caplog.text
 
 
+@pytest.mark.parametrize("target", ["current", "/etc", "../models"])
+def test_a_current_linking_out_of_the_registry_points_at_the_last_promoted_again(reg, tmp_path,
+                                                                                target, caplog):
+    """Before: a 'current' linking to itself or out of the registry made 'edgecl run' say there
+    was no model and 'models verify' that nothing was current, although v0002 was intact."""
+    v1, v2 = _stage(reg, tmp_path), _stage(reg, tmp_path, b"second")
+    reg.promote(v1)
+    reg.promote(v2)
+    pointer = reg.root / "current"
+    pointer.unlink()
+    pointer.symlink_to(target)
+    again = Registry(reg.root)
+    assert again.current() == v2 and again.history() == [v1, v2]
+    assert f"'current' pointed at {target!r}, not at a version of this registry; removed" in (
+        caplog.text)
+
+
 def test_a_deleted_history_is_rebuilt_with_every_promoted_version(reg, tmp_path, caplog):
     """Before: a deleted history.json became [current] alone, so a rollback said there was no
     earlier version although v0001 was intact."""
