@@ -494,6 +494,20 @@ def test_a_queue_on_a_read_only_mount_is_listed(tmp_path, monkeypatch):
     assert [i["id"] for i in OperatorQueue(tmp_path / "labels", 10).pending()] == [good]
 
 
+def test_a_read_only_state_directory_without_a_queue_lists_an_empty_one(tmp_path, monkeypatch):
+    """Before: 'edgecl labels pending' and 'labels answered' on a read-only copy of a device
+    that never queued a frame failed with "Read-only file system: .../labels"."""
+    import errno
+
+    def read_only_mkdir(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only_mkdir)
+    q = OperatorQueue(tmp_path / "labels", 10)
+    assert q.pending() == [] and q._answered() == []
+    assert not (tmp_path / "labels").exists()
+
+
 def test_queue_survives_restart_and_answered_record_is_bounded(tmp_path):
     q, ids = queued(tmp_path, 3)
     q2 = OperatorQueue(tmp_path / "labels", 10, answered_keep=2)

@@ -128,7 +128,11 @@ class OperatorQueue:
         self.monotonic = monotonic
         self.boot = boot_id() if boot is None else boot
         self.dir = self.root / "pending"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a state directory on a read-only mount with no queue: empty
+            if exc.errno not in READ_ONLY_ERRNOS:
+                raise
         self.max_pending = int(max_pending)
         self.answered_keep = int(answered_keep)
         self.priority_half_life_s = float(priority_half_life_s)
@@ -164,7 +168,9 @@ class OperatorQueue:
                 fh = stack.enter_context(open(self.root / "lock", "a+b"))
                 mode = fcntl.LOCK_EX
             except OSError as exc:
-                if exc.errno not in READ_ONLY_ERRNOS:
+                # no folder to lock in: a read-only mount where no frame was ever queued
+                never_made = exc.errno == errno.ENOENT and not self.root.is_dir()
+                if exc.errno not in READ_ONLY_ERRNOS and not never_made:
                     raise
                 try:
                     fh, mode = stack.enter_context(open(self.root / "lock", "rb")), fcntl.LOCK_SH
@@ -207,6 +213,8 @@ class OperatorQueue:
         """Remove images without metadata and temp files left by a kill (written more than a
         minute ago, or more than a minute "in the future": the wall clock went back since)."""
         now = time.time()
+        if not self.dir.is_dir():  # read-only and never made (see __init__)
+            return
         for path in self.dir.iterdir():
             orphan = (path.suffix == ".jpg" and not path.with_suffix(".json").exists()) or \
                 path.name.endswith(".tmp")
