@@ -12,7 +12,8 @@ Output layout (what ultralytics trains on, and what ``dir://`` and ``split-tasks
     OUT/labels/<name>.txt       YOLO rows (THE label rule's text format)
     OUT/data.yaml               train: images, val: images, names: {id: name} (root: its folder)
 
-Class ids: a YOLO source keeps its ids and names; VOC and COCO names get ids in the order
+Class ids: a YOLO source keeps its ids and names (a folder naming no class: ``class_<id>``,
+with a name for every id up to the largest, boxes or not); VOC and COCO names get ids in the order
 of the COCO categories (ignore names left out), then of first appearance. A name met in the
 boxes that differs from a known one only in case or separators (VOC ``Car`` beside ``car``,
 ``traffic_light`` beside ``Traffic Light``) is that class, as ``edgecl labels import`` maps it
@@ -285,6 +286,9 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
                 continue
             first_of[digest] = item.source
             splits.update(_split_folder(item.source, root))
+            if item.dataset_ids is not None:  # a YOLO folder naming no class keeps its ids
+                for name, dataset_id in zip(item.names, item.dataset_ids):
+                    ids.setdefault(name, dataset_id)
             box_ids = {name: ids[_class_of(name, ids, matched)] for name in item.names}
             suffix, data = _image_file(item)
             name = _unique_name(output_stem(item.source, root), suffix, used)
@@ -296,6 +300,8 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             raise ConfigError(f"nothing imported from {src} ({fmt}): {tally.skipped} file(s) skipped"
                               + (f", e.g. {tally.messages[0]}" if tally.messages else "")
                               + no_labels_hint(src, dict(tally.reasons)))
+        for k in set(range(max(ids.values(), default=-1) + 1)) - set(ids.values()):
+            ids[f"class_{k}"] = k  # an id no box uses: ultralytics refuses a hole in the names
         names = {i: n for n, i in sorted(ids.items(), key=lambda kv: kv[1])}
         data = {"train": "images", "val": "images", "names": names}  # no 'path': the yaml's folder
         atomic_write_text(tmp / "data.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

@@ -244,6 +244,24 @@ def test_dataset_import_coco_keeps_category_order(coco, tmp_path):
     assert result["names"] == {0: "truck", 1: "dog"} and result["imported"] == 2
 
 
+def test_a_yolo_folder_naming_no_class_keeps_its_ids(tmp_path):
+    """Before: ids went by first appearance: a folder whose first image showed class 3 wrote it
+    as class 0 (names 0: class_3, 1: class_1), so a checkpoint or names list made for the
+    original ids read car as truck."""
+    src = tmp_path / "src"
+    for stem, rows in (("a", "3 0.5 0.5 0.2 0.2\n"), ("b", "1 0.3 0.3 0.1 0.1\n3 0.6 0.6 0.2 0.2\n")):
+        _jpg(src / "images" / f"{stem}.jpg")
+        (src / "labels").mkdir(parents=True, exist_ok=True)
+        (src / "labels" / f"{stem}.txt").write_text(rows)
+    result = write_yolo_dataset(src, tmp_path / "out")
+    # ids 0 and 2 have no box: named all the same, as ultralytics refuses a hole in the names
+    assert result["names"] == {0: "class_0", 1: "class_1", 2: "class_2", 3: "class_3"}
+    assert [line.split()[0] for line in (tmp_path / "out" / "labels" / "a.txt").read_text()
+            .splitlines()] == ["3"]
+    assert [line.split()[0] for line in (tmp_path / "out" / "labels" / "b.txt").read_text()
+            .splitlines()] == ["1", "3"]
+
+
 def _flights(root: Path) -> Path:
     """18 images of 6 flights: F1/F2 show cars, F3/F5 bikes, F4/F6 people (F4_000 a car too)."""
     content = {"F1": "0", "F2": "0", "F3": "1", "F5": "1", "F4": "2", "F6": "2"}
