@@ -375,3 +375,21 @@ def test_a_read_only_memory_with_an_empty_index_beside_its_samples_is_damage(tmp
         (root / sidecar).unlink(missing_ok=True)
     with pytest.raises(ReplayMemoryError, match="holds 1 samples on disk but its index .* is empty"):
         ReplayMemory(root, cfg(), read_only=True, verify_on_open=False)
+
+
+def test_a_sqlite_io_error_on_a_full_disk_says_the_disk_is_full(tmp_path, monkeypatch):
+    """Before: 'memory stats' and 'labels import' on a full disk said "cannot open the memory
+    index: disk I/O error", which reads as a failing card."""
+    from edgecl.continual.memory.faults import fault_error
+
+    exc = sqlite3.OperationalError("disk I/O error")
+    exc.sqlite_errorname = "SQLITE_IOERR_WRITE"
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=12 * 1024))
+    err = fault_error(exc, "cannot open the memory index", tmp_path / "memory" / "index.sqlite")
+    assert isinstance(err, StorageError)
+    assert str(err) == ("cannot open the memory index: the disk is full (12 KiB free; SQLite: "
+                        f"disk I/O error) ({tmp_path / 'memory' / 'index.sqlite'})")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=5 * 2**30))
+    assert str(fault_error(exc, "cannot open the memory index", tmp_path)).endswith(
+        f"disk I/O error ({tmp_path})")  # room left: a fault of the card, said as SQLite says it

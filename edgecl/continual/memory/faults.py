@@ -119,7 +119,29 @@ def fault_error(exc: OSError | sqlite3.Error, what: str, where: object,
         return cls(f"{what}: {misplaced}{tail}")
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     at = getattr(exc, "filename", None) or where
+    if isinstance(exc, sqlite3.Error) and is_storage_fault(exc) and "disk is full" not in reason:
+        free = _free_bytes(at)  # SQLite says "disk I/O error" when a full disk refuses a journal
+        if free is not None and free < FULL_DISK_BYTES:
+            reason = f"the disk is full ({free / 1024:.0f} KiB free; SQLite: {reason})"
     return cls(f"{what}: {reason} ({at})" + tail)
+
+
+FULL_DISK_BYTES = 1 << 20
+"""Free space below which a SQLite I/O error is reported as a full disk."""
+
+
+def _free_bytes(where: object) -> int | None:
+    """Free bytes of the file system holding ``where`` (its nearest existing folder), or None."""
+    import shutil
+
+    path = Path(str(where))
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            try:
+                return shutil.disk_usage(folder).free
+            except OSError:
+                return None
+    return None
 
 
 def rebuild_hint(memory_root: Path) -> str:
