@@ -508,6 +508,19 @@ def test_a_read_only_state_directory_without_a_queue_lists_an_empty_one(tmp_path
     assert not (tmp_path / "labels").exists()
 
 
+def test_a_damaged_answered_record_is_kept_aside_before_a_new_one_starts(tmp_path, caplog):
+    """Before: a damaged answered.json was overwritten by the next answer with nothing kept,
+    unlike every other file of the state directory a repair replaces."""
+    q, (first, second) = queued(tmp_path, 2)
+    record = tmp_path / "labels" / "answered.json"
+    record.write_bytes(b'[{"id": "x", "act')
+    q.skip(first)
+    (kept,) = (tmp_path / "labels").glob("answered.json.corrupt-*")
+    assert kept.read_bytes() == b'[{"id": "x", "act'
+    assert [e["id"] for e in json.loads(record.read_text())] == [first]
+    assert f"starting a new one; the damaged file is kept as {kept.name}" in caplog.text
+
+
 def test_queue_survives_restart_and_answered_record_is_bounded(tmp_path):
     q, ids = queued(tmp_path, 3)
     q2 = OperatorQueue(tmp_path / "labels", 10, answered_keep=2)

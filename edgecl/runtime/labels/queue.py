@@ -236,13 +236,27 @@ class OperatorQueue:
         except FileNotFoundError:
             return []
         except (OSError, ValueError, RecursionError) as exc:
-            log.warning("%s %s unreadable (%s); starting a new one", what, path, exc)
+            log.warning("%s %s unreadable (%s); starting a new one%s", what, path, exc,
+                        OperatorQueue._kept_aside(path))
             return []
         if not isinstance(data, list):
-            log.warning("%s %s holds a JSON %s, not a list; starting a new one", what, path,
-                        type(data).__name__)
+            log.warning("%s %s holds a JSON %s, not a list; starting a new one%s", what, path,
+                        type(data).__name__, OperatorQueue._kept_aside(path))
             return []
         return [e for e in data if isinstance(e, dict)]
+
+    @staticmethod
+    def _kept_aside(path: Path) -> str:
+        """Move a damaged record file aside (``NAME.corrupt-STAMP``), as every repaired file
+        of the state directory is kept; ``"; the damaged file is kept as ..."`` or ``""``."""
+        from edgecl.atomic import damaged_copy_path
+
+        kept = damaged_copy_path(path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        try:
+            os.replace(path, kept)
+        except OSError:  # a read-only queue: left as it is
+            return ""
+        return f"; the damaged file is kept as {kept.name}"
 
     def _answered(self) -> list[dict]:
         return [e for e in self._read_entries(self._answered_path, "answered-label record")
