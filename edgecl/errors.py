@@ -82,6 +82,17 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCE
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
+def json_problem(exc) -> str:
+    """Where and what is wrong in a JSON text, from a ``json.JSONDecodeError``.
+
+    Returns:
+        e.g. ``"Unterminated string starting at line 4 column 12"`` (the decoder's messages
+        that end in "at" are not followed by "at" twice).
+    """
+    msg = exc.msg[:-3] if exc.msg.endswith(" at") else exc.msg
+    return f"{msg} at line {exc.lineno} column {exc.colno}"
+
+
 def yaml_problem(exc: BaseException) -> str:
     """What a YAML parser's error says, in one line, to append to the file's name: ``" at line
     3: found character '\\t' that cannot start any token"`` (PyYAML's own first line, "while

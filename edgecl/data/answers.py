@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from edgecl.data.class_names import clean_name, known_spelling
-from edgecl.errors import LabelError, NotFoundError
+from edgecl.errors import LabelError, NotFoundError, json_problem
 
 MAX_ITEM_ID_LEN = 64
 ITEM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -172,8 +172,7 @@ def decode_answer(raw: bytes | str, where: str) -> object:
         data = json.loads(text, object_pairs_hook=_no_repeats, parse_constant=constant,
                           parse_int=integer)
     except json.JSONDecodeError as exc:
-        raise LabelError(f"{where} is not JSON: {exc.msg} at line {exc.lineno} column "
-                         f"{exc.colno}") from None
+        raise LabelError(f"{where} is not JSON: {json_problem(exc)}") from None
     except RecursionError:
         raise LabelError(f"{where} is not usable JSON: nested too deeply") from None
     except ValueError as exc:  # a repeated key

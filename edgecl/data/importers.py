@@ -100,7 +100,7 @@ from edgecl.data.images import (IMAGE_SUFFIXES, ImageError, is_image, read_image
 from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
                                 shared_label_problem, under_pixels)
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_is_file
-from edgecl.errors import ConfigError, LabelError
+from edgecl.errors import ConfigError, LabelError, json_problem
 
 FORMATS = ("auto", "yolo", "voc", "coco")
 IGNORE_NAMES = frozenset({"dontcare", "ignore", "ignored", "ignoreregion", "ignoreregions",
@@ -1185,7 +1185,7 @@ def load_coco(json_path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read COCO file {json_path}: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{json_path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+        raise ConfigError(f"{json_path}: not JSON ({json_problem(exc)})") from None
     except RecursionError:
         raise ConfigError(f"{json_path}: not a COCO file (JSON nested too deep)") from None
     except ValueError as exc:  # an integer of more than 4300 digits

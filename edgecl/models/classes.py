@@ -30,7 +30,7 @@ from pathlib import Path
 from edgecl.atomic import atomic_write_json, damaged_copy_path
 from edgecl.boot import now_iso
 from edgecl.data.class_names import clean_name, known_spelling, loose_class_name, same_name_key
-from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError
+from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError, json_problem
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class ClassRegistry:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ClassRegistryError(f"corrupt class registry {path}: {exc.msg} at line {exc.lineno}; "
+            raise ClassRegistryError(f"corrupt class registry {path}: {json_problem(exc)}; "
                                      f"{REBUILD_HINT}") from None
         except (ValueError, RecursionError) as exc:  # a number of over 4300 digits, deep nesting
             raise ClassRegistryError(f"corrupt class registry {path}: "

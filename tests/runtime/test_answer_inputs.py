@@ -31,6 +31,8 @@ def queued(tmp_path):
     (b"", "x is empty"),
     (b"  \n", "x is empty"),
     (b'{"boxes": [', "x is not JSON: Expecting value at line 1 column 12"),
+    # before: "Unterminated string starting at at line 1"
+    (b'{"boxes": "ab', "x is not JSON: Unterminated string starting at line 1 column 11$"),
     (b'[{"class": "car", "xyxy": [NaN, 1, 2, 3]}]', "x is not usable JSON: NaN is not a JSON number"),
     (b'[{"class": "car", "xyxy": [1, 1, Infinity, 3]}]',
      "x is not usable JSON: Infinity is not a JSON number"),
