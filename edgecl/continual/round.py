@@ -72,9 +72,55 @@ class RoundContext:
 
 RoundRecorder = Callable[..., dict]
 """``record(round_no=, version=, status=, reason=, seconds=, evaluation=, columns=, class_names=,
-calibration=) -> dict``:
+calibration=, baseline=) -> dict``:
 stores a round's held-out evaluation (the runtime's monitor does) and returns the continual-
-learning figures it derives (``acc``, ``bwt``, ...), which go into the manifest."""
+learning figures it derives (``acc``, ``bwt``, ...), which go into the manifest. ``baseline``
+(see :func:`start_baseline`) is the evaluation of the model the device started with, or None."""
+
+START_PREFIX = "start:"
+"""How a baseline names a user's checkpoint that is no registry version (``start:best.pt``)."""
+
+
+def start_baseline(ctx: RoundContext, parent: dict | None, parent_names: dict[int, str]
+                   ) -> dict | None:
+    """The evaluation of the model the device started with, when this round's parent is one.
+
+    A user's own checkpoint (``model.path``), or a version added by hand (``edgecl models
+    add``), was never a round's candidate, so no evaluation of it was recorded: the forgetting
+    monitor's rows began at the first round's version, and what that round lost of the
+    checkpoint's classes showed in no matrix. The round hands this evaluation to its recording
+    hook as a row before its own.
+
+    Only the stream's per-class scores are kept (benchmark tasks the start never learnt would
+    read as learnt at its score), and only of the classes the start knows (a class it cannot
+    predict would read as learnt at AP 0, and its later gain as backward transfer).
+
+    Args:
+        ctx: the round's context.
+        parent: task -> :class:`~edgecl.continual.evaluate.EvalResult` of the parent (None
+            when it was not evaluated: a first round from scratch).
+        parent_names: the parent's class id -> name.
+
+    Returns:
+        ``{"version": name, "evaluation": {STREAM_TASK: EvalResult}}`` or None.
+    """
+    if parent is None or STREAM_TASK not in parent:
+        return None
+    if ctx.parent_version is None:
+        if ctx.base_checkpoint is None:
+            return None
+        name = f"{START_PREFIX}{Path(ctx.base_checkpoint).name}"
+    elif "parent" not in ctx.registry.manifest(ctx.parent_version):
+        name = ctx.parent_version
+    else:
+        return None
+    result = parent[STREAM_TASK]
+    known = {int(c) for c in parent_names}
+    kept = dataclasses.replace(
+        result, per_class_ap50_95={c: v for c, v in result.per_class_ap50_95.items() if c in known},
+        per_class_recall={c: v for c, v in result.per_class_recall.items() if c in known},
+        per_class_instances={c: v for c, v in result.per_class_instances.items() if c in known})
+    return {"version": name, "evaluation": {STREAM_TASK: kept}}
 
 
 
@@ -85,7 +131,7 @@ ROUND_RECORD_FILE = "round_record.json"
 
 def write_round_record(path: Path, *, round_no: int, status, reason: str, seconds: float,
                        evaluation: dict, columns: list[str], class_names: dict[int, str],
-                       calibration: dict | None) -> Path:
+                       calibration: dict | None, baseline: dict | None = None) -> Path:
     """Write what a round hands its recording hook, so that it can be handed again.
 
     The file travels with the staged version; :func:`read_round_record` reads it back. It is
@@ -101,6 +147,8 @@ def write_round_record(path: Path, *, round_no: int, status, reason: str, second
         columns: the task order.
         class_names: class id -> name.
         calibration: the calibration report, or None.
+        baseline: :func:`start_baseline`'s evaluation of the model the device started with,
+            or None.
 
     Returns:
         ``path``.
@@ -113,7 +161,10 @@ def write_round_record(path: Path, *, round_no: int, status, reason: str, second
             "reason": str(reason), "seconds": seconds, "columns": list(columns),
             "class_names": {str(k): str(v) for k, v in class_names.items()},
             "evaluation": {t: r.to_dict() for t, r in evaluation.items()},
-            "calibration": calibration}
+            "calibration": calibration,
+            "baseline": None if baseline is None else {
+                "version": str(baseline["version"]),
+                "evaluation": {t: r.to_dict() for t, r in baseline["evaluation"].items()}}}
     path.write_text(json.dumps(json_safe(body), default=json_default, sort_keys=True,
                                allow_nan=False) + "\n", encoding="utf-8")
     return path
@@ -128,7 +179,7 @@ def read_round_record(path: Path) -> dict:
     Returns:
         ``round_no``, ``status``, ``reason``, ``seconds``, ``evaluation`` (task ->
         :class:`~edgecl.continual.evaluate.EvalResult`), ``columns``, ``class_names``,
-        ``calibration``.
+        ``calibration``, ``baseline`` (None in a record written before baselines were kept).
 
     Raises:
         OSError: the file cannot be read.
@@ -140,13 +191,17 @@ def read_round_record(path: Path) -> dict:
 
     try:
         body = json.loads(Path(path).read_text(encoding="utf-8"))
+        start = body.get("baseline")
+        baseline = None if start is None else {
+            "version": str(start["version"]),
+            "evaluation": {str(t): EvalResult.from_dict(r) for t, r in start["evaluation"].items()}}
         return {"round_no": int(body["round_no"]), "status": str(body["status"]),
                 "reason": str(body["reason"]), "seconds": body.get("seconds"),
                 "columns": [str(c) for c in body["columns"]],
                 "class_names": {int(k): str(v) for k, v in body["class_names"].items()},
                 "evaluation": {str(t): EvalResult.from_dict(r)
                                for t, r in body["evaluation"].items()},
-                "calibration": body.get("calibration")}
+                "calibration": body.get("calibration"), "baseline": baseline}
     except (KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{path}: not a round record ({type(exc).__name__}: {exc})") from None
 
@@ -850,7 +905,8 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
         after.last_sample_id = max(r.id for r in ctx.new_records)
     recorded = dict(round_no=round_no, status=status, reason=verdict.reason,
                     seconds=round(time.monotonic() - started_mono_s, 1), evaluation=candidate,
-                    columns=state.task_order, class_names=names, calibration=cal_report)
+                    columns=state.task_order, class_names=names, calibration=cal_report,
+                    baseline=start_baseline(ctx, parent, parent_names))
     with clock("stage"):
         manifest = _manifest(ctx, names, ft, verdict, candidate, export_meta, reason, replay_ids)
         with storage_faults(f"round {round_no}: cannot write the round's record", ctx.work):

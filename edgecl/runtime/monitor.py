@@ -90,6 +90,8 @@ STATUSES = (*(s.value for s in (RoundStatus.STAGED, RoundStatus.PROMOTED, RoundS
 after the other (the registry's history: the current version and those later promotions
 replaced); ``retired``: served once, then rolled back (no longer in that chain)."""
 KINDS = ("auto", "tasks", "classes")
+START_REASON = "the model the device started with, before its first round"
+"""The reason of round 0: the start's evaluation, which forgetting counts from."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -549,14 +551,20 @@ class Monitor:
             conn.close()
 
     def record_finished_round(self, *, round_no, version, status, reason, seconds, evaluation,
-                              columns, class_names=None, calibration=None) -> dict:
+                              columns, class_names=None, calibration=None, baseline=None) -> dict:
         """Record a learning round: its evaluation, its row (with the ACC, BWT and forgetting
         the evaluation gives), its calibration. The round's recording hook, and the rebuild of
         a database made afresh from the versions' round records, both write through this.
 
+        A ``baseline`` (:func:`edgecl.continual.round.start_baseline`: the model the device
+        started with, evaluated by the round that first learnt on top of it) not recorded yet
+        becomes a row of the round before (round 0 for a first round), in the chain of promoted
+        versions, so forgetting counts from the start's scores.
+
         Args:
             round_no, version, status, reason, seconds, evaluation, columns, class_names,
-                calibration: what :func:`edgecl.continual.round.write_round_record` keeps.
+                calibration, baseline: what :func:`edgecl.continual.round.write_round_record`
+                keeps.
 
         Returns:
             The figures computed for the round (``acc``, ``bwt``, ``mean_forgetting`` ...).
@@ -564,6 +572,11 @@ class Monitor:
         Raises:
             StorageError: the database cannot be written.
         """
+        if baseline is not None and baseline["version"] not in self.recorded_versions():
+            before = int(round_no) - 1
+            self.record_evaluation(before, baseline["version"], baseline["evaluation"], columns,
+                                   class_names=class_names)
+            self.record_round(before, baseline["version"], "promoted", reason=START_REASON)
         self.record_evaluation(round_no, version, evaluation, columns, class_names=class_names)
         # computed once: the round's row does not change the candidate's view (O(rounds) each)
         computed = self.candidate_metrics(round_no, version)
@@ -1287,7 +1300,7 @@ class Monitor:
         out["model_version"] = (view.versions[-1] if view.versions else None) or runtime.get(
             "model_version")
         out["serving_version"] = runtime.get("model_version")
-        statuses = [r["status"] for r in self.rounds()]
+        statuses = [r["status"] for r in self.rounds() if r.get("reason") != START_REASON]
         out["n_promoted"], out["n_rejected"] = statuses.count("promoted"), statuses.count("rejected")
         return out
 

@@ -663,3 +663,49 @@ def test_a_served_file_gives_no_numeric_model_version(tmp_path):
     got = samples(text)
     assert ("edgecl_model_version", ()) not in got and "NaN" not in text
     assert got[("edgecl_model_info", (("version", "file:best.onnx"),))] == 1.0
+
+
+def test_the_model_a_device_started_with_is_the_row_forgetting_counts_from(tmp_path):
+    """Before: rows began at the first round's version, so what that round lost of a team's
+    checkpoint (car 0.222 -> 0.203 in a field test) showed in no matrix, and forgetting counted
+    only from there."""
+    from types import SimpleNamespace
+
+    from edgecl.continual.round import read_round_record, start_baseline, write_round_record
+
+    ctx = SimpleNamespace(parent_version=None, base_checkpoint=tmp_path / "team.pt")
+    # the start knows car and drone (not person); its scores of person are not a "learnt" AP 0
+    parent = {"stream": stream_result({0: 0.222, 1: 0.3, 2: 0.0})}
+    baseline = start_baseline(ctx, parent, {0: "car", 1: "drone"})
+    assert baseline["version"] == "start:team.pt"
+    assert baseline["evaluation"]["stream"].per_class_ap50_95 == {0: 0.222, 1: 0.3}
+    path = write_round_record(tmp_path / "round_record.json", round_no=1, status="promoted",
+                              reason="accepted", seconds=1.0,
+                              evaluation={"stream": stream_result({0: 0.203, 1: 0.3, 2: 0.4})},
+                              columns=STREAM, class_names=NAMES, calibration=None,
+                              baseline=baseline)
+    record = read_round_record(path)  # as a rebuilt database records it again
+    mon = Monitor(tmp_path)
+    mon.record_finished_round(version="v0001", **record)
+    m = mon.accuracy_matrix()
+    assert m["rows"] == ["r0 start:team.pt", "r1 v0001"]
+    assert m["values"][0][:2] == pytest.approx([0.222, 0.3]) and m["values"][0][2] is None
+    assert m["values"][1] == pytest.approx([0.203, 0.3, 0.4])
+    s = mon.summary()
+    # forgetting of the classes learnt before the last row: car 0.222 - 0.203, drone 0
+    assert s["class_forgetting"] == pytest.approx({"car": 0.019, "drone": 0.0})
+    assert s["n_promoted"] == 1  # the start is a row, not a round
+    rounds = {r["model_version"]: r for r in mon.rounds()}
+    assert rounds["start:team.pt"]["status"] == "promoted"
+    assert rounds["v0001"]["mean_forgetting"] == pytest.approx(0.019 / 2)
+    # a later round (the same start, its first round rejected) records no second row
+    mon.record_finished_round(version="v0002", **dict(record, round_no=2))
+    assert mon.accuracy_matrix()["rows"] == ["r0 start:team.pt", "r1 v0001", "r2 v0002"]
+    # a parent that came from a round is no start
+    made = SimpleNamespace(parent_version="v0001", base_checkpoint=None,
+                           registry=SimpleNamespace(manifest=lambda v: {"parent": None}))
+    assert start_baseline(made, parent, {0: "car"}) is None
+    added = SimpleNamespace(parent_version="v0007", base_checkpoint=None,
+                            registry=SimpleNamespace(manifest=lambda v: {"source": "best.onnx"}))
+    assert start_baseline(added, parent, {0: "car"})["version"] == "v0007"  # 'models add'
+    assert start_baseline(ctx, None, {0: "car"}) is None  # a first round from scratch
