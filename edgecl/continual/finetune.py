@@ -180,19 +180,24 @@ def native_bf16(device) -> bool:
         device: ``torch.device``.
 
     Returns:
-        True for a CUDA GPU that supports bfloat16 (Ampere and later, Jetson Orin) and for a
-        CPU whose oneDNN build uses bfloat16 instructions (AVX-512 BF16, AMX, Arm BF16).
+        True for a CUDA GPU of compute capability 8.0 or more (Ampere and later, Jetson Orin;
+        torch's ``is_bf16_supported`` also says True where bf16 is only emulated) and for an
+        x86 CPU with AVX-512 BF16 or AMX instructions (oneDNN's own check also accepts any
+        AVX-512 CPU, where bf16 is converted in software).
     """
     import torch
 
     if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if not torch.cuda.is_available():
+            return False
+        major, _ = torch.cuda.get_device_capability(device)
+        return major >= 8
     if device.type == "cpu":
-        supported = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+        checks = [getattr(torch.cpu, name, None)
+                  for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
         try:
-            return bool(torch.backends.mkldnn.is_available() and supported is not None
-                        and supported())
-        except RuntimeError:  # a build without the check
+            return any(bool(check()) for check in checks if check is not None)
+        except RuntimeError:  # a build without the checks
             return False
     return False
 
@@ -357,7 +362,7 @@ class FineTuner:
                           total_steps=total_steps)
         if loop.losses and recal_batches and reason != "nan_loss":
             elapsed_s = time.monotonic() - start
-            batch_s = RECAL_COST_PER_BATCH * elapsed_s / max(1, len(loop.losses) + loop.skipped)
+            batch_s = RECAL_COST_PER_BATCH * loop.step_s  # the steps' own time, not the set-up
             left = (int((budget_s - elapsed_s) / batch_s)
                     if batch_s > 0 and math.isfinite(budget_s) else recal_batches)
             yolo_train.recalibrate_batchnorm(self.model, loader, max(1, min(recal_batches, left)),
@@ -432,6 +437,7 @@ class _Loop:
         self.replay_set = replay_set
         self.losses: list[float] = []
         self.skipped = 0
+        self.step_s = 0.0  # mean time of a step, measured from the first one (set-up left out)
         self.streak = 0
         self.last_terms: dict = {}
         # buffers a step can change (BatchNorm statistics outside the frozen layers, which stay
@@ -485,9 +491,8 @@ class _Loop:
             # a step's time from the steps alone: the round's set-up before the first one (29 s
             # of a 90 s budget on a loaded device) counted as step time stopped it after 1 step
             steps_start = now if steps_start is None else steps_start
-            step_s = (now - steps_start) / max(1, len(self.losses) + self.skipped)
             # keep time for one more step and the BatchNorm re-estimation after the loop
-            needed_s = step_s * (1.0 + RECAL_COST_PER_BATCH * self.recal_batches)
+            needed_s = self.step_s * (1.0 + RECAL_COST_PER_BATCH * self.recal_batches)
             if elapsed >= budget_s or (self.losses and elapsed + needed_s > budget_s):
                 return "budget"
             if elapsed >= next_log_s and self.losses:
@@ -496,6 +501,7 @@ class _Loop:
                 LOG.info("fine-tune: step %d of at most %d, %.0f s%s, loss %.4f",
                          len(self.losses), max_steps, elapsed, budget, self.losses[-1])
             loss = self.step(batch)
+            self.step_s = (time.monotonic() - steps_start) / (len(self.losses) + self.skipped + 1)
             if loss is None:
                 self.skipped += 1
                 self.streak += 1

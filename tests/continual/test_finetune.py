@@ -592,3 +592,20 @@ def test_the_rounds_set_up_time_is_not_taken_for_step_time(monkeypatch):
     # 29 s + n x 2 s, keeping 2 s x (1 + 0.4 x 8) = 8.4 s for one more step and the BatchNorm
     # re-estimation: the last step starts by 90 - 8.4 s, so steps end at 29 + 2 x 27 = 83 s
     assert (reason, len(loop.losses)) == ("budget", 27)
+    assert loop.step_s == pytest.approx(2.0)  # what the BatchNorm re-estimation is sized by
+
+
+def test_native_bf16_is_ampere_or_later_and_cpus_with_bf16_instructions(monkeypatch):
+    """torch's is_bf16_supported() says True on a Volta or Jetson Xavier GPU, which only
+    emulates bf16 (slower than float32 there)."""
+    from edgecl.continual.finetune import native_bf16
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for capability, native in (((7, 2), False), ((7, 5), False), ((8, 7), True), ((9, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d, c=capability: c)
+        assert native_bf16(torch.device("cuda:0")) is native, capability
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert native_bf16(torch.device("cpu")) is False  # e.g. an AVX-512 Skylake Xeon
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert native_bf16(torch.device("cpu")) is True
