@@ -244,16 +244,12 @@ def _read(path: Path):
     the file names. torch's warnings (a TorchScript archive) stay off the console: the error says
     what the file is.
     """
-    import zipfile
-
     import torch
     from ultralytics.nn.tasks import temporary_modules
 
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not
-        # unpickled (a pickle runs the code it names while loading, whatever is refused after)
-        raise ModelLoadError(f"cannot read checkpoint {path}: the file is empty, truncated or not "
-                             f"a PyTorch checkpoint (not the zip archive torch.save writes; it "
-                             f"was not unpickled)")
+    problem = _not_a_zip_checkpoint(path)
+    if problem:
+        raise ModelLoadError(f"cannot read checkpoint {path}: {problem}")
     attributes = {old: new for old, new in _LEGACY_ATTRIBUTES.items() if _resolves(new)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -268,6 +264,34 @@ def _read(path: Path):
     from ultralytics.engine.model import Model
 
     return ckpt.model if isinstance(ckpt, Model) else ckpt  # torch.save(YOLO(...))
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+"""How a file torch.save writes begins (a zip archive's first local header), as torch.load checks."""
+
+
+def _not_a_zip_checkpoint(path: Path) -> str | None:
+    """Why a file is not unpickled, or None for the zip archive ``torch.save`` writes.
+
+    Anything else is refused unread: unpickling runs the code a pickle names while it loads,
+    whatever is refused after (a plain pickle named ``.pt`` did). The first bytes decide, as
+    ``torch.load`` decides (a zip trailer appended to a pickle would pass a look at the end).
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(ZIP_MAGIC))
+    except OSError as exc:
+        return f"{exc.strerror or exc}"
+    if head == ZIP_MAGIC:
+        return None
+    if not head:
+        return "the file is empty"
+    if head[:1] == b"\x80":
+        return ("a pickle, not the zip archive torch.save writes (PyTorch's format before 1.6, "
+                "or a plain pickle): it was not unpickled; load it with the torch that wrote it "
+                "and save it again with a current one")
+    return ("the file is truncated or not a PyTorch checkpoint (not the zip archive torch.save "
+            "writes; it was not unpickled)")
 
 
 # ultralytics' map of moved modules and renamed classes (``torch_safe_load``): old -> new

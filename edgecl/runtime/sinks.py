@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl.data.images import quiet_opencv
 from edgecl.errors import ConfigError, StorageError, describe_os_error, storage_fault
 from edgecl.runtime.loop import FrameResult
 
@@ -354,10 +353,11 @@ def keep_earlier_file(path: Path, backups: int,
 
 
 VIDEO_SIZE_CHECK_FRAMES = 30
+"""Frames between two looks at the saved video's size (``VideoSink.max_bytes``) and at the free
+space of its disk (:data:`VIDEO_MIN_FREE_BYTES`)."""
 VIDEO_MIN_FREE_BYTES = 32 * 2**20
 """Free space below which a video stops (closed whole): FFmpeg's failed writes were only
 OpenCV warnings, and an MP4 whose closing index found no room could not be opened."""
-"""Frames between two looks at the saved video's size (``VideoSink.max_bytes``)."""
 
 
 class VideoSink:
@@ -451,8 +451,9 @@ class VideoSink:
                             out.shape[0], *self._size)
             out = LetterBox(new_shape=(self._size[1], self._size[0]), auto=False, scaleup=True,
                             center=True, padding_value=0)(image=out)
-        with quiet_opencv():  # a failed write is an OpenCV warning per frame: checked above
-            self._writer.write(out)
+        # a write that fails for another reason (a file size limit, a card pulled out) is
+        # only an OpenCV warning: it stays on stderr
+        self._writer.write(out)
         self._frames_in_file += 1
         if self.max_bytes and self._frames_in_file % VIDEO_SIZE_CHECK_FRAMES == 0:
             self._rotate_if_full()
@@ -510,8 +511,7 @@ class VideoSink:
     def close(self) -> None:
         """Finish the video file."""
         if self._writer is not None:
-            with quiet_opencv():
-                self._writer.release()
+            self._writer.release()
             self._writer = None
 
 

@@ -158,8 +158,7 @@ def _pickled_with_missing_code(path, detector, monkeypatch, where: str):
     ("newer_ultralytics_module", "it needs ultralytics.nn.modules.future, which ultralytics "),
     ("own_code", "it needs the Python module 'dronelab', which is not installed"),
     ("zip", "the file is empty, truncated or not a PyTorch checkpoint"),
-    ("empty", "the file is empty, truncated or not a PyTorch checkpoint (not the zip archive "
-              "torch.save writes; it was not unpickled)"),
+    ("empty", "the file is empty"),
 ])
 def test_files_that_are_not_a_checkpoint_say_what_they_are(tmp_path, detector, monkeypatch, capfd,
                                                            case, expected):
@@ -321,5 +320,11 @@ def test_a_file_that_is_not_a_zip_archive_is_never_unpickled(tmp_path):
 
     path = tmp_path / "best.pt"
     path.write_bytes(pickle.dumps(Payload()))
+    assert "a pickle, not the zip archive torch.save writes" in _message(path)
+    assert not marker.exists()
+    # a zip archive's trailer appended to the pickle: torch.load goes by the first bytes
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w"):
+        pass
+    path.write_bytes(pickle.dumps(Payload()) + (tmp_path / "empty.zip").read_bytes())
     assert "it was not unpickled" in _message(path)
     assert not marker.exists()
