@@ -1003,15 +1003,11 @@ class Registry:
             os.replace(pointer, aside)
             log.warning("model registry %s: 'current' was a %s, not a link to a version; kept "
                         "aside as %s", self.root, "folder" if aside.is_dir() else "file", aside.name)
-        if pointer.is_symlink() and not VERSION_RE.match(os.readlink(pointer)):
-            # a link to itself, or out of the registry (/etc): no version to serve, so the
-            # device said "no model" while its versions were intact
-            target = os.readlink(pointer)
-            pointer.unlink()
-            log.warning("model registry %s: 'current' pointed at %r, not at a version of this "
-                        "registry; removed", self.root, target)
+        if pointer.is_symlink():
+            self._repair_current_link(pointer)
         if not (pointer.exists() or pointer.is_symlink()):
-            chain = stored or self._history_from_manifests()
+            chain = [v for v in stored or self._history_from_manifests()
+                     if (self.root / v).is_dir()]
             if chain:
                 self._point_current(chain[-1])
                 log.warning("model registry %s: the 'current' pointer was missing; it points at "
@@ -1032,6 +1028,30 @@ class Registry:
                 # not in the history any more: a rollback switched away from it before a kill
                 self.set_status(version, VersionStatus.RETIRED.value,
                                 reason="" if version in effective else ROLLED_BACK)
+
+    def _repair_current_link(self, pointer: Path) -> None:
+        """Mend a ``current`` link that names no version folder of this registry the way the
+        registry writes it (``v0003``): an absolute path or ``v0003/`` to one of its versions
+        is written as its name again (a rollback by hand); a link to itself, out of the
+        registry (``/etc``) or to a version whose folder is gone is removed, so that the
+        repair points it at the last promoted version left (before, the device said "no
+        model" while its versions were intact)."""
+        target = os.readlink(pointer)
+        if VERSION_RE.match(target) and (self.root / target).is_dir():
+            return
+        try:
+            real = pointer.resolve(strict=True)
+        except (OSError, RuntimeError):  # a loop, or nothing at its end
+            real = None
+        if real is not None and real.parent == self.root.resolve() \
+                and VERSION_RE.match(real.name) and real.is_dir():
+            self._point_current(real.name)
+            log.warning("model registry %s: 'current' pointed at %r; it points at %s again, "
+                        "as the registry writes it", self.root, target, real.name)
+            return
+        pointer.unlink()
+        log.warning("model registry %s: 'current' pointed at %r, not at a version folder of "
+                    "this registry; removed", self.root, target)
 
     # ----------------------------------------------------------------- adding and pruning
 
