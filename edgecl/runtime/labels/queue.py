@@ -229,19 +229,25 @@ class OperatorQueue:
                 return
 
     @staticmethod
-    def _read_entries(path: Path, what: str) -> list[dict]:
-        """The objects of a JSON list file the queue keeps (empty when absent or unreadable)."""
+    def _read_entries(path: Path, what: str, keep_aside: bool = False) -> list[dict]:
+        """The objects of a JSON list file the queue keeps (empty when absent or unreadable).
+
+        ``keep_aside``: a writer holding the queue's lock, about to replace the file, moves a
+        damaged one aside first; a reader without the lock never does (it could move aside the
+        good file a writer has just put in its place).
+        """
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             return []
         except (OSError, ValueError, RecursionError) as exc:
             log.warning("%s %s unreadable (%s); starting a new one%s", what, path, exc,
-                        OperatorQueue._kept_aside(path))
+                        OperatorQueue._kept_aside(path) if keep_aside else "")
             return []
         if not isinstance(data, list):
             log.warning("%s %s holds a JSON %s, not a list; starting a new one%s", what, path,
-                        type(data).__name__, OperatorQueue._kept_aside(path))
+                        type(data).__name__,
+                        OperatorQueue._kept_aside(path) if keep_aside else "")
             return []
         return [e for e in data if isinstance(e, dict)]
 
@@ -258,9 +264,9 @@ class OperatorQueue:
             return ""
         return f"; the damaged file is kept as {kept.name}"
 
-    def _answered(self) -> list[dict]:
-        return [e for e in self._read_entries(self._answered_path, "answered-label record")
-                if "id" in e]
+    def _answered(self, keep_aside: bool = False) -> list[dict]:
+        return [e for e in self._read_entries(self._answered_path, "answered-label record",
+                                              keep_aside) if "id" in e]
 
     def _record(self, item_id: str, action: str, **extra) -> None:
         """Record an answer or a skip.
@@ -269,7 +275,7 @@ class OperatorQueue:
             StorageError: the disk is full or read-only (one line; the item stays pending, and
                 answering it again does not store its sample twice).
         """
-        entries = [e for e in self._answered() if e.get("id") != item_id]
+        entries = [e for e in self._answered(keep_aside=True) if e.get("id") != item_id]
         entries.append({"id": item_id, "action": action, "ts_s": round(time.time(), 3), **extra})
         note = ("the memory holds the change; 'edgecl labels answered' shows it"
                 if action == "withdrawn" or "corrected" in extra else "it stays pending")
@@ -283,7 +289,7 @@ class OperatorQueue:
         emb = meta.get("embedding")
         if not isinstance(emb, list) or not emb:
             return
-        recent = [e for e in self._recent() if e.get("id") != meta["id"]]
+        recent = [e for e in self._recent(keep_aside=True) if e.get("id") != meta["id"]]
         recent.append({"id": meta["id"], "created_s": float(meta["created_s"]), "embedding": emb})
         try:
             atomic_write_json(self._recent_path, recent[-RECENT_KEEP:])
@@ -293,8 +299,9 @@ class OperatorQueue:
                 raise
             log.warning("%s", fault)
 
-    def _recent(self) -> list[dict]:
-        return [e for e in self._read_entries(self._recent_path, "recent-embedding record")
+    def _recent(self, keep_aside: bool = False) -> list[dict]:
+        return [e for e in self._read_entries(self._recent_path, "recent-embedding record",
+                                              keep_aside)
                 if isinstance(e.get("embedding"), list)
                 and isinstance(e.get("created_s"), (int, float))]
 
