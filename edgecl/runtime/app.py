@@ -627,11 +627,11 @@ class Runtime:
                 labelled = bool(getattr(source, "labelled", False))
                 log.log(logging.WARNING if learns_nothing(cfg, labelled) else logging.INFO, "%s",
                         describe_labelling(cfg, labelled))
-                note = (uncalibrated_note(cfg, version) if self.calibration is not None
+                note = (uncalibrated_note(cfg, version, labelled) if self.calibration is not None
                         and self.calibration.calibrator is None else None)
-                if note:  # in field mode answers lead to a calibration; in pseudo mode nothing does
-                    log.log(logging.WARNING if cfg.labels.mode == "pseudo" else logging.INFO,
-                            "%s", note)
+                if note:  # answers or delivered labels lead to a calibration; pseudo mode alone not
+                    alone = cfg.labels.mode == "pseudo" and not labelled
+                    log.log(logging.WARNING if alone else logging.INFO, "%s", note)
                 band = uncertain_band_problem(
                     cfg, backend.meta.extra.get("nms_score_threshold"), path)
                 if band:

@@ -76,25 +76,42 @@ def test_the_band_is_checked_when_such_a_model_is_added_or_swapped_in(tmp_path, 
 
 
 def test_pseudo_labels_waiting_for_a_calibration_are_said_at_start(tmp_path, nms_inside, caplog):
-    """A team's own checkpoint in labels.mode pseudo: no calibrator, so every frame was refused
-    as not calibrated, nothing queued for a person, nothing stored, and /healthz said ok for
-    days with no word of why."""
+    """A team's own checkpoint in labels.mode pseudo on an unlabelled camera: no calibrator, so
+    every frame was refused as not calibrated, nothing queued for a person, nothing stored, and
+    /healthz said ok for days with no word of why."""
     import logging
 
+    import cv2
+    import numpy as np
+
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    cv2.imwrite(str(camera / "f0.jpg"), np.full((64, 64, 3), 90, np.uint8))
+
+    def start(state, source, *extra):
+        cfg = load_config(None, [f"state_dir={state}", "model.imgsz=64", "learner.enabled=false",
+                                 "server.enabled=false", "runtime.warmup_runs=1",
+                                 "labels.uncertain_low=0.45", *extra])
+        Runtime(cfg, RunOptions(source_uri=source, model=str(nms_inside), max_frames=1,
+                                quiet=True)).run()
+        lines = [r for r in caplog.records if "has no calibration" in r.getMessage()]
+        caplog.clear()
+        return lines
+
     caplog.set_level(logging.INFO, logger="edgecl")
-    _start(tmp_path / "state", nms_inside, "labels.mode=pseudo", "labels.uncertain_low=0.45")
-    line = next(r for r in caplog.records if "has no calibration" in r.getMessage())
+    (line,) = start(tmp_path / "state", f"dir://{camera}", "labels.mode=pseudo")
     assert line.levelno == logging.WARNING
     assert line.getMessage() == (
-        f"labels: file:{nms_inside.name} has no calibration, so no frame is pseudo-labelled until a "
-        f"learning round, fitted on labels from a person or an import, promotes a version; "
-        f"labels.mode pseudo queues nothing for a person, so until then nothing is stored: add "
-        f"labelled images with 'edgecl labels import --state-dir {tmp_path / 'state'} FOLDER', "
-        f"or set labels.mode: field")
-    caplog.clear()
-    _start(tmp_path / "state2", nms_inside, "labels.mode=field", "labels.uncertain_low=0.45")
-    line = next(r for r in caplog.records if "has no calibration" in r.getMessage())
-    assert line.levelno == logging.INFO and "the operator queue's answers lead there" in line.getMessage()
-    caplog.clear()
-    _start(tmp_path / "state3", nms_inside, "labels.mode=ground_truth")
-    assert not any("has no calibration" in m for m in caplog.messages)
+        f"labels: file:{nms_inside.name} has no calibration, so no frame is pseudo-labelled "
+        f"until a learning round, fitted on labels from a person or an import, promotes a "
+        f"version; labels.mode pseudo queues nothing for a person, so until then nothing is "
+        f"stored: add labelled images with 'edgecl labels import --state-dir "
+        f"{tmp_path / 'state'} FOLDER', or set labels.mode: field")
+    (line,) = start(tmp_path / "state2", f"dir://{camera}", "labels.mode=field")
+    assert line.levelno == logging.INFO
+    assert line.getMessage().endswith("(the operator queue's answers lead there)")
+    # a labelled source stores its ground truth: that leads to a calibration too
+    (line,) = start(tmp_path / "state3", "synthetic://?tasks=1&imgsz=64", "labels.mode=pseudo")
+    assert line.levelno == logging.INFO
+    assert line.getMessage().endswith("(the labels this source delivers lead there)")
+    assert start(tmp_path / "state4", f"dir://{camera}", "labels.mode=ground_truth") == []

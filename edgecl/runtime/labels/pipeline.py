@@ -658,7 +658,7 @@ def uncertain_band_problem(cfg: Config, floor: float | None, path) -> str | None
             f"pseudo-labelled; export it with nms=False")
 
 
-def uncalibrated_note(cfg: Config, model: str) -> str | None:
+def uncalibrated_note(cfg: Config, model: str, source_is_labelled: bool = False) -> str | None:
     """One start line when pseudo-labels wait for a calibration the serving model lacks.
 
     Pseudo-label thresholds come from the serving version's post-hoc calibrator, which a
@@ -670,6 +670,8 @@ def uncalibrated_note(cfg: Config, model: str) -> str | None:
     Args:
         cfg: the configuration (``labels.mode``, ``state_dir``).
         model: the serving model's name (a version, or ``file:...``).
+        source_is_labelled: whether the source delivers ground truth with its frames (stored,
+            it leads to a calibrated version too).
 
     Returns:
         The line, or None when ``labels.mode`` makes no pseudo-labels.
@@ -679,6 +681,8 @@ def uncalibrated_note(cfg: Config, model: str) -> str | None:
         return None
     line = (f"labels: {model} has no calibration, so no frame is pseudo-labelled until a "
             f"learning round, fitted on labels from a person or an import, promotes a version")
+    if source_is_labelled:
+        return line + " (the labels this source delivers lead there)"
     if mode == "field":
         return line + " (the operator queue's answers lead there)"
     return (line + "; labels.mode pseudo queues nothing for a person, so until then nothing is "
