@@ -249,11 +249,15 @@ def test_a_yolo_folder_naming_no_class_keeps_its_ids(tmp_path):
     as class 0 (names 0: class_3, 1: class_1), so a checkpoint or names list made for the
     original ids read car as truck."""
     src = tmp_path / "src"
-    for stem, rows in (("a", "3 0.5 0.5 0.2 0.2\n"), ("b", "1 0.3 0.3 0.1 0.1\n3 0.6 0.6 0.2 0.2\n")):
+    for stem, rows in (("a", "3 0.5 0.5 0.2 0.2\n"),
+                       ("b", "1 0.3 0.3 0.1 0.1\n3 0.6 0.6 0.2 0.2\n"),
+                       ("c", "20000 0.5 0.5 0.2 0.2\n")):  # a typo'd id: not 20,001 classes
         _jpg(src / "images" / f"{stem}.jpg")
         (src / "labels").mkdir(parents=True, exist_ok=True)
         (src / "labels" / f"{stem}.txt").write_text(rows)
     result = write_yolo_dataset(src, tmp_path / "out")
+    assert result["reasons"] == {"bad class id": 1}
+    assert not (tmp_path / "out" / "labels" / "c.txt").exists()
     # ids 0 and 2 have no box: named all the same, as ultralytics refuses a hole in the names
     assert result["names"] == {0: "class_0", 1: "class_1", 2: "class_2", 3: "class_3"}
     assert [line.split()[0] for line in (tmp_path / "out" / "labels" / "a.txt").read_text()
