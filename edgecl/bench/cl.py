@@ -87,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--lr", type=finite_positive_float, default=0.002, help="AdamW learning rate (default 0.002)")
     add("--device", type=torch_device, default="cpu",
         help="cpu, cuda, cuda:<index> or auto (default cpu)")
+    add("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+        help="training arithmetic, as learner.precision (auto: bf16 where the device computes "
+             "it natively; part of the results' key)")
     add("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
     add("--first-task-model", default="",
         help="checkpoint to use as the model after task 1 instead of training it (its classes "
@@ -306,7 +309,7 @@ def _settings(args: argparse.Namespace) -> ProtocolSettings:
                             distill_cls=args.distill_cls, distill_box=args.distill_box,
                             distill_conf=args.distill_conf, pseudo_conf=args.pseudo_conf,
                             pseudo_iou=args.pseudo_iou, first_task_model=first,
-                            device=args.device)
+                            device=args.device, precision=args.precision)
 
 
 def _warn_size_mismatch(path: Path, imgsz: int) -> None:

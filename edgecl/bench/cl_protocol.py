@@ -88,12 +88,16 @@ class ProtocolSettings:
     pseudo_iou: float = 0.3
     first_task_model: str = ""
     device: str = "cpu"
+    precision: str = "auto"
 
     def key(self) -> dict:
-        """The settings that decide a run's result (everything but the device; the first
+        """The settings that decide a run's result (everything but the device, save the
+        arithmetic it trains in: ``auto`` is recorded as what it resolves to there; the first
         task's checkpoint by its content hash, not its path)."""
+        from edgecl.continual.finetune import resolve_device, resolve_precision
+
         out = dataclasses.asdict(self)
-        out.pop("device")
+        out["precision"] = resolve_precision(self.precision, resolve_device(out.pop("device")))
         path = out.pop("first_task_model")
         if path:
             out["first_task_sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
@@ -107,7 +111,8 @@ class ProtocolSettings:
 
     def learner(self) -> LearnerConfig:
         """The ``LearnerConfig`` the fine-tuner runs with."""
-        return LearnerConfig(batch=self.batch, lr=self.lr, imgsz=self.imgsz, device=self.device)
+        return LearnerConfig(batch=self.batch, lr=self.lr, imgsz=self.imgsz, device=self.device,
+                             precision=self.precision)
 
 
 @dataclass(frozen=True)

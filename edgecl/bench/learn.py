@@ -459,6 +459,9 @@ def run_benchmark(args, progress=None) -> dict:
     Returns:
         The result dict (see the module docstring and the README's benchmark section).
     """
+    import torch
+
+    from edgecl.continual.finetune import resolve_precision
     from edgecl.ultra import ensure_offline
 
     ensure_offline()
@@ -466,8 +469,11 @@ def run_benchmark(args, progress=None) -> dict:
     skip = args.skip if isinstance(args.skip, frozenset) else skip_parts(args.skip)
     setup, taskset = make_setup(args, progress)
     lc = setup.cfg.learner
+    # edgecl's arithmetic (ultralytics' trainer runs float32 on a CPU: amp=False)
+    precision = resolve_precision(lc.precision, torch.device("cpu"))
     out: dict = {"data": args.data, "imgsz": lc.imgsz, "batch": lc.batch, "steps": args.steps,
                  "threads": setup.threads, "freeze_layers": lc.freeze_layers,
+                 "edgecl_precision": precision,
                  "train_images": len(setup.images), "replay_images": len(setup.replay),
                  "held_out_images": len(setup.held_out), "repeats": []}
     if "throughput" not in skip:
