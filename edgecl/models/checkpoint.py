@@ -267,7 +267,8 @@ def _read(path: Path):
 
 
 ZIP_MAGIC = b"PK\x03\x04"
-"""How a file torch.save writes begins (a zip archive's first local header), as torch.load checks."""
+"""How a file torch.save writes begins (a zip archive's first local header), as torch.load
+checks."""
 
 
 def _not_a_zip_checkpoint(path: Path) -> str | None:

@@ -289,8 +289,9 @@ def test_a_video_on_a_disk_that_fills_up_stops_whole_and_says_so_once(tmp_path, 
     free["bytes"] = 5 * 2**20  # the disk filled up meanwhile
     with pytest.raises(StorageError) as raised:
         sink.write(_frame_result(image, 30))
-    assert sink.stopped and "the disk has 5.0 MiB free, so video writing stops here (the file is whole" in str(
-        raised.value)
+    assert sink.stopped
+    assert ("the disk has 5.0 MiB free, so video writing stops here (the file is whole"
+            in str(raised.value))
     for k in range(31, 40):
         sink.write(_frame_result(image, k))  # not written, not raised again
     sink.close()
