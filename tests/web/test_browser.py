@@ -213,8 +213,9 @@ def hostile_names_on_laptop_and_phones(browser, base, fake):
 def label_by_touch_on_a_phone(browser, base, fake, console_server):
     """On a 390x844 phone with a finger: draw a box, resize it by a corner the finger misses by
     6 px (its square and 4 px around it grab; more would take drags beside the box), name it
-    with an 80-character new class, submit; an answer the device refuses (503) keeps the operator's edit for a second try; the device stopping and starting again shows a
-    banner in words and then the new queue, without a reload.
+    with an 80-character new class, submit; an answer the device refuses (503) keeps the
+    operator's edit for a second try; the device stopping and starting again shows a banner in
+    words and then the new queue, without a reload.
 
     Before: a corner was grabbed only within 9 px (a finger drew a second box instead), the new
     class field cut names at 64 characters (the device takes 100), a refused answer dropped the
