@@ -53,7 +53,7 @@ from edgecl.atomic import damaged_copy_path, fsync_dir, json_default
 from edgecl.calibration.dece import ReliabilityBins, bins_to_records, dece_from_bins, merge_bins
 from edgecl.continual import metrics
 from edgecl.continual.evaluate import DECE_PROTOCOL
-from edgecl.continual.memory.faults import is_damage, sqlite_damage
+from edgecl.continual.memory.faults import error_reason, is_damage, sqlite_damage
 from edgecl.continual.round_state import RoundStatus
 from edgecl.errors import EdgeclError, StorageError
 from edgecl.frames import STREAM_TASK
@@ -524,7 +524,8 @@ class Monitor:
                 self.db_path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"cannot open metrics database {self.db_path}: {exc}") from exc
+            raise StorageError(f"cannot open metrics database {self.db_path}: "
+                               f"{error_reason(exc, self.db_path)}") from exc
         try:
             conn.execute("PRAGMA synchronous=FULL")
             if self._schema_pending:  # opened on a full disk (wait_for_room): there is room now
@@ -546,7 +547,8 @@ class Monitor:
         except sqlite3.DatabaseError as exc:
             if is_damage(exc):
                 raise MonitorError(f"metrics database {self.db_path}: {exc}") from exc
-            raise StorageError(f"metrics database {self.db_path} cannot be written: {exc}") from exc
+            raise StorageError(f"metrics database {self.db_path} cannot be written: "
+                               f"{error_reason(exc, self.db_path)}") from exc
         finally:
             conn.close()
 

@@ -709,3 +709,24 @@ def test_the_model_a_device_started_with_is_the_row_forgetting_counts_from(tmp_p
                             registry=SimpleNamespace(manifest=lambda v: {"source": "best.onnx"}))
     assert start_baseline(added, parent, {0: "car"})["version"] == "v0007"  # 'models add'
     assert start_baseline(ctx, None, {0: "car"}) is None  # a first round from scratch
+
+
+def test_a_full_disk_is_named_when_the_metrics_database_cannot_be_written(tmp_path, monkeypatch):
+    """Before: 'disk I/O error', as SQLite says it when a full disk refuses its journal."""
+    import shutil
+
+    from edgecl.errors import StorageError
+
+    mon = Monitor(tmp_path)
+    exc = sqlite3.OperationalError("disk I/O error")
+    exc.sqlite_errorname = "SQLITE_IOERR_WRITE"
+
+    def refuse(*args, **kwargs):
+        raise exc
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=0))
+    monkeypatch.setattr(sqlite3, "connect", refuse)
+    with pytest.raises(StorageError, match=r"cannot open metrics database .*: the disk is full "
+                                           r"\(0 KiB free; SQLite: disk I/O error\)"):
+        mon.record_round(1, "v0001", "promoted", acc=0.5, bwt=0.0, mean_forgetting=0.0)

@@ -117,13 +117,28 @@ def fault_error(exc: OSError | sqlite3.Error, what: str, where: object,
     misplaced = misplaced_path(exc) if isinstance(exc, OSError) else None
     if misplaced:  # "File exists (D/memory/images)" said nothing of a file where a folder belongs
         return cls(f"{what}: {misplaced}{tail}")
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     at = getattr(exc, "filename", None) or where
+    return cls(f"{what}: {error_reason(exc, at)} ({at})" + tail)
+
+
+def error_reason(exc: BaseException, where: object) -> str:
+    """What an OSError or sqlite3 error says, in words: a SQLite I/O error on a disk with under
+    :data:`FULL_DISK_BYTES` free is a full disk (SQLite says "disk I/O error" when a full disk
+    refuses its journal, which reads as a failing card).
+
+    Args:
+        exc: the error.
+        where: the file involved (its disk's free space is looked at).
+
+    Returns:
+        e.g. ``"the disk is full (0 KiB free; SQLite: disk I/O error)"``.
+    """
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     if isinstance(exc, sqlite3.Error) and is_storage_fault(exc) and "disk is full" not in reason:
-        free = _free_bytes(at)  # SQLite says "disk I/O error" when a full disk refuses a journal
+        free = _free_bytes(where)
         if free is not None and free < FULL_DISK_BYTES:
             reason = f"the disk is full ({free / 1024:.0f} KiB free; SQLite: {reason})"
-    return cls(f"{what}: {reason} ({at})" + tail)
+    return reason
 
 
 FULL_DISK_BYTES = 1 << 20
