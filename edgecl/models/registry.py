@@ -1006,8 +1006,7 @@ class Registry:
         if pointer.is_symlink():
             self._repair_current_link(pointer)
         if not (pointer.exists() or pointer.is_symlink()):
-            chain = [v for v in stored or self._history_from_manifests()
-                     if (self.root / v).is_dir()]
+            chain = stored or self._history_from_manifests()
             if chain:
                 self._point_current(chain[-1])
                 log.warning("model registry %s: the 'current' pointer was missing; it points at "
@@ -1030,14 +1029,15 @@ class Registry:
                                 reason="" if version in effective else ROLLED_BACK)
 
     def _repair_current_link(self, pointer: Path) -> None:
-        """Mend a ``current`` link that names no version folder of this registry the way the
-        registry writes it (``v0003``): an absolute path or ``v0003/`` to one of its versions
-        is written as its name again (a rollback by hand); a link to itself, out of the
-        registry (``/etc``) or to a version whose folder is gone is removed, so that the
-        repair points it at the last promoted version left (before, the device said "no
-        model" while its versions were intact)."""
+        """Mend a ``current`` link that does not name a version the way the registry writes
+        it (``v0003``): an absolute path or ``v0003/`` to one of its versions is written as its
+        name again (a rollback by hand); a link to itself or out of the registry (``/etc``) is
+        removed, so that the repair points it at the last promoted version (before, the device
+        said "no model" while its versions were intact). A link to a version whose folder is
+        gone is left as it is: ``models list`` says so, and a person chooses (``models
+        promote``, ``models rollback``)."""
         target = os.readlink(pointer)
-        if VERSION_RE.match(target) and (self.root / target).is_dir():
+        if VERSION_RE.match(target):
             return
         try:
             real = pointer.resolve(strict=True)
