@@ -212,7 +212,7 @@ def hostile_names_on_laptop_and_phones(browser, base, fake):
 
 def label_by_touch_on_a_phone(browser, base, fake, console_server):
     """On a 390x844 phone with a finger: draw a box, resize it by a corner the finger misses by
-    6 px (its square and 4 px around it grab; more would take drags beside the box), name it
+    3 px (4 px outside the box grab; more would take drags beside the box), name it
     with an 80-character new class, submit; an answer the device refuses (503) keeps the
     operator's edit for a second try; the device stopping and starting again shows a banner in
     words and then the new queue, without a reload.
@@ -240,7 +240,7 @@ def label_by_touch_on_a_phone(browser, base, fake, console_server):
 
     touch_drag(browser, at(250, 40), at(370, 150))                # draw a box
     corner = at(370, 150)
-    touch_drag(browser, (corner[0] + 6, corner[1] + 6), at(400, 180))  # resize, finger 6 px off
+    touch_drag(browser, (corner[0] + 3, corner[1] + 3), at(400, 180))  # resize, finger 3 px off
     Select(browser.find_element(By.ID, "class-select")).select_by_value("__new__")
     name_box = browser.find_element(By.ID, "new-class")
     wait_for(name_box.is_displayed, what="new class input")

@@ -78,12 +78,16 @@ def test_a_drag_beside_the_selected_box_draws_a_new_box(served, browser):
     open_label(browser, base)
     drag(browser, (300, 300), (310, 315))
     drag(browser, (316, 300), (326, 315))  # 6 px right of the selected box's top-right corner
+    # 2 px right of and below the (selected) second box's corner: half its square reached out
+    # there too, and this drag resized it
+    drag(browser, (328, 317), (339, 330))
     keys(browser, Keys.ESCAPE)
     click(browser, 305, 307)  # select the first box again
     drag(browser, (305, 307), (305, 337))  # from its middle: moved 30 px down
     drag(browser, (310, 345), (200, 200))  # its bottom-right corner past its top-left
     keys(browser, Keys.ENTER)
-    assert answered_boxes(fake) == {(300, 330, 301, 331): "person", (316, 300, 326, 315): "person"}
+    assert answered_boxes(fake) == {(300, 330, 301, 331): "person", (316, 300, 326, 315): "person",
+                                    (328, 317, 339, 330): "person"}
 
 
 def test_a_drag_on_an_unselected_box_draws_and_a_click_selects_it(served, browser):

@@ -7,7 +7,7 @@
   const NEW_CLASS = "__new__";
   const MOVE_PX = 3;           // pointer travel (screen pixels) that makes a press a drag
   const HANDLE_MAX_PX = 10;    // a selected box's corner squares, at most (screen pixels)
-  const GRAB_PX = 2;           // a corner grabs this far around its square: a mouse ...
+  const GRAB_PX = 2;           // a corner grabs this far past it (outside the box): a mouse ...
   const TOUCH_GRAB_PX = 4;     // ... a finger or a pen (more would take drags beside the box)
   const ZOOM_STEPS = [1, 1.5, 2, 3, 4, 6, 8];
   const MAX_ZOOM = 8;
@@ -860,21 +860,22 @@
     return [[b.x1, b.y1, "tl"], [b.x2, b.y1, "tr"], [b.x1, b.y2, "bl"], [b.x2, b.y2, "br"]];
   }
 
-  /** The selected box's corner a press at `event` grabs, or null: its square and a few screen
-   * pixels around it outside the box, and inside it at most a quarter of the box each way, so
-   * that a press beside a box draws a new one and a small box keeps a middle to move it by. */
+  /** The selected box's corner a press at `event` grabs, or null: inside the box its square
+   * and a few screen pixels more (at most a quarter of the box each way, so that a small box
+   * keeps a middle to move it by), outside it only those few pixels (half the square out there
+   * took drags that began beside the box, where the next person stands, as resizes). */
   function grabbedCorner(b, event) {
     const rect = $("canvas").getBoundingClientRect();
     const px = event.clientX - rect.left;
     const py = event.clientY - rect.top;
     const s = state.scale;
-    const reach = handleSize(b) / 2 + (event.pointerType === "mouse" ? GRAB_PX : TOUCH_GRAB_PX);
-    const inX = Math.min(reach, (b.x2 - b.x1) * s / 4);
-    const inY = Math.min(reach, (b.y2 - b.y1) * s / 4);
+    const grab = event.pointerType === "mouse" ? GRAB_PX : TOUCH_GRAB_PX;
+    const inX = Math.min(handleSize(b) / 2 + grab, (b.x2 - b.x1) * s / 4);
+    const inY = Math.min(handleSize(b) / 2 + grab, (b.y2 - b.y1) * s / 4);
     const found = corners(b).find(([cx, cy, name]) => {
       const dx = (px - cx * s) * (name[1] === "r" ? 1 : -1);  // > 0: outside the box
       const dy = (py - cy * s) * (name[0] === "b" ? 1 : -1);
-      return dx >= -inX && dx <= reach && dy >= -inY && dy <= reach;
+      return dx >= -inX && dx <= grab && dy >= -inY && dy <= grab;
     });
     return found ? found[2] : null;
   }
