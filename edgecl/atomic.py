@@ -185,6 +185,24 @@ def damaged_copy_path(path: str | os.PathLike, stamp: str,
     return kept
 
 
+def keep_damaged(path: str | os.PathLike) -> Path:
+    """Move a damaged file aside, beside where its repair goes (:func:`damaged_copy_path`,
+    stamped with the UTC time now).
+
+    Args:
+        path: the damaged file.
+
+    Returns:
+        Where it is kept.
+
+    Raises:
+        OSError: it cannot be moved (a read-only folder).
+    """
+    kept = damaged_copy_path(path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    os.replace(path, kept)
+    return kept
+
+
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Make ``dst`` the same file as ``src``: a hard link, or a copy where links fail (another
     file system). Not atomic: for work copies that a crash may leave half-made and that are

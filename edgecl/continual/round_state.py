@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from edgecl.atomic import atomic_write_json, damaged_copy_path
+from edgecl.atomic import atomic_write_json, keep_damaged
 from edgecl.errors import StorageError
 from edgecl.frames import STREAM_TASK
 from edgecl.models.registry import VersionStatus, read_manifests
@@ -277,10 +277,7 @@ def _keep_damaged(path: Path, why: str) -> None:
     the other repaired files are kept: it was overwritten."""
     if why == "missing" or not path.is_file():
         return
-    import time
-
-    kept = damaged_copy_path(path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
-    os.replace(path, kept)
+    kept = keep_damaged(path)
     log.warning("the damaged learner progress is kept as %s", kept)
 
 

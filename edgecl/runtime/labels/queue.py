@@ -255,11 +255,10 @@ class OperatorQueue:
     def _kept_aside(path: Path) -> str:
         """Move a damaged record file aside (``NAME.corrupt-STAMP``), as every repaired file
         of the state directory is kept; ``"; the damaged file is kept as ..."`` or ``""``."""
-        from edgecl.atomic import damaged_copy_path
+        from edgecl.atomic import keep_damaged
 
-        kept = damaged_copy_path(path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
         try:
-            os.replace(path, kept)
+            kept = keep_damaged(path)
         except OSError:  # a read-only queue: left as it is
             return ""
         return f"; the damaged file is kept as {kept.name}"
