@@ -34,7 +34,7 @@ from edgecl.continual.round_state import (
 )
 from edgecl.errors import StorageError, is_storage_error, storage_faults
 from edgecl.frames import STREAM_TASK
-from edgecl.models.registry import MANUAL_PROMOTION
+from edgecl.models.registry import MANUAL_PROMOTION, added_by_person
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def start_baseline(ctx: RoundContext, parent: dict | None, parent_names: dict[in
         if ctx.base_checkpoint is None:
             return None
         name = f"{START_PREFIX}{Path(ctx.base_checkpoint).name}"
-    elif "parent" not in ctx.registry.manifest(ctx.parent_version):
+    elif added_by_person(ctx.registry.manifest(ctx.parent_version)):
         name = ctx.parent_version
     else:
         return None
