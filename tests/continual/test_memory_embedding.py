@@ -290,3 +290,27 @@ def test_a_large_frame_is_subsampled_first_and_stays_close_to_the_full_average()
     grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
     exact = cv2.resize(grey, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     assert embedding_distance(thumbnail_embedding(small), (exact - exact.mean()).ravel()) < 0.002
+
+
+def test_shifted_distance_finds_a_scene_moved_by_whole_cells_and_is_never_above_plain():
+    from edgecl.continual.memory.embedding import distances_to, shifted_distances
+
+    rng = np.random.default_rng(3)
+    wide = rng.random((16, 18))                 # a scene two cells wider than the thumbnail
+    a = wide[:, :16] - wide[:, :16].mean()
+    b = wide[:, 1:17] - wide[:, 1:17].mean()    # the camera moved one cell to the right
+    c = wide[:, 2:18] - wide[:, 2:18].mean()    # two cells
+    other = rng.random((16, 16))
+    other -= other.mean()
+    rows = np.stack([b, c, other]).reshape(3, -1).astype(np.float32)
+    emb = a.reshape(-1).astype(np.float32)
+    plain = distances_to(rows, emb)
+    shifted = shifted_distances(rows, emb)
+    # over the overlap the two views are the same pixels: 0 at the right shift
+    assert shifted[0] == pytest.approx(0.0, abs=1e-6) and shifted[1] == pytest.approx(0.0, abs=1e-6)
+    assert plain[0] > 0.2 and plain[1] > 0.2   # uniform noise: about 0.41 apart when unaligned
+    assert shifted[2] > 0.2                     # another scene stays far at every shift
+    assert np.all(shifted <= plain + 1e-12)
+    assert shifted_distances(rows, emb, max_shift_cells=0) == pytest.approx(plain)
+    assert shifted_distances(rows, emb, max_shift_cells=1)[1] > 0.2  # two cells need two
+    assert shifted_distances(np.zeros((0, 256), np.float32), emb).shape == (0,)

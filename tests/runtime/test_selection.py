@@ -182,6 +182,36 @@ def test_the_duplicate_window_follows_the_monotonic_clock_when_the_wall_clock_ju
     assert sel3.consider(frame(), dets([0.45]), emb) == (None, "duplicate")
 
 
+def smooth_scene(seed, shape=(512, 640)):
+    """A low-contrast grey scene like a thermal camera's from above: smooth noise with
+    structure at about 64 px, grey levels 90-150."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.random((shape[0] // 64, shape[1] // 64)).astype(np.float32)
+    big = np.clip(cv2.resize(noise, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC), 0, 1)
+    return np.repeat((90 + big * 60).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def test_a_slowly_panning_camera_does_not_offer_the_same_scene_again():
+    cfg = LabelsConfig(selection=only(uncertain=1.0), dedup_window_s=60, dedup_distance=0.03,
+                       max_per_minute=0)
+    sel = Selector(cfg, clock=lambda: 0.0, monotonic=lambda: 0.0)
+    scene = smooth_scene(0)
+    first = scene[0:384, 0:480]
+    c, why = sel.consider(frame(first), dets([0.45]), sel.embed(first))
+    assert why == "selected"
+    sel.queued(c)
+    for dx, dy in [(30, 10), (50, 0), (0, 40), (40, 20)]:  # 6-10 % of the frame
+        moved = scene[dy:dy + 384, dx:dx + 480]
+        emb = sel.embed(moved)
+        assert sel.ring.nearest(emb) > 0.03                # plain thumbnails: a new scene
+        assert sel.consider(frame(moved), dets([0.45]), emb) == (None, "duplicate")
+    for seed in (1, 2, 3):                                 # other places are still offered
+        other = smooth_scene(seed)[0:384, 0:480]
+        assert sel.consider(frame(other), dets([0.45]), sel.embed(other))[1] == "selected"
+
+
 def test_rate_limiter_sliding_window_and_unlimited():
     t = [0.0]
     lim = RateLimiter(3, clock=lambda: t[0])      # 3 a minute: one every 20 s at most
@@ -558,3 +588,21 @@ def test_a_frame_the_random_policy_draws_is_queued_whatever_its_priority():
     assert 150 < len(chosen) < 250  # about the share
     assert all(c.priority <= 0.1 and set(c.reasons) == {"random"} for c in chosen)
     assert {why for cand, why in outcomes if cand is None} == {"not_selected"}
+
+
+def test_the_shifted_duplicate_check_compares_only_the_nearest_held_frames(monkeypatch):
+    from edgecl.runtime.labels import selection
+
+    ring = NoveltyRing(512)
+    scene = smooth_scene(0)
+    ring.add(Selector(LabelsConfig()).embed(scene[0:384, 0:480]), 0.0)
+    for seed in range(1, 200):                              # many other places seen since
+        ring.add(Selector(LabelsConfig()).embed(smooth_scene(seed)[0:384, 0:480]), 1.0)
+    moved = Selector(LabelsConfig()).embed(scene[10:394, 50:530])
+    calls = []
+    real = selection.shifted_distances
+    monkeypatch.setattr(selection, "shifted_distances",
+                        lambda rows, emb: calls.append(len(rows)) or real(rows, emb))
+    assert ring.nearest_shifted(moved, below=0.03) < 0.03
+    assert ring.nearest_shifted(moved, since_s=0.5, below=0.03) > 0.03  # seen before the window
+    assert calls and max(calls) <= selection.SHIFT_CANDIDATES

@@ -21,6 +21,10 @@ SUBSAMPLE_SIDE = 64
 """A frame whose shorter side exceeds twice this is subsampled before its area average."""
 MAX_ABS_VALUE = 1.0
 """No value of an embedding lies outside -1..1 (a thumbnail in 0..1 minus its mean)."""
+MAX_SHIFT_CELLS = 2
+"""Largest relative shift, in thumbnail cells (a sixteenth of the frame each), at which
+:func:`shifted_distances` compares two embeddings: a camera that panned or drifted by up to an
+eighth of its frame."""
 
 
 def thumbnail_embedding(image: np.ndarray) -> np.ndarray:
@@ -131,3 +135,37 @@ def embeddings_from_blobs(blobs: list[bytes | None]) -> tuple[np.ndarray, np.nda
         matrix[rows[usable]] = decoded[usable]
         valid[rows[~usable]] = False
     return matrix, valid
+
+
+def shifted_distances(matrix: np.ndarray, emb: np.ndarray,
+                      max_shift_cells: int = MAX_SHIFT_CELLS) -> np.ndarray:
+    """RMS differences between one embedding and each row, at the best relative shift.
+
+    Two frames of a camera that panned or drifted show the same scene displaced: 20 px of a
+    480 px wide thermal frame moved their plain distance from 0.01 to 0.04-0.07, past the
+    near-duplicate threshold. Here the two 16x16 thumbnails are compared over their overlap at
+    every shift of up to ``max_shift_cells`` cells in each direction, each side with its own mean
+    removed, and the smallest RMS difference counts (template matching on the thumbnails). At
+    shift 0 this is :func:`distances_to`, so it is never larger.
+
+    Args:
+        matrix: float32 (N, 256).
+        emb: float32 (256,).
+        max_shift_cells: largest shift in cells, 0..15.
+
+    Returns:
+        float64 (N,) distances in 0..1 (empty when N is 0).
+    """
+    k = max(0, min(int(max_shift_cells), THUMB_SIDE - 1))
+    rows = matrix.reshape(-1, THUMB_SIDE, THUMB_SIDE).astype(np.float64)
+    one = emb.reshape(THUMB_SIDE, THUMB_SIDE).astype(np.float64)
+    best = np.full(rows.shape[0], np.inf)
+    for dy in range(-k, k + 1):
+        ya, yb = slice(max(0, dy), THUMB_SIDE + min(0, dy)), slice(max(0, -dy), THUMB_SIDE + min(0, -dy))
+        for dx in range(-k, k + 1):
+            xa, xb = slice(max(0, dx), THUMB_SIDE + min(0, dx)), slice(max(0, -dx), THUMB_SIDE + min(0, -dx))
+            a = rows[:, ya, xa]
+            b = one[yb, xb]
+            diff = (a - a.mean(axis=(1, 2), keepdims=True)) - (b - b.mean())
+            best = np.minimum(best, np.sqrt(np.mean(diff * diff, axis=(1, 2))))
+    return best

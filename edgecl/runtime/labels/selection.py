@@ -14,7 +14,9 @@ query by committee with the previous model version as the second member (``disag
 plus ``forgetting`` (classes whose held-out recall fell in the last round) and a small unbiased
 ``random`` share. The cheap embedding for novelty and duplicates is a 16x16 grey thumbnail with
 its mean removed (robust to exposure changes), compared by RMS difference in 0..1
-(:mod:`edgecl.continual.memory.embedding`).
+(:mod:`edgecl.continual.memory.embedding`); the near-duplicate check also compares at a shift
+of up to two thumbnail cells, so a camera that pans or drifts slowly does not offer the same
+scene again every few seconds.
 
 Novelty compares a frame with what the replay memory holds (every stored sample's embedding,
 kept in the memory index, so imports and answers from any process count, and evicted samples
@@ -34,7 +36,8 @@ from typing import Callable
 import numpy as np
 
 from edgecl.config import LabelsConfig
-from edgecl.continual.memory.embedding import EMBEDDING_DIM, distances_to, thumbnail_embedding
+from edgecl.continual.memory.embedding import (EMBEDDING_DIM, distances_to, shifted_distances,
+                                              thumbnail_embedding)
 from edgecl.continual.old_labels import box_iou_np
 from edgecl.errors import EdgeclError
 from edgecl.frames import Detections, Frame
@@ -44,6 +47,13 @@ log = logging.getLogger(__name__)
 AGREE_IOU = 0.5
 MEMORY_REFRESH_S = 10.0
 """How often (at most) the novelty view checks whether the replay memory changed, seconds."""
+SHIFT_PREFILTER = 0.25
+"""Near-duplicate check: only held frames within this plain distance are compared at a shift
+(20-60 px pans of 480 px thermal frames were 0.02-0.20 apart plain; different scenes of the same
+footage 0.10-0.30)."""
+SHIFT_CANDIDATES = 32
+"""Near-duplicate check: at most this many held frames (the nearest plain) are compared at a
+shift."""
 COMPACT_MIN_ROWS = 1024
 """The novelty view reclaims the rows of evicted samples once more than this many (and a
 quarter of its rows) are such; it grows by at least this many rows."""
@@ -94,6 +104,45 @@ class NoveltyRing:
         if since_s is not None:
             dist = dist[self._ts[: self._n] >= since_s]
         return float(dist.min()) if dist.size else 1.0
+
+    def nearest_shifted(self, emb: np.ndarray, since_s: float | None = None,
+                        below: float = 1.0) -> float:
+        """Like :meth:`nearest`, but a held frame also matches at a shift of up to
+        :data:`~edgecl.continual.memory.embedding.MAX_SHIFT_CELLS` thumbnail cells (a camera
+        that panned or drifted; :func:`~edgecl.continual.memory.embedding.shifted_distances`).
+
+        Only the ``SHIFT_CANDIDATES`` entries nearest in plain distance, and of those only the
+        ones within ``SHIFT_PREFILTER``, are compared shifted (at most about 0.8 ms on the
+        reference CPU), and none when a plain match is already under ``below``: a static scene
+        costs what :meth:`nearest` costs.
+
+        Args:
+            emb: float32 (256,).
+            since_s: only entries seen at or after this time (seconds, the clock of ``add``).
+            below: a plain distance under this is returned at once.
+
+        Returns:
+            The distance in 0..1, or 1.0 when nothing qualifies.
+        """
+        if self._n == 0:
+            return 1.0
+        dist = self._distances(emb)
+        rows = self._emb[: self._n]
+        if since_s is not None:
+            recent = self._ts[: self._n] >= since_s
+            dist, rows = dist[recent], rows[recent]
+        if not dist.size:
+            return 1.0
+        plain = float(dist.min())
+        if plain < below:
+            return plain
+        if dist.size > SHIFT_CANDIDATES:
+            keep = np.argpartition(dist, SHIFT_CANDIDATES)[:SHIFT_CANDIDATES]
+            dist, rows = dist[keep], rows[keep]
+        near = dist < SHIFT_PREFILTER
+        if not near.any():
+            return plain
+        return min(plain, float(shifted_distances(rows[near], emb).min()))
 
     def add(self, emb: np.ndarray, ts_s: float, merge_distance: float = 0.0) -> None:
         """Remember an embedding; one within ``merge_distance`` of a held one only refreshes it.
@@ -539,11 +588,13 @@ class Selector:
         return thumbnail_embedding(image)
 
     def is_duplicate(self, emb: np.ndarray) -> bool:
-        """True when ``emb`` is within ``dedup_distance`` of an entry seen in the window."""
+        """True when ``emb`` is within ``dedup_distance`` of an entry seen in the window, also
+        when the camera panned or drifted between them (:meth:`NoveltyRing.nearest_shifted`)."""
         if self.cfg.dedup_window_s <= 0:
             return False
         since = self.monotonic() - self.cfg.dedup_window_s
-        return self.ring.nearest(emb, since_s=since) < self.cfg.dedup_distance
+        limit = self.cfg.dedup_distance
+        return self.ring.nearest_shifted(emb, since_s=since, below=limit) < limit
 
     def remember(self, emb: np.ndarray, seen_wall_s: float) -> None:
         """Add a frame seen before this process started (a queued or answered item), given its
