@@ -10,7 +10,9 @@ Routes (JSON unless said otherwise; every error is ``{"error": "one line"}``):
   ASCII only, unless ``labels=0``; ``seq=n``: that kept frame), ``GET /api/live/detections``
   (the frame's labels as JSON text, any script, with the ``seq`` of its JPEG),
   ``GET /api/models``, ``POST /api/models/{version}/promote``, ``POST /api/models/rollback``,
-  ``GET /api/labels/pending``, ``GET /api/labels/{id}/image``, ``POST /api/labels/{id}``,
+  ``GET /api/labels/pending`` (``console=ID``: each item says whether another console has it
+  open, :mod:`edgecl.web.leases`), ``POST /api/labels/{id}/open?console=ID``,
+  ``GET /api/labels/{id}/image``, ``POST /api/labels/{id}``,
   ``GET /api/labels/answered``, ``POST /api/labels/{id}/correct``,
   ``POST /api/labels/{id}/withdraw``,
   ``GET /api/classes``, ``GET /api/forgetting``, ``GET /api/auth`` (whether a token is needed);
@@ -73,6 +75,7 @@ from edgecl.data.answers import decode_answer, parse_answer, shown, valid_item_i
 from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, StorageError,
                            UnavailableError, storage_fault)
 from edgecl.web.hooks import ConsoleHooks
+from edgecl.web.leases import OpenItems
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,8 @@ SECURITY_HEADERS = ((b"x-frame-options", b"DENY"),
 """On every response. ``Cross-Origin-Resource-Policy``: another site's page open in the
 operator's browser could show the live frame and queued frames of a console without a token in
 an ``<img>``; the browser now refuses them to it."""
+CONSOLE_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+"""A Label page's console id (:mod:`edgecl.web.leases`): random, made by the page."""
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """Model versions: 1..128 safe characters, no separator, no leading dot, dash or underscore
 (label item ids follow the queue's stricter rule, :func:`edgecl.data.answers.valid_item_id`)."""
@@ -547,7 +552,8 @@ async def _read_answer_body(request: Request) -> tuple[list, bool] | Response:
 def create_app(hooks: ConsoleHooks, token: str | None = None,
                allowed_hosts: frozenset[str] | None = None,
                auth_throttle: AuthThrottle | None = None,
-               allowed_origins: frozenset[str] = frozenset()) -> FastAPI:
+               allowed_origins: frozenset[str] = frozenset(),
+               open_items: OpenItems | None = None) -> FastAPI:
     """Build the console's ASGI app.
 
     Args:
@@ -562,6 +568,8 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         allowed_origins: origins whose POSTs are accepted whatever the request's ``Host``
             (``server.allowed_origins`` through :func:`origin_names`: a reverse proxy's public
             origin when the proxy rewrites ``Host``).
+        open_items: which frame each Label page has open (default: a fresh
+            :class:`~edgecl.web.leases.OpenItems`).
 
     Returns:
         A FastAPI app; ``app.state.counters["faults"]`` counts contained hook faults (500s),
@@ -572,6 +580,7 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
                               "device. With a token, send `Authorization: Bearer TOKEN`.")
     counters: dict = {"faults": 0}
     app.state.counters = counters
+    opened = open_items if open_items is not None else OpenItems()
     app.state.auth_throttle = auth_throttle or AuthThrottle()
     app.add_middleware(_Guard, token=token or None, counters=counters,
                        allowed_hosts=allowed_hosts, throttle=app.state.auth_throttle,
@@ -699,9 +708,25 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         return _json(_need(hooks.promote, "promotion")(check_id(version)))
 
     @app.get("/api/labels/pending", tags=["labels"])
-    def pending() -> Response:
-        """The operator queue by priority, with why each frame was chosen."""
-        return _json(hooks.pending())
+    def pending(console: str | None = Query(
+            None, pattern=CONSOLE_ID_PATTERN, description="the asking Label page's console id: "
+            "each item's `open_elsewhere` then leaves out the frame this page holds")) -> Response:
+        """The operator queue by priority, with why each frame was chosen; `open_elsewhere`:
+        another Label page has the frame open (POST /api/labels/{id}/open)."""
+        taken = opened.open_elsewhere(console)
+        return _json([dict(item, open_elsewhere=item.get("id") in taken) for item in hooks.pending()])
+
+    @app.post("/api/labels/{item_id}/open", tags=["labels"])
+    def open_item(item_id: str, console: str = Query(
+            ..., pattern=CONSOLE_ID_PATTERN, description="the Label page's console id, "
+            "8-64 characters of A-Z a-z 0-9 _ -, the same while the page is open")) -> Response:
+        """Say that this console shows a queued frame (again every few seconds while it does;
+        a claim lasts 30 s). `open_elsewhere`: another console opened it first and still has
+        it open. Advice for the consoles, not a lock; 404 for a frame not in the queue."""
+        valid_item_id(item_id)
+        if not any(item.get("id") == item_id for item in hooks.pending()):
+            raise NotFoundError(f"no queued item {item_id}")
+        return _json({"id": item_id, "open_elsewhere": opened.open(item_id, console)})
 
     @app.get("/api/labels/answered", tags=["labels"])
     def answered() -> Response:
@@ -730,7 +755,9 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         raise missing
 
     def answer_now(item_id: str, boxes: list, skip: bool) -> Response:
-        return _json(_need(hooks.answer, "labelling")(item_id, boxes, skip))
+        result = _need(hooks.answer, "labelling")(item_id, boxes, skip)
+        opened.close(item_id)
+        return _json(result)
 
     @app.post("/api/labels/{item_id}", tags=["labels"], openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": ANSWER_SCHEMA}}}})

@@ -14,6 +14,28 @@
   const MAX_UNDO = 200;        // undo points kept for the frame shown
   const CONFIRM_MS = 5000;     // a second N or S within this confirms dropping edited boxes
   const QUEUE_PERIOD_MS = 4000;
+
+  /** This page's console id, kept for the tab's life (reloads too): the device is told which
+   * frame this page shows, so that another console's page picks another one. */
+  const CONSOLE_ID = (() => {
+    const key = "edgecl.console";
+    let id = null;
+    try {
+      id = sessionStorage.getItem(key);
+    } catch (err) {
+      id = null;  // storage refused (a private window): one id for this load
+    }
+    if (!id || !/^[A-Za-z0-9_-]{8,64}$/.test(id)) {
+      const bytes = crypto.getRandomValues(new Uint8Array(12));
+      id = "c" + [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+      try {
+        sessionStorage.setItem(key, id);
+      } catch (err) {
+        // as above: the id lasts as long as this load
+      }
+    }
+    return id;
+  })();
   const MAX_CLASS_CHARS = 100; // the server's limit (edgecl.models.classes.MAX_NAME_CHARS)
   const PRELOAD = 2;           // images kept ahead of the current item (4K frames are big)
   const GONE = new Set([404, 409]);  // an answer refused because the item is no longer pending
@@ -214,17 +236,20 @@
   function renderQueue() {
     $("queue-count").textContent = state.queue.length ? `(${state.queue.length})` : "";
     const list = $("queue");
-    const signature = state.queue.map((item) => `${item.id}:${item.priority}:${item.name}`).join(",");
+    const signature = state.queue.map((item) =>
+      `${item.id}:${item.priority}:${item.name}:${item.open_elsewhere ? 1 : 0}`).join(",");
     if (state.listed !== signature) {
       state.listed = signature;
       list.replaceChildren(...state.queue.map((item) => EC.el("li", {
         "data-id": item.id, tabindex: "0",
         onclick: (event) => {
           if (event.detail) event.currentTarget.blur();  // a click: the keys stay the editor's
-          openItem(state.queue.find((q) => q.id === item.id) || item);
+          openItem(state.queue.find((q) => q.id === item.id) || item, true);
         },
       }, EC.el("div", {class: "head"},
            EC.el("span", {text: "…" + item.id.slice(-10), title: item.id}),
+           item.open_elsewhere ? EC.el("span", {class: "chip elsewhere", text: "open elsewhere",
+                                               title: "another console shows this frame"}) : null,
            EC.el("span", {class: "small muted", text: "priority " + EC.fmt.num(item.priority, 2)})),
          frameLine(item),
          EC.el("div", {}, reasonChips(item)))));
@@ -251,7 +276,7 @@
   }
 
   async function refreshQueue() {
-    const pending = await EC.getJSON("/api/labels/pending");
+    const pending = await EC.getJSON(`/api/labels/pending?console=${CONSOLE_ID}`);
     const listed = new Set(pending.map((item) => item.id));
     for (const id of [...state.answered]) {
       if (!listed.has(id) && !state.inFlight.has(id)) state.answered.delete(id);
@@ -268,12 +293,49 @@
     }
     for (const id of [...state.drafts.keys()]) if (!listed.has(id)) state.drafts.delete(id);
     if (answering) {  // (correcting an answer, the queue waits in its list)
-      if (!state.current && state.queue.length) await openItem(state.queue[0]);
+      if (!state.current && state.queue.length) await openItem(nextItem(0));
       else if (!state.current) showEmpty();
       else if (!state.image && !state.images.has(state.current.id)) await showImage(state.current);
     }
     renderPicker();
     renderQueue();
+  }
+
+  /** The queued frame to show next, from position `index` on: the first one no other console
+   * has open, else the one at `index` (null: the queue is empty). */
+  function nextItem(index) {
+    const queue = state.queue;
+    if (!queue.length) return null;
+    const start = Math.min(Math.max(index, 0), queue.length - 1);
+    const order = [...queue.slice(start), ...queue.slice(0, start)];
+    return order.find((item) => !item.open_elsewhere) || queue[start];
+  }
+
+  /** Tell the device that this page shows `item`; `how` is "picked" (the page chose it),
+   * "chosen" (the operator did) or "renew" (it stays shown). When another console opened it
+   * first: a frame the page picked, with no box touched yet, gives way to one nobody has open;
+   * one the operator chose stays, with a note. Advice only: a failure changes nothing here. */
+  async function claim(item, how) {
+    let result;
+    try {
+      result = await EC.postJSON(`/api/labels/${encodeURIComponent(item.id)}/open?console=${CONSOLE_ID}`);
+    } catch (err) {
+      return;  // answered meanwhile (404), a device stopping: the labelling goes on
+    }
+    const listed = state.queue.find((q) => q.id === item.id);
+    if (listed && Boolean(listed.open_elsewhere) !== result.open_elsewhere) {
+      listed.open_elsewhere = result.open_elsewhere;
+      renderQueue();
+    }
+    const showing = state.mode === "queue" && state.current && state.current.id === item.id;
+    if (how === "renew" || !result.open_elsewhere || !showing) return;
+    const free = state.queue.find((q) => q.id !== item.id && !q.open_elsewhere);
+    if (how === "picked" && !state.edited && free) {
+      EC.toast(`${item.id} is open on another console: showing ${free.id} instead`, "info");
+      openItem(free);
+    } else {
+      EC.toast(`${item.id} is open on another console too: the first answer counts`, "info");
+    }
   }
 
   function loadImage(item) {
@@ -313,7 +375,9 @@
     $("why").replaceChildren();
   }
 
-  async function openItem(item) {
+  /** Show a queued frame (`chosen`: the operator asked for this one, e.g. clicked it; else the
+   * page picked it, and moves on should another console have it open). */
+  async function openItem(item, chosen = false) {
     if (state.mode !== "queue") {
       state.mode = "queue";
       state.resume = null;
@@ -321,6 +385,7 @@
       renderAnswered();
     }
     state.current = item;
+    claim(item, chosen ? "chosen" : "picked");
     const draft = state.drafts.get(item.id);
     state.boxes = draft ? draft.map((b) => ({...b})) : (item.proposed || []).map((p) => ({
       cls: current(p.class), x1: p.xyxy[0], y1: p.xyxy[1], x2: p.xyxy[2], y2: p.xyxy[3], proposed: true, score: p.score,
@@ -390,7 +455,7 @@
     const index = state.queue.findIndex((q) => q.id === item.id);
     state.queue = state.queue.filter((q) => q.id !== item.id);
     state.drafts.delete(item.id);
-    const next = state.queue[Math.min(Math.max(index, 0), state.queue.length - 1)];
+    const next = nextItem(index);
     if (next) openItem(next);
     else showEmpty();
     renderQueue();
@@ -436,7 +501,7 @@
     if (!state.queue.some((q) => q.id === item.id)) {
       state.queue.splice(Math.min(Math.max(index, 0), state.queue.length), 0, item);
     }
-    if (state.mode === "queue" && (!state.current || !state.edited)) openItem(item);
+    if (state.mode === "queue" && (!state.current || !state.edited)) openItem(item, true);
     else renderQueue();
   }
 
@@ -598,9 +663,10 @@
     freshFrame();
     renderMode();
     renderAnswered();
-    const item = state.queue.find((q) => q.id === resume) || state.queue[0];
+    const resumed = state.queue.find((q) => q.id === resume);
+    const item = resumed || nextItem(0);
     if (item) {
-      openItem(item);
+      openItem(item, Boolean(resumed));
     } else {
       showEmpty();
       renderQueue();
@@ -1226,6 +1292,7 @@
     EC.every(QUEUE_PERIOD_MS, async () => {
       await refreshClasses();
       await refreshQueue();
+      if (state.mode === "queue" && state.current) claim(state.current, "renew");
       if (state.tab === "answered") await refreshAnswered();
     });
   });
