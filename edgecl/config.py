@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from edgecl.errors import ConfigError, did_you_mean, yaml_problem
+from edgecl.errors import ConfigError, did_you_mean, encoding_problem, yaml_problem
 
 
 BUILT_IN_SOURCE_URI = "synthetic://?tasks=5&images_per_task=60&imgsz=160&seed=0"
@@ -886,7 +886,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             tree = yaml.load(p.read_text(encoding="utf-8"), Loader=_ConfigLoader)
         except yaml.YAMLError as exc:
             raise ConfigError(f"cannot parse config {p}{yaml_problem(exc)}") from None
-        except (UnicodeDecodeError, OSError) as exc:
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"cannot read config {p}: {encoding_problem(exc)}") from None
+        except OSError as exc:
             raise ConfigError(f"cannot read config {p}: {getattr(exc, 'reason', None) or exc}") from None
         except (RecursionError, MemoryError):
             raise ConfigError(f"cannot parse config {p}: nested too deeply or too large") from None

@@ -93,6 +93,28 @@ def json_problem(exc) -> str:
     return f"{msg} at line {exc.lineno} column {exc.colno}"
 
 
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+"""Byte-order marks of UTF-16 text (little and big endian)."""
+
+
+def encoding_problem(exc: UnicodeDecodeError) -> str:
+    """Why a file's bytes are not UTF-8 text, in a few words: UTF-16 named as such (what Windows
+    Notepad saves as "Unicode"; a byte-order mark, or a NUL byte among the first two), else the
+    byte that breaks.
+
+    Args:
+        exc: the error of decoding the file's bytes as UTF-8.
+
+    Returns:
+        ``"not UTF-8 but UTF-16 text: save it as UTF-8"`` or ``"not UTF-8 text (byte N:
+        reason)"``.
+    """
+    head = bytes(exc.object[:2]) if isinstance(exc.object, (bytes, bytearray)) else b""
+    if head.startswith(UTF16_BOMS) or b"\x00" in head:
+        return "not UTF-8 but UTF-16 text: save it as UTF-8"
+    return f"not UTF-8 text (byte {exc.start}: {exc.reason})"
+
+
 def yaml_problem(exc: BaseException) -> str:
     """What a YAML parser's error says, in one line, to append to the file's name: ``" at line
     3: found character '\\t' that cannot start any token"`` (PyYAML's own first line, "while
@@ -105,6 +127,8 @@ def yaml_problem(exc: BaseException) -> str:
     Returns:
         The text, starting with its separator.
     """
+    if isinstance(exc, UnicodeDecodeError):
+        return ": " + encoding_problem(exc)
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None)
     if mark is not None and problem:

@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from edgecl.data.class_names import clean_name, known_spelling
-from edgecl.errors import LabelError, NotFoundError, json_problem
+from edgecl.errors import UTF16_BOMS, LabelError, NotFoundError, json_problem
 
 MAX_ITEM_ID_LEN = 64
 ITEM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -54,7 +54,6 @@ BOX_KEYS = ("class", "xyxy", "score")
 """Keys a box of an answer may have; ``score`` (what a proposed box carries, so that proposed
 boxes can be sent back as they are) is ignored. The console's API reads answers with the same
 rule (:func:`decode_answer`, :func:`parse_answer`)."""
-UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 class _RepeatedKey(ValueError):

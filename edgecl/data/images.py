@@ -131,6 +131,27 @@ def _decode_tiff(data: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def _undecodable_reason(buf: np.ndarray) -> str:
+    """Why OpenCV gave no 8- or 16-bit picture of a file whose header was read: floating-point
+    pixels (a radiometric thermal export in degrees, an HDR image) decode unchanged only."""
+    import cv2
+
+    with quiet_opencv():
+        raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if raw is not None:
+        return _pixel_type_reason(raw.dtype)
+    return "does not decode as an image (corrupt or unsupported format)"
+
+
+def _pixel_type_reason(dtype: np.dtype) -> str:
+    """Why pixels of ``dtype`` (not 8- or 16-bit unsigned) are refused, in words."""
+    if dtype.kind == "f":
+        return (f"{dtype.itemsize * 8}-bit floating-point pixels (e.g. temperatures of a "
+                "radiometric thermal export): not supported; export the frames as 8- or 16-bit "
+                "images")
+    return f"unsupported pixel type {dtype} (8- or 16-bit images only)"
+
+
 def _decode_pil(data: bytes, name: str) -> np.ndarray | None:
     """Decode with Pillow (AVIF, HEIC/HEIF), upright; the size is checked before decoding.
 
@@ -367,9 +388,9 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
             if image is not None and image.dtype not in (np.uint8, np.uint16):
                 image = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # float and 32-bit: OpenCV's 8 bits
     if image is None:
-        raise ImageError(f"{name}: does not decode as an image (corrupt or unsupported format)")
+        raise ImageError(f"{name}: {_undecodable_reason(buf)}")
     if image.dtype not in (np.uint8, np.uint16):
-        raise ImageError(f"{name}: unsupported pixel type {image.dtype}")
+        raise ImageError(f"{name}: {_pixel_type_reason(image.dtype)}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"{name}: image has no pixels")
     return to_bgr8(image)

@@ -85,6 +85,7 @@ import glob
 import itertools
 import json
 import math
+import os
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -99,8 +100,8 @@ from edgecl.data.images import (IMAGE_SUFFIXES, ImageError, is_image, read_image
                                 small_side_problem)
 from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
                                 shared_label_problem, under_pixels)
-from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_is_file
-from edgecl.errors import ConfigError, LabelError, json_problem
+from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_exists, path_is_file
+from edgecl.errors import ConfigError, LabelError, encoding_problem, json_problem
 
 FORMATS = ("auto", "yolo", "voc", "coco")
 IGNORE_NAMES = frozenset({"dontcare", "ignore", "ignored", "ignoreregion", "ignoreregions",
@@ -429,6 +430,20 @@ def _is_coco_json(path: Path) -> bool:
     return isinstance(data, dict) and isinstance(data.get("images"), list)
 
 
+def _not_coco_reason(path: Path) -> str:
+    """Why a ``.json`` is not a COCO file, in a few words (empty, not JSON, no ``images``
+    list)."""
+    try:
+        if path.stat().st_size == 0:
+            return "it is empty"
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    except (ValueError, RecursionError):
+        return "not JSON, or cut short"
+    return "no 'images' list in it" if isinstance(data, dict) else "not a JSON object"
+
+
 def find_coco_jsons(folder: Path) -> list[Path]:
     """Every COCO json of a folder: on top, in ``annotations/`` (CVAT, one per subset:
     ``instances_train.json``, ``instances_val.json``) and in the split folders of a Roboflow
@@ -543,7 +558,7 @@ def _names_file(folder: Path) -> dict[int, str] | None:
                 except OSError as exc:
                     raise ConfigError(f"cannot read class names file {p}: {exc.strerror or exc}") from None
                 except UnicodeDecodeError as exc:
-                    raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+                    raise ConfigError(f"{p}: {encoding_problem(exc)}") from None
                 names = dict(enumerate(x.strip() for x in text.splitlines() if x.strip()))
                 clash = name_clash(names)
                 if clash:
@@ -766,7 +781,9 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
                                                     f"dataset's image list)")
             continue
         if not path_is_file(label_path):
-            yield Skip(image_path, "no label file", f"{image_path}: no label file (looked for {label_path})")
+            found = ": a folder, not a file" if path_exists(label_path, folder=True) else ""
+            yield Skip(image_path, "no label file",
+                       f"{image_path}: no label file (looked for {label_path}{found})")
             continue
         if label_path in shared:  # before: both images got the boxes of one of them
             yield Skip(image_path, "shared label file",
@@ -822,7 +839,7 @@ def _labels_without_image(images: list[Path]) -> Iterator[Skip]:
         try:
             labels = sorted(p for p in folder.glob("*.txt") if p not in taken and p.is_file())
             # each folder listed once (a look-up per label file was quadratic: 10 s at 10,000)
-            on_disk = {p.stem for p in image_dir.iterdir()} if labels else set()
+            on_disk = _file_stems(image_dir) if labels else set()
         except OSError:
             continue
         for label in labels:
@@ -832,6 +849,17 @@ def _labels_without_image(images: list[Path]) -> Iterator[Skip]:
             yield Skip(label, "label without image",
                        f"{label}: a label file no image takes (no image named {label.stem} in "
                        f"{image_dir})")
+
+
+def _file_stems(folder: Path) -> set[str]:
+    """The stems of a folder's files (not of its sub-folders: a folder named ``x.jpg`` is no
+    image ``x``), read in one listing.
+
+    Raises:
+        OSError: the folder cannot be listed.
+    """
+    with os.scandir(folder) as entries:
+        return {Path(e.name).stem for e in entries if e.is_file()}
 
 
 def _reads_as_labels(path: Path) -> bool:
@@ -1182,7 +1210,9 @@ def load_coco(json_path: Path) -> dict:
         if not text.strip():
             raise ConfigError(f"{json_path}: not a COCO file (it is empty)")
         data = json.loads(text)
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read COCO file {json_path}: {encoding_problem(exc)}") from None
+    except OSError as exc:
         raise ConfigError(f"cannot read COCO file {json_path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{json_path}: not JSON ({json_problem(exc)})") from None
@@ -1603,6 +1633,11 @@ def no_labels_hint(path: str | Path, reasons: dict[str, int]) -> str:
     if folder.is_dir() and any(p.is_dir() and (p / "Annotations").is_dir() for p in folder.iterdir()):
         return (f"; {path} holds Pascal VOC dataset folder(s) one level down: give one of "
                 f"them")
+    jsons = [j for j in (_coco_place_jsons(folder) if folder.is_dir() else [])
+             if j.name.lower() != "notes.json"]  # Label Studio's YOLO export has one
+    if jsons:  # a COCO export cut short (empty, truncated) or not COCO at all
+        return (f"; {jsons[0]} is there but is not a COCO file ({_not_coco_reason(jsons[0])}): "
+                "export the COCO annotations again, or give the dataset itself")
     return ("; an image folder holds no labels: give the dataset itself (YOLO: the folder with "
             "images/ and labels/, or its data.yaml; Pascal VOC: the folder with Annotations/ and "
             "JPEGImages/; COCO: its .json file)")

@@ -36,7 +36,7 @@ from typing import Iterable
 
 import numpy as np
 
-from edgecl.errors import LabelError
+from edgecl.errors import LabelError, encoding_problem
 
 COORD_TOLERANCE = 0.01
 """How far ``cx, cy, w, h`` may leave 0..1 before a row is refused (ultralytics: 1 %)."""
@@ -217,7 +217,7 @@ def read_yolo_labels(path: str | Path, nc: int | None = None) -> LabelParse:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise LabelError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        raise LabelError(f"{path}: {encoding_problem(exc)}") from None
     return parse_yolo_label_text(text, str(path), nc)
 
 

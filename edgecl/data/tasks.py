@@ -25,7 +25,7 @@ import yaml
 from edgecl.data.class_names import name_clash
 from edgecl.data.labels import label_path_for
 from edgecl.data.yolo_dataset import path_from_text, path_is_file
-from edgecl.errors import ConfigError, did_you_mean, yaml_problem
+from edgecl.errors import ConfigError, did_you_mean, encoding_problem, yaml_problem
 from edgecl.frames import STREAM_TASK
 
 __all__ = ["SPLITS", "TaskSpec", "TaskSet", "label_path_for", "load_tasks", "format_tasks_yaml"]
@@ -169,9 +169,11 @@ def _read_list(yaml_path: Path, task: str, split: str, rel: object) -> tuple[Pat
     images = []
     try:
         text = list_path.read_text(encoding="utf-8")
-    except (UnicodeDecodeError, OSError) as exc:
+    except UnicodeDecodeError as exc:
         raise _fail(yaml_path, f"task '{task}': cannot read {list_path}: "
-                               f"{getattr(exc, 'reason', None) or exc}") from None
+                               f"{encoding_problem(exc)}") from None
+    except OSError as exc:
+        raise _fail(yaml_path, f"task '{task}': cannot read {list_path}: {exc}") from None
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -231,8 +233,10 @@ def load_tasks(yaml_path: str | Path) -> TaskSet:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise _fail(path, f"cannot parse YAML{yaml_problem(exc)}") from None
-    except (UnicodeDecodeError, OSError) as exc:
-        raise _fail(path, f"cannot read it: {getattr(exc, 'reason', None) or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise _fail(path, f"cannot read it: {encoding_problem(exc)}") from None
+    except OSError as exc:
+        raise _fail(path, f"cannot read it: {exc}") from None
     except (ValueError, RecursionError) as exc:  # an integer beyond the digit limit, nesting too deep
         raise _fail(path, f"cannot parse YAML: {exc}") from None
     if not isinstance(data, dict):

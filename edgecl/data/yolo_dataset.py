@@ -35,7 +35,7 @@ import yaml
 from edgecl.data.class_names import name_clash
 from edgecl.data.images import is_image
 from edgecl.data.labels import label_path_for
-from edgecl.errors import ConfigError, yaml_problem
+from edgecl.errors import ConfigError, encoding_problem, yaml_problem
 
 log = logging.getLogger(__name__)
 _SAID_PATH_FALLBACK: set[Path] = set()  # data.yaml files whose 'path:' fallback was said
@@ -186,8 +186,16 @@ def path_is_file(path: Path) -> bool:
         return False
 
 
-def _path_exists(path: Path, folder: bool = False) -> bool:
-    """``path.exists()`` (``is_dir()`` with ``folder``), False for a name the system refuses."""
+def path_exists(path: Path, folder: bool = False) -> bool:
+    """``path.exists()`` (``is_dir()`` with ``folder``), False for a name the system refuses.
+
+    Args:
+        path: the path (e.g. built from a dataset file's text).
+        folder: ask whether it is a folder.
+
+    Returns:
+        Whether it exists (is a folder); False for a name too long or holding a NUL byte.
+    """
     try:
         return path.is_dir() if folder else path.exists()
     except (OSError, ValueError):
@@ -197,7 +205,9 @@ def _path_exists(path: Path, folder: bool = False) -> bool:
 def _read_image_list(list_path: Path) -> list[Path]:
     try:
         text = list_path.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read image list {list_path}: {encoding_problem(exc)}") from None
+    except OSError as exc:
         raise ConfigError(f"cannot read image list {list_path}: {exc}") from None
     out = []
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -219,7 +229,7 @@ def _yaml_root(yaml_path: Path, data: dict) -> Path:
     if root.is_absolute():
         return root
     for candidate in (yaml_path.parent / root, Path.cwd() / root):
-        if _path_exists(candidate, folder=True):
+        if path_exists(candidate, folder=True):
             return candidate.resolve()
     return (yaml_path.parent / root).resolve()
 
@@ -229,9 +239,9 @@ def _resolve_entry(yaml_path: Path, root: Path, split: str, entry: object) -> li
         raise ConfigError(f"{yaml_path}: '{split}' must be a path or a list of paths, got {entry!r}")
     p = path_from_text(entry, f"{yaml_path}: '{split}'")
     p = p if p.is_absolute() else root / p
-    if not _path_exists(p) and entry.startswith("../"):
+    if not path_exists(p) and entry.startswith("../"):
         p = root / entry[3:]  # Roboflow writes ../train/images next to the yaml (ultralytics' fix)
-    if not _path_exists(p):
+    if not path_exists(p):
         raise ConfigError(f"{yaml_path}: '{split}' path not found: {p.resolve()}")
     return [p.resolve()]
 
@@ -328,7 +338,7 @@ def _read_data_yaml(yaml_path: str | Path) -> tuple[Path, dict, Path, dict[str, 
     if "val" not in data and "validation" in data:
         data["val"] = data["validation"]
     root = _yaml_root(yaml_path, data)
-    if not _path_exists(root, folder=True) and _entries(yaml_path, data, yaml_path.parent):
+    if not path_exists(root, folder=True) and _entries(yaml_path, data, yaml_path.parent):
         # a download's yaml naming the folder of the machine it was made on (Colab's
         # /content/datasets/...), its splits beside it: before, a dead end
         if yaml_path not in _SAID_PATH_FALLBACK:  # a command reads the yaml more than once

@@ -572,6 +572,42 @@ def test_an_image_folder_without_labels_says_nothing_was_imported_and_what_to_gi
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content, why", [
+    ("", "it is empty"), ('{"annotations": [{"id": 1', "not JSON, or cut short"),
+    ('{"annotations": []}', "no 'images' list in it"), ("[]", "not a JSON object"),
+])
+def test_an_image_folder_beside_a_broken_coco_export_names_the_json(tmp_path, capsys, content, why):
+    """A COCO export cut short left an empty ann.json beside the images: the import read the
+    folder as YOLO and advised giving 'its .json file', the very file that was there."""
+    folder = tmp_path / "export"
+    _jpg(folder / "x.jpg", 60)
+    (folder / "ann.json").write_text(content)
+    (folder / "notes.json").write_text('{"categories": []}')  # Label Studio's: never the hint
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "state"), str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"{folder / 'ann.json'} is there but is not a COCO file ({why}): export "
+                        "the COCO annotations again, or give the dataset itself"), err
+
+
+def test_folders_named_like_label_or_image_files_are_said_not_passed_over(tmp_path, capsys):
+    """A label 'file' that is a folder was reported as missing although its path exists; and a
+    folder named like an image hid the label file of that name from the 'label without image'
+    count (imported + skipped did not cover every file the dataset gives)."""
+    root = _one_image_yolo(tmp_path / "ds", "0 0.5 0.5 0.2 0.2\n", "[car]")
+    _jpg(root / "images" / "b.jpg", 90)
+    (root / "labels" / "b.txt").mkdir()                  # a folder where b's labels should be
+    (root / "images" / "c.jpg").mkdir()                  # a folder named like an image
+    (root / "labels" / "c.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "state"), str(root), "--json"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["imported"] == 1
+    assert summary["reasons"] == {"no label file": 1, "label without image": 1}
+    assert (f"{root / 'images' / 'b.jpg'}: no label file (looked for {root / 'labels' / 'b.txt'}: "
+            "a folder, not a file)") in err
+    assert f"{root / 'labels' / 'c.txt'}: a label file no image takes" in err
+
+
 def test_frames_waiting_in_the_queue_that_an_import_stores_are_taken_off_it(tmp_path, capsys):
     """Before: a queued frame that an import then stored stayed offered; a person labelled it
     and the answer was refused ('already in memory')."""

@@ -162,8 +162,22 @@ def test_heif_pillow_cannot_size_is_not_handed_to_opencv():
 
 def test_tiff_pillow_cannot_open_is_sized_from_its_tags():
     ok, data = cv2.imencode(".tiff", np.zeros((96, 160, 3), np.float32))  # Pillow: no such mode
-    with pytest.raises(ImageError, match=r"f.tif: unsupported pixel type float32"):
+    with pytest.raises(ImageError, match=r"f.tif: 32-bit floating-point pixels"):
         decode_image_bytes(data.tobytes(), "f.tif")
+
+
+@pytest.mark.parametrize("shape", [(152, 160), (96, 160, 3)])
+def test_a_float_tiff_of_temperatures_is_named_as_such_not_corrupt(shape):
+    """A radiometric thermal export (one float32 channel, degrees Celsius) was refused as
+    'does not decode as an image (corrupt or unsupported format)': it is a valid TIFF."""
+    temps = (20 + np.random.default_rng(0).random(shape) * 15).astype(np.float32)
+    ok, data = cv2.imencode(".tiff", temps)
+    assert ok
+    with pytest.raises(ImageError) as caught:
+        decode_image_bytes(data.tobytes(), "t.tiff")
+    assert str(caught.value) == ("t.tiff: 32-bit floating-point pixels (e.g. temperatures of a "
+                                 "radiometric thermal export): not supported; export the frames "
+                                 "as 8- or 16-bit images")
 
 
 def test_a_truncated_tiff_gives_one_reason_and_no_opencv_lines(tmp_path, capfd):

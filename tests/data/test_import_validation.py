@@ -198,7 +198,7 @@ def test_yolo_names_file_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys):
     _jpg(root / "a.png")
     (root / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     (root / "classes.txt").write_bytes(b"\xff\xfecar\n")
-    with pytest.raises(ConfigError, match=r"classes.txt: not UTF-8 text \(byte 0"):
+    with pytest.raises(ConfigError, match=r"classes.txt: not UTF-8"):
         iter_labelled(root)
     _one_line_error(capsys, ["labels", "import", "--state-dir", str(tmp_path / "s"), str(root)])
 
