@@ -248,11 +248,11 @@
         },
       }, EC.el("div", {class: "head"},
            EC.el("span", {text: "…" + item.id.slice(-10), title: item.id}),
-           item.open_elsewhere ? EC.el("span", {class: "chip elsewhere", text: "open elsewhere",
-                                               title: "another console shows this frame"}) : null,
            EC.el("span", {class: "small muted", text: "priority " + EC.fmt.num(item.priority, 2)})),
          frameLine(item),
-         EC.el("div", {}, reasonChips(item)))));
+         EC.el("div", {}, item.open_elsewhere ? EC.el("span", {class: "chip elsewhere",
+           text: "open elsewhere", title: "another console shows this frame"}) : null,
+           reasonChips(item)))));
     }
     markActive(list, state.mode === "queue" && state.current ? state.current.id : null);
   }
