@@ -71,6 +71,7 @@
     answers: null,             // the latest answers (/api/labels/answered); null: not read yet
     answersListed: null,       // what the answered list shows (ids, samples, corrections)
     resume: null,              // the queue item shown before an answer was opened
+    warnedElsewhere: null,     // the frame last said to be open on another console too
     busy: false,               // a correction or a withdrawal is on its way
     zoom: 1,                   // times the fitted size (reset for each frame)
     tags: true,                // class tags drawn on the boxes (T hides them)
@@ -328,12 +329,13 @@
       renderQueue();
     }
     const showing = state.mode === "queue" && state.current && state.current.id === item.id;
-    if (how === "renew" || !result.open_elsewhere || !showing) return;
+    if (!result.open_elsewhere || !showing) return;
     const free = state.queue.find((q) => q.id !== item.id && !q.open_elsewhere);
     if (how === "picked" && !state.edited && free) {
       EC.toast(`${item.id} is open on another console: showing ${free.id} instead`, "info");
       openItem(free);
-    } else {
+    } else if (state.warnedElsewhere !== item.id) {  // said once per frame, renewals included
+      state.warnedElsewhere = item.id;  // (a tab hidden for over 30 s lost its claim)
       EC.toast(`${item.id} is open on another console too: the first answer counts`, "info");
     }
   }
