@@ -231,6 +231,20 @@ def test_class_tags_hide_with_t_and_handles_fit_a_small_box(served, browser):
     assert js(browser, PIXEL, *corner) == [31, 119, 180]
 
 
+def test_a_box_outline_never_runs_over_another_boxs_tag(served, browser):
+    """Before: each box drew its outline and then its tag, so a box drawn later ran its outline
+    straight through an earlier box's tag (a crowd's tags cut into pieces). Now every outline is
+    drawn first and every tag over them."""
+    base, fake = served
+    open_label(browser, base)
+    drag(browser, (90, 200), (130, 300))  # its left edge crosses the proposed car's tag
+    scale = js(browser, "return document.getElementById('canvas').getBoundingClientRect()"
+                        ".width / 640")
+    car_tag_top_row = 250 - 17 / scale  # the tag is 18 CSS px above the car's top edge
+    assert js(browser, PIXEL, 90, car_tag_top_row) == [255, 127, 14]  # car: palette colour 1
+    assert js(browser, PIXEL, 90, 230) == [31, 119, 180]  # the new person's outline, elsewhere
+
+
 def test_tag_text_contrasts_with_every_palette_colour_and_no_colour_is_grey(served, browser):
     """Before: white text on #ff7f0e, #bcbd22, #17becf, #e377c2, #2ca02c was under 4.5:1, and
     the palette's grey #7f7f7f vanished on grey thermal frames."""

@@ -871,18 +871,20 @@
     ctx.imageSmoothingEnabled = state.zoom < 2;  // zoomed in: the frame's own pixels, sharp
     ctx.drawImage(state.image, 0, 0, state.image.naturalWidth * s, state.image.naturalHeight * s);
     const all = state.drag && state.drag.kind === "draw" && state.drag.box ? [...state.boxes, state.drag.box] : state.boxes;
+    const place = (b) => ({x: Math.min(b.x1, b.x2) * s, y: Math.min(b.y1, b.y2) * s,
+                           w: Math.abs(b.x2 - b.x1) * s, h: Math.abs(b.y2 - b.y1) * s});
+    all.forEach((b, i) => {  // every outline first: no later box's outline runs over a tag
+      const {x, y, w, h} = place(b);
+      ctx.setLineDash(b.proposed ? [7, 5] : []);
+      ctx.lineWidth = i === state.selected ? 3 : 2;
+      ctx.strokeStyle = colorOf(b.cls);
+      ctx.strokeRect(x, y, w, h);
+    });
+    ctx.setLineDash([]);
     all.forEach((b, i) => {
       const color = colorOf(b.cls);
-      const x = Math.min(b.x1, b.x2) * s;
-      const y = Math.min(b.y1, b.y2) * s;
-      const w = Math.abs(b.x2 - b.x1) * s;
-      const h = Math.abs(b.y2 - b.y1) * s;
+      const {x, y, w} = place(b);
       const selected = i === state.selected;
-      ctx.setLineDash(b.proposed ? [7, 5] : []);
-      ctx.lineWidth = selected ? 3 : 2;
-      ctx.strokeStyle = color;
-      ctx.strokeRect(x, y, w, h);
-      ctx.setLineDash([]);
       if (state.tags) {
         ctx.font = "600 13px system-ui, sans-serif";
         const score = b.proposed && b.score !== undefined ? ` ${b.score.toFixed(2)}` : "";
