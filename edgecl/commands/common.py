@@ -67,11 +67,12 @@ def skipped_annotations_note(result: dict) -> str:
 
 
 def new_classes_note(result: dict, state_dir: str) -> str:
-    """``"; new classes: Persn (close to Person; if a typo: edgecl classes merge
-    --state-dir=state -- Persn Person)"`` for an answer's, a correction's or an import's
-    summary, or ``""``. The command runs as printed: each word quoted for a POSIX shell, the
-    folder in the same word as ``--state-dir`` and ``--`` before the names (either may start
-    with ``-``).
+    """``"; new classes: Persn (close to Person; if Persn is the typo: edgecl classes merge
+    --state-dir=state -- Persn Person; if Person is: ... -- Person Persn)"`` for an answer's, a
+    correction's or an import's summary, or ``""``. Either name may be the slip (an import's
+    correct name can meet an operator's earlier typo), so both merges are named, the new name's
+    first. Each command runs as printed: each word quoted for a POSIX shell, the folder in the
+    same word as ``--state-dir`` and ``--`` before the names (either may start with ``-``).
 
     Args:
         result: its ``--json`` summary (``classes_added``, ``similar_classes``).
@@ -85,9 +86,11 @@ def new_classes_note(result: dict, state_dir: str) -> str:
     for name in new:
         close = similar.get(name)
         if close:
-            command = shlex.join(["edgecl", "classes", "merge", f"--state-dir={state_dir}",
-                                  "--", name, close])  # one word: a folder may start with -
-            shown.append(f"{name} (close to {close}; if a typo: {command})")
+            merge = ["edgecl", "classes", "merge", f"--state-dir={state_dir}", "--"]  # one word:
+            into_known = shlex.join(merge + [name, close])  # a folder may start with -
+            into_new = shlex.join(merge + [close, name])
+            shown.append(f"{name} (close to {close}; if {name} is the typo: {into_known}; "
+                         f"if {close} is: {into_new})")
         else:
             shown.append(name)
     return f"; new classes: {', '.join(shown)}"

@@ -224,7 +224,8 @@ def import_command(args: argparse.Namespace) -> int:
     blocks = (f"; the names are numbered frames of {result['frame_sequences']} sequence(s): "
               f"held out in blocks of {result['frames_per_block']} consecutive frames, not "
               f"frame by frame"
-              if result.get("frame_sequences") else "")
+              if result.get("frame_sequences") and result["imported"]
+              and result["frames_per_block"] > 1 else "")
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
           f"({reasons}){orphans}; {dropped_regions_note(result)}"
           f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"

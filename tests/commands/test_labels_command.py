@@ -145,8 +145,9 @@ def test_an_answer_naming_a_class_one_slip_from_a_known_one_says_so(state, capsy
     code, out, _ = run(capsys, "labels", "answer", high, "--boxes", str(boxes),
                        "--state-dir", str(root))
     assert code == 0 and out.rstrip().endswith(
-        f"; new classes: cars (close to car; if a typo: edgecl classes merge --state-dir="
-        f"{root} -- cars car)"), out
+        f"; new classes: cars (close to car; if cars is the typo: edgecl classes merge "
+        f"--state-dir={root} -- cars car; if car is: edgecl classes merge --state-dir={root} -- "
+        f"car cars)"), out
     boxes.write_text(json.dumps([{"class": "drone", "xyxy": [10, 10, 90, 60]}]))
     code, out, _ = run(capsys, "labels", "answer", low, "--boxes", str(boxes), "--json",
                        "--state-dir", str(root))

@@ -38,7 +38,7 @@ def _one_image_yolo(root: Path, rows: str, names: str, value: int = 60) -> Path:
 def _voc(root: Path, n: int) -> Path:
     (root / "Annotations").mkdir(parents=True)
     for k in range(n):
-        _jpg(root / "JPEGImages" / f"{k:03d}.jpg", 20 + 30 * k)
+        _jpg(root / "JPEGImages" / f"{k:03d}.jpg", (20 + 30 * k) % 236)
         (root / "Annotations" / f"{k:03d}.xml").write_text(
             f"<annotation><filename>{k:03d}.jpg</filename><object><name>boat</name><bndbox><xmin>2</xmin>"
             f"<ymin>2</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object></annotation>")
@@ -210,8 +210,9 @@ def test_a_new_class_one_slip_from_a_known_one_is_pointed_out(tmp_path, capsys):
     state = tmp_path / "state"
     ClassRegistry(state).add(["boat", "class_1"])
     line = _import(capsys, state, root)
-    assert (f"; new classes: boats (close to boat; if a typo: edgecl classes merge --state-dir="
-            f"{state} -- boats boat)") in line
+    assert (f"; new classes: boats (close to boat; if boats is the typo: edgecl classes merge "
+            f"--state-dir={state} -- boats boat; if boat is: edgecl classes merge "
+            f"--state-dir={state} -- boat boats)") in line
     summary = _import(capsys, tmp_path / "other", root, "--json")  # nothing known: no hint
     assert summary["classes_added"] == ["boats"] and summary["similar_classes"] == {}
 
@@ -230,7 +231,7 @@ def test_the_suggested_merge_runs_as_printed_for_names_a_shell_would_mangle(tmp_
     ClassRegistry("-my state").add(["boat's"])
     assert main(["labels", "import", "--state-dir=-my state", str(root)]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    command = line.split("if a typo: ", 1)[1].rsplit(")", 1)[0]
+    command = line.split("is the typo: ", 1)[1].split("; if ", 1)[0]
     argv = shlex.split(command)
     assert argv == ["edgecl", "classes", "merge", "--state-dir=-my state", "--", "-boatsz",
                     "boat's"]
@@ -956,3 +957,31 @@ def test_an_import_a_full_memory_declines_is_no_error():
         "error: nothing imported from voc3: every image was skipped (no label file 2)")
     assert nothing_imported("voc3", {"imported": 0, "skipped": 100, "reasons": {
         "no label file": 99, "declined by memory policy": 1}}).startswith("error: ")
+
+
+def test_the_merge_hint_also_names_the_way_back_when_the_known_class_is_the_typo(tmp_path,
+                                                                                  capsys):
+    """Before: an operator's 'Persn' then an import naming 'Person' printed only 'merge --
+    Person Persn', which run as printed folded the dataset's right name into the typo."""
+    import shlex
+
+    root = _voc(tmp_path / "voc", 2)
+    for xml in (root / "Annotations").glob("0*.xml"):
+        xml.write_text(xml.read_text().replace("<name>boat</name>", "<name>Person</name>"))
+    state = tmp_path / "state"
+    ClassRegistry(state).add(["Persn"])
+    line = _import(capsys, state, root)
+    command = line.split("if Persn is: ", 1)[1].rsplit(")", 1)[0]
+    argv = shlex.split(command)
+    assert argv == ["edgecl", "classes", "merge", f"--state-dir={state}", "--", "Persn", "Person"]
+    assert main(argv[1:]) == 0
+    assert ClassRegistry(state).label_ids()["Persn"] == ClassRegistry(state).label_ids()["Person"]
+
+
+def test_held_out_blocks_are_named_only_when_frames_go_together(tmp_path, capsys):
+    """Before: a 2-image import said 'held out in blocks of 1 consecutive frames, not frame by
+    frame' (blocks of 1 are frame by frame), and a failed import said it of nothing stored."""
+    small = _import(capsys, tmp_path / "a", _voc(tmp_path / "voc6", 6))
+    assert "held out in blocks" not in small
+    large = _import(capsys, tmp_path / "b", _voc(tmp_path / "voc40", 40))
+    assert "held out in blocks of" in large and "blocks of 1 " not in large

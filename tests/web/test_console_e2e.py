@@ -194,8 +194,8 @@ def drive_browser(runtime, browser, registry, first, second, seen):
     # before: the answer made a class 'cars' beside 'car' and nothing pointed it out
     said = wait_for(lambda: [t for t in (text_of(browser, "#toasts") or "").split("\n")
                              if "is close to" in t], what="the typo pointed out")
-    assert ("new class \u2068cars\u2069 is close to \u2068car\u2069: if a typo, merge it into "
-            "\u2068car\u2069 (edgecl classes merge on the device)") in said[0]
+    assert ("new class \u2068cars\u2069 is close to \u2068car\u2069: if one is a typo, merge it "
+            "into the other (edgecl classes merge on the device)") in said[0]
     # the answer stores the sample first, then closes the item (the crash-safe order): wait
     wait_for(lambda: item_id not in {i["id"] for i in get(base, "/api/labels/pending")},
              what="answered item left the queue")
