@@ -739,7 +739,34 @@ def _number_from_text(text: str, kind: type, dotted: str, where: str) -> int | f
     return value
 
 
-class _ConfigLoader(yaml.SafeLoader):
+class DataFileLoader(yaml.SafeLoader):
+    """PyYAML's safe loader for the YAML files users bring (a dataset's ``data.yaml``, a
+    ``tasks.yaml``), with aliases refused and nesting bounded: ten lines of nested aliases
+    expand to 10^10 values, and reading or quoting them took minutes and gigabytes
+    (``yaml.load(text, Loader=DataFileLoader)``; errors are ``yaml.YAMLError``)."""
+
+    what = "a dataset file"
+    max_depth = 20
+    _depth = 0
+
+    def compose_node(self, parent, index):  # noqa: D102 - PyYAML's hook
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor[:40]} is not allowed in {self.what} (write "
+                            f"the value out)", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > self.max_depth:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {self.max_depth} levels",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _ConfigLoader(DataFileLoader):
     """YAML for config files and override values.
 
     Every plain scalar but null stays the text written: the key's type decides how it is read
@@ -752,24 +779,7 @@ class _ConfigLoader(yaml.SafeLoader):
     yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag == "tag:yaml.org,2002:null"]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-    max_depth = 20
-    _depth = 0
-
-    def compose_node(self, parent, index):  # noqa: D102 - PyYAML's hook
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, f"alias *{event.anchor[:40]} is not allowed in a config file (write "
-                            f"the value out)", event.start_mark)
-        self._depth += 1
-        try:
-            if self._depth > self.max_depth:
-                raise yaml.composer.ComposerError(
-                    None, None, f"nested deeper than {self.max_depth} levels",
-                    self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+    what = "a config file"
 
     def construct_mapping(self, node, deep=False):  # noqa: D102 - PyYAML's hook
         seen: dict[str, int] = {}

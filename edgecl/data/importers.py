@@ -94,6 +94,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from edgecl.config import DataFileLoader
 from edgecl.data.answers import MIN_BOX_PX
 from edgecl.data.class_names import loose_class_name, name_clash
 from edgecl.data.images import (IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash,
@@ -646,7 +647,7 @@ def _is_tasks_yaml(yaml_path: Path) -> bool:
     import yaml
 
     try:
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
+        data = yaml.load(yaml_path.read_text(encoding="utf-8-sig"), Loader=DataFileLoader)
     except (OSError, ValueError, RecursionError, yaml.YAMLError):
         return False
     return isinstance(data, dict) and "tasks" in data and "train" not in data

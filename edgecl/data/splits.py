@@ -39,6 +39,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_text, fsync_dir
+from edgecl.config import DataFileLoader
 from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
                                 shared_label_problem)
 from edgecl.data.tasks import SPLITS, format_tasks_yaml, load_tasks, unlistable
@@ -495,7 +496,7 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
 
     if out.exists() or out.is_symlink():
         try:
-            data = yaml.safe_load(out.read_text(encoding="utf-8-sig"))
+            data = yaml.load(out.read_text(encoding="utf-8-sig"), Loader=DataFileLoader)
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             data = None
         if not (isinstance(data, dict) and isinstance(data.get("tasks"), list)):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from edgecl.config import DataFileLoader
 from edgecl.data.class_names import name_clash
 from edgecl.data.labels import label_path_for
 from edgecl.data.yolo_dataset import path_from_text, path_is_file
@@ -230,7 +231,7 @@ def load_tasks(yaml_path: str | Path) -> TaskSet:
     if not path.is_file():
         raise ConfigError(f"tasks file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=DataFileLoader)
     except yaml.YAMLError as exc:
         raise _fail(path, f"cannot parse YAML{yaml_problem(exc)}") from None
     except UnicodeDecodeError as exc:
@@ -359,7 +360,7 @@ def load_task_source(path: str | Path) -> TaskSet:
         return load_tasks(path / "tasks.yaml")
     if path.is_file():
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+            data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=DataFileLoader)
         except (OSError, yaml.YAMLError, ValueError, RecursionError):  # load_tasks says what
             data = None
         if not isinstance(data, dict) or "tasks" in data or "train" not in data:

@@ -32,6 +32,7 @@ from typing import Iterator
 
 import yaml
 
+from edgecl.config import DataFileLoader
 from edgecl.data.class_names import name_clash
 from edgecl.data.images import is_image
 from edgecl.data.labels import label_path_for
@@ -330,7 +331,7 @@ def _read_data_yaml(yaml_path: str | Path) -> tuple[Path, dict, Path, dict[str, 
     """
     yaml_path = Path(yaml_path).expanduser().resolve()
     try:
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
+        data = yaml.load(yaml_path.read_text(encoding="utf-8-sig"), Loader=DataFileLoader)
     except _YAML_ERRORS as exc:
         raise ConfigError(f"cannot read dataset yaml {yaml_path}{yaml_problem(exc)}") from None
     if not isinstance(data, dict) or "train" not in data:
@@ -417,7 +418,7 @@ def find_data_yaml(folder: Path) -> Path | None:
         if p.suffix not in (".yaml", ".yml") or not p.is_file():
             continue
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+            data = yaml.load(p.read_text(encoding="utf-8-sig"), Loader=DataFileLoader)
         except _YAML_ERRORS:
             continue
         if isinstance(data, dict) and "train" in data and "tasks" not in data:
