@@ -21,7 +21,9 @@ LEASE_S = 30.0
 """Seconds a claim lasts after its last renewal (a page renews it every few seconds while it is
 shown; a closed or hidden tab stops)."""
 MAX_CONSOLES = 256
-"""Most consoles remembered at once; beyond it the least recently seen is forgotten."""
+"""Most consoles remembered at once; beyond it a new console's claim is not recorded until
+one lapses (forgetting the least recently seen instead let a burst of new ids wipe the claims
+of the operators at work, who renew theirs)."""
 
 
 @dataclass
@@ -66,7 +68,8 @@ class OpenItems:
             console: the page's console id.
 
         Returns:
-            True when another console opened the frame earlier and still has it open.
+            True when another console opened the frame earlier and still has it open (a
+            console that finds :data:`MAX_CONSOLES` others claiming is told so, unrecorded).
         """
         with self._lock:
             now = self.clock()
@@ -74,13 +77,9 @@ class OpenItems:
             claim = self._claims.get(console)
             if claim is not None and claim.item_id == item_id:
                 claim.seen_s = now
-            else:
-                self._claims.pop(console, None)
-                if len(self._claims) >= self.max_consoles:
-                    oldest = min(self._claims, key=lambda c: self._claims[c].seen_s)
-                    del self._claims[oldest]
+            elif claim is not None or len(self._claims) < self.max_consoles:
                 self._claims[console] = _Claim(item_id, now, now)
-            return self._first(item_id) != console
+            return self._first(item_id) not in (console, None)
 
     def close(self, item_id: str) -> None:
         """Forget every claim on ``item_id`` (it was answered or skipped)."""

@@ -59,3 +59,18 @@ def test_pending_items_are_parsed_once_until_their_file_changes(tmp_path, monkey
     atomic_write_json(path, dict(meta, priority=0.95))
     assert queue.pending()[0]["id"] == ids[0] and queue.pending()[0]["priority"] == 0.95
     assert parsed == [f"{ids[0]}.json"]
+
+
+def test_an_item_whose_image_is_deleted_or_damaged_after_it_was_read_is_no_longer_listed(
+        tmp_path):
+    """Before: an item's record, once read, was listed from the cache while only its record
+    was unchanged: an image deleted or overwritten later stayed in the console's queue (which
+    could not show it), while 'edgecl labels pending' (a fresh read) left it out."""
+    queue = OperatorQueue(tmp_path / "labels", 10)
+    ids = [queue.push(Frame(np.full((8, 8, 3), 40 * i, np.uint8), i, float(i), "cam"), _dets(),
+                      priority=0.1 * (i + 1)) for i in range(3)]
+    assert len(queue.pending()) == 3
+    pending = tmp_path / "labels" / "pending"
+    (pending / f"{ids[0]}.jpg").unlink()
+    (pending / f"{ids[1]}.jpg").write_bytes(b"garbage\n")
+    assert [item["id"] for item in queue.pending()] == [ids[2]]

@@ -44,13 +44,22 @@ def test_claims_expire_after_the_lease_and_go_when_answered():
     assert opened.open_elsewhere(C) == set()
 
 
-def test_a_flood_of_console_ids_keeps_the_most_recent_only():
+def test_a_flood_of_console_ids_never_takes_a_frame_from_an_operator_at_work():
+    """Before: past the bound the least recently seen console was forgotten, so a burst of
+    new ids wiped the claim of an operator labelling a frame (who renews it every 4 s), and
+    the next console to open that frame was told it was free."""
     now = [0.0]
     opened = items(now)
+    assert opened.open("f0", A) is False
     for k in range(10):
         now[0] += 1
-        opened.open(f"f{k}", f"console-{k:04d}")
-    assert opened.open_elsewhere(None) == {"f7", "f8", "f9"}
+        assert opened.open(f"f{k + 1}", f"console-{k:04d}") is False
+        assert opened.open("f0", A) is False  # A renews while the burst goes on
+    assert opened.open_elsewhere(None) == {"f0", "f1", "f2"}
+    assert opened.open("f0", B) is True  # still A's
+    assert opened.open("f0", A) is False
+    now[0] += 31  # the burst's claims lapse; A's too, not renewed since
+    assert opened.open("f5", B) is False and opened.open_elsewhere(None) == {"f5"}
 
 
 @pytest.fixture()
