@@ -45,7 +45,8 @@ def valid_item_id(item_id: object) -> str:
     """
     if not isinstance(item_id, str) or not ITEM_ID_RE.fullmatch(item_id):
         raise NotFoundError(f"no label item {shown(item_id)}: an id is 1-{MAX_ITEM_ID_LEN} letters, "
-                            f"digits, '-' or '_' (see 'edgecl labels pending')")
+                            f"digits, '-' or '_', starting with a letter or digit (see 'edgecl "
+                            f"labels pending')")
     return item_id
 
 

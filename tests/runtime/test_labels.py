@@ -401,6 +401,13 @@ def test_ids_are_validated_before_any_path(tmp_path, bad):
     assert valid_item_id("00000000000000000001-abc123") == "00000000000000000001-abc123"
 
 
+def test_an_id_starting_with_a_dash_is_refused_with_the_rule_it_breaks():
+    """Before: '-1' was refused with 'an id is 1-64 letters, digits, '-' or '_'', which it is."""
+    with pytest.raises(NotFoundError, match=r"^no label item '-1': an id is 1-64 letters, digits, "
+                                            r"'-' or '_', starting with a letter or digit"):
+        valid_item_id("-1")
+
+
 def test_unknown_id_is_not_found(tmp_path):
     q, _ = queued(tmp_path)
     with pytest.raises(NotFoundError, match="no label item 'nope'"):
