@@ -115,3 +115,17 @@ def test_pseudo_labels_waiting_for_a_calibration_are_said_at_start(tmp_path, nms
     assert line.levelno == logging.INFO
     assert line.getMessage().endswith("(the labels this source delivers lead there)")
     assert start(tmp_path / "state4", f"dir://{camera}", "labels.mode=ground_truth") == []
+
+
+def test_a_version_without_calibration_is_told_apart_from_a_starting_checkpoint(tmp_path):
+    """Before: after three promoted rounds the start line still asked for 'a learning round,
+    fitted on labels from a person or an import', as if none had run: the rounds had found no
+    held-out detection to fit a calibrator on."""
+    from edgecl.runtime.labels import uncalibrated_note
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "labels.mode=field"])
+    assert uncalibrated_note(cfg, "v0003").startswith(
+        "labels: v0003 has no calibration (added with 'models add', or its round had too few "
+        "held-out detections of the model to fit one on), so no frame is pseudo-labelled")
+    assert uncalibrated_note(cfg, "file:best.pt").startswith(
+        "labels: file:best.pt has no calibration, so no frame")

@@ -679,7 +679,10 @@ def uncalibrated_note(cfg: Config, model: str, source_is_labelled: bool = False)
     mode = cfg.labels.mode
     if mode not in ("pseudo", "field"):
         return None
-    line = (f"labels: {model} has no calibration, so no frame is pseudo-labelled until a "
+    why = ("" if model.startswith("file:") else
+           " (added with 'models add', or its round had too few held-out detections of the "
+           "model to fit one on)")
+    line = (f"labels: {model} has no calibration{why}, so no frame is pseudo-labelled until a "
             f"learning round, fitted on labels from a person or an import, promotes a version")
     if source_is_labelled:
         return line + " (the labels this source delivers lead there)"
