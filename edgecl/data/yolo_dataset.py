@@ -488,21 +488,25 @@ def _enclosing_names(folder: Path) -> dict[int, str] | None:
 
     Returns:
         The names, or ``None`` when no readable yaml up there lists images of this folder.
+
+    Raises:
+        ConfigError: the yaml lists this folder's images but its ``names`` are broken (before,
+            they were passed over in silence, and every labelled frame of a stream was then
+            refused for a class id no registry held).
     """
     yaml_path = find_data_yaml(folder.parent)
     if yaml_path is None:
         return None
     try:
         yaml_path, data, _, entries = _read_data_yaml(yaml_path)
-        names = _parse_names(yaml_path, data)
     except ConfigError:
-        return None  # that yaml's own fault belongs to whoever gives it; here it names nothing
+        return None  # a yaml that cannot say which folders it covers names nothing here
     for p in (p for paths in entries.values() for p in paths):  # no folder listed: a split's
         if p.is_dir() or is_image(p):                              # entries say where it is
             if p.is_relative_to(folder) or folder.is_relative_to(p):
-                return names
+                return _parse_names(yaml_path, data)
         elif any(q.is_relative_to(folder) for q in _read_image_list(p)):
-            return names
+            return _parse_names(yaml_path, data)
     return None
 
 

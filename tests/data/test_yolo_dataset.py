@@ -127,3 +127,18 @@ def test_nested_aliases_in_a_data_yaml_are_refused_at_once(tmp_path):
     from edgecl.data.tasks import load_tasks
     with pytest.raises(ConfigError, match="alias"):
         load_tasks(tmp_path / "tasks.yaml")
+
+
+def test_a_split_folder_given_alone_reports_its_datasets_broken_names(tmp_path):
+    """Before: 'dir://ds/images' under a data.yaml with 'names: 5' streamed with no word of the
+    yaml, and every labelled frame was refused for a class id no registry held; the dataset's
+    root gave the yaml's one-line error. Now both do."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "data.yaml").write_text("names: 5\ntrain: images\nval: images\n")
+    with pytest.raises(ConfigError, match=r"data.yaml: 'names' must be a list or a mapping"):
+        find_dataset(tmp_path / "images")
+    (tmp_path / "data.yaml").write_text("names: [car]\ntrain: images\nval: images\n")
+    assert find_dataset(tmp_path / "images").names == {0: "car"}
+    (tmp_path / "other").mkdir()  # a folder the yaml does not cover: its names are not this one's
+    (tmp_path / "data.yaml").write_text("names: 5\ntrain: images\nval: images\n")
+    assert find_dataset(tmp_path / "other").names != {0: "car"}
