@@ -36,7 +36,6 @@ from edgecl.data.images import IMAGE_SUFFIXES, deeper_than_8_bits, is_image, pix
 from edgecl.data.importers import (SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, detect_format,
                                    iter_labelled, no_labels_hint, same_class_as)
 from edgecl.data.labels import labels_to_text
-from edgecl.data.yolo_dataset import MAX_CLASSES
 from edgecl.errors import ConfigError, LabelError
 
 log = logging.getLogger(__name__)
@@ -288,13 +287,8 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             first_of[digest] = item.source
             splits.update(_split_folder(item.source, root))
             if item.dataset_ids is not None:  # a YOLO folder naming no class keeps its ids
-                top = max(item.dataset_ids, default=0)
-                if top >= MAX_CLASSES:  # a typo: every id up to it would become a class
-                    tally.skip("bad class id", f"{item.source}: class id {top} is above the "
-                                               f"limit of {MAX_CLASSES} classes")
-                    continue
-                for name, dataset_id in zip(item.names, item.dataset_ids):
-                    ids.setdefault(name, dataset_id)
+                for name, dataset_id in zip(item.names, item.dataset_ids):  # (each bounded by
+                    ids.setdefault(name, dataset_id)                        # the label rule)
             box_ids = {name: ids[_class_of(name, ids, matched)] for name in item.names}
             suffix, data = _image_file(item)
             name = _unique_name(output_stem(item.source, root), suffix, used)

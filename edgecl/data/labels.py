@@ -78,19 +78,30 @@ def _empty() -> np.ndarray:
     return np.zeros((0, 5), np.float32)
 
 
-_CLASS_TOKEN = re.compile(r"[+-]?\d+(\.0*)?")
-"""How a class id may be written in a label file: digits, optionally ``.0`` (``2``, ``2.0``)."""
+MAX_CLASSES = 10_000
+"""Largest class count a dataset may declare (``nc``) and bound of its class ids: a typo such as
+``nc: 1000000000`` or a class id ``1000000`` is refused in one line instead of building a
+million placeholder names."""
+_CLASS_TOKEN = re.compile(r"[+-]?([0-9]+)(\.0*)?")
+"""How a class id may be written in a label file: ASCII digits, optionally ``.0`` (``2``,
+``2.0``); other scripts' digits (``٣``) are not read as numbers."""
 
 
 def _check_class_token(token: str) -> None:
-    """Refuse a class id not written as an integer (``1e3``, ``2.5``, ``nan``).
+    """Refuse a class id not written as an integer (``1e3``, ``2.5``, ``nan``) or at or above
+    :data:`MAX_CLASSES`.
 
     ultralytics reads a row as floats, so ``2.0`` is class 2 there and here; an exponent or a
-    fraction is refused (``1e3`` would silently become class 1000).
+    fraction is refused (``1e3`` would silently become class 1000). A large id is named as
+    written (read through a float, a 20-digit id came out as another number).
     """
-    if not _CLASS_TOKEN.fullmatch(token):
-        shown = token if len(token) <= 20 else token[:20] + "..."
+    shown = token if len(token) <= 20 else token[:20] + "..."
+    match = _CLASS_TOKEN.fullmatch(token)
+    if not match:
         raise _Refused(f"class id '{shown}' is not an integer")
+    digits = match.group(1).lstrip("0") or "0"
+    if not token.startswith("-") and (len(digits) > 5 or int(digits) >= MAX_CLASSES):
+        raise _Refused(f"class id {shown} is above the limit of {MAX_CLASSES} classes")
 
 
 def _check_class(cls: float, nc: int | None) -> int:

@@ -35,7 +35,7 @@ import yaml
 from edgecl.config import DataFileLoader
 from edgecl.data.class_names import name_clash
 from edgecl.data.images import is_image
-from edgecl.data.labels import label_path_for
+from edgecl.data.labels import MAX_CLASSES, label_path_for
 from edgecl.errors import ConfigError, encoding_problem, yaml_problem
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,6 @@ _COMPANION_SUFFIXES = frozenset({".txt", ".xml", ".json", ".yaml", ".yml", ".md"
                                  ".npy", ".names", ".data", ""})
 """Suffixes that belong to a dataset without being frames: not reported as ignored files
 (``.names`` and ``.data``: darknet's ``obj.names`` and ``obj.data``, in CVAT's "YOLO 1.1")."""
-MAX_CLASSES = 10_000
-"""Largest class count a dataset may declare (``nc``) and bound of its class ids: a typo such as
-``nc: 1000000000`` is refused in one line instead of building a billion placeholder names."""
 _YAML_ERRORS = (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError)
 """What reading a yaml file may raise: ValueError for an integer beyond Python's digit limit,
 RecursionError for nesting deeper than the parser's stack."""

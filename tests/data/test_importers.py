@@ -256,7 +256,7 @@ def test_a_yolo_folder_naming_no_class_keeps_its_ids(tmp_path):
         (src / "labels").mkdir(parents=True, exist_ok=True)
         (src / "labels" / f"{stem}.txt").write_text(rows)
     result = write_yolo_dataset(src, tmp_path / "out")
-    assert result["reasons"] == {"bad class id": 1}
+    assert result["reasons"] == {"refused label": 1}  # the label rule bounds class ids
     assert not (tmp_path / "out" / "labels" / "c.txt").exists()
     # ids 0 and 2 have no box: named all the same, as ultralytics refuses a hole in the names
     assert result["names"] == {0: "class_0", 1: "class_1", 2: "class_2", 3: "class_3"}

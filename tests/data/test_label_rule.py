@@ -132,12 +132,23 @@ def test_label_path_for_is_ultralytics_rule(tmp_path):
         assert str(label_path_for(image)) == img2label_paths([image])[0]
 
 
-@pytest.mark.parametrize("token", ["1e3", "2e0", "1.5", "nan", "inf", "1_0"])
+@pytest.mark.parametrize("token", ["1e3", "2e0", "1.5", "nan", "inf", "1_0", "\u0663", "\uff13"])
 def test_class_id_not_written_as_an_integer_is_refused(token):
     # ultralytics would read 1e3 as class 1000; a class id in exponent form is a damaged file
     parsed = parse_yolo_label_text(f"0 0.5 0.5 0.1 0.1\n{token} 0.5 0.5 0.2 0.2\n", "d/x.txt")
     assert parsed.refused == [f"d/x.txt:2: class id '{token}' is not an integer"]
     np.testing.assert_allclose(parsed.labels, [[0, 0.5, 0.5, 0.1, 0.1]])
+
+
+@pytest.mark.parametrize("token", ["10000", "1000000", "99999999999999999999", "000012345.0"])
+def test_a_class_id_past_the_class_limit_is_refused_as_written(token):
+    """Before: a label file's 1000000 made a class 'class_1000000' on import (dataset import
+    refused it), and 99999999999999999999 became class_100000002004087734272 (read through a
+    float)."""
+    parsed = parse_yolo_label_text(f"0 0.5 0.5 0.1 0.1\n{token} 0.5 0.5 0.2 0.2\n", "d/x.txt")
+    assert parsed.refused == [f"d/x.txt:2: class id {token} is above the limit of 10000 classes"]
+    np.testing.assert_allclose(parsed.labels, [[0, 0.5, 0.5, 0.1, 0.1]])
+    assert parse_yolo_label_text("9999 0.5 0.5 0.2 0.2\n", "d/x.txt").refused == []
 
 
 def test_integral_decimal_class_id_is_read_like_ultralytics():
