@@ -188,6 +188,11 @@ def test_an_answer_for_an_image_imported_meanwhile_is_a_conflict_and_the_item_go
         with pytest.raises(ConflictError, match=r"was taken off the queue: its image was already "
                                                 r"in memory as sample 1$"):
             sink.answer(item_id, [])
+        # before: the answered-image route (and correct, withdraw) said 'was skipped: no sample
+        # was stored for it' of the same item
+        with pytest.raises(ConflictError, match=r"was taken off the queue: its image was already "
+                                                r"in memory as sample 1$"):
+            sink.queue.answered_sample(item_id, sink.memory)
     finally:
         sink.close()
 

@@ -671,6 +671,10 @@ class OperatorQueue:
                 if action == "withdrawn":
                     raise ConflictError(f"label item '{item_id}' was withdrawn: its sample was "
                                         f"removed from the memory")
+                held = entry.get("in_memory_as")
+                if held is not None:  # taken off the queue as a copy, not skipped by a person
+                    raise ConflictError(f"label item '{item_id}' was taken off the queue: its "
+                                        f"image was already in memory as sample {held}")
                 raise ConflictError(f"label item '{item_id}' was {action}: no sample was "
                                     f"stored for it")
         raise NotFoundError(f"no answered label item '{item_id}' (see 'edgecl labels "
