@@ -276,6 +276,11 @@ def test_answer_edits_boxes_adds_new_class_and_conflicts(tmp_path):
         q.answer(item_id, [], mem, classes)
     with pytest.raises(ConflictError):
         q.skip(item_id)
+    # before: 'labels show' of an answered item said only 'already answered'
+    with pytest.raises(ConflictError, match=rf"^label item '{item_id}' was already answered "
+                                            r"\(its boxes: 'edgecl labels answered', or the "
+                                            r"console's Answered tab\)$"):
+        q.item(item_id)
 
 
 def test_a_new_class_is_taught_after_an_import_named_the_memory_s_classes(tmp_path):

@@ -345,7 +345,10 @@ class OperatorQueue:
                 if held is not None:  # refused as a copy, not skipped by a person
                     raise ConflictError(f"label item '{item_id}' was taken off the queue: its "
                                         f"image was already in memory as sample {held}")
-                raise ConflictError(f"label item '{item_id}' was already {entry.get('action')}")
+                action = entry.get("action")
+                seen = (" (its boxes: 'edgecl labels answered', or the console's Answered tab)"
+                        if action in ("answered", "corrected") else "")
+                raise ConflictError(f"label item '{item_id}' was already {action}{seen}")
         if (self.dir / f"{item_id}.json").exists():
             raise NotFoundError(f"label item '{item_id}' is malformed on disk and cannot be "
                                 f"answered; skipping it sets its files aside in {self.set_aside}")
