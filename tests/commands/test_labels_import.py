@@ -985,3 +985,18 @@ def test_held_out_blocks_are_named_only_when_frames_go_together(tmp_path, capsys
     assert "held out in blocks" not in small
     large = _import(capsys, tmp_path / "b", _voc(tmp_path / "voc40", 40))
     assert "held out in blocks of" in large and "blocks of 1 " not in large
+
+
+def test_memory_verify_names_the_devices_memory_settings_once(tmp_path, caplog):
+    """Before: 'memory verify' printed the line naming the runtime's memory settings twice."""
+    import logging
+
+    state = tmp_path / "state"
+    with ReplayMemory(state / "memory", MemoryConfig(capacity=30), names={0: "boat"},
+                      record_settings=True) as memory:  # as the runtime opens it
+        memory.add(Sample(np.full((16, 16, 3), 7, np.uint8),
+                          np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32), task="stream",
+                          source="f0", ts_s=0.0))
+    caplog.set_level(logging.INFO)
+    assert main(["memory", "verify", "--state-dir", str(state)]) == 0
+    assert caplog.text.count("settings of the device's runtime used (capacity=30)") == 1
