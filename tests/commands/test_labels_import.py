@@ -35,12 +35,12 @@ def _one_image_yolo(root: Path, rows: str, names: str, value: int = 60) -> Path:
     return root
 
 
-def _voc(root: Path, n: int) -> Path:
+def _voc(root: Path, n: int, name: str = "boat") -> Path:
     (root / "Annotations").mkdir(parents=True)
     for k in range(n):
         _jpg(root / "JPEGImages" / f"{k:03d}.jpg", (20 + 30 * k) % 236)
         (root / "Annotations" / f"{k:03d}.xml").write_text(
-            f"<annotation><filename>{k:03d}.jpg</filename><object><name>boat</name><bndbox><xmin>2</xmin>"
+            f"<annotation><filename>{k:03d}.jpg</filename><object><name>{name}</name><bndbox><xmin>2</xmin>"
             f"<ymin>2</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object></annotation>")
     (root / "Annotations" / "zz.xml").write_text("<annotation>")  # 1 bad annotation each run
     return root
@@ -193,9 +193,7 @@ def test_a_file_name_that_is_not_utf8_is_imported_with_its_bytes_escaped(tmp_pat
 
 
 def test_the_text_summary_names_classes_matched_by_case(tmp_path, capsys):
-    root = _voc(tmp_path / "voc", 2)
-    for xml in (root / "Annotations").glob("0*.xml"):
-        xml.write_text(xml.read_text().replace("<name>boat</name>", "<name>Boat</name>"))
+    root = _voc(tmp_path / "voc", 2, name="Boat")
     state = tmp_path / "state"
     ClassRegistry(state).add(["boat"])
     line = _import(capsys, state, root)
@@ -204,9 +202,7 @@ def test_the_text_summary_names_classes_matched_by_case(tmp_path, capsys):
 
 def test_a_new_class_one_slip_from_a_known_one_is_pointed_out(tmp_path, capsys):
     """Before: an import naming 'boats' beside the device's 'boat' made a new class, unsaid."""
-    root = _voc(tmp_path / "voc", 2)
-    for xml in (root / "Annotations").glob("0*.xml"):
-        xml.write_text(xml.read_text().replace("<name>boat</name>", "<name>boats</name>"))
+    root = _voc(tmp_path / "voc", 2, name="boats")
     state = tmp_path / "state"
     ClassRegistry(state).add(["boat", "class_1"])
     line = _import(capsys, state, root)
@@ -224,9 +220,7 @@ def test_the_suggested_merge_runs_as_printed_for_names_a_shell_would_mangle(tmp_
     '-my state' (relative, starting with -) read as an option too."""
     import shlex
 
-    root = _voc(tmp_path / "voc", 2)
-    for xml in (root / "Annotations").glob("0*.xml"):
-        xml.write_text(xml.read_text().replace("<name>boat</name>", "<name>-boatsz</name>"))
+    root = _voc(tmp_path / "voc", 2, name="-boatsz")
     monkeypatch.chdir(tmp_path)
     ClassRegistry("-my state").add(["boat's"])
     assert main(["labels", "import", "--state-dir=-my state", str(root)]) == 0
@@ -965,9 +959,7 @@ def test_the_merge_hint_also_names_the_way_back_when_the_known_class_is_the_typo
     Person Persn', which run as printed folded the dataset's right name into the typo."""
     import shlex
 
-    root = _voc(tmp_path / "voc", 2)
-    for xml in (root / "Annotations").glob("0*.xml"):
-        xml.write_text(xml.read_text().replace("<name>boat</name>", "<name>Person</name>"))
+    root = _voc(tmp_path / "voc", 2, name="Person")
     state = tmp_path / "state"
     ClassRegistry(state).add(["Persn"])
     line = _import(capsys, state, root)
