@@ -158,18 +158,11 @@ def with_device_memory(cfg: Config, given: bool | None = None) -> Config:
     recorded = recorded_memory_config(Path(cfg.state_dir) / "memory")
     if recorded is None or recorded == cfg.memory:
         return cfg
-    differ = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(recorded).items()
-                       if getattr(cfg.memory, k) != v)
-    said = (str(Path(cfg.state_dir).resolve()), differ)
-    if said not in _SAID_DEVICE_MEMORY:  # a command that opens the memory twice says it once
-        _SAID_DEVICE_MEMORY.add(said)
-        logging.getLogger(__name__).info("replay memory settings of the device's runtime used "
-                                         "(%s), not this command's", differ)
+    differ = [f"{k}={v}" for k, v in dataclasses.asdict(recorded).items()
+              if getattr(cfg.memory, k) != v]
+    logging.getLogger(__name__).info("replay memory settings of the device's runtime used "
+                                     "(%s), not this command's", ", ".join(differ))
     return dataclasses.replace(cfg, memory=recorded)
-
-
-_SAID_DEVICE_MEMORY: set[tuple[str, str]] = set()
-"""``(state directory, differences)`` :func:`with_device_memory` has named in this process."""
 
 
 def refuse_smaller_memory(cfg: Config) -> None:

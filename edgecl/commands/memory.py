@@ -13,6 +13,7 @@ from pathlib import Path
 from edgecl.arguments import print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
                                     refuse_smaller_memory, require_state_dir, with_device_memory)
+from edgecl.config import Config
 from edgecl.errors import ReplayMemoryError, StorageError
 
 MAX_SAMPLE_ID = 2**63 - 1
@@ -84,9 +85,11 @@ def remove_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(args: argparse.Namespace, verify: bool = True):
+def _open(args: argparse.Namespace, verify: bool = True, device_cfg: Config | None = None):
     """The state directory's memory; read-only (nothing written beside it) where the folder or
-    its index may not be written: a state directory pulled from a device, a read-only mount."""
+    its index may not be written: a state directory pulled from a device, a read-only mount.
+    ``device_cfg``: the command's configuration with the device's memory settings already
+    applied (:func:`with_device_memory`), for a command that needed them before opening."""
     from edgecl.continual.memory import INDEX_FILE, ReplayMemory
     from edgecl.continual.memory.store import is_writable, refuse_lost_index
 
@@ -96,7 +99,7 @@ def _open(args: argparse.Namespace, verify: bool = True):
     if not (root / INDEX_FILE).is_file():
         refuse_lost_index(root)
         raise ReplayMemoryError(f"no replay memory at {root} (nothing stored yet?)")
-    memory_cfg = with_device_memory(cfg, memory_given(args)).memory
+    memory_cfg = (device_cfg or with_device_memory(cfg, memory_given(args))).memory
     return ReplayMemory(root, memory_cfg, verify_on_open=verify, read_only=not is_writable(root))
 
 
@@ -164,11 +167,13 @@ def verify_command(args: argparse.Namespace) -> int:
     """Check (and repair) the memory; exit 1 only when damage could not be repaired."""
     if args.rebuild_index:
         return _rebuild_command(args)
+    device_cfg = None
     if not args.no_repair:  # a repair evicts over the bounds it is given: never below the device's
         cfg = config_from_args(args)
         require_state_dir(cfg)
-        refuse_smaller_memory(with_device_memory(cfg, memory_given(args)))
-    with _open(args, verify=False) as memory:
+        device_cfg = with_device_memory(cfg, memory_given(args))
+        refuse_smaller_memory(device_cfg)
+    with _open(args, verify=False, device_cfg=device_cfg) as memory:
         if memory.read_only and not args.no_repair:
             raise StorageError(f"the replay memory {memory.root} cannot be written here, so it "
                                f"cannot be repaired: 'edgecl memory verify --no-repair' checks "

@@ -100,7 +100,8 @@ def _check_class_token(token: str) -> None:
     if not match:
         raise _Refused(f"class id '{shown}' is not an integer")
     digits = match.group(1).lstrip("0") or "0"
-    if not token.startswith("-") and (len(digits) > 5 or int(digits) >= MAX_CLASSES):
+    if not token.startswith("-") and (len(digits) > len(str(MAX_CLASSES))  # (int() refuses
+                                      or int(digits) >= MAX_CLASSES):        # 4,301+ digits)
         raise _Refused(f"class id {shown} is above the limit of {MAX_CLASSES} classes")
 
 

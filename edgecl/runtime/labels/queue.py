@@ -343,8 +343,7 @@ class OperatorQueue:
                                         f"higher priority")
                 held = entry.get("in_memory_as")
                 if held is not None:  # refused as a copy, not skipped by a person
-                    raise ConflictError(f"label item '{item_id}' was taken off the queue: its "
-                                        f"image was already in memory as sample {held}")
+                    raise _taken_off(item_id, held)
                 action = entry.get("action")
                 seen = (" (its boxes: 'edgecl labels answered', or the console's Answered tab)"
                         if action in ("answered", "corrected") else "")
@@ -676,8 +675,7 @@ class OperatorQueue:
                                         f"removed from the memory")
                 held = entry.get("in_memory_as")
                 if held is not None:  # taken off the queue as a copy, not skipped by a person
-                    raise ConflictError(f"label item '{item_id}' was taken off the queue: its "
-                                        f"image was already in memory as sample {held}")
+                    raise _taken_off(item_id, held)
                 raise ConflictError(f"label item '{item_id}' was {action}: no sample was "
                                     f"stored for it")
         raise NotFoundError(f"no answered label item '{item_id}' (see 'edgecl labels "
@@ -1036,6 +1034,13 @@ def _meta_problem(meta: object, stem: str) -> str | None:
         return ("'proposed' must be a list of {class: text, class_id: id, xyxy: 4 numbers, "
                 "score: number}")
     return None
+
+
+def _taken_off(item_id: str, held: object) -> ConflictError:
+    """The refusal for an item taken off the queue because its image was already in memory as
+    sample ``held`` (an import stored it meanwhile), the same from every route."""
+    return ConflictError(f"label item '{item_id}' was taken off the queue: its image was "
+                         f"already in memory as sample {held}")
 
 
 def _image_problem(image_path: Path, meta: dict) -> str | None:
