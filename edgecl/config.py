@@ -547,12 +547,14 @@ def _check_pairs(cfg: "Config", where: str) -> None:
                           f"{math.ceil(1 / cfg.memory.holdout_fraction - 1e-9)})")
 
 
-def validate(cfg: "Config", where: str = "config") -> "Config":
+def validate(cfg: "Config", where: str = "config",
+             origins: dict[str, str] | None = None) -> "Config":
     """Check every key's value against :data:`RULES` and the cross-key constraints.
 
     Args:
         cfg: a built configuration.
         where: file or origin named in the error.
+        origins: dotted key -> where its value came from, where not ``where`` (an override).
 
     Returns:
         ``cfg`` unchanged.
@@ -565,7 +567,8 @@ def validate(cfg: "Config", where: str = "config") -> "Config":
         if key in flat:
             problem = rule.problem(flat[key])
             if problem is not None:
-                raise ConfigError(f"config key '{key}' in {where}: {problem}")
+                raise ConfigError(f"config key '{key}' in {(origins or {}).get(key, where)}: "
+                                  f"{problem}")
     _check_pairs(cfg, where)
     return cfg
 
@@ -793,7 +796,8 @@ class _ConfigLoader(DataFileLoader):
         return super().construct_mapping(node, deep)
 
 
-def _build(cls: type, data: dict | None, prefix: str, where: str):
+def _build(cls: type, data: dict | None, prefix: str, where: str,
+           origins: dict[str, str] | None = None):
     if data is None:  # an empty section ('memory:' with nothing under it): its defaults
         data = {}
     if not isinstance(data, dict):
@@ -808,9 +812,9 @@ def _build(cls: type, data: dict | None, prefix: str, where: str):
             raise _unknown_key_error(dotted, where)
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
-            kwargs[key] = _build(kind, value, dotted + ".", where)
+            kwargs[key] = _build(kind, value, dotted + ".", where, origins)
         else:
-            kwargs[key] = _coerce(value, kind, dotted, where)
+            kwargs[key] = _coerce(value, kind, dotted, (origins or {}).get(dotted, where))
     return cls(**kwargs)
 
 
@@ -907,13 +911,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not isinstance(tree, dict):
             raise ConfigError(f"config {p} must be a mapping of sections (e.g. 'memory:' with "
                               f"keys under it), got {_what(tree)}")
+    keys = all_keys()
+    origins = dict.fromkeys(keys, where)  # a key's own error names where it was set
     for text in overrides:
         key, value = parse_override(text)
-        if key not in all_keys():
+        if key not in keys:
             raise _unknown_key_error(key, "command-line override")
         _set_dotted(tree, key, value, where)
+        origins[key] = f"override {_show(text)}"
     where = where if not overrides else f"{where} (+ overrides)"
-    return validate(expand_user_paths(_build(Config, tree, "", where)), where)
+    return validate(expand_user_paths(_build(Config, tree, "", where, origins)), where, origins)
 
 
 def expand_user_paths(cfg: Config) -> Config:

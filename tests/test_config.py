@@ -353,8 +353,8 @@ def test_learner_device_index():
     assert load_config(None, ["learner.device=cuda:1"]).learner.device == "cuda:1"
     for bad in ("cuda:N", "cuda:-1", "cuda:\u0663", "gpu"):
         assert _one_line_error(None, [f"learner.device={bad}"]).startswith(
-            f"config key 'learner.device' in defaults (+ overrides): {bad!r} is not one of auto, "
-            f"cpu, cuda or cuda:<index>")
+            f"config key 'learner.device' in override 'learner.device={bad}': {bad!r} is not one "
+            f"of auto, cpu, cuda or cuda:<index>")
 
 
 def test_an_empty_state_dir_is_refused(tmp_path):
@@ -461,8 +461,8 @@ def test_a_size_unit_is_only_read_for_byte_keys():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("runtime.swap_poll_s=1e10", "'runtime.swap_poll_s' in defaults (+ overrides): 10000000000.0 "
-                                 "is out of range (> 0 and <= 31536000)"),
+    ("runtime.swap_poll_s=1e10", "'runtime.swap_poll_s' in override 'runtime.swap_poll_s=1e10': "
+                                 "10000000000.0 is out of range (> 0 and <= 31536000)"),
     ("learner.budget_s=1e308", "out of range (> 0 and <= 31536000)"),
     ("labels.dedup_window_s=4e7", "out of range (0..31536000)"),
     ("runtime.out_max_bytes=100", "'runtime.out_max_bytes' (100) in defaults (+ overrides) must "
@@ -496,3 +496,19 @@ def test_a_home_folder_in_a_path_key_is_the_home_folder(tmp_path, monkeypatch):
     assert cfg.fleet.initial_model == f"{home}/global.pt"
     assert cfg.fleet.ca_cert == "~nosuchuser_edgecl/ca.pem"  # no such user: as written
     assert check_state_dir_option("~/state") == f"{home}/state"  # --state-dir=~/state
+
+
+def test_a_bad_value_is_named_where_it_was_set(tmp_path):
+    """Before: 'server.port=abc' on the command line was blamed on "defaults (+ overrides)",
+    and a bad value in the file on "FILE (+ overrides)" once any override was given."""
+    cfg_file = tmp_path / "edgecl.yaml"
+    cfg_file.write_text("server:\n  port: 80x\n")
+    assert _one_line_error(None, ["server.port=abc"]) == (
+        "config key 'server.port' in override 'server.port=abc' must be a number, got 'abc'")
+    assert _one_line_error(cfg_file, ["learner.lr=0.01"]) == (
+        f"config key 'server.port' in {cfg_file} must be a number, got '80x'")
+    assert _one_line_error(cfg_file, ["server.port=70000"]) == (
+        "config key 'server.port' in override 'server.port=70000': 70000 is out of range "
+        "(0..65535)")
+    assert _one_line_error(None, ["replay.strategy=mir", "replay.candidate_pool=10"]).startswith(
+        "config key 'replay.candidate_pool' (10) in defaults (+ overrides) must be at least")
