@@ -73,11 +73,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    except OSError as exc:
-        _name_file(exc, path)
-        raise
+    fd, tmp = temp_file_for(path)
     try:
         os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as fh:
@@ -88,15 +84,48 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        _name_file(exc, path)
+        _name_file(exc, path, temp=isinstance(exc, OSError) and exc.filename == tmp
+                   and exc.filename2 is None)
         raise
     fsync_dir(path.parent)
 
 
-def _name_file(exc: BaseException, path: Path) -> None:
-    """Give an OSError that names no file the destination's path, so the one-line message a
-    caller shows says where the disk was full (``[Errno 28] No space left on device: 'PATH'``)."""
-    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+def temp_dir_for(path: Path, prefix: str, parent: Path | None = None) -> Path:
+    """A new hidden temp folder (``tempfile.mkdtemp``, suffix ``.tmp``) in ``parent`` (default:
+    ``path``'s folder) to build ``path`` in.
+
+    Raises:
+        OSError: the folder cannot be made; its ``filename`` is ``path``, the destination the
+            user named, not the temp folder's random name.
+    """
+    try:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp",
+                                     dir=str(parent if parent is not None else path.parent)))
+    except OSError as exc:
+        _name_file(exc, path, temp=True)
+        raise
+
+
+def temp_file_for(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
+    """A new hidden temp file (``tempfile.mkstemp``: open descriptor and name) beside ``path``
+    to write ``path`` through.
+
+    Raises:
+        OSError: the file cannot be made; its ``filename`` is ``path``, not the temp name.
+    """
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=str(path.parent))
+    except OSError as exc:
+        _name_file(exc, path, temp=True)
+        raise
+
+
+def _name_file(exc: BaseException, path: Path, temp: bool = False) -> None:
+    """Give an OSError that names no file, or (``temp``) the hidden temp file only, the
+    destination's path, so the one-line message a caller shows says where the disk was full
+    (``[Errno 28] No space left on device: 'PATH'``) or which folder refused the file: a temp
+    name such as ``/proc/.x.pid25228.tmp`` is nothing the user asked for."""
+    if isinstance(exc, OSError) and exc.errno is not None and (temp or exc.filename is None):
         exc.filename = str(path)
 
 
@@ -309,8 +338,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphaned_temp_dirs(path)
     boot = f"boot{boot_tag()}." if boot_tag() else ""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.pid{os.getpid()}.{boot}", suffix=".tmp",
-                                dir=str(path.parent)))
+    tmp = temp_dir_for(path, f".{path.name}.pid{os.getpid()}.{boot}")
     try:
         os.chmod(tmp, new_file_mode(directory=True))
         yield tmp

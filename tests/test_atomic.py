@@ -40,6 +40,25 @@ def test_an_error_that_names_its_file_keeps_it(tmp_path):
     assert str(plain.value) == "no writer"
 
 
+@pytest.mark.parametrize("maker", ["mkstemp", "mkdtemp"])
+def test_a_folder_that_refuses_the_temp_file_is_named_by_the_destination(tmp_path, monkeypatch,
+                                                                         maker):
+    """Before: 'dataset import --out /proc/x' said "No such file or directory:
+    /proc/.x.pid25228.boot6e31de5c._rqzt__q.tmp", a name the user never gave."""
+    def refuse(prefix="", suffix="", dir=None):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir, prefix + "q1" + suffix))
+
+    monkeypatch.setattr(atomic.tempfile, maker, refuse)
+    with pytest.raises(OSError) as err:
+        if maker == "mkstemp":
+            atomic_write_bytes(tmp_path / "model.json", b"x")
+        else:
+            with atomic.atomic_dir(tmp_path / "out"):
+                pass
+    target = tmp_path / ("model.json" if maker == "mkstemp" else "out")
+    assert str(err.value) == f"[Errno 30] Read-only file system: '{target}'"
+
+
 
 @pytest.fixture()
 def umask_022():

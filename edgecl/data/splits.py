@@ -34,11 +34,10 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from edgecl.atomic import atomic_write_text, fsync_dir
+from edgecl.atomic import atomic_write_text, fsync_dir, temp_dir_for
 from edgecl.config import DataFileLoader
 from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
                                 shared_label_problem)
@@ -533,7 +532,7 @@ def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_tex
     made = list(itertools.takewhile(lambda p: not p.exists(), (base, *base.parents)))
     try:
         base.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".split-tasks.", suffix=".tmp", dir=str(base)))
+        staging = temp_dir_for(out, ".split-tasks.", base)
     except OSError:
         _remove_empty(made)
         raise

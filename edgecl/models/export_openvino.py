@@ -21,7 +21,7 @@ import uuid
 import warnings
 from pathlib import Path
 
-from edgecl.atomic import fsync_dir, new_file_mode
+from edgecl.atomic import fsync_dir, new_file_mode, temp_dir_for
 from edgecl.errors import EdgeclError, ModelLoadError
 from edgecl.ultra import ensure_offline
 
@@ -107,7 +107,7 @@ def save_ir(ov_model, dest_dir: str | os.PathLike) -> Path:
     dest_dir = Path(dest_dir)
     parent = dest_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=str(parent)))
+    tmp = temp_dir_for(dest_dir, f".{dest_dir.name}.")
     old = parent / f".{dest_dir.name}.old-{uuid.uuid4().hex[:8]}"
     try:
         os.chmod(tmp, new_file_mode(directory=True))

@@ -25,14 +25,13 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from edgecl.atomic import fsync_dir, new_file_mode
+from edgecl.atomic import fsync_dir, new_file_mode, temp_file_for
 from edgecl.models.export_openvino import ExportError, require_openvino, save_ir, set_ir_metadata
 
 LOG = logging.getLogger(__name__)
@@ -320,7 +319,7 @@ def quantize_onnx(fp32_onnx: str | os.PathLike, dest: str | os.PathLike,
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp.onnx", dir=str(dest.parent))
+    fd, tmp = temp_file_for(dest, ".tmp.onnx")
     os.fchmod(fd, new_file_mode())
     os.close(fd)
     try:

@@ -253,3 +253,27 @@ def test_split_tasks_failing_leaves_no_folder_it_created(tmp_path, capsys, monke
                  "0.5,0,0.5", "--out", str(out)]) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+@pytest.mark.parametrize("command", ["split-tasks", "import"])
+def test_a_folder_that_refuses_new_files_is_named_as_the_output_given(tmp_path, capsys,
+                                                                      monkeypatch, command):
+    """Before: "No such file or directory: /proc/.split-tasks.x5ezjbl6.tmp" (and
+    "/proc/.x.pid25228.boot6e31de5c._rqzt__q.tmp" for import): a temp name the user never gave."""
+    import tempfile
+
+    def refuse(prefix="", suffix="", dir=None):
+        raise OSError(errno.EROFS, "Read-only file system", f"{dir}/{prefix}q1{suffix}")
+
+    root = _flights(tmp_path / "ds")
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    if command == "split-tasks":
+        out = tmp_path / "ro" / "tasks.yaml"
+        argv = ["dataset", "split-tasks", root, "--tasks", "car;bicycle;person", "--group-by",
+                r"^(F\d)_", "--out", out]
+    else:
+        out = tmp_path / "ro" / "imported"
+        argv = ["dataset", "import", root, "--out", out]
+    assert main([str(a) for a in argv]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: Read-only file system: {out}")
