@@ -171,11 +171,13 @@ def importing(state_dir: str | Path) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)  # a first import makes the device
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        # a read-only state directory: the import's own writes fail with their own message;
-        # anything else (a folder where the lock file belongs) is said: a runtime on this state
-        # directory may then start a round on part of what this import stores
-        read_only = exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
-        log.log(logging.DEBUG if read_only else logging.WARNING,
+        # a read-only state directory, or a --state-dir that is no folder: the import's own
+        # writes fail with their own message; anything else (a folder where the lock file
+        # belongs) is said: a runtime on this state directory may then start a round on part
+        # of what this import stores
+        fails_anyway = (exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+                        or not path.parent.is_dir())
+        log.log(logging.DEBUG if fails_anyway else logging.WARNING,
                 "import not announced in %s (%s): a runtime on this state directory may start "
                 "a learning round before it is done", path, exc.strerror or exc)
         yield

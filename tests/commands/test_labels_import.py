@@ -3,6 +3,7 @@ counted under "already in memory"; a folder without class names takes the regist
 an id it knows and says which classes stay ``class_<id>``."""
 
 import json
+import logging
 import shutil
 import sqlite3
 from pathlib import Path
@@ -815,6 +816,21 @@ def test_an_unreadable_model_path_leaves_a_new_state_directory_unmade(tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(bad) in err and err.count("\n") == 1
     assert not state.exists()
+
+
+def test_a_state_dir_that_is_a_file_gets_one_line(tmp_path, capsys, caplog):
+    """Before: a warning that the import could not be announced in 'FILE/import.lock' came
+    first, then the error: two lines for one mistake, the first about a lock file."""
+    src = _one_image_yolo(tmp_path / "src", "0 0.5 0.5 0.2 0.2\n", "[car]")
+    state = tmp_path / "state"
+    state.write_text("not a folder")
+    assert main(["labels", "import", "--state-dir", str(state), str(src)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "import.lock" not in err
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert err == f"error: cannot open the replay memory {state}/memory: {state} is a file where " \
+                  "a folder belongs (move it aside)\n"
+    assert state.read_text() == "not a folder"
 
 
 def test_a_checkpoint_named_by_number_is_refused_before_the_labels_make_classes(tmp_path,
