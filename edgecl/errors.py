@@ -231,6 +231,31 @@ def misplaced_path(exc: OSError) -> str | None:
     return None
 
 
+def missing_path(path: object) -> str:
+    """Why a path that ``Path.exists()`` calls absent cannot be opened, in one line: a symbolic
+    link whose chain loops, a symbolic link to nothing, or nothing there at all.
+
+    Args:
+        path: the path as the user gave it.
+
+    Returns:
+        E.g. ``"loop1 is a symbolic link that loops (it leads back to itself)"``,
+        ``"data is a symbolic link to /mnt/usb/data, which does not exist (unmounted?)"``, or
+        ``"no such file or directory: x.yaml"``.
+    """
+    import os
+
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a symbolic link that loops (it leads back to itself)"
+    if os.path.islink(path):
+        return (f"{path} is a symbolic link to {os.readlink(path)}, which does not exist "
+                "(unmounted?)")
+    return f"no such file or directory: {path}"
+
+
 def file_as_state_dir(path: object) -> str:
     """The one-line error for a file standing where the state directory belongs (a model or a
     config given as ``--state-dir``)."""

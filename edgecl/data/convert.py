@@ -36,7 +36,7 @@ from edgecl.data.images import IMAGE_SUFFIXES, deeper_than_8_bits, is_image, pix
 from edgecl.data.importers import (SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, detect_format,
                                    iter_labelled, no_labels_hint, same_class_as)
 from edgecl.data.labels import labels_to_text
-from edgecl.errors import ConfigError, LabelError
+from edgecl.errors import ConfigError, LabelError, missing_path
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     src = Path(src).expanduser()
     out = Path(out).expanduser()
     if not src.exists():
-        raise ConfigError(f"no such file or directory: {src}")
+        raise ConfigError(missing_path(src))
     _check_out(out)
     root = src.resolve() if src.is_dir() else src.resolve().parent
     if root.name.lower() == "annotations":  # a COCO json given itself: CVAT's annotations/

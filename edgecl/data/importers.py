@@ -102,7 +102,7 @@ from edgecl.data.images import (IMAGE_SUFFIXES, ImageError, is_image, read_image
 from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
                                 shared_label_problem, under_pixels)
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_exists, path_is_file
-from edgecl.errors import ConfigError, LabelError, encoding_problem, json_problem
+from edgecl.errors import ConfigError, LabelError, encoding_problem, json_problem, missing_path
 
 FORMATS = ("auto", "yolo", "voc", "coco")
 IGNORE_NAMES = frozenset({"dontcare", "ignore", "ignored", "ignoreregion", "ignoreregions",
@@ -392,7 +392,7 @@ def detect_format(path: str | Path) -> str:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise ConfigError(f"no such file or directory: {path}")
+        raise ConfigError(missing_path(path))
     refuse_archive(path)
     if path.is_file():
         return {".json": "coco", ".xml": "voc"}.get(path.suffix.lower(), "yolo")
@@ -1598,7 +1598,7 @@ def iter_labelled(path: str | Path, fmt: str = "auto") -> LabelledItems:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown dataset format '{fmt}'; choose from {', '.join(FORMATS)}")
     if not Path(path).expanduser().exists():
-        raise ConfigError(f"no such file or directory: {path}")
+        raise ConfigError(missing_path(path))
     refuse_archive(Path(path).expanduser())
     if fmt == "auto":
         return _READERS[detect_format(path)](path)

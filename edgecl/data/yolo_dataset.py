@@ -36,7 +36,7 @@ from edgecl.config import DataFileLoader
 from edgecl.data.class_names import name_clash
 from edgecl.data.images import is_image
 from edgecl.data.labels import MAX_CLASSES, label_path_for
-from edgecl.errors import ConfigError, encoding_problem, yaml_problem
+from edgecl.errors import ConfigError, encoding_problem, missing_path, yaml_problem
 
 log = logging.getLogger(__name__)
 _SAID_PATH_FALLBACK: set[Path] = set()  # data.yaml files whose 'path:' fallback was said
@@ -455,7 +455,7 @@ def find_dataset(path: str | Path) -> YoloDataset:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise ConfigError(f"no such file or directory: {path}")
+        raise ConfigError(missing_path(path))
     path = path.resolve()
     if path.is_file():
         if path.suffix.lower() in (".yaml", ".yml"):

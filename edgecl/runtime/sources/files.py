@@ -21,7 +21,7 @@ from edgecl.data.importers import dataset_class_names, find_coco_json, voc_annot
 from edgecl.data.labels import (label_path_for, labels_to_text, read_yolo_labels,
                                 shared_label_files, shared_label_problem, under_pixels)
 from edgecl.data.yolo_dataset import find_dataset, labels_report, path_is_file
-from edgecl.errors import ConfigError, LabelError, SourceError
+from edgecl.errors import ConfigError, LabelError, SourceError, missing_path
 from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame, declared_fps
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _require_path(uri: str, path: str) -> Path:
         raise SourceError(f"{uri}: no path given")
     resolved = Path(path).expanduser()
     if not resolved.exists():
-        raise SourceError(f"{uri}: no such file or directory: {resolved}")
+        raise SourceError(f"{uri}: {missing_path(resolved)}")
     return resolved
 
 
