@@ -81,7 +81,8 @@ def _empty() -> np.ndarray:
 MAX_CLASSES = 10_000
 """Largest class count a dataset may declare (``nc``) and bound of its class ids: a typo such as
 ``nc: 1000000000`` or a class id ``1000000`` is refused in one line instead of building a
-million placeholder names."""
+million placeholder names. Also the most classes a device's class registry holds
+(:mod:`edgecl.models.classes`; LVIS has 1,203, and a detection head grows with each)."""
 _CLASS_TOKEN = re.compile(r"[+-]?([0-9]+)(\.0*)?")
 """How a class id may be written in a label file: ASCII digits, optionally ``.0`` (``2``,
 ``2.0``); other scripts' digits (``٣``) are not read as numbers."""

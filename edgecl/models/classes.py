@@ -30,6 +30,7 @@ from pathlib import Path
 from edgecl.atomic import atomic_write_json, damaged_copy_path
 from edgecl.boot import now_iso
 from edgecl.data.class_names import clean_name, known_spelling, loose_class_name, same_name_key
+from edgecl.data.labels import MAX_CLASSES  # also the most classes a registry holds
 from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError, json_problem
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ before a rename call it; a class renamed back and forth keeps each name once."""
 FILE_NAME = "classes.json"
 LOCK_NAME = "classes.lock"
 FORMAT_VERSION = 1
-MAX_CLASSES = 10_000
-"""Most classes a device's registry holds (LVIS has 1,203; a detection head grows with it)."""
 
 
 BACKUP_NAME = "classes.backup.json"
