@@ -240,19 +240,24 @@ def missing_path(path: object) -> str:
 
     Returns:
         E.g. ``"loop1 is a symbolic link that loops (it leads back to itself)"``,
-        ``"data is a symbolic link to /mnt/usb/data, which does not exist (unmounted?)"``, or
+        ``"data is a symbolic link to /mnt/usb/data, which does not exist (unmounted?)"`` (also
+        for a link on the way: ``"card/data.yaml: card is a symbolic link to ..."``), or
         ``"no such file or directory: x.yaml"``.
     """
     import os
+    from pathlib import Path
 
     try:
         os.stat(path)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return f"{path} is a symbolic link that loops (it leads back to itself)"
-    if os.path.islink(path):
-        return (f"{path} is a symbolic link to {os.readlink(path)}, which does not exist "
-                "(unmounted?)")
+    given = Path(str(path))
+    for link in (given, *given.parents):  # the link may be a folder on the way (card/data)
+        if os.path.islink(link) and not os.path.exists(link):
+            where = "" if link == given else f"{path}: "
+            return (f"{where}{link} is a symbolic link to {os.path.realpath(link)}, which does "
+                    "not exist (unmounted?)")
     return f"no such file or directory: {path}"
 
 

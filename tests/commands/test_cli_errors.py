@@ -368,19 +368,28 @@ def test_a_run_with_state_never_streams_the_built_in_scenario_unasked(run_edgecl
     ["labels", "import", "--state-dir", "{tmp}/state", "{link}"],
     ["run", "--state-dir", "{tmp}/state", "--model", "yolo11n.yaml", "--source", "dir://{link}"],
 ])
-@pytest.mark.parametrize("kind", ["loop", "dangling"])
+@pytest.mark.parametrize("kind", ["loop", "dangling", "dangling-folder", "chain"])
 def test_a_symbolic_link_that_leads_nowhere_is_named_as_one(run_edgecl, tmp_path, argv, kind):
     """Before: a link whose chain loops, or one to an unmounted card, was "no such file or
     directory", though `ls` shows it there."""
     link = tmp_path / "data"
+    gone = "/mnt/edgecl-card-not-mounted"
     if kind == "loop":
         (tmp_path / "other").symlink_to(link)
         link.symlink_to(tmp_path / "other")
         why = f"{link} is a symbolic link that loops (it leads back to itself)"
+    elif kind == "chain":  # data -> card -> nowhere: the end of the chain is named
+        (tmp_path / "card").symlink_to(gone)
+        link.symlink_to("card")
+        why = f"{link} is a symbolic link to {gone}, which does not exist (unmounted?)"
+    elif kind == "dangling-folder":  # card/ds, where card is the link
+        (tmp_path / "card").symlink_to(gone)
+        link = tmp_path / "card" / "ds"
+        why = (f"{link}: {tmp_path / 'card'} is a symbolic link to {gone}, which does not exist "
+               "(unmounted?)")
     else:
-        link.symlink_to("/mnt/edgecl-card-not-mounted")
-        why = (f"{link} is a symbolic link to /mnt/edgecl-card-not-mounted, which does not "
-               "exist (unmounted?)")
+        link.symlink_to(gone)
+        why = f"{link} is a symbolic link to {gone}, which does not exist (unmounted?)"
     code, _, err = run_edgecl([a.format(link=link, tmp=tmp_path) for a in argv])
     assert code == 2 and err.count("\n") == 1 and err.rstrip("\n").endswith(why), err
     assert not (tmp_path / "out").exists() and not (tmp_path / "t.yaml").exists()
