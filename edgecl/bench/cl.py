@@ -32,6 +32,7 @@ from pathlib import Path
 from edgecl.arguments import print_json_line
 from edgecl.atomic import atomic_write_json
 from edgecl.bench.cl_protocol import (
+    JOINT_LABELS,
     MODIFIERS,
     NO_BUDGET_STRATEGIES,
     ProtocolSettings,
@@ -263,7 +264,8 @@ def run_record(spec: RunSpec, settings: ProtocolSettings, view, outcome: dict) -
             "dece_per_task": [_finite(v) for v in outcome["dece"]],
             "calibration": _calibration_record(outcome.get("calibration")),
             "seconds": round(outcome["seconds"], 1),
-            "first_task_s": round(outcome.get("first_task_s", 0.0), 1), "log": outcome["tasks"]}
+            "first_task_s": round(outcome.get("first_task_s", 0.0), 1), "log": outcome["tasks"],
+            **({"joint_labels": JOINT_LABELS} if spec.base == "joint" else {})}
 
 
 def _calibration_record(report: dict | None) -> dict | None:
@@ -275,10 +277,12 @@ def _calibration_record(report: dict | None) -> dict | None:
 
 
 def same_run(record: dict, spec: RunSpec, settings: ProtocolSettings, data_hash: str) -> bool:
-    """Whether a stored record is the run ``spec`` under these settings and data."""
+    """Whether a stored record is the run ``spec`` under these settings and data (a ``joint``
+    record also with today's labelling of its replayed images, :data:`JOINT_LABELS`)."""
     return (record.get("strategy") == spec.strategy and record.get("budget") == spec.budget
             and record.get("seed") == spec.seed and record.get("data_hash") == data_hash
-            and record.get("settings") == settings.key())
+            and record.get("settings") == settings.key()
+            and (spec.base != "joint" or record.get("joint_labels") == JOINT_LABELS))
 
 
 def _settings(args: argparse.Namespace) -> ProtocolSettings:

@@ -12,6 +12,11 @@ copy of the dataset, once per dataset (keyed by :func:`data_hash`):
   to the image's own task (what a memory would have stored when that task was learnt).
   ``test`` labels keep every introduced class: evaluation restricts itself to the task's own
   classes.
+* ``<root>/images/<task>/joint<t>/...`` (and its labels): for ``joint`` at task ``t``, the
+  training images of an earlier task labelled with every class of tasks ``0..t``: the upper
+  bound learns from all the data seen so far with every known class labelled, as a model
+  trained on everything at once would (a car image's bicycles are bicycles to it, not
+  background).
 
 Classes that no task introduces are dropped everywhere.
 """
@@ -34,7 +39,7 @@ from edgecl.errors import LabelError
 
 VIEW_SPLITS = ("train", "test")
 MARKER = "view.json"
-VIEW_VERSION = 2
+VIEW_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class DataView:
         names: renumbered class id -> name.
         train: per task, the work-copy training images (labels filtered).
         test: per task, the work-copy test images.
+        joint: per task ``t``, the earlier tasks' training images labelled with every class
+            of tasks ``0..t`` (what ``joint`` replays; empty for the first task).
     """
 
     root: Path
@@ -58,6 +65,7 @@ class DataView:
     names: dict[int, str]
     train: tuple[tuple[Path, ...], ...]
     test: tuple[tuple[Path, ...], ...]
+    joint: tuple[tuple[Path, ...], ...]
 
     @property
     def n_tasks(self) -> int:
@@ -195,6 +203,20 @@ def _write_split(root: Path, task_set: TaskSet, t: int, split: str, remap: dict[
     return tuple(paths)
 
 
+def _write_joint(root: Path, task_set: TaskSet, t: int, remap: dict[int, int],
+                 write: bool) -> tuple[Path, ...]:
+    allowed = set(task_set.seen_classes(t))
+    keep = {c: n for c, n in remap.items() if c in allowed}
+    paths = []
+    for earlier in task_set.tasks[:t]:
+        for k, image in enumerate(earlier.split("train")):
+            img = _view_path(root, earlier.name, f"joint{t}", k, image)
+            if write:
+                filtered_copy(image, img, keep)
+            paths.append(img)
+    return tuple(paths)
+
+
 def prepare_view(task_set: TaskSet, work_dir: str | Path) -> DataView:
     """Write (or reuse) the filtered work copy of a task sequence.
 
@@ -219,10 +241,12 @@ def prepare_view(task_set: TaskSet, work_dir: str | Path) -> DataView:
     # INVARIANT: the marker is written last; a copy without it is rebuilt from scratch.
     splits = {s: tuple(_write_split(root, task_set, t, s, remap, not reuse)
                        for t in range(len(task_set.tasks))) for s in VIEW_SPLITS}
+    joint = tuple(_write_joint(root, task_set, t, remap, not reuse)
+                  for t in range(len(task_set.tasks)))
     if not reuse:
         atomic_write_json(marker, expected)
     return DataView(root=root, data_hash=digest,
                     task_names=tuple(t.name for t in task_set.tasks),
                     task_classes=tuple(tuple(remap[c] for c in t.classes) for t in task_set.tasks),
                     names={new: task_set.names[old] for old, new in remap.items()},
-                    train=splits["train"], test=splits["test"])
+                    train=splits["train"], test=splits["test"], joint=joint)

@@ -5,7 +5,8 @@ For a strategy, a replay budget and a seed: a freshly initialised YOLO11n (seede
 1's classes learns the tasks in order.  Before task ``t`` the head grows for its classes and
 the replay set is chosen once (offline, as the paper does):
 
-* ``finetune``: nothing; ``joint``: every earlier task's training images;
+* ``finetune``: nothing; ``joint``: every earlier task's training images, labelled with every
+  class learnt so far (``DataView.joint``: the upper bound, trained on all it has seen);
 * ``er``, ``mir``, ``mir-virtual``, ``far``, ``class_balanced``: :func:`replay_size` images
   chosen by the strategy of ``edgecl.continual.strategies`` from an in-memory pool that holds
   the training images of the tasks learnt so far (an image enters the pool once its task is
@@ -46,6 +47,9 @@ from edgecl.config import IderConfig, LearnerConfig, ModelConfig, ReplayConfig
 from edgecl.continual.memory import SampleRecord, StoredSample
 
 NO_BUDGET_STRATEGIES = ("finetune", "joint")
+JOINT_LABELS = "every-seen-class"
+"""How ``joint``'s replayed images are labelled, kept in its results: records without it were
+made when they held only their own task's classes and are run again, not reused."""
 MODIFIERS = ("lwf", "pl", "ider")
 RECALL_STRATEGIES = ("mir", "far")  # rank by image recall under the current model
 RECALL_MAX_DET = 100
@@ -338,7 +342,7 @@ def choose_replay(view: DataView, pool: ReplayPool, spec: RunSpec, model, t: int
     if base == "finetune" or t == 0:
         return []
     if base == "joint":
-        return [p for images in view.train[:t] for p in images]
+        return list(view.joint[t])
     k = replay_size(spec.budget, len(pool))
     seed = spec.seed * 1000 + t
     context = ReplayContext.from_config(ReplayConfig(), current_task=view.task_names[t], seed=seed)

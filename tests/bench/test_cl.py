@@ -88,6 +88,12 @@ def test_view_filters_train_labels_to_seen_classes_in_introduction_order(two_tas
     for original, copy in zip(task_set.tasks[0].test, view.test[0]):
         # test labels keep every introduced class; evaluation picks the task's own
         assert _classes(label_path_for(copy)) == [1 - c for c in _classes(label_path_for(original))]
+    assert view.joint[0] == ()
+    assert len(view.joint[1]) == len(task_set.tasks[0].train)
+    for original, copy in zip(task_set.tasks[0].train, view.joint[1]):
+        # joint at task b replays task a's images with every class seen by then: 'red' too
+        assert _classes(label_path_for(copy)) == [1 - c for c in _classes(label_path_for(original))]
+        assert copy.stat().st_ino == original.stat().st_ino
     stamp = label_path_for(view.train[0][0]).stat().st_mtime_ns
     again = prepare_view(task_set, tmp_path / "work")
     assert again == view
@@ -114,9 +120,10 @@ def test_replay_size_hand_computed(budget, n, expected):
 def test_choose_replay_sizes_from_earlier_tasks(tmp_path):
     tasks = [tuple(draw_dataset(tmp_path / f"t{i}", n, prefix=f"t{i}_", seed=i))
              for i, n in enumerate((12, 9, 5))]
+    relabelled = tuple(draw_dataset(tmp_path / "joint2", 21, prefix="j_", seed=7))
     view = DataView(root=tmp_path, data_hash="x", task_names=("t0", "t1", "t2"),
                     task_classes=((0,), (1,), (2,)), names={0: "a", 1: "b", 2: "c"},
-                    train=tuple(tasks), test=tuple(tasks))
+                    train=tuple(tasks), test=tuple(tasks), joint=((), tasks[0], relabelled))
     pool = ReplayPool()
     pool.add("t0", list(tasks[0]))
     pool.add("t1", list(tasks[1]))
@@ -126,7 +133,7 @@ def test_choose_replay_sizes_from_earlier_tasks(tmp_path):
     assert set(er) <= set(tasks[0]) | set(tasks[1]) and len(set(er)) == 5
     assert choose_replay(view, pool, RunSpec("er", 0.25, 0), None, 2, settings) == er  # seeded
     assert choose_replay(view, pool, RunSpec("joint", None, 0), None, 2, settings) == \
-        [*tasks[0], *tasks[1]]
+        list(relabelled)  # the copies labelled with every class seen so far
     assert choose_replay(view, pool, RunSpec("finetune", None, 0), None, 2, settings) == []
     assert choose_replay(view, ReplayPool(), RunSpec("er", 0.25, 0), None, 0, settings) == []
 
@@ -165,7 +172,7 @@ def test_run_record_metrics_from_a_hand_matrix():
     matrix = np.array([[0.5, nan, nan], [0.3, 0.6, nan], [0.2, 0.4, 0.7]])
     view = DataView(root=Path("."), data_hash="h", task_names=("a", "b", "c"),
                     task_classes=((0,), (1,), (2,)), names={0: "x", 1: "y", 2: "z"},
-                    train=((), (), ()), test=((), (), ()))
+                    train=((), (), ()), test=((), (), ()), joint=((), (), ()))
     record = cl.run_record(RunSpec("er", 0.1, 3), ProtocolSettings(), view,
                            {"matrix": matrix, "dece": [0.1, nan, 0.3], "tasks": [], "seconds": 12.34})
     assert record["matrix"] == [[0.5, None, None], [0.3, 0.6, None], [0.2, 0.4, 0.7]]
@@ -177,6 +184,22 @@ def test_run_record_metrics_from_a_hand_matrix():
     assert record["dece"] == pytest.approx(0.2)
     assert (record["seed"], record["budget"], record["seconds"]) == (3, 0.1, 12.3)
     json.dumps(record, allow_nan=False)
+
+
+def test_a_joint_record_from_before_joint_saw_every_label_is_run_again():
+    """Joint's replayed images once held only their own task's classes (a car image's bicycles
+    taught as background); its stored results are not reused for today's joint."""
+    view = DataView(root=Path("."), data_hash="h", task_names=("a", "b"),
+                    task_classes=((0,), (1,)), names={0: "x", 1: "y"},
+                    train=((), ()), test=((), ()), joint=((), ()))
+    outcome = {"matrix": np.array([[0.5, math.nan], [0.4, 0.6]]), "dece": [None, None],
+               "tasks": [], "seconds": 1.0}
+    settings = ProtocolSettings()
+    for spec in (RunSpec("joint", None, 0), RunSpec("er", 0.1, 0)):
+        record = cl.run_record(spec, settings, view, outcome)
+        assert cl.same_run(record, spec, settings, "h")
+        record.pop("joint_labels", None)  # as stored before
+        assert cl.same_run(record, spec, settings, "h") is (spec.strategy == "er")
 
 
 # --- end to end ------------------------------------------------------------------------------
