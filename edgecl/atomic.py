@@ -84,8 +84,9 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        _name_file(exc, path, temp=isinstance(exc, OSError) and exc.filename == tmp
-                   and exc.filename2 is None)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename == tmp:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None  # the rename onto path
+        _name_file(exc, path)
         raise
     fsync_dir(path.parent)
 
@@ -345,8 +346,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         try:
             os.replace(tmp, path)
         except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # named by path, not tmp
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
             raise OSError(exc.errno, f"{path} was filled meanwhile (another process wrote "
                                      f"it?); nothing of this run was kept there") from None
     except BaseException:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from edgecl.errors import ConfigError, did_you_mean, encoding_problem, yaml_problem
+from edgecl.errors import ConfigError, did_you_mean, encoding_problem, missing_path, yaml_problem
 
 
 BUILT_IN_SOURCE_URI = "synthetic://?tasks=5&images_per_task=60&imgsz=160&seed=0"
@@ -497,21 +497,26 @@ FREE_KEYS = frozenset({"state_dir", "source.uri", "model.path", "model.providers
                        "fleet.ca_cert", "fleet.server_cert", "fleet.server_key"})
 
 
-def _check_pairs(cfg: "Config", where: str) -> None:
-    """Checks that involve two keys at once (and the one text key that may not be empty)."""
+def _check_pairs(cfg: "Config", where: str, origins: dict[str, str] | None = None) -> None:
+    """Checks that involve two keys at once, and the one-key checks a rule cannot express (a
+    one-key error names where that key was set: ``origins``, as in :func:`validate`)."""
+    def at(key: str) -> str:
+        return (origins or {}).get(key, where)
+
     if not cfg.state_dir.strip():  # '' would put the state into the current directory
-        raise ConfigError(f"config key 'state_dir' in {where} must name a directory, got "
+        raise ConfigError(f"config key 'state_dir' in {at('state_dir')} must name a directory, got "
                           f"{_show(cfg.state_dir)}")
     for item in (i.strip() for i in cfg.server.trusted_proxies.split(",")):
         try:
             ipaddress.ip_network(item, strict=False) if item else None
         except ValueError:
-            raise ConfigError(f"config key 'server.trusted_proxies' in {where}: {_show(item)} is "
+            raise ConfigError(f"config key 'server.trusted_proxies' in "
+                              f"{at('server.trusted_proxies')}: {_show(item)} is "
                               f"not an IP address or network (e.g. 127.0.0.1, or 10.0.0.0/8)"
                               ) from None
     if 0 < cfg.runtime.out_max_bytes < MIN_OUT_BYTES:
         raise ConfigError(f"config key 'runtime.out_max_bytes' ({cfg.runtime.out_max_bytes}) in "
-                          f"{where} must be 0 (no rotation) or at least {MIN_OUT_BYTES} bytes "
+                          f"{at('runtime.out_max_bytes')} must be 0 (no rotation) or at least {MIN_OUT_BYTES} bytes "
                           f"(64 KiB): a smaller file starts anew at every frame and keeps only "
                           f"the last few lines")
     if bool(cfg.server.tls_cert.strip()) != bool(cfg.server.tls_key.strip()):
@@ -537,7 +542,7 @@ def _check_pairs(cfg: "Config", where: str) -> None:
                           f"({cfg.replay.virtual_candidates})")
     if 0 < cfg.memory.holdout_block_s < MIN_HOLDOUT_BLOCK_S:
         raise ConfigError(f"config key 'memory.holdout_block_s' ({cfg.memory.holdout_block_s}) in "
-                          f"{where} must be 0 (a draw per frame) or at least "
+                          f"{at('memory.holdout_block_s')} must be 0 (a draw per frame) or at least "
                           f"{MIN_HOLDOUT_BLOCK_S:g} s")
     if cfg.memory.capacity * cfg.memory.holdout_fraction < 1:
         raise ConfigError(f"config keys 'memory.capacity' ({cfg.memory.capacity}) and "
@@ -569,7 +574,7 @@ def validate(cfg: "Config", where: str = "config",
             if problem is not None:
                 raise ConfigError(f"config key '{key}' in {(origins or {}).get(key, where)}: "
                                   f"{problem}")
-    _check_pairs(cfg, where)
+    _check_pairs(cfg, where, origins)
     return cfg
 
 
@@ -712,6 +717,9 @@ def _number_from_text(text: str, kind: type, dotted: str, where: str) -> int | f
     15), ``0x``/``0o``/``0b`` and base 60 (``1:30`` is 90); so is anything not finite.
     """
     t = text.strip()
+    if not t.isascii():  # Python reads '٣٠' and '８０８０' as numbers; a label's class id does not
+        raise ConfigError(f"config key '{dotted}' in {where} must be a number written in ASCII "
+                          f"digits, got {_show(text)}")
     if dotted.endswith("_bytes"):
         size = size_from_text(t, dotted, where)
         if size is not None:
@@ -831,6 +839,11 @@ def _set_dotted(tree: dict, dotted: str, value: object, where: str) -> None:
     node[parts[-1]] = value
 
 
+YAML_VALUE_ERRORS = (ValueError, TypeError, AttributeError)
+"""What PyYAML's constructors raise for an explicitly tagged value they cannot build
+(``!!int abc``, ``!!timestamp 2020-02-30``), besides its own ``YAMLError``."""
+
+
 def parse_override(text: str) -> tuple[str, object]:
     """Parse one ``section.key=value`` override (the value is read as YAML).
 
@@ -855,7 +868,7 @@ def parse_override(text: str) -> tuple[str, object]:
         raise ConfigError(f"override {_show(text)} has an empty key")
     try:
         value = yaml.load(raw, Loader=_ConfigLoader) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, *YAML_VALUE_ERRORS):  # the text as typed: the key's rule judges it
         value = raw
     except (RecursionError, MemoryError):
         raise ConfigError(f"override '{_show(key)[1:-1]}': the value is nested too deeply or "
@@ -894,14 +907,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         where = str(path)
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file {p} is not a regular file (a folder?)" if p.exists()
-                              else f"config file not found: {p}")
+            if not p.exists():
+                why = missing_path(p)  # a link that loops or leads nowhere is named as one
+                raise ConfigError(f"config file {why}" if "symbolic link" in why
+                                  else f"config file not found: {p}")
+            raise ConfigError(f"config file {p} is a folder, not a file" if p.is_dir()
+                              else f"config file {p} is not a regular file (a device or a pipe)")
         try:
             tree = yaml.load(p.read_text(encoding="utf-8"), Loader=_ConfigLoader)
         except yaml.YAMLError as exc:
             raise ConfigError(f"cannot parse config {p}{yaml_problem(exc)}") from None
         except UnicodeDecodeError as exc:
             raise ConfigError(f"cannot read config {p}: {encoding_problem(exc)}") from None
+        except YAML_VALUE_ERRORS as exc:
+            raise ConfigError(f"cannot parse config {p}: a tagged value YAML cannot build "
+                              f"({exc}); write plain values") from None
         except OSError as exc:
             raise ConfigError(f"cannot read config {p}: {getattr(exc, 'reason', None) or exc}") from None
         except (RecursionError, MemoryError):
@@ -919,8 +939,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise _unknown_key_error(key, "command-line override")
         _set_dotted(tree, key, value, where)
         origins[key] = f"override {_show(text)}"
-    where = where if not overrides else f"{where} (+ overrides)"
-    return validate(expand_user_paths(_build(Config, tree, "", where, origins)), where, origins)
+    # a section or key the file got wrong is the file's; a check of two keys names both sources
+    built = expand_user_paths(_build(Config, tree, "", where, origins))
+    return validate(built, where if not overrides else f"{where} (+ overrides)", origins)
 
 
 def expand_user_paths(cfg: Config) -> Config:

@@ -233,31 +233,34 @@ def misplaced_path(exc: OSError) -> str | None:
 
 def missing_path(path: object) -> str:
     """Why a path that ``Path.exists()`` calls absent cannot be opened, in one line: a symbolic
-    link whose chain loops, a symbolic link to nothing, or nothing there at all.
+    link whose chain loops, a symbolic link to nothing, or nothing there at all. The first
+    such link on the way is named (``card/ds`` where ``card`` is the link).
 
     Args:
         path: the path as the user gave it.
 
     Returns:
-        E.g. ``"loop1 is a symbolic link that loops (it leads back to itself)"``,
-        ``"data is a symbolic link to /mnt/usb/data, which does not exist (unmounted?)"`` (also
-        for a link on the way: ``"card/data.yaml: card is a symbolic link to ..."``), or
+        E.g. ``"loop1 is a symbolic link that loops (following it never ends at a file or
+        folder)"``, ``"data is a symbolic link to /mnt/usb/data, which does not exist
+        (unmounted?)"``, ``"card/ds: card is a symbolic link to ..."``, or
         ``"no such file or directory: x.yaml"``.
     """
     import os
     from pathlib import Path
 
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return f"{path} is a symbolic link that loops (it leads back to itself)"
     given = Path(str(path))
-    for link in (given, *given.parents):  # the link may be a folder on the way (card/data)
-        if os.path.islink(link) and not os.path.exists(link):
-            where = "" if link == given else f"{path}: "
-            return (f"{where}{link} is a symbolic link to {os.path.realpath(link)}, which does "
-                    "not exist (unmounted?)")
+    for step in (*reversed(given.parents), given):  # from the top down
+        where = "" if step == given else f"{path}: "
+        try:
+            os.stat(step)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return (f"{where}{step} is a symbolic link that loops (following it never ends "
+                        "at a file or folder)")
+            if os.path.islink(step):
+                return (f"{where}{step} is a symbolic link to {os.path.realpath(step)}, which "
+                        "does not exist (unmounted?)")
+            break
     return f"no such file or directory: {path}"
 
 

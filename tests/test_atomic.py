@@ -46,7 +46,8 @@ def test_a_folder_that_refuses_the_temp_file_is_named_by_the_destination(tmp_pat
     """Before: 'dataset import --out /proc/x' said "No such file or directory:
     /proc/.x.pid25228.boot6e31de5c._rqzt__q.tmp", a name the user never gave."""
     def refuse(prefix="", suffix="", dir=None):
-        raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir, prefix + "q1" + suffix))
+        raise OSError(errno.EROFS, "Read-only file system",
+                      os.path.join(dir, prefix + "q1" + suffix))
 
     monkeypatch.setattr(atomic.tempfile, maker, refuse)
     with pytest.raises(OSError) as err:
@@ -202,3 +203,24 @@ def test_a_command_json_line_is_strict_json(capsys):
     out = capsys.readouterr().out
     assert out == '{"acc": null, "n": 3, "per_class": {"car": null}}\n'
     json.loads(out, parse_constant=lambda c: pytest.fail(c))
+
+
+def test_a_rename_refused_at_the_end_is_named_by_the_destination(tmp_path, monkeypatch):
+    """Before: an --out folder with a file named like the report in it said "Is a directory:
+    DIR/.report.md.0pn96iji.tmp", and an --out that is a dangling link "Not a directory:
+    .dang.pid30601...tmp"."""
+    (tmp_path / "report.md").mkdir()
+    with pytest.raises(IsADirectoryError) as err:
+        atomic_write_bytes(tmp_path / "report.md", b"x")
+    assert str(err.value) == f"[Errno 21] Is a directory: '{tmp_path / 'report.md'}'"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+    def refuse(src, dst):
+        raise OSError(errno.ENOTDIR, "Not a directory", str(src), str(dst))
+
+    monkeypatch.setattr(atomic.os, "replace", refuse)
+    with pytest.raises(NotADirectoryError) as err:
+        with atomic.atomic_dir(tmp_path / "out") as d:
+            (d / "a.txt").write_text("a")
+    assert str(err.value) == f"[Errno 20] Not a directory: '{tmp_path / 'out'}'"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]

@@ -425,13 +425,6 @@ def test_cli_refuses_overrides_for_a_command_without_config(capsys, tmp_path):
     assert code == 2 and capsys.readouterr().err == f"error: config file not found: {tmp_path / 'v=2.yaml'}\n"
 
 
-def test_a_folder_as_config_file_says_so(tmp_path):
-    with pytest.raises(ConfigError, match="is not a regular file"):
-        load_config(tmp_path)
-    with pytest.raises(ConfigError, match="config file not found"):
-        load_config(tmp_path / "none.yaml")
-
-
 @pytest.mark.parametrize("text, expected", [
     ("10GB", 10 * 1000 ** 3), ("512MiB", 512 * 1024 ** 2), ("1.5 GiB", 1536 * 1024 ** 2),
     ("2gb", 2 * 1000 ** 3), ("1_000MB", 1000 * 1000 ** 2), ("268435456", 268435456)])
@@ -465,8 +458,9 @@ def test_a_size_unit_is_only_read_for_byte_keys():
                                  "10000000000.0 is out of range (> 0 and <= 31536000)"),
     ("learner.budget_s=1e308", "out of range (> 0 and <= 31536000)"),
     ("labels.dedup_window_s=4e7", "out of range (0..31536000)"),
-    ("runtime.out_max_bytes=100", "'runtime.out_max_bytes' (100) in defaults (+ overrides) must "
-                                  "be 0 (no rotation) or at least 65536 bytes"),
+    ("runtime.out_max_bytes=100", "'runtime.out_max_bytes' (100) in override "
+                                  "'runtime.out_max_bytes=100' must be 0 (no rotation) or at "
+                                  "least 65536 bytes"),
 ])
 def test_times_past_a_year_and_tiny_output_files_are_refused(override, message):
     """Before: runtime.swap_poll_s=1e10 loaded, then killed the model loader's thread with an
@@ -512,3 +506,43 @@ def test_a_bad_value_is_named_where_it_was_set(tmp_path):
         "(0..65535)")
     assert _one_line_error(None, ["replay.strategy=mir", "replay.candidate_pool=10"]).startswith(
         "config key 'replay.candidate_pool' (10) in defaults (+ overrides) must be at least")
+    # a one-key check outside the rules table, and a section the file got wrong
+    assert _one_line_error(None, ["server.trusted_proxies=notanip"]).startswith(
+        "config key 'server.trusted_proxies' in override 'server.trusted_proxies=notanip': "
+        "'notanip' is not an IP address")
+    cfg_file.write_text("memory: 5\n")
+    assert _one_line_error(cfg_file, ["server.port=1"]).startswith(
+        f"config section 'memory' in {cfg_file} must be a mapping")
+
+
+def test_a_tagged_value_yaml_cannot_build_is_one_line(tmp_path):
+    """Before: 'memory.capacity=!!int abc' was "internal error (ValueError: invalid literal for
+    int() ...)", and '!!timestamp 2020-02-30' "internal error (ValueError: day is out of range
+    for month)", from an override or a file."""
+    for tagged in ("!!int abc", "!!float x", "!!timestamp 2020-02-30", "!!timestamp x"):
+        assert _one_line_error(None, [f"memory.capacity={tagged}"]) == (
+            f"config key 'memory.capacity' in override 'memory.capacity={tagged}' must be a "
+            f"number, got '{tagged}'")
+    cfg_file = tmp_path / "edgecl.yaml"
+    cfg_file.write_text("memory: {capacity: !!int abc}\n")
+    assert _one_line_error(cfg_file) == (
+        f"cannot parse config {cfg_file}: a tagged value YAML cannot build (invalid literal for "
+        "int() with base 10: 'abc'); write plain values")
+
+
+def test_a_config_path_that_is_no_file_says_what_it_is(tmp_path):
+    """Before: /dev/null was "not a regular file (a folder?)"."""
+    assert _one_line_error("/dev/null") == ("config file /dev/null is not a regular file (a "
+                                            "device or a pipe)")
+    assert _one_line_error(tmp_path) == f"config file {tmp_path} is a folder, not a file"
+    assert _one_line_error(tmp_path / "none.yaml") == f"config file not found: {tmp_path}/none.yaml"
+
+
+@pytest.mark.parametrize("text", ["\u0663\u0660", "\uff18\uff10\uff18\uff10", "1\u0660"])
+def test_a_number_in_other_scripts_digits_is_refused(text):
+    """Before: 'memory.capacity=٣٠' loaded as 30 and 'server.port=８０８０' as 8080 (Python's
+    int reads any script's digits), while a label's class id takes ASCII digits only."""
+    for key in ("memory.capacity", "server.port", "learner.lr"):
+        assert _one_line_error(None, [f"{key}={text}"]) == (
+            f"config key '{key}' in override '{key}={text}' must be a number written in ASCII "
+            f"digits, got '{text}'")

@@ -196,6 +196,8 @@ def _image_file(item: ImportItem) -> tuple[str, bytes]:
 
 
 def _check_out(out: Path) -> None:
+    if not out.exists() and "symbolic link" in missing_path(out):  # a loop, a link to nothing
+        raise ConfigError(f"--out {missing_path(out)}")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is a file, not a folder; name a new folder")
     if out.exists() and any(out.iterdir()):

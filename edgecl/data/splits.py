@@ -43,7 +43,7 @@ from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_f
                                 shared_label_problem)
 from edgecl.data.tasks import SPLITS, format_tasks_yaml, load_tasks, unlistable
 from edgecl.data.yolo_dataset import find_dataset
-from edgecl.errors import ConfigError, LabelError, did_you_mean
+from edgecl.errors import ConfigError, LabelError, did_you_mean, missing_path
 
 log = logging.getLogger(__name__)
 
@@ -493,7 +493,14 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
     """
     import yaml
 
-    if out.exists() or out.is_symlink():
+    for path, what in ((out, "--out"), (out.parent / out.stem, "the image lists' folder")):
+        why = missing_path(path) if not path.exists() else ""
+        if "symbolic link" in why:  # a loop, or a link to nothing (an unmounted card)
+            raise ConfigError(f"{what} {why}; name another tasks.yaml")
+    if out.exists() and not out.is_file():  # a pipe would block the read below
+        raise ConfigError(f"--out {out} exists and is not a regular file (a folder, a pipe or "
+                          f"a device); name a new file")
+    if out.exists():
         try:
             data = yaml.load(out.read_text(encoding="utf-8-sig"), Loader=DataFileLoader)
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -502,7 +509,7 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
             raise ConfigError(f"--out {out} exists and is not a tasks.yaml: it would be "
                               f"overwritten; name a new file")
     lists_dir = out.parent / out.stem
-    if (lists_dir.exists() or lists_dir.is_symlink()) and not lists_dir.is_dir():
+    if lists_dir.exists() and not lists_dir.is_dir():
         raise ConfigError(f"{lists_dir} is a file, not a folder of split lists: the image lists "
                           f"of --out {out.name} go there; name another tasks.yaml")
     lists = {f"{s}.txt" for s in SPLITS}

@@ -294,7 +294,7 @@ class Runtime:
             # exported engine is not something a round can start from, and the first round
             # says so (before, it trained a model from scratch and swapped it in for this one)
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(
-                cfg.model, path=str(Path(opts.model).resolve())))
+                cfg.model, path=str(Path(opts.model).absolute())))
         self.cfg = cfg
         self.opts = opts
         self.on_round = on_round

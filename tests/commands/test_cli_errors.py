@@ -377,7 +377,8 @@ def test_a_symbolic_link_that_leads_nowhere_is_named_as_one(run_edgecl, tmp_path
     if kind == "loop":
         (tmp_path / "other").symlink_to(link)
         link.symlink_to(tmp_path / "other")
-        why = f"{link} is a symbolic link that loops (it leads back to itself)"
+        why = (f"{link} is a symbolic link that loops (following it never ends at a file or "
+               "folder)")
     elif kind == "chain":  # data -> card -> nowhere: the end of the chain is named
         (tmp_path / "card").symlink_to(gone)
         link.symlink_to("card")
@@ -393,3 +394,35 @@ def test_a_symbolic_link_that_leads_nowhere_is_named_as_one(run_edgecl, tmp_path
     code, _, err = run_edgecl([a.format(link=link, tmp=tmp_path) for a in argv])
     assert code == 2 and err.count("\n") == 1 and err.rstrip("\n").endswith(why), err
     assert not (tmp_path / "out").exists() and not (tmp_path / "t.yaml").exists()
+
+
+@pytest.mark.parametrize("option, name, prefix", [("--model", "m.onnx", "model file"),
+                                                   ("--config", "c.yaml", "config file")])
+def test_a_model_or_config_behind_a_link_that_leads_nowhere_is_named(run_edgecl, tmp_path,
+                                                                      option, name, prefix):
+    """Before: a model behind a symbolic link loop was "internal error (RuntimeError: Symlink
+    loop from ...)", and a config behind one "config file not found"."""
+    loop, gone = tmp_path / f"loop-{name}", tmp_path / f"gone-{name}"
+    (tmp_path / "other").symlink_to(loop)
+    loop.symlink_to(tmp_path / "other")
+    gone.symlink_to("/mnt/edgecl-card-not-mounted")
+    for path, why in ((loop, "is a symbolic link that loops (following it never ends at a file "
+                             "or folder)"),
+                      (gone, "is a symbolic link to /mnt/edgecl-card-not-mounted, which does "
+                             "not exist (unmounted?)")):
+        code, _, err = run_edgecl(["run", "--state-dir", tmp_path / "state", "--source",
+                                   "synthetic://", "--frames", "1", option, path])
+        assert code == 2 and err == f"error: {prefix} {path} {why}\n", err
+
+
+def test_an_out_folder_under_a_link_that_loops_is_one_line(run_edgecl, tmp_path):
+    """Before: 'dataset import SRC --out loop/x' was "internal error (RuntimeError: Symlink
+    loop from ...)"."""
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    code, _, err = run_edgecl(["dataset", "import", src, "--out", tmp_path / "a" / "x"])
+    assert code == 2 and err == (f"error: --out {tmp_path / 'a' / 'x'}: {tmp_path / 'a'} is a "
+                                 "symbolic link that loops (following it never ends at a file or "
+                                 "folder)\n"), err

@@ -277,3 +277,33 @@ def test_a_folder_that_refuses_new_files_is_named_as_the_output_given(tmp_path, 
     assert main([str(a) for a in argv]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: Read-only file system: {out}")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling", "loop", "dangling-lists"])
+def test_split_tasks_out_that_is_no_file_is_refused_without_waiting(tmp_path, capsys, kind):
+    """Before: an --out naming a pipe blocked forever (its 'is this a tasks.yaml' read), and a
+    link to nothing was "exists and is not a tasks.yaml"."""
+    import os
+
+    root = _flights(tmp_path / "ds")
+    out = tmp_path / "tasks.yaml"
+    if kind == "fifo":
+        os.mkfifo(out)
+        why = f"--out {out} exists and is not a regular file (a folder, a pipe or a device)"
+    elif kind == "dangling":
+        out.symlink_to("/mnt/edgecl-card-not-mounted.yaml")
+        why = (f"--out {out} is a symbolic link to /mnt/edgecl-card-not-mounted.yaml, which "
+               "does not exist (unmounted?)")
+    elif kind == "loop":
+        (tmp_path / "other.yaml").symlink_to(out)
+        out.symlink_to(tmp_path / "other.yaml")
+        why = (f"--out {out} is a symbolic link that loops (following it never ends at a file "
+               "or folder)")
+    else:
+        (tmp_path / "tasks").symlink_to("/mnt/edgecl-card-not-mounted")
+        why = (f"the image lists' folder {tmp_path / 'tasks'} is a symbolic link to "
+               "/mnt/edgecl-card-not-mounted, which does not exist (unmounted?)")
+    assert main(["dataset", "split-tasks", str(root), "--tasks", "car;bicycle;person",
+                 "--group-by", r"^(F\d)_", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {why}") and err.count("\n") == 1, err
