@@ -25,6 +25,18 @@ def print_json_line(obj: object) -> None:
           flush=True)
 
 
+def output_path(text: str) -> str:
+    """argparse type: a path to write to (``--out``), not empty or blank: ``--out ''`` (an
+    unset shell variable) wrote into the current folder.
+
+    Raises:
+        argparse.ArgumentTypeError: an empty or blank path.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a file or folder to write, got {text!r}")
+    return text
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a usage error, one line, otherwise).
 

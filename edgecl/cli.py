@@ -99,6 +99,12 @@ PATH_OPTIONS = ("config", "state_dir", "model", "out", "save_video", "cache_dir"
 ``--out ~/x`` but not of ``--out=~/x`` (which made a folder named ``~``)."""
 
 
+def one_line(message: str) -> str:
+    """``message`` on one line: a line break inside it (a file name with a newline in it, a
+    value typed with one) is shown as ``\\n``, so an error stays one line a script can read."""
+    return message.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
+
+
 class UsageExit(SystemExit):
     """argparse's exit on a usage error (code 2), carrying its one-line message.
 
@@ -120,7 +126,7 @@ class OneLineParser(argparse.ArgumentParser):
     """
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
-        line = f"{message}; see '{self.prog} --help'"
+        line = one_line(f"{message}; see '{self.prog} --help'")
         print(f"error: {line}", file=sys.stderr, flush=True)
         raise UsageExit(line)
 
@@ -153,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _report_error(args, message: str) -> None:
     """One ``error: ...`` line on stderr; with ``--json`` also ``{"error": ...}`` as the last
     stdout line, as ``--json`` promises a JSON object there."""
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)  # JSON escapes line breaks itself
     if getattr(args, "json", False):
         print(json.dumps({"error": message}), flush=True)
 

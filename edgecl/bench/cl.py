@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: the ``bench cl`` parser.
     """
     from edgecl.arguments import (finite_non_negative_float, finite_positive_float,
-                                  non_negative_int, positive_int, torch_device,
+                                  non_negative_int, output_path, positive_int, torch_device,
                                   train_image_size)
 
     add = parser.add_argument
@@ -105,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="+pl: largest IoU of a pseudo-label with a labelled box (default 0.3)")
     add("--report-only", action="store_true",
         help="run nothing: write table.md and the plots from the finished runs of the plan")
-    add("--out", required=True, help="output folder (results.json, table.md, PNGs, work/)")
+    add("--out", required=True, type=output_path, help="output folder (results.json, table.md, PNGs, work/)")
     add("--json", action="store_true",
         help="accepted as by every benchmark: the last stdout line is always the JSON summary")
 

@@ -747,8 +747,8 @@ def summarize(runs: list[dict]) -> dict:
 
 def add_arguments(parser) -> None:
     """Arguments of ``edgecl bench field``."""
-    from edgecl.arguments import (finite_non_negative_float, non_negative_int, percentage,
-                                  positive_int, train_image_size)
+    from edgecl.arguments import (finite_non_negative_float, non_negative_int, output_path,
+                                  percentage, positive_int, train_image_size)
 
     parser.add_argument("--data", default="scenario",
                         help="DIR/tasks.yaml of a class-incremental dataset, or 'scenario' (built in)")
@@ -780,7 +780,7 @@ def add_arguments(parser) -> None:
                              "training images that train it; the stream holds the rest")
     parser.add_argument("--initial-steps", type=positive_int, default=600,
                         help="training steps of the 'first-task' starting model")
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--out", required=True, type=output_path, help="output directory")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.add_argument("--config", help="deployment YAML whose settings the runs start from")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",

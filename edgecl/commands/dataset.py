@@ -7,7 +7,7 @@ import contextlib
 import shlex
 import sys
 
-from edgecl.arguments import print_json_line
+from edgecl.arguments import output_path, print_json_line
 from edgecl.commands.common import dropped_regions_note, skipped_annotations_note
 from edgecl.errors import StorageError, is_disk_full
 
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     dsub = p.add_subparsers(dest="dataset_cmd", metavar="ACTION", required=True)
     imp = dsub.add_parser("import", help="write an ultralytics YOLO dataset from a YOLO, VOC or COCO one")
     imp.add_argument("src", help="dataset folder, data.yaml or COCO json")
-    imp.add_argument("--out", required=True, help="output folder (new or empty)")
+    imp.add_argument("--out", required=True, type=output_path, help="output folder (new or empty)")
     imp.add_argument("--format", default="auto", choices=("auto", "yolo", "voc", "coco"),
                      help="source format (default: auto-detect)")
     imp.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
     split.add_argument("--seed", type=int, default=0,
                        help="which of the splits about as balanced as the best one found to take "
                             "(default 0; the output says how many there were)")
-    split.add_argument("--out", required=True, metavar="FILE.yaml", help="the tasks.yaml to write")
+    split.add_argument("--out", required=True, type=output_path, metavar="FILE.yaml", help="the tasks.yaml to write")
     split.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     split.set_defaults(func=split_command)
 

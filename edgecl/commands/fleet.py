@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgecl.arguments import print_json_line, train_image_size
+from edgecl.arguments import output_path, print_json_line, train_image_size
 from edgecl.commands.common import (
     add_config_args,
     config_from_args,
@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
     sim.add_argument("--data", default="scenario",
                      help="a tasks.yaml (or its folder), or 'scenario' (one generated task per device)")
     sim.add_argument("--rounds", type=int, default=3, help="fleet rounds (default 3)")
-    sim.add_argument("--out", required=True, help="output folder (states, logs, summary.json)")
+    sim.add_argument("--out", required=True, type=output_path, help="output folder (states, logs, summary.json)")
     sim.add_argument("--imgsz", type=train_image_size, default=64,
                      help="image and model size (default 64)")
     sim.add_argument("--images-per-task", type=int, default=40,

@@ -10,7 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from edgecl.arguments import print_json_line
+from edgecl.arguments import output_path, print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
                                     refuse_smaller_memory, require_state_dir, with_device_memory)
 from edgecl.config import Config
@@ -53,7 +53,7 @@ def add_parser(sub) -> None:
     remove.set_defaults(func=remove_command)
     export = msub.add_parser("export", help="write the memory as a YOLO dataset")
     add_config_args(export)
-    export.add_argument("--out", required=True, help="output folder (created; must be empty)")
+    export.add_argument("--out", required=True, type=output_path, help="output folder (created; must be empty)")
     export.add_argument("--skip-damaged", action="store_true",
                         help="export the intact samples and name the damaged ones (instead of "
                              "refusing; for a memory that cannot be repaired here, e.g. read-only)")

@@ -6,7 +6,7 @@ import argparse
 import logging
 import time
 
-from edgecl.arguments import print_json_line
+from edgecl.arguments import output_path, print_json_line
 from edgecl.commands.common import add_config_args, config_from_args, require_state_dir
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     rep = msub.add_parser("report", help="write report.md with accuracy matrix, per-class AP "
                                          "over rounds, per-class heatmap and calibration")
     add_config_args(rep)
-    rep.add_argument("--out", help="output folder (default STATE/metrics/report)")
+    rep.add_argument("--out", type=output_path, help="output folder (default STATE/metrics/report)")
     rep.set_defaults(func=report_command)
     summ = msub.add_parser("summary", help="print ACC, BWT, forgetting (per task and per class), "
                                            "D-ECE, FPS, memory")

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from edgecl.arguments import positive_int, print_json_line
+from edgecl.arguments import output_path, positive_int, print_json_line
 from edgecl.commands.common import add_config_args, config_from_args
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", help="model file (.onnx, .engine, .xml, .pt, .yaml); default: the "
                                    "registry's current version, else model.path")
     p.add_argument("--frames", type=positive_int, help="stop after N frames (>= 1)")
-    p.add_argument("--out", help="append detections as JSON lines to this file (after a restart "
+    p.add_argument("--out", type=output_path, help="append detections as JSON lines to this file (after a restart "
                                  "frame_id goes on after its last line; run_id names the run)")
     p.add_argument("--save-video", help="write an annotated video to this file")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")

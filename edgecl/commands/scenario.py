@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from edgecl.arguments import output_path
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Create the ``scenario`` command group.
@@ -17,7 +19,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("scenario", help="generate the built-in continual-learning scenario")
     sub = parser.add_subparsers(dest="scenario_command", metavar="COMMAND", required=True)
     make = sub.add_parser("make", help="write the scenario (images, YOLO labels, tasks.yaml) to a folder")
-    make.add_argument("--out", required=True, help="output folder (new, empty, or an earlier scenario)")
+    make.add_argument("--out", required=True, type=output_path,
+                      help="output folder (new, empty, or an earlier scenario)")
     make.add_argument("--tasks", type=int, default=5, help="number of tasks (default 5)")
     make.add_argument("--images-per-task", type=int, default=60, help="images per task, all splits (default 60)")
     make.add_argument("--imgsz", type=int, default=160, help="square image side in pixels (default 160)")

@@ -426,3 +426,32 @@ def test_an_out_folder_under_a_link_that_loops_is_one_line(run_edgecl, tmp_path)
     assert code == 2 and err == (f"error: --out {tmp_path / 'a' / 'x'}: {tmp_path / 'a'} is a "
                                  "symbolic link that loops (following it never ends at a file or "
                                  "folder)\n"), err
+
+
+def test_a_line_break_in_a_path_or_value_keeps_the_error_one_line(run_edgecl, tmp_path):
+    """Before: a path with a newline in it printed its error over two lines, which a script
+    reading the last stderr line got half of."""
+    odd = tmp_path / "flight\nday2"
+    code, out, err = run_edgecl(["dataset", "import", odd, "--out", tmp_path / "o", "--json"])
+    assert code == 2 and err == f"error: no such file or directory: {tmp_path}/flight\\nday2\n"
+    assert json.loads(out.strip().splitlines()[-1]) == {
+        "error": f"no such file or directory: {odd}"}
+    code, _, err = run_edgecl(["dataset", "split-tasks", tmp_path, "--tasks", "a", "--out",
+                               tmp_path / "t.yaml", "--bogus\nflag"])
+    assert code == 2 and err.count("\n") == 1 and "--bogus\\nflag" in err, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["monitor", "report", "--state-dir", "{tmp}"], ["memory", "export", "--state-dir", "{tmp}"],
+    ["dataset", "import", "{tmp}"], ["dataset", "split-tasks", "{tmp}", "--tasks", "a"],
+    ["scenario", "make"], ["run", "--source", "synthetic://"], ["bench", "cl"],
+    ["bench", "field"], ["fleet", "simulate"]])
+@pytest.mark.parametrize("empty", ["", " "])
+def test_an_empty_out_is_refused_before_anything_is_written(run_edgecl, tmp_path, argv, empty):
+    """Before: 'monitor report --out ""' (an unset shell variable) wrote report.md and
+    rounds.csv into the current folder."""
+    before = sorted(os.listdir("."))
+    code, _, err = run_edgecl([a.format(tmp=tmp_path) for a in argv] + ["--out", empty])
+    assert code == 2 and err.startswith(
+        f"error: argument --out: must name a file or folder to write, got {empty!r}; see "), err
+    assert sorted(os.listdir(".")) == before
