@@ -247,6 +247,7 @@ def require_state_dir(cfg: Config) -> None:
 
     if Path(cfg.state_dir).exists() and not Path(cfg.state_dir).is_dir():
         raise EdgeclError(file_as_state_dir(cfg.state_dir))
+    refuse_unreachable_state_dir(cfg.state_dir)
     if not Path(cfg.state_dir).is_dir():
         raise EdgeclError(f"{cfg.state_dir}: no such state directory (run 'edgecl run --state-dir "
                           f"{cfg.state_dir} ...' first, or check --state-dir)")
@@ -284,3 +285,18 @@ def require_writable_state_dir(cfg: Config, what: str) -> None:
             raise StorageError(f"{folder}: cannot write there ({what} writes its class registry, "
                                f"models and round files in the state directory): make it "
                                f"writable, or use another --state-dir")
+
+
+def refuse_unreachable_state_dir(state_dir: str) -> None:
+    """Refuse a state directory behind a symbolic link that loops or leads nowhere (a card not
+    mounted), naming the link, before a command makes anything there.
+
+    Raises:
+        EdgeclError: one line naming the link and where it leads.
+    """
+    from pathlib import Path
+
+    from edgecl.errors import EdgeclError, missing_path
+
+    if not Path(state_dir).exists() and "symbolic link" in missing_path(state_dir):
+        raise EdgeclError(f"state directory {missing_path(state_dir)}")

@@ -18,7 +18,8 @@ from pathlib import Path
 from edgecl.arguments import print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, dropped_regions_note,
                                     memory_given, new_classes_note, refuse_smaller_memory,
-                                    skipped_annotations_note, with_device_memory)
+                                    refuse_unreachable_state_dir, skipped_annotations_note,
+                                    with_device_memory)
 
 
 def add_import_parser(lsub) -> None:
@@ -165,6 +166,7 @@ def import_command(args: argparse.Namespace) -> int:
     from edgecl.runtime.lock import importing
 
     cfg = with_device_memory(config_from_args(args), memory_given(args))
+    refuse_unreachable_state_dir(cfg.state_dir)
     refuse_smaller_memory(cfg)
     items = iter_labelled(args.path, args.format)
     classes = ClassRegistry(cfg.state_dir)

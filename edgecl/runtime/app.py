@@ -14,7 +14,7 @@ from pathlib import Path
 from edgecl.atomic import atomic_write_bytes
 from edgecl.config import Config, RuntimeConfig
 from edgecl.errors import (ConfigError, EdgeclError, LabelError, ModelLoadError, StorageError,
-                           UnavailableError, file_as_state_dir, is_disk_full)
+                           UnavailableError, file_as_state_dir, is_disk_full, missing_path)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ def ensure_writable(state_dir: str | Path) -> None:
     path = Path(state_dir)
     if path.exists() and not path.is_dir():
         raise StorageError(file_as_state_dir(path))
+    if not path.exists() and "symbolic link" in missing_path(path):  # an unmounted card
+        raise StorageError(f"state directory {missing_path(path)}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path / ".write-probe", b"ok")

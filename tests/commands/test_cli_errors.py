@@ -455,3 +455,20 @@ def test_an_empty_out_is_refused_before_anything_is_written(run_edgecl, tmp_path
     assert code == 2 and err.startswith(
         f"error: argument --out: must name a file or folder to write, got {empty!r}; see "), err
     assert sorted(os.listdir(".")) == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--source", "synthetic://", "--model", "yolo11n.yaml", "--frames", "1"],
+    ["memory", "stats"], ["learn"], ["labels", "import", "{tmp}/src"], ["labels", "pending"]])
+def test_a_state_directory_on_a_card_that_is_not_mounted_is_named(run_edgecl, tmp_path, argv):
+    """Before: 'run' said "state directory card is not writable: File exists", 'memory stats'
+    advised running 'edgecl run' there (which fails so), 'labels import' "cannot open the
+    replay memory card/memory: File exists (card)"."""
+    (tmp_path / "src" / "images").mkdir(parents=True)
+    card = tmp_path / "card"
+    card.symlink_to("/mnt/edgecl-card-not-mounted")
+    code, _, err = run_edgecl([a.format(tmp=tmp_path) for a in argv] + ["--state-dir", card])
+    assert code == 2 and err == (f"error: state directory {card} is a symbolic link to "
+                                 "/mnt/edgecl-card-not-mounted, which does not exist "
+                                 "(unmounted?)\n"), err
+    assert not os.path.lexists("/mnt/edgecl-card-not-mounted")
