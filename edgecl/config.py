@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from edgecl.errors import ConfigError, did_you_mean, encoding_problem, missing_path, yaml_problem
+from edgecl.errors import ConfigError, did_you_mean, encoding_problem, link_problem, yaml_problem
 
 
 BUILT_IN_SOURCE_URI = "synthetic://?tasks=5&images_per_task=60&imgsz=160&seed=0"
@@ -908,9 +908,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         p = Path(path)
         if not p.is_file():
             if not p.exists():
-                why = missing_path(p)  # a link that loops or leads nowhere is named as one
-                raise ConfigError(f"config file {why}" if "symbolic link" in why
-                                  else f"config file not found: {p}")
+                why = link_problem(p)  # a link that loops or leads nowhere is named as one
+                raise ConfigError(f"config file {why}" if why else f"config file not found: {p}")
             raise ConfigError(f"config file {p} is a folder, not a file" if p.is_dir()
                               else f"config file {p} is not a regular file (a device or a pipe)")
         try:

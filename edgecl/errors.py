@@ -231,10 +231,9 @@ def misplaced_path(exc: OSError) -> str | None:
     return None
 
 
-def missing_path(path: object) -> str:
-    """Why a path that ``Path.exists()`` calls absent cannot be opened, in one line: a symbolic
-    link whose chain loops, a symbolic link to nothing, or nothing there at all. The first
-    such link on the way is named (``card/ds`` where ``card`` is the link).
+def link_problem(path: object) -> str | None:
+    """Why ``path`` cannot be reached when a symbolic link on the way loops or leads nowhere (a
+    card not mounted): the first such link, from the top down, in one line; None otherwise.
 
     Args:
         path: the path as the user gave it.
@@ -242,14 +241,14 @@ def missing_path(path: object) -> str:
     Returns:
         E.g. ``"loop1 is a symbolic link that loops (following it never ends at a file or
         folder)"``, ``"data is a symbolic link to /mnt/usb/data, which does not exist
-        (unmounted?)"``, ``"card/ds: card is a symbolic link to ..."``, or
-        ``"no such file or directory: x.yaml"``.
+        (unmounted?)"``, ``"card/ds: card is a symbolic link to ..."`` (a link on the way), or
+        None.
     """
     import os
     from pathlib import Path
 
     given = Path(str(path))
-    for step in (*reversed(given.parents), given):  # from the top down
+    for step in (*reversed(given.parents), given):
         where = "" if step == given else f"{path}: "
         try:
             os.stat(step)
@@ -260,8 +259,19 @@ def missing_path(path: object) -> str:
             if os.path.islink(step):
                 return (f"{where}{step} is a symbolic link to {os.path.realpath(step)}, which "
                         "does not exist (unmounted?)")
-            break
-    return f"no such file or directory: {path}"
+            return None
+    return None
+
+
+def missing_path(path: object) -> str:
+    """Why a path that ``Path.exists()`` calls absent cannot be opened, in one line:
+    :func:`link_problem`'s words for a link that loops or leads nowhere, else ``"no such file or
+    directory: PATH"``.
+
+    Args:
+        path: the path as the user gave it.
+    """
+    return link_problem(path) or f"no such file or directory: {path}"
 
 
 def file_as_state_dir(path: object) -> str:

@@ -294,9 +294,8 @@ def refuse_unreachable_state_dir(state_dir: str) -> None:
     Raises:
         EdgeclError: one line naming the link and where it leads.
     """
-    from pathlib import Path
+    from edgecl.errors import EdgeclError, link_problem
 
-    from edgecl.errors import EdgeclError, missing_path
-
-    if not Path(state_dir).exists() and "symbolic link" in missing_path(state_dir):
-        raise EdgeclError(f"state directory {missing_path(state_dir)}")
+    why = link_problem(state_dir)
+    if why:
+        raise EdgeclError(f"state directory {why}")

@@ -36,7 +36,7 @@ from edgecl.data.images import IMAGE_SUFFIXES, deeper_than_8_bits, is_image, pix
 from edgecl.data.importers import (SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, detect_format,
                                    iter_labelled, no_labels_hint, same_class_as)
 from edgecl.data.labels import labels_to_text
-from edgecl.errors import ConfigError, LabelError, missing_path
+from edgecl.errors import ConfigError, LabelError, link_problem, missing_path
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +196,9 @@ def _image_file(item: ImportItem) -> tuple[str, bytes]:
 
 
 def _check_out(out: Path) -> None:
-    if not out.exists() and "symbolic link" in missing_path(out):  # a loop, a link to nothing
-        raise ConfigError(f"--out {missing_path(out)}")
+    why = link_problem(out)  # a loop, or a link to nothing
+    if why:
+        raise ConfigError(f"--out {why}")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is a file, not a folder; name a new folder")
     if out.exists() and any(out.iterdir()):

@@ -43,7 +43,7 @@ from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_f
                                 shared_label_problem)
 from edgecl.data.tasks import SPLITS, format_tasks_yaml, load_tasks, unlistable
 from edgecl.data.yolo_dataset import find_dataset
-from edgecl.errors import ConfigError, LabelError, did_you_mean, missing_path
+from edgecl.errors import ConfigError, LabelError, did_you_mean, link_problem
 
 log = logging.getLogger(__name__)
 
@@ -494,8 +494,8 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
     import yaml
 
     for path, what in ((out, "--out"), (out.parent / out.stem, "the image lists' folder")):
-        why = missing_path(path) if not path.exists() else ""
-        if "symbolic link" in why:  # a loop, or a link to nothing (an unmounted card)
+        why = link_problem(path)  # a loop, or a link to nothing (an unmounted card)
+        if why:
             raise ConfigError(f"{what} {why}; name another tasks.yaml")
     if out.exists() and not out.is_file():  # a pipe would block the read below
         raise ConfigError(f"--out {out} exists and is not a regular file (a folder, a pipe or "

@@ -413,15 +413,14 @@ class Backend(abc.ABC):
         Raises:
             ModelLoadError: the file is missing, corrupt or incompatible.
         """
-        from edgecl.errors import ModelLoadError, missing_path
+        from edgecl.errors import ModelLoadError, link_problem
 
         path = Path(path)
         if path.is_dir():
             raise ModelLoadError(folder_given(path))
         if not path.is_file():
-            why = missing_path(path) if not path.exists() else ""
-            raise ModelLoadError(f"model file {why}" if "symbolic link" in why
-                                 else f"model file not found: {path}")
+            why = link_problem(path)
+            raise ModelLoadError(f"model file {why}" if why else f"model file not found: {path}")
         self._meta = self._load(path)
         floor = self._meta.extra.get("nms_score_threshold")
         if floor is not None and self.opts.conf < floor:

@@ -14,7 +14,7 @@ from pathlib import Path
 from edgecl.atomic import atomic_write_bytes
 from edgecl.config import Config, RuntimeConfig
 from edgecl.errors import (ConfigError, EdgeclError, LabelError, ModelLoadError, StorageError,
-                           UnavailableError, file_as_state_dir, is_disk_full, missing_path)
+                           UnavailableError, file_as_state_dir, is_disk_full, link_problem)
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,9 @@ def ensure_writable(state_dir: str | Path) -> None:
     path = Path(state_dir)
     if path.exists() and not path.is_dir():
         raise StorageError(file_as_state_dir(path))
-    if not path.exists() and "symbolic link" in missing_path(path):  # an unmounted card
-        raise StorageError(f"state directory {missing_path(path)}")
+    why = link_problem(path)  # a link that loops, or leads to a card not mounted
+    if why:
+        raise StorageError(f"state directory {why}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path / ".write-probe", b"ok")

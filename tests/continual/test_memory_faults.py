@@ -119,7 +119,7 @@ def test_read_only_folder_simulated(tmp_path, monkeypatch, capsys):
             raise OSError(errno.EROFS, "Read-only file system", dir)
 
         monkeypatch.setattr(tempfile, "mkstemp", read_only)
-        with pytest.raises(StorageError, match=r"Read-only file system \(.*images\)"):
+        with pytest.raises(StorageError, match=r"Read-only file system \(.*images/00000003\.jpg\)"):
             m.add(sample(3))
         monkeypatch.undo()
         assert m.ids() == keep and m.add(sample(4)) == 3

@@ -5,8 +5,6 @@ Skipped where torch sees no CUDA device. ``round_on`` is the same round on any d
 test's own logic is checked on the CPU in every run (``test_the_same_round_on_the_cpu``).
 """
 
-import logging
-
 import numpy as np
 import pytest
 
@@ -21,9 +19,9 @@ torch = pytest.importorskip("torch")
 STEPS = 6
 
 
-def round_on(device: str, tmp_path, monkeypatch, caplog):
+def round_on(device: str, tmp_path, monkeypatch):
     """Run a first round (from scratch) with ``learner.device=device`` on 8 drawn frames; return
-    ``(result, devices the fine-tuner resolved, the round's log text)``."""
+    ``(result, devices the fine-tuner resolved, the arithmetic it resolved)``."""
     state = tmp_path / "state"
     with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.25),
                       names={0: "car"}) as memory:
@@ -32,21 +30,21 @@ def round_on(device: str, tmp_path, monkeypatch, caplog):
             image[16 + k:40 + k, 12:44] = 240 - 20 * k
             box = np.array([[0, 28 / 64, (28 + k) / 64, 32 / 64, 24 / 64]], np.float32)
             memory.add(Sample(image, box, task="stream"))
-    resolved = []
-    original = finetune.resolve_device
+    resolved, precisions = [], []
+    device_of, precision_of = finetune.resolve_device, finetune.resolve_precision
     monkeypatch.setattr(finetune, "resolve_device",
-                        lambda name: resolved.append(original(name)) or resolved[-1])
+                        lambda name: resolved.append(device_of(name)) or resolved[-1])
+    monkeypatch.setattr(finetune, "resolve_precision",
+                        lambda p, d: precisions.append(precision_of(p, d)) or precisions[-1])
     cfg = load_config(None, [f"state_dir={state}", "memory.holdout_fraction=0.25",
                              f"learner.device={device}", "learner.imgsz=64", "model.imgsz=64",
                              "learner.batch=2", f"learner.first_round_max_steps={STEPS}",
                              "learner.first_round_budget_s=600", "export.openvino=off",
                              "export.cpu_int8=off"])
-    with caplog.at_level(logging.INFO):
-        result = round_mod.run_round(cfg)
-    return result, resolved, caplog.text
+    return round_mod.run_round(cfg), resolved, precisions
 
 
-def _check(result, resolved, log, device_type, state):
+def _check(result, resolved, device_type, state):
     import onnxruntime as ort
 
     assert result.status is RoundStatus.STAGED, result
@@ -56,22 +54,20 @@ def _check(result, resolved, log, device_type, state):
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     out = session.run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})[0]
     assert out.shape[:2] == (1, 4 + 1) and np.isfinite(out).all()
-    return log
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch; "
                     "runs on a machine with a GPU")
-def test_a_round_trains_on_the_gpu_and_its_version_serves_on_the_cpu(tmp_path, monkeypatch, caplog):
-    result, resolved, log = round_on("cuda", tmp_path, monkeypatch, caplog)
-    _check(result, resolved, log, "cuda", tmp_path / "state")
+def test_a_round_trains_on_the_gpu_and_its_version_serves_on_the_cpu(tmp_path, monkeypatch):
+    result, resolved, precisions = round_on("cuda", tmp_path, monkeypatch)
+    _check(result, resolved, "cuda", tmp_path / "state")
     major, _ = torch.cuda.get_device_capability(0)
-    expected = "bf16 autocast" if major >= 8 else "float32"
-    assert f"fine-tune: {STEPS} steps in" in log and f"({expected})" in log
+    assert set(precisions) == {"bf16" if major >= 8 else "fp32"}
 
 
-def test_the_same_round_on_the_cpu(tmp_path, monkeypatch, caplog):
+def test_the_same_round_on_the_cpu(tmp_path, monkeypatch):
     torch.set_num_threads(1)
-    result, resolved, log = round_on("cpu", tmp_path, monkeypatch, caplog)
-    _check(result, resolved, log, "cpu", tmp_path / "state")
-    assert f"fine-tune: {STEPS} steps in" in log
+    result, resolved, precisions = round_on("cpu", tmp_path, monkeypatch)
+    _check(result, resolved, "cpu", tmp_path / "state")
+    assert precisions and set(precisions) <= {"bf16", "fp32"}
