@@ -105,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="+pl: largest IoU of a pseudo-label with a labelled box (default 0.3)")
     add("--report-only", action="store_true",
         help="run nothing: write table.md and the plots from the finished runs of the plan")
-    add("--out", required=True, type=output_path, help="output folder (results.json, table.md, PNGs, work/)")
+    add("--out", required=True, type=output_path,
+        help="output folder (results.json, table.md, PNGs, work/)")
     add("--json", action="store_true",
         help="accepted as by every benchmark: the last stdout line is always the JSON summary")
 
