@@ -85,7 +85,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(exc, OSError) and exc.errno is not None and exc.filename == tmp:
-            raise OSError(exc.errno, exc.strerror, str(path)) from None  # the rename onto path
+            raise _at_destination(exc, path) from None  # the rename onto path
         _name_file(exc, path)
         raise
     fsync_dir(path.parent)
@@ -103,8 +103,7 @@ def temp_dir_for(path: Path, prefix: str, parent: Path | None = None) -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp",
                                      dir=str(parent if parent is not None else path.parent)))
     except OSError as exc:
-        _name_file(exc, path, temp=True)
-        raise
+        raise _at_destination(exc, path) from None
 
 
 def temp_file_for(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
@@ -117,16 +116,20 @@ def temp_file_for(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
     try:
         return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=str(path.parent))
     except OSError as exc:
-        _name_file(exc, path, temp=True)
-        raise
+        raise _at_destination(exc, path) from None
 
 
-def _name_file(exc: BaseException, path: Path, temp: bool = False) -> None:
-    """Give an OSError that names no file, or (``temp``) the hidden temp file only, the
-    destination's path, so the one-line message a caller shows says where the disk was full
-    (``[Errno 28] No space left on device: 'PATH'``) or which folder refused the file: a temp
-    name such as ``/proc/.x.pid25228.tmp`` is nothing the user asked for."""
-    if isinstance(exc, OSError) and exc.errno is not None and (temp or exc.filename is None):
+def _at_destination(exc: OSError, path: Path) -> OSError:
+    """``exc`` (an error on a hidden temp file or folder, or on its rename) as the same error
+    on the destination ``path``: a temp name such as ``/proc/.x.pid25228.tmp`` is nothing the
+    user asked for. An error without an errno comes back unchanged."""
+    return exc if exc.errno is None else OSError(exc.errno, exc.strerror, str(path))
+
+
+def _name_file(exc: BaseException, path: Path) -> None:
+    """Give an OSError that names no file the destination's path, so the one-line message a
+    caller shows says where the disk was full (``[Errno 28] No space left on device: 'PATH'``)."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
         exc.filename = str(path)
 
 
@@ -346,8 +349,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         try:
             os.replace(tmp, path)
         except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # named by path, not tmp
-                raise OSError(exc.errno, exc.strerror, str(path)) from None
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise _at_destination(exc, path) from None
             raise OSError(exc.errno, f"{path} was filled meanwhile (another process wrote "
                                      f"it?); nothing of this run was kept there") from None
     except BaseException:

@@ -497,11 +497,16 @@ FREE_KEYS = frozenset({"state_dir", "source.uri", "model.path", "model.providers
                        "fleet.ca_cert", "fleet.server_cert", "fleet.server_key"})
 
 
+def _origin(origins: dict[str, str] | None, key: str, where: str) -> str:
+    """Where ``key``'s value was set: its entry in ``origins`` (an override), else ``where``."""
+    return (origins or {}).get(key, where)
+
+
 def _check_pairs(cfg: "Config", where: str, origins: dict[str, str] | None = None) -> None:
     """Checks that involve two keys at once, and the one-key checks a rule cannot express (a
     one-key error names where that key was set: ``origins``, as in :func:`validate`)."""
     def at(key: str) -> str:
-        return (origins or {}).get(key, where)
+        return _origin(origins, key, where)
 
     if not cfg.state_dir.strip():  # '' would put the state into the current directory
         raise ConfigError(f"config key 'state_dir' in {at('state_dir')} must name a directory, got "
@@ -572,7 +577,7 @@ def validate(cfg: "Config", where: str = "config",
         if key in flat:
             problem = rule.problem(flat[key])
             if problem is not None:
-                raise ConfigError(f"config key '{key}' in {(origins or {}).get(key, where)}: "
+                raise ConfigError(f"config key '{key}' in {_origin(origins, key, where)}: "
                                   f"{problem}")
     _check_pairs(cfg, where, origins)
     return cfg
@@ -822,7 +827,7 @@ def _build(cls: type, data: dict | None, prefix: str, where: str,
         if dataclasses.is_dataclass(kind):
             kwargs[key] = _build(kind, value, dotted + ".", where, origins)
         else:
-            kwargs[key] = _coerce(value, kind, dotted, (origins or {}).get(dotted, where))
+            kwargs[key] = _coerce(value, kind, dotted, _origin(origins, dotted, where))
     return cls(**kwargs)
 
 

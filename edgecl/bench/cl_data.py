@@ -186,35 +186,34 @@ def _view_path(root: Path, task: str, split: str, index: int, image: Path) -> Pa
     return root / "images" / task / split / f"{index:05d}_{image.stem}{image.suffix}"
 
 
+def _keep_seen(task_set: TaskSet, t: int, remap: dict[int, int]) -> dict[int, int]:
+    """Original id -> new id of the classes of tasks ``0..t``."""
+    allowed = set(task_set.seen_classes(t))
+    return {c: n for c, n in remap.items() if c in allowed}
+
+
+def _write_copies(root: Path, task: str, split: str, images, keep: dict[int, int],
+                  write: bool) -> tuple[Path, ...]:
+    paths = tuple(_view_path(root, task, split, k, image) for k, image in enumerate(images))
+    if write:
+        for image, img in zip(images, paths):
+            filtered_copy(image, img, keep)
+    return paths
+
+
 def _write_split(root: Path, task_set: TaskSet, t: int, split: str, remap: dict[int, int],
                  write: bool) -> tuple[Path, ...]:
     task = task_set.tasks[t]
-    if split == "train":
-        allowed = set(task_set.seen_classes(t))
-        keep = {c: n for c, n in remap.items() if c in allowed}
-    else:
-        keep = remap
-    paths = []
-    for k, image in enumerate(task.split(split)):
-        img = _view_path(root, task.name, split, k, image)
-        if write:
-            filtered_copy(image, img, keep)
-        paths.append(img)
-    return tuple(paths)
+    keep = _keep_seen(task_set, t, remap) if split == "train" else remap
+    return _write_copies(root, task.name, split, task.split(split), keep, write)
 
 
 def _write_joint(root: Path, task_set: TaskSet, t: int, remap: dict[int, int],
                  write: bool) -> tuple[Path, ...]:
-    allowed = set(task_set.seen_classes(t))
-    keep = {c: n for c, n in remap.items() if c in allowed}
-    paths = []
-    for earlier in task_set.tasks[:t]:
-        for k, image in enumerate(earlier.split("train")):
-            img = _view_path(root, earlier.name, f"joint{t}", k, image)
-            if write:
-                filtered_copy(image, img, keep)
-            paths.append(img)
-    return tuple(paths)
+    keep = _keep_seen(task_set, t, remap)
+    return tuple(path for earlier in task_set.tasks[:t]
+                 for path in _write_copies(root, earlier.name, f"joint{t}",
+                                           earlier.split("train"), keep, write))
 
 
 def prepare_view(task_set: TaskSet, work_dir: str | Path) -> DataView:
