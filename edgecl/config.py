@@ -119,7 +119,8 @@ class LearnerConfig:
     nice: int = 10
     # 0 merges replayed images into the training set; in (0, 1] each batch holds that share.
     replay_fraction: float = 0.0
-    # training batches used to re-estimate BatchNorm statistics after a round (0: off)
+    # BatchNorm statistics of a round: the exact average over its last N training batches (a
+    # round with fewer full batches adds forward passes after its last step; 0: off)
     bn_recalibration_batches: int = 8
     # missing annotations (issue 11): old-class boxes of the previous model on new images
     pseudo_old_classes: bool = False
@@ -631,12 +632,27 @@ def _unknown_key_error(dotted: str, where: str) -> ConfigError:
         first = dataclasses.fields(hints[part])[0].name
         return ConfigError(f"config key '{dotted}' in {where} is a section: set one of its keys, "
                            f"e.g. '{dotted}.{first}'")
-    match = difflib.get_close_matches(part.lower(), list(hints), n=1, cutoff=0.6)
-    hint = ""
-    if match:
-        fixed = ".".join([*parts[:depth], match[0], *parts[depth + 1:]])
-        hint = f"; did you mean '{fixed if fixed in all_keys() else '.'.join([*parts[:depth], match[0]])}'?"
+    closest = _closest_key(parts)
+    hint = f"; did you mean '{closest}'?" if closest else ""
     return ConfigError(f"unknown config key {_show(dotted)} in {where}{hint}")
+
+
+def _closest_key(parts: list[str]) -> str | None:
+    """The valid dotted name closest to a mistyped key, level by level (``Memory.Capacity`` ->
+    ``memory.capacity``), as far as the levels have a close name: a mistyped section alone
+    when its key has none; None when the first mistyped level has none."""
+    hints, fixed = typing.get_type_hints(Config), []
+    for part in parts:
+        match = (part if part in hints
+                 else next(iter(difflib.get_close_matches(part.lower(), list(hints), n=1,
+                                                          cutoff=0.6)), None))
+        if match is None:  # a hint only where an earlier level was mistyped
+            return ".".join(fixed) if fixed != parts[:len(fixed)] else None
+        fixed.append(match)
+        if not dataclasses.is_dataclass(hints[match]):
+            break
+        hints = typing.get_type_hints(hints[match])
+    return ".".join(fixed) or None
 
 
 def _what(value: object) -> str:

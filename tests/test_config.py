@@ -373,6 +373,11 @@ def test_an_empty_state_dir_is_refused(tmp_path):
     ("override", "memroy.capacity", "; did you mean 'memory.capacity'?"),
     ("override", "memory.zzz", ""),
     ("override", "labels.selction.random", "; did you mean 'labels.selection.random'?"),
+    # before: "did you mean 'memory'?", the section, for a key typed in the wrong case
+    ("override", "Memory.Capacity", "; did you mean 'memory.capacity'?"),
+    ("override", "memroy.capasity", "; did you mean 'memory.capacity'?"),
+    ("override", "memroy.zzz", "; did you mean 'memory'?"),
+    ("override", "LEARNER.freeze_layer", "; did you mean 'learner.freeze_layers'?"),
 ])
 def test_unknown_sections_suggest_a_section(tmp_path, where, key, hint):
     if where == "file":

@@ -533,10 +533,12 @@ def _round_lines(rounds: list[dict], out_dir: Path, written: set[str]) -> list[s
 
 
 def _make_out_dir(out: Path) -> None:
-    """Create the report folder, or say in one line which part of its path is not a folder.
+    """Create the report folder, or say in one line which part of its path is not a folder, or
+    which of the report's files (:data:`REPORT_FILES`) is there as something else.
 
     Raises:
-        EdgeclError: when ``out`` or one of its parents exists and is not a folder.
+        EdgeclError: when ``out`` or one of its parents exists and is not a folder, or a report
+            file's name is taken by a folder (or a FIFO, a socket ...).
     """
     for folder in (out, *out.parents):
         if folder.is_dir():
@@ -545,6 +547,13 @@ def _make_out_dir(out: Path) -> None:
             where = "" if folder == out else " (in its path)"
             raise EdgeclError(f"report folder {out}: {folder}{where} is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    # checked before any file is written: a report is never left half written
+    for name in REPORT_FILES:
+        path = out / name
+        if not path.is_symlink() and path.exists() and not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise EdgeclError(f"report folder {out}: {path} is {kind}, where the report writes "
+                              f"its {name}; move it away or give another --out")
 
 
 def _remove_stale(out: Path, written: set[str]) -> None:

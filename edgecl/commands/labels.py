@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgecl.arguments import print_json_line
+from edgecl.arguments import positive_int, print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
                                     new_classes_note, refuse_smaller_memory, require_state_dir,
                                     with_device_memory)
@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
     pen = lsub.add_parser("pending", help="list frames waiting for a person, by priority")
     add_config_args(pen)
     pen.add_argument("--json", action="store_true", help="print one JSON list")
+    pen.add_argument("--limit", type=positive_int, metavar="N",
+                     help="list the N highest-priority frames only (default: all)")
     pen.set_defaults(func=pending_command)
     show = lsub.add_parser("show", help="print one item and the path of its image")
     add_config_args(show)
@@ -150,7 +152,7 @@ def pending_command(args: argparse.Namespace) -> int:
     from edgecl.runtime.labels.queue import with_current_names
 
     cfg, queue = _queue(args)
-    items = with_current_names(queue.pending(), _names_now(cfg))
+    items = with_current_names(queue.pending()[:args.limit], _names_now(cfg))
     if args.json:
         print_json_line(items)
         return 0

@@ -44,7 +44,7 @@ from edgecl.continual import yolo_train
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DistillHook", "lwf_terms"]
+__all__ = ["DistillHook", "fuse_batchnorm", "lwf_terms"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,36 @@ def _same_layers(student_layers, teacher_layers) -> bool:
         if sa.keys() != sb.keys() or not all(torch.equal(sa[k], sb[k]) for k in sa):
             return False
     return len(student_layers) == len(teacher_layers)
+
+
+def fuse_batchnorm(model) -> int:
+    """Fold each BatchNorm into the convolution before it, for a model only ever run in eval mode.
+
+    ultralytics' own fold (``fuse_conv_and_bn``, what ``DetectionModel.fuse`` does for inference)
+    applied to its ``Conv`` and ``DWConv`` blocks only: ``DetectionModel.fuse`` would also drop an
+    end-to-end head's one-to-many branch, which the teacher's distillation reads. The outputs are
+    those of the unfused model up to rounding; one conv instead of conv + BatchNorm per block.
+
+    Args:
+        model: the ultralytics model (changed in place; its state_dict keys change too).
+
+    Returns:
+        Blocks folded.
+    """
+    from edgecl.ultra import ensure_offline
+
+    ensure_offline()
+    from ultralytics.nn.modules.conv import Conv, DWConv
+    from ultralytics.utils.torch_utils import fuse_conv_and_bn
+
+    folded = 0
+    for m in model.modules():
+        if type(m) in (Conv, DWConv) and hasattr(m, "bn"):
+            m.conv = fuse_conv_and_bn(m.conv, m.bn)
+            delattr(m, "bn")
+            m.forward = m.forward_fuse
+            folded += 1
+    return folded
 
 
 def _branch(preds: dict, name: str) -> dict | None:
@@ -189,6 +219,9 @@ class DistillHook:
                 teacher.model[i] = shared(teacher.model[i], self._store, i)
             self.shared_layers = len(frozen)
             log.debug("LwF teacher shares the student's %d frozen layers", self.shared_layers)
+        fuse_batchnorm(teacher)
+        if getattr(tuner, "memory_format", None) is not None:  # the student's layout
+            teacher.to(memory_format=tuner.memory_format)
 
     def on_batch_loss(self, batch: dict, preds: dict, loss_items: dict):
         """The weighted distillation loss of one batch (sum over its images).

@@ -9,10 +9,13 @@ IDER's second pass reuses.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import queue
 import random
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,6 +219,72 @@ def build_loader(dataset, *, batch: int, replay_files: set[str], replay_fraction
     sampler = MixedBatchSampler(new_idx, replay_idx, batch, replay_fraction, seed)
     return InfiniteDataLoader(dataset, batch_sampler=sampler, num_workers=0,
                               collate_fn=dataset.collate_fn)
+
+
+class PrefetchedBatches:
+    """Training batches drawn by one background thread, up to ``depth`` ahead of the step.
+
+    Data loading (decode, mosaic, affine, HSV: NumPy and OpenCV) then runs while the training
+    thread is inside PyTorch's forward and backward kernels, which release the GIL, instead of
+    between steps; the batches and their order are those of ``batches``. Use as a context
+    manager (or call :meth:`close`): the thread stops when the block ends, after at most the
+    batch it is loading. An exception raised while loading is raised again in the training
+    thread, at the batch where it happened.
+
+    Args:
+        batches: the batches (collated dicts) to draw, in order; iterated in the thread only.
+        depth: batches kept ready (>= 1).
+    """
+
+    PUT_WAIT_S = 0.1
+    """How often a thread waiting for room in the queue checks whether it should stop."""
+
+    def __init__(self, batches: Iterator[dict], depth: int = 2):
+        self._source = batches
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="edgecl-batches", daemon=True)
+
+    def __enter__(self) -> PrefetchedBatches:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[dict]:
+        while True:
+            kind, value = self._queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    def close(self) -> None:
+        """Stop the thread and wait for it (idempotent)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _fill(self) -> None:
+        try:
+            for batch in self._source:
+                if not self._put(("batch", batch)):
+                    return
+        except Exception as exc:  # noqa: BLE001 - not contained: raised again in the training thread
+            self._put(("error", exc))
+            return
+        self._put(("end", None))
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=self.PUT_WAIT_S)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def resolve_files(paths: Sequence[Path | str]) -> set[str]:
@@ -426,7 +495,8 @@ def train_mode(model, frozen: Sequence = ()) -> None:
 
 
 def recalibrate_batchnorm(model, loader, n_batches: int, device, frozen: Sequence = (),
-                          min_images: int = 1) -> int:
+                          min_images: int = 1, *, autocast: Callable | None = None,
+                          memory_format=None, reset: bool = True) -> int:
     """Re-estimate BatchNorm running statistics for the current weights (no gradient).
 
     Running statistics are reset and replaced by the exact average over ``n_batches``
@@ -446,6 +516,13 @@ def recalibrate_batchnorm(model, loader, n_batches: int, device, frozen: Sequenc
         device: torch device.
         frozen: modules whose BatchNorm statistics must not change.
         min_images: smallest batch used (callers pass ``min(batch, dataset size)``).
+        autocast: ``callable() -> context`` the forward passes run in (the round's precision,
+            :meth:`FineTuner.autocast`: BatchNorm then sees the activations training gave it);
+            None: float32.
+        memory_format: the layout of the input batches (``torch.channels_last`` where the
+            round trained so); None: as loaded.
+        reset: start the average afresh; False: go on with the running average the layers
+            hold (a round whose last batches were already averaged, ``momentum=None``).
 
     Returns:
         Batches used.
@@ -462,14 +539,19 @@ def recalibrate_batchnorm(model, loader, n_batches: int, device, frozen: Sequenc
     try:
         with torch.no_grad():
             for m in norms:
-                m.reset_running_stats()
+                if reset:
+                    m.reset_running_stats()
                 m.momentum = None  # cumulative average
             while used < n_batches:
                 before = used
                 for batch in loader:
                     if len(batch["img"]) < min_images:
                         continue
-                    model(preprocess_batch(batch, device)["img"])
+                    images = preprocess_batch(batch, device)["img"]
+                    if memory_format is not None:
+                        images = images.contiguous(memory_format=memory_format)
+                    with (autocast or contextlib.nullcontext)():
+                        model(images)
                     used += 1
                     if used >= n_batches:
                         break

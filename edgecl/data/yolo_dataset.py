@@ -36,7 +36,7 @@ from edgecl.config import DataFileLoader
 from edgecl.data.class_names import name_clash
 from edgecl.data.images import is_image
 from edgecl.data.labels import MAX_CLASSES, label_path_for
-from edgecl.errors import ConfigError, encoding_problem, missing_path, yaml_problem
+from edgecl.errors import ConfigError, encoding_problem, link_problem, missing_path, yaml_problem
 
 log = logging.getLogger(__name__)
 _SAID_PATH_FALLBACK: set[Path] = set()  # data.yaml files whose 'path:' fallback was said
@@ -240,6 +240,9 @@ def _resolve_entry(yaml_path: Path, root: Path, split: str, entry: object) -> li
     if not path_exists(p) and entry.startswith("../"):
         p = root / entry[3:]  # Roboflow writes ../train/images next to the yaml (ultralytics' fix)
     if not path_exists(p):
+        link = link_problem(p)
+        if link:  # a link to a card not mounted: name the link, not only where it leads
+            raise ConfigError(f"{yaml_path}: '{split}' path {link}")
         raise ConfigError(f"{yaml_path}: '{split}' path not found: {p.resolve()}")
     return [p.resolve()]
 

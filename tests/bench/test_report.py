@@ -290,6 +290,23 @@ def test_report_out_under_a_file_is_a_one_line_error(tmp_path, capsys):
     assert f"{afile} (in its path) is not a folder" in err
 
 
+@pytest.mark.parametrize("name", ["report.md", "rounds.csv"])
+def test_a_folder_where_a_report_file_goes_is_refused_before_anything_is_written(tmp_path, capsys,
+                                                                               name):
+    """Before: the plots and rounds.csv were written, then "Is a directory" on report.md."""
+    from edgecl.cli import main
+
+    forge_stream(tmp_path, 2, ["car"], lambda r, c: 0.5)
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    assert main(["monitor", "report", "--state-dir", str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"error: report folder {out}: {out / name} is a folder, where "
+                                f"the report writes its {name}; move it away or give another "
+                                f"--out"]
+    assert [p.name for p in out.iterdir()] == [name]
+
+
 def test_a_read_only_state_dir_is_reported_elsewhere(tmp_path, monkeypatch):
     """A state directory pulled from a device: the report cannot go beside its metrics, and
     the refusal names --out (it was a 'Read-only file system' line about a temp file)."""

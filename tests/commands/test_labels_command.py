@@ -48,6 +48,19 @@ def test_pending_json_by_priority_and_text(state, capsys):
     assert code == 0 and out.index(high) < out.index(low) and "priority 0.80" in out
 
 
+def test_pending_limit_lists_the_highest_priority_frames(state, capsys):
+    root, (low, high) = state
+    code, out, _ = run(capsys, "labels", "pending", "--json", "--limit", "1", "--state-dir",
+                       str(root))
+    assert code == 0 and [i["id"] for i in json.loads(out.strip().splitlines()[-1])] == [high]
+    code, out, _ = run(capsys, "labels", "pending", "--limit", "5", "--state-dir", str(root))
+    assert code == 0 and high in out and low in out
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, "labels", "pending", "--limit", "0", "--state-dir", str(root))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--limit: expected an integer >= 1, got 0" in err
+
+
 def test_a_proposal_queued_before_a_rename_names_the_class_as_it_is_now(state, capsys):
     """Before: an item queued before 'classes rename car auto' still proposed 'car', and an
     answer keeping that box made 'car' a new, empty class beside 'auto'."""

@@ -107,7 +107,7 @@ def test_batchnorm_reestimation_stays_within_one_pass_and_max_steps_is_the_reaso
     real = yolo_train.recalibrate_batchnorm
 
     def counting(model, loader, n_batches, *args, **kwargs):
-        used.append((n_batches, len(loader)))
+        used.append((n_batches, len(loader), kwargs["reset"]))
         return real(model, loader, n_batches, *args, **kwargs)
 
     monkeypatch.setattr(yolo_train, "recalibrate_batchnorm", counting)
@@ -116,13 +116,99 @@ def test_batchnorm_reestimation_stays_within_one_pass_and_max_steps_is_the_reaso
     result = FineTuner(_model(), cfg, OFF).run(new, mem, budget_s=3600, max_steps=1, epochs=10,
                                                device="cpu")
     assert (result.steps, result.stopped_reason) == (1, "max_steps")
-    [(n_batches, batches_per_pass)] = used
-    assert n_batches == batches_per_pass == 3  # 10 images at batch 4
+    # 10 images at batch 4: 3 batches in a pass, the round's one step averaged (its batch
+    # is a full one), the rest after it, going on with that average
+    assert used == [(2, 3, False)]
     # no time limit (the benchmarks' rounds bounded by steps): one pass, no overflow
     used.clear()
     FineTuner(_model(), cfg, OFF).run(new, mem, budget_s=math.inf, max_steps=1, epochs=10,
                                       device="cpu")
-    assert used == [(3, 3)]
+    assert used == [(2, 3, False)]
+
+
+def _trained_norm_inputs(model):
+    """Record the per-channel mean and unbiased variance of every input of the detection head's
+    first BatchNorm (a trained layer), in float32."""
+    seen = []
+    bn = model.model[-1].cv2[0][0].bn
+
+    def record(_module, inputs):
+        x = inputs[0].detach().float()
+        seen.append((x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=True)))
+
+    bn.register_forward_pre_hook(record)
+    return bn, seen
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batchnorm_statistics_are_the_average_of_the_rounds_last_batches(data, monkeypatch,
+                                                                         precision):
+    """The round's last ``bn_recalibration_batches`` training batches give the statistics,
+    exactly as the extra forward passes after the round gave them (before: 0.45 s of a 4.4 s
+    round spent on them), and no extra pass runs."""
+    monkeypatch.setattr(yolo_train, "recalibrate_batchnorm",
+                        lambda *a, **k: pytest.fail("no extra pass expected"))
+    new, mem = data
+    model = _model()
+    bn, seen = _trained_norm_inputs(model)
+    cfg = dataclasses.replace(CFG, bn_recalibration_batches=2, precision=precision)
+    result = FineTuner(model, cfg, OFF).run([*new, *mem], [], budget_s=3600, max_steps=5,
+                                            epochs=10, device="cpu")
+    # 10 images at batch 4: batches of 4, 4, 2, 4, 4 images; the last two are averaged
+    assert result.steps == 5 and len(seen) == 5
+    last = seen[3:]
+    mean = torch.stack([m for m, _ in last]).mean(dim=0)
+    var = torch.stack([v for _, v in last]).mean(dim=0)
+    torch.testing.assert_close(bn.running_mean, mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, var, rtol=1e-4, atol=1e-5)
+    assert int(bn.num_batches_tracked) == 2
+    assert bn.momentum == 0.03  # ultralytics' momentum back
+
+
+def test_a_short_batch_is_left_out_and_the_average_topped_up_after_the_round(data, monkeypatch):
+    calls = []
+    real = yolo_train.recalibrate_batchnorm
+
+    def spy(model, loader, n_batches, *args, **kwargs):
+        calls.append((n_batches, kwargs["reset"]))
+        return real(model, loader, n_batches, *args, **kwargs)
+
+    monkeypatch.setattr(yolo_train, "recalibrate_batchnorm", spy)
+    new, mem = data
+    model = _model()
+    bn, seen = _trained_norm_inputs(model)
+    cfg = dataclasses.replace(CFG, bn_recalibration_batches=3, precision="fp32")
+    FineTuner(model, cfg, OFF).run([*new, *mem], [], budget_s=3600, max_steps=6, epochs=10,
+                                   device="cpu")
+    # 10 images at batch 4: 4, 4, 2, 4, 4, 2 images; the last 3 steps are averaged but the
+    # 2-image batch is left out, so one full batch more is drawn after the round
+    assert calls == [(1, False)]
+    assert len(seen) == 7 and int(bn.num_batches_tracked) == 3
+    kept = [seen[3], seen[4], seen[6]]
+    torch.testing.assert_close(bn.running_mean, torch.stack([m for m, _ in kept]).mean(dim=0),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, torch.stack([v for _, v in kept]).mean(dim=0),
+                               rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.03
+
+
+def test_a_round_trains_channels_last_and_ends_in_the_default_layout(data):
+    """NHWC is what oneDNN's convolutions run natively: a frozen-backbone step at 160 px in
+    bf16 took 78 instead of 104 ms (median of 15, one thread)."""
+    from edgecl.continual.finetune import training_memory_format
+
+    model = _model()
+    layouts = []
+    conv = model.model[-1].cv2[0][0].conv
+    conv.register_forward_pre_hook(lambda m, inputs: layouts.append(
+        (m.weight.is_contiguous(memory_format=torch.channels_last),
+         inputs[0].is_contiguous(memory_format=torch.channels_last))))
+    FineTuner(model, CFG, OFF).run(*data, budget_s=3600, max_steps=2, epochs=10, device="cpu")
+    assert layouts and all(w and x for w, x in layouts)
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert training_memory_format(torch.device("cpu"), "fp32") == torch.channels_last
+    assert training_memory_format(torch.device("cuda"), "bf16") == torch.channels_last
+    assert training_memory_format(torch.device("cuda"), "fp32") == torch.contiguous_format
 
 
 def test_epochs_limit(data):

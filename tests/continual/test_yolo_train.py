@@ -1,4 +1,4 @@
-"""BatchNorm re-estimation after a round (:func:`edgecl.continual.yolo_train.recalibrate_batchnorm`)."""
+"""Training glue: BatchNorm re-estimation after a round, the prefetching of training batches."""
 
 import torch
 from torch import nn
@@ -75,3 +75,59 @@ def test_an_image_too_small_to_train_on_is_named_with_ultralytics_reason(tmp_pat
         assert yolo_train.check_dropped_images(mixed, dataset, 1) == [str(mixed[0])]
     assert "i0.png" in yolo_train.dropped_reason(dataset)
     assert "<10 pixels" in yolo_train.dropped_reason(dataset)
+
+
+def test_prefetched_batches_come_in_order_and_the_thread_stops_with_the_block():
+    import itertools
+    import threading
+
+    from edgecl.continual.yolo_train import PrefetchedBatches
+
+    drawn = []
+
+    def endless():
+        for i in itertools.count():
+            drawn.append(i)
+            yield {"i": i}
+
+    with PrefetchedBatches(endless(), depth=2) as batches:
+        got = [b["i"] for b in itertools.islice(batches, 5)]
+    assert got == [0, 1, 2, 3, 4]
+    assert not any(t.name == "edgecl-batches" for t in threading.enumerate())
+    # at most the queue's 2 batches and the one being handed over were drawn ahead
+    assert len(drawn) <= 5 + 3
+    with PrefetchedBatches(iter([{"i": 0}, {"i": 1}])) as batches:
+        assert [b["i"] for b in batches] == [0, 1]  # a finite source ends the iteration
+
+
+def test_a_loading_error_is_raised_in_the_training_thread_at_its_batch():
+    import pytest
+
+    from edgecl.continual.yolo_train import PrefetchedBatches
+
+    def broken():
+        yield {"i": 0}
+        yield {"i": 1}
+        raise OSError("frame 2: unreadable")
+
+    got = []
+    with pytest.raises(OSError, match="frame 2: unreadable"):
+        with PrefetchedBatches(broken()) as batches:
+            for b in batches:
+                got.append(b["i"])
+    assert got == [0, 1]
+
+
+def test_reestimation_can_go_on_with_the_average_the_layers_hold():
+    """``reset=False`` (a round whose last batches were averaged): one more batch joins the
+    cumulative average instead of replacing it."""
+    model = nn.Sequential(nn.BatchNorm2d(1))
+    recalibrate_batchnorm(model, [batch([0, 51, 102, 153])], 1, torch.device("cpu"))
+    bn = model[0]
+    bn.momentum = None  # as the round leaves it while averaging
+    recalibrate_batchnorm(model, [batch([255, 255, 255, 255])], 1, torch.device("cpu"),
+                          reset=False)
+    # means 0.3 and 1.0 -> 0.65; variances 0.0666... and 0 -> 0.0333...
+    assert abs(float(bn.running_mean) - 0.65) < 1e-6
+    assert abs(float(bn.running_var) - 0.1 / 3) < 1e-6
+    assert int(bn.num_batches_tracked) == 2

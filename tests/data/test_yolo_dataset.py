@@ -104,6 +104,18 @@ def test_a_path_of_another_machine_gives_way_to_the_yamls_folder(tmp_path, caplo
         load_data_yaml(path)
 
 
+def test_a_split_folder_that_is_a_link_to_nothing_is_named(tmp_path):
+    """A dataset whose images folder links to a card that is not mounted. Before: "'train' path
+    not found: /mnt/card/images", which names a folder the user never typed."""
+    (tmp_path / "images").symlink_to(tmp_path / "card" / "images")
+    path = tmp_path / "data.yaml"
+    path.write_text("train: images\nval: images\nnames: {0: cone}\n")
+    with pytest.raises(ConfigError) as err:
+        load_data_yaml(path)
+    assert str(err.value) == (f"{path}: 'train' path {tmp_path / 'images'} is a symbolic link to "
+                              f"{tmp_path / 'card' / 'images'}, which does not exist (unmounted?)")
+
+
 def _alias_bomb(levels: int) -> str:
     """Under 1 KB of YAML whose ``names`` expand to 10**levels strings through nested aliases."""
     lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
