@@ -70,6 +70,9 @@ PROGRESS_EVERY_S = 2.0  # how often (at most) the progress callback is called
 NO_TIME_LIMIT_S = 1e8
 """A time budget this long is no limit (benchmarks train a set number of steps): the
 progress log leaves it out."""
+NO_STEP_LIMIT = 10**6
+"""A step bound this large is no limit (days of training; benchmarks that train for a set
+time pass far more): the progress log leaves it out."""
 
 ProgressCallback = Callable[[int, int, float, float], None]
 """``progress(steps, total_steps, elapsed_s, budget_s)``: steps taken of at most
@@ -583,8 +586,9 @@ class _Loop:
             if elapsed >= next_log_s and self.losses:
                 next_log_s = elapsed + PROGRESS_LOG_S
                 budget = f" of {budget_s:.0f} s" if budget_s < NO_TIME_LIMIT_S else ""
-                LOG.info("fine-tune: step %d of at most %d, %.0f s%s, loss %.4f",
-                         len(self.losses), max_steps, elapsed, budget, self.losses[-1])
+                bound = f" of at most {total}" if total < NO_STEP_LIMIT else ""
+                LOG.info("fine-tune: step %d%s, %.0f s%s, loss %.4f",
+                         len(self.losses), bound, elapsed, budget, self.losses[-1])
             loss = self.step(batch)
             self.step_s = (time.monotonic() - steps_start) / (len(self.losses) + self.skipped + 1)
             if loss is None:

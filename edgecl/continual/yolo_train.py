@@ -234,10 +234,14 @@ class PrefetchedBatches:
     Args:
         batches: the batches (collated dicts) to draw, in order; iterated in the thread only.
         depth: batches kept ready (>= 1).
+
+    Raises:
+        RuntimeError: (while iterating) the thread ended without the batches' end or an error.
     """
 
     PUT_WAIT_S = 0.1
-    """How often a thread waiting for room in the queue checks whether it should stop."""
+    """How often a thread waiting for room in the queue checks whether it should stop, and
+    the training thread waiting for a batch whether the loading thread is still there."""
 
     def __init__(self, batches: Iterator[dict], depth: int = 2):
         self._source = batches
@@ -254,7 +258,14 @@ class PrefetchedBatches:
 
     def __iter__(self) -> Iterator[dict]:
         while True:
-            kind, value = self._queue.get()
+            try:
+                kind, value = self._queue.get(timeout=self.PUT_WAIT_S)
+            except queue.Empty:
+                if self._thread.is_alive() or not self._queue.empty():
+                    continue
+                # ended without a word (SystemExit in a library): never wait forever
+                raise RuntimeError("the batch-loading thread ended before the last "
+                                   "batch") from None
             if kind == "end":
                 return
             if kind == "error":

@@ -1,5 +1,6 @@
 """Training glue: BatchNorm re-estimation after a round, the prefetching of training batches."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -101,8 +102,6 @@ def test_prefetched_batches_come_in_order_and_the_thread_stops_with_the_block():
 
 
 def test_a_loading_error_is_raised_in_the_training_thread_at_its_batch():
-    import pytest
-
     from edgecl.continual.yolo_train import PrefetchedBatches
 
     def broken():
@@ -116,6 +115,23 @@ def test_a_loading_error_is_raised_in_the_training_thread_at_its_batch():
             for b in batches:
                 got.append(b["i"])
     assert got == [0, 1]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_loading_thread_that_ends_without_a_word_does_not_hang_the_round():
+    """SystemExit ends a thread silently: the round must not wait for a batch forever."""
+    from edgecl.continual.yolo_train import PrefetchedBatches
+
+    def quitting():
+        yield {"i": 0}
+        raise SystemExit(3)
+
+    got = []
+    with pytest.raises(RuntimeError, match="batch-loading thread ended before the last batch"):
+        with PrefetchedBatches(quitting()) as batches:
+            for b in batches:
+                got.append(b["i"])
+    assert got == [0]
 
 
 def test_reestimation_can_go_on_with_the_average_the_layers_hold():
