@@ -19,6 +19,7 @@ from edgecl.ultra import build_detection_model
 
 IMGSZ = 96
 PARITY_THREADS = 2
+CLASS_LOGIT_SHIFT = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,12 @@ def trained(tmp_path_factory):
     ft = FineTuner(model, cfg, IderConfig()).run(list(taskset.tasks[0].train), [], budget_s=1800,
                                                   max_steps=40, epochs=50, device="cpu")
     assert ft.steps == 40
+    # whether a 40-step model from scratch scores any box above the threshold is chaotic (the
+    # CPU's arithmetic, bf16 or not, decides it: 2 of 5 seeds scored none here): its class
+    # logits are raised so that the runtimes always have detections to compare
+    with torch.no_grad():
+        for branch in model.model[-1].cv3:
+            branch[-1].bias += CLASS_LOGIT_SHIFT
     onnx = export_onnx(model, root / "m.onnx", imgsz=IMGSZ, names=names)
     pt = save_checkpoint(model, root / "m.pt", meta={"names": names, "imgsz": IMGSZ})
     images = [cv2.imread(str(p)) for p in taskset.tasks[0].test]
