@@ -72,14 +72,16 @@ def _shared_output_class():
 
 
 def _same_layers(student_layers, teacher_layers) -> bool:
-    """True when two layer lists have the same types and bit-identical weights and buffers."""
+    """True when two layer lists have the same types and bit-identical weights and buffers
+    (the teacher's taken to the student's device and dtype, as the teacher's copy will be)."""
     import torch
 
     for a, b in zip(student_layers, teacher_layers):
         if type(a) is not type(b):
             return False
         sa, sb = a.state_dict(), b.state_dict()
-        if sa.keys() != sb.keys() or not all(torch.equal(sa[k], sb[k]) for k in sa):
+        if sa.keys() != sb.keys() or not all(
+                torch.equal(sa[k], sb[k].to(device=sa[k].device, dtype=sa[k].dtype)) for k in sa):
             return False
     return len(student_layers) == len(teacher_layers)
 
@@ -204,21 +206,25 @@ class DistillHook:
         Args:
             tuner: the FineTuner about to train (its device is set).
         """
-        teacher = copy.deepcopy(self._prev_source).to(tuner.device).float().eval()
+        # the student's precision: the teacher may take the student's frozen layers' outputs
+        self._autocast = getattr(tuner, "autocast", contextlib.nullcontext)
+        source = self._prev_source
+        frozen = list(getattr(tuner, "frozen", []) or [])
+        memo: dict = {}
+        if frozen and _same_layers(frozen, list(source.model[:len(frozen)])):
+            # the layers the teacher takes from the student are not copied at all: each one
+            # is replaced by its stand-in while the rest of the model is copied
+            shared = _shared_output_class()
+            for i, (layer, original) in enumerate(zip(frozen, source.model)):
+                self._handles.append(layer.register_forward_hook(
+                    lambda _module, _inputs, output, i=i: self._store.__setitem__(i, output)))
+                memo[id(original)] = shared(original, self._store, i)
+            self.shared_layers = len(frozen)
+            log.debug("LwF teacher shares the student's %d frozen layers", self.shared_layers)
+        teacher = copy.deepcopy(source, memo).to(tuner.device).float().eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
         self.teacher = teacher
-        # the student's precision: the teacher may take the student's frozen layers' outputs
-        self._autocast = getattr(tuner, "autocast", contextlib.nullcontext)
-        frozen = list(getattr(tuner, "frozen", []) or [])
-        if frozen and _same_layers(frozen, list(teacher.model[:len(frozen)])):
-            shared = _shared_output_class()
-            for i, layer in enumerate(frozen):
-                self._handles.append(layer.register_forward_hook(
-                    lambda _module, _inputs, output, i=i: self._store.__setitem__(i, output)))
-                teacher.model[i] = shared(teacher.model[i], self._store, i)
-            self.shared_layers = len(frozen)
-            log.debug("LwF teacher shares the student's %d frozen layers", self.shared_layers)
         fuse_batchnorm(teacher)
         if getattr(tuner, "memory_format", None) is not None:  # the student's layout
             teacher.to(memory_format=tuner.memory_format)
