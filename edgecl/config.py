@@ -620,9 +620,12 @@ def _key_types(cls: type = Config, prefix: str = "") -> dict[str, type]:
     return out
 
 
-def _unknown_key_error(dotted: str, where: str) -> ConfigError:
+def _unknown_key_error(dotted: str, where: str, *, joined: bool = False) -> ConfigError:
     """The error for a key no section has: the hint names the closest valid name at the level
-    where the key first goes wrong (a section for a mistyped section), when one is close."""
+    where the key first goes wrong (a section for a mistyped section), when one is close.
+
+    ``joined``: the file's own key has dots (``memory.capacity: 3``): the hint shows the key
+    nested, as a file needs it (a flow mapping, ``memory: {capacity: ...}``)."""
     parts = dotted.split(".")
     hints, depth = typing.get_type_hints(Config), 0
     while depth + 1 < len(parts) and dataclasses.is_dataclass(hints.get(parts[depth])):
@@ -633,6 +636,15 @@ def _unknown_key_error(dotted: str, where: str) -> ConfigError:
         return ConfigError(f"config key '{dotted}' in {where} is a section: set one of its keys, "
                            f"e.g. '{dotted}.{first}'")
     closest = _closest_key(parts)
+    if joined and closest and "." in closest:
+        levels = closest.split(".")
+        nested = "".join(f"{level}: {{" for level in levels[:-1]) + f"{levels[-1]}: ..."
+        nested += "}" * (len(levels) - 1)
+        if closest == dotted:
+            return ConfigError(f"config key {_show(dotted)} in {where}: a config file nests "
+                               f"its keys instead of joining them with dots; write '{nested}' "
+                               f"or the same in indented lines")
+        closest = nested
     hint = f"; did you mean '{closest}'?" if closest else ""
     return ConfigError(f"unknown config key {_show(dotted)} in {where}{hint}")
 
@@ -838,7 +850,7 @@ def _build(cls: type, data: dict | None, prefix: str, where: str,
     for key, value in data.items():
         dotted = prefix + str(key)
         if key not in names:
-            raise _unknown_key_error(dotted, where)
+            raise _unknown_key_error(dotted, where, joined="." in str(key))
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
             kwargs[key] = _build(kind, value, dotted + ".", where, origins)

@@ -366,6 +366,25 @@ def test_an_empty_state_dir_is_refused(tmp_path):
     assert _one_line_error(None, ["state_dir="]).endswith("must name a directory, got ''")
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    # before: "unknown config key 'memory.capacity' ...; did you mean 'memory.capacity'?"
+    ("memory.capacity: 3\n", "config key 'memory.capacity' in {path}: a config file nests its "
+     "keys instead of joining them with dots; write 'memory: {{capacity: ...}}' or the same in "
+     "indented lines"),
+    ("labels:\n  selection.uncertain: 1\n", "config key 'labels.selection.uncertain' in {path}: "
+     "a config file nests its keys instead of joining them with dots; write 'labels: "
+     "{{selection: {{uncertain: ...}}}}' or the same in indented lines"),
+    ("Memory.Capacity: 3\n", "unknown config key 'Memory.Capacity' in {path}; did you mean "
+     "'memory: {{capacity: ...}}'?"),
+    ("memroy.zzz: 3\n", "unknown config key 'memroy.zzz' in {path}; did you mean 'memory'?"),
+    ("memory.zzz: 3\n", "unknown config key 'memory.zzz' in {path}"),
+])
+def test_a_file_key_joined_with_dots_is_shown_nested(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert _one_line_error(path) == message.format(path=path)
+
+
 @pytest.mark.parametrize("where, key, hint", [
     ("file", "memroy", "; did you mean 'memory'?"),
     ("file", "Memory", "; did you mean 'memory'?"),

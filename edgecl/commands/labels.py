@@ -152,7 +152,8 @@ def pending_command(args: argparse.Namespace) -> int:
     from edgecl.runtime.labels.queue import with_current_names
 
     cfg, queue = _queue(args)
-    items = with_current_names(queue.pending()[:args.limit], _names_now(cfg))
+    waiting = queue.pending()
+    items = with_current_names(waiting[:args.limit], _names_now(cfg))
     if args.json:
         print_json_line(items)
         return 0
@@ -160,6 +161,8 @@ def pending_command(args: argparse.Namespace) -> int:
         print("no frames waiting for a person")
     for item in items:
         print(_describe(item))
+    if len(waiting) > len(items):
+        print(f"... and {len(waiting) - len(items)} more waiting (--limit {args.limit})")
     return 0
 
 

@@ -22,7 +22,9 @@ BatchNorm momentum of 0.03 a round of tens of steps leaves them lagging behind t
 matters most for a young model (measured: eval-mode loss 11.0 -> 4.0 after 40 steps from
 scratch; a 100-step first round scored 0.0 held-out mAP50-95 without it). They are the exact
 average over the round's last ``learner.bn_recalibration_batches`` training batches (reset when
-that many steps are left, then ``momentum=None``: the forward passes training runs anyway), and
+that many steps are left, then ``momentum=None``: the forward passes training runs anyway; an
+average begun on a wrong estimate of the steps left, which would cover more than twice that
+many batches, is given up and begun again), and
 only a round too short for that many batches, or cut short by its time budget, runs extra
 forward passes after its last step (:func:`~edgecl.continual.yolo_train.recalibrate_batchnorm`).
 Measured on ``edgecl bench learn``'s data (3 seeds): the same held-out mAP50-95 as 8 extra
@@ -53,7 +55,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from edgecl.continual import yolo_train
 from edgecl.continual.virtual_step import make_virtual_scorer, virtual_scorer
-from edgecl.errors import ConfigError
+from edgecl.errors import ConfigError, LabelError
 
 if TYPE_CHECKING:
     import torch
@@ -70,6 +72,8 @@ PROGRESS_EVERY_S = 2.0  # how often (at most) the progress callback is called
 NO_TIME_LIMIT_S = 1e8
 """A time budget this long is no limit (benchmarks train a set number of steps): the
 progress log leaves it out."""
+IMAGE_NOT_FOUND = "Image Not Found"
+"""How ultralytics' dataset begins the error for an image it cannot read."""
 NO_STEP_LIMIT = 10**6
 """A step bound this large is no limit (days of training; benchmarks that train for a set
 time pass far more): the progress log leaves it out."""
@@ -281,8 +285,23 @@ def apply_low_priority(cfg: LearnerConfig) -> None:
 
 
 def _batches(loader, epochs: int) -> Iterator[dict]:
+    """The loader's batches, ``epochs`` times over.
+
+    Raises:
+        LabelError: an image that could be read when the round began cannot be now (replaced,
+            deleted or damaged meanwhile; ultralytics says "Image Not Found" for each).
+    """
     for _ in range(max(0, epochs)):
-        yield from loader
+        try:
+            yield from loader
+        except FileNotFoundError as exc:
+            text = str(exc)
+            if not text.startswith(IMAGE_NOT_FOUND):
+                raise
+            raise LabelError(f"training image {text[len(IMAGE_NOT_FOUND):].strip()} could not "
+                             f"be read during the round (deleted, replaced or damaged after it "
+                             f"began); the round stops, and 'edgecl memory verify' sets such "
+                             f"samples aside") from None
 
 
 class FineTuner:
@@ -539,6 +558,16 @@ class _Loop:
             m.reset_running_stats()
             m.momentum = None
         self.averaging = True
+        self.bn_averaged = 0
+
+    def _steer_averaging(self, steps_left: float) -> None:
+        """Start averaging when the round's last ``recal_batches`` steps begin; give up an
+        average that would cover more than twice that many batches (the first steps' times,
+        set-up included, made the round look shorter than it is) until they begin again."""
+        if not self.averaging and steps_left <= self.recal_batches:
+            self.start_averaging()
+        elif self.averaging and self.bn_averaged + steps_left > 2 * self.recal_batches:
+            self.stop_averaging()  # the average so far is where the running statistics go on
 
     def stop_averaging(self) -> None:
         """Give the BatchNorm layers their momentum back (idempotent)."""
@@ -580,9 +609,8 @@ class _Loop:
             needed_s = self.step_s * (1.0 + RECAL_COST_PER_BATCH * shortfall)
             if elapsed >= budget_s or (self.losses and elapsed + needed_s > budget_s):
                 return "budget"
-            if (self.recal_batches and not self.averaging
-                    and self._steps_left(elapsed, budget_s, total) <= self.recal_batches):
-                self.start_averaging()
+            if self.recal_batches:
+                self._steer_averaging(self._steps_left(elapsed, budget_s, total))
             if elapsed >= next_log_s and self.losses:
                 next_log_s = elapsed + PROGRESS_LOG_S
                 budget = f" of {budget_s:.0f} s" if budget_s < NO_TIME_LIMIT_S else ""

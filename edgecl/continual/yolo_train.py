@@ -10,6 +10,7 @@ IDER's second pass reuses.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import queue
 import random
@@ -22,6 +23,8 @@ from pathlib import Path
 from edgecl.data.labels import read_yolo_labels
 from edgecl.errors import LabelError
 from edgecl.ultra import ensure_offline
+
+log = logging.getLogger(__name__)
 
 # Augmentation for small (64-320 px) frames: ultralytics' defaults with a milder scale jitter
 # (objects in 160 px frames are already small) and no mixup/cutmix.
@@ -243,6 +246,9 @@ class PrefetchedBatches:
     """How often a thread waiting for room in the queue checks whether it should stop, and
     the training thread waiting for a batch whether the loading thread is still there."""
 
+    CLOSE_WAIT_S = 1.0
+    """How long :meth:`close` waits for a thread still loading a batch."""
+
     def __init__(self, batches: Iterator[dict], depth: int = 2):
         self._source = batches
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
@@ -273,10 +279,17 @@ class PrefetchedBatches:
             yield value
 
     def close(self) -> None:
-        """Stop the thread and wait for it (idempotent)."""
+        """Stop the thread; wait for it at most :attr:`CLOSE_WAIT_S` (idempotent).
+
+        A thread still inside a read then (storage that stalls) is left behind: it is a daemon,
+        ends at its next batch without handing it over, and a Ctrl-C stops the round at once.
+        """
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(timeout=self.CLOSE_WAIT_S)
+            if self._thread.is_alive():
+                log.warning("the batch-loading thread is still reading after %g s; the round "
+                            "ends without it", self.CLOSE_WAIT_S)
 
     def _fill(self) -> None:
         try:

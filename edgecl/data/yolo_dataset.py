@@ -229,18 +229,19 @@ def _yaml_root(yaml_path: Path, data: dict) -> Path:
     for candidate in (yaml_path.parent / root, Path.cwd() / root):
         if path_exists(candidate, folder=True):
             return candidate.resolve()
-    return (yaml_path.parent / root).resolve()
+    # not resolved: a link on the way (a card not mounted) is then named where it is used
+    return (yaml_path.parent / root).absolute()
 
 
 def _resolve_entry(yaml_path: Path, root: Path, split: str, entry: object) -> list[Path]:
     if not isinstance(entry, str) or not entry.strip():
         raise ConfigError(f"{yaml_path}: '{split}' must be a path or a list of paths, got {entry!r}")
     p = path_from_text(entry, f"{yaml_path}: '{split}'")
-    p = p if p.is_absolute() else root / p
+    p = first = p if p.is_absolute() else root / p
     if not path_exists(p) and entry.startswith("../"):
         p = root / entry[3:]  # Roboflow writes ../train/images next to the yaml (ultralytics' fix)
     if not path_exists(p):
-        link = link_problem(p)
+        link = link_problem(first) or link_problem(p)
         if link:  # a link to a card not mounted: name the link, not only where it leads
             raise ConfigError(f"{yaml_path}: '{split}' path {link}")
         raise ConfigError(f"{yaml_path}: '{split}' path not found: {p.resolve()}")

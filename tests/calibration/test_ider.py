@@ -212,3 +212,17 @@ def test_folded_onnx_matches_plain_structure_and_unfolded_outputs(tmp_path):
     got = session.run(None, {"images": x.numpy()})[0]
     np.testing.assert_allclose(got[:, 4:], expected[:, 4:].numpy(), atol=1e-4)  # class scores
     np.testing.assert_allclose(got[:, :4], expected[:, :4].numpy(), atol=1e-2)  # boxes, pixels
+
+
+def test_the_second_pass_leaves_an_exact_batchnorm_average_alone():
+    """A round averaging its last batches' statistics (momentum=None): batches of mean 1 and 3
+    around IDER's second pass average to 2.0 (before: the pass counted as a batch, 1.667)."""
+    from edgecl.calibration.ider.losses import frozen_bn_statistics
+
+    bn = torch.nn.BatchNorm2d(1, momentum=None)
+    bn.train()
+    bn(torch.full((2, 1, 1, 1), 1.0))
+    with frozen_bn_statistics(bn):
+        bn(torch.full((2, 1, 1, 1), 100.0))
+    bn(torch.full((2, 1, 1, 1), 3.0))
+    assert bn.running_mean.item() == 2.0 and bn.num_batches_tracked.item() == 2

@@ -53,8 +53,11 @@ def test_pending_limit_lists_the_highest_priority_frames(state, capsys):
     code, out, _ = run(capsys, "labels", "pending", "--json", "--limit", "1", "--state-dir",
                        str(root))
     assert code == 0 and [i["id"] for i in json.loads(out.strip().splitlines()[-1])] == [high]
+    code, out, _ = run(capsys, "labels", "pending", "--limit", "1", "--state-dir", str(root))
+    assert code == 0 and high in out and low not in out
+    assert out.splitlines()[-1] == "... and 1 more waiting (--limit 1)"
     code, out, _ = run(capsys, "labels", "pending", "--limit", "5", "--state-dir", str(root))
-    assert code == 0 and high in out and low in out
+    assert code == 0 and high in out and low in out and "more waiting" not in out
     with pytest.raises(SystemExit) as exit_:
         run(capsys, "labels", "pending", "--limit", "0", "--state-dir", str(root))
     err = capsys.readouterr().err

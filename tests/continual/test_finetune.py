@@ -165,6 +165,30 @@ def test_batchnorm_statistics_are_the_average_of_the_rounds_last_batches(data, m
     assert bn.momentum == 0.03  # ultralytics' momentum back
 
 
+def test_an_average_begun_too_early_is_given_up_and_begun_again(data, monkeypatch):
+    """A budget-bound round whose first step (set-up included) looked slow: the estimate said
+    one step was left, and before, every batch of the round went into the average."""
+    from edgecl.continual import finetune
+
+    monkeypatch.setattr(yolo_train, "recalibrate_batchnorm",
+                        lambda *a, **k: pytest.fail("no extra pass expected"))
+    real_left = finetune._Loop._steps_left
+    monkeypatch.setattr(finetune._Loop, "_steps_left", lambda self, *a: (
+        1.0 if not self.losses else real_left(self, *a)))
+    new, mem = data
+    model = _model()
+    bn, seen = _trained_norm_inputs(model)
+    cfg = dataclasses.replace(CFG, bn_recalibration_batches=2, precision="fp32")
+    FineTuner(model, cfg, OFF).run([*new, *mem], [], budget_s=3600, max_steps=5, epochs=10,
+                                   device="cpu")
+    # begun before step 1, given up before step 2 (1 + 4 left > 2 x 2), begun again before
+    # step 4: the last two batches (4 and 4 images) are the average
+    assert len(seen) == 5 and int(bn.num_batches_tracked) == 2
+    torch.testing.assert_close(bn.running_mean, torch.stack([m for m, _ in seen[3:]]).mean(dim=0),
+                               rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.03
+
+
 def test_a_short_batch_is_left_out_and_the_average_topped_up_after_the_round(data, monkeypatch):
     calls = []
     real = yolo_train.recalibrate_batchnorm
@@ -702,3 +726,28 @@ def test_native_bf16_is_ampere_or_later_and_cpus_with_bf16_instructions(monkeypa
     assert native_bf16(torch.device("cpu")) is False  # e.g. an AVX-512 Skylake Xeon
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert native_bf16(torch.device("cpu")) is True
+
+
+def test_an_image_damaged_during_the_round_is_one_line_naming_it():
+    """Before: "failed (FileNotFoundError: Image Not Found ...)" and a traceback, for a file
+    that was there but no longer decoded."""
+    from edgecl.continual.finetune import _batches
+    from edgecl.errors import LabelError
+
+    def loader(error):
+        class Loader:
+            def __iter__(self):
+                yield {"i": 0}
+                raise error
+        return Loader()
+
+    got = []
+    with pytest.raises(LabelError) as err:
+        for b in _batches(loader(FileNotFoundError("Image Not Found /m/images/12.jpg")), 2):
+            got.append(b)
+    assert got == [{"i": 0}]
+    assert str(err.value) == ("training image /m/images/12.jpg could not be read during the round "
+                              "(deleted, replaced or damaged after it began); the round stops, "
+                              "and 'edgecl memory verify' sets such samples aside")
+    with pytest.raises(FileNotFoundError, match="labels.cache"):  # anything else as it was
+        list(_batches(loader(FileNotFoundError("labels.cache")), 1))

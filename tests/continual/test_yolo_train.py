@@ -134,6 +134,31 @@ def test_a_loading_thread_that_ends_without_a_word_does_not_hang_the_round():
     assert got == [0]
 
 
+def test_a_stalled_read_does_not_hold_up_the_end_of_a_round(caplog, monkeypatch):
+    """Storage that stalls: a Ctrl-C waited for the loading thread's read (20 s, then the
+    process was killed without its clean-up); now close() leaves the thread behind."""
+    import threading
+    import time
+
+    from edgecl.continual import yolo_train as yt
+
+    monkeypatch.setattr(yt.PrefetchedBatches, "CLOSE_WAIT_S", 0.2)
+    release = threading.Event()
+
+    def stalling():
+        yield {"i": 0}
+        release.wait(30)  # a read that does not come back
+        yield {"i": 1}
+
+    start = time.monotonic()
+    with caplog.at_level("WARNING", logger="edgecl.continual.yolo_train"):
+        with yt.PrefetchedBatches(stalling(), depth=1) as batches:
+            assert next(iter(batches)) == {"i": 0}
+    assert time.monotonic() - start < 5
+    assert "still reading after 0.2 s; the round ends without it" in caplog.text
+    release.set()
+
+
 def test_reestimation_can_go_on_with_the_average_the_layers_hold():
     """``reset=False`` (a round whose last batches were averaged): one more batch joins the
     cumulative average instead of replacing it."""

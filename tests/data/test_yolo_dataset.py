@@ -116,6 +116,26 @@ def test_a_split_folder_that_is_a_link_to_nothing_is_named(tmp_path):
                               f"{tmp_path / 'card' / 'images'}, which does not exist (unmounted?)")
 
 
+@pytest.mark.parametrize("layout", ["relative root", "roboflow"])
+def test_a_link_to_nothing_is_named_behind_a_root_or_a_roboflow_path(tmp_path, layout):
+    """Before: "'train' path not found" with the link's target (a relative 'path:') or the
+    Roboflow fallback's folder ('../train'), never the link the user made."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    path = folder / "data.yaml"
+    if layout == "relative root":
+        link = folder / "root"
+        path.write_text("path: root\ntrain: images\nval: images\nnames: {0: cone}\n")
+    else:
+        link = tmp_path / "train"
+        path.write_text("train: ../train\nval: ../train\nnames: {0: cone}\n")
+    link.symlink_to(tmp_path / "card")
+    with pytest.raises(ConfigError) as err:
+        load_data_yaml(path)
+    assert f"is a symbolic link to {tmp_path / 'card'}, which does not exist" in str(err.value)
+    assert str(err.value).startswith(f"{path}: 'train' path ")
+
+
 def _alias_bomb(levels: int) -> str:
     """Under 1 KB of YAML whose ``names`` expand to 10**levels strings through nested aliases."""
     lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]

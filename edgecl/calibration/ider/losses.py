@@ -32,13 +32,19 @@ def frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
     """
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
+    # the batch count too: with momentum=None (a round averaging its last batches' statistics)
+    # it weighs the next batch, and a pass that added nothing must not count
+    counts = [None if m.num_batches_tracked is None else m.num_batches_tracked.clone()
+              for m in norms]
     for m in norms:
         m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
     try:
         yield
     finally:
-        for m, momentum in zip(norms, saved):
+        for m, momentum, count in zip(norms, saved, counts):
             m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
 
 
 def class_logits(head: nn.Module, feats: Sequence[torch.Tensor]) -> torch.Tensor:
