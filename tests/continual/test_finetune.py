@@ -140,6 +140,18 @@ def _trained_norm_inputs(model):
     return bn, seen
 
 
+def _round_with_norm_inputs(data, recal_batches: int, max_steps: int, precision: str = "fp32"):
+    """A round on the 10 test images at batch 4; returns its result, the watched BatchNorm and
+    the (mean, var) of each of its training inputs (:func:`_trained_norm_inputs`)."""
+    new, mem = data
+    model = _model()
+    bn, seen = _trained_norm_inputs(model)
+    cfg = dataclasses.replace(CFG, bn_recalibration_batches=recal_batches, precision=precision)
+    result = FineTuner(model, cfg, OFF).run([*new, *mem], [], budget_s=3600, max_steps=max_steps,
+                                            epochs=10, device="cpu")
+    return result, bn, seen
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_batchnorm_statistics_are_the_average_of_the_rounds_last_batches(data, monkeypatch,
                                                                          precision):
@@ -148,12 +160,7 @@ def test_batchnorm_statistics_are_the_average_of_the_rounds_last_batches(data, m
     round spent on them), and no extra pass runs."""
     monkeypatch.setattr(yolo_train, "recalibrate_batchnorm",
                         lambda *a, **k: pytest.fail("no extra pass expected"))
-    new, mem = data
-    model = _model()
-    bn, seen = _trained_norm_inputs(model)
-    cfg = dataclasses.replace(CFG, bn_recalibration_batches=2, precision=precision)
-    result = FineTuner(model, cfg, OFF).run([*new, *mem], [], budget_s=3600, max_steps=5,
-                                            epochs=10, device="cpu")
+    result, bn, seen = _round_with_norm_inputs(data, 2, 5, precision)
     # 10 images at batch 4: batches of 4, 4, 2, 4, 4 images; the last two are averaged
     assert result.steps == 5 and len(seen) == 5
     last = seen[3:]
@@ -175,12 +182,7 @@ def test_an_average_begun_too_early_is_given_up_and_begun_again(data, monkeypatc
     real_left = finetune._Loop._steps_left
     monkeypatch.setattr(finetune._Loop, "_steps_left", lambda self, *a: (
         1.0 if not self.losses else real_left(self, *a)))
-    new, mem = data
-    model = _model()
-    bn, seen = _trained_norm_inputs(model)
-    cfg = dataclasses.replace(CFG, bn_recalibration_batches=2, precision="fp32")
-    FineTuner(model, cfg, OFF).run([*new, *mem], [], budget_s=3600, max_steps=5, epochs=10,
-                                   device="cpu")
+    _, bn, seen = _round_with_norm_inputs(data, 2, 5)
     # begun before step 1, given up before step 2 (1 + 4 left > 2 x 2), begun again before
     # step 4: the last two batches (4 and 4 images) are the average
     assert len(seen) == 5 and int(bn.num_batches_tracked) == 2
@@ -198,12 +200,7 @@ def test_a_short_batch_is_left_out_and_the_average_topped_up_after_the_round(dat
         return real(model, loader, n_batches, *args, **kwargs)
 
     monkeypatch.setattr(yolo_train, "recalibrate_batchnorm", spy)
-    new, mem = data
-    model = _model()
-    bn, seen = _trained_norm_inputs(model)
-    cfg = dataclasses.replace(CFG, bn_recalibration_batches=3, precision="fp32")
-    FineTuner(model, cfg, OFF).run([*new, *mem], [], budget_s=3600, max_steps=6, epochs=10,
-                                   device="cpu")
+    _, bn, seen = _round_with_norm_inputs(data, 3, 6)
     # 10 images at batch 4: 4, 4, 2, 4, 4, 2 images; the last 3 steps are averaged but the
     # 2-image batch is left out, so one full batch more is drawn after the round
     assert calls == [(1, False)]
