@@ -586,8 +586,10 @@ def iter_yolo(path: str | Path) -> LabelledItems:
     images = dataset.images()
     if not images:
         other = ", ".join(f"{suffix or '(no suffix)'}: {n}" for suffix, n in dataset.ignored.most_common())
+        link = dataset.dangling_link()
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {dataset.yaml_path or dataset.root}"
-                          + (f" (files of other kinds: {other})" if other else ""))
+                          + (f": {link}" if link else
+                             f" (files of other kinds: {other})" if other else ""))
     names = dataset_class_names(dataset, images)
     not_images = (Skip(p, "not an image", f"{p}: not an image ultralytics reads "
                                           f"({p.suffix.lower() or 'no suffix'})")

@@ -92,6 +92,17 @@ class YoloDataset:
             return list(dict.fromkeys(p for paths in self.splits.values() for p in paths))
         return list(self.splits.get(split, []))
 
+    def dangling_link(self) -> str | None:
+        """Why the first link to nothing among :attr:`ignored_files` cannot be followed (an
+        ``images`` folder linked to a card not mounted), in one line; None when there is none.
+
+        Returns:
+            E.g. ``"ds/images is a symbolic link to /mnt/card, which does not exist
+            (unmounted?)"`` (:func:`~edgecl.errors.link_problem`), or None.
+        """
+        return next((problem for p in self.ignored_files if p.is_symlink()
+                     for problem in [link_problem(p)] if problem), None)
+
     def describe(self) -> str:
         """A short description: layout and image count per split."""
         counts = ", ".join(f"{s} {len(p)}" for s, p in self.splits.items())

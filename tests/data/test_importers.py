@@ -459,3 +459,19 @@ def test_two_images_taking_one_label_file_are_skipped_and_a_label_without_image_
     labels = {f.name: f.labels for f in source}
     assert labels["images/y.jpg"] is None and labels["images/y.png"] is None
     assert labels["images/z.jpg"].shape == (1, 5) and source.stats.bad_labels == 2
+
+
+def test_a_dataset_whose_images_folder_is_a_dangling_link_says_so(tmp_path, capsys):
+    """Before: 'no images (.jpg, ...) in DS' while images/ pointed at a card not mounted; now the
+    one-line error names the link and where it leads."""
+    root = tmp_path / "ds"
+    (root / "labels").mkdir(parents=True)
+    (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "images").symlink_to(tmp_path / "nocard")
+    with pytest.raises(ConfigError) as caught:
+        iter_labelled(root, "yolo")
+    assert str(caught.value).endswith(f"{root / 'images'} is a symbolic link to {tmp_path / 'nocard'}, "
+                                      f"which does not exist (unmounted?)")
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "state"), str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "symbolic link" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

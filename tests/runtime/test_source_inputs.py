@@ -318,6 +318,18 @@ def test_a_linked_folder_of_images_is_read_and_a_link_back_ends_the_walk(tmp_pat
         "linked/0.jpg", "linked/1.jpg", "linked/2.jpg", "top.jpg"]
 
 
+def test_a_folder_whose_images_link_leads_nowhere_says_which_link(tmp_path):
+    """Before: 'no images ... it holds 1 other file(s) ((no suffix): 1)' while the flight's
+    images/ was linked to a card not mounted; now the error names the link and its target."""
+    folder = tmp_path / "flight"
+    folder.mkdir()
+    (folder / "images").symlink_to(tmp_path / "nocard" / "DCIM")
+    with pytest.raises(SourceError) as info:
+        open_source(f"dir://{folder}")
+    assert str(info.value).endswith(f"under {folder}: {folder / 'images'} is a symbolic link to "
+                                    f"{tmp_path / 'nocard' / 'DCIM'}, which does not exist (unmounted?)")
+
+
 def test_a_folder_of_which_no_frame_reads_says_so_last(tmp_path, run_edgecl):
     """Before: one warning per file scrolled past, then a summary with frames=0 and nothing
     saying that the whole folder was unreadable."""

@@ -530,8 +530,10 @@ class ImageDirSource(ImageListSource):
                               f"(it has: {', '.join(dataset.splits)})")
         images = dataset.images(split)
         if not images:
+            link = dataset.dangling_link()
             raise SourceError(f"{uri}: no images ({', '.join(IMAGE_SUFFIXES)}, any case) under "
-                              f"{dataset.yaml_path or root}{_other_files_hint(dataset.ignored)}")
+                              f"{dataset.yaml_path or root}"
+                              + (f": {link}" if link else _other_files_hint(dataset.ignored)))
         super().__init__(uri, images, loop, cfg)
         self.root = dataset.root
         self.dataset = dataset
