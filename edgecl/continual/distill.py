@@ -28,7 +28,10 @@ returns a sum over the batch's images of the per-image terms times their weights
 Cost: when the round freezes the first layers (``learner.freeze_layers``) and they are the
 previous model's own (the usual later round), the teacher does not run them again: it takes the
 student's outputs of those layers for the same batch (frozen, in eval mode, so identical) and
-runs only the rest of its network.
+runs only the rest of its network. Where the tuner prepares batches ahead of their step (on a
+CPU, in its batch-loading thread), the teacher's outputs are computed there too
+(:meth:`DistillHook.on_batch_prepare`), while the training thread steps through the previous
+batch.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ if TYPE_CHECKING:
 __all__ = ["DistillHook", "fuse_batchnorm", "lwf_terms"]
 
 log = logging.getLogger(__name__)
+
+TEACHER_KEY = "lwf_teacher"
+"""Batch key of the teacher's outputs when :meth:`DistillHook.on_batch_prepare` computed them."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -229,6 +235,36 @@ class DistillHook:
         if getattr(tuner, "memory_format", None) is not None:  # the student's layout
             teacher.to(memory_format=tuner.memory_format)
 
+    @staticmethod
+    def _outputs(out):
+        """The head's raw training outputs from a model's return value, in float32."""
+        return yolo_train.float32_outputs(out[1] if isinstance(out, (tuple, list)) else out)
+
+    def on_batch_prepare(self, batch: dict) -> None:
+        """Compute the teacher's outputs for a batch ahead of its step, where the tuner
+        prepares batches (its batch-loading thread on a CPU): from the frozen layers' outputs
+        the batch carries (:class:`~edgecl.continual.yolo_train.FrozenLayers`) when the teacher
+        shares them, else from the images. Nothing is computed when the teacher needs the
+        student's own forward pass of this batch (then :meth:`on_batch_loss` runs it).
+
+        Args:
+            batch: the preprocessed batch; gets ``TEACHER_KEY`` (the head's outputs, float32).
+        """
+        import torch
+
+        if self.teacher is None or (self.cls_weight <= 0 and self.box_weight <= 0):
+            return
+        frozen = batch.get(yolo_train.FROZEN_KEY)
+        if self.shared_layers and (frozen is None or len(frozen[1]) != self.shared_layers):
+            return
+        with torch.no_grad(), self._autocast():
+            if self.shared_layers:
+                out, _ = yolo_train.run_layers(self.teacher.model[self.shared_layers:],
+                                               self.teacher.save, *frozen)
+            else:
+                out = self.teacher(batch["img"])
+        batch[TEACHER_KEY] = self._outputs(out)
+
     def on_batch_loss(self, batch: dict, preds: dict, loss_items: dict):
         """The weighted distillation loss of one batch (sum over its images).
 
@@ -244,11 +280,13 @@ class DistillHook:
 
         if self.teacher is None or (self.cls_weight <= 0 and self.box_weight <= 0):
             return None
-        if self.shared_layers and len(self._store) < self.shared_layers:
-            raise RuntimeError("LwF teacher: the student's frozen layers did not run on this batch")
-        with torch.no_grad(), self._autocast():
-            out = self.teacher(batch["img"])
-        raw = yolo_train.float32_outputs(out[1] if isinstance(out, (tuple, list)) else out)
+        raw = batch.get(TEACHER_KEY)
+        if raw is None:
+            if self.shared_layers and len(self._store) < self.shared_layers:
+                raise RuntimeError("LwF teacher: the student's frozen layers did not run on this "
+                                   "batch")
+            with torch.no_grad(), self._autocast():
+                raw = self._outputs(self.teacher(batch["img"]))
         head = self.teacher.model[-1]
         cls = box = 0.0
         # each branch of the head learns from the teacher's same branch: the one-to-many one of

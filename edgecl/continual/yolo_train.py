@@ -44,6 +44,9 @@ AUGMENT_OVERRIDES = {
 }
 GRAD_CLIP_NORM = 10.0  # ultralytics' trainer clips the gradient norm to 10
 
+FROZEN_KEY = "frozen_outputs"
+"""Batch key of the frozen layers' outputs (:class:`FrozenLayers`) when a batch carries them."""
+
 
 def training_hyp(imgsz: int, lr: float, **overrides):
     """Build ultralytics' training hyper-parameters for on-device fine-tuning.
@@ -309,6 +312,79 @@ class PrefetchedBatches:
             except queue.Full:
                 continue
         return False
+
+
+def run_layers(layers: Sequence, save: Sequence[int] | set[int], x, saved: Sequence = ()):
+    """Run layers of an ultralytics model in order, as its forward does
+    (``BaseModel._predict_once``): each layer takes the previous output, or the saved outputs
+    of the earlier layers its ``f`` names.
+
+    Args:
+        layers: consecutive layers of ``model.model`` (each with its ``f`` and ``i``).
+        save: the model's ``save`` list (layers whose outputs later layers read).
+        x: the input of the first layer (the previous layer's output; the image batch, float
+            ``(B, 3, H, W)``, for layer 0).
+        saved: the outputs of the layers before the first (``None`` where not kept), as
+            :class:`FrozenLayers` returns them.
+
+    Returns:
+        ``(output, outputs)``: the last layer's output and the outputs so far, ``saved`` first.
+    """
+    y = list(saved)
+    for m in layers:
+        if m.f != -1:
+            x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+        x = m(x)
+        y.append(x if m.i in save else None)
+    return x, y
+
+
+class FrozenLayers:
+    """A round's frozen first layers, run apart from the model on its batches.
+
+    A frozen layer is fixed for the whole round (no gradient, BatchNorm in eval mode), so its
+    outputs for a batch can be computed before the training step, in the batch-loading thread
+    (:class:`PrefetchedBatches`), while the training thread steps through the previous batch;
+    the step then runs the model from its first trained layer (:func:`run_layers`) and takes
+    the same step as with the whole forward pass. The layers are a private copy, in eval mode,
+    so nothing the training thread does to the model (a switch to train mode, a hook) reaches
+    them. (Folding their BatchNorm into the convolutions, exact but for rounding, made no
+    measurable difference here: the loading thread is not what a step waits for.)
+
+    Args:
+        model: the ultralytics model; its first ``n_layers`` layers are copied.
+        n_layers: how many layers are frozen (>= 1).
+        memory_format: the round's tensor layout (``torch.channels_last``), or None.
+    """
+
+    def __init__(self, model, n_layers: int, memory_format=None):
+        import copy
+
+        self.n_layers = int(n_layers)
+        self.save = set(model.save)
+        layers = copy.deepcopy(model.model[:self.n_layers]).eval()
+        for p in layers.parameters():
+            p.requires_grad_(False)
+        for m in layers.modules():  # hooks on the model's layers are the model's: not copied
+            m._forward_hooks.clear()
+            m._forward_pre_hooks.clear()
+        if memory_format is not None:
+            layers.to(memory_format=memory_format)
+        self.layers = layers
+
+    def __call__(self, img):
+        """The frozen layers' outputs for a batch (no gradient; in the caller's autocast).
+
+        Args:
+            img: float ``(B, 3, H, W)`` images in 0..1.
+
+        Returns:
+            ``(x, saved)`` for :func:`run_layers` from layer ``n_layers`` on.
+        """
+        import torch
+
+        with torch.no_grad():
+            return run_layers(self.layers, self.save, img)
 
 
 def resolve_files(paths: Sequence[Path | str]) -> set[str]:

@@ -208,3 +208,39 @@ def test_the_teacher_runs_with_batchnorm_folded_and_gives_the_same_outputs(cfg):
     hook.on_round_start(SimpleNamespace(device=torch.device("cpu"), frozen=[]))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in hook.teacher.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in parent.modules())  # the source untouched
+
+
+@pytest.mark.parametrize("cfg", ["yolo11n.yaml", "yolo26n.yaml"])
+def test_the_teacher_prepared_from_the_frozen_layers_outputs_equals_the_whole_teacher(cfg):
+    """Where batches are prepared ahead of their step (the loading thread on a CPU), the
+    teacher runs from the frozen layers' outputs the batch carries and gives the outputs of
+    the whole previous model; without them (a GPU) it leaves the batch for on_batch_loss."""
+    import copy
+
+    from edgecl.continual import yolo_train
+    from edgecl.continual.distill import TEACHER_KEY
+    from edgecl.ultra import build_detection_model
+
+    torch.manual_seed(0)
+    parent = build_detection_model(2, cfg=cfg, names={0: "a", 1: "b"}).eval()
+    reference = copy.deepcopy(parent).eval()
+    student, tuner = _frozen_student(parent, 10)
+    hook = DistillHook(parent, cls_weight=1.0, box_weight=1.0, conf=0.0)
+    hook.on_round_start(tuner)
+    assert hook.shared_layers == 10
+    img = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    batch = {"img": img}
+    hook.on_batch_prepare(batch)
+    assert TEACHER_KEY not in batch  # the student's own pass of this batch is needed
+    batch[yolo_train.FROZEN_KEY] = yolo_train.FrozenLayers(student, 10)(img)
+    hook.on_batch_prepare(batch)
+    with torch.no_grad():
+        expected = reference(img)[1]
+    got = batch[TEACHER_KEY]
+    for branch in ("one2many", "one2one") if "one2one" in expected else (None,):
+        want, have = (expected[branch], got[branch]) if branch else (expected, got)
+        for key in ("boxes", "scores"):
+            torch.testing.assert_close(have[key], want[key], rtol=1e-4, atol=1e-4)
+    # the loss takes the prepared outputs: the student's frozen layers never ran on this batch
+    assert hook.on_batch_loss(batch, got, {}).item() == pytest.approx(0.0, abs=1e-4)
+    hook.on_round_end(None)

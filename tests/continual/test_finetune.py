@@ -748,3 +748,29 @@ def test_an_image_damaged_during_the_round_is_one_line_naming_it():
                               "and 'edgecl memory verify' sets such samples aside")
     with pytest.raises(FileNotFoundError, match="labels.cache"):  # anything else as it was
         list(_batches(loader(FileNotFoundError("labels.cache")), 1))
+
+
+def test_frozen_outputs_prepared_in_the_loading_thread_take_the_same_steps(data, monkeypatch):
+    """On a CPU the frozen layers run in the batch-loading thread (a copy) and a step runs the
+    model from its first trained layer: the very same steps as whole forward passes, and the
+    model's own frozen layers never run during the steps."""
+    new, mem = data
+    cfg = LearnerConfig(imgsz=64, batch=4, lr=0.002, precision="fp32", bn_recalibration_batches=0)
+    weights, calls = [], []
+    for prepared in (True, False):
+        if not prepared:
+            monkeypatch.setattr(yolo_train, "FrozenLayers", lambda *args: None)
+        model = _model()
+        handle = model.model[0].register_forward_hook(lambda *_: calls.append(prepared))
+        torch.manual_seed(1)
+        random.seed(1)
+        np.random.seed(1)
+        tuner = FineTuner(model, cfg, OFF)
+        result = tuner.run(new, mem, budget_s=120, max_steps=3, epochs=10, device="cpu",
+                           freeze_layers=10)
+        handle.remove()
+        assert result.steps == 3 and tuner.frozen_layers is None  # released at the round's end
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert calls.count(True) == 0 and calls.count(False) == 3
+    assert not torch.equal(weights[1], torch.cat([p.detach().flatten() for p in _model().parameters()]))
+    assert torch.equal(weights[0], weights[1])

@@ -172,3 +172,43 @@ def test_reestimation_can_go_on_with_the_average_the_layers_hold():
     assert abs(float(bn.running_mean) - 0.65) < 1e-6
     assert abs(float(bn.running_var) - 0.1 / 3) < 1e-6
     assert int(bn.num_batches_tracked) == 2
+
+
+@pytest.mark.parametrize("cfg", ["yolo11n.yaml", "yolo26n.yaml"])
+def test_the_frozen_layers_run_apart_then_the_rest_give_the_whole_forward_pass(cfg):
+    """FrozenLayers (a copy of the first layers) computes exactly what those layers compute in
+    a training round (eval mode, running statistics), and run_layers from the first trained
+    layer on completes the model's own forward pass."""
+    from edgecl.continual import yolo_train
+    from edgecl.ultra import build_detection_model
+
+    torch.manual_seed(0)
+    model = build_detection_model(2, cfg=cfg)
+    for m in model.modules():  # statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.model[0].register_forward_hook(lambda *_: pytest.fail("the model's hook ran"))
+    frozen = yolo_train.FrozenLayers(model, 10)
+    assert all(a is not b for a, b in zip(frozen.layers, model.model))  # a private copy
+    img = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    x, saved = frozen(img)
+    assert len(saved) == 10 and not x.requires_grad
+    yolo_train.train_mode(model, list(model.model[:10]))
+    model.model[0]._forward_hooks.clear()
+    with torch.no_grad():
+        want_x, want_saved = yolo_train.run_layers(model.model[:10], model.save, img)
+    assert torch.equal(x, want_x)
+    for have, want in zip(saved, want_saved, strict=True):
+        assert (have is None) == (want is None)
+        assert have is None or torch.equal(have, want)
+    # the rest in eval mode (in training mode the batch statistics of a 2 x 2 feature map blow
+    # rounding differences up)
+    model.eval()
+    with torch.no_grad():
+        got = yolo_train.run_layers(model.model[10:], model.save, x, saved)[0][1]
+        want = model(img)[1]
+    flat = lambda out: [t for branch in (out.values() if "one2one" in out else [out])
+                        for k, t in branch.items() if k in ("boxes", "scores")]
+    for have, expected in zip(flat(got), flat(want), strict=True):
+        assert torch.equal(have, expected)
