@@ -86,7 +86,7 @@ def _queue(args):
 
     cfg = config_from_args(args)
     require_state_dir(cfg)
-    return cfg, OperatorQueue.from_config(cfg)
+    return cfg, OperatorQueue.from_config(cfg, create=False)  # reading creates nothing
 
 
 def _names_now(cfg):

@@ -64,6 +64,22 @@ def test_pending_limit_lists_the_highest_priority_frames(state, capsys):
     assert exit_.value.code == 2 and "--limit: expected an integer >= 1, got 0" in err
 
 
+def test_reading_the_queue_of_a_folder_that_never_queued_a_frame_writes_nothing(tmp_path, capsys):
+    """Before: 'labels pending' on an empty folder (a device not started yet, or a --state-dir
+    typed wrong into an empty one) created labels/pending/ in it."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, _ = run(capsys, "labels", "pending", "--state-dir", str(empty))
+    assert code == 0 and out.strip() == "no frames waiting for a person"
+    code, out, _ = run(capsys, "labels", "pending", "--json", "--state-dir", str(empty))
+    assert code == 0 and json.loads(out.strip().splitlines()[-1]) == []
+    code, _, err = run(capsys, "labels", "show", "0123abcd", "--state-dir", str(empty))
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, _, err = run(capsys, "labels", "skip", "0123abcd", "--state-dir", str(empty))
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    assert list(empty.iterdir()) == []
+
+
 def test_a_proposal_queued_before_a_rename_names_the_class_as_it_is_now(state, capsys):
     """Before: an item queued before 'classes rename car auto' still proposed 'car', and an
     answer keeping that box made 'car' a new, empty class beside 'auto'."""

@@ -118,18 +118,23 @@ class OperatorQueue:
             queued since the last boot has waited, whatever the wall clock did meanwhile.
         boot: this boot's id (default: :func:`edgecl.boot.boot_id`; "" where none is known:
             the wall clock is used).
+        create: make the queue's folder where it does not exist (the runtime); False for a
+            command that only reads or answers items (``edgecl labels``): a device that never
+            queued a frame, or a folder that is not a state directory, gets nothing written.
     """
 
     def __init__(self, root: str | Path, max_pending: int = 200,
                  answered_keep: int = ANSWERED_KEEP, priority_half_life_s: float = 0.0,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic, boot: str | None = None):
+                 monotonic: Callable[[], float] = time.monotonic, boot: str | None = None,
+                 create: bool = True):
         self.root = Path(root)
         self.monotonic = monotonic
         self.boot = boot_id() if boot is None else boot
         self.dir = self.root / "pending"
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            if create:
+                self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a state directory on a read-only mount with no queue: empty
             if exc.errno not in READ_ONLY_ERRNOS:
                 raise
@@ -148,12 +153,13 @@ class OperatorQueue:
         self._restamp_future()
 
     @classmethod
-    def from_config(cls, cfg) -> "OperatorQueue":
+    def from_config(cls, cfg, create: bool = True) -> "OperatorQueue":
         """The queue of a device: ``STATE/labels`` with the ``labels.*`` bounds of ``cfg``
-        (an :class:`edgecl.config.Config`), the same for the runtime and ``edgecl labels``."""
+        (an :class:`edgecl.config.Config`), the same for the runtime and ``edgecl labels``;
+        ``create`` as in the class."""
         lab = cfg.labels
         return cls(Path(cfg.state_dir) / "labels", lab.max_pending,
-                   priority_half_life_s=lab.priority_half_life_s)
+                   priority_half_life_s=lab.priority_half_life_s, create=create)
 
     # --- locking, bookkeeping ---------------------------------------------------------------
 
