@@ -281,12 +281,16 @@ def answered_command(args: argparse.Namespace) -> int:
 
     if args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    from edgecl.continual.memory import INDEX_FILE
+
     cfg, queue = _queue(args)
-    memory, classes = _reading_memory_and_classes(cfg, args)
-    try:
-        answers = queue.answers(memory, classes, limit=args.limit)
-    finally:
-        memory.close()
+    answers = []
+    if (Path(cfg.state_dir) / "memory" / INDEX_FILE).is_file():  # no memory: nothing answered
+        memory, classes = _reading_memory_and_classes(cfg, args)
+        try:
+            answers = queue.answers(memory, classes, limit=args.limit)
+        finally:
+            memory.close()
     if args.json:
         print_json_line(answers)
         return 0

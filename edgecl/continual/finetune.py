@@ -104,7 +104,8 @@ class FineTuneResult:
         seconds: wall-clock seconds of the whole round (dataset scan included).
         mean_loss: mean per-image training loss over the steps taken (NaN when none).
         final_loss: per-image loss of the last step taken (NaN when none).
-        stopped_reason: ``budget``, ``max_steps``, ``epochs``, ``nan_loss`` or ``no_data``.
+        stopped_reason: ``budget``, ``max_steps``, ``epochs``, ``nan_loss`` or ``no_data``
+            (``error``: only in what hooks' ``on_round_end`` get when the round raised).
         skipped_steps: steps skipped for a non-finite loss or gradient.
         images: training images used (new + replayed, after the label scan).
         replay_images: how many of them were replayed.
@@ -460,6 +461,19 @@ class FineTuner:
             return self._finish(FineTuneResult(0, seconds, float("nan"), float("nan"), "no_data"),
                                 started=False)
         self._prepare(device, freeze_layers)
+        started: list = []  # hooks whose on_round_start was called
+        try:
+            result = self._train(requested, replay_set, start, budget_s=budget_s,
+                                 max_steps=max_steps, epochs=epochs, started=started)
+        except BaseException:
+            self._abandon(started, time.monotonic() - start)
+            raise
+        return self._finish(result, started=True)
+
+    def _train(self, requested: list, replay_set: set[str], start: float, *, budget_s: float,
+               max_steps: int, epochs: int, started: list) -> FineTuneResult:
+        """The prepared round's data, hooks, steps and BatchNorm re-estimation (see
+        :meth:`run`); each hook is appended to ``started`` once its ``on_round_start`` ran."""
         dataset = yolo_train.build_dataset(requested, self.model.names, imgsz=self.cfg.imgsz,
                                            augment=True, hyp=self.hyp, batch=self.cfg.batch)
         dropped = yolo_train.check_dropped_images(requested, dataset, self.model.model[-1].nc)
@@ -471,6 +485,7 @@ class FineTuner:
                                          device=str(self.device))
         for hook in self.hooks:
             hook.on_round_start(self)
+            started.append(hook)
         optimizer = self._optimizer()
         # one pass over the images at most: the same images again add nothing to an average
         # (50 batches over a 37-image memory took 75 s past a 60 s budget)
@@ -498,8 +513,26 @@ class FineTuner:
         finally:
             loop.stop_averaging()
         n_replay = sum(yolo_train.replay_mask(dataset.im_files, replay_set))
-        return self._finish(loop.result(reason, time.monotonic() - start, len(dataset), n_replay),
-                            started=True)
+        return loop.result(reason, time.monotonic() - start, len(dataset), n_replay)
+
+    def _abandon(self, started: list, seconds: float) -> None:
+        """Leave the model as a finished round leaves it after the round raised (a hook's
+        fault, an unreadable batch, Ctrl-C): eval mode, the default memory layout, the frozen
+        layers' copy released, and each started hook's ``on_round_end`` called with
+        ``stopped_reason="error"`` (the LwF hook's forward hooks leave the student). A hook
+        failing there is logged; the round's own exception is the one raised."""
+        import torch
+
+        self.model.eval()
+        self.frozen_layers = None
+        self.model.to(memory_format=torch.contiguous_format)
+        result = FineTuneResult(0, seconds, float("nan"), float("nan"), "error")
+        for hook in started:
+            try:
+                hook.on_round_end(result)
+            except Exception as exc:  # noqa: BLE001 - the round's own exception goes on
+                LOG.warning("fine-tune: %s's on_round_end failed after the round failed "
+                            "(%s: %s)", type(hook).__name__, type(exc).__name__, exc)
 
     def _prepare(self, device: str, freeze_layers: int) -> None:
         problem = settings_problem(self.model, int(freeze_layers), self.ider_cfg.enabled,

@@ -77,7 +77,29 @@ def test_reading_the_queue_of_a_folder_that_never_queued_a_frame_writes_nothing(
     assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     code, _, err = run(capsys, "labels", "skip", "0123abcd", "--state-dir", str(empty))
     assert code != 0 and len(err.strip().splitlines()) == 1
+    code, out, _ = run(capsys, "labels", "answered", "--state-dir", str(empty))
+    assert code == 0 and out.strip() == "no answer in memory yet"
+    code, out, _ = run(capsys, "labels", "answered", "--json", "--state-dir", str(empty))
+    assert code == 0 and json.loads(out.strip().splitlines()[-1]) == []
     assert list(empty.iterdir()) == []
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_reading_a_queue_that_was_never_locked_writes_nothing(state, capsys):
+    """Before: 'labels pending' (and show, answered) on a queue folder without a lock file (a
+    state directory copied from a device without it) created labels/lock; 'labels answered'
+    on a device with a queue but no memory yet created memory/ with an empty index."""
+    root, (low, high) = state
+    (root / "labels" / "lock").unlink(missing_ok=True)
+    before = _tree(root)
+    for argv in (["pending"], ["pending", "--json"], ["show", high], ["answered"],
+                 ["answered", "--json"]):
+        code, out, err = run(capsys, "labels", *argv, "--state-dir", str(root))
+        assert code == 0 and err == "", (argv, err)
+    assert _tree(root) == before
 
 
 def test_a_proposal_queued_before_a_rename_names_the_class_as_it_is_now(state, capsys):

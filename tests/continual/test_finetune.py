@@ -774,3 +774,39 @@ def test_frozen_outputs_prepared_in_the_loading_thread_take_the_same_steps(data,
     assert calls.count(True) == 0 and calls.count(False) == 3
     assert not torch.equal(weights[1], torch.cat([p.detach().flatten() for p in _model().parameters()]))
     assert torch.equal(weights[0], weights[1])
+
+
+def test_a_round_that_raises_leaves_the_model_as_a_finished_round_does(data, caplog):
+    """Before: a round that raised mid-way (an image damaged during the round, a hook's fault,
+    Ctrl-C) left the model in train mode and channels-last, and the LwF hook's forward hooks
+    on the student (each later forward pass stored its outputs); its teacher stayed held."""
+    from edgecl.continual.distill import DistillHook
+
+    new, mem = data
+    model = _model()
+    distill = DistillHook(_model(), cls_weight=1.0, box_weight=1.0)
+
+    class Failing(RecordingHook):
+        def on_round_end(self, result):
+            super().on_round_end(result)
+            raise RuntimeError("cannot release")
+
+    handles = []
+
+    def extra(n):
+        handles.append(len(distill._handles))  # the teacher shares the student's frozen layers
+        if n == 2:
+            raise ValueError("hook fault")
+
+    failing = Failing(extra=extra)
+    tuner = FineTuner(model, CFG, OFF, hooks=[distill, failing])
+    with pytest.raises(ValueError, match="hook fault"):
+        tuner.run(new, mem, budget_s=120, max_steps=5, epochs=10, device="cpu",
+                  freeze_layers=10)
+    assert failing.calls == 2 and failing.ended.stopped_reason == "error" and handles == [10, 10]
+    assert not model.training and tuner.frozen_layers is None
+    assert distill.teacher is None and distill._handles == []
+    assert all(not m._forward_hooks for m in model.modules())
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert "Failing's on_round_end failed after the round failed (RuntimeError: cannot " \
+        "release)" in caplog.text

@@ -200,9 +200,10 @@ class OperatorQueue:
         read-only queue is left as it is. Items of this boot age by the monotonic clock
         (:meth:`_wait_s`) and are left alone."""
         now_s = self.clock()
+        if not self._late(now_s):  # the usual case: no lock taken, so reading creates no lock file
+            return
         with self._locked():
-            late = [m for m in self._metas() if not self._this_boot(m) and (
-                m["created_s"] > now_s + ORPHAN_AGE_S or m["created_s"] < CLOCK_SET_S <= now_s)]
+            late = self._late(now_s)
             for meta in late:
                 path = self.dir / f"{meta['id']}.json"
                 try:
@@ -214,6 +215,11 @@ class OperatorQueue:
         if late:
             log.info("%d queued item(s) stamped in the future or before the clock was set (the "
                      "clock was set since): counted as queued now", len(late))
+
+    def _late(self, now_s: float) -> list[dict]:
+        """The items :meth:`_restamp_future` restamps."""
+        return [m for m in self._metas() if not self._this_boot(m) and (
+            m["created_s"] > now_s + ORPHAN_AGE_S or m["created_s"] < CLOCK_SET_S <= now_s)]
 
     def _clean_orphans(self) -> None:
         """Remove images without metadata and temp files left by a kill (written more than a
