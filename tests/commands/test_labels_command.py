@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgecl.cli import main
+from edgecl.errors import StorageError
 from edgecl.continual.memory import ReplayMemory
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.models.classes import ClassRegistry
@@ -268,3 +269,26 @@ def test_a_missing_state_dir_is_one_line_and_not_created(tmp_path, capsys, cmd):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no such state directory" in err
     assert not missing.exists()
+
+
+@pytest.mark.parametrize("where", ["labels", "labels/pending"])
+@pytest.mark.parametrize("target", ["nowhere", "loop"])
+def test_a_queue_folder_linked_to_nothing_is_named_not_read_as_empty(state, capsys, where, target):
+    """Before: with STATE/labels a link to an unmounted card (or a link that loops), 'labels
+    pending' said "no frames waiting for a person", 'labels answered' "no answer in memory
+    yet", and the runtime stopped on "Too many levels of symbolic links: .../labels/lock"."""
+    root, _ = state
+    link = root / where
+    if link.is_dir():
+        import shutil
+        shutil.rmtree(link)
+    link.symlink_to(link.name if target == "loop" else "/mnt/edgecl-card-not-mounted/labels")
+    why = ("is a symbolic link that loops" if target == "loop" else
+           "is a symbolic link to /mnt/edgecl-card-not-mounted/labels, which does not exist "
+           "(unmounted?)")
+    for argv in (["pending"], ["answered"], ["show", "0123abcd"]):
+        code, out, err = run(capsys, "labels", *argv, "--state-dir", str(root))
+        assert code == 2 and out == "" and err.count("\n") == 1, (argv, err)
+        assert err.startswith(f"error: operator queue: {root}/labels/pending") and why in err
+    with pytest.raises(StorageError, match=why.split(",")[0]):
+        OperatorQueue(root / "labels")  # the runtime's queue

@@ -54,8 +54,8 @@ from edgecl.data.answers import (MAX_NEW_CLASSES_PER_ANSWER, boxes_to_labels, fi
                                  valid_item_id)
 from edgecl.data.class_names import close_class_names, standing_names
 from edgecl.data.images import pixels_hash
-from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, storage_fault,
-                           storage_faults)
+from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, StorageError,
+                           link_problem, storage_fault, storage_faults)
 from edgecl.frames import MAX_TASK_CHARS, Detections, Frame, LabelOrigin
 from edgecl.models.classes import ClassRegistry
 
@@ -121,6 +121,10 @@ class OperatorQueue:
         create: make the queue's folder where it does not exist (the runtime); False for a
             command that only reads or answers items (``edgecl labels``): a device that never
             queued a frame, or a folder that is not a state directory, gets nothing written.
+
+    Raises:
+        StorageError: ``root`` or its ``pending`` folder is a symbolic link that loops or
+            leads nowhere (a card not mounted), in one line.
     """
 
     def __init__(self, root: str | Path, max_pending: int = 200,
@@ -132,6 +136,9 @@ class OperatorQueue:
         self.monotonic = monotonic
         self.boot = boot_id() if boot is None else boot
         self.dir = self.root / "pending"
+        why = link_problem(self.dir)  # seen as an empty queue (reading) or a raw OSError (runtime)
+        if why:
+            raise StorageError(f"operator queue: {why}")
         try:
             if create:
                 self.dir.mkdir(parents=True, exist_ok=True)
