@@ -149,6 +149,28 @@ def is_new_device(cfg, classes) -> bool:
     return not classes.path.exists() and not (Path(cfg.state_dir) / "memory" / INDEX_FILE).exists()
 
 
+def _refuse_state_dir_among_images(state_dir, path: str, fmt: str, items) -> None:
+    """Refuse a state directory that a folder of the source's images holds: the memory's
+    images would be read as the dataset's by its next import (every box twice).
+
+    Raises:
+        ConfigError: naming both folders.
+    """
+    from edgecl.data.importers import detect_format, folder_reading, image_anchors, source_root
+    from edgecl.errors import ConfigError
+
+    target, root = Path(state_dir).expanduser().resolve(), source_root(Path(path))
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    anchors = image_anchors(root, items)
+    for image in items.image_paths:
+        holder = folder_reading(target, image, fmt, root, anchors)
+        if holder is not None:
+            raise ConfigError(f"--state-dir {state_dir} is inside {holder}, which holds the "
+                              f"dataset's images: the device's memory would be read as images "
+                              f"of the dataset by its next import; keep the state directory "
+                              f"elsewhere")
+
+
 def import_command(args: argparse.Namespace) -> int:
     """Run ``edgecl labels import``.
 
@@ -169,6 +191,7 @@ def import_command(args: argparse.Namespace) -> int:
     refuse_unreachable_state_dir(cfg.state_dir)
     refuse_smaller_memory(cfg)
     items = iter_labelled(args.path, args.format)
+    _refuse_state_dir_among_images(cfg.state_dir, args.path, args.format, items)
     classes = ClassRegistry(cfg.state_dir)
     offered, model_names = None, None
     if is_new_device(cfg, classes):  # refuse before anything is made in the state directory

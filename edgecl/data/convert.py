@@ -13,7 +13,10 @@ Output layout (what ultralytics trains on, and what ``dir://`` and ``split-tasks
     OUT/data.yaml               train: images, val: images, names: {id: name} (root: its folder)
 
 Class ids: a YOLO source keeps its ids and names (a folder naming no class: ``class_<id>``,
-with a name for every id up to the largest, boxes or not); VOC and COCO names get ids in the order
+with a name for every id up to the largest, boxes or not), except that an ignore class or a gap
+in its ids leaves no hole (``[car, DontCare, person]`` -> ``{0: car, 1: person}``,
+``{0: car, 2: truck}`` -> ``{0: car, 1: truck}``; :func:`~edgecl.data.importers.source_class_order`:
+ultralytics refuses a gap, and a class no box can have would be a dead output); VOC and COCO names get ids in the order
 of the COCO categories (ignore names left out), then of first appearance. A name met in the
 boxes that differs from a known one only in case or separators (VOC ``Car`` beside ``car``,
 ``traffic_light`` beside ``Traffic Light``) is that class, as ``edgecl labels import`` maps it
@@ -34,7 +37,9 @@ from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from edgecl.data.class_names import clean_name
 from edgecl.data.images import IMAGE_SUFFIXES, deeper_than_8_bits, is_image, pixels_hash
 from edgecl.data.importers import (SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, detect_format,
-                                   iter_labelled, no_labels_hint, same_class_as)
+                                   folder_reading, image_anchors, iter_labelled,
+                                   source_root, no_labels_hint,
+                                   same_class_as)
 from edgecl.data.labels import labels_to_text
 from edgecl.errors import ConfigError, LabelError, link_problem, missing_path
 
@@ -235,9 +240,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     if not src.exists():
         raise ConfigError(missing_path(src))
     _check_out(out)
-    root = src.resolve() if src.is_dir() else src.resolve().parent
-    if root.name.lower() == "annotations":  # a COCO json given itself: CVAT's annotations/
-        root = root.parent
+    root = source_root(src)
     resolved_out = out.resolve()
     fmt = detect_format(src) if fmt == "auto" else fmt
     items = iter_labelled(src, fmt)
@@ -247,12 +250,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             clean_name(name)
         except LabelError as exc:
             raise ConfigError(f"{src}: {exc}") from None
-    # the folders a YOLO dataset's images are read below: the source's, and its data.yaml's
-    # path: where it names a folder elsewhere (not one above the source: path: / is no reason
-    # to refuse every --out)
-    elsewhere = items.root.resolve() if items.root is not None else None  # a YOLO dataset's
-    anchors = {root} | ({elsewhere} if elsewhere is not None and elsewhere != root
-                        and elsewhere not in root.parents else set())
+    anchors = image_anchors(root, items)
     tally = ImportTally()
     used: set[str] = set()
     matched: dict[str, str] = {}
@@ -270,14 +268,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             except LabelError as exc:
                 tally.skip("bad class name", f"{item.source}: {exc}")
                 continue
-            folder = Path(item.source).resolve().parent
-            # a YOLO folder is read with every image below it (so are the folders above an
-            # image's, up to the source: images/flight01/a.jpg is read from images/); VOC and
-            # COCO read the images their annotations name
-            scanned = ([folder, *(p for p in folder.parents if any(a in p.parents for a in anchors))]
-                       if fmt == "yolo" else [folder] if folder != root else [])
-            holder = next((f for f in scanned if resolved_out == f or f in resolved_out.parents),
-                          None)
+            holder = folder_reading(resolved_out, item.source, fmt, root, anchors)
             if holder is not None:
                 raise ConfigError(f"--out {out} is inside {holder}, which holds the dataset's "
                                   f"images: they would be read twice by the next import; name a "

@@ -10,7 +10,8 @@ Formats:
 
 - ``yolo``: what :func:`edgecl.data.yolo_dataset.find_dataset` finds (a folder, a
   ``data.yaml``, the Roboflow ``train/valid/test`` export); class names from the yaml, else a
-  ``classes.txt`` / ``obj.names`` file beside the images (labelImg, CVAT "YOLO 1.1"), else
+  ``classes.txt`` / ``obj.names`` file beside the images or their label files (labelImg, CVAT
+  "YOLO 1.1"), else
   ``class_<id>`` (such items carry their ``dataset_ids``, so the caller may name them). An
   image without a label file is skipped (``no label file``); a file in the image folders that
   is neither an image ultralytics reads nor a dataset companion (``cam_0001.gif``, see
@@ -20,7 +21,8 @@ Formats:
   5: dog}`` and class ``1``) refuses its file (``refused label``). Two images that take one
   label file (``y.jpg`` and ``y.png``) are both skipped (``shared label file``), and a label
   file in ``labels/`` that no image takes is counted (``label without image``).
-- ``voc``: ``Annotations/**/*.xml`` beside ``JPEGImages/`` (the image named by
+- ``voc``: ``Annotations/**/*.xml`` beside ``JPEGImages/``, or labelImg's flat folder of images
+  with their ``.xml`` beside them (the image named by
   ``<filename>``, else one with its stem (a name written without its suffix or with another
   one), else the one with the xml's stem, also in the xml's sub-folder as CVAT
   writes them; a ``<filename>`` outside the dataset, absolute or with ``..``, is looked up by
@@ -376,6 +378,46 @@ def voc_annotations(folder: Path) -> Path | None:
     return None
 
 
+def source_root(src: Path) -> Path:
+    """The resolved folder of a source given as a folder or a file (a ``data.yaml``, a COCO
+    json; one in CVAT's ``annotations/`` stands for the folder above)."""
+    src = Path(src).expanduser()
+    root = src.resolve() if src.is_dir() else src.resolve().parent
+    return root.parent if root.name.lower() == "annotations" else root
+
+
+def image_anchors(root: Path, items: LabelledItems) -> set[Path]:
+    """The folders a YOLO dataset's images are read below: the source's (``root``, resolved),
+    and its data.yaml's ``path:`` where that names a folder elsewhere (not one above the
+    source: ``path: /`` is no reason to refuse every output folder)."""
+    elsewhere = items.root.resolve() if items.root is not None else None
+    return {root} | ({elsewhere} if elsewhere is not None and elsewhere != root
+                     and elsewhere not in root.parents else set())
+
+
+def folder_reading(target: Path, image: Path, fmt: str, root: Path,
+                   anchors: set[Path]) -> Path | None:
+    """The folder of the source's images that holds ``target`` (or is it), so that a later
+    import of the source would read what is written there as images of the dataset; ``None``
+    where none does.
+
+    A YOLO folder is read with every image below it (so are the folders above an image's, up
+    to the source: ``images/flight01/a.jpg`` is read from ``images/``); VOC and COCO read the
+    images their annotations name, so only an image's own folder counts (not the source's top).
+
+    Args:
+        target: the resolved folder to write (an import's output, a state directory).
+        image: one image of the source.
+        fmt: the source's format (``yolo``, ``voc``, ``coco``).
+        root: the resolved source folder.
+        anchors: :func:`image_anchors`.
+    """
+    folder = Path(image).resolve().parent
+    scanned = ([folder, *(p for p in folder.parents if any(a in p.parents for a in anchors))]
+               if fmt == "yolo" else [folder] if folder != root else [])
+    return next((f for f in scanned if target == f or f in target.parents), None)
+
+
 def detect_format(path: str | Path) -> str:
     """Guess a dataset's format.
 
@@ -384,8 +426,8 @@ def detect_format(path: str | Path) -> str:
 
     Returns:
         ``coco`` (a ``.json``, or a folder with a COCO json on top or in ``annotations/``),
-        ``voc`` (a folder with ``Annotations/``, see :func:`voc_annotations`, or an ``.xml``
-        file), else ``yolo``.
+        ``voc`` (a folder with ``Annotations/``, see :func:`voc_annotations`, labelImg's flat
+        layout, see :func:`_flat_voc`, or an ``.xml`` file), else ``yolo``.
 
     Raises:
         ConfigError: the path does not exist, or is an archive (:func:`refuse_archive`).
@@ -400,7 +442,24 @@ def detect_format(path: str | Path) -> str:
         return "voc"
     if find_coco_json(path) is not None or broken_coco_jsons(path):
         return "coco"
-    return "yolo"
+    return "voc" if _flat_voc(path) else "yolo"
+
+
+def _flat_voc(folder: Path) -> bool:
+    """Whether a folder is labelImg's flat Pascal VOC layout: each image's ``.xml`` beside it,
+    no ``Annotations/`` (its default save folder is the image folder), and no YOLO label file
+    (``.txt`` other than a class names file) nor ``.yaml`` beside them; its first ``.xml`` is
+    a VOC ``<annotation>``."""
+    try:
+        entries = sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError:
+        return False
+    xmls = [p for p in entries if p.suffix.lower() == ".xml"]
+    yolo = [p for p in entries if p.suffix.lower() in (".yaml", ".yml")
+            or (p.suffix.lower() == ".txt" and p.name not in _NAMES_FILES)]
+    if not xmls or yolo or not any(is_image(p) for p in entries):
+        return False
+    return not isinstance(_parse_voc(xmls[0]), Skip)
 
 
 COCO_SPLIT_FOLDERS = ("train", "valid", "val", "test")
@@ -549,8 +608,15 @@ def _short(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _names_file(folder: Path) -> dict[int, str] | None:
-    for candidate in (folder, folder.parent):
+def _names_file(folder: Path, labels_folder: Path | None = None) -> dict[int, str] | None:
+    """The class names of the first names file (``classes.txt``, ...) in ``folder``, its
+    parent or ``labels_folder`` (labelImg writes its ``classes.txt`` beside the label files
+    when they are saved apart from the images); ``None`` where none is.
+
+    Raises:
+        ConfigError: the file cannot be read or names a class twice.
+    """
+    for candidate in (folder, folder.parent, *([labels_folder] if labels_folder else [])):
         for name in _NAMES_FILES:
             p = candidate / name
             if p.is_file():
@@ -605,7 +671,7 @@ def iter_yolo(path: str | Path) -> LabelledItems:
 def dataset_class_names(dataset, images: list[Path]) -> dict[int, str] | None:
     """A YOLO dataset's class names, the one rule for imports and ``dir://`` streams: its
     yaml's, else a names file (``classes.txt``, ``obj.names``, ``labels.txt``) beside the first
-    image or in the dataset's folder, else the names of the class-incremental ``tasks.yaml`` at
+    image or its label file, or in the dataset's folder, else the names of the class-incremental ``tasks.yaml`` at
     the top of a plain folder.
 
     Args:
@@ -618,7 +684,8 @@ def dataset_class_names(dataset, images: list[Path]) -> dict[int, str] | None:
     Raises:
         ConfigError: an unreadable class names file.
     """
-    return dataset.names or (_names_file(images[0].parent) if images else None) \
+    return dataset.names \
+        or (_names_file(images[0].parent, label_path_for(images[0]).parent) if images else None) \
         or _names_file(dataset.root) \
         or (_folder_tasks_names(dataset.root) if dataset.layout == "folder" else None)
 
@@ -1054,8 +1121,10 @@ def _voc_items(root: Path, ann: Path, xmls: list[Path],
     # an image no annotation file names (nor one skipped above, by its stem) is counted too
     named = {entry[0].resolve() for _, entry in read if not isinstance(entry, Skip)}
     stems = {xml_path.stem for xml_path in xmls}
-    for folder in dict.fromkeys((root / "JPEGImages", root / "images")):
-        images = sorted(p for p in folder.rglob("*") if is_image(p)) if folder.is_dir() else []
+    flat = ann == root  # labelImg's layout: the images beside their xml files, not below
+    for folder in dict.fromkeys((root / "JPEGImages", root / "images", *([root] if flat else []))):
+        images = (sorted(p for p in (folder.iterdir() if folder == root else folder.rglob("*"))
+                         if is_image(p)) if folder.is_dir() else [])
         for image in images:
             if image.resolve() not in named and image.stem not in stems:
                 yield Skip(image, "no annotation file",
@@ -1078,8 +1147,10 @@ def _voc_entry(root: Path, ann: Path, xml_path: Path) -> tuple | Skip:
         outside = " (a name outside the dataset is looked up by its base name only)" if (
             filename and _inside_name(filename) != Path(filename.replace("\\", "/"))) else ""
         wanted = _short(filename or xml_path.stem + ".*", 200)
+        looked = (root / "JPEGImages" if (root / "JPEGImages").is_dir() else
+                  root / "images" if (root / "images").is_dir() else xml_path.parent)
         return Skip(xml_path, "missing image",
-                    f"{xml_path}: image {wanted} not found in {root / 'JPEGImages'}{outside}")
+                    f"{xml_path}: image {wanted} not found in {looked}{outside}")
     size = tree.getroot().find("size")
     declared = None if size is None else _declared_size(size.findtext("width"), size.findtext("height"))
     return image_path, names, boxes, ignored, difficult, written, declared

@@ -259,6 +259,10 @@ def _resolve_entry(yaml_path: Path, root: Path, split: str, entry: object) -> li
     return [p.resolve()]
 
 
+_BOOLEAN_NAMES_WARNED: set[str] = set()
+"""The data.yaml files whose boolean class names were warned of (once a process)."""
+
+
 def _parse_names(yaml_path: Path, data: dict) -> dict[int, str] | None:
     """The class names of a ``data.yaml``'s mapping (``class_<id>`` for ``nc`` alone).
 
@@ -279,7 +283,7 @@ def _parse_names(yaml_path: Path, data: dict) -> dict[int, str] | None:
         raw = dict(enumerate(raw))
     if not isinstance(raw, dict):
         raise ConfigError(f"{yaml_path}: 'names' must be a list or a mapping {{id: name}}")
-    names = {}
+    names, booleans = {}, []
     for key, value in raw.items():
         cid = _class_id_key(key)
         if cid is None:
@@ -287,10 +291,17 @@ def _parse_names(yaml_path: Path, data: dict) -> dict[int, str] | None:
         if cid >= MAX_CLASSES:
             raise ConfigError(f"{yaml_path}: class id {str(cid)[:40]} in 'names' is above the limit of "
                               f"{MAX_CLASSES} classes")
-        name = class_name_text(value)
+        name = str(value) if isinstance(value, bool) else class_name_text(value)
         if name is None:
             raise ConfigError(f"{yaml_path}: class {cid} in 'names' needs a name, got {value!r:.80}")
+        if isinstance(value, bool):  # ultralytics names the class str(True), so must a device
+            booleans.append(f"{cid} '{name}'")
         names[cid] = name
+    if booleans and str(yaml_path) not in _BOOLEAN_NAMES_WARNED:
+        _BOOLEAN_NAMES_WARNED.add(str(yaml_path))
+        log.warning("%s: 'names' holds YAML booleans (yes, no, on, off, true or false written "
+                    "without quotes): class %s, as ultralytics names them; quote the words in "
+                    "the file to keep them", yaml_path, ", ".join(booleans))
     nc = data.get("nc")
     if nc is not None and (isinstance(nc, bool) or not isinstance(nc, (int, float)) or nc != len(raw)):
         raise ConfigError(f"{yaml_path}: 'nc' is {nc!r:.40} but 'names' lists {len(raw)} classes; make "

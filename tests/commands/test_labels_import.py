@@ -1008,3 +1008,39 @@ def test_memory_verify_names_the_devices_memory_settings_once(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     assert main(["memory", "verify", "--state-dir", str(state)]) == 0
     assert caplog.text.count("settings of the device's runtime used (capacity=30)") == 1
+
+
+def test_labelimgs_classes_file_beside_the_labels_names_the_boxes(tmp_path, capsys):
+    """Before: labelImg saving to labels/ writes its classes.txt there; it was not read, so
+    the boxes of 'car' (id 0) took the device's class 0, 'person', with exit 0."""
+    first = _one_image_yolo(tmp_path / "first", "0 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1\n",
+                            "[person, car]")
+    state = tmp_path / "state"
+    _import(capsys, state, first, "--json")
+    src = tmp_path / "labelimg"
+    _jpg(src / "images" / "a.jpg", 120)
+    (src / "labels").mkdir()
+    (src / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (src / "labels" / "classes.txt").write_text("car\nperson\n")
+    result = _import(capsys, state, src, "--json")
+    assert (result["imported"], result["skipped"], result["boxes"]) == (1, 0, {"car": 1})
+    assert result["named_from_registry"] == {} and result["unnamed_classes"] == []
+
+
+def test_a_state_dir_among_the_datasets_images_is_refused(tmp_path, capsys):
+    """Before: 'labels import --state-dir rf/train/images/st rf' stored the memory among the
+    images, and the next import of rf read every image twice (the stored copies too)."""
+    src = _one_image_yolo(tmp_path / "rf", "0 0.5 0.5 0.2 0.2\n", "[car]")
+    for inside in (src / "images" / "st", src / "images"):
+        got = main(["labels", "import", "--state-dir", str(inside), str(src)])
+        err = capsys.readouterr().err.strip()
+        assert got == 2 and err == (
+            f"error: --state-dir {inside} is inside {src / 'images'}, which holds the dataset's "
+            f"images: the device's memory would be read as images of the dataset by its next "
+            f"import; keep the state directory elsewhere")
+    assert sorted(p.name for p in (src / "images").iterdir()) == ["a.jpg"]
+    assert _import(capsys, src / "state", src, "--json")["imported"] == 1  # beside: fine
+    voc = _voc(tmp_path / "voc", 2)  # VOC reads the images its annotations name
+    assert _import(capsys, voc / "state", voc, "--json")["imported"] == 2
+    assert main(["labels", "import", "--state-dir", str(voc / "JPEGImages" / "s"), str(voc)]) == 2
+    assert "which holds the dataset's images" in capsys.readouterr().err

@@ -475,3 +475,47 @@ def test_a_dataset_whose_images_folder_is_a_dangling_link_says_so(tmp_path, caps
     assert main(["labels", "import", "--state-dir", str(tmp_path / "state"), str(root)]) == 2
     err = capsys.readouterr().err
     assert "symbolic link" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_labelimgs_flat_voc_folder_is_found_as_voc(tmp_path, capsys):
+    """Before: labelImg's default layout (a.jpg beside a.xml, no Annotations/) was read as a
+    YOLO folder: "nothing imported ... an image folder holds no labels"; with --format voc the
+    skip of an xml without its image named a JPEGImages/ folder that does not exist."""
+    flat = tmp_path / "flat"
+    _jpg(flat / "a.jpg")
+    _jpg(flat / "b.JPG", 120)
+    _jpg(flat / "unlabelled.jpg", 160)
+    (flat / "a.xml").write_text(_voc_xml("a.jpg", [("car", (11, 11, 31, 21))]))
+    (flat / "b.xml").write_text(_voc_xml("b", [("person", (41, 1, 51, 41))]))
+    (flat / "gone.xml").write_text(_voc_xml("gone.jpg", [("car", (1, 1, 9, 9))]))
+    (flat / "classes.txt").write_text("car\nperson\n")
+    assert detect_format(flat) == "voc"
+    items, skips = _collect(flat)
+    assert [(i.source.name, i.names) for i in items] == [("a.jpg", ["car"]), ("b.JPG", ["person"])]
+    assert [(s.source.name, s.reason) for s in skips] == [
+        ("gone.xml", "missing image"), ("unlabelled.jpg", "no annotation file")]
+    assert skips[0].message == f"{flat / 'gone.xml'}: image gone.jpg not found in {flat}"
+    # a YOLO folder with xml files beside (a label file, a data.yaml) stays YOLO
+    (flat / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert detect_format(flat) == "yolo"
+    (flat / "a.txt").unlink()
+    (flat / "data.yaml").write_text("train: .\nval: .\nnames: [car]\n")
+    assert detect_format(flat) == "yolo"
+
+
+def test_yaml_boolean_class_names_are_named_as_ultralytics_names_them(tmp_path, caplog):
+    """Before: names: [yes, no] was refused ("class 0 in 'names' needs a name, got True"),
+    while ultralytics trains on it with the classes named 'True' and 'False', as a checkpoint
+    trained on it names them."""
+    root = tmp_path / "switch"
+    _jpg(root / "images" / "a.jpg")
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1\n")
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: [yes, no, 'on']\n")
+    out = write_yolo_dataset(root, tmp_path / "out")
+    assert out["names"] == {0: "True", 1: "False", 2: "on"}
+    assert out["boxes"] == {"True": 1, "False": 1}
+    warned = [r.getMessage() for r in caplog.records if "YAML booleans" in r.getMessage()]
+    assert warned == [f"{root / 'data.yaml'}: 'names' holds YAML booleans (yes, no, on, off, "
+                      f"true or false written without quotes): class 0 'True', 1 'False', as "
+                      f"ultralytics names them; quote the words in the file to keep them"]
