@@ -142,10 +142,15 @@ def _split_warnings(args: argparse.Namespace, result: dict) -> None:
     that ``--group-by`` did not match."""
     seq = result["sequence_names"]
     if seq:
-        print(f"warning: the image names look like frames of {seq['sequences']} sequences "
-              f"({seq['frames']} frames, e.g. {seq['example']}): split frame by frame, a test "
+        one = seq["sequences"] == 1  # or a camera's numbered photos: said as a condition
+        print(f"warning: the image names look like frames of "
+              f"{'one recording' if one else str(seq['sequences']) + ' sequences'} "
+              f"({seq['frames']} frames, e.g. {seq['example']}): "
+              f"{'if they are, ' if one else ''}split frame by frame, a test "
               f"frame has near twins in train and test scores read too high; "
-              f"--group-by {shlex.quote(seq['group_by'])} keeps each sequence in one split",
+              f"--group-by {shlex.quote(seq['group_by'])} "
+              + ("splits it in blocks of 10 consecutive frames (a test split of other "
+                 "recordings is better still)" if one else "keeps each sequence in one split"),
               file=sys.stderr)
     if args.group_by and result["ungrouped"]:
         print(f"warning: {result['ungrouped']} image name(s) did not match --group-by "

@@ -349,7 +349,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     _write_all(base, out, texts, format_tasks_yaml(ds.names, list(zip(task_names, task_classes)),
                                                    lists_dir=out.stem))
     sequences = None if pattern is not None else sequence_names(
-        [img.stem for images in assigned.values() for img, _ in images])
+        [img.stem for images in assigned.values() for img, _ in images], min_sequences=1)
     return {"tasks": report, "unassigned": unassigned, "groups": len(groups), "ungrouped": ungrouped,
             "bad_labels": bad, "balanced_splits": choices, "split_rank": rank, "tasks_yaml": str(out),
             "sequence_names": sequences}
@@ -362,6 +362,12 @@ first group names the sequence."""
 SEQUENCE_GROUP_BY = r"^(.+)[_.-]\d+\.[^.]+$"
 """The ``--group-by`` that :func:`sequence_names` suggests: the same rule on the file name
 (``1_60_30_0_00062.jpg`` -> ``1_60_30_0``)."""
+
+
+SEQUENCE_BLOCK_GROUP_BY = r"^(.+[_.-]\d*?)\d\.[^.]+$"
+"""The ``--group-by`` that :func:`sequence_names` suggests for a single sequence, which a
+group per sequence cannot split: blocks of 10 consecutive frame numbers (``img_0123.jpg`` ->
+``img_012``), as an import holds out (:data:`FRAMES_PER_BLOCK`)."""
 
 
 def sequence_names(stems: list[str], min_sequences: int = 2) -> dict | None:
@@ -377,7 +383,8 @@ def sequence_names(stems: list[str], min_sequences: int = 2) -> dict | None:
     Returns:
         ``{"sequences", "frames", "example", "group_by"}`` when at least 80 % of the names are
         ``<sequence><separator><number>`` and the sequences hold 3 frames or more on average;
-        else None.
+        else None. ``group_by``: :data:`SEQUENCE_GROUP_BY`, or for a single sequence
+        :data:`SEQUENCE_BLOCK_GROUP_BY`.
     """
     prefixes = [m.group(1) for m in map(SEQUENCE_NAME_RE.match, stems) if m]
     if not stems or len(prefixes) < 0.8 * len(stems):
@@ -386,7 +393,7 @@ def sequence_names(stems: list[str], min_sequences: int = 2) -> dict | None:
     if n_sequences < max(1, int(min_sequences)) or len(prefixes) < 3 * n_sequences:
         return None
     return {"sequences": n_sequences, "frames": len(prefixes), "example": sorted(stems)[0],
-            "group_by": SEQUENCE_GROUP_BY}
+            "group_by": SEQUENCE_GROUP_BY if n_sequences > 1 else SEQUENCE_BLOCK_GROUP_BY}
 
 
 FRAMES_PER_BLOCK = 10

@@ -225,3 +225,37 @@ def test_mot_sequences_whose_frame_folders_share_one_name_are_two_sequences():
     assert named[frame_name(paths[20])] == ("MOT17-04/img1", 2)
     assert frame_name(Path("flight03_frame_0004.jpg")) == "flight03_frame_0004"
     assert frame_name(Path("0004.jpg")) == "0004"
+
+
+def test_frames_of_one_recording_are_warned_of_with_a_block_group_by(tmp_path, capsys):
+    """Before: one numbered series (img_0000 ... img_0059) was split frame by frame unsaid
+    (a group per sequence cannot split one), while 'labels import' holds the same names out in
+    blocks of 10 frames."""
+    import cv2
+    import numpy as np
+
+    from edgecl.cli import main
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "labels").mkdir()
+    for frame in range(60):
+        cv2.imwrite(str(ds / "images" / f"img_{frame:04d}.jpg"), np.zeros((8, 8, 3), np.uint8))
+        (ds / "labels" / f"img_{frame:04d}.txt").write_text(f"{frame % 2} 0.5 0.5 0.5 0.5\n")
+    (ds / "data.yaml").write_text("train: images\nnames: {0: car, 1: bike}\n")
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike",
+                 "--out", str(tmp_path / "a.yaml")]) == 0
+    err = capsys.readouterr().err
+    hint = r"^(.+[_.-]\d*?)\d\.[^.]+$"
+    assert ("warning: the image names look like frames of one recording (60 frames, e.g. "
+            "img_0000): if they are, split frame by frame, a test frame has near twins in train "
+            f"and test scores read too high; --group-by '{hint}' splits it in blocks of 10 "
+            "consecutive frames (a test split of other recordings is better still)") in err
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--group-by", hint,
+                 "--ratios", "0.6,0.2,0.2", "--out", str(tmp_path / "b.yaml"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["groups"] == 6 and result["ungrouped"] == 0 and result["sequence_names"] is None
+    blocks = {s: {Path(p).stem[:-1] for t in ("t1", "t2")
+                  for p in (tmp_path / "b" / t / f"{s}.txt").read_text().split()}
+              for s in ("train", "test")}
+    assert blocks["train"] and blocks["test"] and not blocks["train"] & blocks["test"]
