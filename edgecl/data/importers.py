@@ -104,7 +104,8 @@ from edgecl.data.images import (IMAGE_SUFFIXES, ImageError, is_image, read_image
 from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
                                 shared_label_problem, under_pixels)
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_exists, path_is_file
-from edgecl.errors import ConfigError, LabelError, encoding_problem, json_problem, missing_path
+from edgecl.errors import (ConfigError, LabelError, encoding_problem, json_problem, link_problem,
+                           missing_path)
 
 FORMATS = ("auto", "yolo", "voc", "coco")
 IGNORE_NAMES = frozenset({"dontcare", "ignore", "ignored", "ignoreregion", "ignoreregions",
@@ -660,8 +661,8 @@ def iter_yolo(path: str | Path) -> LabelledItems:
     not_images = (Skip(p, "not an image", f"{p}: not an image ultralytics reads "
                                           f"({p.suffix.lower() or 'no suffix'})")
                   if path_is_file(p) else
-                  Skip(p, "not an image", f"{p}: not a regular file (a FIFO, a device, or a link "
-                                          f"to nothing)")
+                  Skip(p, "not an image", link_problem(p) or f"{p}: not a regular file (a FIFO, "
+                                                             f"a device, or a link to nothing)")
                   for p in dataset.ignored_files)
     return LabelledItems(itertools.chain(not_images, _yolo_items(
         images, names, unnamed=not names or _placeholder_names(names)),
@@ -923,13 +924,15 @@ def _labels_without_image(images: list[Path]) -> Iterator[Skip]:
 
 def _file_stems(folder: Path) -> set[str]:
     """The stems of a folder's files (not of its sub-folders: a folder named ``x.jpg`` is no
-    image ``x``), read in one listing.
+    image ``x``; a link to nothing is: it was skipped as such, and its label file is no orphan),
+    read in one listing.
 
     Raises:
         OSError: the folder cannot be listed.
     """
     with os.scandir(folder) as entries:
-        return {Path(e.name).stem for e in entries if e.is_file()}
+        return {Path(e.name).stem for e in entries
+                if e.is_file() or (e.is_symlink() and not e.is_dir())}
 
 
 def _reads_as_labels(path: Path) -> bool:

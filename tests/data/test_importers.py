@@ -519,3 +519,21 @@ def test_yaml_boolean_class_names_are_named_as_ultralytics_names_them(tmp_path, 
     assert warned == [f"{root / 'data.yaml'}: 'names' holds YAML booleans (yes, no, on, off, "
                       f"true or false written without quotes): class 0 'True', 1 'False', as "
                       f"ultralytics names them; quote the words in the file to keep them"]
+
+
+def test_an_image_link_to_nothing_is_one_skip_not_two(tmp_path):
+    """Before: images/gone.jpg linking to nothing was skipped ("a link to nothing"), and its
+    label file a second time, as "a label file no image takes (no image named gone ...)"."""
+    root = tmp_path / "ds"
+    _jpg(root / "images" / "a.jpg")
+    (root / "images" / "gone.jpg").symlink_to(tmp_path / "card" / "gone.jpg")
+    (root / "labels").mkdir()
+    for stem in ("a", "gone"):
+        (root / "labels" / f"{stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: [car]\n")
+    items, skips = _collect(root)
+    assert [i.source.name for i in items] == ["a.jpg"]
+    assert [(s.source.name, s.reason) for s in skips] == [("gone.jpg", "not an image")]
+    assert skips[0].message == (f"{root / 'images' / 'gone.jpg'} is a symbolic link to "
+                                f"{tmp_path / 'card' / 'gone.jpg'}, which does not exist "
+                                f"(unmounted?)")
