@@ -11,6 +11,8 @@ import math
 from collections import Counter
 from pathlib import Path
 
+import yaml
+
 from edgecl.data.splits import BALANCE_GAP, _assign_splits, _greedy_splits, _imbalance
 
 RATIOS = (0.7, 0.1, 0.2)
@@ -109,20 +111,28 @@ def test_the_command_says_which_balanced_split_its_seed_took(tmp_path, capsys):
     assert (f"--seed 1 took split {ranks[1]} of the " in capsys.readouterr().out)
 
 
-def test_a_split_written_again_with_fewer_tasks_leaves_no_stale_task_lists(tmp_path, capsys):
-    """Before: a 3-task split rewritten as 2 tasks into the same file left tasks/t3/ behind."""
+def _frames_dataset(ds: Path, stems: list[str], names: str) -> Path:
+    """A YOLO folder of black 8x8 images named ``stems``, image k labelled with class
+    ``k % len(names)`` (``names``: YAML mapping text)."""
     import cv2
     import numpy as np
 
-    from edgecl.cli import main
-
-    ds = tmp_path / "ds"
     (ds / "images").mkdir(parents=True)
     (ds / "labels").mkdir()
-    for i in range(12):
-        cv2.imwrite(str(ds / "images" / f"{i}.jpg"), np.zeros((8, 8, 3), np.uint8))
-        (ds / "labels" / f"{i}.txt").write_text(f"{i % 3} 0.5 0.5 0.5 0.5\n")
-    (ds / "data.yaml").write_text("train: images\nnames: {0: car, 1: bike, 2: person}\n")
+    n = len(yaml.safe_load(names))
+    for k, stem in enumerate(stems):
+        cv2.imwrite(str(ds / "images" / f"{stem}.jpg"), np.zeros((8, 8, 3), np.uint8))
+        (ds / "labels" / f"{stem}.txt").write_text(f"{k % n} 0.5 0.5 0.5 0.5\n")
+    (ds / "data.yaml").write_text(f"train: images\nnames: {names}\n")
+    return ds
+
+
+def test_a_split_written_again_with_fewer_tasks_leaves_no_stale_task_lists(tmp_path, capsys):
+    """Before: a 3-task split rewritten as 2 tasks into the same file left tasks/t3/ behind."""
+    from edgecl.cli import main
+
+    ds = _frames_dataset(tmp_path / "ds", [str(i) for i in range(12)],
+                         "{0: car, 1: bike, 2: person}")
     out = tmp_path / "tasks.yaml"
     assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike;person",
                  "--out", str(out)]) == 0
@@ -231,18 +241,10 @@ def test_frames_of_one_recording_are_warned_of_with_a_block_group_by(tmp_path, c
     """Before: one numbered series (img_0000 ... img_0059) was split frame by frame unsaid
     (a group per sequence cannot split one), while 'labels import' holds the same names out in
     blocks of 10 frames."""
-    import cv2
-    import numpy as np
-
     from edgecl.cli import main
 
-    ds = tmp_path / "ds"
-    (ds / "images").mkdir(parents=True)
-    (ds / "labels").mkdir()
-    for frame in range(60):
-        cv2.imwrite(str(ds / "images" / f"img_{frame:04d}.jpg"), np.zeros((8, 8, 3), np.uint8))
-        (ds / "labels" / f"img_{frame:04d}.txt").write_text(f"{frame % 2} 0.5 0.5 0.5 0.5\n")
-    (ds / "data.yaml").write_text("train: images\nnames: {0: car, 1: bike}\n")
+    ds = _frames_dataset(tmp_path / "ds", [f"img_{frame:04d}" for frame in range(60)],
+                         "{0: car, 1: bike}")
     assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike",
                  "--out", str(tmp_path / "a.yaml")]) == 0
     err = capsys.readouterr().err
