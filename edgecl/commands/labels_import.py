@@ -67,7 +67,7 @@ def model_path_classes(cfg, offered: list[str] | None = None) -> dict[int, str]:
             bring other names, which would become new, untrained classes beside them (nothing
             is imported).
     """
-    from edgecl.continual.round import base_checkpoint
+    from edgecl.continual.round import base_checkpoint, not_a_file_problem
     from edgecl.errors import LabelError, ModelLoadError
     from edgecl.models.checkpoint import load_checkpoint
     from edgecl.models.classes import named_by_number
@@ -79,6 +79,8 @@ def model_path_classes(cfg, offered: list[str] | None = None) -> dict[int, str]:
         raise ModelLoadError(f"model.path {path}: no such file; an import gives a new device's "
                              f"classes the ids of the model it will serve: correct model.path, "
                              f"or import without it")
+    if not path.is_file() and not path.is_dir():
+        raise ModelLoadError(not_a_file_problem(path))
     if path.suffix.lower() == ".pt":
         pt = base_checkpoint(cfg)
         if pt is None:

@@ -32,7 +32,7 @@ from edgecl.continual.round_state import (
     save_state,
     update_task_bookkeeping,
 )
-from edgecl.errors import StorageError, is_storage_error, storage_faults
+from edgecl.errors import StorageError, is_storage_error, link_problem, storage_faults
 from edgecl.frames import STREAM_TASK
 from edgecl.models.registry import MANUAL_PROMOTION, added_by_person
 
@@ -387,16 +387,27 @@ def start_model_problem(cfg: Config) -> str | None:
         problem = model_yaml_problem(found)
         return None if problem is None else f"model.path {path} {problem}"
     if not path.exists():
-        return f"model.path {path}: no such file"
+        why = link_problem(path)  # a link that loops or leads to a card not mounted
+        return f"model.path {why}" if why else f"model.path {path}: no such file"
     if path.is_dir():
         return (f"the model {path} is a folder; a round learns on top of an ultralytics .pt "
                 f"checkpoint: set model.path to one")
+    if not path.is_file():
+        return not_a_file_problem(path)
     if suffix != ".pt":
         return (f"the model {path} is no .pt checkpoint (an exported engine?), which no round "
                 f"can fine-tune; set model.path to the ultralytics .pt checkpoint it was "
                 f"exported from (the engine serves all the same), or to yolo11n.yaml to learn a "
                 f"model of its own from scratch")
     return None
+
+
+def not_a_file_problem(path: Path) -> str:
+    """What is said of a ``model.path`` that exists but is no regular file (a FIFO, a device,
+    a link to one): before, a round took it for "no checkpoint" and trained, and promoted, a
+    model from scratch in place of the user's."""
+    return (f"model.path {path}: not a regular file (a FIFO, a device or a socket); set it to "
+            f"the ultralytics .pt checkpoint file itself")
 
 
 def no_checkpoint_problem(version: str) -> str:
@@ -513,7 +524,10 @@ def _load_parent(ctx: RoundContext):
     if pt is not None:
         model, meta = load_checkpoint(pt)
         stored = {int(k): str(v) for k, v in (meta.get("names") or model.names).items()}
-        if ctx.parent_version is None:  # a user's pretrained start: its ids must be the device's
+        if ctx.parent_version is None or pt == ctx.base_checkpoint:
+            # a user's pretrained start, also in place of a version that holds only an exported
+            # engine: its ids must be the device's (before, there a checkpoint whose ids named
+            # other classes was trained and promoted with its head's rows renamed)
             from edgecl.models.classes import ClassRegistry
 
             _check_start_names(pt, stored, ctx.names,
@@ -522,9 +536,8 @@ def _load_parent(ctx: RoundContext):
                              int(ctx.cfg.learner.imgsz))
         elif "parent" not in ctx.registry.manifest(ctx.parent_version):
             # a user's model staged by 'edgecl models add' is a start too: its size changes
-            what = (f"model.path {Path(pt).name}" if pt == ctx.base_checkpoint else
-                    f"version {ctx.parent_version} (added with 'edgecl models add')")
-            _warn_start_size(what, meta.get("imgsz"), int(ctx.cfg.learner.imgsz))
+            _warn_start_size(f"version {ctx.parent_version} (added with 'edgecl models add')",
+                             meta.get("imgsz"), int(ctx.cfg.learner.imgsz))
         # INVARIANT: the class registry names ids: a class renamed since the parent was made
         # (edgecl classes rename) carries its new name into the candidate
         names = {i: ctx.names.get(i, name) for i, name in stored.items()}

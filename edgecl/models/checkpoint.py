@@ -116,8 +116,8 @@ def detection_model_problem(model) -> str | None:
         model: the module a checkpoint holds (or one built from a model yaml).
 
     Returns:
-        ``None`` for a ``DetectionModel`` with a ``Detect`` (or ``v10Detect``) head, else what
-        it is, e.g. ``"a pose model (PoseModel)"``.
+        ``None`` for a ``DetectionModel`` with a ``Detect`` (or ``v10Detect``) head and its
+        architecture (``model.yaml``), else what it is, e.g. ``"a pose model (PoseModel)"``.
     """
     cls = type(model).__name__
     kind = _first_match(model, _OTHER_MODELS)
@@ -136,6 +136,9 @@ def detection_model_problem(model) -> str | None:
         return f"{kind} (its head is {head_name})"
     if not any(c.__name__ == "Detect" for c in type(head).__mro__):
         return f"not an object detector ({cls} with a {head_name} head)"
+    if not isinstance(getattr(model, "yaml", None), dict):  # ultralytics exports from it
+        return (f"a {cls} without its architecture ('yaml'), from which ultralytics exports "
+                f"and rebuilds it: save it with ultralytics (model.save or its trainer)")
     return None
 
 

@@ -45,8 +45,23 @@ def test_a_pretrained_start_whose_ids_name_other_classes_is_refused_in_one_line(
         f"'OtherVehicle' there and 'person' as id 3; a checkpoint's classes keep their ids, so "
         f"give it to a new state directory first ('edgecl models add --promote yours.pt'), then "
         f"import the labels, which map classes by name")
+    # before: where the current version holds only an exported engine, the same checkpoint
+    # (model.path) was trained and promoted with its rows renamed, unchecked
+    from edgecl.errors import RegistryError
+
+    def engine_only(version, name):
+        raise RegistryError(f"{version} has no {name}")
+
+    engine = SimpleNamespace(**vars(ctx))
+    engine.parent_version = "v0001"
+    engine.registry = SimpleNamespace(file_path=engine_only, manifest=lambda v: {"parent": None})
+    with pytest.raises(ConfigError) as err_engine:
+        _load_parent(engine)
+    assert str(err_engine.value) == str(err.value)
     ctx.names = {0: "Car", 1: "person"}  # agreeing ids, one class the checkpoint adds: fine
     assert _load_parent(ctx)[1] == names
+    engine.names = ctx.names
+    assert _load_parent(engine)[1] == names
     ctx.cfg.learner.imgsz = 160  # trained at 64 px: the round says it now serves 160 px
     with caplog.at_level("WARNING", logger="edgecl.continual.round"):
         _load_parent(ctx)
@@ -147,6 +162,16 @@ def test_a_first_round_never_trains_its_own_model_in_place_of_the_one_given(tmp_
         "two_openvino_model": (f"the model {tmp_path / 'two_openvino_model'} is a folder; a "
                                f"round learns on top of an ultralytics .pt checkpoint: set "
                                f"model.path to one")}
+    import os
+
+    os.mkfifo(tmp_path / "fifo.pt")  # before: "no checkpoint": trained from scratch, promoted
+    (tmp_path / "dev.pt").symlink_to("/dev/null")
+    (tmp_path / "loop.pt").symlink_to("loop.pt")
+    for odd in ("fifo.pt", "dev.pt"):
+        cases[odd] = (f"model.path {tmp_path / odd}: not a regular file (a FIFO, a device or a "
+                      f"socket); set it to the ultralytics .pt checkpoint file itself")
+    cases["loop.pt"] = (f"model.path {tmp_path / 'loop.pt'} is a symbolic link that loops "
+                        f"(following it never ends at a file or folder)")
     empty = SimpleNamespace(current=lambda: None)
     for name, said in cases.items():
         cfg = load_config(None, [f"model.path={name if name.startswith('~') else tmp_path / name}"])

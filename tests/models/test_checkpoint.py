@@ -256,3 +256,21 @@ def test_detection_checkpoints_of_every_family_still_load(tmp_path, cfg):
     path = tmp_path / "m.pt"
     torch.save({"model": model}, path)
     assert load_checkpoint(path)[1]["names"] == {0: "0", 1: "1"}
+
+
+def test_a_detector_without_its_architecture_is_refused_at_load(tmp_path):
+    """Before: a checkpoint whose DetectionModel had lost its 'yaml' was added, served and
+    trained, and the round's ONNX export ended in a traceback ("'DetectionModel' object has no
+    attribute 'yaml'")."""
+    from edgecl.ultra import build_detection_model
+
+    model = build_detection_model(2, names={0: "car", 1: "drone"})
+    del model.yaml
+    path = tmp_path / "no_yaml.pt"
+    torch.save({"model": model, "train_args": {"imgsz": 64}}, path)
+    with pytest.raises(ModelLoadError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == (
+        f"cannot load {path}: a DetectionModel without its architecture ('yaml'), from which "
+        f"ultralytics exports and rebuilds it: save it with ultralytics (model.save or its "
+        f"trainer); {EXPECTED}")
