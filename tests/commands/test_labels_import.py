@@ -766,24 +766,20 @@ def test_an_exported_model_path_gives_its_class_ids_and_a_missing_one_is_refused
     assert code == 0, err
     assert f"class registry: 2 class(es) from model.path {onnx} (person, car)" in err
     assert ClassRegistry(state).names() == {0: "person", 1: "car"}
-    typo = tmp_path / "bst.pt"
-    other = tmp_path / "other"
-    assert main(["labels", "import", "--state-dir", str(other), str(src),
-                 f"model.path={typo}"]) == 2
-    assert capsys.readouterr().err == (
-        f"error: model.path {typo}: no such file; an import gives a new device's classes the "
-        f"ids of the model it will serve: correct model.path, or import without it\n")
-    assert not other.exists()
     import os
 
-    fifo = tmp_path / "fifo.pt"  # before: read as "no checkpoint", the dataset's ids taken
-    os.mkfifo(fifo)
-    assert main(["labels", "import", "--state-dir", str(other), str(src),
-                 f"model.path={fifo}"]) == 2
-    assert capsys.readouterr().err == (
-        f"error: model.path {fifo}: not a regular file (a FIFO, a device or a socket); set it "
-        f"to the ultralytics .pt checkpoint file itself\n")
-    assert not other.exists()
+    typo, fifo = tmp_path / "bst.pt", tmp_path / "fifo.pt"
+    os.mkfifo(fifo)  # before: read as "no checkpoint", and the dataset's ids taken
+    other = tmp_path / "other"
+    for path, said in (
+            (typo, f"model.path {typo}: no such file; an import gives a new device's classes the "
+                   f"ids of the model it will serve: correct model.path, or import without it"),
+            (fifo, f"model.path {fifo}: not a regular file (a FIFO, a device or a socket); set "
+                   f"it to the ultralytics .pt checkpoint file itself")):
+        assert main(["labels", "import", "--state-dir", str(other), str(src),
+                     f"model.path={path}"]) == 2
+        assert capsys.readouterr().err == f"error: {said}\n"
+        assert not other.exists()
 
 
 @pytest.mark.parametrize("header, why", [
