@@ -263,6 +263,24 @@ def link_problem(path: object) -> str | None:
     return None
 
 
+def special_file_problem(path: object) -> str | None:
+    """Why a file path that is no regular file cannot be read as one, in one line: a link that
+    loops or leads nowhere (:func:`link_problem`), or a FIFO, a device or a socket; None for a
+    regular file, a folder or a path that does not exist.
+
+    Args:
+        path: the path as the user gave it.
+    """
+    import os
+
+    why = link_problem(path)
+    if why:
+        return why
+    if os.path.exists(str(path)) and not os.path.isdir(str(path)) and not os.path.isfile(str(path)):
+        return f"{path} is not a regular file (a FIFO, a device or a socket)"
+    return None
+
+
 def missing_path(path: object) -> str:
     """Why a path that ``Path.exists()`` calls absent cannot be opened, in one line:
     :func:`link_problem`'s words for a link that loops or leads nowhere, else ``"no such file or

@@ -413,13 +413,13 @@ class Backend(abc.ABC):
         Raises:
             ModelLoadError: the file is missing, corrupt or incompatible.
         """
-        from edgecl.errors import ModelLoadError, link_problem
+        from edgecl.errors import ModelLoadError, special_file_problem
 
         path = Path(path)
         if path.is_dir():
             raise ModelLoadError(folder_given(path))
         if not path.is_file():
-            why = link_problem(path)
+            why = special_file_problem(path)
             raise ModelLoadError(f"model file {why}" if why else f"model file not found: {path}")
         self._meta = self._load(path)
         floor = self._meta.extra.get("nms_score_threshold")

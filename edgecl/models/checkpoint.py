@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_with
-from edgecl.errors import ModelLoadError
+from edgecl.errors import ModelLoadError, special_file_problem
 from edgecl.models.base import (DETECTION_ONLY, MAX_IMAGE_SIDE, OTHER_HEADS, TASK_KINDS,
                                 not_a_detector)
 from edgecl.ultra import ensure_offline
@@ -183,8 +183,8 @@ def load_checkpoint(path: str | os.PathLike):
     path = Path(path)
     if path.is_dir():
         raise ModelLoadError(f"{path} is a folder, not a checkpoint file")
-    if not path.is_file():
-        raise ModelLoadError(f"checkpoint not found: {path}")
+    if not path.is_file():  # a FIFO, a device, a link that loops: said as such
+        raise ModelLoadError(special_file_problem(path) or f"checkpoint not found: {path}")
     exported = _EXPORTS.get(path.suffix.lower())
     if exported is not None:
         raise ModelLoadError(f"{path} is {exported}, not an ultralytics .pt checkpoint: give the .pt "

@@ -54,7 +54,8 @@ from edgecl.atomic import (atomic_write_json, atomic_write_text, fsync_dir,
                            new_file_mode)
 from edgecl.boot import now_iso
 from edgecl.errors import (ConflictError, ModelLoadError, NotFoundError, NothingToRollBackError,
-                           RegistryError, StorageError, is_disk_full, storage_faults)
+                           RegistryError, StorageError, is_disk_full, special_file_problem,
+                           storage_faults)
 from edgecl.models.base import NotADetectorError, sha256_file
 
 log = logging.getLogger(__name__)
@@ -1085,7 +1086,8 @@ class Registry:
         if path.suffix.lower() not in MODEL_SUFFIXES:
             raise RegistryError(f"cannot add {path}: expected one of {', '.join(MODEL_SUFFIXES)}")
         if not path.is_file():
-            raise RegistryError(f"cannot add {path}: file not found")
+            why = special_file_problem(path)  # a FIFO, a device, a link that loops
+            raise RegistryError(f"cannot add: {why}" if why else f"cannot add {path}: file not found")
         info: dict = {}
         if check:
             from edgecl.models.backends import load_backend

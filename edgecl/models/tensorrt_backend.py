@@ -160,7 +160,10 @@ class TensorRTBackend(Backend):
         self._io: EngineIO | None = None
 
     def _load(self, path: Path) -> ModelMeta:
-        trt = import_tensorrt(ModelLoadError, LOAD_HINT)
+        try:
+            trt = import_tensorrt(ModelLoadError, LOAD_HINT)
+        except ModelLoadError as exc:  # named: the engine may be one of several files given
+            raise ModelLoadError(f"cannot load {path}: {exc}") from None
         header, plan = read_engine_file(path)
         check_export_metadata(header, path)
         device = cuda_device_identity(ModelLoadError, self._device_index)

@@ -585,3 +585,29 @@ def test_a_model_yaml_that_cannot_be_parsed_is_said_with_its_line(tmp_path):
         load_backend(bad, InferenceOptions(imgsz=64, threads=1), warmup_runs=1)
     assert str(caught.value) == (f"cannot read the model yaml {bad} at line 3: found character "
                                  f"'\\t' that cannot start any token")
+
+
+@pytest.mark.parametrize("odd", ["fifo", "loop"])
+def test_a_model_file_that_is_no_regular_file_says_what_it_is(tmp_path, run_edgecl, odd):
+    """Before: 'checkpoint not found' / 'cannot add f.pt: file not found' for a FIFO that is
+    there, or a link that loops."""
+    import os
+
+    from edgecl.models.checkpoint import load_checkpoint
+
+    path = tmp_path / "best.pt"
+    if odd == "fifo":
+        os.mkfifo(path)
+        why = f"{path} is not a regular file (a FIFO, a device or a socket)"
+    else:
+        path.symlink_to(path.name)
+        why = f"{path} is a symbolic link that loops (following it never ends at a file or folder)"
+    with pytest.raises(ModelLoadError) as err:
+        load_checkpoint(path)
+    assert str(err.value) == why
+    with pytest.raises(ModelLoadError) as err:
+        load_backend(path, InferenceOptions())
+    assert str(err.value) == f"model file {why}"
+    code, _, err = run_edgecl(["models", "add", "--state-dir", tmp_path / "s", path])
+    assert (code, err) == (2, f"error: cannot add: {why}\n")
+    assert not (tmp_path / "s").exists()

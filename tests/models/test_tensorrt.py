@@ -167,7 +167,8 @@ def test_backend_without_tensorrt_says_what_to_do(tmp_path, no_tensorrt):
     assert backend.name == "tensorrt" and backend.suffixes == (".engine",)
     with pytest.raises(ModelLoadError) as info:
         backend.load(path)
-    assert str(info.value) == "TensorRT is not installed; use the .onnx model on this machine"
+    assert str(info.value) == (f"cannot load {path}: TensorRT is not installed; use the .onnx "
+                               f"model on this machine")  # before: the file unnamed
     assert not tb.tensorrt_available()
 
 
