@@ -1000,3 +1000,43 @@ def test_two_near_identical_new_names_in_one_answer_are_pointed_out(tmp_path):
     out = q.answer(item_id, boxes, mem, classes)
     assert out["classes_added"] == ["truck", "Truk"]
     assert out["similar_classes"] == {"Truk": "truck"}
+
+
+def test_a_round_another_process_ran_restarts_the_trigger_counts(tmp_path, caplog):
+    """Before: 'edgecl learn' run beside the runtime learnt 87 samples, and the runtime's
+    counter kept them: 16 more answers started a new_samples round at its threshold of 100."""
+    from edgecl.config import load_config
+    from edgecl.continual.round_state import LearnerState, save_state
+    from edgecl.runtime.learner import LearnerSupervisor
+
+    stored = list(range(1, 121))  # ids 1-120; 7 and 110 held out
+
+    class Imported(FakeMemory):
+        def ids(self, held_out=None):
+            return list(stored)
+
+        def records(self, ids=None, held_out=None, task=None):
+            rows = [SimpleNamespace(id=i, classes=(5 if i > 115 else 0,), held_out=i in (7, 110))
+                    for i in (stored if ids is None else ids)]
+            return [r for r in rows if held_out is None or r.held_out == held_out]
+
+    sink = MemorySink(Imported(), LabelsConfig(mode="ground_truth"),
+                      OperatorQueue(tmp_path / "labels", 10), classes=FakeClasses())
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_interval_s=0",
+                             "learner.trigger_new_samples=100"])
+    registry = SimpleNamespace(current=lambda: "v0001",
+                               manifest=lambda v: {"names": {"0": "car", "5": "boat"}})
+    sup = LearnerSupervisor(cfg, registry, memory_sink=sink, known_classes=[0])
+    sup._count_other_writers()
+    assert (sup.state.new_samples, sup.state.new_classes) == (118, True)
+    save_state(tmp_path, LearnerState(round=1, last_sample_id=100))  # 'edgecl learn' ran
+    sup._next_scan_s = 0.0
+    with caplog.at_level("INFO", logger="edgecl.runtime.learner"):
+        sup._count_other_writers()
+    assert (sup.state.new_samples, sup.state.new_classes, sup.last_round) == (19, False, 1)
+    assert 5 in sup.known_classes  # the version that round made serves boat
+    assert ("round 1 ran in another process ('edgecl learn'): 19 stored sample(s) it did not "
+            "learn count towards the next round") in caplog.text
+    sup._next_scan_s = 0.0
+    sup._count_other_writers()  # the same round is not counted again
+    assert sup.state.new_samples == 19
