@@ -32,7 +32,7 @@ from edgecl.continual.round_state import (
     save_state,
     update_task_bookkeeping,
 )
-from edgecl.errors import StorageError, is_storage_error, link_problem, storage_faults
+from edgecl.errors import EdgeclError, StorageError, is_storage_error, link_problem, storage_faults
 from edgecl.frames import STREAM_TASK
 from edgecl.models.registry import MANUAL_PROMOTION, added_by_person
 
@@ -61,6 +61,31 @@ class RoundContext:
     def first(self) -> bool:
         """True when nothing was learnt yet: the round starts from a freshly built model."""
         return self.parent_version is None and self.base_checkpoint is None
+
+    def young_steps(self) -> int | None:
+        """Steps a model learning from scratch has trained every layer so far, while they are
+        fewer than ``learner.first_round_max_steps`` (the first round's: 0), else None.
+
+        Such a model is still young: its round trains as a first round does (every layer, no
+        LwF or IDER from a parent that knows little, the first round's budgets, the steps
+        left of ``first_round_max_steps``). Before, a first round on 14 operator answers
+        stopped after 60 steps (its epochs), and every later round froze that untrained
+        backbone: after five rounds no class was detected. The count is the manifest's
+        ``training.backbone_steps``; a parent without one (the user's checkpoint, a model
+        added by hand, a fleet model) counts as trained.
+        """
+        if self.first:
+            return 0
+        if self.parent_version is None or self.registry is None:
+            return None
+        try:
+            steps = (self.registry.manifest(self.parent_version).get("training") or {}).get(
+                "backbone_steps")
+        except EdgeclError:
+            return None
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            return None
+        return steps if steps < int(self.cfg.learner.first_round_max_steps) else None
 
     @property
     def parent_label(self) -> str | None:
@@ -431,8 +456,6 @@ def unlearnable_current(cfg: Config, registry) -> str | None:
         ``model.path`` names no trained checkpoint; with no current version,
         :func:`start_model_problem`; None otherwise.
     """
-    from edgecl.errors import EdgeclError
-
     try:
         current = registry.current()
         if current is None:
@@ -507,7 +530,7 @@ def _load_parent(ctx: RoundContext):
         EdgeclError: the current version has no ``model.pt`` (an ONNX-only version added by
             hand) and no pretrained checkpoint is configured: there is nothing to fine-tune.
     """
-    from edgecl.errors import EdgeclError, RegistryError
+    from edgecl.errors import RegistryError
     from edgecl.models.checkpoint import load_checkpoint
     from edgecl.ultra import build_detection_model
 
@@ -727,7 +750,12 @@ def _fine_tune(ctx: RoundContext, model, parent_model, replay_ids: list[int]):
     from edgecl.continual.finetune import FineTuner
 
     cfg = ctx.cfg
-    first = ctx.first
+    young = ctx.young_steps()
+    first = young is not None  # a first round, or one of a model still learning from scratch
+    if young:
+        log.info("this round trains every layer, as a first round does: the model learns from "
+                 "scratch and has trained %d of learner.first_round_max_steps=%d steps so far",
+                 young, cfg.learner.first_round_max_steps)
     prev = parent_model if (cfg.ider.enabled and not first) else None
     learner = cfg.learner
     hooks = []
@@ -753,7 +781,8 @@ def _fine_tune(ctx: RoundContext, model, parent_model, replay_ids: list[int]):
     return tuner.run(new_images,
                      ctx.snapshot.image_paths(replay_ids),
                      budget_s=cfg.learner.first_round_budget_s if first else cfg.learner.budget_s,
-                     max_steps=cfg.learner.first_round_max_steps if first else cfg.learner.max_steps,
+                     max_steps=(max(cfg.learner.first_round_max_steps - young, cfg.learner.max_steps)
+                                if first else cfg.learner.max_steps),
                      epochs=cfg.learner.epochs * (10 if first else 1), device=cfg.learner.device,
                      freeze_layers=0 if first else cfg.learner.freeze_layers)
 
@@ -1079,6 +1108,7 @@ def _finite(value: float | None) -> float | None:
 def _manifest(ctx: RoundContext, names, ft, verdict, candidate: dict, export_meta: dict,
               reason: str, replay_ids: list[int]) -> dict:
     dece = [r.dece for r in candidate.values() if r.dece is not None and not np.isnan(r.dece)]
+    young = ctx.young_steps()
     return {
         "parent": ctx.parent_label, "config_hash": config_hash(ctx.cfg),
         "classes": {int(k): v for k, v in names.items()},
@@ -1090,7 +1120,8 @@ def _manifest(ctx: RoundContext, names, ft, verdict, candidate: dict, export_met
         "ider": ctx.cfg.ider.enabled,
         "training": {"steps": ft.steps, "seconds": round(ft.seconds, 2),
                      "stopped_reason": ft.stopped_reason, "mean_loss": ft.mean_loss,
-                     "final_loss": ft.final_loss, "budget_s": ctx.cfg.learner.budget_s},
+                     "final_loss": ft.final_loss, "budget_s": ctx.cfg.learner.budget_s,
+                     **({} if young is None else {"backbone_steps": young + int(ft.steps)})},
         "metrics": {"per_task_map50_95": {t: r.map50_95 for t, r in candidate.items()},
                     "per_task_recall": {t: r.recall for t, r in candidate.items()},
                     "per_class_map50_95": {names.get(int(c), str(c)): _finite(v)

@@ -183,3 +183,54 @@ def test_a_held_out_box_counts_only_for_its_own_tasks_classes():
     assert round_mod._scorable(SimpleNamespace(task="t2", classes=(0, 1)), task_classes)
     assert round_mod._scorable(SimpleNamespace(task="legacy", classes=(5,)), task_classes)
     assert round_mod._scorable(SimpleNamespace(task="new", classes=(5,)), task_classes)
+
+
+def test_a_model_learning_from_scratch_trains_every_layer_until_the_first_rounds_steps(
+        tmp_path, monkeypatch):
+    """Before: a first round on a few operator answers stopped at its epochs (60 steps on 14
+    images), and every later round froze that untrained backbone: after five rounds no class
+    was detected. Now the rounds after it train every layer, as a first round does, until the
+    lineage has trained learner.first_round_max_steps steps; then they freeze as before."""
+    import numpy as np
+
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.finetune import FineTuner
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.continual.round_state import RoundStatus
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+
+    def add(n, shade):
+        with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.5),
+                          names={0: "car"}) as memory:
+            for k in range(n):
+                image = np.full((64, 64, 3), (shade + 20 * k) % 230, np.uint8)
+                image[20:44, 16:48] = 250 - 20 * k
+                memory.add(Sample(image, np.array([[0, 0.5, 0.5, 0.5, 0.375]], np.float32),
+                                  task="stream"))
+
+    runs = []
+    run = FineTuner.run
+    monkeypatch.setattr(FineTuner, "run", lambda self, *a, **kw: runs.append(
+        (kw["freeze_layers"], kw["max_steps"], bool(self.hooks))) or run(self, *a, **kw))
+    cfg = load_config(None, [f"state_dir={state}", "memory.holdout_fraction=0.5",
+                             "learner.imgsz=64", "model.imgsz=64", "learner.batch=2",
+                             "learner.epochs=1", "learner.first_round_max_steps=30",
+                             "learner.max_steps=4", "learner.bn_recalibration_batches=0",
+                             "gate.min_acc_delta=-1", "gate.max_forgetting=1",
+                             "export.openvino=off", "export.cpu_int8=off"])
+    registry = Registry(state / "models")
+    trained = []
+    for shade in (10, 60, 110, 160):
+        add(8, shade)
+        result = round_mod.run_round(cfg)
+        assert result.status is RoundStatus.STAGED, result
+        registry.promote(result.version)
+        trained.append((registry.manifest(result.version)["training"].get("backbone_steps"),
+                        result.steps))
+    (first, s1), (second, s2), (third, _), (fourth, _) = trained
+    assert first == s1 < 30  # stopped by its epochs, below the first round's steps
+    assert runs[0] == (0, 30, False) and runs[1] == (0, 30 - s1, False)  # every layer, no LwF
+    assert second == s1 + s2 == 30  # the first round's steps reached over two rounds
+    assert runs[2:] == [(10, 4, True)] * 2 and third is fourth is None  # trained: as before
