@@ -54,7 +54,8 @@ def judge_int8(fp32: Mapping[int, float], int8: Mapping[int, float], max_drop: f
 
     Returns:
         The :class:`Int8Verdict`. When several classes fail, the reason names the largest drop
-        and counts the others.
+        and counts the others. Where FP32 itself scores no more than ``max_drop`` on every
+        class (a young model), INT8 is accepted and the reason says it was not judged.
     """
     names = names or {}
 
@@ -90,6 +91,11 @@ def judge_int8(fp32: Mapping[int, float], int8: Mapping[int, float], max_drop: f
         failing.sort(key=lambda pair: -pair[0])
         more = f" (and {len(failing) - 1} more class(es))" if len(failing) > 1 else ""
         return Int8Verdict(False, failing[0][1] + more, drops, max_drop)
+    best = max(float(v) for v in fp32.values())
+    if best <= max_drop:  # a model that detects (almost) nothing: no drop could show
+        return Int8Verdict(True, f"not judged: FP32 itself scores at most {best:.3f} mAP50-95 on "
+                                 f"every class, no more than the bound {max_drop:g}, so no drop "
+                                 f"could show (every round judges again)", drops, max_drop)
     worst = max(drops.items(), key=lambda kv: kv[1])
     return Int8Verdict(True, f"every class within {max_drop:g} of FP32 (largest drop "
                              f"{within_bound(worst[1], max_drop)}, class {worst[0]})", drops,

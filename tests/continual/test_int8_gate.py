@@ -56,3 +56,15 @@ def test_the_largest_drop_of_an_accepted_int8_reads_within_the_limit():
     """Before: "every class within 0.0106 of FP32 (largest drop 0.011)"."""
     v = judge_int8({0: 0.5}, {0: 0.48942}, 0.0106, NAMES)  # a drop of 0.01058
     assert v.reason == "every class within 0.0106 of FP32 (largest drop 0.0106, class car)"
+
+
+def test_a_model_that_detects_nothing_yet_is_accepted_as_not_judged():
+    """Before: "every class within 0.01 of FP32 (largest drop 0.000, class person)" while
+    FP32 and INT8 both scored 0.0 on every class: a check that could not fail read as passed."""
+    v = judge_int8({0: 0.0, 1: 0.004}, {0: 0.0, 1: 0.0}, 0.01, NAMES)
+    assert v.accepted and v.drops == {"car": 0.0, "person": 0.004}
+    assert v.reason == ("not judged: FP32 itself scores at most 0.004 mAP50-95 on every class, "
+                        "no more than the bound 0.01, so no drop could show (every round judges "
+                        "again)")
+    assert judge_int8({0: 0.011, 1: 0.0}, {0: 0.011, 1: 0.0}, 0.01, NAMES).reason.startswith(
+        "every class within 0.01 of FP32")
