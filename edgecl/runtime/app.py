@@ -576,11 +576,30 @@ class Runtime:
                 remove_scaffolding(state)
             raise
 
+    def _calibration_note(self, version: str, names: dict, labelled: bool) -> str | None:
+        """The start line on pseudo-labels that wait for a calibration: the version about to
+        serve has none (:func:`~edgecl.runtime.labels.uncalibrated_note`), or its calibrator
+        gives no class a threshold yet (:func:`~edgecl.runtime.labels.no_threshold_note`).
+        Read for that version (before, it was read before the loop served any, so that every
+        calibrated version was said to have no calibration)."""
+        from edgecl.runtime.labels import no_threshold_note, uncalibrated_note
+        from edgecl.runtime.versions import CalibrationCache
+
+        if self.calibration is None:
+            return None
+        at_start = CalibrationCache(self.registry, lambda: version,
+                                    self.calibration.target_precision,
+                                    self.calibration.min_true_positives)
+        if at_start.calibrator is None:
+            return uncalibrated_note(self.cfg, version, labelled)
+        if any(t is not None for t in at_start.thresholds(set(names)).values()):
+            return None
+        return no_threshold_note(self.cfg, version)
+
     def _build(self, source) -> None:
         from edgecl.models.backends import load_backend
         from edgecl.runtime.console import LiveViewSink
-        from edgecl.runtime.labels import (describe_labelling, learns_nothing,
-                                           uncalibrated_note, uncertain_band_problem)
+        from edgecl.runtime.labels import describe_labelling, learns_nothing, uncertain_band_problem
         from edgecl.runtime.loop import InferenceLoop
         from edgecl.runtime.sources import open_source
         from edgecl.runtime.watcher import ModelWatcher
@@ -630,8 +649,7 @@ class Runtime:
                 labelled = bool(getattr(source, "labelled", False))
                 log.log(logging.WARNING if learns_nothing(cfg, labelled) else logging.INFO, "%s",
                         describe_labelling(cfg, labelled))
-                note = (uncalibrated_note(cfg, version, labelled) if self.calibration is not None
-                        and self.calibration.calibrator is None else None)
+                note = self._calibration_note(version, backend.meta.names, labelled)
                 if note:  # answers or delivered labels lead to a calibration; pseudo mode alone not
                     alone = cfg.labels.mode == "pseudo" and not labelled
                     log.log(logging.WARNING if alone else logging.INFO, "%s", note)

@@ -129,3 +129,41 @@ def test_a_version_without_calibration_is_told_apart_from_a_starting_checkpoint(
         "held-out detections of the model to fit one on), so no frame is pseudo-labelled")
     assert uncalibrated_note(cfg, "file:best.pt").startswith(
         "labels: file:best.pt has no calibration, so no frame")
+
+
+def test_the_calibration_start_line_reads_the_version_about_to_serve(tmp_path, nms_inside,
+                                                                       caplog):
+    """Before: the line was computed before the loop served any version, so that a version
+    with a calibrator was said to have none; one whose calibrator gives no class a threshold
+    (too few held-out true positives) is said so instead."""
+    import logging
+
+    import cv2
+    import numpy as np
+
+    from edgecl.calibration.posthoc import CALIBRATOR_FILE, Calibrator, ClassCalibration
+    from edgecl.cli import main
+
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    cv2.imwrite(str(camera / "f0.jpg"), np.full((64, 64, 3), 90, np.uint8))
+    state = tmp_path / "state"
+    assert main(["models", "add", str(nms_inside), "--promote", "--state-dir", str(state)]) == 0
+
+    def start_lines(n_tp):
+        Calibrator({0: ClassCalibration("platt", n=40, n_tp=n_tp, lo=0.4, hi=0.95, a=2.0,
+                                        b=1.0)}).save(state / "models" / "v0001" / CALIBRATOR_FILE)
+        cfg = load_config(None, [f"state_dir={state}", "model.imgsz=64", "learner.enabled=false",
+                                 "server.enabled=false", "runtime.warmup_runs=1",
+                                 "labels.uncertain_low=0.45", "labels.mode=field"])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="edgecl"):
+            Runtime(cfg, RunOptions(source_uri=f"dir://{camera}", max_frames=1, quiet=True)).run()
+        return [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith(("labels: v0001 has no", "labels: v0001's"))]
+
+    assert start_lines(30) == []  # car gets a threshold: nothing to say
+    assert start_lines(6) == [
+        "labels: v0001's calibration gives no class a pseudo-label threshold yet (none reaches "
+        "labels.pseudo_precision 0.9 on at least labels.pseudo_min_true_positives=10 held-out "
+        "true positives), so no frame is pseudo-labelled until a round fits one that does"]

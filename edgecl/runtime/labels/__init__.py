@@ -4,7 +4,8 @@ by selection policies, pseudo-labels from calibrated confident detections (the R
 
 Public interface:
     - :class:`MemorySink` (the loop sink), :class:`LabelPipeline`, :func:`decide_labels`,
-      :func:`describe_labelling`, :func:`learns_nothing`, :func:`uncalibrated_note`;
+      :func:`describe_labelling`, :func:`learns_nothing`, :func:`uncalibrated_note`,
+      :func:`no_threshold_note`;
     - :class:`OperatorQueue` (``pending``, ``item``, ``image_path``, ``answer``, ``skip``;
       what an answer may be is :mod:`edgecl.data.answers`);
     - :class:`PseudoLabeler`;
@@ -13,7 +14,8 @@ Public interface:
 
 from edgecl.runtime.labels.pipeline import (MODES, LabelDecision, LabelPipeline, MemorySink,
                                             decide_labels, describe_labelling, learns_nothing,
-                                            uncalibrated_note, uncertain_band_problem)
+                                            no_threshold_note, uncalibrated_note,
+                                            uncertain_band_problem)
 from edgecl.runtime.labels.pseudo import PseudoLabeler
 from edgecl.runtime.labels.queue import OperatorQueue
 from edgecl.continual.memory.embedding import embedding_distance, thumbnail_embedding
@@ -21,7 +23,8 @@ from edgecl.runtime.labels.selection import (SELECTION_POLICIES, Candidate, Memo
                                              NoveltyRing, RateLimiter, SelectionContext, Selector)
 
 __all__ = ["MODES", "LabelDecision", "LabelPipeline", "MemorySink", "decide_labels",
-           "describe_labelling", "learns_nothing", "uncalibrated_note", "uncertain_band_problem",
+           "describe_labelling", "learns_nothing", "no_threshold_note", "uncalibrated_note",
+           "uncertain_band_problem",
            "PseudoLabeler",
            "OperatorQueue", "SELECTION_POLICIES", "Candidate",
            "MemoryEmbeddings", "NoveltyRing", "RateLimiter", "SelectionContext", "Selector",

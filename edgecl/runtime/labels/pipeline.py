@@ -693,6 +693,28 @@ def uncalibrated_note(cfg: Config, model: str, source_is_labelled: bool = False)
             f"{cfg.state_dir} FOLDER', or set labels.mode: field")
 
 
+def no_threshold_note(cfg: Config, model: str) -> str | None:
+    """One start line when the serving version is calibrated but its calibrator gives no class
+    a pseudo-label threshold yet (no class reached ``labels.pseudo_precision`` on at least
+    ``labels.pseudo_min_true_positives`` held-out true positives): no frame is pseudo-labelled
+    until a round fits one that does.
+
+    Args:
+        cfg: the configuration (``labels.*``).
+        model: the serving version.
+
+    Returns:
+        The line, or None when ``labels.mode`` makes no pseudo-labels.
+    """
+    lab = cfg.labels
+    if lab.mode not in ("pseudo", "field"):
+        return None
+    return (f"labels: {model}'s calibration gives no class a pseudo-label threshold yet (none "
+            f"reaches labels.pseudo_precision {lab.pseudo_precision:g} on at least "
+            f"labels.pseudo_min_true_positives={lab.pseudo_min_true_positives} held-out true "
+            f"positives), so no frame is pseudo-labelled until a round fits one that does")
+
+
 def learns_nothing(cfg: Config, source_is_labelled: bool) -> bool:
     """Whether no label can come from this run's frames: ``labels.mode`` off, or ground truth
     only from a source that carries none (:func:`describe_labelling` says it as a warning)."""
