@@ -427,8 +427,9 @@ def detect_format(path: str | Path) -> str:
 
     Returns:
         ``coco`` (a ``.json``, or a folder with a COCO json on top or in ``annotations/``),
-        ``voc`` (a folder with ``Annotations/``, see :func:`voc_annotations`, labelImg's flat
-        layout, see :func:`_flat_voc`, or an ``.xml`` file), else ``yolo``.
+        ``voc`` (a folder with ``Annotations/``, see :func:`voc_annotations`, that folder
+        itself, labelImg's flat layout, see :func:`_flat_voc`, or an ``.xml`` file), else
+        ``yolo``.
 
     Raises:
         ConfigError: the path does not exist, or is an archive (:func:`refuse_archive`).
@@ -443,7 +444,18 @@ def detect_format(path: str | Path) -> str:
         return "voc"
     if find_coco_json(path) is not None or broken_coco_jsons(path):
         return "coco"
-    return "voc" if _flat_voc(path) else "yolo"
+    return "voc" if _flat_voc(path) or _voc_annotations_given(path) else "yolo"
+
+
+def _voc_annotations_given(folder: Path) -> bool:
+    """Whether the folder given is a VOC dataset's ``Annotations/`` itself (read as its
+    dataset, :func:`iter_voc`): named so, in any case, holding ``.xml`` files."""
+    if folder.name.lower() != "annotations":
+        return False
+    try:
+        return any(p.suffix.lower() == ".xml" for p in folder.iterdir())
+    except OSError:
+        return False
 
 
 def _flat_voc(folder: Path) -> bool:

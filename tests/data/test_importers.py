@@ -110,6 +110,9 @@ def _collect(path, fmt="auto"):
 
 def test_detect_format(voc, coco, yolo):
     assert detect_format(voc) == "voc" and detect_format(coco) == "coco"
+    # before: Annotations/ given itself was read as a YOLO folder: "no images (...) in it"
+    assert detect_format(voc / "Annotations") == "voc"
+    assert [i.source.name for i in _collect(voc / "Annotations")[0]] == ["a.jpg", "b.jpg"]
     assert detect_format(coco / "annotations" / "instances_default.json") == "coco"
     assert detect_format(yolo) == "yolo" and detect_format(yolo / "data.yaml") == "yolo"
     assert is_ignore_name("DontCare") and is_ignore_name("ignored_regions") and not is_ignore_name("car")
