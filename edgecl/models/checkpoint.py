@@ -116,8 +116,9 @@ def detection_model_problem(model) -> str | None:
         model: the module a checkpoint holds (or one built from a model yaml).
 
     Returns:
-        ``None`` for a ``DetectionModel`` with a ``Detect`` (or ``v10Detect``) head and its
-        architecture (``model.yaml``), else what it is, e.g. ``"a pose model (PoseModel)"``.
+        ``None`` for a ``DetectionModel`` with a ``Detect`` (or ``v10Detect``) head, its
+        architecture (``model.yaml``) and 3 input channels, else what it is, e.g. ``"a pose
+        model (PoseModel)"``.
     """
     cls = type(model).__name__
     kind = _first_match(model, _OTHER_MODELS)
@@ -139,7 +140,20 @@ def detection_model_problem(model) -> str | None:
     if not isinstance(getattr(model, "yaml", None), dict):  # ultralytics exports from it
         return (f"a {cls} without its architecture ('yaml'), from which ultralytics exports "
                 f"and rebuilds it: save it with ultralytics (model.save or its trainer)")
+    channels = _input_channels(model)
+    if channels not in (None, 3):  # before: PyTorch's "expected input[1, 3, 64, 64] to have 1"
+        return (f"a {cls} for {channels}-channel images; edgecl feeds every model 3-channel "
+                f"frames (a thermal camera's single channel is repeated three times, as "
+                f"ultralytics reads such images): train it with ch=3")
     return None
+
+
+def _input_channels(model) -> int | None:
+    """The channels a model's first convolution takes (None where it has none)."""
+    from torch import nn
+
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else None
 
 
 def _one_line(exc: BaseException, max_chars: int = 160) -> str:

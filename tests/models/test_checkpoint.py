@@ -274,3 +274,21 @@ def test_a_detector_without_its_architecture_is_refused_at_load(tmp_path):
         f"cannot load {path}: a DetectionModel without its architecture ('yaml'), from which "
         f"ultralytics exports and rebuilds it: save it with ultralytics (model.save or its "
         f"trainer); {EXPECTED}")
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_a_detector_for_other_than_3_channel_images_is_refused_at_load(tmp_path, channels):
+    """Before: a 1-channel (thermal) or 4-channel model was added, then every frame failed in
+    PyTorch: "weight of size [16, 1, 3, 3], expected input[1, 3, 64, 64] to have 1 channels"."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel("yolo11n.yaml", ch=channels, nc=2, verbose=False)
+    model.names = {0: "car", 1: "person"}
+    path = tmp_path / f"ch{channels}.pt"
+    torch.save({"model": model, "train_args": {"imgsz": 64}}, path)
+    with pytest.raises(ModelLoadError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == (
+        f"cannot load {path}: a DetectionModel for {channels}-channel images; edgecl feeds every "
+        f"model 3-channel frames (a thermal camera's single channel is repeated three times, as "
+        f"ultralytics reads such images): train it with ch=3; {EXPECTED}")
