@@ -781,10 +781,20 @@ def _fine_tune(ctx: RoundContext, model, parent_model, replay_ids: list[int]):
     return tuner.run(new_images,
                      ctx.snapshot.image_paths(replay_ids),
                      budget_s=cfg.learner.first_round_budget_s if first else cfg.learner.budget_s,
-                     max_steps=(max(cfg.learner.first_round_max_steps - young, cfg.learner.max_steps)
-                                if first else cfg.learner.max_steps),
+                     max_steps=_round_steps(ctx, young),
                      epochs=cfg.learner.epochs * (10 if first else 1), device=cfg.learner.device,
                      freeze_layers=0 if first else cfg.learner.freeze_layers)
+
+
+def _round_steps(ctx: RoundContext, young: int | None) -> int:
+    """The step bound of a round: ``learner.first_round_max_steps`` for a first round; for a
+    later round of a young model (:meth:`RoundContext.young_steps`) the steps it has left of
+    it, at least ``learner.max_steps``; else ``learner.max_steps``."""
+    learner = ctx.cfg.learner
+    if young is None:
+        return int(learner.max_steps)
+    left = int(learner.first_round_max_steps) - young
+    return left if ctx.first else max(left, int(learner.max_steps))
 
 
 def export_candidate(ctx: RoundContext, model, names: dict[int, str],

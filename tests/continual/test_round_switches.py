@@ -32,7 +32,8 @@ def test_fine_tune_adds_pseudo_labels_and_distillation(tmp_path, monkeypatch):
                              "learner.pseudo_old_classes=true", "learner.pseudo_old_conf=0.0001",
                              "learner.distill_cls_weight=1.0", "learner.distill_box_weight=1.0",
                              "learner.distill_conf=0.0"])
-    ctx = SimpleNamespace(cfg=cfg, first=False, snapshot=Snapshot(images),
+    ctx = SimpleNamespace(cfg=cfg, first=False, young_steps=lambda: None,
+                          snapshot=Snapshot(images),
                           new_records=[SimpleNamespace(id=i) for i in range(4)],
                           work=tmp_path / "work", progress=None)
     parent = build_detection_model(1, names={0: "old"}).eval()
