@@ -148,6 +148,22 @@ def detection_model_problem(model) -> str | None:
     return None
 
 
+def nonfinite_tensor(model) -> str | None:
+    """Name the first floating-point parameter or buffer of a module holding NaN or infinity.
+
+    Args:
+        model: a torch ``nn.Module``.
+
+    Returns:
+        The tensor's name (``"model.0.conv.weight"``), or None when every tensor is finite.
+    """
+    import torch
+
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return next((name for name, t in tensors
+                 if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+
+
 def _input_channels(model) -> int | None:
     """The channels a model's first convolution takes (None where it has none)."""
     from torch import nn
@@ -188,8 +204,8 @@ def load_checkpoint(path: str | os.PathLike):
             ``state_dict``, a checkpoint of code this ultralytics lacks (the YOLOv5 repository,
             a newer ultralytics), or not a model checkpoint; or it holds another kind of model
             than an object detector (segmentation, pose, OBB, classification, RT-DETR,
-            YOLO-World, YOLOE ...: :func:`detection_model_problem`); or its class names cannot
-            name a device's classes.
+            YOLO-World, YOLOE ...: :func:`detection_model_problem`); or its weights hold NaN or
+            infinity; or its class names cannot name a device's classes.
     """
     ensure_offline()
     from torch import nn
@@ -219,6 +235,10 @@ def load_checkpoint(path: str | os.PathLike):
     if problem is not None:
         raise not_a_detector(path, problem)
     model = _compatible(model.float().eval())
+    damaged = nonfinite_tensor(model)
+    if damaged is not None:  # before: a round trained on it, then failed on a NaN loss
+        raise ModelLoadError(f"{path}: its weights hold NaN or infinity (in {damaged}): they are "
+                             f"damaged (a float16 overflow in training, say)")
     stored = ckpt.get("edgecl")
     if stored is not None and not isinstance(stored, dict):
         raise ModelLoadError(f"{path}: its 'edgecl' metadata is not a mapping "

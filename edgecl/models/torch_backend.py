@@ -117,11 +117,9 @@ class TorchBackend(Backend):
         return model, dict(model.names), imgsz, sha256_file(path) if path.is_file() else ""
 
     def _nonfinite_weight(self) -> str | None:
-        import torch
+        from edgecl.models.checkpoint import nonfinite_tensor
 
-        tensors = [*self._model.named_parameters(), *self._model.named_buffers()]
-        return next((name for name, t in tensors
-                     if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        return nonfinite_tensor(self._model)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         import torch

@@ -328,3 +328,16 @@ def test_a_file_that_is_not_a_zip_archive_is_never_unpickled(tmp_path):
     path.write_bytes(pickle.dumps(Payload()) + (tmp_path / "empty.zip").read_bytes())
     assert "it was not unpickled" in _message(path)
     assert not marker.exists()
+
+
+def test_a_checkpoint_of_non_finite_weights_is_refused_at_load(tmp_path, detector):
+    """Before: 'edgecl learn model.path=nan.pt' trained on it for the round's budget, then
+    rejected the round as 'training failed: nan_loss'; the trainer's EMA weights are read too."""
+    broken = copy.deepcopy(detector)
+    with torch.no_grad():
+        broken.model[-1].cv2[0][-1].bias[1] = float("-inf")
+    torch.save(_trainer_layout(detector, ema=broken.half()), tmp_path / "best.pt")
+    message = _message(tmp_path / "best.pt")
+    assert message == (f"{tmp_path / 'best.pt'}: its weights hold NaN or infinity (in "
+                       f"model.23.cv2.0.2.bias): they are damaged (a float16 overflow in "
+                       f"training, say)")
