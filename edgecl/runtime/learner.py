@@ -280,7 +280,8 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         cfg: configuration.
         reason: what triggered the round.
         max_sample_id: learn only samples up to this memory id.
-        round_id: the supervisor's id of this round, written into the result.
+        round_id: the supervisor's id of this round, written into the result (a new one
+            when empty).
         hold: a staged candidate waits for ``edgecl models promote`` (see
             :func:`edgecl.continual.round.run_round`).
 
@@ -295,6 +296,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
     """
     from edgecl.continual.round import run_round
 
+    round_id = round_id or uuid.uuid4().hex  # 'edgecl learn': before, its result had none
     progress = None
     try:
         cut_short = interrupted_round(cfg.state_dir)

@@ -303,6 +303,11 @@ def test_the_learner_writes_the_round_id_into_its_result(tmp_path, monkeypatch):
         RoundStatus.SKIPPED, reason="no new labelled samples"))
     learner_mod.run_learning_round(cfg, reason="test", round_id="abc123")
     assert learner_mod.read_last_round(tmp_path).round_id == "abc123"
+    # 'edgecl learn' gives none: before, its result (and '--json') said "round_id": ""
+    first = learner_mod.run_learning_round(cfg, reason="on_demand").round_id
+    second = learner_mod.run_learning_round(cfg, reason="on_demand").round_id
+    assert len(first) == 32 and len(second) == 32 and first != second
+    assert learner_mod.read_last_round(tmp_path).round_id == second
 
 
 def test_a_result_a_full_disk_refuses_waits_for_room_and_is_never_dropped(supervisor,
