@@ -91,7 +91,7 @@ class TorchBackend(Backend):
                          sha256=digest, extra={"device": str(self._device)})
 
     def _from_yaml(self, path: Path):
-        from edgecl.ultra import build_detection_model
+        from edgecl.ultra import build_detection_model, model_yaml_problem, packaged_model_yaml
 
         import yaml
 
@@ -104,6 +104,10 @@ class TorchBackend(Backend):
         except yaml.YAMLError as exc:  # PyYAML's first line names neither the line nor why
             raise ModelLoadError(f"cannot read the model yaml {path}{yaml_problem(exc)}") from None
         except Exception as exc:  # ultralytics raises many kinds for a bad model yaml
+            found = path if path.is_file() else packaged_model_yaml(path.name)
+            problem = model_yaml_problem(found) if found is not None else None
+            if problem is not None:  # before: "KeyError: 'backbone'" for a dataset's data.yaml
+                raise ModelLoadError(f"{path} {problem}") from None
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"cannot build model from {path}: {type(exc).__name__}: "
                                  f"{first_line}") from None

@@ -587,6 +587,28 @@ def test_a_model_yaml_that_cannot_be_parsed_is_said_with_its_line(tmp_path):
                                  f"'\\t' that cannot start any token")
 
 
+@pytest.mark.parametrize("name, says", [
+    ("data.yaml", "is no ultralytics model yaml (no 'backbone' and 'head' layers: a dataset's "
+                  "data.yaml?); give a detector's, e.g. yolo11n.yaml"),
+    ("yolov8s-worldv2.yaml", "builds a WorldDetect head, not an object detector's Detect: "
+                             "edgecl learns object detection models (e.g. yolo11n.yaml)"),
+])
+def test_a_yaml_that_builds_no_detector_is_said_so(tmp_path, name, says):
+    """Before: ultralytics' own errors: "cannot build model from data.yaml: KeyError: 'backbone'"
+    for a dataset's data.yaml given as --model, "TypeError: C2fAttn.forward() missing 1 required
+    positional argument: 'guide'" for a YOLO-World yaml."""
+    from edgecl.errors import ModelLoadError
+    from edgecl.models.backends import load_backend
+
+    path = name
+    if name == "data.yaml":
+        path = tmp_path / name
+        path.write_text("names: [car]\ntrain: images\nval: images\n")
+    with pytest.raises(ModelLoadError) as caught:
+        load_backend(path, InferenceOptions(imgsz=64, threads=1), warmup_runs=1)
+    assert str(caught.value) == f"{path} {says}"
+
+
 @pytest.mark.parametrize("odd", ["fifo", "loop"])
 def test_a_model_file_that_is_no_regular_file_says_what_it_is(tmp_path, run_edgecl, odd):
     """Before: 'checkpoint not found' / 'cannot add f.pt: file not found' for a FIFO that is
