@@ -497,7 +497,8 @@ class FineTuner:
         if self.frozen_layers is not None:  # prepared in the loading thread, ahead of the step
             batches = (self.prepare_batch(batch, replay_set) for batch in batches)
         try:
-            with yolo_train.PrefetchedBatches(batches) as batches:
+            deadline_s = start + budget_s if math.isfinite(budget_s) else None
+            with yolo_train.PrefetchedBatches(batches, deadline_s=deadline_s) as batches:
                 reason = loop.run(iter(batches), start, budget_s, max_steps,
                                   total_steps=total_steps)
             shortfall = recal_batches - loop.bn_averaged
@@ -729,7 +730,10 @@ class _Loop:
             else:
                 self.streak = 0
                 self.losses.append(loss)
-        return "max_steps" if len(self.losses) >= max_steps else "epochs"
+        if len(self.losses) >= max_steps:
+            return "max_steps"
+        # the batches ended: all epochs drawn, or the time ran out while a read was pending
+        return "budget" if time.monotonic() - start >= budget_s else "epochs"
 
     def step(self, batch: dict) -> float | None:
         """One optimiser step; ``None`` (and nothing changed) when it is not finite."""

@@ -16,6 +16,7 @@ import queue
 import random
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +241,9 @@ class PrefetchedBatches:
     Args:
         batches: the batches (collated dicts) to draw, in order; iterated in the thread only.
         depth: batches kept ready (>= 1).
+        deadline_s: ``time.monotonic()`` value past which waiting for a batch ends the
+            iteration (storage that reads slowly or stalls would otherwise hold a round past
+            its time budget); None: wait as long as the thread loads.
 
     Raises:
         RuntimeError: (while iterating) the thread ended without the batches' end or an error.
@@ -252,8 +256,9 @@ class PrefetchedBatches:
     CLOSE_WAIT_S = 1.0
     """How long :meth:`close` waits for a thread still loading a batch."""
 
-    def __init__(self, batches: Iterator[dict], depth: int = 2):
+    def __init__(self, batches: Iterator[dict], depth: int = 2, deadline_s: float | None = None):
         self._source = batches
+        self._deadline_s = deadline_s
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._fill, name="edgecl-batches", daemon=True)
@@ -270,6 +275,8 @@ class PrefetchedBatches:
             try:
                 kind, value = self._queue.get(timeout=self.PUT_WAIT_S)
             except queue.Empty:
+                if self._deadline_s is not None and time.monotonic() >= self._deadline_s:
+                    return  # the round's time is up while a read is still pending
                 if self._thread.is_alive() or not self._queue.empty():
                     continue
                 # ended without a word (SystemExit in a library): never wait forever

@@ -240,6 +240,35 @@ def test_epochs_limit(data):
     assert (result.steps, result.stopped_reason) == (2, "epochs")
 
 
+def test_a_round_waiting_on_slow_storage_ends_at_its_budget(data, monkeypatch):
+    """Before: a round waiting for a batch from storage that stalls waited as long as the read
+    did, whatever its time budget (here 30 s past a 6 s budget)."""
+    import threading
+    import time
+
+    from edgecl.continual import finetune
+
+    release = threading.Event()
+    drawn = finetune._batches
+
+    def stalling(loader, epochs):
+        for i, batch in enumerate(drawn(loader, epochs)):
+            if i == 2:
+                release.wait(30)  # the third read does not come back in time
+            yield batch
+
+    monkeypatch.setattr(finetune, "_batches", stalling)
+    new, mem = data
+    start = time.monotonic()
+    try:
+        result = FineTuner(_model(), CFG, OFF).run(new, mem, budget_s=6, max_steps=50,
+                                                   epochs=100, device="cpu")
+    finally:
+        release.set()
+    assert (result.steps, result.stopped_reason) == (2, "budget")
+    assert time.monotonic() - start < 15
+
+
 def test_no_data():
     result = FineTuner(_model(), CFG, OFF).run([], [], budget_s=10, max_steps=5, epochs=1,
                                                device="cpu")
