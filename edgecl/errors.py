@@ -115,6 +115,10 @@ def encoding_problem(exc: UnicodeDecodeError) -> str:
     return f"not UTF-8 text (byte {exc.start}: {exc.reason})"
 
 
+YAML_MAX_KEY_CHARS = 1024
+"""The longest plain key YAML 1.1 (and PyYAML) allows."""
+
+
 def yaml_problem(exc: BaseException) -> str:
     """What a YAML parser's error says, in one line, to append to the file's name: ``" at line
     3: found character '\\t' that cannot start any token"`` (PyYAML's own first line, "while
@@ -132,8 +136,13 @@ def yaml_problem(exc: BaseException) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None)
     if mark is not None and problem:
+        if problem == "mapping values are not allowed here" and mark.column > YAML_MAX_KEY_CHARS:
+            # PyYAML's wording for a key too long to be one: it names neither the key nor why
+            return (f" at line {mark.line + 1}: a key longer than {YAML_MAX_KEY_CHARS} "
+                    f"characters, which YAML does not allow")
         return f" at line {mark.line + 1}: {problem}"
     return ": " + (str(exc).splitlines() or [type(exc).__name__])[0]
+
 
 
 def is_disk_full(exc: BaseException) -> bool:

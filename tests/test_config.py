@@ -266,6 +266,18 @@ def test_accepted_number_and_bool_forms():
     assert load_config(None, ["learner.enabled=false"]).learner.enabled is False
 
 
+def test_a_key_too_long_for_yaml_is_said_so(tmp_path):
+    """Before: PyYAML's "mapping values are not allowed here" for a key over 1024 characters,
+    which names neither the key nor why."""
+    path = tmp_path / "c.yaml"
+    path.write_text("memory:\n  " + "x" * 1100 + ": 3\n")
+    assert _one_line_error(path) == (f"cannot parse config {path} at line 2: a key longer than "
+                                     f"1024 characters, which YAML does not allow")
+    path.write_text("memory: capacity: 3\n")  # the same wording of PyYAML for another fault
+    assert _one_line_error(path) == (f"cannot parse config {path} at line 1: mapping values "
+                                     f"are not allowed here")
+
+
 def test_duplicate_keys_are_refused(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("memory: {capacity: 5}\nreplay: {samples: 3}\nmemory: {seed: 3}\n")
