@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecl.config import Config
+from edgecl.errors import EdgeclError
 from edgecl.continual.round_state import learner_dir
 from edgecl.fleet.weights import ArchitectureMismatch, arch_label, head_problem, non_finite_key
 
@@ -528,11 +529,24 @@ class FleetDevice:
             if verdict.accepted:
                 promote_version(self.cfg.state_dir, version)
                 log.info("fleet round %d: adopted as %s (%s)", round_no, version, verdict.reason)
+            self._prune(ctx.registry)
+            if verdict.accepted:
                 return AdoptOutcome("promoted", verdict.reason, version, _renamed_keys(ap, wire))
         log.warning("fleet round %d: global model rejected as %s: %s", round_no, version,
                     verdict.reason)
         kept = self._per_class(parent, pnames)[0] if parent is not None else {}
         return AdoptOutcome("rejected", verdict.reason, version, _renamed_keys(kept, wire))
+
+    def _prune(self, registry) -> None:
+        """Apply the registry's retention rule after an adoption, as the runtime does after a
+        round (before: a device that only adopted fleet models kept every version's files,
+        about 20 MB each, until its card was full). A failure is logged: the adoption stands."""
+        exp = self.cfg.export
+        try:
+            registry.prune(exp.keep_promoted, exp.keep_rejected,
+                           engine_cache_entries=exp.engine_cache_entries)
+        except (EdgeclError, OSError) as exc:
+            log.warning("fleet: pruning old model versions failed: %s", exc)
 
     def _calibrate(self, model, names, ctx):
         from edgecl.calibration.posthoc import fit_for_version

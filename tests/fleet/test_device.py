@@ -318,3 +318,31 @@ def test_scoring_matches_class_names_case_aside(monkeypatch):
                                     {0: "car", 1: "person"}, [], 64)
     assert seen["order"] == ["car", "person", "boat"]
 
+
+
+def test_adoptions_keep_the_model_registry_within_its_retention(tmp_path):
+    """Before: a device that only adopted fleet models (no local round) kept every version's
+    files, about 20 MB each: 16 rounds of 'fleet join' took 333 MB, whatever export.keep_*."""
+    from edgecl.fleet.weights import model_arrays
+    from edgecl.models.registry import Registry
+    from edgecl.ultra import build_detection_model
+
+    yaml_path = make_scenario(tmp_path / "scn", tasks=1, images_per_task=12, imgsz=64, seed=3)
+    cfg = device_config(None, tmp_path / "device", SimSize(imgsz=64, steps=1, batch=4),
+                        "127.0.0.1:1", "d0", 2, 2)
+    cfg = dataclasses.replace(cfg, export=dataclasses.replace(
+        cfg.export, keep_promoted=1, keep_rejected=1, openvino="off", cpu_int8="off"))
+    taskset = load_task_source(yaml_path)
+    assert fill_memory(cfg, taskset, taskset.tasks) > 0
+    names = [taskset.names[c] for c in taskset.tasks[0].classes]
+    device = FleetDevice(cfg)
+    outcomes = [device.adopt(model_arrays(build_detection_model(len(names))), names, round_no)
+                for round_no in range(1, 5)]
+    assert [o.version for o in outcomes] == ["v0001", "v0002", "v0003", "v0004"]
+    registry = Registry(tmp_path / "device" / "models")
+    with_files = [v for v in registry.versions() if registry.status(v) != "pruned"]
+    current = registry.current() or outcomes[-1].version
+    # kept: the current (or last) version, its parent, the newest promoted, the last rejected
+    assert len(with_files) <= 3 and outcomes[-1].version in with_files and current in with_files
+    assert all(not (registry.root / v / "model.onnx").exists()
+               for v in registry.versions() if v not in with_files)
