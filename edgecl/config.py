@@ -479,6 +479,10 @@ RULES: dict[str, Rule] = {
         pattern=r"(\s*https?://[^\s/,]+/?\s*(,\s*https?://[^\s/,]+/?\s*)*)?",
         meaning="empty or comma-separated origins such as https://drone7.lab.example "
                 "(scheme, host and port; no path)"),
+    "fleet.device_name": Rule(
+        pattern=r"[^\x00-\x1f\x7f-\x9f]{0,64}",
+        meaning="a name of at most 64 characters with no newline or other control character "
+                "(empty: the host name)"),
     "fleet.server_address": Rule(
         pattern=r"([^\s/:\[\]]+|\[[0-9A-Fa-f:.]+\]):(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}"
                 r"|[1-5]\d{4}|[1-9]\d{0,3})",

@@ -98,6 +98,22 @@ def _short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def device_label(value) -> str:
+    """A device's name as a reply gives it, fit for the log and the round record: control
+    characters (a newline would forge log lines) written as escapes, at most 100 characters.
+
+    Args:
+        value: the reply's ``device`` field (any type).
+
+    Returns:
+        The name; the text as sent where it is printable and short.
+    """
+    text = str(value)
+    clean = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                    for ch in text[:100])
+    return clean[:100]
+
+
 def _json_field(metrics: dict, key: str, default):
     """A JSON-encoded metrics field, or ``default`` when absent.
 
@@ -556,7 +572,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                          type(exc).__name__, exc, "; asked again next round" if self.token else "")
                 return ""
             props = dict(getattr(res, "properties", None) or {})
-            device = str(props.get("device", ""))[:100]
+            device = device_label(props.get("device", ""))
             if device:
                 self._remember(client, device)
             if not wire.verify(self.token, nonce, rnd, device, str(props.get("auth", ""))):
@@ -630,7 +646,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 device = str(getattr(proxy, "cid", "") or "?")
                 try:
                     m = dict(res.metrics or {})
-                    device = str(m.get("device") or device)
+                    device = device_label(m.get("device") or device)
                     self._remember(proxy, device)
                     if device in rec["devices"]:
                         # two devices with one name (a default host name, a copied config):
@@ -745,7 +761,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 device = str(getattr(proxy, "cid", "") or "?")
                 try:
                     m = dict(res.metrics or {})
-                    device = str(m.get("device") or device)
+                    device = device_label(m.get("device") or device)
                     self._remember(proxy, device)
                     if not self._authentic(rnd, m):
                         log.warning("fleet round %d: adoption report from %s refused: %s", rnd,

@@ -687,3 +687,32 @@ def test_the_stop_message_resumes_after_the_last_round_logged(tmp_path):
     assert str(ServerStopped(15, 0, tmp_path, 2)).endswith(
         "no round saved a global model yet; a restart resumes with round 3 from the first model")
     assert str(ServerStopped(15, 0, tmp_path)).endswith("starts the fleet from its first round")
+
+
+def test_a_device_name_cannot_forge_lines_of_the_servers_log(tmp_path, caplog, monkeypatch):
+    """Before: a device named "dev0\\n<date> INFO ... update FAKE kept" printed that forged line
+    whole in the server's log, and a name of 5,000 characters was printed whole."""
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, _ = start(tmp_path)
+    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    forged = "dev0\n2026-12-05 23:59:59,000 INFO edgecl.fleet.strategy: update FAKE kept"
+    results = [reply(ins.config, forged, {SHARED: np.ones(2), ROWS: np.array([1.0])}, ["car"], 5),
+               reply(ins.config, "x" * 5000, {SHARED: np.ones(2), ROWS: np.array([1.0])},
+                     ["car"], 5)]
+    with caplog.at_level(logging.INFO, logger="edgecl.fleet.strategy"):
+        strategy.aggregate_fit(1, results, [])
+    assert caplog.records and all("\n" not in r.getMessage() for r in caplog.records)
+    assert "dev0\\n2026-12-05" in caplog.text and "x" * 101 not in caplog.text
+
+
+def test_a_device_name_is_checked_at_load(tmp_path):
+    from edgecl.config import load_config
+
+    path = tmp_path / "device.yaml"
+    path.write_text('fleet: {device_name: "dev0\\n2026-12-05 INFO update FAKE kept"}\n')
+    for args in ((path, []), (None, ["fleet.device_name=" + "a" * 65]),
+                 (None, ["fleet.device_name=tab\there"])):
+        with pytest.raises(ConfigError, match="'fleet.device_name'.* is not a name of at most 64 "
+                                              "characters with no newline or other control"):
+            load_config(*args)
+    assert load_config(None, ["fleet.device_name=drone-7 ü"]).fleet.device_name == "drone-7 ü"
