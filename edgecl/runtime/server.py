@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -52,6 +53,40 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+"""A host name as RFC 1123 writes one (labels of letters, digits and inner hyphens)."""
+
+
+def bind_host_problem(host: str) -> str | None:
+    """Why ``server.host`` cannot be bound, or None: it is neither an IP address nor a host
+    name (``127.0.0.1:8080``, a URL), or a name this device cannot resolve.
+
+    Args:
+        host: ``server.host`` (an empty value is left to the server: it binds every address).
+
+    Returns:
+        The reason, to follow ``server.host=VALUE:``.
+    """
+    text = host.strip()
+    if not text:
+        return None
+    try:
+        ipaddress.ip_address(text[1:-1] if text.startswith("[") and text.endswith("]") else text)
+        return None
+    except ValueError:
+        pass
+    if not HOST_NAME.fullmatch(text):
+        port = " (the port goes in server.port)" if re.search(r":\d+$", text) else ""
+        return f"not an IP address or a host name{port}"
+    try:
+        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        why = exc.strerror if isinstance(exc, socket.gaierror) and exc.strerror else str(exc)
+        return f"this device cannot resolve that name ({why}); give one of its addresses"
+    return None
+
+
 def resolve_token(configured: str = "") -> str:
     """The console token: ``$EDGECL_TOKEN`` when set (keeps secrets out of YAML), else config.
 
@@ -75,9 +110,13 @@ def check_bind(host: str, token: str | None, tls_cert: str = "", tls_key: str = 
         tls_key: ``server.tls_key``.
 
     Raises:
-        ConfigError: ``host`` is not a loopback address and ``token`` is empty, or the TLS
-            files are missing, not PEM, or not a certificate and its own key.
+        ConfigError: ``host`` is no address this device can bind (:func:`bind_host_problem`),
+            or not a loopback address while ``token`` is empty, or the TLS files are missing,
+            not PEM, or not a certificate and its own key.
     """
+    problem = bind_host_problem(host)
+    if problem is not None:  # before: started, then "HTTP server not started" every 30 s
+        raise ConfigError(f"server.host={host}: {problem}")
     token = (token or "").strip()
     if not is_loopback(host) and not token:
         raise ConfigError(f"server.host={host} is reachable from the network: set server.token "

@@ -147,7 +147,13 @@ def test_over_long_and_traversal_ids_over_real_http(fake):
         server.stop()
 
 
-def test_check_bind():
+def test_check_bind(monkeypatch):
+    import socket
+
+    resolve = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: (
+        [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.168.1.7", 0))]
+        if host == "robot.local" else resolve(host, *a, **k)))
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         check_bind(host, "")
         assert is_loopback(host)
@@ -157,6 +163,19 @@ def test_check_bind():
         with pytest.raises(ConfigError):
             check_bind(host, "   ")
         check_bind(host, "tok")
+
+
+def test_a_host_no_device_can_bind_is_refused_before_the_start():
+    """Before: 'server.host: 127.0.0.1:8080' or an unknown name passed the checks; the runtime
+    ran without its console, logging "HTTP server not started ... (Name or service not known)"
+    every 30 s, and exited 0."""
+    for host, why in (("127.0.0.1:8080", "not an IP address or a host name (the port goes in "
+                                         "server.port)"),
+                      ("http://robot7", "not an IP address or a host name"),
+                      ("nosuch.invalid", "this device cannot resolve that name (")):
+        with pytest.raises(ConfigError) as caught:
+            check_bind(host, "a-token-of-twenty-chars!")
+        assert str(caught.value).startswith(f"server.host={host}: {why}")
 
 
 def test_resolve_token(monkeypatch):
