@@ -700,6 +700,11 @@ def test_describe_labelling_says_how_labels_come():
     assert "pseudo-labels" in line and "precision 0.9" in line and "pending" in line
     assert "nothing will be learnt" in describe_labelling(Config(labels=LabelsConfig(mode="off")),
                                                           True)
+    # server.port 0: before, "the console page http://127.0.0.1:0/", where nothing answers
+    any_port = Config(labels=LabelsConfig(mode="field"), state_dir="/s",
+                      server=ServerConfig(enabled=True, port=0))
+    line = describe_labelling(any_port, source_is_labelled=False)
+    assert ":0/" not in line and "on a port chosen at start: see the 'console on' line" in line
 
 
 def test_unknown_mode_is_refused():

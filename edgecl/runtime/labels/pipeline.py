@@ -739,8 +739,12 @@ def describe_labelling(cfg: Config, source_is_labelled: bool) -> str:
     answer_cli = f"'edgecl labels pending|show|answer|skip --state-dir {state}'"
     import_cli = f"'edgecl labels import --state-dir {state} FOLDER'"
     scheme = "https" if cfg.server.tls_cert.strip() else "http"
-    page = (f"the console page {scheme}://{url_host(cfg.server.host)}:{cfg.server.port}/"
-            if cfg.server.enabled else "the console page (now off: set server.enabled: true)")
+    if not cfg.server.enabled:
+        page = "the console page (now off: set server.enabled: true)"
+    elif cfg.server.port == 0:  # before: "http://127.0.0.1:0/", an address nothing answers
+        page = "the console page (on a port chosen at start: see the 'console on' line)"
+    else:
+        page = f"the console page {scheme}://{url_host(cfg.server.host)}:{cfg.server.port}/"
     if lab.mode == "off":
         return "labels.mode is off: no frame is stored or queued, so nothing will be learnt"
     if lab.mode == "ground_truth":
