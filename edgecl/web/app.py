@@ -840,3 +840,5 @@ def _add_page(app: FastAPI, route: str, page: str) -> None:
     def _page() -> Response:
         return FileResponse(path, media_type="text/html; charset=utf-8",
                             headers={"Cache-Control": "no-cache"})
+
+    app.head(route, include_in_schema=False)(_page)  # an uptime check of the page: 405 before

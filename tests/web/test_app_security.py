@@ -114,6 +114,10 @@ def test_uptime_checks_may_send_head(client, fake):
     assert client.head("/metrics").status_code == 200
     fake.health_status = "stuck"
     assert client.head("/healthz").status_code == 503
+    for page in ("/", "/label"):  # before: 405, so a check of the console page failed
+        response = client.head(page)
+        assert response.status_code == 200 and response.content == b""
+        assert response.headers["content-type"].startswith("text/html")
 
 
 def test_the_schema_builds_without_duplicate_operation_ids(client, recwarn):
