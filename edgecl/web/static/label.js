@@ -57,6 +57,7 @@
     image: null,
     boxes: [],                 // {cls, x1, y1, x2, y2, proposed, score} in original-frame pixels
     selected: -1,
+    drawnLast: null,           // the box drawn last, until named or clicked: not moved by a drag
     classes: [],
     deviceClasses: new Map(),  // id -> name, as /api/classes last gave them (renames follow)
     aliases: new Map(),        // a name the device renamed or merged -> its name now
@@ -173,6 +174,7 @@
   function setClass(name) {
     state.defaultClass = name;
     $("class-select").value = name;
+    if (state.selected >= 0) state.drawnLast = null;  // named: a drag inside it moves it now
     if (state.selected >= 0 && state.boxes[state.selected].cls !== name) {
       remember();
       state.boxes[state.selected].cls = name;
@@ -983,6 +985,7 @@
 
   function select(index) {
     state.selected = index;
+    state.drawnLast = null;  // a box clicked is selected to be moved too
     const b = state.boxes[index];
     if (b && b.cls && state.classes.includes(b.cls)) {
       state.defaultClass = b.cls;
@@ -1009,9 +1012,13 @@
     const start = {x: event.clientX, y: event.clientY};
     const b = state.selected >= 0 ? state.boxes[state.selected] : null;
     const corner = b ? grabbedCorner(b, event) : null;
+    // a box just drawn is selected to be named, not to be moved: until it is named or clicked,
+    // a drag that starts inside it draws the next box (touching objects; before, it moved the
+    // box just drawn)
+    const movable = b && b !== state.drawnLast;
     if (corner) {
       state.drag = {kind: "resize", corner, box: b, start, p, moved: false};
-    } else if (b && p.x >= b.x1 && p.x <= b.x2 && p.y >= b.y1 && p.y <= b.y2) {
+    } else if (movable && p.x >= b.x1 && p.x <= b.x2 && p.y >= b.y1 && p.y <= b.y2) {
       state.drag = {kind: "move", box: b, start, p, orig: {...b}, moved: false};
     } else {
       state.drag = {kind: "draw", start, p, box: null, moved: false};
@@ -1069,6 +1076,7 @@
         remember();
         state.boxes.push(b);
         state.selected = state.boxes.length - 1;
+        state.drawnLast = b;
         state.edited = true;
         if (!b.cls) openNewClass();
       } else {
