@@ -97,7 +97,9 @@ def test_answered_list_correct_and_withdraw(served, browser):
     options = js(browser, "return [...document.querySelectorAll('#class-select option')]"
                           ".map((o) => o.textContent)")
     assert any("car" in o for o in options) and not any("Persn" in o for o in options), options
-    assert not shown(browser, "answered") and not fetched(browser, "/api/labels/answered")
+    assert not shown(browser, "answered")
+    # the tab's count before it is opened (before: blank until the tab was clicked)
+    wait_for(lambda: text_of(browser, "#answered-count") == "(4)", what="the answered count")
     # the queue's proposals are dashed: the measure below tells them from solid boxes
     dashed = js(browser, EDGE_SHARE, 60, 200, 330, CAR)
     assert dashed < 0.8, dashed

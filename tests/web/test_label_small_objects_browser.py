@@ -215,6 +215,11 @@ def test_nothing_here_and_skip_ask_before_dropping_drawn_boxes_and_ctrl_z_undoes
     browser.find_element(By.ID, "nothing").click()  # confirmed
     wait_for(lambda: len(fake.answers) == 2, what="nothing here")
     assert fake.answers[1]["boxes"] == [] and not fake.answers[1]["skip"]
+    # before: "saved f0001: 0 box(es)"; the Answered tab's count follows each answer
+    wait_for(lambda: "saved f0001: nothing here" in browser.find_element(By.ID, "toasts").text,
+             what="toast")
+    wait_for(lambda: js(browser, "return document.getElementById('answered-count')"
+                                 ".textContent") == "(2)", what="answered count")
     wait_for(lambda: "f0002" in js(browser, "return document.getElementById('why').textContent"),
              what="third item")
     keys(browser, "s")  # nothing drawn: no question

@@ -471,10 +471,10 @@
         EC.toast(`answered ${item.id}, but the replay memory did not keep it (its insertion ` +
                  "policy declined it): no round learns it", "error");
       } else {
-        EC.toast(skip ? `skipped ${item.id}` : `saved ${item.id}: ${payload.boxes.length} box(es)` +
+        EC.toast(skip ? `skipped ${item.id}` : `saved ${item.id}: ${boxCount(payload.boxes.length)}` +
                  typoNote(result), "ok");
       }
-      if (!skip && state.tab === "answered") refreshAnswered().catch(EC.report);
+      if (!skip) refreshAnswered().catch(EC.report);  // its count shows on the tab too
     } catch (err) {
       state.answered.delete(item.id);
       if (err instanceof EC.ApiError && GONE.has(err.status)) {
@@ -1301,6 +1301,7 @@
     }
     renderPicker();
     renderMode();
+    refreshAnswered().catch(EC.report);  // the Answered tab's count, before it is opened
     // the answered list is read while it is shown, with the queue (and after each change)
     EC.every(QUEUE_PERIOD_MS, async () => {
       await refreshClasses();
