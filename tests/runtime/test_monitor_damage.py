@@ -365,3 +365,35 @@ def test_a_round_record_is_strict_json_and_reads_back_nan(tmp_path):
     back = read_round_record(path)
     assert math.isnan(back["evaluation"]["cars"].dece) and back["seconds"] is None
     assert back["evaluation"]["cars"].map50_95 == 0.5 and back["class_names"] == {0: "Fahrrad_ü"}
+
+
+@pytest.mark.parametrize("command", [["summary"], ["report", "--out", "REPORT"]])
+def test_a_rollback_the_database_missed_is_said_by_summary_and_report(tmp_path, capsys, caplog,
+                                                                      monkeypatch, command):
+    """Before: a rollback on a full card (or killed between the registry's write and the
+    database's) left the database naming the rolled-back version as serving, and summary and
+    report showed it without a word until the next round."""
+    from edgecl.runtime import promote
+    from edgecl.runtime.promote import rollback_version
+
+    state, registry = state_with_rounds(tmp_path)
+    monkeypatch.setattr(Monitor, "follow_registry", lambda self, statuses: (_ for _ in ()).throw(
+        StorageError("the disk is full")))
+    assert rollback_version(state, registry) == "v0001"
+    monkeypatch.undo()
+    caplog.clear()
+    db = state / DB_RELPATH
+    argv = ["monitor", *[str(tmp_path / a) if a == "REPORT" else a for a in command],
+            "--state-dir", str(state)]
+    with caplog.at_level(logging.WARNING):
+        code, out, _ = _cli(capsys, *argv)
+    assert code == 0
+    assert _warnings(caplog) == [
+        f"metrics database {db} names v0002 as the model serving, the model registry v0001 (a "
+        f"rollback or promotion it could not record: a full disk or a stop); the figures "
+        f"follow the database until the next 'edgecl learn' or 'edgecl run' brings it in line"]
+    caplog.clear()
+    assert promote.sync_monitor(state)  # what 'edgecl learn' and 'edgecl run' do at start
+    with caplog.at_level(logging.WARNING):
+        assert _cli(capsys, *argv)[0] == 0
+    assert _warnings(caplog) == []
