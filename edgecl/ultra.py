@@ -35,6 +35,30 @@ def telemetry_declined() -> Iterator[None]:
                 os.environ["CI"] = saved
 
 
+class _NoExportFailureLine:
+    """A logging filter dropping ultralytics' ``"<format>: export failure ..."`` record."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        """False for the Exporter's failure line."""
+        return "export failure" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def export_failure_unlogged() -> Iterator[None]:
+    """Run ultralytics' ``Exporter`` inside this block: its failure line (emoji and terminal
+    colour codes, written to a log file too) is dropped. The exception it raises then is what
+    edgecl reports, in its own one line naming the export."""
+    import logging
+
+    logger = logging.getLogger("ultralytics")
+    logger.addFilter(_NoExportFailureLine)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_NoExportFailureLine)
+
+
 def ensure_offline() -> None:
     """Make ultralytics never reach the network (call before importing it, or onnxruntime).
 

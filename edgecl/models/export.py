@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_bytes
-from edgecl.ultra import ensure_offline
+from edgecl.ultra import ensure_offline, export_failure_unlogged
 
 LOG = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def export_onnx(model, path: str | os.PathLike, *, imgsz: int, opset: int = 17,
         clone.pt_path = str(Path(tmp) / "model.pt")  # the Exporter writes beside this path
         overrides = {"format": "onnx", "imgsz": imgsz, "opset": opset, "simplify": True,
                      "dynamic": False, "batch": 1, "device": "cpu"}
-        produced = Exporter(overrides=overrides)(model=clone)
+        with export_failure_unlogged():  # the caller says why, in one line
+            produced = Exporter(overrides=overrides)(model=clone)
         proto = onnx.load(str(produced))
     for key, value in (("edgecl_version", __version__), ("edgecl_ider_folded", str(folded))):
         prop = proto.metadata_props.add()

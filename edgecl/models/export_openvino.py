@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgecl.atomic import fsync_dir, new_file_mode, temp_dir_for
 from edgecl.errors import EdgeclError, ModelLoadError
-from edgecl.ultra import ensure_offline
+from edgecl.ultra import ensure_offline, export_failure_unlogged
 
 LOG = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def export_openvino(model, dest_dir: str | os.PathLike, *, imgsz: int,
         overrides = {"format": "openvino", "imgsz": imgsz, "dynamic": False, "batch": 1,
                      "device": "cpu", "half": False, "int8": False, "nms": False}
         try:
-            with warnings.catch_warnings():  # OpenVINO's converter traces the model with it
+            with warnings.catch_warnings(), export_failure_unlogged():  # traced by the converter
                 warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated",
                                         category=FutureWarning)
                 produced = Path(Exporter(overrides=overrides)(model=clone))

@@ -86,3 +86,22 @@ def test_the_exporters_scratch_folder_is_beside_the_destination(tmp_path, monkey
         export_openvino(build_detection_model(1), tmp_path / "work" / "openvino", imgsz=64)
     assert seen[1].parent == tmp_path / "work" and seen[1].name.startswith(".edgecl-export-ov-")
     assert not any((tmp_path / "system-tmp").iterdir())
+
+
+def test_a_failed_export_leaves_no_ultralytics_failure_line(tmp_path, monkeypatch, capfd):
+    """Before: a full disk during the export wrote ultralytics' own line, with an emoji and
+    terminal colour codes, to the log ("ERROR ❌ \\x1b[34m\\x1b[1mONNX:\\x1b[0m export failure
+    ..."), above edgecl's one line saying the same."""
+    import errno
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        export_onnx(build_detection_model(1), tmp_path / "model.onnx", imgsz=64)
+    out, err = capfd.readouterr()
+    assert "export failure" not in out + err and "\x1b[" not in out + err
+    import logging
+
+    assert not logging.getLogger("ultralytics").filters  # only for the export's time
