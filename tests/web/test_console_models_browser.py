@@ -42,6 +42,7 @@ def test_engine_column_shows_the_serving_engine_and_the_int8_gate(served, browse
               what="model rows")
     heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "table.models thead th")]
     assert heads[:4] == ["VERSION", "STATUS", "ENGINE", "GATE VERDICT"]  # CSS upper-cases them
+    assert heads[-1] == "ACTION"  # before: a column with no name, a phone's card an unnamed row
     assert all(len(tr.find_elements(By.TAG_NAME, "td")) == len(heads)
                for tr in browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]"))
 
