@@ -316,3 +316,17 @@ def test_the_queue_shows_each_frames_file_name_and_capture_time(served, browser)
     assert entry.get_attribute("title").endswith(" · 2026-05-28 20:26 UTC")
     assert js(browser, "return arguments[0].scrollWidth > arguments[0].clientWidth", entry)  # cut
     assert js(browser, "return arguments[0].getBoundingClientRect().height", entry) < 30
+
+
+def test_after_a_frame_chosen_lower_down_the_highest_priority_comes_next(served, browser):
+    """Before: answering the third frame of the queue opened the one below it (f0001, priority
+    0.7), not the highest-priority frame (f0000, 0.9)."""
+    base, fake = served
+    open_label(browser, base)
+    browser.find_element(By.CSS_SELECTOR, "#queue li[data-id='f0002']").click()
+    wait_for(lambda: "f0002" in js(browser, "return document.getElementById('why').textContent"),
+             what="the chosen frame")
+    keys(browser, "s")  # nothing drawn: skipped at once
+    wait_for(lambda: len(fake.answers) == 1, what="skip")
+    wait_for(lambda: "f0000" in js(browser, "return document.getElementById('why').textContent"),
+             what="the highest-priority frame")

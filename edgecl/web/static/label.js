@@ -460,7 +460,7 @@
     const index = state.queue.findIndex((q) => q.id === item.id);
     state.queue = state.queue.filter((q) => q.id !== item.id);
     state.drafts.delete(item.id);
-    const next = nextItem(index);
+    const next = nextItem(0);  // the highest priority again, after a frame chosen lower down
     if (next) openItem(next);
     else showEmpty();
     renderQueue();
