@@ -144,7 +144,6 @@ def yaml_problem(exc: BaseException) -> str:
     return ": " + (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-
 def is_disk_full(exc: BaseException) -> bool:
     """True when ``exc`` is an OSError saying the disk (or the quota) is full.
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecl.config import Config
-from edgecl.errors import EdgeclError
 from edgecl.continual.round_state import learner_dir
+from edgecl.errors import EdgeclError
 from edgecl.fleet.weights import ArchitectureMismatch, arch_label, head_problem, non_finite_key
 
 log = logging.getLogger(__name__)
