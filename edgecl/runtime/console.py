@@ -46,6 +46,23 @@ def _most_forgotten(names: list, values: list[list], limit: int) -> list[int]:
     return most_forgotten(names, list(forgetting(matrix)), limit)
 
 
+def unmeasured_classes(known: list[dict], measured) -> list[str]:
+    """The device's classes that no round has measured yet (no held-out sample shows them), so
+    that the Forgetting page says why they are missing from its matrix and curves.
+
+    Args:
+        known: the class registry's rows (:meth:`edgecl.models.classes.ClassRegistry.list`);
+            a merged class is left out (it is measured as the class it now is).
+        measured: the class names the metrics database holds AP of (any round).
+
+    Returns:
+        Names, by id; compared case aside, as the registry compares them.
+    """
+    seen = {str(name).casefold() for name in measured}
+    return [str(row["name"]) for row in known
+            if not row.get("merged_into") and str(row["name"]).casefold() not in seen]
+
+
 def bounded_forgetting(matrix: dict, per_class_ap: dict[str, list],
                        limit: int = CONSOLE_COLUMNS) -> tuple[dict, dict[str, list]]:
     """The Forgetting page's matrix and per-class curves cut to ``limit`` columns each.
@@ -318,17 +335,18 @@ def build_console_hooks(runtime):
 
     def forgetting() -> dict:
         monitor = runtime.monitor
+        curves = monitor.per_class_ap_over_rounds(last=CONSOLE_ROUNDS)
         matrix, per_class_ap = bounded_forgetting(
-            monitor.accuracy_matrix(last=CONSOLE_ROUNDS),
-            monitor.per_class_ap_over_rounds(last=CONSOLE_ROUNDS))
+            monitor.accuracy_matrix(last=CONSOLE_ROUNDS), curves)
         return {"matrix": matrix, "per_class_ap": per_class_ap,
+                "unmeasured": unmeasured_classes(runtime.classes.list(), curves),
                 "reliability": monitor.reliability(runtime.registry.current())}
 
     # INVARIANT: the heaviest reads are cached briefly, so a busy console or scraper costs the
     # 2-core device a bounded share of CPU instead of one database walk per request
     metrics = TimedCache(exporter.render, ttl_s=1.0, default=b"")
     empty = {"matrix": {"rows": [], "columns": [], "values": []}, "per_class_ap": {},
-             "reliability": {"bins": [], "protocol": {}}}
+             "unmeasured": [], "reliability": {"bins": [], "protocol": {}}}
     forgetting_cached = TimedCache(forgetting, ttl_s=2.0, default=empty)
     # the queue (one file per item) and the class list (a memory walk) are read by every open
     # Label page and any client that loops on them: at most once a second, fresh after an answer

@@ -19,3 +19,15 @@ def test_the_forgetting_page_shows_the_most_forgotten_columns_only():
     assert list(curves) == ["a", "c", "e"]
     whole, _ = bounded_forgetting(matrix, per_class, limit=5)
     assert whole["columns"] == cols and whole["values"] == values
+
+
+def test_classes_no_round_measured_are_named():
+    """Before: a class taught on the device but shown by no held-out frame was simply absent
+    from the Forgetting page. Compared case aside; a merged class is measured as its target."""
+    from edgecl.runtime.console import unmeasured_classes
+
+    known = [{"id": 0, "name": "car"}, {"id": 1, "name": "Person"}, {"id": 2, "name": "bicycle"},
+             {"id": 3, "name": "persn", "merged_into": "Person"}, {"id": 4, "name": "boat"}]
+    assert unmeasured_classes(known, ["car", "person"]) == ["bicycle", "boat"]
+    assert unmeasured_classes(known, []) == ["car", "Person", "bicycle", "boat"]
+    assert unmeasured_classes([], ["car"]) == []

@@ -68,6 +68,7 @@ class FakeConsole:
         self.detections_held_out = True
         """False: the current version detected nothing on its held-out images (every
         reliability bin empty, as the monitor reports such a version)."""
+        self.unmeasured: list[str] = []  # classes no round measured (Forgetting page note)
         self.merged_names: list[str] = []  # classes merged into the first (classes merge)
         self.decline_answers = False  # answers stored by no sample (the memory declined them)
         self.merges: dict[str, str] = {}  # a class of class_names -> the class it was merged into
@@ -373,7 +374,7 @@ class FakeConsole:
 
         matrix, per_class = bounded_forgetting({"rows": rows, "columns": cols, "values": values,
                                                 "kind": "classes"}, per_class)
-        return {"matrix": matrix, "per_class_ap": per_class,
+        return {"matrix": matrix, "per_class_ap": per_class, "unmeasured": list(self.unmeasured),
                 "reliability": {"bins": bins, "protocol": {"version": "v0002", "dece": 0.052,
                                                            "iou": 0.5, "bins": 10,
                                                            "min_conf": 0.3, "samples": 512}}}

@@ -167,6 +167,15 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
     assert height > 150, height
     screenshot(browser, "forgetting-300-classes")
     fake.class_names = names
+    # classes no round measured: before, they were missing from the page without a word
+    fake.unmeasured = ["bicycle", "other vehicle"] + [f"c{k}" for k in range(10)]
+    browser.get(base + "/forgetting")
+    wait_for(lambda: "Not measured yet" in text_of(browser, "#heatmap-window"), what="unmeasured")
+    assert text_of(browser, "#heatmap-window").replace("\u2068", "").replace("\u2069", "") == (
+        "Not measured yet: bicycle, other vehicle, c0, c1, c2, c3, c4, c5, c6, c7 and 2 more (no "
+        "held-out frame shows them: a share of the labelled frames is kept aside to measure each "
+        "class; label a few more).")
+    fake.unmeasured = []
 
     # API: the offline route list
     browser.get(base + "/api-docs")

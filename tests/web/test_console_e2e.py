@@ -191,6 +191,8 @@ def drive_browser(runtime, browser, registry, first, second, seen):
     classes = wait_for(lambda: [c for c in get(base, "/api/classes")
                                 if c["name"] == "cars" and c["samples"] == 1], what="cars stored")
     seen["cars_id"] = classes[0]["id"]
+    # the Forgetting page names a class no round measured (before: absent without a word)
+    wait_for(lambda: "cars" in get(base, "/api/forgetting")["unmeasured"], what="cars unmeasured")
     # before: the answer made a class 'cars' beside 'car' and nothing pointed it out
     said = wait_for(lambda: [t for t in (text_of(browser, "#toasts") or "").split("\n")
                              if "is close to" in t], what="the typo pointed out")

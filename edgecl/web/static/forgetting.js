@@ -8,6 +8,7 @@
   const COLUMN_CHARS = 18;  // longer class or task names are cut ("…"); the full name is the tooltip
   const ROW_CHARS = 10;
   const TICK_CHARS = 10;
+  const MAX_UNMEASURED = 10;  // class names listed as not measured yet; the rest are counted
 
   function empty(text) {
     return EC.el("p", {class: "muted small", text});
@@ -158,8 +159,14 @@
     const notes = [];
     if (matrix.rows_total > shown) notes.push(`the newest ${shown} of ${matrix.rows_total} rounds`);
     if (matrix.columns_total > cols) notes.push(`the ${cols} most forgotten of ${matrix.columns_total} ${what}`);
-    $("heatmap-window").textContent = notes.length
-      ? `Shown: ${notes.join("; ")}; edgecl monitor report writes them all to CSV.` : "";
+    const unmeasured = matrix.kind === "tasks" ? [] : (data.unmeasured || []);
+    const listed = unmeasured.slice(0, MAX_UNMEASURED).map(EC.isolate).join(", ") +
+      (unmeasured.length > MAX_UNMEASURED ? ` and ${unmeasured.length - MAX_UNMEASURED} more` : "");
+    $("heatmap-window").textContent = [
+      notes.length ? `Shown: ${notes.join("; ")}; edgecl monitor report writes them all to CSV.` : "",
+      unmeasured.length ? `Not measured yet: ${listed} (no held-out frame shows them: a share ` +
+        "of the labelled frames is kept aside to measure each class; label a few more)." : "",
+    ].filter(Boolean).join(" ");
     const [chart, legend] = lines(data.per_class_ap, matrix.rows || []);
     const curves = Object.keys(data.per_class_ap || {}).length;
     if (matrix.per_class_total > curves) {
