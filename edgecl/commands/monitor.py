@@ -50,7 +50,8 @@ def report_command(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     require_state_dir(cfg)
     state_dir = cfg.state_dir
-    _open_monitor(state_dir)  # warns about rounds the database lacks
+    monitor = _open_monitor(state_dir)  # warns about rounds the database lacks
+    _say_if_serving_elsewhere(state_dir, monitor, monitor.summary().get("model_version"))
     print(write_monitor_report(state_dir, args.out))
     return 0
 
@@ -70,7 +71,9 @@ def summary_command(args: argparse.Namespace) -> int:
     """
     cfg = config_from_args(args)
     require_state_dir(cfg)
-    summary = _open_monitor(cfg.state_dir).summary()
+    monitor = _open_monitor(cfg.state_dir)
+    summary = monitor.summary()
+    _say_if_serving_elsewhere(cfg.state_dir, monitor, summary.get("model_version"))
     if args.json:
         print_json_line(summary)
         return 0
@@ -119,31 +122,27 @@ def _open_monitor(state_dir):
         log.warning("metrics database %s lacks the rounds of %d model version%s (%s): %s",
                     monitor.db_path, len(missing), "" if len(missing) == 1 else "s", shown,
                     REBUILD_ADVICE)
-    behind = _serving_elsewhere(state_dir, monitor)
-    if behind is not None:
-        log.warning("metrics database %s names %s as the model serving, the model registry %s "
-                    "(a rollback or promotion it could not record: a full disk or a stop); "
-                    "the figures follow the database until the next 'edgecl learn' or "
-                    "'edgecl run' brings it in line", monitor.db_path, *behind)
     return monitor
 
 
-def _serving_elsewhere(state_dir, monitor) -> tuple[str, str] | None:
-    """``(database's version, registry's version)`` where the metrics database's latest
-    promoted version is not the registry's current one while it holds that one's round (the
-    database missed a rollback or a promotion), else None. The ``current`` link is read as
-    it is: opening the registry would repair the state directory."""
+def _say_if_serving_elsewhere(state_dir, monitor, named: str | None) -> None:
+    """Warn when ``named``, the version the metrics database's summary names as serving, is
+    not the registry's current one while the database holds that one's round (it missed a
+    rollback or a promotion). The ``current`` link is read as it is: opening the registry
+    would repair the state directory."""
     import os
     from pathlib import Path
 
     try:
         current = os.readlink(Path(state_dir) / "models" / "current")
     except OSError:
-        return None
-    if current not in monitor.recorded_versions():
-        return None  # a version added by hand, or one whose round the database lacks
-    named = monitor.summary().get("model_version")
-    return (named, current) if named and named != current else None
+        return
+    if not named or named == current or current not in monitor.recorded_versions():
+        return  # in line; or a version added by hand, or one whose round the database lacks
+    log.warning("metrics database %s names %s as the model serving, the model registry %s "
+                "(a rollback or promotion it could not record: a full disk or a stop); the "
+                "figures follow the database until the next 'edgecl learn' or 'edgecl run' "
+                "brings it in line", monitor.db_path, named, current)
 
 
 def _text(value) -> str:

@@ -56,11 +56,13 @@ def unmeasured_classes(known: list[dict], measured) -> list[str]:
         measured: the class names the metrics database holds AP of (any round).
 
     Returns:
-        Names, by id; compared case aside, as the registry compares them.
+        Names, by id; compared as the registry compares them (:func:`same_name_key`).
     """
-    seen = {str(name).casefold() for name in measured}
+    from edgecl.data.class_names import same_name_key
+
+    seen = {same_name_key(name) for name in measured}
     return [str(row["name"]) for row in known
-            if not row.get("merged_into") and str(row["name"]).casefold() not in seen]
+            if not row.get("merged_into") and same_name_key(row["name"]) not in seen]
 
 
 def bounded_forgetting(matrix: dict, per_class_ap: dict[str, list],
