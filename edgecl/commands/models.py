@@ -59,15 +59,18 @@ def add_parser(sub) -> None:
     prune.set_defaults(func=prune_command)
 
 
-def _registry(args, create: bool = False):
-    """The state directory's registry; only ``models add`` (``create``) may start a new one (a
-    typo in --state-dir must not leave an empty state directory behind)."""
+def _registry(args, create: bool = False, writes: bool = False):
+    """The state directory's registry; only ``models add`` (``create``) may start a new state
+    directory (a typo in --state-dir must not leave an empty one behind). A command that
+    ``writes`` (prune, rollback) may make the registry in an existing state directory; any
+    other reads a state directory with no registry yet as one with no version, and writes
+    nothing there (not even the registry's lock file)."""
     from edgecl.models.registry import Registry
 
     cfg = config_from_args(args)
     if not create:
         require_state_dir(cfg)
-    return Registry(Path(cfg.state_dir) / "models")
+    return Registry(Path(cfg.state_dir) / "models", create=create or writes)
 
 
 def _options(args):
@@ -313,7 +316,7 @@ def promote_command(args: argparse.Namespace) -> int:
 
 def rollback_command(args: argparse.Namespace) -> int:
     """Roll back to the previous promoted version."""
-    version = rollback_version(config_from_args(args).state_dir, _registry(args))
+    version = rollback_version(config_from_args(args).state_dir, _registry(args, writes=True))
     print(f"rolled back to {version}")
     return 0
 
@@ -371,7 +374,7 @@ def _verify_note(problem: str, essential: set[str]) -> str:
 def prune_command(args: argparse.Namespace) -> int:
     """Apply the registry's retention rule and bound the engine cache."""
     cfg = config_from_args(args)
-    result = _registry(args).prune(cfg.export.keep_promoted, cfg.export.keep_rejected,
+    result = _registry(args, writes=True).prune(cfg.export.keep_promoted, cfg.export.keep_rejected,
                                    engine_cache_entries=cfg.export.engine_cache_entries)
     if args.json:
         print_json_line(result)

@@ -237,11 +237,15 @@ class Registry:
     left half-written by a kill (see the module docstring).
 
     Args:
-        root: the ``STATE/models`` directory (created if missing).
+        root: the ``STATE/models`` directory.
+        create: create ``root`` when missing. A reader (``edgecl models list``) passes False: a
+            registry not yet made then reads as one with no version, and nothing is written.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, create: bool = True):
         self.root = Path(root)
+        if not create and not (self.root.is_dir() or self.root.is_symlink()):
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -275,6 +279,8 @@ class Registry:
 
     def versions(self) -> list[str]:
         """Return all version names in ascending order (symlinked ones included; they fail verify)."""
+        if not self.root.is_dir():
+            return []
         found = [p.name for p in self.root.iterdir() if VERSION_RE.match(p.name)
                  and (p.is_dir() or p.is_symlink())]
         return sorted(found, key=lambda v: int(v[1:]))

@@ -250,6 +250,21 @@ def test_reading_a_missing_state_dir_creates_nothing(tmp_path, run_edgecl):
     assert not missing.exists()
 
 
+def test_reading_a_state_dir_with_no_registry_yet_writes_nothing(tmp_path, run_edgecl):
+    """A device that has only imported labels has no STATE/models yet: `models list` and
+    `models verify` read it as a registry with no version (before, both created
+    STATE/models/.lock)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    code, out, _ = run_edgecl(["models", "list", "--state-dir", str(state)])
+    assert code == 0 and out.startswith("no trained versions yet")
+    code, out, _ = run_edgecl(["models", "list", "--json", "--state-dir", str(state)])
+    assert code == 0 and json.loads(out) == []
+    code, _, err = run_edgecl(["models", "verify", "--state-dir", str(state)])
+    assert code == 2 and err.strip() == "error: no current model version to verify; name one"
+    assert list(state.iterdir()) == []
+
+
 def test_a_refused_first_model_leaves_no_state_dir(tmp_path, run_edgecl):
     """`models add` of a missing or unusable file into a new state directory: refused, and the
     directory it would have started is not left behind (a later `models list` said 'no model

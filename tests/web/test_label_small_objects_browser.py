@@ -254,6 +254,24 @@ def test_class_tags_hide_with_t_and_handles_fit_a_small_box(served, browser):
     assert js(browser, PIXEL, *corner) == [31, 119, 180]
 
 
+def test_the_tag_of_a_box_at_the_frames_right_edge_is_whole(served, browser):
+    """Before: the tag of a box touching the right edge started at the box's left edge and ran
+    past the frame, its class name cut to a letter or two. Now it ends at the frame's edge."""
+    base, fake = served
+    open_label(browser, base)
+    drag(browser, (630, 300), (639, 315))
+    scale = js(browser, "return document.getElementById('canvas').getBoundingClientRect()"
+                        ".width / 640")
+    tag_top_row = 300 - 17 / scale
+    tag_width = js(browser, "const ctx = document.getElementById('canvas').getContext('2d');"
+                            "ctx.font = '600 13px system-ui, sans-serif';"
+                            "return ctx.measureText(EC.isolate('person')).width + 8") / scale
+    assert tag_width > 20  # the tag reaches well left of the box
+    for x in (640 - tag_width + 1, 625, 639.5):
+        assert js(browser, PIXEL, x, tag_top_row) == [31, 119, 180], x  # person: colour 0
+    assert js(browser, PIXEL, 640 - tag_width - 2, tag_top_row) != [31, 119, 180]
+
+
 def test_a_box_outline_never_runs_over_another_boxs_tag(served, browser):
     """Before: each box drew its outline and then its tag, so a box drawn later ran its outline
     straight through an earlier box's tag (a crowd's tags cut into pieces). Now every outline is

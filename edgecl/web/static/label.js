@@ -891,13 +891,17 @@
       if (state.tags) {
         ctx.font = "600 13px system-ui, sans-serif";
         const score = b.proposed && b.score !== undefined ? ` ${b.score.toFixed(2)}` : "";
-        const text = fitLabel(ctx, b.cls || "?", score, Math.max(w, canvas.clientWidth / 2));
+        const frameW = state.image.naturalWidth * s;
+        const text = fitLabel(ctx, b.cls || "?", score, Math.min(frameW, Math.max(w, frameW / 2)));
         const tw = ctx.measureText(text).width + 8;
         const ty = y >= 18 ? y - 18 : y;
+        // a box at the frame's right edge (an object leaving the frame) keeps its whole tag:
+        // the tag ends at the edge instead of running past it
+        const tx = Math.max(0, Math.min(x - (selected ? 1.5 : 1), frameW - tw));
         ctx.fillStyle = color;
-        ctx.fillRect(x - (selected ? 1.5 : 1), ty, tw, 18);
+        ctx.fillRect(tx, ty, tw, 18);
         ctx.fillStyle = EC.inkOn(color);
-        ctx.fillText(text, x + 3, ty + 13);
+        ctx.fillText(text, tx + 4, ty + 13);
       }
       if (selected) {
         const side = handleSize(b);
