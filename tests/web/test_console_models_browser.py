@@ -115,3 +115,31 @@ def test_a_pruned_version_offers_no_promote(served, browser):
     assert "files deleted" in browser.find_element(
         By.CSS_SELECTOR, f"#models tr[data-version='{pruned}']").text
     assert severe_console_entries(browser) == []
+
+
+def test_the_models_table_fits_a_laptop_and_a_tablet_without_scrolling_sideways(
+        served, browser, tmp_path, monkeypatch):
+    """Before: from 601 to about 1100 px the table was wider than its card (1051 px in 958 at a
+    1024 px window): its Action column, the Promote buttons, was out of sight until the table
+    was scrolled sideways. Now it fits (narrower AP bars, engine names wrap) down to 901 px, and
+    below that each version is a card, as on a phone."""
+    from edgecl.runtime.console import model_rows
+
+    base, fake = served
+    monkeypatch.setattr("edgecl.models.registry._runnable_here", lambda name: True)
+    rows = model_rows(build_engine_registry(tmp_path / "state" / "models"))
+    with fake.lock:
+        fake.versions = rows
+    for width in (1280, 1181, 1024, 901, 800, 700):
+        browser.set_window_size(width, 900)
+        browser.get(base + "/models")
+        wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models button.promote")) == 5,
+                 what="promote buttons")
+        table_w, room, page_w, inner_w, right = browser.execute_script("""
+            const t = document.querySelector('table.models');
+            const buttons = [...document.querySelectorAll('#models button.promote')];
+            return [t.scrollWidth, t.parentElement.clientWidth,
+                    document.documentElement.scrollWidth, window.innerWidth,
+                    Math.max(...buttons.map((b) => b.getBoundingClientRect().right))];""")
+        assert table_w <= room and page_w <= inner_w, (width, table_w, room)
+        assert right <= inner_w, (width, right)

@@ -348,3 +348,24 @@ def test_after_a_frame_chosen_lower_down_the_highest_priority_comes_next(served,
     wait_for(lambda: len(fake.answers) == 1, what="skip")
     wait_for(lambda: "f0000" in js(browser, "return document.getElementById('why').textContent"),
              what="the highest-priority frame")
+
+
+def test_naming_a_new_class_keeps_the_toolbar_on_one_row(served, browser):
+    """Before: at 1280 px the new-class box opened beside the picker, the toolbar wrapped onto a
+    second row and the frame jumped down 40 px while the name was typed. Now the box takes the
+    picker's place; the picker is back once the name is given."""
+    base, fake = served
+    open_label(browser, base)
+    frame_top = "return document.getElementById('canvas').getBoundingClientRect().top"
+    top = js(browser, frame_top)
+    keys(browser, "c")
+    box = browser.find_element(By.ID, "new-class")
+    wait_for(box.is_displayed, what="new class input")
+    box.send_keys("forklift")
+    assert js(browser, frame_top) == top
+    assert not browser.find_element(By.ID, "class-select").is_displayed()
+    box.send_keys(Keys.ENTER)
+    select = browser.find_element(By.ID, "class-select")
+    wait_for(select.is_displayed, what="class picker back")
+    assert not box.is_displayed() and js(browser, frame_top) == top
+    assert "forklift" in select.text

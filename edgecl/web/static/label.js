@@ -197,6 +197,7 @@
   function openNewClass() {
     const input = $("new-class");
     $("class-select").value = NEW_CLASS;
+    $("toolbar").classList.add("naming");
     input.hidden = false;
     input.value = "";
     input.focus();
@@ -224,6 +225,7 @@
       renderPicker();
     }
     input.hidden = true;
+    $("toolbar").classList.remove("naming");
     input.blur();
     if (accept) setClass(name);
     else $("class-select").value = state.defaultClass || NEW_CLASS;
