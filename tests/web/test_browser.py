@@ -447,3 +447,20 @@ def test_live_labels_are_text_over_their_frame_in_any_script(served, browser):
         assert js(browser, LAYOUT_FAULTS) == [] and js(browser, "return window.__alerts") == []
         debug_screenshot(browser, f"live-labels-{width}")
     assert severe_console_entries(browser) == []
+
+
+def test_a_long_toast_stays_long_enough_to_be_read(served, browser):
+    """Before: every toast but an error's went after 3.5 s, a save's 170-character warning that
+    a new class is one slip from a known one too. Now a toast stays about 65 ms a character,
+    3.5 s at least (8 s for an error) and 20 s at most."""
+    base, _ = served
+    open_page(browser, base, "live")
+    typo = ("saved f0003: 1 box(es); new class \u2068cars\u2069 is close to \u2068car\u2069: if one "
+            "is a typo, merge it into the other (edgecl classes merge on the device)")
+    assert js(browser, "return [EC.toastMs('saved f0001: 2 box(es)', 'ok'),"
+                       "EC.toastMs('x', 'error'), EC.toastMs(arguments[0], 'ok'),"
+                       "EC.toastMs('x'.repeat(1000), 'ok')]", typo) == [3500, 8000,
+                                                                       1500 + len(typo) * 65, 20000]
+    js(browser, "EC.toast('short one', 'ok'); EC.toast(arguments[0], 'ok')", typo)
+    time.sleep(4.0)
+    assert text_of(browser, "#toasts") == typo

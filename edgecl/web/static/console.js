@@ -191,6 +191,14 @@ const EC = (() => {
   /** Toasts shown at once: a quick run of answers does not pile them up over the page. */
   const MAX_TOASTS = 3;
 
+  /** How long a toast stays, in ms: 3.5 s (8 s for an error), longer for a long message at
+   *  about 15 characters a second (a save's warning that a new class is one slip from a known
+   *  one was gone before it could be read), at most 20 s. */
+  function toastMs(message, kind) {
+    const least = kind === "error" ? 8000 : 3500;
+    return Math.min(20000, Math.max(least, 1500 + String(message).length * 65));
+  }
+
   function toast(message, kind) {
     let box = document.getElementById("toasts");
     if (!box) {
@@ -200,7 +208,7 @@ const EC = (() => {
     const item = el("div", {class: "toast " + (kind || "info"), text: message});
     box.append(item);
     while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();  // oldest first
-    setTimeout(() => item.remove(), kind === "error" ? 8000 : 3500);
+    setTimeout(() => item.remove(), toastMs(message, kind));
   }
 
   /** A modal confirmation; resolves true when the operator confirms. */
@@ -332,6 +340,6 @@ const EC = (() => {
 
   document.addEventListener("DOMContentLoaded", markNav);
   document.addEventListener("DOMContentLoaded", trackNavHeight);
-  return {ApiError, el, svg, api, getJSON, postJSON, imageURL, toast, confirmDialog, every,
+  return {ApiError, el, svg, api, getJSON, postJSON, imageURL, toast, toastMs, confirmDialog, every,
           report, fmt, heat, classColor, PALETTE, inkOn, isolate, clip};
 })();
