@@ -17,6 +17,7 @@ import sys
 
 from edgecl import __version__
 from edgecl.errors import EdgeclError, describe_os_error
+from edgecl.logs import basic_config, one_line
 from edgecl.stop_signals import SigtermExit
 
 # INVARIANT: each name is a module in edgecl.commands exposing add_parser(subparsers).
@@ -97,12 +98,6 @@ PATH_OPTIONS = ("config", "state_dir", "model", "out", "save_video", "cache_dir"
                 "boxes", "data", "initial_model")
 """Options that name a file or folder: a leading ``~`` is the home folder, as a shell makes it of
 ``--out ~/x`` but not of ``--out=~/x`` (which made a folder named ``~``)."""
-
-
-def one_line(message: str) -> str:
-    """``message`` on one line: a line break inside it (a file name with a newline in it, a
-    value typed with one) is shown as ``\\n``, so an error stays one line a script can read."""
-    return message.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
 
 
 class UsageExit(SystemExit):
@@ -312,9 +307,8 @@ def _main(argv: list[str] | None) -> int:
         if any(len(a) > 2 and "--json".startswith(a) for a in args_list):
             print(json.dumps({"error": exc.message}), flush=True)
         raise
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    basic_config(getattr(logging, str(args.log_level).upper(), logging.INFO),
+                 "%(asctime)s %(levelname)s %(name)s: %(message)s", sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -18,6 +18,7 @@ from edgecl.commands.common import (add_config_args, config_from_args, memory_gi
                                     with_device_memory)
 from edgecl.commands.labels_import import add_import_parser
 from edgecl.errors import LabelError
+from edgecl.logs import one_line
 
 MAX_ANSWER_BYTES = 2 * 2**20
 """Largest boxes file read (as the runtime's server bounds a request body)."""
@@ -142,9 +143,9 @@ def _describe(item: dict) -> str:
     now = item.get("priority_now")
     aged = f" (now {now:.2f}: waiting ages it)" if now is not None and round(now, 2) != round(
         item["priority"], 2) else ""
-    return (f"{item['id']}  priority {item['priority']:.2f}{aged} ({reasons})  {item['width']}x"
-            f"{item['height']}  [{boxes}]  frame {item['frame_id']}"
-            + (f" ({item['name']})" if item.get("name") else "") + f" from {item['source']}")
+    return one_line(f"{item['id']}  priority {item['priority']:.2f}{aged} ({reasons})  "
+                    f"{item['width']}x{item['height']}  [{boxes}]  frame {item['frame_id']}"
+                    + (f" ({item['name']})" if item.get("name") else "") + f" from {item['source']}")
 
 
 def pending_command(args: argparse.Namespace) -> int:
@@ -301,8 +302,8 @@ def answered_command(args: argparse.Namespace) -> int:
         fixed = f", corrected {a['corrected']}x" if a["corrected"] else ""
         frame = f"  {a['name']}" if a.get("name") else (
             f"  frame {a['frame_id']}" if a.get("frame_id") is not None else "")
-        print(f"{a['id']}{frame}  sample {a['sample']}"
-              f"{' (held out)' if a['held_out'] else ''}{fixed}  [{boxes or 'nothing to label'}]")
+        print(one_line(f"{a['id']}{frame}  sample {a['sample']}"
+                       f"{' (held out)' if a['held_out'] else ''}{fixed}  [{boxes or 'nothing to label'}]"))
     return 0
 
 

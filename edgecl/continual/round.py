@@ -955,10 +955,11 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
         after.learnt_tasks = list(dict.fromkeys(state.learnt_tasks
                                                 + [r.task for r in ctx.new_records]))
         after.last_sample_id = max(r.id for r in ctx.new_records)
+    baseline = start_baseline(ctx, parent, parent_names)
     recorded = dict(round_no=round_no, status=status, reason=verdict.reason,
                     seconds=round(time.monotonic() - started_mono_s, 1), evaluation=candidate,
                     columns=state.task_order, class_names=names, calibration=cal_report,
-                    baseline=start_baseline(ctx, parent, parent_names))
+                    baseline=baseline)
     with clock("stage"):
         manifest = _manifest(ctx, names, ft, verdict, candidate, export_meta, reason, replay_ids)
         with storage_faults(f"round {round_no}: cannot write the round's record", ctx.work):
@@ -977,12 +978,15 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
                 files[CALIBRATOR_FILE] = calibrator.save(ctx.work / CALIBRATOR_FILE)
                 manifest["calibration"] = calibration_manifest(cal_report)
         version = ctx.registry.stage(files, manifest, status=status.value, link=True)
+    # the round's time up to its version, the same in the metrics database (monitor report)
+    # and in the result (edgecl learn --json): before, the database's was taken before the
+    # parent's baseline and the staging, 5 s short of the other in a 70 s round
+    recorded["seconds"] = round(time.monotonic() - started_mono_s, 1)
     cl, unsaved = _after_staging(ctx, version, manifest, recorded, record, after,
                                  (model, names) if verdict.accepted else None)
     log.info("round %d -> %s %s: %s", round_no, version, status.value, verdict.reason)
     return RoundResult(status, reason=verdict.reason, round=round_no, version=version,
-                       trigger=reason, started_s=started_s,
-                       seconds=round(time.monotonic() - started_mono_s, 1),
+                       trigger=reason, started_s=started_s, seconds=recorded["seconds"],
                        acc=cl.get("acc"), bwt=cl.get("bwt"),
                        per_task={t: _finite(v) for t, v in cand_map.items()},
                        classes=sorted(names), steps=ft.steps, train_s=round(ft.seconds, 1),

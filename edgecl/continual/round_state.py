@@ -65,7 +65,8 @@ class RoundResult:
         version: registry version staged or rejected (``None`` when none was made).
         trigger: what started the round.
         started_s: wall-clock start, seconds since the epoch.
-        seconds: wall-clock duration.
+        seconds: wall-clock duration up to the staged version (what the metrics database
+            records for the round).
         acc: mean held-out mAP50-95 over the matrix columns after this round (``None``: unknown).
         bwt: backward transfer after this round.
         per_task: matrix column (task, or class name when frames carry no task) -> mAP50-95.

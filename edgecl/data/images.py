@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +84,40 @@ def _jpeg_truncated(data: bytes) -> str | None:
             im.load()
     except (OSError, SyntaxError, ValueError, IndexError) as exc:
         return f"truncated JPEG (no end-of-image marker; {str(exc).splitlines()[0]})"
+    return None
+
+
+def _png_damage(data: bytes) -> str | None:
+    """Why a PNG byte string is damaged, or ``None``: a critical chunk (``IHDR``, ``PLTE``,
+    ``IDAT``) that fails its CRC, no chunk where one must start (zeros after a write cut short,
+    e.g. a power cut on a pre-allocated file), or image data cut short. Found here, libpng
+    would print its own "libpng error: IDAT: CRC error" lines, naming no file, before edgecl's
+    one line. Chunks after ``IEND``, and damaged ancillary chunks, are left to the decoder.
+
+    Args:
+        data: the file's bytes, starting with the PNG signature.
+
+    Returns:
+        One line saying what is wrong and at which byte, or ``None``.
+    """
+    offset = len(_PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length = int.from_bytes(data[offset:offset + 4], "big")
+        kind = data[offset + 4:offset + 8]
+        if not kind.isalpha() or length > 0x7FFFFFFF:
+            return (f"damaged PNG: no chunk at byte {offset} (zeros or garbage: a write cut "
+                    "short?)")
+        end = offset + 12 + length
+        name = kind.decode("ascii")
+        if kind == b"IEND":
+            return None
+        if end > len(data):
+            return (f"truncated PNG (its {name} chunk at byte {offset} runs past the end)"
+                    if kind in (b"IHDR", b"PLTE", b"IDAT") else None)
+        if kind[:1].isupper() and zlib.crc32(data[offset + 4:end - 4]) != int.from_bytes(
+                data[end - 4:end], "big"):
+            return f"damaged PNG: its {name} chunk at byte {offset} fails its CRC"
+        offset = end
     return None
 
 
@@ -373,6 +408,10 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
         why = _jpeg_truncated(data)
         if why:
             raise ImageError(f"{name}: {why}")
+    if data.startswith(_PNG_SIGNATURE):
+        why = _png_damage(data)
+        if why:
+            raise ImageError(f"{name}: {why}")
     opencv_may_decode = _refuse_oversized(data, name)
     suffix = Path(name).suffix.lower()
     buf = np.frombuffer(data, np.uint8)
@@ -385,15 +424,37 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
                              f"no HEIF plugin?: its size cannot be read)")
         if image is None:  # EXIF-upright, 3 channels, 16-bit kept for to_8bit
             image = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-            if image is not None and image.dtype not in (np.uint8, np.uint16):
+            if image is not None and image.dtype not in (np.uint8, np.uint16, np.int8, np.int16):
                 image = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # float and 32-bit: OpenCV's 8 bits
     if image is None:
         raise ImageError(f"{name}: {_undecodable_reason(buf)}")
+    image = signed_to_unsigned(image)
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"{name}: {_pixel_type_reason(image.dtype)}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"{name}: image has no pixels")
     return to_bgr8(image)
+
+
+def signed_to_unsigned(image: np.ndarray) -> np.ndarray:
+    """Signed 8- or 16-bit pixels (a radiometric export in signed centi-degrees) as unsigned
+    ones of the same width, in the same order: ``v + 128`` for ``int8``, ``v + 32768`` for
+    ``int16`` (the coldest -32768 becomes 0). Before, OpenCV's 8-bit reading of such a file
+    wrapped negative values around: a -1000 background read 252 and a +1000 object 3, hot and
+    cold swapped. Any other dtype is returned as it is.
+
+    Args:
+        image: a decoded array of any shape.
+
+    Returns:
+        ``uint8`` for ``int8``, ``uint16`` for ``int16`` (stretched later by :func:`to_8bit`),
+        else ``image`` itself.
+    """
+    if image.dtype == np.int8:
+        return (image.astype(np.int16) + 128).astype(np.uint8)
+    if image.dtype == np.int16:
+        return (image.astype(np.int32) + 32768).astype(np.uint16)
+    return image
 
 
 def to_bgr8(image: np.ndarray) -> np.ndarray:

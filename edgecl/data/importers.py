@@ -1271,6 +1271,23 @@ def _coco_image(json_path: Path, file_name: str) -> Path | None:
     for r in roots:
         if rel.name and path_is_file(r / rel.name):
             return r / rel.name
+    for r in roots:  # 'DJI_0001.jpg' for DJI_0001.JPG: a camera's capitals, a tool's lower case
+        for name in dict.fromkeys((rel, Path(rel.name))):
+            found = _suffix_case_twin(r / name)
+            if found is not None:
+                return found
+    return None
+
+
+def _suffix_case_twin(path: Path) -> Path | None:
+    """The image file named as ``path`` but for the case of its suffix (``a.JPG`` for
+    ``a.jpg``), or ``None``; the first in name order where several are."""
+    if not path.name or not path.suffix or not path.parent.is_dir():
+        return None
+    for candidate in sorted(path.parent.glob(glob.escape(path.stem) + ".*")):
+        if (candidate.stem == path.stem and candidate.suffix.lower() == path.suffix.lower()
+                and path_is_file(candidate)):
+            return candidate
     return None
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edgecl.config import Config
 from edgecl.fleet import wire
+from edgecl.logs import basic_config
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +287,7 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
         ConfigError: off loopback without TLS and a token (before any connection attempt).
         EdgeclError: Flower is not installed.
     """
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s %(levelname)s fleet {device_name(cfg)}: %(message)s")
+    basic_config(logging.INFO, f"%(asctime)s %(levelname)s fleet {device_name(cfg)}: %(message)s")
     from edgecl.continual.finetune import apply_low_priority
     from edgecl.fleet.server import quiet_flower_logs
 

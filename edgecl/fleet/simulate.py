@@ -30,6 +30,7 @@ from pathlib import Path
 
 from edgecl.config import Config, load_config
 from edgecl.errors import ConfigError, EdgeclError
+from edgecl.logs import basic_config
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def fill_memory(cfg: Config, taskset, tasks) -> int:
 
 
 def _server_main(cfg: Config) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s fleet server: %(message)s")
+    basic_config(logging.INFO, "%(asctime)s %(levelname)s fleet server: %(message)s")
     from edgecl.fleet.server import ServerStopped, quiet_flower_logs, run_server
     from edgecl.runtime.learner import die_with_parent
 
@@ -244,7 +245,7 @@ def _baselines_main(cfgs: list[Config], yaml_path: str, task_names: list[list[st
     Raises:
         SystemExit: code 2 after one logged line when a baseline fails on an edgecl error.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s baselines: %(message)s")
+    basic_config(logging.WARNING, "%(asctime)s %(levelname)s baselines: %(message)s")
     from edgecl.atomic import atomic_write_json
     from edgecl.continual.finetune import apply_low_priority
     from edgecl.data.tasks import load_task_source

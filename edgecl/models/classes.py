@@ -589,7 +589,7 @@ class ClassRegistry:
             NotFoundError: ``old`` is not a class.
             ConflictError: ``new`` already names another class (in any case, or with other
                 separators: ``Other_Vehicle`` for ``OtherVehicle``, which imports take for one
-                class), or ``old`` was merged into another class.
+                class; a merged class's name too), or ``old`` was merged into another class.
             LabelError: an invalid new name.
         """
         old, new = clean_name(old), clean_name(new)
@@ -611,6 +611,11 @@ class ClassRegistry:
             if clash is not None and clash.get("merged_into") == by_name[old]["id"]:
                 raise ConflictError(f"cannot rename {old!r} to {new!r}: {clash['name']!r} was "
                                     f"merged into {old!r}, and its name already means that class")
+            if clash is not None and isinstance(clash.get("merged_into"), int):
+                into = {e["id"]: e["name"] for e in entries}[_merge_target(entries, clash["id"])]
+                raise ConflictError(f"cannot rename {old!r} to {new!r}: {clash['name']!r} was "
+                                    f"merged into {into!r}, and its name means that class "
+                                    f"(pick another name)")
             if clash is not None:
                 raise ConflictError(f"cannot rename {old!r} to {new!r}: {clash['name']!r} is "
                                     f"already class {clash['id']} (to make {old!r} that class: "
@@ -640,7 +645,8 @@ class ClassRegistry:
 
         Raises:
             NotFoundError: either name is not a class.
-            ConflictError: the same class, or ``into`` was merged into ``old``.
+            ConflictError: the same class, ``into`` was merged into ``old``, or ``old`` was
+                merged into another class already.
             LabelError: an invalid name.
         """
         old, into = clean_name(old), clean_name(into)
@@ -660,6 +666,13 @@ class ClassRegistry:
                 raise ConflictError(f"cannot merge {old!r} into {into!r}: "
                                     + (same if target is source else
                                        f"{target['name']!r} was merged into it"))
+            if isinstance(source.get("merged_into"), int):
+                before = _merge_target(entries, source["id"])
+                if before != final:  # its samples became that class: a second merge would
+                    # send its name elsewhere and leave them behind
+                    was = {e["id"]: e["name"] for e in entries}[before]
+                    raise ConflictError(f"cannot merge {old!r} into {into!r}: it was merged into "
+                                        f"{was!r} already, and its name means that class")
             if source.get("merged_into") != final:
                 source["merged_into"] = final
                 self._write(entries)

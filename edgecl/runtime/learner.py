@@ -29,6 +29,7 @@ from edgecl.config import Config, LearnerConfig
 from edgecl.continual.round_state import (RoundResult, RoundStatus, learner_dir, load_state,
                                           progress_within_memory, state_path)
 from edgecl.errors import EdgeclError, storage_fault, storage_faults
+from edgecl.logs import basic_config
 from edgecl.runtime.lock import import_running
 from edgecl.stop_signals import SigtermExit, unwind_once_on_stop_signals
 
@@ -359,8 +360,7 @@ def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None,
         round_id: the supervisor's id of this round (see :attr:`RoundResult.round_id`).
         result_conn: the sending end of a ``multiprocessing`` pipe, or ``None``.
     """
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s learner: %(message)s")
+    basic_config(logging.INFO, "%(asctime)s %(levelname)s learner: %(message)s")
     # the runtime's SIGTERM (or its death) unwinds the round, removing an export's temporary
     # folder; Ctrl-C reaches the whole process group and is the runtime's to act on
     unwind_once_on_stop_signals(ignore_sigint=True)

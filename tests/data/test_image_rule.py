@@ -201,3 +201,49 @@ def test_a_truncated_tiff_gives_one_reason_and_no_opencv_lines(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert "TIFF" not in out + err
     assert cv2.utils.logging.getLogLevel() == level  # OpenCV's own level is given back
+
+
+@pytest.mark.parametrize("dtype, cold, hot, want", [
+    (np.int16, -1000, 1000, (0, 255)),  # signed centi-degrees: stretched as 16-bit counts are
+    (np.int8, -100, 100, (28, 228)),  # v + 128, as 8-bit pixels are not stretched
+])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_signed_pixels_keep_their_order(dtype, cold, hot, want, channels):
+    """Before: a signed TIFF (a radiometric export in signed centi-degrees) was read by
+    OpenCV's 8-bit path, which wraps negatives: a -1000 background read 252 and a +1000 object
+    3, hot and cold swapped without a word. Now hot is bright and cold dark."""
+    shape = (12, 16) if channels == 1 else (12, 16, 3)
+    image = np.full(shape, cold, dtype)
+    image[2:6, 4:8] = hot
+    ok, data = cv2.imencode(".tiff", image)
+    assert ok
+    bgr = decode_image_bytes(data.tobytes(), "signed.tif")
+    assert bgr.dtype == np.uint8 and bgr.shape == (12, 16, 3)
+    assert (int(bgr[0, 0, 0]), int(bgr[3, 5, 0])) == want
+
+
+def test_a_damaged_png_gives_one_reason_and_no_libpng_lines(capfd):
+    """Before: a PNG zero-padded after a write cut short (a power cut on a pre-allocated file)
+    printed two bare "libpng error: IDAT: CRC error" lines naming no file, then edgecl's
+    "does not decode as an image". Now one reason, found before libpng sees the file."""
+    image = np.zeros((48, 64), np.uint8)
+    image[10:30, 20:40] = 200
+    ok, data = cv2.imencode(".png", image)
+    data = data.tobytes()
+    idat = data.index(b"IDAT") - 4
+    padded = data[:idat + 20] + b"\0" * (len(data) - idat - 20)
+    with pytest.raises(ImageError) as err:
+        decode_image_bytes(padded, "pad.png")
+    assert str(err.value) == f"pad.png: damaged PNG: its IDAT chunk at byte {idat} fails its CRC"
+    flipped = bytearray(data)
+    flipped[idat + 10] ^= 0xFF
+    with pytest.raises(ImageError, match="its IDAT chunk at byte .* fails its CRC"):
+        decode_image_bytes(bytes(flipped), "flip.png")
+    zeros_after = data[:idat] + b"\0" * 40
+    with pytest.raises(ImageError, match=f"no chunk at byte {idat} \\(zeros"):
+        decode_image_bytes(zeros_after, "zeros.png")
+    with pytest.raises(ImageError, match="truncated PNG \\(its IDAT chunk"):
+        decode_image_bytes(data[:idat + 20], "cut.png")
+    assert capfd.readouterr().err == ""
+    assert decode_image_bytes(data, "whole.png")[20, 30].tolist() == [200, 200, 200]
+    assert decode_image_bytes(data + b"junk after IEND", "tail.png").shape == (48, 64, 3)

@@ -140,6 +140,25 @@ def test_coco_import_crowd_ignore_broken(coco):
     assert sorted(s.reason for s in skips) == ["bad annotation", "bad box", "missing image", "unreadable image"]
 
 
+def test_a_coco_file_name_differing_from_its_image_in_suffix_case_finds_it(tmp_path):
+    """Before: 'DJI_0001.jpg' in the JSON beside DJI_0001.JPG on the card (a camera writes
+    capitals, a labelling tool lower case) was 'image not found', although VOC found it."""
+    root = tmp_path / "coco"
+    _jpg(root / "images" / "DJI_0001.JPG")
+    _jpg(root / "images" / "sub" / "DJI_0002.Jpg")
+    data = {"images": [{"id": 1, "file_name": "DJI_0001.jpg"},
+                       {"id": 2, "file_name": "sub/DJI_0002.jpg"},
+                       {"id": 3, "file_name": "dji_0001.jpg"}],  # the stem's case differs
+            "categories": [{"id": 1, "name": "car"}],
+            "annotations": [{"id": k, "image_id": k, "category_id": 1, "bbox": [1, 1, 5, 5]}
+                            for k in (1, 2, 3)]}
+    (root / "annotations.json").write_text(json.dumps(data))
+    items, skips = _collect(root)
+    assert sorted(i.source.relative_to(root).as_posix() for i in items) == [
+        "images/DJI_0001.JPG", "images/sub/DJI_0002.Jpg"]
+    assert [s.reason for s in skips] == ["missing image"]
+
+
 def test_a_polygon_only_coco_annotation_gives_its_enclosing_box(tmp_path):
     """Before: an annotation with a polygon segmentation and no bbox (some exporters leave it
     out) refused its whole image as 'no valid bbox'."""

@@ -286,6 +286,26 @@ def test_rename_onto_a_name_merged_into_the_class_says_so(tmp_path):
                               "its name already means that class")
 
 
+def test_a_class_merged_already_is_not_merged_elsewhere_nor_offered_as_a_merge_target(tmp_path):
+    """Before: 'merge OtherVehicle Person' after 'merge OtherVehicle Car' was taken: the name
+    then meant Person while its samples stayed Car. And renaming Person to OtherVehicle
+    suggested 'classes merge Person OtherVehicle', which made every person a car."""
+    reg = ClassRegistry(tmp_path)
+    reg.add(["Car", "OtherVehicle", "Person"])
+    reg.merge("OtherVehicle", "Car")
+    with pytest.raises(ConflictError) as err:
+        reg.merge("OtherVehicle", "Person")
+    assert str(err.value) == ("cannot merge 'OtherVehicle' into 'Person': it was merged into "
+                              "'Car' already, and its name means that class")
+    assert reg.merge("OtherVehicle", "Car") == (1, 0)  # the same merge again: nothing changes
+    with pytest.raises(ConflictError) as err:
+        reg.rename("Person", "OtherVehicle")
+    assert str(err.value) == ("cannot rename 'Person' to 'OtherVehicle': 'OtherVehicle' was "
+                              "merged into 'Car', and its name means that class (pick another "
+                              "name)")
+    assert reg.merged() == {1: 0} and reg.names() == {0: "Car", 1: "OtherVehicle", 2: "Person"}
+
+
 def test_two_repairs_in_one_second_keep_both_damaged_copies(tmp_path, monkeypatch):
     """Before: a board whose clock starts at the same date every boot kept only the second
     damaged classes.json: the repair moved it onto the first copy's name."""

@@ -57,24 +57,55 @@ def test_a_flat_16bit_frame_keeps_its_high_byte(tmp_path):
         assert int(source.read().image.max()) == 31
 
 
-def _thermal_video(path: Path, frames: int = 3) -> None:
-    """An FFV1 ``gray16le`` video (a radiometric thermal recording), counts as :func:`_thermal`."""
+def test_a_still_image_given_as_file_is_read_as_a_folder_reads_it(tmp_path, caplog):
+    """Before: ``file://IMAGE`` went to FFmpeg as a one-frame video: an EXIF-6 photo shown
+    160 x 120 came 120 x 160 (sideways), a truncated JPEG came grey-filled, a 16-bit PNG in
+    stripes. Now it is read as ``dir://`` reads it, its YOLO labels with it."""
+    from PIL import Image
+
+    stored = np.zeros((160, 120, 3), np.uint8)  # as stored: 120 wide, 160 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: 160 wide, 120 high
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", quality=90, exif=exif.tobytes())
+    (tmp_path / "photo.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    with open_source(f"file://{tmp_path / 'photo.jpg'}") as source:
+        frame = source.read()
+        assert source.read() is None
+    assert frame.image.shape == (120, 160, 3) and frame.name == "photo.jpg"
+    assert frame.labels.tolist() == [[0, 0.5, 0.5, 0.25, 0.25]]
+    _thermal(tmp_path / "t.png")
+    with open_source(f"file://{tmp_path / 't.png'}") as source:
+        image = source.read().image
+    assert [tuple(image[10, x]) for x in (0, 40, 80)] == [(0, 0, 0), (128, 128, 128), (255, 255, 255)]
+    data = (tmp_path / "photo.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
+    with open_source(f"file://{tmp_path / 'cut.jpg'}") as source:
+        assert source.read() is None and source.stats.skipped == 1
+    assert "truncated JPEG" in caplog.text
+
+
+def _thermal_video(path: Path, frames: int = 3, fourcc: str = "FFV1") -> None:
+    """A 16-bit grey video (a radiometric thermal recording), counts as :func:`_thermal`: FFV1
+    stores ``gray16le``, PNG frames (``png ``, in a MOV) ``gray16be``."""
     counts = np.full((48, 96), 7000, np.uint16)
     counts[:, 32:64], counts[:, 64:] = 8000, 9000
-    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"FFV1"), 10, (96, 48),
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), 10, (96, 48),
                              [cv2.VIDEOWRITER_PROP_DEPTH, cv2.CV_16U, cv2.VIDEOWRITER_PROP_IS_COLOR, 0])
     if not writer.isOpened():
-        pytest.skip("this OpenCV build cannot write 16-bit FFV1 video")
+        pytest.skip(f"this OpenCV build cannot write 16-bit {fourcc.strip()} video")
     for _ in range(frames):
         writer.write(counts)
     writer.release()
 
 
-def test_a_16bit_thermal_video_is_stretched_as_its_images_are(tmp_path):
-    """Before: FFmpeg's 8-bit conversion kept the high byte, 27, 31 and 35 (a near-black frame).
-    Now each frame is stretched by its own range, as a 16-bit image: 0, 128, 255."""
-    _thermal_video(tmp_path / "thermal.mkv")
-    with open_source(f"file://{tmp_path / 'thermal.mkv'}?loop=1") as source:
+@pytest.mark.parametrize("fourcc, name", [("FFV1", "thermal.mkv"), ("png ", "thermal.mov")])
+def test_a_16bit_thermal_video_is_stretched_as_its_images_are(tmp_path, fourcc, name):
+    """Before: FFmpeg's 8-bit conversion kept the high byte, 27, 31 and 35 (a near-black frame);
+    a big-endian one (16-bit PNG frames) came out in vertical stripes (OpenCV's raw output gave
+    half of each frame's bytes as pixels). Now each frame is stretched by its own range, as a
+    16-bit image: 0, 128, 255."""
+    _thermal_video(tmp_path / name, fourcc=fourcc)
+    with open_source(f"file://{tmp_path / name}?loop=1") as source:
         frames = [source.read() for _ in range(4)]  # the 4th after a loop's reopening
     for frame in frames:
         assert frame.image.dtype == np.uint8 and frame.image.shape == (48, 96, 3)
@@ -91,6 +122,17 @@ def test_deep_gray_pixel_formats_by_ffmpeg_tag(tag, deep):
 
     assert deep_gray_format(float(int.from_bytes(tag, "little"))) is deep
     assert deep_gray_format(float("nan")) is False and deep_gray_format(-1.0) is False
+
+
+@pytest.mark.parametrize("tag, big_endian", [
+    (b"\x10\x001Y", True), (b"\x0c\x001Y", True), (b"Y1\0\x10", False), (b"Y1\0\x08", False),
+    (b"\x08\x001Y", False), (b"I420", False)])
+def test_big_endian_deep_gray_pixel_formats_by_ffmpeg_tag(tag, big_endian):
+    """gray16be and gray12be are read packet by packet; gray16le and 8-bit grey are not."""
+    from edgecl.runtime.sources.files import big_endian_gray_format
+
+    assert big_endian_gray_format(float(int.from_bytes(tag, "little"))) is big_endian
+    assert big_endian_gray_format(float("nan")) is False
 
 
 def test_a_16bit_frame_reaches_the_replay_memory_stretched(tmp_path, run_edgecl):
@@ -423,3 +465,15 @@ def test_a_malformed_stream_address_is_named_at_once(uri, why):
     with pytest.raises(SourceError) as err:
         open_source(uri)
     assert why in str(err.value) and "pw" not in str(err.value)
+
+
+def test_a_percent_in_a_source_path_is_decoded_only_where_the_path_as_written_is_not_there(tmp_path):
+    """Before: 'dir://.../flight%203' was always percent-decoded and refused a folder named
+    so ("no such file or directory: .../flight 3"). A path that exists as written is taken
+    as written; one that exists decoded ('with%20space' for 'with space') is decoded."""
+    for folder in ("flight%203", "with space"):
+        (tmp_path / folder).mkdir()
+        assert cv2.imwrite(str(tmp_path / folder / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    for written in ("flight%203", "with%20space", "with space"):
+        with open_source(f"dir://{tmp_path / written}") as source:
+            assert source.read().name == "a.png"

@@ -212,7 +212,8 @@ def redact_uri(uri: str) -> str:
 
 
 def split_uri(uri: str, schemes: list[str]) -> tuple[str, str, str]:
-    """Split ``scheme://path?query`` (the path is percent-decoded; no netloc parsing).
+    """Split ``scheme://path?query`` (the path is percent-decoded, unless only the path as
+    written names an existing file or folder; no netloc parsing).
 
     Args:
         uri: the source URI.
@@ -238,7 +239,18 @@ def split_uri(uri: str, schemes: list[str]) -> tuple[str, str, str]:
     if scheme not in schemes:
         raise SourceError(f"unknown source scheme '{scheme}://' in '{uri}'; supported: {supported}")
     path, _, query = rest.partition("?")
-    return scheme, unquote(path), query
+    decoded = unquote(path)
+    if decoded != path and not _exists(decoded) and _exists(path):
+        decoded = path  # a file or folder whose name holds a '%' (e.g. 'flight_%03d.mp4')
+    return scheme, decoded, query
+
+
+def _exists(path: str) -> bool:
+    """Whether a local path exists (False for anything that cannot be one)."""
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError):  # a name too long, a NUL
+        return False
 
 
 MIN_FPS = 0.01

@@ -142,6 +142,78 @@ def deep_gray_format(codec_pixel_format: float) -> bool:
     return tag[2:] == b"1Y" and tag[1] == 0 and 8 < tag[0] <= 16
 
 
+def big_endian_gray_format(codec_pixel_format: float) -> bool:
+    """Whether a deep grey pixel format (:func:`deep_gray_format`) is big-endian (``gray16be``:
+    FFmpeg's format of 16-bit PNG and TIFF frames in a MOV/MKV/AVI), which OpenCV's raw output
+    does not take: it gives half of each frame's bytes as 8-bit pixels (vertical stripes).
+
+    Args:
+        codec_pixel_format: ``cv2.CAP_PROP_CODEC_PIXEL_FORMAT`` of an opened FFmpeg capture.
+
+    Returns:
+        True for ``gray9be``-``gray16be``.
+    """
+    try:
+        tag = int(codec_pixel_format).to_bytes(4, "little")
+    except (OverflowError, ValueError):
+        return False
+    return deep_gray_format(codec_pixel_format) and tag[2:] == b"1Y"
+
+
+_TIFF_SIGNATURES = (b"II*\0", b"MM\0*")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class BigEndianGrayCapture:
+    """A video of big-endian deep grey frames (``gray16be``) read packet by packet: each frame
+    of a PNG or TIFF stream is such a file, decoded with its 16 bits; a raw ``gray16be`` frame
+    (``rawvideo``) is read as big-endian 16-bit counts. The frames come out ``uint16`` (H, W),
+    stretched later by :func:`edgecl.data.images.to_bgr8` as any thermal frame.
+
+    Stands in for the ``cv2.VideoCapture`` it wraps (``read``, ``get``, ``isOpened``,
+    ``release``), opened with ``CAP_PROP_FORMAT = -1`` (OpenCV's FFmpeg backend then gives the
+    stream's packets undecoded).
+
+    Args:
+        cap: the opened capture, in packet mode.
+        width: frame width in pixels (the container's).
+        height: frame height in pixels.
+    """
+
+    def __init__(self, cap, width: int, height: int):
+        self._cap, self._width, self._height = cap, width, height
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        """The next frame: ``(True, uint16 (H, W))``, or ``(False, None)`` at the end or for a
+        packet that does not decode (the source counts it as a skipped frame)."""
+        import cv2
+
+        ok, packet = self._cap.read()
+        if not ok or packet is None or not packet.size:
+            return False, None
+        data = packet.reshape(-1)
+        head = data[:8].tobytes()
+        if head.startswith(_PNG_SIGNATURE) or head.startswith(_TIFF_SIGNATURES):
+            with quiet_opencv():
+                image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            return image is not None, image
+        if data.size == self._width * self._height * 2:
+            return True, data.view(">u2").reshape(self._height, self._width).astype(np.uint16)
+        return False, None
+
+    def get(self, prop):
+        """The wrapped capture's property (``cv2.CAP_PROP_*``)."""
+        return self._cap.get(prop)
+
+    def isOpened(self) -> bool:  # noqa: N802  (OpenCV's name)
+        """Whether the wrapped capture is open."""
+        return self._cap.isOpened()
+
+    def release(self) -> None:
+        """Release the wrapped capture."""
+        self._cap.release()
+
+
 class VideoFileSource(FrameSource):
     """``file://PATH[?loop=1]``: a video file read with OpenCV (FFmpeg).
 
@@ -193,6 +265,8 @@ class VideoFileSource(FrameSource):
         """
         loop = params.get_bool("loop", False)
         params.finish()
+        if Path(path).suffix.lower() in IMAGE_SUFFIXES and Path(path).expanduser().is_file():
+            return ImageListSource.of_one_image(uri, _require_path(uri, path), loop, cfg)
         return cls(uri, path, loop, cfg)
 
     def _capture(self):
@@ -202,7 +276,12 @@ class VideoFileSource(FrameSource):
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"{self.uri}: cannot open video {self.path}: {video_open_problem(self.path)}")
-        if deep_gray_format(cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)):
+        pixel_format = cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)
+        if big_endian_gray_format(pixel_format):
+            packets = self._packet_capture(cap)
+            if packets is not None:
+                return packets
+        elif deep_gray_format(pixel_format):
             # FFmpeg's own conversion keeps the high byte: a thermal video's counts 7000-7800
             # all become grey 27-30. Read the raw counts and stretch them as a 16-bit image.
             cap.release()
@@ -213,6 +292,24 @@ class VideoFileSource(FrameSource):
                 raise SourceError(f"{self.uri}: cannot open video {self.path}: "
                                   f"{video_open_problem(self.path)}")
         return cap
+
+    def _packet_capture(self, cap) -> BigEndianGrayCapture | None:
+        """``cap`` (released) reopened packet by packet (:class:`BigEndianGrayCapture`), or
+        ``None`` with ``cap`` kept as it is and one warning (its frames then read at 8 bits,
+        the high byte of each count) where this OpenCV build gives no packets."""
+        import cv2
+
+        width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        packets = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if packets.isOpened() and packets.set(cv2.CAP_PROP_FORMAT, -1):
+            cap.release()
+            return BigEndianGrayCapture(packets, width, height)
+        packets.release()
+        log.warning("%s: a big-endian 16-bit grey video (gray16be), which this OpenCV build "
+                    "reads at 8 bits only (low contrast); for its full range convert it: "
+                    "ffmpeg -i %s -c:v ffv1 -pix_fmt gray16le OUT.mkv", self.uri, self.path.name)
+        return None
 
     def _open(self) -> None:
         self._cap = self._capture()
@@ -332,6 +429,27 @@ class ImageListSource(FrameSource):
         self._warned: set[tuple[str, Path]] = set()  # bounded: at most 3 per image of the list
         self.root = _common_folder(self.images)
         self._shared_labels = shared_label_files(self.images)
+
+    @classmethod
+    def of_one_image(cls, uri: str, path: Path, loop: bool = False,
+                     cfg: SourceConfig | None = None) -> "ImageListSource":
+        """``file://IMAGE``: one still image, read as ``dir://`` reads its images (EXIF-upright,
+        16-bit stretched, a truncated file refused), with its YOLO label file where there is
+        one. Before, FFmpeg decoded it as a one-frame video: an EXIF-rotated photo came
+        sideways, a truncated JPEG grey-filled, a 16-bit PNG in stripes.
+
+        Args:
+            uri: the URI.
+            path: the image file.
+            loop: deliver it again and again.
+            cfg: source settings.
+
+        Returns:
+            The unopened source.
+        """
+        source = cls(uri, [path], loop, cfg)
+        source.labelled = label_path_for(path).is_file()
+        return source
 
     def _warn_once(self, kind: str, path: Path, msg: str, *args) -> None:
         """Log a warning about a file the first time only (DEBUG on later loop passes)."""

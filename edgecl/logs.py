@@ -1,0 +1,49 @@
+"""Log lines that stay one line each: every edgecl process configures its logging here.
+
+A value inside a message (a file name with a line break in it, a name a fleet device sent) used
+to split its line in two: the second half read as a line of its own, with no time or level, to
+a person and to a log shipper alike. Here the message's line breaks are written ``\\n`` and
+``\\r``; a traceback attached to a record (``log.exception``) keeps its lines.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TextIO
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: a line break inside it (a file name with a newline in it, a
+    value typed with one) is shown as ``\\n``, so a line stays one line a script can read.
+
+    Args:
+        message: any text.
+
+    Returns:
+        The text with ``\\r\\n``, ``\\n`` and ``\\r`` written as ``\\n``, ``\\n`` and ``\\r``.
+    """
+    return message.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class OneLineFormatter(logging.Formatter):
+    """A :class:`logging.Formatter` whose formatted message (time, level, name and message) is
+    one line (:func:`one_line`); an exception's or a stack's lines follow it as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802  (logging's name)
+        """The record's line, its line breaks escaped."""
+        return one_line(super().formatMessage(record))
+
+
+def basic_config(level: int, fmt: str, stream: TextIO | None = None) -> None:
+    """``logging.basicConfig`` with one handler on ``stream`` (stderr by default) whose lines
+    are :class:`OneLineFormatter`'s; like it, nothing is done where the root logger already
+    has a handler.
+
+    Args:
+        level: the root logger's level (``logging.INFO``, ...).
+        fmt: the line's ``%``-style format.
+        stream: where the lines go.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(OneLineFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])
