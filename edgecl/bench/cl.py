@@ -362,7 +362,9 @@ def _header(yaml_path: Path, view, settings: ProtocolSettings, seeds: int) -> li
     sizes = ", ".join(f"{n} {len(tr)}/{len(te)}" for n, tr, te in
                       zip(view.task_names, view.train, view.test))
     return [f"- data: `{yaml_path}` (hash {view.data_hash}); train/test images per task: {sizes}",
-            f"- classes per task: {[list(c) for c in view.task_classes]}",
+            "- classes per task: " + "; ".join(
+                f"{n}: {', '.join(view.names[c] for c in classes)}"
+                for n, classes in zip(view.task_names, view.task_classes)),
             (f"- {start}, {settings.imgsz} px, batch {settings.batch}, AdamW lr "
              f"{settings.lr}, {training}; IDER {'on' if settings.ider else 'off'}; "
              f"seeds 0..{seeds - 1}"),

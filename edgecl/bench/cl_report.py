@@ -196,13 +196,17 @@ def _plots(runs: Sequence[dict], summary: dict[str, dict], task_names: Sequence[
     curves, finals = {}, {}
     for (strategy, budget), members in groups.items():
         matrix = mean_matrix(members)
-        curves[group_label(strategy, budget)] = [acc(matrix, i) for i in range(matrix.shape[0])]
-        finals[group_label(strategy, budget)] = matrix[-1].tolist()
+        # in % as the bars are (before: 19.1 on the bars, 0.19 on these lines)
+        curves[group_label(strategy, budget)] = [100 * acc(matrix, i)
+                                                 for i in range(matrix.shape[0])]
+        finals[group_label(strategy, budget)] = (100 * matrix[-1]).tolist()
     xlabels = [f"after {t}" for t in task_names]
-    paths.append(plot_lines(curves, xlabels, out / CURVE_PNG, "ACC (box mAP50-95)",
-                            title="Mean mAP50-95 over the tasks seen, after each task", ylim=None))
-    paths.append(plot_lines(finals, list(task_names), out / FINAL_PNG, "box mAP50-95",
-                            title="Per-task mAP50-95 after the last task", ylim=None))
+    paths.append(plot_lines(curves, xlabels, out / CURVE_PNG, "ACC (box mAP50-95, %)",
+                            title="Mean mAP50-95 over the tasks seen, after each task", ylim=None,
+                            xlabel="task learnt"))
+    paths.append(plot_lines(finals, list(task_names), out / FINAL_PNG, "box mAP50-95, %",
+                            title="Per-task mAP50-95 after the last task", ylim=None,
+                            xlabel="task evaluated"))
     best = best_group(summary)
     if best is not None:
         entry = summary[best]

@@ -709,7 +709,8 @@ def write_table(runs: list[dict], path: Path) -> None:
     sep = "|---|---|---|---|---|---|---|---|---|" + "---|" * len(classes)
     rows = [f"| {r['selection']} | {r['budget_pct']:g} | {r['seed']} | {r['acc']:.3f} | "
             f"{_held_out_cell(r.get('held_out_acc'))} | "
-            f"{r['human_labels']} | {r['pseudo_labels']} | {r['pseudo_precision']} | {r['fps']} | "
+            f"{r['human_labels']} | {r['pseudo_labels']} | {_held_out_cell(r['pseudo_precision'])}"
+            f" | {r['fps']} | "
             + " | ".join(f"{r['per_class_ap'].get(c, 0.0):.3f}" for c in classes) + " |"
             for r in runs]
     reasons = [k for k in DECISIONS if any(r.get("label_decisions", {}).get(k) for r in runs)]
@@ -725,6 +726,8 @@ def write_table(runs: list[dict], path: Path) -> None:
 
 
 def _held_out_cell(value: float | None) -> str:
+    """A figure of the table, ``-`` where there is none (before, the pseudo precision of a run
+    that made no pseudo-label was printed as ``None``)."""
     return "-" if value is None else f"{value:.3f}"
 
 

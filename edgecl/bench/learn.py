@@ -364,6 +364,9 @@ def round_split(setup: Setup, taskset, steps: int) -> dict:
                   # (which only an accepted candidate gets) are timed too
                   gate=replace(cfg.gate, max_forgetting=1.0, min_acc_delta=-1.0),
                   export=replace(cfg.export, tensorrt="off"))
+    from edgecl.models.classes import ClassRegistry
+
+    ClassRegistry(state).seed(dict(sorted(setup.names.items())))  # as a device's import makes it
     memory = memory_from_config(cfg, dict(setup.names))
     last_ids = []
     try:

@@ -78,10 +78,15 @@ def _plain(text) -> str:
 
 
 def _wrap(text, width: int = LABEL_CHARS) -> str:
-    """Break a label into lines of at most ``width`` characters, keeping every character."""
+    """Break a label into lines of at most ``width`` characters, at spaces where it has them
+    ("person seen" stays whole, not "person s / een"); a word longer than ``width`` is cut.
+    Every character but the spaces a break replaces is kept."""
+    import textwrap
+
     lines = str(text).splitlines() or [""]
-    return "\n".join(line[i:i + width] for line in lines
-                     for i in range(0, max(len(line), 1), width))
+    return "\n".join(part for line in lines
+                     for part in (textwrap.wrap(line, width, break_on_hyphens=False,
+                                                drop_whitespace=True) or [line[:width]]))
 
 
 def _figure(width_in: float, height_in: float):
@@ -186,7 +191,8 @@ def _line_style(k: int, n: int) -> dict:
 
 
 def plot_lines(series: Mapping[str, Sequence[float]], xlabels: Sequence[str], path: str | Path,
-               ylabel: str, title: str = "", ylim: tuple[float, float] | None = (0.0, 1.0)) -> Path:
+               ylabel: str, title: str = "", ylim: tuple[float, float] | None = (0.0, 1.0),
+               xlabel: str = "") -> Path:
     """One line per series over shared x positions (NaN points are gaps).
 
     The legend sits outside the axes, on the right; the figure is at most :data:`MAX_PX`
@@ -198,7 +204,9 @@ def plot_lines(series: Mapping[str, Sequence[float]], xlabels: Sequence[str], pa
         path: PNG to write.
         ylabel: y-axis label.
         title: figure title.
-        ylim: y-axis limits, or None for automatic.
+        ylim: y-axis limits, or None for automatic (from 0 when no value is negative: an
+            all-zero series is drawn on 0 to 0.05, not on -0.04 to 0.04).
+        xlabel: x-axis label.
 
     Returns:
         The written path.
@@ -225,8 +233,15 @@ def plot_lines(series: Mapping[str, Sequence[float]], xlabels: Sequence[str], pa
     ax.set_xticks([x[i] for i in ticks], [_plain(xlabels[i]) for i in ticks], rotation=30,
                   ha="right")
     ax.set_ylabel(ylabel)
+    if xlabel:
+        ax.set_xlabel(xlabel)
     if ylim is not None:
         ax.set_ylim(*ylim)
+    else:
+        finite = np.array([v for values in series.values() for v in values], dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        if finite.size and finite.min() >= 0:
+            ax.set_ylim(0, max(ax.get_ylim()[1], 0.05))
     ax.grid(alpha=0.3)
     _title(ax, title, width_in - legend_in)
     if series:
@@ -421,7 +436,8 @@ def _view_lines(view, out_dir: Path, forgetting: Mapping[str, float], written: s
     plot_heatmap(values, names, out_dir / f"{stem}.png", labels, title=titles[0] + suffix,
                  value_label=value_label, xlabel=xlabel)
     plot_lines({n: values[:, k].tolist() for k, n in enumerate(names)}, labels,
-               out_dir / lines_png, value_label, title=titles[1] + suffix)
+               out_dir / lines_png, value_label, title=titles[1] + suffix,
+               xlabel="after round (model version)")
     written.update({csv_name, f"{stem}.png", lines_png})
     rows = [[label, *[float(v) for v in values[i]]] for i, label in enumerate(labels)]
     return [f"## {headings[0]}", "", *notes, *_table(["after", *names], rows), "",
@@ -475,9 +491,9 @@ def _calibration_lines(report: dict | None, version: str) -> list[str]:
             f"D-ECE {_fmt(report.get('dece_before'))} before, "
             f"{_fmt(report.get('dece_after'))} after calibration.{_unmeasured(report)}", "",
             *_table(["protocol", "value"], rows), "",
-            *_table(["class", "method", "detections", "TP", "D-ECE before", "D-ECE after",
-                     f"threshold at precision {_fmt(report.get('target_precision'), 2)}"],
-                    class_rows), ""]
+            *(_table(["class", "method", "detections", "TP", "D-ECE before", "D-ECE after",
+                      f"threshold at precision {_fmt(report.get('target_precision'), 2)}"],
+                     class_rows) + [""] if class_rows else [])]
 
 
 def _unevaluated_lines(state_dir: str | Path, evaluated: Sequence[str]) -> list[str]:

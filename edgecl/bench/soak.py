@@ -240,6 +240,13 @@ def _rounds(runtime) -> int:
     return len(getattr(supervisor, "rounds", ()) or ()) if supervisor is not None else 0
 
 
+def _rounds_stopped(runtime) -> int:
+    """Rounds still running when the soak's frames ran out, stopped with nothing kept (before,
+    a soak too short for its first round said only "rounds": 0)."""
+    supervisor = getattr(runtime, "supervisor", None)
+    return int(getattr(supervisor, "rounds_stopped", 0) or 0) if supervisor is not None else 0
+
+
 def run_soak(args: argparse.Namespace, work: Path) -> dict:
     """Run the soak in ``work`` and return its summary.
 
@@ -271,7 +278,12 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
                       supervise_hook=lambda rt: sampler.maybe_sample(rt.loop.frames_done, _rounds(rt)))
     from edgecl.runtime.sources import open_source
 
+    from edgecl.models.classes import ClassRegistry
+
     inner = open_source(uri, cfg.source)
+    # the scenario's names, which its images folder has no data.yaml to give (before: a warning
+    # that the labels name no class, about data the benchmark made itself)
+    inner.names = ClassRegistry(state_dir).names()
     runtime.build(source=DistinctPasses(inner, len(getattr(inner, "images", ())) or 1))
     start = sampler.sample(0, 0)
     report = runtime.run()
@@ -282,7 +294,8 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
     versions = runtime.registry.list() if runtime.registry is not None else []
     return {"frames": report.frames, "fps": report.fps, "elapsed_s": report.elapsed_s,
             "backend": args.backend, "imgsz": args.imgsz, "learn_every_s": args.learn_every_s,
-            "rounds": _rounds(runtime), "versions": len(versions),
+            "rounds": _rounds(runtime), "rounds_stopped": _rounds_stopped(runtime),
+            "versions": len(versions),
             "model_version": report.model_version, "start": start, "end": end,
             "growth_after_warmup": growth(running, args.frames),
             "samples": sampler.samples, "loop": report.to_json()}
@@ -315,7 +328,8 @@ def check_work_dir(work: Path, command: str = "bench soak") -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the soak and print its summary as one JSON line.
 
-    The summary has ``frames``, ``fps``, ``elapsed_s``, ``rounds``, ``versions``, ``start``
+    The summary has ``frames``, ``fps``, ``elapsed_s``, ``rounds``, ``rounds_stopped`` (running
+    at the end, stopped with nothing kept), ``versions``, ``start``
     (before the loop starts) and ``end`` (after shutdown) samples (``rss_bytes``, ``fds``,
     ``threads``, ``disk_bytes``), ``samples`` (every sample, in time order),
     ``growth_after_warmup`` (see :func:`growth`) and the loop's report.

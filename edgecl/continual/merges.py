@@ -89,3 +89,70 @@ def finish_merges(memory, merged: Mapping[int, int], names: Mapping[int, str]) -
                     "are relabelled now", names.get(old_id, old_id), names.get(into_id, into_id),
                     done[old_id], names.get(old_id, old_id))
     return done
+
+
+def merge_detections(detections, merged: Mapping[int, int], iou: float):
+    """Detections of merged classes given as the classes they were merged into, then class-wise
+    NMS again (torchvision's ``batched_nms``): a model trained before ``edgecl classes merge
+    truck car`` still scores trucks in its ``truck`` slot, and its car and truck boxes of one
+    vehicle would otherwise count twice.
+
+    Args:
+        detections: :class:`edgecl.frames.Detections` of one image.
+        merged: merged class id -> the id it means (:meth:`ClassRegistry.merged`).
+        iou: NMS IoU threshold (the model's ``model.iou``).
+
+    Returns:
+        The same object where no detection is of a merged class; else new ``Detections``,
+        highest score first.
+    """
+    from edgecl.frames import Detections
+
+    if not merged or not len(detections):
+        return detections
+    classes = np.asarray(detections.classes, np.int64)
+    mapped = classes.copy()
+    for old, into in merged.items():
+        mapped[classes == int(old)] = int(into)
+    if np.array_equal(mapped, classes):
+        return detections
+    import torch
+    from torchvision.ops import batched_nms
+
+    keep = batched_nms(torch.from_numpy(np.asarray(detections.boxes_xyxy, np.float32)),
+                       torch.from_numpy(np.asarray(detections.scores, np.float32)),
+                       torch.from_numpy(mapped), float(iou)).numpy()
+    return Detections(boxes_xyxy=np.asarray(detections.boxes_xyxy, np.float32)[keep],
+                      scores=np.asarray(detections.scores, np.float32)[keep],
+                      classes=mapped[keep])
+
+
+class MergedClassesDetector:
+    """A detector (anything with ``infer``) whose detections go through
+    :func:`merge_detections`: what a round evaluates, calibrates, replays and pseudo-labels
+    with after a merge. Before, a version's D-ECE after ``classes merge truck car`` was
+    computed from its ``truck`` slot's detections alone, each a false positive against boxes
+    now labelled ``car``.
+
+    Args:
+        detector: the wrapped detector (its other attributes are passed through).
+        merged: merged class id -> the id it means.
+        iou: NMS IoU threshold.
+    """
+
+    def __init__(self, detector, merged: Mapping[int, int], iou: float):
+        self.detector, self.merged, self.iou = detector, dict(merged), float(iou)
+
+    def infer(self, images: list) -> list:
+        """The wrapped detector's detections of each image, merged classes mapped.
+
+        Args:
+            images: BGR uint8 images (H, W, 3).
+
+        Returns:
+            One :class:`edgecl.frames.Detections` per image.
+        """
+        return [merge_detections(d, self.merged, self.iou) for d in self.detector.infer(images)]
+
+    def __getattr__(self, name):
+        return getattr(self.detector, name)

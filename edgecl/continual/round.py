@@ -664,12 +664,21 @@ def _grow_for_new_classes(model, names: dict[int, str], ctx: RoundContext):
 
 
 def _backend(model, names, cfg: Config, conf: float, max_det: int):
+    """The round's detector of ``model``: classes merged into others in the device's class
+    registry are detected as those (:class:`~edgecl.continual.merges.MergedClassesDetector`)."""
+    from edgecl.continual.merges import MergedClassesDetector
     from edgecl.models.base import InferenceOptions
+    from edgecl.models.classes import ClassRegistry, ClassRegistryError
     from edgecl.models.torch_backend import TorchBackend
 
     opts = InferenceOptions(conf=conf, iou=cfg.model.iou, max_det=max_det,
                             threads=cfg.learner.torch_threads)
-    return TorchBackend.from_model(model, names, cfg.learner.imgsz, opts)
+    backend = TorchBackend.from_model(model, names, cfg.learner.imgsz, opts)
+    try:
+        merged = ClassRegistry(cfg.state_dir).merged()
+    except ClassRegistryError:  # the round rebuilt a damaged registry before: none to apply
+        merged = {}
+    return MergedClassesDetector(backend, merged, cfg.model.iou) if merged else backend
 
 
 def select_replay(ctx: RoundContext, parent_model, parent_names, model_for_virtual) -> list[int]:

@@ -794,6 +794,7 @@ class LearnerSupervisor:
                                                                  cfg.learner.trigger_interval_s))
         self.rounds: collections.deque[dict] = collections.deque(maxlen=ROUNDS_KEPT)
         self.rounds_done = 0
+        self.rounds_stopped = 0  # rounds in progress when stop() ended them (nothing kept)
         self.apply_errors = 0
         self.last_error = ""
         self._proc: mp.Process | None = None
@@ -1332,6 +1333,7 @@ class LearnerSupervisor:
                 self._proc.kill()
                 self._proc.join(timeout_s)
             stopped = True
+            self.rounds_stopped += 1
         self._proc = None
         self._piped = None
         if self._result_conn is not None:

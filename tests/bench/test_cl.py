@@ -21,6 +21,7 @@ from edgecl.bench.cl_protocol import (
     choose_replay,
     replay_size,
 )
+from edgecl.data.scenario import class_names
 from edgecl.data.tasks import label_path_for, load_tasks
 from edgecl.errors import ConfigError, LabelError
 
@@ -243,6 +244,11 @@ def test_end_to_end_tiny_run_is_complete_consistent_and_resumable(tmp_path, caps
         assert run["ider"] is False and run["settings"]["imgsz"] == 64
     table = (out / "table.md").read_text()
     assert "| strategy | 20% | 50% | no budget |" in table
+    # before: '[[0, 1], [2, 3]]', the work copy's renumbered ids, which contradicted the ids
+    # of a user's own tasks.yaml
+    names = class_names(2)
+    assert (f"- classes per task: t1: {names[0]}, {names[1]}; t2: {names[2]}, {names[3]}\n"
+            in table)
     assert all(f"| {s} |" in table for s in ("finetune", "er", "far"))
     for png in summary["plots"]:
         assert Path(png).is_file() and Path(png).read_bytes()[:4] == b"\x89PNG"

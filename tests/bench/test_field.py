@@ -327,3 +327,15 @@ def test_an_image_size_below_64_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "--imgsz: expected at least 64 to train at, got 32" in err
     assert "\n" not in err
+
+
+def test_the_table_shows_a_dash_where_no_pseudo_label_was_made(tmp_path):
+    """Before: the pseudo precision of a run with no pseudo-label read 'None' in table.md."""
+    run = {"selection": "uncertain", "budget_pct": 5.0, "seed": 0, "acc": 0.1234,
+           "held_out_acc": None, "human_labels": 12, "pseudo_labels": 0,
+           "pseudo_precision": None, "fps": 40.0, "per_class_ap": {"car": 0.2}}
+    field.write_table([run, dict(run, seed=1, pseudo_labels=3, pseudo_precision=0.6667)],
+                      tmp_path / "table.md")
+    rows = (tmp_path / "table.md").read_text().splitlines()[2:4]
+    assert rows[0] == "| uncertain | 5 | 0 | 0.123 | - | 12 | 0 | - | 40.0 | 0.200 |"
+    assert rows[1] == "| uncertain | 5 | 1 | 0.123 | - | 12 | 3 | 0.667 | 40.0 | 0.200 |"

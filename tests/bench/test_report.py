@@ -360,3 +360,38 @@ def test_plot_labels_write_characters_the_font_lacks_as_code_points():
     assert _plain("\U0001f6b2 $x") == "[U+1F6B2] \\$x"
     assert _plain("\u00c4rger \u0633\u064a\u0627\u0631\u0629 \u05e8\u05db\u05d1") == (
         "\u00c4rger \u0633\u064a\u0627\u0631\u0629 \u05e8\u05db\u05d1")  # DejaVu draws these
+
+
+def test_lines_of_zeros_start_at_zero_and_name_their_x_axis(tmp_path, monkeypatch):
+    """Before: a benchmark whose every ACC was 0 drew its curve on -0.04 to 0.04 (a negative
+    ACC), and no line plot named its x axis."""
+    from edgecl.bench import report
+
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: figures.append(fig) or path)
+    plot_lines({"er": [0.0, 0.0]}, ["after t1", "after t2"], tmp_path / "a.png", "ACC (%)",
+               ylim=None, xlabel="task learnt")
+    plot_lines({"er": [-0.5, 2.0]}, ["r1", "r2"], tmp_path / "b.png", "BWT", ylim=None)
+    zeros, negative = (fig.axes[0] for fig in figures)
+    assert zeros.get_ylim()[0] == 0.0 and 0.05 <= zeros.get_ylim()[1] < 0.1
+    assert zeros.get_xlabel() == "task learnt"
+    assert negative.get_ylim()[0] < -0.5 and negative.get_xlabel() == ""
+
+
+def test_labels_wrap_at_spaces_and_cut_only_a_word_too_long():
+    """Before: 'person seen' became 'person s' / 'een', cut mid-word at 8 characters."""
+    from edgecl.bench.report import _wrap
+
+    assert _wrap("person seen", 8) == "person\nseen"
+    assert _wrap("motorbike", 4) == "moto\nrbik\ne"
+    assert _wrap("", 4) == "" and _wrap("a\nb c", 3) == "a\nb c"
+
+
+def test_a_calibration_with_no_class_measured_has_no_empty_class_table():
+    from edgecl.bench.report import _calibration_lines
+
+    lines = _calibration_lines({"dece_before": None, "dece_after": None, "n_detections": 0,
+                                "n_images": 3, "protocol": {"min_conf": 0.001}, "per_class": {}},
+                               "v0002")
+    assert any("Not measured: the model made no detection" in line for line in lines)
+    assert not any(line.startswith("| class |") for line in lines)

@@ -758,6 +758,9 @@ def test_a_round_stopped_with_the_runtime_is_not_reported_as_killed_at_the_next_
         sup.stop()
     assert not proc.is_alive()
     assert "the learning round in progress was stopped: nothing it learnt was kept" in caplog.text
+    assert sup.rounds_stopped == 1 and sup.rounds_done == 0  # bench soak's "rounds_stopped"
+    sup.stop()  # nothing running: nothing more stopped
+    assert sup.rounds_stopped == 1
     assert not (learner_mod.learner_dir(tmp_path) / learner_mod.RUNNING_FILE).exists()
     assert not (learner_mod.learner_dir(tmp_path) / "work").exists()
     assert learner_mod.interrupted_round(tmp_path) is None  # the next start says nothing
