@@ -182,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_video_library()
     try:
         code = _main(argv)
+    except (SigtermExit, KeyboardInterrupt):
+        if argv is None:
+            _ignore_later_stop_signals()
+        raise
     finally:
         if argv is None:
             # the interpreter's last garbage collection walks every object that torch,
@@ -189,8 +193,25 @@ def main(argv: list[str] | None = None) -> int:
             # that the process's end does not free; objects frozen now are left out of it
             gc.freeze()
     if argv is None:
+        if code in (130, 143):
+            _ignore_later_stop_signals()
         _exit_past_left_behind_threads(code)
     return code
+
+
+def _ignore_later_stop_signals() -> None:
+    """A command stopped by SIGTERM or Ctrl-C has unwound: a second signal now changes nothing.
+    Before, one arriving while the interpreter shut down found the default action again
+    (Python restores it for signals with a Python handler) and killed the process by the
+    signal, so that its parent saw "killed by SIGTERM" instead of exit code 143. An ignored
+    signal stays ignored through the shutdown."""
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(signum, signal.SIG_IGN)
+        except (ValueError, OSError):  # not the main thread: nothing to do
+            pass
 
 
 def _never_fail_on_characters() -> None:
@@ -205,6 +226,7 @@ def _never_fail_on_characters() -> None:
 
 
 FFMPEG_LOG_ENV = "OPENCV_FFMPEG_LOGLEVEL"
+OPENCV_LOG_ENV = "OPENCV_LOG_LEVEL"
 """OpenCV reads FFmpeg's log level from this variable when it loads; a user's own value wins."""
 
 
@@ -213,8 +235,13 @@ def _quiet_video_library() -> None:
     found``) before OpenCV is first imported: a broken video printed one before edgecl's error,
     which says what and where, and a stream of damaged MJPEG frames one per frame (FFmpeg logs
     ``No JPEG data found in image`` at its fatal level) for as long as it ran; edgecl counts
-    the frames it skips. ``OPENCV_FFMPEG_LOGLEVEL=24`` shows FFmpeg's warnings again."""
+    the frames it skips. ``OPENCV_FFMPEG_LOGLEVEL=24`` shows FFmpeg's warnings again.
+    OpenCV's own warnings go too (``[ WARN:1@30.027] global cap_ffmpeg_impl.hpp:435
+    _opencv_ffmpeg_interrupt_callback Stream timeout triggered`` for a stalled RTSP stream,
+    which edgecl reports as a failed read and a reconnect); ``OPENCV_LOG_LEVEL=WARNING`` shows
+    them again."""
     os.environ.setdefault(FFMPEG_LOG_ENV, "-8")  # AV_LOG_QUIET
+    os.environ.setdefault(OPENCV_LOG_ENV, "ERROR")
 
 
 def _stop_cleanly_on_signals() -> None:

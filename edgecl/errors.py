@@ -32,6 +32,11 @@ class ReplayMemoryError(EdgeclError):
     """The replay memory refused a sample or found damage it could not repair."""
 
 
+class SampleTooLargeError(ReplayMemoryError):
+    """A sample needs more bytes on disk than the replay memory's budget for one sample (a 4K
+    frame under a small ``memory.max_bytes``): its labels are fine, the frame does not fit."""
+
+
 class LabelError(EdgeclError):
     """A label file or label row is malformed."""
 

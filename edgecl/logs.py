@@ -37,7 +37,7 @@ class OneLineFormatter(logging.Formatter):
 def basic_config(level: int, fmt: str, stream: TextIO | None = None) -> None:
     """``logging.basicConfig`` with one handler on ``stream`` (stderr by default) whose lines
     are :class:`OneLineFormatter`'s; like it, nothing is done where the root logger already
-    has a handler.
+    has a handler. Below DEBUG, :data:`QUIET_LIBRARY_LOGGERS` log warnings and errors only.
 
     Args:
         level: the root logger's level (``logging.INFO``, ...).
@@ -47,3 +47,12 @@ def basic_config(level: int, fmt: str, stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(OneLineFormatter(fmt))
     logging.basicConfig(level=level, handlers=[handler])
+    if level > logging.DEBUG:
+        # torch's INFO lines ("FakeTensor cache stats: / cache_hits: 0", at a learner's exit)
+        # mean nothing to an operator
+        for name in QUIET_LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+QUIET_LIBRARY_LOGGERS = ("torch",)
+"""Libraries whose INFO lines are left out unless ``--log-level DEBUG``."""

@@ -47,3 +47,23 @@ def test_every_line_of_a_run_over_a_file_named_with_a_line_break_is_one_record(t
                               str(state)], capture_output=True, text=True, timeout=120)
     assert pending.returncode == 0 and pending.stdout.count("\n") == 1
     assert "frame 0 (a\\nb.jpg) from dir://" in pending.stdout
+
+
+def test_torchs_info_lines_are_left_out_unless_debug():
+    """Before: a learner stopped by SIGTERM logged torch's 'FakeTensor cache stats:' lines."""
+    import subprocess
+    import sys
+
+    script = ("import logging, sys\n"
+              "from edgecl.logs import basic_config\n"
+              "basic_config(logging.DEBUG if sys.argv[1] == 'debug' else logging.INFO, "
+              "'%(levelname)s %(name)s: %(message)s')\n"
+              "logging.getLogger('torch._subclasses').info('FakeTensor cache stats:')\n"
+              "logging.getLogger('torch').warning('a real problem')\n"
+              "logging.getLogger('edgecl.x').info('ours')\n")
+    quiet = subprocess.run([sys.executable, "-c", script, "info"], capture_output=True,
+                           text=True, timeout=60)
+    assert quiet.stderr.splitlines() == ["WARNING torch: a real problem", "INFO edgecl.x: ours"]
+    loud = subprocess.run([sys.executable, "-c", script, "debug"], capture_output=True,
+                          text=True, timeout=60)
+    assert "INFO torch._subclasses: FakeTensor cache stats:" in loud.stderr

@@ -116,3 +116,34 @@ def test_a_stop_signal_while_the_interpreter_exits_is_quiet(tmp_path):
                           timeout=60, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
     assert proc.stdout == "done\n" and proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "SigtermExit" not in proc.stderr
+
+
+def test_a_command_stopped_by_a_signal_ignores_the_next_one_through_the_interpreters_exit():
+    """Before: 'edgecl learn --json' stopped by SIGTERM printed its error line, and a second
+    SIGTERM 0.3 s later (systemd, timeout) found the default action again while the interpreter
+    shut down: the process died by the signal (a parent saw -15, not 143)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import os, signal, sys, time
+        from edgecl import cli
+
+        def stopped(argv):  # a command that SIGTERM stops where it stands
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+
+        cli._main = stopped
+        try:
+            cli.main()
+        except SystemExit as exc:
+            print(exc.code, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN,
+                  signal.getsignal(signal.SIGINT) is signal.SIG_IGN, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # the second one, while the process ends
+        time.sleep(0.2)
+        sys.exit(143)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert proc.stdout == "143 True True\n" and proc.returncode == 143, proc.stderr

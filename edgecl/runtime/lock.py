@@ -76,6 +76,11 @@ class RuntimeLock:
             who = f"pid {holder}" if holder else "another process (pid not yet written)"
             raise StateLockedError(f"state directory {self.state_dir} is in use by another edgecl "
                                    f"runtime ({who}); stop it or use another --state-dir") from None
+        previous = _read_pid(fd)  # cleared by a clean stop: a pid left is a run that died
+        if previous and previous != os.getpid():
+            log.warning("the last edgecl process holding %s (pid %d) did not stop cleanly (killed, "
+                        "crashed or powered off); what it left is checked as the state opens",
+                        self.state_dir, previous)
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

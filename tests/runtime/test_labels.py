@@ -1045,3 +1045,21 @@ def test_a_round_another_process_ran_restarts_the_trigger_counts(tmp_path, caplo
     sup._next_scan_s = 0.0
     sup._count_other_writers()  # the same round is not counted again
     assert sup.state.new_samples == 19
+
+
+def test_a_frame_over_the_memorys_sample_budget_is_counted_as_such(tmp_path, caplog):
+    """Before: a 4K frame over memory.max_bytes' budget for one sample was counted as
+    'refused_label', beside the loop's 'refused_labels' (bad label rows): its labels were fine."""
+    from edgecl.errors import SampleTooLargeError
+
+    sink, mem = make_sink(tmp_path, mode="ground_truth")
+
+    def too_large(sample):
+        raise SampleTooLargeError("frame 0: needs 5873664 bytes on disk, more than the memory's "
+                                  "sample budget of 1036256 bytes (memory.max_bytes=2097152)")
+
+    mem.add = too_large
+    sink.write(result(IMG, dets([0.9]), 0, labels=GT))
+    counts = sink.stats()["counts"]
+    assert counts["frame_too_large"] == 1 and "refused_label" not in counts
+    assert "more than the memory's sample budget" in caplog.text

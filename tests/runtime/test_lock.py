@@ -61,6 +61,29 @@ def test_kill_9_of_the_holder_frees_the_lock(tmp_path):
         assert lock.held and holder_pid(state) == os.getpid()
 
 
+def test_the_next_start_after_a_kill_9_says_the_last_run_died(tmp_path, caplog):
+    """Before: a runtime killed with SIGKILL during a round's export left nothing that the next
+    start named; only its counts ("72 training sample(s) stored before this start...")."""
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(state)], stdout=subprocess.PIPE,
+                            env=dict(os.environ, YOLO_OFFLINE="1"))
+    try:
+        assert proc.stdout.readline().strip() == b"held"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    with RuntimeLock(state):
+        pass
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == [f"the last edgecl process holding {state} (pid {proc.pid}) did not stop "
+                    "cleanly (killed, crashed or powered off); what it left is checked as the "
+                    "state opens"]
+    caplog.clear()
+    with RuntimeLock(state):  # the last one stopped cleanly
+        pass
+    assert not caplog.records
+
+
 def test_a_state_directory_that_cannot_be_created_is_one_storage_error(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(StorageError, match="cannot create the lock file") as err:

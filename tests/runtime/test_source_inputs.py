@@ -477,3 +477,69 @@ def test_a_percent_in_a_source_path_is_decoded_only_where_the_path_as_written_is
     for written in ("flight%203", "with%20space", "with space"):
         with open_source(f"dir://{tmp_path / written}") as source:
             assert source.read().name == "a.png"
+
+
+def test_a_parameter_given_twice_is_refused_and_an_empty_choice_is_named(tmp_path):
+    """Before: '?loop=1&loop=0' took the last value without a word, and a bad fourcc listed
+    'one of , MJPG, ...' (the empty choice shown as nothing)."""
+    from edgecl.errors import SourceError
+
+    assert cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(SourceError) as err:
+        open_source(f"dir://{tmp_path}?loop=1&loop=0")
+    assert str(err.value).endswith(": parameter 'loop' given more than once; give it once")
+    with pytest.raises(SourceError) as err:
+        open_source("v4l2://0?fourcc=XXXXX", capture_factory=lambda: None)
+    assert str(err.value) == ("v4l2://0?fourcc=XXXXX: parameter 'fourcc' must be one of MJPG, "
+                              "YUYV, H264, Y16, empty, got 'XXXXX'")
+
+
+def test_a_question_mark_in_a_file_name_is_part_of_the_path_where_only_that_exists(tmp_path):
+    """Before: 'file://.../big 4k?.mp4' read '.mp4' as a query: "unknown parameter '.mp4'"."""
+    assert cv2.imwrite(str(tmp_path / "shot?.png"), np.zeros((8, 8, 3), np.uint8))
+    with open_source(f"file://{tmp_path / 'shot?.png'}") as source:
+        assert source.read().name == "shot?.png"
+    assert cv2.imwrite(str(tmp_path / "plain.png"), np.zeros((8, 8, 3), np.uint8))
+    with open_source(f"file://{tmp_path / 'plain.png'}?loop=1") as source:  # a real query
+        assert source.read() is not None and source.read() is not None
+
+
+def test_opencvs_own_warnings_are_not_printed_by_a_command(tmp_path):
+    """Before: OpenCV's own lines ('[ WARN:1@30.027] global cap_ffmpeg_impl.hpp:435 ... Stream
+    timeout triggered' for a stalled RTSP stream, '... can't be used to capture by name' here)
+    reached the terminal beside edgecl's one line about the same thing."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_LOG_LEVEL",
+                                                            "OPENCV_FFMPEG_LOGLEVEL")}
+    script = ("from edgecl.cli import _quiet_video_library\n"
+              "_quiet_video_library()  # as the command line does before OpenCV is imported\n"
+              "import cv2\n"
+              f"cv2.VideoCapture({str(tmp_path / 'none.mp4')!r}, cv2.CAP_FFMPEG)\n"
+              "print('done')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stdout == "done\n", proc.stderr
+    assert "WARN" not in proc.stderr
+
+
+def test_a_looping_folder_streams_the_images_added_since_the_last_pass(tmp_path, caplog):
+    """Before: a looping dir:// streamed the files of its start for ever (frames dropped into
+    the folder by another process were never seen), and once those were deleted it ended with
+    'a whole pass over its 2 image(s) read none' although new ones had arrived."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="edgecl.runtime.sources.files")
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        assert cv2.imwrite(str(folder / name), np.zeros((8, 8, 3), np.uint8))
+    with open_source(f"dir://{folder}?loop=1") as source:
+        names = [source.read().name, source.read().name]
+        assert cv2.imwrite(str(folder / "c.png"), np.zeros((8, 8, 3), np.uint8))
+        (folder / "a.png").unlink()
+        names += [source.read().name for _ in range(3)]
+        for name in ("b.png", "c.png"):
+            (folder / name).unlink()
+        assert cv2.imwrite(str(folder / "d.png"), np.zeros((8, 8, 3), np.uint8))
+        names += [source.read().name for _ in range(2)]
+    assert names == ["a.png", "b.png", "b.png", "c.png", "b.png", "d.png", "d.png"]
+    assert "1 image(s) added and 1 gone since the last pass; 2 streamed from now" in caplog.text

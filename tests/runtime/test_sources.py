@@ -474,10 +474,13 @@ def test_live_backoff_resets_after_success_and_gives_up():
     cfg = SourceConfig(reconnect_initial_s=0.5, reconnect_max_s=4.0, max_consecutive_failures=4)
     source = open_source("rtsp://cam/x", cfg, capture_factory=camera.factory, sleep=waits.append).open()
     assert source.read() is not None                  # after 2 failures: waits 0.5, 1.0
-    with pytest.raises(SourceError, match="giving up after 4 failed reads"):
-        source.read()                                  # fails forever: 0.5, 1.0, 2.0, then gives up
-    assert waits == [0.5, 1.0, 0.5, 1.0, 2.0]
-    assert source.stats.reconnects == 5 and source.state is StreamState.EXHAUSTED
+    with pytest.raises(SourceError) as err:
+        source.read()                                  # fails forever: 0.5, 1.0, 2.0, 4.0, gives up
+    # before: max_consecutive_failures=4 gave up after 3 reconnects, "4 failed reads"
+    assert str(err.value) == ("rtsp://cam/x: giving up after 4 reconnect(s) in a row that gave "
+                              "no frame (source.max_consecutive_failures)")
+    assert waits == [0.5, 1.0, 0.5, 1.0, 2.0, 4.0]
+    assert source.stats.reconnects == 6 and source.state is StreamState.EXHAUSTED
 
 
 def test_live_reconnect_survives_failed_reopen():

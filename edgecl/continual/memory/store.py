@@ -111,7 +111,7 @@ from edgecl.continual.memory.snapshot import MemorySnapshot, build_snapshot, pru
 from edgecl.continual.memory.verify import VerifyReport
 from edgecl.data.images import ImageError, read_image
 from edgecl.data.labels import labels_to_text
-from edgecl.errors import ReplayMemoryError, StorageError
+from edgecl.errors import ReplayMemoryError, SampleTooLargeError, StorageError
 from edgecl.frames import MAX_TASK_CHARS, LabelOrigin
 
 log = logging.getLogger(__name__)
@@ -783,7 +783,7 @@ class ReplayMemory:
 
     def _check_fits(self, n_bytes: int, where: str) -> None:
         if n_bytes > self.sample_budget_bytes:
-            raise ReplayMemoryError(
+            raise SampleTooLargeError(
                 f"{where}: needs {n_bytes} bytes on disk, more than the memory's sample budget "
                 f"of {self.sample_budget_bytes} bytes (memory.max_bytes={self.cfg.max_bytes})")
 

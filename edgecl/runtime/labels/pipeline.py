@@ -42,7 +42,8 @@ import numpy as np
 
 from edgecl.config import Config, LabelsConfig
 from edgecl.data.images import jpeg_side_problem, pixels_hash, small_side_problem
-from edgecl.errors import EdgeclError, LabelError, StorageError, UnavailableError, storage_fault
+from edgecl.errors import (EdgeclError, LabelError, SampleTooLargeError, StorageError,
+                           UnavailableError, storage_fault)
 from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.runtime.labels.pseudo import REFUSALS, PseudoLabeler, Thresholds
 from edgecl.runtime.labels.queue import OperatorQueue
@@ -298,7 +299,8 @@ class MemorySink:
         Returns:
             ``{"paused_reason": str | None, "counts": {name: n}}`` with counts such as
             ``stored_ground_truth``, ``stored_pseudo``, ``queued``, ``not_stored``,
-            ``refused_label``, ``refused_class``, ``refused_frame``, ``declined``,
+            ``refused_label``, ``frame_too_large`` (over the memory's budget for one
+            sample), ``refused_class``, ``refused_frame``, ``declined``,
             ``duplicate_frame`` (the memory already held the image), ``novelty_read_errors``
             (the ``novel`` policy's view of the memory could not be updated) and the decision
             reasons.
@@ -436,6 +438,10 @@ class MemorySink:
             return
         except DuplicateSampleError as exc:  # stored meanwhile by another process
             self._already_stored(frame, digest, exc.sample_id)
+            return
+        except SampleTooLargeError as exc:  # the frame does not fit, not its labels
+            self._count("frame_too_large")
+            self._warn("label", "%s not stored: %s", where, exc)
             return
         except EdgeclError as exc:
             self._count("refused_label")

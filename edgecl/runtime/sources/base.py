@@ -213,7 +213,8 @@ def redact_uri(uri: str) -> str:
 
 def split_uri(uri: str, schemes: list[str]) -> tuple[str, str, str]:
     """Split ``scheme://path?query`` (the path is percent-decoded, unless only the path as
-    written names an existing file or folder; no netloc parsing).
+    written names an existing file or folder; a ``?`` is part of the path where only the whole
+    names an existing file; no netloc parsing).
 
     Args:
         uri: the source URI.
@@ -239,6 +240,8 @@ def split_uri(uri: str, schemes: list[str]) -> tuple[str, str, str]:
     if scheme not in schemes:
         raise SourceError(f"unknown source scheme '{scheme}://' in '{uri}'; supported: {supported}")
     path, _, query = rest.partition("?")
+    if query and not _exists(unquote(path)) and _exists(unquote(rest)):
+        path, query = rest, ""  # a file whose name holds a '?' ('clip?.mp4')
     decoded = unquote(path)
     if decoded != path and not _exists(decoded) and _exists(path):
         decoded = path  # a file or folder whose name holds a '%' (e.g. 'flight_%03d.mp4')
@@ -265,11 +268,20 @@ class QueryParams:
     Args:
         uri: the URI (for error messages).
         query: the raw query string.
+
+    Raises:
+        SourceError: a parameter given twice (``?loop=1&loop=0``: before, the last one was
+            taken without a word).
     """
 
     def __init__(self, uri: str, query: str):
         self.uri = redact_uri(uri)
-        self._raw = dict(parse_qsl(query, keep_blank_values=True))
+        pairs = parse_qsl(query, keep_blank_values=True)
+        self._raw = dict(pairs)
+        if len(self._raw) < len(pairs):
+            twice = sorted({k for k, _ in pairs if sum(1 for n, _ in pairs if n == k) > 1})
+            raise SourceError(f"{self.uri}: parameter {', '.join(map(repr, twice))} given more "
+                              "than once; give it once")
         self._known: list[str] = []
 
     def _take(self, name: str) -> str | None:
@@ -400,7 +412,8 @@ class QueryParams:
         if value is None:
             return default
         if value not in choices:
-            raise self._bad(name, value, "one of " + ", ".join(choices))
+            shown = [c for c in choices if c] + (["empty"] if "" in choices else [])
+            raise self._bad(name, value, "one of " + ", ".join(shown))
         return value
 
     def finish(self) -> None:

@@ -451,6 +451,15 @@ class ImageListSource(FrameSource):
         source.labelled = label_path_for(path).is_file()
         return source
 
+    def _rescan(self) -> bool:
+        """Before another pass of a looping source: take the files as they are now (a folder
+        another process drops frames into). A plain list of images has nothing to rescan.
+
+        Returns:
+            True when the list changed.
+        """
+        return False
+
     def _warn_once(self, kind: str, path: Path, msg: str, *args) -> None:
         """Log a warning about a file the first time only (DEBUG on later loop passes)."""
         key = (kind, path)
@@ -522,6 +531,9 @@ class ImageListSource(FrameSource):
         while not self._closing.is_set():
             if self._index >= len(self.images):
                 if self.loop and not self._delivered_this_pass and self._delivered_before:
+                    if self._rescan():  # other files arrived meanwhile: a pass over them
+                        self._index = 0
+                        continue
                     # the files went away (an unmounted card, a deleted folder): a failure a
                     # supervisor must see, as a camera that gives up, not the end of a folder
                     raise SourceError(f"{self.uri}: a whole pass over its {len(self.images)} "
@@ -529,6 +541,7 @@ class ImageListSource(FrameSource):
                                       f"warnings above say why)")
                 if not (self.loop and self._delivered_this_pass):
                     return None
+                self._rescan()
                 self._index, self._delivered_this_pass = 0, False
                 self._delivered_before = True
             path = self.images[self._index]
@@ -655,6 +668,7 @@ class ImageDirSource(ImageListSource):
         super().__init__(uri, images, loop, cfg)
         self.root = dataset.root
         self.dataset = dataset
+        self._given, self._split = root, split
         try:
             self.names = dataset_class_names(dataset, images)
         except ConfigError as exc:
@@ -672,6 +686,30 @@ class ImageDirSource(ImageListSource):
                 log.warning("%s: %d entries are not regular files (links to nothing, FIFOs, "
                             "devices) and are not streamed, e.g. %s", uri, len(special), special[0])
         self.labelled = warn_about_labels(uri, dataset.root, images) > 0
+
+    def _rescan(self) -> bool:
+        """The folder's images as they are now, before another pass (``loop=1``): images added
+        since are streamed, removed ones no longer tried. Before, a looping folder streamed
+        the files of its start for ever, and ended with an error once they were all deleted
+        although new ones had arrived. Kept as it was where the folder cannot be read now.
+
+        Returns:
+            True when the list changed (one line says how).
+        """
+        try:
+            images = find_dataset(self._given).images(self._split)
+        except (ConfigError, OSError) as exc:
+            log.debug("%s: folder not rescanned: %s", self.uri, exc)
+            return False
+        if not images or images == self.images:
+            return False
+        before = set(self.images)
+        added, gone = sum(p not in before for p in images), len(before - set(images))
+        log.info("%s: %d image(s) added and %d gone since the last pass; %d streamed from now",
+                 self.uri, added, gone, len(images))
+        self.images = list(images)
+        self._shared_labels = shared_label_files(self.images)
+        return True
 
     @classmethod
     def from_uri(cls, uri: str, path: str, params: QueryParams, cfg: SourceConfig | None) -> "ImageDirSource":

@@ -2,7 +2,8 @@
 
 They share :class:`CaptureSource`: a failed read releases the capture, waits, and opens a new
 one, with exponential back-off (``reconnect_initial_s`` doubling up to ``reconnect_max_s``),
-until ``max_consecutive_failures`` reads in a row have failed. Opening fails fast: a camera
+until ``max_consecutive_failures`` reconnects in a row have delivered no frame (the failed
+read that started them, then each reconnect's). Opening fails fast: a camera
 that cannot be opened at start raises :class:`SourceError` at once, naming it.
 
 A camera driver may block in native code for as long as it likes: FFmpeg waits
@@ -366,10 +367,13 @@ class CaptureSource(FrameSource):
             if self._closing.is_set():  # closed while a read waited: no failure to report
                 return None
             self._failures += 1
-            if self._failures >= self.cfg.max_consecutive_failures:
+            # the first failure starts reconnecting; each later one is a reconnect that gave
+            # no frame (before, max_consecutive_failures=3 gave up after 2 reconnects)
+            if self._failures > self.cfg.max_consecutive_failures:
                 self._release()
                 self._transition(StreamState.EXHAUSTED)
-                raise SourceError(f"{self.uri}: giving up after {self._failures} failed reads in a row")
+                raise SourceError(f"{self.uri}: giving up after {self._failures - 1} reconnect(s) "
+                                  "in a row that gave no frame (source.max_consecutive_failures)")
             self._reconnect()
         return None
 
