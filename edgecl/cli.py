@@ -226,8 +226,9 @@ def _never_fail_on_characters() -> None:
 
 
 FFMPEG_LOG_ENV = "OPENCV_FFMPEG_LOGLEVEL"
-OPENCV_LOG_ENV = "OPENCV_LOG_LEVEL"
 """OpenCV reads FFmpeg's log level from this variable when it loads; a user's own value wins."""
+OPENCV_LOG_ENV = "OPENCV_LOG_LEVEL"
+"""OpenCV's own log level, read when it loads; a user's own value wins."""
 
 
 def _quiet_video_library() -> None:

@@ -693,9 +693,13 @@ class ImageDirSource(ImageListSource):
         the files of its start for ever, and ended with an error once they were all deleted
         although new ones had arrived. Kept as it was where the folder cannot be read now.
 
+        A dataset a ``data.yaml`` describes is a fixed set: it is not rescanned.
+
         Returns:
             True when the list changed (one line says how).
         """
+        if self.dataset.yaml_path is not None:
+            return False
         try:
             images = find_dataset(self._given).images(self._split)
         except (ConfigError, OSError) as exc:
