@@ -119,9 +119,12 @@ def merge_detections(detections, merged: Mapping[int, int], iou: float):
     import torch
     from torchvision.ops import batched_nms
 
-    keep = batched_nms(torch.from_numpy(np.asarray(detections.boxes_xyxy, np.float32)),
-                       torch.from_numpy(np.asarray(detections.scores, np.float32)),
-                       torch.from_numpy(mapped), float(iou)).numpy()
+    from edgecl.models.base import single_torch_thread
+
+    with single_torch_thread():  # a few boxes: not worth a thread pool's wake-up
+        keep = batched_nms(torch.from_numpy(np.asarray(detections.boxes_xyxy, np.float32)),
+                           torch.from_numpy(np.asarray(detections.scores, np.float32)),
+                           torch.from_numpy(mapped), float(iou)).numpy()
     return Detections(boxes_xyxy=np.asarray(detections.boxes_xyxy, np.float32)[keep],
                       scores=np.asarray(detections.scores, np.float32)[keep],
                       classes=mapped[keep])

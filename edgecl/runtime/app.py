@@ -671,11 +671,17 @@ class Runtime:
         except BaseException:
             backend.close()
             raise
+        merged = None
+        if opts.use_state:  # a merge made by another process is seen within 2 s
+            from edgecl.runtime.versions import TimedCache
+
+            merged = TimedCache(self.classes.merged, ttl_s=2.0, default={})
         self.loop = InferenceLoop(source, backend, version, sinks=sinks,
                                   back_pressure=cfg.runtime.back_pressure, watcher=self.watcher,
                                   max_frames=opts.max_frames,
                                   sink_queue_size=cfg.runtime.sink_queue_size,
-                                  watchdog=self.watchdog, realtime=cfg.runtime.realtime)
+                                  watchdog=self.watchdog, realtime=cfg.runtime.realtime,
+                                  merged_classes=merged, merge_iou=cfg.model.iou)
         self.watchdog.register("supervisor")
         if self.supervisor is not None:
             lrn = cfg.learner

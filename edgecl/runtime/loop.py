@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from edgecl.continual.merges import merge_detections
 from edgecl.errors import EdgeclError
 from edgecl.frames import Detections, Frame, StreamState
 from edgecl.models.base import Backend
@@ -405,14 +406,21 @@ class InferenceLoop:
             camera delivers frames (``runtime.realtime``; see :func:`realtime_fps`), and under
             ``back_pressure: auto`` drop the oldest frame when inference lags, as for a camera;
             a live source is never paced.
+        merged_classes: ``callable() -> {merged class id: id it means}`` (the class registry's
+            merges, cached by the caller): a detection in a merged class's slot is given as the
+            class it was merged into, and NMS'd again with ``merge_iou``
+            (:func:`edgecl.continual.merges.merge_detections`); ``None``: no merges.
+        merge_iou: the NMS IoU threshold for that (``model.iou``).
     """
 
     def __init__(self, source, backend: Backend, model_version: str, *, sinks=(),
                  back_pressure: str = "auto", watcher=None, max_frames: int | None = None,
                  sink_queue_size: int = 64, watchdog: Watchdog | None = None,
                  stop_timeout_s: float = 10.0, sink_stall_timeout_s: float = 2.0,
-                 realtime: bool = False):
+                 realtime: bool = False, merged_classes=None, merge_iou: float = 0.7):
         self.source = source
+        self._merged_classes = merged_classes
+        self._merge_iou = float(merge_iou)
         self.realtime = bool(realtime)
         self.pace_fps: float | None = None  # set once the source is open (its rate is known)
         self.backend = backend
@@ -546,6 +554,8 @@ class InferenceLoop:
     def _infer_one(self, frame: Frame) -> None:
         t0 = time.perf_counter()
         detections = self.backend.infer([frame.image])[0]
+        if self._merged_classes is not None:  # a model trained before 'classes merge truck car'
+            detections = merge_detections(detections, self._merged_classes(), self._merge_iou)
         infer_ms = (time.perf_counter() - t0) * 1000
         since_s = (time.monotonic() - frame.captured_mono_s if frame.captured_mono_s is not None
                    else time.time() - frame.ts_s)

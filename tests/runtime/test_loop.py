@@ -434,3 +434,17 @@ def test_a_sink_naming_its_storage_fault_is_logged_in_one_line(caplog):
     assert len(failed) == 1 and failed[0].exc_info is None and "Traceback" not in caplog.text
     assert "/card/d.jsonl" in failed[0].getMessage()
     assert "works again after 3 failures" in caplog.text
+
+
+def test_a_detection_in_a_merged_classs_slot_is_given_as_the_class_it_became():
+    """Before: after 'classes merge b a' the live view, --out lines and the label pipeline
+    still got the model's detections of slot 1 as class 1 ('b'), a retired name, until rounds
+    unlearnt it. A merge made meanwhile (the map is read at each frame) applies at once."""
+    sink = CollectSink()
+    merges = [{}] * 3 + [{1: 0}] * 3
+    calls = iter(merges)
+    report = InferenceLoop(ListSource(6), SleepBackend(tag=1, delay_s=0), "v0001", sinks=[sink],
+                           back_pressure="block", merged_classes=lambda: next(calls),
+                           merge_iou=0.7).run()
+    assert report.frames == 6
+    assert [r.detections.classes.tolist() for r in sink.results] == [[1]] * 3 + [[0]] * 3
