@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -224,6 +225,9 @@ def add_command(args: argparse.Namespace) -> int:
     classes = ClassRegistry(cfg.state_dir)
     conflict = classes.conflict(names)
     if conflict:  # 'edgecl run' would serve it under the device's names: car boxes named boat
+        if not existed:  # nothing to keep a rejected copy for: no state directory is left
+            shutil.rmtree(state, ignore_errors=True)
+            raise ConfigError(f"{args.path}: {conflict}; nothing was added")
         _reject(cfg, registry, version, f"class ids disagree with the device: {conflict}")
         raise ConfigError(f"{args.path}: {conflict}; staged as {version} and rejected (use a "
                           f"model trained with these class ids, or another --state-dir)")
@@ -234,6 +238,9 @@ def add_command(args: argparse.Namespace) -> int:
         try:
             added = classes.seed(names)
         except EdgeclError as exc:
+            if not existed:  # before: a new state directory with a 10 MB rejected version
+                shutil.rmtree(state, ignore_errors=True)
+                raise ConfigError(f"{args.path}: {exc}; nothing was added") from None
             _reject(cfg, registry, version, f"class names refused: {exc}")
             raise ConfigError(f"{args.path}: {exc}; staged as {version} and rejected") from None
     print(f"staged {version} from {args.path}")

@@ -6,13 +6,15 @@ parent version ...).  ``model`` is a float32 CPU copy of the DetectionModel.  Wh
 prior adapter is attached it is saved with it (``edgecl.ider_adapter`` is then True) and
 loading needs ``edgecl`` importable (the adapter class lives in
 ``edgecl.models.prior_adapter``); plain ultralytics can load it only after
-``fold_prior``.  Checkpoints are pickles: load only files this device wrote.
+``fold_prior``.  Checkpoints are pickles: :class:`CheckpointUnpickler` makes only what models
+are made of, and refuses any other name in the file before it is looked up.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import pickle
 import re
 import warnings
 from datetime import datetime, timezone
@@ -224,7 +226,9 @@ def load_checkpoint(path: str | os.PathLike):
         ckpt = {"model": ckpt}
     if not isinstance(ckpt, dict):
         raise ModelLoadError(f"{path} is not a model checkpoint (found {type(ckpt).__name__})")
-    model = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+    # the trainer's EMA where it is a model (a state_dict saved as 'ema' is no model: before,
+    # it hid the 'model' beside it, "not a model checkpoint (no 'model' module)")
+    model = ckpt.get("ema") if isinstance(ckpt.get("ema"), nn.Module) else ckpt.get("model")
     if not isinstance(model, nn.Module) or not hasattr(model, "model"):
         if any(_is_state_dict(v) for v in (ckpt, ckpt.get("model"), ckpt.get("state_dict"))):
             raise ModelLoadError(f"{path} holds only weights (a state_dict), not the model: load "
@@ -284,7 +288,7 @@ def _read(path: Path):
     import torch
     from ultralytics.nn.tasks import temporary_modules
 
-    problem = _not_a_zip_checkpoint(path)
+    problem = _not_a_zip_checkpoint(path) or _damaged_member(path)
     if problem:
         raise ModelLoadError(f"cannot read checkpoint {path}: {problem}")
     attributes = {old: new for old, new in _LEGACY_ATTRIBUTES.items() if _resolves(new)}
@@ -292,20 +296,153 @@ def _read(path: Path):
         warnings.simplefilter("ignore")
         try:
             with temporary_modules(modules=_LEGACY_MODULES, attributes=attributes):
-                ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+                ckpt = torch.load(str(path), map_location="cpu", weights_only=False,
+                                  pickle_module=_pickle_module())
+        except RefusedGlobal as exc:
+            root = str(exc).split(".")[0]
+            if root in _YOLOV5_REPO_MODULES or not _importable(root):  # say what the file is
+                raise ModelLoadError(_unreadable(path, ModuleNotFoundError(root, name=root))) from None
+            raise ModelLoadError(f"cannot load {path}: its pickle calls {exc}, which no model "
+                                 f"is made of (only torch's, ultralytics' and edgecl's classes "
+                                 f"are); refused with nothing of it run. Save the weights again "
+                                 f"from a copy you trust") from None
         except Exception as exc:  # torch.load raises many kinds for a damaged or foreign file
+            if "torchscript" in str(exc).lower():
+                raise ModelLoadError(TORCHSCRIPT_PROBLEM.format(path=path)) from None
             raise ModelLoadError(_unreadable(path, exc)) from None
     if isinstance(ckpt, torch.jit.ScriptModule):
-        raise ModelLoadError(f"cannot load {path}: a TorchScript export, not an ultralytics .pt "
-                             f"checkpoint; give the .pt file it was exported from")
+        raise ModelLoadError(TORCHSCRIPT_PROBLEM.format(path=path))
     from ultralytics.engine.model import Model
 
     return ckpt.model if isinstance(ckpt, Model) else ckpt  # torch.save(YOLO(...))
 
 
+TORCHSCRIPT_PROBLEM = ("cannot load {path}: a TorchScript export, not an ultralytics .pt "
+                       "checkpoint; give the .pt file it was exported from")
+
+_SAFE_OTHER_GLOBALS = frozenset({
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.ndarray",
+    "numpy.dtype", "pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath",
+    "pathlib.PurePosixPath", "pathlib.PureWindowsPath", "argparse.Namespace",
+    "types.SimpleNamespace", "datetime.datetime", "datetime.date", "datetime.timedelta",
+    "datetime.timezone", "collections.defaultdict",
+    *(f"builtins.{t}" for t in ("list", "dict", "set", "frozenset", "tuple", "int", "float",
+                                "complex", "str", "bool", "bytes", "bytearray", "slice", "range"))})
+"""What a checkpoint's pickle may name besides torch's and ultralytics' classes: numpy arrays and
+scalars, paths and namespaces (a trainer's arguments), dates, a callbacks table and Python's
+plain containers and numbers."""
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A checkpoint's pickle names something that no model is made of (a function such as
+    ``posix.system``): refused before it is looked up, so nothing of it runs."""
+
+
+_IMPORTABLE_ROOTS = frozenset({"torch", "ultralytics", "edgecl", "numpy", "pathlib", "argparse",
+                               "types", "datetime", "collections", "builtins", "_codecs"})
+"""Top-level modules a checkpoint's pickle may make edgecl import (importing any other module
+named in a file, ``antigravity`` say, would already run its code)."""
+
+
+class CheckpointUnpickler(pickle.Unpickler):
+    """The unpickler of a checkpoint: it makes only what models are made of.
+
+    A name in the pickle resolves when it is one of torch's own safe globals (tensors,
+    storages, dtypes: ``torch._weights_only_unpickler``), a class of torch, ultralytics or
+    edgecl (a layer a round adapted), an ultralytics training callback (``torch.save(YOLO(...))``
+    keeps them), or one of :data:`_SAFE_OTHER_GLOBALS`. Anything else raises
+    :class:`RefusedGlobal` before it is looked up. Before, a checkpoint was unpickled in full
+    (``weights_only=False``, as ultralytics does): a pickle naming ``os.system`` ran it as the
+    file loaded, at ``models add``, ``run --model`` and a round. The usual restricted-unpickler
+    pattern of Python's ``pickle`` documentation, given to ``torch.load`` as its
+    ``pickle_module``.
+    """
+
+    def find_class(self, module: str, name: str):
+        """The object ``module.name`` of the pickle, when a model may be made of it.
+
+        Raises:
+            RefusedGlobal: anything else.
+            ModuleNotFoundError, AttributeError: a name the installed packages lack.
+        """
+        import _compat_pickle  # the Python 2 names that protocol 2 writes ('__builtin__.set')
+
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        full = f"{module}.{name}"
+        safe = _torch_safe_globals().get(full)
+        if safe is not None:
+            return safe
+        if module.split(".")[0] not in _IMPORTABLE_ROOTS:
+            raise RefusedGlobal(full)
+        obj = super().find_class(module, name)
+        where = str(getattr(obj, "__module__", ""))
+        model_class = isinstance(obj, type) and where.startswith(("torch.", "ultralytics.",
+                                                                  "edgecl."))
+        # torch.save(YOLO(...)) keeps the model's training callbacks: functions that take a
+        # trainer, which nothing in a checkpoint can give
+        callback = callable(obj) and where.startswith("ultralytics.utils.callbacks.")
+        if model_class or callback or full in _SAFE_OTHER_GLOBALS or full.startswith(
+                "numpy.dtypes."):
+            return obj
+        raise RefusedGlobal(full)
+
+
+def _importable(module: str) -> bool:
+    """Whether a top-level module is installed (found, not imported: nothing of it runs)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _torch_safe_globals() -> dict:
+    """torch's own allow-list of its ``weights_only`` loads (name -> object); empty where this
+    torch has none (then only the rules of :class:`CheckpointUnpickler` admit a name)."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+    except ImportError:
+        return {}
+    return _get_allowed_globals()
+
+
+def _pickle_module():
+    """A module object holding :class:`CheckpointUnpickler`, for ``torch.load(pickle_module=)``."""
+    import types
+
+    module = types.ModuleType("edgecl_checkpoint_pickle")
+    module.Unpickler = CheckpointUnpickler
+    module.load = lambda fh, **kwargs: CheckpointUnpickler(fh, **kwargs).load()
+    module.__name__ = "edgecl_checkpoint_pickle"
+    return module
+
+
 ZIP_MAGIC = b"PK\x03\x04"
 """How a file torch.save writes begins (a zip archive's first local header), as torch.load
 checks."""
+
+
+def _damaged_member(path: Path) -> str | None:
+    """Why a checkpoint's zip archive is damaged inside, or None: a member whose CRC-32 fails
+    (a bit flipped on a card or in a transfer). Before, such a file loaded with the flipped
+    weights, and was added, promoted and verified as ok (its sha256 was taken of the damaged
+    file). An archive whose structure is broken is left to ``torch.load``, which says so."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return None
+    if bad is None:
+        return None
+    return (f"damaged: the checksum of {bad} inside it fails (changed on disk or in a "
+            f"transfer); copy the file again from where it was made")
 
 
 def _not_a_zip_checkpoint(path: Path) -> str | None:
@@ -324,6 +461,8 @@ def _not_a_zip_checkpoint(path: Path) -> str | None:
         return None
     if not head:
         return "the file is empty"
+    if head[:1] == b"\x08":  # a protobuf's first field, as an ONNX model begins (ir_version)
+        return "it looks like an ONNX model (a protobuf), not a PyTorch checkpoint: name it .onnx"
     if head[:1] == b"\x80":
         return ("a pickle, not the zip archive torch.save writes (PyTorch's format before 1.6, "
                 "or a plain pickle): it was not unpickled; load it with the torch that wrote it "

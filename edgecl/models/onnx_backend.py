@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.errors import ModelLoadError
-from edgecl.models.base import (MAX_IMAGE_SIDE, Backend, ModelMeta, check_export_metadata,
-                                misnamed_model_hint, one_line, sha256_file)
+from edgecl.models.base import (DETECTION_ONLY, MAX_IMAGE_SIDE, Backend, ModelMeta,
+                                check_export_metadata, misnamed_model_hint, one_line, sha256_file)
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,35 @@ def onnx_greater_constants(proto) -> list[float]:
     return values
 
 
+def stripped_head_kind(path: str | Path) -> str | None:
+    """What an ultralytics ONNX export without its metadata is, when its head is no detector's.
+
+    A pose or OBB head adds a branch (``cv4``: keypoints, angles) beside the boxes (``cv2``),
+    classes (``cv3``) and ``dfl`` of a Detect head, and exports to one output like a detector's:
+    its extra channels were read as 131 (pose) or 81 (OBB) classes. Node names as
+    ``torch.onnx.export`` writes them (``/model.23/cv4.0/...``).
+
+    Args:
+        path: the ``.onnx`` file.
+
+    Returns:
+        ``"a pose or OBB model (...)"``, or ``None`` (a detector, or a graph without such names).
+    """
+    import re
+
+    import onnx
+
+    layers: dict[str, set[str]] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        match = re.match(r"/model\.(\d+)/([A-Za-z0-9_]+)", node.name)
+        if match:
+            layers.setdefault(match.group(1), set()).add(match.group(2))
+    if any({"dfl", "cv4"} <= parts for parts in layers.values()):
+        return ("a pose or OBB model (its head has a keypoint or angle branch beside the boxes "
+                "and classes)")
+    return None
+
+
 def check_detect_output(out_shape: list, names: dict, path: Path) -> dict:
     """Check that the first output is a YOLO detection output.
 
@@ -285,6 +314,11 @@ class OnnxBackend(Backend):
         check_export_metadata(custom, path)
         refuse_extra_outputs([f"{o.name} {list(o.shape)}" for o in outputs], path)
         names, hw = read_onnx_metadata(custom, list(inp.shape), path, self.opts.imgsz)
+        if not custom.get("task"):  # metadata stripped: the graph's head says what it is
+            other = stripped_head_kind(path)
+            if other:
+                raise ModelLoadError(f"{path}: {other}, its export's metadata stripped; "
+                                     f"{DETECTION_ONLY}")
         names = check_detect_output(list(outputs[0].shape), names, path)
         batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
         self._session = session

@@ -277,6 +277,21 @@ def test_a_refused_first_model_leaves_no_state_dir(tmp_path, run_edgecl):
         assert code == 2 and err.count("\n") == 1 and not state.exists()
 
 
+def test_a_first_model_whose_names_are_refused_leaves_no_state_dir(tmp_path, run_edgecl):
+    """Before: an ONNX export whose class names clash ('Car' and 'car') as the first model made
+    a new state directory holding a 10 MB rejected version (the .pt was refused before)."""
+    from edgecl.models.export import export_onnx
+    from edgecl.ultra import build_detection_model
+
+    path = tmp_path / "dup.onnx"
+    names = {0: "Car", 1: "car"}
+    export_onnx(build_detection_model(2, names=names), path, imgsz=64, names=names)
+    state = tmp_path / "new"
+    code, _, err = run_edgecl(["models", "add", str(path), "--state-dir", str(state)])
+    assert code == 2 and err.count("\n") == 1 and err.rstrip().endswith("; nothing was added")
+    assert not state.exists()
+
+
 def test_models_list_says_what_a_versions_acc_averages(capsys, tmp_path):
     """Before: 'acc=0.005 (accepted: ACC over the 2 classes with >= 5 held-out boxes 0.011)',
     two ACCs on one line with nothing to say that the first averages every held-out class."""

@@ -159,6 +159,9 @@ def _pickled_with_missing_code(path, detector, monkeypatch, where: str):
     ("own_code", "it needs the Python module 'dronelab', which is not installed"),
     ("zip", "the file is empty, truncated or not a PyTorch checkpoint"),
     ("empty", "the file is empty"),
+    # before: "the file is truncated or not a PyTorch checkpoint"
+    ("onnx_named_pt", "it looks like an ONNX model (a protobuf), not a PyTorch checkpoint: name "
+                      "it .onnx"),
 ])
 def test_files_that_are_not_a_checkpoint_say_what_they_are(tmp_path, detector, monkeypatch, capfd,
                                                            case, expected):
@@ -173,7 +176,7 @@ def test_files_that_are_not_a_checkpoint_say_what_they_are(tmp_path, detector, m
         torch.save({"model": detector.state_dict(), "epoch": 3}, path)
     elif case == "folder":
         path.mkdir()
-    elif case in ("onnx", "engine"):
+    elif case in ("onnx", "engine", "onnx_named_pt"):
         path.write_bytes(b"\x08\x07\x12\x07pytorch")
     elif case == "torchscript":
         with warnings.catch_warnings():  # torch's notice that TorchScript is deprecated
@@ -341,3 +344,60 @@ def test_a_checkpoint_of_non_finite_weights_is_refused_at_load(tmp_path, detecto
     assert message == (f"{tmp_path / 'best.pt'}: its weights hold NaN or infinity (in "
                        f"model.23.cv2.0.2.bias): they are damaged (a float16 overflow in "
                        f"training, say)")
+
+
+class _Payload:
+    """What a hostile checkpoint hides: unpickling it calls ``os.system``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("where", ["top", "train_args"])
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused_with_nothing_run(tmp_path, detector,
+                                                                               where):
+    """Before: a checkpoint was unpickled in full (weights_only=False, as ultralytics does): a
+    working detector with os.system hidden in its train_args was added and promoted, the
+    command it held run at 'models add', 'run --model' and every round."""
+    marker = tmp_path / "ran"
+    path = tmp_path / "best.pt"
+    payload = _Payload(marker)
+    torch.save(payload if where == "top" else _trainer_layout(detector, train_args=payload), path)
+    message = _message(path)
+    assert message == (f"cannot load {path}: its pickle calls posix.system, which no model is "
+                       f"made of (only torch's, ultralytics' and edgecl's classes are); refused "
+                       f"with nothing of it run. Save the weights again from a copy you trust")
+    assert not marker.exists()
+
+
+def test_an_ema_saved_as_weights_leaves_the_model_beside_it_in_use(tmp_path, detector):
+    """Before: 'ema' saved as a state_dict hid the 'model' beside it: "not a model checkpoint
+    (no 'model' module)"."""
+    path = tmp_path / "best.pt"
+    torch.save(_trainer_layout(detector, ema=copy.deepcopy(detector).state_dict()), path)
+    assert load_checkpoint(path)[1]["names"] == NAMES
+
+
+def test_a_checkpoint_with_a_flipped_bit_inside_is_refused(tmp_path, detector):
+    """Before: a .pt whose weights a card or a transfer changed (its zip CRC fails) loaded with
+    the changed weights, was added and promoted, and 'models verify' said ok (the sha256 was
+    taken of the damaged file)."""
+    path = tmp_path / "best.pt"
+    torch.save(_trainer_layout(detector), path)
+    with zipfile.ZipFile(path) as archive:
+        big = max(archive.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    start = big.header_offset + 30 + len(big.filename.encode()) + 64  # inside its stored bytes
+    local_extra = int.from_bytes(data[big.header_offset + 28:big.header_offset + 30], "little")
+    start += local_extra
+    for i in range(start, start + 100):
+        data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert _message(path) == (f"cannot read checkpoint {path}: damaged: the checksum of "
+                              f"{big.filename} inside it fails (changed on disk or in a "
+                              f"transfer); copy the file again from where it was made")

@@ -356,6 +356,31 @@ def test_a_segmentation_onnx_without_its_metadata_is_refused_not_served(tmp_path
         f"detectors, whose export has one output")
 
 
+@pytest.mark.parametrize("yaml_name", ["yolo11n-pose.yaml", "yolo11n-obb.yaml"])
+def test_a_pose_or_obb_onnx_without_its_metadata_is_refused_not_served(tmp_path, monkeypatch,
+                                                                        yaml_name):
+    """Before: with its metadata stripped (a graph tool drops it), a pose export was served as
+    a detector of 131 classes, an OBB one of 81: keypoint and angle channels read as classes.
+    A detector's export stripped alike still loads."""
+    import onnx
+    from ultralytics import YOLO
+
+    from edgecl.ultra import ensure_offline
+
+    ensure_offline()
+    monkeypatch.chdir(tmp_path)  # the export lands in the working folder
+    for name, yaml in (("other.onnx", yaml_name), ("detector.onnx", "yolo11n.yaml")):
+        stripped = onnx.load(YOLO(yaml).export(format="onnx", imgsz=64, verbose=False))
+        del stripped.metadata_props[:]
+        onnx.save(stripped, tmp_path / name)
+    with pytest.raises(ModelLoadError) as err:
+        load_backend(tmp_path / "other.onnx", InferenceOptions())
+    assert str(err.value) == (
+        f"{tmp_path / 'other.onnx'}: a pose or OBB model (its head has a keypoint or angle "
+        f"branch beside the boxes and classes), its export's metadata stripped; {DETECTION_ONLY}")
+    assert len(load_backend(tmp_path / "detector.onnx", InferenceOptions(imgsz=64)).meta.names) == 80
+
+
 def test_every_backend_refuses_a_model_with_more_than_one_output(tmp_path):
     """The rule the ONNX, OpenVINO and TensorRT backends share (a segmentation engine's second
     output holds its mask prototypes); tested here without TensorRT, which this machine lacks."""
