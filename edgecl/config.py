@@ -479,6 +479,10 @@ RULES: dict[str, Rule] = {
         pattern=r"(\s*https?://[^\s/,]+/?\s*(,\s*https?://[^\s/,]+/?\s*)*)?",
         meaning="empty or comma-separated origins such as https://drone7.lab.example "
                 "(scheme, host and port; no path)"),
+    # a round's image lists hold one path per line (ultralytics' train.txt): a line break in
+    # the state directory's path split every one of them (every round failed)
+    "state_dir": Rule(pattern=r"[^\x00-\x1f\x7f]*",
+                      meaning="a path without line breaks or other control characters"),
     "fleet.device_name": Rule(
         pattern=r"[^\x00-\x1f\x7f-\x9f]{0,64}",
         meaning="a name of at most 64 characters with no newline or other control character "

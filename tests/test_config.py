@@ -582,3 +582,20 @@ def test_a_number_in_other_scripts_digits_is_refused(text):
         assert _one_line_error(None, [f"{key}={text}"]) == (
             f"config key '{key}' in override '{key}={text}' must be a number written in ASCII "
             f"digits, got '{text}'")
+
+
+def test_a_state_dir_with_a_line_break_is_refused_in_one_line(tmp_path):
+    """Before: a state directory moved to a path holding a line break imported and verified,
+    but every learning round failed ("no usable training image ... No such file"): a round's
+    image lists hold one path per line."""
+    from edgecl.commands.common import check_state_dir_option
+
+    with pytest.raises(ConfigError) as err:
+        check_state_dir_option("flight\nx")
+    assert str(err.value) == ("--state-dir: 'flight\\nx' is not a path without line breaks or "
+                              "other control characters")
+    config = tmp_path / "edgecl.yaml"
+    config.write_text('state_dir: "flight\\nx"\n')
+    with pytest.raises(ConfigError, match="config key 'state_dir' in .*edgecl.yaml: 'flight"):
+        load_config(config)
+    assert check_state_dir_option("with space/é") == "with space/é"

@@ -10,6 +10,7 @@ from pathlib import Path
 from edgecl.arguments import print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, require_state_dir,
                                     with_device_memory)
+from edgecl.errors import EdgeclError
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,28 @@ def _registry(args):
     require_state_dir(cfg)
     classes = ClassRegistry(cfg.state_dir)
     try:
-        classes.names()
+        empty = not classes.names()
     except ClassRegistryError:
         rebuild_classes_from_memory(cfg, classes)
+        return classes
+    if empty and _memory_names_classes(cfg):  # classes.json and its backup deleted: before,
+        # 'classes list' said "no classes yet" while the memory held Car and Person samples
+        rebuild_classes_from_memory(cfg, classes)
     return classes
+
+
+def _memory_names_classes(cfg) -> bool:
+    """Whether the replay memory records class names (read without opening it for writing)."""
+    from edgecl.continual.memory import INDEX_FILE, ReplayMemory
+
+    root = Path(cfg.state_dir) / "memory"
+    if not (root / INDEX_FILE).is_file():
+        return False
+    try:
+        with ReplayMemory(root, cfg.memory, verify_on_open=False, read_only=True) as memory:
+            return bool(memory.class_names())
+    except (EdgeclError, OSError):
+        return False
 
 
 def rebuild_classes_from_memory(cfg, classes) -> None:

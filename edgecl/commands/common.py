@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import shlex
+from pathlib import Path
 
 from edgecl.config import Config, MemoryConfig, load_config
 from edgecl.errors import ConfigError
@@ -49,10 +50,15 @@ def check_state_dir_option(value: str) -> str:
 
     Raises:
         ConfigError: ``''`` or blank (it would be the built-in default's, or the current
-            directory).
+            directory), or a path holding a line break or another control character.
     """
     if not value.strip():
         raise ConfigError(f"--state-dir must name a directory, got {value!r}")
+    from edgecl.config import RULES
+
+    problem = RULES["state_dir"].problem(value)
+    if problem is not None:  # a line break: every round's image lists split (all failed)
+        raise ConfigError(f"--state-dir: {problem}")
     return os.path.expanduser(value)
 
 
@@ -228,6 +234,26 @@ STATE_ENTRIES = frozenset({"memory", "models", "learner", "metrics", "fleet", "c
 that holds other files but none of these is no state directory, and a command that reads one
 does not make one there (``--state-dir /`` made ``/labels``, ``/memory`` and ``/models``).
 ``labels/`` is no mark: a YOLO dataset and a replay memory hold one too."""
+
+
+STATE_FOLDERS = ("memory", "models", "labels", "learner", "metrics", "fleet")
+"""The folders of a state directory that edgecl owns (a folder of one's own beside them, an
+export, say, is the user's)."""
+
+
+def inside_state_folders(state_dir, path) -> bool:
+    """Whether ``path`` is the state directory itself or lies in one of its own folders
+    (:data:`STATE_FOLDERS`); links resolved, a link that loops is no error here.
+
+    Args:
+        state_dir: the state directory.
+        path: a path a command was given.
+    """
+    state = Path(os.path.realpath(Path(state_dir).expanduser()))
+    target = Path(os.path.realpath(Path(path).expanduser()))
+    if target == state:
+        return True
+    return any(target == state / name or state / name in target.parents for name in STATE_FOLDERS)
 
 
 def require_state_dir(cfg: Config) -> None:

@@ -173,6 +173,23 @@ def _refuse_state_dir_among_images(state_dir, path: str, fmt: str, items) -> Non
                               f"elsewhere")
 
 
+def _refuse_source_inside_state_dir(state_dir, path: str) -> None:
+    """Refuse a source that is the state directory or lies in one of its own folders (``STATE``,
+    ``STATE/memory``, ...): before, the memory was imported into itself, 43 samples became 86,
+    held-out images copied into training.
+
+    Raises:
+        ConfigError: naming both.
+    """
+    from edgecl.commands.common import inside_state_folders
+    from edgecl.errors import ConfigError
+
+    if inside_state_folders(state_dir, path):
+        raise ConfigError(f"{path} is inside the state directory {state_dir}: the device's own "
+                          f"memory would be imported into itself; give a dataset folder outside "
+                          f"it ('edgecl memory export --out DIR' writes one)")
+
+
 def import_command(args: argparse.Namespace) -> int:
     """Run ``edgecl labels import``.
 
@@ -192,6 +209,7 @@ def import_command(args: argparse.Namespace) -> int:
     cfg = with_device_memory(config_from_args(args), memory_given(args))
     refuse_unreachable_state_dir(cfg.state_dir)
     refuse_smaller_memory(cfg)
+    _refuse_source_inside_state_dir(cfg.state_dir, args.path)
     items = iter_labelled(args.path, args.format)
     _refuse_state_dir_among_images(cfg.state_dir, args.path, args.format, items)
     classes = ClassRegistry(cfg.state_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edgecl.arguments import print_json_line
@@ -55,7 +56,17 @@ def learn_command(args: argparse.Namespace) -> int:
             promote_leftover_staged(cfg, Registry(Path(cfg.state_dir) / "models"),
                                     inference_options(cfg))
         result = run_learning_round(cfg, reason="on_demand", hold=args.no_promote)
+    serving = None
     if result.status is RoundStatus.STAGED and not args.no_promote:
+        from edgecl.models.registry import Registry
+        from edgecl.runtime.promote import serving_instead
+
+        serving = serving_instead(Registry(Path(cfg.state_dir) / "models"), result.version)
+    if serving:  # rolled back (or another version promoted) while the round ran: kept so
+        print(f"warning: {result.version} is not promoted: it was learnt on the version that "
+              f"served when the round began, and {serving} serves now (rolled back or promoted "
+              f"since); 'edgecl models promote {result.version}' serves it", file=sys.stderr)
+    elif result.status is RoundStatus.STAGED and not args.no_promote:
         promote_version(cfg.state_dir, result.version)
         result.status = RoundStatus.PROMOTED
     if result.unsaved:

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from edgecl.arguments import output_path, print_json_line
-from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
-                                    refuse_smaller_memory, require_state_dir, with_device_memory)
+from edgecl.commands.common import (add_config_args, config_from_args, inside_state_folders,
+                                    memory_given, refuse_smaller_memory, require_state_dir,
+                                    with_device_memory)
 from edgecl.config import Config
 from edgecl.errors import ReplayMemoryError, StorageError
 
@@ -99,8 +100,12 @@ def _open(args: argparse.Namespace, verify: bool = True, device_cfg: Config | No
     if not (root / INDEX_FILE).is_file():
         refuse_lost_index(root)
         raise ReplayMemoryError(f"no replay memory at {root} (nothing stored yet?)")
-    memory_cfg = (device_cfg or with_device_memory(cfg, memory_given(args))).memory
-    return ReplayMemory(root, memory_cfg, verify_on_open=verify, read_only=not is_writable(root))
+    full = device_cfg or with_device_memory(cfg, memory_given(args))
+    writable = is_writable(root)
+    if verify and writable:  # an open that repairs evicts over the bounds it is given (before:
+        # 'memory remove 3 memory.capacity=10' evicted 33 of 43 samples for good)
+        refuse_smaller_memory(full)
+    return ReplayMemory(root, full.memory, verify_on_open=verify, read_only=not writable)
 
 
 def _registry_names(args: argparse.Namespace) -> dict[int, str]:
@@ -263,6 +268,11 @@ def export_command(args: argparse.Namespace) -> int:
     from edgecl import atomic
 
     out = Path(args.out)
+    state = config_from_args(args).state_dir
+    if inside_state_folders(state, out):
+        # before: accepted, and every later 'memory verify' reported it as unrepaired damage
+        raise ReplayMemoryError(f"--out {out} is inside the state directory {state} or one of "
+                                f"its own folders: export to a folder of its own")
     if out.exists() and any(out.iterdir()):
         raise ReplayMemoryError(f"export folder {out} is not empty")
     with _open(args, verify=False) as memory:  # an export changes nothing in the memory

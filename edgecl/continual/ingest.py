@@ -349,7 +349,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             # counted, not listed: into a full memory, most of a folder is declined
             report.tally.skip(DECLINED_BY_POLICY)
             continue
-        report.tally.done(item)
+        report.tally.done(item.distinct())  # counted as stored: a box given twice is one
 
 
 def _held(memory, digests: set[str], origin: LabelOrigin) -> int | None:

@@ -83,6 +83,7 @@ gives.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import itertools
 import json
@@ -149,6 +150,27 @@ class ImportItem:
     dataset_ids: tuple[int, ...] | None = None
     empty: int = 0
     rescaled: str = ""
+
+    def distinct(self) -> "ImportItem":
+        """This item with each box given twice (same class, same corners) kept once, as the
+        replay memory stores it (:func:`edgecl.continual.memory.records.check_labels`); a
+        dataset written by ``dataset import`` keeps them as written, as ``convert_coco`` does.
+
+        Returns:
+            ``self`` when no box repeats, else a copy without the repeats.
+        """
+        if len(self.names) < 2:
+            return self
+        codes = {name: k for k, name in enumerate(dict.fromkeys(self.names))}
+        rows = np.column_stack([np.array([codes[n] for n in self.names], np.float64),
+                                np.asarray(self.xyxy, np.float64).reshape(len(self.names), 4)])
+        _, first = np.unique(rows, axis=0, return_index=True)
+        if len(first) == len(self.names):
+            return self
+        keep = np.sort(first)
+        ids = None if self.dataset_ids is None else tuple(self.dataset_ids[i] for i in keep)
+        return dataclasses.replace(self, names=[self.names[i] for i in keep],
+                                   xyxy=np.asarray(self.xyxy)[keep], dataset_ids=ids)
 
     def yolo_labels(self, class_ids: dict[str, int]) -> np.ndarray:
         """The boxes as YOLO rows with the given class ids.

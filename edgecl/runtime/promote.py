@@ -56,6 +56,30 @@ def promote_version(state_dir: str | Path, version: str) -> bool:
 
 
 
+def serving_instead(registry, version: str) -> str | None:
+    """The version serving now when it is not the one a round's ``version`` was learnt on: a
+    rollback or a promotion came while the round ran. Promoting it then would undo that (a
+    rollback made during a round was followed by the round's version, learnt on the version
+    rolled back from).
+
+    Args:
+        registry: the model registry.
+        version: a version a round staged (its manifest names its ``parent``).
+
+    Returns:
+        The serving version's name, or ``None`` when the round's parent still serves (or
+        nothing serves, or the manifest names no parent).
+    """
+    from edgecl.errors import RegistryError
+
+    try:
+        parent = registry.manifest(version).get("parent")
+    except RegistryError:
+        return None
+    serving = registry.current()
+    return serving if serving and isinstance(parent, str) and parent and parent != serving else None
+
+
 def _progress_of(registry, version: str) -> int | None:
     """The learner's progress a version records (the last sample id its round learnt; 0 for a
     user's model file, which learnt none of this memory), or None when it records none.

@@ -114,3 +114,27 @@ def test_a_memory_whose_index_is_lost_shows_its_counts_as_unknown(tmp_path, caps
     assert main(["classes", "list", "--state-dir", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]["samples"] is None
     assert "has sample files but no index" in caplog.text
+
+
+def test_a_deleted_registry_and_backup_are_rebuilt_from_the_memory_by_the_classes_commands(
+        capsys, tmp_path):
+    """Before: with classes.json and its backup deleted, 'classes list' said "no classes yet"
+    and 'classes rename car auto' "unknown class 'car' (known: none)", while the memory held
+    car and drone samples."""
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+
+    state = tmp_path / "state"
+    ClassRegistry(state).add(["car", "drone"])
+    with ReplayMemory(state / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0),
+                      names={0: "car", 1: "drone"}) as memory:
+        memory.add(Sample(image=np.full((32, 32, 3), 90, np.uint8),
+                          labels=np.array([[1, 0.5, 0.5, 0.2, 0.2]], np.float32), task="stream"))
+    for name in ("classes.json", "classes.backup.json"):
+        (state / name).unlink(missing_ok=True)
+    code, out, err = run_cli(capsys, "classes", "list", "--json", "--state-dir", state)
+    assert code == 0, err
+    assert [(r["id"], r["name"]) for r in json.loads(out.strip().splitlines()[-1])] == [
+        (0, "car"), (1, "drone")]
+    code, out, err = run_cli(capsys, "classes", "rename", "car", "auto", "--state-dir", state)
+    assert code == 0 and out.strip() == "class 0: car -> auto", err

@@ -104,3 +104,34 @@ def test_a_failed_round_gives_the_error_line_with_json(tmp_path, monkeypatch, ca
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "failed"
     assert out["error"] == out["reason"] == "the model x.onnx is no .pt checkpoint"
+
+
+def test_learn_does_not_undo_a_rollback_made_while_its_round_ran(tmp_path, monkeypatch, capsys):
+    """Before: 'models rollback' (to v0001) during a round learnt on v0002 was undone when the
+    round's v0003 was promoted on top of v0002's learning."""
+    from edgecl.runtime import learner
+
+    state = tmp_path / "state"
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"onnx")
+    registry = Registry(state / "models")
+    first = registry.stage({"model.onnx": src}, {"memory_snapshot": "s"})
+    registry.promote(first)
+    second = registry.stage({"model.onnx": src}, {"memory_snapshot": "s", "parent": first})
+    registry.promote(second)
+    rolled_back = []
+
+    def round_during_which_a_rollback_came(cfg, reason, hold):
+        version = registry.stage({"model.onnx": src}, {"memory_snapshot": "s", "parent": second})
+        registry.promote(first)  # the operator's rollback, while the round ran
+        rolled_back.append(version)
+        return RoundResult(RoundStatus.STAGED, round=3, version=version)
+
+    monkeypatch.setattr(learner, "run_learning_round", round_during_which_a_rollback_came)
+    monkeypatch.setattr(learner, "promote_leftover_staged", lambda *a, **k: None)
+    code = main(["learn", "--state-dir", str(state), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["status"] == "staged"
+    assert Registry(state / "models").current() == first
+    assert (f"warning: {rolled_back[0]} is not promoted: it was learnt on the version that "
+            f"served when the round began, and {first} serves now") in err

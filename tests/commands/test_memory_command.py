@@ -323,3 +323,35 @@ def test_a_memory_setting_equal_to_the_default_is_used_as_given(tmp_path, capsys
     for given, shown in (("memory.capacity=2000", "samples 3/2000 "), (None, "samples 3/10 ")):
         assert main(["memory", "stats", "--state-dir", str(state), *([given] if given else [])]) == 0
         assert capsys.readouterr().out.splitlines()[0].startswith(shown)
+
+
+def test_remove_refuses_a_capacity_below_the_memorys_and_evicts_nothing(state, capsys):
+    """Before: 'memory remove 3 memory.capacity=5' evicted half of the 10 samples for good at
+    its opening (then refused the id), as no other writing command does."""
+    code = main(["memory", "remove", "3", "--state-dir", str(state), "memory.capacity=5",
+                 "memory.holdout_fraction=0.2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "would evict the device's samples" in err, err
+    with ReplayMemory(state / "memory", MemoryConfig(), verify_on_open=False) as m:
+        assert len(m) == 10
+
+
+def test_an_export_into_the_state_directory_is_refused(state, capsys):
+    """Before: '--out STATE/memory/images/x' was written, and every later 'memory verify'
+    reported it as damage it could not repair (exit 1)."""
+    for out in (state / "memory" / "images" / "x", state / "memory" / "exp", state):
+        assert main(["memory", "export", "--out", str(out), "--state-dir", str(state)]) == 2
+        assert "is inside the state directory" in capsys.readouterr().err
+    assert not (state / "memory" / "exp").exists()
+    assert not (state / "memory" / "images" / "x").exists()
+    assert main(["memory", "verify", "--state-dir", str(state)]) == 0
+
+
+def test_importing_the_state_directory_into_itself_is_refused(state, capsys):
+    """Before: 'labels import --state-dir STATE STATE' stored the memory's own 10 images again
+    (held-out ones copied into training)."""
+    for source in (state, state / "memory", state / "memory" / "images"):
+        assert main(["labels", "import", str(source), "--state-dir", str(state)]) == 2
+        assert "inside the state directory" in capsys.readouterr().err
+    with ReplayMemory(state / "memory", MemoryConfig(), verify_on_open=False) as m:
+        assert len(m) == 10

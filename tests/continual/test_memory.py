@@ -1,6 +1,7 @@
 """ReplayMemory storage: layout, bounds, held-out slice, snapshots, verify/repair, bad input."""
 
 import errno
+import os
 import sqlite3
 
 import cv2
@@ -348,6 +349,35 @@ def test_prune_never_removes_the_protected_snapshot(tmp_path):
     assert prune_snapshots(tmp_path, 1, protect="0000000001-a") == ["20261130T0900-x",
                                                                    "0000000002-b"]
     assert sorted(p.name for p in snaps.iterdir()) == ["0000000001-a", "0000000003-c"]
+
+
+def test_a_snapshot_another_live_process_reads_is_not_pruned(tmp_path):
+    """Before: 'memory export' run twice while a round trained pruned the round's snapshot
+    under it ("cannot read label file .../snapshots/.../labels/00000044.txt"). A process marks
+    the snapshot it reads; one marked by a live process other than the pruning one is kept, and
+    a process's newer snapshot releases its older one."""
+    import subprocess
+    import sys
+
+    from edgecl.continual.memory.snapshot import IN_USE_PREFIX
+
+    with ReplayMemory(tmp_path / "m", cfg(), keep_snapshots=1) as m:
+        m.add(sample(10))
+        round_snap = m.snapshot()
+        assert (round_snap.path / f"{IN_USE_PREFIX}{os.getpid()}").exists()
+        reader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            (round_snap.path / f"{IN_USE_PREFIX}{os.getpid()}").rename(
+                round_snap.path / f"{IN_USE_PREFIX}{reader.pid}")  # as the round's process
+            for _ in range(2):  # two exports
+                export_snap = m.snapshot()
+            assert round_snap.path.is_dir() and export_snap.path.is_dir()
+        finally:
+            reader.kill()
+            reader.wait()
+        m.snapshot()  # its reader is gone: pruned as any other
+        assert not round_snap.path.exists()
+        assert len([p for p in (m.root / "snapshots").iterdir()]) == 1
 
 
 def test_snapshot_feeds_an_ultralytics_dataset(tmp_path):

@@ -338,6 +338,32 @@ def test_an_index_emptied_of_rows_keeps_the_samples_on_disk(tmp_path):
     assert len(files(root)) == 12
 
 
+def test_an_older_index_restored_keeps_the_samples_it_does_not_list(tmp_path):
+    """Before: with an older copy of the index restored (or another device's swapped in), any
+    open that verifies (a 'labels answered') deleted the samples it did not list without a
+    word: 40 imported samples gone. Now that is refused, every file kept, and the rebuild
+    named; one or two leftovers of an eviction a kill cut short are still removed."""
+    root = tmp_path / "memory"
+    with ReplayMemory(root, cfg()) as memory:
+        for i in range(3):
+            memory.add(sample(i))
+    shutil.copy(root / "index.sqlite", tmp_path / "old-index.sqlite")
+    with ReplayMemory(root, cfg()) as memory:
+        for i in range(3, 9):
+            memory.add(sample(i))
+    before = files(root)
+    for extra in root.glob("index.sqlite-*"):
+        extra.unlink()
+    shutil.copy(tmp_path / "old-index.sqlite", root / "index.sqlite")
+    with pytest.raises(ReplayMemoryError) as err:
+        ReplayMemory(root, cfg())
+    assert "holds 6 whole samples on disk (e.g. 00000004) that its index" in str(err.value)
+    assert str(err.value).endswith(f"nothing was deleted; 'edgecl memory verify --rebuild-index "
+                                   f"--state-dir {tmp_path}' rebuilds it from the sample files "
+                                   f"and the newest snapshot")
+    assert files(root) == before and len(before) == 18
+
+
 def test_a_damaged_row_is_one_line_and_the_repairing_check_drops_it_alone(tmp_path):
     root = tmp_path / "memory"
     with ReplayMemory(root, cfg(), names={0: "car"}) as memory:

@@ -14,7 +14,7 @@ from edgecl.data.convert import write_yolo_dataset
 from edgecl.data.importers import ImportItem, Skip, detect_format, is_ignore_name, iter_labelled
 from edgecl.data.splits import parse_ratios, parse_task_spec, split_tasks
 from edgecl.data.tasks import load_tasks
-from edgecl.errors import ConfigError
+from edgecl.errors import ConfigError, LabelError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/synthetic_yolo.py
 from synthetic_yolo import marked_image  # noqa: E402
@@ -559,3 +559,44 @@ def test_an_image_link_to_nothing_is_one_skip_not_two(tmp_path):
     assert skips[0].message == (f"{root / 'images' / 'gone.jpg'} is a symbolic link to "
                                 f"{tmp_path / 'card' / 'gone.jpg'}, which does not exist "
                                 f"(unmounted?)")
+
+
+def test_a_box_given_many_times_is_counted_once_by_labels_import(tmp_path, capsys):
+    """Before: a COCO annotation repeated 400,000 times was counted as 400,000 'Car' boxes in
+    'labels import''s summary, while 600 rows were stored. ('dataset import' writes them as
+    convert_coco does, repeats and all.)"""
+    root = tmp_path / "coco"
+    _jpg(root / "images" / "a.jpg")
+    annotations = [{"id": k, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}
+                   for k in range(1, 51)]
+    annotations += [{"id": 60, "image_id": 1, "category_id": 1, "bbox": [10, 10, 5, 5]},
+                    {"id": 61, "image_id": 1, "category_id": 2, "bbox": [1, 1, 5, 5]}]
+    data = {"images": [{"id": 1, "file_name": "a.jpg"}],
+            "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "truck"}],
+            "annotations": annotations}
+    (root / "annotations.json").write_text(json.dumps(data))
+    [item], skips = _collect(root)
+    assert len(item.names) == 52 and not skips  # as written
+    distinct = item.distinct()
+    assert distinct.names == ["car", "car", "truck"]
+    np.testing.assert_allclose(distinct.xyxy, [[1, 1, 6, 6], [10, 10, 15, 15], [1, 1, 6, 6]])
+    code = main(["labels", "import", str(root), "--state-dir", str(tmp_path / "state"), "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and result["boxes"] == {"car": 2, "truck": 1}
+
+
+def test_an_image_with_more_boxes_than_an_answer_may_hold_is_refused_by_the_memory():
+    """Before: 100,000 distinct boxes of one imported image were stored, and the next round
+    took 1.2 GB; an operator's answer was already bounded at 1,000 boxes."""
+    from edgecl.continual.memory.records import check_labels
+    from edgecl.data.answers import MAX_BOXES
+
+    def rows(n):
+        side = np.linspace(0.01, 0.99, 40)
+        grid = np.array([[0, x, y, 0.005, 0.005] for x in side for y in side], np.float32)
+        return grid[:n]
+
+    assert len(check_labels(rows(MAX_BOXES), "a.jpg")) == MAX_BOXES
+    with pytest.raises(LabelError, match=f"^a.jpg: {MAX_BOXES + 1} boxes: at most {MAX_BOXES} "
+                                         f"per image$"):
+        check_labels(rows(MAX_BOXES + 1), "a.jpg")

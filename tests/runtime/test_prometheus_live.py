@@ -179,6 +179,9 @@ class FakeRegistry:
     def current(self):
         return self._current
 
+    def manifest(self, version):
+        return {}
+
     def prune(self, *args, **kwargs):
         pass
 

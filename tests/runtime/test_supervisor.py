@@ -29,6 +29,9 @@ class FakeRegistry:
     def current(self):
         return self.promoted[-1] if self.promoted else None
 
+    def manifest(self, version):
+        return {}  # no parent recorded: nothing to check a rollback against
+
     def prune(self, *args, **kwargs):
         self.pruned += 1
 
@@ -794,3 +797,24 @@ def test_a_due_round_waits_while_the_current_version_has_nothing_to_fine_tune(tm
     assert started == ["new_samples"] and "waiting_for_model" not in sup.health()
     assert "learning resumes: version v0002 can be fine-tuned" in caplog.text
     assert json.dumps(sup.health())
+
+
+def test_a_round_learnt_before_a_rollback_is_not_promoted_over_it(supervisor, caplog):
+    """Before: the console's rollback (to v0001) while a round learnt on v0002 ran was undone:
+    the round's v0003 was promoted as soon as it came back."""
+
+    class Rolled(FakeRegistry):
+        def manifest(self, version):
+            return {"parent": "v0002"}
+
+    registry = Rolled()
+    registry.promoted = ["v0002", "v0001"]  # v0001 serves again: rolled back meanwhile
+    sup = supervisor(registry)
+    with caplog.at_level(logging.WARNING, logger="edgecl.runtime.learner"):
+        sup.handle_result(RoundResult(RoundStatus.STAGED, round=3, version="v0003"))
+    assert registry.promoted == ["v0002", "v0001"]
+    assert "v0003 is not promoted: it was learnt on the version that served when its round " \
+           "began, and v0001 serves now" in caplog.text
+    registry.promoted.append("v0002")  # the round's parent serves: promoted as before
+    sup.handle_result(RoundResult(RoundStatus.STAGED, round=4, version="v0004"))
+    assert registry.promoted[-1] == "v0004"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecl.data.answers import MAX_BOXES
 from edgecl.data.images import ImageError, read_image
 from edgecl.data.labels import check_label_array, read_yolo_labels
 from edgecl.errors import LabelError, ReplayMemoryError
@@ -315,7 +316,8 @@ def check_labels(labels: object, where: str, nc: int | None = None) -> np.ndarra
 
     Raises:
         LabelError: ``labels`` is None (an unlabelled frame), wrong shape, non-finite values,
-            fractional or out-of-range class, coordinates beyond the tolerance, no area.
+            fractional or out-of-range class, coordinates beyond the tolerance, no area, more
+            than :data:`edgecl.data.answers.MAX_BOXES` distinct boxes.
     """
     if labels is None:
         raise LabelError(f"{where}: labels are None (an unlabelled frame is no sample; a "
@@ -324,7 +326,11 @@ def check_labels(labels: object, where: str, nc: int | None = None) -> np.ndarra
     if len(arr) < 2:
         return arr
     _, first = np.unique(arr, axis=0, return_index=True)
-    return arr[np.sort(first)]
+    arr = arr[np.sort(first)]
+    if len(arr) > MAX_BOXES:  # an operator's answer is bounded so; an import was not (100,000
+        # boxes in one image were stored, and the next round took 1.2 GB)
+        raise LabelError(f"{where}: {len(arr)} boxes: at most {MAX_BOXES} per image")
+    return arr
 
 
 def parse_label_file(path: Path, nc: int | None = None) -> np.ndarray:

@@ -10,6 +10,7 @@ place when complete; a crash leaves only a ``.tmp-`` folder, removed by ``verify
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -261,8 +262,57 @@ def _write_snapshot_meta(tmp: Path, final: Path, sid: str, records: list[SampleR
         "records": [r.to_json() for r in records]})
 
 
+IN_USE_PREFIX = ".in-use-"
+"""``snapshots/<id>/.in-use-<pid>``: the process ``pid`` reads that snapshot (a round trains
+from it, an export copies it)."""
+
+
+def mark_in_use(memory_root: Path, snapshot_id: str) -> None:
+    """Mark a snapshot as read by this process, and its earlier ones as no longer (a process
+    works from its newest snapshot: a fleet device's, a runtime's bench).
+
+    Args:
+        memory_root: the memory folder.
+        snapshot_id: the snapshot just taken.
+    """
+    snaps = memory_root / "snapshots"
+    mine = f"{IN_USE_PREFIX}{os.getpid()}"
+    for sid in _snapshot_names(snaps):
+        if sid != snapshot_id:
+            with contextlib.suppress(OSError):
+                (snaps / sid / mine).unlink()
+    with contextlib.suppress(OSError):  # advisory: a full disk must not fail the snapshot
+        (snaps / snapshot_id / mine).touch()
+
+
+def in_use(snapshot_dir: Path) -> bool:
+    """Whether a live process other than this one marked the snapshot as read by it."""
+    try:
+        markers = [p.name for p in snapshot_dir.iterdir() if p.name.startswith(IN_USE_PREFIX)]
+    except OSError:
+        return False
+    for name in markers:
+        pid = name[len(IN_USE_PREFIX):]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
 def prune_snapshots(memory_root: Path, keep: int, protect: str | None = None) -> list[str]:
-    """Delete all but the ``keep`` newest complete snapshots (rename, then remove).
+    """Delete all but the ``keep`` newest complete snapshots (rename, then remove); a snapshot
+    another live process reads (:func:`in_use`) is kept too. Before, a ``memory export`` run
+    twice while a round trained deleted the round's snapshot under it ("cannot read label
+    file .../snapshots/.../labels/00000044.txt").
 
     Args:
         memory_root: the memory folder.
@@ -275,7 +325,7 @@ def prune_snapshots(memory_root: Path, keep: int, protect: str | None = None) ->
     snaps = memory_root / "snapshots"
     complete = _snapshot_names(snaps)
     removed = complete[:-keep] if keep > 0 else complete
-    removed = [sid for sid in removed if sid != protect]
+    removed = [sid for sid in removed if sid != protect and not in_use(snaps / sid)]
     for sid in removed:
         trash = snaps / f"{TRASH_PREFIX}{sid}"
         os.replace(snaps / sid, trash)

@@ -107,7 +107,8 @@ from edgecl.continual.memory.records import (
     nan_to_none,
     parse_label_file,
 )
-from edgecl.continual.memory.snapshot import MemorySnapshot, build_snapshot, prune_snapshots
+from edgecl.continual.memory.snapshot import (MemorySnapshot, build_snapshot, mark_in_use,
+                                              prune_snapshots)
 from edgecl.continual.memory.verify import VerifyReport
 from edgecl.data.images import ImageError, read_image
 from edgecl.data.labels import labels_to_text
@@ -140,6 +141,12 @@ _BLOCK_BYTES = 4096
 # device lost power during its first adds); more than this means the index itself was lost, and
 # the files are the only copy of the samples: repair then refuses instead of deleting them.
 MAX_ORPHANS_WITHOUT_ROWS = 4
+
+
+def _whole_samples(orphans: list[Path]) -> set[str]:
+    """The sample ids among orphan files that have both their image and their label file."""
+    images = {p.stem for p in orphans if p.suffix == IMAGE_SUFFIX and p.stem.isdigit()}
+    return images & {p.stem for p in orphans if p.suffix == LABEL_SUFFIX}
 
 
 def overhead_reserve_bytes(capacity: int) -> int:
@@ -1028,6 +1035,7 @@ class ReplayMemory:
         with self._lock:
             with self._faults("cannot take a memory snapshot"), self._db.write():
                 snap = build_snapshot(self.root, self._db.records(), self.class_names())
+            mark_in_use(self.root, snap.snapshot_id)
             prune_snapshots(self.root, self.keep_snapshots, protect=snap.snapshot_id)
         return snap
 
@@ -1159,6 +1167,16 @@ class ReplayMemory:
                     f"index {self._db.path} has no row (missing, emptied or replaced?): nothing "
                     f"was deleted; restore the index, or move the folder away to start an empty "
                     f"memory")
+            # whole samples (image and labels) the index does not list: an older copy of the
+            # index restored, or another device's swapped in. Before, any open that verifies
+            # (a 'labels answered') deleted them without a word: 40 imported samples gone.
+            unlisted = _whole_samples(orphans)
+            if repair and len(unlisted) > MAX_ORPHANS_WITHOUT_ROWS:
+                raise ReplayMemoryError(
+                    f"the replay memory {self.root} holds {len(unlisted)} whole samples on disk "
+                    f"(e.g. {min(unlisted, key=int)}) that its index {self._db.path} does not "
+                    f"list (an older or another device's index?): nothing was deleted; "
+                    f"{rebuild_hint(self.root)}")
             if repair:
                 dropped, failed = self._quarantine(broken, by_id)
                 unrepaired += failed
