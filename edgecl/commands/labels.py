@@ -284,9 +284,14 @@ def answered_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     from edgecl.continual.memory import INDEX_FILE
 
+    from edgecl.continual.memory.store import refuse_lost_index
+
     cfg, queue = _queue(args)
     answers = []
-    if (Path(cfg.state_dir) / "memory" / INDEX_FILE).is_file():  # no memory: nothing answered
+    root = Path(cfg.state_dir) / "memory"
+    if root.is_dir():  # samples without their index: the index was lost, not "no answer yet"
+        refuse_lost_index(root)
+    if (root / INDEX_FILE).is_file():  # no memory: nothing answered
         memory, classes = _reading_memory_and_classes(cfg, args)
         try:
             answers = queue.answers(memory, classes, limit=args.limit)

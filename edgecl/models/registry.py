@@ -255,7 +255,10 @@ class Registry:
                 self._remove_leftovers()
                 self._repair()
         except (OSError, StorageError) as exc:  # a read-only state directory: readable, not repaired
-            log.warning("model registry %s not repaired: %s", self.root, exc)
+            if os.access(self.root, os.W_OK):
+                log.warning("model registry %s not repaired: %s", self.root, exc)
+            else:  # a copy pulled from a device, a read-only mount: nothing to say each time
+                log.debug("model registry %s not repaired (read-only): %s", self.root, exc)
 
     @contextlib.contextmanager
     def _lock(self):

@@ -292,3 +292,23 @@ def test_a_queue_folder_linked_to_nothing_is_named_not_read_as_empty(state, caps
         assert err.startswith(f"error: operator queue: {root}/labels/pending") and why in err
     with pytest.raises(StorageError, match=why.split(",")[0]):
         OperatorQueue(root / "labels")  # the runtime's queue
+
+
+def test_answered_names_a_lost_index_instead_of_saying_no_answer(tmp_path, capsys):
+    """Before: with memory/index.sqlite deleted, 'labels answered' printed "no answer in memory
+    yet" over the samples whose index was lost."""
+    import numpy as np
+
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+
+    state = tmp_path / "state"
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.0), names={0: "car"}) as m:
+        m.add(Sample(np.full((24, 24, 3), 90, np.uint8),
+                     np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32), task="stream"))
+    for index in (state / "memory").glob("index.sqlite*"):
+        index.unlink()
+    code = main(["labels", "answered", "--state-dir", str(state)])
+    out, err = capsys.readouterr()
+    assert code == 2 and "no answer" not in out
+    assert "holds 1 samples on disk but its index" in err and err.count("\n") == 1
