@@ -80,6 +80,28 @@ def serving_instead(registry, version: str) -> str | None:
     return serving if serving and isinstance(parent, str) and parent and parent != serving else None
 
 
+def keep_serving_progress(state_dir: str | Path, registry, serving: str) -> None:
+    """Set the learner's progress back to what the serving version learnt, after a round that
+    is not promoted (:func:`serving_instead`) saved its own: its samples were learnt only by a
+    version that does not serve, so the next round learns them.
+
+    Args:
+        state_dir: the state directory.
+        registry: the model registry.
+        serving: the version serving now.
+
+    Raises:
+        StorageError: the progress cannot be written.
+    """
+    from edgecl.errors import RegistryError
+
+    try:
+        learnt = _progress_of(registry, serving)
+    except RegistryError:
+        return
+    _move_progress(state_dir, learnt, serving, back=True)
+
+
 def _progress_of(registry, version: str) -> int | None:
     """The learner's progress a version records (the last sample id its round learnt; 0 for a
     user's model file, which learnt none of this memory), or None when it records none.

@@ -115,14 +115,20 @@ def test_learn_does_not_undo_a_rollback_made_while_its_round_ran(tmp_path, monke
     src = tmp_path / "model.onnx"
     src.write_bytes(b"onnx")
     registry = Registry(state / "models")
-    first = registry.stage({"model.onnx": src}, {"memory_snapshot": "s"})
+    first = registry.stage({"model.onnx": src}, {"memory_snapshot": "s", "parent": "file:a.pt",
+                                                  "learnt_up_to": 10})
     registry.promote(first)
-    second = registry.stage({"model.onnx": src}, {"memory_snapshot": "s", "parent": first})
+    second = registry.stage({"model.onnx": src}, {"memory_snapshot": "s", "parent": first,
+                                                   "learnt_up_to": 20})
     registry.promote(second)
     rolled_back = []
 
     def round_during_which_a_rollback_came(cfg, reason, hold):
-        version = registry.stage({"model.onnx": src}, {"memory_snapshot": "s", "parent": second})
+        from edgecl.continual.round_state import save_state
+
+        version = registry.stage({"model.onnx": src}, {"memory_snapshot": "s", "parent": second,
+                                                        "learnt_up_to": 30})
+        save_state(state, LearnerState(round=3, last_sample_id=30))  # as the round saves it
         registry.promote(first)  # the operator's rollback, while the round ran
         rolled_back.append(version)
         return RoundResult(RoundStatus.STAGED, round=3, version=version)
@@ -135,3 +141,5 @@ def test_learn_does_not_undo_a_rollback_made_while_its_round_ran(tmp_path, monke
     assert Registry(state / "models").current() == first
     assert (f"warning: {rolled_back[0]} is not promoted: it was learnt on the version that "
             f"served when the round began, and {first} serves now") in err
+    # samples 11-30 were learnt by no serving version: the next round learns them
+    assert load_state(state).last_sample_id == 10
