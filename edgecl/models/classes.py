@@ -847,6 +847,7 @@ def adopt_memory_class_names(memory, classes: ClassRegistry, refuse_lost: bool =
             if refuse_lost:
                 raise
             log.warning("%s", exc)
+        _warn_if_names_disagree(names, known, classes)
         return
     try:
         classes.seed(dict(sorted(names.items())))
@@ -863,6 +864,35 @@ def adopt_memory_class_names(memory, classes: ClassRegistry, refuse_lost: bool =
         return
     log.warning("the class registry was empty while the replay memory names %d class(es); it "
                 "takes them with their ids: %s", len(names), shown)
+
+
+_WARNED_DISAGREEMENTS: set[tuple[str, tuple]] = set()
+"""Registries (path, disagreeing ids) whose disagreement with the memory was warned of."""
+
+
+def _warn_if_names_disagree(names: dict[int, str], known: dict[int, str],
+                            classes: ClassRegistry) -> None:
+    """One warning (per process) when the registry names an id otherwise than the replay
+    memory's samples do, with no rename explaining it: a ``classes.json`` copied from another
+    device. Before, such a file was taken without a word: Car samples read as Bicycle, and the
+    next import stored Car under a second id. Not refused: the ids the samples hold stand."""
+    former = classes.former_names()
+    disagree = []
+    for cid in sorted(set(names) & set(known)):
+        mine, theirs = same_name_key(known[cid]), same_name_key(names[cid])
+        if mine != theirs and theirs not in {same_name_key(n) for n in former.get(cid, [])}:
+            disagree.append((cid, known[cid], names[cid]))
+    key = (str(classes.path), tuple(disagree))
+    if not disagree or key in _WARNED_DISAGREEMENTS:
+        return
+    _WARNED_DISAGREEMENTS.add(key)
+    shown = ", ".join(f"id {cid} {reg!r} where the samples say {mem!r}"
+                      for cid, reg, mem in disagree[:5])
+    log.warning("the class registry %s names %s, with no rename between them (a classes.json "
+                "from another device?): the samples keep their ids and now read as the "
+                "registry's classes; if the file is not this device's, move %s and %s away and "
+                "it is rebuilt from the replay memory's names", classes.path, shown,
+                classes.path.name, classes.backup_path.name)
 
 
 def _names_for_unnamed_ids(memory, state_dir: Path) -> dict[int, str]:

@@ -496,3 +496,43 @@ def test_a_hand_damaged_renamed_from_is_ignored_not_an_internal_error(tmp_path):
                                   {"id": 1, "name": "bus", "renamed_from": ["coach", 3]}]}))
     reg = ClassRegistry(tmp_path)
     assert reg.former_names() == {0: [], 1: []} and reg.names_now().of("car", 0) == "car"
+
+
+def test_a_registry_naming_the_memorys_ids_otherwise_is_warned_of_once(tmp_path, caplog):
+    """Before: a classes.json copied from another device ({0: Bicycle}) over this one's
+    ({0: Car}) was taken without a word: the Car samples read as Bicycle. A rename explains a
+    difference (the memory follows it at its next store) and is not warned of."""
+    import numpy as np
+
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.models.classes import adopt_memory_class_names
+
+    state = tmp_path / "state"
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.0),
+                      names={0: "Car", 1: "Person"}) as memory:
+        memory.add(Sample(np.full((24, 24, 3), 90, np.uint8),
+                          np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32), task="stream"))
+        other = ClassRegistry(tmp_path / "other")
+        other.add(["Bicycle", "Person"])
+        (state / "classes.json").write_bytes(other.path.read_bytes())
+        classes = ClassRegistry(state)
+        with caplog.at_level("WARNING"):
+            adopt_memory_class_names(memory, classes)
+            adopt_memory_class_names(memory, classes)  # once per process
+        said = [r.getMessage() for r in caplog.records if "with no rename" in r.getMessage()]
+        assert said == [f"the class registry {classes.path} names id 0 'Bicycle' where the "
+                        f"samples say 'Car', with no rename between them (a classes.json from "
+                        f"another device?): the samples keep their ids and now read as the "
+                        f"registry's classes; if the file is not this device's, move "
+                        f"classes.json and classes.backup.json away and it is rebuilt from the "
+                        f"replay memory's names"]
+        caplog.clear()
+        (state / "classes.json").unlink()
+        (state / "classes.backup.json").unlink(missing_ok=True)
+        renamed = ClassRegistry(state)
+        renamed.add(["Car", "Person"])
+        renamed.rename("Car", "Auto")
+        with caplog.at_level("WARNING"):
+            adopt_memory_class_names(memory, renamed)
+        assert not [r for r in caplog.records if "with no rename" in r.getMessage()]
