@@ -16,7 +16,7 @@ from edgecl.commands.common import (
 
 def add_parser(sub) -> None:
     """Register ``edgecl fleet``."""
-    parser = sub.add_parser("fleet", help="fleet learning over Flower (server, device, simulation)")
+    parser = sub.add_parser("fleet", help="fleet learning over Flower (server, join, simulate)")
     fsub = parser.add_subparsers(dest="fleet_command", metavar="COMMAND", required=True)
     server = fsub.add_parser("server", help="run the fleet server (fleet.* keys of --config)")
     add_config_args(server)

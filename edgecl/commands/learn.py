@@ -59,12 +59,12 @@ def learn_command(args: argparse.Namespace) -> int:
     serving = None
     if result.status is RoundStatus.STAGED and not args.no_promote:
         from edgecl.models.registry import Registry
-        from edgecl.runtime.promote import keep_serving_progress, serving_instead
+        from edgecl.runtime.promote import hold_unpromoted, serving_instead
 
         registry = Registry(Path(cfg.state_dir) / "models")
         serving = serving_instead(registry, result.version)
         if serving:
-            keep_serving_progress(cfg.state_dir, registry, serving)
+            hold_unpromoted(cfg.state_dir, registry, result.version, serving)
     if serving:  # rolled back (or another version promoted) while the round ran: kept so
         print(f"warning: {result.version} is not promoted: it was learnt on the version that "
               f"served when the round began, and {serving} serves now (rolled back or promoted "

@@ -291,8 +291,10 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
                                      if _earlier_version(ctx.registry, ctx.parent_version) else "")
                                   + "'edgecl models add --promote' a checkpoint you trust")
     tasks = sorted({r.task for r in ctx.new_records})
-    log.info("round %d: %d new sample(s) of task(s) %s (trigger: %s)", ctx.state.round + 1,
-             len(ctx.new_records), ", ".join(tasks), reason)
+    of = ("from the stream" if tasks == [STREAM_TASK]  # a device has classes, not tasks
+          else f"of task(s) {', '.join(tasks)}")
+    log.info("round %d: %d new sample(s) %s (trigger: %s)", ctx.state.round + 1,
+             len(ctx.new_records), of, reason)
     return _train_evaluate_stage(ctx, reason, started_s, started_mono_s, record, hold)
 
 

@@ -864,6 +864,21 @@ class Registry:
             self._after_commit(history, retire=previous if previous != version else None,
                                retire_reason="", promoted=version)
 
+    def rollback_target(self) -> str | None:
+        """The version a rollback would go back to, or ``None`` when none served before the
+        current one (its integrity is checked by :meth:`rollback` itself, which skips one
+        that cannot serve). Read only: the Models page enables its button by it.
+
+        Returns:
+            A version name, or ``None``.
+        """
+        current, history = self.current(), self.history()
+        if current in history:
+            history = history[:len(history) - 1 - history[::-1].index(current)]
+        while history and history[-1] == current:
+            history.pop()
+        return history[-1] if history else None
+
     def rollback(self, before_switch=None, expected_current: str | None = None) -> str:
         """Return to the previously promoted intact version; a refusal changes nothing.
 

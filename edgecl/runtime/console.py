@@ -47,8 +47,9 @@ def _most_forgotten(names: list, values: list[list], limit: int) -> list[int]:
 
 
 def unmeasured_classes(known: list[dict], measured) -> list[str]:
-    """The device's classes that no round has measured yet (no held-out sample shows them), so
-    that the Forgetting page says why they are missing from its matrix and curves.
+    """The device's classes that no round has measured yet (no round learnt them from training
+    frames, or no held-out sample shows them), so that the Forgetting page says why they are
+    missing from its matrix and curves.
 
     Args:
         known: the class registry's rows (:meth:`edgecl.models.classes.ClassRegistry.list`);
@@ -256,10 +257,12 @@ def model_rows(registry) -> list[dict]:
     Returns:
         Dicts with ``version, status`` (``current`` for the serving version), ``current,
         created, reason, per_class_ap, dece, size_bytes, parent, origin``, the serving engine
-        (``engine, engine_label, engine_file``: :func:`serving_engine`) and ``int8`` (the INT8
-        gate's ``accepted, reason, refused``, or ``None``: :func:`int8_gate`).
+        (``engine, engine_label, engine_file``: :func:`serving_engine`), ``int8`` (the INT8
+        gate's ``accepted, reason, refused``, or ``None``: :func:`int8_gate`) and
+        ``rollback_target`` (True on the version a rollback goes back to).
     """
     rows = []
+    target = registry.rollback_target()
     for info in reversed(registry.list()):
         manifest, metrics = info.manifest, info.metrics or {}
         size = 0
@@ -275,7 +278,8 @@ def model_rows(registry) -> list[dict]:
                          dece=metrics.get("dece"), dece_calibrated=calibration.get("dece_after"),
                          size_bytes=size, parent=manifest.get("parent"),
                          origin=manifest.get("origin") or manifest.get("trigger", ""),
-                         **serving_engine(registry, info), int8=int8_gate(manifest)))
+                         **serving_engine(registry, info), int8=int8_gate(manifest),
+                         rollback_target=info.version == target))
     return rows
 
 
@@ -301,11 +305,17 @@ def build_console_hooks(runtime):
     state_dir = runtime.cfg.state_dir
 
     def promote(version: str) -> dict:
+        before = runtime.registry.current()
         promote_version(state_dir, version)
+        # the log says a person did it (before: only "loaded and warmed; swapping")
+        log.info("console: %s promoted by an operator (was %s)", version, before or "none")
         return {"current": version}
 
     def rollback(expected: str | None = None) -> dict:
-        return {"current": rollback_version(state_dir, runtime.registry, expected)}
+        before = runtime.registry.current()
+        version = rollback_version(state_dir, runtime.registry, expected)
+        log.info("console: rolled back by an operator from %s to %s", before or "none", version)
+        return {"current": version}
 
     def answer(item_id: str, boxes: list, skip: bool) -> dict:
         from edgecl.data.answers import check_skip

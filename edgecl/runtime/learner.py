@@ -1295,11 +1295,11 @@ class LearnerSupervisor:
             self._note_failure(result.reason)
             return
         if result.status is RoundStatus.STAGED and self._rolled_back_since(result.version):
-            from edgecl.runtime.promote import keep_serving_progress
+            from edgecl.runtime.promote import hold_unpromoted
 
             self._write_unsaved(result)
-            # its samples are learnt by no serving version: the next round learns them
-            keep_serving_progress(self.cfg.state_dir, self.registry, self.registry.current())
+            hold_unpromoted(self.cfg.state_dir, self.registry, result.version,
+                            self.registry.current())
         elif result.status is RoundStatus.STAGED:
             self._promote(result.version)  # first: the round's model serves, even on a full disk
             self._write_unsaved(result)  # a retry after it raised promotes again (a no-op)

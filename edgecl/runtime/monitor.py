@@ -240,7 +240,9 @@ class Monitor:
             lost = _round_versions(self.state_dir)  # a deleted database, while rounds were run
             raise MonitorError(f"no metrics database at {self.db_path}"
                                + (f" ({len(lost)} model versions hold their rounds): "
-                                  f"{REBUILD_ADVICE}" if lost else ""))
+                                  f"{REBUILD_ADVICE}" if lost else
+                                  ": no learning round or run recorded yet ('edgecl learn' runs "
+                                  "a round, 'edgecl run' records a run)"))
         # a copy pulled from a device, or a read-only mount: read a private copy with its WAL
         # replayed (SQLite cannot open a WAL database read-only where it may not write its
         # index beside it, and immutable=1 would ignore the WAL's newest rounds)

@@ -80,21 +80,26 @@ def serving_instead(registry, version: str) -> str | None:
     return serving if serving and isinstance(parent, str) and parent and parent != serving else None
 
 
-def keep_serving_progress(state_dir: str | Path, registry, serving: str) -> None:
-    """Set the learner's progress back to what the serving version learnt, after a round that
-    is not promoted (:func:`serving_instead`) saved its own: its samples were learnt only by a
-    version that does not serve, so the next round learns them.
+def hold_unpromoted(state_dir: str | Path, registry, version: str, serving: str) -> None:
+    """After a round that is not promoted (:func:`serving_instead`): hold its version for a
+    person, as ``edgecl learn --no-promote`` does (registry retention keeps it, and no restart
+    promotes it; before, the next round's promotion pruned it, while the log said to promote
+    it), and set the learner's progress back to what the serving version learnt (its samples
+    were learnt only by a version that does not serve, so the next round learns them).
 
     Args:
         state_dir: the state directory.
         registry: the model registry.
+        version: the round's version.
         serving: the version serving now.
 
     Raises:
-        StorageError: the progress cannot be written.
+        StorageError: the manifest or the progress cannot be written.
     """
     from edgecl.errors import RegistryError
+    from edgecl.models.registry import MANUAL_PROMOTION
 
+    registry.update_manifest(version, {"promote": MANUAL_PROMOTION})
     try:
         learnt = _progress_of(registry, serving)
     except RegistryError:

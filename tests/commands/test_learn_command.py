@@ -143,3 +143,11 @@ def test_learn_does_not_undo_a_rollback_made_while_its_round_ran(tmp_path, monke
             f"served when the round began, and {first} serves now") in err
     # samples 11-30 were learnt by no serving version: the next round learns them
     assert load_state(state).last_sample_id == 10
+    # held for a person: before, the next round's promotion pruned it, while the warning said
+    # to promote it
+    registry = Registry(state / "models")
+    assert registry.manifest(rolled_back[0])["promote"] == "manual"
+    later = registry.stage({"model.onnx": src}, {"memory_snapshot": "s", "parent": first})
+    registry.promote(later)
+    registry.prune(1, 0)
+    assert (state / "models" / rolled_back[0] / "model.onnx").is_file()

@@ -344,3 +344,20 @@ def test_times_in_a_manifest_are_rfc_3339(tmp_path, model_file, monkeypatch):
         monkeypatch.delenv("TZ")
         time.tzset()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", created), created
+
+
+def test_the_rollback_target_is_what_a_rollback_goes_back_to(tmp_path):
+    """The Models page enables its button by it: before, after a rollback to v0001 it stayed
+    enabled (v0002, rolled back from, is 'retired' too) and the click was refused (409)."""
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"onnx")
+    registry = Registry(tmp_path / "models")
+    first = registry.stage({"model.onnx": src}, {})
+    assert registry.rollback_target() is None
+    registry.promote(first)
+    assert registry.rollback_target() is None
+    second = registry.stage({"model.onnx": src}, {"parent": first})
+    registry.promote(second)
+    assert registry.rollback_target() == first
+    registry.rollback()
+    assert registry.current() == first and registry.rollback_target() is None

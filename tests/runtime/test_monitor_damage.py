@@ -397,3 +397,16 @@ def test_a_rollback_the_database_missed_is_said_by_summary_and_report(tmp_path, 
     with caplog.at_level(logging.WARNING):
         assert _cli(capsys, *argv)[0] == 0
     assert _warnings(caplog) == []
+
+
+def test_a_device_with_no_round_yet_is_told_what_makes_one(tmp_path, capsys):
+    """Before: 'monitor summary' on a device that had only imported labels said "no metrics
+    database at ...", with no next step."""
+    from edgecl.cli import main
+
+    (tmp_path / "memory").mkdir()
+    assert main(["monitor", "summary", "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"error: no metrics database at {tmp_path / 'metrics' / 'metrics.sqlite'}"
+                           f": no learning round or run recorded yet ('edgecl learn' runs a "
+                           f"round, 'edgecl run' records a run)")

@@ -804,8 +804,13 @@ def test_a_round_learnt_before_a_rollback_is_not_promoted_over_it(supervisor, ca
     the round's v0003 was promoted as soon as it came back."""
 
     class Rolled(FakeRegistry):
+        held = []
+
         def manifest(self, version):
             return {"parent": "v0002"}
+
+        def update_manifest(self, version, fields):
+            self.held.append((version, fields))
 
     registry = Rolled()
     registry.promoted = ["v0002", "v0001"]  # v0001 serves again: rolled back meanwhile
@@ -815,6 +820,7 @@ def test_a_round_learnt_before_a_rollback_is_not_promoted_over_it(supervisor, ca
     assert registry.promoted == ["v0002", "v0001"]
     assert "v0003 is not promoted: it was learnt on the version that served when its round " \
            "began, and v0001 serves now" in caplog.text
+    assert registry.held == [("v0003", {"promote": "manual"})]  # kept for a person, not pruned
     registry.promoted.append("v0002")  # the round's parent serves: promoted as before
     sup.handle_result(RoundResult(RoundStatus.STAGED, round=4, version="v0004"))
     assert registry.promoted[-1] == "v0004"

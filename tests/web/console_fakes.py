@@ -221,8 +221,9 @@ class FakeConsole:
             return next((f for f in self.live_frames if f.seq == seq), None)
 
     def models(self) -> list[dict]:
-        with self.lock:
-            return [dict(v) for v in self.versions]
+        with self.lock:  # as model_rows marks it: the version a rollback goes back to
+            target = self.history[-1] if self.history else None
+            return [dict(v, rollback_target=v["version"] == target) for v in self.versions]
 
     def promote(self, version: str) -> dict:
         with self.lock:

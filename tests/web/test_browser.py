@@ -172,14 +172,18 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
     browser.get(base + "/forgetting")
     wait_for(lambda: "Not measured yet" in text_of(browser, "#heatmap-window"), what="unmeasured")
     assert text_of(browser, "#heatmap-window").replace("\u2068", "").replace("\u2069", "") == (
-        "Not measured yet: bicycle, other vehicle, c0, c1, c2, c3, c4, c5, c6, c7 and 2 more (no "
-        "held-out frame shows them: a share of the labelled frames is kept aside to measure each "
-        "class; label a few more).")
+        "Not measured yet: bicycle, other vehicle, c0, c1, c2, c3, c4, c5, c6, c7 and 2 more (a "
+        "round measures a class once it has learnt it from training frames and a held-out frame "
+        "shows it: a share of the labelled frames is kept aside to measure each class; label a "
+        "few more).")
     fake.unmeasured = []
 
     # API: the offline route list
     browser.get(base + "/api-docs")
     wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#routes tr")) >= 10, what="routes")
+    # before: the docstrings' ``literal`` markup showed its backticks
+    assert "`" not in text_of(browser, "#routes")
+    assert browser.find_elements(By.CSS_SELECTOR, "#routes td.small code")
     check_console(browser, "api", errors)
     assert errors == []
 

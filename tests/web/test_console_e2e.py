@@ -71,7 +71,10 @@ def device(tmp_path):
     return cfg, registry, first, second
 
 
-def test_every_page_against_a_real_runtime(device, browser):
+def test_every_page_against_a_real_runtime(device, browser, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="edgecl.runtime.console")
     cfg, registry, first, second = device
     source = ObjectSource(width=320, height=240, fps=8.0, seed=2)
     runtime = Runtime(cfg, RunOptions(source_uri=source.uri, quiet=True))
@@ -94,6 +97,10 @@ def test_every_page_against_a_real_runtime(device, browser):
         raise seen["error"]
     assert report.frames > 0
     assert seen["errors"] == [], seen["errors"]
+    # before: the runtime's log said only "loaded and warmed; swapping", never who did it
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("console: ")]
+    assert said == [f"console: {second} promoted by an operator (was {first})",
+                    f"console: rolled back by an operator from {second} to {first}"], said
 
     from edgecl.continual.memory import memory_from_config
 
@@ -227,6 +234,10 @@ def drive_browser(runtime, browser, registry, first, second, seen):
     wait_for(lambda: registry.current() == first, what="rollback in the registry")
     wait_for(lambda: text_of(browser, f"tr[data-version='{first}'] .badge") == "current",
              what="rolled back row")
+    # before: still enabled (the version rolled back from is 'retired' too), then refused 409
+    wait_for(lambda: not browser.find_element(By.ID, "rollback").is_enabled(),
+             what="nothing earlier to roll back to")
+
     check_console("models")
 
     # Forgetting: a device with no round yet shows its empty charts without error

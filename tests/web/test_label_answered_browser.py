@@ -159,7 +159,7 @@ def test_answered_list_correct_and_withdraw(served, browser):
     wait_for(lambda: text_of(browser, "#why strong") == "f0000", what="the queued frame again")
     assert text_of(browser, "#skip .name") == "Skip" and text_of(browser, "#submit .name") == "Submit"
     wait_for(lambda: "corrected 1×" in entry(browser, held).text, what="list refreshed")
-    assert f"corrected {held}" in text_of(browser, "#toasts")
+    assert f"corrected {held}: 3 boxes" in text_of(browser, "#toasts")  # before: "3 box(es)"
 
     # keyboard: A shows the list and focuses its first entry, arrows move, Enter opens
     ActionChains(browser).send_keys("a").perform()

@@ -156,6 +156,25 @@ def test_a_class_merged_on_the_device_is_followed_by_an_open_page(served, browse
     assert sorted(b["class"] for b in fake.answers[0]["boxes"]) == ["person", "person"]
 
 
+def test_a_merge_made_before_the_page_opened_is_followed_without_a_word(served, browser):
+    """Before: every load of the Label page (any window, days later) announced "on the device,
+    class car is now person" for a merge made before it opened."""
+    base, fake = served
+    fake.merges["car"] = "person"
+    browser.set_window_size(1280, 960)
+    browser.get(base + "/label")
+    js(browser, "window.said = []; const toast = EC.toast;"
+                "EC.toast = (text, kind) => { window.said.push(text); return toast(text, kind); }")
+    wait_for(lambda: "person" in picker(browser), what="classes read")
+    wait_for(lambda: "f0000" in js(browser, "return document.getElementById('why').textContent"),
+             what="first item")
+    assert "car" not in picker(browser)
+    toasts = browser.find_element(By.ID, "toasts").text if browser.find_elements(
+        By.ID, "toasts") else ""
+    assert "is now" not in toasts and not [t for t in js(browser, "return window.said")
+                                           if "is now" in t]
+
+
 def test_an_answer_the_memory_did_not_keep_is_not_said_saved(served, browser):
     """Before: an answer whose sample the memory declined (HTTP 200, "sample": null) was
     toasted "saved" like any other; 'edgecl labels answer' said it was declined."""
@@ -174,3 +193,26 @@ def test_a_name_with_a_code_point_unicode_does_not_assign_is_refused_by_the_page
     enters the picker, as it does for invisible characters."""
     _refused_new_name(served, browser, "car\u0378",
                       "a character Unicode does not assign (U+0378)")
+
+
+def test_enter_right_after_the_frame_left_the_queue_answers_nothing(served, browser):
+    """Before: the frame on screen was skipped from the command line; 4 s later the page
+    opened the next one by itself, and the operator's Enter (meant for the frame that left)
+    saved "nothing here" for a frame nobody had looked at."""
+    import time
+
+    base, fake = served
+    open_label(browser, base)
+    with fake.lock:
+        fake.queue = [q for q in fake.queue if "f0000" not in q["id"]]
+    wait_for(lambda: "f0001" in js(browser, "return document.getElementById('why').textContent"),
+             timeout_s=15, what="the page opened the next frame by itself")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    ActionChains(browser).send_keys("n").perform()
+    wait_for(lambda: "Another frame just opened" in browser.find_element(By.ID, "toasts").text,
+             what="the refusal")
+    time.sleep(2.2)  # looked at it: answered as usual
+    assert not fake.answers
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_for(lambda: fake.answers, what="answer")
+    assert "f0001" in fake.answers[0]["id"]

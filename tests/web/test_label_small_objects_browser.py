@@ -369,3 +369,14 @@ def test_naming_a_new_class_keeps_the_toolbar_on_one_row(served, browser):
     wait_for(select.is_displayed, what="class picker back")
     assert not box.is_displayed() and js(browser, frame_top) == top
     assert "forklift" in select.text
+    # a picker widened by a long class name: the box takes its width, the frame stays put
+    # (before, with a box made first ('B'), the toolbar lost a row and the frame moved 40 px)
+    keys(browser, "c")
+    wait_for(box.is_displayed, what="new class input")
+    box.send_keys("OtherVehicle of the airport apron crew", Keys.ENTER)
+    wait_for(select.is_displayed, what="class picker back")
+    top = js(browser, frame_top)
+    keys(browser, "b", "c")
+    wait_for(box.is_displayed, what="new class input")
+    assert js(browser, frame_top) == top
+    keys(browser, Keys.ESCAPE)

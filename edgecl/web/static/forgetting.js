@@ -164,8 +164,9 @@
       (unmeasured.length > MAX_UNMEASURED ? ` and ${unmeasured.length - MAX_UNMEASURED} more` : "");
     $("heatmap-window").textContent = [
       notes.length ? `Shown: ${notes.join("; ")}; edgecl monitor report writes them all to CSV.` : "",
-      unmeasured.length ? `Not measured yet: ${listed} (no held-out frame shows them: a share ` +
-        "of the labelled frames is kept aside to measure each class; label a few more)." : "",
+      unmeasured.length ? `Not measured yet: ${listed} (a round measures a class once it has ` +
+        "learnt it from training frames and a held-out frame shows it: a share of the labelled " +
+        "frames is kept aside to measure each class; label a few more)." : "",
     ].filter(Boolean).join(" ");
     const [chart, legend] = lines(data.per_class_ap, matrix.rows || []);
     const curves = Object.keys(data.per_class_ap || {}).length;

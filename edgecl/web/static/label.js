@@ -14,6 +14,7 @@
   const MAX_UNDO = 200;        // undo points kept for the frame shown
   const CONFIRM_MS = 5000;     // a second N or S within this confirms dropping edited boxes
   const QUEUE_PERIOD_MS = 4000;
+  const SWAP_GUARD_MS = 2000; // after the page opened a frame by itself, Enter and N wait this
 
   /** This page's console id, kept for the tab's life (reloads too): the device is told which
    * frame this page shows, so that another console's page picks another one. */
@@ -65,6 +66,7 @@
     scale: 1,
     drag: null,
     edited: false,             // the operator changed the current item's boxes
+    swappedAt: 0,              // when the page last opened a frame by itself (ms since epoch)
     drafts: new Map(),         // id -> boxes of an answer the device did not take (kept to resend)
     listed: "",                // what the queue list shows (ids and priorities)
     mode: "queue",             // "queue": answering queued frames; "correct": an answer reopened
@@ -99,13 +101,14 @@
    * other): the picker, the class new boxes get, the boxes on the frame and the kept drafts
    * follow, so that an answer never names a class by its old name (which would make it a new,
    * empty class). */
-  function applyRenames(changes) {
+  function applyRenames(changes, quiet) {
     if (!changes.size) return;
     const now = (name) => (changes.has(name) ? changes.get(name) : name);
     state.classes = [...new Set(state.classes.map(now))];
     state.defaultClass = now(state.defaultClass);
     for (const b of [...state.boxes, ...[...state.drafts.values()].flat()]) b.cls = now(b.cls);
     for (const [old, name] of changes) state.aliases.set(old, name);
+    if (quiet) return;
     const said = [...changes].map(([old, name]) => `${EC.isolate(old)} is now ${EC.isolate(name)}`);
     EC.toast(`on the device, class ${said.join(", ")}`, "info");
   }
@@ -114,6 +117,9 @@
    * merges, by class id. */
   async function refreshClasses() {
     const rows = await EC.getJSON("/api/classes");
+    // the page's first reading: merges made before it opened are followed without a word
+    // (before, every load announced "class Persn is now Person", however old the merge)
+    const first = state.deviceClasses.size === 0;
     const changes = new Map();
     for (const c of rows) {
       const before = state.deviceClasses.get(c.id);
@@ -129,7 +135,7 @@
       const known = live.has(name) ? undefined : [...live].find((k) => k.toLowerCase() === name.toLowerCase());
       if (known && !changes.has(name)) changes.set(name, known);
     }
-    applyRenames(changes);
+    applyRenames(changes, first);
     for (const c of rows) if (!c.merged_into) state.aliases.delete(c.name);  // a class's own name
     for (const c of rows) if (!c.merged_into) addClass(c.name);
   }
@@ -197,6 +203,10 @@
   function openNewClass() {
     const input = $("new-class");
     $("class-select").value = NEW_CLASS;
+    // the name's box takes the picker's place at the picker's width: the toolbar keeps its rows
+    // and the frame does not move (a picker widened by long class names wrapped it otherwise)
+    const width = $("class-select").getBoundingClientRect().width;
+    input.style.width = width >= 110 ? `${Math.round(width)}px` : "";
     $("toolbar").classList.add("naming");
     input.hidden = false;
     input.value = "";
@@ -291,6 +301,7 @@
     for (const proposed of state.queue.flatMap((item) => item.proposed || [])) addClass(proposed.class);
     const answering = state.mode === "queue";  // the editor shows a queued frame, not an answer
     if (answering && state.current && !state.queue.some((item) => item.id === state.current.id)) {
+      state.swappedAt = Date.now();  // the frame opened next was not chosen by the operator
       if (state.edited) {
         EC.toast(`${state.current.id} left the queue (answered elsewhere, or dropped for frames of ` +
                  "higher priority): your boxes on it were not saved", "error");
@@ -512,7 +523,18 @@
     else renderQueue();
   }
 
+  /** An answer asked for within SWAP_GUARD_MS of a frame the page opened by itself (the one
+   * on screen left the queue: answered elsewhere, skipped from the command line): refused with
+   * a toast, since the key was meant for the frame that left. Before, a stray Enter saved
+   * "nothing here" for a frame nobody had looked at. */
+  function justSwapped() {
+    if (state.mode !== "queue" || Date.now() - (state.swappedAt || 0) > SWAP_GUARD_MS) return false;
+    EC.toast("Another frame just opened (the one on screen left the queue): look at it first", "error");
+    return true;
+  }
+
   function submit() {
+    if (justSwapped()) return;
     const unnamed = state.boxes.findIndex((b) => !b.cls);
     if (unnamed >= 0) {
       state.selected = unnamed;
@@ -525,6 +547,7 @@
   }
 
   function nothingHere() {
+    if (justSwapped()) return;
     if (!confirmDrop("nothing", state.mode === "correct" ? "save this answer as \u201cnothing here\u201d"
                                                        : "answer \u201cnothing here\u201d", "N")) return;
     if (state.mode === "correct") correct([]);
@@ -739,7 +762,7 @@
     changeAnswer(entry, "correct", payload, (result) => {
       const added = (result.classes_added || []).length
         ? `; new class ${result.classes_added.map((n) => EC.isolate(n)).join(", ")}` : "";
-      return `corrected ${entry.id}: ${payload.boxes.length} box(es)${added}${typoNote(result)}`;
+      return `corrected ${entry.id}: ${boxCount(payload.boxes.length)}${added}${typoNote(result)}`;
     });
   }
 

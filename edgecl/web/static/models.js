@@ -92,9 +92,9 @@
     for (const row of rows) {  // a phone shows each row as a card, each cell under its column's name
       [...row.children].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
     }
-    // a version that served before (retired; "promoted" from older runtimes) is what a rollback
-    // goes back to: with none, the button would only be refused
-    const earlier = models.some((m) => m.status === "retired" || m.status === "promoted");
+    // the version a rollback goes back to, as the device computes it: with none (a version
+    // rolled back from is retired too, but newer), the button would only be refused (409)
+    const earlier = models.some((m) => m.rollback_target);
     currentVersion = (models.find((m) => m.status === "current") || {}).version || "";
     $("rollback").disabled = !earlier;
     $("rollback").title = earlier ? "" : "No version served before this one: nothing to roll back to";
