@@ -293,7 +293,7 @@ def _remove_orphaned_temp_dirs(path: Path) -> None:
             continue
         made_in = match.group(2)
         earlier_boot = bool(made_in and this_boot and made_in != this_boot)
-        if not earlier_boot and _process_alive(int(match.group(1))):
+        if not earlier_boot and process_alive(int(match.group(1))):
             continue
         try:
             touched = max([sibling.stat().st_mtime] + [p.stat().st_mtime for p in sibling.iterdir()
@@ -304,7 +304,7 @@ def _remove_orphaned_temp_dirs(path: Path) -> None:
             shutil.rmtree(sibling, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether a process with this pid exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)

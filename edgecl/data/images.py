@@ -43,7 +43,8 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".avif", ".bmp", ".dng", ".heic", ".heif", ".
 _PIL_SUFFIXES = (".avif", ".heic", ".heif")
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _JPEG_SOI = b"\xff\xd8"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")  # little- and big-endian TIFF
 _JPEG_EOI = b"\xff\xd9"
 
 
@@ -100,7 +101,7 @@ def _png_damage(data: bytes) -> str | None:
     Returns:
         One line saying what is wrong and at which byte, or ``None``.
     """
-    offset = len(_PNG_SIGNATURE)
+    offset = len(PNG_SIGNATURE)
     while offset + 8 <= len(data):
         length = int.from_bytes(data[offset:offset + 4], "big")
         kind = data[offset + 4:offset + 8]
@@ -209,7 +210,7 @@ def _decode_pil(data: bytes, name: str) -> np.ndarray | None:
 
 _SIZED_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG", "PNG"), (b"\xff\xd8", "JPEG"), (b"BM", "BMP"), (b"GIF8", "GIF"),
-    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
+    *((sig, "TIFF") for sig in TIFF_SIGNATURES), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
     (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
     (b"P1", "PNM"), (b"P2", "PNM"), (b"P3", "PNM"), (b"P4", "PNM"), (b"P5", "PNM"), (b"P6", "PNM"),
     (b"\x59\xa6\x6a\x95", "Sun raster"))
@@ -358,7 +359,7 @@ def deeper_than_8_bits(data: bytes) -> bool:
     """
     if not data or data.startswith(_JPEG_SOI):
         return False
-    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) > 24:
+    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) > 24:
         return data[24] > 8  # the header's bit depth: nothing decoded
     import cv2
 
@@ -380,7 +381,7 @@ def file_deeper_than_8_bits(path: str | Path) -> bool:
     """
     with open(path, "rb") as fh:
         head = fh.read(32)
-        if head.startswith((_JPEG_SOI, _PNG_SIGNATURE)):
+        if head.startswith((_JPEG_SOI, PNG_SIGNATURE)):
             return deeper_than_8_bits(head)
         return deeper_than_8_bits(head + fh.read())
 
@@ -408,7 +409,7 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
         why = _jpeg_truncated(data)
         if why:
             raise ImageError(f"{name}: {why}")
-    if data.startswith(_PNG_SIGNATURE):
+    if data.startswith(PNG_SIGNATURE):
         why = _png_damage(data)
         if why:
             raise ImageError(f"{name}: {why}")

@@ -13,6 +13,7 @@ are made of, and refuses any other name in the file before it is looked up.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import pickle
 import re
@@ -401,9 +402,11 @@ def _importable(module: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
 def _torch_safe_globals() -> dict:
     """torch's own allow-list of its ``weights_only`` loads (name -> object); empty where this
-    torch has none (then only the rules of :class:`CheckpointUnpickler` admit a name)."""
+    torch has none (then only the rules of :class:`CheckpointUnpickler` admit a name). Built
+    once: every name of every checkpoint is looked up in it."""
     try:
         from torch._weights_only_unpickler import _get_allowed_globals
     except ImportError:

@@ -1220,10 +1220,11 @@ class LearnerSupervisor:
         self.last_error = message
         log.error("%s; detection goes on", message)
 
-    def _rolled_back_since(self, version: str) -> bool:
-        """Whether another version serves than the one ``version``'s round was learnt on (the
-        console's rollback, or a promotion, while the round ran); says so in one warning. The
-        version stays staged: the Models page or ``edgecl models promote`` serves it."""
+    def _serving_instead(self, version: str) -> str | None:
+        """The version serving instead of the one ``version``'s round was learnt on (the
+        console's rollback, or a promotion, while the round ran), said in one warning; ``None``
+        when its parent still serves. Such a version stays staged: the Models page or
+        ``edgecl models promote`` serves it."""
         from edgecl.runtime.promote import serving_instead
 
         serving = serving_instead(self.registry, version)
@@ -1231,7 +1232,7 @@ class LearnerSupervisor:
             log.warning("%s is not promoted: it was learnt on the version that served when its "
                         "round began, and %s serves now (rolled back or promoted since); "
                         "'edgecl models promote %s' serves it", version, serving, version)
-        return serving is not None
+        return serving
 
     def _promote(self, version: str) -> None:
         from edgecl.runtime.promote import promote_version
@@ -1294,12 +1295,13 @@ class LearnerSupervisor:
         if result.status is RoundStatus.FAILED:
             self._note_failure(result.reason)
             return
-        if result.status is RoundStatus.STAGED and self._rolled_back_since(result.version):
+        serving = (self._serving_instead(result.version)
+                   if result.status is RoundStatus.STAGED else None)
+        if serving:
             from edgecl.runtime.promote import hold_unpromoted
 
             self._write_unsaved(result)
-            hold_unpromoted(self.cfg.state_dir, self.registry, result.version,
-                            self.registry.current())
+            hold_unpromoted(self.cfg.state_dir, self.registry, result.version, serving)
         elif result.status is RoundStatus.STAGED:
             self._promote(result.version)  # first: the round's model serves, even on a full disk
             self._write_unsaved(result)  # a retry after it raised promotes again (a no-op)

@@ -293,19 +293,9 @@ def in_use(snapshot_dir: Path) -> bool:
         return False
     for name in markers:
         pid = name[len(IN_USE_PREFIX):]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and atomic.process_alive(int(pid)):
             return True
     return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
 
 
 def prune_snapshots(memory_root: Path, keep: int, protect: str | None = None) -> list[str]:

@@ -16,7 +16,8 @@ import numpy as np
 
 from edgecl.config import SourceConfig
 from edgecl.data.answers import MIN_BOX_PX
-from edgecl.data.images import IMAGE_SUFFIXES, ImageError, quiet_opencv, read_image, to_bgr8
+from edgecl.data.images import (IMAGE_SUFFIXES, PNG_SIGNATURE, TIFF_SIGNATURES, ImageError,
+                                quiet_opencv, read_image, to_bgr8)
 from edgecl.data.importers import dataset_class_names, find_coco_json, voc_annotations
 from edgecl.data.labels import (label_path_for, labels_to_text, read_yolo_labels,
                                 shared_label_files, shared_label_problem, under_pixels)
@@ -160,10 +161,6 @@ def big_endian_gray_format(codec_pixel_format: float) -> bool:
     return deep_gray_format(codec_pixel_format) and tag[2:] == b"1Y"
 
 
-_TIFF_SIGNATURES = (b"II*\0", b"MM\0*")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
 class BigEndianGrayCapture:
     """A video of big-endian deep grey frames (``gray16be``) read packet by packet: each frame
     of a PNG or TIFF stream is such a file, decoded with its 16 bits; a raw ``gray16be`` frame
@@ -193,7 +190,7 @@ class BigEndianGrayCapture:
             return False, None
         data = packet.reshape(-1)
         head = data[:8].tobytes()
-        if head.startswith(_PNG_SIGNATURE) or head.startswith(_TIFF_SIGNATURES):
+        if head.startswith((PNG_SIGNATURE, *TIFF_SIGNATURES)):
             with quiet_opencv():
                 image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
             return image is not None, image
