@@ -240,10 +240,11 @@ def import_command(args: argparse.Namespace) -> int:
     result["queue_items_dropped"] = len(dropped)
     result["former_names"] = _former_names_used(classes, args.path, args.format, result)
     nothing = nothing_imported(args.path, result)
+    unmeasured = _unmeasured_note(report)
     if args.json:
         for message in report.tally.messages:  # stdout's last line is the JSON
             print(f"skipped: {message}", file=sys.stderr)
-        for note in (nothing, other_labels_note(result)):
+        for note in (nothing, other_labels_note(result), unmeasured):
             if note:
                 print(note, file=sys.stderr)
         print_json_line(result)
@@ -271,16 +272,35 @@ def import_command(args: argparse.Namespace) -> int:
               f"frame by frame"
               if result.get("frame_sequences") and result["imported"]
               and result["frames_per_block"] > 1 else "")
+    per_class = ", ".join(f"{name} {n}" for name, n in result["held_out_per_class"].items())
+    held = (f"; held out for evaluation: {result['held_out']} (images showing {per_class})"
+            if result["held_out"] else "")
     print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
           f"({reasons}){orphans}; {dropped_regions_note(result)}"
           f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
-          f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}")
-    if other_labels_note(result):
-        print(other_labels_note(result), file=sys.stderr)
+          f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}{held}")
+    for note in (other_labels_note(result), unmeasured):
+        if note:
+            print(note, file=sys.stderr)
     if nothing:
         print(nothing, file=sys.stderr)
         return 2
     return 0
+
+
+def _unmeasured_note(report) -> str:
+    """A warning naming the classes this import stored enough images of to hold one out, and
+    held out none of (all in one block of consecutive frames, or in blocks that other classes
+    need for training): rounds cannot measure them yet."""
+    names = report.unmeasured()
+    if not names:
+        return ""
+    shown = ", ".join(f"{name} ({report.stored_per_class[name]} images)" for name in names[:5])
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return (f"warning: no image of {shown}{more} was held out for evaluation (their images lie "
+            f"in one block of consecutive frames, or in blocks other classes need for training): "
+            f"rounds measure {'it' if len(names) == 1 else 'them'} once held-out samples arrive "
+            f"from a further import or from answers on the device")
 
 
 def _drop_queued_copies(cfg, memory) -> list[tuple[str, int]]:

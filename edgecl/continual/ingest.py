@@ -46,6 +46,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 
 from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample, held_copy
+from edgecl.continual.memory.admission import plan_import_held_out
 from edgecl.continual.memory.records import check_image, check_labels
 from edgecl.data.class_names import close_class_names, standing_names
 from edgecl.data.images import pixels_hash
@@ -105,6 +106,12 @@ class ImportReport:
             held-out slice in blocks of consecutive frames; 0 when each image was drawn alone.
         frames_per_block: the most frames of one such block (10, fewer in a small import so
             that it still holds some out); 0 when each image was drawn alone.
+        held_out: images this import stored in the held-out slice, per class name they show
+            (key ``""``: all of them), as the class-aware plan drew them
+            (:func:`~edgecl.continual.memory.admission.plan_import_held_out`).
+        stored_per_class: images this import stored, per class name they show.
+        holdout_every: ``ceil(1 / memory.holdout_fraction)``: a class with this many images
+            is due a held-out one (0: the memory holds none out).
     """
 
     tally: ImportTally = field(default_factory=ImportTally)
@@ -119,13 +126,28 @@ class ImportReport:
     relabelled: int = 0
     frame_sequences: int = 0
     frames_per_block: int = 0
+    held_out: Counter = field(default_factory=Counter)
+    stored_per_class: Counter = field(default_factory=Counter)
+    holdout_every: int = 0
+
+    def unmeasured(self) -> list[str]:
+        """Class names this import stored images of, none held out, where one was due: at least
+        :attr:`holdout_every` images, the held-out plan's own threshold (rounds then measure
+        them only once held-out samples of them arrive another way)."""
+        return [name for name, n in self.stored_per_class.items()
+                if name and self.holdout_every and n >= self.holdout_every
+                and not self.held_out.get(name)]
 
     def to_dict(self) -> dict:
         """``{"imported", "skipped", "reasons", "evicted", "relabelled", "classes_added",
         "similar_classes", "classes_matched", "ignored_regions", "empty_boxes", "boxes",
-        "unnamed_classes", "named_from_registry", "frame_sequences", "frames_per_block"}``."""
+        "unnamed_classes", "named_from_registry", "frame_sequences", "frames_per_block",
+        "held_out", "held_out_per_class"}``."""
         return {**self.tally.to_dict(), "evicted": self.evicted, "relabelled": self.relabelled,
                 "frame_sequences": self.frame_sequences, "frames_per_block": self.frames_per_block,
+                "held_out": self.held_out.get("", 0),
+                "held_out_per_class": {name: self.held_out.get(name, 0)
+                                       for name in self.stored_per_class if name},
                 "classes_added": list(self.classes_added),
                 "similar_classes": dict(self.similar_classes),
                 "classes_matched": dict(self.classes_matched),
@@ -270,12 +292,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             task: str, report: ImportReport, relabel: bool = False,
             declared: Sequence[str] = (), progress: Callable[[int], None] | None = None) -> None:
     """The body of :func:`ingest`: fills ``report``."""
-    fraction = float(getattr(getattr(memory, "cfg", None), "holdout_fraction", 0.0) or 0.0)
-    listed = getattr(items, "image_paths", ())  # a plain iterable (a test's) lists none
-    blocks = sequence_blocks([frame_name(Path(p)) for p in listed],
-                             min_blocks=math.ceil(1.0 / fraction) if fraction > 0 else 1)
-    report.frame_sequences = len({sequence for sequence, _ in blocks.values()})
-    report.frames_per_block = max(Counter(blocks.values()).values(), default=0)
+    planned = _held_out_plan(items, memory, task, report)
     bound = set((memory.class_names() or {}).keys())
     seen_now: set[int] = set()  # samples this import stored, relabelled or found held
     device_classes = dict(classes.names())  # names ids of unnamed datasets (see _name_unnamed)
@@ -332,7 +349,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             bound = set(names)
         sample = Sample(image=item.image, labels=item.yolo_labels(ids), task=task,
                         source=str(item.source), origin=LabelOrigin(origin), content_hash=digest,
-                        frame_block=blocks.get(frame_name(Path(item.source))))
+                        planned_held_out=planned.get(frame_name(Path(item.source))))
         try:
             sample_id = memory.add(sample)
         except DuplicateSampleError:  # stored meanwhile (another import, the device)
@@ -350,6 +367,53 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             report.tally.skip(DECLINED_BY_POLICY)
             continue
         report.tally.done(item.distinct())  # counted as stored: a box given twice is one
+        _count_held_out(memory, int(sample_id), item, report)
+
+
+def _held_out_plan(items, memory, task: str, report: ImportReport) -> dict[str, bool]:
+    """The import's held-out draw per image name (:func:`frame_name`), planned over its whole
+    list: numbered frames of sequences in blocks of consecutive frames
+    (:func:`~edgecl.data.splits.sequence_blocks`), other images one by one, and every class
+    of the import held out somewhere
+    (:func:`~edgecl.continual.memory.admission.plan_import_held_out`, from the classes its
+    label files name, read before any image). Fills ``report``'s sequence counts. Empty for
+    an iterable that lists no images (each sample is then drawn as it is offered)."""
+    fraction = float(getattr(getattr(memory, "cfg", None), "holdout_fraction", 0.0) or 0.0)
+    listed = getattr(items, "image_paths", ())  # a plain iterable (a test's) lists none
+    names = [frame_name(Path(p)) for p in listed]
+    blocks = sequence_blocks(names, min_blocks=math.ceil(1.0 / fraction) if fraction > 0 else 1)
+    report.frame_sequences = len({sequence for sequence, _ in blocks.values()})
+    report.frames_per_block = max(Counter(blocks.values()).values(), default=0)
+    if fraction <= 0 or not names:
+        return {}
+    report.holdout_every = math.ceil(1.0 / fraction)
+    shown = getattr(items, "image_classes", dict)()
+    unit_of: dict[str, object] = {}
+    units: dict[object, tuple[list[int], Counter]] = {}
+    for path, name in zip(listed, names):
+        if name in unit_of:
+            continue
+        key = unit_of[name] = blocks.get(name, name)
+        frames, classes = units.setdefault(key, ([0], Counter()))
+        frames[0] += 1
+        classes.update(set(shown.get(Path(path), ())))
+    offers = getattr(memory, "offers", None)
+    first = 0 if blocks or offers is None else offers(task)
+    keys = list(units)
+    drawn = plan_import_held_out([(units[k][0][0], units[k][1]) for k in keys], fraction,
+                                 int(getattr(memory.cfg, "seed", 0)), task, first)
+    held = dict(zip(keys, drawn))
+    return {name: held[key] for name, key in unit_of.items()}
+
+
+def _count_held_out(memory, sample_id: int, item: ImportItem, report: ImportReport) -> None:
+    """Count a stored sample in ``report``'s images per class, and held-out ones apart."""
+    names = set(item.names)
+    report.stored_per_class.update(names)
+    records = getattr(memory, "records", None)
+    found = records([sample_id]) if records is not None else []
+    if found and found[0].held_out:
+        report.held_out.update(names | {""})
 
 
 def _held(memory, digests: set[str], origin: LabelOrigin) -> int | None:

@@ -201,13 +201,24 @@ class LabelledItems:
             ``source``), in the dataset's order: called once, when :attr:`image_paths` is first
             read (a ``dataset import`` never pays for it).
         root: a YOLO dataset's root folder (its data.yaml's ``path:``), or None.
+        image_classes: a callable giving, per image file, the class names its labels name,
+            read from the label files alone (no image decoded): what the held-out draw plans
+            with; None: unknown.
     """
 
-    def __init__(self, items, image_paths: Callable[[], list[Path]], root: Path | None = None):
+    def __init__(self, items, image_paths: Callable[[], list[Path]], root: Path | None = None,
+                 image_classes: Callable[[], dict[Path, frozenset[str]]] | None = None):
         self._items = iter(items)
         self._image_paths = image_paths
         self._listed: list[Path] | None = None
+        self._image_classes = image_classes
         self.root = root
+
+    def image_classes(self) -> dict[Path, frozenset[str]]:
+        """Per image file (as :attr:`image_paths` names it), the class names its labels name,
+        ignore classes left out; a file whose labels cannot be read is absent. Read from the
+        label files only, each call anew; empty when the reader cannot tell."""
+        return dict(self._image_classes()) if self._image_classes is not None else {}
 
     @property
     def image_paths(self) -> list[Path]:
@@ -700,7 +711,28 @@ def iter_yolo(path: str | Path) -> LabelledItems:
                   for p in dataset.ignored_files)
     return LabelledItems(itertools.chain(not_images, _yolo_items(
         images, names, unnamed=not names or _placeholder_names(names)),
-        _labels_without_image(images)), lambda: images, root=dataset.root)
+        _labels_without_image(images)), lambda: images, root=dataset.root,
+        image_classes=lambda: _yolo_image_classes(images, names))
+
+
+def _yolo_image_classes(images: list[Path], names: dict[int, str] | None) -> dict[Path, frozenset[str]]:
+    """Per image of a YOLO dataset, the class names its label file names (``class_<id>``
+    without names; ignore classes left out); an image whose label file is missing or refused
+    is absent (its item is a skip)."""
+    nc = max(names) + 1 if names else None
+    shown = {}
+    for image_path in images:
+        try:
+            parsed = read_yolo_labels(label_path_for(image_path), nc)
+        except (LabelError, OSError):
+            continue
+        if parsed.refused:
+            continue
+        rows = parsed.labels
+        found = {names.get(int(c), f"class_{int(c)}") if names else f"class_{int(c)}"
+                 for c in rows[:, 0]}
+        shown[image_path] = frozenset(n for n in found if not is_ignore_name(n))
+    return shown
 
 
 def dataset_class_names(dataset, images: list[Path]) -> dict[int, str] | None:
@@ -1105,7 +1137,9 @@ def iter_voc(path: str | Path) -> LabelledItems:
         raise ConfigError(f"no Pascal VOC annotations (*.xml) in {ann}")
     read = [(xml_path, _voc_entry(root, ann, xml_path)) for xml_path in xmls]
     return LabelledItems(_voc_items(root, ann, xmls, read),
-                         lambda: [entry[0] for _, entry in read if not isinstance(entry, Skip)])
+                         lambda: [entry[0] for _, entry in read if not isinstance(entry, Skip)],
+                         image_classes=lambda: {entry[0]: frozenset(entry[1]) for _, entry in read
+                                                if not isinstance(entry, Skip)})
 
 
 def _parse_voc(xml_path: Path) -> ET.ElementTree | Skip:
@@ -1464,7 +1498,33 @@ def iter_coco(path: str | Path) -> LabelledItems:
         return list(dict.fromkeys(path for path in found if path is not None))
 
     return LabelledItems(itertools.chain(skips, (item for p, data in loaded
-                                                 for item in _coco_items(p, data))), image_paths)
+                                                 for item in _coco_items(p, data))), image_paths,
+                         image_classes=lambda: _coco_image_classes(loaded))
+
+
+def _coco_image_classes(loaded: list[tuple[Path, dict]]) -> dict[Path, frozenset[str]]:
+    """Per image file of parsed COCO jsons, the category names its annotations name (a file
+    listed twice gets both entries' names; a json whose categories are refused, or an
+    annotation naming no known category, adds nothing)."""
+    shown: dict[Path, set[str]] = defaultdict(set)
+    for json_path, data in loaded:
+        try:
+            categories = coco_categories(json_path, data)
+        except ConfigError:
+            continue
+        per_image: dict = defaultdict(set)
+        for ann in data.get("annotations") or []:
+            if isinstance(ann, dict) and _coco_id(ann.get("category_id")) in categories:
+                per_image[_coco_id(ann.get("image_id"))].add(
+                    categories[_coco_id(ann.get("category_id"))])
+        for info in data["images"]:
+            if not isinstance(info, dict) or not isinstance(info.get("file_name"), str):
+                continue
+            image_path = _coco_image(json_path, info["file_name"]) if info["file_name"] else None
+            if image_path is not None:
+                shown[image_path] |= {n for n in per_image.get(_coco_id(info.get("id")), ())
+                                      if not is_ignore_name(n)}
+    return {path: frozenset(names) for path, names in shown.items()}
 
 
 def _coco_bbox(bbox: object) -> list[float] | None:

@@ -600,3 +600,40 @@ def test_an_image_with_more_boxes_than_an_answer_may_hold_is_refused_by_the_memo
     with pytest.raises(LabelError, match=f"^a.jpg: {MAX_BOXES + 1} boxes: at most {MAX_BOXES} "
                                          f"per image$"):
         check_labels(rows(MAX_BOXES + 1), "a.jpg")
+
+
+def test_each_reader_names_the_classes_of_each_image_from_its_labels_alone(tmp_path):
+    """What the held-out plan of an import reads before any image is decoded: per image, the
+    class names its labels name (ignore classes left out, an image whose labels are refused
+    absent), the same for YOLO, VOC and COCO."""
+    yolo = tmp_path / "yolo"
+    (yolo / "labels").mkdir(parents=True)
+    for stem, rows in (("a", "0 0.5 0.5 0.2 0.2\n2 0.3 0.3 0.1 0.1\n"), ("b", "1 0.5 0.5 0.2 0.2\n"),
+                       ("c", ""), ("d", "7 0.5 0.5 0.2 0.2\n")):
+        _jpg(yolo / "images" / f"{stem}.jpg")
+        (yolo / "labels" / f"{stem}.txt").write_text(rows)
+    (yolo / "data.yaml").write_text("train: images\nval: images\nnames: [car, DontCare, person]\n")
+    shown = iter_labelled(yolo, "yolo").image_classes()
+    assert {p.name: sorted(n) for p, n in shown.items()} == {"a.jpg": ["car", "person"],
+                                                             "b.jpg": [], "c.jpg": []}
+    voc = tmp_path / "voc"
+    (voc / "Annotations").mkdir(parents=True)
+    for stem, names in (("a", ["boat", "boat", "kayak"]), ("b", [])):
+        _jpg(voc / "JPEGImages" / f"{stem}.jpg")
+        objects = "".join(f"<object><name>{n}</name><bndbox><xmin>2</xmin><ymin>2</ymin>"
+                          f"<xmax>20</xmax><ymax>20</ymax></bndbox></object>" for n in names)
+        (voc / "Annotations" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}.jpg</filename>{objects}</annotation>")
+    shown = iter_labelled(voc, "voc").image_classes()
+    assert {p.name: sorted(n) for p, n in shown.items()} == {"a.jpg": ["boat", "kayak"], "b.jpg": []}
+    coco = tmp_path / "coco"
+    for stem in ("a", "b"):
+        _jpg(coco / "images" / f"{stem}.jpg")
+    (coco / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48},
+                   {"id": 2, "file_name": "b.jpg", "width": 64, "height": 48}],
+        "categories": [{"id": 1, "name": "truck"}, {"id": 2, "name": "bus"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 1, 9, 9]},
+                        {"id": 2, "image_id": 1, "category_id": 9, "bbox": [1, 1, 9, 9]}]}))
+    shown = iter_labelled(coco, "coco").image_classes()
+    assert {p.name: sorted(n) for p, n in shown.items()} == {"a.jpg": ["bus"], "b.jpg": []}

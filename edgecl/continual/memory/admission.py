@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 from edgecl.continual.memory.index import IndexDB
@@ -48,8 +49,7 @@ STREAM_ORIGINS = frozenset({LabelOrigin.GROUND_TRUTH, LabelOrigin.OPERATOR})
 
 
 def draws_held_out(seed: int, task: str, n_task: int, origin: LabelOrigin, ts_s: float | None,
-                   block_s: float, fraction: float,
-                   frame_block: tuple[str, int] | None = None) -> bool:
+                   block_s: float, fraction: float, planned: bool | None = None) -> bool:
     """Whether an offered sample's draw puts it in the held-out stream.
 
     Held-out frames must not be near-duplicates of training frames, or the held-out mAP
@@ -62,11 +62,11 @@ def draws_held_out(seed: int, task: str, n_task: int, origin: LabelOrigin, ts_s:
     a per-task phase from the seed) at random positions drawn from the seed, the task and the
     group. So a held-out block comes in every group, samples that arrive at a regular interval
     cannot fall on held-out blocks only (or never), and the choice needs no state: answers that
-    arrive out of order and restarts see the same choice. Other samples (an imported folder)
-    are drawn the same way by their position in the task's stream of offers: in every group of
-    ``n`` consecutive offers, ``m`` are held out; but an imported frame of a numbered sequence
-    (``frame_block``: its sequence and the block of consecutive frames it falls in) is drawn
-    with its block, blocks stratified the same way by their index.
+    arrive out of order and restarts see the same choice. Other samples are drawn the same way
+    by their position in the task's stream of offers: in every group of ``n`` consecutive
+    offers, ``m`` are held out; but an imported folder plans its draw over its whole list
+    (``planned``, :func:`plan_import_held_out`: blocks of consecutive frames together, and
+    every class held out somewhere).
 
     Args:
         seed: the memory's seed.
@@ -78,16 +78,16 @@ def draws_held_out(seed: int, task: str, n_task: int, origin: LabelOrigin, ts_s:
         block_s: block length in seconds (0 draws for every sample; otherwise at least
             :data:`edgecl.config.MIN_HOLDOUT_BLOCK_S`).
         fraction: the held-out share, in [0, 1).
-        frame_block: ``(sequence, block index)`` of an imported numbered frame
-            (:func:`edgecl.data.splits.sequence_blocks`), or None.
+        planned: an imported sample's draw, planned by its import
+            (:func:`plan_import_held_out`), or None.
 
     Returns:
         True when the sample belongs to the held-out stream.
     """
     if fraction <= 0:
         return False
-    if frame_block is not None and origin not in STREAM_ORIGINS:
-        return _stratified_draw(seed, task, int(frame_block[1]), fraction, "/frames")
+    if planned is not None and origin not in STREAM_ORIGINS:
+        return bool(planned)
     if (block_s > 0 and origin in STREAM_ORIGINS and isinstance(ts_s, (int, float))
             and math.isfinite(ts_s) and abs(ts_s / block_s) < 2 ** 52):
         return _stratified_draw(seed, task, math.floor(ts_s / block_s), fraction, "")
@@ -106,6 +106,90 @@ def _stratified_draw(seed: int, task: str, index: int, fraction: float, kind: st
     phase = random.Random(f"{seed}/holdout-phase{kind}/{task}").random()
     m = (math.floor((group + 1) * n * fraction + phase) - math.floor(group * n * fraction + phase))
     return position in random.Random(f"{seed}/holdout{kind}/{task}/group{group}").sample(range(n), m)
+
+
+def plan_import_held_out(units: list[tuple[int, Counter]], fraction: float, seed: int,
+                         task: str, first_index: int = 0) -> list[bool]:
+    """Which units of an imported folder (blocks of consecutive frames, or single images) go to
+    the held-out stream, planned over the whole import before its first sample is stored.
+
+    Each unit is first drawn by its position (``first_index`` + its index: in every group of
+    ``n = ceil(1 / fraction)`` units, ``m`` are held out, as :func:`draws_held_out` draws
+    offers). A draw blind to classes holds out none of a class that lives in a few blocks (of
+    50 windows of 174 consecutive hit-uav-dev frames, 23 had a class of 10 frames or more
+    with no held-out frame: no round measured it, and the gate could not guard it). So the
+    plan is then made class-aware, rarest class first (as iterative stratification serves the
+    rarest label first; Sechidis et al., ECML PKDD 2011), over units, never frames:
+
+    - a class all of whose units were drawn gets one back for training (a class seen in one
+      block is learnt rather than measured), best a unit that no other class needs for its
+      held-out share;
+    - a class with at least ``n`` frames, in two or more units, and no held-out unit gets one:
+      the unit with the fewest frames of other classes, that leaves every class in it a
+      training unit. For it, a drawn unit whose classes all keep a held-out unit without it
+      goes back to training, so the held-out share stays near ``fraction``.
+
+    Args:
+        units: per unit in the import's order, ``(frames, frames per class name)``; a frame
+            showing no class counts in ``frames`` only.
+        fraction: the held-out share, in [0, 1).
+        seed: the memory's seed.
+        task: the import's task.
+        first_index: position of the first unit in the task's draws (a single image's draw
+            goes on from the task's offers so far, so that small imports keep the share).
+
+    Returns:
+        Per unit, whether its samples are held out.
+    """
+    if fraction <= 0 or not units:
+        return [False] * len(units)
+    planned = [_stratified_draw(seed, task, first_index + j, fraction, "/sample")
+               for j in range(len(units))]
+    units_of: dict[str, list[int]] = {}
+    frames_of: Counter = Counter()
+    for j, (_, classes) in enumerate(units):
+        for name, frames in classes.items():
+            units_of.setdefault(name, []).append(j)
+            frames_of[name] += frames
+    rng = random.Random(f"{seed}/holdout-classes/{task}/{first_index}")
+    fixed: set[int] = set()
+
+    def held(name: str, without: int = -1) -> int:
+        return sum(1 for i in units_of[name] if planned[i] and i != without)
+
+    def trains_without(name: str, unit: int) -> bool:
+        return any(not planned[i] for i in units_of[name] if i != unit)
+
+    def spare(keep: str) -> list[int]:
+        return [i for i, drawn in enumerate(planned) if drawn and i not in fixed
+                and keep not in units[i][1] and all(held(d, i) for d in units[i][1])]
+
+    rarest_first = sorted(units_of, key=lambda name: (frames_of[name], name))
+    for name in rarest_first:
+        if all(planned[i] for i in units_of[name]):
+            back = [i for i in units_of[name] if i not in fixed]
+            if back:  # best one no other class needs for its held-out share (else it gets another)
+                unit = min(back, key=lambda i: (sum(not held(d, i) for d in units[i][1]),
+                                                units[i][0], i))
+                planned[unit] = False
+                fixed.add(unit)
+    need = math.ceil(1.0 / fraction)
+    for name in rarest_first:
+        if len(units_of[name]) < 2 or frames_of[name] < need or held(name):
+            continue
+        candidates = [i for i in units_of[name]
+                      if all(trains_without(d, i) for d in units[i][1])]
+        if not candidates:
+            continue
+        unit = min(candidates, key=lambda i: (units[i][0] - units[i][1][name], rng.random()))
+        planned[unit] = True
+        fixed.add(unit)
+        returned = spare(name)
+        if returned:
+            back = rng.choice(returned)
+            planned[back] = False
+            fixed.add(back)
+    return planned
 
 
 @dataclass(frozen=True)
@@ -230,7 +314,7 @@ class Admission:
     def decide(self, task: str, classes: tuple[int, ...],
                origin: LabelOrigin = LabelOrigin.GROUND_TRUTH,
                ts_s: float | None = None, replacing: bool = False,
-               frame_block: tuple[str, int] | None = None) -> Decision | None:
+               planned: bool | None = None) -> Decision | None:
         """Count an offered sample and decide whether it enters (no rows change yet).
 
         Args:
@@ -245,7 +329,7 @@ class Admission:
                 ``holdout_block_s`` > 0).
             replacing: it replaces a stored copy of its image (verified labels for a
                 pseudo-labelled one): never declined, it takes that copy's place.
-            frame_block: an imported numbered frame's sequence and block (see
+            planned: an imported sample's held-out draw, planned by its import (see
                 :func:`draws_held_out`), or None.
 
         Returns:
@@ -257,7 +341,7 @@ class Admission:
         held_out = (origin.human_verified and self.holdout_capacity > 0
                     and draws_held_out(self.seed, task, n_task, origin, ts_s,
                                        self.holdout_block_s, self.holdout_fraction,
-                                       frame_block))
+                                       planned))
         counts = self.db.group_counts("primary_class", held_out=False)
         item = ItemInfo(task, classes, primary_class(classes, counts))
         if held_out:

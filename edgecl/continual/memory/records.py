@@ -39,9 +39,9 @@ class Sample:
             decoded pixels, which the runtime and imports record; imports of an earlier
             version recorded their file's bytes hash); the memory refuses a second sample with
             the same hash (:class:`DuplicateSampleError`). ``None``: unknown (never refused).
-        frame_block: for an imported frame of a numbered sequence, ``(sequence, block
-            index)``: the held-out draw takes the block's frames together
-            (:func:`edgecl.continual.memory.admission.draws_held_out`); not stored.
+        planned_held_out: an imported sample's held-out draw, planned over its import's
+            whole list (:func:`edgecl.continual.memory.admission.plan_import_held_out`), or
+            None (drawn as it is offered); not stored.
     """
 
     image: np.ndarray
@@ -51,7 +51,7 @@ class Sample:
     ts_s: float = field(default_factory=time.time)
     origin: LabelOrigin = LabelOrigin.GROUND_TRUTH
     content_hash: str | None = None
-    frame_block: tuple[str, int] | None = None
+    planned_held_out: bool | None = None
 
     @classmethod
     def from_frame(cls, frame: Frame, task: str | None = None,

@@ -574,7 +574,7 @@ class ReplayMemory:
                                                f"(same image content)", held)
             decision = self._admission.decide(sample.task, classes, origin, sample.ts_s,
                                               replacing=replacing,
-                                              frame_block=sample.frame_block)
+                                              planned=sample.planned_held_out)
             if decision is None:
                 self._flush_if_due()
                 return None
@@ -886,6 +886,12 @@ class ReplayMemory:
     def __len__(self) -> int:
         with self._reading():
             return self._db.count()
+
+    def offers(self, task: str) -> int:
+        """How many samples of ``task`` were offered so far, stored or not (where the held-out
+        draw of its next offer stands: :func:`~edgecl.continual.memory.admission.draws_held_out`)."""
+        with self._lock:
+            return int(self._admission.counters.get(f"frames/task:{task}", 0))
 
     def ids(self, held_out: bool | None = None, task: str | None = None) -> list[int]:
         """Stored ids (ascending), filtered by held-out flag and task."""
