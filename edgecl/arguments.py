@@ -127,6 +127,33 @@ def byte_size(text: str) -> int:
     return size
 
 
+def thread_count(text: str) -> int:
+    """argparse type: a number of threads, 1 to the config's ``learner.torch_threads`` bound
+    (256): ``--threads 100000`` made torch's thread pool crash the process.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or outside 1..256.
+    """
+    return _threads(text, 1)
+
+
+def thread_count_or_default(text: str) -> int:
+    """argparse type: as :func:`thread_count`, or 0 for the library's default.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or outside 0..256.
+    """
+    return _threads(text, 0)
+
+
+def _threads(text: str, low: int) -> int:
+    value = _int_at_least(text, low)
+    high = int(RULES["learner.torch_threads"].hi)
+    if value > high:
+        raise argparse.ArgumentTypeError(f"expected at most {high} threads, got {value}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (a usage error, one line, otherwise).
 

@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: the ``bench cl`` parser.
     """
     from edgecl.arguments import (finite_non_negative_float, finite_positive_float,
-                                  non_negative_int, output_path, positive_int, torch_device,
-                                  train_image_size)
+                                  non_negative_int, output_path, positive_int,
+                                  thread_count_or_default, torch_device, train_image_size)
 
     add = parser.add_argument
     add("--data", default="scenario",
@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--precision", choices=("auto", "fp32", "bf16"), default="auto",
         help="training arithmetic, as learner.precision (auto: bf16 where the device computes "
              "it natively; part of the results' key)")
-    add("--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)")
+    add("--threads", type=thread_count_or_default, default=0, help="torch threads (0: torch's default)")
     add("--first-task-model", default="",
         help="checkpoint to use as the model after task 1 instead of training it (its classes "
              "must be task 1's; identified in results by its sha256)")
@@ -208,8 +208,11 @@ def resolve_data(args: argparse.Namespace, out: Path) -> Path:
               "imgsz": args.imgsz, "seed": args.scenario_seed}
     marker = folder / MARKER_NAME
     if (folder / "tasks.yaml").is_file() and marker.is_file():
-        params = json.loads(marker.read_text())
-        if all(params.get(k) == v for k, v in wanted.items()):
+        try:
+            params = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            params = None  # a damaged marker: make_scenario names it
+        if isinstance(params, dict) and all(params.get(k) == v for k, v in wanted.items()):
             return folder / "tasks.yaml"
     return make_scenario(folder, **wanted)
 
@@ -228,7 +231,45 @@ def load_results(path: Path) -> list[dict]:
         raise ConfigError(f"{path}: not valid JSON ({exc}); move it away to start afresh") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise ConfigError(f"{path}: expected a list of runs; move it away to start afresh")
+    for index, record in enumerate(data, 1):
+        problem = _record_problem(record)
+        if problem:
+            raise ConfigError(f"{path}: run {index} is damaged ({problem}); remove that run from "
+                              f"the file (it is then run again) or move the file away")
     return data
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _record_problem(record: dict) -> str:
+    """What a results.json run lacks for the report (``""``: nothing): the fields
+    :func:`run_record` writes, with their types."""
+    if not isinstance(record.get("strategy"), str):
+        return "strategy is not a name"
+    if not (record.get("budget") is None or _number(record["budget"])):
+        return f"budget is {record['budget']!r}, not a number"
+    for name in ("seed", "seconds"):
+        if not _number(record.get(name)):
+            return f"{name} is {record.get(name)!r}, not a number"
+    for name in ("acc", "bwt", "forgetting", "dece", "first_task_s"):
+        if not (record.get(name) is None or _number(record[name])):
+            return f"{name} is {record[name]!r}, not a number"
+    tasks, matrix = record.get("tasks"), record.get("matrix")
+    if not isinstance(tasks, list) or not tasks:
+        return "tasks is not a list of task names"
+    if not (isinstance(matrix, list) and len(matrix) == len(tasks)
+            and all(isinstance(row, list) and len(row) == len(tasks)
+                    and all(v is None or _number(v) for v in row) for row in matrix)):
+        return f"matrix is not {len(tasks)} x {len(tasks)} numbers"
+    calibration = record.get("calibration")
+    if calibration is not None and not (
+            isinstance(calibration, dict)
+            and all(calibration.get(k) is None or _number(calibration[k])
+                    for k in ("dece_raw", "dece_posthoc"))):
+        return "calibration is not D-ECE figures"
+    return ""
 
 
 def _finite(value) -> float | None:

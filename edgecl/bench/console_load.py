@@ -518,10 +518,10 @@ def run_console_load(work: Path, *, imgsz: int = 64, backend: str = "onnx", requ
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the console benchmark's options."""
     from edgecl.arguments import (finite_non_negative_float, finite_positive_float, image_size,
-                                  positive_int)
+                                  positive_int, thread_count)
 
     p.add_argument("--requests", type=positive_int, default=500, help="API requests per load phase")
-    p.add_argument("--threads", type=positive_int, default=8, help="client threads per load phase")
+    p.add_argument("--threads", type=thread_count, default=8, help="client threads per load phase")
     p.add_argument("--phase-s", type=finite_positive_float, default=3.0,
                    help="seconds per idle/viewer phase")
     p.add_argument("--viewer-hz", type=finite_positive_float, default=4.0,

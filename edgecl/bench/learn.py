@@ -43,7 +43,7 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "edgecl" / "bench-learn"
 
 def add_arguments(parser) -> None:
     """Arguments of ``edgecl bench learn``."""
-    from edgecl.arguments import finite_positive_float, positive_int, train_image_size
+    from edgecl.arguments import finite_positive_float, positive_int, thread_count, train_image_size
 
     parser.add_argument("--data", default="scenario",
                         help="DIR/tasks.yaml with at least 2 tasks, or 'scenario' (built in)")
@@ -51,7 +51,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--imgsz", type=train_image_size, default=None,
                         help="image size (default learner.imgsz)")
     parser.add_argument("--batch", type=positive_int, default=None, help="batch (default learner.batch)")
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=thread_count, default=None,
                         help="torch threads of both trainers (default learner.torch_threads)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="interleaved throughput repeats")
     parser.add_argument("--seconds", type=finite_positive_float, default=120.0,

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the perf benchmark's options."""
-    from edgecl.arguments import image_size, positive_int
+    from edgecl.arguments import image_size, positive_int, thread_count
 
     p.add_argument("--model", default=None,
                    help="model file (.onnx, .engine, .xml, .pt); required without --backends")
@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input size for a .yaml model or a .pt checkpoint that records none "
                         "(a model file's own size wins); with --backends, the size every engine "
                         "is exported at (default: the --model checkpoint's own, else 320)")
-    p.add_argument("--threads", type=positive_int, default=2, help="inference threads")
+    p.add_argument("--threads", type=thread_count, default=2, help="inference threads")
     p.add_argument("--skip-ultralytics", action="store_true",
                    help="do not measure ultralytics' predict")
     p.add_argument("--while-training", action="store_true",

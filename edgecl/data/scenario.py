@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from edgecl.atomic import atomic_write_bytes, atomic_write_text
+from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from edgecl.config import RULES
 from edgecl.data import scenery, sprites
 from edgecl.data.labels import label_path_for, labels_to_text
@@ -296,17 +297,56 @@ def _write_frame(out: Path, frame: ScenarioFrame) -> str:
     return rel.as_posix()
 
 
+_MADE = re.compile(r"scenario\.json|tasks\.yaml"
+                   r"|images/t\d+/(?:train|val|test)/t\d+_(?:train|val|test)_\d+\.jpg"
+                   r"|labels/t\d+/(?:train|val|test)/t\d+_(?:train|val|test)_\d+\.txt"
+                   r"|labels/t\d+/(?:train|val|test)\.cache|tasks/t\d+/(?:train|val|test)\.txt"
+                   r"|(?:.+/)?\.[^/]+\.tmp")
+"""The files a scenario writes (and ultralytics' label caches, and the temp files of a write
+killed half-way): a folder holding nothing else is an earlier scenario, that may be rewritten."""
+_MADE_DIRS = re.compile(r"(?:images|labels|tasks)(?:/t\d+(?:/(?:train|val|test))?)?")
+
+
+def _foreign_file(out: Path) -> str | None:
+    """The first entry under ``out`` that no scenario writes (relative path), or None; a
+    ``scenario.json`` that is not a scenario's parameters counts as foreign."""
+    marker = out / MARKER_NAME
+    try:
+        params = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return MARKER_NAME
+    if not isinstance(params, dict) or not {"tasks", "images_per_task", "imgsz", "seed"} <= set(params):
+        return MARKER_NAME
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out).as_posix()
+        if path.is_symlink() or (path.is_dir() and not _MADE_DIRS.fullmatch(rel)) \
+                or (not path.is_dir() and not _MADE.fullmatch(rel)):
+            return rel
+    return None
+
+
 def _prepare_out_dir(out: Path) -> None:
+    """Check ``out`` can take a scenario: absent, empty, or an earlier scenario (whose files
+    are then removed: only files a scenario writes, see :data:`_MADE`).
+
+    Raises:
+        ConfigError: ``out`` is a file, or a folder holding anything else (named).
+    """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"scenario output {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER_NAME).is_file():
             raise ConfigError(f"refusing to write a scenario into non-empty directory {out} "
                               f"(no {MARKER_NAME}: not a previous scenario)")
-        (out / "tasks.yaml").unlink(missing_ok=True)
-        for sub in ("images", "labels", "tasks"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+        foreign = _foreign_file(out)
+        if foreign is not None:
+            raise ConfigError(f"refusing to write a scenario into {out}: it holds {foreign}, "
+                              f"which no scenario writes (choose an empty or new folder)")
+        for entry in list(out.iterdir()):
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60, imgsz: int = 160,
@@ -316,8 +356,9 @@ def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60
 
     Layout: ``images/<task>/<split>/<name>.jpg``, ``labels/<task>/<split>/<name>.txt``,
     ``tasks/<task>/<split>.txt`` and ``tasks.yaml`` (written last: a dataset without it is
-    incomplete). A directory holding an earlier scenario (``scenario.json``) is regenerated;
-    any other non-empty directory is refused.
+    incomplete; the whole folder is built beside ``out_dir`` and renamed onto it, so a run
+    killed half-way leaves none). A directory holding an earlier scenario (``scenario.json``
+    and only files a scenario writes) is regenerated; any other non-empty directory is refused.
 
     Args:
         out_dir: output folder.
@@ -338,6 +379,14 @@ def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60
     check_params(tasks, images_per_task, imgsz, seed, splits, classes_per_task)
     out = Path(out_dir).expanduser().resolve()
     _prepare_out_dir(out)
+    with atomic_dir(out) as tmp:  # all or nothing: a run killed half-way leaves no partial scenario
+        _write_scenario(tmp, tasks, images_per_task, imgsz, seed, splits, classes_per_task)
+    return out / "tasks.yaml"
+
+
+def _write_scenario(out: Path, tasks: int, images_per_task: int, imgsz: int, seed: int,
+                    splits: tuple[float, float, float], classes_per_task: int) -> Path:
+    """The body of :func:`make_scenario`, writing into ``out``."""
     params = {"tasks": tasks, "images_per_task": images_per_task, "imgsz": imgsz, "seed": seed,
               "splits": list(splits), "classes_per_task": classes_per_task, "jpeg_quality": JPEG_QUALITY}
     atomic_write_text(out / MARKER_NAME, json.dumps(params, indent=2, sort_keys=True) + "\n")

@@ -32,6 +32,11 @@ pytestmark = pytest.mark.timeout(120)
     (["learn", "--batch", "0"], "argument --batch: expected an integer >= 1, got 0"),
     (["learn", "--batch", "-2"], "argument --batch: expected an integer >= 1, got -2"),
     (["learn", "--threads", "-1"], "argument --threads: expected an integer >= 1, got -1"),
+    # before: torch's thread pool crashed the process (a segfault, no message)
+    (["learn", "--threads", "100000"], "argument --threads: expected at most 256 threads, got 100000"),
+    (["cl", "--threads", "100000"], "argument --threads: expected at most 256 threads, got 100000"),
+    (["perf", "--threads", "257"], "argument --threads: expected at most 256 threads, got 257"),
+    (["console", "--threads", "100000"], "argument --threads: expected at most 256 threads, got 100000"),
     (["learn", "--repeats", "0"], "argument --repeats: expected an integer >= 1, got 0"),
     (["learn", "--map-repeats", "0"], "argument --map-repeats: expected an integer >= 1, got 0"),
     (["learn", "--parent-steps", "0"], "argument --parent-steps: expected an integer >= 1, got 0"),

@@ -302,6 +302,28 @@ def test_end_to_end_tiny_run_with_the_new_methods(tmp_path, capsys):
         _run(out, capsys, "--budgets", "0.5", "--strategies", "er", "--report-only")
 
 
+@pytest.mark.parametrize("change, problem", [
+    ({"acc": "x"}, "acc is 'x', not a number"),  # before: an internal error, exit 1
+    ({"matrix": [[None]]}, "matrix is not 2 x 2 numbers"),
+    ({"matrix": [[0.1, None], [0.2, "0.3"]]}, "matrix is not 2 x 2 numbers"),
+    ({"seconds": None}, "seconds is None, not a number"),
+    ({"budget": True}, "budget is True, not a number"),
+    ({"calibration": {"dece_raw": "high"}}, "calibration is not D-ECE figures"),
+])
+def test_a_damaged_run_in_results_json_is_one_line_naming_it(tmp_path, change, problem):
+    good = {"strategy": "er", "budget": 0.2, "seed": 0, "tasks": ["t1", "t2"],
+            "matrix": [[0.3, None], [0.2, 0.4]], "acc": 0.3, "bwt": -0.1, "forgetting": 0.1,
+            "dece": None, "seconds": 12.5, "first_task_s": 3.0, "calibration": None}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([good, good | change]))
+    with pytest.raises(ConfigError) as caught:
+        cl.load_results(path)
+    assert str(caught.value) == (f"{path}: run 2 is damaged ({problem}); remove that run from the "
+                                 f"file (it is then run again) or move the file away")
+    path.write_text(json.dumps([good]))
+    assert cl.load_results(path) == [good]
+
+
 def test_report_only_with_nothing_run_is_refused_before_any_data_is_made(tmp_path, capsys):
     out = tmp_path / "empty"
     with pytest.raises(ConfigError, match="--report-only: no finished run to report: .*"

@@ -134,6 +134,50 @@ def test_regenerates_previous_scenario_and_refuses_foreign_folder(tmp_path):
     assert (foreign / "keep.txt").read_text() == "precious"
 
 
+def test_a_folder_with_a_scenario_json_is_rewritten_only_when_a_scenario_made_all_of_it(tmp_path):
+    dataset = tmp_path / "dataset"  # a user's dataset that merely holds a scenario.json
+    (dataset / "images").mkdir(parents=True)
+    (dataset / "images" / "flight1.jpg").write_bytes(b"precious pixels")
+    (dataset / MARKER_NAME).write_text('{"notes": "mine"}')
+    with pytest.raises(ConfigError, match="scenario.json, which no scenario writes"):
+        make_scenario(dataset, tasks=1, images_per_task=4, imgsz=48)  # before: deleted images/
+    assert (dataset / "images" / "flight1.jpg").read_bytes() == b"precious pixels"
+    (dataset / MARKER_NAME).write_text('{"tasks": 1, "images_per_task": 4, "imgsz": 48, "seed": 0}')
+    with pytest.raises(ConfigError, match=r"holds images/flight1\.jpg, which no scenario writes"):
+        make_scenario(dataset, tasks=1, images_per_task=4, imgsz=48)
+    assert (dataset / "images" / "flight1.jpg").read_bytes() == b"precious pixels"
+
+    earlier = tmp_path / "earlier"
+    make_scenario(earlier, tasks=1, images_per_task=4, imgsz=48)
+    (earlier / "labels" / "t1" / "train.cache").write_bytes(b"ultralytics cache")
+    mine = earlier / "images" / "t1" / "train" / "my_notes.txt"
+    mine.write_text("kept")
+    with pytest.raises(ConfigError, match="images/t1/train/my_notes.txt"):
+        make_scenario(earlier, tasks=1, images_per_task=4, imgsz=48)
+    assert mine.read_text() == "kept"
+    mine.unlink()
+    make_scenario(earlier, tasks=1, images_per_task=6, imgsz=48)  # a cache is the scenario's own
+    assert len(list((earlier / "images").rglob("*.jpg"))) == 6
+
+
+def test_a_scenario_that_fails_half_way_leaves_no_partial_folder(tmp_path, monkeypatch):
+    import edgecl.data.scenario as scenario
+
+    written = []
+
+    def failing(out, frame):
+        if len(written) == 3:
+            raise OSError(28, "No space left on device")
+        written.append(frame.name)
+        return real(out, frame)
+
+    real = scenario._write_frame
+    monkeypatch.setattr(scenario, "_write_frame", failing)
+    with pytest.raises(OSError, match="No space left"):
+        make_scenario(tmp_path / "out", tasks=1, images_per_task=8, imgsz=48)
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(tasks=7), "tasks x classes_per_task"),
     (dict(imgsz=16), "imgsz"),
