@@ -53,7 +53,10 @@ def unwind_once_on_stop_signals(ignore_sigint: bool = False) -> None:
     Args:
         ignore_sigint: ignore SIGINT altogether: a process the runtime spawned (its learner,
             its fleet client), which a terminal's Ctrl-C reaches with the whole process group
-            while the runtime, which receives it too, stops its children itself.
+            while the runtime, which receives it too, stops its children itself; such a
+            process logs the SIGTERM that stops it at DEBUG level, not as a warning (its
+            parent sends it at every normal end: ``edgecl run`` with a fleet ended with
+            ``WARNING fleet DEVICE: received SIGTERM: stopping``).
     """
     stopping = False
 
@@ -69,7 +72,9 @@ def unwind_once_on_stop_signals(ignore_sigint: bool = False) -> None:
         _exit_if_still_stopping_after(FORCE_EXIT_AFTER_S, 128 + signum)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
-        log.warning("received %s: stopping", signal.Signals(signum).name)
+        # a spawned child's SIGTERM is its parent stopping it, at every normal end: no warning
+        log.log(logging.DEBUG if ignore_sigint else logging.WARNING, "received %s: stopping",
+                signal.Signals(signum).name)
         raise SigtermExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)

@@ -147,3 +147,29 @@ def test_a_command_stopped_by_a_signal_ignores_the_next_one_through_the_interpre
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
     assert proc.stdout == "143 True True\n" and proc.returncode == 143, proc.stderr
+
+
+def _log_the_stop(marker: Path, ignore_sigint: bool):
+    import logging
+
+    logging.basicConfig(filename=str(marker.with_suffix(".log")), level=logging.DEBUG,
+                        format="%(levelname)s %(message)s", force=True)
+    _work_with_a_slow_cleanup(marker, ignore_sigint)
+
+
+@pytest.mark.parametrize("ignore_sigint, line", [
+    (False, "WARNING received SIGTERM: stopping"),  # a command stopped by a user or a manager
+    # a child the runtime spawned, which its parent stops at every normal end (before: "WARNING
+    # fleet DEVICE: received SIGTERM: stopping" ended every `edgecl run` with a fleet)
+    (True, "DEBUG received SIGTERM: stopping")])
+def test_a_spawned_process_stopped_by_its_parent_is_no_warning(tmp_path, ignore_sigint, line):
+    marker = tmp_path / "marker.txt"
+    proc = _started(_log_the_stop, (marker, ignore_sigint), marker.with_suffix(".started"))
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.join(10)
+        assert proc.exitcode == 143
+        assert marker.with_suffix(".log").read_text().splitlines() == [line]
+    finally:
+        if proc.is_alive():
+            proc.kill()

@@ -269,11 +269,11 @@ def spawned_client_main(cfg: Config) -> None:
 
     unwind_once_on_stop_signals(ignore_sigint=True)
     die_with_parent()
-    client_main(cfg)
+    client_main(cfg, refuse_dates=False)  # detection goes on: the client retries until they pass
 
 
 def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
-                max_wait_s: float | None = None) -> None:
+                max_wait_s: float | None = None, refuse_dates: bool = True) -> None:
     """Entry point of the fleet client process.
 
     Args:
@@ -282,6 +282,10 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
         once: return when the server ends its session instead of reconnecting.
         max_wait_s: with ``once``, give up (raise) when no session succeeded after this many
             seconds (``None``: keep trying).
+        refuse_dates: refuse a CA certificate outside its validity period (``fleet join``);
+            False (the client of ``edgecl run``) warns and retries until its dates pass, as
+            the runtime goes on detecting (before, that client died with a traceback and was
+            restarted to die again every 30 s).
 
     Raises:
         ConfigError: off loopback without TLS and a token (before any connection attempt).
@@ -295,7 +299,7 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
     apply_low_priority(cfg.learner)
     from edgecl.fleet.server import require_flower
 
-    check_client_security(cfg)  # a configuration fault is not retried: it fails at once
+    check_client_security(cfg, refuse_dates)  # a configuration fault is not retried
     require_flower()
     quiet_closed_channel_threads()
     fc = cfg.fleet
@@ -548,8 +552,8 @@ class FleetClientStarter:
 
     def start(self, cfg: Config) -> mp.Process:
         """Spawn the client process beside the runtime. The runtime has run :meth:`check`
-        before its model loaded; a restart after the client died is checked in the child
-        (:func:`client_main`), so a certificate's dates are not warned of twice at start.
+        before its model loaded; the child checks again (:func:`client_main`, a certificate
+        outside its dates warned of, not refused: it retries until the dates pass).
 
         Args:
             cfg: the device's configuration.

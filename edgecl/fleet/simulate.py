@@ -146,6 +146,30 @@ def device_config(base: tuple | None, state: Path, size: SimSize, address: str, 
     return load_config(path, [*user, *overrides])
 
 
+def check_security_settings(base: tuple, size: SimSize, devices: int, rounds: int) -> None:
+    """Check the user's TLS and token settings as the simulation's server and devices will,
+    before any folder or process exists (before, a missing certificate showed as a traceback
+    from each spawned process, and the output folder was left behind).
+
+    Args:
+        base: the user's settings, ``(config file or None, overrides)``.
+        size: the simulation's sizes.
+        devices: number of devices.
+        rounds: fleet rounds.
+
+    Raises:
+        ConfigError: one line naming the setting (an incomplete TLS trio, a file that is
+            missing, not PEM or outside its dates, a key of another certificate).
+    """
+    from edgecl.fleet.client import check_client_security
+    from edgecl.fleet.server import server_certificates
+
+    cfg = device_config(base, Path("fleet-simulate-check"), size, "127.0.0.1:1", "check",
+                        devices, rounds)
+    server_certificates(cfg)
+    check_client_security(cfg)
+
+
 def _baseline_config(*args) -> Config:
     """A baseline's configuration (:func:`device_config`), without FedProx's proximal term or the
     restricted class loss: the alone and joint models are not federated."""
@@ -342,6 +366,8 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
         raise ConfigError(f"fleet simulate needs at least 1 round, got {rounds}")
     check_size(size)
     user = load_config(*base) if base is not None else None
+    if user is not None:
+        check_security_settings(base, size, devices, rounds)
     if user is not None and user.fleet.initial_model:
         from edgecl.fleet.weights import global_from_checkpoint
 

@@ -321,6 +321,44 @@ def test_a_device_runtime_keeps_detecting_with_a_certificate_outside_its_dates(t
         assert "detection goes on, and the fleet client retries until it passes" in caplog.text
 
 
+def test_the_client_of_a_device_runtime_retries_with_a_ca_certificate_outside_its_dates(
+        tmp_path, monkeypatch, caplog):
+    """Before: the fleet client that ``edgecl run`` spawns refused an expired CA certificate,
+    died with a traceback, and was restarted to die again every 30 s; it now warns and
+    retries (each attempt's TLS failure said in words), as the README promises."""
+    pytest.importorskip("cryptography")
+    from edgecl.config import load_config
+    from edgecl.fleet import client
+
+    ca, _ = _certificate(tmp_path / "old", (-10, -1))
+    cfg = load_config(None, [f"state_dir={tmp_path}", "fleet.enabled=true",
+                             "fleet.server_address=10.0.0.5:9092", f"fleet.ca_cert={ca}",
+                             "fleet.token=" + "t" * 20, "fleet.device_name=drone1"])
+    attempts = []
+
+    class Stop(BaseException):
+        pass
+
+    def probe(*_a, **_k):
+        attempts.append(1)
+        if len(attempts) == 3:
+            raise Stop
+        raise OSError("certificate has expired")
+
+    monkeypatch.setattr(client, "probe_server", probe)
+    monkeypatch.setattr(client.time, "sleep", lambda s: None)
+    monkeypatch.setattr("edgecl.runtime.learner.die_with_parent", lambda: None)
+    monkeypatch.setattr("edgecl.continual.finetune.apply_low_priority", lambda lc: None)
+    monkeypatch.setattr("edgecl.stop_signals.unwind_once_on_stop_signals", lambda **k: None)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    with caplog.at_level(logging.INFO), pytest.raises(Stop):
+        client.spawned_client_main(cfg)
+    assert len(attempts) == 3  # it went on trying
+    assert "old.pem expired on" in caplog.text and "retries until it passes" in caplog.text
+    with pytest.raises(ConfigError, match=r"'fleet.ca_cert': .*old.pem expired on"):
+        client.client_main(cfg)  # fleet join still refuses it at once
+
+
 def test_the_environment_variable_is_offered_for_the_token_only():
     """Before: 'set fleet.ca_cert (or $EDGECL_FLEET_TOKEN)', as if the token stood for TLS."""
     with pytest.raises(ConfigError) as missing_ca:

@@ -73,6 +73,27 @@ def test_a_setup_that_fails_leaves_no_output_folder(tmp_path, capsys, extra):
     assert (out / "mine.txt").read_text() == "kept"  # a folder it did not create stays
 
 
+@pytest.mark.parametrize("settings, expected", [
+    (["fleet.ca_cert=MISSING"],
+     "error: fleet TLS needs all of fleet.ca_cert, fleet.server_cert, fleet.server_key; missing "
+     "fleet.server_cert, fleet.server_key\n"),
+    (["fleet.ca_cert=MISSING", "fleet.server_cert=MISSING", "fleet.server_key=MISSING"],
+     "error: config key 'fleet.ca_cert': certificate file not found: MISSING\n"),
+])
+def test_tls_settings_a_fleet_cannot_use_are_one_line_before_any_process(tmp_path, capsys,
+                                                                         settings, expected):
+    """Before: each spawned server and device process printed its own traceback, and the
+    --out folder, with a generated scenario, was left behind."""
+    missing = str(tmp_path / "nowhere.pem")
+    out = tmp_path / "sim"
+    argv = ["fleet", "simulate", "--devices", "2", "--rounds", "1", "--out", str(out),
+            *(s.replace("MISSING", missing) for s in settings)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected.replace("MISSING", missing)) and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 def test_more_devices_than_the_scenario_has_classes_for_names_devices(tmp_path, capsys):
     """Before: 'scenario: tasks x classes_per_task must be 1..12, got 1000 x 2'."""
     out = tmp_path / "sim"

@@ -63,7 +63,7 @@ def test_the_fleet_client_beside_the_runtime_unwinds_on_sigterm(tmp_path, monkey
     from edgecl.fleet import client
 
     report = tmp_path / "tmp.txt"
-    monkeypatch.setattr(client, "client_main", lambda cfg: _hold_a_temporary_folder(report))
+    monkeypatch.setattr(client, "client_main", lambda cfg, **_: _hold_a_temporary_folder(report))
     cfg = load_config(None, [f"state_dir={tmp_path / 'state'}"])
     proc = _start(client.spawned_client_main, (cfg,))
     try:
