@@ -37,6 +37,18 @@ def output_path(text: str) -> str:
     return text
 
 
+def input_path(text: str) -> str:
+    """argparse type: a file or folder to read, not empty or blank: ``dataset import ''`` (an
+    unset shell variable) read the current folder.
+
+    Raises:
+        argparse.ArgumentTypeError: an empty or blank path.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a file or folder to read, got {text!r}")
+    return text
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a usage error, one line, otherwise).
 

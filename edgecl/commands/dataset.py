@@ -7,7 +7,7 @@ import contextlib
 import shlex
 import sys
 
-from edgecl.arguments import output_path, print_json_line
+from edgecl.arguments import input_path, output_path, print_json_line
 from edgecl.commands.common import dropped_regions_note, skipped_annotations_note
 from edgecl.errors import StorageError, is_disk_full
 
@@ -21,14 +21,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser("dataset", help="import a labelled dataset (YOLO, VOC, COCO) and split it into tasks")
     dsub = p.add_subparsers(dest="dataset_cmd", metavar="ACTION", required=True)
     imp = dsub.add_parser("import", help="write an ultralytics YOLO dataset from a YOLO, VOC or COCO one")
-    imp.add_argument("src", help="dataset folder, data.yaml or COCO json")
+    imp.add_argument("src", type=input_path, help="dataset folder, data.yaml or COCO json")
     imp.add_argument("--out", required=True, type=output_path, help="output folder (new or empty)")
     imp.add_argument("--format", default="auto", choices=("auto", "yolo", "voc", "coco"),
                      help="source format (default: auto-detect)")
     imp.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     imp.set_defaults(func=import_command)
     split = dsub.add_parser("split-tasks", help="write a class-incremental tasks.yaml over a YOLO dataset")
-    split.add_argument("dataset", help="YOLO dataset folder or data.yaml (with class names)")
+    split.add_argument("dataset", type=input_path, help="YOLO dataset folder or data.yaml (with class names)")
     split.add_argument("--tasks", required=True,
                        help='classes of each task, tasks separated by ";" '
                             '(e.g. "car,other_vehicle;bicycle;person")')

@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from edgecl.arguments import print_json_line
+from edgecl.arguments import input_path, print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, dropped_regions_note,
                                     memory_given, new_classes_note, refuse_smaller_memory,
                                     refuse_unreachable_state_dir, skipped_annotations_note,
@@ -30,7 +30,7 @@ def add_import_parser(lsub) -> None:
     """
     imp = lsub.add_parser("import", help="add a labelled folder (YOLO, VOC, COCO) to the replay memory")
     add_config_args(imp)
-    imp.add_argument("path", help="dataset folder, data.yaml or COCO json")
+    imp.add_argument("path", type=input_path, help="dataset folder, data.yaml or COCO json")
     imp.add_argument("--format", default="auto", choices=("auto", "yolo", "voc", "coco"),
                      help="dataset format (default: auto-detect)")
     imp.add_argument("--relabel", action="store_true",

@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from edgecl.arguments import print_json_line
+from edgecl.arguments import input_path, print_json_line
 from edgecl.commands.common import add_config_args, config_from_args, require_state_dir
 from edgecl.errors import ConfigError
 from edgecl.runtime.promote import promote_version, rollback_version
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     lst.set_defaults(func=list_command)
     add = msub.add_parser("add", help="load, warm and stage a model file as a new version")
     add_config_args(add)
-    add.add_argument("path", help="model file (.pt, .onnx, .engine, or an OpenVINO .xml with "
+    add.add_argument("path", type=input_path, help="model file (.pt, .onnx, .engine, or an OpenVINO .xml with "
                                   "its .bin beside it)")
     add.add_argument("--promote", action="store_true", help="promote it right away")
     add.set_defaults(func=add_command)

@@ -27,6 +27,7 @@ previous ``tasks.yaml`` and lists (or nothing) in place.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -34,6 +35,8 @@ import os
 import random
 import re
 import shutil
+import signal
+import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -123,10 +126,61 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     return ratios
 
 
-def _group_of(pattern: re.Pattern | None, image: Path) -> tuple[str, bool]:
+GROUP_BY_LIMIT_S = 2.0
+"""Longest time ``--group-by`` may take on one image name: an expression with nested repeats
+(``^(\\d*_?\\d*)*\\.png``) backtracks for hours on a name it does not match."""
+
+
+class _GroupByTimeout(Exception):
+    """Raised by the alarm of :func:`_group_by_deadline` inside a regular expression search."""
+
+
+@contextlib.contextmanager
+def _group_by_deadline(group_by: str | None):
+    """Yield whether :func:`_group_of` may bound its searches to :data:`GROUP_BY_LIMIT_S` (a
+    SIGALRM, which Python's ``re`` checks while it backtracks; only in the main thread of a
+    system that has it: elsewhere searches are unbounded).
+
+    Raises:
+        ConfigError: a search took longer, naming the expression and the image name.
+    """
+    bounded = bool(group_by and hasattr(signal, "setitimer")
+                   and threading.current_thread() is threading.main_thread())
+    if not bounded:
+        yield False
+        return
+
+    def expire(_signum, _frame):
+        raise _GroupByTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    try:
+        yield True
+    except _GroupByTimeout as exc:
+        raise ConfigError(f"--group-by '{group_by}' took over {GROUP_BY_LIMIT_S:g} s on the image "
+                          f"name {exc.args[0] if exc.args else '?'!r}: an expression with nested "
+                          f"repeats such as (\\d*_?)* backtracks without end; write it without "
+                          f"them (e.g. '^(.+)_\\d+\\.')") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _group_of(pattern: re.Pattern | None, image: Path, bounded: bool = False) -> tuple[str, bool]:
+    """An image's group by ``pattern`` (its first group, else its whole match) and whether it
+    matched (an image that does not is its own group); ``bounded``: inside
+    :func:`_group_by_deadline`, the search is stopped after :data:`GROUP_BY_LIMIT_S`."""
     if pattern is None:
         return image.name, True
-    match = pattern.search(image.name)
+    if bounded:
+        signal.setitimer(signal.ITIMER_REAL, GROUP_BY_LIMIT_S)
+    try:
+        match = pattern.search(image.name)
+    except _GroupByTimeout:
+        raise _GroupByTimeout(image.name) from None
+    finally:
+        if bounded:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     if match is None:
         return image.name, False
     return (match.group(1) if pattern.groups else match.group(0)), True
@@ -287,35 +341,36 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     unassigned = ungrouped = bad = 0
     base_dir = Path(out).expanduser().resolve().parent
     shared = shared_label_files(ds.images())
-    for image in ds.images():
-        why = unlistable(_rel(image, base_dir))
-        if why:  # a list file holds one path per line: it would be read back as another path
-            log.warning("%r left out: %s, which a task list (one path per line) cannot hold; "
-                        "rename it", str(image), why)
-            bad += 1
-            continue
-        label_path = label_path_for(image)
-        if label_path in shared and label_path.is_file():
-            log.warning("%s left out: %s", image, shared_label_problem(image, label_path,
-                                                                      shared[label_path]))
-            bad += 1
-            continue
-        try:
-            parsed = read_yolo_labels(label_path, len(ds.names)) if label_path.is_file() else None
-        except LabelError:
-            parsed = None
-        if parsed is None or parsed.refused:
-            bad += 1
-            continue
-        present = [task_of_class[int(c)] for c in parsed.labels[:, 0] if int(c) in task_of_class]
-        if not present:
-            unassigned += 1
-            continue
-        group, matched = _group_of(pattern, image)
-        ungrouped += not matched
-        t = min(present)
-        assigned[t].append((image, group))
-        groups[group][t] += 1
+    with _group_by_deadline(group_by) as bounded:  # a runaway expression: one line
+        for image in ds.images():
+            why = unlistable(_rel(image, base_dir))
+            if why:  # a list file holds one path per line: it would be read back as another path
+                log.warning("%r left out: %s, which a task list (one path per line) cannot hold; "
+                            "rename it", str(image), why)
+                bad += 1
+                continue
+            label_path = label_path_for(image)
+            if label_path in shared and label_path.is_file():
+                log.warning("%s left out: %s", image, shared_label_problem(image, label_path,
+                                                                          shared[label_path]))
+                bad += 1
+                continue
+            try:
+                parsed = read_yolo_labels(label_path, len(ds.names)) if label_path.is_file() else None
+            except LabelError:
+                parsed = None
+            if parsed is None or parsed.refused:
+                bad += 1
+                continue
+            present = [task_of_class[int(c)] for c in parsed.labels[:, 0] if int(c) in task_of_class]
+            if not present:
+                unassigned += 1
+                continue
+            group, matched = _group_of(pattern, image, bounded)
+            ungrouped += not matched
+            t = min(present)
+            assigned[t].append((image, group))
+            groups[group][t] += 1
     n_assigned = sum(len(v) for v in assigned.values())
     if pattern is not None and n_assigned and ungrouped == n_assigned:
         example = next(iter(assigned.values()))[0][0].name

@@ -8,9 +8,6 @@ import sys
 
 import pytest
 
-from edgecl.cli import main
-
-
 
 @pytest.mark.parametrize("argv, expected", [
     (["labels"], "error: the following arguments are required: ACTION; see 'edgecl labels --help'"),
@@ -439,6 +436,22 @@ def test_a_line_break_in_a_path_or_value_keeps_the_error_one_line(run_edgecl, tm
     code, _, err = run_edgecl(["dataset", "split-tasks", tmp_path, "--tasks", "a", "--out",
                                tmp_path / "t.yaml", "--bogus\nflag"])
     assert code == 2 and err.count("\n") == 1 and "--bogus\\nflag" in err, err
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["dataset", "import", "EMPTY", "--out", "{tmp}/o"], "src"),
+    (["dataset", "split-tasks", "EMPTY", "--tasks", "a", "--out", "{tmp}/t.yaml"], "dataset"),
+    (["labels", "import", "--state-dir", "{tmp}/state", "EMPTY"], "path"),
+    (["models", "add", "--state-dir", "{tmp}/state", "EMPTY"], "path")])
+@pytest.mark.parametrize("empty", ["", " "])
+def test_an_empty_source_is_refused_not_read_as_the_current_folder(run_edgecl, tmp_path, argv,
+                                                                   name, empty):
+    """Before: 'dataset import ""' (an unset shell variable) read the current folder."""
+    argv = [empty if a == "EMPTY" else a.format(tmp=tmp_path) for a in argv]
+    code, _, err = run_edgecl(argv)
+    assert code == 2 and err.startswith(
+        f"error: argument {name}: must name a file or folder to read, got {empty!r}; see "), err
+    assert sorted(os.listdir(tmp_path)) == []
 
 
 @pytest.mark.parametrize("argv", [

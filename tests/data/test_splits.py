@@ -261,3 +261,28 @@ def test_frames_of_one_recording_are_warned_of_with_a_block_group_by(tmp_path, c
                   for p in (tmp_path / "b" / t / f"{s}.txt").read_text().split()}
               for s in ("train", "test")}
     assert blocks["train"] and blocks["test"] and not blocks["train"] & blocks["test"]
+
+
+def test_a_group_by_that_backtracks_without_end_is_one_line_not_a_hang(tmp_path, capsys,
+                                                                       monkeypatch):
+    """Before: '^(\\d*_?\\d*_?\\d*)*\\.png' searched hit-uav-like names for hours."""
+    import signal
+
+    from edgecl.cli import main
+    from edgecl.data import splits
+
+    monkeypatch.setattr(splits, "GROUP_BY_LIMIT_S", 0.3)
+    stems = [f"{i}_60_30_0_0123456789012345678901{i}" for i in range(4)]
+    ds = _frames_dataset(tmp_path / "ds", stems, "{0: car, 1: bike}")
+    before = signal.getsignal(signal.SIGALRM)
+    runaway = r"^(\d*_?\d*_?\d*)*\.png"
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--group-by", runaway,
+                 "--out", str(tmp_path / "tasks.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --group-by '{runaway}' took over 0.3 s on the image name "
+                   f"'{stems[0]}.jpg': an expression with nested repeats such as (\\d*_?)* "
+                   f"backtracks without end; write it without them (e.g. '^(.+)_\\d+\\.')\n")
+    assert signal.getsignal(signal.SIGALRM) is before  # the alarm is the command's no more
+    assert not (tmp_path / "tasks.yaml").exists()
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--group-by",
+                 r"^(\d+)_", "--out", str(tmp_path / "tasks.yaml")]) == 0
