@@ -20,8 +20,10 @@ import time
 from pathlib import Path
 
 from edgecl.config import Config
+from edgecl.errors import ConfigError
 from edgecl.fleet import wire
 from edgecl.logs import basic_config
+from edgecl.runtime.lock import FLEET_CLIENT_LOCK_NAME, RuntimeLock, holder_pid
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +269,14 @@ def spawned_client_main(cfg: Config) -> None:
     from edgecl.runtime.learner import die_with_parent
     from edgecl.stop_signals import unwind_once_on_stop_signals
 
+    from edgecl.runtime.lock import StateLockedError
+
     unwind_once_on_stop_signals(ignore_sigint=True)
     die_with_parent()
-    client_main(cfg, refuse_dates=False)  # detection goes on: the client retries until they pass
+    try:
+        client_main(cfg, refuse_dates=False)  # detection goes on: it retries until they pass
+    except StateLockedError as exc:  # a fleet join started after the runtime's check: one line
+        log.error("%s", exc)
 
 
 def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
@@ -290,6 +297,7 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
     Raises:
         ConfigError: off loopback without TLS and a token (before any connection attempt).
         EdgeclError: Flower is not installed.
+        StateLockedError: another fleet client serves this state directory.
     """
     basic_config(logging.INFO, f"%(asctime)s %(levelname)s fleet {device_name(cfg)}: %(message)s")
     from edgecl.continual.finetune import apply_low_priority
@@ -302,6 +310,17 @@ def client_main(cfg: Config, test_yaml: str | None = None, once: bool = False,
     check_client_security(cfg, refuse_dates)  # a configuration fault is not retried
     require_flower()
     quiet_closed_channel_threads()
+    with RuntimeLock(cfg.state_dir, name=FLEET_CLIENT_LOCK_NAME, holder=FLEET_CLIENT_HOLDER):
+        _serve_rounds(cfg, test_yaml, once, max_wait_s)
+
+
+FLEET_CLIENT_HOLDER = "another fleet client (edgecl fleet join, or edgecl run with fleet.enabled)"
+"""Who holds a state directory's fleet client lock, for the message a second client gets."""
+
+
+def _serve_rounds(cfg: Config, test_yaml: str | None, once: bool,
+                  max_wait_s: float | None) -> None:
+    """The body of :func:`client_main`: connect, serve the server's rounds, reconnect."""
     fc = cfg.fleet
     log.info("fleet device %s joining the fleet server %s (TLS %s, fleet token %s)",
              device_name(cfg), fc.server_address, "on" if fc.ca_cert else "off",
@@ -542,13 +561,18 @@ class FleetClientStarter:
         """Refuse, before anything loads, a device configuration the client cannot use.
 
         Raises:
-            ConfigError: off loopback without TLS and a token.
+            ConfigError: off loopback without TLS and a token, or another fleet client
+                serves the state directory.
             EdgeclError: Flower is not installed.
         """
         from edgecl.fleet.server import require_flower
 
         check_client_security(cfg, refuse_dates=False)
         require_flower()
+        holder = holder_pid(cfg.state_dir, FLEET_CLIENT_LOCK_NAME)
+        if holder:  # its child would die at every start, and be restarted to die again
+            raise ConfigError(f"state directory {cfg.state_dir} is served by {FLEET_CLIENT_HOLDER}"
+                              f" (pid {holder}); stop it, or set fleet.enabled=false")
 
     def start(self, cfg: Config) -> mp.Process:
         """Spawn the client process beside the runtime. The runtime has run :meth:`check`

@@ -390,7 +390,7 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
     check_port_free(fc.server_address)  # before a new state directory is made for nothing
     store = GlobalStore(fleet_dir(cfg))
     # one server per state directory (two would overwrite each other's global model)
-    with RuntimeLock(store.root):
+    with RuntimeLock(store.root, holder="another fleet server", shown=cfg.state_dir):
         problem = store.problem()  # before load(), which would log it too: one line, not two
         if problem:
             # INVARIANT: a damaged global model is never silently replaced by a fresh one (the

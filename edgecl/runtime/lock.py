@@ -22,6 +22,10 @@ from edgecl.errors import EdgeclError, StorageError, is_disk_full
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "lock"
+FLEET_CLIENT_LOCK_NAME = "fleet-client.lock"
+"""``STATE/fleet-client.lock``: held by the one fleet client serving a state directory (``edgecl
+fleet join``, or the client ``edgecl run`` spawns): two would train on the same memory and send
+two updates under one device name."""
 
 
 class StateLockedError(EdgeclError):
@@ -36,11 +40,19 @@ class RuntimeLock:
 
     Args:
         state_dir: the state directory (created if missing).
+        name: the lock file's name in it (default :data:`LOCK_NAME`; the fleet client holds
+            :data:`FLEET_CLIENT_LOCK_NAME`).
+        holder: who holds such a lock, for the message a second one gets.
+        shown: the folder that message names (default ``state_dir``; the fleet server locks
+            its ``STATE/fleet`` folder, and names ``STATE``).
     """
 
-    def __init__(self, state_dir: str | Path):
+    def __init__(self, state_dir: str | Path, name: str = LOCK_NAME,
+                 holder: str = "another edgecl runtime", shown: str | Path | None = None):
         self.state_dir = Path(state_dir)
-        self.path = self.state_dir / LOCK_NAME
+        self.path = self.state_dir / name
+        self.holder = holder
+        self.shown = Path(shown) if shown is not None else self.state_dir
         self._fd: int | None = None
 
     @property
@@ -74,8 +86,8 @@ class RuntimeLock:
             holder = _read_pid(fd)
             os.close(fd)
             who = f"pid {holder}" if holder else "another process (pid not yet written)"
-            raise StateLockedError(f"state directory {self.state_dir} is in use by another edgecl "
-                                   f"runtime ({who}); stop it or use another --state-dir") from None
+            raise StateLockedError(f"state directory {self.shown} is in use by {self.holder} "
+                                   f"({who}); stop it or use another --state-dir") from None
         previous = _read_pid(fd)  # cleared by a clean stop: a pid left is a run that died
         if previous and previous != os.getpid():
             log.warning("the last edgecl process holding %s (pid %d) did not stop cleanly (killed, "
@@ -131,16 +143,18 @@ def _read_pid(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def holder_pid(state_dir: str | Path) -> int | None:
+def holder_pid(state_dir: str | Path, name: str = LOCK_NAME) -> int | None:
     """The pid of the runtime holding ``state_dir``, or ``None`` when no one holds it.
 
     Args:
         state_dir: the state directory.
+        name: the lock file (default the runtime's; :data:`FLEET_CLIENT_LOCK_NAME`: the fleet
+            client's).
 
     Returns:
         The holder's pid while the lock is held; ``None`` when it is free or absent.
     """
-    path = Path(state_dir) / LOCK_NAME
+    path = Path(state_dir) / name
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -359,6 +359,36 @@ def test_the_client_of_a_device_runtime_retries_with_a_ca_certificate_outside_it
         client.client_main(cfg)  # fleet join still refuses it at once
 
 
+def test_one_fleet_client_per_state_directory(tmp_path, monkeypatch, capsys):
+    """Before: two `fleet join` on one state directory both served the rounds, the second
+    skipping each with 'busy: a learning round is running'; and `edgecl run` with a fleet
+    beside a `fleet join` did the same."""
+    from edgecl.cli import main
+    from edgecl.config import load_config
+    from edgecl.fleet import client
+    from edgecl.runtime.lock import FLEET_CLIENT_LOCK_NAME, RuntimeLock
+
+    monkeypatch.setattr(client, "_serve_rounds", lambda *a: pytest.fail("a second client served"))
+    state = tmp_path / "state"
+    (state / "memory").mkdir(parents=True)  # a device's state
+    cfg = load_config(None, [f"state_dir={state}", "fleet.enabled=true",
+                             "fleet.server_address=127.0.0.1:9"])
+    with RuntimeLock(state, name=FLEET_CLIENT_LOCK_NAME):  # a fleet join serves it
+        assert main(["fleet", "join", "--state-dir", str(state),
+                     "fleet.server_address=127.0.0.1:9"]) == 2
+        held = (f"state directory {state} is in use by another fleet client (edgecl fleet join, "
+                f"or edgecl run with fleet.enabled) (pid {os.getpid()}); stop it or use another "
+                f"--state-dir")
+        assert capsys.readouterr().err == f"error: {held}\n"
+        with pytest.raises(ConfigError) as caught:
+            client.FleetClientStarter().check(cfg)  # what edgecl run asks before its model loads
+        assert str(caught.value) == (
+            f"state directory {state} is served by another fleet client (edgecl fleet join, or "
+            f"edgecl run with fleet.enabled) (pid {os.getpid()}); stop it, or set "
+            f"fleet.enabled=false")
+    client.FleetClientStarter().check(cfg)  # free again
+
+
 def test_the_environment_variable_is_offered_for_the_token_only():
     """Before: 'set fleet.ca_cert (or $EDGECL_FLEET_TOKEN)', as if the token stood for TLS."""
     with pytest.raises(ConfigError) as missing_ca:
