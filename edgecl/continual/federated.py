@@ -212,7 +212,9 @@ class Aggregate:
         names: the fleet's class list after the round.
         weights: device -> normalised FedAvg weight it received (0 when dropped).
         decisions: the forgetting gate's decisions.
-        contributors: class name -> devices whose update carried that class's rows.
+        contributors: class name -> devices whose training samples show that class (a device
+            of an older release, which does not say, counts for every class it sent); empty
+            for a class no sender holds a sample of.
         skipped_keys: key -> devices whose tensor was left out for a shape mismatch.
     """
 
@@ -259,10 +261,10 @@ def fedavg_by_name(updates: Sequence[Update], global_arrays: Mapping[str, np.nda
     keys = list(dict.fromkeys(keys))
     arrays: dict[str, np.ndarray] = {}
     skipped: dict[str, list[str]] = {}
-    # who taught each class: the devices whose samples show it (all senders where none does)
-    contributors = {name: ([up.device for up, _ in kept if name in up.names
-                            and (up.held is None or name in up.held)]
-                           or [up.device for up, _ in kept if name in up.names])
+    # who taught each class: the devices whose samples show it (none where no sample does: a
+    # class named only in a dataset's names was credited to every sender)
+    contributors = {name: [up.device for up, _ in kept if name in up.names
+                           and (up.held is None or name in up.held)]
                     for name in names}
     for key in keys:
         if class_row_key(key):

@@ -717,8 +717,12 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 return None, {}
             new = [n for n in agg.names if n not in self.names]
             if new:
-                log.info("fleet round %d: classes new to the fleet: %s (from %s)", rnd, new,
-                         {n: agg.contributors[n] for n in new})
+                taught = {n: agg.contributors[n] for n in new if agg.contributors[n]}
+                named = [n for n in new if not agg.contributors[n]]
+                log.info("fleet round %d: classes new to the fleet: %s (%s)", rnd, new, "; ".join(
+                    part for part in (f"taught by {taught}" if taught else "",
+                                      f"named by a device that holds no sample of {named} yet"
+                                      if named else "") if part))
             try:
                 store.save(rnd, agg.arrays, agg.names, self.arch)
                 self.saved_round = rnd

@@ -84,6 +84,8 @@ def test_rows_of_a_class_a_device_holds_no_box_of_are_not_averaged_in():
                ["car", "person", "truck"], 50, held=frozenset())
     agg = fedavg_by_name([c], glob, ["car", "person"], max_forgetting=0.15)
     np.testing.assert_allclose(agg.arrays[ROWS], [7.0, 8.0, 5.0])
+    # before: truck, named in c's dataset only, was credited to c ("from {'truck': ['c']}")
+    assert agg.contributors == {"car": [], "person": [], "truck": []}
     # a device of an older release says nothing: all its rows count, as before
     old = Update("o", {SHARED: np.ones((2, 2), np.float32), ROWS: rows([2.0, 6.0])},
                  ["car", "person"], 50)
