@@ -321,7 +321,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     Readers (and a failure half-way) see either no folder (or the old empty one) or the whole
     new folder. ``path`` must not exist or be an empty folder (``os.replace`` of a folder
-    only replaces an empty one).
+    only replaces an empty one), or a symbolic link to an empty folder (which is filled; the
+    link stays).
 
     Args:
         path: the folder to create.
@@ -339,6 +340,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     hundreds of megabytes of hidden images beside its output.
     """
     path = Path(path)
+    if path.is_symlink() and path.is_dir():  # a link to an empty folder: that folder is filled
+        path = path.resolve()  # (renamed onto, the link itself failed with 'Not a directory')
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphaned_temp_dirs(path)
     boot = f"boot{boot_tag()}." if boot_tag() else ""

@@ -167,6 +167,20 @@ def test_an_output_filled_meanwhile_is_named_not_its_temp_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
+def test_a_link_to_an_empty_folder_is_filled_and_stays_a_link(tmp_path):
+    """Before: 'dataset import SRC --out LINK' (a link to an empty folder on a memory card)
+    failed with '[Errno 20] Not a directory' once the whole dataset was written."""
+    card = tmp_path / "card" / "datasets"
+    card.mkdir(parents=True)
+    link = tmp_path / "out"
+    link.symlink_to(card)
+    with atomic.atomic_dir(link) as d:
+        assert d.parent == card.parent  # built beside the folder it replaces: one file system
+        (d / "f.txt").write_text("y")
+    assert link.is_symlink() and (card / "f.txt").read_text() == "y"
+    assert sorted(p.name for p in card.parent.iterdir()) == ["datasets"]
+
+
 def test_a_second_damaged_copy_in_the_same_second_gets_its_own_name(tmp_path):
     """Before: classes.json and learner/state.json were kept as NAME.corrupt-STAMP only: a
     second repair within the same second (a board booting at the same date every time)

@@ -543,8 +543,9 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
     """Refuse an ``--out`` that would replace something this command did not write.
 
     An existing ``out`` must be a tasks.yaml (a mapping with a ``tasks`` list), and each
-    existing ``tasks/<t>/`` folder the split will replace may hold only split lists: a
-    data.yaml, a dataset's own folders or any other file are never overwritten.
+    existing ``tasks/<t>/`` folder the split will replace may hold only split lists, and only
+    where that tasks.yaml exists (lists beside no tasks.yaml are a user's own): a data.yaml, a
+    dataset's own folders or any other file are never overwritten.
 
     Args:
         out: the tasks.yaml to write.
@@ -586,6 +587,10 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
         if foreign:
             raise ConfigError(f"{task} holds {foreign[0]}, not only split lists: it would be "
                               f"replaced; write the tasks.yaml in another folder")
+        held = sorted(p.name for p in task.iterdir())
+        if held and not out.exists():  # lists that no tasks.yaml of this name wrote: the user's
+            raise ConfigError(f"{task} holds {held[0]}, and no {out.name} beside it wrote it: it "
+                              f"would be replaced; write the tasks.yaml in another folder")
 
 
 def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_text: str) -> None:

@@ -286,3 +286,23 @@ def test_a_group_by_that_backtracks_without_end_is_one_line_not_a_hang(tmp_path,
     assert not (tmp_path / "tasks.yaml").exists()
     assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--group-by",
                  r"^(\d+)_", "--out", str(tmp_path / "tasks.yaml")]) == 0
+
+
+def test_lists_of_the_users_own_beside_no_tasks_yaml_are_not_replaced(tmp_path, capsys):
+    """Before: the first split into mine.yaml replaced mine/t1/train.txt, a list of the user's
+    own named like a split list, without a word."""
+    from edgecl.cli import main
+
+    ds = _frames_dataset(tmp_path / "ds", [str(i) for i in range(8)], "{0: car, 1: bike}")
+    own = tmp_path / "mine" / "t1" / "train.txt"
+    own.parent.mkdir(parents=True)
+    own.write_text("my own list\n")
+    out = tmp_path / "mine.yaml"
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {own.parent} holds train.txt, and no mine.yaml beside it wrote it: it would be "
+        f"replaced; write the tasks.yaml in another folder\n")
+    assert own.read_text() == "my own list\n" and not out.exists()
+    own.unlink()  # an empty folder is taken, and a second split replaces the first one's lists
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--out", str(out)]) == 0
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--out", str(out)]) == 0
