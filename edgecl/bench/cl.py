@@ -217,6 +217,31 @@ def resolve_data(args: argparse.Namespace, out: Path) -> Path:
     return make_scenario(folder, **wanted)
 
 
+def _check_outputs(out: Path) -> None:
+    """Refuse, before any training, an ``--out`` whose results or report cannot be written
+    there: a folder that takes no new file, or a folder where ``results.json``,
+    ``table.md`` or a plot goes (found, before, only when the first run had trained).
+
+    Raises:
+        ConfigError: naming the path and what the system said.
+    """
+    import tempfile
+
+    from edgecl.bench.cl_report import BARS_PNG, CURVE_PNG, FINAL_PNG, HEATMAP_PNG
+
+    for name in (RESULTS, "table.md", BARS_PNG, CURVE_PNG, FINAL_PNG, HEATMAP_PNG):
+        path = out / name
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"--out: {path} is not a file (a folder?): the benchmark writes its "
+                              f"{'results' if name == RESULTS else 'report'} there; move it away")
+    try:
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check."):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc}); give "
+                          f"another --out") from None
+
+
 def load_results(path: Path) -> list[dict]:
     """Read ``results.json`` (empty when absent).
 
@@ -347,7 +372,7 @@ def _settings(args: argparse.Namespace) -> ProtocolSettings:
         if not path.is_file():
             raise ConfigError(f"--first-task-model: no file at {path}")
         first = str(path.resolve())
-        _warn_size_mismatch(path, args.imgsz)
+        _check_first_task_model(path, args.imgsz)
     return ProtocolSettings(imgsz=args.imgsz, batch=args.batch, lr=args.lr,
                             steps_per_task=args.steps_per_task,
                             first_task_steps=args.first_task_steps, epochs=args.epochs,
@@ -358,16 +383,22 @@ def _settings(args: argparse.Namespace) -> ProtocolSettings:
                             device=args.device, precision=args.precision)
 
 
-def _warn_size_mismatch(path: Path, imgsz: int) -> None:
-    """Warn when the given task-1 checkpoint was trained at another input size than ``--imgsz``
-    (a 320 px model evaluated at 64 px scored 0 in every cell, without a word)."""
+def _check_first_task_model(path: Path, imgsz: int) -> None:
+    """Refuse a task-1 checkpoint that does not load, before any data is made (a junk file was
+    refused only after the scenario and the work folder were written); warn when it was
+    trained at another input size than ``--imgsz`` (a 320 px model evaluated at 64 px scored
+    0 in every cell, without a word).
+
+    Raises:
+        ConfigError: the checkpoint cannot be loaded (what the loader says).
+    """
     from edgecl.errors import ModelLoadError
     from edgecl.models.checkpoint import load_checkpoint, longer_side
 
     try:
         trained = longer_side(load_checkpoint(path)[1].get("imgsz"))
-    except ModelLoadError:  # the run refuses it later, with its own line
-        return
+    except ModelLoadError as exc:
+        raise ConfigError(f"--first-task-model: {exc}") from None
     if trained and trained != int(imgsz):
         logging.getLogger(__name__).warning(
             "--first-task-model %s was trained at %d px; this run trains and evaluates every "
@@ -555,6 +586,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--report-only: no finished run to report: {out / RESULTS} does not "
                           f"exist")
     out.mkdir(parents=True, exist_ok=True)
+    _check_outputs(out)
     yaml_path = resolve_data(args, out)
     taskset = refuse_trained_test_images(load_tasks(yaml_path))
     if len(taskset.tasks) < 2:

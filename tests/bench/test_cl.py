@@ -324,6 +324,18 @@ def test_a_damaged_run_in_results_json_is_one_line_naming_it(tmp_path, change, p
     assert cl.load_results(path) == [good]
 
 
+def test_an_out_where_the_results_cannot_go_is_refused_before_any_training(tmp_path, capsys):
+    """Before: a folder named results.json (or table.md) in --out was found only when the
+    first run had trained, and its minutes were lost."""
+    out = tmp_path / "bench"
+    (out / "results.json").mkdir(parents=True)
+    with pytest.raises(ConfigError) as caught:
+        _run(out, capsys)
+    assert str(caught.value) == (f"--out: {out / 'results.json'} is not a file (a folder?): the "
+                                 f"benchmark writes its results there; move it away")
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]  # no scenario, no work/
+
+
 def test_report_only_with_nothing_run_is_refused_before_any_data_is_made(tmp_path, capsys):
     out = tmp_path / "empty"
     with pytest.raises(ConfigError, match="--report-only: no finished run to report: .*"
@@ -364,12 +376,23 @@ def test_a_given_task_one_model_is_named_in_the_header_and_a_size_mismatch_is_sa
     assert line.startswith(f"- YOLO11n, task 1's model given (`{pt}`), 64 px")
     assert "from scratch" not in line and "steps for task 1" not in line
     with caplog.at_level("WARNING"):
-        cl._warn_size_mismatch(pt, 64)
+        cl._check_first_task_model(pt, 64)
     assert f"--first-task-model {pt} was trained at 320 px; this run trains and evaluates every " \
            "task at --imgsz 64 (give --imgsz 320 to match it)" in caplog.text
     caplog.clear()
-    cl._warn_size_mismatch(pt, 320)
+    cl._check_first_task_model(pt, 320)
     assert caplog.text == ""
+
+
+def test_a_first_task_model_that_does_not_load_is_refused_before_any_data(tmp_path, capsys):
+    """Before: a junk --first-task-model was refused only after the scenario and the work
+    folder were written into --out."""
+    junk = tmp_path / "junk.pt"
+    junk.write_text("junk\n")
+    out = tmp_path / "bench"
+    with pytest.raises(ConfigError, match=r"^--first-task-model: cannot read checkpoint .*junk\.pt"):
+        _run(out, capsys, "--first-task-model", str(junk))
+    assert not out.exists()
 
 
 def test_a_model_that_detects_nothing_gets_no_d_ece_change():
