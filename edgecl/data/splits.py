@@ -86,6 +86,8 @@ def parse_task_spec(spec: str, names: dict[int, str]) -> list[tuple[int, ...]]:
                 raise ConfigError(f"--tasks: task {k}: unknown class '{raw}'"
                                   f"{did_you_mean(raw, names.values())} (dataset classes: "
                                   f"{', '.join(names.values())})")
+            if cid in ids:
+                raise ConfigError(f"--tasks: task {k} names class '{names[cid]}' twice")
             if cid in seen:
                 raise ConfigError(f"--tasks: class '{names[cid]}' appears in more than one task")
             seen.add(cid)
@@ -331,6 +333,9 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     task_names = [f"t{t + 1}" for t in range(len(task_classes))]
     _refuse_foreign_output(Path(out).expanduser(), task_names)
     ratio = parse_ratios(ratios) if isinstance(ratios, str) else tuple(ratios)
+    if group_by is not None and not group_by.strip():  # an unset shell variable split frame by frame
+        raise ConfigError(f"--group-by {group_by!r} is empty: give a regular expression whose "
+                          f"first group names an image's group, or leave the option out")
     try:
         pattern = re.compile(group_by) if group_by else None
     except re.error as exc:

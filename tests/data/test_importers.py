@@ -328,6 +328,13 @@ def test_split_tasks_bad_input_one_line(tmp_path):
         split_tasks(root, "car;cat", tmp_path / "t.yaml")
     with pytest.raises(ConfigError, match="more than one task"):
         split_tasks(root, "car;car", tmp_path / "t.yaml")
+    # before: "class 'car' appears in more than one task", of a single task
+    with pytest.raises(ConfigError, match="^--tasks: task 1 names class 'car' twice$"):
+        split_tasks(root, "car,Car", tmp_path / "t.yaml")
+    # before: an empty --group-by (an unset shell variable) split frame by frame, unsaid
+    for empty in ("", " "):
+        with pytest.raises(ConfigError, match=f"^--group-by '{empty}' is empty: give a regular"):
+            split_tasks(root, "car", tmp_path / "t.yaml", group_by=empty)
     with pytest.raises(ConfigError, match="--ratios"):
         split_tasks(root, "car", tmp_path / "t.yaml", ratios="0.5,0.5")
     for bad in ("nan,0.1,0.2", "0.7,0.1,inf"):
