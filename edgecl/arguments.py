@@ -49,6 +49,30 @@ def input_path(text: str) -> str:
     return text
 
 
+def scenario_only_options(args: argparse.Namespace, defaults: dict[str, object]) -> None:
+    """Fill the options that shape the built-in scenario (``None``: not given) with their
+    defaults, and refuse one given beside a ``--data`` of the user's own, which brings its own
+    tasks and images (``--tasks 5`` was dropped without a word).
+
+    Args:
+        args: parsed options, with ``data``.
+        defaults: option attribute -> its default.
+
+    Raises:
+        ConfigError: such an option given with ``--data`` other than ``scenario``.
+    """
+    from edgecl.errors import ConfigError
+
+    given = [name for name in defaults if getattr(args, name) is not None]
+    if args.data != "scenario" and given:
+        option = "--" + given[0].replace("_", "-")
+        raise ConfigError(f"{option} shapes the built-in scenario (--data scenario); --data "
+                          f"{args.data} brings its own tasks and images: leave {option} out")
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a usage error, one line, otherwise).
 

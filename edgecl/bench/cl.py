@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgecl.arguments import print_json_line
+from edgecl.arguments import print_json_line, scenario_only_options
 from edgecl.atomic import atomic_write_json
 from edgecl.bench.cl_protocol import (
     JOINT_LABELS,
@@ -60,10 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--data", default="scenario",
         help="YOLO dataset folder with a tasks.yaml, the tasks.yaml itself, or 'scenario' "
              "(generate the built-in scenario into OUT/scenario; default)")
-    add("--tasks", type=positive_int, default=5, help="scenario: number of tasks (default 5)")
-    add("--images-per-task", type=positive_int, default=200,
+    add("--tasks", type=positive_int, default=None, help="scenario: number of tasks (default 5)")
+    add("--images-per-task", type=positive_int, default=None,
         help="scenario: images per task, all splits (default 200: 140 train, 30 test)")
-    add("--scenario-seed", type=non_negative_int, default=0, help="scenario: generator seed (default 0)")
+    add("--scenario-seed", type=non_negative_int, default=None, help="scenario: generator seed (default 0)")
     add("--strategies", default=DEFAULT_STRATEGIES,
         help="comma list of finetune, joint, er, mir, mir-virtual, far, class_balanced, each "
              "optionally with modifiers +lwf (distillation of the previous model), +pl "
@@ -560,6 +560,7 @@ def run(args: argparse.Namespace) -> int:
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # one line per finished run is the report; the fine-tuner's per-task INFO line is noise
         logging.getLogger("edgecl.continual.finetune").setLevel(logging.WARNING)
+    scenario_only_options(args, {"tasks": 5, "images_per_task": 200, "scenario_seed": 0})
     strategies, budgets = parse_strategies(args.strategies), parse_budgets(args.budgets)
     plan = plan_runs(strategies, budgets, args.seeds)
     settings = _settings(args)

@@ -771,9 +771,10 @@ def add_arguments(parser) -> None:
                         help="offer the operator queue at most this many frames per frame the "
                              "operator may answer, in every 5 s of stream time (0: no rate limit; "
                              "frames not queued may be pseudo-labelled)")
-    parser.add_argument("--tasks", type=positive_int, default=3, help="scenario tasks (with --data scenario)")
-    parser.add_argument("--images-per-task", type=positive_int, default=120,
-                        help="scenario images per task (with --data scenario)")
+    parser.add_argument("--tasks", type=positive_int, default=None,
+                        help="scenario tasks (with --data scenario; default 3)")
+    parser.add_argument("--images-per-task", type=positive_int, default=None,
+                        help="scenario images per task (with --data scenario; default 120)")
     parser.add_argument("--initial-model", default="first-task",
                         help="what every run starts from: 'first-task' (a detector trained on the "
                              "first task, labels visible, cached: the team's own pretrained "
@@ -792,11 +793,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run the field benchmark as the command line asks."""
-    from edgecl.arguments import print_json_line
+    from edgecl.arguments import print_json_line, scenario_only_options
     from edgecl.config import load_config
     from edgecl.data.tasks import load_tasks, refuse_trained_test_images
     from edgecl.ultra import ensure_offline
 
+    scenario_only_options(args, {"tasks": 3, "images_per_task": 120})
     ensure_offline()
     selections = list(args.selection if isinstance(args.selection, list)
                       else _parse_selection(args.selection))

@@ -105,6 +105,21 @@ def test_a_bad_option_is_one_line_and_exit_2(run_edgecl, capsys, tmp_path, argv,
     assert not list(tmp_path.iterdir()), "nothing is written for a bad option"
 
 
+@pytest.mark.parametrize("argv", [
+    ["cl", "--tasks", "5"], ["cl", "--scenario-seed", "3"], ["field", "--images-per-task", "50"],
+    ["field", "--tasks", "4"]])
+def test_a_scenario_option_beside_a_dataset_of_ones_own_is_refused(run_edgecl, tmp_path, argv):
+    """Before: 'bench field --data DIR/tasks.yaml --tasks 4' ran DIR's own tasks, the --tasks
+    dropped without a word."""
+    option = argv[1]
+    code, out, err = run_edgecl(["bench", *argv, "--data", str(tmp_path / "tasks.yaml"),
+                                 "--out", str(tmp_path / "o")])
+    assert code == 2 and err == (f"error: {option} shapes the built-in scenario (--data scenario); "
+                                 f"--data {tmp_path / 'tasks.yaml'} brings its own tasks and "
+                                 f"images: leave {option} out\n")
+    assert not (tmp_path / "o").exists()
+
+
 def test_learner_settings_the_model_cannot_take_are_refused_before_the_parent_trains(
         run_edgecl, tmp_path, capsys):
     code, out, err = run_edgecl(["bench", "learn", "--cache-dir", tmp_path / "cache", "--json",

@@ -208,7 +208,8 @@ def test_a_joint_record_from_before_joint_saw_every_label_is_run_again():
 def _run(out: Path, capsys, *extra: str) -> dict:
     parser = argparse.ArgumentParser()
     cl.add_arguments(parser)
-    args = parser.parse_args(["--tasks", "2", "--images-per-task", "10", "--imgsz", "64",
+    scenario = [] if "--data" in extra else ["--tasks", "2", "--images-per-task", "10"]
+    args = parser.parse_args([*scenario, "--imgsz", "64",
                               "--first-task-steps", "3", "--steps-per-task", "2", "--batch", "4",
                               "--strategies", "finetune,er,far", "--threads", "1",
                               "--out", str(out), *extra])
