@@ -334,9 +334,7 @@ def _serve_rounds(cfg: Config, test_yaml: str | None, once: bool,
         try:
             probe = probe_server(fc.server_address, fc.ca_cert, PROBE_TIMEOUT_S)
             if probe is None:  # a second wait in the connection would only double this one
-                raise ServerSilent(f"no answer from {fc.server_address} within "
-                                   f"{PROBE_TIMEOUT_S:.0f} s (a firewall dropping its packets, "
-                                   "or no host at that address)")
+                raise ServerSilent(silent_server_problem(fc.server_address))
             if probe:
                 log.info("connected to the fleet server %s%s; waiting for its rounds",
                          fc.server_address, f" after {failures} failed attempt(s)" if failures else "")
@@ -529,6 +527,27 @@ def _known_problem(text: str, address: str, host: str, tls: bool | None, connect
     if any(k in text for k in ("Connection reset", "Stream removed", "Socket closed")):
         return "the connection was lost (the server stopped, or the network dropped)"
     return ""
+
+
+def silent_server_problem(address: str, timeout_s: float = 3.0) -> str:
+    """Why a server address gave no gRPC answer within :data:`PROBE_TIMEOUT_S`, in words: a
+    host that takes the TCP connection runs another program on that port (before, every
+    silent answer blamed a firewall); one that does not take it is a firewall dropping the
+    packets, or no host.
+
+    Args:
+        address: the server's ``host:port``.
+        timeout_s: the TCP connection's longest wait.
+    """
+    host, _, port = address.rpartition(":")
+    waited = f"no answer from {address} within {PROBE_TIMEOUT_S:.0f} s"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError):
+        return f"{waited} (a firewall dropping its packets, or no host at that address)"
+    return (f"{waited}, though its port takes connections: another program listens there, not "
+            f"a fleet server (check the port of fleet.server_address)")
 
 
 def _wait_for_server(address: str, max_wait_s: float) -> None:

@@ -531,6 +531,25 @@ def test_a_silent_server_costs_one_wait_per_attempt_not_two(tmp_path, monkeypatc
                                          "failed attempt(s)")
 
 
+def test_a_silent_answer_from_a_port_that_takes_connections_is_not_blamed_on_a_firewall():
+    """Before: a program that accepts TCP on the server's port and never speaks gRPC read 'a
+    firewall dropping its packets, or no host at that address'."""
+    import socket
+
+    from edgecl.fleet.client import silent_server_problem
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        assert silent_server_problem(address) == (
+            f"no answer from {address} within 20 s, though its port takes connections: another "
+            f"program listens there, not a fleet server (check the port of "
+            f"fleet.server_address)")
+    assert silent_server_problem(address, timeout_s=1.0).endswith(  # the port is closed now
+        "within 20 s (a firewall dropping its packets, or no host at that address)")
+
+
 def test_a_device_says_it_connected_after_the_server_came_up(tmp_path, monkeypatch, caplog,
                                                              flower_filters):
     """Before: after 'unreachable or gone' a device said nothing more until the server's first
