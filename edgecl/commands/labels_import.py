@@ -274,11 +274,14 @@ def import_command(args: argparse.Namespace) -> int:
               and result["frames_per_block"] > 1 else "")
     per_class = ", ".join(f"{name} {n}" for name, n in result["held_out_per_class"].items())
     held = (f"; held out for evaluation: {result['held_out']} (images showing {per_class})"
-            if result["held_out"] else "")
-    print(f"imported {result['imported']} sample(s) from {args.path}; skipped {result['skipped']} "
-          f"({reasons}){orphans}; {dropped_regions_note(result)}"
+            if result["held_out"] else
+            f"; held out for evaluation: none yet (about 1 image in {report.holdout_every} is; a "
+            f"later import goes on from here)"
+            if report.holdout_every and result["imported"] else "")
+    print(f"imported {result['imported']} sample(s) from {args.path}{held}; skipped "
+          f"{result['skipped']} ({reasons}){orphans}; {dropped_regions_note(result)}"
           f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
-          f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}{held}")
+          f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}")
     for note in (other_labels_note(result), unmeasured):
         if note:
             print(note, file=sys.stderr)
@@ -290,17 +293,23 @@ def import_command(args: argparse.Namespace) -> int:
 
 def _unmeasured_note(report) -> str:
     """A warning naming the classes this import stored enough images of to hold one out, and
-    held out none of (all in one block of consecutive frames, or in blocks that other classes
-    need for training): rounds cannot measure them yet."""
+    held out none of, with why (all in one run of consecutive frames, or in runs other classes
+    need for training) and what brings one."""
     names = report.unmeasured()
     if not names:
         return ""
-    shown = ", ".join(f"{name} ({report.stored_per_class[name]} images)" for name in names[:5])
+    parts = []
+    for name in names[:5]:
+        why = ("all of them are one run of consecutive frames, kept for training"
+               if report.units_per_class.get(name, 0) <= 1 else
+               "the runs of frames that show it are needed to train other classes")
+        parts.append(f"{name} ({report.stored_per_class[name]} images: {why})")
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-    return (f"warning: no image of {shown}{more} was held out for evaluation (their images lie "
-            f"in one block of consecutive frames, or in blocks other classes need for training): "
-            f"rounds measure {'it' if len(names) == 1 else 'them'} once held-out samples arrive "
-            f"from a further import or from answers on the device")
+    them = "it" if len(names) == 1 else "them"
+    return (f"warning: no image of {'; '.join(parts)}{more} was held out for evaluation, so "
+            f"learning rounds cannot yet measure how well the device detects {them}: import "
+            f"images of {them} from another flight or recording, or answer frames showing "
+            f"{them} on the device")
 
 
 def _drop_queued_copies(cfg, memory) -> list[tuple[str, int]]:

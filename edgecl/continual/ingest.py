@@ -112,6 +112,8 @@ class ImportReport:
         stored_per_class: images this import stored, per class name they show.
         holdout_every: ``ceil(1 / memory.holdout_fraction)``: a class with this many images
             is due a held-out one (0: the memory holds none out).
+        units_per_class: per class name, the units of the held-out plan (blocks of
+            consecutive frames, single images) that show it.
     """
 
     tally: ImportTally = field(default_factory=ImportTally)
@@ -129,25 +131,28 @@ class ImportReport:
     held_out: Counter = field(default_factory=Counter)
     stored_per_class: Counter = field(default_factory=Counter)
     holdout_every: int = 0
+    units_per_class: Counter = field(default_factory=Counter)
 
     def unmeasured(self) -> list[str]:
         """Class names this import stored images of, none held out, where one was due: at least
         :attr:`holdout_every` images, the held-out plan's own threshold (rounds then measure
         them only once held-out samples of them arrive another way)."""
-        return [name for name, n in self.stored_per_class.items()
-                if name and self.holdout_every and n >= self.holdout_every
-                and not self.held_out.get(name)]
+        return sorted(name for name, n in self.stored_per_class.items()
+                      if name and self.holdout_every and n >= self.holdout_every
+                      and not self.held_out.get(name))
 
     def to_dict(self) -> dict:
         """``{"imported", "skipped", "reasons", "evicted", "relabelled", "classes_added",
         "similar_classes", "classes_matched", "ignored_regions", "empty_boxes", "boxes",
         "unnamed_classes", "named_from_registry", "frame_sequences", "frames_per_block",
-        "held_out", "held_out_per_class"}``."""
+        "held_out", "held_out_per_class", "unmeasured_classes"}`` (``unmeasured_classes``:
+        :meth:`unmeasured`)."""
         return {**self.tally.to_dict(), "evicted": self.evicted, "relabelled": self.relabelled,
                 "frame_sequences": self.frame_sequences, "frames_per_block": self.frames_per_block,
                 "held_out": self.held_out.get("", 0),
                 "held_out_per_class": {name: self.held_out.get(name, 0)
-                                       for name in self.stored_per_class if name},
+                                       for name in sorted(self.stored_per_class) if name},
+                "unmeasured_classes": self.unmeasured(),
                 "classes_added": list(self.classes_added),
                 "similar_classes": dict(self.similar_classes),
                 "classes_matched": dict(self.classes_matched),
@@ -397,9 +402,10 @@ def _held_out_plan(items, memory, task: str, report: ImportReport) -> dict[str, 
         frames, classes = units.setdefault(key, ([0], Counter()))
         frames[0] += 1
         classes.update(set(shown.get(Path(path), ())))
-    offers = getattr(memory, "offers", None)
-    first = 0 if blocks or offers is None else offers(task)
     keys = list(units)
+    report.units_per_class = Counter(name for _, classes in units.values() for name in classes)
+    reserve = getattr(memory, "reserve_import_draws", None)
+    first = reserve(task, len(keys)) if reserve is not None else 0
     drawn = plan_import_held_out([(units[k][0][0], units[k][1]) for k in keys], fraction,
                                  int(getattr(memory.cfg, "seed", 0)), task, first)
     held = dict(zip(keys, drawn))

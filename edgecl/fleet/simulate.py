@@ -435,7 +435,7 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
             raise ConfigError(f"the fleet finished {len(records)} of {rounds} rounds; see the log above")
         report.poll(fleet_done=True)
         if report.printed < rounds:
-            progress(f"fleet: its {rounds} rounds took {fleet_s:.0f} s; waiting for the baselines "
+            progress(f"fleet: its {_rounds(rounds)} took {fleet_s:.0f} s; waiting for the baselines "
                      f"(round {report.baseline_rounds()} of {rounds} done)")
         deadline = started + timeout_s
         while baselines.is_alive():
@@ -451,7 +451,7 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
         if baselines.is_alive():
             baselines.terminate()
             baselines.join(10)
-    progress(f"fleet: {rounds} rounds in {fleet_s:.0f} s; baselines in "
+    progress(f"fleet: {_rounds(rounds)} in {fleet_s:.0f} s; baselines in "
              f"{time.monotonic() - started:.0f} s")
     detail = report.detail
     if len(detail) < rounds:
@@ -473,6 +473,11 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
                                              "fleet_seconds": round(fleet_s, 1),
                                              "server_rounds": GlobalStore(out / "server" / "fleet").rounds()})
     return summary
+
+
+def _rounds(n: int) -> str:
+    """``1 round``, ``3 rounds``."""
+    return f"{n} round{'' if n == 1 else 's'}"
 
 
 def _fresh(path: Path) -> Path:

@@ -75,7 +75,8 @@ def test_import_twice_skips_what_is_already_in_memory(tmp_path, capsys):
     (src / "Annotations" / "004.xml").write_text(
         (src / "Annotations" / "000.xml").read_text().replace("000.jpg", "004.jpg"))
     line = _import(capsys, state, src)
-    assert line.startswith(f"imported 1 sample(s) from {src}; skipped 5 (")
+    assert line.startswith(f"imported 1 sample(s) from {src}; held out for evaluation: none yet "
+                           f"(about 1 image in 10 is; a later import goes on from here); skipped 5 (")
     assert "already in memory 4" in line and "bad annotation 1" in line
     assert _samples(state) == 5
 
@@ -1052,11 +1053,11 @@ def test_a_state_dir_among_the_datasets_images_is_refused(tmp_path, capsys):
     assert "which holds the dataset's images" in capsys.readouterr().err
 
 
-def _voc_frames(root: Path, classes_of: list[list[str]]) -> Path:
+def _voc_frames(root: Path, classes_of: list[list[str]], first: int = 0) -> Path:
     """A VOC folder of numbered frames ``flight_0000.jpg``..., frame k showing ``classes_of[k]``
-    (one box each)."""
+    (one box each); numbers start at ``first``."""
     (root / "Annotations").mkdir(parents=True)
-    for k, names in enumerate(classes_of):
+    for k, names in enumerate(classes_of, start=first):
         _jpg(root / "JPEGImages" / f"flight_{k:04d}.jpg", (7 * k) % 250)
         objects = "".join(f"<object><name>{name}</name><bndbox><xmin>{2 + 12 * j}</xmin><ymin>2"
                           f"</ymin><xmax>{10 + 12 * j}</xmax><ymax>20</ymax></bndbox></object>"
@@ -1092,12 +1093,39 @@ def test_an_import_holds_out_a_class_that_lies_in_two_blocks(tmp_path, capsys, s
     assert sorted(bicycle) == [False] * 5 + [True] * 5
     assert kayak == [False] * 10
     held = sum(r.held_out for r in records)
-    assert f"; held out for evaluation: {held} (images showing boat {held}, bicycle 5, kayak 0)" in out
+    assert f"; held out for evaluation: {held} (images showing bicycle 5, boat {held}, kayak 0)" in out
     assert err.strip().splitlines()[-1] == (
-        "warning: no image of kayak (10 images) was held out for evaluation (their images lie in "
-        "one block of consecutive frames, or in blocks other classes need for training): rounds "
-        "measure it once held-out samples arrive from a further import or from answers on the "
-        "device")
+        "warning: no image of kayak (10 images: all of them are one run of consecutive frames, "
+        "kept for training) was held out for evaluation, so learning rounds cannot yet measure "
+        "how well the device detects it: import images of it from another flight or recording, "
+        "or answer frames showing it on the device")
     result = _import(capsys, tmp_path / "again", src, "--config", str(config), "--json")
-    assert result["held_out"] == held
-    assert result["held_out_per_class"] == {"boat": held, "bicycle": 5, "kayak": 0}
+    assert result["held_out"] == held and result["unmeasured_classes"] == ["kayak"]
+    assert list(result["held_out_per_class"].items()) == [("bicycle", 5), ("boat", held),
+                                                          ("kayak", 0)]  # by name, every run
+
+
+def test_imports_of_a_few_frames_each_go_on_where_the_last_one_stopped(tmp_path, capsys):
+    """Before: each import drew its blocks of consecutive frames from position 0: twelve
+    imports of 5 frames of a flight each held out none (a round then waited for a held-out
+    sample for ever), and said nothing of it."""
+    src = _voc_frames(tmp_path / "voc", [["boat"] for _ in range(60)])
+    state = tmp_path / "state"
+    held, lines = 0, []
+    for k in range(12):
+        part = tmp_path / f"part{k}"
+        (part / "Annotations").mkdir(parents=True)
+        (part / "JPEGImages").mkdir()
+        for j in range(5 * k, 5 * k + 5):
+            for sub, ext in (("Annotations", "xml"), ("JPEGImages", "jpg")):
+                (part / sub / f"flight_{j:04d}.{ext}").write_bytes(
+                    (src / sub / f"flight_{j:04d}.{ext}").read_bytes())
+        assert main(["labels", "import", "--state-dir", str(state), str(part)]) == 0
+        lines.append(capsys.readouterr().out)
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        held = sum(r.held_out for r in memory.records())
+    assert held == 6  # about 1 in 10 (memory.holdout_fraction 0.1); before: 0
+    assert sum("; held out for evaluation: 1 (images showing boat 1)" in line
+               for line in lines) == 6
+    assert sum("; held out for evaluation: none yet (about 1 image in 10 is; a later import "
+               "goes on from here); skipped" in line for line in lines) == 6

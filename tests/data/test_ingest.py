@@ -46,7 +46,8 @@ def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
                                 "boxes": {"car": 1, "person": 2}, "unnamed_classes": [],
                                 "named_from_registry": {}, "frame_sequences": 0,
                                 "frames_per_block": 0, "held_out": 0,
-                                "held_out_per_class": {"car": 0, "person": 0}}
+                                "held_out_per_class": {"car": 0, "person": 0},
+                                "unmeasured_classes": []}
     assert classes.names() == {0: "car", 1: "person"}
     assert all(r.origin == LabelOrigin.IMPORT for r in records)
     assert sorted(r.classes for r in records) == [(), (0, 1), (1,)]

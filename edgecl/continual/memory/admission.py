@@ -125,9 +125,11 @@ def plan_import_held_out(units: list[tuple[int, Counter]], fraction: float, seed
       block is learnt rather than measured), best a unit that no other class needs for its
       held-out share;
     - a class with at least ``n`` frames, in two or more units, and no held-out unit gets one:
-      the unit with the fewest frames of other classes, that leaves every class in it a
-      training unit. For it, a drawn unit whose classes all keep a held-out unit without it
-      goes back to training, so the held-out share stays near ``fraction``.
+      among the units that leave every class in them a training unit, the one whose frames
+      of the class come nearest ``fraction`` of them, counting its frames of other classes
+      as a miss too (the unit with most frames of it held 7 of a class's 10 frames out). For
+      it, a drawn unit whose classes all keep a held-out unit without it goes back to
+      training, so the held-out share stays near ``fraction``.
 
     Args:
         units: per unit in the import's order, ``(frames, frames per class name)``; a frame
@@ -135,8 +137,9 @@ def plan_import_held_out(units: list[tuple[int, Counter]], fraction: float, seed
         fraction: the held-out share, in [0, 1).
         seed: the memory's seed.
         task: the import's task.
-        first_index: position of the first unit in the task's draws (a single image's draw
-            goes on from the task's offers so far, so that small imports keep the share).
+        first_index: position of the first unit in the task's draws of imported units
+            (:meth:`~edgecl.continual.memory.store.ReplayMemory.reserve_import_draws`: an
+            import goes on where the last one stopped, so that small imports keep the share).
 
     Returns:
         Per unit, whether its samples are held out.
@@ -181,7 +184,9 @@ def plan_import_held_out(units: list[tuple[int, Counter]], fraction: float, seed
                       if all(trains_without(d, i) for d in units[i][1])]
         if not candidates:
             continue
-        unit = min(candidates, key=lambda i: (units[i][0] - units[i][1][name], rng.random()))
+        target = fraction * frames_of[name]  # its frames held out, as near the share as can be
+        unit = min(candidates, key=lambda i: (abs(units[i][1][name] - target)
+                                              + units[i][0] - units[i][1][name], rng.random()))
         planned[unit] = True
         fixed.add(unit)
         returned = spare(name)
@@ -297,6 +302,14 @@ class Admission:
         self.counters[key] = self.counters.get(key, 0) + 1
         self.pending[key] = self.pending.get(key, 0) + 1
         return self.counters[key]
+
+    def reserve(self, key: str, n: int) -> int:
+        """Add ``n`` to a counter (committed with the next stored sample or flush); returns its
+        value before."""
+        start = self.counters.get(key, 0)
+        self.counters[key] = start + n
+        self.pending[key] = self.pending.get(key, 0) + n
+        return start
 
     def holdout_quota(self) -> int:
         """Held-out slots per task now (``holdout_capacity`` over the tasks seen)."""

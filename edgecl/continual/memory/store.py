@@ -887,11 +887,18 @@ class ReplayMemory:
         with self._reading():
             return self._db.count()
 
-    def offers(self, task: str) -> int:
-        """How many samples of ``task`` were offered so far, stored or not (where the held-out
-        draw of its next offer stands: :func:`~edgecl.continual.memory.admission.draws_held_out`)."""
+    def reserve_import_draws(self, task: str, units: int) -> int:
+        """Reserve the next ``units`` positions of ``task``'s imported units (blocks of
+        consecutive frames, single images) in the held-out draw
+        (:func:`~edgecl.continual.memory.admission.plan_import_held_out`), so that imports of
+        a few frames each go on where the last one stopped (each restarted at 0, and folders
+        of 5 consecutive frames never held one out). Committed with the next stored sample.
+
+        Returns:
+            The first reserved position.
+        """
         with self._lock:
-            return int(self._admission.counters.get(f"frames/task:{task}", 0))
+            return self._admission.reserve(f"import_units/task:{task}", int(units))
 
     def ids(self, held_out: bool | None = None, task: str | None = None) -> list[int]:
         """Stored ids (ascending), filtered by held-out flag and task."""
