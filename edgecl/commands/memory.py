@@ -159,7 +159,8 @@ def stats_command(args: argparse.Namespace) -> int:
               f"runtime (or memory verify) evicts them when it opens the memory with these "
               f"settings, pseudo-labelled ones first, operator answers last")
     for cls, n in stats["per_class"].items():
-        print(f"  class {cls} {names.get(cls, '')}: {n}")
+        print(f"  class {cls} {names.get(cls, '')}: {n} image(s), "
+              f"{stats['per_class_held_out'].get(cls, 0)} of them held out for evaluation")
     for task in sorted({*stats["per_task"], *stats["per_task_held_out"]}):
         print(f"  task {task}: {stats['per_task'].get(task, 0)} training, "
               f"{stats['per_task_held_out'].get(task, 0)} held out")

@@ -65,8 +65,9 @@ def test_a_mistyped_state_directory_is_named_and_not_created(run_edgecl, tmp_pat
     of a folder that did not exist."""
     typo = tmp_path / "stat"
     code, _, err = run_edgecl([*argv, "--state-dir", str(typo)])
-    assert code == 2 and err == (f"error: {typo}: no such state directory (run 'edgecl run "
-                                 f"--state-dir {typo} ...' first, or check --state-dir)\n")
+    assert code == 2 and err == (f"error: {typo}: no such state directory (start a device there "
+                                 f"with 'edgecl run --state-dir {typo} ...' or 'edgecl labels "
+                                 f"import --state-dir {typo} FOLDER', or check --state-dir)\n")
     assert not typo.exists()
     model = tmp_path / "model.onnx"  # a file given as the state directory
     model.write_bytes(b"onnx")

@@ -32,13 +32,17 @@ def test_stats_json_is_the_last_line(state, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["samples"] == 10 and out["per_class"] == {"1": 10}
     assert sum(out["per_task"].values()) + out["held_out"] == 10 and out["bytes"] > 0
+    assert out["per_class_held_out"] == {"1": out["held_out"]}  # every image shows class 1
     assert out["per_origin"] == {"ground_truth": 7, "operator": 1, "import": 0, "pseudo": 2}
 
 
 def test_stats_text(state, capsys):
     assert main(["memory", "stats", "--state-dir", str(state)]) == 0
     out = capsys.readouterr().out
-    assert "class 1 drone: 10" in out
+    with ReplayMemory(state / "memory", MemoryConfig()) as m:
+        held = m.stats()["held_out"]
+    assert held > 0  # before: no per-class held-out count, so a class never measured went unseen
+    assert f"class 1 drone: 10 image(s), {held} of them held out for evaluation" in out
     assert "labels from: ground_truth 7, operator 1, import 0, pseudo 2" in out
 
 

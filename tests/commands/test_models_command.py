@@ -245,8 +245,9 @@ def test_reading_a_missing_state_dir_creates_nothing(tmp_path, run_edgecl):
     for action in (["list"], ["verify"], ["prune"], ["rollback"]):
         code, _, err = run_edgecl(["models", *action, "--state-dir", str(missing)])
         assert code == 2 and err.strip().splitlines() == [
-            f"error: {missing}: no such state directory (run 'edgecl run --state-dir {missing} "
-            f"...' first, or check --state-dir)"]
+            f"error: {missing}: no such state directory (start a device there with 'edgecl run "
+            f"--state-dir {missing} ...' or 'edgecl labels import --state-dir {missing} FOLDER', "
+            f"or check --state-dir)"]
     assert not missing.exists()
 
 

@@ -1299,7 +1299,7 @@ class ReplayMemory:
         Returns:
             ``samples``, ``bytes``, ``held_out``, ``capacity``, ``max_bytes``,
             ``sample_budget_bytes``, ``per_class`` (images containing each class id),
-            ``per_task``, ``per_task_held_out``, ``per_origin`` (samples per label origin,
+            ``per_class_held_out`` (those of them held out, zeros included), ``per_task``, ``per_task_held_out``, ``per_origin`` (samples per label origin,
             every origin present, zeros included; ``unknown`` too where an index rebuilt from
             the sample files could not tell, :mod:`.rebuild`: those samples are treated as
             ``pseudo``, replayed and never evaluated on), ``seen``, ``policy``, ``names``.
@@ -1308,12 +1308,15 @@ class ReplayMemory:
         with self._reading():
             raw_origins = self._db.group_counts("origin")
         per_class: dict[str, int] = {}
+        per_class_held: dict[str, int] = {}
         per_task: dict[str, int] = {}
         held: dict[str, int] = {}
         per_origin = {o.value: 0 for o in LabelOrigin}
         for r in records:
             for c in r.classes:
                 per_class[str(c)] = per_class.get(str(c), 0) + 1
+                if r.held_out:
+                    per_class_held[str(c)] = per_class_held.get(str(c), 0) + 1
             target = held if r.held_out else per_task
             target[r.task] = target.get(r.task, 0) + 1
             per_origin[r.origin.value] += 1
@@ -1328,6 +1331,8 @@ class ReplayMemory:
                 "max_bytes": int(self.cfg.max_bytes),
                 "sample_budget_bytes": self.sample_budget_bytes,
                 "per_class": dict(sorted(per_class.items(), key=lambda kv: int(kv[0]))),
+                "per_class_held_out": {c: per_class_held.get(c, 0)
+                                       for c in sorted(per_class, key=int)},
                 "per_task": per_task, "per_task_held_out": held, "per_origin": per_origin,
                 "seen": self._admission.counters.get("frames/all", 0), "policy": self.policy.name,
                 "names": {str(k): v for k, v in names.items()} if names else None}
