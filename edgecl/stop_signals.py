@@ -47,6 +47,26 @@ def raise_stop(signum: int | None) -> None:
     raise KeyboardInterrupt
 
 
+_stop_signum: int | None = None
+"""The stop signal this process received (set by the handler of
+:func:`unwind_once_on_stop_signals`), or None."""
+
+
+def raise_if_stopping() -> None:
+    """Raise again the stop this process received, where a fault is contained: a stop raised
+    inside a library's C++ code comes back as that library's own error (OpenVINO turned it
+    into ``RuntimeError: Check 'false' failed``), which a broad ``except`` then contained as
+    an ordinary fault, and the process went on working until its forced exit 20 s later.
+    Call it first in such an ``except`` clause; it does nothing when no stop was received.
+
+    Raises:
+        SigtermExit: SIGTERM was received.
+        KeyboardInterrupt: SIGINT was received.
+    """
+    if _stop_signum is not None:
+        raise_stop(_stop_signum)
+
+
 def unwind_once_on_stop_signals(ignore_sigint: bool = False) -> None:
     """Install the stop handlers for SIGTERM and SIGINT in this (main) thread.
 
@@ -69,6 +89,8 @@ def unwind_once_on_stop_signals(ignore_sigint: bool = False) -> None:
             # done): an exception raised in a library's exit callback only printed a traceback
             return
         stopping = True
+        global _stop_signum
+        _stop_signum = signum
         _exit_if_still_stopping_after(FORCE_EXIT_AFTER_S, 128 + signum)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt

@@ -173,3 +173,37 @@ def test_a_spawned_process_stopped_by_its_parent_is_no_warning(tmp_path, ignore_
     finally:
         if proc.is_alive():
             proc.kill()
+
+
+def _contain_a_converted_stop(marker: Path):
+    from edgecl.stop_signals import SigtermExit, raise_if_stopping
+
+    unwind_once_on_stop_signals(ignore_sigint=True)
+    raise_if_stopping()  # no stop yet: nothing happens
+    marker.with_suffix(".started").write_text("")
+    try:
+        try:
+            time.sleep(60)  # inside a library's C++ code when the signal comes
+        except SigtermExit:
+            raise RuntimeError("Check 'false' failed at src/frontends/common/src/frontend.cpp")
+    except Exception:  # a fault contained, as an export or a fleet round contains one
+        raise_if_stopping()
+        marker.write_text("went on")
+        time.sleep(60)
+
+
+def test_a_stop_that_a_library_turned_into_its_own_error_still_stops(tmp_path):
+    """Before: a SIGTERM that arrived inside OpenVINO's export came back as its RuntimeError,
+    was contained as an export fault ('OpenVINO IR not exported'), and the device went on
+    until its forced exit 20 s later."""
+    marker = tmp_path / "marker.txt"
+    proc = _started(_contain_a_converted_stop, (marker,), marker.with_suffix(".started"))
+    try:
+        started = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.join(10)
+        assert proc.exitcode == 143 and time.monotonic() - started < 5
+        assert not marker.exists()
+    finally:
+        if proc.is_alive():
+            proc.kill()

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from edgecl.config import Config
+from edgecl.stop_signals import raise_if_stopping
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ def _int8(cfg: Config, fp32_engine: str, fp32_path: Path, work: Path, snapshot, 
         ref = per_class_map(fp32_path, held_out, cfg, conf=eval_conf, max_det=eval_max_det) if held_out else {}
         got = per_class_map(path, held_out, cfg, conf=eval_conf, max_det=eval_max_det) if held_out else {}
     except Exception as exc:  # contained: an engine that cannot load, fails at inference
+        raise_if_stopping()  # a stop signal inside an engine is no engine fault
         # (OpenVINO raises RuntimeError) or a bad label; the INT8 one then does not serve
         why = str(exc) if isinstance(exc, EdgeclError) else f"{type(exc).__name__}: {exc}"
         log.error("INT8 gate could not evaluate (%s); FP32 serves", why)

@@ -24,6 +24,7 @@ from edgecl.errors import ConfigError
 from edgecl.fleet import wire
 from edgecl.logs import basic_config
 from edgecl.runtime.lock import FLEET_CLIENT_LOCK_NAME, RuntimeLock, holder_pid
+from edgecl.stop_signals import raise_if_stopping
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                          "on", rnd, len(names), _megabytes(parameters))
                 out = device.fit(arrays, names, rnd, arch=wire.loads(config.get("arch"), None))
             except Exception as exc:  # a device fault is contained, logged, counted, reported
+                raise_if_stopping()  # a stop signal inside torch or OpenVINO is no fault
                 FleetClient.faults += 1
                 fault = _said_fault(exc, rnd, "fit failed")
                 return [], 0, {**metrics, "skipped": f"failed: {fault}"[:300]}
@@ -162,6 +164,7 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                 if test_yaml:
                     metrics["test_ap"] = wire.dumps(score_current(cfg, test_yaml))
             except Exception as exc:  # a device fault is contained, logged, counted, reported
+                raise_if_stopping()  # a stop signal inside torch or OpenVINO is no fault
                 FleetClient.faults += 1
                 fault = _said_fault(exc, rnd, "adoption failed")
                 metrics.update(status="failed", reason=fault[:300])
@@ -342,6 +345,7 @@ def _serve_rounds(cfg: Config, test_yaml: str | None, once: bool,
                 connected, failures, last_problem, ended = True, 0, "", False
             connect(cfg, test_yaml=test_yaml, max_wait_s=max_wait_s)
         except Exception as exc:  # the connection's fault is contained: logged, retried
+            raise_if_stopping()  # a stop signal inside gRPC is no connection fault
             waited = time.monotonic() - started
             if once and max_wait_s is not None and waited > max_wait_s:
                 raise

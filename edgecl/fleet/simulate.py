@@ -538,10 +538,13 @@ def _run_fleet(server_cfg: Config, device_cfgs: list[Config], yaml_path: str, ti
         for proc in clients:
             proc.join(60)
     finally:
-        for proc in [server, *clients]:
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(10)
+        # the devices first, all at once: stopped after their server, each warned that it could
+        # not reach it and went on retrying (a Ctrl-C reaches the server, not the devices)
+        stopping = [p for p in (*clients, server) if p.is_alive()]
+        for proc in stopping:
+            proc.terminate()
+        for proc in stopping:
+            proc.join(10)
     return GlobalStore(fleet_dir(server_cfg)).rounds()
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edgecl.atomic import fsync_dir, new_file_mode, temp_dir_for
 from edgecl.errors import EdgeclError, ModelLoadError
+from edgecl.stop_signals import raise_if_stopping
 from edgecl.ultra import ensure_offline, export_failure_unlogged
 
 LOG = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def _save_model(ov, ov_model, tmp: Path, dest_dir: Path) -> None:
     except OSError:
         raise
     except Exception as exc:  # OpenVINO's writer raises RuntimeError for a full disk and others
+        raise_if_stopping()  # a stop signal inside OpenVINO comes back as its RuntimeError
         raise ExportError(f"cannot write OpenVINO IR {dest_dir}: {openvino_reason(exc)} "
                           "(is the disk full?)") from None
 
@@ -168,6 +170,7 @@ def export_openvino(model, dest_dir: str | os.PathLike, *, imgsz: int,
                 produced = Path(Exporter(overrides=overrides)(model=clone))
             ov_model = shared_core().read_model(str(produced / IR_XML))
         except Exception as exc:  # the Exporter and OpenVINO raise many unrelated types
+            raise_if_stopping()  # a stop signal inside OpenVINO comes back as its RuntimeError
             raise ExportError(f"OpenVINO export failed: {one_line(exc)}") from None
         set_ir_metadata(ov_model, {"names": {int(k): str(v) for k, v in clone.names.items()},
                                    "imgsz": [int(imgsz), int(imgsz)], "stride": 32,

@@ -31,7 +31,7 @@ from edgecl.continual.round_state import (RoundResult, RoundStatus, learner_dir,
 from edgecl.errors import EdgeclError, storage_fault, storage_faults
 from edgecl.logs import basic_config
 from edgecl.runtime.lock import import_running
-from edgecl.stop_signals import SigtermExit, unwind_once_on_stop_signals
+from edgecl.stop_signals import SigtermExit, raise_if_stopping, unwind_once_on_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +314,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
                                record=monitor_recorder(cfg.state_dir), hold=hold,
                                progress=progress)
     except Exception as exc:  # a round's fault must never escape the learner; it is reported
+        raise_if_stopping()  # a stop signal inside torch or OpenVINO is no round fault
         exc = storage_fault(exc, "cannot write the round's files") or exc
         if isinstance(exc, EdgeclError):  # a refusal that names its cause: one line
             log.error("learning round failed: %s", exc)
