@@ -331,7 +331,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
         raise ConfigError(f"{ds.yaml_path or ds.root}: no class names (needs a data.yaml with 'names')")
     task_classes = parse_task_spec(tasks, ds.names)
     task_names = [f"t{t + 1}" for t in range(len(task_classes))]
-    _refuse_foreign_output(Path(out).expanduser(), task_names)
+    listed = _refuse_foreign_output(Path(out).expanduser(), task_names)
     ratio = parse_ratios(ratios) if isinstance(ratios, str) else tuple(ratios)
     if group_by is not None and not group_by.strip():  # an unset shell variable split frame by frame
         raise ConfigError(f"--group-by {group_by!r} is empty: give a regular expression whose "
@@ -406,8 +406,8 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
         texts[name] = {s: "".join(_rel(p, base) + "\n" for p in lists[s]) for s in SPLITS}
         report.append({"name": name, "classes": [ds.names[c] for c in classes],
                        **{s: len(lists[s]) for s in SPLITS}})
-    _write_all(base, out, texts, format_tasks_yaml(ds.names, list(zip(task_names, task_classes)),
-                                                   lists_dir=out.stem))
+    _write_all(base, out, texts, listed, SPLIT_MARK + "\n" + format_tasks_yaml(
+        ds.names, list(zip(task_names, task_classes)), lists_dir=out.stem))
     sequences = None if pattern is not None else sequence_names(
         [img.stem for images in assigned.values() for img, _ in images], min_sequences=1)
     return {"tasks": report, "unassigned": unassigned, "groups": len(groups), "ungrouped": ungrouped,
@@ -544,7 +544,27 @@ def _refuse_bad_out(out: Path) -> None:
                           f"go to a folder named after it")
 
 
-def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
+SPLIT_MARK = "# written by edgecl dataset split-tasks; written again by it, it is replaced"
+"""The first line of a ``tasks.yaml`` that ``dataset split-tasks`` wrote: only such a file, and
+the list folders it names, are replaced by a later split into the same file."""
+
+
+def _listed_task_folders(out: Path, data: dict) -> set[str]:
+    """The ``<stem>/<task>/`` list folders that the split's ``tasks.yaml`` at ``out`` (parsed
+    ``data``) names: those a later split into the same file may replace or remove."""
+    folders = set()
+    for task in data.get("tasks") or []:
+        if not isinstance(task, dict):
+            continue
+        for split in SPLITS:
+            path = task.get(split)
+            if isinstance(path, str) and Path(path).parent.parent.as_posix() == out.stem \
+                    and Path(path).name == f"{split}.txt":
+                folders.add(Path(path).parent.name)
+    return folders
+
+
+def _refuse_foreign_output(out: Path, task_names: list[str]) -> set[str]:
     """Refuse an ``--out`` that would replace something this command did not write.
 
     An existing ``out`` must be a tasks.yaml (a mapping with a ``tasks`` list), and each
@@ -555,6 +575,10 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
     Args:
         out: the tasks.yaml to write.
         task_names: the task folders the split writes beside it.
+
+    Returns:
+        The list folders the existing ``out`` names (:func:`_listed_task_folders`): those of
+        them that this split does not write are removed once it is written.
 
     Raises:
         ConfigError: naming the file or folder that would be replaced.
@@ -576,6 +600,16 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
         if not (isinstance(data, dict) and isinstance(data.get("tasks"), list)):
             raise ConfigError(f"--out {out} exists and is not a tasks.yaml: it would be "
                               f"overwritten; name a new file")
+        try:
+            first = out.read_text(encoding="utf-8-sig").split("\n", 1)[0].strip()
+        except (OSError, UnicodeDecodeError):
+            first = ""
+        if first != SPLIT_MARK:
+            raise ConfigError(f"--out {out} is a tasks.yaml that dataset split-tasks did not write "
+                              f"(a scenario's, or one of your own): it and its lists would be "
+                              f"replaced; name a new file (or remove it first, if it is an "
+                              f"earlier split's)")
+    listed = _listed_task_folders(out, data) if out.exists() else set()
     lists_dir = out.parent / out.stem
     if lists_dir.exists() and not lists_dir.is_dir():
         raise ConfigError(f"{lists_dir} is a file, not a folder of split lists: the image lists "
@@ -593,12 +627,14 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> None:
             raise ConfigError(f"{task} holds {foreign[0]}, not only split lists: it would be "
                               f"replaced; write the tasks.yaml in another folder")
         held = sorted(p.name for p in task.iterdir())
-        if held and not out.exists():  # lists that no tasks.yaml of this name wrote: the user's
-            raise ConfigError(f"{task} holds {held[0]}, and no {out.name} beside it wrote it: it "
+        if held and name not in listed:  # lists that no split into this file wrote: the user's
+            raise ConfigError(f"{task} holds {held[0]}, which no split into {out.name} wrote: it "
                               f"would be replaced; write the tasks.yaml in another folder")
+    return listed
 
 
-def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_text: str) -> None:
+def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], listed: set[str],
+               yaml_text: str) -> None:
     """Write every task's lists and the ``tasks.yaml``, all or nothing.
 
     Everything is written in a hidden staging folder beside ``out`` first; then each
@@ -641,7 +677,7 @@ def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_tex
         os.replace(staging / "new.yaml", out)
         fsync_dir(base)
         load_tasks(out)  # the contract every consumer reads it through
-        _remove_stale_lists(tasks_dir, set(texts))
+        _remove_stale_lists(tasks_dir, listed - set(texts))
     except BaseException:
         if yaml_swapped:
             if old_yaml.exists():
@@ -661,13 +697,15 @@ def _write_all(base: Path, out: Path, texts: dict[str, dict[str, str]], yaml_tex
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _remove_stale_lists(tasks_dir: Path, kept: set[str]) -> None:
-    """Remove the image-list folders of tasks that an earlier split into the same file had and
-    this one has not (a 3-task split rewritten as 2 tasks left ``t3/`` behind): only folders
-    that hold nothing but the ``train/val/test.txt`` lists this command writes."""
+def _remove_stale_lists(tasks_dir: Path, stale: set[str]) -> None:
+    """Remove the image-list folders of tasks that the earlier split into the same file named
+    and this one has not (a 3-task split rewritten as 2 tasks left ``t3/`` behind): only
+    folders that hold nothing but the ``train/val/test.txt`` lists this command writes (a
+    folder of the same shape that no split named, ``my_experiment/``, is the user's)."""
     lists = {f"{s}.txt" for s in SPLITS}
-    for folder in sorted(tasks_dir.iterdir()):
-        if folder.name in kept or folder.is_symlink() or not folder.is_dir():
+    for name in sorted(stale):
+        folder = tasks_dir / name
+        if folder.is_symlink() or not folder.is_dir():
             continue
         names = {p.name for p in folder.iterdir()}
         if names and names <= lists and all((folder / n).is_file() for n in names):

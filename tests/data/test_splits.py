@@ -290,8 +290,10 @@ def test_a_group_by_that_backtracks_without_end_is_one_line_not_a_hang(tmp_path,
 
 def test_lists_of_the_users_own_beside_no_tasks_yaml_are_not_replaced(tmp_path, capsys):
     """Before: the first split into mine.yaml replaced mine/t1/train.txt, a list of the user's
-    own named like a split list, without a word."""
+    own named like a split list, without a word; a later one removed any folder of lists
+    beside it (mine/my_experiment/); and a scenario's tasks.yaml given as --out was replaced."""
     from edgecl.cli import main
+    from edgecl.data.scenario import make_scenario
 
     ds = _frames_dataset(tmp_path / "ds", [str(i) for i in range(8)], "{0: car, 1: bike}")
     own = tmp_path / "mine" / "t1" / "train.txt"
@@ -300,9 +302,23 @@ def test_lists_of_the_users_own_beside_no_tasks_yaml_are_not_replaced(tmp_path, 
     out = tmp_path / "mine.yaml"
     assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
-        f"error: {own.parent} holds train.txt, and no mine.yaml beside it wrote it: it would be "
+        f"error: {own.parent} holds train.txt, which no split into mine.yaml wrote: it would be "
         f"replaced; write the tasks.yaml in another folder\n")
     assert own.read_text() == "my own list\n" and not out.exists()
     own.unlink()  # an empty folder is taken, and a second split replaces the first one's lists
+    experiment = tmp_path / "mine" / "my_experiment" / "train.txt"  # the user's, never named
+    experiment.parent.mkdir()
+    experiment.write_text("kept\n")
     assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--out", str(out)]) == 0
-    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--out", str(out)]) == 0
+    assert out.read_text().startswith("# written by edgecl dataset split-tasks")
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car,bike", "--out", str(out)]) == 0
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["my_experiment", "t1"]
+    assert experiment.read_text() == "kept\n"  # before: removed as a stale task's lists
+    capsys.readouterr()
+    scenario = make_scenario(tmp_path / "scn", tasks=3, images_per_task=6, imgsz=64)
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--out",
+                 str(scenario)]) == 2  # before: replaced, and its tasks/t3 removed
+    assert capsys.readouterr().err.startswith(
+        f"error: --out {scenario} is a tasks.yaml that dataset split-tasks did not write (a "
+        f"scenario's, or one of your own)")
+    assert (scenario.parent / "tasks" / "t3" / "train.txt").is_file()
