@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from edgecl.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
+from edgecl.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
 from edgecl.config import RULES
 from edgecl.data import scenery, sprites
 from edgecl.data.labels import label_path_for, labels_to_text
@@ -37,6 +38,7 @@ SEQUENCE_FRAMES = (8, 16)          # min, max frames per sequence
 OBJECTS_PER_SEQUENCE = (1, 7)      # min, max (exclusive) objects of the task's classes
 EARLIER_CLASS_PROB = 0.15          # chance that a sequence also shows an earlier-task object
 MIN_VISIBLE_FRACTION = 0.35        # less visible than this (occluded or out of frame): no label
+MAX_IMAGES_PER_TASK = 50_000       # 14 trillion asked for ran until the disk was full
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ def check_params(tasks: int, images_per_task: int, imgsz: int, seed: int,
         raise ConfigError(f"scenario: imgsz must be in {low}..{high}, got {imgsz}")
     if seed < 0:
         raise ConfigError(f"scenario: seed must be >= 0, got {seed}")
+    if images_per_task > MAX_IMAGES_PER_TASK:
+        raise ConfigError(f"scenario: images_per_task must be at most {MAX_IMAGES_PER_TASK}, got "
+                          f"{images_per_task}")
     if len(splits) != 3 or min(splits) < 0 or splits[0] <= 0 or splits[2] <= 0 \
             or not math.isclose(sum(splits), 1.0, abs_tol=1e-6):
         raise ConfigError(f"scenario: splits must be 3 fractions (train, val, test) summing to 1 "
@@ -297,37 +302,83 @@ def _write_frame(out: Path, frame: ScenarioFrame) -> str:
     return rel.as_posix()
 
 
-_MADE = re.compile(r"scenario\.json|tasks\.yaml"
-                   r"|images/t\d+/(?:train|val|test)/t\d+_(?:train|val|test)_\d+\.jpg"
-                   r"|labels/t\d+/(?:train|val|test)/t\d+_(?:train|val|test)_\d+\.txt"
-                   r"|labels/t\d+/(?:train|val|test)\.cache|tasks/t\d+/(?:train|val|test)\.txt"
-                   r"|(?:.+/)?\.[^/]+\.tmp")
-"""The files a scenario writes (and ultralytics' label caches, and the temp files of a write
-killed half-way): a folder holding nothing else is an earlier scenario, that may be rewritten."""
-_MADE_DIRS = re.compile(r"(?:images|labels|tasks)(?:/t\d+(?:/(?:train|val|test))?)?")
+MARKER_KEYS = frozenset({"tasks", "images_per_task", "imgsz", "seed", "splits",
+                         "classes_per_task", "jpeg_quality"})
+"""The keys of the ``scenario.json`` that :func:`make_scenario` writes, all of them."""
+STAGING_RE = re.compile(r"\.new-scenario\.pid(\d+)\.tmp")
+"""The folder inside ``out`` where a scenario is built before it takes the old one's place."""
 
 
-def _foreign_file(out: Path) -> str | None:
-    """The first entry under ``out`` that no scenario writes (relative path), or None; a
-    ``scenario.json`` that is not a scenario's parameters counts as foreign."""
-    marker = out / MARKER_NAME
+def _scenario_files(params: dict) -> set[str] | None:
+    """The relative paths of every file a scenario of these parameters writes (``None``:
+    parameters no scenario writes)."""
+    try:
+        tasks, per_task = int(params["tasks"]), int(params["images_per_task"])
+        splits = tuple(float(v) for v in params["splits"])
+        if len(splits) != 3 or not 1 <= tasks <= 1000 or not 1 <= per_task <= MAX_IMAGES_PER_TASK:
+            return None
+        counts = split_counts(per_task, splits)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    made = {MARKER_NAME, "tasks.yaml"}
+    for t in range(1, tasks + 1):
+        for split in SPLITS:
+            made.add(f"tasks/t{t}/{split}.txt")
+            made.add(f"labels/t{t}/{split}.cache")  # ultralytics' label cache, once trained on
+            for i in range(counts[split]):
+                made.add(f"images/t{t}/{split}/t{t}_{split}_{i:05d}.jpg")
+                made.add(f"labels/t{t}/{split}/t{t}_{split}_{i:05d}.txt")
+    return made
+
+
+def _marked_files(marker: Path) -> set[str] | None:
+    """:func:`_scenario_files` of the parameters a ``scenario.json`` holds (``None``: it cannot
+    be read, or it is not exactly what :func:`make_scenario` writes)."""
     try:
         params = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+    if not isinstance(params, dict) or set(params) != MARKER_KEYS:
+        return None
+    return _scenario_files(params)
+
+
+def _foreign_file(out: Path) -> str | None:
+    """The first entry under ``out`` that the earlier scenario there did not write (relative
+    path), or None. That scenario's ``scenario.json`` must hold exactly the parameters
+    :func:`make_scenario` writes; a file counts as the scenario's only where its path is one
+    that scenario writes, or the temp file of such a write killed half-way
+    (``.NAME.xxxx.tmp`` beside it); the staging folder of a run killed half-way is the
+    scenario's too, and so are the files of the scenario it holds (some of them may have
+    been renamed into ``out`` already)."""
+    made = _marked_files(out / MARKER_NAME)
+    if made is None:
         return MARKER_NAME
-    if not isinstance(params, dict) or not {"tasks", "images_per_task", "imgsz", "seed"} <= set(params):
-        return MARKER_NAME
+    for staging in out.iterdir():  # a run killed while it swapped: its files are the scenario's
+        if STAGING_RE.fullmatch(staging.name) and staging.is_dir() and not staging.is_symlink():
+            made |= _marked_files(staging / MARKER_NAME) or set()
+    folders = {str(Path(p).parent.as_posix()) for p in made}
+    folders |= {str(Path(p).as_posix()) for f in list(folders) for p in Path(f).parents} - {"."}
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out).as_posix()
-        if path.is_symlink() or (path.is_dir() and not _MADE_DIRS.fullmatch(rel)) \
-                or (not path.is_dir() and not _MADE.fullmatch(rel)):
+        top = rel.split("/", 1)[0]
+        if STAGING_RE.fullmatch(top) and not path.is_symlink():
+            continue
+        if path.is_symlink():
+            return rel
+        if path.is_dir():
+            if rel not in folders:
+                return rel
+            continue
+        temp = re.fullmatch(r"(.*/)?\.(.+)\.[A-Za-z0-9_]+\.tmp", rel)
+        if rel not in made and not (temp and f"{temp.group(1) or ''}{temp.group(2)}" in made):
             return rel
     return None
 
 
-def _prepare_out_dir(out: Path) -> None:
-    """Check ``out`` can take a scenario: absent, empty, or an earlier scenario (whose files
-    are then removed: only files a scenario writes, see :data:`_MADE`).
+def _check_out_dir(out: Path) -> None:
+    """Check ``out`` can take a scenario: absent, empty, or an earlier scenario and nothing
+    else (see :func:`_foreign_file`).
 
     Raises:
         ConfigError: ``out`` is a file, or a folder holding anything else (named).
@@ -341,12 +392,23 @@ def _prepare_out_dir(out: Path) -> None:
         foreign = _foreign_file(out)
         if foreign is not None:
             raise ConfigError(f"refusing to write a scenario into {out}: it holds {foreign}, "
-                              f"which no scenario writes (choose an empty or new folder)")
-        for entry in list(out.iterdir()):
-            if entry.is_dir():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+                              f"which no scenario there wrote (choose an empty or new folder)")
+
+
+def _swap_in(out: Path, staging: Path) -> None:
+    """Put the scenario built in ``staging`` (inside ``out``) in the place of the earlier one:
+    its files removed, the new ones renamed in, ``scenario.json`` replaced and ``tasks.yaml``
+    last, so that at every moment a ``scenario.json`` stands there (a run killed meanwhile
+    leaves a folder the next run recognises and rewrites) and renames only (no space needed,
+    the same file system even where ``out`` is a mount point)."""
+    (out / "tasks.yaml").unlink(missing_ok=True)
+    for sub in ("images", "labels", "tasks"):
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
+    for sub in ("images", "labels", "tasks", MARKER_NAME, "tasks.yaml"):
+        os.replace(staging / sub, out / sub)
+    staging.rmdir()
+    fsync_dir(out)
 
 
 def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60, imgsz: int = 160,
@@ -356,9 +418,11 @@ def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60
 
     Layout: ``images/<task>/<split>/<name>.jpg``, ``labels/<task>/<split>/<name>.txt``,
     ``tasks/<task>/<split>.txt`` and ``tasks.yaml`` (written last: a dataset without it is
-    incomplete; the whole folder is built beside ``out_dir`` and renamed onto it, so a run
-    killed half-way leaves none). A directory holding an earlier scenario (``scenario.json``
-    and only files a scenario writes) is regenerated; any other non-empty directory is refused.
+    incomplete). The scenario is built whole in a hidden folder inside ``out_dir`` and then
+    renamed into place, so that a run that fails or is killed half-way leaves the earlier
+    scenario there (or nothing). A directory holding an earlier scenario (its
+    ``scenario.json`` and only the files that scenario writes) is regenerated; any other
+    non-empty directory is refused.
 
     Args:
         out_dir: output folder.
@@ -378,9 +442,25 @@ def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60
     splits = tuple(float(v) for v in splits)
     check_params(tasks, images_per_task, imgsz, seed, splits, classes_per_task)
     out = Path(out_dir).expanduser().resolve()
-    _prepare_out_dir(out)
-    with atomic_dir(out) as tmp:  # all or nothing: a run killed half-way leaves no partial scenario
-        _write_scenario(tmp, tasks, images_per_task, imgsz, seed, splits, classes_per_task)
+    _check_out_dir(out)
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.iterdir():  # the staging folder of a run killed half-way
+        if STAGING_RE.fullmatch(leftover.name) and leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+    staging = out / f".new-scenario.pid{os.getpid()}.tmp"
+    try:  # built whole before the earlier scenario goes: a failure half-way leaves that one
+        staging.mkdir()
+        _write_scenario(staging, tasks, images_per_task, imgsz, seed, splits, classes_per_task)
+        _swap_in(out, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # the folders this run made, deepest first, while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     return out / "tasks.yaml"
 
 

@@ -2,6 +2,9 @@
 
 import argparse
 import hashlib
+import os
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -139,28 +142,35 @@ def test_a_folder_with_a_scenario_json_is_rewritten_only_when_a_scenario_made_al
     (dataset / "images").mkdir(parents=True)
     (dataset / "images" / "flight1.jpg").write_bytes(b"precious pixels")
     (dataset / MARKER_NAME).write_text('{"notes": "mine"}')
-    with pytest.raises(ConfigError, match="scenario.json, which no scenario writes"):
+    with pytest.raises(ConfigError, match="holds scenario.json, which no scenario there wrote"):
         make_scenario(dataset, tasks=1, images_per_task=4, imgsz=48)  # before: deleted images/
-    assert (dataset / "images" / "flight1.jpg").read_bytes() == b"precious pixels"
     (dataset / MARKER_NAME).write_text('{"tasks": 1, "images_per_task": 4, "imgsz": 48, "seed": 0}')
-    with pytest.raises(ConfigError, match=r"holds images/flight1\.jpg, which no scenario writes"):
-        make_scenario(dataset, tasks=1, images_per_task=4, imgsz=48)
+    with pytest.raises(ConfigError, match="holds scenario.json, which no scenario there wrote"):
+        make_scenario(dataset, tasks=1, images_per_task=4, imgsz=48)  # not all a scenario's keys
     assert (dataset / "images" / "flight1.jpg").read_bytes() == b"precious pixels"
 
     earlier = tmp_path / "earlier"
-    make_scenario(earlier, tasks=1, images_per_task=4, imgsz=48)
+    make_scenario(earlier, tasks=2, images_per_task=4, imgsz=48)
     (earlier / "labels" / "t1" / "train.cache").write_bytes(b"ultralytics cache")
-    mine = earlier / "images" / "t1" / "train" / "my_notes.txt"
-    mine.write_text("kept")
-    with pytest.raises(ConfigError, match="images/t1/train/my_notes.txt"):
-        make_scenario(earlier, tasks=1, images_per_task=4, imgsz=48)
-    assert mine.read_text() == "kept"
-    mine.unlink()
-    make_scenario(earlier, tasks=1, images_per_task=6, imgsz=48)  # a cache is the scenario's own
+    (earlier / "images" / "t1" / "train" / ".t1_train_00000.jpg.k2j4.tmp").write_bytes(b"")
+    for mine in ("images/t1/train/my_notes.txt", "images/t7/val/t7_val_00001.jpg",
+                 "images/t1/train/t1_train_99999.jpg", ".notes.tmp", "images/.draft.tmp"):
+        path = earlier / mine
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("kept")
+        with pytest.raises(ConfigError, match=f"it holds {re.escape(mine.split('/t7/')[0] + '/t7' if '/t7/' in mine else mine)}, which no scenario there wrote"):
+            make_scenario(earlier, tasks=2, images_per_task=6, imgsz=48)
+        assert path.read_text() == "kept"
+        path.unlink()
+        if "t7" in mine:
+            shutil.rmtree(earlier / "images" / "t7")
+    make_scenario(earlier, tasks=1, images_per_task=6, imgsz=48)  # cache and temp files are its own
     assert len(list((earlier / "images").rglob("*.jpg"))) == 6
+    assert sorted(p.name for p in earlier.iterdir()) == ["images", "labels", MARKER_NAME, "tasks",
+                                                         "tasks.yaml"]
 
 
-def test_a_scenario_that_fails_half_way_leaves_no_partial_folder(tmp_path, monkeypatch):
+def test_a_scenario_that_fails_half_way_leaves_the_earlier_one_or_nothing(tmp_path, monkeypatch):
     import edgecl.data.scenario as scenario
 
     written = []
@@ -174,8 +184,41 @@ def test_a_scenario_that_fails_half_way_leaves_no_partial_folder(tmp_path, monke
     real = scenario._write_frame
     monkeypatch.setattr(scenario, "_write_frame", failing)
     with pytest.raises(OSError, match="No space left"):
-        make_scenario(tmp_path / "out", tasks=1, images_per_task=8, imgsz=48)
-    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
+        make_scenario(tmp_path / "new" / "out", tasks=1, images_per_task=8, imgsz=48)
+    assert list(tmp_path.iterdir()) == []  # before the first scenario: nothing
+    monkeypatch.undo()
+    earlier = make_scenario(tmp_path / "out", tasks=1, images_per_task=8, imgsz=48)
+    before = _hashes(earlier.parent)
+    written.clear()
+    monkeypatch.setattr(scenario, "_write_frame", failing)
+    with pytest.raises(OSError, match="No space left"):  # before: the earlier one was gone
+        make_scenario(tmp_path / "out", tasks=2, images_per_task=8, imgsz=48, seed=3)
+    assert _hashes(earlier.parent) == before
+
+
+def test_a_run_killed_while_swapping_leaves_a_folder_the_next_run_rewrites(tmp_path, monkeypatch):
+    import edgecl.data.scenario as scenario
+
+    out = tmp_path / "out"
+    make_scenario(out, tasks=1, images_per_task=8, imgsz=48)
+
+    rmtree = shutil.rmtree
+
+    def killed(out_dir, staging):
+        (out_dir / "tasks.yaml").unlink()
+        rmtree(out_dir / "images")
+        os.replace(staging / "images", out_dir / "images")
+        raise KeyboardInterrupt  # stands for a kill -9 between two renames
+
+    monkeypatch.setattr(scenario, "_swap_in", killed)
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)  # a kill cleans nothing up
+    with pytest.raises(KeyboardInterrupt):
+        make_scenario(out, tasks=2, images_per_task=8, imgsz=48)
+    monkeypatch.undo()
+    assert any(scenario.STAGING_RE.fullmatch(p.name) for p in out.iterdir())
+    yaml_path = make_scenario(out, tasks=2, images_per_task=8, imgsz=48)
+    assert len(load_tasks(yaml_path).tasks) == 2
+    assert not any(scenario.STAGING_RE.fullmatch(p.name) for p in out.iterdir())
 
 
 @pytest.mark.parametrize("kwargs, match", [
