@@ -220,7 +220,9 @@ def resolve_data(args: argparse.Namespace, out: Path) -> Path:
 def _check_outputs(out: Path) -> None:
     """Refuse, before any training, an ``--out`` whose results or report cannot be written
     there: a folder that takes no new file, or a folder where ``results.json``,
-    ``table.md`` or a plot goes (found, before, only when the first run had trained).
+    ``table.md`` or a plot goes (found, before, only when the first run had trained); and
+    one whose ``table.md`` or plots no benchmark wrote (no ``results.json`` beside them: they
+    were replaced).
 
     Raises:
         ConfigError: naming the path and what the system said.
@@ -234,6 +236,9 @@ def _check_outputs(out: Path) -> None:
         if path.exists() and not path.is_file():
             raise ConfigError(f"--out: {path} is not a file (a folder?): the benchmark writes its "
                               f"{'results' if name == RESULTS else 'report'} there; move it away")
+        if name != RESULTS and path.exists() and not (out / RESULTS).exists():
+            raise ConfigError(f"--out {out} holds {name} but no {RESULTS}: no benchmark wrote "
+                              f"it, and it would be replaced; give another --out")
     try:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check."):
             pass
@@ -254,18 +259,29 @@ def load_results(path: Path) -> list[dict]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc}); move it away to start afresh") from None
+    except (RecursionError, ValueError) as exc:  # nested thousands deep; an integer of 5000 digits
+        raise ConfigError(f"{path}: not a results file ({str(exc).splitlines()[0][:120]}); move "
+                          f"it away to start afresh") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise ConfigError(f"{path}: expected a list of runs; move it away to start afresh")
+    seen: dict[str, int] = {}
     for index, record in enumerate(data, 1):
         problem = _record_problem(record)
+        key = json.dumps([record.get(k) for k in ("strategy", "budget", "seed", "data_hash",
+                                                  "settings")], sort_keys=True, default=str)
+        if not problem and key in seen:  # counted as two seeds of one run
+            problem = f"it repeats run {seen[key]}"
         if problem:
             raise ConfigError(f"{path}: run {index} is damaged ({problem}); remove that run from "
                               f"the file (it is then run again) or move the file away")
+        seen[key] = index
     return data
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _number(value, low: float = -1e6, high: float = 1e6) -> bool:
+    """A finite number (not a bool) in ``[low, high]``."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and low <= value <= high)
 
 
 def _record_problem(record: dict) -> str:
@@ -273,25 +289,28 @@ def _record_problem(record: dict) -> str:
     :func:`run_record` writes, with their types."""
     if not isinstance(record.get("strategy"), str):
         return "strategy is not a name"
-    if not (record.get("budget") is None or _number(record["budget"])):
-        return f"budget is {record['budget']!r}, not a number"
-    for name in ("seed", "seconds"):
-        if not _number(record.get(name)):
-            return f"{name} is {record.get(name)!r}, not a number"
-    for name in ("acc", "bwt", "forgetting", "dece", "first_task_s"):
-        if not (record.get(name) is None or _number(record[name])):
-            return f"{name} is {record[name]!r}, not a number"
+    if not (record.get("budget") is None or _number(record["budget"], 0.0, 1.0)):
+        return f"budget is {record['budget']!r}, not a fraction in [0, 1]"
+    if not _number(record.get("seed"), 0):
+        return f"seed is {record.get('seed')!r}, not a number >= 0"
+    for name in ("seconds", "first_task_s"):
+        if not ((name == "first_task_s" and record.get(name) is None)
+                or _number(record.get(name), 0.0, 1e9)):
+            return f"{name} is {record.get(name)!r}, not a number of seconds"
+    for name in ("acc", "bwt", "forgetting", "dece"):  # fractions of mAP, or their changes
+        if not (record.get(name) is None or _number(record[name], -1.0, 1.0)):
+            return f"{name} is {record[name]!r}, not a number in [-1, 1]"
     tasks, matrix = record.get("tasks"), record.get("matrix")
     if not isinstance(tasks, list) or not tasks:
         return "tasks is not a list of task names"
     if not (isinstance(matrix, list) and len(matrix) == len(tasks)
             and all(isinstance(row, list) and len(row) == len(tasks)
-                    and all(v is None or _number(v) for v in row) for row in matrix)):
-        return f"matrix is not {len(tasks)} x {len(tasks)} numbers"
+                    and all(v is None or _number(v, 0.0, 1.0) for v in row) for row in matrix)):
+        return f"matrix is not {len(tasks)} x {len(tasks)} mAP values in [0, 1]"
     calibration = record.get("calibration")
     if calibration is not None and not (
             isinstance(calibration, dict)
-            and all(calibration.get(k) is None or _number(calibration[k])
+            and all(calibration.get(k) is None or _number(calibration[k], 0.0, 1.0)
                     for k in ("dece_raw", "dece_posthoc"))):
         return "calibration is not D-ECE figures"
     return ""

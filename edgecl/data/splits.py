@@ -37,6 +37,7 @@ import re
 import shutil
 import signal
 import threading
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -131,6 +132,18 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
 GROUP_BY_LIMIT_S = 2.0
 """Longest time ``--group-by`` may take on one image name: an expression with nested repeats
 (``^(\\d*_?\\d*)*\\.png``) backtracks for hours on a name it does not match."""
+GROUP_BY_TOTAL_S = 30.0
+"""Longest time ``--group-by`` may take over all image names (each under the limit above, 78
+names took 44 s: hours on a real dataset); a sane expression takes well under a second for
+100,000 names."""
+_search_budget = {"left_s": GROUP_BY_TOTAL_S}
+
+
+def _shown(group_by: str | None) -> str:
+    """``--group-by`` as a message quotes it: at most 80 characters (a 129 KB expression was
+    echoed whole)."""
+    text = str(group_by)
+    return f"'{text}'" if len(text) <= 80 else f"'{text[:77]}...' ({len(text)} characters)"
 
 
 class _GroupByTimeout(Exception):
@@ -156,13 +169,17 @@ def _group_by_deadline(group_by: str | None):
         raise _GroupByTimeout
 
     previous = signal.signal(signal.SIGALRM, expire)
+    _search_budget["left_s"] = GROUP_BY_TOTAL_S
     try:
         yield True
     except _GroupByTimeout as exc:
-        raise ConfigError(f"--group-by '{group_by}' took over {GROUP_BY_LIMIT_S:g} s on the image "
-                          f"name {exc.args[0] if exc.args else '?'!r}: an expression with nested "
-                          f"repeats such as (\\d*_?)* backtracks without end; write it without "
-                          f"them (e.g. '^(.+)_\\d+\\.')") from None
+        spent = (f"over {GROUP_BY_TOTAL_S:g} s over the image names"
+                 if _search_budget["left_s"] <= GROUP_BY_LIMIT_S else
+                 f"over {GROUP_BY_LIMIT_S:g} s on the image name "
+                 f"{exc.args[0] if exc.args else '?'!r}")
+        raise ConfigError(f"--group-by {_shown(group_by)} took {spent}: an expression with "
+                          f"nested repeats such as (\\d*_?)* backtracks without end; write it "
+                          f"without them (e.g. '^(.+)_\\d+\\.')") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -175,7 +192,9 @@ def _group_of(pattern: re.Pattern | None, image: Path, bounded: bool = False) ->
     if pattern is None:
         return image.name, True
     if bounded:
-        signal.setitimer(signal.ITIMER_REAL, GROUP_BY_LIMIT_S)
+        signal.setitimer(signal.ITIMER_REAL, min(GROUP_BY_LIMIT_S, max(
+            0.001, _search_budget["left_s"])))
+    started = time.monotonic()
     try:
         match = pattern.search(image.name)
     except _GroupByTimeout:
@@ -183,9 +202,13 @@ def _group_of(pattern: re.Pattern | None, image: Path, bounded: bool = False) ->
     finally:
         if bounded:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            _search_budget["left_s"] -= time.monotonic() - started
     if match is None:
         return image.name, False
-    return (match.group(1) if pattern.groups else match.group(0)), True
+    group = match.group(1) if pattern.groups else match.group(0)
+    if group is None:  # '(a)|b' matched by its second branch: the first group took no part
+        return image.name, False
+    return group, True
 
 
 SEARCH_WORK = 200_000
@@ -338,8 +361,10 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
                           f"first group names an image's group, or leave the option out")
     try:
         pattern = re.compile(group_by) if group_by else None
-    except re.error as exc:
-        raise ConfigError(f"--group-by '{group_by}' is not a regular expression: {exc}") from None
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
+        # OverflowError: a{99999999999}; RecursionError: thousands of nested groups
+        raise ConfigError(f"--group-by {_shown(group_by)} is not a regular expression Python can "
+                          f"use: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from None
     task_of_class = {c: t for t, classes in enumerate(task_classes) for c in classes}
     assigned: dict[int, list[tuple[Path, str]]] = defaultdict(list)
     groups: dict[str, Counter] = defaultdict(Counter)
@@ -383,7 +408,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
         hint = (f"; it is matched against file names, and these images lie in {folders} folders: "
                 f"'edgecl dataset import' writes each image's folders into its name "
                 f"(flight01/frame_1.jpg -> flight01_frame_1.jpg)") if folders > 1 else ""
-        raise ConfigError(f"--group-by '{group_by}' matches none of the {n_assigned} image names "
+        raise ConfigError(f"--group-by {_shown(group_by)} matches none of the {n_assigned} image names "
                           f"a task takes (e.g. {example}): every image would be its own group, a split frame "
                           f"by frame; fix the expression (its first group names the group){hint}")
     totals = Counter({t: len(v) for t, v in assigned.items()})

@@ -304,12 +304,16 @@ def test_end_to_end_tiny_run_with_the_new_methods(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("change, problem", [
-    ({"acc": "x"}, "acc is 'x', not a number"),  # before: an internal error, exit 1
-    ({"matrix": [[None]]}, "matrix is not 2 x 2 numbers"),
-    ({"matrix": [[0.1, None], [0.2, "0.3"]]}, "matrix is not 2 x 2 numbers"),
-    ({"seconds": None}, "seconds is None, not a number"),
-    ({"budget": True}, "budget is True, not a number"),
+    ({"acc": "x"}, "acc is 'x', not a number in [-1, 1]"),  # before: an internal error, exit 1
+    ({"acc": float("nan")}, "acc is nan, not a number in [-1, 1]"),
+    ({"bwt": 1e308}, "bwt is 1e+308, not a number in [-1, 1]"),  # before: numpy warnings
+    ({"matrix": [[None]]}, "matrix is not 2 x 2 mAP values in [0, 1]"),
+    ({"matrix": [[0.1, None], [0.2, "0.3"]]}, "matrix is not 2 x 2 mAP values in [0, 1]"),
+    ({"matrix": [[0.1, None], [0.2, float("inf")]]}, "matrix is not 2 x 2 mAP values in [0, 1]"),
+    ({"seconds": None}, "seconds is None, not a number of seconds"),
+    ({"budget": True}, "budget is True, not a fraction in [0, 1]"),
     ({"calibration": {"dece_raw": "high"}}, "calibration is not D-ECE figures"),
+    ({}, "it repeats run 1"),  # before: counted as a second seed
 ])
 def test_a_damaged_run_in_results_json_is_one_line_naming_it(tmp_path, change, problem):
     good = {"strategy": "er", "budget": 0.2, "seed": 0, "tasks": ["t1", "t2"],
@@ -323,6 +327,10 @@ def test_a_damaged_run_in_results_json_is_one_line_naming_it(tmp_path, change, p
                                  f"file (it is then run again) or move the file away")
     path.write_text(json.dumps([good]))
     assert cl.load_results(path) == [good]
+    for text in ("[" * 100_000 + "]" * 100_000, "[" + "9" * 5000 + "]"):
+        path.write_text(text)  # before: internal errors (RecursionError, ValueError)
+        with pytest.raises(ConfigError, match=r"results.json: not a results file \("):
+            cl.load_results(path)
 
 
 def test_an_out_where_the_results_cannot_go_is_refused_before_any_training(tmp_path, capsys):
@@ -335,6 +343,14 @@ def test_an_out_where_the_results_cannot_go_is_refused_before_any_training(tmp_p
     assert str(caught.value) == (f"--out: {out / 'results.json'} is not a file (a folder?): the "
                                  f"benchmark writes its results there; move it away")
     assert sorted(p.name for p in out.iterdir()) == ["results.json"]  # no scenario, no work/
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "table.md").write_text("my notes")
+    with pytest.raises(ConfigError) as caught:  # before: replaced by the benchmark's table
+        _run(mine, capsys)
+    assert str(caught.value) == (f"--out {mine} holds table.md but no results.json: no benchmark "
+                                 f"wrote it, and it would be replaced; give another --out")
+    assert (mine / "table.md").read_text() == "my notes"
 
 
 def test_report_only_with_nothing_run_is_refused_before_any_data_is_made(tmp_path, capsys):

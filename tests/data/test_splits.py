@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 from edgecl.data.splits import BALANCE_GAP, _assign_splits, _greedy_splits, _imbalance
@@ -322,3 +323,45 @@ def test_lists_of_the_users_own_beside_no_tasks_yaml_are_not_replaced(tmp_path, 
         f"error: --out {scenario} is a tasks.yaml that dataset split-tasks did not write (a "
         f"scenario's, or one of your own)")
     assert (scenario.parent / "tasks" / "t3" / "train.txt").is_file()
+
+
+@pytest.mark.parametrize("group_by, expected", [
+    # before: internal errors (exit 1)
+    ("a{99999999999}", "error: --group-by 'a{99999999999}' is not a regular expression Python can "
+                       "use: the repetition number is too large\n"),
+    ("(" * 3000 + "a" + ")" * 3000, "error: --group-by '" + "(" * 77 + "...' (6001 characters) is "
+                                     "not a regular expression Python can use: maximum recursion "
+                                     "depth exceeded\n"),
+])
+def test_a_group_by_python_cannot_compile_is_one_line(tmp_path, capsys, group_by, expected):
+    from edgecl.cli import main
+
+    ds = _frames_dataset(tmp_path / "ds", [f"f_{i:03d}" for i in range(12)], "{0: car, 1: bike}")
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--group-by", group_by,
+                 "--out", str(tmp_path / "t.yaml")]) == 2
+    assert capsys.readouterr().err == expected
+
+
+def test_a_group_that_takes_no_part_in_the_match_is_no_group(tmp_path, capsys):
+    """Before: '(f_00)|f_01' matched f_010 by its second branch, its group was None, and the
+    split failed with an internal error (None compared with a name)."""
+    from edgecl.cli import main
+
+    ds = _frames_dataset(tmp_path / "ds", [f"f_{i:03d}" for i in range(20)], "{0: car, 1: bike}")
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--group-by",
+                 "(f_00)|f_01", "--out", str(tmp_path / "t.yaml")]) == 0
+    assert "10 image name(s) did not match --group-by '(f_00)|f_01'" in capsys.readouterr().err
+
+
+def test_a_group_by_slow_on_every_name_stops_at_its_total_budget(tmp_path, capsys, monkeypatch):
+    """Before: each name stayed under the per-name limit, and 78 names took 44 s."""
+    from edgecl.cli import main
+    from edgecl.data import splits
+
+    monkeypatch.setattr(splits, "GROUP_BY_TOTAL_S", 0.5)
+    stems = [f"flight_0000000000000000_{i:03d}" for i in range(60)]  # tens of ms per name
+    ds = _frames_dataset(tmp_path / "ds", stems, "{0: car, 1: bike}")
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;bike", "--group-by",
+                 r"^(?:\w*){7}(Q)", "--out", str(tmp_path / "t.yaml")]) == 2
+    assert capsys.readouterr().err.startswith(
+        r"error: --group-by '^(?:\w*){7}(Q)' took over 0.5 s over the image names: an expression")
