@@ -189,11 +189,18 @@ def plan_runs(strategies: list[str], budgets: list[float], seeds: int) -> list[R
             for b in ([None] if no_budget(s) else budgets)]
 
 
-def resolve_data(args: argparse.Namespace, out: Path) -> Path:
+def resolve_data(args: argparse.Namespace, out: Path, make: bool = True) -> Path:
     """The ``tasks.yaml`` to use (generating the scenario when ``--data scenario``).
 
+    Args:
+        args: parsed options.
+        out: the output folder.
+        make: generate the scenario when ``OUT/scenario`` is not the one asked for; False
+            (``--report-only``, which writes no data) refuses instead.
+
     Raises:
-        ConfigError: no tasks.yaml at the given place, or bad scenario parameters.
+        ConfigError: no tasks.yaml at the given place, bad scenario parameters, or (without
+            ``make``) no scenario of these parameters in ``OUT/scenario``.
     """
     if args.data != "scenario":
         path = Path(args.data).expanduser()
@@ -214,6 +221,9 @@ def resolve_data(args: argparse.Namespace, out: Path) -> Path:
             params = None  # a damaged marker: make_scenario names it
         if isinstance(params, dict) and all(params.get(k) == v for k, v in wanted.items()):
             return folder / "tasks.yaml"
+    if not make:
+        raise ConfigError(f"--report-only: {folder} holds no scenario of these settings (--tasks, "
+                          f"--images-per-task, --imgsz, --scenario-seed): no run was made on it")
     return make_scenario(folder, **wanted)
 
 
@@ -607,12 +617,12 @@ def run(args: argparse.Namespace) -> int:
                           f"exist")
     out.mkdir(parents=True, exist_ok=True)
     _check_outputs(out)
-    yaml_path = resolve_data(args, out)
+    yaml_path = resolve_data(args, out, make=not args.report_only)
     taskset = refuse_trained_test_images(load_tasks(yaml_path))
     if len(taskset.tasks) < 2:
         raise ConfigError(f"--data {args.data}: a continual-learning benchmark needs at least 2 "
                           f"tasks; {yaml_path} has {len(taskset.tasks)}")
-    view = prepare_view(taskset, out / "work")
+    view = prepare_view(taskset, out / "work", write=not args.report_only)
     results_path = out / RESULTS
     done = load_results(results_path)
     pending = [s for s in plan if not any(same_run(r, s, settings, view.data_hash) for r in done)]

@@ -216,12 +216,14 @@ def _write_joint(root: Path, task_set: TaskSet, t: int, remap: dict[int, int],
                                            earlier.split("train"), keep, write))
 
 
-def prepare_view(task_set: TaskSet, work_dir: str | Path) -> DataView:
+def prepare_view(task_set: TaskSet, work_dir: str | Path, write: bool = True) -> DataView:
     """Write (or reuse) the filtered work copy of a task sequence.
 
     Args:
         task_set: the loaded ``tasks.yaml``.
         work_dir: parent folder; the copy goes to ``work_dir/data-<hash>``.
+        write: False describes the copy without writing a file (``--report-only``: a report
+            of finished runs rewrote the whole work copy, and failed in a read-only folder).
 
     Returns:
         The :class:`DataView`.
@@ -233,7 +235,10 @@ def prepare_view(task_set: TaskSet, work_dir: str | Path) -> DataView:
     root = Path(work_dir).expanduser().resolve() / f"data-{digest}"
     marker = root / MARKER
     expected = {"version": VIEW_VERSION, "data_hash": digest, "source": str(task_set.path)}
-    reuse = marker.is_file() and json.loads(marker.read_text()) == expected
+    try:
+        reuse = not write or json.loads(marker.read_text(encoding="utf-8")) == expected
+    except (OSError, ValueError):  # absent, or damaged: rebuilt
+        reuse = False
     if not reuse:
         shutil.rmtree(root, ignore_errors=True)
     remap = class_remap(task_set)

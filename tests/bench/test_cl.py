@@ -295,9 +295,17 @@ def test_end_to_end_tiny_run_with_the_new_methods(tmp_path, capsys):
     assert runs["class_balanced"]["log"][1]["replay"] == 3
     table = (out / "table.md").read_text()
     assert "D-ECE raw | D-ECE post-hoc" in table and "| class_balanced+pl+lwf |" in table
+    import shutil
+
+    shutil.rmtree(out / "work")  # a report writes no data (before: it rebuilt the work copy)
     again = _run(out, capsys, "--budgets", "0.5", "--strategies", "class_balanced,er",
                  "--pseudo-conf", "0.001", "--report-only")
     assert (again["new_runs"], again["runs"]) == (0, 1)
+    assert not (out / "work").exists()
+    with pytest.raises(ConfigError, match=r"--report-only: .*scenario holds no scenario of these "
+                                          r"settings"):  # before: a new scenario was generated
+        _run(out, capsys, "--budgets", "0.5", "--strategies", "er", "--report-only",
+             "--scenario-seed", "4")
     with pytest.raises(ConfigError, match=r"--report-only: none of the 4 run\(s\) in .* was made "
                                           r"with these strategies"):
         _run(out, capsys, "--budgets", "0.5", "--strategies", "er", "--report-only")
