@@ -85,6 +85,19 @@ def make_client(cfg: Config, test_yaml: str | None = None):
 
         faults = 0
         token_warned = False
+        heard: set = set()  # the server's notices already logged (it repeats them)
+
+        def _hear(self, config) -> None:
+            """Log what the server says of this device's last update (refused, or its name
+            used by two devices), once."""
+            try:
+                notices = wire.loads(config.get("notices"), {})
+            except (ValueError, TypeError):
+                return
+            said = notices.get(name) if isinstance(notices, dict) else None
+            if isinstance(said, str) and said not in FleetClient.heard:
+                FleetClient.heard.add(said)
+                log.warning("%s", said[:500])
 
         def get_parameters(self, config):
             """Flower's hook: the server holds the global model, the device sends none."""
@@ -120,6 +133,7 @@ def make_client(cfg: Config, test_yaml: str | None = None):
             mismatch = self._token_mismatch(config)
             if mismatch:
                 return [], 0, {**metrics, "skipped": mismatch}
+            self._hear(config)
             try:
                 arrays = wire.from_wire(wire.loads(config.get("keys"), []), parameters)
                 names = wire.loads(config.get("names"), [])
@@ -152,6 +166,7 @@ def make_client(cfg: Config, test_yaml: str | None = None):
             if mismatch:
                 metrics.update(status="skipped", reason=mismatch)
                 return 0.0, 0, metrics
+            self._hear(config)
             try:
                 arrays = wire.from_wire(wire.loads(config.get("keys"), []), parameters)
                 out = device.adopt(arrays, wire.loads(config.get("names"), []), rnd,

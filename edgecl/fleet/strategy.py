@@ -395,6 +395,9 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.changed = False
             self.faults = 0  # malformed replies refused since the server started
             self.device_names: dict[str, str] = {}  # connection id -> name the device gave
+            # device name -> what it must hear of its last update (refused, a name twice),
+            # sent with the next request: a refused device logged nothing of it
+            self.notices: dict[str, str] = {}
             self.asked: set[str] = set()  # connection ids sent the round's current request
             self.asked_s = time.monotonic()
             self.started_mono_s = time.monotonic()
@@ -441,6 +444,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                       "nonce": nonce, "server_auth": wire.server_signature(self.token, nonce, rnd)}
             if self.arch is not None:  # absent: yolo11n (what a device assumes without it)
                 config["arch"] = wire.dumps(self.arch)
+            if self.notices:
+                config["notices"] = wire.dumps(self.notices)
             return config
 
         def initialize_parameters(self, client_manager):
@@ -640,6 +645,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             rnd = self.fleet_round(server_round)
             rec = self.record
             rec.setdefault("devices", {})
+            self.notices = {}
             updates = []
             spellings = list(self.names)
             for proxy, res in results:
@@ -656,6 +662,10 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                             log.warning("fleet round %d: a second reply named %s refused: give "
                                         "each device its own fleet.device_name", rnd,
                                         _short(device))
+                            self.notices[device[:100]] = (
+                                f"fleet round {rnd}: two devices sent an update as {device[:100]}"
+                                f"; the server kept the first and refused the second: give each "
+                                f"device its own fleet.device_name")
                             continue
                         log.warning("fleet round %d: two replies named %s (the first sent no "
                                     "update; the second is used): give each device its own "
@@ -676,6 +686,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 except Exception as exc:  # a malformed reply is contained: refused, logged, counted
                     why = self._refuse_reply(rnd, device, exc, "update")
                     rec["devices"][device] = {"update": "refused", "why": why}
+                    self.notices[device[:100]] = (f"fleet round {rnd}: the server refused this "
+                                                  f"device's update: {why}")
                     continue
                 updates.append(update)
                 rec["devices"][device] = entry

@@ -346,3 +346,28 @@ def test_adoptions_keep_the_model_registry_within_its_retention(tmp_path):
     assert len(with_files) <= 3 and outcomes[-1].version in with_files and current in with_files
     assert all(not (registry.root / v / "model.onnx").exists()
                for v in registry.versions() if v not in with_files)
+
+
+def test_a_device_hears_once_that_its_update_was_refused(tmp_path, monkeypatch, caplog):
+    """Before: the second of two devices named alike, or a device whose update the server
+    refused, was told nothing: its log showed a sent update and then nothing amiss."""
+    import json
+    import logging
+
+    from edgecl.fleet import client, wire
+    from edgecl.fleet.device import FitOutcome
+
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    cfg = device_config(None, tmp_path / "device", SimSize(imgsz=64), "127.0.0.1:1", "jetson", 2, 2)
+    monkeypatch.setattr(FleetDevice, "fit", lambda *a, **k: FitOutcome(skipped="no sample"))
+    said = ("fleet round 1: two devices sent an update as jetson; the server kept the first and "
+            "refused the second: give each device its own fleet.device_name")
+    nonce = wire.new_nonce()
+    config = {"round": 2, "nonce": nonce, "server_auth": wire.server_signature("", nonce, 2),
+              "names": "[]", "keys": "[]",
+              "notices": json.dumps({"jetson": said, "other": "not for this device"})}
+    fleet_client = client.make_client(cfg)
+    with caplog.at_level(logging.WARNING, logger="edgecl.fleet.client"):
+        fleet_client.fit([], config)
+        fleet_client.fit([], config)  # the server repeats it: said once
+    assert [r.getMessage() for r in caplog.records] == [said]

@@ -477,6 +477,11 @@ def test_a_second_reply_with_a_device_name_already_heard_is_refused(tmp_path, ca
     assert "a second reply named 'jetson' refused" in caplog.text
     assert strategy.record["duplicate_names"] == ["jetson"]
     np.testing.assert_allclose(store.load()[1][SHARED], 1.0)  # the first one only
+    # the devices hear of it with the next request (before: the refused one was told nothing)
+    (_, ask), = strategy.configure_evaluate(1, None, FakeManager(1))
+    assert wire.loads(ask.config["notices"]) == {
+        "jetson": "fleet round 1: two devices sent an update as jetson; the server kept the "
+                  "first and refused the second: give each device its own fleet.device_name"}
 
 
 def test_two_adoption_reports_of_one_device_name_are_both_kept(tmp_path, monkeypatch):
