@@ -715,7 +715,8 @@ def iter_yolo(path: str | Path) -> LabelledItems:
         image_classes=lambda: _yolo_image_classes(images, names))
 
 
-def _yolo_image_classes(images: list[Path], names: dict[int, str] | None) -> dict[Path, frozenset[str]]:
+def _yolo_image_classes(images: list[Path],
+                        names: dict[int, str] | None) -> dict[Path, frozenset[str]]:
     """Per image of a YOLO dataset, the class names its label file names (``class_<id>``
     without names; ignore classes left out); an image whose label file is missing or refused
     is absent (its item is a skip)."""

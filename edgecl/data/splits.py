@@ -364,7 +364,8 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     except (re.error, OverflowError, RecursionError, ValueError) as exc:
         # OverflowError: a{99999999999}; RecursionError: thousands of nested groups
         raise ConfigError(f"--group-by {_shown(group_by)} is not a regular expression Python can "
-                          f"use: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from None
+                          f"use: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
+                          ) from None
     task_of_class = {c: t for t, classes in enumerate(task_classes) for c in classes}
     assigned: dict[int, list[tuple[Path, str]]] = defaultdict(list)
     groups: dict[str, Counter] = defaultdict(Counter)

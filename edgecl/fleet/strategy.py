@@ -484,7 +484,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.record = {"round": rnd, "started_s": round(time.time(), 3), "sampled": len(clients),
                            "bytes_down": nbytes * len(clients), "bytes_up": 0, "devices": {}}
             log.info("fleet round %d: sent the global model (%d classes, %.1f MB) to %d device%s",
-                     rnd, len(self.names), nbytes / 1e6, len(clients), "" if len(clients) == 1 else "s")
+                     rnd, len(self.names), nbytes / 1e6, len(clients),
+                     "" if len(clients) == 1 else "s")
             return [(c, ins) for c in clients]
 
         def _admitted(self, clients: list, rnd: int) -> list:

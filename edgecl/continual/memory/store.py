@@ -1299,7 +1299,8 @@ class ReplayMemory:
         Returns:
             ``samples``, ``bytes``, ``held_out``, ``capacity``, ``max_bytes``,
             ``sample_budget_bytes``, ``per_class`` (images containing each class id),
-            ``per_class_held_out`` (those of them held out, zeros included), ``per_task``, ``per_task_held_out``, ``per_origin`` (samples per label origin,
+            ``per_class_held_out`` (those of them held out, zeros included), ``per_task``,
+            ``per_task_held_out``, ``per_origin`` (samples per label origin,
             every origin present, zeros included; ``unknown`` too where an index rebuilt from
             the sample files could not tell, :mod:`.rebuild`: those samples are treated as
             ``pseudo``, replayed and never evaluated on), ``seen``, ``policy``, ``names``.
