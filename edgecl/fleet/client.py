@@ -167,11 +167,13 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                 metrics.update(status="skipped", reason=mismatch)
                 return 0.0, 0, metrics
             self._hear(config)
+            started = time.monotonic()
             try:
                 arrays = wire.from_wire(wire.loads(config.get("keys"), []), parameters)
                 out = device.adopt(arrays, wire.loads(config.get("names"), []), rnd,
                                    server=cfg.fleet.server_address,
                                    arch=wire.loads(config.get("arch"), None))
+                _said_late(rnd, time.monotonic() - started, config.get("round_timeout_s"))
                 metrics.update(status=out.status, reason=out.reason[:300], version=out.version,
                                per_class_ap=wire.dumps(out.per_class_ap))
                 if out.status == "skipped":
@@ -210,6 +212,17 @@ def _said_fault(exc: Exception, rnd: int, what: str) -> str:
         return str(known)
     log.exception("fleet round %d: %s", rnd, what)
     return f"{type(exc).__name__}: {exc}"
+
+
+def _said_late(rnd: int, took_s: float, timeout_s) -> None:
+    """Warn when an adoption took longer than the server waits for its report: the server
+    then records no report from this device, though it adopted (or rejected) the model."""
+    if isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool) \
+            and 0 < timeout_s < took_s:
+        log.warning("fleet round %d: the adoption took %.0f s, longer than the server waits for "
+                    "its report (fleet.round_timeout_s %g s): the server records no report from "
+                    "this device; raise fleet.round_timeout_s on the server", rnd, took_s,
+                    timeout_s)
 
 
 def _megabytes(arrays) -> float:

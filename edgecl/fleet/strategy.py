@@ -446,6 +446,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 config["arch"] = wire.dumps(self.arch)
             if self.notices:
                 config["notices"] = wire.dumps(self.notices)
+            config["round_timeout_s"] = float(fleet_cfg.round_timeout_s)  # said by a late device
             return config
 
         def initialize_parameters(self, client_manager):
@@ -803,9 +804,15 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 log.info("fleet round %d: %s %s the global model (%s)", rnd, device,
                          entry["status"], entry["reason"])
             for device, why in self._dropped_out(results, failures):
-                log.warning("fleet round %d: %s dropped out of adoption (%s)", rnd, device, why)
+                late = why.startswith("no reply within")
+                if late:  # its adoption (an export, an INT8 build) may have finished after
+                    why += ("; it may have adopted the model after that (a longer "
+                            "fleet.round_timeout_s waits for its report)")
+                log.warning("fleet round %d: %s %s adoption (%s)", rnd, device,
+                            "sent no report of its" if late else "dropped out of", why)
                 if device in self.device_names.values():
-                    adopted.setdefault(device, {"status": "dropped out", "reason": why[:200]})
+                    adopted.setdefault(device, {"status": "no report" if late else "dropped out",
+                                                "reason": why[:200]})
             rec["adoption"] = adopted
             self._finish_round()
             return None, {}

@@ -153,6 +153,41 @@ def test_a_device_that_drops_out_of_a_round_is_named_with_why(tmp_path, caplog, 
         "no reply within fleet.round_timeout_s (1800 s)")
 
 
+def test_an_adoption_report_past_the_round_timeout_is_no_report_and_the_device_says_so(
+        tmp_path, caplog, monkeypatch):
+    """Before: a device whose adoption (an export, an INT8 build) outlasted
+    fleet.round_timeout_s was recorded as 'dropped out' though it adopted the model, and the
+    device said only that it could not reach the server."""
+    from flwr.server.superlink.fleet.grpc_bidi.grpc_bridge import GrpcBridgeClosed
+
+    from edgecl.fleet import client
+
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    initial = (1, {SHARED: np.zeros(2, np.float32), ROWS: np.zeros(1, np.float32)}, ["car"])
+    store = GlobalStore(tmp_path)
+    strategy = make_strategy(FleetConfig(min_devices=1, round_timeout_s=60), store,
+                             initial=initial)
+    manager = Manager(1)
+    (_, ins), = strategy.configure_fit(2, None, manager)
+    strategy.aggregate_fit(2, [_reply(ins.config, "c0", "drone1")], [])
+    (_, ask), = strategy.configure_evaluate(2, None, manager)
+    assert ask.config["round_timeout_s"] == 60.0
+    strategy.asked_s -= 61
+    with caplog.at_level(logging.WARNING):
+        strategy.aggregate_evaluate(2, [], [GrpcBridgeClosed()])
+        client._said_late(2, 75.0, ask.config["round_timeout_s"])
+        client._said_late(2, 30.0, ask.config["round_timeout_s"])  # in time: nothing said
+    assert store.rounds()[-1]["adoption"]["drone1"] == {
+        "status": "no report", "reason": "no reply within fleet.round_timeout_s (60 s); it may "
+                                         "have adopted the model after that (a longer "
+                                         "fleet.round_timeout_s waits for its report)"}
+    assert caplog.messages[-1] == (
+        "fleet round 2: the adoption took 75 s, longer than the server waits for its report "
+        "(fleet.round_timeout_s 60 s): the server records no report from this device; raise "
+        "fleet.round_timeout_s on the server")
+    assert sum("the adoption took" in m for m in caplog.messages) == 1
+
+
 def test_the_server_says_when_a_device_connects_and_disconnects(caplog):
     from edgecl.fleet.server import make_client_manager
 
