@@ -67,16 +67,18 @@ def raise_if_stopping() -> None:
         raise_stop(_stop_signum)
 
 
-def unwind_once_on_stop_signals(ignore_sigint: bool = False) -> None:
+def unwind_once_on_stop_signals(ignore_sigint: bool = False, spawned: bool = False) -> None:
     """Install the stop handlers for SIGTERM and SIGINT in this (main) thread.
 
     Args:
         ignore_sigint: ignore SIGINT altogether: a process the runtime spawned (its learner,
             its fleet client), which a terminal's Ctrl-C reaches with the whole process group
-            while the runtime, which receives it too, stops its children itself; such a
-            process logs the SIGTERM that stops it at DEBUG level, not as a warning (its
-            parent sends it at every normal end: ``edgecl run`` with a fleet ended with
-            ``WARNING fleet DEVICE: received SIGTERM: stopping``).
+            while the runtime, which receives it too, stops its children itself (or a
+            command a shell started in the background).
+        spawned: a process another edgecl process spawned and stops with SIGTERM at every
+            normal end: that SIGTERM is logged at DEBUG level, not as a warning (``edgecl
+            run`` with a fleet ended with ``WARNING fleet DEVICE: received SIGTERM:
+            stopping``).
     """
     stopping = False
 
@@ -95,7 +97,7 @@ def unwind_once_on_stop_signals(ignore_sigint: bool = False) -> None:
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         # a spawned child's SIGTERM is its parent stopping it, at every normal end: no warning
-        log.log(logging.DEBUG if ignore_sigint else logging.WARNING, "received %s: stopping",
+        log.log(logging.DEBUG if spawned else logging.WARNING, "received %s: stopping",
                 signal.Signals(signum).name)
         raise SigtermExit(128 + signum)
 

@@ -149,22 +149,25 @@ def test_a_command_stopped_by_a_signal_ignores_the_next_one_through_the_interpre
     assert proc.stdout == "143 True True\n" and proc.returncode == 143, proc.stderr
 
 
-def _log_the_stop(marker: Path, ignore_sigint: bool):
+def _log_the_stop(marker: Path, spawned: bool):
     import logging
 
     logging.basicConfig(filename=str(marker.with_suffix(".log")), level=logging.DEBUG,
                         format="%(levelname)s %(message)s", force=True)
-    _work_with_a_slow_cleanup(marker, ignore_sigint)
+    unwind_once_on_stop_signals(ignore_sigint=True, spawned=spawned)
+    marker.with_suffix(".started").write_text("")
+    time.sleep(60)
 
 
-@pytest.mark.parametrize("ignore_sigint, line", [
-    (False, "WARNING received SIGTERM: stopping"),  # a command stopped by a user or a manager
+@pytest.mark.parametrize("spawned, line", [
+    # a command stopped by a user or a manager (one a shell started in the background too)
+    (False, "WARNING received SIGTERM: stopping"),
     # a child the runtime spawned, which its parent stops at every normal end (before: "WARNING
     # fleet DEVICE: received SIGTERM: stopping" ended every `edgecl run` with a fleet)
     (True, "DEBUG received SIGTERM: stopping")])
-def test_a_spawned_process_stopped_by_its_parent_is_no_warning(tmp_path, ignore_sigint, line):
+def test_a_spawned_process_stopped_by_its_parent_is_no_warning(tmp_path, spawned, line):
     marker = tmp_path / "marker.txt"
-    proc = _started(_log_the_stop, (marker, ignore_sigint), marker.with_suffix(".started"))
+    proc = _started(_log_the_stop, (marker, spawned), marker.with_suffix(".started"))
     try:
         os.kill(proc.pid, signal.SIGTERM)
         proc.join(10)
@@ -178,7 +181,7 @@ def test_a_spawned_process_stopped_by_its_parent_is_no_warning(tmp_path, ignore_
 def _contain_a_converted_stop(marker: Path):
     from edgecl.stop_signals import SigtermExit, raise_if_stopping
 
-    unwind_once_on_stop_signals(ignore_sigint=True)
+    unwind_once_on_stop_signals(ignore_sigint=True, spawned=True)
     raise_if_stopping()  # no stop yet: nothing happens
     marker.with_suffix(".started").write_text("")
     try:

@@ -302,7 +302,7 @@ def spawned_client_main(cfg: Config) -> None:
 
     from edgecl.runtime.lock import StateLockedError
 
-    unwind_once_on_stop_signals(ignore_sigint=True)
+    unwind_once_on_stop_signals(ignore_sigint=True, spawned=True)
     die_with_parent()
     try:
         client_main(cfg, refuse_dates=False)  # detection goes on: it retries until they pass

@@ -242,7 +242,7 @@ def _device_main(cfg: Config, yaml_path: str, once: bool, max_wait_s: float) -> 
     from edgecl.runtime.learner import die_with_parent
     from edgecl.stop_signals import unwind_once_on_stop_signals
 
-    unwind_once_on_stop_signals(ignore_sigint=True)
+    unwind_once_on_stop_signals(ignore_sigint=True, spawned=True)
     die_with_parent()
     client_main(cfg, yaml_path, once, max_wait_s)
 
@@ -276,7 +276,7 @@ def _baselines_main(cfgs: list[Config], yaml_path: str, task_names: list[list[st
     from edgecl.runtime.learner import die_with_parent
     from edgecl.stop_signals import unwind_once_on_stop_signals
 
-    unwind_once_on_stop_signals(ignore_sigint=True)  # Ctrl-C is the simulation's to handle
+    unwind_once_on_stop_signals(ignore_sigint=True, spawned=True)  # Ctrl-C: the simulation
     die_with_parent()
     apply_low_priority(cfgs[0].learner)
     try:

@@ -364,7 +364,7 @@ def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None,
     basic_config(logging.INFO, "%(asctime)s %(levelname)s learner: %(message)s")
     # the runtime's SIGTERM (or its death) unwinds the round, removing an export's temporary
     # folder; Ctrl-C reaches the whole process group and is the runtime's to act on
-    unwind_once_on_stop_signals(ignore_sigint=True)
+    unwind_once_on_stop_signals(ignore_sigint=True, spawned=True)
     die_with_parent()
     from edgecl.continual.finetune import apply_low_priority
 
