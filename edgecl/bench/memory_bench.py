@@ -140,6 +140,10 @@ def _offer_stream(memory, pool, adds: int, du_every: int, seed: int, quiet: bool
             kept_s += time.perf_counter() - t0
         if (i + 1) % du_every == 0:
             du_max = max(du_max, du_bytes(memory.root))
+        if not quiet and not sys.stderr.isatty() and (i + 1) % max(1, adds // 10) == 0:
+            # a log has no bar: a plain line every tenth (it sat silent for minutes)
+            print(f"memory adds: {i + 1}/{adds} ({100 * (i + 1) // adds}%) in "
+                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - start
     memory.flush()
     declined = adds - kept
