@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgecl.arguments import positive_int, print_json_line
+from edgecl.arguments import input_path, positive_int, print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
                                     new_classes_note, refuse_smaller_memory, require_state_dir,
                                     with_device_memory)
@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
     ans = lsub.add_parser("answer", help="store an item with your final boxes")
     add_config_args(ans)
     ans.add_argument("id")
-    ans.add_argument("--boxes", required=True, metavar="FILE.json",
+    ans.add_argument("--boxes", required=True, metavar="FILE.json", type=input_path,
                      help='[{"class": "name", "xyxy": [x1, y1, x2, y2]}] in pixels of the frame '
                           '(or {"boxes": [...]}); [] = nothing to label here; {"skip": true} '
                           '= skip it')
@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
     fix = lsub.add_parser("correct", help="replace an answered item's boxes (a wrong answer)")
     add_config_args(fix)
     fix.add_argument("id")
-    fix.add_argument("--boxes", required=True, metavar="FILE.json",
+    fix.add_argument("--boxes", required=True, metavar="FILE.json", type=input_path,
                      help="the final boxes, as for 'answer' ([] = nothing to label here)")
     fix.add_argument("--json", action="store_true", help="print one JSON object")
     fix.set_defaults(func=correct_command)

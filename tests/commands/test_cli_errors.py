@@ -443,7 +443,9 @@ def test_a_line_break_in_a_path_or_value_keeps_the_error_one_line(run_edgecl, tm
     (["dataset", "import", "EMPTY", "--out", "{tmp}/o"], "src"),
     (["dataset", "split-tasks", "EMPTY", "--tasks", "a", "--out", "{tmp}/t.yaml"], "dataset"),
     (["labels", "import", "--state-dir", "{tmp}/state", "EMPTY"], "path"),
-    (["models", "add", "--state-dir", "{tmp}/state", "EMPTY"], "path")])
+    (["models", "add", "--state-dir", "{tmp}/state", "EMPTY"], "path"),
+    (["labels", "answer", "1", "--state-dir", "{tmp}/state", "--boxes", "EMPTY"], "--boxes"),
+    (["labels", "correct", "1", "--state-dir", "{tmp}/state", "--boxes", "EMPTY"], "--boxes")])
 @pytest.mark.parametrize("empty", ["", " "])
 def test_an_empty_source_is_refused_not_read_as_the_current_folder(run_edgecl, tmp_path, argv,
                                                                    name, empty):
