@@ -163,6 +163,23 @@ def byte_size(text: str) -> int:
     return size
 
 
+MAX_SEEDS = 1000
+"""Most seeds a benchmark takes (each is a whole run; a billion asked for planned a list that
+filled the memory before anything ran)."""
+
+
+def seed_count(text: str) -> int:
+    """argparse type: a number of seeds, 1 to :data:`MAX_SEEDS`.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or outside 1..1000.
+    """
+    value = _int_at_least(text, 1)
+    if value > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SEEDS} seeds, got {value}")
+    return value
+
+
 def thread_count(text: str) -> int:
     """argparse type: a number of threads, 1 to the config's ``learner.torch_threads`` bound
     (256): ``--threads 100000`` made torch's thread pool crash the process.

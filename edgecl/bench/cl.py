@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser: the ``bench cl`` parser.
     """
     from edgecl.arguments import (finite_non_negative_float, finite_positive_float,
-                                  non_negative_int, output_path, positive_int,
+                                  non_negative_int, output_path, positive_int, seed_count,
                                   thread_count_or_default, torch_device, train_image_size)
 
     add = parser.add_argument
@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--budgets", default=DEFAULT_BUDGETS,
         help="comma list of replay budgets as fractions of the earlier tasks' training images "
              f"(0.05 or 5%%; default {DEFAULT_BUDGETS}); finetune and joint ignore them")
-    add("--seeds", type=positive_int, default=1, help="number of seeds, 0..N-1 (default 1)")
+    add("--seeds", type=seed_count, default=1, help="number of seeds, 0..N-1 (default 1)")
     add("--ider", choices=("on", "off"), default="off", help="train with IDER (default off)")
     add("--steps-per-task", type=positive_int, default=200,
         help="optimiser steps per task from task 2 on (default 200)")

@@ -751,7 +751,8 @@ def summarize(runs: list[dict]) -> dict:
 def add_arguments(parser) -> None:
     """Arguments of ``edgecl bench field``."""
     from edgecl.arguments import (finite_non_negative_float, non_negative_int, output_path,
-                                  percentage, positive_int, train_image_size)
+                                  percentage, positive_int, seed_count,
+                                  train_image_size)
 
     parser.add_argument("--data", default="scenario",
                         help="DIR/tasks.yaml of a class-incremental dataset, or 'scenario' (built in)")
@@ -759,7 +760,7 @@ def add_arguments(parser) -> None:
                         help="the simulated operator labels at most this percent of the frames")
     parser.add_argument("--selection", type=selection_list, default="random,default",
                         help="comma list of random, default (ground_truth always runs too)")
-    parser.add_argument("--seeds", type=positive_int, default=1, help="seeds per selection")
+    parser.add_argument("--seeds", type=seed_count, default=1, help="seeds per selection")
     parser.add_argument("--imgsz", type=train_image_size, default=160,
                         help="model and training image size")
     parser.add_argument("--delay-frames", type=non_negative_int, default=10,

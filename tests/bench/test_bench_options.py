@@ -37,6 +37,10 @@ pytestmark = pytest.mark.timeout(120)
     (["cl", "--threads", "100000"], "argument --threads: expected at most 256 threads, got 100000"),
     (["perf", "--threads", "257"], "argument --threads: expected at most 256 threads, got 257"),
     (["console", "--threads", "100000"], "argument --threads: expected at most 256 threads, got 100000"),
+    # before: a list of a billion planned runs filled the memory before anything ran
+    (["cl", "--seeds", "1000000000"], "argument --seeds: expected at most 1000 seeds, got 1000000000"),
+    (["field", "--out", "{tmp}/f", "--seeds", "1001"],
+     "argument --seeds: expected at most 1000 seeds, got 1001"),
     (["learn", "--repeats", "0"], "argument --repeats: expected an integer >= 1, got 0"),
     (["learn", "--map-repeats", "0"], "argument --map-repeats: expected an integer >= 1, got 0"),
     (["learn", "--parent-steps", "0"], "argument --parent-steps: expected an integer >= 1, got 0"),
