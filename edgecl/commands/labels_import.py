@@ -272,8 +272,7 @@ def import_command(args: argparse.Namespace) -> int:
               f"frame by frame"
               if result.get("frame_sequences") and result["imported"]
               and result["frames_per_block"] > 1 else "")
-    per_class = ", ".join(f"{name} {n}" for name, n in result["held_out_per_class"].items())
-    held = (f"; held out for evaluation: {result['held_out']} (images showing {per_class})"
+    held = (f"; held out for evaluation: {result['held_out']} ({_held_out_detail(report)})"
             if result["held_out"] else
             f"; held out for evaluation: none yet (about 1 image in {report.holdout_every} is; a "
             f"later import goes on from here)"
@@ -291,22 +290,37 @@ def import_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _held_out_detail(report) -> str:
+    """What the images an import held out show: ``images showing Car 6, Person 2; 1 showing
+    no object`` (a class it stored none of held out is left out: ``--json`` lists zeros)."""
+    shown = ", ".join(f"{name} {n}" for name, n in sorted(report.held_out.items())
+                      if name and n)
+    empty = (f"{report.held_out_empty} showing no object" if report.held_out_empty else "")
+    return "; ".join(part for part in (f"images showing {shown}" if shown else "", empty) if part)
+
+
 def _unmeasured_note(report) -> str:
-    """A warning naming the classes this import stored enough images of to hold one out, and
-    held out none of, with why (all in one run of consecutive frames, or in runs other classes
-    need for training) and what brings one."""
+    """A warning naming the classes the memory holds enough images of, after this import, to
+    hold one out, and holds none out of, with why (all in one run of consecutive frames, in
+    runs other classes need for training, or imported a few frames at a time) and what
+    brings one."""
     names = report.unmeasured()
     if not names:
         return ""
     parts = []
     for name in names[:5]:
-        why = ("all of them are one run of consecutive frames, kept for training"
-               if report.units_per_class.get(name, 0) <= 1 else
-               "the runs of frames that show it are needed to train other classes")
-        parts.append(f"{name} ({report.stored_per_class[name]} images: {why})")
+        here, total = report.stored_per_class[name], sum(report.in_memory(name))
+        if total > here:
+            why = (f"{total} in the memory, imported a few at a time, and no run of them drawn "
+                   f"for evaluation yet")
+        elif report.units_per_class.get(name, 0) <= 1:
+            why = f"{total}, all one run of consecutive frames, kept for training"
+        else:
+            why = f"{total}, in runs of frames that other classes need for training"
+        parts.append(f"{name} ({why})")
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
     them = "it" if len(names) == 1 else "them"
-    return (f"warning: no image of {'; '.join(parts)}{more} was held out for evaluation, so "
+    return (f"warning: no image of {'; '.join(parts)}{more} is held out for evaluation, so "
             f"learning rounds cannot yet measure how well the device detects {them}: import "
             f"images of {them} from another flight or recording, or answer frames showing "
             f"{them} on the device")

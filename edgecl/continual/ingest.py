@@ -48,7 +48,7 @@ import numpy as np
 from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample, held_copy
 from edgecl.continual.memory.admission import plan_import_held_out
 from edgecl.continual.memory.records import check_image, check_labels
-from edgecl.data.class_names import close_class_names, standing_names
+from edgecl.data.class_names import close_class_names, loose_class_name, standing_names
 from edgecl.data.images import pixels_hash
 from edgecl.data.importers import SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, same_class_as
 from edgecl.data.splits import frame_name, sequence_blocks
@@ -114,6 +114,8 @@ class ImportReport:
             is due a held-out one (0: the memory holds none out).
         units_per_class: per class name, the units of the held-out plan (blocks of
             consecutive frames, single images) that show it.
+        memory_counts: after the import, :func:`memory_class_counts` of the memory.
+        held_out_empty: held-out images this import stored that show no object.
     """
 
     tally: ImportTally = field(default_factory=ImportTally)
@@ -132,14 +134,24 @@ class ImportReport:
     stored_per_class: Counter = field(default_factory=Counter)
     holdout_every: int = 0
     units_per_class: Counter = field(default_factory=Counter)
+    memory_counts: dict = field(default_factory=dict)
+    held_out_empty: int = 0
+
+    def in_memory(self, name: str) -> tuple[int, int]:
+        """``(training images, held-out images)`` of a class this import stored, in the whole
+        memory after it (this import's own counts where the memory cannot say)."""
+        stored = self.stored_per_class.get(name, 0)
+        held = self.held_out.get(name, 0)
+        return self.memory_counts.get(loose_class_name(name), (stored - held, held))
 
     def unmeasured(self) -> list[str]:
-        """Class names this import stored images of, none held out, where one was due: at least
-        :attr:`holdout_every` images, the held-out plan's own threshold (rounds then measure
-        them only once held-out samples of them arrive another way)."""
-        return sorted(name for name, n in self.stored_per_class.items()
-                      if name and self.holdout_every and n >= self.holdout_every
-                      and not self.held_out.get(name))
+        """Class names this import stored images of that the memory, after it, holds at least
+        :attr:`holdout_every` images of (the held-out plan's own threshold) and none held out:
+        rounds measure them only once held-out samples of them arrive another way (small
+        imports, each below the threshold, are counted together)."""
+        return sorted(name for name in self.stored_per_class
+                      if name and self.holdout_every and not self.in_memory(name)[1]
+                      and sum(self.in_memory(name)) >= self.holdout_every)
 
     def to_dict(self) -> dict:
         """``{"imported", "skipped", "reasons", "evicted", "relabelled", "classes_added",
@@ -373,6 +385,8 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             continue
         report.tally.done(item.distinct())  # counted as stored: a box given twice is one
         _count_held_out(memory, int(sample_id), item, report)
+    if report.holdout_every:
+        report.memory_counts = memory_class_counts(memory)
 
 
 def _held_out_plan(items, memory, task: str, report: ImportReport) -> dict[str, bool]:
@@ -406,10 +420,28 @@ def _held_out_plan(items, memory, task: str, report: ImportReport) -> dict[str, 
     report.units_per_class = Counter(name for _, classes in units.values() for name in classes)
     reserve = getattr(memory, "reserve_import_draws", None)
     first = reserve(task, len(keys)) if reserve is not None else 0
+    before = memory_class_counts(memory)  # what earlier imports and the device hold of each
+    prior = {name: before[loose_class_name(name)] for name in report.units_per_class
+             if loose_class_name(name) in before}
     drawn = plan_import_held_out([(units[k][0][0], units[k][1]) for k in keys], fraction,
-                                 int(getattr(memory.cfg, "seed", 0)), task, first)
+                                 int(getattr(memory.cfg, "seed", 0)), task, first, prior)
     held = dict(zip(keys, drawn))
     return {name: held[key] for name, key in unit_of.items()}
+
+
+def memory_class_counts(memory) -> dict[str, tuple[int, int]]:
+    """Per class (by :func:`~edgecl.data.class_names.loose_class_name`, so that an import's
+    ``Car`` finds the device's ``car``), ``(training images, held-out images)`` in the memory;
+    empty for a memory that cannot say (a test's stand-in)."""
+    stats = getattr(memory, "stats", None)
+    if stats is None:
+        return {}
+    found = stats()
+    names = found.get("names") or {}
+    held = found.get("per_class_held_out") or {}
+    return {loose_class_name(names.get(cid, f"class_{cid}")): (n - held.get(cid, 0),
+                                                               held.get(cid, 0))
+            for cid, n in (found.get("per_class") or {}).items()}
 
 
 def _count_held_out(memory, sample_id: int, item: ImportItem, report: ImportReport) -> None:
@@ -420,6 +452,7 @@ def _count_held_out(memory, sample_id: int, item: ImportItem, report: ImportRepo
     found = records([sample_id]) if records is not None else []
     if found and found[0].held_out:
         report.held_out.update(names | {""})
+        report.held_out_empty += not names
 
 
 def _held(memory, digests: set[str], origin: LabelOrigin) -> int | None:

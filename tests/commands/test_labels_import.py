@@ -1093,12 +1093,12 @@ def test_an_import_holds_out_a_class_that_lies_in_two_blocks(tmp_path, capsys, s
     assert sorted(bicycle) == [False] * 5 + [True] * 5
     assert kayak == [False] * 10
     held = sum(r.held_out for r in records)
-    assert f"; held out for evaluation: {held} (images showing bicycle 5, boat {held}, kayak 0)" in out
+    assert f"; held out for evaluation: {held} (images showing bicycle 5, boat {held});" in out
     assert err.strip().splitlines()[-1] == (
-        "warning: no image of kayak (10 images: all of them are one run of consecutive frames, "
-        "kept for training) was held out for evaluation, so learning rounds cannot yet measure "
-        "how well the device detects it: import images of it from another flight or recording, "
-        "or answer frames showing it on the device")
+        "warning: no image of kayak (10, all one run of consecutive frames, kept for training) "
+        "is held out for evaluation, so learning rounds cannot yet measure how well the device "
+        "detects it: import images of it from another flight or recording, or answer frames "
+        "showing it on the device")
     result = _import(capsys, tmp_path / "again", src, "--config", str(config), "--json")
     assert result["held_out"] == held and result["unmeasured_classes"] == ["kayak"]
     assert list(result["held_out_per_class"].items()) == [("bicycle", 5), ("boat", held),
@@ -1129,3 +1129,18 @@ def test_imports_of_a_few_frames_each_go_on_where_the_last_one_stopped(tmp_path,
                for line in lines) == 6
     assert sum("; held out for evaluation: none yet (about 1 image in 10 is; a later import "
                "goes on from here); skipped" in line for line in lines) == 6
+
+
+def test_held_out_frames_that_show_nothing_are_said_as_such(tmp_path, capsys):
+    """Before: 'held out for evaluation: 2 (images showing )', and 'images showing Person 0'
+    for a held-out empty frame of an import that held no Person out."""
+    src = _voc_frames(tmp_path / "voc", [[] for _ in range(28)] + [["boat"], ["boat"]])
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "state"), str(src)]) == 0
+    with ReplayMemory(tmp_path / "state" / "memory", MemoryConfig()) as memory:
+        records = memory.records()
+    empty = sum(r.held_out and not r.classes for r in records)
+    boat = sum(r.held_out and bool(r.classes) for r in records)
+    assert empty > 0
+    shown = "; ".join(part for part in (f"images showing boat {boat}" if boat else "",
+                                        f"{empty} showing no object") if part)
+    assert f"; held out for evaluation: {empty + boat} ({shown}); skipped" in capsys.readouterr().out

@@ -669,3 +669,39 @@ def test_an_import_plan_keeps_the_held_out_share_when_it_adds_a_class_block(seed
     held = _plan(units, 0.1, seed)
     assert held[20] != held[21]
     assert sum(held) == sum(drawn)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_an_import_plan_holds_out_the_lighter_block_of_a_rare_class(seed):
+    """Before: a rare class's block that the draw held out stayed held out, whatever its size:
+    6 of a class's 10 images (hit-uav-dev's Car in one window), 4 left to learn from. Now the
+    class keeps one held block, the one nearest its share: the 4-frame block."""
+    units = [(10, {"Person": 10})] * 18 + [(6, {"Car": 6}), (4, {"Car": 4})]
+    held = _plan(units, 0.1, seed)
+    assert held[18:] == [False, True]
+
+
+def test_an_import_plan_counts_what_the_memory_holds():
+    """Small imports, each below the threshold, counted together: a class the memory trains
+    on is held out from this import's one block of it (before: never, over 14 imports of 5
+    frames); a class the memory holds out already gets none here; a class drawn whole here
+    but trained on in the memory is not given back."""
+    from collections import Counter
+
+    from edgecl.continual.memory.admission import plan_import_held_out
+
+    def plan(units, prior):
+        return plan_import_held_out([(n, Counter(c)) for n, c in units], 0.1, 0, "stream", 0,
+                                    prior)
+
+    one = [(5, {"Bicycle": 5})]
+    assert plan(one, {"Bicycle": (10, 0)}) == [True]
+    assert plan(one, {"Bicycle": (3, 0)}) == [False]  # 8 in all: none due yet
+    assert plan(one, {"Bicycle": (10, 2)}) == [False]  # measured already
+    assert plan(one, {}) == [False]  # its only images: learnt first
+    drawn = [_stratified for _stratified in _plan([(1, {})] * 20, 0.1, 0)]
+    first = drawn.index(True)
+    units = [(1, {"Person": 1})] * 20
+    units[first] = (1, {"Person": 1, "Kayak": 1})
+    assert plan(units, {"Kayak": (4, 0)})[first] is True  # kept held: kayak trains in memory
+    assert plan(units, {})[first] is False  # given back: its only image

@@ -109,7 +109,8 @@ def _stratified_draw(seed: int, task: str, index: int, fraction: float, kind: st
 
 
 def plan_import_held_out(units: list[tuple[int, Counter]], fraction: float, seed: int,
-                         task: str, first_index: int = 0) -> list[bool]:
+                         task: str, first_index: int = 0,
+                         prior: dict[str, tuple[int, int]] | None = None) -> list[bool]:
     """Which units of an imported folder (blocks of consecutive frames, or single images) go to
     the held-out stream, planned over the whole import before its first sample is stored.
 
@@ -119,17 +120,23 @@ def plan_import_held_out(units: list[tuple[int, Counter]], fraction: float, seed
     50 windows of 174 consecutive hit-uav-dev frames, 23 had a class of 10 frames or more
     with no held-out frame: no round measured it, and the gate could not guard it). So the
     plan is then made class-aware, rarest class first (as iterative stratification serves the
-    rarest label first; Sechidis et al., ECML PKDD 2011), over units, never frames:
+    rarest label first; Sechidis et al., ECML PKDD 2011), over units, never frames, counting
+    what the memory already holds of each class (``prior``):
 
-    - a class all of whose units were drawn gets one back for training (a class seen in one
-      block is learnt rather than measured), best a unit that no other class needs for its
-      held-out share;
-    - a class with at least ``n`` frames, in two or more units, and no held-out unit gets one:
-      among the units that leave every class in them a training unit, the one whose frames
-      of the class come nearest ``fraction`` of them, counting its frames of other classes
-      as a miss too (the unit with most frames of it held 7 of a class's 10 frames out). For
-      it, a drawn unit whose classes all keep a held-out unit without it goes back to
-      training, so the held-out share stays near ``fraction``.
+    - a class all of whose units were drawn, and with no training image in the memory, gets
+      one back for training (a class seen in one block is learnt rather than measured), best
+      a unit that no other class needs for its held-out share;
+    - a class with at least ``n`` images (here and in the memory), none held out, and a
+      training image left whatever is held (two units here, or some in the memory) gets one:
+      among the units that leave every class in them a training image, the one whose share of
+      the class's images comes nearest ``fraction``, counting the share of every other
+      class's images it takes as a miss too. For it, a drawn unit whose classes all keep a
+      held-out image without it goes back to training, so the held-out share stays near
+      ``fraction``;
+    - a class with more than twice its share held out (a rare class in a drawn block: 6 of
+      its 10 images) gives back its held units with most of its frames; a class that thereby
+      loses its last held image (this one or another in the unit) gets the unit with fewer
+      of those frames that costs it least instead.
 
     Args:
         units: per unit in the import's order, ``(frames, frames per class name)``; a frame
@@ -140,12 +147,15 @@ def plan_import_held_out(units: list[tuple[int, Counter]], fraction: float, seed
         first_index: position of the first unit in the task's draws of imported units
             (:meth:`~edgecl.continual.memory.store.ReplayMemory.reserve_import_draws`: an
             import goes on where the last one stopped, so that small imports keep the share).
+        prior: per class name, ``(training images, held-out images)`` the memory holds
+            already (none: an empty memory).
 
     Returns:
         Per unit, whether its samples are held out.
     """
     if fraction <= 0 or not units:
         return [False] * len(units)
+    prior = prior or {}
     planned = [_stratified_draw(seed, task, first_index + j, fraction, "/sample")
                for j in range(len(units))]
     units_of: dict[str, list[int]] = {}
@@ -156,37 +166,59 @@ def plan_import_held_out(units: list[tuple[int, Counter]], fraction: float, seed
             frames_of[name] += frames
     rng = random.Random(f"{seed}/holdout-classes/{task}/{first_index}")
     fixed: set[int] = set()
+    need = math.ceil(1.0 / fraction)
+
+    def trained_before(name: str) -> int:
+        return int(prior.get(name, (0, 0))[0])
+
+    def held_before(name: str) -> int:
+        return int(prior.get(name, (0, 0))[1])
+
+    def total(name: str) -> int:
+        return frames_of[name] + trained_before(name) + held_before(name)
 
     def held(name: str, without: int = -1) -> int:
         return sum(1 for i in units_of[name] if planned[i] and i != without)
 
+    def held_frames(name: str) -> int:
+        return sum(units[i][1][name] for i in units_of[name] if planned[i])
+
+    def keeps_held(name: str, without: int) -> bool:
+        """Whether ``name`` keeps a held-out image with ``without`` trained on (or needs none)."""
+        return held(name, without) > 0 or held_before(name) > 0 or total(name) < need
+
     def trains_without(name: str, unit: int) -> bool:
-        return any(not planned[i] for i in units_of[name] if i != unit)
+        return trained_before(name) > 0 or any(not planned[i] for i in units_of[name] if i != unit)
+
+    def cost(unit: int, name: str) -> float:
+        """What holding ``unit`` out for ``name`` costs: how far its share of ``name``'s images
+        is from ``fraction``, plus the share of every other class's images it takes."""
+        shown = units[unit][1]
+        return (abs(shown[name] / max(1, total(name)) - fraction)
+                + sum(n / max(1, total(d)) for d, n in shown.items() if d != name))
 
     def spare(keep: str) -> list[int]:
         return [i for i, drawn in enumerate(planned) if drawn and i not in fixed
-                and keep not in units[i][1] and all(held(d, i) for d in units[i][1])]
+                and keep not in units[i][1] and all(keeps_held(d, i) for d in units[i][1])]
 
-    rarest_first = sorted(units_of, key=lambda name: (frames_of[name], name))
+    rarest_first = sorted(units_of, key=lambda name: (total(name), name))
     for name in rarest_first:
-        if all(planned[i] for i in units_of[name]):
+        if not trained_before(name) and all(planned[i] for i in units_of[name]):
             back = [i for i in units_of[name] if i not in fixed]
             if back:  # best one no other class needs for its held-out share (else it gets another)
                 unit = min(back, key=lambda i: (sum(not held(d, i) for d in units[i][1]),
                                                 units[i][0], i))
                 planned[unit] = False
                 fixed.add(unit)
-    need = math.ceil(1.0 / fraction)
     for name in rarest_first:
-        if len(units_of[name]) < 2 or frames_of[name] < need or held(name):
+        if total(name) < need or held(name) or held_before(name) or (
+                len(units_of[name]) < 2 and not trained_before(name)):
             continue
         candidates = [i for i in units_of[name]
                       if all(trains_without(d, i) for d in units[i][1])]
         if not candidates:
             continue
-        target = fraction * frames_of[name]  # its frames held out, as near the share as can be
-        unit = min(candidates, key=lambda i: (abs(units[i][1][name] - target)
-                                              + units[i][0] - units[i][1][name], rng.random()))
+        unit = min(candidates, key=lambda i: (cost(i, name), rng.random()))
         planned[unit] = True
         fixed.add(unit)
         returned = spare(name)
@@ -194,7 +226,52 @@ def plan_import_held_out(units: list[tuple[int, Counter]], fraction: float, seed
             back = rng.choice(returned)
             planned[back] = False
             fixed.add(back)
+    def cap(name: str) -> int:
+        return max(1, round(2 * fraction * total(name)))
+
+    def fits(unit: int, name: str) -> bool:
+        """Whether holding ``unit`` out keeps every class in it but ``name`` within its cap."""
+        return all(held_frames(d) + held_before(d) + n <= cap(d)
+                   for d, n in units[unit][1].items() if d != name)
+
+    for name in rarest_first:
+        for _ in range(len(units_of[name])):
+            if held_frames(name) + held_before(name) <= cap(name):
+                break
+            if not _lighten(name, units, units_of, planned, keeps_held, trains_without, cost,
+                            fits, rarest_first):
+                break
     return planned
+
+
+def _lighten(name: str, units, units_of, planned: list[bool], keeps_held, trains_without,
+             cost, fits, rarest_first: list[str]) -> bool:
+    """One step of :func:`plan_import_held_out`'s last rule: give back the held unit with most
+    frames of ``name`` whose release leaves every class in it a held image, or one whose
+    classes that lose their last held image each get another unit with fewer frames of
+    ``name``, that puts no other class over its cap (the one that costs least). Returns
+    whether anything changed."""
+    mine = sorted((i for i in units_of[name] if planned[i]), key=lambda i: -units[i][1][name])
+    for unit in mine:
+        planned[unit] = False
+        added: list[int] = []
+        for d in (d for d in rarest_first if d in units[unit][1]):
+            if keeps_held(d, -1):
+                continue
+            lighter = [i for i in units_of[d] if not planned[i] and i != unit
+                       and units[i][1].get(name, 0) < units[unit][1][name] and fits(i, d)
+                       and all(trains_without(e, i) for e in units[i][1])]
+            if not lighter:
+                break
+            swap = min(lighter, key=lambda i: (cost(i, d), i))
+            planned[swap] = True
+            added.append(swap)
+        else:
+            return True
+        for swap in added:
+            planned[swap] = False
+        planned[unit] = True
+    return False
 
 
 @dataclass(frozen=True)
