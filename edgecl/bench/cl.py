@@ -217,7 +217,7 @@ def resolve_data(args: argparse.Namespace, out: Path, make: bool = True) -> Path
     if (folder / "tasks.yaml").is_file() and marker.is_file():
         try:
             params = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             params = None  # a damaged marker: make_scenario names it
         if isinstance(params, dict) and all(params.get(k) == v for k, v in wanted.items()):
             return folder / "tasks.yaml"
@@ -290,8 +290,21 @@ def load_results(path: Path) -> list[dict]:
 
 def _number(value, low: float = -1e6, high: float = 1e6) -> bool:
     """A finite number (not a bool) in ``[low, high]``."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and low <= value <= high)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and low <= value <= high
+    except OverflowError:  # an integer of thousands of digits
+        return False
+
+
+def _shown(value) -> str:
+    """``repr`` of a value from results.json, at most 40 characters."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer past Python's digit limit
+        text = "a huge integer"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _record_problem(record: dict) -> str:
@@ -300,16 +313,16 @@ def _record_problem(record: dict) -> str:
     if not isinstance(record.get("strategy"), str):
         return "strategy is not a name"
     if not (record.get("budget") is None or _number(record["budget"], 0.0, 1.0)):
-        return f"budget is {record['budget']!r}, not a fraction in [0, 1]"
+        return f"budget is {_shown(record['budget'])}, not a fraction in [0, 1]"
     if not _number(record.get("seed"), 0):
-        return f"seed is {record.get('seed')!r}, not a number >= 0"
+        return f"seed is {_shown(record.get('seed'))}, not a number >= 0"
     for name in ("seconds", "first_task_s"):
         if not ((name == "first_task_s" and record.get(name) is None)
                 or _number(record.get(name), 0.0, 1e9)):
-            return f"{name} is {record.get(name)!r}, not a number of seconds"
+            return f"{name} is {_shown(record.get(name))}, not a number of seconds"
     for name in ("acc", "bwt", "forgetting", "dece"):  # fractions of mAP, or their changes
         if not (record.get(name) is None or _number(record[name], -1.0, 1.0)):
-            return f"{name} is {record[name]!r}, not a number in [-1, 1]"
+            return f"{name} is {_shown(record[name])}, not a number in [-1, 1]"
     tasks, matrix = record.get("tasks"), record.get("matrix")
     if not isinstance(tasks, list) or not tasks:
         return "tasks is not a list of task names"

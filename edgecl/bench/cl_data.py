@@ -237,7 +237,7 @@ def prepare_view(task_set: TaskSet, work_dir: str | Path, write: bool = True) ->
     expected = {"version": VIEW_VERSION, "data_hash": digest, "source": str(task_set.path)}
     try:
         reuse = not write or json.loads(marker.read_text(encoding="utf-8")) == expected
-    except (OSError, ValueError):  # absent, or damaged: rebuilt
+    except (OSError, ValueError, RecursionError):  # absent, or damaged: rebuilt
         reuse = False
     if not reuse:
         shutil.rmtree(root, ignore_errors=True)

@@ -24,7 +24,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from edgecl.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
+from edgecl.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, process_alive
 from edgecl.config import RULES
 from edgecl.data import scenery, sprites
 from edgecl.data.labels import label_path_for, labels_to_text
@@ -307,40 +307,52 @@ MARKER_KEYS = frozenset({"tasks", "images_per_task", "imgsz", "seed", "splits",
 """The keys of the ``scenario.json`` that :func:`make_scenario` writes, all of them."""
 STAGING_RE = re.compile(r"\.new-scenario\.pid(\d+)\.tmp")
 """The folder inside ``out`` where a scenario is built before it takes the old one's place."""
+_FILE_RE = re.compile(r"(images|labels)/t(\d+)/(train|val|test)/t(\d+)_(train|val|test)_(\d{5,})"
+                      r"\.(jpg|txt)|labels/t(\d+)/(train|val|test)\.cache|tasks/t(\d+)/(train|val|test)"
+                      r"\.txt|scenario\.json|tasks\.yaml")
+_TEMP_RE = re.compile(r"(.*/)?\.(.+)\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp's, beside its file
 
 
-def _scenario_files(params: dict) -> set[str] | None:
-    """The relative paths of every file a scenario of these parameters writes (``None``:
-    parameters no scenario writes)."""
+def _scenario_made(params: dict):
+    """A test of whether a relative path is a file a scenario of these parameters writes (or
+    ultralytics' label cache of one), or ``None``: parameters no scenario writes."""
     try:
-        tasks, per_task = int(params["tasks"]), int(params["images_per_task"])
+        tasks, per_task, per_class = (int(params["tasks"]), int(params["images_per_task"]),
+                                      int(params["classes_per_task"]))
         splits = tuple(float(v) for v in params["splits"])
-        if len(splits) != 3 or not 1 <= tasks <= 1000 or not 1 <= per_task <= MAX_IMAGES_PER_TASK:
-            return None
+        check_params(tasks, per_task, 64, 0, splits, per_class)
         counts = split_counts(per_task, splits)
-    except (KeyError, TypeError, ValueError, OverflowError):
+    except (KeyError, TypeError, ValueError, OverflowError, ConfigError):
         return None
-    made = {MARKER_NAME, "tasks.yaml"}
-    for t in range(1, tasks + 1):
-        for split in SPLITS:
-            made.add(f"tasks/t{t}/{split}.txt")
-            made.add(f"labels/t{t}/{split}.cache")  # ultralytics' label cache, once trained on
-            for i in range(counts[split]):
-                made.add(f"images/t{t}/{split}/t{t}_{split}_{i:05d}.jpg")
-                made.add(f"labels/t{t}/{split}/t{t}_{split}_{i:05d}.txt")
+
+    def made(rel: str) -> bool:
+        m = _FILE_RE.fullmatch(rel)
+        if m is None:
+            return False
+        if m.group(1):  # an image or its label file
+            t, split, index = int(m.group(2)), m.group(3), int(m.group(6))
+            return (m.group(4) == m.group(2) and m.group(5) == split
+                    and (m.group(1) == "images") == (m.group(7) == "jpg")
+                    and 1 <= t <= tasks and index < counts[split])
+        t = m.group(8) or m.group(10)
+        return t is None or 1 <= int(t) <= tasks
+
     return made
 
 
-def _marked_files(marker: Path) -> set[str] | None:
-    """:func:`_scenario_files` of the parameters a ``scenario.json`` holds (``None``: it cannot
+def _marked(marker: Path):
+    """:func:`_scenario_made` of the parameters a ``scenario.json`` holds (``None``: it cannot
     be read, or it is not exactly what :func:`make_scenario` writes)."""
     try:
         params = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(params, dict) or set(params) != MARKER_KEYS:
         return None
-    return _scenario_files(params)
+    return _scenario_made(params)
+
+
+_FOLDER_RE = re.compile(r"(images|labels|tasks)(/t\d+(/(train|val|test))?)?")
 
 
 def _foreign_file(out: Path) -> str | None:
@@ -348,67 +360,112 @@ def _foreign_file(out: Path) -> str | None:
     path), or None. That scenario's ``scenario.json`` must hold exactly the parameters
     :func:`make_scenario` writes; a file counts as the scenario's only where its path is one
     that scenario writes, or the temp file of such a write killed half-way
-    (``.NAME.xxxx.tmp`` beside it); the staging folder of a run killed half-way is the
-    scenario's too, and so are the files of the scenario it holds (some of them may have
-    been renamed into ``out`` already)."""
-    made = _marked_files(out / MARKER_NAME)
-    if made is None:
-        return MARKER_NAME
-    for staging in out.iterdir():  # a run killed while it swapped: its files are the scenario's
-        if STAGING_RE.fullmatch(staging.name) and staging.is_dir() and not staging.is_symlink():
-            made |= _marked_files(staging / MARKER_NAME) or set()
-    folders = {str(Path(p).parent.as_posix()) for p in made}
-    folders |= {str(Path(p).as_posix()) for f in list(folders) for p in Path(f).parents} - {"."}
+    (``.NAME.xxxxxxxx.tmp`` beside it). A staging folder that a run killed half-way left
+    (:data:`STAGING_RE`) is checked the same way against its own ``scenario.json``, the
+    earlier scenario it was replacing (its ``old/``) too; files of the scenario it holds may
+    have been renamed into ``out`` already."""
+    tests = []
+    if (out / MARKER_NAME).exists() or (out / MARKER_NAME).is_symlink():
+        test = _marked(out / MARKER_NAME)
+        if test is None or (out / MARKER_NAME).is_symlink():
+            return MARKER_NAME
+        tests.append(test)
+    for staging in (p for p in out.iterdir() if STAGING_RE.fullmatch(p.name)):
+        if staging.is_symlink() or not staging.is_dir():
+            return staging.name
+        test = _marked(staging / MARKER_NAME)
+        if test is not None:
+            tests.append(test)
+
+    def made(rel: str) -> bool:
+        temp = _TEMP_RE.fullmatch(rel)
+        name = f"{temp.group(1) or ''}{temp.group(2)}" if temp else rel
+        return any(test(name) for test in tests)
+
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out).as_posix()
-        top = rel.split("/", 1)[0]
-        if STAGING_RE.fullmatch(top) and not path.is_symlink():
+        if rel == "lost+found" and path.is_dir() and not path.is_symlink():
+            continue  # a freshly made file system's
+        top, _, inner = rel.partition("/")
+        if STAGING_RE.fullmatch(top):  # a killed run's: its new scenario, and the old one
+            rel = inner.removeprefix("old/") if inner not in ("", "old") else "."
+        if rel == "." or (path.is_dir() and not path.is_symlink() and _FOLDER_RE.fullmatch(rel)):
             continue
-        if path.is_symlink():
-            return rel
-        if path.is_dir():
-            if rel not in folders:
-                return rel
-            continue
-        temp = re.fullmatch(r"(.*/)?\.(.+)\.[A-Za-z0-9_]+\.tmp", rel)
-        if rel not in made and not (temp and f"{temp.group(1) or ''}{temp.group(2)}" in made):
-            return rel
+        if rel.startswith("lost+found/") or path.is_symlink() or path.is_dir() or not made(rel):
+            return path.relative_to(out).as_posix()
     return None
 
 
 def _check_out_dir(out: Path) -> None:
-    """Check ``out`` can take a scenario: absent, empty, or an earlier scenario and nothing
-    else (see :func:`_foreign_file`).
+    """Check ``out`` can take a scenario: absent, empty (but for what a killed run left), or
+    an earlier scenario and nothing else (see :func:`_foreign_file`).
 
     Raises:
-        ConfigError: ``out`` is a file, or a folder holding anything else (named).
+        ConfigError: ``out`` is a file, a folder holding anything else (named), or another
+            ``scenario make`` writes into it now.
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"scenario output {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER_NAME).is_file():
-            raise ConfigError(f"refusing to write a scenario into non-empty directory {out} "
-                              f"(no {MARKER_NAME}: not a previous scenario)")
-        foreign = _foreign_file(out)
-        if foreign is not None:
-            raise ConfigError(f"refusing to write a scenario into {out}: it holds {foreign}, "
-                              f"which no scenario there wrote (choose an empty or new folder)")
+    if not out.is_dir():
+        return
+    entries = [p for p in out.iterdir() if not (p.name == "lost+found" and p.is_dir())]
+    for staging in (p for p in entries if STAGING_RE.fullmatch(p.name)):
+        pid = int(STAGING_RE.fullmatch(staging.name).group(1))
+        if pid != os.getpid() and process_alive(pid):
+            raise ConfigError(f"another scenario make (pid {pid}) writes into {out} now; wait "
+                              f"for it, or choose another folder")
+    if entries and not (out / MARKER_NAME).exists() \
+            and not all(STAGING_RE.fullmatch(p.name) for p in entries):
+        raise ConfigError(f"refusing to write a scenario into non-empty directory {out} "
+                          f"(no {MARKER_NAME}: not a previous scenario)")
+    foreign = _foreign_file(out) if entries else None
+    if foreign is not None:
+        raise ConfigError(f"refusing to write a scenario into {out}: it holds {foreign}, "
+                          f"which no scenario there wrote (choose an empty or new folder)")
 
 
 def _swap_in(out: Path, staging: Path) -> None:
-    """Put the scenario built in ``staging`` (inside ``out``) in the place of the earlier one:
-    its files removed, the new ones renamed in, ``scenario.json`` replaced and ``tasks.yaml``
-    last, so that at every moment a ``scenario.json`` stands there (a run killed meanwhile
-    leaves a folder the next run recognises and rewrites) and renames only (no space needed,
-    the same file system even where ``out`` is a mount point)."""
-    (out / "tasks.yaml").unlink(missing_ok=True)
-    for sub in ("images", "labels", "tasks"):
-        if (out / sub).exists():
-            shutil.rmtree(out / sub)
-    for sub in ("images", "labels", "tasks", MARKER_NAME, "tasks.yaml"):
-        os.replace(staging / sub, out / sub)
-    staging.rmdir()
+    """Put the scenario built in ``staging`` (inside ``out``) in the place of the earlier one,
+    by renames only (no space needed, the same file system even where ``out`` is a mount
+    point): the earlier one's folders and ``tasks.yaml`` moved into ``staging/old`` (moved
+    back if a rename fails), the new ones renamed in, ``scenario.json`` replaced and
+    ``tasks.yaml`` last, so that at every moment a ``scenario.json`` stands there (a run killed
+    meanwhile leaves a folder the next run recognises and rewrites); then ``staging``, the
+    earlier scenario inside it, is removed.
+
+    Raises:
+        ConfigError: the new scenario is in place, but the earlier one's files could not all
+            be removed (they are left in ``staging``, named).
+        OSError: a rename failed; the earlier scenario is back in place.
+    """
+    old = staging / "old"
+    old.mkdir()
+    moved: list[str] = []
+    try:
+        for sub in ("tasks.yaml", "images", "labels", "tasks"):
+            if (out / sub).exists() or (out / sub).is_symlink():
+                os.replace(out / sub, old / sub)
+                moved.append(sub)
+        for sub in ("images", "labels", "tasks"):
+            os.replace(staging / sub, out / sub)
+    except OSError:
+        for sub in ("images", "labels", "tasks"):
+            if (out / sub).exists() and not (staging / sub).exists() and sub not in moved:
+                os.replace(out / sub, staging / sub)
+        for sub in reversed(moved):
+            if (out / sub).exists():
+                os.replace(out / sub, staging / sub)
+            os.replace(old / sub, out / sub)
+        raise
+    os.replace(staging / MARKER_NAME, out / MARKER_NAME)
+    os.replace(staging / "tasks.yaml", out / "tasks.yaml")
     fsync_dir(out)
+    try:
+        shutil.rmtree(staging)
+    except OSError as exc:
+        raise ConfigError(f"the new scenario is in {out}, but the earlier one's files could not "
+                          f"all be removed ({exc.strerror or exc}: {exc.filename}); they are in "
+                          f"{staging}: remove that folder") from None
 
 
 def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60, imgsz: int = 160,
@@ -441,17 +498,22 @@ def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60
     """
     splits = tuple(float(v) for v in splits)
     check_params(tasks, images_per_task, imgsz, seed, splits, classes_per_task)
-    out = Path(out_dir).expanduser().resolve()
+    out = Path(out_dir).expanduser()
+    if out.is_symlink() and not out.exists():
+        raise ConfigError(f"scenario output {out} is a link to {os.readlink(out)}, which does not "
+                          f"exist (an unmounted card?); name another folder")
+    out = out.resolve()
     _check_out_dir(out)
     made = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.iterdir():  # the staging folder of a run killed half-way
+    for leftover in out.iterdir():  # the staging folder of a run killed half-way (checked)
         if STAGING_RE.fullmatch(leftover.name) and leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover)
     staging = out / f".new-scenario.pid{os.getpid()}.tmp"
     try:  # built whole before the earlier scenario goes: a failure half-way leaves that one
         staging.mkdir()
         _write_scenario(staging, tasks, images_per_task, imgsz, seed, splits, classes_per_task)
+        _check_out_dir(out)  # again: a file put there while this one was built is kept
         _swap_in(out, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -166,8 +166,58 @@ def check_security_settings(base: tuple, size: SimSize, devices: int, rounds: in
 
     cfg = device_config(base, Path("fleet-simulate-check"), size, "127.0.0.1:1", "check",
                         devices, rounds)
-    server_certificates(cfg)
+    if server_certificates(cfg) is not None:
+        problem = loopback_handshake_problem(cfg.fleet.ca_cert, cfg.fleet.server_cert,
+                                             cfg.fleet.server_key)
+        if problem:  # the devices would retry for ever against files that cannot change
+            raise ConfigError(f"fleet simulate connects its devices to 127.0.0.1 with these TLS "
+                              f"settings, and the handshake fails: {problem} (fleet.server_cert "
+                              f"must name 127.0.0.1 and be signed by fleet.ca_cert)")
     check_client_security(cfg)
+
+
+def loopback_handshake_problem(ca_cert: str, server_cert: str, server_key: str,
+                               timeout_s: float = 10.0) -> str:
+    """Why a device trusting ``ca_cert`` would refuse the server certificate at 127.0.0.1, in
+    one line (Python's ``ssl``, over a socket pair in this process); "" when it would not.
+
+    Args:
+        ca_cert: the CA certificate file the devices trust.
+        server_cert: the server's certificate file.
+        server_key: its key file.
+        timeout_s: the longest wait for the handshake.
+    """
+    import socket
+    import ssl
+    import threading
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(server_cert, server_key)
+    client_ctx = ssl.create_default_context(cafile=ca_cert)
+    ends = socket.socketpair()
+    for end in ends:
+        end.settimeout(timeout_s)
+
+    def serve() -> None:
+        try:
+            with server_ctx.wrap_socket(ends[0], server_side=True):
+                pass
+        except (ssl.SSLError, OSError):  # the client's refusal is what is reported
+            return
+
+    server = threading.Thread(target=serve, name="edgecl-tls-check", daemon=True)
+    server.start()
+    try:
+        with client_ctx.wrap_socket(ends[1], server_hostname="127.0.0.1"):
+            return ""
+    except ssl.SSLCertVerificationError as exc:
+        return str(exc.verify_message or exc.reason or exc)
+    except (ssl.SSLError, OSError) as exc:
+        return str(getattr(exc, "reason", None) or exc)
+    finally:
+        for end in ends:
+            end.close()
+        server.join(timeout_s)
 
 
 def _baseline_config(*args) -> Config:

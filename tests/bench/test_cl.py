@@ -322,6 +322,7 @@ def test_end_to_end_tiny_run_with_the_new_methods(tmp_path, capsys):
     ({"budget": True}, "budget is True, not a fraction in [0, 1]"),
     ({"calibration": {"dece_raw": "high"}}, "calibration is not D-ECE figures"),
     ({}, "it repeats run 1"),  # before: counted as a second seed
+    ({"acc": 10 ** 4000}, "acc is 1" + "0" * 36 + "..., not a number in [-1, 1]"),
 ])
 def test_a_damaged_run_in_results_json_is_one_line_naming_it(tmp_path, change, problem):
     good = {"strategy": "er", "budget": 0.2, "seed": 0, "tasks": ["t1", "t2"],

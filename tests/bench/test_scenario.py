@@ -152,13 +152,17 @@ def test_a_folder_with_a_scenario_json_is_rewritten_only_when_a_scenario_made_al
     earlier = tmp_path / "earlier"
     make_scenario(earlier, tasks=2, images_per_task=4, imgsz=48)
     (earlier / "labels" / "t1" / "train.cache").write_bytes(b"ultralytics cache")
-    (earlier / "images" / "t1" / "train" / ".t1_train_00000.jpg.k2j4.tmp").write_bytes(b"")
+    (earlier / "images" / "t1" / "train" / ".t1_train_00000.jpg.k2j4ab_9.tmp").write_bytes(b"")
+    (earlier / ".new-scenario.pid999999.tmp" / "images").mkdir(parents=True)  # a killed run
     for mine in ("images/t1/train/my_notes.txt", "images/t7/val/t7_val_00001.jpg",
-                 "images/t1/train/t1_train_99999.jpg", ".notes.tmp", "images/.draft.tmp"):
+                 "images/t1/train/t1_train_99999.jpg", ".notes.tmp", "images/.draft.tmp",
+                 "images/t1/train/.t1_train_00000.jpg.mine.tmp",
+                 ".new-scenario.pid999999.tmp/thesis.docx"):
         path = earlier / mine
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("kept")
-        with pytest.raises(ConfigError, match=f"it holds {re.escape(mine.split('/t7/')[0] + '/t7' if '/t7/' in mine else mine)}, which no scenario there wrote"):
+        with pytest.raises(ConfigError, match=f"it holds {re.escape(mine)}, which no scenario "
+                                              f"there wrote"):
             make_scenario(earlier, tasks=2, images_per_task=6, imgsz=48)
         assert path.read_text() == "kept"
         path.unlink()
@@ -299,3 +303,52 @@ def test_command_make_prints_path_and_summary(tmp_path, capsys):
     assert lines[0] == str((tmp_path / "s" / "tasks.yaml").resolve())
     assert lines[1] == ("2 tasks, 4 classes, images train 8 / val 2 / test 2; "
                         "classes t1: car, truck; t2: person, bicycle")
+
+
+def test_a_new_folder_where_a_run_was_killed_is_taken_and_a_live_run_is_waited_for(tmp_path):
+    """Before: a run killed while it built into a new folder left only its hidden staging
+    folder, and the next run refused the folder ('no scenario.json'); and two runs into one
+    folder removed each other's staging folders and left it broken."""
+    import subprocess
+
+    out = tmp_path / "new"
+    (out / ".new-scenario.pid999999.tmp" / "images" / "t1" / "train").mkdir(parents=True)
+    (out / "lost+found").mkdir()  # a freshly made file system's: not the user's files
+    make_scenario(out, tasks=1, images_per_task=4, imgsz=48)
+    assert sorted(p.name for p in out.iterdir()) == ["images", "labels", "lost+found",
+                                                     MARKER_NAME, "tasks", "tasks.yaml"]
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        (out / f".new-scenario.pid{live.pid}.tmp").mkdir()
+        with pytest.raises(ConfigError, match=f"another scenario make \\(pid {live.pid}\\) "
+                                              f"writes into"):
+            make_scenario(out, tasks=1, images_per_task=4, imgsz=48)
+        assert (out / f".new-scenario.pid{live.pid}.tmp").is_dir()
+    finally:
+        live.kill()
+        live.wait()
+    link = tmp_path / "card"
+    link.symlink_to(tmp_path / "unmounted" / "deep")
+    with pytest.raises(ConfigError, match="is a link to .*which does not exist"):
+        make_scenario(link, tasks=1, images_per_task=4, imgsz=48)
+    assert not (tmp_path / "unmounted").exists()
+
+
+def test_a_folder_that_cannot_be_emptied_keeps_the_new_scenario_whole(tmp_path, monkeypatch):
+    """Before: a read-only folder in the earlier scenario failed its removal half-way: its
+    tasks.yaml and part of its images were gone, and no new scenario was in place."""
+    out = tmp_path / "out"
+    make_scenario(out, tasks=1, images_per_task=4, imgsz=48)
+    real = shutil.rmtree
+
+    def refused(path, *a, **k):
+        if ".new-scenario." in str(path) and not k.get("ignore_errors"):
+            raise PermissionError(13, "Permission denied", str(path) + "/old/images/t1")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(shutil, "rmtree", refused)
+    with pytest.raises(ConfigError, match="the new scenario is in .*, but the earlier one's files "
+                                          "could not all be removed"):
+        make_scenario(out, tasks=2, images_per_task=4, imgsz=48)
+    monkeypatch.undo()
+    assert len(load_tasks(out / "tasks.yaml").tasks) == 2  # the new one, whole

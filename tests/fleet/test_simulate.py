@@ -131,3 +131,51 @@ def test_an_earlier_simulation_in_the_out_folder_is_not_replaced(tmp_path, capsy
     assert code == 2 and err.startswith(f"error: --out {out} holds an earlier fleet simulation "
                                         f"(summary.json); give another --out")
     assert (out / "summary.json").read_text() == '{"devices": 2}' and (out / "device0").is_dir()
+
+
+def _self_signed(path, ip: str | None):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+               .public_key(key.public_key()).serial_number(1)
+               .not_valid_before(now - datetime.timedelta(days=1))
+               .not_valid_after(now + datetime.timedelta(days=30)))
+    if ip:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False)
+    path.with_suffix(".pem").write_bytes(builder.sign(key, hashes.SHA256()).public_bytes(
+        serialization.Encoding.PEM))
+    path.with_suffix(".key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return str(path.with_suffix(".pem")), str(path.with_suffix(".key"))
+
+
+def test_tls_files_the_loopback_fleet_cannot_use_are_one_line_not_a_hang(tmp_path, capsys):
+    """Before: a server certificate naming another address (or a CA that did not sign it)
+    left the simulated devices retrying for ever, and the server waiting for them."""
+    pytest.importorskip("cryptography")
+    from edgecl.fleet.simulate import loopback_handshake_problem
+
+    good = _self_signed(tmp_path / "good", "127.0.0.1")
+    other = _self_signed(tmp_path / "other", "10.9.9.9")
+    assert loopback_handshake_problem(good[0], *good) == ""
+    assert "mismatch" in loopback_handshake_problem(other[0], *other).lower()
+    assert loopback_handshake_problem(other[0], *good)  # a CA that did not sign it
+    out = tmp_path / "sim"
+    assert main(["fleet", "simulate", "--devices", "2", "--rounds", "1", "--out", str(out),
+                 f"fleet.ca_cert={other[0]}", f"fleet.server_cert={other[0]}",
+                 f"fleet.server_key={other[1]}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: fleet simulate connects its devices to 127.0.0.1 with these "
+                          "TLS settings, and the handshake fails: ") and err.count("\n") == 1, err
+    assert not out.exists()
