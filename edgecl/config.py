@@ -794,7 +794,8 @@ def _number_from_text(text: str, kind: type, dotted: str, where: str) -> int | f
 class DataFileLoader(yaml.SafeLoader):
     """PyYAML's safe loader for the YAML files users bring (a dataset's ``data.yaml``, a
     ``tasks.yaml``), with aliases refused and nesting bounded: ten lines of nested aliases
-    expand to 10^10 values, and reading or quoting them took minutes and gigabytes
+    expand to 10^10 values, and reading or quoting them took minutes and gigabytes; and a key
+    given twice refused (``names: {0: car, 0: truck}`` took truck without a word)
     (``yaml.load(text, Loader=DataFileLoader)``; errors are ``yaml.YAMLError``)."""
 
     what = "a dataset file"
@@ -817,6 +818,18 @@ class DataFileLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node, deep=False):  # noqa: D102 - PyYAML's hook
+        # a key given twice is an error, not the last one silently winning ({0: car, 0: truck})
+        seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_show(key_node.value)} (first at line "
+                                    f"{seen[key_node.value] + 1})", key_node.start_mark)
+                seen[key_node.value] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
 
 class _ConfigLoader(DataFileLoader):
     """YAML for config files and override values.
@@ -833,16 +846,6 @@ class _ConfigLoader(DataFileLoader):
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
     what = "a config file"
 
-    def construct_mapping(self, node, deep=False):  # noqa: D102 - PyYAML's hook
-        seen: dict[str, int] = {}
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {_show(key_node.value)} (first at line "
-                                    f"{seen[key_node.value] + 1})", key_node.start_mark)
-                seen[key_node.value] = key_node.start_mark.line
-        return super().construct_mapping(node, deep)
 
 
 def _build(cls: type, data: dict | None, prefix: str, where: str,

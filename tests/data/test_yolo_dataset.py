@@ -161,6 +161,16 @@ def test_nested_aliases_in_a_data_yaml_are_refused_at_once(tmp_path):
         load_tasks(tmp_path / "tasks.yaml")
 
 
+def test_a_key_given_twice_in_a_data_yaml_is_refused(tmp_path):
+    """Before: 'names: {0: car, 0: truck}' took truck for class 0 without a word."""
+    (tmp_path / "images").mkdir()
+    path = tmp_path / "data.yaml"
+    path.write_text("train: images\nnames: {0: car, 0: truck}\n")
+    with pytest.raises(ConfigError, match=r"data.yaml at line 2: duplicate key '0' \(first at "
+                                          r"line 2\)"):
+        load_data_yaml(path)
+
+
 def test_a_split_folder_given_alone_reports_its_datasets_broken_names(tmp_path):
     """Before: 'dir://ds/images' under a data.yaml with 'names: 5' streamed with no word of the
     yaml, and every labelled frame was refused for a class id no registry held; the dataset's
