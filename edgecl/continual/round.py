@@ -767,6 +767,11 @@ def _fine_tune(ctx: RoundContext, model, parent_model, replay_ids: list[int]):
         log.info("this round trains every layer, as a first round does: the model learns from "
                  "scratch and has trained %d of learner.first_round_max_steps=%d steps so far",
                  young, cfg.learner.first_round_max_steps)
+    elif first:  # learner.max_steps=5 on a new device still trained 600 steps, unexplained
+        log.info("first round: the model learns from scratch, every layer, for at most "
+                 "learner.first_round_max_steps=%d steps and learner.first_round_budget_s=%g s "
+                 "(learner.max_steps and learner.budget_s bound the rounds after it)",
+                 cfg.learner.first_round_max_steps, cfg.learner.first_round_budget_s)
     prev = parent_model if (cfg.ider.enabled and not first) else None
     learner = cfg.learner
     hooks = []

@@ -237,3 +237,28 @@ def test_a_model_learning_from_scratch_trains_every_layer_until_the_first_rounds
     assert runs[0] == (0, 30, False) and runs[1] == (0, 30 - s1, False)  # every layer, no LwF
     assert second == s1 + s2 == 30  # the first round's steps reached over two rounds
     assert runs[2:] == [(10, 4, True)] * 2 and third is fourth is None  # trained: as before
+
+
+def test_a_first_round_says_its_own_step_and_time_bounds(tmp_path, monkeypatch, caplog):
+    """Before: 'edgecl learn learner.max_steps=5' on a new device trained 'step 89 of at most
+    600' with no word of learner.first_round_max_steps, which bounds a first round."""
+    from edgecl.continual import finetune
+
+    class Tuner:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self, *args, **kwargs):
+            return kwargs
+
+    monkeypatch.setattr(finetune, "FineTuner", Tuner)
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.max_steps=5",
+                             "learner.first_round_max_steps=600"])
+    ctx = SimpleNamespace(cfg=cfg, young_steps=lambda: 0, first=True, new_records=[],
+                          snapshot=SimpleNamespace(image_paths=lambda ids: []), progress=None,
+                          work=tmp_path)
+    with caplog.at_level("INFO", logger="edgecl.continual.round"):
+        bounds = round_mod._fine_tune(ctx, model=None, parent_model=None, replay_ids=[])
+    assert bounds["max_steps"] == 600
+    assert ("first round: the model learns from scratch, every layer, for at most "
+            "learner.first_round_max_steps=600 steps") in caplog.text
