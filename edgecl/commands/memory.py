@@ -145,11 +145,10 @@ def stats_command(args: argparse.Namespace) -> int:
           f"the samples may take (memory.max_bytes {stats['max_bytes'] / mib:.1f} MiB less "
           f"room for the index), policy {stats['policy']}, seen {stats['seen']}")
     if not stats["settings_recorded"] and not memory_given(args):
-        print("  bounds shown are this command's defaults: the memory records no settings of "
-              "its device's runtime (no runtime has opened it yet, an older release wrote "
-              "it, or its index was rebuilt; "
-              "'edgecl run' records them); "
-              "--config gives the device's")
+        print("  the capacity and size bounds shown are this command's defaults, as no "
+              "device has run on this memory yet ('edgecl run' records its own; an older "
+              "release or a rebuilt index records none): give --config DEVICE.yaml to see "
+              "the device's")
     if stats["over_budget_bytes"]:  # a smaller max_bytes given to this tool
         print(f"  over that budget by {stats['over_budget_bytes'] / mib:.1f} "
               f"MiB: the runtime (or memory verify) evicts samples to fit when it opens the "
