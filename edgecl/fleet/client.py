@@ -532,8 +532,9 @@ def _known_problem(text: str, address: str, host: str, tls: bool | None, connect
         return (f"TLS: the server's certificate does not name {host or 'the host connected to'} "
                 f"(add it to the certificate's subjectAltName, or use an address it names)")
     if "WRONG_VERSION_NUMBER" in text:
-        return ("TLS: the server does not use TLS (set fleet.server_cert and fleet.server_key "
-                "on the server)")
+        return ("TLS: the server does not answer TLS: a fleet server without it (set "
+                "fleet.server_cert and fleet.server_key on the server), or another program on "
+                "that port (check fleet.server_address)")
     if "Socket closed" in text and tls is False and not connected:
         return ("the server closed the connection at once: it stopped meanwhile, or it uses TLS "
                 "(then set fleet.ca_cert)")

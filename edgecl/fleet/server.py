@@ -67,11 +67,15 @@ FLOWER_NOISE = ("[INIT]", "[ROUND ", "[SUMMARY]", "Starting Flower server, confi
                 "Using initial global parameters provided by strategy",
                 "Starting evaluation of initial global parameters",
                 "Evaluation returned no results", "Run finished ", "History (",
-                "Flower server terminated gracefully")
+                "Flower server terminated gracefully", "Flower ECE: gRPC server running",
+                "configure_fit: ", "aggregate_fit: ", "configure_evaluate: ",
+                "aggregate_evaluate: ")
 """Flower's server lines that mislead an edgecl user, dropped: its round numbers start at 1
-again when a server resumes (``[ROUND 1]`` beside ``fleet round 4``), it "evaluates" a global
-model it has no data for, its end-of-run summary is its internal metrics dict, and a stop by
-a signal is said by ``edgecl fleet server`` itself (where the fleet stands, how to resume)."""
+again when a server resumes (``[ROUND 1]`` beside ``fleet round 4``, ``(2 rounds)`` beside
+``rounds 10..11``), it "evaluates" a global model it has no data for, its per-round lines
+("sampled 1 clients", "received 2 results and 0 failures") say in its own terms what edgecl's
+lines say per device, its end-of-run summary is its internal metrics dict, and a stop by a
+signal is said by ``edgecl fleet server`` itself (where the fleet stands, how to resume)."""
 
 SUMMARY_LINE = "\t%s"
 """The format of the lines of Flower's end-of-run summary (one line of its History each)."""

@@ -457,20 +457,21 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             """Flower's hook: the devices asked to train this round, with the global model."""
             rnd = self.fleet_round(server_round)
             need = int(fleet_cfg.min_devices)
+            devices = f"{need} device{'' if need == 1 else 's'}"
             if client_manager.num_available() < need:  # said at once, then every WAIT_LOG_S
-                log.info("fleet round %d: waiting for %d devices (fleet.min_devices); %d "
-                         "connected", rnd, need, client_manager.num_available())
+                log.info("fleet round %d: waiting for %s (fleet.min_devices); %d connected",
+                         rnd, devices, client_manager.num_available())
             while not client_manager.wait_for(need, timeout=WAIT_LOG_S):
                 # Flower itself waits up to a day without a word
-                log.info("fleet round %d: waiting for %d devices (fleet.min_devices); %d "
-                         "connected", rnd, need, client_manager.num_available())
+                log.info("fleet round %d: waiting for %s (fleet.min_devices); %d connected",
+                         rnd, devices, client_manager.num_available())
             admitted = self._admitted(list(client_manager.all().values()), rnd)
             said_s = time.monotonic()
             while len(admitted) < need:  # connected, but not all hold the fleet's token
                 if time.monotonic() - said_s >= WAIT_LOG_S:
                     said_s = time.monotonic()
-                    log.info("fleet round %d: waiting for %d devices holding the fleet's token; "
-                             "%d connected, %d refused", rnd, need,
+                    log.info("fleet round %d: waiting for %s holding the fleet's token; "
+                             "%d connected, %d refused", rnd, devices,
                              client_manager.num_available(), len(self.refused))
                 time.sleep(HELLO_POLL_S)
                 admitted = self._admitted(list(client_manager.all().values()), rnd)

@@ -230,7 +230,8 @@ def check_validity(key: str, path: str, now=None, refuse: bool = True) -> None:
     if problem and refuse:
         raise ConfigError(problem)
     if problem:
-        log.warning("%s; detection goes on, and the fleet client retries until it passes", problem)
+        log.warning("%s; detection goes on, and the fleet client retries until the dates pass "
+                    "(a renewed certificate, or this machine's clock set right)", problem)
         return
     if end - now < datetime.timedelta(days=EXPIRY_WARNING_DAYS):
         log.warning("config key '%s': %s expires on %s UTC; renew it before then", key, path,
