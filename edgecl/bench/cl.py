@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -211,6 +212,10 @@ def resolve_data(args: argparse.Namespace, out: Path, make: bool = True) -> Path
     from edgecl.data.scenario import MARKER_NAME, make_scenario
 
     folder = out / "scenario"
+    if folder.is_symlink():  # the scenario it points at is the user's, not the benchmark's
+        raise ConfigError(f"--out: {folder} is a link (to {os.readlink(folder)}); the benchmark "
+                          f"writes its own scenario there: remove the link, or give --data the "
+                          f"scenario's tasks.yaml")
     wanted = {"tasks": args.tasks, "images_per_task": args.images_per_task,
               "imgsz": args.imgsz, "seed": args.scenario_seed}
     marker = folder / MARKER_NAME
@@ -630,6 +635,7 @@ def run(args: argparse.Namespace) -> int:
                           f"exist")
     out.mkdir(parents=True, exist_ok=True)
     _check_outputs(out)
+    load_results(out / RESULTS)  # a damaged file: said before any data is made
     yaml_path = resolve_data(args, out, make=not args.report_only)
     taskset = refuse_trained_test_images(load_tasks(yaml_path))
     if len(taskset.tasks) < 2:

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -396,6 +397,17 @@ def _foreign_file(out: Path) -> str | None:
     return None
 
 
+def _recently_written(staging: Path, quiet_s: float = 120.0) -> bool:
+    """Whether a staging folder or one of its folders changed in the last ``quiet_s`` (a run
+    building there writes every second; a pid taken by another process since a run was
+    killed is no run)."""
+    try:
+        folders = [staging, *(p for p in staging.rglob("*") if p.is_dir())]
+        return time.time() - max(p.stat().st_mtime for p in folders) < quiet_s
+    except (OSError, ValueError):
+        return False
+
+
 def _check_out_dir(out: Path) -> None:
     """Check ``out`` can take a scenario: absent, empty (but for what a killed run left), or
     an earlier scenario and nothing else (see :func:`_foreign_file`).
@@ -411,9 +423,10 @@ def _check_out_dir(out: Path) -> None:
     entries = [p for p in out.iterdir() if not (p.name == "lost+found" and p.is_dir())]
     for staging in (p for p in entries if STAGING_RE.fullmatch(p.name)):
         pid = int(STAGING_RE.fullmatch(staging.name).group(1))
-        if pid != os.getpid() and process_alive(pid):
+        if pid != os.getpid() and pid < 2 ** 22 and process_alive(pid) and _recently_written(staging):
             raise ConfigError(f"another scenario make (pid {pid}) writes into {out} now; wait "
-                              f"for it, or choose another folder")
+                              f"for it, or choose another folder (if no run is going on, "
+                              f"remove {staging})")
     if entries and not (out / MARKER_NAME).exists() \
             and not all(STAGING_RE.fullmatch(p.name) for p in entries):
         raise ConfigError(f"refusing to write a scenario into non-empty directory {out} "
@@ -424,19 +437,40 @@ def _check_out_dir(out: Path) -> None:
                           f"which no scenario there wrote (choose an empty or new folder)")
 
 
+def _recover(out: Path, staging: Path) -> None:
+    """Finish or undo the swap of a run killed in :func:`_swap_in`, from what ``staging``
+    holds: the new ``tasks.yaml`` alone left (its ``scenario.json`` in place already) is
+    moved in, which completes the new scenario; otherwise the earlier scenario's folders in
+    ``staging/old`` go back (the new ones that had replaced them going back to ``staging``),
+    which makes the earlier scenario whole again. Renames only."""
+    old = staging / "old"
+    if not (staging / MARKER_NAME).exists() and (staging / "tasks.yaml").exists():
+        os.replace(staging / "tasks.yaml", out / "tasks.yaml")
+        return
+    if not old.is_dir():
+        return
+    for sub in ("images", "labels", "tasks"):
+        if (old / sub).exists():
+            if (out / sub).exists() and not (staging / sub).exists():
+                os.replace(out / sub, staging / sub)
+            if not (out / sub).exists():
+                os.replace(old / sub, out / sub)
+    if (old / "tasks.yaml").exists() and not (out / "tasks.yaml").exists():
+        os.replace(old / "tasks.yaml", out / "tasks.yaml")
+    fsync_dir(out)
+
+
 def _swap_in(out: Path, staging: Path) -> None:
     """Put the scenario built in ``staging`` (inside ``out``) in the place of the earlier one,
     by renames only (no space needed, the same file system even where ``out`` is a mount
     point): the earlier one's folders and ``tasks.yaml`` moved into ``staging/old`` (moved
     back if a rename fails), the new ones renamed in, ``scenario.json`` replaced and
     ``tasks.yaml`` last, so that at every moment a ``scenario.json`` stands there (a run killed
-    meanwhile leaves a folder the next run recognises and rewrites); then ``staging``, the
-    earlier scenario inside it, is removed.
+    meanwhile leaves a folder the next run recognises, :func:`_recover`, and rewrites).
 
     Raises:
-        ConfigError: the new scenario is in place, but the earlier one's files could not all
-            be removed (they are left in ``staging``, named).
-        OSError: a rename failed; the earlier scenario is back in place.
+        OSError: a rename failed; the earlier scenario is back in place (what could not be
+            moved back stays in ``staging/old``).
     """
     old = staging / "old"
     old.mkdir()
@@ -449,23 +483,17 @@ def _swap_in(out: Path, staging: Path) -> None:
         for sub in ("images", "labels", "tasks"):
             os.replace(staging / sub, out / sub)
     except OSError:
-        for sub in ("images", "labels", "tasks"):
-            if (out / sub).exists() and not (staging / sub).exists() and sub not in moved:
-                os.replace(out / sub, staging / sub)
-        for sub in reversed(moved):
-            if (out / sub).exists():
-                os.replace(out / sub, staging / sub)
-            os.replace(old / sub, out / sub)
+        for sub in reversed(moved):  # the earlier folders back; a new one in the way goes aside
+            try:
+                if (out / sub).exists() and not (staging / sub).exists():
+                    os.replace(out / sub, staging / sub)
+                os.replace(old / sub, out / sub)
+            except OSError:
+                continue  # left in staging/old: make_scenario says where
         raise
     os.replace(staging / MARKER_NAME, out / MARKER_NAME)
     os.replace(staging / "tasks.yaml", out / "tasks.yaml")
     fsync_dir(out)
-    try:
-        shutil.rmtree(staging)
-    except OSError as exc:
-        raise ConfigError(f"the new scenario is in {out}, but the earlier one's files could not "
-                          f"all be removed ({exc.strerror or exc}: {exc.filename}); they are in "
-                          f"{staging}: remove that folder") from None
 
 
 def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60, imgsz: int = 160,
@@ -508,6 +536,7 @@ def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60
     out.mkdir(parents=True, exist_ok=True)
     for leftover in out.iterdir():  # the staging folder of a run killed half-way (checked)
         if STAGING_RE.fullmatch(leftover.name) and leftover.is_dir() and not leftover.is_symlink():
+            _recover(out, leftover)
             shutil.rmtree(leftover)
     staging = out / f".new-scenario.pid{os.getpid()}.tmp"
     try:  # built whole before the earlier scenario goes: a failure half-way leaves that one
@@ -516,6 +545,10 @@ def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60
         _check_out_dir(out)  # again: a file put there while this one was built is kept
         _swap_in(out, staging)
     except BaseException:
+        if (staging / "old").is_dir() and any((staging / "old").iterdir()):
+            raise ConfigError(f"the earlier scenario in {out} could not be put back whole; its "
+                              f"files are in {staging / 'old'}: move them back into {out}") \
+                from None
         shutil.rmtree(staging, ignore_errors=True)
         for folder in made:  # the folders this run made, deepest first, while empty
             try:
@@ -523,6 +556,12 @@ def make_scenario(out_dir: str | Path, tasks: int = 5, images_per_task: int = 60
             except OSError:
                 break
         raise
+    try:
+        shutil.rmtree(staging)  # the earlier scenario, moved aside
+    except OSError as exc:
+        raise ConfigError(f"the new scenario is in {out}, but the earlier one's files could not "
+                          f"all be removed ({exc.strerror or exc}: {exc.filename}); they are in "
+                          f"{staging}: remove that folder") from None
     return out / "tasks.yaml"
 
 

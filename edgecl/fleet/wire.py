@@ -174,6 +174,7 @@ def _check_tls_material(certs: dict[str, str], refuse_dates: bool = True) -> Non
                                             "fleet.ca_cert"))
     if cert and key:
         check_cert_and_key("fleet.server_cert", "fleet.server_key", cert, key)
+        check_grpc_key("fleet.server_cert", cert)
     for name in ("fleet.server_cert", "fleet.ca_cert"):
         if certs.get(name):
             check_validity(name, certs[name], refuse=refuse_dates)
@@ -236,6 +237,38 @@ def check_validity(key: str, path: str, now=None, refuse: bool = True) -> None:
     if end - now < datetime.timedelta(days=EXPIRY_WARNING_DAYS):
         log.warning("config key '%s': %s expires on %s UTC; renew it before then", key, path,
                     f"{end:%Y-%m-%d %H:%M}")
+
+
+def check_grpc_key(key: str, path: str) -> None:
+    """Refuse a server certificate whose key gRPC's TLS does not take (Ed25519, Ed448, EC
+    P-521: the server failed to bind with a traceback, or the devices retried for ever with
+    "the connection was lost"). Without the ``cryptography`` package nothing is checked.
+
+    Args:
+        key: the config key naming the file (for the message).
+        path: the certificate, PEM.
+
+    Raises:
+        ConfigError: another key type, named, with the kinds that work.
+    """
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    except ImportError:
+        return
+    try:
+        public = x509.load_pem_x509_certificate(Path(path).read_bytes()).public_key()
+    except (OSError, ValueError):
+        return  # not one certificate: check_cert_and_key says so
+    if isinstance(public, rsa.RSAPublicKey) or (
+            isinstance(public, ec.EllipticCurvePublicKey)
+            and public.curve.name in ("secp256r1", "secp384r1")):
+        return
+    kind = (f"an EC {public.curve.name} key" if isinstance(public, ec.EllipticCurvePublicKey)
+            else f"an {type(public).__name__.removeprefix('_').replace('PublicKey', '')} key")
+    raise ConfigError(f"config key '{key}': {path} holds {kind}, which the fleet's TLS (gRPC) "
+                      f"does not take: make it with an RSA key (openssl req -newkey rsa:2048 "
+                      f"...) or an EC P-256 or P-384 key")
 
 
 def _validity(cert):

@@ -360,6 +360,17 @@ def test_an_out_where_the_results_cannot_go_is_refused_before_any_training(tmp_p
     assert str(caught.value) == (f"--out {mine} holds table.md but no results.json: no benchmark "
                                  f"wrote it, and it would be replaced; give another --out")
     assert (mine / "table.md").read_text() == "my notes"
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "results.json").write_text("[{")
+    with pytest.raises(ConfigError, match="results.json: not valid JSON"):
+        _run(damaged, capsys)  # before: refused after the scenario and work copy were made
+    assert sorted(p.name for p in damaged.iterdir()) == ["results.json"]
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "scenario").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="scenario is a link"):
+        _run(linked, capsys)  # before: the scenario it pointed at was rewritten
 
 
 def test_report_only_with_nothing_run_is_refused_before_any_data_is_made(tmp_path, capsys):

@@ -352,3 +352,40 @@ def test_a_folder_that_cannot_be_emptied_keeps_the_new_scenario_whole(tmp_path, 
         make_scenario(out, tasks=2, images_per_task=4, imgsz=48)
     monkeypatch.undo()
     assert len(load_tasks(out / "tasks.yaml").tasks) == 2  # the new one, whole
+
+
+def _killed_mid_swap(tmp_path, finish_marker: bool):
+    """An earlier 1-task scenario in ``out`` and a 2-task one in a dead run's staging folder,
+    left as a kill -9 leaves them inside ``_swap_in``."""
+    import edgecl.data.scenario as scenario
+
+    out = tmp_path / "out"
+    make_scenario(out, tasks=1, images_per_task=8, imgsz=48)
+    before = _hashes(out)
+    staging = out / ".new-scenario.pid999999.tmp"
+    new = make_scenario(tmp_path / "new", tasks=2, images_per_task=8, imgsz=48).parent
+    new.rename(staging)
+    (staging / "old").mkdir()
+    for sub in ("tasks.yaml", "images", "labels", "tasks"):
+        os.replace(out / sub, staging / "old" / sub)
+    os.replace(staging / "images", out / "images")  # killed here, or after the marker:
+    if finish_marker:
+        for sub in ("labels", "tasks", MARKER_NAME):
+            os.replace(staging / sub, out / sub)
+    return scenario, out, staging, before
+
+
+def test_a_swap_killed_half_way_is_undone_or_finished_by_the_next_run(tmp_path):
+    """Before: a kill -9 between the swap's renames left the earlier scenario hidden in the
+    staging folder, which the next run deleted before it had built anything; and a folder the
+    next run refused for good ('holds images/t1/test/t1_test_00001.jpg')."""
+    scenario, out, staging, before = _killed_mid_swap(tmp_path / "a", finish_marker=False)
+    scenario._recover(out, staging)
+    assert {k: v for k, v in _hashes(out).items() if not k.startswith(".new-scenario")} == before
+    scenario, out, staging, _ = _killed_mid_swap(tmp_path / "b", finish_marker=True)
+    scenario._recover(out, staging)
+    assert len(load_tasks(out / "tasks.yaml").tasks) == 2  # the new one, finished
+    scenario, out, staging, _ = _killed_mid_swap(tmp_path / "c", finish_marker=False)
+    yaml_path = make_scenario(out, tasks=3, images_per_task=8, imgsz=48)  # the next run
+    assert len(load_tasks(yaml_path).tasks) == 3
+    assert not staging.exists()

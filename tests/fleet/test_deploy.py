@@ -426,6 +426,34 @@ def test_one_fleet_client_per_state_directory(tmp_path, monkeypatch, capsys):
     client.FleetClientStarter().check(cfg)  # free again
 
 
+@pytest.mark.parametrize("newkey, kind", [("ed25519", "an Ed25519 key"),
+                                          ("ec -pkeyopt ec_paramgen_curve:P-521",
+                                           "an EC secp521r1 key")])
+def test_a_server_key_grpc_cannot_take_is_refused_at_start(tmp_path, newkey, kind):
+    """Before: an Ed25519 or P-521 server certificate passed every check; the server then
+    failed to bind with a traceback, or the devices retried for ever ('the connection was
+    lost')."""
+    import shutil
+    import subprocess
+
+    pytest.importorskip("cryptography")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "s.pem", tmp_path / "s.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", *newkey.split(), "-nodes", "-days", "30",
+                    "-subj", "/CN=fleet", "-addext", "subjectAltName=IP:10.0.0.5", "-keyout",
+                    str(key), "-out", str(cert)], check=True, capture_output=True)
+    with pytest.raises(ConfigError) as caught:
+        wire.check_security("10.0.0.5:9092", certs={"fleet.ca_cert": str(cert),
+                                                     "fleet.server_cert": str(cert),
+                                                     "fleet.server_key": str(key)},
+                            token="t" * 20, role="server")
+    assert str(caught.value) == (f"config key 'fleet.server_cert': {cert} holds {kind}, which "
+                                 f"the fleet's TLS (gRPC) does not take: make it with an RSA "
+                                 f"key (openssl req -newkey rsa:2048 ...) or an EC P-256 or "
+                                 f"P-384 key")
+
+
 def test_the_environment_variable_is_offered_for_the_token_only():
     """Before: 'set fleet.ca_cert (or $EDGECL_FLEET_TOKEN)', as if the token stood for TLS."""
     with pytest.raises(ConfigError) as missing_ca:
