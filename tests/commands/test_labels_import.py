@@ -419,7 +419,8 @@ def test_a_memory_from_an_older_release_is_not_evicted_by_a_tool_given_smaller_b
     capsys.readouterr()
     assert _samples(state) == 20
     assert main(["memory", "stats", "--state-dir", str(state)]) == 0
-    assert "the memory records no settings of its device's runtime" in capsys.readouterr().out
+    assert ("the capacity and size bounds shown are this command's defaults, as no device has "
+            "run on this memory yet") in capsys.readouterr().out
     _import(capsys, state, _voc(tmp_path / "v2", 1), "--json", "memory.capacity=30")  # fits
     assert _samples(state) == 21
 
