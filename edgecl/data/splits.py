@@ -620,17 +620,14 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> set[str]:
                           f"a device); name a new file")
     if out.exists():
         try:
-            data = yaml.load(out.read_text(encoding="utf-8-sig"), Loader=DataFileLoader)
+            text = out.read_text(encoding="utf-8-sig")
+            data = yaml.load(text, Loader=DataFileLoader)
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            data = None
+            text, data = "", None
         if not (isinstance(data, dict) and isinstance(data.get("tasks"), list)):
             raise ConfigError(f"--out {out} exists and is not a tasks.yaml: it would be "
                               f"overwritten; name a new file")
-        try:
-            first = out.read_text(encoding="utf-8-sig").split("\n", 1)[0].strip()
-        except (OSError, UnicodeDecodeError):
-            first = ""
-        if first != SPLIT_MARK:
+        if text.split("\n", 1)[0].strip() != SPLIT_MARK:
             raise ConfigError(f"--out {out} is a tasks.yaml that dataset split-tasks did not write "
                               f"(a scenario's, or one of your own): it and its lists would be "
                               f"replaced; name a new file (or remove it first, if it is an "

@@ -572,15 +572,22 @@ def silent_server_problem(address: str, timeout_s: float = 3.0) -> str:
         address: the server's ``host:port``.
         timeout_s: the TCP connection's longest wait.
     """
-    host, _, port = address.rpartition(":")
     waited = f"no answer from {address} within {PROBE_TIMEOUT_S:.0f} s"
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            pass
-    except (OSError, ValueError):
+    if not _port_takes_connections(address, timeout_s):
         return f"{waited} (a firewall dropping its packets, or no host at that address)"
     return (f"{waited}, though its port takes connections: another program listens there, not "
             f"a fleet server (check the port of fleet.server_address)")
+
+
+def _port_takes_connections(address: str, timeout_s: float) -> bool:
+    """Whether a TCP connection to ``host:port`` (an IPv6 host in brackets) is accepted within
+    ``timeout_s``."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _wait_for_server(address: str, max_wait_s: float) -> None:
@@ -594,14 +601,11 @@ def _wait_for_server(address: str, max_wait_s: float) -> None:
     require_flower()
     import flwr.client  # noqa: F401
 
-    host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + max_wait_s
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
-                return
-        except OSError:
-            time.sleep(0.5)
+        if _port_takes_connections(address, 1.0):
+            return
+        time.sleep(0.5)
 
 
 class FleetClientStarter:
