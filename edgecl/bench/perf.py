@@ -216,8 +216,11 @@ def measure(backend, frames: list, args, imgsz: int, conf: float) -> dict:
     ultra = None if args.skip_ultralytics else load_ultralytics(args.model)
     if ultra is not None:
         ultralytics_stream_fps(ultra, frames[:5], imgsz, conf)
+    from edgecl.bench.perf_backends import progress_line
+
     raw, pipe, p50, p95, infer, stream, batch = [], [], [], [], [], [], []
-    for _ in range(max(1, args.repeats)):
+    repeats = max(1, args.repeats)
+    for i in range(repeats):
         raw.append(raw_fps(backend, frames))
         report = pipeline_run(backend, frames)
         pipe.append(report.fps)
@@ -227,6 +230,8 @@ def measure(backend, frames: list, args, imgsz: int, conf: float) -> dict:
         if ultra is not None:
             stream.append(ultralytics_stream_fps(ultra, frames, imgsz, conf))
             batch.append(ultralytics_batch_fps(ultra, frames, imgsz, conf))
+        progress_line(f"repeat {i + 1} of {repeats}: raw {raw[-1]:.1f} fps, pipeline {pipe[-1]:.1f} fps"
+                      + (f", ultralytics {stream[-1]:.1f} fps" if stream else ""))
     out = {"raw_fps": round(_median(raw), 2), "pipeline_fps": round(_median(pipe), 2),
            "latency_ms_p50": _median(p50), "latency_ms_p95": _median(p95),
            "infer_ms_p50": _median(infer), "repeats": max(1, args.repeats)}

@@ -13,10 +13,12 @@ decode kept in float. Per engine:
 
 * ``fps``: frames per second of ``backend.infer([frame])`` frame by frame on one thread
   (letterbox + network + NMS, what the inference loop calls), ``--threads`` inference threads,
-  at the runtime's thresholds; medians of ``--repeats`` interleaved passes over ``--frames`` frames;
+  at the runtime's thresholds; medians of ``--repeats`` passes over ``--frames`` frames, the
+  engines taking turns every 20 frames within a pass (:func:`interleaved_pass`);
 * ``latency_ms_p50``: median time of one ``infer`` call;
 * ``map50_95``: held-out (test split) mAP50-95 with edgecl's evaluator (conf 0.001, 300 boxes);
-* ``ratio``: ``fps`` / onnxruntime FP32 ``fps``.
+* ``ratio``: the median over passes of the engine's fps / onnxruntime FP32's fps in the same
+  pass (``ratio_runs``: each pass's).
 
 The INT8 gate (:func:`edgecl.continual.int8_gate.judge_int8`) is applied to each INT8 engine
 against its FP32 original, and ``serve`` names the engine a version would serve (the first of
@@ -83,7 +85,9 @@ def parse_backends(text: str) -> list[str]:
     return names
 
 
-def _progress(line: str) -> None:
+def progress_line(line: str) -> None:
+    """Print one ``[bench perf]`` progress line on stderr (a plain line: it reads the same in a
+    terminal and in a log)."""
     print(f"[bench perf] {line}", file=sys.stderr, flush=True)
 
 
@@ -122,7 +126,7 @@ def train_model(taskset, cfg, cache_dir: Path, steps: int, threads: int) -> Path
     images = [p for task in taskset.tasks for p in task.train]
     return cached_trained_model(images, dict(taskset.names), cfg.learner, cache_dir, steps=steps,
                                 prefix="model", key_parts=(str(Path(taskset.path).resolve()),),
-                                threads=threads, progress=_progress, what="on the scenario")
+                                threads=threads, progress=progress_line, what="on the scenario")
 
 
 def calibration_paths(taskset, limit: int) -> list[Path]:
@@ -170,25 +174,51 @@ def export_engines(pt: Path, names_wanted: list[str], out: Path, imgsz: int, cal
         else:
             paths[name] = quantize_onnx(paths["onnx"], out / "model-int8.onnx", calib)
         seconds[name] = round(time.perf_counter() - t0, 2)
-        _progress(f"{name}: built in {seconds[name]} s")
+        progress_line(f"{name}: built in {seconds[name]} s")
     return paths, seconds
 
 
-def _speed(backend, images: list) -> tuple[float, float]:
-    """``(fps, median ms)`` of ``infer([image])`` over the images, one call per image."""
-    times = []
-    t0 = time.perf_counter()
-    for image in images:
-        t = time.perf_counter()
-        backend.infer([image])
-        times.append(time.perf_counter() - t)
-    total = time.perf_counter() - t0
-    return len(images) / total, statistics.median(times) * 1000.0
+# Frames each engine runs before the next one takes over, within a repeat. A shared or
+# throttled CPU drifts within seconds (every engine 1.5x slower for a while, then fast again);
+# engines that take turns every few frames see the same drift, so their ratio holds.
+INTERLEAVE_FRAMES = 20
+
+
+def interleaved_pass(backends: dict, order: list[str], images: list,
+                     block: int = INTERLEAVE_FRAMES) -> dict[str, list[float]]:
+    """One pass of every engine over the images, taking turns every ``block`` frames.
+
+    Each block is run by every engine in turn, the order reversed on every other block, so that
+    a drift in the machine's speed within the pass falls on every engine alike.
+
+    Args:
+        backends: engine name -> loaded backend (``infer([image])`` is timed).
+        order: engine names, in the order the first block runs them.
+        images: BGR frames; each engine sees each once.
+        block: frames per turn (at least 1).
+
+    Returns:
+        Engine name -> seconds of each ``infer`` call, in frame order.
+    """
+    times: dict[str, list[float]] = {name: [] for name in order}
+    step = max(1, int(block))
+    for index, start in enumerate(range(0, len(images), step)):
+        chunk = images[start:start + step]
+        for name in order if index % 2 == 0 else order[::-1]:
+            backend = backends[name]
+            for image in chunk:
+                t = time.perf_counter()
+                backend.infer([image])
+                times[name].append(time.perf_counter() - t)
+    return times
 
 
 def measure_engines(paths: dict, order: list[str], frames: list, held_out: list[Path], *,
                     threads: int, conf: float, iou: float, repeats: int) -> list[dict]:
-    """Speed (interleaved repeats, medians) and held-out accuracy of each engine.
+    """Speed (interleaved passes, medians) and held-out accuracy of each engine.
+
+    Each repeat is one :func:`interleaved_pass` over the frames; an engine's ``fps`` in a pass is
+    its frames over the summed time of its calls.
 
     Returns:
         One row per engine: ``name``, ``file``, ``fps``, ``latency_ms_p50``, ``map50_95``,
@@ -205,11 +235,11 @@ def measure_engines(paths: dict, order: list[str], frames: list, held_out: list[
     p50: dict[str, list[float]] = {n: [] for n in order}
     try:
         for i in range(max(1, repeats)):
-            for name in order if i % 2 == 0 else order[::-1]:
-                f, ms = _speed(backends[name], frames)
-                fps[name].append(f)
-                p50[name].append(ms)
-            _progress(f"repeat {i + 1}: " + ", ".join(f"{n} {fps[n][-1]:.1f} fps" for n in order))
+            times = interleaved_pass(backends, order, frames)
+            for name in order:
+                fps[name].append(len(times[name]) / sum(times[name]))
+                p50[name].append(statistics.median(times[name]) * 1000.0)
+            progress_line(f"repeat {i + 1}: " + ", ".join(f"{n} {fps[n][-1]:.1f} fps" for n in order))
     finally:
         for backend in backends.values():
             backend.close()
@@ -227,10 +257,27 @@ def measure_engines(paths: dict, order: list[str], frames: list, held_out: list[
                      "per_class_map50_95": {int(c): round(v, 4)
                                             for c, v in result.per_class_ap50_95.items()},
                      "fps_runs": [round(v, 2) for v in fps[name]]})
-    base = next((r["fps"] for r in rows if r["name"] == "onnx"), None)
     for row in rows:
-        row["ratio"] = round(row["fps"] / base, 3) if base else None
+        paired = paired_ratios(fps[row["name"]], fps["onnx"]) if "onnx" in fps else []
+        row["ratio"] = round(statistics.median(paired), 3) if paired else None
+        row["ratio_runs"] = [round(v, 3) for v in paired]
     return rows
+
+
+def paired_ratios(fps: list[float], base_fps: list[float]) -> list[float]:
+    """Each pass's fps over the baseline's fps in the same pass.
+
+    Engines of one pass took turns over the same seconds (:func:`interleaved_pass`), so the
+    ratio within a pass is free of the drift between passes; ``ratio`` is their median.
+
+    Args:
+        fps: an engine's fps per pass.
+        base_fps: onnxruntime FP32's fps in the same passes.
+
+    Returns:
+        One ratio per pass (passes where the baseline ran no frame are left out).
+    """
+    return [f / b for f, b in zip(fps, base_fps) if b > 0]
 
 
 def gate_and_serve(rows: list[dict], max_drop: float, names: dict[int, str]) -> tuple[dict, str | None]:

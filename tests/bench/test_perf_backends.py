@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from edgecl.bench.perf_backends import format_table, gate_and_serve, parse_backends
+from edgecl.bench.perf_backends import (format_table, gate_and_serve, interleaved_pass,
+                                       paired_ratios, parse_backends)
 from edgecl.cli import main
 from edgecl.errors import ConfigError
 
@@ -29,6 +30,34 @@ def test_gate_and_serve_pick_the_fastest_that_passed():
     assert not gate["openvino-int8"]["accepted"] and gate["onnx-int8"]["accepted"]
     assert gate["openvino-int8"]["reason"].startswith("class car: mAP50-95 0.500 -> 0.450")
     assert serve == "openvino"
+
+
+class _Recording:
+    """A backend stand-in that records which engine ran which frame, in call order."""
+
+    def __init__(self, name, calls):
+        self.name, self.calls = name, calls
+
+    def infer(self, images):
+        self.calls.append((self.name, images[0]))
+        return []
+
+
+def test_interleaved_pass_takes_turns_every_block_reversing_the_order():
+    calls = []
+    backends = {n: _Recording(n, calls) for n in ("a", "b", "c")}
+    times = interleaved_pass(backends, ["a", "b", "c"], [0, 1, 2, 3, 4], block=2)
+    assert calls == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0), ("c", 1),
+                     ("c", 2), ("c", 3), ("b", 2), ("b", 3), ("a", 2), ("a", 3),
+                     ("a", 4), ("b", 4), ("c", 4)]
+    assert {n: len(t) for n, t in times.items()} == {"a": 5, "b": 5, "c": 5}
+    assert all(s >= 0 for t in times.values() for s in t)
+
+
+def test_paired_ratios_compare_within_each_pass():
+    # pass 2 ran everything 1.5x slower: the ratio within it is unchanged
+    assert paired_ratios([100.0, 66.0, 120.0], [50.0, 33.0, 40.0]) == [2.0, 2.0, 3.0]
+    assert paired_ratios([10.0, 20.0], [0.0, 10.0]) == [2.0]
 
 
 def test_bench_perf_backends_tiny(tmp_path, capsys):

@@ -41,3 +41,19 @@ def test_a_replayed_frame_is_stamped_as_captured_now():
     frame = ReplaySource([old]).read()
     assert abs(frame.captured_mono_s - time.monotonic()) < 1.0
     assert abs(frame.ts_s - time.time()) < 1.0
+
+
+def test_measure_prints_a_progress_line_per_repeat(capsys):
+    import argparse
+
+    from edgecl.bench.perf import measure
+
+    rng = np.random.default_rng(0)
+    frames = [Frame(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), i, time.time(), "test://",
+                    labels=np.zeros((0, 5), np.float32), task="t1") for i in range(10)]
+    args = argparse.Namespace(skip_ultralytics=True, repeats=2, model="fake.onnx")
+    out = measure(TinyBackend(), frames, args, 32, 0.25)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["[bench perf] repeat 1 of 2",
+                                                       "[bench perf] repeat 2 of 2"]
+    assert "raw " in lines[0] and "pipeline " in lines[0] and out["repeats"] == 2
