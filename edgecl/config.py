@@ -480,9 +480,12 @@ RULES: dict[str, Rule] = {
         meaning="empty or comma-separated origins such as https://drone7.lab.example "
                 "(scheme, host and port; no path)"),
     # a round's image lists hold one path per line (ultralytics' train.txt): a line break in
-    # the state directory's path split every one of them (every round failed)
-    "state_dir": Rule(pattern=r"[^\x00-\x1f\x7f]*",
-                      meaning="a path without line breaks or other control characters"),
+    # the state directory's path split every one of them (every round failed); they are UTF-8
+    # text, so a folder name that is not UTF-8 (os.fsdecode gives it surrogates) failed every
+    # round, as did memory stats and classes list
+    "state_dir": Rule(pattern="[^\x00-\x1f\x7f\udc80-\udcff]*",
+                      meaning="a path without line breaks or other control characters, whose "
+                              "folder names are UTF-8"),
     "fleet.device_name": Rule(
         pattern=r"[^\x00-\x1f\x7f-\x9f]{0,64}",
         meaning="a name of at most 64 characters with no newline or other control character "

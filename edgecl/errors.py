@@ -138,6 +138,8 @@ def yaml_problem(exc: BaseException) -> str:
     """
     if isinstance(exc, UnicodeDecodeError):
         return ": " + encoding_problem(exc)
+    if isinstance(exc, OSError) and exc.strerror:  # e.g. "a named pipe (FIFO), not a regular file"
+        return ": " + exc.strerror
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None)
     if mark is not None and problem:

@@ -83,7 +83,7 @@ class PrivateCopy:
         shm = self.source.with_name(self.source.name + SHM_SUFFIX)
         if not (shm.is_file() and os.access(shm, os.R_OK | os.W_OK)):
             return False
-        uri = f"file:{urllib.parse.quote(str(self.source.absolute()))}?mode=ro"
+        uri = f"file:{urllib.parse.quote(os.fsencode(self.source.absolute()))}?mode=ro"
         try:
             source = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
         except sqlite3.Error:

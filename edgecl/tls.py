@@ -12,8 +12,17 @@ import re
 from pathlib import Path
 
 from edgecl.errors import ConfigError
+from edgecl.input_files import MAX_PEM_BYTES, read_input_bytes
 
-MAX_PEM_BYTES = 1 << 20
+
+def read_pem(path: str | Path) -> bytes:
+    """A PEM certificate (chain) or key file's bytes, bounded (:data:`MAX_PEM_BYTES`).
+
+    Raises:
+        OSError: missing or unreadable; :class:`~edgecl.input_files.InputFileError` when it is
+            no regular file or too large.
+    """
+    return read_input_bytes(path, MAX_PEM_BYTES, "a PEM file")
 
 
 def check_pem(key: str, path: str | Path) -> None:
@@ -32,9 +41,11 @@ def check_pem(key: str, path: str | Path) -> None:
         why = "is not a file" if path.exists() else "not found"
         raise ConfigError(f"config key '{key}': {kind} file {why}: {path}")
     try:
-        text = path.read_bytes()[:MAX_PEM_BYTES].decode("ascii", errors="replace")
+        raw = read_input_bytes(path, MAX_PEM_BYTES, f"a {kind} file")
     except OSError as exc:
-        raise ConfigError(f"config key '{key}': cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"config key '{key}': cannot read {path}: "
+                          f"{exc.strerror or exc}") from None
+    text = raw.decode("ascii", errors="replace")
     wanted = "PRIVATE KEY" if key.endswith("_key") else "CERTIFICATE"
     if not re.search(rf"-----BEGIN [A-Z ]*{wanted}-----", text):
         raise ConfigError(f"config key '{key}': {path} is not a PEM file holding a "

@@ -105,9 +105,11 @@ def model_yaml_problem(path: Path) -> str | None:
     """
     import yaml
 
+    from edgecl.input_files import read_data_file
+
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        spec = yaml.safe_load(read_data_file(path, "a model yaml"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as exc:
         from edgecl.errors import yaml_problem
 
         return f"cannot be read as a model yaml{yaml_problem(exc)}"

@@ -593,7 +593,7 @@ def test_a_state_dir_with_a_line_break_is_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         check_state_dir_option("flight\nx")
     assert str(err.value) == ("--state-dir: 'flight\\nx' is not a path without line breaks or "
-                              "other control characters")
+                              "other control characters, whose folder names are UTF-8")
     config = tmp_path / "edgecl.yaml"
     config.write_text('state_dir: "flight\\nx"\n')
     with pytest.raises(ConfigError, match="config key 'state_dir' in .*edgecl.yaml: 'flight"):

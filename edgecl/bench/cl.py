@@ -415,7 +415,12 @@ def _settings(args: argparse.Namespace) -> ProtocolSettings:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     first = ""
     if args.first_task_model:
+        from edgecl.input_files import regular_file_problem
+
         path = Path(args.first_task_model).expanduser()
+        special = regular_file_problem(path)
+        if special:  # a folder, a pipe, a device: before, "no file at" it
+            raise ConfigError(f"--first-task-model: {path} is {special}")
         if not path.is_file():
             raise ConfigError(f"--first-task-model: no file at {path}")
         first = str(path.resolve())

@@ -366,6 +366,13 @@ def _iso(ts_s: float | None) -> str:
         timespec="seconds")
 
 
+def _mib(n_bytes) -> str:
+    """Bytes as MiB with one decimal (``-`` for none)."""
+    if isinstance(n_bytes, bool) or not isinstance(n_bytes, (int, float)):
+        return "-"
+    return f"{n_bytes / (1024 * 1024):.1f}"
+
+
 def _summary_lines(summary: dict) -> list[str]:
     """The report's summary table."""
     calibration = summary.get("calibration") or {}
@@ -379,10 +386,10 @@ def _summary_lines(summary: dict) -> list[str]:
             ("last runtime sample (FPS, latency and memory as of then)",
              _iso(summary.get("runtime_ts_s"))),
             ("inference FPS (frames the model can take; a camera may deliver fewer)",
-             summary["inference_fps"]),
-            ("latency p50 (ms)", summary["latency_ms_p50"]),
+             _fmt(summary["inference_fps"], 1)),
+            ("latency p50 (ms)", _fmt(summary["latency_ms_p50"], 1)),
             ("replay memory (samples)", summary["memory_samples"]),
-            ("replay memory (bytes)", summary["memory_bytes"]),
+            ("replay memory (MiB, as memory stats gives it)", _mib(summary["memory_bytes"])),
             ("rounds promoted / rejected", f"{summary['n_promoted']} / {summary['n_rejected']}")]
     return ["## Summary", "", *_table(["metric", "value"], rows), ""]
 
@@ -462,6 +469,14 @@ def _matrix_lines(view, out_dir: Path, forgetting: Mapping[str, float],
         value_label="box mAP50-95", xlabel="task evaluated")
 
 
+FORGETTING_NOTE = (
+    "Each row is measured on the held-out samples of its own round, which grow as labels "
+    "arrive, so a class's forgetting here may exceed `gate.max_forgetting` in a round the gate "
+    "accepted: the gate adds up losses each measured on one round's held-out samples, the "
+    "parent and the candidate on the same images (`gate_drops` in `edgecl models list --json`).")
+"""Below the per-class forgetting table: why it may differ from what the gate bounded."""
+
+
 def _class_lines(view, out_dir: Path, forgetting: Mapping[str, float],
                  written: set[str]) -> list[str]:
     """Per-class section: AP50-95 heatmap, per-class AP over rounds, forgetting per class."""
@@ -476,16 +491,19 @@ def _class_lines(view, out_dir: Path, forgetting: Mapping[str, float],
         value_label="box AP50-95", xlabel="class")
 
 
-def _calibration_lines(report: dict | None, version: str) -> list[str]:
-    """Post-hoc calibration section: D-ECE before and after with its protocol."""
+def _calibration_lines(report: dict | None, version: str,
+                       names_now: dict[int, str] | None = None) -> list[str]:
+    """Post-hoc calibration section: D-ECE before and after with its protocol; each class under
+    its name now (``names_now``: class id -> name), else the name the report recorded."""
     if not report:
         return []
+    names_now = names_now or {}
     proto = report.get("protocol") or {}
     rows = [(key, proto.get(key)) for key in ("iou_thr", "n_bins", "min_conf", "matching",
                                               "dece_after", "calibrator") if key in proto]
     per_class = report.get("per_class") or {}
-    class_rows = [[v.get("name", k), v.get("method"), v.get("n"), v.get("n_tp"),
-                   v.get("dece_before"), v.get("dece_after"),
+    class_rows = [[_name_now(k, v.get("name", k), names_now), v.get("method"), v.get("n"),
+                   v.get("n_tp"), v.get("dece_before"), v.get("dece_after"),
                    (report.get("thresholds") or {}).get(k)] for k, v in per_class.items()]
     return [f"## Post-hoc calibration of {version}", "",
             f"D-ECE {_fmt(report.get('dece_before'))} before, "
@@ -494,6 +512,14 @@ def _calibration_lines(report: dict | None, version: str) -> list[str]:
             *(_table(["class", "method", "detections", "TP", "D-ECE before", "D-ECE after",
                       f"threshold at precision {_fmt(report.get('target_precision'), 2)}"],
                      class_rows) + [""] if class_rows else [])]
+
+
+def _name_now(key: str, recorded: str, names_now: dict[int, str]) -> str:
+    """A class's name now by its id as text (``"0"``), else the name recorded with it."""
+    try:
+        return names_now.get(int(key), recorded)
+    except (TypeError, ValueError):
+        return recorded
 
 
 def _unevaluated_lines(state_dir: str | Path, evaluated: Sequence[str]) -> list[str]:
@@ -619,9 +645,11 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
     classes = monitor.matrix_view("promoted", kind="classes")
     if classes.versions and classes.task_names:
         lines += _class_lines(classes, out, summary["class_forgetting"], written)
+        lines += [FORGETTING_NOTE, ""]
         lines += _unevaluated_lines(state_dir, classes.task_names)
     if view.versions:
-        lines += _calibration_lines(monitor.calibration(view.versions[-1]), view.versions[-1])
+        lines += _calibration_lines(monitor.calibration(view.versions[-1]), view.versions[-1],
+                                    monitor.class_names())
     latest = monitor.latest_reliability("promoted")
     if latest is not None and int(np.sum(latest[2].counts)) > 0:
         round_no, version, bins = latest

@@ -112,13 +112,20 @@ def _registry_names(args: argparse.Namespace) -> dict[int, str]:
     """The device's class names (``STATE/classes.json``): newer than the memory's own copy,
     which follows them only when a sample is stored; empty without a registry (or with a
     corrupt one: the memory's commands must work without it)."""
+    return _registry_classes(args)[0]
+
+
+def _registry_classes(args: argparse.Namespace) -> tuple[dict[int, str], set[int]]:
+    """The device's class names (see :func:`_registry_names`) and the ids merged into another
+    class (no class of their own any more)."""
     from edgecl.models.classes import ClassRegistry, ClassRegistryError
 
     try:
-        return ClassRegistry(config_from_args(args).state_dir).names()
+        registry = ClassRegistry(config_from_args(args).state_dir)
+        return registry.names(), set(registry.merged())
     except ClassRegistryError as exc:
         print(f"warning: {exc}; showing the memory's own class names", file=sys.stderr)
-        return {}
+        return {}, set()
 
 
 def stats_command(args: argparse.Namespace) -> int:
@@ -132,9 +139,17 @@ def stats_command(args: argparse.Namespace) -> int:
         # what the next open with these settings evicts (a smaller capacity or max_bytes given)
         stats["over_capacity"] = memory.over_capacity()
     stats["over_budget_bytes"] = max(0, stats["bytes"] - stats["sample_budget_bytes"])
-    names = _registry_names(args)
+    names, merged = _registry_classes(args)
     if names:
         stats["names"] = {str(k): v for k, v in names.items()}
+        # a class with no image left (its only answer withdrawn) is listed with 0, as
+        # 'classes list' shows it
+        for cid in sorted(set(names) - merged):
+            stats["per_class"].setdefault(str(cid), 0)
+            stats["per_class_held_out"].setdefault(str(cid), 0)
+        stats["per_class"] = dict(sorted(stats["per_class"].items(), key=lambda kv: int(kv[0])))
+        stats["per_class_held_out"] = dict(sorted(stats["per_class_held_out"].items(),
+                                                  key=lambda kv: int(kv[0])))
     if args.json:
         print_json_line(stats)
         return 0

@@ -82,14 +82,17 @@ def _options(args):
 
 def list_command(args: argparse.Namespace) -> int:
     """Print the registry's versions, each with the engine that serves it and the INT8 gate's say."""
-    from edgecl.runtime.console import int8_gate, serving_engine
+    from edgecl.runtime.console import (int8_gate, metrics_named_now, registry_names_now,
+                                        serving_engine)
 
     registry = _registry(args)
     versions = registry.list()
     rows = [(v, serving_engine(registry, v), int8_gate(v.manifest)) for v in versions]
     problems = {v.version: serve_problem(registry, v, engine) for v, engine, _ in rows}
     if args.json:
-        print_json_line([dict(v.to_json(), **engine, int8=gate, serve_problem=problems[v.version])
+        names_now = registry_names_now(Path(registry.root).parent)
+        print_json_line([dict(v.to_json(), **engine, int8=gate, serve_problem=problems[v.version],
+                              metrics=metrics_named_now(v.metrics or {}, v.manifest, names_now))
                          for v, engine, gate in rows])
         return 0
     if not versions:

@@ -957,7 +957,8 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
                   f"learner.first_round_budget_s)")
     verdict = judge_results(parent, candidate, list(state.learnt_tasks), cfg.gate,
                             training_failed=failed, names=names,
-                            prior_loss=recent_class_loss(ctx.registry, cfg.gate.forgetting_window))
+                            prior_loss=recent_class_loss(ctx.registry, cfg.gate.forgetting_window,
+                                                         names))
     status = RoundStatus.STAGED if verdict.accepted else RoundStatus.REJECTED
     calibrator, cal_report = None, None
     if verdict.accepted:
@@ -1067,7 +1068,8 @@ def _after_staging(ctx: RoundContext, version: str, manifest: dict, recorded: di
     return figures, unsaved
 
 
-def recent_class_loss(registry, window: int) -> dict[str, float]:
+def recent_class_loss(registry, window: int,
+                      names: dict[int, str] | None = None) -> dict[str, float]:
     """AP each class lost since its best point among the last ``window`` promoted versions
     (``gate.forgetting_window``), from the ``gate_steps`` their manifests recorded (see
     :func:`edgecl.continual.gate.prior_class_loss`). The registry's history is the promoted
@@ -1076,25 +1078,34 @@ def recent_class_loss(registry, window: int) -> dict[str, float]:
     Args:
         registry: the model registry.
         window: promoted versions to look back over (0: none).
+        names: class id -> name now: each version's steps, recorded under the names its
+            classes had then, count for the class of the same id (a class renamed since keeps
+            its loss; a new class that took a freed name starts with none). None: as recorded.
 
     Returns:
         class name -> AP lost (empty when nothing was recorded).
     """
     from edgecl.continual.gate import prior_class_loss
     from edgecl.errors import RegistryError
+    from edgecl.models.classes import named_now
 
     if window <= 0:
         return {}
     steps = []
     for version in registry.history()[-int(window):]:
         try:
-            metrics = registry.manifest(version).get("metrics") or {}
+            manifest = registry.manifest(version)
         except RegistryError:
-            metrics = {}
+            manifest = {}
+        metrics = manifest.get("metrics") or {}
         recorded = metrics.get("gate_steps")
         recorded = recorded if isinstance(recorded, dict) else {}
-        steps.append({str(k): float(v) for k, v in recorded.items()
-                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        recorded = {str(k): float(v) for k, v in recorded.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        then = manifest.get("classes")
+        if names is not None and isinstance(then, dict):
+            recorded = named_now(recorded, then, names)
+        steps.append(recorded)
     return prior_class_loss(steps)
 
 

@@ -564,8 +564,10 @@ def read_image_and_hash(path: str | Path) -> tuple[np.ndarray, str]:
 
 
 def _read_bytes(path: Path) -> bytes:
+    from edgecl.input_files import MAX_IMAGE_BYTES, read_input_bytes
+
     try:
-        return path.read_bytes()
+        return read_input_bytes(path, MAX_IMAGE_BYTES, "an image file")
     except OSError as exc:
         error = ImageError(f"{path}: cannot read ({exc.strerror or exc})")
         error.errno = exc.errno

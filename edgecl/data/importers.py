@@ -107,6 +107,8 @@ from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_f
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_exists, path_is_file
 from edgecl.errors import (ConfigError, LabelError, encoding_problem, json_problem, link_problem,
                            missing_path)
+from edgecl.input_files import (MAX_JSON_BYTES, MAX_LABEL_BYTES, read_data_file, read_input_bytes,
+                                read_input_text, regular_file_problem)
 
 FORMATS = ("auto", "yolo", "voc", "coco")
 IGNORE_NAMES = frozenset({"dontcare", "ignore", "ignored", "ignoreregion", "ignoreregions",
@@ -530,7 +532,7 @@ def _is_coco_json(path: Path) -> bool:
     if not longer:
         return False
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(read_input_text(path, MAX_JSON_BYTES, "a COCO file", "utf-8-sig"))
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(data, dict) and isinstance(data.get("images"), list)
@@ -542,7 +544,7 @@ def _not_coco_reason(path: Path) -> str:
     try:
         if path.stat().st_size == 0:
             return "it is empty"
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(read_input_text(path, MAX_JSON_BYTES, "a COCO file", "utf-8-sig"))
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
     except (ValueError, RecursionError):
@@ -667,7 +669,7 @@ def _names_file(folder: Path, labels_folder: Path | None = None) -> dict[int, st
             p = candidate / name
             if p.is_file():
                 try:
-                    text = p.read_bytes().decode("utf-8-sig")
+                    text = read_data_file(p, "a class names file")
                 except OSError as exc:
                     raise ConfigError(f"cannot read class names file {p}: {exc.strerror or exc}") from None
                 except UnicodeDecodeError as exc:
@@ -784,7 +786,7 @@ def _is_tasks_yaml(yaml_path: Path) -> bool:
     import yaml
 
     try:
-        data = yaml.load(yaml_path.read_text(encoding="utf-8-sig"), Loader=DataFileLoader)
+        data = yaml.load(read_data_file(yaml_path), Loader=DataFileLoader)
     except (OSError, ValueError, RecursionError, yaml.YAMLError):
         return False
     return isinstance(data, dict) and "tasks" in data and "train" not in data
@@ -917,6 +919,11 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
         if not path_is_file(image_path):  # an image list's entry naming no file
             yield Skip(image_path, "missing image", f"{image_path}: no such image (listed in the "
                                                     f"dataset's image list)")
+            continue
+        special = regular_file_problem(label_path)
+        if special and not path_exists(label_path, folder=True):  # a pipe, a device, a socket
+            yield Skip(label_path, "refused label",
+                       f"cannot read label file {label_path}: {special}")
             continue
         if not path_is_file(label_path):
             found = ": a folder, not a file" if path_exists(label_path, folder=True) else ""
@@ -1150,7 +1157,8 @@ def _parse_voc(xml_path: Path) -> ET.ElementTree | Skip:
     one: unreadable, not XML, an encoding the parser does not know or support (``Shift_JIS``, a
     made-up name), or a root element other than ``<annotation>``."""
     try:
-        tree = ET.parse(xml_path)
+        tree = ET.ElementTree(ET.fromstring(read_input_bytes(xml_path, MAX_LABEL_BYTES,
+                                                             "an annotation file")))
     except ET.ParseError as exc:
         return Skip(xml_path, "bad annotation", f"{xml_path}: not valid XML ({exc})")
     except OSError as exc:
@@ -1369,14 +1377,14 @@ def load_coco(json_path: Path) -> dict:
             ``annotations`` or ``categories`` that is not a list, or a malformed category.
     """
     try:
-        text = json_path.read_text(encoding="utf-8-sig")
+        text = read_input_text(json_path, MAX_JSON_BYTES, "a COCO file", "utf-8-sig")
         if not text.strip():
             raise ConfigError(f"{json_path}: not a COCO file (it is empty)")
         data = json.loads(text)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"cannot read COCO file {json_path}: {encoding_problem(exc)}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read COCO file {json_path}: {exc}") from None
+        raise ConfigError(f"cannot read COCO file {json_path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{json_path}: not JSON ({json_problem(exc)})") from None
     except RecursionError:

@@ -223,8 +223,10 @@ def read_yolo_labels(path: str | Path, nc: int | None = None) -> LabelParse:
             naming the file). A caller for whom a missing file means "unlabelled" checks
             ``path.is_file()`` first.
     """
+    from edgecl.input_files import MAX_LABEL_BYTES, read_input_bytes
+
     try:
-        data = Path(path).read_bytes()
+        data = read_input_bytes(path, MAX_LABEL_BYTES, "a label file")
     except OSError as exc:
         raise LabelError(f"cannot read label file {path}: {exc.strerror or exc}") from None
     try:

@@ -48,6 +48,7 @@ from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_f
 from edgecl.data.tasks import SPLITS, format_tasks_yaml, load_tasks, unlistable
 from edgecl.data.yolo_dataset import find_dataset
 from edgecl.errors import ConfigError, LabelError, did_you_mean, link_problem
+from edgecl.input_files import read_data_file
 
 log = logging.getLogger(__name__)
 
@@ -620,9 +621,9 @@ def _refuse_foreign_output(out: Path, task_names: list[str]) -> set[str]:
                           f"a device); name a new file")
     if out.exists():
         try:
-            text = out.read_text(encoding="utf-8-sig")
+            text = read_data_file(out, "a tasks.yaml")
             data = yaml.load(text, Loader=DataFileLoader)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError):
             text, data = "", None
         if not (isinstance(data, dict) and isinstance(data.get("tasks"), list)):
             raise ConfigError(f"--out {out} exists and is not a tasks.yaml: it would be "

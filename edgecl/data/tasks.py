@@ -28,6 +28,8 @@ from edgecl.data.labels import label_path_for
 from edgecl.data.yolo_dataset import path_from_text, path_is_file
 from edgecl.errors import ConfigError, did_you_mean, encoding_problem, yaml_problem
 from edgecl.frames import STREAM_TASK
+from edgecl.input_files import (MAX_DATA_FILE_BYTES, MAX_LIST_BYTES, read_data_file,
+                                read_input_text, regular_file_problem)
 
 __all__ = ["SPLITS", "TaskSpec", "TaskSet", "label_path_for", "load_tasks", "format_tasks_yaml"]
 
@@ -165,16 +167,20 @@ def _read_list(yaml_path: Path, task: str, split: str, rel: object) -> tuple[Pat
         raise _fail(yaml_path, f"task '{task}': '{split}' must be a path to an image list")
     list_path = path_from_text(rel, f"{yaml_path}: task '{task}': '{split}'")
     list_path = list_path if list_path.is_absolute() else yaml_path.parent / list_path
+    special = regular_file_problem(list_path)
+    if special:
+        raise _fail(yaml_path, f"task '{task}': {split} list {list_path} is {special}")
     if not path_is_file(list_path):
         raise _fail(yaml_path, f"task '{task}': {split} list not found: {list_path}")
     images = []
     try:
-        text = list_path.read_text(encoding="utf-8")
+        text = read_input_text(list_path, MAX_LIST_BYTES, "an image list")
     except UnicodeDecodeError as exc:
         raise _fail(yaml_path, f"task '{task}': cannot read {list_path}: "
                                f"{encoding_problem(exc)}") from None
     except OSError as exc:
-        raise _fail(yaml_path, f"task '{task}': cannot read {list_path}: {exc}") from None
+        raise _fail(yaml_path, f"task '{task}': cannot read {list_path}: "
+                               f"{exc.strerror or exc}") from None
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -228,16 +234,20 @@ def load_tasks(yaml_path: str | Path) -> TaskSet:
             duplicate task name, a missing image list or listed image, an empty train/test list.
     """
     path = Path(yaml_path).expanduser().resolve()
+    special = regular_file_problem(path)
+    if special:
+        raise ConfigError(f"tasks file {path} is {special}")
     if not path.is_file():
         raise ConfigError(f"tasks file not found: {path}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=DataFileLoader)
+        data = yaml.load(read_input_text(path, MAX_DATA_FILE_BYTES, "a tasks file"),
+                         Loader=DataFileLoader)
     except yaml.YAMLError as exc:
         raise _fail(path, f"cannot parse YAML{yaml_problem(exc)}") from None
     except UnicodeDecodeError as exc:
         raise _fail(path, f"cannot read it: {encoding_problem(exc)}") from None
     except OSError as exc:
-        raise _fail(path, f"cannot read it: {exc}") from None
+        raise _fail(path, f"cannot read it: {exc.strerror or exc}") from None
     except (ValueError, RecursionError) as exc:  # an integer beyond the digit limit, nesting too deep
         raise _fail(path, f"cannot parse YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -358,9 +368,11 @@ def load_task_source(path: str | Path) -> TaskSet:
     path = Path(path).expanduser()
     if path.is_dir() and (path / "tasks.yaml").is_file():
         return load_tasks(path / "tasks.yaml")
+    if not path.is_dir() and regular_file_problem(path):
+        return load_tasks(path)  # which says what it is
     if path.is_file():
         try:
-            data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=DataFileLoader)
+            data = yaml.load(read_data_file(path), Loader=DataFileLoader)
         except (OSError, yaml.YAMLError, ValueError, RecursionError):  # load_tasks says what
             data = None
         if not isinstance(data, dict) or "tasks" in data or "train" not in data:

@@ -37,6 +37,7 @@ from edgecl.data.class_names import name_clash
 from edgecl.data.images import is_image
 from edgecl.data.labels import MAX_CLASSES, label_path_for
 from edgecl.errors import ConfigError, encoding_problem, link_problem, missing_path, yaml_problem
+from edgecl.input_files import MAX_LIST_BYTES, read_data_file, read_input_text
 
 log = logging.getLogger(__name__)
 _SAID_PATH_FALLBACK: set[Path] = set()  # data.yaml files whose 'path:' fallback was said
@@ -213,11 +214,11 @@ def path_exists(path: Path, folder: bool = False) -> bool:
 
 def _read_image_list(list_path: Path) -> list[Path]:
     try:
-        text = list_path.read_bytes().decode("utf-8-sig")
+        text = read_input_text(list_path, MAX_LIST_BYTES, "an image list", "utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"cannot read image list {list_path}: {encoding_problem(exc)}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read image list {list_path}: {exc}") from None
+        raise ConfigError(f"cannot read image list {list_path}: {exc.strerror or exc}") from None
     out = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -354,7 +355,7 @@ def _read_data_yaml(yaml_path: str | Path) -> tuple[Path, dict, Path, dict[str, 
     """
     yaml_path = Path(yaml_path).expanduser().resolve()
     try:
-        data = yaml.load(yaml_path.read_text(encoding="utf-8-sig"), Loader=DataFileLoader)
+        data = yaml.load(read_data_file(yaml_path), Loader=DataFileLoader)
     except _YAML_ERRORS as exc:
         raise ConfigError(f"cannot read dataset yaml {yaml_path}{yaml_problem(exc)}") from None
     if not isinstance(data, dict) or "train" not in data:
@@ -441,7 +442,7 @@ def find_data_yaml(folder: Path) -> Path | None:
         if p.suffix not in (".yaml", ".yml") or not p.is_file():
             continue
         try:
-            data = yaml.load(p.read_text(encoding="utf-8-sig"), Loader=DataFileLoader)
+            data = yaml.load(read_data_file(p), Loader=DataFileLoader)
         except _YAML_ERRORS:
             continue
         if isinstance(data, dict) and "train" in data and "tasks" not in data:

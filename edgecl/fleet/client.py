@@ -17,7 +17,6 @@ import multiprocessing as mp
 import os
 import socket
 import time
-from pathlib import Path
 
 from edgecl.config import Config
 from edgecl.errors import ConfigError
@@ -280,7 +279,9 @@ def connect(cfg: Config, *, test_yaml: str | None = None, max_wait_s: float | No
 
     from edgecl.fleet.server import GRPC_MAX_MESSAGE_BYTES
 
-    ca = Path(cfg.fleet.ca_cert).read_bytes() if cfg.fleet.ca_cert else None
+    from edgecl.tls import read_pem
+
+    ca = read_pem(cfg.fleet.ca_cert) if cfg.fleet.ca_cert else None
     start_client(server_address=cfg.fleet.server_address,
                  client=make_client(cfg, test_yaml).to_client(),
                  root_certificates=ca, insecure=ca is None,
@@ -416,7 +417,9 @@ def probe_server(address: str, ca_cert: str, timeout_s: float = PROBE_TIMEOUT_S)
 
     import grpc
 
-    credentials = grpc.ssl_channel_credentials(Path(ca_cert).read_bytes()) if ca_cert else None
+    from edgecl.tls import read_pem
+
+    credentials = grpc.ssl_channel_credentials(read_pem(ca_cert)) if ca_cert else None
     channel = (grpc.secure_channel(address, credentials) if credentials is not None
                else grpc.insecure_channel(address))
     settled = threading.Event()

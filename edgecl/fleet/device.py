@@ -494,7 +494,7 @@ class FleetDevice:
                 parent = self._evaluate(parent_model, pnames, ctx)
             verdict = judge_results(parent, candidate, list(ctx.state.learnt_tasks), self.cfg.gate,
                                     names=names, prior_loss=recent_class_loss(
-                                        ctx.registry, self.cfg.gate.forgetting_window))
+                                        ctx.registry, self.cfg.gate.forgetting_window, names))
             status = "staged" if verdict.accepted else "rejected"
             calibrator, cal_report = (self._calibrate(model, names, ctx) if verdict.accepted
                                       else (None, None))

@@ -331,7 +331,9 @@ def server_certificates(cfg: Config) -> tuple[bytes, bytes, bytes] | None:
                         role="server")
     if not given:
         return None
-    return tuple(Path(paths[k]).read_bytes() for k in paths)  # type: ignore[return-value]
+    from edgecl.tls import read_pem
+
+    return tuple(read_pem(paths[k]) for k in paths)  # type: ignore[return-value]
 
 
 def check_port_free(address: str) -> None:

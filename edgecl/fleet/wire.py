@@ -21,12 +21,11 @@ import json
 import logging
 import os
 import secrets
-from pathlib import Path
 
 import numpy as np
 
 from edgecl.errors import ConfigError
-from edgecl.tls import check_cert_and_key, check_pem
+from edgecl.tls import check_cert_and_key, check_pem, read_pem
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +215,7 @@ def check_validity(key: str, path: str, now=None, refuse: bool = True) -> None:
     except ImportError:
         return
     try:
-        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+        cert = x509.load_pem_x509_certificate(read_pem(path))
     except (OSError, ValueError):
         return  # unreadable or not one certificate: the TLS library's own check says so
     now = now or datetime.datetime.now(datetime.timezone.utc)
@@ -257,7 +256,7 @@ def check_grpc_key(key: str, path: str) -> None:
     except ImportError:
         return
     try:
-        public = x509.load_pem_x509_certificate(Path(path).read_bytes()).public_key()
+        public = x509.load_pem_x509_certificate(read_pem(path)).public_key()
     except (OSError, ValueError):
         return  # not one certificate: check_cert_and_key says so
     if isinstance(public, rsa.RSAPublicKey) or (

@@ -455,6 +455,12 @@ class Backend(abc.ABC):
                     raise ModelLoadError(f"{self.meta.path}: its weights hold NaN or infinity (in "
                                          f"{damaged}): they are damaged (a float16 overflow in "
                                          f"training, say)")
+                zeroed = self._zeroed_weight() if run == 0 else None
+                if zeroed:  # finite outputs, no detection: the check below passed it
+                    raise ModelLoadError(f"{self.meta.path}: its weights are zero-filled (every "
+                                         f"value of {zeroed} is 0): the file is damaged (a card "
+                                         f"fault, or a copy of it or of its weights file cut "
+                                         f"short)")
                 raw = self._raw_outputs([dummy])
                 if run == 0 and not np.isfinite(raw).all():
                     raise ModelLoadError(f"{self.meta.path}: the model's outputs on a test frame "
@@ -487,6 +493,12 @@ class Backend(abc.ABC):
     def _nonfinite_weight(self) -> str | None:
         """The name of a weight tensor holding NaN or infinity, or None (also where the backend
         cannot read its weights: the outputs on a test frame are checked then)."""
+        return None
+
+    def _zeroed_weight(self) -> str | None:
+        """The name of a convolution kernel of zeros only
+        (:func:`edgecl.models.checkpoint.zeroed_kernel`), or None (also where the backend cannot
+        read its weights)."""
         return None
 
     def _raw_outputs(self, images: list[np.ndarray]) -> np.ndarray:

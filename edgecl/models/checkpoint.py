@@ -167,6 +167,35 @@ def nonfinite_tensor(model) -> str | None:
                  if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
 
 
+ZEROED_KERNEL_MIN_VALUES = 64
+"""Smallest convolution kernel :func:`zeroed_kernel` looks at."""
+
+
+def zeroed_kernel(named_arrays) -> str | None:
+    """Name the first convolution kernel whose every value is 0: a weights file zero-filled by a
+    card fault or a copy cut short and padded (an ONNX model's external data, an OpenVINO
+    ``.bin``). Its outputs stay finite, so the NaN check passes it, yet it detects nothing. No
+    trained detector has a whole kernel of zeros.
+
+    Args:
+        named_arrays: ``(name, array)`` pairs of the model's weights; a kernel is a float array
+            of 4 dimensions and at least :data:`ZEROED_KERNEL_MIN_VALUES` values (an INT8
+            model's integer kernels are not looked at: quantising rounds a weakly trained
+            class head's small weights to 0).
+
+    Returns:
+        The kernel's name, or None.
+    """
+    import numpy as np
+
+    for name, array in named_arrays:
+        arr = np.asarray(array)
+        if (arr.ndim == 4 and arr.dtype.kind == "f" and arr.size >= ZEROED_KERNEL_MIN_VALUES
+                and not np.any(arr)):
+            return str(name)
+    return None
+
+
 def _input_channels(model) -> int | None:
     """The channels a model's first convolution takes (None where it has none)."""
     from torch import nn

@@ -54,6 +54,10 @@ REBUILD_HINT = ("'edgecl memory verify' restores it from its backup (classes.bac
 """What a damaged class registry's message says to do."""
 
 
+MAX_REGISTRY_BYTES = 64 * 1024 * 1024
+"""Largest ``classes.json`` read (10,000 classes with long former names take ~3 MB)."""
+
+
 class ClassRegistryError(LabelError):
     """``classes.json`` is unreadable or inconsistent (one line naming the file and the fault)."""
 
@@ -99,6 +103,39 @@ def names_conflict(known: dict[int, str], names: dict,
             return (f"class id {cid} is '{name}', but this device's class registry has "
                     f"{device} there" + (f" and '{name}' as id {other}" if other is not None else ""))
     return None
+
+
+def named_now(values: dict, names_then: dict, names_now: dict[int, str]) -> dict:
+    """Re-key per-class figures recorded under the names a version was made with by the
+    classes' names now.
+
+    A version's manifest keys its per-class figures (``per_class_map50_95``, the gate's
+    ``gate_drops`` and ``gate_steps``) by the names its classes had then, beside its
+    ``classes`` (id -> name then). After ``classes rename Car Vehicle`` the figure of id 0 is
+    Vehicle's; a later class named Car (a new id) has none of it.
+
+    Args:
+        values: name then -> value.
+        names_then: class id -> name, as the version recorded them (keys may be strings, as JSON
+            gives them).
+        names_now: class id -> name now (the class registry's).
+
+    Returns:
+        Name now -> value. A name the version does not list keeps its key (a task's name in a
+        per-task view); where two keys would become one, the later keeps its recorded name.
+    """
+    ids = {}
+    for cid, name in (names_then or {}).items():
+        try:
+            ids.setdefault(str(name), int(cid))
+        except (TypeError, ValueError):  # a hand-edited manifest: that name keeps its key
+            continue
+    out: dict = {}
+    for name, value in values.items():
+        cid = ids.get(str(name))
+        key = names_now.get(cid, name) if cid is not None else name
+        out[name if key in out else key] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -190,9 +227,11 @@ class ClassRegistry:
                 ``classes.json`` missing while its backup holds classes (restored from it by
                 :func:`adopt_memory_class_names`).
         """
+        from edgecl.input_files import InputFileError, read_input_text
+
         path = self.path if path is None else path
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_input_text(path, MAX_REGISTRY_BYTES, "the class registry")
         except FileNotFoundError:
             if path == self.path and self._backup_holds_classes():
                 # deleted (a card fault, a hand's rm): damaged, not a new device (before, the
@@ -201,8 +240,16 @@ class ClassRegistry:
                                          f"backup {BACKUP_NAME} holds classes; "
                                          f"{REBUILD_HINT}") from None
             return []
-        except (OSError, UnicodeDecodeError) as exc:
+        except InputFileError as exc:  # a pipe, a device, or gigabytes where the file was
+            raise ClassRegistryError(f"corrupt class registry {path}: {exc.strerror}; "
+                                     f"{REBUILD_HINT}") from None
+        except UnicodeDecodeError as exc:
             raise ClassRegistryError(f"cannot read the class registry {path}: {exc}") from None
+        except OSError as exc:
+            # no permission, an I/O error: not damage (restoring the backup over it rewrote a
+            # registry a read-only command could not read)
+            raise StorageError(f"cannot read the class registry {path}: "
+                               f"{exc.strerror or exc}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -343,6 +343,16 @@ class OnnxBackend(Backend):
         return next((t.name for t in proto.graph.initializer if t.data_type in floats
                      and not np.isfinite(numpy_helper.to_array(t)).all()), None)
 
+    def _zeroed_weight(self) -> str | None:
+        import onnx
+        from onnx import numpy_helper
+
+        from edgecl.models.checkpoint import zeroed_kernel
+
+        proto = onnx.load(str(self.meta.path))
+        return zeroed_kernel((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer
+                             if len(t.dims) == 4)
+
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         out = self._session.run(None, {self._input_name: batch})[0]
         return out.astype(np.float32, copy=False)

@@ -139,12 +139,15 @@ def read_ir_metadata(ov_model, xml_path: Path) -> dict[str, str]:
         return _ultralytics_rt_labels(ov_model)
     import yaml
 
+    from edgecl.input_files import read_data_file
+
     try:
-        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_data_file(yaml_path, "a model's metadata.yaml")) or {}
     except yaml.YAMLError as exc:
         raise ModelLoadError(f"{yaml_path}: unreadable metadata{yaml_problem(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{yaml_path}: unreadable metadata ({one_line(exc)})") from None
+        raise ModelLoadError(f"{yaml_path}: unreadable metadata "
+                             f"({getattr(exc, 'strerror', None) or one_line(exc)})") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{yaml_path}: metadata is not a mapping")
     for key in ("names", "imgsz", "stride", "task", "head"):
@@ -242,6 +245,15 @@ class OpenVinoBackend(Backend):
                                 "openvino_version": str(ov.__version__),
                                 **({"nms_score_threshold": floor} if floor is not None else {})})
 
+    def _zeroed_weight(self) -> str | None:
+        from edgecl.models.checkpoint import zeroed_kernel
+
+        model = shared_core().read_model(str(self.meta.path))
+        kernels = (_kernel_constant(op) for op in model.get_ordered_ops()
+                   if op.get_type_name() in ("Convolution", "GroupConvolution"))
+        return zeroed_kernel((k.get_friendly_name(), k.get_data()) for k in kernels
+                             if k is not None)
+
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         self._request.infer({0: batch})
         out = self._request.get_output_tensor(0).data
@@ -252,6 +264,22 @@ class OpenVinoBackend(Backend):
         self._request = None
         self._compiled = None
         super().close()
+
+
+def _kernel_constant(conv):
+    """The constant holding a convolution's kernel: its weights input, through the
+    ``Convert`` of an FP16 IR and the ``Multiply``/``Subtract``/``FakeQuantize`` of an INT8 one
+    (their first input); None where it is computed otherwise. (A folded bias, a zero-filled
+    ``[1, C, 1, 1]`` constant in an untrained model, is no kernel.)"""
+    node = conv.input_value(1).get_node()
+    for _ in range(8):
+        kind = node.get_type_name()
+        if kind == "Constant":
+            return node if len(node.get_output_shape(0)) == 4 else None
+        if kind not in ("Convert", "Multiply", "Subtract", "FakeQuantize", "Reshape"):
+            return None
+        node = node.input_value(0).get_node()
+    return None
 
 
 def _greater_constants(model) -> list[float]:

@@ -96,9 +96,17 @@ class TorchBackend(Backend):
         import yaml
 
         from edgecl.errors import yaml_problem
+        from edgecl.input_files import read_data_file, regular_file_problem
 
+        special = regular_file_problem(path)
+        if special:  # before: taken for a packaged yaml's name, "'f.yaml' does not exist"
+            raise ModelLoadError(f"model yaml {path} is {special}")
         try:
-            spec = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            text = read_data_file(path, "a model yaml") if path.is_file() else ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"cannot read the model yaml {path}{yaml_problem(exc)}") from None
+        try:
+            spec = (yaml.safe_load(text) or {}) if path.is_file() else {}
             nc = int(spec.get("nc", 80))
             model = build_detection_model(nc, cfg=str(path) if path.is_file() else path.name)
         except yaml.YAMLError as exc:  # PyYAML's first line names neither the line nor why
@@ -124,6 +132,12 @@ class TorchBackend(Backend):
         from edgecl.models.checkpoint import nonfinite_tensor
 
         return nonfinite_tensor(self._model)
+
+    def _zeroed_weight(self) -> str | None:
+        from edgecl.models.checkpoint import zeroed_kernel
+
+        return zeroed_kernel((name, p.detach().float().cpu().numpy())
+                             for name, p in self._model.named_parameters() if p.dim() == 4)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         import torch

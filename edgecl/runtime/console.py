@@ -7,7 +7,10 @@ import logging
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Callable
+
+from edgecl.errors import EdgeclError
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,10 @@ class LiveViewSink:
             detections = self.calibrate(detections)
         self._seq += 1  # only this thread writes
         frame = render_frame(result.frame.image, detections, self.names(), self._seq)
+        raw = result.detections.scores
+        if len(raw) == len(frame.boxes):  # the detector's own, as --out and the queue give it
+            for box, score in zip(frame.boxes, raw):
+                box["raw_score"] = round(float(score), 4)
         with self._lock:
             if self._frames:
                 self._frames[-1].drop_canvas()  # only the newest is drawn on for API clients
@@ -251,7 +258,50 @@ def serving_engine(registry, info) -> dict:
     return {"engine": engine, "engine_label": label, "engine_file": name}
 
 
-def model_rows(registry) -> list[dict]:
+NAME_KEYED_METRICS = ("per_class_map50_95", "gate_drops", "gate_steps")
+"""Manifest metrics keyed by class name (the names the version's classes had then)."""
+
+
+def metrics_named_now(metrics: dict, manifest: dict, names_now: dict[int, str]) -> dict:
+    """A version's metrics with its per-class figures under the classes' names now
+    (:func:`edgecl.models.classes.named_now`; ``not_gated`` likewise).
+
+    Args:
+        metrics: the manifest's ``metrics``.
+        manifest: the version's manifest (its ``classes``: id -> name then).
+        names_now: class id -> name now (empty: as recorded).
+
+    Returns:
+        A copy of ``metrics``.
+    """
+    from edgecl.models.classes import named_now
+
+    then = manifest.get("classes")
+    if not names_now or not isinstance(then, dict) or not isinstance(metrics, dict):
+        return metrics
+    out = dict(metrics)
+    for key in NAME_KEYED_METRICS:
+        if isinstance(out.get(key), dict):
+            out[key] = named_now(out[key], then, names_now)
+    if isinstance(out.get("not_gated"), list):
+        out["not_gated"] = list(named_now({str(n): None for n in out["not_gated"]}, then,
+                                          names_now))
+    return out
+
+
+def registry_names_now(state_dir) -> dict[int, str]:
+    """The class registry's names, or ``{}`` where it cannot be read (views then show the
+    names each version recorded)."""
+    from edgecl.models.classes import ClassRegistry
+
+    try:
+        return ClassRegistry(state_dir).names()
+    except (EdgeclError, OSError) as exc:
+        log.debug("versions keep the class names they recorded: %s", exc)
+        return {}
+
+
+def model_rows(registry, names_now: dict[int, str] | None = None) -> list[dict]:
     """Registry versions for the Models page, newest first.
 
     Returns:
@@ -259,12 +309,17 @@ def model_rows(registry) -> list[dict]:
         created, reason, per_class_ap, dece, size_bytes, parent, origin``, the serving engine
         (``engine, engine_label, engine_file``: :func:`serving_engine`), ``int8`` (the INT8
         gate's ``accepted, reason, refused``, or ``None``: :func:`int8_gate`) and
-        ``rollback_target`` (True on the version a rollback goes back to).
+        ``rollback_target`` (True on the version a rollback goes back to). Per-class figures
+        are under the classes' names now (``names_now``; default the class registry's beside
+        the registry).
     """
+    if names_now is None:
+        names_now = registry_names_now(Path(registry.root).parent)
     rows = []
     target = registry.rollback_target()
     for info in reversed(registry.list()):
-        manifest, metrics = info.manifest, info.metrics or {}
+        manifest = info.manifest
+        metrics = metrics_named_now(info.metrics or {}, manifest, names_now)
         size = 0
         for name in info.files:
             path = registry.root / info.version / name

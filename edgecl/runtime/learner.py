@@ -820,6 +820,8 @@ class LearnerSupervisor:
         # INVARIANT: the device's round numbering (the next round is last_round + 1), not a
         # count since this start: a device restarted daily is not "round 1" for its 300th
         self.last_round = saved[1] if saved else 0
+        # the progress last taken into account: a rollback or a promotion moves it between rounds
+        self._progress_seen = saved
         self._round_no = 0  # the running round's number
         self._round_expected_s = 1.0  # its estimated wall time (expected_round_s)
         self._train_share = TRAIN_SHARE  # the share of its time spent training
@@ -1003,27 +1005,45 @@ class LearnerSupervisor:
         """Count anew after a round another process finished (``edgecl learn`` while the
         runtime runs): the samples it learnt no longer count towards the next round, and the
         classes its version serves are known. Before, they did: ``edgecl learn`` learnt 87
-        samples, and 16 more then started a ``new_samples`` round at its threshold of 100."""
+        samples, and 16 more then started a ``new_samples`` round at its threshold of 100.
+
+        Likewise after a rollback or a promotion (the console's or the command line's), which
+        moves the progress to what the version now serving learnt: the samples it did not
+        learn count towards the next round at once, as they do after a restart (before, they
+        waited for new ones, or for the restart)."""
         saved = _saved_progress(self.cfg, "the trigger counts on as before")
-        if saved is None or saved[1] <= self.last_round:
+        if saved is None or saved == self._progress_seen:
             return
-        last_id, self.last_round = saved
+        elsewhere = saved[1] > self.last_round
+        if not elsewhere and self._progress_seen is not None and saved[0] == self._progress_seen[0]:
+            self._progress_seen = saved
+            return
+        self._progress_seen = saved
+        last_id = saved[0]
+        if elsewhere:
+            self.last_round = saved[1]
         try:
             left = [r for r in memory.records(held_out=False) if r.id > last_id]
             current = self.registry.current()
             names = (self.registry.manifest(current).get("names") or {}) if current else {}
             self.known_classes.update(int(k) for k in names)
         except (EdgeclError, OSError, TypeError, ValueError) as exc:
-            log.warning("learner: round %d ran in another process, but its progress cannot be "
-                        "read (%s); the trigger counts on as before", self.last_round, exc)
+            log.warning("learner: %s, but its progress cannot be read (%s); the trigger counts "
+                        "on as before", f"round {self.last_round} ran in another process"
+                        if elsewhere else "the version serving changed", exc)
             return
         classes = {c for r in left for c in r.classes}
         self.state = TriggerState(
             new_samples=len(left), last_round_s=time.monotonic(),
             new_classes=bool(classes - self.known_classes - self.tried_classes))
         self._seen_max_id = max(self._seen_max_id, last_id)
-        log.info("round %d ran in another process ('edgecl learn'): %d stored sample(s) it did "
-                 "not learn count towards the next round", self.last_round, len(left))
+        if elsewhere:
+            log.info("round %d ran in another process ('edgecl learn'): %d stored sample(s) it "
+                     "did not learn count towards the next round", self.last_round, len(left))
+        else:
+            log.info("the learner's progress is now what %s learnt (a rollback or a promotion): "
+                     "%d stored training sample(s) it did not learn count towards the next round",
+                     current or "the starting model", len(left))
 
     def _say_other_writers(self, n: int, now_s: float, first: bool) -> None:
         """Say what other writers stored: what the first look at start finds at once, then at
@@ -1083,6 +1103,8 @@ class LearnerSupervisor:
         self.state = TriggerState(last_round_s=time.monotonic())
         if ceiling is not None:  # this round learns them: not counted again for the next one
             self._seen_max_id = max(self._seen_max_id, ceiling)
+            # nor said later as counting towards the next round (the round's own line counts them)
+            self._other_writers_unsaid = 0
         self.tried_classes |= self._stored_classes - self.known_classes
         log.info("learning round started (trigger: %s, pid %s)", reason,
                  getattr(self._proc, "pid", None))
@@ -1213,8 +1235,11 @@ class LearnerSupervisor:
             if self._pending_attempts >= APPLY_ATTEMPTS:
                 log.error("round %s result dropped after %d attempts", result.round, APPLY_ATTEMPTS)
                 self._pending, self._pending_attempts = None, 0
+                self._progress_seen = _saved_progress(self.cfg, "the trigger counts on as before")
             return
         self._pending, self._pending_attempts = None, 0
+        # this supervisor's own round moved the progress: nothing to follow
+        self._progress_seen = _saved_progress(self.cfg, "the trigger counts on as before")
 
     def _record_apply_error(self, message: str) -> None:
         self.apply_errors += 1

@@ -659,7 +659,9 @@ class Monitor:
                      res.n_boxes, ts_s))
                 self._replace_details(conn, key, task, res)
             if class_names:
-                _write_names(conn, class_names)
+                # read under the write lock: a rename made while the round ran wrote the
+                # registry before the database, so it is seen here or it writes after us
+                _write_names(conn, {**class_names, **self._registry_names(class_names)})
             _thin_details(conn)
 
     @staticmethod
@@ -685,6 +687,19 @@ class Monitor:
             [(*key, task, b, float(bins.bin_edges[b]), float(bins.bin_edges[b + 1]),
               _nan_to_none(float(bins.conf_mean[b])), _nan_to_none(float(bins.precision[b])),
               int(bins.counts[b])) for b in range(len(bins.counts))])
+
+    def _registry_names(self, ids: Mapping[int, str]) -> dict[int, str]:
+        """The class registry's names now for these class ids (a round records the names it
+        started with; a class renamed since keeps its new name). Empty where the state directory
+        has no readable registry (a benchmark's scratch database)."""
+        from edgecl.models.classes import ClassRegistry
+
+        try:
+            now = ClassRegistry(self.state_dir).names()
+        except (EdgeclError, OSError) as exc:
+            log.debug("metrics keep the round's class names: %s", exc)
+            return {}
+        return {int(c): now[int(c)] for c in ids if int(c) in now}
 
     def set_class_names(self, names: Mapping[int, str]) -> None:
         """Store class names (the class registry's) for the class view; a renamed class follows.

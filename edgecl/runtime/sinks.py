@@ -542,15 +542,13 @@ class ProgressSink:
         self._last_s = time.monotonic()
         self._frames = 0
         self._version = "-"
-        self._counts: dict[str, int] = {}
+        self._counts: dict[int, int] = {}  # by class id: a class renamed meanwhile is one class
 
     def write(self, result: FrameResult) -> None:
         """Count detections; print when the period has passed."""
         self._frames += 1
-        names = _names_now(self.names) if len(result.detections) else {}
         for cls in result.detections.classes:
-            name = names.get(int(cls), str(int(cls)))
-            self._counts[name] = self._counts.get(name, 0) + 1
+            self._counts[int(cls)] = self._counts.get(int(cls), 0) + 1
         self._version = result.model_version
         now = time.monotonic()
         if now - self._last_s >= self.every_s:
@@ -558,7 +556,12 @@ class ProgressSink:
             self._last_s = now
 
     def _print(self, last: bool = False) -> None:
-        seen = ", ".join(f"{k}={v}" for k, v in sorted(self._counts.items())) or "nothing"
+        names = _names_now(self.names) if self._counts else {}
+        named: dict[str, int] = {}
+        for cls, count in self._counts.items():
+            name = names.get(cls, str(cls))
+            named[name] = named.get(name, 0) + count
+        seen = ", ".join(f"{k}={v}" for k, v in sorted(named.items())) or "nothing"
         what = "in all: " if last else ""
         print(f"[edgecl] {what}frames={self._frames} model={self._version} seen: {seen}",
               file=self.stream, flush=True)

@@ -652,9 +652,12 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     def live_detections(seq: int | None = Query(
             None, ge=0, description="the frame's sequence number (default: the newest)")) -> Response:
         """The Live frame's labels as text: `{"seq", "width", "height", "boxes": [{"name", "score",
-        "class_id", "color_index", "xyxy"}]}`, `xyxy` in pixels of `/api/frame.jpg?seq=` of the
-        same `seq` (fetch that for the picture these labels belong to); names exactly as
-        registered, any script; `seq` null and no boxes before the first frame."""
+        "raw_score", "class_id", "color_index", "xyxy"}]}`, `xyxy` in pixels of
+        `/api/frame.jpg?seq=` of the same `seq` (fetch that for the picture these labels belong
+        to); `score` is the calibrated confidence the page shows (the serving version's
+        post-hoc calibrator; the detector's score where it has none), `raw_score` the detector's
+        own, as `--out` and the queue's proposed boxes give it; names exactly as registered, any
+        script; `seq` null and no boxes before the first frame."""
         frame = hooks.live_frame(seq)
         if frame is None:
             if seq is not None:

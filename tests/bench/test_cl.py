@@ -430,6 +430,11 @@ def test_a_first_task_model_that_does_not_load_is_refused_before_any_data(tmp_pa
     with pytest.raises(ConfigError, match=r"^--first-task-model: cannot read checkpoint .*junk\.pt"):
         _run(out, capsys, "--first-task-model", str(junk))
     assert not out.exists()
+    with pytest.raises(ConfigError, match=r"^--first-task-model: /dev/zero is a device, not a "
+                                          r"regular file$"):  # before: "no file at /dev/zero"
+        _run(out, capsys, "--first-task-model", "/dev/zero")
+    with pytest.raises(ConfigError, match=r"is a folder, not a regular file$"):
+        _run(out, capsys, "--first-task-model", str(tmp_path))
 
 
 def test_a_model_that_detects_nothing_gets_no_d_ece_change():

@@ -172,6 +172,7 @@ def test_report_without_tasks_shows_classes_and_calibration(tmp_path, capsys):
         png_size(tmp_path / "metrics" / "report" / png)
     assert "| r3 v0003 | 0.550 | 0.450 |" in text
     assert "| car | 0.050 |" in text  # forgetting max(0.6, 0.5) - 0.55
+    assert "may exceed `gate.max_forgetting` in a round the gate accepted" in text
     assert "| ACC, BWT, forgetting over | classes |" in text
     assert "D-ECE 0.310 before, 0.040 after calibration." in text
     assert "| car | isotonic | 80 | 50 | 0.300 | 0.050 | 0.720 |" in text
@@ -340,6 +341,20 @@ def test_a_calibration_without_d_ece_says_why():
     assert _calibration_lines(both, "v0004")[2] == "D-ECE 0.250 before, 0.050 after calibration."
 
 
+def test_the_calibration_table_names_each_class_as_it_is_named_now():
+    """Before: after 'classes rename Car Vehicle' every table of the report said Vehicle but
+    the calibration table, which kept the name recorded with the calibration."""
+    from edgecl.bench.report import _calibration_lines
+
+    report = {"dece_before": 0.2, "dece_after": 0.1, "n_images": 8, "n_detections": 40,
+              "per_class": {"0": {"name": "Car", "method": "platt", "n": 20, "n_tp": 6},
+                            "1": {"name": "Person", "method": "constant", "n": 3, "n_tp": 1}}}
+    rows = [line for line in _calibration_lines(report, "v0003", {0: "Vehicle", 1: "Person"})
+            if line.startswith("| ") and ("platt" in line or "constant" in line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["Vehicle", "Person"]
+    assert "| Car |" in "\n".join(_calibration_lines(report, "v0003"))  # no names: as recorded
+
+
 def test_a_tiny_negative_figure_reads_zero_not_minus_zero():
     """A forgetting of -1e-9 (float noise around 0) read '-0.0000' in monitor summary and
     '-0.000' in report.md."""
@@ -395,3 +410,19 @@ def test_a_calibration_with_no_class_measured_has_no_empty_class_table():
                                "v0002")
     assert any("Not measured: the model made no detection" in line for line in lines)
     assert not any(line.startswith("| class |") for line in lines)
+
+
+def test_the_summary_table_gives_fps_and_the_memory_in_the_units_other_views_use():
+    """Before: 'replay memory (bytes) | 5296128' and 'inference FPS | 173.510' beside
+    memory stats' '5.1 MiB'."""
+    from edgecl.bench.report import _summary_lines
+
+    summary = {"model_version": "v0003", "round": 3, "kind": "classes", "acc": 0.5, "bwt": 0.0,
+               "mean_forgetting": 0.0, "dece": None, "runtime_ts_s": None,
+               "inference_fps": 173.51, "latency_ms_p50": 5.764, "memory_samples": 128,
+               "memory_bytes": 5296128, "n_promoted": 3, "n_rejected": 0}
+    text = "\n".join(_summary_lines(summary))
+    assert "| replay memory (MiB, as memory stats gives it) | 5.1 |" in text
+    assert "can take; a camera may deliver fewer) | 173.5 |" in text
+    assert "| latency p50 (ms) | 5.8 |" in text
+    assert "| replay memory (samples) | 128 |" in text

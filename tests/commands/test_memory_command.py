@@ -46,6 +46,23 @@ def test_stats_text(state, capsys):
     assert "labels from: ground_truth 7, operator 1, import 0, pseudo 2" in out
 
 
+def test_stats_list_a_registry_class_with_no_image_left_with_zero(state, capsys):
+    """Before: after its only answer was withdrawn, a class vanished from memory stats while
+    'classes list' showed it with 0 samples (a merged class is no class of its own)."""
+    from edgecl.models.classes import ClassRegistry
+
+    registry = ClassRegistry(state)
+    registry.seed({0: "car", 1: "drone"})
+    registry.add(["boat", "Boat_"])
+    registry.merge("Boat_", "boat")
+    assert main(["memory", "stats", "--json", "--state-dir", str(state)]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["per_class"] == {"0": 0, "1": 10, "2": 0}
+    assert out["per_class_held_out"] == {"0": 0, "1": out["held_out"], "2": 0}
+    assert main(["memory", "stats", "--state-dir", str(state)]) == 0
+    assert "class 2 boat: 0 image(s), 0 of them held out for evaluation" in capsys.readouterr().out
+
+
 def test_verify_exit_codes(state, capsys):
     assert main(["memory", "verify", "--state-dir", str(state)]) == 0
     (state / "memory" / "images" / "00000003.jpg").unlink()

@@ -112,3 +112,21 @@ def test_recent_class_loss_follows_the_promoted_chain(tmp_path):
     assert round_mod.recent_class_loss(reg, 0) == {}
     reg.rollback()  # the user rolls back v0004: its step no longer counts
     assert round_mod.recent_class_loss(reg, 3) == pytest.approx({"car": 0.59})
+
+
+def test_recent_class_loss_follows_a_class_by_id_across_a_rename(tmp_path):
+    """Before: the steps were summed by the name each version recorded, so after
+    'classes rename Car Vehicle' the gate saw Vehicle with no loss behind it (its bound reset),
+    and a new class that took the name Car inherited Vehicle's loss."""
+    from edgecl.models.registry import Registry
+
+    reg = Registry(tmp_path / "models")
+    for i, steps in enumerate([{"Car": 0.05, "Person": 0.01}, {"Car": 0.04}]):
+        pt = tmp_path / f"m{i}.pt"
+        pt.write_bytes(b"w%d" % i)
+        reg.promote(reg.stage({"model.pt": pt}, {"classes": {"0": "Car", "1": "Person"},
+                                                 "metrics": {"gate_steps": steps}}))
+    now = {0: "Vehicle", 1: "Person", 2: "Car"}  # renamed, then a new class took the name
+    assert round_mod.recent_class_loss(reg, 3, now) == pytest.approx({"Vehicle": 0.09,
+                                                                      "Person": 0.01})
+    assert round_mod.recent_class_loss(reg, 3) == pytest.approx({"Car": 0.09, "Person": 0.01})

@@ -536,3 +536,42 @@ def test_a_registry_naming_the_memorys_ids_otherwise_is_warned_of_once(tmp_path,
         with caplog.at_level("WARNING"):
             adopt_memory_class_names(memory, renamed)
         assert not [r for r in caplog.records if "with no rename" in r.getMessage()]
+
+
+def test_a_registry_that_cannot_be_read_for_permission_is_not_taken_for_damage(tmp_path,
+                                                                              monkeypatch, capsys):
+    """Before: 'classes list' on a classes.json it had no permission to read warned "restored
+    from its backup", moved the file aside as corrupt and wrote a new one (a read-only command
+    changing the state directory)."""
+    import os
+
+    import edgecl.input_files as input_files
+    from edgecl.cli import main
+
+    registry = ClassRegistry(tmp_path)
+    registry.seed({0: "car", 1: "person"})
+    real = input_files.read_input_text
+
+    def denied(path, *args, **kwargs):
+        if os.path.basename(path) == "classes.json":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(input_files, "read_input_text", denied)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["classes", "list", "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"error: cannot read the class registry {tmp_path / 'classes.json'}: "
+                           f"Permission denied")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing moved or written
+
+
+def test_a_registry_replaced_by_a_pipe_is_damage_and_restored_from_its_backup(tmp_path):
+    import os
+
+    registry = ClassRegistry(tmp_path)
+    registry.seed({0: "car", 1: "person"})
+    (tmp_path / "classes.json").unlink()
+    os.mkfifo(tmp_path / "classes.json")
+    with pytest.raises(ClassRegistryError, match=r"a named pipe \(FIFO\), not a regular file"):
+        registry.names()

@@ -489,6 +489,52 @@ def test_a_model_whose_weights_hold_nan_is_refused_before_it_serves(model, expor
             load_backend(path, LOW_CONF, warmup_runs=1)
 
 
+def test_a_model_whose_weights_file_is_zero_filled_is_refused_before_it_serves(model, exported,
+                                                                              tmp_path, run_edgecl):
+    """Before: an ONNX model whose external data file a card fault zero-filled (same size) was
+    staged ("staged v0001") and served: finite outputs, so the NaN check passed it, and it
+    detected nothing."""
+    import copy
+
+    import onnx
+
+    from edgecl.models.checkpoint import save_checkpoint
+
+    src = tmp_path / "user"
+    src.mkdir()
+    onnx.save(onnx.load(str(exported["rect"])), str(src / "ext.onnx"), save_as_external_data=True,
+              location="ext.onnx.data", size_threshold=0)
+    data = src / "ext.onnx.data"
+    size = data.stat().st_size
+    data.write_bytes(b"")
+    with open(data, "wb") as fh:
+        fh.truncate(size)  # zeros, as a card fault leaves them
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in zeroed.parameters():
+            p.zero_()
+    pt = save_checkpoint(zeroed, tmp_path / "zero.pt", meta={"names": dict(NAMES), "imgsz": 64})
+    for path in (src / "ext.onnx", pt):
+        state = tmp_path / f"state-{path.stem}"
+        code, out, err = run_edgecl(["models", "add", "--state-dir", state, path])
+        assert code == 2 and err.count("\n") == 1, err
+        assert "its weights are zero-filled (every value of " in err and "is 0): the file is " \
+            "damaged" in err
+        assert not (state / "models" / "v0001").exists()
+    load_backend(exported["rect"], LOW_CONF, warmup_runs=1)  # a trained model passes
+
+
+def test_zeroed_kernel_names_the_first_kernel_of_zeros_only():
+    from edgecl.models.checkpoint import zeroed_kernel
+
+    kernel = np.ones((4, 3, 3, 3), np.float32)
+    assert zeroed_kernel([("a", kernel), ("b", np.zeros_like(kernel))]) == "b"
+    assert zeroed_kernel([("int8", np.zeros((4, 3, 3, 3), np.int8))]) is None  # rounded to 0
+    assert zeroed_kernel([("bias", np.zeros(64, np.float32)),  # not a kernel
+                          ("tiny", np.zeros((1, 1, 2, 2), np.float32)),  # under 64 values
+                          ("a", kernel)]) is None
+
+
 def test_a_model_naming_a_class_twice_is_refused_without_advice_that_cannot_help(tmp_path,
                                                                                run_edgecl):
     """Before: '... car name more than one id; use a model trained with these class ids, or

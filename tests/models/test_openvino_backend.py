@@ -265,3 +265,23 @@ def test_one_core_serves_the_process():
     from edgecl.models.openvino_backend import shared_core
 
     assert shared_core() is shared_core()
+
+
+def test_a_kernel_of_zeros_is_refused_and_a_fresh_models_zero_biases_are_not(tmp_path):
+    """Weights a card fault zero-filled leave finite outputs and no detection; an untrained
+    model's export (BatchNorm at its start: every folded bias a zero [1, C, 1, 1] constant) is
+    no such fault. (A wholly zero-filled model.bin fails to load already: its shape constants
+    are zeros too.)"""
+    from edgecl.models.export_openvino import export_openvino
+    from edgecl.ultra import build_detection_model
+
+    torch.manual_seed(0)
+    model = build_detection_model(3, names=NAMES).eval()
+    fresh = export_openvino(model, tmp_path / "fresh", imgsz=IMGSZ, names=NAMES)
+    load_backend(fresh, warmup_runs=1).close()  # loads: zero biases are no damage
+    with torch.no_grad():
+        model.model[2].cv1.conv.weight.zero_()
+    zeroed = export_openvino(model, tmp_path / "zeroed", imgsz=IMGSZ, names=NAMES)
+    with pytest.raises(ModelLoadError, match=r"its weights are zero-filled \(every value of "
+                                             r".* is 0\): the file is damaged"):
+        load_backend(zeroed, warmup_runs=1)

@@ -1047,6 +1047,94 @@ def test_a_round_another_process_ran_restarts_the_trigger_counts(tmp_path, caplo
     assert sup.state.new_samples == 19
 
 
+class _StoredIds(FakeMemory):
+    """A memory holding the sample ids of a list the test extends (class 0 each)."""
+
+    def __init__(self, stored: list, held_out=()):
+        super().__init__()
+        self.stored, self.held = stored, set(held_out)
+
+    def ids(self, held_out=None):
+        return list(self.stored)
+
+    def change_signature(self):
+        return len(self.stored), self.stored[-1]
+
+    def records(self, ids=None, held_out=None, task=None):
+        rows = [SimpleNamespace(id=i, classes=(0,), held_out=i in self.held)
+                for i in (self.stored if ids is None else ids)]
+        return [r for r in rows if held_out is None or r.held_out == held_out]
+
+
+def test_a_rollback_while_running_counts_the_samples_it_unlearnt(tmp_path, caplog):
+    """Before: after 'models rollback' (or the console's) moved the progress from id 94 back
+    to 68, the running runtime started no round for the 21 training samples that became
+    unlearnt (trigger 8) until it was restarted, which started one at once."""
+    from edgecl.config import load_config
+    from edgecl.continual.round_state import LearnerState, save_state
+    from edgecl.runtime.learner import LearnerSupervisor
+
+    stored = list(range(1, 95))  # ids 1-94; 70, 80, 90 and 93 held out
+    save_state(tmp_path, LearnerState(round=3, last_sample_id=94))
+    sink = MemorySink(_StoredIds(stored, held_out=(70, 80, 90, 93)),
+                      LabelsConfig(mode="ground_truth"), OperatorQueue(tmp_path / "labels", 10),
+                      classes=FakeClasses())
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_interval_s=0",
+                             "learner.trigger_new_samples=8"])
+    registry = SimpleNamespace(current=lambda: "v0002", manifest=lambda v: {"names": {"0": "car"}})
+    sup = LearnerSupervisor(cfg, registry, memory_sink=sink, known_classes=[0])
+    sup._count_other_writers()
+    assert sup.state.new_samples == 0  # everything learnt
+    save_state(tmp_path, LearnerState(round=3, last_sample_id=68))  # rolled back to v0002
+    sup._next_scan_s = 0.0
+    with caplog.at_level("INFO", logger="edgecl.runtime.learner"):
+        sup._count_other_writers()
+    # ids 69-94 less the 4 held out: 22 (the round number did not change)
+    assert (sup.state.new_samples, sup.last_round) == (22, 3)
+    assert ("the learner's progress is now what v0002 learnt (a rollback or a promotion): 22 "
+            "stored training sample(s) it did not learn count towards the next "
+            "round") in caplog.text
+    sup._next_scan_s = 0.0
+    sup._count_other_writers()  # the same move is not counted again
+    assert sup.state.new_samples == 22
+
+
+def test_samples_a_round_took_are_not_said_later_as_counting_towards_the_next(tmp_path, caplog,
+                                                                             monkeypatch):
+    """Before: '13 training sample(s) stored by another process ... count towards the next
+    round' was logged after a round had started on 9 of them (4 were left)."""
+    from edgecl.config import load_config
+    from edgecl.continual.round_state import LearnerState, save_state
+    from edgecl.runtime import learner as learner_mod
+    from edgecl.runtime.learner import LearnerSupervisor
+
+    stored = list(range(1, 11))
+    save_state(tmp_path, LearnerState(round=1, last_sample_id=10))
+    sink = MemorySink(_StoredIds(stored), LabelsConfig(mode="ground_truth"),
+                      OperatorQueue(tmp_path / "labels", 10), classes=FakeClasses())
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_interval_s=0"])
+    registry = SimpleNamespace(current=lambda: "v0001", manifest=lambda v: {"names": {"0": "car"}})
+    sup = LearnerSupervisor(cfg, registry, memory_sink=sink, known_classes=[0])
+    clock = [1000.0]
+    monkeypatch.setattr(learner_mod.time, "monotonic", lambda: clock[0])
+    sup._count_other_writers()  # the first look: nothing new
+    stored.extend(range(11, 20))  # 9 answers on the command line
+    clock[0] += 10
+    sup._next_scan_s = 0.0
+    sup._count_other_writers()  # counted, said later (at most once a minute)
+    monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: None)
+    monkeypatch.setattr(sup, "upgraded_on_disk", lambda: False)
+    sup.start_round("new_samples")  # learns ids up to 19
+    stored.extend(range(20, 24))  # 4 more
+    clock[0] += learner_mod.OTHER_WRITERS_SAY_EVERY_S
+    sup._next_scan_s = 0.0
+    with caplog.at_level("INFO", logger="edgecl.runtime.learner"):
+        sup._count_other_writers()
+    assert sup.state.new_samples == 4
+    assert "4 training sample(s) stored by another process" in caplog.text
+    assert "13 training sample(s)" not in caplog.text
+
+
 def test_a_frame_over_the_memorys_sample_budget_is_counted_as_such(tmp_path, caplog):
     """Before: a 4K frame over memory.max_bytes' budget for one sample was counted as
     'refused_label', beside the loop's 'refused_labels' (bad label rows): its labels were fine."""

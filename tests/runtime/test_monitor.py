@@ -368,6 +368,32 @@ def test_names_renamed_by_an_older_release_follow_the_registry_at_start(tmp_path
     assert mon.accuracy_matrix("classes")["columns"] == ["car", "lorry"]
 
 
+def test_a_rename_made_while_a_round_ran_is_kept_when_the_round_records(tmp_path):
+    """Before: the round recorded the names it started with, so /metrics, the summary, the
+    report and the Forgetting page went back to 'Vehicle' (and called 'Automobile' never
+    measured) while the registry, the queue and Live said 'Automobile'."""
+    from edgecl.models.classes import ClassRegistry
+
+    registry = ClassRegistry(tmp_path)
+    registry.seed({0: "Vehicle", 1: "Person"})
+    mon = Monitor(tmp_path)
+    started_with = registry.names()
+    registry.rename("Vehicle", "Automobile")  # during the round
+    mon.set_class_names(registry.names())
+    mon.record_finished_round(round_no=1, version="v0001", status="promoted", reason="",
+                              seconds=1.0, columns=STREAM, class_names=started_with,
+                              evaluation={"stream": stream_result({0: 0.5, 1: 0.4})})
+    assert mon.class_names() == {0: "Automobile", 1: "Person"}
+    assert mon.accuracy_matrix("classes")["columns"] == ["Automobile", "Person"]
+
+
+def test_a_round_records_names_as_given_without_a_class_registry(tmp_path):
+    mon = Monitor(tmp_path)
+    mon.record_evaluation(1, "v0001", {"stream": stream_result({0: 0.5})}, STREAM,
+                          class_names={0: "car"})
+    assert mon.class_names() == {0: "car"}
+
+
 def test_forgetting_classes(tmp_path):
     mon = Monitor(tmp_path)
     mon.record_evaluation(1, "v0001", {"stream": stream_result(

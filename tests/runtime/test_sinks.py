@@ -40,6 +40,18 @@ def test_sinks_read_the_names_at_each_frame(tmp_path):
     assert '"name": "car"' in (tmp_path / "s.jsonl").read_text()
 
 
+def test_the_progress_line_counts_a_renamed_class_once_under_its_name_now():
+    names = {0: "Car", 1: "Person"}
+    stream = io.StringIO()
+    progress = ProgressSink(every_s=3600.0, names=lambda: names, stream=stream)
+    progress.write(_result(0))
+    progress.write(_result(1))
+    names = {0: "Vehicle", 1: "Person"}  # renamed while the device runs
+    progress.write(_result(0))
+    progress.close()  # before: 'seen: Car=1, Person=1, Vehicle=1'
+    assert stream.getvalue().strip().endswith("seen: Person=1, Vehicle=2")
+
+
 def test_the_last_progress_line_names_the_last_model_version():
     stream = io.StringIO()
     progress = ProgressSink(every_s=3600.0, names={0: "car"}, stream=stream)

@@ -217,6 +217,10 @@ def test_a_video_that_cannot_be_opened_says_why_and_what_to_do(tmp_path):
     with pytest.raises(SourceError) as info:
         open_source(f"file://{empty}").open()
     assert str(info.value) == f"file://{empty}: cannot open video {empty}: the file is empty (0 bytes)"
+    with pytest.raises(SourceError) as info:  # before: "the file is empty (0 bytes)" too
+        open_source("file:///dev/zero").open()
+    assert str(info.value).endswith("a device that gives no video OpenCV can open (a camera is "
+                                    "v4l2://N)")
 
     cut = tmp_path / "cut.mp4"
     data = _mp4(cut)

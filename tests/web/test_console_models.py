@@ -94,3 +94,46 @@ def test_every_serve_engine_has_a_label():
 ])
 def test_int8_gate_record(record, expected):
     assert int8_gate({} if record is None else {"int8": record}) == expected
+
+
+def test_per_class_figures_follow_a_rename_by_class_id(tmp_path):
+    """Before: after 'classes rename Car Vehicle' and a new class that took the name Car, the
+    Models page (and models list --json) credited the new Car (no sample then) with id 0's AP."""
+    from edgecl.models.classes import ClassRegistry
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    ClassRegistry(state).seed({0: "Car", 1: "Person"})
+    reg = Registry(state / "models")
+    pt = tmp_path / "m.pt"
+    pt.write_bytes(b"w")
+    reg.promote(reg.stage({"model.pt": pt}, {
+        "classes": {"0": "Car", "1": "Person"},
+        "metrics": {"per_class_map50_95": {"Car": 0.2165, "Person": 0.0},
+                    "gate_drops": {"Car": 0.01}, "gate_steps": {"Car": 0.01},
+                    "not_gated": ["Person"]}}))
+    ClassRegistry(state).rename("Car", "Vehicle")
+    ClassRegistry(state).add(["Car"])  # a new class, id 2
+    row = model_rows(reg)[0]
+    assert row["per_class_ap"] == {"Vehicle": 0.2165, "Person": 0.0}
+
+
+def test_models_list_json_names_classes_as_now(tmp_path, capsys):
+    from edgecl.cli import main
+    from edgecl.models.classes import ClassRegistry
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    ClassRegistry(state).seed({0: "Car"})
+    reg = Registry(state / "models")
+    pt = tmp_path / "m.pt"
+    pt.write_bytes(b"w")
+    reg.promote(reg.stage({"model.pt": pt}, {
+        "classes": {"0": "Car"}, "metrics": {"per_class_map50_95": {"Car": 0.2},
+                                             "gate_steps": {"Car": 0.01}, "not_gated": ["Car"]}}))
+    ClassRegistry(state).rename("Car", "Vehicle")
+    capsys.readouterr()
+    assert main(["models", "list", "--state-dir", str(state), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]["metrics"]
+    assert metrics["per_class_map50_95"] == {"Vehicle": 0.2}
+    assert metrics["gate_steps"] == {"Vehicle": 0.01} and metrics["not_gated"] == ["Vehicle"]

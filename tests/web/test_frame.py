@@ -133,3 +133,17 @@ def test_the_live_sink_numbers_its_frames_and_keeps_the_last_few():
     slow.write(_Result(np.zeros((8, 8, 3), np.uint8), Detections()))
     slow.write(_Result(np.zeros((8, 8, 3), np.uint8), Detections()))
     assert slow.frame().seq == 1  # at most max_hz encodes
+
+
+def test_the_live_labels_give_the_calibrated_score_and_the_detectors_own():
+    """Before: /api/live/detections gave calibrated confidences (0.0893, below model.conf) under
+    'score', the key --out and the queue use for the detector's raw score, with no raw one."""
+    from edgecl.runtime.console import LiveViewSink
+
+    def halve(dets):
+        return Detections(dets.boxes_xyxy, dets.scores / 2, dets.classes)
+
+    sink = LiveViewSink(lambda: WORLD_NAMES, max_hz=1e9, calibrate=halve)
+    sink.write(_Result(np.zeros((120, 160, 3), np.uint8), _dets((1, 10, 10, 60, 60, 0.5))))
+    box = sink.frame().to_json()["boxes"][0]
+    assert (box["score"], box["raw_score"]) == (0.25, 0.5)

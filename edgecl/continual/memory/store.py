@@ -1361,7 +1361,8 @@ def recorded_memory_config(root: str | Path) -> MemoryConfig | None:
     if not path.is_file():
         return None
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True,
+        # the path's bytes: a name that is not UTF-8 (a surrogate in str) cannot be encoded
+        conn = sqlite3.connect(f"file:{quote(os.fsencode(path.resolve()))}?mode=ro", uri=True,
                                timeout=5.0)
         try:
             row = conn.execute("SELECT value FROM meta WHERE key = ?",

@@ -78,12 +78,18 @@ def video_open_problem(path: Path) -> str:
         path: the video file.
 
     Returns:
-        ``the file is empty (0 bytes)``; for an MP4/MOV with no ``moov`` box (the index a
+        ``the file is empty (0 bytes)``; for a device (``/dev/zero``) that it is no camera; for
+        an MP4/MOV with no ``moov`` box (the index a
         recorder writes last: a recording stopped by power loss or a full card has none) that
         and what rebuilds it; else ``unsupported format or corrupt`` and how to check it.
     """
+    import stat
+
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):  # /dev/zero reads as 0 bytes
+            return "a device that gives no video OpenCV can open (a camera is v4l2://N)"
+        size = info.st_size
         with path.open("rb") as fh:
             head = fh.read(12)
         no_index = head[4:8] == b"ftyp" and not _has_top_level_box(path, b"moov")
@@ -112,15 +118,13 @@ def _special_file_kind(path: Path) -> str:
     socket); ``""`` for a file or a device (``/dev/video0`` read through FFmpeg)."""
     import stat
 
+    from edgecl.input_files import file_kind
+
     try:
         mode = path.stat().st_mode
     except OSError:
         return ""
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return ""
+    return file_kind(mode) if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else ""
 
 
 def deep_gray_format(codec_pixel_format: float) -> bool:

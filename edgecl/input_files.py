@@ -1,0 +1,151 @@
+"""Reading the files users bring, bounded: labels, images, dataset and task files, certificates.
+
+Every whole-file read of a file a user names (or a dataset holds) goes through
+:func:`read_input_bytes`, which
+
+* opens without blocking: a named pipe with no writer would otherwise hang the command for ever;
+* refuses what is not a regular file (a named pipe, a device such as ``/dev/zero`` or
+  ``/dev/urandom``, a socket), which has no end to read up to;
+* refuses a file over the size bound of its kind before reading a byte, and stops reading at
+  the bound (a file that grows while it is read): a 2 GiB sparse label file or a 6 GB ``.jpg``
+  cost the machine's whole memory before.
+
+Its errors are :class:`InputFileError`, an :class:`OSError` whose ``strerror`` says what is
+wrong in words, so the callers' existing ``except OSError`` paths report and skip the file as
+they do a missing or unreadable one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+MAX_LABEL_BYTES = 16 * MiB
+"""A YOLO label file (16 MiB: some 400,000 boxes) or a VOC annotation."""
+MAX_IMAGE_BYTES = 512 * MiB
+"""An image file: what the largest image edgecl decodes (:data:`edgecl.data.images.MAX_PIXELS`,
+64 megapixels) takes uncompressed at 16 bits in 4 channels."""
+MAX_DATA_FILE_BYTES = 16 * MiB
+"""A ``data.yaml``, ``tasks.yaml``, model ``.yaml`` or ``classes.txt``: text a person writes."""
+MAX_LIST_BYTES = 256 * MiB
+"""An image list (``train.txt``): a million paths of 250 bytes."""
+MAX_JSON_BYTES = 1024 * MiB
+"""A COCO annotation file (COCO's own train set is 450 MB)."""
+MAX_PEM_BYTES = 1 * MiB
+"""A PEM certificate (chain) or private key."""
+
+
+class InputFileError(OSError):
+    """A user's file that is no regular file, or larger than its kind can be (``strerror``
+    says which, in words; ``filename`` names it)."""
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words (``a named pipe (FIFO)``, ``a device``,
+    ``a socket``, ``a folder``).
+
+    Args:
+        mode: its ``st_mode``.
+    """
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a plain file"
+
+
+def size_text(n_bytes: int) -> str:
+    """Bytes in the largest unit that keeps the figure at least 1 (``6.0 GiB``, ``300 bytes``)."""
+    value = float(n_bytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n_bytes} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - the loop returns at GiB
+
+
+def read_input_bytes(path: str | os.PathLike, max_bytes: int, what: str) -> bytes:
+    """Read a user's file whole: a regular file of at most ``max_bytes``.
+
+    Args:
+        path: the file (a link is followed).
+        max_bytes: the most it may hold.
+        what: what such a file is, for the message (``"a label file"``).
+
+    Returns:
+        Its bytes.
+
+    Raises:
+        InputFileError: not a regular file (``"a named pipe (FIFO), not a regular file"``), or over
+            ``max_bytes`` (``"6.0 GiB, more than an image file can be (512.0 MiB)"``), also
+            when it grew past it while read.
+        OSError: it cannot be opened or read (missing, no permission, a loop of links).
+    """
+    fd = os.open(os.fspath(path), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputFileError(errno.EINVAL, f"{file_kind(info.st_mode)}, not a regular file "
+                                 f"({what} must be one)", os.fspath(path))
+        if info.st_size > max_bytes:
+            raise _too_large(path, info.st_size, max_bytes, what)
+        chunks, total = [], 0
+        while total <= max_bytes:
+            chunk = fh.read(min(max_bytes + 1 - total, 16 * MiB))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    if total > max_bytes:  # grew while read
+        raise _too_large(path, total, max_bytes, what, growing=True)
+    return b"".join(chunks)
+
+
+def read_input_text(path: str | os.PathLike, max_bytes: int, what: str,
+                    encoding: str = "utf-8") -> str:
+    """:func:`read_input_bytes`, decoded.
+
+    Raises:
+        InputFileError, OSError: as :func:`read_input_bytes`.
+        UnicodeDecodeError: not text in ``encoding``.
+    """
+    return read_input_bytes(path, max_bytes, what).decode(encoding)
+
+
+def read_data_file(path: str | os.PathLike, what: str = "a dataset or task file") -> str:
+    """A ``data.yaml``, ``tasks.yaml``, model ``.yaml`` or ``classes.txt`` as text (UTF-8, a
+    byte-order mark dropped), at most :data:`MAX_DATA_FILE_BYTES`.
+
+    Raises:
+        InputFileError, OSError, UnicodeDecodeError: as :func:`read_input_text`.
+    """
+    return read_input_text(path, MAX_DATA_FILE_BYTES, what, "utf-8-sig")
+
+
+def _too_large(path, size: int, max_bytes: int, what: str, growing: bool = False) -> InputFileError:
+    grew = " (it grew while it was read)" if growing else ""
+    return InputFileError(errno.EFBIG, f"{'over ' if growing else ''}{size_text(size)}, more than "
+                          f"{what} can be ({size_text(max_bytes)}){grew}", os.fspath(path))
+
+
+def regular_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a regular file one can read whole (``"a named pipe, not a regular
+    file"``), or None for a regular file; a missing path is None (the caller says it is
+    missing its own way). Never blocks and reads nothing.
+
+    Args:
+        path: the file (a link is followed).
+    """
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else f"{file_kind(mode)}, not a regular file"
