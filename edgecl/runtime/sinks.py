@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.errors import ConfigError, StorageError, describe_os_error, storage_fault
+from edgecl.input_files import regular_file_problem
 from edgecl.runtime.loop import FrameResult
 
 log = logging.getLogger(__name__)
@@ -390,6 +391,10 @@ class VideoSink:
         self.max_bytes = int(max_bytes)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES or self.path.is_dir():
             raise ConfigError(f"--save-video {path}: name a new .mp4 or .avi file")
+        special = regular_file_problem(self.path)
+        if special:  # before: a pipe there was renamed aside as an "earlier video"
+            raise ConfigError(f"--save-video {path} is {special}: name a new .mp4 or .avi file "
+                              f"(OpenCV's video writer needs a file it can seek in)")
         if source_file is not None and self.path.exists() and _same_file(self.path, source_file):
             raise ConfigError(f"--save-video {path} is the video this run reads: name a new "
                               f"file (it would be overwritten)")

@@ -234,6 +234,21 @@ def test_save_video_where_nothing_can_be_written_is_refused_at_start(tmp_path):
         VideoSink("/proc/out.mp4")
 
 
+def test_save_video_onto_a_named_pipe_is_refused_and_the_pipe_left_alone(tmp_path):
+    """Before: the pipe was renamed to out.1.mp4, as if it were an earlier run's video."""
+    import os
+
+    import pytest
+
+    from edgecl.errors import ConfigError
+    from edgecl.runtime.sinks import VideoSink
+
+    os.mkfifo(tmp_path / "out.mp4")
+    with pytest.raises(ConfigError, match=r"out.mp4 is a named pipe \(FIFO\), not a regular file"):
+        VideoSink(tmp_path / "out.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
 def test_the_saved_video_starts_a_new_file_at_its_size_bound(tmp_path, monkeypatch):
     """Before: one file for the whole run, without bound (385 MB an hour at 160 px, 30 fps),
     and unreadable after a power cut (an MP4's index is written when it closes)."""
