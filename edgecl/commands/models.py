@@ -90,9 +90,10 @@ def list_command(args: argparse.Namespace) -> int:
     rows = [(v, serving_engine(registry, v), int8_gate(v.manifest)) for v in versions]
     problems = {v.version: serve_problem(registry, v, engine) for v, engine, _ in rows}
     if args.json:
-        names_now = registry_names_now(Path(registry.root).parent)
+        names, former = registry_names_now(Path(registry.root).parent)
         print_json_line([dict(v.to_json(), **engine, int8=gate, serve_problem=problems[v.version],
-                              metrics=metrics_named_now(v.metrics or {}, v.manifest, names_now))
+                              metrics=metrics_named_now(v.metrics or {}, v.manifest, names,
+                                                        former))
                          for v, engine, gate in rows])
         return 0
     if not versions:

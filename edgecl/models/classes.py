@@ -105,36 +105,53 @@ def names_conflict(known: dict[int, str], names: dict,
     return None
 
 
-def named_now(values: dict, names_then: dict, names_now: dict[int, str]) -> dict:
+def named_now(values: dict, names_then: dict, names_now: dict[int, str],
+              former: dict[int, list[str]] | None = None) -> dict:
     """Re-key per-class figures recorded under the names a version was made with by the
     classes' names now.
 
     A version's manifest keys its per-class figures (``per_class_map50_95``, the gate's
-    ``gate_drops`` and ``gate_steps``) by the names its classes had then, beside its
-    ``classes`` (id -> name then). After ``classes rename Car Vehicle`` the figure of id 0 is
-    Vehicle's; a later class named Car (a new id) has none of it.
+    ``gate_drops`` and ``gate_steps``, the monitor's ``class_ap50_95``) by the names its
+    classes had then, beside its ``classes`` (id -> name then). After ``classes rename Car
+    Vehicle`` the figure of id 0 is Vehicle's; a later class named Car (a new id) has none of it.
 
     Args:
         values: name then -> value.
         names_then: class id -> name, as the version recorded them (keys may be strings, as JSON
             gives them).
         names_now: class id -> name now (the class registry's).
+        former: class id -> names a rename took from it (the registry's
+            :meth:`ClassRegistry.former_names`): a name the version does not list (one a class
+            was given while the version's round ran) is found there, when one class only had it.
 
     Returns:
-        Name now -> value. A name the version does not list keeps its key (a task's name in a
-        per-task view); where two keys would become one, the later keeps its recorded name.
+        Name now -> value. A name found nowhere keeps its key (a task's name in a per-task
+        view). Where two keys become one (a class merged into another), a missing value (None)
+        gives way to the other; two values keep the later under its recorded name.
     """
-    ids = {}
+    ids: dict[str, int] = {}
     for cid, name in (names_then or {}).items():
         try:
             ids.setdefault(str(name), int(cid))
         except (TypeError, ValueError):  # a hand-edited manifest: that name keeps its key
             continue
+    had: dict[str, set[int]] = {}
+    for cid, old in (former or {}).items():
+        for name in old:
+            had.setdefault(str(name), set()).add(int(cid))
+    current = set(names_now.values())
     out: dict = {}
     for name, value in values.items():
         cid = ids.get(str(name))
+        if cid is None and str(name) not in current and len(had.get(str(name), ())) == 1:
+            cid = next(iter(had[str(name)]))
         key = names_now.get(cid, name) if cid is not None else name
-        out[name if key in out else key] = value
+        if key in out:
+            if value is None:
+                continue
+            if out[key] is not None:
+                key = name
+        out[key] = value
     return out
 
 

@@ -258,11 +258,14 @@ def serving_engine(registry, info) -> dict:
     return {"engine": engine, "engine_label": label, "engine_file": name}
 
 
-NAME_KEYED_METRICS = ("per_class_map50_95", "gate_drops", "gate_steps")
-"""Manifest metrics keyed by class name (the names the version's classes had then)."""
+NAME_KEYED_METRICS = ("per_class_map50_95", "gate_drops", "gate_steps", "class_ap50_95",
+                      "class_forgetting")
+"""Manifest metrics keyed by class name (the names the version's classes had then, or, for
+the monitor's ``class_*`` figures, when the round was recorded)."""
 
 
-def metrics_named_now(metrics: dict, manifest: dict, names_now: dict[int, str]) -> dict:
+def metrics_named_now(metrics: dict, manifest: dict, names_now: dict[int, str],
+                      former: dict[int, list[str]] | None = None) -> dict:
     """A version's metrics with its per-class figures under the classes' names now
     (:func:`edgecl.models.classes.named_now`; ``not_gated`` likewise).
 
@@ -270,6 +273,7 @@ def metrics_named_now(metrics: dict, manifest: dict, names_now: dict[int, str]) 
         metrics: the manifest's ``metrics``.
         manifest: the version's manifest (its ``classes``: id -> name then).
         names_now: class id -> name now (empty: as recorded).
+        former: class id -> names renames took from it (see ``named_now``).
 
     Returns:
         A copy of ``metrics``.
@@ -282,26 +286,31 @@ def metrics_named_now(metrics: dict, manifest: dict, names_now: dict[int, str]) 
     out = dict(metrics)
     for key in NAME_KEYED_METRICS:
         if isinstance(out.get(key), dict):
-            out[key] = named_now(out[key], then, names_now)
+            out[key] = named_now(out[key], then, names_now, former)
     if isinstance(out.get("not_gated"), list):
-        out["not_gated"] = list(named_now({str(n): None for n in out["not_gated"]}, then,
-                                          names_now))
+        out["not_gated"] = [n for n, _ in named_now({str(n): 0 for n in out["not_gated"]}, then,
+                                                    names_now, former).items()]
     return out
 
 
-def registry_names_now(state_dir) -> dict[int, str]:
-    """The class registry's names, or ``{}`` where it cannot be read (views then show the
-    names each version recorded)."""
+def registry_names_now(state_dir) -> tuple[dict[int, str], dict[int, list[str]]]:
+    """The class registry's names (a class merged into another under its target's name: its
+    figures are the target's now) and former names, or ``({}, {})`` where it cannot be read
+    (views then show the names each version recorded)."""
     from edgecl.models.classes import ClassRegistry
 
     try:
-        return ClassRegistry(state_dir).names()
+        registry = ClassRegistry(state_dir)
+        names = registry.names()
+        names.update({cid: names[target] for cid, target in registry.merged().items()
+                      if target in names})
+        return names, registry.former_names()
     except (EdgeclError, OSError) as exc:
         log.debug("versions keep the class names they recorded: %s", exc)
-        return {}
+        return {}, {}
 
 
-def model_rows(registry, names_now: dict[int, str] | None = None) -> list[dict]:
+def model_rows(registry, names_now: tuple[dict, dict] | None = None) -> list[dict]:
     """Registry versions for the Models page, newest first.
 
     Returns:
@@ -309,17 +318,19 @@ def model_rows(registry, names_now: dict[int, str] | None = None) -> list[dict]:
         created, reason, per_class_ap, dece, size_bytes, parent, origin``, the serving engine
         (``engine, engine_label, engine_file``: :func:`serving_engine`), ``int8`` (the INT8
         gate's ``accepted, reason, refused``, or ``None``: :func:`int8_gate`) and
-        ``rollback_target`` (True on the version a rollback goes back to). Per-class figures
-        are under the classes' names now (``names_now``; default the class registry's beside
-        the registry).
+        ``rollback_target`` (True on the version a rollback goes back to). Per-class figures,
+        in ``per_class_ap`` and in ``metrics``, are under the classes' names now
+        (``names_now``: the registry's names and former names, as
+        :func:`registry_names_now` gives them; default the class registry's beside the
+        registry).
     """
-    if names_now is None:
-        names_now = registry_names_now(Path(registry.root).parent)
+    names, former = names_now if names_now is not None else registry_names_now(
+        Path(registry.root).parent)
     rows = []
     target = registry.rollback_target()
     for info in reversed(registry.list()):
         manifest = info.manifest
-        metrics = metrics_named_now(info.metrics or {}, manifest, names_now)
+        metrics = metrics_named_now(info.metrics or {}, manifest, names, former)
         size = 0
         for name in info.files:
             path = registry.root / info.version / name
@@ -327,7 +338,8 @@ def model_rows(registry, names_now: dict[int, str] | None = None) -> list[dict]:
                 size += path.stat().st_size
         calibration = manifest.get("calibration") or {}
         # the page marks the serving row by status "current" (the registry says "promoted")
-        rows.append(dict(info.to_json(), status="current" if info.current else info.status,
+        rows.append(dict(info.to_json(), metrics=metrics,
+                         status="current" if info.current else info.status,
                          per_class_ap=metrics.get("per_class_map50_95")
                          or metrics.get("per_task_map50_95") or {},
                          dece=metrics.get("dece"), dece_calibrated=calibration.get("dece_after"),

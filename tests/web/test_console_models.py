@@ -137,3 +137,34 @@ def test_models_list_json_names_classes_as_now(tmp_path, capsys):
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]["metrics"]
     assert metrics["per_class_map50_95"] == {"Vehicle": 0.2}
     assert metrics["gate_steps"] == {"Vehicle": 0.01} and metrics["not_gated"] == ["Vehicle"]
+
+
+def test_every_per_class_figure_of_every_version_follows_renames_and_merges(tmp_path):
+    """Before: /api/models gave a version's metrics as recorded (v0007's "Person" after Person
+    was renamed Pedestrian and a new class took the name Person), unlike models list --json;
+    the monitor's class_ap50_95 of a round during which Person became Human stayed "Human"
+    after Human became Pedestrian; a class merged away kept a "Car": null beside its target."""
+    from edgecl.models.classes import ClassRegistry
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    classes = ClassRegistry(state)
+    classes.seed({0: "Vehicle", 1: "Person"})
+    reg = Registry(state / "models")
+    pt = tmp_path / "m.pt"
+    pt.write_bytes(b"w")
+    classes.add(["Car"])  # id 2, merged into Vehicle below
+    classes.rename("Person", "Human")  # while the round ran: its monitor figures say Human
+    reg.promote(reg.stage({"model.pt": pt}, {
+        "classes": {"0": "Vehicle", "1": "Person", "2": "Car"},
+        "metrics": {"per_class_map50_95": {"Vehicle": 0.3, "Person": 0.1},
+                    "class_ap50_95": {"Vehicle": 0.3, "Human": 0.1, "Car": None},
+                    "class_forgetting": {"Vehicle": 0.0, "Human": 0.02}}}))
+    classes.rename("Human", "Pedestrian")
+    classes.add(["Person"])  # id 3: a new class took the freed name
+    classes.merge("Car", "Vehicle")
+    row = model_rows(reg)[0]
+    assert row["per_class_ap"] == {"Vehicle": 0.3, "Pedestrian": 0.1}
+    assert row["metrics"]["per_class_map50_95"] == {"Vehicle": 0.3, "Pedestrian": 0.1}
+    assert row["metrics"]["class_ap50_95"] == {"Vehicle": 0.3, "Pedestrian": 0.1}
+    assert row["metrics"]["class_forgetting"] == {"Vehicle": 0.0, "Pedestrian": 0.02}
