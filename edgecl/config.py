@@ -959,8 +959,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
                 raise ConfigError(f"config file {why}" if why else f"config file not found: {p}")
             raise ConfigError(f"config file {p} is a folder, not a file" if p.is_dir()
                               else f"config file {p} is not a regular file (a device or a pipe)")
+        from edgecl.input_files import MAX_DATA_FILE_BYTES, read_input_text
+
         try:
-            tree = yaml.load(p.read_text(encoding="utf-8"), Loader=_ConfigLoader)
+            tree = yaml.load(read_input_text(p, MAX_DATA_FILE_BYTES, "a config file"),
+                             Loader=_ConfigLoader)
         except yaml.YAMLError as exc:
             raise ConfigError(f"cannot parse config {p}{yaml_problem(exc)}") from None
         except UnicodeDecodeError as exc:
@@ -969,7 +972,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"cannot parse config {p}: a tagged value YAML cannot build "
                               f"({exc}); write plain values") from None
         except OSError as exc:
-            raise ConfigError(f"cannot read config {p}: {getattr(exc, 'reason', None) or exc}") from None
+            raise ConfigError(f"cannot read config {p}: "
+                              f"{getattr(exc, 'reason', None) or exc.strerror or exc}") from None
         except (RecursionError, MemoryError):
             raise ConfigError(f"cannot parse config {p}: nested too deeply or too large") from None
         if tree is None:  # an empty file: the defaults

@@ -37,6 +37,9 @@ MAX_JSON_BYTES = 1024 * MiB
 """A COCO annotation file (COCO's own train set is 450 MB)."""
 MAX_PEM_BYTES = 1 * MiB
 """A PEM certificate (chain) or private key."""
+MAX_MODEL_BYTES = 4096 * MiB
+"""A model file read whole (a TensorRT ``.engine``): a detector's engine takes tens to a few
+hundred MB; a 50 GB file is no engine."""
 
 
 class InputFileError(OSError):
@@ -128,6 +131,22 @@ def read_data_file(path: str | os.PathLike, what: str = "a dataset or task file"
         InputFileError, OSError, UnicodeDecodeError: as :func:`read_input_text`.
     """
     return read_input_text(path, MAX_DATA_FILE_BYTES, what, "utf-8-sig")
+
+
+def label_bytes_for_hash(path: str | os.PathLike) -> bytes:
+    """A label file's bytes for a cache key: the file's (bounded, as a label file is read), or
+    a marker saying why there are none (missing: ``<none>``; a pipe, a device, too large or
+    unreadable: its reason), so that hashing a dataset never reads what a reader refuses.
+
+    Args:
+        path: the label file.
+    """
+    try:
+        return read_input_bytes(path, MAX_LABEL_BYTES, "a label file")
+    except FileNotFoundError:
+        return b"<none>"
+    except OSError as exc:
+        return f"<unreadable: {exc.strerror or exc}>".encode()
 
 
 def _too_large(path, size: int, max_bytes: int, what: str, growing: bool = False) -> InputFileError:

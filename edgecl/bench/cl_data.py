@@ -35,7 +35,8 @@ from edgecl.atomic import atomic_write_bytes, atomic_write_json, atomic_write_te
 from edgecl.data.images import file_deeper_than_8_bits, read_image
 from edgecl.data.labels import labels_to_text, parse_yolo_label_text
 from edgecl.data.tasks import TaskSet, label_path_for
-from edgecl.errors import LabelError
+from edgecl.errors import ConfigError, LabelError
+from edgecl.input_files import MAX_LABEL_BYTES, label_bytes_for_hash, read_input_text
 
 VIEW_SPLITS = ("train", "test")
 MARKER = "view.json"
@@ -140,7 +141,7 @@ def data_hash(task_set: TaskSet) -> str:
             for image in task.split(split):
                 label = label_path_for(image)
                 digest.update(f"{_rel(image, base)}:{image.stat().st_size}\n".encode())
-                digest.update(label.read_bytes() if label.is_file() else b"<none>")
+                digest.update(label_bytes_for_hash(label))
     return digest.hexdigest()[:16]
 
 
@@ -154,11 +155,22 @@ def filtered_copy(image: Path, dst: Path, keep: dict[int, int]) -> None:
         keep: original class id -> new id; rows of other classes are dropped.
 
     Raises:
-        LabelError: a malformed label row.
+        LabelError: a malformed label row, or a label file that cannot be read (a pipe, a
+            device, over a label file's size).
+        ConfigError: an image that cannot be read.
     """
     src_label = label_path_for(image)
-    text = src_label.read_text(encoding="utf-8-sig") if src_label.is_file() else ""
-    if file_deeper_than_8_bits(image):  # ultralytics would train on its high byte
+    try:
+        text = (read_input_text(src_label, MAX_LABEL_BYTES, "a label file", "utf-8-sig")
+                if src_label.exists() else "")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelError(f"cannot read label file {src_label}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        deeper = file_deeper_than_8_bits(image)
+    except OSError as exc:
+        raise ConfigError(f"cannot read image {image}: {exc.strerror or exc}") from None
+    if deeper:  # ultralytics would train on its high byte
         eight_bit_copy(image, dst)
     else:
         link_or_copy(image, dst)

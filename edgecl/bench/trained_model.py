@@ -30,13 +30,14 @@ def images_fingerprint(images: list[Path]) -> str:
         16 hex digits.
     """
     from edgecl.data.labels import label_path_for
+    from edgecl.input_files import label_bytes_for_hash
     from edgecl.models.base import sha256_file
 
     digest = hashlib.sha256()
     for image in images:
         digest.update(sha256_file(image).encode())
         label = label_path_for(Path(image))
-        digest.update(label.read_bytes() if label.is_file() else b"<none>")
+        digest.update(label_bytes_for_hash(label))
     return digest.hexdigest()[:16]
 
 

@@ -377,13 +377,22 @@ def file_deeper_than_8_bits(path: str | Path) -> bool:
     (JPEG, PNG: the common case), the whole file otherwise.
 
     Raises:
-        OSError: the file cannot be read.
+        OSError: the file cannot be read; :class:`~edgecl.input_files.InputFileError` for a
+            pipe, a device or a file larger than an image can be.
     """
+    import errno
+
+    from edgecl.input_files import (MAX_IMAGE_BYTES, InputFileError, read_input_bytes,
+                                    regular_file_problem)
+
+    special = regular_file_problem(path)
+    if special:  # opening a pipe would wait for a writer
+        raise InputFileError(errno.EINVAL, special, str(path))
     with open(path, "rb") as fh:
         head = fh.read(32)
-        if head.startswith((_JPEG_SOI, PNG_SIGNATURE)):
-            return deeper_than_8_bits(head)
-        return deeper_than_8_bits(head + fh.read())
+    if head.startswith((_JPEG_SOI, PNG_SIGNATURE)):
+        return deeper_than_8_bits(head)
+    return deeper_than_8_bits(read_input_bytes(path, MAX_IMAGE_BYTES, "an image file"))
 
 
 def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:

@@ -667,6 +667,9 @@ def _names_file(folder: Path, labels_folder: Path | None = None) -> dict[int, st
     for candidate in (folder, folder.parent, *([labels_folder] if labels_folder else [])):
         for name in _NAMES_FILES:
             p = candidate / name
+            special = regular_file_problem(p)
+            if special and not p.is_dir():  # before: passed over, the classes named class_0...
+                raise ConfigError(f"class names file {p} is {special}")
             if p.is_file():
                 try:
                     text = read_data_file(p, "a class names file")

@@ -37,7 +37,8 @@ from edgecl.data.class_names import name_clash
 from edgecl.data.images import is_image
 from edgecl.data.labels import MAX_CLASSES, label_path_for
 from edgecl.errors import ConfigError, encoding_problem, link_problem, missing_path, yaml_problem
-from edgecl.input_files import MAX_LIST_BYTES, read_data_file, read_input_text
+from edgecl.input_files import (MAX_LIST_BYTES, read_data_file, read_input_text,
+                                regular_file_problem)
 
 log = logging.getLogger(__name__)
 _SAID_PATH_FALLBACK: set[Path] = set()  # data.yaml files whose 'path:' fallback was said
@@ -435,6 +436,9 @@ def find_data_yaml(folder: Path) -> Path | None:
     Returns:
         Its path, or ``None`` when the folder holds none (a ``tasks.yaml`` is not one).
     """
+    special = regular_file_problem(folder / "data.yaml")
+    if special and not (folder / "data.yaml").is_dir():  # before: passed over, names lost
+        raise ConfigError(f"{folder / 'data.yaml'} is {special}")
     if (folder / "data.yaml").is_file():
         return folder / "data.yaml"
     found = []
@@ -484,6 +488,9 @@ def find_dataset(path: str | Path) -> YoloDataset:
     if not path.exists():
         raise ConfigError(missing_path(path))
     path = path.resolve()
+    special = regular_file_problem(path)
+    if special and not path.is_dir():  # before: "no images in" a pipe or a device
+        raise ConfigError(f"{path} is {special}; expected a dataset folder or a data.yaml")
     if path.is_file():
         if path.suffix.lower() in (".yaml", ".yml"):
             return load_data_yaml(path)

@@ -210,8 +210,10 @@ def read_engine_file(path: str | Path) -> tuple[dict, bytes]:
     Raises:
         ModelLoadError: missing, unreadable or corrupt file.
     """
+    from edgecl.input_files import MAX_MODEL_BYTES, read_input_bytes
+
     try:
-        data = Path(path).read_bytes()
+        data = read_input_bytes(path, MAX_MODEL_BYTES, "a model file")
     except OSError as exc:
         raise ModelLoadError(f"cannot read TensorRT engine {path}: {exc.strerror or exc}") from None
     return decode_engine_file(data, str(path))

@@ -107,6 +107,29 @@ MAX_PROTOBUF_BYTES = 2**31 - 1
 """The largest ONNX file protobuf can write in one piece."""
 
 
+def _external_data_problem(path: Path) -> str:
+    """``": its weights file X (external data) is a named pipe (FIFO), not a regular file"``
+    where a weights file the model names is no regular file, else ``""`` (also where the model
+    cannot be read: the caller says why)."""
+    from edgecl.input_files import regular_file_problem
+
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises many unrelated types for a file it cannot parse
+        log.debug("%s: external data not looked at (%s)", path, exc)
+        return ""
+    for tensor in proto.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        special = regular_file_problem(path.parent / location) if location else None
+        if special:
+            return f": its weights file {location} (external data) is {special}"
+    return ""
+
+
 def embed_external_data(path: str | Path, out: str | Path) -> bool:
     """Write to ``out`` the ONNX model ``path`` with its external data files embedded.
 
@@ -295,7 +318,7 @@ class OnnxBackend(Backend):
         try:
             session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as exc:  # onnxruntime raises several unrelated types for bad files
-            hint = misnamed_model_hint(path)
+            hint = misnamed_model_hint(path) or _external_data_problem(path)
             if not hint and "external data" in str(exc).lower():  # its file name was cut off
                 hint = (": a weights file it names (external data) is missing, or lies outside "
                         "its folder (a symlink or '..' that leads out); keep it beside the model")

@@ -208,6 +208,28 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _check_beside(model: Path, extra: Path) -> None:
+    """Refuse a file staged beside a model (an OpenVINO IR's ``metadata.yaml``) that is no
+    regular file or larger than a data file can be: it is copied into the version (a 50 GB
+    sparse one filled the disk with zeros).
+
+    Raises:
+        RegistryError: in one line.
+    """
+    from edgecl.input_files import MAX_DATA_FILE_BYTES, regular_file_problem, size_text
+
+    special = regular_file_problem(extra)
+    if special:
+        raise RegistryError(f"cannot add {model}: {extra} beside it is {special}")
+    try:
+        size = extra.stat().st_size
+    except OSError:
+        return  # missing: nothing is staged
+    if size > MAX_DATA_FILE_BYTES:
+        raise RegistryError(f"cannot add {model}: {extra} beside it is {size_text(size)}, more "
+                            f"than a metadata file can be ({size_text(MAX_DATA_FILE_BYTES)})")
+
+
 def check_file_name(name: object, where: str = "manifest") -> PurePosixPath:
     """Check that a manifest file entry is a plain relative path that stays inside its directory.
 
@@ -1139,6 +1161,7 @@ class Registry:
                                     "beside it")
             files["model.bin"] = weights
             meta_yaml = path.parent / "metadata.yaml"  # ultralytics' export keeps names there
+            _check_beside(path, meta_yaml)
             if meta_yaml.is_file():
                 files["metadata.yaml"] = meta_yaml
             manifest.setdefault("serve", "model.xml")

@@ -148,3 +148,51 @@ def test_a_state_directory_whose_name_is_not_utf8_is_refused_in_one_line(tmp_pat
     assert main(["memory", "stats", "--state-dir", state]) == 2
     err = capsys.readouterr().err
     assert "whose folder names are UTF-8" in err and "Traceback" not in err
+
+
+def test_a_sparse_giant_config_is_refused_without_reading_it(tmp_path, capsys):
+    """Before: a 3 GB --config took 6.3 GB of memory before 'unacceptable character'; a 50 GB
+    one said 'nested too deeply or too large'."""
+    config = _sparse(tmp_path / "c.yaml", 50 * GIB)
+    assert main(["classes", "list", "--state-dir", str(tmp_path / "s"), "--config",
+                 str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "50.0 GiB, more than a config file can be (16.0 MiB)" in err and "nested" not in err
+
+
+def test_a_class_names_file_or_data_yaml_that_is_a_pipe_is_said_not_passed_over(tmp_path,
+                                                                                  capsys):
+    """Before: a classes.txt or data.yaml that was a FIFO or a link to /dev/zero was passed
+    over without a word, and the import named the classes class_0, class_1..."""
+    data = _yolo(tmp_path / "ds")
+    (data / "data.yaml").unlink()
+    (data / "classes.txt").symlink_to("/dev/zero")
+    assert main(["dataset", "import", str(data), "--out", str(tmp_path / "out")]) == 2
+    assert "classes.txt is a device, not a regular file" in capsys.readouterr().err
+    (data / "classes.txt").unlink()
+    os.mkfifo(data / "data.yaml")
+    assert main(["dataset", "import", str(data), "--out", str(tmp_path / "out")]) == 2
+    assert "data.yaml is a named pipe (FIFO), not a regular file" in capsys.readouterr().err
+
+
+def test_hashing_a_benchmarks_data_reads_no_label_whole(tmp_path):
+    """Before: bench cl hashed every label file whole: a 50 GB sparse one was MemoryError."""
+    from edgecl.input_files import label_bytes_for_hash
+
+    big = _sparse(tmp_path / "big.txt", 50 * GIB)
+    assert label_bytes_for_hash(big) == (b"<unreadable: 50.0 GiB, more than a label file can be "
+                                         b"(16.0 MiB)>")
+    assert label_bytes_for_hash(tmp_path / "none.txt") == b"<none>"
+    (tmp_path / "a.txt").write_bytes(b"0 0.5 0.5 0.1 0.1\n")
+    assert label_bytes_for_hash(tmp_path / "a.txt") == b"0 0.5 0.5 0.1 0.1\n"
+
+
+def test_a_sparse_giant_engine_is_a_one_line_error(tmp_path):
+    """Before: labels import with model.path=X.engine read the engine whole (a 50 GB one was
+    MemoryError, exit 1)."""
+    from edgecl.errors import ModelLoadError
+    from edgecl.models.engine_file import read_engine_header
+
+    engine = _sparse(tmp_path / "m.engine", 50 * GIB)
+    with pytest.raises(ModelLoadError, match=r"50.0 GiB, more than a model file can be"):
+        read_engine_header(engine)

@@ -704,3 +704,19 @@ def test_a_model_file_that_is_no_regular_file_says_what_it_is(tmp_path, run_edge
     code, _, err = run_edgecl(["models", "add", "--state-dir", tmp_path / "s", path])
     assert (code, err) == (2, f"error: cannot add: {why}\n")
     assert not (tmp_path / "s").exists()
+
+
+def test_an_onnx_whose_weights_file_is_a_pipe_says_so(exported, tmp_path):
+    """Before: 'a weights file it names (external data) is missing, or lies outside its folder'
+    (or onnxruntime's own lines)."""
+    import os
+
+    import onnx
+
+    onnx.save(onnx.load(str(exported["rect"])), str(tmp_path / "e.onnx"),
+              save_as_external_data=True, location="e.onnx.data", size_threshold=0)
+    (tmp_path / "e.onnx.data").unlink()
+    os.mkfifo(tmp_path / "e.onnx.data")
+    with pytest.raises(ModelLoadError, match=r"its weights file e.onnx.data \(external data\) is "
+                                             r"a named pipe \(FIFO\), not a regular file$"):
+        load_backend(tmp_path / "e.onnx")

@@ -285,3 +285,23 @@ def test_a_kernel_of_zeros_is_refused_and_a_fresh_models_zero_biases_are_not(tmp
     with pytest.raises(ModelLoadError, match=r"its weights are zero-filled \(every value of "
                                              r".* is 0\): the file is damaged"):
         load_backend(zeroed, warmup_runs=1)
+
+
+def test_models_add_refuses_a_giant_metadata_yaml_beside_an_ir_before_copying_it(exported,
+                                                                                 tmp_path):
+    """Before: a 50 GB sparse metadata.yaml beside model.xml was copied into the version: a
+    killed run left 24 GB of zeros in the staging folder."""
+    import shutil
+
+    from edgecl.errors import RegistryError
+    from edgecl.models.registry import Registry
+
+    ir = tmp_path / "ir"
+    shutil.copytree(exported[1].parent, ir)
+    with open(ir / "metadata.yaml", "wb") as fh:
+        fh.truncate(50 * 1024 ** 3)
+    reg = Registry(tmp_path / "state" / "models")
+    with pytest.raises(RegistryError, match=r"metadata.yaml beside it is 50.0 GiB, more than a "
+                                            r"metadata file can be \(16.0 MiB\)"):
+        reg.add(ir / "model.xml")
+    assert reg.versions() == []
