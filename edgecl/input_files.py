@@ -155,16 +155,20 @@ def _too_large(path, size: int, max_bytes: int, what: str, growing: bool = False
                           f"{what} can be ({size_text(max_bytes)}){grew}", os.fspath(path))
 
 
-def regular_file_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` is not a regular file one can read whole (``"a named pipe, not a regular
-    file"``), or None for a regular file; a missing path is None (the caller says it is
+def regular_file_problem(path: str | os.PathLike, folder_ok: bool = False) -> str | None:
+    """Why ``path`` is not a regular file one can read whole (``"a named pipe (FIFO), not a
+    regular file"``), or None for a regular file; a missing path is None (the caller says it is
     missing its own way). Never blocks and reads nothing.
 
     Args:
         path: the file (a link is followed).
+        folder_ok: a folder is None too (where one is another valid answer: a dataset folder,
+            or a name the caller looks up in it); only pipes, devices and sockets are named.
     """
     try:
         mode = Path(path).stat().st_mode
     except OSError:
         return None
-    return None if stat.S_ISREG(mode) else f"{file_kind(mode)}, not a regular file"
+    if stat.S_ISREG(mode) or (folder_ok and stat.S_ISDIR(mode)):
+        return None
+    return f"{file_kind(mode)}, not a regular file"

@@ -234,7 +234,7 @@ def measure(backend, frames: list, args, imgsz: int, conf: float) -> dict:
                       + (f", ultralytics {stream[-1]:.1f} fps" if stream else ""))
     out = {"raw_fps": round(_median(raw), 2), "pipeline_fps": round(_median(pipe), 2),
            "latency_ms_p50": _median(p50), "latency_ms_p95": _median(p95),
-           "infer_ms_p50": _median(infer), "repeats": max(1, args.repeats)}
+           "infer_ms_p50": _median(infer), "repeats": repeats}
     out["ratio"] = round(out["pipeline_fps"] / out["raw_fps"], 3)
     out.update(_ultralytics_pt(args, frames, imgsz, conf, out["pipeline_fps"]))
     if stream:

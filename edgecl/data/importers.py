@@ -667,8 +667,8 @@ def _names_file(folder: Path, labels_folder: Path | None = None) -> dict[int, st
     for candidate in (folder, folder.parent, *([labels_folder] if labels_folder else [])):
         for name in _NAMES_FILES:
             p = candidate / name
-            special = regular_file_problem(p)
-            if special and not p.is_dir():  # before: passed over, the classes named class_0...
+            special = regular_file_problem(p, folder_ok=True)
+            if special:  # before: passed over, the classes named class_0...
                 raise ConfigError(f"class names file {p} is {special}")
             if p.is_file():
                 try:
@@ -923,8 +923,8 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
             yield Skip(image_path, "missing image", f"{image_path}: no such image (listed in the "
                                                     f"dataset's image list)")
             continue
-        special = regular_file_problem(label_path)
-        if special and not path_exists(label_path, folder=True):  # a pipe, a device, a socket
+        special = regular_file_problem(label_path, folder_ok=True)
+        if special:  # a pipe, a device, a socket
             yield Skip(label_path, "refused label",
                        f"cannot read label file {label_path}: {special}")
             continue

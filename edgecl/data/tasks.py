@@ -368,7 +368,7 @@ def load_task_source(path: str | Path) -> TaskSet:
     path = Path(path).expanduser()
     if path.is_dir() and (path / "tasks.yaml").is_file():
         return load_tasks(path / "tasks.yaml")
-    if not path.is_dir() and regular_file_problem(path):
+    if regular_file_problem(path, folder_ok=True):
         return load_tasks(path)  # which says what it is
     if path.is_file():
         try:

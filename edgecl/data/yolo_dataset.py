@@ -436,8 +436,8 @@ def find_data_yaml(folder: Path) -> Path | None:
     Returns:
         Its path, or ``None`` when the folder holds none (a ``tasks.yaml`` is not one).
     """
-    special = regular_file_problem(folder / "data.yaml")
-    if special and not (folder / "data.yaml").is_dir():  # before: passed over, names lost
+    special = regular_file_problem(folder / "data.yaml", folder_ok=True)
+    if special:  # before: passed over, names lost
         raise ConfigError(f"{folder / 'data.yaml'} is {special}")
     if (folder / "data.yaml").is_file():
         return folder / "data.yaml"
@@ -488,8 +488,8 @@ def find_dataset(path: str | Path) -> YoloDataset:
     if not path.exists():
         raise ConfigError(missing_path(path))
     path = path.resolve()
-    special = regular_file_problem(path)
-    if special and not path.is_dir():  # before: "no images in" a pipe or a device
+    special = regular_file_problem(path, folder_ok=True)
+    if special:  # before: "no images in" a pipe or a device
         raise ConfigError(f"{path} is {special}; expected a dataset folder or a data.yaml")
     if path.is_file():
         if path.suffix.lower() in (".yaml", ".yml"):

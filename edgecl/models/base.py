@@ -450,12 +450,11 @@ class Backend(abc.ABC):
         for run in range(max(1, runs)):
             t0 = time.perf_counter()
             try:
-                damaged = self._nonfinite_weight() if run == 0 else None
+                damaged, zeroed = self._weight_faults() if run == 0 else (None, None)
                 if damaged:  # a saturated class bias (+inf) gives finite scores of 1 everywhere
                     raise ModelLoadError(f"{self.meta.path}: its weights hold NaN or infinity (in "
                                          f"{damaged}): they are damaged (a float16 overflow in "
                                          f"training, say)")
-                zeroed = self._zeroed_weight() if run == 0 else None
                 if zeroed:  # finite outputs, no detection: the check below passed it
                     raise ModelLoadError(f"{self.meta.path}: its weights are zero-filled (every "
                                          f"value of {zeroed} is 0): the file is damaged (a card "
@@ -500,6 +499,11 @@ class Backend(abc.ABC):
         (:func:`edgecl.models.checkpoint.zeroed_kernel`), or None (also where the backend cannot
         read its weights)."""
         return None
+
+    def _weight_faults(self) -> tuple[str | None, str | None]:
+        """``(_nonfinite_weight(), _zeroed_weight())``; a backend that reads its weights from
+        the file reads them once for both."""
+        return self._nonfinite_weight(), self._zeroed_weight()
 
     def _raw_outputs(self, images: list[np.ndarray]) -> np.ndarray:
         """The network's outputs for BGR images, letterboxed to the model's input:

@@ -357,24 +357,23 @@ class OnnxBackend(Backend):
                          sha256=sha256_file(path), input_hw=hw, batch=batch, input_dtype=dtype,
                          extra=extra)
 
-    def _nonfinite_weight(self) -> str | None:
-        import onnx
-        from onnx import numpy_helper
-
-        floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
-        proto = onnx.load(str(self.meta.path))  # ~20 ms for YOLO11n; loaded by onnxruntime already
-        return next((t.name for t in proto.graph.initializer if t.data_type in floats
-                     and not np.isfinite(numpy_helper.to_array(t)).all()), None)
-
-    def _zeroed_weight(self) -> str | None:
+    def _weight_faults(self) -> tuple[str | None, str | None]:
         import onnx
         from onnx import numpy_helper
 
         from edgecl.models.checkpoint import zeroed_kernel
 
-        proto = onnx.load(str(self.meta.path))
-        return zeroed_kernel((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer
-                             if len(t.dims) == 4)
+        floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+        proto = onnx.load(str(self.meta.path))  # ~20 ms for YOLO11n; loaded by onnxruntime already
+        nonfinite = zeroed = None
+        for tensor in proto.graph.initializer:  # one weight in memory at a time
+            if tensor.data_type not in floats:
+                continue
+            array = numpy_helper.to_array(tensor)
+            if nonfinite is None and not np.isfinite(array).all():
+                nonfinite = tensor.name
+            zeroed = zeroed or zeroed_kernel([(tensor.name, array)])
+        return nonfinite, zeroed
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         out = self._session.run(None, {self._input_name: batch})[0]

@@ -188,6 +188,7 @@ class OpenVinoBackend(Backend):
         super().__init__(opts)
         self._request = None
         self._compiled = None
+        self._zeroed: str | None = None
 
     def _load(self, path: Path) -> ModelMeta:
         ov = import_openvino()
@@ -237,6 +238,7 @@ class OpenVinoBackend(Backend):
             raise ModelLoadError(f"cannot compile OpenVINO model {path}: {openvino_reason(exc)}") from None
         batch = in_shape[0] if isinstance(in_shape[0], int) and in_shape[0] > 0 else None
         self._compiled, self._request = compiled, request
+        self._zeroed = _zeroed_kernel_name(model)
         precision = custom.get("precision") or ("int8" if _has_fake_quantize(model) else "fp32")
         return ModelMeta(path=str(path), backend=self.name, names=names, imgsz=max(hw),
                          sha256=sha256_file(path), input_hw=hw, batch=batch, input_dtype=dtype,
@@ -246,13 +248,7 @@ class OpenVinoBackend(Backend):
                                 **({"nms_score_threshold": floor} if floor is not None else {})})
 
     def _zeroed_weight(self) -> str | None:
-        from edgecl.models.checkpoint import zeroed_kernel
-
-        model = shared_core().read_model(str(self.meta.path))
-        kernels = (_kernel_constant(op) for op in model.get_ordered_ops()
-                   if op.get_type_name() in ("Convolution", "GroupConvolution"))
-        return zeroed_kernel((k.get_friendly_name(), k.get_data()) for k in kernels
-                             if k is not None)
+        return self._zeroed  # looked at in _load, on the model read there
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         self._request.infer({0: batch})
@@ -264,6 +260,15 @@ class OpenVinoBackend(Backend):
         self._request = None
         self._compiled = None
         super().close()
+
+
+def _zeroed_kernel_name(model) -> str | None:
+    """:func:`edgecl.models.checkpoint.zeroed_kernel` over an IR's convolution kernels."""
+    from edgecl.models.checkpoint import zeroed_kernel
+
+    kernels = (_kernel_constant(op) for op in model.get_ordered_ops()
+               if op.get_type_name() in ("Convolution", "GroupConvolution"))
+    return zeroed_kernel((k.get_friendly_name(), k.get_data()) for k in kernels if k is not None)
 
 
 def _kernel_constant(conv):
