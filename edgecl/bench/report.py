@@ -390,7 +390,9 @@ def _summary_lines(summary: dict) -> list[str]:
             ("latency p50 (ms)", _fmt(summary["latency_ms_p50"], 1)),
             ("replay memory (samples)", summary["memory_samples"]),
             ("replay memory (MiB, as memory stats gives it)", _mib(summary["memory_bytes"])),
-            ("rounds promoted / rejected", f"{summary['n_promoted']} / {summary['n_rejected']}")]
+            ("rounds promoted / rejected / rolled back",
+             f"{summary['n_promoted']} / {summary['n_rejected']} / "
+             f"{summary.get('n_rolled_back', 0)}")]
     return ["## Summary", "", *_table(["metric", "value"], rows), ""]
 
 
@@ -559,14 +561,20 @@ ROUND_COLUMNS = ("round", "model_version", "status", "reason", "acc", "bwt", "me
                  "seconds", "ts_s")
 
 
+ROUND_STATUS_SHOWN = {"retired": "rolled back"}
+"""A round's status as the report's table says it: the monitor's ``retired`` is a version that
+served, then was rolled back (its reason stays the round's own, such as ``accepted``)."""
+
+
 def _round_lines(rounds: list[dict], out_dir: Path, written: set[str]) -> list[str]:
     """Learning-rounds section: the last :data:`MAX_TABLE_ROUNDS` rounds; all in rounds.csv."""
     _write_csv(out_dir / "rounds.csv", ROUND_COLUMNS,
                [["" if r.get(k) is None else r.get(k) for k in ROUND_COLUMNS] for r in rounds])
     written.add("rounds.csv")
     shown = rounds[-MAX_TABLE_ROUNDS:]
-    rows = [[r["round"], r["model_version"], r["status"], r["reason"] or "", r["acc"], r["bwt"],
-             r["mean_forgetting"], r["seconds"]] for r in shown]
+    rows = [[r["round"], r["model_version"], ROUND_STATUS_SHOWN.get(r["status"], r["status"]),
+             r["reason"] or "", r["acc"], r["bwt"], r["mean_forgetting"], r["seconds"]]
+            for r in shown]
     header = ["round", "version", "status", "reason", "ACC", "BWT", "forgetting", "seconds"]
     note = (f"The last {len(shown)} of {len(rounds)} rounds; every round is in "
             "[rounds.csv](rounds.csv)." if len(shown) < len(rounds)

@@ -353,7 +353,8 @@ def _former_names_used(classes, path: str, fmt: str, result: dict) -> dict[str, 
     if not former:
         return {}
     names = classes.names()
-    used = [*source_class_order(path, fmt, placeholders=False), *result.get("boxes", {})]
+    used = [*source_class_order(path, fmt, placeholders=False), *result.get("boxes", {}),
+            *result.get("classes_matched", {})]  # boxes: the device's names; these: the dataset's
     return {name: names[former[same_name_key(name)]] for name in dict.fromkeys(used)
             if same_name_key(name) in former and former[same_name_key(name)] in names}
 

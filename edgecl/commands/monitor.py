@@ -79,7 +79,7 @@ def summary_command(args: argparse.Namespace) -> int:
         return 0
     for key in ("model_version", "round", "kind", "acc", "bwt", "mean_forgetting", "dece",
                 "inference_fps", "latency_ms_p50", "memory_samples", "memory_bytes", "n_promoted",
-                "n_rejected"):
+                "n_rejected", "n_rolled_back"):
         # the model's rate (frames it can take), not what the camera delivers
         note = (" (frames a second the model can take; the camera may deliver fewer)"
                 if key == "inference_fps" and summary.get(key) is not None else "")

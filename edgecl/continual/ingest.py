@@ -106,10 +106,11 @@ class ImportReport:
             held-out slice in blocks of consecutive frames; 0 when each image was drawn alone.
         frames_per_block: the most frames of one such block (10, fewer in a small import so
             that it still holds some out); 0 when each image was drawn alone.
-        held_out: images this import stored in the held-out slice, per class name they show
-            (key ``""``: all of them), as the class-aware plan drew them
+        held_out: images this import stored in the held-out slice, per class they show, by
+            the device's name for it (key ``""``: all of them), as the class-aware plan drew them
             (:func:`~edgecl.continual.memory.admission.plan_import_held_out`).
-        stored_per_class: images this import stored, per class name they show.
+        stored_per_class: images this import stored, per class they show (the device's name;
+            so are ``held_out``, ``units_per_class`` and the tally's ``boxes``).
         holdout_every: ``ceil(1 / memory.holdout_fraction)``: a class with this many images
             is due a held-out one (0: the memory holds none out).
         units_per_class: per class name, the units of the held-out plan (blocks of
@@ -383,10 +384,25 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             # counted, not listed: into a full memory, most of a folder is declined
             report.tally.skip(DECLINED_BY_POLICY)
             continue
-        report.tally.done(item.distinct())  # counted as stored: a box given twice is one
-        _count_held_out(memory, int(sample_id), item, report)
+        stored = _named_as_device(item, report).distinct()  # counted as stored: a box given
+        report.tally.done(stored)  # twice is one, under the class it was stored as
+        _count_held_out(memory, int(sample_id), stored, report)
+    planned, report.units_per_class = report.units_per_class, Counter()
+    for name, units in planned.items():  # planned under the dataset's names
+        report.units_per_class[report.classes_matched.get(name, name)] += units
     if report.holdout_every:
         report.memory_counts = memory_class_counts(memory)
+
+
+def _named_as_device(item: ImportItem, report: ImportReport) -> ImportItem:
+    """``item`` with each box's name as the device's class that stored it (``Car`` -> the
+    registry's ``car``, a merged class's name -> the class it was merged into): the import's
+    counts, printed and in ``--json``, name classes as every other view does (before, by the
+    dataset's spelling, with ``classes_matched`` the only key to the device's)."""
+    matched = report.classes_matched
+    if not any(name in matched for name in item.names):
+        return item
+    return dataclasses.replace(item, names=[matched.get(name, name) for name in item.names])
 
 
 def _held_out_plan(items, memory, task: str, report: ImportReport) -> dict[str, bool]:

@@ -1286,7 +1286,8 @@ class Monitor:
             ``class_ap50_95`` and ``class_forgetting`` (class name -> value), ``dece``,
             ``calibration`` (``dece_before``/``dece_after`` of the latest promoted version or
             None), ``fps``, ``latency_ms_p50``, ``memory_bytes``, ``memory_samples``,
-            ``n_promoted``, ``n_rejected``, ``serving_version`` (what the loop ran at the last
+            ``n_promoted``, ``n_rejected``, ``n_rolled_back`` (rounds whose version served,
+            then was rolled back: ``retired``), ``serving_version`` (what the loop ran at the last
             runtime sample), ``runtime_ts_s`` (the time of that sample, seconds since the
             epoch: fps, latency, memory and serving version are as of then); None where there
             is nothing to report. ``model_version`` is the
@@ -1321,6 +1322,7 @@ class Monitor:
         out["serving_version"] = runtime.get("model_version")
         statuses = [r["status"] for r in self.rounds() if r.get("reason") != START_REASON]
         out["n_promoted"], out["n_rejected"] = statuses.count("promoted"), statuses.count("rejected")
+        out["n_rolled_back"] = statuses.count("retired")
         return out
 
 

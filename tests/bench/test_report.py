@@ -426,3 +426,15 @@ def test_the_summary_table_gives_fps_and_the_memory_in_the_units_other_views_use
     assert "can take; a camera may deliver fewer) | 173.5 |" in text
     assert "| latency p50 (ms) | 5.8 |" in text
     assert "| replay memory (samples) | 128 |" in text
+
+
+def test_a_rolled_back_round_says_so_and_is_counted(tmp_path):
+    """Before: a version rolled back read ``retired | accepted`` in the rounds table, and the
+    summary's ``rounds promoted / rejected`` counted it in neither."""
+    mon = state_with_rounds(tmp_path)
+    mon.follow_registry({"v0003": "retired"})
+    summary = mon.summary()
+    assert (summary["n_promoted"], summary["n_rejected"], summary["n_rolled_back"]) == (2, 1, 1)
+    text = write_monitor_report(tmp_path).read_text()
+    assert "| 3 | v0003 | rolled back |" in text
+    assert "| rounds promoted / rejected / rolled back | 2 / 1 / 1 |" in text

@@ -343,3 +343,24 @@ def test_progress_counts_every_image_stored_or_skipped(tmp_path):
     with ReplayMemory(tmp_path / "m", MemoryConfig()) as memory:
         report = ingest(items, memory, ClassRegistry(tmp_path), progress=done.append)
     assert done == [1, 1, 1, 1] and report.tally.imported == 2
+
+
+def test_the_import_counts_classes_by_the_device_names_they_were_stored_under(tmp_path):
+    """Before: ``boxes``, ``held_out_per_class`` and the text summary counted the dataset's
+    spelling (``Car 2``, ``OtherVehicle 1``) while every other view named the device's classes
+    (``car``); a merged class's boxes were counted apart from the class that stored them."""
+    classes = ClassRegistry(tmp_path)
+    classes.add(["car", "OtherVehicle", "person"])
+    classes.merge("OtherVehicle", "car")
+    settings = MemoryConfig(capacity=50, holdout_fraction=0.5)
+    items = [_item("a", ["Car"]), _item("b", ["OtherVehicle", "Person"], 30),
+             _item("c", ["car"], 60), _item("d", ["Person"], 120)]
+    with ReplayMemory(tmp_path / "memory", settings) as memory:
+        report = ingest(items, memory, classes)
+        held = sum(r.held_out for r in memory.records())
+    out = report.to_dict()
+    assert out["boxes"] == {"car": 3, "person": 2}
+    assert set(out["held_out_per_class"]) == {"car", "person"}
+    assert sum(report.stored_per_class.values()) == 5 and report.stored_per_class["car"] == 3
+    assert out["held_out"] == held and out["unmeasured_classes"] == []
+    assert out["classes_matched"] == {"Car": "car", "OtherVehicle": "car", "Person": "person"}
