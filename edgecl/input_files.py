@@ -172,3 +172,18 @@ def regular_file_problem(path: str | os.PathLike, folder_ok: bool = False) -> st
     if stat.S_ISREG(mode) or (folder_ok and stat.S_ISDIR(mode)):
         return None
     return f"{file_kind(mode)}, not a regular file"
+
+
+def missing_file_why(path: str | os.PathLike) -> str:
+    """Why a file looked for is not there to read, in words: ``"not found"``, or what stands in
+    its place (``"a named pipe (FIFO), not a regular file"``, ``"a folder, not a regular
+    file"``): before, a pipe where a label, an image or a ``tasks.yaml`` belonged was called
+    missing. Never blocks and reads nothing.
+
+    Args:
+        path: the file (a link is followed; a dangling one is ``not found``).
+    """
+    try:
+        return regular_file_problem(path) or "not found"
+    except ValueError:  # a NUL byte in a name built from a file's text
+        return "not found"

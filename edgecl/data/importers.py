@@ -1143,7 +1143,9 @@ def iter_voc(path: str | Path) -> LabelledItems:
     ann = voc_annotations(root) or root
     if ann.name.lower() == "annotations" and ann == root:
         root = root.parent
-    xmls = sorted(p for p in ann.rglob("*") if p.suffix.lower() == ".xml" and p.is_file())
+    # a pipe, device or dangling link named .xml is listed too: read, it is skipped saying
+    # what it is (left out, its image read "no annotation file names it")
+    xmls = sorted(p for p in ann.rglob("*") if p.suffix.lower() == ".xml" and not p.is_dir())
     if not xmls:
         raise ConfigError(f"no Pascal VOC annotations (*.xml) in {ann}")
     read = [(xml_path, _voc_entry(root, ann, xml_path)) for xml_path in xmls]

@@ -28,8 +28,8 @@ from edgecl.data.labels import label_path_for
 from edgecl.data.yolo_dataset import path_from_text, path_is_file
 from edgecl.errors import ConfigError, did_you_mean, encoding_problem, yaml_problem
 from edgecl.frames import STREAM_TASK
-from edgecl.input_files import (MAX_DATA_FILE_BYTES, MAX_LIST_BYTES, read_data_file,
-                                read_input_text, regular_file_problem)
+from edgecl.input_files import (MAX_DATA_FILE_BYTES, MAX_LIST_BYTES, missing_file_why,
+                                read_data_file, read_input_text, regular_file_problem)
 
 __all__ = ["SPLITS", "TaskSpec", "TaskSet", "label_path_for", "load_tasks", "format_tasks_yaml"]
 
@@ -188,7 +188,9 @@ def _read_list(yaml_path: Path, task: str, split: str, rel: object) -> tuple[Pat
         image = path_from_text(line, f"{list_path}:{lineno}")
         image = image if image.is_absolute() else yaml_path.parent / image
         if not path_is_file(image):
-            raise ConfigError(f"{list_path}:{lineno}: image not found: {image}")
+            why = missing_file_why(image)
+            raise ConfigError(f"{list_path}:{lineno}: image not found: {image}" if why == "not found"
+                              else f"{list_path}:{lineno}: image {image} is {why}")
         images.append(image.resolve())
     if not images and split in _NONEMPTY_SPLITS:
         raise _fail(yaml_path, f"task '{task}': {split} list {list_path} has no images")
@@ -366,8 +368,8 @@ def load_task_source(path: str | Path) -> TaskSet:
         ConfigError: as :func:`load_tasks` or :func:`taskset_from_dataset`.
     """
     path = Path(path).expanduser()
-    if path.is_dir() and (path / "tasks.yaml").is_file():
-        return load_tasks(path / "tasks.yaml")
+    if path.is_dir() and ((path / "tasks.yaml").exists() or (path / "tasks.yaml").is_symlink()):
+        return load_tasks(path / "tasks.yaml")  # which says what a pipe or dangling link is
     if regular_file_problem(path, folder_ok=True):
         return load_tasks(path)  # which says what it is
     if path.is_file():

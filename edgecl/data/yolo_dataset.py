@@ -541,19 +541,24 @@ def _enclosing_names(folder: Path) -> dict[int, str] | None:
     return None
 
 
-def labels_report(images: list[Path]) -> tuple[int, Path | None]:
+def labels_report(images: list[Path]) -> tuple[int, Path | None, list[Path]]:
     """How many images have a label file where the YOLO rule puts it.
 
     Args:
         images: image paths.
 
     Returns:
-        ``(count with a label file, the label path looked at for the first image without one)``.
+        ``(count with a label file, the label path looked at for the first image without one,
+        the label paths that are there but no regular file: a pipe, a device, a folder)``.
     """
-    found, first_missing = 0, None
+    found, first_missing, odd = 0, None, []
     for image in images:
-        if path_is_file(label_path_for(image)):
+        label = label_path_for(image)
+        if path_is_file(label):
             found += 1
-        elif first_missing is None:
-            first_missing = label_path_for(image)
-    return found, first_missing
+            continue
+        if first_missing is None:
+            first_missing = label
+        if regular_file_problem(label, folder_ok=False):
+            odd.append(label)
+    return found, first_missing, odd

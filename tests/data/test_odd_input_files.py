@@ -196,3 +196,59 @@ def test_a_sparse_giant_engine_is_a_one_line_error(tmp_path):
     engine = _sparse(tmp_path / "m.engine", 50 * GIB)
     with pytest.raises(ModelLoadError, match=r"50.0 GiB, more than a model file can be"):
         read_engine_header(engine)
+
+
+def test_things_that_stand_where_a_file_belongs_are_named_not_called_missing(tmp_path, caplog):
+    """Before: a pipe where a dataset's file belongs read as missing: a label under ``dir://``
+    was "no label file", a VOC ``.xml`` left its image "no annotation file names it", an image
+    a task's list names was "not found", and a ``tasks.yaml`` in ``bench cl --data DIR`` was
+    "no tasks.yaml" (in ``fleet simulate --data DIR``: "no class names")."""
+    import logging
+
+    from edgecl.data.importers import iter_labelled
+    from edgecl.data.tasks import load_task_source, load_tasks
+    from edgecl.errors import ConfigError
+    from edgecl.runtime.sources.files import warn_about_labels
+
+    data = _yolo(tmp_path / "ds")
+    label = data / "labels" / "f1.txt"
+    label.unlink()
+    os.mkfifo(label)
+    images = sorted((data / "images").glob("*.jpg"))
+    with caplog.at_level(logging.WARNING):
+        assert warn_about_labels("dir://ds", data, images) == 2
+    assert f"1 label file(s) are not regular files and their frames stream unlabelled (e.g. " \
+           f"{label} is a named pipe (FIFO), not a regular file)" in caplog.text
+
+    voc = tmp_path / "voc"
+    _jpg(voc / "JPEGImages" / "a.jpg")
+    (voc / "Annotations").mkdir()
+    os.mkfifo(voc / "Annotations" / "a.xml")
+    skips = [item for item in iter_labelled(str(voc), "voc")]
+    assert len(skips) == 1 and skips[0].reason == "bad annotation"
+    assert "a named pipe (FIFO), not a regular file" in skips[0].message
+
+    (tmp_path / "t").mkdir()
+    os.mkfifo(tmp_path / "t" / "b.jpg")
+    _jpg(tmp_path / "t" / "a.jpg")
+    (tmp_path / "t" / "list.txt").write_text("a.jpg\nb.jpg\n")
+    (tmp_path / "t" / "tasks.yaml").write_text(
+        "names: {0: car}\ntasks:\n  - name: t1\n    classes: [0]\n    train: list.txt\n"
+        "    test: list.txt\n")
+    with pytest.raises(ConfigError, match=r"list.txt:2: image .*b.jpg is a named pipe \(FIFO\), "
+                                          r"not a regular file"):
+        load_tasks(tmp_path / "t" / "tasks.yaml")
+
+    folder = tmp_path / "piped"
+    folder.mkdir()
+    os.mkfifo(folder / "tasks.yaml")
+    with pytest.raises(ConfigError, match=r"tasks.yaml is a named pipe \(FIFO\), not a regular"):
+        load_task_source(folder)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from edgecl.cli import main; sys.exit(main(["
+         f"'bench', 'cl', '--data', {str(folder)!r}, '--out', {str(tmp_path / 'o')!r}]))"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert done.returncode == 2
+    assert "tasks.yaml is a named pipe (FIFO), not a regular file" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -23,6 +23,7 @@ from edgecl.data.labels import (label_path_for, labels_to_text, read_yolo_labels
                                 shared_label_files, shared_label_problem, under_pixels)
 from edgecl.data.yolo_dataset import find_dataset, labels_report, path_is_file
 from edgecl.errors import ConfigError, LabelError, SourceError, missing_path
+from edgecl.input_files import missing_file_why
 from edgecl.runtime.sources.base import FrameSource, QueryParams, RawFrame, declared_fps
 
 log = logging.getLogger(__name__)
@@ -595,7 +596,10 @@ def warn_about_labels(uri: str, root: Path, images: list[Path]) -> int:
     Returns:
         How many of ``images`` have a label file.
     """
-    found, first_missing = labels_report(images)
+    found, first_missing, odd = labels_report(images)
+    if odd:  # there, but nothing to read: called missing before
+        log.warning("%s: %d label file(s) are not regular files and their frames stream "
+                    "unlabelled (e.g. %s is %s)", uri, len(odd), odd[0], missing_file_why(odd[0]))
     if found == 0:
         hint = _label_hint(root)
         # a folder of plain frames is a recording, which field mode labels on the device (the
