@@ -202,7 +202,7 @@ def import_command(args: argparse.Namespace) -> int:
     """
     from edgecl.continual.ingest import ingest
     from edgecl.continual.memory import memory_from_config
-    from edgecl.data.importers import iter_labelled, source_class_order
+    from edgecl.data.importers import iter_labelled, source_class_order, unnamed_class_order
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
     from edgecl.runtime.lock import importing
 
@@ -228,7 +228,8 @@ def import_command(args: argparse.Namespace) -> int:
             if model_names is None:
                 model_names = model_path_classes(cfg, offered)
             seeded = classes.seed(model_names) if model_names else []
-            declared = [] if classes.names() else offered
+            declared = [] if classes.names() else (
+                offered or unnamed_class_order(args.path, args.format, items))
         with _progress_bar(items) as bar:
             report = ingest(items, memory, classes, relabel=args.relabel, declared=declared,
                             progress=bar.update)

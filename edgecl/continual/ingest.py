@@ -117,6 +117,10 @@ class ImportReport:
             consecutive frames, single images) that show it.
         memory_counts: after the import, :func:`memory_class_counts` of the memory.
         held_out_empty: held-out images this import stored that show no object.
+        ids_used: each name of the import's boxes -> the class id it maps to, fixed at the
+            name's first use: a ``classes rename`` while the import runs no longer sends the
+            rest of its boxes to a new class of the old name.
+        stored_ids: per stored image, the class ids it shows and whether it was held out.
     """
 
     tally: ImportTally = field(default_factory=ImportTally)
@@ -137,6 +141,8 @@ class ImportReport:
     units_per_class: Counter = field(default_factory=Counter)
     memory_counts: dict = field(default_factory=dict)
     held_out_empty: int = 0
+    ids_used: dict[str, int] = field(default_factory=dict)
+    stored_ids: list[tuple[frozenset[int], bool]] = field(default_factory=list)
 
     def in_memory(self, name: str) -> tuple[int, int]:
         """``(training images, held-out images)`` of a class this import stored, in the whole
@@ -215,28 +221,46 @@ def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport,
     """Each box name's class id: the registry's (a merged class's name gives the class it was
     merged into; a name spelt otherwise, the class of that name), else a new class, pointed
     out when it is one slip from a class ``known_before`` the import (not from another class of
-    the same dataset: ``bus`` beside ``bust`` is the dataset's own distinction)."""
+    the same dataset: ``bus`` beside ``bust`` is the dataset's own distinction). A name keeps
+    the id it got at its first use in this import (:attr:`ImportReport.ids_used`), or the
+    class that id was merged into since."""
     ids = {}
+    known = [name for name in dict.fromkeys(item.names) if name in report.ids_used]
+    merged = _merged_ids(classes) if known else {}
+    for name in known:
+        ids[name] = merged.get(report.ids_used[name], report.ids_used[name])
+    if len(known) == len(set(item.names)):
+        return ids
     exact = classes.label_ids()
-    current = classes.names()
     for name in dict.fromkeys(item.names):
-        same = None if name in exact else same_class_as(name, exact)
-        if same is not None or name in exact:  # "Car" -> the registry's "car"; merged -> target
-            ids[name] = exact[same or name]
-            if current.get(ids[name]) != name:
-                report.classes_matched[name] = current.get(ids[name], same or name)
-            continue
-        ids[name] = classes.id_for(name, create=True, loose=True)  # looked up again: locked
-        if ids[name] in current:  # the registry's own rule found it (one of two loose matches)
-            report.classes_matched[name] = current[ids[name]]
-            continue
-        current = classes.names()
-        if current.get(ids[name], name) != name:  # another process added it in another spelling
-            report.classes_matched[name] = current[ids[name]]
-            continue
-        report.classes_added.append(name)
-        report.similar_classes.update(close_class_names([name], known_before))
+        if name not in ids:
+            ids[name] = report.ids_used[name] = _first_class_id(name, classes, report,
+                                                                known_before, exact)
     return ids
+
+
+def _first_class_id(name: str, classes: ClassNames, report: ImportReport,
+                    known_before: list[str], exact: dict[str, int]) -> int:
+    """The class id of a name this import has not used yet (see :func:`_class_ids`): the
+    registry's (``exact``: :meth:`label_ids`), else a new class, noted in ``report``."""
+    current = classes.names()
+    same = None if name in exact else same_class_as(name, exact)
+    if same is not None or name in exact:  # "Car" -> the registry's "car"; merged -> target
+        class_id = exact[same or name]
+        if current.get(class_id) != name:
+            report.classes_matched[name] = current.get(class_id, same or name)
+        return class_id
+    class_id = classes.id_for(name, create=True, loose=True)  # looked up again: locked
+    if class_id in current:  # the registry's own rule found it (one of two loose matches)
+        report.classes_matched[name] = current[class_id]
+        return class_id
+    current = classes.names()
+    if current.get(class_id, name) != name:  # another process added it in another spelling
+        report.classes_matched[name] = current[class_id]
+        return class_id
+    report.classes_added.append(name)
+    report.similar_classes.update(close_class_names([name], known_before))
+    return class_id
 
 
 def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
@@ -384,25 +408,45 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             # counted, not listed: into a full memory, most of a folder is declined
             report.tally.skip(DECLINED_BY_POLICY)
             continue
-        stored = _named_as_device(item, report).distinct()  # counted as stored: a box given
-        report.tally.done(stored)  # twice is one, under the class it was stored as
-        _count_held_out(memory, int(sample_id), stored, report)
-    planned, report.units_per_class = report.units_per_class, Counter()
-    for name, units in planned.items():  # planned under the dataset's names
-        report.units_per_class[report.classes_matched.get(name, name)] += units
+        report.tally.done(item.distinct())  # counted as stored: a box given twice is one
+        _count_held_out(memory, int(sample_id), {ids[name] for name in item.names}, report)
+    _name_counts(report, classes)
     if report.holdout_every:
         report.memory_counts = memory_class_counts(memory)
 
 
-def _named_as_device(item: ImportItem, report: ImportReport) -> ImportItem:
-    """``item`` with each box's name as the device's class that stored it (``Car`` -> the
-    registry's ``car``, a merged class's name -> the class it was merged into): the import's
-    counts, printed and in ``--json``, name classes as every other view does (before, by the
-    dataset's spelling, with ``classes_matched`` the only key to the device's)."""
-    matched = report.classes_matched
-    if not any(name in matched for name in item.names):
-        return item
-    return dataclasses.replace(item, names=[matched.get(name, name) for name in item.names])
+def _name_counts(report: ImportReport, classes: ClassNames) -> None:
+    """Name the import's counts as every other view does once it is done: each class by the
+    device's name for it now (a dataset's ``Car`` as the registry's ``car``; a class merged or
+    renamed while the import ran, by what it is now), in ``stored_per_class``, ``held_out``,
+    ``units_per_class``, the tally's ``boxes`` and ``classes_matched`` (before, the counts kept
+    the dataset's spelling, and ``classes_matched`` was the only key to the device's names)."""
+    names, merged = classes.names(), _merged_ids(classes)
+
+    def name_of(class_id: int) -> str:
+        class_id = merged.get(class_id, class_id)
+        return names.get(class_id, f"class_{class_id}")
+
+    for name, class_id in report.ids_used.items():
+        if name_of(class_id) != name:
+            report.classes_matched[name] = name_of(class_id)
+    for shown, held in report.stored_ids:
+        now = {name_of(class_id) for class_id in shown}
+        report.stored_per_class.update(now)
+        if held:
+            report.held_out.update(now)
+    renamed = {name: name_of(class_id) for name, class_id in report.ids_used.items()}
+    for counter in (report.tally.boxes, report.units_per_class):
+        before = Counter(counter)
+        counter.clear()
+        for name, n in before.items():  # the boxes and the plan: by the dataset's names
+            counter[renamed.get(name, name)] += n
+
+
+def _merged_ids(classes: ClassNames) -> dict[int, int]:
+    """Class id -> the id it was merged into (empty for a registry that cannot say)."""
+    merged = getattr(classes, "merged", None)
+    return dict(merged()) if merged is not None else {}
 
 
 def _held_out_plan(items, memory, task: str, report: ImportReport) -> dict[str, bool]:
@@ -460,15 +504,16 @@ def memory_class_counts(memory) -> dict[str, tuple[int, int]]:
             for cid, n in (found.get("per_class") or {}).items()}
 
 
-def _count_held_out(memory, sample_id: int, item: ImportItem, report: ImportReport) -> None:
-    """Count a stored sample in ``report``'s images per class, and held-out ones apart."""
-    names = set(item.names)
-    report.stored_per_class.update(names)
+def _count_held_out(memory, sample_id: int, shown: set[int], report: ImportReport) -> None:
+    """Record a stored sample's class ids (named when the import is done: :func:`_name_counts`),
+    and count it if it is held out."""
     records = getattr(memory, "records", None)
     found = records([sample_id]) if records is not None else []
-    if found and found[0].held_out:
-        report.held_out.update(names | {""})
-        report.held_out_empty += not names
+    held = bool(found and found[0].held_out)
+    report.stored_ids.append((frozenset(shown), held))
+    if held:
+        report.held_out[""] += 1
+        report.held_out_empty += not shown
 
 
 def _held(memory, digests: set[str], origin: LabelOrigin) -> int | None:

@@ -898,6 +898,36 @@ def source_class_order(path: str | Path, fmt: str, placeholders: bool = True,
     return [n for n in ordered if not is_ignore_name(n)]
 
 
+def unnamed_class_order(path: str | Path, fmt: str, items: "LabelledItems") -> list[str]:
+    """The ``class_<id>`` names, ids 0 to the highest the labels use, of a YOLO dataset that
+    names no class (no ``data.yaml`` names, no ``classes.txt``; a yaml with ``nc`` only counts
+    up to ``nc``): what a device with no class yet takes, so that each id keeps its number as
+    the dataset's other names do (before, ids went in the order the classes first appeared:
+    the dataset's class 3 became the device's class 0, still named ``class_3``).
+
+    Args:
+        path: the dataset.
+        fmt: its format (``auto`` is detected).
+        items: its :func:`iter_labelled` items (their label files are read for the ids).
+
+    Returns:
+        The names in id order; empty for a dataset that names its classes, or another format.
+    """
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt != "yolo":
+        return []
+    names = yolo_class_names(path)
+    if names and not _placeholder_names(names):
+        return []
+    top = max(names, default=-1)
+    for shown in items.image_classes().values():
+        for name in shown:
+            number = name.removeprefix("class_")
+            if name.startswith("class_") and number.isdigit():
+                top = max(top, int(number))
+    return [f"class_{k}" for k in range(top + 1)]
+
+
 def _grouping_categories(data: dict, categories: dict) -> set:
     """Category ids that only group others: named as another category's ``supercategory``
     and used by no annotation (Roboflow's category 0, named after the project)."""

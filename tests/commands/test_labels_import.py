@@ -149,9 +149,11 @@ def test_unnamed_classes_take_the_registry_name_of_their_id(tmp_path, capsys):
 def test_unnamed_classes_without_a_registry_entry_are_reported(tmp_path, capsys):
     src = _unnamed_yolo(tmp_path / "yolo")
     line = _import(capsys, tmp_path / "state", src)
-    assert line.endswith("new classes: class_0, class_3; unnamed classes kept as class_0, class_3 (the "
-                         "dataset names no classes: add a data.yaml with names, or 'edgecl classes rename')")
-    assert ClassRegistry(tmp_path / "state").names() == {0: "class_0", 1: "class_3"}
+    assert line.endswith("new classes: class_0, class_1, class_2, class_3; unnamed classes kept as "
+                         "class_0, class_3 (the dataset names no classes: add a data.yaml with names, "
+                         "or 'edgecl classes rename')")
+    # a device with no class yet keeps the dataset's ids, as it does a named dataset's
+    assert ClassRegistry(tmp_path / "state").names() == {k: f"class_{k}" for k in range(4)}
     # a second run: nothing new, and nothing named anew
     result = _import(capsys, tmp_path / "state", src, "--json")
     assert result["imported"] == 0 and result["reasons"] == {"already in memory": 2}
@@ -166,13 +168,23 @@ def test_a_named_folder_reports_no_unnamed_classes(tmp_path, capsys):
     assert result["boxes"] == {"car": 2, "truck": 1}
 
 
-def test_a_class_created_by_the_import_never_names_a_dataset_id(tmp_path, capsys):
-    # class_3 comes first and gets the free id 0; the dataset's own id 0 is still class_0
+def test_a_device_with_no_class_keeps_an_unnamed_dataset_s_ids(tmp_path, capsys):
+    """Before: ids went in the order the classes first appeared: class_3, met first, became the
+    device's id 0 (still named class_3), and its stored labels said 0."""
     src = _unnamed_yolo(tmp_path / "yolo", ("3 0.5 0.5 0.2 0.2\n", "0 0.5 0.5 0.2 0.2\n"))
-    result = _import(capsys, tmp_path / "state", src, "--json")
+    state = tmp_path / "state"
+    result = _import(capsys, state, src, "--json")
     assert result["boxes"] == {"class_3": 1, "class_0": 1} and result["named_from_registry"] == {}
     assert result["unnamed_classes"] == ["class_0", "class_3"]
-    assert ClassRegistry(tmp_path / "state").names() == {0: "class_3", 1: "class_0"}
+    assert ClassRegistry(state).names() == {0: "class_0", 1: "class_1", 2: "class_2", 3: "class_3"}
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        stored = {Path(s.source).stem: int(s.labels[0, 0]) for s in memory.get(memory.ids())}
+    assert stored == {"0": 3, "1": 0}
+    # a yaml giving only nc counts up to it, beyond the ids the labels use
+    other = _unnamed_yolo(tmp_path / "nc", ("1 0.5 0.5 0.2 0.2\n",))
+    (other / "data.yaml").write_text("train: images\nval: images\nnc: 3\n")
+    _import(capsys, tmp_path / "state2", other, "--json")
+    assert ClassRegistry(tmp_path / "state2").names() == {0: "class_0", 1: "class_1", 2: "class_2"}
 
 
 def test_a_file_name_that_is_not_utf8_is_imported_with_its_bytes_escaped(tmp_path, capsys):

@@ -309,3 +309,28 @@ def test_more_tasks_than_held_out_slots_keep_the_held_out_slice(tmp_path):
         for k in range(10):
             m.add(sample(100 + k, task="t2"))
         assert 1 <= len(m.ids(held_out=True)) <= 2
+
+
+def test_a_copy_another_process_stored_meanwhile_is_not_counted_as_seen(tmp_path):
+    """Before: two imports of one folder at once counted 64 seen frames for its 40 images: a
+    copy the other process committed between this one's check and its write transaction was
+    refused there, after its offer had been counted (the stream counters steer admission)."""
+    from edgecl.continual.memory import DuplicateSampleError
+
+    with ReplayMemory(tmp_path / "m", cfg()) as first, ReplayMemory(tmp_path / "m", cfg()) as second:
+        first.add(_copy(1, LabelOrigin.IMPORT, digest="ab" * 16))
+        first.add(_copy(2, LabelOrigin.IMPORT, digest="cd" * 16))
+        real = second._db.find_content
+        calls = []
+
+        def missed_once(digest):  # the check before the transaction ran before first's commit
+            calls.append(digest)
+            return None if len(calls) == 1 else real(digest)
+
+        second._db.find_content = missed_once
+        with pytest.raises(DuplicateSampleError, match="already in memory"):
+            second.add(_copy(1, LabelOrigin.IMPORT, digest="ab" * 16))
+        second._db.find_content = real
+        second.add(_copy(3, LabelOrigin.IMPORT, digest="ef" * 16))
+    with ReplayMemory(tmp_path / "m", cfg()) as m:
+        assert m.stats()["seen"] == 3 and len(m) == 3

@@ -364,3 +364,30 @@ def test_the_import_counts_classes_by_the_device_names_they_were_stored_under(tm
     assert sum(report.stored_per_class.values()) == 5 and report.stored_per_class["car"] == 3
     assert out["held_out"] == held and out["unmeasured_classes"] == []
     assert out["classes_matched"] == {"Car": "car", "OtherVehicle": "car", "Person": "person"}
+
+
+def test_a_class_renamed_or_merged_while_an_import_runs_keeps_the_import_on_one_class(tmp_path):
+    """Before: 'classes rename Car Vehicle' during an import of 300 frames naming Car sent the
+    boxes before it to id 0 (now Vehicle) and the rest to a new class Car (id 4): one annotated
+    folder taught two ids for one kind of object, at a split that moved with the timing."""
+    classes = ClassRegistry(tmp_path)
+    classes.add(["Car", "OtherVehicle"])
+    other_process = ClassRegistry(tmp_path)
+
+    def items():
+        yield _item("a", ["Car", "OtherVehicle"])
+        other_process.rename("Car", "Vehicle")
+        other_process.merge("OtherVehicle", "Vehicle")
+        yield _item("b", ["Car"], 30)
+        yield _item("c", ["OtherVehicle"], 60)
+
+    settings = MemoryConfig(capacity=50, holdout_fraction=0.0)
+    with ReplayMemory(tmp_path / "memory", settings) as memory:
+        report = ingest(items(), memory, classes)
+        stored = {Path(s.source).stem: sorted(s.labels[:, 0].astype(int).tolist())
+                  for s in memory.get(memory.ids())}
+    assert stored == {"a": [0, 1], "b": [0], "c": [0]}
+    assert ClassRegistry(tmp_path).names() == {0: "Vehicle", 1: "OtherVehicle"}
+    out = report.to_dict()
+    assert out["classes_added"] == [] and out["boxes"] == {"Vehicle": 4}
+    assert out["classes_matched"] == {"Car": "Vehicle", "OtherVehicle": "Vehicle"}

@@ -572,6 +572,7 @@ class ReplayMemory:
                 if held is not None and not replacing:
                     raise DuplicateSampleError(f"{where}: already in memory as sample {held} "
                                                f"(same image content)", held)
+            counted = dict(self._admission.counters), dict(self._admission.pending)
             decision = self._admission.decide(sample.task, classes, origin, sample.ts_s,
                                               replacing=replacing,
                                               planned=sample.planned_held_out)
@@ -588,7 +589,13 @@ class ReplayMemory:
                    "width": int(image.shape[1]), "height": int(image.shape[0]),
                    "origin": origin.value, "image_bytes": len(blob), "content_hash": digest,
                    "embedding": embedding_to_blob(thumbnail_embedding(image))}
-            return self._store(decision, blob, text, row, where)
+            try:
+                return self._store(decision, blob, text, row, where)
+            except DuplicateSampleError:  # stored by another process since the check above:
+                # not an offered frame either (two imports of one folder counted 64 "seen"
+                # frames for its 40 images, and the stream counters steer admission)
+                self._admission.counters, self._admission.pending = counted
+                raise
 
     def _unhashed_copy(self, source: str, image: np.ndarray) -> int | None:
         """A human-labelled sample of the same image file, size and picture stored without a
