@@ -52,7 +52,8 @@ def add_parser(sub) -> None:
     done = lsub.add_parser("answered", help="list the latest answers still in memory (to correct "
                                             "or withdraw one)")
     add_config_args(done)
-    done.add_argument("--limit", type=int, default=50, help="most answers listed (default 50)")
+    done.add_argument("--limit", type=positive_int, default=50, metavar="N",
+                      help="most answers listed (default 50)")
     done.add_argument("--json", action="store_true", help="print one JSON list")
     done.set_defaults(func=answered_command)
     fix = lsub.add_parser("correct", help="replace an answered item's boxes (a wrong answer)")

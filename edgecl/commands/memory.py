@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from edgecl.arguments import output_path, print_json_line
-from edgecl.commands.common import (add_config_args, config_from_args, inside_state_folders,
-                                    memory_given, refuse_smaller_memory, require_state_dir,
-                                    with_device_memory)
+from edgecl.commands.common import (STATE_FOLDERS, add_config_args, config_from_args,
+                                    inside_state_folders, memory_given, refuse_smaller_memory,
+                                    require_state_dir, with_device_memory)
 from edgecl.config import Config
 from edgecl.errors import ReplayMemoryError, StorageError
 
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     Args:
         sub: the top-level sub-parsers object.
     """
-    p = sub.add_parser("memory", help="inspect, verify or export the replay memory")
+    p = sub.add_parser("memory", help="inspect, verify, export or remove samples of the replay memory")
     msub = p.add_subparsers(dest="memory_cmd", metavar="ACTION", required=True)
     stats = msub.add_parser("stats",
                             help="sample counts and sizes per class, task and label origin")
@@ -115,17 +115,26 @@ def _registry_names(args: argparse.Namespace) -> dict[int, str]:
     return _registry_classes(args)[0]
 
 
-def _registry_classes(args: argparse.Namespace) -> tuple[dict[int, str], set[int]]:
+def _registry_classes(args: argparse.Namespace) -> tuple[dict[int, str], dict[int, int]]:
     """The device's class names (see :func:`_registry_names`) and the ids merged into another
-    class (no class of their own any more)."""
+    class (no class of their own any more), each with the id it was merged into."""
     from edgecl.models.classes import ClassRegistry, ClassRegistryError
 
     try:
         registry = ClassRegistry(config_from_args(args).state_dir)
-        return registry.names(), set(registry.merged())
+        return registry.names(), registry.merged()
     except ClassRegistryError as exc:
         print(f"warning: {exc}; showing the memory's own class names", file=sys.stderr)
-        return {}, set()
+        return {}, {}
+
+
+def _merged_note(class_id: int, merged: dict[int, int], names: dict[int, str]) -> str:
+    """A data.yaml comment for a class merged into another (its id keeps its place, as the
+    models' outputs do; no label uses it): `` # merged into Person, no labels``."""
+    if class_id not in merged:
+        return ""
+    into = merged[class_id]
+    return f"  # merged into {_yaml_text(names.get(into, str(into)))}, no labels"
 
 
 def stats_command(args: argparse.Namespace) -> int:
@@ -144,7 +153,7 @@ def stats_command(args: argparse.Namespace) -> int:
         stats["names"] = {str(k): v for k, v in names.items()}
         # a class with no image left (its only answer withdrawn) is listed with 0, as
         # 'classes list' shows it
-        for cid in sorted(set(names) - merged):
+        for cid in sorted(set(names) - set(merged)):
             stats["per_class"].setdefault(str(cid), 0)
             stats["per_class_held_out"].setdefault(str(cid), 0)
         stats["per_class"] = dict(sorted(stats["per_class"].items(), key=lambda kv: int(kv[0])))
@@ -286,8 +295,10 @@ def export_command(args: argparse.Namespace) -> int:
     state = config_from_args(args).state_dir
     if inside_state_folders(state, out):
         # before: accepted, and every later 'memory verify' reported it as unrepaired damage
-        raise ReplayMemoryError(f"--out {out} is inside the state directory {state} or one of "
-                                f"its own folders: export to a folder of its own")
+        raise ReplayMemoryError(f"--out {out} is the state directory {state} or lies in one "
+                                f"of edgecl's folders in it ({', '.join(STATE_FOLDERS)}): export "
+                                f"to a folder of its own (one beside them in the state "
+                                f"directory will do)")
     if out.exists() and any(out.iterdir()):
         raise ReplayMemoryError(f"export folder {out} is not empty")
     with _open(args, verify=False) as memory:  # an export changes nothing in the memory
@@ -311,7 +322,8 @@ def export_command(args: argparse.Namespace) -> int:
             snap = memory.snapshot()
             rows, samples = snap.rows, snap.get(snap.ids())
             source = f"snapshot {snap.snapshot_id}"
-        names = _registry_names(args) or memory.class_names()
+        names, merged = _registry_classes(args)
+        names = names or memory.class_names()
     lists: dict[bool, list[str]] = {False: [], True: []}
     with atomic.atomic_dir(out) as tmp:  # all or nothing: a failure leaves no partial export
         for sub in ("images", "labels"):
@@ -329,7 +341,8 @@ def export_command(args: argparse.Namespace) -> int:
         val = "val.txt" if lists[True] else "train.txt"
         atomic.atomic_write_text(tmp / "data.yaml", (
             f"train: train.txt\nval: {val}\n"
-            f"nc: {nc}\nnames:\n" + "".join(f"  {i}: {_yaml_text(n)}\n" for i, n in all_names.items())))
+            f"nc: {nc}\nnames:\n" + "".join(f"  {i}: {_yaml_text(n)}{_merged_note(i, merged, names)}\n"
+                                            for i, n in all_names.items())))
     print(f"exported {len(lists[False])} training and {len(lists[True])} held-out samples "
           f"({source}) to {out}" + (f"; {len(damaged)} damaged sample(s) left out" if damaged else ""))
     return 0

@@ -763,10 +763,13 @@ def _fine_tune(ctx: RoundContext, model, parent_model, replay_ids: list[int]):
     cfg = ctx.cfg
     young = ctx.young_steps()
     first = young is not None  # a first round, or one of a model still learning from scratch
-    if young:
-        log.info("this round trains every layer, as a first round does: the model learns from "
-                 "scratch and has trained %d of learner.first_round_max_steps=%d steps so far",
-                 young, cfg.learner.first_round_max_steps)
+    if young:  # learner.max_steps=5 gave a 270-step round here, with no word of why
+        log.info("this round trains every layer, for at most %d steps and "
+                 "learner.first_round_budget_s=%g s, as a first round does: the model learns "
+                 "from scratch and has trained %d of learner.first_round_max_steps=%d steps so "
+                 "far (learner.max_steps=%d and learner.budget_s bound the rounds once it has)",
+                 _round_steps(ctx, young), cfg.learner.first_round_budget_s, young,
+                 cfg.learner.first_round_max_steps, cfg.learner.max_steps)
     elif first:  # learner.max_steps=5 on a new device still trained 600 steps, unexplained
         log.info("first round: the model learns from scratch, every layer, for at most "
                  "learner.first_round_max_steps=%d steps and learner.first_round_budget_s=%g s "

@@ -63,6 +63,10 @@ def test_pending_limit_lists_the_highest_priority_frames(state, capsys):
         run(capsys, "labels", "pending", "--limit", "0", "--state-dir", str(root))
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "--limit: expected an integer >= 1, got 0" in err
+    with pytest.raises(SystemExit) as exit_:  # before: -3 was taken (and named LIMIT in --help)
+        run(capsys, "labels", "answered", "--limit", "-3", "--state-dir", str(root))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--limit: expected an integer >= 1, got -3" in err
 
 
 def test_reading_the_queue_of_a_folder_that_never_queued_a_frame_writes_nothing(tmp_path, capsys):

@@ -362,8 +362,13 @@ def test_an_export_into_the_state_directory_is_refused(state, capsys):
     reported it as damage it could not repair (exit 1)."""
     for out in (state / "memory" / "images" / "x", state / "memory" / "exp", state):
         assert main(["memory", "export", "--out", str(out), "--state-dir", str(state)]) == 2
-        assert "is inside the state directory" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "is the state directory" in err and "lies in one of edgecl's folders in it (memory, " \
+            "models, labels, learner, metrics, fleet)" in err
     assert not (state / "memory" / "exp").exists()
+    # a folder of the user's beside edgecl's is theirs (the message says so)
+    assert main(["memory", "export", "--out", str(state / "exports"), "--state-dir", str(state)]) == 0
+    assert main(["memory", "verify", "--state-dir", str(state)]) == 0
     assert not (state / "memory" / "images" / "x").exists()
     assert main(["memory", "verify", "--state-dir", str(state)]) == 0
 
@@ -376,3 +381,26 @@ def test_importing_the_state_directory_into_itself_is_refused(state, capsys):
         assert "inside the state directory" in capsys.readouterr().err
     with ReplayMemory(state / "memory", MemoryConfig(), verify_on_open=False) as m:
         assert len(m) == 10
+
+
+def test_an_export_says_which_class_was_merged_into_another(tmp_path, capsys):
+    """Before: after 'classes merge Persn Person' the exported data.yaml listed Persn as a
+    class like any other (its id keeps its place; no label uses it)."""
+    from edgecl.models.classes import ClassRegistry
+
+    state = tmp_path / "state"
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.0),
+                      names={0: "Person", 1: "Persn"}) as m:
+        for i in range(3):
+            m.add(Sample(np.full((24, 24, 3), i * 20, np.uint8), BOX * [0, 1, 1, 1, 1], task="t0"))
+    ClassRegistry(state).add(["Person", "Persn"])
+    assert main(["classes", "merge", "Persn", "Person", "--state-dir", str(state)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "export"
+    assert main(["memory", "export", "--out", str(out), "--state-dir", str(state)]) == 0
+    text = (out / "data.yaml").read_text(encoding="utf-8")
+    assert '  1: "Persn"  # merged into "Person", no labels\n' in text
+    assert yaml.safe_load(text)["names"] == {0: "Person", 1: "Persn"}
+    assert main(["memory", "stats", "--state-dir", str(state), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats["per_class"] == {"0": 3}

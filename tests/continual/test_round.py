@@ -186,7 +186,7 @@ def test_a_held_out_box_counts_only_for_its_own_tasks_classes():
 
 
 def test_a_model_learning_from_scratch_trains_every_layer_until_the_first_rounds_steps(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, caplog):
     """Before: a first round on a few operator answers stopped at its epochs (60 steps on 14
     images), and every later round froze that untrained backbone: after five rounds no class
     was detected. Now the rounds after it train every layer, as a first round does, until the
@@ -210,6 +210,7 @@ def test_a_model_learning_from_scratch_trains_every_layer_until_the_first_rounds
                 memory.add(Sample(image, np.array([[0, 0.5, 0.5, 0.5, 0.375]], np.float32),
                                   task="stream"))
 
+    caplog.set_level("INFO", logger="edgecl.continual.round")
     runs = []
     run = FineTuner.run
     monkeypatch.setattr(FineTuner, "run", lambda self, *a, **kw: runs.append(
@@ -237,6 +238,11 @@ def test_a_model_learning_from_scratch_trains_every_layer_until_the_first_rounds
     assert runs[0] == (0, 30, False) and runs[1] == (0, 30 - s1, False)  # every layer, no LwF
     assert second == s1 + s2 == 30  # the first round's steps reached over two rounds
     assert runs[2:] == [(10, 4, True)] * 2 and third is fourth is None  # trained: as before
+    # the second round says its bound, and that learner.max_steps waits (it read as ignored)
+    assert (f"this round trains every layer, for at most {30 - s1} steps and "
+            f"learner.first_round_budget_s=") in caplog.text
+    assert f"has trained {s1} of learner.first_round_max_steps=30 steps so far (learner.max_steps=4 " \
+           f"and learner.budget_s bound the rounds once it has)" in caplog.text
 
 
 def test_a_first_round_says_its_own_step_and_time_bounds(tmp_path, monkeypatch, caplog):
