@@ -220,7 +220,7 @@ def import_command(args: argparse.Namespace) -> int:
     # a runtime on this state directory starts no learning round until the import is done
     with importing(cfg.state_dir), memory_from_config(cfg) as memory:
         adopt_memory_class_names(memory, classes)
-        seeded, declared = [], []
+        seeded, declared, sparse = [], [], ""
         if not classes.names():
             if offered is None:
                 offered = source_class_order(args.path, args.format, placeholders=False,
@@ -228,8 +228,9 @@ def import_command(args: argparse.Namespace) -> int:
             if model_names is None:
                 model_names = model_path_classes(cfg, offered)
             seeded = classes.seed(model_names) if model_names else []
-            declared = [] if classes.names() else (
-                offered or unnamed_class_order(args.path, args.format, items))
+            declared = [] if classes.names() else offered
+            if not classes.names() and not offered:
+                declared, sparse = unnamed_class_order(args.path, args.format, items)
         with _progress_bar(items) as bar:
             report = ingest(items, memory, classes, relabel=args.relabel, declared=declared,
                             progress=bar.update)
@@ -245,7 +246,7 @@ def import_command(args: argparse.Namespace) -> int:
     if args.json:
         for message in report.tally.messages:  # stdout's last line is the JSON
             print(f"skipped: {message}", file=sys.stderr)
-        for note in (nothing, other_labels_note(result), unmeasured):
+        for note in (nothing, other_labels_note(result), unmeasured, sparse):
             if note:
                 print(note, file=sys.stderr)
         print_json_line(result)
@@ -282,7 +283,7 @@ def import_command(args: argparse.Namespace) -> int:
           f"{result['skipped']} ({reasons}){orphans}; {dropped_regions_note(result)}"
           f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
           f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}")
-    for note in (other_labels_note(result), unmeasured):
+    for note in (other_labels_note(result), unmeasured, sparse):
         if note:
             print(note, file=sys.stderr)
     if nothing:

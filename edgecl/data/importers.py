@@ -898,7 +898,13 @@ def source_class_order(path: str | Path, fmt: str, placeholders: bool = True,
     return [n for n in ordered if not is_ignore_name(n)]
 
 
-def unnamed_class_order(path: str | Path, fmt: str, items: "LabelledItems") -> list[str]:
+UNNAMED_GAPS_KEPT = 8
+"""Most ids without a box that :func:`unnamed_class_order` keeps as empty classes beyond the
+number of ids the labels use: a stray id (``900`` in one label file) must not grow the head by
+hundreds of classes no one named."""
+
+
+def unnamed_class_order(path: str | Path, fmt: str, items: "LabelledItems") -> tuple[list[str], str]:
     """The ``class_<id>`` names, ids 0 to the highest the labels use, of a YOLO dataset that
     names no class (no ``data.yaml`` names, no ``classes.txt``; a yaml with ``nc`` only counts
     up to ``nc``): what a device with no class yet takes, so that each id keeps its number as
@@ -911,21 +917,31 @@ def unnamed_class_order(path: str | Path, fmt: str, items: "LabelledItems") -> l
         items: its :func:`iter_labelled` items (their label files are read for the ids).
 
     Returns:
-        The names in id order; empty for a dataset that names its classes, or another format.
+        ``(names in id order, note)``; no names for a dataset that names its classes or
+        another format, and none, with a one-line note saying why, when keeping the ids would
+        make more than :data:`UNNAMED_GAPS_KEPT` classes beyond those the labels use (the ids
+        then go in the order the classes appear).
     """
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt != "yolo":
-        return []
+        return [], ""
     names = yolo_class_names(path)
     if names and not _placeholder_names(names):
-        return []
-    top = max(names, default=-1)
+        return [], ""
+    used = set()
     for shown in items.image_classes().values():
         for name in shown:
             number = name.removeprefix("class_")
             if name.startswith("class_") and number.isdigit():
-                top = max(top, int(number))
-    return [f"class_{k}" for k in range(top + 1)]
+                used.add(int(number))
+    top = max([*names, *used], default=-1)
+    empty = top + 1 - len(used)
+    if names or empty <= max(UNNAMED_GAPS_KEPT, len(used)):
+        return [f"class_{k}" for k in range(top + 1)], ""
+    return [], (f"note: the labels use {len(used)} class id(s) up to {top}: keeping those ids "
+                f"would make {empty} classes with no box, so the device numbers the classes in "
+                f"the order they appear (their names keep the dataset's ids); a data.yaml with "
+                f"names keeps the ids")
 
 
 def _grouping_categories(data: dict, categories: dict) -> set:

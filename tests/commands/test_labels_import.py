@@ -187,6 +187,20 @@ def test_a_device_with_no_class_keeps_an_unnamed_dataset_s_ids(tmp_path, capsys)
     assert ClassRegistry(tmp_path / "state2").names() == {0: "class_0", 1: "class_1", 2: "class_2"}
 
 
+def test_a_stray_class_id_in_an_unnamed_dataset_makes_no_empty_classes(tmp_path, capsys):
+    """Keeping an unnamed dataset's ids must not turn one stray id (900, a typo) into 899 empty
+    classes and a head of 901 outputs: the ids then go in the order they appear, said so."""
+    src = _unnamed_yolo(tmp_path / "yolo", ("900 0.5 0.5 0.2 0.2\n", "0 0.5 0.5 0.2 0.2\n"))
+    state = tmp_path / "state"
+    main(["labels", "import", "--state-dir", str(state), str(src), "--json"])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["imported"] == 2
+    assert ClassRegistry(state).names() == {0: "class_900", 1: "class_0"}
+    assert ("note: the labels use 2 class id(s) up to 900: keeping those ids would make 899 "
+            "classes with no box, so the device numbers the classes in the order they appear"
+            in captured.err)
+
+
 def test_a_file_name_that_is_not_utf8_is_imported_with_its_bytes_escaped(tmp_path, capsys):
     # a Windows zip unpacked on Linux: b"caf\xe9.jpg" (Latin-1), beside a plain name
     import os
