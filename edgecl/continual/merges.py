@@ -17,10 +17,22 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+MERGE_PASSES = 5
+"""Most passes :func:`relabel_class` makes over the memory: a sample an operator answered or
+corrected while a pass ran (stored under the merged id, or relabelled under a new id before the
+pass reached it) is found by the next one."""
+
+
 def relabel_class(memory, old_id: int, into_id: int,
                   names: Mapping[int, str] | None = None) -> list[int]:
     """Relabel every stored sample holding ``old_id`` as ``into_id`` (a box given under both
     names is kept once); each sample keeps its image, origin and held-out slot.
+
+    Each sample is renumbered inside the memory's write transaction
+    (:meth:`~edgecl.continual.memory.ReplayMemory.remap_classes`): an answer corrected or
+    withdrawn meanwhile by another process is seen there, not lost; before, the merge stopped
+    half-way ("no sample 452") and the correction was refused. Passes repeat while samples
+    still hold ``old_id`` (at most :data:`MERGE_PASSES`).
 
     Args:
         memory: the replay memory.
@@ -40,13 +52,14 @@ def relabel_class(memory, old_id: int, into_id: int,
     if names:
         memory.sync_class_names(dict(names))
     new_ids = []
-    for record in memory.records():
-        if old_id not in record.classes:
-            continue
-        labels = memory.get([record.id])[0].labels.copy()
-        labels[labels[:, 0] == old_id, 0] = into_id
-        _, first = np.unique(labels, axis=0, return_index=True)
-        new_ids.append(memory.relabel(record.id, labels[np.sort(first)], origin=None))
+    for _ in range(MERGE_PASSES):
+        holding = [record.id for record in memory.records() if old_id in record.classes]
+        if not holding:
+            break
+        for sample_id in holding:
+            new_id = memory.remap_classes(sample_id, {old_id: into_id})
+            if new_id is not None and new_id != sample_id:
+                new_ids.append(new_id)
     return new_ids
 
 

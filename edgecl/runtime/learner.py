@@ -145,9 +145,32 @@ def interrupted_round(state_dir: str | Path) -> str | None:
         path.unlink()
     started = str(record.get("started", "at an unknown time"))[:40]
     trigger = str(record.get("trigger", "unknown"))[:200]
+    kept = _version_made_since(state_dir, record.get("started"))
+    if kept:  # killed after it staged: a start promotes it (before: "nothing ... kept" as well)
+        log.info("the learning round started %s (trigger: %s) stopped after it staged %s: what "
+                 "it learnt is kept there", started, trigger, kept)
+        return None
     return (f"the learning round started {started} (trigger: {trigger}) did not finish: the "
             f"device or its learner stopped during it (killed, out of memory or powered off); "
             f"nothing it learnt was kept, and the next round learns its samples again")
+
+
+def _version_made_since(state_dir: str | Path, started: object) -> str | None:
+    """The newest model version a learning round made (its manifest names a memory snapshot)
+    at or after ``started`` (the running record's ISO time), or None."""
+    from edgecl.models.registry import Registry
+
+    if not isinstance(started, str) or not (Path(state_dir) / "models").is_dir():
+        return None
+    try:
+        registry = Registry(Path(state_dir) / "models")
+        for version in reversed(registry.versions()):
+            manifest = registry.manifest(version)
+            if manifest.get("memory_snapshot") and str(manifest.get("created", "")) >= started:
+                return version
+    except (EdgeclError, OSError, ValueError) as exc:  # the registry says so at its own open
+        log.debug("versions not checked for the round cut short: %s", exc)
+    return None
 
 
 HELD_OUT_WAIT = ("a learning round is due and waits for the first held-out sample with a box "

@@ -118,3 +118,30 @@ def test_a_round_waiting_for_room_says_how_to_make_some(tmp_path, monkeypatch):
     assert problem.startswith(f"{tmp_path} has 1.0 MiB free; a round needs about ")
     assert problem.endswith(f"lower in the device's config and run 'edgecl models prune "
                             f"--config CONFIG.yaml --state-dir {tmp_path}' with it")
+
+
+def test_a_round_killed_after_it_staged_is_not_said_to_have_lost_what_it_learnt(tmp_path, caplog):
+    """Before: a runtime killed right after 'round 4 -> v0004 staged' promoted v0004 at its next
+    start, then warned that the round "did not finish ... nothing it learnt was kept"."""
+    import json
+    import logging
+
+    from edgecl.models.registry import Registry
+    from edgecl.runtime import learner
+
+    folder = learner.learner_dir(tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"started": "2000-01-01T00:00:00+00:00", "trigger": "8 new samples"}
+    (folder / learner.RUNNING_FILE).write_text(json.dumps(record))
+    registry = Registry(tmp_path / "models")
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    registry.stage({"model.onnx": onnx}, meta={"note": "added by hand"})
+    assert "nothing it learnt was kept" in learner.interrupted_round(tmp_path)  # no round's
+
+    (folder / learner.RUNNING_FILE).write_text(json.dumps(record))
+    version = registry.stage({"model.onnx": onnx}, meta={"memory_snapshot": "s1"})
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.learner"):
+        assert learner.interrupted_round(tmp_path) is None
+    assert f"stopped after it staged {version}: what it learnt is kept there" in caplog.text
+    assert not (folder / learner.RUNNING_FILE).exists()

@@ -27,6 +27,7 @@ from edgecl.continual.memory.policies import POLICIES, InsertionPolicy, make_pol
 from edgecl.continual.memory.records import (
     STREAM_TASK,
     DuplicateSampleError,
+    MissingSampleError,
     Sample,
     SampleRecord,
     StoredSample,
@@ -43,6 +44,6 @@ from edgecl.continual.memory.store import (
 from edgecl.continual.memory.verify import VerifyReport
 
 __all__ = ["STREAM_TASK", "ReplayMemory", "Sample", "StoredSample", "SampleRecord", "MemorySnapshot",
-           "DuplicateSampleError", "held_copy",
+           "DuplicateSampleError", "MissingSampleError", "held_copy",
            "VerifyReport", "memory_from_config", "overhead_reserve_bytes",
            "estimate_sample_bytes", "INDEX_FILE", "POLICIES", "InsertionPolicy", "make_policy"]

@@ -87,6 +87,11 @@ class DuplicateSampleError(ReplayMemoryError):
         self.sample_id = sample_id
 
 
+class MissingSampleError(ReplayMemoryError):
+    """The memory holds no sample of this id: evicted, removed, or relabelled under a new id
+    (by a correction, or a class merge) since the caller looked it up."""
+
+
 @dataclass(frozen=True)
 class SampleRecord:
     """One row of the memory index (metadata only; no pixels).

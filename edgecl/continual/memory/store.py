@@ -95,6 +95,7 @@ from edgecl.continual.memory.records import (
     IMAGE_SUFFIX,
     DuplicateSampleError,
     LABEL_SUFFIX,
+    MissingSampleError,
     Sample,
     SampleRecord,
     StoredSample,
@@ -698,16 +699,58 @@ class ReplayMemory:
             LabelError: malformed label rows or class out of range.
             StorageError: full disk or unwritable folder (the sample is kept as it was).
         """
+        origin = None if origin is None else LabelOrigin(origin)
+        if origin is LabelOrigin.PSEUDO:
+            raise ReplayMemoryError(f"cannot relabel sample {int(sample_id)} of {self.root}: "
+                                    f"corrected labels come from a person or a labelled file, "
+                                    f"not from the model")
+        where = f"sample {int(sample_id)} of {self.root}"
+        labels = check_labels(labels, where, self._known_nc())
+        return self._relabel(sample_id, lambda read_stored: labels, origin)
+
+    def remap_classes(self, sample_id: int, mapping: dict[int, int]) -> int | None:
+        """Renumber a stored sample's classes (a class merged into another), reading its labels
+        inside the write transaction: a correction or a merge in another process between a
+        caller's look-up and this write is seen, not overwritten. A box given under both ids
+        is kept once; image, origin and held-out slot stay.
+
+        Args:
+            sample_id: the stored sample.
+            mapping: class id -> the id it becomes.
+
+        Returns:
+            The sample's new id; ``sample_id`` itself when it holds none of the mapped classes
+            (nothing written); None when it is no longer stored (relabelled under a new id or
+            removed meanwhile: the caller looks again).
+
+        Raises:
+            LabelError: its stored labels cannot be parsed.
+            StorageError: full disk or unwritable folder (the sample is kept as it was).
+        """
+        wanted = {int(k): int(v) for k, v in mapping.items()}
+
+        def renumbered(read_stored) -> np.ndarray | None:
+            stored = read_stored()
+            if not np.isin(stored[:, 0].astype(np.int64), list(wanted)).any():
+                return None
+            labels = stored.copy()
+            for old, into in wanted.items():
+                labels[stored[:, 0].astype(np.int64) == old, 0] = into
+            _, first = np.unique(labels, axis=0, return_index=True)
+            return labels[np.sort(first)]
+
+        try:
+            return self._relabel(sample_id, renumbered, None)
+        except MissingSampleError:
+            return None
+
+    def _relabel(self, sample_id: int, make_labels, origin: LabelOrigin | None) -> int:
+        """The body of :meth:`relabel` and :meth:`remap_classes`: ``make_labels(read_stored)``
+        gives the new rows inside the write transaction (None: keep the sample as it is);
+        ``read_stored()`` parses the sample's stored rows."""
         where = f"sample {int(sample_id)} of {self.root}"
         self._refuse_if_read_only(f"cannot relabel {where}")
         self._follow_replaced_index()
-        origin = None if origin is None else LabelOrigin(origin)
-        if origin is LabelOrigin.PSEUDO:
-            raise ReplayMemoryError(f"cannot relabel {where}: corrected labels come from a "
-                                    f"person or a labelled file, not from the model")
-        labels = check_labels(labels, where, self._known_nc())
-        classes = classes_of(labels)
-        text = labels_to_text(labels).encode("utf-8")
         written: list[Path] = []
         at = self._db.path
         with self._lock:
@@ -715,8 +758,14 @@ class ReplayMemory:
                 with self._db.write():
                     row = self._db.row_values(sample_id)
                     if row is None:
-                        raise ReplayMemoryError(f"memory {self.root} has no sample "
-                                                f"{int(sample_id)} (evicted or removed)")
+                        raise MissingSampleError(f"memory {self.root} has no sample "
+                                                 f"{int(sample_id)} (evicted or removed)")
+                    labels = make_labels(lambda: parse_label_file(self.label_path(sample_id)))
+                    if labels is None:
+                        return int(sample_id)
+                    labels = check_labels(labels, where, self._known_nc())
+                    classes = classes_of(labels)
+                    text = labels_to_text(labels).encode("utf-8")
                     new_id = self._db.next_id()
                     image = self.image_path(new_id)
                     written.append(image)
@@ -775,9 +824,9 @@ class ReplayMemory:
                     missing = [i for i in wanted if not 0 < i < 2**63 or not self._db.exists(i)]
                     if missing:
                         many = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-                        raise ReplayMemoryError(f"memory {self.root} has no sample id(s) "
-                                                f"{missing[:5]}{many} (evicted or removed); "
-                                                f"nothing was removed")
+                        raise MissingSampleError(f"memory {self.root} has no sample id(s) "
+                                                 f"{missing[:5]}{many} (evicted or removed); "
+                                                 f"nothing was removed")
                     for sample_id in wanted:
                         self._db.delete(sample_id)
             failed = self._unlink_samples(wanted)
@@ -929,8 +978,8 @@ class ReplayMemory:
         if len(records) != len(ids):
             known = {r.id for r in records}
             missing = [int(i) for i in ids if int(i) not in known]
-            raise ReplayMemoryError(f"memory {self.root} has no sample id(s) {missing[:5]} "
-                                    f"(evicted? train from a snapshot)")
+            raise MissingSampleError(f"memory {self.root} has no sample id(s) {missing[:5]} "
+                                     f"(evicted? train from a snapshot)")
         return [StoredSample.from_record(r, self.image_path(r.id), self.label_path(r.id),
                                          parse_label_file(self.label_path(r.id)))
                 for r in records]

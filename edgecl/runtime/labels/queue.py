@@ -612,6 +612,7 @@ class OperatorQueue:
                         origin=LabelOrigin.OPERATOR, content_hash=digest))
                 except DuplicateSampleError as exc:  # stored meanwhile by another process
                     self._refuse_duplicate(meta, exc.sample_id, memory)
+            sample_id, labels = _follow_merges(memory, classes, sample_id, labels)
             self._record(item_id, "answered", sample=sample_id, **_frame_of(meta),
                          new_classes=len(new_names))
             self._remember_embedding(meta)
@@ -767,7 +768,10 @@ class OperatorQueue:
             similar = _typo_hints(new_names, standing_names(classes.names(), known))
             register_new_classes(labels, new_names, known, classes)
             memory.sync_class_names(classes.names())
-            new_id = memory.relabel(sample_id, labels, LabelOrigin.OPERATOR)
+            sample_id, new_id = self._on_current_sample(
+                item_id, memory, sample_id,
+                lambda current: memory.relabel(current, labels, LabelOrigin.OPERATOR))
+            new_id, labels = _follow_merges(memory, classes, new_id, labels)
             corrected = previous.get("corrected", 0)
             self._record(item_id, "answered", sample=new_id, **_frame_of(previous),
                          corrected=(corrected if isinstance(corrected, int) else 0) + 1,
@@ -790,10 +794,33 @@ class OperatorQueue:
         """
         with self._locked():
             sample_id = self.answered_sample(item_id, memory)
-            memory.remove([sample_id])
+            sample_id, _ = self._on_current_sample(item_id, memory, sample_id,
+                                                   lambda current: memory.remove([current]))
             self._record(item_id, "withdrawn", sample=sample_id)
         return {"id": item_id, "withdrawn": True, "sample": sample_id,
                 "snapshot_copies": memory.snapshot_copies(sample_id)}
+
+    def _on_current_sample(self, item_id: str, memory, sample_id: int, change):
+        """``change(sample id)`` on an answered item's sample, looked up again (by its source)
+        when another process relabelled it under a new id in between (a class merge renumbers
+        each sample it touches): before, a correction or a withdrawal made during a merge was
+        refused with "no sample 451" and lost.
+
+        Returns:
+            ``(the sample id changed, what change returned)``.
+
+        Raises:
+            ConflictError: the sample kept moving (:data:`STALE_LOOKUPS` tries), or is gone.
+        """
+        from edgecl.continual.memory import MissingSampleError
+
+        for _ in range(STALE_LOOKUPS):
+            try:
+                return sample_id, change(sample_id)
+            except MissingSampleError:
+                sample_id = self.answered_sample(item_id, memory)
+        raise ConflictError(f"label item '{item_id}': its sample was relabelled by another "
+                            f"process (a class merge?) while this ran; try again")
 
     def answered_image_path(self, item_id: str, memory) -> Path:
         """Path of an answered item's image as the memory stores it.
@@ -983,6 +1010,41 @@ FRAME_KEYS = ("name", "frame_id", "source")
 def _frame_of(meta: dict) -> dict:
     """The :data:`FRAME_KEYS` of an item (or of an earlier record) that it has."""
     return {k: meta[k] for k in FRAME_KEYS if meta.get(k) not in (None, "")}
+
+
+STALE_LOOKUPS = 3
+"""Tries of a correction or withdrawal on an answer's sample that another process keeps
+relabelling under new ids (see :meth:`OperatorQueue._on_current_sample`)."""
+
+
+def _follow_merges(memory, classes, sample_id: int | None, labels: np.ndarray):
+    """An answer's stored sample renumbered where it names a class merged into another since
+    its names were read (a ``classes merge`` in another process, whose pass over the memory
+    may have run before this sample was stored): before, such an answer kept the retired id
+    after the merge had said it was done.
+
+    Args:
+        memory: the replay memory (``remap_classes``; a memory without it is left alone).
+        classes: the class registry (``merged()``).
+        sample_id: the stored sample, or None (declined: nothing to follow).
+        labels: ``(N, 5)`` float rows as stored.
+
+    Returns:
+        ``(sample id, rows)``, both as stored now.
+    """
+    merged = getattr(classes, "merged", None)
+    remap = getattr(memory, "remap_classes", None)
+    if sample_id is None or merged is None or remap is None or not len(labels):
+        return sample_id, labels
+    hit = {c: into for c, into in merged().items() if (labels[:, 0] == c).any()}
+    if not hit:
+        return sample_id, labels
+    new_id = remap(int(sample_id), hit)
+    mapped = labels.copy()
+    for old, into in hit.items():
+        mapped[labels[:, 0] == old, 0] = into
+    _, first = np.unique(mapped, axis=0, return_index=True)
+    return (sample_id if new_id is None else int(new_id)), mapped[np.sort(first)]
 
 
 def _label_ids(classes) -> dict[str, int]:
