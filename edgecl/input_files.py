@@ -177,13 +177,19 @@ def regular_file_problem(path: str | os.PathLike, folder_ok: bool = False) -> st
 def missing_file_why(path: str | os.PathLike) -> str:
     """Why a file looked for is not there to read, in words: ``"not found"``, or what stands in
     its place (``"a named pipe (FIFO), not a regular file"``, ``"a folder, not a regular
-    file"``): before, a pipe where a label, an image or a ``tasks.yaml`` belonged was called
-    missing. Never blocks and reads nothing.
+    file"``, a link that leads nowhere): before, a pipe or a dangling link where a label, an
+    image or a ``tasks.yaml`` belonged was called missing. Never blocks and reads nothing.
 
     Args:
-        path: the file (a link is followed; a dangling one is ``not found``).
+        path: the file (a link is followed; one that leads nowhere is ``a symbolic link to
+            X, which does not exist``).
     """
     try:
+        if os.path.islink(path) and not os.path.exists(path):
+            try:
+                return f"a symbolic link to {os.readlink(path)}, which does not exist"
+            except OSError:
+                return "a symbolic link that cannot be followed"
         return regular_file_problem(path) or "not found"
     except ValueError:  # a NUL byte in a name built from a file's text
         return "not found"

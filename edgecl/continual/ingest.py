@@ -48,7 +48,8 @@ import numpy as np
 from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample, held_copy
 from edgecl.continual.memory.admission import plan_import_held_out
 from edgecl.continual.memory.records import check_image, check_labels
-from edgecl.data.class_names import close_class_names, loose_class_name, standing_names
+from edgecl.data.class_names import (close_class_names, loose_class_name, standing_names,
+                                     unnamed_class_target)
 from edgecl.data.images import pixels_hash
 from edgecl.data.importers import SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, same_class_as
 from edgecl.data.splits import frame_name, sequence_blocks
@@ -205,10 +206,11 @@ def _name_unnamed(item: ImportItem, known: dict[int, str], report: ImportReport)
         return item
     names = []
     for name, cid in zip(item.names, item.dataset_ids):
-        if cid in known and known[cid] != name:
+        if cid in known and known[cid] != name and unnamed_class_target(cid, known) == cid:
             names.append(known[cid])
             report.named_from_registry[name] = known[cid]
-        else:  # no class with that id, or the registry itself still calls it class_<id>
+        else:  # no class with that id, the registry itself still calls it class_<id>, or
+            # its class_<id> has another id (unnamed_class_target): found by this name
             names.append(name)
             if name not in report.unnamed_classes:
                 report.unnamed_classes.append(name)

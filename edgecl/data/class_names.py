@@ -257,3 +257,36 @@ def standing_names(names: Mapping[int, str], label_ids: Mapping[str, int]) -> li
         The names, by id.
     """
     return [name for cid, name in sorted(names.items()) if label_ids.get(name, cid) == cid]
+
+
+def placeholder_id(name: str) -> int | None:
+    """The id ``k`` of a ``class_<k>`` name, the name a class of a dataset that names no class
+    gets (``class_3`` -> 3), else None."""
+    number = name.removeprefix("class_") if isinstance(name, str) else ""
+    return int(number) if name.startswith("class_") and number.isdigit() else None
+
+
+def unnamed_class_target(dataset_id: int, names: Mapping[int, str]) -> int | None:
+    """The device's class that class id ``dataset_id`` of a dataset naming no class means.
+
+    The class named ``class_<dataset_id>`` wherever its id (a sparse dataset's ids were given
+    in the order they appeared: ``class_20`` may be id 1); else the class of that id, unless
+    its name is another id's ``class_<k>``; before, a later import or a ``dir://`` stream read
+    the dataset's id 1 as that ``class_20``.
+
+    Args:
+        dataset_id: the id in the dataset's label files.
+        names: the device's class id -> name.
+
+    Returns:
+        The device's class id, or None when the device has no class of that meaning.
+    """
+    own = f"class_{int(dataset_id)}"
+    for class_id, name in names.items():
+        if name == own:
+            return int(class_id)
+    name = names.get(int(dataset_id))
+    if name is None:
+        return None
+    other = placeholder_id(name)
+    return None if other is not None and other != int(dataset_id) else int(dataset_id)

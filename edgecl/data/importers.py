@@ -99,7 +99,7 @@ import numpy as np
 
 from edgecl.config import DataFileLoader
 from edgecl.data.answers import MIN_BOX_PX
-from edgecl.data.class_names import loose_class_name, name_clash
+from edgecl.data.class_names import loose_class_name, name_clash, placeholder_id
 from edgecl.data.images import (IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash,
                                 small_side_problem)
 from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
@@ -107,8 +107,9 @@ from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_f
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_exists, path_is_file
 from edgecl.errors import (ConfigError, LabelError, encoding_problem, json_problem, link_problem,
                            missing_path)
-from edgecl.input_files import (MAX_JSON_BYTES, MAX_LABEL_BYTES, read_data_file, read_input_bytes,
-                                read_input_text, regular_file_problem)
+from edgecl.input_files import (MAX_JSON_BYTES, MAX_LABEL_BYTES, missing_file_why,
+                                read_data_file, read_input_bytes, read_input_text,
+                                regular_file_problem)
 
 FORMATS = ("auto", "yolo", "voc", "coco")
 IGNORE_NAMES = frozenset({"dontcare", "ignore", "ignored", "ignoreregion", "ignoreregions",
@@ -711,8 +712,7 @@ def iter_yolo(path: str | Path) -> LabelledItems:
     not_images = (Skip(p, "not an image", f"{p}: not an image ultralytics reads "
                                           f"({p.suffix.lower() or 'no suffix'})")
                   if path_is_file(p) else
-                  Skip(p, "not an image", link_problem(p) or f"{p}: not a regular file (a FIFO, "
-                                                             f"a device, or a link to nothing)")
+                  Skip(p, "not an image", link_problem(p) or f"{p}: {missing_file_why(p)}")
                   for p in dataset.ignored_files)
     return LabelledItems(itertools.chain(not_images, _yolo_items(
         images, names, unnamed=not names or _placeholder_names(names)),
@@ -928,12 +928,8 @@ def unnamed_class_order(path: str | Path, fmt: str, items: "LabelledItems") -> t
     names = yolo_class_names(path)
     if names and not _placeholder_names(names):
         return [], ""
-    used = set()
-    for shown in items.image_classes().values():
-        for name in shown:
-            number = name.removeprefix("class_")
-            if name.startswith("class_") and number.isdigit():
-                used.add(int(number))
+    used = {placeholder_id(name) for shown in items.image_classes().values() for name in shown}
+    used.discard(None)
     top = max([*names, *used], default=-1)
     empty = top + 1 - len(used)
     if names or empty <= max(UNNAMED_GAPS_KEPT, len(used)):
@@ -973,6 +969,10 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
         if special:  # a pipe, a device, a socket
             yield Skip(label_path, "refused label",
                        f"cannot read label file {label_path}: {special}")
+            continue
+        if os.path.islink(label_path) and not path_exists(label_path):  # leads nowhere
+            yield Skip(label_path, "refused label", f"cannot read label file {label_path}: "
+                                                    f"{missing_file_why(label_path)}")
             continue
         if not path_is_file(label_path):
             found = ": a folder, not a file" if path_exists(label_path, folder=True) else ""
@@ -1047,15 +1047,14 @@ def _labels_without_image(images: list[Path]) -> Iterator[Skip]:
 
 def _file_stems(folder: Path) -> set[str]:
     """The stems of a folder's files (not of its sub-folders: a folder named ``x.jpg`` is no
-    image ``x``; a link to nothing is: it was skipped as such, and its label file is no orphan),
-    read in one listing.
+    image ``x``; a link to nothing, a pipe or a device is: it was skipped as such, and its label
+    file is no orphan), read in one listing.
 
     Raises:
         OSError: the folder cannot be listed.
     """
-    with os.scandir(folder) as entries:
-        return {Path(e.name).stem for e in entries
-                if e.is_file() or (e.is_symlink() and not e.is_dir())}
+    with os.scandir(folder) as entries:  # a pipe or a device named x.jpg is skipped as such
+        return {Path(e.name).stem for e in entries if not e.is_dir()}
 
 
 def _reads_as_labels(path: Path) -> bool:
@@ -1213,7 +1212,9 @@ def _parse_voc(xml_path: Path) -> ET.ElementTree | Skip:
     except ET.ParseError as exc:
         return Skip(xml_path, "bad annotation", f"{xml_path}: not valid XML ({exc})")
     except OSError as exc:
-        return Skip(xml_path, "bad annotation", f"cannot read {xml_path}: {exc.strerror or exc}")
+        why = missing_file_why(xml_path)
+        return Skip(xml_path, "bad annotation", f"cannot read {xml_path}: "
+                                                f"{why if why != 'not found' else exc.strerror or exc}")
     except (LookupError, ValueError) as exc:  # an unknown or a multi-byte encoding
         return Skip(xml_path, "bad annotation", f"{xml_path}: cannot be read as XML ({exc})")
     for element in tree.iter():  # a default namespace (xmlns="...") prefixes every tag

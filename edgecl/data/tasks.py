@@ -26,7 +26,8 @@ from edgecl.config import DataFileLoader
 from edgecl.data.class_names import name_clash
 from edgecl.data.labels import label_path_for
 from edgecl.data.yolo_dataset import path_from_text, path_is_file
-from edgecl.errors import ConfigError, did_you_mean, encoding_problem, yaml_problem
+from edgecl.errors import (ConfigError, did_you_mean, encoding_problem, link_problem,
+                           yaml_problem)
 from edgecl.frames import STREAM_TASK
 from edgecl.input_files import (MAX_DATA_FILE_BYTES, MAX_LIST_BYTES, missing_file_why,
                                 read_data_file, read_input_text, regular_file_problem)
@@ -235,12 +236,14 @@ def load_tasks(yaml_path: str | Path) -> TaskSet:
             unknown or missing key, class id not in ``names``, a class introduced twice, a
             duplicate task name, a missing image list or listed image, an empty train/test list.
     """
-    path = Path(yaml_path).expanduser().resolve()
+    given = Path(yaml_path).expanduser()
+    path = given.resolve()
     special = regular_file_problem(path)
     if special:
         raise ConfigError(f"tasks file {path} is {special}")
     if not path.is_file():
-        raise ConfigError(f"tasks file not found: {path}")
+        why = link_problem(given)  # before: the link's target, called not found
+        raise ConfigError(f"tasks file {why}" if why else f"tasks file not found: {path}")
     try:
         data = yaml.load(read_input_text(path, MAX_DATA_FILE_BYTES, "a tasks file"),
                          Loader=DataFileLoader)

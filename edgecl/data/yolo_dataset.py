@@ -37,8 +37,8 @@ from edgecl.data.class_names import name_clash
 from edgecl.data.images import is_image
 from edgecl.data.labels import MAX_CLASSES, label_path_for
 from edgecl.errors import ConfigError, encoding_problem, link_problem, missing_path, yaml_problem
-from edgecl.input_files import (MAX_LIST_BYTES, read_data_file, read_input_text,
-                                regular_file_problem)
+from edgecl.input_files import (MAX_LIST_BYTES, missing_file_why, read_data_file,
+                                read_input_text, regular_file_problem)
 
 log = logging.getLogger(__name__)
 _SAID_PATH_FALLBACK: set[Path] = set()  # data.yaml files whose 'path:' fallback was said
@@ -276,8 +276,13 @@ def _parse_names(yaml_path: Path, data: dict) -> dict[int, str] | None:
     raw = data.get("names")
     if raw is None:
         nc = data.get("nc")
-        if isinstance(nc, bool) or not isinstance(nc, int) or nc <= 0:
+        if nc is None:
             return None
+        if (isinstance(nc, bool) or not isinstance(nc, (int, float)) or nc != int(nc)
+                or nc <= 0):  # before: 0, -1 or '4' read as no nc at all
+            raise ConfigError(f"{yaml_path}: 'nc' must be a whole number of classes >= 1, got "
+                              f"{str(nc)[:40]!r}")
+        nc = int(nc)
         if nc > MAX_CLASSES:
             raise ConfigError(f"{yaml_path}: 'nc' {nc} is above the limit of {MAX_CLASSES} classes")
         return {i: f"class_{i}" for i in range(nc)}
@@ -548,17 +553,17 @@ def labels_report(images: list[Path]) -> tuple[int, Path | None, list[Path]]:
         images: image paths.
 
     Returns:
-        ``(count with a label file, the label path looked at for the first image without one,
-        the label paths that are there but no regular file: a pipe, a device, a folder)``.
+        ``(count with a label file, the label path looked at for the first image with none
+        there, the label paths where something else stands: a pipe, a device, a folder, a
+        link that leads nowhere)``.
     """
     found, first_missing, odd = 0, None, []
     for image in images:
         label = label_path_for(image)
         if path_is_file(label):
             found += 1
-            continue
-        if first_missing is None:
-            first_missing = label
-        if regular_file_problem(label, folder_ok=False):
+        elif missing_file_why(label) != "not found":
             odd.append(label)
+        elif first_missing is None:
+            first_missing = label
     return found, first_missing, odd

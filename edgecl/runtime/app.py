@@ -636,6 +636,9 @@ class Runtime:
                     if problem:  # detection runs; every round would fail the same way
                         log.warning("learner: no round can learn: %s", problem)
                 sinks += self._build_state_parts({} if fresh_network(path) else backend.meta.names)
+                if self.memory_sink is not None:  # ids of labels that name no class
+                    self.memory_sink.unnamed_labels = bool(
+                        getattr(source, "labelled", False) and not getattr(source, "names", None))
                 if cfg.server.enabled:
                     self.live_view = LiveViewSink(self._display_names, calibrate=self._calibrated)
                     sinks.append(self.live_view)

@@ -199,6 +199,14 @@ def test_a_stray_class_id_in_an_unnamed_dataset_makes_no_empty_classes(tmp_path,
     assert ("note: the labels use 2 class id(s) up to 900: keeping those ids would make 899 "
             "classes with no box, so the device numbers the classes in the order they appear"
             in captured.err)
+    # a later import of such labels finds class_900 by its name; its id 1 is not class_0's
+    later = tmp_path / "later"
+    _jpg(later / "images" / "x.jpg", 200)
+    (later / "labels").mkdir()
+    (later / "labels" / "x.txt").write_text("900 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1\n")
+    result = _import(capsys, state, later, "--json")
+    assert result["boxes"] == {"class_900": 1, "class_1": 1} and result["named_from_registry"] == {}
+    assert ClassRegistry(state).names() == {0: "class_900", 1: "class_0", 2: "class_1"}
 
 
 def test_a_file_name_that_is_not_utf8_is_imported_with_its_bytes_escaped(tmp_path, capsys):

@@ -437,10 +437,12 @@ def test_a_file_in_the_images_folder_that_is_no_regular_file_is_counted(tmp_path
         os.mkfifo(odd_path)
     else:
         odd_path.symlink_to(tmp_path / "gone.jpg")
+    # its label: before, a FIFO's made a second skip ("a label file no image takes")
+    (root / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     items, skips = _collect(root)
     assert len(items) == 1
     assert [s.message for s in skips] == [
-        f"{odd_path}: not a regular file (a FIFO, a device, or a link to nothing)" if odd == "fifo"
+        f"{odd_path}: a named pipe (FIFO), not a regular file" if odd == "fifo"
         else f"{odd_path} is a symbolic link to {tmp_path / 'gone.jpg'}, which does not exist "
              f"(unmounted?)"]
 

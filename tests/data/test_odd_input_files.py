@@ -217,8 +217,18 @@ def test_things_that_stand_where_a_file_belongs_are_named_not_called_missing(tmp
     images = sorted((data / "images").glob("*.jpg"))
     with caplog.at_level(logging.WARNING):
         assert warn_about_labels("dir://ds", data, images) == 2
-    assert f"1 label file(s) are not regular files and their frames stream unlabelled (e.g. " \
+    assert f"1 label file(s) cannot be read and their frames stream unlabelled (e.g. " \
            f"{label} is a named pipe (FIFO), not a regular file)" in caplog.text
+    assert "have no label file" not in caplog.text  # before: the pipe counted there too
+    (data / "labels" / "f2.txt").unlink()
+    (data / "labels" / "f2.txt").symlink_to(tmp_path / "gone.txt")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert warn_about_labels("dir://ds", data, images) == 1
+    assert "2 label file(s) cannot be read" in caplog.text and "have no label file" not in caplog.text
+    assert all(f"cannot read label file {p}" in m for p, m in zip(
+        [data / "labels" / "f1.txt", data / "labels" / "f2.txt"],
+        [s.message for s in iter_labelled(str(data), "yolo") if hasattr(s, "reason")]))
 
     voc = tmp_path / "voc"
     _jpg(voc / "JPEGImages" / "a.jpg")
@@ -244,6 +254,17 @@ def test_things_that_stand_where_a_file_belongs_are_named_not_called_missing(tmp
     os.mkfifo(folder / "tasks.yaml")
     with pytest.raises(ConfigError, match=r"tasks.yaml is a named pipe \(FIFO\), not a regular"):
         load_task_source(folder)
+    dangling = tmp_path / "dangling"
+    dangling.mkdir()
+    (dangling / "tasks.yaml").symlink_to("/nope/tasks.yaml")
+    with pytest.raises(ConfigError, match=r"tasks file .*dangling/tasks.yaml is a symbolic link "
+                                          r"to /nope/tasks.yaml, which does not exist"):
+        load_task_source(dangling)
+    (voc / "Annotations" / "a.xml").unlink()
+    (voc / "Annotations" / "a.xml").symlink_to(tmp_path / "gone.xml")
+    (skip,) = list(iter_labelled(str(voc), "voc"))
+    assert skip.message.endswith(f"a.xml: a symbolic link to {tmp_path / 'gone.xml'}, which does "
+                                 f"not exist")
     done = subprocess.run(
         [sys.executable, "-c", "import sys; from edgecl.cli import main; sys.exit(main(["
          f"'bench', 'cl', '--data', {str(folder)!r}, '--out', {str(tmp_path / 'o')!r}]))"],

@@ -73,6 +73,19 @@ def test_nc_that_is_not_the_number_of_names_is_refused(tmp_path, nc, shown):
                               f"agree (or leave 'nc' out)")
 
 
+@pytest.mark.parametrize("nc, shown", [("0", "'0'"), ("-1", "'-1'"), ("'4'", "'4'"),
+                                       ("2.5", "'2.5'"), ("true", "'True'")])
+def test_an_nc_alone_that_is_no_class_count_is_refused(tmp_path, nc, shown):
+    """Before: ``nc: 0`` or ``nc: -1`` (no names) read as no ``nc`` at all, and the labels' ids
+    then made the classes, while ``nc: 2`` refused an id 3."""
+    path = _yaml(tmp_path, f"nc: {nc}\n")
+    with pytest.raises(ConfigError) as err:
+        load_data_yaml(path)
+    assert str(err.value) == f"{path}: 'nc' must be a whole number of classes >= 1, got {shown}"
+    assert load_data_yaml(_yaml(tmp_path, "nc: 3.0\n")).names == {0: "class_0", 1: "class_1",
+                                                                  2: "class_2"}
+
+
 @pytest.mark.parametrize("nc", ["4", "4.0", "null"])
 def test_nc_that_is_the_number_of_names_is_read(tmp_path, nc):
     path = _yaml(tmp_path, f"nc: {nc}\nnames: {{0: car, 1: truck, 2: person, 3: bicycle}}\n")

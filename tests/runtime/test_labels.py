@@ -209,6 +209,22 @@ def test_sink_refuses_class_ids_the_registry_does_not_know(tmp_path, caplog):
     assert "class id 79" in caplog.text and len(caplog.records) == 1
 
 
+def test_a_stream_naming_no_class_finds_the_class_an_import_kept_at_another_id(tmp_path, caplog):
+    """Before: after an import gave a sparse unnamed dataset's class_20 the id 1, a dir://
+    stream of such labels stored its id 1 as class_20 and refused its id 20."""
+    classes = FakeClasses({0: "class_0", 1: "class_20", 2: "class_7"})
+    sink, mem = make_sink(tmp_path, classes=classes, mode="ground_truth")
+    sink.unnamed_labels = True
+    rows = lambda *ids: np.array([[k, 0.5, 0.5, 0.1, 0.1] for k in ids], np.float32)  # noqa: E731
+    sink.write(result(IMG, dets([]), 0, labels=rows(20, 0)))
+    sink.write(result(textured(3), dets([]), 1, labels=rows(7)))
+    assert [s.labels[:, 0].tolist() for s in mem.samples] == [[1, 0], [2]]
+    sink.write(result(textured(4), dets([]), 2, labels=rows(1)))  # class_1: not on this device
+    assert len(mem.samples) == 2 and sink.stats()["counts"]["refused_class"] == 1
+    assert "class id 1 means class_1, which this device does not have (its id 1 is 'class_20'" \
+        in caplog.text
+
+
 def test_storage_fault_pauses_then_resumes(tmp_path, caplog):
     t = [0.0]
     sink, mem = make_sink(tmp_path, mode="ground_truth", storage_retry_s=10)

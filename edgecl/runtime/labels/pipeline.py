@@ -81,6 +81,41 @@ def merged_labels(labels: np.ndarray, classes) -> np.ndarray:
     return out
 
 
+def unnamed_labels(labels: np.ndarray, names: dict[int, str], where: str) -> np.ndarray:
+    """Labels of a source that names no class, with each id as the device's class it means
+    (:func:`~edgecl.data.class_names.unnamed_class_target`: ``class_20`` kept at id 1 by an
+    import takes the stream's id 20; before, the stream's id 1 was stored as it).
+
+    Args:
+        labels: ``(N, 5)`` float YOLO rows with the source's ids.
+        names: the class registry's id -> name.
+        where: the frame, for the error.
+
+    Returns:
+        ``labels`` itself when every id means itself, else a renumbered copy.
+
+    Raises:
+        LabelError: an id whose class the device does not have (its own id names another
+            dataset id's ``class_<k>``).
+    """
+    from edgecl.data.class_names import unnamed_class_target
+
+    ids = sorted({int(c) for c in labels[:, 0]})
+    target = {k: unnamed_class_target(k, names) for k in ids}
+    missing = [k for k in ids if target[k] is None and k in names]
+    if missing:
+        k = missing[0]
+        raise LabelError(f"{where}: its labels name no class, and class id {k} means class_{k}, "
+                         f"which this device does not have (its id {k} is {names[k]!r}, another "
+                         f"id of a dataset without names); give the folder a data.yaml with names, "
+                         f"or import it with 'edgecl labels import'")
+    if all(target[k] in (None, k) for k in ids):
+        return labels
+    out = labels.copy()
+    out[:, 0] = [target[int(c)] if target[int(c)] is not None else int(c) for c in labels[:, 0]]
+    return out
+
+
 @dataclass(frozen=True)
 class LabelDecision:
     """What to do with one frame.
@@ -223,6 +258,10 @@ class MemorySink:
         self._counted: set[int] = set()  # operator samples in self.added (bounded: per round)
         self.closed = False
         self.classes_seen: set[int] = set()
+        self.unnamed_labels = False
+        """The stream's labels name no class (a YOLO folder without names): each id ``k``
+        means the device's class named ``class_<k>`` where one has another id
+        (:func:`~edgecl.data.class_names.unnamed_class_target`); set by the runtime."""
         self._own_ids: list[int] = []
         self._id_lock = threading.Lock()
         self.counts: Counter[str] = Counter()
@@ -412,6 +451,8 @@ class MemorySink:
         if self.classes is not None and labels.shape[0]:
             try:
                 names = self.classes.names()
+                if self.unnamed_labels:
+                    labels = unnamed_labels(labels, names, where)
                 self.classes.check_ids(sorted({int(c) for c in labels[:, 0]}), where, names=names)
                 labels = merged_labels(labels, self.classes)
             except EdgeclError as exc:

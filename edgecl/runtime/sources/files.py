@@ -598,8 +598,11 @@ def warn_about_labels(uri: str, root: Path, images: list[Path]) -> int:
     """
     found, first_missing, odd = labels_report(images)
     if odd:  # there, but nothing to read: called missing before
-        log.warning("%s: %d label file(s) are not regular files and their frames stream "
-                    "unlabelled (e.g. %s is %s)", uri, len(odd), odd[0], missing_file_why(odd[0]))
+        log.warning("%s: %d label file(s) cannot be read and their frames stream unlabelled "
+                    "(e.g. %s is %s)", uri, len(odd), odd[0], missing_file_why(odd[0]))
+    missing = len(images) - found - len(odd)
+    if found == 0 and not missing:
+        return found
     if found == 0:
         hint = _label_hint(root)
         # a folder of plain frames is a recording, which field mode labels on the device (the
@@ -608,9 +611,9 @@ def warn_about_labels(uri: str, root: Path, images: list[Path]) -> int:
         log.log(logging.WARNING if hint else logging.INFO,
                 "%s: no YOLO labels found, frames stream unlabelled (looked for %s)%s", uri,
                 first_missing, hint)
-    elif found < len(images):
+    elif missing:
         log.warning("%s: %d of %d images have no label file (e.g. looked for %s); they stream unlabelled",
-                    uri, len(images) - found, len(images), first_missing)
+                    uri, missing, len(images), first_missing)
     return found
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgecl.config import SourceConfig
 from edgecl.data.tasks import load_task_source
-from edgecl.errors import ConfigError, SourceError
+from edgecl.errors import ConfigError, SourceError, link_problem
 from edgecl.runtime.sources.base import QueryParams, RawFrame
 from edgecl.runtime.sources.files import ImageListSource, warn_about_labels
 
@@ -80,7 +80,9 @@ class TasksSource(ImageListSource):
             SourceError: missing yaml or bad parameter.
         """
         if not path or not Path(path).exists():
-            raise SourceError(f"{uri}: tasks.yaml (or dataset) not found: {path or '(empty path)'}")
+            why = link_problem(path) if path else None  # a link that leads nowhere, named
+            raise SourceError(f"{uri}: {why}" if why else
+                              f"{uri}: tasks.yaml (or dataset) not found: {path or '(empty path)'}")
         raw_tasks = params.get_str("task", "")
         split = params.get_choice("split", "train", ("train", "val", "test"))
         fps = params.get_float("fps", 0.0)
