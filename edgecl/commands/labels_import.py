@@ -220,7 +220,7 @@ def import_command(args: argparse.Namespace) -> int:
     # a runtime on this state directory starts no learning round until the import is done
     with importing(cfg.state_dir), memory_from_config(cfg) as memory:
         adopt_memory_class_names(memory, classes)
-        seeded, declared, sparse = [], [], ""
+        seeded, declared, sparse, unnamed_ids = [], [], "", None
         if not classes.names():
             if offered is None:
                 offered = source_class_order(args.path, args.format, placeholders=False,
@@ -231,6 +231,7 @@ def import_command(args: argparse.Namespace) -> int:
             declared = [] if classes.names() else offered
             if not classes.names() and not offered:
                 declared, sparse = unnamed_class_order(args.path, args.format, items)
+                unnamed_ids = "renumbered" if sparse else "kept" if declared else None
         with _progress_bar(items) as bar:
             report = ingest(items, memory, classes, relabel=args.relabel, declared=declared,
                             progress=bar.update)
@@ -240,6 +241,8 @@ def import_command(args: argparse.Namespace) -> int:
         print(f"class registry: {len(seeded)} class(es) from model.path {cfg.model.path} "
               f"({', '.join(seeded[:5])}{', ...' if len(seeded) > 5 else ''})", file=sys.stderr)
     result["queue_items_dropped"] = len(dropped)
+    if unnamed_ids:  # a dataset naming no class, on a device with none: its ids kept or not
+        result["unnamed_ids"] = unnamed_ids
     result["former_names"] = _former_names_used(classes, args.path, args.format, result)
     nothing = nothing_imported(args.path, result)
     unmeasured = _unmeasured_note(report)

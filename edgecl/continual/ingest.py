@@ -432,6 +432,8 @@ def _name_counts(report: ImportReport, classes: ClassNames) -> None:
     for name, class_id in report.ids_used.items():
         if name_of(class_id) != name:
             report.classes_matched[name] = name_of(class_id)
+    report.classes_added[:] = [name_of(report.ids_used[name]) if name in report.ids_used
+                               else name for name in report.classes_added]
     for shown, held in report.stored_ids:
         now = {name_of(class_id) for class_id in shown}
         report.stored_per_class.update(now)

@@ -177,6 +177,7 @@ def test_a_device_with_no_class_keeps_an_unnamed_dataset_s_ids(tmp_path, capsys)
     assert result["boxes"] == {"class_3": 1, "class_0": 1} and result["named_from_registry"] == {}
     assert result["unnamed_classes"] == ["class_0", "class_3"]
     assert ClassRegistry(state).names() == {0: "class_0", 1: "class_1", 2: "class_2", 3: "class_3"}
+    assert result["unnamed_ids"] == "kept"
     with ReplayMemory(state / "memory", MemoryConfig()) as memory:
         stored = {Path(s.source).stem: int(s.labels[0, 0]) for s in memory.get(memory.ids())}
     assert stored == {"0": 3, "1": 0}
@@ -194,7 +195,8 @@ def test_a_stray_class_id_in_an_unnamed_dataset_makes_no_empty_classes(tmp_path,
     state = tmp_path / "state"
     main(["labels", "import", "--state-dir", str(state), str(src), "--json"])
     captured = capsys.readouterr()
-    assert json.loads(captured.out.strip().splitlines()[-1])["imported"] == 2
+    first = json.loads(captured.out.strip().splitlines()[-1])
+    assert first["imported"] == 2 and first["unnamed_ids"] == "renumbered"
     assert ClassRegistry(state).names() == {0: "class_900", 1: "class_0"}
     assert ("note: the labels use 2 class id(s) up to 900: keeping those ids would make 899 "
             "classes with no box, so the device numbers the classes in the order they appear"
@@ -206,6 +208,7 @@ def test_a_stray_class_id_in_an_unnamed_dataset_makes_no_empty_classes(tmp_path,
     (later / "labels" / "x.txt").write_text("900 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1\n")
     result = _import(capsys, state, later, "--json")
     assert result["boxes"] == {"class_900": 1, "class_1": 1} and result["named_from_registry"] == {}
+    assert "unnamed_ids" not in result  # the device had classes: nothing to keep or renumber
     assert ClassRegistry(state).names() == {0: "class_900", 1: "class_0", 2: "class_1"}
 
 

@@ -391,3 +391,14 @@ def test_a_class_renamed_or_merged_while_an_import_runs_keeps_the_import_on_one_
     out = report.to_dict()
     assert out["classes_added"] == [] and out["boxes"] == {"Vehicle": 4}
     assert out["classes_matched"] == {"Car": "Vehicle", "OtherVehicle": "Vehicle"}
+    # a class this import made, renamed before it ended, is listed by its name now
+    later = ClassRegistry(tmp_path)
+
+    def more():
+        yield _item("d", ["Truck"], 150)
+        later.rename("Truck", "Lorry")
+        yield _item("e", ["Truck"], 180)
+
+    with ReplayMemory(tmp_path / "memory", settings) as memory:
+        report = ingest(more(), memory, classes)
+    assert report.to_dict()["classes_added"] == ["Lorry"] and report.to_dict()["boxes"] == {"Lorry": 2}
