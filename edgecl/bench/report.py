@@ -475,7 +475,8 @@ FORGETTING_NOTE = (
     "Each row is measured on the held-out samples of its own round, which grow as labels "
     "arrive, so a class's forgetting here may exceed `gate.max_forgetting` in a round the gate "
     "accepted: the gate adds up losses each measured on one round's held-out samples, the "
-    "parent and the candidate on the same images (`gate_drops` in `edgecl models list --json`).")
+    "parent and the candidate on the same images (`gate_drops` in `edgecl models list --json`). "
+    "A negative value is a class now above every earlier measure of it (learnt, not forgotten).")
 """Below the per-class forgetting table: why it may differ from what the gate bounded."""
 
 

@@ -84,6 +84,11 @@ def summary_command(args: argparse.Namespace) -> int:
         note = (" (frames a second the model can take; the camera may deliver fewer)"
                 if key == "inference_fps" and summary.get(key) is not None else "")
         print(f"{key:<16} {_text(summary.get(key))}{note}")
+    serving = summary.get("serving_version")
+    if serving and serving != summary.get("model_version"):  # promoted by hand: no round
+        print(f"{'serving_version':<16} {serving} (the figures here are of "
+              f"{_text(summary.get('model_version'))}, the newest version a learning round "
+              f"measured)")
     if summary.get("runtime_ts_s") is not None:  # fps, latency and memory are as of this sample
         sampled = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(summary["runtime_ts_s"]))
         print(f"{'runtime_sampled':<16} {sampled} (inference_fps, latency and memory as of then)")

@@ -845,6 +845,7 @@ class LearnerSupervisor:
         self.last_round = saved[1] if saved else 0
         # the progress last taken into account: a rollback or a promotion moves it between rounds
         self._progress_seen = saved
+        self._held_unpromoted = False
         self._round_no = 0  # the running round's number
         self._round_expected_s = 1.0  # its estimated wall time (expected_round_s)
         self._train_share = TRAIN_SHARE  # the share of its time spent training
@@ -1261,8 +1262,12 @@ class LearnerSupervisor:
                 self._progress_seen = _saved_progress(self.cfg, "the trigger counts on as before")
             return
         self._pending, self._pending_attempts = None, 0
-        # this supervisor's own round moved the progress: nothing to follow
-        self._progress_seen = _saved_progress(self.cfg, "the trigger counts on as before")
+        # this supervisor's own round moved the progress: nothing to follow; but a round held
+        # unpromoted moved nothing: the progress a promotion or rollback made while it ran is
+        # followed at the next look (before, it was taken as seen: 'models add --promote'
+        # left every sample unlearnt, and no round came until a restart)
+        self._progress_seen = (None if self._held_unpromoted else
+                               _saved_progress(self.cfg, "the trigger counts on as before"))
 
     def _record_apply_error(self, message: str) -> None:
         self.apply_errors += 1
@@ -1346,6 +1351,7 @@ class LearnerSupervisor:
             return
         serving = (self._serving_instead(result.version)
                    if result.status is RoundStatus.STAGED else None)
+        self._held_unpromoted = bool(serving)
         if serving:
             from edgecl.runtime.promote import hold_unpromoted
 

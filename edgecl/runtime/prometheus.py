@@ -121,7 +121,10 @@ class _SummaryCollector:
                 if value is not None:
                     family.add_metric([str(column)], float(value))
             yield family
-        version = summary.get("model_version")
+        # what the loop serves (its last runtime sample), else the newest version measured: a
+        # version promoted by hand ('models add --promote') has no round of its own, and the
+        # gauge named the one before it
+        version = summary.get("serving_version") or summary.get("model_version")
         if version is not None:
             if re.fullmatch(r"v\d+", version):  # a file served ('file:best.pt') has no number
                 yield GaugeMetricFamily("edgecl_model_version",

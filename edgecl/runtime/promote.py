@@ -197,9 +197,33 @@ def rollback_version(state_dir: str | Path, registry=None, expected_current: str
                                 "nothing changed"):
                 save_state(state_dir, state)
 
-    version = registry.rollback(before_switch=rewind, expected_current=expected_current)
+    from edgecl.models.registry import NothingToRollBackError
+
+    try:
+        version = registry.rollback(before_switch=rewind, expected_current=expected_current)
+    except NothingToRollBackError as exc:
+        raise NothingToRollBackError(f"{exc}{_start_checkpoint_hint(registry)}") from None
     sync_monitor(state_dir, registry)
     return version
+
+
+def _start_checkpoint_hint(registry) -> str:
+    """How to serve again the checkpoint a device started from (``model.path``), which is no
+    version a rollback reaches: ``"; the device started from the checkpoint best.pt ..."``, or
+    ``""`` when no version names one as its parent (before, the refusal said nothing of it)."""
+    from edgecl.errors import EdgeclError
+
+    try:
+        for version in registry.versions():
+            parent = str(registry.manifest(version).get("parent") or "")
+            if parent.startswith("checkpoint:"):
+                name = parent.removeprefix("checkpoint:")
+                return (f"; the device started from the checkpoint {name} (model.path), which "
+                        f"is no version: 'edgecl models add PATH/{name} --promote' serves it "
+                        f"again")
+    except (EdgeclError, OSError, ValueError):  # the refusal itself is what matters
+        return ""
+    return ""
 
 
 def _sample_id(value) -> bool:

@@ -756,3 +756,23 @@ def test_a_full_disk_is_named_when_the_metrics_database_cannot_be_written(tmp_pa
     with pytest.raises(StorageError, match=r"cannot open metrics database .*: the disk is full "
                                            r"\(0 KiB free; SQLite: disk I/O error\)"):
         mon.record_round(1, "v0001", "promoted", acc=0.5, bwt=0.0, mean_forgetting=0.0)
+
+
+def test_the_model_gauges_name_the_version_serving_not_the_newest_measured(tmp_path, capsys):
+    """Before: after 'edgecl models add best.pt --promote' while the device ran, /metrics'
+    edgecl_model_version ("Numeric part of the served version") and 'monitor summary' named
+    v0004, the newest version a round measured, while v0009 served."""
+    import argparse
+
+    from edgecl.commands import monitor as monitor_cmd
+
+    mon = filled(tmp_path)
+    mon.record_runtime(fps=30.0, latency_ms_p50=11.0, memory_bytes=0, memory_samples=0,
+                       model_version="v0009")
+    got = samples(PrometheusExporter(mon).render().decode())
+    assert got[("edgecl_model_version", ())] == 9.0
+    assert got[("edgecl_model_info", (("version", "v0009"),))] == 1.0
+    args = argparse.Namespace(state_dir=str(tmp_path), config=None, overrides=[], json=False)
+    assert monitor_cmd.summary_command(args) == 0
+    assert ("serving_version  v0009 (the figures here are of v0004, the newest version a "
+            "learning round measured)") in capsys.readouterr().out

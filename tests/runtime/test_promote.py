@@ -366,3 +366,23 @@ def test_rollbacks_sent_together_from_one_version_roll_back_once(tmp_path):
         t.join()
     assert sorted(results) == sorted([versions[-2]] + ["ConflictError"] * 5)
     assert registry.current() == versions[-2]
+
+
+def test_a_rollback_past_the_first_version_names_the_checkpoint_the_device_started_from(tmp_path):
+    """Before: a device started from its team's checkpoint (model.path) could not roll back to
+    it, and the refusal said only "no earlier intact version to roll back to"."""
+    import pytest
+
+    from edgecl.models.registry import NothingToRollBackError
+
+    registry = Registry(tmp_path / "models")
+    version = _stage(registry, tmp_path, b"first", parent="checkpoint:best.pt")
+    registry.promote(version)
+    save_state(tmp_path, LearnerState(round=1, last_sample_id=4))
+    with pytest.raises(NothingToRollBackError) as refused:
+        rollback_version(tmp_path, registry)
+    assert str(refused.value) == (
+        "no earlier intact version to roll back to; the device started from the checkpoint "
+        "best.pt (model.path), which is no version: 'edgecl models add PATH/best.pt --promote' "
+        "serves it again")
+    assert registry.current() == version

@@ -824,3 +824,36 @@ def test_a_round_learnt_before_a_rollback_is_not_promoted_over_it(supervisor, ca
     registry.promoted.append("v0002")  # the round's parent serves: promoted as before
     sup.handle_result(RoundResult(RoundStatus.STAGED, round=4, version="v0004"))
     assert registry.promoted[-1] == "v0004"
+
+
+def test_a_promotion_made_while_a_round_ran_is_followed_after_that_round(supervisor, tmp_path,
+                                                                          caplog):
+    """Before: 'edgecl models add best.pt --promote' while a round ran moved the learner's
+    progress to 0; the round, held unpromoted, then took that progress as its own: no round
+    came for the 112 samples the added model never learnt, until a restart."""
+    from types import SimpleNamespace
+
+    from edgecl.continual.round_state import LearnerState, save_state
+
+    class Promoted(FakeRegistry):
+        def manifest(self, version):
+            return {"parent": "v0002"}
+
+        def update_manifest(self, version, fields):
+            pass
+
+    registry = Promoted()
+    registry.promoted = ["v0002", "v0009"]  # v0009 added and promoted during the round
+    sup = supervisor(registry)
+    sup.last_round = 8
+    save_state(tmp_path, LearnerState(round=9, last_sample_id=0))  # where the promotion put it
+    sup._pending = RoundResult(RoundStatus.STAGED, round=9, version="v0010")
+    sup._apply_pending()
+    assert registry.promoted[-1] == "v0009" and sup._progress_seen is None
+    stored = [SimpleNamespace(id=k, classes=(0,)) for k in range(1, 6)]
+    memory = SimpleNamespace(records=lambda held_out=None: stored)
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.learner"):
+        sup._follow_rounds_elsewhere(memory)
+    assert sup.state.new_samples == 5
+    assert "the learner's progress is now what v0009 learnt (a rollback or a promotion): 5 " \
+           "stored training sample(s)" in caplog.text
