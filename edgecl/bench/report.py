@@ -249,6 +249,22 @@ def plot_lines(series: Mapping[str, Sequence[float]], xlabels: Sequence[str], pa
     return _save(fig, path)
 
 
+def ap_axis_top(values) -> float:
+    """The top of an AP axis: 1 where some value reaches 0.5, else a step of 0.05 above the
+    highest value (at least 0.05): on 0-1, a class falling from 0.068 to 0.013 was a flat line
+    at the bottom.
+
+    Args:
+        values: the plotted values (NaN ignored).
+    """
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    high = float(finite.max()) if finite.size else 0.0
+    if high >= 0.5:
+        return 1.0
+    return max(0.05, math.ceil(high * 1.2 / 0.05) * 0.05)
+
+
 def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, ylabel: str,
               title: str = "", annotate: bool = True) -> Path:
     """Grouped bar chart, e.g. ``{"5%": {"ER": 0.61, "MIR": 0.78}, "10%": {...}}``.
@@ -446,7 +462,7 @@ def _view_lines(view, out_dir: Path, forgetting: Mapping[str, float], written: s
                  value_label=value_label, xlabel=xlabel)
     plot_lines({n: values[:, k].tolist() for k, n in enumerate(names)}, labels,
                out_dir / lines_png, value_label, title=titles[1] + suffix,
-               xlabel="after round (model version)")
+               xlabel="after round (model version)", ylim=(0.0, ap_axis_top(values)))
     written.update({csv_name, f"{stem}.png", lines_png})
     rows = [[label, *[float(v) for v in values[i]]] for i, label in enumerate(labels)]
     return [f"## {headings[0]}", "", *notes, *_table(["after", *names], rows), "",

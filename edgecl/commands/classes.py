@@ -118,8 +118,8 @@ def sample_counts(cfg) -> dict[str, int] | None:
             return None
         return {}
     try:
-        memory = ReplayMemory(root, with_device_memory(cfg).memory, verify_on_open=False,
-                              read_only=not is_writable(root))
+        memory = ReplayMemory(root, with_device_memory(cfg, say=False).memory,
+                              verify_on_open=False, read_only=not is_writable(root))
     except EdgeclError as exc:
         log.warning("sample counts unavailable: %s", exc)
         return None

@@ -136,7 +136,7 @@ def memory_given(args: argparse.Namespace) -> bool:
         str(o).split("=", 1)[0].strip().startswith("memory.") for o in getattr(args, "overrides", ()))
 
 
-def with_device_memory(cfg: Config, given: bool | None = None) -> Config:
+def with_device_memory(cfg: Config, given: bool | None = None, say: bool = True) -> Config:
     """``cfg`` with the memory settings the device's runtime recorded in its replay memory
     (:func:`edgecl.continual.memory.store.recorded_memory_config`), for a tool that opens a
     device's memory: run without the device's config, it would otherwise evict down to the
@@ -146,6 +146,8 @@ def with_device_memory(cfg: Config, given: bool | None = None) -> Config:
         cfg: the command's configuration.
         given: whether the command was given memory settings (:func:`memory_given`); None:
             when they differ from the defaults.
+        say: log the info line (a command that only reads logs it at debug level: it was
+            printed on every ``classes list`` or ``memory stats``).
 
     Returns:
         ``cfg`` itself when its memory settings were given,
@@ -166,8 +168,9 @@ def with_device_memory(cfg: Config, given: bool | None = None) -> Config:
         return cfg
     differ = [f"{k}={v}" for k, v in dataclasses.asdict(recorded).items()
               if getattr(cfg.memory, k) != v]
-    logging.getLogger(__name__).info("replay memory settings of the device's runtime used "
-                                     "(%s), not this command's", ", ".join(differ))
+    logging.getLogger(__name__).log(logging.INFO if say else logging.DEBUG,
+                                    "replay memory settings of the device's runtime used "
+                                    "(%s), not this command's", ", ".join(differ))
     return dataclasses.replace(cfg, memory=recorded)
 
 

@@ -104,14 +104,15 @@ def _names_now(cfg):
         return None
 
 
-def _memory_and_classes(cfg, args: argparse.Namespace, may_add_classes: bool = True):
+def _memory_and_classes(cfg, args: argparse.Namespace, may_add_classes: bool = True,
+                        reads_only: bool = False):
     """The memory and the class registry (its lost ids given back first; where one cannot
     come back, a command that may add a class is refused, one that only reads or removes is
-    warned)."""
+    warned); ``reads_only``: the device's memory settings are taken without a word."""
     from edgecl.continual.memory import memory_from_config
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
 
-    cfg = with_device_memory(cfg, memory_given(args))
+    cfg = with_device_memory(cfg, memory_given(args), say=not reads_only)
     refuse_smaller_memory(cfg)
     memory, classes = memory_from_config(cfg), ClassRegistry(cfg.state_dir)
     try:
@@ -132,8 +133,8 @@ def _reading_memory_and_classes(cfg, args: argparse.Namespace):
 
     root = Path(cfg.state_dir) / "memory"
     if not (root / INDEX_FILE).is_file() or is_writable(root):
-        return _memory_and_classes(cfg, args, may_add_classes=False)
-    memory_cfg = with_device_memory(cfg, memory_given(args)).memory
+        return _memory_and_classes(cfg, args, may_add_classes=False, reads_only=True)
+    memory_cfg = with_device_memory(cfg, memory_given(args), say=False).memory
     return (ReplayMemory(root, memory_cfg, verify_on_open=False, read_only=True),
             ClassRegistry(cfg.state_dir))
 

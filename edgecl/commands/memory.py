@@ -100,7 +100,7 @@ def _open(args: argparse.Namespace, verify: bool = True, device_cfg: Config | No
     if not (root / INDEX_FILE).is_file():
         refuse_lost_index(root)
         raise ReplayMemoryError(f"no replay memory at {root} (nothing stored yet?)")
-    full = device_cfg or with_device_memory(cfg, memory_given(args))
+    full = device_cfg or with_device_memory(cfg, memory_given(args), say=verify)
     writable = is_writable(root)
     if verify and writable:  # an open that repairs evicts over the bounds it is given (before:
         # 'memory remove 3 memory.capacity=10' evicted 33 of 43 samples for good)

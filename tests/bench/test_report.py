@@ -438,3 +438,14 @@ def test_a_rolled_back_round_says_so_and_is_counted(tmp_path):
     text = write_monitor_report(tmp_path).read_text()
     assert "| 3 | v0003 | rolled back |" in text
     assert "| rounds promoted / rejected / rolled back | 2 / 1 / 1 |" in text
+
+
+def test_an_ap_axis_fits_small_values_so_a_fall_shows():
+    """Before: AP over rounds was always drawn on 0-1; a weak model's Car falling from 0.068
+    to 0.013 was a flat line at the bottom of the plot."""
+    from edgecl.bench.report import ap_axis_top
+
+    # 0.068 * 1.2 = 0.0816 -> the next step of 0.05 above: 0.10
+    assert ap_axis_top(np.array([[0.014, np.nan], [0.068, 0.013]])) == pytest.approx(0.10)
+    assert ap_axis_top(np.array([[0.2, 0.61]])) == 1.0
+    assert ap_axis_top(np.array([[0.0, np.nan]])) == 0.05 and ap_axis_top(np.array([])) == 0.05

@@ -1053,6 +1053,11 @@ def test_memory_verify_names_the_devices_memory_settings_once(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     assert main(["memory", "verify", "--state-dir", str(state)]) == 0
     assert caplog.text.count("settings of the device's runtime used (capacity=30)") == 1
+    # a command that only reads says nothing of it (before: on every 'classes list')
+    caplog.clear()
+    for argv in (["classes", "list"], ["memory", "stats"], ["labels", "answered"]):
+        assert main([*argv, "--state-dir", str(state)]) == 0
+    assert "settings of the device's runtime used" not in caplog.text
 
 
 def test_labelimgs_classes_file_beside_the_labels_names_the_boxes(tmp_path, capsys):
