@@ -701,6 +701,21 @@ class Monitor:
             return {}
         return {int(c): now[int(c)] for c in ids if int(c) in now}
 
+    def _merged_names(self) -> set[str]:
+        """The names of the classes merged into another (``classes merge``): the summary and
+        ``/metrics`` leave them out (before, a merged class's last AP stood among the device's
+        classes until the next round); the matrix keeps their history. Empty without a
+        readable registry."""
+        from edgecl.models.classes import ClassRegistry
+
+        try:
+            registry = ClassRegistry(self.state_dir)
+            names = registry.names()
+            return {names[c] for c in registry.merged() if c in names}
+        except (EdgeclError, OSError) as exc:
+            log.debug("merged classes not read: %s", exc)
+            return set()
+
     def set_class_names(self, names: Mapping[int, str]) -> None:
         """Store class names (the class registry's) for the class view; a renamed class follows.
 
@@ -1303,8 +1318,11 @@ class Monitor:
                "mean_forgetting": chosen["mean_forgetting"],
                "forgetting": _task_forgetting(view)}
         out["map50_95"] = _last_row(view)
-        out["class_ap50_95"] = _last_row(classes)
-        out["class_forgetting"] = metrics.summarize(classes.values, classes.task_names)["forgetting"]
+        retired = self._merged_names()  # no class of their own now: not figures of the device
+        out["class_ap50_95"] = {k: v for k, v in _last_row(classes).items() if k not in retired}
+        out["class_forgetting"] = {
+            k: v for k, v in metrics.summarize(classes.values, classes.task_names)["forgetting"]
+            .items() if k not in retired}
         latest = self.latest_reliability("promoted")
         out["dece"] = None if latest is None else _nan_to_none(dece_from_bins(latest[2]))
         report = self.calibration(view.versions[-1]) if view.versions else None

@@ -776,3 +776,21 @@ def test_the_model_gauges_name_the_version_serving_not_the_newest_measured(tmp_p
     assert monitor_cmd.summary_command(args) == 0
     assert ("serving_version  v0009 (the figures here are of v0004, the newest version a "
             "learning round measured)") in capsys.readouterr().out
+
+
+def test_a_merged_class_leaves_the_summary_and_metrics_but_not_the_matrix(tmp_path):
+    """Before: after 'classes merge drone car' the summary and /metrics listed drone's last AP
+    (0.2) and forgetting among the device's classes until the next round."""
+    from edgecl.models.classes import ClassRegistry
+
+    mon = stream_filled(tmp_path)
+    registry = ClassRegistry(tmp_path)
+    registry.add(["car", "drone", "person"])
+    registry.merge("drone", "car")
+    s = mon.summary()
+    assert s["class_ap50_95"] == pytest.approx({"car": 0.55, "person": 0.5})
+    assert s["class_forgetting"] == pytest.approx({"car": 0.05, "person": -0.2})
+    assert mon.accuracy_matrix()["columns"] == ["car", "drone", "person"]  # its history stays
+    got = samples(PrometheusExporter(mon).render().decode())
+    assert ("edgecl_class_ap50_95", (("class", "drone"),)) not in got
+    assert got[("edgecl_class_ap50_95", (("class", "car"),))] == pytest.approx(0.55)
