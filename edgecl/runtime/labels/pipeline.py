@@ -81,7 +81,7 @@ def merged_labels(labels: np.ndarray, classes) -> np.ndarray:
     return out
 
 
-def unnamed_labels(labels: np.ndarray, names: dict[int, str], where: str) -> np.ndarray:
+def unnamed_label_ids(labels: np.ndarray, names: dict[int, str], where: str) -> np.ndarray:
     """Labels of a source that names no class, with each id as the device's class it means
     (:func:`~edgecl.data.class_names.unnamed_class_target`: ``class_20`` kept at id 1 by an
     import takes the stream's id 20; before, the stream's id 1 was stored as it).
@@ -258,10 +258,9 @@ class MemorySink:
         self._counted: set[int] = set()  # operator samples in self.added (bounded: per round)
         self.closed = False
         self.classes_seen: set[int] = set()
+        # set by the runtime when the stream's labels name no class (a YOLO folder without
+        # names): each id k means the device's class named class_<k> where one has another id
         self.unnamed_labels = False
-        """The stream's labels name no class (a YOLO folder without names): each id ``k``
-        means the device's class named ``class_<k>`` where one has another id
-        (:func:`~edgecl.data.class_names.unnamed_class_target`); set by the runtime."""
         self._own_ids: list[int] = []
         self._id_lock = threading.Lock()
         self.counts: Counter[str] = Counter()
@@ -452,7 +451,7 @@ class MemorySink:
             try:
                 names = self.classes.names()
                 if self.unnamed_labels:
-                    labels = unnamed_labels(labels, names, where)
+                    labels = unnamed_label_ids(labels, names, where)
                 self.classes.check_ids(sorted({int(c) for c in labels[:, 0]}), where, names=names)
                 labels = merged_labels(labels, self.classes)
             except EdgeclError as exc:
