@@ -262,8 +262,10 @@ def standing_names(names: Mapping[int, str], label_ids: Mapping[str, int]) -> li
 def placeholder_id(name: str) -> int | None:
     """The id ``k`` of a ``class_<k>`` name, the name a class of a dataset that names no class
     gets (``class_3`` -> 3), else None."""
-    number = name.removeprefix("class_") if isinstance(name, str) else ""
-    return int(number) if name.startswith("class_") and number.isdigit() else None
+    if not isinstance(name, str) or not name.startswith("class_"):
+        return None
+    number = name.removeprefix("class_")
+    return int(number) if number.isdigit() and number.isascii() else None
 
 
 def unnamed_class_target(dataset_id: int, names: Mapping[int, str]) -> int | None:

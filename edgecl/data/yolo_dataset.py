@@ -23,6 +23,7 @@ Labels always follow :func:`edgecl.data.labels.label_path_for` (last ``/images/`
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections import Counter
@@ -278,8 +279,8 @@ def _parse_names(yaml_path: Path, data: dict) -> dict[int, str] | None:
         nc = data.get("nc")
         if nc is None:
             return None
-        if (isinstance(nc, bool) or not isinstance(nc, (int, float)) or nc != int(nc)
-                or nc <= 0):  # before: 0, -1 or '4' read as no nc at all
+        if (isinstance(nc, bool) or not isinstance(nc, (int, float)) or not math.isfinite(nc)
+                or nc != int(nc) or nc <= 0):  # before: 0, -1 or '4' read as no nc at all
             raise ConfigError(f"{yaml_path}: 'nc' must be a whole number of classes >= 1, got "
                               f"{str(nc)[:40]!r}")
         nc = int(nc)

@@ -74,7 +74,8 @@ def test_nc_that_is_not_the_number_of_names_is_refused(tmp_path, nc, shown):
 
 
 @pytest.mark.parametrize("nc, shown", [("0", "'0'"), ("-1", "'-1'"), ("'4'", "'4'"),
-                                       ("2.5", "'2.5'"), ("true", "'True'")])
+                                       ("2.5", "'2.5'"), ("true", "'True'"), (".inf", "'inf'"),
+                                       (".nan", "'nan'")])
 def test_an_nc_alone_that_is_no_class_count_is_refused(tmp_path, nc, shown):
     """Before: ``nc: 0`` or ``nc: -1`` (no names) read as no ``nc`` at all, and the labels' ids
     then made the classes, while ``nc: 2`` refused an id 3."""
