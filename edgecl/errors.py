@@ -259,21 +259,42 @@ def link_problem(path: object) -> str | None:
         (unmounted?)"``, ``"card/ds: card is a symbolic link to ..."`` (a link on the way), or
         None.
     """
+    from pathlib import Path
+
+    broken = broken_link(path)
+    if broken is None:
+        return None
+    step, why = broken
+    where = "" if step == Path(str(path)) else f"{path}: "
+    return f"{where}{step} is {why}"
+
+
+def broken_link(path: object):
+    """The first symbolic link on ``path``, from the top down, that loops or leads nowhere,
+    with why in words (the one rule of :func:`link_problem` and
+    :func:`edgecl.input_files.missing_file_why`).
+
+    Args:
+        path: the path as the user gave it.
+
+    Returns:
+        ``(that link's path, "a symbolic link that loops (...)" or "a symbolic link to X,
+        which does not exist (unmounted?)")``, or None.
+    """
     import os
     from pathlib import Path
 
     given = Path(str(path))
     for step in (*reversed(given.parents), given):
-        where = "" if step == given else f"{path}: "
         try:
             os.stat(step)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                return (f"{where}{step} is a symbolic link that loops (following it never ends "
-                        "at a file or folder)")
+                return step, ("a symbolic link that loops (following it never ends at a file "
+                              "or folder)")
             if os.path.islink(step):
-                return (f"{where}{step} is a symbolic link to {os.path.realpath(step)}, which "
-                        "does not exist (unmounted?)")
+                return step, (f"a symbolic link to {os.path.realpath(step)}, which does not "
+                              f"exist (unmounted?)")
             return None
     return None
 

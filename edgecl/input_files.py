@@ -181,15 +181,15 @@ def missing_file_why(path: str | os.PathLike) -> str:
     image or a ``tasks.yaml`` belonged was called missing. Never blocks and reads nothing.
 
     Args:
-        path: the file (a link is followed; one that leads nowhere is ``a symbolic link to
-            X, which does not exist``).
+        path: the file (a link is followed; one that loops or leads nowhere is said so, by
+            :func:`edgecl.errors.broken_link`'s rule).
     """
+    from edgecl.errors import broken_link
+
     try:
-        if os.path.islink(path) and not os.path.exists(path):
-            try:
-                return f"a symbolic link to {os.readlink(path)}, which does not exist"
-            except OSError:
-                return "a symbolic link that cannot be followed"
+        broken = broken_link(path)
+        if broken is not None and broken[0] == Path(os.fspath(path)):  # the file itself
+            return broken[1]
         return regular_file_problem(path) or "not found"
     except ValueError:  # a NUL byte in a name built from a file's text
         return "not found"

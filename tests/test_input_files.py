@@ -66,3 +66,19 @@ def test_a_missing_file_is_the_systems_error(tmp_path):
                                      (6 * 1024 ** 3, "6.0 GiB"), (5 * 1024 ** 4, "5120.0 GiB")])
 def test_size_text(n, text):
     assert size_text(n) == text
+
+
+def test_a_link_that_loops_or_leads_nowhere_is_said_by_the_one_link_rule(tmp_path):
+    """missing_file_why follows edgecl.errors.link_problem's rule (before, its own: a link that
+    loops read "a symbolic link to ..., which does not exist")."""
+    from edgecl.input_files import missing_file_why
+
+    loop = tmp_path / "loop.txt"
+    loop.symlink_to(loop)
+    assert missing_file_why(loop) == ("a symbolic link that loops (following it never ends at "
+                                      "a file or folder)")
+    gone = tmp_path / "gone.txt"
+    gone.symlink_to(tmp_path / "nowhere.txt")
+    assert missing_file_why(gone) == (f"a symbolic link to {tmp_path / 'nowhere.txt'}, which "
+                                      f"does not exist (unmounted?)")
+    assert missing_file_why(tmp_path / "absent.txt") == "not found"

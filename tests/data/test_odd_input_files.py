@@ -264,7 +264,7 @@ def test_things_that_stand_where_a_file_belongs_are_named_not_called_missing(tmp
     (voc / "Annotations" / "a.xml").symlink_to(tmp_path / "gone.xml")
     (skip,) = list(iter_labelled(str(voc), "voc"))
     assert skip.message.endswith(f"a.xml: a symbolic link to {tmp_path / 'gone.xml'}, which does "
-                                 f"not exist")
+                                 f"not exist (unmounted?)")
     done = subprocess.run(
         [sys.executable, "-c", "import sys; from edgecl.cli import main; sys.exit(main(["
          f"'bench', 'cl', '--data', {str(folder)!r}, '--out', {str(tmp_path / 'o')!r}]))"],
