@@ -395,6 +395,27 @@ def classes_of(labels: np.ndarray) -> tuple[int, ...]:
     return tuple(sorted({int(c) for c in labels[:, 0]})) if len(labels) else ()
 
 
+def renumber_classes(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray | None:
+    """Label rows with their class ids renumbered (a class merged into another), a box given
+    under both ids kept once (the first, order kept).
+
+    Args:
+        labels: ``(N, 5)`` float YOLO rows.
+        mapping: class id -> the id it becomes.
+
+    Returns:
+        The renumbered rows, or None when no row holds a mapped class.
+    """
+    ids = labels[:, 0].astype(np.int64)
+    hit = np.isin(ids, list(mapping))
+    if not hit.any():
+        return None
+    out = labels.copy()
+    out[hit, 0] = [mapping[int(c)] for c in ids[hit]]
+    _, first = np.unique(out, axis=0, return_index=True)
+    return out[np.sort(first)]
+
+
 def classes_to_text(classes: tuple[int, ...]) -> str:
     """Serialise class ids for the index (a JSON list)."""
     return json.dumps(list(classes))

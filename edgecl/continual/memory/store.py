@@ -107,6 +107,7 @@ from edgecl.continual.memory.records import (
     file_stem,
     nan_to_none,
     parse_label_file,
+    renumber_classes,
 )
 from edgecl.continual.memory.snapshot import (MemorySnapshot, build_snapshot, mark_in_use,
                                               prune_snapshots)
@@ -728,19 +729,9 @@ class ReplayMemory:
             StorageError: full disk or unwritable folder (the sample is kept as it was).
         """
         wanted = {int(k): int(v) for k, v in mapping.items()}
-
-        def renumbered(read_stored) -> np.ndarray | None:
-            stored = read_stored()
-            if not np.isin(stored[:, 0].astype(np.int64), list(wanted)).any():
-                return None
-            labels = stored.copy()
-            for old, into in wanted.items():
-                labels[stored[:, 0].astype(np.int64) == old, 0] = into
-            _, first = np.unique(labels, axis=0, return_index=True)
-            return labels[np.sort(first)]
-
         try:
-            return self._relabel(sample_id, renumbered, None)
+            return self._relabel(sample_id, lambda read_stored: renumber_classes(read_stored(),
+                                                                                 wanted), None)
         except MissingSampleError:
             return None
 

@@ -1036,15 +1036,14 @@ def _follow_merges(memory, classes, sample_id: int | None, labels: np.ndarray):
     remap = getattr(memory, "remap_classes", None)
     if sample_id is None or merged is None or remap is None or not len(labels):
         return sample_id, labels
-    hit = {c: into for c, into in merged().items() if (labels[:, 0] == c).any()}
-    if not hit:
+    from edgecl.continual.memory.records import renumber_classes
+
+    mapping = {int(c): int(into) for c, into in merged().items()}
+    mapped = renumber_classes(labels, mapping)
+    if mapped is None:
         return sample_id, labels
-    new_id = remap(int(sample_id), hit)
-    mapped = labels.copy()
-    for old, into in hit.items():
-        mapped[labels[:, 0] == old, 0] = into
-    _, first = np.unique(mapped, axis=0, return_index=True)
-    return (sample_id if new_id is None else int(new_id)), mapped[np.sort(first)]
+    new_id = remap(int(sample_id), mapping)
+    return (sample_id if new_id is None else int(new_id)), mapped
 
 
 def _label_ids(classes) -> dict[str, int]:
