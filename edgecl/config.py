@@ -161,6 +161,13 @@ class GateConfig:
     # versions (the sum of their recorded per-round steps), so small losses cannot add up;
     # 0: from the current model only
     forgetting_window: int = 5
+    # without tasks: what the served model shows at model.conf. A class may lose at most this
+    # recall (boxes found at model.conf / held-out boxes, IoU 0.5) since its best point in
+    # the window (AP ranks detections: it cannot see a class's scores all falling below
+    # model.conf); 1: off
+    max_recall_loss: float = 0.3
+    # ... and false detections at model.conf may rise by at most this many per held-out image
+    max_false_positives_rise: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -429,6 +436,8 @@ RULES: dict[str, Rule] = {
     "gate.min_acc_delta": Rule(lo=-1.0, hi=1.0),
     "gate.min_instances": Rule(lo=1, hi=1_000_000),
     "gate.forgetting_window": Rule(lo=0, hi=1000),
+    "gate.max_recall_loss": Rule(lo=0.0, hi=1.0, lo_open=True),
+    "gate.max_false_positives_rise": Rule(lo=0.0, hi=10_000.0),
     "export.onnx_opset": Rule(lo=11, hi=23),
     "export.tensorrt": _choices("auto", "on", "off"),
     "export.precision": _choices("fp32", "fp16", "int8"),

@@ -9,6 +9,7 @@ The caller's backend options decide; this module scores whatever detections it r
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,14 @@ class EvalResult:
             class's own F1, for classes with ground truth.
         per_class_instances: class index -> ground-truth boxes of that class (the gate ignores
             classes with fewer than ``gate.min_instances``).
+        serving_conf: the confidence a served model reports detections from
+            (``model.conf``), or NaN when the caller gave none; the two fields below are
+            counted at it.
+        per_class_found: class index -> ground-truth boxes of that class matched (IoU 0.5,
+            :data:`~edgecl.calibration.matching.MATCHING_RULE`) by a detection scored at least
+            ``serving_conf``: what the served model finds (AP ranks detections and cannot see
+            every score of a class falling below the threshold).
+        false_positives: detections scored at least ``serving_conf`` that match no box.
     """
 
     map50_95: float
@@ -75,17 +84,23 @@ class EvalResult:
     reliability: ReliabilityBins | None = field(default=None, compare=False, repr=False)
     per_class_recall: dict[int, float] = field(default_factory=dict)
     per_class_instances: dict[int, int] = field(default_factory=dict)
+    serving_conf: float = float("nan")
+    per_class_found: dict[int, int] = field(default_factory=dict)
+    false_positives: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready dict (reliability bins as lists, class keys as strings).
 
         Returns:
-            The scalar fields, the per-class dicts, ``reliability`` (or None) and
-            ``dece_protocol``.
+            The scalar fields (NaN as None), the per-class dicts, ``reliability`` (or None)
+            and ``dece_protocol``.
         """
         out = {k: getattr(self, k) for k in ("map50_95", "map50", "recall", "precision",
-                                             "n_images", "n_boxes", "dece", "n_skipped")}
-        for name in ("per_class_ap50_95", "per_class_recall", "per_class_instances"):
+                                             "n_images", "n_boxes", "dece", "n_skipped",
+                                             "false_positives")}
+        out["serving_conf"] = None if math.isnan(self.serving_conf) else self.serving_conf
+        for name in ("per_class_ap50_95", "per_class_recall", "per_class_instances",
+                     "per_class_found"):
             out[name] = {str(k): v for k, v in getattr(self, name).items()}
         out["dece_protocol"] = dict(DECE_PROTOCOL)
         rel = self.reliability
@@ -126,7 +141,12 @@ class EvalResult:
                    n_skipped=int(data.get("n_skipped", 0)), reliability=bins,
                    per_class_recall=per_class["per_class_recall"],
                    per_class_instances={int(k): int(v) for k, v in
-                                        (data.get("per_class_instances") or {}).items()})
+                                        (data.get("per_class_instances") or {}).items()},
+                   serving_conf=(float("nan") if data.get("serving_conf") is None
+                                 else float(data["serving_conf"])),
+                   per_class_found={int(k): int(v) for k, v in
+                                    (data.get("per_class_found") or {}).items()},
+                   false_positives=int(data.get("false_positives", 0)))
 
 
 def check_labels(labels: np.ndarray | None, where: str) -> np.ndarray:
@@ -184,6 +204,7 @@ def evaluate_detections(
     shapes: Sequence[tuple[int, int]],
     class_ids: Sequence[int] | None = None,
     n_skipped: int = 0,
+    serving_conf: float | None = None,
 ) -> EvalResult:
     """Score detections against ground truth (box mAP50-95, mAP50, P, R, D-ECE).
 
@@ -197,15 +218,20 @@ def evaluate_detections(
         shapes: ``(height, width)`` per image.
         class_ids: classes of the task, or None for all.
         n_skipped: images the caller could not read (reported in the result).
+        serving_conf: when given, the boxes found and the false detections at this confidence
+            (what a model serving with ``model.conf`` shows) are counted too.
 
     Returns:
         The :class:`EvalResult`.
 
     Raises:
-        ValueError: when the sequences differ in length.
+        ValueError: when the sequences differ in length, or ``serving_conf`` is not in 0..1.
         LabelError: on malformed labels.
     """
     stats = match_detections(preds, gts, shapes, IOU_THRESHOLDS, class_ids)
+    found, false_positives = {}, 0
+    if serving_conf is not None:
+        found, false_positives = _at_serving_conf(preds, gts, shapes, class_ids, serving_conf)
     scores = _scores(stats)
     at_half = int(np.argmin(np.abs(IOU_THRESHOLDS - DEFAULT_IOU_THR)))
     confident = stats.conf >= DECE_MIN_CONF
@@ -215,7 +241,28 @@ def evaluate_detections(
                       n_images=stats.n_images, n_boxes=int(stats.target_cls.size),
                       dece=dece_from_bins(bins), n_skipped=n_skipped, reliability=bins,
                       per_class_recall=scores.per_class_recall,
-                      per_class_instances=scores.per_class_instances)
+                      per_class_instances=scores.per_class_instances,
+                      serving_conf=float("nan") if serving_conf is None else float(serving_conf),
+                      per_class_found=found, false_positives=false_positives)
+
+
+def _at_serving_conf(preds: Sequence[Detections], gts, shapes, class_ids,
+                     serving_conf: float) -> tuple[dict[int, int], int]:
+    """Boxes found per class, and false detections, among the detections scored at least
+    ``serving_conf``, matched anew at IoU 0.5 (a detection below it cannot take a box from
+    one above it)."""
+    if not 0.0 <= float(serving_conf) <= 1.0:
+        raise ValueError(f"serving_conf must be in 0..1, got {serving_conf}")
+    kept = []
+    for det in preds:
+        keep = np.asarray(det.scores, np.float32) >= np.float32(serving_conf)
+        kept.append(Detections(np.asarray(det.boxes_xyxy, np.float32).reshape(-1, 4)[keep],
+                               np.asarray(det.scores, np.float32)[keep],
+                               np.asarray(det.classes, np.int64)[keep]))
+    stats = match_detections(kept, gts, shapes, np.asarray([DEFAULT_IOU_THR]), class_ids)
+    hits = stats.tp[:, 0]
+    found = np.bincount(stats.pred_cls[hits], minlength=int(stats.target_cls.max(initial=-1)) + 1)
+    return {int(c): int(found[c]) for c in np.unique(stats.target_cls)}, int((~hits).sum())
 
 
 def read_label_file(path: str | Path) -> np.ndarray:
@@ -241,7 +288,7 @@ def read_label_file(path: str | Path) -> np.ndarray:
 
 
 def evaluate_model(model, image_paths: Sequence[str | Path], class_ids: Sequence[int] | None = None,
-                   batch: int = 16) -> EvalResult:
+                   batch: int = 16, serving_conf: float | None = None) -> EvalResult:
     """Run a backend over labelled images and score it.
 
     Labels are found where ultralytics looks for them (``img2label_paths``: the last
@@ -254,6 +301,8 @@ def evaluate_model(model, image_paths: Sequence[str | Path], class_ids: Sequence
         image_paths: image files.
         class_ids: classes of the task, or None for all.
         batch: images per ``infer`` call.
+        serving_conf: the confidence a served model reports from (``model.conf``): boxes
+            found and false detections are counted at it too (see :class:`EvalResult`).
 
     Returns:
         The :class:`EvalResult`.
@@ -286,4 +335,5 @@ def evaluate_model(model, image_paths: Sequence[str | Path], class_ids: Sequence
             shapes.append(image.shape[:2])
         if images:
             preds.extend(model.infer(images))
-    return evaluate_detections(preds, gts, shapes, class_ids, n_skipped=skipped)
+    return evaluate_detections(preds, gts, shapes, class_ids, n_skipped=skipped,
+                               serving_conf=serving_conf)

@@ -16,6 +16,15 @@ Two views of "forgetting", chosen by :func:`judge_results`:
   that class. Classes with fewer boxes are listed in ``not_gated`` (their AP is too noisy to
   veto a round on).
 
+  AP ranks detections, so it cannot see a class whose scores all fall below the serving
+  threshold ``model.conf``: the device stops showing the class while its AP holds (seen on a
+  weak checkpoint: Car from 1.16 detections a frame to 0-0.07, AP within its noise). So the
+  view also judges what the served model shows (:func:`judge_serving`): a gated class may lose
+  at most ``gate.max_recall_loss`` recall at ``model.conf`` since its best point in the same
+  window, and false detections at ``model.conf`` may rise by at most
+  ``gate.max_false_positives_rise`` per held-out image (a round that floods frames with
+  boxes).
+
 Both compare the candidate with the parent evaluated on the same human-verified held-out
 samples, and both reject when ACC changes by less than ``gate.min_acc_delta``.
 """
@@ -31,7 +40,7 @@ from edgecl.config import GateConfig
 from edgecl.frames import STREAM_TASK
 
 __all__ = ["STREAM_TASK", "GateVerdict", "beyond_bound", "is_taskless", "judge", "judge_classes",
-           "judge_results", "prior_class_loss", "within_bound"]
+           "judge_results", "judge_serving", "prior_class_loss", "within_bound"]
 
 
 def beyond_bound(value: float, bound: float) -> str:
@@ -98,6 +107,8 @@ class GateVerdict:
         not_gated: class names left out of the forgetting bound (too few held-out boxes).
         steps: per-class view: class name -> parent AP minus candidate AP on this round's
             held-out samples (the step the manifest records as ``gate_steps``).
+        recall_steps: per-class view: class name -> parent recall minus candidate recall at
+            ``model.conf`` on the same samples (manifests' ``gate_recall_steps``).
     """
 
     accepted: bool
@@ -108,6 +119,7 @@ class GateVerdict:
     mode: str = "tasks"
     not_gated: tuple[str, ...] = ()
     steps: dict = dataclasses.field(default_factory=dict)
+    recall_steps: dict = dataclasses.field(default_factory=dict)
 
 
 def _mean(values) -> float:
@@ -228,6 +240,73 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
     return dataclasses.replace(verdict, steps=steps)
 
 
+def judge_serving(verdict: GateVerdict, parent, candidate, cfg: GateConfig,
+                  names: Mapping[int, str] | None = None,
+                  prior_recall_loss: Mapping[str, float] | None = None) -> GateVerdict:
+    """Judge what the served model shows, once :func:`judge_classes` has judged AP.
+
+    Counted at the serving threshold (``EvalResult.serving_conf``, the runtime's
+    ``model.conf``), on the same held-out samples for parent and candidate:
+
+    * **recall**: a class gated on by AP (at least ``cfg.min_instances`` held-out boxes) that
+      the candidate finds fewer of its boxes than the parent did, may have lost at most
+      ``cfg.max_recall_loss`` recall (boxes found / held-out boxes) since its best point among
+      recent promoted versions: this round's step plus ``prior_recall_loss``;
+    * **false detections** per held-out image may rise by at most
+      ``cfg.max_false_positives_rise``.
+
+    Args:
+        verdict: the AP verdict; a rejection stands as it is (its reason comes first).
+        parent: the parent's :class:`~edgecl.continual.evaluate.EvalResult`, or None (first
+            model: nothing to compare with).
+        candidate: the candidate's ``EvalResult``.
+        cfg: gate thresholds.
+        names: class id -> name.
+        prior_recall_loss: class name -> recall lost since its best recent point
+            (:func:`prior_class_loss` over manifests' ``gate_recall_steps``), or None.
+
+    Returns:
+        ``verdict`` with ``recall_steps`` set, rejected when either bound is passed.
+    """
+    names = names or {}
+    if (parent is None or math.isnan(getattr(parent, "serving_conf", math.nan))
+            or math.isnan(getattr(candidate, "serving_conf", math.nan))):
+        return verdict
+    conf = candidate.serving_conf
+    instances = candidate.per_class_instances
+    steps, worst = {}, None
+    for cls in sorted(set(parent.per_class_ap50_95) & set(candidate.per_class_ap50_95)):
+        boxes = int(instances.get(cls, 0))
+        if boxes < cfg.min_instances or cls not in parent.per_class_found:
+            continue
+        name = str(names.get(int(cls), int(cls)))
+        before, after = parent.per_class_found[cls], candidate.per_class_found.get(cls, 0)
+        step = (before - after) / boxes
+        steps[name] = round(step, 4)
+        loss = round(step + (prior_recall_loss or {}).get(name, 0.0), 4)
+        if step > 0 and loss > cfg.max_recall_loss and (worst is None or loss > worst[1]):
+            worst = (name, loss, before, after, boxes)
+    verdict = dataclasses.replace(verdict, recall_steps=steps)
+    if not verdict.accepted:
+        return verdict
+    if worst is not None:
+        name, loss, before, after, boxes = worst
+        earlier = round(loss - (before - after) / boxes, 4)
+        since = f"; {earlier:.3f} of it in earlier rounds" if earlier > 0 else ""
+        return dataclasses.replace(verdict, accepted=False, reason=(
+            f"class {name} lost {beyond_bound(loss, cfg.max_recall_loss)} recall at model.conf "
+            f"{conf:g} (found {before} -> {after} of {boxes} held-out boxes{since}; bound "
+            f"{cfg.max_recall_loss}, gate.max_recall_loss): the device would stop showing it"))
+    per_image_p = parent.false_positives / max(parent.n_images, 1)
+    per_image_c = candidate.false_positives / max(candidate.n_images, 1)
+    if per_image_c - per_image_p > cfg.max_false_positives_rise:
+        return dataclasses.replace(verdict, accepted=False, reason=(
+            f"false detections at model.conf {conf:g} rose from {per_image_p:.2f} to "
+            f"{per_image_c:.2f} per held-out image (allowed rise {cfg.max_false_positives_rise}, "
+            f"gate.max_false_positives_rise)"))
+    return verdict
+
+
 def prior_class_loss(step_history: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """AP each class lost since its best point in a chain of promoted versions.
 
@@ -268,11 +347,13 @@ def is_taskless(task_names) -> bool:
 def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: list[str],
                   cfg: GateConfig, training_failed: str = "",
                   names: Mapping[int, str] | None = None,
-                  prior_loss: Mapping[str, float] | None = None) -> GateVerdict:
+                  prior_loss: Mapping[str, float] | None = None,
+                  prior_recall_loss: Mapping[str, float] | None = None) -> GateVerdict:
     """Judge a candidate from evaluation results, in the view the data calls for.
 
-    Without tasks (:func:`is_taskless`) the per-class view (:func:`judge_classes`) on the
-    :data:`STREAM_TASK` result; otherwise the per-task view (:func:`judge`) on ``map50_95``.
+    Without tasks (:func:`is_taskless`) the per-class view (:func:`judge_classes`, then
+    :func:`judge_serving`) on the :data:`STREAM_TASK` result; otherwise the per-task view
+    (:func:`judge`) on ``map50_95``.
 
     Args:
         parent: task -> :class:`~edgecl.continual.evaluate.EvalResult` of the current model on
@@ -284,6 +365,8 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
         names: class id -> name (per-class view).
         prior_loss: class name -> AP lost since its best recent point (per-class view;
             :func:`prior_class_loss`).
+        prior_recall_loss: class name -> recall at ``model.conf`` lost since its best recent
+            point (per-class view; :func:`judge_serving`).
 
     Returns:
         The verdict.
@@ -291,9 +374,10 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
     if is_taskless(candidate):
         cand = candidate[STREAM_TASK]
         par = parent.get(STREAM_TASK) if parent else None
-        return judge_classes(None if par is None else par.per_class_ap50_95,
-                             cand.per_class_ap50_95, cand.per_class_instances, cfg,
-                             training_failed, names, prior_loss)
+        verdict = judge_classes(None if par is None else par.per_class_ap50_95,
+                                cand.per_class_ap50_95, cand.per_class_instances, cfg,
+                                training_failed, names, prior_loss)
+        return judge_serving(verdict, par, cand, cfg, names, prior_recall_loss)
     return judge({t: r.map50_95 for t, r in parent.items()} if parent else None,
                  {t: r.map50_95 for t, r in candidate.items()}, learnt_before, cfg,
                  training_failed)

@@ -734,7 +734,8 @@ def evaluate_tasks(model, names, ctx: RoundContext) -> dict:
         ids = ctx.snapshot.ids(held_out=True, task=task)
         if ids:
             results[task] = evaluate_model(backend, ctx.snapshot.image_paths(ids),
-                                           class_ids=ctx.state.task_classes.get(task) or None)
+                                           class_ids=ctx.state.task_classes.get(task) or None,
+                                           serving_conf=ctx.cfg.model.conf)
     return measured_tasks(results)
 
 
@@ -960,8 +961,7 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
                   f"learner.first_round_budget_s)")
     verdict = judge_results(parent, candidate, list(state.learnt_tasks), cfg.gate,
                             training_failed=failed, names=names,
-                            prior_loss=recent_class_loss(ctx.registry, cfg.gate.forgetting_window,
-                                                         names))
+                            **recent_losses(ctx.registry, cfg.gate.forgetting_window, names))
     status = RoundStatus.STAGED if verdict.accepted else RoundStatus.REJECTED
     calibrator, cal_report = None, None
     if verdict.accepted:
@@ -1071,8 +1071,22 @@ def _after_staging(ctx: RoundContext, version: str, manifest: dict, recorded: di
     return figures, unsaved
 
 
-def recent_class_loss(registry, window: int,
-                      names: dict[int, str] | None = None) -> dict[str, float]:
+def recent_losses(registry, window: int, names: dict[int, str] | None = None) -> dict:
+    """The gate's memory of recent rounds: AP and recall at ``model.conf`` each class lost
+    since its best point among the last ``window`` promoted versions (see
+    :func:`recent_class_loss`).
+
+    Returns:
+        ``{"prior_loss": {...}, "prior_recall_loss": {...}}``, keyword arguments of
+        :func:`edgecl.continual.gate.judge_results`.
+    """
+    return {"prior_loss": recent_class_loss(registry, window, names),
+            "prior_recall_loss": recent_class_loss(registry, window, names,
+                                                   key="gate_recall_steps")}
+
+
+def recent_class_loss(registry, window: int, names: dict[int, str] | None = None,
+                      key: str = "gate_steps") -> dict[str, float]:
     """AP each class lost since its best point among the last ``window`` promoted versions
     (``gate.forgetting_window``), from the ``gate_steps`` their manifests recorded (see
     :func:`edgecl.continual.gate.prior_class_loss`). The registry's history is the promoted
@@ -1084,9 +1098,11 @@ def recent_class_loss(registry, window: int,
         names: class id -> name now: each version's steps, recorded under the names its
             classes had then, count for the class of the same id (a class renamed since keeps
             its loss; a new class that took a freed name starts with none). None: as recorded.
+        key: the manifests' record of steps: ``gate_steps`` (AP) or ``gate_recall_steps``
+            (recall at ``model.conf``).
 
     Returns:
-        class name -> AP lost (empty when nothing was recorded).
+        class name -> AP (or recall) lost (empty when nothing was recorded).
     """
     from edgecl.continual.gate import prior_class_loss
     from edgecl.errors import RegistryError
@@ -1101,7 +1117,7 @@ def recent_class_loss(registry, window: int,
         except RegistryError:
             manifest = {}
         metrics = manifest.get("metrics") or {}
-        recorded = metrics.get("gate_steps")
+        recorded = metrics.get(key)
         recorded = recorded if isinstance(recorded, dict) else {}
         recorded = {str(k): float(v) for k, v in recorded.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -1174,7 +1190,7 @@ def _manifest(ctx: RoundContext, names, ft, verdict, candidate: dict, export_met
                     "dece": float(np.mean(dece)) if dece else None,
                     "dece_protocol": DECE_PROTOCOL,
                     "acc_parent": _finite(verdict.acc_parent), "gate_drops": verdict.drops,
-                    "gate_steps": verdict.steps,
+                    "gate_steps": verdict.steps, "gate_recall_steps": verdict.recall_steps,
                     "gate_mode": verdict.mode, "not_gated": list(verdict.not_gated)},
         **export_meta,
     }

@@ -444,7 +444,7 @@ class FleetDevice:
         from edgecl.continual.round import (
             ROUND_RECORD_FILE,
             export_candidate,
-            recent_class_loss,
+            recent_losses,
             write_round_record,
         )
         from edgecl.fleet.weights import build_model, model_arch, same_arch
@@ -493,7 +493,7 @@ class FleetDevice:
                 pnames = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
                 parent = self._evaluate(parent_model, pnames, ctx)
             verdict = judge_results(parent, candidate, list(ctx.state.learnt_tasks), self.cfg.gate,
-                                    names=names, prior_loss=recent_class_loss(
+                                    names=names, **recent_losses(
                                         ctx.registry, self.cfg.gate.forgetting_window, names))
             status = "staged" if verdict.accepted else "rejected"
             calibrator, cal_report = (self._calibrate(model, names, ctx) if verdict.accepted
@@ -508,6 +508,7 @@ class FleetDevice:
                                   "global_classes": server_names},
                         "metrics": {"per_class_map50_95": ap, "gate_drops": verdict.drops,
                                     "gate_steps": verdict.steps,
+                                    "gate_recall_steps": verdict.recall_steps,
                                     "gate_mode": verdict.mode,
                                     "acc_parent": _finite(verdict.acc_parent)},
                         **export_meta}

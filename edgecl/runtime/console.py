@@ -258,8 +258,8 @@ def serving_engine(registry, info) -> dict:
     return {"engine": engine, "engine_label": label, "engine_file": name}
 
 
-NAME_KEYED_METRICS = ("per_class_map50_95", "gate_drops", "gate_steps", "class_ap50_95",
-                      "class_forgetting")
+NAME_KEYED_METRICS = ("per_class_map50_95", "gate_drops", "gate_steps", "gate_recall_steps",
+                      "class_ap50_95", "class_forgetting")
 """Manifest metrics keyed by class name (the names the version's classes had then, or, for
 the monitor's ``class_*`` figures, when the round was recorded)."""
 

@@ -200,3 +200,43 @@ def test_a_class_recall_does_not_move_with_another_class_detections():
         return round(result.per_class_ap50_95[0], 3), result.per_class_recall[0]
 
     assert class0(0.05) == class0(0.60) == (0.995, 1.0)
+
+
+def test_boxes_found_and_false_detections_are_counted_at_the_serving_confidence():
+    """Image 1: A found at 0.9, B only at 0.2, a stray box at 0.5; image 2: A found at 0.3 and a
+    class-1 box on it (wrong class) at 0.8. At 0.25: class 0 finds A twice of its 3 boxes
+    (B's 0.2 is below), and the stray box and the wrong-class box are false: 2. At 0.95 none
+    is found, and none is false."""
+    preds = [dets([[10, 10, 60, 50], [100, 40, 180, 90], [150, 0, 199, 20]], [0.9, 0.2, 0.5],
+                  [0, 0, 0]),
+             dets([[10, 10, 60, 50], [10, 10, 60, 50]], [0.3, 0.8], [0, 1])]
+    gts = [np.array([GT_A, GT_B]), np.array([GT_A])]
+    res = evaluate_detections(preds, gts, [SHAPE, SHAPE], serving_conf=0.25)
+    assert res.serving_conf == 0.25
+    assert res.per_class_found == {0: 2} and res.false_positives == 2
+    res = evaluate_detections(preds, gts, [SHAPE, SHAPE], serving_conf=0.95)
+    assert res.per_class_found == {0: 0} and res.false_positives == 0
+    # a detection below the threshold cannot take a box from one above it: B's 0.2 box
+    # overlaps A better than a 0.6 box, which must still count as finding A
+    preds = [dets([[10, 10, 60, 50], [12, 12, 62, 52]], [0.2, 0.6], [0, 0])]
+    res = evaluate_detections(preds, [np.array([GT_A])], [SHAPE], serving_conf=0.25)
+    assert res.per_class_found == {0: 1} and res.false_positives == 0
+    # without a serving confidence nothing is counted; one outside 0..1 is refused
+    plain = evaluate_detections(preds, [np.array([GT_A])], [SHAPE])
+    assert math.isnan(plain.serving_conf) and plain.per_class_found == {}
+    with pytest.raises(ValueError, match="serving_conf"):
+        evaluate_detections(preds, [np.array([GT_A])], [SHAPE], serving_conf=1.5)
+
+
+def test_serving_figures_survive_the_round_trip_and_old_records_read_without_them():
+    import json
+
+    res = evaluate_detections([dets([[10, 10, 60, 50]], [0.9], [0])], [np.array([GT_A])], [SHAPE],
+                              serving_conf=0.25)
+    back = EvalResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert (back.serving_conf, back.per_class_found, back.false_positives) == (0.25, {0: 1}, 0)
+    old = res.to_dict()
+    for key in ("serving_conf", "per_class_found", "false_positives"):
+        del old[key]
+    back = EvalResult.from_dict(old)
+    assert math.isnan(back.serving_conf) and back.per_class_found == {}

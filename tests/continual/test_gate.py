@@ -3,6 +3,8 @@
 import math
 from dataclasses import replace
 
+import pytest
+
 from edgecl.config import GateConfig
 from edgecl.continual.evaluate import EvalResult
 from edgecl.continual.gate import (STREAM_TASK, beyond_bound, is_taskless, judge, judge_classes,
@@ -207,3 +209,81 @@ def test_a_candidate_with_no_scored_task_says_why():
     assert not verdict.accepted and verdict.reason == (
         "candidate could not be evaluated (no held-out sample, or none that holds a box of its "
         "task's classes)")
+
+
+def _served(per_class, instances, found, false_positives=0, n_images=10, conf=0.25):
+    return replace(_res(per_class, instances), serving_conf=conf, per_class_found=found,
+                   false_positives=false_positives, n_images=n_images)
+
+
+SERVING_CFG = GateConfig(max_forgetting=0.15, min_acc_delta=-0.02, min_instances=5,
+                         max_recall_loss=0.3, max_false_positives_rise=1.0)
+
+
+def test_a_class_whose_scores_fall_below_model_conf_is_rejected_though_its_ap_holds():
+    """The fault: every Car score fell below model.conf, so the device stopped showing Car,
+    while AP (a ranking) held. Car: 20 held-out boxes, found 12 -> 2 at 0.25: recall lost
+    (12 - 2) / 20 = 0.5 > 0.3. Person 10 -> 10."""
+    parent = {STREAM_TASK: _served({0: 0.40, 2: 0.30}, {0: 20, 2: 10}, {0: 12, 2: 10})}
+    cand = {STREAM_TASK: _served({0: 0.40, 2: 0.31}, {0: 20, 2: 10}, {0: 2, 2: 10})}
+    v = judge_results(parent, cand, [STREAM_TASK], SERVING_CFG, names=NAMES)
+    assert not v.accepted
+    assert v.reason == ("class car lost 0.500 recall at model.conf 0.25 (found 12 -> 2 of 20 "
+                        "held-out boxes; bound 0.3, gate.max_recall_loss): the device would "
+                        "stop showing it")
+    assert v.recall_steps == {"car": 0.5, "person": 0.0}
+    # found 12 -> 7: lost 0.25, within the bound; the step is kept for the next rounds
+    cand = {STREAM_TASK: _served({0: 0.40, 2: 0.31}, {0: 20, 2: 10}, {0: 7, 2: 10})}
+    v = judge_results(parent, cand, [STREAM_TASK], SERVING_CFG, names=NAMES)
+    assert v.accepted and v.recall_steps == {"car": 0.25, "person": 0.0}
+    # ... but after 0.1 lost in earlier rounds, 0.25 + 0.1 = 0.35 passes the bound
+    v = judge_results(parent, cand, [STREAM_TASK], SERVING_CFG, names=NAMES,
+                      prior_recall_loss={"car": 0.1})
+    assert not v.accepted and "class car lost 0.350 recall" in v.reason
+    assert "; 0.100 of it in earlier rounds" in v.reason
+    # a candidate that finds no fewer boxes than its parent passes on that class, whatever
+    # came before
+    v = judge_results(parent, parent, [STREAM_TASK], SERVING_CFG, names=NAMES,
+                      prior_recall_loss={"car": 0.9})
+    assert v.accepted
+
+
+def test_the_serving_recall_bound_spares_thin_classes_first_models_and_older_records():
+    # 4 held-out boxes (< min_instances 5): found 4 -> 0 is not judged
+    parent = {STREAM_TASK: _served({0: 0.4, 2: 0.3}, {0: 20, 2: 4}, {0: 10, 2: 4})}
+    cand = {STREAM_TASK: _served({0: 0.4, 2: 0.3}, {0: 20, 2: 4}, {0: 10, 2: 0})}
+    v = judge_results(parent, cand, [STREAM_TASK], SERVING_CFG, names=NAMES)
+    assert v.accepted and v.recall_steps == {"car": 0.0}
+    # no parent (a first model), or results counted without a serving confidence: AP alone
+    assert judge_results(None, cand, [], SERVING_CFG, names=NAMES).accepted
+    plain = {STREAM_TASK: _res({0: 0.4}, {0: 20})}
+    v = judge_results(plain, cand, [STREAM_TASK], SERVING_CFG, names=NAMES)
+    assert v.accepted and v.recall_steps == {}
+    # a class new to the candidate (its parent found none of its boxes) only gains
+    parent = {STREAM_TASK: _served({0: 0.4, 1: 0.0}, {0: 20, 1: 9}, {0: 10, 1: 0})}
+    cand = {STREAM_TASK: _served({0: 0.4, 1: 0.2}, {0: 20, 1: 9}, {0: 10, 1: 6})}
+    v = judge_results(parent, cand, [STREAM_TASK], SERVING_CFG, names=NAMES)
+    assert v.accepted and v.recall_steps == {"car": 0.0, "drone": pytest.approx(-0.6667)}
+    # an AP rejection keeps its reason
+    cand = {STREAM_TASK: _served({0: 0.1, 1: 0.2}, {0: 20, 1: 9}, {0: 0, 1: 6})}
+    v = judge_results(parent, cand, [STREAM_TASK], SERVING_CFG, names=NAMES)
+    assert not v.accepted and "class car forgot 0.300 mAP50-95" in v.reason
+
+
+def test_a_candidate_flooding_frames_with_false_boxes_is_rejected():
+    """The fault: a round filled frames with whole-frame boxes of a new class, and the gate
+    took it because AP rose. 10 held-out images: false detections 3 -> 20 is a rise of 1.7
+    per image > 1.0; 3 -> 13 is exactly 1.0, allowed."""
+    parent = {STREAM_TASK: _served({0: 0.05}, {0: 20}, {0: 8}, false_positives=3)}
+    cand = {STREAM_TASK: _served({0: 0.07}, {0: 20}, {0: 8}, false_positives=20)}
+    v = judge_results(parent, cand, [STREAM_TASK], SERVING_CFG, names=NAMES)
+    assert not v.accepted
+    assert v.reason == ("false detections at model.conf 0.25 rose from 0.30 to 2.00 per held-out "
+                        "image (allowed rise 1.0, gate.max_false_positives_rise)")
+    cand = {STREAM_TASK: _served({0: 0.07}, {0: 20}, {0: 8}, false_positives=13)}
+    assert judge_results(parent, cand, [STREAM_TASK], SERVING_CFG, names=NAMES).accepted
+    # with tasks (benchmark data) the per-task view is unchanged
+    v = judge_results({"t1": parent[STREAM_TASK]}, {"t1": replace(cand[STREAM_TASK],
+                                                                   false_positives=90)},
+                      ["t1"], SERVING_CFG)
+    assert v.accepted and v.mode == "tasks"

@@ -114,6 +114,20 @@ def test_recent_class_loss_follows_the_promoted_chain(tmp_path):
     assert round_mod.recent_class_loss(reg, 3) == pytest.approx({"car": 0.59})
 
 
+def test_recent_losses_read_ap_and_serving_recall_steps_apart(tmp_path):
+    from edgecl.models.registry import Registry
+
+    reg = Registry(tmp_path / "models")
+    for i, (ap, recall) in enumerate([({"car": 0.02}, {"car": 0.1}), ({"car": 0.01},
+                                                                      {"car": 0.15})]):
+        pt = tmp_path / f"m{i}.pt"
+        pt.write_bytes(b"w%d" % i)
+        reg.promote(reg.stage({"model.pt": pt}, {"metrics": {"gate_steps": ap,
+                                                             "gate_recall_steps": recall}}))
+    assert round_mod.recent_losses(reg, 5) == {"prior_loss": pytest.approx({"car": 0.03}),
+                                               "prior_recall_loss": pytest.approx({"car": 0.25})}
+
+
 def test_recent_class_loss_follows_a_class_by_id_across_a_rename(tmp_path):
     """Before: the steps were summed by the name each version recorded, so after
     'classes rename Car Vehicle' the gate saw Vehicle with no loss behind it (its bound reset),

@@ -124,6 +124,10 @@ def test_a_class_taught_only_by_http_answers_is_learnt_and_served(tmp_path):
     assert rounds and rounds[-1]["status"] == "promoted" and rounds[-1]["trigger"] == "new_samples"
     manifest = runtime.registry.manifest(current)
     assert manifest["classes"] == {"0": "car", "1": "crate"}
+    # the gate judged what the served model shows, at the runtime's model.conf
+    assert isinstance(manifest["metrics"]["gate_recall_steps"], dict)
+    record = json.loads((runtime.registry.root / current / "round_record.json").read_text())
+    assert record["evaluation"]["stream"]["serving_conf"] == cfg.model.conf
 
     from edgecl.continual.memory import memory_from_config
 

@@ -130,13 +130,16 @@ def test_models_list_json_names_classes_as_now(tmp_path, capsys):
     pt.write_bytes(b"w")
     reg.promote(reg.stage({"model.pt": pt}, {
         "classes": {"0": "Car"}, "metrics": {"per_class_map50_95": {"Car": 0.2},
-                                             "gate_steps": {"Car": 0.01}, "not_gated": ["Car"]}}))
+                                             "gate_steps": {"Car": 0.01},
+                                             "gate_recall_steps": {"Car": 0.05},
+                                             "not_gated": ["Car"]}}))
     ClassRegistry(state).rename("Car", "Vehicle")
     capsys.readouterr()
     assert main(["models", "list", "--state-dir", str(state), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]["metrics"]
     assert metrics["per_class_map50_95"] == {"Vehicle": 0.2}
     assert metrics["gate_steps"] == {"Vehicle": 0.01} and metrics["not_gated"] == ["Vehicle"]
+    assert metrics["gate_recall_steps"] == {"Vehicle": 0.05}
 
 
 def test_every_per_class_figure_of_every_version_follows_renames_and_merges(tmp_path):
