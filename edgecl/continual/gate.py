@@ -296,7 +296,7 @@ def judge_serving(verdict: GateVerdict, parent, candidate, cfg: GateConfig,
         return dataclasses.replace(verdict, accepted=False, reason=(
             f"class {name} lost {beyond_bound(loss, cfg.max_recall_loss)} recall at model.conf "
             f"{conf:g} (found {before} -> {after} of {boxes} held-out boxes{since}; bound "
-            f"{cfg.max_recall_loss}, gate.max_recall_loss): the device would stop showing it"))
+            f"{cfg.max_recall_loss}, gate.max_recall_loss): the served model shows fewer of them"))
     per_image_p = parent.false_positives / max(parent.n_images, 1)
     per_image_c = candidate.false_positives / max(candidate.n_images, 1)
     if per_image_c - per_image_p > cfg.max_false_positives_rise:

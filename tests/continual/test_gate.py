@@ -229,8 +229,8 @@ def test_a_class_whose_scores_fall_below_model_conf_is_rejected_though_its_ap_ho
     v = judge_results(parent, cand, [STREAM_TASK], SERVING_CFG, names=NAMES)
     assert not v.accepted
     assert v.reason == ("class car lost 0.500 recall at model.conf 0.25 (found 12 -> 2 of 20 "
-                        "held-out boxes; bound 0.3, gate.max_recall_loss): the device would "
-                        "stop showing it")
+                        "held-out boxes; bound 0.3, gate.max_recall_loss): the served model "
+                        "shows fewer of them")
     assert v.recall_steps == {"car": 0.5, "person": 0.0}
     # found 12 -> 7: lost 0.25, within the bound; the step is kept for the next rounds
     cand = {STREAM_TASK: _served({0: 0.40, 2: 0.31}, {0: 20, 2: 10}, {0: 7, 2: 10})}
