@@ -9,6 +9,7 @@ import re
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_bytes
@@ -33,6 +34,28 @@ def learner_state(health: dict) -> str:
     if state == "idle":
         state = next((key for key in WAITING_STATES if health.get(key)), state)
     return state
+
+
+def clock_note(now_s: float | None = None) -> str | None:
+    """The start's line on a wall clock that has not been set (a board without a battery boots
+    at 1970, or at its image's build date, until NTP or GPS sets it), or None.
+
+    Args:
+        now_s: the wall clock's reading (default: now).
+
+    Returns:
+        One line: what reads wrong until the clock is set, and what does not.
+    """
+    from edgecl.boot import CLOCK_SET_S
+
+    now_s = time.time() if now_s is None else float(now_s)
+    if now_s >= CLOCK_SET_S:
+        return None
+    reads = datetime.fromtimestamp(now_s, timezone.utc).isoformat(timespec="seconds")
+    return (f"the system clock reads {reads}: it has not been set (no battery; NTP or GPS sets "
+            f"it later). Until it is, the times edgecl records (model versions, classes' first "
+            f"sighting, rounds) read as that date; detection, learning and the operator queue "
+            f"measure durations on a clock that setting the date does not move")
 
 
 def inference_options(cfg: Config):
@@ -435,6 +458,9 @@ class Runtime:
         self._state_identity = _dir_identity(cfg.state_dir)
         self.registry = Registry(Path(cfg.state_dir) / "models")
         self.classes = ClassRegistry(cfg.state_dir)
+        note = clock_note()
+        if note:
+            log.warning("%s", note)
         self._repair_memory_index()
         self._repair_classes()
         if not self.opts.model:

@@ -21,6 +21,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
@@ -74,7 +75,8 @@ def _mark_running(state_dir: str | Path, reason: str, round_id: str):
     """
     path = learner_dir(state_dir) / RUNNING_FILE
     record = {"started": now_iso(), "started_s": round(time.time(), 3),
-              "trigger": str(reason)[:200], "round_id": round_id}
+              "trigger": str(reason)[:200], "round_id": round_id,
+              "versions_before": _newest_version_number(state_dir)}
 
     def write(**progress) -> None:
         try:
@@ -145,7 +147,7 @@ def interrupted_round(state_dir: str | Path) -> str | None:
         path.unlink()
     started = str(record.get("started", "at an unknown time"))[:40]
     trigger = str(record.get("trigger", "unknown"))[:200]
-    kept = _version_made_since(state_dir, record.get("started"))
+    kept = _version_made_since(state_dir, record)
     if kept:  # killed after it staged: a start promotes it (before: "nothing ... kept" as well)
         log.info("the learning round started %s (trigger: %s) stopped after it staged %s: what "
                  "it learnt is kept there", started, trigger, kept)
@@ -155,18 +157,42 @@ def interrupted_round(state_dir: str | Path) -> str | None:
             f"nothing it learnt was kept, and the next round learns its samples again")
 
 
-def _version_made_since(state_dir: str | Path, started: object) -> str | None:
+def _newest_version_number(state_dir: str | Path) -> int:
+    """The highest number among the model registry's version folders (0: none)."""
+    from edgecl.models.registry import VERSION_RE
+
+    try:
+        names = [p.name for p in (Path(state_dir) / "models").iterdir()]
+    except OSError:
+        return 0
+    return max((int(m.group(1)) for m in map(VERSION_RE.match, names) if m), default=0)
+
+
+def _version_made_since(state_dir: str | Path, record: dict) -> str | None:
     """The newest model version a learning round made (its manifest names a memory snapshot)
-    at or after ``started`` (the running record's ISO time), or None."""
+    after the round in ``record`` (the running record) started, or None.
+
+    "After" is by version number: the record's ``versions_before``, the newest version when
+    the round started. Before, it was by time (created at or after ``started``), and a round
+    killed after the clock went back read a version made in the clock's old future as its own.
+    A record of a release without the number falls back to the times."""
     from edgecl.models.registry import Registry
 
-    if not isinstance(started, str) or not (Path(state_dir) / "models").is_dir():
+    if not (Path(state_dir) / "models").is_dir():
+        return None
+    before, started = record.get("versions_before"), record.get("started")
+    by_number = isinstance(before, int) and not isinstance(before, bool)
+    if not by_number and not isinstance(started, str):
         return None
     try:
         registry = Registry(Path(state_dir) / "models")
         for version in reversed(registry.versions()):
+            if by_number and int(version[1:]) <= before:
+                break
             manifest = registry.manifest(version)
-            if manifest.get("memory_snapshot") and str(manifest.get("created", "")) >= started:
+            if not manifest.get("memory_snapshot"):
+                continue
+            if by_number or str(manifest.get("created", "")) >= started:
                 return version
     except (EdgeclError, OSError, ValueError) as exc:  # the registry says so at its own open
         log.debug("versions not checked for the round cut short: %s", exc)
@@ -416,6 +442,10 @@ class TriggerState:
     last_round_s: float = 0.0
 
 
+CLOCK_BACK_S = 60.0
+"""A time read more than this in the future of the wall clock: the clock was set back since."""
+
+
 def interval_origin_s(state_dir: str | Path, interval_s: float) -> float:
     """When, on ``time.monotonic()``, the interval trigger's wait began: the last round's end
     (``learner/last_round.json``'s modification time, written by rounds only: a promotion or
@@ -423,7 +453,10 @@ def interval_origin_s(state_dir: str | Path, interval_s: float) -> float:
     directory of a release without it: ``state.json``'s), not this start. Before, the wait
     began at each start: a device run per sortie, shorter than the interval, never had an
     interval round. A wall clock set since (no battery on the board) counts as at most one
-    interval.
+    interval, and so does one set back since (the round's end stamped more than a minute in
+    the future: a board that boots at 1970 every sortie, with no time sync, reads its last
+    round as later than now; counting no wait restarted the interval at every start, as
+    before).
 
     Args:
         state_dir: the state directory.
@@ -441,7 +474,15 @@ def interval_origin_s(state_dir: str | Path, interval_s: float) -> float:
             continue
     else:
         return now_s
-    return now_s - min(max(0.0, time.time() - finished_s), max(0.0, interval_s))
+    waited_s = time.time() - finished_s
+    if waited_s < -CLOCK_BACK_S:
+        log.info("the last learning round ended %s, later than the clock reads now (%s): the "
+                 "clock was set back since; learner.trigger_interval_s counts as elapsed",
+                 datetime.fromtimestamp(finished_s, timezone.utc).isoformat(timespec="seconds"),
+                 now_iso())
+        waited_s = interval_s
+    return now_s - min(max(0.0, waited_s), max(0.0, interval_s))
+
 
 
 def should_learn(state: TriggerState, cfg: LearnerConfig, now_s: float) -> str | None:

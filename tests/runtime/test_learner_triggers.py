@@ -46,8 +46,32 @@ def test_the_interval_counts_from_the_last_round_not_from_this_start(tmp_path):
     assert abs(waited_s() - 20.0) < 1.0
     os.utime(path, (now - 86400 * 365 * 50, now - 86400 * 365 * 50))  # a clock set since
     assert abs(waited_s() - 25.0) < 1.0
-    os.utime(path, (now + 86400, now + 86400))  # or set back: no wait counted
+    os.utime(path, (now + 86400, now + 86400))  # or set back since: one interval, as well
+    assert abs(waited_s() - 25.0) < 1.0
+    os.utime(path, (now + 30.0, now + 30.0))  # within a minute: no wait (clocks drift)
     assert abs(waited_s()) < 1.0
+
+
+def test_a_device_booting_at_1970_every_sortie_still_gets_interval_rounds(tmp_path, caplog):
+    """Before: with no time sync, a board boots at 1970 every sortie, and reads its last round
+    (stamped later in an earlier sortie) as in the future: the wait counted none and restarted
+    at every start, so sorties shorter than the interval never had an interval round."""
+    import logging
+    import os
+    import time
+
+    from edgecl.runtime.learner import interval_origin_s
+
+    last = tmp_path / "learner" / "last_round.json"
+    last.parent.mkdir(parents=True)
+    last.write_text("{}")
+    now = time.time()
+    os.utime(last, (now + 2 * 3600, now + 2 * 3600))  # the last sortie's round, 2 h "later"
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.learner"):
+        waited_s = time.monotonic() - interval_origin_s(tmp_path, 600.0)
+    assert abs(waited_s - 600.0) < 1.0
+    assert "the clock was set back since; learner.trigger_interval_s counts as elapsed" \
+        in caplog.text
 
 
 def test_a_promotion_does_not_restart_the_interval(tmp_path):
@@ -145,3 +169,39 @@ def test_a_round_killed_after_it_staged_is_not_said_to_have_lost_what_it_learnt(
         assert learner.interrupted_round(tmp_path) is None
     assert f"stopped after it staged {version}: what it learnt is kept there" in caplog.text
     assert not (folder / learner.RUNNING_FILE).exists()
+
+
+def test_a_round_killed_after_the_clock_went_back_does_not_claim_an_older_version(tmp_path,
+                                                                                    caplog):
+    """Before: versions were told apart by time: a round started at 1970 (the clock set back
+    since versions were made in 2031) and killed before it staged read v0001, made in 2031, as
+    its own ("stopped after it staged v0001: what it learnt is kept there")."""
+    import json
+    import logging
+
+    from edgecl.models.registry import Registry
+    from edgecl.runtime import learner
+
+    registry = Registry(tmp_path / "models")
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    old = registry.stage({"model.onnx": onnx}, meta={"memory_snapshot": "s1"})
+    manifest_path = tmp_path / "models" / old / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "created": "2031-01-01T00:00:00+00:00"}))
+    learner.learner_dir(tmp_path).mkdir(parents=True, exist_ok=True)
+    learner._mark_running(tmp_path, "30 new samples", "r1")  # the round starts, at 1970 say
+    path = learner.learner_dir(tmp_path) / learner.RUNNING_FILE
+    record = json.loads(path.read_text())
+    assert record["versions_before"] == 1
+    path.write_text(json.dumps({**record, "started": "1970-01-01T00:20:14+00:00"}))
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.learner"):
+        said = learner.interrupted_round(tmp_path)
+    assert said and "did not finish" in said and "nothing it learnt was kept" in said
+    assert "stopped after it staged" not in caplog.text
+    # the round's own version, staged before the kill, is still found
+    learner._mark_running(tmp_path, "30 new samples", "r2")
+    version = registry.stage({"model.onnx": onnx}, meta={"memory_snapshot": "s2"})
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.learner"):
+        assert learner.interrupted_round(tmp_path) is None
+    assert f"stopped after it staged {version}" in caplog.text

@@ -167,3 +167,35 @@ def test_the_calibration_start_line_reads_the_version_about_to_serve(tmp_path, n
         "labels: v0001's calibration gives no class a pseudo-label threshold yet (none reaches "
         "labels.pseudo_precision 0.9 on at least labels.pseudo_min_true_positives=10 held-out "
         "true positives), so no frame is pseudo-labelled until a round fits one that does"]
+
+
+def test_a_clock_not_yet_set_is_said_at_start(tmp_path, nms_inside, caplog, monkeypatch):
+    """A board without a battery boots at 1970: versions, classes and rounds were stamped
+    1970-01-01 among ones of 2031 (seen in a clock-jump check), with no word of why."""
+    import logging
+    import time
+
+    import cv2
+    import numpy as np
+
+    from edgecl.runtime.app import clock_note
+
+    assert clock_note(1_796_601_600.0) is None  # 2026-12-07
+    assert clock_note(60.0) == (
+        "the system clock reads 1970-01-01T00:01:00+00:00: it has not been set (no battery; NTP "
+        "or GPS sets it later). Until it is, the times edgecl records (model versions, classes' "
+        "first sighting, rounds) read as that date; detection, learning and the operator queue "
+        "measure durations on a clock that setting the date does not move")
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    cv2.imwrite(str(camera / "f0.jpg"), np.full((64, 64, 3), 90, np.uint8))
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}", "model.imgsz=64",
+                             "learner.enabled=false", "server.enabled=false",
+                             "runtime.warmup_runs=1", "labels.uncertain_low=0.45"])
+    wall = time.time
+    monkeypatch.setattr(time, "time", lambda: wall() - 57 * 365.25 * 86400)  # about 1970
+    caplog.set_level(logging.WARNING, logger="edgecl")
+    Runtime(cfg, RunOptions(source_uri=f"dir://{camera}", model=str(nms_inside), max_frames=1,
+                            quiet=True)).run()
+    monkeypatch.setattr(time, "time", wall)
+    assert sum("it has not been set (no battery" in r.getMessage() for r in caplog.records) == 1

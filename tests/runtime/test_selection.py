@@ -283,16 +283,17 @@ def test_a_queue_filled_hours_ago_ages_so_what_the_device_sees_now_comes_first(t
 def test_an_item_stamped_in_the_future_is_counted_as_queued_now_and_ages(tmp_path):
     """Before: an item queued while the clock was years ahead never aged (a wait before its
     stamp counts as none), so it kept the top of the queue and was never evicted."""
-    now = [1_800_000_000.0]
+    now, mono = [1_800_000_000.0], [100.0]
     q = OperatorQueue(tmp_path, max_pending=5, priority_half_life_s=3600, clock=lambda: now[0],
-                      boot="boot-1")
+                      monotonic=lambda: mono[0], boot="boot-1")
     ahead = q.push(frame(textured(1), 1), dets([0.5]), priority=0.9)
     q.push(frame(textured(2), 2), dets([0.5]), priority=0.5)
-    now[0] -= 1 * 365 * 86400                                  # the clock is set right
+    now[0], mono[0] = now[0] - 1 * 365 * 86400, 5.0            # the clock is set right; a reboot
     fixed = OperatorQueue(tmp_path, max_pending=5, priority_half_life_s=3600,
-                          clock=lambda: now[0], boot="boot-2")  # after a reboot
+                          clock=lambda: now[0], monotonic=lambda: mono[0], boot="boot-2")
     assert {it["created_s"] for it in fixed.pending()} == {now[0]}
     now[0] += 7200
+    mono[0] += 7200
     items = fixed.pending()
     assert [(it["priority"], it["priority_now"]) for it in items] == [(0.9, 0.225), (0.5, 0.125)]
     assert fixed.item(ahead)["priority_now"] == 0.225
@@ -318,6 +319,36 @@ def test_a_clock_set_after_boot_is_no_wait_and_evicts_nothing(tmp_path):
                              clock=lambda: wall[0], monotonic=lambda: 5.0, boot="boot-2")
     assert {it["created_s"] for it in rebooted.pending()} == {1_800_000_000.0}
     assert [it["priority_now"] for it in rebooted.pending()] == [0.9, 0.7, 0.5]
+
+
+def test_items_queued_before_a_reboot_keep_their_priority_when_ntp_sets_the_clock(tmp_path):
+    """A board without a battery: frames queued on 2026-12-07, a reboot, a start at 1970, then
+    NTP sets the date while the runtime runs. Before: the start counted the items as queued at
+    1970 on the wall clock, NTP then made them 56 years old (priority now 0.00), and the next
+    frames, of lower priority, evicted every one of them (logged nowhere). Now they are adopted
+    into the new boot at its start and wait on its monotonic clock."""
+    wall, mono = [1_796_601_600.0], [3_000.0]                  # 2026-12-07, boot 1
+    q = OperatorQueue(tmp_path, max_pending=3, priority_half_life_s=3600,
+                      clock=lambda: wall[0], monotonic=lambda: mono[0], boot="boot-1")
+    kept = [q.push(frame(textured(k), k), dets([0.5]), priority=p)
+            for k, p in ((1, 0.9), (2, 1.0), (3, 0.95))]
+    wall[0], mono[0] = 60.0, 5.0                               # reboot: 1970, no battery
+    after = OperatorQueue(tmp_path, max_pending=3, priority_half_life_s=3600,
+                          clock=lambda: wall[0], monotonic=lambda: mono[0], boot="boot-2")
+    wall[0], mono[0] = 1_796_605_200.0, 15.0                   # NTP, 10 s later
+    assert [it["priority_now"] for it in after.pending()] == [
+        pytest.approx(1.0, abs=0.01), pytest.approx(0.95, abs=0.01), pytest.approx(0.9, abs=0.01)]
+    for k, p in ((4, 0.7), (5, 0.63), (6, 0.76)):
+        assert after.push(frame(textured(k), k), dets([0.5]), priority=p) is None
+    assert {it["id"] for it in after.pending()} == set(kept)
+    # the 1970 start kept their stamps; at a later boot, with the clock set, each brings its
+    # wait since it was queued: 3 hours, 3 half-lives (1.0, 0.95, 0.9 -> 0.125, 0.11875, 0.1125)
+    wall[0], mono[0] = wall[0] + 7200, 100.0                   # boot 3, two hours later
+    third = OperatorQueue(tmp_path, max_pending=3, priority_half_life_s=3600,
+                          clock=lambda: wall[0], monotonic=lambda: mono[0], boot="boot-3")
+    assert {it["created_s"] for it in third.pending()} == {1_796_601_600.0}
+    assert [it["priority_now"] for it in third.pending()] == pytest.approx([0.125, 0.11875,
+                                                                             0.1125], abs=1e-4)
 
 
 def it_priority(q, item_id):

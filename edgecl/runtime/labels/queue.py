@@ -199,34 +199,51 @@ class OperatorQueue:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _restamp_future(self) -> None:
-        """Count as queued now an item of an earlier boot stamped more than a minute in the
-        future (the wall clock went back since it was queued, e.g. a board's clock set years
-        ahead, then corrected: its priority would otherwise never age, and it would never be
-        evicted) or before :data:`CLOCK_SET_S` while the clock now is past it (queued before
-        the clock was set: it would count decades of waiting). Rewritten once, atomically; a
-        read-only queue is left as it is. Items of this boot age by the monotonic clock
-        (:meth:`_wait_s`) and are left alone."""
+        """Adopt the items of an earlier boot into this one: each then waits on this boot's
+        monotonic clock (:meth:`_wait_s`), which no later setting of the wall clock moves.
+        Before, such an item aged on the wall clock: on a board without a battery, a start at
+        1970 followed by NTP counted 56 years of waiting for every item queued before the
+        reboot, and the next frames evicted them all.
+
+        The wait an item brings along is the wall clock's since it was queued when both
+        readings are past :data:`CLOCK_SET_S` and in order. Otherwise it brings none, and its
+        stamp ``created_s`` becomes now where that is the wrong reading: stamped more than a
+        minute in the future of a set clock (the clock went back since, e.g. set ahead by hand,
+        then corrected), or before the clock was set. A set stamp seen from a clock not set yet
+        (a start at 1970) is kept. Rewritten once, atomically; a read-only queue, or one where
+        the boot is unknown, is left as it is."""
         now_s = self.clock()
-        if not self._late(now_s):  # the usual case: no lock taken, so reading creates no lock file
+        if not self._earlier_boot():  # the usual case: no lock taken, so reading creates no lock file
             return
         with self._locked():
-            late = self._late(now_s)
-            for meta in late:
+            late = 0
+            for meta in self._earlier_boot():
                 path = self.dir / f"{meta['id']}.json"
                 try:
                     stored = json.loads(path.read_text(encoding="utf-8"))
-                    stored["created_s"] = round(now_s, 3)
+                    created_s = float(meta["created_s"])
+                    wait_s = 0.0
+                    if CLOCK_SET_S <= created_s <= now_s + ORPHAN_AGE_S:
+                        wait_s = max(0.0, now_s - created_s)
+                    elif now_s >= CLOCK_SET_S or created_s < CLOCK_SET_S:
+                        stored["created_s"] = round(now_s, 3)
+                        late += 1
+                    # else the clock is not set yet: the stamp is the better reading, kept
+                    stored["boot_id"] = self.boot
+                    stored["created_mono_s"] = round(self.monotonic() - wait_s, 3)
                     atomic_write_json(path, stored)
                 except (OSError, ValueError) as exc:
-                    log.debug("queue item %s not restamped: %s", meta["id"], exc)
+                    log.debug("queue item %s not adopted into this boot: %s", meta["id"], exc)
         if late:
             log.info("%d queued item(s) stamped in the future or before the clock was set (the "
-                     "clock was set since): counted as queued now", len(late))
+                     "clock was set since): counted as queued now", late)
 
-    def _late(self, now_s: float) -> list[dict]:
-        """The items :meth:`_restamp_future` restamps."""
-        return [m for m in self._metas() if not self._this_boot(m) and (
-            m["created_s"] > now_s + ORPHAN_AGE_S or m["created_s"] < CLOCK_SET_S <= now_s)]
+    def _earlier_boot(self) -> list[dict]:
+        """The items :meth:`_restamp_future` adopts: queued in another boot (none where this
+        boot is unknown, or the queue may not be written)."""
+        if not self.boot or not os.access(self.dir, os.W_OK):
+            return []
+        return [m for m in self._metas() if not self._this_boot(m)]
 
     def _clean_orphans(self) -> None:
         """Remove images without metadata and temp files left by a kill (written more than a
