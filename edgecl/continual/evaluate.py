@@ -70,6 +70,7 @@ class EvalResult:
             ``serving_conf``: what the served model finds (AP ranks detections and cannot see
             every score of a class falling below the threshold).
         false_positives: detections scored at least ``serving_conf`` that match no box.
+        per_class_false_positives: class index -> those false detections of that class.
     """
 
     map50_95: float
@@ -87,6 +88,7 @@ class EvalResult:
     serving_conf: float = float("nan")
     per_class_found: dict[int, int] = field(default_factory=dict)
     false_positives: int = 0
+    per_class_false_positives: dict[int, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (reliability bins as lists, class keys as strings).
@@ -100,7 +102,7 @@ class EvalResult:
                                              "false_positives")}
         out["serving_conf"] = None if math.isnan(self.serving_conf) else self.serving_conf
         for name in ("per_class_ap50_95", "per_class_recall", "per_class_instances",
-                     "per_class_found"):
+                     "per_class_found", "per_class_false_positives"):
             out[name] = {str(k): v for k, v in getattr(self, name).items()}
         out["dece_protocol"] = dict(DECE_PROTOCOL)
         rel = self.reliability
@@ -146,7 +148,10 @@ class EvalResult:
                                  else float(data["serving_conf"])),
                    per_class_found={int(k): int(v) for k, v in
                                     (data.get("per_class_found") or {}).items()},
-                   false_positives=int(data.get("false_positives", 0)))
+                   false_positives=int(data.get("false_positives", 0)),
+                   per_class_false_positives={
+                       int(k): int(v)
+                       for k, v in (data.get("per_class_false_positives") or {}).items()})
 
 
 def check_labels(labels: np.ndarray | None, where: str) -> np.ndarray:
@@ -229,7 +234,7 @@ def evaluate_detections(
         LabelError: on malformed labels.
     """
     stats = match_detections(preds, gts, shapes, IOU_THRESHOLDS, class_ids)
-    found, false_positives = {}, 0
+    found, false_positives = {}, {}
     if serving_conf is not None:
         found, false_positives = _at_serving_conf(preds, gts, shapes, class_ids, serving_conf)
     scores = _scores(stats)
@@ -243,12 +248,13 @@ def evaluate_detections(
                       per_class_recall=scores.per_class_recall,
                       per_class_instances=scores.per_class_instances,
                       serving_conf=float("nan") if serving_conf is None else float(serving_conf),
-                      per_class_found=found, false_positives=false_positives)
+                      per_class_found=found, false_positives=sum(false_positives.values()),
+                      per_class_false_positives=false_positives)
 
 
 def _at_serving_conf(preds: Sequence[Detections], gts, shapes, class_ids,
-                     serving_conf: float) -> tuple[dict[int, int], int]:
-    """Boxes found per class, and false detections, among the detections scored at least
+                     serving_conf: float) -> tuple[dict[int, int], dict[int, int]]:
+    """Boxes found, and false detections, per class among the detections scored at least
     ``serving_conf``, matched anew at IoU 0.5 (a detection below it cannot take a box from
     one above it)."""
     if not 0.0 <= float(serving_conf) <= 1.0:
@@ -262,7 +268,9 @@ def _at_serving_conf(preds: Sequence[Detections], gts, shapes, class_ids,
     stats = match_detections(kept, gts, shapes, np.asarray([DEFAULT_IOU_THR]), class_ids)
     hits = stats.tp[:, 0]
     found = np.bincount(stats.pred_cls[hits], minlength=int(stats.target_cls.max(initial=-1)) + 1)
-    return {int(c): int(found[c]) for c in np.unique(stats.target_cls)}, int((~hits).sum())
+    false = np.unique(stats.pred_cls[~hits], return_counts=True)
+    return ({int(c): int(found[c]) for c in np.unique(stats.target_cls)},
+            {int(c): int(n) for c, n in zip(*false)})
 
 
 def read_label_file(path: str | Path) -> np.ndarray:

@@ -21,9 +21,9 @@ Two views of "forgetting", chosen by :func:`judge_results`:
   weak checkpoint: Car from 1.16 detections a frame to 0-0.07, AP within its noise). So the
   view also judges what the served model shows (:func:`judge_serving`): a gated class may lose
   at most ``gate.max_recall_loss`` recall at ``model.conf`` since its best point in the same
-  window, and false detections at ``model.conf`` may rise by at most
-  ``gate.max_false_positives_rise`` per held-out image (a round that floods frames with
-  boxes).
+  window, and false detections at ``model.conf``, less the boxes found besides, may rise by at
+  most ``gate.max_false_positives_rise`` per held-out image since their lowest point in the
+  window (a round that floods frames with boxes).
 
 Both compare the candidate with the parent evaluated on the same human-verified held-out
 samples, and both reject when ACC changes by less than ``gate.min_acc_delta``.
@@ -109,6 +109,9 @@ class GateVerdict:
             held-out samples (the step the manifest records as ``gate_steps``).
         recall_steps: per-class view: class name -> parent recall minus candidate recall at
             ``model.conf`` on the same samples (manifests' ``gate_recall_steps``).
+        false_positive_step: per-class view: false detections per held-out image at
+            ``model.conf`` the candidate adds to its parent's, less the boxes it finds besides
+            (manifests' ``gate_false_positive_step``); None when not measured.
     """
 
     accepted: bool
@@ -120,6 +123,7 @@ class GateVerdict:
     not_gated: tuple[str, ...] = ()
     steps: dict = dataclasses.field(default_factory=dict)
     recall_steps: dict = dataclasses.field(default_factory=dict)
+    false_positive_step: float | None = None
 
 
 def _mean(values) -> float:
@@ -242,7 +246,8 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
 
 def judge_serving(verdict: GateVerdict, parent, candidate, cfg: GateConfig,
                   names: Mapping[int, str] | None = None,
-                  prior_recall_loss: Mapping[str, float] | None = None) -> GateVerdict:
+                  prior_recall_loss: Mapping[str, float] | None = None,
+                  prior_false_positive_rise: float = 0.0) -> GateVerdict:
     """Judge what the served model shows, once :func:`judge_classes` has judged AP.
 
     Counted at the serving threshold (``EvalResult.serving_conf``, the runtime's
@@ -251,9 +256,11 @@ def judge_serving(verdict: GateVerdict, parent, candidate, cfg: GateConfig,
     * **recall**: a class gated on by AP (at least ``cfg.min_instances`` held-out boxes) that
       the candidate finds fewer of its boxes than the parent did, may have lost at most
       ``cfg.max_recall_loss`` recall (boxes found / held-out boxes) since its best point among
-      recent promoted versions: this round's step plus ``prior_recall_loss``;
-    * **false detections** per held-out image may rise by at most
-      ``cfg.max_false_positives_rise``.
+      recent promoted versions: this round's step plus ``prior_recall_loss`` (1: not judged);
+    * **false detections**: the candidate's false detections per held-out image less its
+      parent's, less the boxes it finds besides (a box found pays for a false one: a class
+      being learnt shows both), plus ``prior_false_positive_rise``, may be at most
+      ``cfg.max_false_positives_rise`` when this round's step adds any.
 
     Args:
         verdict: the AP verdict; a rejection stands as it is (its reason comes first).
@@ -264,14 +271,21 @@ def judge_serving(verdict: GateVerdict, parent, candidate, cfg: GateConfig,
         names: class id -> name.
         prior_recall_loss: class name -> recall lost since its best recent point
             (:func:`prior_class_loss` over manifests' ``gate_recall_steps``), or None.
+        prior_false_positive_rise: false detections per image added since their lowest recent
+            point (the same drawdown over manifests' ``gate_false_positive_step``).
 
     Returns:
-        ``verdict`` with ``recall_steps`` set, rejected when either bound is passed.
+        ``verdict`` with ``recall_steps`` and ``false_positive_step`` set, rejected when either
+        bound is passed.
     """
     names = names or {}
     if (parent is None or math.isnan(getattr(parent, "serving_conf", math.nan))
             or math.isnan(getattr(candidate, "serving_conf", math.nan))):
         return verdict
+
+    def name(cls) -> str:
+        return str(names.get(int(cls), int(cls)))
+
     conf = candidate.serving_conf
     instances = candidate.per_class_instances
     steps, worst = {}, None
@@ -279,31 +293,43 @@ def judge_serving(verdict: GateVerdict, parent, candidate, cfg: GateConfig,
         boxes = int(instances.get(cls, 0))
         if boxes < cfg.min_instances or cls not in parent.per_class_found:
             continue
-        name = str(names.get(int(cls), int(cls)))
         before, after = parent.per_class_found[cls], candidate.per_class_found.get(cls, 0)
         step = (before - after) / boxes
-        steps[name] = round(step, 4)
-        loss = round(step + (prior_recall_loss or {}).get(name, 0.0), 4)
+        steps[name(cls)] = round(step, 4)
+        loss = round(step + (prior_recall_loss or {}).get(name(cls), 0.0), 4)
         if step > 0 and loss > cfg.max_recall_loss and (worst is None or loss > worst[1]):
-            worst = (name, loss, before, after, boxes)
-    verdict = dataclasses.replace(verdict, recall_steps=steps)
+            worst = (name(cls), loss, before, after, boxes)
+    images = max(candidate.n_images, 1)
+    false_p, false_c = parent.false_positives / images, candidate.false_positives / images
+    gained = max(0, sum(candidate.per_class_found.values())
+                 - sum(parent.per_class_found.values())) / images
+    fp_step = round(false_c - false_p - gained, 4)
+    verdict = dataclasses.replace(verdict, recall_steps=steps, false_positive_step=fp_step)
     if not verdict.accepted:
         return verdict
-    if worst is not None:
-        name, loss, before, after, boxes = worst
+    if worst is not None and cfg.max_recall_loss < 1:
+        cls_name, loss, before, after, boxes = worst
         earlier = round(loss - (before - after) / boxes, 4)
         since = f"; {earlier:.3f} of it in earlier rounds" if earlier > 0 else ""
         return dataclasses.replace(verdict, accepted=False, reason=(
-            f"class {name} lost {beyond_bound(loss, cfg.max_recall_loss)} recall at model.conf "
-            f"{conf:g} (found {before} -> {after} of {boxes} held-out boxes{since}; bound "
-            f"{cfg.max_recall_loss}, gate.max_recall_loss): the served model shows fewer of them"))
-    per_image_p = parent.false_positives / max(parent.n_images, 1)
-    per_image_c = candidate.false_positives / max(candidate.n_images, 1)
-    if per_image_c - per_image_p > cfg.max_false_positives_rise:
+            f"class {cls_name} lost {beyond_bound(loss, cfg.max_recall_loss)} recall at "
+            f"model.conf {conf:g} (found {before} -> {after} of {boxes} held-out boxes{since}; "
+            f"bound {cfg.max_recall_loss}, gate.max_recall_loss): the served model shows fewer "
+            f"of them"))
+    rise = round(fp_step + max(0.0, float(prior_false_positive_rise)), 4)
+    if fp_step > 0 and rise > cfg.max_false_positives_rise:
+        added = {c: n - parent.per_class_false_positives.get(c, 0)
+                 for c, n in candidate.per_class_false_positives.items()}
+        top = max(added, key=added.get, default=None)
+        most = (f", most of them {name(top)} ({added[top]} more)"
+                if top is not None and added[top] > 0 else "")
+        credit = f", less {gained:.2f} more boxes found" if gained else ""
+        earlier = round(rise - fp_step, 4)
+        since = f", {earlier:.2f} of it in earlier rounds" if earlier > 0 else ""
         return dataclasses.replace(verdict, accepted=False, reason=(
-            f"false detections at model.conf {conf:g} rose from {per_image_p:.2f} to "
-            f"{per_image_c:.2f} per held-out image (allowed rise {cfg.max_false_positives_rise}, "
-            f"gate.max_false_positives_rise)"))
+            f"false detections at model.conf {conf:g} rose from {false_p:.2f} to {false_c:.2f} "
+            f"per held-out image{most}{credit}{since}: {beyond_bound(rise, cfg.max_false_positives_rise)} "
+            f"added (allowed {cfg.max_false_positives_rise}, gate.max_false_positives_rise)"))
     return verdict
 
 
@@ -348,7 +374,8 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
                   cfg: GateConfig, training_failed: str = "",
                   names: Mapping[int, str] | None = None,
                   prior_loss: Mapping[str, float] | None = None,
-                  prior_recall_loss: Mapping[str, float] | None = None) -> GateVerdict:
+                  prior_recall_loss: Mapping[str, float] | None = None,
+                  prior_false_positive_rise: float = 0.0) -> GateVerdict:
     """Judge a candidate from evaluation results, in the view the data calls for.
 
     Without tasks (:func:`is_taskless`) the per-class view (:func:`judge_classes`, then
@@ -367,6 +394,8 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
             :func:`prior_class_loss`).
         prior_recall_loss: class name -> recall at ``model.conf`` lost since its best recent
             point (per-class view; :func:`judge_serving`).
+        prior_false_positive_rise: false detections per held-out image added since their
+            lowest recent point (per-class view; :func:`judge_serving`).
 
     Returns:
         The verdict.
@@ -377,7 +406,8 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
         verdict = judge_classes(None if par is None else par.per_class_ap50_95,
                                 cand.per_class_ap50_95, cand.per_class_instances, cfg,
                                 training_failed, names, prior_loss)
-        return judge_serving(verdict, par, cand, cfg, names, prior_recall_loss)
+        return judge_serving(verdict, par, cand, cfg, names, prior_recall_loss,
+                             prior_false_positive_rise)
     return judge({t: r.map50_95 for t, r in parent.items()} if parent else None,
                  {t: r.map50_95 for t, r in candidate.items()}, learnt_before, cfg,
                  training_failed)

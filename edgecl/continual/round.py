@@ -1077,12 +1077,20 @@ def recent_losses(registry, window: int, names: dict[int, str] | None = None) ->
     :func:`recent_class_loss`).
 
     Returns:
-        ``{"prior_loss": {...}, "prior_recall_loss": {...}}``, keyword arguments of
+        ``{"prior_loss": {...}, "prior_recall_loss": {...}, "prior_false_positive_rise": x}``
+        (the last: false detections per held-out image added since the lowest point, from the
+        manifests' ``gate_false_positive_step``), keyword arguments of
         :func:`edgecl.continual.gate.judge_results`.
     """
+    rise = recent_class_loss(registry, window, key="gate_false_positive_step")
     return {"prior_loss": recent_class_loss(registry, window, names),
             "prior_recall_loss": recent_class_loss(registry, window, names,
-                                                   key="gate_recall_steps")}
+                                                   key="gate_recall_steps"),
+            "prior_false_positive_rise": rise.get(WHOLE_MODEL, 0.0)}
+
+
+WHOLE_MODEL = ""
+""":func:`recent_class_loss`'s key for a step recorded for the whole model (one number)."""
 
 
 def recent_class_loss(registry, window: int, names: dict[int, str] | None = None,
@@ -1099,7 +1107,8 @@ def recent_class_loss(registry, window: int, names: dict[int, str] | None = None
             classes had then, count for the class of the same id (a class renamed since keeps
             its loss; a new class that took a freed name starts with none). None: as recorded.
         key: the manifests' record of steps: ``gate_steps`` (AP) or ``gate_recall_steps``
-            (recall at ``model.conf``).
+            (recall at ``model.conf``), class name -> step; or one number for the whole
+            model (``gate_false_positive_step``), read under :data:`WHOLE_MODEL`.
 
     Returns:
         class name -> AP (or recall) lost (empty when nothing was recorded).
@@ -1118,6 +1127,9 @@ def recent_class_loss(registry, window: int, names: dict[int, str] | None = None
             manifest = {}
         metrics = manifest.get("metrics") or {}
         recorded = metrics.get(key)
+        if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+            steps.append({WHOLE_MODEL: float(recorded)})
+            continue
         recorded = recorded if isinstance(recorded, dict) else {}
         recorded = {str(k): float(v) for k, v in recorded.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -1191,6 +1203,7 @@ def _manifest(ctx: RoundContext, names, ft, verdict, candidate: dict, export_met
                     "dece_protocol": DECE_PROTOCOL,
                     "acc_parent": _finite(verdict.acc_parent), "gate_drops": verdict.drops,
                     "gate_steps": verdict.steps, "gate_recall_steps": verdict.recall_steps,
+                    "gate_false_positive_step": verdict.false_positive_step,
                     "gate_mode": verdict.mode, "not_gated": list(verdict.not_gated)},
         **export_meta,
     }

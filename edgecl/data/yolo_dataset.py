@@ -497,22 +497,49 @@ def find_dataset(path: str | Path) -> YoloDataset:
     special = regular_file_problem(path, folder_ok=True)
     if special:  # before: "no images in" a pipe or a device
         raise ConfigError(f"{path} is {special}; expected a dataset folder or a data.yaml")
+    names = None
     if path.is_file():
-        if path.suffix.lower() in (".yaml", ".yml"):
+        if path.suffix.lower() not in (".yaml", ".yml"):
+            raise ConfigError(f"{path} is a file; expected a dataset folder or a data.yaml")
+        names = _names_only(path)
+        if names is None:
             return load_data_yaml(path)
-        raise ConfigError(f"{path} is a file; expected a dataset folder or a data.yaml")
-    yaml_path = find_data_yaml(path)
-    if yaml_path is not None:
-        return load_data_yaml(yaml_path)
+        path = path.parent  # the folder it names the classes of
+    else:
+        yaml_path = find_data_yaml(path)
+        if yaml_path is not None:
+            names = _names_only(yaml_path)
+            if names is None:
+                return load_data_yaml(yaml_path)
     ignored: dict[Path, None] = {}
     splits = roboflow_splits(path)
     if splits:
         scanned = {s: _scan_dir(d, ignored) for s, d in splits.items()}
-        return YoloDataset(root=path, layout="roboflow", splits=scanned, **_ignored_fields(ignored))
+        return YoloDataset(root=path, layout="roboflow", splits=scanned, names=names,
+                           **_ignored_fields(ignored))
     folder = path / "images" if (path / "images").is_dir() else path
     scanned = {"all": _scan_dir(folder, ignored)}
-    return YoloDataset(root=path, layout="folder", splits=scanned, names=_enclosing_names(path),
+    return YoloDataset(root=path, layout="folder", splits=scanned,
+                       names=names if names is not None else _enclosing_names(path),
                        **_ignored_fields(ignored))
+
+
+def _names_only(yaml_path: Path) -> dict[int, str] | None:
+    """The class names of a yaml that holds ``names`` (or ``nc``) and no ``train``: a folder's
+    class names, as some tools write them beside ``images/`` and ``labels/`` (before: refused
+    as "not an ultralytics data.yaml", though the folder itself imports). None for any other
+    yaml, which :func:`load_data_yaml` then reads (and refuses with its own reason).
+
+    Raises:
+        ConfigError: its ``names`` are broken (:func:`_parse_names`).
+    """
+    try:
+        data = yaml.load(read_data_file(yaml_path), Loader=DataFileLoader)
+    except _YAML_ERRORS:
+        return None
+    if not isinstance(data, dict) or "train" in data or ("names" not in data and "nc" not in data):
+        return None
+    return _parse_names(yaml_path, data)
 
 
 def _enclosing_names(folder: Path) -> dict[int, str] | None:

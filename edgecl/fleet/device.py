@@ -509,6 +509,7 @@ class FleetDevice:
                         "metrics": {"per_class_map50_95": ap, "gate_drops": verdict.drops,
                                     "gate_steps": verdict.steps,
                                     "gate_recall_steps": verdict.recall_steps,
+                                    "gate_false_positive_step": verdict.false_positive_step,
                                     "gate_mode": verdict.mode,
                                     "acc_parent": _finite(verdict.acc_parent)},
                         **export_meta}

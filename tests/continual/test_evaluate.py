@@ -214,6 +214,7 @@ def test_boxes_found_and_false_detections_are_counted_at_the_serving_confidence(
     res = evaluate_detections(preds, gts, [SHAPE, SHAPE], serving_conf=0.25)
     assert res.serving_conf == 0.25
     assert res.per_class_found == {0: 2} and res.false_positives == 2
+    assert res.per_class_false_positives == {0: 1, 1: 1}
     res = evaluate_detections(preds, gts, [SHAPE, SHAPE], serving_conf=0.95)
     assert res.per_class_found == {0: 0} and res.false_positives == 0
     # a detection below the threshold cannot take a box from one above it: B's 0.2 box
@@ -235,6 +236,10 @@ def test_serving_figures_survive_the_round_trip_and_old_records_read_without_the
                               serving_conf=0.25)
     back = EvalResult.from_dict(json.loads(json.dumps(res.to_dict())))
     assert (back.serving_conf, back.per_class_found, back.false_positives) == (0.25, {0: 1}, 0)
+    res = evaluate_detections([dets([[100, 40, 180, 90]], [0.9], [2])], [np.array([GT_A])],
+                              [SHAPE], serving_conf=0.25)
+    back = EvalResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert (back.false_positives, back.per_class_false_positives) == (1, {2: 1})
     old = res.to_dict()
     for key in ("serving_conf", "per_class_found", "false_positives"):
         del old[key]

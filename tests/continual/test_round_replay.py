@@ -123,9 +123,11 @@ def test_recent_losses_read_ap_and_serving_recall_steps_apart(tmp_path):
         pt = tmp_path / f"m{i}.pt"
         pt.write_bytes(b"w%d" % i)
         reg.promote(reg.stage({"model.pt": pt}, {"metrics": {"gate_steps": ap,
-                                                             "gate_recall_steps": recall}}))
+                                                             "gate_recall_steps": recall,
+                                                             "gate_false_positive_step": 0.4}}))
     assert round_mod.recent_losses(reg, 5) == {"prior_loss": pytest.approx({"car": 0.03}),
-                                               "prior_recall_loss": pytest.approx({"car": 0.25})}
+                                               "prior_recall_loss": pytest.approx({"car": 0.25}),
+                                               "prior_false_positive_rise": pytest.approx(0.8)}
 
 
 def test_recent_class_loss_follows_a_class_by_id_across_a_rename(tmp_path):

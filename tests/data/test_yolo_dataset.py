@@ -198,3 +198,26 @@ def test_a_split_folder_given_alone_reports_its_datasets_broken_names(tmp_path):
     (tmp_path / "other").mkdir()  # a folder the yaml does not cover: its names are not this one's
     (tmp_path / "data.yaml").write_text("names: 5\ntrain: images\nval: images\n")
     assert find_dataset(tmp_path / "other").names != {0: "car"}
+
+
+def test_a_folder_whose_data_yaml_holds_only_names_is_read_with_them(tmp_path):
+    """Before: images/, labels/ and a data.yaml of names alone (no train or val) were refused,
+    as the folder and as its data.yaml: "not an ultralytics data.yaml (needs 'train', 'val'
+    and 'names')", though the folder without its yaml imported."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for k in range(2):
+        (tmp_path / "images" / f"f{k}.jpg").write_bytes(b"jpg")
+        (tmp_path / "labels" / f"f{k}.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "data.yaml").write_text("names:\n  0: Car\n  1: Person\n")
+    for given in (tmp_path, tmp_path / "data.yaml"):
+        dataset = find_dataset(given)
+        assert dataset.layout == "folder" and dataset.names == {0: "Car", 1: "Person"}
+        assert sorted(p.name for p in dataset.images()) == ["f0.jpg", "f1.jpg"]
+    # broken names are still named; a yaml that names no class is no dataset's
+    (tmp_path / "data.yaml").write_text("names:\n  0: Car\n  1: car\n")
+    with pytest.raises(ConfigError, match="data.yaml"):
+        find_dataset(tmp_path)
+    (tmp_path / "data.yaml").write_text("epochs: 3\n")
+    with pytest.raises(ConfigError, match="not an ultralytics data.yaml"):
+        find_dataset(tmp_path)

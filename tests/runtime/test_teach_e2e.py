@@ -124,8 +124,10 @@ def test_a_class_taught_only_by_http_answers_is_learnt_and_served(tmp_path):
     assert rounds and rounds[-1]["status"] == "promoted" and rounds[-1]["trigger"] == "new_samples"
     manifest = runtime.registry.manifest(current)
     assert manifest["classes"] == {"0": "car", "1": "crate"}
-    # the gate judged what the served model shows, at the runtime's model.conf
-    assert isinstance(manifest["metrics"]["gate_recall_steps"], dict)
+    # the gate judged what the served model shows, at the runtime's model.conf (a first round,
+    # from an untrained model: no parent to compare with, so no step)
+    assert manifest["metrics"]["gate_recall_steps"] == {}
+    assert manifest["metrics"]["gate_false_positive_step"] is None
     record = json.loads((runtime.registry.root / current / "round_record.json").read_text())
     assert record["evaluation"]["stream"]["serving_conf"] == cfg.model.conf
 
