@@ -166,7 +166,8 @@ class GateConfig:
     # the window (AP ranks detections: it cannot see a class's scores all falling below
     # model.conf); 1: off
     max_recall_loss: float = 0.3
-    # ... and false detections at model.conf may rise by at most this many per held-out image
+    # ... and false detections at model.conf per held-out image, less the boxes found besides,
+    # may rise by at most this since their lowest point in the window; 10000: off
     max_false_positives_rise: float = 1.0
 
 

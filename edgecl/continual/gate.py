@@ -326,10 +326,11 @@ def judge_serving(verdict: GateVerdict, parent, candidate, cfg: GateConfig,
         credit = f", less {gained:.2f} more boxes found" if gained else ""
         earlier = round(rise - fp_step, 4)
         since = f", {earlier:.2f} of it in earlier rounds" if earlier > 0 else ""
+        bound = cfg.max_false_positives_rise
         return dataclasses.replace(verdict, accepted=False, reason=(
             f"false detections at model.conf {conf:g} rose from {false_p:.2f} to {false_c:.2f} "
-            f"per held-out image{most}{credit}{since}: {beyond_bound(rise, cfg.max_false_positives_rise)} "
-            f"added (allowed {cfg.max_false_positives_rise}, gate.max_false_positives_rise)"))
+            f"per held-out image{most}{credit}{since}: {beyond_bound(rise, bound)} added "
+            f"(allowed {bound}, gate.max_false_positives_rise)"))
     return verdict
 
 

@@ -213,7 +213,7 @@ class OperatorQueue:
         (a start at 1970) is kept. Rewritten once, atomically; a read-only queue, or one where
         the boot is unknown, is left as it is."""
         now_s = self.clock()
-        if not self._earlier_boot():  # the usual case: no lock taken, so reading creates no lock file
+        if not self._earlier_boot():  # the usual case: no lock taken, so no lock file made
             return
         with self._locked():
             late = 0
