@@ -74,6 +74,7 @@ def summary_command(args: argparse.Namespace) -> int:
     monitor = _open_monitor(cfg.state_dir)
     summary = monitor.summary()
     _say_if_serving_elsewhere(cfg.state_dir, monitor, summary.get("model_version"))
+    summary["serving_version"] = _serving_now(cfg.state_dir, summary.get("serving_version"))
     if args.json:
         print_json_line(summary)
         return 0
@@ -128,6 +129,27 @@ def _open_monitor(state_dir):
                     monitor.db_path, len(missing), "" if len(missing) == 1 else "s", shown,
                     REBUILD_ADVICE)
     return monitor
+
+
+def _serving_now(state_dir, sampled: str | None) -> str | None:
+    """The version serving: while a runtime runs, the one its last sample names (``sampled``);
+    with none running, the registry's current one, which a runtime serves when it starts.
+    Before, a promotion or a rollback made while no runtime ran left the summary naming the
+    version the last runtime served. The ``current`` link is read as it is (see
+    :func:`_say_if_serving_elsewhere`)."""
+    import os
+    from pathlib import Path
+
+    from edgecl.models.registry import VERSION_RE
+    from edgecl.runtime.lock import holder_pid
+
+    if holder_pid(state_dir) is not None:
+        return sampled
+    try:
+        current = os.readlink(Path(state_dir) / "models" / "current")
+    except OSError:
+        return sampled
+    return current if VERSION_RE.match(current) else sampled
 
 
 def _say_if_serving_elsewhere(state_dir, monitor, named: str | None) -> None:

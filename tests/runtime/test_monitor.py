@@ -778,6 +778,30 @@ def test_the_model_gauges_name_the_version_serving_not_the_newest_measured(tmp_p
             "learning round measured)") in capsys.readouterr().out
 
 
+def test_with_no_runtime_the_summary_names_the_registrys_current_version(tmp_path, capsys):
+    """Before: after 'models rollback' (or a promotion) made while no runtime ran, 'monitor
+    summary' named the version the last runtime served: "serving_version v0001" while v0002
+    was current, and what a runtime serves at its next start."""
+    import argparse
+    import json
+    import os
+
+    from edgecl.commands import monitor as monitor_cmd
+    from edgecl.runtime.lock import RuntimeLock
+
+    mon = filled(tmp_path)
+    mon.record_runtime(fps=30.0, latency_ms_p50=11.0, memory_bytes=0, memory_samples=0,
+                       model_version="v0001")
+    (tmp_path / "models").mkdir()
+    os.symlink("v0002", tmp_path / "models" / "current")
+    args = argparse.Namespace(state_dir=str(tmp_path), config=None, overrides=[], json=True)
+    assert monitor_cmd.summary_command(args) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["serving_version"] == "v0002"
+    with RuntimeLock(tmp_path).acquire():  # a runtime runs: its own sample says what it serves
+        assert monitor_cmd.summary_command(args) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["serving_version"] == "v0001"
+
+
 def test_a_merged_class_leaves_the_summary_and_metrics_but_not_the_matrix(tmp_path):
     """Before: after 'classes merge drone car' the summary and /metrics listed drone's last AP
     (0.2) and forgetting among the device's classes until the next round."""
