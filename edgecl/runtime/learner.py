@@ -475,7 +475,7 @@ def interval_origin_s(state_dir: str | Path, interval_s: float) -> float:
     else:
         return now_s
     waited_s = time.time() - finished_s
-    if waited_s < -CLOCK_BACK_S:
+    if waited_s < -CLOCK_BACK_S and interval_s > 0:  # said only where an interval counts
         log.info("the last learning round ended %s, later than the clock reads now (%s): the "
                  "clock was set back since; learner.trigger_interval_s counts as elapsed",
                  datetime.fromtimestamp(finished_s, timezone.utc).isoformat(timespec="seconds"),
@@ -855,8 +855,8 @@ class LearnerSupervisor:
         self._other_writers_unsaid = 0
         self._stored_classes: set[int] = set()
         self.on_round = on_round
-        self.state = TriggerState(last_round_s=interval_origin_s(cfg.state_dir,
-                                                                 cfg.learner.trigger_interval_s))
+        interval_s = cfg.learner.trigger_interval_s if cfg.learner.enabled else 0.0
+        self.state = TriggerState(last_round_s=interval_origin_s(cfg.state_dir, interval_s))
         self.rounds: collections.deque[dict] = collections.deque(maxlen=ROUNDS_KEPT)
         self.rounds_done = 0
         self.rounds_stopped = 0  # rounds in progress when stop() ended them (nothing kept)

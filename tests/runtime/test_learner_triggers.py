@@ -72,6 +72,10 @@ def test_a_device_booting_at_1970_every_sortie_still_gets_interval_rounds(tmp_pa
     assert abs(waited_s - 600.0) < 1.0
     assert "the clock was set back since; learner.trigger_interval_s counts as elapsed" \
         in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.learner"):
+        interval_origin_s(tmp_path, 0.0)  # no interval trigger (or no learner): nothing to say
+    assert "set back" not in caplog.text
 
 
 def test_a_promotion_does_not_restart_the_interval(tmp_path):
