@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	YOLO_OFFLINE=1 $(VENV)/bin/edgecl demo --state-dir state/demo
 
-# Two workers, each test file whole in one of them (its module fixtures train once): 9 min
-# instead of 13 on 2 cores. PYTEST_XDIST=-n0 runs it in one process.
+# Two workers, each test file whole in one of them (its module fixtures train once); the
+# README's Tests section gives the times. PYTEST_XDIST=-n0 runs it in one process.
 PYTEST_XDIST ?= -n 2 --dist loadfile
 
 test: $(STAMP) browser

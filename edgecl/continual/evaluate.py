@@ -210,6 +210,7 @@ def evaluate_detections(
     class_ids: Sequence[int] | None = None,
     n_skipped: int = 0,
     serving_conf: float | None = None,
+    serving_max_det: int | None = None,
 ) -> EvalResult:
     """Score detections against ground truth (box mAP50-95, mAP50, P, R, D-ECE).
 
@@ -225,6 +226,8 @@ def evaluate_detections(
         n_skipped: images the caller could not read (reported in the result).
         serving_conf: when given, the boxes found and the false detections at this confidence
             (what a model serving with ``model.conf`` shows) are counted too.
+        serving_max_det: the most detections an image shows when served (``model.max_det``;
+            None: all): the highest-scored ones count.
 
     Returns:
         The :class:`EvalResult`.
@@ -236,7 +239,8 @@ def evaluate_detections(
     stats = match_detections(preds, gts, shapes, IOU_THRESHOLDS, class_ids)
     found, false_positives = {}, {}
     if serving_conf is not None:
-        found, false_positives = _at_serving_conf(preds, gts, shapes, class_ids, serving_conf)
+        found, false_positives = _at_serving_conf(preds, gts, shapes, class_ids, serving_conf,
+                                                  serving_max_det)
     scores = _scores(stats)
     at_half = int(np.argmin(np.abs(IOU_THRESHOLDS - DEFAULT_IOU_THR)))
     confident = stats.conf >= DECE_MIN_CONF
@@ -252,16 +256,19 @@ def evaluate_detections(
                       per_class_false_positives=false_positives)
 
 
-def _at_serving_conf(preds: Sequence[Detections], gts, shapes, class_ids,
-                     serving_conf: float) -> tuple[dict[int, int], dict[int, int]]:
+def _at_serving_conf(preds: Sequence[Detections], gts, shapes, class_ids, serving_conf: float,
+                     max_det: int | None = None) -> tuple[dict[int, int], dict[int, int]]:
     """Boxes found, and false detections, per class among the detections scored at least
-    ``serving_conf``, matched anew at IoU 0.5 (a detection below it cannot take a box from
-    one above it)."""
+    ``serving_conf`` (the ``max_det`` highest of an image), matched anew at IoU 0.5 (a
+    detection below it cannot take a box from one above it)."""
     if not 0.0 <= float(serving_conf) <= 1.0:
         raise ValueError(f"serving_conf must be in 0..1, got {serving_conf}")
     kept = []
     for det in preds:
-        keep = np.asarray(det.scores, np.float32) >= np.float32(serving_conf)
+        scores = np.asarray(det.scores, np.float32)
+        keep = np.flatnonzero(scores >= np.float32(serving_conf))
+        if max_det is not None:
+            keep = keep[np.argsort(-scores[keep], kind="stable")[:max(0, int(max_det))]]
         kept.append(Detections(np.asarray(det.boxes_xyxy, np.float32).reshape(-1, 4)[keep],
                                np.asarray(det.scores, np.float32)[keep],
                                np.asarray(det.classes, np.int64)[keep]))
@@ -296,7 +303,8 @@ def read_label_file(path: str | Path) -> np.ndarray:
 
 
 def evaluate_model(model, image_paths: Sequence[str | Path], class_ids: Sequence[int] | None = None,
-                   batch: int = 16, serving_conf: float | None = None) -> EvalResult:
+                   batch: int = 16, serving_conf: float | None = None,
+                   serving_max_det: int | None = None) -> EvalResult:
     """Run a backend over labelled images and score it.
 
     Labels are found where ultralytics looks for them (``img2label_paths``: the last
@@ -311,6 +319,8 @@ def evaluate_model(model, image_paths: Sequence[str | Path], class_ids: Sequence
         batch: images per ``infer`` call.
         serving_conf: the confidence a served model reports from (``model.conf``): boxes
             found and false detections are counted at it too (see :class:`EvalResult`).
+        serving_max_det: at most this many of an image's detections count there
+            (``model.max_det``).
 
     Returns:
         The :class:`EvalResult`.
@@ -344,4 +354,4 @@ def evaluate_model(model, image_paths: Sequence[str | Path], class_ids: Sequence
         if images:
             preds.extend(model.infer(images))
     return evaluate_detections(preds, gts, shapes, class_ids, n_skipped=skipped,
-                               serving_conf=serving_conf)
+                               serving_conf=serving_conf, serving_max_det=serving_max_det)

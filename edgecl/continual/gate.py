@@ -18,7 +18,7 @@ Two views of "forgetting", chosen by :func:`judge_results`:
 
   AP ranks detections, so it cannot see a class whose scores all fall below the serving
   threshold ``model.conf``: the device stops showing the class while its AP holds (seen on a
-  weak checkpoint: Car from 1.16 detections a frame to 0-0.07, AP within its noise). So the
+  weak checkpoint, and reproduced by ``docs/gate/serving_threshold.py``). So the
   view also judges what the served model shows (:func:`judge_serving`): a gated class may lose
   at most ``gate.max_recall_loss`` recall at ``model.conf`` since its best point in the same
   window, and false detections at ``model.conf``, less the boxes found besides, may rise by at

@@ -735,7 +735,8 @@ def evaluate_tasks(model, names, ctx: RoundContext) -> dict:
         if ids:
             results[task] = evaluate_model(backend, ctx.snapshot.image_paths(ids),
                                            class_ids=ctx.state.task_classes.get(task) or None,
-                                           serving_conf=ctx.cfg.model.conf)
+                                           serving_conf=ctx.cfg.model.conf,
+                                           serving_max_det=ctx.cfg.model.max_det)
     return measured_tasks(results)
 
 

@@ -222,6 +222,14 @@ def test_boxes_found_and_false_detections_are_counted_at_the_serving_confidence(
     preds = [dets([[10, 10, 60, 50], [12, 12, 62, 52]], [0.2, 0.6], [0, 0])]
     res = evaluate_detections(preds, [np.array([GT_A])], [SHAPE], serving_conf=0.25)
     assert res.per_class_found == {0: 1} and res.false_positives == 0
+    # a served image shows at most model.max_det detections, the highest-scored: with 1, the
+    # stray 0.5 box of image 1 and image 2's 0.3 box (below its 0.8 wrong-class box) go
+    res = evaluate_detections([dets([[10, 10, 60, 50], [100, 40, 180, 90], [150, 0, 199, 20]],
+                                    [0.9, 0.2, 0.5], [0, 0, 0]),
+                               dets([[10, 10, 60, 50], [10, 10, 60, 50]], [0.3, 0.8], [0, 1])],
+                              [np.array([GT_A, GT_B]), np.array([GT_A])], [SHAPE, SHAPE],
+                              serving_conf=0.25, serving_max_det=1)
+    assert res.per_class_found == {0: 1} and res.per_class_false_positives == {1: 1}
     # without a serving confidence nothing is counted; one outside 0..1 is refused
     plain = evaluate_detections(preds, [np.array([GT_A])], [SHAPE])
     assert math.isnan(plain.serving_conf) and plain.per_class_found == {}
