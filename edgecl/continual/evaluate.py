@@ -122,11 +122,21 @@ class EvalResult:
             The result.
 
         Raises:
-            KeyError, TypeError, ValueError: ``data`` is not such a dict.
+            KeyError, TypeError, ValueError: ``data`` is not such a dict (a count that is no
+                finite number is a ValueError).
         """
         def score(key):
             value = data[key]
             return float("nan") if value is None else float(value)
+
+        def count(value) -> int:
+            try:
+                number = float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                number = math.inf
+            if not math.isfinite(number):
+                raise ValueError(f"a count of {value!r}")
+            return int(number)
 
         rel = data.get("reliability")
         bins = None if rel is None else ReliabilityBins(
@@ -134,23 +144,26 @@ class EvalResult:
             conf_mean=np.asarray(rel["conf_mean"], dtype=float),
             precision=np.asarray(rel["precision"], dtype=float),
             counts=np.asarray(rel["counts"], dtype=np.int64))
+        conf = data.get("serving_conf")
+        serving_conf = float("nan") if conf is None else float(conf)
+        if not 0.0 <= serving_conf <= 1.0:  # not a confidence (NaN too): the counts mean nothing
+            serving_conf = float("nan")
         per_class = {name: {int(k): (float("nan") if v is None else float(v))
                             for k, v in (data.get(name) or {}).items()}
                      for name in ("per_class_ap50_95", "per_class_recall")}
         return cls(map50_95=score("map50_95"), map50=score("map50"), recall=score("recall"),
                    precision=score("precision"), per_class_ap50_95=per_class["per_class_ap50_95"],
-                   n_images=int(data["n_images"]), n_boxes=int(data["n_boxes"]), dece=score("dece"),
-                   n_skipped=int(data.get("n_skipped", 0)), reliability=bins,
+                   n_images=count(data["n_images"]), n_boxes=count(data["n_boxes"]),
+                   dece=score("dece"), n_skipped=count(data.get("n_skipped", 0)), reliability=bins,
                    per_class_recall=per_class["per_class_recall"],
-                   per_class_instances={int(k): int(v) for k, v in
+                   per_class_instances={int(k): count(v) for k, v in
                                         (data.get("per_class_instances") or {}).items()},
-                   serving_conf=(float("nan") if data.get("serving_conf") is None
-                                 else float(data["serving_conf"])),
-                   per_class_found={int(k): int(v) for k, v in
+                   serving_conf=serving_conf,
+                   per_class_found={int(k): count(v) for k, v in
                                     (data.get("per_class_found") or {}).items()},
-                   false_positives=int(data.get("false_positives", 0)),
+                   false_positives=count(data.get("false_positives", 0)),
                    per_class_false_positives={
-                       int(k): int(v)
+                       int(k): count(v)
                        for k, v in (data.get("per_class_false_positives") or {}).items()})
 
 

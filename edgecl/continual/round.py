@@ -227,7 +227,8 @@ def read_round_record(path: Path) -> dict:
                 "evaluation": {str(t): EvalResult.from_dict(r)
                                for t, r in body["evaluation"].items()},
                 "calibration": body.get("calibration"), "baseline": baseline}
-    except (KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
+    except (KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError, ValueError,
+            OverflowError) as exc:  # before: a count of Infinity stopped every start
         raise ValueError(f"{path}: not a round record ({type(exc).__name__}: {exc})") from None
 
 
@@ -1093,6 +1094,22 @@ def recent_losses(registry, window: int, names: dict[int, str] | None = None) ->
 WHOLE_MODEL = ""
 """:func:`recent_class_loss`'s key for a step recorded for the whole model (one number)."""
 
+STEP_BOUNDS = {"gate_steps": 1.0, "gate_recall_steps": 1.0, "gate_false_positive_step": 10_000.0}
+"""The largest step each manifest record can hold (AP and recall move within 0..1; false
+detections per image are bounded as ``gate.max_false_positives_rise`` is): a value beyond it
+(a hand-edited or damaged manifest) is passed over, as one that is no number."""
+
+
+def _plausible_step(value, bound: float) -> float | None:
+    """``value`` as a float when it is a finite number within ``[-bound, bound]``, else None
+    (before: a 401-digit integer failed every round with OverflowError, and 1e308 vetoed every
+    later round with a 300-digit reason)."""
+    from edgecl.data.answers import finite_number
+
+    if not finite_number(value):
+        return None
+    return float(value) if abs(float(value)) <= bound else None
+
 
 def recent_class_loss(registry, window: int, names: dict[int, str] | None = None,
                       key: str = "gate_steps") -> dict[str, float]:
@@ -1128,12 +1145,13 @@ def recent_class_loss(registry, window: int, names: dict[int, str] | None = None
             manifest = {}
         metrics = manifest.get("metrics") or {}
         recorded = metrics.get(key)
-        if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
-            steps.append({WHOLE_MODEL: float(recorded)})
+        bound = STEP_BOUNDS.get(key, 1.0)
+        if not isinstance(recorded, dict):  # one number for the whole model
+            step = _plausible_step(recorded, bound)
+            steps.append({} if step is None else {WHOLE_MODEL: step})
             continue
-        recorded = recorded if isinstance(recorded, dict) else {}
-        recorded = {str(k): float(v) for k, v in recorded.items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        recorded = {str(k): step for k, step in ((k, _plausible_step(v, bound))
+                                                 for k, v in recorded.items()) if step is not None}
         then = manifest.get("classes")
         if names is not None and isinstance(then, dict):
             recorded = named_now(recorded, then, names)

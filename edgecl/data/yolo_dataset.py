@@ -442,11 +442,12 @@ def find_data_yaml(folder: Path) -> Path | None:
     Returns:
         Its path, or ``None`` when the folder holds none (a ``tasks.yaml`` is not one).
     """
-    special = regular_file_problem(folder / "data.yaml", folder_ok=True)
-    if special:  # before: passed over, names lost
-        raise ConfigError(f"{folder / 'data.yaml'} is {special}")
-    if (folder / "data.yaml").is_file():
-        return folder / "data.yaml"
+    named = folder / "data.yaml"
+    if named.is_file():
+        return named
+    if os.path.lexists(named):  # before: passed over, the dataset's names lost (a pipe, a
+        # folder, a link that loops or leads nowhere), and its labels read as the device's ids
+        raise ConfigError(f"{named} is {missing_file_why(named)}")
     found = []
     for p in sorted(folder.glob("*.y*ml")):
         if p.suffix not in (".yaml", ".yml") or not p.is_file():

@@ -94,7 +94,7 @@ def _running_record(path: Path) -> dict | None:
     """The running round's record, or None when absent, unreadable or not a JSON object."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested 200,000 deep
         return None
     return record if isinstance(record, dict) else None
 
@@ -181,7 +181,7 @@ def _version_made_since(state_dir: str | Path, record: dict) -> str | None:
     if not (Path(state_dir) / "models").is_dir():
         return None
     before, started = record.get("versions_before"), record.get("started")
-    by_number = isinstance(before, int) and not isinstance(before, bool)
+    by_number = isinstance(before, int) and not isinstance(before, bool) and before >= 0
     if not by_number and not isinstance(started, str):
         return None
     try:

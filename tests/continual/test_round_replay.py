@@ -146,3 +146,32 @@ def test_recent_class_loss_follows_a_class_by_id_across_a_rename(tmp_path):
     assert round_mod.recent_class_loss(reg, 3, now) == pytest.approx({"Vehicle": 0.09,
                                                                       "Person": 0.01})
     assert round_mod.recent_class_loss(reg, 3) == pytest.approx({"Car": 0.09, "Person": 0.01})
+
+
+def test_recorded_steps_that_no_round_could_have_made_are_passed_over(tmp_path):
+    """Before: a 401-digit integer in a manifest's gate history failed every round with a
+    traceback (OverflowError), and 1e308 was believed: every later round that lost any recall
+    was vetoed, with a reason of 300-digit numbers."""
+    import json
+
+    from edgecl.models.registry import Registry
+
+    reg = Registry(tmp_path / "models")
+    for i, metrics in enumerate([
+            {"gate_steps": {"car": 0.02}, "gate_recall_steps": {"car": 0.1},
+             "gate_false_positive_step": 0.3},
+            {"gate_steps": {"car": 10 ** 400, "bus": 2.0}, "gate_recall_steps": {"car": 1e308},
+             "gate_false_positive_step": 1e308},
+            {"gate_steps": {"car": float("inf")}, "gate_recall_steps": {"car": True},
+             "gate_false_positive_step": "0.5"}]):
+        pt = tmp_path / f"m{i}.pt"
+        pt.write_bytes(b"w%d" % i)
+        version = reg.stage({"model.pt": pt}, {})
+        manifest = reg.root / version / "manifest.json"
+        body = json.loads(manifest.read_text())
+        text = json.dumps({**body, "metrics": metrics}).replace("Infinity", "1e999")
+        manifest.write_text(text)
+        reg.promote(version)
+    assert round_mod.recent_losses(reg, 5) == {"prior_loss": pytest.approx({"car": 0.02}),
+                                               "prior_recall_loss": pytest.approx({"car": 0.1}),
+                                               "prior_false_positive_rise": pytest.approx(0.3)}

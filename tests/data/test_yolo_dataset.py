@@ -1,6 +1,7 @@
 """A ``data.yaml``'s class names: one name per class, and ``nc`` (when given) their count, as
 ultralytics' ``check_det_dataset`` demands; anything else is refused in one line naming the file."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -220,4 +221,28 @@ def test_a_folder_whose_data_yaml_holds_only_names_is_read_with_them(tmp_path):
         find_dataset(tmp_path)
     (tmp_path / "data.yaml").write_text("epochs: 3\n")
     with pytest.raises(ConfigError, match="not an ultralytics data.yaml"):
+        find_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("kind, said", [
+    ("folder", "a folder, not a regular file"), ("loop", "a symbolic link that loops"),
+    ("dangling", "which does not exist"), ("fifo", "a named pipe (FIFO), not a regular file")])
+def test_a_data_yaml_that_is_no_file_is_named_not_passed_over(tmp_path, kind, said):
+    """Before: a data.yaml that was a folder, a link that loops or one to nothing was passed
+    over: the import said the dataset "names no classes" and made class_0..., and a dir://
+    stream stored the dataset's class 0 (Person) as the device's class 0 (Car)."""
+    import os
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "f0.jpg").write_bytes(b"jpg")
+    target = tmp_path / "data.yaml"
+    if kind == "folder":
+        target.mkdir()
+    elif kind == "loop":
+        os.symlink("data.yaml", target)
+    elif kind == "dangling":
+        os.symlink(tmp_path / "gone" / "data.yaml", target)
+    else:
+        os.mkfifo(target)
+    with pytest.raises(ConfigError, match=re.escape(f"{target} is ") + ".*" + re.escape(said)):
         find_dataset(tmp_path)

@@ -1,5 +1,7 @@
 """When the supervisor starts a learning round."""
 
+import pytest
+
 from edgecl.config import LearnerConfig
 from edgecl.runtime.learner import TriggerState, round_lock, should_learn
 
@@ -209,3 +211,26 @@ def test_a_round_killed_after_the_clock_went_back_does_not_claim_an_older_versio
     with caplog.at_level(logging.INFO, logger="edgecl.runtime.learner"):
         assert learner.interrupted_round(tmp_path) is None
     assert f"stopped after it staged {version}" in caplog.text
+
+
+
+@pytest.mark.parametrize("body", ['{"versions_before": ' + "[" * 200_000 + "]" * 200_000 + "}",
+                                  '{"versions_before": -1, "started": "2999-01-01T00:00:00+00:00"}'])
+def test_a_damaged_running_record_is_said_as_a_round_that_did_not_finish(tmp_path, body, caplog):
+    """Before: a running.json nested 200,000 deep stopped 'edgecl learn' and 'edgecl run' at
+    every start ("internal error (RecursionError ...)"), and a versions_before of -1 made any
+    staged version read as the killed round's ("stopped after it staged v0001")."""
+    import logging
+
+    from edgecl.models.registry import Registry
+    from edgecl.runtime import learner
+
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    Registry(tmp_path / "models").stage({"model.onnx": onnx}, meta={"memory_snapshot": "s1"})
+    learner.learner_dir(tmp_path).mkdir(parents=True, exist_ok=True)
+    (learner.learner_dir(tmp_path) / learner.RUNNING_FILE).write_text(body)
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.learner"):
+        said = learner.interrupted_round(tmp_path)
+    assert said and "did not finish" in said and "stopped after it staged" not in caplog.text
+    assert not (learner.learner_dir(tmp_path) / learner.RUNNING_FILE).exists()

@@ -410,3 +410,29 @@ def test_a_device_with_no_round_yet_is_told_what_makes_one(tmp_path, capsys):
     assert err.strip() == (f"error: no metrics database at {tmp_path / 'metrics' / 'metrics.sqlite'}"
                            f": no learning round or run recorded yet ('edgecl learn' runs a "
                            f"round, 'edgecl run' records a run)")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("false_positives", "Infinity"), ("n_images", "1e400"), ("serving_conf", "9" * 401),
+    ("per_class_false_positives", '{"0": Infinity}'), ("n_boxes", '"abc"')])
+def test_a_round_record_with_a_count_that_is_no_number_is_named_and_passed_over(
+        tmp_path, caplog, field, value):
+    """Before: a round record whose false_positives read Infinity (or 1e400, a 401-digit
+    conf) stopped every start with "internal error (OverflowError: cannot convert float
+    infinity to integer)", naming no file; text where a count belongs was said without it."""
+    import json
+
+    state, registry = state_with_rounds(tmp_path)
+    path = registry.file_path("v0003", ROUND_RECORD_FILE)
+    body = json.loads(path.read_text(encoding="utf-8"))
+    text = json.dumps({**body, "evaluation": {t: {**r, field: "@@"}
+                                              for t, r in body["evaluation"].items()}})
+    path.write_text(text.replace('"@@"', value), encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": not a round record"):
+        read_round_record(path)
+    db = state / DB_RELPATH
+    for suffix in ("", "-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    with caplog.at_level(logging.WARNING):
+        record_missing_rounds(state, registry)  # the start goes on
+    assert str(path) in caplog.text

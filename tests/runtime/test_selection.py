@@ -351,6 +351,23 @@ def test_items_queued_before_a_reboot_keep_their_priority_when_ntp_sets_the_cloc
                                                                              0.1125], abs=1e-4)
 
 
+def test_an_item_stamped_in_this_boots_monotonic_future_is_adopted_and_ages(tmp_path):
+    """Before: an item of this boot whose monotonic stamp read 1e308 (a damaged file) never
+    aged, and kept the top of the queue for good."""
+    import json
+
+    wall, mono = [1_796_601_600.0], [100.0]
+    q = OperatorQueue(tmp_path, max_pending=5, priority_half_life_s=3600,
+                      clock=lambda: wall[0], monotonic=lambda: mono[0], boot="boot-1")
+    item = q.push(frame(textured(1), 1), dets([0.5]), priority=0.8)
+    path = tmp_path / "pending" / f"{item}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "created_mono_s": 1e308}))
+    wall[0], mono[0] = wall[0] + 3600, mono[0] + 3600
+    again = OperatorQueue(tmp_path, max_pending=5, priority_half_life_s=3600,
+                          clock=lambda: wall[0], monotonic=lambda: mono[0], boot="boot-1")
+    assert again.item(item)["priority_now"] == pytest.approx(0.4, abs=0.01)  # an hour: halved
+
+
 def it_priority(q, item_id):
     return next(it["priority"] for it in q.pending() if it["id"] == item_id)
 

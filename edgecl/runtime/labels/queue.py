@@ -498,8 +498,11 @@ class OperatorQueue:
         return out
 
     def _this_boot(self, meta: dict) -> bool:
-        return bool(self.boot) and meta.get("boot_id") == self.boot and \
-            finite_number(meta.get("created_mono_s"))
+        """Queued in this boot: its boot's id, and a monotonic stamp no later than now (one
+        in this clock's future is damage: it would never age)."""
+        stamp = meta.get("created_mono_s")
+        return bool(self.boot) and meta.get("boot_id") == self.boot and finite_number(stamp) \
+            and float(stamp) <= self.monotonic() + ORPHAN_AGE_S
 
     def _wait_s(self, meta: dict, now_s: float) -> float:
         """Seconds an item has waited: on the monotonic clock for an item of this boot (a wall
