@@ -27,6 +27,7 @@ from edgecl.calibration.dece import (
     protocol,
 )
 from edgecl.calibration.matching import IOU_THRESHOLDS, MatchStats, match_detections
+from edgecl.data.answers import finite_number
 from edgecl.data.images import ImageError, read_image
 from edgecl.data.labels import check_label_array, read_yolo_labels
 from edgecl.errors import LabelError
@@ -145,9 +146,8 @@ class EvalResult:
             precision=np.asarray(rel["precision"], dtype=float),
             counts=np.asarray(rel["counts"], dtype=np.int64))
         conf = data.get("serving_conf")
-        serving_conf = float("nan") if conf is None else float(conf)
-        if not 0.0 <= serving_conf <= 1.0:  # not a confidence (NaN too): the counts mean nothing
-            serving_conf = float("nan")
+        # no confidence (none recorded, NaN, -3, text): the counts at it are not judged
+        serving_conf = float(conf) if finite_number(conf) and 0 <= conf <= 1 else float("nan")
         per_class = {name: {int(k): (float("nan") if v is None else float(v))
                             for k, v in (data.get(name) or {}).items()}
                      for name in ("per_class_ap50_95", "per_class_recall")}

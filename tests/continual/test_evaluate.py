@@ -253,3 +253,8 @@ def test_serving_figures_survive_the_round_trip_and_old_records_read_without_the
         del old[key]
     back = EvalResult.from_dict(old)
     assert math.isnan(back.serving_conf) and back.per_class_found == {}
+    # a recorded confidence that is none (text, -3, 10**400): the counts are not judged
+    for conf in ("abc", -3, 10 ** 400, True):
+        assert math.isnan(EvalResult.from_dict({**res.to_dict(), "serving_conf": conf}).serving_conf)
+    with pytest.raises(ValueError, match="a count of inf"):
+        EvalResult.from_dict({**res.to_dict(), "false_positives": float("inf")})

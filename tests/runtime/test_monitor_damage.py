@@ -413,12 +413,13 @@ def test_a_device_with_no_round_yet_is_told_what_makes_one(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("false_positives", "Infinity"), ("n_images", "1e400"), ("serving_conf", "9" * 401),
+    ("false_positives", "Infinity"), ("n_images", "1e400"),
+    ("per_class_found", '{"0": ' + "9" * 401 + "}"),
     ("per_class_false_positives", '{"0": Infinity}'), ("n_boxes", '"abc"')])
 def test_a_round_record_with_a_count_that_is_no_number_is_named_and_passed_over(
         tmp_path, caplog, field, value):
     """Before: a round record whose false_positives read Infinity (or 1e400, a 401-digit
-    conf) stopped every start with "internal error (OverflowError: cannot convert float
+    count) stopped every start with "internal error (OverflowError: cannot convert float
     infinity to integer)", naming no file; text where a count belongs was said without it."""
     import json
 
