@@ -36,6 +36,19 @@ def boot_tag() -> str:
     return boot_id().replace("-", "")[:8].lower()
 
 
+def iso_time(ts_s: float) -> str:
+    """A time in seconds since the epoch as :func:`now_iso` writes times
+    (``2026-12-03T06:39:39+00:00``).
+
+    Args:
+        ts_s: seconds since the epoch (wall clock).
+
+    Returns:
+        RFC 3339 in UTC, to the second.
+    """
+    return datetime.fromtimestamp(float(ts_s), timezone.utc).isoformat(timespec="seconds")
+
+
 def now_iso() -> str:
     """The time now as RFC 3339 in UTC, to the second (``2026-12-03T06:39:39+00:00``): the one
     form of the times edgecl writes into its state (manifests, the class registry)."""

@@ -374,12 +374,9 @@ def _write_csv(path: Path, header: Sequence, rows: Sequence[Sequence]) -> Path:
 
 def _iso(ts_s: float | None) -> str:
     """``2026-11-30T14:05:00+00:00`` for a time in seconds since the epoch, ``-`` for None."""
-    import datetime
+    from edgecl.boot import iso_time
 
-    if ts_s is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(float(ts_s), datetime.timezone.utc).isoformat(
-        timespec="seconds")
+    return "-" if ts_s is None else iso_time(ts_s)
 
 
 def _mib(n_bytes) -> str:

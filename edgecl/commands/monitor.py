@@ -135,21 +135,16 @@ def _serving_now(state_dir, sampled: str | None) -> str | None:
     """The version serving: while a runtime runs, the one its last sample names (``sampled``);
     with none running, the registry's current one, which a runtime serves when it starts.
     Before, a promotion or a rollback made while no runtime ran left the summary naming the
-    version the last runtime served. The ``current`` link is read as it is (see
-    :func:`_say_if_serving_elsewhere`)."""
-    import os
+    version the last runtime served. The ``current`` link is read as it is
+    (:func:`~edgecl.models.registry.current_version`)."""
     from pathlib import Path
 
-    from edgecl.models.registry import VERSION_RE
+    from edgecl.models.registry import current_version
     from edgecl.runtime.lock import holder_pid
 
     if holder_pid(state_dir) is not None:
         return sampled
-    try:
-        current = os.readlink(Path(state_dir) / "models" / "current")
-    except OSError:
-        return sampled
-    return current if VERSION_RE.match(current) else sampled
+    return current_version(Path(state_dir) / "models") or sampled
 
 
 def _say_if_serving_elsewhere(state_dir, monitor, named: str | None) -> None:
@@ -157,12 +152,12 @@ def _say_if_serving_elsewhere(state_dir, monitor, named: str | None) -> None:
     not the registry's current one while the database holds that one's round (it missed a
     rollback or a promotion). The ``current`` link is read as it is: opening the registry
     would repair the state directory."""
-    import os
     from pathlib import Path
 
-    try:
-        current = os.readlink(Path(state_dir) / "models" / "current")
-    except OSError:
+    from edgecl.models.registry import current_version
+
+    current = current_version(Path(state_dir) / "models")
+    if current is None:
         return
     if not named or named == current or current not in monitor.recorded_versions():
         return  # in line; or a version added by hand, or one whose round the database lacks

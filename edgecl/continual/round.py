@@ -1076,7 +1076,7 @@ def _after_staging(ctx: RoundContext, version: str, manifest: dict, recorded: di
 def recent_losses(registry, window: int, names: dict[int, str] | None = None) -> dict:
     """The gate's memory of recent rounds: AP and recall at ``model.conf`` each class lost
     since its best point among the last ``window`` promoted versions (see
-    :func:`recent_class_loss`).
+    :func:`recent_class_loss`), from one read of their manifests.
 
     Returns:
         ``{"prior_loss": {...}, "prior_recall_loss": {...}, "prior_false_positive_rise": x}``
@@ -1084,10 +1084,10 @@ def recent_losses(registry, window: int, names: dict[int, str] | None = None) ->
         manifests' ``gate_false_positive_step``), keyword arguments of
         :func:`edgecl.continual.gate.judge_results`.
     """
-    rise = recent_class_loss(registry, window, key="gate_false_positive_step")
-    return {"prior_loss": recent_class_loss(registry, window, names),
-            "prior_recall_loss": recent_class_loss(registry, window, names,
-                                                   key="gate_recall_steps"),
+    manifests = _window_manifests(registry, window)
+    rise = _recorded_loss(manifests, "gate_false_positive_step", None)
+    return {"prior_loss": _recorded_loss(manifests, "gate_steps", names),
+            "prior_recall_loss": _recorded_loss(manifests, "gate_recall_steps", names),
             "prior_false_positive_rise": rise.get(WHOLE_MODEL, 0.0)}
 
 
@@ -1131,21 +1131,34 @@ def recent_class_loss(registry, window: int, names: dict[int, str] | None = None
     Returns:
         class name -> AP (or recall) lost (empty when nothing was recorded).
     """
-    from edgecl.continual.gate import prior_class_loss
+    return _recorded_loss(_window_manifests(registry, window), key, names)
+
+
+def _window_manifests(registry, window: int) -> list[dict]:
+    """The manifests of the last ``window`` promoted versions, oldest first (an unreadable one
+    as an empty one)."""
     from edgecl.errors import RegistryError
+
+    manifests = []
+    for version in registry.history()[-int(window):] if window > 0 else []:
+        try:
+            manifests.append(registry.manifest(version))
+        except RegistryError:
+            manifests.append({})
+    return manifests
+
+
+def _recorded_loss(manifests: list[dict], key: str,
+                   names: dict[int, str] | None) -> dict[str, float]:
+    """:func:`recent_class_loss` over manifests already read."""
+    from edgecl.continual.gate import prior_class_loss
     from edgecl.models.classes import named_now
 
-    if window <= 0:
-        return {}
     steps = []
-    for version in registry.history()[-int(window):]:
-        try:
-            manifest = registry.manifest(version)
-        except RegistryError:
-            manifest = {}
+    bound = STEP_BOUNDS.get(key, 1.0)
+    for manifest in manifests:
         metrics = manifest.get("metrics") or {}
         recorded = metrics.get(key)
-        bound = STEP_BOUNDS.get(key, 1.0)
         if not isinstance(recorded, dict):  # one number for the whole model
             step = _plausible_step(recorded, bound)
             steps.append({} if step is None else {WHOLE_MODEL: step})

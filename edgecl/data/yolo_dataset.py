@@ -350,8 +350,22 @@ def _class_id_key(key: object) -> int | None:
     return None
 
 
-def _read_data_yaml(yaml_path: str | Path) -> tuple[Path, dict, Path, dict[str, list[Path]]]:
-    """Read an ultralytics ``data.yaml`` without listing its images.
+def _parse_data_yaml(yaml_path: str | Path) -> tuple[Path, object]:
+    """A dataset yaml read and parsed once: ``(its resolved path, what it holds)``.
+
+    Raises:
+        ConfigError: it cannot be read or parsed.
+    """
+    yaml_path = Path(yaml_path).expanduser().resolve()
+    try:
+        return yaml_path, yaml.load(read_data_file(yaml_path), Loader=DataFileLoader)
+    except _YAML_ERRORS as exc:
+        raise ConfigError(f"cannot read dataset yaml {yaml_path}{yaml_problem(exc)}") from None
+
+
+def _read_data_yaml(parsed: tuple[Path, object]) -> tuple[Path, dict, Path, dict[str, list[Path]]]:
+    """An ultralytics ``data.yaml`` (as :func:`_parse_data_yaml` gives it) without listing its
+    images.
 
     Returns:
         ``(the yaml's resolved path, its mapping, the dataset root, split -> the folders,
@@ -360,11 +374,7 @@ def _read_data_yaml(yaml_path: str | Path) -> tuple[Path, dict, Path, dict[str, 
     Raises:
         ConfigError: as :func:`load_data_yaml`.
     """
-    yaml_path = Path(yaml_path).expanduser().resolve()
-    try:
-        data = yaml.load(read_data_file(yaml_path), Loader=DataFileLoader)
-    except _YAML_ERRORS as exc:
-        raise ConfigError(f"cannot read dataset yaml {yaml_path}{yaml_problem(exc)}") from None
+    yaml_path, data = parsed
     if not isinstance(data, dict) or "train" not in data:
         raise ConfigError(f"{yaml_path}: not an ultralytics data.yaml (needs 'train', 'val' and 'names')")
     if "val" not in data and "validation" in data:
@@ -416,7 +426,12 @@ def load_data_yaml(yaml_path: str | Path) -> YoloDataset:
         ConfigError: unreadable yaml, no ``train`` key, a split path that does not exist
             (naming it), a malformed ``names``.
     """
-    yaml_path, data, root, entries = _read_data_yaml(yaml_path)
+    return _yaml_dataset(_parse_data_yaml(yaml_path))
+
+
+def _yaml_dataset(parsed: tuple[Path, object]) -> YoloDataset:
+    """:func:`load_data_yaml` of a yaml already parsed (:func:`_parse_data_yaml`)."""
+    yaml_path, data, root, entries = _read_data_yaml(parsed)
     ignored: dict[Path, None] = {}
     splits: dict[str, list[Path]] = {}
     for split, paths in entries.items():
@@ -502,16 +517,18 @@ def find_dataset(path: str | Path) -> YoloDataset:
     if path.is_file():
         if path.suffix.lower() not in (".yaml", ".yml"):
             raise ConfigError(f"{path} is a file; expected a dataset folder or a data.yaml")
-        names = _names_only(path)
+        parsed = _parse_data_yaml(path)
+        names = _names_only(*parsed)
         if names is None:
-            return load_data_yaml(path)
+            return _yaml_dataset(parsed)
         path = path.parent  # the folder it names the classes of
     else:
         yaml_path = find_data_yaml(path)
         if yaml_path is not None:
-            names = _names_only(yaml_path)
+            parsed = _parse_data_yaml(yaml_path)
+            names = _names_only(*parsed)
             if names is None:
-                return load_data_yaml(yaml_path)
+                return _yaml_dataset(parsed)
     ignored: dict[Path, None] = {}
     splits = roboflow_splits(path)
     if splits:
@@ -525,19 +542,16 @@ def find_dataset(path: str | Path) -> YoloDataset:
                        **_ignored_fields(ignored))
 
 
-def _names_only(yaml_path: Path) -> dict[int, str] | None:
-    """The class names of a yaml that holds ``names`` (or ``nc``) and no ``train``: a folder's
-    class names, as some tools write them beside ``images/`` and ``labels/`` (before: refused
-    as "not an ultralytics data.yaml", though the folder itself imports). None for any other
-    yaml, which :func:`load_data_yaml` then reads (and refuses with its own reason).
+def _names_only(yaml_path: Path, data: object) -> dict[int, str] | None:
+    """The class names of a yaml (``data``, parsed) that holds ``names`` (or ``nc``) and no
+    ``train``: a folder's class names, as some tools write them beside ``images/`` and
+    ``labels/`` (before: refused as "not an ultralytics data.yaml", though the folder itself
+    imports). None for any other yaml, which :func:`load_data_yaml`'s rule then reads (and
+    refuses with its own reason).
 
     Raises:
         ConfigError: its ``names`` are broken (:func:`_parse_names`).
     """
-    try:
-        data = yaml.load(read_data_file(yaml_path), Loader=DataFileLoader)
-    except _YAML_ERRORS:
-        return None
     if not isinstance(data, dict) or "train" in data or ("names" not in data and "nc" not in data):
         return None
     return _parse_names(yaml_path, data)
@@ -563,7 +577,7 @@ def _enclosing_names(folder: Path) -> dict[int, str] | None:
     if yaml_path is None:
         return None
     try:
-        yaml_path, data, _, entries = _read_data_yaml(yaml_path)
+        yaml_path, data, _, entries = _read_data_yaml(_parse_data_yaml(yaml_path))
     except ConfigError:
         return None  # a yaml that cannot say which folders it covers names nothing here
     for p in (p for paths in entries.values() for p in paths):  # no folder listed: a split's

@@ -252,6 +252,42 @@ def check_file_name(name: object, where: str = "manifest") -> PurePosixPath:
     return path
 
 
+
+def version_names(models_dir: str | Path) -> list[str]:
+    """The version names of a model registry folder in ascending order, read as they are (no
+    lock, no repair: what :meth:`Registry.versions` and a reader that must not change the state
+    directory both list; symlinked ones included, they fail verify).
+
+    Args:
+        models_dir: ``STATE/models``.
+
+    Returns:
+        ``["v0001", ...]`` (empty when there is no such folder).
+
+    Raises:
+        OSError: the folder cannot be listed.
+    """
+    root = Path(models_dir)
+    if not root.is_dir():
+        return []
+    found = [p.name for p in root.iterdir() if VERSION_RE.match(p.name)
+             and (p.is_dir() or p.is_symlink())]
+    return sorted(found, key=lambda v: int(v[1:]))
+
+
+def current_version(models_dir: str | Path) -> str | None:
+    """The version a registry folder's ``current`` link names, read as it is (no lock, no
+    repair), or None when nothing is promoted or the link names no version.
+
+    Args:
+        models_dir: ``STATE/models``.
+    """
+    try:
+        target = os.readlink(Path(models_dir) / "current")
+    except OSError:
+        return None
+    return target if VERSION_RE.match(target) else None
+
 class Registry:
     """Model versions of one device.
 
@@ -304,19 +340,11 @@ class Registry:
 
     def versions(self) -> list[str]:
         """Return all version names in ascending order (symlinked ones included; they fail verify)."""
-        if not self.root.is_dir():
-            return []
-        found = [p.name for p in self.root.iterdir() if VERSION_RE.match(p.name)
-                 and (p.is_dir() or p.is_symlink())]
-        return sorted(found, key=lambda v: int(v[1:]))
+        return version_names(self.root)
 
     def current(self) -> str | None:
         """Return the current version name, or ``None`` when nothing is promoted."""
-        try:
-            target = os.readlink(self.root / "current")
-        except OSError:
-            return None
-        return target if VERSION_RE.match(target) else None
+        return current_version(self.root)
 
     def damaged_current(self) -> str | None:
         """Why the ``current`` pointer is unusable, or ``None`` (absent, or a link to a version).

@@ -9,7 +9,6 @@ import re
 import signal
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_bytes
@@ -46,13 +45,12 @@ def clock_note(now_s: float | None = None) -> str | None:
     Returns:
         One line: what reads wrong until the clock is set, and what does not.
     """
-    from edgecl.boot import CLOCK_SET_S
+    from edgecl.boot import CLOCK_SET_S, iso_time
 
     now_s = time.time() if now_s is None else float(now_s)
     if now_s >= CLOCK_SET_S:
         return None
-    reads = datetime.fromtimestamp(now_s, timezone.utc).isoformat(timespec="seconds")
-    return (f"the system clock reads {reads}: it has not been set (no battery; NTP or GPS sets "
+    return (f"the system clock reads {iso_time(now_s)}: it has not been set (no battery; NTP or GPS sets "
             f"it later). Until it is, the times edgecl records (model versions, classes' first "
             f"sighting, rounds) read as that date; detection, learning and the operator queue "
             f"measure durations on a clock that setting the date does not move")

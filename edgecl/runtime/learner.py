@@ -21,11 +21,10 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
-from edgecl.boot import now_iso
+from edgecl.boot import iso_time, now_iso
 from edgecl.config import Config, LearnerConfig
 from edgecl.continual.round_state import (RoundResult, RoundStatus, learner_dir, load_state,
                                           progress_within_memory, state_path)
@@ -159,13 +158,13 @@ def interrupted_round(state_dir: str | Path) -> str | None:
 
 def _newest_version_number(state_dir: str | Path) -> int:
     """The highest number among the model registry's version folders (0: none)."""
-    from edgecl.models.registry import VERSION_RE
+    from edgecl.models.registry import version_names
 
     try:
-        names = [p.name for p in (Path(state_dir) / "models").iterdir()]
+        names = version_names(Path(state_dir) / "models")
     except OSError:
         return 0
-    return max((int(m.group(1)) for m in map(VERSION_RE.match, names) if m), default=0)
+    return int(names[-1][1:]) if names else 0
 
 
 def _version_made_since(state_dir: str | Path, record: dict) -> str | None:
@@ -478,8 +477,7 @@ def interval_origin_s(state_dir: str | Path, interval_s: float) -> float:
     if waited_s < -CLOCK_BACK_S and interval_s > 0:  # said only where an interval counts
         log.info("the last learning round ended %s, later than the clock reads now (%s): the "
                  "clock was set back since; learner.trigger_interval_s counts as elapsed",
-                 datetime.fromtimestamp(finished_s, timezone.utc).isoformat(timespec="seconds"),
-                 now_iso())
+                 iso_time(finished_s), now_iso())
         waited_s = interval_s
     return now_s - min(max(0.0, waited_s), max(0.0, interval_s))
 

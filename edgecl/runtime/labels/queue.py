@@ -157,7 +157,7 @@ class OperatorQueue:
         self._meta_cache: dict[str, tuple[tuple[int, int, int], dict]] = {}
         self._warned: set[str] = set()
         self._clean_orphans()
-        self._restamp_future()
+        self._adopt_earlier_boot()
 
     @classmethod
     def from_config(cls, cfg, create: bool = True) -> "OperatorQueue":
@@ -198,7 +198,7 @@ class OperatorQueue:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def _restamp_future(self) -> None:
+    def _adopt_earlier_boot(self) -> None:
         """Adopt the items of an earlier boot into this one: each then waits on this boot's
         monotonic clock (:meth:`_wait_s`), which no later setting of the wall clock moves.
         Before, such an item aged on the wall clock: on a board without a battery, a start at
@@ -239,7 +239,7 @@ class OperatorQueue:
                      "clock was set since): counted as queued now", late)
 
     def _earlier_boot(self) -> list[dict]:
-        """The items :meth:`_restamp_future` adopts: queued in another boot (none where this
+        """The items :meth:`_adopt_earlier_boot` adopts: queued in another boot (none where this
         boot is unknown, or the queue may not be written)."""
         if not self.boot or not os.access(self.dir, os.W_OK):
             return []
