@@ -1310,7 +1310,8 @@ class Monitor:
         """
         view = self.matrix_view("promoted")
         kind = self.resolve_kind("auto")
-        classes = self.matrix_view("promoted", kind="classes")
+        retired = self._merged_names()  # no class of their own now: not figures of the device
+        classes = _without_columns(self.matrix_view("promoted", kind="classes"), retired)
         chosen = metrics.summarize(*((classes.values, classes.task_names) if kind == "classes"
                                      else (view.values, view.task_names)))
         out = {"round": view.rounds[-1] if view.rounds else None, "kind": kind,
@@ -1318,11 +1319,9 @@ class Monitor:
                "mean_forgetting": chosen["mean_forgetting"],
                "forgetting": _task_forgetting(view)}
         out["map50_95"] = _last_row(view)
-        retired = self._merged_names()  # no class of their own now: not figures of the device
-        out["class_ap50_95"] = {k: v for k, v in _last_row(classes).items() if k not in retired}
-        out["class_forgetting"] = {
-            k: v for k, v in metrics.summarize(classes.values, classes.task_names)["forgetting"]
-            .items() if k not in retired}
+        out["class_ap50_95"] = _last_row(classes)
+        out["class_forgetting"] = metrics.summarize(classes.values,
+                                                    classes.task_names)["forgetting"]
         latest = self.latest_reliability("promoted")
         out["dece"] = None if latest is None else _nan_to_none(dece_from_bins(latest[2]))
         report = self.calibration(view.versions[-1]) if view.versions else None
@@ -1342,6 +1341,18 @@ class Monitor:
         out["n_promoted"], out["n_rejected"] = statuses.count("promoted"), statuses.count("rejected")
         out["n_rolled_back"] = statuses.count("retired")
         return out
+
+
+def _without_columns(view: MatrixView, names: set[str]) -> MatrixView:
+    """``view`` without the columns named in ``names`` (the classes merged into another: their
+    last AP would count in ACC, BWT and forgetting until the next round; before, 'classes
+    merge drone car' left drone's AP in the summary's ACC)."""
+    keep = [j for j, name in enumerate(view.task_names) if name not in names]
+    if len(keep) == len(view.task_names):
+        return view
+    ids = tuple(view.class_ids[j] for j in keep) if view.class_ids else ()
+    return view._replace(values=view.values[:, keep], class_ids=ids,
+                         task_names=[view.task_names[j] for j in keep])
 
 
 def _task_forgetting(view: MatrixView) -> dict[str, float]:

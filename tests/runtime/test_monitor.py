@@ -804,7 +804,8 @@ def test_with_no_runtime_the_summary_names_the_registrys_current_version(tmp_pat
 
 def test_a_merged_class_leaves_the_summary_and_metrics_but_not_the_matrix(tmp_path):
     """Before: after 'classes merge drone car' the summary and /metrics listed drone's last AP
-    (0.2) and forgetting among the device's classes until the next round."""
+    (0.2) and forgetting among the device's classes until the next round, and counted it in
+    ACC."""
     from edgecl.models.classes import ClassRegistry
 
     mon = stream_filled(tmp_path)
@@ -814,6 +815,10 @@ def test_a_merged_class_leaves_the_summary_and_metrics_but_not_the_matrix(tmp_pa
     s = mon.summary()
     assert s["class_ap50_95"] == pytest.approx({"car": 0.55, "person": 0.5})
     assert s["class_forgetting"] == pytest.approx({"car": 0.05, "person": -0.2})
+    # nor does it count in ACC, BWT or mean forgetting (before: ACC 1.25 / 3, with drone's 0.2):
+    # ACC (0.55 + 0.5) / 2; BWT (car 0.55 - 0.6, person 0.5 - 0.3) / 2; forgetting (0.05 - 0.2) / 2
+    assert s["acc"] == pytest.approx(0.525) and s["bwt"] == pytest.approx(0.075)
+    assert s["mean_forgetting"] == pytest.approx(-0.075)
     assert mon.accuracy_matrix()["columns"] == ["car", "drone", "person"]  # its history stays
     got = samples(PrometheusExporter(mon).render().decode())
     assert ("edgecl_class_ap50_95", (("class", "drone"),)) not in got
