@@ -1167,3 +1167,33 @@ def test_a_frame_over_the_memorys_sample_budget_is_counted_as_such(tmp_path, cap
     counts = sink.stats()["counts"]
     assert counts["frame_too_large"] == 1 and "refused_label" not in counts
     assert "more than the memory's sample budget" in caplog.text
+
+
+def test_recover_with_a_read_only_pending_folder_warns_and_goes_on(tmp_path, monkeypatch, caplog):
+    """Before: a read-only 'labels/pending' (a mount over part of the state directory) after a
+    half-finished answer stopped the runtime at start with "[Errno 30] Read-only file system"
+    and nothing saying what it was doing."""
+    import errno
+    import logging
+
+    q, (a, b) = queued(tmp_path, 2)
+    mem = FakeMemory()
+    mem.samples.append(SimpleSample(f"operator:{a}"))
+    real_unlink = Path.unlink
+
+    def read_only(path, missing_ok=False):
+        if path.parent == q.dir:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with caplog.at_level(logging.WARNING, logger="edgecl"):
+        assert q.recover(mem) == 0
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"cannot take label item {a} off the queue: Read-only file system" in line
+    assert "memory sample 1 holds it" in line
+    assert sorted(i["id"] for i in q.pending()) == sorted([a, b])
+    with pytest.raises(StorageError, match=f"cannot take label item {a} off the queue"):
+        q.skip(a)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert q.recover(mem) == 1 and [i["id"] for i in q.pending()] == [b]

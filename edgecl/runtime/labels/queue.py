@@ -341,8 +341,16 @@ class OperatorQueue:
                 and isinstance(e.get("created_s"), (int, float))]
 
     def _remove(self, item_id: str) -> None:
-        (self.dir / f"{item_id}.json").unlink(missing_ok=True)
-        (self.dir / f"{item_id}.jpg").unlink(missing_ok=True)
+        """Take an item's files off the queue.
+
+        Raises:
+            StorageError: ``pending/`` cannot be written (a read-only card or mount), in one
+                line naming the item.
+        """
+        for suffix in (".json", ".jpg"):
+            path = self.dir / f"{item_id}{suffix}"
+            with storage_faults(f"cannot take label item {item_id} off the queue", path):
+                path.unlink(missing_ok=True)
 
     def _read_meta(self, path: Path) -> dict | None:
         """One item's metadata, normalised, or ``None`` (one warning) when malformed."""
@@ -968,7 +976,9 @@ class OperatorQueue:
         return {"id": item_id, "skipped": True, "set_aside": str(self.set_aside)}
 
     def recover(self, memory) -> int:
-        """Finish answers a kill interrupted: items whose sample is already stored.
+        """Finish answers a kill interrupted: items whose sample is already stored. An item
+        that cannot be finished (a read-only ``pending/`` folder, a full card) stays pending
+        with one warning naming it: the runtime starts all the same.
 
         Args:
             memory: the replay memory.
@@ -983,12 +993,19 @@ class OperatorQueue:
                 return 0
             stored = {r.source: r.id for r in memory.records()
                       if str(r.source).startswith(SOURCE_PREFIX)}
-            for item_id in pending:
+            for item_id in sorted(pending):
                 sample_id = stored.get(SOURCE_PREFIX + item_id)
-                if sample_id is not None:
+                if sample_id is None:
+                    continue
+                try:
                     self._record(item_id, "answered", sample=int(sample_id))
                     self._remove(item_id)
-                    done += 1
+                except StorageError as exc:  # the item stays; answering it again is safe
+                    log.warning("an answer interrupted before a restart was not finished: %s; "
+                                "memory sample %d holds it, and answering or skipping the item "
+                                "again finishes it", exc, int(sample_id))
+                    continue
+                done += 1
         if done:
             log.info("finished %d operator answer(s) interrupted before a restart", done)
         return done
