@@ -334,3 +334,28 @@ def test_a_copy_another_process_stored_meanwhile_is_not_counted_as_seen(tmp_path
         second.add(_copy(3, LabelOrigin.IMPORT, digest="ef" * 16))
     with ReplayMemory(tmp_path / "m", cfg()) as m:
         assert m.stats()["seen"] == 3 and len(m) == 3
+
+
+def test_a_classs_first_answer_trains_whatever_its_block_drew(tmp_path):
+    """Before: an operator's first answer naming a new class, drawn for the held-out slice,
+    left the class nothing to learn: no round started and nothing said why. Now a class's
+    first answer trains; its later answers are drawn as before."""
+    new_class = np.array([[3, 0.5, 0.5, 0.25, 0.5]], np.float32)
+
+    def drawn_held_out(n):  # the n-th offer of task t0 (block_s 0: drawn by position)
+        return draws_held_out(3, "t0", n, LabelOrigin.OPERATOR, None, 0.0, 0.5)
+
+    with ReplayMemory(tmp_path / "m", cfg(holdout_fraction=0.5)) as m:
+        n = 0
+        while n < 4 or not drawn_held_out(n + 1):  # class 0, until the next offer is held out
+            n += 1
+            m.add(sample(n, LabelOrigin.OPERATOR))
+        assert m.stats()["held_out"] > 0
+        offers = []
+        for i in range(n + 1, n + 41):
+            sid = m.add(Sample(np.full((16, 16, 3), i, np.uint8), new_class, task="t0",
+                               source=f"s{i}", origin=LabelOrigin.OPERATOR))
+            offers.append(m.records([sid])[0].held_out)
+        assert offers[0] is False  # the first of class 3 trains, though drawn held out
+        assert [drawn_held_out(k) for k in range(n + 2, n + 41)] == offers[1:]  # the rest: as drawn
+        assert any(offers[1:])

@@ -414,7 +414,8 @@ class Admission:
                 (``pseudo``) never joins the held-out slice: had the draw chosen it, it is
                 offered to the training slots instead. An ``operator`` sample is always
                 admitted, drawn for training or for the held-out slice (the policy, or the
-                class-balanced draw, only chooses what it replaces).
+                class-balanced draw, only chooses what it replaces); one that carries a class
+                no training row has (a class's first answer) trains, whatever its draw.
             ts_s: its capture time in seconds (used by the held-out draw when
                 ``holdout_block_s`` > 0).
             replacing: it replaces a stored copy of its image (verified labels for a
@@ -432,6 +433,10 @@ class Admission:
                     and draws_held_out(self.seed, task, n_task, origin, ts_s,
                                        self.holdout_block_s, self.holdout_fraction,
                                        planned))
+        if held_out and origin is LabelOrigin.OPERATOR and set(classes) - self.db.trained_classes():
+            # a class's first answer teaches it, whatever its block drew: held out, it started
+            # no round (nothing of the class to learn) and the operator saw nothing happen
+            held_out = False
         counts = self.db.group_counts("primary_class", held_out=False)
         item = ItemInfo(task, classes, primary_class(classes, counts))
         if held_out:

@@ -364,6 +364,11 @@ class IndexDB:
         """Sum of the ``bytes`` column."""
         return int(self.conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM samples").fetchone()[0])
 
+    def trained_classes(self) -> set[int]:
+        """The class ids that at least one training (not held-out) row carries."""
+        rows = self.conn.execute(f"SELECT DISTINCT classes FROM samples WHERE {HELD_OUT_SQL} = 0")
+        return {c for (text,) in rows for c in classes_from_text(text)}
+
     def group_counts(self, column: str, held_out: bool | None = None,
                      task: str | None = None) -> dict:
         """Rows per value of ``column`` (``task``, ``primary_class`` or ``origin``), among the
