@@ -299,6 +299,30 @@ def refuse_trained_test_images(taskset: TaskSet) -> TaskSet:
     return taskset
 
 
+def yaml_scalar(text: str) -> str:
+    """``text`` as a YAML scalar that reads back as the same string: plain where it is a
+    plain word that YAML reads as that text, else double-quoted (before, ``split-tasks`` wrote
+    class names as they were: a class ``"q"`` read back as ``q``, and ``0``, ``yes``, ``null``
+    or ``a: b`` as a number, a boolean, nothing or a YAML error).
+
+    Args:
+        text: a class or task name.
+
+    Returns:
+        The scalar to write, e.g. ``car``, ``other vehicle`` or ``"yes"``.
+    """
+    import yaml
+
+    text = str(text)
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9_ .-]*", text) and not text.endswith(" "):
+        try:
+            if yaml.safe_load(f"{{0: {text}}}") == {0: text}:
+                return text
+        except yaml.YAMLError:
+            pass
+    return json.dumps(text, ensure_ascii=False)
+
+
 def format_tasks_yaml(names: dict[int, str], tasks: list[tuple[str, tuple[int, ...]]],
                       lists_dir: str = "tasks") -> str:
     """Render a ``tasks.yaml`` whose lists live at ``<lists_dir>/<name>/<split>.txt``.
@@ -316,9 +340,10 @@ def format_tasks_yaml(names: dict[int, str], tasks: list[tuple[str, tuple[int, .
         text = f"{lists_dir}/{name}/{split}.txt"
         return text if re.fullmatch(r"[A-Za-z0-9_./-]+", text) else json.dumps(text)
 
-    lines = ["names: {" + ", ".join(f"{i}: {n}" for i, n in sorted(names.items())) + "}", "tasks:"]
+    lines = ["names: {" + ", ".join(f"{i}: {yaml_scalar(n)}" for i, n in sorted(names.items()))
+             + "}", "tasks:"]
     for name, classes in tasks:
-        lines.append(f"  - name: {name}")
+        lines.append(f"  - name: {yaml_scalar(name)}")
         lines.append(f"    classes: [{', '.join(str(c) for c in classes)}]")
         lines.extend(f"    {s}: {path(name, s)}" for s in SPLITS)
     return "\n".join(lines) + "\n"

@@ -365,3 +365,20 @@ def test_a_group_by_slow_on_every_name_stops_at_its_total_budget(tmp_path, capsy
                  r"^(?:\w*){7}(Q)", "--out", str(tmp_path / "t.yaml")]) == 2
     assert capsys.readouterr().err.startswith(
         r"error: --group-by '^(?:\w*){7}(Q)' took over 0.5 s over the image names: an expression")
+
+
+@pytest.mark.parametrize("name", ['"q"', "0", "1_0", "yes", "null", "~", "a: b", "#c",
+                                  "truck, 5: bus", "truck, 1: bus", "café", "it's", "-x"])
+def test_class_names_read_back_from_the_tasks_yaml_as_the_dataset_names_them(tmp_path, capsys,
+                                                                              name):
+    """Before: split-tasks wrote names unquoted: a class '"q"' read back as 'q', and '0',
+    'yes', 'null', 'a: b' as a number, a boolean, nothing or a YAML error (no tasks.yaml)."""
+    from edgecl.cli import main
+    from edgecl.data.tasks import load_tasks
+
+    ds = _frames_dataset(tmp_path / "ds", [str(i) for i in range(12)],
+                         "{0: car, 1: " + json.dumps(name, ensure_ascii=False) + "}")
+    out = tmp_path / "tasks.yaml"
+    assert main(["dataset", "split-tasks", str(ds), "--tasks", "car;1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert load_tasks(out).names == {0: "car", 1: name}
