@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from edgecl.data.class_names import clean_name, known_spelling
+from edgecl.data.class_names import clean_name, known_spelling, refuse_ignore_name
 from edgecl.errors import UTF16_BOMS, LabelError, NotFoundError, json_problem
 
 MAX_ITEM_ID_LEN = 64
@@ -324,8 +324,9 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
         LabelError: naming the box by its index: what :func:`parse_boxes` refuses, a box
             (partly) outside the frame, an inverted box (``x2 < x1`` or ``y2 < y1``), one of
             zero width or height, a box under :data:`MIN_BOX_PX` wide or high (one in
-            normalised coordinates is named so), or more than :data:`MAX_NEW_CLASSES_PER_ANSWER` new
-            class names.
+            normalised coordinates is named so), more than :data:`MAX_NEW_CLASSES_PER_ANSWER` new
+            class names, or a new class named as an ignore region (``DontCare``:
+            :func:`~edgecl.data.class_names.refuse_ignore_name`).
     """
     rows, new_names, seen = [], [], set()
     for i, box in enumerate(parse_boxes(boxes)):
@@ -357,6 +358,7 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
             raise LabelError(f"box {i}: {box['xyxy']} is {x2 - x1:g} x {y2 - y1:g} px, under one "
                              f"pixel ({hint}boxes are in pixels of the {width}x{height} frame)")
         if name not in class_ids and name not in new_names:
+            refuse_ignore_name(name, f"box {i}: ")
             if len(new_names) >= MAX_NEW_CLASSES_PER_ANSWER:
                 raise LabelError(f"box {i}: more than {MAX_NEW_CLASSES_PER_ANSWER} new class "
                                  f"names in one answer (a new class is taught a few at a time)")

@@ -91,6 +91,41 @@ def clean_name(name: object, strict: bool = True) -> str:
     return text
 
 
+IGNORE_NAMES = frozenset({"dontcare", "ignore", "ignored", "ignoreregion", "ignoreregions",
+                          "ignoredregion", "ignoredregions"})
+"""Class names (lower case, letters and digits only) that mark regions to ignore."""
+
+
+def is_ignore_name(name: str) -> bool:
+    """Whether a class name marks an ignore region (``DontCare``, ``ignore``, ...): imports drop
+    such boxes, and no answer or rename makes such a name a new class.
+
+    Args:
+        name: the class name.
+
+    Returns:
+        True for the names of :data:`IGNORE_NAMES`, in any case and spelling of separators.
+    """
+    return loose_class_name(name) in IGNORE_NAMES
+
+
+def refuse_ignore_name(name: str, where: str = "") -> None:
+    """Refuse an ignore-region name (:func:`is_ignore_name`) as a new class.
+
+    Args:
+        name: the new class's name.
+        where: what to put before the message (e.g. ``"box 2: "``).
+
+    Raises:
+        LabelError: ``name`` marks an ignore region (before, an answer naming ``DontCare``
+            made it a class that the device's own ``memory export`` then lost on import).
+    """
+    if is_ignore_name(name):
+        raise LabelError(f"{where}{name!r} marks a region to ignore in the label formats edgecl "
+                         f"imports (VOC, COCO, KITTI), not a class: imports drop such boxes; "
+                         f"leave the region unlabelled, or name the object it shows")
+
+
 def known_spelling(name: str, known: Iterable[str]) -> str | None:
     """The spelling under which a class name is already known, if it is.
 

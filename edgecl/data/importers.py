@@ -64,8 +64,8 @@ both sizes). A missing or invalid declared size (absent, 0, negative, not a numb
 used: the boxes are taken in the decoded image's pixels.
 
 Ignore regions are not classes: VOC/COCO names such as ``DontCare`` or ``ignore`` (see
-:data:`IGNORE_NAMES`) and COCO ``iscrowd`` annotations are dropped and counted in
-``ImportItem.ignored``. A box written with no width or no height (VOC ``xmin == xmax``, a COCO
+:data:`edgecl.data.class_names.IGNORE_NAMES`) and COCO ``iscrowd`` annotations are dropped and
+counted in ``ImportItem.ignored``. A box written with no width or no height (VOC ``xmin == xmax``, a COCO
 ``w`` of 0, a YOLO ``w`` of 0: an accidental click in a labelling tool), or written under one
 pixel wide or high on the image it was drawn on (the operator answer's bound,
 :data:`edgecl.data.answers.MIN_BOX_PX`), marks no object: it is dropped and counted in
@@ -99,7 +99,7 @@ import numpy as np
 
 from edgecl.config import DataFileLoader
 from edgecl.data.answers import MIN_BOX_PX
-from edgecl.data.class_names import loose_class_name, name_clash, placeholder_id
+from edgecl.data.class_names import is_ignore_name, loose_class_name, name_clash, placeholder_id
 from edgecl.data.images import (IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash,
                                 small_side_problem)
 from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
@@ -112,9 +112,6 @@ from edgecl.input_files import (MAX_JSON_BYTES, MAX_LABEL_BYTES, missing_file_wh
                                 regular_file_problem)
 
 FORMATS = ("auto", "yolo", "voc", "coco")
-IGNORE_NAMES = frozenset({"dontcare", "ignore", "ignored", "ignoreregion", "ignoreregions",
-                          "ignoredregion", "ignoredregions"})
-"""Class names (lower case, letters and digits only) that mark regions to ignore."""
 
 _NAMES_FILES = ("classes.txt", "obj.names", "labels.txt")
 
@@ -352,18 +349,6 @@ def same_class_as(name: str, known: Iterable[str]) -> str | None:
     loose = loose_class_name(name)
     same = [k for k in known if loose and loose_class_name(k) == loose]
     return same[0] if len(same) == 1 else None
-
-
-def is_ignore_name(name: str) -> bool:
-    """Whether a class name marks an ignore region (``DontCare``, ``ignore``, ...).
-
-    Args:
-        name: the class name.
-
-    Returns:
-        True for the names of :data:`IGNORE_NAMES`, in any case and spelling of separators.
-    """
-    return loose_class_name(name) in IGNORE_NAMES
 
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".7z", ".rar")

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_json, damaged_copy_path
 from edgecl.boot import now_iso
-from edgecl.data.class_names import clean_name, known_spelling, loose_class_name, same_name_key
+from edgecl.data.class_names import (clean_name, known_spelling, loose_class_name,
+                                     refuse_ignore_name, same_name_key)
 from edgecl.data.labels import MAX_CLASSES  # also the most classes a registry holds
 from edgecl.errors import ConflictError, LabelError, NotFoundError, StorageError, json_problem
 
@@ -654,9 +655,10 @@ class ClassRegistry:
             ConflictError: ``new`` already names another class (in any case, or with other
                 separators: ``Other_Vehicle`` for ``OtherVehicle``, which imports take for one
                 class; a merged class's name too), or ``old`` was merged into another class.
-            LabelError: an invalid new name.
+            LabelError: an invalid new name, or one that marks an ignore region (``DontCare``).
         """
         old, new = clean_name(old), clean_name(new)
+        refuse_ignore_name(new, f"cannot rename {old!r}: ")
         with self._locked() as entries:
             by_name = {e["name"]: e for e in entries}
             old = known_spelling(old, by_name) or old  # 'FORKLIFT' names the class 'forklift'

@@ -575,3 +575,12 @@ def test_a_registry_replaced_by_a_pipe_is_damage_and_restored_from_its_backup(tm
     os.mkfifo(tmp_path / "classes.json")
     with pytest.raises(ClassRegistryError, match=r"a named pipe \(FIFO\), not a regular file"):
         registry.names()
+
+
+def test_rename_refuses_an_ignore_region_name(tmp_path):
+    """A class renamed 'DontCare' would be dropped as an ignore region by every import."""
+    reg = ClassRegistry(tmp_path)
+    reg.add(["car"])
+    with pytest.raises(LabelError, match="cannot rename 'car': 'DontCare' marks a region to ignore"):
+        reg.rename("car", "DontCare")
+    assert reg.names() == {0: "car"}

@@ -185,3 +185,18 @@ def test_a_box_under_one_pixel_is_refused_and_normalised_coordinates_are_named()
         boxes_to_labels([{"class": "car", "xyxy": [10, 10, 10.5, 40]}], 640, 512, {"car": 0})
     rows, _ = boxes_to_labels([{"class": "car", "xyxy": [10, 10, 11, 11]}], 640, 512, {"car": 0})
     assert rows.shape == (1, 5)  # one pixel is a box
+
+
+@pytest.mark.parametrize("name", ["DontCare", "dont_care", "IGNORE", "ignored regions"])
+def test_an_ignore_region_name_is_no_new_class_of_an_answer(name):
+    """Before: an answer naming 'DontCare' made it a class, which imports (and the device's own
+    'memory export' imported again) drop as an ignore region."""
+    from edgecl.data.answers import boxes_to_labels
+
+    box = {"class": name, "xyxy": [10, 10, 40, 40]}
+    with pytest.raises(LabelError, match=rf"box 1: '{name}' marks a region to ignore in the label "
+                                         r"formats edgecl imports \(VOC, COCO, KITTI\), not a class"):
+        boxes_to_labels([{"class": "car", "xyxy": [1, 1, 9, 9]}, box], 640, 512, {"car": 0})
+    # a class of the device's own model (a KITTI-style checkpoint seeds it) is answered as any
+    rows, new = boxes_to_labels([box], 640, 512, {"car": 0, name: 1})
+    assert rows[:, 0].tolist() == [1] and new == []
