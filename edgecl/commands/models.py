@@ -327,8 +327,17 @@ def promote_command(args: argparse.Namespace) -> int:
 
 def rollback_command(args: argparse.Namespace) -> int:
     """Roll back to the previous promoted version."""
-    version = rollback_version(config_from_args(args).state_dir, _registry(args, writes=True))
+    from edgecl.continual.round_state import load_state
+
+    state_dir = config_from_args(args).state_dir
+    version = rollback_version(state_dir, _registry(args, writes=True))
     print(f"rolled back to {version}")
+    state = load_state(state_dir)
+    if state.trigger_from_id > state.last_sample_id:
+        print(f"the samples the versions rolled back had learnt (ids {state.last_sample_id + 1}-"
+              f"{state.trigger_from_id}) are learnt again by the next round, which starts when "
+              f"new samples arrive or on 'edgecl learn'; 'edgecl labels withdraw ID' takes a "
+              f"wrong answer out first")
     return 0
 
 

@@ -28,6 +28,12 @@ class LearnerState:
         task_order: task names in the order they first appeared.
         learnt_tasks: tasks that a promoted model has learnt.
         task_classes: task -> classes it introduced.
+        trigger_from_id: samples up to this id start no round by themselves: a rollback (or
+            the promotion of a version that learnt less) set it to what the versions it
+            retired had learnt. The next round learns them all the same; it starts when
+            samples stored after them arrive, or on ``edgecl learn`` (before, the device
+            learnt the same samples again within seconds, and promoted a replacement for the
+            version just rolled back).
     """
 
     round: int = 0
@@ -35,6 +41,7 @@ class LearnerState:
     task_order: list[str] = field(default_factory=list)
     learnt_tasks: list[str] = field(default_factory=list)
     task_classes: dict[str, list[int]] = field(default_factory=dict)
+    trigger_from_id: int = 0
 
 
 class RoundStatus(str, enum.Enum):
@@ -200,8 +207,11 @@ def progress_within_memory(state_dir: str | Path, state: LearnerState,
             ``change_signature()`` value; 0 for an empty new memory).
 
     Returns:
-        ``state`` itself when consistent, else a copy with ``last_sample_id`` 0.
+        ``state`` itself when consistent, else a copy with ``last_sample_id`` 0 (and
+        ``trigger_from_id`` 0 where it is past the memory's ids too).
     """
+    if state.trigger_from_id > max(0, int(last_id_given)):  # the same: it would hold every
+        state = LearnerState(**{**asdict(state), "trigger_from_id": 0})  # round back
     if state.last_sample_id <= max(0, int(last_id_given)):
         return state
     log.warning("learner progress %s says samples up to id %d were learnt, but the replay "
@@ -263,7 +273,7 @@ def state_from_json(data: object) -> LearnerState | None:
     state = LearnerState(**{k: v for k, v in data.items() if k in LearnerState.__dataclass_fields__})
     names = (state.task_order, state.learnt_tasks)
     if not (all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                for v in (state.round, state.last_sample_id))
+                for v in (state.round, state.last_sample_id, state.trigger_from_id))
             and all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in names)
             and isinstance(state.task_classes, dict)
             and all(isinstance(v, list) and all(isinstance(c, int) and not isinstance(c, bool)

@@ -540,8 +540,10 @@ def room_problem(state_dir: str | Path) -> str | None:
             f"--config CONFIG.yaml --state-dir {shlex.quote(str(state_dir))}' with it")
 
 
-def _saved_progress(cfg: Config, otherwise: str, memory=None) -> tuple[int, int] | None:
-    """What the learner saved: ``(highest sample id learnt, number of the last finished round)``.
+def _saved_progress(cfg: Config, otherwise: str, memory=None) -> tuple[int, int, int] | None:
+    """What the learner saved: ``(highest sample id learnt, number of the last finished round,
+    highest sample id that starts no round by itself)`` (``LearnerState.trigger_from_id``: set
+    by a rollback).
 
     The round number is the one the model versions, the metrics database (``edgecl monitor``,
     the console's Forgetting page: ``r3 v0003``) and the next round (``round + 1``) use.
@@ -559,7 +561,7 @@ def _saved_progress(cfg: Config, otherwise: str, memory=None) -> tuple[int, int]
         state = load_state(cfg.state_dir)
         if memory is not None:
             state = progress_within_memory(cfg.state_dir, state, memory.change_signature()[1])
-        return int(state.last_sample_id), int(state.round)
+        return int(state.last_sample_id), int(state.round), int(state.trigger_from_id)
     except (EdgeclError, OSError, TypeError, ValueError) as exc:
         log.warning("learner: cannot read its state (%s); %s", exc, otherwise)
         return None
@@ -877,8 +879,9 @@ class LearnerSupervisor:
         open_sink = memory_sink is not None and not getattr(memory_sink, "closed", False)
         saved = _saved_progress(cfg, "counting samples from now on",
                                 memory_sink.memory if open_sink else None)
-        # samples other processes store (edgecl labels import, CLI answers) count as well
-        self._seen_max_id = saved[0] if saved else 0
+        # samples other processes store (edgecl labels import, CLI answers) count as well;
+        # those a rollback's retired versions had learnt start no round by themselves
+        self._seen_max_id = max(saved[0], saved[2]) if saved else 0
         # INVARIANT: the device's round numbering (the next round is last_round + 1), not a
         # count since this start: a device restarted daily is not "round 1" for its 300th
         self.last_round = saved[1] if saved else 0
@@ -1082,7 +1085,7 @@ class LearnerSupervisor:
             self._progress_seen = saved
             return
         self._progress_seen = saved
-        last_id = saved[0]
+        last_id, held_back = saved[0], max(saved[0], saved[2])
         if elsewhere:
             self.last_round = saved[1]
         try:
@@ -1095,14 +1098,23 @@ class LearnerSupervisor:
                         "on as before", f"round {self.last_round} ran in another process"
                         if elsewhere else "the version serving changed", exc)
             return
-        classes = {c for r in left for c in r.classes}
+        counted = [r for r in left if r.id > held_back]
+        classes = {c for r in counted for c in r.classes}
         self.state = TriggerState(
-            new_samples=len(left), last_round_s=time.monotonic(),
+            new_samples=len(counted), last_round_s=time.monotonic(),
             new_classes=bool(classes - self.known_classes - self.tried_classes))
-        self._seen_max_id = max(self._seen_max_id, last_id)
+        self._seen_max_id = max(self._seen_max_id, held_back)
         if elsewhere:
             log.info("round %d ran in another process ('edgecl learn'): %d stored sample(s) it "
                      "did not learn count towards the next round", self.last_round, len(left))
+        elif len(counted) < len(left):
+            log.info("the learner's progress is now what %s learnt (a rollback, or a promotion "
+                     "of a version that learnt less): the next round learns again the %d "
+                     "sample(s) the versions it retired had learnt, and starts when new ones "
+                     "arrive (learner.trigger_new_samples: %d) or on 'edgecl learn'; %d stored "
+                     "since count towards it", current or "the starting model",
+                     len(left) - len(counted), self.cfg.learner.trigger_new_samples,
+                     len(counted))
         else:
             log.info("the learner's progress is now what %s learnt (a rollback or a promotion): "
                      "%d stored training sample(s) it did not learn count towards the next round",

@@ -140,6 +140,8 @@ def _move_progress(state_dir: str | Path, learnt: int | None, version: str, back
         return
     if (learnt < state.last_sample_id) != back or learnt == state.last_sample_id:
         return
+    if back:  # as a rollback: learnt again by the next round, which they do not start
+        state.trigger_from_id = max(state.trigger_from_id, state.last_sample_id)
     state.last_sample_id = learnt
     if back:
         with storage_faults(f"cannot promote {version}: the learner's progress cannot be set "
@@ -158,7 +160,9 @@ def rollback_version(state_dir: str | Path, registry=None, expected_current: str
     """Roll back to the previous promoted version, and rewind the learner's progress to it.
 
     The samples the retired versions had learnt are new again to the version now serving, so
-    the next round learns them (a class taught only to a retired version included). A version
+    the next round learns them (a class taught only to a retired version included); they
+    start no round by themselves (``LearnerState.trigger_from_id``): the next round starts when
+    new samples arrive, or on ``edgecl learn``, not seconds after the rollback. A version
     staged from a user's model file learnt no sample; one from a release that did not record
     its progress leaves the learner's progress as it was.
 
@@ -192,6 +196,8 @@ def rollback_version(state_dir: str | Path, registry=None, expected_current: str
         if learnt is None:
             learnt = _learnt_before_retired(registry, target)
         if _sample_id(learnt) and learnt < state.last_sample_id:
+            # what the retired versions learnt is learnt again, but starts no round by itself
+            state.trigger_from_id = max(state.trigger_from_id, state.last_sample_id)
             state.last_sample_id = learnt
             with storage_faults("cannot roll back: the learner's progress cannot be rewound; "
                                 "nothing changed"):

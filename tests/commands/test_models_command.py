@@ -522,3 +522,23 @@ def test_adding_a_checkpoint_the_learner_settings_do_not_fit_warns_at_once(capsy
     assert err.strip() == ("warning: no round can fine-tune it with this configuration: "
                            "learner.imgsz=160 is not a multiple of 64, the largest stride of "
                            "p6.pt (a P6 model): set learner.imgsz to 128 or 192")
+
+
+def test_rollback_says_the_samples_it_gives_back_wait_for_new_ones(capsys, tmp_path, exports):
+    """A rollback's retired versions had learnt samples 1-10: the command says they are learnt
+    again by the next round, which they no longer start by themselves."""
+    from edgecl.continual.round_state import LearnerState, load_state, save_state
+
+    state = tmp_path / "state"
+    for _ in range(2):
+        assert run_cli(capsys, "models", "add", exports["batch4"], "--promote", "--state-dir", state)[0] == 0
+    save_state(state, LearnerState(round=2, last_sample_id=10))
+    code, out, err = run_cli(capsys, "models", "rollback", "--state-dir", state)
+    assert code == 0, err
+    assert out.splitlines() == [
+        "rolled back to v0001",
+        "the samples the versions rolled back had learnt (ids 1-10) are learnt again by the next "
+        "round, which starts when new samples arrive or on 'edgecl learn'; 'edgecl labels "
+        "withdraw ID' takes a wrong answer out first"]
+    progress = load_state(state)
+    assert (progress.last_sample_id, progress.trigger_from_id) == (0, 10)

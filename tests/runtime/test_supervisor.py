@@ -857,3 +857,39 @@ def test_a_promotion_made_while_a_round_ran_is_followed_after_that_round(supervi
     assert sup.state.new_samples == 5
     assert "the learner's progress is now what v0009 learnt (a rollback or a promotion): 5 " \
            "stored training sample(s)" in caplog.text
+
+
+def test_after_a_rollback_the_samples_retired_versions_learnt_start_no_round(supervisor,
+                                                                          tmp_path, caplog):
+    """Before: 'edgecl models rollback' (v0012 -> v0011) rewound the progress, and the 8
+    samples v0012 had learnt started a round at once: 14 s later v0013, learnt on them, was
+    promoted over the rollback. Now they wait for new samples (and are learnt all the same)."""
+    from types import SimpleNamespace
+
+    from edgecl.continual.round_state import LearnerState, load_state, save_state
+    from edgecl.runtime.promote import _move_progress
+
+    class Rolled(FakeRegistry):
+        def manifest(self, version):
+            return {"names": {0: "car"}}
+
+    registry = Rolled()
+    registry.promoted = ["v0011", "v0012"]
+    save_state(tmp_path, LearnerState(round=12, last_sample_id=20))
+    sup = supervisor(registry)
+    sup.last_round = 12
+    stored = [SimpleNamespace(id=k, classes=(0,) if k <= 20 else (1,)) for k in range(1, 24)]
+    memory = SimpleNamespace(records=lambda held_out=None: [r for r in stored if r.id > 0])
+    registry.promoted.append("v0011")  # the rollback: v0011 had learnt samples 1..12
+    _move_progress(tmp_path, 12, "v0011", back=True)
+    state = load_state(tmp_path)
+    assert (state.last_sample_id, state.trigger_from_id) == (12, 20)
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.learner"):
+        sup._follow_rounds_elsewhere(memory)
+    # 13..20 (v0012's) are learnt again by the next round but do not count; 21..23 do
+    assert sup.state.new_samples == 3 and sup.state.new_classes
+    assert ("the next round learns again the 8 sample(s) the versions it retired had learnt, "
+            "and starts when new ones arrive (learner.trigger_new_samples: 100) or on 'edgecl "
+            "learn'; 3 stored since count towards it") in caplog.text
+    restarted = supervisor(registry)  # a restart holds them back too
+    assert restarted._seen_max_id == 20
