@@ -55,6 +55,18 @@ def _seed_names(src: Path, fmt: str) -> dict[str, int]:
     return {n: i for i, n in enumerate(source_class_order(src, fmt))}
 
 
+def _learnable_name(name: str) -> bool:
+    """Whether the class registry would take ``name`` (:func:`clean_name`): a dataset's
+    declared name it refuses is no class of the output, and the images that use it are
+    skipped (before, one such name refused the whole dataset, where ``labels import`` skipped
+    its images)."""
+    try:
+        clean_name(name)
+    except LabelError:
+        return False
+    return True
+
+
 def _class_of(name: str, ids: dict[str, int], matched: dict[str, str]) -> str:
     """The class a box name is: itself when known, else the one known name that differs from it
     only in case or separators (recorded in ``matched``), else itself as a new class.
@@ -245,11 +257,9 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     fmt = detect_format(src) if fmt == "auto" else fmt
     items = iter_labelled(src, fmt)
     ids = _seed_names(src.resolve(), fmt)
-    for name in ids:
-        try:
-            clean_name(name)
-        except LabelError as exc:
-            raise ConfigError(f"{src}: {exc}") from None
+    learnable = [name for name in ids if _learnable_name(name)]
+    if len(learnable) < len(ids):  # their images are skipped below, as 'labels import' does
+        ids = {name: i for i, name in enumerate(learnable)}  # and leave no hole, as DontCare
     anchors = image_anchors(root, items)
     tally = ImportTally()
     used: set[str] = set()

@@ -134,3 +134,21 @@ def test_names_a_list_file_would_read_otherwise_are_written_clear():
     assert unlistable(" a.jpg") == "it starts or ends with white space"
     assert unlistable("#a.jpg") == "it starts with #"
     assert unlistable("a\u2029b.jpg") == "it holds a line break"
+
+
+@pytest.mark.parametrize("bad", ['"Tr\\u200buck"', '"Tr\\nuck"', "T" * 101])
+def test_a_declared_name_no_device_takes_skips_its_images_as_labels_import_does(tmp_path,
+                                                                                 run_edgecl, bad):
+    """Before: one such name in data.yaml refused the whole dataset in 'dataset import' (exit 2)
+    while 'labels import' skipped the images that use it."""
+    src = _dataset(tmp_path / "ds", f"[Car, {bad}, Person, Bicycle]")
+    code, out, err = run_edgecl(["dataset", "import", src, "--out", tmp_path / "out", "--json"])
+    assert code == 0, err
+    got = json.loads(out.splitlines()[-1])
+    assert got["imported"] == 6 and got["reasons"] == {"bad class name": 2}
+    assert got["names"] == {"0": "Car", "1": "Person", "2": "Bicycle"}  # no hole, as DontCare
+    code, out, err = run_edgecl(["labels", "import", "--state-dir", tmp_path / "state", src,
+                                 "--json"])
+    assert code == 0, err
+    got = json.loads(out.splitlines()[-1])
+    assert got["imported"] == 6 and got["reasons"] == {"bad class name": 2}
