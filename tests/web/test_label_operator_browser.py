@@ -216,3 +216,55 @@ def test_enter_right_after_the_frame_left_the_queue_answers_nothing(served, brow
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait_for(lambda: fake.answers, what="answer")
     assert "f0001" in fake.answers[0]["id"]
+
+
+def test_the_class_list_gives_the_keys_back(served, browser):
+    """Before: once Tab past the last box had put the keys on the class list, Enter, 0 and Esc
+    did nothing, and a click on the frame left them there: Enter saved nothing."""
+    base, fake = served
+    canvas = open_label(browser, base)
+    drag, _ = frame_mouse(browser, canvas)
+    drag((400, 60), (470, 130))
+    Select(browser.find_element(By.ID, "class-select")).select_by_value("bicycle")
+    canvas.click()
+    for _ in range(6):  # Tab through the boxes, then onto the class list
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if js(browser, "return document.activeElement.id") == "class-select":
+            break
+    assert js(browser, "return document.activeElement.id") == "class-select"
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()  # Esc: back to the frame
+    assert js(browser, "return document.activeElement.id") != "class-select"
+    js(browser, "document.getElementById('class-select').focus()")
+    drag((300, 200), (330, 230))  # a click or a drag on the frame takes them back too
+    assert js(browser, "return document.activeElement.id") != "class-select"
+    js(browser, "document.getElementById('class-select').focus()")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()  # Enter on the list submits
+    wait_for(lambda: fake.answers, what="the answer Enter sent")
+    assert "bicycle" in [b["class"] for b in fake.answers[0]["boxes"]]
+
+
+def test_leaving_the_page_with_unsaved_boxes_asks_first(served, browser):
+    """Before: a reload (or a link away) dropped the boxes just drawn without a word."""
+    base, fake = served
+    canvas = open_label(browser, base)
+    assert js(browser, "const e = new Event('beforeunload', {cancelable: true});"
+                       "window.dispatchEvent(e); return e.defaultPrevented") is False
+    drag, _ = frame_mouse(browser, canvas)
+    drag((400, 60), (470, 130))
+    assert js(browser, "const e = new Event('beforeunload', {cancelable: true});"
+                       "window.dispatchEvent(e); return e.defaultPrevented") is True
+
+
+def test_a_class_name_over_the_limit_is_said_while_typed(served, browser):
+    """Before: the field took 200 characters and said the 100-character limit only at Enter;
+    the next Enter said it again."""
+    base, fake = served
+    open_label(browser, base)
+    Select(browser.find_element(By.ID, "class-select")).select_by_value("__new__")
+    field = browser.find_element(By.ID, "new-class")
+    field.send_keys("x" * 100)
+    assert field.get_attribute("aria-invalid") == "false"
+    field.send_keys("y")
+    wait_for(lambda: field.get_attribute("aria-invalid") == "true", what="the field marked")
+    assert "A class name is 1–100 characters" in js(
+        browser, "return document.getElementById('toasts').textContent")

@@ -1029,8 +1029,12 @@
   function onPointerDown(event) {
     if (!state.image || event.button > 0) return;
     event.preventDefault();
-    const focused = document.activeElement;  // keys act on the editor again, not on a list
-    if (focused instanceof HTMLElement && focused.closest("aside.queue")) focused.blur();
+    // keys act on the editor again, not on a list, the class list or a button (before, a
+    // click on the frame left them on the class list: Enter, 0 and Esc did nothing)
+    const focused = document.activeElement;
+    if (focused instanceof HTMLElement && focused !== document.body && focused.id !== "new-class") {
+      focused.blur();
+    }
     $("canvas").setPointerCapture(event.pointerId);
     if (event.pointerType === "touch") {
       state.touches.set(event.pointerId, {x: event.clientX, y: event.clientY});
@@ -1236,6 +1240,13 @@
       if (event.target.id === "new-class" && event.key === "Escape") { event.preventDefault(); closeNewClass(false); }
       return;
     }
+    if (tag === "SELECT" && event.target.id === "class-select" && !event.altKey
+        && (event.key === "Escape" || event.key === "Enter")) {
+      event.preventDefault();  // the list gives the keys back: Esc to the frame, Enter submits
+      event.target.blur();
+      if (event.key === "Enter") submit();
+      return;
+    }
     if (tag === "SELECT" || tag === "TEXTAREA") return;
     if ((event.ctrlKey || event.metaKey) && !event.altKey && !event.shiftKey && event.key.toLowerCase() === "z") {
       event.preventDefault();
@@ -1297,6 +1308,12 @@
     canvas.addEventListener("pointercancel", onPointerUp);
     document.addEventListener("keydown", onKey);
     window.addEventListener("resize", layout);
+    window.addEventListener("beforeunload", (event) => {  // a reload or a link away asks first
+      if (state.edited && state.current && !state.busy) {  // (before, boxes drawn went unsaid)
+        event.preventDefault();
+        event.returnValue = "";
+      }
+    });
     $("canvas-wrap").addEventListener("wheel", (event) => {
       if (!state.image || !(event.ctrlKey || event.metaKey)) return;  // a plain wheel scrolls
       event.preventDefault();
@@ -1312,6 +1329,14 @@
       else { setClass(event.target.value); event.target.blur(); }
     });
     $("new-class").addEventListener("blur", () => { if (!$("new-class").hidden) closeNewClass(Boolean($("new-class").value.trim())); });
+    $("new-class").addEventListener("input", (event) => {  // said while typing, not at Enter
+      const over = [...event.target.value.trim()].length > MAX_CLASS_CHARS;
+      if (over && !event.target.classList.contains("too-long")) {
+        EC.toast(`A class name is 1–${MAX_CLASS_CHARS} characters`, "error");
+      }
+      event.target.classList.toggle("too-long", over);
+      event.target.setAttribute("aria-invalid", over ? "true" : "false");
+    });
     $("delete-box").addEventListener("click", deleteSelected);
     $("nothing").addEventListener("click", nothingHere);
     $("skip").addEventListener("click", skipOrWithdraw);
