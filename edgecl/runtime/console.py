@@ -417,15 +417,18 @@ def build_console_hooks(runtime):
         curves = monitor.per_class_ap_over_rounds(last=CONSOLE_ROUNDS)
         matrix, per_class_ap = bounded_forgetting(
             monitor.accuracy_matrix(last=CONSOLE_ROUNDS), curves)
+        summary = monitor.summary()
         return {"matrix": matrix, "per_class_ap": per_class_ap,
                 "unmeasured": unmeasured_classes(runtime.classes.list(), curves),
-                "reliability": monitor.reliability(runtime.registry.current())}
+                "reliability": monitor.reliability(runtime.registry.current()),
+                "summary": {k: summary.get(k) for k in ("model_version", "round", "kind", "acc",
+                                                        "bwt", "mean_forgetting")}}
 
     # INVARIANT: the heaviest reads are cached briefly, so a busy console or scraper costs the
     # 2-core device a bounded share of CPU instead of one database walk per request
     metrics = TimedCache(exporter.render, ttl_s=1.0, default=b"")
     empty = {"matrix": {"rows": [], "columns": [], "values": []}, "per_class_ap": {},
-             "unmeasured": [], "reliability": {"bins": [], "protocol": {}}}
+             "unmeasured": [], "reliability": {"bins": [], "protocol": {}}, "summary": {}}
     forgetting_cached = TimedCache(forgetting, ttl_s=2.0, default=empty)
     # the queue (one file per item) and the class list (a memory walk) are read by every open
     # Label page and any client that loops on them: at most once a second, fresh after an answer

@@ -382,7 +382,9 @@ class FakeConsole:
         return {"matrix": matrix, "per_class_ap": per_class, "unmeasured": list(self.unmeasured),
                 "reliability": {"bins": bins, "protocol": {"version": "v0002", "dece": 0.052,
                                                            "iou": 0.5, "bins": 10,
-                                                           "min_conf": 0.3, "samples": 512}}}
+                                                           "min_conf": 0.3, "samples": 512}},
+                "summary": {"model_version": "v0004", "round": 4, "kind": "classes",
+                            "acc": 0.4931, "bwt": -0.0133, "mean_forgetting": 0.0267}}
 
     def hooks(self) -> ConsoleHooks:
         """The hooks, as the runtime would hand them to :func:`edgecl.web.create_app`."""

@@ -145,6 +145,9 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f"#{chart} svg"), what=chart)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#heatmap rect")) >= 16
     assert "gap to the diagonal" in text_of(browser, "#reliability .legend")
+    # before: no ACC, BWT or forgetting figure on the page the learner's log pointed to
+    assert text_of(browser, "#summary") == ("v0004: ACC 0.493 · BWT -0.013 · mean forgetting "
+                                            "0.027 (over every class with held-out samples)")
     screenshot(browser, "forgetting")
     check_console(browser, "forgetting", errors)
     # a version that detected nothing held out: before, 10 red bars reached the diagonal

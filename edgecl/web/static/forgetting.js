@@ -149,10 +149,22 @@
     return frame;
   }
 
+  /** ACC, BWT and mean forgetting of the latest promoted version, as 'edgecl monitor summary'
+   * gives them (the learner's log line on a promotion quotes the same ACC). */
+  function summaryLine(summary) {
+    if (summary.acc == null && summary.bwt == null) return "";
+    const over = summary.kind === "tasks" ? "the tasks seen" : "every class with held-out samples";
+    const parts = [`ACC ${EC.fmt.num(summary.acc, 3)}`, `BWT ${EC.fmt.num(summary.bwt, 3)}`,
+                   `mean forgetting ${EC.fmt.num(summary.mean_forgetting, 3)}`];
+    const at = summary.model_version ? `${summary.model_version}: ` : "";
+    return `${at}${parts.join(" · ")} (over ${over})`;
+  }
+
   async function load() {
     const data = await EC.getJSON("/api/forgetting");
     const matrix = data.matrix || {rows: [], columns: [], values: []};
     $("heatmap").replaceChildren(heatmap(matrix));
+    $("summary").textContent = summaryLine(data.summary || {});
     const shown = (matrix.rows || []).length;
     const cols = (matrix.columns || []).length;
     const what = matrix.kind === "tasks" ? "tasks" : "classes";
