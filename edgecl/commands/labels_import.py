@@ -249,7 +249,8 @@ def import_command(args: argparse.Namespace) -> int:
     if args.json:
         for message in report.tally.messages:  # stdout's last line is the JSON
             print(f"skipped: {message}", file=sys.stderr)
-        for note in (nothing, other_labels_note(result), unmeasured, sparse):
+        for note in (nothing, other_labels_note(result), former_names_note(result), unmeasured,
+                     sparse):
             if note:
                 print(note, file=sys.stderr)
         print_json_line(result)
@@ -286,7 +287,7 @@ def import_command(args: argparse.Namespace) -> int:
           f"{result['skipped']} ({reasons}){orphans}; {dropped_regions_note(result)}"
           f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
           f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}")
-    for note in (other_labels_note(result), unmeasured, sparse):
+    for note in (other_labels_note(result), former_names_note(result), unmeasured, sparse):
         if note:
             print(note, file=sys.stderr)
     if nothing:
@@ -360,8 +361,34 @@ def _former_names_used(classes, path: str, fmt: str, result: dict) -> dict[str, 
     names = classes.names()
     used = [*source_class_order(path, fmt, placeholders=False), *result.get("boxes", {}),
             *result.get("classes_matched", {})]  # boxes: the device's names; these: the dataset's
-    return {name: names[former[same_name_key(name)]] for name in dict.fromkeys(used)
-            if same_name_key(name) in former and former[same_name_key(name)] in names}
+    out = {}
+    for name in dict.fromkeys(used):
+        cid = former.get(same_name_key(name))
+        # a class renamed only in case ('Car' -> 'car') is the name itself, no former name
+        if cid in names and same_name_key(names[cid]) != same_name_key(name):
+            out[name] = names[cid]
+    return out
+
+
+def former_names_note(result: dict) -> str:
+    """A note for the new classes of an import named as a class was before a ``classes
+    rename`` (before, only ``--json`` said so: a team importing more 'Person' boxes after
+    renaming Person to pedestrian got a second class for the same objects, unsaid).
+
+    Args:
+        result: the import's ``--json`` summary.
+
+    Returns:
+        One line, or ``""``.
+    """
+    added = set(result.get("classes_added") or ())
+    renamed = {old: new for old, new in (result.get("former_names") or {}).items() if old in added}
+    if not renamed:
+        return ""
+    said = "; ".join(f"'{old}' named class '{new}' before a classes rename: its boxes made a new "
+                     f"class '{old}' ('edgecl classes merge \"{old}\" \"{new}\"' makes them one)"
+                     for old, new in renamed.items())
+    return f"note: {said}"
 
 
 def other_labels_note(result: dict) -> str:

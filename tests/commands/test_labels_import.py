@@ -1187,3 +1187,25 @@ def test_held_out_frames_that_show_nothing_are_said_as_such(tmp_path, capsys):
     shown = "; ".join(part for part in (f"images showing boat {boat}" if boat else "",
                                         f"{empty} showing no object") if part)
     assert f"; held out for evaluation: {empty + boat} ({shown}); skipped" in capsys.readouterr().out
+
+
+def test_new_data_under_a_renamed_classs_old_name_is_said_to_make_a_new_class(tmp_path, capsys):
+    """Before: after 'classes rename Person pedestrian', importing more images labelled Person
+    printed only 'new classes: Person' (the --json 'former_names' alone said why), and a
+    case-only rename (Car -> car) listed the class's own name as a former one."""
+    state = tmp_path / "state"
+    _import(capsys, state, _one_image_yolo(tmp_path / "a", "0 0.3 0.3 0.2 0.2\n1 0.6 0.6 0.2 0.2\n",
+                                           "[Car, Person]"), "--json")
+    for old, new in (("Person", "pedestrian"), ("Car", "car")):
+        assert main(["classes", "rename", "--state-dir", str(state), old, new]) == 0
+    capsys.readouterr()
+    more = _one_image_yolo(tmp_path / "b", "0 0.3 0.3 0.2 0.2\n1 0.6 0.6 0.2 0.2\n", "[Car, Person]",
+                           value=120)
+    assert main(["labels", "import", "--state-dir", str(state), str(more)]) == 0
+    out, err = capsys.readouterr()
+    assert ("note: 'Person' named class 'pedestrian' before a classes rename: its boxes made a new "
+            "class 'Person' ('edgecl classes merge \"Person\" \"pedestrian\"' makes them one)") in err
+    assert "'Car' named" not in err
+    assert main(["labels", "import", "--state-dir", str(state), str(more), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["former_names"] == {"Person": "pedestrian"}
