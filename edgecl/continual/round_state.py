@@ -28,9 +28,8 @@ class LearnerState:
         task_order: task names in the order they first appeared.
         learnt_tasks: tasks that a promoted model has learnt.
         task_classes: task -> classes it introduced.
-        trigger_from_id: samples up to this id start no round by themselves: a rollback (or
-            the promotion of a version that learnt less) set it to what the versions it
-            retired had learnt. The next round learns them all the same; it starts when
+        trigger_from_id: samples up to this id start no round by themselves: a rollback set
+            it to what the versions it retired had learnt. The next round learns them all the same; it starts when
             samples stored after them arrive, or on ``edgecl learn`` (before, the device
             learnt the same samples again within seconds, and promoted a replacement for the
             version just rolled back).

@@ -1108,9 +1108,9 @@ class LearnerSupervisor:
             log.info("round %d ran in another process ('edgecl learn'): %d stored sample(s) it "
                      "did not learn count towards the next round", self.last_round, len(left))
         elif len(counted) < len(left):
-            log.info("the learner's progress is now what %s learnt (a rollback, or a promotion "
-                     "of a version that learnt less): the next round learns again the %d "
-                     "sample(s) the versions it retired had learnt, and starts when new ones "
+            log.info("the learner's progress is now what %s learnt (a rollback): the next "
+                     "round learns again the %d sample(s) the versions it retired had learnt, "
+                     "and starts when new ones "
                      "arrive (learner.trigger_new_samples: %d) or on 'edgecl learn'; %d stored "
                      "since count towards it", current or "the starting model",
                      len(left) - len(counted), self.cfg.learner.trigger_new_samples,

@@ -104,7 +104,7 @@ def hold_unpromoted(state_dir: str | Path, registry, version: str, serving: str)
         learnt = _progress_of(registry, serving)
     except RegistryError:
         return
-    _move_progress(state_dir, learnt, serving, back=True)
+    _move_progress(state_dir, learnt, serving, back=True, hold=True)
 
 
 def _progress_of(registry, version: str) -> int | None:
@@ -119,8 +119,13 @@ def _progress_of(registry, version: str) -> int | None:
     return learnt if _sample_id(learnt) else None
 
 
-def _move_progress(state_dir: str | Path, learnt: int | None, version: str, back: bool) -> None:
+def _move_progress(state_dir: str | Path, learnt: int | None, version: str, back: bool,
+                   hold: bool = False) -> None:
     """Set the learner's progress to ``learnt`` when that moves it back (``back``) or forward.
+
+    With ``hold`` (a rollback made while a round ran), the samples it gives back start no
+    round by themselves (``LearnerState.trigger_from_id``); a promotion gives them back to
+    start one (a user's model added and promoted is fine-tuned on the memory).
 
     Raises:
         StorageError: moving back, the progress cannot be written (the promotion stops).
@@ -140,7 +145,7 @@ def _move_progress(state_dir: str | Path, learnt: int | None, version: str, back
         return
     if (learnt < state.last_sample_id) != back or learnt == state.last_sample_id:
         return
-    if back:  # as a rollback: learnt again by the next round, which they do not start
+    if hold:  # as a rollback: learnt again by the next round, which they do not start
         state.trigger_from_id = max(state.trigger_from_id, state.last_sample_id)
     state.last_sample_id = learnt
     if back:

@@ -880,8 +880,11 @@ def test_after_a_rollback_the_samples_retired_versions_learnt_start_no_round(sup
     sup.last_round = 12
     stored = [SimpleNamespace(id=k, classes=(0,) if k <= 20 else (1,)) for k in range(1, 24)]
     memory = SimpleNamespace(records=lambda held_out=None: [r for r in stored if r.id > 0])
+    _move_progress(tmp_path, 12, "v0011", back=True)  # a promotion of it gives them back to
+    assert load_state(tmp_path).trigger_from_id == 0   # start a round (a user's model added)
+    save_state(tmp_path, LearnerState(round=12, last_sample_id=20))
     registry.promoted.append("v0011")  # the rollback: v0011 had learnt samples 1..12
-    _move_progress(tmp_path, 12, "v0011", back=True)
+    _move_progress(tmp_path, 12, "v0011", back=True, hold=True)
     state = load_state(tmp_path)
     assert (state.last_sample_id, state.trigger_from_id) == (12, 20)
     with caplog.at_level(logging.INFO, logger="edgecl.runtime.learner"):
