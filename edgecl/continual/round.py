@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -292,8 +293,10 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
                                      if _earlier_version(ctx.registry, ctx.parent_version) else "")
                                   + "'edgecl models add --promote' a checkpoint you trust")
     tasks = sorted({r.task for r in ctx.new_records})
-    of = ("from the stream" if tasks == [STREAM_TASK]  # a device has classes, not tasks
-          else f"of task(s) {', '.join(tasks)}")
+    origins = Counter(r.origin.value for r in ctx.new_records)  # where their labels came from
+    of = (f"({', '.join(f'{origin} {n}' for origin, n in sorted(origins.items()))})"
+          if tasks == [STREAM_TASK]  # a device has classes, not tasks (before: "from the
+          else f"of task(s) {', '.join(tasks)}")  # stream", imports and answers alike)
     log.info("round %d: %d new sample(s) %s (trigger: %s)", ctx.state.round + 1,
              len(ctx.new_records), of, reason)
     return _train_evaluate_stage(ctx, reason, started_s, started_mono_s, record, hold)

@@ -175,3 +175,31 @@ def test_recorded_steps_that_no_round_could_have_made_are_passed_over(tmp_path):
     assert round_mod.recent_losses(reg, 5) == {"prior_loss": pytest.approx({"car": 0.02}),
                                                "prior_recall_loss": pytest.approx({"car": 0.1}),
                                                "prior_false_positive_rise": pytest.approx(0.3)}
+
+
+def test_a_device_rounds_line_says_where_its_new_samples_labels_came_from(tmp_path, monkeypatch,
+                                                                          caplog):
+    """Before: 'round 2: 16 new sample(s) from the stream', 11 of them imported."""
+    import logging
+
+    import numpy as np
+
+    from edgecl.continual.memory import Sample, memory_from_config
+    from edgecl.frames import LabelOrigin
+
+    cfg = load_config(None, [f"state_dir={tmp_path}", "memory.capacity=40",
+                             "memory.holdout_fraction=0.5"])
+    box = np.array([[0, 0.5, 0.5, 0.25, 0.5]], np.float32)
+    with memory_from_config(cfg) as memory:
+        for i in range(12):
+            origin = LabelOrigin.IMPORT if i % 3 else LabelOrigin.OPERATOR
+            memory.add(Sample(np.full((32, 32, 3), 20 * i, np.uint8), box, task="stream",
+                              source=f"s{i}", origin=origin))
+        learnt = memory.records(held_out=False)
+        assert memory.ids(held_out=True)
+    counts = {o: sum(r.origin.value == o for r in learnt) for o in ("import", "operator")}
+    monkeypatch.setattr(round_mod, "_train_evaluate_stage", lambda *a, **k: "trained")
+    with caplog.at_level(logging.INFO, logger="edgecl.continual.round"):
+        assert round_mod.run_round(cfg, "new_samples") == "trained"
+    assert (f"round 1: {len(learnt)} new sample(s) (import {counts['import']}, operator "
+            f"{counts['operator']}) (trigger: new_samples)") in caplog.text
