@@ -127,6 +127,8 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
              what="v0001 current")
     browser.find_element(By.ID, "rollback").click()
     wait_for(lambda: browser.find_element(By.ID, "confirm-cancel").is_displayed(), what="confirm")
+    # before: "go back to the previous current version", the page knowing which one it is
+    assert text_of(browser, "#confirm-dialog p") == "The device will go back to v0002."
     browser.find_element(By.ID, "confirm-cancel").click()
     time.sleep(0.3)
     assert fake.rollbacks == 0  # cancelled: nothing changed

@@ -143,3 +143,26 @@ def test_the_models_table_fits_a_laptop_and_a_tablet_without_scrolling_sideways(
                     Math.max(...buttons.map((b) => b.getBoundingClientRect().right))];""")
         assert table_w <= room and page_w <= inner_w, (width, table_w, room)
         assert right <= inner_w, (width, right)
+
+
+def test_a_rollback_clicked_while_the_device_is_away_is_said_not_done(console_server, fake,
+                                                                      browser):
+    """Before: with the runtime stopped, 'Roll back' and its confirmation gave no word; only
+    the general banner showed."""
+    from console_browser import wait_for
+
+    base = f"http://127.0.0.1:{console_server.port}"
+    browser.get(base + "/models")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]"),
+             what="model rows")
+    fake.promote("v0001")  # a version to roll back to (v0002 served before it)
+    wait_for(lambda: not browser.find_element(By.ID, "rollback").get_attribute("disabled"),
+             12, "rollback offered")
+    console_server.stop()
+    browser.find_element(By.ID, "rollback").click()
+    wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
+    browser.find_element(By.ID, "confirm-ok").click()
+    said = wait_for(lambda: "not rolled back: not connected to the device" in browser.execute_script(
+        "const t = document.getElementById('toasts'); return t ? t.textContent : ''"), 12,
+        "the refusal said")
+    assert said and fake.rollbacks == 0

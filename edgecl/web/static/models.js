@@ -4,6 +4,7 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   let currentVersion = "";  // as the last load showed it: a rollback is asked from it
+  let rollbackTarget = "";  // the version it goes back to, as the device computes it
 
   const AP_ROWS = 12;  // a version of 300 classes made the page 5,000 px tall: the weakest shown
 
@@ -56,13 +57,21 @@
       await EC.postJSON(`/api/models/${encodeURIComponent(model.version)}/promote`);
       EC.toast(`${model.version} is now current`, "ok");
     } catch (err) {
-      EC.report(err);
+      notDone(`${model.version} not promoted`, err);
     }
     await load();
   }
 
+  /** An action the device did not take: said in a toast, also when it cannot be reached (the
+   * banner alone said nothing of the click; before, a rollback clicked offline went unsaid). */
+  function notDone(what, err) {
+    if (err instanceof EC.ApiError && err.status === 0) EC.toast(`${what}: ${err.message}`, "error");
+    else EC.report(err);
+  }
+
   async function rollback() {
-    const ok = await EC.confirmDialog("Roll back?", "The device will go back to the previous current version.", "Roll back");
+    const to = rollbackTarget ? ` to ${rollbackTarget}` : " to the previous current version";
+    const ok = await EC.confirmDialog("Roll back?", `The device will go back${to}.`, "Roll back");
     if (!ok) return;
     try {
       // from the version this page shows as current: a second click, or a retry, is refused
@@ -70,7 +79,7 @@
       const result = await EC.postJSON("/api/models/rollback" + from);
       EC.toast(`rolled back${result.current ? " to " + result.current : ""}`, "ok");
     } catch (err) {
-      EC.report(err);
+      notDone("not rolled back", err);
     }
     await load();
   }
@@ -95,6 +104,7 @@
     // the version a rollback goes back to, as the device computes it: with none (a version
     // rolled back from is retired too, but newer), the button would only be refused (409)
     const earlier = models.some((m) => m.rollback_target);
+    rollbackTarget = (models.find((m) => m.rollback_target) || {}).version || "";
     currentVersion = (models.find((m) => m.status === "current") || {}).version || "";
     $("rollback").disabled = !earlier;
     $("rollback").title = earlier ? "" : "No version served before this one: nothing to roll back to";
