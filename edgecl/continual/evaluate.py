@@ -283,7 +283,7 @@ def _at_serving_conf(preds: Sequence[Detections], gts, shapes, class_ids, servin
         if max_det is not None:
             keep = keep[np.argsort(-scores[keep], kind="stable")[:max(0, int(max_det))]]
         kept.append(Detections(np.asarray(det.boxes_xyxy, np.float32).reshape(-1, 4)[keep],
-                               np.asarray(det.scores, np.float32)[keep],
+                               scores[keep],
                                np.asarray(det.classes, np.int64)[keep]))
     stats = match_detections(kept, gts, shapes, np.asarray([DEFAULT_IOU_THR]), class_ids)
     hits = stats.tp[:, 0]

@@ -42,6 +42,12 @@ class LearnerState:
     task_classes: dict[str, list[int]] = field(default_factory=dict)
     trigger_from_id: int = 0
 
+    def roll_back_to(self, learnt: int) -> None:
+        """Rewind the progress to ``learnt`` as a rollback does: what it gives back is learnt
+        again by the next round, and held back from starting it (``trigger_from_id``)."""
+        self.trigger_from_id = max(self.trigger_from_id, self.last_sample_id)
+        self.last_sample_id = learnt
+
 
 class RoundStatus(str, enum.Enum):
     """Outcome of one learning round (shared by the learner, the supervisor and the monitor).

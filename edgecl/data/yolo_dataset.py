@@ -513,22 +513,18 @@ def find_dataset(path: str | Path) -> YoloDataset:
     special = regular_file_problem(path, folder_ok=True)
     if special:  # before: "no images in" a pipe or a device
         raise ConfigError(f"{path} is {special}; expected a dataset folder or a data.yaml")
-    names = None
     if path.is_file():
         if path.suffix.lower() not in (".yaml", ".yml"):
             raise ConfigError(f"{path} is a file; expected a dataset folder or a data.yaml")
-        parsed = _parse_data_yaml(path)
+        yaml_path, path = path, path.parent  # a names-only yaml names its folder's classes
+    else:
+        yaml_path = find_data_yaml(path)
+    names = None
+    if yaml_path is not None:
+        parsed = _parse_data_yaml(yaml_path)
         names = _names_only(*parsed)
         if names is None:
             return _yaml_dataset(parsed)
-        path = path.parent  # the folder it names the classes of
-    else:
-        yaml_path = find_data_yaml(path)
-        if yaml_path is not None:
-            parsed = _parse_data_yaml(yaml_path)
-            names = _names_only(*parsed)
-            if names is None:
-                return _yaml_dataset(parsed)
     ignored: dict[Path, None] = {}
     splits = roboflow_splits(path)
     if splits:

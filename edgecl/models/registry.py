@@ -252,7 +252,6 @@ def check_file_name(name: object, where: str = "manifest") -> PurePosixPath:
     return path
 
 
-
 def version_names(models_dir: str | Path) -> list[str]:
     """The version names of a model registry folder in ascending order, read as they are (no
     lock, no repair: what :meth:`Registry.versions` and a reader that must not change the state
@@ -287,6 +286,7 @@ def current_version(models_dir: str | Path) -> str | None:
     except OSError:
         return None
     return target if VERSION_RE.match(target) else None
+
 
 class Registry:
     """Model versions of one device.

@@ -482,7 +482,6 @@ def interval_origin_s(state_dir: str | Path, interval_s: float) -> float:
     return now_s - min(max(0.0, waited_s), max(0.0, interval_s))
 
 
-
 def should_learn(state: TriggerState, cfg: LearnerConfig, now_s: float) -> str | None:
     """Decide whether a round is due.
 
@@ -1110,9 +1109,9 @@ class LearnerSupervisor:
         elif len(counted) < len(left):
             log.info("the learner's progress is now what %s learnt (a rollback): the next "
                      "round learns again the %d sample(s) the versions it retired had learnt, "
-                     "and starts when new ones "
-                     "arrive (learner.trigger_new_samples: %d) or on 'edgecl learn'; %d stored "
-                     "since count towards it", current or "the starting model",
+                     "and starts when new ones arrive (learner.trigger_new_samples: %d) or on "
+                     "'edgecl learn'; %d stored since count towards it",
+                     current or "the starting model",
                      len(left) - len(counted), self.cfg.learner.trigger_new_samples,
                      len(counted))
         else:

@@ -1312,16 +1312,16 @@ class Monitor:
         kind = self.resolve_kind("auto")
         retired = self._merged_names()  # no class of their own now: not figures of the device
         classes = _without_columns(self.matrix_view("promoted", kind="classes"), retired)
-        chosen = metrics.summarize(*((classes.values, classes.task_names) if kind == "classes"
-                                     else (view.values, view.task_names)))
+        per_class = metrics.summarize(classes.values, classes.task_names)
+        chosen = (per_class if kind == "classes"
+                  else metrics.summarize(view.values, view.task_names))
         out = {"round": view.rounds[-1] if view.rounds else None, "kind": kind,
                "tasks": view.task_names, "acc": chosen["acc"], "bwt": chosen["bwt"],
                "mean_forgetting": chosen["mean_forgetting"],
                "forgetting": _task_forgetting(view)}
         out["map50_95"] = _last_row(view)
         out["class_ap50_95"] = _last_row(classes)
-        out["class_forgetting"] = metrics.summarize(classes.values,
-                                                    classes.task_names)["forgetting"]
+        out["class_forgetting"] = per_class["forgetting"]
         latest = self.latest_reliability("promoted")
         out["dece"] = None if latest is None else _nan_to_none(dece_from_bins(latest[2]))
         report = self.calibration(view.versions[-1]) if view.versions else None

@@ -145,9 +145,10 @@ def _move_progress(state_dir: str | Path, learnt: int | None, version: str, back
         return
     if (learnt < state.last_sample_id) != back or learnt == state.last_sample_id:
         return
-    if hold:  # as a rollback: learnt again by the next round, which they do not start
-        state.trigger_from_id = max(state.trigger_from_id, state.last_sample_id)
-    state.last_sample_id = learnt
+    if hold:
+        state.roll_back_to(learnt)
+    else:
+        state.last_sample_id = learnt
     if back:
         with storage_faults(f"cannot promote {version}: the learner's progress cannot be set "
                             f"back to what it learnt; nothing changed"):
@@ -201,9 +202,7 @@ def rollback_version(state_dir: str | Path, registry=None, expected_current: str
         if learnt is None:
             learnt = _learnt_before_retired(registry, target)
         if _sample_id(learnt) and learnt < state.last_sample_id:
-            # what the retired versions learnt is learnt again, but starts no round by itself
-            state.trigger_from_id = max(state.trigger_from_id, state.last_sample_id)
-            state.last_sample_id = learnt
+            state.roll_back_to(learnt)
             with storage_faults("cannot roll back: the learner's progress cannot be rewound; "
                                 "nothing changed"):
                 save_state(state_dir, state)
