@@ -26,6 +26,7 @@ boxes that differs from a known one only in case or separators (VOC ``Car`` besi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -233,7 +234,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     Returns:
         ``{"imported", "skipped", "reasons", "ignored_regions", "difficult_dropped",
         "empty_boxes", "boxes", "names", "classes_matched", "format", "data_yaml",
-        "messages"}`` (``boxes``: per class name as the source writes it;
+        "messages"}`` (``boxes``: per class name, as the class registry stores it;
         ``classes_matched``: source name -> the class it was matched to; ``messages``: the
         first skip reasons; ``merged_splits``: the export's split folders, such as ``train``
         and ``valid``, whose images now form one dataset). An image whose pixels an earlier one
@@ -257,9 +258,12 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
     fmt = detect_format(src) if fmt == "auto" else fmt
     items = iter_labelled(src, fmt)
     ids = _seed_names(src.resolve(), fmt)
-    learnable = [name for name in ids if _learnable_name(name)]
-    if len(learnable) < len(ids):  # their images are skipped below, as 'labels import' does
-        ids = {name: i for i, name in enumerate(learnable)}  # and leave no hole, as DontCare
+    # a name the registry refuses is no class (its images are skipped below, as 'labels import'
+    # does) and leaves no hole, as DontCare; names are written as the registry stores them
+    # (stripped, NFC: before, a decomposed accent was written as read, and --tasks missed it)
+    learnable = list(dict.fromkeys(clean_name(name) for name in ids if _learnable_name(name)))
+    if learnable != list(ids):
+        ids = {name: i for i, name in enumerate(learnable)}
     anchors = image_anchors(root, items)
     tally = ImportTally()
     used: set[str] = set()
@@ -273,8 +277,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
                 log.debug("skipped %s", item.message)  # the command lists the first ones once
                 continue
             try:  # the class registry's rule: a name a device could not learn is no class
-                for name in item.names:
-                    clean_name(name)
+                item = dataclasses.replace(item, names=[clean_name(name) for name in item.names])
             except LabelError as exc:
                 tally.skip("bad class name", f"{item.source}: {exc}")
                 continue

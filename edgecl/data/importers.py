@@ -1722,7 +1722,7 @@ def _merged_annotations(group: list) -> list[tuple[int, dict]]:
 def _annotation_key(ann: dict) -> str:
     """What makes two annotations of one image file the same: category, crowd flag and bbox
     (an annotation listed under two entries of the same file is one object)."""
-    return repr((_coco_id(ann.get("category_id")), bool(ann.get("iscrowd")), ann.get("bbox")))
+    return repr((_coco_id(ann.get("category_id")), _flag(ann.get("iscrowd")), ann.get("bbox")))
 
 
 def _cvat_mask(ann: dict) -> bool:
@@ -1735,10 +1735,16 @@ def _cvat_mask(ann: dict) -> bool:
     attributes = ann.get("attributes")
     if not isinstance(attributes, dict) or "occluded" not in attributes:
         return False
-    crowd = attributes.get("is_crowd")
-    if isinstance(crowd, str):  # a checkbox written as text: "false", "0"
-        return crowd.strip().lower() not in ("true", "1", "yes")
-    return not crowd
+    return not _flag(attributes.get("is_crowd"))
+
+
+def _flag(value: object) -> bool:
+    """A COCO flag (``iscrowd``, CVAT's ``is_crowd``) as written: a number or boolean, or text
+    from exporters that write numbers as strings: only ``"1"``, ``"true"`` or ``"yes"`` is set
+    (before, ``iscrowd: "0"`` read as a crowd, and its object was dropped as an ignore region)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
 
 
 def _coco_item(json_path: Path, where: str, image_path: Path, categories: dict,
@@ -1752,7 +1758,7 @@ def _coco_item(json_path: Path, where: str, image_path: Path, categories: dict,
             return Skip(json_path, "bad annotation",
                         f"{where}: annotation {_short(ann.get('id'))} has unknown category_id "
                         f"{_short(ann.get('category_id'))}")
-        if (ann.get("iscrowd") and not _cvat_mask(ann)) or is_ignore_name(name):
+        if (_flag(ann.get("iscrowd")) and not _cvat_mask(ann)) or is_ignore_name(name):
             ignored += 1
             continue
         bbox = _coco_bbox(ann.get("bbox"))

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from edgecl.atomic import atomic_write_text, fsync_dir, temp_dir_for
 from edgecl.config import DataFileLoader
+from edgecl.data.class_names import loose_class_name, same_name_key
 from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
                                 shared_label_problem)
 from edgecl.data.tasks import SPLITS, format_tasks_yaml, load_tasks, unlistable
@@ -53,15 +54,26 @@ from edgecl.input_files import read_data_file
 log = logging.getLogger(__name__)
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+def _class_named(name: str, names: dict[int, str]) -> int | None:
+    """The id of the dataset class ``name`` names: the one of the same :func:`same_name_key`
+    (case and Unicode form aside), else the one of the same :func:`loose_class_name` (before,
+    every letter outside a-z was dropped: two Chinese names were one, and a composed accent
+    matched no decomposed one); ``None`` when none or several match."""
+    for key in (same_name_key, loose_class_name):
+        wanted = key(name)
+        found = [i for i, n in names.items() if wanted and key(n) == wanted]
+        if len(found) == 1:
+            return found[0]
+    return None
 
 
 def parse_task_spec(spec: str, names: dict[int, str]) -> list[tuple[int, ...]]:
     """Parse ``"car,other_vehicle;bicycle;person"`` into class ids per task.
 
-    Names match the dataset's in any case and spelling of separators (``other_vehicle``
-    matches ``OtherVehicle``); a number that is no class's name is read as a class id.
+    Names match the dataset's as the class registry matches them: in any case, Unicode form
+    and spelling of separators (``other_vehicle`` matches ``OtherVehicle``, a composed ``Café``
+    the decomposed one; ``行人`` and ``汽车`` stay two), the exact spelling first; a number
+    that is no class's name is read as a class id.
 
     Args:
         spec: tasks separated by ``;``, classes by ``,``.
@@ -73,18 +85,16 @@ def parse_task_spec(spec: str, names: dict[int, str]) -> list[tuple[int, ...]]:
     Raises:
         ConfigError: an empty task, an unknown name (with the closest one), a class twice.
     """
-    by_norm = {_norm(n): i for i, n in names.items()}
     tasks, seen = [], set()
     for k, part in enumerate(spec.split(";"), start=1):
         ids = []
         for raw in (x.strip() for x in part.split(",")):
             if not raw:
                 continue
-            if _norm(raw) in by_norm:  # a name first: Roboflow datasets name classes "1", "2"
-                cid = by_norm[_norm(raw)]
-            elif raw.isdigit() and int(raw) in names:
+            cid = _class_named(raw, names)  # a name first: Roboflow datasets name classes "1"
+            if cid is None and raw.isdigit() and int(raw) in names:
                 cid = int(raw)
-            else:
+            if cid is None:
                 raise ConfigError(f"--tasks: task {k}: unknown class '{raw}'"
                                   f"{did_you_mean(raw, names.values())} (dataset classes: "
                                   f"{', '.join(names.values())})")

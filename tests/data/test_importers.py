@@ -140,6 +140,23 @@ def test_coco_import_crowd_ignore_broken(coco):
     assert sorted(s.reason for s in skips) == ["bad annotation", "bad box", "missing image", "unreadable image"]
 
 
+def test_a_coco_crowd_flag_written_as_text_is_read_as_its_value(tmp_path):
+    """Before: ``"iscrowd": "0"`` (exporters that write numbers as strings) read as a crowd,
+    and the object was dropped as an ignore region; "1" and "true" stay crowds."""
+    root = tmp_path / "coco"
+    _jpg(root / "images" / "a.jpg")
+    flags = ["0", " false", "", 0, 0.0, False, None, "1", "TRUE", 1, True]
+    data = {"images": [{"id": 1, "file_name": "a.jpg"}],
+            "categories": [{"id": 1, "name": "car"}],
+            "annotations": [{"id": k, "image_id": 1, "category_id": 1, "iscrowd": flag,
+                             "bbox": [2 + 3 * k, 2, 4, 4]} for k, flag in enumerate(flags)]}
+    (root / "annotations.json").write_text(json.dumps(data))
+    (item,), skips = _collect(root)
+    assert not skips
+    assert item.names == ["car"] * 7 and item.ignored == 4
+    np.testing.assert_allclose(item.xyxy[:, 0], [2 + 3 * k for k in range(7)])
+
+
 def test_a_coco_file_name_differing_from_its_image_in_suffix_case_finds_it(tmp_path):
     """Before: 'DJI_0001.jpg' in the JSON beside DJI_0001.JPG on the card (a camera writes
     capitals, a labelling tool lower case) was 'image not found', although VOC found it."""
@@ -377,6 +394,35 @@ def test_split_tasks_cli_with_huge_ratios(tmp_path, capsys):
     with pytest.raises(ConfigError, match="gets no test images"):  # one group for all
         split_tasks(root, "car;bicycle", tmp_path / "t.yaml", group_by=r"^(F)")
     assert parse_task_spec("car,OTHER-vehicle;2", {0: "car", 1: "OtherVehicle", 2: "p"}) == [(0, 1), (2,)]
+
+
+def test_task_names_match_in_any_script_and_unicode_form():
+    """Before: every letter outside a-z was dropped, so two Chinese names were one class (the
+    second matched the first) and a composed 'Café' matched no decomposed one."""
+    names = {0: "行人", 1: "汽车", 2: "Cafe\u0301", 3: "car"}
+    assert parse_task_spec("汽车;行人", names) == [(1,), (0,)]
+    assert parse_task_spec("Caf\u00e9 , CAR", names) == [(2, 3)]
+    with pytest.raises(ConfigError, match="unknown class '卡车'"):
+        parse_task_spec("卡车", names)
+
+
+def test_dataset_import_writes_names_as_the_registry_stores_them(tmp_path):
+    """Before: a VOC name with a decomposed accent was written as read, and 'split-tasks
+    --tasks Café' (typed composed) called it unknown."""
+    root = tmp_path / "voc"
+    for k, name in enumerate(["Cafe\u0301", " Car ", "Caf\u00e9", "Car"]):
+        _jpg(root / "JPEGImages" / f"{k}.jpg", 40 + 50 * k)
+        (root / "Annotations").mkdir(parents=True, exist_ok=True)
+        (root / "Annotations" / f"{k}.xml").write_text(
+            f"<annotation><filename>{k}.jpg</filename><object><name>{name}</name><bndbox>"
+            f"<xmin>5</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object>"
+            f"</annotation>", encoding="utf-8")
+    report = write_yolo_dataset(root, tmp_path / "out")
+    assert report["names"] == {0: "Caf\u00e9", 1: "Car"} and report["boxes"] == {"Caf\u00e9": 2, "Car": 2}
+    assert yaml.safe_load((tmp_path / "out" / "data.yaml").read_text(encoding="utf-8"))["names"] == {
+        0: "Caf\u00e9", 1: "Car"}
+    split_tasks(tmp_path / "out", "Caf\u00e9;car", tmp_path / "t.yaml", ratios="0.5,0,0.5")
+    assert [t.classes for t in load_tasks(tmp_path / "t.yaml").tasks] == [(0,), (1,)]
 
 
 def test_a_second_split_beside_a_first_never_rewrites_the_first_ones_lists(tmp_path):
