@@ -102,6 +102,29 @@ def new_classes_note(result: dict, state_dir: str) -> str:
     return f"; new classes: {', '.join(shown)}"
 
 
+def former_names_note(result: dict) -> str:
+    """A note for the new classes of an import or an answer named as a class was before a
+    ``classes rename`` (before, only an import's ``--json`` said so: a team importing more
+    'Person' boxes, or an operator answering 'Person', after renaming Person to pedestrian got
+    a second class for the same objects, unsaid).
+
+    Args:
+        result: the import's or answer's ``--json`` summary (``classes_added``,
+            ``former_names``: name -> the class it named before a rename).
+
+    Returns:
+        One line, or ``""``.
+    """
+    added = set(result.get("classes_added") or ())
+    renamed = {old: new for old, new in (result.get("former_names") or {}).items() if old in added}
+    if not renamed:
+        return ""
+    said = "; ".join(f"'{old}' named class '{new}' before a classes rename: its boxes made a new "
+                     f"class '{old}' ('edgecl classes merge \"{old}\" \"{new}\"' makes them one)"
+                     for old, new in renamed.items())
+    return f"note: {said}"
+
+
 def dropped_regions_note(result: dict) -> str:
     """``"ignore regions dropped N"`` for an import's summary line, with ``"; difficult boxes
     left out M"`` where a VOC dataset marked some and ``"; boxes with no area dropped K"``

@@ -10,11 +10,12 @@ by :func:`edgecl.data.answers.valid_item_id` before it names a file.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edgecl.arguments import input_path, positive_int, print_json_line
-from edgecl.commands.common import (add_config_args, config_from_args, memory_given,
-                                    new_classes_note, refuse_smaller_memory, require_state_dir,
+from edgecl.commands.common import (add_config_args, config_from_args, former_names_note,
+                                    memory_given, new_classes_note, refuse_smaller_memory, require_state_dir,
                                     with_device_memory)
 from edgecl.commands.labels_import import add_import_parser
 from edgecl.errors import LabelError
@@ -216,6 +217,7 @@ def _read_answer(path: str) -> tuple[list, bool]:
 
 def _print_answer(args, result: dict, state_dir: str = "") -> None:
     if args.json:
+        _print_former_names(result)
         print_json_line(result)
         return
     if result.get("skipped"):
@@ -227,6 +229,14 @@ def _print_answer(args, result: dict, state_dir: str = "") -> None:
     stored = (f"memory sample {result['sample']}" if result["sample"] is not None
               else "declined by the memory's insertion policy")
     print(f"answered {result['id']} with {result['boxes']} box(es) -> {stored}{added}")
+    _print_former_names(result)
+
+
+def _print_former_names(result: dict) -> None:
+    """Say on stderr which new classes of an answer a ``classes rename`` freed the name of."""
+    note = former_names_note(result)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def answer_command(args: argparse.Namespace) -> int:
@@ -329,11 +339,13 @@ def correct_command(args: argparse.Namespace) -> int:
     finally:
         memory.close()
     if args.json:
+        _print_former_names(result)
         print_json_line(result)
         return 0
     print(f"corrected {result['id']}: {result['boxes']} box(es), memory sample "
           f"{result['replaced']} -> {result['sample']} (learnt by the next round)"
           + new_classes_note(result, cfg.state_dir))
+    _print_former_names(result)
     return 0
 
 

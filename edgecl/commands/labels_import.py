@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgecl.arguments import input_path, print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, dropped_regions_note,
-                                    memory_given, new_classes_note, refuse_smaller_memory,
+                                    former_names_note, memory_given, new_classes_note, refuse_smaller_memory,
                                     refuse_unreachable_state_dir, skipped_annotations_note,
                                     with_device_memory)
 
@@ -351,44 +351,15 @@ def _drop_queued_copies(cfg, memory) -> list[tuple[str, int]]:
 def _former_names_used(classes, path: str, fmt: str, result: dict) -> dict[str, str]:
     """The names this import uses that a class of the device had before a ``classes rename``
     (name -> the class's name now): the rename freed them, so they are new classes here."""
-    from edgecl.data.class_names import same_name_key
+    from edgecl.data.class_names import former_names_in
     from edgecl.data.importers import source_class_order
 
-    former = {same_name_key(old): cid for cid, olds in classes.former_names().items()
-              for old in olds}
+    former = classes.former_names()
     if not former:
         return {}
-    names = classes.names()
     used = [*source_class_order(path, fmt, placeholders=False), *result.get("boxes", {}),
             *result.get("classes_matched", {})]  # boxes: the device's names; these: the dataset's
-    out = {}
-    for name in dict.fromkeys(used):
-        cid = former.get(same_name_key(name))
-        # a class renamed only in case ('Car' -> 'car') is the name itself, no former name
-        if cid in names and same_name_key(names[cid]) != same_name_key(name):
-            out[name] = names[cid]
-    return out
-
-
-def former_names_note(result: dict) -> str:
-    """A note for the new classes of an import named as a class was before a ``classes
-    rename`` (before, only ``--json`` said so: a team importing more 'Person' boxes after
-    renaming Person to pedestrian got a second class for the same objects, unsaid).
-
-    Args:
-        result: the import's ``--json`` summary.
-
-    Returns:
-        One line, or ``""``.
-    """
-    added = set(result.get("classes_added") or ())
-    renamed = {old: new for old, new in (result.get("former_names") or {}).items() if old in added}
-    if not renamed:
-        return ""
-    said = "; ".join(f"'{old}' named class '{new}' before a classes rename: its boxes made a new "
-                     f"class '{old}' ('edgecl classes merge \"{old}\" \"{new}\"' makes them one)"
-                     for old, new in renamed.items())
-    return f"note: {said}"
+    return former_names_in(used, classes.names(), former)
 
 
 def other_labels_note(result: dict) -> str:

@@ -163,6 +163,30 @@ def same_name_key(name: object) -> str:
     return text.casefold()
 
 
+def former_names_in(used: Iterable[str], names: Mapping[int, str],
+                    former: Mapping[int, list[str]]) -> dict[str, str]:
+    """The names of ``used`` that a class had before a ``classes rename``: the rename freed
+    them, so a label naming one makes a new class (as a model made before the rename still
+    names the class so, the registry keeps them as former names).
+
+    Args:
+        used: class names a label or an import gives.
+        names: the registry's class id -> name now.
+        former: class id -> the names renames took from it.
+
+    Returns:
+        Each such name -> the class's name now (a class renamed only in case, ``Car`` ->
+        ``car``, is the name itself: no former name).
+    """
+    by_key = {same_name_key(old): cid for cid, olds in former.items() for old in olds}
+    out = {}
+    for name in dict.fromkeys(used):
+        cid = by_key.get(same_name_key(name))
+        if cid in names and same_name_key(names[cid]) != same_name_key(name):
+            out[name] = names[cid]
+    return out
+
+
 def loose_class_name(name: str) -> str:
     """A class name without case and separators, letters and digits of any script kept: two
     names that give the same non-empty text are one class (``Car`` and ``car``,

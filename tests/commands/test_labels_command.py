@@ -196,6 +196,33 @@ def test_answer_skip_and_one_line_errors(state, capsys, tmp_path):
     assert code == 2 and "no label item 'nope'" in err and err.count("\n") == 1
 
 
+def test_an_answer_or_correction_under_a_renamed_classs_old_name_says_it_makes_a_new_class(
+        state, capsys, tmp_path):
+    """Before: after 'classes rename car auto', an operator answering 'car' (the name the crew
+    still says) made a second class for the same objects, and nothing said why."""
+    root, (low, high) = state
+    assert run(capsys, "classes", "rename", "--state-dir", str(root), "car", "auto")[0] == 0
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"class": "CAR", "xyxy": [10, 10, 90, 60]}]))
+    code, out, err = run(capsys, "labels", "answer", high, "--boxes", str(boxes),
+                         "--state-dir", str(root))
+    assert code == 0 and "new classes: CAR" in out
+    assert err == ("note: 'CAR' named class 'auto' before a classes rename: its boxes made a new "
+                   "class 'CAR' ('edgecl classes merge \"CAR\" \"auto\"' makes them one)\n")
+    boxes.write_text(json.dumps([{"class": "auto", "xyxy": [10, 10, 90, 60]}]))
+    code, out, err = run(capsys, "labels", "answer", low, "--boxes", str(boxes), "--json",
+                         "--state-dir", str(root))
+    assert code == 0 and err == "" and json.loads(out.strip().splitlines()[-1])["former_names"] == {}
+    assert run(capsys, "classes", "rename", "--state-dir", str(root), "auto", "Auto")[0] == 0
+    boxes.write_text(json.dumps([{"class": "car", "xyxy": [10, 10, 90, 60]},
+                                 {"class": "truck", "xyxy": [5, 5, 30, 30]}]))
+    code, out, err = run(capsys, "labels", "correct", low, "--boxes", str(boxes), "--json",
+                         "--state-dir", str(root))
+    result = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and result["classes_added"] == ["truck"] and result["former_names"] == {}
+    assert err == ""  # 'car' is the class made above; 'auto' -> 'Auto' frees no name
+
+
 def test_an_answer_naming_a_class_one_slip_from_a_known_one_says_so(state, capsys, tmp_path):
     """Before: answering 'cars' beside the device's 'car' made a second class, unsaid."""
     root, (low, high) = state

@@ -27,6 +27,9 @@ class FakeClasses:
         self._names[cid] = name
         return cid
 
+    def former_names(self):
+        return {}
+
     def check_ids(self, ids, where, names=None):
         for cid in ids:
             if int(cid) not in (self._names if names is None else names):

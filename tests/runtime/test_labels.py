@@ -282,7 +282,7 @@ def test_answer_edits_boxes_adds_new_class_and_conflicts(tmp_path):
              {"class": "drone", "xyxy": [100, 0, 200, 100]}]
     out = q.answer(item_id, boxes, mem, classes)
     assert out == {"id": item_id, "sample": 1, "boxes": 2, "classes_added": ["drone"],
-                   "similar_classes": {}, "class_ids": [0, 1]}
+                   "similar_classes": {}, "former_names": {}, "class_ids": [0, 1]}
     (sample,) = mem.samples
     assert sample.origin is LabelOrigin.OPERATOR and sample.source == f"operator:{item_id}"
     np.testing.assert_allclose(sample.labels,

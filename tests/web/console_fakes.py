@@ -71,6 +71,7 @@ class FakeConsole:
         self.unmeasured: list[str] = []  # classes no round measured (Forgetting page note)
         self.merged_names: list[str] = []  # classes merged into the first (classes merge)
         self.decline_answers = False  # answers stored by no sample (the memory declined them)
+        self.answer_notes: dict = {}  # added to a stored answer's result (similar_classes, ...)
         self.merges: dict[str, str] = {}  # a class of class_names -> the class it was merged into
         self.alerts = ["round 3 rejected: person AP fell 0.12 > 0.05"]
         self.queue = []
@@ -299,7 +300,8 @@ class FakeConsole:
                     "held_out": False, "width": 640, "height": 480, "corrected": 0,
                     "boxes": [{"class": b["class"], "xyxy": list(b["xyxy"])} for b in boxes]})
                 self.next_sample += 1
-            return {"id": item_id, "stored": not skip, "boxes": len(boxes)}
+            return {"id": item_id, "stored": not skip, "boxes": len(boxes),
+                    **(self.answer_notes if not skip else {})}
 
     def answered_list(self) -> list[dict]:
         with self.lock:

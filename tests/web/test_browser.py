@@ -357,8 +357,12 @@ def test_the_label_page_by_keyboard_alone(served, browser):
     # list, more Tabs the longer the queue
     assert tags == ["BODY", "BODY", "BODY", "class-select", "zoom-out"], tags
     js(browser, "document.activeElement.blur()")
+    fake.answer_notes = {"classes_added": ["forklift"], "former_names": {"forklift": "lift truck"}}
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait_for(lambda: fake.answers, what="answer received")
+    # before: a name a rename freed made a new class, unsaid
+    wait_for(lambda: "\u2068forklift\u2069 named class \u2068lift truck\u2069 before a rename: it "
+                     "is a new class now" in text_of(browser, "#toasts"), what="former-name note")
     boxes = {b["class"]: b["xyxy"] for b in fake.answers[0]["boxes"]}
     # a quarter of the 640x480 frame (240, 180, 400, 300) grown 1.1 x 1.1 about its centre,
     # then 3 px to the right

@@ -52,7 +52,7 @@ from edgecl.atomic import atomic_write_bytes, atomic_write_json
 from edgecl.boot import CLOCK_SET_S, boot_id
 from edgecl.data.answers import (MAX_NEW_CLASSES_PER_ANSWER, boxes_to_labels, finite_number,
                                  valid_item_id)
-from edgecl.data.class_names import close_class_names, standing_names
+from edgecl.data.class_names import close_class_names, former_names_in, standing_names
 from edgecl.data.images import pixels_hash
 from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, StorageError,
                            link_problem, storage_fault, storage_faults)
@@ -85,6 +85,13 @@ def _typo_hints(new_names: list[str], standing: list[str]) -> dict[str, str]:
         if name not in similar:
             similar.update(close_class_names([name], new_names[:i]))
     return similar
+
+
+def _former_names(new_names: list[str], classes) -> dict[str, str]:
+    """New class names of one answer that a class had before a ``classes rename`` (name -> the
+    class's name now, :func:`~edgecl.data.class_names.former_names_in`): before, an operator
+    answering 'Person' after Person was renamed pedestrian made a second class, unsaid."""
+    return former_names_in(new_names, classes.names(), classes.former_names()) if new_names else {}
 
 
 def register_new_classes(labels, new_names: list[str], known: dict[str, int], classes) -> None:
@@ -599,7 +606,8 @@ class OperatorQueue:
         Returns:
             ``{"id", "sample": memory id or None (declined by the memory), "boxes": N,
             "classes_added": [names], "similar_classes": {new name: the known name it may be a
-            typo of} (:func:`~edgecl.data.class_names.close_class_names`), "class_ids"}``.
+            typo of} (:func:`~edgecl.data.class_names.close_class_names`), "former_names": {new
+            name: the class it named before a ``classes rename``}, "class_ids"}``.
 
         Raises:
             NotFoundError: invalid or unknown id.
@@ -620,7 +628,7 @@ class OperatorQueue:
                                  f"{', '.join(sorted(known)) or 'none'})")
             source = SOURCE_PREFIX + item_id
             sample_id = _stored_sample(memory, source)
-            similar = {}
+            similar, former = {}, _former_names(new_names, classes)
             if sample_id is not None:  # stored by an answer cut short (a kill before dequeue)
                 sample_id = self._answer_again(sample_id, labels, new_names, known, meta,
                                                memory, classes)
@@ -647,7 +655,7 @@ class OperatorQueue:
             self._remove(item_id)
         return {"id": item_id, "sample": sample_id, "boxes": int(labels.shape[0]),
                 "classes_added": new_names, "similar_classes": similar if new_names else {},
-                "class_ids": sorted({int(c) for c in labels[:, 0]})}
+                "former_names": former, "class_ids": sorted({int(c) for c in labels[:, 0]})}
 
     def answers(self, memory, classes, limit: int = 50) -> list[dict]:
         """The latest answers whose sample the memory still holds, newest first, with the
@@ -767,7 +775,7 @@ class OperatorQueue:
 
         Returns:
             ``{"id", "sample": new id, "replaced": old id, "boxes": N, "classes_added",
-            "similar_classes", "class_ids"}`` (as :meth:`answer`).
+            "similar_classes", "former_names", "class_ids"}`` (as :meth:`answer`).
 
         Raises:
             NotFoundError / ConflictError: as :meth:`answered_sample`.
@@ -794,6 +802,7 @@ class OperatorQueue:
                                  f"the {MAX_NEW_CLASSES_PER_ANSWER} an item may teach (a new class "
                                  f"is taught a few at a time)")
             similar = _typo_hints(new_names, standing_names(classes.names(), known))
+            former = _former_names(new_names, classes)
             register_new_classes(labels, new_names, known, classes)
             memory.sync_class_names(classes.names())
             sample_id, new_id = self._on_current_sample(
@@ -806,7 +815,8 @@ class OperatorQueue:
                          new_classes=added + len(new_names))
         return {"id": item_id, "sample": new_id, "replaced": sample_id,
                 "boxes": int(labels.shape[0]), "classes_added": new_names,
-                "similar_classes": similar, "class_ids": sorted({int(c) for c in labels[:, 0]})}
+                "similar_classes": similar, "former_names": former,
+                "class_ids": sorted({int(c) for c in labels[:, 0]})}
 
     def withdraw(self, item_id: str, memory) -> dict:
         """Take an answer back: its sample leaves the memory for good (a frame answered by

@@ -192,12 +192,15 @@
 
   /** "; new class Persn is close to Person: if one is a typo, merge it into the other (edgecl
    *  classes merge on the device)", for each new class of an answer that is one slip from a
-   *  known one, or "". Names are shown as bidi isolates, so no command line is built from them
+   *  known one, and a like note for each that a class had before a rename, or "". Names are shown as bidi isolates, so no command line is built from them
    *  here. */
   function typoNote(result) {
     return Object.entries((result && result.similar_classes) || {}).map(([name, known]) =>
       `; new class ${EC.isolate(name)} is close to ${EC.isolate(known)}: if one is a typo, ` +
-      `merge it into the other (edgecl classes merge on the device)`).join("");
+      `merge it into the other (edgecl classes merge on the device)`).join("") +
+      Object.entries((result && result.former_names) || {}).map(([name, now]) =>
+        `; ${EC.isolate(name)} named class ${EC.isolate(now)} before a rename: it is a new ` +
+        `class now (edgecl classes merge on the device makes them one)`).join("");
   }
 
   function openNewClass() {
