@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import os
 import pickle
 import re
+import reprlib
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -381,7 +383,8 @@ class CheckpointUnpickler(pickle.Unpickler):
     A name in the pickle resolves when it is one of torch's own safe globals (tensors,
     storages, dtypes: ``torch._weights_only_unpickler``), a class of torch, ultralytics or
     edgecl (a layer a round adapted), an ultralytics training callback (``torch.save(YOLO(...))``
-    keeps them), or one of :data:`_SAFE_OTHER_GLOBALS`. Anything else raises
+    keeps them), or one of :data:`_SAFE_OTHER_GLOBALS`; ``getattr`` resolves to
+    :func:`_model_method` (a layer's own bound method). Anything else raises
     :class:`RefusedGlobal` before it is looked up. Before, a checkpoint was unpickled in full
     (``weights_only=False``, as ultralytics does): a pickle naming ``os.system`` ran it as the
     file loaded, at ``models add``, ``run --model`` and a round. The usual restricted-unpickler
@@ -406,12 +409,13 @@ class CheckpointUnpickler(pickle.Unpickler):
         safe = _torch_safe_globals().get(full)
         if safe is not None:
             return safe
+        if full == "builtins.getattr":  # a bound method a layer holds (fused: forward_fuse)
+            return _model_method
         if module.split(".")[0] not in _IMPORTABLE_ROOTS:
             raise RefusedGlobal(full)
         obj = super().find_class(module, name)
         where = str(getattr(obj, "__module__", ""))
-        model_class = isinstance(obj, type) and where.startswith(("torch.", "ultralytics.",
-                                                                  "edgecl."))
+        model_class = isinstance(obj, type) and where.startswith(MODEL_CLASS_MODULES)
         # torch.save(YOLO(...)) keeps the model's training callbacks: functions that take a
         # trainer, which nothing in a checkpoint can give
         callback = callable(obj) and where.startswith("ultralytics.utils.callbacks.")
@@ -419,6 +423,42 @@ class CheckpointUnpickler(pickle.Unpickler):
                 "numpy.dtypes."):
             return obj
         raise RefusedGlobal(full)
+
+
+MODEL_CLASS_MODULES = ("torch.", "ultralytics.", "edgecl.")
+"""Where the classes a checkpoint is made of are defined."""
+
+
+def _model_method(obj: object, name: object):
+    """``getattr`` as a checkpoint's pickle may call it: a layer's own forward method, bound to
+    the layer (ultralytics' ``fuse()`` sets ``conv.forward = conv.forward_fuse``, its exporter
+    ``forward_split``: they pickle as ``getattr(conv, "forward_fuse")``; before, every fused and
+    saved model was refused as untrusted).
+
+    Only ``forward`` and ``forward_*`` are given: a pickle can call what it gets, and another
+    method of a model (``save``, ``train``) would write files or reach the network.
+
+    Args:
+        obj: a layer the pickle made (an instance of a torch, ultralytics or edgecl class).
+        name: the method's name.
+
+    Returns:
+        The bound method.
+
+    Raises:
+        RefusedGlobal: anything else (another object, another name, an attribute that is no
+            function of the layer's class): nothing is looked up.
+    """
+    import torch
+
+    cls = type(obj)
+    forward = isinstance(name, str) and (name == "forward" or name.startswith("forward_"))
+    method = getattr(cls, name, None) if forward else None
+    if (not isinstance(obj, torch.nn.Module) or not inspect.isfunction(method)
+            or not str(getattr(method, "__module__", "")).startswith(MODEL_CLASS_MODULES)):
+        raise RefusedGlobal(f"builtins.getattr({cls.__module__}.{cls.__qualname__}, "
+                            f"{reprlib.repr(name)})")
+    return getattr(obj, name)
 
 
 def _importable(module: str) -> bool:

@@ -375,6 +375,44 @@ def test_a_checkpoint_whose_pickle_would_run_code_is_refused_with_nothing_run(tm
     assert not marker.exists()
 
 
+def test_a_fused_model_saved_loads_and_detects_as_before(tmp_path, detector):
+    """Before: a model fused for speed and saved (ultralytics' ``fuse()`` binds
+    ``conv.forward = conv.forward_fuse``, which pickles as ``getattr``) was refused as
+    untrusted, at 'models add' and 'run --model' alike."""
+    fused = copy.deepcopy(detector).eval().fuse(verbose=False)
+    path = tmp_path / "fused.pt"
+    torch.save(_trainer_layout(fused), path)
+    model, meta = load_checkpoint(path)
+    assert meta["names"] == NAMES
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.float().eval()(image)[0], fused.float()(image)[0])
+
+
+class _Method:
+    """A pickle that looks a method up on a layer and hands it back: ``getattr(layer, name)``."""
+
+    def __init__(self, layer, name: str):
+        self.layer, self.name = layer, name
+
+    def __reduce__(self):
+        return getattr, (self.layer, self.name)
+
+
+@pytest.mark.parametrize("name", ["save", "register_forward_hook", "__class__", "_apply"])
+def test_a_pickle_that_looks_up_a_layers_other_methods_is_refused(tmp_path, detector, name):
+    """A fused layer's ``forward_*`` is what a checkpoint may look up: a pickle can call what it
+    gets, and a model's ``save`` would write where the file says."""
+    layer = detector.model[0]
+    path = tmp_path / "m.pt"
+    torch.save(_trainer_layout(detector, model=_Method(layer, name)), path)
+    assert _message(path) == (f"cannot load {path}: its pickle calls builtins.getattr("
+                              f"ultralytics.nn.modules.conv.Conv, {name!r}), which no model is "
+                              f"made of (only torch's, ultralytics' and edgecl's classes are); "
+                              f"refused with nothing of it run. Save the weights again from a "
+                              f"copy you trust")
+
+
 def test_an_ema_saved_as_weights_leaves_the_model_beside_it_in_use(tmp_path, detector):
     """Before: 'ema' saved as a state_dict hid the 'model' beside it: "not a model checkpoint
     (no 'model' module)"."""
