@@ -32,6 +32,12 @@ MAX_RETRY_S = 600.0
 # How long a connection attempt waits for the server to answer at all (TCP, TLS, HTTP/2).
 PROBE_TIMEOUT_S = 20.0
 
+FAILED_PROBE_WAIT_S = 2.0
+"""How long Flower's connection keeps trying after a failed probe: short, so that its failure
+comes back to the device's own loop, which says it, backs off and probes again (Flower retries
+silently and for ever otherwise: a device started before its server never said it had
+connected)."""
+
 
 class ServerSilent(ConnectionError):
     """Nothing answered at the fleet server's address within :data:`PROBE_TIMEOUT_S`."""
@@ -372,7 +378,9 @@ def _serve_rounds(cfg: Config, test_yaml: str | None, once: bool,
                          fc.server_address, f" after {failures} failed attempt(s)" if failures else "")
                 # a session that fails from here on is a new fault: warned, backed off afresh
                 connected, failures, last_problem, ended = True, 0, "", False
-            connect(cfg, test_yaml=test_yaml, max_wait_s=max_wait_s)
+            wait_s = max_wait_s if probe else min(max_wait_s or FAILED_PROBE_WAIT_S,
+                                                  FAILED_PROBE_WAIT_S)
+            connect(cfg, test_yaml=test_yaml, max_wait_s=wait_s)
         except Exception as exc:  # the connection's fault is contained: logged, retried
             raise_if_stopping()  # a stop signal inside gRPC is no connection fault
             waited = time.monotonic() - started

@@ -623,9 +623,10 @@ def test_a_device_says_it_connected_after_the_server_came_up(tmp_path, monkeypat
 
     refused = Rendezvous("failed to connect to all addresses; last error: UNKNOWN: "
                          "ipv4:127.0.0.1:9: Failed to connect to remote host: Connection refused")
-    attempts = iter([refused, None])
+    attempts, waits = iter([refused, None]), []
 
-    def connect(cfg, **_):
+    def connect(cfg, max_wait_s=None, **_):
+        waits.append(max_wait_s)
         outcome = next(attempts)
         if outcome is not None:
             raise outcome
@@ -641,6 +642,9 @@ def test_a_device_says_it_connected_after_the_server_came_up(tmp_path, monkeypat
         "on 127.0.0.1:9 (yet); retrying in 30 s")
     assert caplog.messages[2] == ("connected to the fleet server 127.0.0.1:9 after 1 failed "
                                   "attempt(s); waiting for its rounds")
+    # after a failed probe Flower tries briefly, then the failure comes back to be said (before,
+    # it retried silently for ever: a device started before its server never said it connected)
+    assert waits == [client.FAILED_PROBE_WAIT_S, 60]
 
 
 class Rendezvous(Exception):
