@@ -440,8 +440,8 @@ class VideoSink:
         if self._frames_in_file % VIDEO_SIZE_CHECK_FRAMES == 0:
             self._stop_if_disk_full()
         image = np.ascontiguousarray(result.frame.image.copy())
-        if self._writer is None:
-            self._open(image.shape[1], image.shape[0])
+        if self._writer is None:  # the first frame, or the first after a rotation: same size
+            self._open(*(self._size or (image.shape[1], image.shape[0])))
         annotator = Annotator(image, line_width=1, pil=False)
         det, names = result.detections, _names_now(self.names)
         for box, score, cls in zip(det.boxes_xyxy, det.scores, det.classes):
@@ -479,10 +479,13 @@ class VideoSink:
         if free >= VIDEO_MIN_FREE_BYTES:
             return
         self._stopped = True
+        writing = self._writer is not None
         self.close()
+        stops = ("video writing stops here (the file is whole" if writing
+                 else "no video is written (nothing was begun" if self._size is None
+                 else "video writing stops here (the files written are whole")
         raise StorageError(f"--save-video {self.path}: the disk has {free / 2**20:.1f} MiB free, "
-                           f"so video writing stops here (the file is whole; detection and "
-                           f"learning go on)")
+                           f"so {stops}; detection and learning go on)")
 
     @property
     def stopped(self) -> bool:
@@ -490,10 +493,12 @@ class VideoSink:
         return self._stopped
 
     def _rotate_if_full(self) -> None:
-        """Close a file that reached ``max_bytes`` (it becomes ``out.1.mp4``) and start a new
-        one at the same size. Where the full file cannot be moved aside (a backup name taken by
-        a folder, a permission), the video stops there, whole: a new writer would have
-        truncated it."""
+        """Close a file that reached ``max_bytes`` (it becomes ``out.1.mp4``); the next frame
+        starts a new one at the same size (before, it was begun at once: a run that stopped on
+        a rotation left an empty, unplayable file, and the next run kept it as an earlier
+        video in place of a real one). Where the full file cannot be moved aside (a backup
+        name taken by a folder, a permission), the video stops there, whole: a new writer
+        would have truncated it."""
         try:
             full = self.path.stat().st_size >= self.max_bytes
         except OSError:
@@ -510,8 +515,6 @@ class VideoSink:
                       "stops here, the file is whole", self.path, describe_os_error(exc))
             return
         self._frames_in_file = 0
-        width, height = self._size
-        self._open(width, height)
 
     def close(self) -> None:
         """Finish the video file."""

@@ -273,6 +273,56 @@ def test_the_saved_video_starts_a_new_file_at_its_size_bound(tmp_path, monkeypat
         cap.release()
 
 
+def test_a_run_that_stops_on_a_rotation_leaves_no_empty_video_for_the_next_to_keep(
+        tmp_path, monkeypatch):
+    """Before: the new file was begun at the rotation itself; a run that stopped there left an
+    empty, unplayable out.avi, and the next run kept it as out.1.avi, pushing a real recording
+    out of the backups."""
+    import cv2
+
+    from edgecl.runtime import sinks
+    from edgecl.runtime.sinks import VideoSink
+
+    monkeypatch.setattr(sinks, "VIDEO_SIZE_CHECK_FRAMES", 5)
+    rng = np.random.default_rng(0)
+    path = tmp_path / "out.avi"
+    sink = VideoSink(path, fps=lambda: 30.0, names={}, backups=2, max_bytes=400_000)
+    written = 0
+    while not (tmp_path / "out.1.avi").exists():  # up to the frame whose write rotates
+        sink.write(_frame_result(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), written))
+        written += 1
+    sink.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.1.avi"]
+    sink = VideoSink(path, fps=lambda: 30.0, names={}, backups=2, max_bytes=400_000)
+    for i in range(10):
+        sink.write(_frame_result(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), i))
+    sink.close()
+    counts = {}
+    for name in ("out.1.avi", "out.avi"):
+        cap = cv2.VideoCapture(str(tmp_path / name))
+        counts[name] = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.release()
+    assert counts == {"out.1.avi": written, "out.avi": 10}
+
+
+def test_a_video_disk_full_before_its_first_frame_says_no_video_was_begun(tmp_path, monkeypatch):
+    """Before: 'video writing stops here (the file is whole ...)' named a file never made."""
+    import shutil
+
+    from edgecl.errors import StorageError
+    from edgecl.runtime import sinks
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=5 * 2**20))
+    sink = sinks.VideoSink(tmp_path / "out.mp4", fps=10.0, names={})
+    with pytest.raises(StorageError) as raised:
+        sink.write(_frame_result(np.full((64, 96, 3), 120, np.uint8), 0))
+    assert str(raised.value) == (f"--save-video {tmp_path / 'out.mp4'}: the disk has 5.0 MiB "
+                                 f"free, so no video is written (nothing was begun; detection and "
+                                 f"learning go on)")
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_a_video_that_cannot_rotate_stops_whole(tmp_path, monkeypatch, caplog):
     """Before: where the full video could not be moved aside (a folder named as its backup),
     the next frame reopened the file and truncated it: 720 of 900 frames were lost."""
