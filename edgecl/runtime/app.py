@@ -1014,10 +1014,16 @@ class Runtime:
         learner = self.supervisor.health()
         if learner["state"] == "backoff":
             self.watchdog.fault("learner", learner.get("reason", "backing off"), waiting=True)
+        elif learner.get("waiting_for_room"):  # before: 'idle' here while /healthz was degraded
+            self.watchdog.fault("learner", f"learning waits for room: "
+                                           f"{learner['waiting_for_room']}", waiting=True)
         elif self.supervisor.busy and not was_busy:
             self.watchdog.beat("learner", "round started")
-        elif not self.supervisor.busy:
-            self.watchdog.idle("learner", "no round running")
+        elif not self.supervisor.busy:  # a due round that waits by design says for what
+            wait = next((learner[k] for k in ("waiting_for_model", "waiting_for_held_out",
+                                              "waiting_for_import") if learner.get(k)), None)
+            self.watchdog.idle("learner", f"a due round waits: {wait}" if wait else
+                               "no round running")
 
     def _step_failed(self, name: str, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"

@@ -317,6 +317,21 @@ def test_vitals_name_the_learner_waiting_for_room(tmp_path, monkeypatch):
     assert vitals["status"] == "degraded"
     assert vitals["learner"] == {"enabled": True, "state": "waiting_for_room", "round": 41,
                                  "rounds": 0, "progress": None, "apply_errors": 0}
+    # before: the learner's stage read 'idle, no round running' while /healthz was degraded:
+    # a monitor alerting per stage saw nothing wrong with a device that had stopped learning
+    monkeypatch.setattr(sup, "tick", lambda: None)
+    runtime._tick_learner()
+    stage = runtime.health()["stages"]["learner"]
+    assert stage["state"] == "degraded" and stage["detail"] == (
+        "learning waits for room: /state has 1.0 MiB free; a round needs about 9.0 MiB")
+    sup._waiting_for_room = None
+    sup._waiting_for_model = "v0041 serves model.onnx with no checkpoint to fine-tune"
+    runtime._tick_learner()
+    assert runtime.health()["stages"]["learner"] == {
+        "state": "idle", "detail": "a due round waits: v0041 serves model.onnx with no "
+                                   "checkpoint to fine-tune",
+        **{k: v for k, v in runtime.health()["stages"]["learner"].items()
+           if k not in ("state", "detail")}}
 
 
 def test_vitals_name_what_a_due_round_waits_for(tmp_path, monkeypatch):
