@@ -144,6 +144,30 @@ def test_smaller_bounds_on_reopen_evict(tmp_path, caplog):
     assert "repaired" not in caplog.text
 
 
+def test_smaller_bounds_on_reopen_free_the_evicted_files_at_once(tmp_path):
+    """Before: the snapshots of past rounds held hard links to the evicted samples' files for
+    two more rounds: a team lowering memory.max_bytes on a full card got nothing back."""
+    with ReplayMemory(tmp_path / "m", cfg(capacity=10)) as m:
+        for i in range(10):
+            m.add(sample(i))
+        m.snapshot()
+        m.add(sample(10))
+        m.snapshot()
+        images = {p.name for p in (m.root / "images").iterdir()}
+    with ReplayMemory(tmp_path / "m", cfg(capacity=4)) as m:
+        kept = {p.name for p in (m.root / "images").iterdir()}
+        assert len(kept) == 4 and kept < images
+        (snap,) = [p for p in (m.root / "snapshots").iterdir() if not p.name.startswith(".")]
+        assert {p.name for p in (snap / "images").iterdir()} == kept  # the newest: what is kept
+        evicted = {(m.root / "images" / name) for name in images - kept}
+        assert not any(p.exists() for p in evicted)
+        linked = {(snap / "images" / name).stat().st_ino for name in kept}
+        assert {(m.root / "images" / name).stat().st_ino for name in kept} == linked
+        assert m.verify(repair=False).ok
+    with ReplayMemory(tmp_path / "m", cfg(capacity=4)) as m:  # nothing more evicted: kept as is
+        assert [p.name for p in (m.root / "snapshots").iterdir()] == [snap.name]
+
+
 def test_smaller_bounds_on_reopen_evict_pseudo_labels_first(tmp_path):
     """Before: lowering memory.capacity dropped a person's answers as readily as
     pseudo-labels. 3 operator + 3 pseudo samples of one class, reopened with room for 4."""

@@ -368,9 +368,28 @@ class ReplayMemory:
                             "capacity %d and memory.max_bytes %.1f MiB (pseudo-labelled ones "
                             "first, operator answers last); %d kept", self.root, len(report.bound_evictions),
                             self.capacity, self.cfg.max_bytes / 2**20, self._db.count())
+                self._release_evicted_files()
         except BaseException:
             self._db.close()
             raise
+
+    def _release_evicted_files(self) -> None:
+        """After lowered bounds evicted samples at open: a snapshot of what is kept, and every
+        older snapshot no live process reads pruned, so the evicted samples' files leave the
+        disk now (before, the snapshots of past rounds held their hard links for two more
+        rounds: about 5 x a lowered ``max_bytes`` stayed on a full card). Best effort: a
+        failure is warned and the snapshots stay as they were."""
+        if not any(p.is_dir() and not p.name.startswith(".")
+                   for p in (self.root / "snapshots").iterdir()):
+            return
+        try:
+            with self._lock:
+                with self._faults("cannot take a memory snapshot"), self._db.write():
+                    snap = build_snapshot(self.root, self._db.records(), self.class_names())
+                prune_snapshots(self.root, 1, protect=snap.snapshot_id)
+        except (StorageError, ReplayMemoryError, OSError) as exc:
+            log.warning("replay memory %s: the evicted samples' files stay on disk until the "
+                        "next rounds prune their snapshots (%s)", self.root, exc)
 
     def _record_config(self) -> None:
         """Keep the settings this memory is opened with in its index (see
