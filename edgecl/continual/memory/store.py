@@ -379,7 +379,7 @@ class ReplayMemory:
         disk now (before, the snapshots of past rounds held their hard links for two more
         rounds: about 5 x a lowered ``max_bytes`` stayed on a full card). Best effort: a
         failure is warned and the snapshots stay as they were."""
-        if not any(p.is_dir() and not p.name.startswith(".")
+        if self.read_only or not any(p.is_dir() and not p.name.startswith(".")
                    for p in (self.root / "snapshots").iterdir()):
             return
         try:
