@@ -260,14 +260,17 @@ class FleetDevice:
         return set(ClassRegistry(self.cfg.state_dir).merged())
 
     def _work_dir(self) -> Path:
-        return learner_dir(self.cfg.state_dir) / "fleet-work"
+        from edgecl.runtime.learner import FLEET_WORK
+
+        return learner_dir(self.cfg.state_dir) / FLEET_WORK
 
     @contextlib.contextmanager
     def _round_lock(self):
         """Hold the device's one-round-at-a-time lock (yields whether it is held); leaving it
         removes the fleet round's work folder (its exported engines, copied into the registry
         when staged, took card space until the next round). While held, the round's scratch
-        files go to ``STATE/learner/tmp`` (:func:`edgecl.runtime.learner.round_temp_folder`)."""
+        files go to ``STATE/learner/tmp`` (:func:`edgecl.runtime.learner.round_temp_folder`); a
+        work folder a killed round left is removed first."""
         from edgecl.runtime.learner import round_lock, round_temp_folder
 
         with round_lock(self.cfg.state_dir) as held:
@@ -275,6 +278,7 @@ class FleetDevice:
                 if not held:
                     yield held
                     return
+                shutil.rmtree(self._work_dir(), ignore_errors=True)  # what a killed round left
                 with round_temp_folder(self.cfg.state_dir):  # as a local round's
                     yield held
             finally:

@@ -121,13 +121,20 @@ def running_progress(state_dir: str | Path, round_id: str) -> float | None:
     return max(fractions) if fractions else None
 
 
+FLEET_WORK = "fleet-work"
+"""``STATE/learner/fleet-work``: the work folder of a fleet round (its fine-tuned model, the
+engines exported from the global model it adopts)."""
+
+
 def interrupted_round(state_dir: str | Path) -> str | None:
     """Say and clear a round that a stop cut short; call it holding the round lock
     (:func:`round_lock`), so that no round of another process is running.
 
     A round that was killed with its process (the device powered off, the runtime killed, the
     learner killed for memory) leaves its record (:data:`RUNNING_FILE`) and its work folder,
-    which holds copies of the model files until the next round; both are removed here.
+    which holds copies of the model files until the next round; both are removed here, and so
+    is a killed fleet round's work folder (:data:`FLEET_WORK`: before, about 10 MB stayed on
+    the card for good).
 
     Args:
         state_dir: the state directory.
@@ -137,6 +144,7 @@ def interrupted_round(state_dir: str | Path) -> str | None:
         when the last round finished.
     """
     folder = learner_dir(state_dir)
+    shutil.rmtree(folder / FLEET_WORK, ignore_errors=True)  # no fleet round runs: the lock
     path = folder / RUNNING_FILE
     if not path.exists():
         return None

@@ -117,6 +117,18 @@ def test_a_round_stopped_by_ctrl_c_is_not_reported_as_cut_short_next_time(tmp_pa
     assert learner.interrupted_round(tmp_path) is None
 
 
+def test_a_killed_fleet_rounds_work_folder_is_removed_at_the_next_start(tmp_path):
+    """Before: a device killed while adopting a fleet model kept learner/fleet-work (its
+    model.pt and an export folder, about 10 MB) for good; restarts left it."""
+    from edgecl.runtime import learner
+
+    work = learner.learner_dir(tmp_path) / learner.FLEET_WORK
+    (work / ".edgecl-export-x").mkdir(parents=True)
+    (work / "model.pt").write_bytes(b"x" * 1000)
+    assert learner._clear_cut_short_round(tmp_path) is None  # no local round was cut short
+    assert not work.exists()
+
+
 def test_a_round_writes_its_scratch_files_in_the_state_directory(tmp_path):
     """Libraries a round calls (ultralytics' dataset scan, onnxruntime's INT8 quantiser) wrote
     scratch folders in the system temp folder, where a learner killed mid-round left them for
