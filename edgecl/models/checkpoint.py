@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import logging
 import os
 import pickle
 import re
@@ -28,6 +29,8 @@ from edgecl.errors import ModelLoadError, special_file_problem
 from edgecl.models.base import (DETECTION_ONLY, MAX_IMAGE_SIDE, OTHER_HEADS, TASK_KINDS,
                                 not_a_detector)
 from edgecl.ultra import ensure_offline
+
+log = logging.getLogger(__name__)
 
 # Transient attributes a trained model may carry that must not be pickled.
 _TRANSIENT_ATTRS = ("criterion",)
@@ -288,7 +291,7 @@ def load_checkpoint(path: str | os.PathLike):
         meta["names"] = _class_names(meta["names"], getattr(model.model[-1], "nc", None), path)
     model.names = dict(meta["names"])
     if "imgsz" not in meta:  # an ultralytics checkpoint: the size it was trained at
-        trained = _trained_image_size(ckpt, model)
+        trained = _trained_image_size(ckpt, model, path)
         if trained is not None:
             meta["imgsz"] = trained
     if "imgsz" in meta and not _is_image_size(meta["imgsz"]):
@@ -650,17 +653,42 @@ def _class_names(names: dict[int, str], nc, path: Path) -> dict[int, str]:
     return out
 
 
-def _trained_image_size(ckpt: dict, model) -> int | None:
+def _trained_image_size(ckpt: dict, model, path: Path) -> int | None:
     """The input side an ultralytics checkpoint was trained at (``train_args.imgsz``, else the
     model's ``args``), or None when it records none usable (a ``[h, w]`` size gives its longer
-    side, rounded up to a multiple of 32 as ultralytics' ``check_imgsz`` does)."""
-    for args in (ckpt.get("train_args"), getattr(model, "args", None)):
+    side, rounded up to a multiple of 32 as ultralytics' ``check_imgsz`` does). A recorded size
+    that is passed over (0, 100000, text) is warned of, with the size served instead (before,
+    nothing said it)."""
+    passed_over = []
+    for where, args in (("train_args", ckpt.get("train_args")),
+                        ("model.args", getattr(model, "args", None))):
         if not isinstance(args, dict):
             args = getattr(args, "__dict__", None)
-        side = longer_side(args.get("imgsz") if isinstance(args, dict) else None)
+        recorded = args.get("imgsz") if isinstance(args, dict) else None
+        side = longer_side(recorded)
         if side is not None:
-            return -(-side // 32) * 32  # ultralytics trains at a multiple of the stride
+            served = -(-side // 32) * 32  # ultralytics trains at a multiple of the stride
+            if passed_over:
+                _warn_image_size(path, passed_over, f"its {where}.imgsz, {served} px")
+            return served
+        if recorded is not None:
+            passed_over.append(f"{where}.imgsz {reprlib.repr(recorded)}")
+    if passed_over:
+        _warn_image_size(path, passed_over, "the configured model.imgsz")
     return None
+
+
+_SIZES_WARNED: set[str] = set()
+"""The image-size warnings this process gave (a file loaded twice, by 'models add' and its
+warm-up, is warned of once)."""
+
+
+def _warn_image_size(path: Path, passed_over: list[str], served: str) -> None:
+    message = (f"{path}: its {' and '.join(passed_over)} is no image size (1 to "
+               f"{MAX_IMAGE_SIDE} px): it is served at {served}")
+    if message not in _SIZES_WARNED:
+        _SIZES_WARNED.add(message)
+        log.warning("%s", message)
 
 
 def longer_side(imgsz) -> int | None:

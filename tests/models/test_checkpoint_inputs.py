@@ -389,6 +389,29 @@ def test_a_fused_model_saved_loads_and_detects_as_before(tmp_path, detector):
         torch.testing.assert_close(model.float().eval()(image)[0], fused.float()(image)[0])
 
 
+@pytest.mark.parametrize("recorded, warned", [
+    (100000, "its train_args.imgsz 100000 is no image size (1 to {top} px): it is served at the "
+             "configured model.imgsz"),
+    ("big", "its train_args.imgsz 'big' is no image size (1 to {top} px): it is served at the "
+            "configured model.imgsz"),
+    (100, None), ([96, 160], None)])
+def test_a_checkpoints_unusable_image_size_is_said_with_the_size_served(tmp_path, detector, caplog,
+                                                                        recorded, warned):
+    """Before: a checkpoint whose train_args.imgsz was 0 or 100000 was served at another size
+    with no word; a usable one (100, [96, 160]) is served rounded up to a multiple of 32."""
+    from edgecl.models.base import MAX_IMAGE_SIDE
+
+    path = tmp_path / "best.pt"
+    torch.save(_trainer_layout(detector, train_args={"imgsz": recorded, "task": "detect"}), path)
+    _, meta = load_checkpoint(path)
+    if warned is None:
+        assert meta["imgsz"] == (160 if isinstance(recorded, list) else 128)
+        assert "no image size" not in caplog.text
+    else:
+        assert "imgsz" not in meta
+        assert caplog.messages == [f"{path}: " + warned.format(top=MAX_IMAGE_SIDE)]
+
+
 class _Method:
     """A pickle that looks a method up on a layer and hands it back: ``getattr(layer, name)``."""
 
