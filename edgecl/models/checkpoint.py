@@ -337,10 +337,12 @@ def _read(path: Path):
             root = str(exc).split(".")[0]
             if root in _YOLOV5_REPO_MODULES or not _importable(root):  # say what the file is
                 raise ModelLoadError(_unreadable(path, ModuleNotFoundError(root, name=root))) from None
-            raise ModelLoadError(f"cannot load {path}: its pickle calls {exc}, which no model "
-                                 f"is made of (only torch's, ultralytics' and edgecl's classes "
-                                 f"are); refused with nothing of it run. Save the weights again "
-                                 f"from a copy you trust") from None
+            what = (f"calls {exc}, which no saved model calls (a layer is made without "
+                    f"calling its class)" if str(exc).endswith("(...)") else
+                    f"calls {exc}, which no model is made of (only torch's, ultralytics' and "
+                    f"edgecl's classes are)")
+            raise ModelLoadError(f"cannot load {path}: its pickle {what}; refused with nothing "
+                                 f"of it run. Save the weights again from a copy you trust") from None
         except Exception as exc:  # torch.load raises many kinds for a damaged or foreign file
             if "torchscript" in str(exc).lower():
                 raise ModelLoadError(TORCHSCRIPT_PROBLEM.format(path=path)) from None
@@ -380,7 +382,7 @@ _IMPORTABLE_ROOTS = frozenset({"torch", "ultralytics", "edgecl", "numpy", "pathl
 named in a file, ``antigravity`` say, would already run its code)."""
 
 
-class CheckpointUnpickler(pickle.Unpickler):
+class CheckpointUnpickler(pickle._Unpickler):
     """The unpickler of a checkpoint: it makes only what models are made of.
 
     A name in the pickle resolves when it is one of torch's own safe globals (tensors,
@@ -393,7 +395,29 @@ class CheckpointUnpickler(pickle.Unpickler):
     file loaded, at ``models add``, ``run --model`` and a round. The usual restricted-unpickler
     pattern of Python's ``pickle`` documentation, given to ``torch.load`` as its
     ``pickle_module``.
+
+    What a pickle calls (``REDUCE``, ``INST``, ``OBJ``) is bounded further, as in torch's
+    ``weights_only`` unpickler: a layer is made without its ``__init__`` (``NEWOBJ``), so only
+    torch's safe globals, plain value types and :func:`_model_method` may be called (before,
+    a pickle calling ``ultralytics.YOLO("other.pt")`` had ultralytics load another file in
+    full, and that file's code ran). The pure-Python unpickler is used for that: its opcodes
+    can be overridden; a checkpoint's pickle holds no tensor data, so it loads in tens of
+    milliseconds all the same.
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_reduce(self) -> None:
+        """``REDUCE``: call the callable below the arguments on the stack, when it may be."""
+        _refuse_call(self.stack[-2])
+        super().load_reduce()
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+
+    def _instantiate(self, klass, args) -> None:
+        """``INST`` / ``OBJ`` (protocols 0 and 1): call a class, when it may be."""
+        _refuse_call(klass)
+        super()._instantiate(klass, args)
 
     def find_class(self, module: str, name: str):
         """The object ``module.name`` of the pickle, when a model may be made of it.
@@ -462,6 +486,44 @@ def _model_method(obj: object, name: object):
         raise RefusedGlobal(f"builtins.getattr({cls.__module__}.{cls.__qualname__}, "
                             f"{reprlib.repr(name)})")
     return getattr(obj, name)
+
+
+CALLABLE_VALUE_TYPES = frozenset({"collections.OrderedDict",
+                                  "ultralytics.utils.IterableSimpleNamespace"})
+"""Classes besides :data:`_SAFE_OTHER_GLOBALS` a checkpoint's pickle calls to make a value:
+a layer's parameter tables, a trainer's arguments."""
+
+
+def _refuse_call(func) -> None:
+    """Refuse a call a checkpoint's pickle makes, unless it makes a value: one of torch's safe
+    globals (a tensor rebuilt, ``torch.Size``), :func:`_model_method`, a plain value type
+    (:data:`_SAFE_OTHER_GLOBALS`, numpy's dtypes, :data:`CALLABLE_VALUE_TYPES`).
+
+    Raises:
+        RefusedGlobal: any other call (a class's constructor of torch or ultralytics, a
+            training callback): nothing of it runs.
+    """
+    if id(func) in _callable_ids():
+        return
+    module = str(getattr(func, "__module__", ""))
+    if module.startswith("numpy.dtypes") and isinstance(func, type):
+        return
+    raise RefusedGlobal(f"{module}.{getattr(func, '__qualname__', type(func).__name__)}(...)")
+
+
+@functools.lru_cache(maxsize=1)
+def _callable_ids() -> frozenset[int]:
+    """The ids of what a checkpoint's pickle may call (:func:`_refuse_call`), built once."""
+    import importlib
+
+    allowed = [_model_method, *_torch_safe_globals().values()]
+    for full in (*_SAFE_OTHER_GLOBALS, *CALLABLE_VALUE_TYPES):
+        module, _, name = full.rpartition(".")
+        try:
+            allowed.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):  # numpy.core or numpy._core: one of them
+            continue
+    return frozenset(id(obj) for obj in allowed)
 
 
 def _importable(module: str) -> bool:
@@ -572,14 +634,18 @@ def _unreadable(path: Path, exc: BaseException) -> str:
     from ultralytics import __version__ as installed
 
     missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
-    attribute = re.search(r"Can't get attribute '([^']+)' on <module '([^']+)'", str(exc))
+    # a name the module lacks, in the C unpickler's words or the pure-Python one's
+    lacked = re.search(r"Can't get attribute '([^']+)' on <module '([^']+)'", str(exc))
+    absent = re.search(r"module '([^']+)' has no attribute '([^']+)'", str(exc))
+    attribute = (f"{lacked[2]}.{lacked[1]}" if lacked else
+                 f"{absent[1]}.{absent[2]}" if absent else None)
     if missing and missing.split(".")[0] in _YOLOV5_REPO_MODULES:
         return (f"cannot load {path}: a checkpoint of the YOLOv5 repository "
                 f"(github.com/ultralytics/yolov5, module '{missing}'), which the ultralytics package "
                 f"cannot load; {DETECTION_ONLY}: train it again with ultralytics (yolov5nu.yaml "
                 f"keeps YOLOv5's design)")
     if missing or attribute:
-        needed = f"{attribute.group(2)}.{attribute.group(1)}" if attribute else missing
+        needed = attribute or missing
         if needed.startswith("ultralytics."):
             return (f"cannot load {path}: it needs {needed}, which ultralytics {installed} here "
                     f"lacks (saved by a newer ultralytics, or by modified code); edgecl needs a "

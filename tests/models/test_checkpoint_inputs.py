@@ -412,6 +412,49 @@ def test_a_checkpoints_unusable_image_size_is_said_with_the_size_served(tmp_path
         assert caplog.messages == [f"{path}: " + warned.format(top=MAX_IMAGE_SIDE)]
 
 
+class _Call:
+    """A pickle that calls ``func(*args)`` as it loads (``REDUCE``)."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _constructors(marker):
+    """What a hostile checkpoint may call beyond os.system: classes of ultralytics and torch
+    whose constructors act (ultralytics' YOLO loads another file in full), and a callback."""
+    from ultralytics.models.yolo.model import YOLO
+    from ultralytics.nn.modules import Conv
+    from ultralytics.utils.callbacks import base
+
+    inner = marker.parent / "inner.pt"
+    torch.save({"model": _Payload(marker)}, inner)
+    return {"ultralytics.models.yolo.model.YOLO": (YOLO, (str(inner),)),
+            "ultralytics.nn.modules.conv.Conv": (Conv, (3, 8)),
+            "ultralytics.utils.callbacks.base.on_train_start": (base.on_train_start, (None,))}
+
+
+@pytest.mark.parametrize("name", ["ultralytics.models.yolo.model.YOLO",
+                                  "ultralytics.nn.modules.conv.Conv",
+                                  "ultralytics.utils.callbacks.base.on_train_start"])
+def test_a_checkpoint_whose_pickle_calls_a_class_of_ultralytics_is_refused(tmp_path, detector,
+                                                                            name):
+    """Before: any class of torch or ultralytics could be called as the file loaded: a pickle
+    calling YOLO("inner.pt") had ultralytics load another file in full, and its os.system ran
+    (the error then called the file damaged)."""
+    marker = tmp_path / "ran"
+    func, args = _constructors(marker)[name]
+    path = tmp_path / "best.pt"
+    torch.save(_trainer_layout(detector, model=_Call(func, args)), path)
+    assert _message(path) == (f"cannot load {path}: its pickle calls {name}(...), which no saved "
+                              f"model calls (a layer is made without calling its class); refused "
+                              f"with nothing of it run. Save the weights again from a copy you "
+                              f"trust")
+    assert not marker.exists()
+
+
 class _Method:
     """A pickle that looks a method up on a layer and hands it back: ``getattr(layer, name)``."""
 
