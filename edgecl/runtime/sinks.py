@@ -353,6 +353,17 @@ def keep_earlier_file(path: Path, backups: int,
     return numbered(1)
 
 
+def _playable(path: Path) -> bool:
+    """Whether OpenCV reads a frame of a video file (one a kill cut short has no index)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return capture.isOpened() and capture.read()[0]
+    finally:
+        capture.release()
+
+
 VIDEO_SIZE_CHECK_FRAMES = 30
 """Frames between two looks at the saved video's size (``VideoSink.max_bytes``) and at the free
 space of its disk (:data:`VIDEO_MIN_FREE_BYTES`)."""
@@ -405,6 +416,15 @@ class VideoSink:
         except OSError as exc:
             raise ConfigError(f"--save-video {path}: cannot write in {self.path.parent} "
                               f"({exc.strerror or exc})") from None
+        if self.path.exists() and not _playable(self.path):
+            # cut short by a power cut or a kill (an MP4's index is written as it closes):
+            # kept apart, so it pushes no whole recording out of the backups (before, it did)
+            aside = self.path.with_name(f"{self.path.stem}.unfinished{self.path.suffix}")
+            os.replace(self.path, aside)
+            log.warning("--save-video %s: the earlier video was cut short (a power cut or a "
+                        "kill) and does not play; kept as %s, outside the %d backups (a repair "
+                        "tool such as untrunc may recover it; the next one cut short replaces it)",
+                        self.path, aside.name, backups)
         if self.path.exists():  # a restarted run: the earlier video is kept, not overwritten
             kept = keep_earlier_file(self.path, backups)
             log.info("--save-video %s: the earlier video is kept as %s", self.path, kept.name)

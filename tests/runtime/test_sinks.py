@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -217,11 +218,15 @@ def test_save_video_never_overwrites_the_source_or_an_earlier_run(tmp_path, run_
                                  f"new file (it would be overwritten)\n")
     assert clip.stat().st_size == size
     out_video = tmp_path / "out.avi"
-    for run in range(3):
-        out_video.write_bytes(b"run %d" % run)
+    runs = []
+    for run in range(3):  # each run's whole video
+        writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+        writer.write(np.full((48, 64, 3), 60 * run, np.uint8))
+        writer.release()
+        runs.append(out_video.read_bytes())
         VideoSink(out_video, backups=2)
     assert not out_video.exists(), "a new run writes it anew"
-    assert [(tmp_path / f"out.{k}.avi").read_bytes() for k in (1, 2)] == [b"run 2", b"run 1"]
+    assert [(tmp_path / f"out.{k}.avi").read_bytes() for k in (1, 2)] == [runs[2], runs[1]]
 
 
 def test_save_video_where_nothing_can_be_written_is_refused_at_start(tmp_path):
@@ -321,6 +326,33 @@ def test_a_video_disk_full_before_its_first_frame_says_no_video_was_begun(tmp_pa
                                  f"free, so no video is written (nothing was begun; detection and "
                                  f"learning go on)")
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_video_a_kill_cut_short_is_kept_apart_and_pushes_no_recording_out(tmp_path, caplog):
+    """Before: after a kill -9 (a power cut), the restart kept the unplayable out.mp4 (no MP4
+    index) as out.1.mp4 and deleted the whole recording that was there."""
+    import cv2
+
+    from edgecl.runtime.sinks import VideoSink
+
+    rng = np.random.default_rng(0)
+    sink = VideoSink(tmp_path / "out.mp4", fps=10.0, names={}, backups=1)
+    for i in range(12):
+        sink.write(_frame_result(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), i))
+    sink.close()
+    (tmp_path / "out.mp4").rename(tmp_path / "out.1.mp4")  # a whole, rotated recording
+    (tmp_path / "out.mp4").write_bytes(b"\x00\x00\x00\x20ftypisom" + bytes(40))  # cut short
+    with caplog.at_level(logging.WARNING):
+        sink = VideoSink(tmp_path / "out.mp4", fps=10.0, names={}, backups=1)
+    sink.write(_frame_result(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), 0))
+    sink.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.1.mp4", "out.mp4",
+                                                           "out.unfinished.mp4"]
+    cap = cv2.VideoCapture(str(tmp_path / "out.1.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    cap.release()
+    assert "was cut short (a power cut or a kill) and does not play; kept as out.unfinished.mp4" \
+        in caplog.text
 
 
 def test_a_video_that_cannot_rotate_stops_whole(tmp_path, monkeypatch, caplog):
