@@ -1740,10 +1740,15 @@ def _cvat_mask(ann: dict) -> bool:
 
 def _flag(value: object) -> bool:
     """A COCO flag (``iscrowd``, CVAT's ``is_crowd``) as written: a number or boolean, or text
-    from exporters that write numbers as strings: only ``"1"``, ``"true"`` or ``"yes"`` is set
-    (before, ``iscrowd: "0"`` read as a crowd, and its object was dropped as an ignore region)."""
+    from exporters that write numbers as strings, read as the number it writes (``"0"`` is
+    not set, ``"1.0"`` is, as ``1.0`` is) or a word (``true``, ``yes``, ``on``). Before,
+    ``iscrowd: "0"`` read as a crowd, and its object was dropped as an ignore region."""
     if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
+        text = value.strip().lower()
+        try:
+            return float(text) != 0
+        except ValueError:
+            return text in ("true", "t", "yes", "y", "on")
     return bool(value)
 
 

@@ -73,7 +73,8 @@ def parse_task_spec(spec: str, names: dict[int, str]) -> list[tuple[int, ...]]:
     Names match the dataset's as the class registry matches them: in any case, Unicode form
     and spelling of separators (``other_vehicle`` matches ``OtherVehicle``, a composed ``Café``
     the decomposed one; ``行人`` and ``汽车`` stay two), the exact spelling first; a number
-    that is no class's name is read as a class id.
+    that is no class's name is read as a class id, unless some class is named by a number
+    (a Roboflow export's ``"1"``, ``"2"``): then a number is a name only.
 
     Args:
         spec: tasks separated by ``;``, classes by ``,``.
@@ -86,13 +87,16 @@ def parse_task_spec(spec: str, names: dict[int, str]) -> list[tuple[int, ...]]:
         ConfigError: an empty task, an unknown name (with the closest one), a class twice.
     """
     tasks, seen = [], set()
+    # where classes are named by numbers, a number is a name only (before, '0;9' over names
+    # '1'..'9' read 0 as an id and 9 as a name, without a word)
+    numbered = any(str(n).strip().isdigit() for n in names.values())
     for k, part in enumerate(spec.split(";"), start=1):
         ids = []
         for raw in (x.strip() for x in part.split(",")):
             if not raw:
                 continue
             cid = _class_named(raw, names)  # a name first: Roboflow datasets name classes "1"
-            if cid is None and raw.isdigit() and int(raw) in names:
+            if cid is None and raw.isdigit() and int(raw) in names and not numbered:
                 cid = int(raw)
             if cid is None:
                 raise ConfigError(f"--tasks: task {k}: unknown class '{raw}'"

@@ -145,7 +145,7 @@ def test_a_coco_crowd_flag_written_as_text_is_read_as_its_value(tmp_path):
     and the object was dropped as an ignore region; "1" and "true" stay crowds."""
     root = tmp_path / "coco"
     _jpg(root / "images" / "a.jpg")
-    flags = ["0", " false", "", 0, 0.0, False, None, "1", "TRUE", 1, True]
+    flags = ["0", " false", "", 0, 0.0, False, None, "1", "TRUE", 1, True, "1.0", "2", "on"]
     data = {"images": [{"id": 1, "file_name": "a.jpg"}],
             "categories": [{"id": 1, "name": "car"}],
             "annotations": [{"id": k, "image_id": 1, "category_id": 1, "iscrowd": flag,
@@ -153,7 +153,7 @@ def test_a_coco_crowd_flag_written_as_text_is_read_as_its_value(tmp_path):
     (root / "annotations.json").write_text(json.dumps(data))
     (item,), skips = _collect(root)
     assert not skips
-    assert item.names == ["car"] * 7 and item.ignored == 4
+    assert item.names == ["car"] * 7 and item.ignored == 7  # "1.0" is 1.0: a crowd too
     np.testing.assert_allclose(item.xyxy[:, 0], [2 + 3 * k for k in range(7)])
 
 
@@ -404,6 +404,10 @@ def test_task_names_match_in_any_script_and_unicode_form():
     assert parse_task_spec("Caf\u00e9 , CAR", names) == [(2, 3)]
     with pytest.raises(ConfigError, match="unknown class '卡车'"):
         parse_task_spec("卡车", names)
+    digits = {k: str(k + 1) for k in range(9)}  # a Roboflow export: classes "1" .. "9"
+    assert parse_task_spec("9;1", digits) == [(8,), (0,)]
+    with pytest.raises(ConfigError, match="unknown class '0'"):  # before: id 0, class "1"
+        parse_task_spec("0;9", digits)
 
 
 def test_dataset_import_writes_names_as_the_registry_stores_them(tmp_path):
