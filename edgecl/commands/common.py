@@ -102,15 +102,17 @@ def new_classes_note(result: dict, state_dir: str) -> str:
     return f"; new classes: {', '.join(shown)}"
 
 
-def former_names_note(result: dict) -> str:
+def former_names_note(result: dict, state_dir: str = "") -> str:
     """A note for the new classes of an import or an answer named as a class was before a
     ``classes rename`` (before, only an import's ``--json`` said so: a team importing more
     'Person' boxes, or an operator answering 'Person', after renaming Person to pedestrian got
-    a second class for the same objects, unsaid).
+    a second class for the same objects, unsaid). The merge it names runs as printed, as
+    :func:`new_classes_note`'s.
 
     Args:
         result: the import's or answer's ``--json`` summary (``classes_added``,
             ``former_names``: name -> the class it named before a rename).
+        state_dir: the device's state directory.
 
     Returns:
         One line, or ``""``.
@@ -119,8 +121,9 @@ def former_names_note(result: dict) -> str:
     renamed = {old: new for old, new in (result.get("former_names") or {}).items() if old in added}
     if not renamed:
         return ""
+    merge = ["edgecl", "classes", "merge", f"--state-dir={state_dir}", "--"]
     said = "; ".join(f"'{old}' named class '{new}' before a classes rename: its boxes made a new "
-                     f"class '{old}' ('edgecl classes merge \"{old}\" \"{new}\"' makes them one)"
+                     f"class '{old}' ({shlex.join(merge + [old, new])} makes them one)"
                      for old, new in renamed.items())
     return f"note: {said}"
 

@@ -217,7 +217,7 @@ def _read_answer(path: str) -> tuple[list, bool]:
 
 def _print_answer(args, result: dict, state_dir: str = "") -> None:
     if args.json:
-        _print_former_names(result)
+        _print_former_names(result, state_dir)
         print_json_line(result)
         return
     if result.get("skipped"):
@@ -229,12 +229,12 @@ def _print_answer(args, result: dict, state_dir: str = "") -> None:
     stored = (f"memory sample {result['sample']}" if result["sample"] is not None
               else "declined by the memory's insertion policy")
     print(f"answered {result['id']} with {result['boxes']} box(es) -> {stored}{added}")
-    _print_former_names(result)
+    _print_former_names(result, state_dir)
 
 
-def _print_former_names(result: dict) -> None:
+def _print_former_names(result: dict, state_dir: str) -> None:
     """Say on stderr which new classes of an answer a ``classes rename`` freed the name of."""
-    note = former_names_note(result)
+    note = former_names_note(result, state_dir)
     if note:
         print(note, file=sys.stderr)
 
@@ -339,13 +339,13 @@ def correct_command(args: argparse.Namespace) -> int:
     finally:
         memory.close()
     if args.json:
-        _print_former_names(result)
+        _print_former_names(result, cfg.state_dir)
         print_json_line(result)
         return 0
     print(f"corrected {result['id']}: {result['boxes']} box(es), memory sample "
           f"{result['replaced']} -> {result['sample']} (learnt by the next round)"
           + new_classes_note(result, cfg.state_dir))
-    _print_former_names(result)
+    _print_former_names(result, cfg.state_dir)
     return 0
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from edgecl.arguments import input_path, print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, dropped_regions_note,
-                                    former_names_note, memory_given, new_classes_note, refuse_smaller_memory,
-                                    refuse_unreachable_state_dir, skipped_annotations_note,
-                                    with_device_memory)
+                                    former_names_note, memory_given, new_classes_note,
+                                    refuse_smaller_memory, refuse_unreachable_state_dir,
+                                    skipped_annotations_note, with_device_memory)
 
 
 def add_import_parser(lsub) -> None:
@@ -249,8 +249,8 @@ def import_command(args: argparse.Namespace) -> int:
     if args.json:
         for message in report.tally.messages:  # stdout's last line is the JSON
             print(f"skipped: {message}", file=sys.stderr)
-        for note in (nothing, other_labels_note(result), former_names_note(result), unmeasured,
-                     sparse):
+        for note in (nothing, other_labels_note(result),
+                     former_names_note(result, cfg.state_dir), unmeasured, sparse):
             if note:
                 print(note, file=sys.stderr)
         print_json_line(result)
@@ -287,7 +287,8 @@ def import_command(args: argparse.Namespace) -> int:
           f"{result['skipped']} ({reasons}){orphans}; {dropped_regions_note(result)}"
           f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
           f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}")
-    for note in (other_labels_note(result), former_names_note(result), unmeasured, sparse):
+    for note in (other_labels_note(result), former_names_note(result, cfg.state_dir), unmeasured,
+                 sparse):
         if note:
             print(note, file=sys.stderr)
     if nothing:

@@ -228,9 +228,11 @@ def name_clash(names: Mapping[int, str]) -> str | None:
             continue
         if names[other] == name:
             return f"class name '{name}' is given to ids {other} and {cid}; each class needs its own name"
-        return (f"class names '{names[other]}' (id {other}) and '{name}' (id {cid}) differ only in "
-                f"case or separators, so an import takes them for one class; each class needs "
-                f"its own name")
+        how = ("in their Unicode form (a composed and a decomposed accent: the same text to the "
+               "eye)" if unicodedata.normalize("NFC", names[other]) == unicodedata.normalize(
+                   "NFC", name) else "in case or separators")
+        return (f"class names '{names[other]}' (id {other}) and '{name}' (id {cid}) differ only "
+                f"{how}, so an import takes them for one class; each class needs its own name")
     return None
 
 

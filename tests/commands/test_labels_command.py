@@ -208,7 +208,8 @@ def test_an_answer_or_correction_under_a_renamed_classs_old_name_says_it_makes_a
                          "--state-dir", str(root))
     assert code == 0 and "new classes: CAR" in out
     assert err == ("note: 'CAR' named class 'auto' before a classes rename: its boxes made a new "
-                   "class 'CAR' ('edgecl classes merge \"CAR\" \"auto\"' makes them one)\n")
+                   f"class 'CAR' (edgecl classes merge --state-dir={root} -- CAR auto makes them "
+                   f"one)\n")
     boxes.write_text(json.dumps([{"class": "auto", "xyxy": [10, 10, 90, 60]}]))
     code, out, err = run(capsys, "labels", "answer", low, "--boxes", str(boxes), "--json",
                          "--state-dir", str(root))

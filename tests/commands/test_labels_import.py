@@ -1204,7 +1204,8 @@ def test_new_data_under_a_renamed_classs_old_name_is_said_to_make_a_new_class(tm
     assert main(["labels", "import", "--state-dir", str(state), str(more)]) == 0
     out, err = capsys.readouterr()
     assert ("note: 'Person' named class 'pedestrian' before a classes rename: its boxes made a new "
-            "class 'Person' ('edgecl classes merge \"Person\" \"pedestrian\"' makes them one)") in err
+            f"class 'Person' (edgecl classes merge --state-dir={state} -- Person pedestrian makes "
+            f"them one)") in err
     assert "'Car' named" not in err
     assert main(["labels", "import", "--state-dir", str(state), str(more), "--json"]) == 0
     out, err = capsys.readouterr()

@@ -54,6 +54,17 @@ def test_names_differing_only_in_case_or_separators_are_refused(tmp_path, names,
     assert message.endswith("each class needs its own name") and "\n" not in message
 
 
+def test_names_differing_only_in_unicode_form_are_refused_in_those_words(tmp_path):
+    """Before: 'Café' composed and decomposed were said to differ "in case or separators"."""
+    path = _yaml(tmp_path, "names: ['Caf\u00e9', 'Cafe\u0301']\n")
+    with pytest.raises(ConfigError) as err:
+        load_data_yaml(path)
+    assert str(err.value) == (f"{path}: class names 'Caf\u00e9' (id 0) and 'Cafe\u0301' (id 1) "
+                              f"differ only in their Unicode form (a composed and a decomposed "
+                              f"accent: the same text to the eye), so an import takes them for "
+                              f"one class; each class needs its own name")
+
+
 @pytest.mark.parametrize("names", [["car", "cart", "truck"], ["行人", "汽车"], ["++", "--"],
                                    ["car_1", "car_2"], ["Car", "Car 2"]])
 def test_distinct_names_are_kept(tmp_path, names):
