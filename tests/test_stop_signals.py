@@ -15,8 +15,8 @@ from edgecl.stop_signals import unwind_once_on_stop_signals
 
 def _work_with_a_slow_cleanup(marker: Path, ignore_sigint: bool):
     unwind_once_on_stop_signals(ignore_sigint=ignore_sigint)
-    marker.with_suffix(".started").write_text("")
-    try:
+    try:  # said inside: a signal sent as soon as it is said lands in the work, not before it
+        marker.with_suffix(".started").write_text("")
         time.sleep(60)
     finally:
         time.sleep(0.6)  # a cleanup that takes a while (closing a gRPC channel, say)
