@@ -15,8 +15,8 @@ from pathlib import Path
 
 from edgecl.arguments import input_path, positive_int, print_json_line
 from edgecl.commands.common import (add_config_args, config_from_args, former_names_note,
-                                    memory_given, new_classes_note, refuse_smaller_memory, require_state_dir,
-                                    with_device_memory)
+                                    memory_given, new_classes_note, refuse_smaller_memory,
+                                    require_state_dir, with_device_memory)
 from edgecl.commands.labels_import import add_import_parser
 from edgecl.errors import LabelError
 from edgecl.logs import one_line

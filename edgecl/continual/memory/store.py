@@ -379,8 +379,9 @@ class ReplayMemory:
         disk now (before, the snapshots of past rounds held their hard links for two more
         rounds: about 5 x a lowered ``max_bytes`` stayed on a full card). Best effort: a
         failure is warned and the snapshots stay as they were."""
+        snapshots = self.root / "snapshots"
         if self.read_only or not any(p.is_dir() and not p.name.startswith(".")
-                   for p in (self.root / "snapshots").iterdir()):
+                                     for p in snapshots.iterdir()):
             return
         try:
             with self._lock:
