@@ -1078,8 +1078,14 @@ def _after_staging(ctx: RoundContext, version: str, manifest: dict, recorded: di
 
 def recent_losses(registry, window: int, names: dict[int, str] | None = None) -> dict:
     """The gate's memory of recent rounds: AP and recall at ``model.conf`` each class lost
-    since its best point among the last ``window`` promoted versions (see
-    :func:`recent_class_loss`), from one read of their manifests.
+    since its best point among the last ``window`` promoted versions (``gate.forgetting_window``;
+    :func:`_recorded_loss`), from one read of their manifests. The registry's history is the
+    promoted chain as it stands: a rolled-back version is no longer in it, a fleet version is.
+
+    Args:
+        registry: the model registry.
+        window: promoted versions to look back over (0: none).
+        names: class id -> name now (None: as recorded; see :func:`_recorded_loss`).
 
     Returns:
         ``{"prior_loss": {...}, "prior_recall_loss": {...}, "prior_false_positive_rise": x}``
@@ -1095,7 +1101,7 @@ def recent_losses(registry, window: int, names: dict[int, str] | None = None) ->
 
 
 WHOLE_MODEL = ""
-""":func:`recent_class_loss`'s key for a step recorded for the whole model (one number)."""
+""":func:`_recorded_loss`'s key for a step recorded for the whole model (one number)."""
 
 STEP_BOUNDS = {"gate_steps": 1.0, "gate_recall_steps": 1.0, "gate_false_positive_step": 10_000.0}
 """The largest step each manifest record can hold (AP and recall move within 0..1; false
@@ -1114,29 +1120,6 @@ def _plausible_step(value, bound: float) -> float | None:
     return float(value) if abs(float(value)) <= bound else None
 
 
-def recent_class_loss(registry, window: int, names: dict[int, str] | None = None,
-                      key: str = "gate_steps") -> dict[str, float]:
-    """AP each class lost since its best point among the last ``window`` promoted versions
-    (``gate.forgetting_window``), from the ``gate_steps`` their manifests recorded (see
-    :func:`edgecl.continual.gate.prior_class_loss`). The registry's history is the promoted
-    chain as it stands: a rolled-back version is no longer in it, a fleet version is.
-
-    Args:
-        registry: the model registry.
-        window: promoted versions to look back over (0: none).
-        names: class id -> name now: each version's steps, recorded under the names its
-            classes had then, count for the class of the same id (a class renamed since keeps
-            its loss; a new class that took a freed name starts with none). None: as recorded.
-        key: the manifests' record of steps: ``gate_steps`` (AP) or ``gate_recall_steps``
-            (recall at ``model.conf``), class name -> step; or one number for the whole
-            model (``gate_false_positive_step``), read under :data:`WHOLE_MODEL`.
-
-    Returns:
-        class name -> AP (or recall) lost (empty when nothing was recorded).
-    """
-    return _recorded_loss(_window_manifests(registry, window), key, names)
-
-
 def _window_manifests(registry, window: int) -> list[dict]:
     """The manifests of the last ``window`` promoted versions, oldest first (an unreadable one
     as an empty one)."""
@@ -1153,7 +1136,21 @@ def _window_manifests(registry, window: int) -> list[dict]:
 
 def _recorded_loss(manifests: list[dict], key: str,
                    names: dict[int, str] | None) -> dict[str, float]:
-    """:func:`recent_class_loss` over manifests already read."""
+    """What each class lost since its best point among promoted versions' manifests (see
+    :func:`edgecl.continual.gate.prior_class_loss`), from the steps they recorded.
+
+    Args:
+        manifests: the manifests, oldest first (:func:`_window_manifests`).
+        key: the manifests' record of steps: ``gate_steps`` (AP) or ``gate_recall_steps``
+            (recall at ``model.conf``), class name -> step; or one number for the whole
+            model (``gate_false_positive_step``), read under :data:`WHOLE_MODEL`.
+        names: class id -> name now: each version's steps, recorded under the names its
+            classes had then, count for the class of the same id (a class renamed since keeps
+            its loss; a new class that took a freed name starts with none). None: as recorded.
+
+    Returns:
+        class name -> AP (or recall) lost (empty when nothing was recorded).
+    """
     from edgecl.continual.gate import prior_class_loss
     from edgecl.models.classes import named_now
 

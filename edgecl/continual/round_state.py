@@ -29,10 +29,10 @@ class LearnerState:
         learnt_tasks: tasks that a promoted model has learnt.
         task_classes: task -> classes it introduced.
         trigger_from_id: samples up to this id start no round by themselves: a rollback set
-            it to what the versions it retired had learnt. The next round learns them all the same; it starts when
-            samples stored after them arrive, or on ``edgecl learn`` (before, the device
-            learnt the same samples again within seconds, and promoted a replacement for the
-            version just rolled back).
+            it to what the versions it retired had learnt. The next round learns them all the
+            same; it starts when samples stored after them arrive, or on ``edgecl learn``
+            (before, the device learnt the same samples again within seconds, and promoted a
+            replacement for the version just rolled back).
     """
 
     round: int = 0

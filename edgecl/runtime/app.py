@@ -50,8 +50,8 @@ def clock_note(now_s: float | None = None) -> str | None:
     now_s = time.time() if now_s is None else float(now_s)
     if now_s >= CLOCK_SET_S:
         return None
-    return (f"the system clock reads {iso_time(now_s)}: it has not been set (no battery; NTP or GPS sets "
-            f"it later). Until it is, the times edgecl records (model versions, classes' first "
+    return (f"the system clock reads {iso_time(now_s)}: it has not been set (no battery; NTP "
+            f"or GPS sets it later). Until it is, the times edgecl records (model versions, classes' first "
             f"sighting, rounds) read as that date; detection, learning and the operator queue "
             f"measure durations on a clock that setting the date does not move")
 
@@ -1012,18 +1012,17 @@ class Runtime:
         was_busy = self.supervisor.busy
         self.supervisor.tick()
         learner = self.supervisor.health()
-        if learner["state"] == "backoff":
+        state = learner_state(learner)  # as /metrics and the console show it
+        if state == "backoff":
             self.watchdog.fault("learner", learner.get("reason", "backing off"), waiting=True)
-        elif learner.get("waiting_for_room"):  # before: 'idle' here while /healthz was degraded
-            self.watchdog.fault("learner", f"learning waits for room: "
-                                           f"{learner['waiting_for_room']}", waiting=True)
+        elif state == "waiting_for_room":  # before: 'idle' here while /healthz was degraded
+            self.watchdog.fault("learner", f"learning waits for room: {learner[state]}",
+                                waiting=True)
         elif self.supervisor.busy and not was_busy:
             self.watchdog.beat("learner", "round started")
         elif not self.supervisor.busy:  # a due round that waits by design says for what
-            wait = next((learner[k] for k in ("waiting_for_model", "waiting_for_held_out",
-                                              "waiting_for_import") if learner.get(k)), None)
-            self.watchdog.idle("learner", f"a due round waits: {wait}" if wait else
-                               "no round running")
+            self.watchdog.idle("learner", f"a due round waits: {learner[state]}"
+                               if state.startswith("waiting_for_") else "no round running")
 
     def _step_failed(self, name: str, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"

@@ -97,7 +97,7 @@ def test_a_round_waits_until_the_gate_has_a_held_out_sample(tmp_path):
     assert Registry(tmp_path / "models").versions() == []  # nothing trained, nothing staged
 
 
-def test_recent_class_loss_follows_the_promoted_chain(tmp_path):
+def test_recent_ap_loss_follows_the_promoted_chain(tmp_path):
     from edgecl.models.registry import Registry
 
     reg = Registry(tmp_path / "models")
@@ -108,10 +108,10 @@ def test_recent_class_loss_follows_the_promoted_chain(tmp_path):
         reg.promote(reg.stage({"model.pt": pt}, {"metrics": {"gate_steps": steps}}))
     # window 3: the last three promoted versions' steps sum to 0.12 (0.5 is outside the window;
     # the tampered "x" is ignored)
-    assert round_mod.recent_class_loss(reg, 3) == pytest.approx({"car": 0.12})
-    assert round_mod.recent_class_loss(reg, 0) == {}
+    assert round_mod.recent_losses(reg, 3)["prior_loss"] == pytest.approx({"car": 0.12})
+    assert round_mod.recent_losses(reg, 0)["prior_loss"] == {}
     reg.rollback()  # the user rolls back v0004: its step no longer counts
-    assert round_mod.recent_class_loss(reg, 3) == pytest.approx({"car": 0.59})
+    assert round_mod.recent_losses(reg, 3)["prior_loss"] == pytest.approx({"car": 0.59})
 
 
 def test_recent_losses_read_ap_and_serving_recall_steps_apart(tmp_path):
@@ -130,7 +130,7 @@ def test_recent_losses_read_ap_and_serving_recall_steps_apart(tmp_path):
                                                "prior_false_positive_rise": pytest.approx(0.8)}
 
 
-def test_recent_class_loss_follows_a_class_by_id_across_a_rename(tmp_path):
+def test_recent_ap_loss_follows_a_class_by_id_across_a_rename(tmp_path):
     """Before: the steps were summed by the name each version recorded, so after
     'classes rename Car Vehicle' the gate saw Vehicle with no loss behind it (its bound reset),
     and a new class that took the name Car inherited Vehicle's loss."""
@@ -143,9 +143,10 @@ def test_recent_class_loss_follows_a_class_by_id_across_a_rename(tmp_path):
         reg.promote(reg.stage({"model.pt": pt}, {"classes": {"0": "Car", "1": "Person"},
                                                  "metrics": {"gate_steps": steps}}))
     now = {0: "Vehicle", 1: "Person", 2: "Car"}  # renamed, then a new class took the name
-    assert round_mod.recent_class_loss(reg, 3, now) == pytest.approx({"Vehicle": 0.09,
-                                                                      "Person": 0.01})
-    assert round_mod.recent_class_loss(reg, 3) == pytest.approx({"Car": 0.09, "Person": 0.01})
+    assert round_mod.recent_losses(reg, 3, now)["prior_loss"] == pytest.approx(
+        {"Vehicle": 0.09, "Person": 0.01})
+    assert round_mod.recent_losses(reg, 3)["prior_loss"] == pytest.approx(
+        {"Car": 0.09, "Person": 0.01})
 
 
 def test_recorded_steps_that_no_round_could_have_made_are_passed_over(tmp_path):

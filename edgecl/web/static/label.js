@@ -192,8 +192,8 @@
 
   /** "; new class Persn is close to Person: if one is a typo, merge it into the other (edgecl
    *  classes merge on the device)", for each new class of an answer that is one slip from a
-   *  known one, and a like note for each that a class had before a rename, or "". Names are shown as bidi isolates, so no command line is built from them
-   *  here. */
+   *  known one, and a like note for each that a class had before a rename, or "". Names are
+   *  shown as bidi isolates, so no command line is built from them here. */
   function typoNote(result) {
     return Object.entries((result && result.similar_classes) || {}).map(([name, known]) =>
       `; new class ${EC.isolate(name)} is close to ${EC.isolate(known)}: if one is a typo, ` +

@@ -103,8 +103,8 @@
     }
     // the version a rollback goes back to, as the device computes it: with none (a version
     // rolled back from is retired too, but newer), the button would only be refused (409)
-    const earlier = models.some((m) => m.rollback_target);
     rollbackTarget = (models.find((m) => m.rollback_target) || {}).version || "";
+    const earlier = Boolean(rollbackTarget);
     currentVersion = (models.find((m) => m.status === "current") || {}).version || "";
     $("rollback").disabled = !earlier;
     $("rollback").title = earlier ? "" : "No version served before this one: nothing to roll back to";
