@@ -251,13 +251,15 @@ class ClassRegistry:
         try:
             text = read_input_text(path, MAX_REGISTRY_BYTES, "the class registry")
         except FileNotFoundError:
-            if path == self.path and self._backup_holds_classes():
-                # deleted (a card fault, a hand's rm): damaged, not a new device (before, the
-                # registry was rebuilt from the memory's names, its merges and renames lost)
-                raise ClassRegistryError(f"the class registry {path} is missing while its "
-                                         f"backup {BACKUP_NAME} holds classes; "
-                                         f"{REBUILD_HINT}") from None
-            return []
+            if path != self.path or not self._backup_holds_classes():
+                return []
+            if self.path.exists():  # written by another writer since it was looked for: its
+                return self._read(path)  # backup follows it (before: read as deleted)
+            # deleted (a card fault, a hand's rm): damaged, not a new device (before, the
+            # registry was rebuilt from the memory's names, its merges and renames lost)
+            raise ClassRegistryError(f"the class registry {path} is missing while its "
+                                     f"backup {BACKUP_NAME} holds classes; "
+                                     f"{REBUILD_HINT}") from None
         except InputFileError as exc:  # a pipe, a device, or gigabytes where the file was
             raise ClassRegistryError(f"corrupt class registry {path}: {exc.strerror}; "
                                      f"{REBUILD_HINT}") from None

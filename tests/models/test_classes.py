@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -401,6 +402,30 @@ def test_names_in_two_cases_from_two_writers_at_once_are_one_class_each(tmp_path
     for t in threads:
         t.join()
     assert len(ClassRegistry(tmp_path).names()) == 40 and ids[True] == ids[False]
+
+
+def test_a_registry_written_while_it_was_looked_for_is_read_not_called_deleted(tmp_path,
+                                                                               monkeypatch):
+    """Before: a reader that found no classes.json, while a first writer made it and then its
+    backup, saw the backup and called the registry deleted (a ClassRegistryError; seen as a
+    flaky failure of the two-writer test above)."""
+    from edgecl import input_files
+
+    ClassRegistry(tmp_path).add(["car", "person"])
+    real = input_files.read_input_text
+    missed = []
+
+    def not_yet_written(path, *args, **kwargs):
+        if Path(path).name == "classes.json" and not missed:
+            missed.append(path)
+            raise FileNotFoundError(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(input_files, "read_input_text", not_yet_written)
+    assert ClassRegistry(tmp_path).names() == {0: "car", 1: "person"} and missed
+    (tmp_path / "classes.json").unlink()  # deleted for good: still said as damage
+    with pytest.raises(ClassRegistryError, match="is missing while its backup"):
+        ClassRegistry(tmp_path).names()
 
 
 def test_an_import_spelling_with_other_separators_is_the_class_even_when_added_meanwhile(
