@@ -177,7 +177,8 @@ def make_client(cfg: Config, test_yaml: str | None = None):
                 arrays = wire.from_wire(wire.loads(config.get("keys"), []), parameters)
                 out = device.adopt(arrays, wire.loads(config.get("names"), []), rnd,
                                    server=cfg.fleet.server_address,
-                                   arch=wire.loads(config.get("arch"), None))
+                                   arch=wire.loads(config.get("arch"), None),
+                                   averaged=wire.averages(config, name))
                 _said_late(rnd, time.monotonic() - started, config.get("round_timeout_s"))
                 metrics.update(status=out.status, reason=out.reason[:300], version=out.version,
                                per_class_ap=wire.dumps(out.per_class_ap))

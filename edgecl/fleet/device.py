@@ -63,6 +63,7 @@ class FitOutcome:
         skipped: non-empty when the device skipped the round (busy, no data); then the rest is empty.
         held: the names of ``names`` the update learnt from boxes of (its training samples
             hold some): only their rows are averaged into the fleet's.
+        learnt_up_to: the last sample id of its training samples (0 when skipped).
     """
 
     arrays: dict = field(default_factory=dict)
@@ -74,6 +75,7 @@ class FitOutcome:
     train_s: float = 0.0
     skipped: str = ""
     held: list = field(default_factory=list)
+    learnt_up_to: int = 0
 
 
 @dataclass
@@ -109,6 +111,7 @@ class FleetDevice:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self._said: set[str] = set()
+        self._fitted: tuple[int, int] | None = None  # (fleet round, last sample id it trained on)
 
     # ----------------------------------------------------------------- shared steps
 
@@ -417,16 +420,24 @@ class FleetDevice:
         # only by the shared layers (before, averaged in, they diluted the devices that hold it)
         held_ids = held_classes(ctx.snapshot.records(ids=train_ids))
         arrays, order, ap_after = _without_merged(arrays, names, ap_after, self._merged_ids())
+        self._fitted = (int(round_no), max(train_ids))
         return FitOutcome(arrays, [wire.get(n, n) for n in order], len(train_ids),
                           _renamed_keys(ap_after, wire), _renamed_keys(forgetting, wire),
                           ft.steps, round(ft.seconds, 2),
-                          held=[wire.get(names[i], names[i]) for i in sorted(names) if i in held_ids])
+                          held=[wire.get(names[i], names[i]) for i in sorted(names) if i in held_ids],
+                          learnt_up_to=max(train_ids))
 
     # ----------------------------------------------------------------- adopt
 
     def adopt(self, global_arrays: dict, global_names: list[str], round_no: int,
-              server: str = "", arch: dict | None = None) -> AdoptOutcome:
+              server: str = "", arch: dict | None = None,
+              averaged: bool = False) -> AdoptOutcome:
         """Gate the new global model on the held-out slice; stage and promote it if accepted.
+
+        The learner's progress follows an adopted model as it follows a local round's: when the
+        model averages this device's update of the same round (``averaged``), the samples that
+        update trained on count as learnt (its manifest's ``learnt_up_to``), so the next local
+        round does not learn them again; otherwise the progress stays as it was.
 
         Args:
             global_arrays: the aggregated global model's arrays.
@@ -434,6 +445,7 @@ class FleetDevice:
             round_no: the fleet round (recorded as ``origin: fleet round N``).
             server: the server's address (recorded in the manifest).
             arch: the global model's architecture (model yaml dict; ``None``: yolo11n).
+            averaged: the server averaged this device's update of ``round_no`` into the model.
 
         Returns:
             The :class:`AdoptOutcome`: ``rejected`` with no version (nothing staged) for a
@@ -509,7 +521,7 @@ class FleetDevice:
                         "classes": {int(k): v for k, v in names.items()},
                         "memory_snapshot": ctx.snapshot.snapshot_id,
                         "fleet": {"round": round_no, "server": server,
-                                  "global_classes": server_names},
+                                  "global_classes": server_names, "averaged_update": averaged},
                         "metrics": {"per_class_map50_95": ap, "gate_drops": verdict.drops,
                                     "gate_steps": verdict.steps,
                                     "gate_recall_steps": verdict.recall_steps,
@@ -517,6 +529,9 @@ class FleetDevice:
                                     "gate_mode": verdict.mode,
                                     "acc_parent": _finite(verdict.acc_parent)},
                         **export_meta}
+            if averaged and self._fitted is not None and self._fitted[0] == int(round_no):
+                manifest.update(learnt_up_to=self._fitted[1],
+                                learnt_from=int(ctx.state.last_sample_id))
             if calibrator is not None:
                 from edgecl.calibration.posthoc import CALIBRATOR_FILE, calibration_manifest
 

@@ -98,22 +98,6 @@ def _short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def device_label(value) -> str:
-    """A device's name as a reply gives it, fit for the log and the round record: control
-    characters (a newline would forge log lines) written as escapes, at most 100 characters.
-
-    Args:
-        value: the reply's ``device`` field (any type).
-
-    Returns:
-        The name; the text as sent where it is printable and short.
-    """
-    text = str(value)
-    clean = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-                    for ch in text[:100])
-    return clean[:100]
-
-
 def _json_field(metrics: dict, key: str, default):
     """A JSON-encoded metrics field, or ``default`` when absent.
 
@@ -393,6 +377,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.nonces: dict[int, str] = {}
             self.record: dict = {}
             self.changed = False
+            self.averaged: list[str] = []  # devices whose update the round's model averages
             self.faults = 0  # malformed replies refused since the server started
             self.device_names: dict[str, str] = {}  # connection id -> name the device gave
             # device name -> what it must hear of its last update (refused, a name twice),
@@ -480,7 +465,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                                             criterion=Admitted({c.cid for c in admitted}))
             keys, params, nbytes = self._ins_parameters()
             ins = FitIns(params, self._config(rnd, keys))
-            self.changed = False
+            self.changed, self.averaged = False, []
             self.asked, self.asked_s = {c.cid for c in clients}, time.monotonic()
             self.started_mono_s = time.monotonic()  # the round's length: a clock set is no time
             self.record = {"round": rnd, "started_s": round(time.time(), 3), "sampled": len(clients),
@@ -580,7 +565,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                          type(exc).__name__, exc, "; asked again next round" if self.token else "")
                 return ""
             props = dict(getattr(res, "properties", None) or {})
-            device = device_label(props.get("device", ""))
+            device = wire.device_label(props.get("device", ""))
             if device:
                 self._remember(client, device)
             if not wire.verify(self.token, nonce, rnd, device, str(props.get("auth", ""))):
@@ -655,7 +640,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 device = str(getattr(proxy, "cid", "") or "?")
                 try:
                     m = dict(res.metrics or {})
-                    device = device_label(m.get("device") or device)
+                    device = wire.device_label(m.get("device") or device)
                     self._remember(proxy, device)
                     if device in rec["devices"]:
                         # two devices with one name (a default host name, a copied config):
@@ -748,6 +733,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 return None, {}
             self.arrays, self.names = agg.arrays, agg.names
             self.changed = True
+            self.averaged = sorted(d.device for d in agg.decisions if not d.dropped)
             rec["names"] = list(self.names)
             # recorded now as well: a server killed before the adoptions end keeps the round's
             # record (its complete form replaces this one)
@@ -768,7 +754,11 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.asked, self.asked_s = {c.cid for c in clients}, time.monotonic()
             keys, params, nbytes = self._ins_parameters()
             self.record["bytes_down"] = self.record.get("bytes_down", 0) + nbytes * len(clients)
-            ins = EvaluateIns(params, self._config(rnd, keys))  # one nonce for the round
+            config = self._config(rnd, keys)  # one nonce for the round
+            # the devices whose update is in the model: each counts the samples it trained on
+            # as learnt once it adopts the model (the others learnt nothing of theirs from it)
+            config["averaged"] = wire.dumps(self.averaged)
+            ins = EvaluateIns(params, config)
             return [(c, ins) for c in clients]
 
         def aggregate_evaluate(self, server_round, results, failures):
@@ -780,7 +770,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 device = str(getattr(proxy, "cid", "") or "?")
                 try:
                     m = dict(res.metrics or {})
-                    device = device_label(m.get("device") or device)
+                    device = wire.device_label(m.get("device") or device)
                     self._remember(proxy, device)
                     if not self._authentic(rnd, m):
                         log.warning("fleet round %d: adoption report from %s refused: %s", rnd,

@@ -308,3 +308,35 @@ def check_security(address: str, *, certs: dict[str, str], token: str, role: str
     if missing:
         raise ConfigError(f"fleet {role} on {address} (not loopback) needs TLS and a token: "
                           f"set {', '.join(missing)}")
+
+
+def device_label(value) -> str:
+    """A device's name as a reply gives it, fit for the log and the round record: control
+    characters (a newline would forge log lines) written as escapes, at most 100 characters.
+
+    Args:
+        value: the reply's ``device`` field (any type).
+
+    Returns:
+        The name; the text as sent where it is printable and short.
+    """
+    text = str(value)
+    clean = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                    for ch in text[:100])
+    return clean[:100]
+
+
+def averages(config: dict, device: str) -> bool:
+    """Whether a round's adoption request says that its model averages ``device``'s update
+    (its ``averaged`` list; absent from a server of an older release, or unreadable: False,
+    so the device counts none of its samples as learnt by the model).
+
+    Args:
+        config: the evaluate request's config.
+        device: this device's name (as it signs its replies).
+    """
+    try:
+        averaged = loads(config.get("averaged"), [])
+    except (ValueError, TypeError):
+        return False
+    return isinstance(averaged, list) and device_label(device) in averaged

@@ -371,3 +371,34 @@ def test_a_device_hears_once_that_its_update_was_refused(tmp_path, monkeypatch, 
         fleet_client.fit([], config)
         fleet_client.fit([], config)  # the server repeats it: said once
     assert [r.getMessage() for r in caplog.records] == [said]
+
+
+def test_an_adopted_model_that_averages_the_devices_update_counts_its_samples_learnt(tmp_path):
+    """Before: an adopted fleet model recorded no progress, so the next local round learnt every
+    sample of the memory again on top of a model that had learnt them in the fleet round."""
+    from edgecl.continual.round_state import load_state
+    from edgecl.models.registry import Registry
+
+    yaml_path = make_scenario(tmp_path / "scn", tasks=1, images_per_task=12, imgsz=64, seed=3)
+    cfg = device_config(None, tmp_path / "device", SimSize(imgsz=64, steps=1, first_steps=1,
+                                                            batch=4), "127.0.0.1:1", "d0", 2, 2)
+    cfg = dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, openvino="off",
+                                                              cpu_int8="off"))
+    taskset = load_task_source(yaml_path)
+    assert fill_memory(cfg, taskset, taskset.tasks) > 0
+    device = FleetDevice(cfg)
+    fitted = device.fit(initial_global(0), [], 1)
+    assert not fitted.skipped and fitted.learnt_up_to > 0
+    registry = Registry(tmp_path / "device" / "models")
+    # round 1's model averages this device's round-1 update: its training samples are learnt
+    first = device.adopt(fitted.arrays, fitted.names, 1, averaged=True)
+    manifest = registry.manifest(first.version)
+    assert manifest["learnt_up_to"] == fitted.learnt_up_to and manifest["learnt_from"] == 0
+    assert manifest["fleet"]["averaged_update"] is True
+    assert first.status == "promoted"  # no earlier model: nothing to compare it with
+    assert load_state(cfg.state_dir).last_sample_id == fitted.learnt_up_to
+    # a model without this device's update (dropped by the server), or of a round this device
+    # did not train for, records no progress
+    for round_no, averaged in ((1, False), (2, True)):
+        out = device.adopt(fitted.arrays, fitted.names, round_no, averaged=averaged)
+        assert "learnt_up_to" not in registry.manifest(out.version)

@@ -104,6 +104,11 @@ def test_a_round_gates_refuses_and_drops_with_reasons_in_the_log(tmp_path, caplo
     saved = store.load()
     assert saved[0] == 1 and saved[2] == ["car", "dog"]
     np.testing.assert_allclose(saved[1][ROWS], [1.0, 2.0])
+    # the adoption request names the devices whose update the model averages (b was dropped)
+    (_, ask), *_ = strategy.configure_evaluate(1, None, FakeManager(4, token="s3cret"))
+    assert wire.loads(ask.config["averaged"]) == ["a"]
+    assert wire.averages(ask.config, "a") and not wire.averages(ask.config, "b")
+    assert not wire.averages({}, "a") and not wire.averages({"averaged": "{not json"}, "a")
     # a restarted server resumes: round numbers continue, the model is the saved one
     again = make_strategy(FleetConfig(min_devices=1), store)
     assert again.fleet_round(1) == 2 and again.names == ["car", "dog"]
