@@ -448,7 +448,7 @@ def _view_lines(view, out_dir: Path, forgetting: Mapping[str, float], written: s
     """A matrix section: table and heatmap of the shown part, lines over rounds, full CSV."""
     csv_name = f"{stem}.csv"
     first, columns, notes, suffix = _shown(view, forgetting, what, csv_name)
-    row_labels = [f"r{r} {v}" for r, v in zip(view.rounds, view.versions)]
+    row_labels = view.row_labels()
     _write_csv(out_dir / csv_name, ["round", "model_version", *view.task_names],
                [[r, v, *("" if not np.isfinite(x) else f"{x:.6g}" for x in values)]
                 for r, v, values in zip(view.rounds, view.versions, view.values)])

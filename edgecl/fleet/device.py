@@ -466,6 +466,7 @@ class FleetDevice:
         from edgecl.fleet.weights import build_model, model_arch, same_arch
         from edgecl.models.checkpoint import load_checkpoint
         from edgecl.runtime.learner import record_in_monitor
+        from edgecl.runtime.monitor import fleet_reason
         from edgecl.runtime.promote import promote_version
 
         started_mono_s = time.monotonic()  # a round's length: immune to a clock set meanwhile
@@ -540,7 +541,7 @@ class FleetDevice:
             # the forgetting monitor shows a fleet model like a local round's candidate: its
             # rows follow the learner's last round (kept with the version, as a round's are)
             recorded = dict(round_no=ctx.state.round, status=status,
-                            reason=f"fleet round {round_no}: {verdict.reason}",
+                            reason=fleet_reason(round_no, verdict.reason),
                             seconds=round(time.monotonic() - started_mono_s, 1), evaluation=candidate,
                             columns=ctx.state.task_order, class_names=names,
                             calibration=cal_report)

@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -186,6 +187,15 @@ class MatrixView(NamedTuple):
     rounds: list[int]
     kind: str = "tasks"
     class_ids: tuple[int, ...] = ()
+    fleet_rounds: tuple[int | None, ...] = ()
+
+    def row_labels(self) -> list[str]:
+        """Row labels: ``r<round> <version>``, or ``fleet <N> <version>`` for a model a fleet
+        round adopted (its ``round`` is the learner's last local round, 0 on a device that
+        only learns in the fleet; before, every such row read ``r0``)."""
+        fleet = self.fleet_rounds or (None,) * len(self.versions)
+        return [f"r{r} {v}" if n is None else f"fleet {n} {v}"
+                for r, v, n in zip(self.rounds, self.versions, fleet)]
 
 
 def _nan_to_none(value: float | None) -> float | None:
@@ -1011,8 +1021,11 @@ class Monitor:
         for round_no, version, name, _, value in rows:
             values[row_of[(round_no, version)], col_of[name]] = _num(value)
         keys = list(row_of)
+        with self._connect() as conn:
+            fleet = self._fleet_rounds(conn, keys)
         values.flags.writeable = False  # shared by every reader until the next learning write
-        return MatrixView(values, task_names, [v for _, v in keys], [r for r, _ in keys])
+        return MatrixView(values, task_names, [v for _, v in keys], [r for r, _ in keys],
+                          fleet_rounds=fleet)
 
     def _status_filter(self, status: str | None, extra: tuple[int, str] | None,
                        alias: str) -> tuple[str, list]:
@@ -1037,6 +1050,13 @@ class Monitor:
         rows.sort(key=lambda row: order[(row[0], row[1])])
         return [row[:5] for row in rows]
 
+    def _fleet_rounds(self, conn: sqlite3.Connection, keys: list) -> tuple[int | None, ...]:
+        """The fleet round of each ``(round, version)`` row a fleet adoption recorded (its
+        reason reads ``fleet round N: ...``, :func:`fleet_reason`), None for a local round's."""
+        reasons = {(int(r), str(v)): why for r, v, why in conn.execute(
+            "SELECT round, model_version, reason FROM rounds")}
+        return tuple(fleet_round_of(reasons.get((int(r), str(v)))) for r, v in keys)
+
     def _class_matrix(self, status: str | None, extra: tuple[int, str] | None,
                       column: str, only: tuple[tuple[int, str], ...] | None = None) -> MatrixView:
         """Per-class matrix of ``column`` (``ap50_95``, ``recall`` or ``n_instances``); with
@@ -1059,8 +1079,9 @@ class Monitor:
         with self._connect() as conn:
             rows = conn.execute(sql, params).fetchall()
             names = {int(c): str(n) for c, n in conn.execute("SELECT cls, name FROM class_names")}
-        order = _row_order([(r, v, seq) for r, v, *_, seq in rows])
-        keys = sorted(order, key=order.get)
+            order = _row_order([(r, v, seq) for r, v, *_, seq in rows])
+            keys = sorted(order, key=order.get)
+            fleet = self._fleet_rounds(conn, keys)
         class_ids = sorted({int(row[2]) for row in rows})
         row_of = {key: i for i, key in enumerate(keys)}
         col_of = {cls: j for j, cls in enumerate(class_ids)}
@@ -1083,7 +1104,8 @@ class Monitor:
         values = np.where(weight > 0, total / divisor, np.nan)
         values.flags.writeable = False  # shared by every reader until the next learning write
         return MatrixView(values, [names.get(c, str(c)) for c in class_ids],
-                          [v for _, v in keys], [r for r, _ in keys], "classes", tuple(class_ids))
+                          [v for _, v in keys], [r for r, _ in keys], "classes", tuple(class_ids),
+                          fleet)
 
     def accuracy_matrix(self, kind: str = "auto", status: str | None = "promoted",
                         last: int | None = None) -> dict:
@@ -1096,7 +1118,8 @@ class Monitor:
             last: only the newest ``last`` rows (None: every row).
 
         Returns:
-            ``{"kind", "rows": ["r3 v0003", ...], "columns": [task or class names],
+            ``{"kind", "rows": ["r3 v0003", "fleet 2 v0004", ...] (:meth:`MatrixView.row_labels`),
+            "columns": [task or class names],
             "values": [[float | None]], "versions", "rounds", "rows_total"}`` (None where not
             evaluated; ``rows_total``: rows before ``last`` cut them).
 
@@ -1105,7 +1128,7 @@ class Monitor:
         """
         view = self.matrix_view(status, kind=kind)
         start = _window_start(len(view.versions), last)
-        return {"kind": view.kind, "rows": _row_labels(view)[start:],
+        return {"kind": view.kind, "rows": view.row_labels()[start:],
                 "columns": list(view.task_names),
                 "values": [[_nan_to_none(float(v)) for v in row] for row in view.values[start:]],
                 "versions": list(view.versions[start:]), "rounds": list(view.rounds[start:]),
@@ -1478,9 +1501,19 @@ def _window_start(n_rows: int, last: int | None) -> int:
     return 0 if last is None else max(0, n_rows - max(0, int(last)))
 
 
-def _row_labels(view: MatrixView) -> list[str]:
-    """Row labels ``r<round> <version>``."""
-    return [f"r{r} {v}" for r, v in zip(view.rounds, view.versions)]
+_FLEET_REASON = re.compile(r"fleet round (\d+): ")
+
+
+def fleet_reason(fleet_round: int, reason: str) -> str:
+    """The reason a fleet adoption records with its row: ``fleet round N: <gate's reason>``
+    (the form :func:`fleet_round_of` reads back)."""
+    return f"fleet round {int(fleet_round)}: {reason}"
+
+
+def fleet_round_of(reason: str | None) -> int | None:
+    """The fleet round of a row's reason written by :func:`fleet_reason` (None otherwise)."""
+    match = _FLEET_REASON.match(reason or "")
+    return int(match.group(1)) if match else None
 
 
 def _last_row(view: MatrixView) -> dict[str, float | None]:

@@ -64,6 +64,22 @@ def test_accuracy_matrix_of_promoted_versions(tmp_path):
         mon.accuracy_matrix("rows")
 
 
+def test_a_model_a_fleet_round_adopted_is_labelled_by_its_fleet_round(tmp_path):
+    """Before: its row took the learner's last local round and read 'r4 v0005' beside the
+    local 'r4 v0004' (on a device learning only in the fleet, every row read 'r0')."""
+    from edgecl.runtime.monitor import fleet_reason, fleet_round_of
+
+    mon = filled(tmp_path)
+    mon.record_evaluation(4, "v0005", {"cars": result(0.6), "drone": result(0.7),
+                                       "person": result(0.8)}, TASKS, ts_s=6.0)
+    mon.record_round(4, "v0005", "promoted", fleet_reason(12, "accepted: ACC 0.70"))
+    for kind in ("tasks", "classes"):
+        assert mon.accuracy_matrix(kind)["rows"] == ["r1 v0001", "r2 v0002", "r4 v0004",
+                                                     "fleet 12 v0005"]
+    assert fleet_round_of(fleet_reason(3, "x")) == 3 and fleet_round_of("accepted") is None
+    assert fleet_round_of(None) is None and fleet_round_of("a fleet round 3: x") is None
+
+
 def test_the_console_window_keeps_the_newest_rows(tmp_path):
     mon = filled(tmp_path)
     m = mon.accuracy_matrix(last=2)
@@ -651,7 +667,7 @@ def test_a_version_recorded_after_the_clock_went_back_stays_the_newest(tmp_path)
     mon.record_round(2, "v0002", "promoted")
     mon.record_evaluation(2, "v0003", {"cars": result(0.6)}, TASKS, ts_s=100.0)  # clock at 1970
     mon.record_round(2, "v0003", "promoted", "fleet round 1: accepted")
-    assert mon.accuracy_matrix()["rows"] == ["r1 v0001", "r2 v0002", "r2 v0003"]
+    assert mon.accuracy_matrix()["rows"] == ["r1 v0001", "r2 v0002", "fleet 1 v0003"]
     assert mon.summary()["model_version"] == "v0003"
     assert [r["model_version"] for r in mon.rounds()] == ["v0001", "v0002", "v0003"]
 
