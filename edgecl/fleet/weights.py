@@ -299,9 +299,14 @@ def global_from_checkpoint(path) -> tuple[dict[str, np.ndarray], list[str], dict
         from edgecl.models.base import folder_given
 
         raise ModelLoadError(f"fleet.initial_model: {folder_given(Path(path))}")
-    if Path(path).suffix.lower() != ".pt":
+    suffix = Path(path).suffix.lower()
+    if suffix != ".pt":
+        from edgecl.models.registry import MODEL_SUFFIXES
+
+        what = ("an exported engine holds no trainable weights" if suffix in MODEL_SUFFIXES
+                else f"{Path(path).name} is no model file name")
         raise ModelLoadError(f"fleet.initial_model={path}: a fleet starts from an ultralytics "
-                             f".pt checkpoint (an exported engine holds no trainable weights)")
+                             f".pt checkpoint ({what})")
     model, meta = load_checkpoint(path)
     arch = model_arch(model)
     if arch is None:

@@ -644,6 +644,19 @@ def test_a_folder_as_the_initial_model_is_named_a_folder(tmp_path):
         global_from_checkpoint(str(tmp_path))
 
 
+def test_an_initial_model_that_is_no_checkpoint_is_named_for_what_it_is(tmp_path):
+    """Before: /dev/zero, or a .txt, was called 'an exported engine'."""
+    from edgecl.errors import ModelLoadError
+    from edgecl.fleet.weights import global_from_checkpoint
+
+    for path, what in (("/dev/zero", "zero is no model file name"),
+                       (str(tmp_path / "notes.txt"), "notes.txt is no model file name"),
+                       (str(tmp_path / "m.onnx"), "an exported engine holds no trainable weights")):
+        with pytest.raises(ModelLoadError, match=f"^fleet.initial_model={path}: a fleet starts "
+                                                 f"from an ultralytics .pt checkpoint \\({what}\\)$"):
+            global_from_checkpoint(path)
+
+
 def test_a_missing_global_json_beside_its_model_is_a_problem_not_a_new_fleet(tmp_path):
     """Before: with global.json deleted (a card fault, a hand's rm) the server started the fleet
     from a fresh model, unsaid, and its next save deleted the fleet's model."""
