@@ -117,6 +117,13 @@ class Detections:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    def above(self, min_score: float) -> "Detections":
+        """The detections scoring at least ``min_score`` (a copy; ``self`` when all do)."""
+        keep = self.scores >= min_score
+        if bool(keep.all()):
+            return self
+        return Detections(self.boxes_xyxy[keep], self.scores[keep], self.classes[keep])
+
     def to_records(self, names: dict[int, str] | None = None) -> list[dict]:
         """Convert to JSON-ready dicts.
 

@@ -638,6 +638,15 @@ class Runtime:
                         "(what its rounds learnt, which they go on learning on top of); without "
                         "--model a run serves %s", path, current, current)
         infer_opts = inference_options(cfg)
+        shown_conf = None
+        if opts.use_state:
+            from edgecl.runtime.labels import labelling_conf
+
+            floor = labelling_conf(cfg)
+            if floor is not None:  # the band's lower part: for the labels sink alone
+                infer_opts, shown_conf = dataclasses.replace(infer_opts, conf=floor), cfg.model.conf
+                log.info("detector runs at score %g for the labels' uncertain band (model.conf "
+                         "%g: what --out, the video and the console show)", floor, cfg.model.conf)
         if version.startswith("file:"):
             backend = load_backend(path, infer_opts, warmup_runs=cfg.runtime.warmup_runs)
         else:  # a registry version: an engine that does not load leaves the next one serving
@@ -708,7 +717,8 @@ class Runtime:
                                   max_frames=opts.max_frames,
                                   sink_queue_size=cfg.runtime.sink_queue_size,
                                   watchdog=self.watchdog, realtime=cfg.runtime.realtime,
-                                  merged_classes=merged, merge_iou=cfg.model.iou)
+                                  merged_classes=merged, merge_iou=cfg.model.iou,
+                                  shown_conf=shown_conf)
         self.watchdog.register("supervisor")
         if self.supervisor is not None:
             lrn = cfg.learner

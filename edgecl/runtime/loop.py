@@ -44,6 +44,9 @@ class FrameResult:
     model_version: str
     latency_ms: float
     infer_ms: float
+    labelling: Detections | None = None
+    """The detections down to the labels' uncertain band when it lies below ``model.conf``
+    (what the labels sink reads); None: ``detections`` are all there are."""
 
 
 @dataclass(frozen=True)
@@ -411,16 +414,21 @@ class InferenceLoop:
             class it was merged into, and NMS'd again with ``merge_iou``
             (:func:`edgecl.continual.merges.merge_detections`); ``None``: no merges.
         merge_iou: the NMS IoU threshold for that (``model.iou``).
+        shown_conf: with a backend run below ``model.conf`` for the labels' uncertain band,
+            ``model.conf``: the sinks get the detections at or above it, the labels sink all
+            of them (``FrameResult.labelling``); None: every sink gets what the backend gives.
     """
 
     def __init__(self, source, backend: Backend, model_version: str, *, sinks=(),
                  back_pressure: str = "auto", watcher=None, max_frames: int | None = None,
                  sink_queue_size: int = 64, watchdog: Watchdog | None = None,
                  stop_timeout_s: float = 10.0, sink_stall_timeout_s: float = 2.0,
-                 realtime: bool = False, merged_classes=None, merge_iou: float = 0.7):
+                 realtime: bool = False, merged_classes=None, merge_iou: float = 0.7,
+                 shown_conf: float | None = None):
         self.source = source
         self._merged_classes = merged_classes
         self._merge_iou = float(merge_iou)
+        self._shown_conf = None if shown_conf is None else float(shown_conf)
         self.realtime = bool(realtime)
         self.pace_fps: float | None = None  # set once the source is open (its rate is known)
         self.backend = backend
@@ -556,6 +564,9 @@ class InferenceLoop:
         detections = self.backend.infer([frame.image])[0]
         if self._merged_classes is not None:  # a model trained before 'classes merge truck car'
             detections = merge_detections(detections, self._merged_classes(), self._merge_iou)
+        labelling = None
+        if self._shown_conf is not None:
+            labelling, detections = detections, detections.above(self._shown_conf)
         infer_ms = (time.perf_counter() - t0) * 1000
         since_s = (time.monotonic() - frame.captured_mono_s if frame.captured_mono_s is not None
                    else time.time() - frame.ts_s)
@@ -564,8 +575,8 @@ class InferenceLoop:
         self._latencies_ms.append(latency_ms)
         self._done_s.append(time.monotonic())
         self._frames += 1
-        self._sinks.put(FrameResult(frame, detections, self.model_version, latency_ms, infer_ms),
-                        self._stop)
+        self._sinks.put(FrameResult(frame, detections, self.model_version, latency_ms, infer_ms,
+                                    labelling), self._stop)
 
     def _inference(self) -> None:
         wd = self.watchdog

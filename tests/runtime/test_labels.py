@@ -1197,3 +1197,28 @@ def test_recover_with_a_read_only_pending_folder_warns_and_goes_on(tmp_path, mon
         q.skip(a)
     monkeypatch.setattr(Path, "unlink", real_unlink)
     assert q.recover(mem) == 1 and [i["id"] for i in q.pending()] == [b]
+
+
+def test_with_model_conf_above_the_band_the_labels_still_see_the_band(tmp_path):
+    """Before: at model.conf 0.6 the detector dropped every detection under 0.6, so a frame whose
+    doubtful object scored 0.45 beside a confident one was pseudo-labelled, and the doubtful
+    object taught as background. Now the detector runs at labels.uncertain_low for the labels
+    sink, which reads ``labelling``; the other sinks get the detections at model.conf."""
+    from edgecl.config import ModelConfig
+    from edgecl.runtime.labels import labelling_conf
+
+    def config(mode, conf, low=0.3):
+        return Config(model=ModelConfig(conf=conf), labels=LabelsConfig(
+            mode=mode, uncertain_low=low, uncertain_high=max(low + 0.1, 0.6)))
+
+    assert labelling_conf(config("pseudo", 0.6)) == 0.3
+    assert labelling_conf(config("field", 0.6)) == 0.3
+    assert labelling_conf(config("pseudo", 0.25)) is None       # the band lies above model.conf
+    assert labelling_conf(config("pseudo", 0.3)) is None
+    assert labelling_conf(config("ground_truth", 0.6)) is None  # no band in use
+    sink, mem = make_sink(tmp_path, mode="pseudo", pseudo_conf=0.6)
+    shown, every = dets([0.9]), dets([0.9, 0.45], box=(20, 10, 60, 50))
+    sink.write(SimpleNamespace(**vars(result(textured(1), shown, 1)), labelling=every))
+    assert mem.samples == [] and sink.stats()["counts"]["uncertain"] == 1
+    sink.write(result(textured(2), shown, 2))  # without a band below model.conf: as before
+    assert [s.origin for s in mem.samples] == [LabelOrigin.PSEUDO]

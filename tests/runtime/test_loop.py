@@ -448,3 +448,26 @@ def test_a_detection_in_a_merged_classs_slot_is_given_as_the_class_it_became():
                            merge_iou=0.7).run()
     assert report.frames == 6
     assert [r.detections.classes.tolist() for r in sink.results] == [[1]] * 3 + [[0]] * 3
+
+
+def test_with_a_shown_conf_the_sinks_get_what_it_shows_and_the_labels_every_detection():
+    """The detector runs at the labels' band floor below model.conf (``shown_conf``)."""
+    import numpy as np
+
+    from edgecl.frames import Detections
+
+    class TwoScores(SleepBackend):
+        def infer(self, images):
+            return [Detections(np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.float32),
+                               np.array([0.9, 0.45], np.float32), np.array([0, 1]))
+                    for _ in images]
+
+    sink = CollectSink()
+    InferenceLoop(ListSource(3), TwoScores(), "v0001", sinks=[sink], back_pressure="block",
+                  shown_conf=0.6).run()
+    assert len(sink.results) == 3
+    assert all(r.detections.scores.tolist() == pytest.approx([0.9]) for r in sink.results)
+    assert all(r.labelling.scores.tolist() == pytest.approx([0.9, 0.45]) for r in sink.results)
+    sink = CollectSink()
+    InferenceLoop(ListSource(1), TwoScores(), "v0001", sinks=[sink], back_pressure="block").run()
+    assert len(sink.results[0].detections) == 2 and sink.results[0].labelling is None

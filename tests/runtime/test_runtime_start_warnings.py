@@ -199,3 +199,17 @@ def test_a_clock_not_yet_set_is_said_at_start(tmp_path, nms_inside, caplog, monk
                             quiet=True)).run()
     monkeypatch.setattr(time, "time", wall)
     assert sum("it has not been set (no battery" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_model_conf_above_the_band_runs_the_detector_at_the_band_for_the_labels(
+        tmp_path, nms_inside, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.app"):
+        _start(tmp_path / "state", nms_inside, "model.conf=0.6", "labels.mode=pseudo")
+    assert ("detector runs at score 0.3 for the labels' uncertain band (model.conf 0.6: what "
+            "--out, the video and the console show)") in caplog.messages
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.app"):
+        _start(tmp_path / "state2", nms_inside, "model.conf=0.6", "labels.mode=ground_truth")
+    assert not any("uncertain band" in m for m in caplog.messages)

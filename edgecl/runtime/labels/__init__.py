@@ -13,8 +13,8 @@ Public interface:
 """
 
 from edgecl.runtime.labels.pipeline import (MODES, LabelDecision, LabelPipeline, MemorySink,
-                                            decide_labels, describe_labelling, learns_nothing,
-                                            no_threshold_note, uncalibrated_note,
+                                            decide_labels, describe_labelling, labelling_conf,
+                                            learns_nothing, no_threshold_note, uncalibrated_note,
                                             uncertain_band_problem)
 from edgecl.runtime.labels.pseudo import PseudoLabeler
 from edgecl.runtime.labels.queue import OperatorQueue
@@ -24,7 +24,7 @@ from edgecl.runtime.labels.selection import (SELECTION_POLICIES, Candidate, Memo
 
 __all__ = ["MODES", "LabelDecision", "LabelPipeline", "MemorySink", "decide_labels",
            "describe_labelling", "learns_nothing", "no_threshold_note", "uncalibrated_note",
-           "uncertain_band_problem",
+           "uncertain_band_problem", "labelling_conf",
            "PseudoLabeler",
            "OperatorQueue", "SELECTION_POLICIES", "Candidate",
            "MemoryEmbeddings", "NoveltyRing", "RateLimiter", "SelectionContext", "Selector",

@@ -380,7 +380,9 @@ class MemorySink:
         """Label, store or queue the frame of one loop result (a frame that cannot be stored
         as JPEG, a side over 65500 pixels, or that no round could learn from, a side under
         10 pixels, is counted as ``refused_frame``, with a warning)."""
-        frame, detections = result.frame, result.detections
+        frame = result.frame
+        labelling = getattr(result, "labelling", None)  # down to the band below model.conf
+        detections = result.detections if labelling is None else labelling
         refused = jpeg_side_problem(frame.image) or small_side_problem(frame.image)
         if refused:
             self._count("refused_frame")
@@ -674,6 +676,28 @@ class MemorySink:
         close = getattr(self.memory, "close", None)
         if close is not None:
             close()
+
+
+def labelling_conf(cfg: Config) -> float | None:
+    """The score threshold the detector must run at for the labels, when it lies below
+    ``model.conf``: ``labels.uncertain_low`` in ``field`` and ``pseudo`` modes.
+
+    A frame holding a detection in the uncertain band is never pseudo-labelled, and such frames
+    are the ones a person is asked about; with ``model.conf`` above the band's lower edge the
+    band's lower part was never detected (before: a frame whose doubtful objects scored 0.3 to
+    0.6 was pseudo-labelled at ``model.conf`` 0.6, teaching them as background). The runtime
+    then runs the detector at this threshold, gives the labels sink every detection and the
+    other sinks (``--out``, video, the console) those at ``model.conf`` or above.
+
+    Args:
+        cfg: the configuration (``model.conf``, ``labels.mode``, ``labels.uncertain_low``).
+
+    Returns:
+        ``labels.uncertain_low``, or None when the band is unused or lies above ``model.conf``.
+    """
+    if cfg.labels.mode not in ("field", "pseudo") or cfg.labels.uncertain_low >= cfg.model.conf:
+        return None
+    return float(cfg.labels.uncertain_low)
 
 
 def uncertain_band_problem(cfg: Config, floor: float | None, path) -> str | None:
