@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from edgecl.config import GateConfig
@@ -157,10 +157,14 @@ def judge(parent: dict[str, float] | None, candidate: dict[str, float], learnt_b
 
 
 def _verdict(noun: str, mode: str, drops: dict, acc_p: float, acc_c: float, cfg: GateConfig,
-             training_failed: str, not_gated: tuple[str, ...], acc_scope: str = "") -> GateVerdict:
+             training_failed: str, not_gated: tuple[str, ...], acc_scope: str = "",
+             acc_note: str = "") -> GateVerdict:
     """The shared decision once drops and ACCs are known (``acc_scope``: what ACC is the mean
-    over, for the reason, e.g. " over the 3 classes with >= 5 held-out boxes")."""
+    over, for the reason, e.g. " over the 3 classes with >= 5 held-out boxes"; ``acc_note``:
+    said after a comparison of ACCs, e.g. which classes the parent scores 0 on)."""
     def verdict(accepted: bool, reason: str) -> GateVerdict:
+        if acc_note and "ACC" in reason and "no earlier model" not in reason:
+            reason += acc_note
         return GateVerdict(accepted, reason, acc_p, acc_c, drops, mode, not_gated)
 
     if training_failed:
@@ -193,7 +197,8 @@ def _verdict(noun: str, mode: str, drops: dict, acc_p: float, acc_c: float, cfg:
 def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, float],
                   instances: Mapping[int, int], cfg: GateConfig, training_failed: str = "",
                   names: Mapping[int, str] | None = None,
-                  prior_loss: Mapping[str, float] | None = None) -> GateVerdict:
+                  prior_loss: Mapping[str, float] | None = None,
+                  parent_classes: Collection[int] | None = None) -> GateVerdict:
     """Decide whether a candidate is accepted (per-class view, no tasks).
 
     ACC is the mean AP50-95 over the classes with at least ``cfg.min_instances`` held-out boxes
@@ -213,6 +218,10 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
         names: class id -> name for the reason and ``drops`` (default the id as text).
         prior_loss: class name -> AP lost since its best point among recent promoted
             versions (:func:`prior_class_loss`), or None.
+        parent_classes: the class ids the parent predicts (None: not known). ACC counts the
+            parent's AP 0 on a class it does not predict, and the reason names such classes
+            (the forgetting monitor's row of a starting model averages only the classes it
+            knows, and showed a higher ACC than the reason's without a word why).
 
     Returns:
         The verdict; ``drops`` and ``not_gated`` are keyed by class name.
@@ -239,8 +248,13 @@ def judge_classes(parent: Mapping[int, float] | None, candidate: Mapping[int, fl
         plural = (f"{name(measured[0])}, the one class" if len(measured) == 1
                   else f"the {len(measured)} classes")
         scope = f" over {plural} with >= {cfg.min_instances} held-out boxes"
+    unknown = ([name(c) for c in sorted(acc_classes) if int(c) not in set(parent_classes)]
+               if parent and parent_classes is not None else [])
+    note = (f" (the parent scores 0 on {', '.join(unknown[:3])}"
+            f"{f' and {len(unknown) - 3} more' if len(unknown) > 3 else ''}, "
+            f"{'a class' if len(unknown) == 1 else 'classes'} it did not know)") if unknown else ""
     verdict = _verdict("class", "classes", drops, acc_p, acc_c, cfg, training_failed,
-                       tuple(not_gated), acc_scope=scope)
+                       tuple(not_gated), acc_scope=scope, acc_note=note)
     return dataclasses.replace(verdict, steps=steps)
 
 
@@ -376,7 +390,8 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
                   names: Mapping[int, str] | None = None,
                   prior_loss: Mapping[str, float] | None = None,
                   prior_recall_loss: Mapping[str, float] | None = None,
-                  prior_false_positive_rise: float = 0.0) -> GateVerdict:
+                  prior_false_positive_rise: float = 0.0,
+                  parent_classes: Collection[int] | None = None) -> GateVerdict:
     """Judge a candidate from evaluation results, in the view the data calls for.
 
     Without tasks (:func:`is_taskless`) the per-class view (:func:`judge_classes`, then
@@ -397,6 +412,8 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
             point (per-class view; :func:`judge_serving`).
         prior_false_positive_rise: false detections per held-out image added since their
             lowest recent point (per-class view; :func:`judge_serving`).
+        parent_classes: the class ids the parent predicts (per-class view; see
+            :func:`judge_classes`).
 
     Returns:
         The verdict.
@@ -406,7 +423,7 @@ def judge_results(parent: Mapping | None, candidate: Mapping, learnt_before: lis
         par = parent.get(STREAM_TASK) if parent else None
         verdict = judge_classes(None if par is None else par.per_class_ap50_95,
                                 cand.per_class_ap50_95, cand.per_class_instances, cfg,
-                                training_failed, names, prior_loss)
+                                training_failed, names, prior_loss, parent_classes)
         return judge_serving(verdict, par, cand, cfg, names, prior_recall_loss,
                              prior_false_positive_rise)
     return judge({t: r.map50_95 for t, r in parent.items()} if parent else None,

@@ -966,6 +966,7 @@ def _train_evaluate_stage(ctx: RoundContext, reason: str, started_s: float,
                   f"learner.first_round_budget_s)")
     verdict = judge_results(parent, candidate, list(state.learnt_tasks), cfg.gate,
                             training_failed=failed, names=names,
+                            parent_classes=set(parent_names) if parent is not None else None,
                             **recent_losses(ctx.registry, cfg.gate.forgetting_window, names))
     status = RoundStatus.STAGED if verdict.accepted else RoundStatus.REJECTED
     calibrator, cal_report = None, None

@@ -510,8 +510,10 @@ class FleetDevice:
                 pnames = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
                 parent = self._evaluate(parent_model, pnames, ctx)
             verdict = judge_results(parent, candidate, list(ctx.state.learnt_tasks), self.cfg.gate,
-                                    names=names, **recent_losses(
-                                        ctx.registry, self.cfg.gate.forgetting_window, names))
+                                    names=names,
+                                    parent_classes=set(pnames) if parent is not None else None,
+                                    **recent_losses(ctx.registry, self.cfg.gate.forgetting_window,
+                                                    names))
             status = "staged" if verdict.accepted else "rejected"
             calibrator, cal_report = (self._calibrate(model, names, ctx) if verdict.accepted
                                       else (None, None))

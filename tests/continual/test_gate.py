@@ -134,6 +134,27 @@ def test_class_acc_fall_rejects_and_first_model_needs_finite_acc():
     assert not judge_classes(None, {}, {}, CLS_CFG).accepted
 
 
+def test_the_reason_names_the_classes_the_parent_scores_0_on_because_it_did_not_know_them():
+    """Before: 'accepted: ACC 0.093 -> 0.063' while the forgetting monitor's row of the
+    starting model read ACC 0.280 (car alone), with nothing saying why they differ."""
+    names = {0: "car", 1: "person", 2: "bicycle"}
+    parent, candidate = {0: 0.28, 1: 0.0, 2: 0.0}, {0: 0.15, 1: 0.02, 2: 0.02}
+    # ACC parent (0.28 + 0 + 0) / 3 = 0.0933, candidate 0.19 / 3 = 0.0633: a fall of 0.03
+    loose = replace(CLS_CFG, min_acc_delta=-0.05, max_forgetting=0.2)
+    v = judge_classes(parent, candidate, {0: 10, 1: 10, 2: 10}, loose, names=names,
+                      parent_classes={0})
+    assert v.reason == ("accepted: ACC 0.093 -> 0.063 (the parent scores 0 on person, bicycle, "
+                        "classes it did not know)")
+    v = judge_classes(parent, candidate, {0: 10, 1: 10, 2: 10},
+                      replace(CLS_CFG, max_forgetting=0.2), names=names, parent_classes={0, 1})
+    assert v.reason == ("ACC fell from 0.093 to 0.063 (allowed change -0.02) (the parent scores "
+                        "0 on bicycle, a class it did not know)")
+    assert "did not know" not in judge_classes(parent, candidate, {0: 10, 1: 10, 2: 10}, loose,
+                                               names=names).reason
+    assert judge_classes(None, candidate, {0: 10}, loose, parent_classes={0}).reason.endswith(
+        "(no earlier model to compare)")
+
+
 def _res(per_class, instances, map50_95=None):
     values = list(per_class.values())
     return EvalResult(map50_95=map50_95 if map50_95 is not None else sum(values) / len(values),
