@@ -131,6 +131,17 @@ def wait_for(predicate, timeout_s=10.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def wait_answerable(driver, timeout_s=10.0, button="submit"):
+    """Wait until the Label page's frame can be answered: its buttons are enabled once a
+    queued frame has shown for the page's guard (``SEEN_GUARD_MS``; a double Enter saved the
+    next frame unseen), and while no answer is being sent (``button``: ``skip`` for a frame
+    whose image did not load, which can only be skipped)."""
+    from selenium.webdriver.common.by import By
+
+    wait_for(lambda: driver.find_element(By.ID, button).is_enabled(), timeout_s,
+             f"the frame to be answerable ({button})")
+
+
 PAGE_HOOK = "window.__alerts = []; window.alert = (m) => window.__alerts.push(String(m));"
 """Run in every new document: records what a script injected through a name would alert."""
 

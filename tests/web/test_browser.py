@@ -15,8 +15,8 @@ import time
 import pytest
 
 from console_browser import (LAYOUT_FAULTS, debug_screenshot, emulate_phone, frame_mouse,
-                             screenshot, severe_console_entries, tap, touch_drag, wait_for,
-                             watch_pages)
+                             screenshot, severe_console_entries, tap, touch_drag,
+                             wait_answerable, wait_for, watch_pages)
 from console_fakes import HOSTILE_NAMES
 from edgecl.errors import UnavailableError
 
@@ -90,6 +90,7 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
     drag((200, 330), (220, 340))                                  # resize it by a corner
     click(425, 260)                                               # select the proposed person
     ActionChains(browser).send_keys(Keys.DELETE).perform()        # and delete it
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait_for(lambda: fake.answers, what="answer received")
     wait_for(lambda: "f0001" in text_of(browser, "#why"), 2.0, "next item at once")
@@ -101,9 +102,11 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
         assert all(abs(a - b) <= 3 for a, b in zip(boxes[name], expected)), (name, boxes[name])
 
     # "nothing here" (N), then skip (S): the queue empties
+    wait_answerable(browser)
     ActionChains(browser).send_keys("n").perform()
     wait_for(lambda: len(fake.answers) == 2, what="nothing-here answer")
     wait_for(lambda: "f0002" in text_of(browser, "#why"), 2.0, "third item")
+    wait_answerable(browser)
     ActionChains(browser).send_keys("s").perform()
     wait_for(lambda: len(fake.answers) == 3, what="skip answer")
     assert fake.answers[1] == {"id": "f0001", "boxes": [], "skip": False}
@@ -268,6 +271,7 @@ def label_by_touch_on_a_phone(browser, base, fake, console_server):
                           ".map((o) => o.textContent)")
     assert f"\u2068{HOSTILE_NAMES[3]}\u2069" in " ".join(options)  # isolated from its number
     debug_screenshot(browser, "phone-label-drawn")
+    wait_answerable(browser)
     tap(browser, browser.find_element(By.ID, "submit"))
     wait_for(lambda: len(fake.answers) == 4, what="the touch answer")
     boxes = {b["class"]: b["xyxy"] for b in fake.answers[3]["boxes"]}
@@ -280,9 +284,11 @@ def label_by_touch_on_a_phone(browser, base, fake, console_server):
                                               "stopping; send the answer again once it runs"))
     touch_drag(browser, at(425, 260), at(425, 260), steps=0)      # select the proposed person
     tap(browser, browser.find_element(By.ID, "delete-box"))
+    wait_answerable(browser)
     tap(browser, browser.find_element(By.ID, "submit"))
     wait_for(lambda: "Not saved" in text_of(browser, "#toasts"), what="refusal said")
     wait_for(lambda: text_of(browser, "#why strong") == "f0004", what="refused item shown again")
+    wait_answerable(browser)
     tap(browser, browser.find_element(By.ID, "submit"))
     wait_for(lambda: len(fake.answers) == 5, what="the resent answer")
     assert [b["class"] for b in fake.answers[4]["boxes"]] == [HOSTILE_NAMES[0]], fake.answers[4]
@@ -296,16 +302,20 @@ def label_by_touch_on_a_phone(browser, base, fake, console_server):
     wait_for(lambda: broken in text_of(browser, "#queue"), 8, "two more items listed")
     for skipped in ("f0005", "f0006"):
         wait_for(lambda: text_of(browser, "#why strong") == skipped, what=skipped)
+        wait_answerable(browser)
         tap(browser, browser.find_element(By.ID, "skip"))
     wait_for(lambda: text_of(browser, "#why strong") == slow, what="the slow item")
     touch_drag(browser, at(250, 40), at(370, 150))                # while its frame loads
     wait_for(lambda: not js(browser, "return document.getElementById('canvas')"
                                      ".classList.contains('loading')"), 8, "the slow frame")
+    wait_answerable(browser)
     tap(browser, browser.find_element(By.ID, "submit"))
     wait_for(lambda: fake.answers[-1]["id"] == slow, what="the slow item's answer")
     assert len(fake.answers[-1]["boxes"]) == 2, fake.answers[-1]  # the proposals only
     wait_for(lambda: "did not load" in text_of(browser, "#label-empty"), what="unreadable frame")
     assert not browser.find_element(By.ID, "canvas").is_displayed()
+    assert not browser.find_element(By.ID, "submit").is_enabled()  # it can only be skipped
+    wait_answerable(browser, button="skip")
     tap(browser, browser.find_element(By.ID, "skip"))
     wait_for(lambda: fake.answers[-1]["id"] == broken, what="the unreadable item skipped")
 
@@ -358,6 +368,7 @@ def test_the_label_page_by_keyboard_alone(served, browser):
     assert tags == ["BODY", "BODY", "BODY", "class-select", "zoom-out"], tags
     js(browser, "document.activeElement.blur()")
     fake.answer_notes = {"classes_added": ["forklift"], "former_names": {"forklift": "lift truck"}}
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait_for(lambda: fake.answers, what="answer received")
     # before: a name a rename freed made a new class, unsaid

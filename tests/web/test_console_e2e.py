@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from console_browser import screenshot, severe_console_entries
+from console_browser import screenshot, severe_console_entries, wait_answerable
 from console_browser import wait_for as browser_wait_for
 from edgecl.bench.console_load import ObjectSource, object_box, tiny_model
 from edgecl.config import load_config
@@ -194,6 +194,7 @@ def drive_browser(runtime, browser, registry, first, second, seen):
     wait_for(lambda: Select(browser.find_element(By.ID, "class-select"))
              .first_selected_option.get_attribute("value") == "cars", what="class picked")
     screenshot(browser, "runtime-label", full_page=False)
+    wait_answerable(browser)
     browser.find_element(By.ID, "submit").click()
     classes = wait_for(lambda: [c for c in get(base, "/api/classes")
                                 if c["name"] == "cars" and c["samples"] == 1], what="cars stored")

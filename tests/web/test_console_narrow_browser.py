@@ -13,7 +13,8 @@ import time
 import pytest
 
 from console_browser import (LAYOUT_FAULTS, debug_screenshot, emulate_phone,
-                             severe_console_entries, touch_drag, wait_for, watch_pages)
+                             severe_console_entries, touch_drag, wait_answerable, wait_for,
+                             watch_pages)
 
 pytest.importorskip("selenium")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -102,6 +103,7 @@ def test_every_page_fits_a_320_px_phone(served, console_server, browser):
     touch_drag(browser, at(250, 40), at(370, 150))                # draw a box
     js(browser, "const s = document.getElementById('class-select'); s.value = 'car';"
                 "s.dispatchEvent(new Event('change'))")
+    wait_answerable(browser)
     browser.find_element(By.ID, "submit").click()
     wait_for(lambda: fake.answers, what="the answer")
     answer = fake.answers[0]

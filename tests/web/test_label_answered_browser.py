@@ -13,8 +13,8 @@ import time
 import pytest
 
 from console_browser import (LAYOUT_FAULTS, debug_screenshot, emulate_phone, frame_mouse,
-                             screenshot, severe_console_entries, tap, touch_drag, wait_for,
-                             watch_pages)
+                             screenshot, severe_console_entries, tap, touch_drag,
+                             wait_answerable, wait_for, watch_pages)
 from console_fakes import HOSTILE_NAMES
 from edgecl.errors import ConflictError
 
@@ -145,6 +145,7 @@ def test_answered_list_correct_and_withdraw(served, browser):
     ActionChains(browser).send_keys(Keys.DELETE).perform()        # and delete it
     drag((300, 40), (420, 150))                                   # add a box in the sky
     ActionChains(browser).send_keys("3").perform()                # a bicycle
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()         # Save
     wait_for(lambda: fake.corrections, what="the correction")
     sent = fake.corrections[0]
@@ -170,14 +171,17 @@ def test_answered_list_correct_and_withdraw(served, browser):
              what="the third answer opened by keyboard")
 
     # Withdraw asks first, Cancel focused: S then Enter by mistake keeps the answer
+    wait_answerable(browser)
     ActionChains(browser).send_keys("s").perform()
     wait_for(lambda: shown(browser, "confirm-ok"), what="the confirmation")
     assert js(browser, "return document.activeElement.id") == "confirm-cancel"
     assert bicycle in text_of(browser, "#confirm-dialog h2")
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait_for(lambda: not shown(browser, "confirm-ok"), what="the confirmation closed")
     time.sleep(0.4)
     assert fake.withdrawals == [] and text_of(browser, "#correcting-id") == bicycle
+    wait_answerable(browser)
     browser.find_element(By.ID, "skip").click()
     wait_for(lambda: shown(browser, "confirm-ok"), what="the confirmation again")
     browser.find_element(By.ID, "confirm-ok").click()
@@ -192,6 +196,7 @@ def test_answered_list_correct_and_withdraw(served, browser):
     reason = (f"label item '{oldest}': its sample is no longer in memory (evicted to make room, "
               "or removed)")
     fake.fail_changes.append(ConflictError(reason))
+    wait_answerable(browser)
     ActionChains(browser).send_keys("n").perform()               # nothing here: boxes []
     wait_for(lambda: "Not corrected" in text_of(browser, "#toasts"), what="the refusal said")
     said = next(t for t in js(browser, "return [...document.querySelectorAll('#toasts .toast')]"
@@ -199,8 +204,9 @@ def test_answered_list_correct_and_withdraw(served, browser):
     assert said == f"Not corrected: {reason} (HTTP 409)" and "\n" not in said
     wait_for(lambda: not shown(browser, "correcting"), what="back to the queue after a 409")
     assert fake.corrections == [sent]
-    assert not js(browser, "return ['submit', 'nothing', 'skip']"
-                           ".some((id) => document.getElementById(id).disabled)")
+    wait_for(lambda: not js(browser, "return ['submit', 'nothing', 'skip']"
+                                     ".some((id) => document.getElementById(id).disabled)"),
+             what="the queue's frame answerable again")
 
     # still usable: Esc with no box selected goes back without a word to the device
     open_answer(browser, newest)
@@ -212,6 +218,7 @@ def test_answered_list_correct_and_withdraw(served, browser):
     assert text_of(browser, "#why strong") == "f0000" and len(fake.corrections) == 1
     # and the same answer corrected unchanged with the button: its boxes as stored
     open_answer(browser, newest)
+    wait_answerable(browser)
     browser.find_element(By.ID, "submit").click()
     wait_for(lambda: len(fake.corrections) == 2, what="the second correction")
     assert fake.corrections[1] == {"id": newest, "boxes": [
@@ -219,6 +226,7 @@ def test_answered_list_correct_and_withdraw(served, browser):
     # the queue answers as before meanwhile
     wait_for(lambda: not shown(browser, "correcting") and text_of(browser, "#why strong") == "f0000",
              what="the queue")
+    wait_answerable(browser)
     ActionChains(browser).send_keys("n").perform()
     wait_for(lambda: fake.answers == [{"id": "f0000", "boxes": [], "skip": False}], what="answer")
     assert js(browser, "return window.__alerts") == []
@@ -270,6 +278,7 @@ def test_correcting_fits_a_320_px_phone(served, browser):
     touch_drag(browser, at(340, 300), at(340, 300), steps=0)     # select the bicycle
     touch_drag(browser, at(340, 300), at(240, 200))               # and move it
     time.sleep(0.5)  # a finger's pause (Chromium makes no click of a tap right after a drag)
+    wait_answerable(browser)
     tap(browser, browser.find_element(By.ID, "submit"))
     wait_for(lambda: fake.corrections, what="the correction")
     sent = fake.corrections[0]

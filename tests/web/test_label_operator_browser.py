@@ -5,7 +5,7 @@ long names on the answered list are cut with "…"."""
 
 import pytest
 
-from console_browser import frame_mouse, wait_for
+from console_browser import frame_mouse, wait_answerable, wait_for
 
 pytest.importorskip("selenium")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -63,6 +63,7 @@ def test_a_class_renamed_on_the_device_is_followed_by_an_open_page(served, brows
         .get_attribute("value") == "cycle"
     drag, _ = frame_mouse(browser, canvas)
     drag((400, 60), (470, 130))
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait_for(lambda: fake.answers, what="answer")
     assert "cycle" in [b["class"] for b in fake.answers[0]["boxes"]]
@@ -101,6 +102,7 @@ def test_a_long_class_name_is_cut_on_the_answered_list(served, browser):
     box.send_keys(long_name, Keys.ENTER)
     drag, _ = frame_mouse(browser, canvas)
     drag((400, 60), (470, 130))
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait_for(lambda: fake.answers, what="answer")
     ActionChains(browser).send_keys("a").perform()
@@ -126,6 +128,7 @@ def test_two_renames_read_in_one_refresh_are_applied_at_once(served, browser):
     fake.class_names[fake.class_names.index("person")] = "car"
     wait_for(lambda: "vehicle" in picker(browser) and "person" not in picker(browser),
              timeout_s=15, what="the renames followed")
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()  # keep the proposed boxes
     wait_for(lambda: fake.answers, what="answer")
     by_x = {round(b["xyxy"][0]): b["class"] for b in fake.answers[0]["boxes"]}
@@ -151,6 +154,7 @@ def test_a_class_merged_on_the_device_is_followed_by_an_open_page(served, browse
     time.sleep(9)  # two more readings of the classes (every 4 s): the merge is said once
     said = [t for t in js(browser, "return window.said") if "is now" in t]
     assert len(said) == 1 and "car" in said[0] and "person" in said[0], said
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()  # keep the proposed boxes
     wait_for(lambda: fake.answers, what="answer")
     assert sorted(b["class"] for b in fake.answers[0]["boxes"]) == ["person", "person"]
@@ -181,6 +185,7 @@ def test_an_answer_the_memory_did_not_keep_is_not_said_saved(served, browser):
     base, fake = served
     open_label(browser, base)
     fake.decline_answers = True
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait_for(lambda: fake.answers, what="answer")
     toast = wait_for(lambda: next((t.text for t in browser.find_elements(
@@ -207,12 +212,15 @@ def test_enter_right_after_the_frame_left_the_queue_answers_nothing(served, brow
         fake.queue = [q for q in fake.queue if "f0000" not in q["id"]]
     wait_for(lambda: "f0001" in js(browser, "return document.getElementById('why').textContent"),
              timeout_s=15, what="the page opened the next frame by itself")
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_answerable(browser)
     ActionChains(browser).send_keys("n").perform()
     wait_for(lambda: "Another frame just opened" in browser.find_element(By.ID, "toasts").text,
              what="the refusal")
     time.sleep(2.2)  # looked at it: answered as usual
     assert not fake.answers
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait_for(lambda: fake.answers, what="answer")
     assert "f0001" in fake.answers[0]["id"]
@@ -238,6 +246,7 @@ def test_the_class_list_gives_the_keys_back(served, browser):
     drag((300, 200), (330, 230))  # a click or a drag on the frame takes them back too
     assert js(browser, "return document.activeElement.id") != "class-select"
     js(browser, "document.getElementById('class-select').focus()")
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()  # Enter on the list submits
     wait_for(lambda: fake.answers, what="the answer Enter sent")
     assert "bicycle" in [b["class"] for b in fake.answers[0]["boxes"]]

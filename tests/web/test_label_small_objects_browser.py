@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from console_browser import emulate_phone, wait_for
+from console_browser import emulate_phone, wait_answerable, wait_for
 
 pytest.importorskip("selenium")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -85,6 +85,7 @@ def test_a_drag_beside_the_selected_box_draws_a_new_box(served, browser):
     click(browser, 305, 307)  # select the first box again
     drag(browser, (305, 307), (305, 337))  # from its middle: moved 30 px down
     drag(browser, (310, 345), (200, 200))  # its bottom-right corner past its top-left
+    wait_answerable(browser)
     keys(browser, Keys.ENTER)
     assert answered_boxes(fake) == {(300, 330, 301, 331): "person", (316, 300, 326, 315): "person",
                                     (328, 317, 339, 330): "person"}
@@ -104,6 +105,7 @@ def test_a_drag_on_an_unselected_box_draws_and_a_click_selects_it(served, browse
     drag(browser, (100, 280), (130, 300))  # starts inside the proposed car, not selected
     click(browser, 324, 302)  # the third person: selected by a click, then deleted
     keys(browser, Keys.DELETE)
+    wait_answerable(browser)
     keys(browser, Keys.ENTER)
     expected = {box: "person" for box in people if box[0] != 322}
     expected.update({(303, 310, 309, 320): "person", (100, 280, 130, 300): "person"})
@@ -125,6 +127,7 @@ def test_a_drag_inside_the_box_just_drawn_draws_the_next_box(served, browser):
     drag(browser, (340, 300), (350, 320))  # a third, named by its key: then a drag moves it
     keys(browser, "2")
     drag(browser, (345, 310), (355, 310))
+    wait_answerable(browser)
     keys(browser, Keys.ENTER)
     assert answered_boxes(fake) == {(300, 300, 320, 330): "person",
                                     (315, 340, 335, 365): "person", (350, 300, 360, 320): "car"}
@@ -155,6 +158,7 @@ def test_tiny_boxes_are_drawn_and_land_on_exact_frame_pixels_when_zoomed(served,
     drag(browser, (318, 245), (322, 251))
     keys(browser, "0")
     assert browser.find_element(By.ID, "zoom-level").text == "100%"
+    wait_answerable(browser)
     keys(browser, Keys.ENTER)
     assert answered_boxes(fake) == {(200, 100, 202, 103): "person", (300, 230, 304, 240): "person",
                                     (306, 230, 309, 240): "person", (318, 245, 322, 251): "person"}
@@ -184,6 +188,7 @@ def test_two_fingers_zoom_and_one_draws_on_a_phone(served, browser):
     for k in range(1, 5):
         touch("touchMove", (a[0] + (b[0] - a[0]) * k / 4, a[1] + (b[1] - a[1]) * k / 4))
     touch("touchEnd")
+    wait_answerable(browser)
     browser.find_element(By.ID, "submit").click()
     assert answered_boxes(fake) == {(315, 235, 320, 247): "person"}
 
@@ -194,10 +199,12 @@ def test_nothing_here_and_skip_ask_before_dropping_drawn_boxes_and_ctrl_z_undoes
     base, fake = served
     open_label(browser, base)
     drag(browser, (300, 300), (310, 315))
+    wait_answerable(browser)
     keys(browser, "s")
     toast = wait_for(lambda: browser.find_element(By.ID, "toasts").text, what="toast")
     assert "press S again" in toast
     assert "armed" in browser.find_element(By.ID, "skip").get_attribute("class")
+    wait_answerable(browser)
     keys(browser, "n")  # another action: asks again, for itself
     time.sleep(0.6)
     assert not fake.answers
@@ -206,12 +213,15 @@ def test_nothing_here_and_skip_ask_before_dropping_drawn_boxes_and_ctrl_z_undoes
     keys(browser, Keys.DELETE)  # ... and deleted
     for _ in range(3):
         ActionChains(browser).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
+    wait_answerable(browser)
     keys(browser, Keys.ENTER)  # the box as drawn, a person
     assert answered_boxes(fake) == {(300, 300, 310, 315): "person"}
     wait_for(lambda: "f0001" in js(browser, "return document.getElementById('why').textContent"),
              what="second item")
     drag(browser, (300, 300), (310, 315))
+    wait_answerable(browser)
     browser.find_element(By.ID, "nothing").click()
+    wait_answerable(browser)
     browser.find_element(By.ID, "nothing").click()  # confirmed
     wait_for(lambda: len(fake.answers) == 2, what="nothing here")
     assert fake.answers[1]["boxes"] == [] and not fake.answers[1]["skip"]
@@ -222,6 +232,7 @@ def test_nothing_here_and_skip_ask_before_dropping_drawn_boxes_and_ctrl_z_undoes
                                  ".textContent") == "(2)", what="answered count")
     wait_for(lambda: "f0002" in js(browser, "return document.getElementById('why').textContent"),
              what="third item")
+    wait_answerable(browser)
     keys(browser, "s")  # nothing drawn: no question
     wait_for(lambda: len(fake.answers) == 3, what="skip")
     assert fake.answers[2]["skip"]
@@ -316,6 +327,7 @@ def test_a_new_class_differing_only_in_case_is_the_devices_class(served, browser
     wait_for(box.is_displayed, what="new class input")
     box.send_keys("PERSON", Keys.ENTER)
     drag(browser, (300, 300), (310, 315))
+    wait_answerable(browser)
     keys(browser, Keys.ENTER)
     assert answered_boxes(fake) == {(300, 300, 310, 315): "person"}
     picker = js(browser, "return [...document.querySelectorAll('#class-select option')]"
@@ -344,6 +356,7 @@ def test_after_a_frame_chosen_lower_down_the_highest_priority_comes_next(served,
     browser.find_element(By.CSS_SELECTOR, "#queue li[data-id='f0002']").click()
     wait_for(lambda: "f0002" in js(browser, "return document.getElementById('why').textContent"),
              what="the chosen frame")
+    wait_answerable(browser)
     keys(browser, "s")  # nothing drawn: skipped at once
     wait_for(lambda: len(fake.answers) == 1, what="skip")
     wait_for(lambda: "f0000" in js(browser, "return document.getElementById('why').textContent"),
@@ -380,3 +393,27 @@ def test_naming_a_new_class_keeps_the_toolbar_on_one_row(served, browser):
     wait_for(box.is_displayed, what="new class input")
     assert js(browser, frame_top) == top
     keys(browser, Keys.ESCAPE)
+
+
+def test_a_double_enter_or_a_held_key_answers_one_frame_not_the_next_unseen(served, browser):
+    """Before: Enter twice (0.15 or 0.6 s apart), or held down, saved the frames that opened
+    after the first answer as "nothing here" before anyone had looked at them."""
+    base, fake = served
+    open_label(browser, base)
+    wait_answerable(browser)
+    keys(browser, Keys.ENTER, Keys.ENTER)  # one after the other, as fast as keys go
+    wait_for(lambda: len(fake.answers) == 1, what="the first answer")
+    time.sleep(0.3)
+    keys(browser, Keys.ENTER)  # 0.3 s after the next frame opened: not looked at yet
+    time.sleep(1.2)
+    assert [a["id"] for a in fake.answers] == ["f0000"]
+    assert "just opened: look at it first" in browser.find_element(By.ID, "toasts").text
+    # a key held down: one keydown, then auto-repeats (event.repeat) answer nothing more
+    js(browser, "for (let i = 0; i < 30; i++) document.dispatchEvent(new KeyboardEvent("
+                "'keydown', {key: 'Enter', repeat: i > 0, bubbles: true}));")
+    wait_for(lambda: len(fake.answers) == 2, what="the held key's one answer")
+    time.sleep(1.2)
+    js(browser, "for (let i = 0; i < 30; i++) document.dispatchEvent(new KeyboardEvent("
+                "'keydown', {key: 'Enter', repeat: true, bubbles: true}));")
+    time.sleep(0.5)
+    assert [a["id"] for a in fake.answers] == ["f0000", "f0001"]

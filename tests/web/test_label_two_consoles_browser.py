@@ -4,7 +4,7 @@ says which frames are open elsewhere, and a frame the operator clicks stays thei
 
 import pytest
 
-from console_browser import wait_for
+from console_browser import wait_answerable, wait_for
 
 pytest.importorskip("selenium")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -39,6 +39,7 @@ def test_a_second_console_picks_a_frame_the_first_does_not_have_open(served, bro
     wait_for(lambda: shown(browser) == "f0001", what="the second console on another frame")
     wait_for(lambda: open_elsewhere(browser) == ["f0000"], what="f0000 marked open elsewhere")
     # answering moves the second console on to a frame nobody has open, not to f0000
+    wait_answerable(browser)
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait_for(lambda: [a["id"] for a in fake.answers] == ["f0001"], what="the answer")
     wait_for(lambda: shown(browser) == "f0002", what="the next free frame")

@@ -15,6 +15,8 @@
   const CONFIRM_MS = 5000;     // a second N or S within this confirms dropping edited boxes
   const QUEUE_PERIOD_MS = 4000;
   const SWAP_GUARD_MS = 2000; // after the page opened a frame by itself, Enter and N wait this
+  const SEEN_GUARD_MS = 800;  // a queued frame is answered no sooner than this after it showed
+  const ANSWER_KEYS = new Set(["Enter", "n", "N", "s", "S"]);
 
   /** This page's console id, kept for the tab's life (reloads too): the device is told which
    * frame this page shows, so that another console's page picks another one. */
@@ -67,6 +69,8 @@
     drag: null,
     edited: false,             // the operator changed the current item's boxes
     swappedAt: 0,              // when the page last opened a frame by itself (ms since epoch)
+    shownAt: 0,                // when the current queued frame's image showed (ms since epoch)
+    failedImage: null,         // the id of the queued frame whose image did not load
     drafts: new Map(),         // id -> boxes of an answer the device did not take (kept to resend)
     listed: "",                // what the queue list shows (ids and priorities)
     mode: "queue",             // "queue": answering queued frames; "correct": an answer reopened
@@ -394,6 +398,7 @@
     $("label-empty").textContent = "Nothing to label: the queue is empty.";
     $("label-empty").hidden = false;
     $("why").replaceChildren();
+    answerButtons();
   }
 
   /** Show a queued frame (`chosen`: the operator asked for this one, e.g. clicked it; else the
@@ -424,11 +429,15 @@
   /** Load and show an item's frame (the previous one dimmed meanwhile), then preload the next. */
   async function showImage(item) {
     state.image = null;  // no box is drawn on the previous frame while this one loads
+    answerButtons();
     $("canvas").classList.add("loading");
     try {
       const img = await loadImage(item);
       if (state.current !== item) return;
       state.image = img;
+      state.shownAt = Date.now();
+      answerButtons();
+      setTimeout(answerButtons, SEEN_GUARD_MS + 20);
       $("canvas").hidden = false;
       $("canvas").classList.remove("loading");
       $("label-empty").hidden = true;
@@ -436,6 +445,8 @@
     } catch (err) {
       forgetImage(item.id);
       if (state.current === item) {
+        state.failedImage = item.id;  // it can be skipped, not answered
+        answerButtons();
         const why = err instanceof EC.ApiError && err.status === 0 ? "no connection to the device"
                                                                    : err.message || String(err);
         $("canvas").hidden = true;
@@ -531,9 +542,29 @@
    * a toast, since the key was meant for the frame that left. Before, a stray Enter saved
    * "nothing here" for a frame nobody had looked at. */
   function justSwapped() {
-    if (state.mode !== "queue" || Date.now() - (state.swappedAt || 0) > SWAP_GUARD_MS) return false;
-    EC.toast("Another frame just opened (the one on screen left the queue): look at it first", "error");
-    return true;
+    if (state.mode !== "queue") return false;
+    if (Date.now() - (state.swappedAt || 0) <= SWAP_GUARD_MS) {
+      EC.toast("Another frame just opened (the one on screen left the queue): look at it first", "error");
+      return true;
+    }
+    return notSeenYet();
+  }
+
+  /** An answer to a queued frame whose image has not shown, or showed under SEEN_GUARD_MS ago:
+   * refused with a toast. The next frame opens as soon as one is answered, so a double Enter
+   * (or N) saved the frame after it, unseen; before, "nothing here" for frames that showed
+   * people and cars. */
+  function notSeenYet(skipping = false) {
+    if (!state.image) {
+      if (skipping && state.current && state.failedImage === state.current.id) return false;
+      EC.toast("This frame has not shown yet: look at it first", "error");
+      return true;
+    }
+    if (Date.now() - (state.shownAt || 0) < SEEN_GUARD_MS) {
+      EC.toast("This frame just opened: look at it first", "error");
+      return true;
+    }
+    return false;
   }
 
   function submit() {
@@ -559,7 +590,7 @@
 
   function skipOrWithdraw() {
     if (state.mode === "correct") withdraw();
-    else if (confirmDrop("skip", "skip this frame", "S")) send(true, []);
+    else if (!notSeenYet(true) && confirmDrop("skip", "skip this frame", "S")) send(true, []);
   }
 
   /** Whether to go on with an action that drops the boxes drawn or edited on this frame: yes
@@ -723,7 +754,20 @@
     $("skip").classList.toggle("danger", correcting);
     $("help-proposed").hidden = correcting;
     $("help-back").hidden = !correcting;
-    for (const id of ["submit", "nothing", "skip", "back-to-queue"]) $(id).disabled = state.busy;
+    $("back-to-queue").disabled = state.busy;
+    answerButtons();
+  }
+
+  /** Submit, Nothing here and Skip wait while a queued frame has not shown for SEEN_GUARD_MS
+   * (the keys check the same, :func:`notSeenYet`); a frame whose image did not load can be
+   * skipped. */
+  function answerButtons() {
+    const waiting = state.mode === "queue" && Boolean(state.current) &&
+      !(state.image && Date.now() - (state.shownAt || 0) >= SEEN_GUARD_MS);
+    const unloadable = Boolean(state.current) && state.failedImage === state.current.id;
+    $("submit").disabled = state.busy || waiting;
+    $("nothing").disabled = state.busy || waiting;
+    $("skip").disabled = state.busy || (waiting && !unloadable);
   }
 
   /** On a phone the editor is above the lists: bring it into view when an answer opens. */
@@ -1270,6 +1314,10 @@
     }
     if (onListKey(event)) return;
     const key = event.key;
+    if (event.repeat && ANSWER_KEYS.has(key)) {  // a key held down answers one frame, not each next
+      event.preventDefault();
+      return;
+    }
     const step = event.shiftKey ? 10 : 1;
     const actions = {
       Enter: submit,
