@@ -872,7 +872,8 @@ class Registry:
         manifest.update(fields)
         atomic_write_json(self._version_dir(version) / "manifest.json", manifest)
 
-    def promote(self, version: str, before_switch=None) -> None:
+    def promote(self, version: str, before_switch=None,
+                expected_current: str | None = None) -> str | None:
         """Make ``version`` current, after checking it; a refusal changes nothing.
 
         Order (each prefix is consistent): checks -> ``before_switch()`` -> switch ``current``
@@ -885,13 +886,27 @@ class Registry:
             version: the version to make current.
             before_switch: called once the checks passed, before the switch (the learner's
                 progress follows the version there); when it raises, nothing is switched.
+            expected_current: promote only while this version is current, and only when it
+                is not ``version`` itself (checked under the lock: of two promotions sent
+                together from one page, or a retried one, only the first switches).
+
+        Returns:
+            The version current before (None when none was).
 
         Raises:
             RegistryError: unknown, rejected, pruned, unconfined or corrupt version.
+            NotFoundError: ``expected_current`` names no version of the registry.
+            ConflictError: ``expected_current`` is not the current version, or ``version``
+                already is.
             StorageError: ``current`` (or, for a version promoted again, the history) cannot be
                 written (full disk, read-only): nothing changed.
         """
         with self._lock(), storage_faults(f"cannot promote {version}; nothing changed"):
+            if expected_current is not None:
+                self._expect_current(expected_current)
+                if version == expected_current:
+                    raise ConflictError(f"{version} is already the current version; nothing "
+                                        f"changed")
             manifest = self.manifest(version)
             if manifest.get("status") == VersionStatus.REJECTED:
                 why = self._derive_reason(manifest, VersionStatus.REJECTED.value) or "no reason recorded"
@@ -913,6 +928,23 @@ class Registry:
             self._point_current(version)
             self._after_commit(history, retire=previous if previous != version else None,
                                retire_reason="", promoted=version)
+            return previous
+
+    def _expect_current(self, expected: str) -> None:
+        """Refuse a conditional promotion or rollback unless ``expected`` is current (call
+        under the lock).
+
+        Raises:
+            NotFoundError: ``expected`` names no version of the registry.
+            ConflictError: it is not the current version.
+        """
+        current = self.current()
+        if current == expected:
+            return
+        if expected not in self.versions():
+            raise NotFoundError(f"no model version {expected} (see 'edgecl models list')")
+        raise ConflictError(f"the current version is {current or 'none'}, not {expected}: "
+                            f"another rollback or promotion came first; nothing changed")
 
     def rollback_target(self) -> str | None:
         """The version a rollback would go back to, or ``None`` when none served before the
@@ -951,13 +983,8 @@ class Registry:
         with self._lock(), storage_faults("cannot roll back; nothing changed"):
             history = self.history()
             current = self.current()
-            if expected_current is not None and current != expected_current:
-                if expected_current not in self.versions():
-                    raise NotFoundError(f"no model version {expected_current} (see "
-                                        f"'edgecl models list')")
-                raise ConflictError(f"the current version is {current or 'none'}, not "
-                                    f"{expected_current}: another rollback or promotion came "
-                                    f"first; nothing changed")
+            if expected_current is not None:
+                self._expect_current(expected_current)
             if current in history:
                 history = history[:len(history) - 1 - history[::-1].index(current)]
             while history:

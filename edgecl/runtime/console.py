@@ -371,12 +371,13 @@ def build_console_hooks(runtime):
     sink = runtime.memory_sink
     state_dir = runtime.cfg.state_dir
 
-    def promote(version: str) -> dict:
-        before = runtime.registry.current()
-        promote_version(state_dir, version)
-        # the log says a person did it (before: only "loaded and warmed; swapping")
-        log.info("console: %s promoted by an operator (was %s)", version, before or "none")
-        return {"current": version}
+    def promote(version: str, expected: str | None = None) -> dict:
+        previous: list = []
+        promote_version(state_dir, version, expected_current=expected, previous=previous)
+        # the log says a person did it (before: only "loaded and warmed; swapping"), and what
+        # it replaced as read under the registry's lock (two at once both logged 'was' wrong)
+        log.info("console: %s promoted by an operator (was %s)", version, previous[0] or "none")
+        return {"current": version, "previous": previous[0]}
 
     def rollback(expected: str | None = None) -> dict:
         before = runtime.registry.current()

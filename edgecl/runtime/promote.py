@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def promote_version(state_dir: str | Path, version: str) -> bool:
+def promote_version(state_dir: str | Path, version: str, expected_current: str | None = None,
+                    previous: list | None = None) -> bool:
     """Promote a registry version and mark its round as promoted in the metrics database.
 
     The learner's progress follows the version now serving: the samples it learnt count as
@@ -22,12 +23,18 @@ def promote_version(state_dir: str | Path, version: str) -> bool:
     Args:
         state_dir: the state directory.
         version: registry version name.
+        expected_current: promote only from this current version (see
+            :meth:`~edgecl.models.registry.Registry.promote`).
+        previous: when given, the version current before is appended to it (read under the
+            registry's lock: what a log line may call the version replaced).
 
     Returns:
         True when the metrics database follows the promotion, False when it lags behind.
 
     Raises:
         RegistryError: unknown, rejected or corrupt version (nothing changed).
+        NotFoundError / ConflictError: ``expected_current`` is unknown, not current, or
+            ``version`` itself (nothing changed).
         StorageError: ``current`` could not be switched, or the progress could not be moved
             back before it (nothing changed).
     """
@@ -42,8 +49,11 @@ def promote_version(state_dir: str | Path, version: str) -> bool:
     # moved back once the version passed its checks, before the switch: a failed switch then
     # only leaves samples to learn again, and a refused version changes nothing (before, a
     # refused promote of a rejected version set the progress back to 0)
-    registry.promote(version, before_switch=lambda: _move_progress(state_dir, learnt, version,
+    before = registry.promote(version, expected_current=expected_current,
+                              before_switch=lambda: _move_progress(state_dir, learnt, version,
                                                                    back=True))
+    if previous is not None:
+        previous.append(before)
     _move_progress(state_dir, learnt, version, back=False)
     try:
         Monitor(state_dir).set_version_status(version, "promoted")

@@ -694,21 +694,29 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         return _json(hooks.models())
 
     @app.post("/api/models/rollback", tags=["models"])
-    def rollback(request: Request) -> Response:
+    def rollback(expected: str | None = Query(
+            None, alias="from", description="roll back only while this version is current "
+            "(409 otherwise: a second click or a retried request rolls back once)")) -> Response:
         """Make the previous current version current again.
 
         ``?from=VERSION`` makes it conditional: 409 unless VERSION is current (a retried request
         would otherwise roll back a second time); 409 too when no earlier version is intact.
         """
-        expected = request.query_params.get("from")
         if expected is None:
             return _json(_need(hooks.rollback, "rollback")())
         return _json(_need(hooks.rollback, "rollback")(check_id(expected)))
 
     @app.post("/api/models/{version}/promote", tags=["models"])
-    def promote(version: str) -> Response:
-        """Make this version the current model (switched between two frames)."""
-        return _json(_need(hooks.promote, "promotion")(check_id(version)))
+    def promote(version: str, expected: str | None = Query(
+            None, alias="from", description="promote only while this version is current (409 "
+            "otherwise, and for the current version itself: of two promotions sent from one "
+            "page, or a retried one, only the first switches)")) -> Response:
+        """Make this version the current model (switched between two frames); the reply
+        names the version it replaced (``previous``)."""
+        hook = _need(hooks.promote, "promotion")
+        if expected is None:
+            return _json(hook(check_id(version)))
+        return _json(hook(check_id(version), check_id(expected)))
 
     @app.get("/api/labels/pending", tags=["labels"])
     def pending(console: str | None = Query(

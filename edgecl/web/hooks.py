@@ -77,8 +77,11 @@ class ConsoleHooks:
         models: ``() -> list[dict]``, each with ``version``, ``status``, ``reason`` (the gate's
             verdict), ``per_class_ap`` (``{name: ap}``), ``dece``, ``size_bytes``, ``created``
             (ISO 8601 or epoch seconds), newest first.
-        promote: ``(version) -> dict``, make ``version`` current.
-        rollback: ``() -> dict``, make the previous current version current again.
+        promote: ``(version, expected=None) -> dict``, make ``version`` current (with
+            ``expected``, only while that version is current and is not ``version``: else
+            a ConflictError); the dict names ``current`` and ``previous``.
+        rollback: ``(expected=None) -> dict``, make the previous current version current
+            again (with ``expected``, only from that version).
         pending: ``() -> list[dict]``, the operator queue by priority, each with ``id``,
             ``priority``, ``reasons`` (``{policy: score}``), ``width``, ``height`` (pixels) and
             ``proposed`` (``[{"class": name, "xyxy": [x1, y1, x2, y2], "score": s}]``).
@@ -104,8 +107,8 @@ class ConsoleHooks:
     live: Callable[[], dict] = _empty_live
     latest_jpeg: Callable[[], bytes | None] = _no_frame
     models: Callable[[], list[dict]] = _empty_list
-    promote: Callable[[str], dict] | None = None
-    rollback: Callable[[], dict] | None = None
+    promote: Callable[..., dict] | None = None
+    rollback: Callable[..., dict] | None = None
     pending: Callable[[], list[dict]] = _empty_list
     label_image: Callable[[str], Path] | None = None
     answer: Callable[[str, list[dict], bool], dict] | None = None

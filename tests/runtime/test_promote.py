@@ -339,6 +339,55 @@ def test_a_conditional_rollback_over_http_happens_once(tmp_path):
     assert unknown.status_code == 404 and "no model version v0009" in unknown.json()["error"]
 
 
+def test_promotions_sent_together_from_one_version_promote_once_and_log_what_they_replaced(
+        tmp_path, caplog):
+    """Before: four promotions sent at once all answered 200, two of them naming a version
+    that no longer served, and each logged 'was v0002'; promoting the current version logged
+    'v0001 promoted by an operator (was v0001)'."""
+    import logging
+    import threading
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from edgecl.runtime.console import build_console_hooks
+    from edgecl.web import create_app
+
+    registry, first, second = _two_promoted(tmp_path)
+    third = _stage(registry, tmp_path, b"d", parent=second, learnt_up_to=95)
+    queue = SimpleNamespace(pending=list, image_path=str)
+    sink = SimpleNamespace(queue=queue, answers=list, answered_image=str, correct=None,
+                           withdraw=None)
+    runtime = SimpleNamespace(memory_sink=sink, cfg=SimpleNamespace(state_dir=str(tmp_path)),
+                              monitor=object(), live_view=None, health=dict, live=dict,
+                              vitals=dict, registry=registry, classes=None)
+    client = TestClient(create_app(build_console_hooks(runtime)), raise_server_exceptions=False)
+    replies, start = [], threading.Barrier(4)
+
+    def ask(version):
+        start.wait()
+        replies.append(client.post(f"/api/models/{version}/promote?from={second}"))
+
+    with caplog.at_level(logging.INFO, logger="edgecl.runtime.console"):
+        threads = [threading.Thread(target=ask, args=(v,)) for v in (third, first, third, first)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    done = [r.json() for r in replies if r.status_code == 200]
+    assert len(done) == 1 and sorted(r.status_code for r in replies) == [200, 409, 409, 409]
+    assert done[0]["previous"] == second and registry.current() == done[0]["current"]
+    assert [m for m in caplog.messages if "promoted by an operator" in m] == [
+        f"console: {done[0]['current']} promoted by an operator (was {second})"]
+    same = client.post(f"/api/models/{registry.current()}/promote?from={registry.current()}")
+    assert same.status_code == 409 and same.json() == {
+        "error": f"{registry.current()} is already the current version; nothing changed"}
+    assert client.post(f"/api/models/{second}/promote?from=v0009").status_code == 404
+    spec = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/models/{version}/promote", "/api/models/rollback"):
+        assert "from" in [p["name"] for p in spec[path]["post"]["parameters"]]
+
+
 def test_rollbacks_sent_together_from_one_version_roll_back_once(tmp_path):
     """Before: the precondition was checked outside the registry's lock, and of 6 requests
     sent together 3 rolled back (v0004 -> v0001)."""

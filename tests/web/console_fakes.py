@@ -51,6 +51,7 @@ class FakeConsole:
         self.lock = threading.Lock()
         self.answers: list[dict] = []
         self.promoted: list[str] = []
+        self.promote_from: list[str | None] = []  # each promotion's ?from= (None: none sent)
         self.rollbacks = 0
         self.rollback_from: list = []  # the precondition each rollback request gave
         self.history = ["v0001"]  # earlier current versions, most recent last
@@ -230,8 +231,12 @@ class FakeConsole:
             target = self.history[-1] if self.history else None
             return [dict(v, rollback_target=v["version"] == target) for v in self.versions]
 
-    def promote(self, version: str) -> dict:
+    def promote(self, version: str, expected: str | None = None) -> dict:
         with self.lock:
+            self.promote_from.append(expected)
+            current = next((v["version"] for v in self.versions if v["status"] == "current"), None)
+            if expected is not None and expected != current:
+                raise ConflictError(f"the current version is {current}, not {expected}")
             target = next((v for v in self.versions if v["version"] == version), None)
             if target is None:
                 raise NotFoundError(f"no model version {version}")

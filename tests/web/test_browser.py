@@ -126,6 +126,7 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
     wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
     browser.find_element(By.ID, "confirm-ok").click()
     wait_for(lambda: fake.promoted == ["v0001"], what="promotion")
+    assert fake.promote_from == ["v0002"], "asked from the version the page shows as current"
     wait_for(lambda: text_of(browser, "tr[data-version='v0001'] .badge") == "current",
              what="v0001 current")
     browser.find_element(By.ID, "rollback").click()

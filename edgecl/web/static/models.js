@@ -54,7 +54,9 @@
       `The device will switch to ${model.version} between two frames.${note}`, `Promote ${model.version}`);
     if (!ok) return;
     try {
-      await EC.postJSON(`/api/models/${encodeURIComponent(model.version)}/promote`);
+      // from the version this page shows as current: a second click, or a retry, is refused
+      const from = currentVersion ? "?from=" + encodeURIComponent(currentVersion) : "";
+      await EC.postJSON(`/api/models/${encodeURIComponent(model.version)}/promote` + from);
       EC.toast(`${model.version} is now current`, "ok");
     } catch (err) {
       notDone(`${model.version} not promoted`, err);
