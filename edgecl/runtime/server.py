@@ -5,7 +5,9 @@ never blocks the inference loop. Bounds: at most ``max_connections`` connections
 once (uvicorn's ``limit_concurrency``; beyond it a request gets 503, logged once a minute), at
 most ``max_per_client`` of them from one client address, and 127.0.0.1 and ::1 (the watchdog's,
 :data:`WATCHDOG_ADDRESSES`) are exempt from the first bound (so no host on the LAN, with
-however many addresses, can turn ``/healthz`` into 503 for the watchdog), a connection that has not sent a complete
+however many addresses, can turn ``/healthz`` into 503 for the watchdog) and may open
+:data:`HEALTH_RESERVE` more answered on ``/healthz`` alone (so no process on the device holding
+its connections can either), a connection that has not sent a complete
 request head within ``timeout_s`` seconds (idle after connecting, a header trickle, or idle
 keep-alive) is closed, and a body must arrive within :data:`edgecl.web.app.BODY_TIMEOUT_S`.
 
@@ -220,9 +222,40 @@ from there. Before, a host with several addresses (aliases, any IPv6 host's /64)
 cap 16 connections each, and ``/healthz`` answered 503 to the watchdog."""
 
 
+HEALTH_RESERVE = 4
+"""Connections a watchdog address may open beyond its ``max_per_client``, answered only on
+``/healthz`` (any other path: 503). Before, 16 idle keep-alive connections of any process on the
+device made the next one close unanswered, and the container's HEALTHCHECK failed."""
+
+_HEALTH_PATH = "/healthz"
+
+
+def _health_only(app, max_per_client: int):
+    """The ASGI ``app`` answering ``/healthz`` alone; any other request gets a 503 JSON error
+    naming the bound, and the connection closes after it."""
+    import json
+
+    body = json.dumps({"error": f"too many connections from this address (more than "
+                                f"{max_per_client} open): only /healthz is answered on this one; "
+                                f"close idle connections and ask again"}).encode()
+
+    async def health_only(scope, receive, send):
+        if scope.get("type") != "http" or scope.get("path") == _HEALTH_PATH:
+            await app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    return health_only
+
+
 def _timed_protocol(timeout_s: float, max_per_client: int = 0):
     """An h11 protocol class that closes a connection without a request head in ``timeout_s``,
-    and a client's connection beyond its ``max_per_client`` open ones (0: no bound)."""
+    and a client's connection beyond its ``max_per_client`` open ones (0: no bound), but for a
+    watchdog address's first :data:`HEALTH_RESERVE` beyond it, which answer ``/healthz`` alone."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     open_per_client: dict[str, int] = {}
@@ -237,8 +270,11 @@ def _timed_protocol(timeout_s: float, max_per_client: int = 0):
             count = open_per_client.get(self._client_key, 0) + 1
             open_per_client[self._client_key] = count
             if max_per_client and self._client_key and count > max_per_client:
-                transport.close()
-                return
+                if (self._client_key not in WATCHDOG_ADDRESSES
+                        or count > max_per_client + HEALTH_RESERVE):
+                    transport.close()
+                    return
+                self.app = _health_only(self.app, max_per_client)
             if self._client_key in WATCHDOG_ADDRESSES:
                 self.limit_concurrency = None  # within its own max_per_client, never a 503
             self._arm_head_deadline()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from edgecl.errors import ConfigError
-from edgecl.runtime.server import StatusServer, check_bind, is_loopback, resolve_token
+from edgecl.runtime.server import (HEALTH_RESERVE, StatusServer, check_bind, is_loopback,
+                                   resolve_token)
 from edgecl.web import ConsoleHooks, create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
@@ -221,8 +222,19 @@ def test_one_client_cannot_take_every_connection_slot(fake):
     try:
         time.sleep(0.2)
         health = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        assert _request_from(server.port, "127.0.0.1", health) == b""  # a third: closed
         assert _request_from(server.port, "127.0.0.2", health).startswith(b"HTTP/1.1 200")
+        # the watchdog's address: a third answers /healthz alone (before: closed unanswered,
+        # so 16 idle connections of any local process failed the container's health check)
+        assert _request_from(server.port, "127.0.0.1", health).startswith(b"HTTP/1.1 200")
+        pages = b"GET /api/classes HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        refused = _request_from(server.port, "127.0.0.1", pages)
+        assert refused.startswith(b"HTTP/1.1 503") and b"only /healthz is answered" in refused
+        reserve = [socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                   for _ in range(HEALTH_RESERVE)]
+        time.sleep(0.2)
+        assert _request_from(server.port, "127.0.0.1", health) == b""  # beyond it: closed
+        for conn in reserve:
+            conn.close()
         for conn in held:
             conn.close()
         time.sleep(0.3)
