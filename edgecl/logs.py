@@ -12,17 +12,29 @@ import logging
 from typing import TextIO
 
 
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+             if chr(c) not in "\t\n\r"}
+_BIDI = {c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                                      *range(0x2066, 0x206A))}
+_SHOWN = str.maketrans({**_CONTROLS, **_BIDI, ord("\n"): "\\n", ord("\r"): "\\r"})
+
+
 def one_line(message: str) -> str:
-    """``message`` on one line: a line break inside it (a file name with a newline in it, a
-    value typed with one) is shown as ``\\n``, so a line stays one line a script can read.
+    """``message`` on one line a terminal shows as written: a line break inside it (a file
+    name with a newline in it, a value typed with one) is shown as ``\\n``, so a line stays
+    one line a script can read; other control characters (a terminal's escape sequences, which
+    could clear the screen or recolour it) and the bidirectional marks, embeddings, overrides
+    and isolates (U+202E reverses what follows it) are shown as ``\\x1b``, ``\\u202e``, ...
 
     Args:
         message: any text.
 
     Returns:
-        The text with ``\\r\\n``, ``\\n`` and ``\\r`` written as ``\\n``, ``\\n`` and ``\\r``.
+        The text with ``\\r\\n`` and ``\\n`` written as ``\\n``, ``\\r`` as ``\\r``, other
+        C0 and C1 control characters but tab as ``\\xNN`` and bidirectional controls as
+        ``\\uNNNN``.
     """
-    return message.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
+    return message.replace("\r\n", "\n").translate(_SHOWN)
 
 
 class OneLineFormatter(logging.Formatter):

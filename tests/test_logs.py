@@ -26,6 +26,21 @@ def test_a_line_break_inside_a_message_is_escaped_and_a_traceback_keeps_its_line
     assert one_line("a\rb") == "a\\rb"
 
 
+def test_escape_sequences_and_bidi_controls_inside_a_message_are_shown_not_obeyed():
+    """Before: a frame file named '\\e[2J\\e[31mRED\\e[0m.jpg' cleared the operator's terminal
+    at 'labels pending', and one named with U+202E ('\\u202egpj.exe.jpg') read backwards."""
+    assert one_line("\x1b[2J\x1b[31mRED\x1b[0m.jpg") == "\\x1b[2J\\x1b[31mRED\\x1b[0m.jpg"
+    assert one_line("\u202egpj.exe.jpg") == "\\u202egpj.exe.jpg"
+    assert one_line("a\u2066b\u2069\u200f\x7f\x9b\x00") == "a\\u2066b\\u2069\\u200f\\x7f\\x9b\\x00"
+    # text in any script, tabs and the console's own characters stay as they are
+    assert one_line("\u0633\u064a\u0627\u0631\u0629\tcar \u8f66 \u00e9") == (
+        "\u0633\u064a\u0627\u0631\u0629\tcar \u8f66 \u00e9")
+    formatter = OneLineFormatter("%(message)s")
+    record = logging.LogRecord("edgecl.x", logging.WARNING, __file__, 1, "skipping %s",
+                               ("\x1b]0;owned\x07x.jpg",), None)
+    assert formatter.format(record) == "skipping \\x1b]0;owned\\x07x.jpg"
+
+
 def test_every_line_of_a_run_over_a_file_named_with_a_line_break_is_one_record(tmp_path):
     """Before: a frame file named 'a<newline>b.jpg' split the warning about its missing label
     file, and its 'labels pending' line, in two; the second half read as a line of its own."""

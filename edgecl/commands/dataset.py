@@ -10,6 +10,7 @@ import sys
 from edgecl.arguments import input_path, output_path, print_json_line
 from edgecl.commands.common import dropped_regions_note, skipped_annotations_note
 from edgecl.errors import StorageError, is_disk_full
+from edgecl.logs import one_line
 
 
 def add_parser(sub) -> None:
@@ -73,13 +74,13 @@ def import_command(args: argparse.Namespace) -> int:
         result = write_yolo_dataset(args.src, args.out, args.format)
     if args.json:
         for message in result["messages"]:  # as labels import: stdout's last line is the JSON
-            print(f"skipped: {message}", file=sys.stderr)
+            print(one_line(f"skipped: {message}"), file=sys.stderr)
         if len(result["merged_splits"]) > 1:
             print(merged_splits_note(result["merged_splits"]), file=sys.stderr)
         print_json_line({k: v for k, v in result.items() if k != "messages"})
         return 0
     for message in result["messages"]:
-        print(f"skipped: {message}")
+        print(one_line(f"skipped: {message}"))
     reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items()) or "none"
     boxes = ", ".join(f"{k} {v}" for k, v in result["boxes"].items())
     print(f"imported {result['imported']} image(s) from {args.src} ({result['format']}) -> "

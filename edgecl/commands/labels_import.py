@@ -20,6 +20,7 @@ from edgecl.commands.common import (add_config_args, config_from_args, dropped_r
                                     former_names_note, memory_given, new_classes_note,
                                     refuse_smaller_memory, refuse_unreachable_state_dir,
                                     skipped_annotations_note, with_device_memory)
+from edgecl.logs import one_line
 
 
 def add_import_parser(lsub) -> None:
@@ -248,7 +249,7 @@ def import_command(args: argparse.Namespace) -> int:
     unmeasured = _unmeasured_note(report)
     if args.json:
         for message in report.tally.messages:  # stdout's last line is the JSON
-            print(f"skipped: {message}", file=sys.stderr)
+            print(one_line(f"skipped: {message}"), file=sys.stderr)
         for note in (nothing, other_labels_note(result),
                      former_names_note(result, cfg.state_dir), unmeasured, sparse):
             if note:
@@ -256,7 +257,7 @@ def import_command(args: argparse.Namespace) -> int:
         print_json_line(result)
         return 2 if nothing else 0
     for message in report.tally.messages:
-        print(f"skipped: {message}")
+        print(one_line(f"skipped: {message}"))
     reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items()) or "none"
     mapped = ", ".join(f"{src} -> {dst}" for src, dst in result["named_from_registry"].items())
     named = f"; unnamed class ids named as the device's classes: {mapped}" if mapped else ""

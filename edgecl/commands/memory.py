@@ -16,6 +16,7 @@ from edgecl.commands.common import (STATE_FOLDERS, add_config_args, config_from_
                                     require_state_dir, with_device_memory)
 from edgecl.config import Config
 from edgecl.errors import ReplayMemoryError, StorageError
+from edgecl.logs import one_line
 
 MAX_SAMPLE_ID = 2**63 - 1
 """The largest id a sample can have (SQLite's INTEGER)."""
@@ -212,9 +213,9 @@ def verify_command(args: argparse.Namespace) -> int:
     said = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON line only
     if report.repaired:
         for line in report.details:
-            print(f"dropped: {line}", file=said)
+            print(one_line(f"dropped: {line}"), file=said)
     for line in report.unrepaired:
-        print(f"not repaired: {line}", file=said)
+        print(one_line(f"not repaired: {line}"), file=said)
     unrepaired = [line for line in classes_lines if line.startswith("not repaired")]
     for line in classes_lines:
         print(line, file=said)
@@ -313,7 +314,7 @@ def export_command(args: argparse.Namespace) -> int:
                 f"({report.details[0]}{', ...' if len(damaged) > 1 else ''}); nothing was "
                 f"exported: {fix}")
         for line in report.details if damaged else ():
-            print(f"skipped: {line}", file=sys.stderr)
+            print(one_line(f"skipped: {line}"), file=sys.stderr)
         if memory.read_only or damaged:  # read the samples in place (no snapshot of damage)
             rows = [r for r in memory.records() if r.id not in damaged]
             samples = memory.get([r.id for r in rows])

@@ -340,10 +340,14 @@ def test_the_queue_shows_each_frames_file_name_and_capture_time(served, browser)
     in /api/labels/pending but not on the page."""
     base, fake = served
     fake.queue[0]["name"] = "flight-0042/DJI_20260611_103501_0760_T_" + "x" * 60 + ".jpg"
+    fake.queue[1]["name"] = "\u202egpj.exe.jpg"  # a right-to-left override in a file name
     open_label(browser, base)
     entry = browser.find_element(By.CSS_SELECTOR, "#queue li[data-id='f0000'] .frame-name")
-    assert entry.get_attribute("title").startswith("flight-0042/DJI_20260611_103501_0760_T_")
-    assert entry.get_attribute("title").endswith(" · 2026-05-28 20:26 UTC")
+    assert entry.get_attribute("title").startswith("\u2068flight-0042/DJI_20260611_103501_0760_T_")
+    assert entry.get_attribute("title").endswith(".jpg\u2069 · 2026-05-28 20:26 UTC")
+    # before: the override ran on into the time, which read 'CTU 62:02 82-50-6202'
+    reversed_name = browser.find_element(By.CSS_SELECTOR, "#queue li[data-id='f0001'] .frame-name")
+    assert reversed_name.get_attribute("title") == "\u2068\u202egpj.exe.jpg\u2069 · 2026-05-28 20:26 UTC"
     assert js(browser, "return arguments[0].scrollWidth > arguments[0].clientWidth", entry)  # cut
     assert js(browser, "return arguments[0].getBoundingClientRect().height", entry) < 30
 

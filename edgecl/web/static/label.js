@@ -283,7 +283,8 @@
   /** A queue entry's file name and capture time, one line cut with "…" (whole in its tooltip). */
   function frameLine(item) {
     const when = item.created_s ? EC.fmt.time(item.created_s) : "";
-    const text = [item.name, when].filter(Boolean).join(" · ");
+    // a file name is a bidi isolate, as a class name: one holding U+202E reversed the time
+    const text = [item.name ? EC.isolate(item.name) : "", when].filter(Boolean).join(" · ");
     return text ? EC.el("div", {class: "small muted frame-name", text, title: text}) : null;
   }
 
@@ -676,8 +677,8 @@
       }, EC.el("div", {class: "head"},
            EC.el("span", {text: "…" + entry.id.slice(-10), title: entry.id}),
            EC.el("span", {class: "small muted", text: boxCount((entry.boxes || []).length)})),
-         entry.name ? EC.el("div", {class: "small muted frame-name", text: entry.name,
-                                    title: entry.name}) : null,
+         entry.name ? EC.el("div", {class: "small muted frame-name", text: EC.isolate(entry.name),
+                                    title: EC.isolate(entry.name)}) : null,
          EC.el("div", {}, answerChips(entry)))) : [EC.el("li", {class: "none",
            text: "No answer in memory yet: an answered frame shows here once the device stores it."})]));
     }
