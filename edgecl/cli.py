@@ -13,12 +13,13 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 
 from edgecl import __version__
 from edgecl.errors import EdgeclError, describe_os_error
 from edgecl.logs import basic_config, one_line
-from edgecl.stop_signals import SigtermExit
+from edgecl.stop_signals import SigtermExit, stop_received
 
 # INVARIANT: each name is a module in edgecl.commands exposing add_parser(subparsers).
 COMMAND_MODULES = ("run", "demo", "learn", "bench", "models", "memory", "labels", "scenario",
@@ -362,6 +363,15 @@ def _main(argv: list[str] | None) -> int:
         raise
     except Exception as exc:  # the last line of defence: a fault of edgecl's own, not the user's
         logging.getLogger("edgecl").debug("internal error", exc_info=True)
+        if stop_received() == signal.SIGINT:  # Ctrl-C that a library turned into its own error
+            print("interrupted", file=sys.stderr)
+            if getattr(args, "json", False):
+                print(json.dumps({"error": "interrupted"}), flush=True)
+            return 130
+        if stop_received() == signal.SIGTERM:
+            if getattr(args, "json", False):
+                print(json.dumps({"error": "stopped by SIGTERM"}), flush=True)
+            raise SigtermExit(128 + signal.SIGTERM) from None
         _report_error(args, f"internal error ({type(exc).__name__}: {exc}); run with "
                             f"--log-level DEBUG for the traceback, and please report it")
         return 1

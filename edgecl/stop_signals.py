@@ -52,6 +52,13 @@ _stop_signum: int | None = None
 :func:`unwind_once_on_stop_signals`), or None."""
 
 
+def stop_received() -> int | None:
+    """The stop signal this process received (``signal.SIGINT``, ``signal.SIGTERM``), or None:
+    a fault raised after it may be the stop itself, turned by a library into its own error
+    (numpy made Ctrl-C inside a structured-array comparison a ``TypeError``)."""
+    return _stop_signum
+
+
 def raise_if_stopping() -> None:
     """Raise again the stop this process received, where a fault is contained: a stop raised
     inside a library's C++ code comes back as that library's own error (OpenVINO turned it

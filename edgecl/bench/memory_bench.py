@@ -19,6 +19,11 @@ N_TASKS = 5
 N_CLASSES = 5
 
 
+MAX_POOL_BYTES = 2**30
+"""The synthetic images' pixels held at once (``--pool`` x ``--imgsz`` x ``--imgsz`` x 3
+bytes), all made before the first add: ``--pool 100000000000`` hung the benchmark."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the benchmark's options to ``parser``.
 
@@ -38,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "capacity samples need, so the byte bound is exercised)")
     parser.add_argument("--policy", default="class_balanced",
                         help="insertion policy (reservoir, class_balanced, task_budget)")
-    parser.add_argument("--pool", type=positive_int, default=64, help="distinct synthetic images reused")
+    parser.add_argument("--pool", type=positive_int, default=64,
+                        help="distinct synthetic images reused (at most 1 GiB of pixels)")
     parser.add_argument("--du-every", type=positive_int, default=500,
                         help="sample disk usage every N adds")
     parser.add_argument("--k", type=positive_int, default=64, help="replay samples selected per strategy")
@@ -188,8 +194,14 @@ def run(args: argparse.Namespace) -> int:
     """
     from edgecl.config import MemoryConfig
     from edgecl.continual.memory import ReplayMemory
-    from edgecl.errors import ReplayMemoryError
+    from edgecl.errors import ConfigError, ReplayMemoryError
 
+    pool_bytes = args.pool * args.imgsz * args.imgsz * 3
+    if pool_bytes > MAX_POOL_BYTES:  # built before the first add: it never started
+        fits = max(1, MAX_POOL_BYTES // (args.imgsz * args.imgsz * 3))
+        raise ConfigError(f"--pool {args.pool} images of {args.imgsz} px would hold "
+                          f"{pool_bytes / 2**30:.1f} GiB in memory (at most "
+                          f"{MAX_POOL_BYTES // 2**30} GiB: --pool {fits} at this --imgsz)")
     state = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="edgecl-mb-"))
     root = state / "memory"
     if (root / "index.sqlite").exists():

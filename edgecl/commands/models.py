@@ -177,7 +177,8 @@ def serve_problem(registry, info, engine: dict) -> str | None:
         try:
             registry.file_path(info.version, name)
         except RegistryError as exc:
-            return f"cannot serve: {exc} (a start rolls back from it); {see}"
+            start = " (a start rolls back from it)" if info.current else ""
+            return f"cannot serve: {exc}{start}; {see}"
     if engine.get("engine") is None:
         try:
             registry.model_path(info.version)

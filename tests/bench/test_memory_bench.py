@@ -34,3 +34,21 @@ def test_bench_memory_writes_no_progress_frames_into_a_log(tmp_path, capsys):
     lines = [line for line in err.splitlines() if line.startswith("memory adds: ")]
     assert [line.split(" (")[0] for line in lines] == [f"memory adds: {n}/60"
                                                        for n in range(6, 61, 6)]
+
+
+def test_a_pool_too_large_to_hold_is_refused_before_anything_is_made(tmp_path):
+    """Before: --pool 100000000000 made every image up front and the benchmark hung."""
+    import pytest
+
+    from edgecl.errors import ConfigError
+
+    parser = argparse.ArgumentParser()
+    memory_bench.add_arguments(parser)
+    # 32 px: 3072 bytes an image, so 2**30 // 3072 = 349525 fit in 1 GiB
+    args = parser.parse_args(["--adds", "10", "--pool", "349526", "--imgsz", "32",
+                              "--state-dir", str(tmp_path)])
+    with pytest.raises(ConfigError, match=r"^--pool 349526 images of 32 px would hold 1\.0 GiB "
+                                          r"in memory \(at most 1 GiB: --pool 349525 at this "
+                                          r"--imgsz\)$"):
+        memory_bench.run(args)
+    assert not (tmp_path / "memory").exists()

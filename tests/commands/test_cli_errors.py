@@ -240,6 +240,33 @@ def test_an_internal_error_is_one_line_and_exit_1(monkeypatch, capsys):
     assert "internal error" in json.loads(out.strip().splitlines()[-1])["error"]
 
 
+def test_a_ctrl_c_a_library_turned_into_its_own_error_is_an_interruption(monkeypatch, capsys):
+    """Before: Ctrl-C inside numpy's structured-array comparison (the replay memory's label
+    check) came back as a TypeError: 'internal error ... please report it', exit 1, instead of
+    'interrupted', exit 130. SIGTERM likewise ends as a stop (143), not an internal error."""
+    import json
+    import signal
+
+    from edgecl import stop_signals
+    from edgecl.cli import main
+
+    def broken(args):
+        raise TypeError("Cannot compare structured arrays unless they have a common dtype.")
+
+    monkeypatch.setattr("edgecl.commands.memory.stats_command", broken)
+    monkeypatch.setattr(stop_signals, "_stop_signum", signal.SIGINT)
+    assert main(["memory", "stats", "--json"]) == 130
+    out, err = capsys.readouterr()
+    assert err == "interrupted\n" and json.loads(out.strip().splitlines()[-1]) == {
+        "error": "interrupted"}
+    monkeypatch.setattr(stop_signals, "_stop_signum", signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        main(["memory", "stats", "--json"])
+    assert stopped.value.code == 143
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
+        "error": "stopped by SIGTERM"}
+
+
 def test_a_run_with_no_model_anywhere_names_every_way_to_start(run_edgecl, tmp_path):
     """A new device following the README's first command: the error named neither an untrained
     start (--model yolo11n.yaml) nor learning from imported labels."""
