@@ -335,15 +335,7 @@ class Calibrator:
                 fields = dict(fields)
                 fields["x"], fields["y"] = tuple(fields.get("x", ())), tuple(fields.get("y", ()))
                 calib = ClassCalibration(**fields)
-                if calib.method not in METHODS:
-                    raise ValueError(f"unknown method {calib.method!r}")
-                if calib.method == "isotonic" and (len(calib.x) != len(calib.y) or not calib.x):
-                    raise ValueError("isotonic knots missing or of different lengths")
-                if calib.method == "platt" and not calib.a > 0:
-                    raise ValueError(f"Platt slope must be positive, got {calib.a}")
-                if calib.method == "constant" and (calib.value is None
-                                                   or not 0.0 <= calib.value <= 1.0):
-                    raise ValueError(f"constant value must be in 0..1, got {calib.value}")
+                _check_entry(calib)
                 classes[int(key)] = calib
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CalibratorFileError(f"malformed calibrator entry: {exc}") from exc
@@ -385,6 +377,54 @@ class Calibrator:
             return cls.from_dict(data)
         except CalibratorFileError as exc:
             raise CalibratorFileError(f"{path}: {exc}") from exc
+
+
+def _number(value, what: str, lo: float | None = None, hi: float | None = None) -> float:
+    """``value`` as a finite float within ``lo..hi``.
+
+    Raises:
+        ValueError: not a JSON number (a bool, a string, None), not finite, or out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {str(value)[:40]!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ValueError(f"{what} must be in {lo:g}..{hi:g}, got {value}")
+    return float(value)
+
+
+def _check_entry(calib: ClassCalibration) -> None:
+    """Check one class's calibrator as read from a file: a map that is a monotone function
+    from 0..1 onto 0..1, on counts that can be true (before, NaN knots calibrated to NaN,
+    knots of 5.0 to 1.73, text knots and counts raised a TypeError in the labelling path).
+
+    Raises:
+        ValueError: the first thing wrong, in words.
+    """
+    if calib.method not in METHODS:
+        raise ValueError(f"unknown method {str(calib.method)[:40]!r}")
+    for what in ("n", "n_tp"):
+        count = getattr(calib, what)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"{what} must be a whole number >= 0, got {str(count)[:40]!r}")
+    if calib.n_tp > calib.n:
+        raise ValueError(f"n_tp {calib.n_tp} is more than n {calib.n}")
+    if _number(calib.lo, "lo", 0.0, 1.0) > _number(calib.hi, "hi", 0.0, 1.0):
+        raise ValueError(f"lo {calib.lo} is above hi {calib.hi}")
+    if calib.method == "isotonic":
+        if len(calib.x) != len(calib.y) or not calib.x:
+            raise ValueError("isotonic knots missing or of different lengths")
+        for name, knots in (("x", calib.x), ("y", calib.y)):
+            values = [_number(v, f"isotonic {name}", 0.0, 1.0) for v in knots]
+            if any(b < a for a, b in zip(values, values[1:])):
+                raise ValueError(f"isotonic {name} must not decrease")
+    elif calib.method == "platt":
+        if not _number(calib.a, "Platt slope") > 0:
+            raise ValueError(f"Platt slope must be positive, got {calib.a}")
+        _number(calib.b, "Platt intercept")
+    elif calib.value is None:
+        raise ValueError("constant value must be in 0..1, got None")
+    else:
+        _number(calib.value, "constant value", 0.0, 1.0)
 
 
 def fit_calibrator(conf: np.ndarray, pred_cls: np.ndarray, is_tp: np.ndarray,

@@ -615,7 +615,7 @@ class Runtime:
                                     self.calibration.target_precision,
                                     self.calibration.min_true_positives)
         if at_start.calibrator is None:
-            return uncalibrated_note(self.cfg, version, labelled)
+            return uncalibrated_note(self.cfg, version, labelled, unusable=at_start.unusable)
         if any(t is not None for t in at_start.thresholds(set(names)).values()):
             return None
         return no_threshold_note(self.cfg, version)

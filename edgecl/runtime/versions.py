@@ -37,6 +37,7 @@ class CalibrationCache:
         self._calibrator = None
         self._thresholds: dict[int, float | None] = {}
         self._lock = threading.Lock()
+        self.unusable = ""  # why the serving version's calibrator file is not used ("": none)
 
     def _refresh(self) -> None:
         version = self.serving_version()
@@ -44,18 +45,20 @@ class CalibrationCache:
             return
         from edgecl.calibration.posthoc import CALIBRATOR_FILE, Calibrator, CalibratorFileError
 
-        calibrator = None
+        calibrator, unusable = None, ""
         if version is not None and version in set(self.registry.versions()):
             path = self.registry.root / version / CALIBRATOR_FILE
             if path.is_file() and self._damaged(version, CALIBRATOR_FILE):
-                log.warning("version %s: calibrator not used (%s does not match its manifest "
-                            "sha256); no pseudo-labels until a round fits a new one", version, path)
+                unusable = f"{path} does not match its manifest sha256"
+                log.warning("version %s: calibrator not used (%s); no pseudo-labels until a "
+                            "round fits a new one", version, unusable)
             elif path.is_file():
                 try:
                     calibrator = Calibrator.load(path)
                 except CalibratorFileError as exc:
+                    unusable = str(exc)
                     log.warning("version %s: calibrator not used (%s)", version, exc)
-        self._version, self._calibrator = version, calibrator
+        self._version, self._calibrator, self.unusable = version, calibrator, unusable
         self._thresholds = (calibrator.thresholds_at_precision(self.target_precision,
                                                                self.min_true_positives)
                             if calibrator is not None else {})

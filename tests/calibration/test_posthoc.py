@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edgecl.calibration.posthoc import (
+    FORMAT_VERSION,
     Calibrator,
     CalibratorFileError,
     calibration_manifest,
@@ -190,3 +191,28 @@ def test_fit_for_version_reads_in_batches_and_skips_unreadable(tmp_path):
     assert 0 in calib.classes
     with pytest.raises(ValueError, match="label arrays"):
         fit_for_version(model, images, gts[:3])
+
+
+@pytest.mark.parametrize("entry, said", [
+    ({"method": "isotonic", "x": [0.2, 0.8], "y": [0.1, float("nan")]}, "isotonic y must be a finite"),
+    ({"method": "isotonic", "x": [0.2, 0.8], "y": [0.1, 5.0]}, r"isotonic y must be in 0\.\.1"),
+    ({"method": "isotonic", "x": [0.2, 0.8], "y": [0.9, 0.1]}, "isotonic y must not decrease"),
+    ({"method": "isotonic", "x": ["a", "b"], "y": [0.1, 0.9]}, "isotonic x must be a finite"),
+    ({"method": "platt", "a": 1.0, "b": float("nan")}, "Platt intercept must be a finite"),
+    ({"method": "platt", "a": float("inf"), "b": 0.0}, "Platt slope must be a finite"),
+    ({"method": "constant", "value": 0.5, "lo": 2.0, "hi": 2.0}, r"lo must be in 0\.\.1"),
+    ({"method": "constant", "value": 0.5, "n_tp": -5}, "n_tp must be a whole number >= 0"),
+    ({"method": "constant", "value": 0.5, "n_tp": "many"}, "n_tp must be a whole number >= 0"),
+    ({"method": "constant", "value": 0.5, "n_tp": 30}, "n_tp 30 is more than n 20"),
+    ({"method": "constant", "value": 0.5, "lo": 0.8, "hi": 0.2}, "lo 0.8 is above hi 0.2"),
+])
+def test_a_calibrator_file_whose_map_is_no_monotone_map_onto_0_1_is_refused(tmp_path, entry, said):
+    """Before: NaN knots calibrated to NaN, knots of 5.0 to 1.73 (threshold 0.398), a falling
+    map set a threshold, lo 2.0 set one of 2.0, and text knots or counts raised a TypeError
+    in the labelling path instead of 'calibrator not used'."""
+    fields = {"n": 20, "n_tp": 10, "lo": 0.2, "hi": 0.8, **entry}
+    path = tmp_path / "calibrator.json"
+    path.write_text(json.dumps({"format": "edgecl-calibrator", "version": FORMAT_VERSION,
+                                "classes": {"0": fields}}))
+    with pytest.raises(CalibratorFileError, match=f"malformed calibrator entry: {said}"):
+        Calibrator.load(path)

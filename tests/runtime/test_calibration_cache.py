@@ -52,5 +52,16 @@ def test_a_damaged_calibrator_is_not_used_and_the_version_still_serves(tmp_path,
     assert len(reg.verify(version)) == 2  # 'models verify' still reports both
     reg.check_integrity(version)  # promote, rollback and a start accept it
     with caplog.at_level("WARNING"):
-        assert CalibrationCache(reg, lambda: version, 0.9).thresholds({0}) == {0: None}
+        cache = CalibrationCache(reg, lambda: version, 0.9)
+        assert cache.thresholds({0}) == {0: None}
     assert "calibrator not used" in caplog.text and "does not match its manifest sha256" in caplog.text
+    # the start line says that, not the reasons a version has no calibrator at all (before:
+    # "has no calibration (added with 'models add', or its round had too few ...)")
+    from edgecl.config import Config, LabelsConfig
+    from edgecl.runtime.labels import uncalibrated_note
+
+    note = uncalibrated_note(Config(labels=LabelsConfig(mode="field")), version,
+                             unusable=cache.unusable)
+    assert note.startswith(f"labels: {version}'s calibrator is not used ({path} does not match "
+                           f"its manifest sha256), so no frame is pseudo-labelled")
+    assert "added with" not in note

@@ -728,7 +728,8 @@ def uncertain_band_problem(cfg: Config, floor: float | None, path) -> str | None
             f"pseudo-labelled; export it with nms=False")
 
 
-def uncalibrated_note(cfg: Config, model: str, source_is_labelled: bool = False) -> str | None:
+def uncalibrated_note(cfg: Config, model: str, source_is_labelled: bool = False,
+                      unusable: str = "") -> str | None:
     """One start line when pseudo-labels wait for a calibration the serving model lacks.
 
     Pseudo-label thresholds come from the serving version's post-hoc calibrator, which a
@@ -742,6 +743,8 @@ def uncalibrated_note(cfg: Config, model: str, source_is_labelled: bool = False)
         model: the serving model's name (a version, or ``file:...``).
         source_is_labelled: whether the source delivers ground truth with its frames (stored,
             it leads to a calibrated version too).
+        unusable: why the version's calibrator file is not used (damaged, unreadable), when
+            it has one: said instead of the reasons a version has none.
 
     Returns:
         The line, or None when ``labels.mode`` makes no pseudo-labels.
@@ -752,7 +755,9 @@ def uncalibrated_note(cfg: Config, model: str, source_is_labelled: bool = False)
     why = ("" if model.startswith("file:") else
            " (added with 'models add', or its round had too few held-out detections of the "
            "model to fit one on)")
-    line = (f"labels: {model} has no calibration{why}, so no frame is pseudo-labelled until a "
+    has = (f"{model}'s calibrator is not used ({unusable})" if unusable else
+           f"{model} has no calibration{why}")
+    line = (f"labels: {has}, so no frame is pseudo-labelled until a "
             f"learning round, fitted on labels from a person or an import, promotes a version")
     if source_is_labelled:
         return line + " (the labels this source delivers lead there)"
