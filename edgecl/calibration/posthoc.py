@@ -339,7 +339,15 @@ class Calibrator:
                 classes[int(key)] = calib
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CalibratorFileError(f"malformed calibrator entry: {exc}") from exc
-        return cls(classes, data.get("protocol") or {}, data.get("names") or {})
+        protocol, names = data.get("protocol") or {}, data.get("names") or {}
+        for what, value in (("protocol", protocol), ("names", names)):
+            if not isinstance(value, Mapping):  # before: an AttributeError stopped a start
+                raise CalibratorFileError(f"malformed calibrator: its {what} is a "
+                                          f"{type(value).__name__}, not an object")
+        try:
+            return cls(classes, protocol, names)
+        except (TypeError, ValueError) as exc:  # a name keyed by something else than a class id
+            raise CalibratorFileError(f"malformed calibrator names: {exc}") from exc
 
     def save(self, path: str | Path) -> Path:
         """Write the calibrator atomically as JSON (by convention ``calibrator.json``).

@@ -216,3 +216,20 @@ def test_a_calibrator_file_whose_map_is_no_monotone_map_onto_0_1_is_refused(tmp_
                                 "classes": {"0": fields}}))
     with pytest.raises(CalibratorFileError, match=f"malformed calibrator entry: {said}"):
         Calibrator.load(path)
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("names", ["Car", "OtherVehicle"], "its names is a list, not an object"),
+    ("names", "Car", "its names is a str, not an object"),
+    ("protocol", [1, 2], "its protocol is a list, not an object"),
+    ("names", {"x": "Car"}, "malformed calibrator names: invalid literal for int"),
+])
+def test_a_calibrator_file_with_malformed_names_or_protocol_is_refused(tmp_path, field, value, said):
+    """Before: names given as a list raised an AttributeError at the runtime's start, which
+    ended as an internal error (a restarted device would stop at every start)."""
+    good = {"method": "constant", "value": 0.5, "n": 20, "n_tp": 10, "lo": 0.2, "hi": 0.8}
+    path = tmp_path / "calibrator.json"
+    path.write_text(json.dumps({"format": "edgecl-calibrator", "version": FORMAT_VERSION,
+                                "classes": {"0": good}, field: value}))
+    with pytest.raises(CalibratorFileError, match=said):
+        Calibrator.load(path)
