@@ -65,6 +65,20 @@ def inference_options(cfg: Config):
                             providers=m.providers, imgsz=m.imgsz)
 
 
+def labelling_inference_options(cfg: Config):
+    """Backend options for a detector whose detections the labels read: those of
+    :func:`inference_options`, at the labels' band floor where it lies below ``model.conf``
+    (:func:`~edgecl.runtime.labels.labelling_conf`). The serving model and the previous version
+    that the disagreement policy compares it with run at this one threshold (before, the
+    previous one ran at ``model.conf``, and every detection of the serving one in between
+    counted as a disagreement)."""
+    from edgecl.runtime.labels import labelling_conf
+
+    opts = inference_options(cfg)
+    floor = labelling_conf(cfg)
+    return opts if floor is None else dataclasses.replace(opts, conf=floor)
+
+
 def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, str]:
     """Decide which model file the loop starts with.
 
@@ -392,7 +406,7 @@ class Runtime:
                                             cfg.labels.pseudo_precision,
                                             cfg.labels.pseudo_min_true_positives)
         self.previous_detector = PreviousVersionDetector(self.registry, self._serving_version,
-                                                         inference_options(cfg))
+                                                         labelling_inference_options(cfg))
         known = lambda: set(self._learnt_names())  # noqa: E731 (a tiny closure)
         forgetting = TimedCache(lambda: self.monitor.forgetting_classes(cfg.gate.max_forgetting / 2),
                                 ttl_s=30.0, default=set())
@@ -640,13 +654,12 @@ class Runtime:
         infer_opts = inference_options(cfg)
         shown_conf = None
         if opts.use_state:
-            from edgecl.runtime.labels import labelling_conf
-
-            floor = labelling_conf(cfg)
-            if floor is not None:  # the band's lower part: for the labels sink alone
-                infer_opts, shown_conf = dataclasses.replace(infer_opts, conf=floor), cfg.model.conf
+            labelling = labelling_inference_options(cfg)
+            if labelling.conf != infer_opts.conf:  # the band's lower part: for the labels alone
+                infer_opts, shown_conf = labelling, cfg.model.conf
                 log.info("detector runs at score %g for the labels' uncertain band (model.conf "
-                         "%g: what --out, the video and the console show)", floor, cfg.model.conf)
+                         "%g: what --out, the video and the console show)", labelling.conf,
+                         cfg.model.conf)
         if version.startswith("file:"):
             backend = load_backend(path, infer_opts, warmup_runs=cfg.runtime.warmup_runs)
         else:  # a registry version: an engine that does not load leaves the next one serving

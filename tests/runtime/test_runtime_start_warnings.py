@@ -213,3 +213,25 @@ def test_a_model_conf_above_the_band_runs_the_detector_at_the_band_for_the_label
     with caplog.at_level(logging.INFO, logger="edgecl.runtime.app"):
         _start(tmp_path / "state2", nms_inside, "model.conf=0.6", "labels.mode=ground_truth")
     assert not any("uncertain band" in m for m in caplog.messages)
+
+
+def test_the_previous_version_runs_at_the_serving_models_labelling_threshold(tmp_path):
+    """Before: with model.conf above the band, the previous version (the disagreement policy's
+    other model) ran at model.conf while the serving one's detections reached the labels down
+    to labels.uncertain_low, so identical models disagreed on every detection in between."""
+    from edgecl.runtime.app import inference_options, labelling_inference_options
+
+    def config(*extra):
+        return load_config(None, [f"state_dir={tmp_path / 'state'}", "server.enabled=false",
+                                  "learner.enabled=false", *extra])
+
+    cfg = config("model.conf=0.6", "labels.mode=field")
+    assert labelling_inference_options(cfg).conf == 0.3 and inference_options(cfg).conf == 0.6
+    runtime = Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64", quiet=True))
+    runtime._open_state()
+    try:
+        runtime._build_state_parts({})
+        assert runtime.previous_detector.opts.conf == 0.3
+    finally:
+        runtime.close()
+    assert labelling_inference_options(config("model.conf=0.25")).conf == 0.25
