@@ -284,10 +284,10 @@ def import_command(args: argparse.Namespace) -> int:
             f"; held out for evaluation: none yet (about 1 image in {report.holdout_every} is; a "
             f"later import goes on from here)"
             if report.holdout_every and result["imported"] else "")
-    print(f"imported {result['imported']} sample(s) from {args.path}{held}; skipped "
-          f"{result['skipped']} ({reasons}){orphans}; {dropped_regions_note(result)}"
-          f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
-          f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}")
+    print(one_line(f"imported {result['imported']} sample(s) from {args.path}{held}; skipped "
+                   f"{result['skipped']} ({reasons}){orphans}; {dropped_regions_note(result)}"
+                   f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
+                   f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}"))
     for note in (other_labels_note(result), former_names_note(result, cfg.state_dir), unmeasured,
                  sparse):
         if note:

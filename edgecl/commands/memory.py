@@ -344,6 +344,7 @@ def export_command(args: argparse.Namespace) -> int:
             f"train: train.txt\nval: {val}\n"
             f"nc: {nc}\nnames:\n" + "".join(f"  {i}: {_yaml_text(n)}{_merged_note(i, merged, names)}\n"
                                             for i, n in all_names.items())))
-    print(f"exported {len(lists[False])} training and {len(lists[True])} held-out samples "
-          f"({source}) to {out}" + (f"; {len(damaged)} damaged sample(s) left out" if damaged else ""))
+    print(one_line(f"exported {len(lists[False])} training and {len(lists[True])} held-out "
+                   f"samples ({source}) to {out}"
+                   + (f"; {len(damaged)} damaged sample(s) left out" if damaged else "")))
     return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from edgecl.arguments import input_path, print_json_line
 from edgecl.commands.common import add_config_args, config_from_args, require_state_dir
 from edgecl.errors import ConfigError
+from edgecl.logs import one_line
 from edgecl.runtime.promote import promote_version, rollback_version
 
 
@@ -248,7 +249,7 @@ def add_command(args: argparse.Namespace) -> int:
                 raise ConfigError(f"{args.path}: {exc}; nothing was added") from None
             _reject(cfg, registry, version, f"class names refused: {exc}")
             raise ConfigError(f"{args.path}: {exc}; staged as {version} and rejected") from None
-    print(f"staged {version} from {args.path}")
+    print(one_line(f"staged {version} from {args.path}"))
     if added:
         print(f"class registry: {len(added)} class(es) from the model "
               f"({', '.join(added[:5])}{', ...' if len(added) > 5 else ''})")

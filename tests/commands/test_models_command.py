@@ -542,3 +542,13 @@ def test_rollback_says_the_samples_it_gives_back_wait_for_new_ones(capsys, tmp_p
         "withdraw ID' takes a wrong answer out first"]
     progress = load_state(state)
     assert (progress.last_sample_id, progress.trigger_from_id) == (0, 10)
+
+
+def test_a_model_file_named_with_a_terminal_escape_is_shown_escaped(capsys, tmp_path, exports):
+    """Before: 'models add' printed 'staged v0001 from m<ESC>[2J<U+202E>...' raw: the terminal
+    cleared, and the rest read backwards (the skip lines of imports were already escaped)."""
+    path = tmp_path / "m\x1b[2J\u202ekp.onnx"
+    path.write_bytes(exports["batch4"].read_bytes())
+    code, out, err = run_cli(capsys, "models", "add", path, "--state-dir", tmp_path / "state")
+    assert code == 0 and "\x1b" not in out and "\u202e" not in out
+    assert out.splitlines()[0] == f"staged v0001 from {tmp_path}/m\\x1b[2J\\u202ekp.onnx"
