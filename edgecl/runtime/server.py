@@ -232,7 +232,8 @@ _HEALTH_PATH = "/healthz"
 
 def _health_only(app, max_per_client: int):
     """The ASGI ``app`` answering ``/healthz`` alone; any other request gets a 503 JSON error
-    naming the bound, and the connection closes after it."""
+    naming the bound; the connection closes after either (a keep-alive health poller would
+    otherwise hold the spare slot)."""
     import json
 
     body = json.dumps({"error": f"too many connections from this address (more than "
@@ -240,8 +241,17 @@ def _health_only(app, max_per_client: int):
                                 f"close idle connections and ask again"}).encode()
 
     async def health_only(scope, receive, send):
-        if scope.get("type") != "http" or scope.get("path") == _HEALTH_PATH:
+        if scope.get("type") != "http":
             await app(scope, receive, send)
+            return
+        if scope.get("path") == _HEALTH_PATH:
+            async def closing(message):  # a spare slot is not kept open by keep-alive
+                if message.get("type") == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      (b"connection", b"close")]}
+                await send(message)
+
+            await app(scope, receive, closing)
             return
         await send({"type": "http.response.start", "status": 503,
                     "headers": [(b"content-type", b"application/json"),

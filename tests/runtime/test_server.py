@@ -226,6 +226,10 @@ def test_one_client_cannot_take_every_connection_slot(fake):
         # the watchdog's address: a third answers /healthz alone (before: closed unanswered,
         # so 16 idle connections of any local process failed the container's health check)
         assert _request_from(server.port, "127.0.0.1", health).startswith(b"HTTP/1.1 200")
+        # asked with keep-alive, the spare slot still closes after its answer
+        kept = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        answer = _request_from(server.port, "127.0.0.1", kept, timeout_s=3.0)
+        assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" in answer.lower()
         pages = b"GET /api/classes HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         refused = _request_from(server.port, "127.0.0.1", pages)
         assert refused.startswith(b"HTTP/1.1 503") and b"only /healthz is answered" in refused
