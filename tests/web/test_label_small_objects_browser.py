@@ -421,3 +421,24 @@ def test_a_double_enter_or_a_held_key_answers_one_frame_not_the_next_unseen(serv
                 "'keydown', {key: 'Enter', repeat: true, bubbles: true}));")
     time.sleep(0.5)
     assert [a["id"] for a in fake.answers] == ["f0000", "f0001"]
+
+
+def test_a_refused_nothing_here_on_untouched_boxes_is_sent_again_at_once(served, browser):
+    """Before: the frame came back as if its boxes had been edited, and N again asked to drop
+    'box edits' nobody had made."""
+    from edgecl.errors import UnavailableError
+
+    base, fake = served
+    open_label(browser, base)
+    fake.fail_answers.append(UnavailableError("label item 'f0000' not answered: the runtime is "
+                                              "stopping; send the answer again once it runs"))
+    wait_answerable(browser)
+    keys(browser, "n")
+    wait_for(lambda: "Not saved" in browser.find_element(By.ID, "toasts").text, what="refusal")
+    wait_for(lambda: "f0000" in js(browser, "return document.getElementById('why').textContent"),
+             what="the refused frame shown again")
+    wait_answerable(browser)
+    keys(browser, "n")
+    wait_for(lambda: fake.answers, what="the answer sent again")
+    assert fake.answers[0] == {"id": "f0000", "boxes": [], "skip": False}
+    assert "press N again" not in browser.find_element(By.ID, "toasts").text

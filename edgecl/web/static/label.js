@@ -71,7 +71,7 @@
     swappedAt: 0,              // when the page last opened a frame by itself (ms since epoch)
     shownAt: 0,                // when the current queued frame's image showed (ms since epoch)
     failedImage: null,         // the id of the queued frame whose image did not load
-    drafts: new Map(),         // id -> boxes of an answer the device did not take (kept to resend)
+    drafts: new Map(),         // id -> {boxes, edited} of an answer the device did not take (kept to resend)
     listed: "",                // what the queue list shows (ids and priorities)
     mode: "queue",             // "queue": answering queued frames; "correct": an answer reopened
     tab: "queue",              // the list the left column shows: "queue" or "answered"
@@ -110,7 +110,7 @@
     const now = (name) => (changes.has(name) ? changes.get(name) : name);
     state.classes = [...new Set(state.classes.map(now))];
     state.defaultClass = now(state.defaultClass);
-    for (const b of [...state.boxes, ...[...state.drafts.values()].flat()]) b.cls = now(b.cls);
+    for (const b of [...state.boxes, ...[...state.drafts.values()].flatMap((d) => d.boxes)]) b.cls = now(b.cls);
     for (const [old, name] of changes) state.aliases.set(old, name);
     if (quiet) return;
     const said = [...changes].map(([old, name]) => `${EC.isolate(old)} is now ${EC.isolate(name)}`);
@@ -414,11 +414,12 @@
     state.current = item;
     claim(item, chosen ? "chosen" : "picked");
     const draft = state.drafts.get(item.id);
-    state.boxes = draft ? draft.map((b) => ({...b})) : (item.proposed || []).map((p) => ({
+    state.boxes = draft ? draft.boxes.map((b) => ({...b})) : (item.proposed || []).map((p) => ({
       cls: current(p.class), x1: p.xyxy[0], y1: p.xyxy[1], x2: p.xyxy[2], y2: p.xyxy[3], proposed: true, score: p.score,
     }));
     state.selected = -1;
-    state.edited = Boolean(draft);
+    // a refused answer to untouched boxes (say, "nothing here") is no edit: sent again at once
+    state.edited = Boolean(draft && draft.edited);
     freshFrame();
     renderQueue();
     $("why").replaceChildren(
@@ -483,6 +484,7 @@
     if (!item || state.mode !== "queue") return;
     const payload = {skip, boxes: skip ? [] : wire(boxes)};
     const kept = state.boxes.map((b) => ({...b}));
+    const edited = state.edited;
     state.answered.add(item.id);
     state.inFlight.add(item.id);
     const index = state.queue.findIndex((q) => q.id === item.id);
@@ -509,7 +511,7 @@
         forgetImage(item.id);
         EC.toast(`Not saved: ${err.message}`, "error");
       } else {
-        restore(item, index, kept, err);
+        restore(item, index, kept, err, edited);
       }
     } finally {
       state.inFlight.delete(item.id);
@@ -520,7 +522,7 @@
   /** An answer the device did not take (no connection, stopping, full disk, a refused box):
    * the item goes back where it was with the operator's boxes, and is shown again unless the
    * operator has started on another one. */
-  function restore(item, index, boxes, err) {
+  function restore(item, index, boxes, err, edited) {
     EC.toast(`Not saved: ${describe(err)}. Your boxes stay on ${item.id}, back in the queue.`, "error");
     if (err instanceof EC.ApiError && err.status === 422 && /class name/.test(err.message)) {
       // a name the device refused is not offered again, nor given to the next boxes
@@ -530,7 +532,7 @@
       if (!state.classes.includes(state.defaultClass)) state.defaultClass = "";
       renderPicker();
     }
-    state.drafts.set(item.id, boxes);
+    state.drafts.set(item.id, {boxes, edited});
     if (!state.queue.some((q) => q.id === item.id)) {
       state.queue.splice(Math.min(Math.max(index, 0), state.queue.length), 0, item);
     }
@@ -690,7 +692,9 @@
     if (state.busy) return;
     if (state.mode === "queue" && state.current) {
       state.resume = state.current.id;  // the queued frame comes back, with its boxes, after
-      if (state.edited) state.drafts.set(state.current.id, state.boxes.map((b) => ({...b})));
+      if (state.edited) {
+        state.drafts.set(state.current.id, {boxes: state.boxes.map((b) => ({...b})), edited: true});
+      }
     }
     state.mode = "correct";
     state.current = entry;
