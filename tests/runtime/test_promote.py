@@ -307,9 +307,8 @@ def test_a_refused_promotion_leaves_the_progress_as_it_was(tmp_path):
     assert registry.current() == second and load_state(tmp_path).last_sample_id == 90
 
 
-def test_a_conditional_rollback_over_http_happens_once(tmp_path):
-    """Before: three POST /api/models/rollback (a retried request, a double click) rolled back
-    three versions, and "nothing to roll back to" was a 400 although the state forbids it."""
+def _console_client(tmp_path, registry):
+    """The console's HTTP API on this registry (a runtime reduced to what its hooks read)."""
     from types import SimpleNamespace
 
     from fastapi.testclient import TestClient
@@ -317,14 +316,20 @@ def test_a_conditional_rollback_over_http_happens_once(tmp_path):
     from edgecl.runtime.console import build_console_hooks
     from edgecl.web import create_app
 
-    registry, first, second = _two_promoted(tmp_path)
     queue = SimpleNamespace(pending=list, image_path=str)
     sink = SimpleNamespace(queue=queue, answers=list, answered_image=str, correct=None,
                            withdraw=None)
     runtime = SimpleNamespace(memory_sink=sink, cfg=SimpleNamespace(state_dir=str(tmp_path)),
                               monitor=object(), live_view=None, health=dict, live=dict,
                               vitals=dict, registry=registry, classes=None)
-    client = TestClient(create_app(build_console_hooks(runtime)), raise_server_exceptions=False)
+    return TestClient(create_app(build_console_hooks(runtime)), raise_server_exceptions=False)
+
+
+def test_a_conditional_rollback_over_http_happens_once(tmp_path):
+    """Before: three POST /api/models/rollback (a retried request, a double click) rolled back
+    three versions, and "nothing to roll back to" was a 400 although the state forbids it."""
+    registry, first, second = _two_promoted(tmp_path)
+    client = _console_client(tmp_path, registry)
     assert client.post(f"/api/models/rollback?from={second}").json() == {"current": first}
     again = client.post(f"/api/models/rollback?from={second}")
     assert again.status_code == 409 and again.json() == {"error": (
@@ -346,22 +351,10 @@ def test_promotions_sent_together_from_one_version_promote_once_and_log_what_the
     'v0001 promoted by an operator (was v0001)'."""
     import logging
     import threading
-    from types import SimpleNamespace
-
-    from fastapi.testclient import TestClient
-
-    from edgecl.runtime.console import build_console_hooks
-    from edgecl.web import create_app
 
     registry, first, second = _two_promoted(tmp_path)
     third = _stage(registry, tmp_path, b"d", parent=second, learnt_up_to=95)
-    queue = SimpleNamespace(pending=list, image_path=str)
-    sink = SimpleNamespace(queue=queue, answers=list, answered_image=str, correct=None,
-                           withdraw=None)
-    runtime = SimpleNamespace(memory_sink=sink, cfg=SimpleNamespace(state_dir=str(tmp_path)),
-                              monitor=object(), live_view=None, health=dict, live=dict,
-                              vitals=dict, registry=registry, classes=None)
-    client = TestClient(create_app(build_console_hooks(runtime)), raise_server_exceptions=False)
+    client = _console_client(tmp_path, registry)
     replies, start = [], threading.Barrier(4)
 
     def ask(version):
