@@ -353,28 +353,39 @@ def _main(argv: list[str] | None) -> int:
         _report_error(args, describe_os_error(exc))
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        if getattr(args, "json", False):  # the last stdout line says it did not finish
-            print(json.dumps({"error": "interrupted"}), flush=True)
-        return 130
+        return _interrupted(args)
     except SigtermExit:  # its handler logged the stop
-        if getattr(args, "json", False):
-            print(json.dumps({"error": "stopped by SIGTERM"}), flush=True)
+        _say_sigterm(args)
         raise
     except Exception as exc:  # the last line of defence: a fault of edgecl's own, not the user's
         logging.getLogger("edgecl").debug("internal error", exc_info=True)
         if stop_received() == signal.SIGINT:  # Ctrl-C that a library turned into its own error
-            print("interrupted", file=sys.stderr)
-            if getattr(args, "json", False):
-                print(json.dumps({"error": "interrupted"}), flush=True)
-            return 130
+            return _interrupted(args)
         if stop_received() == signal.SIGTERM:
-            if getattr(args, "json", False):
-                print(json.dumps({"error": "stopped by SIGTERM"}), flush=True)
+            _say_sigterm(args)
             raise SigtermExit(128 + signal.SIGTERM) from None
         _report_error(args, f"internal error ({type(exc).__name__}: {exc}); run with "
                             f"--log-level DEBUG for the traceback, and please report it")
         return 1
+
+
+def _interrupted(args: argparse.Namespace) -> int:
+    """Say that a command was interrupted (Ctrl-C): ``interrupted`` on stderr and, with
+    ``--json``, a last stdout line saying it did not finish.
+
+    Returns:
+        130, the exit code of a command stopped by SIGINT.
+    """
+    print("interrupted", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": "interrupted"}), flush=True)
+    return 130
+
+
+def _say_sigterm(args: argparse.Namespace) -> None:
+    """With ``--json``, a last stdout line saying that SIGTERM stopped the command."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": "stopped by SIGTERM"}), flush=True)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def dets(scores, classes=None, box=(20, 10, 60, 50)):
                       np.array(scores, np.float32), cls)
 
 
-def result(image, detections, frame_id=0, labels=None):
-    """A loop result (only what sinks read)."""
+def result(image, detections, frame_id=0, labels=None, labelling=None):
+    """A loop result (only what sinks read; ``labelling``: detections down to the band)."""
     return SimpleNamespace(frame=Frame(image, frame_id, float(frame_id), "cam://0", labels=labels),
-                           detections=detections)
+                           detections=detections, labelling=labelling)

@@ -1218,7 +1218,7 @@ def test_with_model_conf_above_the_band_the_labels_still_see_the_band(tmp_path):
     assert labelling_conf(config("ground_truth", 0.6)) is None  # no band in use
     sink, mem = make_sink(tmp_path, mode="pseudo", pseudo_conf=0.6)
     shown, every = dets([0.9]), dets([0.9, 0.45], box=(20, 10, 60, 50))
-    sink.write(SimpleNamespace(**vars(result(textured(1), shown, 1)), labelling=every))
+    sink.write(result(textured(1), shown, 1, labelling=every))
     assert mem.samples == [] and sink.stats()["counts"]["uncertain"] == 1
     sink.write(result(textured(2), shown, 2))  # without a band below model.conf: as before
     assert [s.origin for s in mem.samples] == [LabelOrigin.PSEUDO]

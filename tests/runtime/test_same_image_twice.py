@@ -59,7 +59,7 @@ def sink_for(state: Path, mode: str, selection: SelectionConfig = NO_SELECTION) 
 
 
 def write(sink: MemorySink, frame, scores=()) -> None:
-    sink.write(SimpleNamespace(frame=frame, detections=dets(list(scores))))
+    sink.write(SimpleNamespace(frame=frame, detections=dets(list(scores)), labelling=None))
 
 
 def imported(root: Path, sink: MemorySink) -> dict:

@@ -54,6 +54,9 @@ from edgecl.runtime.labels.selection import Candidate, MemoryEmbeddings, Selecto
 log = logging.getLogger(__name__)
 
 MODES = ("ground_truth", "pseudo", "field", "off")
+FROM_DETECTIONS = ("pseudo", "field")
+"""The modes that label frames from their detections: pseudo-labels, judged against the
+uncertain band (``field`` also queues the band's frames for a person)."""
 DECISIONS = ("mode_off", "ground_truth", "unlabelled", "queued", "pseudo", *REFUSALS,
              "pseudo_duplicate", "pseudo_rate_limited")
 """Every ``LabelDecision.why``: what happened to a frame, or why it was not pseudo-labelled."""
@@ -380,9 +383,8 @@ class MemorySink:
         """Label, store or queue the frame of one loop result (a frame that cannot be stored
         as JPEG, a side over 65500 pixels, or that no round could learn from, a side under
         10 pixels, is counted as ``refused_frame``, with a warning)."""
-        frame = result.frame
-        labelling = getattr(result, "labelling", None)  # down to the band below model.conf
-        detections = result.detections if labelling is None else labelling
+        frame = result.frame  # the labels read the detections down to the band (labelling)
+        detections = result.detections if result.labelling is None else result.labelling
         refused = jpeg_side_problem(frame.image) or small_side_problem(frame.image)
         if refused:
             self._count("refused_frame")
@@ -695,7 +697,7 @@ def labelling_conf(cfg: Config) -> float | None:
     Returns:
         ``labels.uncertain_low``, or None when the band is unused or lies above ``model.conf``.
     """
-    if cfg.labels.mode not in ("field", "pseudo") or cfg.labels.uncertain_low >= cfg.model.conf:
+    if cfg.labels.mode not in FROM_DETECTIONS or cfg.labels.uncertain_low >= cfg.model.conf:
         return None
     return float(cfg.labels.uncertain_low)
 
@@ -718,7 +720,7 @@ def uncertain_band_problem(cfg: Config, floor: float | None, path) -> str | None
         One line, or None when the model has no such threshold, labels use no band, or the
         band lies above it.
     """
-    if floor is None or cfg.labels.mode not in ("field", "pseudo"):
+    if floor is None or cfg.labels.mode not in FROM_DETECTIONS:
         return None
     if cfg.labels.uncertain_low >= floor:
         return None
@@ -750,7 +752,7 @@ def uncalibrated_note(cfg: Config, model: str, source_is_labelled: bool = False,
         The line, or None when ``labels.mode`` makes no pseudo-labels.
     """
     mode = cfg.labels.mode
-    if mode not in ("pseudo", "field"):
+    if mode not in FROM_DETECTIONS:
         return None
     why = ("" if model.startswith("file:") else
            " (added with 'models add', or its round had too few held-out detections of the "
@@ -782,7 +784,7 @@ def no_threshold_note(cfg: Config, model: str) -> str | None:
         The line, or None when ``labels.mode`` makes no pseudo-labels.
     """
     lab = cfg.labels
-    if lab.mode not in ("pseudo", "field"):
+    if lab.mode not in FROM_DETECTIONS:
         return None
     return (f"labels: {model}'s calibration gives no class a pseudo-label threshold yet (none "
             f"reaches labels.pseudo_precision {lab.pseudo_precision:g} on at least "

@@ -559,15 +559,25 @@
    * people and cars. */
   function notSeenYet(skipping = false) {
     if (!state.image) {
-      if (skipping && state.current && state.failedImage === state.current.id) return false;
+      if (skipping && unloadable()) return false;
       EC.toast("This frame has not shown yet: look at it first", "error");
       return true;
     }
-    if (Date.now() - (state.shownAt || 0) < SEEN_GUARD_MS) {
+    if (!seenLongEnough()) {
       EC.toast("This frame just opened: look at it first", "error");
       return true;
     }
     return false;
+  }
+
+  /** Whether the frame's image has been on screen for SEEN_GUARD_MS. */
+  function seenLongEnough() {
+    return Boolean(state.image) && Date.now() - (state.shownAt || 0) >= SEEN_GUARD_MS;
+  }
+
+  /** Whether the frame on screen is one whose image did not load (it can only be skipped). */
+  function unloadable() {
+    return Boolean(state.current) && state.failedImage === state.current.id;
   }
 
   function submit() {
@@ -767,12 +777,10 @@
    * (the keys check the same, :func:`notSeenYet`); a frame whose image did not load can be
    * skipped. */
   function answerButtons() {
-    const waiting = state.mode === "queue" && Boolean(state.current) &&
-      !(state.image && Date.now() - (state.shownAt || 0) >= SEEN_GUARD_MS);
-    const unloadable = Boolean(state.current) && state.failedImage === state.current.id;
+    const waiting = state.mode === "queue" && Boolean(state.current) && !seenLongEnough();
     $("submit").disabled = state.busy || waiting;
     $("nothing").disabled = state.busy || waiting;
-    $("skip").disabled = state.busy || (waiting && !unloadable);
+    $("skip").disabled = state.busy || (waiting && !unloadable());
   }
 
   /** On a phone the editor is above the lists: bring it into view when an answer opens. */
