@@ -119,12 +119,20 @@ def screenshot(driver, name: str, full_page: bool = True) -> Path:
 def wait_for(predicate, timeout_s=10.0, what="condition"):
     """Poll ``predicate`` every 50 ms until it returns something truthy; return that.
 
+    An element the page has not created yet (the toast box appears with the first toast) or
+    has just replaced counts as falsy, not as a failure.
+
     Raises:
         AssertionError: still falsy after ``timeout_s`` seconds (names ``what``).
     """
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except (NoSuchElementException, StaleElementReferenceException):
+            value = None
         if value:
             return value
         time.sleep(0.05)
