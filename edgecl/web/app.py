@@ -2,8 +2,8 @@
 
 Routes (JSON unless said otherwise; every error is ``{"error": "one line"}``):
 
-* ``GET /healthz`` (503 when a stage is stuck), ``GET /metrics`` (Prometheus text; both also
-  answer ``HEAD``, as uptime checks send it),
+* ``GET /healthz`` (503 when a stage is stuck), ``GET /metrics`` (Prometheus text; every
+  ``GET`` route also answers ``HEAD``, as uptime checks send it),
   ``GET /openapi.json`` (the API's schema; the CDN-based Swagger page is not served, the
   console's offline ``/api-docs`` page lists the routes instead);
 * ``GET /api/live``, ``GET /api/frame.jpg`` (204 before the first frame; names burnt in,
@@ -467,10 +467,16 @@ class _Guard:
         else:
             body = None
         if refusal is not None:
-            await _error(*refusal)(scope, receive, secure_send)
+            response = _error(*refusal)
+            if response.status_code == 405:  # a public page or asset: read-only
+                response.headers["Allow"] = "GET, HEAD"
+            await response(scope, receive, secure_send)
             return
         replayed = body is None
         started = False
+        head = scope.get("method") == "HEAD"
+        if head:  # every GET route answers HEAD with its headers (RFC 9110 9.3.2), no body
+            scope = dict(scope, method="GET")
 
         async def replay_receive():
             nonlocal replayed
@@ -483,6 +489,8 @@ class _Guard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+            elif head and message.get("body"):
+                message = dict(message, body=b"")
             await secure_send(message)
 
         try:
@@ -493,7 +501,7 @@ class _Guard:
                           scope.get("path"))
             if not started:
                 await _error(500, "internal error (logged on the device)")(scope, receive,
-                                                                            secure_send)
+                                                                            tracking_send)
 
 
 def _image_file(path: Path) -> Response:
@@ -614,8 +622,11 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
             message += f": {request.method} {path if len(path) <= 80 else path[:80] + '...'}"
         response = _error(exc.status_code, message)
         if exc.headers and "allow" in {k.lower() for k in exc.headers}:  # a 405 says what is
-            response.headers["Allow"] = next(v for k, v in exc.headers.items()  # allowed
-                                             if k.lower() == "allow")
+            allowed = [m.strip() for k, v in exc.headers.items() if k.lower() == "allow"  # allowed
+                       for m in v.split(",")]
+            if "GET" in allowed and "HEAD" not in allowed:  # answered for every GET route
+                allowed.append("HEAD")
+            response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.get(HEALTH_PATH, tags=["ops"])
@@ -632,10 +643,6 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     def metrics() -> Response:
         """Prometheus text exposition."""
         return Response(hooks.metrics(), media_type=METRICS_TYPE)
-
-    # uptime checks send HEAD; separate routes keep the schema's operation ids unique
-    app.head(HEALTH_PATH, include_in_schema=False)(healthz)
-    app.head("/metrics", include_in_schema=False)(metrics)
 
     @app.get("/api/auth", tags=["console"])
     def auth() -> Response:
@@ -852,4 +859,3 @@ def _add_page(app: FastAPI, route: str, page: str) -> None:
         return FileResponse(path, media_type="text/html; charset=utf-8",
                             headers={"Cache-Control": "no-cache"})
 
-    app.head(route, include_in_schema=False)(_page)  # an uptime check of the page: 405 before

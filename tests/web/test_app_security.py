@@ -120,6 +120,29 @@ def test_uptime_checks_may_send_head(client, fake):
         assert response.headers["content-type"].startswith("text/html")
 
 
+@pytest.mark.parametrize("path", ["/api/live", "/api/models", "/api/frame.jpg",
+                                  "/api/labels/f0000/image", "/api/labels/pending",
+                                  "/static/console.js", "/openapi.json"])
+def test_every_get_route_answers_head_with_its_headers_and_no_body(client, path):
+    """Before: HEAD on an API route was 405 (only /healthz, /metrics and the pages had one)."""
+    got, head = client.get(path), client.head(path)
+    assert got.status_code == 200 and head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-length"] == str(len(got.content))
+
+
+@pytest.mark.parametrize("method,path,allow", [("PUT", "/", "GET, HEAD"),
+                                               ("PUT", "/static/console.js", "GET, HEAD"),
+                                               ("POST", "/api/auth", "GET, HEAD"),
+                                               ("PUT", "/api/models", "GET, HEAD"),
+                                               ("DELETE", "/api/labels/f0000", "POST")])
+def test_a_405_says_which_methods_are_allowed(client, method, path, allow):
+    """Before: a write to a page or asset was 405 without an Allow header (RFC 9110 15.5.6
+    requires one), and an API route's listed GET but not the HEAD it answers."""
+    response = client.request(method, path)
+    assert response.status_code == 405 and response.headers["allow"] == allow
+
+
 def test_the_schema_builds_without_duplicate_operation_ids(client, recwarn):
     assert client.get("/openapi.json").status_code == 200
     assert not [w for w in recwarn if "Duplicate Operation ID" in str(w.message)]
