@@ -181,6 +181,11 @@ class UnknownVersionError(RegistryError, NotFoundError):
     """A version name that names no version of this registry (HTTP 404)."""
 
 
+class UnservableVersionError(RegistryError, ConflictError):
+    """A version the registry holds that cannot serve: the gate rejected it, or its files fail
+    their integrity check (HTTP 409: the version's state, not the request, forbids it)."""
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     """One registry entry as listed by ``edgecl models list``."""
@@ -608,13 +613,15 @@ class Registry:
 
         Raises:
             UnknownVersionError: no such version (see :meth:`check_version`).
-            RegistryError: the first problem :meth:`verify` finds (``essential_only``).
+            UnservableVersionError: the first problem :meth:`verify` finds
+                (``essential_only``).
         """
         self.check_version(version)
         problems = self.verify(version, essential_only=True)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise RegistryError(f"model version {version} failed its integrity check: {problems[0]}{more}")
+            raise UnservableVersionError(f"model version {version} failed its integrity check: "
+                                         f"{problems[0]}{more}")
 
     def history(self) -> list[str]:
         """Promoted versions, oldest first, as the ``current`` pointer implies.
@@ -894,7 +901,9 @@ class Registry:
             The version current before (None when none was).
 
         Raises:
-            RegistryError: unknown, rejected, pruned, unconfined or corrupt version.
+            UnknownVersionError: no such version.
+            UnservableVersionError: rejected, or its files fail their integrity check.
+            RegistryError: pruned, unconfined or corrupt manifest.
             NotFoundError: ``expected_current`` names no version of the registry.
             ConflictError: ``expected_current`` is not the current version, or ``version``
                 already is.
@@ -910,7 +919,8 @@ class Registry:
             manifest = self.manifest(version)
             if manifest.get("status") == VersionStatus.REJECTED:
                 why = self._derive_reason(manifest, VersionStatus.REJECTED.value) or "no reason recorded"
-                raise RegistryError(f"model version {version} was rejected ({why}); not promoting")
+                raise UnservableVersionError(f"model version {version} was rejected ({why}); "
+                                             f"not promoting")
             self.check_integrity(version)
             if before_switch is not None:
                 before_switch()

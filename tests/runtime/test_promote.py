@@ -307,6 +307,26 @@ def test_a_refused_promotion_leaves_the_progress_as_it_was(tmp_path):
     assert registry.current() == second and load_state(tmp_path).last_sample_id == 90
 
 
+def test_a_promotion_the_version_refuses_is_409_over_http_and_an_unknown_one_404(tmp_path):
+    """Before: promoting a rejected or damaged version answered 400, which says the request was
+    malformed, where the version's state forbids it."""
+    from edgecl.models.registry import VersionStatus
+
+    registry, first, second = _two_promoted(tmp_path)
+    client = _console_client(tmp_path, registry)
+    refused = _stage(registry, tmp_path, b"r", source="user.pt")
+    registry.set_status(refused, VersionStatus.REJECTED, "class ids disagree")
+    damaged = _stage(registry, tmp_path, b"x", source="user.pt")
+    (registry.root / damaged / "model.onnx").write_bytes(b"y")
+    for version, words in ((refused, "was rejected (class ids disagree)"),
+                           (damaged, "failed its integrity check")):
+        reply = client.post(f"/api/models/{version}/promote")
+        assert reply.status_code == 409 and words in reply.json()["error"]
+    unknown = client.post("/api/models/v0042/promote")
+    assert unknown.status_code == 404 and "unknown version v0042" in unknown.json()["error"]
+    assert registry.current() == second
+
+
 def _console_client(tmp_path, registry):
     """The console's HTTP API on this registry (a runtime reduced to what its hooks read)."""
     from types import SimpleNamespace
