@@ -9,6 +9,10 @@ from pathlib import Path
 
 
 log = logging.getLogger(__name__)
+DEFAULT_SOURCE = "synthetic://?tasks=5&images_per_task=40&imgsz=160&seed=0"
+# options of the pipeline measurement that --backends does not use, with their defaults
+PIPELINE_ONLY = {"source": DEFAULT_SOURCE, "skip_ultralytics": False, "while_training": False,
+                 "selection": False}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,8 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", default=None,
                    help="model file (.onnx, .engine, .xml, .pt); required without --backends")
-    p.add_argument("--source", default="synthetic://?tasks=5&images_per_task=40&imgsz=160&seed=0",
-                   help="frame source URI")
+    p.add_argument("--source", default=DEFAULT_SOURCE, help="frame source URI (not with --backends)")
     p.add_argument("--frames", type=positive_int, default=200, help="frames per measurement")
     p.add_argument("--imgsz", type=image_size, default=None,
                    help="input size for a .yaml model or a .pt checkpoint that records none "
@@ -244,16 +247,28 @@ def measure(backend, frames: list, args, imgsz: int, conf: float) -> dict:
     return out
 
 
+def given_options(args: argparse.Namespace, defaults: dict) -> list[str]:
+    """The options of ``defaults`` (destination -> default) that ``args`` sets otherwise, as
+    flags (``train_steps`` -> ``--train-steps``)."""
+    return ["--" + dest.replace("_", "-") for dest, default in defaults.items()
+            if getattr(args, dest, default) != default]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the perf benchmark and print one JSON object (``--backends``: see
     :mod:`edgecl.bench.perf_backends`)."""
-    if getattr(args, "backends", None) is not None:
-        from edgecl.bench import perf_backends
+    from edgecl.bench import perf_backends
+    from edgecl.errors import ConfigError
 
+    backends = getattr(args, "backends", None) is not None
+    unused = given_options(args, PIPELINE_ONLY if backends else perf_backends.BACKENDS_ONLY)
+    if unused:  # before: measured without them, as if they had been left out
+        raise ConfigError(f"edgecl bench perf: {', '.join(unused)} "
+                          f"{'do' if len(unused) > 1 else 'does'} not apply "
+                          f"{'with' if backends else 'without'} --backends")
+    if backends:
         return perf_backends.run(args)
     if not args.model:
-        from edgecl.errors import ConfigError
-
         raise ConfigError("edgecl bench perf needs --model (or --backends to compare CPU engines)")
     from edgecl.arguments import print_json_line
     from edgecl.models.backends import load_backend

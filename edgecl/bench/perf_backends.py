@@ -44,6 +44,9 @@ DEFAULT_IMGSZ = 320
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "edgecl" / "bench-perf"
 # FP32 original of each INT8 engine (what the gate compares it with).
 FP32_OF = {"openvino-int8": "openvino", "onnx-int8": "onnx"}
+# the options only --backends uses, with their defaults
+BACKENDS_ONLY = {"data": "scenario", "train_steps": 300, "images_per_task": 150,
+                 "calibration_images": None, "cache_dir": str(DEFAULT_CACHE_DIR)}
 
 
 def add_backend_arguments(p) -> None:
@@ -53,15 +56,16 @@ def add_backend_arguments(p) -> None:
     p.add_argument("--backends", default=None,
                    help=f"compare CPU engines: comma list of {', '.join(BACKEND_NAMES)} "
                         "(--model: a .pt checkpoint, or none: trained on the built-in scenario)")
-    p.add_argument("--data", default="scenario",
+    p.add_argument("--data", default=BACKENDS_ONLY["data"],
                    help="with --backends: tasks.yaml whose test split scores mAP, or 'scenario'")
-    p.add_argument("--train-steps", type=positive_int, default=300,
+    p.add_argument("--train-steps", type=positive_int, default=BACKENDS_ONLY["train_steps"],
                    help="with --backends and no --model: training steps of the scenario model (cached)")
-    p.add_argument("--images-per-task", type=positive_int, default=150,
+    p.add_argument("--images-per-task", type=positive_int, default=BACKENDS_ONLY["images_per_task"],
                    help="with --backends: images per task of the built-in scenario")
-    p.add_argument("--calibration-images", type=positive_int, default=None,
+    p.add_argument("--calibration-images", type=positive_int,
+                   default=BACKENDS_ONLY["calibration_images"],
                    help="with --backends: INT8 calibration images (default export.int8_calibration_images)")
-    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR),
+    p.add_argument("--cache-dir", default=BACKENDS_ONLY["cache_dir"],
                    help="with --backends: where the scenario, its model and the exports are kept")
 
 

@@ -109,6 +109,24 @@ def test_a_bad_option_is_one_line_and_exit_2(run_edgecl, capsys, tmp_path, argv,
     assert not list(tmp_path.iterdir()), "nothing is written for a bad option"
 
 
+@pytest.mark.parametrize("argv,expected", [
+    (["--model", "{tmp}/m.onnx", "--data", "{tmp}/tasks.yaml"], "--data does not apply without"),
+    (["--model", "{tmp}/m.onnx", "--train-steps", "5", "--cache-dir", "{tmp}/c"],
+     "--train-steps, --cache-dir do not apply without"),
+    (["--model", "{tmp}/m.onnx", "--calibration-images", "8"],
+     "--calibration-images does not apply without"),
+    (["--backends", "onnx", "--source", "dir://{tmp}", "--selection"],
+     "--source, --selection do not apply with"),
+    (["--backends", "onnx", "--while-training"], "--while-training does not apply with"),
+])
+def test_perf_refuses_an_option_of_the_other_measurement(run_edgecl, tmp_path, argv, expected):
+    """Before: 'bench perf --model M.onnx --data mine.yaml' measured the default source, the
+    --data dropped without a word (and --backends dropped --source so)."""
+    code, out, err = run_edgecl(["bench", "perf", *(a.format(tmp=tmp_path) for a in argv)])
+    assert code == 2 and err == f"error: edgecl bench perf: {expected} --backends\n"
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("argv", [
     ["cl", "--tasks", "5"], ["cl", "--scenario-seed", "3"], ["field", "--images-per-task", "50"],
     ["field", "--tasks", "4"]])
