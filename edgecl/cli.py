@@ -133,9 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The top-level parser.
     """
+    from edgecl.commands.common import OVERRIDES_HELP
+
     parser = OneLineParser(
         prog="edgecl", description="On-device continual learning for YOLO detectors.",
-        epilog="Any section.key=value argument overrides the config (e.g. memory.capacity=50).")
+        epilog=OVERRIDES_HELP)
     parser.add_argument("--version", action="version", version=f"edgecl {__version__}")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import hashlib
 import ipaddress
 import json
@@ -485,6 +484,11 @@ RULES: dict[str, Rule] = {
     "fleet.seed": _SEED,
     "fleet.retry_s": _DURATION,
     "fleet.proximal_mu": _NON_NEGATIVE,
+    # a Host header's name is compared whole: a port, scheme or wildcard never matched (421)
+    "server.allowed_hosts": Rule(
+        pattern=r"(\s*[A-Za-z0-9_][A-Za-z0-9_.-]*\s*(,\s*[A-Za-z0-9_][A-Za-z0-9_.-]*\s*)*)?",
+        meaning="empty or comma-separated host names such as drone7.lab.example (no scheme, "
+                "port or wildcard; IP addresses are always allowed)"),
     "server.allowed_origins": Rule(
         pattern=r"(\s*https?://[^\s/,]+/?\s*(,\s*https?://[^\s/,]+/?\s*)*)?",
         meaning="empty or comma-separated origins such as https://drone7.lab.example "
@@ -734,12 +738,13 @@ def _coerce(value: object, kind: type, dotted: str, where: str) -> object:
     return value
 
 
-_INT_TEXT = re.compile(r"[-+]?[0-9][0-9_]*")
+# digits, single underscores between them (as Python reads them: '10_' and '1__0' are no number)
+_INT_TEXT = re.compile(r"[-+]?[0-9]+(?:_[0-9]+)*")
 # forms YAML 1.1 reads as numbers that this loader does not: hex, octal, binary, base 60
 _NOT_DECIMAL = re.compile(r"[-+]?(0[xXoObB]|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?$)")
 
 
-_SIZE_TEXT = re.compile(r"([0-9][0-9_]*(?:\.[0-9]+)?)\s*([kmgt])(i?)b", re.IGNORECASE)
+_SIZE_TEXT = re.compile(r"([0-9]+(?:_[0-9]+)*(?:\.[0-9]+)?)\s*([kmgt])(i?)(b)", re.IGNORECASE)
 _SIZE_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
 
 
@@ -753,7 +758,11 @@ def size_from_text(text: str, dotted: str, where: str) -> int | None:
     t = text.strip()
     match = _SIZE_TEXT.fullmatch(t)
     if match:
-        number, prefix, binary = match.groups()
+        number, prefix, binary, unit = match.groups()
+        if unit == "b" and prefix.isupper():  # 2Gb, 512Mb: the b of bits
+            raise ConfigError(f"config key '{dotted}' in {where}: {_show(text)} reads as bits; "
+                              f"write bytes as {number}{prefix}B (powers of 1000) or "
+                              f"{number}{prefix}iB (powers of 1024)")
         base = 1024 if binary else 1000
         return int(round(float(number.replace("_", "")) * base ** _SIZE_POWERS[prefix.lower()]))
     if re.fullmatch(r"[0-9][0-9_.]*\s*[kmgt]i?", t, re.IGNORECASE):
@@ -902,11 +911,13 @@ YAML_VALUE_ERRORS = (ValueError, TypeError, AttributeError)
 
 
 def parse_override(text: str) -> tuple[str, object]:
-    """Parse one ``section.key=value`` override (the value is read as YAML).
+    """Parse one ``section.key=value`` override.
 
-    Plain values stay text, as in a config file; the key's type decides how they are read. A
-    free-text key (:data:`FREE_KEYS`: paths, addresses) keeps the text as typed where YAML
-    would read another type (``server.host=::``, an IPv6 address, is no mapping).
+    The value is the text after the first ``=``, as typed (surrounding blanks dropped); the
+    key's type decides how it is read, as for a plain value in a config file. Only a value
+    quoted whole (``'...'`` or ``"..."``) is read as a YAML quoted scalar. Before, every value
+    was read as YAML, so ``server.token=secret #1`` became ``secret`` (a YAML comment) and
+    ``source.uri=dir://img #2`` streamed the folder ``img``.
 
     Args:
         text: the override as typed on the command line.
@@ -920,29 +931,15 @@ def parse_override(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise ConfigError(f"override {_show(text)} must look like section.key=value")
     key, raw = text.split("=", 1)
-    key = key.strip()
+    key, value = key.strip(), raw.strip()
     if not key:
         raise ConfigError(f"override {_show(text)} has an empty key")
-    try:
-        value = yaml.load(raw, Loader=_ConfigLoader) if raw.strip() else ""
-    except (yaml.YAMLError, *YAML_VALUE_ERRORS):  # the text as typed: the key's rule judges it
-        value = raw
-    except (RecursionError, MemoryError):
-        raise ConfigError(f"override '{_show(key)[1:-1]}': the value is nested too deeply or "
-                          f"too large") from None
-    if key in FREE_KEYS and not isinstance(value, str):  # text as typed: server.host=:: is
-        value = raw.strip()                               # an address, not a YAML mapping
-    elif not isinstance(value, (str, bool)) and key in _text_keys():
-        # a text key with a rule (fleet.server_address=127.0.0.1: is an address missing its
-        # port, not the YAML mapping {127.0.0.1: null}): its rule judges the text as typed
-        value = raw.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        try:  # quoted as in a config file: YAML's escapes apply
+            value = yaml.load(value, Loader=_ConfigLoader)
+        except (yaml.YAMLError, *YAML_VALUE_ERRORS):  # 'a'b': the text as typed
+            pass
     return key, value
-
-
-@functools.lru_cache(maxsize=1)
-def _text_keys() -> frozenset[str]:
-    """The dotted keys whose value is text (``str`` fields)."""
-    return frozenset(key for key, kind in _key_types().items() if kind is str)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -961,6 +958,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     tree: dict = {}
     where = "defaults"
     if path is not None:
+        if not str(path).strip():  # Path('') is '.', the current folder
+            raise ConfigError("the config file's name is empty (an unset variable?)")
         where = str(path)
         p = Path(path)
         if not p.is_file():

@@ -147,6 +147,13 @@ def yaml_problem(exc: BaseException) -> str:
             # PyYAML's wording for a key too long to be one: it names neither the key nor why
             return (f" at line {mark.line + 1}: a key longer than {YAML_MAX_KEY_CHARS} "
                     f"characters, which YAML does not allow")
+        context, opened = getattr(exc, "context", None) or "", getattr(exc, "context_mark", None)
+        if ("quoted scalar" in context and opened is not None
+                and ("end of stream" in problem or "document separator" in problem)):
+            # PyYAML names where it gave up (the end of the file, for a quote never closed),
+            # not the line where the quote opens
+            return (f" at line {opened.line + 1}: a quoted value is never closed "
+                    f"({problem} at line {mark.line + 1})")
         return f" at line {mark.line + 1}: {problem}"
     return ": " + (str(exc).splitlines() or [type(exc).__name__])[0]
 

@@ -233,6 +233,50 @@ def test_text_keys_keep_the_text_as_written(tmp_path, override, expected):
     assert getattr(getattr(load_config(path), section), name) == expected
 
 
+@pytest.mark.parametrize("override, expected", [
+    ("server.token=secret #1", "secret #1"), ("source.uri=dir:///data/img #2", "dir:///data/img #2"),
+    ("fleet.device_name=drone #7", "drone #7"), ("server.token=&a secret", "&a secret"),
+    ("server.token=|", "|"), ("server.token=>x", ">x"), ("server.token=*a", "*a"),
+    ("server.token=!!python/object x", "!!python/object x"),
+    ("server.token='a b'", "a b"), ('server.token="x\\ty"', "x\ty"), ("server.token=", ""),
+])
+def test_an_override_value_is_the_text_after_the_equals_sign(override, expected):
+    """Before: override values were read as YAML, so ' #...' was dropped as a comment (a
+    token shortened without a word, another existing folder streamed) and '&a', '|' were
+    YAML's anchor and block markers; a value quoted whole is still read as quoted YAML."""
+    key, _ = override.split("=", 1)
+    section, name = key.split(".")
+    assert getattr(getattr(load_config(None, [override]), section), name) == expected
+
+
+@pytest.mark.parametrize("override, message", [
+    ("memory.capacity=100 #x", "must be a number, got '100 #x'"),
+    ("memory.capacity=10_", "must be a number, got '10_'"),
+    ("server.port=87__65", "must be a number, got '87__65'"),
+    ("memory.max_bytes=536870912_", "must be a number of bytes or a size such as 10GB or 512MiB, "
+                                    "got '536870912_'"),
+    ("memory.max_bytes=1__0MB", "must be a number of bytes or a size such as 10GB or 512MiB, "
+                                "got '1__0MB'"),
+    ("memory.max_bytes=2Gb", "'2Gb' reads as bits; write bytes as 2GB (powers of 1000) or 2GiB "
+                             "(powers of 1024)"),
+])
+def test_malformed_numbers_are_one_config_error(tmp_path, override, message):
+    """Before: '10_' and '1__0' passed the number pattern and int() raised, an internal error
+    (exit 1; the healthcheck printed a traceback); '2Gb' was read as 2 GB of bytes."""
+    assert _one_line_error(None, [override]).endswith(message)
+    key, value = override.split("=", 1)
+    section, name = key.split(".")
+    path = tmp_path / "c.yaml"
+    path.write_text(f"{section}:\n  {name}: '{value}'\n")
+    assert _one_line_error(path).endswith(message)
+
+
+def test_size_units_in_any_case_but_bits_are_bytes():
+    assert load_config(None, ["memory.max_bytes=2gb"]).memory.max_bytes == 2 * 10**9
+    assert load_config(None, ["memory.max_bytes=1_000MB"]).memory.max_bytes == 10**9
+    assert load_config(None, ["memory.max_bytes=2 GiB"]).memory.max_bytes == 2 * 2**30
+
+
 def test_a_ruled_text_key_is_judged_on_the_text_as_typed():
     """Before: 'fleet.server_address=127.0.0.1:' said "must be text, got dict {'127.0.0.1':
     None}" (YAML's reading), pointing away from the missing port."""
@@ -599,3 +643,39 @@ def test_a_state_dir_with_a_line_break_is_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match="config key 'state_dir' in .*edgecl.yaml: 'flight"):
         load_config(config)
     assert check_state_dir_option("with space/é") == "with space/é"
+
+
+@pytest.mark.parametrize("value", ["drone7.lab:8765", "https://drone7.lab", "*", "*.lab",
+                                   "drone7.lab,,x", "drone 7"])
+def test_an_allowed_host_that_can_never_match_is_refused(value):
+    """Before: accepted without a word; a Host header is compared by its name alone, so the
+    operator met 421 with no clue why."""
+    assert _one_line_error(None, [f"server.allowed_hosts={value}"]).endswith(
+        f"{value!r} is not empty or comma-separated host names such as drone7.lab.example (no "
+        f"scheme, port or wildcard; IP addresses are always allowed)")
+
+
+def test_allowed_hosts_take_names_and_addresses():
+    assert load_config(None, ["server.allowed_hosts=drone7.lab, drone8.lab.,10.0.0.5"]
+                       ).server.allowed_hosts == "drone7.lab, drone8.lab.,10.0.0.5"
+
+
+@pytest.mark.parametrize("text, line, tail", [
+    ('memory:\n  capacity: 50\n  policy: "abc\n  seed: 1\nlearner:\n  lr: 0.1\n', 3,
+     "a quoted value is never closed (found unexpected end of stream at line 7)"),
+    ("memory:\n  policy: 'abc\n---\n", 2,
+     "a quoted value is never closed (found unexpected document separator at line 3)"),
+    ('memory:\n  policy: "a\\qb"\n', 2, "found unknown escape character 'q'"),
+])
+def test_a_quote_never_closed_is_named_where_it_opens(tmp_path, text, line, tail):
+    """Before: 'at line 7: found unexpected end of stream' for a 6-line file whose quote
+    opens on line 3."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert _one_line_error(path) == f"cannot parse config {path} at line {line}: {tail}"
+
+
+def test_an_empty_config_name_is_said_as_such():
+    """Before: '--config ""' said 'config file . is a folder, not a file'."""
+    with pytest.raises(ConfigError, match=r"^the config file's name is empty \(an unset variable\?\)$"):
+        load_config("  ")

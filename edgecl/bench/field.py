@@ -810,12 +810,12 @@ def run(args) -> int:
     if not 0 <= args.queue_factor < math.inf:
         raise EdgeclError(f"--queue-factor must be a number >= 0, got {args.queue_factor}")
     check_initial_model(args.initial_model)  # before any run: a bad file must not cost hours
-    out = Path(args.out).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
     # at --fps 0 the stream's capture times say nothing of a camera's: held out frame by frame
     paced = [] if args.fps > 0 else ["memory.holdout_block_s=0"]
     cfg = load_config(args.config, list(FIELD_OVERRIDES) + paced
-                      + list(getattr(args, "overrides", []) or []))
+                      + list(getattr(args, "overrides", []) or []))  # before --out is made
+    out = Path(args.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
     yaml_path = _dataset(args, out)
     taskset = refuse_trained_test_images(load_tasks(yaml_path))
     pretrain = None

@@ -12,16 +12,52 @@ from edgecl.config import Config, MemoryConfig, load_config
 from edgecl.errors import ConfigError
 
 
+OVERRIDES_HELP = "Any section.key=value argument overrides the config (e.g. memory.capacity=50)."
+
+
+class GivenOnce(argparse.Action):
+    """An option that may be given once: argparse keeps the last of two silently, so
+    ``--config broken.yaml --config empty.yaml`` ran on the defaults without a word."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)!r}, then "
+                         f"{values!r}): give it once")
+        setattr(namespace, self.dest, values)
+
+
 def add_config_args(parser: argparse.ArgumentParser, state_dir: bool = True) -> None:
-    """Add ``--config`` (and ``--state-dir``) to a command parser.
+    """Add ``--config`` (and ``--state-dir``) to a command parser, each taken once.
 
     Args:
         parser: the sub-command's parser.
         state_dir: also add ``--state-dir``.
     """
-    parser.add_argument("--config", help="deployment YAML (default: built-in defaults)")
+    if parser.epilog is None:  # the command's own help names them too, not only edgecl --help
+        parser.epilog = OVERRIDES_HELP
+    parser.add_argument("--config", action=GivenOnce,
+                        help="deployment YAML (default: built-in defaults)")
     if state_dir:
-        parser.add_argument("--state-dir", help="state directory (overrides state_dir)")
+        parser.add_argument("--state-dir", action=GivenOnce,
+                            help="state directory (instead of the config's state_dir)")
+
+
+def refuse_option_and_override(args: argparse.Namespace, key: str, option: str) -> None:
+    """Refuse an option given beside an override of the config key it sets.
+
+    Args:
+        args: parsed arguments (``overrides`` and the option's value).
+        key: the dotted config key (``source.uri``).
+        option: the option that sets it (``--source``).
+
+    Raises:
+        ConfigError: both are given (before, the option won without a word).
+    """
+    given = getattr(args, option.lstrip("-").replace("-", "_"), None)
+    for text in getattr(args, "overrides", None) or ():
+        if given is not None and text.split("=", 1)[0].strip() == key:
+            raise ConfigError(f"{option} {given!r} and the override {text!r} both set {key}: "
+                              f"give one")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -37,6 +73,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ConfigError: a ``--state-dir`` that names no directory (``''`` would be the built-in
             default's, or the current directory).
     """
+    refuse_option_and_override(args, "state_dir", "--state-dir")
     cfg = load_config(getattr(args, "config", None), getattr(args, "overrides", ()))
     state_dir = getattr(args, "state_dir", None)
     if state_dir is not None:

@@ -88,8 +88,10 @@ def loads(text, default=None):
 
 
 def resolve_token(configured: str) -> str:
-    """The fleet token: ``$EDGECL_FLEET_TOKEN`` when set, else the configured one."""
-    return os.environ.get(TOKEN_ENV) or configured or ""
+    """The fleet token, stripped: ``$EDGECL_FLEET_TOKEN`` when set to more than blanks, else
+    the configured one (before, a blank one counted as a token off loopback, and a trailing
+    blank on one side of the fleet failed every signature)."""
+    return os.environ.get(TOKEN_ENV, "").strip() or (configured or "").strip()
 
 
 def new_nonce() -> str:
@@ -308,6 +310,11 @@ def check_security(address: str, *, certs: dict[str, str], token: str, role: str
     if missing:
         raise ConfigError(f"fleet {role} on {address} (not loopback) needs TLS and a token: "
                           f"set {', '.join(missing)}")
+    from edgecl.runtime.server import MIN_TOKEN_CHARS
+
+    if len(token) < MIN_TOKEN_CHARS:
+        log.warning("the fleet token has %d characters: use %d or more (e.g. openssl rand -hex "
+                    "16), the same on the server and every device", len(token), MIN_TOKEN_CHARS)
 
 
 def device_label(value) -> str:

@@ -18,6 +18,34 @@ log = logging.getLogger(__name__)
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+def providers_problem(requested: str, available: list[str] | None = None) -> str | None:
+    """Why ``model.providers`` names a provider this onnxruntime lacks, in words (``None``
+    when every one is there, or for ``auto``). The runtime asks at start whatever serves then:
+    a learnt version serves ONNX, so a value only torch reads (``cpu``, a typo) failed at the
+    first swap, and at every start after it.
+
+    Args:
+        requested: ``auto`` or a comma list such as ``CUDAExecutionProvider,CPUExecutionProvider``.
+        available: what this onnxruntime build offers (default: asked of onnxruntime).
+    """
+    if requested.strip() in ("", "auto"):
+        return None
+    if available is None:
+        import onnxruntime as ort
+
+        available = list(ort.get_available_providers())
+    wanted = [p.strip() for p in requested.split(",") if p.strip()]
+    missing = [p for p in wanted if p not in available]
+    if not wanted:
+        return f"names no provider; use auto or some of {', '.join(available)}"
+    if not missing:
+        return None
+    hint = next((f" (did you mean {a}?)" for a in available
+                 if a.lower().startswith(missing[0].lower())), "")
+    return (f"onnxruntime has no {', '.join(missing)}{hint}; this build has "
+            f"{', '.join(available)} (or use auto)")
+
+
 def choose_providers(requested: str, available: list[str]) -> list[str]:
     """Pick onnxruntime execution providers.
 
@@ -31,14 +59,13 @@ def choose_providers(requested: str, available: list[str]) -> list[str]:
     Raises:
         ModelLoadError: a requested provider is not available.
     """
-    if requested in ("", "auto"):
+    problem = providers_problem(requested, available)
+    if problem is not None:
+        raise ModelLoadError(f"model.providers={requested}: {problem}")
+    if requested.strip() in ("", "auto"):
         wanted = [p for p in PROVIDER_ORDER if p in available]
     else:
         wanted = [p.strip() for p in requested.split(",") if p.strip()]
-        missing = [p for p in wanted if p not in available]
-        if missing:
-            raise ModelLoadError(f"onnxruntime provider(s) {missing} not available; "
-                                 f"this build has {available}")
     if "CPUExecutionProvider" not in wanted:
         wanted.append("CPUExecutionProvider")
     return wanted

@@ -452,6 +452,12 @@ class Runtime:
         if cfg.server.enabled:
             check_bind(cfg.server.host, resolve_token(cfg.server.token), cfg.server.tls_cert,
                        cfg.server.tls_key)
+        if cfg.model.providers.strip() not in ("", "auto"):
+            from edgecl.models.onnx_backend import providers_problem
+
+            problem = providers_problem(cfg.model.providers)
+            if problem is not None:  # a learnt version serves ONNX: said now, not at its swap
+                raise ConfigError(f"model.providers={cfg.model.providers}: {problem}")
         if cfg.fleet.enabled and self.opts.fleet_client is None:
             log.warning("fleet.enabled: ignored, this run joins no fleet (only 'edgecl run' does)")
         elif cfg.fleet.enabled:  # one line before the model loads, not seconds later

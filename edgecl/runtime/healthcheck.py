@@ -48,6 +48,24 @@ def health_url(server) -> str:
     return f"{scheme}://{host}:{server.port}/healthz"
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is no address a check can ask, in words (``None`` when it is one): an
+    ``http`` or ``https`` URL with a host and a port in 1..65535 (before, ``not a url``
+    printed a traceback and ``file:///etc/passwd`` was read as an answer)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is no URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http(s)://HOST:PORT/healthz address"
+    if port == 0:
+        return "names port 0"
+    return None
+
+
 def check(config_path: str = DEFAULT_CONFIG) -> str | None:
     """Ask the running device whether it is healthy.
 
@@ -59,7 +77,7 @@ def check(config_path: str = DEFAULT_CONFIG) -> str | None:
     """
     from edgecl.config import load_config
     from edgecl.errors import EdgeclError
-    from edgecl.runtime.server import resolve_token
+    from edgecl.runtime.server import TOKEN_ENV, resolve_token, token_problem
 
     try:
         server = load_config(config_path, []).server
@@ -70,7 +88,13 @@ def check(config_path: str = DEFAULT_CONFIG) -> str | None:
         return (f"{config_path} has server.enabled: false, so the runtime serves no /healthz "
                 f"(set it to true, or give the address in ${URL_ENV})")
     url = url or health_url(server)
+    problem = url_problem(url)
+    if problem is not None:
+        return f"${URL_ENV}={url!r} {problem}"
     token = resolve_token(server.token)
+    problem = token_problem(token)
+    if problem is not None:  # before: a traceback from the header's encoding
+        return f"the console token (server.token or ${TOKEN_ENV}) {problem}"
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     context = ssl.create_default_context()
     context.check_hostname = False  # a local check of the device's own certificate

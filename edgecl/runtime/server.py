@@ -101,6 +101,20 @@ def resolve_token(configured: str = "") -> str:
     return (os.environ.get(TOKEN_ENV, "").strip() or (configured or "").strip())
 
 
+def token_problem(token: str) -> str | None:
+    """Why a console token cannot travel in an ``Authorization`` header, in words (``None``
+    when it can): browsers send printable ASCII only, and a line break ends the header.
+
+    Args:
+        token: the resolved token (:func:`resolve_token`).
+    """
+    bad = next((c for c in token if not " " <= c <= "~"), None)
+    if bad is None:
+        return None
+    return (f"holds {bad!r} (U+{ord(bad):04X}), which no browser sends in a header: use "
+            f"printable ASCII (e.g. openssl rand -hex 16)")
+
+
 def check_bind(host: str, token: str | None, tls_cert: str = "", tls_key: str = "") -> None:
     """Refuse to serve beyond loopback without a token, check the TLS files, and warn when the
     token would travel in clear text (called once at runtime start).
@@ -113,13 +127,17 @@ def check_bind(host: str, token: str | None, tls_cert: str = "", tls_key: str = 
 
     Raises:
         ConfigError: ``host`` is no address this device can bind (:func:`bind_host_problem`),
-            or not a loopback address while ``token`` is empty, or the TLS files are missing,
+            ``token`` cannot travel in a header (:func:`token_problem`), or ``host`` is not a
+            loopback address while ``token`` is empty, or the TLS files are missing,
             not PEM, or not a certificate and its own key.
     """
     problem = bind_host_problem(host)
     if problem is not None:  # before: started, then "HTTP server not started" every 30 s
         raise ConfigError(f"server.host={host}: {problem}")
     token = (token or "").strip()
+    problem = token_problem(token)
+    if problem is not None:  # before: started, and no browser could ever send it
+        raise ConfigError(f"the console token (server.token or ${TOKEN_ENV}) {problem}")
     if not is_loopback(host) and not token:
         raise ConfigError(f"server.host={host} is reachable from the network: set server.token "
                           f"or ${TOKEN_ENV} (or bind server.host=127.0.0.1)")

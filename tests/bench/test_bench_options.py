@@ -344,3 +344,11 @@ def test_bench_cl_takes_json_as_every_benchmark_does():
 
     args = build_parser().parse_args(["bench", "cl", "--out", "x", "--json"])
     assert args.json is True
+
+
+def test_field_checks_its_config_before_making_its_output_folder(run_edgecl, tmp_path):
+    """Before: 'bench field --out DIR --config missing.yaml' made DIR, then said the error."""
+    code, out, err = run_edgecl(["bench", "field", "--out", tmp_path / "o", "--config",
+                                 tmp_path / "missing.yaml"])
+    assert code == 2 and err == f"error: config file not found: {tmp_path / 'missing.yaml'}\n"
+    assert not (tmp_path / "o").exists()

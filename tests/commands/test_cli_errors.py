@@ -515,3 +515,30 @@ def test_a_state_directory_on_a_card_that_is_not_mounted_is_named(run_edgecl, tm
                                  "/mnt/edgecl-card-not-mounted, which does not exist "
                                  "(unmounted?)\n"), err
     assert not os.path.lexists("/mnt/edgecl-card-not-mounted")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["memory", "stats", "--config", "{tmp}/broken.yaml", "--config", "{tmp}/empty.yaml"],
+     "--config given twice ('{tmp}/broken.yaml', then '{tmp}/empty.yaml'): give it once; see "
+     "'edgecl memory stats --help'"),
+    (["memory", "stats", "--state-dir", "{tmp}/a", "--state-dir", "{tmp}/b"],
+     "--state-dir given twice ('{tmp}/a', then '{tmp}/b'): give it once; see "
+     "'edgecl memory stats --help'"),
+    (["run", "--source", "dir://{tmp}", "--source", "dir://{tmp}/x", "--frames", "1"],
+     "--source given twice ('dir://{tmp}', then 'dir://{tmp}/x'): give it once; see "
+     "'edgecl run --help'"),
+    (["memory", "stats", "--state-dir", "{tmp}/a", "state_dir={tmp}/b"],
+     "--state-dir '{tmp}/a' and the override 'state_dir={tmp}/b' both set state_dir: give one"),
+    (["run", "--source", "dir://{tmp}", "source.uri=dir://{tmp}/x", "--frames", "1"],
+     "--source 'dir://{tmp}' and the override 'source.uri=dir://{tmp}/x' both set source.uri: "
+     "give one"),
+])
+def test_a_setting_given_twice_is_refused_not_the_last_one_kept(run_edgecl, tmp_path, argv,
+                                                                message):
+    """Before: the last --config was used and a broken first one ignored; --state-dir and
+    --source won over an override of their key without a word."""
+    (tmp_path / "broken.yaml").write_text("memory: [\n")
+    (tmp_path / "empty.yaml").write_text("")
+    code, out, err = run_edgecl([a.format(tmp=tmp_path) for a in argv])
+    assert code == 2 and err == f"error: {message.format(tmp=tmp_path)}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml", "empty.yaml"]

@@ -502,6 +502,28 @@ def test_grpcs_watcher_of_a_closed_channel_prints_no_traceback(monkeypatch):
     assert shown == ["something else", "Channel closed in my code"]
 
 
+def test_a_blank_fleet_token_is_no_token_and_a_short_one_is_warned(tmp_path, monkeypatch,
+                                                                   caplog):
+    """Before: EDGECL_FLEET_TOKEN=' ' (or token: '   ') passed for a token off loopback, a
+    trailing blank on one side failed every signature, and a 1-character token drew no word
+    (the console's does)."""
+    pytest.importorskip("cryptography")
+    monkeypatch.setenv(wire.TOKEN_ENV, " ")
+    assert wire.resolve_token("   ") == ""
+    assert wire.resolve_token(" cfg-token ") == "cfg-token"
+    monkeypatch.setenv(wire.TOKEN_ENV, " env-token\n")
+    assert wire.resolve_token("cfg") == "env-token"
+    cert, key = _certificate(tmp_path / "c", (-1, 30))
+    certs = {"fleet.ca_cert": cert, "fleet.server_cert": cert, "fleet.server_key": key}
+    monkeypatch.setenv(wire.TOKEN_ENV, " ")
+    with pytest.raises(ConfigError, match=r"needs TLS and a token: set fleet.token \(or "):
+        wire.check_security("10.0.0.5:9092", certs=certs, token=wire.resolve_token("  "),
+                            role="server")
+    with caplog.at_level(logging.WARNING, logger="edgecl.fleet.wire"):
+        wire.check_security("10.0.0.5:9092", certs=certs, token="x", role="server")
+    assert "the fleet token has 1 characters: use 16 or more" in caplog.text
+
+
 def test_a_device_says_which_side_lacks_the_fleet_token():
     """Before: 'does not match the server's' also when the device had no token at all."""
     from edgecl.fleet.client import token_mismatch

@@ -179,6 +179,19 @@ def test_a_host_no_device_can_bind_is_refused_before_the_start():
         assert str(caught.value).startswith(f"server.host={host}: {why}")
 
 
+@pytest.mark.parametrize("token, shown", [("tökén-twenty-chars!!", "'ö' (U+00F6)"),
+                                          ("ab\ncd-twenty-chars!!", "'\\n' (U+000A)"),
+                                          ("tab\there-twenty-chars", "'\\t' (U+0009)")])
+def test_a_console_token_no_browser_can_send_is_refused_at_start(token, shown):
+    """Before: the runtime started, and no browser (nor the health check) could send it."""
+    with pytest.raises(ConfigError) as caught:
+        check_bind("127.0.0.1", token)
+    assert str(caught.value) == (f"the console token (server.token or $EDGECL_TOKEN) holds "
+                                 f"{shown}, which no browser sends in a header: use printable "
+                                 f"ASCII (e.g. openssl rand -hex 16)")
+    check_bind("127.0.0.1", "a token with spaces and ~!@#$%")
+
+
 def test_resolve_token(monkeypatch):
     monkeypatch.delenv("EDGECL_TOKEN", raising=False)
     assert resolve_token("") == ""
@@ -593,3 +606,35 @@ def test_the_health_check_is_one_line_for_a_port_that_speaks_no_http(tmp_path, m
         assert healthcheck.check(str(config)).endswith("(not HTTP): another program there?")
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("url, why", [
+    ("not a url", "is not an http(s)://HOST:PORT/healthz address"),
+    ("file:///etc/passwd", "is not an http(s)://HOST:PORT/healthz address"),
+    ("http://[::1/healthz", "is no URL (Invalid IPv6 URL)"),
+    ("http://127.0.0.1:99999/healthz", "is no URL (Port out of range 0-65535)"),
+    ("http://127.0.0.1:0/healthz", "names port 0"),
+])
+def test_the_health_check_says_a_bad_address_in_one_line(tmp_path, monkeypatch, url, why):
+    """Before: 'not a url' and a broken IPv6 address printed tracebacks, port 99999 was
+    'Connection refused', and file:///etc/passwd was read as an answer."""
+    from edgecl.runtime import healthcheck
+
+    monkeypatch.setenv(healthcheck.URL_ENV, url)
+    config = tmp_path / "edgecl.yaml"
+    config.write_text("server:\n  enabled: true\n")
+    assert healthcheck.check(str(config)) == f"$EDGECL_HEALTH_URL={url!r} {why}"
+
+
+def test_the_health_check_says_a_token_no_header_can_carry(tmp_path, monkeypatch, capsys):
+    """Before: a UnicodeEncodeError (or 'Invalid header value') traceback."""
+    from edgecl.runtime import healthcheck
+
+    monkeypatch.delenv(healthcheck.URL_ENV, raising=False)
+    monkeypatch.setenv("EDGECL_TOKEN", "tökén✓")
+    config = tmp_path / "edgecl.yaml"
+    config.write_text("server:\n  enabled: true\n")
+    assert healthcheck.main([str(config)]) == 1
+    assert capsys.readouterr().err == (
+        "unhealthy: the console token (server.token or $EDGECL_TOKEN) holds 'ö' (U+00F6), which "
+        "no browser sends in a header: use printable ASCII (e.g. openssl rand -hex 16)\n")
