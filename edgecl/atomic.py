@@ -272,15 +272,14 @@ ORPHAN_QUIET_S = 600.0
 
 
 def _remove_orphaned_temp_dirs(path: Path) -> None:
-    """Remove ``.<name>.pid<pid>[.boot<tag>].*.tmp`` folders beside ``path`` whose writer is
-    gone and that nothing has changed for :data:`ORPHAN_QUIET_S` (a process of another pid
-    namespace, a container writing to a shared volume, looks gone). The writer is gone when
-    the folder was made in an earlier boot (its pid is likely another program's now: the
-    folder stayed for good) or, in this boot, when no process has its pid. The name must
-    match exactly: ``ds`` never takes ``.ds.4000.pid12.x.tmp``, the temp folder of an output
-    named ``ds.4000``."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.pid(\d+)(?:\.boot([0-9a-f]{{8}}))?"
-                         rf"\.[A-Za-z0-9_]+\.tmp")
+    """Remove ``.<name>.pid<pid>[.boot<tag>].*.tmp`` folders beside ``path``, of any output
+    name, whose writer is gone and that nothing has changed for :data:`ORPHAN_QUIET_S` (a
+    process of another pid namespace, a container writing to a shared volume, looks gone).
+    The writer is gone when the folder was made in an earlier boot (its pid is likely another
+    program's now: the folder stayed for good) or, in this boot, when no process has its pid.
+    Before, only those of ``path``'s own name went: an export killed half-way left a hidden
+    copy of the whole memory for good when the next export went to another folder."""
+    pattern = re.compile(r"\..+\.pid(\d+)(?:\.boot([0-9a-f]{8}))?\.[A-Za-z0-9_]+\.tmp")
     try:
         siblings = list(path.parent.iterdir())
     except OSError:

@@ -121,11 +121,13 @@ def test_a_folder_a_killed_process_left_is_removed_by_the_next_build(tmp_path):
         return folder
 
     made(f".out.pid{dead.pid}.abc123.tmp")                     # orphaned: removed
+    made(f".other.pid{dead.pid}.x.tmp")                        # another output's orphan too
+    made(f".out.4000.pid{dead.pid}.x.tmp")                     # (before: kept for good)
     keep = [made(f".out.pid{os.getpid()}.def456.tmp"),          # its process runs
             made(f".out.pid{dead.pid}.new.tmp", time.time()),   # changed lately (another
                                                                 # container's, say)
-            made(f".other.pid{dead.pid}.x.tmp"),                # another output's
-            made(f".out.4000.pid{dead.pid}.x.tmp")]             # the output out.4000's
+            made(f".other.pid{os.getpid()}.x.tmp"),             # another output's, running
+            made(f".notes.pid{dead.pid}.tmp")]                  # no temp folder's name
     with atomic.atomic_dir(tmp_path / "out") as d:
         (d / "f.txt").write_text("y")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in keep] + ["out"])

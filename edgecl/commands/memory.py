@@ -4,6 +4,7 @@ replay memory."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import re
 import shutil
@@ -15,7 +16,7 @@ from edgecl.commands.common import (STATE_FOLDERS, add_config_args, config_from_
                                     inside_state_folders, memory_given, refuse_smaller_memory,
                                     require_state_dir, with_device_memory)
 from edgecl.config import Config
-from edgecl.errors import ReplayMemoryError, StorageError
+from edgecl.errors import ReplayMemoryError, StorageError, is_disk_full
 from edgecl.logs import one_line
 
 MAX_SAMPLE_ID = 2**63 - 1
@@ -331,7 +332,14 @@ def export_command(args: argparse.Namespace) -> int:
             (tmp / sub).mkdir(parents=True, exist_ok=True)
         for src in samples:
             for path, sub in ((src.image_path, "images"), (src.label_path, "labels")):
-                shutil.copyfile(path, tmp / sub / path.name)
+                try:
+                    shutil.copyfile(path, tmp / sub / path.name)
+                except OSError as exc:
+                    if not is_disk_full(exc) and exc.errno not in (errno.EROFS, errno.EFBIG):
+                        raise
+                    # the copy names its source (a file of the device's own memory), where
+                    # it is the export's disk that is full
+                    raise OSError(exc.errno, exc.strerror, str(out)) from None
             # relative to the lists (ultralytics reads './' so): the export may be moved
             lists[src.held_out].append(f"./images/{src.image_path.name}")
         atomic.atomic_write_text(tmp / "train.txt", "".join(p + "\n" for p in lists[False]))

@@ -404,3 +404,30 @@ def test_an_export_says_which_class_was_merged_into_another(tmp_path, capsys):
     assert main(["memory", "stats", "--state-dir", str(state), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert stats["per_class"] == {"0": 3}
+
+
+def test_an_export_onto_a_full_disk_names_the_export_not_the_memory(state, tmp_path, capsys,
+                                                                     monkeypatch):
+    """Before: 'No space left on device: STATE/memory/snapshots/.../00000027.jpg', the file
+    copied from (the device's own card read as full)."""
+    import errno
+    import shutil
+
+    real = shutil.copyfile
+    calls = []
+
+    def full(src, dst, **kw):
+        calls.append(dst)
+        if len(calls) > 3:
+            err = OSError(errno.ENOSPC, "No space left on device")
+            err.filename, err.filename2 = str(src), str(dst)  # as shutil's sendfile path does
+            raise err
+        return real(src, dst, **kw)
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    out = tmp_path / "usb" / "export"
+    assert main(["memory", "export", "--out", str(out), "--state-dir", str(state)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(out) in err and str(state) not in err
+    assert "No space left on device" in err
+    assert not out.exists() and list((tmp_path / "usb").iterdir()) == []

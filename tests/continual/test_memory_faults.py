@@ -419,3 +419,79 @@ def test_a_sqlite_io_error_on_a_full_disk_says_the_disk_is_full(tmp_path, monkey
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=5 * 2**30))
     assert str(fault_error(exc, "cannot open the memory index", tmp_path)).endswith(
         f"disk I/O error ({tmp_path})")  # room left: a fault of the card, said as SQLite says it
+
+
+def _kill_before_unlinks(monkeypatch):
+    """Make the next unlink of removed or evicted samples' files die as a kill -9 would
+    between the commit and the unlinks (files left, nothing after it run)."""
+    from edgecl.continual.memory.store import ReplayMemory as Store
+
+    def killed(self, ids):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(Store, "_unlink_samples", killed)
+
+
+def test_a_remove_killed_between_its_commit_and_its_unlinks_leaves_a_memory_that_opens(
+        tmp_path, monkeypatch):
+    """Before: 'memory remove' of 5 or more samples killed after its commit left whole samples
+    no row listed; every writing command (run, learn, import, verify) then refused the memory
+    as 'an older or another device's index', and the rebuild it named refused too."""
+    root = tmp_path / "memory"
+    with ReplayMemory(root, cfg()) as memory:
+        ids = [memory.add(sample(i)) for i in range(12)]
+    memory = ReplayMemory(root, cfg())
+    with monkeypatch.context() as patch:
+        _kill_before_unlinks(patch)
+        with pytest.raises(KeyboardInterrupt):
+            memory.remove(ids[2:9])
+    assert len(files(root)) == 24  # the 7 removed samples' files are still there
+    with ReplayMemory(root, cfg()) as memory:  # the open verifies and finishes the removal
+        assert sorted(memory.ids()) == sorted(ids[:2] + ids[9:])
+        report = memory.verify(repair=False)
+        assert report.unrepaired == () and report.quarantined == ()
+    assert len(files(root)) == 10
+    assert not (root / "quarantine").exists()
+    assert IndexDB(root / "index.sqlite", read_only=True).unlinking() == set()
+
+
+def test_evictions_killed_after_their_commit_are_finished_not_taken_for_a_lost_index(
+        tmp_path, monkeypatch):
+    """A lowered capacity evicts many samples at the next open; a kill before their files
+    went left the same wedge as a cut-short removal."""
+    root = tmp_path / "memory"
+    with ReplayMemory(root, cfg()) as memory:
+        for i in range(12):
+            memory.add(sample(i))
+    with monkeypatch.context() as patch:
+        _kill_before_unlinks(patch)
+        with pytest.raises(KeyboardInterrupt):
+            ReplayMemory(root, cfg(capacity=4))
+    assert len(files(root)) == 24
+    with ReplayMemory(root, cfg(capacity=4)) as memory:
+        assert len(memory) == 4
+    assert len(files(root)) == 8 and not (root / "quarantine").exists()
+
+
+def test_a_few_samples_an_older_index_does_not_list_are_quarantined_not_deleted(tmp_path):
+    """Before: up to 4 whole samples the index did not list (an older copy restored after an
+    import) were deleted, image and labels, by the next repairing open, with no copy kept."""
+    root = tmp_path / "memory"
+    with ReplayMemory(root, cfg()) as memory:
+        for i in range(3):
+            memory.add(sample(i))
+    shutil.copy(root / "index.sqlite", tmp_path / "old-index.sqlite")
+    with ReplayMemory(root, cfg()) as memory:
+        added = [memory.add(sample(i)) for i in range(3, 6)]
+    for extra in root.glob("index.sqlite-*"):
+        extra.unlink()
+    shutil.copy(tmp_path / "old-index.sqlite", root / "index.sqlite")
+    with ReplayMemory(root, cfg(), verify_on_open=False) as memory:
+        report = memory.verify()
+    assert len(report.quarantined) == 3 and report.unrepaired == ()
+    assert "the index does not list" in report.quarantined[0]
+    for sample_id in added:
+        kept = root / "quarantine" / f"{sample_id:08d}"
+        assert sorted(p.name for p in kept.iterdir()) == [
+            f"{sample_id:08d}.jpg", f"{sample_id:08d}.txt", "sample.json"]
+    assert len(files(root)) == 6

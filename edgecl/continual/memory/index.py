@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+UNLINKING_KEY = "unlinking"
+"""Meta key: ids removed or evicted whose files were not yet unlinked when their rows went."""
+
 # Columns added after the first release: name -> definition used by ALTER TABLE.
 MIGRATED_COLUMNS = {
     "origin": f"TEXT NOT NULL DEFAULT '{LabelOrigin.GROUND_TRUTH.value}'",
@@ -537,6 +540,30 @@ class IndexDB:
         with self.write() as conn:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)",
                          (key, json.dumps(value, sort_keys=True)))
+
+    def unlinking(self) -> set[int]:
+        """Ids whose rows were deleted and whose files may still be on disk (a kill between
+        the commit and the unlinks): their files are the removal's leftovers, not samples an
+        older index lost."""
+        value = self.get_meta(UNLINKING_KEY)
+        return {int(i) for i in value} if isinstance(value, list) else set()
+
+    def mark_unlinking(self, ids) -> None:
+        """Record ids whose files are about to be unlinked (inside the caller's transaction,
+        the one that deletes their rows)."""
+        ids = {int(i) for i in ids}
+        if ids:
+            self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)",
+                              (UNLINKING_KEY, json.dumps(sorted(self.unlinking() | ids))))
+
+    def clear_unlinking(self, ids) -> None:
+        """Forget ids whose files are gone (inside the caller's transaction)."""
+        left = self.unlinking() - {int(i) for i in ids}
+        if left:
+            self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)",
+                              (UNLINKING_KEY, json.dumps(sorted(left))))
+        else:
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (UNLINKING_KEY,))
 
     def integrity_problems(self) -> list[str]:
         """Problems reported by ``PRAGMA integrity_check`` (empty when healthy): unlike

@@ -328,6 +328,7 @@ class ReplayMemory:
     def _open_index(self, names: dict[int, str] | None, verify: bool) -> None:
         """Open the index (creating the folders), set up admission and check the samples."""
         self._unhashed = None  # file stem -> samples stored without a content hash
+        self._unlinked: list[int] = []  # removed ids whose files went after their commit
         if self.read_only:
             if not (self.root / INDEX_FILE).is_file():
                 raise ReplayMemoryError(f"no replay memory at {self.root} (no {INDEX_FILE})")
@@ -787,6 +788,7 @@ class ReplayMemory:
                     atomic.atomic_write_bytes(self.label_path(new_id), text)
                     at = self._db.path
                     self._db.delete(sample_id)
+                    self._note_unlinking([int(sample_id)])
                     counts = self._db.group_counts("primary_class", held_out=False)
                     self._db.insert({
                         **row, "id": new_id, "classes": classes_to_text(classes),
@@ -802,7 +804,7 @@ class ReplayMemory:
             except BaseException:
                 self._unlink(written)
                 raise
-            self._unlink_samples([int(sample_id)])
+            self._unlinked = [] if self._unlink_samples([int(sample_id)]) else [int(sample_id)]
             self._unhashed = None
         log.debug("replay memory: sample %d relabelled (%s) as sample %d", sample_id,
                   "origin kept" if origin is None else origin.value, new_id)
@@ -840,7 +842,12 @@ class ReplayMemory:
                                                  f"nothing was removed")
                     for sample_id in wanted:
                         self._db.delete(sample_id)
+                    # a kill before the unlinks below left whole samples no row lists; more
+                    # than 4 stopped the memory from opening (taken for a lost index)
+                    self._note_unlinking(wanted)
             failed = self._unlink_samples(wanted)
+            if not failed:
+                self._forget_unlinking(wanted)
             self._unhashed = None
         for problem in failed:
             log.warning("replay memory: removed sample's file left behind (verify removes "
@@ -886,6 +893,8 @@ class ReplayMemory:
                 victims = self._admission.make_room(decision, n_bytes)
                 self._db.insert({"id": new_id, **row, "bytes": n_bytes})
                 self._db.add_counters(self._admission.pending)
+                if victims or replaced or self._unlinked:
+                    self._note_unlinking(victims + replaced)
         except (OSError, sqlite3.Error) as exc:
             self._unlink(written)
             raise fault_error(exc, f"cannot store {where}", at,
@@ -895,7 +904,8 @@ class ReplayMemory:
             raise
         self._admission.pending = {}
         self.evicted += len(victims)
-        self._unlink_samples(victims + replaced)
+        # forgotten in the next write that records removals (one commit, not one more each)
+        self._unlinked = [] if self._unlink_samples(victims + replaced) else victims + replaced
         if replaced:
             log.info("replay memory: sample %d (pseudo-labels) replaced by sample %d, the same "
                      "image with verified labels (%s)", replaced[0], new_id, row["origin"])
@@ -909,6 +919,23 @@ class ReplayMemory:
             except OSError as exc:
                 failed.append(f"{path}: {exc.strerror or exc}")
         return failed
+
+    def _note_unlinking(self, ids: list[int]) -> None:
+        """Inside the write transaction that deletes the rows of ``ids``: record them as
+        removals under way (:meth:`~.index.MemoryIndex.mark_unlinking`), and forget those of
+        the previous store or relabel, whose files went after its commit."""
+        if self._unlinked:
+            self._db.clear_unlinking(self._unlinked)
+        self._db.mark_unlinking(ids)
+
+    def _forget_unlinking(self, ids: list[int]) -> None:
+        """Drop ids whose files are gone from the index's record of removals under way; a
+        failure only leaves them recorded (the next check forgets them)."""
+        try:
+            with self._db.write():
+                self._db.clear_unlinking(ids)
+        except sqlite3.Error as exc:
+            log.debug("replay memory: removals under way not updated (%s)", exc)
 
     def _unlink_samples(self, ids: list[int]) -> list[str]:
         paths = [p for i in ids for p in (self.image_path(i), self.label_path(i))]
@@ -1240,7 +1267,9 @@ class ReplayMemory:
             q_temps, q_trash = quarantine.stale_paths(self.root)
             temps, stale = temps + q_temps, stale + q_trash
             evicted: list[int] = []
-            lost = checks.sample_stems(orphans) if not verdicts else set()
+            removing = self._db.unlinking()
+            lost = ({s for s in checks.sample_stems(orphans) if int(s) not in removing}
+                    if not verdicts else set())
             if repair and len(lost) > MAX_ORPHANS_WITHOUT_ROWS:
                 raise ReplayMemoryError(
                     f"the replay memory {self.root} holds {len(lost)} samples on disk but its "
@@ -1250,7 +1279,9 @@ class ReplayMemory:
             # whole samples (image and labels) the index does not list: an older copy of the
             # index restored, or another device's swapped in. Before, any open that verifies
             # (a 'labels answered') deleted them without a word: 40 imported samples gone.
-            unlisted = _whole_samples(orphans)
+            # Those of a removal or eviction cut short between its commit and its unlinks are
+            # its leftovers, recorded as such: deleted
+            unlisted = {s for s in _whole_samples(orphans) if int(s) not in removing}
             if repair and len(unlisted) > MAX_ORPHANS_WITHOUT_ROWS:
                 raise ReplayMemoryError(
                     f"the replay memory {self.root} holds {len(unlisted)} whole samples on disk "
@@ -1263,8 +1294,17 @@ class ReplayMemory:
                 for sample_id, _ in dropped:
                     self._db.delete(sample_id)
                 quarantined = [(i, q) for i, q in dropped if q is not None]
-                evicted = self.enforce_bounds()
+                kept, failed = self._quarantine_unlisted(sorted(unlisted, key=int))
+                unrepaired += failed
+                quarantined += kept
+                orphans = [p for p in orphans if p.stem not in unlisted]
                 unrepaired += self._unlink(orphans + temps) + _remove_dirs(stale)
+                self._db.clear_unlinking(
+                    i for i in removing
+                    if not self.image_path(i).exists() and not self.label_path(i).exists())
+                self._unlinked = []
+                evicted = self.enforce_bounds()
+                self._db.mark_unlinking(evicted)
                 pruned, failed = quarantine.prune(self.root, self.cfg.max_bytes,
                                                   set(self._db.ids()))
                 unrepaired += failed
@@ -1272,10 +1312,15 @@ class ReplayMemory:
                 unrepaired += self.bound_problems()
         details = {i: _detail(i, v) for i, v in broken.items()}
         for sample_id, item in quarantined:
-            details[sample_id] += f"; files kept in {item.folder}"
+            details[sample_id] = (details[sample_id] if sample_id in details else
+                                  f"sample {sample_id}: {item.reason}") + \
+                f"; files kept in {item.folder}"
         details = tuple(details[i] for i in sorted(details))
         if repair:
-            unrepaired += self._unlink_samples(evicted)
+            failed = self._unlink_samples(evicted)
+            unrepaired += failed
+            if evicted and not failed:
+                self._forget_unlinking(evicted)
         else:
             unrepaired += (list(details) + [f"orphan file {p}" for p in orphans + temps]
                            + [f"stale snapshot folder {p}" for p in stale])
@@ -1320,6 +1365,34 @@ class ReplayMemory:
             seq += 1
             moved.append((sample_id, item))
         return moved, failed
+
+    def _quarantine_unlisted(self, stems: list[str]) -> tuple[list[tuple[int, Quarantined]],
+                                                              list[str]]:
+        """Move whole samples no index row lists (at most :data:`MAX_ORPHANS_WITHOUT_ROWS`: an
+        add cut short, or samples an older index restored does not know) to the quarantine,
+        where an operator's labels are kept, instead of deleting them.
+
+        Returns:
+            ``(kept, failures)``: ``(id, what was quarantined)`` per sample moved, one line
+            per sample left in place.
+        """
+        kept, failed = [], []
+        seq = quarantine.next_seq(self.root) if stems else 0
+        for stem in stems:
+            sample_id = int(stem)
+            try:
+                item = quarantine.quarantine_sample(
+                    self.root, sample_id, [self.image_path(sample_id), self.label_path(sample_id)],
+                    {"origin": "unknown", "source": ""}, "unlisted",
+                    "a whole sample on disk that the index does not list (an add cut short, or "
+                    "an older copy of the index restored)", self.image_path(sample_id).name, seq)
+            except OSError as exc:
+                failed.append(f"sample {sample_id} that the index does not list could not be "
+                              f"moved to the quarantine ({exc.strerror or exc}); left in place")
+                continue
+            seq += 1
+            kept.append((sample_id, item))
+        return kept, failed
 
     def bound_problems(self) -> list[str]:
         """What exceeds this memory's bounds as opened (a smaller ``capacity`` or ``max_bytes``
