@@ -660,6 +660,16 @@ def _unknown_key_error(dotted: str, where: str, *, joined: bool = False) -> Conf
         first = dataclasses.fields(hints[part])[0].name
         return ConfigError(f"config key '{dotted}' in {where} is a section: set one of its keys, "
                            f"e.g. '{dotted}.{first}'")
+    if len(parts) == 1:  # a section's key at the top level (its indentation lost)
+        owners = [f"{name}.{part}" for name, kind in hints.items()
+                  if dataclasses.is_dataclass(kind)
+                  and part in {f.name for f in dataclasses.fields(kind)}]
+        if owners:
+            how = (f"write {' or '.join(owners)}" if where == "command-line override" else
+                   "indent it under " + " or ".join(f"'{o.split('.')[0]}:'" for o in owners))
+            return ConfigError(f"unknown config key {_show(dotted)} in {where}: it is a key of "
+                               f"{'a section' if len(owners) == 1 else 'sections'} "
+                               f"({', '.join(owners)}); {how}")
     closest = _closest_key(parts)
     if joined and closest and "." in closest:
         levels = closest.split(".")

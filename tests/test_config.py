@@ -679,3 +679,18 @@ def test_an_empty_config_name_is_said_as_such():
     """Before: '--config ""' said 'config file . is a folder, not a file'."""
     with pytest.raises(ConfigError, match=r"^the config file's name is empty \(an unset variable\?\)$"):
         load_config("  ")
+
+
+def test_a_sections_key_at_the_top_level_names_its_section(tmp_path):
+    """Before: 'unknown config key 'capacity'' with no hint, for a key whose indentation was
+    lost under 'memory:'."""
+    path = tmp_path / "c.yaml"
+    path.write_text("memory:\ncapacity: 50\n")
+    assert _one_line_error(path) == (f"unknown config key 'capacity' in {path}: it is a key of a "
+                                     f"section (memory.capacity); indent it under 'memory:'")
+    path.write_text("seed: 3\n")
+    assert _one_line_error(path).endswith("it is a key of sections (memory.seed, labels.seed, "
+                                          "fleet.seed); indent it under 'memory:' or 'labels:' "
+                                          "or 'fleet:'")
+    assert _one_line_error(None, ["capacity=3"]).endswith("(memory.capacity); write "
+                                                          "memory.capacity")
