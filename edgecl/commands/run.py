@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=positive_int, help="stop after N frames (>= 1)")
     p.add_argument("--out", type=output_path, help="append detections as JSON lines to this file (after a restart "
                                  "frame_id goes on after its last line; run_id names the run)")
-    p.add_argument("--save-video", help="write an annotated video to this file")
+    p.add_argument("--save-video", type=output_path, help="write an annotated video to this file")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.add_argument("--quiet", action="store_true", help="no periodic progress lines")
     p.set_defaults(func=run_command)

@@ -278,8 +278,14 @@ def build_sinks(opts, names, runtime_cfg=None, source_fps=None, source_file=None
     Returns:
         The sinks.
     """
-    from edgecl.runtime.sinks import DEFAULT_VIDEO_FPS, JsonlSink, ProgressSink, VideoSink
+    from edgecl.runtime.sinks import (DEFAULT_VIDEO_FPS, JsonlSink, ProgressSink, VideoSink,
+                                      same_file)
 
+    if opts.out and opts.save_video and same_file(opts.out, opts.save_video):
+        # before: the lines' new file was renamed aside as a video cut short, and the lines
+        # went on into it
+        raise ConfigError(f"--out {opts.out} and --save-video {opts.save_video} name the same "
+                          f"file: name one for the detections and another for the video")
     sinks = []
     rc = runtime_cfg or RuntimeConfig()
     if opts.out:

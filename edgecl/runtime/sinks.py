@@ -231,9 +231,9 @@ class JsonlSink:
             log.warning("%s: its end could not be read (%s); this run's frame ids start at 0 "
                         "(its run_id %s tells its lines apart)", self.path, exc, self.run_id)
             return 0
-        if fragment and _json_object(fragment) is not None:  # whole, but for its line end
+        whole = fragment and _json_object(fragment) is not None  # but for its line end
+        if whole:
             last = _frame_id_of(fragment) if _frame_id_of(fragment) is not None else last
-            self._append(b"\n")
         elif fragment and (last is not None or fragment.startswith(RECORD_START)):
             os.ftruncate(self._fd, whole_end)  # frees blocks: needs no room
             self._size = whole_end
@@ -244,10 +244,15 @@ class JsonlSink:
             raise ConfigError(f"--out {self.path}: the file exists and is not JSON lines (its "
                               f"last line is not a JSON object); name a new file, or a file "
                               f"'edgecl run --out' wrote")
-        if last is None:
-            log.warning("%s: no frame_id in its last lines (not written by edgecl run?); "
-                        "this run's frame ids start at 0 (its run_id %s tells its lines "
-                        "apart)", self.path, self.run_id)
+        if last is None and self._size > 0:
+            # before: a warning, and the lines appended to it (a one-line COCO file, another
+            # program's JSON lines: no longer readable as what they were)
+            self.close()
+            raise ConfigError(f"--out {self.path}: the file exists and holds no line 'edgecl "
+                              f"run --out' wrote (no frame_id in its last lines); name a new "
+                              f"file, or a file 'edgecl run --out' wrote")
+        if whole:
+            self._append(b"\n")
         return _next_id(last)
 
     def _open(self) -> None:
@@ -319,11 +324,14 @@ class JsonlSink:
                 os.close(fd)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: the same file on disk (a link included) where both
+    exist, else the same path once ``..`` and ``.`` are resolved as written (``m/../x.avi``
+    is ``x.avi`` even before a sink makes the folder ``m``)."""
     try:
         return os.path.samefile(a, b)
     except OSError:
-        return False
+        return os.path.abspath(os.path.expanduser(a)) == os.path.abspath(os.path.expanduser(b))
 
 
 def keep_earlier_file(path: Path, backups: int,
@@ -406,7 +414,7 @@ class VideoSink:
         if special:  # before: a pipe there was renamed aside as an "earlier video"
             raise ConfigError(f"--save-video {path} is {special}: name a new .mp4 or .avi file "
                               f"(OpenCV's video writer needs a file it can seek in)")
-        if source_file is not None and self.path.exists() and _same_file(self.path, source_file):
+        if source_file is not None and same_file(self.path, source_file):
             raise ConfigError(f"--save-video {path} is the video this run reads: name a new "
                               f"file (it would be overwritten)")
         try:
@@ -433,6 +441,8 @@ class VideoSink:
         self._writer = None
         self._size: tuple[int, int] | None = None
         self._warned_size = False
+        self._refused = 0  # frames not recorded: the writer refused their size
+        self._refused_sizes: set[tuple[int, int]] = set()
         self._frames_in_file = 0
         self._stopped = False  # the video could not rotate: nothing more is written
 
@@ -440,14 +450,26 @@ class VideoSink:
         rate = self.fps() if callable(self.fps) else self.fps
         return float(rate) if rate and 1.0 <= float(rate) <= MAX_VIDEO_FPS else DEFAULT_VIDEO_FPS
 
-    def _open(self, width: int, height: int) -> None:
+    def _open(self, width: int, height: int) -> bool:
+        """Open the writer for frames of ``width`` x ``height`` pixels; False (said once per
+        size) when OpenCV's writer refuses it: the frame is skipped and the next one tries
+        again. Before, the refused writer was kept: a first frame 1 pixel tall (a camera's
+        half-initialised frame) lost the whole recording, with a traceback on every frame."""
         import cv2
 
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-        self._writer = cv2.VideoWriter(str(self.path), fourcc, self._rate(), (width, height))
-        if not self._writer.isOpened():
-            raise OSError(f"cannot open video writer for {self.path}")
-        self._size = (width, height)
+        writer = cv2.VideoWriter(str(self.path), fourcc, self._rate(), (width, height))
+        if not writer.isOpened():
+            writer.release()
+            self._refused += 1
+            if (width, height) not in self._refused_sizes:
+                self._refused_sizes.add((width, height))
+                log.warning("--save-video %s: OpenCV's %s writer cannot open a %dx%d video; "
+                            "that frame is not recorded (the next frame tries again)",
+                            self.path, self.path.suffix.lower(), width, height)
+            return False
+        self._writer, self._size = writer, (width, height)
+        return True
 
     def write(self, result: FrameResult) -> None:
         """Draw and append one frame (a frame of another size than the first is letterboxed
@@ -461,7 +483,8 @@ class VideoSink:
             self._stop_if_disk_full()
         image = np.ascontiguousarray(result.frame.image.copy())
         if self._writer is None:  # the first frame, or the first after a rotation: same size
-            self._open(*(self._size or (image.shape[1], image.shape[0])))
+            if not self._open(*(self._size or (image.shape[1], image.shape[0]))):
+                return
         annotator = Annotator(image, line_width=1, pil=False)
         det, names = result.detections, _names_now(self.names)
         for box, score, cls in zip(det.boxes_xyxy, det.scores, det.classes):
@@ -537,10 +560,15 @@ class VideoSink:
         self._frames_in_file = 0
 
     def close(self) -> None:
-        """Finish the video file."""
+        """Finish the video file (and say how many frames were not recorded, if any)."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        if self._refused:
+            log.warning("--save-video %s: %d frame(s) not recorded (sizes OpenCV's writer "
+                        "refused: %s)%s", self.path, self._refused,
+                        ", ".join(f"{w}x{h}" for w, h in sorted(self._refused_sizes)),
+                        "" if self._size else "; no video was written")
 
 
 TTY_PROGRESS_S = 2.0

@@ -407,3 +407,61 @@ def test_a_video_on_a_disk_that_fills_up_stops_whole_and_says_so_once(tmp_path, 
     cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
     cap.release()
+
+
+def test_a_frame_the_video_writer_refuses_is_left_out_and_the_next_one_opens_it(tmp_path,
+                                                                                 caplog):
+    """Before: the refused writer was kept, so a first frame 1 pixel tall (a camera's
+    half-initialised frame, a thumbnail sorted first) lost the whole recording, with a
+    traceback on every frame."""
+    import cv2
+
+    from edgecl.runtime.sinks import VideoSink
+
+    sink = VideoSink(tmp_path / "out.mp4", fps=10.0, names={})
+    with caplog.at_level(logging.WARNING, logger="edgecl.runtime.sinks"):
+        sink.write(_frame_result(np.full((1, 64, 3), 90, np.uint8), 0))
+        sink.write(_frame_result(np.full((1, 64, 3), 90, np.uint8), 1))
+        for k in range(2, 5):
+            sink.write(_frame_result(np.full((48, 64, 3), 200, np.uint8), k))
+        sink.close()
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3 and cap.get(4) == 48
+    cap.release()
+    said = [r.getMessage() for r in caplog.records]
+    assert said.count(f"--save-video {tmp_path / 'out.mp4'}: OpenCV's .mp4 writer cannot open a "
+                      f"64x1 video; that frame is not recorded (the next frame tries again)") == 1
+    assert said[-1] == (f"--save-video {tmp_path / 'out.mp4'}: 2 frame(s) not recorded (sizes "
+                        f"OpenCV's writer refused: 64x1)")
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "{tmp}/same.avi", "--save-video", "{tmp}/same.avi"],
+     "error: --out {tmp}/same.avi and --save-video {tmp}/same.avi name the same file: name one "
+     "for the detections and another for the video\n"),
+    (["--save-video", "{tmp}/m/../clip.avi"],
+     "error: --save-video {tmp}/m/../clip.avi is the video this run reads: name a new file (it "
+     "would be overwritten)\n"),
+    (["--save-video", ""],
+     "error: argument --save-video: must name a file or folder to write, got ''; see 'edgecl "
+     "run --help'\n"),
+])
+def test_outputs_that_would_overwrite_each_other_or_the_source_are_refused(tmp_path, run_edgecl,
+                                                                          argv, message):
+    """Before: --out and --save-video of one path wrote the lines into a file renamed
+    'same.unfinished.avi'; 'm/../clip.avi' (m not made yet) moved the source recording aside
+    as an earlier video; --save-video '' (an unset variable) recorded nothing, silently."""
+    import cv2
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for k in range(3):
+        writer.write(np.full((48, 64, 3), 40 * k, np.uint8))
+    writer.release()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, out, err = run_edgecl(["run", "--source", f"file://{clip}", "--model", "yolo11n.yaml",
+                                 "--quiet", "model.imgsz=64",
+                                 *(a.format(tmp=tmp_path) for a in argv)])
+    assert code == 2 and err == message.format(tmp=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

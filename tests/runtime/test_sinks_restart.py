@@ -105,13 +105,24 @@ def test_a_restart_right_after_a_rotation_numbers_on_from_the_rotated_file(tmp_p
     assert [line["frame_id"] for line in lines(path)] == [3, 4]
 
 
-def test_json_lines_without_frame_ids_start_at_zero_with_a_warning(tmp_path, caplog):
-    path = tmp_path / "det.jsonl"
-    path.write_text('not json\n{"note": "a line of another tool"}\n')
-    with caplog.at_level(logging.WARNING, logger="edgecl.runtime.sinks"):
+@pytest.mark.parametrize("content", [
+    b'not json\n{"note": "a line of another tool"}\n',
+    b'{"images": [], "annotations": [], "categories": [{"id": 1, "name": "car"}]}\n',
+    b'{"images": [], "annotations": []}',  # minified COCO as exported, no line end
+])
+def test_a_json_file_edgecl_did_not_write_is_refused_and_left_as_it_was(tmp_path, content):
+    """Before: a warning ('no frame_id in its last lines'), then detections appended: a
+    one-line COCO file named by mistake was no longer JSON."""
+    from edgecl.errors import ConfigError
+
+    path = tmp_path / "instances.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
         run(path, 1)
-    assert json.loads(path.read_text().splitlines()[-1])["frame_id"] == 0
-    assert "no frame_id" in caplog.text
+    assert str(err.value) == (f"--out {path}: the file exists and holds no line 'edgecl run "
+                              f"--out' wrote (no frame_id in its last lines); name a new file, "
+                              f"or a file 'edgecl run --out' wrote")
+    assert path.read_bytes() == content
 
 
 @pytest.mark.parametrize("content", [
