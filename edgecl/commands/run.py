@@ -89,8 +89,15 @@ def run_command(args: argparse.Namespace) -> int:
                     "console); give --state-dir DIR or --config FILE", ", ".join(unused))
     runtime = Runtime(cfg, opts)
     report = runtime.run()
+    unreadable = ""
+    if report.frames == 0 and report.skipped and not report.source_error:
+        # every file of a folder failed: a failure for a supervisor, said last (before: exit 0)
+        unreadable = (f"no frame of {opts.source_uri} could be read: {report.skipped} file(s) "
+                      f"skipped (why is in the warnings above)")
     if args.json:
         out = report.to_json()
+        if unreadable:
+            out["source_error"] = unreadable
         if runtime.memory_sink is not None:  # what the labelling pipeline stored, queued, refused
             out["labels"] = runtime.memory_sink.stats()["counts"]
         if runtime.server_error:
@@ -108,7 +115,7 @@ def run_command(args: argparse.Namespace) -> int:
     if report.source_error:  # a camera that gave up: a supervisor (systemd) must see a failure
         print(f"error: the source stopped: {report.source_error}", file=sys.stderr)
         return 1
-    if report.frames == 0 and report.skipped:  # every file of a folder failed: say it last
-        print(f"warning: no frame of {opts.source_uri} could be read: "
-              f"{report.skipped} file(s) skipped (why is in the warnings above)", file=sys.stderr)
+    if unreadable:
+        print(f"error: {unreadable}", file=sys.stderr)
+        return 1
     return 0

@@ -376,18 +376,21 @@ def test_a_folder_whose_images_link_leads_nowhere_says_which_link(tmp_path):
                                     f"{tmp_path / 'nocard' / 'DCIM'}, which does not exist (unmounted?)")
 
 
-def test_a_folder_of_which_no_frame_reads_says_so_last(tmp_path, run_edgecl):
+def test_a_folder_of_which_no_frame_reads_says_so_last_and_fails(tmp_path, run_edgecl):
     """Before: one warning per file scrolled past, then a summary with frames=0 and nothing
-    saying that the whole folder was unreadable."""
+    saying that the whole folder was unreadable; then the warning, and exit 0 (a supervisor
+    read success, where a video that does not open is exit 2)."""
     folder = tmp_path / "bad"
     folder.mkdir()
     for i in range(3):
         (folder / f"f{i}.jpg").write_text("not an image")
     code, out, err = run_edgecl(["run", "--source", f"dir://{folder}", "--model", "yolo11n.yaml",
                                  "model.imgsz=64", "--json", "--quiet"])
-    assert code == 0 and json.loads(out.strip().splitlines()[-1])["frames"] == 0
-    assert err.splitlines()[-1] == (f"warning: no frame of dir://{folder} could be read: 3 file(s) "
-                                    f"skipped (why is in the warnings above)")
+    said = (f"no frame of dir://{folder} could be read: 3 file(s) skipped (why is in the "
+            f"warnings above)")
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert code == 1 and summary["frames"] == 0 and summary["source_error"] == said
+    assert err.splitlines()[-1] == f"error: {said}"
 
 
 def test_a_refused_start_leaves_no_new_state_directory_behind(tmp_path, run_edgecl):
@@ -547,3 +550,16 @@ def test_a_looping_folder_streams_the_images_added_since_the_last_pass(tmp_path,
         names += [source.read().name for _ in range(2)]
     assert names == ["a.png", "b.png", "b.png", "c.png", "b.png", "d.png", "d.png"]
     assert "1 image(s) added and 1 gone since the last pass; 2 streamed from now" in caplog.text
+
+
+@pytest.mark.parametrize("query, value", [("?loop", ""), ("?loop=", ""), ("?loop=maybe", "maybe")])
+def test_a_loop_without_a_value_is_refused_not_read_as_off(tmp_path, query, value):
+    """Before: '?loop' and '?loop=' played the folder once, silently (an empty value meant
+    off), and the refusal of another word named only '0 or 1' of the six accepted."""
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(SourceError) as err:
+        open_source(f"dir://{tmp_path}{query}")
+    assert str(err.value) == (f"dir://{tmp_path}{query}: parameter 'loop' must be 0 or 1 (or "
+                              f"true/false, yes/no, on/off), got '{value}'")
+    with open_source(f"dir://{tmp_path}?loop=yes") as source:
+        assert source is not None

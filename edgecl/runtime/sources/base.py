@@ -18,7 +18,7 @@ from edgecl.errors import SourceError
 from edgecl.frames import Frame, StreamState
 
 _TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
+_FALSE = ("0", "false", "no", "off")  # an empty value ('?loop', '?loop='): refused, not off
 
 
 @dataclass(frozen=True)
@@ -379,7 +379,7 @@ class QueryParams:
             return True
         if value.lower() in _FALSE:
             return False
-        raise self._bad(name, value, "0 or 1")
+        raise self._bad(name, value, "0 or 1 (or true/false, yes/no, on/off)")
 
     def get_str(self, name: str, default: str) -> str:
         """Free-form string parameter.
