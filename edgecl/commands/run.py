@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from edgecl.arguments import output_path, positive_int, print_json_line
@@ -82,6 +83,9 @@ def run_command(args: argparse.Namespace) -> int:
     opts = RunOptions(source_uri=_source_uri(args, cfg, use_state), model=args.model,
                       max_frames=args.frames, out=args.out, save_video=args.save_video,
                       quiet=args.quiet, use_state=use_state, fleet_client=fleet_client)
+    if not cfg.runtime.realtime and re.match(r"dir://[^?]*\?(.*&)?fps=", opts.source_uri):
+        log.warning("%s: its fps paces the folder only with runtime.realtime=true; this run "
+                    "reads it as fast as it decodes", opts.source_uri)
     unused = [o.split("=", 1)[0] for o in getattr(args, "overrides", None) or []
               if o.split(".", 1)[0] in STATE_SECTIONS]
     if unused and not opts.use_state:

@@ -563,3 +563,22 @@ def test_a_loop_without_a_value_is_refused_not_read_as_off(tmp_path, query, valu
                               f"true/false, yes/no, on/off), got '{value}'")
     with open_source(f"dir://{tmp_path}?loop=yes") as source:
         assert source is not None
+
+
+def test_a_folders_fps_without_realtime_is_said_not_dropped(tmp_path, run_edgecl, caplog):
+    """Before: 'dir://DIR?fps=1' ran at 17 fps without a word in a run that keeps no state."""
+    import logging
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    uri = f"dir://{tmp_path}?fps=1"
+    with caplog.at_level(logging.WARNING, logger="edgecl.commands.run"):
+        code, _, _ = run_edgecl(["run", "--source", uri, "--model", "yolo11n.yaml",
+                                 "model.imgsz=64", "--quiet"])
+    assert code == 0
+    assert (f"{uri}: its fps paces the folder only with runtime.realtime=true; this run reads "
+            f"it as fast as it decodes") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgecl.commands.run"):
+        code, _, _ = run_edgecl(["run", "--source", uri, "--model", "yolo11n.yaml",
+                                 "model.imgsz=64", "--quiet", "runtime.realtime=true"])
+    assert code == 0 and "paces the folder only" not in caplog.text
