@@ -248,6 +248,8 @@ def misplaced_path(exc: OSError) -> str | None:
         for candidate in (path, *path.parents):
             if candidate.is_file():
                 return f"{candidate} is a file where a folder belongs (move it aside)"
+            if candidate.exists() and not candidate.is_dir():  # a device, a pipe, a socket
+                return f"{candidate} is not a folder (a device or a pipe)"
     if exc.errno == errno.EISDIR and Path(name).is_dir():
         return f"{name} is a folder where a file belongs (move it aside)"
     return None

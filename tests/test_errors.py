@@ -89,3 +89,13 @@ def test_a_memory_whose_images_folder_is_a_file_says_so(tmp_path, capsys):
     assert main(["memory", "stats", "--state-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().endswith(
         f"{tmp_path / 'memory' / 'images'} is a file where a folder belongs (move it aside)")
+
+
+def test_a_device_where_a_folder_belongs_is_named_as_one():
+    """Before: 'File exists: /dev/full' for '--out /dev/full/x'."""
+    import errno as errno_codes
+
+    from edgecl.errors import misplaced_path
+
+    exc = FileExistsError(errno_codes.EEXIST, "File exists", "/dev/null")
+    assert misplaced_path(exc) == "/dev/null is not a folder (a device or a pipe)"

@@ -198,15 +198,20 @@ class JsonlSink:
 
     def __init__(self, path: str | Path, names: Names = None, max_bytes: int = 0,
                  backups: int = 5):
+        from edgecl.errors import describe_os_error
+
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.names = names
         self.max_bytes = int(max_bytes)
         self.backups = max(1, int(backups))
         self._fd: int | None = None
         self._size = 0
         self.run_id = new_run_id()
-        self._open()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._open()
+        except OSError as exc:  # the option named, as --save-video's refusals name theirs
+            raise ConfigError(f"--out {path}: {describe_os_error(exc)}") from None
         self.first_frame_id = self._resume()
 
     def _resume(self) -> int:

@@ -465,3 +465,19 @@ def test_outputs_that_would_overwrite_each_other_or_the_source_are_refused(tmp_p
                                  *(a.format(tmp=tmp_path) for a in argv)])
     assert code == 2 and err == message.format(tmp=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_out_file_that_cannot_be_made_names_the_option(tmp_path):
+    """Before: 'error: Read-only file system: PATH' without the option it came from."""
+    from edgecl.errors import ConfigError
+    from edgecl.runtime.sinks import JsonlSink
+
+    with pytest.raises(ConfigError) as err:
+        JsonlSink("/dev/null/det.jsonl")
+    assert str(err.value) == ("--out /dev/null/det.jsonl: /dev/null is not a folder (a device "
+                              "or a pipe)")
+    (tmp_path / "flight").write_text("")
+    with pytest.raises(ConfigError) as err:
+        JsonlSink(tmp_path / "flight" / "det.jsonl")
+    assert str(err.value) == (f"--out {tmp_path / 'flight' / 'det.jsonl'}: {tmp_path / 'flight'} "
+                              f"is a file where a folder belongs (move it aside)")
