@@ -51,13 +51,21 @@ def refuse_option_and_override(args: argparse.Namespace, key: str, option: str) 
         option: the option that sets it (``--source``).
 
     Raises:
-        ConfigError: both are given (before, the option won without a word).
+        ConfigError: both are given with two values (before, the option won without a word).
     """
     given = getattr(args, option.lstrip("-").replace("-", "_"), None)
+    if given is None:
+        return
     for text in getattr(args, "overrides", None) or ():
-        if given is not None and text.split("=", 1)[0].strip() == key:
-            raise ConfigError(f"{option} {given!r} and the override {text!r} both set {key}: "
-                              f"give one")
+        name, _, value = text.partition("=")
+        if name.strip() == key and _as_path(value.strip()) != _as_path(given.strip()):
+            raise ConfigError(f"{option} {given!r} and the override {text!r} set {key} to two "
+                              f"values: give one")
+
+
+def _as_path(text: str) -> str:
+    """A value as the path it names once ``~``, ``.`` and ``..`` are read (a URI unchanged)."""
+    return text if "://" in text else os.path.abspath(os.path.expanduser(text))
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

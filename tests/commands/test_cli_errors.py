@@ -528,10 +528,11 @@ def test_a_state_directory_on_a_card_that_is_not_mounted_is_named(run_edgecl, tm
      "--source given twice ('dir://{tmp}', then 'dir://{tmp}/x'): give it once; see "
      "'edgecl run --help'"),
     (["memory", "stats", "--state-dir", "{tmp}/a", "state_dir={tmp}/b"],
-     "--state-dir '{tmp}/a' and the override 'state_dir={tmp}/b' both set state_dir: give one"),
-    (["run", "--source", "dir://{tmp}", "source.uri=dir://{tmp}/x", "--frames", "1"],
-     "--source 'dir://{tmp}' and the override 'source.uri=dir://{tmp}/x' both set source.uri: "
+     "--state-dir '{tmp}/a' and the override 'state_dir={tmp}/b' set state_dir to two values: "
      "give one"),
+    (["run", "--source", "dir://{tmp}", "source.uri=dir://{tmp}/x", "--frames", "1"],
+     "--source 'dir://{tmp}' and the override 'source.uri=dir://{tmp}/x' set source.uri to two "
+     "values: give one"),
 ])
 def test_a_setting_given_twice_is_refused_not_the_last_one_kept(run_edgecl, tmp_path, argv,
                                                                 message):
@@ -542,3 +543,11 @@ def test_a_setting_given_twice_is_refused_not_the_last_one_kept(run_edgecl, tmp_
     code, out, err = run_edgecl([a.format(tmp=tmp_path) for a in argv])
     assert code == 2 and err == f"error: {message.format(tmp=tmp_path)}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml", "empty.yaml"]
+
+
+def test_an_option_and_an_override_of_one_value_are_taken(run_edgecl, tmp_path):
+    """A script that sets both to the same folder (as a unit file and its drop-in may) runs."""
+    (tmp_path / "state").mkdir()
+    code, out, err = run_edgecl(["memory", "stats", "--state-dir", tmp_path / "state",
+                                 f"state_dir={tmp_path}/./state"])
+    assert "two values" not in err
