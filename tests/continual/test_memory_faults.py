@@ -338,23 +338,29 @@ def test_an_index_emptied_of_rows_keeps_the_samples_on_disk(tmp_path):
     assert len(files(root)) == 12
 
 
-def test_an_older_index_restored_keeps_the_samples_it_does_not_list(tmp_path):
-    """Before: with an older copy of the index restored (or another device's swapped in), any
-    open that verifies (a 'labels answered') deleted the samples it did not list without a
-    word: 40 imported samples gone. Now that is refused, every file kept, and the rebuild
-    named; one or two leftovers of an eviction a kill cut short are still removed."""
-    root = tmp_path / "memory"
+def _restore_an_older_index(root, tmp_path, added: int) -> list[int]:
+    """Store 3 samples, copy the index, store ``added`` more, then put the copy back (a
+    backup of the card restored): returns the ids the restored index does not list."""
     with ReplayMemory(root, cfg()) as memory:
         for i in range(3):
             memory.add(sample(i))
     shutil.copy(root / "index.sqlite", tmp_path / "old-index.sqlite")
     with ReplayMemory(root, cfg()) as memory:
-        for i in range(3, 9):
-            memory.add(sample(i))
-    before = files(root)
+        ids = [memory.add(sample(i)) for i in range(3, 3 + added)]
     for extra in root.glob("index.sqlite-*"):
         extra.unlink()
     shutil.copy(tmp_path / "old-index.sqlite", root / "index.sqlite")
+    return ids
+
+
+def test_an_older_index_restored_keeps_the_samples_it_does_not_list(tmp_path):
+    """Before: with an older copy of the index restored (or another device's swapped in), any
+    open that verifies (a 'labels answered') deleted the samples it did not list without a
+    word: 40 imported samples gone. Now that is refused, every file kept, and the rebuild
+    named (up to 4 such samples go to the quarantine)."""
+    root = tmp_path / "memory"
+    _restore_an_older_index(root, tmp_path, added=6)
+    before = files(root)
     with pytest.raises(ReplayMemoryError) as err:
         ReplayMemory(root, cfg())
     assert "holds 6 whole samples on disk (e.g. 00000004) that its index" in str(err.value)
@@ -477,15 +483,7 @@ def test_a_few_samples_an_older_index_does_not_list_are_quarantined_not_deleted(
     """Before: up to 4 whole samples the index did not list (an older copy restored after an
     import) were deleted, image and labels, by the next repairing open, with no copy kept."""
     root = tmp_path / "memory"
-    with ReplayMemory(root, cfg()) as memory:
-        for i in range(3):
-            memory.add(sample(i))
-    shutil.copy(root / "index.sqlite", tmp_path / "old-index.sqlite")
-    with ReplayMemory(root, cfg()) as memory:
-        added = [memory.add(sample(i)) for i in range(3, 6)]
-    for extra in root.glob("index.sqlite-*"):
-        extra.unlink()
-    shutil.copy(tmp_path / "old-index.sqlite", root / "index.sqlite")
+    added = _restore_an_older_index(root, tmp_path, added=3)
     with ReplayMemory(root, cfg(), verify_on_open=False) as memory:
         report = memory.verify()
     assert len(report.quarantined) == 3 and report.unrepaired == ()
