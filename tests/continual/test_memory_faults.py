@@ -493,3 +493,5 @@ def test_a_few_samples_an_older_index_does_not_list_are_quarantined_not_deleted(
         assert sorted(p.name for p in kept.iterdir()) == [
             f"{sample_id:08d}.jpg", f"{sample_id:08d}.txt", "sample.json"]
     assert len(files(root)) == 6
+    with ReplayMemory(root, cfg()) as memory:  # their ids are not handed out again
+        assert memory.add(sample(7)) == max(added) + 1

@@ -1297,6 +1297,8 @@ class ReplayMemory:
                 kept, failed = self._quarantine_unlisted(sorted(unlisted, key=int))
                 unrepaired += failed
                 quarantined += kept
+                if unlisted:  # a quarantined id is never handed out again
+                    self._db.reserve_ids(max(int(s) for s in unlisted))
                 orphans = [p for p in orphans if p.stem not in unlisted]
                 unrepaired += self._unlink(orphans + temps) + _remove_dirs(stale)
                 self._db.clear_unlinking(
