@@ -70,6 +70,9 @@ class LoopReport:
         elapsed_s: wall time of the run, seconds.
         sink_errors: exceptions raised by the sinks, all sinks together.
         refused_labels: labels the source refused (its ``stats.refused_labels``).
+        bad_labels: frames the source delivered unlabelled because their label file was
+            refused (unreadable, not UTF-8, shared by two images, or holding a refused row;
+            its ``stats.bad_labels``).
         empty_boxes: label rows the source dropped for a box with no area (its
             ``stats.empty_boxes``).
         sink_errors_by_sink: exceptions per sink name.
@@ -92,6 +95,7 @@ class LoopReport:
     elapsed_s: float
     sink_errors: int
     refused_labels: int = 0
+    bad_labels: int = 0
     empty_boxes: int = 0
     sink_errors_by_sink: dict = field(default_factory=dict)
     sink_dropped: int = 0
@@ -692,6 +696,7 @@ class InferenceLoop:
             swaps=counts["swaps"], swap_stall_ms_max=round(self._swap_stall_ms, 3),
             model_version=self.model_version, elapsed_s=round(elapsed_s, 3),
             sink_errors=self._sinks.errors, refused_labels=int(refused or 0),
+            bad_labels=int(getattr(stats, "bad_labels", 0) or 0),
             empty_boxes=int(getattr(stats, "empty_boxes", 0) or 0),
             sink_errors_by_sink=self._sinks.errors_by_sink(), sink_dropped=self._sinks.dropped,
             reconnects=counts["reconnects"], source_error=self._source_error)

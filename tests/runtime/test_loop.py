@@ -8,10 +8,12 @@ import time
 from types import SimpleNamespace
 
 import cv2
+import numpy as np
 import pytest
 
 from edgecl.runtime.buffers import CLOSED, Block, DropOldest, make_buffer
 from edgecl.runtime.loop import STATS_WINDOW, InferenceLoop, SampleRing
+from edgecl.runtime.sources.files import ImageListSource
 from edgecl.runtime.watchdog import Watchdog
 from edgecl.runtime.watcher import ReadyModel
 from fakes import CollectSink, ListSource, SleepBackend
@@ -235,6 +237,21 @@ def test_refused_labels_come_from_the_source_stats_and_json_keeps_old_keys():
                 "skipped", "swaps", "swap_stall_ms_max", "model_version", "elapsed_s", "sink_errors"}
     assert old_keys <= set(out) and isinstance(out["sink_errors"], int)
     json.dumps(out)
+
+
+def test_frames_streamed_unlabelled_for_a_refused_label_file_are_in_the_summary(tmp_path):
+    """A UTF-16 label file (no row can be read) refuses no row, yet its frame streams
+    unlabelled: the summary's bad_labels says so (refused_labels alone stayed 0)."""
+    images = []
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), np.full((32, 32, 3), 90, np.uint8))
+        images.append(tmp_path / f"{name}.png")
+    (tmp_path / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n", encoding="utf-16")
+    (tmp_path / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2\n")
+    (tmp_path / "c.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    report = InferenceLoop(ImageListSource("dir://x", images), SleepBackend(delay_s=0), "v").run()
+    assert report.frames == 3
+    assert report.to_json()["bad_labels"] == 2 and report.refused_labels == 1
 
 
 def test_the_loop_beats_its_watchdog_and_a_hung_inference_is_stuck():
