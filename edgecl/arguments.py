@@ -15,6 +15,30 @@ import sys
 from edgecl.config import RULES
 
 
+class StoreOnce(argparse.Action):
+    """argparse's ``store``, refusing an option given twice: argparse keeps the last of two
+    silently, so ``--config broken.yaml --config empty.yaml`` ran on the defaults and
+    ``--frames 5 --frames 50`` ran 50 frames without a word. Every parser of the CLI takes it
+    as its default action; a positional argument is stored as by ``store``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string is not None:
+            given = getattr(namespace, "_options_given", None)
+            if given is None:
+                given = {}
+                setattr(namespace, "_options_given", given)
+            if self.dest in given:
+                parser.error(f"{option_string} given twice ({_shown(given[self.dest])}, then "
+                             f"{_shown(values)}): give it once")
+            given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
+def _shown(value: object) -> str:
+    """An option's value as a usage error quotes it."""
+    return repr(value) if isinstance(value, str) else repr(str(value))
+
+
 def print_json_line(obj: object) -> None:
     """Print one compact JSON object as the last stdout line: strict JSON, a figure that is not
     a number (NaN, an infinity) as ``null`` (``jq`` refused the bare ``NaN`` of a score that

@@ -115,11 +115,19 @@ class UsageExit(SystemExit):
 
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line on stderr (exit 2), like every other
-    user mistake: ``error: <what>; see 'edgecl labels import --help'``. Sub-parsers inherit it.
+    user mistake: ``error: <what>; see 'edgecl labels import --help'``, and whose options are
+    taken once (:class:`edgecl.arguments.StoreOnce`). Sub-parsers inherit it.
 
     Raises:
         UsageExit: on a usage error, after the line is printed (a ``SystemExit`` as argparse's).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from edgecl.arguments import StoreOnce
+
+        self.register("action", None, StoreOnce)  # an option given twice is refused
+        self.register("action", "store", StoreOnce)
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
         line = one_line(f"{message}; see '{self.prog} --help'")

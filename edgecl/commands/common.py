@@ -15,17 +15,6 @@ from edgecl.errors import ConfigError
 OVERRIDES_HELP = "Any section.key=value argument overrides the config (e.g. memory.capacity=50)."
 
 
-class GivenOnce(argparse.Action):
-    """An option that may be given once: argparse keeps the last of two silently, so
-    ``--config broken.yaml --config empty.yaml`` ran on the defaults without a word."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if getattr(namespace, self.dest, None) is not None:
-            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)!r}, then "
-                         f"{values!r}): give it once")
-        setattr(namespace, self.dest, values)
-
-
 def add_config_args(parser: argparse.ArgumentParser, state_dir: bool = True) -> None:
     """Add ``--config`` (and ``--state-dir``) to a command parser, each taken once.
 
@@ -35,11 +24,9 @@ def add_config_args(parser: argparse.ArgumentParser, state_dir: bool = True) -> 
     """
     if parser.epilog is None:  # the command's own help names them too, not only edgecl --help
         parser.epilog = OVERRIDES_HELP
-    parser.add_argument("--config", action=GivenOnce,
-                        help="deployment YAML (default: built-in defaults)")
+    parser.add_argument("--config", help="deployment YAML (default: built-in defaults)")
     if state_dir:
-        parser.add_argument("--state-dir", action=GivenOnce,
-                            help="state directory (instead of the config's state_dir)")
+        parser.add_argument("--state-dir", help="state directory (instead of the config's state_dir)")
 
 
 def refuse_option_and_override(args: argparse.Namespace, key: str, option: str) -> None:

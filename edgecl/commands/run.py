@@ -8,8 +8,7 @@ import re
 import sys
 
 from edgecl.arguments import output_path, positive_int, print_json_line
-from edgecl.commands.common import (GivenOnce, add_config_args, config_from_args,
-                                    refuse_option_and_override)
+from edgecl.commands.common import add_config_args, config_from_args, refuse_option_and_override
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +21,7 @@ def add_parser(sub) -> None:
     """Register ``edgecl run``."""
     p = sub.add_parser("run", help="run detection on a stream (and learn, when configured)")
     add_config_args(p)
-    p.add_argument("--source", action=GivenOnce, help="frame source URI (file://, dir://, v4l2://, csi://, rtsp://, "
+    p.add_argument("--source", help="frame source URI (file://, dir://, v4l2://, csi://, rtsp://, "
                                     "synthetic://, tasks://); default: source.uri (a run without a "
                                     "state directory: the built-in synthetic scenario)")
     p.add_argument("--model", help="model file (.onnx, .engine, .xml, .pt, .yaml); default: the "

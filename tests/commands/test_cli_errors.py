@@ -527,6 +527,12 @@ def test_a_state_directory_on_a_card_that_is_not_mounted_is_named(run_edgecl, tm
     (["run", "--source", "dir://{tmp}", "--source", "dir://{tmp}/x", "--frames", "1"],
      "--source given twice ('dir://{tmp}', then 'dir://{tmp}/x'): give it once; see "
      "'edgecl run --help'"),
+    (["run", "--frames", "5", "--source", "dir://{tmp}", "--frames", "50"],
+     "--frames given twice ('5', then '50'): give it once; see 'edgecl run --help'"),
+    (["labels", "import", "--state-dir", "{tmp}/s", "{tmp}", "--format", "voc", "--format", "coco"],
+     "--format given twice ('voc', then 'coco'): give it once; see 'edgecl labels import --help'"),
+    (["--log-level", "info", "--log-level", "debug", "memory", "stats"],
+     "--log-level given twice ('INFO', then 'DEBUG'): give it once; see 'edgecl --help'"),
     (["memory", "stats", "--state-dir", "{tmp}/a", "state_dir={tmp}/b"],
      "--state-dir '{tmp}/a' and the override 'state_dir={tmp}/b' set state_dir to two values: "
      "give one"),
@@ -536,8 +542,9 @@ def test_a_state_directory_on_a_card_that_is_not_mounted_is_named(run_edgecl, tm
 ])
 def test_a_setting_given_twice_is_refused_not_the_last_one_kept(run_edgecl, tmp_path, argv,
                                                                 message):
-    """Before: the last --config was used and a broken first one ignored; --state-dir and
-    --source won over an override of their key without a word."""
+    """Before: the last --config was used and a broken first one ignored (and the last of
+    any option given twice: --frames 5 --frames 50 ran 50); --state-dir and --source won
+    over an override of their key without a word."""
     (tmp_path / "broken.yaml").write_text("memory: [\n")
     (tmp_path / "empty.yaml").write_text("")
     code, out, err = run_edgecl([a.format(tmp=tmp_path) for a in argv])
