@@ -70,7 +70,9 @@ counted in ``ImportItem.ignored``. A box written with no width or no height (VOC
 pixel wide or high on the image it was drawn on (the operator answer's bound,
 :data:`edgecl.data.answers.MIN_BOX_PX`), marks no object: it is dropped and counted in
 ``ImportItem.empty``, and the image keeps its other boxes (ultralytics drops such a box too;
-a ``dir://`` stream drops it the same way). An inverted box (``xmax < xmin``), one with no
+a ``dir://`` stream drops it the same way). An image whose every box is dropped so is skipped
+(``bad box``; ``normalised box`` for VOC or COCO boxes all within 0..1, normalised coordinates
+where pixels belong), not stored as showing no object. An inverted box (``xmax < xmin``), one with no
 area or under a pixel inside the image only once clipped to it or scaled from the size its
 annotation declares, or one with a corner farther outside the image than the image's own size
 (``1e300``: no tool writes it) refuses its image (``bad box``), as a refused YOLO row refuses
@@ -102,8 +104,8 @@ from edgecl.data.answers import MIN_BOX_PX
 from edgecl.data.class_names import is_ignore_name, loose_class_name, name_clash, placeholder_id
 from edgecl.data.images import (IMAGE_SUFFIXES, ImageError, is_image, read_image_and_hash,
                                 small_side_problem)
-from edgecl.data.labels import (label_path_for, read_yolo_labels, shared_label_files,
-                                shared_label_problem, under_pixels)
+from edgecl.data.labels import (label_path_for, labels_to_text, read_yolo_labels,
+                                shared_label_files, shared_label_problem, under_pixels)
 from edgecl.data.yolo_dataset import class_name_text, find_dataset, path_exists, path_is_file
 from edgecl.errors import (ConfigError, LabelError, encoding_problem, json_problem, link_problem,
                            missing_path)
@@ -241,7 +243,8 @@ class Skip:
     Attributes:
         source: the file (image or annotation).
         reason: short category used to count skips (``unreadable image``, ``image too small``,
-            ``missing image``, ``bad annotation``, ``bad box``, ``refused label``,
+            ``missing image``, ``bad annotation``, ``bad box``, ``normalised box``,
+            ``refused label``,
             ``no label file``,
             ``not an image``, ``duplicate image id``, ``duplicate image``, ``size mismatch``,
             ``bad annotation file``, ``shared label file``, ``label without image``).
@@ -995,6 +998,14 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
         keep = [i for i, n in enumerate(box_names) if not is_ignore_name(n)]
         small = under_pixels(rows, w, h, MIN_BOX_PX)  # as dir:// streams it: dropped, counted
         kept = [i for i in keep if not small[i]]
+        if not kept and (keep or len(parsed.empty)):  # before: stored as showing no object
+            example = (parsed.empty[0] if parsed.empty else
+                       f"row {labels_to_text(rows[keep[0]]).strip()}")
+            yield Skip(label_path, "bad box",
+                       f"every box of {label_path} has no width or height or is under a pixel "
+                       f"in the {w}x{h} image ({example}); the image is not stored as one "
+                       f"showing no object")
+            continue
         yield ImportItem(image, [box_names[i] for i in kept], _clip_boxes(xyxy[kept], image.shape),
                          image_path, ignored=len(box_names) - len(keep), content_hash=digest,
                          dataset_ids=tuple(int(rows[i, 0]) for i in kept) if unnamed else None,
@@ -1340,6 +1351,9 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
     # declared size, when the annotation gives one): a click, as a YOLO row's
     sides = np.minimum(xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1])
     empty = _zero_extent(xyxy) | ((sides >= 0) & (sides < MIN_BOX_PX))
+    if len(xyxy) and empty.all():  # before: stored as an image showing no object
+        return _no_box_left(source, where, xyxy, boxes, names, written,
+                            *(declared or (width, height)))
     if scaled:
         xyxy = xyxy * np.array([width / declared[0], height / declared[1]] * 2)
     clipped = _clip_boxes(xyxy, image.shape)
@@ -1354,6 +1368,24 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
     return ImportItem(image, [names[i] for i in keep], clipped[keep], image_path, ignored=ignored,
                       difficult=difficult, content_hash=digest, empty=int(empty.sum()),
                       rescaled=rescaled)
+
+
+def _no_box_left(source: Path, where: str, xyxy: np.ndarray, boxes: list, names: list[str],
+                 written: list[str] | None, width: int, height: int) -> Skip:
+    """The skip of an annotation whose every box ``(N, 4)`` (pixels, as written) has no width
+    or height, or is under a pixel: coordinates within 0..1 are normalised ones where pixels
+    belong (``normalised box``), anything else a ``bad box``. Either way the image is not
+    stored as one showing no object, which would teach its objects as background."""
+    shown = written[0] if written else f"box {boxes[0]}"
+    if (bool((np.abs(xyxy) <= 1.0).all()) and max(width, height) > 2
+            and not _zero_extent(xyxy).all()):
+        return Skip(source, "normalised box",
+                    f"{where}: every box lies within 0..1 (e.g. {shown}, {_short(names[0])}): "
+                    f"normalised coordinates, where this format's boxes are pixels of the "
+                    f"{width}x{height} image; export pixel coordinates")
+    return Skip(source, "bad box", f"{where}: every box has no width or height or is under a "
+                                   f"pixel (e.g. {shown}, {_short(names[0])}); the image is not "
+                                   f"stored as one showing no object")
 
 
 def _coco_image(json_path: Path, file_name: str) -> Path | None:

@@ -604,3 +604,63 @@ def test_a_16_bit_image_is_written_with_the_8_bit_pixels_edgecl_reads(tmp_path, 
     assert not deeper_than_8_bits(b"") and not deeper_than_8_bits(b"II*\x00")  # no cv2.error
     filtered_copy(eight_bit, tmp_path / "view2" / "images" / "eight.png", {0: 0})
     assert (tmp_path / "view2" / "images" / "eight.png").stat().st_ino == eight_bit.stat().st_ino
+
+
+def test_normalised_coco_boxes_refuse_their_images_not_store_them_as_showing_nothing(tmp_path, capsys):
+    """A COCO file written with 0..1 boxes (x/width, y/height): every box is under a pixel.
+    Before, each was dropped as a click and its image stored with no object (exit 0, the
+    objects taught as background)."""
+    for i in (1, 2):
+        _image(tmp_path / "src" / "images" / f"f{i}.png", value=i)
+    _write_coco(tmp_path / "src" / "ann.json",
+                [_cvat_coco_image(1, "f1.png"), _cvat_coco_image(2, "f2.png")],
+                [_cvat_coco_ann(1, 1, 1, [0.31, 0.2, 0.1, 0.15]),
+                 _cvat_coco_ann(2, 1, 2, [0.5, 0.5, 0.2, 0.1]),
+                 _cvat_coco_ann(3, 2, 1, [0.05, 0.6, 0.3, 0.3])], CVAT_CATS)
+    items, skips = _collect(tmp_path / "src")
+    assert not items and [s.reason for s in skips] == ["normalised box"] * 2
+    assert skips[0].message.endswith(
+        "every box lies within 0..1 (e.g. annotation 1 bbox [0.31, 0.2, 0.1, 0.15] (x, y, w, h), "
+        "car): normalised coordinates, where this format's boxes are pixels of the 64x48 image; "
+        "export pixel coordinates")
+    code = main(["labels", "import", "--state-dir", str(tmp_path / "state"), str(tmp_path / "src"),
+                 "--json"])
+    out, err = capsys.readouterr()
+    assert code != 0 and "Traceback" not in err
+    assert json.loads(out.strip().splitlines()[-1])["reasons"] == {"normalised box": 2}
+    assert not (tmp_path / "state" / "memory").exists() or not _memory_rows(tmp_path / "state")
+
+
+def test_a_voc_file_whose_every_box_is_a_click_is_skipped_not_stored_as_showing_nothing(tmp_path):
+    """One box half a pixel wide and one normalised file: neither image is an image with no
+    object (a VOC file with no object at all still is one)."""
+    _image(tmp_path / "JPEGImages" / "a.png", value=1)
+    _voc_xml(tmp_path / "Annotations" / "a.xml", "a.png", (W, H),
+             [_voc_object("car", (12.5, 10, 13.0, 15))])
+    _image(tmp_path / "JPEGImages" / "b.png", value=2)
+    _voc_xml(tmp_path / "Annotations" / "b.xml", "b.png", (W, H),
+             [_voc_object("car", (0.31, 0.1, 0.42, 0.26))])
+    _image(tmp_path / "JPEGImages" / "c.png", value=3)
+    _voc_xml(tmp_path / "Annotations" / "c.xml", "c.png", (W, H), [])
+    (item,), skips = _collect(tmp_path, "voc")
+    assert item.source.name == "c.png" and item.names == [] and item.empty == 0
+    assert sorted((s.source.name, s.reason) for s in skips) == [("a.xml", "bad box"),
+                                                                ("b.xml", "normalised box")]
+    (click,) = [s for s in skips if s.reason == "bad box"]
+    assert "every box has no width or height or is under a pixel" in click.message
+    assert "not stored as one showing no object" in click.message
+
+
+def test_a_yolo_file_whose_every_row_has_no_area_is_skipped(tmp_path):
+    """The same for a YOLO label file: one row with no width, one under a pixel of 64 px."""
+    for name, rows in (("a", "0 0.5 0.5 0 0.2\n0 0.5 0.5 0.01 0.2\n"), ("b", "0 0.5 0.5 0.2 0.2\n"),
+                       ("c", "")):
+        _image(tmp_path / "images" / f"{name}.png", value=ord(name))
+        (tmp_path / "labels").mkdir(exist_ok=True)
+        (tmp_path / "labels" / f"{name}.txt").write_text(rows)
+    (tmp_path / "data.yaml").write_text("names: [car]\n")
+    items, skips = _collect(tmp_path, "yolo")
+    assert sorted(i.source.name for i in items) == ["b.png", "c.png"]
+    (skip,) = skips
+    assert skip.reason == "bad box" and skip.source.name == "a.txt"
+    assert "every box of" in skip.message and "in the 64x48 image" in skip.message

@@ -399,7 +399,9 @@ class ImageListSource(FrameSource):
     refused row (see :mod:`edgecl.data.labels`) gives ``None``, one warning naming
     ``file:line`` and why, ``stats.bad_labels + 1`` and ``stats.refused_labels + rows``; a
     row whose box has no area, or is under one pixel wide or high in the image, is dropped
-    (``stats.empty_boxes``, one warning per file) and the frame keeps its other boxes.
+    (``stats.empty_boxes``, one warning per file) and the frame keeps its other boxes; a file
+    whose every row is dropped so gives ``None`` (``stats.bad_labels + 1``), not a frame
+    showing no object.
     An image that does not decode (truncated JPEG, corrupt file) is skipped with a warning
     giving the reason and ``stats.skipped + 1`` (never fatal). With ``loop`` the same files
     come back every pass: the counters count every pass, but each file is warned about once
@@ -524,6 +526,12 @@ class ImageListSource(FrameSource):
                                     for row in parsed.labels[small])]
         if dropped:
             self._count("empty_boxes", len(dropped))
+            if not (~small).any():  # before: streamed as a frame showing no object
+                self._count("bad_labels")
+                self._warn_once("empty", image_path, "delivering %s unlabelled: every box of %s "
+                                "has no area or is under a pixel (%s)", image_path, label_path,
+                                dropped[0])
+                return None
             self._warn_once("empty", image_path, "%s: dropped %d box(es) with no area or under a "
                             "pixel (%s); the frame keeps its other %d", image_path, len(dropped),
                             dropped[0], int((~small).sum()))
