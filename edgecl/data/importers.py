@@ -559,7 +559,17 @@ def _coco_place_jsons(folder: Path) -> list[Path]:
     """The ``.json`` files where a folder's COCO files go (see :func:`find_coco_jsons`), in
     that order, names sorted in each place."""
     places = [folder, folder / "annotations", *(folder / s for s in COCO_SPLIT_FOLDERS)]
-    return [p for place in places for p in sorted(place.glob("*.json")) if p.is_file()]
+    return [p for place in places for p in sorted(place.glob("*.json"))
+            if p.is_file() and not _hidden(p, place)]
+
+
+def _hidden(path: Path, under: Path) -> bool:
+    """Whether a file below ``under`` is hidden, or inside a hidden folder or macOS's
+    ``__MACOSX``: a zip made on a Mac holds ``._NAME`` resource forks beside each file,
+    left out as a YOLO folder's scan leaves them (before, each ``._x.xml`` was a 'bad
+    annotation')."""
+    parts = path.relative_to(under).parts
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
 def _coco_named(path: Path) -> bool:
@@ -703,13 +713,14 @@ def iter_yolo(path: str | Path) -> LabelledItems:
                   Skip(p, "not an image", link_problem(p) or f"{p}: {missing_file_why(p)}")
                   for p in dataset.ignored_files)
     return LabelledItems(itertools.chain(not_images, _yolo_items(
-        images, names, unnamed=not names or _placeholder_names(names)),
+        images, names, unnamed=not names or _placeholder_names(names),
+        kpt_values=dataset.kpt_values),
         _labels_without_image(images)), lambda: images, root=dataset.root,
-        image_classes=lambda: _yolo_image_classes(images, names))
+        image_classes=lambda: _yolo_image_classes(images, names, dataset.kpt_values))
 
 
-def _yolo_image_classes(images: list[Path],
-                        names: dict[int, str] | None) -> dict[Path, frozenset[str]]:
+def _yolo_image_classes(images: list[Path], names: dict[int, str] | None,
+                        kpt_values: int = 0) -> dict[Path, frozenset[str]]:
     """Per image of a YOLO dataset, the class names its label file names (``class_<id>``
     without names; ignore classes left out); an image whose label file is missing or refused
     is absent (its item is a skip)."""
@@ -717,7 +728,7 @@ def _yolo_image_classes(images: list[Path],
     shown = {}
     for image_path in images:
         try:
-            parsed = read_yolo_labels(label_path_for(image_path), nc)
+            parsed = read_yolo_labels(label_path_for(image_path), nc, kpt_values)
         except (LabelError, OSError):
             continue
         if parsed.refused:
@@ -943,8 +954,8 @@ def _placeholder_names(names: dict[int, str]) -> bool:
     return all(n == f"class_{i}" for i, n in names.items())
 
 
-def _yolo_items(images: list[Path], names: dict[int, str] | None,
-                unnamed: bool = False) -> Iterator[ImportItem | Skip]:
+def _yolo_items(images: list[Path], names: dict[int, str] | None, unnamed: bool = False,
+                kpt_values: int = 0) -> Iterator[ImportItem | Skip]:
     nc = max(names) + 1 if names else None
     shared = shared_label_files(images)
     for image_path in images:
@@ -972,7 +983,7 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None,
                        shared_label_problem(image_path, label_path, shared[label_path]))
             continue
         try:
-            parsed = read_yolo_labels(label_path, nc)
+            parsed = read_yolo_labels(label_path, nc, kpt_values)
         except LabelError as exc:
             yield Skip(label_path, "refused label", str(exc))
             continue
@@ -1186,7 +1197,8 @@ def iter_voc(path: str | Path) -> LabelledItems:
         root = root.parent
     # a pipe, device or dangling link named .xml is listed too: read, it is skipped saying
     # what it is (left out, its image read "no annotation file names it")
-    xmls = sorted(p for p in ann.rglob("*") if p.suffix.lower() == ".xml" and not p.is_dir())
+    xmls = sorted(p for p in ann.rglob("*") if p.suffix.lower() == ".xml" and not p.is_dir()
+                  and not _hidden(p, ann))
     if not xmls:
         raise ConfigError(f"no Pascal VOC annotations (*.xml) in {ann}")
     read = [(xml_path, _voc_entry(root, ann, xml_path)) for xml_path in xmls]
@@ -1252,7 +1264,7 @@ def _voc_items(root: Path, ann: Path, xmls: list[Path],
     flat = ann == root  # labelImg's layout: the images beside their xml files, not below
     for folder in dict.fromkeys((root / "JPEGImages", root / "images", *([root] if flat else []))):
         images = (sorted(p for p in (folder.iterdir() if folder == root else folder.rglob("*"))
-                         if is_image(p)) if folder.is_dir() else [])
+                         if is_image(p) and not _hidden(p, folder)) if folder.is_dir() else [])
         for image in images:
             if image.resolve() not in named and image.stem not in stems:
                 yield Skip(image, "no annotation file",

@@ -6,7 +6,9 @@ importers. The rule follows ultralytics ``ultralytics.data.utils.verify_image_la
 
 - the file is UTF-8, with or without a byte-order mark (``encoding="utf-8-sig"``);
 - a row is ``cls cx cy w h`` or a polygon ``cls x1 y1 x2 y2 x3 y3 ...`` (a segment row, at
-  least three points), which becomes its enclosing box (``segments2boxes``);
+  least three points), which becomes its enclosing box (``segments2boxes``); in a pose
+  dataset (``kpt_shape: [K, D]`` in its ``data.yaml``) a row is ``cls cx cy w h`` and K x D
+  keypoint values, of which the box is read;
 - the class is an integer ``>= 0`` (and ``< nc`` when the class count is known), written as
   digits; like ultralytics (which reads rows as floats, checks ``cls % 1 == 0`` and casts),
   an integral decimal such as ``2.0`` is read as class 2. Any other spelling (``1e3``,
@@ -138,10 +140,14 @@ def _check_box(cls: float, xywh: np.ndarray, nc: int | None) -> tuple[np.ndarray
     return row, bool(np.any(np.abs(clipped - corners) > 0))
 
 
-def _parse_row(values: list[float], nc: int | None) -> tuple[np.ndarray, bool]:
+def _parse_row(values: list[float], nc: int | None,
+               kpt_values: int = 0) -> tuple[np.ndarray, bool]:
     n = len(values)
-    if n == 5:
-        return _check_box(values[0], np.asarray(values[1:], np.float64), nc)
+    if n == 5 or (kpt_values and n == 5 + kpt_values):  # a pose row: its box, keypoints after
+        return _check_box(values[0], np.asarray(values[1:5], np.float64), nc)
+    if kpt_values:
+        raise _Refused(f"{n} values; the dataset's kpt_shape makes a row 'cls cx cy w h' and "
+                       f"{kpt_values} keypoint values ({5 + kpt_values} in all)")
     if n >= 7 and n % 2 == 1:
         xy = np.asarray(values[1:], np.float64).reshape(-1, 2)  # polygon -> enclosing box
         if not np.all(np.isfinite(xy)):
@@ -160,13 +166,17 @@ def _parse_row(values: list[float], nc: int | None) -> tuple[np.ndarray, bool]:
                    f"'cls x1 y1 x2 y2 x3 y3 ...' (odd count, at least 7){conf}")
 
 
-def parse_yolo_label_text(text: str, where: str, nc: int | None = None) -> LabelParse:
+def parse_yolo_label_text(text: str, where: str, nc: int | None = None,
+                          kpt_values: int = 0) -> LabelParse:
     """Parse the text of a YOLO label file (see the module docstring for the rule).
 
     Args:
         text: file contents; a leading UTF-8 byte-order mark is ignored.
         where: the file name (or another description) used in ``file:line`` messages.
         nc: class count; class ids must be below it (``None``: not checked).
+        kpt_values: keypoint values per row of a pose dataset (``kpt_shape`` K x D of its
+            ``data.yaml``; 0: none): a row is ``cls cx cy w h`` then K x D values, and only its
+            box is read (without it such a row would read as a polygon, its ``w h`` a point).
 
     Returns:
         The :class:`LabelParse`: accepted rows (float32 (N, 5), clipped to 0..1, duplicates
@@ -193,7 +203,7 @@ def parse_yolo_label_text(text: str, where: str, nc: int | None = None) -> Label
             if key in seen:
                 duplicates += 1
                 continue
-            row, was_clipped = _parse_row(values, nc)
+            row, was_clipped = _parse_row(values, nc, kpt_values)
         except _NoArea as exc:
             empty.append(f"{where}:{lineno}: {exc}")
             continue
@@ -208,12 +218,15 @@ def parse_yolo_label_text(text: str, where: str, nc: int | None = None) -> Label
                       empty=empty)
 
 
-def read_yolo_labels(path: str | Path, nc: int | None = None) -> LabelParse:
+def read_yolo_labels(path: str | Path, nc: int | None = None,
+                     kpt_values: int = 0) -> LabelParse:
     """Read and parse a YOLO label file (UTF-8, byte-order mark accepted).
 
     Args:
         path: the ``.txt`` file.
         nc: class count; class ids must be below it (``None``: not checked).
+        kpt_values: keypoint values per row of a pose dataset (see
+            :func:`parse_yolo_label_text`).
 
     Returns:
         The :class:`LabelParse` (see :func:`parse_yolo_label_text`).
@@ -233,7 +246,7 @@ def read_yolo_labels(path: str | Path, nc: int | None = None) -> LabelParse:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise LabelError(f"{path}: {encoding_problem(exc)}") from None
-    return parse_yolo_label_text(text, str(path), nc)
+    return parse_yolo_label_text(text, str(path), nc, kpt_values)
 
 
 def check_label_array(labels: object, where: str, nc: int | None = None) -> np.ndarray:

@@ -115,7 +115,9 @@ def parse_task_spec(spec: str, names: dict[int, str]) -> list[tuple[int, ...]]:
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
-    """Parse ``"0.7,0.1,0.2"`` (train, val, test; normalised to sum 1).
+    """Parse ``"0.7,0.1,0.2"`` (train, val, test; normalised to sum 1, as weights: ``7,1,2``
+    is the same; shares of at most 1 that do not sum to 1, a typo such as ``0.5,0.6,0.2``,
+    are said in a warning).
 
     Args:
         text: three non-negative numbers.
@@ -141,6 +143,10 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     if ratios[0] <= 0 or ratios[2] <= 0:  # a weight vanishing next to a huge one (1e-320 vs 1)
         raise ConfigError(f"--ratios: train and test must each be a share above 0 of the sum, "
                           f"got '{text}'")
+    written = [float(x) for x in text.split(",")]
+    if max(written) <= 1 and abs(sum(written) - 1) > 0.01:  # shares that miss 1: a typo?
+        log.warning("--ratios %s sum to %.3g, not 1: read as weights, train %.3g, val %.3g, "
+                    "test %.3g", text, sum(written), *ratios)
     return ratios
 
 
@@ -402,7 +408,8 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
                 bad += 1
                 continue
             try:
-                parsed = read_yolo_labels(label_path, len(ds.names)) if label_path.is_file() else None
+                parsed = (read_yolo_labels(label_path, len(ds.names), ds.kpt_values)
+                          if label_path.is_file() else None)
             except LabelError:
                 parsed = None
             if parsed is None or parsed.refused:

@@ -71,6 +71,8 @@ class YoloDataset:
             (labels, annotations, yaml, ...), e.g. ``{".gif": 2}``; each file counted once, also
             when two splits name the same folder.
         ignored_files: those files, in the order found.
+        kpt_values: keypoint values per label row of a pose dataset (``kpt_shape: [K, D]``
+            in its yaml: K x D; 0 for a detection dataset).
     """
 
     root: Path
@@ -80,6 +82,7 @@ class YoloDataset:
     yaml_path: Path | None = None
     ignored: Counter = field(default_factory=Counter)
     ignored_files: list[Path] = field(default_factory=list)
+    kpt_values: int = 0
 
     def images(self, split: str = "all") -> list[Path]:
         """The image paths of one split, or of every split in order (``all``).
@@ -445,7 +448,26 @@ def _yaml_dataset(parsed: tuple[Path, object]) -> YoloDataset:
                 images += _read_image_list(p)
         splits[split] = images
     return YoloDataset(root=root, layout="data.yaml", splits=splits, names=_parse_names(yaml_path, data),
-                       yaml_path=yaml_path, **_ignored_fields(ignored))
+                       yaml_path=yaml_path, kpt_values=_kpt_values(yaml_path, data),
+                       **_ignored_fields(ignored))
+
+
+def _kpt_values(yaml_path: Path, data: object) -> int:
+    """Keypoint values per label row of a pose dataset's yaml (``kpt_shape: [K, D]``, D 2 or
+    3, as ultralytics writes it): K x D; 0 without ``kpt_shape``.
+
+    Raises:
+        ConfigError: a ``kpt_shape`` that is not ``[K, D]`` with K >= 1 and D 2 or 3.
+    """
+    shape = data.get("kpt_shape") if isinstance(data, dict) else None
+    if shape is None:
+        return 0
+    if (not isinstance(shape, list) or len(shape) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+            or shape[0] < 1 or shape[0] > MAX_CLASSES or shape[1] not in (2, 3)):
+        raise ConfigError(f"{yaml_path}: 'kpt_shape' must be [keypoints, 2 or 3] (a pose "
+                          f"dataset), got {str(shape)[:40]}")
+    return shape[0] * shape[1]
 
 
 def find_data_yaml(folder: Path) -> Path | None:
@@ -525,17 +547,20 @@ def find_dataset(path: str | Path) -> YoloDataset:
         names = _names_only(*parsed)
         if names is None:
             return _yaml_dataset(parsed)
+        kpt_values = _kpt_values(*parsed)
+    else:
+        kpt_values = 0
     ignored: dict[Path, None] = {}
     splits = roboflow_splits(path)
     if splits:
         scanned = {s: _scan_dir(d, ignored) for s, d in splits.items()}
         return YoloDataset(root=path, layout="roboflow", splits=scanned, names=names,
-                           **_ignored_fields(ignored))
+                           kpt_values=kpt_values, **_ignored_fields(ignored))
     folder = path / "images" if (path / "images").is_dir() else path
     scanned = {"all": _scan_dir(folder, ignored)}
     return YoloDataset(root=path, layout="folder", splits=scanned,
                        names=names if names is not None else _enclosing_names(path),
-                       **_ignored_fields(ignored))
+                       kpt_values=kpt_values, **_ignored_fields(ignored))
 
 
 def _names_only(yaml_path: Path, data: object) -> dict[int, str] | None:

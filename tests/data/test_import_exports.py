@@ -15,6 +15,7 @@ from edgecl.config import MemoryConfig
 from edgecl.continual.memory import ReplayMemory
 from edgecl.data.convert import write_yolo_dataset
 from edgecl.data.importers import ImportItem, Skip, iter_labelled
+from edgecl.errors import ConfigError
 from edgecl.models.classes import ClassRegistry
 
 W, H = 64, 48
@@ -664,3 +665,50 @@ def test_a_yolo_file_whose_every_row_has_no_area_is_skipped(tmp_path):
     (skip,) = skips
     assert skip.reason == "bad box" and skip.source.name == "a.txt"
     assert "every box of" in skip.message and "in the 64x48 image" in skip.message
+
+
+def test_a_pose_dataset_gives_the_box_of_each_row_not_a_polygon_through_its_keypoints(tmp_path):
+    """An ultralytics pose dataset (kpt_shape [4, 2]): a row is a box and 4 keypoints.
+    Before, the 13 values read as a polygon of 6 points whose 'w h' pair was a point: the
+    box [64, 102, 275, 195] px of a 640x512 image instead of [288, 205, 352, 307]."""
+    from edgecl.runtime.sources.files import ImageDirSource
+
+    _image(tmp_path / "images" / "train" / "a.png", 640, 512, value=1)
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train" / "a.txt").write_text(
+        "0 0.5 0.5 0.1 0.2 0.47 0.42 0.53 0.42 0.48 0.58 0.52 0.58\n")
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/train\n"
+                                        "kpt_shape: [4, 2]\nnames: {0: person}\n")
+    (item,), skips = _collect(tmp_path, "yolo")
+    assert not skips and item.names == ["person"]
+    np.testing.assert_allclose(item.xyxy, [[288, 204.8, 352, 307.2]], atol=1e-3)
+    source = ImageDirSource(f"dir://{tmp_path}", str(tmp_path))
+    source.open()
+    frame = source.read()
+    np.testing.assert_allclose(frame.labels, [[0, 0.5, 0.5, 0.1, 0.2]], atol=1e-6)
+    source.close()
+    (tmp_path / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.1 0.2 0.47 0.42\n")
+    _, (skip,) = _collect(tmp_path, "yolo")
+    assert skip.reason == "refused label" and skip.message.endswith(
+        "7 values; the dataset's kpt_shape makes a row 'cls cx cy w h' and 8 keypoint values "
+        "(13 in all)")
+
+
+@pytest.mark.parametrize("shape", ["[4]", "[4, 5]", "[0, 2]", "'4x2'", "[4.5, 2]"])
+def test_a_malformed_kpt_shape_is_refused_in_one_line(tmp_path, shape):
+    _image(tmp_path / "images" / "train" / "a.png")
+    (tmp_path / "data.yaml").write_text(f"train: images/train\nkpt_shape: {shape}\nnames: [person]\n")
+    with pytest.raises(ConfigError, match=r"data.yaml: 'kpt_shape' must be \[keypoints, 2 or 3\]"):
+        _collect(tmp_path, "yolo")
+
+
+def test_macos_resource_forks_beside_voc_files_are_left_out_not_bad_annotations(tmp_path):
+    """A VOC zip made on a Mac: ._a.xml beside a.xml, and __MACOSX/ with more of them."""
+    _image(tmp_path / "JPEGImages" / "a.png")
+    _voc_xml(tmp_path / "Annotations" / "a.xml", "a.png", (W, H), [_voc_object("car", (3, 4, 20, 30))])
+    (tmp_path / "Annotations" / "._a.xml").write_bytes(b"\x00\x05\x16\x07Mac OS X        ")
+    (tmp_path / "JPEGImages" / "._a.png").write_bytes(b"\x00\x05\x16\x07Mac OS X        ")
+    (tmp_path / "Annotations" / "__MACOSX").mkdir()
+    (tmp_path / "Annotations" / "__MACOSX" / "b.xml").write_bytes(b"\x00\x05\x16\x07")
+    (item,), skips = _collect(tmp_path, "voc")
+    assert item.names == ["car"] and skips == []

@@ -1,6 +1,7 @@
 """Importers (YOLO, VOC, COCO), `edgecl dataset import`, `labels import` and split-tasks."""
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -380,6 +381,18 @@ def test_ratios_whose_sum_overflows_are_normalised():
     assert parse_ratios("1e308,1e308,1e308") == pytest.approx((1 / 3, 1 / 3, 1 / 3))
     assert parse_ratios("1.5e308,0,1.5e308") == pytest.approx((0.5, 0.0, 0.5))
     assert parse_ratios("7,1,2") == pytest.approx((0.7, 0.1, 0.2))
+
+
+def test_shares_that_miss_one_are_read_as_weights_with_a_warning(caplog):
+    """0.5,0.6,0.2 (0.1 meant?) was renormalised without a word; weights such as 7,1,2 and
+    shares that sum to 1 stay quiet."""
+    with caplog.at_level(logging.WARNING, logger="edgecl.data.splits"):
+        assert parse_ratios("7,1,2") == pytest.approx((0.7, 0.1, 0.2))
+        assert parse_ratios("0.7,0.1,0.2") == pytest.approx((0.7, 0.1, 0.2))
+        assert not caplog.messages
+        assert parse_ratios("0.5,0.6,0.2") == pytest.approx((0.5 / 1.3, 0.6 / 1.3, 0.2 / 1.3))
+    assert caplog.messages == ["--ratios 0.5,0.6,0.2 sum to 1.3, not 1: read as weights, train "
+                               "0.385, val 0.462, test 0.154"]
 
 
 def test_split_tasks_cli_with_huge_ratios(tmp_path, capsys):

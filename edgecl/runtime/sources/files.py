@@ -422,6 +422,8 @@ class ImageListSource(FrameSource):
     """True when some image has a label file (set by the subclass that finds the images)."""
     names: dict[int, str] | None = None
     """Class id -> name, when the dataset names its classes."""
+    kpt_values: int = 0
+    """Keypoint values per label row of a pose dataset (its ``kpt_shape``; 0: none)."""
 
     def __init__(self, uri: str, images: list[Path], loop: bool = False, cfg: SourceConfig | None = None):
         super().__init__(uri, cfg)
@@ -507,7 +509,8 @@ class ImageListSource(FrameSource):
             return None
         names = getattr(self, "names", None)
         try:  # a class id the dataset does not name is a refused row (ultralytics' rule)
-            parsed = read_yolo_labels(label_path, max(names) + 1 if names else None)
+            parsed = read_yolo_labels(label_path, max(names) + 1 if names else None,
+                                      self.kpt_values)
         except LabelError as exc:
             self._count("bad_labels")
             self._warn_once("label", image_path, "delivering %s unlabelled: %s", image_path, exc)
@@ -684,6 +687,7 @@ class ImageDirSource(ImageListSource):
         super().__init__(uri, images, loop, cfg)
         self.root = dataset.root
         self.dataset = dataset
+        self.kpt_values = dataset.kpt_values
         self._given, self._split = root, split
         try:
             self.names = dataset_class_names(dataset, images)
