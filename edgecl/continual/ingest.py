@@ -107,9 +107,12 @@ class ImportReport:
             held-out slice in blocks of consecutive frames; 0 when each image was drawn alone.
         frames_per_block: the most frames of one such block (10, fewer in a small import so
             that it still holds some out); 0 when each image was drawn alone.
-        held_out: images this import stored in the held-out slice, per class they show, by
-            the device's name for it (key ``""``: all of them), as the class-aware plan drew them
-            (:func:`~edgecl.continual.memory.admission.plan_import_held_out`).
+        held_out: images this import stored in the held-out slice and the memory still
+            holds after it, per class they show, by the device's name for it (key ``""``: all
+            of them), as the class-aware plan drew them
+            (:func:`~edgecl.continual.memory.admission.plan_import_held_out`); one that the
+            import's own later samples evicted is not counted (before, the summary named 7
+            held out where the memory kept 2).
         stored_per_class: images this import stored, per class they show (the device's name;
             so are ``held_out``, ``units_per_class`` and the tally's ``boxes``).
         holdout_every: ``ceil(1 / memory.holdout_fraction)``: a class with this many images
@@ -117,11 +120,12 @@ class ImportReport:
         units_per_class: per class name, the units of the held-out plan (blocks of
             consecutive frames, single images) that show it.
         memory_counts: after the import, :func:`memory_class_counts` of the memory.
-        held_out_empty: held-out images this import stored that show no object.
+        held_out_empty: of those, the images that show no object.
         ids_used: each name of the import's boxes -> the class id it maps to, fixed at the
             name's first use: a ``classes rename`` while the import runs no longer sends the
             rest of its boxes to a new class of the old name.
-        stored_ids: per stored image, the class ids it shows and whether it was held out.
+        stored_ids: per stored image, its sample id, the class ids it shows and whether it
+            was held out.
     """
 
     tally: ImportTally = field(default_factory=ImportTally)
@@ -143,7 +147,7 @@ class ImportReport:
     memory_counts: dict = field(default_factory=dict)
     held_out_empty: int = 0
     ids_used: dict[str, int] = field(default_factory=dict)
-    stored_ids: list[tuple[frozenset[int], bool]] = field(default_factory=list)
+    stored_ids: list[tuple[int, frozenset[int], bool]] = field(default_factory=list)
 
     def in_memory(self, name: str) -> tuple[int, int]:
         """``(training images, held-out images)`` of a class this import stored, in the whole
@@ -412,6 +416,7 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
             continue
         report.tally.done(item.distinct())  # counted as stored: a box given twice is one
         _count_held_out(memory, int(sample_id), {ids[name] for name in item.names}, report)
+    _drop_evicted_held_out(memory, report)
     _name_counts(report, classes)
     if report.holdout_every:
         report.memory_counts = memory_class_counts(memory)
@@ -434,7 +439,7 @@ def _name_counts(report: ImportReport, classes: ClassNames) -> None:
             report.classes_matched[name] = name_of(class_id)
     report.classes_added[:] = [name_of(report.ids_used[name]) if name in report.ids_used
                                else name for name in report.classes_added]
-    for shown, held in report.stored_ids:
+    for _, shown, held in report.stored_ids:
         now = {name_of(class_id) for class_id in shown}
         report.stored_per_class.update(now)
         if held:
@@ -513,11 +518,22 @@ def _count_held_out(memory, sample_id: int, shown: set[int], report: ImportRepor
     and count it if it is held out."""
     records = getattr(memory, "records", None)
     found = records([sample_id]) if records is not None else []
-    held = bool(found and found[0].held_out)
-    report.stored_ids.append((frozenset(shown), held))
-    if held:
-        report.held_out[""] += 1
-        report.held_out_empty += not shown
+    report.stored_ids.append((sample_id, frozenset(shown), bool(found and found[0].held_out)))
+
+
+def _drop_evicted_held_out(memory, report: ImportReport) -> None:
+    """Once the import is done: its held-out samples that the memory still holds (a later
+    sample of the same import may have evicted one to keep the bounds) make the held-out
+    counts; the others are no longer marked held out in ``stored_ids``."""
+    held = [sample_id for sample_id, _, was_held in report.stored_ids if was_held]
+    records = getattr(memory, "records", None)
+    kept = ({r.id for r in records(held)} if records is not None and held else set(held))
+    report.stored_ids[:] = [(sample_id, shown, was_held and sample_id in kept)
+                            for sample_id, shown, was_held in report.stored_ids]
+    for _, shown, was_held in report.stored_ids:
+        if was_held:
+            report.held_out[""] += 1
+            report.held_out_empty += not shown
 
 
 def _held(memory, digests: set[str], origin: LabelOrigin) -> int | None:

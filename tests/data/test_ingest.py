@@ -136,8 +136,13 @@ def test_an_import_says_how_many_samples_the_memory_evicted_to_keep_its_bounds(t
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     with ReplayMemory(state / "memory", read_only=True) as memory:
         stored = len(memory)
+        held_out = len(memory.records(held_out=True))
     assert stored == 4 and result["imported"] > stored
     assert result["evicted"] == result["imported"] - stored
+    # the held-out samples it names are those the memory still holds (it named every one
+    # drawn, evicted ones too)
+    assert result["held_out"] == held_out == 1
+    assert result["held_out_per_class"]["boat"] == 1
     shutil.rmtree(state)
     assert main(["labels", "import", "--state-dir", str(state), str(src), *overrides]) == 0
     out = capsys.readouterr().out
