@@ -44,7 +44,9 @@ def add_parser(sub) -> None:
                              "every image (label files are parsed either way)")
     verify.add_argument("--rebuild-index", action="store_true",
                         help="rebuild a damaged or missing index from the sample files and the "
-                             "newest snapshot (the old index is kept aside)")
+                             "newest snapshot, or a readable one that does not list samples on "
+                             "disk (an older copy restored: its rows are kept); the old index "
+                             "is kept aside")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(func=verify_command)
     remove = msub.add_parser("remove", help="delete samples for good (a wrong label, a frame "
@@ -263,6 +265,7 @@ def _rebuild_command(args: argparse.Namespace) -> int:
     """Rebuild a damaged or missing index (one summary line, or one JSON line)."""
     from edgecl.continual.memory.rebuild import rebuild_index
     from edgecl.continual.memory.store import is_writable
+    from edgecl.runtime.lock import holder_pid, import_running
 
     if args.no_repair:
         raise ReplayMemoryError("--rebuild-index writes a new index: it cannot be combined "
@@ -274,7 +277,12 @@ def _rebuild_command(args: argparse.Namespace) -> int:
     if not is_writable(root):
         raise StorageError(f"the replay memory {root} cannot be written here, so its index "
                            f"cannot be rebuilt")
-    report = rebuild_index(root, state_dir)
+    holder = holder_pid(state_dir)
+    if holder is not None or import_running(state_dir):  # it would swap their index away
+        who = f"the runtime (pid {holder})" if holder is not None else "an import"
+        raise ReplayMemoryError(f"{who} is using {state_dir}: stop it before rebuilding the "
+                                f"memory's index")
+    report = rebuild_index(root, state_dir, adopt_unlisted=True)
     if args.json:
         print_json_line(report.to_json())
     else:

@@ -276,7 +276,8 @@ def test_damaged_index_names_the_rebuild_and_rebuild_restores_it(state, capsys):
     assert out["per_origin"] == {"ground_truth": 7, "operator": 1, "import": 0, "pseudo": 2}
     assert main(["memory", "verify", "--rebuild-index", "--state-dir", str(state)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith("is readable; nothing to rebuild") and len(err.splitlines()) == 1
+    assert err.endswith("is readable and lists every sample on disk; nothing to rebuild")
+    assert len(err.splitlines()) == 1
 
 
 def test_missing_index_rebuild_json(state, capsys):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgecl.cli import main
 from edgecl.config import MemoryConfig
 from edgecl.continual.memory import ReplayMemory, Sample
 from edgecl.continual.memory.index import WAL_LIMIT_BYTES, IndexDB
@@ -353,7 +354,7 @@ def _restore_an_older_index(root, tmp_path, added: int) -> list[int]:
     return ids
 
 
-def test_an_older_index_restored_keeps_the_samples_it_does_not_list(tmp_path):
+def test_an_older_index_restored_keeps_the_samples_it_does_not_list(tmp_path, capsys):
     """Before: with an older copy of the index restored (or another device's swapped in), any
     open that verifies (a 'labels answered') deleted the samples it did not list without a
     word: 40 imported samples gone. Now that is refused, every file kept, and the rebuild
@@ -368,6 +369,15 @@ def test_an_older_index_restored_keeps_the_samples_it_does_not_list(tmp_path):
                                    f"--state-dir {tmp_path}' rebuilds it from the sample files "
                                    f"and the newest snapshot")
     assert files(root) == before and len(before) == 18
+    # the command it names rebuilds it (before: 'the index is readable; nothing to rebuild'):
+    # the 3 rows the old index lists kept as they were, the 6 others from their files
+    assert main(["memory", "verify", "--rebuild-index", "--state-dir", str(tmp_path),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (report["rows"], report["from_index"], report["from_files"]) == (9, 3, 6)
+    with ReplayMemory(root, cfg()) as memory:
+        assert len(memory) == 9 and memory.verify().ok
+        assert memory.add(sample(20)) == 10
 
 
 def test_a_damaged_row_is_one_line_and_the_repairing_check_drops_it_alone(tmp_path):

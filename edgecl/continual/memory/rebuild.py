@@ -83,6 +83,8 @@ class RebuildReport:
         names_from: where the class names came from (``snapshot``, ``classes.json`` or None).
         moved_aside: the old index's new path (None when there was none).
         snapshot_notes: snapshots passed over and records left out as damaged, one line each.
+        from_index: rows kept from the old index, when it was readable (a rebuild that adopts
+            the samples a stale index does not list); counted in neither of the above.
     """
 
     rows: int
@@ -93,16 +95,19 @@ class RebuildReport:
     names_from: str | None
     moved_aside: Path | None
     snapshot_notes: tuple[str, ...] = ()
+    from_index: int = 0
 
     def summary(self) -> str:
         """One line for humans."""
         where = (f"the old index was moved to {self.moved_aside}" if self.moved_aside
                  else "there was no old index to keep")
-        snap = f"snapshot {self.snapshot_id}" if self.snapshot_id else "no readable snapshot"
         names = f"class names from {self.names_from}" if self.names_from else "no class names"
-        text = (f"index rebuilt: {self.rows} rows ({self.from_snapshot} from {snap}, "
-                f"{self.from_files} from the files only), {len(self.quarantined)} quarantined, "
-                f"{names}; {where}")
+        parts = ([f"{self.from_index} as the old index listed them"] if self.from_index else [])
+        parts += ([f"{self.from_snapshot} from snapshot {self.snapshot_id}"] if self.snapshot_id
+                  else ["no readable snapshot"])
+        parts.append(f"{self.from_files} from the files only")
+        text = (f"index rebuilt: {self.rows} rows ({', '.join(parts)}), "
+                f"{len(self.quarantined)} quarantined, {names}; {where}")
         more = quarantine.summary_text(self.quarantined)
         damaged = "".join(f"; {note}" for note in self.snapshot_notes)
         return text + damaged + (f"; {more}" if more else "")
@@ -110,7 +115,8 @@ class RebuildReport:
     def to_json(self) -> dict:
         """The counts as a JSON-ready dict."""
         return {"rows": self.rows, "from_snapshot": self.from_snapshot,
-                "from_files": self.from_files, "quarantined": len(self.quarantined),
+                "from_files": self.from_files, "from_index": self.from_index,
+                "quarantined": len(self.quarantined),
                 "quarantined_samples": list(self.quarantined), "snapshot_id": self.snapshot_id,
                 "names_from": self.names_from, "snapshot_notes": list(self.snapshot_notes),
                 "moved_aside": None if self.moved_aside is None else str(self.moved_aside)}
@@ -375,40 +381,55 @@ def _last_id_given(root: Path, snapshot_rows: dict[int, SampleRecord], stems: se
     return max(ids, default=0)
 
 
-def rebuild_index(memory_root: Path, state_dir: Path | None = None) -> RebuildReport:
+def rebuild_index(memory_root: Path, state_dir: Path | None = None,
+                  adopt_unlisted: bool = False) -> RebuildReport:
     """Rebuild the index of a memory folder (see the module docstring).
 
     Args:
         memory_root: the memory folder (``STATE/memory``).
         state_dir: the state directory, for ``classes.json`` (default: the folder above).
+        adopt_unlisted: also rebuild a readable index (an older copy restored, which does
+            not list samples stored since): its rows are kept as they are, the samples it
+            does not list are taken from the newest snapshot or their files, its stream
+            counters are kept where the rows show fewer frames. Before, the command that the
+            'does not list' error named refused such an index as having nothing to rebuild.
 
     Returns:
         What was rebuilt, quarantined and kept.
 
     Raises:
-        ReplayMemoryError: the index is readable (nothing to rebuild).
+        ReplayMemoryError: the index is readable and ``adopt_unlisted`` is False (nothing to
+            rebuild).
         StorageError: the disk refused a write (full, read-only); the old index stays.
     """
     root = Path(memory_root)
     state_dir = Path(state_dir) if state_dir is not None else root.parent
-    if index_problem(root) is None:
+    readable = index_problem(root) is None
+    if readable and not adopt_unlisted:
         raise ReplayMemoryError(f"the index {root / INDEX_FILE} is readable; nothing to rebuild")
     notes: list[str] = []
     snap_id, snap_rows, snap_names = newest_snapshot(root, notes)
     names, names_from = snap_names, "snapshot" if snap_names else None
+    index_rows, index_names, counters, hashes = (_readable_index(root) if readable
+                                                 else ({}, None, {}, {}))
+    if index_names:
+        names, names_from = index_names, "the old index"
     reg = registry_names(state_dir)
     if reg and (not names or set(reg) >= set(names)):
         names, names_from = reg, "classes.json"
     tmp = root / TEMP_NAME
     try:
         stems = sample_stems(scan_files(root, set())[0])
+        if readable and not {int(stem) for stem in stems} - set(index_rows):
+            raise ReplayMemoryError(f"the index {root / INDEX_FILE} is readable and lists every "
+                                    f"sample on disk; nothing to rebuild")
         _remove(tmp)
         quarantined, rows, counts = [], [], {}
         seq = quarantine.next_seq(root)
         for stem in sorted(stems):
             sample_id = int(stem)
             files, damaged, reason = _read_sample(root, sample_id)
-            rec = snap_rows.get(sample_id)
+            rec = index_rows.get(sample_id) or snap_rows.get(sample_id)
             if files is None:
                 row = rec.to_json() if rec else {"id": sample_id, "origin": UNKNOWN_ORIGIN,
                                                  "source": FILES_ONLY_SOURCE}
@@ -420,12 +441,15 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None) -> RebuildRe
                 quarantined.append(item.line())
                 continue
             row = _row(sample_id, files, rec)
+            if hashes.get(sample_id):  # an import's: the same image imported again is known
+                row["content_hash"] = hashes[sample_id]
             if not row["held_out"]:  # the class an image counts for, as the store chooses it
                 row["primary_class"] = primary_class(files["classes"], counts)
                 counts[row["primary_class"]] = counts.get(row["primary_class"], 0) + 1
-            rows.append((row, rec is not None))
+            rows.append((row, "index" if sample_id in index_rows else
+                         "snapshot" if rec is not None else "files"))
         _write_index(tmp, [r for r, _ in rows], names,
-                     _last_id_given(root, snap_rows, stems))
+                     _last_id_given(root, {**snap_rows, **index_rows}, stems), counters)
         moved = _swap_in(root, tmp)
     except OSError as exc:
         _remove_quietly(tmp)
@@ -433,11 +457,30 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None) -> RebuildRe
     except sqlite3.Error as exc:
         _remove_quietly(tmp)
         raise fault_error(exc, f"cannot rebuild the memory index in {root}", tmp) from None
-    from_snap = sum(1 for _, known in rows if known)
-    return RebuildReport(rows=len(rows), from_snapshot=from_snap, from_files=len(rows) - from_snap,
-                         quarantined=tuple(quarantined), snapshot_id=snap_id,
-                         names_from=names_from if names else None, moved_aside=moved,
-                         snapshot_notes=tuple(notes))
+    came = [known for _, known in rows]
+    return RebuildReport(rows=len(rows), from_snapshot=came.count("snapshot"),
+                         from_files=came.count("files"), quarantined=tuple(quarantined),
+                         snapshot_id=snap_id, names_from=names_from if names else None,
+                         moved_aside=moved, snapshot_notes=tuple(notes),
+                         from_index=came.count("index"))
+
+
+def _readable_index(root: Path) -> tuple[dict[int, SampleRecord], dict[int, str] | None,
+                                         dict[str, int], dict[int, str]]:
+    """The rows, class names, stream counters and content hashes of a readable index (read
+    from a private copy), for a rebuild that adopts the samples it does not list."""
+    db = IndexDB(root / INDEX_FILE, read_only=True)
+    try:
+        with db.read() as conn:
+            rows = {r.id: r for r in db.records()}
+            raw = db.get_meta("names")
+            counters = db.load_counters()
+            hashes = {int(i): str(h) for i, h in conn.execute(
+                "SELECT id, content_hash FROM samples WHERE content_hash IS NOT NULL")}
+    finally:
+        db.close()
+    names = {int(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) and raw else None
+    return rows, names, counters, hashes
 
 
 def _remove_quietly(path: Path) -> None:
@@ -447,8 +490,11 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
-def _write_index(path: Path, rows: list[dict], names: dict[int, str] | None, last_id: int) -> None:
-    """Write a complete index at ``path`` (the schema and its writes are :mod:`.index`'s)."""
+def _write_index(path: Path, rows: list[dict], names: dict[int, str] | None, last_id: int,
+                 counters: dict[str, int] | None = None) -> None:
+    """Write a complete index at ``path`` (the schema and its writes are :mod:`.index`'s);
+    each stream counter is the larger of what the rows show and ``counters`` (an old
+    readable index's)."""
     db = IndexDB(path)
     try:
         with db.write():
@@ -459,6 +505,8 @@ def _write_index(path: Path, rows: list[dict], names: dict[int, str] | None, las
             for row in rows:
                 key = f"frames/task:{row['task']}"
                 seen[key] = seen.get(key, 0) + 1
+            for key, n in (counters or {}).items():
+                seen[key] = max(seen.get(key, 0), int(n))
             db.add_counters(seen)
         if names:
             db.set_meta("names", {str(int(k)): str(v) for k, v in names.items()})
