@@ -320,6 +320,10 @@ def _remove_if_only_skeleton(state: Path) -> None:
 def promote_command(args: argparse.Namespace) -> int:
     """Promote a version after checking its files and that it loads."""
     registry = _registry(args)
+    if registry.current() == args.version and args.version in registry.versions():
+        registry.check_integrity(args.version)  # a script's repeated promotion: done already
+        print(f"{args.version} is already the current version; nothing changed")
+        return 0
     if not args.no_load_check:
         check_loadable(registry, args.version, args)
     promote_version(config_from_args(args).state_dir, args.version)

@@ -906,22 +906,22 @@ class Registry:
             RegistryError: pruned, unconfined or corrupt manifest.
             NotFoundError: ``expected_current`` names no version of the registry.
             ConflictError: ``expected_current`` is not the current version, or ``version``
-                already is.
+                already is current (with or without ``expected_current``).
             StorageError: ``current`` (or, for a version promoted again, the history) cannot be
                 written (full disk, read-only): nothing changed.
         """
         with self._lock(), storage_faults(f"cannot promote {version}; nothing changed"):
             if expected_current is not None:
                 self._expect_current(expected_current)
-                if version == expected_current:
-                    raise ConflictError(f"{version} is already the current version; nothing "
-                                        f"changed")
             manifest = self.manifest(version)
             if manifest.get("status") == VersionStatus.REJECTED:
                 why = self._derive_reason(manifest, VersionStatus.REJECTED.value) or "no reason recorded"
                 raise UnservableVersionError(f"model version {version} was rejected ({why}); "
                                              f"not promoting")
             self.check_integrity(version)
+            if version == self.current():  # before: 'promoted', and a log line 'was v0001'
+                raise ConflictError(f"{version} is already the current version; nothing "
+                                    f"changed")
             if before_switch is not None:
                 before_switch()
             previous = self.current()

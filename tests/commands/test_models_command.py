@@ -124,6 +124,16 @@ def test_promote_and_rollback_with_a_dangling_current(capsys, tmp_path, exports)
     assert code == 0 and "rolled back to v0002" in out and os.readlink(current) == "v0002"
 
 
+def test_promoting_the_current_version_again_says_nothing_changed(capsys, tmp_path, exports):
+    """Before: 'promoted v0001' for a version already current (a script's repeated step)."""
+    state = tmp_path / "state"
+    assert run_cli(capsys, "models", "add", exports["batch4"], "--promote", "--state-dir", state)[0] == 0
+    history = (state / "models" / "history.json").read_text()
+    code, out, err = run_cli(capsys, "models", "promote", "v0001", "--state-dir", state)
+    assert (code, out, err) == (0, "v0001 is already the current version; nothing changed\n", "")
+    assert (state / "models" / "history.json").read_text() == history
+
+
 def test_verify_detects_flipped_bytes(capsys, tmp_path, exports):
     state = tmp_path / "state"
     assert run_cli(capsys, "models", "add", exports["batch4"], "--promote", "--state-dir", state)[0] == 0

@@ -395,6 +395,12 @@ def test_promotions_sent_together_from_one_version_promote_once_and_log_what_the
     same = client.post(f"/api/models/{registry.current()}/promote?from={registry.current()}")
     assert same.status_code == 409 and same.json() == {
         "error": f"{registry.current()} is already the current version; nothing changed"}
+    caplog.clear()
+    # without from: before, 200 {"current": X, "previous": X} and a log line 'promoted (was X)'
+    same = client.post(f"/api/models/{registry.current()}/promote")
+    assert same.status_code == 409 and same.json() == {
+        "error": f"{registry.current()} is already the current version; nothing changed"}
+    assert not [m for m in caplog.messages if "promoted by an operator" in m]
     assert client.post(f"/api/models/{second}/promote?from=v0009").status_code == 404
     spec = client.get("/openapi.json").json()["paths"]
     for path in ("/api/models/{version}/promote", "/api/models/rollback"):
