@@ -302,7 +302,8 @@ def _parse(parser: argparse.ArgumentParser, args_list: list[str],
         UsageExit: a usage error (printed); also words that the benchmarks' ``overrides``
             positional caught but are no ``section.key=value`` setting (a typo such as
             ``learner.max_steps 3`` would otherwise be dropped and the run go on without it),
-            and overrides given to a command that reads no config.
+            and overrides given to a command that reads no config, or two settings of one
+            key with two values.
     """
     args, unknown = parser.parse_known_args(args_list)
     if unknown:  # named by the command's own parser, whose --help lists what it takes
@@ -317,6 +318,14 @@ def _parse(parser: argparse.ArgumentParser, args_list: list[str],
         _command_parser(parser, args_list).error(
             f"{shown}{', ...' if len(overrides) > 3 else ''}: this command reads no config, so "
             f"section.key=value settings do not apply to it")
+    given: dict[str, str] = {}
+    for text in overrides:  # the last of two settings of one key won without a word
+        key, _, value = text.partition("=")
+        key, value = key.strip(), value.strip()
+        if given.get(key, value) != value:
+            _command_parser(parser, args_list).error(
+                f"{key} set twice ({given[key]!r}, then {value!r}): give it once")
+        given[key] = value
     args.overrides = overrides
     for name in PATH_OPTIONS:  # '--out=~/x': no shell expands a ~ after '='
         value = getattr(args, name, None)

@@ -533,6 +533,8 @@ def test_a_state_directory_on_a_card_that_is_not_mounted_is_named(run_edgecl, tm
      "--format given twice ('voc', then 'coco'): give it once; see 'edgecl labels import --help'"),
     (["--log-level", "info", "--log-level", "debug", "memory", "stats"],
      "--log-level given twice ('INFO', then 'DEBUG'): give it once; see 'edgecl --help'"),
+    (["memory", "stats", "memory.capacity=50", "--state-dir", "{tmp}/a", "memory.capacity=60"],
+     "memory.capacity set twice ('50', then '60'): give it once; see 'edgecl memory stats --help'"),
     (["memory", "stats", "--state-dir", "{tmp}/a", "state_dir={tmp}/b"],
      "--state-dir '{tmp}/a' and the override 'state_dir={tmp}/b' set state_dir to two values: "
      "give one"),
@@ -553,8 +555,10 @@ def test_a_setting_given_twice_is_refused_not_the_last_one_kept(run_edgecl, tmp_
 
 
 def test_an_option_and_an_override_of_one_value_are_taken(run_edgecl, tmp_path):
-    """A script that sets both to the same folder (as a unit file and its drop-in may) runs."""
+    """A script that sets both to the same folder (as a unit file and its drop-in may) runs,
+    and so does one key set twice to one value."""
     (tmp_path / "state").mkdir()
     code, out, err = run_edgecl(["memory", "stats", "--state-dir", tmp_path / "state",
-                                 f"state_dir={tmp_path}/./state"])
-    assert "two values" not in err
+                                 f"state_dir={tmp_path}/./state", "memory.capacity=50",
+                                 "memory.capacity=50"])
+    assert "two values" not in err and "twice" not in err
