@@ -248,10 +248,13 @@ def measure(backend, frames: list, args, imgsz: int, conf: float) -> dict:
 
 
 def given_options(args: argparse.Namespace, defaults: dict) -> list[str]:
-    """The options of ``defaults`` (destination -> default) that ``args`` sets otherwise, as
-    flags (``train_steps`` -> ``--train-steps``)."""
+    """The options of ``defaults`` (destination -> default) that the command line gave
+    (:class:`~edgecl.arguments.StoreOnce` records them; also one given its default value,
+    ``--data scenario``) or that ``args`` sets otherwise, as flags (``train_steps`` ->
+    ``--train-steps``)."""
+    given = getattr(args, "_options_given", None) or {}
     return ["--" + dest.replace("_", "-") for dest, default in defaults.items()
-            if getattr(args, dest, default) != default]
+            if dest in given or getattr(args, dest, default) != default]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -118,6 +118,8 @@ def test_a_bad_option_is_one_line_and_exit_2(run_edgecl, capsys, tmp_path, argv,
     (["--backends", "onnx", "--source", "dir://{tmp}", "--selection"],
      "--source, --selection do not apply with"),
     (["--backends", "onnx", "--while-training"], "--while-training does not apply with"),
+    # its default value given: it ran the pipeline with --data dropped
+    (["--model", "{tmp}/m.onnx", "--data", "scenario"], "--data does not apply without"),
 ])
 def test_perf_refuses_an_option_of_the_other_measurement(run_edgecl, tmp_path, argv, expected):
     """Before: 'bench perf --model M.onnx --data mine.yaml' measured the default source, the
