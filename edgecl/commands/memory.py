@@ -217,6 +217,13 @@ def verify_command(args: argparse.Namespace) -> int:
     if report.repaired:
         for line in report.details:
             print(one_line(f"dropped: {line}"), file=said)
+        deleted = ([f"{p} (a file of no sample the index lists)" for p in report.orphan_files]
+                   + [f"{p} (a write cut short)" for p in report.temp_files])
+        for line in deleted[:MAX_NAMED_DELETIONS]:  # before: a count alone
+            print(one_line(f"deleted: {line}"), file=said)
+        if len(deleted) > MAX_NAMED_DELETIONS:
+            print(f"deleted: {len(deleted) - MAX_NAMED_DELETIONS} more such file(s) (--json "
+                  f"lists every one)", file=said)
     for line in report.unrepaired:
         print(one_line(f"not repaired: {line}"), file=said)
     unrepaired = [line for line in classes_lines if line.startswith("not repaired")]
@@ -233,6 +240,10 @@ def verify_command(args: argparse.Namespace) -> int:
         if unrepaired:
             print(f"NOT ok: {len(unrepaired)} class registry problem(s) not repaired (above)")
     return 0 if report.ok and not unrepaired else 1
+
+
+MAX_NAMED_DELETIONS = 20
+"""How many files a repairing ``memory verify`` deleted it names one by one."""
 
 
 def _check_classes(args: argparse.Namespace, memory) -> list[str]:

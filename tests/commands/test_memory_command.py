@@ -169,9 +169,15 @@ def test_verify_counts_each_damaged_sample_once(state, capsys):
     assert main(["memory", "verify", "--no-repair", "--state-dir", str(state)]) == 1
     out = capsys.readouterr().out
     assert "3 problem(s) NOT repaired: 10 rows checked, 1 with missing files, 1 corrupt, 1 orphan files" in out
+    (mem / "labels" / ".00000098.txt.k3j9.tmp").write_bytes(b"x")  # a write cut short
     assert main(["memory", "verify", "--json", "--state-dir", str(state)]) == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.strip().splitlines()[-1])
     assert report["ok"] and len(report["orphan_files"]) == 1
+    # each file deleted is named (before: '1 orphan files (repaired)' alone)
+    assert [line for line in captured.err.splitlines() if line.startswith("deleted: ")] == [
+        f"deleted: {mem / 'images' / '00000099.jpg'} (a file of no sample the index lists)",
+        f"deleted: {mem / 'labels' / '.00000098.txt.k3j9.tmp'} (a write cut short)"]
     assert not image4.exists() and not (mem / "images" / "00000006.jpg").exists()
     assert main(["memory", "verify", "--no-repair", "--json", "--state-dir", str(state)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["unrepaired"] == []

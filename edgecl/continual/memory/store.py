@@ -1324,7 +1324,8 @@ class ReplayMemory:
             if evicted and not failed:
                 self._forget_unlinking(evicted)
         else:
-            unrepaired += (list(details) + [f"orphan file {p}" for p in orphans + temps]
+            unrepaired += (list(details) + [f"orphan file {p}" for p in orphans]
+                           + [f"temp file {p} (a write cut short)" for p in temps]
                            + [f"stale snapshot folder {p}" for p in stale])
         return VerifyReport(rows_checked=len(verdicts), missing_rows=tuple(missing),
                             corrupt_rows=tuple(corrupt), orphan_files=tuple(map(str, orphans)),
