@@ -79,6 +79,23 @@ def labelling_inference_options(cfg: Config):
     return opts if floor is None else dataclasses.replace(opts, conf=floor)
 
 
+def _intact_served_file(registry, version: str) -> str | None:
+    """The file a version would serve (:meth:`~edgecl.models.registry.Registry.model_path`)
+    when it matches its manifest sha256, as its manifest names it; None when it does not, or
+    the version has none. Before, a damaged ``model.pt`` (which only rounds read) rolled the
+    device back to an older version for good while its ``model.onnx`` was intact."""
+    from edgecl.errors import RegistryError
+
+    try:
+        path = registry.model_path(version, verify=True)
+        entry = path.relative_to(registry.root / version).as_posix()
+    except (RegistryError, ValueError, OSError):
+        return None
+    if entry.lower().endswith(".pt") or not registry.file_intact(version, entry):
+        return None
+    return entry
+
+
 def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, str]:
     """Decide which model file the loop starts with.
 
@@ -438,6 +455,14 @@ class Runtime:
         while current is not None:
             problems = registry.verify(current, essential_only=True)
             if not problems:
+                return
+            served = _intact_served_file(registry, current)
+            if served is not None:  # only what a round learns from is damaged (model.pt)
+                log.warning("current model version %s fails its integrity check (%s); it "
+                            "serves its intact %s, but no round learns on it until it is "
+                            "replaced: 'edgecl models rollback' serves the version before it, "
+                            "or 'edgecl models add --promote' a checkpoint you trust", current,
+                            problems[0], served)
                 return
             log.error("current model version %s fails its integrity check (%s); rolling back",
                       current, problems[0])

@@ -1,6 +1,7 @@
 """Faults around the runtime: one runtime per state directory, an unwritable state directory,
 a version staged before a kill, tampered model files, and supervisor steps that fail."""
 
+import logging
 import errno
 
 import pytest
@@ -78,7 +79,7 @@ def test_a_file_given_with_model_serves_the_whole_run(learnt, scenario, tmp_path
     assert report.swaps == 0 and report.model_version == "file:mine.onnx"
 
 
-def test_a_tampered_parent_is_never_fine_tuned(learnt, scenario, tmp_path):
+def test_a_tampered_parent_is_never_fine_tuned(learnt, scenario, tmp_path, caplog):
     state = copy_state(learnt[0], tmp_path / "state")
     registry = Registry(state / "models")
     registry.promote(learnt[1])
@@ -91,16 +92,28 @@ def test_a_tampered_parent_is_never_fine_tuned(learnt, scenario, tmp_path):
     result = run_learning_round(cfg, reason="after tampering")
     assert result.status.value == "failed" and "integrity" in result.reason
     assert registry.current() == learnt[1] and len(registry.versions()) == 1
+    # its intact model.onnx still serves: before, a start rolled the device back for good
+    with caplog.at_level(logging.WARNING, logger="edgecl.runtime.app"):
+        report = Runtime(tiny_cfg(state, "learner.enabled=false"),
+                         RunOptions(source_uri=f"tasks://{scenario}?task=t2", max_frames=2,
+                                    quiet=True)).run()
+    assert report.model_version == registry.current() == learnt[1]
+    (line,) = [r.getMessage() for r in caplog.records if "fails its integrity" in r.getMessage()]
+    served = registry.manifest(learnt[1]).get("serve", "model.onnx")
+    assert line.startswith(f"current model version {learnt[1]} fails its integrity check (")
+    assert f"does not match its manifest sha256); it serves its intact {served}, but no" in line
 
 
 def test_tampered_current_engine_rolls_back_or_refuses_with_one_line(learnt, scenario, tmp_path):
     state = copy_state(learnt[0], tmp_path / "state")
     registry = Registry(state / "models")
     registry.promote(learnt[1])
-    onnx = registry.root / learnt[1] / "model.onnx"
-    data = bytearray(onnx.read_bytes())
-    data[-100] ^= 0xFF
-    onnx.write_bytes(bytes(data))
+    for name in registry.manifest(learnt[1])["files"]:  # every engine it could serve
+        if name.endswith((".onnx", ".xml", ".bin")):
+            engine = registry.root / learnt[1] / name
+            data = bytearray(engine.read_bytes())
+            data[-100] ^= 0xFF
+            engine.write_bytes(bytes(data))
     runtime = Runtime(tiny_cfg(state), RunOptions(source_uri=f"tasks://{scenario}?task=t2",
                                                   max_frames=2, quiet=True))
     with pytest.raises(ModelLoadError) as err:
