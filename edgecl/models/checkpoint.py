@@ -654,8 +654,16 @@ def _unreadable(path: Path, exc: BaseException) -> str:
             f"{needed!r}, which its installed module lacks")
         return (f"cannot load {path}: it needs {what} (a model of its own code, not an "
                 f"ultralytics checkpoint)")
+    said = _one_line(exc)
+    if "central directory" in said:  # torch's zip reader on a file cut short
+        return (f"cannot read checkpoint {path}: the file is cut short (its zip archive ends "
+                f"before its central directory: a copy or a download that did not finish); "
+                f"copy it again from where it was made")
+    # torch's own advice ("an internal miniz error ... please report a bug to PyTorch") is
+    # not the user's: its first sentence says what failed
+    said = re.split(r"\.\s+(?=This is an internal|If you are seeing)", said)[0]
     return (f"cannot read checkpoint {path}: the file is empty, truncated or not a PyTorch "
-            f"checkpoint ({_one_line(exc)})")
+            f"checkpoint ({said})")
 
 
 def _is_state_dict(value) -> bool:
