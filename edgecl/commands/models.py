@@ -211,6 +211,28 @@ def check_loadable(registry, version: str, args: argparse.Namespace) -> None:
     backend.close()
 
 
+def _held_already(registry, path: Path) -> str | None:
+    """The newest version, neither pruned nor rejected, staged from a file with ``path``'s
+    bytes (its manifest's sha256 of ``model<suffix>``), or None."""
+    from edgecl.errors import EdgeclError
+    from edgecl.models.base import sha256_file
+
+    entry = f"model{path.suffix.lower()}"
+    try:
+        digest = sha256_file(path)
+    except OSError:  # the add itself says why it cannot read the file
+        return None
+    for version in reversed(registry.versions()):
+        try:
+            manifest = registry.manifest(version)
+        except EdgeclError:
+            continue
+        if (manifest.get("status") not in ("pruned", "rejected")
+                and str(manifest.get("files", {}).get(entry, "")).lower() == digest):
+            return version
+    return None
+
+
 def add_command(args: argparse.Namespace) -> int:
     """Load and warm a model file, stage it (and optionally promote it)."""
     from edgecl.models.classes import ClassRegistry
@@ -221,6 +243,13 @@ def add_command(args: argparse.Namespace) -> int:
     state = Path(cfg.state_dir)
     existed = state.exists()
     registry = _registry(args, create=True)
+    held = _held_already(registry, Path(args.path)) if existed else None
+    if held is not None:  # before: staged again, 5 MB a copy, which prune keeps while staged
+        print(f"{args.path} is already {held} (the same file): nothing added")
+        if args.promote and registry.current() != held:
+            promote_version(cfg.state_dir, held)
+            print(f"promoted {held}")
+        return 0
     try:
         version = registry.add(args.path, opts=_options(args))
     except BaseException:

@@ -110,8 +110,8 @@ def test_fixed_batch_and_rectangular_exports_are_added_and_promoted(capsys, tmp_
 
 def test_promote_and_rollback_with_a_dangling_current(capsys, tmp_path, exports):
     state = tmp_path / "state"
-    for _ in range(2):
-        assert run_cli(capsys, "models", "add", exports["batch4"], "--promote", "--state-dir", state)[0] == 0
+    for name in ("batch4", "rect"):  # two files: the same one again adds nothing
+        assert run_cli(capsys, "models", "add", exports[name], "--promote", "--state-dir", state)[0] == 0
     current = state / "models" / "current"
     os.remove(current)
     os.symlink("v0009", current)
@@ -122,6 +122,19 @@ def test_promote_and_rollback_with_a_dangling_current(capsys, tmp_path, exports)
     assert err.startswith("warning: ") and "points at v0009, which does not exist" in err
     code, out, err = run_cli(capsys, "models", "rollback", "--state-dir", state)
     assert code == 0 and "rolled back to v0002" in out and os.readlink(current) == "v0002"
+
+
+def test_adding_the_same_file_again_adds_nothing(capsys, tmp_path, exports):
+    """Before: each add of one file staged another 5 MB copy (v0002, v0003, ...), which prune
+    keeps while it is staged."""
+    state = tmp_path / "state"
+    assert run_cli(capsys, "models", "add", exports["batch4"], "--state-dir", state)[0] == 0
+    code, out, err = run_cli(capsys, "models", "add", exports["batch4"], "--state-dir", state)
+    assert (code, out) == (0, f"{exports['batch4']} is already v0001 (the same file): nothing added\n")
+    code, out, err = run_cli(capsys, "models", "add", exports["batch4"], "--promote",
+                             "--state-dir", state)
+    assert code == 0 and out.splitlines()[-1] == "promoted v0001"
+    assert sorted(p.name for p in (state / "models").iterdir() if p.name.startswith("v")) == ["v0001"]
 
 
 def test_promoting_the_current_version_again_says_nothing_changed(capsys, tmp_path, exports):
@@ -540,8 +553,8 @@ def test_rollback_says_the_samples_it_gives_back_wait_for_new_ones(capsys, tmp_p
     from edgecl.continual.round_state import LearnerState, load_state, save_state
 
     state = tmp_path / "state"
-    for _ in range(2):
-        assert run_cli(capsys, "models", "add", exports["batch4"], "--promote", "--state-dir", state)[0] == 0
+    for name in ("batch4", "rect"):  # two files: the same one again adds nothing
+        assert run_cli(capsys, "models", "add", exports[name], "--promote", "--state-dir", state)[0] == 0
     save_state(state, LearnerState(round=2, last_sample_id=10))
     code, out, err = run_cli(capsys, "models", "rollback", "--state-dir", state)
     assert code == 0, err
