@@ -16,6 +16,7 @@ import http.client
 import ipaddress
 import json
 import os
+import re
 import ssl
 import sys
 import urllib.error
@@ -50,10 +51,14 @@ def health_url(server) -> str:
 
 def url_problem(url: str) -> str | None:
     """Why ``url`` is no address a check can ask, in words (``None`` when it is one): an
-    ``http`` or ``https`` URL with a host and a port in 1..65535 (before, ``not a url``
-    printed a traceback and ``file:///etc/passwd`` was read as an answer)."""
+    ``http`` or ``https`` URL with a host (and a port in 1..65535 where it names one; the
+    scheme's own otherwise), no blank, control character or password (before, ``not a url``
+    printed a traceback, ``file:///etc/passwd`` was read as an answer and a line break in
+    it sent a header of its own)."""
     from urllib.parse import urlsplit
 
+    if any(c.isspace() or not c.isprintable() for c in url):  # a line break would end the
+        return "holds a blank or a control character (no URL does)"  # request line early
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -61,9 +66,17 @@ def url_problem(url: str) -> str | None:
         return f"is no URL ({exc})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "is not an http(s)://HOST:PORT/healthz address"
+    if parts.username is not None or parts.password is not None:
+        return "holds a user name or password (the console takes a token: server.token)"
     if port == 0:
         return "names port 0"
     return None
+
+
+def _shown(url: str) -> str:
+    """A URL for a message: quoted with its control characters escaped, and a password in it
+    (``user:pw@``) shown as ``***``."""
+    return repr(re.sub(r"(?<=//)([^/@]*?):([^/@]*)@", r"\1:***@", url))
 
 
 def check(config_path: str = DEFAULT_CONFIG) -> str | None:
@@ -90,7 +103,7 @@ def check(config_path: str = DEFAULT_CONFIG) -> str | None:
     url = url or health_url(server)
     problem = url_problem(url)
     if problem is not None:
-        return f"${URL_ENV}={url!r} {problem}"
+        return f"${URL_ENV}={_shown(url)} {problem}"
     token = resolve_token(server.token)
     problem = token_problem(token)
     if problem is not None:  # before: a traceback from the header's encoding
@@ -124,6 +137,10 @@ def check(config_path: str = DEFAULT_CONFIG) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Exit code of the check: 0 healthy, 1 not (one line on stderr)."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1:  # before: the words after the config were dropped, exit 0
+        print(f"unhealthy: one argument is taken (the config file), got {len(args)}: "
+              f"{' '.join(args)[:200]}", file=sys.stderr)
+        return 1
     problem = check(args[0] if args else DEFAULT_CONFIG)
     if problem:
         print(f"unhealthy: {problem}", file=sys.stderr)

@@ -609,11 +609,18 @@ def test_the_health_check_is_one_line_for_a_port_that_speaks_no_http(tmp_path, m
 
 
 @pytest.mark.parametrize("url, why", [
-    ("not a url", "is not an http(s)://HOST:PORT/healthz address"),
+    ("not a url", "holds a blank or a control character (no URL does)"),
+    ("localhost/healthz", "is not an http(s)://HOST:PORT/healthz address"),
     ("file:///etc/passwd", "is not an http(s)://HOST:PORT/healthz address"),
     ("http://[::1/healthz", "is no URL (Invalid IPv6 URL)"),
     ("http://127.0.0.1:99999/healthz", "is no URL (Port out of range 0-65535)"),
     ("http://127.0.0.1:0/healthz", "names port 0"),
+    # before: sent, and 'X-Injected: 1 answered, but not as edgecl does ... another program'
+    ("http://127.0.0.1:1/healthz\r\nX-Injected: 1", "holds a blank or a control character (no URL does)"),
+    ("http://127.0.0.1:1/heal th", "holds a blank or a control character (no URL does)"),
+    # before: 'did not answer: Name or service not known', the password printed
+    ("http://user:pw@127.0.0.1:1/healthz",
+     "holds a user name or password (the console takes a token: server.token)"),
 ])
 def test_the_health_check_says_a_bad_address_in_one_line(tmp_path, monkeypatch, url, why):
     """Before: 'not a url' and a broken IPv6 address printed tracebacks, port 99999 was
@@ -623,7 +630,16 @@ def test_the_health_check_says_a_bad_address_in_one_line(tmp_path, monkeypatch, 
     monkeypatch.setenv(healthcheck.URL_ENV, url)
     config = tmp_path / "edgecl.yaml"
     config.write_text("server:\n  enabled: true\n")
-    assert healthcheck.check(str(config)) == f"$EDGECL_HEALTH_URL={url!r} {why}"
+    shown = url.replace(":pw@", ":***@")
+    assert healthcheck.check(str(config)) == f"$EDGECL_HEALTH_URL={shown!r} {why}"
+
+
+def test_the_health_check_takes_one_argument(capsys):
+    from edgecl.runtime import healthcheck
+
+    assert healthcheck.main(["a.yaml", "extra"]) == 1
+    assert capsys.readouterr().err == ("unhealthy: one argument is taken (the config file), got "
+                                       "2: a.yaml extra\n")
 
 
 def test_the_health_check_says_a_token_no_header_can_carry(tmp_path, monkeypatch, capsys):
