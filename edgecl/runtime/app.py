@@ -457,7 +457,8 @@ class Runtime:
             if not problems:
                 return
             served = _intact_served_file(registry, current)
-            if served is not None:  # only what a round learns from is damaged (model.pt)
+            if served is not None:  # what it serves is intact: the damage is in model.pt,
+                # which only rounds read, or in an engine it does not serve
                 log.warning("current model version %s fails its integrity check (%s); it "
                             "serves its intact %s, but no round learns on it until it is "
                             "replaced: 'edgecl models rollback' serves the version before it, "

@@ -339,6 +339,14 @@ def test_an_index_emptied_of_rows_keeps_the_samples_on_disk(tmp_path):
     assert len(files(root)) == 12
 
 
+def _meta(path, key):
+    db = IndexDB(path, read_only=True)
+    try:
+        return db.get_meta(key)
+    finally:
+        db.close()
+
+
 def _restore_an_older_index(root, tmp_path, added: int) -> list[int]:
     """Store 3 samples, copy the index, store ``added`` more, then put the copy back (a
     backup of the card restored): returns the ids the restored index does not list."""
@@ -371,8 +379,13 @@ def test_an_older_index_restored_keeps_the_samples_it_does_not_list(tmp_path, ca
     assert files(root) == before and len(before) == 18
     # the command it names rebuilds it (before: 'the index is readable; nothing to rebuild'):
     # the 3 rows the old index lists kept as they were, the 6 others from their files
+    recorded = {"capacity": 321}  # as a runtime records the device's memory settings
+    db = IndexDB(root / "index.sqlite")
+    db.set_meta("memory_config", recorded)
+    db.close()
     assert main(["memory", "verify", "--rebuild-index", "--state-dir", str(tmp_path),
                  "--json"]) == 0
+    assert _meta(root / "index.sqlite", "memory_config") == recorded  # the device's settings
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (report["rows"], report["from_index"], report["from_files"]) == (9, 3, 6)
     with ReplayMemory(root, cfg()) as memory:

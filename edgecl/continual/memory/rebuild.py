@@ -52,7 +52,7 @@ from edgecl.continual.memory.records import (
     parse_label_file,
 )
 from edgecl.continual.memory.snapshot import RECORDS_FILE, _snapshot_names
-from edgecl.continual.memory.store import is_writable
+from edgecl.continual.memory.store import MEMORY_CONFIG_KEY, is_writable
 from edgecl.continual.memory.verify import sample_stems, scan_files
 from edgecl.errors import LabelError, ReplayMemoryError, StorageError
 from edgecl.frames import STREAM_TASK
@@ -410,8 +410,8 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None,
     notes: list[str] = []
     snap_id, snap_rows, snap_names = newest_snapshot(root, notes)
     names, names_from = snap_names, "snapshot" if snap_names else None
-    index_rows, index_names, counters, hashes = (_readable_index(root) if readable
-                                                 else ({}, None, {}, {}))
+    index_rows, index_names, counters, hashes, settings = (
+        _readable_index(root) if readable else ({}, None, {}, {}, None))
     if index_names:
         names, names_from = index_names, "the old index"
     reg = registry_names(state_dir)
@@ -449,7 +449,8 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None,
             rows.append((row, "index" if sample_id in index_rows else
                          "snapshot" if rec is not None else "files"))
         _write_index(tmp, [r for r, _ in rows], names,
-                     _last_id_given(root, {**snap_rows, **index_rows}, stems), counters)
+                     _last_id_given(root, {**snap_rows, **index_rows}, stems), counters,
+                     settings)
         moved = _swap_in(root, tmp)
     except OSError as exc:
         _remove_quietly(tmp)
@@ -466,21 +467,23 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None,
 
 
 def _readable_index(root: Path) -> tuple[dict[int, SampleRecord], dict[int, str] | None,
-                                         dict[str, int], dict[int, str]]:
-    """The rows, class names, stream counters and content hashes of a readable index (read
-    from a private copy), for a rebuild that adopts the samples it does not list."""
+                                         dict[str, int], dict[int, str], object]:
+    """The rows, class names, stream counters, content hashes and recorded memory settings
+    of a readable index (read from a private copy), for a rebuild that adopts the samples it
+    does not list."""
     db = IndexDB(root / INDEX_FILE, read_only=True)
     try:
         with db.read() as conn:
             rows = {r.id: r for r in db.records()}
             raw = db.get_meta("names")
             counters = db.load_counters()
+            settings = db.get_meta(MEMORY_CONFIG_KEY)
             hashes = {int(i): str(h) for i, h in conn.execute(
                 "SELECT id, content_hash FROM samples WHERE content_hash IS NOT NULL")}
     finally:
         db.close()
     names = {int(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) and raw else None
-    return rows, names, counters, hashes
+    return rows, names, counters, hashes, settings
 
 
 def _remove_quietly(path: Path) -> None:
@@ -491,10 +494,10 @@ def _remove_quietly(path: Path) -> None:
 
 
 def _write_index(path: Path, rows: list[dict], names: dict[int, str] | None, last_id: int,
-                 counters: dict[str, int] | None = None) -> None:
+                 counters: dict[str, int] | None = None, settings: object = None) -> None:
     """Write a complete index at ``path`` (the schema and its writes are :mod:`.index`'s);
-    each stream counter is the larger of what the rows show and ``counters`` (an old
-    readable index's)."""
+    each stream counter is the larger of what the rows show and ``counters``, and the
+    recorded memory settings are ``settings`` (an old readable index's, when given)."""
     db = IndexDB(path)
     try:
         with db.write():
@@ -510,6 +513,8 @@ def _write_index(path: Path, rows: list[dict], names: dict[int, str] | None, las
             db.add_counters(seen)
         if names:
             db.set_meta("names", {str(int(k)): str(v) for k, v in names.items()})
+        if settings is not None:
+            db.set_meta(MEMORY_CONFIG_KEY, settings)
         db.checkpoint()
     finally:
         db.close()
