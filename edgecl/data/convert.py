@@ -296,13 +296,15 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
             if item.dataset_ids is not None:  # a YOLO folder naming no class keeps its ids
                 for name, dataset_id in zip(item.names, item.dataset_ids):  # (each bounded by
                     ids.setdefault(name, dataset_id)                        # the label rule)
-            box_ids = {name: ids[_class_of(name, ids, matched)] for name in item.names}
+            canonical = {name: _class_of(name, ids, matched) for name in item.names}
+            box_ids = {name: ids[canonical[name]] for name in item.names}
             suffix, data = _image_file(item)
             name = _unique_name(output_stem(item.source, root), suffix, used)
             atomic_write_bytes(tmp / "images" / name, data)
             atomic_write_text(tmp / "labels" / f"{Path(name).stem}.txt",
                               labels_to_text(item.yolo_labels(box_ids)))
-            tally.done(item)
+            # counted per class as data.yaml names it (before: CAR, Car and car apart)
+            tally.done(dataclasses.replace(item, names=[canonical[n] for n in item.names]))
         if tally.imported == 0:
             raise ConfigError(f"nothing imported from {src} ({fmt}): {tally.skipped} file(s) skipped"
                               + (f", e.g. {tally.messages[0]}" if tally.messages else "")

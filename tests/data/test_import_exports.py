@@ -211,6 +211,8 @@ def test_dataset_import_makes_names_differing_only_in_case_one_class_as_labels_i
             result["difficult_dropped"]) == (3, 0, 0, 1)
     assert result["names"] == {"0": "car", "1": "Traffic Light"}  # before: Car and traffic_light apart
     assert result["classes_matched"] == {"Car": "car", "traffic_light": "Traffic Light"}
+    # counted per class as data.yaml names it (before: {"car": 1, "Car": 1, ...} apart)
+    assert result["boxes"] == {"car": 2, "Traffic Light": 2}
     assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: "car", 1: "Traffic Light"}
     # corners written with a decimal point (CVAT) are 0-based, the file's every box as written:
     # (12.5, 10.5, 32.5, 30.5) -> 22.5/64 20.5/48 20/64 20/48; (40, 5, 50, 20) -> 45/64 12.5/48
