@@ -43,6 +43,7 @@ from edgecl.input_files import (MAX_LIST_BYTES, missing_file_why, read_data_file
 
 log = logging.getLogger(__name__)
 _SAID_PATH_FALLBACK: set[Path] = set()  # data.yaml files whose 'path:' fallback was said
+_SAID_ENTRY_FALLBACK: set[tuple[Path, str]] = set()  # (data.yaml, split) relocations said
 
 SPLIT_NAMES = ("train", "val", "test")
 _ROBOFLOW_SPLITS = {"train": ("train",), "val": ("valid", "val", "validation"), "test": ("test",)}
@@ -224,13 +225,22 @@ def _read_image_list(list_path: Path) -> list[Path]:
         raise ConfigError(f"cannot read image list {list_path}: {encoding_problem(exc)}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read image list {list_path}: {exc.strerror or exc}") from None
-    out = []
+    out, moved = [], 0
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         p = path_from_text(line, f"{list_path}:{lineno}")
-        out.append(p if p.is_absolute() else (list_path.parent / p))
+        p = p if p.is_absolute() and not _WINDOWS_PATH.search(line) else list_path.parent / p
+        if not path_exists(p) and (_WINDOWS_PATH.search(line) or Path(line).is_absolute()):
+            here = foreign_path_here(line, list_path.parent)  # a list another machine wrote
+            if here is not None:
+                moved += 1
+                p = here
+        out.append(p)
+    if moved:
+        log.warning("%s: %d listed image(s) do not exist where it says (written on another "
+                    "machine?); read from below %s instead", list_path, moved, list_path.parent)
     return [p.resolve() for p in out if is_image(p)]
 
 
@@ -250,13 +260,53 @@ def _yaml_root(yaml_path: Path, data: dict) -> Path:
     return (yaml_path.parent / root).absolute()
 
 
+_WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]|\\")
+"""A path as Windows writes it (``C:\\data\\images``, ``\\\\server\\share``, any backslash)."""
+
+
+def foreign_path_here(written: str, base: Path) -> Path | None:
+    """Where a path another machine wrote (``/home/alice/ds/images/train``,
+    ``C:\\Users\\alice\\ds\\images\\train``) lies below ``base``: the longest tail of its
+    parts that exists there (``images/train``), or None.
+
+    Args:
+        written: the path as the dataset file writes it.
+        base: the folder the dataset file is in.
+
+    Returns:
+        The existing path below ``base``, or None when no tail exists there.
+    """
+    parts = [p for p in re.split(r"[\\/]+", written) if p and p not in (".", "..")]
+    if parts and re.fullmatch(r"[A-Za-z]:", parts[0]):
+        parts = parts[1:]
+    for start in range(1, len(parts)):  # the longest tail first; never the last part alone
+        candidate = base.joinpath(*parts[start:])
+        if path_exists(candidate, folder=True) or path_exists(candidate):
+            return candidate
+    return None
+
+
 def _resolve_entry(yaml_path: Path, root: Path, split: str, entry: object) -> list[Path]:
     if not isinstance(entry, str) or not entry.strip():
         raise ConfigError(f"{yaml_path}: '{split}' must be a path or a list of paths, got {entry!r}")
+    windows = bool(_WINDOWS_PATH.search(entry)) and os.sep != "\\"
     p = path_from_text(entry, f"{yaml_path}: '{split}'")
-    p = first = p if p.is_absolute() else root / p
+    p = first = p if p.is_absolute() and not windows else root / p
     if not path_exists(p) and entry.startswith("../"):
         p = root / entry[3:]  # Roboflow writes ../train/images next to the yaml (ultralytics' fix)
+    if not path_exists(p) and (windows or Path(entry).is_absolute()):
+        # written on another machine (a Colab or Windows path): its tail beside the yaml
+        here = foreign_path_here(entry, yaml_path.parent)
+        if here is not None:
+            if (yaml_path, split) not in _SAID_ENTRY_FALLBACK:
+                _SAID_ENTRY_FALLBACK.add((yaml_path, split))
+                log.warning("%s: '%s' path %s does not exist here; read from %s, beside the "
+                            "yaml", yaml_path, split, entry, here)
+            return [here.resolve()]
+        if windows:  # before: the yaml's folder and the Windows path glued into one
+            raise ConfigError(f"{yaml_path}: '{split}' path {entry} is a Windows path, and no "
+                              f"folder of its tail lies beside the yaml; write it relative to "
+                              f"the yaml (e.g. images/train)")
     if not path_exists(p):
         link = link_problem(first) or link_problem(p)
         if link:  # a link to a card not mounted: name the link, not only where it leads

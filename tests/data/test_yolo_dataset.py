@@ -130,6 +130,29 @@ def test_a_path_of_another_machine_gives_way_to_the_yamls_folder(tmp_path, caplo
         load_data_yaml(path)
 
 
+def test_absolute_and_windows_split_paths_of_another_machine_are_found_beside_the_yaml(
+        tmp_path, caplog):
+    """Only 'path:' was relocated: an absolute 'train:' was 'not found', a Windows one was
+    glued to the yaml's folder, and an image list's foreign paths were all 'no such image'."""
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    (tmp_path / "images" / "train" / "a.jpg").write_bytes(b"")
+    (tmp_path / "val.txt").write_text("/home/bob/thermal/images/train/a.jpg\n")
+    path = tmp_path / "data.yaml"
+    path.write_text("train: /home/alice/datasets/thermal/images/train\n"
+                    "val: C:\\Users\\alice\\thermal\\images\\train\ntest: val.txt\n"
+                    "names: {0: car}\n")
+    dataset = load_data_yaml(path)
+    image = tmp_path.resolve() / "images" / "train" / "a.jpg"
+    assert dataset.splits == {"train": [image], "val": [image], "test": [image]}
+    assert (f"'train' path /home/alice/datasets/thermal/images/train does not exist here; read "
+            f"from {tmp_path / 'images' / 'train'}, beside the yaml") in caplog.text
+    assert "1 listed image(s) do not exist where it says" in caplog.text
+    path.write_text("train: C:\\data\\nowhere\\pics\nnames: {0: car}\n")
+    with pytest.raises(ConfigError, match=r"'train' path C:\\data\\nowhere\\pics is a Windows "
+                                          r"path, and no folder of its tail lies beside the yaml"):
+        load_data_yaml(path)
+
+
 def test_a_split_folder_that_is_a_link_to_nothing_is_named(tmp_path):
     """A dataset whose images folder links to a card that is not mounted. Before: "'train' path
     not found: /mnt/card/images", which names a folder the user never typed."""
