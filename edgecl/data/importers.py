@@ -91,11 +91,13 @@ import itertools
 import json
 import math
 import os
+import unicodedata
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -1091,6 +1093,17 @@ def _inside_name(file_name: str) -> Path:
     return rel
 
 
+def _spelt_otherwise(file_name: str) -> list[str]:
+    """Other spellings of an annotation's image name that may be the file's: URL-decoded
+    (``%20``: Label Studio's upload names) and in either Unicode normal form (macOS writes
+    ``Straße``'s ``ü`` decomposed, a JSON written elsewhere composed); the name itself not
+    included."""
+    out = []
+    for text in dict.fromkeys((file_name, unquote(file_name) if "%" in file_name else file_name)):
+        out += [text, unicodedata.normalize("NFC", text), unicodedata.normalize("NFD", text)]
+    return [text for text in dict.fromkeys(out) if text != file_name]
+
+
 def _voc_image(xml_path: Path, root: Path, filename: str | None,
                sub: Path = Path()) -> Path | None:
     """The image of an annotation: ``<filename>`` in ``JPEGImages/`` (or ``images/``, or beside
@@ -1102,11 +1115,13 @@ def _voc_image(xml_path: Path, root: Path, filename: str | None,
     folders = list(dict.fromkeys([*(f / sub for f in folders[:2]), *folders]))
     stems = [xml_path.stem]
     if filename:
+        for spelt in (filename, *_spelt_otherwise(filename)):
+            rel = _inside_name(spelt)
+            for name in dict.fromkeys((rel, Path(rel.name))):
+                for folder in folders:
+                    if name.name and path_is_file(folder / name):
+                        return folder / name
         rel = _inside_name(filename)
-        for name in dict.fromkeys((rel, Path(rel.name))):
-            for folder in folders:
-                if name.name and path_is_file(folder / name):
-                    return folder / name
         stems.insert(0, Path(rel.name).stem if is_image(rel.name) else rel.name)
     for stem in dict.fromkeys(s for s in stems if s):
         for folder in folders:
@@ -1404,7 +1419,17 @@ def _coco_image(json_path: Path, file_name: str) -> Path | None:
     """The image a COCO ``file_name`` names, looked up beside the JSON (or in ``images/``, or
     one folder up, or in ``images/<subset>/`` for ``instances_<subset>.json``); a name that
     climbs out with ``..`` or is absolute matches by its base name only (see
-    :func:`_inside_name`)."""
+    :func:`_inside_name`); else the name spelt otherwise (:func:`_spelt_otherwise`)."""
+    found = _coco_image_as_written(json_path, file_name)
+    for spelt in _spelt_otherwise(file_name) if found is None else ():
+        found = _coco_image_as_written(json_path, spelt)
+        if found is not None:
+            break
+    return found
+
+
+def _coco_image_as_written(json_path: Path, file_name: str) -> Path | None:
+    """:func:`_coco_image` for one spelling of the name."""
     rel = _inside_name(file_name)
     base = json_path.parent
     roots = [base, base / "images", base.parent, base.parent / "images"]

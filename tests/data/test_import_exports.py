@@ -714,3 +714,21 @@ def test_macos_resource_forks_beside_voc_files_are_left_out_not_bad_annotations(
     (tmp_path / "Annotations" / "__MACOSX" / "b.xml").write_bytes(b"\x00\x05\x16\x07")
     (item,), skips = _collect(tmp_path, "voc")
     assert item.names == ["car"] and skips == []
+
+
+def test_an_image_name_spelt_otherwise_than_its_file_is_found(tmp_path):
+    """A JSON written with composed Unicode (NFC) for a file macOS named decomposed (NFD), and a
+    URL-encoded name: both were 'image not found'."""
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "Überflug Straße 1.png")
+    _image(tmp_path / "src" / "images" / nfd, value=1)
+    _image(tmp_path / "src" / "images" / "Überflug Straße 2.png", value=2)
+    _write_coco(tmp_path / "src" / "result.json",
+                [_cvat_coco_image(1, "images/Überflug Straße 1.png"),
+                 _cvat_coco_image(2, "images/%C3%9Cberflug%20Stra%C3%9Fe%202.png")],
+                [_cvat_coco_ann(1, 1, 1, [3, 4, 10, 10]), _cvat_coco_ann(2, 2, 1, [3, 4, 10, 10])],
+                CVAT_CATS)
+    items, skips = _collect(tmp_path / "src")
+    assert not skips and sorted(i.source.name for i in items) == sorted(
+        [nfd, "Überflug Straße 2.png"])
