@@ -82,7 +82,8 @@ def run_command(args: argparse.Namespace) -> int:
     opts = RunOptions(source_uri=_source_uri(args, cfg, use_state), model=args.model,
                       max_frames=args.frames, out=args.out, save_video=args.save_video,
                       quiet=args.quiet, use_state=use_state, fleet_client=fleet_client)
-    if not cfg.runtime.realtime and re.match(r"dir://[^?]*\?(.*&)?fps=", opts.source_uri):
+    if not cfg.runtime.realtime and re.match(r"dir://[^?]*\?(.*&)?fps=[0-9]*\.?[0-9]+(&|$)",
+                                             opts.source_uri):  # (a bad value: refused after)
         log.warning("%s: its fps paces the folder only with runtime.realtime=true; this run "
                     "reads it as fast as it decodes", opts.source_uri)
     unused = [o.split("=", 1)[0] for o in getattr(args, "overrides", None) or []

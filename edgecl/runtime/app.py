@@ -685,10 +685,6 @@ class Runtime:
             self._open_state()
         path, version = resolve_model(cfg, opts.model, self.registry)
         current = self.registry.current() if self.registry is not None else None
-        if version.startswith("file:") and current:  # a service's --model, kept after learning
-            log.warning("--model %s is served for this run, not the device's current version %s "
-                        "(what its rounds learnt, which they go on learning on top of); without "
-                        "--model a run serves %s", path, current, current)
         infer_opts = inference_options(cfg)
         shown_conf = None
         if opts.use_state:
@@ -700,6 +696,11 @@ class Runtime:
                          cfg.model.conf)
         if version.startswith("file:"):
             backend = load_backend(path, infer_opts, warmup_runs=cfg.runtime.warmup_runs)
+            if current:  # a service's --model, kept after learning (said once it loaded:
+                # before, a file that does not load was warned of, then refused)
+                log.warning("--model %s is served for this run, not the device's current "
+                            "version %s (what its rounds learnt, which they go on learning on "
+                            "top of); without --model a run serves %s", path, current, current)
         else:  # a registry version: an engine that does not load leaves the next one serving
             backend = self.registry.load_serving(version, infer_opts, cfg.runtime.warmup_runs)
         try:

@@ -582,3 +582,8 @@ def test_a_folders_fps_without_realtime_is_said_not_dropped(tmp_path, run_edgecl
         code, _, _ = run_edgecl(["run", "--source", uri, "--model", "yolo11n.yaml",
                                  "model.imgsz=64", "--quiet", "runtime.realtime=true"])
     assert code == 0 and "paces the folder only" not in caplog.text
+    caplog.clear()  # a bad value is refused, not warned of first
+    with caplog.at_level(logging.WARNING, logger="edgecl.commands.run"):
+        code, _, err = run_edgecl(["run", "--source", f"dir://{tmp_path}?fps=", "--model",
+                                   "yolo11n.yaml", "model.imgsz=64", "--quiet"])
+    assert code == 2 and "fps" in err and "paces the folder only" not in caplog.text
