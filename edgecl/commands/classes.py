@@ -156,11 +156,21 @@ def list_command(args: argparse.Namespace) -> int:
 
 def rename_command(args: argparse.Namespace) -> int:
     """Rename one class."""
+    from edgecl.data.class_names import same_name_key
+
     registry = _registry(args)
     before = registry.names()
     class_id = registry.rename(args.old, args.new)
-    print(f"class {class_id}: {before[class_id]} -> {registry.names()[class_id]}")
-    _rename_in_monitor(args, registry.names())
+    names = registry.names()
+    print(f"class {class_id}: {before[class_id]} -> {names[class_id]}")
+    key = same_name_key(names[class_id])
+    for other, former in sorted(registry.former_names().items()):
+        if other != class_id and any(same_name_key(n) == key for n in former):
+            # before: accepted without a word, the name then meaning two ids over time
+            print(f"note: {names[class_id]!r} was class {other}'s name before a rename (now "
+                  f"{names.get(other, f'class_{other}')!r}); labels and models that name "
+                  f"{names[class_id]!r} now mean class {class_id}")
+    _rename_in_monitor(args, names)
     return 0
 
 

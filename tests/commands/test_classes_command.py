@@ -81,6 +81,18 @@ def test_rename_and_its_one_line_errors(capsys, tmp_path):
     assert not typo.exists()  # before: the rename created it and an empty registry
 
 
+def test_a_rename_to_another_classes_former_name_is_noted(capsys, tmp_path):
+    """Before: accepted without a word; 'truck' then meant class 1 in older models and labels
+    and class 0 from now on."""
+    ClassRegistry(tmp_path).add(["car", "truck"])
+    assert run_cli(capsys, "classes", "rename", "truck", "lorry", "--state-dir", tmp_path)[0] == 0
+    code, out, _ = run_cli(capsys, "classes", "rename", "car", "Truck", "--state-dir", tmp_path)
+    assert code == 0 and out.splitlines() == [
+        "class 0: car -> Truck",
+        "note: 'Truck' was class 1's name before a rename (now 'lorry'); labels and models that "
+        "name 'Truck' now mean class 0"]
+
+
 def test_corrupt_registry_gives_one_line(capsys, tmp_path):
     (tmp_path / "classes.json").write_text("{oops")
     code, _, err = run_cli(capsys, "classes", "list", "--state-dir", tmp_path)
