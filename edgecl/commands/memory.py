@@ -109,7 +109,15 @@ def _open(args: argparse.Namespace, verify: bool = True, device_cfg: Config | No
     if verify and writable:  # an open that repairs evicts over the bounds it is given (before:
         # 'memory remove 3 memory.capacity=10' evicted 33 of 43 samples for good)
         refuse_smaller_memory(full)
-    return ReplayMemory(root, full.memory, verify_on_open=verify, read_only=not writable)
+    try:
+        return ReplayMemory(root, full.memory, verify_on_open=verify, read_only=not writable)
+    except StorageError as exc:
+        if verify or not writable or "the disk is full" not in str(exc):
+            raise
+        # a command that only reads: a private copy, as for a read-only folder (before, stats
+        # and export refused a full card, where they are what a user looks at first)
+        print(f"warning: {exc}; reading a private copy of the index instead", file=sys.stderr)
+        return ReplayMemory(root, full.memory, verify_on_open=False, read_only=True)
 
 
 def _registry_names(args: argparse.Namespace) -> dict[int, str]:

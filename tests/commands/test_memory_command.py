@@ -438,3 +438,32 @@ def test_an_export_onto_a_full_disk_names_the_export_not_the_memory(state, tmp_p
     assert err.startswith("error: ") and str(out) in err and str(state) not in err
     assert "No space left on device" in err
     assert not out.exists() and list((tmp_path / "usb").iterdir()) == []
+
+
+def test_stats_and_export_read_a_full_card_from_a_private_copy(state, tmp_path, capsys,
+                                                                monkeypatch):
+    """Before: 'cannot open the memory index: the disk is full' for the commands that only read
+    (the index's open writes its schema and WAL). A writing command still says the disk is full."""
+    import edgecl.continual.memory as memory_module
+    from edgecl.errors import StorageError
+
+    real = memory_module.ReplayMemory
+
+    def full_disk(*args, read_only=False, **kwargs):
+        if not read_only:
+            raise StorageError("cannot open the memory index: the disk is full (0 KiB free; "
+                               "SQLite: disk I/O error)")
+        return real(*args, read_only=read_only, **kwargs)
+
+    monkeypatch.setattr(memory_module, "ReplayMemory", full_disk)
+    assert main(["memory", "stats", "--json", "--state-dir", str(state)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["samples"] == 10
+    assert captured.err == ("warning: cannot open the memory index: the disk is full (0 KiB free; "
+                            "SQLite: disk I/O error); reading a private copy of the index "
+                            "instead\n")
+    assert main(["memory", "export", "--out", str(tmp_path / "e"), "--state-dir", str(state)]) == 0
+    assert len(list((tmp_path / "e" / "images").iterdir())) == 10
+    capsys.readouterr()
+    assert main(["memory", "remove", "3", "--state-dir", str(state)]) == 2
+    assert "the disk is full" in capsys.readouterr().err
