@@ -122,6 +122,9 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
     wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]")) == 3,
              what="model rows")
     screenshot(browser, "models")
+    # a version the gate rejected is never served (the device refuses it): no button
+    assert not browser.find_elements(By.CSS_SELECTOR, "button.promote[data-version='v0003']")
+    assert text_of(browser, "tr[data-version='v0003'] td:last-child") == "not served (rejected)"
     browser.find_element(By.CSS_SELECTOR, "button.promote[data-version='v0001']").click()
     wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
     browser.find_element(By.ID, "confirm-ok").click()

@@ -26,11 +26,15 @@
       text: `the ${AP_ROWS} lowest of ${total} classes (edgecl models list --json has them all)`}));
   }
 
-  /** Promote, or why not: the current version runs; a pruned one has no files left to serve
-   *  (the device refuses it: before, the button was offered and the click refused). */
+  /** Promote, or why not: the current version runs; a pruned one has no files left to serve,
+   *  and the device never serves one the gate rejected (it refuses both: before, the button was
+   *  offered and the click refused). */
   function actionCell(m) {
     if (m.status === "current") return EC.el("span", {class: "small muted", text: "running"});
     if (m.status === "pruned") return EC.el("span", {class: "small muted", text: "files deleted"});
+    if (m.status === "rejected") {
+      return EC.el("span", {class: "small muted", text: "not served (rejected)"});
+    }
     return EC.el("button", {class: "promote", "data-version": m.version, text: "Promote",
                             onclick: () => promote(m)});
   }
@@ -49,9 +53,8 @@
   }
 
   async function promote(model) {
-    const note = model.status === "rejected" ? ` The gate rejected it: ${model.reason || "no reason given"}.` : "";
     const ok = await EC.confirmDialog(`Promote ${model.version}?`,
-      `The device will switch to ${model.version} between two frames.${note}`, `Promote ${model.version}`);
+      `The device will switch to ${model.version} between two frames.`, `Promote ${model.version}`);
     if (!ok) return;
     try {
       // from the version this page shows as current: a second click, or a retry, is refused
