@@ -1096,8 +1096,8 @@ def _inside_name(file_name: str) -> Path:
 def _spelt_otherwise(file_name: str) -> list[str]:
     """Other spellings of an annotation's image name that may be the file's: URL-decoded
     (``%20``: Label Studio's upload names) and in either Unicode normal form (macOS writes
-    ``Straße``'s ``ü`` decomposed, a JSON written elsewhere composed); the name itself not
-    included."""
+    the ``Ü`` of ``Überflug`` decomposed, a JSON written elsewhere composed); the name itself
+    not included."""
     out = []
     for text in dict.fromkeys((file_name, unquote(file_name) if "%" in file_name else file_name)):
         out += [text, unicodedata.normalize("NFC", text), unicodedata.normalize("NFD", text)]
