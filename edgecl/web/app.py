@@ -418,7 +418,8 @@ class _Guard:
             return 401, "missing or wrong token: send 'Authorization: Bearer TOKEN'"
         path = scope.get("path", "")
         if method not in READ_METHODS and (path in PUBLIC_PATHS or path.startswith("/static/")):
-            return 405, f"{method} is not allowed on {path}"  # no body read for public paths
+            shown = repr(path)[1:-1]  # worded as every other 405; no body read for public paths
+            return 405, f"Method Not Allowed: {method} {shown if len(shown) <= 80 else shown[:80] + '...'}"
         declared = headers.get("content-length")
         if declared is not None and not declared.isdigit():
             return 400, "invalid Content-Length"
@@ -626,7 +627,9 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
                        for m in v.split(",")]
             if "GET" in allowed and "HEAD" not in allowed:  # answered for every GET route
                 allowed.append("HEAD")
-            response.headers["Allow"] = ", ".join(allowed)
+            order = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+            response.headers["Allow"] = ", ".join(sorted(
+                dict.fromkeys(allowed), key=lambda m: order.index(m) if m in order else len(order)))
         return response
 
     @app.get(HEALTH_PATH, tags=["ops"])

@@ -135,12 +135,15 @@ def test_every_get_route_answers_head_with_its_headers_and_no_body(client, path)
                                                ("PUT", "/static/console.js", "GET, HEAD"),
                                                ("POST", "/api/auth", "GET, HEAD"),
                                                ("PUT", "/api/models", "GET, HEAD"),
-                                               ("DELETE", "/api/labels/f0000", "POST")])
+                                               ("DELETE", "/api/labels/f0000", "POST"),
+                                               ("POST", "/openapi.json", "GET, HEAD")])
 def test_a_405_says_which_methods_are_allowed(client, method, path, allow):
     """Before: a write to a page or asset was 405 without an Allow header (RFC 9110 15.5.6
-    requires one), and an API route's listed GET but not the HEAD it answers."""
+    requires one), and an API route's listed GET but not the HEAD it answers; the schema's
+    said 'HEAD, GET', and a page's body was worded otherwise than every other 405's."""
     response = client.request(method, path)
     assert response.status_code == 405 and response.headers["allow"] == allow
+    assert response.json() == {"error": f"Method Not Allowed: {method} {path}"}
 
 
 def test_the_schema_builds_without_duplicate_operation_ids(client, recwarn):
