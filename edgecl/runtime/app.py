@@ -96,6 +96,27 @@ def _intact_served_file(registry, version: str) -> str | None:
     return entry
 
 
+def _warn_first_round_size(cfg: Config, registry, path: Path, served_imgsz) -> None:
+    """At start, before the first round learns on a team's own model: say that the round
+    trains, exports and then serves at ``learner.imgsz`` where the model serves at another
+    size. Before, it was said only once the round had shrunk a 320 px checkpoint to 160 px (its
+    10-40 px objects then 5-20 px), one log line among many."""
+    from edgecl.errors import EdgeclError
+    from edgecl.models.registry import added_by_person
+
+    try:
+        current = registry.current()
+        first = current is None or added_by_person(registry.manifest(current))
+    except EdgeclError:
+        return
+    side = int(served_imgsz or 0)
+    if first and side and side != int(cfg.learner.imgsz):
+        log.warning("learner: %s serves at %d px; the first round trains and exports at "
+                    "learner.imgsz=%d px, and the device serves that size from then on (set "
+                    "learner.imgsz: %d to keep its size)", path.name, side,
+                    cfg.learner.imgsz, side)
+
+
 def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, str]:
     """Decide which model file the loop starts with.
 
@@ -720,6 +741,8 @@ class Runtime:
                     problem = unlearnable_current(cfg, self.registry)
                     if problem:  # detection runs; every round would fail the same way
                         log.warning("learner: no round can learn: %s", problem)
+                    elif not fresh_network(path):
+                        _warn_first_round_size(cfg, self.registry, Path(path), backend.meta.imgsz)
                 sinks += self._build_state_parts({} if fresh_network(path) else backend.meta.names)
                 if self.memory_sink is not None:  # ids of labels that name no class
                     self.memory_sink.unnamed_labels = bool(

@@ -824,6 +824,25 @@ CATCH_UP_EVERY_S = 30.0
 """Seconds between two tries to bring a metrics database a full disk left behind in line."""
 
 
+def unguarded_classes(result: RoundResult, names: dict[int, str]) -> list[str]:
+    """The classes of a round's model that its evaluation could not measure (no held-out box
+    of them), where frames carry no task (the matrix's columns are classes); empty with tasks.
+
+    Args:
+        result: the round's result (``classes``: ids of its model; ``per_task``: column ->
+            mAP50-95, ``None`` or absent when not measured).
+        names: the device's class names by id.
+
+    Returns:
+        Their names, in id order.
+    """
+    known = set(names.values())
+    if any(column not in known for column in result.per_task):  # a task view: tasks, not classes
+        return []
+    return [names[c] for c in sorted(set(result.classes))
+            if c in names and result.per_task.get(names[c]) is None]
+
+
 class LearnerSupervisor:
     """Schedules learning rounds in a spawned process and promotes what they stage.
 
@@ -843,6 +862,16 @@ class LearnerSupervisor:
         known_classes: classes the current model already has.
         on_round: optional callback with each round's result dict.
     """
+
+    def _class_names(self) -> dict[int, str]:
+        """The device's class names (empty when its registry cannot be read: a warning then
+        names nothing)."""
+        from edgecl.models.classes import ClassRegistry
+
+        try:
+            return ClassRegistry(self.cfg.state_dir).names()
+        except (EdgeclError, OSError):
+            return {}
 
     def __init__(self, cfg: Config, registry, memory_sink=None, known_classes=(), on_round=None):
         self.cfg = cfg
@@ -1426,6 +1455,14 @@ class LearnerSupervisor:
             log.info("promoted %s (ACC %s over every class with held-out samples, as the "
                      "Forgetting page shows it)", result.version,
                      f"{acc:.3f}" if isinstance(acc, (int, float)) and math.isfinite(acc) else "n/a")
+            unguarded = unguarded_classes(result, self._class_names())
+            if unguarded:  # before: said only in the monitor report's footnote
+                log.warning("%s: %s had no held-out box, so the gate could not see what this "
+                            "round forgot of %s; answer or import a few frames showing %s (the "
+                            "held-out slice takes its share)", result.version,
+                            ", ".join(unguarded[:8]) + (" ..." if len(unguarded) > 8 else ""),
+                            "it" if len(unguarded) == 1 else "them",
+                            "it" if len(unguarded) == 1 else "them")
             self._same_failures, self._last_failure, self._backoff_until_s = 0, "", 0.0
         else:
             self._write_unsaved(result)

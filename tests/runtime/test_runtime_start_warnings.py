@@ -235,3 +235,25 @@ def test_the_previous_version_runs_at_the_serving_models_labelling_threshold(tmp
     finally:
         runtime.close()
     assert labelling_inference_options(config("model.conf=0.25")).conf == 0.25
+
+
+def test_a_first_round_that_would_shrink_the_teams_model_is_said_at_start(tmp_path, caplog):
+    """A team's 320 px checkpoint and the default learner.imgsz 160: the first round trained,
+    exported and served at 160 px, said only once it had (its small objects lost)."""
+    import logging
+
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    torch.manual_seed(0)
+    pt = save_checkpoint(build_detection_model(2, names={0: "car", 1: "truck"}),
+                         tmp_path / "team.pt", meta={"names": {0: "car", 1: "truck"}, "imgsz": 96})
+    cfg = load_config(None, [f"state_dir={tmp_path / 'state'}", "learner.imgsz=64",
+                             "server.enabled=false", "runtime.warmup_runs=1",
+                             "learner.trigger_new_samples=1000"])
+    with caplog.at_level(logging.WARNING, logger="edgecl.runtime.app"):
+        Runtime(cfg, RunOptions(source_uri="synthetic://?tasks=1&imgsz=64", model=str(pt),
+                                max_frames=1, quiet=True)).run()
+    assert ("learner: team.pt serves at 96 px; the first round trains and exports at "
+            "learner.imgsz=64 px, and the device serves that size from then on (set "
+            "learner.imgsz: 96 to keep its size)") in caplog.messages

@@ -896,3 +896,19 @@ def test_after_a_rollback_the_samples_retired_versions_learnt_start_no_round(sup
             "learn'; 3 stored since count towards it") in caplog.text
     restarted = supervisor(registry)  # a restart holds them back too
     assert restarted._seen_max_id == 20
+
+
+def test_the_classes_a_promoted_round_could_not_measure_are_named():
+    """A device started from a Car/OtherVehicle checkpoint and taught Person: its rounds were
+    promoted on Person alone while Car went unmeasured, said only in a report's footnote."""
+    from edgecl.continual.round_state import RoundResult, RoundStatus
+    from edgecl.runtime.learner import unguarded_classes
+
+    names = {0: "Car", 1: "OtherVehicle", 2: "Person"}
+    result = RoundResult(status=RoundStatus.PROMOTED, classes=[0, 1, 2],
+                         per_task={"Person": 0.0, "OtherVehicle": None})
+    assert unguarded_classes(result, names) == ["Car", "OtherVehicle"]
+    assert unguarded_classes(RoundResult(status=RoundStatus.PROMOTED, classes=[0, 1, 2],
+                                         per_task={"t1": 0.3}), names) == []  # a task view
+    assert unguarded_classes(RoundResult(status=RoundStatus.PROMOTED, classes=[0, 2],
+                                         per_task={"Car": 0.2, "Person": 0.1}), names) == []
