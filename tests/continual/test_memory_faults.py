@@ -518,3 +518,32 @@ def test_a_few_samples_an_older_index_does_not_list_are_quarantined_not_deleted(
     assert len(files(root)) == 6
     with ReplayMemory(root, cfg()) as memory:  # their ids are not handed out again
         assert memory.add(sample(7)) == max(added) + 1
+
+
+def test_a_rebuild_over_another_devices_index_keeps_none_of_its_rows(tmp_path, capsys):
+    """Another device's index swapped in: its rows 1-3 (other images, other sources) were kept
+    for this device's files 1-3, so an import of that device's folder took them for its own,
+    and --relabel then deleted this device's samples."""
+    root = tmp_path / "memory"
+    with ReplayMemory(root, cfg()) as memory:
+        for i in range(6):
+            memory.add(sample(i, source=f"mine{i}.jpg"))
+    other = tmp_path / "other" / "memory"
+    with ReplayMemory(other, cfg()) as memory:
+        for i in range(3):
+            memory.add(Sample(np.full((24, 20, 3), 40 + i, np.uint8), BOX.copy(), task="t0",
+                              source=f"theirs{i}.jpg"))
+    for extra in root.glob("index.sqlite*"):
+        extra.unlink()
+    shutil.copy(other / "index.sqlite", root / "index.sqlite")
+    assert main(["memory", "verify", "--rebuild-index", "--state-dir", str(tmp_path),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (report["rows"], report["from_index"], report["from_files"]) == (6, 0, 6)
+    assert report["snapshot_notes"] == [
+        "6 sample(s) rebuilt from their files alone are trained on, not held out, and carry no "
+        "import hash: an import of their folder stores its images again",
+        "3 row(s) of the old index did not fit their files (size in bytes or pixels; another "
+        "device's index?): those samples were rebuilt from their files alone"]
+    with ReplayMemory(root, cfg()) as memory:
+        assert not [r.source for r in memory.records() if r.source.startswith("theirs")]

@@ -424,12 +424,20 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None,
             raise ReplayMemoryError(f"the index {root / INDEX_FILE} is readable and lists every "
                                     f"sample on disk; nothing to rebuild")
         _remove(tmp)
-        quarantined, rows, counts = [], [], {}
+        quarantined, rows, counts, mismatched = [], [], {}, 0
         seq = quarantine.next_seq(root)
         for stem in sorted(stems):
             sample_id = int(stem)
             files, damaged, reason = _read_sample(root, sample_id)
             rec = index_rows.get(sample_id) or snap_rows.get(sample_id)
+            if rec is not None and files is not None and not _row_fits(rec, files):
+                # another device's row under this id (its index swapped in): its source, hash
+                # and held-out flag are not this file's (before, kept: an import of that
+                # device's folder then took these samples for its own and --relabel deleted them)
+                mismatched += 1
+                index_rows.pop(sample_id, None)
+                hashes.pop(sample_id, None)
+                rec = None
             if files is None:
                 row = rec.to_json() if rec else {"id": sample_id, "origin": UNKNOWN_ORIGIN,
                                                  "source": FILES_ONLY_SOURCE}
@@ -459,11 +467,26 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None,
         _remove_quietly(tmp)
         raise fault_error(exc, f"cannot rebuild the memory index in {root}", tmp) from None
     came = [known for _, known in rows]
+    if came.count("files"):
+        notes.append(f"{came.count('files')} sample(s) rebuilt from their files alone are "
+                     f"trained on, not held out, and carry no import hash: an import of their "
+                     f"folder stores its images again")
+    if mismatched:
+        notes.append(f"{mismatched} row(s) of the old index did not fit their files (size in "
+                     f"bytes or pixels; another device's index?): those samples were rebuilt "
+                     f"from their files alone")
     return RebuildReport(rows=len(rows), from_snapshot=came.count("snapshot"),
                          from_files=came.count("files"), quarantined=tuple(quarantined),
                          snapshot_id=snap_id, names_from=names_from if names else None,
                          moved_aside=moved, snapshot_notes=tuple(notes),
                          from_index=came.count("index"))
+
+
+def _row_fits(rec: SampleRecord, files: dict) -> bool:
+    """Whether a recorded row describes this sample file: the same image size in pixels and,
+    where the row records it, the same file length in bytes."""
+    return (int(rec.width) == files["width"] and int(rec.height) == files["height"]
+            and (rec.image_bytes is None or int(rec.image_bytes) == files["image_bytes"]))
 
 
 def _readable_index(root: Path) -> tuple[dict[int, SampleRecord], dict[int, str] | None,
