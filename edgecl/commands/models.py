@@ -213,7 +213,8 @@ def check_loadable(registry, version: str, args: argparse.Namespace) -> None:
 
 def _held_already(registry, path: Path) -> str | None:
     """The newest version, neither pruned nor rejected, staged from a file with ``path``'s
-    bytes (its manifest's sha256 of ``model<suffix>``), or None."""
+    bytes (its manifest's sha256 of ``model<suffix>``) whose copy is intact, or None (a
+    version whose copy was damaged since is no reason to refuse the good file)."""
     from edgecl.errors import EdgeclError
     from edgecl.models.base import sha256_file
 
@@ -228,7 +229,8 @@ def _held_already(registry, path: Path) -> str | None:
         except EdgeclError:
             continue
         if (manifest.get("status") not in ("pruned", "rejected")
-                and str(manifest.get("files", {}).get(entry, "")).lower() == digest):
+                and str(manifest.get("files", {}).get(entry, "")).lower() == digest
+                and registry.file_intact(version, entry)):  # a damaged copy: staged anew
             return version
     return None
 

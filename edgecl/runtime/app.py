@@ -492,7 +492,9 @@ class Runtime:
                 current = rollback_version(self.cfg.state_dir, registry)
             except EdgeclError as exc:
                 raise ModelLoadError(f"current model version {current} fails its integrity check "
-                                     f"({problems[0]}) and no earlier version can serve: {exc}") from None
+                                     f"({problems[0]}) and no earlier version can serve: {exc}; "
+                                     f"'edgecl models add --promote FILE' serves a copy you trust"
+                                     ) from None
 
     def _open_state(self) -> None:
         """Lock the state directory and open the registries (before the model is chosen)."""

@@ -135,6 +135,11 @@ def test_adding_the_same_file_again_adds_nothing(capsys, tmp_path, exports):
                              "--state-dir", state)
     assert code == 0 and out.splitlines()[-1] == "promoted v0001"
     assert sorted(p.name for p in (state / "models").iterdir() if p.name.startswith("v")) == ["v0001"]
+    # a version whose copy was damaged since is no reason to refuse the good file
+    stored = state / "models" / "v0001" / "model.onnx"
+    stored.write_bytes(stored.read_bytes()[:-10] + b"0123456789")
+    code, out, err = run_cli(capsys, "models", "add", exports["batch4"], "--state-dir", state)
+    assert code == 0 and out.startswith("staged v0002")
 
 
 def test_promoting_the_current_version_again_says_nothing_changed(capsys, tmp_path, exports):
