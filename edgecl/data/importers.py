@@ -1381,6 +1381,13 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
     if len(xyxy) and empty.all():  # before: stored as an image showing no object
         return _no_box_left(source, where, xyxy, boxes, names, written,
                             *(declared or (width, height)))
+    normalised = _normalised(xyxy[empty], *(declared or (width, height)))
+    if normalised is not None:  # beside pixel boxes: dropped as a click, taught as background
+        i = int(np.flatnonzero(empty)[normalised])
+        shown = written[i] if written else f"box {boxes[i]}"
+        return Skip(source, "normalised box",
+                    f"{where}: {shown} ({_short(names[i])}) lies within 0..1: normalised "
+                    f"coordinates beside pixel ones; export every box in pixels")
     if scaled:
         xyxy = xyxy * np.array([width / declared[0], height / declared[1]] * 2)
     clipped = _clip_boxes(xyxy, image.shape)
@@ -1397,6 +1404,17 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
                       rescaled=rescaled)
 
 
+def _normalised(xyxy: np.ndarray, width: int, height: int) -> int | None:
+    """The first pixel box ``(N, 4)`` that reads as normalised coordinates: every corner
+    within 0..1, some width and height, on an image larger than 2 px a side (no drawing tool
+    makes such a box by hand); None when there is none."""
+    if max(width, height) <= 2 or not len(xyxy):
+        return None
+    inside = (np.abs(xyxy) <= 1.0).all(axis=1) & ~_zero_extent(xyxy)
+    found = np.flatnonzero(inside)
+    return int(found[0]) if found.size else None
+
+
 def _no_box_left(source: Path, where: str, xyxy: np.ndarray, boxes: list, names: list[str],
                  written: list[str] | None, width: int, height: int) -> Skip:
     """The skip of an annotation whose every box ``(N, 4)`` (pixels, as written) has no width
@@ -1404,8 +1422,7 @@ def _no_box_left(source: Path, where: str, xyxy: np.ndarray, boxes: list, names:
     belong (``normalised box``), anything else a ``bad box``. Either way the image is not
     stored as one showing no object, which would teach its objects as background."""
     shown = written[0] if written else f"box {boxes[0]}"
-    if (bool((np.abs(xyxy) <= 1.0).all()) and max(width, height) > 2
-            and not _zero_extent(xyxy).all()):
+    if _normalised(xyxy, width, height) is not None and bool((np.abs(xyxy) <= 1.0).all()):
         return Skip(source, "normalised box",
                     f"{where}: every box lies within 0..1 (e.g. {shown}, {_short(names[0])}): "
                     f"normalised coordinates, where this format's boxes are pixels of the "

@@ -279,7 +279,7 @@ def foreign_path_here(written: str, base: Path) -> Path | None:
     parts = [p for p in re.split(r"[\\/]+", written) if p and p not in (".", "..")]
     if parts and re.fullmatch(r"[A-Za-z]:", parts[0]):
         parts = parts[1:]
-    for start in range(1, len(parts)):  # the longest tail first; never the last part alone
+    for start in range(len(parts) - 1):  # the longest tail first; never the last part alone
         candidate = base.joinpath(*parts[start:])
         if path_exists(candidate, folder=True) or path_exists(candidate):
             return candidate
@@ -292,8 +292,9 @@ def _resolve_entry(yaml_path: Path, root: Path, split: str, entry: object) -> li
     windows = bool(_WINDOWS_PATH.search(entry)) and os.sep != "\\"
     p = path_from_text(entry, f"{yaml_path}: '{split}'")
     p = first = p if p.is_absolute() and not windows else root / p
-    if not path_exists(p) and entry.startswith("../"):
-        p = root / entry[3:]  # Roboflow writes ../train/images next to the yaml (ultralytics' fix)
+    if not path_exists(p) and entry.replace("\\", "/").startswith("../"):
+        # Roboflow writes ../train/images next to the yaml (ultralytics' fix), on Windows ..\
+        p = root / entry[3:].replace("\\", "/")
     if not path_exists(p) and (windows or Path(entry).is_absolute()):
         # written on another machine (a Colab or Windows path): its tail beside the yaml
         here = foreign_path_here(entry, yaml_path.parent)

@@ -119,8 +119,14 @@ def check(config_path: str = DEFAULT_CONFIG) -> str | None:
     try:
         with opener.open(request, timeout=TIMEOUT_S) as response:
             body = response.read(64 * 1024)
-    except urllib.error.HTTPError as exc:
-        return f"{url} answered {exc.code}: {exc.read(300).decode('utf-8', 'replace').strip()}"
+    except urllib.error.HTTPError as exc:  # edgecl's one-line JSON error, or another server's
+        said = exc.read(300).decode("utf-8", "replace")  # page (said in one line, cut short)
+        try:
+            said = str(json.loads(said).get("error") or said)
+        except (ValueError, AttributeError):
+            pass
+        said = " ".join(said.split())
+        return f"{url} answered {exc.code}: {said[:160]}{'...' if len(said) > 160 else ''}"
     except (urllib.error.URLError, OSError) as exc:
         return f"{url} did not answer: {getattr(exc, 'reason', exc)}"
     except http.client.HTTPException:  # not HTTP at all (an ssh server, say)

@@ -732,3 +732,17 @@ def test_an_image_name_spelt_otherwise_than_its_file_is_found(tmp_path):
     items, skips = _collect(tmp_path / "src")
     assert not skips and sorted(i.source.name for i in items) == sorted(
         [nfd, "Überflug Straße 2.png"])
+
+
+def test_a_normalised_box_beside_pixel_boxes_refuses_its_image(tmp_path):
+    """Before: the 0..1 car box was dropped as a click (counted in empty_boxes alone) and the
+    image stored with the person box only: the car taught as background."""
+    _image(tmp_path / "src" / "images" / "f1.png", value=1)
+    _write_coco(tmp_path / "src" / "ann.json", [_cvat_coco_image(1, "f1.png")],
+                [_cvat_coco_ann(3, 1, 1, [0.1, 0.1, 0.2, 0.3]),
+                 _cvat_coco_ann(4, 1, 2, [20, 16, 30, 20])], CVAT_CATS)
+    items, (skip,) = _collect(tmp_path / "src")
+    assert not items and skip.reason == "normalised box"
+    assert skip.message.endswith("annotation 3 bbox [0.1, 0.1, 0.2, 0.3] (x, y, w, h) (car) lies "
+                                 "within 0..1: normalised coordinates beside pixel ones; export "
+                                 "every box in pixels")

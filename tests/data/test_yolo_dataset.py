@@ -147,6 +147,8 @@ def test_absolute_and_windows_split_paths_of_another_machine_are_found_beside_th
     assert (f"'train' path /home/alice/datasets/thermal/images/train does not exist here; read "
             f"from {tmp_path / 'images' / 'train'}, beside the yaml") in caplog.text
     assert "1 listed image(s) do not exist where it says" in caplog.text
+    path.write_text("train: ..\\images\\train\nnames: {0: car}\n")  # a Windows Roboflow yaml
+    assert load_data_yaml(path).splits["train"] == [image]
     path.write_text("train: C:\\data\\nowhere\\pics\nnames: {0: car}\n")
     with pytest.raises(ConfigError, match=r"'train' path C:\\data\\nowhere\\pics is a Windows "
                                           r"path, and no folder of its tail lies beside the yaml"):

@@ -654,3 +654,35 @@ def test_the_health_check_says_a_token_no_header_can_carry(tmp_path, monkeypatch
     assert capsys.readouterr().err == (
         "unhealthy: the console token (server.token or $EDGECL_TOKEN) holds 'ö' (U+00F6), which "
         "no browser sends in a header: use printable ASCII (e.g. openssl rand -hex 16)\n")
+
+
+def test_the_health_check_says_another_servers_error_page_in_one_line(tmp_path, monkeypatch):
+    """Before: a plain HTTP server's 404 page was printed whole, over many lines."""
+    import http.server
+    import threading
+
+    from edgecl.runtime import healthcheck
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's hook
+            body = b"<!DOCTYPE HTML>\n<html lang=\"en\">\n<head>\n<title>Error</title>\n" + b"x" * 400
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(healthcheck.URL_ENV, f"http://127.0.0.1:{server.server_port}/healthz")
+        config = tmp_path / "edgecl.yaml"
+        config.write_text("server:\n  enabled: true\n")
+        said = healthcheck.check(str(config))
+    finally:
+        server.shutdown()
+    assert "\n" not in said and said.endswith("...")
+    assert said.startswith(f"http://127.0.0.1:{server.server_port}/healthz answered 404: "
+                           f"<!DOCTYPE HTML> <html lang=\"en\"> <head> <title>Error</title> x")
