@@ -70,9 +70,6 @@ def run_command(args: argparse.Namespace) -> int:
 
     refuse_option_and_override(args, "source.uri", "--source")
     cfg = config_from_args(args)
-    log.info("config: %s%s (hash %s)", args.config or "built-in defaults",
-             f" + {len(args.overrides)} override(s)" if getattr(args, "overrides", None) else "",
-             config_hash(cfg))
     use_state = bool(args.state_dir or args.config)
     fleet_client = None
     if use_state and cfg.fleet.enabled:
@@ -92,6 +89,11 @@ def run_command(args: argparse.Namespace) -> int:
         log.warning("%s: ignored, this run keeps no state (no memory, labels, learner or "
                     "console); give --state-dir DIR or --config FILE", ", ".join(unused))
     runtime = Runtime(cfg, opts)
+    # the hash of the configuration the runtime (and so each version's manifest) holds: a
+    # --model checkpoint sets its model.path (before, the line named another hash)
+    log.info("config: %s%s (hash %s)", args.config or "built-in defaults",
+             f" + {len(args.overrides)} override(s)" if getattr(args, "overrides", None) else "",
+             config_hash(runtime.cfg))
     report = runtime.run()
     unreadable = ""
     if report.frames == 0 and report.skipped and not report.source_error:

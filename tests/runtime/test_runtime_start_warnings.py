@@ -257,3 +257,27 @@ def test_a_first_round_that_would_shrink_the_teams_model_is_said_at_start(tmp_pa
     assert ("learner: team.pt serves at 96 px; the first round trains and exports at "
             "learner.imgsz=64 px, and the device serves that size from then on (set "
             "learner.imgsz: 96 to keep its size)") in caplog.messages
+
+
+def test_the_start_line_names_the_config_hash_each_version_records(tmp_path, caplog):
+    """Before: with --model naming a checkpoint (which sets model.path), the start line named
+    the hash of the config before that, and each version's manifest another one."""
+    import logging
+    import re
+
+    from edgecl.cli import main
+    from edgecl.config import config_hash
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    pt = save_checkpoint(build_detection_model(1, names={0: "car"}), tmp_path / "team.pt",
+                         meta={"names": {0: "car"}, "imgsz": 64})
+    overrides = ["model.imgsz=64", "learner.enabled=false", "server.enabled=false"]
+    with caplog.at_level(logging.INFO, logger="edgecl.commands.run"):
+        assert main(["run", "--state-dir", str(tmp_path / "state"), "--model", str(pt),
+                     "--source", "synthetic://?tasks=1&imgsz=64", "--frames", "1", "--quiet",
+                     *overrides]) == 0
+    (logged,) = [m for m in caplog.messages if m.startswith("config: ")]
+    held = load_config(None, [f"state_dir={tmp_path / 'state'}", f"model.path={pt.absolute()}",
+                              *overrides])
+    assert re.search(r"\(hash ([0-9a-f]+)\)", logged)[1] == config_hash(held)
