@@ -96,6 +96,7 @@ def _open(args: argparse.Namespace, verify: bool = True, device_cfg: Config | No
     ``device_cfg``: the command's configuration with the device's memory settings already
     applied (:func:`with_device_memory`), for a command that needed them before opening."""
     from edgecl.continual.memory import INDEX_FILE, ReplayMemory
+    from edgecl.continual.memory.faults import disk_nearly_full
     from edgecl.continual.memory.store import is_writable, refuse_lost_index
 
     cfg = config_from_args(args)
@@ -112,7 +113,7 @@ def _open(args: argparse.Namespace, verify: bool = True, device_cfg: Config | No
     try:
         return ReplayMemory(root, full.memory, verify_on_open=verify, read_only=not writable)
     except StorageError as exc:
-        if verify or not writable or "the disk is full" not in str(exc):
+        if verify or not writable or not disk_nearly_full(root):
             raise
         # a command that only reads: a private copy, as for a read-only folder (before, stats
         # and export refused a full card, where they are what a user looks at first)

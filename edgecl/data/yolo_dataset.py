@@ -231,8 +231,9 @@ def _read_image_list(list_path: Path) -> list[Path]:
         if not line or line.startswith("#"):
             continue
         p = path_from_text(line, f"{list_path}:{lineno}")
-        p = p if p.is_absolute() and not _WINDOWS_PATH.search(line) else list_path.parent / p
-        if not path_exists(p) and (_WINDOWS_PATH.search(line) or Path(line).is_absolute()):
+        windows = _windows_written(line)
+        p = p if p.is_absolute() and not windows else list_path.parent / p
+        if not path_exists(p) and (windows or Path(line).is_absolute()):
             here = foreign_path_here(line, list_path.parent)  # a list another machine wrote
             if here is not None:
                 moved += 1
@@ -264,6 +265,11 @@ _WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]|\\")
 """A path as Windows writes it (``C:\\data\\images``, ``\\\\server\\share``, any backslash)."""
 
 
+def _windows_written(text: str) -> bool:
+    """Whether a path in a dataset file was written on Windows (and is read elsewhere)."""
+    return bool(_WINDOWS_PATH.search(text)) and os.sep != "\\"
+
+
 def foreign_path_here(written: str, base: Path) -> Path | None:
     """Where a path another machine wrote (``/home/alice/ds/images/train``,
     ``C:\\Users\\alice\\ds\\images\\train``) lies below ``base``: the longest tail of its
@@ -289,7 +295,7 @@ def foreign_path_here(written: str, base: Path) -> Path | None:
 def _resolve_entry(yaml_path: Path, root: Path, split: str, entry: object) -> list[Path]:
     if not isinstance(entry, str) or not entry.strip():
         raise ConfigError(f"{yaml_path}: '{split}' must be a path or a list of paths, got {entry!r}")
-    windows = bool(_WINDOWS_PATH.search(entry)) and os.sep != "\\"
+    windows = _windows_written(entry)
     p = path_from_text(entry, f"{yaml_path}: '{split}'")
     p = first = p if p.is_absolute() and not windows else root / p
     if not path_exists(p) and entry.replace("\\", "/").startswith("../"):

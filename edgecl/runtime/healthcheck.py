@@ -16,7 +16,6 @@ import http.client
 import ipaddress
 import json
 import os
-import re
 import ssl
 import sys
 import urllib.error
@@ -73,12 +72,6 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def _shown(url: str) -> str:
-    """A URL for a message: quoted with its control characters escaped, and a password in it
-    (``user:pw@``) shown as ``***``."""
-    return repr(re.sub(r"(?<=//)([^/@]*?):([^/@]*)@", r"\1:***@", url))
-
-
 def check(config_path: str = DEFAULT_CONFIG) -> str | None:
     """Ask the running device whether it is healthy.
 
@@ -102,8 +95,10 @@ def check(config_path: str = DEFAULT_CONFIG) -> str | None:
                 f"(set it to true, or give the address in ${URL_ENV})")
     url = url or health_url(server)
     problem = url_problem(url)
-    if problem is not None:
-        return f"${URL_ENV}={_shown(url)} {problem}"
+    if problem is not None:  # quoted, control characters escaped, a password as ***
+        from edgecl.runtime.sources.base import redact_uri
+
+        return f"${URL_ENV}={redact_uri(url)!r} {problem}"
     token = resolve_token(server.token)
     problem = token_problem(token)
     if problem is not None:  # before: a traceback from the header's encoding

@@ -1457,12 +1457,12 @@ class LearnerSupervisor:
                      f"{acc:.3f}" if isinstance(acc, (int, float)) and math.isfinite(acc) else "n/a")
             unguarded = unguarded_classes(result, self._class_names())
             if unguarded:  # before: said only in the monitor report's footnote
+                them = "it" if len(unguarded) == 1 else "them"
                 log.warning("%s: %s had no held-out box, so the gate could not see what this "
                             "round forgot of %s; answer or import a few frames showing %s (the "
                             "held-out slice takes its share)", result.version,
                             ", ".join(unguarded[:8]) + (" ..." if len(unguarded) > 8 else ""),
-                            "it" if len(unguarded) == 1 else "them",
-                            "it" if len(unguarded) == 1 else "them")
+                            them, them)
             self._same_failures, self._last_failure, self._backoff_until_s = 0, "", 0.0
         else:
             self._write_unsaved(result)

@@ -456,6 +456,7 @@ def test_stats_and_export_read_a_full_card_from_a_private_copy(state, tmp_path, 
         return real(*args, read_only=read_only, **kwargs)
 
     monkeypatch.setattr(memory_module, "ReplayMemory", full_disk)
+    monkeypatch.setattr("edgecl.continual.memory.faults._free_bytes", lambda where: 0)
     assert main(["memory", "stats", "--json", "--state-dir", str(state)]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out.strip().splitlines()[-1])["samples"] == 10

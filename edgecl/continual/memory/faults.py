@@ -141,6 +141,17 @@ def error_reason(exc: BaseException, where: object) -> str:
     return reason
 
 
+def disk_nearly_full(where: object) -> bool:
+    """Whether the file system holding ``where`` has under :data:`FULL_DISK_BYTES` free (the
+    rule by which :func:`error_reason` calls a SQLite I/O error a full disk).
+
+    Args:
+        where: a file or folder (its nearest existing folder is looked at).
+    """
+    free = _free_bytes(where)
+    return free is not None and free < FULL_DISK_BYTES
+
+
 FULL_DISK_BYTES = 1 << 20
 """Free space below which a SQLite I/O error is reported as a full disk."""
 
