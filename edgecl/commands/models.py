@@ -12,6 +12,7 @@ from edgecl.arguments import input_path, print_json_line
 from edgecl.commands.common import add_config_args, config_from_args, require_state_dir
 from edgecl.errors import ConfigError
 from edgecl.logs import one_line
+from edgecl.models.registry import version_name
 from edgecl.runtime.promote import promote_version, rollback_version
 
 
@@ -38,7 +39,8 @@ def add_parser(sub) -> None:
     add.set_defaults(func=add_command)
     pro = msub.add_parser("promote", help="make a version current (the running loop swaps to it)")
     add_config_args(pro)
-    pro.add_argument("version")
+    pro.add_argument("version", type=version_name,
+                     help="version to make current (v0003; v3 or 3 name it too)")
     pro.add_argument("--no-load-check", action="store_true",
                      help="skip test-loading the model before promoting")
     pro.set_defaults(func=promote_command)
@@ -47,7 +49,8 @@ def add_parser(sub) -> None:
     rb.set_defaults(func=rollback_command)
     ver = msub.add_parser("verify", help="check a version's files against their manifest sha256")
     add_config_args(ver)
-    ver.add_argument("version", nargs="?", help="version (default: the current one)")
+    ver.add_argument("version", nargs="?", type=version_name,
+                     help="version (default: the current one; v3 or 3 name v0003)")
     ver.add_argument("--all", action="store_true",
                      help="check every version whose files are kept (all but pruned ones: "
                           "those a rollback could return to, staged and rejected ones), not "

@@ -67,6 +67,24 @@ MANUAL_PROMOTION = "manual"
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+_VERSION_TYPED_RE = re.compile(r"[vV]?0*([1-9]\d*)")
+
+
+def version_name(text: str) -> str:
+    """A version as a person types it, spelt as the registry names it.
+
+    ``v1``, ``V1``, ``1``, ``0001`` and ``v00001`` all name ``v0001`` (the registry writes four
+    digits at least, ``v{n:04d}``); anything else comes back as typed, for the registry to
+    refuse with the versions it knows.
+
+    Args:
+        text: a version as given on the command line.
+
+    Returns:
+        ``v`` and the number, zero-padded to four digits; or ``text`` unchanged.
+    """
+    match = _VERSION_TYPED_RE.fullmatch(text.strip())
+    return f"v{int(match.group(1)):04d}" if match else text
 SERVE_ENTRY_PROBLEM = ("none of its model files (the engine is chosen by preference instead; "
                        "the version still serves)")
 """How :meth:`Registry.verify` ends the problem of a manifest's ``serve`` entry."""

@@ -152,6 +152,22 @@ def test_promoting_the_current_version_again_says_nothing_changed(capsys, tmp_pa
     assert (state / "models" / "history.json").read_text() == history
 
 
+def test_a_version_typed_short_names_the_registrys_version(capsys, tmp_path, exports):
+    """Before: 'invalid model version name 'v1' (expected e.g. v0001 ...)' for v1 or 1."""
+    state = tmp_path / "state"
+    for name in ("batch4", "rect"):
+        assert run_cli(capsys, "models", "add", exports[name], "--state-dir", state)[0] == 0
+    code, out, err = run_cli(capsys, "models", "promote", "v1", "--no-load-check", "--state-dir", state)
+    assert (code, out) == (0, "promoted v0001\n")
+    code, out, err = run_cli(capsys, "models", "promote", "2", "--no-load-check", "--state-dir", state)
+    assert (code, out) == (0, "promoted v0002\n")
+    code, out, err = run_cli(capsys, "models", "verify", "V00001", "--json", "--state-dir", state)
+    assert code == 0 and json.loads(out)["version"] == "v0001"
+    for typo in ("v0", "vv1", "v1a"):
+        code, out, err = run_cli(capsys, "models", "promote", typo, "--state-dir", state)
+        assert code == 2 and f"invalid model version name {typo!r}" in err and "v0001, v0002" in err
+
+
 def test_verify_detects_flipped_bytes(capsys, tmp_path, exports):
     state = tmp_path / "state"
     assert run_cli(capsys, "models", "add", exports["batch4"], "--promote", "--state-dir", state)[0] == 0
