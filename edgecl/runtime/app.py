@@ -179,6 +179,19 @@ def ensure_writable(state_dir: str | Path) -> None:
                            f"{exc.strerror or exc}") from None
 
 
+def _note_renamed(names: dict, known: dict[int, str], former: dict[int, list[str]],
+                  what: str) -> None:
+    """Warn that a labelled stream names a class by a name ``classes rename`` took from it:
+    its boxes of that id are that class, under its name now."""
+    from edgecl.data.class_names import same_name_key
+
+    for cid, name in sorted((int(k), str(v)) for k, v in names.items()):
+        if (cid in known and same_name_key(name) != same_name_key(known[cid])
+                and same_name_key(name) in {same_name_key(n) for n in former.get(cid, [])}):
+            log.warning("%s: class id %d is '%s', which this device renamed '%s': its boxes "
+                        "are read as '%s'", what, cid, name, known[cid], known[cid])
+
+
 def ignored_after_stop(signum, _frame) -> None:
     """The handler of SIGINT and SIGTERM once a run has stopped: they are ignored (not
     ``SIG_IGN``, which means a signal the command was started ignoring)."""
@@ -629,17 +642,19 @@ class Runtime:
 
         known = dict(self.classes.names())
         planned = dict(known)
-        # a model made before a rename still names the class so; a label naming the old name
-        # means a new class (the rename freed it), as an import reads it
+        # a model made before a rename still names the class so, and so does a labelled
+        # stream's data.yaml (its ids are its classes: before, a start after 'classes rename'
+        # of a class the stream names was refused, and the device did not come back)
         former = self.classes.former_names()
+        if labels_seed is not None:
+            _note_renamed(labels_seed[0], known, former, labels_seed[1])
         earlier = None  # the seed before this one (its ids are planned, not in the registry)
         for seed in seeds:  # every check before any write: a refused start
             names, what, advice = seed
-            rename = None if seed is labels_seed else former
-            conflict = names_conflict(known, names, rename)
+            conflict = names_conflict(known, names, former)
             if conflict:
                 raise ConfigError(f"{what}: {conflict}; {advice}")
-            conflict = names_conflict(planned, names, rename)
+            conflict = names_conflict(planned, names, former)
             if conflict:  # with the seed before it, not with the registry (empty there)
                 conflict = conflict.replace("this device's class registry has", f"{earlier} give")
                 raise ConfigError(f"{what}: {conflict}; import the folder with 'edgecl labels "
