@@ -1264,8 +1264,9 @@ class Registry:
               engine_cache_entries: int | None = None) -> dict:
         """Apply the retention rule; delete the files of versions it does not keep.
 
-        Kept: the current version, its parent, the ``keep_promoted`` newest versions ever
-        promoted (current or retired), the last ``keep_rejected`` rejected versions, every staged
+        Kept: the current version, its parent, ``keep_promoted`` versions ever promoted
+        (current or retired: those a rollback would return to first, in its order, then
+        the newest others, such as versions rolled back away from), the last ``keep_rejected`` rejected versions, every staged
         version newer than current, every version staged by :meth:`add` (a person's) and
         not promoted yet, and the ``keep_promoted`` newest held for a person to promote
         (:data:`MANUAL_PROMOTION`). Every other version keeps only a tombstone manifest (status ``pruned``,
@@ -1336,9 +1337,15 @@ class Registry:
             parent = statuses[current][1].get("parent")
             if isinstance(parent, str) and parent in statuses:
                 keep.add(parent)
-        # ever promoted: current and retired versions (a rolled-back version counts too)
-        promoted = [v for v, (s, _) in statuses.items() if s in (VersionStatus.PROMOTED, VersionStatus.RETIRED)]
-        keep.update(promoted[-keep_promoted:] if keep_promoted else [])
+        # ever promoted: current and retired versions; first those a rollback returns to, in
+        # its order (the history's stack), then the others newest first (those rolled back
+        # away from: before, they took the places of the versions rolled back to, and a
+        # device that had rolled back had nothing left to roll back to two promotions later)
+        served = (VersionStatus.PROMOTED, VersionStatus.RETIRED)
+        promoted = [v for v, (s, _) in statuses.items() if s in served]
+        ranked = list(dict.fromkeys([v for v in reversed(history) if v in promoted]
+                                    + promoted[::-1]))
+        keep.update(ranked[:keep_promoted])
         rejected = [v for v, (s, _) in statuses.items() if s == VersionStatus.REJECTED]
         keep.update(rejected[-keep_rejected:] if keep_rejected else [])
         floor = int(current[1:]) if current else 0

@@ -280,6 +280,22 @@ def test_retention_keeps_a_candidate_held_for_review_while_rounds_promote(reg, t
     assert set(held_too) <= set(result["kept"]) and held in result["pruned"]
 
 
+def test_retention_keeps_what_a_rollback_returns_to_before_what_was_rolled_back(reg, tmp_path):
+    """Before: rolled back v4 -> v1, then v5 and v6 promoted: retention kept v2-v6 (the newest
+    promoted, the versions rolled back away from among them) and pruned v1, so no rollback
+    from v5 could reach anything ('no earlier intact version to roll back to')."""
+    _history_run(reg, tmp_path, "PPPP")
+    for _ in range(3):
+        reg.rollback()
+    assert reg.current() == "v0001"
+    _history_run(reg, tmp_path, "PP")  # v5 learnt on v1, v6 on v5
+    result = reg.prune(keep_promoted=4, keep_rejected=0)
+    # the rollback chain v6 -> v5 -> v1 first, then the newest rolled back away from (v4)
+    assert result["kept"] == ["v0001", "v0004", "v0005", "v0006"]
+    assert result["pruned"] == ["v0002", "v0003"]
+    assert reg.rollback() == "v0005" and reg.rollback() == "v0001"
+
+
 def test_retention_keeps_the_parent_even_when_k_is_zero(reg, tmp_path):
     _history_run(reg, tmp_path, "PPP")
     result = reg.prune(keep_promoted=0, keep_rejected=0)
