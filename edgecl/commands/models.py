@@ -374,11 +374,31 @@ def rollback_command(args: argparse.Namespace) -> int:
     print(f"rolled back to {version}")
     state = load_state(state_dir)
     if state.trigger_from_id > state.last_sample_id:
-        print(f"the samples the versions rolled back had learnt (ids {state.last_sample_id + 1}-"
-              f"{state.trigger_from_id}) are learnt again by the next round, which starts when "
+        first, last = state.last_sample_id + 1, state.trigger_from_id
+        count = _training_samples_between(state_dir, first, last)
+        print(f"the {'' if count is None else f'{count} '}training sample(s) the versions "
+              f"rolled back had learnt (ids {first}-{last}, held-out ones aside) are learnt "
+              f"again by the next round, which starts when "
               f"new samples arrive or on 'edgecl learn'; 'edgecl labels withdraw ID' takes a "
               f"wrong answer out first")
     return 0
+
+
+def _training_samples_between(state_dir, first: int, last: int) -> int | None:
+    """How many training (not held-out) samples the memory holds with ids ``first..last``, as
+    the runtime counts those a rollback gives back to the next round; ``None`` when the memory
+    cannot be read now (the ids alone are said then)."""
+    from edgecl.continual.memory import INDEX_FILE, ReplayMemory
+    from edgecl.errors import EdgeclError
+
+    root = Path(state_dir) / "memory"
+    if not (root / INDEX_FILE).is_file():
+        return None
+    try:
+        with ReplayMemory(root, None, verify_on_open=False, read_only=True) as memory:
+            return sum(first <= r.id <= last for r in memory.records(held_out=False))
+    except (EdgeclError, OSError):
+        return None
 
 
 def verify_command(args: argparse.Namespace) -> int:

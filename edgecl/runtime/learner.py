@@ -404,6 +404,11 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
     return result
 
 
+ROUND_ELSEWHERE = ("another learning round is running on this state directory ('edgecl "
+                   "learn', say); the samples it does not learn count towards the next round")
+"""Why the runtime's round did not run: the one-round lock was held."""
+
+
 def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None,
                  round_id: str = "", result_conn=None) -> None:
     """Entry point of the spawned learner process: one round, result written to disk and, when
@@ -426,11 +431,13 @@ def learner_main(cfg: Config, reason: str, max_sample_id: int | None = None,
 
     apply_low_priority(cfg.learner)
     with round_lock(cfg.state_dir) as held:
-        if not held:
-            log.warning("another learning round is running; this one is skipped")
-            return
-        result = run_learning_round(cfg, reason=reason, max_sample_id=max_sample_id,
-                                    round_id=round_id)
+        if held:
+            result = run_learning_round(cfg, reason=reason, max_sample_id=max_sample_id,
+                                        round_id=round_id)
+        else:  # said as a skip (before: nothing sent, and the runtime logged a failed round)
+            result = RoundResult(RoundStatus.SKIPPED, trigger=reason, started_s=time.time(),
+                                 round_id=round_id, reason=ROUND_ELSEWHERE)
+            log.info("round skipped: %s", ROUND_ELSEWHERE)
     if result_conn is not None:
         try:
             result_conn.send(result.to_json())

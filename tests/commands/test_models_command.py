@@ -573,17 +573,28 @@ def test_rollback_says_the_samples_it_gives_back_wait_for_new_ones(capsys, tmp_p
     again by the next round, which they no longer start by themselves."""
     from edgecl.continual.round_state import LearnerState, load_state, save_state
 
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+
     state = tmp_path / "state"
     for name in ("batch4", "rect"):  # two files: the same one again adds nothing
         assert run_cli(capsys, "models", "add", exports[name], "--promote", "--state-dir", state)[0] == 0
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.3, seed=2),
+                      names={0: "car"}) as memory:
+        for i in range(12):
+            memory.add(Sample(np.full((24, 24, 3), i * 20, np.uint8),
+                              np.array([[0, 0.5, 0.5, 0.25, 0.5]], np.float32), task="t0"))
+        training = sum(r.id <= 10 for r in memory.records(held_out=False))
+    assert 0 < training < 10  # some of ids 1-10 are held out, which no round learns
     save_state(state, LearnerState(round=2, last_sample_id=10))
     code, out, err = run_cli(capsys, "models", "rollback", "--state-dir", state)
     assert code == 0, err
     assert out.splitlines() == [
         "rolled back to v0001",
-        "the samples the versions rolled back had learnt (ids 1-10) are learnt again by the next "
-        "round, which starts when new samples arrive or on 'edgecl learn'; 'edgecl labels "
-        "withdraw ID' takes a wrong answer out first"]
+        f"the {training} training sample(s) the versions rolled back had learnt (ids 1-10, "
+        f"held-out ones aside) are learnt again by the next round, which starts when new "
+        f"samples arrive or on 'edgecl learn'; 'edgecl labels withdraw ID' takes a wrong answer "
+        f"out first"]
     progress = load_state(state)
     assert (progress.last_sample_id, progress.trigger_from_id) == (0, 10)
 

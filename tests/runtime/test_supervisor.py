@@ -912,3 +912,20 @@ def test_the_classes_a_promoted_round_could_not_measure_are_named():
                                          per_task={"t1": 0.3}), names) == []  # a task view
     assert unguarded_classes(RoundResult(status=RoundStatus.PROMOTED, classes=[0, 2],
                                          per_task={"Car": 0.2, "Person": 0.1}), names) == []
+
+
+def test_a_round_the_lock_keeps_from_running_is_a_skip_not_a_failure(tmp_path, caplog):
+    """Before: 'learning round failed: learner process ended with exit code 0 and no result'
+    (an ERROR, counted towards the back-off) when 'edgecl learn' held the round lock."""
+    from edgecl.runtime.learner import round_lock
+
+    caplog.set_level(logging.INFO)
+    sup = LearnerSupervisor(load_config(None, [f"state_dir={tmp_path}"]), FakeRegistry())
+    with round_lock(tmp_path) as held:  # 'edgecl learn' runs its round
+        assert held
+        sup.start_round("interval")  # a real learner process, which finds the lock taken
+        sup.wait(timeout_s=120)
+    assert not sup.busy
+    assert ("learning round skipped: another learning round is running on this state directory "
+            "('edgecl learn', say)") in caplog.text
+    assert "failed" not in caplog.text and sup._same_failures == 0
