@@ -1104,6 +1104,8 @@ class LearnerSupervisor:
         first = self._other_writers_said_s is None
         if first:
             self._other_writers_said_s = now
+        if first and self.cfg.learner.enabled:
+            self._say_given_back(sink.memory)
         if learnable and self.cfg.learner.enabled:
             self._say_other_writers(len(learnable), now, first)
             self._count_new(len(learnable), {c for r in learnable for c in r.classes})
@@ -1162,6 +1164,27 @@ class LearnerSupervisor:
             log.info("the learner's progress is now what %s learnt (a rollback or a promotion): "
                      "%d stored training sample(s) it did not learn count towards the next round",
                      current or "the starting model", len(left))
+
+    def _say_given_back(self, memory) -> None:
+        """Say at start how many training samples a rollback gave back to the next round (they
+        start no round by themselves, and the start's count of samples not learnt yet leaves
+        them out: before, '5 sample(s) ... count towards the next round' was followed by a
+        round of 202 new samples)."""
+        from edgecl.continual.round_state import load_state
+
+        try:
+            state = load_state(self.cfg.state_dir)
+            if state.trigger_from_id <= state.last_sample_id:
+                return
+            given_back = sum(state.last_sample_id < r.id <= state.trigger_from_id
+                             for r in memory.records(held_out=False))
+        except (EdgeclError, OSError, ValueError) as exc:
+            log.warning("learner: cannot count the samples a rollback gave back: %s", exc)
+            return
+        if given_back:
+            log.info("the next round also learns again the %d training sample(s) a rollback "
+                     "gave back (the versions it retired had learnt them); they start no "
+                     "round by themselves", given_back)
 
     def _say_other_writers(self, n: int, now_s: float, first: bool) -> None:
         """Say what other writers stored: what the first look at start finds at once, then at

@@ -929,3 +929,34 @@ def test_a_round_the_lock_keeps_from_running_is_a_skip_not_a_failure(tmp_path, c
     assert ("learning round skipped: another learning round is running on this state directory "
             "('edgecl learn', say)") in caplog.text
     assert "failed" not in caplog.text and sup._same_failures == 0
+
+
+def test_the_start_says_the_samples_a_rollback_gave_back(tmp_path, monkeypatch, caplog):
+    """Before: '5 training sample(s) stored before this start and not learnt yet count towards
+    the next round', and the round then learnt 202 (those a rollback gave back among them)."""
+    import numpy as np
+
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.continual.round_state import LearnerState, save_state
+
+    caplog.set_level(logging.INFO)
+    cfg = load_config(None, [f"state_dir={tmp_path}"])
+    memory = ReplayMemory(tmp_path / "memory", cfg.memory)
+    labels = np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32)
+    ids = [memory.add(Sample(np.full((16, 16, 3), i, np.uint8), labels, task="stream",
+                             source=f"s{i}", ts_s=float(i) * 100)) for i in range(12)]
+    training = {r.id for r in memory.records(held_out=False)}
+    given_back = len(training & set(ids[1:5]))
+    after = len(training & set(ids[5:]))
+    assert given_back and after
+    # rolled back: the serving version learnt ids[0]; the retired ones had learnt up to ids[4]
+    save_state(tmp_path, LearnerState(round=3, last_sample_id=ids[0], trigger_from_id=ids[4]))
+    sink = FakeSink([], own_ids=[])
+    sink.memory = memory
+    sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
+    monkeypatch.setattr(sup, "_spawn", lambda reason, ceiling: None)
+    sup.tick()
+    assert (f"the next round also learns again the {given_back} training sample(s) a rollback "
+            f"gave back" in caplog.text)
+    assert f"{after} training sample(s) stored before this start and not learnt yet" in caplog.text
+    memory.close()
