@@ -59,17 +59,16 @@ def learn_command(args: argparse.Namespace) -> int:
     serving = None
     if result.status is RoundStatus.STAGED and not args.no_promote:
         from edgecl.models.registry import Registry
-        from edgecl.runtime.promote import hold_unpromoted, serving_instead
+        from edgecl.runtime.promote import hold_unpromoted, not_promoted_because
 
         registry = Registry(Path(cfg.state_dir) / "models")
-        serving = serving_instead(registry, result.version)
-        if serving:
+        held = not_promoted_because(cfg.state_dir, registry, result.version)
+        if held:
+            serving = held[0]
             hold_unpromoted(cfg.state_dir, registry, result.version, serving)
-    if serving:  # rolled back (or another version promoted) while the round ran: kept so
-        print(f"warning: {result.version} is not promoted: it was learnt on the version that "
-              f"served when the round began, and {serving} serves now (rolled back or promoted "
-              f"since); 'edgecl models promote {result.version}' serves it", file=sys.stderr)
-    elif result.status is RoundStatus.STAGED and not args.no_promote:
+            print(f"warning: {held[1]}", file=sys.stderr)
+    if result.status is RoundStatus.STAGED and not args.no_promote and not serving:
+        # (one not promoted, rolled back or promoted or classes merged meanwhile, is held)
         promote_version(cfg.state_dir, result.version)
         result.status = RoundStatus.PROMOTED
     if result.unsaved:

@@ -57,6 +57,7 @@ class RoundContext:
     names: dict[int, str]
     base_checkpoint: Path | None = None
     progress: object = None  # the fine-tuning's progress callback (finetune.ProgressCallback)
+    merges: dict[int, int] = dataclasses.field(default_factory=dict)  # as the round began
 
     @property
     def first(self) -> bool:
@@ -333,7 +334,8 @@ def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
     try:
         classes = ClassRegistry(cfg.state_dir)
         adopt_memory_class_names(memory, classes)  # a damaged registry: rebuilt from the memory
-        finish_merges(memory, classes.merged(), classes.names())  # a merge a stop cut short
+        merges = classes.merged()
+        finish_merges(memory, merges, classes.names())  # a merge a stop cut short
         snapshot = memory.snapshot()
         names = dict(memory.class_names() or {})
         last_id_given = memory.change_signature()[1]
@@ -358,7 +360,8 @@ def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
         work.mkdir(parents=True)
     registry = Registry(Path(cfg.state_dir) / "models")
     return RoundContext(cfg, state, snapshot, new, work, registry, registry.current(),
-                        {int(k): str(v) for k, v in names.items()}, base_checkpoint(cfg))
+                        {int(k): str(v) for k, v in names.items()}, base_checkpoint(cfg),
+                        merges=merges)
 
 
 def _earlier_version(registry, current: str) -> bool:
@@ -1217,6 +1220,7 @@ def _manifest(ctx: RoundContext, names, ft, verdict, candidate: dict, export_met
     return {
         "parent": ctx.parent_label, "config_hash": config_hash(ctx.cfg),
         "classes": {int(k): v for k, v in names.items()},
+        "merged_classes": {str(k): int(v) for k, v in sorted(ctx.merges.items())},
         "memory_snapshot": ctx.snapshot.snapshot_id, "trigger": reason,
         "reason": verdict.reason, "replay_strategy": ctx.cfg.replay.strategy,
         "replay_samples": len(replay_ids), "new_samples": len(ctx.new_records),

@@ -1392,18 +1392,17 @@ class LearnerSupervisor:
         log.error("%s; detection goes on", message)
 
     def _serving_instead(self, version: str) -> str | None:
-        """The version serving instead of the one ``version``'s round was learnt on (the
-        console's rollback, or a promotion, while the round ran), said in one warning; ``None``
-        when its parent still serves. Such a version stays staged: the Models page or
-        ``edgecl models promote`` serves it."""
-        from edgecl.runtime.promote import serving_instead
+        """The version serving instead of ``version``, which is not promoted (a rollback, a
+        promotion or a class merge while its round ran: :func:`~edgecl.runtime.promote.
+        not_promoted_because`), said in one warning; ``None`` when it is promoted. Such a
+        version stays staged: the Models page or ``edgecl models promote`` serves it."""
+        from edgecl.runtime.promote import not_promoted_because
 
-        serving = serving_instead(self.registry, version)
-        if serving:
-            log.warning("%s is not promoted: it was learnt on the version that served when its "
-                        "round began, and %s serves now (rolled back or promoted since); "
-                        "'edgecl models promote %s' serves it", version, serving, version)
-        return serving
+        held = not_promoted_because(self.cfg.state_dir, self.registry, version)
+        if held is None:
+            return None
+        log.warning("%s", held[1])
+        return held[0]
 
     def _promote(self, version: str) -> None:
         from edgecl.runtime.promote import promote_version

@@ -90,8 +90,67 @@ def serving_instead(registry, version: str) -> str | None:
     return serving if serving and isinstance(parent, str) and parent and parent != serving else None
 
 
+def merged_since(state_dir: str | Path, registry, version: str) -> list[str]:
+    """The classes merged (``edgecl classes merge``) while ``version``'s round ran: it learnt
+    and judged them apart, as its snapshot labelled them.
+
+    Args:
+        state_dir: the state directory (its class registry).
+        registry: the model registry.
+        version: a version a round staged (its manifest's ``merged_classes``: the merges as
+            the round began; a manifest without it is not checked).
+
+    Returns:
+        ``["Auto into Car", ...]``; empty when none (or when either side cannot be read).
+    """
+    from edgecl.errors import EdgeclError
+    from edgecl.models.classes import ClassRegistry
+
+    try:
+        then = registry.manifest(version).get("merged_classes")
+        if not isinstance(then, dict):
+            return []
+        classes = ClassRegistry(state_dir)
+        now, names = classes.merged(), classes.names()
+    except (EdgeclError, OSError):
+        return []
+    then = {str(k): v for k, v in then.items()}
+    return [f"{names.get(c, c)} into {names.get(t, t)}" for c, t in sorted(now.items())
+            if then.get(str(c)) != t]
+
+
+def not_promoted_because(state_dir: str | Path, registry, version: str) -> tuple[str, str] | None:
+    """Why a round's staged ``version`` is not promoted, if it is not: a rollback or a
+    promotion came while the round ran (:func:`serving_instead`), or a class merge did
+    (:func:`merged_since`; before, such a version was promoted, gated as if the merged class
+    were apart, "the parent scores 0 on Auto, a class it did not know").
+
+    Args:
+        state_dir: the state directory.
+        registry: the model registry.
+        version: the round's version.
+
+    Returns:
+        ``(serving, warning)``: the version serving instead (for :func:`hold_unpromoted`) and
+        one line to log; ``None`` when it is promoted.
+    """
+    serving = serving_instead(registry, version)
+    if serving:
+        return serving, (f"{version} is not promoted: it was learnt on the version that served "
+                         f"when its round began, and {serving} serves now (rolled back or "
+                         f"promoted since); 'edgecl models promote {version}' serves it")
+    merged = merged_since(state_dir, registry, version)
+    current = registry.current()
+    if merged and current:
+        return current, (f"{version} is not promoted: {', '.join(merged[:4])} merged while its "
+                         f"round ran, which learnt and judged the classes apart; the next round "
+                         f"learns its samples with the merge ('edgecl models promote {version}' "
+                         f"serves it anyway)")
+    return None
+
+
 def hold_unpromoted(state_dir: str | Path, registry, version: str, serving: str) -> None:
-    """After a round that is not promoted (:func:`serving_instead`): hold its version for a
+    """After a round that is not promoted (:func:`not_promoted_because`): hold its version for a
     person, as ``edgecl learn --no-promote`` does (registry retention keeps it, and no restart
     promotes it; before, the next round's promotion pruned it, while the log said to promote
     it), and set the learner's progress back to what the serving version learnt (its samples

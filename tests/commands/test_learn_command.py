@@ -140,7 +140,7 @@ def test_learn_does_not_undo_a_rollback_made_while_its_round_ran(tmp_path, monke
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["status"] == "staged"
     assert Registry(state / "models").current() == first
     assert (f"warning: {rolled_back[0]} is not promoted: it was learnt on the version that "
-            f"served when the round began, and {first} serves now") in err
+            f"served when its round began, and {first} serves now") in err
     # samples 11-30 were learnt by no serving version: the next round learns them
     assert load_state(state).last_sample_id == 10
     # held for a person: before, the next round's promotion pruned it, while the warning said

@@ -454,3 +454,33 @@ def test_a_rollback_past_the_first_version_names_the_checkpoint_the_device_start
         "best.pt (model.path), which is no version: 'edgecl models add PATH/best.pt --promote' "
         "serves it again")
     assert registry.current() == version
+
+
+def test_a_round_overtaken_by_a_class_merge_is_held_not_promoted(tmp_path):
+    """Before: a round that began before 'classes merge Auto Car' was promoted after it, gated
+    as if Auto were apart ('the parent scores 0 on Auto, a class it did not know')."""
+    from edgecl.models.classes import ClassRegistry
+    from edgecl.runtime.promote import hold_unpromoted, merged_since, not_promoted_because
+
+    classes = ClassRegistry(tmp_path)
+    classes.add(["Car", "Auto", "Person"])
+    registry, first, second = _two_promoted(tmp_path)
+    third = _stage(registry, tmp_path, b"d", parent=second, learnt_up_to=120,
+                   merged_classes={})
+    older = _stage(registry, tmp_path, b"e", parent=second, learnt_up_to=120)  # no record
+    assert not_promoted_because(tmp_path, registry, third) is None
+    classes.merge("Auto", "Car")  # while the round ran
+    assert merged_since(tmp_path, registry, third) == ["Auto into Car"]
+    assert merged_since(tmp_path, registry, older) == []  # a manifest of a release before
+    serving, warning = not_promoted_because(tmp_path, registry, third)
+    assert serving == second and warning == (
+        f"{third} is not promoted: Auto into Car merged while its round ran, which learnt and "
+        f"judged the classes apart; the next round learns its samples with the merge ('edgecl "
+        f"models promote {third}' serves it anyway)")
+    hold_unpromoted(tmp_path, registry, third, serving)
+    assert registry.manifest(third)["promote"] == "manual"
+    assert load_state(tmp_path).last_sample_id == 90  # what the serving version learnt
+    # a round that began after the merge records it, and is promoted
+    fourth = _stage(registry, tmp_path, b"f", parent=second, learnt_up_to=130,
+                    merged_classes={"1": 0})
+    assert not_promoted_because(tmp_path, registry, fourth) is None
