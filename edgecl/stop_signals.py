@@ -11,6 +11,7 @@ state file is written atomically, so what a kill leaves is consistent).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -23,6 +24,29 @@ FORCE_EXIT_AFTER_S = 20.0
 """How long a stop may unwind before the process exits at once: a library's cleanup that never
 returns (gRPC closing a channel whose threads were cut short) must not keep a stopped device
 alive until a service manager's SIGKILL."""
+
+
+_force_exit_after_s: float | None = None
+"""The deadline a stop signal's unwinding gets now (:func:`force_exit_after`; None:
+:data:`FORCE_EXIT_AFTER_S`)."""
+
+
+@contextlib.contextmanager
+def force_exit_after(seconds: float):
+    """Within the block, a stop signal's unwinding may last only ``seconds`` before the
+    process exits at once: for a process that holds nothing a kill could damage there (a
+    fleet client waiting for its server: a stop raised inside gRPC's failed connection left
+    a channel whose release never returned, and the stop took the full 20 s).
+
+    Args:
+        seconds: the deadline for a stop received within the block.
+    """
+    global _force_exit_after_s
+    before, _force_exit_after_s = _force_exit_after_s, seconds
+    try:
+        yield
+    finally:
+        _force_exit_after_s = before
 
 
 class SigtermExit(SystemExit):
@@ -100,7 +124,8 @@ def unwind_once_on_stop_signals(ignore_sigint: bool = False, spawned: bool = Fal
         stopping = True
         global _stop_signum
         _stop_signum = signum
-        _exit_if_still_stopping_after(FORCE_EXIT_AFTER_S, 128 + signum)
+        _exit_if_still_stopping_after(FORCE_EXIT_AFTER_S if _force_exit_after_s is None
+                                      else _force_exit_after_s, 128 + signum)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         # a spawned child's SIGTERM is its parent stopping it, at every normal end: no warning
@@ -117,7 +142,9 @@ def _exit_if_still_stopping_after(seconds: float, code: int) -> None:
     the log and the standard streams) unless it has exited by itself within ``seconds``."""
 
     def force() -> None:
-        log.error("still stopping %g s after the stop signal: exiting now", seconds)
+        # (a short deadline is one given where a kill is harmless: no error)
+        log.log(logging.ERROR if seconds >= FORCE_EXIT_AFTER_S else logging.WARNING,
+                "still stopping %g s after the stop signal: exiting now", seconds)
         for handler in logging.getLogger().handlers:
             handler.flush()
         for stream in (sys.stdout, sys.stderr):

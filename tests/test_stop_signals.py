@@ -92,6 +92,33 @@ def test_a_stop_that_never_ends_exits_at_its_deadline(tmp_path, monkeypatch):
             proc.kill()
 
 
+def _waiting_with_a_short_deadline(started: Path):
+    from edgecl.stop_signals import force_exit_after
+
+    unwind_once_on_stop_signals()
+    with force_exit_after(0.5):  # a fleet client waiting for its server
+        started.write_text("")
+        try:
+            time.sleep(60)
+        finally:
+            time.sleep(60)
+
+
+def test_a_stop_within_a_short_deadline_exits_at_it(tmp_path):
+    """Before: 'fleet join' stopped while it retried its server waited the full 20 s (gRPC's
+    release of a failed connection never returned); it has no state to save there."""
+    started = tmp_path / "started"
+    proc = _started(_waiting_with_a_short_deadline, (started,), started)
+    try:
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.join(10)
+        assert proc.exitcode == 143 and time.monotonic() - t0 < 5
+    finally:
+        if proc.is_alive():
+            proc.kill()
+
+
 def test_a_stop_signal_while_the_interpreter_exits_is_quiet(tmp_path):
     """Before: a SIGTERM that reached 'edgecl learn' after its work was done (systemd stops the
     whole process group) raised inside a library's exit callback (torch's): "Exception ignored

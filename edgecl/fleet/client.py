@@ -23,7 +23,7 @@ from edgecl.errors import ConfigError
 from edgecl.fleet import wire
 from edgecl.logs import basic_config
 from edgecl.runtime.lock import FLEET_CLIENT_LOCK_NAME, RuntimeLock, holder_pid
-from edgecl.stop_signals import raise_if_stopping
+from edgecl.stop_signals import force_exit_after, raise_if_stopping
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,10 @@ FAILED_PROBE_WAIT_S = 2.0
 comes back to the device's own loop, which says it, backs off and probes again (Flower retries
 silently and for ever otherwise: a device started before its server never said it had
 connected)."""
+
+WAITING_STOP_S = 2.0
+"""How long a stop may unwind while the client waits for its server (no session: nothing a
+kill could damage) before the process exits at once."""
 
 
 class ServerSilent(ConnectionError):
@@ -371,17 +375,21 @@ def _serve_rounds(cfg: Config, test_yaml: str | None, once: bool,
     while True:
         connected = False
         try:
-            probe = probe_server(fc.server_address, fc.ca_cert, PROBE_TIMEOUT_S)
-            if probe is None:  # a second wait in the connection would only double this one
-                raise ServerSilent(silent_server_problem(fc.server_address))
+            # until a session begins, a stop is quick (nothing is held that a kill could
+            # damage; a stop raised inside gRPC's failed connection hung for 20 s)
+            with force_exit_after(WAITING_STOP_S):
+                probe = probe_server(fc.server_address, fc.ca_cert, PROBE_TIMEOUT_S)
+                if probe is None:  # a second wait in the connection would only double this one
+                    raise ServerSilent(silent_server_problem(fc.server_address))
+                if not probe:  # only to learn why it failed
+                    connect(cfg, test_yaml=test_yaml, max_wait_s=min(
+                        max_wait_s or FAILED_PROBE_WAIT_S, FAILED_PROBE_WAIT_S))
             if probe:
                 log.info("connected to the fleet server %s%s; waiting for its rounds",
                          fc.server_address, f" after {failures} failed attempt(s)" if failures else "")
                 # a session that fails from here on is a new fault: warned, backed off afresh
                 connected, failures, last_problem, ended = True, 0, "", False
-            wait_s = max_wait_s if probe else min(max_wait_s or FAILED_PROBE_WAIT_S,
-                                                  FAILED_PROBE_WAIT_S)
-            connect(cfg, test_yaml=test_yaml, max_wait_s=wait_s)
+                connect(cfg, test_yaml=test_yaml, max_wait_s=max_wait_s)
         except Exception as exc:  # the connection's fault is contained: logged, retried
             raise_if_stopping()  # a stop signal inside gRPC is no connection fault
             waited = time.monotonic() - started
@@ -397,7 +405,8 @@ def _serve_rounds(cfg: Config, test_yaml: str | None, once: bool,
             say("cannot reach the fleet server %s: %s; retrying in %.0f s (backing off up to "
                 "%.0f s)", fc.server_address, problem, delay_s, MAX_RETRY_S)
             failures, last_problem, ended = failures + 1, problem, False
-            time.sleep(delay_s)
+            with force_exit_after(WAITING_STOP_S):
+                time.sleep(delay_s)
             continue
         failures, last_problem, ended = 0, "", True
         if once:
