@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from edgecl.arguments import output_path, print_json_line, train_image_size
 from edgecl.commands.common import (
@@ -12,6 +13,7 @@ from edgecl.commands.common import (
     require_state_dir,
     require_writable_state_dir,
 )
+from edgecl.errors import EdgeclError
 
 
 def add_parser(sub) -> None:
@@ -61,6 +63,12 @@ def server_command(args: argparse.Namespace) -> int:
 
     quiet_flower_logs()
     cfg = config_from_args(args)
+    device = _device_entries(cfg.state_dir)
+    if device:  # before: a fleet began inside a device's folder without a word
+        print(f"warning: {cfg.state_dir} holds a device's state ({', '.join(device)}): the fleet "
+              f"server keeps its global model in {Path(cfg.state_dir) / 'fleet'} beside it; give "
+              f"the server a folder of its own (--state-dir) unless that is meant",
+              file=sys.stderr, flush=True)
     try:
         records = run_server(cfg, on_round=_print_record)
     except ServerStopped as exc:
@@ -87,10 +95,22 @@ def join_command(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     require_state_dir(cfg)  # a mistyped --state-dir would join the fleet with nothing
+    if not _device_entries(cfg.state_dir) and (Path(cfg.state_dir) / "fleet" / "global.json").exists():
+        raise EdgeclError(f"{cfg.state_dir} holds a fleet server's state (fleet/global.json) and "
+                          f"no device's (no memory/, models/ or classes.json): give the device's "
+                          f"state directory (--state-dir)")
     require_writable_state_dir(cfg, "a fleet device")  # else it skipped every round, one by one
     ClassRegistry(cfg.state_dir).names()  # a corrupt registry: one line now, not every round
     client_main(cfg)
     return 0
+
+
+def _device_entries(state_dir) -> list[str]:
+    """What of a device's own state a folder holds (``memory/``, ``models/``,
+    ``classes.json``): a fleet server's folder holds none of it."""
+    state = Path(state_dir)
+    return [name + ("/" if name != "classes.json" else "") for name in
+            ("memory", "models", "classes.json") if (state / name).exists()]
 
 
 def simulate_command(args: argparse.Namespace) -> int:

@@ -426,6 +426,33 @@ def test_one_fleet_client_per_state_directory(tmp_path, monkeypatch, capsys):
     client.FleetClientStarter().check(cfg)  # free again
 
 
+def test_a_server_folder_and_a_device_folder_are_not_taken_for_each_other(tmp_path, monkeypatch,
+                                                                           capsys):
+    """Before: 'fleet join' on the server's folder joined with no memory, and 'fleet server' on
+    a device's folder began a fleet inside it, both without a word."""
+    from edgecl.cli import main
+    from edgecl.fleet import client, server
+
+    monkeypatch.setattr(client, "_serve_rounds", lambda *a: pytest.fail("joined"))
+    served = tmp_path / "server"
+    (served / "fleet").mkdir(parents=True)
+    (served / "fleet" / "global.json").write_text("{}")
+    assert main(["fleet", "join", "--state-dir", str(served),
+                 "fleet.server_address=127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {served} holds a fleet server's state (fleet/global.json) and no device's (no "
+        f"memory/, models/ or classes.json): give the device's state directory (--state-dir)\n")
+    device = tmp_path / "device"
+    (device / "memory").mkdir(parents=True)
+    (device / "classes.json").write_text("")
+    monkeypatch.setattr(server, "run_server", lambda cfg, on_round: [])
+    assert main(["fleet", "server", "--state-dir", str(device)]) == 0
+    assert capsys.readouterr().err == (
+        f"warning: {device} holds a device's state (memory/, classes.json): the fleet server keeps "
+        f"its global model in {device / 'fleet'} beside it; give the server a folder of its own "
+        f"(--state-dir) unless that is meant\n")
+
+
 @pytest.mark.parametrize("newkey, kind", [("ed25519", "an Ed25519 key"),
                                           ("ec -pkeyopt ec_paramgen_curve:P-521",
                                            "an EC secp521r1 key")])
