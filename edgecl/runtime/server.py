@@ -2,14 +2,19 @@
 
 The app (:func:`edgecl.web.create_app`) only reads state through the runtime's hooks, so serving
 never blocks the inference loop. Bounds: at most ``max_connections`` connections and requests at
-once (uvicorn's ``limit_concurrency``; beyond it a request gets 503, logged once a minute), at
-most ``max_per_client`` of them from one client address, and 127.0.0.1 and ::1 (the watchdog's,
-:data:`WATCHDOG_ADDRESSES`) are exempt from the first bound (so no host on the LAN, with
-however many addresses, can turn ``/healthz`` into 503 for the watchdog) and may open
-:data:`HEALTH_RESERVE` more answered on ``/healthz`` alone (so no process on the device holding
-its connections can either), a connection that has not sent a complete
-request head within ``timeout_s`` seconds (idle after connecting, a header trickle, or idle
-keep-alive) is closed, and a body must arrive within :data:`edgecl.web.app.BODY_TIMEOUT_S`.
+once (uvicorn's ``limit_concurrency``; beyond it a request gets a 503 JSON error, logged once a
+minute); at most ``max_per_client`` open connections from one client address and
+:data:`OPEN_CONNECTIONS_FACTOR` times ``max_connections`` in all, counted as a connection is
+accepted, before any TLS handshake (:class:`_CappedListener`: one over a cap is closed at once);
+127.0.0.1 and ::1 (the watchdog's, :data:`WATCHDOG_ADDRESSES`) are exempt from the first and the
+last bound (so no host on the LAN, with however many addresses, can turn ``/healthz`` into 503
+for the watchdog) and may open :data:`HEALTH_RESERVE` more answered on ``/healthz`` alone (so no
+process on the device holding its connections can either); a connection that has not sent a
+complete request head within ``timeout_s`` seconds (idle after connecting, a header trickle, or
+idle keep-alive) is closed, and a body must arrive within :data:`edgecl.web.app.BODY_TIMEOUT_S`.
+A malformed request (or one framed by both ``Content-Length`` and ``Transfer-Encoding``) gets a
+400 JSON error; uvicorn's per-request warnings and asyncio's out-of-file-descriptors error are
+logged at most once a minute (:class:`_OncePerMinute`).
 
 Binds 127.0.0.1 by default; :func:`check_bind` refuses any other address without a token, and
 warns when the token would cross the network in clear text. With ``server.tls_cert`` and
@@ -19,7 +24,9 @@ warns when the token would cross the network in clear text. With ``server.tls_ce
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -208,29 +215,83 @@ def allowed_host_names(extra: str = "") -> frozenset[str]:
 
 
 class _OncePerMinute(logging.Filter):
-    """Pass a repeated warning (uvicorn's "Exceeded concurrency limit.") at most once a minute,
-    with the count of those dropped since: a flood of refused requests must not flood the log."""
+    """Pass a repeated log record at most once a minute, with the count of those dropped since:
+    a flood of refused or malformed requests must not flood the log.
 
-    def __init__(self, message: str, every_s: float = 60.0):
+    Args:
+        message: the record's message (with ``prefix``: how it starts).
+        every_s: the least seconds between two records passed.
+        says: the text the passed record carries instead (``None``: ``message``).
+        prefix: match records whose message starts with ``message`` (asyncio's carries the
+            socket after it).
+
+    A passed record loses its traceback (a client's doing, or a process short of file
+    descriptors, is no fault of the code); an :class:`OSError` it carried is named in a few
+    words instead.
+    """
+
+    def __init__(self, message: str, every_s: float = 60.0, says: str | None = None,
+                 prefix: bool = False):
         super().__init__()
         self.message = message
         self.every_s = every_s
+        self.says = says
+        self.prefix = prefix
         self._last_s = float("-inf")
         self._dropped = 0
 
+    def _matches(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return text.startswith(self.message) if self.prefix else text == self.message
+
     def filter(self, record: logging.LogRecord) -> bool:
         """False for a repeat within the minute."""
-        if record.getMessage() != self.message:
+        if not self._matches(record):
             return True
         now = time.monotonic()
         if now - self._last_s < self.every_s:
             self._dropped += 1
             return False
+        text = self.says or self.message
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno is not None:
+            text += f" ({errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror})"
         if self._dropped:
-            record.msg = f"{self.message} ({self._dropped} more in the last minute)"
-            record.args = ()
+            text += f" ({self._dropped} more in the last minute)"
+        record.msg, record.args = text, ()
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
         self._last_s, self._dropped = now, 0
         return True
+
+
+WEBSOCKET_REFUSED = ("a WebSocket upgrade was refused: the console serves no WebSocket "
+                     "(answered as plain HTTP)")
+UPGRADE_REFUSED = ("a protocol upgrade was refused: the console speaks HTTP/1.1 alone "
+                   "(answered as plain HTTP)")
+OUT_OF_FILES = ("the console could not accept connections: the process ran out of file "
+                "descriptors (each open connection holds one; see server.max_connections, "
+                "server.max_per_client and ulimit -n)")
+_THROTTLED_LOGS = (
+    ("uvicorn.error", "Exceeded concurrency limit.", None, False),
+    ("uvicorn.error", "Invalid HTTP request received.",
+     "Invalid HTTP request received (answered 400).", False),
+    ("uvicorn.error", WEBSOCKET_REFUSED, None, False),
+    ("uvicorn.error", UPGRADE_REFUSED, None, False),
+    # asyncio logs it with a traceback at every try (about one a second per listener): 12 MB
+    # of log in 25 s under a flood of connections
+    ("asyncio", "socket.accept() out of system resource", OUT_OF_FILES, True),
+)
+"""(logger, message, text said instead, prefix match) of the records :class:`_OncePerMinute`
+throttles."""
+
+
+def _throttle_logs() -> None:
+    """Put a :class:`_OncePerMinute` on each record of :data:`_THROTTLED_LOGS` (once a process)."""
+    for name, message, says, prefix in _THROTTLED_LOGS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OncePerMinute) and f.message == message
+                   for f in logger.filters):
+            logger.addFilter(_OncePerMinute(message, says=says, prefix=prefix))
 
 
 WATCHDOG_ADDRESSES = frozenset({"127.0.0.1", "::1"})
@@ -246,6 +307,103 @@ HEALTH_RESERVE = 4
 device made the next one close unanswered, and the container's HEALTHCHECK failed."""
 
 _HEALTH_PATH = "/healthz"
+
+OPEN_CONNECTIONS_FACTOR = 4
+"""Open connections accepted in all (watchdog addresses not counted), as a multiple of
+``max_connections``: room for idle keep-alive connections and TLS handshakes under way, while
+a flood of connections from many addresses stays far from the process's file descriptors."""
+_REFUSED_PER_ACCEPT = 256
+"""Connections over a cap one ``accept()`` closes before it gives the event loop back."""
+
+
+class _ConnectionCounts:
+    """Open connections per client address (:func:`client_address`) and in all, counted from
+    accept to close.
+
+    Args:
+        max_per_client: connections one address may hold (0: no bound); a watchdog address
+            (:data:`WATCHDOG_ADDRESSES`) :data:`HEALTH_RESERVE` more.
+        max_total: connections all other addresses may hold together (0: no bound).
+    """
+
+    def __init__(self, max_per_client: int, max_total: int):
+        self.max_per_client = max_per_client
+        self.max_total = max_total
+        self.per_client: dict[str, int] = {}
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def admit(self, key: str) -> bool:
+        """Count one more connection from ``key``, or refuse it (False) over a cap."""
+        watchdog = key in WATCHDOG_ADDRESSES
+        with self._lock:
+            count = self.per_client.get(key, 0)
+            bound = self.max_per_client + (HEALTH_RESERVE if watchdog else 0)
+            if ((self.max_per_client and count >= bound)
+                    or (not watchdog and self.max_total and self.total >= self.max_total)):
+                return False
+            self.per_client[key] = count + 1
+            self.total += 0 if watchdog else 1
+            return True
+
+    def release(self, key: str) -> None:
+        """Count one connection from ``key`` closed."""
+        with self._lock:
+            left = self.per_client.get(key, 0) - 1
+            if left > 0:
+                self.per_client[key] = left
+            else:
+                self.per_client.pop(key, None)
+            if key not in WATCHDOG_ADDRESSES:
+                self.total = max(0, self.total - 1)
+
+
+class _CountedConnection(socket.socket):
+    """An accepted connection that releases its count once when closed (asyncio's transports
+    close their socket when a connection ends, a TLS handshake timeout included)."""
+
+    _release = None
+
+    def close(self) -> None:
+        """Close the socket and release its count (once)."""
+        release, self._release = self._release, None
+        try:
+            super().close()
+        finally:
+            if release is not None:
+                release()
+
+
+class _CappedListener(socket.socket):
+    """A listening socket whose ``accept()`` applies the connection caps
+    (:class:`_ConnectionCounts`) before anything reads a byte: a connection over a cap is closed
+    at once and the next one taken, so neither TLS handshakes nor idle connections from one host
+    can take the process's file descriptors. asyncio's selector loop calls ``accept()`` on this
+    very object."""
+
+    counts: _ConnectionCounts | None = None
+
+    def accept(self):
+        """The next connection within the caps, as ``(socket, address)``.
+
+        Raises:
+            BlockingIOError: no connection waits (or only refused ones did, up to
+                :data:`_REFUSED_PER_ACCEPT`), as the base ``accept`` of a non-blocking socket.
+            OSError: the system's (``EMFILE``: out of file descriptors).
+        """
+        for _ in range(_REFUSED_PER_ACCEPT):
+            fd, address = self._accept()
+            conn = _CountedConnection(self.family, self.type, self.proto, fileno=fd)
+            key = client_address(str(address[0])) if isinstance(address, tuple) else ""
+            counts = self.counts
+            if counts is None or counts.admit(key):
+                if counts is not None:
+                    conn._release = lambda: counts.release(key)
+                if socket.getdefaulttimeout() is None and self.gettimeout():
+                    conn.setblocking(True)
+                return conn, address
+            conn.close()
+        raise BlockingIOError(errno.EAGAIN, "connections over the caps refused; more wait")
 
 
 def _health_only(app, max_per_client: int):
@@ -280,16 +438,71 @@ def _health_only(app, max_per_client: int):
     return health_only
 
 
+def _json_response(status: int, reason: bytes, message: str) -> list:
+    """The h11 events of a one-line JSON error that closes the connection."""
+    import h11
+
+    body = json.dumps({"error": message}).encode()
+    return [h11.Response(status_code=status, reason=reason,
+                         headers=[(b"content-type", b"application/json"),
+                                  (b"content-length", str(len(body)).encode()),
+                                  (b"cache-control", b"no-store"),
+                                  (b"x-content-type-options", b"nosniff"),
+                                  (b"connection", b"close")]),
+            h11.Data(data=body), h11.EndOfMessage()]
+
+
+def _strict_connection_class():
+    """h11's server connection refusing a request framed twice, and keeping why it refused."""
+    import h11
+
+    class StrictConnection(h11.Connection):
+        """An ``h11.Connection`` that also refuses a request carrying both ``Content-Length``
+        and ``Transfer-Encoding`` (read as chunked, it would be read otherwise by a proxy in
+        front: request smuggling; RFC 9112 6.3 lets a server refuse it)."""
+
+        refused_because = ""
+
+        def next_event(self):  # noqa: D102 - h11's
+            try:
+                event = super().next_event()
+            except h11.RemoteProtocolError as exc:
+                self.refused_because = str(exc).split(": bytearray(", 1)[0][:120]
+                raise
+            if isinstance(event, h11.Request):
+                names = {name.lower() for name, _ in event.headers}
+                if b"content-length" in names and b"transfer-encoding" in names:
+                    self.refused_because = "both Content-Length and Transfer-Encoding given"
+                    raise h11.RemoteProtocolError(self.refused_because, error_status_hint=400)
+            return event
+
+    return StrictConnection
+
+
 def _timed_protocol(timeout_s: float, max_per_client: int = 0):
     """An h11 protocol class that closes a connection without a request head in ``timeout_s``,
     and a client's connection beyond its ``max_per_client`` open ones (0: no bound), but for a
-    watchdog address's first :data:`HEALTH_RESERVE` beyond it, which answer ``/healthz`` alone."""
+    watchdog address's first :data:`HEALTH_RESERVE` beyond it, which answer ``/healthz`` alone;
+    its errors (a malformed request, the server-wide concurrency cap) are one-line JSON."""
+    import h11
+    from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     open_per_client: dict[str, int] = {}
+    strict_connection = _strict_connection_class()
 
     class TimedH11Protocol(H11Protocol):
-        """uvicorn's h11 protocol plus a request-head deadline and a per-client bound."""
+        """uvicorn's h11 protocol plus a request-head deadline, a per-client bound and JSON
+        errors."""
+
+        def __init__(self, config, *args, **kwargs):
+            super().__init__(config, *args, **kwargs)
+            self.conn = strict_connection(
+                h11.SERVER, config.h11_max_incomplete_event_size
+                if config.h11_max_incomplete_event_size is not None
+                else DEFAULT_MAX_INCOMPLETE_EVENT_SIZE)
+            # the concurrency cap is applied here (uvicorn's answers text/plain)
+            self._concurrency_limit, self.limit_concurrency = self.limit_concurrency, None
 
         def connection_made(self, transport) -> None:  # noqa: D102 - asyncio protocol hook
             super().connection_made(transport)
@@ -304,7 +517,9 @@ def _timed_protocol(timeout_s: float, max_per_client: int = 0):
                     return
                 self.app = _health_only(self.app, max_per_client)
             if self._client_key in WATCHDOG_ADDRESSES:
-                self.limit_concurrency = None  # within its own max_per_client, never a 503
+                self._concurrency_limit = None  # within its own max_per_client, never a 503
+            else:
+                self.app = self._bounded(self.app)
             self._arm_head_deadline()
 
         def connection_lost(self, exc) -> None:  # noqa: D102 - asyncio protocol hook
@@ -322,6 +537,43 @@ def _timed_protocol(timeout_s: float, max_per_client: int = 0):
             super().on_response_complete()
             self._arm_head_deadline()
 
+        def send_400_response(self, msg: str) -> None:
+            """Answer a malformed request with a 400 JSON error naming the fault, and close."""
+            why = self.conn.refused_because or "malformed request"
+            for event in _json_response(400, b"Bad Request", f"invalid HTTP request: {why}"):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
+
+        def _unsupported_upgrade_warning(self) -> None:
+            """One line (throttled, :data:`_THROTTLED_LOGS`) instead of uvicorn's advice to
+            install a WebSocket library."""
+            upgrade = self._get_upgrade()
+            self.logger.warning(WEBSOCKET_REFUSED if upgrade == b"websocket" else UPGRADE_REFUSED)
+
+        def _bounded(self, app):
+            """``app`` behind the server-wide cap: beyond ``limit_concurrency`` connections or
+            requests at once, a 503 JSON error (uvicorn's check, its answer in JSON)."""
+            async def bounded(scope, receive, send):
+                limit = self._concurrency_limit
+                # this request's task is in self.tasks already: uvicorn counted before adding it
+                if (scope.get("type") == "http" and limit is not None
+                        and (len(self.connections) >= limit or len(self.tasks) > limit)):
+                    self.logger.warning("Exceeded concurrency limit.")
+                    body = json.dumps({"error": f"the console is serving as many connections "
+                                                f"and requests as it takes ({limit}): try again "
+                                                f"shortly"}).encode()
+                    await send({"type": "http.response.start", "status": 503,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode()),
+                                            (b"cache-control", b"no-store"),
+                                            (b"retry-after", b"1"),
+                                            (b"connection", b"close")]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+                await app(scope, receive, send)
+
+            return bounded
+
         def _arm_head_deadline(self) -> None:
             waiting_after = self.cycle
 
@@ -338,11 +590,10 @@ def _handshake_bounded(server_class, timeout_s: float):
     """A uvicorn ``Server`` whose TLS listener drops a connection that has not finished its
     handshake within ``timeout_s`` (asyncio's default is 60 s).
 
-    Why: the per-client cap and the idle timeout live in the HTTP protocol, which sees a TLS
-    connection only once its handshake is done; raw connections that never start one were
-    neither capped nor timed out, so a client could hold thousands of the process's file
-    descriptors for a minute. Needs the standard asyncio loop (its ``create_server`` is patched
-    on the running loop instance while uvicorn starts).
+    Why: the idle timeout lives in the HTTP protocol, which sees a TLS connection only once its
+    handshake is done; a raw connection that never starts one was held for a minute (the
+    connection caps apply at accept time: :class:`_CappedListener`). Needs the standard asyncio
+    loop (its ``create_server`` is patched on the running loop instance while uvicorn starts).
     """
 
     class HandshakeBoundedServer(server_class):
@@ -378,11 +629,13 @@ class StatusServer:
         host: bind address (127.0.0.1 by default: not reachable from the network).
         port: TCP port (0 picks a free one; read :attr:`port` after :meth:`start`).
         max_connections: cap on open connections and in-flight requests (uvicorn
-            ``limit_concurrency``; a request beyond it is answered 503).
+            ``limit_concurrency``; a request beyond it is answered 503); connections beyond
+            :data:`OPEN_CONNECTIONS_FACTOR` times it (watchdog addresses not counted) are closed
+            as they are accepted.
         timeout_s: seconds a connection may stay without sending a complete request head
             (after connecting or between keep-alive requests) before it is closed.
-        max_per_client: open connections one client address may hold (further ones are
-            closed at once; 0: no bound).
+        max_per_client: open connections one client address may hold, TLS handshakes under
+            way included (further ones are closed as they are accepted; 0: no bound).
         tls_cert: certificate (chain) file, PEM: serve HTTPS (with ``tls_key``); empty: HTTP.
         tls_key: its unencrypted private key file, PEM.
         trusted_proxies: ``server.trusted_proxies``: comma-separated addresses (or networks)
@@ -418,7 +671,9 @@ class StatusServer:
         infos = socket.getaddrinfo(self.host.strip("[]"), self.port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
         family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
+        sock = _CappedListener(family, kind, proto)
+        sock.counts = _ConnectionCounts(self.max_per_client,
+                                        OPEN_CONNECTIONS_FACTOR * self.max_connections)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
@@ -450,12 +705,13 @@ class StatusServer:
                                 timeout_keep_alive=self.timeout_s, timeout_graceful_shutdown=2,
                                 ssl_certfile=self.tls_cert or None,
                                 ssl_keyfile=self.tls_key or None,
-                                loop="asyncio" if self.tls_cert else "auto")
+                                # the connection caps live in the listening socket's accept()
+                                # (_CappedListener), which asyncio's selector loop calls on the
+                                # socket given; uvloop accepts on its own, past them
+                                loop="asyncio")
         self._server = server = (_handshake_bounded(uvicorn.Server, self.timeout_s)(config)
                                  if self.tls_cert else uvicorn.Server(config))
-        uvicorn_log = logging.getLogger("uvicorn.error")
-        if not any(isinstance(f, _OncePerMinute) for f in uvicorn_log.filters):
-            uvicorn_log.addFilter(_OncePerMinute("Exceeded concurrency limit."))
+        _throttle_logs()
 
         def serve() -> None:
             try:

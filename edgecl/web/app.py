@@ -13,7 +13,8 @@ Routes (JSON unless said otherwise; every error is ``{"error": "one line"}``):
   ``GET /api/labels/pending`` (``console=ID``: each item says whether another console has it
   open, :mod:`edgecl.web.leases`), ``POST /api/labels/{id}/open?console=ID``,
   ``GET /api/labels/{id}/image``, ``POST /api/labels/{id}``,
-  ``GET /api/labels/answered``, ``POST /api/labels/{id}/correct``,
+  ``GET /api/labels/answered`` (``limit=n``: the latest n, at most :data:`MAX_ANSWERS`),
+  ``POST /api/labels/{id}/correct``,
   ``POST /api/labels/{id}/withdraw``,
   ``GET /api/classes``, ``GET /api/forgetting``, ``GET /api/auth`` (whether a token is needed);
 * pages: ``/`` (Live), ``/label``, ``/models``, ``/forgetting``, ``/api-docs`` and their assets
@@ -24,10 +25,12 @@ and must arrive within :data:`BODY_TIMEOUT_S` (408; a slow body would hold a con
 ids are checked before any hook sees them (a label item id by the queue's rule, a model version
 against :data:`ID_PATTERN`; one that cannot name anything is a 404, as an unknown one is); with
 a token every request except the static page shells, their assets and ``/api/auth`` needs
-``Authorization: Bearer TOKEN`` (401 otherwise; compared in constant time; a client address
-that sent :data:`AUTH_FAILURES_PER_MINUTE` wrong or missing tokens within a minute gets 429 with
-``Retry-After`` until the oldest of them is a minute old, so a token cannot be guessed at the
-server's full speed). Against other web pages open in the
+``Authorization: Bearer TOKEN`` (401 with ``WWW-Authenticate: Bearer`` otherwise; compared in
+constant time; a client address that sent :data:`AUTH_FAILURES_PER_MINUTE` wrong or missing
+tokens within a minute gets 429 with ``Retry-After`` until the oldest of them is a minute old,
+so a token cannot be guessed at the server's full speed; every client named by no IP address
+counts as one, :data:`NON_IP_CLIENT`). An answer to an unknown or answered item is refused (404,
+409) before its boxes are read. Against other web pages open in the
 operator's browser: a POST whose ``Origin`` (or ``Sec-Fetch-Site``) says it comes from another
 site is refused (403: a bodyless cross-site POST needs no CORS preflight, so without this check
 any page could roll the served model back), and with ``allowed_hosts`` a request whose ``Host``
@@ -139,6 +142,8 @@ STATUS_ONLY = "edgecl_status_only"
 gets the status alone (:class:`AuthThrottle`)."""
 AUTH_FAILURES_PER_MINUTE = 20
 """Wrong or missing tokens one client address may send in a minute before it gets 429."""
+MAX_ANSWERS = 50
+"""Answers ``GET /api/labels/answered`` lists at most (its ``limit``: fewer)."""
 AUTH_TRACKED_CLIENTS = 4096
 """Client addresses whose recent token failures are remembered (the least recent go first)."""
 
@@ -240,22 +245,26 @@ def _status_for(exc: EdgeclError) -> int:
     return 400
 
 
-def _host_name(host: str) -> str:
+HOST_VALUE = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9_.-]+))(?::[0-9]{1,5})?")
+"""A ``Host`` value as RFC 9110 7.2 writes one (lower case): a name or an IPv4 address, or an
+IPv6 address in brackets, then a numeric port or none."""
+
+
+def _host_name(host: str) -> str | None:
     """The name part of a ``Host`` value (``[::1]:8765`` -> ``::1``, ``Dev.local.`` ->
-    ``dev.local``)."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    if host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    return host.rstrip(".")
+    ``dev.local``), or ``None`` for a value of another form (``127.0.0.1:1@evil.example``)."""
+    found = HOST_VALUE.fullmatch(host.strip().lower())
+    if found is None:
+        return None
+    return found["v6"] if found["v6"] is not None else found["name"].rstrip(".")
 
 
 def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
     """Whether a request's ``Host`` names this device (DNS-rebinding check).
 
     An IP address is always allowed (a page that rebinds a foreign NAME to the device sends
-    that name), as are the names in ``allowed``.
+    that name), as are the names in ``allowed``; either may be followed by ``:PORT``. A value
+    of any other form is refused (``127.0.0.1:1@evil.example`` is no IP address).
 
     Args:
         host: the ``Host`` header (``None`` when absent: HTTP/1.0 tools, allowed).
@@ -267,6 +276,8 @@ def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
     if host is None:
         return True
     name = _host_name(host)
+    if not name:
+        return False
     try:
         ipaddress.ip_address(name)
         return True
@@ -321,10 +332,25 @@ def cross_site(scope, allowed_origins: frozenset[str] = frozenset()) -> str | No
     return None
 
 
+NON_IP_CLIENT = "clients without an IP address"
+"""The one client every request whose address is not an IP address counts as (the token
+throttle's key): behind a trusted proxy, an ``X-Forwarded-For`` value such as ``bad0``, ``bad1``
+... would otherwise be a new client each, and pass the throttle."""
+
+
 def _client(scope) -> str:
-    """The client's address as the server saw it (``"unknown"`` when the server gives none)."""
+    """The client's address as the server saw it, in one spelling (an IPv4-mapped IPv6 address
+    as its IPv4 one); :data:`NON_IP_CLIENT` for a client named otherwise, ``"unknown"`` when the
+    server gives none."""
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    if not client:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(str(client[0]))
+    except ValueError:
+        return NON_IP_CLIENT
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
 
 
 class _Guard:
@@ -382,8 +408,8 @@ class _Guard:
         now = time.monotonic()
         if now - self._throttle_logged_s >= 60.0:
             self._throttle_logged_s = now
-            log.warning("console: %s sent %d wrong or missing tokens within %.0f s; its requests "
-                        "are refused for %.0f s (%d refused so far)", client,
+            log.warning("console: %s sent %d wrong or missing tokens within %.0f s; requests "
+                        "from there are refused for %.0f s (%d refused so far)", client,
                         self.throttle.limit, self.throttle.window_s, wait_s,
                         self.throttle.refused)
         return 429, (f"too many wrong or missing tokens from {client}: try again in "
@@ -471,6 +497,8 @@ class _Guard:
             response = _error(*refusal)
             if response.status_code == 405:  # a public page or asset: read-only
                 response.headers["Allow"] = "GET, HEAD"
+            elif response.status_code == 401:  # the scheme expected (RFC 6750 3)
+                response.headers["WWW-Authenticate"] = "Bearer"
             await response(scope, receive, secure_send)
             return
         replayed = body is None
@@ -537,10 +565,53 @@ def _frame_not_kept(seq: int) -> NotFoundError:
                          "is not captured yet): ask for the newest")
 
 
-async def _read_answer_body(request: Request) -> tuple[list, bool] | Response:
+def _queued_or_missing(hooks: ConsoleHooks, item_id: str) -> NotFoundError | None:
+    """Look a label item up before its answer is parsed.
+
+    Returns:
+        ``None`` for a queued item (or when the runtime gives no look-up), the
+        :class:`~edgecl.errors.NotFoundError` of one the queue does not hold as answerable
+        (a skip may still set a malformed item aside: the caller decides).
+
+    Raises:
+        ConflictError: (409) the item was already answered or skipped.
+    """
+    if hooks.label_image is None:  # the answer hook says it all
+        return None
+    try:
+        hooks.label_image(item_id)
+    except NotFoundError as exc:
+        return exc
+    return None
+
+
+def _parse_answer_body(raw: bytes, refused: NotFoundError | None) -> tuple[list, bool]:
+    """Decode and read an answer's body (:func:`~edgecl.data.answers.decode_answer`,
+    :func:`~edgecl.data.answers.parse_answer`); with ``refused``, raise it unless the body
+    skips (the hook sets a malformed item aside), before any box is read.
+
+    Raises:
+        LabelError: the body is not an answer; its message starts with what failed.
+        NotFoundError: ``refused``, for a body that does not skip.
+    """
+    try:
+        data = decode_answer(raw, "request body")
+    except LabelError as exc:
+        raise LabelError(f"invalid request: {exc}") from None
+    if refused is not None and not (isinstance(data, dict) and data.get("skip") is True):
+        raise refused
+    try:
+        return parse_answer(data, allow_list=False)
+    except LabelError as exc:
+        raise LabelError(f"invalid answer: {exc}") from None
+
+
+async def _read_answer_body(request: Request, refused: NotFoundError | None = None
+                            ) -> tuple[list, bool] | Response:
     """An answer's body read by the rule ``edgecl labels answer`` uses, or the error response:
     415 for a body not sent as UTF-8 ``application/json``, 422 for one whose content is not an
-    answer (:func:`~edgecl.data.answers.decode_answer`, :func:`~edgecl.data.answers.parse_answer`).
+    answer (:func:`~edgecl.data.answers.decode_answer`, :func:`~edgecl.data.answers.parse_answer`),
+    and ``refused`` (a 404) for a body that does not skip.
     """
     kind, _, params = request.headers.get("content-type", "").partition(";")
     charset = params.partition("charset=")[2].split(";")[0].strip().strip('"').lower()
@@ -549,13 +620,9 @@ async def _read_answer_body(request: Request) -> tuple[list, bool] | Response:
         return _error(415, f"invalid request: send the body as JSON with 'Content-Type: "
                            f"application/json' (UTF-8; got {got})")
     try:  # in a worker thread: a large body's parse kept the event loop from every other request
-        data = await asyncio.to_thread(decode_answer, await request.body(), "request body")
+        return await asyncio.to_thread(_parse_answer_body, await request.body(), refused)
     except LabelError as exc:
-        return _error(INVALID_CONTENT, f"invalid request: {exc}")
-    try:
-        return parse_answer(data, allow_list=False)
-    except LabelError as exc:
-        return _error(INVALID_CONTENT, f"invalid answer: {exc}")
+        return _error(INVALID_CONTENT, str(exc))
 
 
 def create_app(hooks: ConsoleHooks, token: str | None = None,
@@ -622,6 +689,8 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
             path = repr(request.url.path)[1:-1]
             message += f": {request.method} {path if len(path) <= 80 else path[:80] + '...'}"
         response = _error(exc.status_code, message)
+        if exc.status_code == 405 and request.url.path.startswith("/static/"):
+            response.headers["Allow"] = "GET, HEAD"  # the static files raise it without one
         if exc.headers and "allow" in {k.lower() for k in exc.headers}:  # a 405 says what is
             allowed = [m.strip() for k, v in exc.headers.items() if k.lower() == "allow"  # allowed
                        for m in v.split(",")]
@@ -750,9 +819,11 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         return _json({"id": item_id, "open_elsewhere": opened.open(item_id, console)})
 
     @app.get("/api/labels/answered", tags=["labels"])
-    def answered() -> Response:
+    def answered(limit: int = Query(
+            MAX_ANSWERS, ge=1, le=MAX_ANSWERS, description="answers listed at most (the Label "
+            "page asks for those it shows)")) -> Response:
         """The latest answers still in memory, newest first, with their stored boxes."""
-        return _json(hooks.answers())
+        return _json(hooks.answers()[:limit])
 
     @app.get("/api/labels/{item_id}/image", tags=["labels"])
     def label_image(item_id: str) -> Response:
@@ -793,7 +864,11 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         409 for one already answered.
         """
         valid_item_id(item_id)
-        read = await _read_answer_body(request)
+        _need(hooks.answer, "labelling")
+        # the item first: an unknown or answered one costs no parse of its boxes (1,000 boxes
+        # of long names took most of a second of the interpreter)
+        missing = await asyncio.to_thread(_queued_or_missing, hooks, item_id)
+        read = await _read_answer_body(request, refused=missing)
         if isinstance(read, Response):
             return read
         boxes, skip = read

@@ -686,3 +686,251 @@ def test_the_health_check_says_another_servers_error_page_in_one_line(tmp_path, 
     assert "\n" not in said and said.endswith("...")
     assert said.startswith(f"http://127.0.0.1:{server.server_port}/healthz answered 404: "
                            f"<!DOCTYPE HTML> <html lang=\"en\"> <head> <title>Error</title> x")
+
+
+def _closed_at_once(conn, within_s: float = 2.0) -> bool:
+    """Whether the server closed ``conn`` without waiting (True), or holds it (False)."""
+    conn.settimeout(within_s)
+    try:
+        return conn.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def _tls_health_from(server, cert, source_ip: str) -> bytes:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(cert))
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                   source_address=(source_ip, 0))
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        return data
+
+
+def test_connections_that_never_start_a_tls_handshake_are_capped_per_client(fake, tmp_path):
+    """Before: the per-client cap lived in the HTTP protocol, which sees a TLS connection only
+    after its handshake: one host opening connections that never started one held a file
+    descriptor each for the handshake timeout, thousands of them, and the camera, the metrics
+    database and accept() itself failed with 'Too many open files'."""
+    cert, key = make_cert(tmp_path)
+    server = serve(fake, tls_cert=str(cert), tls_key=str(key), max_per_client=2, timeout_s=5)
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                     source_address=("127.0.0.2", 0)) for _ in range(2)]
+    extra = []
+    try:
+        extra = [socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                          source_address=("127.0.0.2", 0)) for _ in range(5)]
+        assert [_closed_at_once(conn) for conn in extra] == [True] * 5
+        assert [_closed_at_once(conn, 0.3) for conn in held] == [False, False]  # in handshake
+        assert _tls_health_from(server, cert, "127.0.0.1").startswith(b"HTTP/1.1 200")
+        assert _tls_health_from(server, cert, "127.0.0.3").startswith(b"HTTP/1.1 200")
+        for conn in held:
+            conn.close()
+        time.sleep(0.3)
+        # the closed connections' count is released: the address is served again
+        assert _tls_health_from(server, cert, "127.0.0.2").startswith(b"HTTP/1.1 200")
+    finally:
+        for conn in held + extra:
+            conn.close()
+        server.stop()
+
+
+def test_a_timed_out_handshake_releases_its_count(fake, tmp_path):
+    cert, key = make_cert(tmp_path)
+    server = serve(fake, tls_cert=str(cert), tls_key=str(key), max_per_client=1, timeout_s=0.5)
+    try:
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                          source_address=("127.0.0.2", 0))
+        assert silent.recv(1) == b""                    # the handshake timed out: closed
+        silent.close()
+        time.sleep(0.2)
+        assert _tls_health_from(server, cert, "127.0.0.2").startswith(b"HTTP/1.1 200")
+    finally:
+        server.stop()
+
+
+def test_open_connections_are_bounded_in_all_but_for_the_watchdog(fake):
+    """Many addresses (an IPv6 host's /64) each within its own cap: at most 4 x
+    max_connections are held open; the watchdog's address is not counted."""
+    server = serve(fake, max_connections=1, max_per_client=2, timeout_s=10)
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                     source_address=(f"127.0.0.{2 + k}", 0)) for k in range(4)]
+    try:
+        time.sleep(0.2)
+        over = socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                        source_address=("127.0.0.9", 0))
+        assert _closed_at_once(over)
+        over.close()
+        assert _health_from(server, "127.0.0.1").startswith(b"HTTP/1.1 200")
+    finally:
+        for conn in held:
+            conn.close()
+        server.stop()
+
+
+def _reply(raw: bytes) -> tuple[bytes, dict, dict]:
+    """The status line, the lower-case headers and the JSON body of a raw HTTP/1.1 answer."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines)}
+    return status, headers, json.loads(body)
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b"GARBAGE\r\n\r\n", "illegal request line"),
+    (b"GET /healthz HTTP/1.1\r\n\r\n", "Missing mandatory Host: header"),
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "Found multiple Host: headers"),
+    (b"POST /api/labels/f0000 HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n",
+     "bad Content-Length"),
+    (b"POST /api/labels/f0000 HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
+     "bad Content-Length"),
+    (b"POST /api/labels/f0000 HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
+     b"Content-Length: 2\r\n\r\n",
+     "conflicting Content-Length headers"),
+    (b"POST /api/labels/f0000 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+     "illegal chunk header"),
+    ("GET /é HTTP/1.1\r\nHost: a\r\n\r\n".encode(), "illegal request line"),
+    # before: read as chunked and answered; a proxy in front may have read the Content-Length
+    (b"POST /api/labels/f0000 HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+     b"Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"d\r\n{\"boxes\": []}\r\n0\r\n\r\n", "both Content-Length and Transfer-Encoding given"),
+])
+def test_a_malformed_request_gets_a_one_line_json_400(fake, raw, why):
+    """Before: uvicorn's '400 text/plain Invalid HTTP request received.'"""
+    server = serve(fake)
+    try:
+        status, headers, body = _reply(_request_from(server.port, "127.0.0.1", raw))
+        assert status == b"HTTP/1.1 400 Bad Request"
+        assert headers[b"content-type"] == b"application/json"
+        assert headers[b"connection"] == b"close"
+        assert body == {"error": f"invalid HTTP request: {why}"}
+        assert fake.answers == []
+    finally:
+        server.stop()
+
+
+def test_the_server_wide_cap_answers_in_json(fake):
+    """Before: uvicorn's '503 text/plain Service Unavailable'."""
+    server = serve(fake, max_connections=1, timeout_s=10)
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=5,
+                                    source_address=("127.0.0.2", 0))
+    try:
+        time.sleep(0.2)
+        status, headers, body = _reply(_health_from(server, "127.0.0.3"))
+        assert status == b"HTTP/1.1 503 Service Unavailable"
+        assert headers[b"content-type"] == b"application/json"
+        assert body == {"error": "the console is serving as many connections and requests as "
+                                 "it takes (1): try again shortly"}
+    finally:
+        idle.close()
+        server.stop()
+
+
+def _fresh_log_throttles() -> None:
+    """Forget what the server's log throttles passed (they live as long as the process)."""
+    import logging
+
+    from edgecl.runtime.server import _THROTTLED_LOGS, _OncePerMinute
+
+    for name in {entry[0] for entry in _THROTTLED_LOGS}:
+        for found in logging.getLogger(name).filters:
+            if isinstance(found, _OncePerMinute):
+                found._last_s, found._dropped = float("-inf"), 0
+
+
+def test_malformed_requests_and_websocket_upgrades_are_logged_once_a_minute(fake, caplog):
+    """Before: one line per malformed request (500 requests, 500 lines), and per WebSocket
+    upgrade uvicorn's advice to pip install a WebSocket library."""
+    import logging
+
+    from edgecl.runtime.server import WEBSOCKET_REFUSED
+
+    server = serve(fake)
+    _fresh_log_throttles()
+    caplog.set_level(logging.WARNING)
+    upgrade = (b"GET /api/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, close\r\n"
+               b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    try:
+        for _ in range(5):
+            assert _request_from(server.port, "127.0.0.1", b"GARBAGE\r\n\r\n").startswith(
+                b"HTTP/1.1 400")
+            answer = _request_from(server.port, "127.0.0.1", upgrade)
+            assert answer.startswith(b"HTTP/1.1 200")             # answered as plain HTTP
+    finally:
+        server.stop()
+    said = [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"]
+    assert said == ["Invalid HTTP request received (answered 400).", WEBSOCKET_REFUSED]
+    assert "pip install" not in caplog.text
+
+
+def test_running_out_of_file_descriptors_is_one_line_a_minute(caplog):
+    """Before: asyncio logged 'socket.accept() out of system resource' with a traceback at
+    every try: 12 MB of log in 25 s."""
+    import asyncio
+    import errno
+    import logging
+
+    from edgecl.runtime.server import OUT_OF_FILES, _THROTTLED_LOGS, _throttle_logs
+
+    _throttle_logs()
+    _fresh_log_throttles()
+    loop = asyncio.new_event_loop()
+    listener = socket.socket()
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            for _ in range(100):  # as asyncio's selector loop reports an accept() of EMFILE
+                loop.call_exception_handler({
+                    "message": "socket.accept() out of system resource",
+                    "exception": OSError(errno.EMFILE, "Too many open files"),
+                    "socket": listener})
+            throttle = next(f for f in logging.getLogger("asyncio").filters
+                            if getattr(f, "message", "") == _THROTTLED_LOGS[-1][1])
+            throttle._last_s -= 61.0
+            loop.call_exception_handler({
+                "message": "socket.accept() out of system resource",
+                "exception": OSError(errno.EMFILE, "Too many open files"), "socket": listener})
+    finally:
+        listener.close()
+        loop.close()
+    assert caplog.messages == [f"{OUT_OF_FILES} (EMFILE: Too many open files)",
+                               f"{OUT_OF_FILES} (EMFILE: Too many open files) (99 more in the "
+                               f"last minute)"]
+    assert "Traceback" not in caplog.text and all(r.exc_info is None for r in caplog.records)
+
+
+def test_forwarded_values_that_are_no_address_count_as_one_client(fake):
+    """Before: behind a trusted proxy, X-Forwarded-For 'bad0', 'bad1' ... were a new client
+    each, and passed the wrong-token throttle."""
+    from edgecl.web.app import AuthThrottle
+
+    server = StatusServer(create_app(fake.hooks(), token="t" * 20,
+                                     auth_throttle=AuthThrottle(limit=3)),
+                          "127.0.0.1", 0, trusted_proxies="127.0.0.1")
+    server.start()
+    try:
+        codes = _wrong_tokens_refused(server, [f"bad{i}" for i in range(6)])
+        assert codes == [401, 401, 401, 429, 429, 429]
+        assert _wrong_tokens_refused(server, ["10.9.0.1"]) == [401]  # an address: its own count
+    finally:
+        server.stop()
+
+
+def test_a_host_with_a_user_part_is_refused_over_real_http(fake):
+    """Before: 'Host: 127.0.0.1:1@evil.example' was read as the IP address 127.0.0.1 (200)."""
+    server = StatusServer(create_app(fake.hooks(), allowed_hosts=frozenset({"localhost"})),
+                          "127.0.0.1", 0)
+    server.start()
+    try:
+        for host, code in (("127.0.0.1:1@evil.example", b"421"), ("127.0.0.1:80", b"200"),
+                           ("localhost", b"200")):
+            raw = f"GET /api/live HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            assert _request_from(server.port, "127.0.0.1", raw).startswith(b"HTTP/1.1 " + code)
+    finally:
+        server.stop()

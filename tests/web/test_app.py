@@ -407,3 +407,70 @@ def test_an_image_asked_for_while_its_item_is_answered_is_the_answered_image(tmp
     looked_up.clear()
     got = TestClient(app).get("/api/labels/a1/image")
     assert got.status_code == 404 and got.json() == {"error": "no image for item a1"}
+
+
+def _long_boxes(count: int, bad_last: bool = False) -> list[dict]:
+    """``count`` boxes with 99-character CJK class names (the last inverted with ``bad_last``)."""
+    boxes = [{"class": "".join(chr(0x4E00 + (i * 7 + k) % 20000) for k in range(99)),
+              "xyxy": [1.5, 2.5, 100.25, 200.75]} for i in range(count)]
+    if bad_last:
+        boxes[-1]["xyxy"] = "not four numbers"
+    return boxes
+
+
+def test_an_unknown_or_answered_item_is_refused_before_its_boxes_are_read(client, fake,
+                                                                         monkeypatch):
+    """Before: the boxes were read first (1,000 long names: most of a second of the
+    interpreter), then 404 or 409; a body whose boxes were bad was even a 422."""
+    from edgecl.web import app as web_app
+
+    read = []
+    parse = web_app.parse_answer
+    monkeypatch.setattr(web_app, "parse_answer", lambda *a, **k: read.append(1) or parse(*a, **k))
+    assert client.post("/api/labels/f0000", json={"boxes": []}).status_code == 200
+    read.clear()
+    body = {"boxes": _long_boxes(1000, bad_last=True)}
+    unknown = client.post("/api/labels/nosuch1", json=body)
+    assert unknown.status_code == 404 and unknown.json() == {"error": "no queued item nosuch1"}
+    answered = client.post("/api/labels/f0000", json=body)
+    assert answered.status_code == 409
+    assert answered.json() == {"error": "label item 'f0000' was already answered"}
+    assert read == []
+    # a queued item's answer is read as before: the bad box named, nothing stored
+    bad = client.post("/api/labels/f0001", json=body)
+    assert bad.status_code == 422 and bad.json()["error"].startswith("invalid answer: box 999: ")
+    assert client.post("/api/labels/f0001", json={"boxes": _long_boxes(3)}).status_code == 200
+    assert [a["id"] for a in fake.answers] == ["f0000", "f0001"]
+
+
+def test_a_skip_still_reaches_the_runtime_for_an_item_it_cannot_show(client, fake):
+    """A queued item whose image cannot be read can only be skipped: the look-up's 404 does
+    not stop the skip (the runtime sets a malformed item aside)."""
+    fake.broken_images.add("f0001")
+    assert client.post("/api/labels/f0001", json={"boxes": []}).status_code == 404
+    assert client.post("/api/labels/f0001", json={"skip": True}).status_code == 200
+    assert fake.answers == [{"id": "f0001", "boxes": [], "skip": True}]
+
+
+def test_answered_lists_at_most_the_limit_asked(client, fake):
+    """Before: always up to 50 answers with all their boxes, while the Label page shows 20."""
+    for item in ("f0000", "f0001", "f0002"):
+        assert client.post(f"/api/labels/{item}", json={"boxes": [
+            {"class": "car", "xyxy": [1, 1, 50, 50]}]}).status_code == 200
+    assert [a["id"] for a in client.get("/api/labels/answered").json()] == ["f0002", "f0001",
+                                                                          "f0000"]
+    assert [a["id"] for a in client.get("/api/labels/answered?limit=2").json()] == ["f0002",
+                                                                                  "f0001"]
+    assert len(client.get("/api/labels/answered?limit=50").json()) == 3
+    for bad in ("0", "51", "abc", "-1"):
+        response = client.get(f"/api/labels/answered?limit={bad}")
+        assert response.status_code == 422, bad
+        assert response.json()["error"].startswith("invalid request: query.limit: "), bad
+
+
+def test_the_label_page_asks_for_the_answers_it_shows():
+    from edgecl.web.app import STATIC_DIR
+
+    script = (STATIC_DIR / "label.js").read_text()
+    assert "const MAX_ANSWERED = 20;" in script
+    assert 'EC.getJSON(`/api/labels/answered?limit=${MAX_ANSWERED}`)' in script

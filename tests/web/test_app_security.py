@@ -5,8 +5,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edgecl.web import create_app
-from edgecl.web.app import (AUTH_FAILURES_PER_MINUTE, AuthThrottle, cross_site, host_allowed,
-                            origin_names)
+from edgecl.web.app import (AUTH_FAILURES_PER_MINUTE, NON_IP_CLIENT, AuthThrottle, cross_site,
+                            host_allowed, origin_names)
 
 DEVICE = frozenset({"localhost", "drone7", "drone7.local"})
 
@@ -43,9 +43,13 @@ def test_cross_site_reasons_by_hand():
 
 
 @pytest.mark.parametrize("host, allowed", [
-    ("127.0.0.1:8765", True), ("[::1]:8765", True), ("192.168.1.40", True),
+    ("127.0.0.1:8765", True), ("[::1]:8765", True), ("192.168.1.40", True), ("[::1]", True),
     ("localhost:8765", True), ("Drone7.local.", True), ("drone7", True),
-    ("attacker.rebind.example:8765", False), ("127.0.0.1.nip.io", False), (None, True)])
+    ("attacker.rebind.example:8765", False), ("127.0.0.1.nip.io", False), (None, True),
+    # before: read as the IP address 127.0.0.1 (a URL's user part), or its port ignored
+    ("127.0.0.1:1@evil.example", False), ("127.0.0.1:80@evil.example:80", False),
+    ("127.0.0.1:http", False), ("drone7:", False), ("127.0.0.1 evil.example", False),
+    ("[::1]evil.example", False), ("", False)])
 def test_host_allowed_by_hand(host, allowed):
     assert host_allowed(host, DEVICE) is allowed
 
@@ -133,6 +137,8 @@ def test_every_get_route_answers_head_with_its_headers_and_no_body(client, path)
 
 @pytest.mark.parametrize("method,path,allow", [("PUT", "/", "GET, HEAD"),
                                                ("PUT", "/static/console.js", "GET, HEAD"),
+                                               ("OPTIONS", "/static/console.js", "GET, HEAD"),
+                                               ("OPTIONS", "/api/live", "GET, HEAD"),
                                                ("POST", "/api/auth", "GET, HEAD"),
                                                ("PUT", "/api/models", "GET, HEAD"),
                                                ("DELETE", "/api/labels/f0000", "POST"),
@@ -187,7 +193,8 @@ def test_a_guessed_token_is_refused_after_the_budget_even_when_right(fake):
     assert locked.get("/api/auth").status_code == 200            # public paths still answer
     right = locked.get("/api/live", headers={"Authorization": "Bearer right"})
     assert right.status_code == 429 and right.headers["retry-after"] == "60"
-    assert "too many wrong or missing tokens from testclient" in right.json()["error"]
+    # the test client's address, "testclient", is no IP address: it counts as every such one
+    assert f"too many wrong or missing tokens from {NON_IP_CLIENT}" in right.json()["error"]
     now[0] = 130.0
     assert locked.post("/api/models/rollback").headers["retry-after"] == "30"
     now[0] = 160.0                                                # the first failures left
@@ -212,3 +219,19 @@ def test_behind_a_proxy_that_rewrites_host_the_listed_origin_may_post(fake):
     assert listed.post("/api/models/v0001/promote",
                        headers={**proxied, "origin": "http://evil.example"}).status_code == 403
     assert fake.promoted == ["v0001"]
+
+
+def test_a_401_names_the_bearer_scheme(fake):
+    """Before: no WWW-Authenticate header (RFC 6750 3 asks for one)."""
+    locked = TestClient(create_app(fake.hooks(), token="right", auth_throttle=AuthThrottle()),
+                        raise_server_exceptions=False)
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        response = locked.get("/api/live", headers=headers)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert "www-authenticate" not in locked.get("/api/live", headers={
+        "Authorization": "Bearer right"}).headers
+
+
+def test_a_host_with_a_user_part_is_refused(client):
+    response = client.get("/api/live", headers={"host": "127.0.0.1:1@evil.example"})
+    assert response.status_code == 421 and response.json()["error"].startswith("unknown Host")

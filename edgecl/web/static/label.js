@@ -42,7 +42,7 @@
   const MAX_CLASS_CHARS = 100; // the server's limit (edgecl.models.classes.MAX_NAME_CHARS)
   const PRELOAD = 2;           // images kept ahead of the current item (4K frames are big)
   const GONE = new Set([404, 409]);  // an answer refused because the item is no longer pending
-  const MAX_ANSWERED = 20;     // answers listed (the device returns up to 50)
+  const MAX_ANSWERED = 20;     // answers listed, and asked for (the device lists up to 50)
   const MAX_CLASS_CHIPS = 6;   // class chips on one answered entry, then "+N more"
   // characters a class name may not hold (edgecl.data.class_names: INVISIBLE_CATEGORIES,
   // BLANK_RANGES, control characters)
@@ -641,7 +641,7 @@
 
   // ---- answered: reopen an answer to correct its boxes or withdraw it --------------------------
   async function refreshAnswered() {
-    const answers = await EC.getJSON("/api/labels/answered");
+    const answers = await EC.getJSON(`/api/labels/answered?limit=${MAX_ANSWERED}`);
     state.answers = (Array.isArray(answers) ? answers : []).slice(0, MAX_ANSWERED);
     renderAnswered();
   }
