@@ -278,6 +278,7 @@ def parse_boxes(boxes: object) -> list[dict]:
     if len(boxes) > MAX_BOXES:
         raise LabelError(f"{len(boxes)} boxes: at most {MAX_BOXES} per frame")
     out = []
+    cleaned: dict[str, str] = {}  # one clean_name per name: 1,000 boxes of one long name took 0.2 s
     for i, box in enumerate(boxes):
         if not isinstance(box, dict) or "class" not in box or "xyxy" not in box:
             raise LabelError(f"box {i}: must be an object with 'class' and 'xyxy', got "
@@ -289,10 +290,15 @@ def parse_boxes(boxes: object) -> list[dict]:
         if box.get("score") is not None and not finite_number(box["score"]):
             raise LabelError(f"box {i}: score must be a finite number or null, got "
                              f"{shown(box['score'])}")
-        try:
-            name = clean_name(box["class"])
-        except LabelError as exc:
-            raise LabelError(f"box {i}: {exc}") from None
+        raw = box["class"]
+        name = cleaned.get(raw) if isinstance(raw, str) else None
+        if name is None:
+            try:
+                name = clean_name(raw)
+            except LabelError as exc:
+                raise LabelError(f"box {i}: {exc}") from None
+            if isinstance(raw, str):
+                cleaned[raw] = name
         xyxy = box["xyxy"]
         if not isinstance(xyxy, list) or len(xyxy) != 4 or not all(map(finite_number, xyxy)):
             raise LabelError(f"box {i}: xyxy must be 4 finite numbers [x1, y1, x2, y2] in pixels, "
