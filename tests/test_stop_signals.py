@@ -74,41 +74,27 @@ def _work_with_a_cleanup_that_never_returns(started: Path):
         time.sleep(60)  # gRPC waiting on a channel's threads that were cut short
 
 
-def test_a_stop_that_never_ends_exits_at_its_deadline(tmp_path, monkeypatch):
-    """Before: 'fleet join' stopped by one SIGTERM could wait forever in gRPC's channel cleanup,
-    and ignored every later SIGTERM."""
-    from edgecl import stop_signals
-
-    monkeypatch.setattr(stop_signals, "FORCE_EXIT_AFTER_S", 0.5)
-    started = tmp_path / "started"
-    proc = _started(_work_with_a_cleanup_that_never_returns, (started,), started)
-    try:
-        t0 = time.monotonic()
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.join(10)
-        assert proc.exitcode == 143 and time.monotonic() - t0 < 5
-    finally:
-        if proc.is_alive():
-            proc.kill()
-
-
 def _waiting_with_a_short_deadline(started: Path):
     from edgecl.stop_signals import force_exit_after
 
-    unwind_once_on_stop_signals()
     with force_exit_after(0.5):  # a fleet client waiting for its server
-        started.write_text("")
-        try:
-            time.sleep(60)
-        finally:
-            time.sleep(60)
+        _work_with_a_cleanup_that_never_returns(started)
 
 
-def test_a_stop_within_a_short_deadline_exits_at_it(tmp_path):
-    """Before: 'fleet join' stopped while it retried its server waited the full 20 s (gRPC's
-    release of a failed connection never returned); it has no state to save there."""
+@pytest.mark.parametrize("work, deadline_s", [
+    # before: 'fleet join' stopped by one SIGTERM could wait forever in gRPC's channel cleanup,
+    # and ignored every later SIGTERM
+    (_work_with_a_cleanup_that_never_returns, 0.5),
+    # before: 'fleet join' stopped while it retried its server waited the full 20 s (gRPC's
+    # release of a failed connection never returned); it has no state to save there
+    (_waiting_with_a_short_deadline, None)])
+def test_a_stop_that_never_ends_exits_at_its_deadline(tmp_path, monkeypatch, work, deadline_s):
+    from edgecl import stop_signals
+
+    if deadline_s is not None:
+        monkeypatch.setattr(stop_signals, "FORCE_EXIT_AFTER_S", deadline_s)
     started = tmp_path / "started"
-    proc = _started(_waiting_with_a_short_deadline, (started,), started)
+    proc = _started(work, (started,), started)
     try:
         t0 = time.monotonic()
         os.kill(proc.pid, signal.SIGTERM)
