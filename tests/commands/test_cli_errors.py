@@ -30,7 +30,8 @@ def test_usage_errors_are_one_line(run_edgecl, capsys, argv, expected):
     (["labels", "import", "{tmp}/nope"], "error: no such file or directory: "),
     (["memory", "stats"], "error: no replay memory at "),
     (["models", "promote", "v0003"], "error: unknown version v0003 (known: none)"),
-    (["models", "verify", "v3"], "error: invalid model version name 'v3'"),
+    (["models", "verify", "v3"], "error: unknown version v0003 (known: none)"),  # v3 is v0003
+    (["models", "verify", "v3x"], "error: invalid model version name 'v3x'"),
     (["classes", "rename", "a", "b"], "error: unknown class 'a'"),
     (["dataset", "split-tasks", "{tmp}/nope", "--tasks", "a", "--out", "{tmp}/t.yaml"],
      "error: no such file or directory: "),

@@ -93,8 +93,10 @@ def test_unknown_version_is_one_line_naming_the_known_ones(capsys, state, argv):
 
 
 def test_bad_version_names_and_files_are_one_line(capsys, state, tmp_path):
-    code, _, err = _run(capsys, "models", "promote", "9", "--state-dir", state)
-    assert code == 2 and err == ("error: invalid model version name '9' (expected e.g. v0001; "
+    code, _, err = _run(capsys, "models", "promote", "9", "--state-dir", state)  # 9 is v0009
+    assert code == 2 and err == "error: unknown version v0009 (known: v0001, v0002, v0003)\n"
+    code, _, err = _run(capsys, "models", "promote", "v9.1", "--state-dir", state)
+    assert code == 2 and err == ("error: invalid model version name 'v9.1' (expected e.g. v0001; "
                                  "known: v0001, v0002, v0003)\n")
     code, _, err = _run(capsys, "models", "rollback", "--state-dir", state)
     assert code == 2 and err == "error: no earlier intact version to roll back to\n"
