@@ -68,7 +68,7 @@ def learn_command(args: argparse.Namespace) -> int:
             hold_unpromoted(cfg.state_dir, registry, result.version, serving)
             print(f"warning: {held[1]}", file=sys.stderr)
     if result.status is RoundStatus.STAGED and not args.no_promote and not serving:
-        # (one not promoted, rolled back or promoted or classes merged meanwhile, is held)
+        # (a version a rollback, a promotion or a class merge overtook is held above)
         promote_version(cfg.state_dir, result.version)
         result.status = RoundStatus.PROMOTED
     if result.unsaved:
