@@ -375,7 +375,7 @@ def rollback_command(args: argparse.Namespace) -> int:
     state = load_state(state_dir)
     if state.trigger_from_id > state.last_sample_id:
         first, last = state.last_sample_id + 1, state.trigger_from_id
-        count = _training_samples_between(state_dir, first, last)
+        count = _given_back(state_dir, state)
         print(f"the {'' if count is None else f'{count} '}training sample(s) the versions "
               f"rolled back had learnt (ids {first}-{last}, held-out ones aside) are learnt "
               f"again by the next round, which starts when "
@@ -384,10 +384,10 @@ def rollback_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_samples_between(state_dir, first: int, last: int) -> int | None:
-    """How many training (not held-out) samples the memory holds with ids ``first..last``, as
-    the runtime counts those a rollback gives back to the next round; ``None`` when the memory
-    cannot be read now (the ids alone are said then)."""
+def _given_back(state_dir, state) -> int | None:
+    """How many training samples a rollback gave back to the next round, as the runtime counts
+    them (:meth:`~edgecl.continual.round_state.LearnerState.given_back`); ``None`` when the
+    memory cannot be read now (the ids alone are said then)."""
     from edgecl.continual.memory import INDEX_FILE, ReplayMemory
     from edgecl.errors import EdgeclError
 
@@ -396,7 +396,7 @@ def _training_samples_between(state_dir, first: int, last: int) -> int | None:
         return None
     try:
         with ReplayMemory(root, None, verify_on_open=False, read_only=True) as memory:
-            return sum(first <= r.id <= last for r in memory.records(held_out=False))
+            return state.given_back(memory.records(held_out=False))
     except (EdgeclError, OSError):
         return None
 

@@ -48,6 +48,15 @@ class LearnerState:
         self.trigger_from_id = max(self.trigger_from_id, self.last_sample_id)
         self.last_sample_id = learnt
 
+    def given_back(self, records) -> int:
+        """How many of ``records`` a rollback gave back to the next round: ids after
+        ``last_sample_id`` up to ``trigger_from_id`` (0 when no rollback holds any back).
+
+        Args:
+            records: the memory's training records (anything with an integer ``id``).
+        """
+        return sum(self.last_sample_id < r.id <= self.trigger_from_id for r in records)
+
 
 class RoundStatus(str, enum.Enum):
     """Outcome of one learning round (shared by the learner, the supervisor and the monitor).

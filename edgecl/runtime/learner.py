@@ -1176,8 +1176,7 @@ class LearnerSupervisor:
             state = load_state(self.cfg.state_dir)
             if state.trigger_from_id <= state.last_sample_id:
                 return
-            given_back = sum(state.last_sample_id < r.id <= state.trigger_from_id
-                             for r in memory.records(held_out=False))
+            given_back = state.given_back(memory.records(held_out=False))
         except (EdgeclError, OSError, ValueError) as exc:
             log.warning("learner: cannot count the samples a rollback gave back: %s", exc)
             return
