@@ -36,6 +36,7 @@ import time
 
 from edgecl.errors import ConfigError
 from edgecl.web import ConsoleHooks, create_app
+from edgecl.web.app import client_address
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +160,6 @@ def check_bind(host: str, token: str | None, tls_cert: str = "", tls_key: str = 
         log.warning("the console token has %d characters: at 20 guesses a minute per client "
                     "address a short one is found; use %d or more (e.g. openssl rand -hex 16)",
                     len(token), MIN_TOKEN_CHARS)
-
-
-def client_address(peer: str) -> str:
-    """A client's address as the connection caps count it: an IPv4 client of a dual-stack
-    socket (``server.host: "::"``) comes as ``::ffff:127.0.0.1``, and is ``127.0.0.1``."""
-    if peer.lower().startswith("::ffff:") and "." in peer:
-        return peer[7:]
-    return peer
 
 
 def proxy_addresses(text: str) -> list[str]:
@@ -480,10 +473,10 @@ def _strict_connection_class():
 
 
 def _timed_protocol(timeout_s: float, max_per_client: int = 0):
-    """An h11 protocol class that closes a connection without a request head in ``timeout_s``,
-    and a client's connection beyond its ``max_per_client`` open ones (0: no bound), but for a
-    watchdog address's first :data:`HEALTH_RESERVE` beyond it, which answer ``/healthz`` alone;
-    its errors (a malformed request, the server-wide concurrency cap) are one-line JSON."""
+    """An h11 protocol class that closes a connection without a request head in ``timeout_s``
+    and answers a watchdog address's connections beyond its ``max_per_client`` (its
+    :data:`HEALTH_RESERVE`, which :class:`_CappedListener` admits) on ``/healthz`` alone; its
+    errors (a malformed request, the server-wide concurrency cap) are one-line JSON."""
     import h11
     from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
     from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -492,7 +485,7 @@ def _timed_protocol(timeout_s: float, max_per_client: int = 0):
     strict_connection = _strict_connection_class()
 
     class TimedH11Protocol(H11Protocol):
-        """uvicorn's h11 protocol plus a request-head deadline, a per-client bound and JSON
+        """uvicorn's h11 protocol plus a request-head deadline, a watchdog reserve and JSON
         errors."""
 
         def __init__(self, config, *args, **kwargs):
@@ -510,11 +503,10 @@ def _timed_protocol(timeout_s: float, max_per_client: int = 0):
             self._client_key = client_address(str(peer[0])) if isinstance(peer, tuple) and peer else ""
             count = open_per_client.get(self._client_key, 0) + 1
             open_per_client[self._client_key] = count
-            if max_per_client and self._client_key and count > max_per_client:
-                if (self._client_key not in WATCHDOG_ADDRESSES
-                        or count > max_per_client + HEALTH_RESERVE):
-                    transport.close()
-                    return
+            # the listening socket refused any connection over the caps as it accepted it
+            # (_CappedListener): beyond max_per_client here is a watchdog's reserve
+            if (max_per_client and self._client_key in WATCHDOG_ADDRESSES
+                    and count > max_per_client):
                 self.app = _health_only(self.app, max_per_client)
             if self._client_key in WATCHDOG_ADDRESSES:
                 self._concurrency_limit = None  # within its own max_per_client, never a 503

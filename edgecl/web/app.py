@@ -338,19 +338,28 @@ throttle's key): behind a trusted proxy, an ``X-Forwarded-For`` value such as ``
 ... would otherwise be a new client each, and pass the throttle."""
 
 
-def _client(scope) -> str:
-    """The client's address as the server saw it, in one spelling (an IPv4-mapped IPv6 address
-    as its IPv4 one); :data:`NON_IP_CLIENT` for a client named otherwise, ``"unknown"`` when the
-    server gives none."""
-    client = scope.get("client")
-    if not client:
-        return "unknown"
+def client_address(peer: str) -> str:
+    """A client's address in one spelling, as the connection caps and the token throttle count
+    it: an IPv4 client of a dual-stack socket (``::ffff:127.0.0.1``) is ``127.0.0.1``, an IPv6
+    address is written compressed, and anything that is no IP address is
+    :data:`NON_IP_CLIENT`.
+
+    Args:
+        peer: the address as the socket or a trusted proxy's header gives it.
+    """
     try:
-        address = ipaddress.ip_address(str(client[0]))
+        address = ipaddress.ip_address(peer)
     except ValueError:
         return NON_IP_CLIENT
     mapped = getattr(address, "ipv4_mapped", None)
     return str(mapped or address)
+
+
+def _client(scope) -> str:
+    """The client's address as the server saw it (:func:`client_address`), ``"unknown"`` when
+    the server gives none."""
+    client = scope.get("client")
+    return client_address(str(client[0])) if client else "unknown"
 
 
 class _Guard:
