@@ -378,14 +378,15 @@ def _kill_at(step):
     atomic.fsync_dir = wrap(atomic.fsync_dir)
 
 
-def _rebuild_killed_at(root, step):
-    """Run the runtime's rebuild in a child killed at ``step``; True when it was killed."""
+def _rebuild_killed_at(root, step, rebuild=rebuild_damaged_index):
+    """Run ``rebuild(root)`` (the runtime's by default) in a child killed at ``step``; True
+    when it was killed."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 3
         try:
             _kill_at(step)
-            code = 0 if rebuild_damaged_index(root) is not None else 4
+            code = 0 if rebuild(root) is not None else 4
         finally:
             os._exit(code)
     deadline_s = time.monotonic() + 60.0
@@ -440,6 +441,78 @@ def test_a_kill_at_any_step_of_the_rebuild_leaves_a_memory_the_next_start_rebuil
         assert not (root / rebuild_mod.TEMP_NAME).exists()
     assert step > 5 and killed_states == {"old index", "no index, the damaged one aside",
                                           "new index"}
+
+
+def _adopt(root):
+    return rebuild_index(root, adopt_unlisted=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_kill_at_any_step_of_an_adopting_rebuild_keeps_the_old_index_rows(tmp_path):
+    """An older index copy restored (readable, not listing a sample stored since): a kill at
+    any step of 'memory verify --rebuild-index', then the command again, keeps the rows of the
+    old index. Before, a kill between its renames left no index, and the rerun built from the
+    snapshot and files: the operator-labelled sample stored after the snapshot came back with
+    origin 'unknown' (never used to evaluate a model again)."""
+    made = tmp_path / "made"
+    _, late, _ = make_memory(made)
+    older = (made / "index.sqlite").read_bytes()
+    with ReplayMemory(made) as m:
+        m.add(Sample(np.full((24, 32, 3), 90, np.uint8), BOX, task="t1", source="later"))
+    (made / "index.sqlite").write_bytes(older)
+    for side in ("-wal", "-shm"):
+        (made / f"index.sqlite{side}").unlink(missing_ok=True)
+    ref = tmp_path / "reference" / "memory"
+    shutil.copytree(made, ref)
+    _adopt(ref)
+    with ReplayMemory(ref) as m:
+        want = {r.id: (r.origin, r.task) for r in m.records()}
+    assert len(want) == 6 and want[late] == (LabelOrigin.OPERATOR, "t9")
+    step, killed_states = 0, set()
+    while True:
+        step += 1
+        root = tmp_path / f"kill{step}" / "memory"
+        shutil.copytree(made, root)
+        if not _rebuild_killed_at(root, step, _adopt):
+            break
+        index = root / "index.sqlite"
+        state = ("old index" if index.exists() and index.read_bytes() == older else
+                 "no index" if not index.exists() else "new index")
+        killed_states.add(state)
+        try:
+            report = _adopt(root)  # the command again
+        except ReplayMemoryError as exc:  # the kill came after the new index was in place
+            assert state == "new index" and "nothing to rebuild" in str(exc)
+            report = None
+        with ReplayMemory(root) as m:
+            assert {r.id: (r.origin, r.task) for r in m.records()} == want, (step, state)
+        if report is not None:
+            assert report.rows == 6
+            if state == "no index":
+                assert report.resumed and "finished the rebuild that a stop cut short, 6 " \
+                    "rows" in report.summary()
+        assert older in [p.read_bytes() for p in root.glob("index.sqlite.corrupt-*")] or \
+            state == "old index"
+        assert not (root / rebuild_mod.TEMP_NAME).exists()
+        assert not (root / rebuild_mod.SWAP_MARKER).exists()
+    assert step > 5 and killed_states == {"old index", "no index", "new index"}
+
+
+def test_a_rebuild_drops_a_cut_swap_whose_old_index_is_still_in_place(tmp_path):
+    """A kill after the swap's marker was written and before any rename: the old index is in
+    place (and may have been written since, by a runtime that started on it), so the next
+    rebuild drops the stale new index instead of swapping it in."""
+    root = tmp_path / "memory"
+    make_memory(root)
+    (root / rebuild_mod.TEMP_NAME).write_bytes(b"stale")
+    (root / rebuild_mod.SWAP_MARKER).write_text(
+        json.dumps({"aside": "index.sqlite.corrupt-20260101T000000Z"}))
+    random_fill(root / "index.sqlite")
+    report = rebuild_index(root)
+    assert not report.resumed and report.rows == 5
+    assert not (root / rebuild_mod.TEMP_NAME).exists()
+    assert not (root / rebuild_mod.SWAP_MARKER).exists()
+    assert index_problem(root) is None
 
 
 def _records_after_rebuild(dst, made):

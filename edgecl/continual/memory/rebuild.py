@@ -21,10 +21,15 @@ it in one line; the tools that read the memory never rebuild (they name ``memory
 --rebuild-index``).
 
 Crash safety. The new index is built under a temp name beside the old one (the schema is
-:mod:`.index`'s), closed (its WAL checkpointed), fsynced; then the old index and its ``-wal``
-/ ``-shm`` are renamed to ``index.sqlite.corrupt-<UTC time>`` (kept, never deleted), the new
-one is renamed into place and the folder fsynced. A kill leaves either the old index, or no
-index with the damaged one kept aside (a rerun rebuilds again), or the new index.
+:mod:`.index`'s), closed (its WAL checkpointed), fsynced; then a marker file records that the
+new index is whole and where the old one goes, the old index and its ``-wal`` / ``-shm`` are
+renamed to ``index.sqlite.corrupt-<UTC time>`` (kept, never deleted), the new one is renamed
+into place, the folder fsynced and the marker removed. A kill leaves either the old index, or
+no index with the old one kept aside, or the new index. The next rebuild first settles a swap a
+kill cut short (:func:`_settle_cut_swap`): with no index in place it finishes the swap with the
+whole new index (before, it built again from the snapshot and files, which lost the rows of a
+readable old index that no snapshot held); with the old index still in place it drops the new
+one and starts over.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ from edgecl.frames import STREAM_TASK
 INDEX_FILE = "index.sqlite"
 SIDE_SUFFIXES = ("-wal", "-shm")
 TEMP_NAME = ".index.sqlite.rebuild.tmp"
+SWAP_MARKER = ".index.sqlite.rebuild.swap"
+"""Present while a rebuild swaps its whole new index in; names where the old one goes."""
 UNKNOWN_ORIGIN = "unknown"
 """Origin written for a sample no snapshot lists (its labels' origin is not known)."""
 FILES_ONLY_SOURCE = "unknown (index rebuilt from the sample files)"
@@ -85,6 +92,8 @@ class RebuildReport:
         snapshot_notes: snapshots passed over and records left out as damaged, one line each.
         from_index: rows kept from the old index, when it was readable (a rebuild that adopts
             the samples a stale index does not list); counted in neither of the above.
+        resumed: this call finished a rebuild a kill cut short (the counts above are then 0
+            but for ``rows``: that rebuild's report was lost with it).
     """
 
     rows: int
@@ -96,11 +105,15 @@ class RebuildReport:
     moved_aside: Path | None
     snapshot_notes: tuple[str, ...] = ()
     from_index: int = 0
+    resumed: bool = False
 
     def summary(self) -> str:
         """One line for humans."""
         where = (f"the old index was moved to {self.moved_aside}" if self.moved_aside
                  else "there was no old index to keep")
+        if self.resumed:
+            return (f"index rebuilt: finished the rebuild that a stop cut short, {self.rows} "
+                    f"rows; {where}")
         names = f"class names from {self.names_from}" if self.names_from else "no class names"
         parts = ([f"{self.from_index} as the old index listed them"] if self.from_index else [])
         parts += ([f"{self.from_snapshot} from snapshot {self.snapshot_id}"] if self.snapshot_id
@@ -119,6 +132,7 @@ class RebuildReport:
                 "quarantined": len(self.quarantined),
                 "quarantined_samples": list(self.quarantined), "snapshot_id": self.snapshot_id,
                 "names_from": self.names_from, "snapshot_notes": list(self.snapshot_notes),
+                "resumed": self.resumed,
                 "moved_aside": None if self.moved_aside is None else str(self.moved_aside)}
 
 
@@ -250,6 +264,9 @@ def rebuild_warning(why: str, report: RebuildReport) -> str:
     snap = f"snapshot {report.snapshot_id}" if report.snapshot_id else "no readable snapshot"
     kept = (f"the damaged index is kept as {report.moved_aside}" if report.moved_aside
             else "there was no old index to keep")
+    if report.resumed:
+        return (f"replay memory: {why}: finished the rebuild that a stop cut short, "
+                f"{report.rows} rows back; {kept}")
     text = (f"replay memory: {why}: rebuilt from the sample files and {snap}, {report.rows} "
             f"rows back ({report.from_snapshot} as the snapshot recorded them, "
             f"{report.from_files} from their files only, origin unknown), "
@@ -404,6 +421,15 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None,
     """
     root = Path(memory_root)
     state_dir = Path(state_dir) if state_dir is not None else root.parent
+    try:
+        settled = _settle_cut_swap(root)
+        if settled is not None:
+            return RebuildReport(rows=_row_count(root), from_snapshot=0, from_files=0,
+                                 quarantined=(), snapshot_id=None, names_from=None,
+                                 moved_aside=settled[0], resumed=True)
+    except OSError as exc:
+        raise fault_error(exc, f"cannot finish the rebuild of the memory index in {root}",
+                          root) from None
     readable = index_problem(root) is None
     if readable and not adopt_unlisted:
         raise ReplayMemoryError(f"the index {root / INDEX_FILE} is readable; nothing to rebuild")
@@ -509,6 +535,15 @@ def _readable_index(root: Path) -> tuple[dict[int, SampleRecord], dict[int, str]
     return rows, names, counters, hashes, settings
 
 
+def _row_count(root: Path) -> int:
+    """The number of rows in the memory's index."""
+    db = IndexDB(root / INDEX_FILE, read_only=True)
+    try:
+        return len(db.records())
+    finally:
+        db.close()
+
+
 def _remove_quietly(path: Path) -> None:
     try:
         _remove(path)
@@ -550,19 +585,65 @@ def _write_index(path: Path, rows: list[dict], names: dict[int, str] | None, las
 
 
 def _swap_in(root: Path, tmp: Path) -> Path | None:
-    """Move the old index (and its ``-wal`` / ``-shm``) aside, then the new one into place.
+    """Move the old index (and its ``-wal`` / ``-shm``) aside, then the whole new one at
+    ``tmp`` into place, under :data:`SWAP_MARKER` (see the module docstring).
+
+    Returns:
+        The old index's new path, None when there was none.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = atomic.damaged_copy_path(root / INDEX_FILE, stamp, ("",) + SIDE_SUFFIXES)
+    atomic.atomic_write_json(root / SWAP_MARKER, {"aside": aside.name})
+    atomic.fsync_dir(root)
+    return _finish_swap(root, tmp, aside)
+
+
+def _finish_swap(root: Path, tmp: Path, aside: Path) -> Path | None:
+    """The renames of :func:`_swap_in` from wherever a kill stopped them, then the marker's
+    removal: each side of the old index still in place goes aside, the new index comes in.
 
     Returns:
         The old index's new path, None when there was none.
     """
     index = root / INDEX_FILE
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = atomic.damaged_copy_path(index, stamp, ("",) + SIDE_SUFFIXES)
-    for side in ("",) + SIDE_SUFFIXES:  # a stale WAL must never meet the new index
-        src = Path(f"{index}{side}")
+    for side in ("",) + SIDE_SUFFIXES:  # the main file first; a stale WAL must never meet
+        src = Path(f"{index}{side}")     # the new index
         if src.exists():
             os.replace(src, Path(f"{aside}{side}"))
     atomic.fsync_dir(root)  # the old index is aside before the new one takes its name
     os.replace(tmp, index)
     atomic.fsync_dir(root)
+    _remove(root / SWAP_MARKER)
+    atomic.fsync_dir(root)
     return aside if aside.exists() else None
+
+
+def _settle_cut_swap(root: Path) -> tuple[Path | None] | None:
+    """Settle a swap a kill cut short (:data:`SWAP_MARKER` present).
+
+    The old index's main file is renamed first, so: with it still in place nothing was
+    renamed, and the new index (or what is left of it) is dropped; with it gone and the whole
+    new index at :data:`TEMP_NAME`, the renames are finished. A marker that cannot be read
+    (cut short as it was written) means no rename began.
+
+    Returns:
+        ``(the old index's new path or None,)`` when the swap was finished; None otherwise.
+
+    Raises:
+        OSError: a rename or removal failed (full or read-only disk).
+    """
+    marker, tmp = root / SWAP_MARKER, root / TEMP_NAME
+    if not marker.exists():
+        return None
+    try:
+        name = json.loads(marker.read_text(encoding="utf-8"))["aside"]
+    except (ValueError, KeyError, TypeError):
+        name = None
+    finished = None
+    if (isinstance(name, str) and name.startswith(f"{INDEX_FILE}.corrupt-")
+            and "/" not in name and not (root / INDEX_FILE).exists() and tmp.is_file()):
+        finished = (_finish_swap(root, tmp, root / name),)
+    _remove(tmp)
+    _remove(marker)
+    atomic.fsync_dir(root)
+    return finished
