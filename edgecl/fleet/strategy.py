@@ -378,11 +378,17 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.record: dict = {}
             self.changed = False
             self.averaged: list[str] = []  # devices whose update the round's model averages
+            # the connections whose update that is: a second device under one of those names
+            # (its update refused) must not count its samples as learnt
+            self.averaged_cids: set[str] = set()
             self.faults = 0  # malformed replies refused since the server started
             self.device_names: dict[str, str] = {}  # connection id -> name the device gave
             # device name -> what it must hear of its last update (refused, a name twice),
             # sent with the next request: a refused device logged nothing of it
             self.notices: dict[str, str] = {}
+            # connection id -> its notice, where two devices share a name and each must hear
+            # its own (whose update was kept, whose refused)
+            self.cid_notices: dict[str, str] = {}
             self.asked: set[str] = set()  # connection ids sent the round's current request
             self.asked_s = time.monotonic()
             self.started_mono_s = time.monotonic()
@@ -434,6 +440,20 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             config["round_timeout_s"] = float(fleet_cfg.round_timeout_s)  # said by a late device
             return config
 
+        def _for_connection(self, config: dict, cid: str) -> dict:
+            """The round's ``config`` as one connection gets it: the notice meant for it alone
+            (two devices under one name), and its name out of ``averaged`` unless its own
+            update is the one averaged."""
+            name = self.device_names.get(cid)
+            if name is None:
+                return config
+            config = dict(config)
+            if cid in self.cid_notices:
+                config["notices"] = wire.dumps({**self.notices, name: self.cid_notices[cid]})
+            if "averaged" in config and cid not in self.averaged_cids:
+                config["averaged"] = wire.dumps([n for n in self.averaged if n != name])
+            return config
+
         def initialize_parameters(self, client_manager):
             """Flower's hook: the saved or first global model."""
             return self._ins_parameters()[1]  # the server's own model: no client is asked
@@ -464,8 +484,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             clients = client_manager.sample(num_clients=want, min_num_clients=need,
                                             criterion=Admitted({c.cid for c in admitted}))
             keys, params, nbytes = self._ins_parameters()
-            ins = FitIns(params, self._config(rnd, keys))
-            self.changed, self.averaged = False, []
+            config = self._config(rnd, keys)
+            self.changed, self.averaged, self.averaged_cids = False, [], set()
             self.asked, self.asked_s = {c.cid for c in clients}, time.monotonic()
             self.started_mono_s = time.monotonic()  # the round's length: a clock set is no time
             self.record = {"round": rnd, "started_s": round(time.time(), 3), "sampled": len(clients),
@@ -473,7 +493,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             log.info("fleet round %d: sent the global model (%d classes, %.1f MB) to %d device%s",
                      rnd, len(self.names), nbytes / 1e6, len(clients),
                      "" if len(clients) == 1 else "s")
-            return [(c, ins) for c in clients]
+            return [(c, FitIns(params, self._for_connection(config, str(c.cid))))
+                    for c in clients]
 
         def _admitted(self, clients: list, rnd: int) -> list:
             """The connections that hold the fleet's token, asking each new one once.
@@ -633,8 +654,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             rnd = self.fleet_round(server_round)
             rec = self.record
             rec.setdefault("devices", {})
-            self.notices = {}
-            updates = []
+            self.notices, self.cid_notices = {}, {}
+            updates, sent_by = [], {}  # device name -> the connection whose reply is used
             spellings = list(self.names)
             for proxy, res in results:
                 device = str(getattr(proxy, "cid", "") or "?")
@@ -650,10 +671,16 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                             log.warning("fleet round %d: a second reply named %s refused: give "
                                         "each device its own fleet.device_name", rnd,
                                         _short(device))
-                            self.notices[device[:100]] = (
-                                f"fleet round {rnd}: two devices sent an update as {device[:100]}"
-                                f"; the server kept the first and refused the second: give each "
-                                f"device its own fleet.device_name")
+                            said = (f"fleet round {rnd}: two devices sent an update as "
+                                    f"{device[:100]}; the server kept ")
+                            advice = ": give each device its own fleet.device_name"
+                            # each is told which one it is (before: both heard the same line,
+                            # and the refused one counted its samples as learnt on adoption)
+                            self.cid_notices[str(getattr(proxy, "cid", ""))] = (
+                                f"{said}the other's update and refused this device's (its "
+                                f"samples are learnt in a later round){advice}")
+                            self.cid_notices[sent_by[device]] = (
+                                f"{said}this device's update and refused the other's{advice}")
                             continue
                         log.warning("fleet round %d: two replies named %s (the first sent no "
                                     "update; the second is used): give each device its own "
@@ -679,6 +706,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                     continue
                 updates.append(update)
                 rec["devices"][device] = entry
+                sent_by[device] = str(getattr(proxy, "cid", ""))
             # a class new to the fleet takes the spelling of the first device by name, not by
             # the order replies came in (before, 'person' in one run, 'Person' in the next)
             for update in sorted(updates, key=lambda u: u.device):
@@ -734,6 +762,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.arrays, self.names = agg.arrays, agg.names
             self.changed = True
             self.averaged = sorted(d.device for d in agg.decisions if not d.dropped)
+            self.averaged_cids = {sent_by[d] for d in self.averaged}
             rec["names"] = list(self.names)
             # recorded now as well: a server killed before the adoptions end keeps the round's
             # record (its complete form replaces this one)
@@ -758,8 +787,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             # the devices whose update is in the model: each counts the samples it trained on
             # as learnt once it adopts the model (the others learnt nothing of theirs from it)
             config["averaged"] = wire.dumps(self.averaged)
-            ins = EvaluateIns(params, config)
-            return [(c, ins) for c in clients]
+            return [(c, EvaluateIns(params, self._for_connection(config, str(c.cid))))
+                    for c in clients]
 
         def aggregate_evaluate(self, server_round, results, failures):
             """Flower's hook: record which devices adopted the new global model."""

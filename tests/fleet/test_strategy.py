@@ -473,20 +473,30 @@ def test_a_round_is_recorded_when_its_model_is_saved_and_again_when_complete(tmp
 def test_a_second_reply_with_a_device_name_already_heard_is_refused(tmp_path, caplog, monkeypatch):
     monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
     strategy, store = start(tmp_path)
-    (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    manager = FakeManager(2)
+    for proxy in manager.clients.values():  # two devices, one name (a copied config)
+        proxy.name = "jetson"
+    (_, ins), _ = strategy.configure_fit(1, None, manager)
     results = [reply(ins.config, "jetson", {SHARED: np.ones(2), ROWS: np.array([1.0])}, ["car"], 10),
                reply(ins.config, "jetson", {SHARED: np.full(2, 5.0), ROWS: np.array([1.0])},
                      ["car"], 10)]
+    results = [(manager.clients["c0"], results[0][1]), (manager.clients["c1"], results[1][1])]
     with caplog.at_level("WARNING"):
         strategy.aggregate_fit(1, results, [])
     assert "a second reply named 'jetson' refused" in caplog.text
     assert strategy.record["duplicate_names"] == ["jetson"]
     np.testing.assert_allclose(store.load()[1][SHARED], 1.0)  # the first one only
-    # the devices hear of it with the next request (before: the refused one was told nothing)
-    (_, ask), = strategy.configure_evaluate(1, None, FakeManager(1))
-    assert wire.loads(ask.config["notices"]) == {
-        "jetson": "fleet round 1: two devices sent an update as jetson; the server kept the "
-                  "first and refused the second: give each device its own fleet.device_name"}
+    # each device hears with the next request which of the two it is (before: both heard
+    # "kept the first and refused the second", and both counted their samples as learnt)
+    asks = {c.cid: ins.config for c, ins in strategy.configure_evaluate(1, None, manager)}
+    said = "fleet round 1: two devices sent an update as jetson; the server kept "
+    advice = ": give each device its own fleet.device_name"
+    assert wire.loads(asks["c0"]["notices"]) == {
+        "jetson": f"{said}this device's update and refused the other's{advice}"}
+    assert wire.loads(asks["c1"]["notices"]) == {
+        "jetson": f"{said}the other's update and refused this device's (its samples are learnt "
+                  f"in a later round){advice}"}
+    assert wire.averages(asks["c0"], "jetson") and not wire.averages(asks["c1"], "jetson")
 
 
 def test_two_adoption_reports_of_one_device_name_are_both_kept(tmp_path, monkeypatch):
