@@ -899,6 +899,9 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         whose sample left the memory.
         """
         valid_item_id(item_id)
+        _need(hooks.correct, "correcting answers")
+        if hooks.answered_image is not None:  # 404 / 409 before any box is parsed, as answers
+            await asyncio.to_thread(hooks.answered_image, item_id)
         read = await _read_answer_body(request)
         if isinstance(read, Response):
             return read
