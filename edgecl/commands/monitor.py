@@ -78,7 +78,8 @@ def summary_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json_line(summary)
         return 0
-    for key in ("model_version", "round", "kind", "acc", "bwt", "mean_forgetting", "dece",
+    fleet = ("fleet_round",) if summary.get("fleet_round") is not None else ()
+    for key in ("model_version", "round", *fleet, "kind", "acc", "bwt", "mean_forgetting", "dece",
                 "inference_fps", "latency_ms_p50", "memory_samples", "memory_bytes", "n_promoted",
                 "n_rejected", "n_rolled_back"):
         # the model's rate (frames it can take), not what the camera delivers

@@ -1317,7 +1317,9 @@ class Monitor:
         """Current state of learning and serving, computed from the promoted versions.
 
         Returns:
-            Dict with ``round``, ``model_version``, ``kind`` (the view of ``acc``, ``bwt`` and
+            Dict with ``round`` (the learner's round; a fleet adoption keeps the last local
+            one), ``fleet_round`` (the fleet round ``model_version`` was adopted in, None for a
+            local round's version), ``model_version``, ``kind`` (the view of ``acc``, ``bwt`` and
             ``mean_forgetting``: ``tasks`` or ``classes``), ``tasks``, ``acc``, ``bwt``,
             ``mean_forgetting``, ``forgetting`` (task -> value; not the stream task),
             ``map50_95`` (task -> latest),
@@ -1339,6 +1341,9 @@ class Monitor:
         chosen = (per_class if kind == "classes"
                   else metrics.summarize(view.values, view.task_names))
         out = {"round": view.rounds[-1] if view.rounds else None, "kind": kind,
+               # a fleet adoption's row carries the learner's last local round (0 before any):
+               # the fleet round it came from, beside it (before, 'round 0' and no more)
+               "fleet_round": view.fleet_rounds[-1] if view.fleet_rounds else None,
                "tasks": view.task_names, "acc": chosen["acc"], "bwt": chosen["bwt"],
                "mean_forgetting": chosen["mean_forgetting"],
                "forgetting": _task_forgetting(view)}

@@ -78,6 +78,29 @@ def test_a_model_a_fleet_round_adopted_is_labelled_by_its_fleet_round(tmp_path):
                                                      "fleet 12 v0005"]
     assert fleet_round_of(fleet_reason(3, "x")) == 3 and fleet_round_of("accepted") is None
     assert fleet_round_of(None) is None and fleet_round_of("a fleet round 3: x") is None
+    # the summary names the fleet round beside the learner's (before: 'round 4' and no more;
+    # 'round 0' on a device learning only in the fleet)
+    summary = mon.summary()
+    assert (summary["model_version"], summary["round"], summary["fleet_round"]) == (
+        "v0005", 4, 12)
+
+
+def test_the_summary_text_names_the_fleet_round_only_for_a_fleet_model(tmp_path, capsys):
+    import argparse
+
+    from edgecl.commands import monitor as monitor_cmd
+    from edgecl.runtime.monitor import fleet_reason
+
+    mon = filled(tmp_path)
+    args = argparse.Namespace(state_dir=str(tmp_path), config=None, overrides=[], json=False)
+    assert monitor_cmd.summary_command(args) == 0
+    assert "fleet_round" not in capsys.readouterr().out
+    mon.record_evaluation(4, "v0005", {"cars": result(0.6), "drone": result(0.7),
+                                       "person": result(0.8)}, TASKS, ts_s=6.0)
+    mon.record_round(4, "v0005", "promoted", fleet_reason(12, "accepted: ACC 0.70"))
+    assert monitor_cmd.summary_command(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:3] == ["round            4", "fleet_round      12"]
 
 
 def test_the_console_window_keeps_the_newest_rows(tmp_path):
@@ -128,7 +151,7 @@ def test_rounds_store_computed_metrics(tmp_path):
 
 def test_summary(tmp_path):
     s = filled(tmp_path).summary()
-    assert s["model_version"] == "v0004" and s["round"] == 4
+    assert s["model_version"] == "v0004" and s["round"] == 4 and s["fleet_round"] is None
     assert s["acc"] == pytest.approx(2.05 / 3)
     assert s["bwt"] == pytest.approx(-0.25)
     assert s["forgetting"] == {"cars": pytest.approx(0.3), "drone": pytest.approx(0.2)}
