@@ -424,9 +424,12 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             return self.offset + server_round
 
         def _ins_parameters(self):
+            """The global model as Flower sends it: ``(keys, parameters, bytes on the wire,
+            bytes of its arrays)``; the last is what a device logs of the model it received."""
             keys, arrays = wire.to_wire(self.arrays, fleet_cfg.wire_dtype)
             params = ndarrays_to_parameters(arrays)
-            return keys, params, sum(len(t) for t in params.tensors)
+            return (keys, params, sum(len(t) for t in params.tensors),
+                    sum(a.nbytes for a in arrays))
 
         def _config(self, rnd: int, keys) -> dict:
             nonce = wire.new_nonce()
@@ -483,7 +486,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             want = max(need, int(round(len(admitted) * fleet_cfg.fraction_fit)))
             clients = client_manager.sample(num_clients=want, min_num_clients=need,
                                             criterion=Admitted({c.cid for c in admitted}))
-            keys, params, nbytes = self._ins_parameters()
+            keys, params, nbytes, model_bytes = self._ins_parameters()
             config = self._config(rnd, keys)
             self.changed, self.averaged, self.averaged_cids = False, [], set()
             self.asked, self.asked_s = {c.cid for c in clients}, time.monotonic()
@@ -491,7 +494,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
             self.record = {"round": rnd, "started_s": round(time.time(), 3), "sampled": len(clients),
                            "bytes_down": nbytes * len(clients), "bytes_up": 0, "devices": {}}
             log.info("fleet round %d: sent the global model (%d classes, %.1f MB) to %d device%s",
-                     rnd, len(self.names), nbytes / 1e6, len(clients),
+                     rnd, len(self.names), model_bytes / 1e6, len(clients),
                      "" if len(clients) == 1 else "s")
             return [(c, FitIns(params, self._for_connection(config, str(c.cid))))
                     for c in clients]
@@ -781,7 +784,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 self._finish_round()
                 return []
             self.asked, self.asked_s = {c.cid for c in clients}, time.monotonic()
-            keys, params, nbytes = self._ins_parameters()
+            keys, params, nbytes, _ = self._ins_parameters()
             self.record["bytes_down"] = self.record.get("bytes_down", 0) + nbytes * len(clients)
             config = self._config(rnd, keys)  # one nonce for the round
             # the devices whose update is in the model: each counts the samples it trained on

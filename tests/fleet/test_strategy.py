@@ -749,3 +749,21 @@ def test_a_device_name_is_checked_at_load(tmp_path):
                                               "characters with no newline or other control"):
             load_config(*args)
     assert load_config(None, ["fleet.device_name=drone-7 ü"]).fleet.device_name == "drone-7 ü"
+
+
+def test_the_server_and_a_device_log_the_same_size_of_the_global_model(tmp_path, caplog,
+                                                                         monkeypatch):
+    """Before: the server counted Flower's serialised tensors (a header each) and the device
+    the arrays it received: '5.3 MB' sent, '5.2 MB' received, of one model."""
+    import re
+
+    from edgecl.fleet.client import _megabytes
+
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    strategy, _ = start(tmp_path)
+    strategy.arrays = {f"model.{i}.conv.weight": np.zeros(4000, np.float32) for i in range(600)}
+    with caplog.at_level("INFO"):
+        (_, ins), = strategy.configure_fit(1, None, FakeManager(1))
+    said = re.search(r"sent the global model \(\d+ classes, ([\d.]+) MB\)", caplog.text)
+    received = _megabytes(parameters_to_ndarrays(ins.parameters))
+    assert said.group(1) == f"{received:.1f}" == "4.8"
