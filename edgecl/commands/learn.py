@@ -19,12 +19,16 @@ def add_parser(sub) -> None:
     p.add_argument("--no-promote", action="store_true",
                    help="stage the candidate but leave the current version in place (also "
                         "after a restart: 'edgecl models promote VERSION' serves it)")
+    p.add_argument("--again", action="store_true",
+                   help="when every training sample was learnt already, learn them all again "
+                        "(after a change of the learner's settings, say) instead of skipping")
     p.add_argument("--json", action="store_true", help="print the round's result as JSON")
     p.set_defaults(func=learn_command)
 
 
 def learn_command(args: argparse.Namespace) -> int:
     """Run a round in this process (holding the round lock) and promote what it staged."""
+    from edgecl.continual.round import NO_NEW_SAMPLES
     from edgecl.continual.round_state import RoundStatus
     from edgecl.runtime.learner import round_lock, run_learning_round
     from edgecl.runtime.promote import promote_version
@@ -55,7 +59,8 @@ def learn_command(args: argparse.Namespace) -> int:
 
             promote_leftover_staged(cfg, Registry(Path(cfg.state_dir) / "models"),
                                     inference_options(cfg))
-        result = run_learning_round(cfg, reason="on_demand", hold=args.no_promote)
+        result = run_learning_round(cfg, reason="on_demand", hold=args.no_promote,
+                                    again=args.again)
     serving = None
     if result.status is RoundStatus.STAGED and not args.no_promote:
         from edgecl.models.registry import Registry
@@ -79,7 +84,9 @@ def learn_command(args: argparse.Namespace) -> int:
                                                  RoundStatus.FAILED else {})})
     else:
         if result.round is None:  # skipped before a round number or version was given
-            print(f"no round: {result.status.value} ({result.reason})")
+            hint = ("; 'edgecl learn --again' learns the memory's samples again"
+                    if result.reason == NO_NEW_SAMPLES and not args.again else "")
+            print(f"no round: {result.status.value} ({result.reason}){hint}")
         else:
             version = f"{result.version} " if result.version else ""
             print(f"round {result.round}: {version}{result.status.value} ({result.reason})")

@@ -234,9 +234,13 @@ def read_round_record(path: Path) -> dict:
         raise ValueError(f"{path}: not a round record ({type(exc).__name__}: {exc})") from None
 
 
+NO_NEW_SAMPLES = "no new labelled samples"
+"""Why a round was skipped: every training sample in the memory was learnt already."""
+
+
 def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None = None,
               record: RoundRecorder | None = None, hold: bool = False,
-              progress=None) -> RoundResult:
+              progress=None, again: bool = False) -> RoundResult:
     """Run one learning round: snapshot -> replay -> fine-tune -> evaluate -> gate -> export -> stage.
 
     Only a candidate the gate accepts is exported (ONNX, TensorRT engine); a rejected one is kept
@@ -254,15 +258,18 @@ def run_round(cfg: Config, reason: str = "on_demand", max_sample_id: int | None 
             says ``"promote": "manual"``, so a restart does not promote it.
         progress: optional :data:`edgecl.continual.finetune.ProgressCallback` of the
             fine-tuning (steps of at most how many, seconds of the budget).
+        again: with no new training sample, learn every training sample of the memory as
+            new (``edgecl learn --again``: after a change of the learner's settings, say)
+            instead of skipping.
 
     Returns:
         The :class:`RoundResult` (``staged``, ``rejected``, ``skipped`` or ``failed``).
     """
     started_s = time.time()  # when, for records; how long is on the monotonic clock
     started_mono_s = time.monotonic()  # (a clock set by NTP mid-round is no round of a year)
-    ctx = _open_round(cfg, max_sample_id)
+    ctx = _open_round(cfg, max_sample_id, again)
     if ctx is None:
-        return RoundResult(RoundStatus.SKIPPED, reason="no new labelled samples", trigger=reason,
+        return RoundResult(RoundStatus.SKIPPED, reason=NO_NEW_SAMPLES, trigger=reason,
                            started_s=started_s)
     ctx.progress = progress
     held_out = ctx.snapshot.records(held_out=True)
@@ -324,7 +331,8 @@ def _without_unnamed_classes(snapshot, names: dict[int, str]):
                                                     if r.id not in left_out))
 
 
-def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
+def _open_round(cfg: Config, max_sample_id: int | None, again: bool = False
+                ) -> RoundContext | None:
     from edgecl.continual.memory import memory_from_config
     from edgecl.continual.merges import finish_merges
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
@@ -349,6 +357,8 @@ def _open_round(cfg: Config, max_sample_id: int | None) -> RoundContext | None:
                                                             if r.id <= max_sample_id))
     snapshot = _without_unnamed_classes(snapshot, names)
     new = [r for r in snapshot.records(held_out=False) if r.id > state.last_sample_id]
+    if not new and again:  # every sample was learnt: learnt once more, as new
+        new = list(snapshot.records(held_out=False))
     if not new:
         return None
     # INVARIANT: a task or class enters evaluation once a round trains on it: its first row is

@@ -324,7 +324,7 @@ def round_temp_folder(state_dir: str | Path):
 
 def run_learning_round(cfg: Config, reason: str = "on_demand",
                        max_sample_id: int | None = None, round_id: str = "",
-                       hold: bool = False) -> RoundResult:
+                       hold: bool = False, again: bool = False) -> RoundResult:
     """Run one round with the monitor recording it, and write ``last_round.json``.
 
     While it runs, ``learner/running.json`` says so (:func:`interrupted_round` reports a round
@@ -340,6 +340,8 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         round_id: the supervisor's id of this round, written into the result (a new one
             when empty).
         hold: a staged candidate waits for ``edgecl models promote`` (see
+            :func:`edgecl.continual.round.run_round`).
+        again: with nothing new, learn the memory's training samples again (see
             :func:`edgecl.continual.round.run_round`).
 
     A full disk is one line naming what could not be written where, never a traceback: the
@@ -368,7 +370,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         with round_temp_folder(cfg.state_dir):
             result = run_round(cfg, reason=reason, max_sample_id=max_sample_id,
                                record=monitor_recorder(cfg.state_dir), hold=hold,
-                               progress=progress)
+                               progress=progress, again=again)
     except Exception as exc:  # a round's fault must never escape the learner; it is reported
         raise_if_stopping()  # a stop signal inside torch or OpenVINO is no round fault
         exc = storage_fault(exc, "cannot write the round's files") or exc

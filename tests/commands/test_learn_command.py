@@ -21,7 +21,7 @@ def test_learn_adopts_the_progress_a_full_disk_kept_the_round_from_saving(tmp_pa
     version = registry.stage({"model.onnx": src}, {"memory_snapshot": "s",
                                                     "learner_state": dataclasses.asdict(after)})
 
-    def round_on_a_full_card(cfg, reason, hold):
+    def round_on_a_full_card(cfg, reason, hold, **kw):
         return RoundResult(RoundStatus.STAGED, round=3, version=version, unsaved=["progress"])
 
     monkeypatch.setattr(learner, "run_learning_round", round_on_a_full_card)
@@ -49,7 +49,7 @@ def test_learn_promotes_a_version_a_stop_left_staged_after_its_round(tmp_path, m
     after = LearnerState(round=1, last_sample_id=8)
     version = Registry(state / "models").stage(
         {"model.pt": pt}, {"memory_snapshot": "s", "learner_state": dataclasses.asdict(after)})
-    monkeypatch.setattr(learner, "run_learning_round", lambda cfg, reason, hold: RoundResult(
+    monkeypatch.setattr(learner, "run_learning_round", lambda cfg, reason, hold, **kw: RoundResult(
         RoundStatus.SKIPPED, reason="no new labelled samples"))
     caplog.set_level("INFO", logger="edgecl.runtime.learner")
     code = main(["learn", "--state-dir", str(state), "model.imgsz=64"])
@@ -76,7 +76,7 @@ def test_learn_does_not_promote_a_leftover_learnt_on_a_version_rolled_back_since
     registry.promote(second)
     leftover = registry.stage({"model.pt": pt}, {"memory_snapshot": "s", "parent": second})
     rollback_version(state, registry)
-    monkeypatch.setattr(learner, "run_learning_round", lambda cfg, reason, hold: RoundResult(
+    monkeypatch.setattr(learner, "run_learning_round", lambda cfg, reason, hold, **kw: RoundResult(
         RoundStatus.SKIPPED, reason="no new labelled samples"))
     assert main(["learn", "--state-dir", str(state), "model.imgsz=64"]) == 0
     assert Registry(state / "models").current() == first
@@ -123,7 +123,7 @@ def test_learn_does_not_undo_a_rollback_made_while_its_round_ran(tmp_path, monke
     registry.promote(second)
     rolled_back = []
 
-    def round_during_which_a_rollback_came(cfg, reason, hold):
+    def round_during_which_a_rollback_came(cfg, reason, hold, **kw):
         from edgecl.continual.round_state import save_state
 
         version = registry.stage({"model.onnx": src}, {"memory_snapshot": "s", "parent": second,
@@ -151,3 +151,27 @@ def test_learn_does_not_undo_a_rollback_made_while_its_round_ran(tmp_path, monke
     registry.promote(later)
     registry.prune(1, 0)
     assert (state / "models" / rolled_back[0] / "model.onnx").is_file()
+
+
+def test_learn_again_is_passed_to_the_round_and_named_when_nothing_is_new(tmp_path, monkeypatch,
+                                                                          capsys):
+    from edgecl.continual.round import NO_NEW_SAMPLES
+    from edgecl.runtime import learner
+
+    state = tmp_path / "state"
+    (state / "models").mkdir(parents=True)
+    asked = []
+
+    def nothing_new(cfg, reason, hold, again=False):
+        asked.append(again)
+        return RoundResult(RoundStatus.SKIPPED, reason=NO_NEW_SAMPLES)
+
+    monkeypatch.setattr(learner, "run_learning_round", nothing_new)
+    monkeypatch.setattr(learner, "promote_leftover_staged", lambda *a, **k: None)
+    assert main(["learn", "--state-dir", str(state)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "no round: skipped (no new labelled samples); 'edgecl learn --again' learns the "
+        "memory's samples again")
+    assert main(["learn", "--state-dir", str(state), "--again"]) == 0
+    assert capsys.readouterr().out.strip() == "no round: skipped (no new labelled samples)"
+    assert asked == [False, True]

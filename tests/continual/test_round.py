@@ -268,3 +268,28 @@ def test_a_first_round_says_its_own_step_and_time_bounds(tmp_path, monkeypatch, 
     assert bounds["max_steps"] == 600
     assert ("first round: the model learns from scratch, every layer, for at most "
             "learner.first_round_max_steps=600 steps") in caplog.text
+
+
+def test_a_round_again_learns_every_training_sample_when_none_is_new(tmp_path):
+    """'edgecl learn --again': with every sample learnt, the round takes the memory's training
+    samples as new instead of skipping (before: no way to learn them again, after a change of
+    the learner's settings say, but to label new frames)."""
+    import numpy as np
+
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory, Sample
+    from edgecl.continual.round_state import save_state
+
+    state = tmp_path / "state"
+    box = np.array([[0, 0.5, 0.5, 0.3, 0.3]], np.float32)
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.25),
+                      names={0: "car"}) as memory:
+        for k in range(8):
+            memory.add(Sample(np.full((32, 32, 3), 30 * k, np.uint8), box, task="stream"))
+        training = memory.ids(held_out=False)
+    save_state(state, LearnerState(round=2, last_sample_id=8))
+    cfg = load_config(None, [f"state_dir={state}", "memory.holdout_fraction=0.25"])
+    assert round_mod._open_round(cfg, None) is None
+    assert round_mod.run_round(cfg).reason == round_mod.NO_NEW_SAMPLES
+    ctx = round_mod._open_round(cfg, None, again=True)
+    assert sorted(r.id for r in ctx.new_records) == sorted(training) and len(training) == 6
