@@ -571,9 +571,10 @@ class Monitor:
         a database made afresh from the versions' round records, both write through this.
 
         A ``baseline`` (:func:`edgecl.continual.round.start_baseline`: the model the device
-        started with, evaluated by the round that first learnt on top of it) not recorded yet
+        started with, evaluated by a round that learnt on top of it) not recorded yet
         becomes a row of the round before (round 0 for a first round), in the chain of promoted
-        versions, so forgetting counts from the start's scores.
+        versions, so forgetting counts from the start's scores; a later round on top of it (the
+        first was rejected) replaces that row's scores with its own baseline's.
 
         Args:
             round_no, version, status, reason, seconds, evaluation, columns, class_names,
@@ -586,11 +587,16 @@ class Monitor:
         Raises:
             StorageError: the database cannot be written.
         """
-        if baseline is not None and baseline["version"] not in self.recorded_versions():
-            before = int(round_no) - 1
-            self.record_evaluation(before, baseline["version"], baseline["evaluation"], columns,
-                                   class_names=class_names)
-            self.record_round(before, baseline["version"], "promoted", reason=START_REASON)
+        if baseline is not None:
+            at = self._baseline_round(baseline["version"])
+            if at is not None or baseline["version"] not in self.recorded_versions():
+                # the newest baseline replaces an earlier one, in its row: it was measured on
+                # the held-out slice this round's candidate is (before, a rejected first round's
+                # stayed, and a class its slice lacked had no start score for good)
+                before = int(round_no) - 1 if at is None else at
+                self.record_evaluation(before, baseline["version"], baseline["evaluation"],
+                                       columns, class_names=class_names)
+                self.record_round(before, baseline["version"], "promoted", reason=START_REASON)
         self.record_evaluation(round_no, version, evaluation, columns, class_names=class_names)
         # computed once: the round's row does not change the candidate's view (O(rounds) each)
         computed = self.candidate_metrics(round_no, version)
@@ -600,6 +606,14 @@ class Monitor:
         if calibration is not None:
             self.record_calibration(round_no, version, calibration)
         return computed
+
+    def _baseline_round(self, version: str) -> int | None:
+        """The round of ``version``'s row as the model the device started with
+        (:data:`START_REASON`), None when it has none."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT round FROM rounds WHERE model_version = ? AND reason = ?",
+                               (version, START_REASON)).fetchone()
+        return None if row is None else int(row[0])
 
     def unrecorded_versions(self) -> list[str]:
         """The model versions that keep their round's record but whose round is not in the

@@ -776,6 +776,34 @@ def test_the_model_a_device_started_with_is_the_row_forgetting_counts_from(tmp_p
     assert start_baseline(ctx, None, {0: "car"}) is None  # a first round from scratch
 
 
+def test_the_baseline_of_a_later_round_on_the_start_replaces_a_rejected_rounds(tmp_path):
+    """A team checkpoint's first round was rejected, judged on a held-out slice of car only;
+    the next round on top of it measured car and drone. Before: the start's row kept the first
+    baseline (drone '-'), so drone's forgetting could never be shown."""
+    from types import SimpleNamespace
+
+    from edgecl.continual.round import START_PREFIX, start_baseline
+
+    ctx = SimpleNamespace(parent_version=None, base_checkpoint=tmp_path / "team.pt")
+    names = {0: "car", 1: "drone"}
+    first = start_baseline(ctx, {"stream": stream_result({0: 0.2})}, names)
+    second = start_baseline(ctx, {"stream": stream_result({0: 0.25, 1: 0.5})}, names)
+    mon = Monitor(tmp_path)
+    common = dict(seconds=1.0, columns=STREAM, class_names=NAMES, calibration=None)
+    mon.record_finished_round(round_no=1, version="v0002", status="rejected", reason="fp rose",
+                              evaluation={"stream": stream_result({0: 0.0})}, baseline=first,
+                              **common)
+    mon.record_finished_round(round_no=2, version="v0003", status="promoted", reason="accepted",
+                              evaluation={"stream": stream_result({0: 0.2, 1: 0.3})},
+                              baseline=second, **common)
+    m = mon.accuracy_matrix()
+    start = f"{START_PREFIX}team.pt"
+    assert m["rows"] == [f"r0 {start}", "r2 v0003"]
+    assert m["values"][0][:2] == pytest.approx([0.25, 0.5])
+    assert mon.summary()["class_forgetting"] == pytest.approx({"car": 0.05, "drone": 0.2})
+    assert [r["model_version"] for r in mon.rounds()].count(start) == 1
+
+
 def test_a_full_disk_is_named_when_the_metrics_database_cannot_be_written(tmp_path, monkeypatch):
     """Before: 'disk I/O error', as SQLite says it when a full disk refuses its journal."""
     import shutil
