@@ -343,7 +343,8 @@ def judge_serving(verdict: GateVerdict, parent, candidate, cfg: GateConfig,
         bound = cfg.max_false_positives_rise
         return dataclasses.replace(verdict, accepted=False, reason=(
             f"false detections at model.conf {conf:g} rose from {false_p:.2f} to {false_c:.2f} "
-            f"per held-out image{most}{credit}{since}: {beyond_bound(rise, bound)} added "
+            f"per held-out image (over {images} image{'' if images == 1 else 's'})"
+            f"{most}{credit}{since}: {beyond_bound(rise, bound)} added "
             f"(allowed {bound}, gate.max_false_positives_rise)"))
     return verdict
 

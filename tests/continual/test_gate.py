@@ -302,7 +302,7 @@ def test_a_candidate_flooding_frames_with_false_boxes_is_rejected():
     v = judge_results(parent, cand, [STREAM_TASK], SERVING_CFG, names=NAMES)
     assert not v.accepted and v.false_positive_step == 1.7
     assert v.reason == ("false detections at model.conf 0.25 rose from 0.30 to 2.00 per held-out "
-                        "image, most of them drone (17 more): 1.700 added (allowed 1.0, "
+                        "image (over 10 images), most of them drone (17 more): 1.700 added (allowed 1.0, "
                         "gate.max_false_positives_rise)")
     # 3 -> 13 adds exactly 1.0 per image: allowed
     cand = {STREAM_TASK: _served({0: 0.07}, {0: 20}, {0: 8}, {0: 3, 1: 10})}
@@ -326,7 +326,7 @@ def test_boxes_found_pay_for_false_ones_and_false_detections_add_up_over_the_win
                       prior_false_positive_rise=0.2)
     assert not v.accepted
     assert v.reason == ("false detections at model.conf 0.25 rose from 0.30 to 2.00 per held-out "
-                        "image, most of them drone (17 more), less 0.80 more boxes found, 0.20 of "
+                        "image (over 10 images), most of them drone (17 more), less 0.80 more boxes found, 0.20 of "
                         "it in earlier rounds: 1.100 added (allowed 1.0, "
                         "gate.max_false_positives_rise)")
     # a round that adds none passes, whatever came before
