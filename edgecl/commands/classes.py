@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from edgecl.arguments import print_json_line
-from edgecl.commands.common import (add_config_args, config_from_args, require_state_dir,
-                                    with_device_memory)
+from edgecl.commands.common import (add_config_args, config_from_args, pad_to_columns,
+                                    require_state_dir, with_device_memory)
 from edgecl.errors import EdgeclError
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def list_command(args: argparse.Namespace) -> int:
     for row in rows:
         samples = "-" if row["samples"] is None else row["samples"]
         merged = f"  (merged into {row['merged_into']})" if row.get("merged_into") else ""
-        print(f"{row['id']:>4}  {row['name']:<24} {samples:>7} samples  first seen "
+        print(f"{row['id']:>4}  {pad_to_columns(row['name'], 24)} {samples:>7} samples  first seen "
               f"{row['first_seen']}{merged}")
     return 0
 

@@ -15,6 +15,26 @@ from edgecl.errors import ConfigError
 OVERRIDES_HELP = "Any section.key=value argument overrides the config (e.g. memory.capacity=50)."
 
 
+def pad_to_columns(text: str, columns: int) -> str:
+    """``text`` padded with spaces to ``columns`` terminal columns: a wide character (CJK,
+    most emoji; Unicode's East Asian Width W or F) takes two, a combining mark none. Python's
+    ``:<N`` counts characters, so a table with a column of Chinese class names came out
+    shifted against its ASCII rows.
+
+    Args:
+        text: what goes in the column.
+        columns: the column's width in terminal columns.
+
+    Returns:
+        ``text`` and the spaces that fill the column (none when it is wider already).
+    """
+    import unicodedata
+
+    used = sum(0 if unicodedata.combining(ch) else
+               2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+    return text + " " * max(0, columns - used)
+
+
 def add_config_args(parser: argparse.ArgumentParser, state_dir: bool = True) -> None:
     """Add ``--config`` (and ``--state-dir``) to a command parser, each taken once.
 

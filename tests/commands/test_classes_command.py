@@ -150,3 +150,19 @@ def test_a_deleted_registry_and_backup_are_rebuilt_from_the_memory_by_the_classe
         (0, "car"), (1, "drone")]
     code, out, err = run_cli(capsys, "classes", "rename", "car", "auto", "--state-dir", state)
     assert code == 0 and out.strip() == "class 0: car -> auto", err
+
+
+def test_list_keeps_its_columns_with_wide_class_names(capsys, tmp_path):
+    """Before: a Chinese name counted one column a character, so its row's counts stood two
+    columns left of an ASCII row's per character."""
+    state = tmp_path / "state"
+    ClassRegistry(state).add(["car", "行人", "cafe\u0301"])
+    code, out, _ = run_cli(capsys, "classes", "list", "--state-dir", state)
+    rows = out.splitlines()
+    assert code == 0 and len(rows) == 3
+
+    def column(row):  # where ' samples' shows on a terminal: 行 and 人 take two, U+0301 none
+        at = row.index(" samples")
+        return at + row[:at].count("行") + row[:at].count("人") - row[:at].count("\u0301")
+
+    assert {column(row) for row in rows} == {38}, rows  # 4 + 2 + 24 + 1 + 7
