@@ -26,6 +26,8 @@ import urllib.parse
 import weakref
 from pathlib import Path
 
+from edgecl import sqlite_room
+
 WAL_SUFFIX = "-wal"
 SHM_SUFFIX = "-shm"
 BUSY_TIMEOUT_S = 5.0
@@ -85,7 +87,8 @@ class PrivateCopy:
             return False
         uri = f"file:{urllib.parse.quote(os.fsencode(self.source.absolute()))}?mode=ro"
         try:
-            source = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+            source = sqlite_room.connect(uri, file_path=self.source.absolute(), uri=True,
+                                         timeout=BUSY_TIMEOUT_S)
         except sqlite3.Error:
             return False
         try:

@@ -50,6 +50,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edgecl import sqlite_room
 from edgecl.atomic import damaged_copy_path, fsync_dir, json_default
 from edgecl.calibration.dece import ReliabilityBins, bins_to_records, dece_from_bins, merge_bins
 from edgecl.continual import metrics
@@ -498,8 +499,8 @@ class Monitor:
                 conn = self._copy.connect(isolation_level=None)
                 conn.execute("PRAGMA query_only=ON")
             else:
-                conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s,
-                                       isolation_level=None)
+                conn = sqlite_room.connect(self.db_path, timeout=self.busy_timeout_s,
+                                           isolation_level=None)
         except sqlite3.Error as exc:
             raise MonitorError(f"cannot open metrics database {self.db_path}: {exc}") from exc
         try:
@@ -534,7 +535,8 @@ class Monitor:
         try:
             if self._schema_pending:
                 self.db_path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout_s, isolation_level=None)
+            conn = sqlite_room.connect(self.db_path, timeout=self.busy_timeout_s,
+                                       isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open metrics database {self.db_path}: "
                                f"{error_reason(exc, self.db_path)}") from exc

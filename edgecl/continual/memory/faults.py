@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from edgecl import sqlite_room
 from edgecl.errors import (STORAGE_ERRNOS, EdgeclError, ReplayMemoryError, StorageError,
                            misplaced_path)
 
@@ -81,8 +82,9 @@ def sqlite_damage(path: Path, busy_timeout_s: float,
         fault, a lock), which the connection that opens the file for use then reports.
     """
     try:
-        conn = sqlite3.connect(f"{Path(os.path.abspath(path)).as_uri()}?mode=ro", uri=True,
-                               timeout=busy_timeout_s, isolation_level=None)
+        conn = sqlite_room.connect(f"{Path(os.path.abspath(path)).as_uri()}?mode=ro",
+                                   file_path=os.path.abspath(path), uri=True,
+                                   timeout=busy_timeout_s, isolation_level=None)
     except sqlite3.Error:
         return None
     try:

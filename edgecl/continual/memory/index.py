@@ -26,6 +26,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterator
 
+from edgecl import sqlite_room
 from edgecl.continual.memory.embedding import EMBEDDING_BLOB_BYTES
 from edgecl.continual.memory.faults import fault_error, is_storage_fault, rebuild_hint
 from edgecl.continual.memory.records import SampleRecord, classes_from_text, origin_from_text
@@ -203,9 +204,9 @@ class IndexDB:
         except OSError as exc:
             raise fault_error(exc, "cannot read the memory index", self.path) from None
         try:
-            self.conn = sqlite3.connect(str(self._copy.path if self._copy else self.path),
-                                        timeout=timeout_s, isolation_level=None,
-                                        check_same_thread=False)
+            self.conn = sqlite_room.connect(str(self._copy.path if self._copy else self.path),
+                                            timeout=timeout_s, isolation_level=None,
+                                            check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
@@ -253,6 +254,8 @@ class IndexDB:
         Yields:
             The connection; everything done inside commits together or not at all.
         """
+        if self._copy is None:  # the WAL index may have grown since the open
+            sqlite_room.before_write(self.path)
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn

@@ -74,7 +74,7 @@ from typing import Iterator
 
 import numpy as np
 
-from edgecl import atomic
+from edgecl import atomic, sqlite_room
 from edgecl.config import Config, MemoryConfig
 from edgecl.continual.memory import quarantine
 from edgecl.continual.memory import verify as checks
@@ -1505,8 +1505,8 @@ def recorded_memory_config(root: str | Path) -> MemoryConfig | None:
         return None
     try:
         # the path's bytes: a name that is not UTF-8 (a surrogate in str) cannot be encoded
-        conn = sqlite3.connect(f"file:{quote(os.fsencode(path.resolve()))}?mode=ro", uri=True,
-                               timeout=5.0)
+        conn = sqlite_room.connect(f"file:{quote(os.fsencode(path.resolve()))}?mode=ro",
+                                   file_path=path.resolve(), uri=True, timeout=5.0)
         try:
             row = conn.execute("SELECT value FROM meta WHERE key = ?",
                                (MEMORY_CONFIG_KEY,)).fetchone()
