@@ -36,6 +36,7 @@ otherwise ``class_<id>`` stays and is listed in ``unnamed_classes`` (rename it l
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 from collections import Counter
@@ -488,7 +489,9 @@ def _held_out_plan(items, memory, task: str, report: ImportReport) -> dict[str, 
     keys = list(units)
     report.units_per_class = Counter(name for _, classes in units.values() for name in classes)
     reserve = getattr(memory, "reserve_import_draws", None)
-    first = reserve(task, len(keys)) if reserve is not None else 0
+    plan_key = hashlib.sha256("\n".join([task, *sorted(names)]).encode(
+        "utf-8", "surrogateescape")).hexdigest()[:24]
+    first = reserve(task, len(keys), plan_key) if reserve is not None else 0
     before = memory_class_counts(memory)  # what earlier imports and the device hold of each
     prior = {name: before[loose_class_name(name)] for name in report.units_per_class
              if loose_class_name(name) in before}

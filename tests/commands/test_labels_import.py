@@ -1210,3 +1210,43 @@ def test_new_data_under_a_renamed_classs_old_name_is_said_to_make_a_new_class(tm
     assert main(["labels", "import", "--state-dir", str(state), str(more), "--json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out.strip().splitlines()[-1])["former_names"] == {"Person": "pedestrian"}
+
+
+@pytest.mark.parametrize("stored_before", [0, 2])
+def test_an_import_a_full_disk_stopped_draws_the_same_held_out_slice_when_run_again(
+        tmp_path, monkeypatch, capsys, stored_before):
+    """Before: the frame the disk refused counted as offered, and the run again reserved new
+    draw positions: on real footage 3 held-out images instead of the 8 the same import drew
+    uninterrupted."""
+    import errno
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/synthetic_yolo.py
+    from synthetic_yolo import draw_dataset
+
+    folder = tmp_path / "ds"
+    draw_dataset(folder, 40, classes=(0, 1, 2))
+    (folder / "data.yaml").write_text("names: {0: car, 1: person, 2: bike}\n")
+
+    def held(state):
+        with ReplayMemory(state / "memory") as memory:
+            return (sorted(Path(r.source).name for r in memory.records(held_out=True)),
+                    memory.stats()["seen"])
+
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "a"), str(folder)]) == 0
+    real, calls = os.fsync, []
+
+    def full_after(fd):  # each stored sample fsyncs its image and label files (and more)
+        calls.append(fd)
+        if len(calls) > 6 * stored_before:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", full_after)
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "b"), str(folder)]) != 0
+    monkeypatch.setattr(os, "fsync", real)
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "b"), str(folder)]) == 0
+    want = held(tmp_path / "a")
+    assert want[0] and held(tmp_path / "b") == want
+    capsys.readouterr()

@@ -61,7 +61,29 @@ def test_enospc_at_fsync_leaves_nothing_half_stored(tmp_path, monkeypatch):
         assert m.ids() == keep and files(m.root) == before  # no temp file, no orphan
         assert m.verify(repair=False, deep=True).problems_found == 0
         assert m.add(sample(8)) == 4  # the refused id 4 was never committed
-        assert m.stats()["seen"] == 5
+        assert m.stats()["seen"] == 4  # nor was its frame counted as offered
+
+
+def test_a_frame_the_disk_refused_draws_no_held_out_position(tmp_path, monkeypatch):
+    """Before: the refused frame counted as seen, so an import run again once there was room
+    drew its held-out slice one position on: 3 held-out frames of a folder instead of the 8
+    the same import drew uninterrupted."""
+    def held_sources(root, refuse_first):
+        with ReplayMemory(root, cfg(holdout_fraction=0.25, seed=3)) as m:
+            if refuse_first:
+                def full(fd):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+
+                monkeypatch.setattr(os, "fsync", full)
+                with pytest.raises(StorageError):
+                    m.add(sample(0))
+                monkeypatch.undo()
+            for i in range(16):
+                m.add(sample(i))
+            return sorted(r.source for r in m.records(held_out=True))
+
+    want = held_sources(tmp_path / "uninterrupted", False)
+    assert want and held_sources(tmp_path / "refused", True) == want
 
 
 def test_full_index_rolls_back_the_evictions(tmp_path, monkeypatch):

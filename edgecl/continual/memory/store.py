@@ -602,21 +602,24 @@ class ReplayMemory:
             if decision is None:
                 self._flush_if_due()
                 return None
-            blob = encode_jpeg(image, self.cfg.jpeg_quality, where)
-            text = labels_to_text(labels).encode("utf-8")
-            self._check_fits(_rounded(len(blob)) + _rounded(len(text)), where)
-            row = {"task": sample.task, "classes": classes_to_text(classes),
-                   "primary_class": decision.item.primary_class,
-                   "source": _short_source(sample.source),
-                   "ts_s": float(sample.ts_s), "held_out": int(decision.held_out),
-                   "width": int(image.shape[1]), "height": int(image.shape[0]),
-                   "origin": origin.value, "image_bytes": len(blob), "content_hash": digest,
-                   "embedding": embedding_to_blob(thumbnail_embedding(image))}
             try:
+                blob = encode_jpeg(image, self.cfg.jpeg_quality, where)
+                text = labels_to_text(labels).encode("utf-8")
+                self._check_fits(_rounded(len(blob)) + _rounded(len(text)), where)
+                row = {"task": sample.task, "classes": classes_to_text(classes),
+                       "primary_class": decision.item.primary_class,
+                       "source": _short_source(sample.source),
+                       "ts_s": float(sample.ts_s), "held_out": int(decision.held_out),
+                       "width": int(image.shape[1]), "height": int(image.shape[0]),
+                       "origin": origin.value, "image_bytes": len(blob), "content_hash": digest,
+                       "embedding": embedding_to_blob(thumbnail_embedding(image))}
                 return self._store(decision, blob, text, row, where)
-            except DuplicateSampleError:  # stored by another process since the check above:
-                # not an offered frame either (two imports of one folder counted 64 "seen"
-                # frames for its 40 images, and the stream counters steer admission)
+            except BaseException:
+                # not stored (a full disk, an image too large, a copy another process stored
+                # since the check above): not an offered frame either. Before, a full disk
+                # counted it, and the import run again once there was room drew another
+                # held-out slice (3 frames instead of 8 of the same folder); two imports of
+                # one folder counted 64 "seen" frames for its 40 images
                 self._admission.counters, self._admission.pending = counted
                 raise
 
@@ -981,18 +984,32 @@ class ReplayMemory:
         with self._reading():
             return self._db.count()
 
-    def reserve_import_draws(self, task: str, units: int) -> int:
+    def reserve_import_draws(self, task: str, units: int, plan_key: str | None = None) -> int:
         """Reserve the next ``units`` positions of ``task``'s imported units (blocks of
         consecutive frames, single images) in the held-out draw
         (:func:`~edgecl.continual.memory.admission.plan_import_held_out`), so that imports of
         a few frames each go on where the last one stopped (each restarted at 0, and folders
         of 5 consecutive frames never held one out). Committed with the next stored sample.
 
+        Args:
+            task: the import's task.
+            units: how many units it draws for.
+            plan_key: what names the import's list of frames (a digest of it): the same list
+                imported again (after a full disk stopped it) gets the positions it got the
+                first time, so its held-out slice is the one the import would have drawn
+                uninterrupted (before, 3 held-out images of a folder instead of 8).
+
         Returns:
             The first reserved position.
         """
         with self._lock:
-            return self._admission.reserve(f"import_units/task:{task}", int(units))
+            plan = f"import_plan/{plan_key}" if plan_key else None
+            if plan is not None and plan in self._admission.counters:
+                return int(self._admission.counters[plan])
+            first = self._admission.reserve(f"import_units/task:{task}", int(units))
+            if plan is not None:  # a new counter, so adding ``first`` to it sets it
+                self._admission.reserve(plan, first)
+            return first
 
     def ids(self, held_out: bool | None = None, task: str | None = None) -> list[int]:
         """Stored ids (ascending), filtered by held-out flag and task."""
