@@ -1250,3 +1250,28 @@ def test_an_import_a_full_disk_stopped_draws_the_same_held_out_slice_when_run_ag
     want = held(tmp_path / "a")
     assert want[0] and held(tmp_path / "b") == want
     capsys.readouterr()
+
+
+def test_the_recorded_settings_are_read_where_no_wal_index_can_be_made(tmp_path, monkeypatch):
+    """A read-only medium or a full disk: SQLite cannot make the index's -shm file to read the
+    index in place. Before: 'memory stats' showed its own defaults as the device's bounds
+    ("as no device has run on this memory yet"); now they are read from a private copy."""
+    import sqlite3
+
+    from edgecl import sqlite_room
+    from edgecl.continual.memory import store
+
+    device = MemoryConfig(capacity=500, holdout_fraction=0.1, seed=7, policy="reservoir")
+    root = tmp_path / "state" / "memory"
+    with ReplayMemory(root, device, names={0: "boat"}, record_settings=True) as memory:
+        memory.add(Sample(np.full((16, 16, 3), 9, np.uint8),
+                          np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32), task="stream"))
+    real = sqlite_room.connect
+
+    def no_shm_here(database, file_path=None, **kwargs):
+        if "mode=ro" in str(database):
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(database, file_path, **kwargs)
+
+    monkeypatch.setattr(sqlite_room, "connect", no_shm_here)
+    assert store.recorded_memory_config(root) == device

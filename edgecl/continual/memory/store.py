@@ -1499,6 +1499,23 @@ class ReplayMemory:
                 "names": {str(k): v for k, v in names.items()} if names else None}
 
 
+def _recorded_settings_from_a_copy(path: Path) -> tuple[str] | None:
+    """The recorded settings' row read through a private copy of the index (None when that
+    cannot be read either: the memory's open says why)."""
+    try:
+        db = IndexDB(path, read_only=True)
+    except (StorageError, ReplayMemoryError):
+        return None
+    try:
+        row = db.conn.execute("SELECT value FROM meta WHERE key = ?",
+                              (MEMORY_CONFIG_KEY,)).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return None if row is None else (row[0],)
+
+
 def recorded_memory_config(root: str | Path) -> MemoryConfig | None:
     """The settings a memory was last opened for writing with (its runtime's ``memory.*``),
     read from its index without writing anything.
@@ -1530,7 +1547,10 @@ def recorded_memory_config(root: str | Path) -> MemoryConfig | None:
         finally:
             conn.close()
     except (sqlite3.Error, OSError):
-        return None  # cannot be read here: the memory's open says why
+        # a read-only medium or a full disk (no -shm can be made beside it): read it from a
+        # private copy, as the tools that read such a memory do (before: this command's
+        # defaults were shown as the device's bounds, "as no device has run on it yet")
+        row = _recorded_settings_from_a_copy(path)
     try:
         data = json.loads(row[0]) if row else None
     except (TypeError, ValueError, RecursionError):
