@@ -175,6 +175,7 @@ def load_state(state_dir: str | Path) -> LearnerState:
     if path.exists() and not path.is_file():  # a folder: no round could save its progress
         raise StorageError(f"learner progress {path} is a folder, not a file: remove it (the "
                            f"progress is restored from the model versions' manifests)")
+    denied = False  # a permission problem, not damage: the file is left as it is
     if not path.is_file():
         state, why = None, "missing"
     else:
@@ -182,6 +183,7 @@ def load_state(state_dir: str | Path) -> LearnerState:
             state = state_from_json(json.loads(path.read_text()))
         except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
             state, why = None, f"unreadable: {exc}"
+            denied = isinstance(exc, PermissionError)
         else:
             why = "unreadable: not a learner state"
     if state is not None:
@@ -194,6 +196,10 @@ def load_state(state_dir: str | Path) -> LearnerState:
                                   "learns every sample")
         log.warning("learner progress %s is %s; restored from the model versions' manifests "
                     "(round %d; %s)", path, why, state.round, learnt)
+        if denied:  # before: renamed .corrupt-<time>, as if damaged
+            log.warning("learner progress %s: a permission problem, not damage, so it is left "
+                        "as it is: give the user running edgecl read access to it", path)
+            return state
         try:  # once: every later read finds it
             _keep_damaged(path, why)
             save_state(state_dir, state)

@@ -315,3 +315,37 @@ def test_a_kill_while_quarantining_leaves_the_sample_or_its_quarantined_copy(tmp
         assert meta["kind"] == "corrupt" and "not a complete JPEG" in meta["reason"]
         assert "not a complete JPEG" in m.last_verify.quarantined[0]
         assert m.verify(repair=False, deep=True).problems_found == 0
+
+
+@pytest.mark.parametrize("which", ["images/00000001.jpg", "labels/00000001.txt"])
+def test_a_sample_file_this_user_may_not_read_is_refused_not_quarantined(tmp_path, monkeypatch,
+                                                                        which):
+    """Files copied in as another user (chmod 000 here, as a user without root's override).
+    Before: 'image 00000001.jpg is unreadable: Permission denied', and the sample went to the
+    quarantine at the next open, out of the memory."""
+    import builtins
+    import errno
+
+    from edgecl.continual.memory import verify
+    from edgecl.errors import StorageError
+
+    root = tmp_path / "memory"
+    with ReplayMemory(root, cfg(), names={0: "car", 1: "forklift"}) as m:
+        ids = [m.add(sample(s)) for s in range(2)]
+    locked = root / which
+
+    def no_access(path, *args, **kwargs):
+        if Path(path) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(verify, "open", no_access, raising=False)
+    with pytest.raises(StorageError) as info:
+        ReplayMemory(root, cfg())
+    assert str(info.value) == (
+        f"cannot read {locked}: Permission denied (a permission problem, not damage: give the "
+        f"user running edgecl read access to the replay memory's files; nothing was moved)")
+    assert not (root / "quarantine").exists()
+    monkeypatch.undo()
+    with ReplayMemory(root, cfg()) as m:
+        assert m.ids() == ids

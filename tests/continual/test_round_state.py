@@ -233,6 +233,36 @@ def test_a_damaged_progress_file_is_kept_beside_its_repair(tmp_path):
         p for p in state_path(tmp_path).parent.iterdir() if ".corrupt-" in p.name)) == 1
 
 
+def test_a_progress_file_this_user_may_not_read_is_left_as_it_is(tmp_path, monkeypatch, caplog):
+    """Before: 'unreadable: [Errno 13] Permission denied', and the file was renamed
+    state.json.corrupt-<time> as if it were damaged."""
+    import errno
+    from pathlib import Path
+
+    from edgecl.continual.round_state import state_path
+    from edgecl.models.registry import Registry
+
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"x")
+    registry = Registry(tmp_path / "models")
+    registry.promote(registry.stage({"model.onnx": src}, {"learner_state": {
+        "round": 2, "last_sample_id": 9}}))
+    state_path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    state_path(tmp_path).write_text('{"round": 2, "last_sample_id": 9}')
+    real = Path.read_text
+
+    def denied(self, *args, **kwargs):
+        if self == state_path(tmp_path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with caplog.at_level("WARNING"):
+        assert load_state(tmp_path).last_sample_id == 9
+    assert sorted(p.name for p in state_path(tmp_path).parent.iterdir()) == ["state.json"]
+    assert "a permission problem, not damage, so it is left as it is" in caplog.text
+
+
 def test_a_class_held_out_only_is_not_evaluated_before_any_round_trained_on_it(tmp_path):
     """Before: a class whose every sample so far went to the held-out slice (a new class's
     first labelled frame) entered evaluation untrained; its first row, about 0, then counted as

@@ -549,6 +549,32 @@ def test_a_damaged_answered_record_is_kept_aside_before_a_new_one_starts(tmp_pat
     assert f"starting a new one; the damaged file is kept as {kept.name}" in caplog.text
 
 
+def test_an_answered_record_this_user_may_not_read_is_refused_not_replaced(tmp_path,
+                                                                          monkeypatch):
+    """Before: 'unreadable (Permission denied); starting a new one', the record moved aside and
+    replaced by one holding only the next answer."""
+    import errno
+
+    from edgecl.errors import StorageError
+
+    q, (first, _second) = queued(tmp_path, 2)
+    record = tmp_path / "labels" / "answered.json"
+    record.write_text('[{"id": "x", "action": "skipped"}]')
+    real = Path.read_text
+
+    def denied(self, *args, **kwargs):
+        if self == record:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(StorageError, match="a permission problem, not damage"):
+        q.skip(first)
+    monkeypatch.undo()
+    assert json.loads(record.read_text()) == [{"id": "x", "action": "skipped"}]
+    assert not list((tmp_path / "labels").glob("answered.json.corrupt-*"))
+
+
 def test_queue_survives_restart_and_answered_record_is_bounded(tmp_path):
     q, ids = queued(tmp_path, 3)
     q2 = OperatorQueue(tmp_path / "labels", 10, answered_keep=2)

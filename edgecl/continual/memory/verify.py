@@ -18,6 +18,7 @@ left of it to the quarantine (:mod:`.quarantine`) before it drops the row.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,9 @@ from edgecl.continual.memory.records import (
 )
 from edgecl.continual.memory.quarantine import summary_text
 from edgecl.continual.memory.snapshot import TMP_PREFIX, TRASH_PREFIX
-from edgecl.errors import EdgeclError
+from edgecl.errors import EdgeclError, StorageError
+
+PERMISSION_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
 
 JPEG_START = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
@@ -107,6 +110,19 @@ class VerifyReport:
                    f"the quarantine's bound" if self.quarantine_pruned else ""))
 
 
+def _refuse_permission(exc: OSError, path: Path) -> None:
+    """Raise the one line of a sample file this user may not read: a permission problem (files
+    copied in as another user), not damage (before, the sample went to the quarantine).
+
+    Raises:
+        StorageError: for a permission error (EACCES, EPERM); other errors return.
+    """
+    if exc.errno in PERMISSION_ERRNOS:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc} (a permission problem, "
+                           f"not damage: give the user running edgecl read access to the "
+                           f"replay memory's files; nothing was moved)") from None
+
+
 def quick_image_problem(path: Path, expected_bytes: int | None) -> str | None:
     """The cheap check of a stored JPEG: length as recorded, start and end markers.
 
@@ -116,6 +132,9 @@ def quick_image_problem(path: Path, expected_bytes: int | None) -> str | None:
 
     Returns:
         What is wrong, or None.
+
+    Raises:
+        StorageError: this user may not read the file.
     """
     try:
         with open(path, "rb") as fh:
@@ -128,6 +147,7 @@ def quick_image_problem(path: Path, expected_bytes: int | None) -> str | None:
             fh.seek(-len(JPEG_END), os.SEEK_END)
             end = fh.read(len(JPEG_END))
     except OSError as exc:
+        _refuse_permission(exc, path)
         return f"image {path.name} is unreadable: {exc.strerror or exc}"
     if start != JPEG_START or end != JPEG_END:
         return f"image {path.name} is not a complete JPEG (start/end marker missing)"
@@ -193,6 +213,7 @@ def quick_label_problem(path: Path, classes: tuple[int, ...]) -> str | None:
     try:
         size = os.stat(path).st_size
     except OSError as exc:
+        _refuse_permission(exc, path)
         return f"label {path.name} is unreadable: {exc.strerror or exc}"
     if size == 0 and classes:
         return f"label {path.name} is empty, the index recorded classes {list(classes)}"
@@ -208,7 +229,15 @@ def deep_label_problem(path: Path, classes: tuple[int, ...]) -> str | None:
 
     Returns:
         What is wrong, or None.
+
+    Raises:
+        StorageError: this user may not read the file.
     """
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        _refuse_permission(exc, path)
     try:
         held = classes_of(parse_label_file(path))
     except EdgeclError as exc:

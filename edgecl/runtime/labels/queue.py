@@ -272,17 +272,32 @@ class OperatorQueue:
                 return
 
     @staticmethod
-    def _read_entries(path: Path, what: str, keep_aside: bool = False) -> list[dict]:
+    def _read_entries(path: Path, what: str, keep_aside: bool = False,
+                      precious: bool = False) -> list[dict]:
         """The objects of a JSON list file the queue keeps (empty when absent or unreadable).
 
         ``keep_aside``: a writer holding the queue's lock, about to replace the file, moves a
         damaged one aside first; a reader without the lock never does (it could move aside the
-        good file a writer has just put in its place).
+        good file a writer has just put in its place). ``precious``: a person's work (the
+        answers), not a cache.
+
+        Raises:
+            StorageError: with ``precious``, this user may not read the file (a permission
+                problem, not damage: before, it was moved aside and a new, empty record
+                started).
         """
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             return []
+        except PermissionError as exc:
+            if not precious:
+                log.warning("%s %s cannot be read here (%s); starting a new one", what, path,
+                            exc)
+                return []
+            raise StorageError(f"cannot read the {what} {path}: {exc.strerror or exc} (a "
+                               f"permission problem, not damage: give the user running edgecl "
+                               f"read access to it; nothing was changed)") from None
         except (OSError, ValueError, RecursionError) as exc:
             log.warning("%s %s unreadable (%s); starting a new one%s", what, path, exc,
                         OperatorQueue._kept_aside(path) if keep_aside else "")
@@ -308,7 +323,7 @@ class OperatorQueue:
 
     def _answered(self, keep_aside: bool = False) -> list[dict]:
         return [e for e in self._read_entries(self._answered_path, "answered-label record",
-                                              keep_aside) if "id" in e]
+                                              keep_aside, precious=True) if "id" in e]
 
     def _record(self, item_id: str, action: str, **extra) -> None:
         """Record an answer or a skip.
