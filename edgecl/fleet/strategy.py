@@ -44,6 +44,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from edgecl.config import RULES
+from edgecl.data.class_names import loose_class_name
 from edgecl.continual.federated import Update, fedavg_by_name, is_class_row_key
 from edgecl.errors import EdgeclError, LabelError
 from edgecl.fleet import wire
@@ -274,7 +275,10 @@ def fleet_spelling(names: list[str], known: list[str]) -> list[str]:
     """Class names in the fleet's spelling: a name that differs from a known class only in case
     is that class (the rule of :func:`edgecl.models.classes.known_spelling`: the exact name
     first, else the first known spelling; here with a casefold index, as a fleet may know
-    thousands of classes).
+    thousands of classes); else one that differs only in case, spaces and punctuation
+    (:func:`~edgecl.data.class_names.loose_class_name`: ``other_vehicle`` is ``OtherVehicle``,
+    as a device takes a fleet name; before, two devices that spelt it so in one round made two
+    fleet classes, and each device gained an empty one).
 
     Args:
         names: an update's checked class names.
@@ -286,18 +290,28 @@ def fleet_spelling(names: list[str], known: list[str]) -> list[str]:
     """
     exact = set(known)
     folded: dict[str, str] = {}
+    loose: dict[str, str] = {}
     for name in known:
         folded.setdefault(name.casefold(), name)
-    out = []
-    for name in names:
-        spelling = name if name in exact else folded.get(name.casefold())
-        if spelling is None:
+        if loose_class_name(name):
+            loose.setdefault(loose_class_name(name), name)
+    out: list[str | None] = [name if name in exact else None for name in names]
+    taken = {name for name in out if name is not None}
+    for i, name in enumerate(names):
+        if out[i] is not None:
+            continue
+        spelling = folded.get(name.casefold()) or loose.get(loose_class_name(name) or "\0")
+        if spelling is None or spelling in taken:
+            # new to the fleet; or the update holds both spellings as two classes: two stay
             spelling = name
             known.append(name)
             exact.add(name)
-            folded[name.casefold()] = name
-        out.append(spelling)
-    return out
+            folded.setdefault(name.casefold(), name)
+            if loose_class_name(name):
+                loose.setdefault(loose_class_name(name), name)
+        out[i] = spelling
+        taken.add(spelling)
+    return [str(name) for name in out]
 
 
 def _own_key(record: dict, name: str) -> str:

@@ -767,3 +767,22 @@ def test_the_server_and_a_device_log_the_same_size_of_the_global_model(tmp_path,
     said = re.search(r"sent the global model \(\d+ classes, ([\d.]+) MB\)", caplog.text)
     received = _megabytes(parameters_to_ndarrays(ins.parameters))
     assert said.group(1) == f"{received:.1f}" == "4.8"
+
+
+def test_a_class_spelt_two_ways_in_one_round_is_one_fleet_class():
+    """Before: 'OtherVehicle' from one device and 'other_vehicle' from another (a renamed class)
+    made two fleet classes in one round, and every device gained an empty duplicate."""
+    from edgecl.fleet.strategy import fleet_spelling
+
+    known = ["car"]
+    assert fleet_spelling(["Car", "OtherVehicle"], known) == ["car", "OtherVehicle"]
+    assert fleet_spelling(["other vehicle", "CAR"], known) == ["OtherVehicle", "car"]
+    assert known == ["car", "OtherVehicle"]
+    # a device holding both spellings as two classes keeps them two (no class is merged away
+    # inside one update), the exact name first whatever the order
+    assert fleet_spelling(["other_vehicle", "OtherVehicle"], known) == [
+        "other_vehicle", "OtherVehicle"]
+    assert known == ["car", "OtherVehicle", "other_vehicle"]
+    # names with nothing but punctuation match only themselves
+    assert fleet_spelling(["__", "--"], known) == ["__", "--"]
+    assert fleet_spelling(["行人", "汽车"], []) == ["行人", "汽车"]
