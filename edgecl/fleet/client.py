@@ -517,10 +517,13 @@ def connection_problem(exc: BaseException, address: str = "", tls: bool | None =
     Returns:
         E.g. ``"connection refused: no fleet server listens on 10.0.0.5:9092 (yet)"``.
     """
+    from edgecl.errors import EdgeclError
     from edgecl.models.base import one_line
 
     if isinstance(exc, ServerSilent):
         return str(exc)
+    if isinstance(exc, EdgeclError):  # edgecl's own line (a CA not valid yet): no class name
+        return one_line(exc).split(": ", 1)[1] if str(exc).strip() else one_line(exc)
     code, details = getattr(exc, "code", None), getattr(exc, "details", None)
     if not (callable(code) and callable(details)):
         return one_line(exc)
@@ -585,9 +588,9 @@ def _known_problem(text: str, address: str, host: str, tls: bool | None, connect
 
 def silent_server_problem(address: str, timeout_s: float = 3.0) -> str:
     """Why a server address gave no gRPC answer within :data:`PROBE_TIMEOUT_S`, in words: a
-    host that takes the TCP connection runs another program on that port (before, every
-    silent answer blamed a firewall); one that does not take it is a firewall dropping the
-    packets, or no host.
+    host that takes the TCP connection runs a fleet server that cannot answer (stopped with
+    SIGSTOP, overloaded) or another program on that port (before, every silent answer blamed
+    a firewall); one that does not take it is a firewall dropping the packets, or no host.
 
     Args:
         address: the server's ``host:port``.
@@ -596,8 +599,9 @@ def silent_server_problem(address: str, timeout_s: float = 3.0) -> str:
     waited = f"no answer from {address} within {PROBE_TIMEOUT_S:.0f} s"
     if not _port_takes_connections(address, timeout_s):
         return f"{waited} (a firewall dropping its packets, or no host at that address)"
-    return (f"{waited}, though its port takes connections: another program listens there, not "
-            f"a fleet server (check the port of fleet.server_address)")
+    return (f"{waited}, though its port takes connections: a fleet server that is stopped "
+            f"or too busy to answer (suspended, swapping, a machine under load), or another "
+            f"program listening there (check the port of fleet.server_address)")
 
 
 def _port_takes_connections(address: str, timeout_s: float) -> bool:

@@ -657,8 +657,9 @@ def test_a_silent_answer_from_a_port_that_takes_connections_is_not_blamed_on_a_f
         listener.listen(1)
         address = f"127.0.0.1:{listener.getsockname()[1]}"
         assert silent_server_problem(address) == (
-            f"no answer from {address} within 20 s, though its port takes connections: another "
-            f"program listens there, not a fleet server (check the port of "
+            f"no answer from {address} within 20 s, though its port takes connections: a fleet "
+            f"server that is stopped or too busy to answer (suspended, swapping, a machine under "
+            f"load), or another program listening there (check the port of "
             f"fleet.server_address)")
     assert silent_server_problem(address, timeout_s=1.0).endswith(  # the port is closed now
         "within 20 s (a firewall dropping its packets, or no host at that address)")

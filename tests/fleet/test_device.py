@@ -225,6 +225,10 @@ def test_a_failed_connection_says_grpcs_status_not_a_class_name():
 
     assert connection_problem(Unknown()) == "UNAVAILABLE: UNKNOWN: ipv4:127.0.0.1:9: something new more"
     assert connection_problem(ConnectionError("reset by peer")) == "ConnectionError: reset by peer"
+    from edgecl.errors import ConfigError  # edgecl's own line, without its class name (before:
+    assert connection_problem(ConfigError(  # "ConfigError: config key 'fleet.ca_cert': ...")
+        "config key 'fleet.ca_cert': ca.pem is not valid before 2028-01-11")) == (
+        "config key 'fleet.ca_cert': ca.pem is not valid before 2028-01-11")
 
     class WebServer(Rendezvous):  # a port where an HTTP server listens (before: gRPC's own text)
         def details(self):
