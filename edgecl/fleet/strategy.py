@@ -685,9 +685,11 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                         # the second would overwrite the first's record and be averaged twice
                         rec.setdefault("duplicate_names", []).append(device[:200])
                         if "samples" in rec["devices"][device]:  # the first sent an update
-                            log.warning("fleet round %d: a second reply named %s refused: give "
-                                        "each device its own fleet.device_name", rnd,
-                                        _short(device))
+                            log.warning("fleet round %d: a second reply named %s refused "
+                                        "(connection %s; the first came from %s): give each "
+                                        "device its own fleet.device_name", rnd, _short(device),
+                                        _short(str(getattr(proxy, "cid", "?"))),
+                                        _short(sent_by[device]))
                             said = (f"fleet round {rnd}: two devices sent an update as "
                                     f"{device[:100]}; the server kept ")
                             advice = ": give each device its own fleet.device_name"
@@ -836,9 +838,11 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                     why = self._refuse_reply(rnd, device, exc, "adoption report")
                     adopted[_own_key(adopted, device)] = {"status": "refused", "reason": why}
                     continue
-                # two devices of one name (said at connection) each adopt or not: both kept
-                adopted[_own_key(adopted, device)] = entry
-                log.info("fleet round %d: %s %s the global model (%s)", rnd, device,
+                # two devices of one name (said at connection) each adopt or not: both kept,
+                # and logged by the key the round's record gives them ('drone1 (2)')
+                key = _own_key(adopted, device)
+                adopted[key] = entry
+                log.info("fleet round %d: %s %s the global model (%s)", rnd, key,
                          entry["status"], entry["reason"])
             for device, why in self._dropped_out(results, failures):
                 late = why.startswith("no reply within")

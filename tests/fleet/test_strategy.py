@@ -483,7 +483,7 @@ def test_a_second_reply_with_a_device_name_already_heard_is_refused(tmp_path, ca
     results = [(manager.clients["c0"], results[0][1]), (manager.clients["c1"], results[1][1])]
     with caplog.at_level("WARNING"):
         strategy.aggregate_fit(1, results, [])
-    assert "a second reply named 'jetson' refused" in caplog.text
+    assert "a second reply named 'jetson' refused (connection 'c1'; the first came from 'c0')" in caplog.text
     assert strategy.record["duplicate_names"] == ["jetson"]
     np.testing.assert_allclose(store.load()[1][SHARED], 1.0)  # the first one only
     # each device hears with the next request which of the two it is (before: both heard
