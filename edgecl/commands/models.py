@@ -96,6 +96,7 @@ def list_command(args: argparse.Namespace) -> int:
     if args.json:
         names, former = registry_names_now(Path(registry.root).parent)
         print_json_line([dict(v.to_json(), **engine, int8=gate, serve_problem=problems[v.version],
+                              origin=(v.manifest or {}).get("origin") or None,
                               metrics=metrics_named_now(v.metrics or {}, v.manifest, names,
                                                         former))
                          for v, engine, gate in rows])
@@ -117,6 +118,10 @@ def list_command(args: argparse.Namespace) -> int:
         mark = "*" if v.current else " "
         acc_text = _acc_text(v.metrics)
         reason = f" ({v.reason})" if v.reason else ""  # derived: consistent with the status
+        origin = str((v.manifest or {}).get("origin") or "")
+        if origin.startswith("fleet round"):  # before: told apart from a local round nowhere
+            server = ((v.manifest or {}).get("fleet") or {}).get("server")
+            reason += f" [{origin}{f' of {server}' if isinstance(server, str) else ''}]"
         refused = f" [INT8 refused: {gate['reason']}]" if gate and gate["refused"] else ""
         label = engine["engine_label"] or "-"
         broken = f" [{problems[v.version]}]" if problems[v.version] else ""

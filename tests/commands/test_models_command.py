@@ -607,3 +607,25 @@ def test_a_model_file_named_with_a_terminal_escape_is_shown_escaped(capsys, tmp_
     code, out, err = run_cli(capsys, "models", "add", path, "--state-dir", tmp_path / "state")
     assert code == 0 and "\x1b" not in out and "\u202e" not in out
     assert out.splitlines()[0] == f"staged v0001 from {tmp_path}/m\\x1b[2J\\u202ekp.onnx"
+
+
+def test_models_list_names_the_fleet_round_a_version_came_from(tmp_path, capsys):
+    """Before: a fleet-adopted version read like a local round's in 'models list' (only
+    /api/models gave its origin)."""
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"onnx")
+    registry = Registry(state / "models")
+    local = registry.stage({"model.onnx": src}, {"origin": "round 1"})
+    fleet = registry.stage({"model.onnx": src}, {"origin": "fleet round 3", "parent": local,
+                                                  "fleet": {"round": 3,
+                                                            "server": "10.0.0.5:9092"}})
+    code, out, _ = run_cli(capsys, "models", "list", "--state-dir", state)
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert code == 0 and "[fleet round 3 of 10.0.0.5:9092]" in lines[fleet]
+    assert "fleet" not in lines[local]
+    code, out, _ = run_cli(capsys, "models", "list", "--state-dir", state, "--json")
+    assert {v["version"]: v["origin"] for v in json.loads(out.splitlines()[-1])} == {
+        local: "round 1", fleet: "fleet round 3"}

@@ -93,7 +93,8 @@
     const models = await EC.getJSON("/api/models");
     const rows = models.map((m) => EC.el("tr", {class: m.status === "current" ? "current" : "", "data-version": m.version},
       EC.el("td", {class: "version"}, EC.el("strong", {text: m.version}),
-        m.parent ? EC.el("div", {class: "small muted", text: "from " + m.parent}) : null),
+        m.parent ? EC.el("div", {class: "small muted", text: "from " + m.parent}) : null,
+        /^fleet round /.test(m.origin || "") ? EC.el("div", {class: "small muted", text: m.origin}) : null),
       EC.el("td", {}, EC.el("span", {class: "badge " + (m.status || ""), text: m.status || "?"})),
       engineCell(m),
       EC.el("td", {class: "reason small", text: m.reason || "—"}),
