@@ -14,6 +14,7 @@ without TLS certificates and a token (:func:`check_security`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -313,8 +314,15 @@ def check_security(address: str, *, certs: dict[str, str], token: str, role: str
     from edgecl.runtime.server import MIN_TOKEN_CHARS
 
     if len(token) < MIN_TOKEN_CHARS:
-        log.warning("the fleet token has %d characters: use %d or more (e.g. openssl rand -hex "
-                    "16), the same on the server and every device", len(token), MIN_TOKEN_CHARS)
+        _warn_short_token(len(token), MIN_TOKEN_CHARS)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_short_token(chars: int, least: int) -> None:
+    """Say once per process that the token is short (before: again at every reconnection,
+    four times in 20 s)."""
+    log.warning("the fleet token has %d characters: use %d or more (e.g. openssl rand -hex "
+                "16), the same on the server and every device", chars, least)
 
 
 def device_label(value) -> str:

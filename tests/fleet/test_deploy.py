@@ -546,9 +546,12 @@ def test_a_blank_fleet_token_is_no_token_and_a_short_one_is_warned(tmp_path, mon
     with pytest.raises(ConfigError, match=r"needs TLS and a token: set fleet.token \(or "):
         wire.check_security("10.0.0.5:9092", certs=certs, token=wire.resolve_token("  "),
                             role="server")
+    wire._warn_short_token.cache_clear()
     with caplog.at_level(logging.WARNING, logger="edgecl.fleet.wire"):
         wire.check_security("10.0.0.5:9092", certs=certs, token="x", role="server")
-    assert "the fleet token has 1 characters: use 16 or more" in caplog.text
+        wire.check_security("10.0.0.5:9092", certs=certs, token="y", role="server")
+    # once a process (before: again at every reconnection of a device)
+    assert caplog.text.count("the fleet token has 1 characters: use 16 or more") == 1
 
 
 def test_a_device_says_which_side_lacks_the_fleet_token():
