@@ -79,7 +79,14 @@ def server_command(args: argparse.Namespace) -> int:
 
 
 def _print_record(rec: dict) -> None:
-    devices = ", ".join(f"{d}: {v.get('update', '?')}" for d, v in sorted(rec.get("devices", {}).items()))
+    adoption = rec.get("adoption") or {}
+
+    def adopted(device: str) -> str:  # before: a device that left during adoption read "kept"
+        status = (adoption.get(device) or {}).get("status")
+        return f" (the new model: {status})" if isinstance(status, str) and status else ""
+
+    devices = ", ".join(f"{d}: {v.get('update', '?')}{adopted(d)}"
+                        for d, v in sorted(rec.get("devices", {}).items()))
     # a round that saved no global model records no class list: "0 classes" read as a fleet
     # that had lost its classes
     model = (f"{len(rec['names'])} classes" if "names" in rec

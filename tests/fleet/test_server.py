@@ -179,9 +179,15 @@ def test_a_round_without_a_new_model_is_not_printed_as_zero_classes(capsys):
     _print_record({"round": 2, "bytes": 5_300_000, "devices": {"d1": {"update": "skipped"}}})
     _print_record({"round": 3, "bytes": 5_300_000, "names": ["car", "person"],
                    "devices": {"d1": {"update": "kept"}}})
+    _print_record({"round": 4, "bytes": 5_300_000, "names": ["car"],
+                   "devices": {"d1": {"update": "kept"}, "d2": {"update": "kept"}},
+                   "adoption": {"d1": {"status": "promoted"}, "d2": {"status": "dropped out"}}})
     assert capsys.readouterr().out.splitlines() == [
         "round 2: 5.3 MB, no new global model; d1: skipped",
-        "round 3: 5.3 MB, 2 classes; d1: kept"]
+        "round 3: 5.3 MB, 2 classes; d1: kept",
+        # before: "d2: kept" for a device that left during the adoption
+        "round 4: 5.3 MB, 1 classes; d1: kept (the new model: promoted), d2: kept (the new "
+        "model: dropped out)"]
 
 
 def test_a_stop_signal_once_stopping_is_ignored_to_the_end(caplog):
