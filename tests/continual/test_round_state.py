@@ -214,17 +214,25 @@ def test_a_folder_where_the_progress_file_belongs_stops_a_round_before_it_trains
                               f"manifests)")
 
 
-def test_a_damaged_progress_file_is_kept_beside_its_repair(tmp_path):
-    """Before: garbage in learner/state.json was overwritten by the restored progress."""
+def _serving_version_that_learnt_up_to_9(state_dir):
+    """A registry whose current version recorded its progress (round 2, samples up to 9), and
+    the learner's folder, for a progress file to be restored from it."""
     from edgecl.continual.round_state import state_path
     from edgecl.models.registry import Registry
 
-    src = tmp_path / "m.onnx"
+    src = state_dir / "m.onnx"
     src.write_bytes(b"x")
-    registry = Registry(tmp_path / "models")
+    registry = Registry(state_dir / "models")
     registry.promote(registry.stage({"model.onnx": src}, {"learner_state": {
         "round": 2, "last_sample_id": 9}}))
-    state_path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    state_path(state_dir).parent.mkdir(parents=True, exist_ok=True)
+
+
+def test_a_damaged_progress_file_is_kept_beside_its_repair(tmp_path):
+    """Before: garbage in learner/state.json was overwritten by the restored progress."""
+    from edgecl.continual.round_state import state_path
+
+    _serving_version_that_learnt_up_to_9(tmp_path)
     state_path(tmp_path).write_bytes(b"\x00garbage")
     assert load_state(tmp_path).last_sample_id == 9
     kept = [p for p in state_path(tmp_path).parent.iterdir() if ".corrupt-" in p.name]
@@ -240,14 +248,8 @@ def test_a_progress_file_this_user_may_not_read_is_left_as_it_is(tmp_path, monke
     from pathlib import Path
 
     from edgecl.continual.round_state import state_path
-    from edgecl.models.registry import Registry
 
-    src = tmp_path / "m.onnx"
-    src.write_bytes(b"x")
-    registry = Registry(tmp_path / "models")
-    registry.promote(registry.stage({"model.onnx": src}, {"learner_state": {
-        "round": 2, "last_sample_id": 9}}))
-    state_path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    _serving_version_that_learnt_up_to_9(tmp_path)
     state_path(tmp_path).write_text('{"round": 2, "last_sample_id": 9}')
     real = Path.read_text
 
