@@ -94,6 +94,7 @@ class FakeConsole:
             {"version": "v0002", "status": "current", "reason": "gate: accepted (+0.04 mAP)",
              "per_class_ap": {"person": 0.64, "car": 0.69, "bicycle": 0.38}, "dece": 0.052,
              "size_bytes": 12_390_000, "created": "2026-11-29T14:10:00Z", "parent": "v0001",
+             "origin": "fleet round 3",
              "engine": "openvino-int8", "engine_label": "OpenVINO INT8",
              "engine_file": "openvino-int8/model.xml",
              "int8": {"accepted": True, "refused": False,

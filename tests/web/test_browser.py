@@ -125,6 +125,9 @@ def test_every_page_in_a_real_browser(served, console_server, browser):
     # a version the gate rejected is never served (the device refuses it): no button
     assert not browser.find_elements(By.CSS_SELECTOR, "button.promote[data-version='v0003']")
     assert text_of(browser, "tr[data-version='v0003'] td:last-child") == "not served (rejected)"
+    # a fleet-adopted version says so under its name (before: only /api/models did)
+    assert text_of(browser, "tr[data-version='v0002'] td.version") == "v0002from v0001fleet round 3"
+    assert "fleet" not in text_of(browser, "tr[data-version='v0003'] td.version")
     browser.find_element(By.CSS_SELECTOR, "button.promote[data-version='v0001']").click()
     wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
     browser.find_element(By.ID, "confirm-ok").click()
