@@ -355,6 +355,13 @@ def client_address(peer: str) -> str:
     return str(mapped or address)
 
 
+def _asked_for(method: str, path: str) -> str:
+    """``METHOD PATH`` for a 404 or 405's one line: the path with control characters escaped,
+    cut at 80 characters."""
+    shown = repr(path)[1:-1]
+    return f"{method} {shown if len(shown) <= 80 else shown[:80] + '...'}"
+
+
 def _client(scope) -> str:
     """The client's address as the server saw it (:func:`client_address`), ``"unknown"`` when
     the server gives none."""
@@ -453,8 +460,8 @@ class _Guard:
             return 401, "missing or wrong token: send 'Authorization: Bearer TOKEN'"
         path = scope.get("path", "")
         if method not in READ_METHODS and (path in PUBLIC_PATHS or path.startswith("/static/")):
-            shown = repr(path)[1:-1]  # worded as every other 405; no body read for public paths
-            return 405, f"Method Not Allowed: {method} {shown if len(shown) <= 80 else shown[:80] + '...'}"
+            # worded as every other 405; no body read for public paths
+            return 405, f"Method Not Allowed: {_asked_for(method, path)}"
         declared = headers.get("content-length")
         if declared is not None and not declared.isdigit():
             return 400, "invalid Content-Length"
@@ -695,8 +702,7 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
     async def _http_error(request: Request, exc: StarletteHTTPException):
         message = str(exc.detail)
         if exc.status_code in (404, 405):  # no such route: say what was asked for
-            path = repr(request.url.path)[1:-1]
-            message += f": {request.method} {path if len(path) <= 80 else path[:80] + '...'}"
+            message += f": {_asked_for(request.method, request.url.path)}"
         response = _error(exc.status_code, message)
         if exc.status_code == 405 and request.url.path.startswith("/static/"):
             response.headers["Allow"] = "GET, HEAD"  # the static files raise it without one
