@@ -403,11 +403,9 @@ def _health_only(app, max_per_client: int):
     """The ASGI ``app`` answering ``/healthz`` alone; any other request gets a 503 JSON error
     naming the bound; the connection closes after either (a keep-alive health poller would
     otherwise hold the spare slot)."""
-    import json
-
-    body = json.dumps({"error": f"too many connections from this address (more than "
+    body, headers = _json_error(f"too many connections from this address (more than "
                                 f"{max_per_client} open): only /healthz is answered on this one; "
-                                f"close idle connections and ask again"}).encode()
+                                f"close idle connections and ask again")
 
     async def health_only(scope, receive, send):
         if scope.get("type") != "http":
@@ -422,26 +420,29 @@ def _health_only(app, max_per_client: int):
 
             await app(scope, receive, closing)
             return
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     return health_only
+
+
+def _json_error(message: str, *extra: tuple[bytes, bytes]
+                ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body and headers of a one-line JSON error that closes the connection, with the
+    ``extra`` headers before ``Connection``."""
+    body = json.dumps({"error": message}).encode()
+    return body, [(b"content-type", b"application/json"),
+                  (b"content-length", str(len(body)).encode()), *extra,
+                  (b"connection", b"close")]
 
 
 def _json_response(status: int, reason: bytes, message: str) -> list:
     """The h11 events of a one-line JSON error that closes the connection."""
     import h11
 
-    body = json.dumps({"error": message}).encode()
-    return [h11.Response(status_code=status, reason=reason,
-                         headers=[(b"content-type", b"application/json"),
-                                  (b"content-length", str(len(body)).encode()),
-                                  (b"cache-control", b"no-store"),
-                                  (b"x-content-type-options", b"nosniff"),
-                                  (b"connection", b"close")]),
+    body, headers = _json_error(message, (b"cache-control", b"no-store"),
+                                (b"x-content-type-options", b"nosniff"))
+    return [h11.Response(status_code=status, reason=reason, headers=headers),
             h11.Data(data=body), h11.EndOfMessage()]
 
 
@@ -551,15 +552,12 @@ def _timed_protocol(timeout_s: float, max_per_client: int = 0):
                 if (scope.get("type") == "http" and limit is not None
                         and (len(self.connections) >= limit or len(self.tasks) > limit)):
                     self.logger.warning("Exceeded concurrency limit.")
-                    body = json.dumps({"error": f"the console is serving as many connections "
-                                                f"and requests as it takes ({limit}): try again "
-                                                f"shortly"}).encode()
+                    body, headers = _json_error(
+                        f"the console is serving as many connections and requests as it takes "
+                        f"({limit}): try again shortly", (b"cache-control", b"no-store"),
+                        (b"retry-after", b"1"))
                     await send({"type": "http.response.start", "status": 503,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode()),
-                                            (b"cache-control", b"no-store"),
-                                            (b"retry-after", b"1"),
-                                            (b"connection", b"close")]})
+                                "headers": headers})
                     await send({"type": "http.response.body", "body": body})
                     return
                 await app(scope, receive, send)
