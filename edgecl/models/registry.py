@@ -1266,11 +1266,12 @@ class Registry:
 
         Kept: the current version, its parent, ``keep_promoted`` versions ever promoted
         (current or retired: those a rollback would return to first, in its order, then
-        the newest others, such as versions rolled back away from), the last ``keep_rejected`` rejected versions, every staged
-        version newer than current, every version staged by :meth:`add` (a person's) and
-        not promoted yet, and the ``keep_promoted`` newest held for a person to promote
-        (:data:`MANUAL_PROMOTION`). Every other version keeps only a tombstone manifest (status ``pruned``,
-        its file digests moved to ``pruned_files``); tombstones beyond :data:`MAX_TOMBSTONES`
+        the newest others, such as versions rolled back away from), the last
+        ``keep_rejected`` rejected versions, every staged version newer than current, every
+        version staged by :meth:`add` (a person's) and not promoted yet, and the
+        ``keep_promoted`` newest held for a person to promote (:data:`MANUAL_PROMOTION`).
+        Every other version keeps only a tombstone manifest (status ``pruned``, its file
+        digests moved to ``pruned_files``); tombstones beyond :data:`MAX_TOMBSTONES`
         are deleted (oldest first). Corrupt or symlinked versions are left alone and reported.
 
         Args:
