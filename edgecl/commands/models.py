@@ -260,32 +260,33 @@ def add_command(args: argparse.Namespace) -> int:
             promote_version(cfg.state_dir, held)
             print(f"promoted {held}")
         return 0
+    classes = ClassRegistry(cfg.state_dir)
+    seeds = not str(args.path).lower().endswith((".yaml", ".yml"))
+
+    def refuse_other_classes(names: dict) -> None:
+        """Before a copy is staged (before: staged and rejected, a copy of the model kept)."""
+        conflict = classes.conflict(names)
+        if conflict:  # 'edgecl run' would serve it under the device's names: car boxes named boat
+            raise ConfigError(f"{args.path}: {conflict}; nothing was added (use a model trained "
+                              f"with these class ids, or another --state-dir)")
+        problem = classes.seed_problem(names) if seeds else None
+        if problem:
+            raise ConfigError(f"{args.path}: {problem}; nothing was added")
+
     try:
-        version = registry.add(args.path, opts=_options(args))
+        version = registry.add(args.path, opts=_options(args), accept_classes=refuse_other_classes)
     except BaseException:
         if not existed:  # a refused first model leaves no empty state directory behind
             _remove_if_only_skeleton(state)
         raise
     names = registry.manifest(version).get("classes") or {}
-    classes = ClassRegistry(cfg.state_dir)
-    conflict = classes.conflict(names)
-    if conflict:  # 'edgecl run' would serve it under the device's names: car boxes named boat
-        if not existed:  # nothing to keep a rejected copy for: no state directory is left
-            shutil.rmtree(state, ignore_errors=True)
-            raise ConfigError(f"{args.path}: {conflict}; nothing was added")
-        _reject(cfg, registry, version, f"class ids disagree with the device: {conflict}")
-        raise ConfigError(f"{args.path}: {conflict}; staged as {version} and rejected (use a "
-                          f"model trained with these class ids, or another --state-dir)")
     added = []
-    if names and not str(args.path).lower().endswith((".yaml", ".yml")):
+    if names and seeds:
         # its class ids become the device's now, so that labels imported next map onto them by
         # name (before, an import numbered its classes afresh and the head's rows were renamed)
         try:
             added = classes.seed(names)
-        except EdgeclError as exc:
-            if not existed:  # before: a new state directory with a 10 MB rejected version
-                shutil.rmtree(state, ignore_errors=True)
-                raise ConfigError(f"{args.path}: {exc}; nothing was added") from None
+        except EdgeclError as exc:  # the registry changed since the check above
             _reject(cfg, registry, version, f"class names refused: {exc}")
             raise ConfigError(f"{args.path}: {exc}; staged as {version} and rejected") from None
     print(one_line(f"staged {version} from {args.path}"))

@@ -74,6 +74,51 @@ def named_by_number(names: dict[int, str]) -> bool:
     return bool(names) and all(m is not None and int(m[1]) == cid for cid, m in found.items())
 
 
+def _seed_names(names: dict) -> dict[int, str]:
+    """A checkpoint's class id -> name, ids as integers and names cleaned.
+
+    Raises:
+        LabelError: an id that is no integer, an invalid name, or two names that are one
+            class to every lookup (``car`` beside ``Car``).
+    """
+    try:
+        wanted = {int(k): clean_name(v) for k, v in names.items()}
+    except (TypeError, ValueError):
+        raise LabelError(f"checkpoint class ids must be integers, got {sorted(names)[:5]}") from None
+    keys = [n.casefold() for n in wanted.values()]
+    if len(set(keys)) != len(keys):
+        raise LabelError(f"class names are not unique: {_names_twice(wanted)}")
+    return wanted
+
+
+def _seed_plan(entries: list[dict], wanted: dict[int, str]) -> dict[int, str]:
+    """The classes a checkpoint's names add to the registry's ``entries`` (id -> name).
+
+    Raises:
+        ConflictError: an id named differently, or a name under another id (a name the class
+            had before a rename is its own).
+        LabelError: new ids that would leave a gap after the registry's.
+    """
+    by_id = {e["id"]: e["name"] for e in entries}
+    by_name = {same_name_key(e["name"]): e["id"] for e in entries}
+    former = {e["id"]: {same_name_key(n) for n in e.get("renamed_from") or []}
+              for e in entries}  # a model made before a rename names the class so
+    for cid, name in sorted(wanted.items()):  # case aside: 'car' is the class 'Car'
+        key = same_name_key(name)
+        old_name = cid in by_id and key in former[cid]  # made before a rename
+        if cid in by_id and same_name_key(by_id[cid]) != key and not old_name:
+            raise ConflictError(f"class id {cid} is {by_id[cid]!r} in the class registry but "
+                                f"{name!r} in the checkpoint")
+        if key in by_name and by_name[key] != cid and not old_name:
+            raise ConflictError(f"class {name!r} has id {by_name[key]} in the class registry "
+                                f"but {cid} in the checkpoint")
+    new = {cid: n for cid, n in wanted.items() if cid not in by_id}
+    if sorted(new) != list(range(len(entries), len(entries) + len(new))):
+        raise LabelError(f"checkpoint class ids {sorted(wanted)[:8]} would leave a gap after the "
+                         f"registry's {len(entries)} classes (ids must stay 0..n-1)")
+    return new
+
+
 def names_conflict(known: dict[int, str], names: dict,
                    former: dict[int, list[str]] | None = None) -> str | None:
     """Why class ids ``names`` cannot be those of a device whose registry holds ``known``.
@@ -603,31 +648,9 @@ class ClassRegistry:
             ConflictError: an id named differently, or a name under another id, in the registry.
             LabelError: invalid names or ids, or ids that would leave a gap.
         """
-        try:
-            wanted = {int(k): clean_name(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            raise LabelError(f"checkpoint class ids must be integers, got {sorted(names)[:5]}") from None
-        keys = [n.casefold() for n in wanted.values()]
-        if len(set(keys)) != len(keys):  # 'car' beside 'Car' would be one class to every lookup
-            raise LabelError(f"class names are not unique: {_names_twice(wanted)}")
+        wanted = _seed_names(names)
         with self._locked() as entries:
-            by_id = {e["id"]: e["name"] for e in entries}
-            by_name = {same_name_key(e["name"]): e["id"] for e in entries}
-            former = {e["id"]: {same_name_key(n) for n in e.get("renamed_from") or []}
-                      for e in entries}  # a model made before a rename names the class so
-            for cid, name in sorted(wanted.items()):  # case aside: 'car' is the class 'Car'
-                key = same_name_key(name)
-                old_name = cid in by_id and key in former[cid]  # made before a rename
-                if cid in by_id and same_name_key(by_id[cid]) != key and not old_name:
-                    raise ConflictError(f"class id {cid} is {by_id[cid]!r} in the class registry but "
-                                        f"{name!r} in the checkpoint")
-                if key in by_name and by_name[key] != cid and not old_name:
-                    raise ConflictError(f"class {name!r} has id {by_name[key]} in the class registry "
-                                        f"but {cid} in the checkpoint")
-            new = {cid: n for cid, n in wanted.items() if cid not in by_id}
-            if sorted(new) != list(range(len(entries), len(entries) + len(new))):
-                raise LabelError(f"checkpoint class ids {sorted(wanted)[:8]} would leave a gap after the "
-                                 f"registry's {len(entries)} classes (ids must stay 0..n-1)")
+            new = _seed_plan(entries, wanted)
             if new:
                 stamp = now_iso()
                 entries += [{"id": cid, "name": new[cid], "first_seen": stamp} for cid in sorted(new)]
@@ -641,6 +664,25 @@ class ClassRegistry:
                         + (", ..." if len(new) > 3 else ""),
                         shlex.quote(str(self.state_dir)), shlex.quote(first))
         return [new[c] for c in sorted(new)]
+
+    def seed_problem(self, names: dict[int, str]) -> str | None:
+        """Why :meth:`seed` would refuse these names now, without writing anything (a model
+        add checks this before it stages a copy of the model).
+
+        Args:
+            names: class id -> name of the checkpoint's head.
+
+        Returns:
+            The refusal :meth:`seed` would raise, or ``None``.
+
+        Raises:
+            ClassRegistryError: the file is corrupt.
+        """
+        try:
+            _seed_plan(self._read(), _seed_names(names))
+        except (ConflictError, LabelError) as exc:
+            return str(exc)
+        return None
 
     def rename(self, old: str, new: str) -> int:
         """Rename a class; its id stays.

@@ -1185,7 +1185,8 @@ class Registry:
 
     # ----------------------------------------------------------------- adding and pruning
 
-    def add(self, path: str | Path, meta: dict | None = None, opts=None, check: bool = True) -> str:
+    def add(self, path: str | Path, meta: dict | None = None, opts=None, check: bool = True,
+            accept_classes=None) -> str:
         """Stage an existing model file (``.pt``, ``.onnx``, ``.engine``, or an OpenVINO ``.xml``
         with its ``.bin``, and the ``metadata.yaml`` of an ultralytics export, beside it) as a
         new version.
@@ -1200,6 +1201,8 @@ class Registry:
             meta: extra manifest fields.
             opts: :class:`edgecl.models.base.InferenceOptions` for the test load.
             check: load and warm the model before accepting it.
+            accept_classes: called with the loaded model's class id -> name before anything
+                is staged; what it raises refuses the model (only with ``check``).
 
         Returns:
             The new version name.
@@ -1235,6 +1238,8 @@ class Registry:
             if meta_.extra.get("nms_score_threshold") is not None:  # NMS exported inside it
                 info["nms_score_threshold"] = meta_.extra["nms_score_threshold"]
             backend.close()
+            if accept_classes is not None:
+                accept_classes(info["classes"])
         files = {f"model{path.suffix.lower()}": path}
         manifest = dict(info, **(meta or {}), source=str(path))
         if path.suffix.lower() == ".xml":

@@ -435,9 +435,10 @@ def test_an_engine_without_its_checkpoint_is_said_to_be_unlearnable_up_front(cap
                     "add --promote FILE.pt')"]
 
 
-def test_refused_adds_keep_only_the_configured_rejected_copies(capsys, tmp_path):
-    """Before: each 'models add' refused for its class ids kept a full copy of the model as a
-    rejected version, past export.keep_rejected, until 'models prune' was run by hand."""
+def test_an_add_refused_for_its_class_ids_stages_nothing(capsys, tmp_path):
+    """Before: each 'models add' refused for its class ids staged a full copy of the model as a
+    rejected version (kept up to export.keep_rejected), and said 'staged as v0002 and
+    rejected'."""
     from edgecl.bench.console_load import tiny_model
 
     state = tmp_path / "state"
@@ -445,31 +446,28 @@ def test_refused_adds_keep_only_the_configured_rejected_copies(capsys, tmp_path)
     swapped = tiny_model(tmp_path / "swapped.pt", {0: "truck", 1: "car"})
     code, _, err = run_cli(capsys, "models", "add", first, "--promote", "--state-dir", state)
     assert code == 0, err
-    for _ in range(5):
-        code, _, err = run_cli(capsys, "models", "add", swapped, "--state-dir", state,
-                               "export.keep_rejected=2")
-        assert code == 2 and "staged as v000" in err and "and rejected" in err
-    with_files = sorted(p.parent.name for p in (state / "models").glob("v*/model.pt"))
-    assert with_files == ["v0001", "v0005", "v0006"], "the current one and the 2 newest rejected"
+    for _ in range(3):
+        code, out, err = run_cli(capsys, "models", "add", swapped, "--state-dir", state)
+        assert code == 2 and out == "" and err.count("\n") == 1
+        assert err.startswith(f"error: {swapped}: class id 0 is 'truck'")
+        assert "; nothing was added (use a model trained with these class ids" in err
+    assert sorted(p.name for p in (state / "models").glob("v0*")) == ["v0001"]
+    assert json.loads((state / "classes.json").read_text())["classes"][0]["name"] == "car"
 
 
-def test_a_refused_add_says_why_even_when_the_registry_cannot_be_pruned(capsys, tmp_path):
-    """Before: with 'current' pointing at a deleted version, the add refused for its class ids
-    said only 'not pruning: ... current points at v0001, which does not exist'."""
-    import shutil
-
+def test_an_add_whose_names_the_registry_cannot_take_stages_nothing(capsys, tmp_path):
+    """Names the registry cannot take ('truck' beside 'Truck'): refused before a copy is
+    staged (before: staged as v0002 and rejected)."""
     from edgecl.bench.console_load import tiny_model
 
     state = tmp_path / "state"
-    first = tiny_model(tmp_path / "first.pt", {0: "car", 1: "truck"})
-    swapped = tiny_model(tmp_path / "swapped.pt", {0: "truck", 1: "car"})
+    first = tiny_model(tmp_path / "first.pt", {0: "car"})
+    gap = tiny_model(tmp_path / "twice.pt", {0: "car", 1: "truck", 2: "Truck"})
     assert run_cli(capsys, "models", "add", first, "--promote", "--state-dir", state)[0] == 0
-    shutil.rmtree(state / "models" / "v0001")
-    code, out, err = run_cli(capsys, "models", "add", swapped, "--state-dir", state)
-    assert code == 2
-    lines = err.splitlines()
-    assert lines[0].startswith("warning: the registry was not pruned: ")
-    assert lines[-1].startswith(f"error: {swapped}: class id 0 is 'truck'") and "and rejected" in lines[-1]
+    code, out, err = run_cli(capsys, "models", "add", gap, "--state-dir", state)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "class names are not unique" in err and err.rstrip().endswith("; nothing was added")
+    assert sorted(p.name for p in (state / "models").glob("v0*")) == ["v0001"]
 
 
 def test_a_checkpoint_named_with_a_capital_suffix_is_the_base_of_rounds(tmp_path):
