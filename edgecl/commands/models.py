@@ -350,8 +350,6 @@ def _reject(cfg, registry, version: str, reason: str) -> None:
 def _remove_if_only_skeleton(state: Path) -> None:
     """Delete a state directory this command created when it holds nothing but empty folders
     and lock files (the registry's skeleton); anything else stays."""
-    import shutil
-
     files = [p for p in state.rglob("*") if not p.is_dir()]
     if all(p.name.endswith(".lock") for p in files):
         shutil.rmtree(state, ignore_errors=True)
