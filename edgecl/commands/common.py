@@ -265,20 +265,30 @@ def refuse_smaller_memory(cfg: Config) -> None:
     """
     from pathlib import Path
 
-    from edgecl.continual.memory.store import recorded_memory_config
+    from edgecl.continual.memory.store import holdout_slots, recorded_memory_config
 
     root = Path(cfg.state_dir) / "memory"
     recorded = recorded_memory_config(root)
     if recorded is None:
         _refuse_unrecorded_overflow(cfg, root)
         return
+    way_out = ("give no memory settings (the device's are used), or change it in the device's "
+               "config (its runtime evicts at its next start)")
     for key in ("capacity", "max_bytes"):
         mine, device = getattr(cfg.memory, key), getattr(recorded, key)
         if mine < device:
             raise ConfigError(f"memory.{key}={mine} is below the {device} this device's runtime "
                               f"keeps: this command would evict the device's samples for good; "
-                              f"give no memory settings (the device's are used), or lower it in "
-                              f"the device's config (its runtime evicts at its next start)")
+                              f"{way_out}")
+    held, device_held = holdout_slots(cfg.memory), holdout_slots(recorded)
+    train, device_train = cfg.memory.capacity - held, recorded.capacity - device_held
+    if held < device_held or train < device_train:  # before: evicted, and said "to fit capacity"
+        which = (f"{held} held-out slots instead of {device_held}" if held < device_held
+                 else f"{train} training slots instead of {device_train}")
+        raise ConfigError(f"memory.holdout_fraction={cfg.memory.holdout_fraction:g} leaves "
+                          f"{which} (the device's runtime keeps memory.holdout_fraction="
+                          f"{recorded.holdout_fraction:g}): this command would evict the "
+                          f"device's samples for good; {way_out}")
 
 
 def _refuse_unrecorded_overflow(cfg: Config, root) -> None:

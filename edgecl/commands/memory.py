@@ -158,8 +158,10 @@ def stats_command(args: argparse.Namespace) -> int:
     with _open(args, verify=False) as memory:
         stats = memory.stats()
         stats["settings_recorded"] = recorded_memory_config(memory.root) is not None
-        # what the next open with these settings evicts (a smaller capacity or max_bytes given)
+        # what the next open with these settings evicts (a smaller capacity or max_bytes, a
+        # larger holdout_fraction given), and which bound
         stats["over_capacity"] = memory.over_capacity()
+        stats["over_bounds"] = memory.bound_problems()
     stats["over_budget_bytes"] = max(0, stats["bytes"] - stats["sample_budget_bytes"])
     names, merged = _registry_classes(args)
     if names:
@@ -186,14 +188,10 @@ def stats_command(args: argparse.Namespace) -> int:
               "device has run on this memory yet ('edgecl run' records its own; an older "
               "release or a rebuilt index records none): give --config DEVICE.yaml to see "
               "the device's")
-    if stats["over_budget_bytes"]:  # a smaller max_bytes given to this tool
-        print(f"  over that budget by {stats['over_budget_bytes'] / mib:.1f} "
-              f"MiB: the runtime (or memory verify) evicts samples to fit when it opens the "
-              f"memory with these settings, pseudo-labelled ones first, operator answers last")
-    if stats["over_capacity"]:  # a smaller memory.capacity given to this tool
-        print(f"  over memory.capacity by {stats['over_capacity']} sample(s): the "
-              f"runtime (or memory verify) evicts them when it opens the memory with these "
-              f"settings, pseudo-labelled ones first, operator answers last")
+    if stats["over_bounds"]:  # smaller bounds given to this tool
+        print(f"  over these settings' bounds: {'; '.join(stats['over_bounds'])}. The "
+              f"runtime (or memory verify) evicts samples to fit when it opens the memory "
+              f"with these settings, pseudo-labelled ones first, operator answers last")
     for cls, n in stats["per_class"].items():
         print(f"  class {cls} {names.get(cls, '')}: {n} image(s), "
               f"{stats['per_class_held_out'].get(cls, 0)} of them held out for evaluation")

@@ -427,6 +427,16 @@ def test_a_tool_without_the_device_config_keeps_the_memory_settings_of_its_runti
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("error: memory.capacity=10 is below the 30 this device's runtime keeps")
     assert _samples(state) == 28
+    # so would a larger held-out fraction: fewer training slots (before: 28 -> 27 samples, and
+    # a runtime given it said "evicted at start to fit memory.capacity 30")
+    code = main(["labels", "import", "--state-dir", str(state), str(_voc(tmp_path / "voc4", 3)),
+                 "memory.capacity=30", "memory.holdout_fraction=0.9"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: memory.holdout_fraction=0.9 leaves 3 training slots instead "
+                          "of 27 (the device's runtime keeps memory.holdout_fraction=0.1): this "
+                          "command would evict the device's samples for good"), err
+    assert _samples(state) == 28
 
 
 def test_a_memory_from_an_older_release_is_not_evicted_by_a_tool_given_smaller_bounds(

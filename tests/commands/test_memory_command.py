@@ -208,7 +208,23 @@ def test_a_lower_capacity_evicts_on_open_and_says_so(state, caplog):
     with caplog.at_level("WARNING"):
         with ReplayMemory(state / "memory", MemoryConfig(capacity=4, holdout_fraction=0.3)) as m:
             assert len(m) == 4
-    assert "6 sample(s) evicted at start to fit memory.capacity 4" in caplog.text
+    assert ("6 sample(s) evicted at start (8 training samples exceed the 3 training slots "
+            "(memory.capacity 4 less the 1 held-out slots of memory.holdout_fraction 0.3); "
+            "2 held-out samples exceed the 1 held-out slots (memory.capacity 4 x "
+            "memory.holdout_fraction 0.3); pseudo-labelled ones first") in caplog.text
+
+
+def test_a_larger_holdout_fraction_evicts_on_open_and_names_it(state, caplog):
+    """Before: 'evicted at start to fit memory.capacity 2000 and memory.max_bytes 512.0 MiB'
+    when 10 samples sat in a memory of 2,000 slots: the training slots a larger
+    holdout_fraction took were never named."""
+    with caplog.at_level("WARNING"):
+        with ReplayMemory(state / "memory", MemoryConfig(capacity=10, holdout_fraction=0.8)) as m:
+            assert len(m) == 4  # 2 training slots full, and the 2 held-out samples
+    assert ("6 sample(s) evicted at start (8 training samples exceed the 2 training slots "
+            "(memory.capacity 10 less the 8 held-out slots of memory.holdout_fraction 0.8); "
+            "pseudo-labelled ones first") in caplog.text
+    assert "to fit memory.capacity" not in caplog.text
 
 
 def test_export_writes_names_and_paths_outside_ascii_as_themselves(tmp_path, capsys):
@@ -320,15 +336,18 @@ def test_stats_text_gives_sizes_in_mib_and_says_when_a_smaller_max_bytes_is_exce
     assert main(["memory", "stats", "--state-dir", state, "memory.capacity=20",
                  "memory.jpeg_quality=100", "memory.max_bytes=2MiB"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith("  over that budget by ") and "evicts samples to fit" in lines[1]
+    assert lines[1].startswith("  over these settings' bounds: ") and "evicts samples to fit" in lines[1]
+    assert " MiB of samples exceed the 1.0 MiB they may take (memory.max_bytes 2.0 MiB less room " in lines[1]
     assert main(["memory", "stats", "--state-dir", state, "memory.capacity=4",
                  "memory.holdout_fraction=0.5", "memory.jpeg_quality=100"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("samples 6/4 ")
     # 5 training samples in 2 training slots, 1 held out in 2 held-out slots: 3 go (before,
     # "by 2": the sample count less the capacity, blind to the two bounds)
-    assert lines[1] == ("  over memory.capacity by 3 sample(s): the runtime (or memory verify) "
-                        "evicts them when it opens the memory with these settings, "
+    assert lines[1] == ("  over these settings' bounds: 5 training samples exceed the 2 "
+                        "training slots (memory.capacity 4 less the 2 held-out slots of "
+                        "memory.holdout_fraction 0.5). The runtime (or memory verify) evicts "
+                        "samples to fit when it opens the memory with these settings, "
                         "pseudo-labelled ones first, operator answers last")
     assert main(["memory", "stats", "--json", "--state-dir", state, "memory.capacity=4",
                  "memory.holdout_fraction=0.5", "memory.jpeg_quality=100",

@@ -137,10 +137,9 @@ def test_smaller_bounds_on_reopen_evict(tmp_path, caplog):
         assert len(m) == 4 and len(m.last_verify.bound_evictions) == 6
         assert len(list((m.root / "images").iterdir())) == 4
     # said as what it is, not as damage repaired
-    assert (f"replay memory {tmp_path / 'm'}: 6 sample(s) evicted at start to fit "
-            f"memory.capacity 4 and memory.max_bytes 64.0 MiB (pseudo-labelled ones first, "
-            f"operator answers last); "
-            f"4 kept") in caplog.text
+    assert (f"replay memory {tmp_path / 'm'}: 6 sample(s) evicted at start (10 training "
+            f"samples exceed the 4 training slots (memory.capacity 4); pseudo-labelled ones "
+            f"first, operator answers last); 4 kept") in caplog.text
     assert "repaired" not in caplog.text
 
 

@@ -273,6 +273,15 @@ def _short_source(source: object) -> str:
     return "..." + text[-(MAX_SOURCE_CHARS - 3):]
 
 
+def holdout_slots(cfg: MemoryConfig) -> int:
+    """Slots a replay memory with these settings reserves for its held-out slice:
+    ``floor(capacity * holdout_fraction)``, at least 1 and at most ``capacity - 1`` (0 with no
+    held-out fraction); the rest are training slots."""
+    if cfg.holdout_fraction <= 0:
+        return 0
+    return min(int(cfg.capacity) - 1, max(1, int(int(cfg.capacity) * cfg.holdout_fraction)))
+
+
 class ReplayMemory:
     """Bounded, persisted replay memory of labelled images (see the module docstring).
 
@@ -357,6 +366,7 @@ class ReplayMemory:
                     holdout_block_s=self.cfg.holdout_block_s)
             if names and not self.read_only:
                 self.set_class_names(names)
+            over = self.bound_problems() if verify and not self.read_only else []
             self.last_verify = (self.verify(repair=not self.read_only) if verify
                                 else None)
             report = self.last_verify
@@ -364,11 +374,12 @@ class ReplayMemory:
                 log.warning("replay memory %s checked on open and repaired: %s", self.root,
                             report.summary())
             elif report is not None and report.bound_evictions:
-                # a lowered memory.capacity or max_bytes: the user's choice, said plainly
-                log.warning("replay memory %s: %d sample(s) evicted at start to fit memory."
-                            "capacity %d and memory.max_bytes %.1f MiB (pseudo-labelled ones "
-                            "first, operator answers last); %d kept", self.root, len(report.bound_evictions),
-                            self.capacity, self.cfg.max_bytes / 2**20, self._db.count())
+                # a lowered memory.capacity or max_bytes, a raised holdout_fraction: the
+                # user's choice, said plainly with the bound that evicted
+                log.warning("replay memory %s: %d sample(s) evicted at start (%s; pseudo-"
+                            "labelled ones first, operator answers last); %d kept", self.root,
+                            len(report.bound_evictions),
+                            "; ".join(over) or "over the memory's bounds", self._db.count())
                 self._release_evicted_files()
         except BaseException:
             self._db.close()
@@ -476,9 +487,7 @@ class ReplayMemory:
     @property
     def holdout_capacity(self) -> int:
         """Slots reserved for the held-out slice."""
-        if self.cfg.holdout_fraction <= 0:
-            return 0
-        return min(self.capacity - 1, max(1, int(self.capacity * self.cfg.holdout_fraction)))
+        return holdout_slots(self.cfg)
 
     @property
     def train_capacity(self) -> int:
@@ -1423,13 +1432,21 @@ class ReplayMemory:
             when everything fits.
         """
         training, held, size = self._bound_counts()
+        cap, fraction = self.capacity, self.cfg.holdout_fraction
         out = []
-        if training > self.train_capacity:
-            out.append(f"{training} training samples exceed {self.train_capacity} slots")
+        if training > self.train_capacity:  # a raised holdout_fraction shrinks these slots too
+            less = (f" less the {self.holdout_capacity} held-out slots of "
+                    f"memory.holdout_fraction {fraction:g}" if self.holdout_capacity else "")
+            out.append(f"{training} training samples exceed the {self.train_capacity} training "
+                       f"slots (memory.capacity {cap}{less})")
         if held > self.holdout_capacity:
-            out.append(f"{held} held-out samples exceed {self.holdout_capacity} slots")
+            out.append(f"{held} held-out samples exceed the {self.holdout_capacity} held-out "
+                       f"slots (memory.capacity {cap} x memory.holdout_fraction {fraction:g})")
         if size > self.sample_budget_bytes:
-            out.append(f"{size} sample bytes exceed the budget of {self.sample_budget_bytes}")
+            mib = 2 ** 20
+            out.append(f"{size / mib:.1f} MiB of samples exceed the {self.sample_budget_bytes / mib:.1f}"
+                       f" MiB they may take (memory.max_bytes {self.cfg.max_bytes / mib:.1f} MiB "
+                       f"less room for the index)")
         return out
 
     def over_capacity(self) -> int:
