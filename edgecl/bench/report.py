@@ -321,7 +321,8 @@ def plot_reliability(bins: ReliabilityBins, path: str | Path, title: str = "Reli
     conf = np.asarray(bins.conf_mean, dtype=np.float64)
     gap_base = np.where(counts > 0, np.minimum(precision, conf), 0)
     gap = np.where(counts > 0, np.abs(conf - precision), 0)
-    top.bar(centres, gap, widths, bottom=gap_base, color="tab:red", alpha=0.35, label="gap")
+    top.bar(centres, gap, widths, bottom=gap_base, fill=False, hatch="//", edgecolor="tab:red",
+            label="gap")  # hatched, not tinted: a tint over the bars showed another colour
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     top.set_ylim(0, 1)
     top.set_ylabel("precision (IoU >= 0.5)")
@@ -508,9 +509,12 @@ def _class_lines(view, out_dir: Path, forgetting: Mapping[str, float],
 
 
 def _calibration_lines(report: dict | None, version: str,
-                       names_now: dict[int, str] | None = None) -> list[str]:
+                       names_now: dict[int, str] | None = None,
+                       pseudo_now: dict[int, str] | None = None, labels_cfg=None) -> list[str]:
     """Post-hoc calibration section: D-ECE before and after with its protocol; each class under
-    its name now (``names_now``: class id -> name), else the name the report recorded."""
+    its name now (``names_now``: class id -> name), else the name the report recorded; with
+    ``pseudo_now`` (:func:`pseudo_thresholds_now`, made with ``labels_cfg``), the threshold
+    the device pseudo-labels each class at with these settings."""
     if not report:
         return []
     names_now = names_now or {}
@@ -520,14 +524,79 @@ def _calibration_lines(report: dict | None, version: str,
     per_class = report.get("per_class") or {}
     class_rows = [[_name_now(k, v.get("name", k), names_now), v.get("method"), v.get("n"),
                    v.get("n_tp"), v.get("dece_before"), v.get("dece_after"),
-                   (report.get("thresholds") or {}).get(k)] for k, v in per_class.items()]
+                   (report.get("thresholds") or {}).get(k)]
+                  + ([_id_key(pseudo_now, k)] if pseudo_now is not None else [])
+                  for k, v in per_class.items()]
+    headers = ["class", "method", "detections", "TP", "D-ECE before", "D-ECE after",
+               f"calibrated score at precision {_fmt(report.get('target_precision'), 2)}"]
+    note = []
+    if pseudo_now is not None and labels_cfg is not None:
+        lab = labels_cfg
+        headers.append("pseudo-label threshold")
+        note = [f"The calibrated score is where the calibrator fitted in the round reaches its "
+                f"precision. The pseudo-label threshold is what the device applies with these "
+                f"settings: the calibrated score at labels.pseudo_precision "
+                f"{lab.pseudo_precision:g}, for a class fitted on at least "
+                f"labels.pseudo_min_true_positives {lab.pseudo_min_true_positives} true "
+                f"positives, and never below labels.uncertain_high {lab.uncertain_high:g} or "
+                f"labels.pseudo_conf {lab.pseudo_conf:g}.", ""]
     return [f"## Post-hoc calibration of {version}", "",
             f"D-ECE {_fmt(report.get('dece_before'))} before, "
             f"{_fmt(report.get('dece_after'))} after calibration.{_unmeasured(report)}", "",
             *_table(["protocol", "value"], rows), "",
-            *(_table(["class", "method", "detections", "TP", "D-ECE before", "D-ECE after",
-                      f"threshold at precision {_fmt(report.get('target_precision'), 2)}"],
-                     class_rows) + [""] if class_rows else [])]
+            *(_table(headers, class_rows) + [""] + note if class_rows else [])]
+
+
+def _id_key(table: dict[int, str], key: str) -> str:
+    """``table``'s entry for a class id written as text (``"0"``), or "" when it has none."""
+    try:
+        return table.get(int(key), "")
+    except (TypeError, ValueError):
+        return ""
+
+
+def pseudo_thresholds_now(state_dir: str | Path, version: str, labels_cfg) -> dict[int, str] | None:
+    """The threshold at which a device serving ``version`` pseudo-labels each class with these
+    settings, by the runtime's own rule (:class:`edgecl.runtime.versions.CalibrationCache` and
+    :meth:`edgecl.runtime.labels.pseudo.PseudoLabeler.threshold`).
+
+    Args:
+        state_dir: the state directory.
+        version: the version whose calibrator is read (``models/VERSION/calibrator.json``).
+        labels_cfg: the ``labels`` section (precision, least true positives, floors).
+
+    Returns:
+        class id -> ``"0.600"``, or ``"none (...)"`` saying why the class gets no pseudo-label;
+        ``None`` when the version's calibrator cannot be read (pruned, damaged, none).
+    """
+    from edgecl.models.registry import Registry
+    from edgecl.runtime.labels.pseudo import PseudoLabeler
+    from edgecl.runtime.versions import CalibrationCache
+
+    lab = labels_cfg
+    try:
+        registry = Registry(Path(state_dir) / "models", create=False)
+        cache = CalibrationCache(registry, lambda: version, lab.pseudo_precision,
+                                 lab.pseudo_min_true_positives)
+        calibrator = cache.calibrator
+    except (EdgeclError, OSError):
+        return None
+    if calibrator is None:
+        return None
+    known = set(calibrator.classes)
+    labeler = PseudoLabeler(cache.thresholds(known), lab.pseudo_conf, lab.uncertain_low,
+                            lab.uncertain_high)
+    out = {}
+    for cls in sorted(known):
+        value = labeler.threshold(cls)
+        n_tp = calibrator.classes[cls].n_tp
+        if math.isfinite(value):
+            out[cls] = f"{value:.3f}"
+        elif n_tp < lab.pseudo_min_true_positives:
+            out[cls] = f"none ({n_tp} true positives, fewer than {lab.pseudo_min_true_positives})"
+        else:
+            out[cls] = f"none (precision {lab.pseudo_precision:g} never reached)"
+    return out
 
 
 def _name_now(key: str, recorded: str, names_now: dict[int, str]) -> str:
@@ -628,7 +697,8 @@ def _remove_stale(out: Path, written: set[str]) -> None:
             path.unlink(missing_ok=True)
 
 
-def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = None,
+                         labels_cfg=None) -> Path:
     """Write ``report.md``, its PNGs and CSV files from the metrics database of a state directory.
 
     Plots and matrix tables are bounded (see the module docstring); the full matrices go to
@@ -638,6 +708,8 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
     Args:
         state_dir: edgecl state directory holding ``metrics/metrics.sqlite``.
         out_dir: where to write (default ``STATE/metrics/report``).
+        labels_cfg: the device's ``labels`` section: the calibration table then shows the
+            threshold each class is pseudo-labelled at with it.
 
     Returns:
         Path of ``report.md``.
@@ -670,14 +742,18 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
         lines += [FORGETTING_NOTE, ""]
         lines += _unevaluated_lines(state_dir, classes.task_names)
     if view.versions:
-        lines += _calibration_lines(monitor.calibration(view.versions[-1]), view.versions[-1],
-                                    monitor.class_names())
+        version = view.versions[-1]
+        pseudo_now = (pseudo_thresholds_now(state_dir, version, labels_cfg)
+                      if labels_cfg is not None else None)
+        lines += _calibration_lines(monitor.calibration(version), version,
+                                    monitor.class_names(), pseudo_now, labels_cfg)
     latest = monitor.latest_reliability("promoted")
     if latest is not None and int(np.sum(latest[2].counts)) > 0:
         round_no, version, bins = latest
         plot_reliability(bins, out / "reliability.png", title=f"{version} (round {round_no})")
         written.add("reliability.png")
-        lines += ["## Calibration (all tasks of the latest promoted version)", "",
+        lines += ["## Calibration of the latest promoted version (raw scores, before post-hoc "
+                  "calibration; every held-out detection)", "",
                   "![reliability diagram](reliability.png)", ""]
     lines += _round_lines(monitor.rounds(), out, written)
     report = out / "report.md"

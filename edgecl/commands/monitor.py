@@ -52,7 +52,7 @@ def report_command(args: argparse.Namespace) -> int:
     state_dir = cfg.state_dir
     monitor = _open_monitor(state_dir)  # warns about rounds the database lacks
     _say_if_serving_elsewhere(state_dir, monitor, monitor.summary().get("model_version"))
-    print(write_monitor_report(state_dir, args.out))
+    print(write_monitor_report(state_dir, args.out, cfg.labels))
     return 0
 
 

@@ -449,3 +449,52 @@ def test_an_ap_axis_fits_small_values_so_a_fall_shows():
     assert ap_axis_top(np.array([[0.014, np.nan], [0.068, 0.013]])) == pytest.approx(0.10)
     assert ap_axis_top(np.array([[0.2, 0.61]])) == 1.0
     assert ap_axis_top(np.array([[0.0, np.nan]])) == 0.05 and ap_axis_top(np.array([])) == 0.05
+
+
+def test_the_calibration_table_shows_the_threshold_the_device_pseudo_labels_at(tmp_path):
+    """Before: one column, 'threshold at precision 0.90: 0.475', where the device pseudo-labels
+    at 0.6 (labels.uncertain_high), or not at all (a class fitted on too few true positives),
+    and labels.pseudo_precision given to the report changed nothing."""
+    import dataclasses
+
+    from edgecl.calibration.posthoc import CALIBRATOR_FILE, fit_calibrator
+    from edgecl.config import LabelsConfig
+    from edgecl.models.registry import Registry
+
+    # class 0: 12 detections at 0.45, all right: constant 13/14 = 0.929 (reaches 0.9, not
+    # 0.95); class 1: 8 at 0.9, all right (9/10 = 0.9): 8 true positives, under 10
+    conf = np.repeat([0.45, 0.9], [12, 8])
+    calib = fit_calibrator(conf, np.repeat([0, 1], [12, 8]), np.ones(20, bool),
+                           min_isotonic=50, min_platt=50)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.onnx").write_bytes(b"onnx")
+    calib.save(src / CALIBRATOR_FILE)
+    version = Registry(tmp_path / "models").stage(
+        {"model.onnx": src / "model.onnx", CALIBRATOR_FILE: src / CALIBRATOR_FILE}, {})
+    mon = Monitor(tmp_path)
+    mon.record_evaluation(1, version, {t: result(0.5) for t in TASKS}, TASKS)
+    mon.record_round(1, version, "promoted")
+    mon.record_calibration(1, version, {
+        "dece_before": 0.2, "dece_after": 0.1, "n_images": 8, "n_detections": 20,
+        "target_precision": 0.9, "thresholds": {"0": 0.45, "1": 0.9},
+        "per_class": {"0": {"name": "car", "method": "constant", "n": 12, "n_tp": 12},
+                      "1": {"name": "person", "method": "constant", "n": 8, "n_tp": 8}}})
+
+    def rows(labels):
+        text = write_monitor_report(tmp_path, labels_cfg=labels).read_text()
+        return [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+                if line.startswith("| car |") or line.startswith("| person |")], text
+
+    got, text = rows(LabelsConfig())
+    assert [row[-2:] for row in got] == [["0.450", "0.600"], ["0.900", "none (8 true positives, fewer than 10)"]]
+    assert "| calibrated score at precision 0.90 | pseudo-label threshold |" in text
+    assert "labels.pseudo_precision 0.9, for a class fitted on at least" in text
+    got, _ = rows(dataclasses.replace(LabelsConfig(), pseudo_precision=0.95,
+                                      pseudo_min_true_positives=5, uncertain_high=0.5))
+    assert [row[-1] for row in got] == ["none (precision 0.95 never reached)", "none (precision "
+                                        "0.95 never reached)"]
+    got, _ = rows(dataclasses.replace(LabelsConfig(), pseudo_min_true_positives=5,
+                                      uncertain_high=0.4, pseudo_conf=0.4))
+    assert [row[-1] for row in got] == ["0.450", "0.900"]
+    assert "pseudo-label threshold" not in write_monitor_report(tmp_path).read_text()
