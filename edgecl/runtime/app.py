@@ -907,7 +907,7 @@ class Runtime:
             ``frames_captured``, ``frames_processed``, ``frames_dropped`` (back-pressure),
             ``frames_skipped`` and ``reconnects`` (the source's), ``swaps``,
             ``model_refusals`` (promoted versions the loader refused, the loop keeping its
-            model; with a registry),
+            model; with a registry), ``model_version`` (what the loop serves now),
             ``processed_fps``, ``inference_fps``, ``sinks`` (``{name: {"dropped",
             "errors"}}``), ``step_errors``; with a state directory ``queue_items``,
             ``storing_paused``, ``labelling`` (the labelling pipeline's counts) and ``learner``
@@ -923,7 +923,8 @@ class Runtime:
         loop = self.loop
         if loop is not None:
             counts = loop.counters()
-            out.update(frames_processed=counts["processed"], processed_fps=loop.delivered_fps(),
+            out.update(model_version=loop.model_version,  # the swap's own, not the last sample's
+                       frames_processed=counts["processed"], processed_fps=loop.delivered_fps(),
                        inference_fps=loop.current_fps(), swaps=counts["swaps"],
                        frames_captured=counts["captured"], frames_dropped=counts["dropped"],
                        frames_skipped=counts["skipped"], reconnects=counts["reconnects"],

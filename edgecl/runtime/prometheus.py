@@ -16,7 +16,9 @@ The running process's (only when a ``vitals`` callable is given: ``edgecl run`` 
 
 - ``edgecl_runtime_up`` (1; 0 when the callable raised: the fault is logged, counted in
   ``edgecl_runtime_scrape_errors_total`` and the scrape answers all the same),
-  ``edgecl_uptime_seconds``;
+  ``edgecl_uptime_seconds``, ``edgecl_model_info{version=...}`` and ``edgecl_model_version``
+  (the version the loop serves now; without a runtime, the monitor's collector gives the one
+  its last runtime sample named);
 - ``edgecl_health_status{status="ok|degraded|stuck"}`` (1 for the status ``/healthz`` gives, 0
   for the others) and ``edgecl_stage_status{stage="capture",state="ok|idle|..."}`` per stage;
 - frames: ``edgecl_frames_captured_total`` (taken from the source: ``rate()`` of it is what the
@@ -91,8 +93,9 @@ _GAUGES = (
 class _SummaryCollector:
     """prometheus_client collector that reads :meth:`Monitor.summary` on every scrape."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, serving_live: bool = False) -> None:
         self._monitor = monitor
+        self._serving_live = serving_live  # the runtime's collector names the served version
 
     def collect(self):
         """Yield the metric families (an unreadable database yields ``edgecl_monitor_up 0``)."""
@@ -124,13 +127,23 @@ class _SummaryCollector:
         # what the loop serves (its last runtime sample), else the newest version measured: a
         # version promoted by hand ('models add --promote') has no round of its own, and the
         # gauge named the one before it
-        version = summary.get("serving_version") or summary.get("model_version")
-        if version is not None:
-            if re.fullmatch(r"v\d+", version):  # a file served ('file:best.pt') has no number
-                yield GaugeMetricFamily("edgecl_model_version",
-                                        "Numeric part of the served version",
-                                        value=version_number(version))
-            yield InfoMetricFamily("edgecl_model", "Served model version", value={"version": version})
+        if not self._serving_live:
+            yield from model_families(summary.get("serving_version") or summary.get("model_version"))
+
+
+def model_families(version: str | None) -> list:
+    """``edgecl_model_version`` (a registry version's number) and ``edgecl_model{version=...}``
+    for the version served, none for ``None``."""
+    from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+
+    if version is None:
+        return []
+    out = []
+    if re.fullmatch(r"v\d+", version):  # a file served ('file:best.pt') has no number
+        out.append(GaugeMetricFamily("edgecl_model_version", "Numeric part of the served version",
+                                     value=version_number(version)))
+    out.append(InfoMetricFamily("edgecl_model", "Served model version", value={"version": version}))
+    return out
 
 
 HEALTH_STATES = ("ok", "degraded", "stuck")
@@ -203,7 +216,7 @@ def runtime_families(vitals: Mapping) -> list:
             ``processed_fps``, ``inference_fps``, ``queue_items``, ``storing_paused``,
             ``labelling`` (``{event: count}``), ``sinks`` (``{name: {"dropped", "errors"}}``),
             ``learner`` (``{"enabled", "state", "round", "rounds", "progress",
-            "apply_errors"}``).
+            "apply_errors"}``), ``model_version`` (the version the loop serves now).
 
     Returns:
         prometheus_client metric families.
@@ -213,7 +226,7 @@ def runtime_families(vitals: Mapping) -> list:
     """
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    out: list = []
+    out: list = model_families(vitals.get("model_version"))
     if vitals.get("status") is not None:
         out.append(_state_set("edgecl_health_status", "1 for the runtime's health status "
                               "(/healthz), 0 for the others", "status", HEALTH_STATES,
@@ -440,7 +453,7 @@ class PrometheusExporter:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_SummaryCollector(monitor))
+        self.registry.register(_SummaryCollector(monitor, serving_live=vitals is not None))
         state_dir = state_dir if state_dir is not None else getattr(monitor, "state_dir", None)
         self.disk_round = DiskRound(state_dir) if state_dir is not None else None
         self.runtime_collector = (_RuntimeCollector(vitals, self.disk_round)

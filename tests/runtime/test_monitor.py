@@ -825,6 +825,19 @@ def test_a_full_disk_is_named_when_the_metrics_database_cannot_be_written(tmp_pa
         mon.record_round(1, "v0001", "promoted", acc=0.5, bwt=0.0, mean_forgetting=0.0)
 
 
+def test_a_running_process_names_the_version_it_swapped_to_at_once(tmp_path):
+    """Before: /metrics said edgecl_model_info{version="v0005"} for up to 10 s after the swap
+    to v0006 (the last runtime sample's), while /healthz already said v0006."""
+    mon = filled(tmp_path)
+    mon.record_runtime(fps=30.0, latency_ms_p50=11.0, memory_bytes=0, memory_samples=0,
+                       model_version="v0005")
+    live = {"model_version": "v0006"}
+    got = samples(PrometheusExporter(mon, vitals=lambda: live).render().decode())
+    assert got[("edgecl_model_version", ())] == 6.0
+    assert got[("edgecl_model_info", (("version", "v0006"),))] == 1.0
+    assert ("edgecl_model_info", (("version", "v0005"),)) not in got
+
+
 def test_the_model_gauges_name_the_version_serving_not_the_newest_measured(tmp_path, capsys):
     """Before: after 'edgecl models add best.pt --promote' while the device ran, /metrics'
     edgecl_model_version ("Numeric part of the served version") and 'monitor summary' named
