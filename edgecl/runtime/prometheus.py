@@ -99,7 +99,7 @@ class _SummaryCollector:
 
     def collect(self):
         """Yield the metric families (an unreadable database yields ``edgecl_monitor_up 0``)."""
-        from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+        from prometheus_client.core import GaugeMetricFamily
 
         try:
             summary = self._monitor.summary()
