@@ -420,7 +420,9 @@ class Backend(abc.ABC):
             raise ModelLoadError(folder_given(path))
         if not path.is_file():
             why = special_file_problem(path)
-            raise ModelLoadError(f"model file {why}" if why else f"model file not found: {path}")
+            looked = "" if path.is_absolute() else f" (looked for {path.absolute()})"
+            raise ModelLoadError(f"model file {why}" if why
+                                 else f"model file not found: {path}{looked}")
         self._meta = self._load(path)
         floor = self._meta.extra.get("nms_score_threshold")
         if floor is not None and self.opts.conf < floor:

@@ -741,6 +741,11 @@ class Runtime:
                             "top of); without --model a run serves %s", path, current, current)
         else:  # a registry version: an engine that does not load leaves the next one serving
             backend = self.registry.load_serving(version, infer_opts, cfg.runtime.warmup_runs)
+            if cfg.model.path and not Path(cfg.model.path).exists():
+                # before: a typo in model.path went unsaid once a version served
+                log.warning("model.path %s does not exist (looked for %s); unused while the "
+                            "device has a version: %s serves, and rounds learn on it", cfg.model.path,
+                            Path(cfg.model.path).absolute(), version)
         try:
             source = source or open_source(opts.source_uri, cfg.source)
             if opts.use_state:

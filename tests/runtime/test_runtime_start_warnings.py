@@ -281,3 +281,29 @@ def test_the_start_line_names_the_config_hash_each_version_records(tmp_path, cap
     held = load_config(None, [f"state_dir={tmp_path / 'state'}", f"model.path={pt.absolute()}",
                               *overrides])
     assert re.search(r"\(hash ([0-9a-f]+)\)", logged)[1] == config_hash(held)
+
+
+def test_a_missing_model_path_is_named_while_a_version_serves(tmp_path, caplog, monkeypatch):
+    """Before: with a version promoted, a typo in model.path ('frist.pt') started and served
+    without a word about it; on a fresh device a relative one said only 'model file not found:
+    data/first.pt', not where it was looked for."""
+    import logging
+
+    from edgecl.cli import main
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    pt = save_checkpoint(build_detection_model(1, names={0: "car"}), tmp_path / "first.pt",
+                         meta={"names": {0: "car"}, "imgsz": 64})
+    state = tmp_path / "state"
+    assert main(["models", "add", "--promote", "--state-dir", str(state), str(pt)]) == 0
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        _start(state, "", "model.path=frist.pt")
+    assert [m for m in caplog.messages if m.startswith("model.path ")] == [
+        f"model.path frist.pt does not exist (looked for {tmp_path / 'frist.pt'}); unused while "
+        f"the device has a version: v0001 serves, and rounds learn on it"]
+    caplog.clear()
+    with pytest.raises(Exception, match=r"^model file not found: data/first.pt \(looked for "
+                       + str(tmp_path / "data" / "first.pt").replace(".", r"\.") + r"\)$"):
+        _start(tmp_path / "fresh", "", "model.path=data/first.pt")
