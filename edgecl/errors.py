@@ -340,7 +340,8 @@ def missing_path(path: object) -> str:
 def file_as_state_dir(path: object) -> str:
     """The one-line error for a file standing where the state directory belongs (a model or a
     config given as ``--state-dir``)."""
-    return f"{path} is a file where a folder belongs (the state directory; check --state-dir)"
+    return (f"{path} is a file where a folder belongs (the state directory; check --state-dir, "
+            f"or state_dir in the config)")
 
 
 def describe_os_error(exc: OSError) -> str:

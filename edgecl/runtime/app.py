@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import re
 import signal
@@ -175,8 +176,10 @@ def ensure_writable(state_dir: str | Path) -> None:
                         "and metrics wait for room and resume by themselves", path,
                         exc.strerror or exc)
             return
-        raise StorageError(f"state directory {path} is not writable: "
-                           f"{exc.strerror or exc}") from None
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.ENOENT and path.is_dir():  # /proc/self: there, but takes no file
+            why = f"no file can be created in it ({why}: a virtual file system such as /proc?)"
+        raise StorageError(f"state directory {path} is not writable: {why}") from None
 
 
 def _note_renamed(names: dict, known: dict[int, str], former: dict[int, list[str]],

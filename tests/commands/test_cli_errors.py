@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_a_mistyped_state_directory_is_named_and_not_created(run_edgecl, tmp_pat
     model.write_bytes(b"onnx")
     code, _, err = run_edgecl([*argv, "--state-dir", str(model)])
     assert code == 2 and err == (f"error: {model} is a file where a folder belongs (the state "
-                                 f"directory; check --state-dir)\n")
+                                 f"directory; check --state-dir, or state_dir in the config)\n")
     assert model.read_bytes() == b"onnx"
 
 
@@ -116,8 +117,19 @@ def test_run_names_a_file_given_as_its_state_directory(run_edgecl, tmp_path):
     code, out, err = run_edgecl(["run", "--state-dir", state, "--model", "yolo11n.yaml",
                                  "--source", "synthetic://", "--frames", "1"])
     assert code == 2 and err.endswith(f"error: {state} is a file where a folder belongs (the "
-                                      f"state directory; check --state-dir)\n")
+                                      f"state directory; check --state-dir, or state_dir in the config)\n")
     assert state.read_text() == "mine"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_run_says_why_a_folder_that_takes_no_file_is_no_state_directory(run_edgecl):
+    """Before: 'state directory /proc/self is not writable: No such file or directory', for a
+    folder that is there."""
+    code, out, err = run_edgecl(["run", "--state-dir", "/proc/self", "--model", "yolo11n.yaml",
+                                 "--source", "synthetic://", "--frames", "1"])
+    assert code == 2 and err.endswith(
+        "error: state directory /proc/self is not writable: no file can be created in it (No "
+        "such file or directory: a virtual file system such as /proc?)\n"), err
 
 
 @pytest.mark.parametrize("flag", ["--json", "--js", "--jso"])
