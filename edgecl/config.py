@@ -670,6 +670,18 @@ def _unknown_key_error(dotted: str, where: str, *, joined: bool = False) -> Conf
             return ConfigError(f"unknown config key {_show(dotted)} in {where}: it is a key of "
                                f"{'a section' if len(owners) == 1 else 'sections'} "
                                f"({', '.join(owners)}); {how}")
+    top = typing.get_type_hints(Config)
+    if len(parts) == 2 and dataclasses.is_dataclass(top.get(parts[0])):
+        owners = [f"{name}.{parts[1]}" for name, kind in top.items()
+                  if name != parts[0] and dataclasses.is_dataclass(kind)
+                  and parts[1] in {f.name for f in dataclasses.fields(kind)}]
+        if owners:  # 'port' under 'learner:': before, no hint at all
+            how = (f"write {' or '.join(owners)}" if where == "command-line override" else
+                   "move it under " + " or ".join(f"'{o.split('.')[0]}:'" for o in owners))
+            sections = " or ".join(o.split(".")[0] for o in owners)
+            return ConfigError(f"unknown config key {_show(dotted)} in {where}: {parts[1]!r} "
+                               f"belongs to {sections} ({', '.join(owners)}), not to "
+                               f"{parts[0]}; {how}")
     closest = _closest_key(parts)
     if joined and closest and "." in closest:
         levels = closest.split(".")

@@ -694,3 +694,17 @@ def test_a_sections_key_at_the_top_level_names_its_section(tmp_path):
                                           "or 'fleet:'")
     assert _one_line_error(None, ["capacity=3"]).endswith("(memory.capacity); write "
                                                           "memory.capacity")
+
+
+def test_a_key_under_the_wrong_section_names_its_section(tmp_path):
+    """Before: 'unknown config key 'learner.port'' with no hint, for server's key written
+    under 'learner:'."""
+    path = tmp_path / "c.yaml"
+    path.write_text("learner:\n  port: 18631\n")
+    assert _one_line_error(path) == (f"unknown config key 'learner.port' in {path}: 'port' "
+                                     f"belongs to server (server.port), not to learner; move it "
+                                     f"under 'server:'")
+    assert _one_line_error(None, ["fleet.capacity=3"]).endswith(
+        "'capacity' belongs to memory (memory.capacity), not to fleet; write memory.capacity")
+    path.write_text("learner:\n  epocks: 3\n")  # a typo in its own section: the closest key
+    assert _one_line_error(path).endswith("did you mean 'learner.epochs'?")
