@@ -40,3 +40,19 @@ def test_looping_dir_warns_once_per_file_and_counts_every_pass(tmp_path, caplog)
     # returned pass 4's b), b's 2 refused rows in passes 1-4
     assert source.stats.skipped == 3
     assert source.stats.bad_labels == 4 and source.stats.refused_labels == 8
+
+
+def test_a_run_says_when_its_source_ended(tmp_path, caplog):
+    """Before: a folder (or a video) that played to its end stopped the run with the summary
+    alone: a service restarting it replayed the file every few seconds without a word."""
+    from edgecl.cli import main
+
+    for i in range(3):
+        _png(tmp_path / "frames" / f"{i}.png", 10 * i)
+    caplog.set_level(logging.INFO, logger="edgecl.runtime.loop")
+    uri = f"dir://{tmp_path / 'frames'}"
+    assert main(["run", "--model", "yolo11n.yaml", "--source", uri, "model.imgsz=64",
+                 "--quiet"]) == 0
+    said = [r.getMessage() for r in caplog.records if "ended after" in r.getMessage()]
+    assert said == [f"source {uri} ended after 3 frame(s): the run stops (a video file or a "
+                    f"folder plays once; ?loop=1 plays it again and again)"]
