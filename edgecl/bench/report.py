@@ -607,18 +607,32 @@ def _name_now(key: str, recorded: str, names_now: dict[int, str]) -> str:
         return recorded
 
 
-def _unevaluated_lines(state_dir: str | Path, evaluated: Sequence[str]) -> list[str]:
-    """A line naming the device's classes that no evaluation covered yet (none held out); a
-    class merged into another is no class of its own any more, and is left out."""
+def unevaluated_classes(state_dir: str | Path, evaluated: Sequence[str]) -> list[str]:
+    """The device's classes, in id order, that no evaluation covered yet (none held out); a
+    class merged into another is no class of its own any more, and is left out.
+
+    Args:
+        state_dir: the state directory (its ``classes.json``).
+        evaluated: the names the evaluations hold.
+
+    Returns:
+        Class names; empty also when the class registry cannot be read (its fault is said
+        where it is used).
+    """
     from edgecl.models.classes import ClassRegistry, ClassRegistryError
 
     try:
         registry = ClassRegistry(state_dir)
         names, merged = registry.names(), registry.merged()
-    except ClassRegistryError:  # the report is about the metrics; the registry's fault is its own
+    except ClassRegistryError:
         return []
-    missing = [name for cid, name in sorted(names.items())
-               if name not in set(evaluated) and cid not in merged]
+    return [name for cid, name in sorted(names.items())
+            if name not in set(evaluated) and cid not in merged]
+
+
+def _unevaluated_lines(state_dir: str | Path, evaluated: Sequence[str]) -> list[str]:
+    """A line naming the device's classes that no evaluation covered yet (none held out)."""
+    missing = unevaluated_classes(state_dir, evaluated)
     if not missing:
         return []
     shown = ", ".join(_md(name) for name in missing)

@@ -75,6 +75,12 @@ def summary_command(args: argparse.Namespace) -> int:
     summary = monitor.summary()
     _say_if_serving_elsewhere(cfg.state_dir, monitor, summary.get("model_version"))
     summary["serving_version"] = _serving_now(cfg.state_dir, summary.get("serving_version"))
+    if summary.get("kind") == "classes" or summary.get("class_ap50_95"):
+        from edgecl.bench.report import unevaluated_classes
+
+        # before: a class taught with no held-out sample yet was absent without a word
+        summary["not_evaluated"] = unevaluated_classes(cfg.state_dir,
+                                                       list(summary.get("class_ap50_95") or {}))
     if args.json:
         print_json_line(summary)
         return 0
@@ -104,6 +110,9 @@ def summary_command(args: argparse.Namespace) -> int:
         print(f"class_ap50_95[{name}] {_text(value)}")
     for name, value in summary.get("class_forgetting", {}).items():
         print(f"class_forgetting[{name}] {_text(value)}")
+    if summary.get("not_evaluated"):
+        print(f"{'not_evaluated':<16} {', '.join(summary['not_evaluated'])} (no held-out image of "
+              f"these classes yet: a class is evaluated once the replay memory holds one)")
     return 0
 
 

@@ -903,3 +903,30 @@ def test_a_merged_class_leaves_the_summary_and_metrics_but_not_the_matrix(tmp_pa
     got = samples(PrometheusExporter(mon).render().decode())
     assert ("edgecl_class_ap50_95", (("class", "drone"),)) not in got
     assert got[("edgecl_class_ap50_95", (("class", "car"),))] == pytest.approx(0.55)
+
+
+def test_summary_names_the_classes_no_evaluation_covers_yet(tmp_path, capsys):
+    """Before: a class taught in the field with no held-out image yet (Bicycle: 6 images, 0
+    held out) was missing from 'monitor summary' and /metrics without a word."""
+    import argparse
+    import json
+
+    from edgecl.commands import monitor as monitor_cmd
+    from edgecl.models.classes import ClassRegistry
+
+    ClassRegistry(tmp_path).seed({0: "car", 1: "person", 2: "bicycle"})
+    mon = Monitor(tmp_path)
+    ap = {0: 0.6, 1: 0.2}
+    res = EvalResult(map50_95=0.4, map50=0.5, recall=0.5, precision=0.5, per_class_ap50_95=ap,
+                     n_images=8, n_boxes=20, dece=0.0, per_class_recall={c: 0.5 for c in ap},
+                     per_class_instances={c: 10 for c in ap})
+    mon.record_evaluation(1, "v0001", {"stream": res}, ["stream"], ts_s=1.0,
+                          class_names={0: "car", 1: "person"})
+    mon.record_round(1, "v0001", "promoted", acc=0.4, bwt=0.0, mean_forgetting=0.0)
+    args = argparse.Namespace(state_dir=str(tmp_path), config=None, overrides=[], json=False)
+    assert monitor_cmd.summary_command(args) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "not_evaluated    bicycle (no held-out image of these classes yet: a class is evaluated "
+        "once the replay memory holds one)")
+    assert monitor_cmd.summary_command(argparse.Namespace(**{**vars(args), "json": True})) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["not_evaluated"] == ["bicycle"]
