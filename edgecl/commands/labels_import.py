@@ -268,6 +268,8 @@ def import_command(args: argparse.Namespace) -> int:
                if result["unnamed_classes"] else "")
     relabelled = (f"; {result['relabelled']} image(s) already in memory got this import's labels "
                   f"(--relabel)" if result["relabelled"] else "")
+    relabelled += (f"; {result['pseudo_replaced']} pseudo-labelled sample(s) of the same images "
+                   f"replaced by these labels" if result["pseudo_replaced"] else "")
     queued = (f"; {len(dropped)} frame(s) waiting in the operator queue are now in memory and "
               f"were taken off it" if dropped else "")
     orphans = skipped_annotations_note(result)

@@ -99,6 +99,8 @@ class ImportReport:
             labels them otherwise).
         relabelled: images already in the memory whose stored labels were replaced by this
             import's (``relabel=True``; counted as imported).
+        pseudo_replaced: pseudo-labelled samples of the same images that this import's
+            verified labels replaced (counted as imported).
         unnamed_classes: ``class_<id>`` names of a dataset without class names that the
             registry had no class for, so they were kept (sorted by id).
         named_from_registry: ``class_<id>`` -> the registry's name for that id, where the
@@ -139,6 +141,7 @@ class ImportReport:
     unnamed_classes: list[str] = field(default_factory=list)
     named_from_registry: dict[str, str] = field(default_factory=dict)
     relabelled: int = 0
+    pseudo_replaced: int = 0
     frame_sequences: int = 0
     frames_per_block: int = 0
     held_out: Counter = field(default_factory=Counter)
@@ -167,12 +170,14 @@ class ImportReport:
                       and sum(self.in_memory(name)) >= self.holdout_every)
 
     def to_dict(self) -> dict:
-        """``{"imported", "skipped", "reasons", "evicted", "relabelled", "classes_added",
+        """``{"imported", "skipped", "reasons", "evicted", "relabelled", "pseudo_replaced",
+        "classes_added",
         "similar_classes", "classes_matched", "ignored_regions", "empty_boxes", "boxes",
         "unnamed_classes", "named_from_registry", "frame_sequences", "frames_per_block",
         "held_out", "held_out_per_class", "unmeasured_classes"}`` (``unmeasured_classes``:
         :meth:`unmeasured`)."""
         return {**self.tally.to_dict(), "evicted": self.evicted, "relabelled": self.relabelled,
+                "pseudo_replaced": self.pseudo_replaced,
                 "frame_sequences": self.frame_sequences, "frames_per_block": self.frames_per_block,
                 "held_out": self.held_out.get("", 0),
                 "held_out_per_class": {name: self.held_out.get(name, 0)
@@ -307,7 +312,7 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
             (the same import run again once there is room stores only the rest).
     """
     report = ImportReport()
-    evicted_before = memory.evicted
+    evicted_before, replaced_before = memory.evicted, memory.pseudo_replaced
     try:
         _ingest(items, memory, classes, origin, task, report, relabel, declared, progress)
     except StorageError as exc:
@@ -316,6 +321,7 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
                            f"stored is skipped)") from None
     finally:
         report.evicted = memory.evicted - evicted_before
+        report.pseudo_replaced = memory.pseudo_replaced - replaced_before
     return report
 
 

@@ -1285,3 +1285,26 @@ def test_the_recorded_settings_are_read_where_no_wal_index_can_be_made(tmp_path,
 
     monkeypatch.setattr(sqlite_room, "connect", no_shm_here)
     assert store.recorded_memory_config(root) == device
+
+
+def test_the_summary_counts_pseudo_labelled_copies_the_import_replaced(tmp_path, capsys):
+    """Before: an import whose images the device held with pseudo-labels replaced them (pseudo
+    8 -> 0 in 'memory stats') without a word in its summary or its JSON."""
+    from edgecl.data.images import pixels_hash
+    from edgecl.frames import LabelOrigin
+
+    src = _voc(tmp_path / "voc", 3)
+    state = tmp_path / "state"
+    box = np.array([[0, 0.5, 0.5, 0.2, 0.2]], np.float32)
+    with ReplayMemory(state / "memory", MemoryConfig(), names={0: "boat"}) as memory:
+        for k in (0, 1):  # the device pseudo-labelled two of the images
+            image = cv2.imread(str(src / "JPEGImages" / f"{k:03d}.jpg"))
+            memory.add(Sample(image, box, task="stream", origin=LabelOrigin.PSEUDO,
+                              content_hash=pixels_hash(image)))
+    ClassRegistry(state).seed({0: "boat"})
+    result = _import(capsys, state, src, "--json")
+    assert result["imported"] == 3 and result["pseudo_replaced"] == 2
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        assert memory.stats()["per_origin"]["pseudo"] == 0 and len(memory) == 3
+    line = _import(capsys, state, _voc(tmp_path / "voc2", 1))  # the same first image again
+    assert "pseudo-labelled" not in line

@@ -332,6 +332,9 @@ class ReplayMemory:
         self.evicted = 0
         """Samples that this object's adds evicted to keep the memory's bounds (capacity, a
         task's share of the held-out slots, byte budget), since it was opened."""
+        self.pseudo_replaced = 0
+        """Pseudo-labelled samples that this object's adds replaced with the same image under
+        verified labels (an operator's answer, an import), since it was opened."""
         self._open_index(names, verify_on_open)
 
     def _open_index(self, names: dict[int, str] | None, verify: bool) -> None:
@@ -916,6 +919,7 @@ class ReplayMemory:
             raise
         self._admission.pending = {}
         self.evicted += len(victims)
+        self.pseudo_replaced += len(replaced)
         # forgotten in the next write that records removals (one commit, not one more each)
         self._unlinked = [] if self._unlink_samples(victims + replaced) else victims + replaced
         if replaced:
