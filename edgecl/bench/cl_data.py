@@ -92,7 +92,8 @@ def class_remap(task_set: TaskSet) -> dict[int, int]:
     return {c: i for i, c in enumerate(order)}
 
 
-def filter_label_text(text: str, keep: dict[int, int], where: str = "labels") -> str:
+def filter_label_text(text: str, keep: dict[int, int], where: str = "labels",
+                      nc: int | None = None) -> str:
     """Keep the label rows whose class is in ``keep`` and renumber them (THE label rule reads them).
 
     Args:
@@ -100,6 +101,8 @@ def filter_label_text(text: str, keep: dict[int, int], where: str = "labels") ->
             duplicates, clipping).
         keep: original class id -> new id; rows of other classes are dropped.
         where: file name for error messages.
+        nc: the dataset's class count: a row of a class id at or past it is refused (before,
+            dropped without a word, held-out boxes too); ``None``: not checked.
 
     Returns:
         The filtered label text in :func:`edgecl.data.labels.labels_to_text` format
@@ -108,7 +111,7 @@ def filter_label_text(text: str, keep: dict[int, int], where: str = "labels") ->
     Raises:
         LabelError: the first refused row (``file:line: why``).
     """
-    parsed = parse_yolo_label_text(text, where)
+    parsed = parse_yolo_label_text(text, where, nc)
     if parsed.refused:
         raise LabelError(parsed.refused[0])
     rows = [[keep[int(r[0])], *r[1:]] for r in parsed.labels if int(r[0]) in keep]
@@ -145,7 +148,7 @@ def data_hash(task_set: TaskSet) -> str:
     return digest.hexdigest()[:16]
 
 
-def filtered_copy(image: Path, dst: Path, keep: dict[int, int]) -> None:
+def filtered_copy(image: Path, dst: Path, keep: dict[int, int], nc: int | None = None) -> None:
     """Link ``image`` to ``dst`` and write its labels beside it (ultralytics layout), keeping and
     renumbering the rows of the classes in ``keep`` (:func:`filter_label_text`).
 
@@ -153,10 +156,11 @@ def filtered_copy(image: Path, dst: Path, keep: dict[int, int]) -> None:
         image: an image with its YOLO label file beside it (none: no boxes).
         dst: the copy's path (under an ``images/`` folder).
         keep: original class id -> new id; rows of other classes are dropped.
+        nc: the dataset's class count (:func:`filter_label_text`).
 
     Raises:
-        LabelError: a malformed label row, or a label file that cannot be read (a pipe, a
-            device, over a label file's size).
+        LabelError: a malformed label row, a class id at or past ``nc``, or a label file
+            that cannot be read (a pipe, a device, over a label file's size).
         ConfigError: an image that cannot be read.
     """
     src_label = label_path_for(image)
@@ -174,7 +178,7 @@ def filtered_copy(image: Path, dst: Path, keep: dict[int, int]) -> None:
         eight_bit_copy(image, dst)
     else:
         link_or_copy(image, dst)
-    atomic_write_text(label_path_for(dst), filter_label_text(text, keep, str(src_label)))
+    atomic_write_text(label_path_for(dst), filter_label_text(text, keep, str(src_label), nc))
 
 
 def eight_bit_copy(image: Path, dst: Path) -> None:
@@ -205,11 +209,11 @@ def _keep_seen(task_set: TaskSet, t: int, remap: dict[int, int]) -> dict[int, in
 
 
 def _write_copies(root: Path, task: str, split: str, images, keep: dict[int, int],
-                  write: bool) -> tuple[Path, ...]:
+                  write: bool, nc: int) -> tuple[Path, ...]:
     paths = tuple(_view_path(root, task, split, k, image) for k, image in enumerate(images))
     if write:
         for image, img in zip(images, paths):
-            filtered_copy(image, img, keep)
+            filtered_copy(image, img, keep, nc)
     return paths
 
 
@@ -217,7 +221,7 @@ def _write_split(root: Path, task_set: TaskSet, t: int, split: str, remap: dict[
                  write: bool) -> tuple[Path, ...]:
     task = task_set.tasks[t]
     keep = _keep_seen(task_set, t, remap) if split == "train" else remap
-    return _write_copies(root, task.name, split, task.split(split), keep, write)
+    return _write_copies(root, task.name, split, task.split(split), keep, write, task_set.nc)
 
 
 def _write_joint(root: Path, task_set: TaskSet, t: int, remap: dict[int, int],
@@ -225,7 +229,7 @@ def _write_joint(root: Path, task_set: TaskSet, t: int, remap: dict[int, int],
     keep = _keep_seen(task_set, t, remap)
     return tuple(path for earlier in task_set.tasks[:t]
                  for path in _write_copies(root, earlier.name, f"joint{t}",
-                                           earlier.split("train"), keep, write))
+                                           earlier.split("train"), keep, write, task_set.nc))
 
 
 def prepare_view(task_set: TaskSet, work_dir: str | Path, write: bool = True) -> DataView:

@@ -418,7 +418,8 @@ def split_first_task(taskset, out_dir: Path, share: float) -> tuple[list[Path], 
     return first[:cut], yaml_path
 
 
-def renumbered_copies(images: list[Path], remap: dict[int, int], out_dir: Path) -> list[Path]:
+def renumbered_copies(images: list[Path], remap: dict[int, int], out_dir: Path,
+                      nc: int | None = None) -> list[Path]:
     """Work copies of ``images`` (hard links) whose labels carry new class ids.
 
     A first task whose classes are, say, 0 and 2 of the dataset trains a model that numbers
@@ -429,19 +430,20 @@ def renumbered_copies(images: list[Path], remap: dict[int, int], out_dir: Path) 
         images: images with YOLO labels beside them (none: no boxes).
         remap: dataset class id -> new id; rows of other classes are dropped.
         out_dir: folder for ``images/`` and ``labels/`` (files named ``<k>_<name>``).
+        nc: the dataset's class count: a row of a class id at or past it is refused.
 
     Returns:
         The copies, in the order of ``images``.
 
     Raises:
-        LabelError: a malformed label file.
+        LabelError: a malformed label file, or a class id at or past ``nc``.
     """
     from edgecl.bench.cl_data import filtered_copy
 
     paths = []
     for k, image in enumerate(images):
         dst = Path(out_dir) / "images" / f"{k:05d}_{Path(image).name}"
-        filtered_copy(Path(image), dst, remap)
+        filtered_copy(Path(image), dst, remap, nc)
         paths.append(dst)
     return paths
 
@@ -545,7 +547,7 @@ def starting_model(taskset, yaml_path: Path, cfg, choice: str, steps: int, cache
     # the model numbers its classes 0..k-1; rows of other classes (an image of the first task
     # may also show a later task's object) are dropped, or ultralytics would refuse the image
     images = renumbered_copies(images, {c: i for i, c in enumerate(first)},
-                               Path(cache_dir) / "first-task-data")
+                               Path(cache_dir) / "first-task-data", taskset.nc)
     return cached_trained_model(images, {i: taskset.names[c] for i, c in enumerate(first)},
                                 cfg.learner, cache_dir, steps=steps, prefix="first-task",
                                 key_parts=key_parts, progress=progress,

@@ -101,6 +101,19 @@ def test_view_filters_train_labels_to_seen_classes_in_introduction_order(two_tas
     assert label_path_for(view.train[0][0]).stat().st_mtime_ns == stamp  # reused, not rewritten
 
 
+def test_view_refuses_a_class_id_no_class_of_the_dataset_has(two_task_data, tmp_path):
+    """Before: '9 0.5 0.5 0.1 0.1' in a training label and '7 ...' in a test label were dropped
+    without a word (the test boxes gone changed the mAP reported), while a malformed row in
+    the same file stopped the run."""
+    task_set = load_tasks(two_task_data)
+    label = label_path_for(task_set.tasks[1].test[0])
+    label.write_text(label.read_text() + "7 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(LabelError, match=f"^{label}:\\d+: class 7 "):
+        prepare_view(task_set, tmp_path / "work")
+    assert filter_label_text("0 0.5 0.5 0.1 0.1\n3 0.2 0.2 0.1 0.1\n", {0: 0}, "f.txt", nc=4) == (
+        "0 0.500000 0.500000 0.100000 0.100000\n")  # a class of no task yet: dropped
+
+
 # --- replay-set sizing -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("budget, n, expected", [
