@@ -153,6 +153,19 @@ def _split_warnings(args: argparse.Namespace, result: dict) -> None:
               + ("splits it in blocks of 10 consecutive frames (a test split of other "
                  "recordings is better still)" if one else "keeps each sequence in one split"),
               file=sys.stderr)
+    shown = 10
+    for item in result["left_out"][:shown]:  # before: a count alone, and exit 0
+        print(f"warning: {item['image']} left out: {item['why']}", file=sys.stderr)
+    if result["bad_labels"] > shown and result["left_out"]:
+        print(f"warning: ... {result['bad_labels'] - shown} more left out ('--json' lists "
+              f"{len(result['left_out'])} with why)", file=sys.stderr)
+    from edgecl.data.splits import parse_ratios
+
+    if parse_ratios(args.ratios)[1] > 0:
+        for task in result["tasks"]:
+            if not task["val"]:  # before: 'val 0' in the table, and no word
+                print(f"warning: task {task['name']} gets no val images: its images fall in too "
+                      f"few groups for the val share of --ratios {args.ratios}", file=sys.stderr)
     if args.group_by and result["ungrouped"]:
         print(f"warning: {result['ungrouped']} image name(s) did not match --group-by "
               f"'{args.group_by}'; each of them is its own group (split frame by frame)",

@@ -336,6 +336,10 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
+MAX_LEFT_OUT_LISTED = 100
+"""Images left out for their labels that ``split_tasks`` lists with why (all are counted)."""
+
+
 def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str | None = None,
                 ratios: str | tuple[float, float, float] = (0.7, 0.1, 0.2), seed: int = 0) -> dict:
     """Write a class-incremental ``tasks.yaml`` over a YOLO dataset (module docstring).
@@ -351,10 +355,12 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
 
     Returns:
         ``{"tasks": [{"name", "classes", "train", "val", "test"}], "unassigned", "groups",
-        "ungrouped", "bad_labels", "balanced_splits", "split_rank", "tasks_yaml",
+        "ungrouped", "bad_labels", "left_out", "balanced_splits", "split_rank", "tasks_yaml",
         "sequence_names"}`` (``bad_labels``: images left out for missing or refused labels, a
         label file another image takes too, or a path a list file cannot hold:
-        :func:`edgecl.data.tasks.unlistable`)
+        :func:`edgecl.data.tasks.unlistable`; ``left_out``: the first
+        :data:`MAX_LEFT_OUT_LISTED` of those left out for their labels, ``{"image", "why"}``,
+        ``why`` naming the label file, its line and the rule)
         (``split_rank``: which of them the seed took, 1 the most balanced; ``balanced_splits``:
         how many splits, about equally balanced, the seed chose among; 1: every seed gives
         this split; ``sequence_names``: without ``group_by``, :func:`sequence_names` of the
@@ -391,6 +397,7 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     assigned: dict[int, list[tuple[Path, str]]] = defaultdict(list)
     groups: dict[str, Counter] = defaultdict(Counter)
     unassigned = ungrouped = bad = 0
+    left_out: list[dict] = []  # images left out for their labels, with why
     base_dir = Path(out).expanduser().resolve().parent
     shared = shared_label_files(ds.images())
     with _group_by_deadline(group_by) as bounded:  # a runaway expression: one line
@@ -410,9 +417,12 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
             try:
                 parsed = (read_yolo_labels(label_path, len(ds.names), ds.kpt_values)
                           if label_path.is_file() else None)
-            except LabelError:
-                parsed = None
-            if parsed is None or parsed.refused:
+                why = (f"no label file {label_path}" if parsed is None
+                       else parsed.refused[0] if parsed.refused else "")
+            except LabelError as exc:
+                why = str(exc)
+            if why:  # before: counted alone, where 'dataset import' names file, line and why
+                left_out.append({"image": str(image), "why": why})
                 bad += 1
                 continue
             present = [task_of_class[int(c)] for c in parsed.labels[:, 0] if int(c) in task_of_class]
@@ -459,7 +469,8 @@ def split_tasks(dataset: str | Path, tasks: str, out: str | Path, group_by: str 
     sequences = None if pattern is not None else sequence_names(
         [img.stem for images in assigned.values() for img, _ in images], min_sequences=1)
     return {"tasks": report, "unassigned": unassigned, "groups": len(groups), "ungrouped": ungrouped,
-            "bad_labels": bad, "balanced_splits": choices, "split_rank": rank, "tasks_yaml": str(out),
+            "bad_labels": bad, "left_out": left_out[:MAX_LEFT_OUT_LISTED],
+            "balanced_splits": choices, "split_rank": rank, "tasks_yaml": str(out),
             "sequence_names": sequences}
 
 

@@ -152,3 +152,24 @@ def test_a_declared_name_no_device_takes_skips_its_images_as_labels_import_does(
     assert code == 0, err
     got = json.loads(out.splitlines()[-1])
     assert got["imported"] == 6 and got["reasons"] == {"bad class name": 2}
+
+
+def test_split_tasks_names_each_image_it_leaves_out_and_why(tmp_path, run_edgecl):
+    """Before: '2 left out (missing, refused or shared label files, or a name a list cannot
+    hold)', and in --json '"bad_labels": 2' alone, where 'dataset import' names file, line and
+    why; a task with no val image was not warned of either."""
+    src = _dataset(tmp_path / "ds", "[Car, Truck, Person, Bicycle]")
+    (src / "labels" / "2.txt").write_text("2 0.5 0.5 0.3 0.3\n7 0.5 0.5 0.3 0.3\n")
+    (src / "labels" / "6.txt").unlink()
+    code, out, err = run_edgecl(["dataset", "split-tasks", src, "--tasks", "Car;Truck",
+                                 "--out", tmp_path / "cl" / "tasks.yaml", "--json"])
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["bad_labels"] == 2
+    assert result["left_out"] == [
+        {"image": str(src / "images" / "2.jpg"),
+         "why": f"{src / 'labels' / '2.txt'}:2: class 7 exceeds the class count 4 (valid: 0..3)"},
+        {"image": str(src / "images" / "6.jpg"), "why": f"no label file {src / 'labels' / '6.txt'}"}]
+    assert (f"warning: {src / 'images' / '2.jpg'} left out: {src / 'labels' / '2.txt'}:2: class 7 "
+            f"exceeds the class count 4") in err
+    assert "warning: task t1 gets no val images" in err  # 2 Car images: train and test only
