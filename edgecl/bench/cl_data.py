@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, link_or_copy
-from edgecl.data.images import file_deeper_than_8_bits, read_image
+from edgecl.data.images import ImageError, file_deeper_than_8_bits, read_image
 from edgecl.data.labels import labels_to_text, parse_yolo_label_text
 from edgecl.data.tasks import TaskSet, label_path_for
 from edgecl.errors import ConfigError, LabelError
@@ -161,7 +161,7 @@ def filtered_copy(image: Path, dst: Path, keep: dict[int, int], nc: int | None =
     Raises:
         LabelError: a malformed label row, a class id at or past ``nc``, or a label file
             that cannot be read (a pipe, a device, over a label file's size).
-        ConfigError: an image that cannot be read.
+        ConfigError: an image that cannot be read or decoded.
     """
     src_label = label_path_for(image)
     try:
@@ -174,6 +174,10 @@ def filtered_copy(image: Path, dst: Path, keep: dict[int, int], nc: int | None =
         deeper = file_deeper_than_8_bits(image)
     except OSError as exc:
         raise ConfigError(f"cannot read image {image}: {exc.strerror or exc}") from None
+    try:  # before: ultralytics skipped it, naming the work copy and "No module named 'pi_heif'"
+        read_image(image)
+    except ImageError as exc:
+        raise ConfigError(f"{exc}; fix the file, or take it out of the task's list") from None
     if deeper:  # ultralytics would train on its high byte
         eight_bit_copy(image, dst)
     else:

@@ -114,6 +114,17 @@ def test_view_refuses_a_class_id_no_class_of_the_dataset_has(two_task_data, tmp_
         "0 0.500000 0.500000 0.100000 0.100000\n")  # a class of no task yet: dropped
 
 
+def test_view_refuses_an_image_that_does_not_decode_naming_the_users_file(two_task_data, tmp_path):
+    """Before: ultralytics skipped it with 'ignoring corrupt image/label: No module named
+    'pi_heif'', naming the benchmark's work copy instead of the user's file."""
+    task_set = load_tasks(two_task_data)
+    image = task_set.tasks[0].train[1]
+    image.write_bytes(b"this is no image at all")
+    with pytest.raises(ConfigError, match=f"^{image}: does not decode as an image .*; fix the "
+                                          f"file, or take it out of the task's list$"):
+        prepare_view(task_set, tmp_path / "work")
+
+
 # --- replay-set sizing -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("budget, n, expected", [

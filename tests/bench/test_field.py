@@ -205,13 +205,17 @@ def test_a_first_task_of_classes_1_and_2_trains_on_copies_numbered_0_and_1(tmp_p
     images = tmp_path / "ds" / "images"
     images.mkdir(parents=True)
     (tmp_path / "ds" / "labels").mkdir()
+    import cv2
+    import numpy as np
+
+    jpeg = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))[1].tobytes()
     for name, text in (("a", "2 0.5 0.5 0.2 0.2\n1 0.25 0.25 0.1 0.1\n"), ("b", "")):
-        (images / f"{name}.jpg").write_bytes(b"jpeg")
+        (images / f"{name}.jpg").write_bytes(jpeg)
         (tmp_path / "ds" / "labels" / f"{name}.txt").write_text(text)
-    (images / "c.jpg").write_bytes(b"jpeg")  # no label file: a background image
+    (images / "c.jpg").write_bytes(jpeg)  # no label file: a background image
     copies = field.renumbered_copies(sorted(images.iterdir()), {1: 0, 2: 1}, tmp_path / "w")
     assert [p.name for p in copies] == ["00000_a.jpg", "00001_b.jpg", "00002_c.jpg"]
-    assert copies[0].read_bytes() == b"jpeg"
+    assert copies[0].read_bytes() == jpeg
     labels = [(tmp_path / "w" / "labels" / f"{p.stem}.txt").read_text() for p in copies]
     assert labels == ["1 0.500000 0.500000 0.200000 0.200000\n"
                       "0 0.250000 0.250000 0.100000 0.100000\n", "", ""]
