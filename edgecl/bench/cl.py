@@ -128,7 +128,8 @@ def parse_strategies(text: str) -> list[str]:
     from edgecl.continual.strategies import STRATEGIES
 
     valid = [*NO_BUDGET_STRATEGIES, *STRATEGIES]
-    names = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    # any case, as --backends takes them (before: 'ER' refused, 'ONNX' taken)
+    names = list(dict.fromkeys(s.strip().lower() for s in text.split(",") if s.strip()))
     if not names:
         raise ConfigError("--strategies: no strategy given")
     for name in names:

@@ -315,6 +315,9 @@ def run(args: argparse.Namespace) -> int:
     opts = InferenceOptions(threads=args.threads, imgsz=args.imgsz)
     frames = read_frames(args.source, args.frames)  # a bad source: said before the model loads
     backend = load_backend(args.model, opts, warmup_runs=5)
+    if args.imgsz and backend.meta.imgsz != args.imgsz:  # before: taken without a word
+        log.warning("--imgsz %d is not used: %s runs at its own input size %d", args.imgsz,
+                    args.model, backend.meta.imgsz)
     result = {"model": str(args.model), "backend": backend.meta.backend, "frames": len(frames),
               "imgsz": backend.meta.imgsz, "threads": args.threads}
     result.update(measure(backend, frames, args, backend.meta.imgsz, opts.conf))

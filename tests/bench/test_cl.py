@@ -292,6 +292,12 @@ def test_end_to_end_tiny_run_is_complete_consistent_and_resumable(tmp_path, caps
     assert len(json.loads((out / "results.json").read_text())) == 6
 
 
+def test_strategies_are_taken_in_any_case():
+    """Before: '--strategies ER' was refused as an unknown strategy, while '--backends ONNX'
+    was taken."""
+    assert cl.parse_strategies("ER,FAR+LwF,Joint,er") == ["er", "far+lwf", "joint"]
+
+
 def test_parse_strategies_with_modifiers():
     assert cl.parse_strategies("er+lwf, class_balanced+pl+lwf,finetune+lwf") == [
         "er+lwf", "class_balanced+pl+lwf", "finetune+lwf"]

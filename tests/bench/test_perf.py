@@ -1,3 +1,6 @@
+"""``edgecl bench perf``: how it holds its frames, and what it says of options it cannot use."""
+
+
 
 
 def test_frames_are_decoded_once_within_a_byte_bound(tmp_path, caplog):
@@ -26,3 +29,23 @@ def test_a_frame_count_past_the_bound_is_one_line(run_edgecl):
                                "x.onnx"])
     assert code == 2 and err.strip().splitlines()[-1].startswith(
         "error: argument --frames: expected at most 1000000 frames, got 99999999999999999999")
+
+
+def test_an_imgsz_the_model_does_not_use_is_said(tmp_path, caplog):
+    """Before: '--imgsz 128' on a model exported at 64 was taken without a word."""
+    import logging
+
+    import cv2
+    import numpy as np
+
+    from edgecl.cli import main
+    from edgecl.models.export import export_onnx
+    from edgecl.ultra import build_detection_model
+
+    model = tmp_path / "m.onnx"
+    export_onnx(build_detection_model(1, names={0: "car"}), model, imgsz=64, names={0: "car"})
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((64, 64, 3), 90, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="edgecl.bench.perf"):
+        assert main(["bench", "perf", "--model", str(model), "--imgsz", "128", "--frames", "2",
+                     "--repeats", "1", "--skip-ultralytics", "--source", f"dir://{tmp_path}"]) == 0
+    assert f"--imgsz 128 is not used: {model} runs at its own input size 64" in caplog.text
