@@ -182,12 +182,14 @@ def merge_command(args: argparse.Namespace) -> int:
 
     registry = _registry(args)
     cfg = config_from_args(args)
+    has_memory = (Path(cfg.state_dir) / "memory" / INDEX_FILE).is_file()
+    if has_memory:  # before the merge is written (before: refused after it, half merged)
+        cfg = with_device_memory(cfg, memory_given(args))
+        refuse_smaller_memory(cfg)
     old_id, into_id = registry.merge(args.old, args.into)
     names = registry.names()
     relabelled: list[int] = []
-    if (Path(cfg.state_dir) / "memory" / INDEX_FILE).is_file():
-        cfg = with_device_memory(cfg, memory_given(args))
-        refuse_smaller_memory(cfg)
+    if has_memory:
         with memory_from_config(cfg) as memory:
             relabelled = relabel_class(memory, old_id, into_id, names)
     result = {"merged": names[old_id], "into": names[into_id], "id": old_id, "into_id": into_id,

@@ -111,8 +111,9 @@ def summary_command(args: argparse.Namespace) -> int:
     for name, value in summary.get("class_forgetting", {}).items():
         print(f"class_forgetting[{name}] {_text(value)}")
     if summary.get("not_evaluated"):
-        print(f"{'not_evaluated':<16} {', '.join(summary['not_evaluated'])} (no held-out image of "
-              f"these classes yet: a class is evaluated once the replay memory holds one)")
+        print(f"{'not_evaluated':<16} {', '.join(summary['not_evaluated'])} (no evaluation of "
+              f"these classes yet: a round evaluates a class once the replay memory holds a "
+              f"held-out image of it)")
     return 0
 
 

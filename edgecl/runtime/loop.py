@@ -540,9 +540,11 @@ class InferenceLoop:
                     wd.stop("capture", "source ended")
                     # before: a video that ended stopped the run without a word (a service
                     # restarting it replayed the file in silence)
-                    log.info("source %s ended after %d frame(s): the run stops (a video file "
-                             "or a folder plays once; ?loop=1 plays it again and again)",
-                             getattr(self.source, "uri", "?"), self._captured)
+                    uri = getattr(self.source, "uri", None)  # none: a benchmark's frames
+                    if uri:
+                        log.info("source %s ended after %d frame(s): the run stops (a video "
+                                 "file or a folder plays once; ?loop=1 plays it again and "
+                                 "again)", uri, self._captured)
                     break
                 wd.idle("capture", "waiting for inference")
                 if self._buffer.put(frame, self._stop):

@@ -74,6 +74,19 @@ def test_a_merge_of_an_unknown_class_is_one_line(state, capsys):
     assert ClassRegistry(state).merged() == {}
 
 
+def test_a_merge_refused_for_its_memory_settings_merges_nothing(state, capsys):
+    """Before: 'classes merge Bicycle Person memory.capacity=10' was refused for evicting the
+    device's samples, after classes.json already said Bicycle was merged into Person: the
+    registry half merged, its samples not relabelled."""
+    before = (state / "classes.json").read_bytes()
+    code = main(["classes", "merge", "Persn", "person", "--state-dir", str(state),
+                 "memory.capacity=2", "memory.holdout_fraction=0.5"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "would evict the device's samples" in err, err
+    assert (state / "classes.json").read_bytes() == before
+    assert ClassRegistry(state).merged() == {}
+
+
 def test_a_merge_cut_short_is_named_by_verify_and_finished_by_it(state, capsys):
     """Before: a merge stopped half-way (kill -9, a full disk) left samples holding the merged
     class; 'memory verify' said ok, and 'edgecl learn' trained the retired class on them."""

@@ -926,7 +926,7 @@ def test_summary_names_the_classes_no_evaluation_covers_yet(tmp_path, capsys):
     args = argparse.Namespace(state_dir=str(tmp_path), config=None, overrides=[], json=False)
     assert monitor_cmd.summary_command(args) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "not_evaluated    bicycle (no held-out image of these classes yet: a class is evaluated "
-        "once the replay memory holds one)")
+        "not_evaluated    bicycle (no evaluation of these classes yet: a round evaluates a class "
+        "once the replay memory holds a held-out image of it)")
     assert monitor_cmd.summary_command(argparse.Namespace(**{**vars(args), "json": True})) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["not_evaluated"] == ["bicycle"]
