@@ -43,6 +43,7 @@ def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
                                 "similar_classes": {},
                                 "classes_matched": {}, "ignored_regions": 0,
                                 "difficult_dropped": 0, "evicted": 0, "relabelled": 0,
+                                "pseudo_replaced": 0,
                                 "boxes": {"car": 1, "person": 2}, "unnamed_classes": [],
                                 "named_from_registry": {}, "frame_sequences": 0,
                                 "frames_per_block": 0, "held_out": 0,
