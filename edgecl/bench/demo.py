@@ -181,7 +181,7 @@ def summarize(runtime, report, state: Path, seconds: float, stream,
     summary = monitor.summary()
     statuses = {(r["round"], r["model_version"]): r["status"] for r in monitor.rounds()}
     print(format_table(monitor.matrix_view(None), statuses), file=stream, flush=True)
-    report_path = write_monitor_report(state)
+    report_path = write_monitor_report(state, labels_cfg=runtime.cfg.labels)
     promoted = sum(r["status"] == "promoted" for r in rounds)
     result = {"rounds": len(rounds), "promoted": promoted, "rejected": len(rounds) - promoted,
               "acc": summary.get("acc"), "bwt": summary.get("bwt"),

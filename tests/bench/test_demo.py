@@ -41,13 +41,14 @@ def test_a_demo_whose_rounds_did_not_all_run_says_so(tmp_path):
     from types import SimpleNamespace
 
     from edgecl.bench.demo import summarize
+    from edgecl.config import Config
     from edgecl.runtime.monitor import Monitor
 
     Monitor(tmp_path)
     runtime = SimpleNamespace(
         supervisor=SimpleNamespace(rounds=[{"status": "promoted"}],
                                    last_error="edgecl was upgraded on disk (0.1 -> 0.2) ..."),
-        registry=SimpleNamespace(current=lambda: "v0001"))
+        registry=SimpleNamespace(current=lambda: "v0001"), cfg=Config())
     out = io.StringIO()
     summarize(runtime, SimpleNamespace(frames=10, swaps=1), tmp_path, 1.0, out, expected_rounds=5)
     assert ("[demo] warning: 1 of 5 learning rounds ran (edgecl was upgraded on disk (0.1 -> "
