@@ -661,27 +661,18 @@ def _unknown_key_error(dotted: str, where: str, *, joined: bool = False) -> Conf
         return ConfigError(f"config key '{dotted}' in {where} is a section: set one of its keys, "
                            f"e.g. '{dotted}.{first}'")
     if len(parts) == 1:  # a section's key at the top level (its indentation lost)
-        owners = [f"{name}.{part}" for name, kind in hints.items()
-                  if dataclasses.is_dataclass(kind)
-                  and part in {f.name for f in dataclasses.fields(kind)}]
+        owners = _sections_holding(part)
         if owners:
-            how = (f"write {' or '.join(owners)}" if where == "command-line override" else
-                   "indent it under " + " or ".join(f"'{o.split('.')[0]}:'" for o in owners))
             return ConfigError(f"unknown config key {_show(dotted)} in {where}: it is a key of "
                                f"{'a section' if len(owners) == 1 else 'sections'} "
-                               f"({', '.join(owners)}); {how}")
-    top = typing.get_type_hints(Config)
-    if len(parts) == 2 and dataclasses.is_dataclass(top.get(parts[0])):
-        owners = [f"{name}.{parts[1]}" for name, kind in top.items()
-                  if name != parts[0] and dataclasses.is_dataclass(kind)
-                  and parts[1] in {f.name for f in dataclasses.fields(kind)}]
-        if owners:  # 'port' under 'learner:': before, no hint at all
-            how = (f"write {' or '.join(owners)}" if where == "command-line override" else
-                   "move it under " + " or ".join(f"'{o.split('.')[0]}:'" for o in owners))
+                               f"({', '.join(owners)}); {_how_to_place(owners, where, 'indent')}")
+    if len(parts) == 2 and depth == 1:  # 'port' under 'learner:': before, no hint at all
+        owners = _sections_holding(parts[1], but=parts[0])
+        if owners:
             sections = " or ".join(o.split(".")[0] for o in owners)
             return ConfigError(f"unknown config key {_show(dotted)} in {where}: {parts[1]!r} "
                                f"belongs to {sections} ({', '.join(owners)}), not to "
-                               f"{parts[0]}; {how}")
+                               f"{parts[0]}; {_how_to_place(owners, where, 'move')}")
     closest = _closest_key(parts)
     if joined and closest and "." in closest:
         levels = closest.split(".")
@@ -694,6 +685,21 @@ def _unknown_key_error(dotted: str, where: str, *, joined: bool = False) -> Conf
         closest = nested
     hint = f"; did you mean '{closest}'?" if closest else ""
     return ConfigError(f"unknown config key {_show(dotted)} in {where}{hint}")
+
+
+def _sections_holding(key: str, but: str = "") -> list[str]:
+    """``section.key`` for each section of :class:`Config` (other than ``but``) that has ``key``."""
+    return [f"{name}.{key}" for name, kind in typing.get_type_hints(Config).items()
+            if name != but and dataclasses.is_dataclass(kind)
+            and key in {f.name for f in dataclasses.fields(kind)}]
+
+
+def _how_to_place(owners: list[str], where: str, verb: str) -> str:
+    """How to write a key at its place: on the command line the dotted name, in a file
+    ``VERB it under 'section:'`` (``indent``, ``move``)."""
+    if where == "command-line override":
+        return f"write {' or '.join(owners)}"
+    return f"{verb} it under " + " or ".join(f"'{o.split('.')[0]}:'" for o in owners)
 
 
 def _closest_key(parts: list[str]) -> str | None:

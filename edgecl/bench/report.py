@@ -522,10 +522,10 @@ def _calibration_lines(report: dict | None, version: str,
     rows = [(key, proto.get(key)) for key in ("iou_thr", "n_bins", "min_conf", "matching",
                                               "dece_after", "calibrator") if key in proto]
     per_class = report.get("per_class") or {}
-    class_rows = [[_name_now(k, v.get("name", k), names_now), v.get("method"), v.get("n"),
+    class_rows = [[_by_class_id(k, names_now, v.get("name", k)), v.get("method"), v.get("n"),
                    v.get("n_tp"), v.get("dece_before"), v.get("dece_after"),
                    (report.get("thresholds") or {}).get(k)]
-                  + ([_id_key(pseudo_now, k)] if pseudo_now is not None else [])
+                  + ([_by_class_id(k, pseudo_now, "")] if pseudo_now is not None else [])
                   for k, v in per_class.items()]
     headers = ["class", "method", "detections", "TP", "D-ECE before", "D-ECE after",
                f"calibrated score at precision {_fmt(report.get('target_precision'), 2)}"]
@@ -545,14 +545,6 @@ def _calibration_lines(report: dict | None, version: str,
             f"{_fmt(report.get('dece_after'))} after calibration.{_unmeasured(report)}", "",
             *_table(["protocol", "value"], rows), "",
             *(_table(headers, class_rows) + [""] + note if class_rows else [])]
-
-
-def _id_key(table: dict[int, str], key: str) -> str:
-    """``table``'s entry for a class id written as text (``"0"``), or "" when it has none."""
-    try:
-        return table.get(int(key), "")
-    except (TypeError, ValueError):
-        return ""
 
 
 def pseudo_thresholds_now(state_dir: str | Path, version: str, labels_cfg) -> dict[int, str] | None:
@@ -599,12 +591,13 @@ def pseudo_thresholds_now(state_dir: str | Path, version: str, labels_cfg) -> di
     return out
 
 
-def _name_now(key: str, recorded: str, names_now: dict[int, str]) -> str:
-    """A class's name now by its id as text (``"0"``), else the name recorded with it."""
+def _by_class_id(key: str, table: dict[int, str], default: str) -> str:
+    """``table``'s entry for a class id written as text (``"0"``), else ``default`` (a class's
+    name now, else the name recorded with it; its pseudo-label threshold, else "")."""
     try:
-        return names_now.get(int(key), recorded)
+        return table.get(int(key), default)
     except (TypeError, ValueError):
-        return recorded
+        return default
 
 
 def unevaluated_classes(state_dir: str | Path, evaluated: Sequence[str]) -> list[str]:
