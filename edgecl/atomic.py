@@ -56,7 +56,8 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object],
+                      parents: bool = True) -> None:
     """Let ``write(fh)`` fill a temp file, then fsync it and ``os.replace`` it onto ``path``.
 
     Readers see either the old or the new file, never a partial one.
@@ -64,6 +65,9 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
     Args:
         path: destination file.
         write: callable writing the full contents into the binary file object it is given.
+        parents: create the missing folders above ``path``; False for a store whose folder
+            must not grow again where it was moved or deleted from (:func:`make_dirs_in`):
+            the write then fails with ``ENOENT``.
 
     Raises:
         OSError: when the disk is full or the directory is not writable (its ``filename``
@@ -72,7 +76,8 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
             behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_file_for(path)
     try:
         os.fchmod(fd, new_file_mode())
@@ -133,24 +138,26 @@ def _name_file(exc: BaseException, path: Path) -> None:
         exc.filename = str(path)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, parents: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write_with`).
 
     Args:
         path: destination file.
         data: full new contents.
+        parents: create the missing folders above ``path`` (see :func:`atomic_write_with`).
     """
-    atomic_write_with(path, lambda fh: fh.write(data))
+    atomic_write_with(path, lambda fh: fh.write(data), parents)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, parents: bool = True) -> None:
     """Atomically write UTF-8 text (see :func:`atomic_write_bytes`).
 
     Args:
         path: destination file.
         text: full new contents.
+        parents: create the missing folders above ``path`` (see :func:`atomic_write_with`).
     """
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), parents)
 
 
 def json_default(value):
@@ -183,14 +190,48 @@ def json_safe(value):
     return value
 
 
-def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
+def atomic_write_json(path: str | os.PathLike, obj: object, parents: bool = True) -> None:
     """Atomically write ``obj`` as indented JSON (see :func:`atomic_write_bytes`).
 
     Args:
         path: destination file.
         obj: JSON-serialisable object.
+        parents: create the missing folders above ``path`` (see :func:`atomic_write_with`).
     """
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", parents)
+
+
+def path_identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file or folder ``path`` names now; None when there is none
+    (or it cannot be seen)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def make_dirs_in(path: str | os.PathLike, home: str | os.PathLike,
+                 home_identity: tuple[int, int] | None) -> None:
+    """Create the folder ``path`` and those between it and ``home``, only while ``home`` is
+    the folder it was (:func:`path_identity`) when its store was opened: a store deleted
+    inside its home grows again, a store whose home (the state directory) was moved, replaced
+    or deleted does not grow a new, empty home at the old path, which would take writes that
+    belong with the moved one.
+
+    Args:
+        path: a folder inside ``home``.
+        home: the folder that must still be there.
+        home_identity: ``path_identity(home)`` taken when the store was opened.
+
+    Raises:
+        FileNotFoundError: ``home`` was moved, replaced or deleted (it names ``home``).
+        OSError: a folder cannot be made.
+    """
+    if path_identity(home) != home_identity:
+        raise FileNotFoundError(errno.ENOENT, "moved, replaced or deleted since it was opened",
+                                str(home))
+    Path(path).mkdir(parents=True, exist_ok=True)
 
 
 def damaged_copy_path(path: str | os.PathLike, stamp: str,

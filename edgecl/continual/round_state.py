@@ -4,6 +4,7 @@ and what one round returns (:class:`RoundResult` with its :class:`RoundStatus`).
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import logging
 import os
@@ -145,9 +146,19 @@ class RoundResult:
 
 
 def learner_dir(state_dir: str | Path) -> Path:
-    """Return ``STATE/learner`` (created)."""
+    """Return ``STATE/learner`` (created in the state directory, which must exist: a round
+    must not grow a new, empty state directory where the one it began in was moved or deleted).
+
+    Raises:
+        FileNotFoundError: the state directory is not there (it is named).
+        OSError: ``learner`` cannot be made in it.
+    """
     path = Path(state_dir) / "learner"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(exist_ok=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "the state directory is not there (moved or "
+                                "deleted): no round runs in it", str(state_dir)) from None
     return path
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgecl.atomic import atomic_write_bytes
+from edgecl.atomic import atomic_write_bytes, path_identity
 from edgecl.config import Config, RuntimeConfig
 from edgecl.errors import (ConfigError, EdgeclError, LabelError, ModelLoadError, StorageError,
                            UnavailableError, file_as_state_dir, is_disk_full, link_problem)
@@ -544,7 +544,7 @@ class Runtime:
                 resolve_device(cfg.learner.device)
         ensure_writable(cfg.state_dir)
         self.lock = RuntimeLock(cfg.state_dir).acquire()
-        self._state_identity = _dir_identity(cfg.state_dir)
+        self._state_identity = path_identity(cfg.state_dir)
         self.registry = Registry(Path(cfg.state_dir) / "models")
         self.classes = ClassRegistry(cfg.state_dir)
         note = clock_note()
@@ -1078,7 +1078,7 @@ class Runtime:
         """
         if self._state_identity is None or self.state_dir_error:
             return bool(self.state_dir_error)
-        if _dir_identity(self.cfg.state_dir) == self._state_identity:
+        if path_identity(self.cfg.state_dir) == self._state_identity:
             return False
         self.state_dir_error = (f"the state directory {self.cfg.state_dir} was moved, replaced "
                                 f"or deleted while edgecl ran: stopping, so that nothing is "
@@ -1222,12 +1222,3 @@ class Runtime:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
-
-
-def _dir_identity(path: str | Path) -> tuple[int, int] | None:
-    """(device, inode) of the folder ``path`` names now; None when there is none."""
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino

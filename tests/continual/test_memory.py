@@ -576,11 +576,11 @@ def test_disk_full_refuses_the_sample_and_keeps_the_rest(mem, monkeypatch):
     real = atomic.atomic_write_bytes
     calls = []
 
-    def full_on_label(path, data):
+    def full_on_label(path, data, **kw):
         calls.append(path)
         if str(path).endswith(".txt"):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real(path, data)
+        real(path, data, **kw)
 
     monkeypatch.setattr(atomic, "atomic_write_bytes", full_on_label)
     with pytest.raises(StorageError, match="No space left on device") as info:

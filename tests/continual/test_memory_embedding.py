@@ -245,6 +245,48 @@ def test_a_memory_deleted_while_open_starts_again_empty_and_the_next_start_works
         assert again.ids() == [1]                         # but its index missing
 
 
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_a_memory_whose_state_directory_went_away_stores_nothing_at_the_old_path(tmp_path, how):
+    """Before: the store made STATE/memory again at the old path and wrote the sample's files
+    there, while its open index, moved with the state directory, took the row: the moved memory
+    named a sample it did not hold, and the old path held files no index named."""
+    import shutil
+
+    from edgecl.errors import StorageError
+
+    state = tmp_path / "state"
+    m = ReplayMemory(state / "memory", cfg(), names={0: "car"})
+    m.add(Sample(scene(1), BOX, task="t0"))
+    if how == "moved":
+        state.rename(tmp_path / "elsewhere")
+    else:
+        shutil.rmtree(state)
+    with pytest.raises(StorageError, match=f"the folder holding the replay memory, {state}, was "
+                                           f"moved, replaced or deleted since it was opened"):
+        m.add(Sample(scene(2), BOX, task="t0"))
+    assert not state.exists()
+    state.mkdir()          # a new, empty state directory at the old path: not the memory's home
+    with pytest.raises(StorageError, match="moved, replaced or deleted since it was opened"):
+        m.add(Sample(scene(3), BOX, task="t0"))
+    m.close()
+    assert list(state.iterdir()) == []
+    if how == "moved":
+        with ReplayMemory(tmp_path / "elsewhere" / "memory", cfg()) as moved:
+            assert moved.ids() == [1] and moved.last_verify.ok
+
+
+def test_a_sample_folder_deleted_while_open_is_made_again(tmp_path):
+    import shutil
+
+    root = tmp_path / "m"
+    m = ReplayMemory(root, cfg())
+    m.add(Sample(scene(1), BOX, task="t0"))
+    shutil.rmtree(root / "labels")
+    assert m.add(Sample(scene(2), BOX, task="t0")) == 2
+    assert m.label_path(2).is_file()
+    m.close()
+
+
 def test_a_lost_index_while_open_refuses_to_store_and_keeps_reading(tmp_path):
     from edgecl.errors import StorageError
 

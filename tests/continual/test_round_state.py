@@ -295,3 +295,18 @@ def test_a_class_held_out_only_is_not_evaluated_before_any_round_trained_on_it(t
     ctx = _open_round(cfg, None)
     assert ctx.state.task_order == ["stream"]
     assert ctx.state.task_classes == {"stream": [0]}  # truck: once a round trains on it
+
+
+def test_the_learner_folder_is_not_made_where_the_state_directory_went_away(tmp_path):
+    """Before: a round's lock made STATE/learner, and with it a new, empty state directory, at
+    the path of one moved or deleted under the running runtime."""
+    from edgecl.continual.round_state import learner_dir
+    from edgecl.errors import describe_os_error
+
+    assert learner_dir(tmp_path) == tmp_path / "learner" and (tmp_path / "learner").is_dir()
+    gone = tmp_path / "moved-away"
+    with pytest.raises(FileNotFoundError) as info:
+        learner_dir(gone)
+    assert describe_os_error(info.value) == (f"the state directory is not there (moved or "
+                                             f"deleted): no round runs in it: {gone}")
+    assert not gone.exists()

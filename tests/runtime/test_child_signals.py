@@ -50,6 +50,7 @@ def test_the_learner_process_unwinds_on_sigterm(tmp_path, monkeypatch):
     report = tmp_path / "tmp.txt"
     monkeypatch.setattr(learner, "run_learning_round",
                         lambda *a, **k: _hold_a_temporary_folder(report))
+    (tmp_path / "state").mkdir()  # the runtime made it: a round makes none (moved, deleted)
     cfg = load_config(None, [f"state_dir={tmp_path / 'state'}"])
     proc = _start(learner.learner_main, (cfg, "test"))
     try:

@@ -354,10 +354,10 @@ def test_a_full_disk_answer_or_skip_is_one_line_and_the_item_stays_pending(tmp_p
     q.answer(a, [], mem, FakeClasses())                  # room again: not stored twice
     assert len(mem.samples) == 1 and [m["id"] for m in q.pending()] == [b]
 
-    def recent_full(path, data):
+    def recent_full(path, data, **kw):
         if path.name.startswith("recent"):
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, data)
+        return real(path, data, **kw)
 
     monkeypatch.setattr(queue_module, "atomic_write_json", recent_full)
     c = q.push(frame(textured(5), 5), dets([0.5]), priority=0.5, reasons={"novel": 1.0},

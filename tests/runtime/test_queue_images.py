@@ -74,3 +74,26 @@ def test_an_item_whose_image_is_deleted_or_damaged_after_it_was_read_is_no_longe
     (pending / f"{ids[0]}.jpg").unlink()
     (pending / f"{ids[1]}.jpg").write_bytes(b"garbage\n")
     assert [item["id"] for item in queue.pending()] == [ids[2]]
+
+
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_a_queue_whose_state_directory_went_away_queues_nothing_at_the_old_path(tmp_path, how):
+    """Before: a frame queued after the state directory was moved (or deleted) made
+    STATE/labels/pending again at the old path and wrote the item there, in a new, empty state
+    directory; a queue folder deleted inside its state directory is still made again."""
+    import shutil
+
+    state = tmp_path / "state"
+    queue = OperatorQueue(state / "labels", 10)
+    frame = Frame(np.zeros((8, 8, 3), np.uint8), 1, 0.0, "cam")
+    shutil.rmtree(state / "labels")
+    assert queue.push(frame, _dets()) is not None
+    if how == "moved":
+        state.rename(tmp_path / "elsewhere")
+    else:
+        shutil.rmtree(state)
+    with pytest.raises(FileNotFoundError, match="moved, replaced or deleted since it was opened"):
+        queue.push(Frame(np.ones((8, 8, 3), np.uint8), 2, 0.0, "cam"), _dets())
+    assert not state.exists()
+    if how == "moved":
+        assert len(OperatorQueue(tmp_path / "elsewhere" / "labels", 10).pending()) == 1

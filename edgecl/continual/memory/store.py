@@ -180,7 +180,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except OSError:
-        atomic.atomic_write_bytes(dst, Path(src).read_bytes())
+        atomic.atomic_write_bytes(dst, Path(src).read_bytes(), parents=False)
 
 
 def _rounded(n_bytes: int) -> int:
@@ -212,15 +212,6 @@ def is_writable(root: Path) -> bool:
     """
     index = Path(root) / INDEX_FILE
     return os.access(root, os.W_OK) and (not index.exists() or os.access(index, os.W_OK))
-
-
-def _file_identity(path: Path) -> tuple[int, int] | None:
-    """``(device, inode)`` of a file, None when it does not exist (or cannot be seen)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def refuse_lost_index(root: Path) -> None:
@@ -335,6 +326,7 @@ class ReplayMemory:
         self.pseudo_replaced = 0
         """Pseudo-labelled samples that this object's adds replaced with the same image under
         verified labels (an operator's answer, an import), since it was opened."""
+        self._home_identity: tuple[int, int] | None = None  # the folder holding the memory
         self._open_index(names, verify_on_open)
 
     def _open_index(self, names: dict[int, str] | None, verify: bool) -> None:
@@ -348,15 +340,18 @@ class ReplayMemory:
                 refuse_lost_index(self.root)  # an empty index beside samples is damage here too
         else:
             with self._faults(f"cannot open the replay memory {self.root}"):
+                if self._home_identity is None:
+                    (self.root / "images").mkdir(parents=True, exist_ok=True)
+                    self._home_identity = atomic.path_identity(self.root.parent)
                 for sub in ("images", "labels", "snapshots"):
-                    (self.root / sub).mkdir(parents=True, exist_ok=True)
+                    atomic.make_dirs_in(self.root / sub, self.root.parent, self._home_identity)
             if not os.access(self.root, os.W_OK):
                 raise StorageError(f"cannot open the replay memory {self.root}: the folder is not "
                                    f"writable (read-only file system or permissions)")
             with self._faults(f"cannot open the replay memory {self.root}"):
                 refuse_lost_index(self.root)
         self._db = IndexDB(self.root / INDEX_FILE, read_only=self.read_only)
-        self._index_id = None if self.read_only else _file_identity(self.root / INDEX_FILE)
+        self._index_id = None if self.read_only else atomic.path_identity(self.root / INDEX_FILE)
         if self.record_settings and not self.read_only:
             self._record_config()
         try:
@@ -432,12 +427,13 @@ class ReplayMemory:
                 their index, a read-only folder): the index opened before stays open for
                 reading, and the next call tries again (the caller says so: storing pauses).
         """
-        if self.read_only or _file_identity(self.root / INDEX_FILE) == self._index_id:
+        if self.read_only or atomic.path_identity(self.root / INDEX_FILE) == self._index_id:
             return
         with self._lock:
-            now = _file_identity(self.root / INDEX_FILE)
+            now = atomic.path_identity(self.root / INDEX_FILE)
             if now == self._index_id:
                 return
+            self._sample_dirs()  # nothing opens at the old path when the memory's home went
             names = self.class_names()
             with contextlib.suppress(StorageError, ReplayMemoryError):
                 self.flush()  # the old index's pending stream counters, best effort
@@ -457,6 +453,25 @@ class ReplayMemory:
                         self.root, held)
             if names and not self.class_names():
                 self.set_class_names(names)
+
+    def _sample_dirs(self) -> None:
+        """Make the sample folders again where they were deleted, only inside the folder that
+        held the memory when it was opened (:func:`edgecl.atomic.make_dirs_in`): the sample
+        files are then written without creating folders, so a state directory moved or
+        deleted under a running store never grows again at the old path with files that the
+        index (moved with it) names.
+
+        Raises:
+            StorageError: the folder holding the memory was moved, replaced or deleted.
+            OSError: a sample folder cannot be made.
+        """
+        try:
+            for sub in ("images", "labels"):
+                atomic.make_dirs_in(self.root / sub, self.root.parent, self._home_identity)
+        except FileNotFoundError:
+            raise StorageError(f"the folder holding the replay memory, {self.root.parent}, was "
+                               f"moved, replaced or deleted since it was opened: nothing is "
+                               f"stored at the old path") from None
 
     @contextlib.contextmanager
     def _faults(self, what: str, note: str = "") -> Iterator[None]:
@@ -794,13 +809,14 @@ class ReplayMemory:
                     classes = classes_of(labels)
                     text = labels_to_text(labels).encode("utf-8")
                     new_id = self._db.next_id()
+                    self._sample_dirs()
                     image = self.image_path(new_id)
                     written.append(image)
                     at = image
                     _link_or_copy(self.image_path(sample_id), image)
                     written.append(self.label_path(new_id))
                     at = self.label_path(new_id)
-                    atomic.atomic_write_bytes(self.label_path(new_id), text)
+                    atomic.atomic_write_bytes(self.label_path(new_id), text, parents=False)
                     at = self._db.path
                     self._db.delete(sample_id)
                     self._note_unlinking([int(sample_id)])
@@ -898,10 +914,11 @@ class ReplayMemory:
                         self._db.delete(held)  # before make_room: its slot is the new one's
                         replaced.append(held)
                 new_id = self._db.next_id()
+                self._sample_dirs()
                 for path, data in ((self.image_path(new_id), blob), (self.label_path(new_id), text)):
                     written.append(path)
                     at = path
-                    atomic.atomic_write_bytes(path, data)
+                    atomic.atomic_write_bytes(path, data, parents=False)
                 at = self._db.path
                 n_bytes = sum(disk_bytes(p) for p in written)
                 self._check_fits(n_bytes, where)

@@ -48,7 +48,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgecl.atomic import atomic_write_bytes, atomic_write_json
+from edgecl.atomic import atomic_write_bytes, atomic_write_json, make_dirs_in, path_identity
 from edgecl.boot import CLOCK_SET_S, boot_id
 from edgecl.data.answers import (MAX_NEW_CLASSES_PER_ANSWER, boxes_to_labels, finite_number,
                                  valid_item_id)
@@ -152,6 +152,7 @@ class OperatorQueue:
         except OSError as exc:  # a state directory on a read-only mount with no queue: empty
             if exc.errno not in READ_ONLY_ERRNOS:
                 raise
+        self._home_identity = path_identity(self.root.parent)  # the state directory
         self.max_pending = int(max_pending)
         self.answered_keep = int(answered_keep)
         self.priority_half_life_s = float(priority_half_life_s)
@@ -489,8 +490,9 @@ class OperatorQueue:
                     "proposed": proposed}
             if embedding is not None:
                 meta["embedding"] = [round(float(v), 4) for v in embedding]
-            atomic_write_bytes(self.dir / f"{item_id}.jpg", jpg.tobytes())
-            atomic_write_json(self.dir / f"{item_id}.json", meta)
+            make_dirs_in(self.dir, self.root.parent, self._home_identity)
+            atomic_write_bytes(self.dir / f"{item_id}.jpg", jpg.tobytes(), parents=False)
+            atomic_write_json(self.dir / f"{item_id}.json", meta, parents=False)
             metas.append(meta)
             while len(metas) > self.max_pending:
                 lowest = min(metas, key=lambda m: (self._aged(m, now_s), m["created_s"]))
