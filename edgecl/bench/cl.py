@@ -41,7 +41,7 @@ from edgecl.bench.cl_protocol import (
     split_strategy,
 )
 from edgecl.errors import ConfigError, did_you_mean
-from edgecl.input_files import missing_file_why
+from edgecl.data.task_sources import task_split_path
 
 DEFAULT_STRATEGIES = "finetune,er,far,joint"
 DEFAULT_BUDGETS = "0.05,0.10"
@@ -206,13 +206,7 @@ def resolve_data(args: argparse.Namespace, out: Path, make: bool = True) -> Path
             ``make``) no scenario of these parameters in ``OUT/scenario``.
     """
     if args.data != "scenario":
-        path = Path(args.data).expanduser()
-        path = path / "tasks.yaml" if path.is_dir() else path
-        if not path.is_file():
-            why = missing_file_why(path)
-            raise ConfigError(f"--data: no tasks.yaml at {path}" if why == "not found"
-                              else f"--data: {path} is {why}")
-        return path
+        return task_split_path(args.data)
     from edgecl.data.scenario import MARKER_NAME, make_scenario
 
     folder = out / "scenario"

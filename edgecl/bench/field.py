@@ -854,10 +854,9 @@ def run(args) -> int:
 
 def _dataset(args, out: Path) -> Path:
     if args.data != "scenario":
-        path = Path(args.data)
-        if not path.is_file():
-            raise EdgeclError(f"--data: {path} is not a tasks.yaml file")
-        return path
+        from edgecl.data.task_sources import task_split_path
+
+        return task_split_path(args.data)
     from edgecl.data.scenario import make_scenario
 
     return make_scenario(out / "scenario", tasks=args.tasks, images_per_task=args.images_per_task,

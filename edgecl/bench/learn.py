@@ -136,7 +136,8 @@ def load_taskset(data: str, cache_dir: Path, imgsz: int):
         ConfigError: the dataset has fewer than two tasks (a round needs a learnt one and a new one).
     """
     from edgecl.data.scenario import make_scenario
-    from edgecl.data.tasks import load_task_source, refuse_trained_test_images
+    from edgecl.data.task_sources import task_split_path
+    from edgecl.data.tasks import load_tasks, refuse_trained_test_images
 
     if data == "scenario":
         out = cache_dir / f"scenario-{imgsz}"
@@ -145,8 +146,8 @@ def load_taskset(data: str, cache_dir: Path, imgsz: int):
             yaml_path = make_scenario(out, tasks=SCENARIO_TASKS,
                                       images_per_task=SCENARIO_IMAGES_PER_TASK, imgsz=imgsz, seed=0)
     else:
-        yaml_path = Path(data).expanduser()
-    taskset = refuse_trained_test_images(load_task_source(yaml_path))
+        yaml_path = task_split_path(data)
+    taskset = refuse_trained_test_images(load_tasks(yaml_path))
     if len(taskset.tasks) < 2:
         raise ConfigError(f"bench learn needs a dataset with at least 2 tasks (a learnt one and a "
                           f"new one); {data} has {len(taskset.tasks)}")

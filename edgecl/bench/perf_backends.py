@@ -102,7 +102,8 @@ def load_data(data: str, cache_dir: Path, imgsz: int, images_per_task: int):
         The :class:`edgecl.data.tasks.TaskSet`.
     """
     from edgecl.data.scenario import make_scenario
-    from edgecl.data.tasks import load_task_source, refuse_trained_test_images
+    from edgecl.data.task_sources import load_task_source
+    from edgecl.data.tasks import refuse_trained_test_images
 
     if data == "scenario":
         out = cache_dir / f"scenario-{imgsz}-{images_per_task}"

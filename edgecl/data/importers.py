@@ -1880,8 +1880,9 @@ def _coco_item(json_path: Path, where: str, image_path: Path, categories: dict,
 
 
 _READERS = {"yolo": iter_yolo, "voc": iter_voc, "coco": iter_coco}
-_FORMAT_NAMES = {"yolo": "an ultralytics YOLO dataset", "voc": "a Pascal VOC dataset",
-                 "coco": "a COCO dataset"}
+FORMAT_NAMES = {"yolo": "an ultralytics YOLO dataset", "voc": "a Pascal VOC dataset",
+                "coco": "a COCO dataset"}
+"""Each dataset format in words (what :func:`detect_format` names)."""
 
 
 def format_hint(path: str | Path, fmt: str) -> str:
@@ -1908,7 +1909,7 @@ def format_hint(path: str | Path, fmt: str) -> str:
             return ""
     if detected == fmt:
         return ""
-    return (f"; {path} looks like {_FORMAT_NAMES[detected]}: give --format {detected} "
+    return (f"; {path} looks like {FORMAT_NAMES[detected]}: give --format {detected} "
             f"(or leave --format out)")
 
 

@@ -28,9 +28,8 @@ from edgecl.data.labels import label_path_for
 from edgecl.data.yolo_dataset import path_from_text, path_is_file
 from edgecl.errors import (ConfigError, did_you_mean, encoding_problem, link_problem,
                            yaml_problem)
-from edgecl.frames import STREAM_TASK
 from edgecl.input_files import (MAX_DATA_FILE_BYTES, MAX_LIST_BYTES, missing_file_why,
-                                read_data_file, read_input_text, regular_file_problem)
+                                read_input_text, regular_file_problem)
 
 __all__ = ["SPLITS", "TaskSpec", "TaskSet", "label_path_for", "load_tasks", "format_tasks_yaml"]
 
@@ -347,64 +346,3 @@ def format_tasks_yaml(names: dict[int, str], tasks: list[tuple[str, tuple[int, .
         lines.append(f"    classes: [{', '.join(str(c) for c in classes)}]")
         lines.extend(f"    {s}: {path(name, s)}" for s in SPLITS)
     return "\n".join(lines) + "\n"
-
-
-def taskset_from_dataset(path: str | Path, task_name: str = STREAM_TASK) -> TaskSet:
-    """A YOLO dataset (``data.yaml``, Roboflow export, images/labels folder) as a one-task set.
-
-    Every class of the dataset is introduced by the single task; its splits are the
-    dataset's ``train``/``val``/``test`` (a folder without splits is all ``train``).
-
-    Args:
-        path: what :func:`edgecl.data.yolo_dataset.find_dataset` accepts.
-        task_name: the task's name; by default :data:`edgecl.frames.STREAM_TASK`, the task of
-            a camera's frames: one dataset has no tasks, so the learner treats its frames as a
-            deployment's (replay of earlier rounds, per-class evaluation and gate).
-
-    Returns:
-        The :class:`TaskSet` (``path`` is the yaml, or the folder).
-
-    Raises:
-        ConfigError: unreadable dataset, no class names (a ``data.yaml`` with ``names`` is
-            needed), or no training images.
-    """
-    from edgecl.data.yolo_dataset import find_dataset
-
-    dataset = find_dataset(path)
-    where = dataset.yaml_path or dataset.root
-    if not dataset.names:
-        raise ConfigError(f"{where}: no class names; add a data.yaml with 'names' (ultralytics format)")
-    train = dataset.images("train") or dataset.images("all")
-    if not train:
-        raise ConfigError(f"{where}: no training images")
-    task = TaskSpec(name=task_name, classes=tuple(sorted(dataset.names)), train=tuple(train),
-                    val=tuple(dataset.images("val")), test=tuple(dataset.images("test")))
-    return TaskSet(names=dict(dataset.names), tasks=(task,), path=Path(where))
-
-
-def load_task_source(path: str | Path) -> TaskSet:
-    """Load a ``tasks.yaml``, or read a plain YOLO dataset as one task (what ``tasks://`` takes).
-
-    Args:
-        path: a ``tasks.yaml`` (a yaml with ``tasks``), a folder holding one, or anything
-            :func:`taskset_from_dataset` accepts.
-
-    Returns:
-        The :class:`TaskSet`.
-
-    Raises:
-        ConfigError: as :func:`load_tasks` or :func:`taskset_from_dataset`.
-    """
-    path = Path(path).expanduser()
-    if path.is_dir() and ((path / "tasks.yaml").exists() or (path / "tasks.yaml").is_symlink()):
-        return load_tasks(path / "tasks.yaml")  # which says what a pipe or dangling link is
-    if regular_file_problem(path, folder_ok=True):
-        return load_tasks(path)  # which says what it is
-    if path.is_file():
-        try:
-            data = yaml.load(read_data_file(path), Loader=DataFileLoader)
-        except (OSError, yaml.YAMLError, ValueError, RecursionError):  # load_tasks says what
-            data = None
-        if not isinstance(data, dict) or "tasks" in data or "train" not in data:
-            return load_tasks(path)
-    return taskset_from_dataset(path)

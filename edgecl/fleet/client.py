@@ -261,7 +261,7 @@ def token_mismatch(token: str, config: dict) -> str:
 
 def score_current(cfg: Config, test_yaml: str) -> dict:
     """Per-class AP50-95 of the device's current model on a tasks.yaml's test splits, by name."""
-    from edgecl.data.tasks import load_task_source
+    from edgecl.data.task_sources import load_task_source
     from edgecl.fleet.device import FleetDevice, score_by_name
 
     taskset = load_task_source(test_yaml)

@@ -322,7 +322,7 @@ def _baselines_main(cfgs: list[Config], yaml_path: str, task_names: list[list[st
     basic_config(logging.WARNING, "%(asctime)s %(levelname)s baselines: %(message)s")
     from edgecl.atomic import atomic_write_json
     from edgecl.continual.finetune import apply_low_priority
-    from edgecl.data.tasks import load_task_source
+    from edgecl.data.task_sources import load_task_source
     from edgecl.runtime.learner import die_with_parent
     from edgecl.stop_signals import unwind_once_on_stop_signals
 
@@ -403,7 +403,8 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
         ConfigError: bad counts, fewer tasks than devices, or the fleet processes failed.
     """
     from edgecl.atomic import atomic_write_json
-    from edgecl.data.tasks import load_task_source, refuse_trained_test_images
+    from edgecl.data.task_sources import load_task_source
+    from edgecl.data.tasks import refuse_trained_test_images
     from edgecl.fleet.server import fleet_dir
     from edgecl.fleet.store import GlobalStore
 

@@ -28,7 +28,7 @@ def fill_memory(cfg, yaml_path):
     from edgecl.continual.memory import Sample, memory_from_config
     from edgecl.data.images import read_image
     from edgecl.data.labels import label_path_for, read_yolo_labels
-    from edgecl.data.tasks import load_task_source
+    from edgecl.data.task_sources import load_task_source
 
     taskset = load_task_source(yaml_path)
     memory = memory_from_config(cfg, dict(taskset.names))

@@ -206,7 +206,8 @@ def test_things_that_stand_where_a_file_belongs_are_named_not_called_missing(tmp
     import logging
 
     from edgecl.data.importers import iter_labelled
-    from edgecl.data.tasks import load_task_source, load_tasks
+    from edgecl.data.task_sources import load_task_source
+    from edgecl.data.tasks import load_tasks
     from edgecl.errors import ConfigError
     from edgecl.runtime.sources.files import warn_about_labels
 

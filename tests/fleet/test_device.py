@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("flwr")
 
 from edgecl.data.scenario import make_scenario  # noqa: E402
-from edgecl.data.tasks import load_task_source  # noqa: E402
+from edgecl.data.task_sources import load_task_source  # noqa: E402
 from edgecl.fleet.device import UNALIGNED, FleetDevice  # noqa: E402
 from edgecl.fleet.simulate import SimSize, device_config, fill_memory  # noqa: E402
 from edgecl.fleet.weights import initial_global  # noqa: E402

@@ -4,7 +4,7 @@
 tasks (default: all, in the yaml's order) with their YOLO labels and ``Frame.task`` set,
 so the replay memory knows which task each sample belongs to. An ultralytics ``data.yaml``,
 a Roboflow export (``train/ valid/ test/``) or a YOLO folder is read as one task named
-``stream``, as a camera's frames (see :func:`edgecl.data.tasks.load_task_source`).
+``stream``, as a camera's frames (see :func:`edgecl.data.task_sources.load_task_source`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from edgecl.config import SourceConfig
-from edgecl.data.tasks import load_task_source
+from edgecl.data.task_sources import load_task_source
 from edgecl.errors import ConfigError, SourceError, link_problem
 from edgecl.runtime.sources.base import QueryParams, RawFrame
 from edgecl.runtime.sources.files import ImageListSource, warn_about_labels
