@@ -129,10 +129,28 @@ class OneLineParser(argparse.ArgumentParser):
         self.register("action", None, StoreOnce)  # an option given twice is refused
         self.register("action", "store", StoreOnce)
 
+    def parse_known_args(self, args=None, namespace=None):  # noqa: D102 - argparse's
+        self._given = list(sys.argv[1:] if args is None else args)  # for error()'s hint
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):  # noqa: D102 - argparse's hook
+        message += self._dash_value_hint(message)
         line = one_line(f"{message}; see '{self.prog} --help'")
         print(f"error: {line}", file=sys.stderr, flush=True)
         raise UsageExit(line)
+
+    def _dash_value_hint(self, message: str) -> str:
+        """How to give a value that starts with '-' (``--ratios -1,1,1``: argparse takes
+        ``-1,1,1`` for an option and says only "expected one argument"), or ``""``."""
+        wanted = re.fullmatch(r"argument (-[\w-]+)(?:/-\w)?: expected one argument", message)
+        given = getattr(self, "_given", [])
+        if not wanted or wanted.group(1) not in given:
+            return ""
+        after = given[given.index(wanted.group(1)) + 1:][:1]
+        if not after or not after[0].startswith("-") or after[0] == "--" or \
+                after[0].split("=")[0] in self._option_string_actions:  # an option: no value
+            return ""
+        return f" (a value that starts with '-' is written {wanted.group(1)}={after[0]})"
 
 
 def build_parser() -> argparse.ArgumentParser:

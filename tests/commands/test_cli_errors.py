@@ -21,6 +21,12 @@ import pytest
      "error: unrecognized arguments: --bogus; see 'edgecl models verify --help'"),
     (["dataset", "split-tasks", "ds"], "error: the following arguments are required: --tasks, --out; "
                                       "see 'edgecl dataset split-tasks --help'"),
+    # before: "expected one argument" alone, for a value argparse took for an option
+    (["dataset", "split-tasks", "ds", "--tasks", "a;b", "--ratios", "-1,1,1", "--out", "t.yaml"],
+     "error: argument --ratios: expected one argument (a value that starts with '-' is written "
+     "--ratios=-1,1,1); see 'edgecl dataset split-tasks --help'"),
+    (["dataset", "split-tasks", "ds", "--tasks", "a;b", "--ratios", "--out", "t.yaml"],
+     "error: argument --ratios: expected one argument; see 'edgecl dataset split-tasks --help'"),
 ])
 def test_usage_errors_are_one_line(run_edgecl, capsys, argv, expected):
     code, out, err = run_edgecl(argv)
