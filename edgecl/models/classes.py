@@ -101,12 +101,11 @@ def _seed_plan(entries: list[dict], wanted: dict[int, str]) -> dict[int, str]:
     """
     by_id = {e["id"]: e["name"] for e in entries}
     by_name = {same_name_key(e["name"]): e["id"] for e in entries}
-    former = {e["id"]: {same_name_key(n) for n in e.get("renamed_from") or []}
-              for e in entries}  # a model made before a rename names the class so
-    for cid, name in sorted(wanted.items()):  # case aside: 'car' is the class 'Car'
+    former = {e["id"]: e.get("renamed_from") or [] for e in entries}  # a model made before a
+    for cid, name in sorted(wanted.items()):  # rename names the class so; case aside too
         key = same_name_key(name)
-        old_name = cid in by_id and key in former[cid]  # made before a rename
-        if cid in by_id and same_name_key(by_id[cid]) != key and not old_name:
+        old_name = cid in by_id and any(_one_class_name(name, n) for n in former[cid])
+        if cid in by_id and not _one_class_name(by_id[cid], name) and not old_name:
             raise ConflictError(f"class id {cid} is {by_id[cid]!r} in the class registry but "
                                 f"{name!r} in the checkpoint")
         if key in by_name and by_name[key] != cid and not old_name:
@@ -117,6 +116,14 @@ def _seed_plan(entries: list[dict], wanted: dict[int, str]) -> dict[int, str]:
         raise LabelError(f"checkpoint class ids {sorted(wanted)[:8]} would leave a gap after the "
                          f"registry's {len(entries)} classes (ids must stay 0..n-1)")
     return new
+
+
+def _one_class_name(a: object, b: object) -> bool:
+    """Whether a model's name for a class id and the registry's for the same id name one class:
+    the same but for case (:func:`same_name_key`), or for case and separators
+    (:func:`loose_class_name`: ``OtherVehicle`` is ``other_vehicle``, as imports map names)."""
+    loose = loose_class_name(str(a))
+    return same_name_key(a) == same_name_key(b) or bool(loose) and loose == loose_class_name(str(b))
 
 
 def names_conflict(known: dict[int, str], names: dict,
@@ -132,8 +139,9 @@ def names_conflict(known: dict[int, str], names: dict,
 
     Returns:
         ``"class id 0 is 'car', but this device's class registry has 'boat' there"`` (and, when
-        the name sits elsewhere, ``"and 'car' as id 3"``), or ``None`` when they agree (names
-        that differ only in case agree: ``car`` is the class ``Car``).
+        the name sits elsewhere, ``"and 'car' as id 3"``), or ``None`` when they agree (an id's
+        names that differ only in case or separators agree: ``car`` is the class ``Car``,
+        ``OtherVehicle`` the class ``other_vehicle``).
     """
     former = former or {}
     by_name = {}  # a former name is free (a later label naming it makes a new class): not here
@@ -141,8 +149,8 @@ def names_conflict(known: dict[int, str], names: dict,
         by_name.setdefault(same_name_key(v), k)
     for cid, name in sorted((int(k), str(v)) for k, v in names.items()):
         other = by_name.get(same_name_key(name))  # 'car' is the class 'Car', as imports map it
-        same = cid in known and same_name_key(name) in {
-            same_name_key(n) for n in [known[cid], *former.get(cid, [])]}
+        same = cid in known and any(_one_class_name(name, n)
+                                    for n in [known[cid], *former.get(cid, [])])
         # a former name of this id is this class, also once a new class took the freed name
         if (cid in known and not same) or (other is not None and other != cid and not same):
             device = f"'{known[cid]}'" if cid in known else "no class"

@@ -202,6 +202,24 @@ def test_a_checkpoint_naming_a_class_in_another_case_agrees_with_the_registry(tm
         "'car' as id 0")
 
 
+def test_a_checkpoint_naming_a_class_with_other_separators_agrees_with_the_registry(tmp_path):
+    """Before: a checkpoint naming id 1 'other_vehicle' was refused by 'models add' on a device
+    whose id 1 is 'OtherVehicle', which imports (and the fleet) take for one class; a name with
+    other separators under another id is still another class's."""
+    from edgecl.models.classes import names_conflict
+
+    registry = ClassRegistry(tmp_path)
+    registry.add(["car", "OtherVehicle"])
+    assert registry.seed_problem({0: "Car", 1: "other_vehicle", 2: "person"}) is None
+    assert names_conflict(registry.names(), {0: "car", 1: "other-vehicle"}) is None
+    assert registry.seed({0: "car", 1: "other_vehicle", 2: "person"}) == ["person"]
+    assert registry.names() == {0: "car", 1: "OtherVehicle", 2: "person"}
+    assert registry.seed_problem({0: "other_vehicle", 1: "car"}) == (
+        "class id 0 is 'car' in the class registry but 'other_vehicle' in the checkpoint")
+    assert names_conflict(registry.names(), {0: "person_"}) == (
+        "class id 0 is 'person_', but this device's class registry has 'car' there")
+
+
 def test_a_merged_class_keeps_its_id_and_its_name_means_the_other(tmp_path):
     reg = ClassRegistry(tmp_path)
     reg.add(["car", "Persn", "person", "pedestrian"])
