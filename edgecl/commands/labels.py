@@ -10,6 +10,7 @@ by :func:`edgecl.data.answers.valid_item_id` before it names a file.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -20,9 +21,6 @@ from edgecl.commands.common import (add_config_args, config_from_args, former_na
 from edgecl.commands.labels_import import add_import_parser
 from edgecl.errors import LabelError
 from edgecl.logs import one_line
-
-MAX_ANSWER_BYTES = 2 * 2**20
-"""Largest boxes file read (as the runtime's server bounds a request body)."""
 
 
 def add_parser(sub) -> None:
@@ -194,18 +192,17 @@ def _read_answer(path: str) -> tuple[list, bool]:
         LabelError: one line naming the file: missing, unreadable, not UTF-8 JSON, or not an
             answer (:func:`~edgecl.data.answers.parse_answer`).
     """
-    from edgecl.data.answers import decode_answer, parse_answer
+    from edgecl.data.answers import MAX_ANSWER_BYTES, decode_answer, parse_answer
+    from edgecl.input_files import InputFileError, read_input_bytes
 
     p = Path(path)
-    try:
-        with p.open("rb") as fh:  # read up to the bound: a pipe or /dev/zero has no size
-            raw = fh.read(MAX_ANSWER_BYTES + 1)
-        if len(raw) > MAX_ANSWER_BYTES:
-            size = f" ({p.stat().st_size} bytes)" if p.is_file() else ""
-            raise LabelError(f"boxes file {p} is over {MAX_ANSWER_BYTES // 2**20} MiB{size}: an "
-                             f"answer is at most that (1,000 boxes take ~60 KB)")
+    try:  # before: a named pipe was waited on for ever, /dev/zero read up to the bound
+        raw = read_input_bytes(p, MAX_ANSWER_BYTES, "a boxes file")
     except FileNotFoundError:
         raise LabelError(f"boxes file not found: {p}") from None
+    except InputFileError as exc:  # as the server answers a body over the bound (413)
+        raise LabelError(f"boxes file {p}: {exc.strerror}" + (
+            " (1,000 boxes take ~60 KB)" if exc.errno == errno.EFBIG else "")) from None
     except OSError as exc:
         raise LabelError(f"cannot read boxes file {p}: {exc.strerror or exc}") from None
     data = decode_answer(raw, f"boxes file {p}")

@@ -17,6 +17,11 @@ import numpy as np
 from edgecl.data.class_names import clean_name, known_spelling, refuse_ignore_name
 from edgecl.errors import UTF16_BOMS, LabelError, NotFoundError, json_problem
 
+MAX_ANSWER_BYTES = 1024 * 1024
+"""Largest operator's answer read, as a boxes file (``edgecl labels answer --boxes``) or as the
+runtime's request body (bytes). The largest answer (1,000 boxes, class names of 100 CJK
+characters written as JSON ``\\u`` escapes, coordinates with every digit) is about 700 KB."""
+
 MAX_ITEM_ID_LEN = 64
 ITEM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MAX_BOXES = 1000

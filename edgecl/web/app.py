@@ -74,7 +74,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgecl.data.answers import decode_answer, parse_answer, shown, valid_item_id
+from edgecl.data.answers import (MAX_ANSWER_BYTES, decode_answer, parse_answer, shown,
+                                 valid_item_id)
 from edgecl.errors import (ConflictError, EdgeclError, LabelError, NotFoundError, StorageError,
                            UnavailableError, storage_fault)
 from edgecl.web.hooks import ConsoleHooks
@@ -83,10 +84,9 @@ from edgecl.web.leases import OpenItems
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = MAX_ANSWER_BYTES
 """Largest accepted request body (bytes); larger ones get 413 before any hook runs. The largest
-answer (1,000 boxes, class names of 100 CJK characters written as JSON ``\\u`` escapes,
-coordinates with every digit) is about 700 KB; a 2 MiB body of 700,000 empty objects took
+is an answer (:data:`~edgecl.data.answers.MAX_ANSWER_BYTES`); a 2 MiB body of 700,000 empty objects took
 140 ms of the interpreter to refuse, and a dozen clients sending them cut detection from 5 to
 1 fps (the parse now runs off the event loop, on half as much at most)."""
 BODY_TIMEOUT_S = 10.0

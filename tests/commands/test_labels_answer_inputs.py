@@ -83,11 +83,20 @@ def test_a_utf8_bom_file_and_duplicate_boxes_are_taken(state, capsys):
     assert stored(root) == 1
 
 
-def test_a_boxes_file_without_a_size_is_read_only_up_to_the_bound(state, capsys):
+def test_a_boxes_file_that_is_a_device_or_a_pipe_is_refused_unread(state, capsys, tmp_path):
     """Before: --boxes /dev/zero read without limit (24 GB resident, then the kernel's OOM
-    kill); only a regular file's size was checked."""
+    kill), later up to a 2 MiB bound ("is over 2 MiB"), and a named pipe was waited on for
+    ever; the bound is now the server's for the same answer (1 MiB)."""
+    import os
+
     root, item = state
     code = main(["labels", "answer", item, "--boxes", "/dev/zero", "--state-dir", str(root)])
     err = capsys.readouterr().err
-    assert code == 2 and err == ("error: boxes file /dev/zero is over 2 MiB: an answer is at most "
-                                 "that (1,000 boxes take ~60 KB)\n")
+    assert code == 2 and err == ("error: boxes file /dev/zero: a device, not a regular file (a "
+                                 "boxes file must be one)\n")
+    os.mkfifo(tmp_path / "boxes.json")
+    code = main(["labels", "answer", item, "--boxes", str(tmp_path / "boxes.json"),
+                 "--state-dir", str(root)])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"error: boxes file {tmp_path / 'boxes.json'}: a named pipe "
+                                 f"(FIFO), not a regular file (a boxes file must be one)\n")

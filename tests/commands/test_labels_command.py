@@ -251,7 +251,8 @@ def test_an_answer_naming_a_class_one_slip_from_a_known_one_says_so(state, capsy
     ('[{"class": "car", "xyxy": [1, 2, 3, ' + "9" * 5000 + "]}]", "is not usable JSON"),
     ("[" * 100_000 + "]" * 100_000, "is not usable JSON"),
     (json.dumps([{"class": "bad\ud800", "xyxy": [1, 2, 30, 30]}]), "lone surrogate"),
-    ("[" + " " * (3 * 2**20) + "]", "is over 2 MiB (3145730 bytes): an answer is at most that"),  # before: read whole
+    ("[" + " " * (3 * 2**20) + "]", ": 3.0 MiB, more than a boxes file can be (1.0 MiB) "
+                                    "(1,000 boxes take ~60 KB)\n"),  # before: read whole
 ])
 def test_bad_boxes_file_is_one_line(state, capsys, tmp_path, content, match):
     root, (low, _) = state
