@@ -738,7 +738,8 @@ class ClassRegistry:
                 raise ConflictError(f"cannot rename {old!r} to {new!r}: {clash['name']!r} is "
                                     f"already class {clash['id']} (to make {old!r} that class: "
                                     f"'edgecl classes merge {shlex.quote(old)} "
-                                    f"{shlex.quote(clash['name'])}')")
+                                    f"{shlex.quote(clash['name'])} --state-dir "
+                                    f"{shlex.quote(str(self.state_dir))}')")
             entry = by_name[old]
             entry["name"] = new
             taken = {same_name_key(old), same_name_key(new)}  # each name once, never its own

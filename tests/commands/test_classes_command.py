@@ -67,8 +67,10 @@ def test_rename_and_its_one_line_errors(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "classes", "rename", "truck", "lorry", "--state-dir", tmp_path)
     assert code == 0 and out.strip() == "class 1: truck -> lorry"
     code, _, err = run_cli(capsys, "classes", "rename", "lorry", "car", "--state-dir", tmp_path)
+    # before: the merge it named had no --state-dir (pasted elsewhere, it merged in ./state)
     assert code == 2 and err == ("error: cannot rename 'lorry' to 'car': 'car' is already class 0 (to "
-                              "make 'lorry' that class: 'edgecl classes merge lorry car')\n")
+                              f"make 'lorry' that class: 'edgecl classes merge lorry car "
+                              f"--state-dir {tmp_path}')\n")
     code, _, err = run_cli(capsys, "classes", "rename", "bus", "van", "--state-dir", tmp_path)
     assert code == 2 and err.startswith("error: unknown class 'bus'") and err.count("\n") == 1
     assert ClassRegistry(tmp_path).names() == {0: "car", 1: "lorry"}
