@@ -257,7 +257,7 @@ def add_command(args: argparse.Namespace) -> int:
     if held is not None:  # before: staged again, 5 MB a copy, which prune keeps while staged
         print(f"{args.path} is already {held} (the same file): nothing added")
         if args.promote and registry.current() != held:
-            promote_version(cfg.state_dir, held)
+            promote_version(cfg.state_dir, held)  # its classes join the registry there
             print(f"promoted {held}")
         return 0
     classes = ClassRegistry(cfg.state_dir)
@@ -281,9 +281,18 @@ def add_command(args: argparse.Namespace) -> int:
         raise
     names = registry.manifest(version).get("classes") or {}
     added = []
-    if names and seeds:
-        # its class ids become the device's now, so that labels imported next map onto them by
-        # name (before, an import numbered its classes afresh and the head's rows were renamed)
+    joins_later = names and seeds and not args.promote and classes.names()
+    if joins_later:  # only staged, for a trial: its new classes join when it is promoted
+        later = [n for cid, n in sorted((int(k), v) for k, v in names.items())
+                 if cid >= len(classes.names())]  # before: added for the device's life now
+        if later:
+            print(f"class registry unchanged: {len(later)} class(es) of the model "
+                  f"({', '.join(later[:5])}{', ...' if len(later) > 5 else ''}) join it when "
+                  f"it is promoted")
+    elif names and seeds:
+        # its class ids become the device's now (the first model; or it serves now), so that
+        # labels imported next map onto them by name (before, an import numbered its classes
+        # afresh and the head's rows were renamed)
         try:
             added = classes.seed(names)
         except EdgeclError as exc:  # the registry changed since the check above

@@ -49,9 +49,12 @@ def promote_version(state_dir: str | Path, version: str, expected_current: str |
     # moved back once the version passed its checks, before the switch: a failed switch then
     # only leaves samples to learn again, and a refused version changes nothing (before, a
     # refused promote of a rejected version set the progress back to 0)
+    def before_switch() -> None:  # its checks passed: nothing above ran for a refused one
+        seed_version_classes(state_dir, registry, version)
+        _move_progress(state_dir, learnt, version, back=True)
+
     before = registry.promote(version, expected_current=expected_current,
-                              before_switch=lambda: _move_progress(state_dir, learnt, version,
-                                                                   back=True))
+                              before_switch=before_switch)
     if previous is not None:
         previous.append(before)
     _move_progress(state_dir, learnt, version, back=False)
@@ -64,6 +67,41 @@ def promote_version(state_dir: str | Path, version: str, expected_current: str |
         return False
     return True
 
+
+
+def seed_version_classes(state_dir: str | Path, registry, version: str) -> list[str]:
+    """Give the class registry the classes of a version about to serve that it lacks: a
+    checkpoint added with ``models add`` (staged only, its classes are not the device's) and
+    promoted later, or one whose add was killed between staging and its promotion (before, the
+    registry stayed empty, and a later import numbered its classes afresh: the model's Car was
+    the registry's Person, and rounds learnt them swapped).
+
+    Args:
+        state_dir: the state directory (its class registry).
+        registry: the model registry.
+        version: the version being promoted (a model built from a ``.yaml`` names no classes
+            of its own: nothing is added).
+
+    Returns:
+        The names added.
+
+    Raises:
+        ConflictError, LabelError: its class ids name other classes than the registry's
+            (``class id 0 is 'Car' in the class registry but 'Person' in the checkpoint``).
+    """
+    from edgecl.models.classes import ClassRegistry
+
+    manifest = registry.manifest(version)
+    names = manifest.get("classes") or {}
+    if not names or str(manifest.get("source") or "").lower().endswith((".yaml", ".yml")):
+        return []
+    added = ClassRegistry(state_dir).seed(names)
+    if added:
+        import logging
+
+        logging.getLogger(__name__).info("class registry: %d class(es) from %s (%s)", len(added),
+                                         version, ", ".join(added[:5]))
+    return added
 
 
 def serving_instead(registry, version: str) -> str | None:

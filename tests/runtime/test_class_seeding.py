@@ -142,6 +142,53 @@ def test_models_add_refuses_a_model_whose_ids_name_other_classes(tmp_path, capsy
     assert registry.current() is None and registry.versions() == []  # nothing staged
 
 
+def test_a_staged_models_new_classes_join_the_registry_when_it_is_promoted(tmp_path, capsys):
+    """Before: 'models add' of a candidate (staged only, for a trial) added its new classes to
+    the device's registry for good; and a version staged by an add killed before it seeded the
+    registry was promoted later (add again, 'models promote') with the registry left empty, so
+    a later import numbered the classes afresh: the model's car was the registry's person."""
+    from edgecl.cli import main
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.models.registry import Registry
+    from edgecl.ultra import build_detection_model
+
+    def checkpoint(name, names):
+        return save_checkpoint(build_detection_model(len(names), names=names),
+                               tmp_path / name, meta={"imgsz": IMGSZ})
+
+    state = tmp_path / "state"
+    first = checkpoint("first.pt", {0: "car", 1: "truck"})
+    assert main(["models", "add", str(first), "--state-dir", str(state),
+                 f"model.imgsz={IMGSZ}"]) == 0  # the first model names the device's classes
+    assert ClassRegistry(state).names() == {0: "car", 1: "truck"}
+    capsys.readouterr()
+    trial = checkpoint("trial.pt", {0: "car", 1: "truck", 2: "boat"})
+    assert main(["models", "add", str(trial), "--state-dir", str(state),
+                 f"model.imgsz={IMGSZ}"]) == 0
+    assert "class registry unchanged: 1 class(es) of the model (boat) join it when it is " \
+           "promoted" in capsys.readouterr().out
+    assert ClassRegistry(state).names() == {0: "car", 1: "truck"}
+    assert main(["models", "promote", "v0002", "--state-dir", str(state)]) == 0
+    assert ClassRegistry(state).names() == {0: "car", 1: "truck", 2: "boat"}
+
+    killed = tmp_path / "killed"  # staged, then killed before the registry was written
+    version = Registry(killed / "models").add(first)
+    assert ClassRegistry(killed).names() == {}
+    assert main(["models", "add", str(first), "--promote", "--state-dir", str(killed),
+                 f"model.imgsz={IMGSZ}"]) == 0
+    assert Registry(killed / "models").current() == version
+    assert ClassRegistry(killed).names() == {0: "car", 1: "truck"}
+
+    other = tmp_path / "other"  # a registry that names the ids otherwise: nothing promoted
+    Registry(other / "models").add(first)
+    ClassRegistry(other).add(["truck"])
+    capsys.readouterr()
+    assert main(["models", "promote", "v0001", "--state-dir", str(other)]) == 2
+    assert "class id 0 is 'truck' in the class registry but 'car' in the checkpoint" in \
+        capsys.readouterr().err
+    assert Registry(other / "models").current() is None
+
+
 def test_labels_that_name_no_class_are_read_as_the_devices_classes_and_it_is_said(tmp_path,
                                                                                    caplog):
     """Before: a labelled folder without a data.yaml's names, streamed on a device with
