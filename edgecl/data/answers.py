@@ -56,9 +56,10 @@ def valid_item_id(item_id: object) -> str:
 
 
 ANSWER_KEYS = ("boxes", "skip")
-BOX_KEYS = ("class", "xyxy", "score")
-"""Keys a box of an answer may have; ``score`` (what a proposed box carries, so that proposed
-boxes can be sent back as they are) is ignored. The console's API reads answers with the same
+BOX_KEYS = ("class", "xyxy", "score", "class_id")
+"""Keys a box of an answer may have; ``score`` and ``class_id`` (what a proposed box carries, so
+that proposed boxes can be sent back as they are: before, ``class_id`` was refused) are ignored,
+the class is the one ``class`` names. The console's API reads answers with the same
 rule (:func:`decode_answer`, :func:`parse_answer`)."""
 
 
@@ -291,7 +292,7 @@ def parse_boxes(boxes: object) -> list[dict]:
         unknown = sorted(str(k) for k in box if k not in BOX_KEYS)
         if unknown:
             raise LabelError(f"box {i}: unknown key(s) {', '.join(shown(k, 22) for k in unknown[:3])}"
-                             f" (a box has 'class', 'xyxy' and, ignored, 'score')")
+                             f" (a box has 'class', 'xyxy' and, ignored, 'score' and 'class_id')")
         if box.get("score") is not None and not finite_number(box["score"]):
             raise LabelError(f"box {i}: score must be a finite number or null, got "
                              f"{shown(box['score'])}")

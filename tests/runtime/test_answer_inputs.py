@@ -80,6 +80,19 @@ def test_parsed_boxes_are_clean():
                      {"class": "a/b", "xyxy": [1.5, 2.0, 3.0, 4.0]}]
 
 
+def test_a_pending_items_proposed_boxes_are_an_answer_as_they_are(tmp_path):
+    """Before: the proposals GET /api/labels/pending lists carry 'class_id', which an answer
+    refused ("unknown key(s) 'class_id'"): keeping them over HTTP needed that key stripped."""
+    q, item = queued(tmp_path)
+    proposed = q.item(item)["proposed"]
+    assert set(proposed[0]) == {"class", "class_id", "xyxy", "score"}
+    boxes, skip = parse_answer({"boxes": proposed}, allow_list=False)
+    assert not skip and boxes == [{"class": "car", "xyxy": proposed[0]["xyxy"]}]
+    with pytest.raises(LabelError, match=r"unknown key\(s\) 'conf' \(a box has 'class', 'xyxy' "
+                                         r"and, ignored, 'score' and 'class_id'\)"):
+        parse_answer({"boxes": [dict(proposed[0], conf=0.5)]})
+
+
 def test_duplicate_boxes_are_stored_once_and_new_classes_keep_their_ids(tmp_path):
     """Before: the same box twice (a client that sent each box twice) was stored twice, so
     training counted that object twice."""
