@@ -280,6 +280,7 @@ class ImportTally:
         boxes: class name -> boxes imported.
         messages: the first skip messages (at most ``max_messages``).
         max_messages: how many messages to keep.
+        messages_left_out: skip messages past ``max_messages``, not kept.
     """
 
     imported: int = 0
@@ -294,6 +295,15 @@ class ImportTally:
     boxes: Counter = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
     max_messages: int = 20
+    messages_left_out: int = 0
+
+    def more_skipped_note(self) -> str:
+        """The line after the skip messages shown when some were left out (before: the list
+        stopped at 20 without a word), or ``""``."""
+        if not self.messages_left_out:
+            return ""
+        return (f"skipped: ... and {self.messages_left_out} more, not listed (counted by reason "
+                f"in the summary)")
 
     def skip(self, reason: str, message: str = "", counts_file: bool = True) -> None:
         """Count one skipped file (or one annotation of no image).
@@ -310,6 +320,8 @@ class ImportTally:
             self.annotations_skipped += 1
         if message and len(self.messages) < self.max_messages:
             self.messages.append(message)
+        elif message:
+            self.messages_left_out += 1
 
     def done(self, item: ImportItem) -> None:
         """Count one imported image.

@@ -608,13 +608,31 @@ def test_an_image_folder_without_labels_says_nothing_was_imported_and_what_to_gi
         _jpg(plain / f"{k}.jpg", 40 * k)
     assert main(["labels", "import", "--state-dir", str(state), str(plain), "--json"]) == 2
     out, err = capsys.readouterr()
-    assert json.loads(out.strip().splitlines()[-1])["reasons"] == {"no label file": 2}
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["reasons"] == {"no label file": 2}
     assert "an image folder holds no labels: give the dataset itself" in err
+    # before: the JSON of a failed import had no "error", which every other command's has
+    assert last["error"] == err.strip().splitlines()[-1].removeprefix("error: ")
     # the same import run again warns no more than the first did (nothing is new)
     assert main(["labels", "import", "--state-dir", str(state), str(src)]) == 0
     assert "warning" not in capsys.readouterr().err
     assert main(["labels", "import", "--state-dir", str(state), str(src)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_skip_messages_past_the_first_20_are_said_to_be_left_out(tmp_path, capsys):
+    """Before: the 'skipped:' lines stopped at 20 of 23 without a word."""
+    plain = tmp_path / "frames"
+    for k in range(23):
+        _jpg(plain / f"{k:02d}.jpg", 10 * k)
+    (plain / "00.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "state"), str(plain)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("skipped: /") for line in out) == 20
+    assert out[20] == "skipped: ... and 2 more, not listed (counted by reason in the summary)"
+    assert main(["dataset", "import", str(plain), "--out", str(tmp_path / "out")]) == 0
+    assert "skipped: ... and 2 more, not listed (counted by reason in the summary)" in \
+        capsys.readouterr().out.splitlines()
 
 
 @pytest.mark.parametrize("content, why", [
