@@ -76,6 +76,7 @@ def learn_command(args: argparse.Namespace) -> int:
         # (a version a rollback, a promotion or a class merge overtook is held above)
         promote_version(cfg.state_dir, result.version)
         result.status = RoundStatus.PROMOTED
+        _warn_unguarded(cfg, result)
     if result.unsaved:
         _write_unsaved(cfg, result)
     if args.json:
@@ -91,6 +92,22 @@ def learn_command(args: argparse.Namespace) -> int:
             version = f"{result.version} " if result.version else ""
             print(f"round {result.round}: {version}{result.status.value} ({result.reason})")
     return 0 if result.status in (RoundStatus.PROMOTED, RoundStatus.STAGED, RoundStatus.SKIPPED) else 1
+
+
+def _warn_unguarded(cfg, result) -> None:
+    """Say which classes the promoted round's gate could not measure, as the runtime's
+    promotion does (before, 'learn' promoted without a word of them)."""
+    from edgecl.errors import EdgeclError
+    from edgecl.models.classes import ClassRegistry
+    from edgecl.runtime.learner import unguarded_warning
+
+    try:
+        names = ClassRegistry(cfg.state_dir).names()
+    except (EdgeclError, OSError):
+        return
+    warning = unguarded_warning(result, names)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _write_unsaved(cfg, result) -> None:

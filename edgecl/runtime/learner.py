@@ -852,6 +852,25 @@ def unguarded_classes(result: RoundResult, names: dict[int, str]) -> list[str]:
             if c in names and result.per_task.get(names[c]) is None]
 
 
+def unguarded_warning(result: RoundResult, names: dict[int, str]) -> str:
+    """The warning a promotion of a round gives when its gate could not measure some of its
+    classes (:func:`unguarded_classes`), or ``""``.
+
+    Args:
+        result: the round's result.
+        names: the device's class names by id.
+    """
+    unguarded = unguarded_classes(result, names)
+    if not unguarded:
+        return ""
+    them = "it" if len(unguarded) == 1 else "them"
+    shown = ", ".join(unguarded[:8]) + (f" ... ({len(unguarded)} classes)" if len(unguarded) > 8
+                                        else "")
+    return (f"{result.version}: {shown} had no held-out box, so the gate could not see what "
+            f"this round forgot of {them}; answer or import a few frames showing {them} (the "
+            f"held-out slice takes its share)")
+
+
 class LearnerSupervisor:
     """Schedules learning rounds in a spawned process and promotes what they stage.
 
@@ -1485,14 +1504,9 @@ class LearnerSupervisor:
             log.info("promoted %s (ACC %s over every class with held-out samples, as the "
                      "Forgetting page shows it)", result.version,
                      f"{acc:.3f}" if isinstance(acc, (int, float)) and math.isfinite(acc) else "n/a")
-            unguarded = unguarded_classes(result, self._class_names())
-            if unguarded:  # before: said only in the monitor report's footnote
-                them = "it" if len(unguarded) == 1 else "them"
-                log.warning("%s: %s had no held-out box, so the gate could not see what this "
-                            "round forgot of %s; answer or import a few frames showing %s (the "
-                            "held-out slice takes its share)", result.version,
-                            ", ".join(unguarded[:8]) + (" ..." if len(unguarded) > 8 else ""),
-                            them, them)
+            warning = unguarded_warning(result, self._class_names())
+            if warning:  # before: said only in the monitor report's footnote
+                log.warning("%s", warning)
             self._same_failures, self._last_failure, self._backoff_until_s = 0, "", 0.0
         else:
             self._write_unsaved(result)

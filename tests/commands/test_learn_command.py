@@ -175,3 +175,26 @@ def test_learn_again_is_passed_to_the_round_and_named_when_nothing_is_new(tmp_pa
     assert main(["learn", "--state-dir", str(state), "--again"]) == 0
     assert capsys.readouterr().out.strip() == "no round: skipped (no new labelled samples)"
     assert asked == [False, True]
+
+
+def test_learn_names_the_classes_its_promoted_round_could_not_measure(tmp_path, monkeypatch,
+                                                                     capsys):
+    """Before: 'edgecl learn' promoted a round whose gate saw no held-out box of OtherVehicle
+    (a checkpoint's class never imported) without a word; the runtime's promotion warned."""
+    from edgecl.models.classes import ClassRegistry
+    from edgecl.runtime import learner
+
+    state = tmp_path / "state"
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"onnx")
+    version = Registry(state / "models").stage({"model.onnx": src}, {"memory_snapshot": "s"})
+    ClassRegistry(state).add(["Car", "OtherVehicle", "Person"])
+    monkeypatch.setattr(learner, "run_learning_round", lambda cfg, reason, hold, **kw: RoundResult(
+        RoundStatus.STAGED, round=1, version=version, classes=[0, 1, 2],
+        per_task={"Car": 0.3, "OtherVehicle": None, "Person": 0.2}))
+    monkeypatch.setattr(learner, "promote_leftover_staged", lambda *a, **k: None)
+    assert main(["learn", "--state-dir", str(state)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {version}: OtherVehicle had no held-out box, so the gate could not see " \
+           f"what this round forgot of it; answer or import a few frames showing it (the " \
+           f"held-out slice takes its share)\n" in err
