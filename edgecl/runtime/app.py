@@ -768,6 +768,10 @@ class Runtime:
                         log.warning("learner: no round can learn: %s", problem)
                     elif not fresh_network(path):
                         _warn_first_round_size(cfg, self.registry, Path(path), backend.meta.imgsz)
+                else:  # before: said nowhere; the console showed the learner 'idle'
+                    log.warning("learner.enabled: false: no learning round runs in this run; the "
+                                "samples stored and the operator's answers wait for a run with "
+                                "it on, or for 'edgecl learn'")
                 sinks += self._build_state_parts({} if fresh_network(path) else backend.meta.names)
                 if self.memory_sink is not None:  # ids of labels that name no class
                     self.memory_sink.unnamed_labels = bool(
@@ -1133,7 +1137,9 @@ class Runtime:
             self.watchdog.beat("learner", "round started")
         elif not self.supervisor.busy:  # a due round that waits by design says for what
             self.watchdog.idle("learner", f"a due round waits: {learner[state]}"
-                               if state.startswith("waiting_for_") else "no round running")
+                               if state.startswith("waiting_for_") else
+                               "learning is off (learner.enabled: false): no round runs"
+                               if state == "off" else "no round running")
 
     def _step_failed(self, name: str, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"

@@ -974,7 +974,9 @@ class LearnerSupervisor:
         """Learner state for ``/healthz`` and the console.
 
         Returns:
-            ``state`` (``idle``, ``training`` or ``backoff``), ``rounds`` (rounds finished
+            ``state`` (``idle``, ``training`` or ``backoff``; ``off`` with
+            ``learner.enabled: false``: before, ``idle``, as if answers led to a round),
+            ``rounds`` (rounds finished
             since this start), ``last_round`` (the device's number of the last finished round,
             as the model versions and the metrics count them: it goes on across restarts),
             ``apply_errors``; while training ``round`` (the running round's number),
@@ -989,8 +991,8 @@ class LearnerSupervisor:
             no round can fine-tune the current version: why) when they apply.
         """
         now = time.monotonic()
-        out = {"state": "idle", "rounds": self.rounds_done, "last_round": self.last_round,
-               "apply_errors": self.apply_errors}
+        out = {"state": "idle" if self.cfg.learner.enabled else "off", "rounds": self.rounds_done,
+               "last_round": self.last_round, "apply_errors": self.apply_errors}
         if self.busy:
             running_s = now - self._round_started_mono_s
             reported = running_progress(self.cfg.state_dir, self._round_id)

@@ -154,7 +154,7 @@ WAITING_STATES = ("waiting_for_room", "waiting_for_model", "waiting_for_held_out
                   "waiting_for_import")
 """The learner's states while a round is due and waits (for room on the card, for a version it
 can fine-tune, for a first held-out sample, for an import to finish), first that applies."""
-LEARNER_STATES = ("idle", "training", "backoff", *WAITING_STATES)
+LEARNER_STATES = ("idle", "training", "backoff", "off", *WAITING_STATES)
 """Values of ``edgecl_learner_state``'s ``state`` label."""
 
 # (name, vitals key, help): counters (the ``_total`` suffix is prometheus_client's to add)

@@ -72,7 +72,7 @@ def test_the_running_process_is_exposed_with_prometheus_conventions(tmp_path):
     assert got[("edgecl_storing_paused", ())] == 1.0
     assert got[("edgecl_labelling_events_total", (("event", "queued"),))] == 11.0
     assert {k[1][0][1]: v for k, v in got.items() if k[0] == "edgecl_learner_state"} == {
-        "idle": 0.0, "training": 1.0, "backoff": 0.0, "waiting_for_room": 0.0,
+        "idle": 0.0, "training": 1.0, "backoff": 0.0, "off": 0.0, "waiting_for_room": 0.0,
         "waiting_for_model": 0.0, "waiting_for_held_out": 0.0, "waiting_for_import": 0.0}
     assert got[("edgecl_learner_enabled", ())] == 1.0
     assert got[("edgecl_learner_round", ())] == 300.0
@@ -354,6 +354,21 @@ def test_vitals_name_what_a_due_round_waits_for(tmp_path, monkeypatch):
     assert runtime.vitals()["learner"]["state"] == "idle"
 
 
+def test_a_learner_that_is_off_says_so(tmp_path, monkeypatch):
+    """Before: with learner.enabled: false the Live page, /api/live, /healthz and /metrics said
+    the learner was 'idle' ("no round running"), as if the operator's answers led to a round."""
+    sup = supervisor_at(tmp_path, monkeypatch, 0, None, "learner.enabled=false")
+    runtime = bare_runtime(tmp_path, "learner.enabled=false")
+    runtime.supervisor = sup
+    assert runtime.vitals()["learner"]["state"] == "off"
+    assert runtime.live()["learner"]["state"] == "off"
+    runtime._tick_learner()
+    learner = runtime.watchdog.snapshot()["stages"]["learner"]
+    assert learner["detail"] == "learning is off (learner.enabled: false): no round runs"
+    text = PrometheusExporter(Monitor(tmp_path), vitals=runtime.vitals).render().decode()
+    assert samples(text)[("edgecl_learner_state", (("state", "off"),))] == 1.0
+
+
 def test_metrics_of_a_real_runtime_over_http(tmp_path):
     """A running device's /metrics: its frames, health and the round its state directory
     saved (41 rounds before this start), parsed as Prometheus reads it."""
@@ -379,12 +394,12 @@ def test_metrics_of_a_real_runtime_over_http(tmp_path):
     assert 5 <= got[("edgecl_frames_processed_total", ())] <= 40
     assert got[("edgecl_frames_captured_total", ())] >= got[("edgecl_frames_processed_total", ())]
     assert got[("edgecl_health_status", (("status", "ok"),))] == 1.0
-    assert got[("edgecl_learner_state", (("state", "idle"),))] == 1.0
+    assert got[("edgecl_learner_state", (("state", "off"),))] == 1.0  # learner.enabled=false
     assert got[("edgecl_learner_enabled", ())] == 0.0
     assert got[("edgecl_learner_round", ())] == 41.0
     assert got[("edgecl_storing_paused", ())] == 0.0
     assert ("edgecl_operator_queue_items", ()) in got and got[("edgecl_uptime_seconds", ())] > 0
-    assert seen["live"]["learner"] == {"state": "idle", "round": 41, "progress": None}
+    assert seen["live"]["learner"] == {"state": "off", "round": 41, "progress": None}
 
 
 def test_progress_never_goes_back_within_a_round(tmp_path, monkeypatch):
