@@ -70,7 +70,8 @@ def taskset_from_dataset(path: str | Path, task_name: str = STREAM_TASK) -> Task
                               f"dataset import {path} --out DIR' and give DIR, an ultralytics "
                               f"YOLO dataset (read as one task; 'edgecl dataset split-tasks DIR' "
                               f"splits it into several)")
-        raise ConfigError(f"{where}: no class names; add a data.yaml with 'names' (ultralytics format)")
+        raise ConfigError(f"{where}: no class names; add a data.yaml with 'names' (ultralytics "
+                          f"format)")
     train = dataset.images("train") or dataset.images("all")
     if not train:
         raise ConfigError(f"{where}: no training images")

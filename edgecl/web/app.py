@@ -86,9 +86,9 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = MAX_ANSWER_BYTES
 """Largest accepted request body (bytes); larger ones get 413 before any hook runs. The largest
-is an answer (:data:`~edgecl.data.answers.MAX_ANSWER_BYTES`); a 2 MiB body of 700,000 empty objects took
-140 ms of the interpreter to refuse, and a dozen clients sending them cut detection from 5 to
-1 fps (the parse now runs off the event loop, on half as much at most)."""
+is an answer (:data:`~edgecl.data.answers.MAX_ANSWER_BYTES`); a 2 MiB body of 700,000 empty
+objects took 140 ms of the interpreter to refuse, and a dozen clients sending them cut detection
+from 5 to 1 fps (the parse now runs off the event loop, on half as much at most)."""
 BODY_TIMEOUT_S = 10.0
 """Seconds a request body may take to arrive whole (408 after): a client trickling its body
 would otherwise hold one of the server's connection slots for as long as it likes."""
