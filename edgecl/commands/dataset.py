@@ -74,13 +74,13 @@ def import_command(args: argparse.Namespace) -> int:
         result = write_yolo_dataset(args.src, args.out, args.format)
     if args.json:
         for message in result["messages"]:  # as labels import: stdout's last line is the JSON
-            print(one_line(_skipped_line(message)), file=sys.stderr)
+            print(one_line(f"skipped: {message}"), file=sys.stderr)
         if len(result["merged_splits"]) > 1:
             print(merged_splits_note(result["merged_splits"]), file=sys.stderr)
         print_json_line({k: v for k, v in result.items() if k != "messages"})
         return 0
     for message in result["messages"]:
-        print(one_line(_skipped_line(message)))
+        print(one_line(f"skipped: {message}"))
     reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items()) or "none"
     boxes = ", ".join(f"{k} {v}" for k, v in result["boxes"].items())
     print(one_line(f"imported {result['imported']} image(s) from {args.src} ({result['format']}) "
@@ -94,11 +94,6 @@ def import_command(args: argparse.Namespace) -> int:
     if len(result["merged_splits"]) > 1:
         print(merged_splits_note(result["merged_splits"]), file=sys.stderr)
     return 0
-
-
-def _skipped_line(message: str) -> str:
-    """A skip message as printed (the note on those not listed already reads so)."""
-    return message if message.startswith("skipped: ") else f"skipped: {message}"
 
 
 def merged_splits_note(splits: list[str]) -> str:

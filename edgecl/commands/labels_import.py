@@ -247,22 +247,19 @@ def import_command(args: argparse.Namespace) -> int:
     result["former_names"] = _former_names_used(classes, args.path, args.format, result)
     nothing = nothing_imported(args.path, result)
     unmeasured = _unmeasured_note(report)
-    more = report.tally.more_skipped_note()
     if args.json:
-        for message in report.tally.messages:  # stdout's last line is the JSON
+        for message in report.tally.shown_messages():  # stdout's last line is the JSON
             print(one_line(f"skipped: {message}"), file=sys.stderr)
         if nothing:  # as every command's --json failure (before: the summary alone)
             result["error"] = nothing.removeprefix("error: ")
-        for note in (more, nothing, other_labels_note(result),
+        for note in (nothing, other_labels_note(result),
                      former_names_note(result, cfg.state_dir), unmeasured, sparse):
             if note:
                 print(note, file=sys.stderr)
         print_json_line(result)
         return 2 if nothing else 0
-    for message in report.tally.messages:
+    for message in report.tally.shown_messages():
         print(one_line(f"skipped: {message}"))
-    if more:
-        print(more)
     reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items()) or "none"
     mapped = ", ".join(f"{src} -> {dst}" for src, dst in result["named_from_registry"].items())
     named = f"; unnamed class ids named as the device's classes: {mapped}" if mapped else ""

@@ -97,15 +97,9 @@ def learn_command(args: argparse.Namespace) -> int:
 def _warn_unguarded(cfg, result) -> None:
     """Say which classes the promoted round's gate could not measure, as the runtime's
     promotion does (before, 'learn' promoted without a word of them)."""
-    from edgecl.errors import EdgeclError
-    from edgecl.models.classes import ClassRegistry
     from edgecl.runtime.learner import unguarded_warning
 
-    try:
-        names = ClassRegistry(cfg.state_dir).names()
-    except (EdgeclError, OSError):
-        return
-    warning = unguarded_warning(result, names)
+    warning = unguarded_warning(result, cfg.state_dir)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
 

@@ -281,10 +281,12 @@ def add_command(args: argparse.Namespace) -> int:
         raise
     names = registry.manifest(version).get("classes") or {}
     added = []
-    joins_later = names and seeds and not args.promote and classes.names()
-    if joins_later:  # only staged, for a trial: its new classes join when it is promoted
+    known = classes.names()
+    if names and seeds and not args.promote and known:
+        # only staged, for a trial: its new classes join the registry when it is promoted
+        # (before: added for the device's life now)
         later = [n for cid, n in sorted((int(k), v) for k, v in names.items())
-                 if cid >= len(classes.names())]  # before: added for the device's life now
+                 if cid >= len(known)]
         if later:
             print(f"class registry unchanged: {len(later)} class(es) of the model "
                   f"({', '.join(later[:5])}{', ...' if len(later) > 5 else ''}) join it when "

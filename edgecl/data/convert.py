@@ -316,8 +316,7 @@ def write_yolo_dataset(src: str | Path, out: str | Path, fmt: str = "auto") -> d
         atomic_write_text(tmp / "data.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return {**tally.to_dict(), "names": names, "classes_matched": matched, "format": fmt,
             "data_yaml": str(out / "data.yaml"), "merged_splits": sorted(splits),
-            "messages": tally.messages + ([tally.more_skipped_note()]
-                                          if tally.messages_left_out else [])}
+            "messages": tally.shown_messages()}
 
 
 SPLIT_FOLDER_NAMES = frozenset({"train", "training", "valid", "val", "validation", "test",

@@ -297,13 +297,14 @@ class ImportTally:
     max_messages: int = 20
     messages_left_out: int = 0
 
-    def more_skipped_note(self) -> str:
-        """The line after the skip messages shown when some were left out (before: the list
-        stopped at 20 without a word), or ``""``."""
+    def shown_messages(self) -> list[str]:
+        """The skip messages a command prints (each after ``skipped:``), and when some were
+        left out a last one that says how many (before: the list stopped at 20 without a
+        word)."""
         if not self.messages_left_out:
-            return ""
-        return (f"skipped: ... and {self.messages_left_out} more, not listed (counted by reason "
-                f"in the summary)")
+            return list(self.messages)
+        return [*self.messages, f"... and {self.messages_left_out} more, not listed (counted by "
+                                f"reason in the summary)"]
 
     def skip(self, reason: str, message: str = "", counts_file: bool = True) -> None:
         """Count one skipped file (or one annotation of no image).

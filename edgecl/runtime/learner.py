@@ -852,14 +852,21 @@ def unguarded_classes(result: RoundResult, names: dict[int, str]) -> list[str]:
             if c in names and result.per_task.get(names[c]) is None]
 
 
-def unguarded_warning(result: RoundResult, names: dict[int, str]) -> str:
-    """The warning a promotion of a round gives when its gate could not measure some of its
-    classes (:func:`unguarded_classes`), or ``""``.
+def unguarded_warning(result: RoundResult, state_dir: str | Path) -> str:
+    """The warning a promotion of a round gives (the runtime's, ``edgecl learn``'s) when its
+    gate could not measure some of its classes (:func:`unguarded_classes`), or ``""`` (also
+    when the class registry cannot be read).
 
     Args:
         result: the round's result.
-        names: the device's class names by id.
+        state_dir: the state directory (its class registry names the classes).
     """
+    from edgecl.models.classes import ClassRegistry
+
+    try:
+        names = ClassRegistry(state_dir).names()
+    except (EdgeclError, OSError):
+        return ""
     unguarded = unguarded_classes(result, names)
     if not unguarded:
         return ""
@@ -890,16 +897,6 @@ class LearnerSupervisor:
         known_classes: classes the current model already has.
         on_round: optional callback with each round's result dict.
     """
-
-    def _class_names(self) -> dict[int, str]:
-        """The device's class names (empty when its registry cannot be read: a warning then
-        names nothing)."""
-        from edgecl.models.classes import ClassRegistry
-
-        try:
-            return ClassRegistry(self.cfg.state_dir).names()
-        except (EdgeclError, OSError):
-            return {}
 
     def __init__(self, cfg: Config, registry, memory_sink=None, known_classes=(), on_round=None):
         self.cfg = cfg
@@ -1506,7 +1503,7 @@ class LearnerSupervisor:
             log.info("promoted %s (ACC %s over every class with held-out samples, as the "
                      "Forgetting page shows it)", result.version,
                      f"{acc:.3f}" if isinstance(acc, (int, float)) and math.isfinite(acc) else "n/a")
-            warning = unguarded_warning(result, self._class_names())
+            warning = unguarded_warning(result, self.cfg.state_dir)
             if warning:  # before: said only in the monitor report's footnote
                 log.warning("%s", warning)
             self._same_failures, self._last_failure, self._backoff_until_s = 0, "", 0.0

@@ -340,8 +340,8 @@ class ReplayMemory:
                 refuse_lost_index(self.root)  # an empty index beside samples is damage here too
         else:
             with self._faults(f"cannot open the replay memory {self.root}"):
-                if self._home_identity is None:
-                    (self.root / "images").mkdir(parents=True, exist_ok=True)
+                if self._home_identity is None:  # the first open: the memory's home is made
+                    self.root.mkdir(parents=True, exist_ok=True)
                     self._home_identity = atomic.path_identity(self.root.parent)
                 for sub in ("images", "labels", "snapshots"):
                     atomic.make_dirs_in(self.root / sub, self.root.parent, self._home_identity)
