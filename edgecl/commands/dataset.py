@@ -83,8 +83,10 @@ def import_command(args: argparse.Namespace) -> int:
         print(one_line(f"skipped: {message}"))
     reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].items()) or "none"
     boxes = ", ".join(f"{k} {v}" for k, v in result["boxes"].items())
-    print(one_line(f"imported {result['imported']} image(s) from {args.src} ({result['format']}) "
-                   f"-> {result['data_yaml']}"))
+    shows_none = (f", {result['background']} of them showing no object (empty label files)"
+                  if result.get("background") else "")
+    print(one_line(f"imported {result['imported']} image(s){shows_none} from {args.src} "
+                   f"({result['format']}) -> {result['data_yaml']}"))
     orphans = skipped_annotations_note(result)
     print(f"skipped {result['skipped']} ({reasons}){orphans}; {dropped_regions_note(result)}")
     print(f"boxes: {boxes}")

@@ -38,6 +38,9 @@ def add_import_parser(lsub) -> None:
                      help="replace the stored labels of images already in memory with this "
                           "import's where they differ (a corrected export imported again; an "
                           "operator's answer is kept)")
+    imp.add_argument("--skip-background", action="store_true",
+                     help="leave out images with no box (a COCO export listing frames nobody "
+                          "labelled yet); by default they are learnt as showing no object")
     imp.add_argument("--json", action="store_true",
                      help='print {"imported", "skipped", "reasons", "classes_added", '
                           '"unnamed_classes", ...} as the last line')
@@ -203,7 +206,8 @@ def import_command(args: argparse.Namespace) -> int:
     """
     from edgecl.continual.ingest import ingest
     from edgecl.continual.memory import memory_from_config
-    from edgecl.data.importers import iter_labelled, source_class_order, unnamed_class_order
+    from edgecl.data.importers import (iter_labelled, source_class_order, unnamed_class_order,
+                                       without_background)
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
     from edgecl.runtime.lock import importing
 
@@ -212,6 +216,8 @@ def import_command(args: argparse.Namespace) -> int:
     refuse_smaller_memory(cfg)
     _refuse_source_inside_state_dir(cfg.state_dir, args.path)
     items = iter_labelled(args.path, args.format)
+    if args.skip_background:
+        items = without_background(items)
     _refuse_state_dir_among_images(cfg.state_dir, args.path, args.format, items)
     classes = ClassRegistry(cfg.state_dir)
     offered, model_names = None, None
@@ -247,13 +253,14 @@ def import_command(args: argparse.Namespace) -> int:
     result["former_names"] = _former_names_used(classes, args.path, args.format, result)
     nothing = nothing_imported(args.path, result)
     unmeasured = _unmeasured_note(report)
+    background = _background_note(result, args.path, args.format, cfg.state_dir)
     if args.json:
         for message in report.tally.shown_messages():  # stdout's last line is the JSON
             print(one_line(f"skipped: {message}"), file=sys.stderr)
         if nothing:  # as every command's --json failure (before: the summary alone)
             result["error"] = nothing.removeprefix("error: ")
         for note in (nothing, other_labels_note(result),
-                     former_names_note(result, cfg.state_dir), unmeasured, sparse):
+                     former_names_note(result, cfg.state_dir), unmeasured, sparse, background):
             if note:
                 print(note, file=sys.stderr)
         print_json_line(result)
@@ -288,18 +295,35 @@ def import_command(args: argparse.Namespace) -> int:
             f"; held out for evaluation: none yet (about 1 image in {report.holdout_every} is; a "
             f"later import goes on from here)"
             if report.holdout_every and result["imported"] else "")
-    print(one_line(f"imported {result['imported']} sample(s) from {args.path}{held}; skipped "
-                   f"{result['skipped']} ({reasons}){orphans}; {dropped_regions_note(result)}"
+    shows_none = (f" ({result['background']} showing no object, learnt as background)"
+                  if result["background"] else "")
+    print(one_line(f"imported {result['imported']} sample(s){shows_none} from {args.path}{held}; "
+                   f"skipped {result['skipped']} ({reasons}){orphans}; {dropped_regions_note(result)}"
                    f"{new_classes_note(result, cfg.state_dir) or '; new classes: none'}"
                    f"{named}{unnamed}{relabelled}{queued}{evicted}{blocks}"))
     for note in (other_labels_note(result), former_names_note(result, cfg.state_dir), unmeasured,
-                 sparse):
+                 sparse, background):
         if note:
             print(note, file=sys.stderr)
     if nothing:
         print(nothing, file=sys.stderr)
         return 2
     return 0
+
+
+def _background_note(result: dict, path: str, fmt: str, state_dir) -> str:
+    """A note when a COCO import stored images its file lists with no annotation: CVAT and
+    Label Studio list every frame of a task, labelled or not, and such a frame is learnt as
+    showing no object (before: stored as background without a word)."""
+    from edgecl.data.importers import detect_format
+
+    n = result.get("background", 0)
+    if not n or (fmt if fmt != "auto" else detect_format(path)) != "coco":
+        return ""
+    return (f"note: {n} of the imported images have no annotation in the COCO file and are "
+            f"learnt as showing no object; if nobody labelled them yet, take them out: edgecl "
+            f"memory remove --imported-from {shlex.quote(str(path))} --no-object --state-dir "
+            f"{shlex.quote(str(state_dir))} (a later import: --skip-background)")
 
 
 def _held_out_detail(report) -> str:

@@ -11,12 +11,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from edgecl.arguments import output_path, print_json_line
+from edgecl.arguments import input_path, output_path, print_json_line
 from edgecl.commands.common import (STATE_FOLDERS, add_config_args, config_from_args,
                                     inside_state_folders, memory_given, refuse_smaller_memory,
                                     require_state_dir, with_device_memory)
 from edgecl.config import Config
-from edgecl.errors import ReplayMemoryError, StorageError, is_disk_full
+from edgecl.errors import ConfigError, ReplayMemoryError, StorageError, is_disk_full
 from edgecl.logs import one_line
 
 MAX_SAMPLE_ID = 2**63 - 1
@@ -52,8 +52,14 @@ def add_parser(sub) -> None:
     remove = msub.add_parser("remove", help="delete samples for good (a wrong label, a frame "
                                             "that must not be kept)")
     add_config_args(remove)
-    remove.add_argument("ids", nargs="+", type=_sample_id, metavar="SAMPLE",
+    remove.add_argument("ids", nargs="*", type=_sample_id, metavar="SAMPLE",
                         help="sample ids (as 'memory export' or 'labels answered' show them)")
+    remove.add_argument("--imported-from", metavar="PATH", type=input_path,
+                        help="every sample imported from an image under PATH (a dataset folder "
+                             "or one image: an import to take back)")
+    remove.add_argument("--no-object", action="store_true",
+                        help="with --imported-from: only those with no box (frames an export "
+                             "listed before anybody labelled them)")
     remove.add_argument("--json", action="store_true", help="print one JSON object")
     remove.set_defaults(func=remove_command)
     export = msub.add_parser("export", help="write the memory as a YOLO dataset")
@@ -74,10 +80,23 @@ def _sample_id(text: str) -> int:
 
 
 def remove_command(args: argparse.Namespace) -> int:
-    """Delete samples from the memory (all or none)."""
+    """Delete samples from the memory (all or none): the ids given, and with
+    ``--imported-from`` those imported from images under a path."""
+    if bool(args.ids) == bool(args.imported_from):
+        raise ConfigError("memory remove: give sample ids or --imported-from PATH (one of them)")
+    if args.no_object and not args.imported_from:
+        raise ConfigError("memory remove: --no-object goes with --imported-from PATH")
     memory = _open(args)
     try:
-        removed = memory.remove(args.ids)
+        ids = args.ids or imported_from(memory, args.imported_from, args.no_object)
+        if not ids:
+            what = "with no box " if args.no_object else ""
+            print(f"no sample {what}imported from {args.imported_from} in the memory: nothing "
+                  f"removed", file=sys.stderr)
+            if args.json:
+                print_json_line({"removed": [], "snapshot_copies": 0})
+            return 0
+        removed = memory.remove(ids)
         copies = sum(memory.snapshot_copies(i) for i in removed)
     finally:
         memory.close()
@@ -88,6 +107,29 @@ def remove_command(args: argparse.Namespace) -> int:
             f"they are pruned" if copies else "")
     print(f"removed sample(s) {', '.join(map(str, removed))}{kept}")
     return 0
+
+
+def imported_from(memory, path: str, no_object: bool = False) -> list[int]:
+    """Ids of the samples imported (``labels import``) from an image at or under ``path``.
+
+    Args:
+        memory: the open replay memory.
+        path: a dataset folder or an image, as given to ``labels import`` (resolved).
+        no_object: only samples with no box.
+
+    Returns:
+        Sample ids, ascending.
+    """
+    from edgecl.continual.memory.records import LabelOrigin
+
+    root = Path(path).expanduser().resolve()
+    chosen = []
+    for record in memory.records():
+        source = Path(record.source)
+        if (record.origin is LabelOrigin.IMPORT and (source == root or root in source.parents)
+                and not (no_object and record.classes)):
+            chosen.append(record.id)
+    return sorted(chosen)
 
 
 def _open(args: argparse.Namespace, verify: bool = True, device_cfg: Config | None = None):

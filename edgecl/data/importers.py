@@ -65,7 +65,9 @@ used: the boxes are taken in the decoded image's pixels.
 
 Ignore regions are not classes: VOC/COCO names such as ``DontCare`` or ``ignore`` (see
 :data:`edgecl.data.class_names.IGNORE_NAMES`) and COCO ``iscrowd`` annotations are dropped and
-counted in ``ImportItem.ignored``. A box written with no width or no height (VOC ``xmin == xmax``, a COCO
+counted in ``ImportItem.ignored``; an image whose only annotations are ignore regions (or VOC
+difficult objects) is skipped (:data:`ONLY_IGNORED`): stored as showing no object, it would
+teach them as background. A box written with no width or no height (VOC ``xmin == xmax``, a COCO
 ``w`` of 0, a YOLO ``w`` of 0: an accidental click in a labelling tool), or written under one
 pixel wide or high on the image it was drawn on (the operator answer's bound,
 :data:`edgecl.data.answers.MIN_BOX_PX`), marks no object: it is dropped and counted in
@@ -249,7 +251,8 @@ class Skip:
             ``refused label``,
             ``no label file``,
             ``not an image``, ``duplicate image id``, ``duplicate image``, ``size mismatch``,
-            ``bad annotation file``, ``shared label file``, ``label without image``).
+            ``bad annotation file``, ``shared label file``, ``label without image``,
+            :data:`ONLY_IGNORED`, :data:`NO_OBJECT`).
         message: one line: path and why.
         counts_file: False for an annotation that belongs to no image of its file (a COCO
             annotation whose ``image_id`` no image has): said, but not counted as a file.
@@ -277,6 +280,7 @@ class ImportTally:
         rescaled: images whose boxes were scaled from their declared size
             (:attr:`ImportItem.rescaled`).
         rescaled_example: the first such image's ``rescaled`` line.
+        background: images imported with no box (stored as showing no object).
         boxes: class name -> boxes imported.
         messages: the first skip messages (at most ``max_messages``).
         max_messages: how many messages to keep.
@@ -292,6 +296,7 @@ class ImportTally:
     empty_boxes: int = 0
     rescaled: int = 0
     rescaled_example: str = ""
+    background: int = 0
     boxes: Counter = field(default_factory=Counter)
     messages: list[str] = field(default_factory=list)
     max_messages: int = 20
@@ -337,13 +342,16 @@ class ImportTally:
         if item.rescaled:
             self.rescaled += 1
             self.rescaled_example = self.rescaled_example or item.rescaled
+        self.background += not item.names
         self.boxes.update(item.names)
 
     def to_dict(self) -> dict:
-        """JSON-ready counts: imported, skipped, reasons, annotations_skipped, ignored_regions,
-        difficult_dropped, empty_boxes, rescaled_from_declared_size (with
-        ``rescaled_example`` when some were), boxes per class."""
-        out = {"imported": self.imported, "skipped": self.skipped, "reasons": dict(self.reasons),
+        """JSON-ready counts: imported, background (of them, images with no box), skipped,
+        reasons, annotations_skipped, ignored_regions, difficult_dropped, empty_boxes,
+        rescaled_from_declared_size (with ``rescaled_example`` when some were), boxes per
+        class."""
+        out = {"imported": self.imported, "background": self.background,
+               "skipped": self.skipped, "reasons": dict(self.reasons),
                "annotations_skipped": self.annotations_skipped,
                "ignored_regions": self.ignored_regions,
                "difficult_dropped": self.difficult_dropped, "empty_boxes": self.empty_boxes,
@@ -1022,6 +1030,9 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None, unnamed: bool 
                          (rows[:, 1] + rows[:, 3] / 2) * w, (rows[:, 2] + rows[:, 4] / 2) * h], axis=1)
         box_names = [names[int(c)] if names else f"class_{int(c)}" for c in rows[:, 0]]
         keep = [i for i, n in enumerate(box_names) if not is_ignore_name(n)]
+        if box_names and not keep and not len(parsed.empty):
+            yield _only_ignored(label_path, str(label_path), len(box_names), 0)
+            continue
         small = under_pixels(rows, w, h, MIN_BOX_PX)  # as dir:// streams it: dropped, counted
         kept = [i for i in keep if not small[i]]
         if not kept and (keep or len(parsed.empty)):  # before: stored as showing no object
@@ -1366,6 +1377,8 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
         inside it (``bad box``); boxes written with no width or height are dropped and
         counted (module docstring).
     """
+    if not boxes and (ignored or difficult):  # before: stored as showing no object
+        return _only_ignored(source, where, ignored, difficult)
     read = _read(image_path)
     if isinstance(read, Skip):
         return read
@@ -1415,6 +1428,21 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
     return ImportItem(image, [names[i] for i in keep], clipped[keep], image_path, ignored=ignored,
                       difficult=difficult, content_hash=digest, empty=int(empty.sum()),
                       rescaled=rescaled)
+
+
+ONLY_IGNORED = "only ignored objects"
+"""Skip reason of an image whose every annotation is an ignore region or a VOC difficult
+object: stored as showing no object, it would teach those objects as background."""
+
+
+def _only_ignored(source: Path, where: str, ignored: int, difficult: int) -> Skip:
+    """The :data:`ONLY_IGNORED` skip of an image annotated with ``ignored`` ignore regions and
+    ``difficult`` difficult objects and nothing else."""
+    what = [f"{n} {kind}" for n, kind in ((ignored, "ignore region(s)"),
+                                          (difficult, "difficult object(s)")) if n]
+    return Skip(source, ONLY_IGNORED,
+                f"{where}: its only annotations are {' and '.join(what)}, which are not learnt; "
+                f"the image is not stored as one showing no object")
 
 
 def _normalised(xyxy: np.ndarray, width: int, height: int) -> int | None:
@@ -1924,6 +1952,37 @@ def format_hint(path: str | Path, fmt: str) -> str:
         return ""
     return (f"; {path} looks like {FORMAT_NAMES[detected]}: give --format {detected} "
             f"(or leave --format out)")
+
+
+NO_OBJECT = "no object"
+"""Skip reason of an image with no box when an import leaves such images out
+(:func:`without_background`)."""
+
+
+def without_background(items: LabelledItems) -> LabelledItems:
+    """``items`` with each image that shows no object skipped (:data:`NO_OBJECT`, counted,
+    not listed): for an export that lists frames nobody labelled yet (CVAT's and Label
+    Studio's COCO exports list every frame of a task), which would be learnt as background.
+
+    Args:
+        items: what :func:`iter_labelled` returned.
+
+    Returns:
+        The same images and skips, in the same order; its :attr:`LabelledItems.image_paths`
+        leaves out the images whose labels name no class, when the reader can tell.
+    """
+    def kept() -> Iterator[ImportItem | Skip]:
+        for item in items:
+            if isinstance(item, ImportItem) and not item.names:
+                yield Skip(item.source, NO_OBJECT, "")
+            else:
+                yield item
+
+    def image_paths() -> list[Path]:
+        shown = items.image_classes()
+        return [p for p in items.image_paths if not shown or shown.get(p, True)]
+
+    return LabelledItems(kept(), image_paths, items.root, items.image_classes)
 
 
 def iter_labelled(path: str | Path, fmt: str = "auto") -> LabelledItems:

@@ -1326,3 +1326,56 @@ def test_the_summary_counts_pseudo_labelled_copies_the_import_replaced(tmp_path,
         assert memory.stats()["per_origin"]["pseudo"] == 0 and len(memory) == 3
     line = _import(capsys, state, _voc(tmp_path / "voc2", 1))  # the same first image again
     assert "pseudo-labelled" not in line
+
+
+def _coco_with_unlabelled_frames(root: Path) -> Path:
+    """A COCO export listing 4 frames, 1 of them annotated (CVAT lists every frame of a task)."""
+    for k in range(4):
+        _jpg(root / "images" / f"f{k}.jpg", 30 + 40 * k)
+    (root / "annotations.json").write_text(json.dumps({
+        "images": [{"id": k + 1, "file_name": f"f{k}.jpg"} for k in range(4)],
+        "categories": [{"id": 1, "name": "person"}],
+        "annotations": [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [10, 10, 20, 10]}]}))
+    return root
+
+
+def test_frames_a_coco_export_lists_unannotated_are_counted_and_can_be_taken_back(tmp_path,
+                                                                                  capsys):
+    """Before: 3 of 4 frames of a COCO export, listed with no annotation, were stored as
+    background with nothing said, and no command took them out again."""
+    src = _coco_with_unlabelled_frames(tmp_path / "coco")
+    state = tmp_path / "state"
+    assert main(["labels", "import", "--state-dir", str(state), str(src)]) == 0
+    out, err = capsys.readouterr()
+    assert f"imported 4 sample(s) (3 showing no object, learnt as background) from {src};" in out
+    assert (f"note: 3 of the imported images have no annotation in the COCO file and are learnt "
+            f"as showing no object; if nobody labelled them yet, take them out: edgecl memory "
+            f"remove --imported-from {src} --no-object --state-dir {state} (a later import: "
+            f"--skip-background)") in err
+    assert main(["memory", "remove", "--imported-from", str(src), "--no-object",
+                 "--state-dir", str(state), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["removed"] == [1, 3, 4]
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        assert [Path(r.source).name for r in memory.records()] == ["f1.jpg"]
+    assert main(["memory", "remove", "--imported-from", str(src), "--no-object",
+                 "--state-dir", str(state)]) == 0
+    assert f"no sample with no box imported from {src} in the memory: nothing removed" in (
+        capsys.readouterr().err)
+    again = tmp_path / "again"
+    result = _import(capsys, again, src, "--skip-background", "--json")
+    assert (result["imported"], result["background"], result["reasons"]) == (1, 0, {"no object": 3})
+    assert main(["memory", "remove", "--imported-from", str(src / "images" / "f1.jpg"),
+                 "--state-dir", str(again)]) == 0
+    assert _samples(again) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "memory remove: give sample ids or --imported-from PATH (one of them)"),
+    (["1", "--imported-from", "x"], "memory remove: give sample ids or --imported-from PATH"),
+    (["1", "--no-object"], "memory remove: --no-object goes with --imported-from PATH")])
+def test_memory_remove_takes_ids_or_a_path(tmp_path, capsys, argv, message):
+    src = _coco_with_unlabelled_frames(tmp_path / "coco")
+    _import(capsys, tmp_path / "state", src)
+    assert main(["memory", "remove", *argv, "--state-dir", str(tmp_path / "state")]) == 2
+    assert message in capsys.readouterr().err
+    assert _samples(tmp_path / "state") == 4

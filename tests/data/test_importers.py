@@ -214,13 +214,16 @@ def test_a_polygon_only_coco_annotation_gives_its_enclosing_box(tmp_path):
 def test_yolo_import_roboflow_yaml(yolo):
     items, skips = _collect(yolo)
     by_name = {i.source.name: i for i in items}
-    assert sorted(by_name) == ["p.jpg", "r.jpg", "v.jpg"]
+    assert sorted(by_name) == ["p.jpg", "r.jpg"]
     assert by_name["p.jpg"].names == ["bike"]  # BOM read, duplicate row dropped
     np.testing.assert_allclose(by_name["p.jpg"].xyxy, [[24, 12, 40, 36]])
     assert by_name["r.jpg"].names == []  # empty label file: background
-    assert by_name["v.jpg"].names == [] and by_name["v.jpg"].ignored == 1  # DontCare polygon dropped
     reasons = sorted(s.reason for s in skips)
-    assert reasons == ["no label file", "refused label", "unreadable image"]
+    # v.jpg: a DontCare polygon alone; before, stored as showing no object
+    assert reasons == ["no label file", "only ignored objects", "refused label", "unreadable image"]
+    assert next(s.message for s in skips if s.reason == "only ignored objects").endswith(
+        "v.txt: its only annotations are 1 ignore region(s), which are not learnt; the image is "
+        "not stored as one showing no object")
     assert any("q.txt:1: class 9 exceeds" in s.message for s in skips)
 
 
@@ -707,3 +710,60 @@ def test_each_reader_names_the_classes_of_each_image_from_its_labels_alone(tmp_p
                         {"id": 2, "image_id": 1, "category_id": 9, "bbox": [1, 1, 9, 9]}]}))
     shown = iter_labelled(coco, "coco").image_classes()
     assert {p.name: sorted(n) for p, n in shown.items()} == {"a.jpg": ["bus"], "b.jpg": []}
+
+
+def test_an_image_annotated_only_with_ignored_objects_is_skipped_not_stored_as_background(tmp_path):
+    """Before: a VOC image whose only objects were difficult or DontCare, or a COCO image whose
+    only annotations were ``iscrowd``, was stored as showing no object, teaching those objects
+    as background."""
+    voc = tmp_path / "voc"
+    for stem in ("a", "b", "c"):
+        _jpg(voc / "JPEGImages" / f"{stem}.jpg")
+    (voc / "Annotations").mkdir()
+    difficult = ("<object><name>car</name><difficult>1</difficult><bndbox><xmin>5</xmin>"
+                 "<ymin>5</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object>")
+    (voc / "Annotations" / "a.xml").write_text(_voc_xml("a.jpg", [("DontCare", (2, 2, 9, 9))])
+                                               .replace("</annotation>", difficult + "</annotation>"))
+    (voc / "Annotations" / "b.xml").write_text(_voc_xml("b.jpg", [])
+                                               .replace("</annotation>", difficult + "</annotation>"))
+    (voc / "Annotations" / "c.xml").write_text(_voc_xml("c.jpg", []))  # no object: background
+    items, skips = _collect(voc)
+    assert [i.source.name for i in items] == ["c.jpg"] and items[0].names == []
+    assert [(s.source.name, s.reason) for s in skips] == [("a.xml", "only ignored objects"),
+                                                          ("b.xml", "only ignored objects")]
+    assert skips[0].message.endswith("a.xml: its only annotations are 1 ignore region(s) and 1 "
+                                     "difficult object(s), which are not learnt; the image is not "
+                                     "stored as one showing no object")
+    assert "its only annotations are 1 difficult object(s)," in skips[1].message
+    coco = tmp_path / "coco"
+    for name in ("a.jpg", "b.jpg"):
+        _jpg(coco / "images" / name)
+    (coco / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
+        "categories": [{"id": 1, "name": "person"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 20, 20], "iscrowd": 1},
+                        {"id": 2, "image_id": 2, "category_id": 1, "bbox": [2, 2, 20, 20], "iscrowd": 1},
+                        {"id": 3, "image_id": 2, "category_id": 1, "bbox": [30, 2, 9, 9]}]}))
+    items, skips = _collect(coco)
+    assert [(i.source.name, i.names, i.ignored) for i in items] == [("b.jpg", ["person"], 1)]
+    assert [s.reason for s in skips] == ["only ignored objects"]
+    assert "images[0] (a.jpg): its only annotations are 1 ignore region(s)," in skips[0].message
+
+
+def test_without_background_skips_images_with_no_box_and_leaves_them_out_of_the_plan(tmp_path):
+    """``labels import --skip-background``: a COCO export listing frames nobody labelled."""
+    from edgecl.data.importers import without_background
+
+    coco = tmp_path / "coco"
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        _jpg(coco / "images" / name)
+    (coco / "annotations.json").write_text(json.dumps({
+        "images": [{"id": k, "file_name": f"{s}.jpg"} for k, s in enumerate("abc", 1)],
+        "categories": [{"id": 1, "name": "person"}],
+        "annotations": [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [2, 2, 20, 20]}]}))
+    items = without_background(iter_labelled(coco))
+    assert [p.name for p in items.image_paths] == ["b.jpg"]
+    out = list(items)
+    assert [(o.source.name, getattr(o, "reason", None)) for o in out] == [
+        ("a.jpg", "no object"), ("b.jpg", None), ("c.jpg", "no object")]
+    assert all(o.message == "" for o in out if isinstance(o, Skip))  # counted, not listed

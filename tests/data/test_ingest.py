@@ -37,7 +37,8 @@ def test_ingest_maps_names_stores_origin_and_counts(tmp_path):
         report = ingest(items, memory, classes)
         records = memory.records()
         stored = memory.get([r.id for r in records])
-    assert report.to_dict() == {"imported": 3, "skipped": 1, "reasons": {"bad annotation": 1},
+    assert report.to_dict() == {"imported": 3, "background": 1, "skipped": 1,
+                                "reasons": {"bad annotation": 1},
                                 "annotations_skipped": 0, "empty_boxes": 0, "classes_added": ["person"],
                                 "rescaled_from_declared_size": 0,
                                 "similar_classes": {},
