@@ -636,9 +636,11 @@ def _names_only(yaml_path: Path, data: object) -> dict[int, str] | None:
 
 
 def _enclosing_names(folder: Path) -> dict[int, str] | None:
-    """The class names of the ``data.yaml`` one level up whose splits hold this folder's images:
-    one split of an export given alone (``export/train`` of a Roboflow download, whose
-    ``data.yaml`` sits beside ``train/``) keeps its class names instead of ``class_<id>``.
+    """The class names of the ``data.yaml`` one or two levels up whose splits hold this
+    folder's images: one split of an export given alone (``export/train`` of a Roboflow
+    download, whose ``data.yaml`` sits beside ``train/``; ``dataset/images/train`` of the
+    ultralytics layout, whose ``data.yaml`` sits beside ``images/``) keeps its class names
+    instead of ``class_<id>``.
 
     Args:
         folder: the folder given (it holds no dataset yaml itself).
@@ -651,19 +653,20 @@ def _enclosing_names(folder: Path) -> dict[int, str] | None:
             they were passed over in silence, and every labelled frame of a stream was then
             refused for a class id no registry held).
     """
-    yaml_path = find_data_yaml(folder.parent)
-    if yaml_path is None:
-        return None
-    try:
-        yaml_path, data, _, entries = _read_data_yaml(_parse_data_yaml(yaml_path))
-    except ConfigError:
-        return None  # a yaml that cannot say which folders it covers names nothing here
-    for p in (p for paths in entries.values() for p in paths):  # no folder listed: a split's
-        if p.is_dir() or is_image(p):                              # entries say where it is
-            if p.is_relative_to(folder) or folder.is_relative_to(p):
+    for above in dict.fromkeys((folder.parent, folder.parent.parent)):
+        yaml_path = find_data_yaml(above) if above != folder else None
+        if yaml_path is None:
+            continue
+        try:
+            yaml_path, data, _, entries = _read_data_yaml(_parse_data_yaml(yaml_path))
+        except ConfigError:
+            continue  # a yaml that cannot say which folders it covers names nothing here
+        for p in (p for paths in entries.values() for p in paths):  # no folder listed: a
+            if p.is_dir() or is_image(p):                              # split's entries say
+                if p.is_relative_to(folder) or folder.is_relative_to(p):  # where it is
+                    return _parse_names(yaml_path, data)
+            elif any(q.is_relative_to(folder) for q in _read_image_list(p)):
                 return _parse_names(yaml_path, data)
-        elif any(q.is_relative_to(folder) for q in _read_image_list(p)):
-            return _parse_names(yaml_path, data)
     return None
 
 

@@ -237,6 +237,18 @@ def test_a_split_folder_given_alone_reports_its_datasets_broken_names(tmp_path):
     assert find_dataset(tmp_path / "other").names != {0: "car"}
 
 
+def test_a_split_of_the_ultralytics_layout_given_alone_takes_the_names_two_levels_up(tmp_path):
+    """Before: 'labels import ds/images/train' (data.yaml beside images/, two levels up) named
+    the classes class_0, class_1 and added them to the device as new classes."""
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\n"
+                                        "names: {0: car, 1: person}\n")
+    assert find_dataset(tmp_path / "images" / "train").names == {0: "car", 1: "person"}
+    (tmp_path / "images" / "test").mkdir()  # a folder the yaml does not list
+    assert find_dataset(tmp_path / "images" / "test").names is None
+
+
 def test_a_folder_whose_data_yaml_holds_only_names_is_read_with_them(tmp_path):
     """Before: images/, labels/ and a data.yaml of names alone (no train or val) were refused,
     as the folder and as its data.yaml: "not an ultralytics data.yaml (needs 'train', 'val'
