@@ -69,7 +69,11 @@ def import_command(args: argparse.Namespace) -> int:
         Exit status 0.
     """
     from edgecl.data.convert import write_yolo_dataset
+    from edgecl.data.importers import both_formats_note
 
+    both = both_formats_note(args.src, args.format)
+    if both:
+        print(both, file=sys.stderr)
     with _writing(args.out):
         result = write_yolo_dataset(args.src, args.out, args.format)
     if args.json:

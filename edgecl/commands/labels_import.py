@@ -206,8 +206,8 @@ def import_command(args: argparse.Namespace) -> int:
     """
     from edgecl.continual.ingest import ingest
     from edgecl.continual.memory import memory_from_config
-    from edgecl.data.importers import (iter_labelled, source_class_order, unnamed_class_order,
-                                       without_background)
+    from edgecl.data.importers import (both_formats_note, iter_labelled, source_class_order,
+                                       unnamed_class_order, without_background)
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
     from edgecl.runtime.lock import importing
 
@@ -216,6 +216,9 @@ def import_command(args: argparse.Namespace) -> int:
     refuse_smaller_memory(cfg)
     _refuse_source_inside_state_dir(cfg.state_dir, args.path)
     items = iter_labelled(args.path, args.format)
+    both = both_formats_note(args.path, args.format)
+    if both:
+        print(both, file=sys.stderr)
     if args.skip_background:
         items = without_background(items)
     _refuse_state_dir_among_images(cfg.state_dir, args.path, args.format, items)

@@ -494,6 +494,32 @@ def detect_format(path: str | Path) -> str:
     return "voc" if _flat_voc(path) or _voc_annotations_given(path) else "yolo"
 
 
+def both_formats_note(path: str | Path, fmt: str) -> str:
+    """A note when ``--format auto`` read a folder as YOLO that also holds labelImg's Pascal
+    VOC ``.xml`` files beside its images (labelImg saves either, and a folder labelled in both
+    modes holds both; before, the ``.xml`` boxes were passed over without a word).
+
+    Args:
+        path: the dataset path given.
+        fmt: the format given (only ``auto`` is noted).
+
+    Returns:
+        ``"note: ..."``, or ``""``.
+    """
+    folder = Path(path).expanduser()
+    if fmt != "auto" or not folder.is_dir() or detect_format(folder) != "yolo":
+        return ""
+    try:
+        xmls = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
+    except OSError:
+        return ""
+    if not xmls or isinstance(_parse_voc(xmls[0]), Skip):
+        return ""
+    return (f"note: {folder} holds YOLO label files and {len(xmls)} Pascal VOC .xml file(s) "
+            f"beside its images: read as YOLO (the .txt files); give --format voc to read the "
+            f".xml files instead")
+
+
 def _voc_annotations_given(folder: Path) -> bool:
     """Whether the folder given is a VOC dataset's ``Annotations/`` itself (read as its
     dataset, :func:`iter_voc`): named so, in any case, holding ``.xml`` files."""

@@ -767,3 +767,26 @@ def test_without_background_skips_images_with_no_box_and_leaves_them_out_of_the_
     assert [(o.source.name, getattr(o, "reason", None)) for o in out] == [
         ("a.jpg", "no object"), ("b.jpg", None), ("c.jpg", "no object")]
     assert all(o.message == "" for o in out if isinstance(o, Skip))  # counted, not listed
+
+
+def test_a_folder_labelled_in_both_labelimg_modes_says_which_labels_it_read(tmp_path, capsys):
+    """Before: a labelImg folder holding .txt and .xml beside its images was read as YOLO
+    without a word about the .xml files."""
+    from edgecl.data.importers import both_formats_note
+
+    folder = tmp_path / "li"
+    for k in range(2):
+        _jpg(folder / f"a{k}.jpg")
+        (folder / f"a{k}.txt").write_text("0 0.5 0.5 0.3 0.3\n")
+        (folder / f"a{k}.xml").write_text(_voc_xml(f"a{k}.jpg", [("dog", (5, 5, 20, 20))]))
+    (folder / "classes.txt").write_text("dog\n")
+    note = (f"note: {folder} holds YOLO label files and 2 Pascal VOC .xml file(s) beside its "
+            f"images: read as YOLO (the .txt files); give --format voc to read the .xml files "
+            f"instead")
+    assert both_formats_note(folder, "auto") == note
+    assert both_formats_note(folder, "yolo") == ""
+    assert main(["labels", "import", "--state-dir", str(tmp_path / "s"), str(folder)]) == 0
+    assert note in capsys.readouterr().err
+    for k in range(2):
+        (folder / f"a{k}.txt").unlink()
+    assert both_formats_note(folder, "auto") == ""  # read as VOC: nothing to say
