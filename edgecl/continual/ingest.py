@@ -310,6 +310,8 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
         StorageError: the memory or the class registry cannot write (full disk, read-only);
             every sample stored before stays stored, and the message says how many there are
             (the same import run again once there is room stores only the rest).
+        KeyboardInterrupt, SystemExit: a stop (Ctrl-C, SIGTERM) while it ran, re-raised
+            after a warning that says how many samples were stored before it.
     """
     report = ImportReport()
     evicted_before, replaced_before = memory.evicted, memory.pseudo_replaced
@@ -319,6 +321,11 @@ def ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames,
         raise StorageError(f"{exc}; {report.tally.imported} sample(s) of this import were stored "
                            f"before it (run the import again once there is room: what is "
                            f"stored is skipped)") from None
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: said, then the stop goes on
+        log.warning("import stopped: %d sample(s) of it were stored before the stop, %d file(s) "
+                    "skipped (run the import again: what is stored is skipped)",
+                    report.tally.imported, report.tally.skipped)
+        raise
     finally:
         report.evicted = memory.evicted - evicted_before
         report.pseudo_replaced = memory.pseudo_replaced - replaced_before

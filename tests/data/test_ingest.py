@@ -1,6 +1,7 @@
 """`edgecl labels import`: imported samples in the replay memory with origin import, classes mapped."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from edgecl.cli import main
 from edgecl.config import MemoryConfig
@@ -409,3 +411,21 @@ def test_a_class_renamed_or_merged_while_an_import_runs_keeps_the_import_on_one_
     with ReplayMemory(tmp_path / "memory", settings) as memory:
         report = ingest(more(), memory, classes)
     assert report.to_dict()["classes_added"] == ["Lorry"] and report.to_dict()["boxes"] == {"Lorry": 2}
+
+
+def test_an_import_stopped_by_ctrl_c_says_how_many_samples_it_stored(tmp_path, caplog):
+    """Before: Ctrl-C during 'labels import' printed 'interrupted' alone; how much of the
+    folder was in the memory was left to guess."""
+    def items():
+        yield _item("a", ["car"], 10)
+        yield Skip(Path("/data/b.xml"), "bad annotation", "b.xml: not XML")
+        yield _item("c", ["car"], 200)
+        raise KeyboardInterrupt
+
+    classes = ClassRegistry(tmp_path)
+    with ReplayMemory(tmp_path / "memory", MemoryConfig(capacity=50, holdout_fraction=0.0)) as memory:
+        with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+            ingest(items(), memory, classes)
+        assert len(memory) == 2
+    assert ("import stopped: 2 sample(s) of it were stored before the stop, 1 file(s) skipped "
+            "(run the import again: what is stored is skipped)") in caplog.text
