@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
     Args:
         sub: the top-level sub-parsers object.
     """
-    p = sub.add_parser("models", help="list, add, promote, roll back, verify or prune model versions")
+    p = sub.add_parser("models", help="list, add, promote, discard, roll back, verify or prune "
+                                      "model versions")
     msub = p.add_subparsers(dest="models_cmd", metavar="ACTION", required=True)
     lst = msub.add_parser("list", help="list versions")
     add_config_args(lst)
@@ -44,6 +45,11 @@ def add_parser(sub) -> None:
     pro.add_argument("--no-load-check", action="store_true",
                      help="skip test-loading the model before promoting")
     pro.set_defaults(func=promote_command)
+    dis = msub.add_parser("discard", help="reject a staged version that never served (a "
+                                          "candidate added without --promote)")
+    add_config_args(dis)
+    dis.add_argument("version", type=version_name, help="version to reject (v0003; v3 or 3)")
+    dis.set_defaults(func=discard_command)
     rb = msub.add_parser("rollback", help="return to the previously promoted version")
     add_config_args(rb)
     rb.set_defaults(func=rollback_command)
@@ -377,6 +383,14 @@ def promote_command(args: argparse.Namespace) -> int:
         check_loadable(registry, args.version, args)
     promote_version(config_from_args(args).state_dir, args.version)
     print(f"promoted {args.version}")
+    return 0
+
+
+def discard_command(args: argparse.Namespace) -> int:
+    """Reject a staged version that never served (:meth:`Registry.discard`)."""
+    _registry(args, writes=True).discard(args.version)
+    print(f"discarded {args.version}: no start promotes it, and 'edgecl models prune' removes "
+          f"its files with the rejected versions beyond export.keep_rejected")
     return 0
 
 

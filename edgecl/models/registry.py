@@ -111,6 +111,8 @@ class VersionStatus(str, enum.Enum):
 
 
 STATUSES = tuple(s.value for s in VersionStatus)
+DISCARDED = "discarded by a person (edgecl models discard)"
+"""The status reason of a staged version a person rejected."""
 ROLLED_BACK = "rolled back"
 """The status reason of a version retired by a rollback (shown by ``models list``)."""
 NEVER_SERVED = "superseded by"
@@ -884,6 +886,33 @@ class Registry:
         manifest["status"] = str(VersionStatus(status).value)
         manifest["status_reason"] = reason
         atomic_write_json(self._version_dir(version) / "manifest.json", manifest)
+
+    def discard(self, version: str) -> None:
+        """Reject a version that was staged and never served (a candidate added with
+        ``edgecl models add``, a round's leftover a stop kept from its promotion): no start
+        promotes it and the retention rule counts it with the rejected ones. Its files stay
+        until :meth:`prune` removes them; ``promote`` still takes it.
+
+        Args:
+            version: version name.
+
+        Raises:
+            UnknownVersionError: no such version.
+            RegistryError: the version is current, was served before (a rollback may return
+                to it), or is rejected or pruned already.
+            StorageError: the registry cannot be written.
+        """
+        with self._lock(), storage_faults(f"cannot discard {version}"):
+            self.check_version(version)
+            status = self.status(version)
+            if status != VersionStatus.STAGED:
+                what = {VersionStatus.PROMOTED.value: "it is the current version (roll back "
+                                                      "first: edgecl models rollback)",
+                        VersionStatus.RETIRED.value: "it served before, and a rollback may "
+                                                     "return to it"}.get(
+                    status, f"it is {status}")
+                raise RegistryError(f"cannot discard {version}: {what}")
+            self.set_status(version, VersionStatus.REJECTED, DISCARDED)
 
     def update_manifest(self, version: str, fields: dict) -> None:
         """Merge fields into a version's manifest, atomically (``files`` and ``version`` never change).

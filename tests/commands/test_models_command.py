@@ -627,3 +627,26 @@ def test_models_list_names_the_fleet_round_a_version_came_from(tmp_path, capsys)
     code, out, _ = run_cli(capsys, "models", "list", "--state-dir", state, "--json")
     assert {v["version"]: v["origin"] for v in json.loads(out.splitlines()[-1])} == {
         local: "round 1", fleet: "fleet round 3"}
+
+
+def test_a_staged_candidate_can_be_discarded_and_a_served_version_cannot(capsys, tmp_path,
+                                                                          exports):
+    """Before: a candidate added without --promote stayed staged for the device's life (prune
+    keeps a person's staged versions) and no command rejected it."""
+    state = tmp_path / "state"
+    assert run_cli(capsys, "models", "add", exports["batch4"], "--promote", "--state-dir", state)[0] == 0
+    assert run_cli(capsys, "models", "add", exports["rect"], "--state-dir", state)[0] == 0
+    code, out, err = run_cli(capsys, "models", "discard", "2", "--state-dir", state)
+    assert (code, out) == (0, "discarded v0002: no start promotes it, and 'edgecl models prune' "
+                              "removes its files with the rejected versions beyond "
+                              "export.keep_rejected\n")
+    listed = {v["version"]: (v["status"], v.get("reason")) for v in _versions(capsys, state)}
+    assert listed["v0002"] == ("rejected", "discarded by a person (edgecl models discard)")
+    for version, why in (("v0002", "cannot discard v0002: it is rejected"),
+                         ("v0001", "cannot discard v0001: it is the current version (roll back "
+                                   "first: edgecl models rollback)"),
+                         ("v0009", "unknown version v0009")):
+        code, out, err = run_cli(capsys, "models", "discard", version, "--state-dir", state)
+        assert code == 2 and why in err and "Traceback" not in err
+    assert run_cli(capsys, "models", "prune", "--state-dir", state, "export.keep_rejected=0")[0] == 0
+    assert not (state / "models" / "v0002" / "model.onnx").exists()
