@@ -116,14 +116,34 @@ def test_batchnorm_reestimation_stays_within_one_pass_and_max_steps_is_the_reaso
     result = FineTuner(_model(), cfg, OFF).run(new, mem, budget_s=3600, max_steps=1, epochs=10,
                                                device="cpu")
     assert (result.steps, result.stopped_reason) == (1, "max_steps")
-    # 10 images at batch 4: 3 batches in a pass, the round's one step averaged (its batch
-    # is a full one), the rest after it, going on with that average
-    assert used == [(2, 3, False)]
+    # 10 images at batch 4: 3 batches in a pass, re-estimated afresh after the round's one
+    # step (too short to average its own batches: IN_LOOP_AVERAGE_AFTER)
+    assert used == [(3, 3, True)]
     # no time limit (the benchmarks' rounds bounded by steps): one pass, no overflow
     used.clear()
     FineTuner(_model(), cfg, OFF).run(new, mem, budget_s=math.inf, max_steps=1, epochs=10,
                                       device="cpu")
-    assert used == [(2, 3, False)]
+    assert used == [(3, 3, True)]
+
+
+def test_a_round_too_short_to_average_its_last_batches_is_reestimated_after_its_last_step(
+        data, monkeypatch):
+    """Before: a 10-step round averaged its last 8 batches while its weights still moved far
+    each step; from scratch, the served model then scored 1.0 at 11 anchors of 8 frames where
+    the statistics of its final weights scored at most 0.003."""
+    calls = []
+    real = yolo_train.recalibrate_batchnorm
+
+    def spy(model, loader, n_batches, *args, **kwargs):
+        calls.append((n_batches, kwargs["reset"]))
+        return real(model, loader, n_batches, *args, **kwargs)
+
+    monkeypatch.setattr(yolo_train, "recalibrate_batchnorm", spy)
+    _, bn, seen = _round_with_norm_inputs(data, 2, 5)  # 5 steps < 3 x 2: no in-loop average
+    assert calls == [(2, True)]
+    assert len(seen) == 7 and int(bn.num_batches_tracked) == 2  # 4, 4 after the last step
+    torch.testing.assert_close(bn.running_mean, torch.stack([m for m, _ in seen[5:]]).mean(dim=0),
+                               rtol=1e-4, atol=1e-5)
 
 
 def _trained_norm_inputs(model):
@@ -160,10 +180,10 @@ def test_batchnorm_statistics_are_the_average_of_the_rounds_last_batches(data, m
     round spent on them), and no extra pass runs."""
     monkeypatch.setattr(yolo_train, "recalibrate_batchnorm",
                         lambda *a, **k: pytest.fail("no extra pass expected"))
-    result, bn, seen = _round_with_norm_inputs(data, 2, 5, precision)
-    # 10 images at batch 4: batches of 4, 4, 2, 4, 4 images; the last two are averaged
-    assert result.steps == 5 and len(seen) == 5
-    last = seen[3:]
+    result, bn, seen = _round_with_norm_inputs(data, 2, 8, precision)
+    # 10 images at batch 4: batches of 4, 4, 2, 4, 4, 2, 4, 4 images; the last two are averaged
+    assert result.steps == 8 and len(seen) == 8
+    last = seen[6:]
     mean = torch.stack([m for m, _ in last]).mean(dim=0)
     var = torch.stack([v for _, v in last]).mean(dim=0)
     torch.testing.assert_close(bn.running_mean, mean, rtol=1e-4, atol=1e-5)
@@ -181,12 +201,12 @@ def test_an_average_begun_too_early_is_given_up_and_begun_again(data, monkeypatc
                         lambda *a, **k: pytest.fail("no extra pass expected"))
     real_left = finetune._Loop._steps_left
     monkeypatch.setattr(finetune._Loop, "_steps_left", lambda self, *a: (
-        1.0 if not self.losses else real_left(self, *a)))
-    _, bn, seen = _round_with_norm_inputs(data, 2, 5)
-    # begun before step 1, given up before step 2 (1 + 4 left > 2 x 2), begun again before
-    # step 4: the last two batches (4 and 4 images) are the average
-    assert len(seen) == 5 and int(bn.num_batches_tracked) == 2
-    torch.testing.assert_close(bn.running_mean, torch.stack([m for m, _ in seen[3:]]).mean(dim=0),
+        1.0 if len(self.losses) == 6 else real_left(self, *a)))
+    _, bn, seen = _round_with_norm_inputs(data, 2, 11)
+    # begun before step 7, given up before step 8 (1 + 4 left > 2 x 2), begun again before
+    # step 10: the last two batches (4 and 4 images) are the average
+    assert len(seen) == 11 and int(bn.num_batches_tracked) == 2
+    torch.testing.assert_close(bn.running_mean, torch.stack([m for m, _ in seen[9:]]).mean(dim=0),
                                rtol=1e-4, atol=1e-5)
     assert bn.momentum == 0.03
 
@@ -200,12 +220,12 @@ def test_a_short_batch_is_left_out_and_the_average_topped_up_after_the_round(dat
         return real(model, loader, n_batches, *args, **kwargs)
 
     monkeypatch.setattr(yolo_train, "recalibrate_batchnorm", spy)
-    _, bn, seen = _round_with_norm_inputs(data, 3, 6)
-    # 10 images at batch 4: 4, 4, 2, 4, 4, 2 images; the last 3 steps are averaged but the
+    _, bn, seen = _round_with_norm_inputs(data, 3, 12)
+    # 10 images at batch 4: 4, 4, 2, ... 4, 4, 2 images; the last 3 steps are averaged but the
     # 2-image batch is left out, so one full batch more is drawn after the round
     assert calls == [(1, False)]
-    assert len(seen) == 7 and int(bn.num_batches_tracked) == 3
-    kept = [seen[3], seen[4], seen[6]]
+    assert len(seen) == 13 and int(bn.num_batches_tracked) == 3
+    kept = [seen[9], seen[10], seen[12]]
     torch.testing.assert_close(bn.running_mean, torch.stack([m for m, _ in kept]).mean(dim=0),
                                rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(bn.running_var, torch.stack([v for _, v in kept]).mean(dim=0),
