@@ -38,6 +38,12 @@ CLASS_ROW_PATTERN = re.compile(r"(^|\.)(one2one_)?cv3\.\d+\.\d+\.(weight|bias)$"
 
 FORGETTING_ACTIONS = ("drop", "downweight")
 
+UNTAUGHT_CLASS_BIAS = -9.0
+"""The bias of a class row that no device has taught (a class named, but no box of it seen):
+with zero weights its score is sigmoid(-9) = 1.2e-4 at every anchor, silent at any threshold,
+and a device that holds boxes of it learns it as a new class row (ultralytics' class prior
+``log(5 / nc / (640 / stride) ** 2)`` is -8.8 for 80 classes at stride 32)."""
+
 
 def is_class_row_key(key: str) -> bool:
     """True when a state-dict key names a class-row tensor of a YOLO detection head.
@@ -232,7 +238,9 @@ def fedavg_by_name(updates: Sequence[Update], global_arrays: Mapping[str, np.nda
     """Forgetting-gated, sample-weighted FedAvg with class rows aligned by name.
 
     Tensors nobody (after the gate) sent keep their global value; a class row nobody sent keeps
-    its global row; a class new to the fleet and sent by one device takes that device's rows.
+    its global row; a class new to the fleet and sent by one device takes that device's rows;
+    one new to the fleet that no sender holds boxes of gets zero weights and the bias
+    :data:`UNTAUGHT_CLASS_BIAS` (silent until taught).
     A shared tensor whose shape differs from the global one (a device running another
     architecture) is left out of that key's average and reported in ``skipped_keys``.
 
@@ -320,10 +328,12 @@ def _average_rows(key: str, kept, global_arrays, global_names, names, skipped) -
     if ref is not None:
         out = align_rows(np.asarray(ref, np.float64), global_names, names, fill=out)
     shape = (-1,) + (1,) * (acc.ndim - 1)
-    # a name new to the fleet that no sender holds boxes of: its senders' rows, not zeros
+    # a name new to the fleet that no sender holds boxes of: a row nobody taught, silent
+    # until a device that holds boxes of it teaches it (before: its senders' untrained rows,
+    # random weights on trained features, scored 1.0 at every anchor of every frame)
     new = (np.array([name not in global_names for name in names], dtype=bool) & (total == 0)
            & (spare_total > 0))
-    out[new] = spare_acc[new] / spare_total[new].reshape(shape)
+    out[new] = UNTAUGHT_CLASS_BIAS if key.endswith(".bias") else 0.0
     sent = total > 0
     out[sent] = acc[sent] / total[sent].reshape(shape)
     return out.astype(np.float32)

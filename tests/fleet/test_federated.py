@@ -79,11 +79,15 @@ def test_rows_of_a_class_a_device_holds_no_box_of_are_not_averaged_in():
     np.testing.assert_allclose(agg.arrays[ROWS], [1.0, 3.0])  # before: [4.0, 5.5]
     assert agg.contributors == {"car": ["a"], "person": ["b"]}
     # nobody holds a class: its global row stays; a class new to the fleet that no sender
-    # holds takes its senders' rows (not zeros)
-    c = Update("c", {SHARED: np.ones((2, 2), np.float32), ROWS: rows([2.0, 6.0, 5.0])},
+    # holds gets a silent row: zero weights, bias -9 (before: its senders' untrained rows,
+    # which scored 1.0 at every anchor; zeros would score 0.5)
+    c = Update("c", {SHARED: np.ones((2, 2), np.float32), ROWS: rows([2.0, 6.0, 5.0]),
+                     WROWS: np.full((3, 4, 1, 1), 0.7, np.float32)},
                ["car", "person", "truck"], 50, held=frozenset())
-    agg = fedavg_by_name([c], glob, ["car", "person"], max_forgetting=0.15)
-    np.testing.assert_allclose(agg.arrays[ROWS], [7.0, 8.0, 5.0])
+    agg = fedavg_by_name([c], {**glob, WROWS: np.full((2, 4, 1, 1), 0.2, np.float32)},
+                         ["car", "person"], max_forgetting=0.15)
+    np.testing.assert_allclose(agg.arrays[ROWS], [7.0, 8.0, -9.0])
+    np.testing.assert_allclose(agg.arrays[WROWS][:, 0, 0, 0], [0.2, 0.2, 0.0])
     # before: truck, named in c's dataset only, was credited to c ("from {'truck': ['c']}")
     assert agg.contributors == {"car": [], "person": [], "truck": []}
     # a device of an older release says nothing: all its rows count, as before
