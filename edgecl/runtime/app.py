@@ -982,6 +982,8 @@ class Runtime:
                 alerts.append(f"learning waits: {learner['waiting_for_model']}")
             if learner.get("last_error"):
                 alerts.append(learner["last_error"])
+            if learner.get("last_failure") and learner.get("state") != "backoff":
+                alerts.append(learner["last_failure"])
             last = self.supervisor.rounds[-1] if self.supervisor.rounds else None
             if last and last.get("status") == "rejected":
                 alerts.append(f"round {last.get('round')} rejected: {last.get('reason')}")

@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import shlex
 import shutil
+import signal
 import time
 import uuid
 from dataclasses import dataclass
@@ -556,6 +557,26 @@ def room_problem(state_dir: str | Path) -> str | None:
             f"--config CONFIG.yaml --state-dir {shlex.quote(str(state_dir))}' with it")
 
 
+def ended_how(exitcode: int | None) -> str:
+    """How a learner process ended, for the log: ``ended with exit code 3``, or the signal
+    that ended it (``-9``: ``was killed (SIGKILL: ...)``, which on a device is most often the
+    kernel's out-of-memory killer).
+
+    Args:
+        exitcode: ``multiprocessing.Process.exitcode`` (negative: the signal's number).
+    """
+    if exitcode is None or exitcode >= 0:
+        return f"ended with exit code {exitcode}"
+    if -exitcode == signal.SIGKILL:
+        return ("was killed (SIGKILL: on a device most often the kernel's out-of-memory "
+                "killer; lower learner.batch or learner.imgsz, or add swap)")
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    return f"was ended by {name}"
+
+
 def _saved_progress(cfg: Config, otherwise: str, memory=None) -> tuple[int, int, int] | None:
     """What the learner saved: ``(highest sample id learnt, number of the last finished round,
     highest sample id that starts no round by itself)`` (``LearnerState.trigger_from_id``: set
@@ -936,6 +957,7 @@ class LearnerSupervisor:
         self._next_catch_up_s = 0.0
         self._same_failures = 0
         self._last_failure = ""
+        self._round_took: tuple[int | None, set] | None = None
         self._backoff_until_s = 0.0
         open_sink = memory_sink is not None and not getattr(memory_sink, "closed", False)
         saved = _saved_progress(cfg, "counting samples from now on",
@@ -982,7 +1004,8 @@ class LearnerSupervisor:
             training, so the bar waits there while the round evaluates and exports; before
             training reports, estimated: :func:`expected_round_s`; never less than it was
             within the round);
-            in back-off ``retry_in_s`` and ``reason``; ``last_error``, ``metrics_behind`` and
+            in back-off ``retry_in_s`` and ``reason``; ``last_error``, ``last_failure`` (why
+            the last round failed, until a round is promoted), ``metrics_behind`` and
             ``waiting_for_room``, ``waiting_for_held_out`` (a round is due and waits for
             the memory's first held-out sample) and ``waiting_for_model`` (a round is due and
             no round can fine-tune the current version: why) when they apply.
@@ -1005,6 +1028,8 @@ class LearnerSupervisor:
                        reason=f"{self._same_failures} rounds in a row failed: {self._last_failure}")
         if self.last_error:
             out["last_error"] = self.last_error
+        if self._last_failure and not self.busy:  # cleared by the next promoted round
+            out["last_failure"] = f"the last learning round failed: {self._last_failure}"
         if self._monitor_behind:
             out["metrics_behind"] = True
         if self._waiting_for_room and not self.busy:
@@ -1260,6 +1285,7 @@ class LearnerSupervisor:
         self._round_started_mono_s = time.monotonic()
         self._progress_shown = 0.0
         self._proc = self._spawn(reason, ceiling)
+        self._round_took = (ceiling, set(self.tried_classes))  # given back if it fails
         self.state = TriggerState(last_round_s=time.monotonic())
         if ceiling is not None:  # this round learns them: not counted again for the next one
             self._seen_max_id = max(self._seen_max_id, ceiling)
@@ -1355,22 +1381,53 @@ class LearnerSupervisor:
         result = self._received_result() or read_last_round(self.cfg.state_dir)
         # INVARIANT: only a result written by the round this supervisor started is handled
         if result is None or result.round_id != self._round_id:
-            self._note_failure(f"learner process ended with exit code {proc.exitcode} "
-                               f"and no result")
+            self._note_failure(f"learner process {ended_how(proc.exitcode)} and sent no result")
             return
         self._pending, self._pending_attempts, self._pending_retry_at_s = result, 0, 0.0
         self._apply_pending()
+        self._round_took = None
 
     def _note_failure(self, reason: str) -> None:
         self._same_failures = self._same_failures + 1 if reason == self._last_failure else 1
         self._last_failure = reason
-        log.error("learning round failed: %s; detection goes on with %s", reason,
-                  self.registry.current())
+        given_back = self._give_back_failed_round()
+        again = (f"; its {given_back} training sample(s) count towards the next round"
+                 if given_back else "")
+        log.error("learning round failed: %s; detection goes on with %s%s", reason,
+                  self.registry.current(), again)
         if self._same_failures >= BACKOFF_AFTER:
             delay_s = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** (self._same_failures - BACKOFF_AFTER))
             self._backoff_until_s = time.monotonic() + delay_s
             log.warning("%d learning rounds in a row failed the same way (%s); next round in %.0f s",
                         self._same_failures, reason, delay_s)
+
+    def _give_back_failed_round(self) -> int:
+        """Count the samples a failed round was to learn towards the next round again (before,
+        the trigger's count was reset when the round started: after a learner killed by the
+        out-of-memory killer no round came until new samples arrived or a restart), and its
+        classes as new again.
+
+        Returns:
+            How many training samples count again (0 when unknown).
+        """
+        took, self._round_took = self._round_took, None
+        if took is None:
+            return 0
+        ceiling, tried_before = took
+        self.tried_classes = tried_before
+        sink = self.memory_sink
+        if ceiling is None or sink is None or getattr(sink, "closed", False):
+            return 0
+        saved = _saved_progress(self.cfg, "its samples count when new ones arrive")
+        learnt = max(saved[0], saved[2]) if saved else ceiling
+        try:
+            records = [r for r in sink.memory.records(held_out=False) if learnt < r.id <= ceiling]
+        except (EdgeclError, OSError) as exc:
+            log.warning("learner: cannot read the memory to count the failed round's samples "
+                        "again (%s); they count when new ones arrive", exc)
+            return 0
+        self._count_new(len(records), {c for r in records for c in r.classes})
+        return len(records)
 
     def _apply_pending(self) -> None:
         result = self._pending

@@ -288,7 +288,7 @@ def test_only_the_result_of_the_round_it_started_is_handled(supervisor, tmp_path
                                         round_id="earlier").to_json())
     sup.start_round("interval")
     sup._finish()  # the process died without writing a result
-    assert registry.promoted == [] and sup._last_failure.endswith("and no result")
+    assert registry.promoted == [] and sup._last_failure.endswith("and sent no result")
     sup.start_round("interval")
     # the round's own result, stamped by a clock that jumped meanwhile
     atomic_write_json(path, RoundResult(RoundStatus.STAGED, version="v0008", round=8,
@@ -960,3 +960,41 @@ def test_the_start_says_the_samples_a_rollback_gave_back(tmp_path, monkeypatch, 
             f"gave back" in caplog.text)
     assert f"{after} training sample(s) stored before this start and not learnt yet" in caplog.text
     memory.close()
+
+
+def test_a_round_killed_by_the_oom_killer_gives_its_samples_back_and_runs_again(tmp_path,
+                                                                              monkeypatch,
+                                                                              caplog):
+    """Before: a learner killed with SIGKILL ('exit code -9 and no result') had reset the
+    trigger's count when it started, so its 36 unlearnt samples started no round until new
+    samples arrived or a restart, and the console showed no alert."""
+    cfg = load_config(None, [f"state_dir={tmp_path}", "learner.trigger_new_samples=5",
+                             "learner.trigger_interval_s=0"])
+    rows = [SimpleNamespace(id=i, held_out=False, classes=(0,)) for i in range(1, 37)]
+    sink = FakeSink([])
+    sink.memory = type("M", (), {
+        "ids": lambda self, held_out=None: [r.id for r in rows],
+        "records": lambda self, ids=None, held_out=None: [
+            r for r in rows + [_boxed(99)] if (ids is None or r.id in ids)
+            and (held_out is None or r.held_out == held_out)],
+        "change_signature": lambda self: (37, 37)})()
+    sup = LearnerSupervisor(cfg, FakeRegistry(), memory_sink=sink, known_classes={0})
+    started = []
+
+    def spawn(reason, ceiling):
+        started.append((reason, ceiling))
+        return Ended(-9)
+
+    monkeypatch.setattr(sup, "_spawn", spawn)
+    caplog.set_level(logging.INFO)
+    sup.tick()  # counts the 36 samples stored before, starts a round
+    assert started == [("new_samples", 36)]
+    sup._finish()  # the process is gone: the round failed
+    assert ("learning round failed: learner process was killed (SIGKILL: on a device most often "
+            "the kernel's out-of-memory killer; lower learner.batch or learner.imgsz, or add "
+            "swap) and sent no result; detection goes on with") in caplog.text
+    assert "its 36 training sample(s) count towards the next round" in caplog.text
+    assert sup.health()["last_failure"].startswith("the last learning round failed: learner "
+                                                   "process was killed (SIGKILL")
+    sup.tick()  # the next tick starts the round again
+    assert [reason for reason, _ in started] == ["new_samples", "new_samples"]
