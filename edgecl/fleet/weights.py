@@ -307,7 +307,10 @@ def global_from_checkpoint(path) -> tuple[dict[str, np.ndarray], list[str], dict
                 else f"{Path(path).name} is no model file name")
         raise ModelLoadError(f"fleet.initial_model={path}: a fleet starts from an ultralytics "
                              f".pt checkpoint ({what})")
-    model, meta = load_checkpoint(path)
+    try:
+        model, meta = load_checkpoint(path)
+    except ModelLoadError as exc:  # 'checkpoint not found: X': named by its key, as the others
+        raise ModelLoadError(f"fleet.initial_model: {exc}") from None
     arch = model_arch(model)
     if arch is None:
         raise ConfigError(f"fleet.initial_model {path} carries no model yaml (model.yaml): the "

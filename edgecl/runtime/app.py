@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import logging
 import re
+import shlex
 import signal
 import time
 from dataclasses import dataclass, field
@@ -138,16 +139,23 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
         version = registry.current()
         return registry.model_path(version), version
     if cfg.model.path:
+        path = Path(cfg.model.path).expanduser()
+        if (not path.exists() and not path.is_symlink()
+                and path.suffix.lower() not in (".yaml", ".yml")):  # yolo11n.yaml: packaged
+            looked = f" (looked for {path.absolute()})" if not path.is_absolute() else ""
+            raise ModelLoadError(f"config key 'model.path': model file not found: "
+                                 f"{cfg.model.path}{looked}")
         return Path(cfg.model.path), f"file:{Path(cfg.model.path).name}"
     waiting = registry.added_unpromoted() if registry is not None else None
     if waiting is not None:
         from edgecl.models.registry import unpromoted_model_problem
 
         raise ModelLoadError(unpromoted_model_problem(cfg.state_dir, *waiting))
-    raise ModelLoadError("no model: pass --model PATH (your own checkpoint, or yolo11n.yaml to "
-                         "start untrained and teach it), set model.path, or add one with "
-                         "'edgecl models add PATH --promote'; without a pretrained model, "
-                         "'edgecl labels import' a labelled folder and run 'edgecl learn'")
+    where = f" --state-dir {shlex.quote(str(cfg.state_dir))}" if registry is not None else ""
+    raise ModelLoadError(f"no model: pass --model PATH (your own checkpoint, or yolo11n.yaml to "
+                         f"start untrained and teach it), set model.path, or add one with "
+                         f"'edgecl models add PATH --promote{where}'; without a pretrained model, "
+                         f"'edgecl labels import{where} FOLDER' and 'edgecl learn{where}'")
 
 
 def ensure_writable(state_dir: str | Path) -> None:

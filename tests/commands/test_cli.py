@@ -67,7 +67,8 @@ def test_a_refused_first_model_leaves_no_state_directory(capsys, tmp_path):
     state = tmp_path / "state"
     code, _, err = run_cli(capsys, "run", "--state-dir", str(state), "--source", "synthetic://",
                            f"model.path={tmp_path / 'typo.pt'}", "--frames", "2")
-    assert code == 2 and err.strip().splitlines()[-1] == f"error: model file not found: {tmp_path / 'typo.pt'}"
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"error: config key 'model.path': model file not found: {tmp_path / 'typo.pt'}")
     assert "no round can learn" not in err  # the model's own error, said once
     assert not state.exists()
 

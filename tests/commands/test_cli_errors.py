@@ -293,8 +293,10 @@ def test_a_run_with_no_model_anywhere_names_every_way_to_start(run_edgecl, tmp_p
                                "--state-dir", str(tmp_path / "state")])
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("error: no model: pass --model PATH")
-    for way in ("yolo11n.yaml", "'edgecl models add PATH --promote'", "'edgecl labels import'",
-                "'edgecl learn'"):
+    state = tmp_path / "state"  # each command as printed reaches this device (before: ./state)
+    for way in ("yolo11n.yaml", f"'edgecl models add PATH --promote --state-dir {state}'",
+                f"'edgecl labels import --state-dir {state} FOLDER'",
+                f"'edgecl learn --state-dir {state}'"):
         assert way in err
 
 

@@ -654,6 +654,16 @@ def test_a_folder_as_the_initial_model_is_named_a_folder(tmp_path):
         global_from_checkpoint(str(tmp_path))
 
 
+def test_a_missing_initial_model_is_named_by_its_key(tmp_path):
+    """Before: 'checkpoint not found: /nonexistent.pt', the one bad value not named by key."""
+    from edgecl.errors import ModelLoadError
+    from edgecl.fleet.weights import global_from_checkpoint
+
+    with pytest.raises(ModelLoadError, match=f"^fleet.initial_model: checkpoint not found: "
+                                             f"{tmp_path / 'yours.pt'}$"):
+        global_from_checkpoint(str(tmp_path / "yours.pt"))
+
+
 def test_an_initial_model_that_is_no_checkpoint_is_named_for_what_it_is(tmp_path):
     """Before: /dev/zero, or a .txt, was called 'an exported engine'."""
     from edgecl.errors import ModelLoadError

@@ -304,6 +304,7 @@ def test_a_missing_model_path_is_named_while_a_version_serves(tmp_path, caplog, 
         f"model.path frist.pt does not exist (looked for {tmp_path / 'frist.pt'}); unused while "
         f"the device has a version: v0001 serves, and rounds learn on it"]
     caplog.clear()
-    with pytest.raises(Exception, match=r"^model file not found: data/first.pt \(looked for "
+    with pytest.raises(Exception, match=r"^config key 'model.path': model file not found: "
+                       r"data/first.pt \(looked for "
                        + str(tmp_path / "data" / "first.pt").replace(".", r"\.") + r"\)$"):
         _start(tmp_path / "fresh", "", "model.path=data/first.pt")
