@@ -543,18 +543,30 @@ def room_problem(state_dir: str | Path) -> str | None:
     """
     current = Path(state_dir) / "models" / "current"
     try:
-        files = [f for f in current.resolve().iterdir() if f.is_file()] if current.is_dir() else []
+        serving = current.resolve() if current.is_dir() else None
+        files = [f for f in serving.iterdir() if f.is_file()] if serving is not None else []
         need = 2 * sum(f.stat().st_size for f in files) + ROUND_ROOM_MARGIN_BYTES
-        free = shutil.disk_usage(state_dir).free
+        usage = shutil.disk_usage(state_dir)
+        others = sum(f.stat().st_size for v in (Path(state_dir) / "models").glob("v[0-9]*")
+                     if v.is_dir() and not v.is_symlink() and v != serving
+                     for f in v.iterdir() if f.is_file() and f.name != "manifest.json")
     except OSError:
         return None
-    if free >= need:
+    if usage.free >= need:
         return None
-    return (f"{state_dir} has {free / 2**20:.1f} MiB free; a round needs about "
-            f"{need / 2**20:.1f} MiB (the serving model's files twice, and its small files); "
-            f"keeping fewer model versions frees room: set export.keep_promoted and "
-            f"export.keep_rejected lower in the device's config and run 'edgecl models prune "
-            f"--config CONFIG.yaml --state-dir {shlex.quote(str(state_dir))}' with it")
+    said = (f"{state_dir} has {usage.free / 2**20:.1f} MiB free; a round needs about "
+            f"{need / 2**20:.1f} MiB (the serving model's files twice, and its small files)")
+    if usage.total < need:  # before: advice to prune, on a volume no round fits on
+        return (f"{said}, more than the whole volume holds ({usage.total / 2**20:.1f} MiB): "
+                f"learning needs a larger volume for the state directory")
+    if others:
+        return (f"{said}; other model versions hold {others / 2**20:.1f} MiB: keeping fewer "
+                f"frees room: set export.keep_promoted and export.keep_rejected lower in the "
+                f"device's config and run 'edgecl models prune --config CONFIG.yaml "
+                f"--state-dir {shlex.quote(str(state_dir))}' with it")
+    return (f"{said}; no other model version is kept to prune: free room on the volume (the "
+            f"replay memory's bound memory.max_bytes, --out and --save-video files, other "
+            f"files on it)")
 
 
 def ended_how(exitcode: int | None) -> str:

@@ -155,11 +155,29 @@ def test_a_round_waiting_for_room_says_how_to_make_some(tmp_path, monkeypatch):
 
     from edgecl.runtime import learner
 
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=2**20))
+    total = {"bytes": 2**30}
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda path: SimpleNamespace(free=2**20, total=total["bytes"]))
+    serving = tmp_path / "models" / "v0002"
+    serving.mkdir(parents=True)
+    (serving / "model.onnx").write_bytes(b"x" * 2**20)
+    (tmp_path / "models" / "current").symlink_to("v0002")
+    # only the serving version: before, the advice to prune, which freed 0 bytes
     problem = learner.room_problem(tmp_path)
-    assert problem.startswith(f"{tmp_path} has 1.0 MiB free; a round needs about ")
+    assert problem == (f"{tmp_path} has 1.0 MiB free; a round needs about 6.0 MiB (the serving "
+                       f"model's files twice, and its small files); no other model version is "
+                       f"kept to prune: free room on the volume (the replay memory's bound "
+                       f"memory.max_bytes, --out and --save-video files, other files on it)")
+    (tmp_path / "models" / "v0001").mkdir()
+    (tmp_path / "models" / "v0001" / "model.onnx").write_bytes(b"x" * 2**21)
+    problem = learner.room_problem(tmp_path)
+    assert "; other model versions hold 2.0 MiB: keeping fewer frees room" in problem
     assert problem.endswith(f"lower in the device's config and run 'edgecl models prune "
                             f"--config CONFIG.yaml --state-dir {tmp_path}' with it")
+    total["bytes"] = 5 * 2**20  # a 5 MiB volume: no round fits on it, whatever is pruned
+    assert learner.room_problem(tmp_path).endswith(
+        "more than the whole volume holds (5.0 MiB): learning needs a larger volume for the "
+        "state directory")
 
 
 def test_a_round_killed_after_it_staged_is_not_said_to_have_lost_what_it_learnt(tmp_path, caplog):
