@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
+from pathlib import Path
 
 from edgecl.arguments import output_path, positive_int, print_json_line
 from edgecl.commands.common import add_config_args, config_from_args, refuse_option_and_override
+from edgecl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,6 @@ def _source_uri(args: argparse.Namespace, cfg, use_state: bool) -> str:
             in the device's memory.
     """
     from edgecl.config import BUILT_IN_SOURCE_URI
-    from edgecl.errors import ConfigError
 
     example = "e.g. v4l2:///dev/video0, rtsp://HOST/stream or dir:///path/to/frames"
     if args.source is not None:
@@ -60,6 +62,35 @@ def _source_uri(args: argparse.Namespace, cfg, use_state: bool) -> str:
                           f"so name one with --source URI or source.uri in the config, {example}; "
                           f"--source '{BUILT_IN_SOURCE_URI}' streams the built-in scenario")
     return BUILT_IN_SOURCE_URI
+
+
+def _refuse_state_dir_with_streamed_folder(state_dir, uri: str) -> None:
+    """Refuse a ``dir://`` folder that holds the state directory or lies inside it: the
+    device's queue folder (``labels/``) then sat in the dataset's own ``labels/``, and its
+    memory's images beside the dataset's (``labels import --state-dir`` refuses the same).
+
+    Raises:
+        ConfigError: naming both folders.
+    """
+    from edgecl.errors import SourceError
+    from edgecl.runtime.sources.base import split_uri
+
+    try:
+        scheme, path, _ = split_uri(uri, ["dir"])
+    except SourceError:
+        return  # not a folder stream (a bad URI is refused where the source opens)
+    folder = Path(os.path.realpath(Path(path).expanduser()))  # a link loop: refused later
+    state = Path(os.path.realpath(Path(state_dir).expanduser()))
+    if folder.is_file():
+        folder = folder.parent  # a data.yaml: its folder
+    if state == folder or folder in state.parents:
+        raise ConfigError(f"--state-dir {state_dir} is inside {folder}, the folder {uri} "
+                          f"streams: the device's files would mix with the dataset's (its "
+                          f"labels/ queue in the dataset's labels/); keep the state directory "
+                          f"elsewhere")
+    if state in folder.parents:
+        raise ConfigError(f"{uri} streams a folder inside the state directory {state_dir}: "
+                          f"stream a folder of your own")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -79,6 +110,8 @@ def run_command(args: argparse.Namespace) -> int:
     opts = RunOptions(source_uri=_source_uri(args, cfg, use_state), model=args.model,
                       max_frames=args.frames, out=args.out, save_video=args.save_video,
                       quiet=args.quiet, use_state=use_state, fleet_client=fleet_client)
+    if use_state:
+        _refuse_state_dir_with_streamed_folder(cfg.state_dir, opts.source_uri)
     if not cfg.runtime.realtime and re.match(r"dir://[^?]*\?(.*&)?fps=[0-9]*\.?[0-9]+(&|$)",
                                              opts.source_uri):  # (a bad value: refused after)
         log.warning("%s: its fps paces the folder only with runtime.realtime=true; this run "

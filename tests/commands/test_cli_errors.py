@@ -583,3 +583,24 @@ def test_an_option_and_an_override_of_one_value_are_taken(run_edgecl, tmp_path):
                                  f"state_dir={tmp_path}/./state", "memory.capacity=50",
                                  "memory.capacity=50"])
     assert "two values" not in err and "twice" not in err
+
+
+def test_a_state_directory_inside_the_streamed_folder_is_refused(capsys, tmp_path):
+    """Before: 'run --source dir://yc --state-dir yc' was accepted: the device's queue folder
+    sat in the dataset's own labels/, its memory beside the dataset's images."""
+    from edgecl.cli import main
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    for state, message in (
+            (data, f"--state-dir {data} is inside {data}, the folder dir://{data} streams"),
+            (data / "state", f"--state-dir {data / 'state'} is inside {data}, the folder "
+                             f"dir://{data} streams")):
+        code = main(["run", "--source", f"dir://{data}", "--state-dir", str(state),
+                     "--model", "yolo11n.yaml", "--frames", "1"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err
+    code = main(["run", "--source", f"dir://{tmp_path / 's' / 'memory'}", "--state-dir",
+                 str(tmp_path / "s"), "--model", "yolo11n.yaml", "--frames", "1"])
+    assert code == 2 and "streams a folder inside the state directory" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists() and sorted(p.name for p in data.iterdir()) == ["images"]
