@@ -697,7 +697,9 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                             # and the refused one counted its samples as learnt on adoption)
                             self.cid_notices[str(getattr(proxy, "cid", ""))] = (
                                 f"{said}the other's update and refused this device's (its "
-                                f"samples are learnt in a later round){advice}")
+                                f"samples are not learnt by the fleet: each round keeps one "
+                                f"update per name, and the same one may win every round)"
+                                f"{advice}")
                             self.cid_notices[sent_by[device]] = (
                                 f"{said}this device's update and refused the other's{advice}")
                             continue

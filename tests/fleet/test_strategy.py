@@ -494,8 +494,9 @@ def test_a_second_reply_with_a_device_name_already_heard_is_refused(tmp_path, ca
     assert wire.loads(asks["c0"]["notices"]) == {
         "jetson": f"{said}this device's update and refused the other's{advice}"}
     assert wire.loads(asks["c1"]["notices"]) == {
-        "jetson": f"{said}the other's update and refused this device's (its samples are learnt "
-                  f"in a later round){advice}"}
+        "jetson": f"{said}the other's update and refused this device's (its samples are not "
+                  f"learnt by the fleet: each round keeps one update per name, and the same one "
+                  f"may win every round){advice}"}
     assert wire.averages(asks["c0"], "jetson") and not wire.averages(asks["c1"], "jetson")
 
 
