@@ -154,7 +154,8 @@ def test_run_takes_no_storage_fault_or_lock_for_damage(device, run_edgecl, monke
     assert code == 2
     assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [
         f"error: {error} ({index})" + (
-            "" if name != "SQLITE_BUSY" else
+            "; free a few MiB on its volume (or make it writable) and start again"
+            if name != "SQLITE_BUSY" else
             f"; 'edgecl memory verify --rebuild-index --state-dir {state}' rebuilds it from the "
             f"sample files and the newest snapshot")]
     monkeypatch.setattr(sqlite3, "connect", real_connect)

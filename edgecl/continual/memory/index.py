@@ -222,8 +222,10 @@ class IndexDB:
                 self.conn.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             self.close()
-            if is_storage_fault(exc):
-                raise fault_error(exc, "cannot open the memory index", self.path) from None
+            if is_storage_fault(exc):  # a full disk: what to do, not only what happened
+                raise fault_error(exc, "cannot open the memory index", self.path,
+                                  "free a few MiB on its volume (or make it writable) and "
+                                  "start again") from None
             raise fault_error(exc, "memory index is unusable", self.path,
                               rebuild_hint(self.path.parent)) from None
 
