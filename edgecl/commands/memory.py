@@ -120,7 +120,7 @@ def imported_from(memory, path: str, no_object: bool = False) -> list[int]:
     Returns:
         Sample ids, ascending.
     """
-    from edgecl.continual.memory.records import LabelOrigin
+    from edgecl.frames import LabelOrigin
 
     root = Path(path).expanduser().resolve()
     chosen = []
