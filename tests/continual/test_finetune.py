@@ -126,11 +126,9 @@ def test_batchnorm_reestimation_stays_within_one_pass_and_max_steps_is_the_reaso
     assert used == [(3, 3, True)]
 
 
-def test_a_round_too_short_to_average_its_last_batches_is_reestimated_after_its_last_step(
-        data, monkeypatch):
-    """Before: a 10-step round averaged its last 8 batches while its weights still moved far
-    each step; from scratch, the served model then scored 1.0 at 11 anchors of 8 frames where
-    the statistics of its final weights scored at most 0.003."""
+def _recalibrations(monkeypatch) -> list:
+    """Record ``(n_batches, reset)`` of each BatchNorm re-estimation after a round (they still
+    run)."""
     calls = []
     real = yolo_train.recalibrate_batchnorm
 
@@ -139,6 +137,15 @@ def test_a_round_too_short_to_average_its_last_batches_is_reestimated_after_its_
         return real(model, loader, n_batches, *args, **kwargs)
 
     monkeypatch.setattr(yolo_train, "recalibrate_batchnorm", spy)
+    return calls
+
+
+def test_a_round_too_short_to_average_its_last_batches_is_reestimated_after_its_last_step(
+        data, monkeypatch):
+    """Before: a 10-step round averaged its last 8 batches while its weights still moved far
+    each step; from scratch, the served model then scored 1.0 at 11 anchors of 8 frames where
+    the statistics of its final weights scored at most 0.003."""
+    calls = _recalibrations(monkeypatch)
     _, bn, seen = _round_with_norm_inputs(data, 2, 5)  # 5 steps < 3 x 2: no in-loop average
     assert calls == [(2, True)]
     assert len(seen) == 7 and int(bn.num_batches_tracked) == 2  # 4, 4 after the last step
@@ -212,14 +219,7 @@ def test_an_average_begun_too_early_is_given_up_and_begun_again(data, monkeypatc
 
 
 def test_a_short_batch_is_left_out_and_the_average_topped_up_after_the_round(data, monkeypatch):
-    calls = []
-    real = yolo_train.recalibrate_batchnorm
-
-    def spy(model, loader, n_batches, *args, **kwargs):
-        calls.append((n_batches, kwargs["reset"]))
-        return real(model, loader, n_batches, *args, **kwargs)
-
-    monkeypatch.setattr(yolo_train, "recalibrate_batchnorm", spy)
+    calls = _recalibrations(monkeypatch)
     _, bn, seen = _round_with_norm_inputs(data, 3, 12)
     # 10 images at batch 4: 4, 4, 2, ... 4, 4, 2 images; the last 3 steps are averaged but the
     # 2-image batch is left out, so one full batch more is drawn after the round
