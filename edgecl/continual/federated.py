@@ -311,7 +311,7 @@ def _average_rows(key: str, kept, global_arrays, global_names, names, skipped) -
             tail = tuple(arr.shape[1:])
     acc = np.zeros((len(names),) + (tail or ()), np.float64)
     total = np.zeros(len(names), np.float64)
-    spare_acc, spare_total = np.zeros_like(acc), np.zeros_like(total)  # rows of non-holders
+    named = np.zeros(len(names), bool)  # rows a sender named without holding boxes of them
     row_of = {name: i for i, name in enumerate(names)}
     for up, w in kept:
         arr = up.arrays.get(key)
@@ -321,9 +321,11 @@ def _average_rows(key: str, kept, global_arrays, global_names, names, skipped) -
             skipped.setdefault(key, []).append(up.device)
             continue
         for i, name in enumerate(up.names):
-            held = up.held is None or name in up.held
-            (acc if held else spare_acc)[row_of[name]] += arr[i].astype(np.float64) * w
-            (total if held else spare_total)[row_of[name]] += w
+            if up.held is None or name in up.held:
+                acc[row_of[name]] += arr[i].astype(np.float64) * w
+                total[row_of[name]] += w
+            else:
+                named[row_of[name]] |= w > 0
     out = np.zeros_like(acc)
     if ref is not None:
         out = align_rows(np.asarray(ref, np.float64), global_names, names, fill=out)
@@ -332,7 +334,7 @@ def _average_rows(key: str, kept, global_arrays, global_names, names, skipped) -
     # until a device that holds boxes of it teaches it (before: its senders' untrained rows,
     # random weights on trained features, scored 1.0 at every anchor of every frame)
     new = (np.array([name not in global_names for name in names], dtype=bool) & (total == 0)
-           & (spare_total > 0))
+           & named)
     out[new] = UNTAUGHT_CLASS_BIAS if key.endswith(".bias") else 0.0
     sent = total > 0
     out[sent] = acc[sent] / total[sent].reshape(shape)
