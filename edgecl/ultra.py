@@ -95,6 +95,16 @@ DETECT_HEADS = ("Detect", "v10Detect")
 """Last head modules of the model yamls edgecl can learn: plain object detectors."""
 
 
+def is_model_yaml(path: str | Path) -> bool:
+    """Whether a model path names an ultralytics model yaml (``yolo11n.yaml``, ``.yml``): an
+    untrained network built from its architecture, which names no classes of its own.
+
+    Args:
+        path: a model file, or a packaged yaml's name.
+    """
+    return Path(path).suffix.lower() in (".yaml", ".yml")
+
+
 def model_yaml_problem(path: Path) -> str | None:
     """Why the model yaml at ``path`` builds no plain object detector, or None; read as text
     (no torch), as ultralytics' ``parse_model`` reads it: ``backbone`` and ``head`` layer

@@ -206,8 +206,9 @@ def import_command(args: argparse.Namespace) -> int:
     """
     from edgecl.continual.ingest import ingest
     from edgecl.continual.memory import memory_from_config
-    from edgecl.data.importers import (both_formats_note, iter_labelled, source_class_order,
-                                       unnamed_class_order, without_background)
+    from edgecl.data.importers import (both_formats_note, detect_format, iter_labelled,
+                                       source_class_order, unnamed_class_order,
+                                       without_background)
     from edgecl.models.classes import ClassRegistry, adopt_memory_class_names
     from edgecl.runtime.lock import importing
 
@@ -216,12 +217,13 @@ def import_command(args: argparse.Namespace) -> int:
     refuse_smaller_memory(cfg)
     _refuse_source_inside_state_dir(cfg.state_dir, args.path)
     items = iter_labelled(args.path, args.format)
+    fmt = detect_format(args.path) if args.format == "auto" else args.format  # read once
     both = both_formats_note(args.path, args.format)
     if both:
         print(both, file=sys.stderr)
     if args.skip_background:
         items = without_background(items)
-    _refuse_state_dir_among_images(cfg.state_dir, args.path, args.format, items)
+    _refuse_state_dir_among_images(cfg.state_dir, args.path, fmt, items)
     classes = ClassRegistry(cfg.state_dir)
     offered, model_names = None, None
     if is_new_device(cfg, classes):  # refuse before anything is made in the state directory
@@ -256,7 +258,7 @@ def import_command(args: argparse.Namespace) -> int:
     result["former_names"] = _former_names_used(classes, args.path, args.format, result)
     nothing = nothing_imported(args.path, result)
     unmeasured = _unmeasured_note(report)
-    background = _background_note(result, args.path, args.format, cfg.state_dir)
+    background = _background_note(result, args.path, fmt, cfg.state_dir)
     if args.json:
         for message in report.tally.shown_messages():  # stdout's last line is the JSON
             print(one_line(f"skipped: {message}"), file=sys.stderr)
@@ -315,13 +317,11 @@ def import_command(args: argparse.Namespace) -> int:
 
 
 def _background_note(result: dict, path: str, fmt: str, state_dir) -> str:
-    """A note when a COCO import stored images its file lists with no annotation: CVAT and
-    Label Studio list every frame of a task, labelled or not, and such a frame is learnt as
-    showing no object (before: stored as background without a word)."""
-    from edgecl.data.importers import detect_format
-
+    """A note when a COCO import (``fmt``: the format read) stored images its file lists with
+    no annotation: CVAT and Label Studio list every frame of a task, labelled or not, and such
+    a frame is learnt as showing no object (before: stored as background without a word)."""
     n = result.get("background", 0)
-    if not n or (fmt if fmt != "auto" else detect_format(path)) != "coco":
+    if not n or fmt != "coco":
         return ""
     return (f"note: {n} of the imported images have no annotation in the COCO file and are "
             f"learnt as showing no object; if nobody labelled them yet, take them out: edgecl "

@@ -252,6 +252,7 @@ def _held_already(registry, path: Path) -> str | None:
 def add_command(args: argparse.Namespace) -> int:
     """Load and warm a model file, stage it (and optionally promote it)."""
     from edgecl.models.classes import ClassRegistry
+    from edgecl.ultra import is_model_yaml
 
     from edgecl.errors import EdgeclError
 
@@ -267,7 +268,7 @@ def add_command(args: argparse.Namespace) -> int:
             print(f"promoted {held}")
         return 0
     classes = ClassRegistry(cfg.state_dir)
-    seeds = not str(args.path).lower().endswith((".yaml", ".yml"))
+    seeds = not is_model_yaml(args.path)
 
     def refuse_other_classes(names: dict) -> None:
         """Before a copy is staged (before: staged and rejected, a copy of the model kept)."""

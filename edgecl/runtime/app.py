@@ -139,9 +139,11 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
         version = registry.current()
         return registry.model_path(version), version
     if cfg.model.path:
+        from edgecl.ultra import is_model_yaml
+
         path = Path(cfg.model.path).expanduser()
-        if (not path.exists() and not path.is_symlink()
-                and path.suffix.lower() not in (".yaml", ".yml")):  # yolo11n.yaml: packaged
+        if not path.exists() and not path.is_symlink() and not is_model_yaml(path):
+            # a model yaml needs no file: ultralytics packages yolo11n.yaml
             looked = f" (looked for {path.absolute()})" if not path.is_absolute() else ""
             raise ModelLoadError(f"config key 'model.path': model file not found: "
                                  f"{cfg.model.path}{looked}")

@@ -90,10 +90,11 @@ def seed_version_classes(state_dir: str | Path, registry, version: str) -> list[
             (``class id 0 is 'Car' in the class registry but 'Person' in the checkpoint``).
     """
     from edgecl.models.classes import ClassRegistry
+    from edgecl.ultra import is_model_yaml
 
     manifest = registry.manifest(version)
     names = manifest.get("classes") or {}
-    if not names or str(manifest.get("source") or "").lower().endswith((".yaml", ".yml")):
+    if not names or is_model_yaml(str(manifest.get("source") or "")):
         return []
     added = ClassRegistry(state_dir).seed(names)
     if added:
