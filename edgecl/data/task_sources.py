@@ -35,8 +35,15 @@ def task_split_hint(path: str | Path) -> str:
     split = "edgecl dataset split-tasks {0} --tasks \"a,b;c\" --out {0}/tasks.yaml"
     if detected == "yolo":
         return f"to split it into tasks: '{split.format(path)}'"
-    return (f"it looks like {FORMAT_NAMES[detected]}: convert it with 'edgecl dataset import "
-            f"{path} --out DIR', then split it into tasks with '{split.format('DIR')}'")
+    return (f"it {_conversion(path, detected)}, then split it into tasks with "
+            f"'{split.format('DIR')}'")
+
+
+def _conversion(path: str | Path, fmt: str) -> str:
+    """``looks like a Pascal VOC dataset: convert it with 'edgecl dataset import PATH --out
+    DIR'`` for a dataset of format ``fmt`` (``voc``, ``coco``) where a YOLO one is read."""
+    return (f"looks like {FORMAT_NAMES[fmt]}: convert it with 'edgecl dataset import {path} "
+            f"--out DIR'")
 
 
 def taskset_from_dataset(path: str | Path, task_name: str = STREAM_TASK) -> TaskSet:
@@ -66,8 +73,7 @@ def taskset_from_dataset(path: str | Path, task_name: str = STREAM_TASK) -> Task
     if not dataset.names:
         fmt = detect_format(path)
         if fmt != "yolo":  # read as YOLO, a VOC or COCO folder has no names
-            raise ConfigError(f"{path} looks like {FORMAT_NAMES[fmt]}: convert it with 'edgecl "
-                              f"dataset import {path} --out DIR' and give DIR, an ultralytics "
+            raise ConfigError(f"{path} {_conversion(path, fmt)} and give DIR, an ultralytics "
                               f"YOLO dataset (read as one task; 'edgecl dataset split-tasks DIR' "
                               f"splits it into several)")
         raise ConfigError(f"{where}: no class names; add a data.yaml with 'names' (ultralytics "
