@@ -17,6 +17,7 @@ from edgecl.atomic import atomic_write_bytes, path_identity
 from edgecl.config import Config, RuntimeConfig
 from edgecl.errors import (ConfigError, EdgeclError, LabelError, ModelLoadError, StorageError,
                            UnavailableError, file_as_state_dir, is_disk_full, link_problem)
+from edgecl.ultra import is_model_yaml
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,6 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
         version = registry.current()
         return registry.model_path(version), version
     if cfg.model.path:
-        from edgecl.ultra import is_model_yaml
-
         path = Path(cfg.model.path).expanduser()
         if not path.exists() and not path.is_symlink() and not is_model_yaml(path):
             # a model yaml needs no file: ultralytics packages yolo11n.yaml
@@ -754,7 +753,8 @@ class Runtime:
                             "top of); without --model a run serves %s", path, current, current)
         else:  # a registry version: an engine that does not load leaves the next one serving
             backend = self.registry.load_serving(version, infer_opts, cfg.runtime.warmup_runs)
-            if cfg.model.path and not Path(cfg.model.path).exists():
+            if (cfg.model.path and not Path(cfg.model.path).exists()
+                    and not is_model_yaml(cfg.model.path)):  # yolo11n.yaml: ultralytics
                 # before: a typo in model.path went unsaid once a version served
                 log.warning("model.path %s does not exist (looked for %s); unused while the "
                             "device has a version: %s serves, and rounds learn on it", cfg.model.path,

@@ -304,6 +304,10 @@ def test_a_missing_model_path_is_named_while_a_version_serves(tmp_path, caplog, 
         f"model.path frist.pt does not exist (looked for {tmp_path / 'frist.pt'}); unused while "
         f"the device has a version: v0001 serves, and rounds learn on it"]
     caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the untrained start a device began with: no file
+        _start(state, "", "model.path=yolo11n.yaml")
+    assert not [m for m in caplog.messages if m.startswith("model.path ")]
+    caplog.clear()
     with pytest.raises(Exception, match=r"^config key 'model.path': model file not found: "
                        r"data/first.pt \(looked for "
                        + str(tmp_path / "data" / "first.pt").replace(".", r"\.") + r"\)$"):
