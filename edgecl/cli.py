@@ -22,8 +22,8 @@ from edgecl.logs import basic_config, one_line
 from edgecl.stop_signals import SigtermExit, stop_received
 
 # INVARIANT: each name is a module in edgecl.commands exposing add_parser(subparsers).
-COMMAND_MODULES = ("run", "demo", "learn", "bench", "models", "memory", "labels", "scenario",
-                   "monitor", "classes", "dataset", "fleet")
+COMMAND_MODULES = ("run", "demo", "status", "learn", "bench", "models", "memory", "labels",
+                   "scenario", "monitor", "classes", "dataset", "fleet")
 
 OVERRIDE_RE = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*=")
 """A ``section.key=value`` word (hyphens too: the config names ``learner.max-steps`` as unknown
