@@ -170,6 +170,39 @@ def holder_pid(state_dir: str | Path, name: str = LOCK_NAME) -> int | None:
         os.close(fd)
 
 
+def lock_beside(path: str | Path) -> tuple[int | None, int | None]:
+    """Hold an exclusive ``flock`` on a hidden ``.NAME.lock`` beside ``path`` without waiting,
+    for a file one process at a time may write (``edgecl run --out``: two runs appending to one
+    file gave its frame ids twice and rotated it under each other). The kernel releases it when
+    the holder dies; closing the descriptor releases it too.
+
+    Args:
+        path: the file the lock guards.
+
+    Returns:
+        ``(fd, None)`` once held (this process's pid written in it), ``(None, pid)`` when
+        another process holds it (``pid`` 0 where it wrote none), ``(None, None)`` when
+        the lock file cannot be made (a folder that may not be written: the guarded file is
+        written without it).
+    """
+    lock = Path(path).with_name(f".{Path(path).name}.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        log.debug("%s not made (%s): %s is written without it", lock, exc.strerror or exc, path)
+        return None, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_pid(fd)
+        os.close(fd)
+        return None, holder or 0
+    with contextlib.suppress(OSError):  # the pid is only informative (a full disk)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd, None
+
+
 IMPORT_LOCK_NAME = "import.lock"
 """``STATE/import.lock``: a shared ``flock`` held by each import while it stores samples."""
 

@@ -205,6 +205,7 @@ class JsonlSink:
         self.max_bytes = int(max_bytes)
         self.backups = max(1, int(backups))
         self._fd: int | None = None
+        self._lock_fd: int | None = None
         self._size = 0
         self.run_id = new_run_id()
         try:
@@ -212,7 +213,25 @@ class JsonlSink:
             self._open()
         except OSError as exc:  # the option named, as --save-video's refusals name theirs
             raise ConfigError(f"--out {path}: {describe_os_error(exc)}") from None
+        if self._regular:
+            self._hold_lock()
         self.first_frame_id = self._resume()
+
+    def _hold_lock(self) -> None:
+        """Hold ``.FILE.lock`` while this run appends (released by :meth:`close` or death).
+
+        Raises:
+            ConfigError: another edgecl run appends to the file (its pid named); nothing was
+                written to it.
+        """
+        from edgecl.runtime.lock import lock_beside
+
+        self._lock_fd, holder = lock_beside(self.path)
+        if self._lock_fd is None and holder is not None:
+            self.close()
+            who = f" (pid {holder})" if holder else ""
+            raise ConfigError(f"--out {self.path}: another edgecl run{who} appends to this "
+                              f"file; give each run its own --out file")
 
     def _resume(self) -> int:
         """Find where this run's frame ids start, and end the file on a whole line.
@@ -319,14 +338,19 @@ class JsonlSink:
         self._open()
 
     def close(self) -> None:
-        """Flush to disk and close."""
+        """Flush to disk, close, and let another run append to the file."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                if self._regular:  # a pipe or a terminal cannot be synced (EINVAL)
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+        try:
+            if fd is not None:
+                try:
+                    if self._regular:  # a pipe or a terminal cannot be synced (EINVAL)
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+        finally:
+            lock_fd, self._lock_fd = self._lock_fd, None
+            if lock_fd is not None:
+                os.close(lock_fd)
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:

@@ -4,9 +4,14 @@ kill is removed instead of spoiling the next line, and only the file's tail is r
 
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+
+from edgecl.errors import ConfigError
 
 from edgecl.frames import Detections, Frame
 from edgecl.runtime import sinks
@@ -168,3 +173,42 @@ def test_a_sink_on_a_device_file_writes_and_closes_without_an_error(tmp_path):
     sink.write(result(0))
     sink.close()
     assert sink.first_frame_id == 0
+
+
+def test_a_second_run_on_the_same_file_is_refused_until_the_first_closes(tmp_path):
+    """Before: both appended, each numbering from the same last line (every frame id twice)
+    and each rotating the file under the other."""
+
+    path = tmp_path / "det.jsonl"
+    first = JsonlSink(path, {0: "car"})
+    first.write(result(0))
+    with pytest.raises(ConfigError) as refused:
+        JsonlSink(path, {0: "car"})
+    assert str(refused.value) == (f"--out {path}: another edgecl run (pid {os.getpid()}) "
+                                  f"appends to this file; give each run its own --out file")
+    first.close()
+    run(path, 1)  # free again once closed
+    assert [line["frame_id"] for line in lines(path)] == [0, 1]
+    # a holder killed with -9 leaves the lock file, and the kernel its lock: a restart appends
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from edgecl.runtime.sinks import JsonlSink; "
+        f"JsonlSink({str(path)!r}); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=f"pid {holder.pid}"):
+            JsonlSink(path, {0: "car"})
+    finally:
+        holder.kill()
+        holder.wait()
+    run(path, 1)
+    assert [line["frame_id"] for line in lines(path)] == [0, 1, 2]
+
+
+def test_a_device_file_takes_no_lock():
+    sink = JsonlSink(os.devnull, {0: "car"})
+    second = JsonlSink(os.devnull, {0: "car"})
+    sink.write(result(0))
+    second.close()
+    sink.close()
+    assert not os.path.exists("/dev/.null.lock")
