@@ -159,11 +159,16 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
                          f"'edgecl labels import{where} FOLDER' and 'edgecl learn{where}'")
 
 
-def ensure_writable(state_dir: str | Path) -> None:
+def ensure_writable(state_dir: str | Path) -> str | None:
     """Create the state directory and prove it can be written (a probe file, then removed).
 
     A full disk is not refused: detection needs no room, and storing, learning and metrics
-    pause and resume by themselves once there is room (a warning says so).
+    pause and resume by themselves once there is room.
+
+    Returns:
+        The warning a full disk calls for (said once the run has started: a start that fails
+        for it says so in its one error line, not after a warning that detection starts), or
+        ``None``.
 
     Raises:
         StorageError: one line naming the directory and the reason (read-only, no rights, a
@@ -181,14 +186,14 @@ def ensure_writable(state_dir: str | Path) -> None:
         (path / ".write-probe").unlink()
     except OSError as exc:
         if is_disk_full(exc) and path.is_dir():
-            log.warning("state directory %s is full (%s): detection starts; storing, learning "
-                        "and metrics wait for room and resume by themselves", path,
-                        exc.strerror or exc)
-            return
+            return (f"state directory {path} is full ({exc.strerror or exc}): detection "
+                    f"starts; storing, learning and metrics wait for room and resume by "
+                    f"themselves")
         why = exc.strerror or str(exc)
         if exc.errno == errno.ENOENT and path.is_dir():  # /proc/self: there, but takes no file
             why = f"no file can be created in it ({why}: a virtual file system such as /proc?)"
         raise StorageError(f"state directory {path} is not writable: {why}") from None
+    return None
 
 
 def _note_renamed(names: dict, known: dict[int, str], former: dict[int, list[str]],
@@ -414,6 +419,7 @@ class Runtime:
         self.classes = None
         self._registry_names = None
         self.lock = None
+        self._full_note: str | None = None  # a full state directory, said once started
         self.memory_sink = None
         self.supervisor = None
         self._disk_round = None  # the newest round on disk, for the Live page (DiskRound)
@@ -551,7 +557,7 @@ class Runtime:
             check_start_model(cfg)
             if cfg.learner.device.startswith("cuda"):  # refused at start, not in every round
                 resolve_device(cfg.learner.device)
-        ensure_writable(cfg.state_dir)
+        self._full_note = ensure_writable(cfg.state_dir)
         self.lock = RuntimeLock(cfg.state_dir).acquire()
         self._state_identity = path_identity(cfg.state_dir)
         self.registry = Registry(Path(cfg.state_dir) / "models")
@@ -679,6 +685,9 @@ class Runtime:
                 self.classes.seed(names)  # checked above; seed refuses what changed since
             except LabelError as exc:  # the names themselves (twice the same): no other ids help
                 raise ConfigError(f"{what}: {exc}") from None
+            except StorageError as exc:  # a full or read-only card: no other ids help
+                raise StorageError(f"{what}: {exc}; free a few MiB on the state directory's "
+                                   f"volume (or make it writable) and start again") from None
             except EdgeclError as exc:
                 raise ConfigError(f"{what}: {exc}; {advice}") from None
 
@@ -701,6 +710,8 @@ class Runtime:
             if made_here:
                 remove_scaffolding(state)
             raise
+        if self._full_note:
+            log.warning("%s", self._full_note)
 
     def _calibration_note(self, version: str, names: dict, labelled: bool) -> str | None:
         """The start line on pseudo-labels that wait for a calibration: the version about to

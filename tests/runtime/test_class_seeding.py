@@ -209,3 +209,23 @@ def test_labels_that_name_no_class_are_read_as_the_devices_classes_and_it_is_sai
     assert report.frames == 2
     assert ("name no class (no data.yaml names): their class ids are read as this device's "
             "classes (0 boat, 1 truck)") in caplog.text
+
+
+def test_a_registry_that_cannot_be_written_is_a_storage_fault_not_a_class_mismatch(
+        tmp_path, scenario, monkeypatch):
+    """Before, a full card said 'cannot write the class registry ...: No space left on device;
+    import the folder with 'edgecl labels import', which maps classes by name', which helps
+    nothing: the fault is the room, not the ids."""
+    from edgecl.errors import StorageError
+
+    def full(self, names):
+        raise StorageError(f"cannot write the class registry {self.path}: No space left on "
+                           f"device")
+
+    monkeypatch.setattr(ClassRegistry, "seed", full)
+    with pytest.raises(StorageError) as err:
+        run(tmp_path / "state", f"tasks://{scenario}", "yolo11n.yaml")
+    assert str(err.value) == (
+        f"the labels of tasks://{scenario}: cannot write the class registry "
+        f"{tmp_path / 'state' / 'classes.json'}: No space left on device; free a few MiB on "
+        f"the state directory's volume (or make it writable) and start again")

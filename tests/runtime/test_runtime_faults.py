@@ -177,9 +177,11 @@ def test_a_full_state_dir_starts_with_a_warning(tmp_path, monkeypatch, caplog):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr("edgecl.runtime.app.atomic_write_bytes", full)
-    ensure_writable(tmp_path / "state")
+    note = ensure_writable(tmp_path / "state")
     assert (tmp_path / "state").is_dir()
-    assert "is full (No space left on device): detection starts" in caplog.text
+    assert "is full (No space left on device): detection starts" in note
+    monkeypatch.undo()
+    assert ensure_writable(tmp_path / "other") is None  # written: nothing to say
 
 
 def test_failing_supervisor_steps_never_stop_detection(learnt, scenario, tmp_path):
