@@ -114,20 +114,31 @@ def imported_from(memory, path: str, no_object: bool = False) -> list[int]:
 
     Args:
         memory: the open replay memory.
-        path: a dataset folder or an image, as given to ``labels import`` (resolved).
+        path: a dataset folder, an image or a COCO json, as given to ``labels import``
+            (resolved; a COCO json names the images it lists, wherever they lie: CVAT's
+            ``annotations/instances_default.json`` lists ``../images/...``).
         no_object: only samples with no box.
 
     Returns:
         Sample ids, ascending.
+
+    Raises:
+        ConfigError: ``path`` is a json that is no COCO file.
     """
     from edgecl.frames import LabelOrigin
 
     root = Path(path).expanduser().resolve()
+    listed = None
+    if root.is_file() and root.suffix.lower() == ".json":  # before: nothing lies under a file
+        from edgecl.data.importers import iter_labelled
+
+        listed = {Path(p).resolve() for p in iter_labelled(root, "coco").image_paths}
     chosen = []
     for record in memory.records():
         source = Path(record.source)
-        if (record.origin is LabelOrigin.IMPORT and (source == root or root in source.parents)
-                and not (no_object and record.classes)):
+        under = source in listed if listed is not None else (source == root
+                                                             or root in source.parents)
+        if record.origin is LabelOrigin.IMPORT and under and not (no_object and record.classes):
             chosen.append(record.id)
     return sorted(chosen)
 

@@ -39,6 +39,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,10 +50,11 @@ import numpy as np
 from edgecl.continual.memory import STREAM_TASK, DuplicateSampleError, Sample, held_copy
 from edgecl.continual.memory.admission import plan_import_held_out
 from edgecl.continual.memory.records import check_image, check_labels
-from edgecl.data.class_names import (close_class_names, loose_class_name, standing_names,
-                                     unnamed_class_target)
+from edgecl.data.class_names import (close_class_names, is_ignore_name, loose_class_name,
+                                     standing_names, unnamed_class_target)
 from edgecl.data.images import pixels_hash
-from edgecl.data.importers import SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip, same_class_as
+from edgecl.data.importers import (ONLY_IGNORED, SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip,
+                                   only_ignored_skip, same_class_as)
 from edgecl.data.splits import frame_name, sequence_blocks
 from edgecl.errors import LabelError, ReplayMemoryError, StorageError
 from edgecl.frames import LabelOrigin
@@ -214,18 +216,22 @@ def _name_unnamed(item: ImportItem, known: dict[int, str], report: ImportReport)
     """
     if item.dataset_ids is None:
         return item
-    names = []
-    for name, cid in zip(item.names, item.dataset_ids):
+    names, kept = [], []
+    for k, (name, cid) in enumerate(zip(item.names, item.dataset_ids)):
         if cid in known and known[cid] != name and unnamed_class_target(cid, known) == cid:
-            names.append(known[cid])
             report.named_from_registry[name] = known[cid]
+            if is_ignore_name(known[cid]):  # the device's DontCare: an ignore region, as the
+                continue  # dataset's own name would be (before, stored as a class to learn)
+            names.append(known[cid])
         else:  # no class with that id, the registry itself still calls it class_<id>, or
             # its class_<id> has another id (unnamed_class_target): found by this name
             names.append(name)
             if name not in report.unnamed_classes:
                 report.unnamed_classes.append(name)
                 report.unnamed_classes.sort(key=lambda n: int(n.rsplit("_", 1)[-1]))
-    return dataclasses.replace(item, names=names, dataset_ids=None)
+        kept.append(k)
+    return dataclasses.replace(item, names=names, xyxy=item.xyxy[kept], dataset_ids=None,
+                               ignored=item.ignored + len(item.names) - len(kept))
 
 
 def _class_ids(item: ImportItem, classes: ClassNames, report: ImportReport,
@@ -388,7 +394,12 @@ def _ingest(items: Iterable[ImportItem | Skip], memory, classes: ClassNames, ori
                                   classes, origin, report, known_before)
                 seen_now.add(new_id if new_id is not None else held)
             continue
-        item = _name_unnamed(item, device_classes, report)
+        named = _name_unnamed(item, device_classes, report)
+        if item.names and not named.names:  # every box the device's ignore-region class
+            report.tally.skip(ONLY_IGNORED, only_ignored_skip(
+                item.source, str(item.source), named.ignored, named.difficult).message)
+            continue
+        item = named
         try:  # the memory's own checks, before a new class is registered for the sample
             provisional = {n: i for i, n in enumerate(dict.fromkeys(item.names))}
             check_image(item.image, str(item.source))
@@ -505,7 +516,10 @@ def _held_out_plan(items, memory, task: str, report: ImportReport) -> dict[str, 
     plan_key = hashlib.sha256("\n".join([task, *sorted(names)]).encode(
         "utf-8", "surrogateescape")).hexdigest()[:24]
     first = reserve(task, len(keys), plan_key) if reserve is not None else 0
-    before = memory_class_counts(memory)  # what earlier imports and the device hold of each
+    # what earlier imports and the device hold of each class; not what a stopped run of this
+    # very list stored (before, its rerun counted them as earlier data and held out 109 of
+    # hit-uav-dev's 1,074 images where the uninterrupted import holds out 99)
+    before = memory_class_counts(memory, leave_out=listed)
     prior = {name: before[loose_class_name(name)] for name in report.units_per_class
              if loose_class_name(name) in before}
     drawn = plan_import_held_out([(units[k][0][0], units[k][1]) for k in keys], fraction,
@@ -514,16 +528,32 @@ def _held_out_plan(items, memory, task: str, report: ImportReport) -> dict[str, 
     return {name: held[key] for name, key in unit_of.items()}
 
 
-def memory_class_counts(memory) -> dict[str, tuple[int, int]]:
+def memory_class_counts(memory, leave_out: Sequence = ()) -> dict[str, tuple[int, int]]:
     """Per class (by :func:`~edgecl.data.class_names.loose_class_name`, so that an import's
     ``Car`` finds the device's ``car``), ``(training images, held-out images)`` in the memory;
-    empty for a memory that cannot say (a test's stand-in)."""
+    empty for a memory that cannot say (a test's stand-in).
+
+    Args:
+        memory: the replay memory.
+        leave_out: image files whose samples are not counted (a sample's ``source`` naming one,
+            as given or as an absolute path).
+    """
     stats = getattr(memory, "stats", None)
     if stats is None:
         return {}
     found = stats()
     names = found.get("names") or {}
     held = found.get("per_class_held_out") or {}
+    if leave_out and hasattr(memory, "records"):
+        skip = {str(p) for p in leave_out} | {os.path.abspath(p) for p in leave_out}
+        counts: dict[str, list[int]] = {}
+        for r in memory.records():
+            if r.source in skip or os.path.abspath(r.source) in skip:
+                continue
+            for cid in r.classes:
+                counts.setdefault(str(cid), [0, 0])[bool(r.held_out)] += 1
+        return {loose_class_name(names.get(cid, f"class_{cid}")): (n[0], n[1])
+                for cid, n in counts.items()}
     return {loose_class_name(names.get(cid, f"class_{cid}")): (n - held.get(cid, 0),
                                                                held.get(cid, 0))
             for cid, n in (found.get("per_class") or {}).items()}

@@ -730,7 +730,46 @@ def _names_file(folder: Path, labels_folder: Path | None = None) -> dict[int, st
                 if clash:
                     raise ConfigError(f"{p}: {clash}")
                 return names
+    for candidate in (folder, folder.parent):
+        names = _label_studio_notes(candidate / "notes.json")
+        if names is not None:
+            return names
     return None
+
+
+def _label_studio_notes(path: Path) -> dict[int, str] | None:
+    """The class names of Label Studio's YOLO export note (``notes.json``: ``{"categories":
+    [{"id": 0, "name": "car"}, ...]}``), read where the export has no ``classes.txt`` (before,
+    its classes were named class_0, class_1, ...); ``None`` where there is no such file or it
+    lists no categories.
+
+    Raises:
+        ConfigError: the file lists categories that are no ``{"id": int >= 0, "name": text}``
+            objects, or names a class twice.
+    """
+    if not path.is_file() or regular_file_problem(path):
+        return None
+    try:
+        data = json.loads(read_data_file(path, "Label Studio's notes.json"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None  # not the note this reads: the folder's other files decide
+    categories = data.get("categories") if isinstance(data, dict) else None
+    if not isinstance(categories, list) or not categories:
+        return None
+    names = {}
+    for entry in categories:
+        cid = entry.get("id") if isinstance(entry, dict) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(cid, bool) or not isinstance(cid, int) or cid < 0 or \
+                not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{path}: its categories are not all {{\"id\": 0, \"name\": "
+                              f"\"car\"}} objects ({_short(entry)}); give the export a "
+                              f"classes.txt, one class name per line")
+        names[cid] = name.strip()
+    clash = name_clash(names)
+    if clash:
+        raise ConfigError(f"{path}: {clash}")
+    return dict(sorted(names.items()))
 
 
 def iter_yolo(path: str | Path) -> LabelledItems:
@@ -1057,7 +1096,7 @@ def _yolo_items(images: list[Path], names: dict[int, str] | None, unnamed: bool 
         box_names = [names[int(c)] if names else f"class_{int(c)}" for c in rows[:, 0]]
         keep = [i for i, n in enumerate(box_names) if not is_ignore_name(n)]
         if box_names and not keep and not len(parsed.empty):
-            yield _only_ignored(label_path, str(label_path), len(box_names), 0)
+            yield only_ignored_skip(label_path, str(label_path), len(box_names), 0)
             continue
         small = under_pixels(rows, w, h, MIN_BOX_PX)  # as dir:// streams it: dropped, counted
         kept = [i for i in keep if not small[i]]
@@ -1404,7 +1443,7 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
         counted (module docstring).
     """
     if not boxes and (ignored or difficult):  # before: stored as showing no object
-        return _only_ignored(source, where, ignored, difficult)
+        return only_ignored_skip(source, where, ignored, difficult)
     read = _read(image_path)
     if isinstance(read, Skip):
         return read
@@ -1448,7 +1487,12 @@ def _labelled_item(source: Path, where: str, image_path: Path, boxes: list, name
     if bad is not None:
         i = int(keep[bad[0]])
         shown = written[i] if written else f"box {boxes[i]}"
-        return Skip(source, "bad box", f"{where}: {shown} ({_short(names[i])}) {bad[1]}{scaled}")
+        why = bad[1]
+        if xyxy[i, 2] < xyxy[i, 0] or xyxy[i, 3] < xyxy[i, 1]:  # before: "no area inside the
+            # image", which sent the user looking at the image's size
+            why = ("has its corners swapped (a right or lower corner before a left or upper "
+                   "one; xmin < xmax and ymin < ymax, or a positive width and height, make a box)")
+        return Skip(source, "bad box", f"{where}: {shown} ({_short(names[i])}) {why}{scaled}")
     rescaled = (f"{where}: annotated for a {declared[0]}x{declared[1]} image, {image_path.name} "
                 f"decodes as {width}x{height}" if scaled else "")
     return ImportItem(image, [names[i] for i in keep], clipped[keep], image_path, ignored=ignored,
@@ -1461,7 +1505,7 @@ ONLY_IGNORED = "only ignored objects"
 object: stored as showing no object, it would teach those objects as background."""
 
 
-def _only_ignored(source: Path, where: str, ignored: int, difficult: int) -> Skip:
+def only_ignored_skip(source: Path, where: str, ignored: int, difficult: int) -> Skip:
     """The :data:`ONLY_IGNORED` skip of an image annotated with ``ignored`` ignore regions and
     ``difficult`` difficult objects and nothing else."""
     what = [f"{n} {kind}" for n, kind in ((ignored, "ignore region(s)"),
@@ -1940,10 +1984,43 @@ def _coco_item(json_path: Path, where: str, image_path: Path, categories: dict,
                         f"{where}: annotation {_short(ann.get('id'))} has no valid bbox [x, y, w, h] "
                         f"(four finite numbers): {_short(ann.get('bbox'))}{why}")
         x, y, w, h = bbox
+        degrees = _cvat_rotation(ann) if polygon is None else 0.0
+        if degrees:  # CVAT's rotated rectangle: before, learnt upright, off the object
+            x, y, w, h = rotated_box_bounds(x, y, w, h, degrees)
+            shown += f" rotated {degrees:g} degrees (its enclosing upright box)"
         names.append(name)
         boxes.append([x, y, x + w, y + h])
         written.append(f"annotation {_short(ann.get('id'))} {shown}")
     return _labelled_item(json_path, where, image_path, boxes, names, ignored, declared, written)
+
+
+def _cvat_rotation(ann: dict) -> float:
+    """The rotation in degrees CVAT's COCO export writes for a rotated rectangle
+    (``"attributes": {"rotation": 30.0}``; a number or numeric text), 0.0 when none or not a
+    finite number."""
+    attributes = ann.get("attributes")
+    value = attributes.get("rotation") if isinstance(attributes, dict) else None
+    try:
+        degrees = float(value) if isinstance(value, (int, float, str)) else 0.0
+    except ValueError:
+        return 0.0
+    return degrees % 360.0 if math.isfinite(degrees) else 0.0
+
+
+def rotated_box_bounds(x: float, y: float, w: float, h: float,
+                       degrees: float) -> tuple[float, float, float, float]:
+    """The upright box enclosing a ``w`` x ``h`` rectangle at ``(x, y)`` (its unrotated top-left
+    corner, pixels) turned by ``degrees`` about its centre, as CVAT stores rotated
+    rectangles; the direction of the turn does not change the enclosing box.
+
+    Returns:
+        ``(x, y, w, h)`` of the enclosing box, pixels.
+    """
+    theta = math.radians(degrees)
+    cos, sin = abs(math.cos(theta)), abs(math.sin(theta))
+    width, height = w * cos + h * sin, w * sin + h * cos
+    cx, cy = x + w / 2, y + h / 2
+    return cx - width / 2, cy - height / 2, width, height
 
 
 _READERS = {"yolo": iter_yolo, "voc": iter_voc, "coco": iter_coco}

@@ -146,6 +146,22 @@ def test_unnamed_classes_take_the_registry_name_of_their_id(tmp_path, capsys):
     assert ids == [0, 0, 2]
 
 
+def test_an_unnamed_id_the_device_calls_dontcare_is_an_ignore_region(tmp_path, capsys):
+    """A device that has a DontCare class (a dataset listed it) and a label folder without
+    names: before, the id's boxes were stored as DontCare, a class to learn."""
+    src = _unnamed_yolo(tmp_path / "yolo", labels=("0 0.5 0.5 0.2 0.2\n", "3 0.5 0.5 0.2 0.2\n"
+                                                   "0 0.2 0.2 0.1 0.1\n", "3 0.4 0.4 0.2 0.2\n"))
+    state = tmp_path / "state"
+    ClassRegistry(state).seed({0: "DontCare", 1: "person", 2: "car", 3: "truck"})
+    result = _import(capsys, state, src, "--json")
+    assert result["imported"] == 2 and result["ignored_regions"] == 1
+    assert result["reasons"] == {"only ignored objects": 1}
+    assert result["boxes"] == {"truck": 2}
+    with ReplayMemory(state / "memory", MemoryConfig()) as memory:
+        ids = sorted(int(c) for s in memory.get(memory.ids()) for c in s.labels[:, 0])
+    assert ids == [3, 3]
+
+
 def test_unnamed_classes_without_a_registry_entry_are_reported(tmp_path, capsys):
     src = _unnamed_yolo(tmp_path / "yolo")
     line = _import(capsys, tmp_path / "state", src)
@@ -1367,6 +1383,28 @@ def test_frames_a_coco_export_lists_unannotated_are_counted_and_can_be_taken_bac
     assert main(["memory", "remove", "--imported-from", str(src / "images" / "f1.jpg"),
                  "--state-dir", str(again)]) == 0
     assert _samples(again) == 0
+
+
+def test_the_note_of_a_coco_json_given_itself_takes_its_images_back(tmp_path, capsys):
+    """CVAT's layout: annotations/instances_default.json listing ../images. Before: the note
+    named the json, and 'memory remove --imported-from' it found nothing under a file."""
+    src = _coco_with_unlabelled_frames(tmp_path / "coco")
+    (src / "annotations").mkdir()
+    coco = src / "annotations" / "instances_default.json"
+    (src / "annotations.json").rename(coco)
+    data = json.loads(coco.read_text())
+    for image in data["images"]:
+        image["file_name"] = f"../images/{image['file_name']}"
+    coco.write_text(json.dumps(data))
+    state = tmp_path / "state"
+    assert main(["labels", "import", "--state-dir", str(state), str(coco)]) == 0
+    assert f"remove --imported-from {coco} --no-object" in capsys.readouterr().err
+    assert main(["memory", "remove", "--imported-from", str(coco), "--no-object",
+                 "--state-dir", str(state), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["removed"] == [1, 3, 4]
+    assert main(["memory", "remove", "--imported-from", str(coco), "--state-dir",
+                 str(state), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["removed"] == [2]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -378,7 +378,8 @@ def test_an_inverted_voc_box_is_named_as_the_file_writes_it(tmp_path):
     _, skips = _collect(tmp_path, "voc")
     (bad,) = [s for s in skips if s.reason == "bad box"]
     # before: the 0-based corners, "box [13.5, 9.0, 11.5, 14.0]"
-    assert "object 2 <bndbox> xmin 14.5 ymin 10 xmax 12.5 ymax 15 (car) has no area" in bad.message
+    assert "object 2 <bndbox> xmin 14.5 ymin 10 xmax 12.5 ymax 15 (car) has its corners swapped" in (
+        bad.message)
 
 
 @pytest.mark.parametrize("filename", ["frame_7", "frame_7.jpg"])

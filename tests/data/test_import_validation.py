@@ -409,6 +409,24 @@ def test_a_declared_size_that_is_not_the_images_is_named_in_a_bad_box(tmp_path):
         "decodes as)")
 
 
+@pytest.mark.parametrize("fmt", ["voc", "coco"])
+def test_a_box_with_swapped_corners_is_said_to_be_so(tmp_path, fmt):
+    """Before: 'has no area inside the 64x48 image' for a box well inside it, drawn from its
+    lower right corner (xmin > xmax) or written with a negative width."""
+    if fmt == "voc":
+        root = _voc(tmp_path / "ds", "a.jpg", (40, 30, 10, 5), cls="car")
+        shown = "object 1 <bndbox> xmin 40 ymin 30 xmax 10 ymax 5"
+    else:
+        root = _coco(tmp_path / "ds", annotations=[_ann(bbox=[40, 30, -30, 20])])
+        shown = "annotation 1 bbox [40, 30, -30, 20] (x, y, w, h)"
+    items, skips = _collect(root)
+    bad = [s for s in skips if s.reason == "bad box"]
+    assert "a.jpg" not in [i.source.name for i in items] and len(bad) == 1  # COCO's b.jpg: none
+    assert bad[0].message.endswith(f"{shown} (car) has its corners swapped (a right or lower "
+                                   f"corner before a left or upper one; xmin < xmax and ymin < "
+                                   f"ymax, or a positive width and height, make a box)")
+
+
 def test_a_yolo_box_under_one_pixel_is_dropped_as_dir_streams_it(tmp_path):
     """A 0.064 px box marks no object (an operator's answer refuses boxes under 1 px): first it
     was stored; then the import refused the whole image while ``dir://`` stored the frame with

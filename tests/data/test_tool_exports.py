@@ -63,6 +63,22 @@ def test_label_studio_yolo_export_is_yolo_not_coco(tmp_path):
     assert out["names"] == {0: "cat", 1: "dog"} and out["imported"] == 2
 
 
+def test_label_studio_yolo_export_without_classes_txt_takes_the_names_of_notes_json(tmp_path):
+    """Before: classes named class_0, class_1 where notes.json names them."""
+    root = tmp_path / "ls"
+    _image(root / "images" / "a.jpg")
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("0 0.25 0.5 0.25 0.5\n1 0.5 0.5 0.5 0.5\n")
+    (root / "notes.json").write_text(json.dumps({"categories": [{"id": 1, "name": "dog"},
+                                                                {"id": 0, "name": "cat"}],
+                                                 "info": {"year": 2026}}))
+    items, skips = _collect(root)
+    assert not skips and [i.names for i in items] == [["cat", "dog"]]
+    (root / "notes.json").write_text(json.dumps({"categories": [{"id": "zero", "name": "cat"}]}))
+    with pytest.raises(ConfigError, match=r"notes.json: its categories are not all"):
+        _collect(root)
+
+
 def test_cvat_coco_export_finds_images_in_the_subset_folder(tmp_path):
     # CVAT "COCO 1.0": annotations/instances_default.json, images/default/<file_name>
     root = tmp_path / "cvat"
@@ -82,6 +98,31 @@ def test_cvat_coco_export_finds_images_in_the_subset_folder(tmp_path):
     assert _rows(tmp_path / "out" / "labels" / "j.txt") == [[0, 0.25, 0.5, 0.25, 0.5]]
     # the sub-folder stays in the name (a flight's or a camera's folder); "default" lays out
     assert _rows(tmp_path / "out" / "labels" / "sub_k.txt") == [[1, 0.25, 0.5, 0.5, 1.0]]
+
+
+def test_cvat_rotated_rectangles_are_learnt_as_their_enclosing_upright_box(tmp_path):
+    """CVAT's COCO export writes a rotated rectangle as its unrotated bbox plus
+    ``attributes.rotation`` (degrees about its centre). Before: learnt upright, a 16 x 24 box
+    where the object lies 24 x 16."""
+    root = tmp_path / "cvat_rot"
+    _image(root / "images" / "r.jpg")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_default.json").write_text(_coco(
+        [{"id": 1, "file_name": "r.jpg", "width": W, "height": H}],
+        [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [24, 12, 16, 24], "iscrowd": 0,
+          "attributes": {"occluded": False, "rotation": 90.0}},
+         {"id": 2, "image_id": 1, "category_id": 2, "bbox": [4, 4, 8, 8], "iscrowd": 0,
+          "attributes": {"rotation": "45"}},
+         {"id": 3, "image_id": 1, "category_id": 2, "bbox": [40, 30, 8, 8], "iscrowd": 0,
+          "attributes": {"rotation": "not a number"}}], CATS))
+    items, skips = _collect(root)
+    assert not skips and len(items) == 1
+    # 90 degrees: centre (32, 24), 24 wide and 16 tall; 45 degrees: 8 * sqrt(2) a side about
+    # (8, 8); an unreadable rotation reads as none
+    side = 8 * 2 ** 0.5
+    expected = [[20, 16, 44, 32], [8 - side / 2, 8 - side / 2, 8 + side / 2, 8 + side / 2],
+                [40, 30, 48, 38]]
+    assert np.allclose(items[0].xyxy, expected, atol=1e-4)
 
 
 def test_cvat_mask_shapes_are_objects_not_crowd_regions(tmp_path):
