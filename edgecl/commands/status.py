@@ -11,9 +11,7 @@ is still shown.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -136,10 +134,11 @@ def _round(state: Path) -> dict:
     from edgecl.boot import iso_time
     from edgecl.continual.round_state import RoundResult
     from edgecl.runtime.learner import RUNNING_FILE
+    from edgecl.runtime.lock import lock_held
 
     folder = state / "learner"
     out: dict = {"running": None, "last": None}
-    if _lock_held(folder / "round.lock"):
+    if lock_held(folder / "round.lock"):
         record = _json_object(folder / RUNNING_FILE) or {}
         out["running"] = {k: record.get(k) for k in ("started", "trigger", "steps", "total_steps",
                                                     "elapsed_s", "budget_s")}
@@ -155,21 +154,6 @@ def _round(state: Path) -> dict:
                        "ended": iso_time(path.stat().st_mtime),
                        "ended_ago_s": round(max(0.0, time.time() - path.stat().st_mtime))}
     return out
-
-
-def _lock_held(path: Path) -> bool:
-    """Whether some process holds an ``flock`` on ``path`` (False when it does not exist)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _json_object(path: Path) -> dict | None:

@@ -251,7 +251,19 @@ def import_running(state_dir: str | Path) -> bool:
         True while some process holds ``STATE/import.lock``; False when none does, the file is
         absent or cannot be opened.
     """
-    path = Path(state_dir) / IMPORT_LOCK_NAME
+    return lock_held(Path(state_dir) / IMPORT_LOCK_NAME)
+
+
+def lock_held(path: str | Path) -> bool:
+    """Whether some process holds an ``flock`` (shared or exclusive) on ``path``, probed without
+    waiting and released at once.
+
+    Args:
+        path: the lock file.
+
+    Returns:
+        True while one is held; False when none is, the file is absent or cannot be opened.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
