@@ -58,6 +58,7 @@ class FakeConsole:
         self.health_status = "ok"
         self.fail_live = False
         self.fail_answers: list[EdgeclError] = []  # raised by the next answers, one each
+        self.fail_pending: EdgeclError | None = None  # raised by every queue read while set
         self.slow_images: dict[str, float] = {}  # item id -> seconds its image takes
         self.broken_images: set[str] = set()  # items whose image cannot be read
         self.stored: list[dict] = []  # answers whose sample the memory holds, newest first
@@ -272,6 +273,8 @@ class FakeConsole:
 
     def pending(self) -> list[dict]:
         with self.lock:
+            if self.fail_pending is not None:
+                raise self.fail_pending
             return [dict(q) for q in self.queue]
 
     def label_image(self, item_id: str) -> Path:

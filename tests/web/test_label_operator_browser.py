@@ -277,3 +277,64 @@ def test_a_class_name_over_the_limit_is_said_while_typed(served, browser):
     wait_for(lambda: field.get_attribute("aria-invalid") == "true", what="the field marked")
     assert "A class name is 1–100 characters" in js(
         browser, "return document.getElementById('toasts').textContent")
+
+
+def _toasts(browser) -> str:
+    return js(browser, "return document.getElementById('toasts').textContent")
+
+
+def test_a_name_typed_right_after_drawing_a_box_names_it(served, browser):
+    """Before: on a device with classes, "draw, type bus, Enter" ran the keys B (a second box
+    nobody drew), U, S and Enter (saved); "car" made the class "ar" (C opened the name field
+    and took its own letter)."""
+    base, fake = served
+    canvas = open_label(browser, base)
+    Select(browser.find_element(By.ID, "class-select")).select_by_value("person")
+    drag, _ = frame_mouse(browser, canvas)
+    drag((250, 40), (370, 150))
+    ActionChains(browser).send_keys("bus").perform()
+    name_box = browser.find_element(By.ID, "new-class")
+    wait_for(lambda: name_box.is_displayed() and name_box.get_attribute("value") == "bus",
+             what="the typed name in the name field")
+    name_box.send_keys(Keys.ENTER)
+    drag((250, 200), (330, 260))
+    ActionChains(browser).send_keys("Car", Keys.ENTER).perform()  # the device's "car"
+    wait_for(lambda: not name_box.is_displayed(), what="the second name taken")
+    wait_answerable(browser)
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_for(lambda: fake.answers, what="answer")
+    classes = sorted(b["class"] for b in fake.answers[0]["boxes"])
+    assert classes == ["bus", "car", "car", "person"], fake.answers[0]  # 2 proposed, 2 drawn
+    # a key after that is a shortcut again: Q opens the queue list, not a name
+    ActionChains(browser).send_keys("a").perform()
+    assert not browser.find_element(By.ID, "new-class").is_displayed()
+
+
+def test_enter_on_an_untouched_frame_with_no_box_saves_nothing(served, browser):
+    """Before: Enter saved "nothing here" for a frame nobody had drawn on (an operator who had
+    just lost their boxes to another's answer saved a frame full of cars as a negative)."""
+    base, fake = served
+    fake.queue[0]["proposed"] = []
+    open_label(browser, base)
+    wait_answerable(browser)
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_for(lambda: "No box on this frame" in _toasts(browser), what="the refusal")
+    assert fake.answers == []
+    ActionChains(browser).send_keys("n").perform()  # the explicit negative
+    wait_for(lambda: fake.answers, what="nothing-here answer")
+    assert fake.answers[0] == {"id": "f0000", "boxes": [], "skip": False}
+
+
+def test_a_queue_the_device_refuses_is_not_called_empty(served, browser):
+    """Before: while the device refused the page (429 after another client's wrong tokens),
+    the page read "Nothing to label: the queue is empty" with frames waiting."""
+    from edgecl.errors import UnavailableError
+
+    base, fake = served
+    fake.fail_pending = UnavailableError("the runtime is stopping")
+    browser.get(base + "/label")
+    wait_for(lambda: "The queue could not be read: the runtime is stopping" in js(
+        browser, "return document.getElementById('label-empty').textContent"), what="the refusal")
+    fake.fail_pending = None
+    wait_for(lambda: "f0000" in js(browser, "return document.getElementById('why').textContent"),
+             timeout_s=15, what="the queue once read")

@@ -259,8 +259,8 @@ def test_class_tags_hide_with_t_and_handles_fit_a_small_box(served, browser):
     assert inside != [255, 255, 255]  # not covered by a handle
     corner = (300 + 1 / scale, 300 - 16 / scale)  # in the tag above the box, clear of its text
     assert js(browser, PIXEL, *corner) == [31, 119, 180]  # person: palette colour 0
-    keys(browser, "t")
-    assert js(browser, PIXEL, *corner) != [31, 119, 180]
+    keys(browser, "t")  # the first key after a box: a key letter waits for a second one
+    wait_for(lambda: js(browser, PIXEL, *corner) != [31, 119, 180], what="tags hidden")
     browser.find_element(By.ID, "tags").click()
     assert js(browser, PIXEL, *corner) == [31, 119, 180]
 

@@ -263,12 +263,12 @@ const EC = (() => {
   const fmt = {
     num: (v, digits) => (v === null || v === undefined || Number.isNaN(v)) ? "—" : Number(v).toFixed(digits ?? 1),
     pct: (v) => (v === null || v === undefined) ? "—" : Math.round(v * 100) + "%",
-    bytes: (v) => {
+    bytes: (v) => {  // binary units, as the command line writes sizes (memory stats: MiB)
       if (v === null || v === undefined) return "—";
-      const units = ["B", "kB", "MB", "GB", "TB"];
+      const units = ["B", "KiB", "MiB", "GiB", "TiB"];
       let i = 0;
       let x = Number(v);
-      while (x >= 1000 && i < units.length - 1) { x /= 1000; i += 1; }
+      while (x >= 1024 && i < units.length - 1) { x /= 1024; i += 1; }
       return (i ? x.toFixed(x < 10 ? 1 : 0) : x) + " " + units[i];
     },
     time: (v) => {

@@ -14,6 +14,8 @@
   const MAX_UNDO = 200;        // undo points kept for the frame shown
   const CONFIRM_MS = 5000;     // a second N or S within this confirms dropping edited boxes
   const QUEUE_PERIOD_MS = 4000;
+  const WORD_MS = 400;          // a second letter this soon after a box's first one: a name
+  const LETTER_KEYS = new Set(["a", "b", "c", "n", "q", "s", "t", "x", "z"]);  // see shortcut()
   const SWAP_GUARD_MS = 2000; // after the page opened a frame by itself, Enter and N wait this
   const SEEN_GUARD_MS = 800;  // a queued frame is answered no sooner than this after it showed
   const ANSWER_KEYS = new Set(["Enter", "n", "N", "s", "S"]);
@@ -61,6 +63,9 @@
     boxes: [],                 // {cls, x1, y1, x2, y2, proposed, score} in original-frame pixels
     selected: -1,
     drawnLast: null,           // the box drawn last, until named or clicked: not moved by a drag
+    typeToName: null,          // the box just drawn or added: a letter typed next starts its name
+    pendingKey: null,          // a key letter typed after a box, waiting WORD_MS for a second
+    namedByC: false,           // the name field was opened by C right after a box was drawn
     classes: [],
     deviceClasses: new Map(),  // id -> name, as /api/classes last gave them (renames follow)
     aliases: new Map(),        // a name the device renamed or merged -> its name now
@@ -207,8 +212,11 @@
         `class now (edgecl classes merge on the device makes them one)`).join("");
   }
 
-  function openNewClass() {
+  /** The class name field, in the picker's place; ``typed``: the name's first letter (typed
+   *  right after drawing a box, see :func:`onKey`). */
+  function openNewClass(typed = "", afterDrawing = false) {
     const input = $("new-class");
+    state.namedByC = afterDrawing === true;
     $("class-select").value = NEW_CLASS;
     // the name's box takes the picker's place at the picker's width: the toolbar keeps its rows
     // and the frame does not move (a picker widened by long class names wrapped it otherwise)
@@ -216,7 +224,7 @@
     input.style.width = width >= 110 ? `${Math.round(width)}px` : "";
     $("toolbar").classList.add("naming");
     input.hidden = false;
-    input.value = "";
+    input.value = typeof typed === "string" ? typed : "";
     input.focus();
   }
 
@@ -233,7 +241,12 @@
         EC.toast(problem, "error");
         return;
       }
-      const known = sameClass(name);
+      let known = sameClass(name);
+      if (!known && state.namedByC && sameClass("c" + name)) {  // "car" typed after a draw:
+        known = sameClass("c" + name);  // its C opened this field, the rest came here
+        EC.toast(`${EC.isolate(name)} read as ${EC.isolate(known)}: C opened the name field`, "info");
+        name = known;
+      }
       if (known && known !== name) {
         EC.toast(`${EC.isolate(name)} is the device's class ${EC.isolate(known)}`, "info");
         name = known;
@@ -388,6 +401,17 @@
   function pruneImages(keepIds) {
     const wanted = new Set(keepIds);
     for (const id of [...state.images.keys()]) if (!wanted.has(id)) forgetImage(id);
+  }
+
+  /** The queue could not be read (a refusal such as 429 after wrong tokens, a fault): said
+   * where the frame goes while none is open. Before, the page said "the queue is empty" while
+   * the device held 30 frames for a person. */
+  function queueUnread(err) {
+    if (state.mode !== "queue" || state.current) return;
+    $("canvas").hidden = true;
+    $("label-empty").textContent = `The queue could not be read: ${err.message || err}. This ` +
+      "page asks again by itself.";
+    $("label-empty").hidden = false;
   }
 
   function showEmpty() {
@@ -582,6 +606,13 @@
 
   function submit() {
     if (justSwapped()) return;
+    if (state.mode !== "correct" && !state.boxes.length && !state.edited) {
+      // before: Enter on a frame nobody touched saved "nothing here" (a negative, perhaps held
+      // out for every evaluation) for a frame full of cars opened after another operator's
+      // answer; a negative now comes from N or its button only
+      EC.toast("No box on this frame: draw the objects, or N for \u201cnothing here\u201d", "error");
+      return;
+    }
     const unnamed = state.boxes.findIndex((b) => !b.cls);
     if (unnamed >= 0) {
       state.selected = unnamed;
@@ -1170,6 +1201,7 @@
         state.boxes.push(b);
         state.selected = state.boxes.length - 1;
         state.drawnLast = b;
+        state.typeToName = b;
         state.edited = true;
         if (!b.cls) openNewClass();
       } else {
@@ -1241,6 +1273,7 @@
     remember();
     state.boxes.push(b);
     state.selected = state.boxes.length - 1;
+    state.typeToName = b;
     state.edited = true;
     if (!b.cls) openNewClass();
     draw();
@@ -1327,10 +1360,16 @@
     }
     if (onListKey(event)) return;
     const key = event.key;
+    if (typedName(event)) return;
     if (event.repeat && ANSWER_KEYS.has(key)) {  // a key held down answers one frame, not each next
       event.preventDefault();
       return;
     }
+    shortcut(event, key);
+  }
+
+  /** Run the page's key ``key`` (``event``: for Shift and to take the key from the browser). */
+  function shortcut(event, key) {
     const step = event.shiftKey ? 10 : 1;
     const actions = {
       Enter: submit,
@@ -1364,9 +1403,62 @@
     }
   }
 
+  /** Letters typed right after a box is drawn name it, as on a device with no class yet, and
+   *  as a person who just drew a box types (before, "draw, type bus, Enter" ran B, U and S as
+   *  keys: a second box nobody drew was saved; "car" made the class "ar"). The first key after
+   *  the box decides: a letter that is no key of the page opens the name field with it; C
+   *  opens it empty (the documented key; a name it gets that only lacks its C, "ar" where the
+   *  device has "car", is that class); a letter that is a key waits WORD_MS for a second
+   *  letter, which makes both the start of a name, else runs as the key it is.
+   *  Returns whether the key was taken. */
+  function typedName(event) {
+    const key = event.key;
+    const letter = key.length === 1 && /\p{L}/u.test(key);
+    const waiting = state.pendingKey;
+    if (waiting) {
+      clearTimeout(waiting.timer);
+      state.pendingKey = null;
+      if (letter && key.toLowerCase() !== waiting.key.toLowerCase()) {
+        event.preventDefault();
+        openNewClass(waiting.key + key);
+        return true;
+      }
+      shortcut(waiting.event, waiting.key);  // then this key, as it is
+      return false;
+    }
+    const fresh = state.typeToName !== null && state.boxes[state.selected] === state.typeToName;
+    state.typeToName = null;
+    if (!fresh || !letter) return false;
+    event.preventDefault();
+    if (key === "c" || key === "C") {
+      openNewClass("", true);
+    } else if (!LETTER_KEYS.has(key.toLowerCase())) {
+      openNewClass(key);
+    } else {
+      const held = {key, event: {shiftKey: event.shiftKey, preventDefault() {}}};
+      held.timer = setTimeout(() => {
+        if (state.pendingKey === held) {
+          state.pendingKey = null;
+          shortcut(held.event, held.key);
+        }
+      }, WORD_MS);
+      state.pendingKey = held;
+    }
+    return true;
+  }
+
   document.addEventListener("DOMContentLoaded", async () => {
     const canvas = $("canvas");
     canvas.addEventListener("pointerdown", onPointerDown);
+    document.addEventListener("pointerdown", () => {  // a click ends "a letter names the box"
+      state.typeToName = null;
+      const waiting = state.pendingKey;
+      if (waiting) {
+        clearTimeout(waiting.timer);
+        state.pendingKey = null;
+        shortcut(waiting.event, waiting.key);
+      }
+    }, true);
     canvas.addEventListener("pointermove", onPointerMove);
     canvas.addEventListener("pointerup", onPointerUp);
     canvas.addEventListener("pointercancel", onPointerUp);
@@ -1422,8 +1514,13 @@
     refreshAnswered().catch(EC.report);  // the Answered tab's count, before it is opened
     // the answered list is read while it is shown, with the queue (and after each change)
     EC.every(QUEUE_PERIOD_MS, async () => {
-      await refreshClasses();
-      await refreshQueue();
+      try {
+        await refreshClasses();
+        await refreshQueue();
+      } catch (err) {
+        queueUnread(err);
+        throw err;  // reported as every failed request is
+      }
       if (state.mode === "queue" && state.current) claim(state.current, "renew");
       if (state.tab === "answered") await refreshAnswered();
     });
