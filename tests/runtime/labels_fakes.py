@@ -65,6 +65,9 @@ class FakeMemory:
     def change_signature(self):
         return len(self.samples), len(self.samples)
 
+    def evicted_before(self, digest):
+        return False  # this fake never evicts
+
     def close(self):
         pass
 

@@ -317,3 +317,45 @@ def test_a_frame_waiting_for_a_person_is_not_queued_again(tmp_path):
         assert len(sink.queue.pending()) == 1
     finally:
         sink.close()
+
+
+def test_a_looping_folder_larger_than_the_memory_stores_each_image_once(tmp_path):
+    """Before: a frame the full memory evicted came back as a new sample on the folder's next
+    pass, evicting another one that came back on the pass after: "new" samples for ever (a
+    learning round every few frames with no new image) and, drawn again, a frame trained on
+    could return held out."""
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for k in range(5):
+        assert cv2.imwrite(str(root / "images" / f"f{k}.png"), textured(k, (96, 128, 3)))
+        (root / "labels" / f"f{k}.txt").write_text(CAR_ROW)
+    state = tmp_path / "state"
+    ClassRegistry(state).seed({0: "car"})
+    cfg = Config(state_dir=str(state), memory=MemoryConfig(capacity=3, holdout_fraction=0.0),
+                 labels=LabelsConfig(mode="ground_truth", max_per_minute=0,
+                                     selection=NO_SELECTION))
+    sink = MemorySink.from_config(cfg, classes=ClassRegistry(state))
+    try:
+        frames = streamed(root, 15)  # three passes over 5 images
+        for frame in frames[:5]:
+            write(sink, frame)
+        first = sink.stats()["counts"]
+        kept = {r.source for r in sink.memory.records()}
+        assert len(kept) == 3 and sink.memory.evicted == first["stored_ground_truth"] - 3
+        for frame in frames[5:]:
+            write(sink, frame)
+        counts = sink.stats()["counts"]
+        assert counts["stored_ground_truth"] == first["stored_ground_truth"]  # nothing new
+        evicted = first["stored_ground_truth"] - 3
+        assert counts["evicted_before"] == 2 * evicted
+        assert counts["duplicate_frame"] == first.get("duplicate_frame", 0) + 2 * 3
+        assert {r.source for r in sink.memory.records()} == kept
+        # a removal by hand is no eviction: that image is stored again on the next pass
+        sink.memory.remove([sink.memory.records()[0].id])
+        for frame in streamed(root, 5):
+            write(sink, frame)
+        assert sink.stats()["counts"]["stored_ground_truth"] == first["stored_ground_truth"] + 1
+        assert {r.source for r in sink.memory.records()} == kept
+    finally:
+        sink.close()

@@ -327,8 +327,8 @@ class TrainView:
         return self._admission.counters.get(f"train/{key}", 0)
 
     def remove(self, sample_id: int) -> None:
-        """Delete a row in the open transaction."""
-        self.db.delete(sample_id)
+        """Evict a row in the open transaction."""
+        self.db.evict(sample_id)
 
     def is_marked(self, key: str) -> bool:
         """Whether a persistent policy flag is set."""
@@ -504,7 +504,7 @@ class Admission:
                 break
             index -= n
         victim = self.db.nth_id(index, held_out=True, task=task, primary_class=cls, tier=tier)
-        self.db.delete(victim)
+        self.db.evict(victim)
         return victim
 
     def _lowest_tier(self, task: str, classes: list[int | None]) -> int | None:
@@ -591,5 +591,5 @@ class Admission:
         n = self.db.count(held_out=held_out, task=task, primary_class=primary_class, tier=tier)
         victim = self.db.nth_id(rng.randrange(n), held_out=held_out, task=task,
                                 primary_class=primary_class, tier=tier)
-        self.db.delete(victim)
+        self.db.evict(victim)
         return victim

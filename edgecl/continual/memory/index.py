@@ -64,7 +64,13 @@ CREATE INDEX IF NOT EXISTS samples_by_task ON samples(held_out, task, id);
 CREATE INDEX IF NOT EXISTS samples_by_class ON samples(held_out, primary_class, id);
 CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS evicted(content_hash TEXT PRIMARY KEY);
 """
+
+EVICTED_KEPT = 100_000
+"""Content hashes of evicted samples the index remembers (the newest; about 7 MB), so that a
+stream offering the same image again (a looping recording larger than the memory) does not
+store it again as a new sample: see :meth:`IndexDB.evict`."""
 
 UNLINKING_KEY = "unlinking"
 """Meta key: ids removed or evicted whose files were not yet unlinked when their rows went."""
@@ -334,6 +340,27 @@ class IndexDB:
     def delete(self, sample_id: int) -> None:
         """Delete one sample row."""
         self.conn.execute("DELETE FROM samples WHERE id = ?", (int(sample_id),))
+
+    def evict(self, sample_id: int) -> None:
+        """Delete one sample row that the memory's bounds evicted, remembering its content hash
+        (the newest :data:`EVICTED_KEPT`; a removal by hand is :meth:`delete` and remembers
+        nothing)."""
+        row = self.conn.execute("SELECT content_hash FROM samples WHERE id = ?",
+                                (int(sample_id),)).fetchone()
+        if row is not None and row[0]:
+            self.conn.execute("INSERT OR REPLACE INTO evicted(content_hash) VALUES(?)", (row[0],))
+            self.conn.execute("DELETE FROM evicted WHERE rowid <= (SELECT MAX(rowid) FROM "
+                              "evicted) - ?", (EVICTED_KEPT,))
+        self.delete(sample_id)
+
+    def was_evicted(self, digest: str) -> bool:
+        """Whether a sample with this content hash was evicted (:meth:`evict`) and is
+        remembered; False for an index written before evictions were remembered."""
+        try:
+            return self.conn.execute("SELECT 1 FROM evicted WHERE content_hash = ?",
+                                     (str(digest),)).fetchone() is not None
+        except sqlite3.OperationalError:  # no such table: a read-only index of an older release
+            return False
 
     def row_values(self, sample_id: int) -> dict | None:
         """Every column of one row as stored (column -> value), or None when it is gone."""

@@ -688,6 +688,21 @@ class ReplayMemory:
                 return sample_id
         return None
 
+    def evicted_before(self, digest: str | None) -> bool:
+        """Whether this memory's bounds evicted a sample of this content hash (the newest
+        :data:`~edgecl.continual.memory.index.EVICTED_KEPT` evictions are remembered): a
+        stream that offers the image again (a looping recording larger than the memory) is
+        told so, rather than storing it as a new sample, which started a round on each pass
+        and could hold out a frame a model had trained on.
+
+        Args:
+            digest: a content hash (``None`` or empty: unknown, False).
+        """
+        if not digest:
+            return False
+        with self._lock, self._faults("cannot read the memory index"):
+            return self._db.was_evicted(digest)
+
     def held_content(self, digest: str | None, origin: LabelOrigin) -> int | None:
         """The id of a stored sample with this content hash that a new sample of ``origin``
         would not replace (:meth:`add` refuses the new one), or None.

@@ -342,7 +342,8 @@ class MemorySink:
             ``stored_ground_truth``, ``stored_pseudo``, ``queued``, ``not_stored``,
             ``refused_label``, ``frame_too_large`` (over the memory's budget for one
             sample), ``refused_class``, ``refused_frame``, ``declined``,
-            ``duplicate_frame`` (the memory already held the image), ``novelty_read_errors``
+            ``duplicate_frame`` (the memory already held the image), ``evicted_before``
+            (its bounds evicted the image before: not stored again), ``novelty_read_errors``
             (the ``novel`` policy's view of the memory could not be updated) and the decision
             reasons.
         """
@@ -400,6 +401,17 @@ class MemorySink:
         elif decision.labels is not None:
             self._store(frame, decision)
 
+    def _evicted_before(self, frame: Frame, digest: str) -> bool:
+        """Count a frame whose image the memory's bounds evicted before (``evicted_before``,
+        DEBUG only): a looping recording larger than the memory offers it on every pass, and
+        storing it again was a "new" sample each time (a round every few frames, forever)."""
+        if not self.memory.evicted_before(digest):
+            return False
+        self._count("evicted_before")
+        log.debug("frame %s from %s not stored or queued: the memory evicted its image before",
+                  frame.frame_id, frame.source)
+        return True
+
     def _already_stored(self, frame: Frame, digest: str, held: int | None) -> bool:
         """Count a frame whose image the memory holds as sample ``held`` (``duplicate_frame``,
         DEBUG only: a looping folder repeats every frame); False when ``held`` is ``None``."""
@@ -420,7 +432,8 @@ class MemorySink:
         try:
             # a pseudo-labelled copy is no reason not to ask a person: the answer replaces it
             if self._already_stored(frame, digest,
-                                    held_copy(self.memory, digest, LabelOrigin.OPERATOR)):
+                                    held_copy(self.memory, digest, LabelOrigin.OPERATOR)) \
+                    or self._evicted_before(frame, digest):
                 return
             waiting = self.queue.pending_with_content(digest)
             if waiting is not None:  # the same picture already waits for the person
@@ -469,7 +482,8 @@ class MemorySink:
                         source=frame.name or frame.source, ts_s=frame.ts_s, origin=origin,
                         content_hash=digest)
         try:
-            if self._already_stored(frame, digest, held_copy(self.memory, digest, origin)):
+            if self._already_stored(frame, digest, held_copy(self.memory, digest, origin)) \
+                    or self._evicted_before(frame, digest):
                 return  # before the memory encodes it and counts it as a frame offered
             if self.classes is not None:
                 self.memory.sync_class_names(names if names is not None else self.classes.names())
