@@ -212,8 +212,9 @@
         `class now (edgecl classes merge on the device makes them one)`).join("");
   }
 
-  /** The class name field, in the picker's place; ``typed``: the name's first letter (typed
-   *  right after drawing a box, see :func:`onKey`). */
+  /** The class name field, in the picker's place; ``typed``: the name's first letters (typed
+   *  right after drawing a box), ``afterDrawing``: opened by C right then (see
+   *  :func:`typedName`). */
   function openNewClass(typed = "", afterDrawing = false) {
     const input = $("new-class");
     state.namedByC = afterDrawing === true;
@@ -1416,14 +1417,14 @@
     const letter = key.length === 1 && /\p{L}/u.test(key);
     const waiting = state.pendingKey;
     if (waiting) {
-      clearTimeout(waiting.timer);
-      state.pendingKey = null;
       if (letter && key.toLowerCase() !== waiting.key.toLowerCase()) {
+        clearTimeout(waiting.timer);
+        state.pendingKey = null;
         event.preventDefault();
         openNewClass(waiting.key + key);
         return true;
       }
-      shortcut(waiting.event, waiting.key);  // then this key, as it is
+      runPendingKey();  // then this key, as it is
       return false;
     }
     const fresh = state.typeToName !== null && state.boxes[state.selected] === state.typeToName;
@@ -1435,16 +1436,19 @@
     } else if (!LETTER_KEYS.has(key.toLowerCase())) {
       openNewClass(key);
     } else {
-      const held = {key, event: {shiftKey: event.shiftKey, preventDefault() {}}};
-      held.timer = setTimeout(() => {
-        if (state.pendingKey === held) {
-          state.pendingKey = null;
-          shortcut(held.event, held.key);
-        }
-      }, WORD_MS);
-      state.pendingKey = held;
+      state.pendingKey = {key, event: {shiftKey: event.shiftKey, preventDefault() {}},
+                          timer: setTimeout(runPendingKey, WORD_MS)};
     }
     return true;
+  }
+
+  /** Run the key letter :func:`typedName` holds back, now (no second letter came). */
+  function runPendingKey() {
+    const waiting = state.pendingKey;
+    if (!waiting) return;
+    clearTimeout(waiting.timer);
+    state.pendingKey = null;
+    shortcut(waiting.event, waiting.key);
   }
 
   document.addEventListener("DOMContentLoaded", async () => {
@@ -1452,12 +1456,7 @@
     canvas.addEventListener("pointerdown", onPointerDown);
     document.addEventListener("pointerdown", () => {  // a click ends "a letter names the box"
       state.typeToName = null;
-      const waiting = state.pendingKey;
-      if (waiting) {
-        clearTimeout(waiting.timer);
-        state.pendingKey = null;
-        shortcut(waiting.event, waiting.key);
-      }
+      runPendingKey();
     }, true);
     canvas.addEventListener("pointermove", onPointerMove);
     canvas.addEventListener("pointerup", onPointerUp);
