@@ -67,7 +67,9 @@ def status_command(args: argparse.Namespace) -> int:
     for name in SECTIONS:  # the learning section before the memory, which counts its backlog
         try:
             report[name] = readers[name](state)
-        except (EdgeclError, OSError, ValueError) as exc:  # one damaged part hides no other
+        except (EdgeclError, OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            # a damaged or hand-edited part (a record of other types, nested 100,000 deep)
+            # hides no other
             report[name] = {"unreadable": _one_line(exc)}
         problems += _problems_of(name, report[name])
     last, serving = report["round"].get("last"), report["serving"]

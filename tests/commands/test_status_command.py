@@ -145,6 +145,17 @@ def test_a_damaged_part_is_shown_unreadable_and_the_rest_still_shown(device, cap
     assert [p.split(":")[0] for p in report["problems"]] == ["round", "classes"]
 
 
+@pytest.mark.parametrize("record", ['{"status": "failed", "seconds": "long"}',
+                                    '{"status": "eaten"}', "[" * 100_000 + "]" * 100_000])
+def test_a_hand_edited_round_record_is_unreadable_not_a_traceback(device, capsys, record):
+    state, _ = device
+    (state / "learner" / "last_round.json").write_text(record)
+    code, out, err = _status(capsys, state, "--json")
+    assert code == 1 and "Traceback" not in err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert "unreadable" in report["round"] and report["serving"]["version"] == "v0002"
+
+
 def test_a_new_device_has_nothing_yet(tmp_path, capsys):
     state = tmp_path / "state"
     state.mkdir()
