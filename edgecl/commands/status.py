@@ -62,7 +62,7 @@ def status_command(args: argparse.Namespace) -> int:
     problems: list[str] = []
     readers = {"runtime": _runtime, "serving": _serving, "round": _round,
                "learning": lambda s: _learning(s, cfg.learner),
-               "memory": lambda s: _memory(args, report["learning"].get("last_sample_id")),
+               "memory": lambda s: _memory(args, s, report["learning"].get("last_sample_id")),
                "operator": lambda s: _operator(cfg), "classes": _classes, "disk": _disk}
     for name in SECTIONS:  # the learning section before the memory, which counts its backlog
         try:
@@ -135,26 +135,28 @@ def _round(state: Path) -> dict:
     held) and the last one that ended (``learner/last_round.json``)."""
     from edgecl.boot import iso_time
     from edgecl.continual.round_state import RoundResult
-    from edgecl.runtime.learner import RUNNING_FILE
+    from edgecl.runtime.learner import RUNNING_FILE, running_record
     from edgecl.runtime.lock import lock_held
 
     folder = state / "learner"
     out: dict = {"running": None, "last": None}
+    running = folder / RUNNING_FILE
+    record = running_record(running) or {}  # read as the learner reads it
     if lock_held(folder / "round.lock"):
-        record = _json_object(folder / RUNNING_FILE) or {}
         out["running"] = {k: record.get(k) for k in ("started", "trigger", "steps", "total_steps",
                                                     "elapsed_s", "budget_s")}
-    elif (folder / RUNNING_FILE).exists():  # the next start says so and learns them again
-        out["cut_short"] = str((_json_object(folder / RUNNING_FILE) or {}).get("started", ""))
+    elif running.exists():  # the next start says so and learns them again
+        out["cut_short"] = str(record.get("started", ""))
     path = folder / "last_round.json"
     data = _json_object(path)
     if data is not None:
         result = RoundResult.from_json(data)
+        ended_s = path.stat().st_mtime
         out["last"] = {"round": result.round, "status": result.status.value,
                        "reason": result.reason, "version": result.version,
                        "trigger": result.trigger, "seconds": round(result.seconds, 1),
-                       "ended": iso_time(path.stat().st_mtime),
-                       "ended_ago_s": round(max(0.0, time.time() - path.stat().st_mtime))}
+                       "ended": iso_time(ended_s),
+                       "ended_ago_s": round(max(0.0, time.time() - ended_s))}
     return out
 
 
@@ -188,15 +190,14 @@ def _learning(state: Path, learner) -> dict:
             "last_sample_id": learnt.last_sample_id if learnt else 0}
 
 
-def _memory(args: argparse.Namespace, last_sample_id: int | None) -> dict:
+def _memory(args: argparse.Namespace, state: Path, last_sample_id: int | None) -> dict:
     """The replay memory's counts (as ``memory stats`` reads them: nothing repaired), and
     ``not_learnt``: its training samples stored after ``last_sample_id`` (``None``: the
     learner's progress could not be read)."""
     from edgecl.commands.memory import _open
     from edgecl.continual.memory import INDEX_FILE
 
-    cfg = config_from_args(args)
-    if not (Path(cfg.state_dir) / "memory" / INDEX_FILE).is_file():
+    if not (state / "memory" / INDEX_FILE).is_file():
         return {"samples": 0, "not_learnt": None}
     with _open(args, verify=False) as memory:
         stats = memory.stats()

@@ -541,19 +541,20 @@ def memory_class_counts(memory, leave_out: Sequence = ()) -> dict[str, tuple[int
     stats = getattr(memory, "stats", None)
     if stats is None:
         return {}
-    found = stats()
-    names = found.get("names") or {}
-    held = found.get("per_class_held_out") or {}
-    if leave_out and hasattr(memory, "records"):
+    if leave_out and hasattr(memory, "records"):  # one pass over the rows, not stats' too
         skip = {str(p) for p in leave_out} | {os.path.abspath(p) for p in leave_out}
-        counts: dict[str, list[int]] = {}
+        known = memory.class_names() or {}
+        counts: dict[int, list[int]] = {}
         for r in memory.records():
             if r.source in skip or os.path.abspath(r.source) in skip:
                 continue
             for cid in r.classes:
-                counts.setdefault(str(cid), [0, 0])[bool(r.held_out)] += 1
-        return {loose_class_name(names.get(cid, f"class_{cid}")): (n[0], n[1])
+                counts.setdefault(int(cid), [0, 0])[bool(r.held_out)] += 1
+        return {loose_class_name(known.get(cid, f"class_{cid}")): (n[0], n[1])
                 for cid, n in counts.items()}
+    found = stats()
+    names = found.get("names") or {}
+    held = found.get("per_class_held_out") or {}
     return {loose_class_name(names.get(cid, f"class_{cid}")): (n - held.get(cid, 0),
                                                                held.get(cid, 0))
             for cid, n in (found.get("per_class") or {}).items()}

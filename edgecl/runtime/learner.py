@@ -90,8 +90,9 @@ def _mark_running(state_dir: str | Path, reason: str, round_id: str):
         budget_s=round(float(budget_s), 1))
 
 
-def _running_record(path: Path) -> dict | None:
-    """The running round's record, or None when absent, unreadable or not a JSON object."""
+def running_record(path: Path) -> dict | None:
+    """The running round's record (:data:`RUNNING_FILE` at ``path``), or None when absent,
+    unreadable or not a JSON object."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):  # RecursionError: nested 200,000 deep
@@ -110,7 +111,7 @@ def running_progress(state_dir: str | Path, round_id: str) -> float | None:
         The larger of steps / total steps and seconds / budget (training stops at the first
         bound reached), or ``None`` before training reports or when unreadable.
     """
-    record = _running_record(Path(state_dir) / "learner" / RUNNING_FILE)
+    record = running_record(Path(state_dir) / "learner" / RUNNING_FILE)
     if record is None or record.get("round_id") != round_id:
         return None
     fractions = []
@@ -149,7 +150,7 @@ def interrupted_round(state_dir: str | Path) -> str | None:
     path = folder / RUNNING_FILE
     if not path.exists():
         return None
-    record = _running_record(path) or {}
+    record = running_record(path) or {}
     shutil.rmtree(folder / "work", ignore_errors=True)
     with contextlib.suppress(OSError):
         path.unlink()
