@@ -479,14 +479,22 @@ def detect_format(path: str | Path) -> str:
         ``yolo``.
 
     Raises:
-        ConfigError: the path does not exist, or is an archive (:func:`refuse_archive`).
+        ConfigError: the path does not exist, is an archive (:func:`refuse_archive`), or is a
+            file of none of these kinds (an image: before, "expected a dataset folder or a
+            data.yaml", which left out the COCO json and the VOC xml).
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise ConfigError(missing_path(path))
     refuse_archive(path)
     if path.is_file():
-        return {".json": "coco", ".xml": "voc"}.get(path.suffix.lower(), "yolo")
+        fmt = {".json": "coco", ".xml": "voc", ".yaml": "yolo", ".yml": "yolo"}.get(
+            path.suffix.lower())
+        if fmt is None:
+            raise ConfigError(f"{path} is a file, not a dataset: give a dataset folder (YOLO, "
+                              f"Pascal VOC or COCO), a data.yaml, a COCO .json or a Pascal "
+                              f"VOC .xml")
+        return fmt
     if voc_annotations(path) is not None:
         return "voc"
     if find_coco_json(path) is not None or broken_coco_jsons(path):

@@ -1129,10 +1129,16 @@ class Registry:
         fsync_dir(self.root)
 
     def _remove_leftovers(self) -> None:
-        """Delete staging directories of killed stages and stray ``current`` temp links."""
+        """Delete staging directories of killed stages, stray ``current`` temp links, and the
+        temp files of ``history.json`` and ``last_version`` that a kill left (each is written
+        with this lock held, as this runs: none of them is being written now)."""
         for path in self.root.iterdir():
             if path.name.startswith(".current-") and path.is_symlink():
                 path.unlink()
+            elif (path.name.startswith((f".{LAST_VERSION_FILE}.", ".history.json."))
+                  and path.name.endswith(".tmp") and path.is_file() and not path.is_symlink()):
+                path.unlink()
+                log.info("removed %s left by an interrupted write", path)
             elif path.name.startswith(STAGING_PREFIX) and path.is_dir() and not path.is_symlink():
                 if not _owner_alive(path / OWNER_FILE):
                     shutil.rmtree(path, ignore_errors=True)

@@ -615,15 +615,21 @@ class ProgressSink:
             warnings out).
         names: class index -> name (or a callable returning it).
         stream: where to print (stderr by default, so ``--json`` stdout stays clean).
+        timestamps: start each line with the local time as the log lines write it
+            (``2026-12-08 00:41:12,345``); None: when ``stream`` is not a terminal (a file the
+            output was sent to: its progress lines said nothing of when they were written).
     """
 
-    def __init__(self, every_s: float | None = None, names: Names = None, stream=None):
+    def __init__(self, every_s: float | None = None, names: Names = None, stream=None,
+                 timestamps: bool | None = None):
         self.names = names
         self.stream = stream or sys.stderr
+        is_tty = getattr(self.stream, "isatty", None)
+        on_terminal = is_tty is not None and is_tty()
         if every_s is None:
-            is_tty = getattr(self.stream, "isatty", None)
-            every_s = TTY_PROGRESS_S if is_tty is not None and is_tty() else LOG_PROGRESS_S
+            every_s = TTY_PROGRESS_S if on_terminal else LOG_PROGRESS_S
         self.every_s = every_s
+        self.timestamps = not on_terminal if timestamps is None else timestamps
         self._last_s = time.monotonic()
         self._frames = 0
         self._version = "-"
@@ -648,7 +654,10 @@ class ProgressSink:
             named[name] = named.get(name, 0) + count
         seen = ", ".join(f"{k}={v}" for k, v in sorted(named.items())) or "nothing"
         what = "in all: " if last else ""
-        print(f"[edgecl] {what}frames={self._frames} model={self._version} seen: {seen}",
+        when = ""
+        if self.timestamps:
+            when = datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3] + " "
+        print(f"{when}[edgecl] {what}frames={self._frames} model={self._version} seen: {seen}",
               file=self.stream, flush=True)
 
     def close(self) -> None:

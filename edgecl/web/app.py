@@ -17,6 +17,8 @@ Routes (JSON unless said otherwise; every error is ``{"error": "one line"}``):
   ``POST /api/labels/{id}/correct``,
   ``POST /api/labels/{id}/withdraw``,
   ``GET /api/classes``, ``GET /api/forgetting``, ``GET /api/auth`` (whether a token is needed);
+  ``/api/models`` and ``/api/forgetting`` send an ``ETag`` and answer a poll whose
+  ``If-None-Match`` names it with 304 and no body;
 * pages: ``/`` (Live), ``/label``, ``/models``, ``/forgetting``, ``/api-docs`` and their assets
   under ``/static`` (shipped in the package, no CDN).
 
@@ -54,6 +56,7 @@ outside the frame); its one line names what and where (``box 2: ...``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -569,6 +572,23 @@ def _json(value: Any, status: int = 200) -> Response:
                     headers={"Cache-Control": "no-store"})
 
 
+def _json_unless_unchanged(request: Request, value: Any) -> Response:
+    """``value`` as JSON with a strong ``ETag``; 304 with no body when the page has it already.
+
+    A page that polls (the Models page every 5 s, the Forgetting page every 15 s) sends the
+    ``ETag`` of what it shows as ``If-None-Match``: a device with a hundred versions then sends
+    their rows once, not every few seconds over a drone's radio link (RFC 9110 section 13.1.2).
+    """
+    response = _json(value)
+    tag = '"' + hashlib.blake2b(response.body, digest_size=16).hexdigest() + '"'
+    sent = request.headers.get("if-none-match", "")
+    if tag in (part.strip() for part in sent.split(",")):
+        return Response(status_code=304, headers={"ETag": tag, "Cache-Control": "no-cache"})
+    response.headers["ETag"] = tag
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
 def _need(hook, what: str):
     if hook is None:
         raise NotFoundError(f"{what} is not available on this runtime")
@@ -783,9 +803,11 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
                         headers=headers)
 
     @app.get("/api/models", tags=["models"])
-    def models() -> Response:
-        """Model versions with status, gate verdict, per-class AP, D-ECE, size, created."""
-        return _json(hooks.models())
+    def models(request: Request) -> Response:
+        """Model versions with status, gate verdict, per-class AP, D-ECE, size, created.
+
+        Sends an ``ETag``; a request whose ``If-None-Match`` names it gets 304 and no body."""
+        return _json_unless_unchanged(request, hooks.models())
 
     @app.post("/api/models/rollback", tags=["models"])
     def rollback(expected: str | None = Query(
@@ -932,9 +954,11 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         return _json(hooks.classes())
 
     @app.get("/api/forgetting", tags=["models"])
-    def forgetting() -> Response:
-        """Accuracy matrix, per-class AP over rounds, reliability of the current version."""
-        return _json(hooks.forgetting())
+    def forgetting(request: Request) -> Response:
+        """Accuracy matrix, per-class AP over rounds, reliability of the current version.
+
+        Sends an ``ETag``; a request whose ``If-None-Match`` names it gets 304 and no body."""
+        return _json_unless_unchanged(request, hooks.forgetting())
 
     for route, page in PAGES.items():
         _add_page(app, route, page)

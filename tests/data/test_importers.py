@@ -119,6 +119,18 @@ def test_detect_format(voc, coco, yolo):
     assert is_ignore_name("DontCare") and is_ignore_name("ignored_regions") and not is_ignore_name("car")
 
 
+def test_an_image_given_as_the_dataset_is_refused_naming_every_kind_of_dataset(voc):
+    """Before: 'a.jpg is a file; expected a dataset folder or a data.yaml': the COCO json and
+    the VOC xml an import also takes were not named."""
+    image = voc / "JPEGImages" / "a.jpg"
+    for call in (lambda: detect_format(image), lambda: iter_labelled(image)):
+        with pytest.raises(ConfigError) as caught:
+            call()
+        assert str(caught.value) == (f"{image} is a file, not a dataset: give a dataset folder "
+                                     f"(YOLO, Pascal VOC or COCO), a data.yaml, a COCO .json or "
+                                     f"a Pascal VOC .xml")
+
+
 def test_voc_import_counts_ignore_and_broken(voc):
     items, skips = _collect(voc)
     assert [i.source.name for i in items] == ["a.jpg", "b.jpg"]

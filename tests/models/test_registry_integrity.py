@@ -208,6 +208,19 @@ def test_staging_leftovers_are_removed_on_open_unless_in_progress(reg, tmp_path)
     assert not live.exists()
 
 
+def test_temp_files_a_kill_left_at_the_registry_root_are_removed_on_open(reg):
+    """Before: a kill -9 while a version was staged left '.last_version.k2j1x9.tmp' (and a
+    promotion's '.history.json.*.tmp') in STATE/models for good."""
+    left = [reg.root / ".last_version.k2j1x9.tmp", reg.root / ".history.json.a8b7c6.tmp"]
+    for path in left:
+        path.write_text("v0007\n")
+    kept = [reg.root / "notes.tmp", reg.root / ".history.json.bak"]
+    for path in kept:
+        path.write_text("mine\n")
+    Registry(reg.root)
+    assert [p.exists() for p in left + kept] == [False, False, True, True]
+
+
 def test_unsafe_stage_names_are_refused(reg, tmp_path):
     src = tmp_path / "m.onnx"
     src.write_bytes(b"x")

@@ -55,7 +55,7 @@ def test_the_progress_line_counts_a_renamed_class_once_under_its_name_now():
 
 def test_the_last_progress_line_names_the_last_model_version():
     stream = io.StringIO()
-    progress = ProgressSink(every_s=3600.0, names={0: "car"}, stream=stream)
+    progress = ProgressSink(every_s=3600.0, names={0: "car"}, stream=stream, timestamps=False)
     progress.write(_result(0))
     progress.close()  # before: 'model=final', not a version name
     assert stream.getvalue().strip() == "[edgecl] in all: frames=1 model=v0002 seen: car=1"
@@ -196,6 +196,27 @@ def test_progress_lines_are_spaced_for_a_journal_and_frequent_on_a_terminal():
     assert ProgressSink(stream=io.StringIO()).every_s == 60.0
     assert ProgressSink(stream=Terminal()).every_s == 2.0
     assert ProgressSink(every_s=5.0, stream=io.StringIO()).every_s == 5.0
+
+
+def test_progress_lines_sent_to_a_file_say_when_they_were_written():
+    """Before: `edgecl start ... 2> run.log` wrote '[edgecl] frames=... seen: ...' every minute
+    beside time-stamped log lines, with nothing saying when each count was taken."""
+    import io
+    import re
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    to_file, on_terminal = io.StringIO(), Terminal()
+    for stream in (to_file, on_terminal):
+        progress = ProgressSink(every_s=3600.0, names={0: "car"}, stream=stream)
+        progress.write(_result(0))
+        progress.close()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+    assert re.fullmatch(stamp + r"\[edgecl\] in all: frames=1 model=v0002 seen: car=1\n",
+                        to_file.getvalue())
+    assert on_terminal.getvalue() == "[edgecl] in all: frames=1 model=v0002 seen: car=1\n"
 
 
 def test_save_video_never_overwrites_the_source_or_an_earlier_run(tmp_path, run_edgecl):

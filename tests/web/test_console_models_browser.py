@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from console_browser import severe_console_entries, wait_for
+from console_browser import debug_screenshot, severe_console_entries, wait_for
 from engine_registry import ACCEPTED_REASON, REFUSED_REASON, build_engine_registry
 
 pytest.importorskip("selenium")
@@ -99,22 +99,53 @@ def test_a_version_of_many_classes_shows_its_weakest_twelve(served, browser):
     assert severe_console_entries(browser) == []
 
 
-def test_a_pruned_version_offers_no_promote(served, browser):
+def test_pruned_versions_are_folded_and_offer_no_promote(served, browser):
     """Before: a version retention had pruned (0 B) showed a Promote button, and the click was
-    refused ("its files were deleted by retention")."""
+    refused ("its files were deleted by retention"); and a device weeks old listed up to 100
+    pruned versions among the ones it can serve. Now they are folded under one row."""
     base, fake = served
     fake.versions[-1]["status"] = "pruned"
     fake.versions[0]["status"] = "staged"  # (a rejected one offers no promote either)
+    pruned = fake.versions[-1]["version"]
     browser.get(base + "/models")
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version] td"),
              what="model rows")
+    listed = [tr.get_attribute("data-version")
+              for tr in browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]")]
+    assert pruned not in listed and len(listed) == len(fake.versions) - 1
+    debug_screenshot(browser, "models-pruned-folded")
+    toggle = browser.find_element(By.ID, "pruned-toggle")
+    assert toggle.text == "Show 1 pruned version (files deleted, history kept)"
+    toggle.click()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f"#models tr[data-version='{pruned}']"),
+             what="the pruned row")
     buttons = browser.execute_script(
         "return Object.fromEntries([...document.querySelectorAll('#models tr[data-version]')]"
         ".map((tr) => [tr.dataset.version, !!tr.querySelector('button.promote')]))")
-    pruned = fake.versions[-1]["version"]
     assert buttons[pruned] is False and any(buttons.values()), buttons
     assert "files deleted" in browser.find_element(
         By.CSS_SELECTOR, f"#models tr[data-version='{pruned}']").text
+    browser.find_element(By.ID, "pruned-toggle").click()
+    assert not browser.find_elements(By.CSS_SELECTOR, f"#models tr[data-version='{pruned}']")
+    assert severe_console_entries(browser) == []
+
+
+def test_an_unchanged_poll_leaves_the_table_as_it_is(served, browser):
+    """Before: every 5 s poll rebuilt the table from a full answer, though nothing had changed.
+    Now the device answers 304 and the rows stay the same elements; a change is drawn."""
+    base, fake = served
+    browser.get(base + "/models")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#models tr[data-version]"),
+             what="model rows")
+    browser.execute_script("document.querySelector('#models tr').dataset.mark = 'kept'")
+    entries = "return performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/api/models')).length"
+    polls = browser.execute_script(entries)
+    wait_for(lambda: browser.execute_script(entries) > polls, what="a second poll", timeout_s=12)
+    assert browser.execute_script("return document.querySelector('#models tr').dataset.mark") == "kept"
+    with fake.lock:
+        fake.versions[0]["reason"] = "gate: accepted (+0.09 mAP)"
+    wait_for(lambda: "+0.09 mAP" in browser.find_element(By.ID, "models").text,
+             what="the changed row", timeout_s=12)
     assert severe_console_entries(browser) == []
 
 

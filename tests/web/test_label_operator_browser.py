@@ -200,6 +200,25 @@ def test_a_name_with_a_code_point_unicode_does_not_assign_is_refused_by_the_page
                       "a character Unicode does not assign (U+0378)")
 
 
+def test_a_name_that_marks_a_region_to_ignore_is_refused_by_the_page(served, browser):
+    """Before: 'Dont Care' entered the picker and named the next boxes; the device refused each
+    answer only at submit (a region to ignore is no class)."""
+    _refused_new_name(served, browser, "Dont Care", "marks a region to ignore, not a class")
+
+
+def test_the_page_knows_the_devices_ignore_names():
+    """The page's list of ignore-region names is the device's (edgecl.data.class_names)."""
+    import re
+    from pathlib import Path
+
+    import edgecl.web
+    from edgecl.data.class_names import IGNORE_NAMES
+
+    source = (Path(edgecl.web.__file__).parent / "static" / "label.js").read_text()
+    listed = re.search(r"IGNORE_NAMES = new Set\(\[([^\]]*)\]", source).group(1)
+    assert set(re.findall(r'"([^"]+)"', listed)) == IGNORE_NAMES
+
+
 def test_enter_right_after_the_frame_left_the_queue_answers_nothing(served, browser):
     """Before: the frame on screen was skipped from the command line; 4 s later the page
     opened the next one by itself, and the operator's Enter (meant for the frame that left)

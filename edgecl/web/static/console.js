@@ -165,6 +165,7 @@ const EC = (() => {
         await askToken("That token was refused; enter the device's console token.");
         continue;
       }
+      if (response.status === 304) return response;  // pollJSON's "unchanged"
       if (!response.ok) {
         let message = response.statusText || "request failed";
         try {
@@ -177,6 +178,19 @@ const EC = (() => {
   }
 
   const getJSON = async (path) => (await api(path)).json();
+
+  const polled = new Map();  // path -> {etag, value}: what pollJSON last read
+  /** GET path as JSON, sending the ETag of the last answer: resolves to {changed, value},
+   * changed false (the last value, no body sent) while the device answers 304. */
+  async function pollJSON(path) {
+    const last = polled.get(path);
+    const response = await api(path, last ? {headers: {"If-None-Match": last.etag}} : {});
+    if (response.status === 304 && last) return {changed: false, value: last.value};
+    const value = await response.json();
+    const etag = response.headers.get("ETag");
+    if (etag) polled.set(path, {etag, value}); else polled.delete(path);
+    return {changed: true, value};
+  }
   const postJSON = async (path, body) => (await api(path, {
     method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body || {}),
   })).json();
@@ -340,6 +354,6 @@ const EC = (() => {
 
   document.addEventListener("DOMContentLoaded", markNav);
   document.addEventListener("DOMContentLoaded", trackNavHeight);
-  return {ApiError, el, svg, api, getJSON, postJSON, imageURL, toast, toastMs, confirmDialog, every,
+  return {ApiError, el, svg, api, getJSON, pollJSON, postJSON, imageURL, toast, toastMs, confirmDialog, every,
           report, fmt, heat, classColor, PALETTE, inkOn, isolate, clip};
 })();

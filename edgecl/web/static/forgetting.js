@@ -161,7 +161,8 @@
   }
 
   async function load() {
-    const data = await EC.getJSON("/api/forgetting");
+    const {changed, value: data} = await EC.pollJSON("/api/forgetting");
+    if (!changed) return;  // 304: the charts already show it
     const matrix = data.matrix || {rows: [], columns: [], values: []};
     $("heatmap").replaceChildren(heatmap(matrix));
     $("summary").textContent = summaryLine(data.summary || {});

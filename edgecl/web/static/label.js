@@ -52,6 +52,10 @@
     "\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F" +
     "\\u2800\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8\\u{1BCA0}-\\u{1BCA3}" +
     "\\u{1D173}-\\u{1D17A}\\u{E0000}-\\u{E0FFF}]", "u");
+  // names that mark a region to ignore, not a class (edgecl.data.class_names.IGNORE_NAMES:
+  // lower case, letters and digits only); the device refuses them as a new class
+  const IGNORE_NAMES = new Set(["dontcare", "ignore", "ignored", "ignoreregion", "ignoreregions",
+                                "ignoredregion", "ignoredregions"]);
 
   const state = {
     queue: [],                 // items from /api/labels/pending, minus answered ones
@@ -149,10 +153,11 @@
     for (const c of rows) if (!c.merged_into) addClass(c.name);
   }
 
-  /** Why a new class name would be refused by the device, or "" (its rule,
+  /** Why a new class name would be refused by the device, or "" (its rules,
    * edgecl.data.class_names.clean_name: invisible or direction-changing characters, code
-   * points Unicode does not assign, or only marks and spaces); checked before the name enters
-   * the picker. */
+   * points Unicode does not assign, or only marks and spaces; refuse_ignore_name: DontCare
+   * and its like, unless the device has such a class); checked before the name enters the
+   * picker. */
   function nameProblem(name) {
     const code = (ch) => ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
     const bad = [...name].find((ch) => INVISIBLE.test(ch));
@@ -160,6 +165,11 @@
     const unassigned = [...name].find((ch) => /\p{Cn}/u.test(ch));
     if (unassigned) return `A class name may not hold a character Unicode does not assign (U+${code(unassigned)})`;
     if (/^[\p{M}\p{Z}]+$/u.test(name)) return "A class name needs a character of its own to show";
+    const loose = name.normalize("NFC").toLowerCase().replace(/[^\p{L}\p{N}]+/gu, "");
+    if (IGNORE_NAMES.has(loose) && !sameClass(name)) {
+      return `${EC.isolate(name)} marks a region to ignore, not a class: leave the region ` +
+        "unlabelled, or name the object it shows";
+    }
     return "";
   }
 

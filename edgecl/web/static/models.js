@@ -89,9 +89,8 @@
     await load();
   }
 
-  async function load() {
-    const models = await EC.getJSON("/api/models");
-    const rows = models.map((m) => EC.el("tr", {class: m.status === "current" ? "current" : "", "data-version": m.version},
+  function row(m) {
+    return EC.el("tr", {class: m.status === "current" ? "current" : "", "data-version": m.version},
       EC.el("td", {class: "version"}, EC.el("strong", {text: m.version}),
         m.parent ? EC.el("div", {class: "small muted", text: "from " + m.parent}) : null,
         /^fleet round /.test(m.origin || "") ? EC.el("div", {class: "small muted", text: m.origin}) : null),
@@ -102,10 +101,28 @@
       EC.el("td", {class: "nowrap", text: EC.fmt.num(m.dece, 3)}),
       EC.el("td", {class: "nowrap", text: EC.fmt.bytes(m.size_bytes)}),
       EC.el("td", {class: "small", text: EC.fmt.time(m.created)}),
-      EC.el("td", {}, actionCell(m))));
+      EC.el("td", {}, actionCell(m)));
+  }
+
+  let shown = [];  // the versions as the device last sent them
+  let showPruned = false;  // a device weeks old keeps up to 100 pruned versions: folded away
+
+  /** The fold row under the table: how many pruned versions it hides, and the button. */
+  function prunedFold(count, columns) {
+    const words = showPruned ? "Hide pruned versions"
+      : `Show ${count} pruned version${count === 1 ? "" : "s"} (files deleted, history kept)`;
+    return EC.el("tr", {class: "fold"}, EC.el("td", {colspan: columns},
+      EC.el("button", {id: "pruned-toggle", text: words,
+                       onclick: () => { showPruned = !showPruned; render(); }})));
+  }
+
+  function render() {
+    const models = shown;
+    const pruned = models.filter((m) => m.status === "pruned").length;
+    const rows = models.filter((m) => showPruned || m.status !== "pruned").map(row);
     const heads = [...document.querySelectorAll("table.models thead th")].map((th) => th.textContent);
-    for (const row of rows) {  // a phone shows each row as a card, each cell under its column's name
-      [...row.children].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
+    for (const tr of rows) {  // a phone shows each row as a card, each cell under its column's name
+      [...tr.children].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
     }
     // the version a rollback goes back to, as the device computes it: with none (a version
     // rolled back from is retired too, but newer), the button would only be refused (409)
@@ -115,8 +132,20 @@
     $("rollback").disabled = !earlier;
     $("rollback").title = earlier ? "" : "No version served before this one: nothing to roll back to";
     const columns = heads.length || 9;
-    $("models").replaceChildren(...(rows.length ? rows
-      : [EC.el("tr", {}, EC.el("td", {colspan: columns, class: "muted", text: "no trained versions yet: the device serves the model it was started with until a learning round's version is promoted"}))]));
+    if (!models.length) {
+      rows.push(EC.el("tr", {}, EC.el("td", {colspan: columns, class: "muted", text: "no trained versions yet: the device serves the model it was started with until a learning round's version is promoted"})));
+    }
+    if (pruned) rows.push(prunedFold(pruned, columns));
+    $("models").replaceChildren(...rows);
+  }
+
+  /** Read the versions and draw them; an unchanged answer (304: nothing sent) leaves the table
+   *  as it is, so a row being read or a button about to be clicked does not move. */
+  async function load() {
+    const {changed, value} = await EC.pollJSON("/api/models");
+    if (!changed) return;
+    shown = value;
+    render();
   }
 
   document.addEventListener("DOMContentLoaded", () => {
