@@ -367,8 +367,9 @@ def require_state_dir(cfg: Config) -> None:
     refuse_unreachable_state_dir(cfg.state_dir)
     if not Path(cfg.state_dir).is_dir():
         raise EdgeclError(f"{cfg.state_dir}: no such state directory (start a device there with "
-                          f"'edgecl run --state-dir {cfg.state_dir} ...' or 'edgecl labels import "
-                          f"--state-dir {cfg.state_dir} FOLDER', or check --state-dir)")
+                          f"'edgecl run --state-dir {cfg.state_dir} ...', 'edgecl models add "
+                          f"MODEL.pt --promote --state-dir {cfg.state_dir}' or 'edgecl labels "
+                          f"import --state-dir {cfg.state_dir} FOLDER', or check --state-dir)")
     try:
         held = {p.name for p in Path(cfg.state_dir).iterdir()}
     except OSError:

@@ -26,7 +26,15 @@ LOW_DISK_FRACTION = 0.05
 CLASSES_SHOWN = 12
 """Class names the text form lists (a COCO checkpoint brings 80; ``--json`` lists all)."""
 
-SECTIONS = ("runtime", "serving", "round", "learning", "memory", "operator", "classes", "disk")
+SERVER_SECTIONS = ("fleet", "disk")
+"""The sections the text form shows of a fleet server's folder that holds no device's state."""
+
+NEEDS_A_PERSON = ("waiting_for_room", "waiting_for_model", "backoff")
+"""Learner states of a running runtime that the status names a problem (``/healthz`` reads
+them as degraded; a round waiting for its first held-out sample or for an import does not)."""
+
+SECTIONS = ("runtime", "serving", "round", "learning", "memory", "operator", "classes", "fleet",
+            "disk")
 
 
 def add_parser(sub) -> None:
@@ -55,15 +63,20 @@ def status_command(args: argparse.Namespace) -> int:
     Raises:
         EdgeclError: the state directory does not exist.
     """
+    from edgecl.commands.fleet import device_entries
+
     cfg = config_from_args(args)
     require_state_dir(cfg)
     state = Path(cfg.state_dir)
-    report: dict = {"state_dir": str(state)}
+    report: dict = {"state_dir": str(state), "device": bool(device_entries(state))}
     problems: list[str] = []
     readers = {"runtime": _runtime, "serving": _serving, "round": _round,
-               "learning": lambda s: _learning(s, cfg.learner),
+               "learning": lambda s: _learning(
+                   s, cfg.learner, args.config is not None or bool(getattr(args, "overrides", ())),
+                   report["runtime"].get("pid")),
                "memory": lambda s: _memory(args, s, report["learning"].get("last_sample_id")),
-               "operator": lambda s: _operator(cfg), "classes": _classes, "disk": _disk}
+               "operator": lambda s: _operator(cfg), "classes": _classes, "fleet": _fleet,
+               "disk": _disk}
     for name in SECTIONS:  # the learning section before the memory, which counts its backlog
         try:
             report[name] = readers[name](state)
@@ -72,17 +85,15 @@ def status_command(args: argparse.Namespace) -> int:
             # hides no other
             report[name] = {"unreadable": _one_line(exc)}
         problems += _problems_of(name, report[name])
-    last, serving = report["round"].get("last"), report["serving"]
-    if last and last["status"] == "staged" and last["version"] == serving.get("version"):
-        last["status"] = "promoted"  # the round staged it, the supervisor promoted it since
     not_learnt = report["memory"].pop("not_learnt", None)
     if "unreadable" not in report["learning"]:
         report["learning"]["not_learnt"] = not_learnt
+        report["learning"]["memory_unreadable"] = "unreadable" in report["memory"]
     report["problems"] = problems
     if args.json:
         print_json_line(report)
     else:
-        print(render(report, args.config is not None))
+        print(render(report))
     return 1 if problems else 0
 
 
@@ -105,7 +116,8 @@ def _runtime(state: Path) -> dict:
 
 def _serving(state: Path) -> dict:
     """The version marked current, with its engine, classes and ACC (``version`` None: the
-    device serves the model it was started with)."""
+    device serves the model it was started with), and ``damaged``: why the current pointer or
+    the version's manifest or essential files are unusable (sha256 checked, as a start does)."""
     from edgecl.models.registry import Registry
     from edgecl.runtime.console import serving_engine
 
@@ -120,6 +132,13 @@ def _serving(state: Path) -> dict:
                  "staged": [v.version for v in versions if v.status == "staged"]}
     if current is None:
         return out
+    if not damaged:  # its files' sha256 (a 10 MB engine: milliseconds) as a start checks them
+        found = ([current.reason] if current.status == "corrupt"
+                 else registry.verify(current.version, essential_only=True))
+        if found:
+            more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+            out["damaged"] = (f"the serving version {current.version} is damaged ({found[0]}{more}):"
+                              f" the runtime serves the newest intact version from its next start")
     names = current.manifest.get("classes")
     acc = current.metrics.get("acc")
     out.update(version=current.version, created=current.created,
@@ -147,12 +166,21 @@ def _round(state: Path) -> dict:
                                                     "elapsed_s", "budget_s")}
     elif running.exists():  # the next start says so and learns them again
         out["cut_short"] = str(record.get("started", ""))
+        out["cut_short_staged"] = _round_staged(state)
     path = folder / "last_round.json"
-    data = _json_object(path)
+    data = _json_object(path, "the next round's result replaces it (delete it to clear this line)")
     if data is not None:
-        result = RoundResult.from_json(data)
+        try:
+            result = RoundResult.from_json(data)
+        except (ValueError, TypeError, KeyError) as exc:  # a record hand-edited to other types
+            raise ValueError(f"{path} holds no round's result ({_one_line(exc)}); the next "
+                             f"round's result replaces it (delete it to clear this line)") from None
         ended_s = path.stat().st_mtime
-        out["last"] = {"round": result.round, "status": result.status.value,
+        now = _version_status(state, result.version) if result.version else None
+        status = result.status.value
+        if status == "staged" and now in ("promoted", "retired"):
+            status = "promoted"  # the round staged it, the supervisor (or a person) promoted it
+        out["last"] = {"round": result.round, "status": status, "version_status": now,
                        "reason": result.reason, "version": result.version,
                        "trigger": result.trigger, "seconds": round(result.seconds, 1),
                        "ended": iso_time(ended_s),
@@ -160,34 +188,104 @@ def _round(state: Path) -> dict:
     return out
 
 
-def _json_object(path: Path) -> dict | None:
+def _round_staged(state: Path) -> str | None:
+    """The newest version a round staged and nobody promoted yet (the next start promotes
+    it: :func:`edgecl.runtime.learner.promote_leftover_staged`), or None."""
+    from edgecl.continual.round import MANUAL_PROMOTION
+    from edgecl.models.registry import Registry
+
+    if not (state / "models").is_dir():
+        return None
+    registry = Registry(state / "models", create=False)
+    for version in reversed(registry.staged_versions()):
+        manifest = registry.manifest(version)
+        if manifest.get("memory_snapshot") and manifest.get("promote") != MANUAL_PROMOTION:
+            return version
+    return None
+
+
+def _version_status(state: Path, version: str) -> str:
+    """A version's status in the registry now (``promoted`` while it serves, ``retired``,
+    ``staged``, ``rejected``, ``pruned``, ``corrupt``), or ``missing`` (its folder deleted):
+    a round's record says what the round made, not what became of it."""
+    from edgecl.models.registry import VERSION_RE, Registry
+
+    models = state / "models"
+    if not VERSION_RE.match(version) or not (models / version).is_dir():
+        return "missing"
+    return Registry(models, create=False).status(version)
+
+
+def _json_object(path: Path, fix: str) -> dict | None:
     """A JSON object read from ``path``; None when the file is absent.
 
+    Args:
+        path: the file.
+        fix: what a person does about a damaged one (said after the damage).
+
     Raises:
-        ValueError: the file holds no JSON object.
+        ValueError: the file holds no JSON object: one line naming it, what is wrong and
+            ``fix`` (before, Python's own words: "'utf-8' codec can't decode byte 0xf0").
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         return None
-    data = json.loads(text)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not text (damaged); {fix}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"{path} is not readable JSON ({str(exc) or 'nested too deeply'}); "
+                         f"{fix}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a JSON object")
+        raise ValueError(f"{path}: not a JSON object; {fix}")
     return data
 
 
-def _learning(state: Path, learner) -> dict:
-    """The serving model's progress (``learner/state.json``: its round, the last sample id it
-    learnt) and the settings that start the next round; ``not_learnt`` is filled in from the
-    memory (:func:`_memory`)."""
-    from edgecl.continual.round_state import state_from_json, state_path
+SETTINGS_SOURCES = ("runtime", "last_run", "config", "defaults")
+"""Where the learning section's settings come from: the running runtime's record, the last
+run's record (:mod:`edgecl.runtime.run_record`), ``--config``, or edgecl's defaults."""
 
-    progress = _json_object(state_path(state))
+
+def _learning(state: Path, learner, config_given: bool, running_pid: int | None) -> dict:
+    """The serving model's progress (``learner/state.json``: its round, the last sample id it
+    learnt), the settings that start the next round and what a due round waits for;
+    ``not_learnt`` is filled in from the memory (:func:`_memory`).
+
+    The settings are the running runtime's (its record: a start with overrides is read as it
+    runs), else the last run's, else the config's (``settings_from``: one of
+    :data:`SETTINGS_SOURCES`)."""
+    from edgecl.continual.round_state import state_from_json, state_path
+    from edgecl.runtime.run_record import read_run_record
+
+    progress = _json_object(state_path(state), "the runtime's next start rebuilds it from the "
+                                               "model versions")
     learnt = state_from_json(progress) if progress is not None else None
-    return {"enabled": learner.enabled, "trigger_new_samples": learner.trigger_new_samples,
-            "trigger_interval_s": learner.trigger_interval_s, "not_learnt": None,
-            "round": learnt.round if learnt else 0,
-            "last_sample_id": learnt.last_sample_id if learnt else 0}
+    settings = {"enabled": learner.enabled, "trigger_new_samples": learner.trigger_new_samples,
+                "trigger_interval_s": learner.trigger_interval_s,
+                "trigger_new_class": learner.trigger_new_class}
+    source = "config" if config_given else "defaults"
+    record = read_run_record(state)
+    out: dict = {"learner_state": None, "waits": None, "run_started": None}
+    if record is not None and _settings_ok(record["learner"]):
+        settings = {k: record["learner"].get(k, v) for k, v in settings.items()}
+        running = running_pid is not None and record.get("pid") == running_pid
+        source = "runtime" if running else "last_run"
+        out["run_started"] = str(record.get("started") or "") or None
+        if running:
+            out["learner_state"] = str(record.get("learner_state") or "") or None
+            why = record.get("learner_why")
+            out["waits"] = why if isinstance(why, str) and why else None
+    return dict(settings, settings_from=source, not_learnt=None, **out,
+                round=learnt.round if learnt else 0,
+                last_sample_id=learnt.last_sample_id if learnt else 0)
+
+
+def _settings_ok(learner: dict) -> bool:
+    """Whether a run record's learner settings have the types a config gives them."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    return (isinstance(learner.get("enabled"), bool) and number(learner.get("trigger_new_samples"))
+            and number(learner.get("trigger_interval_s"))
+            and isinstance(learner.get("trigger_new_class", False), bool))
 
 
 def _memory(args: argparse.Namespace, state: Path, last_sample_id: int | None) -> dict:
@@ -209,12 +307,14 @@ def _memory(args: argparse.Namespace, state: Path, last_sample_id: int | None) -
 
 
 def _operator(cfg) -> dict:
-    """Frames waiting for a person in the operator queue, and the longest wait (seconds)."""
+    """Frames waiting for a person in the operator queue (``STATE/labels``, as ``edgecl
+    labels pending`` reads it; before, a folder no queue uses was looked for, and every
+    device read as having none waiting)."""
     from edgecl.runtime.labels import OperatorQueue
 
-    if not (Path(cfg.state_dir) / "queue").is_dir():
-        return {"pending": 0}
     queue = OperatorQueue.from_config(cfg, create=False)
+    if not queue.root.is_dir():
+        return {"pending": 0}
     return {"pending": len(queue.pending())}
 
 
@@ -224,6 +324,37 @@ def _classes(state: Path) -> dict:
 
     names = ClassRegistry(state).names()
     return {"names": {str(k): v for k, v in sorted(names.items())}}
+
+
+def _fleet(state: Path) -> dict:
+    """The fleet, as this folder takes part in it: the pid of a fleet client serving it
+    (``edgecl fleet join``), the newest version adopted from a fleet round, and, for a fleet
+    server's folder (``STATE/fleet``), its last round, classes and why its global model cannot
+    be loaded, if it cannot."""
+    from edgecl.commands.fleet import round_summary
+    from edgecl.fleet.store import GlobalStore
+    from edgecl.models.registry import Registry
+    from edgecl.runtime.lock import FLEET_CLIENT_LOCK_NAME, holder_pid
+
+    out: dict = {"client_pid": holder_pid(state, FLEET_CLIENT_LOCK_NAME), "adopted": None,
+                 "server": None}
+    if (state / "models").is_dir():
+        for info in reversed(Registry(state / "models", create=False).list()):
+            origin = str(info.manifest.get("origin") or "")
+            if origin.startswith("fleet round "):
+                out["adopted"] = {"version": info.version, "origin": origin,
+                                  "status": "serving" if info.current else info.status}
+                break
+    store = GlobalStore(state / "fleet")
+    rounds = store.rounds()
+    if rounds or (state / "fleet" / "global.json").exists():
+        names = next((r["names"] for r in reversed(rounds) if isinstance(r.get("names"), list)),
+                     [])
+        out["server"] = {"pid": holder_pid(store.root), "round": store.last_round(),
+                         "classes": [str(n) for n in names],
+                         "last": round_summary(rounds[-1]) if rounds else None,
+                         "problem": store.problem()}
+    return out
 
 
 def _disk(state: Path) -> dict:
@@ -238,11 +369,17 @@ def _problems_of(name: str, section: dict) -> list[str]:
         return [f"{name}: unreadable: {section['unreadable']}"]
     out = []
     if name == "serving" and section.get("damaged"):
-        out.append(f"serving: {section['damaged']} ('edgecl models verify' finds it)")
+        out.append(f"serving: {section['damaged']} ('edgecl models verify' lists what is damaged; "
+                   f"'edgecl models rollback' serves the version before it)")
     if name == "round":
         last = section.get("last") or {}
         if last.get("status") == "failed":
             out.append(f"the last learning round failed: {last.get('reason')}")
+    if name == "learning" and section.get("learner_state") in NEEDS_A_PERSON:
+        out.append(f"learning: {section.get('waits') or section['learner_state']}")
+    if name == "fleet" and (section.get("server") or {}).get("problem"):
+        out.append(f"fleet: the server's global model cannot be loaded: "
+                   f"{section['server']['problem']}")
     if name == "disk" and section["total_bytes"] and \
             section["free_bytes"] < LOW_DISK_FRACTION * section["total_bytes"]:
         out.append(f"the state directory's volume has {_size(section['free_bytes'])} free "
@@ -269,80 +406,101 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def render(report: dict, config_given: bool) -> str:
+def render(report: dict) -> str:
     """The text form of :func:`status_command`'s report, one line per section.
 
     Args:
         report: the report's JSON object.
-        config_given: whether the learner settings shown are the device's (``--config``).
 
     Returns:
         Lines ``  section    text``, then the problems.
     """
     lines = [report["state_dir"]]
-    for name in SECTIONS:
+    server_only = not report.get("device") and (report.get("fleet") or {}).get("server")
+    for name in SERVER_SECTIONS if server_only else SECTIONS:  # no device's lines: all "none"
         section = report[name]
         text = (f"unreadable: {section['unreadable']}" if "unreadable" in section
-                else _TEXT[name](section, config_given))
+                else _TEXT[name](section))
         lines.append(f"  {name:<10} {text}")
     lines += [f"problem: {p}" for p in report["problems"]]
     return "\n".join(lines)
 
 
-def _runtime_text(s: dict, _config_given: bool) -> str:
+def _runtime_text(s: dict) -> str:
     text = f"running (pid {s['pid']})" if s["running"] else "not running"
     return text + (", an import is storing samples" if s["import_running"] else "")
 
 
-def _serving_text(s: dict, _config_given: bool) -> str:
+def _serving_text(s: dict) -> str:
+    if s["version"] is None and s.get("damaged"):
+        return f"no usable version: {s['damaged']}"
     if s["version"] is None:
         staged = f"; staged, not yet promoted: {', '.join(s['staged'])}" if s.get("staged") else ""
-        return ("no trained version: the model the device was started with (model.path)"
-                + staged)
+        return ("no version yet: a start serves the file of model.path (or --model) until a "
+                "round's version is promoted ('edgecl models add MODEL.pt --promote' makes a "
+                "checkpoint the first version)" + staged)
     parts = [f"{s['version']} ({s['engine'] or 'no usable engine'})"]
     if s.get("classes") is not None:
         parts.append(f"{s['classes']} classes")
-    parts.append(f"made {s['created']}" + (f" [{s['origin']}]" if s.get("origin") else ""))
+    if s.get("created"):
+        parts.append(f"made {s['created']}" + (f" [{s['origin']}]" if s.get("origin") else ""))
     if s.get("acc") is not None:
         parts.append(f"held-out ACC {s['acc']:.3f}")
     return ", ".join(parts)
 
 
-def _round_text(s: dict, _config_given: bool) -> str:
+def _round_text(s: dict) -> str:
     running = s.get("running")
     if running is not None:
         done = (f", step {running['steps']}/{running['total_steps']}"
                 if running.get("steps") is not None else "")
         return f"running since {running.get('started')} (trigger: {running.get('trigger')}){done}"
     last = s.get("last")
-    cut = (f"; a round started {s['cut_short']} was cut short (the next start learns its samples"
-           f" again)" if s.get("cut_short") else "")
+    then = (f"the next start promotes {s['cut_short_staged']}, which it staged"
+            if s.get("cut_short_staged") else "the next start learns its samples again")
+    cut = f"; a round started {s['cut_short']} was cut short ({then})" if s.get("cut_short") else ""
     if last is None:
         return "none has ended yet" + cut
     what = f"round {last['round']} " if last.get("round") is not None else ""
     made = f" {last['version']}" if last.get("version") else ""
+    since = _SINCE.get((last["status"], last.get("version_status")), "")
+    made += since
     reason = f": {last['reason']}" if last.get("reason") else ""
     return (f"{what}{last['status']}{made}, ended {_ago(last['ended_ago_s'])} ago "
             f"({last['ended']}, took {last['seconds']:.0f} s){reason}{cut}")
 
 
-def _learning_text(s: dict, config_given: bool) -> str:
+_SINCE = {("promoted", "promoted"): " (serving)", ("promoted", "retired"): " (since retired)",
+          ("staged", "staged"): " (not yet promoted)", ("staged", "rejected"): " (since discarded)"}
+_SINCE.update({(status, now): f" (now {now})" for status in ("promoted", "staged", "rejected")
+               for now in ("pruned", "corrupt", "missing")})
+
+
+def _learning_text(s: dict) -> str:
     if not s["enabled"]:
         return "learner.enabled is off: no round starts by itself ('edgecl learn' runs one)"
+    if s.get("memory_unreadable"):  # before: "nothing stored yet" of a memory of 238 samples
+        return "unknown: the replay memory cannot be read (see memory)"
     if s["not_learnt"] is None:
         return "nothing stored yet"
-    whose = "" if config_given else " (default settings: --config gives the device's)"
+    whose = {"runtime": "", "config": "",
+             "defaults": " (default settings: --config gives the device's)",
+             "last_run": f" (as the last run, started {s.get('run_started')}, set it)",
+             }.get(s.get("settings_from"), "")
     triggers = []
     if s["trigger_new_samples"] > 0:
         triggers.append(f"{s['trigger_new_samples']} (learner.trigger_new_samples)")
     if s["trigger_interval_s"] > 0:
         triggers.append(f"every {s['trigger_interval_s']:g} s with any "
                         f"(learner.trigger_interval_s)")
+    if s.get("trigger_new_class"):
+        triggers.append("a sample of a new class (learner.trigger_new_class)")
     when = f"; a round starts at {' or '.join(triggers)}{whose}" if triggers else ""
-    return f"{s['not_learnt']} training sample(s) not learnt yet{when}"
+    waits = f"; a due round waits: {s['waits']}" if s.get("waits") else ""
+    return f"{s['not_learnt']} training sample(s) not learnt yet{when}{waits}"
 
 
-def _memory_text(s: dict, _config_given: bool) -> str:
+def _memory_text(s: dict) -> str:
     if not s["samples"] and "capacity" not in s:
         return "empty: nothing stored yet"
     origins = ", ".join(f"{k} {n}" for k, n in s["per_origin"].items() if n)
@@ -351,23 +509,44 @@ def _memory_text(s: dict, _config_given: bool) -> str:
             + (f"; labels from {origins}" if origins else ""))
 
 
-def _operator_text(s: dict, _config_given: bool) -> str:
+def _operator_text(s: dict) -> str:
     n = s["pending"]
     return f"{n} frame(s) waiting for a person" if n else "no frame waiting for a person"
 
 
-def _classes_text(s: dict, _config_given: bool) -> str:
+def _classes_text(s: dict) -> str:
     names = list(s["names"].values())
     more = (f" and {len(names) - CLASSES_SHOWN} more ('edgecl classes list')"
             if len(names) > CLASSES_SHOWN else "")
     return f"{len(names)}: {', '.join(names[:CLASSES_SHOWN])}{more}" if names else "none yet"
 
 
-def _disk_text(s: dict, _config_given: bool) -> str:
+def _fleet_text(s: dict) -> str:
+    parts = []
+    server = s.get("server")
+    if server:
+        classes = server["classes"]
+        shown = ", ".join(classes[:CLASSES_SHOWN]) + (", ..." if len(classes) > CLASSES_SHOWN else "")
+        running = (f"server running, pid {server['pid']}" if server.get("pid") is not None
+                   else "server not running")
+        parts.append(f"a fleet server's folder ({running}): round {server['round']}, "
+                     f"{len(classes)} classes"
+                     + (f" ({shown})" if classes else "")
+                     + (f"; last {server['last']}" if server.get("last") else ""))
+    if s.get("client_pid") is not None:
+        parts.append(f"a fleet client serves this device (pid {s['client_pid']})")
+    adopted = s.get("adopted")
+    if adopted:
+        parts.append(f"last adopted {adopted['origin']} as {adopted['version']} "
+                     f"({adopted['status']})")
+    return "; ".join(parts) if parts else "not in a fleet"
+
+
+def _disk_text(s: dict) -> str:
     return (f"{_size(s['free_bytes'])} free of {_size(s['total_bytes'])} on the state "
             f"directory's volume")
 
 
 _TEXT = {"runtime": _runtime_text, "serving": _serving_text, "round": _round_text,
          "learning": _learning_text, "memory": _memory_text, "operator": _operator_text,
-         "classes": _classes_text, "disk": _disk_text}
+         "classes": _classes_text, "fleet": _fleet_text, "disk": _disk_text}

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import errno
 import logging
+import os
 import re
 import shlex
 import signal
@@ -419,6 +420,7 @@ class Runtime:
         self.classes = None
         self._registry_names = None
         self.lock = None
+        self.run_record = None  # STATE/runtime.json: settings and learner state for 'status'
         self._full_note: str | None = None  # a full state directory, said once started
         self.memory_sink = None
         self.supervisor = None
@@ -642,20 +644,23 @@ class Runtime:
         if names and getattr(source, "labelled", True):
             labels_seed = (names, f"the labels of {getattr(source, 'uri', 'the source')}",
                            "import the folder with 'edgecl labels import', which maps classes "
-                           "by name")
+                           "by name", None)
             seeds.append(labels_seed)
         current = self.registry.current() if self.registry else None
         from_file = current is None or self.opts.model
         if model_path.suffix.lower() != ".yaml":
-            if from_file:
+            if from_file:  # a checkpoint's names are recorded with it: what rounds start from
+                checkpoint = str(model_path) if model_path.suffix.lower() == ".pt" else None
                 seeds.append((model_names, f"the model {model_path.name}",
-                              "use a model trained with these class ids, or another --state-dir"))
+                              "use a model trained with these class ids, or another --state-dir",
+                              checkpoint))
             elif not self.classes.names() and "parent" not in self.registry.manifest(current):
                 # a version staged from a user's file ('edgecl models add'), on a device that
                 # has no class yet: its names are the device's first classes, as a --model
                 # file's would be
                 seeds.append((model_names, f"version {current} ({model_path.name})",
-                              "use a model trained with these class ids, or another --state-dir"))
+                              "use a model trained with these class ids, or another --state-dir",
+                              None))
         from edgecl.models.classes import names_conflict
 
         known = dict(self.classes.names())
@@ -668,7 +673,7 @@ class Runtime:
             _note_renamed(labels_seed[0], known, former, labels_seed[1])
         earlier = None  # the seed before this one (its ids are planned, not in the registry)
         for seed in seeds:  # every check before any write: a refused start
-            names, what, advice = seed
+            names, what, advice, _ = seed
             conflict = names_conflict(known, names, former)
             if conflict:
                 raise ConfigError(f"{what}: {conflict}; {advice}")
@@ -680,9 +685,9 @@ class Runtime:
                                   f"trained with these class ids")
             planned.update({int(k): str(v) for k, v in names.items() if int(k) not in planned})
             earlier = what
-        for names, what, advice in seeds:
+        for names, what, advice, checkpoint in seeds:
             try:
-                self.classes.seed(names)  # checked above; seed refuses what changed since
+                self.classes.seed(names, checkpoint)  # checked above; refuses what changed since
             except LabelError as exc:  # the names themselves (twice the same): no other ids help
                 raise ConfigError(f"{what}: {exc}") from None
             except StorageError as exc:  # a full or read-only card: no other ids help
@@ -712,6 +717,22 @@ class Runtime:
             raise
         if self._full_note:
             log.warning("%s", self._full_note)
+        if self.lock is not None:
+            self._start_run_record()
+
+    def _start_run_record(self) -> None:
+        """Write ``STATE/runtime.json`` (:mod:`edgecl.runtime.run_record`) once the start
+        succeeded: a refused start leaves no record of a run that never was."""
+        from edgecl.boot import now_iso
+        from edgecl.runtime.run_record import RunRecord
+
+        learner = self.cfg.learner
+        self.run_record = RunRecord(
+            self.cfg.state_dir, os.getpid(), now_iso(),
+            {"enabled": learner.enabled, "trigger_new_samples": learner.trigger_new_samples,
+             "trigger_interval_s": learner.trigger_interval_s,
+             "trigger_new_class": learner.trigger_new_class})
+        self.run_record.learner("idle" if learner.enabled else "off", None)
 
     def _calibration_note(self, version: str, names: dict, labelled: bool) -> str | None:
         """The start line on pseudo-labels that wait for a calibration: the version about to
@@ -1151,6 +1172,10 @@ class Runtime:
         self.supervisor.tick()
         learner = self.supervisor.health()
         state = learner_state(learner)  # as /metrics and the console show it
+        if self.run_record is not None:
+            why = learner.get("reason") if state == "backoff" else (
+                learner.get(state) if state.startswith("waiting_for_") else None)
+            self.run_record.learner(state, why if isinstance(why, str) else None)
         if state == "backoff":
             self.watchdog.fault("learner", learner.get("reason", "backing off"), waiting=True)
         elif state == "waiting_for_room":  # before: 'idle' here while /healthz was degraded

@@ -714,6 +714,7 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
             continue
         promote_version(cfg.state_dir, version)
         _adopt_round_progress(cfg.state_dir, registry.manifest(version))
+        _note_leftover_round(cfg.state_dir, version, registry.manifest(version))
         log.info("promoted %s, staged by a round before the last shutdown", version)
         promoted = version
     # a kill between the registry's write and the monitor's (a promotion, a rollback)
@@ -837,6 +838,29 @@ def write_unsaved(state_dir, registry, result: RoundResult) -> bool:
     failed: list = []
     record_missing_rounds(state_dir, registry, failed=failed)
     return not failed and sync_monitor(state_dir, registry)
+
+
+def _note_leftover_round(state_dir, version: str, manifest: dict) -> None:
+    """Make a round whose version a start promoted the last round ``edgecl status`` shows
+    (``last_round.json``; before, a kill after staging left the round before it there, said
+    to be the last). A failure to write is logged: the promotion stands."""
+    from edgecl.continual.round_state import state_from_json
+
+    after = state_from_json(manifest.get("learner_state"))
+    last = read_last_round(state_dir)
+    if after is None or (last is not None and last.round is not None and last.round >= after.round):
+        return
+    training = manifest.get("training") if isinstance(manifest.get("training"), dict) else {}
+    seconds = training.get("seconds")
+    result = RoundResult(status=RoundStatus.PROMOTED, round=after.round, version=version,
+                         trigger=str(manifest.get("trigger") or ""),
+                         reason=f"{manifest.get('reason') or 'accepted'}; promoted at the start "
+                                f"after a stop cut the round short",
+                         seconds=float(seconds) if isinstance(seconds, (int, float)) else 0.0)
+    try:
+        atomic_write_json(learner_dir(state_dir) / "last_round.json", result.to_json())
+    except OSError as exc:
+        log.warning("%s: the round's result not recorded (%s)", version, exc.strerror or exc)
 
 
 def _adopt_round_progress(state_dir, manifest: dict) -> None:

@@ -74,7 +74,8 @@ def test_a_mistyped_state_directory_is_named_and_not_created(run_edgecl, tmp_pat
     typo = tmp_path / "stat"
     code, _, err = run_edgecl([*argv, "--state-dir", str(typo)])
     assert code == 2 and err == (f"error: {typo}: no such state directory (start a device there "
-                                 f"with 'edgecl run --state-dir {typo} ...' or 'edgecl labels "
+                                 f"with 'edgecl run --state-dir {typo} ...', 'edgecl models add "
+                                 f"MODEL.pt --promote --state-dir {typo}' or 'edgecl labels "
                                  f"import --state-dir {typo} FOLDER', or check --state-dir)\n")
     assert not typo.exists()
     model = tmp_path / "model.onnx"  # a file given as the state directory

@@ -290,7 +290,8 @@ def test_reading_a_missing_state_dir_creates_nothing(tmp_path, run_edgecl):
         code, _, err = run_edgecl(["models", *action, "--state-dir", str(missing)])
         assert code == 2 and err.strip().splitlines() == [
             f"error: {missing}: no such state directory (start a device there with 'edgecl run "
-            f"--state-dir {missing} ...' or 'edgecl labels import --state-dir {missing} FOLDER', "
+            f"--state-dir {missing} ...', 'edgecl models add MODEL.pt --promote --state-dir "
+            f"{missing}' or 'edgecl labels import --state-dir {missing} FOLDER', "
             f"or check --state-dir)"]
     assert not missing.exists()
 

@@ -11,7 +11,7 @@ from edgecl.cli import main
 from edgecl.config import MemoryConfig
 from edgecl.continual.memory import ReplayMemory, Sample
 from edgecl.continual.round_state import LearnerState, save_state
-from edgecl.frames import LabelOrigin
+from edgecl.frames import Detections, Frame, LabelOrigin
 from edgecl.models.classes import ClassRegistry
 from edgecl.models.registry import Registry
 
@@ -94,7 +94,7 @@ def test_text_names_the_serving_version_and_the_last_round(device, capsys):
     assert code == 0
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert "v0002 (" in lines["serving"] and "2 classes" in lines["serving"]
-    assert "round 2 promoted v0002, ended" in lines["round"] and "took 42 s" in lines["round"]
+    assert "round 2 promoted v0002 (serving), ended" in lines["round"] and "took 42 s" in lines["round"]
     assert "not running" in lines["runtime"]
     assert "10/" in lines["memory"] and "operator 1" in lines["memory"]
     assert lines["classes"].endswith("2: car, drone")
@@ -121,7 +121,13 @@ def test_a_round_cut_short_is_said_when_no_round_runs(device, capsys):
     state, _ = device
     (state / "learner" / "running.json").write_text(json.dumps({"started": "2026-12-07T10:00"}))
     out = _status(capsys, state)[1]
-    assert "a round started 2026-12-07T10:00 was cut short" in out
+    assert "a round started 2026-12-07T10:00 was cut short (the next start learns its samples " \
+           "again)" in out
+    src = state.parent / "m3.onnx"  # a kill after the round staged its version: promoted at start
+    src.write_bytes(b"\x03" * 64)
+    Registry(state / "models").stage({"model.onnx": src}, {"memory_snapshot": "s0003"})
+    assert "was cut short (the next start promotes v0003, which it staged)" in \
+        _status(capsys, state)[1]
 
 
 def test_a_failed_round_is_a_problem_and_exits_1(device, capsys):
@@ -143,6 +149,16 @@ def test_a_damaged_part_is_shown_unreadable_and_the_rest_still_shown(device, cap
     assert "unreadable" in report["round"] and "unreadable" in report["classes"]
     assert report["serving"]["version"] == "v0002" and report["memory"]["samples"] == 10
     assert [p.split(":")[0] for p in report["problems"]] == ["round", "classes"]
+    assert report["round"]["unreadable"] == (
+        f"{state / 'learner' / 'last_round.json'} is not readable JSON (Expecting property name "
+        f"enclosed in double quotes: line 1 column 2 (char 1)); the next round's result "
+        f"replaces it (delete it to clear this line)")
+    (state / "learner" / "last_round.json").write_bytes(b"\xf0\x28\x8c")
+    (state / "memory" / "index.sqlite").write_bytes(b"\x00" * 4096)
+    out = _status(capsys, state)[1]
+    assert f"{state / 'learner' / 'last_round.json'} is not text (damaged)" in out
+    # before: "nothing stored yet" of a memory whose index could not be read
+    assert "learning   unknown: the replay memory cannot be read (see memory)" in out
 
 
 @pytest.mark.parametrize("record", ['{"status": "failed", "seconds": "long"}',
@@ -161,7 +177,10 @@ def test_a_new_device_has_nothing_yet(tmp_path, capsys):
     state.mkdir()
     code, out, _ = _status(capsys, state)
     assert code == 0
-    assert "no trained version" in out and "none has ended yet" in out
+    # before: "the model the device was started with (model.path)", of a device never started
+    assert "no version yet: a start serves the file of model.path (or --model)" in out
+    assert "'edgecl models add MODEL.pt --promote' makes a checkpoint the first version" in out
+    assert "none has ended yet" in out
     assert "nothing stored yet" in out and "empty: nothing stored yet" in out
     assert sorted(p.name for p in state.iterdir()) == []
 
@@ -183,6 +202,9 @@ def test_learner_settings_come_from_the_config_when_given(device, tmp_path, caps
     line = next(line for line in out.splitlines() if line.split()[0] == "learning")
     assert "a round starts at 5 (learner.trigger_new_samples) or every 60 s" in line
     assert "default settings" not in line
+    main(["status", "--state-dir", str(state), "learner.trigger_new_samples=7"])
+    out = capsys.readouterr().out  # before: "(default settings: ...)" beside the override's 7
+    assert "a round starts at 7 (learner.trigger_new_samples)" in out and "default settings" not in out
 
 
 def test_a_long_class_list_is_cut_in_text_and_whole_in_json(device, capsys):
@@ -192,3 +214,150 @@ def test_a_long_class_list_is_cut_in_text_and_whole_in_json(device, capsys):
     assert "22: car, drone, class0" in out and "and 10 more ('edgecl classes list')" in out
     report = json.loads(_status(capsys, state, "--json")[1].strip().splitlines()[-1])
     assert len(report["classes"]["names"]) == 22
+
+
+def _run_holding_lock(state, fn):
+    """Call ``fn`` while this process holds the runtime's lock of ``state`` (pid written)."""
+    with open(state / "lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        return fn()
+
+
+def test_frames_waiting_in_the_operator_queue_are_counted(device, capsys):
+    """Before: the queue was looked for in STATE/queue (it is STATE/labels): every device read
+    'no frame waiting for a person' while `labels pending` listed 12."""
+    from edgecl.config import Config
+    from edgecl.runtime.labels import OperatorQueue
+
+    state, _ = device
+    queue = OperatorQueue.from_config(Config(state_dir=str(state)))
+    for k in range(3):
+        frame = Frame(image=np.full((32, 32, 3), 40 * k, np.uint8), frame_id=k, ts_s=float(k),
+                      source="cam")
+        queue.push(frame, Detections(), reasons={"uncertain": 0.5})
+    report = json.loads(_status(capsys, state, "--json")[1].strip().splitlines()[-1])
+    assert report["operator"] == {"pending": 3}
+    assert "3 frame(s) waiting for a person" in _status(capsys, state)[1]
+
+
+def test_the_running_runtimes_settings_and_wait_are_shown(device, capsys):
+    """Before: a runtime started with learner.trigger_new_samples=5 read 'a round starts at
+    100 (default settings ...)', and a due round waiting for disk room (/healthz degraded)
+    read as about to start, exit 0."""
+    from edgecl.runtime.run_record import RunRecord
+
+    state, _ = device
+    record = RunRecord(state, os.getpid(), "2026-12-08T01:00:00+00:00",
+                       {"enabled": True, "trigger_new_samples": 5, "trigger_interval_s": 0,
+                        "trigger_new_class": False})
+    record.learner("waiting_for_room", "a round needs about 44.2 MiB, 16.7 MiB free")
+    code, out, _ = _run_holding_lock(state, lambda: _status(capsys, state))
+    line = next(line for line in out.splitlines() if line.split()[0] == "learning")
+    assert "a round starts at 5 (learner.trigger_new_samples); a due round waits: a round " \
+           "needs about 44.2 MiB, 16.7 MiB free" in line
+    assert code == 1 and out.splitlines()[-1] == (
+        "problem: learning: a round needs about 44.2 MiB, 16.7 MiB free")
+    record.learner("idle", None)  # room came back
+    code, out, _ = _run_holding_lock(state, lambda: _status(capsys, state))
+    assert code == 0 and "waits" not in out
+    code, out, _ = _status(capsys, state)  # the runtime stopped: its settings, named as its
+    assert code == 0
+    assert "a round starts at 5 (learner.trigger_new_samples) (as the last run, started " \
+           "2026-12-08T01:00:00+00:00, set it)" in out
+
+
+def test_a_hand_edited_run_record_falls_back_to_the_config(device, capsys):
+    state, _ = device
+    for text in ('{"pid": 1, "learner": {"enabled": "yes", "trigger_new_samples": 5, '
+                 '"trigger_interval_s": 0}}', "[1, 2", "[" * 100_000):
+        (state / "runtime.json").write_text(text)
+        code, out, err = _status(capsys, state)
+        assert code == 0 and "Traceback" not in err
+        assert ("a round starts at 100 (learner.trigger_new_samples) or a sample of a new class "
+                "(learner.trigger_new_class) (default settings") in out
+
+
+def test_the_last_rounds_version_is_shown_as_it_is_now(device, capsys):
+    """Before: a round's version promoted, then replaced by a version promoted by hand, read
+    'round 2 staged v0002' (a candidate waiting) though it had served."""
+    state, _ = device
+    reg = Registry(state / "models")
+    reg.promote("v0001")
+    report = json.loads(_status(capsys, state, "--json")[1].strip().splitlines()[-1])
+    assert report["round"]["last"]["status"] == "promoted"
+    assert report["round"]["last"]["version_status"] == "retired"
+    assert "round 2 promoted v0002 (since retired)" in _status(capsys, state)[1]
+    (state / "learner" / "last_round.json").write_text(json.dumps(
+        {"status": "staged", "round": 3, "version": "v0009", "seconds": 4.0}))
+    assert "round 3 staged v0009 (now missing)" in _status(capsys, state)[1]
+
+
+def test_a_serving_version_with_a_damaged_manifest_is_a_problem(device, capsys):
+    """Before: 'serving v0002 (no usable engine), made ' and exit 0."""
+    state, _ = device
+    manifest = state / "models" / "v0002" / "manifest.json"
+    manifest.write_text(manifest.read_text()[:30])
+    code, out, _ = _status(capsys, state)
+    line = next(line for line in out.splitlines() if line.split()[0] == "serving")
+    assert not line.rstrip().endswith("made")
+    assert code == 1 and any(p.startswith("problem: serving: the serving version v0002 is damaged "
+                                          "(corrupt manifest") for p in out.splitlines())
+    assert "round 2 promoted v0002" not in out and "(now corrupt)" in out
+
+
+def test_a_serving_engine_that_fails_its_sha256_is_a_problem(device, capsys):
+    """Before: a truncated model.onnx of the serving version read as serving, exit 0; the next
+    start rolled back to the version before it."""
+    state, _ = device
+    (state / "models" / "v0002" / "model.onnx").write_bytes(b"\x01" * 10)
+    code, out, _ = _status(capsys, state)
+    assert code == 1
+    problem = out.splitlines()[-1]
+    assert problem.startswith("problem: serving: the serving version v0002 is damaged (")
+    assert "model.onnx" in problem and "newest intact version from its next start" in problem
+
+
+def test_a_fleet_servers_folder_shows_its_rounds_not_an_empty_device(tmp_path, capsys):
+    """Before: a server's folder read as an empty device ("round none has ended yet", "classes
+    none yet"), with nothing of its 47 rounds."""
+    from edgecl.fleet.store import GlobalStore
+
+    state = tmp_path / "server"
+    store = GlobalStore(state / "fleet")
+    store.save(3, {"w": np.zeros(4, np.float32)}, ["car", "person"])
+    store.append_round({"round": 3, "bytes": 2_000_000, "names": ["car", "person"],
+                        "devices": {"robotA": {"update": "kept"}},
+                        "adoption": {"robotA": {"status": "promoted"},
+                                     "robotC": {"status": "promoted"}}})
+    code, out, _ = _status(capsys, state)
+    assert code == 0
+    assert out.splitlines()[1:] == [
+        "  fleet      a fleet server's folder (server not running): round 3, 2 classes (car, "
+        "person); last round 3: 2.0 MB, 2 classes; robotA: kept (the new model: promoted), "
+        "robotC: not sampled (the new model: promoted)", out.splitlines()[2]]
+    assert out.splitlines()[2].startswith("  disk ")
+    (state / "fleet" / "global-000003.npz").write_bytes(b"garbage")
+    code, out, _ = _status(capsys, state)
+    assert code == 1 and "problem: fleet: the server's global model cannot be loaded: " \
+        "global-000003.npz fails its checksum" in out
+
+
+def test_a_device_names_the_fleet_round_it_adopted_and_its_client(device, capsys):
+    """Before: nothing of the fleet on a device a fleet client served (3 rounds adopted)."""
+    state, _ = device
+    src = state.parent / "g.onnx"
+    src.write_bytes(b"\x07" * 64)
+    reg = Registry(state / "models")
+    reg.stage({"model.onnx": src}, {"origin": "fleet round 3"})
+    reg.promote("v0003")
+    with open(state / "fleet-client.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        out = _status(capsys, state)[1]
+    line = next(line for line in out.splitlines() if line.split()[0] == "fleet")
+    assert line == (f"  fleet      a fleet client serves this device (pid {os.getpid()}); last "
+                    f"adopted fleet round 3 as v0003 (serving)")
+    assert "  fleet      last adopted fleet round 3 as v0003 (serving)" in _status(capsys, state)[1]

@@ -88,7 +88,7 @@ def test_a_kill_between_staging_and_saving_the_progress_is_recovered_at_start(tm
     import sqlite3
 
     from edgecl.continual.round_state import load_state, state_path
-    from edgecl.runtime.learner import promote_leftover_staged
+    from edgecl.runtime.learner import promote_leftover_staged, read_last_round
     from edgecl.runtime.app import inference_options
 
     yaml_path = make_scenario(tmp_path / "scn", tasks=1, images_per_task=16, imgsz=IMGSZ, seed=5)
@@ -115,8 +115,14 @@ def test_a_kill_between_staging_and_saving_the_progress_is_recovered_at_start(tm
     else:
         state_path(state).write_text(before)
     assert load_state(state).round == learnt.round - 1
+    (state / "learner" / "last_round.json").unlink(missing_ok=True)  # written after the kill
     registry = Registry(state / "models")
     assert promote_leftover_staged(cfg, registry, inference_options(cfg)) == result["version"]
+    # before: `edgecl status` showed the round before it as the last (or none at all)
+    last = read_last_round(state)
+    assert (last.round, last.version, last.status.value) == (learnt.round, result["version"],
+                                                              "promoted")
+    assert last.reason.endswith("promoted at the start after a stop cut the round short")
     recovered = load_state(state)
     assert (recovered.round, recovered.last_sample_id) == (learnt.round, learnt.last_sample_id)
     assert recovered.learnt_tasks == learnt.learnt_tasks and learnt.last_sample_id > 0

@@ -312,3 +312,31 @@ def test_a_missing_model_path_is_named_while_a_version_serves(tmp_path, caplog, 
                        r"data/first.pt \(looked for "
                        + str(tmp_path / "data" / "first.pt").replace(".", r"\.") + r"\)$"):
         _start(tmp_path / "fresh", "", "model.path=data/first.pt")
+
+
+def test_a_start_records_the_learner_settings_it_runs_with(tmp_path, nms_inside, capsys):
+    """Before: `edgecl status` of a device started with learner.trigger_new_samples=5 said a
+    round starts at 100 (the defaults: the runtime recorded nothing of its overrides)."""
+    import json
+
+    from edgecl.cli import main
+
+    state = tmp_path / "state"
+    _start(state, nms_inside, "learner.trigger_new_samples=5", "learner.trigger_interval_s=90")
+    record = json.loads((state / "runtime.json").read_text())
+    assert record["learner"] == {"enabled": False, "trigger_new_samples": 5,
+                                 "trigger_interval_s": 90.0, "trigger_new_class": True}
+    assert record["learner_state"] == "off"
+    capsys.readouterr()
+    main(["status", "--state-dir", str(state)])
+    line = next(line for line in capsys.readouterr().out.splitlines() if "learning" in line)
+    assert "learner.enabled is off" in line  # the run's, not the defaults' (on)
+
+
+def test_a_refused_start_leaves_no_run_record(tmp_path):
+    from edgecl.errors import EdgeclError
+
+    state = tmp_path / "state"
+    with pytest.raises(EdgeclError):
+        _start(state, tmp_path / "missing.onnx")
+    assert not (state / "runtime.json").exists()

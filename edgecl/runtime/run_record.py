@@ -1,0 +1,85 @@
+"""``STATE/runtime.json``: what the runtime runs with and what its learner waits for.
+
+``edgecl status`` reads a device's state directory alone. The learner's settings it showed were
+the ones of the config it was given, or the defaults: a runtime started with overrides
+(``learner.trigger_new_samples=5``) starts rounds at 5 while the status said 100, and a round
+that waited for disk room (``/healthz``: degraded) read as about to start. The runtime writes
+this record when it starts and when its learner's state changes (a few writes per round, none
+per frame); the status reads it while the same runtime holds the state directory, and names it
+as the last run's otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from edgecl.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+RUN_RECORD_FILE = "runtime.json"
+"""The record's file name in the state directory."""
+
+
+class RunRecord:
+    """The running runtime's record, written atomically (temp file, fsync, ``os.replace``).
+
+    Args:
+        state_dir: the state directory (the runtime holds its lock).
+        pid: the runtime's process id.
+        started: when it started (ISO time).
+        learner: the learner settings it runs with (``enabled``, ``trigger_new_samples``,
+            ``trigger_interval_s``).
+    """
+
+    def __init__(self, state_dir: str | Path, pid: int, started: str, learner: dict):
+        self.path = Path(state_dir) / RUN_RECORD_FILE
+        self.record = {"pid": pid, "started": started, "learner": dict(learner),
+                       "learner_state": None, "learner_why": None}
+        self.failures = 0
+
+    def learner(self, state: str, why: str | None) -> None:
+        """Record the learner's state (``idle``, ``training``, ``backoff``, ``off`` or a
+        ``waiting_for_*``) and why; written only when it changed. A write that fails (a full
+        card) is logged once, counted, and tried again at the next change.
+
+        Args:
+            state: the state as the console and ``/metrics`` name it.
+            why: its one-line reason (a wait's, a back-off's), or None.
+        """
+        if (self.record["learner_state"], self.record["learner_why"]) == (state, why):
+            return
+        self.record.update(learner_state=state, learner_why=why)
+        self.write()
+
+    def write(self) -> None:
+        """Write the record (contained: a failure is logged once and counted)."""
+        try:
+            atomic_write_json(self.path, self.record)
+        except OSError as exc:
+            self.failures += 1
+            if self.failures == 1:
+                log.warning("%s not written (%s): edgecl status shows the learner's "
+                            "settings as the config gives them", self.path, exc.strerror or exc)
+
+
+def read_run_record(state_dir: str | Path) -> dict | None:
+    """The last runtime's record, or None when there is none or it cannot be read (a kill
+    cannot leave half of it: it is replaced whole).
+
+    Args:
+        state_dir: the state directory.
+
+    Returns:
+        The record's JSON object (``pid``, ``started``, ``learner`` settings,
+        ``learner_state``, ``learner_why``), or None.
+    """
+    try:
+        data = json.loads((Path(state_dir) / RUN_RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("learner"), dict):
+        return None
+    return data
