@@ -239,7 +239,8 @@ def import_command(args: argparse.Namespace) -> int:
                                              ignored=True)
             if model_names is None:
                 model_names = model_path_classes(cfg, offered)
-            seeded = classes.seed(model_names) if model_names else []
+            checkpoint = cfg.model.path if Path(cfg.model.path).suffix.lower() == ".pt" else None
+            seeded = classes.seed(model_names, checkpoint) if model_names else []
             declared = [] if classes.names() else offered
             if not classes.names() and not offered:
                 declared, sparse = unnamed_class_order(args.path, args.format, items)

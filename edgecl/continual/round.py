@@ -11,6 +11,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import shlex
 import shutil
 import time
 from collections import Counter
@@ -473,12 +474,12 @@ def unlearnable_current(cfg: Config, registry) -> str | None:
     Returns:
         :func:`no_checkpoint_problem` when the current version holds no ``model.pt`` and
         ``model.path`` names no trained checkpoint; with no current version,
-        :func:`start_model_problem`; None otherwise.
+        :func:`start_model_problem` or :func:`scratch_problem`; None otherwise.
     """
     try:
         current = registry.current()
         if current is None:
-            return start_model_problem(cfg)
+            return start_model_problem(cfg) or scratch_problem(cfg)
         if "model.pt" in (registry.manifest(current).get("files") or {}):
             return None
     except EdgeclError:
@@ -585,7 +586,7 @@ def _load_parent(ctx: RoundContext):
         names = {i: ctx.names.get(i, name) for i, name in stored.items()}
         model.names = names
         return model, names
-    problem = start_model_problem(ctx.cfg)
+    problem = start_model_problem(ctx.cfg) or scratch_problem(ctx.cfg)
     if problem:  # never a model of its own in place of the one the user gave
         raise EdgeclError(problem)
     waiting = (ctx.registry.added_unpromoted()
@@ -623,6 +624,39 @@ def _start_yaml(cfg: Config) -> str:
     if path is None or path.suffix.lower() not in (".yaml", ".yml"):
         return "yolo11n.yaml"
     return str(path) if path.is_file() else path.name
+
+
+def scratch_problem(cfg: Config) -> str | None:
+    """Why a round with no version to start from must not train from scratch, or None.
+
+    A device whose first classes came from a trained checkpoint (``edgecl run --model
+    FILE.pt``, ``labels import`` with ``model.path``: :meth:`~edgecl.models.classes.
+    ClassRegistry.seeding_checkpoint`) and that was later run without it: before, its round
+    trained a YOLO11n from scratch, and the gate, with no earlier model to compare, promoted
+    it over the team's detector, with one warning.
+
+    Args:
+        cfg: the configuration (``model.path``, ``state_dir``).
+
+    Returns:
+        One line naming the checkpoint and what to give, or None (``model.path`` set: a
+        checkpoint to start from, or a model yaml asking for a fresh start).
+    """
+    from edgecl.models.classes import ClassRegistry
+
+    if cfg.model.path:
+        return None
+    try:
+        seeded = ClassRegistry(cfg.state_dir).seeding_checkpoint()
+    except EdgeclError:
+        return None  # a damaged registry is reported where it is read
+    if seeded is None:
+        return None
+    return (f"no round trains from scratch here: this device's classes came from the checkpoint "
+            f"{seeded}, and the registry has no version to learn on (model.path is unset); give "
+            f"model.path={shlex.quote(seeded)}, or add it with 'edgecl models add "
+            f"{shlex.quote(seeded)} --promote --state-dir {shlex.quote(str(cfg.state_dir))}' "
+            f"(model.path=yolo11n.yaml starts afresh on purpose)")
 
 
 def _untrained_start(cfg: Config) -> bool:
@@ -776,10 +810,59 @@ def measured_tasks(results: dict) -> dict:
     return {t: r for t, r in results.items() if t not in unmeasured}
 
 
+SMALL_BOX_SHARE = 0.5
+"""Share of a round's new boxes under the model's finest stride above which the round says so."""
+
+
+def small_boxes_note(samples, imgsz: int, stride: int) -> str | None:
+    """Why a round learns little of its new boxes, or None: most are smaller than the model's
+    finest stride once the frame is letterboxed to ``imgsz`` (thermal drone footage at 64 px:
+    a 39x71 px car at 640 px is 4x7 px). Ultralytics' task-aligned assigner then gives most of
+    them no anchor point, so they teach nothing while the loss falls towards 0 all the same,
+    which reads as convergence.
+
+    Args:
+        samples: the round's new samples (``width``, ``height`` in pixels; ``labels`` float32
+            (N, 5) YOLO rows, normalised ``class, x, y, w, h``).
+        imgsz: ``learner.imgsz``, the letterbox's longer side in pixels.
+        stride: the model's finest stride in pixels (8 for YOLO11's P3 head).
+
+    Returns:
+        One line with the share and the ``learner.imgsz`` at which the median box's shorter
+        side is one stride, or None when at most :data:`SMALL_BOX_SHARE` are under it.
+    """
+    sides = []
+    for sample in samples:
+        labels = np.asarray(sample.labels, np.float32).reshape(-1, 5)
+        scale = imgsz / max(int(sample.width), int(sample.height), 1)
+        sides.append(np.minimum(labels[:, 3] * sample.width, labels[:, 4] * sample.height) * scale)
+    side = np.concatenate(sides) if sides else np.zeros(0, np.float32)
+    small = int((side < stride).sum())
+    if not side.size or small <= SMALL_BOX_SHARE * side.size:
+        return None
+    median = float(np.median(side))
+    need = int(np.ceil(imgsz * stride / max(median, 1e-3) / 32.0) * 32)
+    return (f"{small} of {side.size} new boxes of this round are under {stride} px on their "
+            f"shorter side at learner.imgsz={imgsz} (the model's finest stride; median "
+            f"{median:.1f} px): the model learns little of them, though its loss falls all the "
+            f"same; learner.imgsz={need} makes the median box one stride")
+
+
 def _fine_tune(ctx: RoundContext, model, parent_model, replay_ids: list[int]):
     from edgecl.continual.finetune import FineTuner
 
     cfg = ctx.cfg
+    try:
+        stride = int(min(float(s) for s in model.stride))
+    except (AttributeError, TypeError, ValueError):  # a model without strides: the usual 8
+        stride = 8
+    try:
+        small = small_boxes_note(ctx.snapshot.get([r.id for r in ctx.new_records]),
+                                 int(cfg.learner.imgsz), stride)
+    except EdgeclError:  # a damaged label file: the training's own reading says so
+        small = None
+    if small:
+        log.warning("%s", small)
     young = ctx.young_steps()
     first = young is not None  # a first round, or one of a model still learning from scratch
     if young:  # learner.max_steps=5 gave a 270-step round here, with no word of why

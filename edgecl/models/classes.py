@@ -640,7 +640,7 @@ class ClassRegistry:
                          for i, n in sorted(wanted.items())])
             return kept
 
-    def seed(self, names: dict[int, str]) -> list[str]:
+    def seed(self, names: dict[int, str], checkpoint: str | None = None) -> list[str]:
         """Adopt a pretrained checkpoint's class names (``model.names``) with their ids.
 
         Ids the registry already has must carry the same names; new ids must extend the
@@ -648,6 +648,9 @@ class ClassRegistry:
 
         Args:
             names: class id -> name of the checkpoint's head.
+            checkpoint: the trained checkpoint (``.pt``) the names come from, recorded with the
+                classes it adds (:meth:`seeding_checkpoint`); None for an exported engine or
+                a dataset's names.
 
         Returns:
             The names added.
@@ -661,7 +664,9 @@ class ClassRegistry:
             new = _seed_plan(entries, wanted)
             if new:
                 stamp = now_iso()
-                entries += [{"id": cid, "name": new[cid], "first_seen": stamp} for cid in sorted(new)]
+                origin = {"checkpoint": str(Path(checkpoint).absolute())} if checkpoint else {}
+                entries += [{"id": cid, "name": new[cid], "first_seen": stamp, **origin}
+                            for cid in sorted(new)]
                 self._write(entries)
         if new and named_by_number(new):
             first = new[min(new)]
@@ -672,6 +677,18 @@ class ClassRegistry:
                         + (", ..." if len(new) > 3 else ""),
                         shlex.quote(str(self.state_dir)), shlex.quote(first))
         return [new[c] for c in sorted(new)]
+
+    def seeding_checkpoint(self) -> str | None:
+        """The trained checkpoint this device's first classes came from (:meth:`seed`), or
+        None: a round with no version and no ``model.path`` would otherwise train from scratch
+        and replace what it knows.
+
+        Raises:
+            ClassRegistryError: the file is corrupt.
+        """
+        entries = self._read()
+        path = entries[0].get("checkpoint") if entries else None
+        return path if isinstance(path, str) and path else None
 
     def seed_problem(self, names: dict[int, str]) -> str | None:
         """Why :meth:`seed` would refuse these names now, without writing anything (a model

@@ -16,6 +16,7 @@ from edgecl.cli import main
 from edgecl.config import MemoryConfig
 from edgecl.continual.memory import DuplicateSampleError, ReplayMemory, Sample
 from edgecl.models.classes import ClassRegistry
+from edgecl.models.registry import Registry
 
 
 def _jpg(path: Path, value: int) -> None:
@@ -810,7 +811,7 @@ def test_a_reimport_after_a_rename_does_not_advise_relabel_blindly(tmp_path, cap
     assert "run it again with --relabel" not in err
 
 
-def test_an_import_before_the_first_start_keeps_model_paths_class_ids(tmp_path, capsys):
+def test_an_import_before_the_first_start_keeps_model_paths_class_ids(tmp_path, capsys, caplog):
     """Before: an import run before the first 'edgecl run' numbered the classes from the
     dataset (person 0, forklift 1, car 2), and every round then refused model.path's
     checkpoint (car 0, person 1); only a new state directory got the device out."""
@@ -828,6 +829,19 @@ def test_an_import_before_the_first_start_keeps_model_paths_class_ids(tmp_path, 
     assert code == 0
     assert f"class registry: 2 class(es) from model.path {pt} (car, person)" in err
     assert ClassRegistry(state).names() == {0: "car", 1: "person", 2: "forklift"}
+    assert ClassRegistry(state).seeding_checkpoint() == str(pt.absolute())
+    # a learning round without model.path would train a YOLO11n from scratch and the gate,
+    # with nothing to compare, promote it over the team's checkpoint: refused, naming it
+    assert main(["labels", "import", "--state-dir", str(state), str(_voc(tmp_path / "more", 12, "car")),
+                 "memory.holdout_fraction=0.5"]) == 0
+    capsys.readouterr()
+    code = main(["learn", "--state-dir", str(state), "learner.imgsz=64"])
+    out, err = capsys.readouterr()
+    assert code != 0 and "Traceback" not in err, out + err
+    said = (f"no round trains from scratch here: this device's classes came from the checkpoint "
+            f"{pt.absolute()}, and the registry has no version to learn on")
+    assert any(said in line for line in [err, *caplog.messages])
+    assert Registry(state / "models").versions() == []
 
 
 def test_an_exported_model_path_gives_its_class_ids_and_a_missing_one_is_refused(tmp_path,

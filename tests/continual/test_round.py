@@ -293,3 +293,26 @@ def test_a_round_again_learns_every_training_sample_when_none_is_new(tmp_path):
     assert round_mod.run_round(cfg).reason == round_mod.NO_NEW_SAMPLES
     ctx = round_mod._open_round(cfg, None, again=True)
     assert sorted(r.id for r in ctx.new_records) == sorted(training) and len(training) == 6
+
+
+def test_a_round_of_boxes_under_the_finest_stride_says_so():
+    """Before: at learner.imgsz=64, HIT-UAV's cars (39x71 px at 640x512) were 4x7 px: no box
+    got an anchor, the loss fell to 0.0000 round after round, and nothing said why."""
+    import numpy as np
+
+    from edgecl.continual.round import small_boxes_note
+
+    # 640x512 frames, boxes of 39x71 and 60x60 px: at 64 px (scale 0.1) 3.9 and 6.0 px short sides
+    car = np.array([[0, 0.5, 0.5, 39 / 640, 71 / 512]], np.float32)
+    big = np.array([[1, 0.5, 0.5, 200 / 640, 200 / 512]], np.float32)
+    samples = [SimpleNamespace(width=640, height=512, labels=car),
+               SimpleNamespace(width=640, height=512, labels=np.concatenate([car, big])),
+               SimpleNamespace(width=640, height=512, labels=np.zeros((0, 5), np.float32))]
+    # short sides at 64 px: 3.9, 3.9, 20.0 -> 2 of 3 under 8 px, median 3.9 -> 64*8/3.9 = 131 -> 160
+    assert small_boxes_note(samples, 64, 8) == (
+        "2 of 3 new boxes of this round are under 8 px on their shorter side at "
+        "learner.imgsz=64 (the model's finest stride; median 3.9 px): the model learns little "
+        "of them, though its loss falls all the same; learner.imgsz=160 makes the median box "
+        "one stride")
+    assert small_boxes_note(samples, 160, 8) is None  # 9.75, 9.75, 50 px: all above
+    assert small_boxes_note(samples[2:], 64, 8) is None  # no box at all

@@ -78,6 +78,35 @@ def test_a_conflicting_source_is_refused_before_anything_is_written(tmp_path, sc
     assert ClassRegistry(state).names() == {0: "boat"}
 
 
+def test_a_checkpoint_given_with_model_names_the_classes_and_is_recorded_with_them(tmp_path):
+    """A run with --model FILE.pt seeds the classes and records the file with them: a later
+    round with neither a version nor model.path refuses to train from scratch over it (before,
+    a YOLO11n from scratch was promoted over the team's checkpoint, with one warning)."""
+    import cv2
+    import numpy as np
+
+    from edgecl.continual.round import scratch_problem
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    names = {0: "car", 1: "truck"}
+    pt = save_checkpoint(build_detection_model(2, names=names), tmp_path / "team.pt",
+                         meta={"names": names, "imgsz": IMGSZ})
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    cv2.imwrite(str(camera / "0.jpg"), np.full((48, 64, 3), 90, np.uint8))
+    state = tmp_path / "state"
+    run(state, f"dir://{camera}", str(pt))
+    assert ClassRegistry(state).seeding_checkpoint() == str(pt.absolute())
+    cfg = load_config(None, [f"state_dir={state}"])
+    assert scratch_problem(cfg).startswith(
+        f"no round trains from scratch here: this device's classes came from the checkpoint "
+        f"{pt.absolute()}")
+    assert scratch_problem(load_config(None, [f"state_dir={state}", f"model.path={pt}"])) is None
+    assert scratch_problem(load_config(None, [f"state_dir={state}",
+                                              "model.path=yolo11n.yaml"])) is None
+
+
 def test_a_model_disagreeing_with_the_labelled_source_is_refused_before_anything_is_written(
         tmp_path, scenario):
     """The dataset's labels (car, truck, person, bicycle) and a checkpoint trained on other
@@ -218,7 +247,7 @@ def test_a_registry_that_cannot_be_written_is_a_storage_fault_not_a_class_mismat
     nothing: the fault is the room, not the ids."""
     from edgecl.errors import StorageError
 
-    def full(self, names):
+    def full(self, names, checkpoint=None):
         raise StorageError(f"cannot write the class registry {self.path}: No space left on "
                            f"device")
 
