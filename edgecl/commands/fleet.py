@@ -63,7 +63,7 @@ def server_command(args: argparse.Namespace) -> int:
 
     quiet_flower_logs()
     cfg = config_from_args(args)
-    device = _device_entries(cfg.state_dir)
+    device = device_entries(cfg.state_dir)
     if device:  # before: a fleet began inside a device's folder without a word
         print(f"warning: {cfg.state_dir} holds a device's state ({', '.join(device)}): the fleet "
               f"server keeps its global model in {Path(cfg.state_dir) / 'fleet'} beside it; give "
@@ -79,20 +79,47 @@ def server_command(args: argparse.Namespace) -> int:
 
 
 def _print_record(rec: dict) -> None:
-    adoption = rec.get("adoption") or {}
+    print(round_summary(rec), flush=True)
+
+
+def round_summary(rec: dict) -> str:
+    """One line of a fleet round's record (``rounds.jsonl``): its size, classes, and each
+    device's update and what it made of the new model; a device that adopted the model without
+    having been sampled for the round's training is listed as ``not sampled`` (before, it was
+    left out, and read as a device that never got the model).
+
+    Args:
+        rec: the round's record as the server writes it.
+
+    Returns:
+        ``round N: 36.9 MB, 4 classes; robotA: kept (the new model: promoted), ...``.
+    """
+    adoption = rec.get("adoption") if isinstance(rec.get("adoption"), dict) else {}
+    updates = rec.get("devices") if isinstance(rec.get("devices"), dict) else {}
 
     def adopted(device: str) -> str:  # before: a device that left during adoption read "kept"
-        status = (adoption.get(device) or {}).get("status")
+        entry = adoption.get(device)
+        status = entry.get("status") if isinstance(entry, dict) else None
         return f" (the new model: {status})" if isinstance(status, str) and status else ""
 
-    devices = ", ".join(f"{d}: {v.get('update', '?')}{adopted(d)}"
-                        for d, v in sorted(rec.get("devices", {}).items()))
+    def update(device: str) -> str:
+        entry = updates.get(device)
+        return str(entry.get("update", "?")) if isinstance(entry, dict) else "not sampled"
+
+    devices = ", ".join(f"{d}: {update(d)}{adopted(d)}"
+                        for d in sorted(set(updates) | set(adoption), key=str))
     # a round that saved no global model records no class list: "0 classes" read as a fleet
     # that had lost its classes
-    model = (f"{len(rec['names'])} classes" if "names" in rec
+    names = rec.get("names")
+    model = (f"{len(names)} classes" if isinstance(names, list)
              else str(rec.get("global") or "no new global model"))
-    print(f"round {rec['round']}: {rec.get('bytes', 0) / 1e6:.1f} MB, {model}; "
-          f"{devices or 'no update'}", flush=True)
+    size = rec.get("bytes") if isinstance(rec.get("bytes"), (int, float)) else 0
+    dominant = rec.get("dominant") if isinstance(rec.get("dominant"), dict) else {}
+    share = dominant.get("share")
+    heavy = (f"; {dominant.get('device')} holds {100 * share:.0f} % of the average's weight"
+             if isinstance(share, (int, float)) else "")
+    return (f"round {rec.get('round', '?')}: {size / 1e6:.1f} MB, {model}; "
+            f"{devices or 'no update'}{heavy}")
 
 
 def join_command(args: argparse.Namespace) -> int:
@@ -102,7 +129,7 @@ def join_command(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     require_state_dir(cfg)  # a mistyped --state-dir would join the fleet with nothing
-    if not _device_entries(cfg.state_dir) and (Path(cfg.state_dir) / "fleet" / "global.json").exists():
+    if not device_entries(cfg.state_dir) and (Path(cfg.state_dir) / "fleet" / "global.json").exists():
         raise EdgeclError(f"{cfg.state_dir} holds a fleet server's state (fleet/global.json) and "
                           f"no device's (no memory/, models/ or classes.json): give the device's "
                           f"state directory (--state-dir)")
@@ -112,7 +139,7 @@ def join_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device_entries(state_dir) -> list[str]:
+def device_entries(state_dir) -> list[str]:
     """What of a device's own state a folder holds (``memory/``, ``models/``,
     ``classes.json``): a fleet server's folder holds none of it."""
     state = Path(state_dir)

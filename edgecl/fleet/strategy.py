@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import time
 from numbers import Integral, Real
 
@@ -55,6 +56,10 @@ from edgecl.models.classes import MAX_CLASSES, clean_name
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = RULES["memory.capacity"].hi
+DOMINANT_SHARE = 0.9
+"""A share of the average's weight above which one of several updates is named: FedAvg weighs
+by the samples each device reports, and one device's claim (a memory far larger than the
+others', a client that misreports) makes every other update count for almost nothing."""
 """The largest sample count an update may claim (a device trains on its replay memory)."""
 
 WAIT_LOG_S = 60
@@ -312,6 +317,56 @@ def fleet_spelling(names: list[str], known: list[str]) -> list[str]:
         out[i] = spelling
         taken.add(spelling)
     return [str(name) for name in out]
+
+
+def _note_dominant(rnd: int, rec: dict, weights: dict[str, float]) -> None:
+    """Warn, and record as ``dominant`` in the round's record, when one of two or more kept
+    updates holds more than :data:`DOMINANT_SHARE` of the average's weight.
+
+    Args:
+        rnd: the fleet round.
+        rec: the round's record (its ``devices`` entries hold each update's ``samples``).
+        weights: device -> its normalised weight in the average (kept updates only).
+    """
+    if len(weights) < 2:
+        return
+    top, share = max(weights.items(), key=lambda kv: kv[1])
+    if share <= DOMINANT_SHARE:
+        return
+    samples = {d: (rec.get("devices", {}).get(d) or {}).get("samples") for d in weights}
+    others = ", ".join(f"{d} {samples[d]}" for d in sorted(weights) if d != top)
+    log.warning("fleet round %d: %s's update holds %.0f %% of the average (FedAvg weighs by the "
+                "samples each device reports: %s reports %s, %s): the other devices' updates "
+                "count for almost nothing; check its memory.capacity and what it stores", rnd,
+                top, 100 * share, top, samples[top], others)
+    rec["dominant"] = {"device": top, "share": round(share, 4)}
+
+
+def _note_close_names(rnd: int, new: list[str], known: list[str],
+                      contributors: dict[str, list[str]]) -> None:
+    """Warn of each class new to the fleet whose name is one slip from a class the fleet has, or
+    from another new one (:func:`~edgecl.data.class_names.close_class_names`: 'Persons' beside
+    'Person'): every device then learns two classes where its people meant one (a hint only;
+    different words, 'people' and 'Person', are not matched: they may be two classes).
+
+    Args:
+        rnd: the fleet round.
+        new: the class names new to the fleet this round.
+        known: the fleet's names before it.
+        contributors: name -> the devices whose samples taught it.
+    """
+    from edgecl.data.class_names import close_class_names
+
+    close = close_class_names(new, known)
+    for i, name in enumerate(new):
+        if name not in close:
+            close.update(close_class_names([name], new[:i]))
+    for name, like in close.items():
+        taught = ", ".join(contributors.get(name) or []) or "a device"
+        log.warning("fleet round %d: the new fleet class %r is close to %r (taught by %s): if "
+                    "they mean one class, run 'edgecl classes merge %s %s' on %s: its samples "
+                    "of it then teach %r", rnd, name, like, taught, shlex.quote(name),
+                    shlex.quote(like), taught, like)
 
 
 def _own_key(record: dict, name: str) -> str:
@@ -753,6 +808,8 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                 rec["devices"][d.device].update(update="kept" if d.factor == 1.0 else (
                     "dropped" if d.dropped else "down-weighted"), why=d.reason,
                     weight=round(agg.weights[d.device], 4))
+            _note_dominant(rnd, rec, {d.device: agg.weights[d.device]
+                                      for d in agg.decisions if not d.dropped})
             for key, devices in agg.skipped_keys.items():
                 log.warning("fleet round %d: tensor %s of %s left out (shape differs)", rnd, key, devices)
             if all(d.dropped for d in agg.decisions):
@@ -772,6 +829,7 @@ def make_strategy(fleet_cfg, store: GlobalStore, *, initial=None, on_round=None)
                     part for part in (f"taught by {taught}" if taught else "",
                                       f"named by a device that holds no sample of {named} yet"
                                       if named else "") if part))
+                _note_close_names(rnd, new, list(self.names), agg.contributors)
             try:
                 store.save(rnd, agg.arrays, agg.names, self.arch)
                 self.saved_round = rnd

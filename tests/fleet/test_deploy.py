@@ -123,12 +123,51 @@ class Manager:
         return dict(self.clients)
 
 
-def _reply(config, cid, device):
+def _reply(config, cid, device, samples=10):
     keys, arrays = wire.to_wire({SHARED: np.ones(2), ROWS: np.array([1.0])}, "float16")
     metrics = {"device": device, "auth": "", "keys": wire.dumps(keys),
                "names": wire.dumps(["car"]), "forgetting": "{}", "per_class_ap": "{}"}
     return SimpleNamespace(cid=cid), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays),
-                                            10, metrics)
+                                            samples, metrics)
+
+
+def test_a_new_fleet_class_one_slip_from_a_known_one_is_named(caplog):
+    """Before: 'Persons' taught by one robot became a second fleet class beside 'Person', said
+    only as 'classes new to the fleet'."""
+    from edgecl.fleet.strategy import _note_close_names
+
+    with caplog.at_level(logging.WARNING, logger="edgecl.fleet.strategy"):
+        _note_close_names(3, ["Persons", "people", "Bicycle"], ["Person", "Car"],
+                          {"Persons": ["robotC"], "people": ["robotC"], "Bicycle": ["robotC"]})
+    assert caplog.messages == [
+        "fleet round 3: the new fleet class 'Persons' is close to 'Person' (taught by robotC): "
+        "if they mean one class, run 'edgecl classes merge Persons Person' on robotC: its "
+        "samples of it then teach 'Person'"]
+
+
+def test_an_update_that_outweighs_the_fleet_is_named(tmp_path, caplog, monkeypatch):
+    """Before: a device reporting 1,000,000 samples (15 stored) took all the weight: 'update
+    robotA kept ... (weight 0.00)', 'update mallory kept ... (weight 1.00)', nothing more."""
+    from edgecl.commands.fleet import round_summary
+
+    monkeypatch.delenv(wire.TOKEN_ENV, raising=False)
+    initial = (0, {SHARED: np.zeros(2, np.float32), ROWS: np.zeros(0, np.float32)}, [])
+    strategy = make_strategy(FleetConfig(min_devices=1), GlobalStore(tmp_path), initial=initial)
+    manager = Manager(2)
+    (_, ins), _ = strategy.configure_fit(1, None, manager)
+    with caplog.at_level(logging.WARNING, logger="edgecl.fleet.strategy"):
+        strategy.aggregate_fit(1, [_reply(ins.config, "c0", "robotA", 15),
+                                   _reply(ins.config, "c1", "mallory", 1_000_000)], [])
+    assert ("fleet round 1: mallory's update holds 100 % of the average (FedAvg weighs by the "
+            "samples each device reports: mallory reports 1000000, robotA 15)") in caplog.text
+    assert strategy.record["dominant"]["device"] == "mallory"
+    assert round_summary(strategy.record).endswith("; mallory holds 100 % of the average's weight")
+    caplog.clear()
+    (_, ins), _ = strategy.configure_fit(2, None, manager)
+    with caplog.at_level(logging.WARNING, logger="edgecl.fleet.strategy"):  # 15 and 100: 87 %
+        strategy.aggregate_fit(2, [_reply(ins.config, "c0", "robotA", 15),
+                                   _reply(ins.config, "c1", "mallory", 100)], [])
+    assert "of the average" not in caplog.text and "dominant" not in strategy.record
 
 
 def test_a_device_that_drops_out_of_a_round_is_named_with_why(tmp_path, caplog, monkeypatch):

@@ -190,6 +190,22 @@ def test_a_round_without_a_new_model_is_not_printed_as_zero_classes(capsys):
         "model: dropped out)"]
 
 
+
+def test_a_device_that_adopted_without_being_sampled_is_listed(capsys):
+    """Before: "round 7: 21.1 MB, 4 classes; robotA: kept (the new model: promoted)" of a
+    round robotC adopted too (it joined after the training sample was drawn): it read as a
+    device that never got the model."""
+    from edgecl.commands.fleet import _print_record
+
+    _print_record({"round": 7, "bytes": 21_100_000, "names": ["a", "b", "c", "d"],
+                   "devices": {"robotA": {"update": "kept"}},
+                   "adoption": {"robotA": {"status": "promoted"},
+                                "robotC": {"status": "promoted"}}})
+    assert capsys.readouterr().out.splitlines() == [
+        "round 7: 21.1 MB, 4 classes; robotA: kept (the new model: promoted), robotC: not "
+        "sampled (the new model: promoted)"]
+
+
 def test_a_stop_signal_once_stopping_is_ignored_to_the_end(caplog):
     """Before: the handlers were put back when Flower's server returned, and a second SIGTERM
     raised in the interpreter's shutdown (a traceback), or a Ctrl-C turned the exit code of a
