@@ -466,7 +466,8 @@ def test_a_sqlite_io_error_on_a_full_disk_says_the_disk_is_full(tmp_path, monkey
     err = fault_error(exc, "cannot open the memory index", tmp_path / "memory" / "index.sqlite")
     assert isinstance(err, StorageError)
     assert str(err) == ("cannot open the memory index: the disk is full (12 KiB free; SQLite: "
-                        f"disk I/O error) ({tmp_path / 'memory' / 'index.sqlite'})")
+                        f"disk I/O error) ({tmp_path / 'memory' / 'index.sqlite'}); free some "
+                        f"room on its volume and run it again (nothing stored was lost)")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=5 * 2**30))
     assert str(fault_error(exc, "cannot open the memory index", tmp_path)).endswith(
         f"disk I/O error ({tmp_path})")  # room left: a fault of the card, said as SQLite says it
@@ -569,3 +570,20 @@ def test_a_rebuild_over_another_devices_index_keeps_none_of_its_rows(tmp_path, c
         "device's index?): those samples were rebuilt from their files alone"]
     with ReplayMemory(root, cfg()) as memory:
         assert not [r.source for r in memory.records() if r.source.startswith("theirs")]
+
+
+def test_a_full_disk_without_a_note_of_its_own_says_what_to_do(tmp_path):
+    """Before: 'cannot update the memory's stream counters: database or disk is full (...)',
+    with no next step, of a labels import started on a full card."""
+    import sqlite3
+
+    from edgecl.continual.memory.faults import fault_error
+
+    full = sqlite3.OperationalError("database or disk is full")
+    message = str(fault_error(full, "cannot update the replay memory's index", tmp_path))
+    assert message == (f"cannot update the replay memory's index: database or disk is full "
+                       f"({tmp_path}); free some room on its volume and run it again (nothing "
+                       f"stored was lost)")
+    kept = fault_error(OSError(28, "No space left on device"), "cannot store", tmp_path, "kept")
+    assert str(kept).endswith("; kept")  # a caller's own note stands
+    assert "free some room" not in str(fault_error(OSError(13, "Permission denied"), "x", tmp_path))

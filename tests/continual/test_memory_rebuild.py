@@ -338,7 +338,8 @@ def test_a_damaged_index_that_cannot_be_rebuilt_for_a_full_disk_is_one_storage_l
         rebuild_damaged_index(root)
     assert str(err.value) == (
         f"replay memory: the index {index} is damaged (file is not a database); cannot rebuild "
-        f"the memory index in {root}: database or disk is full ({root / rebuild_mod.TEMP_NAME})")
+        f"the memory index in {root}: database or disk is full ({root / rebuild_mod.TEMP_NAME}); "
+        f"free some room on its volume and run it again (nothing stored was lost)")
     assert index.read_bytes() == damaged and not (root / rebuild_mod.TEMP_NAME).exists()
     assert not list(root.glob("index.sqlite.corrupt-*"))
 

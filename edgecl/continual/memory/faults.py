@@ -115,12 +115,25 @@ def fault_error(exc: OSError | sqlite3.Error, what: str, where: object,
         ``"<what>: <reason> (<path>)[; <note>]"``.
     """
     cls = StorageError if is_storage_fault(exc) else ReplayMemoryError
-    tail = f"; {note}" if note else ""
     misplaced = misplaced_path(exc) if isinstance(exc, OSError) else None
     if misplaced:  # "File exists (D/memory/images)" said nothing of a file where a folder belongs
-        return cls(f"{what}: {misplaced}{tail}")
+        return cls(f"{what}: {misplaced}" + (f"; {note}" if note else ""))
     at = getattr(exc, "filename", None) or where
-    return cls(f"{what}: {error_reason(exc, at)} ({at})" + tail)
+    reason = error_reason(exc, at)
+    if not note and (_is_full(exc) or reason.startswith("the disk is full")):
+        note = "free some room on its volume and run it again (nothing stored was lost)"
+    return cls(f"{what}: {reason} ({at})" + (f"; {note}" if note else ""))
+
+
+def _is_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full (an OSError's ENOSPC or EDQUOT, SQLite's
+    SQLITE_FULL)."""
+    from edgecl.errors import is_disk_full
+
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        return name.startswith("SQLITE_FULL") or "disk is full" in str(exc).lower()
+    return is_disk_full(exc)
 
 
 def error_reason(exc: BaseException, where: object) -> str:

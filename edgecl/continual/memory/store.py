@@ -1001,7 +1001,8 @@ class ReplayMemory:
         """
         with self._lock:
             if self._admission.pending:
-                with self._faults("cannot update the memory's stream counters"):
+                with self._faults("cannot update the replay memory's index (its count of the "
+                                  "frames it was offered)"):
                     with self._db.write():
                         self._db.add_counters(self._admission.pending)
                 self._admission.pending = {}
