@@ -336,6 +336,7 @@ def _rebuild_command(args: argparse.Namespace) -> int:
     """Rebuild a damaged or missing index (one summary line, or one JSON line)."""
     from edgecl.continual.memory.rebuild import rebuild_index
     from edgecl.continual.memory.store import is_writable
+    from edgecl.runtime.labels import answered_provenance
     from edgecl.runtime.lock import holder_pid, import_running
 
     if args.no_repair:
@@ -353,7 +354,8 @@ def _rebuild_command(args: argparse.Namespace) -> int:
         who = f"the runtime (pid {holder})" if holder is not None else "an import"
         raise ReplayMemoryError(f"{who} is using {state_dir}: stop it before rebuilding the "
                                 f"memory's index")
-    report = rebuild_index(root, state_dir, adopt_unlisted=True)
+    report = rebuild_index(root, state_dir, adopt_unlisted=True,
+                           provenance=answered_provenance(config_from_args(args)))
     if args.json:
         print_json_line(report.to_json())
     else:

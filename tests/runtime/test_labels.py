@@ -1248,3 +1248,33 @@ def test_with_model_conf_above_the_band_the_labels_still_see_the_band(tmp_path):
     assert mem.samples == [] and sink.stats()["counts"]["uncertain"] == 1
     sink.write(result(textured(2), shown, 2))  # without a band below model.conf: as before
     assert [s.origin for s in mem.samples] == [LabelOrigin.PSEUDO]
+
+
+def test_an_answer_stored_after_the_last_snapshot_keeps_its_origin_through_an_index_rebuild(
+        tmp_path):
+    """Before: an index rebuilt from the sample files brought the newest answer back as origin
+    'unknown': it left the answered list, and 'labels withdraw' said its sample was 'evicted
+    to make room, or removed' though it was still in memory (and trained on)."""
+    from edgecl.config import MemoryConfig
+    from edgecl.continual.memory import ReplayMemory
+    from edgecl.continual.memory.rebuild import rebuild_index
+    from edgecl.models.classes import ClassRegistry
+
+    state = tmp_path / "state"
+    q, (item_id,) = queued(state, n=1)
+    classes = ClassRegistry(state)
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.0),
+                      names={}) as mem:
+        sample = q.answer(item_id, [{"class": "car", "xyxy": [22, 12, 58, 50]}], mem,
+                          classes)["sample"]
+    (state / "memory" / "index.sqlite").write_bytes(b"\x00" * 4096)  # a card fault
+    report = rebuild_index(state / "memory", state, provenance=q.answered_provenance())
+    assert (report.from_files, report.from_answers) == (1, 1)
+    assert "1 from the files only, 1 of them an operator's answers as their records say" in \
+        report.summary()
+    with ReplayMemory(state / "memory", MemoryConfig(holdout_fraction=0.0)) as mem:
+        (record,) = mem.records()
+        assert (record.id, record.origin, record.source) == (sample, LabelOrigin.OPERATOR,
+                                                             f"operator:{item_id}")
+        assert q.answered_sample(item_id, mem) == sample  # correctable, withdrawable again
+        assert [a["id"] for a in q.answers(mem, classes)] == [item_id]

@@ -38,6 +38,7 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,9 @@ class RebuildReport:
     snapshot_notes: tuple[str, ...] = ()
     from_index: int = 0
     resumed: bool = False
+    from_answers: int = 0
+    """Rows rebuilt from their files whose provenance an operator's answer record gave (source
+    ``operator:<item>``, origin ``operator``); counted in ``from_files`` too."""
 
     def summary(self) -> str:
         """One line for humans."""
@@ -118,7 +122,9 @@ class RebuildReport:
         parts = ([f"{self.from_index} as the old index listed them"] if self.from_index else [])
         parts += ([f"{self.from_snapshot} from snapshot {self.snapshot_id}"] if self.snapshot_id
                   else ["no readable snapshot"])
-        parts.append(f"{self.from_files} from the files only")
+        parts.append(f"{self.from_files} from the files only" + (
+            f", {self.from_answers} of them an operator's answers as their records say"
+            if self.from_answers else ""))
         text = (f"index rebuilt: {self.rows} rows ({', '.join(parts)}), "
                 f"{len(self.quarantined)} quarantined, {names}; {where}")
         more = quarantine.summary_text(self.quarantined)
@@ -132,7 +138,7 @@ class RebuildReport:
                 "quarantined": len(self.quarantined),
                 "quarantined_samples": list(self.quarantined), "snapshot_id": self.snapshot_id,
                 "names_from": self.names_from, "snapshot_notes": list(self.snapshot_notes),
-                "resumed": self.resumed,
+                "resumed": self.resumed, "from_answers": self.from_answers,
                 "moved_aside": None if self.moved_aside is None else str(self.moved_aside)}
 
 
@@ -197,6 +203,7 @@ def damage_to_rebuild(memory_root: Path,
     Args:
         memory_root: the memory folder.
         busy_timeout_s: how long the check waits for another process's lock.
+        provenance: as :func:`rebuild_index`'s.
 
     Returns:
         One line: ``"the index PATH is missing"``, ``"... is empty (0 bytes)"`` or
@@ -221,7 +228,8 @@ def damage_to_rebuild(memory_root: Path,
 
 
 def rebuild_damaged_index(memory_root: Path, state_dir: Path | None = None,
-                          busy_timeout_s: float = CHECK_BUSY_TIMEOUT_S
+                          busy_timeout_s: float = CHECK_BUSY_TIMEOUT_S,
+                          provenance: Mapping[int, Mapping] | None = None
                           ) -> tuple[str, RebuildReport] | None:
     """Rebuild the index (:func:`rebuild_index`) when :func:`damage_to_rebuild` finds a case
     for it, as the runtime does at start.
@@ -243,7 +251,7 @@ def rebuild_damaged_index(memory_root: Path, state_dir: Path | None = None,
     if why is None:
         return None
     try:
-        report = rebuild_index(memory_root, state_dir)
+        report = rebuild_index(memory_root, state_dir, provenance=provenance)
     except (StorageError, ReplayMemoryError) as exc:
         cls = StorageError if isinstance(exc, StorageError) else ReplayMemoryError
         raise cls(f"replay memory: {why}; {exc}") from None
@@ -269,7 +277,9 @@ def rebuild_warning(why: str, report: RebuildReport) -> str:
                 f"{report.rows} rows back; {kept}")
     text = (f"replay memory: {why}: rebuilt from the sample files and {snap}, {report.rows} "
             f"rows back ({report.from_snapshot} as the snapshot recorded them, "
-            f"{report.from_files} from their files only, origin unknown), "
+            f"{report.from_files} from their files only, origin unknown"
+            + (f" but for {report.from_answers} an operator's answers as their records say"
+               if report.from_answers else "") + "), "
             f"{len(report.quarantined)} samples quarantined; {kept}")
     more = quarantine.summary_text(report.quarantined)
     return text + (f"; {more}" if more else "")
@@ -372,15 +382,19 @@ def _read_sample(root: Path, sample_id: int) -> tuple[dict, str, str] | tuple[No
             "image_bytes": int(sizes[0].st_size), "mtime": float(sizes[0].st_mtime)}, "", ""
 
 
-def _row(sample_id: int, files: dict, rec: SampleRecord | None) -> dict:
-    """The index row of one sample (file values always; provenance from ``rec`` when given)."""
+def _row(sample_id: int, files: dict, rec: SampleRecord | None,
+         given: Mapping | None = None) -> dict:
+    """The index row of one sample (file values always; provenance from ``rec`` when given,
+    else ``source``, ``origin`` and ``ts_s`` from ``given``)."""
     classes = tuple(files["classes"])
     row = {"id": int(sample_id), "classes": classes_to_text(classes),
            "primary_class": BACKGROUND_CLASS, "width": files["width"],
            "height": files["height"], "bytes": files["bytes"], "image_bytes": files["image_bytes"]}
     if rec is None:
-        return {**row, "task": STREAM_TASK, "source": FILES_ONLY_SOURCE, "ts_s": files["mtime"],
-                "held_out": 0, "origin": UNKNOWN_ORIGIN, "times_replayed": 0}
+        given = given or {}
+        return {**row, "task": STREAM_TASK, "source": str(given.get("source") or FILES_ONLY_SOURCE),
+                "ts_s": float(given.get("ts_s") or files["mtime"]), "held_out": 0,
+                "origin": str(given.get("origin") or UNKNOWN_ORIGIN), "times_replayed": 0}
     return {**row, "task": rec.task, "source": rec.source, "ts_s": float(rec.ts_s),
             "held_out": int(rec.held_out), "origin": rec.origin.value,
             "recall_baseline": rec.recall_baseline, "last_recall": rec.last_recall,
@@ -399,7 +413,8 @@ def _last_id_given(root: Path, snapshot_rows: dict[int, SampleRecord], stems: se
 
 
 def rebuild_index(memory_root: Path, state_dir: Path | None = None,
-                  adopt_unlisted: bool = False) -> RebuildReport:
+                  adopt_unlisted: bool = False,
+                  provenance: Mapping[int, Mapping] | None = None) -> RebuildReport:
     """Rebuild the index of a memory folder (see the module docstring).
 
     Args:
@@ -410,6 +425,11 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None,
             does not list are taken from the newest snapshot or their files, its stream
             counters are kept where the rows show fewer frames. Before, the command that the
             'does not list' error named refused such an index as having nothing to rebuild.
+        provenance: sample id -> ``{"source", "origin", "ts_s"}`` known from elsewhere (the
+            operator queue's answer records: :meth:`~edgecl.runtime.labels.OperatorQueue.
+            answered_provenance`), for a sample that neither the old index nor the snapshot
+            lists (before, an answer stored after the newest snapshot came back of unknown
+            origin: off the answered list, and no longer correctable or withdrawable).
 
     Returns:
         What was rebuilt, quarantined and kept.
@@ -450,7 +470,7 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None,
             raise ReplayMemoryError(f"the index {root / INDEX_FILE} is readable and lists every "
                                     f"sample on disk; nothing to rebuild")
         _remove(tmp)
-        quarantined, rows, counts, mismatched = [], [], {}, 0
+        quarantined, rows, counts, mismatched, answered = [], [], {}, 0, 0
         seq = quarantine.next_seq(root)
         for stem in sorted(stems):
             sample_id = int(stem)
@@ -474,7 +494,9 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None,
                 seq += 1
                 quarantined.append(item.line())
                 continue
-            row = _row(sample_id, files, rec)
+            given = (provenance or {}).get(sample_id) if rec is None else None
+            row = _row(sample_id, files, rec, given)
+            answered += given is not None
             if hashes.get(sample_id):  # an import's: the same image imported again is known
                 row["content_hash"] = hashes[sample_id]
             if not row["held_out"]:  # the class an image counts for, as the store chooses it
@@ -505,7 +527,7 @@ def rebuild_index(memory_root: Path, state_dir: Path | None = None,
                          from_files=came.count("files"), quarantined=tuple(quarantined),
                          snapshot_id=snap_id, names_from=names_from if names else None,
                          moved_aside=moved, snapshot_notes=tuple(notes),
-                         from_index=came.count("index"))
+                         from_index=came.count("index"), from_answers=answered)
 
 
 def _row_fits(rec: SampleRecord, files: dict) -> bool:

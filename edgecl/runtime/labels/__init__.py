@@ -17,7 +17,7 @@ from edgecl.runtime.labels.pipeline import (MODES, LabelDecision, LabelPipeline,
                                             learns_nothing, no_threshold_note, uncalibrated_note,
                                             uncertain_band_problem)
 from edgecl.runtime.labels.pseudo import PseudoLabeler
-from edgecl.runtime.labels.queue import OperatorQueue
+from edgecl.runtime.labels.queue import OperatorQueue, answered_provenance
 from edgecl.continual.memory.embedding import embedding_distance, thumbnail_embedding
 from edgecl.runtime.labels.selection import (SELECTION_POLICIES, Candidate, MemoryEmbeddings,
                                              NoveltyRing, RateLimiter, SelectionContext, Selector)
@@ -26,6 +26,6 @@ __all__ = ["MODES", "LabelDecision", "LabelPipeline", "MemorySink", "decide_labe
            "describe_labelling", "learns_nothing", "no_threshold_note", "uncalibrated_note",
            "uncertain_band_problem", "labelling_conf",
            "PseudoLabeler",
-           "OperatorQueue", "SELECTION_POLICIES", "Candidate",
+           "OperatorQueue", "answered_provenance", "SELECTION_POLICIES", "Candidate",
            "MemoryEmbeddings", "NoveltyRing", "RateLimiter", "SelectionContext", "Selector",
            "embedding_distance", "thumbnail_embedding"]

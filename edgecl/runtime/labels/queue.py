@@ -94,6 +94,12 @@ def _former_names(new_names: list[str], classes) -> dict[str, str]:
     return former_names_in(new_names, classes.names(), classes.former_names()) if new_names else {}
 
 
+def answered_provenance(cfg) -> dict[int, dict]:
+    """:meth:`OperatorQueue.answered_provenance` of a device's queue (``cfg``: an
+    :class:`edgecl.config.Config`); nothing is created where no queue was made."""
+    return OperatorQueue.from_config(cfg, create=False).answered_provenance()
+
+
 def register_new_classes(labels, new_names: list[str], known: dict[str, int], classes) -> None:
     """Give an answer's new class names their ids (the registry's next ones) and put them in
     place of the placeholders :func:`~edgecl.data.answers.boxes_to_labels` left.
@@ -719,6 +725,29 @@ class OperatorQueue:
                         "height": record.height,
                         "corrected": corrected if isinstance(corrected, int) else 0,
                         "boxes": boxes})
+        return out
+
+    def answered_provenance(self) -> dict[int, dict]:
+        """What the answer records say of the samples answers stored: sample id ->
+        ``{"source": "operator:<item id>", "origin": "operator", "ts_s": when answered}``, for
+        a memory index rebuilt from the sample files (:func:`~edgecl.continual.memory.rebuild.
+        rebuild_index`). Unreadable records give nothing (the rebuild goes on without them).
+        """
+        out: dict[int, dict] = {}
+        try:
+            entries = self._answered()
+        except (EdgeclError, OSError) as exc:
+            log.warning("answer records not read for the memory's rebuild: %s", exc)
+            return out
+        for entry in entries:
+            sample = entry.get("sample")
+            if entry.get("action") != "answered" or type(sample) is not int:
+                continue
+            when = entry.get("ts_s")
+            out[sample] = {"source": SOURCE_PREFIX + str(entry["id"]),
+                           "origin": LabelOrigin.OPERATOR.value,
+                           "ts_s": float(when) if isinstance(when, (int, float))
+                           and not isinstance(when, bool) else None}
         return out
 
     def answered_sample(self, item_id: str, memory) -> int:
