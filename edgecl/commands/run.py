@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgecl.arguments import output_path, positive_int, print_json_line
 from edgecl.commands.common import add_config_args, config_from_args, refuse_option_and_override
-from edgecl.errors import ConfigError
+from edgecl.errors import ConfigError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,39 @@ def _refuse_state_dir_with_streamed_folder(state_dir, uri: str) -> None:
                           f"stream a folder of your own")
 
 
+def _detect_only(cfg, opts, exc: StorageError):
+    """Run detect-only after a start its state directory refused
+    (:func:`~edgecl.runtime.app.detect_only_options`), or raise ``exc`` where that cannot be.
+
+    Returns:
+        ``(runtime, report)`` of the detect-only run.
+    """
+    from edgecl.runtime.app import STATE_DIR_CHECK_S, Runtime, detect_only_options
+
+    fallback = detect_only_options(cfg, opts, exc)
+    if fallback is None:
+        raise exc
+    log.error("%s: detecting only, with %s: nothing is stored, labelled or learnt, and no "
+              "console runs, until %s can be written again (checked every %g s; the runtime "
+              "then starts again by itself)", exc, fallback.model, cfg.state_dir,
+              STATE_DIR_CHECK_S)
+    runtime = Runtime(cfg, fallback)
+    return runtime, runtime.run()
+
+
+def _start_again() -> int:
+    """Start this command again in this process (same pid for a service manager), now that
+    its state directory can be written; returns 1 only where that fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, sys.orig_argv)
+    except OSError as exc:
+        print(f"error: cannot start again ({exc.strerror or exc}); start the runtime again "
+              f"yourself", file=sys.stderr)
+    return 1
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run the device runtime as the command line asks; returns the exit code."""
     from edgecl.runtime.app import RunOptions, Runtime
@@ -127,7 +160,12 @@ def run_command(args: argparse.Namespace) -> int:
     log.info("config: %s%s (hash %s)", args.config or "built-in defaults",
              f" + {len(args.overrides)} override(s)" if getattr(args, "overrides", None) else "",
              config_hash(runtime.cfg))
-    report = runtime.run()
+    try:
+        report = runtime.run()
+    except StorageError as exc:  # a read-only or full card: detect all the same
+        runtime, report = _detect_only(cfg, opts, exc)
+        if runtime.restart_wanted:
+            return _start_again()
     unreadable = ""
     if report.frames == 0 and report.skipped and not report.source_error:
         # every file of a folder failed: a failure for a supervisor, said last (before: exit 0)
@@ -148,6 +186,10 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"frames={report.frames} fps={report.fps} latency_ms_p50={report.latency_ms_p50} "
               f"p95={report.latency_ms_p95} dropped={report.dropped} skipped={report.skipped} "
               f"swaps={report.swaps} model={report.model_version}")
+    if runtime.opts.wait_for_state_dir and not runtime.interrupted:  # a supervisor must see it
+        print(f"error: the run only detected: its state directory "
+              f"{runtime.opts.wait_for_state_dir} could not be written", file=sys.stderr)
+        return 1
     if runtime.state_dir_error:  # a supervisor (systemd) must see a failure
         print(f"error: {runtime.state_dir_error}", file=sys.stderr)
         return 1

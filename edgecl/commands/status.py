@@ -358,9 +358,13 @@ def _fleet(state: Path) -> dict:
 
 
 def _disk(state: Path) -> dict:
-    """Free and total bytes on the state directory's volume."""
+    """Free and total bytes on the state directory's volume, and whether it is mounted
+    read-only (a card the kernel remounted after errors: the runtime then only detects)."""
+    import os
+
     usage = shutil.disk_usage(state)
-    return {"free_bytes": usage.free, "total_bytes": usage.total}
+    read_only = bool(os.statvfs(state).f_flag & os.ST_RDONLY)
+    return {"free_bytes": usage.free, "total_bytes": usage.total, "read_only": read_only}
 
 
 def _problems_of(name: str, section: dict) -> list[str]:
@@ -380,6 +384,11 @@ def _problems_of(name: str, section: dict) -> list[str]:
     if name == "fleet" and (section.get("server") or {}).get("problem"):
         out.append(f"fleet: the server's global model cannot be loaded: "
                    f"{section['server']['problem']}")
+    if name == "disk" and section.get("read_only"):
+        out.append("the state directory's volume is mounted read-only (a card the kernel "
+                   "remounted after errors?): the runtime only detects, storing, labelling and "
+                   "learning nothing, until it can be written; check the card (dmesg, fsck) and "
+                   "remount it read-write")
     if name == "disk" and section["total_bytes"] and \
             section["free_bytes"] < LOW_DISK_FRACTION * section["total_bytes"]:
         out.append(f"the state directory's volume has {_size(section['free_bytes'])} free "
@@ -544,7 +553,7 @@ def _fleet_text(s: dict) -> str:
 
 def _disk_text(s: dict) -> str:
     return (f"{_size(s['free_bytes'])} free of {_size(s['total_bytes'])} on the state "
-            f"directory's volume")
+            f"directory's volume" + (", mounted read-only" if s.get("read_only") else ""))
 
 
 _TEXT = {"runtime": _runtime_text, "serving": _serving_text, "round": _round_text,

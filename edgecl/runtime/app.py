@@ -160,6 +160,111 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
                          f"'edgecl labels import{where} FOLDER' and 'edgecl learn{where}'")
 
 
+STATE_DIR_CHECK_S = 30.0
+"""Seconds between two checks of a detect-only run's state directory."""
+STATE_DIR_MIN_FREE_BYTES = 16 << 20
+"""Free bytes a state directory's volume needs before a detect-only run restarts on it."""
+
+
+def state_dir_problem(state_dir: str | Path) -> str | None:
+    """Why a state directory cannot take a full run now (it is missing, cannot be written, or
+    its volume has under :data:`STATE_DIR_MIN_FREE_BYTES` free), or None. Writes only a probe
+    file, removed at once; creates nothing.
+
+    Args:
+        state_dir: the state directory.
+    """
+    import shutil
+
+    path = Path(state_dir)
+    if not path.is_dir():
+        return f"state directory {path} is missing"
+    try:
+        note = ensure_writable(path)
+        free = shutil.disk_usage(path).free
+    except (StorageError, OSError) as exc:
+        return str(exc)
+    if note:
+        return note
+    if free < STATE_DIR_MIN_FREE_BYTES:
+        return f"state directory {path}'s volume has {free >> 10} KiB free"
+    return None
+
+
+def card_fault(state_dir: str | Path) -> str | None:
+    """``read-only`` or ``full`` for a device's state directory (one that holds its models,
+    memory or classes) on a volume mounted read-only or with under
+    :data:`STATE_DIR_MIN_FREE_BYTES` free; None otherwise (a folder that is no device's, a
+    file, a link to a card not mounted, a folder without rights: mistakes, not card faults).
+
+    Args:
+        state_dir: the state directory.
+    """
+    import shutil
+
+    path = Path(state_dir)
+    if not path.is_dir() or not any((path / name).exists()
+                                    for name in ("models", "memory", "classes.json")):
+        return None
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "read-only"
+        return "full" if shutil.disk_usage(path).free < STATE_DIR_MIN_FREE_BYTES else None
+    except OSError:
+        return None
+
+
+def detect_only_options(cfg: Config, opts: RunOptions, exc: BaseException) -> RunOptions | None:
+    """The options of a run that only detects, for a start its state directory refused.
+
+    A card that went read-only (ext4's ``errors=remount-ro``, a worn SD card) or filled up to
+    its last KiB refused the start in one line, and a service restarted into the same refusal
+    every few seconds: the drone did not detect at all, though its serving model could be read.
+    Such a start serves the device's current version (``--model`` if given, else
+    ``model.path``) with nothing stored, labelled or learnt and no console; the run checks the
+    state directory every :data:`STATE_DIR_CHECK_S` and ends with ``restart_wanted`` once it
+    can be written (``edgecl run`` then starts itself again, in full).
+
+    Args:
+        cfg: the run's configuration.
+        opts: the refused run's options.
+        exc: why the start was refused.
+
+    Returns:
+        The detect-only options, or None: the run kept no state, the refusal was no card fault
+        (:func:`card_fault`), or there is no model to serve.
+    """
+    if not opts.use_state or not isinstance(exc, StorageError):
+        return None
+    if card_fault(cfg.state_dir) is None:  # a typo, a file, /proc, no rights: its one line
+        return None
+    model, label = (opts.model, None) if opts.model else _readable_serving_model(cfg)
+    if model is None:
+        return None
+    return dataclasses.replace(opts, model=str(model), use_state=False, fleet_client=None,
+                               wait_for_state_dir=str(cfg.state_dir), model_label=label)
+
+
+def _readable_serving_model(cfg: Config) -> tuple[Path | None, str | None]:
+    """The current version's serving file and name, read without writing (a read-only
+    registry), else ``model.path`` where it is a file (no name); ``(None, None)`` when neither
+    can be found."""
+    from edgecl.errors import EdgeclError
+    from edgecl.models.registry import Registry
+
+    models = Path(cfg.state_dir) / "models"
+    try:
+        if models.is_dir():
+            registry = Registry(models, create=False)
+            current = registry.current()
+            if current is not None:
+                return registry.model_path(current, verify=True), current
+    except (EdgeclError, OSError) as exc:
+        log.warning("the current version cannot be read for a detect-only run: %s", exc)
+    path = Path(cfg.model.path).expanduser() if cfg.model.path else None
+    return (path, None) if path is not None and path.is_file() else (None, None)
+
+
 def ensure_writable(state_dir: str | Path) -> str | None:
     """Create the state directory and prove it can be written (a probe file, then removed).
 
@@ -384,6 +489,12 @@ class RunOptions:
     """The fleet client's starter (``check(cfg)``, ``start(cfg) -> process``:
     :class:`edgecl.fleet.client.FleetClientStarter`, which ``edgecl run`` passes); None: this run
     joins no fleet whatever ``fleet.enabled`` says (a benchmark, the demo)."""
+    model_label: str | None = None
+    """The name the served model goes by (a detect-only run's registry version, ``v0010``)
+    instead of ``file:NAME``."""
+    wait_for_state_dir: str | None = None
+    """A detect-only run's state directory (:func:`detect_only_options`): checked every
+    :data:`STATE_DIR_CHECK_S`, and the run ends with ``restart_wanted`` once it can be written."""
 
 
 class Runtime:
@@ -441,6 +552,8 @@ class Runtime:
         self.step_error_total = 0
         self._state_identity: tuple[int, int] | None = None  # the state directory locked
         self.state_dir_error = ""  # why the run stopped: its state directory went away
+        self.restart_wanted = False  # a detect-only run's state directory can be written again
+        self._state_dir_checked_s = time.monotonic()
 
     def _serving_version(self) -> str | None:
         return self.loop.model_version if self.loop is not None else None
@@ -588,8 +701,10 @@ class Runtime:
             ReplayMemoryError: the rebuild found nothing to rebuild after all.
         """
         from edgecl.continual.memory.rebuild import rebuild_damaged_index, rebuild_warning
+        from edgecl.runtime.labels import answered_provenance
 
-        done = rebuild_damaged_index(Path(self.cfg.state_dir) / "memory", self.cfg.state_dir)
+        done = rebuild_damaged_index(Path(self.cfg.state_dir) / "memory", self.cfg.state_dir,
+                                     provenance=answered_provenance(self.cfg))
         if done is not None:
             log.warning("%s", rebuild_warning(*done))
 
@@ -791,6 +906,7 @@ class Runtime:
                 log.warning("model.path %s does not exist (looked for %s); unused while the "
                             "device has a version: %s serves, and rounds learn on it", cfg.model.path,
                             Path(cfg.model.path).absolute(), version)
+        version = opts.model_label or version  # a detect-only run's file: its version's name
         try:
             source = source or open_source(opts.source_uri, cfg.source)
             if opts.use_state:
@@ -1105,7 +1221,9 @@ class Runtime:
                  ("fleet", self._tick_fleet if self.fleet_proc is not None else None),
                  ("server", self._tick_server if self.server_error else None),
                  ("hook", (lambda: self.supervise_hook(self)) if self.supervise_hook else None),
-                 ("metrics", self._maybe_record_runtime if self.monitor is not None else None))
+                 ("metrics", self._maybe_record_runtime if self.monitor is not None else None),
+                 ("state_dir", self._check_state_dir_back if self.opts.wait_for_state_dir
+                  else None))
         for name, step in steps:
             if step is None:
                 continue
@@ -1116,6 +1234,21 @@ class Runtime:
             else:
                 if did_work is not False:  # INVARIANT: only a step that ran clears its error
                     self.step_errors.pop(name, None)
+
+    def _check_state_dir_back(self) -> bool:
+        """A detect-only run: end it (``restart_wanted``) once its state directory can be
+        written again; checked every :data:`STATE_DIR_CHECK_S`."""
+        now = time.monotonic()
+        if now - self._state_dir_checked_s < STATE_DIR_CHECK_S:
+            return False
+        self._state_dir_checked_s = now
+        if state_dir_problem(self.opts.wait_for_state_dir) is not None:
+            return True
+        log.warning("state directory %s can be written again: the runtime starts again with it "
+                    "(storing, labelling, learning)", self.opts.wait_for_state_dir)
+        self.restart_wanted = True
+        self.loop.request_stop()
+        return True
 
     def _state_dir_gone(self) -> bool:
         """Stop the run when its state directory was moved, replaced or deleted under it.

@@ -361,3 +361,24 @@ def test_a_device_names_the_fleet_round_it_adopted_and_its_client(device, capsys
     assert line == (f"  fleet      a fleet client serves this device (pid {os.getpid()}); last "
                     f"adopted fleet round 3 as v0003 (serving)")
     assert "  fleet      last adopted fleet round 3 as v0003 (serving)" in _status(capsys, state)[1]
+
+
+def test_a_read_only_volume_is_a_problem(device, capsys, monkeypatch):
+    """Before: 'runtime not running', exit 0, of a card the kernel had remounted read-only
+    (the runtime then could not start at all; now it only detects)."""
+    state, _ = device
+    real = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, path):
+            self._stat = real(path)
+            self.f_flag = self._stat.f_flag | os.ST_RDONLY
+
+        def __getattr__(self, name):  # the sizes, as the volume has them
+            return getattr(self._stat, name)
+
+    monkeypatch.setattr(os, "statvfs", ReadOnly)
+    code, out, _ = _status(capsys, state)
+    assert code == 1 and "on the state directory's volume, mounted read-only" in out
+    assert out.splitlines()[-1].startswith("problem: the state directory's volume is mounted "
+                                           "read-only")

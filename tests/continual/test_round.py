@@ -261,7 +261,7 @@ def test_a_first_round_says_its_own_step_and_time_bounds(tmp_path, monkeypatch, 
     cfg = load_config(None, [f"state_dir={tmp_path}", "learner.max_steps=5",
                              "learner.first_round_max_steps=600"])
     ctx = SimpleNamespace(cfg=cfg, young_steps=lambda: 0, first=True, new_records=[],
-                          snapshot=SimpleNamespace(image_paths=lambda ids: []), progress=None,
+                          snapshot=SimpleNamespace(image_paths=lambda ids: [], get=lambda ids: []), progress=None,
                           work=tmp_path)
     with caplog.at_level("INFO", logger="edgecl.continual.round"):
         bounds = round_mod._fine_tune(ctx, model=None, parent_model=None, replay_ids=[])

@@ -394,3 +394,97 @@ def test_a_state_directory_moved_or_deleted_under_the_run_stops_it(learnt, scena
     assert not state.exists(), left
     if how == "moved":
         assert Registry(tmp_path / "elsewhere" / "models").current() == learnt[1]
+
+
+def _read_only_for(monkeypatch, calls: int):
+    """The state directory's volume reads as mounted read-only, and refuses write probes as
+    such a card would, for its first ``calls`` write probes; then as read-write."""
+    import os
+
+    from edgecl import atomic
+
+    seen = []
+    real = os.statvfs
+
+    def probe(path, data):
+        seen.append(path)
+        if len(seen) <= calls:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        atomic.atomic_write_bytes(path, data)
+
+    class Mounted:
+        def __init__(self, path):
+            self._stat = real(path)
+            read_only = len(seen) < calls
+            self.f_flag = self._stat.f_flag | (os.ST_RDONLY if read_only else 0)
+
+        def __getattr__(self, name):
+            return getattr(self._stat, name)
+
+    monkeypatch.setattr("edgecl.runtime.app.atomic_write_bytes", probe)
+    monkeypatch.setattr(os, "statvfs", Mounted)
+    return seen
+
+
+def _detect_only_args(state, scenario, frames):
+    return ["run", "--state-dir", str(state), "--source", f"tasks://{scenario}?split=train&fps=50",
+            "--frames", str(frames), f"model.imgsz={IMGSZ}", "learner.enabled=false",
+            "runtime.warmup_runs=1", "server.enabled=false"]
+
+
+def test_a_read_only_state_dir_detects_with_the_current_version(learnt, scenario, tmp_path,
+                                                                monkeypatch, capsys, caplog):
+    """Before: 'state directory ... is not writable: Read-only file system', exit 2, and a
+    service restarted into the same refusal every 5 s: the drone did not detect at all,
+    though its serving model could be read."""
+    from edgecl.cli import main
+
+    state = copy_state(learnt[0], tmp_path / "state")
+    Registry(state / "models").promote(learnt[1])
+    _read_only_for(monkeypatch, calls=1000)
+    code = main(_detect_only_args(state, scenario, 5))
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err
+    assert "frames=5 " in out  # it detected
+    said = next(m for m in caplog.messages if "detecting only" in m)
+    assert said.startswith(f"state directory {state} is not writable: Read-only file system: "
+                           f"detecting only, with {state / 'models' / learnt[1]}")
+    assert err.strip().splitlines()[-1] == (f"error: the run only detected: its state directory "
+                                            f"{state} could not be written")
+
+
+def test_a_detect_only_run_starts_again_once_its_state_dir_can_be_written(
+        learnt, scenario, tmp_path, monkeypatch, capsys, caplog):
+    from edgecl.cli import main
+
+    state = copy_state(learnt[0], tmp_path / "state")
+    Registry(state / "models").promote(learnt[1])
+    _read_only_for(monkeypatch, calls=2)  # the start, then the fallback's own check
+    monkeypatch.setattr("edgecl.runtime.app.STATE_DIR_CHECK_S", 0.0)
+    started = []
+    monkeypatch.setattr("edgecl.commands.run.os.execv", lambda *a: started.append(a))
+    main(_detect_only_args(state, scenario, 10_000))
+    assert started and started[0][1] == __import__("sys").orig_argv  # the same command again
+    assert f"state directory {state} can be written again: the runtime starts again with it " \
+           "(storing, labelling, learning)" in caplog.messages
+
+
+def test_only_a_devices_state_dir_on_a_full_or_read_only_card_is_a_card_fault(tmp_path,
+                                                                                monkeypatch):
+    """Mistakes keep their one-line refusal (a typo, a file, a link to a card not mounted):
+    only a device's own state directory on a full or read-only card falls back to detecting."""
+    import shutil
+
+    from edgecl.runtime.app import card_fault
+
+    state = tmp_path / "state"
+    state.mkdir()
+    assert card_fault(state) is None  # no device's state in it
+    (state / "models").mkdir()
+    assert card_fault(state) is None  # room, read-write
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 20))
+    assert card_fault(state) == "full"
+    assert card_fault(tmp_path / "missing") is None
+    (tmp_path / "afile").write_text("x")
+    assert card_fault(tmp_path / "afile") is None
