@@ -149,8 +149,9 @@ def list_command(args: argparse.Namespace) -> int:
     for row in rows:
         samples = "-" if row["samples"] is None else row["samples"]
         merged = f"  (merged into {row['merged_into']})" if row.get("merged_into") else ""
-        print(f"{row['id']:>4}  {pad_to_columns(row['name'], 24)} {samples:>7} samples  first seen "
-              f"{row['first_seen']}{merged}")
+        # images holding the class, as 'memory stats' counts them (before: '1 samples')
+        print(f"{row['id']:>4}  {pad_to_columns(row['name'], 24)} {samples:>7} image(s)  first "
+              f"seen {row['first_seen']}{merged}")
     return 0
 
 

@@ -154,8 +154,11 @@ def names_conflict(known: dict[int, str], names: dict,
         # a former name of this id is this class, also once a new class took the freed name
         if (cid in known and not same) or (other is not None and other != cid and not same):
             device = f"'{known[cid]}'" if cid in known else "no class"
+            # the registry's own spelling ('truck' for a checkpoint's 'Truck': before, the
+            # checkpoint's, a class the registry does not hold under that name)
             return (f"class id {cid} is '{name}', but this device's class registry has "
-                    f"{device} there" + (f" and '{name}' as id {other}" if other is not None else ""))
+                    f"{device} there" + (f" and '{known[other]}' as id {other}"
+                                         if other is not None else ""))
     return None
 
 

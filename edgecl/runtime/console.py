@@ -4,6 +4,7 @@ built from the running parts, and the sink that keeps the latest annotated frame
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -310,7 +311,8 @@ def registry_names_now(state_dir) -> tuple[dict[int, str], dict[int, list[str]]]
         return {}, {}
 
 
-def model_rows(registry, names_now: tuple[dict, dict] | None = None) -> list[dict]:
+def model_rows(registry, names_now: tuple[dict, dict] | None = None,
+               class_ap: Callable[[str], dict] | None = None) -> list[dict]:
     """Registry versions for the Models page, newest first.
 
     Returns:
@@ -322,8 +324,13 @@ def model_rows(registry, names_now: tuple[dict, dict] | None = None) -> list[dic
         in ``per_class_ap`` and in ``metrics``, are under the classes' names now
         (``names_now``: the registry's names and former names, as
         :func:`registry_names_now` gives them; default the class registry's beside the
-        registry).
+        registry). A version no round made (a team's checkpoint added with ``edgecl models
+        add``) records no AP of its own; ``class_ap`` (version -> class name -> AP50-95: the
+        metrics database's :meth:`~edgecl.runtime.monitor.Monitor.class_ap`) gives the one a
+        round measured when it started from it, with ``ap_note`` saying so.
     """
+    from edgecl.models.registry import added_by_person
+
     names, former = names_now if names_now is not None else registry_names_now(
         Path(registry.root).parent)
     rows = []
@@ -336,12 +343,21 @@ def model_rows(registry, names_now: tuple[dict, dict] | None = None) -> list[dic
             path = registry.root / info.version / name
             if path.is_file():
                 size += path.stat().st_size
+        per_class = metrics.get("per_class_map50_95") or {}
+        ap_note = None
+        if not per_class and class_ap is not None and added_by_person(manifest):
+            try:
+                per_class = {k: v for k, v in class_ap(info.version).items() if v is not None}
+            except (EdgeclError, OSError, sqlite3.Error) as exc:
+                log.debug("no measured AP of %s: %s", info.version, exc)
+            ap_note = "measured on the held-out set when a round started from it" if per_class \
+                else None
         calibration = manifest.get("calibration") or {}
         # the page marks the serving row by status "current" (the registry says "promoted")
         rows.append(dict(info.to_json(), metrics=metrics,
                          status="current" if info.current else info.status,
-                         per_class_ap=metrics.get("per_class_map50_95")
-                         or metrics.get("per_task_map50_95") or {},
+                         per_class_ap=per_class or metrics.get("per_task_map50_95") or {},
+                         ap_note=ap_note,
                          dece=metrics.get("dece"), dece_calibrated=calibration.get("dece_after"),
                          size_bytes=size, parent=manifest.get("parent"),
                          origin=manifest.get("origin") or manifest.get("trigger", ""),
@@ -442,7 +458,9 @@ def build_console_hooks(runtime):
         health=runtime.health, metrics=metrics, live=runtime.live,
         latest_jpeg=runtime.live_view.latest if runtime.live_view else (lambda: None),
         live_frame=runtime.live_view.frame if runtime.live_view else (lambda seq=None: None),
-        models=lambda: model_rows(runtime.registry), promote=promote, rollback=rollback,
+        models=lambda: model_rows(runtime.registry, class_ap=runtime.monitor.class_ap
+                                  if runtime.monitor is not None else None),
+        promote=promote, rollback=rollback,
         pending=pending_cached, label_image=sink.queue.image_path, answer=answer,
         answers=answers_cached, answered_image=sink.answered_image, correct=correct,
         withdraw=withdraw, classes=classes_cached, forgetting=forgetting_cached)

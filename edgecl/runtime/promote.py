@@ -58,6 +58,9 @@ def promote_version(state_dir: str | Path, version: str, expected_current: str |
     if previous is not None:
         previous.append(before)
     _move_progress(state_dir, learnt, version, back=False)
+    note = classes_not_detected(state_dir, registry.manifest(version))
+    if note:  # a team's checkpoint of fewer classes: before, promoted without a word
+        logging.getLogger(__name__).warning("%s %s", version, note)
     try:
         Monitor(state_dir).set_version_status(version, "promoted")
     except (EdgeclError, OSError) as exc:
@@ -67,6 +70,41 @@ def promote_version(state_dir: str | Path, version: str, expected_current: str |
         return False
     return True
 
+
+
+def classes_not_detected(state_dir: str | Path, manifest: dict) -> str | None:
+    """What a version about to serve does not detect of the device's classes, or None.
+
+    Args:
+        state_dir: the state directory (its class registry).
+        manifest: the version's manifest (``classes``: id -> name; a version that names none,
+            a model built from a ``.yaml``, is not judged).
+
+    Returns:
+        ``"detects 2 of this device's 7 classes: OtherVehicle, Bicycle, ... are not detected
+        until a round learns them on top of it (their samples stay in the replay memory)"``.
+    """
+    from edgecl.errors import EdgeclError
+    from edgecl.models.classes import ClassRegistry
+
+    names = manifest.get("classes")
+    if not isinstance(names, (dict, list)) or not names:
+        return None
+    try:
+        classes = ClassRegistry(state_dir)
+        merged = classes.merged()
+        device = {cid: name for cid, name in classes.names().items() if cid not in merged}
+    except EdgeclError:
+        return None  # a damaged registry is reported where it is read
+    # by id: a class renamed since the version was made is still the class it detects
+    served = len(names)
+    missing = [name for cid, name in sorted(device.items()) if cid >= served]
+    if not missing:
+        return None
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    return (f"detects {len(device) - len(missing)} of this device's {len(device)} classes: "
+            f"{shown} {'is' if len(missing) == 1 else 'are'} not detected until a round learns "
+            f"them on top of it (their samples stay in the replay memory)")
 
 
 def seed_version_classes(state_dir: str | Path, registry, version: str) -> list[str]:

@@ -34,7 +34,7 @@ def test_list_json_with_sample_counts_from_memory(capsys, tmp_path):
     assert [(r["id"], r["name"], r["samples"]) for r in rows] == [(0, "car", 3), (1, "drone", 1), (2, "boat", 0)]
     assert all(r["first_seen"].startswith("20") for r in rows)
     code, out, _ = run_cli(capsys, "classes", "list", "--state-dir", state)
-    assert code == 0 and "car" in out and "3 samples" in out
+    assert code == 0 and "car" in out and "3 image(s)" in out
 
 
 def test_list_says_which_class_ids_with_samples_the_registry_lacks(capsys, tmp_path, caplog):
@@ -51,7 +51,7 @@ def test_list_says_which_class_ids_with_samples_the_registry_lacks(capsys, tmp_p
                               labels=np.array([[cls, 0.5, 0.5, 0.2, 0.2]], np.float32)))
     ClassRegistry(state).seed({0: "car"})
     code, out, _ = run_cli(capsys, "classes", "list", "--state-dir", state)
-    assert code == 0 and out.count("samples") == 1
+    assert code == 0 and out.count("image(s)") == 1
     assert (f"the replay memory holds samples of class id(s) 2 that {state / 'classes.json'} "
             f"lacks") in caplog.text
     assert ClassRegistry(state).names() == {0: "car"}  # a listing changes nothing
@@ -163,8 +163,8 @@ def test_list_keeps_its_columns_with_wide_class_names(capsys, tmp_path):
     rows = out.splitlines()
     assert code == 0 and len(rows) == 3
 
-    def column(row):  # where ' samples' shows on a terminal: 行 and 人 take two, U+0301 none
-        at = row.index(" samples")
+    def column(row):  # where ' image(s)' shows on a terminal: 行 and 人 take two, U+0301 none
+        at = row.index(" image(s)")
         return at + row[:at].count("行") + row[:at].count("人") - row[:at].count("\u0301")
 
     assert {column(row) for row in rows} == {38}, rows  # 4 + 2 + 24 + 1 + 7

@@ -197,9 +197,10 @@ def test_a_checkpoint_naming_a_class_in_another_case_agrees_with_the_registry(tm
     assert names_conflict(registry.names(), {0: "car", 1: "othervehicle", 2: "person"}) is None
     assert registry.seed({0: "car", 1: "OTHERVEHICLE", 2: "person"}) == ["person"]
     assert registry.names() == {0: "Car", 1: "OtherVehicle", 2: "person"}
+    # the registry's spelling (before: the checkpoint's 'car', a name the registry lacks)
     assert names_conflict(registry.names(), {1: "car"}) == (
         "class id 1 is 'car', but this device's class registry has 'OtherVehicle' there and "
-        "'car' as id 0")
+        "'Car' as id 0")
 
 
 def test_a_checkpoint_naming_a_class_with_other_separators_agrees_with_the_registry(tmp_path):

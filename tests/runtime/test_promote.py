@@ -484,3 +484,26 @@ def test_a_round_overtaken_by_a_class_merge_is_held_not_promoted(tmp_path):
     fourth = _stage(registry, tmp_path, b"f", parent=second, learnt_up_to=130,
                     merged_classes={"1": 0})
     assert not_promoted_because(tmp_path, registry, fourth) is None
+
+
+def test_promoting_a_version_of_fewer_classes_names_those_it_does_not_detect(tmp_path, caplog):
+    """Before: a team's checkpoint of 2 classes promoted on a device of 7 said only 'promoted
+    v0005'; the drone stopped detecting 5 classes without a word."""
+    import logging
+
+    from edgecl.models.classes import ClassRegistry
+    from edgecl.runtime.promote import promote_version
+
+    classes = ClassRegistry(tmp_path)
+    classes.add(["Person", "Car", "OtherVehicle", "Bicycle"])
+    classes.rename("Car", "car")  # renamed since: still the class the version detects (by id)
+    registry = Registry(tmp_path / "models")
+    small = _stage(registry, tmp_path, b"s", classes={"0": "Person", "1": "Car"})
+    full = _stage(registry, tmp_path, b"f", classes={"0": "Person", "1": "car",
+                                                     "2": "OtherVehicle", "3": "Bicycle"})
+    with caplog.at_level(logging.WARNING, logger="edgecl.runtime.promote"):
+        promote_version(tmp_path, small)
+        promote_version(tmp_path, full)
+    assert caplog.messages == [
+        f"{small} detects 2 of this device's 4 classes: OtherVehicle, Bicycle are not detected "
+        f"until a round learns them on top of it (their samples stay in the replay memory)"]

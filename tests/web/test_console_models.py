@@ -171,3 +171,24 @@ def test_every_per_class_figure_of_every_version_follows_renames_and_merges(tmp_
     assert row["metrics"]["per_class_map50_95"] == {"Vehicle": 0.3, "Pedestrian": 0.1}
     assert row["metrics"]["class_ap50_95"] == {"Vehicle": 0.3, "Pedestrian": 0.1}
     assert row["metrics"]["class_forgetting"] == {"Vehicle": 0.0, "Pedestrian": 0.02}
+
+
+def test_a_teams_checkpoint_shows_the_ap_a_round_measured_when_it_started_from_it(tmp_path):
+    """Before: the Models page showed '—' as the per-class AP of the checkpoint a team added
+    with 'edgecl models add', though the first round evaluated it on the held-out set (the
+    Forgetting page's start row)."""
+    from edgecl.models.registry import Registry
+
+    reg = Registry(tmp_path / "state" / "models")
+    src = tmp_path / "team.onnx"
+    src.write_bytes(b"\x01" * 64)
+    added = reg.stage({"model.onnx": src}, {"source": str(src), "classes": {"0": "car"}})
+    learnt = reg.stage({"model.onnx": src}, {"parent": added, "classes": {"0": "car"},
+                                            "metrics": {"per_class_map50_95": {"car": 0.4}}})
+    measured = {added: {"car": 0.31, "truck": None}, learnt: {"car": 0.9}}
+    rows = {r["version"]: r for r in model_rows(reg, class_ap=measured.get)}
+    assert rows[added]["per_class_ap"] == {"car": 0.31}
+    assert rows[added]["ap_note"] == "measured on the held-out set when a round started from it"
+    assert rows[learnt]["per_class_ap"] == {"car": 0.4} and rows[learnt]["ap_note"] is None
+    bare = {r["version"]: r for r in model_rows(reg)}  # no metrics database: as before
+    assert bare[added]["per_class_ap"] == {} and bare[added]["ap_note"] is None
