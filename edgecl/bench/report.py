@@ -390,7 +390,12 @@ def _mib(n_bytes) -> str:
 def _summary_lines(summary: dict) -> list[str]:
     """The report's summary table."""
     calibration = summary.get("calibration") or {}
-    rows = [("model version", summary["model_version"]), ("round", summary["round"]),
+    serving = summary.get("serving_version")
+    rows = [("model version (the newest a learning round measured: the figures below are its)",
+             summary["model_version"])]
+    if serving and serving != summary["model_version"]:  # promoted by hand, or rolled back
+        rows.append(("serving version", serving))
+    rows += [("round", summary["round"]),
             ("ACC, BWT, forgetting over", summary.get("kind", "tasks")),
             ("ACC (box mAP50-95)", summary["acc"]), ("BWT", summary["bwt"]),
             ("mean forgetting", summary["mean_forgetting"]),
@@ -656,8 +661,18 @@ ROUND_STATUS_SHOWN = {"retired": "rolled back"}
 served, then was rolled back (its reason stays the round's own, such as ``accepted``)."""
 
 
+LATER_START_REASON = ("a model added by hand ('edgecl models add'), as given, before the round "
+                      "that learnt on it")
+"""How the report names a start's row that is not the device's first: a team's checkpoint
+added and promoted after rounds had run (before, it read as the model the device started with)."""
+
+
 def _round_lines(rounds: list[dict], out_dir: Path, written: set[str]) -> list[str]:
     """Learning-rounds section: the last :data:`MAX_TABLE_ROUNDS` rounds; all in rounds.csv."""
+    from edgecl.runtime.monitor import START_REASON
+
+    rounds = [dict(r, reason=LATER_START_REASON) if i and r.get("reason") == START_REASON else r
+              for i, r in enumerate(rounds)]
     _write_csv(out_dir / "rounds.csv", ROUND_COLUMNS,
                [["" if r.get(k) is None else r.get(k) for k in ROUND_COLUMNS] for r in rounds])
     written.add("rounds.csv")
@@ -725,7 +740,7 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
         MonitorError: when the metrics database is missing or damaged.
         EdgeclError: when ``out_dir`` (or a folder above it) exists and is not a folder.
     """
-    from edgecl.runtime.monitor import Monitor
+    from edgecl.runtime.monitor import Monitor, serving_now
 
     monitor = Monitor(state_dir, create=False, private_copy=True)  # reads: changes nothing
     out = Path(out_dir) if out_dir is not None else monitor.db_path.parent / "report"
@@ -735,6 +750,7 @@ def write_monitor_report(state_dir: str | Path, out_dir: str | Path | None = Non
     _make_out_dir(out)
     written: set[str] = {"report.md"}
     summary = monitor.summary()
+    summary["serving_version"] = serving_now(state_dir, summary.get("serving_version"))
     view = monitor.matrix_view("promoted")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     lines = ["# edgecl monitor report", "", f"State directory `{Path(state_dir)}`, written {stamp}.",

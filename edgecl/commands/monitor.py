@@ -69,12 +69,14 @@ def summary_command(args: argparse.Namespace) -> int:
         MonitorError: when the state directory has no metrics database, or a damaged one (the
             message says how to rebuild it).
     """
+    from edgecl.runtime.monitor import serving_now
+
     cfg = config_from_args(args)
     require_state_dir(cfg)
     monitor = _open_monitor(cfg.state_dir)
     summary = monitor.summary()
     _say_if_serving_elsewhere(cfg.state_dir, monitor, summary.get("model_version"))
-    summary["serving_version"] = _serving_now(cfg.state_dir, summary.get("serving_version"))
+    summary["serving_version"] = serving_now(cfg.state_dir, summary.get("serving_version"))
     if summary.get("kind") == "classes" or summary.get("class_ap50_95"):
         from edgecl.bench.report import unevaluated_classes
 
@@ -140,22 +142,6 @@ def _open_monitor(state_dir):
                     monitor.db_path, len(missing), "" if len(missing) == 1 else "s", shown,
                     REBUILD_ADVICE)
     return monitor
-
-
-def _serving_now(state_dir, sampled: str | None) -> str | None:
-    """The version serving: while a runtime runs, the one its last sample names (``sampled``);
-    with none running, the registry's current one, which a runtime serves when it starts.
-    Before, a promotion or a rollback made while no runtime ran left the summary naming the
-    version the last runtime served. The ``current`` link is read as it is
-    (:func:`~edgecl.models.registry.current_version`)."""
-    from pathlib import Path
-
-    from edgecl.models.registry import current_version
-    from edgecl.runtime.lock import holder_pid
-
-    if holder_pid(state_dir) is not None:
-        return sampled
-    return current_version(Path(state_dir) / "models") or sampled
 
 
 def _say_if_serving_elsewhere(state_dir, monitor, named: str | None) -> None:

@@ -1387,6 +1387,25 @@ class Monitor:
         return out
 
 
+def serving_now(state_dir, sampled: str | None) -> str | None:
+    """The version serving: while a runtime runs, the one its last sample names (``sampled``);
+    with none running, the registry's current one, which a runtime serves when it starts.
+    Before, a promotion or a rollback made while no runtime ran left the summary (and the
+    report) naming the version the last runtime served. The ``current`` link is read as it is
+    (:func:`~edgecl.models.registry.current_version`).
+
+    Args:
+        state_dir: the state directory.
+        sampled: the version the last runtime sample names (None: no sample).
+    """
+    from edgecl.models.registry import current_version
+    from edgecl.runtime.lock import holder_pid
+
+    if holder_pid(state_dir) is not None:
+        return sampled
+    return current_version(Path(state_dir) / "models") or sampled
+
+
 def _without_columns(view: MatrixView, names: set[str]) -> MatrixView:
     """``view`` without the columns named in ``names`` (the classes merged into another: their
     last AP would count in ACC, BWT and forgetting until the next round; before, 'classes

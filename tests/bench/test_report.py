@@ -498,3 +498,26 @@ def test_the_calibration_table_shows_the_threshold_the_device_pseudo_labels_at(t
                                       uncertain_high=0.4, pseudo_conf=0.4))
     assert [row[-1] for row in got] == ["0.450", "0.900"]
     assert "pseudo-label threshold" not in write_monitor_report(tmp_path).read_text()
+
+
+def test_a_checkpoint_promoted_by_hand_is_named_so_and_the_serving_version_shown(tmp_path):
+    """Before: a team's checkpoint added and promoted after 3 rounds read 'the model the device
+    started with, before its first round' in report.md and rounds.csv, and the summary named
+    the last round's version alone though another version served (promoted by hand)."""
+    from edgecl.bench.report import LATER_START_REASON
+    from edgecl.models.registry import Registry
+    from edgecl.runtime.monitor import START_REASON
+
+    mon = state_with_rounds(tmp_path)
+    mon.record_round(0, "v0000", "promoted", reason=START_REASON)
+    mon.record_round(5, "v0005", "promoted", reason=START_REASON)
+    reg = Registry(tmp_path / "models")
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"\x01" * 32)
+    for _ in range(6):
+        reg.stage({"model.onnx": src}, {"source": str(src)})
+    reg.promote("v0006")
+    text = write_monitor_report(tmp_path).read_text()
+    assert f"| 0 | v0000 | promoted | {START_REASON} |" in text
+    assert f"| 5 | v0005 | promoted | {LATER_START_REASON} |" in text
+    assert "| serving version | v0006 |" in text
