@@ -13,7 +13,7 @@ from edgecl.commands.common import (
     require_state_dir,
     require_writable_state_dir,
 )
-from edgecl.errors import EdgeclError
+from edgecl.errors import ConfigError, EdgeclError
 
 
 def add_parser(sub) -> None:
@@ -44,6 +44,8 @@ def add_parser(sub) -> None:
                      help="time budget per device and round, seconds (default 600)")
     sim.add_argument("--batch", type=int, default=8, help="training batch (default 8)")
     sim.add_argument("--seed", type=int, default=0, help="scenario and model seed (default 0)")
+    sim.add_argument("--port", type=int, default=0,
+                     help="the server's TCP port on 127.0.0.1 (default: a free one, said at start)")
     sim.add_argument("--json", action="store_true",
                      help="print the result as the last stdout line (devices, rounds, per-class AP "
                           "of the joint model and of each device, bytes per round; OUT/summary.json "
@@ -160,8 +162,14 @@ def simulate_command(args: argparse.Namespace) -> int:
     def to_stderr(line: str) -> None:  # with --json the last stdout line is the JSON
         print(line, file=sys.stderr, flush=True)
 
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: a TCP port is 1..65535 (0: a free one)")
+    if args.port:
+        from edgecl.fleet.server import check_port_free
+
+        check_port_free(f"127.0.0.1:{args.port}")  # taken: one line now, not a server's crash
     summary = simulate(args.data, args.devices, args.rounds, args.out, size=size, base=base,
-                       progress=to_stderr if args.json else print)
+                       progress=to_stderr if args.json else print, port=args.port)
     if args.json:
         print_json_line({k: summary[k] for k in ("devices", "rounds", "joint_per_class_ap",
                                                  "per_device", "bytes_per_round")})

@@ -78,11 +78,12 @@ SIM_KEYS = {
     "learner.budget_s": "--budget-s", "learner.first_round_budget_s": "--budget-s",
     "learner.batch": "--batch", "memory.seed": "--seed", "fleet.seed": "--seed",
     "fleet.rounds": "--rounds", "fleet.min_devices": "--devices",
+    "fleet.server_address": "--port (on 127.0.0.1)",
 }
 """Keys a simulation sets from its own options (key -> option)."""
 SIM_FIXED = ("learner.device", "learner.epochs", "learner.bn_recalibration_batches",
              "memory.holdout_fraction", "export.tensorrt", "learner.enabled", "ider.enabled",
-             "fleet.server_address", "fleet.device_name", "fleet.round_timeout_s", "fleet.retry_s")
+             "fleet.device_name", "fleet.round_timeout_s", "fleet.retry_s")
 """Keys every simulated device has as the simulation needs them (loopback, CPU, sizes)."""
 
 
@@ -380,7 +381,8 @@ def _ratio(fleet: dict, joint: dict) -> dict:
 
 
 def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSize | None = None,
-             base: tuple | None = None, progress=print, timeout_s: float = 24 * 3600) -> dict:
+             base: tuple | None = None, progress=print, timeout_s: float = 24 * 3600,
+             port: int = 0) -> dict:
     """Run a fleet simulation on this machine (see the module docstring).
 
     Args:
@@ -395,6 +397,8 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
             keys is refused: :func:`check_user_overrides`).
         progress: callable printing one report line.
         timeout_s: give up when the fleet has not finished after this many seconds.
+        port: the server's TCP port on 127.0.0.1 (0: one free now; before, always so, and a
+            firewalled or shared machine could not choose it).
 
     Returns:
         The summary (the ``--json`` line's fields, plus ``rounds_detail``).
@@ -455,7 +459,7 @@ def simulate(data: str, devices: int, rounds: int, out: str | Path, size: SimSiz
             shutil.rmtree(out, ignore_errors=True)
         raise
     shares = [[t for j, t in enumerate(taskset.tasks) if j % devices == i] for i in range(devices)]
-    address = f"127.0.0.1:{free_port()}"
+    address = f"127.0.0.1:{port or free_port()}"
     names = [f"device{i}" for i in range(devices)]
     fleet_cfgs = [device_config(base, _fresh(out / n), size, address, n, devices, rounds) for n in names]
     for cfg, share, n in zip(fleet_cfgs, shares, names):

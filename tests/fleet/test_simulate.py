@@ -19,15 +19,19 @@ from edgecl.models.registry import Registry  # noqa: E402
 
 @pytest.mark.slow
 def test_two_devices_learn_together_and_adopt_the_global_model(tmp_path, capsys):
+    from edgecl.fleet.simulate import free_port
+
     out = tmp_path / "sim"
+    port = free_port()  # chosen (before: always a random one, on a shared or firewalled machine)
     code = main(["fleet", "simulate", "--devices", "2", "--rounds", "1", "--out", str(out),
-                 "--images-per-task", "16", "--steps", "2", "--batch", "4", "--json"])
+                 "--images-per-task", "16", "--steps", "2", "--batch", "4", "--json",
+                 "--port", str(port)])
     assert code == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert set(summary) == {"devices", "rounds", "joint_per_class_ap", "per_device", "bytes_per_round"}
     # with --json the report goes to stderr (it was dropped), stdout keeps the JSON alone
-    assert "fleet: server and 2 devices on 127.0.0.1:" in captured.err
+    assert f"fleet: server and 2 devices on 127.0.0.1:{port}" in captured.err
     assert "round 1" in captured.err and len(captured.out.strip().splitlines()) == 1
     assert summary["devices"] == 2 and summary["rounds"] == 1 and summary["bytes_per_round"] > 1e6
     classes = set(summary["joint_per_class_ap"])
@@ -113,7 +117,8 @@ def test_the_users_settings_reach_the_devices_and_the_simulations_own_keys_are_r
     assert (cfg.learner.lr, cfg.replay.strategy, cfg.gate.max_forgetting) == (0.05, "er", 0.3)
     assert (cfg.learner.max_steps, cfg.learner.imgsz, cfg.fleet.rounds) == (7, 64, 3)
     assert cfg.state_dir == str(tmp_path / "d0") and cfg.learner.device == "cpu"
-    for setting, option in (("learner.max_steps=5", "--steps"), ("fleet.rounds=10", "--rounds")):
+    for setting, option in (("learner.max_steps=5", "--steps"), ("fleet.rounds=10", "--rounds"),
+                            ("fleet.server_address=127.0.0.1:18202", "--port")):
         assert main(["fleet", "simulate", "--out", str(tmp_path / "o"), setting]) == 2
         err = capsys.readouterr().err
         assert option in err and err.count("\n") == 1
