@@ -206,6 +206,7 @@ def import_command(args: argparse.Namespace) -> int:
     """
     from edgecl.continual.ingest import ingest
     from edgecl.continual.memory import memory_from_config
+    from edgecl.continual.round import base_checkpoint
     from edgecl.data.importers import (both_formats_note, detect_format, iter_labelled,
                                        source_class_order, unnamed_class_order,
                                        without_background)
@@ -239,7 +240,7 @@ def import_command(args: argparse.Namespace) -> int:
                                              ignored=True)
             if model_names is None:
                 model_names = model_path_classes(cfg, offered)
-            checkpoint = cfg.model.path if Path(cfg.model.path).suffix.lower() == ".pt" else None
+            checkpoint = base_checkpoint(cfg)  # a trained one: rounds learn on top of it
             seeded = classes.seed(model_names, checkpoint) if model_names else []
             declared = [] if classes.names() else offered
             if not classes.names() and not offered:

@@ -107,11 +107,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _runtime(state: Path) -> dict:
-    """Whether a runtime holds the state directory (its pid) and an import stores into it."""
-    from edgecl.runtime.lock import holder_pid, import_running
+    """Whether a runtime holds the state directory (its pid), or runs detect-only beside it
+    (its state directory could not be written at its start), and an import stores into it."""
+    from edgecl.runtime.lock import detect_only_lock, holder_pid, import_running
 
     pid = holder_pid(state)
-    return {"running": pid is not None, "pid": pid, "import_running": import_running(state)}
+    detecting = holder_pid(*detect_only_lock(state)) if pid is None else None
+    return {"running": pid is not None or detecting is not None,
+            "pid": pid if pid is not None else detecting, "detect_only": detecting is not None,
+            "import_running": import_running(state)}
 
 
 def _serving(state: Path) -> dict:
@@ -124,7 +128,7 @@ def _serving(state: Path) -> dict:
     models = state / "models"
     if not models.is_dir():
         return {"version": None}
-    registry = Registry(models, create=False)
+    registry = Registry(models, create=False, repair=False)
     damaged = registry.damaged_current()
     versions = registry.list()
     current = next((v for v in versions if v.current), None)
@@ -140,6 +144,14 @@ def _serving(state: Path) -> dict:
             out["damaged"] = (f"the serving version {current.version} is damaged ({found[0]}{more}):"
                               f" the runtime serves the newest intact version from its next start")
     names = current.manifest.get("classes")
+    if isinstance(names, (dict, list)) and names:  # classes taught since it was made
+        from edgecl.models.classes import ClassRegistry
+
+        try:
+            device = ClassRegistry(state).names()
+        except EdgeclError:  # the classes section says why; the serving one stands
+            device = {}
+        out["not_detected"] = [n for cid, n in sorted(device.items()) if cid >= len(names)]
     acc = current.metrics.get("acc")
     out.update(version=current.version, created=current.created,
                engine=serving_engine(registry, current)["engine_label"],
@@ -196,7 +208,7 @@ def _round_staged(state: Path) -> str | None:
 
     if not (state / "models").is_dir():
         return None
-    registry = Registry(state / "models", create=False)
+    registry = Registry(state / "models", create=False, repair=False)
     for version in reversed(registry.staged_versions()):
         manifest = registry.manifest(version)
         if manifest.get("memory_snapshot") and manifest.get("promote") != MANUAL_PROMOTION:
@@ -213,7 +225,7 @@ def _version_status(state: Path, version: str) -> str:
     models = state / "models"
     if not VERSION_RE.match(version) or not (models / version).is_dir():
         return "missing"
-    return Registry(models, create=False).status(version)
+    return Registry(models, create=False, repair=False).status(version)
 
 
 def _json_object(path: Path, fix: str) -> dict | None:
@@ -265,7 +277,7 @@ def _learning(state: Path, learner, config_given: bool, running_pid: int | None)
                 "trigger_new_class": learner.trigger_new_class}
     source = "config" if config_given else "defaults"
     record = read_run_record(state)
-    out: dict = {"learner_state": None, "waits": None, "run_started": None}
+    out: dict = {"learner_state": None, "waits": None, "waits_since": None, "run_started": None}
     if record is not None and _settings_ok(record["learner"]):
         settings = {k: record["learner"].get(k, v) for k, v in settings.items()}
         running = running_pid is not None and record.get("pid") == running_pid
@@ -273,8 +285,9 @@ def _learning(state: Path, learner, config_given: bool, running_pid: int | None)
         out["run_started"] = str(record.get("started") or "") or None
         if running:
             out["learner_state"] = str(record.get("learner_state") or "") or None
-            why = record.get("learner_why")
+            why, since = record.get("learner_why"), record.get("learner_since")
             out["waits"] = why if isinstance(why, str) and why else None
+            out["waits_since"] = since if isinstance(since, str) and since else None
     return dict(settings, settings_from=source, not_learnt=None, **out,
                 round=learnt.round if learnt else 0,
                 last_sample_id=learnt.last_sample_id if learnt else 0)
@@ -319,11 +332,15 @@ def _operator(cfg) -> dict:
 
 
 def _classes(state: Path) -> dict:
-    """The class registry's names, by id."""
+    """The class registry's names, by id, and the classes merged into another (``merged``:
+    name -> the name it is merged into; before, a merged typo read as a class of its own)."""
     from edgecl.models.classes import ClassRegistry
 
-    names = ClassRegistry(state).names()
-    return {"names": {str(k): v for k, v in sorted(names.items())}}
+    registry = ClassRegistry(state)
+    names, merged = registry.names(), registry.merged()
+    return {"names": {str(k): v for k, v in sorted(names.items())},
+            "merged": {names[k]: names[v] for k, v in sorted(merged.items())
+                       if k in names and v in names}}
 
 
 def _fleet(state: Path) -> dict:
@@ -339,7 +356,7 @@ def _fleet(state: Path) -> dict:
     out: dict = {"client_pid": holder_pid(state, FLEET_CLIENT_LOCK_NAME), "adopted": None,
                  "server": None}
     if (state / "models").is_dir():
-        for info in reversed(Registry(state / "models", create=False).list()):
+        for info in reversed(Registry(state / "models", create=False, repair=False).list()):
             origin = str(info.manifest.get("origin") or "")
             if origin.startswith("fleet round "):
                 out["adopted"] = {"version": info.version, "origin": origin,
@@ -360,11 +377,11 @@ def _fleet(state: Path) -> dict:
 def _disk(state: Path) -> dict:
     """Free and total bytes on the state directory's volume, and whether it is mounted
     read-only (a card the kernel remounted after errors: the runtime then only detects)."""
-    import os
+    from edgecl.runtime.app import volume_read_only
 
     usage = shutil.disk_usage(state)
-    read_only = bool(os.statvfs(state).f_flag & os.ST_RDONLY)
-    return {"free_bytes": usage.free, "total_bytes": usage.total, "read_only": read_only}
+    return {"free_bytes": usage.free, "total_bytes": usage.total,
+            "read_only": volume_read_only(state)}
 
 
 def _problems_of(name: str, section: dict) -> list[str]:
@@ -392,7 +409,9 @@ def _problems_of(name: str, section: dict) -> list[str]:
     if name == "disk" and section["total_bytes"] and \
             section["free_bytes"] < LOW_DISK_FRACTION * section["total_bytes"]:
         out.append(f"the state directory's volume has {_size(section['free_bytes'])} free "
-                   f"of {_size(section['total_bytes'])}")
+                   f"of {_size(section['total_bytes'])}: 'edgecl models prune' frees older "
+                   f"versions (also on a full disk), 'edgecl memory stats' shows what the "
+                   f"replay memory holds; detection goes on meanwhile")
     return out
 
 
@@ -437,6 +456,9 @@ def render(report: dict) -> str:
 
 def _runtime_text(s: dict) -> str:
     text = f"running (pid {s['pid']})" if s["running"] else "not running"
+    if s.get("detect_only"):
+        text += (", only detecting: its state directory could not be written at its start "
+                 "(nothing stored, labelled or learnt; it starts again in full once it can)")
     return text + (", an import is storing samples" if s["import_running"] else "")
 
 
@@ -455,6 +477,12 @@ def _serving_text(s: dict) -> str:
         parts.append(f"made {s['created']}" + (f" [{s['origin']}]" if s.get("origin") else ""))
     if s.get("acc") is not None:
         parts.append(f"held-out ACC {s['acc']:.3f}")
+    lacking = s.get("not_detected") or []
+    if lacking:  # before: nothing said the device had stopped detecting a taught class
+        shown = ", ".join(lacking[:CLASSES_SHOWN]) + (", ..." if len(lacking) > CLASSES_SHOWN
+                                                       else "")
+        parts.append(f"does not detect {shown} (taught since: a round learns "
+                     f"{'it' if len(lacking) == 1 else 'them'} on top of it)")
     return ", ".join(parts)
 
 
@@ -505,7 +533,8 @@ def _learning_text(s: dict) -> str:
     if s.get("trigger_new_class"):
         triggers.append("a sample of a new class (learner.trigger_new_class)")
     when = f"; a round starts at {' or '.join(triggers)}{whose}" if triggers else ""
-    waits = f"; a due round waits: {s['waits']}" if s.get("waits") else ""
+    since = f" (as the runtime said at {s['waits_since']})" if s.get("waits_since") else ""
+    waits = f"; a due round waits{since}: {s['waits']}" if s.get("waits") else ""
     return f"{s['not_learnt']} training sample(s) not learnt yet{when}{waits}"
 
 
@@ -524,10 +553,14 @@ def _operator_text(s: dict) -> str:
 
 
 def _classes_text(s: dict) -> str:
-    names = list(s["names"].values())
+    merged = s.get("merged") or {}
+    names = [n for n in s["names"].values() if n not in merged]
     more = (f" and {len(names) - CLASSES_SHOWN} more ('edgecl classes list')"
             if len(names) > CLASSES_SHOWN else "")
-    return f"{len(names)}: {', '.join(names[:CLASSES_SHOWN])}{more}" if names else "none yet"
+    folded = (f"; merged: {', '.join(f'{a} into {b}' for a, b in list(merged.items())[:4])}"
+              + (", ..." if len(merged) > 4 else "") if merged else "")
+    return (f"{len(names)}: {', '.join(names[:CLASSES_SHOWN])}{more}{folded}" if names
+            else "none yet")
 
 
 def _fleet_text(s: dict) -> str:

@@ -575,7 +575,7 @@ def _load_parent(ctx: RoundContext):
 
             _check_start_names(pt, stored, ctx.names,
                                ClassRegistry(ctx.cfg.state_dir).former_names())
-            _warn_start_size(f"model.path {Path(pt).name}", meta.get("imgsz"),
+            _warn_start_size(f"the checkpoint {Path(pt).name}", meta.get("imgsz"),
                              int(ctx.cfg.learner.imgsz))
         elif "parent" not in ctx.registry.manifest(ctx.parent_version):
             # a user's model staged by 'edgecl models add' is a start too: its size changes
@@ -1162,6 +1162,11 @@ def _after_staging(ctx: RoundContext, version: str, manifest: dict, recorded: di
                 raise
             log.warning("round %d: FAR's recall baselines of its new samples not saved (%s); "
                         "FAR ranks those samples without one", round_no, exc)
+    if manifest.get("promote") == MANUAL_PROMOTION:
+        # held for a person ('learn --no-promote'): the serving version learnt none of it, so
+        # its samples stay new (before, the later rounds on the serving version took them for
+        # learnt); its progress is in its manifest, which a promotion adopts
+        after = dataclasses.replace(ctx.state, round=after.round)
     try:
         save_state(ctx.cfg.state_dir, after)
     except OSError as exc:

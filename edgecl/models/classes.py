@@ -665,9 +665,14 @@ class ClassRegistry:
         wanted = _seed_names(names)
         with self._locked() as entries:
             new = _seed_plan(entries, wanted)
-            if new:
+            origin = {"checkpoint": str(Path(checkpoint).absolute())} if checkpoint else {}
+            # classes a labelled stream named first are the checkpoint's too (its ids agree):
+            # before, only new ones were marked, and a round from scratch replaced it
+            marked = [e for e in entries if origin and e["id"] in wanted and not e.get("checkpoint")]
+            for entry in marked:
+                entry.update(origin)
+            if new or marked:
                 stamp = now_iso()
-                origin = {"checkpoint": str(Path(checkpoint).absolute())} if checkpoint else {}
                 entries += [{"id": cid, "name": new[cid], "first_seen": stamp, **origin}
                             for cid in sorted(new)]
                 self._write(entries)
@@ -961,8 +966,13 @@ def adopt_memory_class_names(memory, classes: ClassRegistry, refuse_lost: bool =
                         classes.backup_path.name,
                         f"; the damaged file is kept as {kept.name}" if kept else "")
         else:
-            if not names:
-                raise
+            if not names:  # before: the message said to run the command that had just failed
+                raise ClassRegistryError(
+                    f"{what}; its backup {classes.backup_path.name} cannot restore it either and "
+                    f"the replay memory names no class: restore {classes.path.name} from a copy, "
+                    f"or delete it and {classes.backup_path.name} to start the device's class "
+                    f"registry afresh (the next model, import or answer names its classes)"
+                ) from None
             try:
                 kept = classes.replace_damaged(dict(sorted(names.items())))
             except (LabelError, StorageError):

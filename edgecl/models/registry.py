@@ -323,11 +323,14 @@ class Registry:
         root: the ``STATE/models`` directory.
         create: create ``root`` when missing. A reader (``edgecl models list``) passes False: a
             registry not yet made then reads as one with no version, and nothing is written.
+        repair: remove a kill's leftovers and repair history and statuses on open (False: read
+            as it is, with no lock taken and nothing written: ``edgecl status``, which promises
+            to write nothing, also on a copy pulled off a device or a read-only card).
     """
 
-    def __init__(self, root: str | Path, create: bool = True):
+    def __init__(self, root: str | Path, create: bool = True, repair: bool = True):
         self.root = Path(root)
-        if not create and not (self.root.is_dir() or self.root.is_symlink()):
+        if not repair or (not create and not (self.root.is_dir() or self.root.is_symlink())):
             return
         try:
             self.root.mkdir(parents=True, exist_ok=True)

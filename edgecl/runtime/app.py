@@ -154,6 +154,12 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
 
         raise ModelLoadError(unpromoted_model_problem(cfg.state_dir, *waiting))
     where = f" --state-dir {shlex.quote(str(cfg.state_dir))}" if registry is not None else ""
+    seeded = _seeding_checkpoint(cfg.state_dir) if registry is not None else None
+    if seeded is not None:  # before: the generic advice, whose 'learn' path is refused here
+        quoted = shlex.quote(seeded)
+        raise ModelLoadError(f"no model: this device's classes came from the checkpoint "
+                             f"{seeded}; pass --model {quoted}, set model.path to it, or add it "
+                             f"with 'edgecl models add {quoted} --promote{where}'")
     raise ModelLoadError(f"no model: pass --model PATH (your own checkpoint, or yolo11n.yaml to "
                          f"start untrained and teach it), set model.path, or add one with "
                          f"'edgecl models add PATH --promote{where}'; without a pretrained model, "
@@ -164,6 +170,16 @@ STATE_DIR_CHECK_S = 30.0
 """Seconds between two checks of a detect-only run's state directory."""
 STATE_DIR_MIN_FREE_BYTES = 16 << 20
 """Free bytes a state directory's volume needs before a detect-only run restarts on it."""
+
+
+def _trained_checkpoint(cfg: Config, path: Path) -> str | None:
+    """``path`` when it is a trained ``.pt`` checkpoint (one saved as untrained, the demo's
+    fresh start, is none: rounds from scratch are what it asks for), else None."""
+    from edgecl.continual.round import base_checkpoint
+
+    given = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(path)))
+    found = base_checkpoint(given)
+    return None if found is None else str(found)
 
 
 def state_dir_problem(state_dir: str | Path) -> str | None:
@@ -191,6 +207,42 @@ def state_dir_problem(state_dir: str | Path) -> str | None:
     return None
 
 
+MOUNTS_FILE = Path("/proc/self/mounts")
+"""Linux's list of this process's mounts (their options: ``ro``; ext4's ``emergency_ro``)."""
+
+
+def volume_read_only(path: str | Path, mounts_text: str | None = None) -> bool:
+    """Whether the volume holding ``path`` is read-only: its mount flag (``statvfs``), or the
+    options of the mount that holds it in :data:`MOUNTS_FILE` (``ro``, or ``emergency_ro``,
+    which ext4 sets after an I/O error with ``errors=remount-ro`` and ``statvfs`` does not
+    report on recent kernels).
+
+    Args:
+        path: a path on the volume.
+        mounts_text: the mounts list's text (default: read :data:`MOUNTS_FILE`).
+    """
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    try:
+        text = mounts_text if mounts_text is not None else MOUNTS_FILE.read_text()
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    best, options = "", ""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, options = mount, fields[3]
+    return bool({"ro", "emergency_ro"} & set(options.split(",")))
+
+
 def card_fault(state_dir: str | Path) -> str | None:
     """``read-only`` or ``full`` for a device's state directory (one that holds its models,
     memory or classes) on a volume mounted read-only or with under
@@ -206,9 +258,9 @@ def card_fault(state_dir: str | Path) -> str | None:
     if not path.is_dir() or not any((path / name).exists()
                                     for name in ("models", "memory", "classes.json")):
         return None
+    if volume_read_only(path):
+        return "read-only"
     try:
-        if os.statvfs(path).f_flag & os.ST_RDONLY:
-            return "read-only"
         return "full" if shutil.disk_usage(path).free < STATE_DIR_MIN_FREE_BYTES else None
     except OSError:
         return None
@@ -263,6 +315,18 @@ def _readable_serving_model(cfg: Config) -> tuple[Path | None, str | None]:
         log.warning("the current version cannot be read for a detect-only run: %s", exc)
     path = Path(cfg.model.path).expanduser() if cfg.model.path else None
     return (path, None) if path is not None and path.is_file() else (None, None)
+
+
+def _seeding_checkpoint(state_dir) -> str | None:
+    """The checkpoint the device's classes came from (the class registry's record), or None
+    (none recorded, or a registry that cannot be read: its own open says why)."""
+    from edgecl.errors import EdgeclError
+    from edgecl.models.classes import ClassRegistry
+
+    try:
+        return ClassRegistry(state_dir).seeding_checkpoint()
+    except EdgeclError:
+        return None
 
 
 def ensure_writable(state_dir: str | Path) -> str | None:
@@ -553,6 +617,7 @@ class Runtime:
         self._state_identity: tuple[int, int] | None = None  # the state directory locked
         self.state_dir_error = ""  # why the run stopped: its state directory went away
         self.restart_wanted = False  # a detect-only run's state directory can be written again
+        self._detect_only_lock = None  # a detect-only run's lock, outside its state directory
         self._state_dir_checked_s = time.monotonic()
 
     def _serving_version(self) -> str | None:
@@ -764,8 +829,8 @@ class Runtime:
         current = self.registry.current() if self.registry else None
         from_file = current is None or self.opts.model
         if model_path.suffix.lower() != ".yaml":
-            if from_file:  # a checkpoint's names are recorded with it: what rounds start from
-                checkpoint = str(model_path) if model_path.suffix.lower() == ".pt" else None
+            if from_file:  # a trained checkpoint is recorded with its names: rounds start from it
+                checkpoint = _trained_checkpoint(self.cfg, model_path)
                 seeds.append((model_names, f"the model {model_path.name}",
                               "use a model trained with these class ids, or another --state-dir",
                               checkpoint))
@@ -795,9 +860,17 @@ class Runtime:
             conflict = names_conflict(planned, names, former)
             if conflict:  # with the seed before it, not with the registry (empty there)
                 conflict = conflict.replace("this device's class registry has", f"{earlier} give")
-                raise ConfigError(f"{what}: {conflict}; import the folder with 'edgecl labels "
-                                  f"import' instead (it maps classes by name), or use a model "
-                                  f"trained with these class ids")
+                # the model first, then the folder by name (before: 'import the folder', which
+                # gave the folder's order the ids and locked the model out of the device)
+                first = (f"give the device the model first ('edgecl models add "
+                         f"{shlex.quote(str(model_path))} --promote --state-dir "
+                         f"{shlex.quote(str(self.cfg.state_dir))}'), then import the folder "
+                         f"with 'edgecl labels import' (it maps classes by name onto the "
+                         f"model's ids)" if from_file else
+                         "import the folder with 'edgecl labels import' instead (it maps "
+                         "classes by name)")
+                raise ConfigError(f"{what}: {conflict}; {first}, or use a model trained with "
+                                  f"these class ids")
             planned.update({int(k): str(v) for k, v in names.items() if int(k) not in planned})
             earlier = what
         for names, what, advice, checkpoint in seeds:
@@ -880,6 +953,13 @@ class Runtime:
         cfg, opts = self.cfg, self.opts
         if opts.use_state:
             self._open_state()
+        elif opts.wait_for_state_dir:
+            from edgecl.runtime.lock import RuntimeLock, detect_only_lock
+
+            folder, name = detect_only_lock(opts.wait_for_state_dir)
+            self._detect_only_lock = RuntimeLock(
+                folder, name, holder="a runtime that only detects", shown=opts.wait_for_state_dir
+            ).acquire()
         path, version = resolve_model(cfg, opts.model, self.registry)
         current = self.registry.current() if self.registry is not None else None
         infer_opts = inference_options(cfg)
@@ -1409,3 +1489,6 @@ class Runtime:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+        if self._detect_only_lock is not None:
+            self._detect_only_lock.release()
+            self._detect_only_lock = None

@@ -320,7 +320,8 @@ def model_rows(registry, names_now: tuple[dict, dict] | None = None,
         created, reason, per_class_ap, dece, size_bytes, parent, origin``, the serving engine
         (``engine, engine_label, engine_file``: :func:`serving_engine`), ``int8`` (the INT8
         gate's ``accepted, reason, refused``, or ``None``: :func:`int8_gate`) and
-        ``rollback_target`` (True on the version a rollback goes back to). Per-class figures,
+        ``rollback_target`` (True on the version a rollback goes back to), ``not_detected``
+        (the device's classes past the version's head: taught after it was made). Per-class figures,
         in ``per_class_ap`` and in ``metrics``, are under the classes' names now
         (``names_now``: the registry's names and former names, as
         :func:`registry_names_now` gives them; default the class registry's beside the
@@ -353,11 +354,16 @@ def model_rows(registry, names_now: tuple[dict, dict] | None = None,
             ap_note = "measured on the held-out set when a round started from it" if per_class \
                 else None
         calibration = manifest.get("calibration") or {}
+        known = manifest.get("classes")
+        # by id: the device's classes past the version's head, taught after it was made (the
+        # page names them before a promotion or a rollback to it: before, nothing did)
+        not_detected = ([name for cid, name in sorted(names.items()) if cid >= len(known)]
+                        if isinstance(known, (dict, list)) and known else [])
         # the page marks the serving row by status "current" (the registry says "promoted")
         rows.append(dict(info.to_json(), metrics=metrics,
                          status="current" if info.current else info.status,
                          per_class_ap=per_class or metrics.get("per_task_map50_95") or {},
-                         ap_note=ap_note,
+                         ap_note=ap_note, not_detected=not_detected,
                          dece=metrics.get("dece"), dece_calibrated=calibration.get("dece_after"),
                          size_bytes=size, parent=manifest.get("parent"),
                          origin=manifest.get("origin") or manifest.get("trigger", ""),

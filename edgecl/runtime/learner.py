@@ -549,7 +549,9 @@ def room_problem(state_dir: str | Path) -> str | None:
         need = 2 * sum(f.stat().st_size for f in files) + ROUND_ROOM_MARGIN_BYTES
         usage = shutil.disk_usage(state_dir)
         others = sum(f.stat().st_size for v in (Path(state_dir) / "models").glob("v[0-9]*")
-                     if v.is_dir() and not v.is_symlink() and v != serving
+                     # resolved as the serving one is (before, a relative --state-dir counted
+                     # the serving version among the others, and 'prune' was named for nothing)
+                     if v.is_dir() and not v.is_symlink() and v.resolve() != serving
                      for f in v.iterdir() if f.is_file() and f.name != "manifest.json")
     except OSError:
         return None

@@ -143,6 +143,25 @@ def _read_pid(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def detect_only_lock(state_dir: str | Path) -> tuple[Path, str]:
+    """Where a detect-only run (its state directory cannot be written:
+    :func:`edgecl.runtime.app.detect_only_options`) holds its lock: the temp folder, under a
+    name made from the state directory's real path. ``edgecl status`` reads the holder's pid
+    there (before, such a run read as 'not running'), and a second one is refused.
+
+    Args:
+        state_dir: the state directory.
+
+    Returns:
+        ``(folder, file name)`` for :class:`RuntimeLock` and :func:`holder_pid`.
+    """
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(os.path.realpath(state_dir).encode("utf-8", "surrogateescape"))
+    return Path(tempfile.gettempdir()), f"edgecl-detect-only-{digest.hexdigest()[:16]}.lock"
+
+
 def holder_pid(state_dir: str | Path, name: str = LOCK_NAME) -> int | None:
     """The pid of the runtime holding ``state_dir``, or ``None`` when no one holds it.
 

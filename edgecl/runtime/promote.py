@@ -367,16 +367,23 @@ def _start_checkpoint_hint(registry) -> str:
     """How to serve again the checkpoint a device started from (``model.path``), which is no
     version a rollback reaches: ``"; the device started from the checkpoint best.pt ..."``, or
     ``""`` when no version names one as its parent (before, the refusal said nothing of it)."""
-    from edgecl.errors import EdgeclError
+    import shlex
 
+    from edgecl.errors import EdgeclError
+    from edgecl.models.classes import ClassRegistry
+
+    state = Path(registry.root).parent
     try:
         for version in registry.versions():
             parent = str(registry.manifest(version).get("parent") or "")
             if parent.startswith("checkpoint:"):
                 name = parent.removeprefix("checkpoint:")
-                return (f"; the device started from the checkpoint {name} (model.path), which "
-                        f"is no version: 'edgecl models add PATH/{name} --promote' serves it "
-                        f"again")
+                recorded = ClassRegistry(state).seeding_checkpoint()  # its full path, if known
+                path = recorded if recorded and Path(recorded).name == name else f"PATH/{name}"
+                return (f"; the device started from the checkpoint {name} (model.path or "
+                        f"--model), which is no version: 'edgecl models add "
+                        f"{shlex.quote(path)} --promote --state-dir {shlex.quote(str(state))}' "
+                        f"serves it again")
     except (EdgeclError, OSError, ValueError):  # the refusal itself is what matters
         return ""
     return ""

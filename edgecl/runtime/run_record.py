@@ -37,7 +37,7 @@ class RunRecord:
     def __init__(self, state_dir: str | Path, pid: int, started: str, learner: dict):
         self.path = Path(state_dir) / RUN_RECORD_FILE
         self.record = {"pid": pid, "started": started, "learner": dict(learner),
-                       "learner_state": None, "learner_why": None}
+                       "learner_state": None, "learner_why": None, "learner_since": None}
         self.failures = 0
 
     def learner(self, state: str, why: str | None) -> None:
@@ -51,7 +51,11 @@ class RunRecord:
         """
         if (self.record["learner_state"], self.record["learner_why"]) == (state, why):
             return
-        self.record.update(learner_state=state, learner_why=why)
+        from edgecl.boot import now_iso
+
+        # when it was said: a card too full for this file keeps an older line, which 'status'
+        # shows with its time rather than as now (before: beside the disk's real 0 B free)
+        self.record.update(learner_state=state, learner_why=why, learner_since=now_iso())
         self.write()
 
     def write(self) -> None:
@@ -74,7 +78,7 @@ def read_run_record(state_dir: str | Path) -> dict | None:
 
     Returns:
         The record's JSON object (``pid``, ``started``, ``learner`` settings,
-        ``learner_state``, ``learner_why``), or None.
+        ``learner_state``, ``learner_why``, ``learner_since``), or None.
     """
     try:
         data = json.loads((Path(state_dir) / RUN_RECORD_FILE).read_text(encoding="utf-8"))

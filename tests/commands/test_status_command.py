@@ -64,7 +64,8 @@ def test_json_reports_each_part_from_the_state_directory(device, capsys):
     code, out, _ = _status(capsys, state, "--json")
     assert code == 0
     report = json.loads(out.strip().splitlines()[-1])
-    assert report["runtime"] == {"running": False, "pid": None, "import_running": False}
+    assert report["runtime"] == {"running": False, "pid": None, "detect_only": False,
+                                 "import_running": False}
     assert report["serving"]["version"] == "v0002" and report["serving"]["classes"] == 2
     assert report["serving"]["acc"] == pytest.approx(0.35)
     # the round staged v0002 and it serves now: promoted since
@@ -255,8 +256,10 @@ def test_the_running_runtimes_settings_and_wait_are_shown(device, capsys):
     record.learner("waiting_for_room", "a round needs about 44.2 MiB, 16.7 MiB free")
     code, out, _ = _run_holding_lock(state, lambda: _status(capsys, state))
     line = next(line for line in out.splitlines() if line.split()[0] == "learning")
-    assert "a round starts at 5 (learner.trigger_new_samples); a due round waits: a round " \
-           "needs about 44.2 MiB, 16.7 MiB free" in line
+    since = json.loads((state / "runtime.json").read_text())["learner_since"]
+    # with the time it was said: a card too full for the record keeps an older line
+    assert (f"a round starts at 5 (learner.trigger_new_samples); a due round waits (as the "
+            f"runtime said at {since}): a round needs about 44.2 MiB, 16.7 MiB free") in line
     assert code == 1 and out.splitlines()[-1] == (
         "problem: learning: a round needs about 44.2 MiB, 16.7 MiB free")
     record.learner("idle", None)  # room came back
@@ -382,3 +385,38 @@ def test_a_read_only_volume_is_a_problem(device, capsys, monkeypatch):
     assert code == 1 and "on the state directory's volume, mounted read-only" in out
     assert out.splitlines()[-1].startswith("problem: the state directory's volume is mounted "
                                            "read-only")
+
+
+def test_a_runtime_that_only_detects_is_shown_running(device, capsys):
+    """Before: a runtime started on a read-only card (detecting only, no lock in its state
+    directory) read 'not running', and an operator would start a second one."""
+    from edgecl.runtime.lock import RuntimeLock, detect_only_lock
+
+    state, _ = device
+    with RuntimeLock(*detect_only_lock(state)):
+        out = _status(capsys, state)[1]
+    assert (f"  runtime    running (pid {os.getpid()}), only detecting: its state directory could "
+            f"not be written at its start") in out
+    assert "runtime    not running" in _status(capsys, state)[1]
+
+
+def test_the_serving_line_names_classes_taught_since_its_version_was_made(device, capsys):
+    """Before: 'serving v0002 ..., 2 classes' while the device had 3 (Drone taught since):
+    nothing said the drone did not detect it."""
+    state, _ = device
+    ClassRegistry(state).add(["bird"])
+    out = _status(capsys, state)[1]
+    line = next(line for line in out.splitlines() if line.split()[0] == "serving")
+    assert line.endswith("does not detect bird (taught since: a round learns it on top of it)")
+
+
+def test_a_class_merged_into_another_is_not_counted_as_a_class(device, capsys):
+    """Before: 'classes 3: car, drone, dron' after 'classes merge dron drone'."""
+    state, _ = device
+    registry = ClassRegistry(state)
+    registry.add(["dron"])
+    registry.merge("dron", "drone")
+    out = _status(capsys, state)[1]
+    assert "  classes    2: car, drone; merged: dron into drone" in out
+    report = json.loads(_status(capsys, state, "--json")[1].strip().splitlines()[-1])
+    assert report["classes"]["merged"] == {"dron": "drone"}

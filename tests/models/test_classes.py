@@ -628,3 +628,25 @@ def test_rename_refuses_an_ignore_region_name(tmp_path):
     with pytest.raises(LabelError, match="cannot rename 'car': 'DontCare' marks a region to ignore"):
         reg.rename("car", "DontCare")
     assert reg.names() == {0: "car"}
+
+
+def test_a_registry_and_its_backup_both_damaged_with_no_names_in_memory_say_the_way_out(
+        tmp_path):
+    """Before: 'corrupt class registry ...; 'edgecl memory verify' restores it from its backup
+    ... or rebuilds it from the replay memory's class names', said by 'edgecl memory verify'
+    itself, which had just failed to do either: following it looped for ever."""
+    from types import SimpleNamespace
+
+    from edgecl.models.classes import ClassRegistryError, adopt_memory_class_names
+
+    (tmp_path / "classes.json").write_bytes(b"")
+    (tmp_path / "classes.backup.json").write_bytes(b"")
+    reg = ClassRegistry(tmp_path)
+    with pytest.raises(ClassRegistryError) as err:
+        adopt_memory_class_names(SimpleNamespace(class_names=lambda: {}), reg)
+    message = str(err.value)
+    assert "'edgecl memory verify'" not in message
+    assert message.endswith(
+        "its backup classes.backup.json cannot restore it either and the replay memory names no "
+        "class: restore classes.json from a copy, or delete it and classes.backup.json to start "
+        "the device's class registry afresh (the next model, import or answer names its classes)")

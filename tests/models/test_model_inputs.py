@@ -572,10 +572,14 @@ def test_a_model_and_a_labelled_folder_that_disagree_on_a_new_device_are_named(t
                                  "--source", f"dir://{folder}", "server.enabled=false",
                                  "model.imgsz=64"])
     assert code == 2
+    # the model first, then the folder by name (before: 'import the folder' alone, which gave
+    # the folder's order the ids and locked the model out of the device for good)
     assert err == (f"error: the model m.onnx: class id 0 is 'person', but the labels of "
-                   f"dir://{folder} give 'car' there and 'person' as id 1; import the folder "
-                   f"with 'edgecl labels import' instead (it maps classes by name), or use a "
-                   f"model trained with these class ids\n")
+                   f"dir://{folder} give 'car' there and 'person' as id 1; give the device the "
+                   f"model first ('edgecl models add {path} --promote --state-dir "
+                   f"{tmp_path / 'state'}'), then import the folder with 'edgecl labels import' "
+                   f"(it maps classes by name onto the model's ids), or use a model trained "
+                   f"with these class ids\n")
     assert not (tmp_path / "state").exists()
 
 

@@ -105,6 +105,29 @@ def test_a_checkpoint_given_with_model_names_the_classes_and_is_recorded_with_th
     assert scratch_problem(load_config(None, [f"state_dir={state}", f"model.path={pt}"])) is None
     assert scratch_problem(load_config(None, [f"state_dir={state}",
                                               "model.path=yolo11n.yaml"])) is None
+    from edgecl.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError) as err:  # a later start given no model: named
+        run(state, f"dir://{camera}", None)
+    assert str(err.value).startswith(f"no model: this device's classes came from the checkpoint "
+                                     f"{pt.absolute()}; pass --model {pt.absolute()}")
+
+
+def test_a_checkpoint_streaming_a_labelled_folder_is_recorded_with_its_classes(tmp_path,
+                                                                                scenario):
+    """Before: a labelled stream's data.yaml named the classes first, the checkpoint added none,
+    so it was not recorded, and a later 'edgecl learn' trained a YOLO11n from scratch over it."""
+    from edgecl.models.checkpoint import save_checkpoint
+    from edgecl.ultra import build_detection_model
+
+    names = {0: "car", 1: "truck"}  # the scenario's first two classes, with its ids
+    pt = save_checkpoint(build_detection_model(2, names=names), tmp_path / "team.pt",
+                         meta={"names": names, "imgsz": IMGSZ})
+    state = tmp_path / "state"
+    run(state, f"tasks://{scenario}", str(pt))
+    classes = ClassRegistry(state)
+    assert classes.names() == {0: "car", 1: "truck", 2: "person", 3: "bicycle"}
+    assert classes.seeding_checkpoint() == str(pt.absolute())
 
 
 def test_a_model_disagreeing_with_the_labelled_source_is_refused_before_anything_is_written(

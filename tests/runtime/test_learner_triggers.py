@@ -168,8 +168,11 @@ def test_a_round_waiting_for_room_says_how_to_make_some(tmp_path, monkeypatch):
                        f"model's files twice, and its small files); no other model version is "
                        f"kept to prune: free room on the volume (the replay memory's bound "
                        f"memory.max_bytes, --out and --save-video files, other files on it)")
+    monkeypatch.chdir(tmp_path)  # a relative --state-dir: before, the serving one was 'other'
+    assert "no other model version is kept to prune" in learner.room_problem(".")
     (tmp_path / "models" / "v0001").mkdir()
     (tmp_path / "models" / "v0001" / "model.onnx").write_bytes(b"x" * 2**21)
+    assert "; other model versions hold 2.0 MiB: keeping fewer" in learner.room_problem(".")
     problem = learner.room_problem(tmp_path)
     assert "; other model versions hold 2.0 MiB: keeping fewer frees room" in problem
     assert problem.endswith(f"lower in the device's config and run 'edgecl models prune "

@@ -450,10 +450,17 @@ def test_a_rollback_past_the_first_version_names_the_checkpoint_the_device_start
     with pytest.raises(NothingToRollBackError) as refused:
         rollback_version(tmp_path, registry)
     assert str(refused.value) == (
-        "no earlier intact version to roll back to; the device started from the checkpoint "
-        "best.pt (model.path), which is no version: 'edgecl models add PATH/best.pt --promote' "
-        "serves it again")
+        f"no earlier intact version to roll back to; the device started from the checkpoint "
+        f"best.pt (model.path or --model), which is no version: 'edgecl models add PATH/best.pt "
+        f"--promote --state-dir {tmp_path}' serves it again")
     assert registry.current() == version
+    from edgecl.models.classes import ClassRegistry
+
+    team = tmp_path / "team" / "best.pt"  # recorded with the classes: its path is named
+    ClassRegistry(tmp_path).seed({0: "car"}, checkpoint=str(team))
+    with pytest.raises(NothingToRollBackError) as refused:
+        rollback_version(tmp_path, registry)
+    assert f"'edgecl models add {team} --promote --state-dir {tmp_path}'" in str(refused.value)
 
 
 def test_a_round_overtaken_by_a_class_merge_is_held_not_promoted(tmp_path):

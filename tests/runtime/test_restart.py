@@ -211,13 +211,21 @@ def test_a_candidate_learn_no_promote_staged_is_not_promoted_by_a_restart(tmp_pa
     cfg = load_config(None, settings)
     init = initial_model(yaml_path, tmp_path / "init.pt", IMGSZ)
     Runtime(cfg, RunOptions(source_uri=f"tasks://{yaml_path}?task=t1", model=str(init), quiet=True)).run()
+    from edgecl.continual.round_state import load_state
+
     registry = Registry(state / "models")
     before = registry.current()
+    progress = load_state(state)
     assert main(["learn", "--no-promote", "--json", "--state-dir", str(state), *settings]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["status"] == "staged"
     assert registry.manifest(result["version"])["promote"] == "manual"
+    # the serving version learnt none of it: its samples stay new (before, taken for learnt)
+    held = load_state(state)
+    assert (held.round, held.last_sample_id) == (progress.round + 1, progress.last_sample_id)
     assert promote_leftover_staged(cfg, registry, inference_options(cfg)) is None
     assert registry.current() == before and registry.status(result["version"]) == "staged"
     promote_version(state, result["version"])  # a person's 'models promote'
     assert registry.current() == result["version"]
+    learnt = registry.manifest(result["version"])["learner_state"]["last_sample_id"]
+    assert load_state(state).last_sample_id == learnt > progress.last_sample_id

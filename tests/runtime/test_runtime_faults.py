@@ -488,3 +488,19 @@ def test_only_a_devices_state_dir_on_a_full_or_read_only_card_is_a_card_fault(tm
     assert card_fault(tmp_path / "missing") is None
     (tmp_path / "afile").write_text("x")
     assert card_fault(tmp_path / "afile") is None
+
+
+def test_a_card_ext4_made_read_only_after_an_error_reads_as_read_only(tmp_path):
+    """Before: only the mount's ST_RDONLY flag was read; ext4's errors=remount-ro on a recent
+    kernel sets 'emergency_ro' instead, and `edgecl status` read the card as writable."""
+    from edgecl.runtime.app import volume_read_only
+
+    card = tmp_path / "my card"
+    (card / "st").mkdir(parents=True)
+    escaped = str(card).replace(" ", "\\040")
+    mounts = (f"/dev/vda / ext4 rw,relatime 0 0\n"
+              f"/dev/loop0 {escaped} ext4 rw,relatime,emergency_ro,errors=remount-ro 0 0\n")
+    assert volume_read_only(card / "st", mounts) is True
+    assert volume_read_only(tmp_path, mounts) is False  # outside the card: the root's rw
+    assert volume_read_only(card / "st", mounts.replace("emergency_ro,", "")) is False
+    assert volume_read_only(card / "st", mounts.replace("rw,relatime,emergency_ro", "ro")) is True

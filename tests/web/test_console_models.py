@@ -192,3 +192,18 @@ def test_a_teams_checkpoint_shows_the_ap_a_round_measured_when_it_started_from_i
     assert rows[learnt]["per_class_ap"] == {"car": 0.4} and rows[learnt]["ap_note"] is None
     bare = {r["version"]: r for r in model_rows(reg)}  # no metrics database: as before
     assert bare[added]["per_class_ap"] == {} and bare[added]["ap_note"] is None
+
+
+def test_a_version_made_before_a_class_was_taught_names_it(tmp_path):
+    """The Models page warns before serving a version that lacks a class taught since."""
+    from edgecl.models.classes import ClassRegistry
+    from edgecl.models.registry import Registry
+
+    ClassRegistry(tmp_path / "state").add(["car", "person", "drone"])
+    reg = Registry(tmp_path / "state" / "models")
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"\x02" * 64)
+    old = reg.stage({"model.onnx": src}, {"classes": {"0": "car", "1": "person"}})
+    new = reg.stage({"model.onnx": src}, {"classes": {"0": "car", "1": "person", "2": "drone"}})
+    rows = {r["version"]: r for r in model_rows(reg)}
+    assert rows[old]["not_detected"] == ["drone"] and rows[new]["not_detected"] == []

@@ -199,3 +199,30 @@ def test_a_rollback_clicked_while_the_device_is_away_is_said_not_done(console_se
         "const t = document.getElementById('toasts'); return t ? t.textContent : ''"), 12,
         "the refusal said")
     assert said and fake.rollbacks == 0
+
+
+def test_promoting_or_rolling_back_to_a_version_that_lacks_a_taught_class_says_so(served,
+                                                                                 browser):
+    """Before: 'Promote v0001? The device will switch to v0001 between two frames.' of a
+    version made before the operator taught Drone: the device stopped detecting it unsaid."""
+    base, fake = served
+    with fake.lock:
+        for v in fake.versions:
+            v["not_detected"] = ["Drone"] if v["version"] != "v0003" else []
+    browser.get(base + "/models")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#models button.promote"),
+             what="a promote button")
+    button = browser.find_element(By.CSS_SELECTOR, "#models button.promote[data-version='v0001']")
+    button.click()
+    wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
+    said = browser.find_element(By.CSS_SELECTOR, "#confirm-dialog p").text
+    assert said == ("The device will switch to v0001 between two frames. It does not detect "
+                    "\u2068Drone\u2069 (taught after it was made): a round learns it on top of "
+                    "it again from the samples kept.")  # the name isolated: any script reads right
+    browser.find_element(By.ID, "confirm-cancel").click()
+    browser.find_element(By.ID, "rollback").click()
+    wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
+    assert "It does not detect \u2068Drone\u2069" in browser.find_element(
+        By.CSS_SELECTOR, "#confirm-dialog p").text
+    browser.find_element(By.ID, "confirm-cancel").click()
+    assert severe_console_entries(browser) == []

@@ -179,6 +179,25 @@ def test_a_merge_made_before_the_page_opened_is_followed_without_a_word(served, 
                                            if "is now" in t]
 
 
+def test_a_merged_class_typed_as_a_new_name_is_the_class_it_was_merged_into(served, browser):
+    """Before: after 'classes merge car person', typing 'car' named the box with the retired
+    name 'car' (picker blank, "car is the device's class car"), though it was saved as
+    person: the page showed one class and stored another."""
+    base, fake = served
+    fake.merges["car"] = "person"
+    open_label(browser, base)
+    wait_for(lambda: "person" in picker(browser) and "car" not in picker(browser),
+             what="classes read")
+    Select(browser.find_element(By.ID, "class-select")).select_by_value("__new__")
+    box = browser.find_element(By.ID, "new-class")
+    wait_for(box.is_displayed, what="new class input")
+    box.send_keys("CAR", Keys.ENTER)
+    wait_for(lambda: "merged into" in js(browser, "return document.getElementById('toasts')"
+                                                 ".textContent"), what="the merge said")
+    assert js(browser, "return document.getElementById('class-select').value") == "person"
+    assert "car" not in picker(browser) and "CAR" not in picker(browser)
+
+
 def test_an_answer_the_memory_did_not_keep_is_not_said_saved(served, browser):
     """Before: an answer whose sample the memory declined (HTTP 200, "sample": null) was
     toasted "saved" like any other; 'edgecl labels answer' said it was declined."""

@@ -258,7 +258,11 @@
         EC.toast(`${EC.isolate(name)} read as ${EC.isolate(known)}: C opened the name field`, "info");
         name = known;
       }
-      if (known && known !== name) {
+      const now = current(known || name);  // a class merged into another names that one
+      if (now !== (known || name)) {  // before: the box showed the retired name, picker blank
+        EC.toast(`${EC.isolate(known || name)} is merged into ${EC.isolate(now)} on the device`, "info");
+        name = now;
+      } else if (known && known !== name) {
         EC.toast(`${EC.isolate(name)} is the device's class ${EC.isolate(known)}`, "info");
         name = known;
       }

@@ -52,9 +52,21 @@
       gate && gate.refused ? EC.el("div", {class: "small muted int8-note", text: "INT8 refused"}) : null);
   }
 
+  /** " It does not detect Drone, ... (taught after it was made) ...", or "": the classes a
+   *  version about to serve lacks (before, a promotion or rollback stopped detecting a class a
+   *  person had just taught without a word). Names stay text: the dialog shows no markup. */
+  function lacks(model) {
+    const names = model.not_detected || [];
+    if (!names.length) return "";
+    const shown = names.slice(0, 6).map(EC.isolate).join(", ") + (names.length > 6 ? `, and ${names.length - 6} more` : "");
+    return ` It does not detect ${shown} (taught after it was made): a round learns ` +
+      `${names.length === 1 ? "it" : "them"} on top of it again from the samples kept.`;
+  }
+
   async function promote(model) {
     const ok = await EC.confirmDialog(`Promote ${model.version}?`,
-      `The device will switch to ${model.version} between two frames.`, `Promote ${model.version}`);
+      `The device will switch to ${model.version} between two frames.${lacks(model)}`,
+      `Promote ${model.version}`);
     if (!ok) return;
     try {
       // from the version this page shows as current: a second click, or a retry, is refused
@@ -76,7 +88,9 @@
 
   async function rollback() {
     const to = rollbackTarget ? ` to ${rollbackTarget}` : " to the previous current version";
-    const ok = await EC.confirmDialog("Roll back?", `The device will go back${to}.`, "Roll back");
+    const target = shown.find((m) => m.version === rollbackTarget);
+    const ok = await EC.confirmDialog("Roll back?",
+      `The device will go back${to}.${target ? lacks(target) : ""}`, "Roll back");
     if (!ok) return;
     try {
       // from the version this page shows as current: a second click, or a retry, is refused
