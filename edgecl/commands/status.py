@@ -192,12 +192,24 @@ def _round(state: Path) -> dict:
         status = result.status.value
         if status == "staged" and now in ("promoted", "retired"):
             status = "promoted"  # the round staged it, the supervisor (or a person) promoted it
+        if now == "staged":  # who promotes it: the next start, or a person
+            now = "held" if _held_for_person(state, result.version) else now
         out["last"] = {"round": result.round, "status": status, "version_status": now,
                        "reason": result.reason, "version": result.version,
                        "trigger": result.trigger, "seconds": round(result.seconds, 1),
                        "ended": iso_time(ended_s),
                        "ended_ago_s": round(max(0.0, time.time() - ended_s))}
     return out
+
+
+def _held_for_person(state: Path, version: str) -> bool:
+    """Whether a staged version waits for a person ('edgecl learn --no-promote'), not for the
+    next start's promotion."""
+    from edgecl.continual.round import MANUAL_PROMOTION
+    from edgecl.models.registry import Registry
+
+    manifest = Registry(state / "models", create=False, repair=False).manifest(version)
+    return manifest.get("promote") == MANUAL_PROMOTION
 
 
 def _round_staged(state: Path) -> str | None:
@@ -508,7 +520,10 @@ def _round_text(s: dict) -> str:
 
 
 _SINCE = {("promoted", "promoted"): " (serving)", ("promoted", "retired"): " (since retired)",
-          ("staged", "staged"): " (not yet promoted)", ("staged", "rejected"): " (since discarded)"}
+          ("staged", "staged"): " (not yet promoted: the runtime's next start promotes it; "
+                                "'edgecl models discard' stops that)",
+          ("staged", "held"): " (held for a person: 'edgecl models promote' serves it)",
+          ("staged", "rejected"): " (since discarded)"}
 _SINCE.update({(status, now): f" (now {now})" for status in ("promoted", "staged", "rejected")
                for now in ("pruned", "corrupt", "missing")})
 

@@ -420,3 +420,20 @@ def test_a_class_merged_into_another_is_not_counted_as_a_class(device, capsys):
     assert "  classes    2: car, drone; merged: dron into drone" in out
     report = json.loads(_status(capsys, state, "--json")[1].strip().splitlines()[-1])
     assert report["classes"]["merged"] == {"dron": "drone"}
+
+
+def test_a_staged_last_round_says_who_promotes_it(device, capsys):
+    """Before: 'round 3 staged v0003 (not yet promoted)', nothing of the next start promoting
+    it (it did) or of a candidate held for a person."""
+    state, _ = device
+    src = state.parent / "c.onnx"
+    src.write_bytes(b"\x05" * 64)
+    reg = Registry(state / "models")
+    reg.stage({"model.onnx": src}, {"memory_snapshot": "s3"})
+    reg.stage({"model.onnx": src}, {"memory_snapshot": "s4", "promote": "manual"})
+    for version, said in (("v0003", "(not yet promoted: the runtime's next start promotes it; "
+                                    "'edgecl models discard' stops that)"),
+                          ("v0004", "(held for a person: 'edgecl models promote' serves it)")):
+        (state / "learner" / "last_round.json").write_text(json.dumps(
+            {"status": "staged", "round": 3, "version": version, "seconds": 4.0}))
+        assert f"round 3 staged {version} {said}" in _status(capsys, state)[1]
