@@ -113,9 +113,20 @@ def _runtime(state: Path) -> dict:
 
     pid = holder_pid(state)
     detecting = holder_pid(*detect_only_lock(state)) if pid is None else None
-    return {"running": pid is not None or detecting is not None,
-            "pid": pid if pid is not None else detecting, "detect_only": detecting is not None,
-            "import_running": import_running(state)}
+    running = pid is not None or detecting is not None
+    return {"running": running, "pid": pid if pid is not None else detecting,
+            "detect_only": detecting is not None, "import_running": import_running(state),
+            "unclean_pid": None if running else _pid_left(state / "lock")}
+
+
+def _pid_left(lock: Path) -> int | None:
+    """The pid a runtime left in its lock file: a clean stop clears it, so one left behind is a
+    runtime killed, crashed or powered off."""
+    try:
+        text = lock.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def _serving(state: Path) -> dict:
@@ -279,7 +290,7 @@ def _learning(state: Path, learner, config_given: bool, running_pid: int | None)
     runs), else the last run's, else the config's (``settings_from``: one of
     :data:`SETTINGS_SOURCES`)."""
     from edgecl.continual.round_state import state_from_json, state_path
-    from edgecl.runtime.run_record import read_run_record
+    from edgecl.runtime.run_record import RUN_RECORD_FILE, read_run_record
 
     progress = _json_object(state_path(state), "the runtime's next start rebuilds it from the "
                                                "model versions")
@@ -289,8 +300,15 @@ def _learning(state: Path, learner, config_given: bool, running_pid: int | None)
                 "trigger_new_class": learner.trigger_new_class}
     source = "config" if config_given else "defaults"
     record = read_run_record(state)
-    out: dict = {"learner_state": None, "waits": None, "waits_since": None, "run_started": None}
-    if record is not None and _settings_ok(record["learner"]):
+    out: dict = {"learner_state": None, "waits": None, "waits_since": None, "run_started": None,
+                 "record_unreadable": None}
+    path = state / RUN_RECORD_FILE
+    if record is not None and not _settings_ok(record["learner"]):  # hand-edited to other types
+        record = None
+    if record is None and path.exists():  # before: the defaults shown, as if none were kept
+        out["record_unreadable"] = (f"{path} is unreadable: the settings shown are the "
+                                    f"config's; the runtime's next start writes it again")
+    if record is not None:
         settings = {k: record["learner"].get(k, v) for k, v in settings.items()}
         running = running_pid is not None and record.get("pid") == running_pid
         source = "runtime" if running else "last_run"
@@ -320,8 +338,14 @@ def _memory(args: argparse.Namespace, state: Path, last_sample_id: int | None) -
     from edgecl.commands.memory import _open
     from edgecl.continual.memory import INDEX_FILE
 
+    from edgecl.continual.memory.rebuild import index_problem
+
     if not (state / "memory" / INDEX_FILE).is_file():
         return {"samples": 0, "not_learnt": None}
+    damaged = index_problem(state / "memory")  # SQLite reads pages lazily: a damaged one
+    if damaged:  # read as a healthy memory until an import or an answer was refused
+        raise ValueError(f"{damaged}; 'edgecl memory verify --rebuild-index' rebuilds it from "
+                         f"the sample files (the runtime's next start does too)")
     with _open(args, verify=False) as memory:
         stats = memory.stats()
         not_learnt = (None if last_sample_id is None else
@@ -401,6 +425,12 @@ def _problems_of(name: str, section: dict) -> list[str]:
     if "unreadable" in section:
         return [f"{name}: unreadable: {section['unreadable']}"]
     out = []
+    if name == "runtime" and section.get("unclean_pid"):
+        out.append(f"the runtime is not running and did not stop cleanly (pid "
+                   f"{section['unclean_pid']}: killed, crashed or powered off); its next start "
+                   f"checks what it left")
+    if name == "learning" and section.get("record_unreadable"):
+        out.append(f"learning: {section['record_unreadable']}")
     if name == "serving" and section.get("damaged"):
         out.append(f"serving: {section['damaged']} ('edgecl models verify' lists what is damaged; "
                    f"'edgecl models rollback' serves the version before it)")
@@ -468,6 +498,9 @@ def render(report: dict) -> str:
 
 def _runtime_text(s: dict) -> str:
     text = f"running (pid {s['pid']})" if s["running"] else "not running"
+    if s.get("unclean_pid"):
+        text += (f"; the last runtime (pid {s['unclean_pid']}) did not stop cleanly (killed, "
+                 f"crashed or powered off)")
     if s.get("detect_only"):
         text += (", only detecting: its state directory could not be written at its start "
                  "(nothing stored, labelled or learnt; it starts again in full once it can)")

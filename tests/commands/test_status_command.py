@@ -65,7 +65,7 @@ def test_json_reports_each_part_from_the_state_directory(device, capsys):
     assert code == 0
     report = json.loads(out.strip().splitlines()[-1])
     assert report["runtime"] == {"running": False, "pid": None, "detect_only": False,
-                                 "import_running": False}
+                                 "import_running": False, "unclean_pid": None}
     assert report["serving"]["version"] == "v0002" and report["serving"]["classes"] == 2
     assert report["serving"]["acc"] == pytest.approx(0.35)
     # the round staged v0002 and it serves now: promoted since
@@ -277,9 +277,12 @@ def test_a_hand_edited_run_record_falls_back_to_the_config(device, capsys):
                  '"trigger_interval_s": 0}}', "[1, 2", "[" * 100_000):
         (state / "runtime.json").write_text(text)
         code, out, err = _status(capsys, state)
-        assert code == 0 and "Traceback" not in err
+        assert code == 1 and "Traceback" not in err  # before: exit 0, the file not named
         assert ("a round starts at 100 (learner.trigger_new_samples) or a sample of a new class "
                 "(learner.trigger_new_class) (default settings") in out
+        assert out.splitlines()[-1] == (f"problem: learning: {state / 'runtime.json'} is "
+                                        f"unreadable: the settings shown are the config's; the "
+                                        f"runtime's next start writes it again")
 
 
 def test_the_last_rounds_version_is_shown_as_it_is_now(device, capsys):
@@ -437,3 +440,28 @@ def test_a_staged_last_round_says_who_promotes_it(device, capsys):
         (state / "learner" / "last_round.json").write_text(json.dumps(
             {"status": "staged", "round": 3, "version": version, "seconds": 4.0}))
         assert f"round 3 staged {version} {said}" in _status(capsys, state)[1]
+
+
+def test_a_runtime_that_did_not_stop_cleanly_is_a_problem(device, capsys):
+    """Before: 'runtime not running', exit 0, after a kill -9 (the pid left in its lock)."""
+    state, _ = device
+    (state / "lock").write_text("7006\n")  # a clean stop clears it
+    code, out, _ = _status(capsys, state)
+    assert code == 1
+    assert ("  runtime    not running; the last runtime (pid 7006) did not stop cleanly (killed, "
+            "crashed or powered off)") in out
+    assert "problem: the runtime is not running and did not stop cleanly (pid 7006" in out
+
+
+def test_a_damaged_memory_index_is_unreadable_not_a_healthy_memory(device, capsys):
+    """Before: two damaged pages of the index read as '10/... samples' and exit 0 (SQLite
+    reads pages lazily), while imports and answers were refused."""
+    state, _ = device
+    index = state / "memory" / "index.sqlite"
+    data = bytearray(index.read_bytes())
+    data[4096:4096 + 8192] = b"\xff" * min(8192, len(data) - 4096)
+    index.write_bytes(bytes(data))
+    code, out, _ = _status(capsys, state)
+    assert code == 1
+    line = next(line for line in out.splitlines() if line.split()[0] == "memory")
+    assert "unreadable: " in line and "'edgecl memory verify --rebuild-index' rebuilds it" in line
