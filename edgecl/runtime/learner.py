@@ -985,6 +985,8 @@ class LearnerSupervisor:
         self.last_error = ""
         self._proc: mp.Process | None = None
         self._round_id = ""
+        self._result_to_write: RoundResult | None = None  # a result the round could not record
+        self._result_retry_at_s = 0.0
         self._round_started_mono_s = 0.0
         self._progress_shown = 0.0  # the running round's progress as last reported: never less
         self._pending: RoundResult | None = None
@@ -1092,6 +1094,8 @@ class LearnerSupervisor:
             self._finish()
         if self._pending is not None and time.monotonic() >= self._pending_retry_at_s:
             self._apply_pending()
+        if self._result_to_write is not None and time.monotonic() >= self._result_retry_at_s:
+            self._record_result(self._result_to_write)
         self._catch_up_monitor()
         if (self._proc is None and self._pending is None and self.cfg.learner.enabled
                 and time.monotonic() >= self._backoff_until_s):
@@ -1400,6 +1404,26 @@ class LearnerSupervisor:
         conn.close()
         self._result_conn = None
 
+    def _record_result(self, result: RoundResult) -> None:
+        """Write ``last_round.json`` where the round could not (a full disk), so that ``edgecl
+        status`` shows this round, not the one before it (before, a round that failed for the
+        card left no trace there); tried again at each tick, every :data:`STORAGE_RETRY_S`,
+        until it is written or a newer round's result replaces it."""
+        written = read_last_round(self.cfg.state_dir)
+        if written is not None and written.round_id == result.round_id:
+            self._result_to_write = None
+            return
+        try:
+            atomic_write_json(learner_dir(self.cfg.state_dir) / "last_round.json",
+                              result.to_json())
+            self._result_to_write = None
+        except OSError as exc:
+            if self._result_to_write is None:
+                log.warning("learner: round %s's result not recorded yet (%s); written once "
+                            "there is room", result.round, exc.strerror or exc)
+            self._result_to_write = result
+            self._result_retry_at_s = time.monotonic() + STORAGE_RETRY_S
+
     def _received_result(self) -> RoundResult | None:
         """The result the learner process sent through its pipe, if any."""
         self._poll_result()
@@ -1422,6 +1446,7 @@ class LearnerSupervisor:
         if result is None or result.round_id != self._round_id:
             self._note_failure(f"learner process {ended_how(proc.exitcode)} and sent no result")
             return
+        self._record_result(result)
         self._pending, self._pending_attempts, self._pending_retry_at_s = result, 0, 0.0
         self._apply_pending()
         self._round_took = None

@@ -372,6 +372,51 @@ def test_the_result_comes_through_the_pipe_when_its_file_cannot_be_written(super
     assert registry.promoted == ["v0003"] and sup._result_conn is None
 
 
+def test_a_failed_rounds_result_the_card_refused_is_recorded_once_there_is_room(
+        supervisor, monkeypatch):
+    """Before: a round that failed on a full card could not write last_round.json, and
+    nothing wrote it later: 'edgecl status' showed the round before it as the last."""
+    import errno
+    import multiprocessing as mp
+
+    from edgecl.runtime.learner import read_last_round
+
+    sup = supervisor(FakeRegistry())
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(learner_mod.time, "monotonic", lambda: clock["now"])
+    receive, send = mp.Pipe(duplex=False)
+
+    def spawn(reason, ceiling):
+        sup._result_conn = receive
+        return Ended(0)
+
+    monkeypatch.setattr(sup, "_spawn", spawn)
+    monkeypatch.setattr(sup, "start_round", lambda reason: None)
+    real = learner_mod.atomic_write_json
+    full = {"on": True}
+
+    def write(path, data):
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(learner_mod, "atomic_write_json", write)
+    sup._proc = spawn("interval", None)
+    sup._round_id = "r5"
+    send.send(RoundResult(RoundStatus.FAILED, reason="round 5: cannot export the candidate "
+                          "model: No space left on device", round=5, round_id="r5").to_json())
+    send.close()
+    sup._finish()
+    assert read_last_round(sup.cfg.state_dir) is None
+    full["on"] = False
+    sup.tick()
+    assert read_last_round(sup.cfg.state_dir) is None  # not yet due
+    clock["now"] += learner_mod.STORAGE_RETRY_S
+    sup.tick()
+    written = read_last_round(sup.cfg.state_dir)
+    assert (written.round, written.status) == (5, RoundStatus.FAILED)
+
+
 def test_a_result_larger_than_the_pipe_buffer_is_read_while_the_learner_waits(supervisor,
                                                                              monkeypatch):
     """The sender blocks until the result is read: joining the process first never ended."""
