@@ -175,7 +175,7 @@ def _serving(state: Path) -> dict:
 def _round(state: Path) -> dict:
     """The round running now (from ``learner/running.json`` while ``learner/round.lock`` is
     held) and the last one that ended (``learner/last_round.json``)."""
-    from edgecl.boot import iso_time
+    from edgecl.boot import CLOCK_SET_S, iso_time
     from edgecl.continual.round_state import RoundResult
     from edgecl.runtime.learner import RUNNING_FILE, running_record
     from edgecl.runtime.lock import lock_held
@@ -198,7 +198,9 @@ def _round(state: Path) -> dict:
         except (ValueError, TypeError, KeyError) as exc:  # a record hand-edited to other types
             raise ValueError(f"{path} holds no round's result ({_one_line(exc)}); the next "
                              f"round's result replaces it (delete it to clear this line)") from None
-        ended_s = path.stat().st_mtime
+        # the round's own clock where it kept one (a copy of the file has the copy's time)
+        ended_s = (result.started_s + result.seconds if result.started_s >= CLOCK_SET_S
+                   else path.stat().st_mtime)
         now = _version_status(state, result.version) if result.version else None
         status = result.status.value
         if status == "staged" and now in ("promoted", "retired"):
@@ -400,10 +402,12 @@ def _fleet(state: Path) -> dict:
                 break
     store = GlobalStore(state / "fleet")
     rounds = store.rounds()
-    if rounds or (state / "fleet" / "global.json").exists():
+    server_pid = holder_pid(store.root) if store.root.is_dir() else None
+    # a server running its first round holds its lock before any round is written
+    if rounds or (state / "fleet" / "global.json").exists() or server_pid is not None:
         names = next((r["names"] for r in reversed(rounds) if isinstance(r.get("names"), list)),
                      [])
-        out["server"] = {"pid": holder_pid(store.root), "round": store.last_round(),
+        out["server"] = {"pid": server_pid, "round": store.last_round(),
                          "classes": [str(n) for n in names],
                          "last": round_summary(rounds[-1]) if rounds else None,
                          "problem": store.problem()}

@@ -367,6 +367,12 @@ def _open_round(cfg: Config, max_sample_id: int | None, again: bool = False
     update_task_bookkeeping(state, snapshot.records(held_out=False))
     work = learner_dir(cfg.state_dir) / "work"
     shutil.rmtree(work, ignore_errors=True)  # INVARIANT: a round starts from a clean work dir
+    if work.is_symlink() or (work.exists() and not work.is_dir()):
+        # a file where the round's folder belongs (a card fault, a hand): the round's own scratch
+        # space, so removed (before: every round failed with a FileExistsError traceback)
+        log.warning("%s was a file, not the round's work folder: removed", work)
+        with storage_faults("cannot remove a file where the round's work folder belongs", work):
+            work.unlink()
     with storage_faults("cannot create the round's work folder", work):
         work.mkdir(parents=True)
     registry = Registry(Path(cfg.state_dir) / "models")

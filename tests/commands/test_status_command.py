@@ -465,3 +465,24 @@ def test_a_damaged_memory_index_is_unreadable_not_a_healthy_memory(device, capsy
     assert code == 1
     line = next(line for line in out.splitlines() if line.split()[0] == "memory")
     assert "unreadable: " in line and "'edgecl memory verify --rebuild-index' rebuilds it" in line
+
+
+def test_a_rounds_end_is_its_own_time_not_its_files(device, capsys):
+    """Before: a last_round.json copied back (scp, cp without -p) read as ended when copied."""
+    state, _ = device
+    (state / "learner" / "last_round.json").write_text(json.dumps(
+        {"status": "rejected", "round": 5, "version": "v0002", "seconds": 24.0,
+         "started_s": 1796692462.0}))  # 2026-12-08T01:14:22Z + 24 s
+    report = json.loads(_status(capsys, state, "--json")[1].strip().splitlines()[-1])
+    assert report["round"]["last"]["ended"] == "2026-12-08T01:14:46+00:00"
+
+
+def test_a_fleet_server_before_its_first_round_is_a_servers_folder(tmp_path, capsys):
+    """Before: a running server waiting for its devices read as an empty device's folder."""
+    from edgecl.runtime.lock import RuntimeLock
+
+    state = tmp_path / "server"
+    with RuntimeLock(state / "fleet"):
+        out = _status(capsys, state)[1]
+    assert out.splitlines()[1] == (f"  fleet      a fleet server's folder (server running, pid "
+                                   f"{os.getpid()}): round 0, 0 classes")

@@ -293,6 +293,15 @@ def test_a_round_again_learns_every_training_sample_when_none_is_new(tmp_path):
     assert round_mod.run_round(cfg).reason == round_mod.NO_NEW_SAMPLES
     ctx = round_mod._open_round(cfg, None, again=True)
     assert sorted(r.id for r in ctx.new_records) == sorted(training) and len(training) == 6
+    # a file where the round's work folder belongs (a card fault): before, every round failed
+    # with a FileExistsError traceback; the round's own scratch space, so it is removed
+    import shutil
+
+    work = state / "learner" / "work"
+    shutil.rmtree(work)
+    work.write_bytes(b"\x00" * 16)
+    ctx = round_mod._open_round(cfg, None, again=True)
+    assert ctx.work == work and work.is_dir()
 
 
 def test_a_round_of_boxes_under_the_finest_stride_says_so():
