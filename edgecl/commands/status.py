@@ -143,8 +143,14 @@ def _serving(state: Path) -> dict:
     damaged = registry.damaged_current()
     versions = registry.list()
     current = next((v for v in versions if v.current), None)
+    # what a person can serve instead: an earlier version that served, else a file they trust
+    # (before: 'models rollback' was named where no version was left to roll back to)
+    earlier = any(v.status in ("promoted", "retired") and not v.current for v in versions)
     out: dict = {"version": None, "versions": len(versions), "damaged": damaged or None,
-                 "staged": [v.version for v in versions if v.status == "staged"]}
+                 "staged": [v.version for v in versions if v.status == "staged"],
+                 "fix": "'edgecl models rollback' serves the version before it" if earlier else
+                 "no earlier version is kept: 'edgecl models add --promote FILE' serves a copy "
+                 "you trust (the version's own model.onnx or model.pt, if intact)"}
     if current is None:
         return out
     if not damaged:  # its files' sha256 (a 10 MB engine: milliseconds) as a start checks them
@@ -437,7 +443,7 @@ def _problems_of(name: str, section: dict) -> list[str]:
         out.append(f"learning: {section['record_unreadable']}")
     if name == "serving" and section.get("damaged"):
         out.append(f"serving: {section['damaged']} ('edgecl models verify' lists what is damaged; "
-                   f"'edgecl models rollback' serves the version before it)")
+                   f"{section['fix']})")
     if name == "round":
         last = section.get("last") or {}
         if last.get("status") == "failed":

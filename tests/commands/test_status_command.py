@@ -486,3 +486,19 @@ def test_a_fleet_server_before_its_first_round_is_a_servers_folder(tmp_path, cap
         out = _status(capsys, state)[1]
     assert out.splitlines()[1] == (f"  fleet      a fleet server's folder (server running, pid "
                                    f"{os.getpid()}): round 0, 0 classes")
+
+
+def test_a_damaged_only_version_names_a_way_out_that_exists(tmp_path, capsys):
+    """Before: 'models rollback serves the version before it' where no version was left: the
+    rollback then failed too."""
+    state = tmp_path / "state"
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"\x09" * 64)
+    reg = Registry(state / "models")
+    reg.stage({"model.onnx": src}, {})
+    reg.promote("v0001")
+    (state / "models" / "v0001" / "model.onnx").write_bytes(b"\x00")
+    out = _status(capsys, state)[1]
+    assert out.splitlines()[-1].endswith(
+        "no earlier version is kept: 'edgecl models add --promote FILE' serves a copy you trust "
+        "(the version's own model.onnx or model.pt, if intact))")
