@@ -536,8 +536,8 @@ def _serving_text(s: dict) -> str:
     if lacking:  # before: nothing said the device had stopped detecting a taught class
         shown = ", ".join(lacking[:CLASSES_SHOWN]) + (", ..." if len(lacking) > CLASSES_SHOWN
                                                        else "")
-        parts.append(f"does not detect {shown} (taught since: a round learns "
-                     f"{'it' if len(lacking) == 1 else 'them'} on top of it)")
+        parts.append(f"does not detect {shown} yet (a round learns a class on top of it once "
+                     f"the replay memory holds samples of it)")
     return ", ".join(parts)
 
 

@@ -321,7 +321,7 @@ def model_rows(registry, names_now: tuple[dict, dict] | None = None,
         (``engine, engine_label, engine_file``: :func:`serving_engine`), ``int8`` (the INT8
         gate's ``accepted, reason, refused``, or ``None``: :func:`int8_gate`) and
         ``rollback_target`` (True on the version a rollback goes back to), ``not_detected``
-        (the device's classes past the version's head: taught after it was made). Per-class figures,
+        (the classes the serving version detects and this one does not). Per-class figures,
         in ``per_class_ap`` and in ``metrics``, are under the classes' names now
         (``names_now``: the registry's names and former names, as
         :func:`registry_names_now` gives them; default the class registry's beside the
@@ -336,7 +336,10 @@ def model_rows(registry, names_now: tuple[dict, dict] | None = None,
         Path(registry.root).parent)
     rows = []
     target = registry.rollback_target()
-    for info in reversed(registry.list()):
+    infos = registry.list()
+    serving = next((i.manifest.get("classes") for i in infos if i.current), None)
+    serving_n = len(serving) if isinstance(serving, (dict, list)) else 0
+    for info in reversed(infos):
         manifest = info.manifest
         metrics = metrics_named_now(info.metrics or {}, manifest, names, former)
         size = 0
@@ -355,9 +358,10 @@ def model_rows(registry, names_now: tuple[dict, dict] | None = None,
                 else None
         calibration = manifest.get("calibration") or {}
         known = manifest.get("classes")
-        # by id: the device's classes past the version's head, taught after it was made (the
-        # page names them before a promotion or a rollback to it: before, nothing did)
-        not_detected = ([name for cid, name in sorted(names.items()) if cid >= len(known)]
+        # by id: the classes the serving version detects and this one's head lacks, which
+        # serving it would stop detecting (the page names them before a promotion or a
+        # rollback to it: before, nothing did)
+        not_detected = ([names[cid] for cid in range(len(known), serving_n) if cid in names]
                         if isinstance(known, (dict, list)) and known else [])
         # the page marks the serving row by status "current" (the registry says "promoted")
         rows.append(dict(info.to_json(), metrics=metrics,

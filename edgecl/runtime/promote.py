@@ -58,9 +58,14 @@ def promote_version(state_dir: str | Path, version: str, expected_current: str |
     if previous is not None:
         previous.append(before)
     _move_progress(state_dir, learnt, version, back=False)
-    note = classes_not_detected(state_dir, registry.manifest(version))
-    if note:  # a team's checkpoint of fewer classes: before, promoted without a word
-        logging.getLogger(__name__).warning("%s %s", version, note)
+    lost = classes_lost(state_dir, registry.manifest(version),
+                        registry.manifest(before) if before else None)
+    if lost:  # a team's checkpoint of fewer classes, an older version: before, not a word
+        shown = ", ".join(lost[:8]) + (f" and {len(lost) - 8} more" if len(lost) > 8 else "")
+        logging.getLogger(__name__).warning(
+            "%s does not detect %s, which %s detected, until a round learns %s on top of it "
+            "(the samples stay in the replay memory)", version, shown, before,
+            "them" if len(lost) > 1 else "it")
     try:
         Monitor(state_dir).set_version_status(version, "promoted")
     except (EdgeclError, OSError) as exc:
@@ -72,39 +77,36 @@ def promote_version(state_dir: str | Path, version: str, expected_current: str |
 
 
 
-def classes_not_detected(state_dir: str | Path, manifest: dict) -> str | None:
-    """What a version about to serve does not detect of the device's classes, or None.
+def classes_lost(state_dir: str | Path, manifest: dict, replaced: dict | None) -> list[str]:
+    """The classes a version about to serve would stop detecting: those the version it
+    replaces detects (its head's ids) and its own head lacks, by the names the class registry
+    gives them now (a class renamed since is the class it was, by id); merged ones aside.
 
     Args:
         state_dir: the state directory (its class registry).
         manifest: the version's manifest (``classes``: id -> name; a version that names none,
             a model built from a ``.yaml``, is not judged).
+        replaced: the manifest of the version serving now (None: none serves).
 
     Returns:
-        ``"detects 2 of this device's 7 classes: OtherVehicle, Bicycle, ... are not detected
-        until a round learns them on top of it (their samples stay in the replay memory)"``.
+        Class names, by id; empty when nothing is lost (a round's version grows its head, a
+        device's first model replaces none).
     """
     from edgecl.errors import EdgeclError
     from edgecl.models.classes import ClassRegistry
 
     names = manifest.get("classes")
-    if not isinstance(names, (dict, list)) or not names:
-        return None
+    before = (replaced or {}).get("classes")
+    if not all(isinstance(n, (dict, list)) and n for n in (names, before)):
+        return []
     try:
         classes = ClassRegistry(state_dir)
         merged = classes.merged()
-        device = {cid: name for cid, name in classes.names().items() if cid not in merged}
+        device = classes.names()
     except EdgeclError:
-        return None  # a damaged registry is reported where it is read
-    # by id: a class renamed since the version was made is still the class it detects
-    served = len(names)
-    missing = [name for cid, name in sorted(device.items()) if cid >= served]
-    if not missing:
-        return None
-    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-    return (f"detects {len(device) - len(missing)} of this device's {len(device)} classes: "
-            f"{shown} {'is' if len(missing) == 1 else 'are'} not detected until a round learns "
-            f"them on top of it (their samples stay in the replay memory)")
+        return []  # a damaged registry is reported where it is read
+    return [device[cid] for cid in range(len(names), len(before))
+            if cid in device and cid not in merged]
 
 
 def seed_version_classes(state_dir: str | Path, registry, version: str) -> list[str]:

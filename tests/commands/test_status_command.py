@@ -410,7 +410,8 @@ def test_the_serving_line_names_classes_taught_since_its_version_was_made(device
     ClassRegistry(state).add(["bird"])
     out = _status(capsys, state)[1]
     line = next(line for line in out.splitlines() if line.split()[0] == "serving")
-    assert line.endswith("does not detect bird (taught since: a round learns it on top of it)")
+    assert line.endswith("does not detect bird yet (a round learns a class on top of it once "
+                         "the replay memory holds samples of it)")
 
 
 def test_a_class_merged_into_another_is_not_counted_as_a_class(device, capsys):

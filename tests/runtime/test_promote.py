@@ -494,23 +494,26 @@ def test_a_round_overtaken_by_a_class_merge_is_held_not_promoted(tmp_path):
 
 
 def test_promoting_a_version_of_fewer_classes_names_those_it_does_not_detect(tmp_path, caplog):
-    """Before: a team's checkpoint of 2 classes promoted on a device of 7 said only 'promoted
-    v0005'; the drone stopped detecting 5 classes without a word."""
+    """Before: a team's checkpoint of 2 classes promoted over a version of 4 said only
+    'promoted v0003'; the drone stopped detecting 2 classes without a word. A device's first
+    model, or a round's version (its head grows), loses nothing and says nothing."""
     import logging
 
     from edgecl.models.classes import ClassRegistry
     from edgecl.runtime.promote import promote_version
 
     classes = ClassRegistry(tmp_path)
-    classes.add(["Person", "Car", "OtherVehicle", "Bicycle"])
-    classes.rename("Car", "car")  # renamed since: still the class the version detects (by id)
+    classes.add(["Person", "Car", "OtherVehicle", "Bicycle", "Drone"])  # Drone: no version yet
+    classes.rename("Car", "car")  # renamed since: still the class the versions detect (by id)
     registry = Registry(tmp_path / "models")
-    small = _stage(registry, tmp_path, b"s", classes={"0": "Person", "1": "Car"})
-    full = _stage(registry, tmp_path, b"f", classes={"0": "Person", "1": "car",
+    first = _stage(registry, tmp_path, b"f", classes={"0": "Person", "1": "Car"})
+    full = _stage(registry, tmp_path, b"g", classes={"0": "Person", "1": "car",
                                                      "2": "OtherVehicle", "3": "Bicycle"})
+    small = _stage(registry, tmp_path, b"s", classes={"0": "Person", "1": "Car"})
     with caplog.at_level(logging.WARNING, logger="edgecl.runtime.promote"):
+        promote_version(tmp_path, first)  # the first: replaces none
+        promote_version(tmp_path, full)  # grows
         promote_version(tmp_path, small)
-        promote_version(tmp_path, full)
     assert caplog.messages == [
-        f"{small} detects 2 of this device's 4 classes: OtherVehicle, Bicycle are not detected "
-        f"until a round learns them on top of it (their samples stay in the replay memory)"]
+        f"{small} does not detect OtherVehicle, Bicycle, which {full} detected, until a round "
+        f"learns them on top of it (the samples stay in the replay memory)"]

@@ -205,5 +205,7 @@ def test_a_version_made_before_a_class_was_taught_names_it(tmp_path):
     src.write_bytes(b"\x02" * 64)
     old = reg.stage({"model.onnx": src}, {"classes": {"0": "car", "1": "person"}})
     new = reg.stage({"model.onnx": src}, {"classes": {"0": "car", "1": "person", "2": "drone"}})
+    assert model_rows(reg)[-1]["not_detected"] == []  # none serves: nothing would be lost
+    reg.promote(new)
     rows = {r["version"]: r for r in model_rows(reg)}
     assert rows[old]["not_detected"] == ["drone"] and rows[new]["not_detected"] == []

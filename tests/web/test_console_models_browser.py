@@ -217,8 +217,8 @@ def test_promoting_or_rolling_back_to_a_version_that_lacks_a_taught_class_says_s
     wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")
     said = browser.find_element(By.CSS_SELECTOR, "#confirm-dialog p").text
     assert said == ("The device will switch to v0001 between two frames. It does not detect "
-                    "\u2068Drone\u2069 (taught after it was made): a round learns it on top of "
-                    "it again from the samples kept.")  # the name isolated: any script reads right
+                    "\u2068Drone\u2069, which the version serving now detects: a round learns "
+                    "it on top of it again from the samples kept.")  # isolated: any script reads
     browser.find_element(By.ID, "confirm-cancel").click()
     browser.find_element(By.ID, "rollback").click()
     wait_for(lambda: browser.find_element(By.ID, "confirm-ok").is_displayed(), what="confirm")

@@ -52,15 +52,16 @@
       gate && gate.refused ? EC.el("div", {class: "small muted int8-note", text: "INT8 refused"}) : null);
   }
 
-  /** " It does not detect Drone, ... (taught after it was made) ...", or "": the classes a
-   *  version about to serve lacks (before, a promotion or rollback stopped detecting a class a
-   *  person had just taught without a word). Names stay text: the dialog shows no markup. */
+  /** " It does not detect Drone, ..., which the version serving now detects ...", or "": the
+   *  classes serving this version would lose (before, a promotion or rollback stopped
+   *  detecting a class a person had just taught without a word). Names stay text: the dialog
+   *  shows no markup. */
   function lacks(model) {
     const names = model.not_detected || [];
     if (!names.length) return "";
     const shown = names.slice(0, 6).map(EC.isolate).join(", ") + (names.length > 6 ? `, and ${names.length - 6} more` : "");
-    return ` It does not detect ${shown} (taught after it was made): a round learns ` +
-      `${names.length === 1 ? "it" : "them"} on top of it again from the samples kept.`;
+    return ` It does not detect ${shown}, which the version serving now detects: a round ` +
+      `learns ${names.length === 1 ? "it" : "them"} on top of it again from the samples kept.`;
   }
 
   async function promote(model) {
