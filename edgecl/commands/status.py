@@ -345,7 +345,6 @@ def _memory(args: argparse.Namespace, state: Path, last_sample_id: int | None) -
     learner's progress could not be read)."""
     from edgecl.commands.memory import _open
     from edgecl.continual.memory import INDEX_FILE
-
     from edgecl.continual.memory.rebuild import index_problem
 
     if not (state / "memory" / INDEX_FILE).is_file():

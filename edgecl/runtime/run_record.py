@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from edgecl.atomic import atomic_write_json
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 RUN_RECORD_FILE = "runtime.json"
 """The record's file name in the state directory."""
+SAME_STATE_EVERY_S = 60.0
+"""Seconds between two writes for a new reason of the same state (a wait for room names the
+free MiB, which move with every stored frame: each change written would wear the card)."""
 
 
 class RunRecord:
@@ -39,10 +43,12 @@ class RunRecord:
         self.record = {"pid": pid, "started": started, "learner": dict(learner),
                        "learner_state": None, "learner_why": None, "learner_since": None}
         self.failures = 0
+        self._written_s = float("-inf")  # monotonic time of the last write
 
     def learner(self, state: str, why: str | None) -> None:
         """Record the learner's state (``idle``, ``training``, ``backoff``, ``off`` or a
-        ``waiting_for_*``) and why; written only when it changed. A write that fails (a full
+        ``waiting_for_*``) and why; written when the state changes, and for a new reason of
+        the same state at most every :data:`SAME_STATE_EVERY_S`. A write that fails (a full
         card) is logged once, counted, and tried again at the next change.
 
         Args:
@@ -51,6 +57,9 @@ class RunRecord:
         """
         if (self.record["learner_state"], self.record["learner_why"]) == (state, why):
             return
+        if (state == self.record["learner_state"]
+                and time.monotonic() - self._written_s < SAME_STATE_EVERY_S):
+            return  # the same wait, new figures: written at most every SAME_STATE_EVERY_S
         from edgecl.boot import now_iso
 
         # when it was said: a card too full for this file keeps an older line, which 'status'
@@ -62,6 +71,7 @@ class RunRecord:
         """Write the record (contained: a failure is logged once and counted)."""
         try:
             atomic_write_json(self.path, self.record)
+            self._written_s = time.monotonic()
         except OSError as exc:
             self.failures += 1
             if self.failures == 1:

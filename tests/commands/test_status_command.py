@@ -503,3 +503,24 @@ def test_a_damaged_only_version_names_a_way_out_that_exists(tmp_path, capsys):
     assert out.splitlines()[-1].endswith(
         "no earlier version is kept: 'edgecl models add --promote FILE' serves a copy you trust "
         "(the version's own model.onnx or model.pt, if intact))")
+
+
+def test_a_wait_whose_figures_move_is_not_rewritten_at_each_change(tmp_path, monkeypatch):
+    """A wait for room names the free MiB, which move with every stored frame: written each
+    time, the record would wear the card; a new state is written at once."""
+    from edgecl.runtime import run_record
+
+    clock = {"now": 100.0}
+    monkeypatch.setattr(run_record.time, "monotonic", lambda: clock["now"])
+    record = run_record.RunRecord(tmp_path, 1, "2026-12-08T01:00:00+00:00",
+                                  {"enabled": True, "trigger_new_samples": 5,
+                                   "trigger_interval_s": 0})
+    path = tmp_path / "runtime.json"
+    record.learner("waiting_for_room", "16.7 MiB free")
+    record.learner("waiting_for_room", "16.6 MiB free")  # 0 s later: kept, not written
+    assert json.loads(path.read_text())["learner_why"] == "16.7 MiB free"
+    clock["now"] += run_record.SAME_STATE_EVERY_S
+    record.learner("waiting_for_room", "16.5 MiB free")
+    assert json.loads(path.read_text())["learner_why"] == "16.5 MiB free"
+    record.learner("idle", None)  # a new state: at once
+    assert json.loads(path.read_text())["learner_state"] == "idle"
