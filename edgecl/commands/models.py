@@ -445,6 +445,19 @@ def verify_command(args: argparse.Namespace) -> int:
         if not versions:
             raise RegistryError("no model version to verify")
     else:
+        damaged = registry.damaged_current() if not args.version else None
+        if damaged:  # before: "unknown version v0004", of the pointer it was asked to check
+            earlier = [v.version for v in registry.list() if v.status in ("retired", "promoted")]
+            way = ("'edgecl models rollback' serves the version before it" if earlier else
+                   "no earlier version is kept: 'edgecl models add --promote FILE' serves a copy "
+                   "you trust")
+            message = f"current: {damaged}; {way}"
+            if args.json:
+                print_json_line({"version": None, "ok": False, "problems": [message],
+                                 "can_serve": False})
+            else:
+                print(message)
+            return 1
         version = args.version or registry.current()
         if version is None:
             raise RegistryError("no current model version to verify; name one")

@@ -261,6 +261,27 @@ def test_verify_all_checks_a_version_whose_manifest_is_damaged(capsys, tmp_path)
     assert out.splitlines()[1].startswith(f"{bad}: corrupt manifest ")
 
 
+def test_verify_of_a_current_pointing_at_a_deleted_version_says_so(capsys, tmp_path):
+    """Before: 'error: unknown version v0001' (exit 2, nothing listed) of the very pointer
+    it was asked to check, while status sent the operator to it."""
+    import shutil
+
+    from edgecl.models.registry import Registry
+
+    state = tmp_path / "state"
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    registry = Registry(state / "models")
+    version = registry.stage({"model.onnx": onnx}, {})
+    registry.promote(version)
+    shutil.rmtree(state / "models" / version)
+    code, out, _ = run_cli(capsys, "models", "verify", "--state-dir", state)
+    assert code == 1
+    assert out.strip() == (f"current: {state / 'models' / 'current'} points at {version}, which "
+                           f"does not exist; no earlier version is kept: 'edgecl models add "
+                           f"--promote FILE' serves a copy you trust")
+
+
 def _promoted_placeholder(tmp_path):
     """A state directory whose one promoted version is a placeholder ``model.onnx``:
     ``(state, version)``."""
