@@ -435,6 +435,7 @@ def verify_command(args: argparse.Namespace) -> int:
     """Check one version's files (default: current), or with ``--all`` every version that is
     not pruned; exit 1 when a problem is found."""
     from edgecl.errors import RegistryError
+    from edgecl.models.registry import damaged_current_way_out
 
     registry = _registry(args)
     if args.all:
@@ -447,11 +448,7 @@ def verify_command(args: argparse.Namespace) -> int:
     else:
         damaged = registry.damaged_current() if not args.version else None
         if damaged:  # before: "unknown version v0004", of the pointer it was asked to check
-            earlier = [v.version for v in registry.list() if v.status in ("retired", "promoted")]
-            way = ("'edgecl models rollback' serves the version before it" if earlier else
-                   "no earlier version is kept: 'edgecl models add --promote FILE' serves a copy "
-                   "you trust")
-            message = f"current: {damaged}; {way}"
+            message = f"current: {damaged}; {damaged_current_way_out(registry.list())}"
             if args.json:
                 print_json_line({"version": None, "ok": False, "problems": [message],
                                  "can_serve": False})

@@ -133,7 +133,7 @@ def _serving(state: Path) -> dict:
     """The version marked current, with its engine, classes and ACC (``version`` None: the
     device serves the model it was started with), and ``damaged``: why the current pointer or
     the version's manifest or essential files are unusable (sha256 checked, as a start does)."""
-    from edgecl.models.registry import Registry
+    from edgecl.models.registry import Registry, damaged_current_way_out
     from edgecl.runtime.console import serving_engine
 
     models = state / "models"
@@ -143,14 +143,11 @@ def _serving(state: Path) -> dict:
     damaged = registry.damaged_current()
     versions = registry.list()
     current = next((v for v in versions if v.current), None)
-    # what a person can serve instead: an earlier version that served, else a file they trust
-    # (before: 'models rollback' was named where no version was left to roll back to)
-    earlier = any(v.status in ("promoted", "retired") and not v.current for v in versions)
+    # what a person can serve instead (before: 'models rollback' was named where no version
+    # was left to roll back to)
     out: dict = {"version": None, "versions": len(versions), "damaged": damaged or None,
                  "staged": [v.version for v in versions if v.status == "staged"],
-                 "fix": "'edgecl models rollback' serves the version before it" if earlier else
-                 "no earlier version is kept: 'edgecl models add --promote FILE' serves a copy "
-                 "you trust (the version's own model.onnx or model.pt, if intact)"}
+                 "fix": damaged_current_way_out(versions)}
     if current is None:
         return out
     if not damaged:  # its files' sha256 (a 10 MB engine: milliseconds) as a start checks them

@@ -1481,6 +1481,19 @@ def _owner_alive(owner: Path) -> bool:
         return False
 
 
+def damaged_current_way_out(versions: list[VersionInfo]) -> str:
+    """What a person does about a damaged or dangling current version: roll back where an
+    earlier version that served is kept, else add a copy they trust (a rollback would fail).
+
+    Args:
+        versions: the registry's versions (:meth:`Registry.list`).
+    """
+    if any(v.status in ("promoted", "retired") and not v.current for v in versions):
+        return "'edgecl models rollback' serves the version before it"
+    return ("no earlier version is kept: 'edgecl models add --promote FILE' serves a copy you "
+            "trust (the version's own model.onnx or model.pt, if intact)")
+
+
 def added_by_person(manifest: dict) -> bool:
     """Whether a version was staged from a person's file (:meth:`Registry.add`, ``edgecl
     models add``), not by a round (a round's names its parent)."""

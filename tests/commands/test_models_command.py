@@ -279,7 +279,8 @@ def test_verify_of_a_current_pointing_at_a_deleted_version_says_so(capsys, tmp_p
     assert code == 1
     assert out.strip() == (f"current: {state / 'models' / 'current'} points at {version}, which "
                            f"does not exist; no earlier version is kept: 'edgecl models add "
-                           f"--promote FILE' serves a copy you trust")
+                           f"--promote FILE' serves a copy you trust (the version's own "
+                           f"model.onnx or model.pt, if intact)")
 
 
 def _promoted_placeholder(tmp_path):
