@@ -266,14 +266,7 @@ def test_verify_of_a_current_pointing_at_a_deleted_version_says_so(capsys, tmp_p
     it was asked to check, while status sent the operator to it."""
     import shutil
 
-    from edgecl.models.registry import Registry
-
-    state = tmp_path / "state"
-    onnx = tmp_path / "model.onnx"
-    onnx.write_bytes(b"onnx")
-    registry = Registry(state / "models")
-    version = registry.stage({"model.onnx": onnx}, {})
-    registry.promote(version)
+    state, version = _promoted_placeholder(tmp_path)
     shutil.rmtree(state / "models" / version)
     code, out, _ = run_cli(capsys, "models", "verify", "--state-dir", state)
     assert code == 1
