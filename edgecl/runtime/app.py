@@ -306,8 +306,8 @@ def _readable_serving_model(cfg: Config) -> tuple[Path | None, str | None]:
 
     models = Path(cfg.state_dir) / "models"
     try:
-        if models.is_dir():
-            registry = Registry(models, create=False)
+        if models.is_dir():  # read as it is: a detect-only run writes nothing there
+            registry = Registry(models, create=False, repair=False)
             current = registry.current()
             if current is not None:
                 return registry.model_path(current, verify=True), current
