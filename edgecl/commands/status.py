@@ -367,8 +367,9 @@ def _operator(cfg) -> dict:
 
     queue = OperatorQueue.from_config(cfg, create=False)
     if not queue.root.is_dir():
-        return {"pending": 0}
-    return {"pending": len(queue.pending())}
+        return {"pending": 0, "malformed": []}
+    pending = queue.pending()
+    return {"pending": len(pending), "malformed": queue.malformed()}
 
 
 def _classes(state: Path) -> dict:
@@ -435,6 +436,11 @@ def _problems_of(name: str, section: dict) -> list[str]:
         out.append(f"the runtime is not running and did not stop cleanly (pid "
                    f"{section['unclean_pid']}: killed, crashed or powered off); its next start "
                    f"checks what it left")
+    if name == "operator" and section.get("malformed"):  # before: warnings on stderr only
+        ids = section["malformed"]
+        out.append(f"operator: {len(ids)} queue item(s) are damaged and not offered "
+                   f"({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}): 'edgecl labels "
+                   f"skip ID' sets each aside")
     if name == "learning" and section.get("record_unreadable"):
         out.append(f"learning: {section['record_unreadable']}")
     if name == "serving" and section.get("damaged"):

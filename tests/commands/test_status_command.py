@@ -77,7 +77,7 @@ def test_json_reports_each_part_from_the_state_directory(device, capsys):
     assert report["memory"]["per_origin"]["operator"] == 1
     assert report["memory"]["per_origin"]["ground_truth"] == 9
     assert report["classes"]["names"] == {"0": "car", "1": "drone"}
-    assert report["operator"] == {"pending": 0}
+    assert report["operator"] == {"pending": 0, "malformed": []}
     assert report["problems"] == []
 
 
@@ -239,8 +239,15 @@ def test_frames_waiting_in_the_operator_queue_are_counted(device, capsys):
                       source="cam")
         queue.push(frame, Detections(), reasons={"uncertain": 0.5})
     report = json.loads(_status(capsys, state, "--json")[1].strip().splitlines()[-1])
-    assert report["operator"] == {"pending": 3}
+    assert report["operator"] == {"pending": 3, "malformed": []}
     assert "3 frame(s) waiting for a person" in _status(capsys, state)[1]
+    damaged = sorted((state / "labels" / "pending").glob("*.json"))[0]
+    damaged.write_bytes(b"{\"id\": ")  # a card fault: before, only warnings on stderr, exit 0
+    code, out, _ = _status(capsys, state)
+    assert code == 1 and "2 frame(s) waiting for a person" in out
+    assert out.splitlines()[-1] == (f"problem: operator: 1 queue item(s) are damaged and not "
+                                    f"offered ({damaged.stem}): 'edgecl labels skip ID' sets "
+                                    f"each aside")
 
 
 def test_the_running_runtimes_settings_and_wait_are_shown(device, capsys):

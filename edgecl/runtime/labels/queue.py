@@ -404,6 +404,12 @@ class OperatorQueue:
             return None
         return _normalise(meta)
 
+    def malformed(self) -> list[str]:
+        """The ids of the items the readings so far found malformed and still on disk (not
+        offered; ``edgecl labels skip`` sets each aside)."""
+        return [name[:-len(".json")] for name in sorted(self._warned)
+                if name.endswith(".json") and (self.dir / name).exists()]
+
     def _get(self, item_id: str) -> dict:
         item_id = valid_item_id(item_id)
         meta = self._read_meta(self.dir / f"{item_id}.json")
