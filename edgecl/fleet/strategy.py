@@ -56,11 +56,11 @@ from edgecl.models.classes import MAX_CLASSES, clean_name
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = RULES["memory.capacity"].hi
+"""The largest sample count an update may claim (a device trains on its replay memory)."""
 DOMINANT_SHARE = 0.9
 """A share of the average's weight above which one of several updates is named: FedAvg weighs
 by the samples each device reports, and one device's claim (a memory far larger than the
 others', a client that misreports) makes every other update count for almost nothing."""
-"""The largest sample count an update may claim (a device trains on its replay memory)."""
 
 WAIT_LOG_S = 60
 """While fewer than ``fleet.min_devices`` devices are connected, say so this often (seconds)."""
