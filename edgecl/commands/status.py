@@ -109,24 +109,14 @@ def _one_line(exc: BaseException) -> str:
 def _runtime(state: Path) -> dict:
     """Whether a runtime holds the state directory (its pid), or runs detect-only beside it
     (its state directory could not be written at its start), and an import stores into it."""
-    from edgecl.runtime.lock import detect_only_lock, holder_pid, import_running
+    from edgecl.runtime.lock import detect_only_lock, holder_pid, import_running, pid_left
 
     pid = holder_pid(state)
     detecting = holder_pid(*detect_only_lock(state)) if pid is None else None
     running = pid is not None or detecting is not None
     return {"running": running, "pid": pid if pid is not None else detecting,
             "detect_only": detecting is not None, "import_running": import_running(state),
-            "unclean_pid": None if running else _pid_left(state / "lock")}
-
-
-def _pid_left(lock: Path) -> int | None:
-    """The pid a runtime left in its lock file: a clean stop clears it, so one left behind is a
-    runtime killed, crashed or powered off."""
-    try:
-        text = lock.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() else None
+            "unclean_pid": None if running else pid_left(state)}
 
 
 def _serving(state: Path) -> dict:
@@ -219,29 +209,24 @@ def _round(state: Path) -> dict:
 
 
 def _held_for_person(state: Path, version: str) -> bool:
-    """Whether a staged version waits for a person ('edgecl learn --no-promote'), not for the
-    next start's promotion."""
-    from edgecl.continual.round import MANUAL_PROMOTION
-    from edgecl.models.registry import Registry
+    """Whether a round's staged version waits for a person ('edgecl learn --no-promote'), not
+    for the next start's promotion."""
+    from edgecl.models.registry import Registry, promoted_at_start
 
-    manifest = Registry(state / "models", create=False, repair=False).manifest(version)
-    return manifest.get("promote") == MANUAL_PROMOTION
+    return not promoted_at_start(
+        Registry(state / "models", create=False, repair=False).manifest(version))
 
 
 def _round_staged(state: Path) -> str | None:
     """The newest version a round staged and nobody promoted yet (the next start promotes
     it: :func:`edgecl.runtime.learner.promote_leftover_staged`), or None."""
-    from edgecl.continual.round import MANUAL_PROMOTION
-    from edgecl.models.registry import Registry
+    from edgecl.models.registry import Registry, promoted_at_start
 
     if not (state / "models").is_dir():
         return None
     registry = Registry(state / "models", create=False, repair=False)
-    for version in reversed(registry.staged_versions()):
-        manifest = registry.manifest(version)
-        if manifest.get("memory_snapshot") and manifest.get("promote") != MANUAL_PROMOTION:
-            return version
-    return None
+    return next((v for v in reversed(registry.staged_versions())
+                 if promoted_at_start(registry.manifest(v))), None)
 
 
 def _version_status(state: Path, version: str) -> str:
@@ -295,14 +280,12 @@ def _learning(state: Path, learner, config_given: bool, running_pid: int | None)
     runs), else the last run's, else the config's (``settings_from``: one of
     :data:`SETTINGS_SOURCES`)."""
     from edgecl.continual.round_state import state_from_json, state_path
-    from edgecl.runtime.run_record import RUN_RECORD_FILE, read_run_record
+    from edgecl.runtime.run_record import RUN_RECORD_FILE, learner_settings, read_run_record
 
     progress = _json_object(state_path(state), "the runtime's next start rebuilds it from the "
                                                "model versions")
     learnt = state_from_json(progress) if progress is not None else None
-    settings = {"enabled": learner.enabled, "trigger_new_samples": learner.trigger_new_samples,
-                "trigger_interval_s": learner.trigger_interval_s,
-                "trigger_new_class": learner.trigger_new_class}
+    settings = learner_settings(learner)
     source = "config" if config_given else "defaults"
     record = read_run_record(state)
     out: dict = {"learner_state": None, "waits": None, "waits_since": None, "run_started": None,

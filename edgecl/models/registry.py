@@ -1494,6 +1494,14 @@ def damaged_current_way_out(versions: list[VersionInfo]) -> str:
             "trust (the version's own model.onnx or model.pt, if intact)")
 
 
+def promoted_at_start(manifest: dict) -> bool:
+    """Whether a staged version is one a runtime's start promotes: a learning round staged it
+    (its manifest names the memory snapshot it learnt) and no person holds it for review
+    (:data:`MANUAL_PROMOTION`). A version added by hand, or a held candidate, waits for
+    ``edgecl models promote``."""
+    return bool(manifest.get("memory_snapshot")) and manifest.get("promote") != MANUAL_PROMOTION
+
+
 def added_by_person(manifest: dict) -> bool:
     """Whether a version was staged from a person's file (:meth:`Registry.add`, ``edgecl
     models add``), not by a round (a round's names its parent)."""

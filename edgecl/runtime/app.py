@@ -912,15 +912,11 @@ class Runtime:
         """Write ``STATE/runtime.json`` (:mod:`edgecl.runtime.run_record`) once the start
         succeeded: a refused start leaves no record of a run that never was."""
         from edgecl.boot import now_iso
-        from edgecl.runtime.run_record import RunRecord
+        from edgecl.runtime.run_record import RunRecord, learner_settings
 
-        learner = self.cfg.learner
-        self.run_record = RunRecord(
-            self.cfg.state_dir, os.getpid(), now_iso(),
-            {"enabled": learner.enabled, "trigger_new_samples": learner.trigger_new_samples,
-             "trigger_interval_s": learner.trigger_interval_s,
-             "trigger_new_class": learner.trigger_new_class})
-        self.run_record.learner("idle" if learner.enabled else "off", None)
+        self.run_record = RunRecord(self.cfg.state_dir, os.getpid(), now_iso(),
+                                    learner_settings(self.cfg.learner))
+        self.run_record.learner("idle" if self.cfg.learner.enabled else "off", None)
 
     def _calibration_note(self, version: str, names: dict, labelled: bool) -> str | None:
         """The start line on pseudo-labels that wait for a calibration: the version about to

@@ -397,7 +397,7 @@ def run_learning_round(cfg: Config, reason: str = "on_demand",
         shutil.rmtree(learner_dir(cfg.state_dir) / "work", ignore_errors=True)
     result.round_id = round_id
     try:
-        atomic_write_json(learner_dir(cfg.state_dir) / "last_round.json", result.to_json())
+        write_last_round(cfg.state_dir, result)
     except OSError as exc:
         fault = storage_fault(exc, "the round's result file cannot be written")
         if fault is None:
@@ -682,8 +682,7 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     Raises:
         EdgeclError: the promotion itself failed (the caller decides whether that stops the start).
     """
-    from edgecl.continual.round import MANUAL_PROMOTION
-    from edgecl.models.registry import NEVER_SERVED
+    from edgecl.models.registry import NEVER_SERVED, promoted_at_start
     from edgecl.runtime.promote import promote_version, sync_monitor
 
     record_missing_rounds(cfg.state_dir, registry)
@@ -692,8 +691,7 @@ def promote_leftover_staged(cfg: Config, registry, infer_opts) -> str | None:
     # it learnt) are promoted here; a version added by hand, or one 'edgecl learn --no-promote'
     # left for a person, waits for 'models promote'
     manifests = {v: registry.manifest(v) for v in registry.staged_versions()}
-    from_rounds = [v for v, m in manifests.items()
-                   if m.get("memory_snapshot") and m.get("promote") != MANUAL_PROMOTION]
+    from_rounds = [v for v, m in manifests.items() if promoted_at_start(m)]
     serving = registry.current()
     for version in reversed(from_rounds):
         if promoted is not None:
@@ -860,7 +858,7 @@ def _note_leftover_round(state_dir, version: str, manifest: dict) -> None:
                                 f"after a stop cut the round short",
                          seconds=float(seconds) if isinstance(seconds, (int, float)) else 0.0)
     try:
-        atomic_write_json(learner_dir(state_dir) / "last_round.json", result.to_json())
+        write_last_round(state_dir, result)
     except OSError as exc:
         log.warning("%s: the round's result not recorded (%s)", version, exc.strerror or exc)
 
@@ -1414,8 +1412,7 @@ class LearnerSupervisor:
             self._result_to_write = None
             return
         try:
-            atomic_write_json(learner_dir(self.cfg.state_dir) / "last_round.json",
-                              result.to_json())
+            write_last_round(self.cfg.state_dir, result)
             self._result_to_write = None
         except OSError as exc:
             if self._result_to_write is None:
@@ -1695,6 +1692,15 @@ def _clear_cut_short_round(state_dir: str | Path) -> str | None:
     except OSError as exc:  # a read-only state directory
         log.debug("cannot check for a round cut short: %s", exc)
         return None
+
+
+def write_last_round(state_dir: str | Path, result: RoundResult) -> None:
+    """Write ``learner/last_round.json`` (atomically), which :func:`read_last_round` reads.
+
+    Raises:
+        OSError: it cannot be written (a full disk; the previous file stays whole).
+    """
+    atomic_write_json(learner_dir(state_dir) / "last_round.json", result.to_json())
 
 
 def read_last_round(state_dir: str | Path) -> RoundResult | None:

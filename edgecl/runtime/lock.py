@@ -143,6 +143,29 @@ def _read_pid(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def pid_left(state_dir: str | Path, name: str = LOCK_NAME) -> int | None:
+    """The pid a holder left in a lock file it no longer holds: a clean release clears it
+    (:meth:`RuntimeLock.release`), so one left is a process killed, crashed or powered off.
+
+    Args:
+        state_dir: the state directory.
+        name: the lock file (default the runtime's).
+
+    Returns:
+        That pid; ``None`` when the file is absent, empty, or held now.
+    """
+    if holder_pid(state_dir, name) is not None:
+        return None
+    try:
+        fd = os.open(Path(state_dir) / name, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return _read_pid(fd)
+    finally:
+        os.close(fd)
+
+
 def detect_only_lock(state_dir: str | Path) -> tuple[Path, str]:
     """Where a detect-only run (its state directory cannot be written:
     :func:`edgecl.runtime.app.detect_only_options`) holds its lock: the temp folder, under a

@@ -27,6 +27,16 @@ SAME_STATE_EVERY_S = 60.0
 free MiB, which move with every stored frame: each change written would wear the card)."""
 
 
+SETTINGS = ("enabled", "trigger_new_samples", "trigger_interval_s", "trigger_new_class")
+"""The ``learner.*`` settings the record keeps: whether rounds run and what starts one."""
+
+
+def learner_settings(learner) -> dict:
+    """The :data:`SETTINGS` of a ``learner`` section (:class:`edgecl.config.LearnerConfig`), as
+    the record keeps them and ``edgecl status`` shows them."""
+    return {key: getattr(learner, key) for key in SETTINGS}
+
+
 class RunRecord:
     """The running runtime's record, written atomically (temp file, fsync, ``os.replace``).
 
@@ -34,8 +44,7 @@ class RunRecord:
         state_dir: the state directory (the runtime holds its lock).
         pid: the runtime's process id.
         started: when it started (ISO time).
-        learner: the learner settings it runs with (``enabled``, ``trigger_new_samples``,
-            ``trigger_interval_s``).
+        learner: the learner settings it runs with (:func:`learner_settings`).
     """
 
     def __init__(self, state_dir: str | Path, pid: int, started: str, learner: dict):
