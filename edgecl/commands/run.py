@@ -105,10 +105,11 @@ def _detect_only(cfg, opts, exc: StorageError):
     fallback = detect_only_options(cfg, opts, exc)
     if fallback is None:
         raise exc
-    log.error("%s: detecting only, with %s: nothing is stored, labelled or learnt, and no "
-              "console runs, until %s can be written again (checked every %g s; the runtime "
-              "then starts again by itself)", exc, fallback.model, cfg.state_dir,
-              STATE_DIR_CHECK_S)
+    log.error("%s: detecting only, with %s: nothing is stored, labelled or learnt%s, until %s "
+              "can be written again (checked every %g s; the runtime then starts again by "
+              "itself)", exc, fallback.model,
+              " (the console shows the Live page, /healthz and /metrics only)"
+              if cfg.server.enabled else "", cfg.state_dir, STATE_DIR_CHECK_S)
     runtime = Runtime(cfg, fallback)
     return runtime, runtime.run()
 

@@ -273,7 +273,9 @@ def detect_only_options(cfg: Config, opts: RunOptions, exc: BaseException) -> Ru
     its last KiB refused the start in one line, and a service restarted into the same refusal
     every few seconds: the drone did not detect at all, though its serving model could be read.
     Such a start serves the device's current version (``--model`` if given, else
-    ``model.path``) with nothing stored, labelled or learnt and no console; the run checks the
+    ``model.path``) with nothing stored, labelled or learnt; its console (``server.enabled``)
+    serves the Live page, ``/healthz`` (``degraded``, with ``detect_only``: why) and
+    ``/metrics`` (``edgecl_detect_only 1``), the other pages empty. The run checks the
     state directory every :data:`STATE_DIR_CHECK_S` and ends with ``restart_wanted`` once it
     can be written (``edgecl run`` then starts itself again, in full).
 
@@ -294,7 +296,8 @@ def detect_only_options(cfg: Config, opts: RunOptions, exc: BaseException) -> Ru
     if model is None:
         return None
     return dataclasses.replace(opts, model=str(model), use_state=False, fleet_client=None,
-                               wait_for_state_dir=str(cfg.state_dir), model_label=label)
+                               wait_for_state_dir=str(cfg.state_dir), model_label=label,
+                               detect_only_reason=str(exc))
 
 
 def _readable_serving_model(cfg: Config) -> tuple[Path | None, str | None]:
@@ -559,6 +562,8 @@ class RunOptions:
     wait_for_state_dir: str | None = None
     """A detect-only run's state directory (:func:`detect_only_options`): checked every
     :data:`STATE_DIR_CHECK_S`, and the run ends with ``restart_wanted`` once it can be written."""
+    detect_only_reason: str = ""
+    """Why a detect-only run's state directory refused the start (shown on its console)."""
 
 
 class Runtime:
@@ -992,6 +997,9 @@ class Runtime:
             names = self._display_names if opts.use_state else backend.meta.names
             sinks = build_sinks(opts, names, cfg.runtime, lambda: getattr(source, "fps", None),
                                 getattr(source, "path", None)) + list(opts.sinks)
+            if opts.wait_for_state_dir and cfg.server.enabled:  # its console's Live page
+                self.live_view = LiveViewSink(self._display_names)
+                sinks.append(self.live_view)
             if opts.use_state:
                 self._seed_classes(backend.meta.names, Path(path), source)
                 if cfg.learner.enabled:  # said once the model loaded (a missing file: its error)
@@ -1092,7 +1100,9 @@ class Runtime:
             out["fleet"] = {"alive": self.fleet_proc.is_alive(), "pid": self.fleet_proc.pid}
         if self.step_errors:
             out["step_errors"] = dict(self.step_errors)
-        degraded = (self.step_errors or (self.memory_sink and self.memory_sink.paused_reason)
+        if self.opts.wait_for_state_dir:
+            out["detect_only"] = self.detect_only_alert()
+        degraded = (self.step_errors or self.opts.wait_for_state_dir or (self.memory_sink and self.memory_sink.paused_reason)
                     or out.get("learner", {}).get("state") == "backoff"
                     or out.get("learner", {}).get("waiting_for_room")
                     or out.get("fleet", {}).get("alive") is False)
@@ -1139,6 +1149,8 @@ class Runtime:
             # as /metrics shows it: a round 'edgecl learn' finished beside the runtime counts
             shown = with_disk_round({"learner": _round_shown(learner)}, self._disk_round())
             out["learner"] = {"state": learner_state(learner), **shown["learner"]}
+        elif self.opts.wait_for_state_dir:  # a detect-only run learns nothing (not 'idle')
+            out["learner"] = {"state": "off", "round": None, "progress": None}
         return out
 
     def vitals(self) -> dict:
@@ -1160,7 +1172,7 @@ class Runtime:
             (``{"enabled", "state"`` (``idle``, ``training``, ``backoff``, or what a due round
             waits for: ``waiting_for_room``, ``waiting_for_model``, ``waiting_for_held_out``,
             ``waiting_for_import``), ``"round"``, ``"rounds"``, ``"progress"``,
-            ``"apply_errors"}``).
+            ``"apply_errors"}``); a detect-only run: ``detect_only`` (True).
         """
         health = self.health()
         out = {"status": health["status"], "uptime_s": health["uptime_s"],
@@ -1177,6 +1189,8 @@ class Runtime:
                        sinks=counts["sinks"])
         if self.watcher is not None:
             out["model_refusals"] = self.watcher.refusals
+        if self.opts.wait_for_state_dir:
+            out["detect_only"] = True
         storing = health.get("storing")
         if storing is not None:
             out["storing_paused"] = storing.get("paused_reason") is not None
@@ -1189,8 +1203,16 @@ class Runtime:
                               **_round_shown(learner)}
         return out
 
+    def detect_only_alert(self) -> str:
+        """What a detect-only run's console says (:func:`detect_only_options`): its first
+        alert, and the 503 of each page that needs the state directory."""
+        why = self.opts.detect_only_reason or "its state directory cannot be written"
+        return (f"detecting only: {why}; nothing is stored, labelled or learnt until {self.opts.wait_for_state_dir} can "
+                f"be written again (checked every {STATE_DIR_CHECK_S:g} s; the runtime then starts "
+                f"again by itself, in full)")
+
     def _alerts(self) -> list[str]:
-        alerts = []
+        alerts = [self.detect_only_alert()] if self.opts.wait_for_state_dir else []
         stages = self.watchdog.snapshot().get("stages", {})
         capture = stages.get("capture", {})
         if getattr(capture.get("state"), "value", capture.get("state")) in ("degraded", "stuck"):
@@ -1228,16 +1250,19 @@ class Runtime:
         """Start the console's HTTP server; where it cannot bind (its port held by another
         program, or by a run that just stopped), detection goes on and :meth:`_tick_server`
         tries again every :data:`SERVER_RETRY_S`."""
-        if not (self.opts.use_state and self.cfg.server.enabled):
+        if not ((self.opts.use_state or self.opts.wait_for_state_dir)
+                and self.cfg.server.enabled):
             return
-        from edgecl.runtime.console import build_console_hooks
+        from edgecl.runtime.console import build_console_hooks, detect_only_console_hooks
         from edgecl.runtime.server import (StatusServer, allowed_host_names, resolve_token,
                                            url_host)
         from edgecl.web import create_app
         from edgecl.web.app import origin_names
 
         token = resolve_token(self.cfg.server.token) or None
-        app = create_app(build_console_hooks(self), token=token,
+        hooks = (build_console_hooks(self) if self.opts.use_state
+                 else detect_only_console_hooks(self))
+        app = create_app(hooks, token=token,
                          allowed_hosts=allowed_host_names(self.cfg.server.allowed_hosts),
                          allowed_origins=origin_names(self.cfg.server.allowed_origins))
         self.server = StatusServer(app, self.cfg.server.host, self.cfg.server.port,
@@ -1486,5 +1511,5 @@ class Runtime:
             self.lock.release()
             self.lock = None
         if self._detect_only_lock is not None:
-            self._detect_only_lock.release()
+            self._detect_only_lock.release(remove=True)
             self._detect_only_lock = None

@@ -376,6 +376,37 @@ def model_rows(registry, names_now: tuple[dict, dict] | None = None,
     return rows
 
 
+def detect_only_console_hooks(runtime):
+    """The console's callables for a run that only detects (its state directory cannot be
+    written: :func:`~edgecl.runtime.app.detect_only_options`): the Live page, ``/healthz`` and
+    ``/metrics`` of the running process. What reads the state directory (labels, classes,
+    models, forgetting) answers 503 with why (the Label page shows it in place of its queue);
+    what would change it answers 404.
+
+    Args:
+        runtime: the detect-only :class:`~edgecl.runtime.app.Runtime`.
+
+    Returns:
+        The :class:`~edgecl.web.ConsoleHooks`.
+    """
+    from edgecl.runtime.prometheus import PrometheusExporter
+    from edgecl.runtime.versions import TimedCache
+    from edgecl.web import ConsoleHooks
+
+    from edgecl.errors import UnavailableError
+
+    def unavailable():
+        raise UnavailableError(runtime.detect_only_alert())
+
+    exporter = PrometheusExporter(None, vitals=runtime.vitals)
+    view = runtime.live_view
+    return ConsoleHooks(health=runtime.health, live=runtime.live,
+                        metrics=TimedCache(exporter.render, ttl_s=1.0, default=b""),
+                        latest_jpeg=view.latest, live_frame=view.frame, pending=unavailable,
+                        answers=unavailable, classes=unavailable, models=unavailable,
+                        forgetting=unavailable)
+
+
 def build_console_hooks(runtime):
     """The console's callables for a built :class:`~edgecl.runtime.app.Runtime`.
 

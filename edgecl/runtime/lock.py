@@ -108,12 +108,22 @@ class RuntimeLock:
         log.debug("holding %s (pid %d)", self.path, os.getpid())
         return self
 
-    def release(self) -> None:
-        """Give the lock back (idempotent). The file stays; its pid is cleared."""
+    def release(self, remove: bool = False) -> None:
+        """Give the lock back (idempotent). The file stays, its pid cleared, unless ``remove``.
+
+        Args:
+            remove: delete the file too (a detect-only run's lock in the shared temp folder,
+                which would otherwise pile up there, one per state directory ever used). A
+                run that opened the file just before may then hold the removed file's lock
+                at the same moment as one that creates it anew: harmless for runs that only
+                read.
+        """
         fd, self._fd = self._fd, None
         if fd is None:
             return
         try:
+            if remove:
+                self.path.unlink(missing_ok=True)
             os.ftruncate(fd, 0)
         except OSError as exc:  # a read-only or full disk must not stop a clean shutdown
             log.warning("could not clear %s: %s", self.path, exc)

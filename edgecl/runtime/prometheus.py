@@ -31,6 +31,8 @@ The running process's (only when a ``vitals`` callable is given: ``edgecl run`` 
 - sinks: ``edgecl_sink_results_dropped_total{sink=...}`` (results a stalled sink never got),
   ``edgecl_sink_errors_total{sink=...}``;
 - storing: ``edgecl_storing_paused`` (1 while a storage fault pauses storing),
+  ``edgecl_detect_only`` (1 while the state directory cannot be written and the run only
+  detects: :func:`edgecl.runtime.app.detect_only_options`),
   ``edgecl_labelling_events_total{event=...}`` (the labelling pipeline's counts: stored,
   queued, not stored, refused ...), ``edgecl_operator_queue_items``;
 - learning: ``edgecl_learner_state{state="idle|training|backoff|waiting_for_room"}``,
@@ -181,6 +183,9 @@ _RUNTIME_GAUGES = (
     ("edgecl_operator_queue_items", "queue_items", "Frames waiting in the operator's label queue"),
     ("edgecl_storing_paused", "storing_paused",
      "1 while a storage fault (a full disk) pauses storing frames, else 0"),
+    ("edgecl_detect_only", "detect_only",
+     "1 while the state directory cannot be written (a read-only or full card) and the runtime "
+     "only detects: nothing stored, labelled or learnt"),
 )
 
 
@@ -214,6 +219,7 @@ def runtime_families(vitals: Mapping) -> list:
             (``{stage: state}``), ``uptime_s``, ``frames_captured``, ``frames_processed``,
             ``frames_dropped``, ``frames_skipped``, ``reconnects``, ``swaps``, ``step_errors``,
             ``processed_fps``, ``inference_fps``, ``queue_items``, ``storing_paused``,
+            ``detect_only``,
             ``labelling`` (``{event: count}``), ``sinks`` (``{name: {"dropped", "errors"}}``),
             ``learner`` (``{"enabled", "state", "round", "rounds", "progress",
             "apply_errors"}``), ``model_version`` (the version the loop serves now).
@@ -440,7 +446,8 @@ class PrometheusExporter:
     process, in a private registry.
 
     Args:
-        monitor: the monitor to read at each scrape.
+        monitor: the monitor to read at each scrape; None: the running process's figures only
+            (a detect-only run, whose state directory cannot be written).
         vitals: ``callable() -> Mapping`` giving the running process's figures at each scrape
             (:meth:`edgecl.runtime.app.Runtime.vitals`; see :func:`runtime_families`);
             ``None`` (a tool without a runtime): only the monitor's metrics.
@@ -448,12 +455,13 @@ class PrometheusExporter:
             shows a round another process ran); default: the monitor's state directory.
     """
 
-    def __init__(self, monitor: Monitor, vitals: Callable[[], Mapping] | None = None,
+    def __init__(self, monitor: Monitor | None, vitals: Callable[[], Mapping] | None = None,
                  state_dir: str | Path | None = None) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_SummaryCollector(monitor, serving_live=vitals is not None))
+        if monitor is not None:
+            self.registry.register(_SummaryCollector(monitor, serving_live=vitals is not None))
         state_dir = state_dir if state_dir is not None else getattr(monitor, "state_dir", None)
         self.disk_round = DiskRound(state_dir) if state_dir is not None else None
         self.runtime_collector = (_RuntimeCollector(vitals, self.disk_round)

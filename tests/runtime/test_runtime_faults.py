@@ -451,6 +451,10 @@ def test_a_read_only_state_dir_detects_with_the_current_version(learnt, scenario
                            f"detecting only, with {state / 'models' / learnt[1]}")
     assert err.strip().splitlines()[-1] == (f"error: the run only detected: its state directory "
                                             f"{state} could not be written")
+    from edgecl.runtime.lock import detect_only_lock
+
+    folder, name = detect_only_lock(state)
+    assert not (folder / name).exists()  # before: one lock file left in the temp folder per run
 
 
 def test_a_detect_only_run_starts_again_once_its_state_dir_can_be_written(
@@ -504,3 +508,61 @@ def test_a_card_ext4_made_read_only_after_an_error_reads_as_read_only(tmp_path):
     assert volume_read_only(tmp_path, mounts) is False  # outside the card: the root's rw
     assert volume_read_only(card / "st", mounts.replace("emergency_ro,", "")) is False
     assert volume_read_only(card / "st", mounts.replace("rw,relatime,emergency_ro", "ro")) is True
+
+
+def test_a_detect_only_run_serves_its_live_page_healthz_and_metrics(learnt, scenario, tmp_path,
+                                                                    monkeypatch):
+    """Before, a run that only detects served no console: an operator's browser, an uptime
+    check and a Prometheus scrape all met a refused connection, and nothing said why."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from edgecl.runtime.app import detect_only_options
+
+    state = copy_state(learnt[0], tmp_path / "state")
+    Registry(state / "models").promote(learnt[1])
+    _read_only_for(monkeypatch, calls=1000)
+    cfg = tiny_cfg(state, "server.enabled=true", "server.port=0")
+    refused = StorageError(f"state directory {state} is not writable: Read-only file system")
+    opts = detect_only_options(cfg, RunOptions(source_uri=f"tasks://{scenario}?split=train&fps=50",
+                                               max_frames=400, quiet=True), refused)
+    seen = {}
+
+    def probe(rt):
+        if seen or rt.server is None or rt.loop.frames_done < 5:
+            return
+        url = f"http://127.0.0.1:{rt.server.port}"
+        for path in ("/healthz", "/api/live"):
+            seen[path] = json.loads(urllib.request.urlopen(url + path, timeout=5).read())
+        for path in ("/api/labels/pending", "/api/models", "/api/classes", "/api/forgetting"):
+            try:
+                urllib.request.urlopen(url + path, timeout=5)
+            except urllib.error.HTTPError as exc:
+                seen[path] = (exc.code, json.loads(exc.read()))
+        seen["/metrics"] = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+        seen["/api/frame.jpg"] = urllib.request.urlopen(url + "/api/frame.jpg", timeout=5).read()
+        try:
+            urllib.request.urlopen(urllib.request.Request(
+                url + "/api/models/v0001/promote", data=b"{}", method="POST",
+                headers={"Content-Type": "application/json"}), timeout=5)
+        except urllib.error.HTTPError as exc:
+            seen["promote"] = exc.code
+        rt.loop.request_stop()
+
+    runtime = Runtime(cfg, opts, supervise_hook=probe)
+    runtime.run()
+    said = (f"detecting only: {refused}; nothing is stored, labelled or learnt until {state} can "
+            f"be written again (checked every 30 s; the runtime then starts again by itself, in "
+            f"full)")
+    health = seen["/healthz"]
+    assert health["status"] == "degraded" and health["detect_only"] == said
+    assert health["model_version"] == learnt[1]
+    assert seen["/api/live"]["alerts"][0] == said and seen["/api/live"]["frames"] >= 5
+    assert seen["/api/live"]["learner"]["state"] == "off"
+    assert seen["/api/frame.jpg"][:2] == b"\xff\xd8"  # the Live page's picture
+    for path in ("/api/labels/pending", "/api/models", "/api/classes", "/api/forgetting"):
+        assert seen[path][0] == 503 and said in json.dumps(seen[path][1]), path
+    assert seen["promote"] == 404
+    assert "edgecl_detect_only 1.0" in seen["/metrics"].splitlines()
+    assert "edgecl_runtime_up 1.0" in seen["/metrics"].splitlines()
