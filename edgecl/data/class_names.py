@@ -250,6 +250,36 @@ LOOK_ALIKE_LETTERS = str.maketrans({
 confusables: ``сar`` typed on a Russian layout, ``ΒUS`` pasted from a Greek document."""
 
 
+IRREGULAR_PLURALS = {"people": "person", "persons": "person", "men": "man", "women": "woman",
+                     "children": "child", "mice": "mouse", "geese": "goose", "oxen": "ox",
+                     "sheep": "sheep", "deer": "deer", "fish": "fish", "aircraft": "aircraft"}
+"""English plurals no suffix rule gives (``people`` for ``person``), by their singular."""
+
+
+def singular_key(key: str) -> str:
+    """The singular of a :func:`loose_class_name` key, by English rules: ``people`` ->
+    ``person``, ``buses`` -> ``bus``, ``boxes`` -> ``box``, ``ladies`` -> ``lady``, ``cars`` ->
+    ``car``; the last word of a joined name only (``trafficlights`` -> ``trafficlight``). Keys
+    of other scripts, and words ending in ``ss``/``us``/``is``, stay as they are.
+
+    Args:
+        key: a comparison key (lower case, no separators).
+
+    Returns:
+        The singular key.
+    """
+    for plural, singular in IRREGULAR_PLURALS.items():
+        if key.endswith(plural):
+            return key[:len(key) - len(plural)] + singular
+    if len(key) > 4 and key.endswith("ies"):
+        return key[:-3] + "y"
+    if len(key) > 4 and re.search(r"(s|x|z|ch|sh)es$", key):
+        return key[:-2]
+    if len(key) > 3 and key.endswith("s") and not re.search(r"(ss|us|is)$", key):
+        return key[:-1]
+    return key
+
+
 def look_alike_key(name: str) -> str:
     """What two names that look the same on screen share: :func:`loose_class_name` after
     Unicode NFKC (full-width ``ｃａｒ`` is ``car``, ``ﬁsh`` is ``fish``) and with the Latin
@@ -269,7 +299,8 @@ def close_class_names(new_names: Iterable[str], known: Iterable[str]) -> dict[st
 
     A hint only: the new class exists either way, and ``edgecl classes merge NEW KNOWN`` undoes
     a typo. A name that looks like a known one (:func:`look_alike_key`: a Cyrillic ``с`` for
-    a Latin ``c``, full-width letters) is pointed out whatever its length.
+    a Latin ``c``, full-width letters), or is its plural or singular (:func:`singular_key`:
+    ``people`` and ``Person``), is pointed out whatever its length.
 
     Args:
         new_names: class names that were just added.
@@ -279,17 +310,21 @@ def close_class_names(new_names: Iterable[str], known: Iterable[str]) -> dict[st
         new name -> the closest known name with a ratio of at least :data:`CLOSE_NAME_RATIO`
         (new names with none are left out).
     """
-    loose, look_alike = {}, {}
+    loose, look_alike, singular = {}, {}, {}
     for name in known:
         loose.setdefault(loose_class_name(name), name)
         look_alike.setdefault(look_alike_key(name), name)
-    loose.pop("", None)
-    look_alike.pop("", None)
+        singular.setdefault(singular_key(loose_class_name(name)), name)
+    for found in (loose, look_alike, singular):
+        found.pop("", None)
     out = {}
     for name in new_names:
         key = loose_class_name(name)
         if key not in loose and look_alike_key(name) in look_alike:
             out[name] = look_alike[look_alike_key(name)]
+            continue
+        if key not in loose and singular_key(key) in singular:  # people and Person, buses and bus
+            out[name] = singular[singular_key(key)]
             continue
         if len(key) < 3 and key not in loose:  # two letters are one slip from too many names
             continue

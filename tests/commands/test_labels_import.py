@@ -329,6 +329,24 @@ def test_close_class_names_by_hand():
         "traffic light": "traffic_light", "TrafficLight": "traffic_light", "CA": "ca"}
 
 
+def test_a_plural_or_singular_of_a_known_class_name_is_pointed_out():
+    """Before, ``people`` beside hit-uav-dev's ``Person`` (a word apart: ratio 0.33) and
+    ``buses`` beside ``bus`` (0.75) made new classes with no hint."""
+    from edgecl.data.class_names import close_class_names, singular_key
+
+    assert [singular_key(k) for k in ("people", "buses", "boxes", "ladies", "cars", "bus", "glass",
+                                      "trafficlights", "workmen", "sheep")] == [
+        "person", "bus", "box", "lady", "car", "bus", "glass", "trafficlight", "workman", "sheep"]
+    known = ["Person", "bus", "box", "traffic_light", "glass"]
+    new = ["people", "Buses", "boxes", "traffic lights", "glasses", "gas", "persons"]
+    assert close_class_names(new, known) == {
+        "people": "Person", "Buses": "bus", "boxes": "box", "traffic lights": "traffic_light",
+        "glasses": "glass", "persons": "Person"}
+    # the other way round: a singular beside a known plural
+    assert close_class_names(["person", "bus"], ["people", "buses"]) == {"person": "people",
+                                                                        "bus": "buses"}
+
+
 def test_a_zero_size_box_is_dropped_and_its_frame_imported(tmp_path, capsys):
     """Before: ``imported 0 sample(s) ... skipped 1 (refused label 1)``: the frame's car box was
     lost for the zero-size box beside it."""
