@@ -151,8 +151,11 @@ def label_bytes_for_hash(path: str | os.PathLike) -> bytes:
 
 def _too_large(path, size: int, max_bytes: int, what: str, growing: bool = False) -> InputFileError:
     grew = " (it grew while it was read)" if growing else ""
-    return InputFileError(errno.EFBIG, f"{'over ' if growing else ''}{size_text(size)}, more than "
-                          f"{what} can be ({size_text(max_bytes)}){grew}", os.fspath(path))
+    shown, bound = size_text(size), size_text(max_bytes)
+    if shown == bound:  # '1.0 MiB, more than ... (1.0 MiB)': in bytes, which differ
+        shown, bound = f"{size:,} bytes", f"{max_bytes:,} bytes"
+    return InputFileError(errno.EFBIG, f"{'over ' if growing else ''}{shown}, more than "
+                          f"{what} can be ({bound}){grew}", os.fspath(path))
 
 
 def regular_file_problem(path: str | os.PathLike, folder_ok: bool = False) -> str | None:

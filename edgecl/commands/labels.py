@@ -339,6 +339,10 @@ def correct_command(args: argparse.Namespace) -> int:
         _print_former_names(result, cfg.state_dir)
         print_json_line(result)
         return 0
+    if result.get("unchanged"):
+        print(f"{result['id']}: unchanged, memory sample {result['sample']} already holds these "
+              f"{result['boxes']} box(es)")
+        return 0
     print(f"corrected {result['id']}: {result['boxes']} box(es), memory sample "
           f"{result['replaced']} -> {result['sample']} (learnt by the next round)"
           + new_classes_note(result, cfg.state_dir))

@@ -152,10 +152,13 @@ def _serving(state: Path) -> dict:
         from edgecl.models.classes import ClassRegistry
 
         try:
-            device = ClassRegistry(state).names()
+            registry_now = ClassRegistry(state)
+            device, merged = registry_now.names(), registry_now.merged()
         except EdgeclError:  # the classes section says why; the serving one stands
-            device = {}
-        out["not_detected"] = [n for cid, n in sorted(device.items()) if cid >= len(names)]
+            device, merged = {}, {}
+        # a class merged into another has no samples of its own to learn from, ever
+        out["not_detected"] = [n for cid, n in sorted(device.items())
+                               if cid >= len(names) and cid not in merged]
     acc = current.metrics.get("acc")
     out.update(version=current.version, created=current.created,
                engine=serving_engine(registry, current)["engine_label"],

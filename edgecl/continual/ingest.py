@@ -53,6 +53,7 @@ from edgecl.continual.memory.records import check_image, check_labels
 from edgecl.data.class_names import (close_class_names, is_ignore_name, loose_class_name,
                                      standing_names, unnamed_class_target)
 from edgecl.data.images import pixels_hash
+from edgecl.data.labels import SAME_BOX_PX
 from edgecl.data.importers import (ONLY_IGNORED, SAME_IMAGE_TWICE, ImportItem, ImportTally, Skip,
                                    only_ignored_skip, same_class_as)
 from edgecl.data.splits import frame_name, sequence_blocks
@@ -617,10 +618,6 @@ def _labelled_otherwise(memory, held: int, item: ImportItem, classes: ClassNames
         return False
     height, width = item.image.shape[:2]
     return not same_boxes(stored, item.yolo_labels(ids), width, height)
-
-
-SAME_BOX_PX = 1.5
-"""How far (pixels) a box's side may move and still be the same box (:func:`same_boxes`)."""
 
 
 def same_boxes(a: np.ndarray, b: np.ndarray, width: int, height: int) -> bool:

@@ -15,6 +15,7 @@ import re
 import numpy as np
 
 from edgecl.data.class_names import clean_name, known_spelling, refuse_ignore_name
+from edgecl.data.labels import SAME_BOX_PX
 from edgecl.errors import UTF16_BOMS, LabelError, NotFoundError, json_problem
 
 MAX_ANSWER_BYTES = 1024 * 1024
@@ -58,7 +59,8 @@ def valid_item_id(item_id: object) -> str:
 ANSWER_KEYS = ("boxes", "skip")
 BOX_KEYS = ("class", "xyxy", "score", "class_id")
 """Keys a box of an answer may have; ``score`` and ``class_id`` (what a proposed box carries, so
-that proposed boxes can be sent back as they are: before, ``class_id`` was refused) are ignored,
+that proposed boxes can be sent back as they are: before, ``class_id`` was refused) are ignored
+(a ``class_id`` that is another class's id is refused: :func:`boxes_to_labels`),
 the class is the one ``class`` names. The console's API reads answers with the same
 rule (:func:`decode_answer`, :func:`parse_answer`)."""
 
@@ -270,7 +272,8 @@ def parse_boxes(boxes: object) -> list[dict]:
             finite number or null, is allowed and dropped; see :data:`BOX_KEYS`).
 
     Returns:
-        ``[{"class": cleaned name, "xyxy": [4 floats]}]``.
+        ``[{"class": cleaned name, "xyxy": [4 floats]}]``, with the box's ``class_id`` where
+        it is an integer (:func:`boxes_to_labels` checks it agrees with ``class``).
 
     Raises:
         LabelError: naming the box: not a list of such objects, more than :data:`MAX_BOXES`,
@@ -309,7 +312,10 @@ def parse_boxes(boxes: object) -> list[dict]:
         if not isinstance(xyxy, list) or len(xyxy) != 4 or not all(map(finite_number, xyxy)):
             raise LabelError(f"box {i}: xyxy must be 4 finite numbers [x1, y1, x2, y2] in pixels, "
                              f"got {shown(xyxy, 60)}")
-        out.append({"class": name, "xyxy": [float(v) for v in xyxy]})
+        said = box.get("class_id")  # kept for boxes_to_labels' check that it agrees
+        out.append({"class": name, "xyxy": [float(v) for v in xyxy],
+                    **({"class_id": said} if isinstance(said, int) and not isinstance(said, bool)
+                       else {})})
     return out
 
 
@@ -321,7 +327,8 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
         boxes: ``[{"class": "name", "xyxy": [x1, y1, x2, y2]}, ...]`` in pixels of the original
             frame (checked by :func:`parse_boxes`); an empty list means "nothing to label
             here". A box overshooting the frame by at most :data:`EDGE_TOLERANCE_PX` is clipped;
-            a box given twice (same class, same place) is kept once.
+            a box given twice (same class, every side within :data:`SAME_BOX_PX` of one given
+            before) is kept once.
         width: frame width in pixels.
         height: frame height in pixels.
         class_ids: known class name -> id.
@@ -337,10 +344,13 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
             (partly) outside the frame, an inverted box (``x2 < x1`` or ``y2 < y1``), one of
             zero width or height, a box under :data:`MIN_BOX_PX` wide or high (one in
             normalised coordinates is named so), more than :data:`MAX_NEW_CLASSES_PER_ANSWER` new
-            class names, or a new class named as an ignore region (``DontCare``:
-            :func:`~edgecl.data.class_names.refuse_ignore_name`).
+            class names, a new class named as an ignore region (``DontCare``:
+            :func:`~edgecl.data.class_names.refuse_ignore_name`), or a ``class_id`` that is
+            the id of another class than ``class`` names (a proposal whose class a client
+            changed by its name or by its id only: which is meant?).
     """
-    rows, new_names, seen = [], [], set()
+    rows, new_names, seen = [], [], {}
+    standing = set(class_ids.values())
     for i, box in enumerate(parse_boxes(boxes)):
         name = box["class"]
         name = known_spelling(name, class_ids) or known_spelling(name, new_names) or name
@@ -376,11 +386,20 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
                                  f"names in one answer (a new class is taught a few at a time)")
             new_names.append(name)
         cls = class_ids[name] if name in class_ids else -1 - new_names.index(name)
-        row = (cls, (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width,
-               (y2 - y1) / height)
-        if row not in seen:  # the same box twice would count its object twice in training
-            seen.add(row)
-            rows.append(list(row))
+        said = boxes[i].get("class_id")  # a proposal's, sent back: its class edited, not its id?
+        if (isinstance(said, int) and not isinstance(said, bool) and said != cls
+                and said in standing):
+            raise LabelError(f"box {i}: class_id {said} is another class than '{name}'"
+                             f"{f' (id {cls})' if cls >= 0 else ' (a new class)'}: send the class "
+                             f"you mean ('class' decides; 'class_id' may be left out)")
+        # the same box twice (a double submit, a box drawn again a pixel off) would count its
+        # object twice in training: kept once
+        if any(max(abs(a - b) for a, b in zip((x1, y1, x2, y2), other)) <= SAME_BOX_PX
+               for other in seen.get(cls, ())):
+            continue
+        seen.setdefault(cls, []).append((x1, y1, x2, y2))
+        rows.append([cls, (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width,
+                     (y2 - y1) / height])
     return np.asarray(rows, np.float32).reshape(-1, 5), new_names
 
 

@@ -76,6 +76,12 @@ class _NoArea(_Refused):
     checked arrays."""
 
 
+SAME_BOX_PX = 1.5
+"""How far (pixels) a box's side may move and still be the same box: two labellings of one
+image (:func:`edgecl.continual.ingest.same_boxes`), two boxes of one class in an operator's
+answer (:func:`edgecl.data.answers.boxes_to_labels`)."""
+
+
 def _empty() -> np.ndarray:
     return np.zeros((0, 5), np.float32)
 

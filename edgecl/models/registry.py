@@ -1309,7 +1309,8 @@ class Registry:
 
         Kept: the current version, its parent, ``keep_promoted`` versions ever promoted
         (current or retired: those a rollback would return to first, in its order, then
-        the newest others, such as versions rolled back away from), the last
+        the newest others, such as versions rolled back away from), the first version a
+        person added (:meth:`add`) that served (the team's own checkpoint), the last
         ``keep_rejected`` rejected versions, every staged version newer than current, every
         version staged by :meth:`add` (a person's) and not promoted yet, and the
         ``keep_promoted`` newest held for a person to promote (:data:`MANUAL_PROMOTION`).
@@ -1390,6 +1391,12 @@ class Registry:
         ranked = list(dict.fromkeys([v for v in reversed(history) if v in promoted]
                                     + promoted[::-1]))
         keep.update(ranked[:keep_promoted])
+        # the first version a person added that served: the team's own checkpoint, what every
+        # round learnt on top of and a rollback of last resort (before, five tiny rounds pruned
+        # it, and the device kept no copy of the model it started from)
+        first_added = next((v for v in promoted if added_by_person(statuses[v][1])), None)
+        if first_added is not None:
+            keep.add(first_added)
         rejected = [v for v, (s, _) in statuses.items() if s == VersionStatus.REJECTED]
         keep.update(rejected[-keep_rejected:] if keep_rejected else [])
         floor = int(current[1:]) if current else 0

@@ -311,6 +311,14 @@ def registry_names_now(state_dir) -> tuple[dict[int, str], dict[int, list[str]]]
         return {}, {}
 
 
+def _lacking(names: dict[int, str], head: int, serving: int) -> list[str]:
+    """The names of ids ``head..serving-1`` that no id under ``head`` gives: a class merged
+    into one the head has (named as its target by :func:`registry_names_now`) is detected."""
+    detected = {names.get(cid) for cid in range(head)}
+    return list(dict.fromkeys(names[cid] for cid in range(head, serving)
+                              if cid in names and names[cid] not in detected))
+
+
 def model_rows(registry, names_now: tuple[dict, dict] | None = None,
                class_ap: Callable[[str], dict] | None = None) -> list[dict]:
     """Registry versions for the Models page, newest first.
@@ -361,7 +369,7 @@ def model_rows(registry, names_now: tuple[dict, dict] | None = None,
         # by id: the classes the serving version detects and this one's head lacks, which
         # serving it would stop detecting (the page names them before a promotion or a
         # rollback to it: before, nothing did)
-        not_detected = ([names[cid] for cid in range(len(known), serving_n) if cid in names]
+        not_detected = (_lacking(names, len(known), serving_n)
                         if isinstance(known, (dict, list)) and known else [])
         # the page marks the serving row by status "current" (the registry says "promoted")
         rows.append(dict(info.to_json(), metrics=metrics,

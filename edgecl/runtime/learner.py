@@ -1282,8 +1282,9 @@ class LearnerSupervisor:
         self._other_writers_unsaid += n
         if now_s - self._other_writers_said_s >= OTHER_WRITERS_SAY_EVERY_S:
             log.info("%d training sample(s) stored by another process (labels import, answers "
-                     "or corrections on the command line) count towards the next round (held-out "
-                     "ones judge it instead)", self._other_writers_unsaid)
+                     "or corrections on the command line, samples a class merge relabelled) "
+                     "count towards the next round (held-out ones judge it instead)",
+                     self._other_writers_unsaid)
             self._other_writers_said_s, self._other_writers_unsaid = now_s, 0
 
     def _no_held_out_yet(self) -> bool:

@@ -175,6 +175,11 @@ def check_id(value: str, what: str = "model version") -> str:
     return value
 
 
+READ_ONLY_LABEL_PATHS = ("pending", "answered")
+"""``/api/labels/<name>`` routes that are read only: a POST there is a 405, not an answer to
+an item of that name."""
+
+
 def _error(status: int, message: str, retry_after_s: float | None = None) -> JSONResponse:
     headers = {"Cache-Control": "no-store"}
     if retry_after_s is not None:
@@ -900,6 +905,9 @@ def create_app(hooks: ConsoleHooks, token: str | None = None,
         boxes the item's frame refuses (inverted, empty, outside it); 404 for an unknown item,
         409 for one already answered.
         """
+        if item_id in READ_ONLY_LABEL_PATHS:  # /api/labels/pending: a list, not an item (a 404
+            # "no label item 'pending'" had said otherwise)
+            raise StarletteHTTPException(405, "Method Not Allowed", headers={"Allow": "GET"})
         valid_item_id(item_id)
         _need(hooks.answer, "labelling")
         # the item first: an unknown or answered one costs no parse of its boxes (1,000 boxes

@@ -253,6 +253,8 @@ def test_an_answer_naming_a_class_one_slip_from_a_known_one_says_so(state, capsy
     (json.dumps([{"class": "bad\ud800", "xyxy": [1, 2, 30, 30]}]), "lone surrogate"),
     ("[" + " " * (3 * 2**20) + "]", ": 3.0 MiB, more than a boxes file can be (1.0 MiB) "
                                     "(1,000 boxes take ~60 KB)\n"),  # before: read whole
+    ("[" + " " * 1_100_000 + "]", ": 1,100,002 bytes, more than a boxes file can be (1,048,576 "
+                                  "bytes) "),  # before: '1.0 MiB, more than ... (1.0 MiB)'
 ])
 def test_bad_boxes_file_is_one_line(state, capsys, tmp_path, content, match):
     root, (low, _) = state

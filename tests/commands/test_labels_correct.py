@@ -214,3 +214,20 @@ def test_corrections_of_one_item_teach_at_most_ten_new_classes_in_all(answered, 
     assert correct(["a0", "car"] + [f"b{k}" for k in range(4)])[0] == 0, "known names are free"
     assert len(ClassRegistry(state).names()) == 1 + 6 + 4
     assert correct(["c0"])[0] == 2
+
+
+def test_a_correction_with_the_stored_boxes_says_unchanged(answered, capsys, tmp_path):
+    """Before: 'corrected ...: 1 box(es), memory sample 2 -> 4 (learnt by the next round)'
+    for the very boxes it held."""
+    state, ids = answered
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps([{"class": "car", "xyxy": [10, 10, 50, 40]}]))
+    code, out, _ = run(capsys, "labels", "correct", ids[1], "--boxes", str(same),
+                       "--state-dir", str(state))
+    assert code == 0 and out == (f"{ids[1]}: unchanged, memory sample 2 already holds these 1 "
+                                 f"box(es)\n")
+    memory = ReplayMemory(state / "memory")
+    try:
+        assert memory.ids() == [1, 2, 3]
+    finally:
+        memory.close()

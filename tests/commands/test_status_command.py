@@ -421,6 +421,21 @@ def test_the_serving_line_names_classes_taught_since_its_version_was_made(device
                          "the replay memory holds samples of it)")
 
 
+def test_a_class_merged_away_since_the_version_was_made_is_not_to_be_detected(device, capsys):
+    """Before: 'does not detect brid, bird yet (a round learns a class ... once the replay memory
+    holds samples of it)' after 'classes merge brid bird': a merged class never has samples."""
+    state, _ = device
+    registry = ClassRegistry(state)
+    registry.add(["brid", "bird"])
+    registry.merge("brid", "bird")
+    out = _status(capsys, state)[1]
+    line = next(line for line in out.splitlines() if line.split()[0] == "serving")
+    assert line.endswith("does not detect bird yet (a round learns a class on top of it once "
+                         "the replay memory holds samples of it)")
+    report = json.loads(_status(capsys, state, "--json")[1].strip().splitlines()[-1])
+    assert report["serving"]["not_detected"] == ["bird"]
+
+
 def test_a_class_merged_into_another_is_not_counted_as_a_class(device, capsys):
     """Before: 'classes 3: car, drone, dron' after 'classes merge dron drone'."""
     state, _ = device

@@ -174,20 +174,20 @@ def test_prune_frees_room_on_a_full_disk(tmp_path, model_file, monkeypatch):
     from edgecl.models import registry as registry_mod
 
     reg = Registry(tmp_path / "models")
-    versions = [reg.add(model_file, check=False) for _ in range(3)]
+    versions = [reg.add(model_file, check=False) for _ in range(4)]
     for v in versions:
         reg.promote(v)
-    old = tmp_path / "models" / versions[0]
+    old = tmp_path / "models" / versions[1]  # (the first: the device's start, kept)
     # a full card: no tombstone fits while the version's files still take the room
     monkeypatch.setattr(registry_mod, "atomic_write_json",
                         _no_room_while(lambda path: (old / "model.onnx").exists()))
     result = reg.prune(keep_promoted=1, keep_rejected=0)
-    assert result["pruned"] == versions[:2] and result["freed_bytes"] == 2 * len(b"fake-onnx-bytes")
-    for version in versions[:2]:
+    assert result["pruned"] == versions[1:3] and result["freed_bytes"] == 2 * len(b"fake-onnx-bytes")
+    for version in versions[1:3]:
         assert sorted(p.name for p in (reg.root / version).iterdir()) == ["manifest.json"]
         manifest = reg.manifest(version)
         assert manifest["status"] == "pruned" and "model.onnx" in manifest["pruned_files"]
-    assert reg.current() == versions[2] and reg.verify(versions[2]) == []
+    assert reg.current() == versions[3] and reg.verify(versions[3]) == []
 
 
 def test_a_stage_the_full_disk_refused_is_one_line_and_leaves_nothing(tmp_path, model_file,

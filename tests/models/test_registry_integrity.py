@@ -278,6 +278,25 @@ def test_retention_keeps_a_version_a_person_staged_until_they_promote_it(reg, tm
     assert reg.current() == added
 
 
+def test_retention_keeps_the_teams_checkpoint_the_device_started_from(reg, tmp_path):
+    """Before: 'models add start.pt --promote', five tiny rounds, and retention pruned v0001:
+    the device kept no copy of the team's own model, the rollback of last resort."""
+    model = tmp_path / "theirs.onnx"
+    model.write_bytes(b"the team's checkpoint")
+    start = reg.add(model, check=False)
+    reg.promote(start)
+    _history_run(reg, tmp_path, "PPPP")
+    later = tmp_path / "later.onnx"
+    later.write_bytes(b"a second model of theirs")
+    second = reg.add(later, check=False)
+    reg.promote(second)
+    _history_run(reg, tmp_path, "PPP")
+    result = reg.prune(keep_promoted=1, keep_rejected=0)
+    assert start in result["kept"] and reg.status(start) == "retired"
+    assert second in result["pruned"]  # the first one added is kept, not every one
+    assert result["kept"] == [start, "v0008", "v0009"]
+
+
 def test_retention_keeps_a_candidate_held_for_review_while_rounds_promote(reg, tmp_path):
     """Before: 'edgecl learn --no-promote' staged a candidate for a person to look at, and the
     next round's promotion pruned it (older than current) before anyone did."""

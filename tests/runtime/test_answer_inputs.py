@@ -87,7 +87,7 @@ def test_a_pending_items_proposed_boxes_are_an_answer_as_they_are(tmp_path):
     proposed = q.item(item)["proposed"]
     assert set(proposed[0]) == {"class", "class_id", "xyxy", "score"}
     boxes, skip = parse_answer({"boxes": proposed}, allow_list=False)
-    assert not skip and boxes == [{"class": "car", "xyxy": proposed[0]["xyxy"]}]
+    assert not skip and boxes == [{"class": "car", "xyxy": proposed[0]["xyxy"], "class_id": 0}]
     with pytest.raises(LabelError, match=r"unknown key\(s\) 'conf' \(a box has 'class', 'xyxy' "
                                          r"and, ignored, 'score' and 'class_id'\)"):
         parse_answer({"boxes": [dict(proposed[0], conf=0.5)]})
@@ -105,6 +105,48 @@ def test_duplicate_boxes_are_stored_once_and_new_classes_keep_their_ids(tmp_path
     assert out["boxes"] == 4 and out["classes_added"] == ["bus", "van"]
     assert classes.names() == {0: "car", 1: "bus", 2: "van"}
     np.testing.assert_array_equal(mem.samples[0].labels[:, 0], [0, 1, 2, 2])
+
+
+def test_a_class_id_that_names_another_class_than_class_is_refused(tmp_path):
+    """Before: a proposal sent back with its class_id changed to 3 (Bicycle) and its class left
+    'Car' was stored as a car, without a word: which class the client meant was guessed."""
+    from edgecl.data.answers import boxes_to_labels
+
+    known = {"car": 0, "person": 1, "kar": 0}  # kar: merged into car
+    box = {"class": "car", "xyxy": [10, 10, 40, 40]}
+    for agrees in (dict(box, class_id=0), box, dict(box, class_id=7), dict(box, class_id="1"),
+                   dict(box, **{"class": "kar", "class_id": 0})):
+        rows, _ = boxes_to_labels(parse_boxes([agrees]), 640, 512, known)
+        assert rows[:, 0].tolist() == [0]  # agrees, absent, an id no class has, not an integer
+    with pytest.raises(LabelError, match=r"^box 1: class_id 1 is another class than 'car' "
+                                         r"\(id 0\): send the class you mean \('class' decides; "
+                                         r"'class_id' may be left out\)$"):
+        boxes_to_labels(parse_boxes([box, dict(box, class_id=1)]), 640, 512, known)
+    with pytest.raises(LabelError, match=r"^box 0: class_id 0 is another class than 'tank' "
+                                         r"\(a new class\)"):
+        boxes_to_labels(parse_boxes([dict(box, **{"class": "tank", "class_id": 0})]), 640, 512,
+                        known)
+    q, item = queued(tmp_path)  # through the queue, as the HTTP API answers: nothing stored
+    mem, classes = FakeMemory(), FakeClasses({0: "car", 1: "person"})
+    with pytest.raises(LabelError, match="class_id 1 is another class than 'car'"):
+        q.answer(item, parse_answer({"boxes": [dict(CAR, class_id=1)]}, allow_list=False)[0],
+                 mem, classes)
+    assert mem.samples == [] and q.pending()
+
+
+def test_a_box_given_again_a_pixel_off_is_stored_once():
+    """Before: two car boxes 0.2 px apart were stored as two cars (a double submit a pixel
+    off), as a box given twice exactly was not. Boxes of two classes at one place are kept."""
+    from edgecl.data.answers import boxes_to_labels
+
+    boxes = [{"class": "car", "xyxy": [10, 10, 20, 20]},
+             {"class": "car", "xyxy": [10.2, 10.2, 20.2, 20.2]},   # every side within 1.5 px
+             {"class": "car", "xyxy": [11.5, 8.5, 21.5, 18.5]},    # 1.5 px exactly: the same
+             {"class": "car", "xyxy": [10, 10, 21.6, 20]},         # one side 1.6 px off: another
+             {"class": "bicycle", "xyxy": [10, 10, 20, 20]}]
+    rows, new = boxes_to_labels(boxes, 640, 512, {"car": 0})
+    assert new == ["bicycle"] and rows[:, 0].tolist() == [0, 0, -1]
+    np.testing.assert_allclose(rows[:2, 3] * 640, [10, 11.6], atol=1e-4)
 
 
 @pytest.mark.parametrize("xyxy, match", [

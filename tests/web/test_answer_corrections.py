@@ -77,6 +77,25 @@ def test_correct_replaces_the_boxes_and_withdraw_removes_the_sample(device):
     assert [a["id"] for a in client.get("/api/labels/answered").json()] == [items[1]]
 
 
+def test_a_correction_that_changes_nothing_keeps_its_sample(device):
+    """Before: saving an answer again as it was gave it a new sample id each time ("sample":
+    34, "replaced": 32, then 35 and 34), counted as new data towards the next round."""
+    client, memory, items = device
+    body = {"boxes": [{"class": "car", "xyxy": [20.4, 10, 60, 50.3]}]}  # as stored, within 1.5 px
+    response = client.post(f"/api/labels/{items[0]}/correct", content=json.dumps(body),
+                           headers=JSON)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert (out["sample"], out["replaced"], out["unchanged"], out["boxes"]) == (1, None, True, 1)
+    assert memory.ids() == [1, 2]
+    entry = next(a for a in client.get("/api/labels/answered").json() if a["id"] == items[0])
+    assert entry["sample"] == 1 and not entry.get("corrected")
+    moved = {"boxes": [{"class": "car", "xyxy": [22, 10, 60, 50]}]}  # 2 px: a correction
+    out = client.post(f"/api/labels/{items[0]}/correct", content=json.dumps(moved),
+                      headers=JSON).json()
+    assert out["replaced"] == 1 and out["sample"] == 3 and "unchanged" not in out
+
+
 @pytest.mark.parametrize("body, status, words", [
     ({"boxes": [{"class": "car", "xyxy": [60, 10, 20, 50]}]}, 422, ["box 0:", "x2 must exceed"]),
     ({"boxes": [{"class": "car", "xyxy": [150, 10, 260, 50]}]}, 422,

@@ -380,6 +380,10 @@ def test_a_405_says_which_methods_are_allowed(client):
     response = client.put("/api/labels/f0000", json={"boxes": []})
     assert response.status_code == 405 and response.headers["allow"] == "POST"
     assert response.json()["error"].startswith("Method Not Allowed: PUT /api/labels/f0000")
+    for path in ("/api/labels/pending", "/api/labels/answered"):  # before: 404 'no label item'
+        response = client.post(path, json={"boxes": []})
+        assert response.status_code == 405 and response.headers["allow"] == "GET, HEAD", path
+        assert response.json()["error"] == f"Method Not Allowed: POST {path}"
 
 
 def test_several_ranges_get_the_whole_file_and_other_sites_cannot_embed(client):

@@ -209,3 +209,24 @@ def test_a_version_made_before_a_class_was_taught_names_it(tmp_path):
     reg.promote(new)
     rows = {r["version"]: r for r in model_rows(reg)}
     assert rows[old]["not_detected"] == ["drone"] and rows[new]["not_detected"] == []
+
+
+
+def test_a_class_merged_into_one_the_version_has_is_not_named_as_lost(tmp_path):
+    """Before: 'does not detect car' on a version that detects car, for 'kar' (merged into car
+    since) in the serving version's head: a merged id reads under its target's name."""
+    from edgecl.models.classes import ClassRegistry
+    from edgecl.models.registry import Registry
+
+    registry = ClassRegistry(tmp_path / "state")
+    registry.add(["car", "person", "kar", "drone"])
+    registry.merge("kar", "car")
+    reg = Registry(tmp_path / "state" / "models")
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"\x02" * 64)
+    old = reg.stage({"model.onnx": src}, {"classes": {"0": "car", "1": "person"}})
+    new = reg.stage({"model.onnx": src}, {"classes": {"0": "car", "1": "person", "2": "kar",
+                                                      "3": "drone"}})
+    reg.promote(new)
+    rows = {r["version"]: r for r in model_rows(reg)}
+    assert rows[old]["not_detected"] == ["drone"]

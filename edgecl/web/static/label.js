@@ -868,6 +868,7 @@
     changeAnswer(entry, "correct", payload, (result) => {
       const added = (result.classes_added || []).length
         ? `; new class ${result.classes_added.map((n) => EC.isolate(n)).join(", ")}` : "";
+      if (result.unchanged) return `${entry.id} unchanged: its sample holds these boxes already`;
       return `corrected ${entry.id}: ${boxCount(payload.boxes.length)}${added}${typoNote(result)}`;
     });
   }
