@@ -4,7 +4,7 @@
 #
 # Usage: sudo deploy/jetson-setup.sh [-m POWER_MODE] [-s SWAP_SIZE] [-f SWAP_FILE] [-C] [-U]
 #   -m POWER_MODE  nvpmodel mode id (default 0, MAXN on most modules; list: nvpmodel -p --verbose)
-#   -s SWAP_SIZE   swap file size for fallocate, e.g. 8G (default 8G; 0 skips). Fine-tuning on
+#   -s SWAP_SIZE   swap file size with its unit, e.g. 8G or 4096M (default 8G; 0 skips). Fine-tuning on
 #                  a Jetson is killed by the OOM killer without swap on 4-8 GB modules.
 #   -f SWAP_FILE   swap file, an absolute path without blanks (default /swapfile)
 #   -C             do not run jetson_clocks (keep dynamic clocks)
@@ -50,7 +50,9 @@ parse_args() {
     # getopts stops at the first word that is no option: every option after it was ignored
     [[ $# -eq 0 ]] || die "unexpected argument '$1': every value follows its option (see -h)"
     [[ "$POWER_MODE" =~ ^[0-9]+$ ]] || die "power mode must be a number, got '$POWER_MODE'"
-    [[ "$SWAP_SIZE" =~ ^[0-9]+[KMG]?$ ]] || die "swap size must look like 8G or 4096M, got '$SWAP_SIZE'"
+    # a unit is required: fallocate reads a bare number as bytes ('-s 4096' meant as MiB made a
+    # 4 KiB file that mkswap refused)
+    [[ "$SWAP_SIZE" =~ ^([0-9]+[KMG]|0+)$ ]] || die "swap size must look like 8G or 4096M (a unit: K, M or G; 0 skips), got '$SWAP_SIZE'"
     # /etc/fstab separates its fields by blanks: a path holding one writes a broken line
     [[ "$SWAP_FILE" =~ ^/[^[:space:]]*$ ]] || die "swap file must be an absolute path without blanks, got '$SWAP_FILE'"
 }

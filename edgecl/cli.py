@@ -19,7 +19,7 @@ import sys
 from edgecl import __version__
 from edgecl.errors import EdgeclError, describe_os_error
 from edgecl.logs import basic_config, one_line
-from edgecl.stop_signals import SigtermExit, stop_received
+from edgecl.stop_signals import HANGUP_SIGNALS, SigtermExit, stop_received
 
 # INVARIANT: each name is a module in edgecl.commands exposing add_parser(subparsers).
 COMMAND_MODULES = ("run", "demo", "status", "learn", "bench", "models", "memory", "labels",
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             # that the process's end does not free; objects frozen now are left out of it
             gc.freeze()
     if argv is None:
-        if code in (130, 143):
+        if code in (129, 130, 143):
             _ignore_later_stop_signals()
         _exit_past_left_behind_threads(code)
     return code
@@ -236,7 +236,7 @@ def _ignore_later_stop_signals() -> None:
     signal stays ignored through the shutdown."""
     import signal
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         try:
             signal.signal(signum, signal.SIG_IGN)
         except (ValueError, OSError):  # not the main thread: nothing to do
@@ -398,9 +398,9 @@ def _main(argv: list[str] | None) -> int:
         logging.getLogger("edgecl").debug("internal error", exc_info=True)
         if stop_received() == signal.SIGINT:  # Ctrl-C that a library turned into its own error
             return _interrupted(args)
-        if stop_received() == signal.SIGTERM:
+        if stop_received() in HANGUP_SIGNALS:
             _say_sigterm(args)
-            raise SigtermExit(128 + signal.SIGTERM) from None
+            raise SigtermExit(128 + stop_received()) from None
         _report_error(args, f"internal error ({type(exc).__name__}: {exc}); run with "
                             f"--log-level DEBUG for the traceback, and please report it")
         return 1
@@ -420,9 +420,11 @@ def _interrupted(args: argparse.Namespace) -> int:
 
 
 def _say_sigterm(args: argparse.Namespace) -> None:
-    """With ``--json``, a last stdout line saying that SIGTERM stopped the command."""
+    """With ``--json``, a last stdout line saying that SIGTERM (or SIGHUP) stopped the
+    command."""
     if getattr(args, "json", False):
-        print(json.dumps({"error": "stopped by SIGTERM"}), flush=True)
+        name = signal.Signals(stop_received() or signal.SIGTERM).name
+        print(json.dumps({"error": f"stopped by {name}"}), flush=True)
 
 
 if __name__ == "__main__":

@@ -347,7 +347,14 @@ _SHOW.maxstring = _SHOW.maxlong = _SHOW.maxother = 40
 
 
 def _show(value: object) -> str:
-    """A short repr for an error line: long text, numbers and containers are cut."""
+    """A short repr for an error line: long text, numbers and containers are cut; an integer of
+    more than 15 digits is written as a float would be (``1e+99`` for a ``1e99`` typed for an
+    integer key, not 100 digits cut short)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 15:
+        try:
+            return f"{float(value):.6g}"
+        except OverflowError:  # beyond a float: cut as any long number
+            pass
     return _SHOW.repr(value)
 
 
@@ -1018,6 +1025,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not isinstance(tree, dict):
             raise ConfigError(f"config {p} must be a mapping of sections (e.g. 'memory:' with "
                               f"keys under it), got {_what(tree)}")
+        if all(value is None or value == {} for value in tree.values()):
+            # a file cut by a power loss while it was edited, a failed copy: before, a run went
+            # on with ./state and no console, and only an INFO line named the file
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "config %s sets no key (empty, only comments, or sections with nothing under "
+                "them): every key takes its built-in default (state_dir %s, no source, console "
+                "off)", p, Config().state_dir)
     keys = all_keys()
     origins = dict.fromkeys(keys, where)  # a key's own error names where it was set
     for text in overrides:

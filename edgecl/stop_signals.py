@@ -1,7 +1,9 @@
-"""How a process of edgecl's stops on SIGTERM and Ctrl-C: by unwinding, once, within a deadline.
+"""How a process of edgecl's stops on SIGTERM, SIGHUP and Ctrl-C: by unwinding, once, within a
+deadline.
 
 The first stop signal raises where the main thread stands (``SystemExit(143)`` for SIGTERM,
-``KeyboardInterrupt`` for SIGINT), so that ``with`` blocks and ``finally`` clauses remove
+``SystemExit(129)`` for SIGHUP, the hang-up of a closed SSH session or terminal, whose default
+action killed the process where it stood; ``KeyboardInterrupt`` for SIGINT), so that ``with`` blocks and ``finally`` clauses remove
 temporary files and release locks. Every later one is ignored: ``timeout`` and service managers
 send SIGTERM to the command and then to its process group, and a second exception raised inside
 that unwinding (in a gRPC channel's ``__del__``, say) broke it and left the process hanging. A
@@ -50,7 +52,12 @@ def force_exit_after(seconds: float):
 
 
 class SigtermExit(SystemExit):
-    """The exit a SIGTERM makes (code 143), raised where the main thread stands."""
+    """The exit a SIGTERM makes (code 143), or a SIGHUP (129), raised where the main thread
+    stands."""
+
+
+HANGUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop a command as SIGTERM does (:class:`SigtermExit`, ``128 + signum``)."""
 
 
 def raise_stop(signum: int | None) -> None:
@@ -63,11 +70,11 @@ def raise_stop(signum: int | None) -> None:
         signum: the signal that stopped the run, or None where it is not known.
 
     Raises:
-        SigtermExit: ``signum`` is SIGTERM.
+        SigtermExit: ``signum`` is SIGTERM or SIGHUP (:data:`HANGUP_SIGNALS`).
         KeyboardInterrupt: any other ``signum``.
     """
-    if signum == signal.SIGTERM:
-        raise SigtermExit(128 + signal.SIGTERM)
+    if signum in HANGUP_SIGNALS:
+        raise SigtermExit(128 + signum)
     raise KeyboardInterrupt
 
 
@@ -91,7 +98,7 @@ def raise_if_stopping() -> None:
     Call it first in such an ``except`` clause; it does nothing when no stop was received.
 
     Raises:
-        SigtermExit: SIGTERM was received.
+        SigtermExit: SIGTERM or SIGHUP was received.
         KeyboardInterrupt: SIGINT was received.
     """
     if _stop_signum is not None:
@@ -99,7 +106,8 @@ def raise_if_stopping() -> None:
 
 
 def unwind_once_on_stop_signals(ignore_sigint: bool = False, spawned: bool = False) -> None:
-    """Install the stop handlers for SIGTERM and SIGINT in this (main) thread.
+    """Install the stop handlers for SIGTERM, SIGINT and SIGHUP in this (main) thread (a
+    SIGHUP ignored, as ``nohup`` starts a command, stays ignored).
 
     Args:
         ignore_sigint: ignore SIGINT altogether: a process the runtime spawned (its learner,
@@ -135,6 +143,8 @@ def unwind_once_on_stop_signals(ignore_sigint: bool = False, spawned: bool = Fal
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else stop)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, stop)
 
 
 def _exit_if_still_stopping_after(seconds: float, code: int) -> None:

@@ -681,6 +681,22 @@ def test_an_empty_config_name_is_said_as_such():
         load_config("  ")
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "memory:\nserver:\n"])
+def test_a_config_file_that_sets_nothing_is_warned_of(tmp_path, caplog, text):
+    """Before: a config cut to 0 bytes (a power loss during an edit) ran with ./state and the
+    console off, and only an INFO line named the file."""
+    path = tmp_path / "edgecl.yaml"
+    path.write_text(text)
+    assert load_config(path) == Config()
+    assert caplog.messages == [f"config {path} sets no key (empty, only comments, or sections "
+                               f"with nothing under them): every key takes its built-in default "
+                               f"(state_dir state, no source, console off)"]
+    caplog.clear()
+    path.write_text("memory:\n  capacity: 50\n")
+    load_config(path)
+    assert not caplog.messages
+
+
 def test_a_sections_key_at_the_top_level_names_its_section(tmp_path):
     """Before: 'unknown config key 'capacity'' with no hint, for a key whose indentation was
     lost under 'memory:'."""
@@ -708,3 +724,10 @@ def test_a_key_under_the_wrong_section_names_its_section(tmp_path):
         "'capacity' belongs to memory (memory.capacity), not to fleet; write memory.capacity")
     path.write_text("learner:\n  epocks: 3\n")  # a typo in its own section: the closest key
     assert _one_line_error(path).endswith("did you mean 'learner.epochs'?")
+
+
+def test_a_huge_number_for_an_integer_key_is_shown_as_typed():
+    """Before: '999999999999999967...2608739868455469056 is out of range (1..10000000)' for
+    memory.capacity=1e99: the integer it made, 100 digits cut short."""
+    with pytest.raises(ConfigError, match=r": 1e\+99 is out of range \(1\.\.10000000\)$"):
+        load_config(None, ["memory.capacity=1e99"])

@@ -35,7 +35,8 @@ def _started(target, args, started: Path) -> mp.Process:
 
 
 @pytest.mark.parametrize("signum, ignore_sigint, exit_code", [
-    (signal.SIGTERM, False, 143), (signal.SIGTERM, True, 143), (signal.SIGINT, False, 1)])
+    (signal.SIGTERM, False, 143), (signal.SIGTERM, True, 143), (signal.SIGINT, False, 1),
+    (signal.SIGHUP, False, 129)])  # SIGHUP: before, killed where it stood (no cleanup)
 def test_a_second_stop_signal_does_not_break_the_unwinding(tmp_path, signum, ignore_sigint,
                                                            exit_code):
     marker = tmp_path / "marker.txt"
@@ -46,6 +47,7 @@ def test_a_second_stop_signal_does_not_break_the_unwinding(tmp_path, signum, ign
         time.sleep(0.2)  # inside the cleanup now
         os.kill(proc.pid, signal.SIGTERM)
         os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, signal.SIGHUP)
         proc.join(10)
         assert proc.exitcode == exit_code  # 1: KeyboardInterrupt out of a child process
         assert marker.read_text() == "cleaned", "the cleanup ran to its end"

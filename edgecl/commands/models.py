@@ -444,7 +444,7 @@ def verify_command(args: argparse.Namespace) -> int:
         # a version whose manifest is damaged is checked too: it fails, and says why
         versions = [v.version for v in registry.list() if v.status != "pruned"]
         if not versions:
-            raise RegistryError("no model version to verify")
+            return _nothing_to_verify(args)
     else:
         damaged = registry.damaged_current() if not args.version else None
         if damaged:  # before: "unknown version v0004", of the pointer it was asked to check
@@ -456,8 +456,11 @@ def verify_command(args: argparse.Namespace) -> int:
                 print(message)
             return 1
         version = args.version or registry.current()
+        if version is None and not registry.versions():
+            return _nothing_to_verify(args)
         if version is None:
-            raise RegistryError("no current model version to verify; name one")
+            raise RegistryError(f"no current model version to verify; name one (known: "
+                                f"{', '.join(registry.versions())})")
         registry.check_version(version)  # a typo is one error line, not a failed check
         versions = [version]
     reports = []
@@ -475,6 +478,19 @@ def verify_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json_line(reports if args.all else reports[0])
     return 1 if any(not r["ok"] for r in reports) else 0
+
+
+def _nothing_to_verify(args) -> int:
+    """``models verify`` of a device with no model version yet: nothing is damaged, exit 0
+    (before: exit 2 and 'name one', with none to name: a check after every stop failed on
+    each fresh device)."""
+    if args.json:
+        print_json_line([] if args.all else {"version": None, "ok": True, "problems": [],
+                                             "can_serve": False})
+    else:
+        print("no model version yet: nothing to verify (a first round, or 'edgecl models add "
+              "PATH --promote', makes one)")
+    return 0
 
 
 def _verify_note(problem: str, essential: set[str]) -> str:

@@ -146,8 +146,9 @@ def run_command(args: argparse.Namespace) -> int:
                       quiet=args.quiet, use_state=use_state, fleet_client=fleet_client)
     if use_state:
         _refuse_state_dir_with_streamed_folder(cfg.state_dir, opts.source_uri)
-    if not cfg.runtime.realtime and re.match(r"dir://[^?]*\?(.*&)?fps=[0-9]*\.?[0-9]+(&|$)",
-                                             opts.source_uri):  # (a bad value: refused after)
+    # (fps=0 is no pacing; a bad value is refused after)
+    paced = re.match(r"dir://[^?]*\?(.*&)?fps=([0-9]*\.?[0-9]+)(&|$)", opts.source_uri)
+    if not cfg.runtime.realtime and paced and float(paced.group(2)) > 0:
         log.warning("%s: its fps paces the folder only with runtime.realtime=true; this run "
                     "reads it as fast as it decodes", opts.source_uri)
     unused = [o.split("=", 1)[0] for o in getattr(args, "overrides", None) or []

@@ -147,6 +147,10 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
             looked = f" (looked for {path.absolute()})" if not path.is_absolute() else ""
             raise ModelLoadError(f"config key 'model.path': model file not found: "
                                  f"{cfg.model.path}{looked}")
+        if path.is_dir():  # before: the folder's error, with no word of the key that named it
+            from edgecl.models.base import folder_given
+
+            raise ModelLoadError(f"config key 'model.path': {folder_given(path)}")
         return Path(cfg.model.path), f"file:{Path(cfg.model.path).name}"
     waiting = registry.added_unpromoted() if registry is not None else None
     if waiting is not None:
@@ -383,22 +387,24 @@ def _note_renamed(names: dict, known: dict[int, str], former: dict[int, list[str
 
 
 def ignored_after_stop(signum, _frame) -> None:
-    """The handler of SIGINT and SIGTERM once a run has stopped: they are ignored (not
+    """The handler of SIGINT, SIGTERM and SIGHUP once a run has stopped: they are ignored (not
     ``SIG_IGN``, which means a signal the command was started ignoring)."""
     log.debug("%s ignored: the run has stopped", signal.Signals(signum).name)
 
 
 @contextlib.contextmanager
 def stop_on_signals(stop):
-    """Route SIGINT and SIGTERM to ``stop(signum)`` for the duration of the block (a signal
-    ignored before, SIGINT of a command started in the background, stays ignored).
+    """Route SIGINT, SIGTERM and SIGHUP to ``stop(signum)`` for the duration of the block (a
+    signal ignored before, SIGINT of a command started in the background or SIGHUP of one
+    started with ``nohup``, stays ignored). SIGHUP is a closed SSH session or terminal: its
+    default action killed the runtime where it stood, with no summary and an unclean stop.
 
     After a block that a signal stopped, later signals are ignored (the process is stopping:
     the run's summary is printed and the command returns): before, the handler the block had
     replaced came back and a second signal 50 ms after the first (``timeout`` and service
     managers send two) raised there, so a clean stop ended with the signal's exit status.
     """
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     received = []
 
     def handler(signum, _frame):

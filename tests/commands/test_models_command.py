@@ -321,8 +321,12 @@ def test_reading_a_state_dir_with_no_registry_yet_writes_nothing(tmp_path, run_e
     assert code == 0 and out.startswith("no trained versions yet")
     code, out, _ = run_edgecl(["models", "list", "--json", "--state-dir", str(state)])
     assert code == 0 and json.loads(out) == []
-    code, _, err = run_edgecl(["models", "verify", "--state-dir", str(state)])
-    assert code == 2 and err.strip() == "error: no current model version to verify; name one"
+    code, out, _ = run_edgecl(["models", "verify", "--state-dir", str(state)])
+    # before: exit 2, 'no current model version to verify; name one', with none to name
+    assert code == 0 and out == ("no model version yet: nothing to verify (a first round, or "
+                                 "'edgecl models add PATH --promote', makes one)\n")
+    code, out, _ = run_edgecl(["models", "verify", "--all", "--json", "--state-dir", str(state)])
+    assert code == 0 and json.loads(out) == []
     assert list(state.iterdir()) == []
 
 

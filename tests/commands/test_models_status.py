@@ -103,7 +103,8 @@ def test_bad_version_names_and_files_are_one_line(capsys, state, tmp_path):
     code, _, err = _run(capsys, "models", "add", tmp_path / "nope.onnx", "--state-dir", state)
     assert code == 2 and err == f"error: cannot add {tmp_path / 'nope.onnx'}: file not found\n"
     code, _, err = _run(capsys, "models", "verify", "--state-dir", state)
-    assert code == 2 and err == "error: no current model version to verify; name one\n"
+    assert code == 2 and err == ("error: no current model version to verify; name one (known: "
+                                 "v0001, v0002, v0003)\n")
 
 
 def test_unknown_version_from_the_real_command_has_no_traceback(state):

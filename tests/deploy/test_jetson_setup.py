@@ -25,7 +25,10 @@ def _run(*argv: str) -> subprocess.CompletedProcess:
      "swap file must be an absolute path without blanks, got '/mnt/my swap'"),
     (["-f", ""], "swap file must be an absolute path without blanks, got ''"),
     (["-f", "swapfile"], "swap file must be an absolute path without blanks, got 'swapfile'"),
-    (["-s", "8 G"], "swap size must look like 8G or 4096M, got '8 G'"),
+    (["-s", "8 G"], "swap size must look like 8G or 4096M (a unit: K, M or G; 0 skips), got '8 G'"),
+    # before: accepted, and fallocate made a 4 KiB file that mkswap refused
+    (["-s", "4096"], "swap size must look like 8G or 4096M (a unit: K, M or G; 0 skips), got "
+                     "'4096'"),
     (["-x"], "unknown option -x (see -h)"),
 ])
 def test_a_mistake_in_the_options_stops_the_script_before_any_step(argv, message):

@@ -29,7 +29,10 @@ def run_round(cfg, **kwargs):
 IMGSZ = 64
 
 
-def test_sigterm_shuts_down_cleanly_with_json_summary():
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_shuts_down_cleanly_with_json_summary(signum):
+    """SIGHUP too: a closed SSH session or terminal (before, it killed the runtime where it
+    stood: no summary, and 'did not stop cleanly' for status)."""
     cmd = [sys.executable, "-m", "edgecl.cli", "run", "--source", "synthetic://?tasks=1&imgsz=64&loop=1&fps=20",
            "--model", "yolo11n.yaml", "--json", "--quiet", "model.imgsz=64"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -38,12 +41,12 @@ def test_sigterm_shuts_down_cleanly_with_json_summary():
         if b"running: source" in line:
             break
     time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
     summary = json.loads(out.decode().strip().splitlines()[-1])
     assert summary["frames"] > 0
-    assert b"shutting down cleanly" in err
+    assert f"received {signum.name}; shutting down cleanly".encode() in err
 
 
 def settings(state):

@@ -312,6 +312,10 @@ def test_a_missing_model_path_is_named_while_a_version_serves(tmp_path, caplog, 
                        r"data/first.pt \(looked for "
                        + str(tmp_path / "data" / "first.pt").replace(".", r"\.") + r"\)$"):
         _start(tmp_path / "fresh", "", "model.path=data/first.pt")
+    (tmp_path / "models_folder").mkdir()  # before: the folder's error, not naming the key
+    with pytest.raises(Exception, match=r"^config key 'model.path': .*models_folder is a folder, "
+                                        r"not a model file$"):
+        _start(tmp_path / "fresh2", "", f"model.path={tmp_path / 'models_folder'}")
 
 
 def test_a_start_records_the_learner_settings_it_runs_with(tmp_path, nms_inside, capsys):

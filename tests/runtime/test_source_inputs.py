@@ -587,3 +587,8 @@ def test_a_folders_fps_without_realtime_is_said_not_dropped(tmp_path, run_edgecl
         code, _, err = run_edgecl(["run", "--source", f"dir://{tmp_path}?fps=", "--model",
                                    "yolo11n.yaml", "model.imgsz=64", "--quiet"])
     assert code == 2 and "fps" in err and "paces the folder only" not in caplog.text
+    caplog.clear()  # fps=0 is no pacing: nothing to warn of (before: warned as a rate)
+    with caplog.at_level(logging.WARNING, logger="edgecl.commands.run"):
+        code, _, _ = run_edgecl(["run", "--source", f"dir://{tmp_path}?fps=0", "--model",
+                                 "yolo11n.yaml", "model.imgsz=64", "--quiet"])
+    assert code == 0 and "paces the folder only" not in caplog.text

@@ -692,6 +692,13 @@ def test_a_plain_path_gets_the_scheme_it_needs_suggested(tmp_path):
         open_source(str(tmp_path))
     with pytest.raises(SourceError, match=r"source 'nowhere' has no scheme; supported"):
         open_source("nowhere")
+    # before: no hint for a camera node or a path that names nothing yet
+    with pytest.raises(SourceError, match=r"^source '/dev/video0' has no scheme \(a camera: did "
+                                          r"you mean v4l2://0\?\); supported"):
+        open_source("/dev/video0")
+    with pytest.raises(SourceError, match=f"nothing exists at {tmp_path}/gone.mp4; a video file is "
+                                          f"file://PATH, a folder of images dir://PATH"):
+        open_source(f"{tmp_path}/gone.mp4")
 
 
 @pytest.mark.parametrize("value", ["1e-10", "-1", "nan", "inf", "abc", "2000"])

@@ -234,6 +234,11 @@ def split_uri(uri: str, schemes: list[str]) -> tuple[str, str, str]:
             hint = f" (a folder: did you mean dir://{uri}?)"
         elif uri and local.is_file() and "file" in schemes:
             hint = f" (a file: did you mean file://{uri}?)"
+        elif re.fullmatch(r"/dev/video\d+", uri) and "v4l2" in schemes:
+            hint = f" (a camera: did you mean v4l2://{uri[len('/dev/video'):]}?)"
+        elif uri and ("/" in uri or "." in Path(uri).name):  # a path, which names nothing
+            hint = (f" (nothing exists at {local}; a video file is file://PATH, a folder of "
+                    f"images dir://PATH)")
         raise SourceError(f"source '{uri}' has no scheme{hint}; supported: {supported}")
     scheme, rest = uri.split("://", 1)
     scheme = scheme.lower()

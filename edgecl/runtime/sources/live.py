@@ -199,7 +199,8 @@ class _Workers:
 
 @contextlib.contextmanager
 def _notify_stop_signals(notify: Callable[[], None]) -> Iterator[None]:
-    """While the block runs on the main thread, SIGINT and SIGTERM also call ``notify()``.
+    """While the block runs on the main thread, SIGINT, SIGTERM and SIGHUP also call
+    ``notify()``.
 
     The handler in place still runs right after (``edgecl run``'s clean stop; Ctrl-C's
     ``KeyboardInterrupt``, which then unwinds the block). A signal without a Python handler
@@ -210,7 +211,7 @@ def _notify_stop_signals(notify: Callable[[], None]) -> Iterator[None]:
     """
     wrapped: dict[int, tuple[Callable, Callable]] = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous = signal.getsignal(sig)
             if not callable(previous):
                 continue
