@@ -656,12 +656,22 @@ def run(args: argparse.Namespace) -> int:
     if args.report_only and not mine:
         raise ConfigError(f"--report-only: none of the {len(done)} run(s) in {results_path} was "
                           f"made with these strategies, budgets, seeds, settings and data")
+    missing = [s for s in plan if not any(same_run(r, s, settings, view.data_hash) for r in mine)]
+    if missing:  # before: a table without them, and not a word (an interrupted run's report)
+        logging.getLogger(__name__).warning(
+            "the report leaves out %d planned run(s) not made yet: %s; run the same command "
+            "without --report-only to make them (finished runs are reused)", len(missing),
+            ", ".join(f"{m.strategy}"
+                      + (f" {m.budget:.0%}" if m.budget is not None else "")
+                      + f" seed {m.seed}" for m in missing[:6]) + (" ..." if len(missing) > 6 else ""))
     table, pngs, summary = write_report(mine, view.task_names, out,
                                         _header(yaml_path, view, settings, args.seeds))
     print_json_line({
         "out": str(out), "results": str(results_path), "table": str(table),
         "plots": [str(p) for p in pngs], "data_hash": view.data_hash, "runs": len(mine),
         "new_runs": len(pending), "skipped_runs": finished_before,
+        "missing_runs": [{"strategy": m.strategy, "budget": m.budget, "seed": m.seed}
+                         for m in missing],
         "wall_s": round(time.monotonic() - started, 1),
         "summary": {label: {"strategy": e["strategy"], "budget": e["budget"], "seeds": e["seeds"],
                             "acc_pct": _pct(e["acc"]), "bwt_pct": _pct(e["bwt"])}

@@ -438,6 +438,12 @@ def measure(runtime, base: str, *, requests: int = 500, threads: int = 8, phase_
     return {"idle_fps": round(idle_fps, 2), "load_fps": round(load_fps, 2),
             "viewer_fps": round(viewer_fps, 2), "load_ratio": paired("load"),
             "viewer_ratio": paired("viewer"),
+            # a ratio is not load_fps / idle_fps: a busy machine's speed drifts over a run, so
+            # each phase is set against the idle phases just around it (said here: before, a
+            # reader who divided the printed figures found another number)
+            "ratio_basis": "median over the cycles of a phase's fps / the mean fps of the idle "
+                           "phases just before and after it (idle_fps is the mean of all idle "
+                           "phases)",
             "load": load, "viewer": viewer, "phases": phases}
 
 

@@ -831,6 +831,10 @@ def run(args) -> int:
     def progress(line: str) -> None:
         print(f"[field] {line}", file=sys.stderr, flush=True)
 
+    if (out / "results.json").exists():  # before: replaced without a word, row by row
+        progress(f"{out} holds an earlier run's results.json and table.md: this run replaces "
+                 f"them (give another --out to keep them)")
+
     run_cfg = _run_config(cfg, out, "ground_truth", 0, args.imgsz)
     initial = starting_model(taskset, yaml_path, run_cfg, args.initial_model, args.initial_steps,
                              out / "starting-model", progress, images=pretrain)
@@ -841,8 +845,10 @@ def run(args) -> int:
             runs.append(run_one(cfg, taskset, yaml_path, selection, args.label_budget_pct, seed,
                                 args.imgsz, out / "runs", args.delay_frames, progress,
                                 args.fps, initial, args.queue_factor))
+            # the table with its results, after every run: a stop leaves the two agreeing
+            # (before: results.json of this run beside table.md of an earlier one)
             atomic_write_text(out / "results.json", json.dumps(runs, indent=1))
-    write_table(runs, out / "table.md")
+            write_table(runs, out / "table.md")
     summary = dict(summarize(runs), results=str(out / "results.json"))
     if args.json:
         print_json_line(summary)

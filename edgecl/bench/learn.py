@@ -475,7 +475,8 @@ def run_benchmark(args, progress=None) -> dict:
     lc = setup.cfg.learner
     # edgecl's arithmetic (ultralytics' trainer runs float32 on a CPU: amp=False)
     precision = resolve_precision(lc.precision, torch.device("cpu"))
-    out: dict = {"data": args.data, "imgsz": lc.imgsz, "batch": lc.batch, "steps": args.steps,
+    out: dict = {"data": args.data, "parent": str(setup.parent),  # for bench perf --model
+                 "imgsz": lc.imgsz, "batch": lc.batch, "steps": args.steps,
                  "threads": setup.threads, "freeze_layers": lc.freeze_layers,
                  "edgecl_precision": precision,
                  "train_images": len(setup.images), "replay_images": len(setup.replay),

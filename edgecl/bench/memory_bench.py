@@ -234,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(state, ignore_errors=True)
     if not args.json:
         print(f"{result['adds_per_s']} adds/s, disk max {result['disk_bytes_max']} of "
-              f"{max_bytes} bytes, select ms {result['select_ms']}")
+              f"{max_bytes} bytes, selection ms: "
+              + ", ".join(f"{name} {ms}" for name, ms in result["select_ms"].items()))
     print_json_line(result)
     return 0 if result["disk_bytes_max"] <= max_bytes and verify_ok else 1

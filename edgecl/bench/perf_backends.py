@@ -83,8 +83,10 @@ def parse_backends(text: str) -> list[str]:
     """
     names = list(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in BACKEND_NAMES]
-    if unknown or not names:
-        raise ConfigError(f"--backends: unknown backend(s) {unknown or text!r}; choose from "
+    if not names:
+        raise ConfigError(f"--backends: no backend named; choose from {', '.join(BACKEND_NAMES)}")
+    if unknown:
+        raise ConfigError(f"--backends: unknown backend(s) {', '.join(unknown)}; choose from "
                           f"{', '.join(BACKEND_NAMES)}")
     return names
 
@@ -129,9 +131,13 @@ def train_model(taskset, cfg, cache_dir: Path, steps: int, threads: int) -> Path
     from edgecl.bench.trained_model import cached_trained_model
 
     images = [p for task in taskset.tasks for p in task.train]
+    path = Path(taskset.path)
+    # what it trains on, said as given (before: 'on the scenario' for a user's tasks.yaml too)
+    what = ("on the scenario" if path.parent.parent == cache_dir
+            and path.parent.name.startswith("scenario-") else f"on {path}")
     return cached_trained_model(images, dict(taskset.names), cfg.learner, cache_dir, steps=steps,
-                                prefix="model", key_parts=(str(Path(taskset.path).resolve()),),
-                                threads=threads, progress=progress_line, what="on the scenario")
+                                prefix="model", key_parts=(str(path.resolve()),),
+                                threads=threads, progress=progress_line, what=what)
 
 
 def calibration_paths(taskset, limit: int) -> list[Path]:

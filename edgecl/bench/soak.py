@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+import signal
 import threading
 import time
 from pathlib import Path
@@ -130,12 +131,18 @@ def growth(samples: list[dict], frames: int) -> dict:
 
     Returns:
         ``{"from_frames", "to_frames", "rss_bytes", "fds", "threads", "disk_bytes"}``, the
-        last four as differences (0 when fewer than two samples qualify).
+        last four as differences; where fewer than two samples qualify they are None, with a
+        ``note`` (before: 0, a flat run in a script's eyes, for a run too short to tell).
     """
     base = next((s for s in samples if s["frames"] >= frames // 4), samples[-1])
     end = samples[-1]
+    keys = ("rss_bytes", "fds", "threads", "disk_bytes")
+    if base is end:
+        return {"from_frames": base["frames"], "to_frames": end["frames"],
+                **dict.fromkeys(keys), "note": "too few samples after warm-up to measure "
+                "growth: run more frames, or sample more often (--sample-every-s)"}
     return {"from_frames": base["frames"], "to_frames": end["frames"],
-            **{k: end[k] - base[k] for k in ("rss_bytes", "fds", "threads", "disk_bytes")}}
+            **{k: end[k] - base[k] for k in keys}}
 
 
 def soak_config(state_dir: Path, imgsz: int, learn_every_s: float, capacity: int):
@@ -257,10 +264,9 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
     Returns:
         The JSON-ready summary (see :func:`run`).
 
-    Raises:
-        KeyboardInterrupt: Ctrl-C stopped the runtime: no summary (a cut run's figures would
-            read as a flat, finished one).
-        SigtermExit: SIGTERM stopped it (exit 143), no summary either.
+    A run Ctrl-C or SIGTERM stopped returns what it measured, with ``interrupted`` (the
+    signal's name) and ``stop_signal`` (its number): :func:`run` prints it, then stops as the
+    signal asks (before, every sample taken was thrown away).
     """
     from edgecl.runtime.app import RunOptions, Runtime
 
@@ -287,8 +293,6 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
     runtime.build(source=DistinctPasses(inner, len(getattr(inner, "images", ())) or 1))
     start = sampler.sample(0, 0)
     report = runtime.run()
-    if runtime.interrupted:
-        raise_stop(runtime.stop_signal)  # the command line exits 130 (Ctrl-C) or 143
     running = sampler.samples[1:] or [start]
     end = sampler.sample(report.frames, _rounds(runtime))  # after shutdown: nothing left behind
     versions = runtime.registry.list() if runtime.registry is not None else []
@@ -298,7 +302,9 @@ def run_soak(args: argparse.Namespace, work: Path) -> dict:
             "versions": len(versions),
             "model_version": report.model_version, "start": start, "end": end,
             "growth_after_warmup": growth(running, args.frames),
-            "samples": sampler.samples, "loop": report.to_json()}
+            "samples": sampler.samples, "loop": report.to_json(),
+            **({"interrupted": signal.Signals(runtime.stop_signal or signal.SIGINT).name,
+                "stop_signal": runtime.stop_signal} if runtime.interrupted else {})}
 
 
 def check_work_dir(work: Path, command: str = "bench soak") -> None:
@@ -337,6 +343,9 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0.
 
+    A soak stopped by Ctrl-C or SIGTERM prints what it measured, with ``"interrupted"``, then
+    stops as the signal asks (the command line's own line follows).
+
     Raises:
         ConfigError: ``--work-dir`` holds the state of an earlier run.
         KeyboardInterrupt: Ctrl-C (the command line exits 130); SigtermExit: SIGTERM (143).
@@ -352,5 +361,7 @@ def run(args: argparse.Namespace) -> int:
             summary = run_soak(args, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    print_json_line(summary)
+    print_json_line({k: v for k, v in summary.items() if k != "stop_signal"})
+    if "interrupted" in summary:
+        raise_stop(summary["stop_signal"])  # the command line exits 130 (Ctrl-C) or 143
     return 0

@@ -256,6 +256,11 @@ def load_tasks(yaml_path: str | Path) -> TaskSet:
         raise _fail(path, f"cannot parse YAML: {exc}") from None
     if not isinstance(data, dict):
         raise _fail(path, "must be a mapping with 'names' and 'tasks'")
+    if "tasks" not in data and "train" in data:  # before: "unknown key 'train' in the top level"
+        folder = Path(path).parent
+        raise _fail(path, f"is a dataset's data.yaml, not a tasks.yaml (it has no 'tasks'): "
+                          f"split it into tasks with 'edgecl dataset split-tasks {folder} --tasks "
+                          f"\"a,b;c\" --out {folder}/tasks.yaml'")
     _check_keys(path, "the top level", data, _TOP_KEYS)
     names = _parse_names(path, data["names"])
     if not isinstance(data["tasks"], list) or not data["tasks"]:

@@ -310,7 +310,7 @@ def test_parse_strategies_with_modifiers():
     assert plan[1].base == "er" and plan[1].modifiers == {"pl"}
 
 
-def test_end_to_end_tiny_run_with_the_new_methods(tmp_path, capsys):
+def test_end_to_end_tiny_run_with_the_new_methods(tmp_path, capsys, caplog):
     out = tmp_path / "bench"
     summary = _run(out, capsys, "--budgets", "0.5", "--strategies",
                    "class_balanced,er+lwf,class_balanced+pl+lwf,finetune+lwf",
@@ -331,6 +331,11 @@ def test_end_to_end_tiny_run_with_the_new_methods(tmp_path, capsys):
     again = _run(out, capsys, "--budgets", "0.5", "--strategies", "class_balanced,er",
                  "--pseudo-conf", "0.001", "--report-only")
     assert (again["new_runs"], again["runs"]) == (0, 1)
+    # before: er, planned and never made, left out of the table without a word
+    assert again["missing_runs"] == [{"strategy": "er", "budget": 0.5, "seed": 0}]
+    assert ("the report leaves out 1 planned run(s) not made yet: er 50% seed 0; run the same "
+            "command without --report-only to make them (finished runs are reused)"
+            in caplog.messages)
     assert not (out / "work").exists()
     with pytest.raises(ConfigError, match=r"--report-only: .*scenario holds no scenario of these "
                                           r"settings"):  # before: a new scenario was generated

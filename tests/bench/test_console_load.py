@@ -38,7 +38,8 @@ def test_bench_console_json_shape(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code in (0, 1) and code == (0 if summary["ok"] else 1)
     assert {"idle_fps", "load_fps", "viewer_fps", "load_ratio", "viewer_ratio", "load", "viewer",
-            "phases", "targets", "ok", "frames", "imgsz", "backend"} <= set(summary)
+            "phases", "targets", "ok", "frames", "imgsz", "backend",
+            "ratio_basis"} <= set(summary)
     assert summary["load"]["requests"] == 24 and summary["load"]["errors"] == 0
     assert summary["viewer"]["errors"] == 0 and summary["viewer"]["requests"] >= 1
     assert [p["phase"] for p in summary["phases"]] == ["idle", "load", "idle", "viewer", "idle"]

@@ -343,3 +343,37 @@ def test_the_table_shows_a_dash_where_no_pseudo_label_was_made(tmp_path):
     rows = (tmp_path / "table.md").read_text().splitlines()[2:4]
     assert rows[0] == "| uncertain | 5 | 0 | 0.123 | - | 12 | 0 | - | 40.0 | 0.200 |"
     assert rows[1] == "| uncertain | 5 | 1 | 0.123 | - | 12 | 3 | 0.667 | 40.0 | 0.200 |"
+
+
+def test_a_stopped_field_run_leaves_its_table_and_results_agreeing(tmp_path, capsys, monkeypatch):
+    """Before: table.md was written once, at the end: a Ctrl-C left results.json of this run
+    beside table.md of an earlier one, and nothing said the earlier rows were replaced."""
+    from edgecl.cli import main
+
+    run = {"selection": "random", "budget_pct": 20.0, "seed": 0, "acc": 0.25,
+           "held_out_acc": None, "human_labels": 4, "pseudo_labels": 0,
+           "pseudo_precision": None, "fps": 40.0, "per_class_ap": {"car": 0.25}}
+    calls = []
+
+    def one_run(*args, **kwargs):
+        calls.append(args[3])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return dict(run, selection=args[3])
+
+    monkeypatch.setattr(field, "run_one", one_run)
+    monkeypatch.setattr(field, "starting_model", lambda *a, **k: None)
+    out = tmp_path / "out"
+    argv = ["bench", "field", "--data", "scenario", "--tasks", "2", "--images-per-task", "4",
+            "--imgsz", "64", "--selection", "random", "--label-budget-pct", "20", "--out",
+            str(out), "--json"]
+    assert main(argv) == 130
+    runs = json.loads((out / "results.json").read_text())
+    rows = (out / "table.md").read_text().splitlines()[2:]
+    assert [r["selection"] for r in runs] == ["random"] and len(rows) == 1
+    assert rows[0].startswith("| random | 20 | 0 | 0.250 |")
+    capsys.readouterr()
+    calls.clear()
+    main(argv)
+    assert (f"[field] {out} holds an earlier run's results.json and table.md: this run replaces "
+            f"them (give another --out to keep them)") in capsys.readouterr().err

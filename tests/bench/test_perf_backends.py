@@ -17,8 +17,10 @@ TINY = ["--imgsz", "64", "--train-steps", "1", "--images-per-task", "16", "--fra
 
 def test_parse_backends():
     assert parse_backends("onnx, openvino-int8,onnx") == ["onnx", "openvino-int8"]
-    with pytest.raises(ConfigError, match="unknown backend"):
-        parse_backends("onnx,tflite")
+    with pytest.raises(ConfigError, match=r"unknown backend\(s\) tflite; choose from"):
+        parse_backends("onnx,tflite")  # before: ['tflite'], a Python list
+    with pytest.raises(ConfigError, match=r"^--backends: no backend named; choose from"):
+        parse_backends(" , ")
 
 
 def test_gate_and_serve_pick_the_fastest_that_passed():

@@ -67,3 +67,41 @@ def test_growth_compares_the_end_with_the_first_sample_after_warm_up():
     out = soak.growth(samples, 100)
     assert out == {"from_frames": 30, "to_frames": 100, "rss_bytes": 70, "fds": 0, "threads": 0,
                    "disk_bytes": 0}
+
+
+def test_growth_with_no_window_after_warm_up_is_not_zero():
+    """Before: 'rss_bytes': 0 growth from one sample to itself: a false pass of a soak too
+    short to measure anything."""
+    samples = [{"frames": f, "rss_bytes": 100 + f, "fds": 10, "threads": 5, "disk_bytes": 7}
+               for f in (0, 10, 260)]
+    out = soak.growth(samples, 300)
+    assert (out["from_frames"], out["to_frames"], out["rss_bytes"], out["fds"]) == (260, 260, None,
+                                                                                    None)
+    assert out["note"].startswith("too few samples after warm-up to measure growth")
+
+
+def test_a_soak_stopped_by_ctrl_c_prints_what_it_measured(tmp_path, capsys, monkeypatch):
+    """Before: Ctrl-C threw every sample away: stdout held only {"error": "interrupted"}."""
+    import os
+    import signal
+
+    import pytest
+
+    parser = argparse.ArgumentParser()
+    soak.add_arguments(parser)
+    args = parser.parse_args(["--frames", "100000", "--images-per-task", "6", "--backend", "torch",
+                              "--learn-every-s", "0", "--sample-every-s", "0.1", "--quiet",
+                              "--json", "--work-dir", str(tmp_path)])
+    sample = soak.ResourceSampler.maybe_sample
+
+    def then_stop(self, frames, rounds):
+        sample(self, frames, rounds)
+        if len(self.samples) >= 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(soak.ResourceSampler, "maybe_sample", then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        soak.run(args)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["interrupted"] == "SIGINT" and "stop_signal" not in summary
+    assert 0 < summary["frames"] < 100000 and len(summary["samples"]) >= 3

@@ -58,3 +58,17 @@ def test_a_tasks_file_that_gives_one_class_two_ids_is_refused(tmp_path):
     yaml_path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="differ only in case or separators"):
         load_tasks(yaml_path)
+
+
+def test_a_datasets_data_yaml_given_for_a_tasks_yaml_says_how_to_make_one(tmp_path):
+    """Before: 'data.yaml: unknown key 'train' in the top level', read as a malformed file, for
+    the data.yaml that 'dataset import' had just printed."""
+    data = tmp_path / "ds" / "data.yaml"
+    data.parent.mkdir()
+    data.write_text("path: .\ntrain: images\nval: images\nnames: [car]\n")
+    with pytest.raises(ConfigError) as err:
+        load_tasks(data)
+    assert str(err.value) == (
+        f"{data}: is a dataset's data.yaml, not a tasks.yaml (it has no 'tasks'): split it into "
+        f"tasks with 'edgecl dataset split-tasks {data.parent} --tasks \"a,b;c\" --out "
+        f"{data.parent}/tasks.yaml'")
