@@ -303,18 +303,25 @@ def test_console_runtime_ending_before_the_figures_is_a_failure_not_a_key_error(
     assert json.loads(out) == {"error": line}
 
 
-def test_soak_ctrl_c_gives_no_summary_and_exit_130(run_edgecl, tmp_path, capsys, monkeypatch):
+def test_soak_ctrl_c_prints_what_it_measured_and_exits_130(run_edgecl, tmp_path, capsys,
+                                                          monkeypatch):
+    """What it measured first, marked interrupted (before: thrown away), then the error."""
     code, out, err = _soak_stopped_by(signal.SIGINT, run_edgecl, tmp_path, monkeypatch)
     assert code == 130 and err == "interrupted\n"
-    assert out == '{"error": "interrupted"}\n', "--json: the last stdout line says it did not finish"
+    measured, last = out.splitlines()
+    assert json.loads(measured)["interrupted"] == "SIGINT" and json.loads(measured)["frames"] == 5
+    assert last == '{"error": "interrupted"}', "--json: the last stdout line says it did not finish"
 
 
-def test_soak_sigterm_gives_no_summary_and_exit_143(run_edgecl, tmp_path, capsys, monkeypatch):
+def test_soak_sigterm_prints_what_it_measured_and_exits_143(run_edgecl, tmp_path, capsys,
+                                                            monkeypatch):
     """Before: a SIGTERM (a service manager's stop) exited 130 and said "interrupted", as if a
     person had pressed Ctrl-C."""
     code, out, err = _soak_stopped_by(signal.SIGTERM, run_edgecl, tmp_path, monkeypatch)
     assert code == 143 and err == ""
-    assert out == '{"error": "stopped by SIGTERM"}\n'
+    measured, last = out.splitlines()
+    assert json.loads(measured)["interrupted"] == "SIGTERM"
+    assert last == '{"error": "stopped by SIGTERM"}'
 
 
 def _soak_stopped_by(signum, run_edgecl, tmp_path, monkeypatch):

@@ -7,12 +7,17 @@ import json
 from edgecl.bench import soak
 
 
-def test_bench_soak_small(tmp_path, capsys, caplog):
+def _tiny_args(work, frames: int, sample_every_s: float) -> argparse.Namespace:
+    """A soak of the torch backend on 6 images per task, no learning, quiet, JSON."""
     parser = argparse.ArgumentParser()
     soak.add_arguments(parser)
-    args = parser.parse_args(["--frames", "120", "--images-per-task", "6", "--backend", "torch",
-                              "--learn-every-s", "0", "--sample-every-s", "0.2", "--quiet",
-                              "--json", "--work-dir", str(tmp_path)])
+    return parser.parse_args(["--frames", str(frames), "--images-per-task", "6", "--backend",
+                              "torch", "--learn-every-s", "0", "--sample-every-s",
+                              str(sample_every_s), "--quiet", "--json", "--work-dir", str(work)])
+
+
+def test_bench_soak_small(tmp_path, capsys, caplog):
+    args = _tiny_args(tmp_path, 120, 0.2)
     assert soak.run(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["frames"] == 120 and summary["fps"] > 0 and summary["loop"]["frames"] == 120
@@ -87,11 +92,7 @@ def test_a_soak_stopped_by_ctrl_c_prints_what_it_measured(tmp_path, capsys, monk
 
     import pytest
 
-    parser = argparse.ArgumentParser()
-    soak.add_arguments(parser)
-    args = parser.parse_args(["--frames", "100000", "--images-per-task", "6", "--backend", "torch",
-                              "--learn-every-s", "0", "--sample-every-s", "0.1", "--quiet",
-                              "--json", "--work-dir", str(tmp_path)])
+    args = _tiny_args(tmp_path, 100000, 0.1)
     sample = soak.ResourceSampler.maybe_sample
 
     def then_stop(self, frames, rounds):

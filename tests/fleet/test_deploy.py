@@ -142,7 +142,10 @@ def test_a_new_fleet_class_one_slip_from_a_known_one_is_named(caplog):
     assert caplog.messages == [
         "fleet round 3: the new fleet class 'Persons' is close to 'Person' (taught by robotC): "
         "if they mean one class, run 'edgecl classes merge Persons Person' on robotC: its "
-        "samples of it then teach 'Person'"]
+        "samples of it then teach 'Person'",
+        "fleet round 3: the new fleet class 'people' is close to 'Person' (taught by robotC): "
+        "if they mean one class, run 'edgecl classes merge people Person' on robotC: its "
+        "samples of it then teach 'Person'"]  # a plural the letters alone did not match
 
 
 def test_an_update_that_outweighs_the_fleet_is_named(tmp_path, caplog, monkeypatch):
