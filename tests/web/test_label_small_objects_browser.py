@@ -442,3 +442,67 @@ def test_a_refused_nothing_here_on_untouched_boxes_is_sent_again_at_once(served,
     wait_for(lambda: fake.answers, what="the answer sent again")
     assert fake.answers[0] == {"id": "f0000", "boxes": [], "skip": False}
     assert "press N again" not in browser.find_element(By.ID, "toasts").text
+
+
+def test_an_answer_whose_reply_was_lost_is_said_saved_once_the_device_shows_it(served, browser):
+    """Before: a frozen link's answer that the device stored all the same (its reply lost)
+    came back as 'Not saved', then 'left the queue (answered elsewhere ...): your boxes on it
+    were not saved', though nobody else had answered and the device held it."""
+    base, fake = served
+    open_label(browser, base)
+    js(browser, """
+        const real = window.fetch;
+        window.loseReply = true;
+        window.fetch = async (url, opts) => {
+          const response = await real(url, opts);
+          if (window.loseReply && opts && opts.method === 'POST'
+              && /\\/api\\/labels\\/f0000$/.test(String(url))) {
+            window.loseReply = false;
+            throw new TypeError('Failed to fetch');  // the device took it; its reply is lost
+          }
+          return response;
+        };""")
+    wait_answerable(browser)
+    keys(browser, "n")
+    wait_for(lambda: fake.answers, what="the answer reached the device")
+    said = wait_for(lambda: "saved f0000 after all" in browser.find_element(By.ID, "toasts").text,
+                    20, "the late save said")
+    assert said and "were not saved" not in browser.find_element(By.ID, "toasts").text
+    assert fake.answers == [{"id": "f0000", "boxes": [], "skip": False}]
+
+
+def test_a_box_made_and_resized_with_the_keyboard_lands_on_whole_pixels(served, browser):
+    """Before: 'B', '+', '+' sent [225.2, 179.6, 418.8, 334.4]; the README says boxes land on
+    whole frame pixels, as drawn ones do."""
+    base, fake = served
+    open_label(browser, base)
+    wait_answerable(browser)
+    keys(browser, "b")
+    name = browser.find_element(By.ID, "new-class")
+    if name.is_displayed():
+        name.send_keys("car", Keys.ENTER)
+    keys(browser, "+", "+", Keys.ARROW_RIGHT)
+    wait_answerable(browser)
+    keys(browser, Keys.ENTER)
+    (drawn,) = answered_boxes(fake)
+    assert all(float(v).is_integer() for v in drawn), drawn
+
+
+def test_the_class_picker_follows_an_undone_class_change(served, browser):
+    """Before: B, C, 'van', Enter, then Ctrl+Z gave the box its class back, but the picker
+    still read 'van' and gave it to the next box drawn."""
+    base, fake = served
+    open_label(browser, base)
+    wait_answerable(browser)
+    keys(browser, "b")
+    name = browser.find_element(By.ID, "new-class")
+    if name.is_displayed():
+        name.send_keys("car", Keys.ENTER)
+    select = browser.find_element(By.ID, "class-select")
+    before = select.get_attribute("value")
+    keys(browser, "c")
+    wait_for(name.is_displayed, what="new class input")
+    name.send_keys("van", Keys.ENTER)
+    wait_for(lambda: select.get_attribute("value") == "van", what="van picked")
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
+    wait_for(lambda: select.get_attribute("value") == before, what="the picker back on " + before)

@@ -81,6 +81,7 @@
     shownAt: 0,                // when the current queued frame's image showed (ms since epoch)
     failedImage: null,         // the id of the queued frame whose image did not load
     drafts: new Map(),         // id -> {boxes, edited} of an answer the device did not take (kept to resend)
+    unsure: new Map(),         // id -> skip, of an answer that met no reply: it may have reached the device
     listed: "",                // what the queue list shows (ids and priorities)
     mode: "queue",             // "queue": answering queued frames; "correct": an answer reopened
     tab: "queue",              // the list the left column shows: "queue" or "answered"
@@ -338,7 +339,9 @@
     const answering = state.mode === "queue";  // the editor shows a queued frame, not an answer
     if (answering && state.current && !state.queue.some((item) => item.id === state.current.id)) {
       state.swappedAt = Date.now();  // the frame opened next was not chosen by the operator
-      if (state.edited) {
+      if (state.unsure.has(state.current.id)) {
+        confirmLate(state.current.id).catch(EC.report);
+      } else if (state.edited) {
         EC.toast(`${state.current.id} left the queue (answered elsewhere, or dropped for frames of ` +
                  "higher priority): your boxes on it were not saved", "error");
       }
@@ -535,6 +538,7 @@
     renderQueue();
     try {
       const result = await EC.postJSON(`/api/labels/${encodeURIComponent(item.id)}`, payload);
+      state.unsure.delete(item.id);
       forgetImage(item.id);
       if (!skip && result && result.sample === null) {
         EC.toast(`answered ${item.id}, but the replay memory did not keep it (its insertion ` +
@@ -546,16 +550,45 @@
       if (!skip) refreshAnswered().catch(EC.report);  // its count shows on the tab too
     } catch (err) {
       state.answered.delete(item.id);
-      if (err instanceof EC.ApiError && GONE.has(err.status)) {
+      if (err instanceof EC.ApiError && GONE.has(err.status) && state.unsure.has(item.id)) {
+        forgetImage(item.id);  // sent again: the first sending had reached the device after all
+        confirmLate(item.id).catch(EC.report);
+      } else if (err instanceof EC.ApiError && GONE.has(err.status)) {
         forgetImage(item.id);
         EC.toast(`Not saved: ${err.message}`, "error");
       } else {
+        // no reply is not a refusal: a frozen link may deliver the answer later (confirmLate)
+        if (err instanceof EC.ApiError && err.status === 0) state.unsure.set(item.id, skip);
         restore(item, index, kept, err, edited);
       }
     } finally {
       state.inFlight.delete(item.id);
     }
     if (!state.queue.length) refreshQueue().catch(EC.report);
+  }
+
+  /** Say whether an answer that met no reply reached the device after all, once its item left
+   * the queue or a second sending was refused as already answered: its answer is in the
+   * Answered list (before, a frozen link's answer that the device stored read "not saved"). */
+  async function confirmLate(id) {
+    const skipped = state.unsure.get(id);
+    state.unsure.delete(id);
+    state.drafts.delete(id);
+    if (skipped) {  // a skip stores nothing to look for: gone from the queue, it was taken
+      EC.toast(`skipped ${id} after all: the skip sent before the connection dropped reached ` +
+               "the device", "ok");
+      return;
+    }
+    const answers = await EC.getJSON(`/api/labels/answered?limit=${MAX_ANSWERED}`);
+    const found = answers.find((entry) => entry.id === id);
+    if (found) {
+      EC.toast(`saved ${id} after all: the answer sent before the connection dropped reached the ` +
+               `device (${boxCount((found.boxes || []).length)})`, "ok");
+      refreshAnswered().catch(EC.report);
+    } else {
+      EC.toast(`${id} left the queue (answered elsewhere, or dropped for frames of higher ` +
+               "priority): your boxes on it were not saved", "error");
+    }
   }
 
   /** An answer the device did not take (no connection, stopping, full disk, a refused box):
@@ -625,7 +658,8 @@
       // before: Enter on a frame nobody touched saved "nothing here" (a negative, perhaps held
       // out for every evaluation) for a frame full of cars opened after another operator's
       // answer; a negative now comes from N or its button only
-      EC.toast("No box on this frame: draw the objects, or N for \u201cnothing here\u201d", "error");
+      EC.toast("No box on this frame: draw the objects, or answer \u201cNothing here\u201d (its " +
+               "button, or N)", "error");  // a phone has no N key
       return;
     }
     const unnamed = state.boxes.findIndex((b) => !b.cls);
@@ -1266,6 +1300,11 @@
     state.boxes = last.boxes;
     state.selected = Math.min(last.selected, state.boxes.length - 1);
     state.edited = last.edited;
+    const cls = state.selected >= 0 ? state.boxes[state.selected].cls : "";
+    if (cls && state.classes.includes(cls)) {  // the picker follows the undo (before: it kept
+      state.defaultClass = cls;                // the class undone, and gave it to the next box)
+      $("class-select").value = cls;
+    }
     disarm();
     draw();
   }
@@ -1285,7 +1324,9 @@
     if (!state.image || state.busy) return;
     const w = state.image.naturalWidth;
     const h = state.image.naturalHeight;
-    const b = {cls: state.defaultClass, x1: w * 3 / 8, y1: h * 3 / 8, x2: w * 5 / 8, y2: h * 5 / 8, proposed: false};
+    // whole frame pixels, as a drawn box's (before: 225.2, 179.6, ... from the keyboard)
+    const b = {cls: state.defaultClass, x1: Math.round(w * 3 / 8), y1: Math.round(h * 3 / 8),
+               x2: Math.round(w * 5 / 8), y2: Math.round(h * 5 / 8), proposed: false};
     remember();
     state.boxes.push(b);
     state.selected = state.boxes.length - 1;
@@ -1306,8 +1347,9 @@
     const hw = Math.max(1, ((b.x2 - b.x1) / 2) * factor);
     const hh = Math.max(1, ((b.y2 - b.y1) / 2) * factor);
     remember();
-    Object.assign(b, {x1: Math.max(0, cx - hw), x2: Math.min(w, cx + hw),
-                      y1: Math.max(0, cy - hh), y2: Math.min(h, cy + hh), proposed: false});
+    Object.assign(b, {x1: Math.max(0, Math.round(cx - hw)), x2: Math.min(w, Math.round(cx + hw)),
+                      y1: Math.max(0, Math.round(cy - hh)), y2: Math.min(h, Math.round(cy + hh)),
+                      proposed: false});
     state.edited = true;
     draw();
   }
