@@ -136,3 +136,27 @@ def test_every_page_fits_a_320_px_phone(served, console_server, browser):
     unexpected = [e["message"] for e in severe_console_entries(browser)
                   if not any(p in e["message"] for p in provoked)]
     assert unexpected == []
+
+
+@pytest.mark.parametrize("width, height", [(844, 390), (640, 360), (1024, 768)])
+def test_a_phone_held_sideways_shows_the_frame_and_submit_with_finger_sized_targets(
+        served, browser, width, height):
+    """Before, at 844x390 the frame's bottom 27 px lay below the fold (107 px at 640x360) and
+    scrolling to it took Submit off the screen under the sticky bar; the zoom buttons were 30 px
+    wide and the bar's links 34 px high on a phone held sideways or a tablet."""
+    base, _ = served
+    emulate_phone(browser, width, height)
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "pointer", "value": "coarse"}]})
+    open_page(browser, base, "label", 1)
+    wait_for(lambda: js(browser, "return document.getElementById('canvas').offsetHeight > 0"),
+             what="the frame")
+    time.sleep(0.5)
+    canvas, submit, small = js(browser, """
+        const box = (id) => document.getElementById(id).getBoundingClientRect();
+        const targets = [...document.querySelectorAll('nav.top a, .toolbar button')]
+          .filter((e) => e.offsetParent !== null).map((e) => e.getBoundingClientRect());
+        return [box('canvas'), box('submit'),
+                targets.filter((r) => r.width < 44 || r.height < 44).length];""")
+    assert canvas["bottom"] <= height and submit["top"] >= 0, (canvas, submit)
+    assert small == 0

@@ -986,7 +986,10 @@
     const canvas = $("canvas");
     const top = wrap.getBoundingClientRect().top + window.scrollY;
     const maxW = wrap.offsetWidth;  // not clientWidth: a zoomed frame's scroll bar takes from it
-    const maxH = Math.max(280, window.innerHeight - top - 12);
+    // at least 280 px, or on a phone held sideways (a 360-390 px high screen) what the screen
+    // leaves under the toolbar: before, 280 px put the frame's bottom below the fold there,
+    // and scrolling to it took Submit off the screen
+    const maxH = Math.max(Math.min(280, window.innerHeight * 0.45), window.innerHeight - top - 12);
     const w = state.image.naturalWidth;
     const h = state.image.naturalHeight;
     const fit = Math.min(maxW / w, maxH / h);
