@@ -634,9 +634,9 @@ def _unevaluated_lines(state_dir: str | Path, evaluated: Sequence[str]) -> list[
     if not missing:
         return []
     shown = ", ".join(_md(name) for name in missing)
-    return [f"Not in the tables above: {shown}. These classes of the device's "
-            f"registry have no held-out box in any evaluation yet; a class is evaluated once "
-            f"the replay memory holds a held-out sample of it.", ""]
+    return [f"Not in the tables above: {shown}. No promoted version measured these classes "
+            f"of the device's registry: a round measures a class once the replay memory holds "
+            f"a held-out sample of it (a version rolled back since does not count).", ""]
 
 
 def _unmeasured(report: Mapping) -> str:

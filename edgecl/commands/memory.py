@@ -103,8 +103,12 @@ def remove_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json_line({"removed": removed, "snapshot_copies": copies})
         return 0
-    kept = (f"; training snapshots of past rounds keep {copies} link(s) to their images until "
-            f"they are pruned" if copies else "")
+    # snapshots are made by rounds and by 'memory export' (before: all called rounds')
+    from edgecl.continual.memory.store import DEFAULT_KEEP_SNAPSHOTS
+
+    kept = (f"; the memory's snapshots (the views rounds trained on and exports read) keep "
+            f"{copies} link(s) to their images until newer snapshots replace them (the "
+            f"{DEFAULT_KEEP_SNAPSHOTS} newest are kept)" if copies else "")
     print(f"removed sample(s) {', '.join(map(str, removed))}{kept}")
     return 0
 

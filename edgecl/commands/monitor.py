@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 
 from edgecl.arguments import output_path, print_json_line
 from edgecl.commands.common import add_config_args, config_from_args, require_state_dir
@@ -100,7 +99,10 @@ def summary_command(args: argparse.Namespace) -> int:
               f"{_text(summary.get('model_version'))}, the newest version a learning round "
               f"measured)")
     if summary.get("runtime_ts_s") is not None:  # fps, latency and memory are as of this sample
-        sampled = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(summary["runtime_ts_s"]))
+        from edgecl.boot import iso_time
+
+        # UTC, as status, models list and the report write times (before: local, '+0000')
+        sampled = iso_time(summary["runtime_ts_s"])
         print(f"{'runtime_sampled':<16} {sampled} (inference_fps, latency and memory as of then)")
     calibration = summary.get("calibration") or {}
     if calibration:
@@ -113,9 +115,9 @@ def summary_command(args: argparse.Namespace) -> int:
     for name, value in summary.get("class_forgetting", {}).items():
         print(f"class_forgetting[{name}] {_text(value)}")
     if summary.get("not_evaluated"):
-        print(f"{'not_evaluated':<16} {', '.join(summary['not_evaluated'])} (no evaluation of "
-              f"these classes yet: a round evaluates a class once the replay memory holds a "
-              f"held-out image of it)")
+        print(f"{'not_evaluated':<16} {', '.join(summary['not_evaluated'])} (no promoted "
+              f"version measured these classes: a round measures a class once the replay memory "
+              f"holds a held-out image of it; one rolled back since does not count)")
     return 0
 
 

@@ -1617,10 +1617,10 @@ class LearnerSupervisor:
             result.status = RoundStatus.PROMOTED
             self.known_classes.update(int(c) for c in result.classes)
             acc = result.acc
-            # the monitor's ACC (every class held out), which the gate's verdict may not be:
-            # it counts the classes with enough held-out boxes to judge
-            log.info("promoted %s (ACC %s over every class with held-out samples, as the "
-                     "Forgetting page shows it)", result.version,
+            # the monitor's ACC (over the classes held out, or the tasks where frames carry
+            # them), which the gate's verdict may not be: it counts the classes with enough
+            # held-out boxes to judge (before, 'over every class' in the tasks' view too)
+            log.info("promoted %s (ACC %s, as the Forgetting page shows it)", result.version,
                      f"{acc:.3f}" if isinstance(acc, (int, float)) and math.isfinite(acc) else "n/a")
             warning = unguarded_warning(result, self.cfg.state_dir)
             if warning:  # before: said only in the monitor report's footnote

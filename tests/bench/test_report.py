@@ -78,18 +78,18 @@ def test_monitor_report_of_a_deployment_shows_the_class_view(tmp_path):
 
     ClassRegistry(tmp_path).seed({0: "car", 1: "person", 2: "Truck", 3: "Drone"})
     text = write_monitor_report(tmp_path).read_text()
-    assert ("Not in the tables above: Truck, Drone. These classes of the device's registry have "
-            "no held-out box in any evaluation yet") in text
+    assert ("Not in the tables above: Truck, Drone. No promoted version measured these classes "
+            "of the device's registry") in text
     # a class merged into another is no class of its own: before, it was named as waiting
     ClassRegistry(tmp_path).merge("Drone", "person")
     text = write_monitor_report(tmp_path).read_text()
-    assert "Not in the tables above: Truck. These classes" in text
+    assert "Not in the tables above: Truck. No promoted version measured" in text
     # before: this list alone wrote names as they are: a name holding HTML ran in a renderer
     # that passes inline HTML, and an entity showed as another name (a&amp;b as a&b)
     ClassRegistry(tmp_path).add(['<img src=x onerror=alert(2)>', "a&amp;b", "other_vehicle"])
     text = write_monitor_report(tmp_path).read_text()
     assert ("Not in the tables above: Truck, \\<img src=x onerror=alert(2)\\>, a\\&amp;b, "
-            "other\\_vehicle. These classes") in text
+            "other\\_vehicle. No promoted version measured") in text
     assert "<img" not in text.replace("\\<img", "")
 
 

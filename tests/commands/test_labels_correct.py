@@ -231,3 +231,15 @@ def test_a_correction_with_the_stored_boxes_says_unchanged(answered, capsys, tmp
         assert memory.ids() == [1, 2, 3]
     finally:
         memory.close()
+
+
+def test_memory_remove_names_the_snapshots_that_keep_a_removed_image(answered, capsys, tmp_path):
+    """Before: 'training snapshots of past rounds keep 1 link(s)' where no round had run: the
+    snapshot was a 'memory export's."""
+    state, _ = answered
+    assert run(capsys, "memory", "export", "--state-dir", str(state), "--out",
+               str(tmp_path / "exported"))[0] == 0
+    code, out, _ = run(capsys, "memory", "remove", "1", "--state-dir", str(state))
+    assert code == 0 and out == ("removed sample(s) 1; the memory's snapshots (the views rounds "
+                                 "trained on and exports read) keep 1 link(s) to their images "
+                                 "until newer snapshots replace them (the 2 newest are kept)\n")

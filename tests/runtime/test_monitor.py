@@ -926,7 +926,8 @@ def test_summary_names_the_classes_no_evaluation_covers_yet(tmp_path, capsys):
     args = argparse.Namespace(state_dir=str(tmp_path), config=None, overrides=[], json=False)
     assert monitor_cmd.summary_command(args) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "not_evaluated    bicycle (no evaluation of these classes yet: a round evaluates a class "
-        "once the replay memory holds a held-out image of it)")
+        "not_evaluated    bicycle (no promoted version measured these classes: a round measures "
+        "a class once the replay memory holds a held-out image of it; one rolled back since does "
+        "not count)")
     assert monitor_cmd.summary_command(argparse.Namespace(**{**vars(args), "json": True})) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["not_evaluated"] == ["bicycle"]
