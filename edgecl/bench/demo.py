@@ -187,9 +187,14 @@ def summarize(runtime, report, state: Path, seconds: float, stream,
               "acc": summary.get("acc"), "bwt": summary.get("bwt"),
               "current_version": runtime.registry.current(), "report": str(report_path),
               "frames": report.frames, "swaps": report.swaps, "seconds": round(seconds, 1)}
-    print(f"[demo] ACC={_fmt(result['acc'])} BWT={_fmt(result['bwt'])} rounds={result['rounds']} "
-          f"promoted={promoted} swaps={report.swaps} current={result['current_version']} "
-          f"in {seconds:.0f} s; report: {report_path}", file=stream, flush=True)
+    # a rejected round's row is in the table, not in the figures (before, nothing said so, and
+    # ACC/BWT worked out from the table came out otherwise)
+    over = " (over the promoted rows; a rejected round's row is shown, not counted)" \
+        if promoted < len(rounds) else ""
+    print(f"[demo] ACC={_fmt(result['acc'])} BWT={_fmt(result['bwt'])}{over} "
+          f"rounds={result['rounds']} promoted={promoted} swaps={report.swaps} "
+          f"current={result['current_version']} in {seconds:.0f} s; report: {report_path}",
+          file=stream, flush=True)
     if len(rounds) < expected_rounds:  # before: a demo whose rounds could not run ended as if fine
         why = runtime.supervisor.last_error or "see the log above"
         print(f"[demo] warning: {len(rounds)} of {expected_rounds} learning rounds ran ({why}); "

@@ -13,6 +13,7 @@ The same generator feeds :func:`make_scenario` (files) and :func:`iter_scenario_
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -572,8 +573,21 @@ def _write_scenario(out: Path, tasks: int, images_per_task: int, imgsz: int, see
               "splits": list(splits), "classes_per_task": classes_per_task, "jpeg_quality": JPEG_QUALITY}
     atomic_write_text(out / MARKER_NAME, json.dumps(params, indent=2, sort_keys=True) + "\n")
     lists: dict[tuple[str, str], list[str]] = {}
+    trained: set[int] = set()  # classes with a box in their own task's training images
     for f in generate_frames(tasks, images_per_task, imgsz, seed, splits, classes_per_task):
         lists.setdefault((f.task, f.split), []).append(_write_frame(out, f))
+        if f.split == "train":
+            task = int(f.task[1:]) - 1
+            trained.update(int(c) for c in np.asarray(f.labels).reshape(-1, 5)[:, 0]
+                           if int(c) // classes_per_task == task)
+    names = class_names(tasks, classes_per_task)
+    untrained = [names[c] for c in sorted(names) if c not in trained]
+    if untrained:  # before: a class no round could learn, said nowhere (its task's AP its mate's)
+        logging.getLogger(__name__).warning(
+            "scenario: %s %s no box in %s task's training images at %d images per task (seed "
+            "%d): no round learns %s; give more images per task", ", ".join(untrained),
+            "has" if len(untrained) == 1 else "have", "its" if len(untrained) == 1 else "their",
+            images_per_task, seed, "it" if len(untrained) == 1 else "them")
     task_defs = []
     for t in range(tasks):
         name = f"t{t + 1}"
@@ -583,5 +597,5 @@ def _write_scenario(out: Path, tasks: int, images_per_task: int, imgsz: int, see
         task_defs.append((name, tuple(range(t * classes_per_task, (t + 1) * classes_per_task))))
     yaml_path = out / "tasks.yaml"
     # INVARIANT: tasks.yaml is written last; a folder without it is an incomplete scenario.
-    atomic_write_text(yaml_path, format_tasks_yaml(class_names(tasks, classes_per_task), task_defs))
+    atomic_write_text(yaml_path, format_tasks_yaml(names, task_defs))
     return yaml_path

@@ -56,3 +56,26 @@ def test_a_demo_whose_rounds_did_not_all_run_says_so(tmp_path):
     out = io.StringIO()
     summarize(runtime, SimpleNamespace(frames=10, swaps=1), tmp_path, 1.0, out, expected_rounds=1)
     assert "warning" not in out.getvalue()
+
+
+def test_the_demo_says_its_figures_leave_out_rejected_rounds(tmp_path):
+    """Before: the table showed a rejected round's row, and ACC/BWT worked out from the table
+    came out otherwise than the figures printed under it (-0.035 against -0.046)."""
+    import io
+    from types import SimpleNamespace
+
+    from edgecl.bench.demo import summarize
+    from edgecl.config import Config
+    from edgecl.runtime.monitor import Monitor
+
+    Monitor(tmp_path)
+    said = []
+    for statuses in (["promoted", "rejected"], ["promoted"]):
+        runtime = SimpleNamespace(
+            supervisor=SimpleNamespace(rounds=[{"status": s} for s in statuses], last_error=None),
+            registry=SimpleNamespace(current=lambda: "v0001"), cfg=Config())
+        out = io.StringIO()
+        summarize(runtime, SimpleNamespace(frames=10, swaps=1), tmp_path, 1.0, out)
+        said.append("(over the promoted rows; a rejected round's row is shown, not counted)"
+                    in out.getvalue())
+    assert said == [True, False]

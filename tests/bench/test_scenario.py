@@ -389,3 +389,19 @@ def test_a_swap_killed_half_way_is_undone_or_finished_by_the_next_run(tmp_path):
     yaml_path = make_scenario(out, tasks=3, images_per_task=8, imgsz=48)  # the next run
     assert len(load_tasks(yaml_path).tasks) == 3
     assert not staging.exists()
+
+
+def test_a_class_with_no_training_box_in_its_task_is_warned_of(tmp_path, caplog):
+    """Before: 4 tasks of 30 images (seed 2) gave bicycle 12 boxes, all in t2's val and test
+    splits: no round could learn it, and nothing said so."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="edgecl.data.scenario"):
+        make_scenario(tmp_path / "small", tasks=4, images_per_task=30, imgsz=96, seed=2)
+    assert caplog.messages == [
+        "scenario: bicycle has no box in its task's training images at 30 images per task (seed "
+        "2): no round learns it; give more images per task"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgecl.data.scenario"):
+        make_scenario(tmp_path / "enough", tasks=2, images_per_task=60, imgsz=96, seed=0)
+    assert not caplog.messages
