@@ -471,9 +471,9 @@ def test_an_answer_whose_reply_was_lost_is_said_saved_once_the_device_shows_it(s
     assert fake.answers == [{"id": "f0000", "boxes": [], "skip": False}]
 
 
-def test_a_box_made_and_resized_with_the_keyboard_lands_on_whole_pixels(served, browser):
-    """Before: 'B', '+', '+' sent [225.2, 179.6, 418.8, 334.4]; the README says boxes land on
-    whole frame pixels, as drawn ones do."""
+def box_by_keyboard(served, browser):
+    """Open the Label page and make a box with 'B' (named 'car' where no class is in use);
+    returns ``(fake, the new-class input)``."""
     base, fake = served
     open_label(browser, base)
     wait_answerable(browser)
@@ -481,6 +481,13 @@ def test_a_box_made_and_resized_with_the_keyboard_lands_on_whole_pixels(served, 
     name = browser.find_element(By.ID, "new-class")
     if name.is_displayed():
         name.send_keys("car", Keys.ENTER)
+    return fake, name
+
+
+def test_a_box_made_and_resized_with_the_keyboard_lands_on_whole_pixels(served, browser):
+    """Before: 'B', '+', '+' sent [225.2, 179.6, 418.8, 334.4]; the README says boxes land on
+    whole frame pixels, as drawn ones do."""
+    fake, _ = box_by_keyboard(served, browser)
     keys(browser, "+", "+", Keys.ARROW_RIGHT)
     wait_answerable(browser)
     keys(browser, Keys.ENTER)
@@ -491,13 +498,7 @@ def test_a_box_made_and_resized_with_the_keyboard_lands_on_whole_pixels(served, 
 def test_the_class_picker_follows_an_undone_class_change(served, browser):
     """Before: B, C, 'van', Enter, then Ctrl+Z gave the box its class back, but the picker
     still read 'van' and gave it to the next box drawn."""
-    base, fake = served
-    open_label(browser, base)
-    wait_answerable(browser)
-    keys(browser, "b")
-    name = browser.find_element(By.ID, "new-class")
-    if name.is_displayed():
-        name.send_keys("car", Keys.ENTER)
+    _, name = box_by_keyboard(served, browser)
     select = browser.find_element(By.ID, "class-select")
     before = select.get_attribute("value")
     keys(browser, "c")
