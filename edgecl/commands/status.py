@@ -84,7 +84,9 @@ def status_command(args: argparse.Namespace) -> int:
             # a damaged or hand-edited part (a record of other types, nested 100,000 deep)
             # hides no other
             report[name] = {"unreadable": _one_line(exc)}
-        problems += _problems_of(name, report[name])
+        # the disk's problem says what the runtime does about it (the runtime section's)
+        problems += _problems_of(name, dict(report[name], runtime=report["runtime"])
+                                 if name == "disk" else report[name])
     not_learnt = report["memory"].pop("not_learnt", None)
     if "unreadable" not in report["learning"]:
         report["learning"]["not_learnt"] = not_learnt
@@ -406,7 +408,7 @@ def _fleet(state: Path) -> dict:
 def _disk(state: Path) -> dict:
     """Free and total bytes on the state directory's volume, and whether it is mounted
     read-only (a card the kernel remounted after errors: the runtime then only detects)."""
-    from edgecl.runtime.app import volume_read_only
+    from edgecl.runtime.volume import volume_read_only
 
     usage = shutil.disk_usage(state)
     return {"free_bytes": usage.free, "total_bytes": usage.total,
@@ -442,10 +444,20 @@ def _problems_of(name: str, section: dict) -> list[str]:
         out.append(f"fleet: the server's global model cannot be loaded: "
                    f"{section['server']['problem']}")
     if name == "disk" and section.get("read_only"):
-        out.append("the state directory's volume is mounted read-only (a card the kernel "
-                   "remounted after errors?): the runtime only detects, storing, labelling and "
-                   "learning nothing, until it can be written; check the card (dmesg, fsck) and "
-                   "remount it read-write")
+        # what the runtime does, as the runtime section read it (before: 'the runtime only
+        # detects' of a full runtime whose card went read-only under it, and of none at all)
+        runtime = section.get("runtime") or {}
+        if runtime.get("detect_only"):
+            does = ("the runtime only detects, storing, labelling and learning nothing, until "
+                    "it can be written")
+        elif runtime.get("running"):
+            does = ("the running runtime detects but cannot store, label or learn (its writes "
+                    "fail); started again now, it would only detect")
+        else:
+            does = "a runtime started now only detects, storing, labelling and learning nothing"
+        out.append(f"the state directory's volume is mounted read-only (a card the kernel "
+                   f"remounted after errors?): {does}; check the card (dmesg, fsck) and "
+                   f"remount it read-write")
     if name == "disk" and section["total_bytes"] and \
             section["free_bytes"] < LOW_DISK_FRACTION * section["total_bytes"]:
         out.append(f"the state directory's volume has {_size(section['free_bytes'])} free "

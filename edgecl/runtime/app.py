@@ -18,6 +18,7 @@ from edgecl.atomic import atomic_write_bytes, path_identity
 from edgecl.config import Config, RuntimeConfig
 from edgecl.errors import (ConfigError, EdgeclError, LabelError, ModelLoadError, StorageError,
                            UnavailableError, file_as_state_dir, is_disk_full, link_problem)
+from edgecl.runtime.volume import volume_read_only
 from edgecl.ultra import is_model_yaml
 
 log = logging.getLogger(__name__)
@@ -211,42 +212,6 @@ def state_dir_problem(state_dir: str | Path) -> str | None:
     return None
 
 
-MOUNTS_FILE = Path("/proc/self/mounts")
-"""Linux's list of this process's mounts (their options: ``ro``; ext4's ``emergency_ro``)."""
-
-
-def volume_read_only(path: str | Path, mounts_text: str | None = None) -> bool:
-    """Whether the volume holding ``path`` is read-only: its mount flag (``statvfs``), or the
-    options of the mount that holds it in :data:`MOUNTS_FILE` (``ro``, or ``emergency_ro``,
-    which ext4 sets after an I/O error with ``errors=remount-ro`` and ``statvfs`` does not
-    report on recent kernels).
-
-    Args:
-        path: a path on the volume.
-        mounts_text: the mounts list's text (default: read :data:`MOUNTS_FILE`).
-    """
-    try:
-        if os.statvfs(path).f_flag & os.ST_RDONLY:
-            return True
-    except OSError:
-        return False
-    try:
-        text = mounts_text if mounts_text is not None else MOUNTS_FILE.read_text()
-    except OSError:
-        return False
-    real = os.path.realpath(path)
-    best, options = "", ""
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
-        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= len(best):
-            best, options = mount, fields[3]
-    return bool({"ro", "emergency_ro"} & set(options.split(",")))
-
-
 def card_fault(state_dir: str | Path) -> str | None:
     """``read-only`` or ``full`` for a device's state directory (one that holds its models,
     memory or classes) on a volume mounted read-only or with under
@@ -301,7 +266,27 @@ def detect_only_options(cfg: Config, opts: RunOptions, exc: BaseException) -> Ru
         return None
     return dataclasses.replace(opts, model=str(model), use_state=False, fleet_client=None,
                                wait_for_state_dir=str(cfg.state_dir), model_label=label,
-                               detect_only_reason=str(exc))
+                               detect_only_reason=str(exc), **_outputs_that_can_open(opts))
+
+
+def _outputs_that_can_open(opts: RunOptions) -> dict:
+    """``out`` and ``save_video`` of a detect-only run: one on a read-only volume (the same card
+    as the state directory, as a drone logs to its SD card) is left out, with one error line,
+    until the runtime starts again in full (before, its refusal ended the run that had just
+    said it would detect, exit 2, and a service restarted it into the same end)."""
+    kept = {}
+    for key, option in (("out", "--out"), ("save_video", "--save-video")):
+        path = getattr(opts, key)
+        if not path:
+            continue
+        folder = Path(path).absolute().parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if volume_read_only(folder):
+            log.error("%s %s is on a read-only volume too: this run detects without writing it, "
+                      "until the runtime starts again in full", option, path)
+            kept[key] = None
+    return kept
 
 
 def _readable_serving_model(cfg: Config) -> tuple[Path | None, str | None]:
@@ -1086,7 +1071,8 @@ class Runtime:
 
         ``status`` is ``stuck`` when a stage is stuck (``/healthz`` answers 503), ``degraded``
         when a stage or part reports a fault (storing paused, learner backing off or waiting
-        for disk room, a supervisor step failing), else ``ok``.
+        for disk room, a supervisor step failing), the run only detects (``detect_only``) or
+        is shutting down after a signal (``stopping``), else ``ok``.
         """
         snap = self.watchdog.snapshot()
         status = snap["status"]
@@ -1108,7 +1094,10 @@ class Runtime:
             out["step_errors"] = dict(self.step_errors)
         if self.opts.wait_for_state_dir:
             out["detect_only"] = self.detect_only_alert()
-        degraded = (self.step_errors or self.opts.wait_for_state_dir or (self.memory_sink and self.memory_sink.paused_reason)
+        if self.interrupted:  # before: 'ok', learner 'training', 1.5 s into a SIGTERM's stop
+            out["stopping"] = (f"received {signal.Signals(self.stop_signal or signal.SIGINT).name}:"
+                               f" shutting down")
+        degraded = (self.step_errors or self.opts.wait_for_state_dir or self.interrupted or (self.memory_sink and self.memory_sink.paused_reason)
                     or out.get("learner", {}).get("state") == "backoff"
                     or out.get("learner", {}).get("waiting_for_room")
                     or out.get("fleet", {}).get("alive") is False)
@@ -1178,7 +1167,7 @@ class Runtime:
             (``{"enabled", "state"`` (``idle``, ``training``, ``backoff``, or what a due round
             waits for: ``waiting_for_room``, ``waiting_for_model``, ``waiting_for_held_out``,
             ``waiting_for_import``), ``"round"``, ``"rounds"``, ``"progress"``,
-            ``"apply_errors"}``); a detect-only run: ``detect_only`` (True).
+            ``"apply_errors"}``); ``detect_only`` (True for a run that only detects).
         """
         health = self.health()
         out = {"status": health["status"], "uptime_s": health["uptime_s"],
@@ -1195,8 +1184,8 @@ class Runtime:
                        sinks=counts["sinks"])
         if self.watcher is not None:
             out["model_refusals"] = self.watcher.refusals
-        if self.opts.wait_for_state_dir:
-            out["detect_only"] = True
+        # always said, 0 or 1: a dashboard tells 'fine' from 'not reported' (before: only 1)
+        out["detect_only"] = bool(self.opts.wait_for_state_dir)
         storing = health.get("storing")
         if storing is not None:
             out["storing_paused"] = storing.get("paused_reason") is not None

@@ -387,9 +387,11 @@ def model_rows(registry, names_now: tuple[dict, dict] | None = None,
 def detect_only_console_hooks(runtime):
     """The console's callables for a run that only detects (its state directory cannot be
     written: :func:`~edgecl.runtime.app.detect_only_options`): the Live page, ``/healthz`` and
-    ``/metrics`` of the running process. What reads the state directory (labels, classes,
-    models, forgetting) answers 503 with why (the Label page shows it in place of its queue);
-    what would change it answers 404.
+    ``/metrics`` of the running process. What reads or changes the state directory (labels,
+    answers, classes, models, promotion, forgetting) answers 503 with why (the Label page
+    shows it in place of its queue): the condition passes, as the runtime starts again in full
+    by itself (before, a change answered 404 'not available on this runtime', a route that
+    does not exist to a client).
 
     Args:
         runtime: the detect-only :class:`~edgecl.runtime.app.Runtime`.
@@ -403,7 +405,7 @@ def detect_only_console_hooks(runtime):
 
     from edgecl.errors import UnavailableError
 
-    def unavailable():
+    def unavailable(*_args, **_kwargs):
         raise UnavailableError(runtime.detect_only_alert())
 
     exporter = PrometheusExporter(None, vitals=runtime.vitals)
@@ -412,7 +414,9 @@ def detect_only_console_hooks(runtime):
                         metrics=TimedCache(exporter.render, ttl_s=1.0, default=b""),
                         latest_jpeg=view.latest, live_frame=view.frame, pending=unavailable,
                         answers=unavailable, classes=unavailable, models=unavailable,
-                        forgetting=unavailable)
+                        forgetting=unavailable, promote=unavailable, rollback=unavailable,
+                        label_image=unavailable, answer=unavailable,
+                        answered_image=unavailable, correct=unavailable, withdraw=unavailable)
 
 
 def build_console_hooks(runtime):

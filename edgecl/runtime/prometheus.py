@@ -92,12 +92,27 @@ _GAUGES = (
 )
 
 
+def _with_volume_state(message: str, state_dir) -> str:
+    """``message`` with the cause SQLite's 'unable to open database file' does not name: the
+    state directory's volume mounted read-only."""
+    if state_dir is None or "read-only" in message:
+        return message
+    from edgecl.runtime.volume import volume_read_only
+
+    try:
+        read_only = volume_read_only(state_dir)
+    except OSError:
+        return message
+    return f"{message} (the state directory's volume is read-only)" if read_only else message
+
+
 class _SummaryCollector:
     """prometheus_client collector that reads :meth:`Monitor.summary` on every scrape."""
 
     def __init__(self, monitor: Monitor, serving_live: bool = False) -> None:
         self._monitor = monitor
         self._serving_live = serving_live  # the runtime's collector names the served version
+        self._said = ""  # the last fault said at WARNING: a scrape every 15 s repeats it
 
     def collect(self):
         """Yield the metric families (an unreadable database yields ``edgecl_monitor_up 0``)."""
@@ -106,9 +121,16 @@ class _SummaryCollector:
         try:
             summary = self._monitor.summary()
         except (MonitorError, StorageError) as exc:
-            LOG.warning("metrics scrape: %s", exc)
+            message = _with_volume_state(str(exc), getattr(self._monitor, "state_dir", None))
+            # once per distinct fault (before: one line per scrape, 240 an hour at 15 s)
+            LOG.log(logging.WARNING if message != self._said else logging.DEBUG,
+                    "metrics scrape: %s (edgecl_monitor_up is 0 until it can be read)", message)
+            self._said = message
             yield GaugeMetricFamily("edgecl_monitor_up", "Metrics database readable", value=0)
             return
+        if self._said:
+            LOG.info("metrics scrape: the metrics database can be read again")
+            self._said = ""
         yield GaugeMetricFamily("edgecl_monitor_up", "Metrics database readable", value=1)
         summary["dece_calibrated"] = (summary.get("calibration") or {}).get("dece_after")
         for name, key, doc in _GAUGES:

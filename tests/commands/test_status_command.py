@@ -395,6 +395,18 @@ def test_a_read_only_volume_is_a_problem(device, capsys, monkeypatch):
     assert code == 1 and "on the state directory's volume, mounted read-only" in out
     assert out.splitlines()[-1].startswith("problem: the state directory's volume is mounted "
                                            "read-only")
+    # what the runtime does about it, as the runtime section reads it (before: 'the runtime
+    # only detects' whether one ran in full, only detected, or none ran)
+    from edgecl.runtime.lock import RuntimeLock, detect_only_lock
+
+    assert "a runtime started now only detects" in out.splitlines()[-1]
+    with RuntimeLock(state):
+        out = _status(capsys, state)[1]
+    assert "the running runtime detects but cannot store, label or learn" in out.splitlines()[-1]
+    with RuntimeLock(*detect_only_lock(state)):
+        out = _status(capsys, state)[1]
+    assert "the runtime only detects, storing, labelling and learning nothing" in \
+        out.splitlines()[-1]
 
 
 def test_a_runtime_that_only_detects_is_shown_running(device, capsys):

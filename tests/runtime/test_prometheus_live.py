@@ -398,6 +398,7 @@ def test_metrics_of_a_real_runtime_over_http(tmp_path):
     assert got[("edgecl_learner_enabled", ())] == 0.0
     assert got[("edgecl_learner_round", ())] == 41.0
     assert got[("edgecl_storing_paused", ())] == 0.0
+    assert got[("edgecl_detect_only", ())] == 0.0  # said on a run in full too (before: absent)
     assert ("edgecl_operator_queue_items", ()) in got and got[("edgecl_uptime_seconds", ())] > 0
     assert seen["live"]["learner"] == {"state": "off", "round": 41, "progress": None}
 
@@ -420,3 +421,46 @@ def test_progress_never_goes_back_within_a_round(tmp_path, monkeypatch):
     sup._proc = None
     sup.start_round("new_samples")  # the next round starts from 0 again
     assert progress_after(tmp_path, sup, 4.0) == pytest.approx(0.1, abs=0.01)
+
+
+def test_an_unreadable_metrics_database_is_said_once_with_its_volume(tmp_path, caplog,
+                                                                      monkeypatch):
+    """Before: one WARNING per scrape (240 an hour at 15 s) while the card was read-only, and
+    SQLite's 'unable to open database file' did not say why."""
+    import types
+
+    from edgecl.runtime.monitor import MonitorError
+    from edgecl.runtime.prometheus import PrometheusExporter
+
+    broken = {"now": True}
+
+    def summary():
+        if broken["now"]:
+            raise MonitorError("metrics database m.sqlite: unable to open database file")
+        return {"forgetting": {}}
+
+    monkeypatch.setattr("edgecl.runtime.volume.volume_read_only", lambda path: True)
+    exporter = PrometheusExporter(types.SimpleNamespace(summary=summary, state_dir=tmp_path))
+    with caplog.at_level(logging.DEBUG, logger="edgecl.runtime.prometheus"):
+        for _ in range(3):
+            assert b"edgecl_monitor_up 0.0" in exporter.render()
+        broken["now"] = False
+        assert b"edgecl_monitor_up 1.0" in exporter.render()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said[0] == ("WARNING", "metrics scrape: metrics database m.sqlite: unable to open "
+                                  "database file (the state directory's volume is read-only) "
+                                  "(edgecl_monitor_up is 0 until it can be read)")
+    assert [level for level, _ in said] == ["WARNING", "DEBUG", "DEBUG", "INFO"]
+
+
+def test_healthz_says_a_runtime_is_stopping_once_a_signal_asked_it(tmp_path):
+    """Before: 'ok' (and the learner 'training') 1.5 s after 'received SIGTERM; shutting down
+    cleanly': a monitor could not tell a stopping device from a healthy one."""
+    import signal
+
+    runtime = bare_runtime(tmp_path)
+    assert runtime.health()["status"] == "ok" and "stopping" not in runtime.health()
+    runtime.interrupted, runtime.stop_signal = True, signal.SIGTERM
+    health = runtime.health()
+    assert health["status"] == "degraded" and health["stopping"] == ("received SIGTERM: "
+                                                                     "shutting down")

@@ -497,7 +497,7 @@ def test_only_a_devices_state_dir_on_a_full_or_read_only_card_is_a_card_fault(tm
 def test_a_card_ext4_made_read_only_after_an_error_reads_as_read_only(tmp_path):
     """Before: only the mount's ST_RDONLY flag was read; ext4's errors=remount-ro on a recent
     kernel sets 'emergency_ro' instead, and `edgecl status` read the card as writable."""
-    from edgecl.runtime.app import volume_read_only
+    from edgecl.runtime.volume import volume_read_only
 
     card = tmp_path / "my card"
     (card / "st").mkdir(parents=True)
@@ -563,6 +563,24 @@ def test_a_detect_only_run_serves_its_live_page_healthz_and_metrics(learnt, scen
     assert seen["/api/frame.jpg"][:2] == b"\xff\xd8"  # the Live page's picture
     for path in ("/api/labels/pending", "/api/models", "/api/classes", "/api/forgetting"):
         assert seen[path][0] == 503 and said in json.dumps(seen[path][1]), path
-    assert seen["promote"] == 404
+    assert seen["promote"] == 503  # passing: not 'not available on this runtime' (404)
     assert "edgecl_detect_only 1.0" in seen["/metrics"].splitlines()
     assert "edgecl_runtime_up 1.0" in seen["/metrics"].splitlines()
+
+
+def test_a_detect_only_run_whose_out_file_is_on_the_read_only_card_detects_without_it(
+        learnt, scenario, tmp_path, monkeypatch, capsys, caplog):
+    """Before: 'detecting only, ...', then 'error: --out .../det.jsonl: Read-only file system',
+    exit 2: a drone logging to its SD card never detected, restarted every 5 s."""
+    from edgecl.cli import main
+
+    state = copy_state(learnt[0], tmp_path / "state")
+    Registry(state / "models").promote(learnt[1])
+    _read_only_for(monkeypatch, calls=1000)
+    out_file = tmp_path / "card" / "det.jsonl"
+    code = main(_detect_only_args(state, scenario, 5) + ["--out", str(out_file)])
+    out, err = capsys.readouterr()
+    assert code == 1 and "frames=5 " in out and "--out" not in err
+    assert (f"--out {out_file} is on a read-only volume too: this run detects without writing "
+            f"it, until the runtime starts again in full") in caplog.messages
+    assert not out_file.exists()

@@ -592,3 +592,44 @@ def test_a_folders_fps_without_realtime_is_said_not_dropped(tmp_path, run_edgecl
         code, _, _ = run_edgecl(["run", "--source", f"dir://{tmp_path}?fps=0", "--model",
                                  "yolo11n.yaml", "model.imgsz=64", "--quiet"])
     assert code == 0 and "paces the folder only" not in caplog.text
+
+
+def test_a_folder_that_goes_away_for_a_moment_is_waited_for_then_given_up(tmp_path, monkeypatch,
+                                                                          caplog):
+    """Before: a camera folder moved away for 25 s gave one warning per image, then ended the
+    run at once ('a whole pass ... read none'), though it came back."""
+    import logging
+    import threading
+
+    import cv2
+    import numpy as np
+    import pytest
+
+    from edgecl.errors import SourceError
+    from edgecl.runtime.sources import files, open_source
+
+    monkeypatch.setattr(files, "FOLDER_GONE_WAIT_S", 2.0)
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(folder / f"{k}.png"), np.full((32, 32, 3), 60 * k, np.uint8))
+    uri = f"dir://{folder}?loop=1"
+    source = open_source(uri)
+    source.open()
+    try:
+        assert source.read() is not None
+        folder.rename(tmp_path / "away")
+        threading.Timer(0.5, lambda: (tmp_path / "away").rename(folder)).start()
+        with caplog.at_level(logging.WARNING):
+            assert source.read() is not None  # waited, then went on
+        said = [m for m in caplog.messages if "the folder" in m]
+        assert said == [f"{uri}: the folder {folder} is gone (an unmounted card, a folder moved "
+                        f"away?): waiting up to 2 s for it to come back",
+                        f"{uri}: the folder {folder} is back: streaming it again"]
+        assert not [m for m in caplog.messages if "skipping image" in m]
+        folder.rename(tmp_path / "away")
+        with pytest.raises(SourceError) as err:
+            source.read()
+        assert str(err.value) == f"{uri}: the folder {folder} is gone and did not come back within 2 s"
+    finally:
+        source.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -33,6 +34,9 @@ TRANSIENT_READ_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, err
 e.g. a connection flood): the image is read again instead of skipped; skipping every image of
 a looping folder once ended the run as if the folder were done."""
 TRANSIENT_RETRY_S = 0.5
+FOLDER_GONE_WAIT_S = 20.0
+"""How long ``dir://`` waits for its folder to come back (an unmounted card, a folder moved
+away and back) before it stops as a failed source; under the watchdog's 30 s for capture."""
 
 _MAX_REFUSED_SHOWN = 3
 MAX_UNDECODABLE_IN_A_ROW = 30
@@ -457,6 +461,33 @@ class ImageListSource(FrameSource):
         source.labelled = label_path_for(path).is_file()
         return source
 
+    def _folder_gone(self) -> Path | None:
+        """The folder the source streams, where it is gone now; None (a plain list of images
+        streams no folder of its own)."""
+        return None
+
+    def _wait_for_folder(self, folder: Path) -> None:
+        """Wait up to :data:`FOLDER_GONE_WAIT_S` for ``folder`` to come back, then stream it
+        again from its first image (rescanned).
+
+        Raises:
+            SourceError: it did not come back in time (before: one warning per image, then
+                'a whole pass ... read none' at once, though the folder came back 25 s later).
+        """
+        log.warning("%s: the folder %s is gone (an unmounted card, a folder moved away?): "
+                    "waiting up to %g s for it to come back", self.uri, folder, FOLDER_GONE_WAIT_S)
+        deadline = time.monotonic() + FOLDER_GONE_WAIT_S
+        while not self._closing.is_set():
+            if folder.is_dir():
+                log.warning("%s: the folder %s is back: streaming it again", self.uri, folder)
+                self._rescan()
+                self._index = 0
+                return
+            if time.monotonic() >= deadline:
+                raise SourceError(f"{self.uri}: the folder {folder} is gone and did not come "
+                                  f"back within {FOLDER_GONE_WAIT_S:g} s")
+            self._closing.wait(0.5)
+
     def _rescan(self) -> bool:
         """Before another pass of a looping source: take the files as they are now (a folder
         another process drops frames into). A plain list of images has nothing to rescan.
@@ -557,6 +588,10 @@ class ImageListSource(FrameSource):
                 self._rescan()
                 self._index, self._delivered_this_pass = 0, False
                 self._delivered_before = True
+            gone = self._folder_gone()
+            if gone is not None:  # one line, a wait, not a warning per image then the end
+                self._wait_for_folder(gone)
+                continue
             path = self.images[self._index]
             self._index += 1
             try:
@@ -734,6 +769,12 @@ class ImageDirSource(ImageListSource):
         self.images = list(images)
         self._shared_labels = shared_label_files(self.images)
         return True
+
+    def _folder_gone(self) -> Path | None:
+        """The folder (or data.yaml's folder) the URI names, where it no longer exists."""
+        yaml = self._given.suffix.lower() in (".yaml", ".yml") and not self._given.is_dir()
+        folder = self._given.parent if yaml else self._given
+        return None if folder.exists() else folder
 
     @classmethod
     def from_uri(cls, uri: str, path: str, params: QueryParams, cfg: SourceConfig | None) -> "ImageDirSource":
