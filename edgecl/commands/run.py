@@ -143,7 +143,8 @@ def run_command(args: argparse.Namespace) -> int:
         fleet_client = FleetClientStarter()
     opts = RunOptions(source_uri=_source_uri(args, cfg, use_state), model=args.model,
                       max_frames=args.frames, out=args.out, save_video=args.save_video,
-                      quiet=args.quiet, use_state=use_state, fleet_client=fleet_client)
+                      quiet=args.quiet, use_state=use_state, fleet_client=fleet_client,
+                      restart_on_read_only=True)
     if use_state:
         _refuse_state_dir_with_streamed_folder(cfg.state_dir, opts.source_uri)
     # (fps=0 is no pacing; a bad value is refused after)
@@ -166,8 +167,8 @@ def run_command(args: argparse.Namespace) -> int:
         report = runtime.run()
     except StorageError as exc:  # a read-only or full card: detect all the same
         runtime, report = _detect_only(cfg, opts, exc)
-        if runtime.restart_wanted:
-            return _start_again()
+    if runtime.restart_wanted:  # the card can be written again, or went read-only under it
+        return _start_again()
     unreadable = ""
     if report.frames == 0 and report.skipped and not report.source_error:
         # every file of a folder failed: a failure for a supervisor, said last (before: exit 0)

@@ -173,6 +173,8 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
 
 STATE_DIR_CHECK_S = 30.0
 """Seconds between two checks of a detect-only run's state directory."""
+VOLUME_CHECK_S = 5.0
+"""Seconds between two checks of a full run's state directory volume (read-only yet?)."""
 STATE_DIR_MIN_FREE_BYTES = 16 << 20
 """Free bytes a state directory's volume needs before a detect-only run restarts on it."""
 
@@ -555,6 +557,9 @@ class RunOptions:
     :data:`STATE_DIR_CHECK_S`, and the run ends with ``restart_wanted`` once it can be written."""
     detect_only_reason: str = ""
     """Why a detect-only run's state directory refused the start (shown on its console)."""
+    restart_on_read_only: bool = False
+    """End the run with ``restart_wanted`` once the state directory's volume turns read-only
+    (``edgecl run``, which then starts again: detect-only, :func:`detect_only_options`)."""
 
 
 class Runtime:
@@ -612,7 +617,10 @@ class Runtime:
         self.step_error_total = 0
         self._state_identity: tuple[int, int] | None = None  # the state directory locked
         self.state_dir_error = ""  # why the run stopped: its state directory went away
-        self.restart_wanted = False  # a detect-only run's state directory can be written again
+        # a detect-only run's state directory can be written again, or a full run's volume
+        # went read-only: 'edgecl run' starts again
+        self.restart_wanted = False
+        self._volume_checked_s = float("-inf")
         self._detect_only_lock = None  # a detect-only run's lock, outside its state directory
         self._state_dir_checked_s = time.monotonic()
 
@@ -1319,7 +1327,9 @@ class Runtime:
                  ("hook", (lambda: self.supervise_hook(self)) if self.supervise_hook else None),
                  ("metrics", self._maybe_record_runtime if self.monitor is not None else None),
                  ("state_dir", self._check_state_dir_back if self.opts.wait_for_state_dir
-                  else None))
+                  else None),
+                 ("volume", self._check_volume if self.opts.use_state
+                  and self.opts.restart_on_read_only else None))
         for name, step in steps:
             if step is None:
                 continue
@@ -1342,6 +1352,25 @@ class Runtime:
             return True
         log.warning("state directory %s can be written again: the runtime starts again with it "
                     "(storing, labelling, learning)", self.opts.wait_for_state_dir)
+        self.restart_wanted = True
+        self.loop.request_stop()
+        return True
+
+    def _check_volume(self) -> bool:
+        """A run in full whose card the kernel remounted read-only under it: end it
+        (``restart_wanted``; ``edgecl run`` starts again, only detecting, and in full once the
+        card can be written). Before, it went on in full with every write failing: storing
+        paused only once a frame was stored, ``/healthz`` and ``/metrics`` said nothing of
+        detect-only, and it never came back by itself. Checked every :data:`VOLUME_CHECK_S`."""
+        now = time.monotonic()
+        if now - self._volume_checked_s < VOLUME_CHECK_S:
+            return False
+        self._volume_checked_s = now
+        if not volume_read_only(self.cfg.state_dir):
+            return True
+        log.error("state directory %s: its volume is now mounted read-only (a card the kernel "
+                  "remounted after errors?): the runtime starts again, only detecting until it "
+                  "can be written", self.cfg.state_dir)
         self.restart_wanted = True
         self.loop.request_stop()
         return True

@@ -584,3 +584,32 @@ def test_a_detect_only_run_whose_out_file_is_on_the_read_only_card_detects_witho
     assert (f"--out {out_file} is on a read-only volume too: this run detects without writing "
             f"it, until the runtime starts again in full") in caplog.messages
     assert not out_file.exists()
+
+
+def test_a_full_run_whose_card_turns_read_only_starts_again_to_only_detect(learnt, scenario,
+                                                                          tmp_path, monkeypatch,
+                                                                          caplog):
+    """Before: a card the kernel remounted read-only under a running device left it in full,
+    every write failing: /healthz and /metrics said nothing of detect-only, and it never came
+    back by itself once the card could be written."""
+    state = copy_state(learnt[0], tmp_path / "state")
+    Registry(state / "models").promote(learnt[1])
+    card = {"read_only": False}
+    monkeypatch.setattr("edgecl.runtime.app.volume_read_only", lambda path: card["read_only"])
+
+    def turn_read_only(rt):
+        if rt.loop.frames_done >= 5:
+            card["read_only"] = True
+
+    runtime = Runtime(tiny_cfg(state), RunOptions(
+        source_uri=f"synthetic://?tasks=1&imgsz=64&loop=1&fps=50", max_frames=100_000,
+        quiet=True, restart_on_read_only=True), supervise_hook=turn_read_only)
+    report = runtime.run()
+    assert runtime.restart_wanted and report.frames < 100_000
+    assert (f"state directory {state}: its volume is now mounted read-only (a card the kernel "
+            f"remounted after errors?): the runtime starts again, only detecting until it can be "
+            f"written") in caplog.messages
+    plain = Runtime(tiny_cfg(state), RunOptions(  # a benchmark's or the demo's run: no restart
+        source_uri=f"tasks://{scenario}?split=train", max_frames=20, quiet=True))
+    plain.run()
+    assert not plain.restart_wanted
