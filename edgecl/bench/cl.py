@@ -636,14 +636,20 @@ def run(args: argparse.Namespace) -> int:
     if args.report_only and not (out / RESULTS).is_file():
         raise ConfigError(f"--report-only: no finished run to report: {out / RESULTS} does not "
                           f"exist")
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    _check_outputs(out)
-    load_results(out / RESULTS)  # a damaged file: said before any data is made
-    yaml_path = resolve_data(args, out, make=not args.report_only)
-    taskset = refuse_trained_test_images(load_tasks(yaml_path))
-    if len(taskset.tasks) < 2:
-        raise ConfigError(f"--data {args.data}: a continual-learning benchmark needs at least 2 "
-                          f"tasks; {yaml_path} has {len(taskset.tasks)}")
+    try:
+        _check_outputs(out)
+        load_results(out / RESULTS)  # a damaged file: said before any data is made
+        yaml_path = resolve_data(args, out, make=not args.report_only)
+        taskset = refuse_trained_test_images(load_tasks(yaml_path))
+        if len(taskset.tasks) < 2:
+            raise ConfigError(f"--data {args.data}: a continual-learning benchmark needs at "
+                              f"least 2 tasks; {yaml_path} has {len(taskset.tasks)}")
+    except ConfigError:
+        if made and not any(out.iterdir()):  # a refused start leaves no empty --out behind
+            out.rmdir()
+        raise
     view = prepare_view(taskset, out / "work", write=not args.report_only)
     results_path = out / RESULTS
     done = load_results(results_path)

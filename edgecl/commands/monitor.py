@@ -92,7 +92,11 @@ def summary_command(args: argparse.Namespace) -> int:
         # the model's rate (frames it can take), not what the camera delivers
         note = (" (frames a second the model can take; the camera may deliver fewer)"
                 if key == "inference_fps" and summary.get(key) is not None else "")
-        print(f"{key:<16} {_text(summary.get(key))}{note}")
+        shown = summary.get(key)
+        # rates and milliseconds to one decimal (before: 27.2700 fps, 103.3900 ms)
+        text = (f"{shown:.1f}" if key in ("inference_fps", "latency_ms_p50")
+                and isinstance(shown, (int, float)) else _text(shown))
+        print(f"{key:<16} {text}{note}")
     serving = summary.get("serving_version")
     if serving and serving != summary.get("model_version"):  # promoted by hand: no round
         print(f"{'serving_version':<16} {serving} (the figures here are of "

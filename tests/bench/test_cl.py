@@ -528,3 +528,18 @@ def test_a_single_task_is_refused(tmp_path, capsys):
     with pytest.raises(ConfigError, match=f"--data {one}: a continual-learning benchmark needs "
                                           f"at least 2 tasks; {one} has 1"):
         _run(tmp_path / "b", capsys, "--data", str(one))
+
+
+def test_a_refused_data_argument_leaves_no_empty_out_folder(tmp_path, capsys):
+    """Before: '--data notes.md --out runs' said why in one line and left an empty runs/."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("# not a dataset\n")
+    out = tmp_path / "runs"
+    with pytest.raises(ConfigError):
+        _run(out, capsys, "--data", str(notes))
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()  # a folder the user made stays
+    with pytest.raises(ConfigError):
+        _run(kept, capsys, "--data", str(notes))
+    assert kept.is_dir()
