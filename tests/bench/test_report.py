@@ -143,7 +143,7 @@ def test_cli_report_and_summary(tmp_path, capsys):
     Monitor(tmp_path).record_runtime(98.0, 10.0, 1000, 10, "v0003")
     assert args.func(args) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("inference_fps"))
-    assert line == ("inference_fps    98.0000 (frames a second the model can take; the camera "
+    assert line == ("inference_fps    98.0 (frames a second the model can take; the camera "
                     "may deliver fewer)")
 
 
