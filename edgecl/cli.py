@@ -182,10 +182,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _report_error(args, message: str) -> None:
     """One ``error: ...`` line on stderr; with ``--json`` also ``{"error": ...}`` as the last
-    stdout line, as ``--json`` promises a JSON object there."""
+    stdout line, as ``--json`` promises a JSON object there (unless stdout itself failed)."""
     print(f"error: {one_line(message)}", file=sys.stderr)  # JSON escapes line breaks itself
-    if getattr(args, "json", False):
-        print(json.dumps({"error": message}), flush=True)
+    if getattr(args, "json", False) and not _stdout_failed():
+        try:
+            print(json.dumps({"error": message}), flush=True)
+        except OSError:  # stdout is what failed (a full disk under a redirect): said on stderr
+            _stdout_to_devnull()
+
+
+class _WatchedStdout:
+    """``sys.stdout`` of the command line, remembering a write that failed (a redirect to a file
+    on a full card, ``/dev/full``): the error then says stdout, not a path the user named, and
+    writes no JSON line to the stream that just refused one (before: two tracebacks)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.failed: OSError | None = None
+
+    def write(self, text: str) -> int:
+        """Write ``text``; raises the stream's own error, remembered."""
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            self.failed = exc
+            raise
+
+    def flush(self) -> None:
+        """Flush; raises the stream's own error, remembered."""
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            self.failed = exc
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _stdout_failed() -> bool:
+    """Whether a write to stdout failed in this command (see :class:`_WatchedStdout`)."""
+    return getattr(sys.stdout, "failed", None) is not None
+
+
+def _stdout_to_devnull() -> None:
+    """Point fd 1 at /dev/null: what stdout still holds goes nowhere, and the interpreter's own
+    flush at exit raises nothing ('Exception ignored ... No space left on device')."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         _stop_cleanly_on_signals()
         _never_fail_on_characters()
         _quiet_video_library()
+        if sys.stdout is not None:
+            sys.stdout = _WatchedStdout(sys.stdout)
     try:
         code = _main(argv)
     except (SigtermExit, KeyboardInterrupt):
@@ -386,8 +434,13 @@ def _main(argv: list[str] | None) -> int:
     except BrokenPipeError:  # output piped into a reader that stopped (head, less): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except OSError as exc:  # a path the user named: missing, not writable, disk full
-        _report_error(args, describe_os_error(exc))
+    except OSError as exc:
+        if _stdout_failed():  # its output, not a path the user named (before: two tracebacks)
+            _stdout_to_devnull()
+            print(f"error: cannot write the output to stdout: {exc.strerror or exc} (what the "
+                  f"command did is done; only its report is lost)", file=sys.stderr)
+            return 1
+        _report_error(args, describe_os_error(exc))  # a path: missing, not writable, disk full
         return 2
     except KeyboardInterrupt:
         return _interrupted(args)

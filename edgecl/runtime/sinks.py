@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -280,7 +282,17 @@ class JsonlSink:
         return _next_id(last)
 
     def _open(self) -> None:
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # non-blocking: a named pipe nobody reads refuses at once (ENXIO) where a plain open
+        # waited for a reader for ever, the device never detecting and nothing said
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                               | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                raise OSError(errno.ENXIO, "a named pipe (FIFO) nobody reads: start its reader "
+                                           "first, or name a file") from None
+            raise
+        os.set_blocking(self._fd, True)
         st = os.fstat(self._fd)
         self._regular = stat.S_ISREG(st.st_mode)
         self._size = st.st_size
@@ -350,6 +362,11 @@ class JsonlSink:
         finally:
             lock_fd, self._lock_fd = self._lock_fd, None
             if lock_fd is not None:
+                # removed while held (before: a hidden .FILE.lock left in the user's folder
+                # by every run, a refused one too); a run that opened it just before then
+                # locks the removed file: two appenders at worst, as before the lock existed
+                with contextlib.suppress(OSError):
+                    self.path.with_name(f".{self.path.name}.lock").unlink()
                 os.close(lock_fd)
 
 

@@ -502,3 +502,23 @@ def test_an_out_file_that_cannot_be_made_names_the_option(tmp_path):
         JsonlSink(tmp_path / "flight" / "det.jsonl")
     assert str(err.value) == (f"--out {tmp_path / 'flight' / 'det.jsonl'}: {tmp_path / 'flight'} "
                               f"is a file where a folder belongs (move it aside)")
+
+
+def test_out_on_a_pipe_nobody_reads_is_refused_at_once_and_its_lock_file_goes(tmp_path):
+    """Before: '--out FIFO' waited for a reader for ever (no frame, no word); and every run, a
+    refused one too, left a hidden '.FILE.lock' in the user's folder."""
+    import os
+
+    from edgecl.errors import ConfigError
+
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(ConfigError, match=r"^--out .*pipe: a named pipe \(FIFO\) nobody reads: "
+                                          r"start its reader first, or name a file$"):
+        JsonlSink(tmp_path / "pipe")
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with pytest.raises(ConfigError, match="is not JSON lines"):
+        JsonlSink(tmp_path / "notes.txt")
+    sink = JsonlSink(tmp_path / "det.jsonl")
+    assert (tmp_path / ".det.jsonl.lock").exists()  # held while it writes
+    sink.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det.jsonl", "notes.txt", "pipe"]
