@@ -388,31 +388,36 @@ def export_command(args: argparse.Namespace) -> int:
                                 f"directory will do)")
     if out.exists() and any(out.iterdir()):
         raise ReplayMemoryError(f"export folder {out} is not empty")
-    with _open(args, verify=False) as memory:  # an export changes nothing in the memory
-        report = memory.verify(repair=False)
-        damaged = set(report.missing_rows + report.corrupt_rows)
-        if damaged and not args.skip_damaged:
-            fix = ("export with --skip-damaged to leave them out" if memory.read_only else
-                   "'edgecl memory verify' drops them, then export again (or export with "
-                   "--skip-damaged)")
-            raise ReplayMemoryError(
-                f"the replay memory {memory.root} has {len(damaged)} damaged sample(s) "
-                f"({report.details[0]}{', ...' if len(damaged) > 1 else ''}); nothing was "
-                f"exported: {fix}")
-        for line in report.details if damaged else ():
-            print(one_line(f"skipped: {line}"), file=sys.stderr)
-        if memory.read_only or damaged:  # read the samples in place (no snapshot of damage)
-            rows = [r for r in memory.records() if r.id not in damaged]
-            samples = memory.get([r.id for r in rows])
-            source = "read-only memory" if memory.read_only else "memory"
-        else:
-            snap = memory.snapshot()
-            rows, samples = snap.rows, snap.get(snap.ids())
-            source = f"snapshot {snap.snapshot_id}"
-        names, merged = _registry_classes(args)
-        names = names or memory.class_names()
+    if out.is_symlink() and not out.exists():  # before: 'Not a directory: loop1'
+        raise ReplayMemoryError(f"--out {out} is a symbolic link that loops or points nowhere: "
+                                f"name a folder")
     lists: dict[bool, list[str]] = {False: [], True: []}
-    with atomic.atomic_dir(out) as tmp:  # all or nothing: a failure leaves no partial export
+    # all or nothing: a failure leaves no partial export; made first, so that an --out that
+    # cannot be made takes no snapshot (before: a refused export made one, pruning an older)
+    with atomic.atomic_dir(out) as tmp:
+        with _open(args, verify=False) as memory:  # an export changes nothing in the memory
+            report = memory.verify(repair=False)
+            damaged = set(report.missing_rows + report.corrupt_rows)
+            if damaged and not args.skip_damaged:
+                fix = ("export with --skip-damaged to leave them out" if memory.read_only else
+                       "'edgecl memory verify' drops them, then export again (or export with "
+                       "--skip-damaged)")
+                raise ReplayMemoryError(
+                    f"the replay memory {memory.root} has {len(damaged)} damaged sample(s) "
+                    f"({report.details[0]}{', ...' if len(damaged) > 1 else ''}); nothing was "
+                    f"exported: {fix}")
+            for line in report.details if damaged else ():
+                print(one_line(f"skipped: {line}"), file=sys.stderr)
+            if memory.read_only or damaged:  # read the samples in place (no snapshot of damage)
+                rows = [r for r in memory.records() if r.id not in damaged]
+                samples = memory.get([r.id for r in rows])
+                source = "read-only memory" if memory.read_only else "memory"
+            else:
+                snap = memory.snapshot()
+                rows, samples = snap.rows, snap.get(snap.ids())
+                source = f"snapshot {snap.snapshot_id}"
+            names, merged = _registry_classes(args)
+            names = names or memory.class_names()
         for sub in ("images", "labels"):
             (tmp / sub).mkdir(parents=True, exist_ok=True)
         for src in samples:

@@ -243,3 +243,21 @@ def test_memory_remove_names_the_snapshots_that_keep_a_removed_image(answered, c
     assert code == 0 and out == ("removed sample(s) 1; the memory's snapshots (the views rounds "
                                  "trained on and exports read) keep 1 link(s) to their images "
                                  "until newer snapshots replace them (the 2 newest are kept)\n")
+
+
+def test_a_refused_memory_export_changes_nothing_in_the_state_dir(answered, capsys, tmp_path):
+    """Before: an --out under a file, a symbolic link that loops, or a full disk was refused
+    only after a snapshot had been taken (and an older one pruned)."""
+    state, _ = answered
+    before = sorted(str(p.relative_to(state)) for p in state.rglob("*"))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    code, _, err = run(capsys, "memory", "export", "--state-dir", str(state), "--out",
+                       str(tmp_path / "afile" / "sub"))
+    assert code == 2 and "Traceback" not in err
+    code, _, err = run(capsys, "memory", "export", "--state-dir", str(state), "--out",
+                       str(tmp_path / "loop1"))
+    assert code == 2 and err == (f"error: --out {tmp_path / 'loop1'} is a symbolic link that "
+                                 f"loops or points nowhere: name a folder\n")
+    assert sorted(str(p.relative_to(state)) for p in state.rglob("*")) == before
