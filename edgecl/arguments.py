@@ -16,8 +16,8 @@ from edgecl.config import RULES
 
 
 class StoreOnce(argparse.Action):
-    """argparse's ``store``, refusing an option given twice: argparse keeps the last of two
-    silently, so ``--config broken.yaml --config empty.yaml`` ran on the defaults and
+    """argparse's ``store``, refusing an option given twice with two values: argparse keeps the
+    last of two silently, so ``--config broken.yaml --config empty.yaml`` ran on the defaults and
     ``--frames 5 --frames 50`` ran 50 frames without a word. Every parser of the CLI takes it
     as its default action; a positional argument is stored as by ``store``."""
 
@@ -27,7 +27,8 @@ class StoreOnce(argparse.Action):
             if given is None:
                 given = {}
                 setattr(namespace, "_options_given", given)
-            if self.dest in given:
+            if self.dest in given and given[self.dest] != values:  # the same value: taken, as
+                # a key set twice to one value is (a wrapper's --state-dir given again)
                 parser.error(f"{option_string} given twice ({_shown(given[self.dest])}, then "
                              f"{_shown(values)}): give it once")
             given[self.dest] = values

@@ -131,6 +131,11 @@ def imported_from(memory, path: str, no_object: bool = False) -> list[int]:
     """
     from edgecl.frames import LabelOrigin
 
+    from edgecl.errors import link_problem
+
+    broken = link_problem(Path(path).expanduser())
+    if broken:  # before: an internal error (RuntimeError: Symlink loop from ...), exit 1
+        raise ConfigError(f"--imported-from {broken}")
     root = Path(path).expanduser().resolve()
     listed = None
     if root.is_file() and root.suffix.lower() == ".json":  # before: nothing lies under a file

@@ -584,6 +584,10 @@ def test_an_option_and_an_override_of_one_value_are_taken(run_edgecl, tmp_path):
                                  f"state_dir={tmp_path}/./state", "memory.capacity=50",
                                  "memory.capacity=50"])
     assert "two values" not in err and "twice" not in err
+    # an option given twice with one value, as the README says (before: 'given twice')
+    code, out, err = run_edgecl(["memory", "stats", "--state-dir", tmp_path / "state",
+                                 "--state-dir", tmp_path / "state"])
+    assert err.startswith("error: no replay memory at") and "twice" not in err
 
 
 def test_a_state_directory_inside_the_streamed_folder_is_refused(capsys, tmp_path):

@@ -261,3 +261,14 @@ def test_a_refused_memory_export_changes_nothing_in_the_state_dir(answered, caps
     assert code == 2 and err == (f"error: --out {tmp_path / 'loop1'} is a symbolic link that "
                                  f"loops or points nowhere: name a folder\n")
     assert sorted(str(p.relative_to(state)) for p in state.rglob("*")) == before
+
+
+def test_memory_remove_from_a_looping_link_is_one_line(answered, capsys, tmp_path):
+    """Before: 'internal error (RuntimeError: Symlink loop from ...); please report it', exit 1."""
+    state, _ = answered
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    code, _, err = run(capsys, "memory", "remove", "--imported-from", str(tmp_path / "l1"),
+                       "--state-dir", str(state))
+    assert code == 2 and err == (f"error: --imported-from {tmp_path / 'l1'} is a symbolic link "
+                                 f"that loops (following it never ends at a file or folder)\n")

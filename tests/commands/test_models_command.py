@@ -670,3 +670,20 @@ def test_a_staged_candidate_can_be_discarded_and_a_served_version_cannot(capsys,
         assert code == 2 and why in err and "Traceback" not in err
     assert run_cli(capsys, "models", "prune", "--state-dir", state, "export.keep_rejected=0")[0] == 0
     assert not (state / "models" / "v0002" / "model.onnx").exists()
+
+
+def test_adding_a_pipe_or_a_device_is_refused_without_reading_it(tmp_path, run_edgecl):
+    """Before: 'models add /dev/zero' (or a link to it, or a named pipe) read it for its hash
+    for ever, with no word."""
+    import os
+
+    os.mkfifo(tmp_path / "ff.onnx")
+    (tmp_path / "zero.pt").symlink_to("/dev/zero")
+    for path, kind in ((tmp_path / "ff.onnx", "a named pipe (FIFO)"),
+                       (tmp_path / "zero.pt", "a device")):
+        code, _, err = run_edgecl(["models", "add", str(path), "--state-dir",
+                                   str(tmp_path / "state")])
+        assert code == 2 and err.strip() == (f"error: cannot add {path}: {kind}, not a regular "
+                                             f"file (a model is a .pt, .onnx, .xml or .engine "
+                                             f"file); nothing was added")
+    assert not (tmp_path / "state").exists()
