@@ -373,7 +373,16 @@ def _parse(parser: argparse.ArgumentParser, args_list: list[str],
     """
     args, unknown = parser.parse_known_args(args_list)
     if unknown:  # named by the command's own parser, whose --help lists what it takes
-        _command_parser(parser, args_list).error(f"unrecognized arguments: {' '.join(unknown)}")
+        command = _command_parser(parser, args_list)
+        first = next((k for k, a in enumerate(args_list) if not a.startswith("-")
+                      and (k == 0 or args_list[k - 1] != "--log-level")), len(args_list))
+        where = ""
+        if any(a.split("=")[0] == "--json" for a in args_list[:first]):
+            where = " (--json goes after the command's name: 'edgecl status --json')"
+        elif command is not parser and any(u.split("=")[0] == "--log-level" for u in unknown):
+            where = (" (--log-level goes before the command's name: 'edgecl --log-level DEBUG "
+                     "status')")
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{where}")
     stray = getattr(args, "overrides", None)
     if stray:
         shown = " ".join(stray[:4]) + (" ..." if len(stray) > 4 else "")

@@ -19,6 +19,9 @@ import pytest
      "see 'edgecl labels import --help'"),
     (["models", "verify", "--bogus"],  # before: see 'edgecl --help'
      "error: unrecognized arguments: --bogus; see 'edgecl models verify --help'"),
+    (["status", "--log-level", "DEBUG"],
+     "error: unrecognized arguments: --log-level DEBUG (--log-level goes before the command's "
+     "name: 'edgecl --log-level DEBUG status'); see 'edgecl status --help'"),
     (["dataset", "split-tasks", "ds"], "error: the following arguments are required: --tasks, --out; "
                                       "see 'edgecl dataset split-tasks --help'"),
     # before: "expected one argument" alone, for a value argparse took for an option
@@ -31,6 +34,15 @@ import pytest
 def test_usage_errors_are_one_line(run_edgecl, capsys, argv, expected):
     code, out, err = run_edgecl(argv)
     assert code == 2 and out == "" and err == expected + "\n"
+
+
+def test_json_before_the_command_is_named_as_misplaced(run_edgecl):
+    """Before: 'unrecognized arguments: --json; see 'edgecl status --help'', a help that lists
+    --json: the fault was where it stood."""
+    code, out, err = run_edgecl(["--json", "status"])
+    said = ("unrecognized arguments: --json (--json goes after the command's name: 'edgecl "
+            "status --json'); see 'edgecl status --help'")
+    assert code == 2 and err == f"error: {said}\n" and json.loads(out) == {"error": said}
 
 
 @pytest.mark.parametrize("argv, start", [
