@@ -108,7 +108,8 @@ def _detect_only(cfg, opts, exc: StorageError):
     log.error("%s: detecting only, with %s: nothing is stored, labelled or learnt%s, until %s "
               "can be written again (checked every %g s; the runtime then starts again by "
               "itself)", exc, fallback.model,
-              " (the console shows the Live page, /healthz and /metrics only)"
+              " (the console serves the Live page, /healthz and /metrics; its other pages say "
+              "why they are empty)"
               if cfg.server.enabled else "", cfg.state_dir, STATE_DIR_CHECK_S)
     runtime = Runtime(cfg, fallback)
     return runtime, runtime.run()
@@ -152,8 +153,8 @@ def run_command(args: argparse.Namespace) -> int:
     if not cfg.runtime.realtime and paced and float(paced.group(2)) > 0:
         log.warning("%s: its fps paces the folder only with runtime.realtime=true; this run "
                     "reads it as fast as it decodes", opts.source_uri)
-    unused = [o.split("=", 1)[0] for o in getattr(args, "overrides", None) or []
-              if o.split(".", 1)[0] in STATE_SECTIONS]
+    unused = list(dict.fromkeys(o.split("=", 1)[0] for o in getattr(args, "overrides", None) or []
+                                if o.split(".", 1)[0] in STATE_SECTIONS))  # each key once
     if unused and not opts.use_state:
         log.warning("%s: ignored, this run keeps no state (no memory, labels, learner or "
                     "console); give --state-dir DIR or --config FILE", ", ".join(unused))

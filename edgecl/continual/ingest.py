@@ -620,15 +620,18 @@ def _labelled_otherwise(memory, held: int, item: ImportItem, classes: ClassNames
     return not same_boxes(stored, item.yolo_labels(ids), width, height)
 
 
-def same_boxes(a: np.ndarray, b: np.ndarray, width: int, height: int) -> bool:
+def same_boxes(a: np.ndarray, b: np.ndarray, width: int, height: int,
+               tolerance_px: float = SAME_BOX_PX) -> bool:
     """Whether two sets of YOLO rows are one labelling: each row of ``a`` pairs with one of
-    ``b`` of the same class whose sides are all within :data:`SAME_BOX_PX` pixels.
+    ``b`` of the same class whose sides are all within ``tolerance_px`` pixels.
 
     Args:
         a: float (N, 5) rows ``class cx cy w h``, normalised.
         b: float (M, 5) rows, the same.
         width: image width in pixels.
         height: image height in pixels.
+        tolerance_px: how far a side may move (default :data:`SAME_BOX_PX`: a re-export's
+            rounding).
     """
     if a.shape != b.shape:
         return False
@@ -642,7 +645,7 @@ def same_boxes(a: np.ndarray, b: np.ndarray, width: int, height: int) -> bool:
     free = list(range(len(b)))
     for i in range(len(a)):
         match = next((j for j in free if int(a[i, 0]) == int(b[j, 0])
-                      and np.abs(left[i] - right[j]).max() <= SAME_BOX_PX), None)
+                      and np.abs(left[i] - right[j]).max() <= tolerance_px), None)
         if match is None:
             return False
         free.remove(match)

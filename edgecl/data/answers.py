@@ -273,7 +273,7 @@ def parse_boxes(boxes: object) -> list[dict]:
 
     Returns:
         ``[{"class": cleaned name, "xyxy": [4 floats]}]``, with the box's ``class_id`` where
-        it is an integer (:func:`boxes_to_labels` checks it agrees with ``class``).
+        it has one (an integer: :func:`boxes_to_labels` checks it agrees with ``class``).
 
     Raises:
         LabelError: naming the box: not a list of such objects, more than :data:`MAX_BOXES`,
@@ -313,6 +313,9 @@ def parse_boxes(boxes: object) -> list[dict]:
             raise LabelError(f"box {i}: xyxy must be 4 finite numbers [x1, y1, x2, y2] in pixels, "
                              f"got {shown(xyxy, 60)}")
         said = box.get("class_id")  # kept for boxes_to_labels' check that it agrees
+        if said is not None and (not isinstance(said, int) or isinstance(said, bool)):
+            raise LabelError(f"box {i}: class_id must be an integer (the class's id) or left "
+                             f"out, got {shown(said)}")  # before: "2" or true, ignored
         out.append({"class": name, "xyxy": [float(v) for v in xyxy],
                     **({"class_id": said} if isinstance(said, int) and not isinstance(said, bool)
                        else {})})

@@ -152,7 +152,7 @@ def quiet_flower_logs(level: int = logging.INFO) -> None:
 
 
 class ServerStopped(Exception):
-    """The fleet server was stopped by a signal (Ctrl-C, SIGTERM) before its last round.
+    """The fleet server was stopped by a signal (Ctrl-C, SIGTERM, SIGHUP) before its last round.
 
     Attributes:
         signum: the signal's number (``0`` when Flower did not say which).
@@ -426,7 +426,12 @@ def run_server(cfg: Config, on_round=None) -> list[dict]:
                              certificates=certificates,
                              grpc_max_message_length=GRPC_MAX_MESSAGE_BYTES)
         except SystemExit as exc:
-            if exc.code not in (0, None):  # Flower's only other exit: an unparsable address
+            from edgecl.stop_signals import SigtermExit
+
+            if isinstance(exc, SigtermExit):  # a signal Flower does not handle (SIGHUP: a
+                # closed SSH session): the same stop line (before: none, exit 129)
+                stopped.append(int(exc.code) - 128)
+            elif exc.code not in (0, None):  # Flower's only other exit: an unparsable address
                 raise
             raise ServerStopped(stopped[0] if stopped else 0, strategy.saved_round, store.root,
                                 store.last_round()) from None

@@ -158,17 +158,21 @@ def resolve_model(cfg: Config, explicit: str | None, registry) -> tuple[Path, st
         from edgecl.models.registry import unpromoted_model_problem
 
         raise ModelLoadError(unpromoted_model_problem(cfg.state_dir, *waiting))
-    where = f" --state-dir {shlex.quote(str(cfg.state_dir))}" if registry is not None else ""
+    # without a state directory, the commands below need one, and so does the run that reads
+    # what they made (before: hints that wrote ./state, which this run never reads)
+    where = f" --state-dir {shlex.quote(str(cfg.state_dir))}" if registry is not None else \
+        " --state-dir DIR"
     seeded = _seeding_checkpoint(cfg.state_dir) if registry is not None else None
     if seeded is not None:  # before: the generic advice, whose 'learn' path is refused here
         quoted = shlex.quote(seeded)
         raise ModelLoadError(f"no model: this device's classes came from the checkpoint "
                              f"{seeded}; pass --model {quoted}, set model.path to it, or add it "
                              f"with 'edgecl models add {quoted} --promote{where}'")
+    then = "" if registry is not None else ", then run with --state-dir DIR"
     raise ModelLoadError(f"no model: pass --model PATH (your own checkpoint, or yolo11n.yaml to "
                          f"start untrained and teach it), set model.path, or add one with "
                          f"'edgecl models add PATH --promote{where}'; without a pretrained model, "
-                         f"'edgecl labels import{where} FOLDER' and 'edgecl learn{where}'")
+                         f"'edgecl labels import{where} FOLDER' and 'edgecl learn{where}'{then}")
 
 
 STATE_DIR_CHECK_S = 30.0

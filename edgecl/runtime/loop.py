@@ -107,6 +107,11 @@ class LoopReport:
         return asdict(self)
 
 
+PACE_RESET_S = 1.0
+"""How far (seconds) behind its schedule a paced source may fall before the schedule restarts
+from now instead of catching up."""
+
+
 class SampleRing:
     """Fixed-size ring of float samples (thread-safe; memory does not grow with the run).
 
@@ -536,6 +541,13 @@ class InferenceLoop:
                         break
                 wd.beat("capture", "reading")
                 frame = self.source.read()
+                if self.pace_fps and frame is not None:
+                    now_s = time.monotonic()
+                    if now_s - (started_s + reads / self.pace_fps) > PACE_RESET_S:
+                        # a read that waited (a folder gone a while): the next frame is due a
+                        # frame's time from now; before, the frames it was behind came at
+                        # once and back-pressure dropped them
+                        started_s = now_s + (1 - reads) / self.pace_fps
                 if frame is None:
                     wd.stop("capture", "source ended")
                     # before: a video that ended stopped the run without a word (a service

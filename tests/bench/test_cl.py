@@ -336,6 +336,8 @@ def test_end_to_end_tiny_run_with_the_new_methods(tmp_path, capsys, caplog):
     assert ("the report leaves out 1 planned run(s) not made yet: er 50% seed 0; run the same "
             "command without --report-only to make them (finished runs are reused)"
             in caplog.messages)
+    assert "Not in this table: er 50% seed 0 (planned, not made yet)." in \
+        (out / "table.md").read_text()
     assert not (out / "work").exists()
     with pytest.raises(ConfigError, match=r"--report-only: .*scenario holds no scenario of these "
                                           r"settings"):  # before: a new scenario was generated

@@ -311,6 +311,11 @@ def test_a_run_with_no_model_anywhere_names_every_way_to_start(run_edgecl, tmp_p
                 f"'edgecl labels import --state-dir {state} FOLDER'",
                 f"'edgecl learn --state-dir {state}'"):
         assert way in err
+    # a run that keeps no state: the hints name a state directory, and running with it (before:
+    # they wrote ./state, which such a run never reads: following them looped)
+    code, _, err = run_edgecl(["run", "--source", "synthetic://?tasks=1&seed=0", "--frames", "2"])
+    assert code == 2 and "'edgecl models add PATH --promote --state-dir DIR'" in err
+    assert err.strip().endswith("'edgecl learn --state-dir DIR', then run with --state-dir DIR")
 
 
 @pytest.mark.parametrize("argv", [["run", "--source", "synthetic://", "--model", "yolo11n.yaml"],

@@ -251,7 +251,7 @@ def _serve_until_stopped(run_edgecl, state, install_handlers=None) -> tuple[int,
     """Run ``edgecl fleet server`` on a free port (Flower's ``start_server`` replaced by the
     test), restoring the signal handlers after; ``install_handlers``: called first (the
     command line's own). Returns the exit code and stderr."""
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         if install_handlers is not None:
             install_handlers()
@@ -261,9 +261,32 @@ def _serve_until_stopped(run_edgecl, state, install_handlers=None) -> tuple[int,
         code, _, err = run_edgecl(["fleet", "server", "--state-dir", state, "fleet.rounds=5",
                                    f"fleet.server_address=127.0.0.1:{port}"])
     finally:
-        signal.signal(signal.SIGINT, before[0])
-        signal.signal(signal.SIGTERM, before[1])
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     return code, err
+
+
+def test_a_sighup_to_the_server_says_where_the_fleet_stands(tmp_path, monkeypatch, run_edgecl):
+    """A closed SSH session: Flower handles no SIGHUP, edgecl's stop raised past the server's
+    stop line (before: exit 129 and no word of which round a restart resumes from)."""
+    import flwr.server
+
+    from edgecl import stop_signals
+    from edgecl.stop_signals import unwind_once_on_stop_signals
+
+    monkeypatch.setattr(stop_signals, "FORCE_EXIT_AFTER_S", 1e6)  # never ends the test run
+
+    def flowers_start_server(*, server=None, **_):
+        monkeypatch.setattr(flwr.server.Server, "fit",
+                            lambda self, n, t: os.kill(os.getpid(), signal.SIGHUP))
+        server.fit(2, None)
+
+    monkeypatch.setattr(flwr.server, "start_server", flowers_start_server)
+    code, err = _serve_until_stopped(run_edgecl, tmp_path / "server", unwind_once_on_stop_signals)
+    assert code == 129
+    assert err.strip().splitlines()[-1] == ("fleet server stopped by SIGHUP: no round had "
+                                            "finished, so a restart starts the fleet from its "
+                                            "first round")
 
 
 def test_ctrl_c_on_the_server_says_where_the_fleet_stands(tmp_path, monkeypatch, run_edgecl):

@@ -114,10 +114,14 @@ def test_a_class_id_that_names_another_class_than_class_is_refused(tmp_path):
 
     known = {"car": 0, "person": 1, "kar": 0}  # kar: merged into car
     box = {"class": "car", "xyxy": [10, 10, 40, 40]}
-    for agrees in (dict(box, class_id=0), box, dict(box, class_id=7), dict(box, class_id="1"),
+    for agrees in (dict(box, class_id=0), box, dict(box, class_id=7), dict(box, class_id=None),
                    dict(box, **{"class": "kar", "class_id": 0})):
         rows, _ = boxes_to_labels(parse_boxes([agrees]), 640, 512, known)
-        assert rows[:, 0].tolist() == [0]  # agrees, absent, an id no class has, not an integer
+        assert rows[:, 0].tolist() == [0]  # agrees, absent, an id no class has, null
+    for typed in ("1", True, 1.5):  # before: ignored, whatever class it meant
+        with pytest.raises(LabelError, match=r"^box 0: class_id must be an integer \(the "
+                                             r"class's id\) or left out, got "):
+            parse_boxes([dict(box, class_id=typed)])
     with pytest.raises(LabelError, match=r"^box 1: class_id 1 is another class than 'car' "
                                          r"\(id 0\): send the class you mean \('class' decides; "
                                          r"'class_id' may be left out\)$"):

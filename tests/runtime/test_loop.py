@@ -488,3 +488,19 @@ def test_with_a_shown_conf_the_sinks_get_what_it_shows_and_the_labels_every_dete
     sink = CollectSink()
     InferenceLoop(ListSource(1), TwoScores(), "v0001", sinks=[sink], back_pressure="block").run()
     assert len(sink.results[0].detections) == 2 and sink.results[0].labelling is None
+
+
+def test_a_paced_source_that_waited_starts_its_schedule_again_and_drops_nothing():
+    """Before: a folder back after a 1.5 s wait had its missed frames come at once (30 at
+    20 fps), and back-pressure dropped those inference could not take."""
+
+    class Stalling(ListSource):
+        def read(self):
+            if self.i == 5:
+                time.sleep(1.5)  # the folder gone, waited for, back
+            return super().read()
+
+    source = Stalling(15)
+    source.fps = 20.0
+    report = InferenceLoop(source, SleepBackend(delay_s=0.02), "v0001", realtime=True).run()
+    assert report.frames == 15 and report.dropped == 0

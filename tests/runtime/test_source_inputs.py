@@ -428,7 +428,7 @@ def test_a_named_pipe_given_as_a_video_file_is_refused_not_waited_on(tmp_path):
                               f"csi://)")
 
 
-def test_a_looping_folder_whose_files_went_away_is_a_failure_not_an_end(tmp_path):
+def test_a_looping_folder_whose_files_went_away_is_a_failure_not_an_end(tmp_path, monkeypatch):
     """Before: the run ended with exit code 0 and no reason (a supervisor restarting on failure
     would not restart it), as if the folder had been read to its end."""
     import cv2
@@ -449,11 +449,14 @@ def test_a_looping_folder_whose_files_went_away_is_a_failure_not_an_end(tmp_path
         assert [source.read() is not None for _ in range(4)] == [True] * 4  # a second pass
         for p in folder.iterdir():
             p.unlink()
+        from edgecl.runtime.sources import files
+
+        monkeypatch.setattr(files, "FOLDER_GONE_WAIT_S", 0.5)  # gone at once: waited for first
         with pytest.raises(SourceError) as err:
             for _ in range(10):
                 source.read()
-        assert str(err.value) == (f"{uri}: a whole pass over its 3 image(s) read none (gone or "
-                                  f"unreadable now; the warnings above say why)")
+        assert str(err.value) == (f"{uri}: the folder {folder} or its images are gone and did "
+                                  f"not come back within 0.5 s")
     finally:
         source.close()
 
@@ -623,13 +626,26 @@ def test_a_folder_that_goes_away_for_a_moment_is_waited_for_then_given_up(tmp_pa
         with caplog.at_level(logging.WARNING):
             assert source.read() is not None  # waited, then went on
         said = [m for m in caplog.messages if "the folder" in m]
-        assert said == [f"{uri}: the folder {folder} is gone (an unmounted card, a folder moved "
-                        f"away?): waiting up to 2 s for it to come back",
+        assert said == [f"{uri}: the folder {folder} or its images are gone (an unmounted card, "
+                        f"files moved away?): waiting up to 2 s for them to come back",
                         f"{uri}: the folder {folder} is back: streaming it again"]
         assert not [m for m in caplog.messages if "skipping image" in m]
-        folder.rename(tmp_path / "away")
+        # a card unmounted under its mount point: the folder stays, empty (before: a warning
+        # per image and the end at once, with the folder only waited for when it went itself)
+        (tmp_path / "away").mkdir()
+        for image in folder.iterdir():
+            image.rename(tmp_path / "away" / image.name)
+        threading.Timer(0.5, lambda: [p.rename(folder / p.name)
+                                      for p in (tmp_path / "away").iterdir()]).start()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert source.read() is not None
+        assert not [m for m in caplog.messages if "skipping image" in m]
+        assert len([m for m in caplog.messages if "the folder" in m]) == 2
+        folder.rename(tmp_path / "gone")
         with pytest.raises(SourceError) as err:
             source.read()
-        assert str(err.value) == f"{uri}: the folder {folder} is gone and did not come back within 2 s"
+        assert str(err.value) == (f"{uri}: the folder {folder} or its images are gone and did "
+                                  f"not come back within 2 s")
     finally:
         source.close()

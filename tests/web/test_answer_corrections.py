@@ -81,7 +81,7 @@ def test_a_correction_that_changes_nothing_keeps_its_sample(device):
     """Before: saving an answer again as it was gave it a new sample id each time ("sample":
     34, "replaced": 32, then 35 and 34), counted as new data towards the next round."""
     client, memory, items = device
-    body = {"boxes": [{"class": "car", "xyxy": [20.4, 10, 60, 50.3]}]}  # as stored, within 1.5 px
+    body = {"boxes": [{"class": "car", "xyxy": [20.4, 10, 60, 50.3]}]}  # as stored (rounding)
     response = client.post(f"/api/labels/{items[0]}/correct", content=json.dumps(body),
                            headers=JSON)
     assert response.status_code == 200, response.text
@@ -90,7 +90,7 @@ def test_a_correction_that_changes_nothing_keeps_its_sample(device):
     assert memory.ids() == [1, 2]
     entry = next(a for a in client.get("/api/labels/answered").json() if a["id"] == items[0])
     assert entry["sample"] == 1 and not entry.get("corrected")
-    moved = {"boxes": [{"class": "car", "xyxy": [22, 10, 60, 50]}]}  # 2 px: a correction
+    moved = {"boxes": [{"class": "car", "xyxy": [21, 10, 60, 50]}]}  # a 1 px nudge: a correction
     out = client.post(f"/api/labels/{items[0]}/correct", content=json.dumps(moved),
                       headers=JSON).json()
     assert out["replaced"] == 1 and out["sample"] == 3 and "unchanged" not in out

@@ -828,7 +828,7 @@ class OperatorQueue:
         Returns:
             ``{"id", "sample": new id, "replaced": old id, "boxes": N, "classes_added",
             "similar_classes", "former_names", "class_ids"}`` (as :meth:`answer`); boxes the
-            sample holds already (:func:`~edgecl.continual.ingest.same_boxes`) change nothing:
+            sample holds already (every side within half a pixel) change nothing:
             ``"sample"`` its id, ``"replaced"`` None, ``"unchanged"`` True (before, each such
             save made a new sample, counted towards the next round as new data).
 
@@ -1338,4 +1338,6 @@ def _same_operator_labels(memory, record, labels: np.ndarray) -> bool:
     except (EdgeclError, OSError) as exc:
         log.debug("sample %s not compared with its correction: %s", record.id, exc)
         return False
-    return same_boxes(stored, labels, record.width, record.height)
+    # half a pixel: the stored rows' rounding; a 1 px nudge on purpose is a correction
+    # (before: within 1.5 px, a keyboard's one-pixel fix of a 6 px box was 'unchanged')
+    return same_boxes(stored, labels, record.width, record.height, tolerance_px=0.5)

@@ -35,6 +35,9 @@ e.g. a connection flood): the image is read again instead of skipped; skipping e
 a looping folder once ended the run as if the folder were done."""
 TRANSIENT_RETRY_S = 0.5
 FOLDER_GONE_WAIT_S = 20.0
+GONE_SAMPLE = 20
+"""Images of the list looked at, from the one that could not be read, to tell a folder emptied
+at once from one deleted image."""
 """How long ``dir://`` waits for its folder to come back (an unmounted card, a folder moved
 away and back) before it stops as a failed source; under the watchdog's 30 s for capture."""
 
@@ -463,29 +466,40 @@ class ImageListSource(FrameSource):
 
     def _folder_gone(self) -> Path | None:
         """The folder the source streams, where it is gone now; None (a plain list of images
-        streams no folder of its own)."""
+        streams no folder of its own: :meth:`_images_gone` tells when its files went)."""
         return None
 
+    def _watched_folder(self) -> Path:
+        """The folder a wait for vanished images names (the images' common folder)."""
+        return self.root
+
+    def _images_gone(self) -> bool:
+        """Whether the images about to be read are all gone at once (the next
+        :data:`GONE_SAMPLE` of the list): a card unmounted under its mount point's empty
+        folder, the files moved away; one image deleted is skipped as before."""
+        ahead = (self.images[self._index:] + self.images[:self._index])[:GONE_SAMPLE]
+        return bool(ahead) and not any(os.path.lexists(p) for p in ahead)
+
     def _wait_for_folder(self, folder: Path) -> None:
-        """Wait up to :data:`FOLDER_GONE_WAIT_S` for ``folder`` to come back, then stream it
-        again from its first image (rescanned).
+        """Wait up to :data:`FOLDER_GONE_WAIT_S` for ``folder`` and its images to come back,
+        then stream it again from its first image (rescanned).
 
         Raises:
             SourceError: it did not come back in time (before: one warning per image, then
                 'a whole pass ... read none' at once, though the folder came back 25 s later).
         """
-        log.warning("%s: the folder %s is gone (an unmounted card, a folder moved away?): "
-                    "waiting up to %g s for it to come back", self.uri, folder, FOLDER_GONE_WAIT_S)
+        log.warning("%s: the folder %s or its images are gone (an unmounted card, files moved "
+                    "away?): waiting up to %g s for them to come back", self.uri, folder,
+                    FOLDER_GONE_WAIT_S)
         deadline = time.monotonic() + FOLDER_GONE_WAIT_S
         while not self._closing.is_set():
-            if folder.is_dir():
+            if folder.is_dir() and (not self._images_gone() or self._rescan()):
                 log.warning("%s: the folder %s is back: streaming it again", self.uri, folder)
-                self._rescan()
                 self._index = 0
                 return
             if time.monotonic() >= deadline:
-                raise SourceError(f"{self.uri}: the folder {folder} is gone and did not come "
-                                  f"back within {FOLDER_GONE_WAIT_S:g} s")
+                raise SourceError(f"{self.uri}: the folder {folder} or its images are gone and "
+                                  f"did not come back within {FOLDER_GONE_WAIT_S:g} s")
             self._closing.wait(0.5)
 
     def _rescan(self) -> bool:
@@ -603,6 +617,10 @@ class ImageListSource(FrameSource):
                     self._warn_once("transient", Path(), "cannot read images now (%s); "
                                     "retrying every %.1f s", exc, TRANSIENT_RETRY_S)
                     self._closing.wait(TRANSIENT_RETRY_S)
+                    continue
+                if exc.errno == errno.ENOENT and self._images_gone():
+                    self._index -= 1  # read again once they are back
+                    self._wait_for_folder(self._watched_folder())
                     continue
                 self._count("skipped")
                 self._warn_once("image", path, "skipping image: %s", exc)
@@ -772,9 +790,13 @@ class ImageDirSource(ImageListSource):
 
     def _folder_gone(self) -> Path | None:
         """The folder (or data.yaml's folder) the URI names, where it no longer exists."""
-        yaml = self._given.suffix.lower() in (".yaml", ".yml") and not self._given.is_dir()
-        folder = self._given.parent if yaml else self._given
+        folder = self._watched_folder()
         return None if folder.exists() else folder
+
+    def _watched_folder(self) -> Path:
+        """The folder the URI names (a data.yaml's: the folder holding it)."""
+        yaml = self._given.suffix.lower() in (".yaml", ".yml") and not self._given.is_dir()
+        return self._given.parent if yaml else self._given
 
     @classmethod
     def from_uri(cls, uri: str, path: str, params: QueryParams, cfg: SourceConfig | None) -> "ImageDirSource":
