@@ -3,8 +3,8 @@ deadline.
 
 The first stop signal raises where the main thread stands (``SystemExit(143)`` for SIGTERM,
 ``SystemExit(129)`` for SIGHUP, the hang-up of a closed SSH session or terminal, whose default
-action killed the process where it stood; ``KeyboardInterrupt`` for SIGINT), so that ``with`` blocks and ``finally`` clauses remove
-temporary files and release locks. Every later one is ignored: ``timeout`` and service managers
+action killed the process where it stood; ``KeyboardInterrupt`` for SIGINT), so that ``with``
+blocks and ``finally`` clauses remove temporary files and release locks. Every later one is ignored: ``timeout`` and service managers
 send SIGTERM to the command and then to its process group, and a second exception raised inside
 that unwinding (in a gRPC channel's ``__del__``, say) broke it and left the process hanging. A
 stop still under way :data:`FORCE_EXIT_AFTER_S` after the signal ends the process at once (every

@@ -250,7 +250,9 @@ def detect_only_options(cfg: Config, opts: RunOptions, exc: BaseException) -> Ru
     Such a start serves the device's current version (``--model`` if given, else
     ``model.path``) with nothing stored, labelled or learnt; its console (``server.enabled``)
     serves the Live page, ``/healthz`` (``degraded``, with ``detect_only``: why) and
-    ``/metrics`` (``edgecl_detect_only 1``), the other pages empty. The run checks the
+    ``/metrics`` (``edgecl_detect_only 1``); its routes that read or change the state directory
+    answer 503 with why (:func:`~edgecl.runtime.console.detect_only_console_hooks`). An
+    ``--out`` or ``--save-video`` on a read-only volume too is left out. The run checks the
     state directory every :data:`STATE_DIR_CHECK_S` and ends with ``restart_wanted`` once it
     can be written (``edgecl run`` then starts itself again, in full).
 
@@ -1109,7 +1111,8 @@ class Runtime:
         if self.interrupted:  # before: 'ok', learner 'training', 1.5 s into a SIGTERM's stop
             out["stopping"] = (f"received {signal.Signals(self.stop_signal or signal.SIGINT).name}:"
                                f" shutting down")
-        degraded = (self.step_errors or self.opts.wait_for_state_dir or self.interrupted or (self.memory_sink and self.memory_sink.paused_reason)
+        degraded = (self.step_errors or self.opts.wait_for_state_dir or self.interrupted
+                    or (self.memory_sink and self.memory_sink.paused_reason)
                     or out.get("learner", {}).get("state") == "backoff"
                     or out.get("learner", {}).get("waiting_for_room")
                     or out.get("fleet", {}).get("alive") is False)
@@ -1214,9 +1217,9 @@ class Runtime:
         """What a detect-only run's console says (:func:`detect_only_options`): its first
         alert, and the 503 of each page that needs the state directory."""
         why = self.opts.detect_only_reason or "its state directory cannot be written"
-        return (f"detecting only: {why}; nothing is stored, labelled or learnt until {self.opts.wait_for_state_dir} can "
-                f"be written again (checked every {STATE_DIR_CHECK_S:g} s; the runtime then starts "
-                f"again by itself, in full)")
+        return (f"detecting only: {why}; nothing is stored, labelled or learnt until "
+                f"{self.opts.wait_for_state_dir} can be written again (checked every "
+                f"{STATE_DIR_CHECK_S:g} s; the runtime then starts again by itself, in full)")
 
     def _alerts(self) -> list[str]:
         alerts = [self.detect_only_alert()] if self.opts.wait_for_state_dir else []

@@ -182,7 +182,8 @@ def test_prune_frees_room_on_a_full_disk(tmp_path, model_file, monkeypatch):
     monkeypatch.setattr(registry_mod, "atomic_write_json",
                         _no_room_while(lambda path: (old / "model.onnx").exists()))
     result = reg.prune(keep_promoted=1, keep_rejected=0)
-    assert result["pruned"] == versions[1:3] and result["freed_bytes"] == 2 * len(b"fake-onnx-bytes")
+    assert result["pruned"] == versions[1:3]
+    assert result["freed_bytes"] == 2 * len(b"fake-onnx-bytes")
     for version in versions[1:3]:
         assert sorted(p.name for p in (reg.root / version).iterdir()) == ["manifest.json"]
         manifest = reg.manifest(version)
