@@ -35,11 +35,11 @@ e.g. a connection flood): the image is read again instead of skipped; skipping e
 a looping folder once ended the run as if the folder were done."""
 TRANSIENT_RETRY_S = 0.5
 FOLDER_GONE_WAIT_S = 20.0
+"""How long ``dir://`` waits for its folder to come back (an unmounted card, a folder moved
+away and back) before it stops as a failed source; under the watchdog's 30 s for capture."""
 GONE_SAMPLE = 20
 """Images of the list looked at, from the one that could not be read, to tell a folder emptied
 at once from one deleted image."""
-"""How long ``dir://`` waits for its folder to come back (an unmounted card, a folder moved
-away and back) before it stops as a failed source; under the watchdog's 30 s for capture."""
 
 _MAX_REFUSED_SHOWN = 3
 MAX_UNDECODABLE_IN_A_ROW = 30
