@@ -256,12 +256,11 @@ def add_command(args: argparse.Namespace) -> int:
 
     from edgecl.errors import EdgeclError
 
-    from edgecl.input_files import regular_file_problem
+    from edgecl.errors import special_file_problem
 
-    special = regular_file_problem(args.path, folder_ok=True)
-    if special:  # before: /dev/zero or a named pipe was read for its hash, for ever
-        raise ConfigError(f"cannot add {args.path}: {special} (a model is a .pt, .onnx, .xml or "
-                          f".engine file); nothing was added")
+    special = special_file_problem(args.path)
+    if special:  # said first: /dev/zero or a named pipe was read for its hash, for ever
+        raise ConfigError(f"cannot add: {special}")
     cfg = config_from_args(args)
     state = Path(cfg.state_dir)
     existed = state.exists()

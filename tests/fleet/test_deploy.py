@@ -275,6 +275,8 @@ def test_a_sighup_to_the_server_says_where_the_fleet_stands(tmp_path, monkeypatc
     from edgecl.stop_signals import unwind_once_on_stop_signals
 
     monkeypatch.setattr(stop_signals, "FORCE_EXIT_AFTER_S", 1e6)  # never ends the test run
+    # the stop this test makes is undone after it: later tests of this process see none
+    monkeypatch.setattr(stop_signals, "_stop_signum", None)
 
     def flowers_start_server(*, server=None, **_):
         monkeypatch.setattr(flwr.server.Server, "fit",
@@ -333,6 +335,7 @@ def test_a_second_sigterm_while_the_server_stops_is_ignored(tmp_path, monkeypatc
     from edgecl.stop_signals import unwind_once_on_stop_signals
 
     monkeypatch.setattr(stop_signals, "FORCE_EXIT_AFTER_S", 1e6)  # never ends the test run
+    monkeypatch.setattr(stop_signals, "_stop_signum", None)  # undone after the test
     state = tmp_path / "server"
 
     def flowers_start_server(*, server=None, strategy=None, **_):
