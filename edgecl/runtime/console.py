@@ -399,11 +399,10 @@ def detect_only_console_hooks(runtime):
     Returns:
         The :class:`~edgecl.web.ConsoleHooks`.
     """
+    from edgecl.errors import UnavailableError
     from edgecl.runtime.prometheus import PrometheusExporter
     from edgecl.runtime.versions import TimedCache
     from edgecl.web import ConsoleHooks
-
-    from edgecl.errors import UnavailableError
 
     def unavailable(*_args, **_kwargs):
         raise UnavailableError(runtime.detect_only_alert())
