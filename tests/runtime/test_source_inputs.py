@@ -428,14 +428,12 @@ def test_a_named_pipe_given_as_a_video_file_is_refused_not_waited_on(tmp_path):
                               f"csi://)")
 
 
-def test_a_looping_folder_whose_files_went_away_is_a_failure_not_an_end(tmp_path, monkeypatch):
-    """Before: the run ended with exit code 0 and no reason (a supervisor restarting on failure
-    would not restart it), as if the folder had been read to its end."""
+def _looping_camera_folder(tmp_path):
+    """A folder of 3 PNG frames streamed by ``dir://...?loop=1``: ``(folder, uri, opened
+    source)``."""
     import cv2
     import numpy as np
-    import pytest
 
-    from edgecl.errors import SourceError
     from edgecl.runtime.sources import open_source
 
     folder = tmp_path / "cam"
@@ -445,6 +443,17 @@ def test_a_looping_folder_whose_files_went_away_is_a_failure_not_an_end(tmp_path
     uri = f"dir://{folder}?loop=1"
     source = open_source(uri)
     source.open()
+    return folder, uri, source
+
+
+def test_a_looping_folder_whose_files_went_away_is_a_failure_not_an_end(tmp_path, monkeypatch):
+    """Before: the run ended with exit code 0 and no reason (a supervisor restarting on failure
+    would not restart it), as if the folder had been read to its end."""
+    import pytest
+
+    from edgecl.errors import SourceError
+
+    folder, uri, source = _looping_camera_folder(tmp_path)
     try:
         assert [source.read() is not None for _ in range(4)] == [True] * 4  # a second pass
         for p in folder.iterdir():
@@ -604,21 +613,13 @@ def test_a_folder_that_goes_away_for_a_moment_is_waited_for_then_given_up(tmp_pa
     import logging
     import threading
 
-    import cv2
-    import numpy as np
     import pytest
 
     from edgecl.errors import SourceError
-    from edgecl.runtime.sources import files, open_source
+    from edgecl.runtime.sources import files
 
     monkeypatch.setattr(files, "FOLDER_GONE_WAIT_S", 2.0)
-    folder = tmp_path / "cam"
-    folder.mkdir()
-    for k in range(3):
-        cv2.imwrite(str(folder / f"{k}.png"), np.full((32, 32, 3), 60 * k, np.uint8))
-    uri = f"dir://{folder}?loop=1"
-    source = open_source(uri)
-    source.open()
+    folder, uri, source = _looping_camera_folder(tmp_path)
     try:
         assert source.read() is not None
         folder.rename(tmp_path / "away")
