@@ -464,11 +464,6 @@ class ImageListSource(FrameSource):
         source.labelled = label_path_for(path).is_file()
         return source
 
-    def _folder_gone(self) -> Path | None:
-        """The folder the source streams, where it is gone now; None (a plain list of images
-        streams no folder of its own: :meth:`_images_gone` tells when its files went)."""
-        return None
-
     def _watched_folder(self) -> Path:
         """The folder a wait for vanished images names (the images' common folder)."""
         return self.root
@@ -602,10 +597,6 @@ class ImageListSource(FrameSource):
                 self._rescan()
                 self._index, self._delivered_this_pass = 0, False
                 self._delivered_before = True
-            gone = self._folder_gone()
-            if gone is not None:  # one line, a wait, not a warning per image then the end
-                self._wait_for_folder(gone)
-                continue
             path = self.images[self._index]
             self._index += 1
             try:
@@ -619,6 +610,9 @@ class ImageListSource(FrameSource):
                     self._closing.wait(TRANSIENT_RETRY_S)
                     continue
                 if exc.errno == errno.ENOENT and self._images_gone():
+                    # the folder gone, or all its images at once: one line and a wait, not a
+                    # warning per image then the end (asked on a failed read only: no look
+                    # at the folder for each frame)
                     self._index -= 1  # read again once they are back
                     self._wait_for_folder(self._watched_folder())
                     continue
@@ -787,11 +781,6 @@ class ImageDirSource(ImageListSource):
         self.images = list(images)
         self._shared_labels = shared_label_files(self.images)
         return True
-
-    def _folder_gone(self) -> Path | None:
-        """The folder (or data.yaml's folder) the URI names, where it no longer exists."""
-        folder = self._watched_folder()
-        return None if folder.exists() else folder
 
     def _watched_folder(self) -> Path:
         """The folder the URI names (a data.yaml's: the folder holding it)."""
