@@ -125,13 +125,13 @@ def _serving(state: Path) -> dict:
     """The version marked current, with its engine, classes and ACC (``version`` None: the
     device serves the model it was started with), and ``damaged``: why the current pointer or
     the version's manifest or essential files are unusable (sha256 checked, as a start does)."""
-    from edgecl.models.registry import Registry, damaged_current_way_out
+    from edgecl.models.registry import damaged_current_way_out
     from edgecl.runtime.console import serving_engine
 
     models = state / "models"
     if not models.is_dir():
         return {"version": None}
-    registry = Registry(models, create=False, repair=False)
+    registry = _read_registry(state)
     damaged = registry.damaged_current()
     versions = registry.list()
     current = next((v for v in versions if v.current), None)
@@ -216,20 +216,27 @@ def _round(state: Path) -> dict:
 def _held_for_person(state: Path, version: str) -> bool:
     """Whether a round's staged version waits for a person ('edgecl learn --no-promote'), not
     for the next start's promotion."""
-    from edgecl.models.registry import Registry, promoted_at_start
+    from edgecl.models.registry import promoted_at_start
 
     return not promoted_at_start(
-        Registry(state / "models", create=False, repair=False).manifest(version))
+        _read_registry(state).manifest(version))
+
+
+def _read_registry(state: Path):
+    """``STATE/models`` as it is: status writes nothing (no repair of a damaged record)."""
+    from edgecl.models.registry import Registry
+
+    return Registry(state / "models", create=False, repair=False)
 
 
 def _round_staged(state: Path) -> str | None:
     """The newest version a round staged and nobody promoted yet (the next start promotes
     it: :func:`edgecl.runtime.learner.promote_leftover_staged`), or None."""
-    from edgecl.models.registry import Registry, promoted_at_start
+    from edgecl.models.registry import promoted_at_start
 
     if not (state / "models").is_dir():
         return None
-    registry = Registry(state / "models", create=False, repair=False)
+    registry = _read_registry(state)
     return next((v for v in reversed(registry.staged_versions())
                  if promoted_at_start(registry.manifest(v))), None)
 
@@ -238,12 +245,12 @@ def _version_status(state: Path, version: str) -> str:
     """A version's status in the registry now (``promoted`` while it serves, ``retired``,
     ``staged``, ``rejected``, ``pruned``, ``corrupt``), or ``missing`` (its folder deleted):
     a round's record says what the round made, not what became of it."""
-    from edgecl.models.registry import VERSION_RE, Registry
+    from edgecl.models.registry import VERSION_RE
 
     models = state / "models"
     if not VERSION_RE.match(version) or not (models / version).is_dir():
         return "missing"
-    return Registry(models, create=False, repair=False).status(version)
+    return _read_registry(state).status(version)
 
 
 def _json_object(path: Path, fix: str) -> dict | None:
@@ -379,13 +386,12 @@ def _fleet(state: Path) -> dict:
     be loaded, if it cannot."""
     from edgecl.commands.fleet import round_summary
     from edgecl.fleet.store import GlobalStore
-    from edgecl.models.registry import Registry
     from edgecl.runtime.lock import FLEET_CLIENT_LOCK_NAME, holder_pid
 
     out: dict = {"client_pid": holder_pid(state, FLEET_CLIENT_LOCK_NAME), "adopted": None,
                  "server": None}
     if (state / "models").is_dir():
-        for info in reversed(Registry(state / "models", create=False, repair=False).list()):
+        for info in reversed(_read_registry(state).list()):
             origin = str(info.manifest.get("origin") or "")
             if origin.startswith("fleet round "):
                 out["adopted"] = {"version": info.version, "origin": origin,
