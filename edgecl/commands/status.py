@@ -151,16 +151,9 @@ def _serving(state: Path) -> dict:
                               f" the runtime serves the newest intact version from its next start")
     names = current.manifest.get("classes")
     if isinstance(names, (dict, list)) and names:  # classes taught since it was made
-        from edgecl.models.classes import ClassRegistry
+        from edgecl.runtime.promote import classes_lacking
 
-        try:
-            registry_now = ClassRegistry(state)
-            device, merged = registry_now.names(), registry_now.merged()
-        except EdgeclError:  # the classes section says why; the serving one stands
-            device, merged = {}, {}
-        # a class merged into another has no samples of its own to learn from, ever
-        out["not_detected"] = [n for cid, n in sorted(device.items())
-                               if cid >= len(names) and cid not in merged]
+        out["not_detected"] = classes_lacking(state, len(names))
     acc = current.metrics.get("acc")
     out.update(version=current.version, created=current.created,
                engine=serving_engine(registry, current)["engine_label"],

@@ -92,21 +92,37 @@ def classes_lost(state_dir: str | Path, manifest: dict, replaced: dict | None) -
         Class names, by id; empty when nothing is lost (a round's version grows its head, a
         device's first model replaces none).
     """
-    from edgecl.errors import EdgeclError
-    from edgecl.models.classes import ClassRegistry
-
     names = manifest.get("classes")
     before = (replaced or {}).get("classes")
     if not all(isinstance(n, (dict, list)) and n for n in (names, before)):
         return []
+    return classes_lacking(state_dir, len(names), len(before))
+
+
+def classes_lacking(state_dir: str | Path, head: int, upto: int | None = None) -> list[str]:
+    """The device's classes a head of ``head`` classes lacks (ids ``head`` to ``upto - 1``;
+    ``upto`` None: every id the class registry has), by their names now; a class merged into
+    another is left out (it has no samples of its own, and its name means the other class).
+
+    Args:
+        state_dir: the state directory (its class registry).
+        head: classes the head has (ids ``0 .. head - 1``).
+        upto: first id not asked about (None: past the registry's last).
+
+    Returns:
+        Class names, by id; empty where the registry cannot be read (said where it is read).
+    """
+    from edgecl.errors import EdgeclError
+    from edgecl.models.classes import ClassRegistry
+
     try:
         classes = ClassRegistry(state_dir)
         merged = classes.merged()
         device = classes.names()
     except EdgeclError:
-        return []  # a damaged registry is reported where it is read
-    return [device[cid] for cid in range(len(names), len(before))
-            if cid in device and cid not in merged]
+        return []
+    end = upto if upto is not None else max(device, default=-1) + 1
+    return [device[cid] for cid in range(head, end) if cid in device and cid not in merged]
 
 
 def seed_version_classes(state_dir: str | Path, registry, version: str) -> list[str]:
