@@ -203,7 +203,6 @@ def damage_to_rebuild(memory_root: Path,
     Args:
         memory_root: the memory folder.
         busy_timeout_s: how long the check waits for another process's lock.
-        provenance: as :func:`rebuild_index`'s.
 
     Returns:
         One line: ``"the index PATH is missing"``, ``"... is empty (0 bytes)"`` or
@@ -238,6 +237,7 @@ def rebuild_damaged_index(memory_root: Path, state_dir: Path | None = None,
         memory_root: the memory folder (``STATE/memory``).
         state_dir: the state directory, for ``classes.json`` (default: the folder above).
         busy_timeout_s: how long the check waits for another process's lock.
+        provenance: as :func:`rebuild_index`'s.
 
     Returns:
         ``(what was wrong, what the rebuild did)``; None when nothing was done.
