@@ -129,9 +129,8 @@ def imported_from(memory, path: str, no_object: bool = False) -> list[int]:
     Raises:
         ConfigError: ``path`` is a json that is no COCO file.
     """
-    from edgecl.frames import LabelOrigin
-
     from edgecl.errors import link_problem
+    from edgecl.frames import LabelOrigin
 
     broken = link_problem(Path(path).expanduser())
     if broken:  # before: an internal error (RuntimeError: Symlink loop from ...), exit 1

@@ -251,12 +251,9 @@ def _held_already(registry, path: Path) -> str | None:
 
 def add_command(args: argparse.Namespace) -> int:
     """Load and warm a model file, stage it (and optionally promote it)."""
+    from edgecl.errors import EdgeclError, special_file_problem
     from edgecl.models.classes import ClassRegistry
     from edgecl.ultra import is_model_yaml
-
-    from edgecl.errors import EdgeclError
-
-    from edgecl.errors import special_file_problem
 
     special = special_file_problem(args.path)
     if special:  # said first: /dev/zero or a named pipe was read for its hash, for ever
