@@ -317,8 +317,7 @@ def parse_boxes(boxes: object) -> list[dict]:
             raise LabelError(f"box {i}: class_id must be an integer (the class's id) or left "
                              f"out, got {shown(said)}")  # before: "2" or true, ignored
         out.append({"class": name, "xyxy": [float(v) for v in xyxy],
-                    **({"class_id": said} if isinstance(said, int) and not isinstance(said, bool)
-                       else {})})
+                    **({"class_id": said} if said is not None else {})})
     return out
 
 
@@ -389,9 +388,8 @@ def boxes_to_labels(boxes: object, width: int, height: int, class_ids: dict[str,
                                  f"names in one answer (a new class is taught a few at a time)")
             new_names.append(name)
         cls = class_ids[name] if name in class_ids else -1 - new_names.index(name)
-        said = boxes[i].get("class_id")  # a proposal's, sent back: its class edited, not its id?
-        if (isinstance(said, int) and not isinstance(said, bool) and said != cls
-                and said in standing):
+        said = box.get("class_id")  # a proposal's, sent back: its class edited, not its id?
+        if said is not None and said != cls and said in standing:  # (an integer: parse_boxes)
             raise LabelError(f"box {i}: class_id {said} is another class than '{name}'"
                              f"{f' (id {cls})' if cls >= 0 else ' (a new class)'}: send the class "
                              f"you mean ('class' decides; 'class_id' may be left out)")
