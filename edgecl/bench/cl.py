@@ -666,16 +666,16 @@ def run(args: argparse.Namespace) -> int:
     left_out = ", ".join(f"{m.strategy}" + (f" {m.budget:.0%}" if m.budget is not None else "")
                          + f" seed {m.seed}" for m in missing[:6]) \
         + (" ..." if len(missing) > 6 else "")
+    table, pngs, summary = write_report(mine, view.task_names, out,
+                                        _header(yaml_path, view, settings, args.seeds))
     if missing:  # before: a table without them, and not a word (an interrupted run's report)
+        from edgecl.atomic import atomic_write_text
+
         logging.getLogger(__name__).warning(
             "the report leaves out %d planned run(s) not made yet: %s; run the same command "
             "without --report-only to make them (finished runs are reused)", len(missing),
             left_out)
-    table, pngs, summary = write_report(mine, view.task_names, out,
-                                        _header(yaml_path, view, settings, args.seeds))
-    if missing:  # said in the file people share too, not only on stderr
-        from edgecl.atomic import atomic_write_text
-
+        # said in the file people share too, not only on stderr
         atomic_write_text(table, Path(table).read_text(encoding="utf-8")
                           + f"\nNot in this table: {left_out} (planned, not made yet).\n")
     print_json_line({
