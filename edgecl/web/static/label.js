@@ -342,8 +342,7 @@
       if (state.unsure.has(state.current.id)) {
         confirmLate(state.current.id).catch(EC.report);
       } else if (state.edited) {
-        EC.toast(`${state.current.id} left the queue (answered elsewhere, or dropped for frames of ` +
-                 "higher priority): your boxes on it were not saved", "error");
+        sayLeftTheQueue(state.current.id);
       }
       state.current = null;
     }
@@ -567,6 +566,12 @@
     if (!state.queue.length) refreshQueue().catch(EC.report);
   }
 
+  /** The toast of an edited frame that left the queue before its answer was taken. */
+  function sayLeftTheQueue(id) {
+    EC.toast(`${id} left the queue (answered elsewhere, or dropped for frames of higher ` +
+             "priority): your boxes on it were not saved", "error");
+  }
+
   /** Say whether an answer that met no reply reached the device after all, once its item left
    * the queue or a second sending was refused as already answered: its answer is in the
    * Answered list (before, a frozen link's answer that the device stored read "not saved"). */
@@ -586,8 +591,7 @@
                `device (${boxCount((found.boxes || []).length)})`, "ok");
       refreshAnswered().catch(EC.report);
     } else {
-      EC.toast(`${id} left the queue (answered elsewhere, or dropped for frames of higher ` +
-               "priority): your boxes on it were not saved", "error");
+      sayLeftTheQueue(id);
     }
   }
 
